@@ -1,0 +1,60 @@
+# Sen — make targets. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVICES := ehr teleconsult billing portal
+INFRA := deploy/local/infra.sh
+export SEN_DEV_JWT_KEY ?= $(CURDIR)/.sen/dev-jwt.pem
+
+.PHONY: help venv run test test-fast bench token lint infra-up infra-down infra-status indexes seed clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: constraints.txt requirements-dev.txt shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt \
+		-e ./shared $(foreach s,$(SERVICES),-e ./services/$(s)) >&2
+	@touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv and install every package (pinned)
+
+run: venv ## start FerretDB, RabbitMQ and every service; seed a demo province; Ctrl-C stops all
+	@bash deploy/local/run.sh
+
+test: venv ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
+	@bash $(INFRA) up
+	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv ## unit tests only (no servers)
+	@$(PY) -m pytest shared/tests services -m "not integration" $(PYTEST_ARGS)
+
+bench: venv ## run the benchmarks in tests/perf and print their tables
+	@bash $(INFRA) up
+	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
+		$(PY) -m pytest tests/perf -s -p no:randomly $(PYTEST_ARGS)
+
+token: venv ## print a development bearer token: make token ROLE=doctor
+	@$(PY) -m sen_shared.devtoken $(or $(ROLE),admin) $(TOKEN_ARGS)
+
+lint: venv ## ruff over everything
+	@$(VENV)/bin/ruff check .
+
+infra-up: ## start (installing if needed) PostgreSQL + FerretDB and RabbitMQ
+	@bash $(INFRA) up
+
+infra-down: ## stop the local servers
+	@bash $(INFRA) down
+
+infra-status: ## say which local servers answer
+	@bash $(INFRA) status
+
+indexes: venv ## create every service's MongoDB indexes
+	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
+		for s in $(SERVICES); do $(PY) -m sen_$$s.indexes; done
+
+clean: infra-down ## stop the servers and remove the virtualenv and local data
+	rm -rf $(VENV) .sen

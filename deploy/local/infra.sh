@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Local infrastructure for Sen: PostgreSQL + FerretDB 1.24 (MongoDB wire) and
+# RabbitMQ, installed from Debian's packages / built with Go when missing, with
+# their data under the project's own state folder (.sen/ by default).
+#
+#   infra.sh up       install what is missing, start everything, wait until it answers
+#   infra.sh down     stop everything this script started
+#   infra.sh status   say what answers
+#   infra.sh env      print MONGO_URL / AMQP_URL for the running servers
+#   infra.sh rabbit-restart   stop and start the broker (used by fault tests)
+#
+# With MONGO_URL and AMQP_URL both set, nothing is installed or started.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+state=${SEN_STATE_DIR:-$root/.sen}
+tools=${SEN_TOOLS_DIR:-$HOME/.local/share/sen/bin}
+pg_port=${SEN_PG_PORT:-54329}
+mongo_port=${SEN_MONGO_PORT:-27017}
+amqp_port=${SEN_AMQP_PORT:-5672}
+ferretdb_version=v1.24.2
+
+log() { printf 'infra: %s\n' "$*" >&2; }
+die() { printf 'infra: error: %s\n' "$*" >&2; exit 1; }
+
+as_user() {  # run a command as a service user when we are root
+  local user=$1; shift
+  if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {  # name port seconds
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do port_open "$2" && return 0; sleep 0.2; done
+  die "$1 did not answer on 127.0.0.1:$2 within $3 s (logs: $state/log)"
+}
+
+apt_install() {  # package...
+  command -v apt-get >/dev/null || die "apt-get not found: install $* by hand or set MONGO_URL/AMQP_URL"
+  [ "$(id -u)" = 0 ] || die "installing $* needs root (or set MONGO_URL/AMQP_URL)"
+  if [ ! -f "$state/.apt-updated" ]; then
+    log "apt-get update"; apt-get update -qq >/dev/null; mkdir -p "$state"; touch "$state/.apt-updated"
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }; done
+  return 1
+}
+
+pg_up() {
+  pg_bin >/dev/null || apt_install postgresql
+  local bin; bin=$(pg_bin)
+  local data=$state/pg
+  mkdir -p "$state/log"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$data" "$state/log"
+    as_user postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$state/log"
+  if ! port_open "$pg_port"; then
+    log "starting PostgreSQL on 127.0.0.1:$pg_port"
+    as_user postgres "$bin/pg_ctl" -D "$data" -l "$state/log/postgresql.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+  fi
+  wait_port PostgreSQL "$pg_port" 60
+  as_user postgres "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='ferretdb'" | grep -q 1 ||
+    as_user postgres "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres ferretdb
+}
+
+pg_down() {
+  local bin; bin=$(pg_bin) || return 0
+  [ -f "$state/pg/postmaster.pid" ] && as_user postgres "$bin/pg_ctl" -D "$state/pg" -m fast -w stop >/dev/null || true
+}
+
+# ---------------------------------------------------------------- FerretDB
+ferretdb_build() {
+  command -v go >/dev/null || apt_install golang-go
+  log "building FerretDB $ferretdb_version (once; about a minute)"
+  local tmp dir; tmp=$(mktemp -d)
+  # `go install pkg@version` also asks for the module's version list, which
+  # some proxies refuse; downloading the one version and building it does not.
+  dir=$(cd "$tmp" && go mod download -json "github.com/FerretDB/FerretDB@$ferretdb_version" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$tools"
+  # The module's source leaves build/version/version.txt for `task gen-version`.
+  cp -r "$dir" "$tmp/src" && chmod -R u+w "$tmp/src"
+  echo "$ferretdb_version" >"$tmp/src/build/version/version.txt"
+  (cd "$tmp/src" && GOFLAGS=-buildvcs=false go build -trimpath -o "$tools/ferretdb.tmp" ./cmd/ferretdb)
+  mv "$tools/ferretdb.tmp" "$tools/ferretdb"
+  rm -rf "$tmp"
+}
+
+ferretdb_up() {
+  [ -x "$tools/ferretdb" ] || ferretdb_build
+  mkdir -p "$state/ferretdb" "$state/log"
+  if ! port_open "$mongo_port"; then
+    log "starting FerretDB on 127.0.0.1:$mongo_port"
+    local debug_port=$((mongo_port + 10000))
+    nohup "$tools/ferretdb" --handler=postgresql \
+      --postgresql-url="postgres://postgres@127.0.0.1:$pg_port/ferretdb" \
+      --state-dir="$state/ferretdb" --listen-addr="127.0.0.1:$mongo_port" \
+      --debug-addr="127.0.0.1:$debug_port" --telemetry=disable --log-level=warn \
+      >"$state/log/ferretdb.log" 2>&1 &
+    echo $! >"$state/ferretdb.pid"
+  fi
+  wait_port FerretDB "$mongo_port" 60
+}
+
+ferretdb_down() {
+  if [ -f "$state/ferretdb.pid" ]; then
+    kill "$(cat "$state/ferretdb.pid")" 2>/dev/null || true
+    rm -f "$state/ferretdb.pid"
+  fi
+}
+
+# ---------------------------------------------------------------- RabbitMQ
+rabbit_env() {
+  export RABBITMQ_NODENAME=sen@localhost
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$amqp_port
+  export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_MNESIA_BASE=$state/rabbitmq/mnesia
+  export RABBITMQ_LOG_BASE=$state/log
+  export RABBITMQ_PID_FILE=$state/rabbitmq/rabbit.pid
+  export RABBITMQ_CONFIG_FILE=$state/rabbitmq/rabbitmq
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbitmq/enabled_plugins
+}
+
+rabbit_ctl() { rabbit_env; rabbitmqctl -q "$@"; }
+
+rabbit_up() {
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  rabbit_env
+  mkdir -p "$state/rabbitmq/mnesia" "$state/log"
+  [ -f "$state/rabbitmq/rabbitmq.conf" ] || cat >"$state/rabbitmq/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$amqp_port
+loopback_users = none
+management.tcp.ip = 127.0.0.1
+CONF
+  [ -f "$state/rabbitmq/enabled_plugins" ] || echo '[].' >"$state/rabbitmq/enabled_plugins"
+  [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$state/rabbitmq" && chown rabbitmq "$state/log" && chmod 777 "$state/log"
+  if ! port_open "$amqp_port"; then
+    log "starting RabbitMQ on 127.0.0.1:$amqp_port"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+  fi
+  wait_port RabbitMQ "$amqp_port" 120
+  rabbitmqctl -q await_startup --timeout 120 >/dev/null 2>&1 || true
+}
+
+rabbit_down() {
+  command -v rabbitmqctl >/dev/null || return 0
+  rabbit_env
+  rabbitmqctl -q stop >/dev/null 2>&1 || true
+}
+
+rabbit_restart() {  # stop the broker's application and start it again (fault tests)
+  rabbit_env
+  rabbitmqctl -q stop_app >/dev/null
+  sleep "${1:-2}"
+  rabbitmqctl -q start_app >/dev/null
+  wait_port RabbitMQ "$amqp_port" 60
+}
+
+# ---------------------------------------------------------------- main
+print_env() {  # the URLs to use: the ones given, else the local servers'
+  echo "MONGO_URL=${MONGO_URL:-mongodb://127.0.0.1:$mongo_port/}"
+  echo "AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:$amqp_port//}"
+}
+
+external() { [ -n "${MONGO_URL:-}" ] && [ -n "${AMQP_URL:-}" ]; }
+
+case "${1:-}" in
+  up)
+    if external; then log "MONGO_URL and AMQP_URL are set: using those servers, starting nothing"; exit 0; fi
+    mkdir -p "$state"
+    [ -n "${MONGO_URL:-}" ] || { pg_up; ferretdb_up; }
+    [ -n "${AMQP_URL:-}" ] || rabbit_up
+    log "ready"
+    ;;
+  down)
+    external && exit 0
+    ferretdb_down; pg_down; rabbit_down
+    ;;
+  status)
+    port_open "$pg_port" && echo "postgresql up" || echo "postgresql down"
+    port_open "$mongo_port" && echo "ferretdb up" || echo "ferretdb down"
+    port_open "$amqp_port" && echo "rabbitmq up" || echo "rabbitmq down"
+    ;;
+  env) print_env ;;
+  rabbit-restart) rabbit_restart "${2:-2}" ;;
+  rabbitmqctl) shift; rabbit_ctl "$@" ;;
+  *) echo "usage: $0 up|down|status|env|rabbit-restart [seconds]|rabbitmqctl ..." >&2; exit 2 ;;
+esac

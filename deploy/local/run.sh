@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make run`: the whole suite on this machine. Brings up FerretDB and RabbitMQ
+# (or uses MONGO_URL/AMQP_URL), creates the indexes, starts every service's web
+# process (gunicorn + uvicorn worker class, no preload) and worker process,
+# seeds a demo province, prints the URLs, and stops everything on Ctrl-C.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+py=$root/.venv/bin/python
+state=${SEN_STATE_DIR:-$root/.sen}
+mkdir -p "$state/log" "$state/prometheus"
+
+started_infra=0
+if [ -z "${MONGO_URL:-}" ] || [ -z "${AMQP_URL:-}" ]; then started_infra=1; fi
+bash deploy/local/infra.sh up
+set -a; eval "$(bash deploy/local/infra.sh env)"; set +a
+export SEN_ENV=${SEN_ENV:-development}
+export SEN_DEV_JWT_KEY=${SEN_DEV_JWT_KEY:-$state/dev-jwt.pem}
+export LOG_LEVEL=${LOG_LEVEL:-INFO}
+export SEN_EHR_URL=${SEN_EHR_URL:-http://127.0.0.1:8081}
+export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:8082}
+export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:8083}
+
+declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "stopping Sen…" >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ "$started_infra" = 1 ] && [ "${SEN_KEEP_INFRA:-0}" != 1 ] && bash deploy/local/infra.sh down
+  exit 0
+}
+trap stop INT TERM EXIT
+
+"$py" -m sen_shared.devtoken admin >/dev/null   # makes the development issuer's key once
+for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
+
+for svc in ehr teleconsult billing portal; do
+  PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \
+    "$root/.venv/bin/gunicorn" -c deploy/gunicorn.conf.py "sen_$svc.asgi:app" \
+    >>"$state/log/$svc-web.log" 2>&1 &
+  pids+=($!)
+  "$py" -m "sen_$svc.worker" >>"$state/log/$svc-worker.log" 2>&1 &
+  pids+=($!)
+done
+
+for svc in ehr teleconsult billing portal; do
+  url="http://127.0.0.1:${ports[$svc]}/readyz"
+  for _ in $(seq 1 150); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && break
+    sleep 0.2
+  done
+  curl -fsS -o /dev/null "$url" || { echo "$svc did not become ready; see $state/log/$svc-web.log" >&2; exit 1; }
+done
+
+"$py" deploy/local/seed.py --ehr "$SEN_EHR_URL"
+
+cat <<TXT
+
+Sen is running (logs in $state/log):
+  portal       http://127.0.0.1:8080/          (Cổng thông tin / web pages)
+  ehr          http://127.0.0.1:8081/fhir       (FHIR R4: /fhir/metadata)
+  teleconsult  http://127.0.0.1:8082/           (Hội chẩn từ xa)
+  billing      http://127.0.0.1:8083/           (Thanh toán)
+  health       /healthz /readyz /metrics on every port
+  token        make token ROLE=doctor           (development bearer token)
+Ctrl-C stops everything.
+TXT
+wait -n "${pids[@]}" || true
+echo "a Sen process exited; stopping the rest (see $state/log)" >&2

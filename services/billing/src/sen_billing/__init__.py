@@ -1,0 +1,1 @@
+"""Sen billing service: price list, charges, invoices, VietQR payments, webhooks, receipts, cashier shifts."""

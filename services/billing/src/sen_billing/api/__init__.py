@@ -1,0 +1,1 @@
+"""operationId targets of the billing API: thin handlers."""

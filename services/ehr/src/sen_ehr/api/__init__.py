@@ -1,0 +1,1 @@
+"""operationId targets of the ehr API: thin handlers."""

@@ -1,0 +1,1 @@
+"""operationId targets of the portal API: thin handlers."""

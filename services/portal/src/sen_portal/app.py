@@ -1,0 +1,15 @@
+"""Composition root of the portal web process: ``create_app()`` wires everything, connects to nothing."""
+
+from __future__ import annotations
+
+import connexion
+
+from sen_shared.web import build_app
+
+from .config import PortalSettings, settings_from_env
+from .indexes import INDEXES
+
+
+def create_app(settings: PortalSettings | None = None) -> connexion.FlaskApp:
+    settings = settings or settings_from_env()
+    return build_app(settings, spec="portal.yaml", api_package="sen_portal.api", indexes=INDEXES)

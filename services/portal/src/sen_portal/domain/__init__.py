@@ -1,0 +1,1 @@
+"""The portal's own rules, no I/O."""

@@ -1,0 +1,1 @@
+"""Sen teleconsult service: consult requests and scheduling: ServiceRequest, Task, Schedule, Slot, Appointment, Communication."""

@@ -1,0 +1,1 @@
+"""operationId targets of the teleconsult API: thin handlers."""

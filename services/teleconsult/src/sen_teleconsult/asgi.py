@@ -1,0 +1,5 @@
+"""The ASGI entry point gunicorn imports (`gunicorn sen_teleconsult.asgi:app`); nothing else imports it."""
+
+from .app import create_app
+
+app = create_app()

@@ -1,0 +1,85 @@
+"""Settings read from the environment and validated once at start.
+
+A bad or missing setting stops the process with one line naming the variable::
+
+    sen-ehr: configuration error: MONGO_URL is required (the MongoDB connection URL)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What every Sen process needs; services subclass it for their own settings."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    service: str = Field("sen", description="service name, used in logs, events and the default database")
+    env: Literal["development", "production", "test"] = Field(
+        "development", validation_alias="SEN_ENV", description="development, test or production")
+    mongo_url: str = Field(..., validation_alias="MONGO_URL", description="the MongoDB connection URL")
+    amqp_url: str = Field(..., validation_alias="AMQP_URL", description="the RabbitMQ (AMQP 0-9-1) URL")
+    db_name: str = Field("", validation_alias="SEN_DB", description="database name (default sen_<service>)")
+    bus_prefix: str = Field("", validation_alias="SEN_BUS_PREFIX",
+                            description="prefix for the exchange and queue names (tests isolate runs with it)")
+    jwks_url: str = Field("", validation_alias="SEN_JWKS_URL", description="JWKS URL of the OIDC issuer (production)")
+    jwt_issuer: str = Field("sen-dev", validation_alias="SEN_JWT_ISSUER", description="expected JWT issuer")
+    jwt_audience: str = Field("sen", validation_alias="SEN_JWT_AUDIENCE", description="expected JWT audience")
+    dev_jwt_key: str = Field("", validation_alias="SEN_DEV_JWT_KEY",
+                             description="path of the development issuer's RSA private key (PEM)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="LOG_LEVEL")
+    max_body_bytes: int = Field(2_000_000, validation_alias="SEN_MAX_BODY_BYTES", gt=0,
+                                description="largest request body accepted")
+    http_timeout: float = Field(5.0, validation_alias="SEN_HTTP_TIMEOUT", gt=0,
+                                description="timeout of calls to other services, seconds")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.db_name:
+            self.db_name = f"sen_{self.service}"
+        if self.env == "production" and not self.jwks_url:
+            raise ValueError("SEN_JWKS_URL is required in production (the OIDC issuer's JWKS URL)")
+        if self.env != "production" and not (self.jwks_url or self.dev_jwt_key):
+            raise ValueError("SEN_DEV_JWT_KEY is required outside production when SEN_JWKS_URL is unset "
+                             "(path of the development issuer's key; `make token` creates it)")
+        if not self.mongo_url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("MONGO_URL must start with mongodb:// or mongodb+srv://")
+        if not self.amqp_url.startswith(("amqp://", "amqps://")):
+            raise ValueError("AMQP_URL must start with amqp:// or amqps://")
+        return self
+
+    @property
+    def dev_key_path(self) -> Path | None:
+        return Path(self.dev_jwt_key) if self.dev_jwt_key else None
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def _describe(cls: type[Settings], err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = first.get("loc") or ()
+    if loc:
+        field = cls.model_fields.get(str(loc[0]))
+        var = (field.validation_alias if field and isinstance(field.validation_alias, str) else str(loc[0])).upper()
+        what = field.description if field and field.description else ""
+        if first["type"] == "missing":
+            return f"{var} is required" + (f" ({what})" if what else "")
+        return f"{var}: {first['msg']}"
+    return str(first["msg"]).removeprefix("Value error, ")
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Read and validate settings, or exit the process with one clear line."""
+    try:
+        return cls(**overrides)
+    except ValidationError as err:
+        name = overrides.get("service") or cls.model_fields["service"].default
+        sys.stderr.write(f"sen-{name}: configuration error: {_describe(cls, err)}\n")
+        raise SystemExit(78) from None  # EX_CONFIG

@@ -1,0 +1,63 @@
+"""JSON logs, one object a line, with the correlation id of the request or event.
+
+The correlation id lives in a context variable: the web layer sets it from the
+``X-Correlation-ID`` header (or makes one), the bus copies it into every event
+it publishes and sets it again in the handler that consumes the event, so one
+id follows a request through every service it touches.
+
+Patient data never goes into logs: log ids and counts, never names, bodies or
+query strings.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import uuid
+
+from pythonjsonlogger.json import JsonFormatter
+
+correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_correlation_id() -> str:
+    """The current id, making one when none is set (a process started outside a request)."""
+    cid = correlation_id.get()
+    if not cid:
+        cid = new_correlation_id()
+        correlation_id.set(cid)
+    return cid
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        record.correlation_id = correlation_id.get()
+        return True
+
+
+def setup_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record to stderr as JSON; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(correlation_id)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        timestamp=False,
+    ))
+    handler.addFilter(_ContextFilter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn's access log prints query strings, which may carry patient names.
+    logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("amqp", "kombu", "pymongo"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,70 @@
+"""MongoDB access: one client per process, created on first use.
+
+Gunicorn forks workers; a pymongo client must not cross a fork. The client is
+created lazily and re-created when the process id changes, so nothing is
+connected at import time and each worker owns its own pool. Works on MongoDB
+and FerretDB alike (see ARCHITECTURE.md §2 for what that rules out).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.operations import IndexModel
+
+_lock = threading.Lock()
+_clients: dict[tuple[int, str], MongoClient] = {}
+
+
+def client(url: str) -> MongoClient:
+    """The process's client for ``url`` (fork-safe)."""
+    key = (os.getpid(), url)
+    c = _clients.get(key)
+    if c is None:
+        with _lock:
+            c = _clients.get(key)
+            if c is None:
+                for stale in [k for k in _clients if k[0] != key[0]]:
+                    _clients.pop(stale, None)  # inherited across fork: never used, never closed here
+                c = MongoClient(url, tz_aware=True, connect=False, serverSelectionTimeoutMS=5000,
+                                appname="sen", uuidRepresentation="standard")
+                _clients[key] = c
+    return c
+
+
+def database(url: str, name: str) -> Database:
+    return client(url)[name]
+
+
+def ping(db: Database) -> None:
+    db.client.admin.command("ping")
+
+
+@dataclass(frozen=True)
+class Index:
+    """One index a collection needs; declared as data by each service."""
+
+    collection: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+    name: str | None = None
+
+    def model(self) -> IndexModel:
+        name = self.name or "_".join(f"{k}_{d}" for k, d in self.keys)
+        return IndexModel(list(self.keys), unique=self.unique, name=name)
+
+
+def ensure_indexes(db: Database, indexes: Iterable[Index]) -> int:
+    """Create the indexes that are missing; safe to run again and from many processes."""
+    by_collection: dict[str, list[IndexModel]] = {}
+    for ix in indexes:
+        by_collection.setdefault(ix.collection, []).append(ix.model())
+    created = 0
+    for coll, models in by_collection.items():
+        created += len(db[coll].create_indexes(models))
+    return created

@@ -1,0 +1,280 @@
+"""Building a service's web application: one function every service calls.
+
+``build_app`` wires a connexion ``FlaskApp`` from the service's OpenAPI spec
+(merged with the shared operational endpoints in ``specs/common/ops.yaml``),
+installs the runtime, the token verifier and the error handlers, and adds the
+request middleware: correlation id, body size limit, metrics, request log.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import connexion
+import yaml
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
+from connexion.resolver import RelativeResolver
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import auth, logs
+from .config import Settings
+from .errors import SenError
+from .fhir.outcome import FHIR_JSON, FhirError, issue_code
+from .health import LATENCY, REQUESTS
+from .mongo import Index
+from .runtime import Runtime, install
+
+log = logging.getLogger("sen.http")
+
+CORRELATION_HEADER = b"x-correlation-id"
+
+
+def specs_dir() -> Path:
+    """``SEN_SPECS_DIR``, or the repository's ``specs/`` found above this file, or /app/specs."""
+    env = os.environ.get("SEN_SPECS_DIR")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "specs" / "common" / "ops.yaml").exists():
+            return parent / "specs"
+    return Path("/app/specs")
+
+
+@functools.lru_cache(maxsize=16)
+def _load_yaml(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_spec(name: str) -> dict[str, Any]:
+    """The service's spec with the shared operational paths and components merged in."""
+    root = specs_dir()
+    spec = copy.deepcopy(_load_yaml(root / name))
+    ops = _load_yaml(root / "common" / "ops.yaml")
+    for path, item in ops["paths"].items():
+        spec.setdefault("paths", {}).setdefault(path, copy.deepcopy(item))
+    comps = spec.setdefault("components", {})
+    for section, entries in ops["components"].items():
+        target = comps.setdefault(section, {})
+        for key, value in entries.items():
+            target.setdefault(key, copy.deepcopy(value))
+    return spec
+
+
+class ServiceResolver(RelativeResolver):
+    """operationIds relative to the service's ``api`` package; ``sen_shared.*`` ones absolute."""
+
+    def resolve_operation_id(self, operation: Any) -> str:
+        operation_id = operation.operation_id
+        if operation_id and operation_id.startswith("sen_shared."):
+            return operation_id
+        return super().resolve_operation_id(operation)
+
+
+# --------------------------------------------------------------------------- middleware
+
+def _problem_bytes(status: int, title: str, detail: str, fhir: bool) -> tuple[bytes, bytes]:
+    if fhir:
+        body = {"resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": issue_code(status), "diagnostics": detail}]}
+        return json.dumps(body).encode(), FHIR_JSON.encode()
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return json.dumps(body).encode(), b"application/problem+json"
+
+
+class RequestMiddleware:
+    """Correlation id in and out, body size limit, metrics and one log line per request."""
+
+    def __init__(self, app: ASGIApp, service: str, max_body: int, fhir_base: str | None) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+        self.fhir_base = fhir_base
+
+    def _is_fhir(self, scope: Scope) -> bool:
+        return bool(self.fhir_base) and scope.get("path", "").startswith(self.fhir_base)
+
+    async def _reject(self, scope: Scope, send: Send, status: int, title: str, detail: str,
+                      cid: bytes) -> None:
+        body, ctype = _problem_bytes(status, title, detail, self._is_fhir(scope))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
+                                (CORRELATION_HEADER, cid)]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        cid = headers.get(CORRELATION_HEADER, b"")[:64]
+        if not cid or not all(48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"-_." for c in cid):
+            cid = logs.new_correlation_id().encode()
+        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != CORRELATION_HEADER]
+        scope["headers"].append((CORRELATION_HEADER, cid))
+        logs.correlation_id.set(cid.decode())
+        started = time.perf_counter()
+        method = scope.get("method", "GET")
+        status_holder = {"status": 500}
+
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                await self._reject(scope, send, 400, "Bad Request", "Content-Length is not a number", cid)
+                return
+            if too_big:
+                await self._reject(scope, send, 413, "Content Too Large",
+                                   f"the body is larger than {self.max_body} bytes; send less", cid)
+                self._observe(method, 413, started, scope)
+                return
+        elif method in ("POST", "PUT", "PATCH"):
+            # no Content-Length (chunked): read at most the limit, then replay it
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    await self._reject(scope, send, 413, "Content Too Large",
+                                       f"the body is larger than {self.max_body} bytes; send less", cid)
+                    self._observe(method, 413, started, scope)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            sent = False
+
+            async def replay() -> Message:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            receive = replay
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(CORRELATION_HEADER, cid)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._observe(method, status_holder["status"], started, scope)
+
+    def _observe(self, method: str, status: int, started: float, scope: Scope) -> None:
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(self.service, method, str(status)).inc()
+        LATENCY.labels(self.service, method).observe(elapsed)
+        # path only: query strings may carry names; ids are not patient data
+        log.info("request", extra={"method": method, "path": scope.get("path", ""), "status": status,
+                                   "ms": round(elapsed * 1000, 1)})
+
+
+# --------------------------------------------------------------------------- errors
+
+def _render(request: ConnexionRequest, status: int, title: str, detail: str,
+            fhir_base: str | None, extra: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> ConnexionResponse:
+    if fhir_base and request.url.path.startswith(fhir_base):
+        body: dict[str, Any] = {"resourceType": "OperationOutcome",
+                                "issue": [{"severity": "error", "code": issue_code(status),
+                                           "diagnostics": detail}]}
+        mimetype = FHIR_JSON
+    else:
+        body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+                "instance": request.url.path}
+        body.update(extra or {})
+        mimetype = "application/problem+json"
+    return ConnexionResponse(status_code=status, body=json.dumps(body, ensure_ascii=False).encode(),
+                             mimetype=mimetype, content_type=mimetype, headers=headers or {})
+
+
+def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
+    def sen_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, SenError)
+        if isinstance(exc, FhirError) and fhir_base and request.url.path.startswith(fhir_base):
+            return ConnexionResponse(status_code=exc.status, body=json.dumps(exc.to_outcome(), ensure_ascii=False),
+                                     mimetype=FHIR_JSON, content_type=FHIR_JSON, headers=exc.headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _render(request, exc.status, exc.title, exc.detail, fhir_base, exc.extra, headers)
+
+    def problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, ProblemException)
+        headers = dict(exc.headers or {})
+        if exc.status == 401:
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        detail = str(exc.detail or exc.title)
+        if exc.status == 401 and "No authorization token" in detail:
+            detail = "a bearer token is required: send 'Authorization: Bearer <token>'"
+        elif exc.status == 401:
+            detail = "the bearer token is missing, expired or not valid"
+        return _render(request, exc.status, exc.title or "Error", detail, fhir_base, headers=headers)
+
+    def http(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return _render(request, exc.status_code, "Error", detail, fhir_base, headers=dict(exc.headers or {}))
+
+    def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        log.exception("unhandled error")
+        return _render(request, 500, "Internal Server Error",
+                       "the server failed; the error is logged with this request's correlation id", fhir_base)
+
+    return {SenError: sen_error, ProblemException: problem, HTTPException: http, Exception: unexpected}
+
+
+# --------------------------------------------------------------------------- factory
+
+def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
+              fhir_base: str | None = None, extras: dict[str, Any] | None = None,
+              validate_responses: bool | None = None) -> connexion.FlaskApp:
+    """The web application of one service. Connects to nothing: clients are lazy."""
+    logs.setup_logging(settings.service, settings.log_level)
+    install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
+    auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                                      jwks_url=settings.jwks_url, dev_key_path=settings.dev_key_path))
+    app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()))
+    if validate_responses is None:
+        validate_responses = settings.env == "test"
+    app.add_api(load_spec(spec), resolver=ServiceResolver(api_package), strict_validation=True,
+                validate_responses=validate_responses, pythonic_params=False)
+    app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)
+    for exc, handler in _error_handlers(fhir_base).items():
+        app.add_error_handler(exc, handler)
+    flask_app = app.app
+    flask_app.json.ensure_ascii = False  # Vietnamese stays readable
+
+    @flask_app.before_request
+    def _correlation() -> None:  # handlers run in a thread pool: carry the id over
+        from flask import request
+
+        logs.correlation_id.set(request.headers.get("X-Correlation-ID", ""))
+
+    flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    return app

@@ -1,0 +1,87 @@
+"""Fixtures every suite shares: the real servers, isolated per test run.
+
+MongoDB (FerretDB locally) and RabbitMQ are the real thing: the session starts
+them with deploy/local/infra.sh unless MONGO_URL and AMQP_URL point at running
+servers. Each run gets its own database names and bus prefix, so runs and
+suites never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "deploy" / "local" / "infra.sh"
+
+
+def _infra_env() -> dict[str, str]:
+    out = subprocess.run(["bash", str(INFRA), "env"], check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.split())
+
+
+@pytest.fixture(scope="session")
+def servers() -> dict[str, str]:
+    """MONGO_URL and AMQP_URL of running servers (started when needed)."""
+    if os.environ.get("MONGO_URL") and os.environ.get("AMQP_URL"):
+        return {"MONGO_URL": os.environ["MONGO_URL"], "AMQP_URL": os.environ["AMQP_URL"]}
+    subprocess.run(["bash", str(INFRA), "up"], check=True)
+    return _infra_env()
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def mongo_url(servers: dict[str, str]) -> str:
+    return servers["MONGO_URL"]
+
+
+@pytest.fixture(scope="session")
+def amqp_url(servers: dict[str, str]) -> str:
+    return servers["AMQP_URL"]
+
+
+@pytest.fixture(scope="session")
+def dev_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jwt") / "dev-jwt.pem"
+
+
+@pytest.fixture(scope="session")
+def base_env(mongo_url: str, amqp_url: str, run_id: str, dev_key: Path) -> dict[str, str]:
+    """Environment for a Sen process of this test run (add SEN_DB per service)."""
+    return {"MONGO_URL": mongo_url, "AMQP_URL": amqp_url, "SEN_ENV": "test",
+            "SEN_BUS_PREFIX": f"t{run_id}.", "SEN_DEV_JWT_KEY": str(dev_key), "LOG_LEVEL": "WARNING"}
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_url: str):
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_url, tz_aware=True, uuidRepresentation="standard")
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def fresh_db(mongo_client, run_id: str, request: pytest.FixtureRequest):
+    """A database of its own for one test, dropped afterwards."""
+    name = f"sen_t{run_id}_{uuid.uuid4().hex[:6]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+def rabbit_restart(seconds: float = 2) -> None:
+    """Stop the local broker's application and start it again (fault tests)."""
+    subprocess.run(["bash", str(INFRA), "rabbit-restart", str(seconds)], check=True)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["bash", str(INFRA), "rabbitmqctl", *args], check=True, capture_output=True,
+                          text=True).stdout
