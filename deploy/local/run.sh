@@ -37,7 +37,7 @@ trap stop INT TERM EXIT
 for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
 
 for svc in ehr teleconsult billing portal; do
-  PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \
+  HOST=${SEN_HOST:-127.0.0.1} PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \
     "$root/.venv/bin/gunicorn" -c deploy/gunicorn.conf.py "sen_$svc.asgi:app" \
     >>"$state/log/$svc-web.log" 2>&1 &
   pids+=($!)

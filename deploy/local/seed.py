@@ -1,0 +1,104 @@
+"""Seed a small demo province (facilities, practitioners, patients with
+Vietnamese names) into the EHR through its FHIR API, as one transaction of
+PUTs with fixed ids, so seeding twice changes nothing.
+
+    python deploy/local/seed.py --ehr http://127.0.0.1:8081
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sen_shared.auth import issue_dev_token
+
+HERE = Path(__file__).resolve().parent
+SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
+SYS_BHYT = "https://fhir.sen.vn/sid/bhyt"
+
+
+def _org(o: dict[str, Any]) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Organization", "id": o["id"], "active": True, "name": o["name"],
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                              "code": o["type"]}]}],
+        "address": [{"city": o["city"], "state": "Đồng Tháp", "country": "VN"}],
+    }
+    if o.get("partOf"):
+        res["partOf"] = {"reference": f"Organization/{o['partOf']}"}
+    return res
+
+
+def _practitioner(p: dict[str, Any]) -> list[dict[str, Any]]:
+    prac = {"resourceType": "Practitioner", "id": p["id"], "active": True, "gender": p["gender"],
+            "name": [{"family": p["family"], "given": p["given"], "prefix": ["BS."],
+                      "text": " ".join([p["family"], *p["given"]])}]}
+    role = {"resourceType": "PractitionerRole", "id": f"{p['id']}-role", "active": True,
+            "practitioner": {"reference": f"Practitioner/{p['id']}"},
+            "organization": {"reference": f"Organization/{p['org']}"},
+            "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": p["specialtyCode"]}],
+                           "text": p["specialty"]}]}
+    return [prac, role]
+
+
+def _patient(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient", "id": p["id"], "active": True, "gender": p["gender"],
+        "birthDate": p["birthDate"],
+        "identifier": [
+            {"system": SYS_CCCD, "value": p["cccd"],
+             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NI"}],
+                      "text": "Căn cước công dân"}},
+            {"system": SYS_BHYT, "value": p["bhyt"],
+             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SN"}],
+                      "text": "Thẻ bảo hiểm y tế"}},
+        ],
+        "name": [{"use": "official", "family": p["family"], "given": p["given"],
+                  "text": " ".join([p["family"], *p["given"]])}],
+        "telecom": [{"system": "phone", "value": p["phone"], "use": "mobile"}],
+        "address": [{"city": p["city"], "district": p["district"], "state": "Đồng Tháp", "country": "VN"}],
+        "managingOrganization": {"reference": f"Organization/{p['org']}"},
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "vi"}]},
+                           "preferred": True}],
+    }
+
+
+def province_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    resources = [_org(o) for o in data["organizations"]]
+    for p in data["practitioners"]:
+        resources.extend(_practitioner(p))
+    resources.extend(_patient(p) for p in data["patients"])
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ehr", default=os.environ.get("SEN_EHR_URL", "http://127.0.0.1:8081"))
+    ap.add_argument("--data", default=str(HERE / "demo-province.json"))
+    a = ap.parse_args(argv)
+    data = json.loads(Path(a.data).read_text(encoding="utf-8"))
+    token = issue_dev_token(os.environ.get("SEN_DEV_JWT_KEY", ".sen/dev-jwt.pem"), "admin",
+                            issuer=os.environ.get("SEN_JWT_ISSUER", "sen-dev"),
+                            audience=os.environ.get("SEN_JWT_AUDIENCE", "sen"), sub="seed")
+    bundle = province_bundle(data)
+    r = httpx.post(f"{a.ehr}/fhir", json=bundle, timeout=60,
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    if r.status_code != 200:
+        sys.stderr.write(f"seeding failed: HTTP {r.status_code}: {r.text[:500]}\n")
+        return 1
+    sys.stderr.write(f"seeded {data['province']}: {len(bundle['entry'])} resources "
+                     f"({len(data['organizations'])} facilities, {len(data['practitioners'])} practitioners, "
+                     f"{len(data['patients'])} patients)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

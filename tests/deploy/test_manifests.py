@@ -1,0 +1,241 @@
+"""Kubernetes manifests: render each overlay offline, validate against the Kubernetes 1.30
+OpenAPI schemas (kubernetes-validate bundles them), and check Sen's own invariants."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+OVERLAYS = ("dev", "prod")  # as in conftest.py
+
+K8S_VERSION = "1.30.0"
+SERVICES = {"ehr": 8081, "teleconsult": 8082, "billing": 8083, "portal": 8080}
+WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
+
+
+def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def pod_spec(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]
+
+
+def all_containers(obj: dict) -> list[dict]:
+    spec = pod_spec(obj)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def workloads(objs: list[dict]) -> list[dict]:
+    return [o for o in objs if o["kind"] in WORKLOADS]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_matches_the_kubernetes_schema(rendered, overlay):
+    errors = []
+    for obj in rendered[overlay]:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schema_validator_rejects_a_broken_object(rendered):
+    web = dict(by_kind(rendered["prod"], "Deployment")["ehr-web"])
+    broken = {**web, "spec": {**web["spec"], "replicas": "three", "surprise": True}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_web_worker_service_hpa_pdb_and_indexes_job(rendered, overlay):
+    objs = rendered[overlay]
+    deployments, services, jobs = by_kind(objs, "Deployment"), by_kind(objs, "Service"), by_kind(objs, "Job")
+    hpas, pdbs = by_kind(objs, "HorizontalPodAutoscaler"), by_kind(objs, "PodDisruptionBudget")
+    for name, port in SERVICES.items():
+        web, worker = deployments[f"{name}-web"], deployments[f"{name}-worker"]
+        assert pod_spec(web)["containers"][0]["args"] == ["web", name]
+        assert pod_spec(worker)["containers"][0]["args"] == ["worker", name]
+        assert pod_spec(jobs[f"{name}-indexes"])["containers"][0]["args"] == ["indexes", name]
+        svc = services[name]
+        assert svc["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
+        assert svc["spec"]["ports"][0]["port"] == port
+        assert hpas[f"{name}-web"]["spec"]["scaleTargetRef"]["name"] == f"{name}-web"
+        assert pdbs[f"{name}-web"]["spec"]["selector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
+        assert "replicas" not in web["spec"], "the HPA owns the web replica count"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_probes_ports_and_env(rendered, overlay):
+    deployments = by_kind(rendered[overlay], "Deployment")
+    for name, port in SERVICES.items():
+        c = pod_spec(deployments[f"{name}-web"])["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"http": port}
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path, f"{name}: {probe}"
+            assert ports.get(get["port"], get["port"]) == port, f"{name}: {probe} port"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["PORT"]["value"] == str(port)
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert {"/tmp", env["PROMETHEUS_MULTIPROC_DIR"]["value"]} <= mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_runs_as_non_root_and_restricted(rendered, overlay):
+    for obj in workloads(rendered[overlay]):
+        spec = pod_spec(obj)
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] != 0, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        for c in all_containers(obj):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, f"{where}/{c['name']}"
+            assert sc["capabilities"]["drop"] == ["ALL"], f"{where}/{c['name']}"
+            assert sc.get("runAsUser", 1) != 0, f"{where}/{c['name']}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sen_containers_have_read_only_root_and_writable_tmp(rendered, overlay):
+    for obj in workloads(rendered[overlay]):
+        if obj["metadata"]["labels"].get("sen.vn/role") != "app":
+            continue
+        volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
+        for c in all_containers(obj):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in volumes[tmp["name"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_requests_and_a_memory_limit(rendered, overlay):
+    for obj in workloads(rendered[overlay]):
+        for c in all_containers(obj):
+            res = c.get("resources", {})
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{c['name']}"
+            assert {"cpu", "memory"} <= set(res.get("requests", {})), where
+            assert "memory" in res.get("limits", {}), where
+
+
+def test_prod_images_are_pinned_and_never_latest(rendered):
+    for obj in workloads(rendered["prod"]):
+        for c in all_containers(obj):
+            image = c["image"]
+            ref = image.split("@", 1)[0]
+            tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else None
+            assert "@sha256:" in image or tag, f"{obj['metadata']['name']}: {image} has no tag"
+            assert tag != "latest", f"{obj['metadata']['name']}: {image}"
+    sen_images = {c["image"] for o in workloads(rendered["prod"]) for c in all_containers(o)
+                  if o["metadata"]["labels"].get("sen.vn/role") == "app"}
+    assert sen_images == {"registry.example.vn/sen/sen:1.0.0"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secret_values_come_from_the_generated_secret(rendered, overlay):
+    objs = rendered[overlay]
+    secrets = by_kind(objs, "Secret")
+    assert len(secrets) == 1
+    (secret_name, secret), = secrets.items()
+    assert secret_name.startswith("sen-secrets")
+    keys = set(secret["data"])
+    sensitive = ("URL", "PASS", "PASSWORD", "COOKIE", "KEYFILE", "USERNAME", "USER")
+    for obj in workloads(objs):
+        for c in all_containers(obj):
+            for e in c.get("env", []):
+                if e["name"] in {"MONGO_URL", "AMQP_URL"} or e["name"].endswith(sensitive[1:]):
+                    if e["name"].endswith("_URL") and e["name"] not in {"MONGO_URL", "AMQP_URL"}:
+                        continue
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    assert ref, f"{obj['metadata']['name']}: {e['name']} is inline"
+                    assert ref["name"] == secret_name and ref["key"] in keys
+    for cm in by_kind(objs, "ConfigMap").values():
+        for key, value in cm.get("data", {}).items():
+            assert "@" not in value.split("://", 1)[-1].split("/", 1)[0], f"credentials in ConfigMap {key}"
+
+
+def test_no_real_secret_is_committed():
+    committed = list(K8S.rglob("*.env"))
+    assert not [p for p in committed if p.name == "secrets.env"], "secrets.env must not be in the tree"
+    for example in K8S.glob("overlays/*/secrets.example.env"):
+        assert "EXAMPLE" in example.read_text().splitlines()[0].upper()
+    assert "secrets.env" in (K8S / "overlays/prod/.gitignore").read_text().split()
+
+
+def test_prod_runs_three_member_datastores_and_ha_web(rendered):
+    objs = rendered["prod"]
+    sts = by_kind(objs, "StatefulSet")
+    assert sts["mongo"]["spec"]["replicas"] == 3 and sts["rabbitmq"]["spec"]["replicas"] == 3
+    init = pod_spec(by_kind(objs, "Job")["mongo-init"])["containers"][0]
+    assert {"name": "MONGO_REPLICAS", "value": "3"} in init["env"]
+    for hpa in by_kind(objs, "HorizontalPodAutoscaler").values():
+        assert hpa["spec"]["minReplicas"] >= 2
+    config = by_kind(objs, "ConfigMap")
+    assert next(v for k, v in config.items() if k.startswith("sen-config"))["data"]["SEN_ENV"] == "production"
+
+
+def test_dev_datastores_agree_on_their_size(rendered):
+    objs = rendered["dev"]
+    mongo = by_kind(objs, "StatefulSet")["mongo"]["spec"]["replicas"]
+    init = pod_spec(by_kind(objs, "Job")["mongo-init"])["containers"][0]
+    assert {"name": "MONGO_REPLICAS", "value": str(mongo)} in init["env"]
+
+
+def test_rabbitmq_cluster_uses_k8s_discovery_and_quorum_queues(rendered):
+    objs = rendered["prod"]
+    cm = next(o for n, o in by_kind(objs, "ConfigMap").items() if n.startswith("rabbitmq-config"))
+    conf = dict(line.split(" = ", 1) for line in cm["data"]["sen.conf"].splitlines()
+                if " = " in line and not line.startswith("#"))
+    assert conf["cluster_formation.peer_discovery_backend"] == "rabbit_peer_discovery_k8s"
+    assert conf["default_queue_type"] == "quorum"
+    sts = by_kind(objs, "StatefulSet")["rabbitmq"]
+    assert conf["cluster_formation.k8s.service_name"] == sts["spec"]["serviceName"]
+    assert "rabbitmq_peer_discovery_k8s" in cm["data"]["enabled_plugins"]
+    binding = by_kind(objs, "RoleBinding")["rabbitmq-peer-discovery"]
+    assert binding["subjects"][0]["namespace"] == "sen"
+    headless = by_kind(objs, "Service")[sts["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_routes_root_to_portal(rendered, overlay):
+    (ingress,) = by_kind(rendered[overlay], "Ingress").values()
+    paths = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert paths["/"] == "portal"
+    services = by_kind(rendered[overlay], "Service")
+    assert set(paths.values()) <= set(services)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_let_apps_reach_their_stores(rendered, overlay):
+    nps = by_kind(rendered[overlay], "NetworkPolicy")
+    deny = nps["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    egress = nps["app-egress"]["spec"]["egress"]
+    allowed = {(r["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name"),
+                r["ports"][0]["port"]) for r in egress}
+    assert {("mongo", 27017), ("rabbitmq", 5672)} <= allowed
+    assert "allow-dns" in nps
+
+
+def test_namespaces_enforce_restricted_pod_security(rendered):
+    for overlay in OVERLAYS:
+        (ns,) = by_kind(rendered[overlay], "Namespace").values()
+        assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert all(o["metadata"].get("namespace") == ns["metadata"]["name"]
+                   for o in rendered[overlay] if o["kind"] != "Namespace")
+
+
+def test_generated_service_manifests_are_up_to_date():
+    proc = subprocess.run([sys.executable, str(ROOT / "k8s/gen_services.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
