@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from sen_shared.auth import issue_dev_token
 
 HERE = Path(__file__).resolve().parent

@@ -3,8 +3,8 @@
 Compose: there is no `docker compose` plugin here (only the docker client), so the file is
 loaded by composecheck, a small program on compose-go (the library `docker compose config`
 is built on; tools.sh builds it), and validated against the compose-spec JSON schema that
-compose-go ships (read from the Go module cache, see tools.sh compose-schema). The Dockerfile gets a small lint of our own
-(hadolint is not available).
+compose-go ships (read from the Go module cache, see tools.sh compose-schema). The Dockerfile
+gets a small lint of our own (hadolint is not available).
 """
 
 from __future__ import annotations

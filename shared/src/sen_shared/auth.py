@@ -48,7 +48,7 @@ class Principal:
         return bool(self.roles & set(roles))
 
     @classmethod
-    def from_claims(cls, claims: dict[str, Any]) -> "Principal":
+    def from_claims(cls, claims: dict[str, Any]) -> Principal:
         roles = claims.get("roles")
         if roles is None:
             roles = (claims.get("realm_access") or {}).get("roles", [])

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
                                 description="timeout of calls to other services, seconds")
 
     @model_validator(mode="after")
-    def _check(self) -> "Settings":
+    def _check(self) -> Settings:
         if not self.db_name:
             self.db_name = f"sen_{self.service}"
         if self.env == "production" and not self.jwks_url:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import connexion
-
 from sen_shared.web import build_app
 
 from .config import BillingSettings, settings_from_env

@@ -1,1 +1,3 @@
-"""Sen teleconsult service: consult requests and scheduling: ServiceRequest, Task, Schedule, Slot, Appointment, Communication."""
+"""Sen teleconsult service:
+consult requests and scheduling: ServiceRequest, Task, Schedule, Slot, Appointment, Communication.
+"""

@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
-
 from sen_shared.bus.idempotency import apply_once
 
 COLLECTION = "daily_event_counts"

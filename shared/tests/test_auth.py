@@ -1,0 +1,69 @@
+"""Bearer tokens: the development issuer, verification and role checks."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from sen_shared.auth import Principal, TokenVerifier, ensure_dev_key, issue_dev_token
+from sen_shared.errors import Forbidden, Unauthorized
+
+
+@pytest.fixture()
+def key(tmp_path):
+    return tmp_path / "k.pem"
+
+
+def verifier(key):
+    return TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=key)
+
+
+def test_dev_token_round_trip(key):
+    tok = issue_dev_token(key, "doctor", facility="bvdk", practitioner="bs-1")
+    p = verifier(key).verify(tok)
+    assert p.roles == frozenset({"doctor"}) and p.facility == "bvdk" and p.practitioner == "bs-1"
+    assert (key.stat().st_mode & 0o777) == 0o600
+
+
+def test_key_is_made_once(key):
+    a = ensure_dev_key(key)
+    b = ensure_dev_key(key)
+    assert a.private_numbers() == b.private_numbers()
+
+
+@pytest.mark.parametrize("mutate", ["expired", "audience", "issuer", "other-key", "garbage", "hs256"])
+def test_bad_tokens_are_unauthorized(key, tmp_path, mutate):
+    if mutate == "expired":
+        tok = issue_dev_token(key, "clinic", ttl_seconds=-3600)
+    elif mutate == "audience":
+        tok = issue_dev_token(key, "clinic", audience="other")
+    elif mutate == "issuer":
+        tok = issue_dev_token(key, "clinic", issuer="evil")
+    elif mutate == "other-key":
+        tok = issue_dev_token(tmp_path / "other.pem", "clinic")
+    elif mutate == "hs256":
+        tok = jwt.encode({"sub": "x", "roles": ["admin"], "iss": "sen-dev", "aud": "sen",
+                          "exp": int(time.time()) + 60, "iat": int(time.time())}, "secret" * 6, algorithm="HS256")
+    else:
+        tok = "not.a.token"
+    with pytest.raises(Unauthorized):
+        verifier(key).verify(tok)
+
+
+def test_unknown_role_is_rejected_at_issue_and_forbidden_at_verify(key):
+    with pytest.raises(ValueError):
+        issue_dev_token(key, "janitor")
+    priv = ensure_dev_key(key)
+    now = int(time.time())
+    tok = jwt.encode({"sub": "x", "roles": ["janitor"], "iss": "sen-dev", "aud": "sen", "exp": now + 60,
+                      "iat": now}, priv, algorithm="RS256")
+    with pytest.raises(Forbidden):
+        verifier(key).verify(tok)
+
+
+def test_keycloak_style_roles_and_scopes():
+    p = Principal.from_claims({"sub": "u", "realm_access": {"roles": ["doctor", "offline_access"]},
+                               "scope": "openid user/*.cruds"})
+    assert p.roles == frozenset({"doctor"})
+    assert "user/*.cruds" in p.scopes

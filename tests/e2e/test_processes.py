@@ -1,0 +1,114 @@
+"""Every service started as in production: gunicorn (uvicorn worker class, no
+preload) for web and the worker process, against the real FerretDB and RabbitMQ.
+All four answer /readyz; tokens are enforced over real HTTP; SIGTERM stops them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sen_shared.auth import TokenVerifier
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ["ehr", "teleconsult", "billing", "portal"]
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def suite(base_env, run_id, tmp_path_factory, mongo_client):
+    logs = tmp_path_factory.mktemp("logs")
+    procs: dict[str, subprocess.Popen] = {}
+    ports = {svc: free_port() for svc in SERVICES}
+    bindir = Path(sys.executable).parent
+    for svc in SERVICES:
+        env = {**os.environ, **base_env, "SEN_DB": f"sen_t{run_id}_e2e_{svc}", "HOST": "127.0.0.1",
+               "PORT": str(ports[svc]), "WEB_CONCURRENCY": "1",
+               "PROMETHEUS_MULTIPROC_DIR": str(logs / f"prom-{svc}")}
+        procs[f"{svc}-web"] = subprocess.Popen(
+            [str(bindir / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), f"sen_{svc}.asgi:app"],
+            env=env, stdout=open(logs / f"{svc}-web.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        procs[f"{svc}-worker"] = subprocess.Popen(
+            [sys.executable, "-m", f"sen_{svc}.worker"],
+            env=env, stdout=open(logs / f"{svc}-worker.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield {"ports": ports, "procs": procs, "logs": logs}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for svc in SERVICES:
+            mongo_client.drop_database(f"sen_t{run_id}_e2e_{svc}")
+
+
+def wait_ready(port: int, seconds: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    last: Exception | httpx.Response | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            if last.status_code == 200:
+                return last
+        except httpx.HTTPError as err:
+            last = err
+        time.sleep(0.3)
+    raise AssertionError(f"port {port} not ready: {last!r}")
+
+
+def test_all_four_services_are_ready(suite):
+    for svc, port in suite["ports"].items():
+        r = wait_ready(port)
+        assert r.json()["service"] == svc
+        assert r.json()["checks"] == {"mongodb": "ok", "broker": "ok"}
+    for name, proc in suite["procs"].items():
+        assert proc.poll() is None, f"{name} exited: {(suite['logs'] / (name + '.log')).read_text()[-2000:]}"
+
+
+def test_tokens_are_enforced_over_http(suite, dev_key):
+    from sen_shared.auth import issue_dev_token
+
+    port = suite["ports"]["portal"]
+    wait_ready(port)
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/api/reports/events").status_code == 401
+    cashier = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier')}"}
+    assert httpx.get(f"{base}/api/reports/events", headers=cashier).status_code == 403
+    dept = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'health-dept')}"}
+    assert httpx.get(f"{base}/api/reports/events", headers=dept).status_code == 200
+
+
+def test_make_token_prints_only_a_valid_token(dev_key):
+    out = subprocess.run(["make", "token", "ROLE=doctor"], cwd=ROOT,
+                         env={**os.environ, "SEN_DEV_JWT_KEY": str(dev_key)}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1
+    principal = TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=dev_key).verify(lines[0])
+    assert principal.roles == frozenset({"doctor"})
+
+
+def test_sigterm_stops_every_process(suite):
+    for port in suite["ports"].values():
+        wait_ready(port)
+    for p in suite["procs"].values():
+        p.send_signal(signal.SIGTERM)
+    for name, p in suite["procs"].items():
+        assert p.wait(timeout=40) == 0 or p.returncode in (0, -signal.SIGTERM), name
