@@ -1,0 +1,86 @@
+"""Search parameter definitions: the official R4 table, read once from package data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from typing import Any
+
+COMMON_BASES = ("DomainResource", "Resource")
+SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri", "composite"})
+# Parameters answered from the storage engine's own fields, not from sp_* keys.
+STORAGE_PARAMS = {"_id": "_id", "_lastUpdated": "lu"}
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    code: str | None
+    type: str | None
+    expression: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParam:
+    resource_type: str
+    code: str
+    type: str
+    expression: str | None
+    target: tuple[str, ...] = ()
+    component: tuple[Component, ...] = ()
+    multiple_or: bool = True
+    multiple_and: bool = True
+    modifiers: frozenset[str] = frozenset()
+
+    @property
+    def supported(self) -> bool:
+        if self.code in STORAGE_PARAMS:
+            return True
+        return self.type in SUPPORTED_TYPES and bool(self.expression)
+
+    @property
+    def field(self) -> str:
+        """Top-level document key holding this parameter's index values."""
+        return STORAGE_PARAMS.get(self.code) or f"sp_{self.code}"
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, dict[str, Any]]:
+    text = resources.files("sen_shared.fhir").joinpath("data/search-parameters.json").read_text("utf-8")
+    return json.loads(text)["resources"]
+
+
+def _make(resource_type: str, code: str, raw: dict[str, Any]) -> SearchParam:
+    return SearchParam(
+        resource_type=resource_type, code=code, type=raw["type"], expression=raw.get("expression"),
+        target=tuple(raw.get("target", ())),
+        component=tuple(Component(c.get("code"), c.get("type"), c["expression"]) for c in raw.get("component", ())),
+        multiple_or=raw.get("multipleOr", True), multiple_and=raw.get("multipleAnd", True),
+        modifiers=frozenset(raw.get("modifier", ())),
+    )
+
+
+@cache
+def params_for(resource_type: str) -> dict[str, SearchParam]:
+    """Every parameter of ``resource_type``, the common Resource ones included; {} for an unknown type."""
+    table = _table()
+    if resource_type not in table or resource_type in COMMON_BASES:
+        return {}
+    out: dict[str, SearchParam] = {}
+    for base in (*reversed(COMMON_BASES), resource_type):
+        for code, raw in table.get(base, {}).items():
+            out[code] = _make(resource_type, code, raw)
+    return out
+
+
+def get_param(resource_type: str, code: str) -> SearchParam | None:
+    return params_for(resource_type).get(code)
+
+
+def resource_types() -> list[str]:
+    return [t for t in _table() if t not in COMMON_BASES]
+
+
+def is_resource_type(name: str) -> bool:
+    return name in _table() and name not in COMMON_BASES

@@ -1,0 +1,204 @@
+"""Searches against the live FerretDB (or MongoDB): the filters must be right on the real server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sen_shared.fhir.search import index_fields, parse_search
+from sen_shared.fhir.search.executor import search
+
+pytestmark = pytest.mark.integration
+
+FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Đặng", "Huỳnh", "Võ"]
+CITIES = ["Cao Lãnh", "Sa Đéc", "Hồng Ngự", "Long Xuyên"]
+
+
+def store(db, resource: dict, *, deleted: bool = False, lu: datetime | None = None) -> None:
+    doc = {"_id": resource["id"], "v": 1, "lu": lu or datetime(2024, 1, 1, tzinfo=UTC), "del": deleted,
+           "res": resource, **index_fields(resource)}
+    db[resource["resourceType"]].replace_one({"_id": resource["id"]}, doc, upsert=True)
+
+
+@pytest.fixture(scope="module")
+def seeded(db):
+    for i in range(35):
+        store(db, {
+            "resourceType": "Patient", "id": f"p{i:02d}",
+            "identifier": [{"system": "urn:vn:cccd", "value": f"0010990{i:05d}"}],
+            "name": [{"family": FAMILIES[i % len(FAMILIES)], "given": ["Văn" if i % 2 else "Thị", f"An{i}"]}],
+            "gender": "male" if i % 2 else "female",
+            "birthDate": f"{1950 + i}-0{1 + i % 9}-1{i % 10}",
+            "address": [{"city": CITIES[i % len(CITIES)]}],
+            "managingOrganization": {"reference": "Organization/org1" if i < 10 else "Organization/org2"},
+        }, deleted=(i == 34), lu=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=i))
+    store(db, {"resourceType": "Organization", "id": "org1", "name": "Bệnh viện Đa khoa Đồng Tháp"})
+    store(db, {"resourceType": "Organization", "id": "org2", "name": "Trạm y tế Mỹ Trà"})
+    for i in range(15):
+        store(db, {
+            "resourceType": "Observation", "id": f"o{i:02d}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6" if i % 3 else "1234-5"}]},
+            "subject": {"reference": f"Patient/p{i % 5:02d}"},
+            "effectiveDateTime": f"2024-03-{1 + i:02d}T08:00:00+07:00",
+            "valueQuantity": {"value": 100 + 5 * i, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+        })
+    return db
+
+
+def ids(db, rtype, params, **kw):
+    req = parse_search(rtype, params)
+    req.count = 1000
+    return sorted(search(db, req, **kw).ids)
+
+
+def test_string_vietnamese(seeded):
+    nguyen = ids(seeded, "Patient", [("name", "nguyen")])
+    assert nguyen == ["p00", "p07", "p14", "p21", "p28"]
+    assert ids(seeded, "Patient", [("family", "Nguyễn")]) == nguyen
+    assert ids(seeded, "Patient", [("name", "dang")]) == ["p04", "p11", "p18", "p25", "p32"]
+    assert ids(seeded, "Patient", [("name", "đặ")]) == ["p04", "p11", "p18", "p25", "p32"]
+    assert ids(seeded, "Patient", [("name", "nguyen van")]) == ["p07", "p21"]
+    assert ids(seeded, "Patient", [("name:exact", "Nguyễn")]) == nguyen
+    assert ids(seeded, "Patient", [("name:exact", "nguyen")]) == []
+    assert ids(seeded, "Patient", [("name:contains", "uye")]) == nguyen
+
+
+def test_address_city_multiword(seeded):
+    cao_lanh = ids(seeded, "Patient", [("address-city", "cao lanh")])
+    assert cao_lanh == [f"p{i:02d}" for i in range(0, 34, 4)]
+    assert ids(seeded, "Patient", [("address-city", "lanh cao")]) == []
+    assert ids(seeded, "Patient", [("address-city", "Cao Lãnh"), ("gender", "female")]) == cao_lanh
+
+
+def test_deleted_are_invisible(seeded):
+    assert "p34" not in ids(seeded, "Patient", [])
+    assert len(ids(seeded, "Patient", [])) == 34
+
+
+def test_identifier_exact(seeded):
+    assert ids(seeded, "Patient", [("identifier", "001099000012")]) == ["p12"]
+    assert ids(seeded, "Patient", [("identifier", "urn:vn:cccd|001099000012")]) == ["p12"]
+    assert ids(seeded, "Patient", [("identifier", "other|001099000012")]) == []
+    assert ids(seeded, "Patient", [("identifier", "00109900001")]) == []
+    assert ids(seeded, "Patient", [("_id", "p01,p02")]) == ["p01", "p02"]
+    assert ids(seeded, "Patient", [("gender:not", "male"), ("_id", "p01,p02")]) == ["p02"]
+    assert ids(seeded, "Patient", [("email:missing", "true"), ("_id", "p01")]) == ["p01"]
+    assert ids(seeded, "Patient", [("gender:missing", "true")]) == []
+
+
+def test_patient_and_date_range(seeded):
+    got = ids(seeded, "Observation", [("patient", "p01"), ("date", "ge2024-03-01"), ("date", "lt2024-03-10")])
+    assert got == ["o01", "o06"]
+    got = ids(seeded, "Observation", [("subject", "Patient/p01"), ("date", "2024-03")])
+    assert got == ["o01", "o06", "o11"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2024-03-05", ["o04"]),
+    ("eq2024-03-05", ["o04"]),
+    ("ne2024-03-05", [f"o{i:02d}" for i in range(15) if i != 4]),
+    ("gt2024-03-12", ["o12", "o13", "o14"]),
+    ("sa2024-03-12", ["o12", "o13", "o14"]),
+    ("ge2024-03-13", ["o12", "o13", "o14"]),
+    ("lt2024-03-03", ["o00", "o01"]),
+    ("eb2024-03-03", ["o00", "o01"]),
+    ("le2024-03-02", ["o00", "o01"]),
+    ("eq2024-03-05T08:00:00+07:00", ["o04"]),
+    ("eq2024-03-05T01:00:00Z", ["o04"]),
+    ("gt2024-03-05T08:00:00+07:00", [f"o{i:02d}" for i in range(5, 15)]),
+    ("2024-02", []),
+])
+def test_date_prefixes(seeded, value, expected):
+    assert ids(seeded, "Observation", [("date", value)]) == expected
+
+
+def test_date_approximately(seeded):
+    # "now" is far from 2024-03, so ±10% of the gap covers the whole month
+    assert len(ids(seeded, "Observation", [("date", "ap2024-03-08")])) == 15
+
+
+def test_birthdate_precision(seeded):
+    assert ids(seeded, "Patient", [("birthdate", "1960")]) == ["p10"]
+    assert ids(seeded, "Patient", [("birthdate", "lt1952-01-01")]) == ["p00", "p01"]
+
+
+def test_quantity_and_composite(seeded):
+    assert ids(seeded, "Observation", [("value-quantity", "gt160")]) == ["o13", "o14"]
+    assert ids(seeded, "Observation", [("value-quantity", "ge160|http://unitsofmeasure.org|mm[Hg]")]) == \
+        ["o12", "o13", "o14"]
+    assert ids(seeded, "Observation", [("value-quantity", "160||mg")]) == []
+    assert ids(seeded, "Observation", [("value-quantity", "ap100")]) == ["o00", "o01", "o02"]
+    got = ids(seeded, "Observation", [("code-value-quantity", "http://loinc.org|1234-5$gt140")])
+    assert got == ["o09", "o12"]
+
+
+def test_chain_and_has(seeded):
+    assert ids(seeded, "Observation", [("subject:Patient.name", "dang")]) == ["o04", "o09", "o14"]
+    assert ids(seeded, "Observation", [("patient.identifier", "urn:vn:cccd|001099000001")]) == \
+        ["o01", "o06", "o11"]
+    assert ids(seeded, "Patient", [("_has:Observation:patient:code", "1234-5")]) == ["p00", "p01", "p02", "p03", "p04"]
+    assert ids(seeded, "Patient", [("_has:Observation:patient:date", "2024-03-04")]) == ["p03"]
+    assert ids(seeded, "Patient", [("_has:Observation:patient:date", "2023")]) == []
+    assert ids(seeded, "Patient", [("organization.name", "tram y te")])[:2] == ["p10", "p11"]
+
+
+def test_includes(seeded):
+    req = parse_search("Observation", [("_id", "o01"), ("_include", "Observation:patient"),
+                                       ("_include:iterate", "Patient:organization")])
+    res = search(seeded, req)
+    assert sorted(d["_id"] for d in res.included) == ["org1", "p01"]
+    req = parse_search("Patient", [("_id", "p01"), ("_revinclude", "Observation:subject")])
+    assert sorted(d["_id"] for d in search(seeded, req).included) == ["o01", "o06", "o11"]
+
+
+def test_sort_by_two_keys(seeded):
+    req = parse_search("Patient", [("_sort", "family,-birthdate"), ("_count", "100")])
+    docs = search(seeded, req).docs
+    keys = [(d["sp_family_s"], d["sp_birthdate_s"]) for d in docs]
+    assert [k[0] for k in keys] == sorted(k[0] for k in keys)
+    for a, b in zip(keys, keys[1:], strict=False):
+        if a[0] == b[0]:
+            assert a[1] >= b[1]
+    assert docs[0]["sp_family_s"] == "dang" and docs[0]["_id"] == "p32"
+
+
+def test_total(seeded):
+    req = parse_search("Patient", [("gender", "male"), ("_count", "3")])
+    res = search(seeded, req, count_total=True)
+    assert res.total == 17 and len(res.docs) == 3 and res.next_cursor
+    assert search(seeded, req).total is None
+
+
+@pytest.fixture(scope="module")
+def many(db):
+    coll = db["Encounter"]
+    docs = []
+    for i in range(250):
+        res = {"resourceType": "Encounter", "id": f"e{i:03d}", "status": "finished",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"},
+               "subject": {"reference": f"Patient/p{i % 7:02d}"}}
+        if i % 5:  # every fifth has no period: nulls must page correctly too
+            res["period"] = {"start": f"2024-0{1 + i % 6}-{1 + i % 20:02d}"}
+        docs.append({"_id": res["id"], "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False, "res": res,
+                     **index_fields(res)})
+    coll.insert_many(docs)
+    return db
+
+
+@pytest.mark.parametrize("sort", [None, "date", "-date", "subject,-date", "-_lastUpdated,subject"])
+def test_paging_returns_each_exactly_once(many, sort):
+    params = [("class", "VR"), ("_count", "7")] + ([("_sort", sort)] if sort else [])
+    req = parse_search("Encounter", params)
+    seen: list[str] = []
+    pages = 0
+    while True:
+        res = search(many, req)
+        seen += res.ids
+        pages += 1
+        assert len(res.ids) <= 7
+        if not res.next_cursor:
+            break
+        req = parse_search("Encounter", params + [("_cursor", res.next_cursor)])
+        assert pages < 100
+    assert len(seen) == 250 and len(set(seen)) == 250
+    assert pages == 36
