@@ -252,7 +252,7 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
 
 def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
               fhir_base: str | None = None, extras: dict[str, Any] | None = None,
-              validate_responses: bool | None = None) -> connexion.FlaskApp:
+              validate_responses: bool | None = None, strict_validation: bool = True) -> connexion.FlaskApp:
     """The web application of one service. Connects to nothing: clients are lazy."""
     logs.setup_logging(settings.service, settings.log_level)
     install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
@@ -261,7 +261,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()))
     if validate_responses is None:
         validate_responses = settings.env == "test"
-    app.add_api(load_spec(spec), resolver=ServiceResolver(api_package), strict_validation=True,
+    app.add_api(load_spec(spec), resolver=ServiceResolver(api_package), strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import connexion
+from sen_shared.fhir.rest import FhirConfig, FhirServer
+from sen_shared.runtime import current
 from sen_shared.web import build_app
 
 from .config import EhrSettings, settings_from_env
+from .domain import RESOURCE_TYPES
 from .indexes import INDEXES
 
 
 def create_app(settings: EhrSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    return build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,
-                     fhir_base="/fhir")
+    fhir = FhirServer(FhirConfig(RESOURCE_TYPES, service="ehr", base_path="/fhir"), db=lambda: current().db)
+    # FHIR search takes open-ended query parameters: the engine validates them, not connexion
+    app = build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,
+                    fhir_base="/fhir", extras={"fhir": fhir}, strict_validation=False)
+    # FHIR bodies come as application/fhir+json or application/json: connexion warns on every request
+    logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
+    return app

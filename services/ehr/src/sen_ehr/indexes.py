@@ -5,9 +5,23 @@ from __future__ import annotations
 import sys
 
 from sen_shared import mongo
-from sen_shared.bus.outbox import OUTBOX_INDEXES
+from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
+from sen_shared.fhir.store import HISTORY_SUFFIX
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES]
+from .domain import RESOURCE_TYPES
+
+
+def _fhir_indexes() -> list[mongo.Index]:
+    out: list[mongo.Index] = []
+    for rtype in RESOURCE_TYPES:
+        out.append(mongo.Index(rtype, (("lu", 1),)))
+        out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))
+        out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),)))
+    out.append(mongo.Index("_journal", (("state", 1),)))
+    return out
+
+
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes()]
 
 
 def main() -> int:

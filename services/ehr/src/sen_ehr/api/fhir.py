@@ -1,0 +1,93 @@
+"""Thin handlers of the FHIR endpoints: request in, one engine call, response out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sen_shared.fhir.http import FhirRequest, from_flask, to_connexion
+from sen_shared.fhir.rest import FhirServer
+from sen_shared.runtime import current
+
+Reply = Any
+
+
+def _server() -> FhirServer:
+    return current().extras["fhir"]
+
+
+def _run(method: str, req: FhirRequest) -> Reply:
+    return to_connexion(getattr(_server(), method)(req), req)
+
+
+def capabilities() -> Reply:
+    return _run("capabilities", from_flask(body=False))
+
+
+def bundle(**_: Any) -> Reply:
+    return _run("bundle", from_flask())
+
+
+def history_system() -> Reply:
+    return _run("history", from_flask(body=False))
+
+
+def search(type: str) -> Reply:
+    return _run("search", from_flask(type, body=False))
+
+
+def search_post(type: str, **_: Any) -> Reply:
+    return _run("search", from_flask(type, form=True))
+
+
+def create(type: str, **_: Any) -> Reply:
+    return _run("create", from_flask(type))
+
+
+def conditional_update(type: str, **_: Any) -> Reply:
+    return _run("conditional_update", from_flask(type))
+
+
+def history_type(type: str) -> Reply:
+    return _run("history", from_flask(type, body=False))
+
+
+def validate_type(type: str, **_: Any) -> Reply:
+    return _run("validate", from_flask(type))
+
+
+def validate_instance(type: str, id: str, **_: Any) -> Reply:
+    return _run("validate", from_flask(type, id))
+
+
+def read(type: str, id: str) -> Reply:
+    return _run("read", from_flask(type, id, body=False))
+
+
+def vread(type: str, id: str, vid: str) -> Reply:
+    return _run("vread", from_flask(type, id, vid, body=False))
+
+
+def update(type: str, id: str, **_: Any) -> Reply:
+    return _run("update", from_flask(type, id))
+
+
+def patch(type: str, id: str, **_: Any) -> Reply:
+    return _run("patch", from_flask(type, id))
+
+
+def delete(type: str, id: str) -> Reply:
+    return _run("delete", from_flask(type, id, body=False))
+
+
+def history_instance(type: str, id: str) -> Reply:
+    return _run("history", from_flask(type, id, body=False))
+
+
+def everything(id: str) -> Reply:
+    return _run("everything", from_flask("Patient", id, body=False))
+
+
+def compartment_search(id: str, type: str) -> Reply:
+    if type == "_history":  # /Patient/{id}/_history routes here (the more specific path wins)
+        return _run("history", from_flask("Patient", id, body=False))
+    return _run("compartment_search", from_flask(type, body=False, compartment=("Patient", id)))

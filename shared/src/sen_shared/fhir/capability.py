@@ -1,0 +1,73 @@
+"""The CapabilityStatement: exactly the interactions, types, parameters and operations that work."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .search.definitions import params_for
+from .store import iso, now
+
+_TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+                      "create", "search-type")
+_READ_ONLY_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+_DOC = "http://hl7.org/fhir/SearchParameter/"
+
+
+@lru_cache(maxsize=256)
+def _search_params(resource_type: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((code, p.type) for code, p in params_for(resource_type).items() if p.supported))
+
+
+def capability_statement(config: Any, base: str) -> dict[str, Any]:
+    from .rest import compartment_param
+
+    resources = []
+    for rtype in sorted(config.resource_types):
+        read_only = rtype in config.read_only
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in (_READ_ONLY_INTERACTIONS if read_only else _TYPE_INTERACTIONS)],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": not read_only,
+            "conditionalCreate": not read_only,
+            "conditionalUpdate": not read_only,
+            "conditionalDelete": "not-supported",
+            "referencePolicy": ["literal", "logical"],
+            "searchInclude": ["*"],
+            "searchRevInclude": ["*"],
+            "searchParam": [{"name": code, "type": ptype, "definition": f"{_DOC}{rtype}-{code}"}
+                            for code, ptype in _search_params(rtype)],
+            "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+        }
+        if rtype == "Patient":
+            entry["operation"].append({"name": "everything",
+                                       "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+        if compartment_param(rtype) and rtype != "Patient":
+            entry["documentation"] = f"In the Patient compartment: GET Patient/[id]/{rtype}"
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": iso(now()),
+        "kind": "instance",
+        "software": {"name": f"{config.software} {config.service}", "version": config.version},
+        "implementation": {"description": f"{config.software} {config.service} FHIR server", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "security": {"cors": False, "description": "Bearer JWT (OIDC); roles and SMART v2 scopes",
+                         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                                  "code": "SMART-on-FHIR"}]}]},
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"},
+                            {"name": "_include", "type": "string"}, {"name": "_revinclude", "type": "string"},
+                            {"name": "_summary", "type": "token"}, {"name": "_elements", "type": "string"},
+                            {"name": "_total", "type": "token"}],
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+        }],
+    }

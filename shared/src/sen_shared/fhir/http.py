@@ -1,0 +1,185 @@
+"""FHIR over HTTP: the request and response of an interaction, content negotiation and the headers.
+
+Handlers turn the web request into a :class:`FhirRequest` (:func:`from_flask`),
+hand it to the engine (``rest.FhirServer``) and return :func:`to_connexion` of
+the :class:`FhirResponse`. Bundles build ``FhirRequest`` objects of their
+entries the same way, so one code path serves both.
+
+Negotiation: bodies and answers are ``application/fhir+json`` or
+``application/json`` (``_format=json``); XML and other media types get 406
+(the request's ``Content-Type`` is checked by connexion against the spec: 415).
+``Prefer: return=minimal|representation|OperationOutcome`` shapes write
+answers; ``_summary`` and ``_elements`` shape read answers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .outcome import FHIR_JSON, FhirError, outcome
+from .validate import summary_elements
+
+JSON = "application/json"
+_FORMATS = {"json": FHIR_JSON, "application/json": JSON, "application/fhir+json": FHIR_JSON,
+            "application/json+fhir": FHIR_JSON}
+_ACCEPTABLE = {"*/*", "application/*", FHIR_JSON, JSON, "application/json+fhir"}
+
+
+@dataclass
+class FhirRequest:
+    method: str
+    resource_type: str | None = None
+    rid: str | None = None
+    vid: str | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: Any = None
+    base: str = ""  # absolute base URL, e.g. http://host/fhir
+    operation: str | None = None  # "$everything", "$validate", ...
+    compartment: tuple[str, str] | None = None  # ("Patient", id)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return None
+
+    def prefer(self, key: str) -> str | None:
+        raw = self.header("prefer")
+        if not raw:
+            return None
+        for part in raw.replace(";", ",").split(","):
+            k, _, v = part.strip().partition("=")
+            if k.strip().lower() == key:
+                return v.strip().strip('"')
+        return None
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_query(raw: str | bytes) -> list[tuple[str, str]]:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return parse_qsl(raw, keep_blank_values=True, max_num_fields=1000)
+    except ValueError as err:
+        raise FhirError(f"the query string cannot be read: {err}", status=400) from None
+
+
+def from_flask(resource_type: str | None = None, rid: str | None = None, vid: str | None = None, *,
+               base_path: str = "/fhir", form: bool = False, body: bool = True,
+               operation: str | None = None, compartment: tuple[str, str] | None = None) -> FhirRequest:
+    """The FHIR request of the current Flask request (call it inside a handler)."""
+    from flask import request
+
+    params = parse_query(request.query_string)
+    parsed: Any = None
+    if form:
+        params += parse_query(request.get_data())
+    elif body and request.method in ("POST", "PUT", "PATCH"):
+        data = request.get_data()
+        if data:
+            try:
+                parsed = json.loads(data)
+            except (ValueError, RecursionError):
+                raise FhirError("the body is not valid JSON", status=400) from None
+    req = FhirRequest(method=request.method, resource_type=resource_type, rid=rid, vid=vid, params=params,
+                      headers={k.lower(): v for k, v in request.headers.items()}, body=parsed,
+                      base=request.host_url.rstrip("/") + base_path, operation=operation,
+                      compartment=compartment)
+    response_type(req)  # 406 before any work
+    return req
+
+
+def response_type(req: FhirRequest) -> str:
+    """The media type of the answer (``_format`` wins over ``Accept``); 406 for anything not JSON."""
+    fmt = req.param("_format")
+    if fmt:
+        mt = _FORMATS.get(fmt.split(";")[0].strip().lower())
+        if mt is None:
+            raise FhirError(f"_format={fmt} is not served; this server speaks JSON (_format=json)", status=406)
+        return mt
+    accept = req.header("accept")
+    if not accept:
+        return FHIR_JSON
+    for item in accept.split(","):
+        mt = item.split(";")[0].strip().lower()
+        if mt in _ACCEPTABLE:
+            return JSON if mt == JSON else FHIR_JSON
+    raise FhirError(f"cannot answer in {accept}; this server speaks application/fhir+json", status=406)
+
+
+def to_connexion(resp: FhirResponse, req: FhirRequest | None = None) -> Any:
+    """A handler's return value: a ready Flask response (serialized once, here)."""
+    from flask import Response
+
+    headers = dict(resp.headers)
+    if resp.body is None:
+        response = Response(b"", resp.status, headers)
+        response.headers.pop("Content-Type", None)
+        return response
+    try:
+        media = response_type(req) if req is not None else FHIR_JSON
+    except FhirError:
+        media = FHIR_JSON
+    pretty = req is not None and req.param("_pretty") == "true"
+    data = json.dumps(resp.body, ensure_ascii=False, separators=None if pretty else (",", ":"),
+                      indent=2 if pretty else None, default=str)
+    return Response(data.encode("utf-8"), resp.status, headers, content_type=media)
+
+
+# --------------------------------------------------------------------------- shaping answers
+
+def shape_resource(resource: dict[str, Any], summary: str | None, elements: list[str] | None) -> dict[str, Any]:
+    """Apply ``_summary=true|data|text`` or ``_elements`` to one resource (marked SUBSETTED)."""
+    if summary in (None, "false") and not elements:
+        return resource
+    rtype = resource.get("resourceType", "")
+    if summary == "true":
+        keep = summary_elements(rtype)
+    elif summary == "text":
+        keep = {"resourceType", "id", "meta", "text"}
+    elif summary == "data":
+        keep = set(resource) - {"text"}
+    else:
+        keep = {"resourceType", "id", "meta", *(elements or ())}
+    out = {k: v for k, v in resource.items() if k in keep}
+    meta = dict(out.get("meta") or {})
+    tags = list(meta.get("tag") or [])
+    tags.append({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"})
+    meta["tag"] = tags
+    out["meta"] = meta
+    return out
+
+
+def write_answer(req: FhirRequest, status: int, resource: dict[str, Any] | None,
+                 headers: dict[str, str], message: str) -> FhirResponse:
+    """The answer to a create/update/patch, as ``Prefer: return=...`` asks (default: the resource)."""
+    want = (req.prefer("return") or "representation").lower()
+    if want == "minimal":
+        return FhirResponse(status, None, headers)
+    if want == "operationoutcome":
+        return FhirResponse(status, outcome(message, status=200, code="informational", severity="information"),
+                            headers)
+    return FhirResponse(status, resource, headers)
+
+
+def version_headers(base: str, resource_type: str, rid: str, version: int, last_updated: str,
+                    *, location: bool = False) -> dict[str, str]:
+    from .store import etag
+
+    h = {"ETag": etag(version), "Last-Modified": last_updated}
+    url = f"{base}/{resource_type}/{rid}/_history/{version}"
+    h["Location" if location else "Content-Location"] = url
+    return h

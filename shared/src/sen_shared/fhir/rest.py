@@ -1,0 +1,390 @@
+"""The FHIR RESTful interactions, independent of the web framework.
+
+A service configures one :class:`FhirServer` with the resource types it serves
+and calls its methods from thin handlers (``http.from_flask`` in,
+``http.to_connexion`` out). Bundles reuse the same methods for their entries.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from pymongo.database import Database
+
+from . import store as st
+from .http import FhirRequest, FhirResponse, shape_resource, version_headers, write_answer
+from .outcome import FhirError, outcome
+from .search import SearchError, parse_search
+from .search.dates import DateFormatError, parse_range
+from .search.definitions import params_for
+from .search.executor import search as run_search
+from .validate import check_id, validate_resource
+
+DEFAULT_HISTORY_COUNT = 50
+MAX_HISTORY_COUNT = 1000
+
+
+@dataclass
+class FhirConfig:
+    """What one service serves: its types, its name (events, software) and where."""
+
+    resource_types: Sequence[str]
+    service: str = "fhir"
+    base_path: str = "/fhir"
+    software: str = "Sen"
+    version: str = "0.1.0"
+    read_only: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FhirServer:
+    """The interactions of one FHIR endpoint over one database."""
+
+    def __init__(self, config: FhirConfig, db: Callable[[], Database]) -> None:
+        self.config = config
+        self.types = frozenset(config.resource_types)
+        self._db = db
+        # test seam: called after each applied write of a bundle (crash simulation)
+        self.after_write: Callable[[st.Write], None] | None = None
+
+    @property
+    def db(self) -> Database:
+        return self._db()
+
+    def store(self) -> st.Store:
+        return st.Store(self.db, service=self.config.service)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_type(self, resource_type: str | None) -> str:
+        if not resource_type or resource_type not in self.types:
+            raise FhirError(f"resource type {resource_type!r} is not served here", status=404, code="not-supported")
+        return resource_type
+
+    def check_writable(self, resource_type: str) -> None:
+        if resource_type in self.config.read_only:
+            raise FhirError(f"{resource_type} is read-only here", status=405, code="not-supported")
+
+    def body_resource(self, req: FhirRequest, *, where: str = "") -> dict[str, Any]:
+        rtype = self.check_type(req.resource_type)
+        body = req.body
+        if not isinstance(body, dict):
+            raise FhirError("the body must be a JSON object holding a FHIR resource", status=400)
+        validate_resource(body, expected_type=rtype, where=where)
+        return body
+
+    # ------------------------------------------------------------------ read
+
+    def read(self, req: FhirRequest) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        rid = check_id(req.rid)
+        doc = self.store().read_doc(rtype, rid)
+        version = int(doc["v"])
+        headers = {"ETag": st.etag(version), "Last-Modified": st.iso(doc["lu"])}
+        inm = req.header("if-none-match")
+        if inm and st.parse_etag(inm) == version:
+            return FhirResponse(304, None, headers)
+        return FhirResponse(200, self._shape(req, doc["res"]), headers)
+
+    def vread(self, req: FhirRequest) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        rid = check_id(req.rid)
+        doc = self.store().vread_doc(rtype, rid, req.vid or "")
+        return FhirResponse(200, self._shape(req, doc["res"]),
+                            {"ETag": st.etag(doc["v"]), "Last-Modified": st.iso(doc["lu"])})
+
+    def _shape(self, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+        summary = req.param("_summary")
+        elements = req.param("_elements")
+        if summary is None and elements is None:
+            return resource
+        if summary not in (None, "true", "false", "text", "data"):
+            raise FhirError("_summary takes true, false, text or data here", status=400, expression=["_summary"])
+        return shape_resource(resource, summary, [e.strip() for e in elements.split(",")] if elements else None)
+
+    # ------------------------------------------------------------------ writes
+
+    def _answer(self, req: FhirRequest, w: st.Write, status: int) -> FhirResponse:
+        headers = version_headers(req.base, w.resource_type, w.rid, w.version, st.iso(w.when),
+                                  location=status == 201)
+        return write_answer(req, status, w.resource, headers, f"{w.resource_type}/{w.rid} {w.verb}")
+
+    def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2) -> list[str]:
+        """Ids matching a conditional query (at most ``limit``), for If-None-Exist and conditional updates."""
+        from .http import parse_query
+
+        params = parse_query(query) if isinstance(query, str) else list(query)
+        params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+        if not params:
+            raise FhirError("a conditional interaction needs search parameters", status=400)
+        sreq = parse_search(resource_type, params)
+        sreq.count = limit
+        sreq.total = None
+        return [d["_id"] for d in run_search(self.db, sreq).docs]
+
+    def create(self, req: FhirRequest) -> FhirResponse:
+        resource = self.body_resource(req)
+        self.check_writable(req.resource_type or "")
+        cond = req.header("if-none-exist")
+        if cond:
+            ids = self.match_ids(resource["resourceType"], cond.lstrip("?"))
+            if len(ids) > 1:
+                raise FhirError("If-None-Exist matches more than one resource", status=412,
+                                expression=["If-None-Exist"])
+            if ids:
+                doc = self.store().read_doc(resource["resourceType"], ids[0])
+                headers = version_headers(req.base, resource["resourceType"], ids[0], int(doc["v"]),
+                                          st.iso(doc["lu"]), location=True)
+                return write_answer(req, 200, doc["res"], headers, "an existing resource matches; nothing created")
+        resource.pop("id", None)  # create assigns the id
+        w = self.store().create(resource)
+        return self._answer(req, w, 201)
+
+    def update(self, req: FhirRequest) -> FhirResponse:
+        resource = self.body_resource(req)
+        rtype = resource["resourceType"]
+        self.check_writable(rtype)
+        rid = check_id(req.rid)
+        if "id" not in resource:
+            raise FhirError("an update needs the resource's id in the body, equal to the URL's", status=400,
+                            expression=[f"{rtype}.id"])
+        if resource["id"] != rid:
+            raise FhirError(f"the body's id {resource['id']!r} differs from the URL's {rid!r}", status=400,
+                            expression=[f"{rtype}.id"])
+        w = self.store().update(resource, rid, if_match=st.parse_etag(req.header("if-match")))
+        return self._answer(req, w, 201 if w.version == 1 else 200)
+
+    def conditional_update(self, req: FhirRequest) -> FhirResponse:
+        resource = self.body_resource(req)
+        rtype = resource["resourceType"]
+        self.check_writable(rtype)
+        ids = self.match_ids(rtype, req.params)
+        if len(ids) > 1:
+            raise FhirError("the conditional update matches more than one resource", status=412)
+        if ids:
+            rid = ids[0]
+            if resource.get("id", rid) != rid:
+                raise FhirError("the body's id differs from the matching resource's", status=400,
+                                expression=[f"{rtype}.id"])
+        else:
+            rid = resource.get("id") or st.new_id()
+        resource["id"] = rid
+        w = self.store().update(resource, rid, if_match=st.parse_etag(req.header("if-match")))
+        return self._answer(req, w, 201 if w.version == 1 or w.verb == "created" else 200)
+
+    def patch(self, req: FhirRequest) -> FhirResponse:
+        from .patch import apply_patch
+
+        rtype = self.check_type(req.resource_type)
+        self.check_writable(rtype)
+        rid = check_id(req.rid)
+        s = self.store()
+        doc = s.read_doc(rtype, rid)
+        if_match = st.parse_etag(req.header("if-match"))
+        if if_match is not None and if_match != int(doc["v"]):
+            raise FhirError(f"{rtype}/{rid} is at version {doc['v']}, not {if_match}", status=412)
+        resource = apply_patch(doc["res"], req.body)
+        if resource.get("resourceType") != rtype or resource.get("id") != rid:
+            raise FhirError("a patch may not change resourceType or id", status=422)
+        validate_resource(resource, expected_type=rtype)
+        w = s.update(resource, rid, if_match=int(doc["v"]))
+        return self._answer(req, w, 200)
+
+    def delete(self, req: FhirRequest) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        self.check_writable(rtype)
+        rid = check_id(req.rid)
+        w = self.store().delete(rtype, rid, if_match=st.parse_etag(req.header("if-match")))
+        return FhirResponse(204, None, {"ETag": st.etag(w.version)} if w else {})
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
+               self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        lenient = (req.prefer("handling") or "").lower() == "lenient"
+        params = [(k, v) for k, v in req.params if k not in ("_format", "_pretty")]
+        sreq = parse_search(rtype, params + (extra or []), lenient=lenient)
+        result = run_search(self.db, sreq, extra_filter=extra_filter)
+        path = self_path or f"{req.base}/{rtype}"
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        if result.total is not None:
+            bundle["total"] = result.total
+        own = [(k, v) for k, v in params if k != "_cursor"]
+        links = [{"relation": "self", "url": _url(path, params)}]
+        if result.next_cursor:
+            links.append({"relation": "next", "url": _url(path, [*own, ("_cursor", result.next_cursor)])})
+        bundle["link"] = links
+        if sreq.summary != "count":
+            entries = [self._entry(req, d, "match", sreq.summary, sreq.elements) for d in result.docs]
+            entries += [self._entry(req, d, "include", sreq.summary, sreq.elements) for d in result.included]
+            bundle["entry"] = entries
+        if sreq.ignored:
+            bundle.setdefault("entry", []).append({"resource": outcome(
+                f"ignored parameters: {', '.join(sreq.ignored)}", status=200, code="not-supported",
+                severity="warning"), "search": {"mode": "outcome"}})
+        return FhirResponse(200, bundle)
+
+    def _entry(self, req: FhirRequest, doc: dict[str, Any], mode: str, summary: str | None,
+               elements: list[str] | None) -> dict[str, Any]:
+        res = doc["res"]
+        return {"fullUrl": f"{req.base}/{res['resourceType']}/{doc['_id']}",
+                "resource": shape_resource(res, summary, elements), "search": {"mode": mode}}
+
+    def compartment_search(self, req: FhirRequest) -> FhirResponse:
+        """``/Patient/{id}/{type}``: a search of ``type`` limited to the patient's compartment."""
+        pid = check_id(req.compartment[1] if req.compartment else None)
+        rtype = self.check_type(req.resource_type)
+        param = compartment_param(rtype)
+        if param is None:
+            raise FhirError(f"{rtype} is not in the Patient compartment", status=404, code="not-supported")
+        extra = [("_id", pid)] if param == "_id" else [(param, f"Patient/{pid}")]
+        return self.search(req, extra, self_path=f"{req.base}/Patient/{pid}/{rtype}")
+
+    # ------------------------------------------------------------------ history
+
+    def history(self, req: FhirRequest) -> FhirResponse:
+        """Instance, type or system history, newest first; ``_since``, ``_count``, ``_cursor`` (keyset)."""
+        count = _count_param(req.param("_count"), DEFAULT_HISTORY_COUNT, MAX_HISTORY_COUNT)
+        since = _since_param(req.param("_since"))
+        cursor = _history_cursor(req.param("_cursor"))
+        if req.resource_type is not None:
+            rtypes = [self.check_type(req.resource_type)]
+        else:
+            rtypes = sorted(self.types)
+        rid = check_id(req.rid) if req.rid is not None else None
+        rows: list[tuple[datetime, str, str, dict[str, Any]]] = []
+        s = self.store()
+        for rtype in rtypes:
+            flt: dict[str, Any] = {}
+            if rid is not None:
+                flt["id"] = rid
+                if s.current(rtype).count_documents({"_id": rid}, limit=1) == 0:
+                    raise st.not_found(rtype, rid)
+            conds: list[dict[str, Any]] = []
+            if since is not None:
+                conds.append({"lu": {"$gte": since}})
+            if cursor is not None:
+                lu, ctype, cid = cursor
+                conds.append({"$or": [{"lu": {"$lt": lu}}, {"lu": lu, "_id": {"$lt": cid}}]}
+                             if ctype == rtype else
+                             {"$or": [{"lu": {"$lt": lu}}, {"lu": lu}]} if ctype > rtype else {"lu": {"$lt": lu}})
+            if conds:
+                flt["$and"] = conds
+            for doc in s.history(rtype).find(flt).sort([("lu", -1), ("_id", -1)]).limit(count + 1):
+                rows.append((doc["lu"], rtype, doc["_id"], doc))
+        rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+        page, more = rows[:count], len(rows) > count
+        entries = []
+        for lu, rtype, _hid, doc in page:
+            entry: dict[str, Any] = {"fullUrl": f"{req.base}/{rtype}/{doc['id']}"}
+            if doc.get("res") is not None:
+                entry["resource"] = doc["res"]
+            url = f"{rtype}/{doc['id']}" if doc.get("m") != "POST" else rtype
+            entry["request"] = {"method": doc.get("m", "PUT"), "url": url}
+            entry["response"] = {"status": {"POST": "201 Created", "DELETE": "204 No Content"}.get(
+                doc.get("m", ""), "200 OK"), "etag": st.etag(doc["v"]), "lastModified": st.iso(lu)}
+            entries.append(entry)
+        path = req.base + "".join(f"/{p}" for p in (req.resource_type, rid) if p) + "/_history"
+        own = [(k, v) for k, v in req.params if k != "_cursor"]
+        links = [{"relation": "self", "url": _url(path, req.params)}]
+        if more and page:
+            lu, rtype, hid, _ = page[-1]
+            links.append({"relation": "next", "url": _url(path, [*own, ("_cursor", f"{st.iso(lu)}~{rtype}~{hid}")])})
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries})
+
+    # ------------------------------------------------------------------ operations
+
+    def validate(self, req: FhirRequest) -> FhirResponse:
+        """``$validate``: the resource (or a Parameters with a ``resource`` part) checked, never stored."""
+        rtype = self.check_type(req.resource_type)
+        body = req.body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters" and rtype != "Parameters":
+            parts = [p for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == "resource"]
+            body = parts[0].get("resource") if parts else None
+        try:
+            validate_resource(body, expected_type=rtype)
+            if req.rid is not None:
+                check_id(req.rid)
+                if isinstance(body, dict) and body.get("id") not in (None, req.rid):
+                    raise FhirError("the resource's id differs from the URL's", status=400,
+                                    expression=[f"{rtype}.id"])
+        except FhirError as err:
+            return FhirResponse(err.status if err.status != 400 else 400, err.to_outcome())
+        return FhirResponse(200, outcome("the resource is valid", status=200, code="informational",
+                                         severity="information"))
+
+    def everything(self, req: FhirRequest) -> FhirResponse:
+        from .everything import everything
+
+        return everything(self, req)
+
+    def capabilities(self, req: FhirRequest) -> FhirResponse:
+        from .capability import capability_statement
+
+        return FhirResponse(200, capability_statement(self.config, req.base))
+
+    def bundle(self, req: FhirRequest) -> FhirResponse:
+        from .bundle import process_bundle
+
+        return process_bundle(self, req)
+
+    def copy_request(self, req: FhirRequest, **changes: Any) -> FhirRequest:
+        new = copy.copy(req)
+        for k, v in changes.items():
+            setattr(new, k, v)
+        return new
+
+
+# --------------------------------------------------------------------------- helpers
+
+def compartment_param(resource_type: str) -> str | None:
+    """The parameter linking ``resource_type`` to its patient (Patient compartment), or None."""
+    if resource_type == "Patient":
+        return "_id"
+    params = params_for(resource_type)
+    for code in ("patient", "subject", "beneficiary", "member"):
+        p = params.get(code)
+        if p is not None and p.type == "reference" and (not p.target or "Patient" in p.target):
+            return code
+    return None
+
+
+def _url(path: str, params: list[tuple[str, str]]) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def _count_param(value: str | None, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or len(value) > 6:
+        raise FhirError("_count must be a non-negative integer", status=400, expression=["_count"])
+    return max(1, min(int(value), maximum))
+
+
+def _since_param(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_range(value)[0]
+    except (DateFormatError, ValueError, OverflowError):
+        raise FhirError("_since must be a FHIR instant, e.g. 2024-05-01T00:00:00Z", status=400,
+                        expression=["_since"]) from None
+
+
+def _history_cursor(value: str | None) -> tuple[datetime, str, str] | None:
+    if value is None:
+        return None
+    try:
+        lu, rtype, hid = value.split("~", 2)
+        return datetime.fromisoformat(lu.replace("Z", "+00:00")), rtype, hid
+    except ValueError:
+        raise FhirError("_cursor is not one this server gave out", status=400, expression=["_cursor"]) from None
+
+
+__all__ = ["FhirConfig", "FhirServer", "SearchError", "compartment_param"]

@@ -1,0 +1,400 @@
+"""The ehr FHIR REST API through the real HTTP app, against the real FerretDB.
+
+CRUD and versions, conditional interactions, JSON Patch, Prefer, _summary and
+_elements, input errors (400/404/415/422), history paging, compartments,
+$everything, $validate and the CapabilityStatement.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from sen_shared.auth import issue_dev_token
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, mongo_client):
+    import os
+
+    from sen_ehr.app import create_app
+    from sen_ehr.config import EhrSettings
+
+    db = f"sen_t{run_id}_ehr_api"
+    old = dict(os.environ)
+    os.environ.update(base_env, SEN_DB=db)
+    try:
+        app = create_app(EhrSettings())
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    with app.test_client() as client:
+        yield client
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def H(dev_key):
+    token = issue_dev_token(dev_key, "admin")
+    return {"Authorization": f"Bearer {token}", "Content-Type": FJ, "Accept": FJ}
+
+
+def post(c, H, path, body, **headers):
+    return c.post(path, content=json.dumps(body), headers={**H, **headers})
+
+
+def put(c, H, path, body, **headers):
+    return c.put(path, content=json.dumps(body), headers={**H, **headers})
+
+
+def patient(family="Nguyễn", given="Văn An", **extra):
+    return {"resourceType": "Patient", "name": [{"family": family, "given": given.split()}], "gender": "male",
+            "birthDate": "1980-05-01", **extra}
+
+
+def outcome_of(r):
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body["issue"][0]
+
+
+# ------------------------------------------------------------------ CRUD and versions
+
+def test_create_read_vread_update_delete(ehr, H):
+    r = post(ehr, H, "/fhir/Patient", patient())
+    assert r.status_code == 201, r.text
+    assert r.headers["content-type"].startswith(FJ)
+    created = r.json()
+    pid = created["id"]
+    assert created["meta"]["versionId"] == "1"
+    assert r.headers["ETag"] == 'W/"1"'
+    assert r.headers["Location"].endswith(f"/fhir/Patient/{pid}/_history/1")
+
+    r = ehr.get(f"/fhir/Patient/{pid}", headers=H)
+    assert r.status_code == 200
+    assert r.json() == created
+    assert r.headers["ETag"] == 'W/"1"'
+    assert ehr.get(f"/fhir/Patient/{pid}", headers={**H, "If-None-Match": 'W/"1"'}).status_code == 304
+
+    changed = {**created, "gender": "female"}
+    r = put(ehr, H, f"/fhir/Patient/{pid}", changed)
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["versionId"] == "2"
+    assert r.json()["gender"] == "female"
+
+    r = ehr.get(f"/fhir/Patient/{pid}/_history/1", headers=H)
+    assert r.status_code == 200 and r.json()["gender"] == "male"
+    assert ehr.get(f"/fhir/Patient/{pid}/_history/9", headers=H).status_code == 404
+
+    r = ehr.delete(f"/fhir/Patient/{pid}", headers=H)
+    assert r.status_code == 204
+    r = ehr.get(f"/fhir/Patient/{pid}", headers=H)
+    assert r.status_code == 410
+    assert outcome_of(r)["code"] == "deleted"
+    assert ehr.delete(f"/fhir/Patient/{pid}", headers=H).status_code == 204  # idempotent
+    r = ehr.get(f"/fhir/Patient/{pid}/_history", headers=H)
+    assert r.status_code == 200
+    methods = [e["request"]["method"] for e in r.json()["entry"]]
+    assert methods == ["DELETE", "PUT", "POST"]
+
+
+def test_read_unknown_is_404(ehr, H):
+    r = ehr.get("/fhir/Patient/does-not-exist", headers=H)
+    assert r.status_code == 404
+    assert outcome_of(r)["code"] == "not-found"
+
+
+def test_create_on_update(ehr, H):
+    r = put(ehr, H, "/fhir/Patient/cccd-001", patient(id="cccd-001"))
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "cccd-001"
+    r = put(ehr, H, "/fhir/Patient/cccd-001", patient(id="cccd-001", gender="other"))
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
+
+
+def test_update_id_mismatch_is_400(ehr, H):
+    r = put(ehr, H, "/fhir/Patient/a1", patient(id="b2"))
+    assert r.status_code == 400
+    assert outcome_of(r)["expression"] == ["Patient.id"]
+
+
+def test_stale_if_match_is_412(ehr, H):
+    pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    body = ehr.get(f"/fhir/Patient/{pid}", headers=H).json()
+    assert put(ehr, H, f"/fhir/Patient/{pid}", body, **{"If-Match": 'W/"1"'}).status_code == 200
+    r = put(ehr, H, f"/fhir/Patient/{pid}", body, **{"If-Match": 'W/"1"'})
+    assert r.status_code == 412, r.text
+    assert outcome_of(r)["code"] == "conflict"
+    assert ehr.delete(f"/fhir/Patient/{pid}", headers={**H, "If-Match": 'W/"1"'}).status_code == 412
+
+
+def test_json_patch(ehr, H):
+    pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    ops = [{"op": "replace", "path": "/gender", "value": "female"},
+           {"op": "add", "path": "/name/0/given/-", "value": "Thị"}]
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps(ops),
+                  headers={**H, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["gender"] == "female" and r.json()["name"][0]["given"][-1] == "Thị"
+    assert r.json()["meta"]["versionId"] == "2"
+    bad = [{"op": "test", "path": "/gender", "value": "male"}]
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps(bad),
+                  headers={**H, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 422
+    invalid = [{"op": "add", "path": "/bogus", "value": 1}]
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps(invalid),
+                  headers={**H, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 400
+    assert outcome_of(r)["expression"] == ["Patient.bogus"]
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps(ops),
+                  headers={**H, "Content-Type": "application/json-patch+json", "If-Match": 'W/"1"'})
+    assert r.status_code == 412
+
+
+def test_prefer_return(ehr, H):
+    r = post(ehr, H, "/fhir/Patient", patient(), Prefer="return=minimal")
+    assert r.status_code == 201 and r.content == b""
+    assert "Location" in r.headers and r.headers["ETag"] == 'W/"1"'
+    r = post(ehr, H, "/fhir/Patient", patient(), Prefer="return=OperationOutcome")
+    assert r.status_code == 201
+    assert r.json()["resourceType"] == "OperationOutcome"
+    r = post(ehr, H, "/fhir/Patient", patient(), Prefer="return=representation")
+    assert r.json()["resourceType"] == "Patient"
+
+
+def test_summary_and_elements_on_read(ehr, H):
+    pid = post(ehr, H, "/fhir/Patient", patient(text={"status": "generated", "div": "<div>x</div>"},
+                                                 maritalStatus={"text": "M"})).json()["id"]
+    r = ehr.get(f"/fhir/Patient/{pid}?_summary=true", headers=H)
+    assert r.status_code == 200
+    body = r.json()
+    assert "name" in body and "maritalStatus" not in body and "text" not in body
+    assert any(t["code"] == "SUBSETTED" for t in body["meta"]["tag"])
+    r = ehr.get(f"/fhir/Patient/{pid}?_elements=gender", headers=H)
+    assert set(r.json()) == {"resourceType", "id", "meta", "gender"}
+
+
+# ------------------------------------------------------------------ input errors
+
+def test_invalid_resource_points_at_element(ehr, H):
+    r = post(ehr, H, "/fhir/Patient", {"resourceType": "Patient", "name": [{"family": 42}]})
+    assert r.status_code in (400, 422)
+    assert outcome_of(r)["expression"] == ["Patient.name[0].family"]
+    r = post(ehr, H, "/fhir/Observation", {"resourceType": "Observation", "code": {"text": "x"}})
+    assert r.status_code in (400, 422)
+    assert outcome_of(r)["expression"] == ["Observation.status"]
+
+
+def test_wrong_resource_type_in_body_is_400(ehr, H):
+    r = post(ehr, H, "/fhir/Patient", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+    assert r.status_code == 400
+
+
+def test_wrong_content_type_is_415(ehr, H):
+    r = ehr.post("/fhir/Patient", content="<Patient/>", headers={**H, "Content-Type": "application/fhir+xml"})
+    assert r.status_code == 415
+    assert outcome_of(r)["code"] == "not-supported"
+
+
+def test_malformed_json_is_400(ehr, H):
+    r = ehr.post("/fhir/Patient", content=b'{"resourceType": "Patient", ', headers=H)
+    assert r.status_code == 400
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_plain_json_accepted(ehr, H):
+    r = ehr.post("/fhir/Patient", content=json.dumps(patient()),
+                 headers={**H, "Content-Type": "application/json", "Accept": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.headers["content-type"].startswith("application/json")
+
+
+def test_unknown_type_is_404(ehr, H):
+    for path in ("/fhir/Spaceship", "/fhir/Spaceship/1", "/fhir/ServiceRequest"):
+        r = ehr.get(path, headers=H)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+    r = post(ehr, H, "/fhir/Spaceship", {"resourceType": "Spaceship"})
+    assert r.status_code == 404
+
+
+def test_bad_ids_are_400_never_500(ehr, H):
+    for path in ("/fhir/Patient/" + "x" * 65, "/fhir/Patient/a_b", "/fhir/Patient/%C3%A9"):
+        r = ehr.get(path, headers=H)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+    r = post(ehr, H, "/fhir/Patient", [1, 2])
+    assert r.status_code == 400
+    r = post(ehr, H, "/fhir/Patient", "just a string")
+    assert r.status_code == 400
+    r = put(ehr, H, "/fhir/Patient/ok-id", patient(id="bad id!"))
+    assert r.status_code == 400
+
+
+def test_no_token_is_401(ehr):
+    r = ehr.get("/fhir/metadata")
+    assert r.status_code == 401
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_xml_format_is_406(ehr, H):
+    assert ehr.get("/fhir/metadata?_format=xml", headers=H).status_code == 406
+
+
+# ------------------------------------------------------------------ conditional interactions and search
+
+def test_conditional_create(ehr, H):
+    ident = {"system": "http://sen.vn/cccd", "value": "079090001234"}
+    cond = {"If-None-Exist": "identifier=http://sen.vn/cccd|079090001234"}
+    r = post(ehr, H, "/fhir/Patient", patient(identifier=[ident]), **cond)
+    assert r.status_code == 201, r.text
+    first = r.json()["id"]
+    r = post(ehr, H, "/fhir/Patient", patient(identifier=[ident]), **cond)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == first
+    post(ehr, H, "/fhir/Patient", patient(identifier=[ident]))  # now two match
+    r = post(ehr, H, "/fhir/Patient", patient(identifier=[ident]), **cond)
+    assert r.status_code == 412
+
+
+def test_conditional_update(ehr, H):
+    ident = {"system": "http://sen.vn/bhyt", "value": "DN4797912345678"}
+    r = put(ehr, H, "/fhir/Patient?identifier=http://sen.vn/bhyt|DN4797912345678", patient(identifier=[ident]))
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = put(ehr, H, "/fhir/Patient?identifier=http://sen.vn/bhyt|DN4797912345678",
+            patient(identifier=[ident], gender="female"))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == pid and r.json()["meta"]["versionId"] == "2"
+
+
+def test_search_vietnamese_name(ehr, H):
+    post(ehr, H, "/fhir/Patient", patient(family="Đặng", given="Thị Hoà"))
+    r = ehr.get("/fhir/Patient?name=dang", headers=H)
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    assert bundle["type"] == "searchset"
+    assert any(e["resource"]["name"][0]["family"] == "Đặng" for e in bundle["entry"])
+    r = ehr.get("/fhir/Patient?name=nguyen&_count=1", headers=H)
+    assert r.status_code == 200
+    assert len(r.json()["entry"]) == 1
+    assert any(link["relation"] == "next" for link in r.json()["link"])
+    r = ehr.post("/fhir/Patient/_search", content="name=dang",
+                 headers={**H, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"]
+
+
+def test_search_summary_count_and_unknown_param(ehr, H):
+    r = ehr.get("/fhir/Patient?name=nguyen&_summary=count", headers=H)
+    assert r.status_code == 200, r.text
+    assert r.json()["total"] >= 1 and not r.json().get("entry")
+    r = ehr.get("/fhir/Patient?shoe-size=42", headers=H)
+    assert r.status_code == 400
+    r = ehr.get("/fhir/Patient?shoe-size=42", headers={**H, "Prefer": "handling=lenient"})
+    assert r.status_code == 200
+
+
+# ------------------------------------------------------------------ history
+
+def test_history_since_and_count(ehr, H):
+    pid = post(ehr, H, "/fhir/Practitioner", {"resourceType": "Practitioner", "name": [{"family": "Lê"}]}).json()["id"]
+    time.sleep(0.02)
+    mark = ehr.get(f"/fhir/Practitioner/{pid}", headers=H).json()["meta"]["lastUpdated"]
+    body = ehr.get(f"/fhir/Practitioner/{pid}", headers=H).json()
+    for g in ("male", "female", "other"):
+        body = put(ehr, H, f"/fhir/Practitioner/{pid}", {**body, "gender": g}).json()
+    r = ehr.get(f"/fhir/Practitioner/{pid}/_history?_count=2", headers=H)
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert [e["resource"]["meta"]["versionId"] for e in b["entry"]] == ["4", "3"]
+    nxt = [link["url"] for link in b["link"] if link["relation"] == "next"][0]
+    r = ehr.get(nxt.split("://", 1)[1].split("/", 1)[1].join(["/", ""]), headers=H)
+    assert [e["resource"]["meta"]["versionId"] for e in r.json()["entry"]] == ["2", "1"]
+    r = ehr.get(f"/fhir/Practitioner/{pid}/_history", params={"_since": mark}, headers=H)
+    assert [e["resource"]["meta"]["versionId"] for e in r.json()["entry"]] == ["4", "3", "2", "1"]
+    after = b["entry"][1]["resource"]["meta"]["lastUpdated"]
+    r = ehr.get(f"/fhir/Practitioner/{pid}/_history", params={"_since": after}, headers=H)
+    assert [e["resource"]["meta"]["versionId"] for e in r.json()["entry"]] == ["4", "3"]
+    r = ehr.get("/fhir/Practitioner/_history?_count=3", headers=H)
+    assert r.status_code == 200 and len(r.json()["entry"]) == 3
+    r = ehr.get("/fhir/_history?_count=5", headers=H)
+    assert r.status_code == 200 and len(r.json()["entry"]) == 5
+    assert ehr.get("/fhir/Practitioner/_history?_since=yesterday", headers=H).status_code == 400
+
+
+# ------------------------------------------------------------------ compartments, operations, metadata
+
+def _obs(pid, code="8867-4", value=72):
+    return {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2024-05-01T08:00:00+07:00",
+            "valueQuantity": {"value": value, "unit": "/min"}}
+
+
+def test_compartment_and_everything(ehr, H):
+    pid = post(ehr, H, "/fhir/Patient", patient(family="Trần")).json()["id"]
+    other = post(ehr, H, "/fhir/Patient", patient(family="Phạm")).json()["id"]
+    for i in range(5):
+        assert post(ehr, H, "/fhir/Observation", _obs(pid, value=60 + i)).status_code == 201
+    post(ehr, H, "/fhir/Observation", _obs(other))
+    post(ehr, H, "/fhir/Condition", {"resourceType": "Condition", "subject": {"reference": f"Patient/{pid}"},
+                                     "code": {"text": "Tăng huyết áp"}})
+    r = ehr.get(f"/fhir/Patient/{pid}/Observation", headers=H)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["entry"]) == 5
+    assert ehr.get(f"/fhir/Patient/{pid}/Observation?code=http://loinc.org|8867-4&_count=2",
+                   headers=H).json()["entry"].__len__() == 2
+    assert ehr.get(f"/fhir/Patient/{pid}/Practitioner", headers=H).status_code == 404
+    r = ehr.get(f"/fhir/Patient/{pid}/_history", headers=H)
+    assert r.status_code == 200 and r.json()["type"] == "history"
+
+    seen: list[str] = []
+    url = f"/fhir/Patient/{pid}/$everything?_count=3"
+    pages = 0
+    while url:
+        r = ehr.get(url, headers=H)
+        assert r.status_code == 200, r.text
+        b = r.json()
+        seen += [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in b["entry"]]
+        nxt = [link["url"] for link in b["link"] if link["relation"] == "next"]
+        url = "/fhir/" + nxt[0].split("/fhir/", 1)[1] if nxt else None
+        pages += 1
+        assert pages < 10
+    assert len(seen) == len(set(seen)) == 7
+    assert seen[0] == f"Patient/{pid}"
+    assert not any(s.endswith(other) for s in seen)
+
+
+def test_validate_operation(ehr, H):
+    r = post(ehr, H, "/fhir/Patient/$validate", patient())
+    assert r.status_code == 200, r.text
+    assert r.json()["issue"][0]["severity"] == "information"
+    r = post(ehr, H, "/fhir/Patient/$validate", {"resourceType": "Patient", "gender": 5})
+    assert r.status_code == 400
+    assert outcome_of(r)["expression"] == ["Patient.gender"]
+    params = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient()}]}
+    assert post(ehr, H, "/fhir/Patient/$validate", params).status_code == 200
+    r = post(ehr, H, "/fhir/Patient/p-1/$validate", patient(id="p-2"))
+    assert r.status_code == 400
+    before = ehr.get("/fhir/Patient?_summary=count", headers=H).json()["total"]
+    post(ehr, H, "/fhir/Patient/$validate", patient())
+    assert ehr.get("/fhir/Patient?_summary=count", headers=H).json()["total"] == before
+
+
+def test_metadata(ehr, H):
+    r = ehr.get("/fhir/metadata", headers=H)
+    assert r.status_code == 200, r.text
+    cs = r.json()
+    assert cs["resourceType"] == "CapabilityStatement" and cs["fhirVersion"] == "4.0.1"
+    types = {res["type"]: res for res in cs["rest"][0]["resource"]}
+    assert "Patient" in types and "Observation" in types and "ServiceRequest" not in types and "Binary" not in types
+    names = {p["name"] for p in types["Patient"]["searchParam"]}
+    assert {"name", "identifier", "birthdate", "_id"} <= names
+    assert {"name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} in types["Patient"]["operation"]
+    assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}

@@ -1,0 +1,276 @@
+"""Batch and transaction Bundles of the ehr service against the real FerretDB.
+
+A transaction is all-or-nothing without multi-document transactions: a bad
+entry leaves nothing behind, a crash mid-way is rolled back by the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sen_shared.auth import issue_dev_token
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+
+
+@pytest.fixture(scope="module")
+def env(base_env, run_id, mongo_client):
+    import os
+
+    from sen_ehr.app import create_app
+    from sen_ehr.config import EhrSettings
+    from sen_shared.runtime import current
+
+    db = f"sen_t{run_id}_ehr_bundle"
+    old = dict(os.environ)
+    os.environ.update(base_env, SEN_DB=db)
+    try:
+        app = create_app(EhrSettings())
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    with app.test_client() as client:
+        yield client, current().extras["fhir"], mongo_client[db]
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def H(dev_key):
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ}
+
+
+def send(client, H, bundle, **headers):
+    return client.post("/fhir", content=json.dumps(bundle), headers={**H, **headers})
+
+
+def urn() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def patient_entry(full, family="Lê", ident=None):
+    res = {"resourceType": "Patient", "name": [{"family": family}]}
+    if ident:
+        res["identifier"] = [{"system": "http://sen.vn/cccd", "value": ident}]
+    return {"fullUrl": full, "resource": res, "request": {"method": "POST", "url": "Patient"}}
+
+
+def obs_entry(subject_ref, value=80):
+    return {"fullUrl": urn(), "resource": {
+        "resourceType": "Observation", "status": "final", "code": {"text": "Mạch"},
+        "subject": {"reference": subject_ref}, "valueQuantity": {"value": value}},
+        "request": {"method": "POST", "url": "Observation"}}
+
+
+def counts(db):
+    return {name: db[name].count_documents({}) for name in ("Patient", "Observation", "Patient_history",
+                                                          "Observation_history", "_journal")}
+
+
+def test_transaction_rewrites_urn_uuid_refs(env, H):
+    client, _, _ = env
+    p = urn()
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [obs_entry(p), patient_entry(p, "Võ"), obs_entry(p, 90)]}
+    r = send(client, H, bundle)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in out["entry"]]
+    assert statuses == ["201 Created"] * 3
+    pid = out["entry"][1]["resource"]["id"]
+    assert out["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+    stored = client.get(f"/fhir/{out['entry'][2]['response']['location'].rsplit('/_history', 1)[0]}", headers=H)
+    assert stored.json()["subject"]["reference"] == f"Patient/{pid}"
+    r = client.get(f"/fhir/Observation?subject=Patient/{pid}", headers=H)
+    assert len(r.json()["entry"]) == 2
+
+
+def test_transaction_with_bad_entry_leaves_nothing(env, H):
+    client, _, db = env
+    before = counts(db)
+    p = urn()
+    bad = obs_entry(p)
+    bad["resource"]["status"] = 42
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [patient_entry(p), obs_entry(p), bad]}
+    r = send(client, H, bundle)
+    assert r.status_code == 400, r.text
+    issue = r.json()["issue"][0]
+    assert issue["expression"][0].startswith("Observation.status") or "entry[2]" in json.dumps(r.json())
+    assert counts(db) == before
+
+
+def test_transaction_unknown_urn_is_400(env, H):
+    client, _, db = env
+    before = counts(db)
+    r = send(client, H, {"resourceType": "Bundle", "type": "transaction", "entry": [obs_entry(urn())]})
+    assert r.status_code == 400
+    assert counts(db) == before
+
+
+def test_transaction_conditional_create_and_update(env, H):
+    client, _, _ = env
+    p = urn()
+    ident = "012345678901"
+    first = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {**patient_entry(p, "Hồ", ident), "request": {"method": "POST", "url": "Patient",
+                                                      "ifNoneExist": f"identifier=http://sen.vn/cccd|{ident}"}},
+        obs_entry(p)]}
+    r1 = send(client, H, first)
+    assert r1.status_code == 200, r1.text
+    pid = r1.json()["entry"][0]["resource"]["id"]
+    r2 = send(client, H, first)
+    assert r2.status_code == 200, r2.text
+    assert r2.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert r2.json()["entry"][1]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+    upd = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "name": [{"family": "Hồ", "given": ["Chí"]}],
+                      "identifier": [{"system": "http://sen.vn/cccd", "value": ident}]},
+         "request": {"method": "PUT", "url": f"Patient?identifier=http://sen.vn/cccd|{ident}"}}]}
+    r3 = send(client, H, upd)
+    assert r3.status_code == 200, r3.text
+    assert r3.json()["entry"][0]["resource"]["id"] == pid
+    assert r3.json()["entry"][0]["resource"]["meta"]["versionId"] == "2"
+
+
+def test_transaction_stale_if_match_is_412_and_changes_nothing(env, H):
+    client, _, db = env
+    pid = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient"}), headers=H).json()["id"]
+    before = counts(db)
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        patient_entry(urn()),
+        {"resource": {"resourceType": "Patient", "id": pid, "gender": "male"},
+         "request": {"method": "PUT", "url": f"Patient/{pid}", "ifMatch": 'W/"7"'}}]}
+    r = send(client, H, bundle)
+    assert r.status_code == 412, r.text
+    assert counts(db) == before
+
+
+def test_transaction_update_and_delete(env, H):
+    client, _, _ = env
+    a = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient"}), headers=H).json()["id"]
+    b = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient"}), headers=H).json()["id"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": a, "gender": "female"},
+         "request": {"method": "PUT", "url": f"Patient/{a}"}},
+        {"request": {"method": "DELETE", "url": f"Patient/{b}"}},
+        {"request": {"method": "GET", "url": f"Patient/{a}"}}]}
+    r = send(client, H, bundle)
+    assert r.status_code == 200, r.text
+    e = r.json()["entry"]
+    assert e[0]["response"]["status"] == "200 OK"
+    assert e[1]["response"]["status"] == "204 No Content"
+    assert e[2]["resource"]["gender"] == "female"
+    assert client.get(f"/fhir/Patient/{b}", headers=H).status_code == 410
+
+
+def test_crash_mid_transaction_is_rolled_back_by_recovery(env, H):
+    client, server, db = env
+    from sen_shared.fhir.bundle import recover
+
+    keep = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "gender": "male"}),
+                       headers=H).json()
+    before = counts(db)
+    writes = []
+
+    class Crash(BaseException):  # like a killed process: nothing in the request path catches it
+        pass
+
+    def hook(w):
+        writes.append(w)
+        if len(writes) == 3:
+            raise Crash()
+
+    import sen_shared.fhir.bundle as bundle_mod
+
+    real_rollback = bundle_mod.rollback
+    bundle_mod.rollback = lambda store, journal: 0  # the process "dies" before it can roll back
+    server.after_write = hook
+    p = urn()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        patient_entry(p), obs_entry(p), obs_entry(p),
+        {"resource": {**keep, "gender": "female"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}}]}
+    from sen_shared.fhir.http import FhirRequest
+
+    try:
+        with pytest.raises(Crash):  # straight into the engine: a crash must not unwind the web stack
+            server.bundle(FhirRequest("POST", body=bundle, base="http://test/fhir"))
+    finally:
+        server.after_write = None
+        bundle_mod.rollback = real_rollback
+    assert len(writes) == 3
+    assert db["_journal"].count_documents({}) == 1
+    assert counts(db) != before  # half-written
+    assert recover(server.store(), older_than=timedelta(0)) == 1
+    assert counts(db) == before
+    now = client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()
+    assert now == keep
+
+
+def test_failure_mid_transaction_rolls_back_at_once(env, H):
+    client, server, db = env
+    keep = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient"}), headers=H).json()
+    before = counts(db)
+    seen = []
+
+    def hook(w):
+        seen.append(w)
+        if w.verb == "updated":
+            raise RuntimeError("disk on fire")
+
+    server.after_write = hook
+    try:
+        r = send(client, H, {"resourceType": "Bundle", "type": "transaction", "entry": [
+            patient_entry(urn()),
+            {"resource": {**keep, "gender": "other"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}}]})
+        assert r.status_code == 500
+        assert r.json()["resourceType"] == "OperationOutcome"
+    finally:
+        server.after_write = None
+    assert counts(db) == before
+    assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json() == keep
+
+
+def test_batch_with_mixed_outcomes(env, H):
+    client, _, _ = env
+    pid = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient"}), headers=H).json()["id"]
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        patient_entry(urn(), "Bùi"),
+        {"resource": {"resourceType": "Patient", "name": [{"family": 7}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        {"request": {"method": "GET", "url": "Patient/nope-404"}},
+        {"request": {"method": "GET", "url": "Spaceship/1"}},
+        {"request": {"method": "DELETE", "url": f"Patient/{pid}"}}]}
+    r = send(client, H, bundle)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["type"] == "batch-response"
+    assert [e["response"]["status"][:3] for e in out["entry"]] == ["201", "400", "200", "404", "404", "204"]
+    assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+
+
+def test_bundle_shape_errors(env, H):
+    client, _, _ = env
+    assert send(client, H, {"resourceType": "Patient"}).status_code == 400
+    assert send(client, H, {"resourceType": "Bundle", "type": "collection"}).status_code == 400
+    assert send(client, H, {"resourceType": "Bundle", "type": "transaction", "entry": [1]}).status_code == 400
+    r = send(client, H, {"resourceType": "Bundle", "type": "transaction",
+                         "entry": [{"request": {"method": "POST", "url": "Patient"}}]})
+    assert r.status_code == 400
+    r = send(client, H, {"resourceType": "Bundle", "type": "transaction",
+                         "entry": [{"request": {"method": "GET", "url": "Patient/../../etc"}}]})
+    assert r.status_code == 400
+
+
+def test_transaction_minimal_return(env, H):
+    client, _, _ = env
+    p = urn()
+    r = send(client, H, {"resourceType": "Bundle", "type": "transaction",
+                         "entry": [patient_entry(p), obs_entry(p)]}, Prefer="return=minimal")
+    assert r.status_code == 200
+    assert all("resource" not in e and e["response"]["location"] for e in r.json()["entry"])
