@@ -1,0 +1,106 @@
+"""The worker process of a service: its consumers and its outbox relay.
+
+``python -m sen_<svc>.worker`` calls :func:`run_worker` with the handlers of
+the consumer purposes it owns (keys of the catalog's ``consumers``) and the
+collections that carry an outbox. Each consumer runs in its own thread on its
+own connection and reconnects after a broker restart; the relay runs in one
+more thread with its own publisher. SIGTERM or SIGINT (or ``stop``) ends
+them: a message being handled is finished and acked first.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .. import mongo
+from ..config import Settings
+from .catalog import Catalog, load_catalog
+from .consumer import EventConsumer, Handler
+from .errors import BusUnavailable
+from .outbox import OutboxRelay
+from .publisher import Publisher
+from .topology import Topology
+
+log = logging.getLogger("sen.bus.worker")
+
+
+def _declare_until_ready(publisher: Publisher, stop: threading.Event) -> bool:
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            publisher.declare()
+            return True
+        except BusUnavailable as err:
+            log.warning("broker not ready, retrying", extra={"error": str(err)[:200], "retry_in": delay})
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+    return False
+
+
+def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_collections: Sequence[str],
+               stop: threading.Event | None = None, catalog: Catalog | None = None,
+               poll_interval: float = 0.5) -> None:
+    """Declare the topology, run the consumers and the outbox relay until stopped."""
+    stop = stop or threading.Event()
+    catalog = catalog or load_catalog()
+    for purpose in handlers:
+        catalog.consumer(purpose)  # an unknown purpose is a configuration error: say so now
+    db = mongo.database(settings.mongo_url, settings.db_name)
+    publisher = Publisher(settings.amqp_url, prefix=settings.bus_prefix, catalog=catalog, validate=True)
+
+    restore: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("stopping", extra={"signal": signum})
+            stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            restore[sig] = signal.signal(sig, on_signal)
+
+    threads: list[threading.Thread] = []
+    try:
+        if not _declare_until_ready(publisher, stop):
+            return
+        topology = Topology(catalog, settings.bus_prefix)
+        for purpose, handler in handlers.items():
+            consumer = EventConsumer(settings.amqp_url, topology, purpose, handler, db)
+            threads.append(threading.Thread(target=consumer.run, args=(stop,), name=f"consumer:{purpose}",
+                                            daemon=True))
+        if outbox_collections:
+            relay = OutboxRelay(db, publisher, outbox_collections, poll_interval=poll_interval)
+            try:
+                relay.ensure_indexes()
+            except Exception as err:  # noqa: BLE001 - the relay works without its index, only slower
+                log.warning("outbox index not ensured", extra={"error": type(err).__name__})
+            threads.append(threading.Thread(target=relay.run_forever, args=(stop,), name="outbox-relay",
+                                            daemon=True))
+        for t in threads:
+            t.start()
+        log.info("worker started", extra={"consumers": sorted(handlers), "outbox": list(outbox_collections)})
+        while not stop.wait(1.0):
+            for t in threads:
+                if not t.is_alive():  # the loops catch everything; a dead thread is a bug: stop loudly
+                    log.error("worker thread died, stopping", extra={"thread": t.name})
+                    stop.set()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        publisher.close()
+        for sig, previous in restore.items():
+            signal.signal(sig, previous)
+        log.info("worker stopped")
+
+
+def main(service: str, handlers: Mapping[str, Handler], outbox_collections: Sequence[str] = ()) -> int:
+    """Convenience entry point: settings from the environment, JSON logs, run until signalled."""
+    from ..config import load_settings
+    from ..logs import setup_logging
+
+    settings = load_settings(Settings, service=service)
+    setup_logging(f"{service}-worker", settings.log_level)
+    run_worker(settings, handlers=handlers, outbox_collections=outbox_collections)
+    return 0

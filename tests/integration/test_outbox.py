@@ -1,0 +1,170 @@
+"""The outbox and its relay against the real FerretDB and RabbitMQ, including a broker restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sen_shared.bus import EventConsumer, OutboxRelay, Publisher, apply_once, make_event, new_document, with_events
+
+from tests.conftest import rabbit_restart
+from tests.integration.test_bus import Bus, _bus, queue_depth, take
+
+READER = "portal.reporting"  # binds "#": sees every event
+
+
+@pytest.fixture()
+def bus(amqp_url: str, base_env: dict[str, str]) -> Iterator[Bus]:
+    yield from _bus(amqp_url, base_env, [READER])
+
+
+def changed(resource_id: str, version: int = 1) -> dict[str, Any]:
+    return make_event("ehr.resource.updated", {"resourceType": "Observation", "id": resource_id,
+                                               "versionId": str(version), "patient": "Patient/p1"},
+                      subject=f"Observation/{resource_id}")
+
+
+def test_outbox_rides_in_the_same_write_and_the_relay_empties_it(bus: Bus, fresh_db: Any) -> None:
+    coll = fresh_db.observations
+    coll.insert_one(new_document({"_id": "o1", "status": "preliminary"}, [changed("o1", 1)]))
+    coll.update_one({"_id": "o1"}, with_events({"$set": {"status": "final"}}, [changed("o1", 2), changed("o1", 3)]))
+    doc = coll.find_one({"_id": "o1"})
+    assert doc["status"] == "final" and doc["outbox_pending"] is True
+    assert [e["state"] for e in doc["outbox"]] == ["pending"] * 3
+
+    with bus.publisher() as pub:
+        relay = OutboxRelay(fresh_db, pub, ["observations"])
+        assert relay.run_once() == 3
+        assert relay.run_once() == 0
+    doc = coll.find_one({"_id": "o1"})
+    assert doc["outbox"] == [] and doc["outbox_pending"] is False
+    msgs = take(bus, bus.topology.queue_name(READER), 3)
+    assert len(msgs) == 3
+    versions = [json.loads(m.body)["data"]["versionId"] for m in msgs]
+    assert versions == ["1", "2", "3"]  # in the order they were written
+
+
+def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -> None:
+    coll = fresh_db.observations
+    coll.insert_one(new_document({"_id": "o2"}, [changed("o2", 1)]))
+    late = changed("o2", 2)
+
+    class Racing(Publisher):
+        def publish(self, event: dict[str, Any]) -> None:
+            super().publish(event)
+            if event["id"] != late["id"]:  # a writer appends an event between our read and our cleanup
+                coll.update_one({"_id": "o2"}, with_events({"$set": {"v": 2}}, [late]))
+
+    with Racing(bus.url, prefix=bus.prefix, catalog=bus.catalog) as pub:
+        relay = OutboxRelay(fresh_db, pub, ["observations"])
+        assert relay.run_once() == 1
+        doc = coll.find_one({"_id": "o2"})
+        assert doc["outbox_pending"] is True and [e["id"] for e in doc["outbox"]] == [late["id"]]
+        assert relay.run_once() == 1
+    doc = coll.find_one({"_id": "o2"})
+    assert doc["outbox"] == [] and doc["outbox_pending"] is False
+
+
+def test_unroutable_outbox_event_stays_pending(amqp_url: str, base_env: dict[str, str], fresh_db: Any) -> None:
+    for bus in _bus(amqp_url, base_env, ["ehr.consult-record"]):  # nothing binds ehr.resource.updated
+        coll = fresh_db.observations
+        coll.insert_one(new_document({"_id": "o3"}, [changed("o3")]))
+        with bus.publisher() as pub:
+            relay = OutboxRelay(fresh_db, pub, ["observations"])
+            assert relay.run_once() == 0
+            assert relay.run_once() == 0  # skipped while backing off
+        doc = coll.find_one({"_id": "o3"})
+        assert doc["outbox_pending"] is True and len(doc["outbox"]) == 1
+        assert doc["outbox_attempts"] == 1 and doc["outbox_error"] == "Unroutable"
+
+
+def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bus: Bus, fresh_db: Any) -> None:
+    """1,000 events written while the relay runs; RabbitMQ stops and starts in the middle."""
+    total, per_doc = 1000, 4
+    deadline = time.monotonic() + 120
+    deliveries: list[str] = []
+
+    def apply(event: dict[str, Any], db: Any) -> None:
+        deliveries.append(event["id"])
+        apply_once(db.effects, {"_id": event["data"]["id"]}, {"$inc": {"n": 1}}, event["id"], upsert=True)
+
+    stop = threading.Event()
+    pub = bus.publisher(max_retries=1)
+    relay = OutboxRelay(fresh_db, pub, ["observations"], batch=50, poll_interval=0.1, max_backoff=1.0)
+    consumer = EventConsumer(bus.url, bus.topology, READER, apply, fresh_db, max_backoff=1.0)
+    threads = [threading.Thread(target=relay.run_forever, args=(stop,), daemon=True),
+               threading.Thread(target=consumer.run, args=(stop,), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        assert consumer.ready.wait(15)
+        coll = fresh_db.observations
+        ids: list[str] = []
+        for d in range(total // per_doc):  # the service keeps writing while the broker is down
+            events = [changed(f"obs-{d}-{k}") for k in range(per_doc)]
+            ids += [e["data"]["id"] for e in events]
+            # One write per document: FerretDB 1.24 loses concurrent updates of one document
+            # (see test_ferretdb_concurrent_updates_of_one_document_are_atomic), and a writer
+            # updating a document while the relay cleans it would race with it there.
+            coll.insert_one(new_document({"_id": f"doc-{d}"}, events))
+            if d == total // per_doc // 3:
+                published_before = relay.published
+                restart = threading.Thread(target=rabbit_restart, args=(2,), daemon=True)
+                restart.start()
+            time.sleep(0.01)
+        restart.join(60)
+        while time.monotonic() < deadline and fresh_db.effects.count_documents({}) < total:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+        pub.close()
+
+    effects = list(fresh_db.effects.find({}, {"n": 1}))
+    if len(effects) != total:
+        dlq = take(bus, bus.topology.dlq_name(READER), 10, timeout=1)
+        state = {"main": queue_depth(bus, bus.topology.queue_name(READER)),
+                 "pending_docs": fresh_db.observations.count_documents({"outbox_pending": True}),
+                 "dlq": [(m.headers.get("x-sen-reason"), m.headers.get("x-death")) for m in dlq],
+                 "deliveries": len(deliveries), "distinct": len(set(deliveries)), "published": relay.published,
+                 "consumer": (consumer.handled, consumer.retried, consumer.dead_lettered, consumer.connections)}
+        missing = set(ids) - {e["_id"] for e in effects}
+        state["missing_pending"] = [d["_id"] for d in fresh_db.observations.find({"outbox_pending": True})]
+        state["missing"] = sorted(missing)
+        raise AssertionError(f"lost events: {state}")
+    assert published_before > 0, "the restart must happen mid-stream"
+    assert consumer.connections >= 2, "the consumer must have reconnected after the restart"
+    assert len(effects) == total and {e["_id"] for e in effects} == set(ids)  # every event delivered
+    assert sum(e["n"] for e in effects) == total  # none applied twice
+    assert len(set(deliveries)) == total and len(deliveries) >= total  # duplicates allowed, effects not
+    assert fresh_db.observations.count_documents({"outbox_pending": True}) == 0
+    assert relay.published >= total
+
+
+@pytest.mark.xfail(reason="FerretDB 1.24 applies updates as read-modify-write without a lock: concurrent updates "
+                          "of one document are lost (MongoDB passes)", strict=False)
+def test_ferretdb_concurrent_updates_of_one_document_are_atomic(fresh_db: Any) -> None:
+    """Not the bus's code: the storage property the outbox relies on, measured on the server in use."""
+    coll = fresh_db.counter
+    coll.insert_one({"_id": 1, "n": 0, "outbox": []})
+
+    def inc() -> None:
+        for _ in range(200):
+            coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+
+    def push(tag: str) -> None:
+        for i in range(200):
+            coll.update_one({"_id": 1}, {"$push": {"outbox": f"{tag}{i}"}})
+
+    threads = [threading.Thread(target=inc) for _ in range(2)] + [threading.Thread(target=push, args=("a",))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    doc = coll.find_one({"_id": 1})
+    assert (doc["n"], len(doc["outbox"])) == (400, 200)
