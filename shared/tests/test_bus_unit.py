@@ -75,7 +75,7 @@ def test_routing_key_of_type() -> None:
 
 
 def test_catalog_declares_the_initial_events_and_consumers() -> None:
-    assert set(CATALOG.events) >= {f"ehr.{e}.{v}" for e in ("patient", "resource")
+    assert set(CATALOG.events) >= {f"ehr.{e}.{v}" for e in ("patient", "observation", "organization")
                                    for v in ("created", "updated", "deleted")} | {
         "teleconsult.consult.completed", "billing.invoice.paid"}
     assert CATALOG.consumer("ehr.consult-record").bind == ("teleconsult.consult.completed",)

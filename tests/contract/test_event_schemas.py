@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,12 @@ EXAMPLES = sorted((EVENTS / "examples").glob("*.json"))
 CATALOG = load_catalog()
 
 
-def test_there_is_an_example_per_event() -> None:
-    assert {p.stem for p in EXAMPLES} >= set(CATALOG.events)
+def test_there_is_an_example_per_catalog_entry() -> None:
+    raw = yaml.safe_load((EVENTS / "catalog.yaml").read_text(encoding="utf-8"))
+    stems = {p.stem.split("+")[0] for p in EXAMPLES}
+    for key, ev in raw["events"].items():
+        expanded = {key.replace("{entity}", e) for e in ev.get("entities", [])} or {key}
+        assert stems & expanded, f"no example for {key}"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -50,10 +55,16 @@ def test_every_schema_is_a_valid_2020_12_schema(path: Path) -> None:
 
 def test_catalog_references_only_existing_schemas_and_known_events() -> None:
     raw = yaml.safe_load((EVENTS / "catalog.yaml").read_text(encoding="utf-8"))
-    for rk, ev in raw["events"].items():
-        assert (EVENTS / ev["schema"]).is_file(), f"{rk}: {ev['schema']} missing"
+    for key, ev in raw["events"].items():
+        assert (EVENTS / ev["schema"]).is_file(), f"{key}: {ev['schema']} missing"
         schema = json.loads((EVENTS / ev["schema"]).read_text(encoding="utf-8"))
-        assert schema["properties"]["type"]["const"] == f"vn.sen.{rk}.v1"
+        for rk in [key.replace("{entity}", e) for e in ev.get("entities", [])] or [key]:
+            rule = schema["properties"]["type"]
+            if "const" in rule:
+                assert rule["const"] == f"vn.sen.{rk}.v1"
+            else:
+                assert re.fullmatch(rule["pattern"].strip("^$"), f"vn.sen.{rk}.v1"), rk
+            assert rk in CATALOG.events
     for purpose, consumer in CATALOG.consumers.items():
         for key in consumer.bind:
             if "*" not in key and "#" not in key:
@@ -64,11 +75,16 @@ def test_asyncapi_lists_every_catalog_event_and_consumer() -> None:
     doc = yaml.safe_load((EVENTS / "asyncapi.yaml").read_text(encoding="utf-8"))
     assert doc["asyncapi"].startswith("3.")
     addresses = {ch["address"] for ch in doc["channels"].values()}
-    assert addresses == set(CATALOG.events)
+    raw = yaml.safe_load((EVENTS / "catalog.yaml").read_text(encoding="utf-8"))
+    assert addresses == set(raw["events"])
     for msg in doc["components"]["messages"].values():
         ref = msg["payload"]["schema"]["$ref"]
         assert (EVENTS / ref).is_file()
-        assert msg["name"] == json.loads((EVENTS / ref).read_text())["properties"]["type"]["const"]
+        rule = json.loads((EVENTS / ref).read_text())["properties"]["type"]
+        if "const" in rule:
+            assert msg["name"] == rule["const"]
+        else:
+            assert re.fullmatch(rule["pattern"].strip("^$"), msg["name"].replace("{entity}", "observation"))
     sent = {op["channel"]["$ref"].split("/")[-1] for op in doc["operations"].values() if op["action"] == "send"}
     assert sent == set(doc["channels"])
     receivers = {op["x-sen-queue"] for op in doc["operations"].values() if op["action"] == "receive"}

@@ -174,13 +174,27 @@ def _consumer(purpose: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
                         summary=str(raw.get("summary", "")))
 
 
+def _expand(raw_events: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    """Entries as written, with ``<service>.{entity}.<verb>`` expanded over its ``entities`` list."""
+    for key, ev in raw_events.items():
+        if "{entity}" in key:
+            entities = ev.get("entities") or []
+            if not entities:
+                raise CatalogError(f"event {key!r}: a {{entity}} template needs an entities list")
+            for entity in entities:
+                yield key.replace("{entity}", str(entity)), ev
+        else:
+            yield key, ev
+
+
 def parse_catalog(path: Path) -> Catalog:
     with path.open(encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     if raw.get("version") != 1:
         raise CatalogError(f"{path}: unsupported catalog version {raw.get('version')!r}")
     events: dict[str, EventSpec] = {}
-    for rk, ev in (raw.get("events") or {}).items():
+    for key, ev in _expand(raw.get("events") or {}):
+        rk = key
         if rk.count(".") != 2:
             raise CatalogError(f"event {rk!r}: the routing key must be <service>.<entity>.<verb>")
         schema = (path.parent / ev["schema"]).resolve()
