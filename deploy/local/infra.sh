@@ -26,7 +26,18 @@ die() { printf 'infra: error: %s\n' "$*" >&2; exit 1; }
 
 as_user() {  # run a command as a service user when we are root
   local user=$1; shift
-  if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$user" -- "$@"); else "$@"; fi
+}
+
+let_services_in() {  # as root: the postgres/rabbitmq users must reach $state (a clone may sit in a 0700 dir)
+  [ "$(id -u)" = 0 ] || return 0
+  local d=$state
+  while [ "$d" != / ]; do
+    d=$(dirname "$d")
+    [ -d "$d" ] && [ "$(stat -c %A "$d" | cut -c10)" != x ] && [ "$(stat -c %A "$d" | cut -c10)" != t ] &&
+      chmod o+x "$d"
+  done
+  return 0
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -183,6 +194,7 @@ case "${1:-}" in
   up)
     if external; then log "MONGO_URL and AMQP_URL are set: using those servers, starting nothing"; exit 0; fi
     mkdir -p "$state"
+    let_services_in
     [ -n "${MONGO_URL:-}" ] || { pg_up; ferretdb_up; }
     [ -n "${AMQP_URL:-}" ] || rabbit_up
     log "ready"

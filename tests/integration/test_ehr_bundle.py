@@ -189,6 +189,9 @@ def test_crash_mid_transaction_is_rolled_back_by_recovery(env, H):
 
     real_rollback = bundle_mod.rollback
     bundle_mod.rollback = lambda store, journal: 0  # the process "dies" before it can roll back
+    from sen_shared.fhir.rest import FhirServer
+
+    server = FhirServer(server.config, db=lambda: db)  # the bare engine: no request, so no access guard
     server.after_write = hook
     p = urn()
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import connexion
-from sen_shared.fhir.rest import FhirConfig, FhirServer
+from sen_shared.fhir.guarded import GuardedFhirServer
+from sen_shared.fhir.rest import FhirConfig
 from sen_shared.runtime import current
 from sen_shared.web import build_app
 
@@ -16,7 +17,7 @@ from .indexes import INDEXES
 
 def create_app(settings: EhrSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    fhir = FhirServer(FhirConfig(RESOURCE_TYPES, service="ehr", base_path="/fhir"), db=lambda: current().db)
+    fhir = GuardedFhirServer(FhirConfig(RESOURCE_TYPES, service="ehr", base_path="/fhir"), db=lambda: current().db)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,
                     fhir_base="/fhir", extras={"fhir": fhir}, strict_validation=False)

@@ -8,7 +8,7 @@ from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
 from sen_shared.fhir.store import HISTORY_SUFFIX
 
-from .domain import RESOURCE_TYPES
+from .domain import RESOURCE_TYPES, grants
 
 
 def _fhir_indexes() -> list[mongo.Index]:
@@ -21,7 +21,7 @@ def _fhir_indexes() -> list[mongo.Index]:
     return out
 
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes()]
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes(), *grants.INDEXES]
 
 
 def main() -> int:

@@ -39,9 +39,16 @@ def resolve_ids(db: Database, resource_type: str, req: SearchRequest) -> list[st
     return [doc["_id"] for doc in db[resource_type].find(flt, {"_id": 1})]
 
 
-def search(db: Database, req: SearchRequest, *, count_total: bool = False) -> SearchResult:
-    """One page of ``req``: ``_count`` rows in sort order, the cursor of the next page, includes."""
+def search(db: Database, req: SearchRequest, *, count_total: bool = False,
+           extra_filter: dict[str, Any] | None = None) -> SearchResult:
+    """One page of ``req``: ``_count`` rows in sort order, the cursor of the next page, includes.
+
+    ``extra_filter`` (e.g. the access policy's restriction) is ANDed with the search's filter.
+    """
     flt = build_filter(req, resolve_ids=lambda t, r: resolve_ids(db, t, r))
+    if extra_filter:
+        # keep the search's top-level equalities at the top: FerretDB pushes only those down
+        flt = {**flt, "$and": [*flt.get("$and", []), extra_filter]}
     coll = db[req.resource_type]
     total = coll.count_documents(flt) if count_total or req.total == "accurate" or req.summary == "count" \
         else None

@@ -1,0 +1,174 @@
+"""The consult record: ``teleconsult.consult.completed`` → an Encounter (class VR) and a Composition.
+
+Exactly once however often the event arrives: the two resources get ids
+derived from the event's ServiceRequest (uuid5), and each is written with one
+guarded single-document operation, an insert with that fixed ``_id``; a
+duplicate key means "already applied". They are written through the FHIR
+engine's :class:`~sen_shared.fhir.store.Store` (``prepare_create``), so the
+documents carry the search index fields, a history version and their
+``ehr.*`` outbox events exactly like a write through the REST API.
+
+Crash safety without transactions: the Encounter is written before the
+Composition, and a redelivery re-runs both steps; a history version missing
+after a crash between the current insert and the history insert is written
+on the next delivery. One ServiceRequest has one consult record: a second,
+different event for the same ServiceRequest is recognised as already applied
+(amendments are a later feature; the first signed minutes stay).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import uuid
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+from sen_shared.auth import Principal
+from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.store import Store
+from sen_shared.fhir.validate import validate_resource
+
+log = logging.getLogger("sen.ehr.consult_record")
+
+PURPOSE = "ehr.consult-record"
+SERVICE = "ehr"
+NAMESPACE = uuid.UUID("8f6d2c1e-6b1a-5c3e-9d7f-2a4b6c8e0f13")  # Sen consult records
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+LOINC = "http://loinc.org"
+SECTION_SYSTEM = "https://sen.vn/fhir/CodeSystem/consult-minutes-section"
+CONCLUSION_EXT = "https://sen.vn/fhir/StructureDefinition/consult-conclusion"
+CONSULT_ID_SYSTEM = "https://sen.vn/fhir/sid/consult-service-request"
+TITLE = "Biên bản hội chẩn từ xa"
+ACTOR = Principal(sub="service:ehr.consult-record", roles=frozenset({"service"}))
+
+
+def record_ids(service_request: str) -> tuple[str, str]:
+    """The Encounter and Composition ids of the consult of ``ServiceRequest/<id>`` (deterministic)."""
+    return (str(uuid.uuid5(NAMESPACE, f"{service_request}|Encounter")),
+            str(uuid.uuid5(NAMESPACE, f"{service_request}|Composition")))
+
+
+def _div(*paragraphs: str) -> str:
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs if p)
+    return f'<div xmlns="http://www.w3.org/1999/xhtml">{body or "<p>-</p>"}</div>'
+
+
+def _section(code: str, display: str, title: str, *text: str, system: str = SECTION_SYSTEM,
+             **extra: Any) -> dict[str, Any]:
+    return {"title": title, "code": {"coding": [{"system": system, "code": code, "display": display}]},
+            "text": {"status": "generated", "div": _div(*text)}, **extra}
+
+
+def build_encounter(data: dict[str, Any], enc_id: str) -> dict[str, Any]:
+    sr = data["serviceRequest"]
+    enc: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "identifier": [{"system": CONSULT_ID_SYSTEM, "value": sr.split("/", 1)[1]}],
+        "status": "finished",
+        "class": {"system": ACT_CODE, "code": "VR", "display": "virtual"},
+        "type": [{"text": "Hội chẩn từ xa (teleconsultation)"}],
+        "subject": {"reference": data["patient"]},
+        "basedOn": [{"reference": sr}],
+        "participant": [{"type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                               "code": "CON", "display": "consultant"}]}],
+                         "individual": {"reference": data["performer"]}}],
+        "period": {"start": data["period"]["start"], "end": data["period"]["end"]},
+    }
+    if data.get("appointment"):
+        enc["appointment"] = [{"reference": data["appointment"]}]
+    enc["id"] = enc_id
+    return enc
+
+
+def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[str, Any]:
+    m = data["minutes"]
+    concl = m["conclusion"]
+    icd = {"system": concl["system"], "code": concl["code"]}
+    if concl.get("display"):
+        icd["display"] = concl["display"]
+    people = [f"{p.get('display') or p.get('reference') or ''} — {p['role']}".strip(" —") for p in m["participants"]]
+    participants = _section("participants", "Participants", "Thành phần tham gia", *people)
+    refs = [{"reference": p["reference"]} for p in m["participants"] if p.get("reference")]
+    if refs:
+        participants["entry"] = refs
+    conclusion = _section("conclusion", "Conclusion (ICD-10)", "Kết luận",
+                          f"{concl['code']}{' — ' + concl['display'] if concl.get('display') else ''}")
+    conclusion["extension"] = [{"url": CONCLUSION_EXT, "valueCodeableConcept": {"coding": [icd]}}]
+    comp: dict[str, Any] = {
+        "resourceType": "Composition",
+        "identifier": {"system": CONSULT_ID_SYSTEM, "value": data["serviceRequest"].split("/", 1)[1]},
+        "status": "final",
+        "type": {"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]},
+        "category": [{"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]}],
+        "subject": {"reference": data["patient"]},
+        "encounter": {"reference": f"Encounter/{enc_id}"},
+        "date": data["completedAt"],
+        "author": [{"reference": data["performer"]}],
+        "title": TITLE,
+        "event": [{"period": {"start": data["period"]["start"], "end": data["period"]["end"]},
+                   "detail": [{"reference": data["serviceRequest"]}]}],
+        "section": [
+            participants,
+            _section("summary", "Summary", "Tóm tắt bệnh án", m["summary"]),
+            _section("findings", "Findings", "Kết quả hội chẩn", m["findings"]),
+            conclusion,
+            _section("recommendations", "Recommendations", "Hướng xử trí và đề nghị", m["recommendations"]),
+        ],
+    }
+    comp["attester"] = [{"mode": "professional", "time": data["completedAt"],
+                         "party": {"reference": data["performer"]}}]
+    comp["id"] = comp_id
+    return comp
+
+
+def create_once(store: Store, resource: dict[str, Any], rid: str) -> bool:
+    """Insert ``resource`` as version 1 of ``rid`` unless it exists; True when written now."""
+    rtype = resource["resourceType"]
+    w = store.prepare_create(resource, rid)
+    try:
+        store.current(rtype).insert_one(w.doc)
+    except DuplicateKeyError:
+        _repair_history(store, rtype, rid)
+        return False
+    try:
+        store.history(rtype).insert_one(w.history)
+    except DuplicateKeyError:
+        pass
+    return True
+
+
+def _repair_history(store: Store, rtype: str, rid: str) -> None:
+    """An earlier delivery inserted the resource and may have died before its history version: add it."""
+    if store.history(rtype).count_documents({"_id": f"{rid}/1"}, limit=1):
+        return
+    cur = store.current(rtype).find_one({"_id": rid, "v": 1}, {"res": 1, "lu": 1})
+    if cur is None:
+        return
+    try:
+        store.history(rtype).insert_one({"_id": f"{rid}/1", "id": rid, "v": 1, "lu": cur["lu"], "del": False,
+                                         "m": "POST", "res": cur["res"]})
+    except DuplicateKeyError:
+        pass
+
+
+def handle_consult_completed(event: dict[str, Any], db: Database) -> tuple[bool, bool]:
+    """Store the consult record of a ``teleconsult.consult.completed`` event; (encounter, composition) written now."""
+    data = event["data"]
+    enc_id, comp_id = record_ids(data["serviceRequest"])
+    encounter = build_encounter(data, enc_id)
+    composition = build_composition(data, comp_id, enc_id)
+    validate_resource(encounter, expected_type="Encounter")
+    validate_resource(composition, expected_type="Composition")
+    store = Store(db, service=SERVICE)
+    wrote_enc = create_once(store, encounter, enc_id)
+    wrote_comp = create_once(store, composition, comp_id)
+    auditor = Auditor(db, SERVICE)
+    for wrote, rtype, rid in ((wrote_enc, "Encounter", enc_id), (wrote_comp, "Composition", comp_id)):
+        if wrote:
+            auditor.record(ACTOR, Record("create", resource_type=rtype, rid=rid, patients=[data["patient"]],
+                                         status=201, operation=f"event:{event['id']}"))
+    if not (wrote_enc or wrote_comp):
+        log.info("consult record already stored", extra={"event_id": event["id"], "encounter": enc_id})
+    return wrote_enc, wrote_comp

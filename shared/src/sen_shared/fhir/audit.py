@@ -1,0 +1,229 @@
+"""AuditEvents of FHIR interactions: who, what, when, which patient, outcome.
+
+Each interaction on patient data becomes one FHIR R4 ``AuditEvent`` (type
+``rest``, subtype the interaction, action C/R/U/D/E, outcome 0/4/8) stored
+in the service's own ``AuditEvent`` collection in the engine's document shape
+(``{_id, v: 1, lu, del, res, sp_*}``) so it is searchable as FHIR like any
+other resource (``AuditEvent?patient=Patient/x``, ``?agent=``, ``?altid=``,
+``?subtype=``, ``?outcome=``, ``?date=``).
+
+Cheap by design: one ``insert_one`` per interaction (``insert_many`` for the
+entries of a bundle, see :meth:`Auditor.batch`), no history version, no
+outbox event. AuditEvents are immutable; they are never re-audited. A search
+records the parameter NAMES and the number of matches, never the values; the
+patients of the matches are listed as entities (role 1, Patient).
+
+A failure to store an AuditEvent is logged as an error and does not fail the
+interaction it describes (availability of care over completeness of the
+trail); the log line carries the event's id, interaction and status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from .search.extract import index_fields
+
+log = logging.getLogger("sen.fhir.audit")
+
+AUDIT_TYPE = "AuditEvent"
+TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+SUBTYPE_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
+ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+AGENT_ROLE_SYSTEM = "https://sen.vn/fhir/CodeSystem/role"
+MAX_PATIENT_ENTITIES = 100
+
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "history": "R", "history-type": "R", "update": "U",
+           "patch": "U", "delete": "D", "search": "E", "everything": "E", "transaction": "E", "batch": "E"}
+# FHIR restful-interaction codes for the subtype
+SUBTYPES = {"read": "read", "vread": "vread", "history": "history-instance", "history-type": "history-type",
+            "update": "update", "patch": "patch", "delete": "delete", "create": "create",
+            "search": "search-type", "everything": "operation", "transaction": "transaction", "batch": "batch"}
+
+
+def outcome_code(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (client errors), 8 serious failure (server errors)."""
+    if status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+@dataclass
+class Record:
+    """One audited interaction, filled as it runs."""
+
+    interaction: str
+    resource_type: str | None = None
+    rid: str | None = None
+    vid: str | None = None
+    patients: list[str] = field(default_factory=list)  # Patient/<id>
+    status: int = 500
+    detail: str | None = None  # the error's text (no patient data: our own messages)
+    query_params: list[str] | None = None  # search: the parameter names
+    count: int | None = None  # search: how many matches on the page
+    operation: str | None = None
+
+
+def _principal_agent(principal: Any) -> dict[str, Any]:
+    agent: dict[str, Any] = {"requestor": True}
+    roles = sorted(getattr(principal, "roles", ()) or ())
+    if roles:
+        agent["role"] = [{"coding": [{"system": AGENT_ROLE_SYSTEM, "code": r}]} for r in roles]
+    practitioner = getattr(principal, "practitioner", None)
+    sub = getattr(principal, "sub", "") or ""
+    if practitioner:
+        agent["who"] = {"reference": f"Practitioner/{practitioner}", "display": sub}
+    else:
+        agent["who"] = {"display": sub or "anonymous"}
+    if sub:
+        agent["altId"] = sub
+    facility = getattr(principal, "facility", None)
+    if facility:
+        agent["extension"] = [{"url": "https://sen.vn/fhir/StructureDefinition/agent-facility",
+                               "valueReference": {"reference": f"Organization/{facility}"}}]
+    return agent
+
+
+def build_event(principal: Any, rec: Record, *, service: str, when: datetime | None = None) -> dict[str, Any]:
+    """The FHIR R4 AuditEvent of ``rec``."""
+    when = when or datetime.now(UTC)
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000)
+    event: dict[str, Any] = {
+        "resourceType": AUDIT_TYPE,
+        "type": {"system": TYPE_SYSTEM, "code": "rest", "display": "RESTful Operation"},
+        "subtype": [{"system": SUBTYPE_SYSTEM, "code": SUBTYPES.get(rec.interaction, "operation")}],
+        "action": ACTIONS.get(rec.interaction, "E"),
+        "recorded": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "outcome": outcome_code(rec.status),
+        "agent": [_principal_agent(principal)],
+        "source": {"site": service, "observer": {"display": f"sen-{service}"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                             "code": "4", "display": "Application Server"}]},
+    }
+    if rec.status >= 400 and rec.detail:
+        event["outcomeDesc"] = f"{rec.status}: {rec.detail[:500]}"
+    elif rec.status >= 400:
+        event["outcomeDesc"] = str(rec.status)
+    entities: list[dict[str, Any]] = []
+    if rec.resource_type and rec.rid:
+        ref = f"{rec.resource_type}/{rec.rid}" + (f"/_history/{rec.vid}" if rec.vid else "")
+        if rec.resource_type != "Patient":
+            entities.append({"what": {"reference": ref},
+                             "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
+                             "role": {"system": ROLE_SYSTEM, "code": "4", "display": "Domain Resource"}})
+    elif rec.resource_type or rec.query_params is not None:
+        q: dict[str, Any] = {"type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
+                             "role": {"system": ROLE_SYSTEM, "code": "24", "display": "Query"},
+                             "name": rec.resource_type or "*"}
+        details = []
+        if rec.query_params is not None:
+            details.append({"type": "parameters", "valueString": ",".join(rec.query_params) or "-"})
+        if rec.count is not None:
+            details.append({"type": "count", "valueString": str(rec.count)})
+        if details:
+            q["detail"] = details
+        entities.append(q)
+    for pref in list(dict.fromkeys(rec.patients))[:MAX_PATIENT_ENTITIES]:
+        entities.append({"what": {"reference": pref},
+                         "type": {"system": ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
+                         "role": {"system": ROLE_SYSTEM, "code": "1", "display": "Patient"}})
+    if entities:
+        event["entity"] = entities
+    if rec.operation:
+        event["subtype"].append({"system": "https://sen.vn/fhir/CodeSystem/operation", "code": rec.operation})
+    return event
+
+
+def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str, Any]:
+    """The engine's current-version document of a new AuditEvent (id, meta, index fields)."""
+    when = when or datetime.now(UTC)
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000)
+    rid = str(uuid.uuid4())
+    event["id"] = rid
+    event["meta"] = {"versionId": "1",
+                     "lastUpdated": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    return {"_id": rid, "v": 1, "lu": when, "del": False, "res": event, **index_fields(event)}
+
+
+_batch: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("sen_audit_batch",
+                                                                                     default=None)
+
+
+class Auditor:
+    """Writes AuditEvents of one service into its database."""
+
+    def __init__(self, db: Database | Any, service: str) -> None:
+        self._db = db
+        self.service = service
+
+    @property
+    def db(self) -> Database:
+        return self._db() if callable(self._db) else self._db
+
+    def record(self, principal: Any, rec: Record) -> dict[str, Any] | None:
+        """Store the AuditEvent of ``rec`` (or keep it for the batch being collected); never raises."""
+        try:
+            when = datetime.now(UTC)
+            doc = to_document(build_event(principal, rec, service=self.service, when=when), when)
+        except Exception:  # noqa: BLE001 - an audit bug must not break care; it is logged loudly
+            log.exception("audit event not built", extra={"interaction": rec.interaction, "status": rec.status})
+            return None
+        pending = _batch.get()
+        if pending is not None:
+            pending.append(doc)
+            return doc["res"]
+        self._insert([doc])
+        return doc["res"]
+
+    def _insert(self, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        try:
+            coll = self.db[AUDIT_TYPE]
+            if len(docs) == 1:
+                coll.insert_one(docs[0])
+            else:
+                coll.insert_many(docs, ordered=False)
+        except PyMongoError as err:
+            log.error("audit events not stored", extra={"count": len(docs), "error": type(err).__name__,
+                                                        "ids": [d["_id"] for d in docs][:20]})
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[list[dict[str, Any]]]:
+        """Collect the AuditEvents recorded inside and store them with one ``insert_many`` at the end."""
+        outer = _batch.get()
+        if outer is not None:  # already batching (nested bundle dispatch): join it
+            yield outer
+            return
+        pending: list[dict[str, Any]] = []
+        token = _batch.set(pending)
+        try:
+            yield pending
+        finally:
+            _batch.reset(token)
+            self._insert(pending)
+
+
+def patients_of_entries(entries: Iterable[dict[str, Any]]) -> list[str]:
+    """The ``Patient/<id>`` references a list of AuditEvent resources names (tests, tools)."""
+    out = []
+    for ev in entries:
+        for ent in ev.get("entity") or []:
+            ref = (ent.get("what") or {}).get("reference", "")
+            if ref.startswith("Patient/"):
+                out.append(ref)
+    return out
+
+
+__all__ = ["ACTIONS", "AUDIT_TYPE", "Auditor", "Record", "build_event", "outcome_code", "to_document"]

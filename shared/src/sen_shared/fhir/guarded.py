@@ -1,0 +1,614 @@
+"""``GuardedFhirServer``: the FHIR engine with the access policy in front and the audit trail behind.
+
+Each interaction: gather the facts (which patients the resource belongs to,
+before and after a write; their managing organizations; the caller's referral
+grants), ask :mod:`.access` (403 ``forbidden`` saying what is missing), run
+the engine's own method, then record an AuditEvent (:mod:`.audit`) whatever
+the outcome, 403/404/410 included. Searches of restricted callers get a
+MongoDB filter ANDed in by the executor (``extra_filter``) and their
+``_include``/``_revinclude`` results are filtered the same way.
+
+Bundles: batch entries and transaction reads go through the guarded methods
+(each audited, stored with one ``insert_many`` per bundle); the writes of a
+transaction are checked all before anything is applied and audited each.
+
+The caller comes from ``principal`` (default: the bearer token of the current
+connexion request).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+
+from . import access
+from .audit import AUDIT_TYPE, Auditor, Record
+from .http import FhirRequest, FhirResponse
+from .outcome import FhirError
+from .rest import FhirConfig, FhirServer, compartment_param
+from .search.definitions import get_param
+from .search.extract import extract_param
+from .validate import check_id
+
+WRITE_METHODS = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+
+
+def _default_principal() -> Any:
+    from ..auth import current_principal
+
+    return current_principal()
+
+
+@functools.lru_cache(maxsize=256)
+def in_compartment(resource_type: str) -> bool:
+    return resource_type == "Patient" or compartment_param(resource_type) is not None
+
+
+def _patient_ref(value: str) -> str | None:
+    if value.startswith("Patient/") and value.count("/") == 1:
+        return value
+    return None
+
+
+def head_patients(resource_type: str, head: dict[str, Any] | None) -> list[str]:
+    """``Patient/<id>`` references of a stored document, from its index fields."""
+    if head is None or head.get("del"):
+        return []
+    if resource_type == "Patient":
+        return [f"Patient/{head['_id']}"]
+    param = compartment_param(resource_type)
+    if param is None:
+        return []
+    return [r for v in head.get(f"sp_{param}") or () if (r := _patient_ref(str(v)))]
+
+
+def resource_patients(resource: Any, *, raw: bool = False) -> list[str]:
+    """``Patient/<id>`` references of a resource body (its Patient-compartment parameter).
+
+    ``raw``: also return references that are not ``Patient/<id>`` (``urn:uuid:...``,
+    conditional ``Patient?...``) so a transaction can resolve them.
+    """
+    if not isinstance(resource, dict):
+        return []
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        return []
+    if rtype == "Patient":
+        rid = resource.get("id")
+        return [f"Patient/{rid}"] if isinstance(rid, str) and rid else []
+    param = compartment_param(rtype)
+    if param is None:
+        return []
+    sp = get_param(rtype, param)
+    if sp is None:
+        return []
+    try:
+        fields = extract_param(sp, resource) or {}
+    except Exception:  # noqa: BLE001 - an unreadable body is refused by validation later
+        fields = {}
+    refs = [r for v in fields.get(f"sp_{param}") or () if (r := _patient_ref(str(v)))]
+    if raw:
+        refs += _raw_references(resource)
+    return list(dict.fromkeys(refs))
+
+
+def _raw_references(node: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and (v.startswith("urn:") or v.startswith("Patient?")):
+                out.append(v)
+            elif isinstance(v, (dict, list)):
+                out += _raw_references(v)
+    elif isinstance(node, list):
+        for item in node:
+            out += _raw_references(item)
+    return out
+
+
+def body_owners(patient: dict[str, Any]) -> frozenset[str]:
+    """managingOrganization and generalPractitioner references of a Patient body."""
+    refs: set[str] = set()
+    mo = patient.get("managingOrganization")
+    if isinstance(mo, dict) and isinstance(mo.get("reference"), str):
+        refs.add(mo["reference"])
+    for gp in patient.get("generalPractitioner") or ():
+        if isinstance(gp, dict) and isinstance(gp.get("reference"), str):
+            refs.add(gp["reference"])
+    return frozenset(refs)
+
+
+class _Facts:
+    """Facts about patients for one principal, loaded once per interaction."""
+
+    def __init__(self, server: GuardedFhirServer, principal: Any) -> None:
+        self.server = server
+        self.principal = principal
+        self.grantees = sorted(access.grantee_refs(principal))
+        self._cache: dict[str, access.PatientFacts] = {}
+        self._accessible: set[str] | None = None
+
+    def granted_to(self, ref: str) -> frozenset[str]:
+        if not self.grantees:
+            return frozenset()
+        grants = self.server.db[access.GRANTS]
+        now = datetime.now(UTC)
+        return frozenset(g for g in self.grantees
+                         if access.grant_active(grants.find_one({"_id": access.grant_id(ref, g)}), now))
+
+    def patient(self, ref: str, body: dict[str, Any] | None = None) -> access.PatientFacts:
+        """Facts of ``ref``; ``body`` (a Patient being written) supplies the owners instead of the store."""
+        if body is not None:
+            return access.PatientFacts(ref, body_owners(body), self.granted_to(ref))
+        hit = self._cache.get(ref)
+        if hit is not None:
+            return hit
+        owners: frozenset[str] = frozenset()
+        if self.server.is_restricted(self.principal):
+            head = self.server.store().head("Patient", ref.split("/", 1)[1])
+            if head is not None and not head.get("del"):
+                owners = frozenset(str(v) for k in ("sp_organization", "sp_general-practitioner")
+                                   for v in head.get(k) or () if "/" in str(v))
+            facts = access.PatientFacts(ref, owners, self.granted_to(ref))
+        else:
+            facts = access.PatientFacts(ref)
+        self._cache[ref] = facts
+        return facts
+
+    def many(self, refs: Iterable[str]) -> list[access.PatientFacts]:
+        return [self.patient(r) for r in dict.fromkeys(refs)]
+
+    def granted(self) -> frozenset[str]:
+        """Patients granted to the principal (unexpired grants)."""
+        out: set[str] = set()
+        now = datetime.now(UTC)
+        grants = self.server.db[access.GRANTS]
+        for g in self.grantees:
+            for doc in grants.find({"grantee": g}):
+                if access.grant_active(doc, now):
+                    out.add(doc["patient"])
+        return frozenset(out)
+
+    def reach(self) -> access.Reach:
+        return access.Reach(owner_refs=access.owner_refs(self.principal),
+                            grantee_refs=frozenset(self.grantees), granted=self.granted())
+
+    def accessible(self) -> set[str]:
+        """Every ``Patient/<id>`` the principal reaches (owned through its facility/practitioner, or granted)."""
+        if self._accessible is None:
+            reach = self.reach()
+            out = set(reach.granted)
+            coll = self.server.store().current("Patient")
+            for ref in sorted(reach.owner_refs):
+                keys = ["sp_general-practitioner"] + (["sp_organization"] if ref.startswith("Organization/") else [])
+                for key in keys:  # equality on a top-level field: pushed down by FerretDB
+                    out.update(f"Patient/{d['_id']}" for d in coll.find({key: ref}, {"_id": 1}))
+            self._accessible = out
+        return self._accessible
+
+
+class GuardedFhirServer(FhirServer):
+    """A :class:`FhirServer` that enforces :mod:`.access` and records :mod:`.audit` AuditEvents."""
+
+    def __init__(self, config: FhirConfig, db: Callable[[], Database], *,
+                 principal: Callable[[], Any] | None = None) -> None:
+        super().__init__(config, db)
+        self._principal = principal or _default_principal
+        self.auditor = Auditor(lambda: self.db, config.service)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def principal(self) -> Any:
+        return self._principal()
+
+    @staticmethod
+    def is_restricted(principal: Any) -> bool:
+        """True unless an admin: the others' access depends on the patient."""
+        return "admin" not in principal.roles
+
+    def _run(self, interaction: str, req: FhirRequest, pre: Callable[[Any, _Facts, Record], None],
+             call: Callable[[], FhirResponse], post: Callable[[Any, _Facts, Record, FhirResponse], None] | None = None,
+             *, rtype: str | None = None) -> FhirResponse:
+        principal = self.principal()
+        rtype = rtype if rtype is not None else req.resource_type
+        rec = Record(interaction, resource_type=rtype, rid=req.rid, vid=req.vid)
+        facts = _Facts(self, principal)
+        try:
+            pre(principal, facts, rec)
+            resp = call()
+            if post is not None:
+                post(principal, facts, rec, resp)
+            rec.status = resp.status
+            return resp
+        except access.Denied as err:
+            rec.status, rec.detail = 403, str(err)
+            raise FhirError(f"forbidden: {err}", status=403, code="forbidden") from None
+        except FhirError as err:
+            rec.status, rec.detail = err.status, err.detail
+            raise
+        except Exception as err:
+            rec.status, rec.detail = 500, type(err).__name__
+            raise
+        finally:
+            if rtype != AUDIT_TYPE:  # the audit trail is not re-audited
+                self.auditor.record(principal, rec)
+
+    def _check(self, principal: Any, interaction: str, rtype: str, patients: list[access.PatientFacts] | None,
+               rec: Record) -> None:
+        if patients:
+            rec.patients += [p.ref for p in patients]
+        access.check(principal, interaction, rtype, compartment=in_compartment(rtype), patients=patients)
+
+    def _existing(self, principal: Any, facts: _Facts, rec: Record, interaction: str, rtype: str,
+                  rid: str) -> None:
+        """Check ``interaction`` on the stored ``rtype/rid`` (type-level only when it does not exist)."""
+        head = self.store().head(rtype, rid)
+        if head is None or head.get("del"):
+            self._check(principal, interaction, rtype, None, rec)  # the engine answers 404/410
+            return
+        refs = head_patients(rtype, head)
+        self._check(principal, interaction, rtype, facts.many(refs) if in_compartment(rtype) else None, rec)
+
+    def _new_patients(self, facts: _Facts, resource: Any) -> list[access.PatientFacts]:
+        if not isinstance(resource, dict):
+            return []
+        if resource.get("resourceType") == "Patient":
+            rid = resource.get("id") if isinstance(resource.get("id"), str) else "(new)"
+            return [facts.patient(f"Patient/{rid}", body=resource)]
+        return facts.many(resource_patients(resource))
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            self._existing(p, f, rec, "read", rtype, check_id(req.rid))
+
+        return self._run("read", req, pre, lambda: super(GuardedFhirServer, self).read(req))
+
+    def vread(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            rid = check_id(req.rid)
+            doc = self.store().history(rtype).find_one({"_id": f"{rid}/{req.vid}"}, {"res": 1})
+            res = (doc or {}).get("res")
+            if res is None:
+                self._check(p, "vread", rtype, None, rec)
+                return
+            refs = resource_patients(res)
+            self._check(p, "vread", rtype, f.many(refs) if in_compartment(rtype) else None, rec)
+
+        return self._run("vread", req, pre, lambda: super(GuardedFhirServer, self).vread(req))
+
+    def history(self, req: FhirRequest) -> FhirResponse:
+        interaction = "history" if req.rid is not None else "history-type"
+
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            if req.resource_type is None:
+                if self.is_restricted(p) and not access.is_unrestricted_reader(p):
+                    raise access.Denied("system history is for admin and health-dept")
+                for t in sorted(self.types):
+                    if t != AUDIT_TYPE:
+                        access.check(p, "history-type", t, compartment=in_compartment(t))
+                return
+            rtype = self.check_type(req.resource_type)
+            if req.rid is None:
+                self._check(p, "history-type", rtype, None, rec)
+            else:
+                self._existing(p, f, rec, "history", rtype, check_id(req.rid))
+
+        return self._run(interaction, req, pre, lambda: super(GuardedFhirServer, self).history(req))
+
+    def everything(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            self._existing(p, f, rec, "everything", "Patient", check_id(req.rid))
+
+        def call() -> FhirResponse:
+            from .everything import everything
+
+            # the audit trail is not part of the record: AuditEvents are searched, not exported
+            return everything(_TypesView(self, self.types - {AUDIT_TYPE}), req)
+
+        return self._run("everything", req, pre, call, rtype="Patient")
+
+    def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
+               self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
+        state: dict[str, Any] = {}
+
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            rec.query_params = sorted({k for k, _ in req.params if k not in ("_format", "_pretty")})
+            state["filter_includes"] = self.is_restricted(p) and any(
+                k.startswith(("_include", "_revinclude")) for k, _ in req.params)
+            if req.compartment:
+                pid = check_id(req.compartment[1])
+                rec.query_params.append(f"compartment:{req.compartment[0]}")
+                # the compartment's own criterion names this one patient
+                self._check(p, "search", rtype, [f.patient(f"Patient/{pid}")], rec)
+                return
+            self._check(p, "search", rtype, None, rec)
+            if not access.search_is_unrestricted(p, rtype, in_compartment(rtype)):
+                state["filter"] = self._restriction(f, rtype, req)
+
+        def call() -> FhirResponse:
+            flt = state.get("filter")
+            if extra_filter and flt:
+                flt = {"$and": [extra_filter, flt]}
+            return super(GuardedFhirServer, self).search(req, extra, self_path, extra_filter=flt or extra_filter)
+
+        def post(p: Any, f: _Facts, rec: Record, resp: FhirResponse) -> None:
+            entries = (resp.body or {}).get("entry") or []
+            if state.get("filter_includes"):
+                kept = []
+                for e in entries:
+                    if (e.get("search") or {}).get("mode") != "include" or self._visible(p, f, e.get("resource")):
+                        kept.append(e)
+                if len(kept) != len(entries) and resp.body is not None:
+                    resp.body["entry"] = kept
+                    entries = kept
+            rec.count = sum(1 for e in entries if (e.get("search") or {}).get("mode") == "match")
+            for e in entries[:200]:
+                rec.patients += resource_patients(e.get("resource"))
+
+        return self._run("search", req, pre, call, post)
+
+    @staticmethod
+    def _visible(principal: Any, facts: _Facts, resource: Any) -> bool:
+        """May ``principal`` read this included resource? (the same rules as a read)"""
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            return False
+        rtype = resource["resourceType"]
+        compartment = in_compartment(rtype)
+        try:
+            access.check(principal, "read", rtype, compartment=compartment,
+                         patients=facts.many(resource_patients(resource)) if compartment else None)
+        except access.Denied:
+            return False
+        return True
+
+    def _restriction(self, facts: _Facts, rtype: str, req: FhirRequest) -> dict[str, Any]:
+        """The filter limiting a restricted principal's search of ``rtype`` to the patients it reaches."""
+        if rtype == "Patient":
+            return access.patient_filter(facts.reach())
+        param = compartment_param(rtype) or "patient"
+        named: set[str] = set()
+        for key, value in req.params:
+            if key in ("patient", "subject", param):
+                for v in value.split(","):
+                    v = v.strip()
+                    if v and "/" not in v and "?" not in v:
+                        named.add(f"Patient/{v}")
+                    elif v.startswith("Patient/") and v.count("/") == 1:
+                        named.add(v)
+                    else:
+                        named = set()
+                        break
+        if named:  # the search names its patients: check just those instead of listing every patient reached
+            ok = [r for r in sorted(named) if self._reachable(facts, r)]
+            return access.compartment_filter(param, ok)
+        return access.compartment_filter(param, facts.accessible())
+
+    @staticmethod
+    def _reachable(facts: _Facts, ref: str) -> bool:
+        return access.reaches(facts.principal, facts.patient(ref))
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            body = req.body if isinstance(req.body, dict) else None
+            if body is not None and body.get("resourceType") == "Patient":
+                body = {**body, "id": "(new)"}
+            self._check(p, "create", rtype, self._new_patients(f, body) if in_compartment(rtype) else None, rec)
+
+        def post(p: Any, f: _Facts, rec: Record, resp: FhirResponse) -> None:
+            body = resp.body if isinstance(resp.body, dict) else {}
+            rec.rid = body.get("id") if isinstance(body.get("id"), str) else _id_from_location(resp)
+            rec.patients = [r for r in rec.patients if r != "Patient/(new)"]
+            if rec.resource_type == "Patient" and rec.rid:
+                rec.patients.append(f"Patient/{rec.rid}")
+            elif body:
+                rec.patients += resource_patients(body)
+            if resp.status == 200 and rec.rid and rec.resource_type:  # If-None-Exist matched an existing one
+                self._existing(p, f, rec, "read", rec.resource_type, rec.rid)
+
+        return self._run("create", req, pre, lambda: super(GuardedFhirServer, self).create(req), post)
+
+    def update(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            rid = check_id(req.rid)
+            self._check_write(p, f, rec, "update", rtype, rid, req.body)
+
+        return self._run("update", req, pre, lambda: super(GuardedFhirServer, self).update(req))
+
+    def conditional_update(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            ids = self.match_ids(rtype, req.params) if req.params else []
+            rid = ids[0] if len(ids) == 1 else None
+            rec.rid = rid
+            self._check_write(p, f, rec, "update", rtype, rid, req.body)
+
+        return self._run("update", req, pre, lambda: super(GuardedFhirServer, self).conditional_update(req))
+
+    def _check_write(self, p: Any, f: _Facts, rec: Record, interaction: str, rtype: str, rid: str | None,
+                     body: Any) -> None:
+        if not in_compartment(rtype):
+            self._check(p, interaction, rtype, None, rec)
+            return
+        head = self.store().head(rtype, rid) if rid else None
+        before = f.many(head_patients(rtype, head))
+        new_body = body if isinstance(body, dict) else None
+        if new_body is not None and rtype == "Patient" and rid:
+            new_body = {**new_body, "id": rid}
+        after = self._new_patients(f, new_body)
+        if head is None or head.get("del"):
+            interaction = "create" if interaction == "update" else interaction
+        patients = [*before, *after]
+        # a body the engine will refuse anyway (400) is not a reason to hide 403 behind it
+        self._check(p, interaction, rtype, patients if (patients or new_body is not None) else None, rec)
+
+    def patch(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            from .patch import apply_patch
+
+            rtype = self.check_type(req.resource_type)
+            rid = check_id(req.rid)
+            if not in_compartment(rtype):
+                self._check(p, "patch", rtype, None, rec)
+                return
+            doc = self.store().current(rtype).find_one({"_id": rid}, {"res": 1, "del": 1})
+            if doc is None or doc.get("del") or doc.get("res") is None:
+                self._check(p, "patch", rtype, None, rec)
+                return
+            before = f.many(resource_patients(doc["res"]))
+            try:
+                after_res = apply_patch(copy.deepcopy(doc["res"]), req.body)
+            except FhirError:
+                after_res = None  # the engine reports the bad patch; judge on what is stored
+            after = self._new_patients(f, after_res) if after_res is not None else []
+            self._check(p, "patch", rtype, [*before, *after], rec)
+
+        return self._run("patch", req, pre, lambda: super(GuardedFhirServer, self).patch(req))
+
+    def delete(self, req: FhirRequest) -> FhirResponse:
+        def pre(p: Any, f: _Facts, rec: Record) -> None:
+            rtype = self.check_type(req.resource_type)
+            self._existing(p, f, rec, "delete", rtype, check_id(req.rid))
+
+        return self._run("delete", req, pre, lambda: super(GuardedFhirServer, self).delete(req))
+
+    # ------------------------------------------------------------------ bundles
+
+    def bundle(self, req: FhirRequest) -> FhirResponse:
+        body = req.body if isinstance(req.body, dict) else {}
+        with self.auditor.batch():
+            if body.get("type") != "transaction" or not isinstance(body.get("entry"), list):
+                return super().bundle(req)  # batch: every entry runs through the guarded methods
+            return self._transaction(req, body)
+
+    def _transaction(self, req: FhirRequest, body: dict[str, Any]) -> FhirResponse:
+        from .bundle import parse_url
+
+        principal = self.principal()
+        entries = [e for e in body["entry"] if isinstance(e, dict)]
+        writes: list[tuple[int, str, str | None, Record]] = []
+        for i, e in enumerate(entries):
+            request = e.get("request") if isinstance(e.get("request"), dict) else {}
+            method = str(request.get("method", "")).upper()
+            if method not in WRITE_METHODS:
+                continue
+            try:
+                target = parse_url(request.get("url"), req.base, f"Bundle.entry[{i}].request.url")
+            except FhirError:
+                continue  # the engine answers 400 for it
+            writes.append((i, WRITE_METHODS[method], target.resource_type,
+                           Record(WRITE_METHODS[method], resource_type=target.resource_type, rid=target.rid)))
+        if self.is_restricted(principal):
+            facts = _Facts(self, principal)
+            by_url = {e.get("fullUrl"): e.get("resource") for e in entries if isinstance(e.get("fullUrl"), str)}
+            for i, interaction, rtype, rec in writes:
+                try:
+                    self._check_entry(principal, facts, entries[i], interaction, rtype, rec, by_url, req)
+                except access.Denied as err:
+                    rec.status, rec.detail = 403, str(err)
+                    self.auditor.record(principal, rec)
+                    raise FhirError(f"forbidden: Bundle.entry[{i}]: {err}", status=403, code="forbidden",
+                                    expression=[f"Bundle.entry[{i}]"]) from None
+        try:
+            resp = super().bundle(req)
+        except FhirError as err:
+            for _, _, rtype, rec in writes:
+                if rtype != AUDIT_TYPE:
+                    rec.status, rec.detail = err.status, err.detail
+                    self.auditor.record(principal, rec)
+            raise
+        out = (resp.body or {}).get("entry") or []
+        for i, _interaction, rtype, rec in writes:
+            if rtype == AUDIT_TYPE or i >= len(out):
+                continue
+            r = (out[i] or {}).get("response") or {}
+            status_text = str(r.get("status", "200"))
+            rec.status = int(status_text.split()[0]) if status_text.split()[0].isdigit() else 200
+            parts = str(r.get("location") or "").split("/")
+            if len(parts) >= 4 and parts[-2] == "_history":
+                rec.rid = parts[-3]
+            res = entries[i].get("resource")
+            if isinstance(res, dict):
+                if rec.rid is None and isinstance(res.get("id"), str):
+                    rec.rid = res["id"]
+                rec.patients = [r for r in rec.patients if "(new)" not in r and not r.startswith("urn:")]
+                rec.patients += resource_patients(res)
+            self.auditor.record(principal, rec)
+        return resp
+
+    def _check_entry(self, p: Any, f: _Facts, entry: dict[str, Any], interaction: str, rtype: str | None,
+                     rec: Record, by_url: dict[str, Any], req: FhirRequest) -> None:
+        if rtype is None or rtype not in self.types:
+            return  # the engine answers 404/400
+        from .bundle import parse_url
+
+        request = entry.get("request") or {}
+        target = parse_url(request.get("url"), req.base, "Bundle.entry.request.url")
+        rid = target.rid
+        if rid is None and target.has_query and interaction in ("update", "delete"):
+            ids = self.match_ids(rtype, target.params)
+            rid = ids[0] if len(ids) == 1 else None
+        if not in_compartment(rtype):
+            self._check(p, interaction, rtype, None, rec)
+            return
+        head = self.store().head(rtype, rid) if rid else None
+        before = f.many(head_patients(rtype, head))
+        after: list[access.PatientFacts] = []
+        res = entry.get("resource")
+        if isinstance(res, dict):
+            if rtype == "Patient":
+                after.append(f.patient(f"Patient/{rid or '(new)'}", body=res))
+            else:
+                for ref in resource_patients(res, raw=True):
+                    facts = self._resolve_patient(f, ref, by_url)
+                    if facts is not None:
+                        after.append(facts)
+        if interaction == "update" and (head is None or head.get("del")):
+            interaction = "create"
+        self._check(p, interaction, rtype, [*before, *after], rec)
+
+    def _resolve_patient(self, f: _Facts, ref: str, by_url: dict[str, Any]) -> access.PatientFacts | None:
+        if ref.startswith("urn:"):
+            target = by_url.get(ref)
+            if isinstance(target, dict) and target.get("resourceType") == "Patient":
+                return f.patient(f"Patient/{ref}", body=target)
+            return None  # another resource of this bundle, not a patient
+        if ref.startswith("Patient?"):
+            ids = self.match_ids("Patient", ref.partition("?")[2])
+            return f.patient(f"Patient/{ids[0]}") if len(ids) == 1 else access.PatientFacts(ref)
+        return f.patient(ref)
+
+
+class _TypesView:
+    """The server seen with fewer resource types (``$everything`` without AuditEvents)."""
+
+    def __init__(self, server: FhirServer, types: frozenset[str]) -> None:
+        self._server = server
+        self.types = types
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+def _id_from_location(resp: FhirResponse) -> str | None:
+    loc = resp.headers.get("Location") or resp.headers.get("Content-Location") or ""
+    parts = loc.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        return parts[-3]
+    return None
+
+
+__all__ = ["GuardedFhirServer", "body_owners", "head_patients", "in_compartment", "resource_patients"]

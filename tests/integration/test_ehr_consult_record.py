@@ -1,0 +1,210 @@
+"""The consult record, end to end through the real RabbitMQ and FerretDB.
+
+``teleconsult.consult.completed`` is published (Publisher, confirms) to a
+worker thread running ``run_worker`` with the ehr handlers under a prefix of
+this run; the same event twice, a redelivery and a second event id for the
+same ServiceRequest leave exactly one Encounter and one Composition, readable
+through the FHIR API and found by ``Composition?patient=``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kombu import Connection
+from sen_shared.auth import issue_dev_token
+from sen_shared.bus import Publisher, Topology, load_catalog, make_event
+from sen_shared.bus.catalog import Catalog
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+PURPOSES = ["ehr.consult-record", "ehr.referral-grants"]
+
+
+@contextmanager
+def _env(base_env: dict[str, str], **extra: str) -> Iterator[None]:
+    old = dict(os.environ)
+    os.environ.update(base_env, **extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+@dataclass
+class EhrWorker:
+    """A worker thread running ``run_worker`` with the ehr handlers, and a publisher to feed it."""
+
+    url: str
+    prefix: str
+    catalog: Catalog
+    db: Any
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with Publisher(self.url, prefix=self.prefix, catalog=self.catalog) as pub:
+            pub.publish(event)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def ehr_env(base_env: dict[str, str], run_id: str) -> dict[str, str]:
+    return {**base_env, "SEN_DB": f"sen_t{run_id}_ehr_{uuid.uuid4().hex[:4]}",
+            "SEN_BUS_PREFIX": f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}."}
+
+
+@pytest.fixture(scope="module")
+def worker(ehr_env: dict[str, str], mongo_client: Any) -> Iterator[EhrWorker]:
+    from sen_ehr import worker as ehr_worker
+    from sen_ehr.config import EhrSettings
+    from sen_shared.bus.worker import run_worker
+
+    with _env(ehr_env):
+        settings = EhrSettings()
+    catalog = load_catalog().only(PURPOSES).with_retry_tiers([100, 200])
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, kwargs={
+        "settings": settings, "handlers": ehr_worker.HANDLERS, "outbox_collections": [], "stop": stop,
+        "catalog": catalog, "poll_interval": 0.2}, daemon=True)
+    thread.start()
+    topology = Topology(catalog, settings.bus_prefix)
+    w = EhrWorker(settings.amqp_url, settings.bus_prefix, catalog, mongo_client[settings.db_name])
+    # the worker declares the topology; wait until its consumers are attached
+    def consumers_ready() -> bool:
+        try:
+            with Connection(settings.amqp_url) as conn:
+                ch = conn.default_channel
+                return all(ch.queue_declare(queue=topology.queue_name(p), passive=True).consumer_count > 0
+                           for p in PURPOSES)
+        except Exception:  # noqa: BLE001 - not declared yet
+            return False
+    wait_for(consumers_ready, 30)
+    yield w
+    stop.set()
+    thread.join(20)
+    with Connection(settings.amqp_url) as conn:
+        topology.delete(conn.default_channel)
+
+
+@pytest.fixture(scope="module")
+def ehr(ehr_env: dict[str, str], mongo_client: Any) -> Iterator[Any]:
+    from sen_ehr.app import create_app
+    from sen_ehr.config import EhrSettings
+
+    with _env(ehr_env):
+        app = create_app(EhrSettings())
+    with app.test_client() as client:
+        yield client
+    mongo_client.drop_database(ehr_env["SEN_DB"])
+
+
+def bearer(dev_key: Any, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Accept": FJ,
+            "Content-Type": FJ}
+
+
+def consult_data(sr: str, patient: str) -> dict[str, Any]:
+    with open(load_catalog().path.parent / "examples" / "teleconsult.consult.completed.json", encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    data["serviceRequest"] = f"ServiceRequest/{sr}"
+    data["patient"] = patient
+    return data
+
+
+def test_consult_completed_makes_one_encounter_and_one_composition(ehr: Any, worker: EhrWorker, dev_key: Any) -> None:
+    admin = bearer(dev_key, "admin")
+    r = ehr.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "name": [{"family": "Phạm"}],
+                                                       "managingOrganization": {"reference": "Organization/hub"}}),
+                 headers=admin)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, f"Patient/{pid}")
+    event = make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}")
+    worker.publish(event)
+    worker.publish(event)  # the same event id again (a publisher retry)
+    again = make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}")
+    worker.publish(again)  # the producer re-sent it under a new id (e.g. after a crash before marking it sent)
+
+    from sen_ehr.domain.consult_record import TITLE, record_ids
+    enc_id, comp_id = record_ids(f"ServiceRequest/{sr}")
+
+    def search(path: str) -> dict[str, Any]:
+        resp = ehr.get(path, headers=admin)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    wait_for(lambda: len(search(f"/fhir/Composition?patient=Patient/{pid}").get("entry", [])) >= 1)
+    time.sleep(1.0)  # give the duplicates time to be (not) applied
+    comps = search(f"/fhir/Composition?patient=Patient/{pid}")["entry"]
+    encs = search(f"/fhir/Encounter?subject=Patient/{pid}")["entry"]
+    assert [e["resource"]["id"] for e in comps] == [comp_id]
+    assert [e["resource"]["id"] for e in encs] == [enc_id]
+    assert worker.db["Composition"].count_documents({}) == 1 and worker.db["Encounter"].count_documents({}) == 1
+
+    enc = ehr.get(f"/fhir/Encounter/{enc_id}", headers=admin).json()
+    assert enc["class"] == {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR",
+                            "display": "virtual"}
+    assert enc["status"] == "finished" and enc["subject"]["reference"] == f"Patient/{pid}"
+    assert enc["basedOn"] == [{"reference": f"ServiceRequest/{sr}"}]
+    assert enc["participant"][0]["individual"]["reference"] == data["performer"]
+    assert enc["period"] == data["period"] and enc["meta"]["versionId"] == "1"
+
+    comp = ehr.get(f"/fhir/Composition/{comp_id}", headers=admin).json()
+    assert comp["title"] == TITLE and comp["status"] == "final"
+    assert comp["type"]["coding"][0]["code"] == "11488-4"
+    assert comp["encounter"]["reference"] == f"Encounter/{enc_id}"
+    assert comp["event"][0]["detail"] == [{"reference": f"ServiceRequest/{sr}"}]
+    assert [s["code"]["coding"][0]["code"] for s in comp["section"]] == \
+        ["participants", "summary", "findings", "conclusion", "recommendations"]
+    conclusion = comp["section"][3]
+    assert conclusion["extension"][0]["valueCodeableConcept"]["coding"][0] == data["minutes"]["conclusion"]
+    assert "I10" in conclusion["text"]["div"]
+
+    # written like any other FHIR write: a history version and an ehr.* outbox event
+    hist = ehr.get(f"/fhir/Composition/{comp_id}/_history", headers=admin).json()
+    assert [e["response"]["etag"] for e in hist["entry"]] == ['W/"1"']
+    doc = worker.db["Composition"].find_one({"_id": comp_id})
+    assert doc["outbox_pending"] is True and len(doc["outbox"]) == 1
+    assert search(f"/fhir/Encounter?based-on=ServiceRequest/{sr}")["entry"][0]["resource"]["id"] == enc_id
+    # the service's writes are audited once each
+    audits = worker.db["AuditEvent"].count_documents({"sp_entity": f"Composition/{comp_id}",
+                                                      "sp_subtype": "create"})
+    assert audits == 1
+
+
+def test_redelivery_after_a_crash_mid_record_completes_it(worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
+    """A first delivery that died after the Encounter: the redelivery writes the Composition and history."""
+    from sen_ehr.domain.consult_record import build_encounter, create_once, record_ids
+    from sen_shared.fhir.store import Store
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/crash-1")
+    enc_id, comp_id = record_ids(f"ServiceRequest/{sr}")
+    store = Store(worker.db, service="ehr")
+    w = store.prepare_create(build_encounter(data, enc_id), enc_id)
+    store.current("Encounter").insert_one(w.doc)  # crashed before the history insert and the Composition
+    assert not create_once(store, build_encounter(data, enc_id), enc_id)  # already there; history repaired
+    assert worker.db["Encounter_history"].count_documents({"_id": f"{enc_id}/1"}) == 1
+
+    worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
+    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
+    assert worker.db["Encounter"].count_documents({"_id": enc_id}) == 1
