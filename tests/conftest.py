@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import prometheus_client  # noqa: F401 - fix its value class now, before any test sets PROMETHEUS_MULTIPROC_DIR
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -96,7 +96,8 @@ def test_tokens_are_enforced_over_http(suite, dev_key):
 
 def test_make_token_prints_only_a_valid_token(dev_key):
     out = subprocess.run(["make", "token", "ROLE=doctor"], cwd=ROOT,
-                         env={**os.environ, "SEN_DEV_JWT_KEY": str(dev_key)}, capture_output=True, text=True,
+                         env={**{k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")},
+                              "SEN_DEV_JWT_KEY": str(dev_key)}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
