@@ -23,7 +23,7 @@ def bus(amqp_url: str, base_env: dict[str, str]) -> Iterator[Bus]:
 
 
 def changed(resource_id: str, version: int = 1) -> dict[str, Any]:
-    return make_event("ehr.resource.updated", {"resourceType": "Observation", "id": resource_id,
+    return make_event("ehr.observation.updated", {"resourceType": "Observation", "id": resource_id,
                                                "versionId": str(version), "patient": "Patient/p1"},
                       subject=f"Observation/{resource_id}")
 
@@ -70,7 +70,7 @@ def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -
 
 
 def test_unroutable_outbox_event_stays_pending(amqp_url: str, base_env: dict[str, str], fresh_db: Any) -> None:
-    for bus in _bus(amqp_url, base_env, ["ehr.consult-record"]):  # nothing binds ehr.resource.updated
+    for bus in _bus(amqp_url, base_env, ["ehr.consult-record"]):  # nothing binds ehr.observation.updated
         coll = fresh_db.observations
         coll.insert_one(new_document({"_id": "o3"}, [changed("o3")]))
         with bus.publisher() as pub:

@@ -65,6 +65,11 @@ def ensure_indexes(db: Database, indexes: Iterable[Index]) -> int:
     for ix in indexes:
         by_collection.setdefault(ix.collection, []).append(ix.model())
     created = 0
+    existing_collections = set(db.list_collection_names())
     for coll, models in by_collection.items():
-        created += len(db[coll].create_indexes(models))
+        # only the missing ones: FerretDB 1.24 panics when a batch re-creates existing indexes
+        have = set(db[coll].index_information()) if coll in existing_collections else set()
+        missing = [m for m in models if m.document["name"] not in have]
+        if missing:
+            created += len(db[coll].create_indexes(missing))
     return created

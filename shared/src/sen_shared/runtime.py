@@ -1,8 +1,9 @@
 """The composition root's product: what one process of a service is wired with.
 
 ``create_app`` (web) and ``worker.main`` (worker) build a :class:`Runtime` from
-settings once and install it here; handlers reach their dependencies through
-:func:`current` instead of importing globals. Tests install their own.
+settings once; the web app keeps it in its Flask extensions (so several apps can
+live in one test process) and the process keeps the last one installed for code
+outside a request. Handlers reach their dependencies through :func:`current`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ def install(rt: Runtime) -> Runtime:
     return rt
 
 
+EXTENSION = "sen_runtime"
+
+
 def current() -> Runtime:
+    """The runtime of the app serving this request, else the process's (workers, scripts)."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        rt = current_app.extensions.get(EXTENSION)
+        if rt is not None:
+            return rt
     if _current is None:
         raise RuntimeError("no runtime installed: build the app with create_app() first")
     return _current

@@ -33,7 +33,7 @@ from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
 from .health import LATENCY, REQUESTS
 from .mongo import Index
-from .runtime import Runtime, install
+from .runtime import EXTENSION, Runtime, install
 
 log = logging.getLogger("sen.http")
 
@@ -127,6 +127,12 @@ class RequestMiddleware:
         started = time.perf_counter()
         method = scope.get("method", "GET")
         status_holder = {"status": 500}
+
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in scope.get("path", "")):
+            # no id or route holds one; the ASGI and Flask routers would disagree on such a path
+            await self._reject(scope, send, 400, "Bad Request", "the path contains control characters", cid)
+            self._observe(method, 400, started, scope)
+            return
 
         length = headers.get(b"content-length")
         if length is not None:
@@ -240,12 +246,17 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
             detail = f"{request.method} is not allowed on {request.url.path}"
         return _render(request, exc.status_code, "Error", detail, fhir_base, headers=dict(exc.headers or {}))
 
+    def undecodable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        # connexion decodes JSON bodies outside its own error handling
+        return _render(request, 400, "Bad Request", "the body is not valid UTF-8 text", fhir_base)
+
     def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-        log.exception("unhandled error")
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return _render(request, 500, "Internal Server Error",
                        "the server failed; the error is logged with this request's correlation id", fhir_base)
 
-    return {SenError: sen_error, ProblemException: problem, HTTPException: http, Exception: unexpected}
+    return {SenError: sen_error, ProblemException: problem, HTTPException: http,
+            UnicodeDecodeError: undecodable, Exception: unexpected}
 
 
 # --------------------------------------------------------------------------- factory
@@ -255,7 +266,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
               validate_responses: bool | None = None, strict_validation: bool = True) -> connexion.FlaskApp:
     """The web application of one service. Connects to nothing: clients are lazy."""
     logs.setup_logging(settings.service, settings.log_level)
-    install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
+    runtime = install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
     auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       jwks_url=settings.jwks_url, dev_key_path=settings.dev_key_path))
     app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()))
@@ -268,6 +279,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     for exc, handler in _error_handlers(fhir_base).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app
+    flask_app.extensions[EXTENSION] = runtime
     flask_app.json.ensure_ascii = False  # Vietnamese stays readable
 
     @flask_app.before_request

@@ -1,0 +1,48 @@
+"""MongoDB access on the real server: lazy, fork-safe clients and idempotent index creation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sen_shared import mongo
+
+pytestmark = pytest.mark.integration
+
+
+def test_ensure_indexes_is_idempotent(fresh_db):
+    from sen_ehr.indexes import INDEXES
+
+    first = mongo.ensure_indexes(fresh_db, INDEXES)
+    assert first == len(INDEXES)
+    # again, as every process start and the Kubernetes Job do: nothing new, no error
+    assert mongo.ensure_indexes(fresh_db, INDEXES) == 0
+    assert mongo.ensure_indexes(fresh_db, INDEXES) == 0
+    names = set(fresh_db["Patient"].index_information())
+    assert {ix.model().document["name"] for ix in INDEXES if ix.collection == "Patient"} <= names
+
+
+def test_unique_index_guards_an_invariant(fresh_db):
+    mongo.ensure_indexes(fresh_db, [mongo.Index("payments", (("provider", 1), ("txn", 1)), unique=True)])
+    fresh_db.payments.insert_one({"provider": "vietqr", "txn": "FT1"})
+    from pymongo.errors import DuplicateKeyError
+
+    with pytest.raises(DuplicateKeyError):
+        fresh_db.payments.insert_one({"provider": "vietqr", "txn": "FT1"})
+
+
+def test_client_is_made_lazily_and_again_after_fork(mongo_url):
+    a = mongo.client(mongo_url)
+    assert mongo.client(mongo_url) is a
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's pool
+        try:
+            child = mongo.client(mongo_url)
+            ok = child is not a and child.admin.command("ping")["ok"] == 1
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
