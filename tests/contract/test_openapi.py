@@ -8,7 +8,6 @@ import os
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-
 from sen_shared.auth import issue_dev_token
 from sen_shared.web import load_spec
 
