@@ -7,6 +7,7 @@
 #   infra.sh down     stop everything this script started
 #   infra.sh status   say what answers
 #   infra.sh env      print MONGO_URL / AMQP_URL for the running servers
+#   infra.sh tune     index FerretDB's PostgreSQL tables for what the services declare (after indexes)
 #   infra.sh rabbit-restart   stop and start the broker (used by fault tests)
 #
 # With MONGO_URL and AMQP_URL both set, nothing is installed or started.
@@ -79,7 +80,7 @@ pg_up() {
   if ! port_open "$pg_port"; then
     log "starting PostgreSQL on 127.0.0.1:$pg_port"
     as_user postgres "$bin/pg_ctl" -D "$data" -l "$state/log/postgresql.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c plan_cache_mode=force_custom_plan -c cpu_operator_cost=0.05 -c random_page_cost=1.1" start >/dev/null
   fi
   wait_port PostgreSQL "$pg_port" 60
   as_user postgres "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc \
@@ -90,6 +91,41 @@ pg_up() {
 pg_down() {
   local bin; bin=$(pg_bin) || return 0
   [ -f "$state/pg/postmaster.pid" ] && as_user postgres "$bin/pg_ctl" -D "$state/pg" -m fast -w stop >/dev/null || true
+}
+
+pg_psql() { as_user postgres "$(pg_bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d ferretdb -qtA "$@"; }
+
+# FerretDB 1.24 filters with `_jsonb->$1 @> $2` and indexes with btree on `(_jsonb->'f')`,
+# which cannot serve `@>`: every pushed-down equality scans its table. A GIN expression
+# index per indexed top-level field (and _id), with custom plans so the key is a constant,
+# lets PostgreSQL use it. This only tunes the local server; MongoDB uses the app's indexes.
+pg_tune() {
+  # custom plans make FerretDB's key parameter a constant the indexes match; every filter
+  # detoasts a whole document, which the default costs do not count, so scans look cheap
+  pg_psql -c "ALTER DATABASE ferretdb SET plan_cache_mode = force_custom_plan" \
+          -c "ALTER DATABASE ferretdb SET cpu_operator_cost = 0.05" \
+          -c "ALTER DATABASE ferretdb SET random_page_cost = 1.1" >/dev/null
+  pg_psql >/dev/null <<'SQL'
+DO $tune$
+DECLARE s text; r record; k text; n int := 0;
+BEGIN
+  FOR s IN SELECT table_schema FROM information_schema.tables
+           WHERE table_name = '_ferretdb_database_metadata' LOOP
+    FOR r IN EXECUTE format('SELECT _jsonb->>''table'' AS tbl, _jsonb->''indexes'' AS ixs
+                             FROM %I._ferretdb_database_metadata', s) LOOP
+      FOR k IN SELECT '_id' UNION
+               SELECT DISTINCT jsonb_object_keys(ix->'key') FROM jsonb_array_elements(r.ixs) ix LOOP
+        CONTINUE WHEN position('.' in k) > 0 OR left(k, 1) = '$';
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
+                       r.tbl || '_sen_gin_' || left(md5(k), 12), s, r.tbl, k);
+        n := n + 1;
+      END LOOP;
+      EXECUTE format('ANALYZE %I.%I', s, r.tbl);
+    END LOOP;
+  END LOOP;
+  RAISE NOTICE 'sen: % GIN indexes ensured', n;
+END $tune$;
+SQL
 }
 
 # ---------------------------------------------------------------- FerretDB
@@ -210,6 +246,7 @@ case "${1:-}" in
     ;;
   env) print_env ;;
   rabbit-restart) rabbit_restart "${2:-2}" ;;
+  tune) if port_open "$pg_port"; then pg_tune; else log "no local PostgreSQL: nothing to tune"; fi ;;
   rabbitmqctl) shift; rabbit_ctl "$@" ;;
-  *) echo "usage: $0 up|down|status|env|rabbit-restart [seconds]|rabbitmqctl ..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|tune|rabbit-restart [seconds]|rabbitmqctl ..." >&2; exit 2 ;;
 esac

@@ -35,6 +35,7 @@ trap stop INT TERM EXIT
 
 "$py" -m sen_shared.devtoken admin >/dev/null   # makes the development issuer's key once
 for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
+bash deploy/local/infra.sh tune
 
 for svc in ehr teleconsult billing portal; do
   HOST=${SEN_HOST:-127.0.0.1} PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \

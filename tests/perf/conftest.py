@@ -35,6 +35,11 @@ def ehr_process(base_env, run_id, mongo_client, tmp_path_factory):
     env = {**os.environ, **base_env, "SEN_DB": db, "HOST": "127.0.0.1", "PORT": str(port),
            "WEB_CONCURRENCY": os.environ.get("SEN_BENCH_WORKERS", "2"), "LOG_LEVEL": "WARNING",
            "GUNICORN_TIMEOUT": "120"}
+    # as in production: the indexes step first (a Kubernetes Job there), then the web process;
+    # locally `infra.sh tune` indexes FerretDB's PostgreSQL tables for what the step declared
+    subprocess.run([sys.executable, "-m", "sen_ehr.indexes"], env=env, cwd=ROOT, check=True, timeout=300)
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"], env=env, cwd=ROOT, check=True,
+                   timeout=300)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
          "sen_ehr.asgi:app"], env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)

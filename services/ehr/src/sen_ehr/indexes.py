@@ -10,11 +10,26 @@ from sen_shared.fhir.store import HISTORY_SUFFIX
 
 from .domain import RESOURCE_TYPES, grants
 
+# Search parameters whose stored tokens get an index in every type that has them: the
+# equalities that narrow a search first (ARCHITECTURE §2). Dates, sorts and the rest are
+# evaluated on the candidates these select.
+INDEXED_SEARCH_PARAMS = ("identifier", "patient", "subject", "encounter", "code", "name", "family", "given",
+                         "organization", "general-practitioner", "practitioner", "based-on", "author",
+                         "performer", "agent")
+
+
+def _search_indexes(rtype: str) -> list[mongo.Index]:
+    from sen_shared.fhir.search.definitions import params_for
+
+    have = params_for(rtype)
+    return [mongo.Index(rtype, ((f"sp_{code}", 1),)) for code in INDEXED_SEARCH_PARAMS if code in have]
+
 
 def _fhir_indexes() -> list[mongo.Index]:
     out: list[mongo.Index] = []
     for rtype in RESOURCE_TYPES:
         out.append(mongo.Index(rtype, (("lu", 1),)))
+        out.extend(_search_indexes(rtype))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),)))
     out.append(mongo.Index("_journal", (("state", 1),)))

@@ -245,9 +245,10 @@ class GuardedFhirServer(FhirServer):
         access.check(principal, interaction, rtype, compartment=in_compartment(rtype), patients=patients)
 
     def _existing(self, principal: Any, facts: _Facts, rec: Record, interaction: str, rtype: str,
-                  rid: str) -> None:
+                  rid: str, head: dict[str, Any] | None = None) -> None:
         """Check ``interaction`` on the stored ``rtype/rid`` (type-level only when it does not exist)."""
-        head = self.store().head(rtype, rid)
+        if head is None:
+            head = self.store().head(rtype, rid)
         if head is None or head.get("del"):
             self._check(principal, interaction, rtype, None, rec)  # the engine answers 404/410
             return
@@ -265,11 +266,17 @@ class GuardedFhirServer(FhirServer):
     # ------------------------------------------------------------------ reads
 
     def read(self, req: FhirRequest) -> FhirResponse:
+        loaded: dict[str, Any] = {}
+
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
-            self._existing(p, f, rec, "read", rtype, check_id(req.rid))
+            rid = check_id(req.rid)
+            # one round trip: the document the check needs is the one the read returns
+            loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
+            self._existing(p, f, rec, "read", rtype, rid, head=loaded["doc"] or {"del": True})
 
-        return self._run("read", req, pre, lambda: super(GuardedFhirServer, self).read(req))
+        return self._run("read", req, pre,
+                         lambda: super(GuardedFhirServer, self).read(req, doc=loaded.get("doc")))
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         def pre(p: Any, f: _Facts, rec: Record) -> None:

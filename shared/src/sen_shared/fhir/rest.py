@@ -80,10 +80,12 @@ class FhirServer:
 
     # ------------------------------------------------------------------ read
 
-    def read(self, req: FhirRequest) -> FhirResponse:
+    def read(self, req: FhirRequest, doc: dict[str, Any] | None = None) -> FhirResponse:
+        """``doc``: the current document when the caller has just read it (a live, not deleted one)."""
         rtype = self.check_type(req.resource_type)
         rid = check_id(req.rid)
-        doc = self.store().read_doc(rtype, rid)
+        if doc is None or doc.get("del") or "res" not in doc:
+            doc = self.store().read_doc(rtype, rid)
         version = int(doc["v"])
         headers = {"ETag": st.etag(version), "Last-Modified": st.iso(doc["lu"])}
         inm = req.header("if-none-match")

@@ -132,6 +132,11 @@ class Store:
             return {doc["_id"]: doc} if doc else {}
         return {d["_id"]: d for d in self.current(resource_type).find({"_id": {"$in": ids}}, HEAD_PROJECTION)}
 
+    def read_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
+        """What a read returns plus the index field ``sp_<param>`` (an access check's), or None."""
+        projection = {"res": 1, "v": 1, "lu": 1, "del": 1, **({f"sp_{param}": 1} if param else {})}
+        return self.current(resource_type).find_one({"_id": rid}, projection)
+
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
         doc = self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1})
         if doc is None:
