@@ -398,3 +398,18 @@ def test_metadata(ehr, H):
     assert {"name": "everything",
             "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} in types["Patient"]["operation"]
     assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}
+
+
+def test_everything_pages_of_one(ehr, H):
+    pid = post(ehr, H, "/fhir/Patient", patient(family="Lý")).json()["id"]
+    for i in range(2):
+        assert post(ehr, H, "/fhir/Observation", _obs(pid, value=70 + i)).status_code == 201
+    seen, url = [], f"/fhir/Patient/{pid}/$everything?_count=1"
+    while url:
+        b = ehr.get(url, headers=H).json()
+        assert len(b["entry"]) <= 1
+        seen += [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in b["entry"]]
+        nxt = [link["url"] for link in b["link"] if link["relation"] == "next"]
+        url = "/fhir/" + nxt[0].split("/fhir/", 1)[1] if nxt else None
+        assert len(seen) < 10
+    assert seen[0] == f"Patient/{pid}" and len(seen) == len(set(seen)) == 3

@@ -34,6 +34,7 @@ def ehr_process(base_env, run_id, mongo_client, tmp_path_factory):
     log = tmp_path_factory.mktemp("bench") / "ehr-web.log"
     env = {**os.environ, **base_env, "SEN_DB": db, "HOST": "127.0.0.1", "PORT": str(port),
            "WEB_CONCURRENCY": os.environ.get("SEN_BENCH_WORKERS", "2"), "LOG_LEVEL": "WARNING",
+           "SEN_ENV": "development",  # as deployed: no response validation (the tests keep it on)
            "GUNICORN_TIMEOUT": "120"}
     # as in production: the indexes step first (a Kubernetes Job there), then the web process;
     # locally `infra.sh tune` indexes FerretDB's PostgreSQL tables for what the step declared

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.operations import IndexModel
 
@@ -43,6 +45,32 @@ def database(url: str, name: str) -> Database:
 
 def ping(db: Database) -> None:
     db.client.admin.command("ping")
+
+
+FIND_IN_MAX_EQUALITIES = 200
+
+
+def find_in(coll: Collection, field: str, values: Iterable[Any], extra: dict[str, Any] | None = None,
+            projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Documents whose ``field`` equals (or, for an array, holds) one of ``values``.
+
+    FerretDB evaluates ``$in`` in its own code over every document of the collection, but
+    pushes a top-level equality down to an index, so a short list becomes one equality query
+    per value (MongoDB serves either shape from its index). A document that matches several
+    values is yielded once.
+    """
+    wanted = list(dict.fromkeys(values))
+    if not wanted:
+        return
+    if len(wanted) > FIND_IN_MAX_EQUALITIES:
+        yield from coll.find({field: {"$in": wanted}, **(extra or {})}, projection)
+        return
+    seen: set[Any] = set()
+    for value in wanted:
+        for doc in coll.find({field: value, **(extra or {})}, projection):
+            if doc["_id"] not in seen:
+                seen.add(doc["_id"])
+                yield doc
 
 
 @dataclass(frozen=True)

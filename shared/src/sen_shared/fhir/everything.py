@@ -31,7 +31,7 @@ def everything(server: Any, req: FhirRequest) -> FhirResponse:
     from .rest import compartment_param
 
     pid = check_id(req.rid)
-    server.store().read_doc("Patient", pid)  # 404 / 410 first
+    patient = server.store().read_doc("Patient", pid)  # 404 / 410 first
     raw_count = req.param("_count")
     if raw_count is not None and (not raw_count.isdigit() or len(raw_count) > 6):
         raise FhirError("_count must be a positive integer", status=400, expression=["_count"])
@@ -53,6 +53,14 @@ def everything(server: Any, req: FhirRequest) -> FhirResponse:
     next_cursor: str | None = None
     while index < len(types):
         rtype = types[index]
+        if rtype == "Patient" and not inner and not since:  # read above: no second query
+            entries.append({"fullUrl": f"{req.base}/Patient/{pid}", "resource": patient["res"],
+                            "search": {"mode": "match"}})
+            index += 1
+            if len(entries) >= count:
+                next_cursor = f"{index}." if index < len(types) else None
+                break
+            continue
         param = compartment_param(rtype)
         params = [("_id", pid)] if param == "_id" else [(param or "patient", f"Patient/{pid}")]
         if since:

@@ -28,6 +28,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from ..mongo import find_in
 from . import events as ev
 from .outcome import FhirError
 from .search.extract import index_fields
@@ -130,7 +131,7 @@ class Store:
         if len(ids) == 1:
             doc = self.head(resource_type, ids[0])
             return {doc["_id"]: doc} if doc else {}
-        return {d["_id"]: d for d in self.current(resource_type).find({"_id": {"$in": ids}}, HEAD_PROJECTION)}
+        return {d["_id"]: d for d in find_in(self.current(resource_type), "_id", ids, projection=HEAD_PROJECTION)}
 
     def read_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
         """What a read returns plus the index field ``sp_<param>`` (an access check's), or None."""

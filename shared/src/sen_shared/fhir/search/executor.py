@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from ...mongo import find_in
 from .definitions import get_param, params_for
 from .mongo import build_filter, build_sort, encode_cursor, page_filter, sort_values
 from .parse import Include, SearchRequest
@@ -102,7 +103,7 @@ def _includes(db: Database, req: SearchRequest, docs: list[dict[str, Any]]) -> l
         for ttype, ids in wanted.items():
             if ttype not in _known_types():
                 continue
-            for doc in db[ttype].find({"_id": {"$in": sorted(ids)}, "del": {"$ne": True}}):
+            for doc in find_in(db[ttype], "_id", sorted(ids), {"del": {"$ne": True}}):
                 found.append((ttype, doc))
         for inc in req.revinclude:
             if round_no and not inc.iterate:
@@ -113,8 +114,8 @@ def _includes(db: Database, req: SearchRequest, docs: list[dict[str, Any]]) -> l
             for code in codes:
                 if get_param(inc.source_type, code) is None:
                     continue
-                flt = {f"sp_{code}": {"$in": refs}, "del": {"$ne": True}}
-                found += [(inc.source_type, doc) for doc in db[inc.source_type].find(flt)]
+                found += [(inc.source_type, doc)
+                          for doc in find_in(db[inc.source_type], f"sp_{code}", refs, {"del": {"$ne": True}})]
         frontier = []
         for rtype, doc in found:
             if (rtype, doc["_id"]) not in seen:
