@@ -33,6 +33,7 @@ missing     ``sp_missing``: codes of the supported parameters with no value
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -577,12 +578,31 @@ def _encode(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def expression_roots(expression: str) -> frozenset[str] | None:
+    """The first field each part of a fast-path expression reads (None: not known, always evaluate)."""
+    roots: set[str] = set()
+    for part in split_union(expression):
+        parsed = _parse_fast(part)
+        if parsed is None or not parsed[1] or parsed[1][0][0] != "field":
+            return None
+        roots.add(parsed[1][0][1])
+    return frozenset(roots)
+
+
 def index_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """Every ``sp_*`` key for ``resource`` (its type's parameters plus the common ones)."""
     out: dict[str, Any] = {}
     missing: list[str] = []
+    # a parameter whose root field is absent (no key equal to it or starting with it, as a
+    # choice element would) has no value: skip the walk, as most parameters of a resource do
+    prefixes = {key[:i] for key in resource for i in range(1, len(key) + 1)}
     for code, param in params_for(resource.get("resourceType", "")).items():
         if code in STORAGE_PARAMS or not param.supported:
+            continue
+        roots = expression_roots(param.expression or "")
+        if roots is not None and roots.isdisjoint(prefixes):
+            missing.append(code)
             continue
         fields = extract_param(param, resource)
         if fields is None:
