@@ -106,8 +106,9 @@ pg_tune() {
           -c "ALTER DATABASE ferretdb SET cpu_operator_cost = 0.05" \
           -c "ALTER DATABASE ferretdb SET random_page_cost = 1.1" >/dev/null
   pg_psql >/dev/null <<'SQL'
+SET client_min_messages = warning;
 DO $tune$
-DECLARE s text; r record; k text; n int := 0;
+DECLARE s text; r record; k text;
 BEGIN
   FOR s IN SELECT table_schema FROM information_schema.tables
            WHERE table_name = '_ferretdb_database_metadata' LOOP
@@ -118,12 +119,10 @@ BEGIN
         CONTINUE WHEN position('.' in k) > 0 OR left(k, 1) = '$';
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
                        r.tbl || '_sen_gin_' || left(md5(k), 12), s, r.tbl, k);
-        n := n + 1;
       END LOOP;
       EXECUTE format('ANALYZE %I.%I', s, r.tbl);
     END LOOP;
   END LOOP;
-  RAISE NOTICE 'sen: % GIN indexes ensured', n;
 END $tune$;
 SQL
 }

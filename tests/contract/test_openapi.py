@@ -11,27 +11,16 @@ from hypothesis import HealthCheck, settings
 from sen_shared.auth import issue_dev_token
 from sen_shared.web import load_spec
 
+from tests.support import build_app
+
 pytestmark = pytest.mark.integration
 SETTINGS = settings(max_examples=int(os.environ.get("SEN_FUZZ_EXAMPLES", "30")), deadline=None,
                     suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-def _app(service: str, base_env: dict[str, str], db: str):
-    import importlib
-
-    module = importlib.import_module(f"sen_{service}.app")
-    old = dict(os.environ)
-    os.environ.update(base_env, SEN_DB=db)
-    try:
-        return module.create_app()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-
-
 @pytest.fixture(scope="module")
 def apps(base_env, run_id, mongo_client):
-    made = {svc: _app(svc, base_env, f"sen_t{run_id}_fuzz_{svc}") for svc in ("ehr", "portal", "teleconsult",
+    made = {svc: build_app(svc, base_env, f"sen_t{run_id}_fuzz_{svc}") for svc in ("ehr", "portal", "teleconsult",
                                                                                "billing")}
     yield made
     for svc in made:

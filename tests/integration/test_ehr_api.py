@@ -13,6 +13,8 @@ import time
 import pytest
 from sen_shared.auth import issue_dev_token
 
+from tests.support import build_app
+
 pytestmark = pytest.mark.integration
 
 FJ = "application/fhir+json"
@@ -20,19 +22,8 @@ FJ = "application/fhir+json"
 
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, mongo_client):
-    import os
-
-    from sen_ehr.app import create_app
-    from sen_ehr.config import EhrSettings
-
     db = f"sen_t{run_id}_ehr_api"
-    old = dict(os.environ)
-    os.environ.update(base_env, SEN_DB=db)
-    try:
-        app = create_app(EhrSettings())
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    app = build_app("ehr", base_env, db)
     with app.test_client() as client:
         yield client
     mongo_client.drop_database(db)

@@ -13,6 +13,8 @@ from datetime import timedelta
 import pytest
 from sen_shared.auth import issue_dev_token
 
+from tests.support import build_app
+
 pytestmark = pytest.mark.integration
 
 FJ = "application/fhir+json"
@@ -20,22 +22,12 @@ FJ = "application/fhir+json"
 
 @pytest.fixture(scope="module")
 def env(base_env, run_id, mongo_client):
-    import os
-
-    from sen_ehr.app import create_app
-    from sen_ehr.config import EhrSettings
-    from sen_shared.runtime import current
+    from sen_shared.runtime import EXTENSION
 
     db = f"sen_t{run_id}_ehr_bundle"
-    old = dict(os.environ)
-    os.environ.update(base_env, SEN_DB=db)
-    try:
-        app = create_app(EhrSettings())
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    app = build_app("ehr", base_env, db)
     with app.test_client() as client:
-        yield client, current().extras["fhir"], mongo_client[db]
+        yield client, app.app.extensions[EXTENSION].extras["fhir"], mongo_client[db]
     mongo_client.drop_database(db)
 
 

@@ -7,19 +7,15 @@ references, all through fhirpy's own API over real HTTP.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from fhirpy import SyncFHIRClient
 from sen_shared.auth import issue_dev_token
+
+from tests.support import web_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CCCD = "http://sen.vn/fhir/sid/cccd"
@@ -34,34 +30,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ehr_url(base_env, run_id, mongo_client, tmp_path_factory):
-    port = _free_port()
     db = f"sen_t{run_id}_fhirpy"
     log = tmp_path_factory.mktemp("fhirpy") / "ehr-web.log"
-    env = {**os.environ, **base_env, "SEN_DB": db, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-         "sen_ehr.asgi:app"], env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
-        deadline, last = time.monotonic() + 60, None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"ehr exited {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                last = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                if last.status_code == 200:
-                    break
-            except httpx.HTTPError as err:
-                last = err
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"ehr not ready: {last!r}")
-        yield f"http://127.0.0.1:{port}/fhir"
+        with web_process("ehr", {**base_env, "SEN_DB": db}, log) as url:
+            yield f"{url}/fhir"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         mongo_client.drop_database(db)
 
 

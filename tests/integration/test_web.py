@@ -9,24 +9,15 @@ import json
 import pytest
 from sen_shared.auth import issue_dev_token
 
+from tests.support import build_app
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def portal(base_env, run_id, mongo_client):
-    import os
-
-    from sen_portal.app import create_app
-    from sen_portal.config import PortalSettings
-
     db = f"sen_t{run_id}_portal_web"
-    old = dict(os.environ)
-    os.environ.update(base_env, SEN_DB=db)
-    try:
-        app = create_app(PortalSettings())
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    app = build_app("portal", base_env, db)
     with app.test_client() as client:
         yield client
     mongo_client.drop_database(db)

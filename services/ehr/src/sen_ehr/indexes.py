@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
 from sen_shared.fhir.store import HISTORY_SUFFIX
@@ -40,12 +38,11 @@ INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), 
 
 
 def main() -> int:
+    from sen_shared.entrypoints import run_indexes
+
     from .config import settings_from_env
 
-    settings = settings_from_env()
-    created = mongo.ensure_indexes(mongo.database(settings.mongo_url, settings.db_name), INDEXES)
-    sys.stdout.write(f"{settings.db_name}: {created} indexes ensured\n")
-    return 0
+    return run_indexes(settings_from_env, INDEXES)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ The relay publishes the ``ehr.*`` events that FHIR writes leave in each resource
 from __future__ import annotations
 
 from sen_shared.bus.consumer import Handler
-from sen_shared.bus.worker import run_worker
-from sen_shared.logs import setup_logging
+from sen_shared.entrypoints import run_worker_process
 
 from .config import settings_from_env
 from .domain import RESOURCE_TYPES, consult_record, grants
@@ -33,10 +32,7 @@ OUTBOX_COLLECTIONS: list[str] = [t for t in RESOURCE_TYPES if t != "AuditEvent"]
 
 
 def main() -> int:
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
-    run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS)
-    return 0
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ Run as `python -m sen_teleconsult.worker`.
 
 from __future__ import annotations
 
-from sen_shared.bus.worker import run_worker
-from sen_shared.logs import setup_logging
+from sen_shared.entrypoints import run_worker_process
 
 from .config import settings_from_env
 
@@ -16,10 +15,7 @@ OUTBOX_COLLECTIONS: list[str] = []
 
 
 def main() -> int:
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
-    run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS)
-    return 0
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS)
 
 
 if __name__ == "__main__":

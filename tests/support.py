@@ -1,0 +1,74 @@
+"""Helpers the suites share: a service app built from a test environment, and a service
+started as in production (gunicorn + uvicorn worker) on a free loopback port."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_app(service: str, env: dict[str, str], db: str) -> Any:
+    """``sen_<service>.app.create_app()`` with ``env`` (plus ``SEN_DB=db``) as its environment."""
+    module = importlib.import_module(f"sen_{service}.app")
+    old = dict(os.environ)
+    os.environ.update(env, SEN_DB=db)
+    try:
+        return module.create_app()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline, last = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {log.read_text()[-2000:] if log else ''}")
+        try:
+            last = httpx.get(f"{url}/readyz", timeout=5)
+            if last.status_code == 200:
+                return
+        except httpx.HTTPError as err:
+            last = err
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not ready: {last!r}")
+
+
+@contextmanager
+def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> Iterator[str]:
+    """A gunicorn web process of ``service``; yields its base URL and stops it with SIGTERM."""
+    port = free_port()
+    full = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1", **extra}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+         f"sen_{service}.asgi:app"], env=full, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc=proc, log=log)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
