@@ -26,6 +26,7 @@ run: venv ## start FerretDB, RabbitMQ and every service; seed a demo province; C
 
 test: venv ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
 	@bash $(INFRA) up
+	@bash tools/fhir/fetch-examples.sh >&2
 	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -114,11 +114,19 @@ BEGIN
            WHERE table_name = '_ferretdb_database_metadata' LOOP
     FOR r IN EXECUTE format('SELECT _jsonb->>''table'' AS tbl, _jsonb->''indexes'' AS ixs
                              FROM %I._ferretdb_database_metadata', s) LOOP
+      -- equality targets get a GIN index; range and sort keys (lu, *_lo, *_hi, *_s) are
+      -- evaluated by FerretDB itself, so an index on them is only write cost
       FOR k IN SELECT '_id' UNION
                SELECT DISTINCT jsonb_object_keys(ix->'key') FROM jsonb_array_elements(r.ixs) ix LOOP
-        CONTINUE WHEN position('.' in k) > 0 OR left(k, 1) = '$';
+        CONTINUE WHEN position('.' in k) > 0 OR left(k, 1) = '$' OR k = 'lu' OR k ~ '_(lo|hi|s)$';
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
                        r.tbl || '_sen_gin_' || left(md5(k), 12), s, r.tbl, k);
+      END LOOP;
+      -- FerretDB's own non-unique btrees never serve its `@>` filters: drop them (unique ones
+      -- stay, they enforce invariants); its metadata still lists them, as MongoDB would
+      FOR k IN SELECT ix->>'pgindex' FROM jsonb_array_elements(r.ixs) ix
+               WHERE NOT coalesce((ix->>'unique')::boolean, false) AND ix->>'pgindex' IS NOT NULL LOOP
+        EXECUTE format('DROP INDEX IF EXISTS %I.%I', s, k);
       END LOOP;
       EXECUTE format('ANALYZE %I.%I', s, r.tbl);
     END LOOP;

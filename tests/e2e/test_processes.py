@@ -4,6 +4,7 @@ All four answer /readyz; tokens are enforced over real HTTP; SIGTERM stops them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ def suite(base_env, run_id, tmp_path_factory, mongo_client):
     bindir = Path(sys.executable).parent
     for svc in SERVICES:
         env = {**os.environ, **base_env, "SEN_DB": f"sen_t{run_id}_e2e_{svc}", "HOST": "127.0.0.1",
-               "PORT": str(ports[svc]), "WEB_CONCURRENCY": "1",
+               "PORT": str(ports[svc]), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO",
                "PROMETHEUS_MULTIPROC_DIR": str(logs / f"prom-{svc}")}
         procs[f"{svc}-web"] = subprocess.Popen(
             [str(bindir / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), f"sen_{svc}.asgi:app"],
@@ -104,6 +105,38 @@ def test_make_token_prints_only_a_valid_token(dev_key):
     assert len(lines) == 1
     principal = TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=dev_key).verify(lines[0])
     assert principal.roles == frozenset({"doctor"})
+
+
+def test_correlation_id_follows_a_request_into_events_and_handlers_and_logs_hold_no_patient_data(
+        suite, dev_key):
+    from sen_shared.auth import issue_dev_token
+
+    for port in suite["ports"].values():
+        wait_ready(port)
+    cid = f"trace-{os.getpid()}-{int(time.time())}"
+    patient = {"resourceType": "Patient", "name": [{"family": "Quách", "given": ["Thị", "Ngọc", "Hoà"]}],
+               "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087199123456"}]}
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}"}
+    r = httpx.post(f"http://127.0.0.1:{suite['ports']['ehr']}/fhir/Patient", json=patient, timeout=10,
+                   headers={**admin, "Content-Type": "application/fhir+json", "X-Correlation-ID": cid})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-correlation-id"] == cid
+    httpx.get(f"http://127.0.0.1:{suite['ports']['ehr']}/fhir/Patient?name=quach&identifier=087199123456",
+              headers=admin, timeout=10)
+    # the ehr worker's relay publishes ehr.patient.created; the portal worker counts it
+    deadline = time.monotonic() + 60
+    handled = []
+    while time.monotonic() < deadline and not handled:
+        lines = (suite["logs"] / "portal-worker.log").read_text(errors="replace").splitlines()
+        handled = [json.loads(line) for line in lines if cid in line and line.startswith("{")]
+        time.sleep(0.5)
+    assert handled, "the portal worker never logged the event with the request's correlation id"
+    assert handled[0]["correlation_id"] == cid and handled[0]["message"] == "event handled"
+    web = (suite["logs"] / "ehr-web.log").read_text(errors="replace")
+    assert cid in web  # the request's own log line
+    everything = "".join(p.read_text(errors="replace") for p in suite["logs"].glob("*.log"))
+    for secret in ("Quách", "Ngọc", "quach", "087199123456"):
+        assert secret not in everything, f"patient data {secret!r} in the logs"
 
 
 def test_sigterm_stops_every_process(suite):

@@ -134,30 +134,31 @@ class EventConsumer:
         ids = {"queue": self.queue_name, "event_id": event["id"], "event_type": event["type"]}
         token = correlation_id.set(str(event.get("correlationid") or event["id"]))
         try:
-            self.handler(event, self.db)
-        except Exception as err:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-            failures += 1
-            reason = f"{type(err).__name__}: {err}"
-            tiers = self.spec.retry_tiers_ms
-            if failures <= len(tiers):
-                log.warning("handler failed, retrying later",
-                            extra={**ids, "error": type(err).__name__, "attempt": failures,
-                                   "retry_in_ms": tiers[failures - 1]})
-                self._forward(message, sender, self.topology.retry_queue_name(self.purpose, failures), headers,
-                              reason=reason, attempts=failures)
-                self.retried += 1
-            else:
-                log.error("handler failed on every attempt, sent to the DLQ",
-                          extra={**ids, "error": type(err).__name__, "attempts": failures})
-                self._forward(message, sender, self.topology.dlq_name(self.purpose), headers,
-                              reason=reason, attempts=failures)
-                self.dead_lettered += 1
-            return
+            try:
+                self.handler(event, self.db)
+            except Exception as err:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+                failures += 1
+                reason = f"{type(err).__name__}: {err}"
+                tiers = self.spec.retry_tiers_ms
+                if failures <= len(tiers):
+                    log.warning("handler failed, retrying later",
+                                extra={**ids, "error": type(err).__name__, "attempt": failures,
+                                       "retry_in_ms": tiers[failures - 1]})
+                    self._forward(message, sender, self.topology.retry_queue_name(self.purpose, failures), headers,
+                                  reason=reason, attempts=failures)
+                    self.retried += 1
+                else:
+                    log.error("handler failed on every attempt, sent to the DLQ",
+                              extra={**ids, "error": type(err).__name__, "attempts": failures})
+                    self._forward(message, sender, self.topology.dlq_name(self.purpose), headers,
+                                  reason=reason, attempts=failures)
+                    self.dead_lettered += 1
+                return
+            message.ack()
+            self.handled += 1
+            log.info("event handled", extra=ids)
         finally:
-            correlation_id.reset(token)
-        message.ack()
-        self.handled += 1
-        log.debug("event handled", extra=ids)
+            correlation_id.reset(token)  # after the log line, which carries it
 
     def _forward(self, message: Any, sender: ConfirmedSender, routing_key: str, headers: dict[str, Any], *,
                  reason: str, attempts: int) -> None:
