@@ -404,3 +404,25 @@ def test_everything_pages_of_one(ehr, H):
         url = "/fhir/" + nxt[0].split("/fhir/", 1)[1] if nxt else None
         assert len(seen) < 10
     assert seen[0] == f"Patient/{pid}" and len(seen) == len(set(seen)) == 3
+
+
+def test_paging_over_1000_results_returns_each_exactly_once(ehr, H):
+    family = "Phùng"  # its own family name: only these patients match
+    entries = [{"resource": patient(family=family, given=f"Số{i:04d}"), "request": {"method": "POST",
+                                                                                  "url": "Patient"}}
+               for i in range(1050)]
+    r = ehr.post("/fhir", content=json.dumps({"resourceType": "Bundle", "type": "transaction",
+                                              "entry": entries}), headers=H)
+    assert r.status_code == 200, r.text[:500]
+    created = {e["response"]["location"].split("/")[1] for e in r.json()["entry"]}
+    assert len(created) == 1050
+    seen: list[str] = []
+    url = "/fhir/Patient?family=phung&_count=100&_sort=-birthdate,given"
+    while url:
+        b = ehr.get(url, headers=H).json()
+        seen += [e["resource"]["id"] for e in b.get("entry", [])]
+        nxt = [link["url"] for link in b["link"] if link["relation"] == "next"]
+        url = "/fhir/" + nxt[0].split("/fhir/", 1)[1] if nxt else None
+        assert len(seen) <= 1050
+    assert len(seen) == len(set(seen)) == 1050
+    assert set(seen) == created
