@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from sen_shared.fhir.search.extract import split_union  # the engine's own reading of `|`
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PKG = ROOT / ".sen/fhir/hl7.fhir.r4.examples/package"
 DEFAULT_OUT = ROOT / "shared/src/sen_shared/fhir/data/search-parameters.json"
@@ -39,25 +41,6 @@ MODIFIERS = {
     "composite": [],
     "special": [],
 }
-
-
-def split_union(expression: str) -> list[str]:
-    """Split a FHIRPath expression on top-level ``|`` (outside parentheses and quotes)."""
-    parts, depth, quote, start = [], 0, False, 0
-    for i, ch in enumerate(expression):
-        if ch == "'" and (i == 0 or expression[i - 1] != "\\"):
-            quote = not quote
-        elif quote:
-            continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(expression[start:i].strip())
-            start = i + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
 
 
 def restrict(expression: str | None, base: str) -> str | None:
