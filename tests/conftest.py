@@ -46,12 +46,30 @@ def mongo_url(servers: dict[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def amqp_url(servers: dict[str, str]) -> str:
+    _brokers_used.append(servers["AMQP_URL"])
     return servers["AMQP_URL"]
 
 
 @pytest.fixture(scope="session")
 def dev_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("jwt") / "dev-jwt.pem"
+
+
+_brokers_used: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_run_topology(run_id: str):
+    """At the end, delete the exchanges and queues this run declared under its prefix (processes
+    started by the tests declare the whole catalog), so runs do not pile up on the broker."""
+    yield
+    if not _brokers_used:
+        return
+    from kombu import Connection
+    from sen_shared.bus import Topology, load_catalog
+
+    with Connection(_brokers_used[0], connect_timeout=5) as conn:
+        Topology(load_catalog(), prefix=f"t{run_id}.").delete(conn.default_channel)
 
 
 @pytest.fixture(scope="session")

@@ -188,6 +188,7 @@ rabbit_env() {
   export RABBITMQ_PID_FILE=$state/rabbitmq/rabbit.pid
   export RABBITMQ_CONFIG_FILE=$state/rabbitmq/rabbitmq
   export RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbitmq/enabled_plugins
+  export RABBITMQ_CONF_ENV_FILE=$state/rabbitmq/rabbitmq-env.conf
 }
 
 rabbit_ctl() { rabbit_env; rabbitmqctl -q "$@"; }
@@ -203,6 +204,9 @@ management.tcp.ip = 127.0.0.1
 CONF
   [ -f "$state/rabbitmq/enabled_plugins" ] || echo '[].' >"$state/rabbitmq/enabled_plugins"
   [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$state/rabbitmq" && chown rabbitmq "$state/log" && chmod 777 "$state/log"
+  # sourced by rabbitmq-env after the switch to the rabbitmq user (which resets the soft
+  # limit): each quorum queue and connection holds descriptors, and 1024 runs out under the tests
+  echo 'ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true' >"$state/rabbitmq/rabbitmq-env.conf"
   if ! port_open "$amqp_port"; then
     log "starting RabbitMQ on 127.0.0.1:$amqp_port"
     rabbitmq-server -detached >/dev/null 2>&1 || true
