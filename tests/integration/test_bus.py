@@ -30,6 +30,8 @@ from sen_shared.bus import (
 from sen_shared.bus.catalog import Catalog
 from sen_shared.logs import correlation_id
 
+from tests.support import wait_for
+
 TIERS_MS = [100, 200]
 CONSULT = "ehr.consult-record"
 
@@ -77,15 +79,6 @@ def consuming(bus: Bus, purpose: str, handler: Callable[[dict, Any], None], db: 
         stop.set()
         thread.join(15)
         assert not thread.is_alive()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def take(bus: Bus, queue_name: str, count: int, timeout: float = 15.0) -> list[Any]:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,8 @@ from kombu import Connection
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus import Publisher, Topology, load_catalog, make_event
 from sen_shared.bus.catalog import Catalog
+
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +56,6 @@ class EhrWorker:
     def publish(self, event: dict[str, Any]) -> None:
         with Publisher(self.url, prefix=self.prefix, catalog=self.catalog) as pub:
             pub.publish(event)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")
