@@ -11,11 +11,16 @@ from . import mongo
 from .config import Settings
 
 
-def run_indexes(load_settings: Callable[[], Settings], indexes: Sequence[mongo.Index]) -> int:
-    """Create the missing indexes of the service's database (idempotent; the Kubernetes Job runs it)."""
+def run_indexes(load_settings: Callable[[], Settings], indexes: Sequence[mongo.Index],
+                migrate: Callable[[Any], str] | None = None) -> int:
+    """Create the missing indexes of the service's database, then run ``migrate(db)`` if given
+    (both idempotent; the Kubernetes Job runs them before the new version serves)."""
     settings = load_settings()
-    created = mongo.ensure_indexes(mongo.database(settings.mongo_url, settings.db_name), indexes)
+    db = mongo.database(settings.mongo_url, settings.db_name)
+    created = mongo.ensure_indexes(db, indexes)
     sys.stdout.write(f"{settings.db_name}: {created} indexes created, {len(indexes)} declared\n")
+    if migrate is not None:
+        sys.stdout.write(f"{settings.db_name}: {migrate(db)}\n")
     return 0
 
 

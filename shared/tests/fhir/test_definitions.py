@@ -49,7 +49,7 @@ def test_expressions_on_official_examples(capsys):
             continue
         fields = extract.index_fields(res)
         n += 1
-        values.update(k for k in fields if k != "sp_missing")
+        values.update(k for k in fields if k != "sp_present")
     with capsys.disabled():
         print(f"\nsearch expressions: {compiled} compile ({fast} fast path), {failed_compile} fail to compile; "
               f"{len(extract.STATS.eval_failed)} fail to evaluate on {n} examples: "

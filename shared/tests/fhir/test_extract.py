@@ -44,7 +44,7 @@ def test_token_fields():
     assert f["sp_identifier_ot"] == ["http://terminology.hl7.org/CodeSystem/v2-0203|NI|001099012345"]
     assert set(f["sp_gender"]) == {"female", "|female"}
     assert set(f["sp_phone"]) == {"0901234567", "|0901234567"}
-    assert "email" in f["sp_missing"] and "gender" not in f["sp_missing"]
+    assert "email" not in f["sp_present"] and "gender" in f["sp_present"]
     o = index_fields(OBSERVATION)
     assert {"8480-6", "http://loinc.org|8480-6", "http://loinc.org|"} <= set(o["sp_code"])
     assert "huyet ap tam thu" in o["sp_code_t"] and "systolic bp" in o["sp_code_t"]
@@ -63,7 +63,7 @@ def test_reference_fields():
 def test_resolve_is_answered_from_the_reference_type():
     o = dict(OBSERVATION, subject={"reference": "Group/g1"})
     f = index_fields(o)
-    assert "sp_patient" not in f and "patient" in f["sp_missing"]
+    assert "sp_patient" not in f and "patient" not in f["sp_present"]
     assert "Group/g1" in f["sp_subject"]
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sen_shared.fhir.search import index_fields, parse_search
+from sen_shared.fhir.search.buckets import bucket_fields
 from sen_shared.fhir.search.executor import search
 
 pytestmark = pytest.mark.integration
@@ -16,7 +17,7 @@ CITIES = ["Cao Lãnh", "Sa Đéc", "Hồng Ngự", "Long Xuyên"]
 
 def store(db, resource: dict, *, deleted: bool = False, lu: datetime | None = None) -> None:
     doc = {"_id": resource["id"], "v": 1, "lu": lu or datetime(2024, 1, 1, tzinfo=UTC), "del": deleted,
-           "res": resource, **index_fields(resource)}
+           "res": resource, **bucket_fields(resource["id"]), **index_fields(resource)}
     db[resource["resourceType"]].replace_one({"_id": resource["id"]}, doc, upsert=True)
 
 
@@ -180,7 +181,7 @@ def many(db):
         if i % 5:  # every fifth has no period: nulls must page correctly too
             res["period"] = {"start": f"2024-0{1 + i % 6}-{1 + i % 20:02d}"}
         docs.append({"_id": res["id"], "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False, "res": res,
-                     **index_fields(res)})
+                     **bucket_fields(res["id"]), **index_fields(res)})
     coll.insert_many(docs)
     return db
 
@@ -202,3 +203,16 @@ def test_paging_returns_each_exactly_once(many, sort):
         assert pages < 100
     assert len(seen) == 250 and len(set(seen)) == 250
     assert pages == 36
+
+
+def test_a_parameter_with_the_same_expression_is_stored_once(seeded):
+    from sen_shared.fhir.search.definitions import get_param
+
+    assert get_param("Patient", "phonetic").alias_of == "name" and get_param("Patient", "name").alias_of is None
+    doc = seeded["Patient"].find_one({"_id": "p00"})
+    assert "sp_name" in doc and not any(k.startswith("sp_phonetic") for k in doc)
+    assert ids(seeded, "Patient", [("phonetic", "nguyen")]) == ids(seeded, "Patient", [("name", "nguyen")])
+    assert ids(seeded, "Patient", [("phonetic:missing", "false")]) == ids(seeded, "Patient", [("_id:missing", "false")])
+    req = parse_search("Patient", [("phonetic", "nguyen"), ("_sort", "-phonetic")])
+    assert [d["_id"] for d in search(seeded, req).docs] == [d["_id"] for d in search(
+        seeded, parse_search("Patient", [("name", "nguyen"), ("_sort", "-name")])).docs]

@@ -27,6 +27,8 @@ def _fhir_indexes() -> list[mongo.Index]:
     out: list[mongo.Index] = []
     for rtype in RESOURCE_TYPES:
         out.append(mongo.Index(rtype, (("lu", 1),)))
+        out.append(mongo.Index(rtype, (("b2", 1), ("_id", 1))))  # the default search order (buckets.py)
+        out.append(mongo.Index(rtype, (("b1", 1),)))
         out.extend(_search_indexes(rtype))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),)))
@@ -42,7 +44,14 @@ def main() -> int:
 
     from .config import settings_from_env
 
-    return run_indexes(settings_from_env, INDEXES)
+    return run_indexes(settings_from_env, INDEXES, migrate)
+
+
+def migrate(db) -> str:  # noqa: ANN001 - a pymongo Database
+    """Documents of an older layout get the id buckets, the type registry and today's index fields."""
+    from sen_shared.fhir.store import backfill
+
+    return f"{backfill(db, RESOURCE_TYPES)} documents brought up to date"
 
 
 if __name__ == "__main__":

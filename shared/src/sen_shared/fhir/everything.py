@@ -1,7 +1,7 @@
 """``Patient/[id]/$everything``: the patient and their compartment, paged across resource types.
 
-The page cursor is ``<type index>.<search cursor>``: the types are walked in a
-fixed order, each with the search engine's own keyset paging, so a client
+The page cursor is ``<type>.<search cursor>``: the types are walked in a
+fixed order (skipping those that never held a resource), each with the search engine's own keyset paging, so a client
 paging through gets every resource exactly once.
 """
 
@@ -14,6 +14,7 @@ from .http import FhirRequest, FhirResponse
 from .outcome import FhirError
 from .search import parse_search
 from .search.executor import search as run_search
+from .store import types_present
 from .validate import check_id
 
 DEFAULT_COUNT = 100
@@ -36,19 +37,23 @@ def everything(server: Any, req: FhirRequest) -> FhirResponse:
     if raw_count is not None and (not raw_count.isdigit() or len(raw_count) > 6):
         raise FhirError("_count must be a positive integer", status=400, expression=["_count"])
     count = max(1, min(int(raw_count), MAX_COUNT)) if raw_count else DEFAULT_COUNT
-    types = compartment_types(server)
+    order = compartment_types(server)
     wanted = req.param("_type")
     if wanted:
         allowed = {t.strip() for t in wanted.split(",")}
-        types = [t for t in types if t in allowed]
+        order = [t for t in order if t in allowed]
+    present = types_present(server.db)  # skip the types that never held a resource
+    types = [t for t in order if present is None or t in present or t == "Patient"]
     since = req.param("_since")
     index, inner = 0, None
     cursor = req.param("_cursor")
     if cursor:
         head, _, inner_text = cursor.partition(".")
-        if not head.isdigit():
+        if head not in order:
             raise FhirError("_cursor is not one this server gave out", status=400, expression=["_cursor"])
-        index, inner = int(head), (inner_text or None)
+        rank = order.index(head)
+        index = next((i for i, t in enumerate(types) if order.index(t) >= rank), len(types))
+        inner = (inner_text or None) if index < len(types) and types[index] == head else None
     entries: list[dict[str, Any]] = []
     next_cursor: str | None = None
     while index < len(types):
@@ -58,7 +63,7 @@ def everything(server: Any, req: FhirRequest) -> FhirResponse:
                             "search": {"mode": "match"}})
             index += 1
             if len(entries) >= count:
-                next_cursor = f"{index}." if index < len(types) else None
+                next_cursor = f"{types[index]}." if index < len(types) else None
                 break
             continue
         param = compartment_param(rtype)
@@ -72,12 +77,12 @@ def everything(server: Any, req: FhirRequest) -> FhirResponse:
         entries += [{"fullUrl": f"{req.base}/{rtype}/{d['_id']}", "resource": d["res"], "search": {"mode": "match"}}
                     for d in result.docs]
         if result.next_cursor:
-            next_cursor = f"{index}.{result.next_cursor}"
+            next_cursor = f"{rtype}.{result.next_cursor}"
             break
         index, inner = index + 1, None
         if len(entries) >= count:
             if index < len(types):
-                next_cursor = f"{index}."
+                next_cursor = f"{types[index]}."
             break
     path = f"{req.base}/Patient/{pid}/$everything"
     own = [(k, v) for k, v in req.params if k != "_cursor"]

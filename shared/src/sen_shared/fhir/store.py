@@ -3,7 +3,9 @@
 Each current resource is one document in the collection named after its type::
 
     {"_id": id, "v": 3, "lu": datetime, "del": False, "res": {...FHIR JSON...},
-     "sp_*": index values, "outbox": [...], "outbox_pending": True}
+     "b2": "3f", "b1": "3", "sp_*": index values, "outbox": [...], "outbox_pending": True}
+
+(``b2``/``b1``: the id's buckets, the default search order; see search/buckets.py.)
 
 Every version (deletes included, as tombstones with ``res: None``) is also a
 document of ``<Type>_history`` with ``_id = "<id>/<v>"``. One current version
@@ -13,7 +15,8 @@ two writers racing to the same version. The index fields and the outbox
 entries travel in the same single-document update as the resource.
 
 The ``prepare_*`` functions build the writes without I/O so the bundle engine
-can check a whole transaction first and apply it afterwards.
+can check a whole transaction first and apply it afterwards (the one exception:
+:func:`note_type`, once per type and process).
 """
 
 from __future__ import annotations
@@ -24,18 +27,72 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..mongo import find_in
+from ..mongo import FIND_IN_MAX_EQUALITIES, find_in
 from . import events as ev
 from .outcome import FhirError
+from .search.buckets import bucket_fields
 from .search.extract import index_fields
 from .store_time import iso, now
 
 HISTORY_SUFFIX = "_history"
 HEAD_PROJECTION = {"res": 0, "outbox": 0}
+TYPES_COLLECTION = "fhir_types"  # {_id: resource type}: the types that ever held a resource
+
+_noted: set[tuple[str, str]] = set()
+
+
+def note_type(db: Database, resource_type: str) -> None:
+    """Record once per process that ``resource_type`` holds resources, before its first write.
+
+    ``Patient/$everything`` reads this registry to skip the compartment's empty types (one
+    query instead of one per type); a type is noted before anything is written to it, so the
+    registry never misses one.
+    """
+    key = (db.name, resource_type)
+    if key in _noted:
+        return
+    try:
+        db[TYPES_COLLECTION].update_one({"_id": resource_type}, {"$setOnInsert": {"since": now()}}, upsert=True)
+    except DuplicateKeyError:  # a concurrent first write noted it
+        pass
+    _noted.add(key)
+
+
+def types_present(db: Database) -> set[str] | None:
+    """The noted types, or None when the registry is empty (a database from before it: assume all)."""
+    names = {d["_id"] for d in db[TYPES_COLLECTION].find({}, {"_id": 1})}
+    return names or None
+
+
+def backfill(db: Database, resource_types: Iterable[str]) -> int:
+    """Bring documents of an older layout up to date (idempotent): the id buckets, the type
+    registry, and the index fields (``sp_present`` replaced ``sp_missing``)."""
+    fixed = 0
+    for rtype in resource_types:
+        coll = db[rtype]
+        if coll.find_one({}, {"_id": 1}) is None:
+            continue
+        note_type(db, rtype)
+        old = {"$or": [{"b2": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}]}
+        # the ids first, then the writes: FerretDB stalls a write under a cursor open on its collection
+        ids = [d["_id"] for d in coll.find(old, {"_id": 1})]
+        step = FIND_IN_MAX_EQUALITIES
+        for start in range(0, len(ids), step):
+            batch: list[UpdateOne] = []
+            for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_present": 1}):
+                update: dict[str, Any] = {"$set": bucket_fields(doc["_id"])}
+                if not doc.get("del") and "sp_present" not in doc and isinstance(doc.get("res"), dict):
+                    update["$set"].update(index_fields(doc["res"]))
+                    update["$unset"] = {"sp_missing": ""}
+                batch.append(UpdateOne({"_id": doc["_id"]}, update))
+            if batch:
+                fixed += coll.bulk_write(batch, ordered=False).modified_count
+    return fixed
 
 
 def new_id() -> str:
@@ -174,10 +231,11 @@ class Store:
         rtype = resource["resourceType"]
         rid = rid or new_id()
         when = when or now()
+        note_type(self.db, rtype)
         stamp(resource, rid, 1, when)
         events = self._events(rtype, "created", rid, 1, when)
         doc = ev.new_document({"_id": rid, "v": 1, "lu": when, "del": False, "res": resource,
-                               **index_fields(resource)}, events)
+                               **bucket_fields(rid), **index_fields(resource)}, events)
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
                      history=self._history_doc(rtype, rid, 1, when, "created", resource), events=events)
 
@@ -195,7 +253,8 @@ class Store:
         fields = index_fields(resource)
         unset = {k: "" for k in head if k.startswith("sp_") and k not in fields}
         events = self._events(rtype, verb, rid, version, when)
-        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": resource, **fields}}
+        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": resource,
+                                           **bucket_fields(rid), **fields}}
         if unset:
             update["$unset"] = unset
         update = ev.with_events(update, events)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -32,6 +32,9 @@ class SearchParam:
     multiple_or: bool = True
     multiple_and: bool = True
     modifiers: frozenset[str] = frozenset()
+    # a string parameter with the same expression as an earlier one of its type (Patient
+    # ``phonetic`` is ``name``) is stored once, under the earlier one's fields
+    alias_of: str | None = None
 
     @property
     def supported(self) -> bool:
@@ -42,7 +45,12 @@ class SearchParam:
     @property
     def field(self) -> str:
         """Top-level document key holding this parameter's index values."""
-        return STORAGE_PARAMS.get(self.code) or f"sp_{self.code}"
+        return STORAGE_PARAMS.get(self.code) or f"sp_{self.alias_of or self.code}"
+
+    @property
+    def stored_code(self) -> str:
+        """The code whose fields hold this parameter's values (itself unless an alias)."""
+        return self.alias_of or self.code
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +79,13 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
     for base in (*reversed(COMMON_BASES), resource_type):
         for code, raw in table.get(base, {}).items():
             out[code] = _make(resource_type, code, raw)
+    first: dict[str, str] = {}
+    for code, param in list(out.items()):
+        if param.type == "string" and param.expression:
+            if param.expression in first:
+                out[code] = replace(param, alias_of=first[param.expression])
+            else:
+                first[param.expression] = code
     return out
 
 

@@ -8,8 +8,9 @@ from typing import Any
 from pymongo.database import Database
 
 from ...mongo import find_in
+from .buckets import DEFAULT_SORT, plan_step
 from .definitions import get_param, params_for
-from .mongo import build_filter, build_sort, encode_cursor, page_filter, sort_values
+from .mongo import build_filter, build_sort, decode_cursor, encode_cursor, page_filter, sort_values
 from .parse import Include, SearchRequest
 
 MAX_INCLUDE_ROUNDS = 4
@@ -56,10 +57,16 @@ def search(db: Database, req: SearchRequest, *, count_total: bool = False,
     if req.summary == "count" or req.count == 0:
         return SearchResult([], None, total)
     sort = build_sort(req)
-    page = flt
-    if req.cursor:
-        page = {"$and": [flt, page_filter(req, req.cursor)]}
-    docs = list(coll.find(page).sort(sort).limit(req.count + 1))
+    after = [page_filter(req, req.cursor)] if req.cursor else []
+    # only what the page needs travels back (FerretDB still decodes whole documents, but encodes
+    # and sends a fraction): the body, version, sort keys, and the references includes follow
+    projection = {**RESULT_FIELDS, **{f: 1 for f, _ in sort},
+                  **{f"sp_{code}": 1 for inc in req.include for code in _include_codes(inc, req.resource_type)}}
+    if sort == DEFAULT_SORT and not _selective(req):
+        docs = _walk(coll, flt, after, req.count + 1, decode_cursor(req.cursor)[0] if req.cursor else None,
+                     projection)
+    else:
+        docs = list(coll.find(_with(flt, {}, after), projection).sort(sort).limit(req.count + 1))
     next_cursor = None
     if len(docs) > req.count:
         docs = docs[: req.count]
@@ -68,11 +75,54 @@ def search(db: Database, req: SearchRequest, *, count_total: bool = False,
     return SearchResult(docs, next_cursor, total, included)
 
 
+# Parameters whose equality alone leaves few candidates: one query in any order beats a walk.
+_SELECTIVE_CODES = frozenset({"_id", "identifier"})
+
+
+def _selective(req: SearchRequest) -> bool:
+    return any(c.code in _SELECTIVE_CODES or (c.type == "reference" and c.modifier is None and not c.chain)
+               for c in req.criteria)
+
+
+def _with(flt: dict[str, Any], equalities: dict[str, Any], conds: list[dict[str, Any]]) -> dict[str, Any]:
+    """``flt`` AND the equalities (at the top level: FerretDB pushes those down) AND ``conds``."""
+    out = {**flt, **equalities}
+    if conds:
+        out["$and"] = [*flt.get("$and", []), *conds]
+    return out
+
+
+def _walk(coll: Any, flt: dict[str, Any], after: list[dict[str, Any]], want: int,
+          from_bucket: str | None, projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Up to ``want`` matches in the default ``(b2, _id)`` order, read bucket by bucket (see buckets.py)."""
+    pos = int(from_bucket, 16) if isinstance(from_bucket, str) and len(from_bucket) == 2 else 0
+    docs: list[dict[str, Any]] = []
+    hits = scanned = 0
+    while pos < 256 and len(docs) < want:
+        equalities, conds, span = plan_step(pos, want - len(docs), hits, scanned)
+        found = list(coll.find(_with(flt, equalities, [*conds, *after]), projection).sort(DEFAULT_SORT)
+                     .limit(want - len(docs)))
+        docs += found
+        hits += len(found)
+        scanned += span
+        pos += span
+    return docs
+
+
+RESULT_FIELDS = {"res": 1, "v": 1, "lu": 1, "del": 1}
+
+
+def _include_codes(inc: Include, source_type: str) -> list[str]:
+    if inc.source_type not in ("*", source_type):
+        return []
+    if inc.param == "*":
+        return [c for c, p in params_for(source_type).items() if p.type == "reference"]
+    return [inc.param]
+
+
 def _ref_targets(doc: dict[str, Any], inc: Include, source_type: str) -> list[tuple[str, str]]:
-    codes = [c for c, p in params_for(source_type).items() if p.type == "reference"] if inc.param == "*" \
-        else [inc.param]
     out = []
-    for code in codes:
+    for code in _include_codes(inc, source_type):
         for ref in doc.get(f"sp_{code}") or ():
             if "://" in ref or ref.count("/") != 1:
                 continue

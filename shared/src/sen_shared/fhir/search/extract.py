@@ -27,7 +27,8 @@ composite   token$token/string/reference: ``sp_<c>`` = ``["a$b", ...]``;
 sort        ``sp_<c>_s``: one scalar per sortable parameter that has a value:
             first normalized string, earliest ``lo``, smallest number, first
             token/reference/uri, first quantity value
-missing     ``sp_missing``: codes of the supported parameters with no value
+present     ``sp_present``: codes of the supported parameters with a value (``:missing``;
+            shorter than the list of those without, which most parameters are)
 ==========  ================================================================
 """
 
@@ -593,23 +594,19 @@ def expression_roots(expression: str) -> frozenset[str] | None:
 def index_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """Every ``sp_*`` key for ``resource`` (its type's parameters plus the common ones)."""
     out: dict[str, Any] = {}
-    missing: list[str] = []
+    present: list[str] = []
     # a parameter whose root field is absent (no key equal to it or starting with it, as a
     # choice element would) has no value: skip the walk, as most parameters of a resource do
     prefixes = {key[:i] for key in resource for i in range(1, len(key) + 1)}
     for code, param in params_for(resource.get("resourceType", "")).items():
-        if code in STORAGE_PARAMS or not param.supported:
+        if code in STORAGE_PARAMS or not param.supported or param.alias_of:
             continue
         roots = expression_roots(param.expression or "")
         if roots is not None and roots.isdisjoint(prefixes):
-            missing.append(code)
             continue
         fields = extract_param(param, resource)
-        if fields is None:
-            continue
         if fields:
             out.update(fields)
-        else:
-            missing.append(code)
-    out["sp_missing"] = missing
+            present.append(code)
+    out["sp_present"] = present
     return out

@@ -23,7 +23,8 @@ from decimal import Decimal
 from typing import Any
 
 from . import dates
-from .definitions import STORAGE_PARAMS
+from .buckets import DEFAULT_SORT
+from .definitions import STORAGE_PARAMS, get_param
 from .errors import SearchError, UnsupportedSearch
 from .extract import composite_key
 from .parse import (
@@ -78,7 +79,7 @@ def _or(alternatives: list[list[Cond]]) -> list[Cond]:
 # --------------------------------------------------------------------------- per type
 
 def _f(crit: Criterion) -> str:
-    return STORAGE_PARAMS.get(crit.code) or f"sp_{crit.code}"
+    return crit.param.field if crit.param is not None else (STORAGE_PARAMS.get(crit.code) or f"sp_{crit.code}")
 
 
 def _num(d: Decimal) -> float:
@@ -205,7 +206,8 @@ def _value_conds(crit: Criterion, sv: SearchValue) -> list[Cond]:
     if m == "missing":
         if crit.code in STORAGE_PARAMS:
             return [] if not v else [_NOTHING]
-        return [{"sp_missing": crit.code if v else {"$ne": crit.code}}]
+        code = crit.param.stored_code if crit.param is not None else crit.code
+        return [{"sp_present": {"$ne": code} if v else code}]
     if crit.code == "_id":
         return [{"_id": sv.raw}]
     if crit.code == "_lastUpdated":
@@ -296,15 +298,21 @@ def build_filter(req: SearchRequest, *, resolve_ids: ResolveIds) -> Cond:
 
 # --------------------------------------------------------------------------- sort and keyset paging
 
-def sort_field(code: str) -> str:
-    return STORAGE_PARAMS.get(code) or f"sp_{code}_s"
+def sort_field(code: str, resource_type: str | None = None) -> str:
+    param = get_param(resource_type, code) if resource_type else None
+    return STORAGE_PARAMS.get(code) or f"sp_{param.stored_code if param else code}_s"
 
 
 def build_sort(req: SearchRequest) -> list[tuple[str, int]]:
-    """Sort keys, ``_id`` last as the tiebreak (ascending unless ``_id`` itself is sorted)."""
+    """Sort keys, ``_id`` last as the tiebreak (ascending unless ``_id`` itself is sorted).
+
+    Without ``_sort``: the id-bucket order ``(b2, _id)`` that a broad search can walk (buckets.py).
+    """
+    if not req.sort:
+        return list(DEFAULT_SORT)
     keys: list[tuple[str, int]] = []
     for key in req.sort:
-        field = sort_field(key.code)
+        field = sort_field(key.code, req.resource_type)
         if field not in (k for k, _ in keys):
             keys.append((field, -1 if key.descending else 1))
     if "_id" not in (k for k, _ in keys):

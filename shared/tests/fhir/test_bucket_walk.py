@@ -1,0 +1,143 @@
+"""The default search order walks id buckets: a broad search decodes about one page, pages stay exact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sen_shared.fhir.search import index_fields, parse_search
+from sen_shared.fhir.search.buckets import BUCKETS, bucket, bucket_fields, plan_step
+from sen_shared.fhir.search.executor import search
+
+DENSE, SPARSE = 600, 6
+
+
+def test_buckets_are_even_and_stable() -> None:
+    counts: dict[str, int] = {}
+    for i in range(25_600):
+        counts[bucket(f"id-{i}")] = counts.get(bucket(f"id-{i}"), 0) + 1
+    assert len(counts) == BUCKETS
+    assert max(counts.values()) < 3 * 100  # about 100 each
+    assert bucket("abc") == bucket("abc") and bucket_fields("abc") == {"b2": bucket("abc"), "b1": bucket("abc")[0]}
+
+
+def test_plan_adapts_to_density() -> None:
+    # first step: one fine bucket (the density is unknown, assume dense)
+    assert plan_step(0, 21, 0, 0) == ({"b2": "00"}, [], 1)
+    # dense so far (5 a bucket): keep to one bucket a step
+    assert plan_step(3, 11, 15, 3) == ({"b2": "03"}, [], 1)
+    # nothing in the first bucket: read the rest of its coarse bucket
+    eq, conds, span = plan_step(1, 21, 0, 1)
+    assert eq == {"b1": "0"} and conds == [{"b2": {"$gte": "01"}}] and span == 15
+    # sparse over 16 buckets: finish in one query
+    assert plan_step(16, 20, 1, 16) == ({}, [{"b2": {"$gte": "10"}}], BUCKETS - 16)
+
+
+class CountingCollection:
+    """A pymongo collection that counts its finds and their candidates: every document a find's
+    filter matches, which FerretDB decodes before it sorts and limits."""
+
+    def __init__(self, coll) -> None:
+        self.coll, self.candidates, self.queries = coll, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.coll, name)
+
+    def find(self, flt, *args, **kwargs):
+        cursor = self.coll.find(flt, *args, **kwargs)
+        self.queries += 1
+        self.candidates += self.coll.count_documents(flt)
+
+        class Counting:
+            def sort(self, *a):
+                cursor.sort(*a)
+                return self
+
+            def limit(self, n):
+                cursor.limit(n)
+                return self
+
+            def __iter__(self):
+                return iter(cursor)
+        return Counting()
+
+
+class CountingDb:
+    def __init__(self, db) -> None:
+        self.db, self.colls = db, {}
+
+    def __getitem__(self, name):
+        return self.colls.setdefault(name, CountingCollection(self.db[name]))
+
+
+@pytest.fixture(scope="module")
+def crowd(db):
+    docs = []
+    for i in range(DENSE + SPARSE):
+        family = "Nguyễn" if i < DENSE else "Khúc"
+        res = {"resourceType": "Patient", "id": f"w{i:04d}", "name": [{"family": family, "given": [f"Số{i}"]}]}
+        docs.append({"_id": res["id"], "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False, "res": res,
+                     **bucket_fields(res["id"]), **index_fields(res)})
+    db["Patient"].insert_many(docs)
+    return db
+
+
+def _pages(db, params: list[tuple[str, str]], count: int) -> tuple[list[str], list[tuple[int, int]]]:
+    """Every id in order over all pages, and (candidates decoded, queries) per page."""
+    seen: list[str] = []
+    costs: list[tuple[int, int]] = []
+    cursor = None
+    while True:
+        req = parse_search("Patient", params)
+        req.count, req.cursor = count, cursor
+        counting = CountingDb(db)
+        page = search(counting, req)
+        coll = counting["Patient"]
+        costs.append((coll.candidates, coll.queries))
+        seen += page.ids
+        cursor = page.next_cursor
+        if not cursor:
+            return seen, costs
+
+
+@pytest.mark.integration
+def test_dense_search_decodes_about_one_page_and_pages_exactly(crowd) -> None:
+    seen, costs = _pages(crowd, [("name", "nguyen")], 20)
+    expected = sorted((f"w{i:04d}" for i in range(DENSE)), key=lambda rid: (bucket(rid), rid))
+    assert seen == expected  # each exactly once, in (bucket, id) order
+    for candidates, _queries in costs:
+        # the page (+1 to know there is a next), the walk's slack, at most one bucket over; not 600
+        assert candidates <= 2 * 21 + 8, costs
+
+
+@pytest.mark.integration
+def test_sparse_search_takes_few_queries(crowd) -> None:
+    seen, costs = _pages(crowd, [("name", "khuc")], 20)
+    assert sorted(seen) == [f"w{i:04d}" for i in range(DENSE, DENSE + SPARSE)]
+    assert len(costs) == 1 and costs[0][1] <= 3
+
+
+@pytest.mark.integration
+def test_explicit_sort_and_selective_searches_use_one_query(crowd) -> None:
+    seen, costs = _pages(crowd, [("name", "nguyen"), ("_sort", "-_id")], 50)
+    assert seen == sorted((f"w{i:04d}" for i in range(DENSE)), reverse=True)
+    assert all(q == 1 for _, q in costs)
+    seen, costs = _pages(crowd, [("_id", "w0003")], 20)
+    assert seen == ["w0003"] and costs == [(1, 1)]
+
+
+@pytest.mark.integration
+def test_backfill_brings_older_documents_up_to_date(db) -> None:
+    from sen_shared.fhir.store import TYPES_COLLECTION, backfill
+
+    res = {"resourceType": "Practitioner", "id": "old-1", "name": [{"family": "Lương"}]}
+    fields = index_fields(res)
+    fields.pop("sp_present")
+    db["Practitioner"].insert_one({"_id": "old-1", "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False,
+                                   "res": res, "sp_missing": ["email"], **fields})
+    assert backfill(db, ["Practitioner", "Organization"]) == 1
+    doc = db["Practitioner"].find_one({"_id": "old-1"})
+    assert doc["b2"] == bucket("old-1") and "name" in doc["sp_present"] and "sp_missing" not in doc
+    assert db[TYPES_COLLECTION].find_one({"_id": "Practitioner"}) is not None
+    assert backfill(db, ["Practitioner"]) == 0  # idempotent
+    assert search(db, parse_search("Practitioner", [("name", "luong")])).ids == ["old-1"]
