@@ -7,9 +7,14 @@ in the service's own ``AuditEvent`` collection in the engine's document shape
 other resource (``AuditEvent?patient=Patient/x``, ``?agent=``, ``?altid=``,
 ``?subtype=``, ``?outcome=``, ``?date=``).
 
-Cheap by design: one ``insert_one`` per interaction (``insert_many`` for the
-entries of a bundle, see :meth:`Auditor.batch`), no history version, no
-outbox event. AuditEvents are immutable; they are never re-audited. A search
+Cheap by design: no history version, no outbox event, and in the web
+process (``Auditor(..., background=True)``) stored off the request path: an
+:class:`AuditWriter` thread gathers what arrives within ``FLUSH_SECONDS`` into
+one ``insert_many``. Nothing is dropped: a full queue makes the request store
+its event itself, process exit flushes, and a read or search of AuditEvents
+flushes this process's queue first (so a client reads its own trail). Without
+``background`` each event is one ``insert_one`` (``insert_many`` for the
+entries of a bundle, see :meth:`Auditor.batch`). AuditEvents are immutable; they are never re-audited. A search
 records the parameter NAMES and the number of matches, never the values; the
 patients of the matches are listed as entities (role 1, Patient).
 
@@ -20,9 +25,14 @@ trail); the log line carries the event's id, interaction and status.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import logging
+import os
+import queue
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +42,9 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from .search.buckets import bucket_fields
 from .search.extract import index_fields
+from .store import note_type
 
 log = logging.getLogger("sen.fhir.audit")
 
@@ -43,6 +55,9 @@ ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
 ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 AGENT_ROLE_SYSTEM = "https://sen.vn/fhir/CodeSystem/role"
 MAX_PATIENT_ENTITIES = 100
+FLUSH_SECONDS = 0.02  # how long the writer gathers events into one insert
+MAX_BATCH = 500
+QUEUE_CAPACITY = 20_000  # beyond this the request stores its own event (back-pressure, not loss)
 
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "history": "R", "history-type": "R", "update": "U",
            "patch": "U", "delete": "D", "search": "E", "everything": "E", "transaction": "E", "batch": "E"}
@@ -153,19 +168,87 @@ def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str
     event["id"] = rid
     event["meta"] = {"versionId": "1",
                      "lastUpdated": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-    return {"_id": rid, "v": 1, "lu": when, "del": False, "res": event, **index_fields(event)}
+    return {"_id": rid, "v": 1, "lu": when, "del": False, "res": event, **bucket_fields(rid),
+            **index_fields(event)}
 
 
 _batch: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("sen_audit_batch",
                                                                                      default=None)
 
 
+class AuditWriter:
+    """A background thread that stores AuditEvent documents in batches (one per process, started on use)."""
+
+    def __init__(self, insert: Any) -> None:
+        self._insert = insert
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(QUEUE_CAPACITY)
+        self._pending = 0
+        self._done = threading.Condition()
+        threading.Thread(target=self._loop, name="sen-audit-writer", daemon=True).start()
+        self._pid = os.getpid()
+        atexit.register(self.flush)
+
+    def put(self, doc: dict[str, Any]) -> None:
+        if self._pid != os.getpid():  # first use in this process (or a fork of one that used it)
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._start()
+        with self._done:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(doc)
+        except queue.Full:  # the database is behind: this request stores its own event
+            self._stored([doc])
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event put so far is stored (True), or ``timeout`` seconds."""
+        if self._pid != os.getpid():
+            return True
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _stored(self, docs: list[dict[str, Any]]) -> None:
+        try:
+            self._insert(docs)
+        finally:
+            with self._done:
+                self._pending -= len(docs)
+                self._done.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            docs = [self._queue.get()]
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while len(docs) < MAX_BATCH:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    docs.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            try:
+                self._stored(docs)
+            except Exception:  # noqa: BLE001 - _insert logs database errors; anything else must not kill the writer
+                log.exception("audit writer failed", extra={"count": len(docs)})
+
+
 class Auditor:
     """Writes AuditEvents of one service into its database."""
 
-    def __init__(self, db: Database | Any, service: str) -> None:
+    def __init__(self, db: Database | Any, service: str, *, background: bool = False) -> None:
         self._db = db
         self.service = service
+        self.writer = AuditWriter(self._insert) if background else None
+
+    def flush(self) -> None:
+        """Store what the background writer still holds (before reading the trail)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     @property
     def db(self) -> Database:
@@ -182,14 +265,17 @@ class Auditor:
         pending = _batch.get()
         if pending is not None:
             pending.append(doc)
-            return doc["res"]
-        self._insert([doc])
+        elif self.writer is not None:
+            self.writer.put(doc)
+        else:
+            self._insert([doc])
         return doc["res"]
 
     def _insert(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
             return
         try:
+            note_type(self.db, AUDIT_TYPE)
             coll = self.db[AUDIT_TYPE]
             if len(docs) == 1:
                 coll.insert_one(docs[0])
@@ -212,7 +298,11 @@ class Auditor:
             yield pending
         finally:
             _batch.reset(token)
-            self._insert(pending)
+            if self.writer is not None:
+                for doc in pending:
+                    self.writer.put(doc)
+            else:
+                self._insert(pending)
 
 
 def patients_of_entries(entries: Iterable[dict[str, Any]]) -> list[str]:

@@ -199,7 +199,7 @@ class GuardedFhirServer(FhirServer):
                  principal: Callable[[], Any] | None = None) -> None:
         super().__init__(config, db)
         self._principal = principal or _default_principal
-        self.auditor = Auditor(lambda: self.db, config.service)
+        self.auditor = Auditor(lambda: self.db, config.service, background=True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -216,6 +216,8 @@ class GuardedFhirServer(FhirServer):
              *, rtype: str | None = None) -> FhirResponse:
         principal = self.principal()
         rtype = rtype if rtype is not None else req.resource_type
+        if rtype in (AUDIT_TYPE, None):  # reading the trail (or everything): what was recorded is there
+            self.auditor.flush()
         rec = Record(interaction, resource_type=rtype, rid=req.rid, vid=req.vid)
         facts = _Facts(self, principal)
         try:

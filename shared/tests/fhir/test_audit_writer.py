@@ -1,0 +1,64 @@
+"""The background AuditEvent writer: batches, loses nothing, answers flush, pushes back when full."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sen_shared.fhir import audit
+from sen_shared.fhir.audit import AuditWriter
+
+
+def test_events_are_stored_in_batches_and_flush_waits_for_them() -> None:
+    calls: list[int] = []
+    stored: list[int] = []
+
+    def insert(docs):
+        time.sleep(0.005)  # a database round trip
+        calls.append(len(docs))
+        stored.extend(d["n"] for d in docs)
+
+    w = AuditWriter(insert)
+    threads = [threading.Thread(target=lambda k=k: [w.put({"n": k * 100 + i}) for i in range(100)]) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert w.flush(timeout=10)
+    assert sorted(stored) == [k * 100 + i for k in range(4) for i in range(100)]  # each once
+    assert len(calls) < 400 / 4  # gathered, not one insert per event
+
+
+def test_a_failing_insert_does_not_stop_the_writer() -> None:
+    seen: list[int] = []
+
+    def insert(docs):
+        if any(d["n"] == 0 for d in docs):
+            raise RuntimeError("boom")
+        seen.extend(d["n"] for d in docs)
+
+    w = AuditWriter(insert)
+    w.put({"n": 0})
+    assert w.flush(timeout=5)
+    w.put({"n": 1})
+    assert w.flush(timeout=5) and seen == [1]
+
+
+def test_a_full_queue_makes_the_caller_store_its_event(monkeypatch) -> None:
+    monkeypatch.setattr(audit, "QUEUE_CAPACITY", 1)
+    gate = threading.Event()
+    by: list[str] = []
+
+    def insert(docs):
+        if threading.current_thread().name == "sen-audit-writer":
+            gate.wait(5)  # the writer is stuck on a slow database
+        by.extend(threading.current_thread().name for _ in docs)
+
+    w = AuditWriter(insert)
+    w.put({"n": 1})  # taken by the writer, which blocks
+    time.sleep(0.1)
+    w.put({"n": 2})  # fills the queue
+    w.put({"n": 3})  # no room: stored by this thread
+    assert by == ["MainThread"]
+    gate.set()
+    assert w.flush(timeout=5) and sorted(by) == ["MainThread", "sen-audit-writer", "sen-audit-writer"]
