@@ -67,3 +67,18 @@ def test_keycloak_style_roles_and_scopes():
                                "scope": "openid user/*.cruds"})
     assert p.roles == frozenset({"doctor"})
     assert "user/*.cruds" in p.scopes
+
+
+def test_a_verified_token_is_remembered_until_it_expires(key, monkeypatch):
+    v = verifier(key)
+    tok = issue_dev_token(key, "doctor", ttl_seconds=60)
+    first = v.verify(tok)
+    calls = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert v.verify(tok) is first and calls == []  # no second RSA verification
+    # past its expiry (and the leeway) the cache does not answer: the token is checked in full again
+    later = time.time() + 60 + 31
+    monkeypatch.setattr(time, "time", lambda: later)
+    v.verify(tok)
+    assert calls == [1]

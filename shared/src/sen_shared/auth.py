@@ -31,6 +31,7 @@ from .errors import Forbidden, Unauthorized
 
 ROLES = frozenset({"clinic", "doctor", "cashier", "health-dept", "admin", "service"})
 LEEWAY_SECONDS = 30
+VERIFIED_CACHE_SIZE = 4096  # tokens kept verified per process
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,21 @@ class TokenVerifier:
         self.audience = audience
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
         self._dev_public = ensure_dev_key(dev_key_path).public_key() if (dev_key_path and not jwks_url) else None
+        # verified tokens, until they expire: a client sends the same token on every request,
+        # and an RSA verification is the costliest step of a small request
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None and time.time() < hit[1]:
+            return hit[0]
+        principal, exp = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, exp)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key: Any = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._dev_public
             claims = jwt.decode(token, key, algorithms=["RS256"], audience=self.audience, issuer=self.issuer,
@@ -133,7 +147,7 @@ class TokenVerifier:
         principal = Principal.from_claims(claims)
         if not principal.roles:
             raise Forbidden("the token carries no Sen role")
-        return principal
+        return principal, float(claims["exp"]) + LEEWAY_SECONDS
 
 
 _verifier: TokenVerifier | None = None

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
-import uuid
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,7 +22,8 @@ correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlatio
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (as a uuid4's hex, without building a UUID object on every request)."""
+    return os.urandom(16).hex()
 
 
 def current_correlation_id() -> str:
