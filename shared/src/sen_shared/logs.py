@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
+
+from .ids import new_hex
 
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
 
 
 def new_correlation_id() -> str:
     """32 random hex digits (as a uuid4's hex, without building a UUID object on every request)."""
-    return os.urandom(16).hex()
+    return new_hex(16)
 
 
 def current_correlation_id() -> str:

@@ -10,10 +10,10 @@ definition (no event classes copied into each consumer)::
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ..ids import new_uuid
 from ..logs import current_correlation_id
 from .catalog import Catalog, event_type, load_catalog
 from .errors import UndecodableMessage
@@ -38,7 +38,7 @@ def make_event(routing_key: str, data: dict[str, Any], *, subject: str, correlat
     service = routing_key.split(".", 1)[0]
     event = {
         "specversion": SPECVERSION,
-        "id": event_id or str(uuid.uuid4()),
+        "id": event_id or new_uuid(),
         "source": f"/sen/{service}",
         "type": event_type(routing_key),
         "time": time or utc_now(),

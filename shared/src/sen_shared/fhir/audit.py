@@ -33,7 +33,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from ..ids import new_uuid
 from .search.buckets import bucket_fields
 from .search.extract import index_fields
 from .store import note_type
@@ -164,7 +164,7 @@ def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str
     """The engine's current-version document of a new AuditEvent (id, meta, index fields)."""
     when = when or datetime.now(UTC)
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
-    rid = str(uuid.uuid4())
+    rid = new_uuid()
     event["id"] = rid
     event["meta"] = {"versionId": "1",
                      "lastUpdated": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}

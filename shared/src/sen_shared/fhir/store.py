@@ -21,7 +21,6 @@ can check a whole transaction first and apply it afterwards (the one exception:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +31,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from ..ids import new_uuid
 from ..mongo import FIND_IN_MAX_EQUALITIES, find_in
 from . import events as ev
 from .outcome import FhirError
@@ -96,7 +96,7 @@ def backfill(db: Database, resource_types: Iterable[str]) -> int:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return new_uuid()
 
 
 def etag(version: int | str) -> str:
