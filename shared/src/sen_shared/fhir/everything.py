@@ -28,11 +28,13 @@ def compartment_types(server: Any) -> list[str]:
     return ["Patient", *types] if "Patient" in server.types else types
 
 
-def everything(server: Any, req: FhirRequest) -> FhirResponse:
+def everything(server: Any, req: FhirRequest, patient: dict[str, Any] | None = None) -> FhirResponse:
+    """``patient``: the Patient's document when the caller has read it already (else read here)."""
     from .rest import compartment_param
 
     pid = check_id(req.rid)
-    patient = server.store().read_doc("Patient", pid)  # 404 / 410 first
+    if patient is None or patient.get("_id") != pid or patient.get("del") or "res" not in patient:
+        patient = server.store().read_doc("Patient", pid)  # 404 / 410 first
     raw_count = req.param("_count")
     if raw_count is not None and (not raw_count.isdigit() or len(raw_count) > 6):
         raise FhirError("_count must be a positive integer", status=400, expression=["_count"])

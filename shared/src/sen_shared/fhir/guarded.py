@@ -192,6 +192,9 @@ class _Facts:
         return self._accessible
 
 
+_ABSENT: dict[str, Any] = {"del": True}  # a head already looked up and not found
+
+
 class GuardedFhirServer(FhirServer):
     """A :class:`FhirServer` that enforces :mod:`.access` and records :mod:`.audit` AuditEvents."""
 
@@ -251,6 +254,8 @@ class GuardedFhirServer(FhirServer):
         """Check ``interaction`` on the stored ``rtype/rid`` (type-level only when it does not exist)."""
         if head is None:
             head = self.store().head(rtype, rid)
+        if head is _ABSENT:
+            head = None
         if head is None or head.get("del"):
             self._check(principal, interaction, rtype, None, rec)  # the engine answers 404/410
             return
@@ -314,14 +319,18 @@ class GuardedFhirServer(FhirServer):
         return self._run(interaction, req, pre, lambda: super(GuardedFhirServer, self).history(req))
 
     def everything(self, req: FhirRequest) -> FhirResponse:
+        state: dict[str, Any] = {}
+
         def pre(p: Any, f: _Facts, rec: Record) -> None:
-            self._existing(p, f, rec, "everything", "Patient", check_id(req.rid))
+            pid = check_id(req.rid)
+            state["patient"] = self.store().read_head("Patient", pid)  # read once: checked, then returned
+            self._existing(p, f, rec, "everything", "Patient", pid, head=state["patient"] or _ABSENT)
 
         def call() -> FhirResponse:
             from .everything import everything
 
             # the audit trail is not part of the record: AuditEvents are searched, not exported
-            return everything(_TypesView(self, self.types - {AUDIT_TYPE}), req)
+            return everything(_TypesView(self, self.types - {AUDIT_TYPE}), req, state.get("patient"))
 
         return self._run("everything", req, pre, call, rtype="Patient")
 
