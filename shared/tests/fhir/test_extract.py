@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 
 from sen_shared.fhir.search import extract, index_fields
 from sen_shared.fhir.search.dates import LOCAL_TZ
+from sen_shared.fhir.search.definitions import get_param
 
 PATIENT = {
     "resourceType": "Patient", "id": "p1",
@@ -40,13 +41,14 @@ def test_string_fields():
 
 def test_token_fields():
     f = index_fields(PATIENT)
-    assert set(f["sp_identifier"]) == {"001099012345", "urn:vn:cccd|001099012345", "urn:vn:cccd|"}
+    # "system|" alone is matched by a prefix at search time, not stored
+    assert set(f["sp_identifier"]) == {"001099012345", "urn:vn:cccd|001099012345"}
     assert f["sp_identifier_ot"] == ["http://terminology.hl7.org/CodeSystem/v2-0203|NI|001099012345"]
     assert set(f["sp_gender"]) == {"female", "|female"}
     assert set(f["sp_phone"]) == {"0901234567", "|0901234567"}
     assert "email" not in f["sp_present"] and "gender" in f["sp_present"]
     o = index_fields(OBSERVATION)
-    assert {"8480-6", "http://loinc.org|8480-6", "http://loinc.org|"} <= set(o["sp_code"])
+    assert {"8480-6", "http://loinc.org|8480-6"} <= set(o["sp_code"]) and "http://loinc.org|" not in o["sp_code"]
     assert "huyet ap tam thu" in o["sp_code_t"] and "systolic bp" in o["sp_code_t"]
 
 
@@ -95,7 +97,9 @@ def test_quantity_and_composite_fields():
     key = extract.composite_key("sp_code-value-quantity", "http://loinc.org|8480-6")
     assert o[key] == [120.0]
     assert o[extract.composite_key("sp_code-value-quantity", "8480-6", "mm[Hg]")] == [120.0]
-    assert "http://loinc.org|8480-6" in o["sp_code-value-quantity_k"]
+    # its first-component tokens are code's own: narrowed by sp_code, not stored twice
+    assert "sp_code-value-quantity_k" not in o and "http://loinc.org|8480-6" in o["sp_code"]
+    assert extract.composite_narrowing(get_param("Observation", "code-value-quantity")) == "sp_code"
     comp = extract.composite_key("sp_component-code-value-quantity", "http://loinc.org|8462-4")
     assert o[comp] == [80.0]
     assert extract.composite_key("sp_component-code-value-quantity", "http://loinc.org|8480-6") not in o

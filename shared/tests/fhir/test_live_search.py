@@ -216,3 +216,15 @@ def test_a_parameter_with_the_same_expression_is_stored_once(seeded):
     req = parse_search("Patient", [("phonetic", "nguyen"), ("_sort", "-phonetic")])
     assert [d["_id"] for d in search(seeded, req).docs] == [d["_id"] for d in search(
         seeded, parse_search("Patient", [("name", "nguyen"), ("_sort", "-name")])).docs]
+
+
+def test_system_only_tokens_match_any_code_of_the_system(seeded):
+    everyone = ids(seeded, "Patient", [("_id:missing", "false")])
+    assert ids(seeded, "Patient", [("identifier", "urn:vn:cccd|")]) == everyone
+    assert ids(seeded, "Patient", [("identifier", "urn:vn:cc|")]) == []  # a prefix of the system is not the system
+    assert ids(seeded, "Patient", [("identifier:not", "urn:vn:cccd|")]) == []
+    assert len(ids(seeded, "Observation", [("code", "http://loinc.org|")])) == 15
+    from sen_shared.fhir.search import SearchError
+
+    with pytest.raises(SearchError, match="needs its code"):
+        ids(seeded, "Observation", [("code-value-quantity", "http://loinc.org|$gt100")])

@@ -279,9 +279,8 @@ def _coding_tokens(system: Any, code: Any, out: list[str]) -> None:
         return
     code = str(code).lower() if isinstance(code, bool) else str(code)
     out.append(code)
-    if system:
-        out.append(f"{system}|{code}")
-        out.append(f"{system}|")
+    if system:  # "system|" alone (any code of the system) is matched by a prefix, not stored: rare, and
+        out.append(f"{system}|{code}")  # a third of every coded field's elements otherwise
     else:
         out.append(f"|{code}")
 
@@ -445,6 +444,26 @@ def _words_of(ptype: str | None, nodes: list[Node]) -> list[str]:
     return [v for v, _ in nodes if isinstance(v, str)]
 
 
+@functools.lru_cache(maxsize=1024)
+def composite_narrowing(param: SearchParam) -> str:
+    """The field whose equality narrows a search of composite ``param`` by its first token.
+
+    Its own ``sp_<c>_k``, unless a token parameter of the type indexes exactly the first
+    component's values (``code-value-quantity`` starts with ``code``): then that parameter's
+    field, a superset of ``_k`` (every resource with the code, with or without a value) that
+    the precise condition then cuts, so the document does not hold the same tokens twice.
+    """
+    own = param.field + "_k"
+    if not param.component or param.component[0].type != "token" or not param.expression:
+        return own
+    first = param.component[0].expression
+    wanted = " | ".join(f"{part}.{first}" for part in split_union(param.expression))
+    for other in params_for(param.resource_type).values():
+        if other.type == "token" and other.expression == wanted and other.supported:
+            return other.field
+    return own
+
+
 def _composite(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
     """token$token|string|reference: joined strings in ``sp_<c>``; token$quantity|date: keyed values."""
     f = param.field
@@ -480,7 +499,7 @@ def _composite(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
                     out.setdefault(key + "_hi", []).append(hi)
     if joined:
         out[f] = _dedup(joined)
-    if first_all:
+    if first_all and composite_narrowing(param) == f + "_k":
         out[f + "_k"] = _dedup(first_all)
     return out
 

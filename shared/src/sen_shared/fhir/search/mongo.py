@@ -26,7 +26,7 @@ from . import dates
 from .buckets import DEFAULT_SORT
 from .definitions import STORAGE_PARAMS, get_param
 from .errors import SearchError, UnsupportedSearch
-from .extract import composite_key
+from .extract import composite_key, composite_narrowing
 from .parse import (
     Criterion,
     DateValue,
@@ -174,6 +174,18 @@ def _string_conds(field: str, raw: str, modifier: str | None) -> list[Cond]:
     return conds
 
 
+def _system_only(t: TokenValue) -> bool:
+    return t.system is not None and t.code is None
+
+
+def _token_match(field: str, t: TokenValue) -> Cond:
+    """``field`` holds the token; ``system|`` (any code of the system) is a prefix match, since
+    the index stores ``code`` and ``system|code`` only."""
+    if _system_only(t):
+        return {field: {"$regex": "^" + re.escape(t.system or "") + r"\|"}}
+    return {field: _token_string(t)}
+
+
 def _reference_token(crit: Criterion, raw: str) -> str:
     target = crit.modifier if crit.modifier and crit.modifier[0].isupper() else None
     if "/" in raw or ":" in raw:
@@ -220,11 +232,11 @@ def _value_conds(crit: Criterion, sv: SearchValue) -> list[Cond]:
         if m == "of-type":
             return [{f + "_ot": "|".join(v)}]
         if m == "not":
-            return [{f: {"$ne": _token_string(v)}}]
-        return [{f: _token_string(v)}]
+            return [{"$nor": [_token_match(f, v)]}] if _system_only(v) else [{f: {"$ne": _token_string(v)}}]
+        return [_token_match(f, v)]
     if t == "reference":
         if m == "identifier":
-            return [{f + "_id": _token_string(v)}]
+            return [_token_match(f + "_id", v)]
         return [{f: _reference_token(crit, sv.raw)}]
     if t == "date":
         return _date_conds(f, v)
@@ -248,8 +260,12 @@ def _composite_conds(crit: Criterion, f: str, parts: list[SearchValue]) -> list[
     """Mirrors ``extract._composite``: joined strings, or values keyed by the first token."""
     assert crit.param is not None
     types = [c.type for c in crit.param.component]
+    if any(t == "token" and isinstance(sv.parsed, TokenValue) and _system_only(sv.parsed)
+           for t, sv in zip(types, parts, strict=False)):
+        raise SearchError(f"{crit.code}: a token in a composite value needs its code ('system|' alone matches "
+                          "nothing here)", crit.code)
     first = _token_string(parts[0].parsed) if types[0] == "token" else parts[0].raw
-    narrowing: list[Cond] = [{f + "_k": first}]
+    narrowing: list[Cond] = [{composite_narrowing(crit.param): first}]
     if all(t in ("token", "string", "reference", "uri") for t in types):
         words = [first] + [_token_string(sv.parsed) if t == "token" else normalize(sv.raw) if t == "string"
                            else sv.raw for t, sv in zip(types[1:], parts[1:], strict=True)]
