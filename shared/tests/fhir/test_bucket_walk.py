@@ -18,7 +18,8 @@ def test_buckets_are_even_and_stable() -> None:
         counts[bucket(f"id-{i}")] = counts.get(bucket(f"id-{i}"), 0) + 1
     assert len(counts) == BUCKETS
     assert max(counts.values()) < 3 * 100  # about 100 each
-    assert bucket("abc") == bucket("abc") and bucket_fields("abc") == {"b2": bucket("abc"), "b1": bucket("abc")[0]}
+    b = bucket("abc")
+    assert b == bucket("abc") and bucket_fields("abc") == {"b2": b, "b4": f"{int(b, 16) // 4:02x}", "b1": b[0]}
 
 
 def test_plan_adapts_to_density() -> None:
@@ -29,6 +30,9 @@ def test_plan_adapts_to_density() -> None:
     # nothing in the first bucket: read the rest of its coarse bucket
     eq, conds, span = plan_step(1, 21, 0, 1)
     assert eq == {"b1": "0"} and conds == [{"b2": {"$gte": "01"}}] and span == 15
+    # about 2.75 a bucket: a group of four at a time (about 11 candidates)
+    assert plan_step(4, 21, 5, 2) == ({"b4": "01"}, [], 4)
+    assert plan_step(6, 21, 5, 2) == ({"b4": "01"}, [{"b2": {"$gte": "06"}}], 2)
     # sparse over 16 buckets: finish in one query
     assert plan_step(16, 20, 1, 16) == ({}, [{"b2": {"$gte": "10"}}], BUCKETS - 16)
 
@@ -137,7 +141,7 @@ def test_backfill_brings_older_documents_up_to_date(db) -> None:
                                    "res": res, "sp_missing": ["email"], **fields})
     assert backfill(db, ["Practitioner", "Organization"]) == 1
     doc = db["Practitioner"].find_one({"_id": "old-1"})
-    assert doc["b2"] == bucket("old-1") and "name" in doc["sp_present"] and "sp_missing" not in doc
+    assert doc["b2"] == bucket("old-1") and doc["b4"] and "name" in doc["sp_present"] and "sp_missing" not in doc
     assert db[TYPES_COLLECTION].find_one({"_id": "Practitioner"}) is not None
     assert backfill(db, ["Practitioner"]) == 0  # idempotent
     assert search(db, parse_search("Practitioner", [("name", "luong")])).ids == ["old-1"]

@@ -28,6 +28,7 @@ def _fhir_indexes() -> list[mongo.Index]:
     for rtype in RESOURCE_TYPES:
         out.append(mongo.Index(rtype, (("lu", 1),)))
         out.append(mongo.Index(rtype, (("b2", 1), ("_id", 1))))  # the default search order (buckets.py)
+        out.append(mongo.Index(rtype, (("b4", 1),)))
         out.append(mongo.Index(rtype, (("b1", 1),)))
         out.extend(_search_indexes(rtype))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))

@@ -78,7 +78,7 @@ def backfill(db: Database, resource_types: Iterable[str]) -> int:
         if coll.find_one({}, {"_id": 1}) is None:
             continue
         note_type(db, rtype)
-        old = {"$or": [{"b2": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}]}
+        old = {"$or": [{"b4": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}]}
         # the ids first, then the writes: FerretDB stalls a write under a cursor open on its collection
         ids = [d["_id"] for d in coll.find(old, {"_id": 1})]
         step = FIND_IN_MAX_EQUALITIES

@@ -6,9 +6,10 @@ millisecond for a Patient). A broad search, ``Patient?name=nguyen`` in a
 province where a third of the people are Nguyễn, would decode thousands of
 documents to return twenty.
 
-So every resource document carries two small fields derived from its id:
-``b2``, two hex digits of a hash of the id (256 buckets), and ``b1``, the
-first of them (16 buckets). The default order of a search (no ``_sort``) is
+So every resource document carries three small fields derived from its id:
+``b2``, two hex digits of a hash of the id (256 buckets); ``b4``, the group
+of four buckets it falls in (64 groups); and ``b1``, the first hex digit (16
+groups of 16). The default order of a search (no ``_sort``) is
 ``(b2, _id)``: a stable order of its own that a search can walk bucket by
 bucket, each step an equality FerretDB pushes down (``{..., "b2": "3f"}``),
 so it decodes only the candidates of the buckets it reads. How many buckets
@@ -26,6 +27,7 @@ from typing import Any
 BUCKETS = 256
 FINE = "b2"
 COARSE = "b1"
+MIDDLE = "b4"
 DEFAULT_SORT: list[tuple[str, int]] = [(FINE, 1), ("_id", 1)]
 SLACK = 8  # matches a step may decode beyond what the page still needs
 
@@ -37,11 +39,15 @@ def bucket(rid: str) -> str:
 
 def bucket_fields(rid: str) -> dict[str, str]:
     b = bucket(rid)
-    return {FINE: b, COARSE: b[0]}
+    return {FINE: b, MIDDLE: f"{int(b, 16) // 4:02x}", COARSE: b[0]}
 
 
 def _hex(pos: int) -> str:
     return f"{pos:02x}"
+
+
+# the groups a step can read with one pushed-down equality: (buckets, field, its value at pos)
+GROUPS = ((16, COARSE, lambda pos: f"{pos // 16:x}"), (4, MIDDLE, lambda pos: f"{pos // 4:02x}"))
 
 
 def plan_step(pos: int, left: int, hits: int, scanned: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
@@ -57,11 +63,10 @@ def plan_step(pos: int, left: int, hits: int, scanned: int) -> tuple[dict[str, A
     budget = left + SLACK
     if rate * BUCKETS <= budget:  # the whole remainder in one query (it decodes every match)
         return {}, [{FINE: {"$gte": _hex(pos)}}] if pos else [], rest
-    in_coarse = 16 - pos % 16
-    if rate * 16 <= budget:  # the rest of this coarse bucket
-        conds = [{FINE: {"$gte": _hex(pos)}}] if pos % 16 else []
-        return {COARSE: _hex(pos)[0]}, conds, in_coarse
+    for size, field, value in GROUPS:  # the rest of the largest group the budget allows
+        if rate * size <= budget:
+            conds = [{FINE: {"$gte": _hex(pos)}}] if pos % size else []
+            return {field: value(pos)}, conds, size - pos % size
     return {FINE: _hex(pos)}, [], 1
 
-
-__all__ = ["BUCKETS", "COARSE", "DEFAULT_SORT", "FINE", "bucket", "bucket_fields", "plan_step"]
+__all__ = ["BUCKETS", "COARSE", "DEFAULT_SORT", "FINE", "MIDDLE", "bucket", "bucket_fields", "plan_step"]
