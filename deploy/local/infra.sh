@@ -8,6 +8,7 @@
 #   infra.sh status   say what answers
 #   infra.sh env      print MONGO_URL / AMQP_URL for the running servers
 #   infra.sh tune     index FerretDB's PostgreSQL tables for what the services declare (after indexes)
+#   infra.sh settle   vacuum and analyze FerretDB's tables now (after a bulk load, e.g. the bench's)
 #   infra.sh rabbit-restart   stop and start the broker (used by fault tests)
 #
 # With MONGO_URL and AMQP_URL both set, nothing is installed or started.
@@ -264,6 +265,10 @@ case "${1:-}" in
   env) print_env ;;
   rabbit-restart) rabbit_restart "${2:-2}" ;;
   tune) if port_open "$pg_port"; then pg_tune; else log "no local PostgreSQL: nothing to tune"; fi ;;
+  settle)  # after a bulk load: vacuum and analyze now rather than let autovacuum run into what follows
+    if port_open "$pg_port"; then
+      as_user postgres "$(pg_bin)/vacuumdb" -h 127.0.0.1 -p "$pg_port" -U postgres --analyze --quiet ferretdb
+    else log "no local PostgreSQL: nothing to settle"; fi ;;
   rabbitmqctl) shift; rabbit_ctl "$@" ;;
-  *) echo "usage: $0 up|down|status|env|tune|rabbit-restart [seconds]|rabbitmqctl ..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|tune|settle|rabbit-restart [seconds]|rabbitmqctl ..." >&2; exit 2 ;;
 esac
