@@ -228,3 +228,12 @@ def test_system_only_tokens_match_any_code_of_the_system(seeded):
 
     with pytest.raises(SearchError, match="needs its code"):
         ids(seeded, "Observation", [("code-value-quantity", "http://loinc.org|$gt100")])
+
+
+def test_parts_of_a_name_narrow_by_the_name_and_check_their_own_strings(seeded):
+    nguyen = ids(seeded, "Patient", [("name", "nguyen")])
+    assert ids(seeded, "Patient", [("family", "ngu")]) == nguyen
+    assert ids(seeded, "Patient", [("family", "van")]) == []  # "Văn" is a given name here, not a family
+    assert ids(seeded, "Patient", [("given", "van")]) == ids(seeded, "Patient", [("gender", "male")])
+    assert ids(seeded, "Patient", [("address-city", "cao lanh")]) == ids(seeded, "Patient", [("address-city", "Cao")])
+    assert ids(seeded, "Patient", [("address-city", "lanh cao")]) == []

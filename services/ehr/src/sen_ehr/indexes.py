@@ -11,7 +11,7 @@ from .domain import RESOURCE_TYPES, grants
 # Search parameters whose stored tokens get an index in every type that has them: the
 # equalities that narrow a search first (ARCHITECTURE §2). Dates, sorts and the rest are
 # evaluated on the candidates these select.
-INDEXED_SEARCH_PARAMS = ("identifier", "patient", "subject", "encounter", "code", "name", "family", "given",
+INDEXED_SEARCH_PARAMS = ("identifier", "patient", "subject", "encounter", "code", "name",
                          "organization", "general-practitioner", "practitioner", "based-on", "author",
                          "performer", "agent")
 

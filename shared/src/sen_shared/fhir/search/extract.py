@@ -444,6 +444,30 @@ def _words_of(ptype: str | None, nodes: list[Node]) -> list[str]:
     return [v for v, _ in nodes if isinstance(v, str)]
 
 
+_NOT_STRINGS = frozenset({"extension", "id", "use", "type", "period"})  # keys _strings() skips
+
+
+@functools.lru_cache(maxsize=1024)
+def string_container(param: SearchParam) -> str | None:
+    """The field of a string parameter whose prefix tokens already hold all of ``param``'s.
+
+    ``Patient.name.family`` lies inside ``Patient.name``, whose tokens come from every part
+    of the name: a search of ``family`` narrows by ``sp_name`` and checks its own normalized
+    strings (``sp_family_n``), so the document keeps one set of prefix tokens, not three.
+    """
+    expr = param.expression or ""
+    if param.type != "string" or param.alias_of or not expr or "|" in expr or "(" in expr:
+        return None
+    parent, _, leaf = expr.rpartition(".")
+    if not parent or leaf in _NOT_STRINGS:
+        return None
+    for other in params_for(param.resource_type).values():
+        if (other is not param and other.type == "string" and other.expression == parent
+                and other.supported and not other.alias_of):
+            return other.field
+    return None
+
+
 @functools.lru_cache(maxsize=1024)
 def composite_narrowing(param: SearchParam) -> str:
     """The field whose equality narrows a search of composite ``param`` by its first token.
@@ -534,7 +558,8 @@ def _encode(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
             tokens: set[str] = set()
             for s in normed:
                 tokens |= prefix_tokens(s)
-            out[f] = sorted(tokens)
+            if string_container(param) is None:
+                out[f] = sorted(tokens)
             out[f + "_n"] = normed
             out[f + "_x"] = originals
             out[f + "_s"] = _string_sort_key(nodes[0][0]) or normed[0]

@@ -26,7 +26,7 @@ from . import dates
 from .buckets import DEFAULT_SORT
 from .definitions import STORAGE_PARAMS, get_param
 from .errors import SearchError, UnsupportedSearch
-from .extract import composite_key, composite_narrowing
+from .extract import composite_key, composite_narrowing, string_container
 from .parse import (
     Criterion,
     DateValue,
@@ -161,15 +161,17 @@ def _token_string(t: TokenValue) -> str:
     return f"{t.system}|{t.code}"
 
 
-def _string_conds(field: str, raw: str, modifier: str | None) -> list[Cond]:
+def _string_conds(field: str, raw: str, modifier: str | None, container: str | None = None) -> list[Cond]:
+    """``container``: the field holding this parameter's prefix tokens when it has none of its own
+    (extract.string_container): it narrows, the parameter's own normalized strings decide."""
     if modifier == "exact":
         return [{field + "_x": raw}]
     q = normalize(raw)
     if modifier == "contains":
         return [{field + "_n": {"$regex": re.escape(q)}}]
     tokens = query_tokens(q)
-    conds: list[Cond] = [{field: tok} for tok in tokens]
-    if len(tokens) != 1 or len(q) > MAX_PREFIX or tokens[0] != q:
+    conds: list[Cond] = [{container or field: tok} for tok in tokens]
+    if container or len(tokens) != 1 or len(q) > MAX_PREFIX or tokens[0] != q:
         conds.append({field + "_n": {"$regex": r"(?:^|\s)" + re.escape(q)}})
     return conds
 
@@ -225,7 +227,7 @@ def _value_conds(crit: Criterion, sv: SearchValue) -> list[Cond]:
     if crit.code == "_lastUpdated":
         return _date_conds("lu", v, scalar=True)
     if t == "string":
-        return _string_conds(f, sv.raw, m)
+        return _string_conds(f, sv.raw, m, string_container(crit.param) if crit.param is not None else None)
     if t == "token":
         if m == "text":
             return [{f + "_t": {"$regex": r"(?:^|\s)" + re.escape(normalize(sv.raw))}}]
