@@ -141,3 +141,11 @@ def test_fast_path_covers_patient():
     slow = [c for c, p in params_for("Patient").items()
             if p.supported and p.expression and not extract.compile_expression(p.expression)[1]]
     assert slow == ["deceased"]  # `exists() and != false` needs real FHIRPath
+
+
+def test_a_parenthesized_as_followed_by_a_path_takes_the_fast_path():
+    fn, fast = extract.compile_expression("(Observation.value as string) | (Observation.value as CodeableConcept).text")
+    assert fast
+    assert fn({"resourceType": "Observation", "valueCodeableConcept": {"text": "dương tính"}}) == [("dương tính", None)]
+    assert [v for v, _ in fn({"resourceType": "Observation", "valueString": "âm tính"})] == ["âm tính"]
+    assert fn({"resourceType": "Observation", "valueQuantity": {"value": 1}}) == []

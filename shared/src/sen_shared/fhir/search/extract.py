@@ -71,6 +71,8 @@ _STEP = re.compile(
     re.VERBOSE,
 )
 _AS_SUFFIX = re.compile(rf"^(?P<path>.*?)\s+as\s+(?P<type>{_IDENT})$")
+# "(Observation.value as CodeableConcept).text": the step form "Observation.value.as(CodeableConcept).text"
+_PAREN_AS_STEPS = re.compile(rf"^\((?P<path>[^()]*?)\s+as\s+(?P<type>{_IDENT})\)(?P<rest>(?:\.{_IDENT})+)$")
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
 
 
@@ -108,6 +110,9 @@ def _parse_fast(part: str) -> tuple[str | None, list[tuple[str, str, str | None]
         if inner.count("(") != inner.count(")"):
             break
         text = inner.strip()
+    m = _PAREN_AS_STEPS.match(text)
+    if m:
+        text = f"{m.group('path').strip()}.as({m.group('type')}){m.group('rest')}"
     as_type = None
     m = _AS_SUFFIX.match(text)
     if m:
