@@ -7,7 +7,8 @@ in the service's own ``AuditEvent`` collection in the engine's document shape
 other resource (``AuditEvent?patient=Patient/x``, ``?agent=``, ``?altid=``,
 ``?subtype=``, ``?outcome=``, ``?date=``).
 
-Cheap by design: no history version, no outbox event, and in the web
+Codes without displays (the standard code systems name them; every AuditEvent
+is stored, so each byte counts). Cheap by design: no history version, no outbox event, and in the web
 process (``Auditor(..., background=True)``) stored off the request path: an
 :class:`AuditWriter` thread gathers what arrives within ``FLUSH_SECONDS`` into
 one ``insert_many``. Nothing is dropped: a full queue makes the request store
@@ -116,7 +117,7 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
     event: dict[str, Any] = {
         "resourceType": AUDIT_TYPE,
-        "type": {"system": TYPE_SYSTEM, "code": "rest", "display": "RESTful Operation"},
+        "type": {"system": TYPE_SYSTEM, "code": "rest"},
         "subtype": [{"system": SUBTYPE_SYSTEM, "code": SUBTYPES.get(rec.interaction, "operation")}],
         "action": ACTIONS.get(rec.interaction, "E"),
         "recorded": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -124,7 +125,7 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
         "agent": [_principal_agent(principal)],
         "source": {"site": service, "observer": {"display": f"sen-{service}"},
                    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                             "code": "4", "display": "Application Server"}]},
+                             "code": "4"}]},
     }
     if rec.status >= 400 and rec.detail:
         event["outcomeDesc"] = f"{rec.status}: {rec.detail[:500]}"
@@ -135,11 +136,11 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
         ref = f"{rec.resource_type}/{rec.rid}" + (f"/_history/{rec.vid}" if rec.vid else "")
         if rec.resource_type != "Patient":
             entities.append({"what": {"reference": ref},
-                             "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-                             "role": {"system": ROLE_SYSTEM, "code": "4", "display": "Domain Resource"}})
+                             "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2"},
+                             "role": {"system": ROLE_SYSTEM, "code": "4"}})
     elif rec.resource_type or rec.query_params is not None:
-        q: dict[str, Any] = {"type": {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-                             "role": {"system": ROLE_SYSTEM, "code": "24", "display": "Query"},
+        q: dict[str, Any] = {"type": {"system": ENTITY_TYPE_SYSTEM, "code": "2"},
+                             "role": {"system": ROLE_SYSTEM, "code": "24"},
                              "name": rec.resource_type or "*"}
         details = []
         if rec.query_params is not None:
@@ -151,8 +152,8 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
         entities.append(q)
     for pref in list(dict.fromkeys(rec.patients))[:MAX_PATIENT_ENTITIES]:
         entities.append({"what": {"reference": pref},
-                         "type": {"system": ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
-                         "role": {"system": ROLE_SYSTEM, "code": "1", "display": "Patient"}})
+                         "type": {"system": ENTITY_TYPE_SYSTEM, "code": "1"},
+                         "role": {"system": ROLE_SYSTEM, "code": "1"}})
     if entities:
         event["entity"] = entities
     if rec.operation:
