@@ -29,7 +29,23 @@ def test_events_are_stored_in_batches_and_flush_waits_for_them() -> None:
     assert len(calls) < 400 / 4  # gathered, not one insert per event
 
 
-def test_a_failing_insert_does_not_stop_the_writer() -> None:
+def test_a_database_that_fails_for_a_while_gets_the_events_afterwards(monkeypatch) -> None:
+    attempts: list[int] = []
+    stored: list[int] = []
+
+    def insert(docs):
+        attempts.append(len(docs))
+        if len(attempts) <= 2:  # a FerretDB restart: refused twice
+            raise ConnectionError("connection refused")
+        stored.extend(d["n"] for d in docs)
+
+    w = AuditWriter(insert)
+    w.put({"n": 7, "_id": "a"})
+    assert w.flush(timeout=10) and stored == [7] and len(attempts) == 3
+
+
+def test_a_database_that_stays_down_is_given_up_on_and_the_writer_goes_on(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(audit, "RETRY_SECONDS", 0.5)
     seen: list[int] = []
 
     def insert(docs):
@@ -38,9 +54,10 @@ def test_a_failing_insert_does_not_stop_the_writer() -> None:
         seen.extend(d["n"] for d in docs)
 
     w = AuditWriter(insert)
-    w.put({"n": 0})
+    w.put({"n": 0, "_id": "x"})
     assert w.flush(timeout=5)
-    w.put({"n": 1})
+    assert any("audit events not stored" in r.getMessage() for r in caplog.records)  # said loudly, not silently
+    w.put({"n": 1, "_id": "y"})
     assert w.flush(timeout=5) and seen == [1]
 
 

@@ -237,3 +237,14 @@ def test_parts_of_a_name_narrow_by_the_name_and_check_their_own_strings(seeded):
     assert ids(seeded, "Patient", [("given", "van")]) == ids(seeded, "Patient", [("gender", "male")])
     assert ids(seeded, "Patient", [("address-city", "cao lanh")]) == ids(seeded, "Patient", [("address-city", "Cao")])
     assert ids(seeded, "Patient", [("address-city", "lanh cao")]) == []
+
+
+def test_audit_events_stored_twice_count_as_stored(db):
+    from sen_shared.fhir.audit import Auditor
+
+    auditor = Auditor(db, "ehr")
+    docs = [{"_id": f"ae-{i}", "v": 1, "res": {"resourceType": "AuditEvent", "id": f"ae-{i}"}} for i in range(3)]
+    auditor._store(docs[:2])
+    auditor._store(docs)  # a retry after a lost answer: the first two are there already
+    assert sorted(d["_id"] for d in db["AuditEvent"].find({"_id": {"$in": ["ae-0", "ae-1", "ae-2"]}})) == \
+        ["ae-0", "ae-1", "ae-2"]

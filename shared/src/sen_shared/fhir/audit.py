@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..ids import new_uuid
 from .search.buckets import bucket_fields
@@ -59,6 +59,8 @@ MAX_PATIENT_ENTITIES = 100
 FLUSH_SECONDS = 0.02  # how long the writer gathers events into one insert
 MAX_BATCH = 500
 QUEUE_CAPACITY = 20_000  # beyond this the request stores its own event (back-pressure, not loss)
+RETRY_SECONDS = 30.0  # how long the writer retries a batch the database refuses
+DUPLICATE_KEY = 11000
 
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "history": "R", "history-type": "R", "update": "U",
            "patch": "U", "delete": "D", "search": "E", "everything": "E", "transaction": "E", "batch": "E"}
@@ -212,9 +214,22 @@ class AuditWriter:
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
-    def _stored(self, docs: list[dict[str, Any]]) -> None:
+    def _stored(self, docs: list[dict[str, Any]], *, retry: bool = False) -> None:
+        """Store ``docs``; the writer thread retries a failing database for ``RETRY_SECONDS`` (a
+        restart of FerretDB or a MongoDB election) before it logs them as lost."""
+        delay, deadline = 0.2, time.monotonic() + RETRY_SECONDS
         try:
-            self._insert(docs)
+            while True:
+                try:
+                    self._insert(docs)
+                    return
+                except Exception as err:  # noqa: BLE001 - whatever failed, the events must not vanish silently
+                    if not retry or time.monotonic() + delay > deadline:
+                        log.error("audit events not stored", extra={
+                            "count": len(docs), "error": type(err).__name__, "ids": [d["_id"] for d in docs][:20]})
+                        return
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         finally:
             with self._done:
                 self._pending -= len(docs)
@@ -232,10 +247,7 @@ class AuditWriter:
                     docs.append(self._queue.get(timeout=left))
                 except queue.Empty:
                     break
-            try:
-                self._stored(docs)
-            except Exception:  # noqa: BLE001 - _insert logs database errors; anything else must not kill the writer
-                log.exception("audit writer failed", extra={"count": len(docs)})
+            self._stored(docs, retry=True)
 
 
 class Auditor:
@@ -244,7 +256,7 @@ class Auditor:
     def __init__(self, db: Database | Any, service: str, *, background: bool = False) -> None:
         self._db = db
         self.service = service
-        self.writer = AuditWriter(self._insert) if background else None
+        self.writer = AuditWriter(self._store) if background else None
 
     def flush(self) -> None:
         """Store what the background writer still holds (before reading the trail)."""
@@ -272,16 +284,24 @@ class Auditor:
             self._insert([doc])
         return doc["res"]
 
-    def _insert(self, docs: list[dict[str, Any]]) -> None:
+    def _store(self, docs: list[dict[str, Any]]) -> None:
+        """Insert ``docs``; raises when the database refuses. Events already stored (a retry after
+        a lost answer) count as stored: their ids are unique."""
         if not docs:
             return
+        note_type(self.db, AUDIT_TYPE)
+        coll = self.db[AUDIT_TYPE]
         try:
-            note_type(self.db, AUDIT_TYPE)
-            coll = self.db[AUDIT_TYPE]
-            if len(docs) == 1:
-                coll.insert_one(docs[0])
-            else:
-                coll.insert_many(docs, ordered=False)
+            coll.insert_many(docs, ordered=False)
+        except BulkWriteError as err:
+            details = err.details or {}
+            if details.get("writeConcernErrors") or any(
+                    e.get("code") != DUPLICATE_KEY for e in details.get("writeErrors", ())):
+                raise
+
+    def _insert(self, docs: list[dict[str, Any]]) -> None:
+        try:
+            self._store(docs)
         except PyMongoError as err:
             log.error("audit events not stored", extra={"count": len(docs), "error": type(err).__name__,
                                                         "ids": [d["_id"] for d in docs][:20]})
