@@ -145,3 +145,14 @@ def test_backfill_brings_older_documents_up_to_date(db) -> None:
     assert db[TYPES_COLLECTION].find_one({"_id": "Practitioner"}) is not None
     assert backfill(db, ["Practitioner"]) == 0  # idempotent
     assert search(db, parse_search("Practitioner", [("name", "luong")])).ids == ["old-1"]
+
+
+@pytest.mark.integration
+def test_a_cursor_of_another_order_is_refused_not_a_crash(crowd) -> None:
+    from sen_shared.fhir.search import SearchError
+    from sen_shared.fhir.search.mongo import encode_cursor
+
+    req = parse_search("Patient", [("name", "nguyen")])
+    req.cursor = encode_cursor(["ly", "w0001"])  # what a _sort=family page ends with: signed, but not a bucket
+    with pytest.raises(SearchError, match="does not belong"):
+        search(crowd, req)

@@ -10,6 +10,7 @@ from pymongo.database import Database
 from ...mongo import find_in
 from .buckets import DEFAULT_SORT, plan_step
 from .definitions import get_param, params_for
+from .errors import SearchError
 from .mongo import build_filter, build_sort, decode_cursor, encode_cursor, page_filter, sort_values
 from .parse import Include, SearchRequest
 
@@ -95,7 +96,12 @@ def _with(flt: dict[str, Any], equalities: dict[str, Any], conds: list[dict[str,
 def _walk(coll: Any, flt: dict[str, Any], after: list[dict[str, Any]], want: int,
           from_bucket: str | None, projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Up to ``want`` matches in the default ``(b2, _id)`` order, read bucket by bucket (see buckets.py)."""
-    pos = int(from_bucket, 16) if isinstance(from_bucket, str) and len(from_bucket) == 2 else 0
+    pos = 0
+    if from_bucket is not None:  # a cursor of this order holds the last row's bucket: two hex digits
+        if not (isinstance(from_bucket, str) and len(from_bucket) == 2
+                and all(c in "0123456789abcdef" for c in from_bucket)):
+            raise SearchError("the page cursor does not belong to this search", "_cursor")
+        pos = int(from_bucket, 16)
     docs: list[dict[str, Any]] = []
     hits = scanned = 0
     while pos < 256 and len(docs) < want:
