@@ -156,3 +156,17 @@ def test_a_cursor_of_another_order_is_refused_not_a_crash(crowd) -> None:
     req.cursor = encode_cursor(["ly", "w0001"])  # what a _sort=family page ends with: signed, but not a bucket
     with pytest.raises(SearchError, match="does not belong"):
         search(crowd, req)
+
+
+@pytest.mark.integration
+def test_a_filter_walked_before_starts_with_the_density_it_met(crowd) -> None:
+    from sen_shared.fhir.search import executor
+
+    executor._DENSITY.clear()
+    first = CountingDb(crowd)
+    search(first, parse_search("Patient", [("name", "nguyen")]))
+    again = CountingDb(crowd)
+    page = search(again, parse_search("Patient", [("name", "nguyen")]))
+    assert len(page.docs) == 20
+    assert again["Patient"].queries < first["Patient"].queries  # no probe of one bucket first
+    assert again["Patient"].candidates <= 2 * 21 + 8

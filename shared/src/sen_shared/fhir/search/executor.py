@@ -103,16 +103,39 @@ def _walk(coll: Any, flt: dict[str, Any], after: list[dict[str, Any]], want: int
             raise SearchError("the page cursor does not belong to this search", "_cursor")
         pos = int(from_bucket, 16)
     docs: list[dict[str, Any]] = []
-    hits = scanned = 0
+    key = _density_key(coll, flt)
+    known = _DENSITY.get(key)
+    # what an earlier walk of the same filter saw (as if over 4 buckets), else nothing yet
+    hits, scanned = (known * 4, 4) if known is not None else (0, 0)
+    seen_hits = seen_buckets = 0
     while pos < 256 and len(docs) < want:
         equalities, conds, span = plan_step(pos, want - len(docs), hits, scanned)
+        limit = want - len(docs)
         found = list(coll.find(_with(flt, equalities, [*conds, *after]), projection).sort(DEFAULT_SORT)
-                     .limit(want - len(docs)))
+                     .limit(limit))
         docs += found
         hits += len(found)
         scanned += span
         pos += span
+        if len(found) < limit:  # the whole step was read: a true sample of the density
+            seen_hits += len(found)
+            seen_buckets += span
+    if seen_buckets:
+        if len(_DENSITY) >= DENSITY_CACHE_SIZE:
+            _DENSITY.clear()
+        _DENSITY[key] = seen_hits / seen_buckets
     return docs
+
+
+# Matches per bucket that walks of a filter met, per process: the next walk of the same filter
+# (the next page, the next nurse typing "nguyen") starts with the right step instead of a probe.
+_DENSITY: dict[tuple[str, str], float] = {}
+DENSITY_CACHE_SIZE = 4096
+
+
+def _density_key(coll: Any, flt: dict[str, Any]) -> tuple[str, str]:
+    pushed = sorted((k, repr(v)) for k, v in flt.items() if not k.startswith("$"))
+    return getattr(coll, "full_name", "") or getattr(coll, "name", ""), repr(pushed)
 
 
 RESULT_FIELDS = {"res": 1, "v": 1, "lu": 1, "del": 1}
