@@ -160,9 +160,9 @@ def test_a_cursor_of_another_order_is_refused_not_a_crash(crowd) -> None:
 
 @pytest.mark.integration
 def test_a_filter_walked_before_starts_with_the_density_it_met(crowd) -> None:
-    from sen_shared.fhir.search import executor
+    from sen_shared.fhir.search import buckets
 
-    executor._DENSITY.clear()
+    buckets._density.clear()
     first = CountingDb(crowd)
     search(first, parse_search("Patient", [("name", "nguyen")]))
     again = CountingDb(crowd)

@@ -22,6 +22,7 @@ the same walk.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Hashable
 from typing import Any
 
 BUCKETS = 256
@@ -50,7 +51,7 @@ def _hex(pos: int) -> str:
 GROUPS = ((16, COARSE, lambda pos: f"{pos // 16:x}"), (4, MIDDLE, lambda pos: f"{pos // 4:02x}"))
 
 
-def plan_step(pos: int, left: int, hits: int, scanned: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+def plan_step(pos: int, left: int, hits: float, scanned: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     """The next step of a walk at bucket ``pos``: ``(equalities, conditions, buckets covered)``.
 
     ``left`` matches are still wanted; ``hits`` were found in the ``scanned`` buckets read so far.
@@ -69,4 +70,51 @@ def plan_step(pos: int, left: int, hits: int, scanned: int) -> tuple[dict[str, A
             return {field: value(pos)}, conds, size - pos % size
     return {FINE: _hex(pos)}, [], 1
 
-__all__ = ["BUCKETS", "COARSE", "DEFAULT_SORT", "FINE", "MIDDLE", "bucket", "bucket_fields", "plan_step"]
+Find = Callable[[dict[str, Any], list[dict[str, Any]], int], list[dict[str, Any]]]
+
+# Matches per bucket that walks of a filter met, per process: the next walk of the same filter
+# (the next page, the next nurse typing "nguyen") starts with the right step instead of a probe.
+_density: dict[Hashable, float] = {}
+DENSITY_CACHE_SIZE = 4096
+
+
+def start_bucket(value: Any) -> int | None:
+    """The bucket a page cursor's first value names (two hex digits), or None when it is not one."""
+    if value is None:  # a document from before the buckets: from the start
+        return 0
+    if isinstance(value, str) and len(value) == 2 and all(c in "0123456789abcdef" for c in value):
+        return int(value, 16)
+    return None
+
+
+def walk(find: Find, want: int, first: int = 0, *, density_key: Hashable | None = None) -> list[dict[str, Any]]:
+    """Up to ``want`` matches in ``(b2, _id)`` order from bucket ``first`` on.
+
+    ``find(equalities, conditions, limit)`` runs one step: the search's filter AND the step's
+    equalities (pushed down) AND its conditions, sorted by ``DEFAULT_SORT``, at most ``limit``.
+    """
+    docs: list[dict[str, Any]] = []
+    known = _density.get(density_key) if density_key is not None else None
+    hits, scanned = (known * 4, 4) if known is not None else (0.0, 0)  # as if 4 buckets were read
+    seen_hits = seen_buckets = 0
+    pos = first
+    while pos < BUCKETS and len(docs) < want:
+        limit = want - len(docs)
+        equalities, conds, span = plan_step(pos, limit, hits, scanned)
+        found = find(equalities, conds, limit)
+        docs += found
+        hits += len(found)
+        scanned += span
+        pos += span
+        if len(found) < limit:  # the whole step was read: a true sample of the density
+            seen_hits += len(found)
+            seen_buckets += span
+    if density_key is not None and seen_buckets:
+        if len(_density) >= DENSITY_CACHE_SIZE:
+            _density.clear()
+        _density[density_key] = seen_hits / seen_buckets
+    return docs
+
+
+__all__ = ["BUCKETS", "COARSE", "DEFAULT_SORT", "FINE", "MIDDLE", "bucket", "bucket_fields", "plan_step",
+           "start_bucket", "walk"]

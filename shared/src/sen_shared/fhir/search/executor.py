@@ -8,7 +8,7 @@ from typing import Any
 from pymongo.database import Database
 
 from ...mongo import find_in
-from .buckets import DEFAULT_SORT, plan_step
+from .buckets import DEFAULT_SORT, start_bucket, walk
 from .definitions import get_param, params_for
 from .errors import SearchError
 from .mongo import build_filter, build_sort, decode_cursor, encode_cursor, page_filter, sort_values
@@ -64,8 +64,15 @@ def search(db: Database, req: SearchRequest, *, count_total: bool = False,
     projection = {**RESULT_FIELDS, **{f: 1 for f, _ in sort},
                   **{f"sp_{code}": 1 for inc in req.include for code in _include_codes(inc, req.resource_type)}}
     if sort == DEFAULT_SORT and not _selective(req):
-        docs = _walk(coll, flt, after, req.count + 1, decode_cursor(req.cursor)[0] if req.cursor else None,
-                     projection)
+        first = 0
+        if req.cursor:  # a cursor of this order holds the last row's bucket
+            first = start_bucket(decode_cursor(req.cursor)[0])
+            if first is None:
+                raise SearchError("the page cursor does not belong to this search", "_cursor")
+        docs = walk(lambda eq, conds, limit: list(coll.find(_with(flt, eq, [*conds, *after]), projection)
+                                                  .sort(DEFAULT_SORT).limit(limit)),
+                    req.count + 1, first, density_key=(coll.full_name, repr(sorted(
+                        (k, repr(v)) for k, v in flt.items() if not k.startswith("$")))))
     else:
         docs = list(coll.find(_with(flt, {}, after), projection).sort(sort).limit(req.count + 1))
     next_cursor = None
@@ -91,51 +98,6 @@ def _with(flt: dict[str, Any], equalities: dict[str, Any], conds: list[dict[str,
     if conds:
         out["$and"] = [*flt.get("$and", []), *conds]
     return out
-
-
-def _walk(coll: Any, flt: dict[str, Any], after: list[dict[str, Any]], want: int,
-          from_bucket: str | None, projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Up to ``want`` matches in the default ``(b2, _id)`` order, read bucket by bucket (see buckets.py)."""
-    pos = 0
-    if from_bucket is not None:  # a cursor of this order holds the last row's bucket: two hex digits
-        if not (isinstance(from_bucket, str) and len(from_bucket) == 2
-                and all(c in "0123456789abcdef" for c in from_bucket)):
-            raise SearchError("the page cursor does not belong to this search", "_cursor")
-        pos = int(from_bucket, 16)
-    docs: list[dict[str, Any]] = []
-    key = _density_key(coll, flt)
-    known = _DENSITY.get(key)
-    # what an earlier walk of the same filter saw (as if over 4 buckets), else nothing yet
-    hits, scanned = (known * 4, 4) if known is not None else (0, 0)
-    seen_hits = seen_buckets = 0
-    while pos < 256 and len(docs) < want:
-        equalities, conds, span = plan_step(pos, want - len(docs), hits, scanned)
-        limit = want - len(docs)
-        found = list(coll.find(_with(flt, equalities, [*conds, *after]), projection).sort(DEFAULT_SORT)
-                     .limit(limit))
-        docs += found
-        hits += len(found)
-        scanned += span
-        pos += span
-        if len(found) < limit:  # the whole step was read: a true sample of the density
-            seen_hits += len(found)
-            seen_buckets += span
-    if seen_buckets:
-        if len(_DENSITY) >= DENSITY_CACHE_SIZE:
-            _DENSITY.clear()
-        _DENSITY[key] = seen_hits / seen_buckets
-    return docs
-
-
-# Matches per bucket that walks of a filter met, per process: the next walk of the same filter
-# (the next page, the next nurse typing "nguyen") starts with the right step instead of a probe.
-_DENSITY: dict[tuple[str, str], float] = {}
-DENSITY_CACHE_SIZE = 4096
-
-
-def _density_key(coll: Any, flt: dict[str, Any]) -> tuple[str, str]:
-    pushed = sorted((k, repr(v)) for k, v in flt.items() if not k.startswith("$"))
-    return getattr(coll, "full_name", "") or getattr(coll, "name", ""), repr(pushed)
 
 
 RESULT_FIELDS = {"res": 1, "v": 1, "lu": 1, "del": 1}
