@@ -32,6 +32,25 @@ def build_app(service: str, env: dict[str, str], db: str) -> Any:
         os.environ.update(old)
 
 
+@contextmanager
+def app_client(service: str, env: dict[str, str], db: str, mongo_client: Any) -> Iterator[tuple[Any, Any]]:
+    """``(test client, app)`` of :func:`build_app`; the database is dropped afterwards."""
+    app = build_app(service, env, db)
+    try:
+        with app.test_client() as client:
+            yield client, app
+    finally:
+        mongo_client.drop_database(db)
+
+
+def admin_headers(dev_key: Path, media_type: str = "application/fhir+json") -> dict[str, str]:
+    """An admin bearer token with the FHIR media type for both directions."""
+    from sen_shared.auth import issue_dev_token
+
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": media_type,
+            "Accept": media_type}
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     """Poll ``predicate`` until it holds, failing the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sen_shared.auth import issue_dev_token
 
-from tests.support import build_app
+from tests.support import admin_headers, app_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -308,16 +307,13 @@ class Corpus:
 
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, mongo_client):
-    db = f"sen_t{run_id}_conformance"
-    app = build_app("ehr", base_env, db)
-    with app.test_client() as client:
+    with app_client("ehr", base_env, f"sen_t{run_id}_conformance", mongo_client) as (client, _app):
         yield client
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
 def H(dev_key):
-    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
+    return admin_headers(dev_key)
 
 
 def _short(r) -> str:

@@ -11,9 +11,8 @@ import json
 import time
 
 import pytest
-from sen_shared.auth import issue_dev_token
 
-from tests.support import build_app
+from tests.support import admin_headers, app_client
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +21,13 @@ FJ = "application/fhir+json"
 
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, mongo_client):
-    db = f"sen_t{run_id}_ehr_api"
-    app = build_app("ehr", base_env, db)
-    with app.test_client() as client:
+    with app_client("ehr", base_env, f"sen_t{run_id}_ehr_api", mongo_client) as (client, _app):
         yield client
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
 def H(dev_key):
-    token = issue_dev_token(dev_key, "admin")
-    return {"Authorization": f"Bearer {token}", "Content-Type": FJ, "Accept": FJ}
+    return admin_headers(dev_key)
 
 
 def post(c, H, path, body, **headers):

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import build_app
+from tests.support import app_client
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,8 @@ def env(base_env, run_id, mongo_client):
     from sen_shared.runtime import EXTENSION
 
     db = f"sen_t{run_id}_ehr_bundle"
-    app = build_app("ehr", base_env, db)
-    with app.test_client() as client:
+    with app_client("ehr", base_env, db, mongo_client) as (client, app):
         yield client, app.app.extensions[EXTENSION].extras["fhir"], mongo_client[db]
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,15 @@ import json
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import build_app
+from tests.support import app_client
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def portal(base_env, run_id, mongo_client):
-    db = f"sen_t{run_id}_portal_web"
-    app = build_app("portal", base_env, db)
-    with app.test_client() as client:
+    with app_client("portal", base_env, f"sen_t{run_id}_portal_web", mongo_client) as (client, _app):
         yield client
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
