@@ -89,6 +89,19 @@ def test_create_read_vread_update_delete(ehr, H):
     assert methods == ["DELETE", "PUT", "POST"]
 
 
+def test_body_is_stored_as_its_json_text(ehr, H, mongo_client, run_id):
+    """The document keeps the resource as compact JSON text (one value for the database, not one
+    per element); reads, searches and history give it back as the resource."""
+    r = post(ehr, H, "/fhir/Patient", patient(family="Đặng", given="Thị Ánh"))
+    created = r.json()
+    db = mongo_client[f"sen_t{run_id}_ehr_api"]
+    doc = db["Patient"].find_one({"_id": created["id"]})
+    assert isinstance(doc["res"], str) and "Đặng" in doc["res"] and json.loads(doc["res"]) == created
+    assert isinstance(db["Patient_history"].find_one({"_id": f"{created['id']}/1"})["res"], str)
+    found = ehr.get(f"/fhir/Patient?_id={created['id']}", headers=H).json()["entry"][0]["resource"]
+    assert found == created == ehr.get(f"/fhir/Patient/{created['id']}", headers=H).json()
+
+
 def test_read_unknown_is_404(ehr, H):
     r = ehr.get("/fhir/Patient/does-not-exist", headers=H)
     assert r.status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -139,12 +140,18 @@ def test_backfill_brings_older_documents_up_to_date(db) -> None:
     fields.pop("sp_present")
     db["Practitioner"].insert_one({"_id": "old-1", "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False,
                                    "res": res, "sp_missing": ["email"], **fields})
-    assert backfill(db, ["Practitioner", "Organization"]) == 1
+    db["Practitioner_history"].insert_one({"_id": "old-1/1", "id": "old-1", "v": 1, "del": False, "m": "POST",
+                                           "lu": datetime(2024, 1, 1, tzinfo=UTC), "res": res})
+    assert backfill(db, ["Practitioner", "Organization"]) == 2
     doc = db["Practitioner"].find_one({"_id": "old-1"})
     assert doc["b2"] == bucket("old-1") and doc["b4"] and "name" in doc["sp_present"] and "sp_missing" not in doc
+    # the body becomes its JSON text, in the history too, and reads back equal
+    assert isinstance(doc["res"], str) and json.loads(doc["res"]) == res
+    assert json.loads(db["Practitioner_history"].find_one({"_id": "old-1/1"})["res"]) == res
     assert db[TYPES_COLLECTION].find_one({"_id": "Practitioner"}) is not None
     assert backfill(db, ["Practitioner"]) == 0  # idempotent
-    assert search(db, parse_search("Practitioner", [("name", "luong")])).ids == ["old-1"]
+    page = search(db, parse_search("Practitioner", [("name", "luong")]))
+    assert page.ids == ["old-1"] and page.docs[0]["res"] == res
 
 
 @pytest.mark.integration

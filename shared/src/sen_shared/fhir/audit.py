@@ -43,6 +43,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..ids import new_uuid
+from .body import pack
 from .search.buckets import bucket_fields
 from .search.extract import index_fields
 from .store import note_type
@@ -171,7 +172,7 @@ def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str
     event["id"] = rid
     event["meta"] = {"versionId": "1",
                      "lastUpdated": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-    return {"_id": rid, "v": 1, "lu": when, "del": False, "res": event, **bucket_fields(rid),
+    return {"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(event), **bucket_fields(rid),
             **index_fields(event)}
 
 
@@ -271,7 +272,8 @@ class Auditor:
         """Store the AuditEvent of ``rec`` (or keep it for the batch being collected); never raises."""
         try:
             when = datetime.now(UTC)
-            doc = to_document(build_event(principal, rec, service=self.service, when=when), when)
+            event = build_event(principal, rec, service=self.service, when=when)
+            doc = to_document(event, when)
         except Exception:  # noqa: BLE001 - an audit bug must not break care; it is logged loudly
             log.exception("audit event not built", extra={"interaction": rec.interaction, "status": rec.status})
             return None
@@ -282,7 +284,7 @@ class Auditor:
             self.writer.put(doc)
         else:
             self._insert([doc])
-        return doc["res"]
+        return event
 
     def _store(self, docs: list[dict[str, Any]]) -> None:
         """Insert ``docs``; raises when the database refuses. Events already stored (a retry after

@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from . import store as st
 from .http import FhirRequest, FhirResponse, parse_query
 from .outcome import FhirError
+from .search.buckets import bucket_fields
 from .search.extract import index_fields
 from .validate import check_id, validate_resource
 
@@ -486,14 +487,14 @@ def rollback(store: st.Store, journal: dict[str, Any] | None) -> int:
             if prev is None:
                 store.current(rtype).delete_one({"_id": rid, "v": version})
             else:
-                old = store.history(rtype).find_one({"_id": f"{rid}/{prev}"})
+                old = st.unpack(store.history(rtype).find_one({"_id": f"{rid}/{prev}"}))
                 if old is None:
                     log.error("cannot restore %s/%s version %s: no history", rtype, rid, prev)
                     continue
                 drop = set(op.get("ev") or [])
                 kept = [e for e in cur.get("outbox") or [] if not (isinstance(e, dict) and e.get("id") in drop)]
                 doc: dict[str, Any] = {"_id": rid, "v": prev, "lu": old["lu"], "del": bool(old.get("del")),
-                                       "res": old.get("res")}
+                                       "res": st.pack(old.get("res")), **bucket_fields(rid)}
                 if old.get("res") is not None and not old.get("del"):
                     doc.update(index_fields(old["res"]))
                 if kept:

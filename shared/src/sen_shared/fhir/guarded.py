@@ -28,6 +28,7 @@ from pymongo.database import Database
 
 from . import access
 from .audit import AUDIT_TYPE, Auditor, Record
+from .body import unpack
 from .http import FhirRequest, FhirResponse
 from .outcome import FhirError
 from .rest import FhirConfig, FhirServer, compartment_param
@@ -289,7 +290,7 @@ class GuardedFhirServer(FhirServer):
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
             rid = check_id(req.rid)
-            doc = self.store().history(rtype).find_one({"_id": f"{rid}/{req.vid}"}, {"res": 1})
+            doc = unpack(self.store().history(rtype).find_one({"_id": f"{rid}/{req.vid}"}, {"res": 1}))
             res = (doc or {}).get("res")
             if res is None:
                 self._check(p, "vread", rtype, None, rec)
@@ -482,7 +483,7 @@ class GuardedFhirServer(FhirServer):
             if not in_compartment(rtype):
                 self._check(p, "patch", rtype, None, rec)
                 return
-            doc = self.store().current(rtype).find_one({"_id": rid}, {"res": 1, "del": 1})
+            doc = unpack(self.store().current(rtype).find_one({"_id": rid}, {"res": 1, "del": 1}))
             if doc is None or doc.get("del") or doc.get("res") is None:
                 self._check(p, "patch", rtype, None, rec)
                 return

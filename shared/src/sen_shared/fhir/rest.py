@@ -286,7 +286,7 @@ class FhirServer:
         for lu, rtype, _hid, doc in page:
             entry: dict[str, Any] = {"fullUrl": f"{req.base}/{rtype}/{doc['id']}"}
             if doc.get("res") is not None:
-                entry["resource"] = doc["res"]
+                entry["resource"] = st.unpack(doc)["res"]
             url = f"{rtype}/{doc['id']}" if doc.get("m") != "POST" else rtype
             entry["request"] = {"method": doc.get("m", "PUT"), "url": url}
             entry["response"] = {"status": {"POST": "201 Created", "DELETE": "204 No Content"}.get(

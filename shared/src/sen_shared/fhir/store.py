@@ -2,10 +2,18 @@
 
 Each current resource is one document in the collection named after its type::
 
-    {"_id": id, "v": 3, "lu": datetime, "del": False, "res": {...FHIR JSON...},
-     "b2": "3f", "b1": "3", "sp_*": index values, "outbox": [...], "outbox_pending": True}
+    {"_id": id, "v": 3, "lu": datetime, "del": False, "res": "{...FHIR JSON text...}",
+     "b2": "3f", "b4": "0f", "b1": "3", "sp_*": index values, "outbox": [...], "outbox_pending": True}
 
-(``b2``/``b1``: the id's buckets, the default search order; see search/buckets.py.)
+(``b2``/``b4``/``b1``: the id's buckets, the default search order; see search/buckets.py.)
+
+The body ``res`` is the resource's compact JSON text (:func:`pack`), not a sub-document:
+searches read only the ``sp_*`` index fields, never the body, so nothing is lost by keeping
+it opaque, and a text is one value for the database to store, decode and send where a
+sub-document is one per element (FerretDB's cost per document grows with its values; a
+Patient's body is ~20 of them). HAPI FHIR keeps its resource text the same way. Code that
+reads documents calls :func:`unpack`, which also accepts a body stored as a sub-document by
+an earlier version (``backfill`` converts those).
 
 Every version (deletes included, as tombstones with ``res: None``) is also a
 document of ``<Type>_history`` with ``_id = "<id>/<v>"``. One current version
@@ -34,6 +42,7 @@ from pymongo.errors import DuplicateKeyError
 from ..ids import new_uuid
 from ..mongo import FIND_IN_MAX_EQUALITIES, find_in
 from . import events as ev
+from .body import pack, unpack
 from .outcome import FhirError
 from .search.buckets import bucket_fields
 from .search.extract import index_fields
@@ -71,27 +80,40 @@ def types_present(db: Database) -> set[str] | None:
 
 def backfill(db: Database, resource_types: Iterable[str]) -> int:
     """Bring documents of an older layout up to date (idempotent): the id buckets, the type
-    registry, and the index fields (``sp_present`` replaced ``sp_missing``)."""
+    registry, the index fields (``sp_present`` replaced ``sp_missing``) and the body as JSON
+    text, in the current collections and their histories."""
     fixed = 0
     for rtype in resource_types:
-        coll = db[rtype]
-        if coll.find_one({}, {"_id": 1}) is None:
-            continue
+        for coll in (db[rtype], db[rtype + HISTORY_SUFFIX]):
+            fixed += _backfill(db, rtype, coll, history=coll.name.endswith(HISTORY_SUFFIX))
+    return fixed
+
+
+def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> int:
+    if coll.find_one({}, {"_id": 1}) is None:
+        return 0
+    if not history:
         note_type(db, rtype)
-        old = {"$or": [{"b4": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}]}
-        # the ids first, then the writes: FerretDB stalls a write under a cursor open on its collection
-        ids = [d["_id"] for d in coll.find(old, {"_id": 1})]
-        step = FIND_IN_MAX_EQUALITIES
-        for start in range(0, len(ids), step):
-            batch: list[UpdateOne] = []
-            for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_present": 1}):
-                update: dict[str, Any] = {"$set": bucket_fields(doc["_id"])}
-                if not doc.get("del") and "sp_present" not in doc and isinstance(doc.get("res"), dict):
-                    update["$set"].update(index_fields(doc["res"]))
+    # {"res": {"$type": "object"}}: a body stored as a sub-document by an earlier version
+    old: dict[str, Any] = {"res": {"$type": "object"}} if history else {"$or": [
+        {"b4": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}, {"res": {"$type": "object"}}]}
+    # the ids first, then the writes: FerretDB stalls a write under a cursor open on its collection
+    ids = [d["_id"] for d in coll.find(old, {"_id": 1})]
+    fixed, step = 0, FIND_IN_MAX_EQUALITIES
+    for start in range(0, len(ids), step):
+        batch: list[UpdateOne] = []
+        for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_present": 1}):
+            res = doc.get("res")
+            update: dict[str, Any] = {"$set": {"res": pack(res)} if isinstance(res, dict) else {}}
+            if not history:
+                update["$set"].update(bucket_fields(doc["_id"]))
+                if not doc.get("del") and "sp_present" not in doc and isinstance(res, dict):
+                    update["$set"].update(index_fields(res))
                     update["$unset"] = {"sp_missing": ""}
+            if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
-            if batch:
-                fixed += coll.bulk_write(batch, ordered=False).modified_count
+        if batch:
+            fixed += coll.bulk_write(batch, ordered=False).modified_count
     return fixed
 
 
@@ -193,10 +215,10 @@ class Store:
     def read_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
         """What a read returns plus the index field ``sp_<param>`` (an access check's), or None."""
         projection = {"res": 1, "v": 1, "lu": 1, "del": 1, **({f"sp_{param}": 1} if param else {})}
-        return self.current(resource_type).find_one({"_id": rid}, projection)
+        return unpack(self.current(resource_type).find_one({"_id": rid}, projection))
 
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
-        doc = self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1})
+        doc = unpack(self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1}))
         if doc is None:
             raise not_found(resource_type, rid)
         if doc.get("del"):
@@ -206,7 +228,7 @@ class Store:
     def vread_doc(self, resource_type: str, rid: str, vid: str) -> dict[str, Any]:
         if not vid.isdigit() or len(vid) > 18:
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
-        doc = self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"})
+        doc = unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}))
         if doc is None:
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
         if doc.get("del"):
@@ -223,7 +245,7 @@ class Store:
     def _history_doc(self, resource_type: str, rid: str, version: int, when: datetime, verb: str,
                      resource: dict[str, Any] | None) -> dict[str, Any]:
         return {"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": when, "del": verb == "deleted",
-                "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": resource}
+                "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": pack(resource)}
 
     def prepare_create(self, resource: dict[str, Any], rid: str | None = None,
                        when: datetime | None = None) -> Write:
@@ -234,7 +256,7 @@ class Store:
         note_type(self.db, rtype)
         stamp(resource, rid, 1, when)
         events = self._events(rtype, "created", rid, 1, when)
-        doc = ev.new_document({"_id": rid, "v": 1, "lu": when, "del": False, "res": resource,
+        doc = ev.new_document({"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
                                **bucket_fields(rid), **index_fields(resource)}, events)
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
                      history=self._history_doc(rtype, rid, 1, when, "created", resource), events=events)
@@ -253,7 +275,7 @@ class Store:
         fields = index_fields(resource)
         unset = {k: "" for k in head if k.startswith("sp_") and k not in fields}
         events = self._events(rtype, verb, rid, version, when)
-        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": resource,
+        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": pack(resource),
                                            **bucket_fields(rid), **fields}}
         if unset:
             update["$unset"] = unset

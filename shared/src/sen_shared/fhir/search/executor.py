@@ -8,6 +8,7 @@ from typing import Any
 from pymongo.database import Database
 
 from ...mongo import find_in
+from ..body import unpack
 from .buckets import DEFAULT_SORT, start_bucket, walk
 from .definitions import get_param, params_for
 from .errors import SearchError
@@ -79,6 +80,8 @@ def search(db: Database, req: SearchRequest, *, count_total: bool = False,
     if len(docs) > req.count:
         docs = docs[: req.count]
         next_cursor = encode_cursor(sort_values(docs[-1], sort))
+    for doc in docs:
+        unpack(doc)
     included = _includes(db, req, docs)
     return SearchResult(docs, next_cursor, total, included)
 
@@ -161,6 +164,7 @@ def _includes(db: Database, req: SearchRequest, docs: list[dict[str, Any]]) -> l
         for rtype, doc in found:
             if (rtype, doc["_id"]) not in seen:
                 seen.add((rtype, doc["_id"]))
+                unpack(doc)
                 included.append(doc)
                 frontier.append((rtype, doc))
         if not frontier:
