@@ -45,3 +45,23 @@ def test_client_is_made_lazily_and_again_after_fork(mongo_url):
             os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(r, 1) == b"1"
+
+
+def test_bulk_update_of_many_documents_finishes(fresh_db, mongo_url):
+    """200 updates: one command of them would wait forever on FerretDB 1.24 (a PostgreSQL
+    connection per statement, pool of 50); in commands of MAX_UPDATES_PER_COMMAND they pass,
+    also from three threads at once (the local pool's limit is shared by every client)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pymongo import MongoClient, UpdateOne
+
+    fresh_db.t.insert_many([{"_id": i, "n": 0} for i in range(600)])
+    # fail rather than hang if a regression lets a command wait on itself
+    coll = MongoClient(mongo_url, socketTimeoutMS=20_000)[fresh_db.name].t
+    with ThreadPoolExecutor(3) as pool:
+        done = list(pool.map(lambda k: mongo.bulk_update(coll, [UpdateOne({"_id": i}, {"$inc": {"n": 1}})
+                                                                 for i in range(k * 200, k * 200 + 200)]),
+                             range(3)))
+    assert done == [200, 200, 200]
+    assert fresh_db.t.count_documents({"n": 1}) == 600
+    coll.database.client.close()

@@ -48,6 +48,24 @@ def ping(db: Database) -> None:
 
 
 FIND_IN_MAX_EQUALITIES = 200
+# FerretDB 1.24 holds one PostgreSQL connection per update statement of a command until the
+# whole command ends, from a pool of 50: one `update` (bulk_write) of 50 statements waits for
+# itself forever, and two of 30 at once do too. So bulk updates go in commands of this many.
+MAX_UPDATES_PER_COMMAND = 16
+
+
+def bulk_update(coll: Collection, requests: Iterable[Any]) -> int:
+    """``coll.bulk_write(requests, ordered=False)`` in commands of ``MAX_UPDATES_PER_COMMAND``;
+    the number of documents modified."""
+    modified, chunk = 0, []
+    for req in requests:
+        chunk.append(req)
+        if len(chunk) == MAX_UPDATES_PER_COMMAND:
+            modified += coll.bulk_write(chunk, ordered=False).modified_count
+            chunk = []
+    if chunk:
+        modified += coll.bulk_write(chunk, ordered=False).modified_count
+    return modified
 
 
 def find_in(coll: Collection, field: str, values: Iterable[Any], extra: dict[str, Any] | None = None,

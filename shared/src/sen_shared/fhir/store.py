@@ -40,7 +40,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ..ids import new_uuid
-from ..mongo import FIND_IN_MAX_EQUALITIES, find_in
+from ..mongo import FIND_IN_MAX_EQUALITIES, bulk_update, find_in
 from . import events as ev
 from .body import pack, unpack
 from .outcome import FhirError
@@ -112,8 +112,7 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
                     update["$unset"] = {"sp_missing": ""}
             if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
-        if batch:
-            fixed += coll.bulk_write(batch, ordered=False).modified_count
+        fixed += bulk_update(coll, batch)
     return fixed
 
 
