@@ -1,0 +1,45 @@
+"""connexion, compiled once: the parameter validator and the bearer check give connexion's answers."""
+
+from __future__ import annotations
+
+import pytest
+from connexion.validators import ParameterValidator
+from sen_shared.web import BearerHandler, CompiledParameterValidator
+
+PARAMS = [
+    {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}$"}},
+    {"name": "_count", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+    {"name": "when", "in": "query", "schema": {"type": "string", "format": "date"}},
+    {"name": "x", "in": "query", "required": True, "schema": {"type": "string", "nullable": True}},
+]
+VALUES = ["abc-1", "bad id!", "a" * 65, 5, -1, 5000, "2024-02-30", "2024-02-03", None, ""]
+
+
+@pytest.mark.parametrize("param", PARAMS, ids=[p["name"] for p in PARAMS])
+def test_same_answers_as_connexion(param) -> None:
+    for value in VALUES:
+        for _ in range(2):  # the second time from the compiled validator
+            assert CompiledParameterValidator.validate_parameter(param["in"], value, param) == \
+                ParameterValidator.validate_parameter(param["in"], value, param), value
+
+
+def test_each_parameter_is_compiled_once() -> None:
+    CompiledParameterValidator._compiled.clear()
+    param = {"name": "id", "in": "path", "schema": {"type": "string", "maxLength": 3}}
+    for value in ["a", "b", "abcd"]:
+        CompiledParameterValidator.validate_parameter("path", value, param)
+    assert len(CompiledParameterValidator._compiled) == 1
+    other = {"name": "id", "in": "path", "schema": {"type": "string", "maxLength": 1}}
+    assert CompiledParameterValidator.validate_parameter("path", "ab", other) is not None
+    assert CompiledParameterValidator.validate_parameter("path", "ab", param) is None
+
+
+def test_bearer_check_inspects_our_function_once() -> None:
+    def info(token, required_scopes=None):
+        return {"sub": token}
+
+    BearerHandler._accepts_kwarg.cache_clear()
+    assert BearerHandler._accepts_kwarg(info, "required_scopes") is True
+    assert BearerHandler._accepts_kwarg(info, "request") is False
+    assert BearerHandler._accepts_kwarg(info, "required_scopes") is True
+    assert BearerHandler._accepts_kwarg.cache_info().hits == 1
