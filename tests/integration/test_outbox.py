@@ -69,6 +69,29 @@ def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -
     assert doc["outbox"] == [] and doc["outbox_pending"] is False
 
 
+def test_a_crowded_outbox_is_taken_bucket_by_bucket_each_event_once(bus: Bus, fresh_db: Any) -> None:
+    """After a bulk load the relay reads one id bucket at a time (a plain filtered query makes
+    FerretDB fetch every pending document each pass), and returns to plain passes when done."""
+    from sen_shared.fhir.search.buckets import bucket_fields
+
+    coll = fresh_db.observations
+    coll.insert_many([new_document({"_id": f"b{i}", **bucket_fields(f"b{i}")}, [changed(f"b{i}")])
+                      for i in range(300)])
+    with bus.publisher() as pub:
+        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=20)
+        assert relay.run_once() == 20
+        assert "observations" in relay._crowded  # a full batch: bucket by bucket from now on
+        passes, total = 1, 20
+        while (n := relay.run_once()) or "observations" in relay._crowded:
+            total, passes = total + n, passes + 1
+            assert passes < 600
+        assert total == 300 and "observations" not in relay._crowded
+    assert coll.count_documents({"outbox_pending": True}) == 0
+    msgs = take(bus, bus.topology.queue_name(READER), 300)
+    assert sorted(json.loads(m.body)["data"]["id"] for m in msgs) == sorted(f"b{i}" for i in range(300))
+    assert take(bus, bus.topology.queue_name(READER), 1, timeout=0.5) == []  # nothing twice
+
+
 def test_unroutable_outbox_event_stays_pending(amqp_url: str, base_env: dict[str, str], fresh_db: Any) -> None:
     for bus in _bus(amqp_url, base_env, ["ehr.consult-record"]):  # nothing binds ehr.observation.updated
         coll = fresh_db.observations

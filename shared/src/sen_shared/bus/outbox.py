@@ -8,11 +8,20 @@ work with ``{outbox_pending: true}`` (an index on it serves MongoDB).
 
 :class:`OutboxRelay` polls each collection, publishes a document's pending
 entries in order with confirms, then removes the sent entries with
-``$pullAll`` of the exact entries it read (FerretDB 1.24 ignores ``$pull``
-conditions) and clears the flag with a guarded update
-``{_id, outbox_pending: true, outbox: {$size: 0}}``: an entry appended
-meanwhile keeps the array non-empty, so the flag is never cleared under a
-new event. A crash between publish and removal republishes the entry: the
+one update guarded by the whole array as read (``{_id, outbox: <as read>}``
+→ empty it and clear the flag): an entry appended meanwhile makes the guard
+miss, and then the sent entries go with ``$pullAll`` of the exact entries it
+read (FerretDB 1.24 ignores ``$pull`` conditions) and the flag with a guarded
+update ``{_id, outbox_pending: true, outbox: {$size: 0}}``, so the flag is
+never cleared under a new event.
+
+FerretDB fetches every match of a filtered query from PostgreSQL (it pushes
+a limit down only without a filter), so ``{outbox_pending: true}`` with a
+limit still reads every pending document. After a bulk load (100,000 pending)
+that made each pass cost a scan: when a pass finds a full batch, the relay
+takes the collection one id bucket at a time (``{outbox_pending: true, b2:
+<bucket>}``, the FHIR store's bucket field; both equalities are pushed down)
+until a whole round of buckets leaves less than a batch. A crash between publish and removal republishes the entry: the
 delivery is at-least-once and consumers deduplicate by event id
 (``apply_once``). Several relays on one collection also only duplicate.
 
@@ -45,6 +54,8 @@ OUTBOX = "outbox"
 PENDING = "outbox_pending"
 ATTEMPTS = "outbox_attempts"
 ERROR = "outbox_error"
+SPREAD = "b2"  # the FHIR store's id bucket (search/buckets.py): 256 values "00".."ff"
+SPREAD_VALUES = [f"{i:02x}" for i in range(256)]
 
 # Services list these in their INDEXES; the collections are known only to the service,
 # so the relay also ensures its own index at start (see OutboxRelay.ensure_indexes).
@@ -93,6 +104,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self._skip: dict[tuple[str, Any], tuple[float, float]] = {}  # (coll, _id) -> (until, delay)
+        self._crowded: dict[str, tuple[int, int]] = {}  # collection -> (next bucket, found this round)
         self.published = 0
         self.failures = 0
 
@@ -109,20 +121,42 @@ class OutboxRelay:
         now = time.monotonic()
         self._skip = {k: v for k, v in self._skip.items() if v[0] > now}
         for name in self.collections:
-            coll = self.db[name]
             query: dict[str, Any] = {PENDING: True}
             skipped = [doc_id for (c, doc_id) in self._skip if c == name]
             if skipped:
                 query["_id"] = {"$nin": skipped}
-            for doc in coll.find(query, {OUTBOX: 1}, limit=self.batch):
+            for doc in self._pending(name, query):
                 count += self._relay(name, doc)
         return count
+
+    def _pending(self, name: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Up to a batch of pending documents; one id bucket at a time while the collection is crowded."""
+        coll = self.db[name]
+        state = self._crowded.get(name)
+        if state is None:
+            docs = list(coll.find(query, {OUTBOX: 1, SPREAD: 1}, limit=self.batch))
+            if len(docs) >= self.batch and any(SPREAD in d for d in docs):
+                self._crowded[name] = (0, 0)
+            return docs
+        bucket, found = state
+        docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, {OUTBOX: 1}, limit=self.batch))
+        found += len(docs)
+        if len(docs) < self.batch:  # this bucket is done: the next one, or back to plain passes
+            bucket += 1
+            if bucket == len(SPREAD_VALUES):  # a whole round: still crowded?
+                if found < self.batch:
+                    self._crowded.pop(name, None)
+                    return docs
+                bucket, found = 0, 0
+        self._crowded[name] = (bucket, found)
+        return docs
 
     def _relay(self, name: str, doc: Mapping[str, Any]) -> int:
         coll = self.db[name]
         entries = [e for e in doc.get(OUTBOX) or [] if isinstance(e, dict) and e.get("state") == "pending"]
         sent: list[dict[str, Any]] = []
         failed: BusError | None = None
+        emptied = False
         try:
             for entry in entries:
                 try:
@@ -133,10 +167,18 @@ class OutboxRelay:
                     failed = err
                     break
                 sent.append(entry)
+            if sent and len(sent) == len(doc.get(OUTBOX) or ()):
+                # everything the document held is sent: one update, guarded by the array as read
+                emptied = coll.update_one(
+                    {"_id": doc["_id"], OUTBOX: doc[OUTBOX]},
+                    {"$set": {OUTBOX: [], PENDING: False}, "$unset": {ATTEMPTS: "", ERROR: ""}}).matched_count > 0
         finally:
             self.published += len(sent)
-            if sent:
+            if sent and not emptied:
                 coll.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: sent}})
+        if emptied:
+            self._skip.pop((name, doc["_id"]), None)
+            return len(sent)
         if failed is not None:
             self.failures += 1
             key = (name, doc["_id"])
