@@ -109,7 +109,7 @@ def test_with_events_adds_the_outbox_to_the_same_update() -> None:
     assert out["$set"] == {"status": "active", "outbox_pending": True}
     assert out["$inc"] == {"version": 1}
     [entry] = out["$push"]["outbox"]["$each"]
-    assert entry["id"] == ev["id"] and entry["state"] == "pending" and entry["event"] == ev
+    assert entry["id"] == ev["id"] and entry["state"] == "pending" and json.loads(entry["event"]) == ev
     assert update == {"$set": {"status": "active"}, "$inc": {"version": 1}}  # not mutated
     assert with_events(update, []) == update
     with pytest.raises(ValueError):
@@ -119,9 +119,18 @@ def test_with_events_adds_the_outbox_to_the_same_update() -> None:
 def test_new_document_carries_its_events() -> None:
     ev = patient_created()
     doc = new_document({"_id": "p1", "active": True}, [ev])
-    assert doc["outbox_pending"] is True and doc["outbox"][0]["event"] == ev
+    assert doc["outbox_pending"] is True and json.loads(doc["outbox"][0]["event"]) == ev
     assert new_document({"_id": "p2"}, [])["outbox_pending"] is False
     json.dumps(doc)  # plain JSON: no datetimes, nothing MongoDB-specific
+
+
+def test_an_entry_event_is_read_back_from_text_or_from_an_older_document() -> None:
+    from sen_shared.bus.outbox import entry_event
+
+    ev = patient_created()
+    [entry] = new_document({"_id": "p1"}, [ev])["outbox"]
+    assert isinstance(entry["event"], str) and entry_event(entry) == ev
+    assert entry_event({**entry, "event": ev}) == ev  # written before events were text
 
 
 def test_outbox_indexes_are_top_level_equality() -> None:
