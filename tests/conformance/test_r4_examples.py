@@ -208,7 +208,9 @@ def search_value(param, example: dict[str, Any], fields: dict[str, Any]) -> str 
         return "ge" + (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d")
     t = param.type
     if t == "string":
-        for original in fields.get(f + "_x", ()):
+        from sen_shared.fhir.search.extract import exact_values
+
+        for original in exact_values(fields.get(f + "_x")):
             words = _WORD.findall(original)
             if words:
                 return words[0]

@@ -76,6 +76,22 @@ def test_deleted_are_invisible(seeded):
     assert len(ids(seeded, "Patient", [])) == 34
 
 
+def test_exact_matches_whole_original_values_in_either_stored_form(db):
+    """``_x`` is one string of originals between separators; an array from an earlier version
+    still matches; a part of a value, another case or a value spanning two originals does not."""
+    new = {"resourceType": "Practitioner", "id": "x-new", "name": [{"family": "Lê (Thị) Ánh", "given": ["Mai"]}]}
+    old = {**new, "id": "x-old"}
+    store(db, new)
+    store(db, old)
+    db["Practitioner"].update_one({"_id": "x-old"}, {"$set": {"sp_family_x": ["Lê (Thị) Ánh"],
+                                                             "sp_name_x": ["Lê (Thị) Ánh", "Mai"]}})
+    assert ids(db, "Practitioner", [("family:exact", "Lê (Thị) Ánh")]) == ["x-new", "x-old"]
+    assert ids(db, "Practitioner", [("name:exact", "Mai")]) == ["x-new", "x-old"]
+    assert ids(db, "Practitioner", [("family:exact", "Lê (Thị)")]) == []
+    assert ids(db, "Practitioner", [("family:exact", "lê (thị) ánh")]) == []
+    assert ids(db, "Practitioner", [("name:exact", "Ánh\x1fMai")]) == []
+
+
 def test_identifier_exact(seeded):
     assert ids(seeded, "Patient", [("identifier", "001099000012")]) == ["p12"]
     assert ids(seeded, "Patient", [("identifier", "urn:vn:cccd|001099000012")]) == ["p12"]

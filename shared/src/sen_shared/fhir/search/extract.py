@@ -5,7 +5,11 @@ Encodings (``<c>`` is the parameter code; every key starts with ``sp_``):
 ==========  ================================================================
 string      ``sp_<c>``: word-prefix tokens (1..20 chars) of the normalized
             values; ``sp_<c>_n``: normalized full values; ``sp_<c>_x``:
-            original values (``:exact``)
+            the original values as ONE string, each between two U+001F
+            (``:exact``: an equality on ``_n`` narrows, a regex confirms;
+            one value instead of one per original for the database to
+            decode; an array of originals from an earlier version still
+            matches, see :func:`exact_values`)
 token       ``sp_<c>``: ``code``, ``system|code`` (``|code`` when there is no
             system) and ``system|``; ``sp_<c>_t``: normalized display/text
             (``:text``); ``sp_<c>_ot``: ``typesystem|typecode|value`` for
@@ -552,6 +556,21 @@ def extract_param(param: SearchParam, resource: dict[str, Any]) -> dict[str, Any
         return None
 
 
+EXACT_SEP = "\x1f"  # unit separator: not a character FHIR strings carry
+
+
+def exact_key(originals: Iterable[str]) -> str:
+    """The stored ``_x`` of a string parameter: its original values, each between separators."""
+    return EXACT_SEP + EXACT_SEP.join(s.replace(EXACT_SEP, " ") for s in originals) + EXACT_SEP
+
+
+def exact_values(stored: Any) -> list[str]:
+    """The original values of a stored ``_x`` (a list, as an earlier version stored them, or a key)."""
+    if isinstance(stored, str):
+        return [s for s in stored.split(EXACT_SEP) if s]
+    return list(stored or ())
+
+
 def _encode(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
     f = param.field
     out: dict[str, Any] = {}
@@ -566,7 +585,7 @@ def _encode(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
             if string_container(param) is None:
                 out[f] = sorted(tokens)
             out[f + "_n"] = normed
-            out[f + "_x"] = originals
+            out[f + "_x"] = exact_key(originals)
             out[f + "_s"] = _string_sort_key(nodes[0][0]) or normed[0]
     elif t == "token":
         toks: list[str] = []

@@ -26,7 +26,7 @@ from . import dates
 from .buckets import DEFAULT_SORT
 from .definitions import STORAGE_PARAMS, get_param
 from .errors import SearchError, UnsupportedSearch
-from .extract import composite_key, composite_narrowing, string_container
+from .extract import EXACT_SEP, composite_key, composite_narrowing, string_container
 from .parse import (
     Criterion,
     DateValue,
@@ -164,8 +164,9 @@ def _token_string(t: TokenValue) -> str:
 def _string_conds(field: str, raw: str, modifier: str | None, container: str | None = None) -> list[Cond]:
     """``container``: the field holding this parameter's prefix tokens when it has none of its own
     (extract.string_container): it narrows, the parameter's own normalized strings decide."""
-    if modifier == "exact":
-        return [{field + "_x": raw}]
+    if modifier == "exact":  # see extract.exact_key; {_x: raw}: an array stored by an earlier version
+        return [{field + "_n": normalize(raw)},
+                {"$or": [{field + "_x": {"$regex": re.escape(EXACT_SEP + raw + EXACT_SEP)}}, {field + "_x": raw}]}]
     q = normalize(raw)
     if modifier == "contains":
         return [{field + "_n": {"$regex": re.escape(q)}}]
