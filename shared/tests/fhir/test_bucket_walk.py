@@ -137,14 +137,15 @@ def test_backfill_brings_older_documents_up_to_date(db) -> None:
 
     res = {"resourceType": "Practitioner", "id": "old-1", "name": [{"family": "Lương"}]}
     fields = index_fields(res)
-    fields.pop("sp_present")
+    fields["sp_present"] = ["name"]  # with sp_missing: the layout before both
     db["Practitioner"].insert_one({"_id": "old-1", "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False,
                                    "res": res, "sp_missing": ["email"], **fields})
     db["Practitioner_history"].insert_one({"_id": "old-1/1", "id": "old-1", "v": 1, "del": False, "m": "POST",
                                            "lu": datetime(2024, 1, 1, tzinfo=UTC), "res": res})
     assert backfill(db, ["Practitioner", "Organization"]) == 2
     doc = db["Practitioner"].find_one({"_id": "old-1"})
-    assert doc["b2"] == bucket("old-1") and doc["b4"] and "name" in doc["sp_present"] and "sp_missing" not in doc
+    assert doc["b2"] == bucket("old-1") and doc["b4"] and "sp_missing" not in doc and "sp_present" not in doc
+    assert isinstance(doc["sp_name_x"], str)  # index fields recomputed
     # the body becomes its JSON text, in the history too, and reads back equal
     assert isinstance(doc["res"], str) and json.loads(doc["res"]) == res
     assert json.loads(db["Practitioner_history"].find_one({"_id": "old-1/1"})["res"]) == res

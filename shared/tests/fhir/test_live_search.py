@@ -103,6 +103,20 @@ def test_identifier_exact(seeded):
     assert ids(seeded, "Patient", [("gender:missing", "true")]) == []
 
 
+def test_missing_asks_every_field_a_parameter_writes(seeded):
+    """A token with only a text, a reference with only an identifier count as present; an
+    absent element is missing."""
+    store(seeded, {"resourceType": "Condition", "id": "c-text", "code": {"text": "sốt xuất huyết"},
+                   "subject": {"identifier": {"system": "urn:vn:cccd", "value": "001099000001"}}})
+    store(seeded, {"resourceType": "Condition", "id": "c-code", "subject": {"reference": "Patient/p01"},
+                   "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38362002"}]}})
+    store(seeded, {"resourceType": "Condition", "id": "c-none", "subject": {"reference": "Patient/p02"}})
+    assert ids(seeded, "Condition", [("code:missing", "false")]) == ["c-code", "c-text"]
+    assert ids(seeded, "Condition", [("code:missing", "true")]) == ["c-none"]
+    assert ids(seeded, "Condition", [("subject:missing", "false")]) == ["c-code", "c-none", "c-text"]
+    assert ids(seeded, "Condition", [("onset-date:missing", "true")]) == ["c-code", "c-none", "c-text"]
+
+
 def test_patient_and_date_range(seeded):
     got = ids(seeded, "Observation", [("patient", "p01"), ("date", "ge2024-03-01"), ("date", "lt2024-03-10")])
     assert got == ["o01", "o06"]

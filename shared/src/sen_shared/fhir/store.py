@@ -80,8 +80,10 @@ def types_present(db: Database) -> set[str] | None:
 
 def backfill(db: Database, resource_types: Iterable[str]) -> int:
     """Bring documents of an older layout up to date (idempotent): the id buckets, the type
-    registry, the index fields (``sp_present`` replaced ``sp_missing``) and the body as JSON
-    text, in the current collections and their histories."""
+    registry, the index fields of a layout with ``sp_missing`` and the body as JSON text, in
+    the current collections and their histories. (Index fields of the layouts between still
+    answer every search: a stored ``_x`` array matches ``:exact``, an ``sp_present`` list is
+    only unused; they shrink when their resource is next written.)"""
     fixed = 0
     for rtype in resource_types:
         for coll in (db[rtype], db[rtype + HISTORY_SUFFIX]):
@@ -96,20 +98,21 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
         note_type(db, rtype)
     # {"res": {"$type": "object"}}: a body stored as a sub-document by an earlier version
     old: dict[str, Any] = {"res": {"$type": "object"}} if history else {"$or": [
-        {"b4": {"$exists": False}}, {"del": False, "sp_present": {"$exists": False}}, {"res": {"$type": "object"}}]}
+        {"b4": {"$exists": False}}, {"sp_missing": {"$exists": True}}, {"res": {"$type": "object"}}]}
     # the ids first, then the writes: FerretDB stalls a write under a cursor open on its collection
     ids = [d["_id"] for d in coll.find(old, {"_id": 1})]
     fixed, step = 0, FIND_IN_MAX_EQUALITIES
     for start in range(0, len(ids), step):
         batch: list[UpdateOne] = []
-        for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_present": 1}):
+        for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_missing": 1}):
             res = doc.get("res")
             update: dict[str, Any] = {"$set": {"res": pack(res)} if isinstance(res, dict) else {}}
             if not history:
                 update["$set"].update(bucket_fields(doc["_id"]))
-                if not doc.get("del") and "sp_present" not in doc and isinstance(res, dict):
-                    update["$set"].update(index_fields(res))
-                    update["$unset"] = {"sp_missing": ""}
+                if "sp_missing" in doc:
+                    fields = index_fields(unpack(doc)["res"]) if not doc.get("del") and doc.get("res") else {}
+                    update["$set"].update(fields)
+                    update["$unset"] = {k: "" for k in ("sp_missing", "sp_present") if k not in fields}
             if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
         fixed += bulk_update(coll, batch)

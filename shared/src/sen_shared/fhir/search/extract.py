@@ -31,8 +31,9 @@ composite   token$token/string/reference: ``sp_<c>`` = ``["a$b", ...]``;
 sort        ``sp_<c>_s``: one scalar per sortable parameter that has a value:
             first normalized string, earliest ``lo``, smallest number, first
             token/reference/uri, first quantity value
-present     ``sp_present``: codes of the supported parameters with a value (``:missing``;
-            shorter than the list of those without, which most parameters are)
+present     nothing stored: ``:missing`` asks whether any of the fields the
+            parameter writes exists (:data:`PRESENCE_FIELDS`; composites take
+            no ``:missing``). Earlier layouts listed the codes in ``sp_present``
 ==========  ================================================================
 """
 
@@ -659,10 +660,17 @@ def expression_roots(expression: str) -> frozenset[str] | None:
     return frozenset(roots)
 
 
+# The suffixes of the fields a parameter of each type writes when it has a value: ``:missing``
+# asks whether any exists (not pushed down by FerretDB: a bucket walk or the other criteria
+# narrow first). Composites take no ``:missing``.
+PRESENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "string": ("_n",), "token": ("", "_t", "_ot"), "reference": ("", "_id"), "date": ("_lo",),
+    "number": ("",), "quantity": ("",), "uri": ("",)}
+
+
 def index_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """Every ``sp_*`` key for ``resource`` (its type's parameters plus the common ones)."""
     out: dict[str, Any] = {}
-    present: list[str] = []
     # a parameter whose root field is absent (no key equal to it or starting with it, as a
     # choice element would) has no value: skip the walk, as most parameters of a resource do
     prefixes = {key[:i] for key in resource for i in range(1, len(key) + 1)}
@@ -675,6 +683,4 @@ def index_fields(resource: dict[str, Any]) -> dict[str, Any]:
         fields = extract_param(param, resource)
         if fields:
             out.update(fields)
-            present.append(code)
-    out["sp_present"] = present
     return out

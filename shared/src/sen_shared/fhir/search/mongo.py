@@ -26,7 +26,7 @@ from . import dates
 from .buckets import DEFAULT_SORT
 from .definitions import STORAGE_PARAMS, get_param
 from .errors import SearchError, UnsupportedSearch
-from .extract import EXACT_SEP, composite_key, composite_narrowing, string_container
+from .extract import EXACT_SEP, PRESENCE_FIELDS, composite_key, composite_narrowing, string_container
 from .parse import (
     Criterion,
     DateValue,
@@ -221,8 +221,8 @@ def _value_conds(crit: Criterion, sv: SearchValue) -> list[Cond]:
     if m == "missing":
         if crit.code in STORAGE_PARAMS:
             return [] if not v else [_NOTHING]
-        code = crit.param.stored_code if crit.param is not None else crit.code
-        return [{"sp_present": {"$ne": code} if v else code}]
+        exists = [{f + s: {"$exists": True}} for s in PRESENCE_FIELDS.get(crit.type, ("",))]
+        return [{"$nor": exists}] if v else [exists[0] if len(exists) == 1 else {"$or": exists}]
     if crit.code == "_id":
         return [{"_id": sv.raw}]
     if crit.code == "_lastUpdated":
