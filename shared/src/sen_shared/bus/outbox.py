@@ -21,9 +21,11 @@ limit still reads every pending document. After a bulk load (100,000 pending)
 that made each pass cost a scan: when a pass finds a full batch, the relay
 takes the collection one id bucket at a time (``{outbox_pending: true, b2:
 <bucket>}``, the FHIR store's bucket field; both equalities are pushed down)
-until a whole round of buckets leaves less than a batch. A crash between publish and removal republishes the entry: the
-delivery is at-least-once and consumers deduplicate by event id
-(``apply_once``). Several relays on one collection also only duplicate.
+until a whole round of buckets leaves less than a batch.
+
+A crash between publish and removal republishes the entry: the delivery is
+at-least-once and consumers deduplicate by event id (``apply_once``).
+Several relays on one collection also only duplicate.
 
 A document whose publish fails for a reason other than the broker being
 down (unroutable, nacked, invalid) is counted in ``outbox_attempts`` with the
