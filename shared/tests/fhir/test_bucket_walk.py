@@ -31,11 +31,48 @@ def test_plan_adapts_to_density() -> None:
     # nothing in the first bucket: read the rest of its coarse bucket
     eq, conds, span = plan_step(1, 21, 0, 1)
     assert eq == {"b1": "0"} and conds == [{"b2": {"$gte": "01"}}] and span == 15
+    # one match in the first bucket is too small a sample for sixteen: the rest of its group of four
+    assert plan_step(1, 20, 1, 1) == ({"b4": "00"}, [{"b2": {"$gte": "01"}}], 3)
     # about 2.75 a bucket: a group of four at a time (about 11 candidates)
     assert plan_step(4, 21, 5, 2) == ({"b4": "01"}, [], 4)
     assert plan_step(6, 21, 5, 2) == ({"b4": "01"}, [{"b2": {"$gte": "06"}}], 2)
-    # sparse over 16 buckets: finish in one query
-    assert plan_step(16, 20, 1, 16) == ({}, [{"b2": {"$gte": "10"}}], BUCKETS - 16)
+    # sparse over 32 buckets: finish in one query
+    assert plan_step(32, 20, 1, 32) == ({}, [{"b2": {"$gte": "20"}}], BUCKETS - 32)
+
+
+def _fake_find(per_bucket: list[int], decoded: list[int]):
+    """A step over synthetic matches (``per_bucket[i]`` in bucket i), counting what FerretDB decodes:
+    every match of the pushed-down group, also those a ``$gte`` condition then drops."""
+    groups = {"b1": 16, "b4": 4, "b2": 1}
+
+    def find(equalities, conds, limit):
+        if equalities:
+            (field, value), = equalities.items()
+            size = groups[field]
+            lo = int(value, 16) * size
+            hi = lo + size
+        else:
+            lo, hi = 0, BUCKETS
+        decoded.append(sum(per_bucket[lo:hi]))
+        start = int(conds[0]["b2"]["$gte"], 16) if conds else lo
+        rows = [{"b2": f"{b:02x}"} for b in range(start, hi) for _ in range(per_bucket[b])]
+        return rows[:limit]
+    return find
+
+
+def test_a_walk_learns_the_density_from_a_step_that_filled_the_page() -> None:
+    from sen_shared.fhir.search import buckets
+
+    buckets._density.clear()
+    per_bucket = [1] + [3] * (BUCKETS - 1)  # a first bucket that undersells the filter
+    decoded: list[int] = []
+    docs = buckets.walk(_fake_find(per_bucket, decoded), 21, density_key="k")
+    assert len(docs) == 21
+    assert sum(decoded) <= 21 + 8 + 3, decoded  # not the 46 of a group of sixteen after the probe
+    assert buckets._density["k"] >= 2.5  # what the buckets up to the page's last match held
+    decoded.clear()
+    buckets.walk(_fake_find(per_bucket, decoded), 21, density_key="k")
+    assert sum(decoded) <= 21 + 8 + 3 and len(decoded) <= 3, decoded
 
 
 class CountingCollection:

@@ -22,6 +22,7 @@ the same walk.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -55,11 +56,14 @@ def plan_step(pos: int, left: int, hits: float, scanned: int) -> tuple[dict[str,
     """The next step of a walk at bucket ``pos``: ``(equalities, conditions, buckets covered)``.
 
     ``left`` matches are still wanted; ``hits`` were found in the ``scanned`` buckets read so far.
-    The estimate of matches per bucket is pessimistic (``(hits + .5) / scanned``, or dense before
-    the first step), so a step decodes about ``left + SLACK`` documents at most when the estimate
-    holds.
+    A step decodes every candidate of the buckets it reads, so it plans with a pessimistic rate:
+    the matches per bucket seen so far plus about one standard deviation of a count that small
+    (``(hits + sqrt(hits) + .5) / scanned``; dense before the first step). A bucket that
+    happened to hold one match then does not send the next step over sixteen buckets of a
+    filter that has three in each, and no match in sixteen buckets still finishes in one more
+    query; when the estimate holds, a step decodes about ``left + SLACK`` documents at most.
     """
-    rate = (hits + 0.5) / scanned if scanned else float(BUCKETS)
+    rate = (hits + math.sqrt(hits) + 0.5) / scanned if scanned else float(BUCKETS)
     rest = BUCKETS - pos
     budget = left + SLACK
     if rate * BUCKETS <= budget:  # the whole remainder in one query (it decodes every match)
@@ -69,6 +73,7 @@ def plan_step(pos: int, left: int, hits: float, scanned: int) -> tuple[dict[str,
             conds = [{FINE: {"$gte": _hex(pos)}}] if pos % size else []
             return {field: value(pos)}, conds, size - pos % size
     return {FINE: _hex(pos)}, [], 1
+
 
 Find = Callable[[dict[str, Any], list[dict[str, Any]], int], list[dict[str, Any]]]
 
@@ -87,11 +92,20 @@ def start_bucket(value: Any) -> int | None:
     return None
 
 
+def _covered(found: list[dict[str, Any]], pos: int, span: int) -> int:
+    """Buckets a step that filled its limit read up to its last match (sorted by bucket)."""
+    last = start_bucket(found[-1].get(FINE)) if found else None
+    return span if last is None or not pos <= last < pos + span else last - pos + 1
+
+
 def walk(find: Find, want: int, first: int = 0, *, density_key: Hashable | None = None) -> list[dict[str, Any]]:
     """Up to ``want`` matches in ``(b2, _id)`` order from bucket ``first`` on.
 
     ``find(equalities, conditions, limit)`` runs one step: the search's filter AND the step's
     equalities (pushed down) AND its conditions, sorted by ``DEFAULT_SORT``, at most ``limit``.
+    Each step adds to what is known of the density: all the buckets it read, or, when it filled
+    its limit, the buckets up to its last match (a page filled by the first three buckets of a
+    group of sixteen says three a bucket, not the sixteenth of it).
     """
     docs: list[dict[str, Any]] = []
     known = _density.get(density_key) if density_key is not None else None
@@ -103,12 +117,12 @@ def walk(find: Find, want: int, first: int = 0, *, density_key: Hashable | None 
         equalities, conds, span = plan_step(pos, limit, hits, scanned)
         found = find(equalities, conds, limit)
         docs += found
+        covered = span if len(found) < limit else _covered(found, pos, span)
         hits += len(found)
-        scanned += span
+        scanned += covered
+        seen_hits += len(found)
+        seen_buckets += covered
         pos += span
-        if len(found) < limit:  # the whole step was read: a true sample of the density
-            seen_hits += len(found)
-            seen_buckets += span
     if density_key is not None and seen_buckets:
         if len(_density) >= DENSITY_CACHE_SIZE:
             _density.clear()
