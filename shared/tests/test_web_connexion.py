@@ -43,3 +43,68 @@ def test_bearer_check_inspects_our_function_once() -> None:
     assert BearerHandler._accepts_kwarg(info, "request") is False
     assert BearerHandler._accepts_kwarg(info, "required_scopes") is True
     assert BearerHandler._accepts_kwarg.cache_info().hits == 1
+
+
+# --------------------------------------------------------------------------- the bridge to Flask
+
+def _bridge(flask_app):
+    from a2wsgi import WSGIMiddleware
+    from sen_shared.web import BufferedWSGIMiddleware
+
+    plain = WSGIMiddleware(flask_app.wsgi_app)
+    bridge = BufferedWSGIMiddleware(flask_app.wsgi_app)
+    bridge.executor = plain.executor
+    return bridge
+
+
+def _flask():
+    import flask
+
+    app = flask.Flask("bridge-test")
+
+    @app.get("/small")
+    def small():
+        return flask.jsonify(tên="Nguyễn Văn An", n=1), 201, {"X-Test": "1"}
+
+    @app.get("/chunks")
+    def chunks():
+        return flask.Response((f"{i:04d}," for i in range(500)), mimetype="text/plain")
+
+    @app.post("/echo")
+    def echo():
+        return flask.request.get_data()
+
+    return app
+
+
+def test_a_response_crosses_from_the_handler_thread_once(monkeypatch) -> None:
+    from a2wsgi.wsgi import WSGIResponder
+    from starlette.testclient import TestClient
+
+    handed = []
+    original = WSGIResponder.send
+    monkeypatch.setattr(WSGIResponder, "send", lambda self, message: (handed.append(message), original(self, message)))
+    with TestClient(_bridge(_flask())) as client:
+        r = client.get("/small")
+        assert r.status_code == 201 and r.headers["x-test"] == "1"
+        assert r.json() == {"tên": "Nguyễn Văn An", "n": 1}
+        r = client.post("/echo", content="Cao Lãnh".encode() * 1000)
+        assert r.content == "Cao Lãnh".encode() * 1000
+        r = client.get("/chunks")
+        assert r.text == "".join(f"{i:04d}," for i in range(500))
+    assert handed == []  # nothing handed over piece by piece: one crossing when Flask returned
+
+
+def test_a_response_over_the_buffer_limit_streams_in_order(monkeypatch) -> None:
+    from a2wsgi.wsgi import WSGIResponder
+    from sen_shared import web
+    from starlette.testclient import TestClient
+
+    monkeypatch.setattr(web, "BUFFER_BYTES", 100)
+    handed = []
+    original = WSGIResponder.send
+    monkeypatch.setattr(WSGIResponder, "send", lambda self, message: (handed.append(message), original(self, message)))
+    with TestClient(_bridge(_flask())) as client:
+        r = client.get("/chunks")
+        assert r.status_code == 200 and r.text == "".join(f"{i:04d}," for i in range(500))
+    assert handed[0]["type"] == "http.response.start" and len(handed) > 400  # from the limit on, as a2wsgi does

@@ -8,6 +8,7 @@ request middleware: correlation id, body size limit, metrics, request log.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import json
@@ -20,6 +21,7 @@ from typing import Any
 
 import connexion
 import yaml
+from a2wsgi.wsgi import Body, WSGIMiddleware, WSGIResponder, build_environ
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
@@ -308,6 +310,75 @@ class BearerHandler(BearerSecurityHandler):
 
 # --------------------------------------------------------------------------- factory
 
+BUFFER_BYTES = 4 * 1024 * 1024  # a response up to this size crosses from the handler's thread once
+
+
+class BufferedResponder(WSGIResponder):
+    """a2wsgi's responder, with the response gathered in the handler's thread and sent once.
+
+    a2wsgi hands every piece of a response (the status line, each body chunk, the end) from the
+    thread that runs Flask to the event loop and blocks that thread until the loop has taken it:
+    three thread switches a request, each waiting for the other thread to get the GIL. Here the
+    thread appends the pieces to a list; when Flask returns, the loop sends them. A response
+    larger than ``BUFFER_BYTES`` (none of ours today) is handed over piece by piece as before,
+    from the piece that crossed the limit on.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.buffer: list[Message] = []
+        self.buffered = 0
+        self.streaming = False
+
+    def send(self, message: Any) -> None:
+        if not self.streaming:
+            self.buffer.append(message)
+            self.buffered += len(message.get("body", b""))
+            if self.buffered <= BUFFER_BYTES:
+                return
+            self.streaming = True
+            pending, self.buffer = self.buffer, []
+            for item in pending:
+                super().send(item)
+            return
+        super().send(message)
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        environ = build_environ(scope, Body(self.loop, receive))
+        sender = self.loop.create_task(self.sender(send))
+        try:
+            func = functools.partial(contextvars.copy_context().run, self.wsgi)
+            await self.loop.run_in_executor(self.executor, func, environ, self.start_response)
+            for message in self.buffer:
+                await self.send_queue.put(message)
+            await self.send_queue.put(None)
+            await sender  # it may raise
+            if self.exc_info is not None:
+                raise self.exc_info[0].with_traceback(self.exc_info[1], self.exc_info[2])
+        finally:
+            if not sender.done():
+                sender.cancel()
+
+
+class BufferedWSGIMiddleware(WSGIMiddleware):
+    """connexion's WSGI bridge to Flask (a2wsgi) with :class:`BufferedResponder` for HTTP."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await BufferedResponder(self.app, self.executor, self.send_queue_size)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _buffer_responses(app: connexion.FlaskApp) -> None:
+    """Swap connexion's bridge to Flask (``FlaskASGIApp.asgi_app``, an a2wsgi ``WSGIMiddleware``)."""
+    bridge = app._middleware_app  # noqa: SLF001 - connexion keeps its Flask bridge here
+    current = bridge.asgi_app
+    buffered = BufferedWSGIMiddleware(current.app)
+    buffered.executor, buffered.send_queue_size = current.executor, current.send_queue_size
+    bridge.asgi_app = buffered
+
+
 def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
               fhir_base: str | None = None, extras: dict[str, Any] | None = None,
               validate_responses: bool | None = None, strict_validation: bool = True) -> connexion.FlaskApp:
@@ -323,6 +394,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
         validate_responses = settings.env == "test"
     app.add_api(load_spec(spec), resolver=ServiceResolver(api_package), strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
+    _buffer_responses(app)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)
     for exc, handler in _error_handlers(fhir_base).items():
