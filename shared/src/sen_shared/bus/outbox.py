@@ -142,7 +142,12 @@ class OutboxRelay:
         return count
 
     def _pending(self, name: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """Up to a batch of pending documents; one id bucket at a time while the collection is crowded."""
+        """Up to a batch of pending documents; one id bucket at a time while the collection is crowded.
+
+        Buckets with nothing pending are passed over in the same call (a relay that restarts
+        half-way through a backlog, or follows another one, finds the first buckets empty): an
+        empty answer means the collection has nothing pending, never a pause in the walk.
+        """
         coll = self.db[name]
         state = self._crowded.get(name)
         if state is None:
@@ -151,15 +156,20 @@ class OutboxRelay:
                 self._crowded[name] = (0, 0)
             return docs
         bucket, found = state
-        docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, {OUTBOX: 1}, limit=self.batch))
-        found += len(docs)
-        if len(docs) < self.batch:  # this bucket is done: the next one, or back to plain passes
-            bucket += 1
-            if bucket == len(SPREAD_VALUES):  # a whole round: still crowded?
-                if found < self.batch:
-                    self._crowded.pop(name, None)
-                    return docs
-                bucket, found = 0, 0
+        while True:
+            docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, {OUTBOX: 1}, limit=self.batch))
+            found += len(docs)
+            if len(docs) < self.batch:  # this bucket is done: the next one
+                bucket += 1
+                if bucket == len(SPREAD_VALUES):  # a whole round: still crowded?
+                    if found < self.batch:
+                        self._crowded.pop(name, None)
+                        return docs
+                    bucket, found = 0, 0
+                    break
+                if not docs:
+                    continue
+            break
         self._crowded[name] = (bucket, found)
         return docs
 
