@@ -9,7 +9,9 @@ No timing assertions: timing belongs in the table. The bench bounds its own time
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import platform
 import random
@@ -114,6 +116,28 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
 
 
+def cpu_seconds() -> Counter:
+    """CPU seconds used so far by the processes a request goes through, by kind (Linux ``/proc``)."""
+    out: Counter = Counter()
+    me = os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        exe = cmd[0].rsplit(b"/", 1)[-1]
+        kind = ("load generator" if int(entry.name) == me else "gunicorn (Python)" if b"gunicorn" in exe
+                or any(b"gunicorn" in c for c in cmd[:2]) else "FerretDB" if exe == b"ferretdb"
+                else "PostgreSQL" if exe.startswith(b"postgres") else None)
+        if kind:
+            out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: float) -> dict:
     """GET every url with ``clients`` threads, one keep-alive connection each; latencies in ms.
 
@@ -148,13 +172,44 @@ def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: 
         finally:
             c.close()
 
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for f in [pool.submit(worker) for _ in range(clients)]:
             f.result()
     wall = time.perf_counter() - t0
+    used = cpu_seconds()
+    used.subtract(cpu0)
+    cpu = {k: v * 1000 / len(lat) for k, v in used.items()} if lat else {}
     return {"n": len(lat), "wall": wall, "rps": len(lat) / wall if wall else 0, "p50": pct(lat, 50),
-            "p95": pct(lat, 95), "p99": pct(lat, 99), "statuses": statuses, "complete": len(lat) == len(urls)}
+            "p95": pct(lat, 95), "p99": pct(lat, 99), "statuses": statuses, "complete": len(lat) == len(urls),
+            "cpu": cpu}
+
+
+def cpu_note(res: dict) -> str:
+    """``CPU a request: 1.5 ms gunicorn (Python), ...`` over the processes of the machine."""
+    parts = [f"{ms:.2f} {kind}" for kind, ms in sorted(res["cpu"].items(), key=lambda kv: -kv[1]) if ms >= 0.005]
+    return f"{sum(res['cpu'].values()):.1f} ms ({', '.join(parts)})" if parts else "?"
+
+
+def reference_loop_ms() -> float:
+    """Milliseconds of a fixed pure-Python task (JSON, sorting, hashing; best of 5) on an idle moment.
+
+    This machine is shared: its speed moves by a fifth or more within the hour, and every figure
+    with it. Printed before and after the measurements so runs can be compared."""
+    doc = {"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Patient", "id": str(i), "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]}}
+        for i in range(200)]}
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            text = json.dumps(doc, ensure_ascii=False)
+            json.loads(text)
+            sorted(str(i * 7919 % 1000) for i in range(5000))
+            hashlib.sha256(text.encode()).hexdigest()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
 
 
 def machine() -> str:
@@ -178,6 +233,7 @@ def machine() -> str:
 @pytest.mark.integration
 @pytest.mark.timeout(MAX_SECONDS + 300)  # the bench bounds itself; this only catches a hang
 def test_ehr_bench(ehr_process, dev_key):
+    reference_before = reference_loop_ms()
     started = time.monotonic()
     deadline = started + MAX_SECONDS
     base = ehr_process["url"]
@@ -249,7 +305,7 @@ def test_ehr_bench(ehr_process, dev_key):
     reads = run_load(base, headers, [f"/fhir/Patient/{rng.choice(patient_ids)}" for _ in range(READS)],
                      READ_CLIENTS, read_deadline)
     print(f"read: {reads['n']:,} in {reads['wall']:.1f} s = {reads['rps']:,.0f} req/s, p50 {reads['p50']:.1f} ms, "
-          f"p99 {reads['p99']:.1f} ms; statuses {dict(reads['statuses'])}")
+          f"p99 {reads['p99']:.1f} ms; statuses {dict(reads['statuses'])}; CPU a request {cpu_note(reads)}")
 
     # ---- six search shapes, 4 clients each
     def pick() -> str:
@@ -274,9 +330,11 @@ def test_ehr_bench(ehr_process, dev_key):
         per = max(10.0, (deadline - time.monotonic()) / (len(shapes) - len(searches) + 1))
         searches[label] = res = run_load(base, headers, urls, SEARCH_CLIENTS, time.monotonic() + per)
         print(f"search {label}: {res['n']} p50 {res['p50']:.1f} ms p95 {res['p95']:.1f} ms; "
-              f"statuses {dict(res['statuses'])}")
+              f"statuses {dict(res['statuses'])}; CPU a request {cpu_note(res)}")
         if not res["complete"]:
             notes.append(f"{label}: time bound hit after {res['n']} requests")
+
+    reference_after = reference_loop_ms()
 
     # ---- the table
     def mark(ok: bool) -> str:
@@ -301,10 +359,13 @@ def test_ehr_bench(ehr_process, dev_key):
         f"({len(patient_ids):,} Patients, {loaded - len(patient_ids):,} Observations), "
         f"gunicorn WEB_CONCURRENCY={os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB, scale {SCALE:g}; "
         f"vacuum + analyze after the load ({settle:.0f} s, not counted).",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}. Reference loop (pure Python, best of 5): {reference_before:.1f} ms before, "
+        f"{reference_after:.1f} ms after the measurements (higher is a slower machine at the time).",
         "",
     ]
-    footer = ["", f"Non-200 answers: {errors or 'none'}."] + [f"Note: {n}" for n in dict.fromkeys(notes)][:10]
+    footer = ["", "CPU a request (all processes of the machine; what the latency is made of at these loads):", ""]
+    footer += [f"- {label}: {cpu_note(res)}" for label, res in [("read by id", reads), *searches.items()]]
+    footer += ["", f"Non-200 answers: {errors or 'none'}."] + [f"Note: {n}" for n in dict.fromkeys(notes)][:10]
     table = "\n".join(header + rows + footer)
     print("\n" + table + "\n")
     out = ROOT / ".sen" / "bench" / "ehr.md"
