@@ -79,3 +79,27 @@ def test_a_full_queue_makes_the_caller_store_its_event(monkeypatch) -> None:
     assert by == ["MainThread"]
     gate.set()
     assert w.flush(timeout=5) and sorted(by) == ["MainThread", "sen-audit-writer", "sen-audit-writer"]
+
+
+def test_the_writer_wakes_once_a_batch_not_once_an_event(monkeypatch) -> None:
+    """Events put while the writer gathers do not wake it (each wake took the GIL from a request)."""
+    monkeypatch.setattr(audit, "MAX_BATCH", 10)
+    batches: list[int] = []
+    w = AuditWriter(lambda docs: batches.append(len(docs)))
+    w.put({"n": -1})
+    assert w.flush(timeout=5)
+    waits = 0
+    get = w._queue.get
+
+    def counting_get(*args, **kwargs):
+        nonlocal waits
+        waits += kwargs.get("block", args[0] if args else True)  # get_nowait() is get(block=False)
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(w._queue, "get", counting_get)
+    batches.clear()
+    for i in range(35):
+        w.put({"n": i})
+    assert w.flush(timeout=5)
+    assert sum(batches) == 35 and max(batches) <= 10  # a batch holds at most MAX_BATCH
+    assert waits <= len(batches) + 1  # one blocking wait a batch (the pending one included)

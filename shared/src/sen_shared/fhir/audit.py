@@ -237,17 +237,15 @@ class AuditWriter:
                 self._done.notify_all()
 
     def _loop(self) -> None:
+        # The first event wakes the thread; then it sleeps through the gathering time instead of
+        # waiting on the queue, which woke it (and took the GIL from a request) for every event.
         while True:
             docs = [self._queue.get()]
-            deadline = time.monotonic() + FLUSH_SECONDS
-            while len(docs) < MAX_BATCH:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    docs.append(self._queue.get(timeout=left))
-                except queue.Empty:
-                    break
+            if self._queue.qsize() < MAX_BATCH:
+                time.sleep(FLUSH_SECONDS)
+            with contextlib.suppress(queue.Empty):
+                while len(docs) < MAX_BATCH:
+                    docs.append(self._queue.get_nowait())
             self._stored(docs, retry=True)
 
 
