@@ -374,8 +374,9 @@ def _buffer_responses(app: connexion.FlaskApp) -> None:
     """Swap connexion's bridge to Flask (``FlaskASGIApp.asgi_app``, an a2wsgi ``WSGIMiddleware``)."""
     bridge = app._middleware_app  # noqa: SLF001 - connexion keeps its Flask bridge here
     current = bridge.asgi_app
-    buffered = BufferedWSGIMiddleware(current.app)
-    buffered.executor, buffered.send_queue_size = current.executor, current.send_queue_size
+    buffered = BufferedWSGIMiddleware(current.app, send_queue_size=current.send_queue_size)
+    buffered.executor.shutdown(wait=False)  # never used: the handlers keep connexion's thread pool
+    buffered.executor = current.executor
     bridge.asgi_app = buffered
 
 

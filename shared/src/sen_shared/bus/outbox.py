@@ -159,17 +159,18 @@ class OutboxRelay:
         while True:
             docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, {OUTBOX: 1}, limit=self.batch))
             found += len(docs)
-            if len(docs) < self.batch:  # this bucket is done: the next one
-                bucket += 1
-                if bucket == len(SPREAD_VALUES):  # a whole round: still crowded?
-                    if found < self.batch:
-                        self._crowded.pop(name, None)
-                        return docs
-                    bucket, found = 0, 0
-                    break
-                if not docs:
-                    continue
-            break
+            if len(docs) >= self.batch:  # more in this bucket: stay on it
+                break
+            bucket += 1
+            if bucket == len(SPREAD_VALUES):  # a whole round: still crowded?
+                if found < self.batch:
+                    self._crowded.pop(name, None)
+                    return docs
+                bucket, found = 0, 0
+                break
+            if docs:
+                break
+            # an emptied bucket: on to the next one now
         self._crowded[name] = (bucket, found)
         return docs
 
