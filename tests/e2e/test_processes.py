@@ -139,6 +139,29 @@ def test_correlation_id_follows_a_request_into_events_and_handlers_and_logs_hold
         assert secret not in everything, f"patient data {secret!r} in the logs"
 
 
+def test_every_type_the_ehr_writes_an_outbox_for_is_relayed(suite, dev_key, run_id, mongo_client):
+    """An AuditEvent written through the API (admin imports a trail) leaves an outbox entry like
+    any resource; the ehr worker relays it. The server's own AuditEvents carry none."""
+    from sen_shared.auth import issue_dev_token
+
+    wait_ready(suite["ports"]["ehr"])
+    event = {"resourceType": "AuditEvent", "type": {"system": "http://dicom.nema.org/resources/ontology/DCM",
+                                                   "code": "110110"},
+             "recorded": "2026-11-22T10:00:00+07:00", "agent": [{"requestor": True, "altId": "import"}],
+             "source": {"observer": {"display": "imported"}}}
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": "application/fhir+json"}
+    r = httpx.post(f"http://127.0.0.1:{suite['ports']['ehr']}/fhir/AuditEvent", json=event, headers=admin,
+                   timeout=10)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    coll = mongo_client[f"sen_t{run_id}_e2e_ehr"]["AuditEvent"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and coll.find_one({"_id": rid, "outbox_pending": True}, {"_id": 1}):
+        time.sleep(0.3)
+    doc = coll.find_one({"_id": rid}, {"outbox": 1, "outbox_pending": 1})
+    assert doc["outbox_pending"] is False and doc["outbox"] == [], "the AuditEvent's event was never relayed"
+
+
 def test_sigterm_stops_every_process(suite):
     for port in suite["ports"].values():
         wait_ready(port)

@@ -7,7 +7,8 @@ Consumes:
   consulting doctor read the patient's record (``domain.grants``).
 
 The relay publishes the ``ehr.*`` events that FHIR writes leave in each resource collection's outbox
-(AuditEvents carry none). Run as ``python -m sen_ehr.worker``.
+(the AuditEvents the server records carry none; one written through the API does, like any write).
+Run as ``python -m sen_ehr.worker``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _grant(event: dict, db) -> None:  # type: ignore[no-untyped-def]
 
 
 HANDLERS: dict[str, Handler] = {consult_record.PURPOSE: _consult, grants.PURPOSE: _grant}
-OUTBOX_COLLECTIONS: list[str] = [t for t in RESOURCE_TYPES if t != "AuditEvent"]
+OUTBOX_COLLECTIONS: list[str] = list(RESOURCE_TYPES)
 
 
 def main() -> int:
