@@ -9,9 +9,7 @@ No timing assertions: timing belongs in the table. The bench bounds its own time
 
 from __future__ import annotations
 
-import hashlib
 import http.client
-import json
 import os
 import platform
 import random
@@ -192,26 +190,6 @@ def cpu_note(res: dict) -> str:
     return f"{sum(res['cpu'].values()):.1f} ms ({', '.join(parts)})" if parts else "?"
 
 
-def reference_loop_ms() -> float:
-    """Milliseconds of a fixed pure-Python task (JSON, sorting, hashing; best of 5) on an idle moment.
-
-    This machine is shared: its speed moves by a fifth or more within the hour, and every figure
-    with it. Printed before and after the measurements so runs can be compared."""
-    doc = {"resourceType": "Bundle", "entry": [
-        {"resource": {"resourceType": "Patient", "id": str(i), "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]}}
-        for i in range(200)]}
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(20):
-            text = json.dumps(doc, ensure_ascii=False)
-            json.loads(text)
-            sorted(str(i * 7919 % 1000) for i in range(5000))
-            hashlib.sha256(text.encode()).hexdigest()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
 def machine() -> str:
     cpu = "?"
     try:
@@ -233,7 +211,6 @@ def machine() -> str:
 @pytest.mark.integration
 @pytest.mark.timeout(MAX_SECONDS + 300)  # the bench bounds itself; this only catches a hang
 def test_ehr_bench(ehr_process, dev_key):
-    reference_before = reference_loop_ms()
     started = time.monotonic()
     deadline = started + MAX_SECONDS
     base = ehr_process["url"]
@@ -334,8 +311,6 @@ def test_ehr_bench(ehr_process, dev_key):
         if not res["complete"]:
             notes.append(f"{label}: time bound hit after {res['n']} requests")
 
-    reference_after = reference_loop_ms()
-
     # ---- the table
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -359,8 +334,7 @@ def test_ehr_bench(ehr_process, dev_key):
         f"({len(patient_ids):,} Patients, {loaded - len(patient_ids):,} Observations), "
         f"gunicorn WEB_CONCURRENCY={os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB, scale {SCALE:g}; "
         f"vacuum + analyze after the load ({settle:.0f} s, not counted).",
-        f"Machine: {machine()}. Reference loop (pure Python, best of 5): {reference_before:.1f} ms before, "
-        f"{reference_after:.1f} ms after the measurements (higher is a slower machine at the time).",
+        f"Machine: {machine()}.",
         "",
     ]
     footer = ["", "CPU a request (all processes of the machine; what the latency is made of at these loads):", ""]
