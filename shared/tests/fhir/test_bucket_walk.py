@@ -170,7 +170,7 @@ def test_explicit_sort_and_selective_searches_use_one_query(crowd) -> None:
 
 @pytest.mark.integration
 def test_backfill_brings_older_documents_up_to_date(db) -> None:
-    from sen_shared.fhir.store import TYPES_COLLECTION, backfill
+    from sen_shared.fhir.store import LAYOUT, LAYOUTS_COLLECTION, TYPES_COLLECTION, backfill
 
     res = {"resourceType": "Practitioner", "id": "old-1", "name": [{"family": "Lương"}]}
     fields = index_fields(res)
@@ -190,6 +190,17 @@ def test_backfill_brings_older_documents_up_to_date(db) -> None:
     assert backfill(db, ["Practitioner"]) == 0  # idempotent
     page = search(db, parse_search("Practitioner", [("name", "luong")]))
     assert page.ids == ["old-1"] and page.docs[0]["res"] == res
+    # a collection brought to this layout is not read again (an old-layout document written
+    # afterwards, by an older process, stays until next written: reads take both forms) ...
+    assert db[LAYOUTS_COLLECTION].find_one({"_id": "Practitioner"})["layout"] == LAYOUT
+    db["Practitioner"].insert_one({"_id": "old-2", "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False,
+                                   "res": {**res, "id": "old-2"}, **index_fields(res)})
+    assert backfill(db, ["Practitioner"]) == 0
+    assert search(db, parse_search("Practitioner", [("_id", "old-2")])).docs[0]["res"]["id"] == "old-2"
+    # ... until the layout it was brought to is an older one
+    db[LAYOUTS_COLLECTION].update_one({"_id": "Practitioner"}, {"$set": {"layout": LAYOUT - 1}})
+    assert backfill(db, ["Practitioner"]) == 1
+    assert isinstance(db["Practitioner"].find_one({"_id": "old-2"})["res"], str)
 
 
 @pytest.mark.integration

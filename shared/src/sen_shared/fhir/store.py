@@ -51,6 +51,10 @@ from .store_time import iso, now
 HISTORY_SUFFIX = "_history"
 HEAD_PROJECTION = {"res": 0, "outbox": 0}
 TYPES_COLLECTION = "fhir_types"  # {_id: resource type}: the types that ever held a resource
+LAYOUTS_COLLECTION = "fhir_layouts"  # {_id: collection, layout}: the layout backfill last brought it to
+# The document layout this version writes: 3 = the body as JSON text, no sp_missing, id buckets.
+# Raise it with any change ``_backfill`` must bring older documents to.
+LAYOUT = 3
 
 _noted: set[tuple[str, str]] = set()
 
@@ -92,6 +96,17 @@ def backfill(db: Database, resource_types: Iterable[str]) -> int:
 
 
 def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> int:
+    """Older documents of one collection brought to ``LAYOUT``; once it is there, nothing is read.
+
+    The scan reads every document (no index serves it), so a collection that reached this
+    layout is recorded and passed over by the next runs of the indexes step (a deploy must not
+    read a year of AuditEvents). A document an older process writes after that (a rolling
+    deploy) stays as it is until it is next written: every read and search takes either form.
+    """
+    layouts = db[LAYOUTS_COLLECTION]
+    marker = layouts.find_one({"_id": coll.name})
+    if marker is not None and marker.get("layout") == LAYOUT:
+        return 0
     if coll.find_one({}, {"_id": 1}) is None:
         return 0
     if not history:
@@ -116,6 +131,7 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
             if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
         fixed += bulk_update(coll, batch)
+    layouts.update_one({"_id": coll.name}, {"$set": {"layout": LAYOUT, "at": now()}}, upsert=True)
     return fixed
 
 
