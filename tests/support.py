@@ -40,6 +40,13 @@ def app_client(service: str, env: dict[str, str], db: str, mongo_client: Any) ->
         with app.test_client() as client:
             yield client, app
     finally:
+        # the AuditEvents its writer thread still holds first: stored after the drop, they
+        # would bring the database back and leave it behind
+        from sen_shared.runtime import EXTENSION
+
+        fhir = app.app.extensions[EXTENSION].extras.get("fhir")
+        if fhir is not None:
+            fhir.auditor.flush()
         mongo_client.drop_database(db)
 
 
