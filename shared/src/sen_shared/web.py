@@ -331,17 +331,13 @@ class BufferedResponder(WSGIResponder):
         self.streaming = False
 
     def send(self, message: Any) -> None:
-        if not self.streaming:
-            self.buffer.append(message)
-            self.buffered += len(message.get("body", b""))
-            if self.buffered <= BUFFER_BYTES:
-                return
+        self.buffer.append(message)
+        self.buffered += len(message.get("body", b""))
+        if self.streaming or self.buffered > BUFFER_BYTES:  # from here on, piece by piece
             self.streaming = True
             pending, self.buffer = self.buffer, []
             for item in pending:
                 super().send(item)
-            return
-        super().send(message)
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         environ = build_environ(scope, Body(self.loop, receive))
