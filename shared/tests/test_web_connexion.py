@@ -108,3 +108,73 @@ def test_a_response_over_the_buffer_limit_streams_in_order(monkeypatch) -> None:
         r = client.get("/chunks")
         assert r.status_code == 200 and r.text == "".join(f"{i:04d}," for i in range(500))
     assert handed[0]["type"] == "http.response.start" and len(handed) > 400  # from the limit on, as a2wsgi does
+
+
+# --------------------------------------------------------------------------- quick handlers on the loop
+
+def _routed(bridge, loop_threads: set[int]):
+    """``bridge`` behind what connexion's routing middleware adds: the operation id (here the path)."""
+    import threading
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            loop_threads.add(threading.get_ident())
+            scope.setdefault("extensions", {})["connexion_routing"] = {"operation_id": scope["path"].strip("/")}
+        await bridge(scope, receive, send)
+
+    return app
+
+
+def _thread_flask():
+    import threading
+    import time
+
+    import flask
+
+    app = flask.Flask("gate-test")
+
+    @app.route("/quick", methods=["GET", "POST"])
+    @app.route("/other", methods=["GET"])
+    def where():
+        time.sleep(float(flask.request.args.get("sleep", "0")))
+        return {"thread": threading.get_ident()}, int(flask.request.args.get("status", "200"))
+
+    return app
+
+
+def _gated(loop_threads: set[int]):
+    from sen_shared.web import InlineGate
+
+    bridge = _bridge(_thread_flask())
+    bridge.gate = InlineGate({"quick"})
+    return _routed(bridge, loop_threads), bridge.gate
+
+
+def test_a_quick_handler_runs_on_the_event_loop_and_the_others_in_the_pool() -> None:
+    from starlette.testclient import TestClient
+
+    loop_threads: set[int] = set()
+    app, _ = _gated(loop_threads)
+    with TestClient(app) as client:
+        assert client.get("/quick").json()["thread"] in loop_threads
+        assert client.get("/other").json()["thread"] not in loop_threads  # not marked
+        assert client.post("/quick").json()["thread"] not in loop_threads  # not a GET
+        # a GET with a body: reading it must not wait on the loop this thread would block
+        r = client.request("GET", "/quick", content=b"{}")
+        assert r.status_code == 200 and r.json()["thread"] not in loop_threads
+        assert client.get("/quick").json()["thread"] in loop_threads  # none of that paused the gate
+
+
+@pytest.mark.parametrize("query", ["sleep=0.05", "status=503"], ids=["slow", "failing"])
+def test_a_slow_or_failing_quick_handler_sends_them_to_the_pool_for_a_while(monkeypatch, query) -> None:
+    from sen_shared import web
+    from starlette.testclient import TestClient
+
+    monkeypatch.setattr(web, "INLINE_SLOW_SECONDS", 0.02)
+    loop_threads: set[int] = set()
+    app, gate = _gated(loop_threads)
+    with TestClient(app) as client:
+        assert client.get(f"/quick?{query}").json()["thread"] in loop_threads  # it ran there...
+        assert client.get("/quick").json()["thread"] not in loop_threads  # ...and the next did not
+        gate.paused_until = 0.0  # the pause is over
+        assert client.get("/quick").json()["thread"] in loop_threads

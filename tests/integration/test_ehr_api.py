@@ -21,7 +21,8 @@ FJ = "application/fhir+json"
 
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, mongo_client):
-    with app_client("ehr", base_env, f"sen_t{run_id}_ehr_api", mongo_client) as (client, _app):
+    with app_client("ehr", base_env, f"sen_t{run_id}_ehr_api", mongo_client) as (client, app):
+        client.sen_app = app
         yield client
 
 
@@ -50,6 +51,48 @@ def outcome_of(r):
 
 
 # ------------------------------------------------------------------ CRUD and versions
+
+def test_an_unreachable_database_answers_503_and_sends_reads_back_to_the_pool(ehr, H, monkeypatch):
+    from pymongo.errors import ServerSelectionTimeoutError
+    from sen_shared.fhir.store import Store
+
+    pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    gate = ehr.sen_app._middleware_app.asgi_app.gate
+
+    def down(*_a, **_k):
+        raise ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
+
+    monkeypatch.setattr(Store, "read_head", down)
+    try:
+        r = ehr.get(f"/fhir/Patient/{pid}", headers=H)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert outcome_of(r)["code"] == "transient" and "retry" in outcome_of(r)["diagnostics"]
+        assert gate.paused_until > time.monotonic()  # quick handlers wait in the pool for a while
+    finally:
+        gate.paused_until = 0.0
+
+
+
+def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, monkeypatch):
+    """read and vread are the quick handlers (sen_shared.web.InlineGate); the pool's threads are "WSGI_n"."""
+    import threading
+
+    from sen_shared.fhir.guarded import GuardedFhirServer
+
+    threads = []
+    for name in ("read", "vread", "search"):
+        original = getattr(GuardedFhirServer, name)
+        monkeypatch.setattr(GuardedFhirServer, name, lambda self, req, _o=original, _n=name: (
+            threads.append((_n, threading.current_thread().name)), _o(self, req))[1])
+    pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    assert ehr.get(f"/fhir/Patient/{pid}", headers=H).status_code == 200
+    assert ehr.get(f"/fhir/Patient/{pid}/_history/1", headers=H).status_code == 200
+    assert ehr.get(f"/fhir/Patient?_id={pid}", headers=H).status_code == 200
+    assert [(n, t.startswith("WSGI")) for n, t in threads] == [("read", False), ("vread", False), ("search", True)]
+    gate = ehr.sen_app._middleware_app.asgi_app.gate
+    assert gate.operations == {"sen_ehr.api.fhir.read", "sen_ehr.api.fhir.vread"} and gate.paused_until == 0.0
+
+
 
 def test_create_read_vread_update_delete(ehr, H):
     r = post(ehr, H, "/fhir/Patient", patient())

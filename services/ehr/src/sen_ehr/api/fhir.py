@@ -7,6 +7,7 @@ from typing import Any
 from sen_shared.fhir.http import FhirRequest, from_flask, to_connexion
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.runtime import current
+from sen_shared.web import on_event_loop
 
 Reply = Any
 
@@ -59,10 +60,12 @@ def validate_instance(type: str, id: str, **_: Any) -> Reply:
     return _run("validate", from_flask(type, id))
 
 
+@on_event_loop  # one lookup by id
 def read(type: str, id: str) -> Reply:
     return _run("read", from_flask(type, id, body=False))
 
 
+@on_event_loop  # one lookup by id
 def vread(type: str, id: str, vid: str) -> Reply:
     return _run("vread", from_flask(type, id, vid, body=False))
 
