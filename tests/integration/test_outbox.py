@@ -69,6 +69,24 @@ def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -
     assert doc["outbox"] == [] and doc["outbox_pending"] is False
 
 
+def test_the_relay_empties_sent_outboxes_in_bulk(bus: Bus, fresh_db: Any, monkeypatch) -> None:
+    """40 documents relayed: their outboxes are emptied by a few bulk commands, not 40 updates."""
+    from pymongo.collection import Collection
+
+    coll = fresh_db.observations
+    coll.insert_many([new_document({"_id": f"k{i}"}, [changed(f"k{i}")]) for i in range(40)])
+    calls: list[str] = []
+    for method in ("update_one", "bulk_write"):
+        original = getattr(Collection, method)
+        monkeypatch.setattr(Collection, method, lambda self, *a, _o=original, _m=method, **k: (
+            calls.append(_m), _o(self, *a, **k))[1])
+    with bus.publisher() as pub:
+        assert OutboxRelay(fresh_db, pub, ["observations"], batch=100).run_once() == 40
+    assert calls == ["bulk_write"] * 3  # 16 updates a command (FerretDB: mongo.MAX_UPDATES_PER_COMMAND)
+    assert coll.count_documents({"outbox_pending": True}) == 0
+    assert len(take(bus, bus.topology.queue_name(READER), 40)) == 40
+
+
 def test_a_crowded_outbox_is_taken_bucket_by_bucket_each_event_once(bus: Bus, fresh_db: Any) -> None:
     """After a bulk load the relay reads one id bucket at a time (a plain filtered query makes
     FerretDB fetch every pending document each pass), and returns to plain passes when done."""
