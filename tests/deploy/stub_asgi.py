@@ -10,7 +10,10 @@ async def app(scope, receive, send):  # pragma: no cover - exercised through gun
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    body = b'{"status": "ok"}'
+    import gc
+    import json
+
+    body = json.dumps({"status": "ok", "frozen": gc.get_freeze_count()}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})

@@ -75,3 +75,32 @@ def test_gunicorn_accepts_the_configuration(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "-c", str(CONF), "stub_asgi:app"],
                           cwd=HERE, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_worker_freezes_what_its_app_loaded_out_of_the_garbage_collector(tmp_path):
+    """post_worker_init runs in the uvicorn worker: the stub app sees a non-empty frozen generation."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "WARNING"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(CONF), "stub_asgi:app"], cwd=HERE, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        while answer is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:  # noqa: S310 - loopback
+                    answer = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert answer is not None, "gunicorn did not answer"
+        assert answer["frozen"] > 1000
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
