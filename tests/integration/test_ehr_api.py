@@ -91,6 +91,11 @@ def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, 
     assert [(n, t.startswith("WSGI")) for n, t in threads] == [("read", False), ("vread", False), ("search", True)]
     gate = ehr.sen_app._middleware_app.asgi_app.gate
     assert gate.operations == {"sen_ehr.api.fhir.read", "sen_ehr.api.fhir.vread"} and gate.paused_until == 0.0
+    # a client's mistake answered from the loop is no reason to leave it
+    assert ehr.get("/fhir/Patient/no-such-id", headers=H).status_code == 404
+    assert ehr.get("/fhir/NoSuchType/x", headers=H).status_code == 404
+    assert ehr.get(f"/fhir/Patient/{pid}/_history/7", headers=H).status_code == 404
+    assert gate.paused_until == 0.0
 
 
 

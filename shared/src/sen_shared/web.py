@@ -390,6 +390,15 @@ class InlineGate:
                 "ms": round(seconds * 1000, 1), "status": status, "pause_s": INLINE_PAUSE_SECONDS})
 
 
+def _error_status(err: Exception) -> int:
+    """The status the error handlers will answer ``err`` with, as far as the gate cares (4xx or not)."""
+    for attr in ("status", "status_code"):  # SenError and ProblemException; starlette's HTTPException
+        value = getattr(err, attr, None)
+        if isinstance(value, int):
+            return value
+    return 500
+
+
 class _NoBody(Body):
     """The body of a request that has none: reading it never waits on the event loop."""
 
@@ -440,6 +449,9 @@ class BufferedResponder(WSGIResponder):
                 started = time.monotonic()
                 try:
                     func(environ, self.start_response)
+                except Exception as err:  # connexion's error handlers answer it: only its status matters here
+                    self.status = _error_status(err)
+                    raise
                 finally:
                     self.gate.observe(time.monotonic() - started, self.status)  # type: ignore[union-attr]
             else:
