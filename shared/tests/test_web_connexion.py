@@ -178,3 +178,56 @@ def test_a_slow_or_failing_quick_handler_sends_them_to_the_pool_for_a_while(monk
         assert client.get("/quick").json()["thread"] not in loop_threads  # ...and the next did not
         gate.paused_until = 0.0  # the pause is over
         assert client.get("/quick").json()["thread"] in loop_threads
+
+
+@pytest.mark.parametrize("crowded", [True, False])
+def test_a_worker_holding_too_many_connections_asks_the_client_to_reconnect(monkeypatch, crowded) -> None:
+    """RequestMiddleware asks sen_shared.balance on each answer (the worker side is tested with gunicorn)."""
+    from sen_shared import balance
+    from sen_shared.web import RequestMiddleware
+    from starlette.testclient import TestClient
+
+    async def ok(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    monkeypatch.setattr(balance, "should_close", lambda: crowded)
+    app = RequestMiddleware(ok, service="t", max_body=1000, fhir_base=None)
+    r = TestClient(app).get("/x")  # no lifespan: the stub app answers http only
+    assert r.status_code == 200
+    assert (r.headers.get("connection") == "close") is crowded
+
+
+def test_the_balance_table_sees_only_live_workers() -> None:
+    from sen_shared.balance import EMPTY, Table
+
+    t = Table(4)
+    assert t.others_min(0) is None  # alone
+    t.set(0, 9)
+    t.set(2, 3)
+    assert t.others_min(0) == 3 and t.others_min(2) == 9
+    t.set(2, EMPTY)  # that worker died
+    assert t.others_min(0) is None
+
+
+def test_requests_share_one_null_session_that_refuses_writes() -> None:
+    import flask
+    from sen_shared.web import NoSessions
+
+    app = flask.Flask("sessions-test")
+    app.session_interface = NoSessions()
+    seen = []
+
+    @app.get("/")
+    def view():
+        seen.append(flask.session._get_current_object())  # the object behind the proxy
+        try:
+            flask.session["x"] = 1
+        except RuntimeError:
+            return "refused"
+        return "stored"
+
+    with app.test_client() as c:
+        assert c.get("/").text == "refused" and c.get("/").text == "refused"
+        assert "set-cookie" not in {k.lower() for k in c.get("/").headers.keys()}
+    assert seen[0] is seen[1]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import importlib.util
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,7 +37,7 @@ def load(monkeypatch, **env):
 
 def test_worker_class_and_no_preload(monkeypatch):
     conf = load(monkeypatch)
-    assert conf.worker_class == "uvicorn_worker.UvicornWorker"
+    assert conf.worker_class == "sen_shared.balance.BalancedUvicornWorker"
     assert conf.preload_app is False
     assert conf.accesslog is None
     assert conf.workers == 2 and conf.graceful_timeout == 25
@@ -59,7 +67,7 @@ def test_prometheus_dir_is_emptied_at_start_and_dead_workers_are_marked(monkeypa
         def info(self, *args):
             pass
 
-    server = type("Server", (), {"log": Log()})()
+    server = type("Server", (), {"log": Log(), "cfg": type("Cfg", (), {"workers": 1})()})()
     prom.mkdir()
     (prom / "counter_999.db").write_bytes(b"stale")
     conf.on_starting(server)
@@ -77,30 +85,80 @@ def test_gunicorn_accepts_the_configuration(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_a_worker_freezes_what_its_app_loaded_out_of_the_garbage_collector(tmp_path):
-    """post_worker_init runs in the uvicorn worker: the stub app sees a non-empty frozen generation."""
-    import json
-    import socket
-    import time
-    import urllib.request
-
+@contextlib.contextmanager
+def stub_gunicorn(workers: int, **env_extra: str):
+    """A real gunicorn with deploy/gunicorn.conf.py serving tests/deploy/stub_asgi.py: (port, master pid),
+    once every worker answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
+           "LOG_LEVEL": "WARNING", **env_extra}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(CONF), "stub_asgi:app"], cwd=HERE, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, answer = time.monotonic() + 30, None
-        while answer is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:  # noqa: S310 - loopback
-                    answer = json.loads(r.read())
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310 - loopback
+                    pass
+                if len(worker_pids(proc.pid)) == workers:
+                    break
             except OSError:
-                time.sleep(0.2)
-        assert answer is not None, "gunicorn did not answer"
-        assert answer["frozen"] > 1000
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("gunicorn did not answer")
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return sorted(int(p) for p in children)
+
+
+def get(conn: http.client.HTTPConnection) -> dict:
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    answer = json.loads(r.read())
+    assert r.status == 200
+    return answer
+
+
+def test_a_worker_freezes_what_its_app_loaded_out_of_the_garbage_collector():
+    """post_worker_init runs in the uvicorn worker: the stub app sees a non-empty frozen generation."""
+    with stub_gunicorn(1) as (port, _):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:  # noqa: S310 - loopback
+            assert json.loads(r.read())["frozen"] > 1000
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_keep_alive_connections_move_to_the_emptier_worker(balanced):
+    """All 8 connections land on one worker (the other is stopped while they connect); answers with
+    ``Connection: close`` move them until the two workers hold 4 each. Switched off, they stay put."""
+    with stub_gunicorn(2, SEN_BALANCE_CONNECTIONS="1" if balanced else "0") as (port, master):
+        stopped = worker_pids(master)[1]
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(8)]
+            owners = [get(c)["pid"] for c in conns]
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert stopped not in owners
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            owners = [get(c)["pid"] for c in conns]  # http.client reconnects after a close
+            if max(Counter(owners).values()) <= 4 and len(set(owners)) == 2:
+                break
+            time.sleep(0.01)
+        for c in conns:
+            c.close()
+        spread = sorted(Counter(owners).values())
+        if balanced:
+            assert spread == [4, 4], spread
+        else:
+            assert spread == [8], spread

@@ -29,12 +29,13 @@ from connexion.resolver import RelativeResolver
 from connexion.security import BearerSecurityHandler
 from connexion.utils import inspect_function_arguments, is_null, is_nullable
 from connexion.validators import ParameterValidator
+from flask.sessions import NullSession, SessionInterface
 from jsonschema import Draft4Validator, ValidationError
 from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, logs
+from . import auth, balance, logs
 from .config import Settings
 from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
@@ -215,6 +216,8 @@ class RequestMiddleware:
                 status_holder["status"] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(CORRELATION_HEADER, cid)]
+                if balance.should_close():  # this worker holds more connections than its share
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:
@@ -493,6 +496,23 @@ def _buffer_responses(app: connexion.FlaskApp, gate: InlineGate | None = None) -
     bridge.asgi_app = buffered
 
 
+class NoSessions(SessionInterface):
+    """No cookie sessions: every request carries its bearer token and Sen keeps no session state.
+
+    Flask's default interface built a fresh (null) cookie session object for every request; this one
+    hands out one shared :class:`flask.sessions.NullSession`, which refuses writes like Flask's does
+    without a secret key, and never sets a cookie.
+    """
+
+    _null = NullSession()
+
+    def open_session(self, app: Any, request: Any) -> NullSession:
+        return self._null
+
+    def save_session(self, app: Any, session: Any, response: Any) -> None:
+        return None
+
+
 def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
               fhir_base: str | None = None, extras: dict[str, Any] | None = None,
               validate_responses: bool | None = None, strict_validation: bool = True) -> connexion.FlaskApp:
@@ -517,6 +537,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     flask_app = app.app
     flask_app.extensions[EXTENSION] = runtime
     flask_app.json.ensure_ascii = False  # Vietnamese stays readable
+    flask_app.session_interface = NoSessions()
 
     @flask_app.before_request
     def _correlation() -> None:  # handlers run in a thread pool: carry the id over
