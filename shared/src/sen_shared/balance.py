@@ -30,6 +30,8 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from .coalesce import CoalescingHttpToolsProtocol
+
 EMPTY = -1  # a slot no live worker holds
 CLOSE_EVERY = 0.05  # seconds between two closes by one worker
 PUBLISH_EVERY = 0.1  # seconds between two counts an idle worker publishes
@@ -129,7 +131,10 @@ def should_close() -> bool:
 
 
 class BalancedUvicornWorker(UvicornWorker):
-    """``uvicorn_worker.UvicornWorker`` that publishes its connection count (see the module)."""
+    """``uvicorn_worker.UvicornWorker`` that publishes its connection count (see the module) and
+    writes each answer with one system call (:mod:`sen_shared.coalesce`)."""
+
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": CoalescingHttpToolsProtocol}  # one write per answer
 
     async def _serve(self) -> None:
         global _balancer  # noqa: PLW0603 - one balancer per worker process

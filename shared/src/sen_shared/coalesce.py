@@ -1,0 +1,70 @@
+"""One socket write per response: uvicorn's httptools protocol with its writes gathered.
+
+uvicorn writes a response's status line and headers when the app sends ``http.response.start``
+and the body when it sends ``http.response.body``: two ``send`` system calls, two TCP segments,
+and a client that wakes up for the head, reads it, and sleeps again until the body comes. On
+loopback (a sidecar, the ingress on the same node, the bench) each send also runs the receiving
+side's TCP stack. :class:`CoalescingHttpToolsProtocol` hands uvicorn a transport that gathers
+what is written during one turn of the event loop and writes it once at the end of that turn
+(``loop.call_soon``): the head and a body sent together leave as one segment. A streamed body
+still leaves chunk by chunk, one write per turn; nothing waits longer than the current turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class GatheringTransport:
+    """A transport that writes what one loop turn gave it in one call (everything else passes through)."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending or ()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing through a :class:`GatheringTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
