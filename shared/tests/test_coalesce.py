@@ -1,4 +1,4 @@
-"""GatheringTransport: what one loop turn writes leaves in one write; close and abort behave."""
+"""GatheringTransport: a head leaves with its body in one write; close and abort behave."""
 
 from __future__ import annotations
 
@@ -36,15 +36,16 @@ def test_head_and_body_of_one_turn_leave_in_one_write() -> None:
         raw = Recorder()
         t = GatheringTransport(raw, asyncio.get_running_loop())
         t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        assert raw.writes == [] and t.get_write_buffer_size() == 38  # the head waits for its body
         t.write(b"{}")
-        assert raw.writes == [] and t.get_write_buffer_size() == 40  # nothing sent during the turn
-        await asyncio.sleep(0)
-        t.write(b"next")  # a later turn: a write of its own
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]  # together, at once
+        t.write(b"a lone chunk")
+        assert len(raw.writes) == 1  # held until the turn ends
         await asyncio.sleep(0)
         return raw
 
     raw = asyncio.run(main())
-    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"next"]
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"a lone chunk"]
 
 
 def test_close_sends_what_is_pending_first_and_abort_drops_it() -> None:

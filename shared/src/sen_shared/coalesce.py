@@ -4,10 +4,12 @@ uvicorn writes a response's status line and headers when the app sends ``http.re
 and the body when it sends ``http.response.body``: two ``send`` system calls, two TCP segments,
 and a client that wakes up for the head, reads it, and sleeps again until the body comes. On
 loopback (a sidecar, the ingress on the same node, the bench) each send also runs the receiving
-side's TCP stack. :class:`CoalescingHttpToolsProtocol` hands uvicorn a transport that gathers
-what is written during one turn of the event loop and writes it once at the end of that turn
-(``loop.call_soon``): the head and a body sent together leave as one segment. A streamed body
-still leaves chunk by chunk, one write per turn; nothing waits longer than the current turn.
+side's TCP stack. :class:`CoalescingHttpToolsProtocol` hands uvicorn a transport that holds a
+write until the next one, which then leaves with it, or until the end of the event loop's turn
+(``loop.call_soon``): the head and a body sent together leave as one segment, at once. Flushing
+only at the end of the turn measured worse: the answer then waited behind whatever else that turn
+ran, such as another connection's read served on the loop (read p99 at 16 clients 38-39 ms in three
+runs, against 33-38 ms without gathering).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ class GatheringTransport:
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._pending is None:
+        if self._pending is None:  # held until the next write or the end of this turn
             self._pending = [data]
             self._loop.call_soon(self.flush)
-        else:
+        else:  # the body after its head: both leave now, not after what else this turn runs
             self._pending.append(data)
+            self.flush()
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
