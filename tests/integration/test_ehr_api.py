@@ -99,6 +99,49 @@ def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, 
 
 
 
+def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, monkeypatch):
+    """read and vread have a Flask-free variant (``on_event_loop(direct=...)``) for GETs the gate
+    admits. A GET with a chunked empty body is not admitted and goes through Flask: both must give
+    the same status, body and headers, errors included."""
+    from sen_shared.auth import issue_dev_token
+
+    gate = ehr.sen_app._middleware_app.asgi_app.gate
+    assert set(gate.direct) == {"sen_ehr.api.fhir.read", "sen_ehr.api.fhir.vread"}
+    used: list[str] = []
+    for op, fn in list(gate.direct.items()):
+        monkeypatch.setitem(gate.direct, op, lambda scope, _f=fn, _op=op, **kw: (used.append(_op), _f(scope, **kw))[1])
+
+    pid = post(ehr, H, "/fhir/Patient", patient(family="Đặng", given="Thị Ánh")).json()["id"]
+    assert put(ehr, H, f"/fhir/Patient/{pid}", {**patient(family="Đặng"), "id": pid}).status_code == 200
+    gone = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    assert ehr.delete(f"/fhir/Patient/{gone}", headers=H).status_code in (200, 204)
+    stranger = {**H, "Authorization": f"Bearer {issue_dev_token(dev_key, 'clinic', facility='tram-khac')}"}
+    cases = [
+        (f"/fhir/Patient/{pid}", H),
+        (f"/fhir/Patient/{pid}?_elements=gender", H),
+        (f"/fhir/Patient/{pid}?_summary=true", H),
+        (f"/fhir/Patient/{pid}?_pretty=true&_format=json", H),
+        (f"/fhir/Patient/{pid}", {**H, "If-None-Match": 'W/"2"'}),  # 304
+        (f"/fhir/Patient/{pid}", {**H, "Accept": "application/xml"}),  # 406
+        (f"/fhir/Patient/{pid}", stranger),  # not this clinic's patient
+        (f"/fhir/Patient/{pid}/_history/1", H),
+        (f"/fhir/Patient/{pid}/_history/9", H),  # 404
+        (f"/fhir/Patient/{gone}", H),  # 410
+        ("/fhir/Patient/no-such-id", H),  # 404
+        ("/fhir/Observation/no-such-id", H),
+    ]
+    statuses = []
+    for url, headers in cases:
+        direct = ehr.get(url, headers=headers)
+        flask = ehr.request("GET", url, headers=headers, content=iter([b""]))  # chunked: not admitted
+        statuses.append(direct.status_code)
+        assert (direct.status_code, direct.content) == (flask.status_code, flask.content), url
+        for name in ("etag", "last-modified", "content-type", "content-length", "retry-after"):
+            assert direct.headers.get(name) == flask.headers.get(name), (url, name)
+    assert statuses == [200, 200, 200, 200, 304, 406, 403, 200, 404, 410, 404, 404]
+    assert len(used) == len(cases)  # each first GET took the Flask-free way
+
+
 def test_create_read_vread_update_delete(ehr, H):
     r = post(ehr, H, "/fhir/Patient", patient())
     assert r.status_code == 201, r.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sen_shared.fhir.http import FhirRequest, from_flask, to_connexion
+from sen_shared.fhir.http import FhirRequest, from_flask, from_scope, to_asgi, to_connexion
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.runtime import current
 from sen_shared.web import on_event_loop
@@ -18,6 +18,15 @@ def _server() -> FhirServer:
 
 def _run(method: str, req: FhirRequest) -> Reply:
     return to_connexion(getattr(_server(), method)(req), req)
+
+
+def _direct(method: str) -> Any:
+    """The Flask-free variant of a quick handler (see ``sen_shared.web.on_event_loop``)."""
+    def run(scope: dict[str, Any], type: str, id: str, vid: str | None = None) -> Any:  # noqa: A002 - the spec's names
+        req = from_scope(scope, type, id, vid)
+        return to_asgi(getattr(_server(), method)(req), req)
+
+    return run
 
 
 def capabilities() -> Reply:
@@ -60,12 +69,12 @@ def validate_instance(type: str, id: str, **_: Any) -> Reply:
     return _run("validate", from_flask(type, id))
 
 
-@on_event_loop  # one lookup by id
+@on_event_loop(direct=_direct("read"))  # one lookup by id
 def read(type: str, id: str) -> Reply:
     return _run("read", from_flask(type, id, body=False))
 
 
-@on_event_loop  # one lookup by id
+@on_event_loop(direct=_direct("vread"))  # one lookup by id
 def vread(type: str, id: str, vid: str) -> Reply:
     return _run("vread", from_flask(type, id, vid, body=False))
 
