@@ -103,3 +103,37 @@ def test_the_writer_wakes_once_a_batch_not_once_an_event(monkeypatch) -> None:
     assert w.flush(timeout=5)
     assert sum(batches) == 35 and max(batches) <= 10  # a batch holds at most MAX_BATCH
     assert waits <= len(batches) + 1  # one blocking wait a batch (the pending one included)
+
+
+def test_the_writer_thread_builds_the_documents_and_skips_one_it_cannot_build(caplog) -> None:
+    stored: list[tuple[int, str]] = []
+
+    def prepare(item):
+        if item == 3:
+            raise ValueError("an audit bug")
+        return {"n": item, "thread": threading.current_thread().name}
+
+    w = AuditWriter(lambda docs: stored.extend((d["n"], d["thread"]) for d in docs), prepare=prepare)
+    for i in range(6):
+        w.put(i)
+    assert w.flush(timeout=10)
+    assert sorted(stored) == [(i, "sen-audit-writer") for i in (0, 1, 2, 4, 5)]
+    assert "audit event not built" in caplog.text
+
+
+def test_a_web_auditor_hands_the_event_to_the_writer_unbuilt(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    built: list[str] = []
+    stored: list[dict] = []
+    real = audit.to_document
+    monkeypatch.setattr(audit, "to_document", lambda event, when=None: (
+        built.append(threading.current_thread().name), real(event, when))[1])
+    auditor = audit.Auditor(object(), "ehr", background=True)
+    monkeypatch.setattr(auditor, "_store", lambda docs: stored.extend(docs))
+    auditor.writer._insert = auditor._store  # the patched store
+    principal = SimpleNamespace(roles=["admin"], practitioner=None, sub="a", facility=None)
+    auditor.record(principal, audit.Record("read", "Patient", "p1", patients=["Patient/p1"], status=200))
+    auditor.flush()
+    assert built == ["sen-audit-writer"]
+    assert [d["sp_patient"] for d in stored] == [["Patient/p1", "p1"]]

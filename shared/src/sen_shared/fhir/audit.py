@@ -10,8 +10,8 @@ other resource (``AuditEvent?patient=Patient/x``, ``?agent=``, ``?altid=``,
 Codes without displays (the standard code systems name them; every AuditEvent
 is stored, so each byte counts). Cheap by design: no history version, no outbox event, and in the web
 process (``Auditor(..., background=True)``) stored off the request path: an
-:class:`AuditWriter` thread gathers what arrives within ``FLUSH_SECONDS`` into
-one ``insert_many``. Nothing is dropped: a full queue makes the request store
+:class:`AuditWriter` thread builds the documents (id, body text, index) and gathers
+what arrives within ``FLUSH_SECONDS`` into one ``insert_many``. Nothing is dropped: a full queue makes the request store
 its event itself, process exit flushes, and a read or search of AuditEvents
 flushes this process's queue first (so a client reads its own trail). Without
 ``background`` each event is one ``insert_one`` (``insert_many`` for the
@@ -210,10 +210,15 @@ _batch: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.Contex
 
 
 class AuditWriter:
-    """A background thread that stores AuditEvent documents in batches (one per process, started on use)."""
+    """A background thread that stores AuditEvent documents in batches (one per process, started on use).
 
-    def __init__(self, insert: Any) -> None:
+    ``prepare``: turns what is put into the document to store, in the writer's thread (an item it
+    fails on is logged and left out; the others are stored).
+    """
+
+    def __init__(self, insert: Any, prepare: Any = None) -> None:
         self._insert = insert
+        self._prepare = prepare
         self._pid = -1
         self._lock = threading.Lock()
 
@@ -244,12 +249,25 @@ class AuditWriter:
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
-    def _stored(self, docs: list[dict[str, Any]], *, retry: bool = False) -> None:
-        """Store ``docs``; the writer thread retries a failing database for ``RETRY_SECONDS`` (a
+    def _ready(self, items: list[Any]) -> list[dict[str, Any]]:
+        if self._prepare is None:
+            return items
+        docs = []
+        for item in items:
+            try:
+                docs.append(self._prepare(item))
+            except Exception:  # noqa: BLE001 - an audit bug must not stop the writer; it is logged loudly
+                log.exception("audit event not built")
+        return docs
+
+    def _stored(self, items: list[Any], *, retry: bool = False) -> None:
+        """Store ``items``; the writer thread retries a failing database for ``RETRY_SECONDS`` (a
         restart of FerretDB or a MongoDB election) before it logs them as lost."""
         delay, deadline = 0.2, time.monotonic() + RETRY_SECONDS
+        count = len(items)
         try:
-            while True:
+            docs = self._ready(items)
+            while docs:
                 try:
                     self._insert(docs)
                     return
@@ -262,7 +280,7 @@ class AuditWriter:
                     delay = min(delay * 2, 5.0)
         finally:
             with self._done:
-                self._pending -= len(docs)
+                self._pending -= count
                 self._done.notify_all()
 
     def _loop(self) -> None:
@@ -278,13 +296,20 @@ class AuditWriter:
             self._stored(docs, retry=True)
 
 
+def _as_document(item: tuple[dict[str, Any], datetime] | dict[str, Any]) -> dict[str, Any]:
+    """What the writer stores: an ``(event, when)`` of a request made a document; a bundle's
+    documents (built in the request, see :meth:`Auditor.batch`) as they are."""
+    return to_document(*item) if isinstance(item, tuple) else item
+
+
 class Auditor:
     """Writes AuditEvents of one service into its database."""
 
     def __init__(self, db: Database | Any, service: str, *, background: bool = False) -> None:
         self._db = db
         self.service = service
-        self.writer = AuditWriter(self._store) if background else None
+        # the writer thread builds the documents (ids, body text, index): off the request's path
+        self.writer = AuditWriter(self._store, prepare=_as_document) if background else None
 
     def flush(self) -> None:
         """Store what the background writer still holds (before reading the trail)."""
@@ -297,18 +322,19 @@ class Auditor:
 
     def record(self, principal: Any, rec: Record) -> dict[str, Any] | None:
         """Store the AuditEvent of ``rec`` (or keep it for the batch being collected); never raises."""
+        pending = _batch.get()
         try:
             when = datetime.now(UTC)
             event = build_event(principal, rec, service=self.service, when=when)
+            if pending is None and self.writer is not None:
+                self.writer.put((event, when))  # the writer thread makes the document
+                return event
             doc = to_document(event, when)
         except Exception:  # noqa: BLE001 - an audit bug must not break care; it is logged loudly
             log.exception("audit event not built", extra={"interaction": rec.interaction, "status": rec.status})
             return None
-        pending = _batch.get()
         if pending is not None:
             pending.append(doc)
-        elif self.writer is not None:
-            self.writer.put(doc)
         else:
             self._insert([doc])
         return event
