@@ -28,3 +28,12 @@ def test_a_forked_child_draws_other_ids() -> None:
     child = os.read(r, 64).decode()
     os.close(r)
     assert child != new_uuid() and uuid.UUID(child).version == 4
+
+
+def test_seeding_the_random_module_does_not_repeat_ids() -> None:
+    import random
+
+    random.seed(7)
+    first = new_uuid()
+    random.seed(7)
+    assert new_uuid() != first

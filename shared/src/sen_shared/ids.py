@@ -2,17 +2,21 @@
 
 ``uuid.uuid4()`` reads the kernel's random source on every call, which under load on a
 small virtual machine showed as a sixth of a transaction's time. Ids need to be unique,
-not secret (access control protects the data behind them), so they come from the
-process's Mersenne Twister, which Python seeds from the kernel at start and again in
-every forked child.
+not secret (access control protects the data behind them), so they come from a
+Mersenne Twister of this module's own, seeded from the kernel at start and again in
+every forked child. Not the ``random`` module's shared one: code that seeds that for
+its own reasons (hypothesis does, for each example it runs) would make ids repeat.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 
-_bits = random.getrandbits
+_rng = random.Random()  # noqa: S311 - unique, not secret (above); seeded from the kernel
+os.register_at_fork(after_in_child=_rng.seed)  # a gunicorn worker draws other ids than its master
+_bits = _rng.getrandbits
 
 
 def new_uuid() -> str:
