@@ -152,25 +152,19 @@ def reset_prometheus_dir() -> Path | None:
     return path
 
 
-def _balance():
-    try:
-        from sen_shared import balance
-    except ImportError:  # a process without sen_shared (the config's own tests): nothing to balance
-        return None
-    return balance
-
-
 def on_starting(server) -> None:  # master, before any worker is forked
-    if (balance := _balance()) is not None:
-        balance.master_start(server.cfg.workers)
+    from sen_shared import balance  # the worker class's module: the table its workers share
+
+    balance.master_start(server.cfg.workers)
     path = reset_prometheus_dir()
     if path is not None:
         server.log.info("prometheus multiprocess dir %s emptied", path)
 
 
 def pre_fork(server, worker) -> None:  # master, before forking ``worker``
-    if (balance := _balance()) is not None:
-        balance.assign_slot(server, worker)
+    from sen_shared import balance
+
+    balance.assign_slot(server, worker)
 
 
 def post_worker_init(worker) -> None:  # in the worker, once the app is loaded
@@ -184,8 +178,9 @@ def post_worker_init(worker) -> None:  # in the worker, once the app is loaded
 
 
 def child_exit(server, worker) -> None:  # master, after a worker died
-    if (balance := _balance()) is not None:
-        balance.release_slot(worker)
+    from sen_shared import balance
+
+    balance.release_slot(worker)
     if prometheus_dir() is None:
         return
     try:

@@ -9,6 +9,7 @@ request middleware: correlation id, body size limit, metrics, request log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import functools
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +421,19 @@ class InlineGate:
             log.warning("quick handlers back in the thread pool", extra={
                 "ms": round(seconds * 1000, 1), "status": status, "pause_s": INLINE_PAUSE_SECONDS})
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[dict[str, int]]:
+        """Time a handler run on the loop and :meth:`observe` it; the caller sets ``["status"]``
+        (an exception counts with the status the error handlers will give it)."""
+        outcome, started = {"status": 500}, time.monotonic()
+        try:
+            yield outcome
+        except Exception as err:  # connexion's error handlers answer it: only its status matters here
+            outcome["status"] = _error_status(err)
+            raise
+        finally:
+            self.observe(time.monotonic() - started, outcome["status"])
+
 
 def _error_status(err: Exception) -> int:
     """The status the error handlers will answer ``err`` with, as far as the gate cares (4xx or not)."""
@@ -451,12 +465,13 @@ class BufferedResponder(WSGIResponder):
     """
 
     def __init__(self, *args: Any, gate: InlineGate | None = None) -> None:
+        """``gate``: the gate that admitted this request to the loop's thread (None: the pool)."""
         super().__init__(*args)
         self.gate = gate
         self.buffer: list[Message] = []
         self.buffered = 0
         self.streaming = False
-        self.inline = False
+        self.inline = gate is not None
         self.status = 500
 
     def send(self, message: Any) -> None:
@@ -472,19 +487,13 @@ class BufferedResponder(WSGIResponder):
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         func = functools.partial(contextvars.copy_context().run, self.wsgi)
-        self.inline = self.gate is not None and self.gate.admits(scope)
         environ = build_environ(scope, _NoBody() if self.inline else Body(self.loop, receive))
         sender = self.loop.create_task(self.sender(send))
         try:
-            if self.inline:
-                started = time.monotonic()
-                try:
+            if self.gate is not None:
+                with self.gate.running() as outcome:
                     func(environ, self.start_response)
-                except Exception as err:  # connexion's error handlers answer it: only its status matters here
-                    self.status = _error_status(err)
-                    raise
-                finally:
-                    self.gate.observe(time.monotonic() - started, self.status)  # type: ignore[union-attr]
+                    outcome["status"] = self.status
             else:
                 await self.loop.run_in_executor(self.executor, func, environ, self.start_response)
             # the sender task sends: the response goes out on the loop's next round, which
@@ -517,30 +526,21 @@ class BufferedWSGIMiddleware(WSGIMiddleware):
     flask_app: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.gate is not None and self.gate.admits(scope):
-            direct = self.gate.direct_for(scope)
-            if direct is not None:
-                await self._direct(direct, scope, send)
-                return
-        if scope["type"] == "http":
-            await BufferedResponder(self.app, self.executor, self.send_queue_size, gate=self.gate)(
-                scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        gate = self.gate if self.gate is not None and self.gate.admits(scope) else None
+        direct = gate.direct_for(scope) if gate is not None else None
+        if gate is not None and direct is not None:
+            await self._direct(gate, direct, scope, send)
+            return
+        await BufferedResponder(self.app, self.executor, self.send_queue_size, gate=gate)(scope, receive, send)
 
-    async def _direct(self, direct: Direct, scope: Scope, send: Send) -> None:
+    async def _direct(self, gate: InlineGate, direct: Direct, scope: Scope, send: Send) -> None:
         await asyncio.sleep(0)
-        gate = self.gate
-        assert gate is not None
-        started, status = time.monotonic(), 500
-        try:
-            with self.flask_app.app_context():
-                status, headers, body = direct(scope, **(scope.get("path_params") or {}))
-        except Exception as err:  # connexion's error handlers answer it: only its status matters here
-            status = _error_status(err)
-            raise
-        finally:
-            gate.observe(time.monotonic() - started, status)
+        with gate.running() as outcome, self.flask_app.app_context():
+            status, headers, body = direct(scope, **(scope.get("path_params") or {}))
+            outcome["status"] = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
