@@ -9,7 +9,6 @@ No timing assertions: timing belongs in the table. The bench bounds its own time
 
 from __future__ import annotations
 
-import http.client
 import os
 import platform
 import random
@@ -26,6 +25,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
+
+from tests.perf import loadgen
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("SEN_BENCH_SCALE", "1") or 1)
@@ -137,44 +138,13 @@ def cpu_seconds() -> Counter:
 
 
 def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: float) -> dict:
-    """GET every url with ``clients`` threads, one keep-alive connection each; latencies in ms.
-
-    The standard library's ``http.client`` costs the shared CPUs a fraction of what httpx does,
-    so the figures are the server's more than the load generator's."""
-    lat: list[float] = []
-    statuses: Counter = Counter()
-    lock = threading.Lock()
-    it = iter(urls)
-
+    """GET every url over ``clients`` keep-alive connections (``loadgen``: one thread, one
+    request in flight per connection); latencies in ms, and the CPU each request cost by process."""
     host, port = urlsplit(base).hostname, urlsplit(base).port
-
-    def worker() -> None:
-        c = http.client.HTTPConnection(host, port, timeout=60)
-        try:
-            c.request("GET", "/fhir/metadata", headers=headers)  # connect outside the measurement
-            c.getresponse().read()
-            while time.monotonic() < deadline:
-                with lock:
-                    url = next(it, None)
-                if url is None:
-                    return
-                url = quote(url, safe="/?&=:,$")  # as httpx would send it: | as %7C
-                t0 = time.perf_counter()
-                c.request("GET", url, headers=headers)
-                r = c.getresponse()
-                r.read()
-                ms = (time.perf_counter() - t0) * 1000
-                with lock:
-                    lat.append(ms)
-                    statuses[r.status] += 1
-        finally:
-            c.close()
-
+    paths = (quote(url, safe="/?&=:,$") for url in urls)  # as httpx would send it: | as %7C
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(worker) for _ in range(clients)]:
-            f.result()
+    lat, statuses = loadgen.run(host, port, headers, paths, clients, deadline)
     wall = time.perf_counter() - t0
     used = cpu_seconds()
     used.subtract(cpu0)
