@@ -58,18 +58,28 @@ def test_an_unreachable_database_answers_503_and_sends_reads_back_to_the_pool(eh
 
     pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
     gate = ehr.sen_app._middleware_app.asgi_app.gate
+    failed_reads = "/fhir/AuditEvent?subtype=read&outcome=8&_summary=count"
+    before = ehr.get(failed_reads, headers=H).json()["total"]
 
     def down(*_a, **_k):
         raise ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
 
+    async def adown(*_a, **_k):
+        down()
+
     monkeypatch.setattr(Store, "read_head", down)
+    monkeypatch.setattr(Store, "aread_head", adown)  # the read on the loop awaits its document
     try:
         r = ehr.get(f"/fhir/Patient/{pid}", headers=H)
         assert r.status_code == 503 and r.headers["Retry-After"] == "5"
         assert outcome_of(r)["code"] == "transient" and "retry" in outcome_of(r)["diagnostics"]
         assert gate.paused_until > time.monotonic()  # quick handlers wait in the pool for a while
+        r = ehr.get(f"/fhir/Patient/{pid}", headers=H)  # from the pool, the same answer
+        assert r.status_code == 503 and outcome_of(r)["code"] == "transient"
     finally:
         gate.paused_until = 0.0
+    monkeypatch.undo()
+    assert ehr.get(failed_reads, headers=H).json()["total"] == before + 2  # both are in the trail
 
 
 
@@ -82,8 +92,8 @@ def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, 
     threads = []
     for name in ("read", "vread", "search"):
         original = getattr(GuardedFhirServer, name)
-        monkeypatch.setattr(GuardedFhirServer, name, lambda self, req, _o=original, _n=name: (
-            threads.append((_n, threading.current_thread().name)), _o(self, req))[1])
+        monkeypatch.setattr(GuardedFhirServer, name, lambda self, req, _o=original, _n=name, **kw: (
+            threads.append((_n, threading.current_thread().name)), _o(self, req, **kw))[1])
     pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
     assert ehr.get(f"/fhir/Patient/{pid}", headers=H).status_code == 200
     assert ehr.get(f"/fhir/Patient/{pid}/_history/1", headers=H).status_code == 200
@@ -97,6 +107,40 @@ def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, 
     assert ehr.get(f"/fhir/Patient/{pid}/_history/7", headers=H).status_code == 404
     assert gate.paused_until == 0.0
 
+
+
+def test_a_read_waiting_on_the_database_does_not_hold_up_the_others(ehr, H, monkeypatch):
+    """A read on the loop awaits its document (``Store.aread_head``): a slow one lets the loop
+    answer a read that came after it."""
+    import asyncio
+
+    import httpx
+    from sen_shared.fhir.store import Store
+
+    slow, quick = (post(ehr, H, "/fhir/Patient", patient()).json()["id"] for _ in range(2))
+    original = Store.aread_head
+
+    async def aread_head(self, rtype, rid, param=None):
+        if rid == slow:
+            await asyncio.sleep(0.1)  # below INLINE_SLOW_SECONDS: the gate stays open
+        return await original(self, rtype, rid, param)
+
+    monkeypatch.setattr(Store, "aread_head", aread_head)
+
+    async def main() -> list[str]:
+        done: list[str] = []
+        transport = httpx.ASGITransport(app=ehr.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            async def get(pid: str) -> None:
+                r = await c.get(f"/fhir/Patient/{pid}", headers=H)
+                assert r.status_code == 200 and r.json()["id"] == pid
+                done.append(pid)
+
+            await asyncio.gather(get(slow), get(quick))
+        return done
+
+    assert asyncio.run(main()) == [quick, slow]
+    assert ehr.sen_app._middleware_app.asgi_app.gate.paused_until == 0.0
 
 
 def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, monkeypatch):

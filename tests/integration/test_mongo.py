@@ -65,3 +65,44 @@ def test_bulk_update_of_many_documents_finishes(fresh_db, mongo_url):
     assert done == [200, 200, 200]
     assert fresh_db.t.count_documents({"n": 1}) == 600
     coll.database.client.close()
+
+
+def test_each_event_loop_gets_its_own_asyncio_twin_of_a_database(fresh_db, mongo_url):
+    """``async_database``: the same server and options as the process's client, one per loop."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    db = mongo.database(mongo_url, fresh_db.name)
+    db.t.insert_one({"_id": "a", "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)})
+
+    async def read() -> tuple[object, dict]:
+        twin = mongo.async_database(db)
+        assert mongo.async_database(db).client is twin.client and twin.name == db.name
+        return twin.client, await twin.t.find_one({"_id": "a"})
+
+    first, doc = asyncio.run(read())
+    second, again = asyncio.run(read())
+    assert first is not second  # a client belongs to the loop it ran on
+    assert doc == again == {"_id": "a", "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}  # tz-aware, as sync
+
+
+def test_reads_awaited_on_a_loop_are_bounded_and_wait_their_turn_in_order():
+    import asyncio
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        release = asyncio.Event()
+
+        async def read(i: int) -> None:
+            async with mongo.read_slot():
+                log.append(f"in {i}")
+                await release.wait()
+
+        tasks = [asyncio.create_task(read(i)) for i in range(mongo.READS_IN_FLIGHT + 3)]
+        await asyncio.sleep(0.05)
+        assert len(log) == mongo.READS_IN_FLIGHT  # the others wait
+        release.set()
+        await asyncio.gather(*tasks)
+        return log
+
+    assert asyncio.run(main()) == [f"in {i}" for i in range(mongo.READS_IN_FLIGHT + 3)]

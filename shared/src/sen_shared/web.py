@@ -13,11 +13,12 @@ import contextlib
 import contextvars
 import copy
 import functools
+import inspect
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def load_spec(name: str) -> dict[str, Any]:
 ON_LOOP = "sen_on_event_loop"
 DIRECT = "sen_direct"
 
-Direct = Callable[..., tuple[int, list[tuple[bytes, bytes]], bytes]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Direct = Callable[..., Answer | Awaitable[Answer]]
 
 
 def on_event_loop(handler: Any = None, *, direct: Direct | None = None) -> Any:
@@ -99,7 +101,9 @@ def on_event_loop(handler: Any = None, *, direct: Direct | None = None) -> Any:
     headers, body)``, which such a GET then gets instead of the Flask handler (see
     :class:`BufferedWSGIMiddleware`). connexion has routed, authenticated and validated the
     request by then; the handler stays for HEAD and for the pool when the gate is paused, and
-    a test compares the two answers.
+    a test compares the two answers. A coroutine function may be given: what it awaits (its
+    database read, through ``sen_shared.mongo.async_database``) lets the loop serve other
+    connections meanwhile.
     """
     def mark(fn: Any) -> Any:
         setattr(fn, ON_LOOP, True)
@@ -389,7 +393,8 @@ class InlineGate:
     The price: while it runs, the other connections of this process wait. A database that
     stalls would stall them all (pymongo waits up to its 5 s server selection timeout), so a
     quick handler that took longer than ``INLINE_SLOW_SECONDS`` or answered 5xx sends quick
-    handlers back to the pool for ``INLINE_PAUSE_SECONDS``.
+    handlers back to the pool for ``INLINE_PAUSE_SECONDS``. A Flask-free handler that awaits its
+    document (ehr's read) leaves the loop to the others while it waits.
     """
 
     def __init__(self, operations: set[str] | frozenset[str], direct: dict[str, Direct] | None = None) -> None:
@@ -539,7 +544,10 @@ class BufferedWSGIMiddleware(WSGIMiddleware):
     async def _direct(self, gate: InlineGate, direct: Direct, scope: Scope, send: Send) -> None:
         await asyncio.sleep(0)
         with gate.running() as outcome, self.flask_app.app_context():
-            status, headers, body = direct(scope, **(scope.get("path_params") or {}))
+            answer = direct(scope, **(scope.get("path_params") or {}))
+            if inspect.isawaitable(answer):
+                answer = await answer
+            status, headers, body = answer
             outcome["status"] = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

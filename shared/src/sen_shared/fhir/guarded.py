@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from . import access
 from .audit import AUDIT_TYPE, Auditor, Record
@@ -273,14 +274,34 @@ class GuardedFhirServer(FhirServer):
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, req: FhirRequest) -> FhirResponse:
+    async def prefetch_read(self, req: FhirRequest) -> dict[str, Any] | None:
+        """The document :meth:`read` needs, awaited on the event loop, for :meth:`read`'s
+        ``prefetched``: ``{"doc": ...}``, or ``{"error": ...}`` when the database failed (the read
+        raises it, audited like any failed read); None when the request names no servable type or
+        id (the read answers that error)."""
+        try:
+            rtype = self.check_type(req.resource_type)
+            rid = check_id(req.rid)
+        except FhirError:
+            return None
+        try:
+            return {"doc": await self.store().aread_head(rtype, rid, compartment_param(rtype))}
+        except PyMongoError as err:
+            return {"error": err}
+
+    def read(self, req: FhirRequest, prefetched: dict[str, Any] | None = None) -> FhirResponse:
         loaded: dict[str, Any] = {}
 
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
             rid = check_id(req.rid)
             # one round trip: the document the check needs is the one the read returns
-            loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
+            if prefetched is None:
+                loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
+            elif "error" in prefetched:
+                raise prefetched["error"]
+            else:
+                loaded["doc"] = prefetched["doc"]
             self._existing(p, f, rec, "read", rtype, rid, head=loaded["doc"] or {"del": True})
 
         return self._run("read", req, pre,

@@ -40,7 +40,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ..ids import new_uuid
-from ..mongo import FIND_IN_MAX_EQUALITIES, bulk_update, find_in
+from ..mongo import FIND_IN_MAX_EQUALITIES, async_database, bulk_update, find_in, read_slot
 from . import events as ev
 from .body import pack, unpack
 from .outcome import FhirError
@@ -199,6 +199,10 @@ class Write:
         return {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[self.verb]
 
 
+def _read_projection(param: str | None) -> dict[str, int]:
+    return {"res": 1, "v": 1, "lu": 1, "del": 1, **({f"sp_{param}": 1} if param else {})}
+
+
 class Store:
     """The versioned resource store of one database."""
 
@@ -232,8 +236,13 @@ class Store:
 
     def read_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
         """What a read returns plus the index field ``sp_<param>`` (an access check's), or None."""
-        projection = {"res": 1, "v": 1, "lu": 1, "del": 1, **({f"sp_{param}": 1} if param else {})}
-        return unpack(self.current(resource_type).find_one({"_id": rid}, projection))
+        return unpack(self.current(resource_type).find_one({"_id": rid}, _read_projection(param)))
+
+    async def aread_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
+        """:meth:`read_head` awaited on the event loop (``mongo.async_database``, within ``mongo.read_slot``)."""
+        async with read_slot():
+            doc = await async_database(self.db)[resource_type].find_one({"_id": rid}, _read_projection(param))
+        return unpack(doc)
 
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
         doc = unpack(self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1}))
