@@ -1,0 +1,86 @@
+"""Compare ehr servers by loading them in turn, a few seconds each, round after round.
+
+    python -m tests.perf.alternate --rounds 8 --seconds 3 http://127.0.0.1:18091 http://127.0.0.1:18092
+
+Each server (a different commit, setting or database server) runs on its own port against the
+same loaded database; only one is loaded at a time, by the bench's load generator with 16
+connections reading random Patients, and the order flips every round. The machine's speed
+drifts by a quarter between quarter-hours; alternating every few seconds spreads that drift
+over all the servers alike, where two tables minutes apart measure mostly the drift. Loading
+two at once (``README.md``, "Comparing two versions") also cancels it, but favours the version
+that keeps more work in flight at the database. Prints, per server, the figures over all its
+rounds and each round's p99. Needs ``SEN_DEV_JWT_KEY`` (as ``make token``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from sen_shared.auth import issue_dev_token
+
+from tests.perf import loadgen
+
+
+def patient_ids(base: str, headers: dict[str, str], want: int = 2000) -> list[str]:
+    ids: list[str] = []
+    url: str | None = f"{base}/fhir/Patient?_count=500&_elements=id"
+    with httpx.Client(headers=headers, timeout=60) as c:
+        while url and len(ids) < want:
+            page = c.get(url).raise_for_status().json()
+            ids += [e["resource"]["id"] for e in page.get("entry", ())]
+            url = next((link["url"] for link in page.get("link", ()) if link["relation"] == "next"), None)
+    if not ids:
+        raise SystemExit(f"no Patient at {base}: load the database first (make bench leaves none)")
+    return ids
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bases", nargs="+", help="base URLs of the servers to compare")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--clients", type=int, default=16)
+    args = ap.parse_args()
+    token = issue_dev_token(Path(os.environ["SEN_DEV_JWT_KEY"]), "admin")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+    ids = patient_ids(args.bases[0], headers)
+    rng = random.Random(7)
+    paths = [f"/fhir/Patient/{rng.choice(ids)}" for _ in range(100_000)]
+
+    def load(base: str, seconds: float, start: int) -> tuple[list[float], float]:
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        t0 = time.perf_counter()
+        lat, statuses = loadgen.run(host, port, headers, iter(paths[start:] + paths[:start]), args.clients,
+                                    time.monotonic() + seconds)
+        if set(statuses) != {200}:
+            raise SystemExit(f"{base} answered {dict(statuses)}")
+        return lat, time.perf_counter() - t0
+
+    for base in args.bases:  # warm each server up once
+        load(base, 2.0, 0)
+    results = {base: {"lat": [], "wall": 0.0, "p99s": []} for base in args.bases}
+    for r in range(args.rounds):
+        for base in args.bases if r % 2 == 0 else args.bases[::-1]:
+            lat, wall = load(base, args.seconds, r * 997)
+            res = results[base]
+            res["lat"] += lat
+            res["wall"] += wall
+            res["p99s"].append(round(pct(sorted(lat), 99), 1))
+    for base, res in results.items():
+        lat = sorted(res["lat"])
+        print(f"{base}: {len(lat) / res['wall']:,.0f} reads/s, p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f}, "
+              f"p99 {pct(lat, 99):.1f}; p99 by round {res['p99s']}")
+
+
+if __name__ == "__main__":
+    main()
