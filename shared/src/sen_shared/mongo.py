@@ -51,10 +51,12 @@ def client(url: str) -> MongoClient:
 
 # Reads a loop's handlers may have waiting on the database at once; the rest queue in order.
 # Without a bound the database worked on all 16 of a bench's reads at once and shared its
-# time among them: more reads a second, but the slowest waited longer. Alternating 3-second
-# runs of each over 8 rounds: blocking reads 742 reads/s, p50 20.9 ms, p99 38.0; at most 4 in
-# flight 958 reads/s, p50 15.7, p99 35.7; unbounded 1,008 reads/s, p50 14.6, p99 38.1.
-READS_IN_FLIGHT = 4
+# time among them: more reads a second, but the slowest waited longer. The more in flight, the
+# more reads a second and the lower the median, but past 2 the p99 rose again. Alternating
+# 3-second runs (tests/perf/alternate.py), 12 rounds: reads blocking the loop 861 reads/s, p50
+# 18.0 ms, p99 33.1; at most 2 in flight 972, 15.8, 31.1; at most 4 1,025, 14.6, 33.3 (another
+# 8: unbounded 1,008 reads/s, p50 14.6, p99 38.1 against 742, 20.9, 38.0 blocking).
+READS_IN_FLIGHT = 2
 
 
 @dataclass
