@@ -86,6 +86,23 @@ def test_each_event_loop_gets_its_own_asyncio_twin_of_a_database(fresh_db, mongo
     assert doc == again == {"_id": "a", "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}  # tz-aware, as sync
 
 
+def test_a_database_from_a_client_of_its_own_is_read_the_blocking_way(fresh_db):
+    """``fresh_db`` comes from a MongoClient made outside ``mongo.client``: no twin, and the
+    store's awaited read still answers (blocking)."""
+    import asyncio
+
+    from sen_shared.fhir.store import Store
+
+    store = Store(fresh_db)
+    store.current("Patient").insert_one({"_id": "p", "v": 1, "lu": None, "del": False, "res": '{"id": "p"}'})
+
+    async def read() -> tuple[object, dict | None]:
+        return mongo.async_database(fresh_db), await store.aread_head("Patient", "p")
+
+    twin, doc = asyncio.run(read())
+    assert twin is None and doc["res"] == {"id": "p"} and doc["v"] == 1
+
+
 def test_reads_awaited_on_a_loop_are_bounded_and_wait_their_turn_in_order():
     import asyncio
 

@@ -82,14 +82,16 @@ def _loop_share() -> _LoopShare:
     return share
 
 
-def async_database(db: Database) -> AsyncDatabase:
-    """The running event loop's asyncio twin of ``db`` (same server and options; made on first use).
+def async_database(db: Database) -> AsyncDatabase | None:
+    """The running event loop's asyncio twin of ``db`` (same server and options; made on first use),
+    or None when ``db`` does not come from :func:`client` (whose URL the twin connects to).
 
-    An asyncio client belongs to the loop it first ran on, so each loop gets its own; ``db``
-    must come from :func:`client` (whose URL the twin connects to).
+    An asyncio client belongs to the loop it first ran on, so each loop gets its own.
     """
+    url = _urls.get(id(db.client))
+    if url is None or _clients.get((os.getpid(), url)) is not db.client:
+        return None
     share = _loop_share()
-    url = _urls[id(db.client)]
     twin = share.clients.get(url)
     if twin is None:
         twin = share.clients[url] = AsyncMongoClient(url, **CLIENT_OPTIONS)

@@ -239,9 +239,13 @@ class Store:
         return unpack(self.current(resource_type).find_one({"_id": rid}, _read_projection(param)))
 
     async def aread_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
-        """:meth:`read_head` awaited on the event loop (``mongo.async_database``, within ``mongo.read_slot``)."""
+        """:meth:`read_head` awaited on the event loop (``mongo.async_database``, within ``mongo.read_slot``);
+        a database that has no asyncio twin is read the blocking way."""
+        twin = async_database(self.db)
+        if twin is None:
+            return self.read_head(resource_type, rid, param)
         async with read_slot():
-            doc = await async_database(self.db)[resource_type].find_one({"_id": rid}, _read_projection(param))
+            doc = await twin[resource_type].find_one({"_id": rid}, _read_projection(param))
         return unpack(doc)
 
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
