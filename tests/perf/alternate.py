@@ -25,6 +25,7 @@ import httpx
 from sen_shared.auth import issue_dev_token
 
 from tests.perf import loadgen
+from tests.perf.loadgen import percentile as pct
 
 
 def patient_ids(base: str, headers: dict[str, str], want: int = 2000) -> list[str]:
@@ -38,10 +39,6 @@ def patient_ids(base: str, headers: dict[str, str], want: int = 2000) -> list[st
     if not ids:
         raise SystemExit(f"no Patient at {base}: load the database first (make bench leaves none)")
     return ids
-
-
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q / 100))]
 
 
 def main() -> None:
@@ -75,9 +72,9 @@ def main() -> None:
             res = results[base]
             res["lat"] += lat
             res["wall"] += wall
-            res["p99s"].append(round(pct(sorted(lat), 99), 1))
+            res["p99s"].append(round(pct(lat, 99), 1))
     for base, res in results.items():
-        lat = sorted(res["lat"])
+        lat = res["lat"]
         print(f"{base}: {len(lat) / res['wall']:,.0f} reads/s, p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f}, "
               f"p99 {pct(lat, 99):.1f}; p99 by round {res['p99s']}")
 

@@ -108,11 +108,7 @@ def transaction(start: int, rng: random.Random) -> dict:
 
 # --------------------------------------------------------------------------- measuring
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+pct = loadgen.percentile
 
 
 def cpu_seconds() -> Counter:

@@ -28,7 +28,6 @@ from pymongo.operations import IndexModel
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], MongoClient] = {}
-_urls: dict[int, str] = {}  # id(sync client) -> its URL, for its asyncio twin
 CLIENT_OPTIONS: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": 5000, "appname": "sen",
                                   "uuidRepresentation": "standard"}
 
@@ -45,7 +44,6 @@ def client(url: str) -> MongoClient:
                     _clients.pop(stale, None)  # inherited across fork: never used, never closed here
                 c = MongoClient(url, connect=False, **CLIENT_OPTIONS)
                 _clients[key] = c
-                _urls[id(c)] = url
     return c
 
 
@@ -88,8 +86,9 @@ def async_database(db: Database) -> AsyncDatabase | None:
 
     An asyncio client belongs to the loop it first ran on, so each loop gets its own.
     """
-    url = _urls.get(id(db.client))
-    if url is None or _clients.get((os.getpid(), url)) is not db.client:
+    pid = os.getpid()
+    url = next((k[1] for k, c in _clients.items() if c is db.client and k[0] == pid), None)
+    if url is None:
         return None
     share = _loop_share()
     twin = share.clients.get(url)
