@@ -52,13 +52,15 @@ def outcome_of(r):
 
 # ------------------------------------------------------------------ CRUD and versions
 
-def test_an_unreachable_database_answers_503_and_sends_reads_back_to_the_pool(ehr, H, monkeypatch):
+def test_an_unreachable_database_answers_503_and_sends_blocking_reads_back_to_the_pool(ehr, H, monkeypatch):
+    """read awaits its document, vread blocks the loop while it waits for its own: only vread's
+    failure sends the quick handlers to the pool for a while; every failed read is audited."""
     from pymongo.errors import ServerSelectionTimeoutError
     from sen_shared.fhir.store import Store
 
     pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
     gate = ehr.sen_app._middleware_app.asgi_app.gate
-    failed_reads = "/fhir/AuditEvent?subtype=read&outcome=8&_summary=count"
+    failed_reads = "/fhir/AuditEvent?subtype=read,vread&outcome=8&_summary=count"
     before = ehr.get(failed_reads, headers=H).json()["total"]
 
     def down(*_a, **_k):
@@ -69,18 +71,22 @@ def test_an_unreachable_database_answers_503_and_sends_reads_back_to_the_pool(eh
 
     monkeypatch.setattr(Store, "read_head", down)
     monkeypatch.setattr(Store, "aread_head", adown)  # the read on the loop awaits its document
+    monkeypatch.setattr(Store, "vread_doc", down)
     try:
         r = ehr.get(f"/fhir/Patient/{pid}", headers=H)
         assert r.status_code == 503 and r.headers["Retry-After"] == "5"
         assert outcome_of(r)["code"] == "transient" and "retry" in outcome_of(r)["diagnostics"]
-        assert gate.paused_until > time.monotonic()  # quick handlers wait in the pool for a while
-        r = ehr.get(f"/fhir/Patient/{pid}", headers=H)  # from the pool, the same answer
+        assert gate.paused_until == 0.0  # the loop served the others while the read waited
+        r = ehr.get(f"/fhir/Patient/{pid}/_history/1", headers=H)
         assert r.status_code == 503 and outcome_of(r)["code"] == "transient"
+        assert gate.paused_until > time.monotonic()  # quick handlers wait in the pool for a while
+        for url in (f"/fhir/Patient/{pid}/_history/1", f"/fhir/Patient/{pid}"):  # from the pool; the lane
+            r = ehr.get(url, headers=H)
+            assert r.status_code == 503 and outcome_of(r)["code"] == "transient"
     finally:
         gate.paused_until = 0.0
     monkeypatch.undo()
-    assert ehr.get(failed_reads, headers=H).json()["total"] == before + 2  # both are in the trail
-
+    assert ehr.get(failed_reads, headers=H).json()["total"] == before + 4  # all are in the trail
 
 
 def test_reads_by_id_run_on_the_event_loop_the_rest_in_the_handler_pool(ehr, H, monkeypatch):
@@ -144,16 +150,28 @@ def test_a_read_waiting_on_the_database_does_not_hold_up_the_others(ehr, H, monk
 
 
 def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, monkeypatch):
-    """read and vread have a Flask-free variant (``on_event_loop(direct=...)``) for GETs the gate
-    admits. A GET with a chunked empty body is not admitted and goes through Flask: both must give
-    the same status, body and headers, errors included."""
+    """read and vread have a Flask-free variant (``on_event_loop(direct=...)``) that the direct lane
+    (``sen_shared.lane``) answers GETs with, before connexion's routing. A GET with a chunked empty
+    body is left to connexion and goes through Flask: both must give the same status, body and
+    headers, errors included."""
+    import inspect
+
     from sen_shared.auth import issue_dev_token
 
     gate = ehr.sen_app._middleware_app.asgi_app.gate
     assert set(gate.direct) == {"sen_ehr.api.fhir.read", "sen_ehr.api.fhir.vread"}
     used: list[str] = []
+
+    def counted(op, fn):
+        if inspect.iscoroutinefunction(fn):
+            async def awaited(scope, **kw):
+                used.append(op)
+                return await fn(scope, **kw)
+            return awaited
+        return lambda scope, **kw: (used.append(op), fn(scope, **kw))[1]
+
     for op, fn in list(gate.direct.items()):
-        monkeypatch.setitem(gate.direct, op, lambda scope, _f=fn, _op=op, **kw: (used.append(_op), _f(scope, **kw))[1])
+        monkeypatch.setitem(gate.direct, op, counted(op, fn))
 
     pid = post(ehr, H, "/fhir/Patient", patient(family="Đặng", given="Thị Ánh")).json()["id"]
     assert put(ehr, H, f"/fhir/Patient/{pid}", {**patient(family="Đặng"), "id": pid}).status_code == 200
@@ -173,6 +191,7 @@ def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, 
         (f"/fhir/Patient/{gone}", H),  # 410
         ("/fhir/Patient/no-such-id", H),  # 404
         ("/fhir/Observation/no-such-id", H),
+        ("/fhir/Nothing/x", H),  # no such type
     ]
     statuses = []
     for url, headers in cases:
@@ -182,7 +201,7 @@ def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, 
         assert (direct.status_code, direct.content) == (flask.status_code, flask.content), url
         for name in ("etag", "last-modified", "content-type", "content-length", "retry-after"):
             assert direct.headers.get(name) == flask.headers.get(name), (url, name)
-    assert statuses == [200, 200, 200, 200, 304, 406, 403, 200, 404, 410, 404, 404]
+    assert statuses == [200, 200, 200, 200, 304, 406, 403, 200, 404, 410, 404, 404, 404]
     assert len(used) == len(cases)  # each first GET took the Flask-free way
 
 

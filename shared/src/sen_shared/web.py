@@ -8,12 +8,10 @@ request middleware: correlation id, body size limit, metrics, request log.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import copy
 import functools
-import inspect
 import json
 import logging
 import os
@@ -43,6 +41,7 @@ from .config import Settings
 from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
 from .health import LATENCY, REQUESTS
+from .lane import DirectLane, has_body
 from .mongo import Index
 from .runtime import EXTENSION, Runtime, install
 
@@ -98,12 +97,12 @@ def on_event_loop(handler: Any = None, *, direct: Direct | None = None) -> Any:
     the handler thread pool, as connexion does; see :class:`InlineGate` for why and the limits.
 
     ``direct``: the same answer without Flask, ``direct(scope, **path_params) -> (status,
-    headers, body)``, which such a GET then gets instead of the Flask handler (see
-    :class:`BufferedWSGIMiddleware`). connexion has routed, authenticated and validated the
-    request by then; the handler stays for HEAD and for the pool when the gate is paused, and
-    a test compares the two answers. A coroutine function may be given: what it awaits (its
-    database read, through ``sen_shared.mongo.async_database``) lets the loop serve other
-    connections meanwhile.
+    headers, body)``, which such a GET then gets instead of the Flask handler, from the
+    :class:`~sen_shared.lane.DirectLane` before connexion's routing (the lane has checked the path,
+    the token and the parameters as connexion would). The handler stays for HEAD, for the pool
+    when the gate is paused and for what the lane leaves to connexion; a test compares the answers.
+    A coroutine function may be given: what it awaits (its database read, through
+    ``sen_shared.mongo.async_database``) lets the loop serve other connections meanwhile.
     """
     def mark(fn: Any) -> Any:
         setattr(fn, ON_LOOP, True)
@@ -118,13 +117,14 @@ class ServiceResolver(RelativeResolver):
     """operationIds relative to the service's ``api`` package; ``sen_shared.*`` ones absolute.
 
     Records the operations whose handler is marked :func:`on_event_loop` in ``on_loop``, and
-    their Flask-free variants in ``direct``.
+    their Flask-free variants in ``direct`` with their (method, path) in ``direct_routes``.
     """
 
     def __init__(self, root_path: Any) -> None:
         super().__init__(root_path)
         self.on_loop: set[str] = set()
         self.direct: dict[str, Direct] = {}
+        self.direct_routes: dict[str, tuple[str, str]] = {}
 
     def resolve_operation_id(self, operation: Any) -> str:
         operation_id = operation.operation_id
@@ -139,6 +139,7 @@ class ServiceResolver(RelativeResolver):
         direct = getattr(resolution.function, DIRECT, None)
         if direct is not None:
             self.direct[resolution.operation_id] = direct
+            self.direct_routes[resolution.operation_id] = (operation.method, operation.path)
         return resolution
 
 
@@ -406,19 +407,12 @@ class InlineGate:
         if scope.get("method") not in ("GET", "HEAD") or not self.operations:
             return False
         route = (scope.get("extensions") or {}).get("connexion_routing") or {}
-        if route.get("operation_id") not in self.operations or time.monotonic() < self.paused_until:
+        if route.get("operation_id") not in self.operations or self.paused():
             return False
-        for name, value in scope.get("headers") or ():
-            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-                return False  # a body would be read through the loop this thread is blocking
-        return True
+        return not has_body(scope)  # a body would be read through the loop this thread is blocking
 
-    def direct_for(self, scope: Scope) -> Direct | None:
-        """The Flask-free variant of an admitted GET's handler, if it has one."""
-        if scope.get("method") != "GET":
-            return None
-        route = (scope.get("extensions") or {}).get("connexion_routing") or {}
-        return self.direct.get(route.get("operation_id"))
+    def paused(self) -> bool:
+        return time.monotonic() < self.paused_until
 
     def observe(self, seconds: float, status: int) -> None:
         if seconds > INLINE_SLOW_SECONDS or status >= 500:
@@ -517,40 +511,18 @@ class BufferedResponder(WSGIResponder):
 class BufferedWSGIMiddleware(WSGIMiddleware):
     """connexion's WSGI bridge to Flask (a2wsgi) with :class:`BufferedResponder` for HTTP.
 
-    A GET the gate admits whose handler has a ``direct`` variant (:func:`on_event_loop`) is
-    answered by it on the loop's thread, inside the Flask app's context but without Flask's
-    request handling: the WSGI environ, Flask's routing and request and response objects and
-    connexion's handler decorators were about a third of the Python a read took (side by side
-    with the Flask way, 8 clients each, four runs: 11-13% more reads/s, p99 11-22% lower). It
-    first lets the loop take in what arrived meanwhile (``asyncio.sleep(0)``): served at once,
-    the connections whose requests came just after the loop looked settled into waiting a full
-    round each time (two of 16 connections at a median of 22-25 ms, the others at 14).
+    (GETs with a Flask-free ``direct`` variant never get here: :class:`~sen_shared.lane.DirectLane`
+    answers them, unless it leaves them to connexion, and then the Flask handler answers.)
     """
 
     gate: InlineGate | None = None
-    flask_app: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         gate = self.gate if self.gate is not None and self.gate.admits(scope) else None
-        direct = gate.direct_for(scope) if gate is not None else None
-        if gate is not None and direct is not None:
-            await self._direct(gate, direct, scope, send)
-            return
         await BufferedResponder(self.app, self.executor, self.send_queue_size, gate=gate)(scope, receive, send)
-
-    async def _direct(self, gate: InlineGate, direct: Direct, scope: Scope, send: Send) -> None:
-        await asyncio.sleep(0)
-        with gate.running() as outcome, self.flask_app.app_context():
-            answer = direct(scope, **(scope.get("path_params") or {}))
-            if inspect.isawaitable(answer):
-                answer = await answer
-            status, headers, body = answer
-            outcome["status"] = status
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _buffer_responses(app: connexion.FlaskApp, gate: InlineGate | None = None) -> None:
@@ -561,7 +533,6 @@ def _buffer_responses(app: connexion.FlaskApp, gate: InlineGate | None = None) -
     buffered.executor.shutdown(wait=False)  # never used: the handlers keep connexion's thread pool
     buffered.executor = current.executor
     buffered.gate = gate
-    buffered.flask_app = app.app
     bridge.asgi_app = buffered
 
 
@@ -596,11 +567,17 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     if validate_responses is None:
         validate_responses = settings.env == "test"
     resolver = ServiceResolver(api_package)
-    app.add_api(load_spec(spec), resolver=resolver, strict_validation=strict_validation,
+    api_spec = load_spec(spec)
+    app.add_api(api_spec, resolver=resolver, strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
-    _buffer_responses(app, InlineGate(resolver.on_loop, resolver.direct))
+    gate = InlineGate(resolver.on_loop, resolver.direct)
+    _buffer_responses(app, gate)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)
+    # inside the exception handling: what a direct variant raises gets the error handlers' answer
+    app.add_middleware(DirectLane, position=MiddlewarePosition.BEFORE_SWAGGER,
+                       spec=api_spec, operations=resolver.direct_routes, gate=gate, flask_app=app.app,
+                       strict_query=strict_validation)
     for exc, handler in _error_handlers(fhir_base).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app
