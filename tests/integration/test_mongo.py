@@ -86,6 +86,28 @@ def test_each_event_loop_gets_its_own_asyncio_twin_of_a_database(fresh_db, mongo
     assert doc == again == {"_id": "a", "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}  # tz-aware, as sync
 
 
+def test_the_awaited_read_gives_what_the_blocking_read_gives(fresh_db, mongo_url):
+    """``Store.aread_head`` sends the find command itself: same fields, tz-aware times, None when absent."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sen_shared.fhir.store import Store
+
+    store = Store(mongo.database(mongo_url, fresh_db.name))
+    when = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    store.current("Patient").insert_one({"_id": "p", "v": 2, "lu": when, "del": False, "res": '{"id": "p"}',
+                                         "sp_name": ["an"], "sp_gender": ["male"]})
+
+    async def read(rid: str, param: str | None = None) -> dict | None:
+        assert mongo.async_database(store.db) is not None  # the awaited way, not the fallback
+        return await store.aread_head("Patient", rid, param)
+
+    for rid, param in [("p", None), ("p", "name"), ("nobody", None)]:
+        awaited = asyncio.run(read(rid, param))
+        assert awaited == store.read_head("Patient", rid, param), (rid, param)
+    assert asyncio.run(read("p"))["lu"] == when and "sp_gender" not in asyncio.run(read("p", "name"))
+
+
 def test_a_database_from_a_client_of_its_own_is_read_the_blocking_way(fresh_db):
     """``fresh_db`` comes from a MongoClient made outside ``mongo.client``: no twin, and the
     store's awaited read still answers (blocking)."""

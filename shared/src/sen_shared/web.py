@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from .runtime import EXTENSION, Runtime, install
 log = logging.getLogger("sen.http")
 
 CORRELATION_HEADER = b"x-correlation-id"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no route or id holds one
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait when the database is out of reach
 
 
@@ -189,7 +191,7 @@ class RequestMiddleware:
         method = scope.get("method", "GET")
         status_holder = {"status": 500}
 
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in scope.get("path", "")):
+        if _CONTROL.search(scope.get("path", "")):
             # no id or route holds one; the ASGI and Flask routers would disagree on such a path
             await self._reject(scope, send, 400, "Bad Request", "the path contains control characters", cid)
             self._observe(method, 400, started, scope)

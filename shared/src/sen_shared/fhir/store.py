@@ -244,9 +244,15 @@ class Store:
         twin = async_database(self.db)
         if twin is None:
             return self.read_head(resource_type, rid, param)
+        # the find command itself, not find_one: no cursor to build and close (30 µs of the 250 of
+        # Python the awaited find_one took); the database's read preference and codecs, as find_one
+        command = {"find": resource_type, "filter": {"_id": rid}, "projection": _read_projection(param),
+                   "limit": 1, "singleBatch": True}
         async with read_slot():
-            doc = await twin[resource_type].find_one({"_id": rid}, _read_projection(param))
-        return unpack(doc)
+            reply = await twin.command(command, read_preference=twin.read_preference,
+                                       codec_options=twin.codec_options)
+        batch = reply["cursor"]["firstBatch"]
+        return unpack(batch[0] if batch else None)
 
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
         doc = unpack(self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1}))
