@@ -205,6 +205,14 @@ def test_reads_without_flask_answer_exactly_what_flask_answers(ehr, H, dev_key, 
     assert len(used) == len(cases)  # each first GET took the Flask-free way
 
 
+def test_a_path_with_control_characters_is_400_and_vietnamese_letters_are_not(ehr, H):
+    for bad in ("/fhir/Patient/a%1Fb", "/fhir/Patient/a%7F", "/fhir/Patient/%00"):
+        r = ehr.get(bad, headers=H)
+        assert r.status_code == 400 and "control characters" in outcome_of(r)["diagnostics"], bad
+    r = ehr.get("/fhir/Patient/Đặng", headers=H)  # not an id by the spec's pattern, for another reason
+    assert r.status_code == 400 and "control characters" not in r.text
+
+
 def test_create_read_vread_update_delete(ehr, H):
     r = post(ehr, H, "/fhir/Patient", patient())
     assert r.status_code == 201, r.text

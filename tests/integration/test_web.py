@@ -97,6 +97,13 @@ def test_oversized_body_is_413_before_anything_else(portal, token):
     assert "larger than" in r.json()["detail"]
 
 
+def test_a_path_with_control_characters_is_400(portal):
+    for bad in ("/healthz%01", "/healthz%7F", "/a%1Fb"):
+        r = portal.get(bad)
+        assert r.status_code == 400 and "control characters" in r.json()["detail"], bad
+    assert portal.get("/healthz").status_code == 200
+
+
 def test_correlation_id_is_echoed_or_made(portal):
     r = portal.get("/healthz", headers={"X-Correlation-ID": "abc-123"})
     assert r.headers["x-correlation-id"] == "abc-123"
