@@ -255,6 +255,37 @@ def test_every_interaction_leaves_an_audit_event(ehr: Any, world: dict[str, Any]
     assert ehr.get(f"/fhir/AuditEvent?altid={sub}&_summary=count", headers=admin).json()["total"] == before + 0
 
 
+def test_the_trail_is_searched_by_what_tells_events_apart_and_sorted_by_date(
+        ehr: Any, world: dict[str, Any], dev_key: Any) -> None:
+    """AuditEvent is indexed for date, agent, altid, agent-role, subtype, action, entity, patient and
+    outcome (sen_shared.fhir.search.definitions.NARROWED); type, site, source... are the same on
+    every event, so a search on them is refused (or ignored, leniently) with what is searchable."""
+    sub = f"sorted-{uuid.uuid4().hex[:6]}"
+    h = clinic(dev_key, sub=sub)
+    for _ in range(3):
+        assert ehr.get(f"/fhir/Patient/{world['pa']}", headers=h).status_code == 200
+    admin = world["admin"]
+    newest_first = _audits(ehr, admin, f"altid={sub}&subtype=read&action=R&outcome=0&_sort=-date")
+    assert len(newest_first) == 3
+    assert [e["recorded"] for e in newest_first] == sorted((e["recorded"] for e in newest_first), reverse=True)
+
+    r = ehr.get(f"/fhir/AuditEvent?altid={sub}&site=ehr", headers=admin)
+    assert r.status_code == 400
+    assert "'site' is not indexed for AuditEvent; it is searched by action, agent" in r.text
+    r = ehr.get(f"/fhir/AuditEvent?altid={sub}&site=ehr", headers={**admin, "Prefer": "handling=lenient"})
+    assert r.status_code == 200
+    modes = [e["search"]["mode"] for e in r.json()["entry"]]
+    assert modes.count("match") == 3 and "ignored parameters: site" in r.text
+    r = ehr.get(f"/fhir/AuditEvent?altid={sub}&_sort=outcome", headers=admin)
+    assert r.status_code == 400 and "it sorts by _id, _lastUpdated, date" in r.text
+
+    meta = ehr.get("/fhir/metadata", headers=admin).json()
+    audit = next(x for x in meta["rest"][0]["resource"] if x["type"] == "AuditEvent")
+    assert {p["name"] for p in audit["searchParam"]} == {
+        "_id", "_lastUpdated", "date", "agent", "altid", "agent-role", "subtype", "action", "entity", "patient",
+        "outcome"}
+
+
 def test_bundle_entries_are_audited(ehr: Any, world: dict[str, Any], dev_key: Any) -> None:
     sub = f"bundler-{uuid.uuid4().hex[:6]}"
     h = clinic(dev_key, sub=sub)

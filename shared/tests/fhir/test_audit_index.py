@@ -56,3 +56,42 @@ def test_a_parameter_fed_by_both_parts_gets_the_whole_event():
     event["agent"][0]["who"] = {"reference": P2}
     assert event_index(event) == index_fields(event)
     assert sorted(event_index(event)["sp_patient"]) == sorted(index_fields(event)["sp_patient"])
+
+
+# --------------------------------------------------------------------------- the narrowed index
+
+SEARCHED = {"date", "agent", "altid", "agent-role", "subtype", "action", "entity", "patient", "outcome"}
+
+
+def test_auditevent_is_indexed_only_for_what_tells_sens_events_apart():
+    from sen_shared.fhir.search.definitions import params_for
+
+    params = params_for("AuditEvent")
+    assert {"site", "type", "source", "entity-type", "entity-role", "policy"} <= set(params)  # R4 defines them
+    assert {c for c, p in params.items() if p.supported} == SEARCHED | {"_id", "_lastUpdated"}
+    assert {c for c, p in params.items() if p.supported and p.sortable} == {"date", "_id", "_lastUpdated"}
+    assert all(p.indexed and p.sortable for p in params_for("Patient").values())  # the other types: as R4
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_an_auditevent_document_holds_only_the_searched_fields(principal):
+    rec = Record("search", "Observation", query_params=["patient", "code"], count=2, patients=[P1, P2], status=200)
+    doc = audit.to_document(build_event(principal, rec, service="ehr"))
+    fields = {k for k in doc if k.startswith("sp_")}
+    assert {"sp_subtype", "sp_outcome", "sp_patient", "sp_entity", "sp_date_lo"} <= fields
+    assert not any(k.startswith(("sp_site", "sp_type", "sp_source", "sp_entity-type", "sp_entity-role",
+                                 "sp_entity-name")) for k in fields)
+    assert [k for k in fields if k.endswith("_s")] == ["sp_date_s"]
+
+
+def test_a_search_or_sort_on_what_is_not_indexed_says_what_is():
+    from sen_shared.fhir.search import SearchError, UnsupportedSearch, parse_search
+
+    with pytest.raises(UnsupportedSearch, match="'site' is not indexed for AuditEvent; it is searched by action, "):
+        parse_search("AuditEvent", [("site", "ehr")])
+    lenient = parse_search("AuditEvent", [("site", "ehr"), ("subtype", "read")], lenient=True)
+    assert [c.code for c in lenient.criteria] == ["subtype"]
+    with pytest.raises(SearchError, match="cannot sort AuditEvent by 'outcome'; it sorts by _id, _lastUpdated, date"):
+        parse_search("AuditEvent", [("_sort", "outcome")])
+    assert [(k.code, k.descending) for k in parse_search("AuditEvent", [("_sort", "-date")]).sort] == [("date", True)]
+    assert parse_search("Patient", [("_sort", "family")]).sort[0].code == "family"

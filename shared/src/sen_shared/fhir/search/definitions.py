@@ -12,6 +12,17 @@ COMMON_BASES = ("DomainResource", "Resource")
 SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri", "composite"})
 # Parameters answered from the storage engine's own fields, not from sp_* keys.
 STORAGE_PARAMS = {"_id": "_id", "_lastUpdated": "lu"}
+# Types indexed for fewer parameters than R4 defines: (searchable codes, sortable codes).
+# AuditEvent: one is stored with every read and search, and each index value it carries is paid
+# on each of them (the documents are the audit writer's whole cost for FerretDB and PostgreSQL:
+# 160 µs a read's event with every parameter, 105 with these). The others (type, site, source,
+# entity type and role, policy, address...) hold the same value on every event Sen records, so a
+# search on them would find everything: they are not indexed (unsupported: ignored with
+# ``Prefer: handling=lenient``, refused with strict), and the trail sorts by date only.
+NARROWED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "AuditEvent": (frozenset({"date", "agent", "altid", "agent-role", "subtype", "action", "entity", "patient",
+                              "outcome"}), frozenset({"date"})),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +46,14 @@ class SearchParam:
     # a string parameter with the same expression as an earlier one of its type (Patient
     # ``phonetic`` is ``name``) is stored once, under the earlier one's fields
     alias_of: str | None = None
+    indexed: bool = True  # False: left out of the type's index (NARROWED)
+    sortable: bool = True  # False: no ``_s`` key, no ``_sort`` (NARROWED)
 
     @property
     def supported(self) -> bool:
         if self.code in STORAGE_PARAMS:
             return True
-        return self.type in SUPPORTED_TYPES and bool(self.expression)
+        return self.indexed and self.type in SUPPORTED_TYPES and bool(self.expression)
 
     @property
     def field(self) -> str:
@@ -86,7 +99,27 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
                 out[code] = replace(param, alias_of=first[param.expression])
             else:
                 first[param.expression] = code
+    narrowed = NARROWED.get(resource_type)
+    if narrowed is not None:
+        searchable, sortable = narrowed
+        for code, param in list(out.items()):
+            if code not in STORAGE_PARAMS:
+                out[code] = replace(param, indexed=code in searchable, sortable=code in sortable)
     return out
+
+
+def unsupported_detail(param: SearchParam) -> str:
+    """Why ``param`` cannot be searched, for the OperationOutcome."""
+    narrowed = NARROWED.get(param.resource_type)
+    if narrowed is not None and not param.indexed:
+        return (f"search parameter {param.code!r} is not indexed for {param.resource_type}; it is searched by "
+                f"{', '.join(sorted(narrowed[0]))}")
+    return f"search parameter {param.code!r} is not supported"
+
+
+def unsortable_detail(param: SearchParam) -> str:
+    sortable = sorted({*NARROWED.get(param.resource_type, ((), ()))[1], *STORAGE_PARAMS})
+    return f"cannot sort {param.resource_type} by {param.code!r}; it sorts by {', '.join(sortable)}"
 
 
 def get_param(resource_type: str, code: str) -> SearchParam | None:

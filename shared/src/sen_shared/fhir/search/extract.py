@@ -645,6 +645,8 @@ def _encode(param: SearchParam, nodes: list[Node]) -> dict[str, Any]:
             out[f + "_s"] = uris[0]
     elif t == "composite":
         out.update(_composite(param, nodes))
+    if not param.sortable:
+        out.pop(f + "_s", None)
     return out
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from . import dates
-from .definitions import SearchParam, get_param, is_resource_type, params_for
+from .definitions import SearchParam, get_param, is_resource_type, params_for, unsortable_detail, unsupported_detail
 from .errors import SearchError, UnsupportedSearch
 
 DEFAULT_COUNT = 20
@@ -263,7 +263,7 @@ def _criterion(resource_type: str, name: str, value: str, *, lenient: bool) -> C
     if param is None:
         raise SearchError(f"unknown search parameter {code!r} for {resource_type}", location)
     if not param.supported:
-        raise UnsupportedSearch(f"search parameter {code!r} is not supported", location)
+        raise UnsupportedSearch(unsupported_detail(param), location)
     if rest:  # chained search
         if param.type != "reference":
             raise SearchError(f"{code} is not a reference parameter and cannot be chained", location)
@@ -360,6 +360,8 @@ def _apply(req: SearchRequest, name: str, value: str, *, lenient: bool) -> None:
             p = get_param(req.resource_type, code)
             if p is None or not p.supported or p.type == "composite":
                 raise SearchError(f"cannot sort by {code!r}", name)
+            if not p.sortable:
+                raise SearchError(unsortable_detail(p), name)
             keys.append(SortKey(code, desc))
         req.sort.extend(keys)
     elif name == "_count":
