@@ -152,3 +152,15 @@ def test_the_gate_times_and_pauses_only_variants_that_block_the_loop(token):
     assert _call(lane, _scope("/fhir/Patient/p-1", token)) == 599  # paused: the pool's way
     gate.paused_until = 0.0
     assert _call(lane, _scope("/fhir/Patient/p-1", token)) == 200
+
+
+def test_the_routes_are_made_once_the_operations_are_resolved(token):
+    async def direct(scope, type, id):  # noqa: A002
+        return 200, [], b"{}"
+
+    operations: dict[str, tuple[str, str]] = {}  # what connexion's resolver fills, after the lane is made
+    lane = DirectLane(Downstream(), _spec(), operations, InlineGate({"read"}, {"read": direct}),
+                      flask.Flask("lane-test"), False)
+    assert _call(lane, _scope("/fhir/Patient/p-1", token)) == 599  # nothing resolved yet: connexion's way
+    operations["read"] = READ
+    assert _call(lane, _scope("/fhir/Patient/p-1", token)) == 200

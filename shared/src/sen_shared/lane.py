@@ -191,9 +191,9 @@ class DirectLane:
 
     @property
     def routes(self) -> list[LaneRoute]:
-        if self._routes is None:
+        if self._routes is None and self._operations:  # made once connexion has resolved them
             self._routes = lane_routes(self._spec, self._operations)
-        return self._routes
+        return self._routes or []
 
     def _take(self, scope: Scope) -> tuple[LaneRoute, dict[str, str], dict[str, Any]] | None:
         if scope["type"] != "http" or scope.get("method") != "GET" or not self.routes:
