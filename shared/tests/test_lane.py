@@ -86,6 +86,8 @@ def test_routes_are_the_direct_operations_connexion_would_route_there():
     (lambda s: s["components"]["parameters"]["IfNoneMatch"].update(schema={"type": "string", "maxLength": 9}),
      "header"),
     (lambda s: s["components"]["parameters"]["Id"]["schema"].update(maxLength=9), "pattern"),
+    (lambda s: s["components"]["parameters"]["Id"]["schema"].pop("pattern"), "pattern"),
+    (lambda s: s["components"]["parameters"].pop("Id"), "referenced"),
     (lambda s: s["paths"]["/fhir/{type}/{id}"]["get"].update(security=[]), "security"),
 ])
 def test_an_operation_the_lane_cannot_check_exactly_stays_with_connexion(change, why, caplog):

@@ -154,8 +154,9 @@ def lane_routes(spec: dict[str, Any], operations: dict[str, tuple[str, str]]) ->
             continue
         params = _parameters(spec, path_item, op)
         reason = _why_not(spec, path, op, params)
-        patterns = {p["name"]: re.compile(p["schema"]["pattern"]) for p in params or () if p["in"] == "path"}
+        patterns: dict[str, re.Pattern[str]] = {}
         if reason is None:
+            patterns = {p["name"]: re.compile(p["schema"]["pattern"]) for p in params or () if p["in"] == "path"}
             mine = _segments(path)
             clash = [other for other in gets if other != path and _may_overlap(mine, patterns, _segments(other))]
             reason = f"the routes {clash} could match the same paths" if clash else None
