@@ -670,16 +670,21 @@ PRESENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "number": ("",), "quantity": ("",), "uri": ("",)}
 
 
+@functools.cache
+def _indexed(resource_type: str) -> tuple[tuple[SearchParam, frozenset[str] | None], ...]:
+    """The parameters ``index_fields`` extracts for a type, with their root fields (made once a type)."""
+    return tuple((param, expression_roots(param.expression or ""))
+                 for code, param in params_for(resource_type).items()
+                 if code not in STORAGE_PARAMS and param.supported and not param.alias_of)
+
+
 def index_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """Every ``sp_*`` key for ``resource`` (its type's parameters plus the common ones)."""
     out: dict[str, Any] = {}
     # a parameter whose root field is absent (no key equal to it or starting with it, as a
     # choice element would) has no value: skip the walk, as most parameters of a resource do
     prefixes = {key[:i] for key in resource for i in range(1, len(key) + 1)}
-    for code, param in params_for(resource.get("resourceType", "")).items():
-        if code in STORAGE_PARAMS or not param.supported or param.alias_of:
-            continue
-        roots = expression_roots(param.expression or "")
+    for param, roots in _indexed(resource.get("resourceType", "")):
         if roots is not None and roots.isdisjoint(prefixes):
             continue
         fields = extract_param(param, resource)
