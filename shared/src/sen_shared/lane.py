@@ -196,30 +196,33 @@ class DirectLane:
             self._routes = lane_routes(self._spec, self._operations)
         return self._routes or []
 
-    def _take(self, scope: Scope) -> tuple[LaneRoute, dict[str, str], dict[str, Any]] | None:
-        if scope["type"] != "http" or scope.get("method") != "GET" or not self.routes:
+    def _take(self, scope: Scope) -> tuple[Any, dict[str, str], dict[str, Any]] | None:
+        """(the direct variant, path parameters, token info) of a request the lane answers, else None."""
+        routes = self.routes
+        if scope["type"] != "http" or scope.get("method") != "GET" or not routes:
             return None
         if (self.strict_query and scope.get("query_string")) or has_body(scope):
             return None
         path = scope.get("path", "")
-        for route in self.routes:
+        for route in routes:
             params = route.match(path)
             if params is not None:
                 break
         else:
             return None
+        direct = self.gate.direct.get(route.operation_id)
+        if direct is None or (not inspect.iscoroutinefunction(direct) and self.gate.paused()):
+            return None
         token = _bearer_token(scope)
         info = auth.bearer_info(token) if token else None
-        return None if info is None else (route, params, info)
+        return None if info is None else (direct, params, info)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         taken = self._take(scope)
-        direct = self.gate.direct.get(taken[0].operation_id) if taken is not None else None
-        awaited = inspect.iscoroutinefunction(direct)
-        if taken is None or direct is None or (not awaited and self.gate.paused()):
+        if taken is None:
             await self.app(scope, receive, send)
             return
-        route, params, info = taken
+        direct, params, info = taken
         context = {"user": info.get("sub", info.get("uid")), "token_info": info}
         scope.setdefault("extensions", {})["connexion_context"] = context
         scope["path_params"] = params
@@ -229,7 +232,7 @@ class DirectLane:
         # first let the loop take in what arrived meanwhile: served at once, the connections whose
         # requests came just after the loop looked settled into waiting a full round each time
         await asyncio.sleep(0)
-        if awaited:  # it leaves the loop to the others while it waits: nothing for the gate to time
+        if inspect.iscoroutinefunction(direct):  # the loop serves the others while it waits: nothing to time
             with self.flask_app.app_context():
                 status, headers, body = await direct(scope, **params)
         else:
