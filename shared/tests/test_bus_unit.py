@@ -139,24 +139,44 @@ def test_outbox_indexes_are_top_level_equality() -> None:
 
 
 class FakeCollection:
+    """Enough of a collection for apply_once: a unique _id and nothing else."""
+
     def __init__(self) -> None:
-        self.calls: list[tuple] = []
+        self.docs: dict[str, dict] = {}
+        self.inserts = 0
 
-    def update_one(self, flt: dict, update: dict, upsert: bool = False):
-        self.calls.append((flt, update, upsert))
+    def insert_one(self, doc: dict) -> None:
+        from pymongo.errors import DuplicateKeyError
 
-        class R:
-            matched_count = 1
-            upserted_id = None
-        return R()
+        self.inserts += 1
+        if doc["_id"] in self.docs:
+            raise DuplicateKeyError("E11000 duplicate key")
+        self.docs[doc["_id"]] = dict(doc)
+
+    def find_one(self, flt: dict, projection: dict | None = None) -> dict | None:
+        return self.docs.get(flt["_id"])
 
 
-def test_apply_once_guards_the_filter_and_pushes_the_id_in_the_same_update() -> None:
+def test_apply_once_inserts_the_fact_under_the_event_id_and_never_updates() -> None:
     coll = FakeCollection()
-    assert apply_once(coll, {"_id": "d1"}, {"$inc": {"n": 1}}, "e1", upsert=True) is True
-    [(flt, update, upsert)] = coll.calls
-    assert flt == {"_id": "d1", "events_seen": {"$ne": "e1"}}
-    assert update == {"$inc": {"n": 1}, "$push": {"events_seen": {"$each": ["e1"], "$slice": -200}}}
-    assert upsert is True
-    with pytest.raises(ValueError, match="_id"):
-        apply_once(coll, {"patient": "p1"}, {"$inc": {"n": 1}}, "e1", upsert=True)
+    assert apply_once(coll, "e1", {"n": 1}) is True
+    assert apply_once(coll, "e1", {"n": 2}) is False  # redelivered: the first fact stays
+    assert coll.docs["e1"]["n"] == 1 and "events_seen" not in coll.docs["e1"]
+    assert apply_once(coll, "e2", {"n": 2}) is True and set(coll.docs) == {"e1", "e2"}
+    with pytest.raises(ValueError, match="id"):
+        apply_once(coll, "", {"n": 1})
+
+
+def test_apply_once_runs_a_separate_effect_before_the_claim() -> None:
+    coll, calls = FakeCollection(), []
+
+    def crashing() -> None:
+        calls.append("effect")
+        raise RuntimeError("crash after the effect")
+
+    with pytest.raises(RuntimeError):
+        apply_once(coll, "e1", effect=crashing)
+    assert calls == ["effect"] and coll.docs == {}  # no claim: the redelivery runs it again
+    assert apply_once(coll, "e1", effect=lambda: calls.append("effect")) is True
+    assert apply_once(coll, "e1", effect=lambda: calls.append("effect")) is False
+    assert calls == ["effect", "effect"] and set(coll.docs) == {"e1"}

@@ -161,7 +161,7 @@ def test_doctor_reads_a_patient_once_referred(ehr: Any, world: dict[str, Any], w
     worker.publish(event)  # redelivered: one grant, applied once
     wait_for(lambda: ehr.get(f"/fhir/{pb}", headers=doc).status_code == 200)
     grants = list(worker.db["grants"].find({"patient": pb}))
-    assert len(grants) == 1 and grants[0]["events_seen"] == [event["id"]] and grants[0]["reason"] == sr
+    assert len(grants) == 1 and grants[0]["_id"] == event["id"] and grants[0]["reason"] == sr
     assert ehr.get(f"/fhir/Observation/{world['ob']}", headers=doc).status_code == 200
     assert pb in ids_of(ehr.get("/fhir/Patient", headers=doc).json())
     assert f"Observation/{world['ob']}" in ids_of(ehr.get("/fhir/Observation", headers=doc).json())

@@ -158,7 +158,8 @@ def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bu
 
     def apply(event: dict[str, Any], db: Any) -> None:
         deliveries.append(event["id"])
-        apply_once(db.effects, {"_id": event["data"]["id"]}, {"$inc": {"n": 1}}, event["id"], upsert=True)
+        # each observation id here has one event: the fact keyed by it is the event's claim
+        apply_once(db.effects, event["data"]["id"], {"n": 1, "event": event["id"]})
 
     stop = threading.Event()
     pub = bus.publisher(max_retries=1)

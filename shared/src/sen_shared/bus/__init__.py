@@ -5,7 +5,7 @@
 - :mod:`.topology`  exchanges and quorum queues with retry tiers and a DLQ
 - :mod:`.publisher` confirmed, mandatory publishing
 - :mod:`.consumer`  ack after the effect, retry tiers, DLQ for poison
-- :mod:`.idempotency` ``apply_once``: effect and event id in one update
+- :mod:`.idempotency` ``apply_once``: an event's effect claimed by one insert keyed by its id
 - :mod:`.outbox`    events in the changed document, and the relay
 - :mod:`.worker`    the worker process of a service
 

@@ -1,57 +1,57 @@
-"""Effectively-once handling: an effect and its event id in one atomic update.
+"""Effectively-once handling: an event's effect is claimed by inserting a record keyed by the event id.
 
-:func:`apply_once` adds a guard ``events_seen: {$ne: <event id>}`` to the
-filter and pushes the id in the same ``update_one``, so applying an effect and
-remembering it cannot be separated by a crash, and a redelivered event
-matches nothing. Works on MongoDB and FerretDB 1.24 (top-level array equality
-is pushed down; no transactions needed).
+Delivery is at least once, so a consumer sees some events twice, sometimes at the same
+moment on two consumers. The rule (ARCHITECTURE.md §2, :mod:`sen_shared.claims`):
 
-Upserts: when the document already holds the event id, the guarded filter
-matches nothing and the upsert tries to insert a second document. With the
-document named by ``_id`` (required here) that insert fails with a duplicate
-key, which is how "already applied" is recognised; a concurrent first write of
-a *different* event is told apart by retrying without upsert.
+**The claim and the effect cannot be separated by a crash.** Either
 
-The list keeps the last ``keep`` ids (``$slice``) on MongoDB; FerretDB 1.24
-ignores ``$slice``, so there the list grows with every event applied to the
-document. Design effect documents so that one does not receive unbounded
-events (one per resource or per day, not one per province forever).
+1. the claim IS the effect: the consumer's effect is an insert-only fact, one document per
+   event in a collection of its purpose, ``_id`` = the event id. :func:`apply_once` inserts
+   it; a redelivery hits the unique ``_id`` and changes nothing. Readers derive state from
+   the facts (the latest grant of a pair, the sum of a day's payments, ...). Nothing is ever
+   updated, so two different events never write one document; or
+2. the effect lives elsewhere and is itself idempotent, keyed by the event (an insert under a
+   key derived from the event id, a conditional create, a chain link whose key the event
+   names): pass it as ``effect``. It runs BEFORE the claim, so a crash between the two leaves
+   no claim and the redelivery runs the effect again (harmlessly, being idempotent) and then
+   claims. The claim only saves later redeliveries the work.
+
+What is never done: growing an array of seen event ids in an effect document (FerretDB never
+trims it and rewrites it whole on every update), or a guarded update of a document that two
+consumers can update at once (FerretDB applies updates as unlocked read-modify-writes: the
+guard guarantees nothing).
+
+The collection should serve one consumer purpose; if several purposes share one, prefix
+the key (``f"{purpose}/{event_id}"``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
 
-SEEN = "events_seen"
+from ..claims import claim_once
 
 
-def apply_once(collection: Collection, filter: Mapping[str, Any], update: Mapping[str, Any], event_id: str,
-               *, upsert: bool = False, keep: int = 200) -> bool:
-    """Apply ``update`` to the document ``filter`` names unless it already saw ``event_id``.
+def apply_once(effects: Collection, event_id: str, fact: Mapping[str, Any] | None = None, *,
+               effect: Callable[[], Any] | None = None) -> bool:
+    """Claim ``event_id`` in ``effects`` by inserting ``fact`` under ``_id = event_id``.
 
-    Returns True when the effect was applied now, False when it had been
-    applied before (or, without upsert, when no document matches).
+    True when this call applied the event, False when it had been applied before (the
+    stored fact is left as it was). With ``effect`` (an idempotent callable keyed by the
+    event, see the module docstring) the effect runs first, unless the claim already exists,
+    and the claim records that it is done; two concurrent deliveries may both run it.
     """
-    if upsert and "_id" not in filter:
-        raise ValueError("apply_once with upsert needs the document's _id in the filter")
-    if SEEN in filter or any(SEEN in (v or {}) for v in update.values() if isinstance(v, Mapping)):
-        raise ValueError(f"{SEEN} is managed by apply_once")
-    guarded = {**filter, SEEN: {"$ne": event_id}}
-    full: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in update.items()}
-    full.setdefault("$push", {})[SEEN] = {"$each": [event_id], "$slice": -keep}
-    try:
-        res = collection.update_one(guarded, full, upsert=upsert)
-    except DuplicateKeyError:
-        # The document exists. Either it has seen the event, or another event created it
-        # between our find and our insert: retry as a plain guarded update.
-        res = collection.update_one(guarded, full)
-        if res.matched_count:
-            return True
-        if collection.count_documents({"_id": filter["_id"], SEEN: event_id}, limit=1):
+    if not event_id:
+        raise ValueError("apply_once needs the event's id")
+    if effect is not None:
+        if effects.find_one({"_id": event_id}, {"_id": 1}) is not None:
             return False
-        raise  # a duplicate on another unique index: a real conflict, not a redelivery
-    return bool(res.matched_count or res.upserted_id is not None)
+        effect()
+    applied, _ = claim_once(effects, event_id, fact)
+    return applied
+
+
+__all__ = ["apply_once"]

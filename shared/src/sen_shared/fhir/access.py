@@ -290,7 +290,7 @@ def compartment_filter(param: str, patient_refs: Iterable[str]) -> dict[str, Any
 # --------------------------------------------------------------------------- referral grants
 
 def grant_id(patient: str, grantee: str) -> str:
-    """The grant document's ``_id``: one per (patient, grantee)."""
+    """The (patient, grantee) pair a grant document is for (its ``pair`` field; one document per referral event)."""
     return f"{patient}|{grantee}"
 
 

@@ -140,8 +140,9 @@ class _Facts:
             return frozenset()
         grants = self.server.db[access.GRANTS]
         now = datetime.now(UTC)
+        # one insert-only document per referral event, found by its (patient, grantee) pair
         return frozenset(g for g in self.grantees
-                         if access.grant_active(grants.find_one({"_id": access.grant_id(ref, g)}), now))
+                         if any(access.grant_active(d, now) for d in grants.find({"pair": access.grant_id(ref, g)})))
 
     def patient(self, ref: str, body: dict[str, Any] | None = None) -> access.PatientFacts:
         """Facts of ``ref``; ``body`` (a Patient being written) supplies the owners instead of the store."""

@@ -1,11 +1,15 @@
 """Referral grants: ``teleconsult.referral.granted`` gives a doctor (or a hub) access to one patient's record.
 
-One document per (patient, grantee) in the ``grants`` collection, ``_id`` =
-``<Patient ref>|<grantee ref>``, upserted with ``apply_once`` so a redelivered
-event changes nothing. A later event for the same pair (another referral)
-keeps the later expiry (``$max``) and the latest reason. The access policy
-(``sen_shared.fhir.access``) reads these documents by ``_id`` (one lookup per
-grantee reference of the caller) and by ``grantee`` (searches).
+Each event becomes one insert-only grant document in the ``grants`` collection,
+``_id`` = the event id (``apply_once``: the claim IS the effect, so a redelivered
+event changes nothing and two referrals of the same pair never write one
+document). ``pair`` = ``<Patient ref>|<grantee ref>`` (``access.grant_id``)
+names the (patient, grantee) the grant is for; a later referral of the same
+pair is a second document, and the pair is granted while any of its documents
+is active (the latest expiry wins by construction). The access policy
+(``sen_shared.fhir.access``, read in ``sen_shared.fhir.guarded``) reads these
+documents by ``pair`` (the grantee references of the caller) and by ``grantee``
+(searches); both are top-level equalities FerretDB pushes down.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from sen_shared.bus import apply_once
 from sen_shared.fhir.access import GRANTS, grant_id
 
 PURPOSE = "ehr.referral-grants"
-INDEXES: list[mongo.Index] = [mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1")]
+INDEXES: list[mongo.Index] = [mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1"),
+                              mongo.Index(GRANTS, (("pair", 1),), name="pair_1")]
 
 
 def _instant(text: str) -> datetime:
@@ -27,14 +32,10 @@ def _instant(text: str) -> datetime:
 
 
 def handle_referral_granted(event: dict[str, Any], db: Database) -> bool:
-    """Upsert the grant of a ``teleconsult.referral.granted`` event; False when already applied."""
+    """Record the grant of a ``teleconsult.referral.granted`` event; False when already recorded."""
     data = event["data"]
     patient, grantee = data["patient"], data["grantee"]
-    now = datetime.now(UTC)
-    update: dict[str, Any] = {
-        "$set": {"patient": patient, "grantee": grantee, "reason": data["serviceRequest"],
-                 "requester": data.get("requester"), "updated": now},
-        "$max": {"expires": _instant(data["expires"])},
-        "$setOnInsert": {"created": now},
-    }
-    return apply_once(db[GRANTS], {"_id": grant_id(patient, grantee)}, update, event["id"], upsert=True)
+    return apply_once(db[GRANTS], event["id"], {
+        "pair": grant_id(patient, grantee), "patient": patient, "grantee": grantee,
+        "reason": data["serviceRequest"], "requester": data.get("requester"),
+        "expires": _instant(data["expires"]), "created": datetime.now(UTC)})
