@@ -70,18 +70,36 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-def load_spec(name: str) -> dict[str, Any]:
-    """The service's spec with the shared operational paths and components merged in."""
+FHIR_MARKER = "x-sen-fhir"  # a spec saying `x-sen-fhir: true` gets common/fhir.yaml merged in
+FHIR_NEEDS = "x-sen-fhir-needs"  # a fragment path served only where this resource type is
+
+
+def load_spec(name: str, fhir_types: Sequence[str] | None = None) -> dict[str, Any]:
+    """The service's spec with the shared operational paths and components merged in, and the
+    shared FHIR interactions (``common/fhir.yaml``) when it is a FHIR server (``x-sen-fhir``).
+
+    ``fhir_types``: the resource types the service serves; a fragment path needing a type
+    outside them is left out (None: keep every path). The service's own paths win.
+    """
     root = specs_dir()
     spec = copy.deepcopy(_load_yaml(root / name))
-    ops = _load_yaml(root / "common" / "ops.yaml")
-    for path, item in ops["paths"].items():
-        spec.setdefault("paths", {}).setdefault(path, copy.deepcopy(item))
-    comps = spec.setdefault("components", {})
-    for section, entries in ops["components"].items():
-        target = comps.setdefault(section, {})
-        for key, value in entries.items():
-            target.setdefault(key, copy.deepcopy(value))
+    if spec.get("paths") is None:  # `paths:` holding only comments (a spec of shared paths only)
+        spec["paths"] = {}
+    fragments = [_load_yaml(root / "common" / "ops.yaml")]
+    if spec.pop(FHIR_MARKER, False):
+        fragments.append(_load_yaml(root / "common" / "fhir.yaml"))
+    for fragment in fragments:
+        for path, item in fragment["paths"].items():
+            needs = item.get(FHIR_NEEDS)
+            if needs is not None and fhir_types is not None and needs not in fhir_types:
+                continue
+            item = {k: copy.deepcopy(v) for k, v in item.items() if k != FHIR_NEEDS}
+            spec.setdefault("paths", {}).setdefault(path, item)
+        comps = spec.setdefault("components", {})
+        for section, entries in fragment["components"].items():
+            target = comps.setdefault(section, {})
+            for key, value in entries.items():
+                target.setdefault(key, copy.deepcopy(value))
     return spec
 
 
@@ -569,7 +587,8 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     if validate_responses is None:
         validate_responses = settings.env == "test"
     resolver = ServiceResolver(api_package)
-    api_spec = load_spec(spec)
+    fhir = (extras or {}).get("fhir")
+    api_spec = load_spec(spec, fhir_types=sorted(fhir.types) if fhir is not None else None)
     app.add_api(api_spec, resolver=resolver, strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
     gate = InlineGate(resolver.on_loop, resolver.direct)

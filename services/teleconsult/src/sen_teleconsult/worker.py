@@ -9,9 +9,10 @@ from __future__ import annotations
 from sen_shared.entrypoints import run_worker_process
 
 from .config import settings_from_env
+from .domain import RESOURCE_TYPES
 
-HANDLERS = {}
-OUTBOX_COLLECTIONS: list[str] = []
+HANDLERS: dict = {}
+OUTBOX_COLLECTIONS: list[str] = list(RESOURCE_TYPES)
 
 
 def main() -> int:

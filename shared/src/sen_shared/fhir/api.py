@@ -1,13 +1,21 @@
-"""Thin handlers of the FHIR endpoints: request in, one engine call, response out."""
+"""Thin handlers of the FHIR endpoints every Sen FHIR server shares: request in, one engine call, response out.
+
+The paths they serve are defined once, in ``specs/common/fhir.yaml``, merged into a service's
+spec at start (``sen_shared.web.load_spec``) when the spec says ``x-sen-fhir: true``. Their
+operationIds are relative (``fhir.read``): each service's ``api/fhir.py`` re-exports this module
+(``from sen_shared.fhir.api import *``), so an operation belongs to the service that serves it
+(``sen_ehr.api.fhir.read``) while the code is one. The engine is the service's
+:class:`~sen_shared.fhir.rest.FhirServer` in ``current().extras["fhir"]``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sen_shared.fhir.http import FhirRequest, from_flask, from_scope, to_asgi, to_connexion
-from sen_shared.fhir.rest import FhirServer
-from sen_shared.runtime import current
-from sen_shared.web import on_event_loop
+from ..runtime import current
+from ..web import on_event_loop
+from .http import FhirRequest, from_flask, from_scope, to_asgi, to_connexion
+from .rest import FhirServer
 
 Reply = Any
 
@@ -111,3 +119,8 @@ def compartment_search(id: str, type: str) -> Reply:
     if type == "_history":  # /Patient/{id}/_history routes here (the more specific path wins)
         return _run("history", from_flask("Patient", id, body=False))
     return _run("compartment_search", from_flask(type, body=False, compartment=("Patient", id)))
+
+
+__all__ = ["bundle", "capabilities", "compartment_search", "conditional_update", "create", "delete", "everything",
+           "history_instance", "history_system", "history_type", "patch", "read", "search", "search_post",
+           "update", "validate_instance", "validate_type", "vread"]

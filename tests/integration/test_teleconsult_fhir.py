@@ -1,0 +1,51 @@
+"""The teleconsult service as a FHIR R4 server on the shared engine: the shared interactions
+(``specs/common/fhir.yaml``) serve its resource types with history and AuditEvents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import admin_headers, app_client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tc(base_env, run_id, mongo_client):
+    with app_client("teleconsult", base_env, f"sen_t{run_id}_tc_fhir", mongo_client) as (client, app):
+        client.sen_app = app
+        yield client
+
+
+@pytest.fixture(scope="module")
+def H(dev_key):
+    return admin_headers(dev_key)
+
+
+def test_teleconsult_serves_its_types_with_read_search_history_and_audit(tc, H):
+    meta = tc.get("/fhir/metadata", headers=H)
+    assert meta.status_code == 200
+    served = {r["type"] for r in meta.json()["rest"][0]["resource"]}
+    assert {"ServiceRequest", "Task", "Schedule", "Slot", "Appointment", "AppointmentResponse",
+            "Communication"} <= served
+    assert "Patient" not in served
+    task = {"resourceType": "Task", "status": "requested", "intent": "order",
+            "for": {"reference": "Patient/p1"}, "owner": {"reference": "Organization/hub"}}
+    r = tc.post("/fhir/Task", content=json.dumps(task), headers=H)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    assert tc.get(f"/fhir/Task/{tid}", headers=H).json()["status"] == "requested"
+    r = tc.put(f"/fhir/Task/{tid}", content=json.dumps({**task, "id": tid, "status": "accepted"}),
+               headers={**H, "If-Match": 'W/"1"'})
+    assert r.status_code == 200, r.text
+    hist = tc.get(f"/fhir/Task/{tid}/_history", headers=H).json()
+    assert [e["resource"]["status"] for e in hist["entry"]] == ["accepted", "requested"]
+    found = tc.get("/fhir/Task?owner=Organization/hub", headers=H).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [tid]
+    # the EHR's Patient endpoints are not served here
+    assert tc.get("/fhir/Patient/p1/$everything", headers=H).status_code == 404
+    assert tc.get("/fhir/Patient/p1", headers=H).status_code == 404
+    audit = tc.get(f"/fhir/AuditEvent?entity=Task/{tid}", headers=H).json()
+    assert len(audit.get("entry", [])) >= 3
