@@ -17,7 +17,7 @@ from .indexes import INDEXES
 
 def create_app(settings: TeleconsultSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    fhir = GuardedFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", base_path="/fhir"),
+    fhir = GuardedFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", base_path="/fhir", emit_events=False),
                              db=lambda: current().db)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="teleconsult.yaml", api_package="sen_teleconsult.api", indexes=INDEXES,

@@ -40,6 +40,9 @@ class FhirConfig:
     version: str = "0.1.0"
     read_only: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict)
+    # the <service>.<type>.<verb> event of every write, in its outbox (off where a service
+    # publishes its own workflow events instead, e.g. teleconsult)
+    emit_events: bool = True
 
 
 class FhirServer:
@@ -57,7 +60,7 @@ class FhirServer:
         return self._db()
 
     def store(self) -> st.Store:
-        return st.Store(self.db, service=self.config.service)
+        return st.Store(self.db, service=self.config.service, emit_events=self.config.emit_events)
 
     # ------------------------------------------------------------------ checks
 
