@@ -5,7 +5,9 @@ from __future__ import annotations
 from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES]
+from .domain import reporting
+
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES]
 
 
 def main() -> int:

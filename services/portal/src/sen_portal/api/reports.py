@@ -1,26 +1,84 @@
-"""Reporting read model endpoints for the health department's dashboard."""
+"""Reporting read model endpoints for the health department's dashboard (roles health-dept and admin).
+
+``/api/reports/dashboard`` answers :func:`..domain.dashboard.dashboard` as JSON,
+``/api/reports/{section}.csv`` one chart's data as CSV (UTF-8 with a byte-order mark, so
+spreadsheet programs read the Vietnamese right), ``/api/reports/events`` the events counted
+per type on one local day.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import csv
+import io
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sen_shared.auth import require_roles
 from sen_shared.errors import SenError
 from sen_shared.responses import json_response
 from sen_shared.runtime import current
 
-from ..domain.reporting import COLLECTION
+from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
+from ..domain.report_facts import VN
+from ..domain.reporting import gather
 
-VN = ZoneInfo("Asia/Ho_Chi_Minh")
+DEFAULT_DAYS = 84  # twelve weeks
+
+
+def _day(name: str, value: str | None, default: date) -> date:
+    if not value:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SenError(f"{name} must be a date as YYYY-MM-DD, not {value!r}") from None
+
+
+def _range(start: str | None, end: str | None) -> tuple[date, date]:
+    last = _day("end", end, datetime.now(VN).date())
+    first = _day("start", start, last - timedelta(days=DEFAULT_DAYS - 1))
+    try:
+        check_range(first, last)
+    except RangeError as err:
+        raise SenError(str(err)) from None
+    return first, last
+
+
+def _targets() -> Targets:
+    settings = current().settings
+    make = getattr(settings, "report_targets", None)
+    return make() if callable(make) else Targets()
+
+
+@require_roles("health-dept")
+def get_dashboard(start: str | None = None, end: str | None = None,
+                  district: str | None = None) -> tuple[Any, int, dict[str, str]]:
+    first, last = _range(start, end)
+    return json_response(dashboard(current().db, first, last, district or None, targets=_targets()))
+
+
+@require_roles("health-dept")
+def get_csv(section: str, start: str | None = None, end: str | None = None,
+            district: str | None = None) -> tuple[Any, int, dict[str, str]]:
+    first, last = _range(start, end)
+    header, rows = csv_rows(section, current().db, first, last, district or None, targets=_targets())
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    name = f"{section}_{first.isoformat()}_{last.isoformat()}.csv"
+    return out.getvalue(), 200, {"Content-Type": "text/csv",  # UTF-8, marked by the BOM
+                                 "Content-Disposition": f'attachment; filename="{name}"'}
 
 
 @require_roles("health-dept")
 def event_counts(day: str | None = None) -> tuple[Any, int, dict[str, str]]:
-    try:
-        the_day = date.fromisoformat(day) if day else datetime.now(VN).date()
-    except ValueError:
-        raise SenError(f"day must be a date as YYYY-MM-DD, not {day!r}") from None
-    doc = current().db[COLLECTION].find_one({"_id": the_day.isoformat()}) or {}
-    return json_response({"day": the_day.isoformat(), "counts": doc.get("counts", {})})
+    the_day = _day("day", day, datetime.now(VN).date())
+    rows = gather(current().db, ["events"], since=the_day - timedelta(days=1))["events"]
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r["day"] == the_day.isoformat():
+            kind = (r["k"] or "unknown").replace(".", "_")
+            counts[kind] = counts.get(kind, 0) + r["n"]
+    return json_response({"day": the_day.isoformat(), "counts": counts})

@@ -1,29 +1,296 @@
-"""The reporting read model: every event counted once, per type and local day.
+"""The reporting read model: every event counted exactly once, by inserts only.
 
-One document per day (Asia/Ho_Chi_Minh) holds the counts; an event's id is
-recorded in the same atomic update as its count, so a redelivered event is
-not counted twice.
+Design (issue 13, ARCHITECTURE.md §2: no document updated by two writers, no document that
+grows with the number of events):
+
+- **Facts.** Each event becomes one insert-only fact in ``report_facts``, ``_id`` = the event
+  id (:func:`sen_shared.bus.apply_once`: the claim IS the effect). A redelivered event hits
+  the unique ``_id``; several consumers at once are safe. A fact holds its dimensions
+  (:mod:`.report_facts`: type, local day and ISO week in Asia/Ho_Chi_Minh, facility,
+  district, priority, channel, amount, minutes) and the event itself (envelope and the
+  top-level scalars of ``data``). Nothing else is written per event, so the handler costs one
+  insert whatever the day's count (plus, once per 10 minutes per process, two small markers).
+- **Arrival buckets.** A fact also records the 10-minute slot (local time) in which it was
+  stored. Slots, days and months of arrival are *sealed* once they are over (plus
+  :data:`MARGIN`): after that no fact can arrive in them, so their totals never change.
+  A sealed bucket's totals are summed once and inserted under ``<level>/<bucket>/<section>``
+  (``s/2026-12-04T09:10/consults``, ``d/2026-12-04/...``, ``m/2026-12/...``): a claim, the
+  first computer wins and everyone else reads it (the content is the same whoever computes
+  it). Each row of a total is keyed by the facts' *event* day, so late events (an outbox that
+  was down for a day) are still counted on their own day. Totals are immutable; the worker's
+  sealer computes them in the background (:func:`seal`) and a query computes any it lacks.
+- **Queries** add the month totals of past months, the day totals of the current month, the
+  slot totals of today and the live facts of the unsealed slot(s) (normally one or two, 10 to
+  20 minutes of events), then filter rows by event day and district. The dashboard's
+  functions are in :mod:`.dashboard`.
+- **Markers.** ``report_meta`` holds one insert-only marker per arrival day and per slot
+  that has facts (claimed before the first fact of it is stored), so queries and the sealer
+  visit only buckets with facts.
+
+Caveats, stated: clocks of the portal workers must agree within :data:`MARGIN`; a fact whose
+insert is stalled past its slot's end plus the margin may be left out of that slot's total
+(the handler logs it as an error; ``python -m sen_portal.rebuild totals`` recomputes).
+
+Rebuilding (``python -m sen_portal.rebuild``): totals are dropped and recomputed from the
+facts; facts are re-derived from the events they keep; events from elsewhere (a DLQ dump, a
+JSON-lines file) are replayed through the same handler, which skips those already counted.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
+from sen_shared import mongo
 from sen_shared.bus.idempotency import apply_once
+from sen_shared.claims import claim_once
 
-COLLECTION = "daily_event_counts"
-VN = ZoneInfo("Asia/Ho_Chi_Minh")
+from .report_facts import SECTIONS, VN, extract, merge_rows, rows_of_facts
+
+log = logging.getLogger("sen.portal.reporting")
+
+FACTS = "report_facts"
+TOTALS = "report_totals"
+META = "report_meta"
+COLLECTION = FACTS
+SLOT = timedelta(minutes=10)
+MARGIN = timedelta(seconds=60)
+
+INDEXES: list[mongo.Index] = [
+    mongo.Index(FACTS, (("slot", 1),), name="slot_1"),
+    mongo.Index(TOTALS, (("level", 1), ("section", 1), ("month", 1), ("day", 1)), name="level_section"),
+    mongo.Index(TOTALS, (("mark", 1),), name="mark_1"),
+    mongo.Index(META, (("kind", 1), ("day", 1)), name="kind_day"),
+]
+
+_marked: set[tuple[str, str]] = set()  # (database, marker id) claimed by this process
+_marked_lock = threading.Lock()
 
 
-def local_day(event_time: str) -> str:
-    return datetime.fromisoformat(event_time.replace("Z", "+00:00")).astimezone(VN).date().isoformat()
+# ------------------------------------------------------------------------------ time
+
+def local(now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)).astimezone(VN)
+
+
+def slot_start(moment: datetime) -> datetime:
+    t = moment.astimezone(VN)
+    return t.replace(minute=t.minute - t.minute % 10, second=0, microsecond=0)
+
+
+def slot_name(start: datetime) -> str:
+    return start.strftime("%Y-%m-%dT%H:%M")
+
+
+def _slot_from_name(name: str) -> datetime:
+    return datetime.strptime(name, "%Y-%m-%dT%H:%M").replace(tzinfo=VN)
+
+
+def _day_start(day: str) -> datetime:
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), VN)
+
+
+def slot_sealed(name: str, now: datetime) -> bool:
+    return now >= _slot_from_name(name) + SLOT + MARGIN
+
+
+def day_sealed(day: str, now: datetime) -> bool:
+    return now >= _day_start(day) + timedelta(days=1) + MARGIN
+
+
+def month_sealed(month: str, now: datetime) -> bool:
+    y, m = (int(p) for p in month.split("-"))
+    first_next = date(y + (m == 12), m % 12 + 1, 1)
+    return now >= datetime.combine(first_next, datetime.min.time(), VN) + MARGIN
+
+
+# ------------------------------------------------------------------------------ the handler
+
+def _mark(db: Database, key: str, doc: dict[str, Any]) -> None:
+    token = (db.name, key)
+    if token in _marked:
+        return
+    claim_once(db[META], key, doc)
+    with _marked_lock:
+        _marked.add(token)
+
+
+def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """Store the event's fact once; True when counted now, False when it had been counted.
+
+    ``now`` (the arrival time) is for tests, benchmarks and replays; the consumer uses the clock.
+    """
+    arrival = local(now)
+    start = slot_start(arrival)
+    slot, day = slot_name(start), start.date().isoformat()
+    # markers first: a fact never exists without the markers that lead a query to it
+    _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
+    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "day": day})
+    fact = {**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}
+    applied = apply_once(db[FACTS], str(event["id"]), fact)
+    if applied and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
+        log.error("a fact was stored after its slot was sealed; its slot total may miss it: "
+                  "run `python -m sen_portal.rebuild totals`", extra={"slot": slot, "event": event.get("id")})
+    return applied
 
 
 def count_event(event: dict[str, Any], db: Database) -> None:
     """Handler of ``portal.reporting``: count the event once."""
-    day = local_day(event["time"])
-    kind = event["type"].removeprefix("vn.sen.").replace(".", "_")
-    apply_once(db[COLLECTION], {"_id": day}, {"$inc": {f"counts.{kind}": 1}}, event["id"], upsert=True)
+    record_event(db, event)
+
+
+# ------------------------------------------------------------------------------ totals
+
+def _insert_totals(db: Database, level: str, bucket: str, rows: Mapping[str, list[dict[str, Any]]],
+                   facts: int, where: Mapping[str, str]) -> None:
+    for section in SECTIONS:
+        claim_once(db[TOTALS], f"{level}/{bucket}/{section}",
+                   {"level": level, "bucket": bucket, "section": section, **where, "rows": rows[section]})
+    # the bucket's marker last: it says every section above is there
+    claim_once(db[TOTALS], f"{level}/{bucket}", {"mark": level, "bucket": bucket, **where, "facts": facts})
+
+
+def _live_rows(db: Database, slot: str, sections: Iterable[str]) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    facts = list(db[FACTS].find({"slot": slot}, {"ev": 0}))  # an equality FerretDB pushes down
+    return {s: rows_of_facts(facts, s) for s in sections}, len(facts)
+
+
+def _section_totals(db: Database, level: str, **where: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{bucket: {section: rows}}`` of the stored totals of one level (filtered by equalities)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for doc in db[TOTALS].find({"level": level, **where}):
+        out[doc["bucket"]][doc["section"]] = doc["rows"]
+    return out
+
+
+def _complete(have: Mapping[str, list[dict[str, Any]]] | None) -> bool:
+    return have is not None and all(s in have for s in SECTIONS)
+
+
+def seal_slot(db: Database, slot: str) -> dict[str, list[dict[str, Any]]]:
+    """Sum a sealed slot's facts into its totals (all sections); the rows."""
+    rows, n = _live_rows(db, slot, SECTIONS)
+    _insert_totals(db, "s", slot, rows, n, {"day": slot[:10], "month": slot[:7]})
+    return rows
+
+
+def seal_day(db: Database, day: str) -> dict[str, list[dict[str, Any]]]:
+    """Add a sealed day's slot totals (sealing the slots that lack one) into the day's totals."""
+    have = _section_totals(db, "s", day=day)
+    parts = []
+    for m in db[META].find({"kind": "slot", "day": day}):
+        slot = m["slot"]
+        parts.append(have[slot] if _complete(have.get(slot)) else seal_slot(db, slot))
+    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
+    _insert_totals(db, "d", day, rows, 0, {"day": day, "month": day[:7]})
+    return rows
+
+
+def seal_month(db: Database, month: str) -> dict[str, list[dict[str, Any]]]:
+    """Add a sealed month's day totals (sealing the days that lack one) into the month's totals."""
+    have = _section_totals(db, "d", month=month)
+    parts = []
+    for m in db[META].find({"kind": "day", "month": month}):
+        day = m["day"]
+        parts.append(have[day] if _complete(have.get(day)) else seal_day(db, day))
+    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
+    _insert_totals(db, "m", month, rows, 0, {"month": month})
+    return rows
+
+
+def seal(db: Database, now: datetime | None = None) -> int:
+    """Compute the totals of every sealed bucket that has none yet; how many were computed.
+
+    Run by the worker every minute; cheap when there is nothing to do (reads the bucket markers).
+    """
+    now = local(now)
+    done = 0
+    marks = {d["_id"] for d in db[TOTALS].find({"mark": {"$in": ["m", "d"]}}, {"_id": 1})}
+    days_by_month: dict[str, list[str]] = defaultdict(list)
+    for m in db[META].find({"kind": "day"}):
+        days_by_month[m["month"]].append(m["day"])
+    for month, days in sorted(days_by_month.items()):
+        if f"m/{month}" in marks:
+            continue
+        if month_sealed(month, now):
+            seal_month(db, month)
+            done += 1
+            continue
+        for day in sorted(days):
+            if f"d/{day}" in marks:
+                continue
+            if day_sealed(day, now):
+                seal_day(db, day)
+                done += 1
+                continue
+            slot_marks = {d["bucket"] for d in db[TOTALS].find({"mark": "s", "day": day}, {"bucket": 1})}
+            for m in db[META].find({"kind": "slot", "day": day}):
+                if m["slot"] not in slot_marks and slot_sealed(m["slot"], now):
+                    seal_slot(db, m["slot"])
+                    done += 1
+    return done
+
+
+# ------------------------------------------------------------------------------ reading
+
+def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
+           now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``sections`` over every fact that arrived on or after ``since`` (all when None).
+
+    Buckets that end before ``since`` are skipped; a bucket that straddles it is counted whole,
+    so callers filter rows by their event ``day``.
+    """
+    sections = list(sections)
+    now = local(now)
+    first = since.isoformat() if since else ""
+    days_by_month: dict[str, list[str]] = defaultdict(list)
+    for m in db[META].find({"kind": "day"}):
+        if m["day"] >= first:
+            days_by_month[m["month"]].append(m["day"])
+    parts: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in sections}
+
+    def take(rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        for s in sections:
+            parts[s].append(rows[s])
+
+    month_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for s in sections:
+        for b, v in _section_totals(db, "m", section=s).items():
+            month_rows[b].update(v)
+    for month, days in sorted(days_by_month.items()):
+        if month_sealed(month, now):
+            have = month_rows.get(month)
+            take(have if have is not None and all(s in have for s in sections) else seal_month(db, month))
+            continue
+        day_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+        for s in sections:
+            for b, v in _section_totals(db, "d", section=s, month=month).items():
+                day_rows[b].update(v)
+        for day in sorted(days):
+            if day_sealed(day, now):
+                have = day_rows.get(day)
+                take(have if have is not None and all(s in have for s in sections) else seal_day(db, day))
+                continue
+            slot_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+            for s in sections:
+                for b, v in _section_totals(db, "s", section=s, day=day).items():
+                    slot_rows[b].update(v)
+            for m in db[META].find({"kind": "slot", "day": day}):
+                slot = m["slot"]
+                have = slot_rows.get(slot)
+                if have is not None and all(s in have for s in sections):
+                    take(have)
+                elif slot_sealed(slot, now):
+                    take(seal_slot(db, slot))
+                else:
+                    take(_live_rows(db, slot, sections)[0])
+    return {s: merge_rows(parts[s], s) for s in sections}
+
+
+__all__ = ["COLLECTION", "FACTS", "INDEXES", "MARGIN", "META", "SLOT", "TOTALS", "count_event", "gather",
+           "record_event", "seal", "seal_day", "seal_month", "seal_slot"]

@@ -1,0 +1,172 @@
+"""The health department's dashboard, computed from the reporting read model (:mod:`.reporting`).
+
+The interface the portal's pages call (and ``GET /api/reports/dashboard`` returns as JSON)::
+
+    dashboard(db, start: date, end: date, district: str | None, *, targets=Targets(), now=None) -> dict
+    csv_rows(section, db, start, end, district, *, targets=Targets(), now=None) -> (header, rows)
+
+``start`` and ``end`` are local days (Asia/Ho_Chi_Minh), both included; an event counts on the
+local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district`` keeps the
+events that name that district (events without one are left out when a district is asked).
+The dict::
+
+    range                      {start, end, district, weeks: ["2026-W49", ...]}
+    facilities_using           {count, new, baseline, goal, share}
+                               new: distinct facilities that requested a consult in the range;
+                               count = baseline (facilities already using teleconsultation before
+                               Sen, a setting) + new, at most goal; share = count / goal
+    consults_per_facility_week [{facility, district, week, count}]   consults requested
+    time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
+                               asap, stat: requested -> accepted, whole minutes; median of the
+                               middle value(s), p90 by nearest rank; None when count is 0
+    sla_breaches               [{week, priority, count}]
+    cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count}
+                               payments received (matched or not), amounts in integer đồng;
+                               share = transfer_amount / (transfer + cash), None when both are 0
+    ehr_coverage               {patients, population, share, as_of, by_district: false}
+                               patients = records created minus deleted up to ``end`` (all districts:
+                               patient events carry none); population is a setting
+
+CSV sections (:data:`CSV_SECTIONS`) are the same figures flattened, one row per point.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+
+from .report_facts import iso_week, median_and_p90
+from .reporting import gather, local
+
+PRIORITIES = ("routine", "urgent", "asap", "stat")
+CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answer", "sla_breaches",
+                "cashless_share", "ehr_coverage")
+MAX_DAYS = 3 * 366
+
+
+class RangeError(ValueError):
+    """A date range the dashboard cannot answer (start after end, too long)."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The province's figures the dashboard measures against (portal settings)."""
+
+    facility_goal: int = 165
+    facility_baseline: int = 22
+    population: int = 10
+
+
+def check_range(start: date, end: date) -> None:
+    if start > end:
+        raise RangeError(f"start ({start.isoformat()}) is after end ({end.isoformat()})")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise RangeError(f"a range of at most {MAX_DAYS} days, not {(end - start).days + 1}")
+
+
+def _weeks(start: date, end: date) -> list[str]:
+    out: list[str] = []
+    d = start
+    while d <= end:
+        w = iso_week(d)
+        if not out or out[-1] != w:
+            out.append(w)
+        d += timedelta(days=1)
+    return out
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def dashboard(db: Database, start: date, end: date, district: str | None = None, *,
+              targets: Targets | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Every figure of the dashboard for ``start``..``end`` (local days, inclusive)."""
+    check_range(start, end)
+    targets = targets or Targets()
+    now = local(now)
+    first, last = start.isoformat(), end.isoformat()
+    # events of a day arrive on or after it (a day's grace for publishers' clocks)
+    rows = gather(db, ("consults", "answers", "breaches", "payments"), since=start - timedelta(days=1), now=now)
+    everything = gather(db, ("patients",), now=now)["patients"]
+
+    def within(section: str) -> list[dict[str, Any]]:
+        return [r for r in rows[section] if first <= (r["day"] or "") <= last
+                and (district is None or r.get("district") == district)]
+
+    consults = within("consults")
+    facilities = {r["facility"] for r in consults if r.get("facility")}
+    new = len(facilities)
+    using = min(targets.facility_goal, targets.facility_baseline + new)
+
+    per_week: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in consults:
+        key = (r.get("facility") or "", iso_week(r["day"]))
+        row = per_week.setdefault(key, {"facility": r.get("facility"), "district": r.get("district"),
+                                        "week": key[1], "count": 0})
+        row["count"] += r["n"]
+
+    hist: dict[str, dict[int, int]] = {p: defaultdict(int) for p in PRIORITIES}
+    for r in within("answers"):
+        if r.get("minutes") is None:
+            continue
+        hist.setdefault(r.get("priority") or "unknown", defaultdict(int))[int(r["minutes"])] += r["n"]
+    answer: dict[str, dict[str, Any]] = {}
+    for priority, h in hist.items():
+        median, p90 = median_and_p90(h)
+        answer[priority] = {"count": sum(h.values()), "median_minutes": median, "p90_minutes": p90}
+
+    breaches: dict[tuple[str, str], int] = defaultdict(int)
+    for r in within("breaches"):
+        breaches[(iso_week(r["day"]), r.get("priority") or "unknown")] += r["n"]
+
+    pay = {"transfer": [0, 0], "cash": [0, 0]}
+    for r in within("payments"):
+        if r.get("channel") in pay:
+            pay[r["channel"]][0] += r.get("amount") or 0
+            pay[r["channel"]][1] += r["n"]
+    (t_amount, t_count), (c_amount, c_count) = pay["transfer"], pay["cash"]
+
+    patients = sum(r["n"] * (1 if r["k"] == "ehr.patient.created" else -1)
+                   for r in everything if (r["day"] or "") <= last)
+
+    return {
+        "range": {"start": first, "end": last, "district": district, "weeks": _weeks(start, end)},
+        "facilities_using": {"count": using, "new": new, "baseline": targets.facility_baseline,
+                             "goal": targets.facility_goal, "share": _share(using, targets.facility_goal)},
+        "consults_per_facility_week": sorted(per_week.values(), key=lambda r: (r["week"], r["facility"] or "")),
+        "time_to_answer": answer,
+        "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
+        "cashless_share": {"transfer_amount": t_amount, "cash_amount": c_amount,
+                           "share": _share(t_amount, t_amount + c_amount),
+                           "transfer_count": t_count, "cash_count": c_count},
+        "ehr_coverage": {"patients": patients, "population": targets.population,
+                         "share": _share(patients, targets.population), "as_of": last, "by_district": False},
+        "generated_at": now.isoformat(timespec="seconds"),
+    }
+
+
+def csv_rows(section: str, db: Database, start: date, end: date, district: str | None = None, *,
+             targets: Targets | None = None, now: datetime | None = None) -> tuple[list[str], list[list[Any]]]:
+    """One chart's data as a header and rows, for CSV export."""
+    if section not in CSV_SECTIONS:
+        raise KeyError(section)
+    data = dashboard(db, start, end, district, targets=targets, now=now)
+    figure = data[section]
+    if section == "consults_per_facility_week":
+        return ["week", "facility", "district", "count"], [
+            [r["week"], r["facility"], r["district"], r["count"]] for r in figure]
+    if section == "sla_breaches":
+        return ["week", "priority", "count"], [[r["week"], r["priority"], r["count"]] for r in figure]
+    if section == "time_to_answer":
+        return ["priority", "count", "median_minutes", "p90_minutes"], [
+            [p, v["count"], v["median_minutes"], v["p90_minutes"]] for p, v in figure.items()]
+    header = ["start", "end", "district", *figure]
+    return header, [[data["range"]["start"], data["range"]["end"], district, *figure.values()]]
+
+
+__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "check_range", "csv_rows", "dashboard"]

@@ -1,0 +1,180 @@
+"""What the reporting read model keeps of each event, and how facts add up: definitions as data, no I/O.
+
+:data:`FACT_FIELDS` says, per routing key, which ``data`` fields of an event become a
+fact's dimensions (``time`` picks the field whose local day the fact counts on; a pair
+under ``minutes`` is a duration from the first time to the second, in whole minutes). An
+event type that is not listed still becomes a fact (counted per type and day), dated by
+its envelope ``time``. :data:`SECTIONS` says how facts are grouped for each chart: the
+routing keys it takes, the dimensions it groups by (the fact's local ``day`` always first)
+and whether it sums ``amount``. A section's rows (``{day, <dims>, n[, amount]}``) merge by
+addition, so rows of any set of buckets add up to the same rows as the facts themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+_CONSULT = {"facility": "requester", "district": "district", "priority": "priority"}
+
+FACT_FIELDS: dict[str, dict[str, Any]] = {
+    "teleconsult.consult.requested": {"time": "requestedAt", **_CONSULT},
+    "teleconsult.consult.accepted": {"time": "acceptedAt", **_CONSULT, "minutes": ("requestedAt", "acceptedAt")},
+    "teleconsult.consult.rejected": {"time": "rejectedAt", **_CONSULT},
+    "teleconsult.consult.cancelled": {"time": "cancelledAt", **_CONSULT},
+    "teleconsult.consult.sla_breached": {"time": "breachedAt", **_CONSULT},
+    "teleconsult.consult.completed": {"time": "completedAt", **_CONSULT, "minutes": ("requestedAt", "completedAt")},
+    "teleconsult.appointment.booked": {"time": "bookedAt"},
+    "billing.invoice.issued": {"time": "issuedAt", "facility": "facility", "district": "district", "amount": "total"},
+    "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
+                                 "amount": "amount", "channel": "channel"},
+    "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
+                             "channel": "channel"},
+}
+
+SECTIONS: dict[str, dict[str, Any]] = {
+    # every event, per type: /api/reports/events
+    "events": {"kinds": None, "by": ("k",)},
+    # consults requested per facility: facilities using teleconsultation, consults per facility per week
+    "consults": {"kinds": ("teleconsult.consult.requested",), "by": ("district", "facility")},
+    # time to answer (requested -> accepted) as a histogram of whole minutes per priority
+    "answers": {"kinds": ("teleconsult.consult.accepted",), "by": ("district", "priority", "minutes")},
+    "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
+    "payments": {"kinds": ("billing.payment.received",), "by": ("district", "channel"), "sum": "amount"},
+    # residents with an electronic record: patients created minus deleted (no district in these events)
+    "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted"), "by": ("k",)},
+}
+
+DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes")
+
+
+def instant(text: Any) -> datetime | None:
+    """An ISO 8601 instant (``Z`` allowed) as an aware datetime; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=VN)
+
+
+def iso_week(day: str | date) -> str:
+    d = date.fromisoformat(day) if isinstance(day, str) else day
+    year, week, _ = d.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def routing_key(event_type: str) -> str:
+    """``vn.sen.teleconsult.consult.requested.v1`` -> ``teleconsult.consult.requested``."""
+    key = event_type.removeprefix("vn.sen.")
+    head, _, tail = key.rpartition(".")
+    return head if head and tail.startswith("v") and tail[1:].isdigit() else key
+
+
+def extract(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The fact of one event: its type, local day and ISO week, dimensions, and the event itself.
+
+    The event is kept (envelope and the top-level scalar fields of ``data``: references, codes,
+    times, amounts; nested clinical content such as consult minutes is left out) so facts can be
+    re-derived when this table changes (``python -m sen_portal.rebuild facts``).
+    """
+    kind = routing_key(str(event.get("type", "")))
+    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
+    spec = FACT_FIELDS.get(kind, {})
+    when = instant(data.get(spec["time"])) if "time" in spec else None
+    when = when or instant(event.get("time")) or datetime.now(VN)
+    day = when.astimezone(VN).date()
+    fact: dict[str, Any] = {"k": kind, "day": day.isoformat(), "week": iso_week(day)}
+    for dim in ("facility", "district", "priority", "channel"):
+        value = data.get(spec[dim]) if dim in spec else None
+        if isinstance(value, str) and value:
+            fact[dim] = value
+    if "amount" in spec and isinstance(data.get(spec["amount"]), int | float):
+        fact["amount"] = int(data[spec["amount"]])
+    if "minutes" in spec:
+        start, end = (instant(data.get(f)) for f in spec["minutes"])
+        if start is not None and end is not None:
+            fact["minutes"] = max(0, round((end - start).total_seconds() / 60))
+    fact["ev"] = {"id": event.get("id"), "type": event.get("type"), "source": event.get("source"),
+                  "time": event.get("time"), "subject": event.get("subject"),
+                  "data": {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}}
+    return fact
+
+
+# ------------------------------------------------------------------------------ rows
+
+def _key(row: Mapping[str, Any], by: tuple[str, ...]) -> tuple[Any, ...]:
+    return (row.get("day"), *(row.get(d) for d in by))
+
+
+def rows_of_facts(facts: Iterable[Mapping[str, Any]], section: str) -> list[dict[str, Any]]:
+    """Group facts into one section's rows."""
+    spec = SECTIONS[section]
+    kinds, by, total = spec["kinds"], spec["by"], spec.get("sum")
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for f in facts:
+        if kinds is not None and f.get("k") not in kinds:
+            continue
+        key = _key(f, by)
+        row = acc.get(key)
+        if row is None:
+            row = acc[key] = {"day": f.get("day"), **{d: f.get(d) for d in by}, "n": 0}
+            if total:
+                row[total] = 0
+        row["n"] += 1
+        if total:
+            row[total] += int(f.get(total) or 0)
+    return sorted(acc.values(), key=_sort_key)
+
+
+def merge_rows(parts: Iterable[Iterable[Mapping[str, Any]]], section: str) -> list[dict[str, Any]]:
+    """Add rows of one section from several buckets."""
+    by, total = SECTIONS[section]["by"], SECTIONS[section].get("sum")
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rows in parts:
+        for r in rows:
+            key = _key(r, by)
+            row = acc.get(key)
+            if row is None:
+                acc[key] = dict(r)
+                continue
+            row["n"] += r["n"]
+            if total:
+                row[total] += r.get(total) or 0
+    return sorted(acc.values(), key=_sort_key)
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in row.values())
+
+
+# ------------------------------------------------------------------------------ figures
+
+def median_and_p90(histogram: Mapping[int, int]) -> tuple[float | None, int | None]:
+    """Median (the middle value, or the mean of the two middle ones) and the 90th percentile
+    (nearest rank) of whole minutes given as ``{minutes: count}``."""
+    n = sum(histogram.values())
+    if n == 0:
+        return None, None
+    values = sorted(histogram)
+
+    def rank(r: int) -> int:  # the r-th smallest value, from 1
+        seen = 0
+        for v in values:
+            seen += histogram[v]
+            if seen >= r:
+                return v
+        return values[-1]
+
+    median = (rank((n + 1) // 2) + rank(n // 2 + 1)) / 2
+    return median, rank(max(1, math.ceil(0.9 * n)))
+
+
+__all__ = ["DIMENSIONS", "FACT_FIELDS", "SECTIONS", "VN", "extract", "instant", "iso_week", "median_and_p90",
+           "merge_rows", "routing_key", "rows_of_facts"]

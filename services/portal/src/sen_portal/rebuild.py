@@ -1,0 +1,94 @@
+"""Rebuild the reporting read model: ``python -m sen_portal.rebuild totals|facts|replay FILE...``.
+
+What "rebuilt" means here (the events themselves live only on the bus and in the facts):
+
+- ``totals``: drop every sealed total and sum them again from the facts (then seal what is
+  over). Safe while the worker runs: totals are claims of deterministic content.
+- ``facts``: re-derive every fact's dimensions from the event it keeps (envelope and
+  ``data``'s top-level scalars), after the extraction table in ``domain.report_facts``
+  changed; then ``totals``. This process is the only writer of existing facts (the handler
+  only inserts new ones), so run one rebuild at a time.
+- ``replay FILE...``: feed events from JSON-lines files (one CloudEvent a line, e.g. a DLQ or
+  broker dump, or an export of another installation) through the same handler: events already
+  counted are skipped by their id, the others are counted as arriving now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared import mongo
+
+from .config import settings_from_env
+from .domain.report_facts import extract
+from .domain.reporting import FACTS, TOTALS, record_event, seal
+
+
+def rebuild_totals(db: Database) -> int:
+    db.drop_collection(TOTALS)
+    return seal(db)
+
+
+def rebuild_facts(db: Database) -> int:
+    changed = 0
+    for fact in db[FACTS].find({}):
+        fresh = {**extract(fact.get("ev") or {}), "slot": fact["slot"], "sday": fact["sday"], "at": fact["at"]}
+        if any(fact.get(k) != v for k, v in fresh.items()) or set(fact) - {"_id", *fresh}:
+            # single writer: this rebuild (the handler never updates a fact it did not just insert)
+            db[FACTS].replace_one({"_id": fact["_id"]}, fresh)
+            changed += 1
+    rebuild_totals(db)
+    return changed
+
+
+def _events(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise SystemExit(f"{path}:{n}: not a JSON event ({err.msg})") from None
+
+
+def replay(db: Database, paths: list[Path]) -> tuple[int, int]:
+    counted = skipped = 0
+    for event in _events(paths):
+        if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
+            raise SystemExit(f"not a CloudEvent (no id or type): {str(event)[:120]}")
+        if record_event(db, event):
+            counted += 1
+        else:
+            skipped += 1
+    return counted, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sen_portal.rebuild", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("totals", help="drop the sealed totals and sum them again from the facts")
+    sub.add_parser("facts", help="re-derive the facts' dimensions from their events, then the totals")
+    rp = sub.add_parser("replay", help="count the events of JSON-lines files (already counted ones are skipped)")
+    rp.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    settings = settings_from_env()
+    db = mongo.database(settings.mongo_url, settings.db_name)
+    if args.what == "totals":
+        print(f"totals dropped; {rebuild_totals(db)} buckets sealed again")
+    elif args.what == "facts":
+        print(f"{rebuild_facts(db)} facts re-derived; totals rebuilt")
+    else:
+        counted, skipped = replay(db, args.files)
+        print(f"{counted} events counted, {skipped} already counted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

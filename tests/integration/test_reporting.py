@@ -1,0 +1,264 @@
+"""The portal's reporting read model on the real FerretDB (and RabbitMQ for the consumer path).
+
+Events are fed to the handler with the arrival time given (``record_event(now=...)``), so
+sealed slots, days and months and the live slot are all exercised in one test.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sen_portal.domain import reporting
+from sen_portal.domain.dashboard import RangeError, Targets, csv_rows, dashboard
+from sen_portal.domain.report_facts import VN, median_and_p90
+from sen_portal.domain.reporting import FACTS, TOTALS, gather, record_event, seal
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 12, 4, 9, 5, tzinfo=VN)  # the queries' clock: November is a sealed month
+A, B, C, D = (f"Organization/tyt-{x}" for x in "abcd")
+CL, TM = "Cao Lãnh", "Tháp Mười"
+
+
+def ev(key: str, data: dict[str, Any], *, at: str | None = None, event_id: str | None = None) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "/sen/test",
+            "type": f"vn.sen.{key}.v1", "time": at or "2026-11-01T00:00:00Z", "data": data}
+
+
+def t(day: int, hh: int = 9, mm: int = 0, month: int = 11) -> str:
+    return datetime(2026, month, day, hh, mm, tzinfo=VN).isoformat()
+
+
+def requested(fac: str, district: str, day: int, month: int = 11) -> dict[str, Any]:
+    return ev("teleconsult.consult.requested", {"serviceRequest": f"ServiceRequest/{uuid.uuid4().hex[:6]}",
+              "requester": fac, "district": district, "priority": "routine", "requestedAt": t(day, month=month)})
+
+
+def accepted(fac: str, district: str, day: int, priority: str, minutes: int) -> dict[str, Any]:
+    return ev("teleconsult.consult.accepted", {"requester": fac, "district": district, "priority": priority,
+              "requestedAt": t(day), "acceptedAt": t(day, 9, minutes)})
+
+
+def breached(district: str, day: int, priority: str) -> dict[str, Any]:
+    return ev("teleconsult.consult.sla_breached", {"requester": A, "district": district, "priority": priority,
+              "breachedAt": t(day, 11)})
+
+
+def paid(fac: str, district: str, day: int, amount: int, channel: str) -> dict[str, Any]:
+    return ev("billing.payment.received", {"payment": uuid.uuid4().hex, "facility": fac, "district": district,
+              "amount": amount, "currency": "VND", "channel": channel, "receivedAt": t(day, 15), "matched": True})
+
+
+def patient(verb: str, day: int) -> dict[str, Any]:
+    return ev(f"ehr.patient.{verb}", {"resourceType": "Patient", "id": uuid.uuid4().hex[:8], "versionId": "1"},
+              at=datetime(2026, 11, day, 3, tzinfo=UTC).isoformat())
+
+
+def arrive(db: Any, event: dict[str, Any], after_minutes: int = 1, at: datetime | None = None) -> bool:
+    """Feed one event as if it arrived ``after_minutes`` after its own time (or at ``at``)."""
+    data = event["data"]
+    own = next((v for k, v in data.items() if k.endswith("At") and k != "requestedAt"), None) \
+        or data.get("requestedAt") or event["time"]
+    when = at or datetime.fromisoformat(own.replace("Z", "+00:00")) + timedelta(minutes=after_minutes)
+    return record_event(db, event, now=when)
+
+
+@pytest.fixture()
+def province(fresh_db: Any) -> Any:
+    """A hand-made fortnight in November 2026 (weeks 45 and 46), plus events outside it."""
+    events = [
+        requested(A, CL, 2), requested(A, CL, 3), requested(A, CL, 4), requested(A, CL, 10),
+        requested(B, TM, 2), requested(B, TM, 5),
+        requested(C, CL, 1, month=11),  # the day before the range
+        accepted(A, CL, 3, "routine", 10), accepted(A, CL, 4, "routine", 20), accepted(A, CL, 10, "routine", 30),
+        accepted(A, CL, 11, "routine", 40), accepted(B, TM, 5, "urgent", 5),
+        breached(TM, 5, "urgent"), breached(CL, 11, "routine"), breached(CL, 12, "routine"),
+        paid(A, CL, 3, 150_000, "transfer"), paid(B, TM, 4, 50_000, "transfer"), paid(A, CL, 6, 100_000, "cash"),
+        paid(A, CL, 20, 999_000, "transfer"),  # after the range
+        patient("created", 1), patient("created", 2), patient("created", 3), patient("created", 4),
+        patient("created", 5), patient("deleted", 6), patient("created", 20),
+    ]
+    for e in events:
+        assert arrive(fresh_db, e) is True
+    assert arrive(fresh_db, events[0], after_minutes=90) is False  # redelivered much later: counted once
+    # a late event: requested on 12 November, arriving in today's live slot
+    late = requested(D, CL, 12)
+    assert arrive(fresh_db, late, at=NOW - timedelta(minutes=2)) is True
+    return fresh_db
+
+
+def test_dashboard_figures_from_a_hand_made_fortnight(province: Any) -> None:
+    d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
+    assert d["range"]["weeks"] == ["2026-W45", "2026-W46"]
+    assert d["facilities_using"] == {"count": 25, "new": 3, "baseline": 22, "goal": 165, "share": 0.1515}
+    assert d["consults_per_facility_week"] == [
+        {"facility": A, "district": CL, "week": "2026-W45", "count": 3},
+        {"facility": B, "district": TM, "week": "2026-W45", "count": 2},
+        {"facility": A, "district": CL, "week": "2026-W46", "count": 1},
+        {"facility": D, "district": CL, "week": "2026-W46", "count": 1}]
+    tta = d["time_to_answer"]
+    assert tta["routine"] == {"count": 4, "median_minutes": 25.0, "p90_minutes": 40}
+    assert tta["urgent"] == {"count": 1, "median_minutes": 5.0, "p90_minutes": 5}
+    assert tta["stat"] == {"count": 0, "median_minutes": None, "p90_minutes": None}
+    assert d["sla_breaches"] == [{"week": "2026-W45", "priority": "urgent", "count": 1},
+                                 {"week": "2026-W46", "priority": "routine", "count": 2}]
+    assert d["cashless_share"] == {"transfer_amount": 200_000, "cash_amount": 100_000, "share": 0.6667,
+                                   "transfer_count": 2, "cash_count": 1}
+    assert d["ehr_coverage"] == {"patients": 4, "population": 10, "share": 0.4, "as_of": "2026-11-15",
+                                 "by_district": False}
+
+
+def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> None:
+    d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW,
+                  targets=Targets(facility_goal=165, facility_baseline=100, population=8))
+    assert d["facilities_using"]["new"] == 2 and d["facilities_using"]["count"] == 102
+    assert {r["facility"] for r in d["consults_per_facility_week"]} == {A, D}
+    assert d["time_to_answer"]["urgent"]["count"] == 0 and d["time_to_answer"]["routine"]["count"] == 4
+    assert d["sla_breaches"] == [{"week": "2026-W46", "priority": "routine", "count": 2}]
+    assert d["cashless_share"]["share"] == 0.6 and d["cashless_share"]["cash_count"] == 1
+    assert d["ehr_coverage"]["share"] == 0.5
+    one_day = dashboard(province, date(2026, 11, 1), date(2026, 11, 1), None, now=NOW)
+    assert one_day["facilities_using"]["new"] == 1 and one_day["ehr_coverage"]["patients"] == 1
+    with pytest.raises(RangeError):
+        dashboard(province, date(2026, 11, 15), date(2026, 11, 2), None, now=NOW)
+
+
+def test_totals_are_sealed_once_and_give_the_same_figures_as_live_facts(province: Any) -> None:
+    before = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
+    assert province[TOTALS].find_one({"_id": "m/2026-11"}) is not None  # the query sealed November
+    sealed = province[TOTALS].count_documents({})
+    assert seal(province, NOW) == 0 or province[TOTALS].count_documents({}) >= sealed
+    again = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
+    assert {k: v for k, v in again.items() if k != "generated_at"} == \
+        {k: v for k, v in before.items() if k != "generated_at"}
+    # an hour later, today's slot is sealed too; the figures do not move
+    later = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW + timedelta(hours=1))
+    assert later["consults_per_facility_week"] == before["consults_per_facility_week"]
+    assert province[TOTALS].find_one({"_id": f"s/{NOW.strftime('%Y-%m-%d')}T09:00"}) is not None
+    # rebuilding totals: dropped and summed again from the facts
+    province.drop_collection(TOTALS)
+    rebuilt = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
+    assert rebuilt["cashless_share"] == before["cashless_share"]
+
+
+def test_csv_rows_of_each_section(province: Any) -> None:
+    start, end = date(2026, 11, 2), date(2026, 11, 15)
+    header, rows = csv_rows("consults_per_facility_week", province, start, end, now=NOW)
+    assert header == ["week", "facility", "district", "count"] and rows[0] == ["2026-W45", A, CL, 3]
+    header, rows = csv_rows("time_to_answer", province, start, end, now=NOW)
+    assert ["routine", 4, 25.0, 40] in rows
+    header, rows = csv_rows("cashless_share", province, start, end, CL, now=NOW)
+    assert header[:3] == ["start", "end", "district"] and rows == [["2026-11-02", "2026-11-15", CL, 150_000,
+                                                                     100_000, 0.6, 1, 1]]
+    assert csv_rows("sla_breaches", province, start, end, now=NOW)[1][0] == ["2026-W45", "urgent", 1]
+    assert csv_rows("ehr_coverage", province, start, end, now=NOW)[1][0][3] == 4
+    assert csv_rows("facilities_using", province, start, end, now=NOW)[1][0][3] == 25
+    with pytest.raises(KeyError):
+        csv_rows("nope", province, start, end, now=NOW)
+
+
+def test_median_and_p90() -> None:
+    assert median_and_p90({}) == (None, None)
+    assert median_and_p90({7: 1}) == (7.0, 7)
+    assert median_and_p90({1: 1, 2: 1, 3: 1}) == (2.0, 3)
+    assert median_and_p90({1: 5, 100: 5}) == (50.5, 100)
+    assert median_and_p90({m: 1 for m in range(1, 11)}) == (5.5, 9)
+
+
+def test_20000_events_counted_exactly_once_with_duplicates_and_four_consumers(fresh_db: Any) -> None:
+    """20,000 distinct events over three days of arrivals, 2,000 of them delivered twice,
+    shared out to four threads in random order; sealed and live buckets both counted."""
+    total, dupes, consumers = 20_000, 2_000, 4
+    start = NOW - timedelta(days=2, hours=9)  # arrivals from 2 December 00:05 to 4 December 09:04
+    span = (NOW - start).total_seconds() - 60
+    events = [(ev("ehr.observation.created", {"resourceType": "Observation", "id": str(i), "versionId": "1"},
+                  at=(start + timedelta(seconds=span * i / total)).astimezone(UTC).isoformat()),
+               start + timedelta(seconds=span * i / total + 1)) for i in range(total)]
+    deliveries = events + random.Random(7).sample(events, dupes)
+    random.Random(8).shuffle(deliveries)
+    applied = [0] * consumers
+
+    def consume(k: int) -> None:
+        for event, arrival in deliveries[k::consumers]:
+            applied[k] += record_event(fresh_db, event, now=arrival)
+
+    threads = [threading.Thread(target=consume, args=(k,)) for k in range(consumers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(600)
+    assert sum(applied) == total
+    assert fresh_db[FACTS].count_documents({}) == total
+
+    def counted(now: datetime) -> int:
+        rows = gather(fresh_db, ["events"], now=now)["events"]
+        return sum(r["n"] for r in rows if r["k"] == "ehr.observation.created")
+
+    assert counted(NOW) == total  # two sealed days, today's sealed slots and the live one
+    assert seal(fresh_db, NOW) >= 0 and counted(NOW) == total
+    assert counted(NOW + timedelta(days=40)) == total  # December sealed as a month
+    assert fresh_db[TOTALS].find_one({"_id": "m/2026-12"})["facts"] == 0  # a month's marker
+
+
+def test_consumer_path_on_the_real_bus(amqp_url: str, base_env: dict[str, str], fresh_db: Any) -> None:
+    """The worker's handler behind a real ``portal.reporting`` queue: each event counted once."""
+    from kombu import Connection
+    from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog, make_event
+
+    from tests.support import wait_for
+
+    prefix = f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}."
+    catalog = load_catalog().with_retry_tiers([100, 200]).only(["portal.reporting"])
+    topology = Topology(catalog, prefix)
+    with Connection(amqp_url) as conn:
+        topology.declare(conn.default_channel)
+    stop = threading.Event()
+    consumers = [EventConsumer(amqp_url, topology, "portal.reporting", reporting.count_event, fresh_db)
+                 for _ in range(2)]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    try:
+        for th in threads:
+            th.start()
+        assert all(c.ready.wait(15) for c in consumers)
+        events = [make_event("ehr.patient.created", {"resourceType": "Patient", "id": f"p{i}", "versionId": "1"},
+                             subject=f"Patient/p{i}") for i in range(300)]
+        with Publisher(amqp_url, prefix=prefix, catalog=catalog) as pub:
+            for e in events + events[:50]:  # 50 delivered twice
+                pub.publish(e)
+        wait_for(lambda: sum(c.handled for c in consumers) >= 350, timeout=60)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(15)
+        with Connection(amqp_url) as conn:
+            topology.delete(conn.default_channel)
+    assert fresh_db[FACTS].count_documents({}) == 300
+    today = datetime.now(VN).date()
+    rows = gather(fresh_db, ["patients"], since=today - timedelta(days=1))["patients"]
+    assert sum(r["n"] for r in rows) == 300
+    time.sleep(0)  # the consumers are stopped; nothing more arrives
+
+
+def test_rebuild_replays_events_and_rederives_facts(fresh_db: Any, tmp_path: Any) -> None:
+    import json
+
+    from sen_portal.rebuild import rebuild_facts, rebuild_totals, replay
+
+    events = [requested(A, CL, 2), requested(B, TM, 3), paid(A, CL, 3, 150_000, "transfer")]
+    assert arrive(fresh_db, events[0]) is True
+    dump = tmp_path / "dlq.jsonl"
+    dump.write_text("\n".join(json.dumps(e) for e in events) + "\n", encoding="utf-8")
+    assert replay(fresh_db, [dump]) == (2, 1)  # the first was counted already
+    assert fresh_db[FACTS].count_documents({}) == 3
+    fresh_db[FACTS].update_one({"_id": events[1]["id"]}, {"$set": {"district": "wrong"}})  # a stale derivation
+    assert rebuild_facts(fresh_db) == 1
+    assert fresh_db[FACTS].find_one({"_id": events[1]["id"]})["district"] == TM
+    assert rebuild_totals(fresh_db) >= 0
+    d = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 3), None, now=datetime.now(VN) + timedelta(days=1))
+    assert d["facilities_using"]["new"] == 2 and d["cashless_share"]["transfer_amount"] == 150_000
