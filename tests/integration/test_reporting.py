@@ -143,6 +143,7 @@ def test_totals_are_sealed_once_and_give_the_same_figures_as_live_facts(province
     assert province[TOTALS].find_one({"_id": f"s/{NOW.strftime('%Y-%m-%d')}T09:00"}) is not None
     # rebuilding totals: dropped and summed again from the facts
     province.drop_collection(TOTALS)
+    reporting.sealed_cache.clear()
     rebuilt = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
     assert rebuilt["cashless_share"] == before["cashless_share"]
 

@@ -27,11 +27,12 @@ from sen_shared import mongo
 
 from .config import settings_from_env
 from .domain.report_facts import extract
-from .domain.reporting import FACTS, TOTALS, record_event, seal
+from .domain.reporting import FACTS, TOTALS, record_event, seal, sealed_cache
 
 
 def rebuild_totals(db: Database) -> int:
     db.drop_collection(TOTALS)
+    sealed_cache.clear()  # this process's; other processes hold the same content (or restart them)
     return seal(db)
 
 

@@ -12,6 +12,7 @@ addition, so rows of any set of buckets add up to the same rows as the facts the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -64,6 +65,7 @@ def instant(text: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=VN)
 
 
+@functools.lru_cache(maxsize=8192)
 def iso_week(day: str | date) -> str:
     d = date.fromisoformat(day) if isinstance(day, str) else day
     year, week, _ = d.isocalendar()

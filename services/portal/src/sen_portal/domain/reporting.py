@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -238,12 +238,74 @@ def seal(db: Database, now: datetime | None = None) -> int:
 
 # ------------------------------------------------------------------------------ reading
 
+class _SealedCache:
+    """Rows of sealed totals, kept in memory: a sealed total never changes, so it is read once.
+
+    Holds the rows of single totals (by ``_id``) and, for each set of sections, the rows of the
+    last set of sealed buckets added up (a dashboard asks for the same buckets until a slot
+    closes). ``python -m sen_portal.rebuild facts`` changes totals: restart the web processes
+    after it.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.rows: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
+        self.merged: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], dict[str, list[dict[str, Any]]]]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, db: Database, total_id: str) -> list[dict[str, Any]] | None:
+        key = (db.name, total_id)
+        with self.lock:
+            hit = self.rows.get(key)
+            if hit is not None:
+                self.rows.move_to_end(key)
+                return hit
+        doc = db[TOTALS].find_one({"_id": total_id})
+        if doc is None:
+            return None
+        self.put(db, total_id, doc["rows"])
+        return doc["rows"]
+
+    def put(self, db: Database, total_id: str, rows: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.rows[(db.name, total_id)] = rows
+            while len(self.rows) > self.size:
+                self.rows.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rows.clear()
+            self.merged.clear()
+
+
+sealed_cache = _SealedCache()
+
+
+def _sealed_rows(db: Database, level: str, bucket: str, sections: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Rows of a sealed bucket that has its marker (every section stored); sealed again if one vanished."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in sections:
+        rows = sealed_cache.get(db, f"{level}/{bucket}/{s}")
+        if rows is None:  # dropped by a rebuild meanwhile: sum it again
+            return _seal_level(db, level, bucket)
+        out[s] = rows
+    return out
+
+
+def _seal_level(db: Database, level: str, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    rows = {"s": seal_slot, "d": seal_day, "m": seal_month}[level](db, bucket)
+    for s, r in rows.items():
+        sealed_cache.put(db, f"{level}/{bucket}/{s}", r)
+    return rows
+
+
 def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
            now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
     """The rows of ``sections`` over every fact that arrived on or after ``since`` (all when None).
 
     Buckets that end before ``since`` are skipped; a bucket that straddles it is counted whole,
-    so callers filter rows by their event ``day``.
+    so callers filter rows by their event ``day``. Which buckets are sealed and summed is read
+    from the small bucket markers; the totals themselves come from :data:`sealed_cache`.
     """
     sections = list(sections)
     now = local(now)
@@ -252,44 +314,49 @@ def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
     for m in db[META].find({"kind": "day"}):
         if m["day"] >= first:
             days_by_month[m["month"]].append(m["day"])
-    parts: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in sections}
-
-    def take(rows: Mapping[str, list[dict[str, Any]]]) -> None:
-        for s in sections:
-            parts[s].append(rows[s])
-
-    month_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-    for s in sections:
-        for b, v in _section_totals(db, "m", section=s).items():
-            month_rows[b].update(v)
+    sealed: list[tuple[str, str]] = []  # (level, bucket) with totals to add
+    live: list[str] = []  # slots still open
+    done: dict[str, set[str]] = {"m": set(), "d": set(), "s": set()}  # buckets whose totals are stored
+    if days_by_month:
+        done["m"] = {d["bucket"] for d in db[TOTALS].find({"mark": "m"}, {"bucket": 1})}
     for month, days in sorted(days_by_month.items()):
         if month_sealed(month, now):
-            have = month_rows.get(month)
-            take(have if have is not None and all(s in have for s in sections) else seal_month(db, month))
+            sealed.append(("m", month))
             continue
-        day_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-        for s in sections:
-            for b, v in _section_totals(db, "d", section=s, month=month).items():
-                day_rows[b].update(v)
+        done["d"] |= {d["bucket"] for d in db[TOTALS].find({"mark": "d", "month": month}, {"bucket": 1})}
         for day in sorted(days):
             if day_sealed(day, now):
-                have = day_rows.get(day)
-                take(have if have is not None and all(s in have for s in sections) else seal_day(db, day))
+                sealed.append(("d", day))
                 continue
-            slot_rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-            for s in sections:
-                for b, v in _section_totals(db, "s", section=s, day=day).items():
-                    slot_rows[b].update(v)
+            done["s"] |= {d["bucket"] for d in db[TOTALS].find({"mark": "s", "day": day}, {"bucket": 1})}
             for m in db[META].find({"kind": "slot", "day": day}):
                 slot = m["slot"]
-                have = slot_rows.get(slot)
-                if have is not None and all(s in have for s in sections):
-                    take(have)
-                elif slot_sealed(slot, now):
-                    take(seal_slot(db, slot))
+                if slot in done["s"] or slot_sealed(slot, now):
+                    sealed.append(("s", slot))
                 else:
-                    take(_live_rows(db, slot, sections)[0])
-    return {s: merge_rows(parts[s], s) for s in sections}
+                    live.append(slot)
+    key = (db.name, tuple(sections))
+    ids = tuple(f"{lv}/{b}" for lv, b in sealed)
+    with sealed_cache.lock:
+        hit = sealed_cache.merged.get(key)
+    if hit is not None and hit[0] == ids:
+        base = hit[1]
+    else:
+        parts: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in sections}
+        for level, bucket in sealed:
+            if bucket in done[level] or db[TOTALS].find_one({"_id": f"{level}/{bucket}"}, {"_id": 1}) is not None:
+                rows = _sealed_rows(db, level, bucket, sections)
+            else:
+                rows = _seal_level(db, level, bucket)
+            for s in sections:
+                parts[s].append(rows[s])
+        base = {s: merge_rows(parts[s], s) for s in sections}
+        with sealed_cache.lock:
+            sealed_cache.merged[key] = (ids, base)
+    if not live:
+        return base
+    extra = [_live_rows(db, slot, sections)[0] for slot in live]
+    return {s: merge_rows([base[s], *(x[s] for x in extra)], s) for s in sections}
 
 
 __all__ = ["COLLECTION", "FACTS", "INDEXES", "MARGIN", "META", "SLOT", "TOTALS", "count_event", "gather",

@@ -1,0 +1,185 @@
+"""Reporting read model benchmark (``make bench``): events/s through the handler, and dashboard p95.
+
+Feeds CloudEvents of a province's mix (observations, patients, consults requested/accepted,
+SLA breaches, payments; event times over the last 12 weeks, 165 facilities in 10 districts)
+straight into the ``portal.reporting`` handler (``record_event``: one fact insert each) on its
+own FerretDB database:
+
+1. 5,000 events with nothing counted yet today, on 1 thread (the worker's one consumer) and on
+   4 threads (four consumers);
+2. filled to ~50,000 counted today (4 threads, rate printed), then 5,000 more on 1 and 4 threads;
+3. the dashboard (12 weeks, all districts and one district): first call after the load's
+   10-minute slots are over (it seals them: the cost is printed), then p50/p95 of 200 calls at
+   4 clients; and a few calls with the whole load still in the live slot (the worst case: a bulk
+   load within the last 10 minutes).
+
+Prints one markdown table (also written to ``.sen/bench/reporting.md``). No timing assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sen_portal.domain.dashboard import dashboard
+from sen_portal.domain.report_facts import VN
+from sen_portal.domain.reporting import FACTS, INDEXES, SLOT, record_event
+
+from tests.perf.test_ehr_bench import machine
+
+ROOT = Path(__file__).resolve().parents[2]
+MEASURE = 5_000
+FILL_TO = 50_000
+DISTRICTS = ["Cao Lãnh", "Tháp Mười", "Hồng Ngự", "Tam Nông", "Thanh Bình", "Lấp Vò", "Lai Vung", "Châu Thành",
+             "Tân Hồng", "Sa Đéc"]
+FACILITIES = [(f"Organization/tyt-{i:03d}", DISTRICTS[i % len(DISTRICTS)]) for i in range(165)]
+PRIORITIES = ["routine", "routine", "routine", "urgent", "urgent", "asap", "stat"]
+
+
+def event(rng: random.Random, today: date) -> dict:
+    when = datetime.combine(today - timedelta(days=rng.randrange(84)), datetime.min.time(), VN) \
+        + timedelta(minutes=rng.randrange(7 * 60, 17 * 60))
+    fac, district = rng.choice(FACILITIES)
+    roll = rng.random()
+    if roll < 0.40:
+        key, data = "ehr.observation.created", {"resourceType": "Observation", "id": uuid.uuid4().hex, "versionId": "1"}
+    elif roll < 0.60:
+        key, data = "ehr.patient.created", {"resourceType": "Patient", "id": uuid.uuid4().hex, "versionId": "1"}
+    elif roll < 0.75:
+        key, data = "teleconsult.consult.requested", {"requester": fac, "district": district,
+                                                      "priority": rng.choice(PRIORITIES),
+                                                      "requestedAt": when.isoformat()}
+    elif roll < 0.85:
+        key, data = "teleconsult.consult.accepted", {
+            "requester": fac, "district": district, "priority": rng.choice(PRIORITIES),
+            "requestedAt": when.isoformat(),
+            "acceptedAt": (when + timedelta(minutes=rng.randrange(2, 240))).isoformat()}
+    elif roll < 0.88:
+        key, data = "teleconsult.consult.sla_breached", {"requester": fac, "district": district,
+                                                         "priority": rng.choice(PRIORITIES),
+                                                         "breachedAt": when.isoformat()}
+    else:
+        key, data = "billing.payment.received", {"facility": fac, "district": district,
+                                                 "amount": rng.randrange(20, 500) * 1000,
+                                                 "channel": "transfer" if rng.random() < 0.7 else "cash",
+                                                 "receivedAt": when.isoformat(), "matched": True}
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/sen/bench", "type": f"vn.sen.{key}.v1",
+            "time": when.astimezone(UTC).isoformat(), "data": data}
+
+
+def feed(db, events: list[dict], threads: int) -> float:
+    """Events/s of ``record_event`` over ``events`` shared out to ``threads`` consumers."""
+    def run(k: int) -> None:
+        for e in events[k::threads]:
+            record_event(db, e)
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return len(events) / (time.perf_counter() - t0)
+
+
+def timed_calls(fn, calls: int, clients: int) -> list[float]:
+    out: list[float] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ms = (time.perf_counter() - t0) * 1000
+            with lock:
+                out.append(ms)
+
+    ts = [threading.Thread(target=run, args=(calls // clients,)) for _ in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sorted(out)
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[max(0, min(len(values) - 1, int(round(p / 100 * len(values) + 0.5)) - 1))]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_reporting_bench(mongo_client, run_id, base_env):
+    started = time.monotonic()
+    name = f"sen_t{run_id}_bench_reporting"
+    mongo_client.drop_database(name)
+    db = mongo_client[name]
+    try:
+        for ix in INDEXES:
+            db[ix.collection].create_indexes([ix.model()])
+        subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"],
+                       env={**os.environ, **base_env}, cwd=ROOT, check=True, timeout=300, capture_output=True)
+        rng = random.Random(13)
+        today = datetime.now(VN).date()
+        rates: list[tuple[int, int, float]] = []  # (counted before, threads, events/s)
+        for threads in (1, 4):
+            before = db[FACTS].count_documents({})
+            rates.append((before, threads, feed(db, [event(rng, today) for _ in range(MEASURE)], threads)))
+        fill = FILL_TO - db[FACTS].count_documents({})
+        fill_rate = feed(db, [event(rng, today) for _ in range(fill)], 4)
+        counted = db[FACTS].count_documents({})
+        for threads in (1, 4):
+            before = db[FACTS].count_documents({})
+            rates.append((before, threads, feed(db, [event(rng, today) for _ in range(MEASURE)], threads)))
+        total = db[FACTS].count_documents({})
+        print(f"\nhandler: {rates}")
+
+        start, end = today - timedelta(days=83), today
+        live = timed_calls(lambda: dashboard(db, start, end, None), 3, 1)
+        print(f"dashboard with {total:,} facts in the live slot(s): {live}")
+        later = datetime.now(VN) + SLOT + timedelta(minutes=2)
+        t0 = time.perf_counter()
+        figures = dashboard(db, start, end, None, now=later)
+        seal_s = time.perf_counter() - t0
+        all_d = timed_calls(lambda: dashboard(db, start, end, None, now=later), 200, 4)
+        one_d = timed_calls(lambda: dashboard(db, start, end, "Cao Lãnh", now=later), 200, 4)
+        print(f"first call (seals) {seal_s:.1f} s; all districts {pct(all_d, 50):.0f}/{pct(all_d, 95):.0f} ms; "
+              f"one district {pct(one_d, 50):.0f}/{pct(one_d, 95):.0f} ms")
+
+        rows = [
+            "| measure | result | target | |",
+            "|---|---|---|---|",
+        ]
+        for before, threads, rate in rates:
+            rows.append(f"| handler, {before:,} counted today, {threads} consumer thread{'s' * (threads > 1)} "
+                        f"({MEASURE:,} events) | {rate:,.0f} events/s | ≥ 1,000 events/s "
+                        f"| {'met' if rate >= 1000 else '**missed**'} |")
+        rows += [
+            f"| fill to {counted:,} (4 threads) | {fill_rate:,.0f} events/s | | |",
+            f"| dashboard, 12 weeks, all districts, 4 clients (200 calls) | p50 {pct(all_d, 50):.0f} ms, "
+            f"p95 {pct(all_d, 95):.0f} ms | | |",
+            f"| dashboard, 12 weeks, one district, 4 clients (200 calls) | p50 {pct(one_d, 50):.0f} ms, "
+            f"p95 {pct(one_d, 95):.0f} ms | | |",
+            f"| first dashboard after the slots closed (seals {total:,} facts) | {seal_s:.1f} s | | |",
+            f"| dashboard with all {total:,} facts still in the live slot | {pct(live, 50) / 1000:.1f} s | | |",
+        ]
+        header = [f"Reporting read model benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {total:,} events "
+                  f"(event times over 12 weeks, 165 facilities, 10 districts), FerretDB.",
+                  f"Machine: {machine()}.", ""]
+        footer = ["", f"Dashboard figures at the end: facilities {figures['facilities_using']}, "
+                  f"EHR coverage {figures['ehr_coverage']['patients']:,} patients."]
+        table = "\n".join(header + rows + footer)
+        print("\n" + table + "\n")
+        out = ROOT / ".sen" / "bench" / "reporting.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n", "utf-8")
+        print(f"written to {out.relative_to(ROOT)}; total {time.monotonic() - started:.0f} s")
+        assert total == counted + 2 * MEASURE  # every event counted once
+    finally:
+        mongo_client.drop_database(name)
