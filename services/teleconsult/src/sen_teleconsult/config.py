@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sen_shared.config import Settings, load_settings
 
+from .scheduling_settings import SchedulingSettings
 
-class TeleconsultSettings(Settings):
+
+class TeleconsultSettings(SchedulingSettings, Settings):  # SchedulingSettings: slots, holds, video, reminders
     service: str = "teleconsult"
 
 

@@ -1,0 +1,363 @@
+"""Scheduling operations (IHE ITI Scheduling) and the computed Slots: thin handlers.
+
+``Appointment/$find``, ``$hold``, ``$book`` take a ``Parameters`` resource (``$find`` also the
+query string); ``Appointment/{id}/$cancel``, ``$reschedule``, ``$noshow``, ``$fulfill`` act on one
+appointment. ``GET /fhir/Slot`` and ``/fhir/Slot/{id}`` serve the computed slots (their status
+from the claim chains). The rules are in ``domain/scheduling.py``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sen_shared.auth import current_principal
+from sen_shared.errors import Forbidden
+from sen_shared.fhir.audit import Record
+from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
+from sen_shared.fhir.outcome import FhirError, outcome
+from sen_shared.fhir.validate import check_id, validate_resource
+from sen_shared.ids import new_uuid
+from sen_shared.runtime import current
+
+from ..domain import scheduling as sch
+from ..domain.availability import TZ
+from ..scheduling_settings import SchedulingSettings, scheduling_config
+
+BOOKERS = ("clinic", "doctor", "admin")
+READERS = ("clinic", "doctor", "admin", "health-dept", "service")
+_configs: dict[int, sch.SchedulingConfig] = {}
+
+
+def _cfg() -> sch.SchedulingConfig:
+    settings = current().settings
+    cfg = _configs.get(id(settings))
+    if cfg is None:
+        if not isinstance(settings, SchedulingSettings):
+            raise RuntimeError("the teleconsult settings lack the scheduling settings")
+        cfg = _configs[id(settings)] = scheduling_config(settings)
+    return cfg
+
+
+def _allow(*roles: str) -> Any:
+    p = current_principal()
+    if not p.has_any(roles):
+        raise Forbidden(f"this needs one of the roles {', '.join(sorted(roles))}; "
+                        f"the token has {', '.join(sorted(p.roles)) or 'none'}")
+    return p
+
+
+def _ctx(principal: Any) -> sch.Ctx:
+    return sch.Ctx(_cfg(), by=principal.sub or "anonymous", now=sch.utcnow())
+
+
+def _audit(principal: Any, op: str, rid: str | None, resource: dict[str, Any] | None, status: int,
+           detail: str | None = None) -> None:
+    fhir = current().extras.get("fhir")
+    if fhir is None:
+        return
+    patients = [str((p.get("actor") or {}).get("reference")) for p in (resource or {}).get("participant") or ()
+                if str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
+    fhir.auditor.record(principal, Record("operation", "Appointment", rid, patients=patients, status=status,
+                                          detail=detail, operation=op))
+
+
+# ---------------------------------------------------------------------------- parameters
+
+def _params(req: FhirRequest) -> dict[str, list[Any]]:
+    """Operation parameters from the query string and a ``Parameters`` body (values unwrapped)."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    for k, v in req.params:
+        if k not in ("_format", "_pretty"):
+            out[k].append(v)
+    body = req.body
+    if body is None:
+        return out
+    if not isinstance(body, dict):
+        raise FhirError("the body must be a Parameters resource", status=400)
+    if body.get("resourceType") == "Appointment":  # a bare proposal: taken as appointment-resource
+        out["appointment-resource"].append(body)
+        return out
+    if body.get("resourceType") != "Parameters":
+        raise FhirError("the body must be a Parameters resource", status=400, expression=["resourceType"])
+    for i, p in enumerate(body.get("parameter") or ()):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise FhirError("each parameter needs a name", status=400, expression=[f"Parameters.parameter[{i}]"])
+        if "resource" in p:
+            out[p["name"]].append(p["resource"])
+            continue
+        values = [v for k, v in p.items() if k.startswith("value")]
+        if len(values) != 1:
+            raise FhirError(f"parameter {p['name']} needs one value[x]", status=400,
+                            expression=[f"Parameters.parameter[{i}]"])
+        out[p["name"]].append(values[0])
+    return out
+
+
+def _datetime(value: Any, name: str) -> datetime:
+    text = str(value)
+    try:
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=TZ)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise FhirError(f"{name} must be a date or dateTime, e.g. 2026-12-07T08:00:00+07:00", status=400,
+                        expression=[name]) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=TZ)
+
+
+def _ref(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("reference") or "")
+    return str(value)
+
+
+def _codes(values: list[Any]) -> set[str]:
+    out: set[str] = set()
+    for v in values:
+        if isinstance(v, dict):
+            codings = v.get("coding") if "coding" in v else [v]
+            out.update(str(c.get("code")) for c in codings or () if isinstance(c, dict) and c.get("code"))
+        else:
+            out.update(p.split("|")[-1] for p in str(v).split(",") if p)
+    return out
+
+
+def _refs(values: list[Any], rtype: str) -> set[str]:
+    out: set[str] = set()
+    for v in values:
+        for part in _ref(v).split(","):
+            if part:
+                out.add(part if "/" in part else f"{rtype}/{part}")
+    return out
+
+
+def _one(params: dict[str, list[Any]], name: str, required: bool = False) -> Any:
+    values = params.get(name) or []
+    if len(values) > 1:
+        raise FhirError(f"{name} may be given once", status=400, expression=[name])
+    if required and not values:
+        raise FhirError(f"{name} is required", status=400, expression=[name])
+    return values[0] if values else None
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return sch.DEFAULT_COUNT
+    text = str(value)
+    if not text.isdigit() or not 1 <= int(text) <= sch.MAX_COUNT:
+        raise FhirError(f"_count takes 1..{sch.MAX_COUNT}", status=400, expression=["_count"])
+    return int(text)
+
+
+def _bundle(kind: str, resources: list[dict[str, Any]], base: str, *, mode: str | None = None) -> dict[str, Any]:
+    entries = []
+    for r in resources:
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}" if r.get("id")
+                                 else f"urn:uuid:{new_uuid()}", "resource": r}
+        if mode:
+            entry["search"] = {"mode": mode if r["resourceType"] != "OperationOutcome" else "outcome"}
+        entries.append(entry)
+    out: dict[str, Any] = {"resourceType": "Bundle", "id": new_uuid(), "type": kind, "entry": entries}
+    if kind == "searchset":
+        out["total"] = sum(1 for r in resources if r["resourceType"] != "OperationOutcome")
+    return out
+
+
+def _proposal(params: dict[str, list[Any]]) -> dict[str, Any] | None:
+    res = _one(params, "appointment-resource")
+    if res is None:
+        return None
+    if not isinstance(res, dict) or res.get("resourceType") != "Appointment":
+        raise FhirError("appointment-resource must be an Appointment", status=400,
+                        expression=["appointment-resource"])
+    validate_resource(res, expected_type="Appointment", where="appointment-resource")
+    return res
+
+
+def _appointment_ref(params: dict[str, list[Any]]) -> str | None:
+    value = _one(params, "appointment-reference")
+    if value is None:
+        return None
+    ref = _ref(value)
+    if not ref.startswith("Appointment/"):
+        raise FhirError("appointment-reference must be Appointment/<id>", status=400,
+                        expression=["appointment-reference"])
+    return check_id(ref.split("/", 1)[1], "appointment-reference")
+
+
+# ---------------------------------------------------------------------------- operations
+
+def find(**_: Any) -> Any:
+    principal = _allow(*BOOKERS, "service")
+    req = from_flask("Appointment", operation="$find")
+    params = _params(req)
+    start = _datetime(_one(params, "start", True), "start")
+    end = _datetime(_one(params, "end", True), "end")
+    if end - start > timedelta(days=93):
+        raise FhirError("a search covers at most 93 days (end - start)", status=400, expression=["end"])
+    patient = _one(params, "patient-reference") or _one(params, "patient")
+    sr = _one(params, "service-request")
+    q = sch.FindQuery(
+        start=start, end=end, specialty=_codes(params.get("specialty", [])),
+        practitioner=_refs(params.get("practitioner", []), "Practitioner"),
+        organization=_refs(params.get("organization", []), "Organization"),
+        count=_count(_one(params, "_count")),
+        patient=_ref(patient) if patient else None, service_request=_ref(sr) if sr else None)
+    found = sch.find(current().db, _cfg(), q)
+    _audit(principal, "$find", None, None, 200)
+    return to_connexion(FhirResponse(200, _bundle("searchset", found, req.base, mode="match")), req)
+
+
+def hold(**_: Any) -> Any:
+    principal = _allow(*BOOKERS)
+    req = from_flask("Appointment", operation="$hold")
+    params = _params(req)
+    proposal = _proposal(params)
+    if proposal is None:
+        ref = _appointment_ref(params)
+        if ref is None:
+            raise FhirError("$hold needs appointment-resource (a proposal from $find) or appointment-reference",
+                            status=400, expression=["appointment-resource"])
+        proposal = sch.read_appointment(current().db, ref)
+    try:
+        appointment = sch.hold(current().db, _ctx(principal), proposal)
+    except sch.SlotGone as gone:
+        cancelled = {**proposal, "status": "cancelled"}
+        cancelled.pop("id", None)
+        _audit(principal, "$hold", None, proposal, 409, gone.detail)
+        body = _bundle("collection", [cancelled, outcome(gone.detail, status=409, code="not-found",
+                                                             severity="warning")], req.base)
+        return to_connexion(FhirResponse(200, body), req)
+    except FhirError as err:
+        _audit(principal, "$hold", None, proposal, err.status, err.detail)
+        raise
+    _audit(principal, "$hold", appointment["id"], appointment, 200)
+    return to_connexion(FhirResponse(200, _bundle("collection", [appointment], req.base)), req)
+
+
+def book(**_: Any) -> Any:
+    principal = _allow(*BOOKERS)
+    req = from_flask("Appointment", operation="$book")
+    params = _params(req)
+    ref = _appointment_ref(params)
+    proposal = None if ref else _proposal(params)
+    if ref is None and proposal is None:
+        raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
+                        status=400, expression=["appointment-reference"])
+    try:
+        appointment = sch.book(current().db, _ctx(principal), request=proposal, appointment_id=ref)
+    except FhirError as err:
+        _audit(principal, "$book", ref, proposal, err.status, err.detail)
+        raise
+    _audit(principal, "$book", appointment["id"], appointment, 200)
+    return to_connexion(FhirResponse(200, _bundle("collection", [appointment], req.base)), req)
+
+
+def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa: A002
+    principal = _allow(*roles)
+    req = from_flask("Appointment", check_id(id), operation=op)
+    params = _params(req)
+    try:
+        appointment = act(principal, params, id)
+    except FhirError as err:
+        _audit(principal, op, id, None, err.status, err.detail)
+        raise
+    _audit(principal, op, appointment.get("id", id), appointment, 200)
+    return to_connexion(FhirResponse(200, appointment), req)
+
+
+def cancel(id: str, **_: Any) -> Any:  # noqa: A002 - the spec's name
+    def act(p: Any, params: dict[str, list[Any]], rid: str) -> dict[str, Any]:
+        reason = _one(params, "reason")
+        return sch.cancel(current().db, _ctx(p), rid, str(reason)[:500] if reason else "cancelled")
+    return _on_one("$cancel", BOOKERS, id, act)
+
+
+def reschedule(id: str, **_: Any) -> Any:  # noqa: A002
+    def act(p: Any, params: dict[str, list[Any]], rid: str) -> dict[str, Any]:
+        proposal = _proposal(params)
+        if proposal is None:
+            raise FhirError("$reschedule needs appointment-resource (the new slot, a proposal from $find)",
+                            status=400, expression=["appointment-resource"])
+        return sch.reschedule(current().db, _ctx(p), rid, proposal)
+    return _on_one("$reschedule", BOOKERS, id, act)
+
+
+def noshow(id: str, **_: Any) -> Any:  # noqa: A002
+    return _on_one("$noshow", ("doctor", "admin"), id,
+                   lambda p, params, rid: sch.mark_noshow(current().db, _ctx(p), rid))
+
+
+def fulfill(id: str, **_: Any) -> Any:  # noqa: A002
+    return _on_one("$fulfill", ("doctor", "admin"), id,
+                   lambda p, params, rid: sch.mark_fulfilled(current().db, rid, by=p.sub or "anonymous", cfg=_cfg()))
+
+
+# ---------------------------------------------------------------------------- slots (computed)
+
+def read_slot(id: str) -> Any:  # noqa: A002
+    _allow(*READERS)
+    req = from_flask("Slot", check_id(id), body=False)
+    slot = sch.read_slot(current().db, _cfg(), id)
+    return to_connexion(FhirResponse(200, slot, {"ETag": f'W/"{slot["meta"]["versionId"]}"'}), req)
+
+
+def search_slots() -> Any:
+    _allow(*READERS)
+    req = from_flask("Slot", body=False)
+    params: dict[str, list[str]] = defaultdict(list)
+    for k, v in req.params:
+        params[k].append(v)
+    known = {"schedule", "start", "status", "_count", "_format", "_pretty", "_id"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise FhirError(f"Slot search takes schedule, start (ge/gt/le/lt), status, _id and _count; not "
+                        f"{', '.join(unknown)}", status=400, expression=unknown)
+    now = sch.utcnow()
+    lo, hi = now, now + timedelta(days=_cfg().horizon_days)
+    for v in params.get("start", []):
+        prefix, text = (v[:2], v[2:]) if v[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", v)
+        dt = _datetime(text, "start")
+        if prefix in ("ge", "gt"):
+            lo = dt
+        elif prefix in ("le", "lt"):
+            hi = dt
+        else:
+            lo, hi = dt, dt + (timedelta(days=1) if len(text) == 10 else timedelta(minutes=1))
+    if hi - lo > timedelta(days=93):
+        raise FhirError("a Slot search covers at most 93 days: give start=ge... and start=lt...", status=400,
+                        expression=["start"])
+    schedules = {s.split("/")[-1] for v in params.get("schedule", []) for s in v.split(",") if s} or None
+    status = {s for v in params.get("status", []) for s in v.split(",") if s} or None
+    count = _count(params["_count"][0] if params.get("_count") else None)
+    if params.get("_id"):
+        wanted = {s for v in params["_id"] for s in v.split(",")}
+        slots = []
+        for sid in sorted(wanted):
+            try:
+                slots.append(sch.read_slot(current().db, _cfg(), sid))
+            except FhirError:
+                continue
+        slots = [s for s in slots if status is None or s["status"] in status]
+    else:
+        slots = list(sch.search_slots(current().db, _cfg(), schedule=schedules, start=lo, end=hi, status=status,
+                                      count=count))
+    return to_connexion(FhirResponse(200, _bundle("searchset", slots, req.base, mode="match")), req)
+
+
+def slot_write() -> Any:
+    raise FhirError("Slots are computed from the Schedules' availability and their bookings: change the "
+                    "Schedule, or use Appointment/$hold, $book and $cancel", status=405, code="not-supported")
+
+
+def slot_put(id: str, **_: Any) -> Any:  # noqa: A002
+    return slot_write()
+
+
+def slot_delete(id: str, **_: Any) -> Any:  # noqa: A002
+    return slot_write()
+
+
+find_get = find  # the query form of $find (one operationId per operation)

@@ -1,0 +1,282 @@
+"""Reminders of booked consults, through a notification port.
+
+Booking inserts one document per reminder in ``reminders`` (``<appointment>/<minutes before>``,
+due at the start minus the offset; a reminder already due when the booking is made is skipped,
+the booking answer itself being the news). The worker's :func:`send_due` sends what is due:
+
+- **each reminder is sent once**: an attempt is a claim by insert (``reminder_attempts``,
+  ``<reminder>#<n>``); attempt n+1 may be claimed only after attempt n recorded its failure and
+  its back-off has passed (or it vanished mid-way for ``stale_after``: a crashed worker), so
+  one attempt is in flight at a time whatever the number of workers;
+- an attempt's result is written by its claimant only (the single writer of that document);
+- every attempt's outcome is recorded on the reminder's Communication (``about`` the
+  Appointment, ``basedOn`` its ServiceRequest): ``in-progress`` while failing and retried with
+  exponential back-off, ``completed`` once sent, ``stopped`` after the last attempt or when the
+  appointment is no longer booked. Written by the attempt's claimant (one at a time, above);
+- messages carry the time and the join link, never patient data.
+
+Senders (:class:`Notifier`): :class:`ConsoleSender` (a JSON line to a file or the log) and
+:class:`SmtpSender` (``smtplib``, optional STARTTLS and login). Addresses come from an address
+book (reference → e-mail) with a fallback ``<type>-<id>@<domain>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Protocol
+
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+from sen_shared.claims import ClaimTaken, claim, latest, release
+from sen_shared.fhir.body import unpack
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import Store
+
+from .availability import TZ
+
+log = logging.getLogger("sen.teleconsult.reminders")
+
+REMINDERS = "reminders"
+ATTEMPTS = "reminder_attempts"
+
+
+class NotificationError(Exception):
+    """A message could not be handed over (retried later)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    to: tuple[str, ...]
+    subject: str
+    body: str
+
+
+class Notifier(Protocol):
+    def send(self, message: Message) -> None: ...
+
+
+class ConsoleSender:
+    """Writes each message as one JSON line to ``path`` (or the log when no path is set)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+
+    def send(self, message: Message) -> None:
+        line = json.dumps({"to": list(message.to), "subject": message.subject, "body": message.body},
+                          ensure_ascii=False)
+        if self.path is None:
+            log.info("reminder", extra={"to": list(message.to), "subject": message.subject})
+            return
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as err:
+            raise NotificationError(f"cannot write {self.path}: {err.strerror}") from None
+
+
+class SmtpSender:
+    """Sends through an SMTP server (``smtplib``)."""
+
+    def __init__(self, host: str, port: int = 25, *, sender: str = "sen@localhost", username: str = "",
+                 password: str = "", starttls: bool = False, timeout: float = 10.0) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self.username, self.password, self.starttls, self.timeout = username, password, starttls, timeout
+
+    def send(self, message: Message) -> None:
+        mail = EmailMessage()
+        mail["From"] = self.sender
+        mail["To"] = ", ".join(message.to)
+        mail["Subject"] = message.subject
+        mail.set_content(message.body)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.username:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(mail)
+        except (OSError, smtplib.SMTPException) as err:
+            raise NotificationError(f"SMTP {self.host}:{self.port}: {type(err).__name__}: {err}") from None
+
+
+@dataclass(frozen=True)
+class ReminderConfig:
+    max_attempts: int = 5
+    backoff_seconds: float = 30.0  # doubled after each failure
+    stale_after: float = 300.0  # an attempt without an outcome after this long is taken as lost
+    addresses: Mapping[str, str] = field(default_factory=dict)  # "Practitioner/x" -> e-mail
+    domain: str = "sen.invalid"
+
+
+def address_of(cfg: ReminderConfig, ref: str) -> str:
+    return cfg.addresses.get(ref) or f"{ref.replace('/', '-').lower()}@{cfg.domain}"
+
+
+# ---------------------------------------------------------------------------------- booking
+
+def schedule_reminders(db: Database, appointment: str, slot: str, start: datetime, offsets: Sequence[int],
+                       now: datetime) -> int:
+    """Insert the reminders of a booked appointment (idempotent by id); how many are new."""
+    docs = []
+    for minutes in offsets:
+        due = start.astimezone(UTC) - timedelta(minutes=minutes)
+        if due <= now:
+            continue
+        docs.append({"_id": f"{appointment}/{minutes}", "ap": appointment, "k": slot, "due": due,
+                     "min": minutes, "start": start.astimezone(UTC)})
+    if not docs:
+        return 0
+    try:
+        return len(db[REMINDERS].insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as err:
+        return err.details.get("nInserted", 0)
+
+
+# ---------------------------------------------------------------------------------- sending
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _message(cfg: ReminderConfig, appointment: dict[str, Any], minutes: int) -> Message:
+    start = datetime.fromisoformat(appointment["start"]).astimezone(TZ)
+    to = tuple(address_of(cfg, str((p.get("actor") or {}).get("reference")))
+               for p in appointment.get("participant") or ()
+               if str((p.get("actor") or {}).get("reference", "")).startswith(("Practitioner/", "Organization/")))
+    requester = next((e.get("valueReference", {}).get("reference") for e in appointment.get("extension") or ()
+                      if e.get("url", "").endswith("appointment-requester")), None)
+    if requester:
+        to = (*to, address_of(cfg, requester))
+    room = next((e.get("valueUrl") for e in appointment.get("extension") or ()
+                 if e.get("url", "").endswith("appointment-video-room")), "")
+    when = start.strftime("%H:%M ngày %d/%m/%Y")
+    ahead = f"{minutes // 60} giờ" if minutes % 60 == 0 else f"{minutes} phút"
+    body = (f"Nhắc lịch hội chẩn từ xa: bắt đầu lúc {when} (giờ Việt Nam), còn {ahead}.\n"
+            f"Teleconsultation reminder: starts {start.isoformat(timespec='minutes')}.\n"
+            f"Phòng họp / video room: {room}\n"
+            f"Lịch hẹn / appointment: Appointment/{appointment['id']}\n")
+    return Message(to or (address_of(cfg, f"Appointment/{appointment['id']}"),),
+                   f"[Sen] Nhắc lịch hội chẩn {when}", body)
+
+
+def _still_booked(db: Database, rem: dict[str, Any]) -> bool:
+    from .scheduling import SLOT_LINKS
+
+    last = latest(db[SLOT_LINKS], rem["k"])
+    return last is not None and last.get("ap") == rem["ap"] and last.get("st") == "booked"
+
+
+def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | None, status: str, note: str,
+            when: datetime) -> None:
+    """The reminder's Communication, created or brought to its next version by the attempt's
+    claimant (one attempt at a time: a single writer)."""
+    store = Store(db, service="teleconsult", emit_events=False)
+    cid = f"rem-{rem['ap']}-{rem['min']}"[:64]
+    head = store.head("Communication", cid)
+    prior = unpack(store.current("Communication").find_one({"_id": cid}, {"res": 1})) if head else None
+    res: dict[str, Any] = (prior or {}).get("res") or {
+        "resourceType": "Communication",
+        "about": [{"reference": f"Appointment/{rem['ap']}"}],
+        "category": [{"text": "Nhắc lịch hội chẩn (consult reminder)"}],
+        "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                                "code": "EMAILWRIT"}]}],
+        "payload": [{"contentString": f"Nhắc lịch trước {rem['min']} phút (reminder {rem['min']} minutes before)"}],
+    }
+    if appointment is not None and appointment.get("basedOn") and "basedOn" not in res:
+        res["basedOn"] = appointment["basedOn"]
+    res["status"] = status
+    stamp = when.astimezone(TZ).isoformat(timespec="seconds")
+    if status == "completed":
+        res["sent"] = stamp
+    res.setdefault("note", []).append({"time": stamp, "text": note})
+    try:
+        if head is None:
+            store.create(res, cid)
+        else:
+            store.apply(store.prepare_update(res, cid, head))
+    except FhirError as err:
+        log.warning("reminder not recorded on its Communication", extra={"reminder": rem["_id"], "error": err.detail})
+
+
+def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, now: datetime | None = None) -> int:
+    """Send the reminders that are due; how many were sent now."""
+    now = now or datetime.now(UTC)
+    sent = 0
+    for rem in list(db[REMINDERS].find({})):
+        if _aware(rem["due"]) > now:
+            continue
+        attempts = sorted(db[ATTEMPTS].find({"rem": rem["_id"]}), key=lambda a: a["n"])
+        if any(a.get("ok") for a in attempts):
+            release(db[REMINDERS], rem["_id"])
+            continue
+        last = attempts[-1] if attempts else None
+        if last is not None:
+            if "ok" not in last and _aware(last["at"]) > now - timedelta(seconds=cfg.stale_after):
+                continue  # in flight elsewhere
+            if last.get("ok") is False and _aware(last["next"]) > now:
+                continue  # backing off
+        n = (last["n"] if last else 0) + 1
+        try:
+            claim(db[ATTEMPTS], f"{rem['_id']}#{n}", {"rem": rem["_id"], "n": n, "at": now})
+        except ClaimTaken:
+            continue
+        sent += _attempt(db, notifier, cfg, rem, n, now)
+    return sent
+
+
+def _attempt(db: Database, notifier: Notifier, cfg: ReminderConfig, rem: dict[str, Any], n: int,
+             now: datetime) -> int:
+    from .scheduling import read_appointment
+
+    key = f"{rem['_id']}#{n}"
+    coll = db[ATTEMPTS]
+    try:
+        appointment = read_appointment(db, rem["ap"])
+    except FhirError:
+        appointment = None
+    if appointment is None or not _still_booked(db, rem):
+        # the claimant of this attempt is the only writer of its document
+        coll.update_one({"_id": key}, {"$set": {"ok": True, "skipped": True}})
+        _record(db, rem, appointment, "stopped", "không gửi: lịch hẹn không còn hiệu lực (not sent: the appointment "
+                "is no longer booked)", now)
+        release(db[REMINDERS], rem["_id"])
+        return 0
+    try:
+        notifier.send(_message(cfg, appointment, int(rem["min"])))
+    except NotificationError as err:
+        final = n >= cfg.max_attempts
+        retry = now + timedelta(seconds=cfg.backoff_seconds * (2 ** (n - 1)))
+        coll.update_one({"_id": key}, {"$set": {"ok": False, "err": str(err)[:300], "next": retry}})
+        note = f"lần gửi {n} thất bại (attempt {n} failed): {str(err)[:200]}"
+        if final:
+            _record(db, rem, appointment, "stopped", note + "; đã dừng (given up)", now)
+            release(db[REMINDERS], rem["_id"])
+        else:
+            _record(db, rem, appointment, "in-progress",
+                    note + f"; thử lại lúc {retry.astimezone(TZ).strftime('%H:%M:%S')} (retry)", now)
+        return 0
+    coll.update_one({"_id": key}, {"$set": {"ok": True}})
+    _record(db, rem, appointment, "completed", f"đã gửi (sent), lần {n}", now)
+    release(db[REMINDERS], rem["_id"])
+    return 1
+
+
+def notifier_from(kind: str, *, path: str = "", host: str = "", port: int = 25, sender: str = "",
+                  username: str = "", password: str = "", starttls: bool = False) -> Notifier:
+    if kind == "smtp":
+        return SmtpSender(host, port, sender=sender or "sen@localhost", username=username, password=password,
+                          starttls=starttls)
+    return ConsoleSender(path or None)
+
+
+__all__ = ["ConsoleSender", "Message", "NotificationError", "Notifier", "ReminderConfig", "SmtpSender",
+           "notifier_from", "schedule_reminders", "send_due"]

@@ -1,0 +1,681 @@
+"""Booking (IHE ITI Scheduling): find, hold, book, reschedule, cancel, no-show, fulfilled.
+
+**The slot's claim chain is the truth.** Slots are computed from availability (availability.py);
+each slot that was ever claimed has a chain in ``slot_links`` (``sen_shared.claims``:
+``<slot id>/1``, ``/2``, ... inserted under their unique ``_id``, never updated or deleted). A
+link says what happened to the slot: ``held`` (by an Appointment, until ``exp``), ``booked``,
+``free`` (released: cancelled, expired, rescheduled), ``fulfilled``, ``noshow``. Whoever wants
+the slot reads the newest link, decides, and inserts the next one: two claimers that read the
+same link race for the same ``_id`` and exactly one wins (the other gets 409). An expired hold
+counts as free: the next claimer simply appends its own link after it (the release "by the next
+reader"); the worker's sweeper appends ``free`` links for expired holds nobody took.
+
+The served FHIR ``Slot`` is computed too (api/scheduling.py), its ``status`` from the newest link:
+``free``, ``busy-tentative`` (an unexpired hold) or ``busy``.
+
+**Appointments** are FHIR resources in the store (searchable, with history), a projection of
+the chain: version 1 is inserted by the winner of the link that created the appointment, and
+each later link about it (the transitions of one appointment are consecutive links of its slot,
+because it stays the newest until it is released) is written to the resource by that link's
+winner only, after the previous link's change has landed (the document keeps ``sq``, the link
+it reflects). So each version has a single writer by construction (ARCHITECTURE §2).
+
+Events: the ``booked`` link carries ``teleconsult.appointment.booked`` in its outbox (an
+insert-only document: the outbox relay is its only later writer).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.bus import outbox
+from sen_shared.bus.events import make_event
+from sen_shared.claims import ClaimTaken, advance, latest, release
+from sen_shared.fhir.body import unpack
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import Store
+from sen_shared.ids import new_uuid
+
+from . import availability as av_mod
+from .availability import TZ, Availability, AvailabilityError, SlotTime
+from .video import Room, VideoConfig, create_room
+
+log = logging.getLogger("sen.teleconsult.scheduling")
+
+SLOT_LINKS = "slot_links"
+OPEN_HOLDS = "open_holds"  # {_id: the held link's id, k: slot, exp}: what the sweeper looks at
+APPOINTMENT = "Appointment"
+EXT_ROOM = "https://fhir.sen.vn/StructureDefinition/appointment-video-room"
+EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
+EXT_REPLACES = "https://fhir.sen.vn/StructureDefinition/appointment-replaces"
+STATUS_OF = {"held": "pending", "booked": "booked", "free": "cancelled", "fulfilled": "fulfilled",
+             "noshow": "noshow"}
+BUSY = ("booked", "fulfilled", "noshow")
+DEFAULT_COUNT = 20
+MAX_COUNT = 500
+BOOKED_EVENT = "teleconsult.appointment.booked"
+
+
+@dataclass(frozen=True)
+class SchedulingConfig:
+    hold_minutes: float = 10.0
+    holidays: frozenset[date] = frozenset()
+    horizon_days: int = 56  # how far ahead slots are offered
+    notice_minutes: int = 0  # a slot must start at least this long from now
+    reminder_offsets: tuple[int, ...] = (1440, 60)  # minutes before the start
+    video: VideoConfig = field(default_factory=VideoConfig)
+    service: str = "teleconsult"
+
+
+def iso_local(dt: datetime) -> str:
+    return dt.astimezone(TZ).isoformat(timespec="seconds")
+
+
+def utcnow() -> datetime:
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def _aware(dt: datetime) -> datetime:
+    """MongoDB hands datetimes back naive (UTC) unless the client is tz-aware."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------- schedules
+
+_schedules: dict[str, tuple[tuple[Any, ...], dict[str, Availability]]] = {}
+
+
+def schedules(db: Database) -> dict[str, Availability]:
+    """Every readable, current Schedule's availability, by schedule id (parsed again only
+    when a schedule changed: the versions are read each time, bodies only then)."""
+    coll = db["Schedule"]
+    heads = sorted((d["_id"], d.get("v")) for d in coll.find({"del": False}, {"_id": 1, "v": 1}))
+    key = tuple(heads)
+    cached = _schedules.get(db.name)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    out: dict[str, Availability] = {}
+    for doc in coll.find({"del": False}, {"res": 1}):
+        res = unpack(doc)["res"]
+        try:
+            out[doc["_id"]] = av_mod.from_schedule(res)
+        except AvailabilityError as err:
+            log.warning("schedule without a readable availability", extra={"schedule": doc["_id"], "error": str(err)})
+    _schedules[db.name] = (key, out)
+    return out
+
+
+def availability_of(db: Database, schedule: str) -> Availability | None:
+    return schedules(db).get(schedule)
+
+
+# ----------------------------------------------------------------------------- link states
+
+def _is_active(link: dict[str, Any] | None, now: datetime) -> bool:
+    if link is None:
+        return False
+    if link.get("st") in BUSY:
+        return True
+    return link.get("st") == "held" and _aware(link["exp"]) > now
+
+
+def slot_status(link: dict[str, Any] | None, now: datetime) -> str:
+    """The FHIR Slot.status the newest link means."""
+    if not _is_active(link, now):
+        return "free"
+    return "busy-tentative" if link["st"] == "held" else "busy"  # type: ignore[index]
+
+
+def latest_links(db: Database, months: Iterable[str],
+                 schedule_ids: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The newest link of every claimed slot in ``months`` (of ``schedule_ids``), by slot id."""
+    out: dict[str, dict[str, Any]] = {}
+    for mo in months:
+        # one equality on a top-level field (pushed down by FerretDB); a month holds few claims
+        for link in db[SLOT_LINKS].find({"mo": mo}, {"k": 1, "n": 1, "st": 1, "exp": 1, "ap": 1, "sc": 1}):
+            if schedule_ids is not None and link.get("sc") not in schedule_ids:
+                continue
+            have = out.get(link["k"])
+            if have is None or have["n"] < link["n"]:
+                out[link["k"]] = link
+    return out
+
+
+# ------------------------------------------------------------------------------------- find
+
+@dataclass
+class FindQuery:
+    start: datetime
+    end: datetime
+    specialty: set[str] = field(default_factory=set)
+    practitioner: set[str] = field(default_factory=set)
+    organization: set[str] = field(default_factory=set)
+    count: int = DEFAULT_COUNT
+    patient: str | None = None
+    service_request: str | None = None
+
+
+def _matches(av: Availability, q: FindQuery) -> bool:
+    if not av.active:
+        return False
+    if q.specialty and not (q.specialty & av.specialty_codes):
+        return False
+    if q.practitioner and not (q.practitioner & set(av.practitioners)):
+        return False
+    return not (q.organization and av.organization not in q.organization)
+
+
+def offered_window(cfg: SchedulingConfig, start: datetime, end: datetime, now: datetime) -> tuple[datetime, datetime]:
+    return max(start, now + timedelta(minutes=cfg.notice_minutes)), min(end, now + timedelta(days=cfg.horizon_days))
+
+
+def _stream(av: Availability, start: datetime, end: datetime,
+            holidays: frozenset[date]) -> Iterator[tuple[datetime, str, int, SlotTime, Availability]]:
+    """A schedule's slots as sortable tuples, for heapq.merge across schedules."""
+    for i, s in enumerate(av_mod.slots_between(av, start, end, holidays)):
+        yield s.start, av.schedule, i, s, av
+
+
+def find(db: Database, cfg: SchedulingConfig, q: FindQuery, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Proposed Appointments on free slots between ``q.start`` and ``q.end``, earliest first."""
+    now = now or utcnow()
+    if q.end <= q.start:
+        raise FhirError("end must be after start", status=400, expression=["end"])
+    start, end = offered_window(cfg, q.start, q.end, now)
+    chosen = [av for av in schedules(db).values() if _matches(av, q)]
+    if not chosen or end <= start:
+        return []
+    links = latest_links(db, av_mod.months_between(start, end), {av.schedule for av in chosen})
+    streams = [_stream(av, start, end, cfg.holidays) for av in chosen]
+    out: list[dict[str, Any]] = []
+    for _, _, _, slot, av in heapq.merge(*streams):
+        if _is_active(links.get(slot.id), now):
+            continue
+        out.append(proposal(av, slot, patient=q.patient, service_request=q.service_request))
+        if len(out) >= q.count:
+            break
+    return out
+
+
+def proposal(av: Availability, slot: SlotTime, *, patient: str | None = None,
+             service_request: str | None = None) -> dict[str, Any]:
+    """The proposed Appointment for ``slot`` (not stored: ``$hold``/``$book`` take it back)."""
+    participants = [{"actor": dict(a), "required": "required", "status": "needs-action"} for a in av.actors]
+    if patient:
+        participants.insert(0, {"actor": {"reference": patient}, "required": "required", "status": "needs-action"})
+    res: dict[str, Any] = {
+        "resourceType": "Appointment", "status": "proposed",
+        "specialty": [copy.deepcopy(s) for s in av.specialties],
+        "start": iso_local(slot.start), "end": iso_local(slot.end), "minutesDuration": av.slot_minutes,
+        "slot": [{"reference": f"Slot/{slot.id}"}],
+        "participant": participants or [{"actor": {"reference": f"Schedule/{av.schedule}"}, "status": "needs-action"}],
+    }
+    if service_request:
+        res["basedOn"] = [{"reference": service_request}]
+    return res
+
+
+# ------------------------------------------------------------------------------- claiming
+
+class SlotGone(FhirError):
+    """The slot is no longer offered (no such slot, past, leave, holiday): $hold answers cancelled."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=409, code="not-found")
+
+
+def taken(slot: str, holder: dict[str, Any] | None) -> FhirError:
+    what = {"held": "held", "booked": "booked", "fulfilled": "used", "noshow": "used"}.get(
+        (holder or {}).get("st", ""), "taken")
+    return FhirError(f"Slot/{slot} is already {what} by another appointment; find another slot",
+                     status=409, code="conflict")
+
+
+@dataclass
+class Slotted:
+    """A slot resolved from an Appointment's ``slot`` reference."""
+
+    av: Availability
+    slot: SlotTime
+
+
+def resolve_slot(db: Database, cfg: SchedulingConfig, appointment: dict[str, Any], now: datetime) -> Slotted:
+    refs = [s.get("reference", "") for s in appointment.get("slot") or () if isinstance(s, dict)]
+    if len(refs) != 1 or not refs[0].startswith("Slot/"):
+        raise FhirError("the appointment must name exactly one Slot (slot[0].reference = Slot/<id>, as $find "
+                        "proposes)", status=400, expression=["Appointment.slot"])
+    sid = refs[0][5:]
+    parsed = av_mod.parse_slot_id(sid)
+    av = availability_of(db, parsed[0]) if parsed else None
+    slot = av_mod.slot_of(av, sid, cfg.holidays) if av else None
+    if av is None or slot is None:
+        raise SlotGone(f"Slot/{sid} is not offered (no such slot, or its schedule no longer has it)")
+    lo, hi = offered_window(cfg, slot.start, slot.end, now)
+    if slot.start < lo or slot.start > hi:
+        raise SlotGone(f"Slot/{sid} is no longer offered (it starts {iso_local(slot.start)}, outside the "
+                       "bookable window)")
+    return Slotted(av, slot)
+
+
+def _link_doc(state: str, appt: str, slotted: Slotted, by: str, now: datetime, **extra: Any) -> dict[str, Any]:
+    slot = slotted.slot
+    return {"st": state, "ap": appt, "sc": slotted.av.schedule, "mo": av_mod.month_key(slot.start),
+            "s": slot.start.astimezone(UTC), "e": slot.end.astimezone(UTC), "by": by, "at": now, **extra}
+
+
+def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
+           events: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken."""
+    coll = db[SLOT_LINKS]
+    sid = slotted.slot.id
+    last = latest(coll, sid)
+    if _is_active(last, now):
+        raise taken(sid, last)
+    body = outbox.new_document(doc, events) if events else doc
+    try:
+        return advance(coll, sid, last, body), last
+    except ClaimTaken as lost:
+        raise taken(sid, lost.holder) from None
+
+
+def _supersede(db: Database, link: dict[str, Any], before: dict[str, Any] | None) -> None:
+    """A claim over an expired hold of another appointment: that appointment is now cancelled."""
+    if before is not None and before.get("st") == "held" and before.get("ap") != link["ap"]:
+        _project(db, before["ap"], link["n"], _set_status("cancelled", "the hold expired"))
+
+
+@dataclass
+class Ctx:
+    """Who acts and with what settings."""
+
+    cfg: SchedulingConfig
+    by: str = "system"  # the acting user's subject (kept on the link: who claimed)
+    now: datetime = field(default_factory=utcnow)
+    correlation_id: str | None = None
+
+
+def _new_appointment(request: dict[str, Any], slotted: Slotted, appt_id: str, status: str) -> dict[str, Any]:
+    """The stored Appointment: the slot's facts from the server, the request's patient,
+    basedOn, description and comment."""
+    base = proposal(slotted.av, slotted.slot)
+    patients = [p for p in request.get("participant") or ()
+                if isinstance(p, dict) and str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
+    base["participant"] = [*copy.deepcopy(patients), *base["participant"]]
+    for key in ("basedOn", "description", "comment", "reasonCode", "reasonReference", "extension"):
+        if request.get(key):
+            base[key] = copy.deepcopy(request[key])
+    base["id"] = appt_id
+    base["status"] = status
+    base["created"] = datetime.now(TZ).date().isoformat()
+    for p in base["participant"]:
+        p["status"] = "tentative" if status == "pending" else "accepted"
+    return base
+
+
+def _with_room(resource: dict[str, Any], room: dict[str, Any] | None) -> None:
+    if not room:
+        return
+    resource["extension"] = [e for e in resource.get("extension") or () if e.get("url") != EXT_ROOM]
+    resource["extension"].append({"url": EXT_ROOM, "valueUrl": room["url"]})
+    for p in resource.get("participant") or ():
+        ref = str((p.get("actor") or {}).get("reference", ""))
+        link = room["doctor"] if ref.startswith(("Practitioner/", "PractitionerRole/")) else room["clinic"]
+        p["extension"] = [e for e in p.get("extension") or () if e.get("url") != EXT_JOIN]
+        p["extension"].append({"url": EXT_JOIN, "valueUrl": link})
+
+
+def _room_doc(room: Room) -> dict[str, Any]:
+    return {"name": room.name, "url": room.url, "clinic": room.clinic_url, "doctor": room.doctor_url,
+            "exp": room.expires}
+
+
+def _booked_event(appointment: dict[str, Any], slotted: Slotted, now: datetime,
+                  correlation_id: str | None) -> dict[str, Any]:
+    performer = next((str(a["reference"]) for a in slotted.av.actors if str(a.get("reference", ""))
+                      .startswith(("Practitioner/", "PractitionerRole/"))), f"Schedule/{slotted.av.schedule}")
+    data = {"appointment": f"Appointment/{appointment['id']}", "slot": f"Slot/{slotted.slot.id}",
+            "performer": performer, "start": iso_local(slotted.slot.start), "end": iso_local(slotted.slot.end),
+            "bookedAt": iso_local(now)}
+    sr = next((b["reference"] for b in appointment.get("basedOn") or () if str(b.get("reference", ""))
+               .startswith("ServiceRequest/")), None)
+    if sr:
+        data["serviceRequest"] = sr
+    return make_event(BOOKED_EVENT, data, subject=f"Appointment/{appointment['id']}", correlation_id=correlation_id)
+
+
+def _store(db: Database, service: str = "teleconsult") -> Store:
+    # the resource events of the generic engine are not published for Appointments: the
+    # scheduling events (appointment.booked) ride on the slot links instead
+    return Store(db, service=service, emit_events=False)
+
+
+def _create_appointment(db: Database, resource: dict[str, Any], seq: int) -> dict[str, Any]:
+    store = _store(db)
+    w = store.prepare_create(resource, resource["id"])
+    w.doc["sq"] = seq  # type: ignore[index] - the link this version reflects
+    store.apply(w)  # an insert under a fresh id: one writer
+    return resource
+
+
+def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
+    """Hold the slot a proposed Appointment names: the Appointment, ``pending``, until the hold expires."""
+    slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
+    appt_id = new_uuid()
+    exp = ctx.now + timedelta(minutes=ctx.cfg.hold_minutes)
+    link, before = _claim(db, slotted, _link_doc("held", appt_id, slotted, ctx.by, ctx.now, exp=exp), ctx.now)
+    # the sweeper's list; inserted by the link's winner only, removed by the sweeper only
+    db[OPEN_HOLDS].insert_one({"_id": link["_id"], "k": link["k"], "exp": exp})
+    resource = _new_appointment(request, slotted, appt_id, "pending")
+    resource.setdefault("extension", []).append(
+        {"url": "https://fhir.sen.vn/StructureDefinition/appointment-hold-expires", "valueDateTime": iso_local(exp)})
+    _create_appointment(db, resource, link["n"])
+    _supersede(db, link, before)
+    return resource
+
+
+def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
+         appointment_id: str | None = None) -> dict[str, Any]:
+    """Book: confirm the hold of ``appointment_id``, or book the slot ``request`` names directly."""
+    if appointment_id is not None:
+        return _confirm(db, ctx, appointment_id)
+    assert request is not None
+    slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
+    appt_id = new_uuid()
+    room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
+    resource = _new_appointment(request, slotted, appt_id, "booked")
+    _with_room(resource, _room_doc(room))
+    event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
+    link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
+                          ctx.now, [event])
+    _create_appointment(db, resource, link["n"])
+    _supersede(db, link, before)
+    _after_booking(db, ctx, resource, slotted)
+    return resource
+
+
+def _after_booking(db: Database, ctx: Ctx, resource: dict[str, Any], slotted: Slotted) -> None:
+    from .reminders import schedule_reminders
+
+    schedule_reminders(db, resource["id"], slotted.slot.id, slotted.slot.start, ctx.cfg.reminder_offsets, ctx.now)
+
+
+def read_appointment(db: Database, appt_id: str) -> dict[str, Any]:
+    doc = unpack(db[APPOINTMENT].find_one({"_id": appt_id}, {"res": 1, "del": 1}))
+    if doc is None or doc.get("del") or not doc.get("res"):
+        raise FhirError(f"Appointment/{appt_id} is not known", status=404, code="not-found")
+    return doc["res"]
+
+
+def _slot_of_appointment(db: Database, cfg: SchedulingConfig, resource: dict[str, Any]) -> Slotted:
+    ref = next((s.get("reference", "") for s in resource.get("slot") or ()), "")
+    parsed = av_mod.parse_slot_id(ref[5:]) if ref.startswith("Slot/") else None
+    av = availability_of(db, parsed[0]) if parsed else None
+    if parsed is None or av is None:
+        raise FhirError(f"Appointment/{resource.get('id')} has no slot of a known schedule", status=409,
+                        code="conflict")
+    start = parsed[1]
+    minutes = int(resource.get("minutesDuration") or av.slot_minutes)
+    return Slotted(av, SlotTime(ref[5:], start, start + timedelta(minutes=minutes)))
+
+
+def _own_link(db: Database, appt_id: str, resource: dict[str, Any], slotted: Slotted) -> dict[str, Any] | None:
+    """The newest link of the appointment's slot if it is this appointment's (else None)."""
+    last = latest(db[SLOT_LINKS], slotted.slot.id)
+    return last if last is not None and last.get("ap") == appt_id else None
+
+
+def _illegal(appt_id: str, status: str, want: str) -> FhirError:
+    return FhirError(f"Appointment/{appt_id} is {status}: it cannot be {want}", status=409, code="business-rule")
+
+
+def current_status(db: Database, appt_id: str, now: datetime | None = None) -> str:
+    """The appointment's status from its slot's chain (the truth; the resource follows it)."""
+    now = now or utcnow()
+    resource = read_appointment(db, appt_id)
+    ref = next((s.get("reference", "") for s in resource.get("slot") or ()), "")
+    last = latest(db[SLOT_LINKS], ref[5:])
+    if last is None or last.get("ap") != appt_id:
+        return "cancelled"
+    if last["st"] == "held" and _aware(last["exp"]) <= now:
+        return "cancelled"
+    return STATUS_OF[last["st"]]
+
+
+def _transition(db: Database, ctx: Ctx, appt_id: str, want: str, allowed: tuple[str, ...],
+                doc_extra: Callable[[dict[str, Any], Slotted], dict[str, Any]] | None = None,
+                events: Callable[[dict[str, Any], Slotted], list[dict[str, Any]]] | None = None,
+                change: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Append the link ``want`` after the appointment's own link, if its state is in ``allowed``."""
+    resource = read_appointment(db, appt_id)
+    slotted = _slot_of_appointment(db, ctx.cfg, resource)
+    last = _own_link(db, appt_id, resource, slotted)
+    state = last["st"] if last is not None else "free"
+    if last is not None and state == "held" and _aware(last["exp"]) <= ctx.now:
+        state = "expired"
+    if state == want:
+        return resource, last  # type: ignore[return-value] - asked twice: the same answer
+    if state not in allowed:
+        shown = {"expired": "cancelled (its hold expired)"}.get(state, STATUS_OF.get(state, state))
+        raise _illegal(appt_id, shown, {"free": "cancelled"}.get(want, STATUS_OF.get(want, want)))
+    extra = doc_extra(resource, slotted) if doc_extra else {}
+    doc = _link_doc(want, appt_id, slotted, ctx.by, ctx.now, **extra)
+    evs = events(resource, slotted) if events else None
+    body = outbox.new_document(doc, evs) if evs else doc
+    try:
+        link = advance(db[SLOT_LINKS], slotted.slot.id, last, body)
+    except ClaimTaken:
+        raise FhirError(f"Appointment/{appt_id} was changed by someone else meanwhile; read it again",
+                        status=409, code="conflict") from None
+    updated = _project(db, appt_id, link["n"], change or _set_status(STATUS_OF[want]))
+    return updated or resource, link
+
+
+def _confirm(db: Database, ctx: Ctx, appt_id: str) -> dict[str, Any]:
+    rooms: dict[str, Any] = {}
+
+    def extra(resource: dict[str, Any], slotted: Slotted) -> dict[str, Any]:
+        room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
+        rooms["room"] = _room_doc(room)
+        rooms["slotted"] = slotted
+        return {"room": rooms["room"]}
+
+    def events(resource: dict[str, Any], slotted: Slotted) -> list[dict[str, Any]]:
+        return [_booked_event(resource, slotted, ctx.now, ctx.correlation_id)]
+
+    def change(resource: dict[str, Any]) -> None:
+        _set_status("booked")(resource)
+        resource["extension"] = [e for e in resource.get("extension") or ()
+                                 if not e.get("url", "").endswith("appointment-hold-expires")]
+        _with_room(resource, rooms.get("room"))
+
+    resource, link = _transition(db, ctx, appt_id, "booked", ("held",), extra, events, change)
+    if "slotted" in rooms:
+        _after_booking(db, ctx, resource, rooms["slotted"])
+    return resource
+
+
+def cancel(db: Database, ctx: Ctx, appt_id: str, reason: str = "cancelled") -> dict[str, Any]:
+    """Cancel a pending or booked appointment: its slot is free again."""
+    return _transition(db, ctx, appt_id, "free", ("held", "booked"), lambda r, s: {"why": reason},
+                       change=_set_status("cancelled", reason))[0]
+
+
+def mark_noshow(db: Database, ctx: Ctx, appt_id: str) -> dict[str, Any]:
+    resource = read_appointment(db, appt_id)
+    if datetime.fromisoformat(resource["start"]) > ctx.now:
+        raise FhirError(f"Appointment/{appt_id} has not started yet: it cannot be a no-show", status=409,
+                        code="business-rule")
+    return _transition(db, ctx, appt_id, "noshow", ("booked",))[0]
+
+
+def mark_fulfilled(db: Database, appointment_id: str, *, by: str = "system",
+                   cfg: SchedulingConfig | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Mark a booked Appointment ``fulfilled`` (the consult took place; ``Task/$complete`` calls it).
+
+    Returns the Appointment resource as stored. Idempotent: an appointment already fulfilled is
+    returned as it is. :class:`FhirError` 404 for an unknown appointment, 409 (issue code
+    ``business-rule``, the current status in the text) for one that is not booked.
+    """
+    ctx = Ctx(cfg or SchedulingConfig(), by=by, now=now or utcnow())
+    return _transition(db, ctx, appointment_id, "fulfilled", ("booked",))[0]
+
+
+def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Move a pending or booked appointment to the slot ``request`` names: a new Appointment is
+    booked there (it names the old one in an extension) and the old one is cancelled. If the new
+    slot is taken, nothing changes (409)."""
+    old = read_appointment(db, appt_id)
+    status = current_status(db, appt_id, ctx.now)
+    if status not in ("pending", "booked"):
+        raise _illegal(appt_id, status, "rescheduled")
+    moved = copy.deepcopy(request)
+    for key in ("basedOn", "description", "comment", "reasonCode", "reasonReference"):
+        if old.get(key) and not moved.get(key):
+            moved[key] = copy.deepcopy(old[key])
+    if not any(str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")
+               for p in moved.get("participant") or ()):
+        moved["participant"] = [p for p in old.get("participant") or ()
+                                if str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
+    moved["extension"] = [e for e in moved.get("extension") or () if e.get("url") != EXT_REPLACES]
+    moved["extension"].append({"url": EXT_REPLACES, "valueReference": {"reference": f"Appointment/{appt_id}"}})
+    new = book(db, ctx, request=moved)
+    try:
+        cancel(db, ctx, appt_id, "rescheduled")
+    except FhirError as err:  # the old one ended meanwhile (expired, cancelled): the new booking stands
+        log.info("rescheduled appointment was no longer active", extra={"error": err.detail})
+    return new
+
+
+def _set_status(status: str, reason: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def change(resource: dict[str, Any]) -> None:
+        resource["status"] = status
+        if status == "cancelled" and reason:
+            resource["cancelationReason"] = {"text": reason}
+        for p in resource.get("participant") or ():
+            if status == "booked":
+                p["status"] = "accepted"
+            elif status == "cancelled":
+                p["status"] = "declined"
+    return change
+
+
+def _project(db: Database, appt_id: str, seq: int, change: Callable[[dict[str, Any]], None],
+             wait: float = 2.0) -> dict[str, Any] | None:
+    """Write the appointment's change of slot link ``seq`` as its next version.
+
+    Single writer by construction: only the winner of link ``seq`` calls this for ``seq``, and it
+    writes once the document reflects link ``seq - 1`` (its previous writer finished). If that
+    writer does not finish within ``wait`` seconds (it crashed), this one writes over it: the
+    status it sets is the whole truth of the chain at ``seq``.
+    """
+    store = _store(db)
+    coll = store.current(APPOINTMENT)
+    deadline = time.monotonic() + wait
+    while True:
+        head = unpack(coll.find_one({"_id": appt_id}, {"outbox": 0}))
+        at = int(head.get("sq", 0)) if head is not None else -1
+        if head is not None and at >= seq:
+            return head.get("res")
+        if (head is None or at < seq - 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            continue
+        if head is None or head.get("del"):
+            log.warning("appointment missing for its slot link", extra={"appointment": appt_id, "seq": seq})
+            return None
+        resource = copy.deepcopy(head["res"])
+        change(resource)
+        w = store.prepare_update(resource, appt_id, head)
+        w.update["$set"]["sq"] = seq  # type: ignore[index]
+        try:
+            store.apply(w)
+        except FhirError:
+            continue  # the previous link's writer landed meanwhile: read again
+        return resource
+
+
+# --------------------------------------------------------------------------------- sweeping
+
+def sweep_expired(db: Database, now: datetime | None = None, cfg: SchedulingConfig | None = None) -> int:
+    """Release the expired holds nobody took over: a ``free`` link after each. The one sweeper
+    (the worker) is the only one that removes entries from ``open_holds``. Returns how many."""
+    now = now or utcnow()
+    coll = db[SLOT_LINKS]
+    released = 0
+    for h in list(db[OPEN_HOLDS].find({})):
+        if _aware(h["exp"]) > now:
+            continue
+        last = latest(coll, h["k"])
+        if last is None or last["_id"] != h["_id"]:  # booked, cancelled or claimed over since
+            release(db[OPEN_HOLDS], h["_id"])
+            continue
+        doc = {k: last[k] for k in ("ap", "sc", "mo", "s", "e")}
+        try:
+            link = advance(coll, h["k"], last, {**doc, "st": "free", "why": "expired", "by": "sweeper", "at": now})
+        except ClaimTaken:
+            continue  # someone claimed or confirmed it just now: seen next time
+        _project(db, last["ap"], link["n"], _set_status("cancelled", "the hold expired"))
+        release(db[OPEN_HOLDS], h["_id"])
+        released += 1
+    return released
+
+
+# ------------------------------------------------------------------------------------ slots
+
+def slot_resource(av: Availability, slot: SlotTime, link: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The FHIR Slot served for ``slot`` (computed; ``meta.versionId`` = its chain's length + 1)."""
+    res: dict[str, Any] = {
+        "resourceType": "Slot", "id": slot.id,
+        "meta": {"versionId": str((link or {}).get("n", 0) + 1)},
+        "schedule": {"reference": f"Schedule/{av.schedule}"},
+        "specialty": [copy.deepcopy(s) for s in av.specialties],
+        "status": slot_status(link, now),
+        "start": iso_local(slot.start), "end": iso_local(slot.end),
+    }
+    if link is not None and link.get("at"):
+        res["meta"]["lastUpdated"] = _aware(link["at"]).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return res
+
+
+def read_slot(db: Database, cfg: SchedulingConfig, sid: str, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    parsed = av_mod.parse_slot_id(sid)
+    av = availability_of(db, parsed[0]) if parsed else None
+    slot = av_mod.slot_of(av, sid, cfg.holidays) if av else None
+    if av is None or slot is None:
+        raise FhirError(f"Slot/{sid} is not known", status=404, code="not-found")
+    return slot_resource(av, slot, latest(db[SLOT_LINKS], sid), now)
+
+
+def search_slots(db: Database, cfg: SchedulingConfig, *, schedule: set[str] | None, start: datetime,
+                 end: datetime, status: set[str] | None, count: int, now: datetime | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """Slots of ``schedule`` (None: all) starting in ``[start, end)``, earliest first."""
+    now = now or utcnow()
+    chosen = [a for a in schedules(db).values() if schedule is None or a.schedule in schedule]
+    links = latest_links(db, av_mod.months_between(start, end), {a.schedule for a in chosen})
+    streams = [_stream(a, start, end, cfg.holidays) for a in chosen]
+    n = 0
+    for _, _, _, slot, a in heapq.merge(*streams):
+        res = slot_resource(a, slot, links.get(slot.id), now)
+        if status and res["status"] not in status:
+            continue
+        yield res
+        n += 1
+        if n >= count:
+            return
+
+
+def appointments_for(db: Database, service_request: str) -> list[dict[str, Any]]:
+    """The Appointments based on ``ServiceRequest/<id>`` (newest last), e.g. for ``Task/$complete``."""
+    ref = service_request if service_request.startswith("ServiceRequest/") else f"ServiceRequest/{service_request}"
+    docs = [unpack(d) for d in db[APPOINTMENT].find({"sp_based-on": ref, "del": False}, {"res": 1, "lu": 1})]
+    return [d["res"] for d in sorted(docs, key=lambda d: d["lu"])]
