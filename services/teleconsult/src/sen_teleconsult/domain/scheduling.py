@@ -679,3 +679,18 @@ def appointments_for(db: Database, service_request: str) -> list[dict[str, Any]]
     ref = service_request if service_request.startswith("ServiceRequest/") else f"ServiceRequest/{service_request}"
     docs = [unpack(d) for d in db[APPOINTMENT].find({"sp_based-on": ref, "del": False}, {"res": 1, "lu": 1})]
     return [d["res"] for d in sorted(docs, key=lambda d: d["lu"])]
+
+
+def _indexes() -> list[Any]:
+    from sen_shared.bus.outbox import outbox_indexes
+    from sen_shared.claims import chain_indexes
+    from sen_shared.mongo import Index
+
+    from .reminders import ATTEMPTS
+
+    return [*chain_indexes(SLOT_LINKS), Index(SLOT_LINKS, (("mo", 1),)), *outbox_indexes([SLOT_LINKS]),
+            Index(ATTEMPTS, (("rem", 1),))]
+
+
+INDEXES = _indexes()  # the indexes booking needs (indexes.py lists them)
+OUTBOX_COLLECTIONS = [SLOT_LINKS]  # the booked links carry teleconsult.appointment.booked

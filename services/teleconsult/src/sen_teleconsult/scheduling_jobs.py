@@ -1,0 +1,30 @@
+"""The worker's scheduling jobs (``worker.PERIODIC``): release expired holds, send due reminders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sen_shared.mongo import database
+
+from .domain import reminders, scheduling
+from .scheduling_settings import SchedulingSettings, notifier, reminder_config, scheduling_config
+
+
+def holds_job(settings: SchedulingSettings) -> Callable[[], int]:
+    """Expired holds nobody took over get a ``free`` link (their Appointment: cancelled)."""
+    cfg = scheduling_config(settings)
+
+    def run() -> int:
+        return scheduling.sweep_expired(database(settings.mongo_url, settings.db_name), cfg=cfg)
+
+    return run
+
+
+def reminders_job(settings: SchedulingSettings) -> Callable[[], int]:
+    """Due reminders sent through the configured sender, failures retried with back-off."""
+    sender, cfg = notifier(settings), reminder_config(settings)
+
+    def run() -> int:
+        return reminders.send_due(database(settings.mongo_url, settings.db_name), sender, cfg)
+
+    return run
