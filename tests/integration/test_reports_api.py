@@ -91,6 +91,8 @@ def test_reports_need_the_health_department_or_admin(portal, token) -> None:
     ("end=yesterday", "YYYY-MM-DD"),
     ("start=2026-12-10&end=2026-12-01", "after"),
     ("start=2020-01-01&end=2026-12-01", "at most"),
+    ("start=0001-01-01&end=0001-01-02", "dates from"),
+    ("end=0001-01-02", "start"),
 ])
 def test_bad_dates_are_400_problems(portal, token, query: str, detail: str) -> None:
     for path in ("/api/reports/dashboard", "/api/reports/cashless_share.csv"):
@@ -110,3 +112,5 @@ def test_event_counts_of_today(portal, token) -> None:
     assert r.status_code == 200
     counts = r.json()["counts"]
     assert counts["ehr_patient_created"] == 3 and counts["teleconsult_consult_requested"] == 2
+    r = portal.get("/api/reports/events?day=0001-01-01", headers=token("health-dept"))
+    assert r.status_code == 200 and r.json()["counts"] == {}

@@ -36,9 +36,11 @@ def _day(name: str, value: str | None, default: date) -> date:
 
 def _range(start: str | None, end: str | None) -> tuple[date, date]:
     last = _day("end", end, datetime.now(VN).date())
-    first = _day("start", start, last - timedelta(days=DEFAULT_DAYS - 1))
     try:
+        first = _day("start", start, last) if start else last - timedelta(days=DEFAULT_DAYS - 1)
         check_range(first, last)
+    except OverflowError:
+        raise SenError(f"end {last.isoformat()} leaves no room for a default start: give start") from None
     except RangeError as err:
         raise SenError(str(err)) from None
     return first, last
@@ -75,7 +77,8 @@ def get_csv(section: str, start: str | None = None, end: str | None = None,
 @require_roles("health-dept")
 def event_counts(day: str | None = None) -> tuple[Any, int, dict[str, str]]:
     the_day = _day("day", day, datetime.now(VN).date())
-    rows = gather(current().db, ["events"], since=the_day - timedelta(days=1))["events"]
+    since = max(the_day, date(1, 1, 2)) - timedelta(days=1)  # the day's events arrive from the day before on
+    rows = gather(current().db, ["events"], since=since)["events"]
     counts: dict[str, int] = {}
     for r in rows:
         if r["day"] == the_day.isoformat():

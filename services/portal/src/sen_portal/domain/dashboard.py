@@ -61,7 +61,13 @@ class Targets:
     population: int = 10
 
 
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
+
+
 def check_range(start: date, end: date) -> None:
+    for d in (start, end):
+        if not EARLIEST <= d <= LATEST:
+            raise RangeError(f"dates from {EARLIEST.isoformat()} to {LATEST.isoformat()}, not {d.isoformat()}")
     if start > end:
         raise RangeError(f"start ({start.isoformat()}) is after end ({end.isoformat()})")
     if (end - start).days + 1 > MAX_DAYS:
