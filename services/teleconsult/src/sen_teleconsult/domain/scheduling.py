@@ -650,8 +650,9 @@ def read_slot(db: Database, cfg: SchedulingConfig, sid: str, now: datetime | Non
     parsed = av_mod.parse_slot_id(sid)
     av = availability_of(db, parsed[0]) if parsed else None
     slot = av_mod.slot_of(av, sid, cfg.holidays) if av else None
-    if av is None or slot is None:
-        raise FhirError(f"Slot/{sid} is not known", status=404, code="not-found")
+    if av is None or slot is None or slot.start > now + timedelta(days=cfg.horizon_days):
+        raise FhirError(f"Slot/{sid} is not known (or beyond the {cfg.horizon_days}-day horizon)", status=404,
+                        code="not-found")
     return slot_resource(av, slot, latest(db[SLOT_LINKS], sid), now)
 
 

@@ -1,0 +1,460 @@
+"""Booking on the teleconsult service (IHE ITI Scheduling), on the real FerretDB: slots from a
+specialist's availability, $find/$hold/$book/$cancel/$reschedule, a slot never held or booked
+twice under concurrency, expiry, the video room and the reminders."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+from sen_shared.fhir.body import unpack
+from sen_teleconsult.domain import availability as av
+from sen_teleconsult.domain import reminders as rem
+from sen_teleconsult.domain import scheduling as sch
+from sen_teleconsult.domain.video import VideoConfig, create_room
+
+from tests.support import admin_headers, app_client, web_process
+
+pytestmark = pytest.mark.integration
+
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAY = (datetime.now(av.TZ) + timedelta(days=3)).date()
+
+
+def _schedule(sid: str, practitioner: str, *, specialty: str = "394579002", org: str = "Organization/hub",
+              **kw):
+    return av.schedule_resource(sid, practitioner=practitioner, organization=org, specialty_code=specialty,
+                                specialty_text="Tim mạch",
+                                windows=kw.pop("windows", [(ALL_DAYS, "07:00:00", "11:30:00"),
+                                                           (ALL_DAYS, "13:30:00", "17:00:00")]), **kw)
+
+
+def _env(base_env, **extra):
+    return {**base_env, "SEN_TELECONSULT_HOLIDAYS": "", "SEN_JITSI_APP_SECRET": "s3cret-for-tests-0123456789abcdef",
+            "SEN_JITSI_BASE_URL": "https://meet.benhvien.example", **extra}
+
+
+def _params(*pairs):
+    out = []
+    for name, value in pairs:
+        if isinstance(value, dict) and "resourceType" in value:
+            out.append({"name": name, "resource": value})
+        elif isinstance(value, dict):
+            out.append({"name": name, "valueReference": value})
+        elif isinstance(value, int):
+            out.append({"name": name, "valueInteger": value})
+        else:
+            out.append({"name": name, "valueString": value})
+    return json.dumps({"resourceType": "Parameters", "parameter": out})
+
+
+def _local(d: date, hhmm: str) -> str:
+    return f"{d.isoformat()}T{hhmm}:00+07:00"
+
+
+@pytest.fixture(scope="module")
+def tc(base_env, run_id, mongo_client, dev_key):
+    db = f"sen_t{run_id}_tc_booking"
+    with app_client("teleconsult", _env(base_env, SEN_TELECONSULT_HOLD_MINUTES="0.05"), db, mongo_client) as (c, app):
+        h = admin_headers(dev_key)
+        for sid, prac in (("sched-an", "Practitioner/bs-an"), ("sched-bich", "Practitioner/bs-bich")):
+            body = _schedule(sid, prac, specialty="394579002" if sid == "sched-an" else "394583002",
+                             breaks=[("09:00:00", "09:30:00")])
+            r = c.put(f"/fhir/Schedule/{sid}", content=json.dumps(body), headers=h)
+            assert r.status_code in (200, 201), r.text
+        c.db = mongo_client[db]
+        yield c
+
+
+@pytest.fixture(scope="module")
+def H(dev_key):
+    return admin_headers(dev_key)
+
+
+def _find(c, H, start, end, *extra):
+    r = c.post("/fhir/Appointment/$find", content=_params(("start", start), ("end", end), *extra), headers=H)
+    assert r.status_code == 200, r.text
+    assert r.json()["type"] == "searchset"
+    return [e["resource"] for e in r.json().get("entry", [])]
+
+
+def _with_patient(proposal, patient="Patient/bn-0001", sr=None):
+    p = json.loads(json.dumps(proposal))
+    p["participant"].insert(0, {"actor": {"reference": patient}, "status": "needs-action"})
+    if sr:
+        p["basedOn"] = [{"reference": sr}]
+    return p
+
+
+# ------------------------------------------------------------------------- availability rules
+
+def test_slots_follow_the_weekly_availability_breaks_leave_and_holidays():
+    sched = _schedule("s1", "Practitioner/x", windows=[(["mon", "wed"], "08:00:00", "11:00:00"),
+                                                      (["mon"], "13:30:00", "15:00:00")],
+                      slot_minutes=30, breaks=[("09:30:00", "10:00:00")],
+                      not_available=[("2026-12-09T00:00:00+07:00", "2026-12-10T00:00:00+07:00", "Nghỉ phép")])
+    a = av.from_schedule(sched)
+    monday = date(2026, 12, 7)
+    starts = [s.start.strftime("%H:%M") for s in av.day_slots(a, monday)]
+    assert starts == ["08:00", "08:30", "09:00", "10:00", "10:30", "13:30", "14:00", "14:30"]
+    assert av.day_slots(a, date(2026, 12, 8)) == []  # Tuesday: no window
+    assert av.day_slots(a, date(2026, 12, 9)) == []  # Wednesday: on leave
+    assert av.day_slots(a, monday, frozenset({monday})) == []  # a public holiday
+    s = av.day_slots(a, monday)[0]
+    assert s.id == "s1-202612070800" and s.start.utcoffset() == timedelta(hours=7)
+    assert av.slot_of(a, "s1-202612070930") is None  # in the break
+    assert av.parse_holidays("2026-09-02, 2026-01-01") == {date(2026, 9, 2), date(2026, 1, 1)}
+    with pytest.raises(av.AvailabilityError):
+        av.from_schedule({**sched, "extension": [e for e in sched["extension"] if e["url"] != av.EXT_SLOT_MINUTES]})
+
+
+def test_find_proposes_free_slots_filtered_by_specialty_practitioner_and_organization(tc, H):
+    found = _find(tc, H, _local(DAY, "00:00"), _local(DAY + timedelta(days=1), "00:00"), ("_count", 500))
+    assert {a["participant"][0]["actor"]["reference"] for a in found} == {"Practitioner/bs-an",
+                                                                          "Practitioner/bs-bich"}
+    assert all(a["status"] == "proposed" for a in found)
+    assert [a["start"] for a in found] == sorted(a["start"] for a in found)
+    assert not any(a["start"].startswith(f"{DAY}T09:00") for a in found)  # the break
+    cardio = _find(tc, H, _local(DAY, "00:00"), _local(DAY, "23:00"), ("specialty", "394579002"), ("_count", 3))
+    assert len(cardio) == 3 and {a["slot"][0]["reference"][5:13] for a in cardio} == {"sched-an"}
+    bich = _find(tc, H, _local(DAY, "00:00"), _local(DAY, "23:00"),
+                 ("practitioner", {"reference": "Practitioner/bs-bich"}), ("_count", 1))
+    assert bich[0]["slot"][0]["reference"].startswith("Slot/sched-bich-")
+    assert _find(tc, H, _local(DAY, "00:00"), _local(DAY, "23:00"),
+                 ("organization", {"reference": "Organization/nowhere"})) == []
+    # the query form
+    r = tc.get(f"/fhir/Appointment/$find?start={DAY}&end={DAY + timedelta(days=1)}&specialty=394583002&_count=2",
+               headers=H)
+    assert r.status_code == 200 and len(r.json()["entry"]) == 2
+
+
+@pytest.mark.parametrize("body,where", [
+    (_params(("end", "2026-12-08")), "start"),
+    (_params(("start", "yesterday"), ("end", "2026-12-08")), "start"),
+    (_params(("start", "2026-12-08"), ("end", "2026-12-07")), "end"),
+    (_params(("start", "2026-12-08"), ("end", "2026-12-09"), ("_count", 0)), "_count"),
+    (json.dumps({"resourceType": "Patient"}), "resourceType"),
+])
+def test_find_refuses_bad_parameters_with_an_operation_outcome(tc, H, body, where):
+    r = tc.post("/fhir/Appointment/$find", content=body, headers=H)
+    assert r.status_code == 400, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_hold_then_book_then_cancel_and_the_slot_status_follows(tc, H):
+    prop = _find(tc, H, _local(DAY, "10:00"), _local(DAY, "11:00"), ("specialty", "394579002"))[0]
+    slot = prop["slot"][0]["reference"]
+    assert tc.get(f"/fhir/{slot}", headers=H).json()["status"] == "free"
+    r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", _with_patient(prop))), headers=H)
+    assert r.status_code == 200, r.text
+    held = r.json()["entry"][0]["resource"]
+    assert held["status"] == "pending" and held["slot"][0]["reference"] == slot
+    assert tc.get(f"/fhir/{slot}", headers=H).json()["status"] == "busy-tentative"
+    # a second hold of the same slot: 409
+    r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 409 and r.json()["resourceType"] == "OperationOutcome"
+    r = tc.post("/fhir/Appointment/$book",
+                content=_params(("appointment-reference", {"reference": f"Appointment/{held['id']}"})), headers=H)
+    assert r.status_code == 200, r.text
+    booked = r.json()["entry"][0]["resource"]
+    assert booked["id"] == held["id"] and booked["status"] == "booked"
+    assert tc.get(f"/fhir/{slot}", headers=H).json()["status"] == "busy"
+    assert tc.get(f"/fhir/Appointment/{held['id']}", headers=H).json()["status"] == "booked"
+    again = _find(tc, H, _local(DAY, "10:00"), _local(DAY, "11:00"), ("specialty", "394579002"))
+    assert again[0]["slot"] != prop["slot"]
+    r = tc.post(f"/fhir/Appointment/{held['id']}/$cancel", content=_params(("reason", "bệnh nhân xin dời")), headers=H)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert tc.get(f"/fhir/{slot}", headers=H).json()["status"] == "free"
+    # a cancelled booking frees the slot: booked again by someone else
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 200, r.text
+    hist = tc.get(f"/fhir/Appointment/{held['id']}/_history", headers=H).json()
+    assert [e["resource"]["status"] for e in hist["entry"]] == ["cancelled", "booked", "pending"]
+    # cancelling twice is the same answer; confirming a cancelled one is 409 with its state
+    assert tc.post(f"/fhir/Appointment/{held['id']}/$cancel", content=_params(), headers=H).status_code == 200
+    r = tc.post("/fhir/Appointment/$book",
+                content=_params(("appointment-reference", {"reference": f"Appointment/{held['id']}"})), headers=H)
+    assert r.status_code == 409 and "cancelled" in r.json()["issue"][0]["diagnostics"]
+    # slots are computed: not written through the generic interactions
+    assert tc.put(f"/fhir/{slot}", content=json.dumps({"resourceType": "Slot"}), headers=H).status_code == 405
+
+
+def test_slot_search_reports_status(tc, H):
+    r = tc.get(f"/fhir/Slot?schedule=sched-bich&start=ge{DAY}T07:00:00%2B07:00&start=lt{DAY}T08:00:00%2B07:00",
+               headers=H)
+    assert r.status_code == 200, r.text
+    slots = [e["resource"] for e in r.json()["entry"]]
+    assert [s["id"] for s in slots] == [f"sched-bich-{DAY:%Y%m%d}0700", f"sched-bich-{DAY:%Y%m%d}0730"]
+    prop = _find(tc, H, _local(DAY, "07:00"), _local(DAY, "07:30"), ("specialty", "394583002"))[0]
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 200
+    r = tc.get(f"/fhir/Slot?schedule=sched-bich&start=ge{DAY}T07:00:00%2B07:00&start=lt{DAY}T08:00:00%2B07:00"
+               "&status=busy", headers=H)
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [f"sched-bich-{DAY:%Y%m%d}0700"]
+    assert tc.get("/fhir/Slot?practitioner=x", headers=H).status_code == 400
+    assert tc.get("/fhir/Slot/sched-bich-209912310700", headers=H).status_code == 404
+
+
+def test_an_expired_hold_frees_its_slot_for_the_next_claimer_and_the_sweeper(tc, H):
+    props = _find(tc, H, _local(DAY, "14:00"), _local(DAY, "15:00"), ("specialty", "394579002"))
+    a, b = props[0], props[1]
+    first = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", a)), headers=H).json()
+    swept = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", b)), headers=H).json()
+    time.sleep(3.5)  # holds last 0.05 min (3 s) here
+    slot_a = a["slot"][0]["reference"]
+    assert tc.get(f"/fhir/{slot_a}", headers=H).json()["status"] == "free"
+    # the next claimer takes the expired hold's slot; the expired appointment is cancelled
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", a)), headers=H)
+    assert r.status_code == 200, r.text
+    old = first["entry"][0]["resource"]["id"]
+    assert tc.get(f"/fhir/Appointment/{old}", headers=H).json()["status"] == "cancelled"
+    r = tc.post("/fhir/Appointment/$book",
+                content=_params(("appointment-reference", {"reference": f"Appointment/{old}"})), headers=H)
+    assert r.status_code == 409
+    # the sweeper releases the other one
+    assert sch.sweep_expired(tc.db) >= 1
+    other = swept["entry"][0]["resource"]["id"]
+    assert tc.get(f"/fhir/Appointment/{other}", headers=H).json()["status"] == "cancelled"
+    links = list(tc.db[sch.SLOT_LINKS].find({"k": b["slot"][0]["reference"][5:]}))
+    assert [x["st"] for x in sorted(links, key=lambda x: x["n"])][-2:] == ["held", "free"]
+    assert tc.db[sch.OPEN_HOLDS].count_documents({"k": b["slot"][0]["reference"][5:]}) == 0
+
+
+def test_a_slot_that_is_no_longer_offered_answers_a_cancelled_appointment(tc, H):
+    prop = _find(tc, H, _local(DAY, "15:00"), _local(DAY, "16:00"), ("specialty", "394579002"))[0]
+    gone = {**prop, "slot": [{"reference": f"Slot/sched-an-{DAY:%Y%m%d}0900"}]}  # in the break
+    r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", gone)), headers=H)
+    assert r.status_code == 200, r.text
+    kinds = [e["resource"]["resourceType"] for e in r.json()["entry"]]
+    assert kinds == ["Appointment", "OperationOutcome"]
+    assert r.json()["entry"][0]["resource"]["status"] == "cancelled"
+
+
+def test_booking_makes_a_video_room_without_patient_data_and_signed_links(tc, H):
+    prop = _with_patient(_find(tc, H, _local(DAY, "16:00"), _local(DAY, "17:00"), ("specialty", "394579002"))[0],
+                         "Patient/bn-0002-dang-van-hung", "ServiceRequest/sr-42")
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=H)
+    appt = r.json()["entry"][0]["resource"]
+    room_url = next(e["valueUrl"] for e in appt["extension"] if e["url"].endswith("appointment-video-room"))
+    base, name = room_url.rsplit("/", 1)
+    assert base == "https://meet.benhvien.example"
+    assert re.fullmatch(r"sen[0-9a-f]{40}", name)  # 160 random bits, nothing else
+    for secret in ("bn-0002", "dang", "hung", "sr-42", "bs-an", "hub"):
+        assert secret not in room_url.lower()
+    links = {p["actor"]["reference"]: next(e["valueUrl"] for e in p["extension"]) for p in appt["participant"]}
+    doctor = jwt.decode(links["Practitioner/bs-an"].split("jwt=")[1], "s3cret-for-tests-0123456789abcdef",
+                        algorithms=["HS256"], audience="jitsi", options={"verify_nbf": False})
+    clinic = jwt.decode(links["Patient/bn-0002-dang-van-hung"].split("jwt=")[1], "s3cret-for-tests-0123456789abcdef",
+                        algorithms=["HS256"], audience="jitsi", options={"verify_nbf": False})
+    end = datetime.fromisoformat(appt["end"])
+    assert doctor["room"] == clinic["room"] == name
+    assert doctor["nbf"] < datetime.fromisoformat(appt["start"]).timestamp() < end.timestamp() < doctor["exp"]
+    assert doctor["context"]["user"]["moderator"] is True
+    assert clinic["context"]["user"]["moderator"] is False
+    assert "bn-0002" not in json.dumps(doctor) + json.dumps(clinic)
+    # the booked link carries the event, validated against its schema when made
+    link = tc.db[sch.SLOT_LINKS].find_one({"ap": appt["id"], "st": "booked"})
+    event = json.loads(link["outbox"][0]["event"])
+    assert event["type"] == "vn.sen.teleconsult.appointment.booked.v1"
+    assert event["data"]["serviceRequest"] == "ServiceRequest/sr-42"
+    assert event["data"]["appointment"] == f"Appointment/{appt['id']}"
+    assert link["outbox_pending"] is True
+
+
+def test_room_names_are_unique_and_without_tokens_when_no_secret():
+    cfg = VideoConfig(base_url="https://meet.example/")
+    start = datetime(2026, 12, 7, 8, tzinfo=av.TZ)
+    rooms = {create_room(cfg, start, start + timedelta(minutes=30)).name for _ in range(200)}
+    assert len(rooms) == 200
+    room = create_room(cfg, start, start + timedelta(minutes=30))
+    assert room.clinic_url == room.doctor_url == f"https://meet.example/{room.name}" and room.expires is None
+
+
+def test_reschedule_books_the_new_slot_and_frees_the_old(tc, H):
+    day = DAY + timedelta(days=1)
+    a, b = _find(tc, H, _local(day, "07:00"), _local(day, "08:00"), ("specialty", "394579002"))[:2]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(a))),
+                   headers=H).json()["entry"][0]["resource"]
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$reschedule", content=_params(("appointment-resource", b)), headers=H)
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["status"] == "booked" and new["slot"] == b["slot"]
+    assert any(p["actor"]["reference"] == "Patient/bn-0001" for p in new["participant"])
+    assert tc.get(f"/fhir/Appointment/{appt['id']}", headers=H).json()["status"] == "cancelled"
+    assert tc.get(f"/fhir/{a['slot'][0]['reference']}", headers=H).json()["status"] == "free"
+    # onto a taken slot: 409 and nothing changes
+    r = tc.post(f"/fhir/Appointment/{new['id']}/$reschedule", content=_params(("appointment-resource", b)), headers=H)
+    assert r.status_code == 409
+    assert tc.get(f"/fhir/Appointment/{new['id']}", headers=H).json()["status"] == "booked"
+
+
+def test_noshow_only_after_the_start_and_fulfilled_once(tc, H):
+    day = DAY + timedelta(days=1)
+    prop = _find(tc, H, _local(day, "10:00"), _local(day, "11:00"), ("specialty", "394579002"))[0]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)),
+                   headers=H).json()["entry"][0]["resource"]
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$noshow", content=_params(), headers=H)
+    assert r.status_code == 409 and "not started" in r.json()["issue"][0]["diagnostics"]
+    done = sch.mark_fulfilled(tc.db, appt["id"], by="bs-an")
+    assert done["status"] == "fulfilled"
+    assert sch.mark_fulfilled(tc.db, appt["id"])["status"] == "fulfilled"  # idempotent
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$cancel", content=_params(), headers=H)
+    assert r.status_code == 409 and "fulfilled" in r.json()["issue"][0]["diagnostics"]
+    assert tc.get(f"/fhir/{prop['slot'][0]['reference']}", headers=H).json()["status"] == "busy"
+
+
+# ------------------------------------------------------------------------------- concurrency
+
+@pytest.fixture(scope="module")
+def web(base_env, run_id, mongo_client, dev_key, tmp_path_factory):
+    """A gunicorn web process (2 workers), with 5 slots on a fresh schedule."""
+    db = f"sen_t{run_id}_tc_race"
+    log = tmp_path_factory.mktemp("race") / "web.log"
+    try:
+        with web_process("teleconsult", {**_env(base_env), "SEN_DB": db}, log, WEB_CONCURRENCY="2") as url:
+            yield url, mongo_client[db]
+    finally:
+        mongo_client.drop_database(db)
+
+
+def _race(url, H, op, sid, n):
+    windows = [(ALL_DAYS, "08:00:00", "10:30:00")]
+    r = httpx.put(f"{url}/fhir/Schedule/{sid}", content=json.dumps(_schedule(sid, f"Practitioner/{sid}",
+                                                                             windows=windows)), headers=H)
+    assert r.status_code in (200, 201), r.text
+    r = httpx.post(f"{url}/fhir/Appointment/$find", headers=H, timeout=30,
+                   content=_params(("start", _local(DAY, "00:00")), ("end", _local(DAY, "23:00")),
+                                   ("practitioner", {"reference": f"Practitioner/{sid}"})))
+    props = [e["resource"] for e in r.json()["entry"]]
+    assert len(props) == 5
+    barrier = threading.Barrier(n)
+
+    def one(i):
+        body = _params(("appointment-resource", _with_patient(props[i % 5], f"Patient/p{i}")))
+        with httpx.Client(timeout=60) as c:
+            barrier.wait()
+            return c.post(f"{url}/fhir/Appointment/{op}", content=body, headers=H)
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(one, range(n)))
+    return props, answers
+
+
+@pytest.mark.parametrize("op,status", [("$book", "booked"), ("$hold", "pending")])
+def test_fifty_concurrent_claims_on_five_slots_give_exactly_five(web, H, op, status):
+    url, db = web
+    sid = f"race{op[1:]}"
+    props, answers = _race(url, H, op, sid, 50)
+    codes = Counter(a.status_code for a in answers)
+    assert codes == {200: 5, 409: 45}, codes
+    assert all(a.json()["resourceType"] == "OperationOutcome" for a in answers if a.status_code == 409)
+    won = [a.json()["entry"][0]["resource"] for a in answers if a.status_code == 200]
+    assert sorted(w["slot"][0]["reference"] for w in won) == sorted(p["slot"][0]["reference"] for p in props)
+    assert {w["status"] for w in won} == {status}
+    # in the database: one active appointment per slot, one claim link per slot
+    stored = [unpack(d)["res"] for d in db["Appointment"].find({"sp_slot": {"$exists": True}}, {"res": 1})]
+    mine = [a for a in stored if a["slot"][0]["reference"].startswith(f"Slot/{sid}-")]
+    per_slot = Counter(a["slot"][0]["reference"] for a in mine if a["status"] in ("booked", "pending"))
+    assert len(per_slot) == 5 and set(per_slot.values()) == {1}
+    for p in props:
+        links = list(db[sch.SLOT_LINKS].find({"k": p["slot"][0]["reference"][5:]}))
+        assert len(links) == 1
+        r = httpx.get(f"{url}/fhir/{p['slot'][0]['reference']}", headers=H)
+        assert r.json()["status"] == ("busy" if op == "$book" else "busy-tentative")
+
+
+# --------------------------------------------------------------------------------- reminders
+
+def _booked_for_reminders(tc, H, day, hhmm):
+    prop = _find(tc, H, _local(day, hhmm), _local(day, "17:00"), ("specialty", "394583002"))[0]
+    return tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(prop))),
+                   headers=H).json()["entry"][0]["resource"]
+
+
+def test_reminders_go_once_at_their_offsets_through_the_console_sender(tc, H, tmp_path):
+    day = DAY + timedelta(days=2)
+    appt = _booked_for_reminders(tc, H, day, "08:00")
+    start = datetime.fromisoformat(appt["start"])
+    due = sorted(d["due"] for d in tc.db[rem.REMINDERS].find({"ap": appt["id"]}))
+    assert [start - d.replace(tzinfo=UTC) for d in due] == [timedelta(hours=24), timedelta(hours=1)]
+    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})  # only this test's reminders are due
+    out = tmp_path / "reminders.jsonl"
+    sender, cfg = rem.ConsoleSender(out), rem.ReminderConfig()
+    assert rem.send_due(tc.db, sender, cfg, now=start - timedelta(hours=30)) == 0
+    day_before = start - timedelta(hours=23)
+    threads = [threading.Thread(target=rem.send_due, args=(tc.db, sender, cfg, day_before)) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    mine = [x for x in lines if appt["id"] in x["body"]]
+    assert len(mine) == 1  # five senders at once: sent once
+    assert "bn-0001" not in mine[0]["body"] and "Nhắc lịch hội chẩn" in mine[0]["subject"]
+    assert "practitioner-bs-bich@sen.invalid" in mine[0]["to"]
+    rem.send_due(tc.db, sender, cfg, now=start - timedelta(minutes=30))
+    mine = [x for x in map(json.loads, out.read_text(encoding="utf-8").splitlines()) if appt["id"] in x["body"]]
+    assert len(mine) == 2
+    comm = tc.get("/fhir/Communication?_count=50", headers=H).json()
+    about = [e["resource"] for e in comm.get("entry", []) if e["resource"]["about"][0]["reference"] ==
+             f"Appointment/{appt['id']}"]
+    assert sorted(c["status"] for c in about) == ["completed", "completed"]
+
+
+def test_a_cancelled_appointment_gets_no_reminder(tc, H, tmp_path):
+    day = DAY + timedelta(days=2)
+    appt = _booked_for_reminders(tc, H, day, "13:30")
+    assert tc.post(f"/fhir/Appointment/{appt['id']}/$cancel", content=_params(), headers=H).status_code == 200
+    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})
+    out = tmp_path / "r.jsonl"
+    rem.send_due(tc.db, rem.ConsoleSender(out), rem.ReminderConfig(),
+                 now=datetime.fromisoformat(appt["start"]) - timedelta(minutes=10))
+    assert not out.exists() or appt["id"] not in out.read_text(encoding="utf-8")
+
+
+def test_smtp_reminders_retry_with_backoff_and_record_failures_on_the_communication(tc, H):
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    from tests.support import free_port
+
+    received: list = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = free_port()
+    day = DAY + timedelta(days=2)
+    appt = _booked_for_reminders(tc, H, day, "15:00")
+    start = datetime.fromisoformat(appt["start"])
+    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})
+    sender = rem.SmtpSender("127.0.0.1", port, sender="sen@benhvien.example", timeout=2)
+    cfg = rem.ReminderConfig(backoff_seconds=60, addresses={"Practitioner/bs-bich": "bich@benhvien.example"})
+    t0 = start - timedelta(hours=23)
+    assert rem.send_due(tc.db, sender, cfg, now=t0) == 0  # nobody listens yet: attempt 1 fails
+    cid = f"rem-{appt['id']}-1440"
+    comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
+    assert comm["status"] == "in-progress" and "attempt 1 failed" in comm["note"][-1]["text"]
+    controller = aiosmtpd.Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=30)) == 0  # backing off
+        assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=61)) == 1
+        assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=300)) == 0  # sent once
+    finally:
+        controller.stop()
+    assert len(received) == 1
+    assert received[0]["To"] == "bich@benhvien.example"
+    assert received[0]["From"] == "sen@benhvien.example"
+    comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
+    assert comm["status"] == "completed" and len(comm["note"]) == 2
+    assert comm["about"] == [{"reference": f"Appointment/{appt['id']}"}]
