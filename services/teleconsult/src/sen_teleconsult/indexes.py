@@ -35,7 +35,17 @@ def _fhir_indexes() -> list[mongo.Index]:
     return out
 
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes()]
+def _workflow_indexes() -> list[mongo.Index]:
+    from sen_shared import idempotency_key
+
+    from . import workflow
+    from .domain import scheduling
+
+    return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES]
+
+
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes(),
+                              *_workflow_indexes()]
 
 
 def main() -> int:

@@ -1,22 +1,99 @@
-"""The teleconsult worker process: event consumers and the outbox relay.
+"""The teleconsult worker process: the outbox relay and the periodic sweeps.
 
-Publishes its own events through the outbox relay.
-Run as `python -m sen_teleconsult.worker`.
+Publishes (through the outbox relay) the consult workflow's events, which ride in the
+step chain's links (``consult_steps``) and in the breach claims (``sla_breaches``): see
+``workflow.py``. Consumes nothing yet.
+
+Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
+- ``sla``: consults past their due time get one ``teleconsult.consult.sla_breached`` each and
+  are escalated to the hub's on-duty lead (``Consults.sweep_breaches``).
+More jobs (hold expiry, reminders) are added to :data:`PERIODIC`.
+
+Run as ``python -m sen_teleconsult.worker``.
 """
 
 from __future__ import annotations
 
-from sen_shared.entrypoints import run_worker_process
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
 
-from .config import settings_from_env
+from sen_shared.bus.consumer import Handler
+
+from . import scheduling_jobs
+from .config import TeleconsultSettings, settings_from_env
 from .domain import RESOURCE_TYPES
+from .domain.scheduling import OUTBOX_COLLECTIONS as SCHEDULING_OUTBOX
+from .workflow import OUTBOX_COLLECTIONS as WORKFLOW_OUTBOX
 
-HANDLERS: dict = {}
-OUTBOX_COLLECTIONS: list[str] = list(RESOURCE_TYPES)
+log = logging.getLogger("sen.teleconsult.worker")
+
+HANDLERS: dict[str, Handler] = {}
+OUTBOX_COLLECTIONS: list[str] = [*RESOURCE_TYPES, *WORKFLOW_OUTBOX, *SCHEDULING_OUTBOX]
+
+
+def _consults(settings: TeleconsultSettings) -> Any:
+    from sen_shared.fhir.rest import FhirConfig
+    from sen_shared.mongo import database
+
+    from .fhir_server import TeleconsultFhirServer
+    from .workflow import Consults
+
+    fhir = TeleconsultFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", emit_events=False),
+                                 db=lambda: database(settings.mongo_url, settings.db_name))
+    return Consults(fhir, settings)
+
+
+def sla_job(settings: TeleconsultSettings) -> Callable[[], int]:
+    consults = _consults(settings)
+    return consults.sweep_breaches
+
+
+# name -> (interval in seconds from the settings, job factory)
+PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
+                          Callable[[TeleconsultSettings], Callable[[], Any]]]] = {
+    "sla": (lambda s: s.sla_sweep_seconds, sla_job),
+    "holds": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.holds_job),
+    "reminders": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reminders_job),
+}
+
+
+def _loop(name: str, interval: float, job: Callable[[], Any], stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            done = job()
+            if done:
+                log.info("periodic job done", extra={"job": name, "count": done})
+        except Exception:  # noqa: BLE001 - a failed sweep is retried next round; the database may be away
+            log.exception("periodic job failed", extra={"job": name})
+
+
+def start_periodic(settings: TeleconsultSettings, stop: threading.Event) -> list[threading.Thread]:
+    threads = []
+    for name, (interval, factory) in PERIODIC.items():
+        t = threading.Thread(target=_loop, args=(name, interval(settings), factory(settings), stop),
+                             name=f"periodic:{name}", daemon=True)
+        t.start()
+        threads.append(t)
+    return threads
 
 
 def main() -> int:
-    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS)
+    from sen_shared.bus.worker import run_worker
+    from sen_shared.logs import setup_logging
+
+    settings = settings_from_env()
+    setup_logging(f"{settings.service}-worker", settings.log_level)
+    stop = threading.Event()
+    threads = start_periodic(settings, stop)
+    try:
+        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""The EHR over HTTP, where a user is waiting: does this patient exist, may this caller see it?
+
+The caller's own bearer token is forwarded, so the EHR decides with its own access policy
+(a clinic sees the patients its facility manages or was referred; ARCHITECTURE §6) and
+audits the read. Every call has the timeout ``SEN_HTTP_TIMEOUT``. Each way it can go
+wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the client:
+
+- the EHR does not answer in time: 504; cannot be reached: 503 (retry later);
+- the patient (or a supporting record) is not known: 422; the caller may not see it: 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sen_shared.fhir.outcome import FhirError
+
+
+class EhrClient:
+    def __init__(self, base_url: str, timeout: float, token: str) -> None:
+        self.base = base_url.rstrip("/") + "/fhir"
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        try:
+            return httpx.get(f"{self.base}/{path}", params=params, headers=self.headers, timeout=self.timeout)
+        except httpx.TimeoutException:
+            raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
+                            "retry later", status=504, code="timeout") from None
+        except httpx.HTTPError as err:
+            raise FhirError(f"the EHR cannot be reached ({type(err).__name__}); nothing was created, retry later",
+                            status=503, code="transient") from None
+
+    def check_readable(self, ref: str, where: str) -> dict[str, Any]:
+        """The EHR's ``ref`` (``Type/id``) as the caller may read it, or the error saying why not."""
+        r = self._get(ref)
+        if r.status_code == 200:
+            return r.json()
+        if r.status_code in (404, 410):
+            raise FhirError(f"{ref} is not known to the EHR", status=422, code="not-found", expression=[where])
+        if r.status_code == 403:
+            raise FhirError(f"the EHR does not let you see {ref}: it is not managed by your facility "
+                            "nor referred to it", status=403, code="forbidden", expression=[where])
+        if r.status_code == 401:
+            raise FhirError("the EHR refused the token", status=401, code="login")
+        raise FhirError(f"the EHR answered {r.status_code} for {ref}; nothing was created, retry later",
+                        status=502, code="transient")
+
+    def district_of(self, organization: str) -> str | None:
+        """The district of an Organization (its first address), if the EHR knows it; never fails."""
+        try:
+            r = httpx.get(f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        for address in r.json().get("address") or []:
+            if isinstance(address, dict) and isinstance(address.get("district"), str):
+                return address["district"]
+        return None
+
+    def is_practitioner_of(self, practitioner: str, organization: str) -> bool:
+        """Does a PractitionerRole tie ``practitioner`` to ``organization`` in the EHR?"""
+        r = self._get("PractitionerRole", {"practitioner": practitioner, "organization": organization,
+                                           "_count": "1"})
+        if r.status_code != 200:
+            raise FhirError(f"the EHR answered {r.status_code} when asked for the roles of {practitioner}",
+                            status=502, code="transient")
+        return any((e.get("search") or {}).get("mode", "match") == "match" for e in r.json().get("entry") or [])

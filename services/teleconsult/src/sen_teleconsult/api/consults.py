@@ -1,0 +1,175 @@
+"""Thin handlers of the consult operations: request in, one workflow call, FHIR response out.
+
+Every state-changing operation honours ``Idempotency-Key`` (``sen_shared.idempotency_key``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from sen_shared.auth import current_principal
+from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
+from sen_shared.fhir.store import etag
+from sen_shared.idempotency_key import idempotent
+from sen_shared.runtime import current
+
+from ..adapters.ehr import EhrClient
+from ..domain import consults as rules
+from ..domain.consults import ConsultError
+from ..workflow import Actor, Consults
+
+Reply = Any
+EXT_BREACHED = f"{rules.SEN}/StructureDefinition/sla-breached"
+
+
+def _consults() -> Consults:
+    return current().extras["consults"]
+
+
+def _ehr() -> EhrClient:
+    auth = request.headers.get("Authorization", "")
+    token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else ""
+    settings = current().settings
+    return EhrClient(settings.ehr_url, settings.http_timeout, token)  # type: ignore[attr-defined]
+
+
+def _task_answer(req: FhirRequest, link: dict[str, Any]) -> Reply:
+    doc = _consults().store().read_doc("Task", link["k"])
+    return to_connexion(FhirResponse(200, doc["res"], {"ETag": etag(doc["v"])}), req)
+
+
+def submit_transaction(req: FhirRequest, entries: list[dict[str, Any]]) -> FhirResponse:
+    """A transaction Bundle holding a consult (ServiceRequest, optionally its Task): as ``$submit``."""
+    srs, tasks = [], []
+    for i, e in enumerate(entries):
+        method = str((e.get("request") or {}).get("method", "")).upper()
+        res = e.get("resource")
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        if method in ("POST", "PUT") and rtype == "ServiceRequest":
+            srs.append(res)
+        elif method in ("POST", "PUT") and rtype == "Task":
+            tasks.append(res)
+        else:
+            raise ConsultError("a consult transaction holds one ServiceRequest (POST) and optionally its Task: "
+                               "nothing else", status=422, code="processing", expression=[f"Bundle.entry[{i}]"])
+    if len(srs) != 1 or len(tasks) > 1:
+        raise ConsultError("a consult transaction holds exactly one ServiceRequest and at most one Task",
+                           status=422, code="processing", expression=["Bundle.entry"])
+    sr = dict(srs[0])
+    owner = rules.ref_of((tasks[0] if tasks else {}).get("owner"))
+    if owner and owner.startswith("Organization/") and not sr.get("performer"):
+        sr["performer"] = [{"reference": owner}]  # the Task's owner names the hub
+    return _consults().submit(sr, current_principal(), _ehr(), req.base)
+
+
+@idempotent()
+def submit(**_: Any) -> Reply:
+    req = from_flask("ServiceRequest", operation="$submit")
+    resp = _consults().submit(req.body, current_principal(), _ehr(), req.base)
+    task = next((e["resource"] for e in (resp.body or {}).get("entry") or []
+                 if (e.get("resource") or {}).get("resourceType") == "Task"), None)
+    headers = {"Location": f"{req.base}/Task/{task['id']}"} if task else {}
+    return to_connexion(FhirResponse(201, resp.body, headers), req)
+
+
+def _op(name: str) -> FhirRequest:
+    return from_flask("Task", operation=name)
+
+
+def _actor() -> Actor:
+    return Actor.of(current_principal())
+
+
+@idempotent()
+def accept(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
+    req = _op("$accept")
+    return _task_answer(req, _consults().accept(id, _actor()))
+
+
+@idempotent()
+def reject(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$reject")
+    reason = rules.one_string(req.body, "reason", required=True, max_len=2000)
+    return _task_answer(req, _consults().reject(id, _actor(), reason or ""))
+
+
+@idempotent()
+def cancel(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$cancel")
+    reason = rules.one_string(req.body, "reason", required=False, max_len=2000) if req.body else None
+    return _task_answer(req, _consults().cancel(id, _actor(), reason))
+
+
+@idempotent()
+def reassign(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$reassign")
+    who = rules.one_reference(req.body, "practitioner", required=True, types=("Practitioner",))
+    return _task_answer(req, _consults().reassign(id, _actor(), who or "", _ehr()))
+
+
+@idempotent()
+def request_info(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$request-info")
+    question = rules.one_string(req.body, "question", required=True)
+    return _task_answer(req, _consults().request_info(id, _actor(), question or ""))
+
+
+@idempotent()
+def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$provide-info")
+    answer = rules.one_string(req.body, "answer", required=True)
+    attachments = [r for p in rules.param_values(req.body, "attachment")
+                   if (r := rules.ref_of(p.get("valueReference"))) is not None]
+    ehr = _ehr()
+    for i, ref in enumerate(attachments):
+        if ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
+            raise ConsultError(f"an attachment references the EHR's {', '.join(rules.SUPPORTING_TYPES)}",
+                               status=422, code="processing", expression=[f"Parameters.parameter[{i}]"])
+        ehr.check_readable(ref, "Parameters.parameter.where(name='attachment')")
+    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", attachments))
+
+
+@idempotent()
+def complete(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$complete")
+    minutes = rules.parse_minutes(req.body)
+    return _task_answer(req, _consults().complete(id, _actor(), minutes))
+
+
+def worklist() -> Reply:
+    req = from_flask("Task", operation="$worklist", body=False)
+    statuses = [s for v in (req.param("status") or ",".join(rules.OPEN_STATES)).split(",") if (s := v.strip())]
+    unknown = [s for s in statuses if s not in (*rules.OPEN_STATES, *rules.FINAL_STATES)]
+    if unknown:
+        raise ConsultError(f"status takes {', '.join((*rules.OPEN_STATES, *rules.FINAL_STATES))}", status=400,
+                           expression=["status"])
+    priority = req.param("priority")
+    if priority is not None and priority not in rules.PRIORITY_RANK:
+        raise ConsultError(f"priority takes {', '.join(rules.PRIORITIES)}", status=400, expression=["priority"])
+    count_text, offset_text = req.param("_count") or "50", req.param("_offset") or "0"
+    if not (count_text.isdigit() and offset_text.isdigit() and len(count_text) < 5 and len(offset_text) < 7):
+        raise ConsultError("_count and _offset are non-negative integers", status=400, expression=["_count"])
+    count, offset = max(1, min(int(count_text), 500)), int(offset_text)
+    principal = current_principal()
+    rows = _consults().worklist(principal, statuses=statuses, specialty=req.param("specialty"),
+                                facility=req.param("facility"), priority=priority)
+    page = rows[offset:offset + count]
+    own = [(k, v) for k, v in req.params if k != "_offset"]
+    from urllib.parse import urlencode
+
+    path = f"{req.base}/Task/$worklist"
+    links = [{"relation": "self", "url": f"{path}?{urlencode(req.params)}" if req.params else path}]
+    if offset + count < len(rows):
+        links.append({"relation": "next", "url": f"{path}?{urlencode([*own, ('_offset', str(offset + count))])}"})
+    entries = [{"fullUrl": f"{req.base}/Task/{task['id']}", "resource": task,
+                "search": {"mode": "match", "extension": [{"url": EXT_BREACHED, "valueBoolean": breached}]}}
+               for task, breached in page]
+    from sen_shared.fhir.audit import Record
+
+    rec = Record("search", resource_type="Task", status=200, operation="$worklist", count=len(entries),
+                 query_params=sorted({k for k, _ in req.params}),
+                 patients=[t.get("for", {}).get("reference") for t, _ in page if t.get("for")][:200])
+    _consults().fhir.auditor.record(principal, rec)
+    return to_connexion(FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": len(rows),
+                                           "link": links, "entry": entries}), req)

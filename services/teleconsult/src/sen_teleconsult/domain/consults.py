@@ -1,0 +1,391 @@
+"""The consult request's rules, no I/O: what a submission must hold, the Task's state machine,
+the minutes of the Ministry of Health, and the FHIR resources they become.
+
+A consult is a ServiceRequest (intent ``order``, category consult, a priority, an ICD-10 reason,
+the clinical question in ``note``, ``supportingInfo`` pointing at the EHR) and a Task that
+carries its workflow. The Task's ``status`` moves along :data:`TRANSITIONS`; each operation
+(``$accept``, ``$reject``, ...) is one step. Errors are :class:`ConsultError` (a ``FhirError``:
+an OperationOutcome with the status the API answers).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sen_shared.fhir.outcome import FhirError
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+SNOMED = "http://snomed.info/sct"
+CONSULT_CATEGORY = {"system": SNOMED, "code": "11429006", "display": "Consultation"}
+TASK_CODE = {"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}
+SEN = "https://sen.vn/fhir"
+EXT_CHANGED_BY = f"{SEN}/StructureDefinition/changed-by"  # who made this version (meta.extension)
+EXT_ESCALATED_TO = f"{SEN}/StructureDefinition/escalated-to"  # the on-duty lead a breach went to
+EXT_DISTRICT = f"{SEN}/StructureDefinition/district"  # the requesting clinic's district
+BUSINESS_STATUS = f"{SEN}/CodeSystem/consult-business-status"
+OUTPUT_TYPE = f"{SEN}/CodeSystem/consult-output"
+
+# most urgent first: the worklist's order
+PRIORITIES: tuple[str, ...] = ("stat", "asap", "urgent", "routine")
+PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
+SUPPORTING_TYPES = ("DocumentReference", "ImagingStudy", "Observation")
+MAX_SUPPORTING = 20
+REF = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
+
+OPEN_STATES = ("requested", "accepted", "on-hold", "in-progress")
+FINAL_STATES = ("completed", "rejected", "cancelled")
+
+# operation -> the Task states it may start from
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "$accept": ("requested",),
+    "$reject": ("requested", "on-hold"),
+    "$reassign": ("requested", "accepted", "in-progress", "on-hold"),
+    "$request-info": ("requested", "accepted", "in-progress"),
+    "$provide-info": ("on-hold",),
+    "$cancel": ("requested", "accepted", "on-hold", "in-progress"),
+    "$complete": ("accepted", "in-progress"),
+    "$escalate": OPEN_STATES,  # the SLA sweeper's step (the state stays)
+}
+# who acts: the hub's doctors, or the requesting clinic
+HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$complete"})
+CLINIC_OPS = frozenset({"$cancel", "$provide-info"})
+
+
+class ConsultError(FhirError):
+    """A consult request or step refused; the OperationOutcome says why."""
+
+
+def illegal(op: str, state: str) -> ConsultError:
+    allowed = ", ".join(TRANSITIONS.get(op, ()))
+    return ConsultError(f"{op} is not allowed: the Task is {state!r} (it needs {allowed})", status=409,
+                        code="business-rule", expression=["Task.status"])
+
+
+def check_transition(op: str, state: str) -> None:
+    if state not in TRANSITIONS.get(op, ()):
+        raise illegal(op, state)
+
+
+# --------------------------------------------------------------------------- references
+
+def ref_of(value: Any) -> str | None:
+    """``"Type/id"`` of a FHIR Reference (or of a string), None when it is not one."""
+    if isinstance(value, Mapping):
+        value = value.get("reference")
+    if isinstance(value, str) and REF.match(value):
+        return value
+    return None
+
+
+def ref_id(ref: str) -> str:
+    return ref.split("/", 1)[1]
+
+
+def _bad(detail: str, where: str, status: int = 422) -> ConsultError:
+    return ConsultError(detail, status=status, code="invalid" if status == 400 else "processing", expression=[where])
+
+
+# --------------------------------------------------------------------------- submission
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked consult request: the facts every later step and event needs."""
+
+    service_request: dict[str, Any]
+    patient: str  # Patient/<id>
+    requester: str  # Organization/<clinic>
+    hub: str  # Organization/<hub>
+    priority: str
+    specialty: str | None  # a code
+    specialty_concept: dict[str, Any] | None
+    supporting: tuple[str, ...]
+
+
+def check_submission(sr: Any, *, clinic: str | None, default_hub: str | None, admin: bool = False) -> Submission:
+    """The ServiceRequest of a submission, checked; ``clinic`` is the submitter's Organization/<id>."""
+    if not isinstance(sr, dict) or sr.get("resourceType") != "ServiceRequest":
+        raise _bad("a consult is submitted as a ServiceRequest (or a Parameters holding one as 'resource')",
+                   "ServiceRequest", 400)
+    sr = copy.deepcopy(sr)
+    sr.pop("id", None)
+    sr.pop("meta", None)
+    if sr.setdefault("status", "active") != "active":
+        raise _bad("a new consult request has status 'active'", "ServiceRequest.status")
+    if sr.setdefault("intent", "order") != "order":
+        raise _bad("a consult request has intent 'order'", "ServiceRequest.intent")
+    priority = sr.get("priority")
+    if priority not in PRIORITY_RANK:
+        raise _bad(f"priority must be one of {', '.join(reversed(PRIORITIES))}", "ServiceRequest.priority")
+    patient = ref_of(sr.get("subject"))
+    if patient is None or not patient.startswith("Patient/"):
+        raise _bad("subject must reference the patient: Patient/<id> (the EHR's)", "ServiceRequest.subject")
+    if not _has_icd10(sr.get("reasonCode")):
+        raise _bad(f"reasonCode needs an ICD-10 coding (system {ICD10}, e.g. code I21.9)",
+                   "ServiceRequest.reasonCode")
+    notes = sr.get("note")
+    if not (isinstance(notes, list) and notes and isinstance(notes[0], dict)
+            and isinstance(notes[0].get("text"), str) and notes[0]["text"].strip()):
+        raise _bad("the clinical question goes in note[0].text", "ServiceRequest.note")
+    # requester: the submitting clinic (an admin may submit on a clinic's behalf)
+    given = ref_of(sr.get("requester"))
+    if clinic is None:
+        if not (admin and given and given.startswith("Organization/")):
+            raise ConsultError("the token names no facility: only clinic staff submit consults", status=403,
+                               code="forbidden")
+        clinic = given
+    elif given is not None and given != clinic:
+        raise ConsultError(f"requester must be your facility ({clinic})", status=403, code="forbidden",
+                           expression=["ServiceRequest.requester"])
+    sr["requester"] = {"reference": clinic}
+    performers = [r for r in (ref_of(p) for p in sr.get("performer") or []) if r]
+    hubs = [r for r in performers if r.startswith("Organization/")]
+    if not hubs:
+        if not default_hub:
+            raise _bad("performer must name the hub Organization the consult goes to", "ServiceRequest.performer")
+        hubs = [f"Organization/{default_hub}"]
+        sr["performer"] = [{"reference": hubs[0]}, *(sr.get("performer") or [])]
+    category = sr.setdefault("category", [])
+    if not isinstance(category, list):
+        raise _bad("category must be a list", "ServiceRequest.category", 400)
+    if not any(c.get("code") == CONSULT_CATEGORY["code"] for cc in category if isinstance(cc, dict)
+               for c in cc.get("coding") or [] if isinstance(c, dict)):
+        category.append({"coding": [dict(CONSULT_CATEGORY)], "text": "Hội chẩn từ xa"})
+    supporting: list[str] = []
+    for i, item in enumerate(sr.get("supportingInfo") or []):
+        ref = ref_of(item)
+        if ref is None or ref.split("/", 1)[0] not in SUPPORTING_TYPES:
+            raise _bad(f"supportingInfo must reference the EHR's {', '.join(SUPPORTING_TYPES)}",
+                       f"ServiceRequest.supportingInfo[{i}]")
+        supporting.append(ref)
+    if len(supporting) > MAX_SUPPORTING:
+        raise _bad(f"at most {MAX_SUPPORTING} supporting references", "ServiceRequest.supportingInfo")
+    concept = (sr.get("performerType") if isinstance(sr.get("performerType"), dict) else None)
+    specialty = None
+    if concept:
+        codes = [c.get("code") for c in concept.get("coding") or [] if isinstance(c, dict) and c.get("code")]
+        specialty = codes[0] if codes else None
+    return Submission(sr, patient, clinic, hubs[0], priority, specialty, concept, tuple(supporting))
+
+
+def _has_icd10(reason: Any) -> bool:
+    for cc in reason if isinstance(reason, list) else []:
+        for c in (cc.get("coding") if isinstance(cc, dict) else None) or []:
+            if isinstance(c, dict) and c.get("system") == ICD10 and isinstance(c.get("code"), str) \
+                    and ICD10_CODE.match(c["code"]):
+                return True
+    return False
+
+
+def due_time(requested: datetime, priority: str, sla_hours: Mapping[str, float]) -> datetime:
+    """When a consult of ``priority`` submitted at ``requested`` is due (the SLA)."""
+    return requested + timedelta(hours=float(sla_hours[priority]))
+
+
+def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district: str | None) -> dict[str, Any]:
+    """The Task (``requested``) that carries the consult's workflow, owned by the hub."""
+    task: dict[str, Any] = {
+        "resourceType": "Task", "status": "requested", "intent": "order", "priority": sub.priority,
+        "code": {"coding": [dict(TASK_CODE)], "text": "Hội chẩn từ xa"},
+        "basedOn": [{"reference": sr_ref}], "focus": {"reference": sr_ref},
+        "for": {"reference": sub.patient}, "authoredOn": requested, "lastModified": requested,
+        "requester": {"reference": sub.requester}, "owner": {"reference": sub.hub},
+        "restriction": {"period": {"end": due}, "recipient": [{"reference": sub.hub}]},
+    }
+    if sub.specialty_concept:
+        task["performerType"] = [sub.specialty_concept]
+    if district:
+        task["extension"] = [{"url": EXT_DISTRICT, "valueString": district}]
+    return task
+
+
+def stamp_change(resource: dict[str, Any], who: str, display: str) -> dict[str, Any]:
+    """Record in ``meta`` who made this version (history then says who and when)."""
+    meta = dict(resource.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    meta["extension"] = [{"url": EXT_CHANGED_BY, "valueReference": {"reference": who, "display": display}}]
+    resource["meta"] = meta
+    return resource
+
+
+# --------------------------------------------------------------------------- minutes
+
+@dataclass(frozen=True)
+class Minutes:
+    """The teleconsultation minutes (Circular 49/2017/TT-BYT; Decision 4054/QĐ-BYT)."""
+
+    start: str
+    end: str
+    sites: tuple[dict[str, Any], ...]
+    participants: tuple[dict[str, Any], ...]
+    patient_identity: str | None
+    history: str
+    findings: dict[str, str]  # clinical / laboratory / imaging
+    discussion: str | None
+    conclusion: tuple[dict[str, Any], ...]  # ICD-10 codings
+    recommendations: str
+    chair: str  # Practitioner/<id> who signs off
+    appointment: str | None
+
+    def findings_text(self) -> str:
+        labels = {"clinical": "Lâm sàng", "laboratory": "Cận lâm sàng", "imaging": "Chẩn đoán hình ảnh"}
+        return "\n".join(f"{labels[k]}: {v}" for k, v in self.findings.items())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "sites": list(self.sites),
+                "participants": list(self.participants), "patientIdentity": self.patient_identity,
+                "history": self.history, "findings": self.findings, "discussion": self.discussion,
+                "conclusion": list(self.conclusion), "recommendations": self.recommendations, "chair": self.chair}
+
+
+DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _params(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise _bad("the operation takes a Parameters resource", "Parameters", 400)
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise _bad("Parameters.parameter must be a list of parameters", "Parameters.parameter", 400)
+    return params
+
+
+def param_values(body: Any, name: str) -> list[dict[str, Any]]:
+    return [p for p in _params(body) if p.get("name") == name]
+
+
+def one_string(body: Any, name: str, *, required: bool, max_len: int = 20000) -> str | None:
+    found = param_values(body, name)
+    if not found:
+        if required:
+            raise _bad(f"the parameter {name!r} is required", f"Parameters.parameter.where(name='{name}')")
+        return None
+    value = found[0].get("valueString")
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise _bad(f"{name!r} must be a non-empty valueString of at most {max_len} characters",
+                   f"Parameters.parameter.where(name='{name}')")
+    return value.strip()
+
+
+def one_reference(body: Any, name: str, *, required: bool, types: tuple[str, ...]) -> str | None:
+    found = param_values(body, name)
+    if not found:
+        if required:
+            raise _bad(f"the parameter {name!r} is required", f"Parameters.parameter.where(name='{name}')")
+        return None
+    ref = ref_of(found[0].get("valueReference"))
+    if ref is None or ref.split("/", 1)[0] not in types:
+        raise _bad(f"{name!r} must be a valueReference to {' or '.join(types)}",
+                   f"Parameters.parameter.where(name='{name}')")
+    return ref
+
+
+def _datetime(body: Any, name: str) -> str:
+    found = param_values(body, name)
+    value = found[0].get("valueDateTime") if found else None
+    if not isinstance(value, str) or not DATETIME.match(value):
+        raise _bad(f"{name!r} is required: a valueDateTime with a time zone, e.g. 2025-03-14T09:00:00+07:00",
+                   f"Parameters.parameter.where(name='{name}')")
+    return value
+
+
+def _parts(p: Mapping[str, Any]) -> dict[str, Any]:
+    return {q.get("name"): q for q in p.get("part") or [] if isinstance(q, dict)}
+
+
+def parse_minutes(body: Any) -> Minutes:
+    """The minutes from ``Task/$complete``'s Parameters (names in the service README)."""
+    start, end = _datetime(body, "start"), _datetime(body, "end")
+    if _instant(end) < _instant(start):
+        raise _bad("end is before start", "Parameters.parameter.where(name='end')")
+    sites = []
+    for p in param_values(body, "site"):
+        ref = ref_of(p.get("valueReference"))
+        if ref is None or not ref.startswith("Organization/"):
+            raise _bad("each 'site' is a valueReference to the Organization taking part",
+                       "Parameters.parameter.where(name='site')")
+        sites.append({"reference": ref, **({"display": p["valueReference"]["display"]}
+                                           if isinstance(p["valueReference"].get("display"), str) else {})})
+    if not sites:
+        raise _bad("'site' is required: the sites taking part (the hub and the clinic)",
+                   "Parameters.parameter.where(name='site')")
+    participants = []
+    for p in param_values(body, "participant"):
+        parts = _parts(p)
+        who = ref_of((parts.get("who") or {}).get("valueReference"))
+        role = (parts.get("role") or {}).get("valueString")
+        if who is None or not isinstance(role, str) or not role.strip():
+            raise _bad("each 'participant' has parts 'who' (valueReference) and 'role' (valueString)",
+                       "Parameters.parameter.where(name='participant')")
+        item: dict[str, Any] = {"reference": who, "role": role.strip()[:200]}
+        display = (parts.get("who") or {}).get("valueReference", {}).get("display")
+        if isinstance(display, str):
+            item["display"] = display[:200]
+        participants.append(item)
+    if not participants:
+        raise _bad("'participant' is required: who took part and in which role",
+                   "Parameters.parameter.where(name='participant')")
+    findings = {k: v for k in ("clinical", "laboratory", "imaging")
+                if (v := one_string(body, f"findings-{k}", required=False))}
+    if not findings:
+        raise _bad("the findings reviewed are required: findings-clinical, findings-laboratory and/or "
+                   "findings-imaging", "Parameters.parameter.where(name='findings-clinical')")
+    conclusion = []
+    for p in param_values(body, "conclusion"):
+        c = p.get("valueCoding")
+        if not (isinstance(c, dict) and c.get("system") == ICD10 and isinstance(c.get("code"), str)
+                and ICD10_CODE.match(c["code"])):
+            raise _bad(f"each 'conclusion' is a valueCoding of ICD-10 ({ICD10})",
+                       "Parameters.parameter.where(name='conclusion')")
+        conclusion.append({k: c[k] for k in ("system", "code", "display") if isinstance(c.get(k), str)})
+    if not conclusion:
+        raise _bad("'conclusion' is required: the diagnosis as ICD-10 codes",
+                   "Parameters.parameter.where(name='conclusion')")
+    chair = one_reference(body, "chair", required=True, types=("Practitioner",))
+    assert chair is not None
+    return Minutes(
+        start=start, end=end, sites=tuple(sites), participants=tuple(participants),
+        patient_identity=one_string(body, "patient-identity", required=False, max_len=500),
+        history=one_string(body, "history", required=True) or "", findings=findings,
+        discussion=one_string(body, "discussion", required=False),
+        conclusion=tuple(conclusion), recommendations=one_string(body, "recommendations", required=True) or "",
+        chair=chair, appointment=one_reference(body, "appointment", required=False, types=("Appointment",)))
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def minutes_outputs(m: Minutes) -> list[dict[str, Any]]:
+    """Task.output: what the requesting clinic reads on its Task (conclusion, advice, the whole minutes)."""
+    text = json.dumps(m.as_json(), ensure_ascii=False).encode()
+    return [
+        {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "conclusion"}], "text": "Kết luận"},
+         "valueCodeableConcept": {"coding": [dict(c) for c in m.conclusion]}},
+        {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "recommendations"}], "text": "Hướng xử trí"},
+         "valueString": m.recommendations},
+        {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "minutes"}], "text": "Biên bản hội chẩn từ xa"},
+         "valueAttachment": {"contentType": "application/json", "language": "vi",
+                             "data": base64.b64encode(text).decode(), "title": "Biên bản hội chẩn từ xa",
+                             "creation": m.end}},
+    ]
+
+
+def minutes_event(m: Minutes) -> dict[str, Any]:
+    """The ``minutes`` of ``teleconsult.consult.completed`` (its schema: specs/events)."""
+    out: dict[str, Any] = {
+        "participants": [dict(p) for p in m.participants], "summary": m.history, "findings": m.findings_text(),
+        "conclusion": dict(m.conclusion[0]), "recommendations": m.recommendations,
+        "sites": [dict(s) for s in m.sites], "diagnoses": [dict(c) for c in m.conclusion], "chair": m.chair,
+    }
+    if m.discussion:
+        out["discussion"] = m.discussion
+    return out

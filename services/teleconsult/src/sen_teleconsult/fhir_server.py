@@ -1,0 +1,124 @@
+"""The teleconsult FHIR server: the shared guarded engine, with the consult's own rules in front.
+
+- ServiceRequest, Task and Communication change only through the workflow's operations
+  (``ServiceRequest/$submit`` or a transaction Bundle holding a consult, ``Task/{id}/$accept``,
+  ...): a plain create/update/patch/delete of them is 405 saying which operation to use. A Task's
+  versions are its step chain's links (``workflow``), which a write beside it would break.
+- A transaction Bundle that writes a ServiceRequest (and optionally its Task) is a consult
+  submission and goes through the same checks as ``$submit`` (EHR, idempotency, events).
+- Who sees what: the shared policy (``sen_shared.fhir.access``) by patient, through the referral
+  grants each submission records here for the clinic and the hub; on top of it, clinic staff see
+  only their own facility's consults (ServiceRequest and Task whose requester is their
+  facility, Communications they sent or received), in reads, histories and searches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sen_shared.fhir import access
+from sen_shared.fhir.guarded import GuardedFhirServer
+from sen_shared.fhir.http import FhirRequest, FhirResponse
+from sen_shared.fhir.outcome import FhirError
+
+from .domain.consults import ref_of
+
+WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
+_HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction Bundle holding the consult)",
+        "Task": "the Task operations ($accept, $reject, $reassign, $request-info, $provide-info, $cancel, "
+                "$complete)",
+        "Communication": "Task/{id}/$request-info and $provide-info"}
+# the index fields naming a workflow resource's facility parties
+_PARTY_FIELDS = {"ServiceRequest": ("sp_requester",), "Task": ("sp_requester",),
+                 "Communication": ("sp_sender", "sp_recipient")}
+
+
+def _clinic_of(principal: Any) -> str | None:
+    """``Organization/<facility>`` of a caller whose reach is limited to its clinic's consults."""
+    roles = getattr(principal, "roles", frozenset())
+    if "clinic" in roles and not roles & {"admin", "health-dept", "doctor"} and principal.facility:
+        return f"Organization/{principal.facility}"
+    return None
+
+
+class TeleconsultFhirServer(GuardedFhirServer):
+    """:class:`GuardedFhirServer` for teleconsult; ``submit`` handles a consult transaction."""
+
+    submit: Any = None  # (req) -> FhirResponse, wired by the app: the workflow's submission
+
+    # ------------------------------------------------------------------ writes
+
+    def _refuse(self, rtype: str | None) -> None:
+        if rtype in WORKFLOW_TYPES:
+            raise FhirError(f"{rtype} is changed through its operations here: {_HOW[rtype]}", status=405,
+                            code="not-supported")
+
+    def create(self, req: FhirRequest) -> FhirResponse:
+        self._refuse(req.resource_type)
+        return super().create(req)
+
+    def update(self, req: FhirRequest) -> FhirResponse:
+        self._refuse(req.resource_type)
+        return super().update(req)
+
+    def conditional_update(self, req: FhirRequest) -> FhirResponse:
+        self._refuse(req.resource_type)
+        return super().conditional_update(req)
+
+    def patch(self, req: FhirRequest) -> FhirResponse:
+        self._refuse(req.resource_type)
+        return super().patch(req)
+
+    def delete(self, req: FhirRequest) -> FhirResponse:
+        self._refuse(req.resource_type)
+        return super().delete(req)
+
+    def bundle(self, req: FhirRequest) -> FhirResponse:
+        body = req.body if isinstance(req.body, dict) else {}
+        entries = [e for e in body.get("entry") or [] if isinstance(e, dict)]
+        touched = {(e.get("resource") or {}).get("resourceType") if isinstance(e.get("resource"), dict) else None
+                   for e in entries if str((e.get("request") or {}).get("method", "")).upper() != "GET"}
+        touched |= {str((e.get("request") or {}).get("url", "")).split("/", 1)[0].split("?", 1)[0]
+                    for e in entries if str((e.get("request") or {}).get("method", "")).upper() != "GET"}
+        if body.get("type") == "transaction" and touched & WORKFLOW_TYPES:
+            if self.submit is None:
+                raise FhirError("consult submission is not wired", status=500)
+            return self.submit(req, entries)
+        return super().bundle(req)
+
+    # ------------------------------------------------------------------ reads
+
+    def _existing(self, principal: Any, facts: Any, rec: Any, interaction: str, rtype: str, rid: str,
+                  head: dict[str, Any] | None = None) -> None:
+        if head is None:
+            head = self.store().head(rtype, rid)
+        super()._existing(principal, facts, rec, interaction, rtype, rid, head=head)
+        clinic = _clinic_of(principal)
+        if clinic is None or rtype not in WORKFLOW_TYPES or head is None or head.get("del"):
+            return
+        if clinic not in self._parties(rtype, head):
+            raise access.Denied(f"this {rtype} belongs to another facility's consult")
+
+    @staticmethod
+    def _parties(rtype: str, head: dict[str, Any]) -> set[str]:
+        parties: set[str] = set()
+        for key in _PARTY_FIELDS[rtype]:
+            parties.update(str(v) for v in head.get(key) or ())
+        res = head.get("res")
+        if isinstance(res, dict):  # a read's document carries the body, not every index field
+            for name in ("requester", "sender"):
+                if (r := ref_of(res.get(name))) is not None:
+                    parties.add(r)
+            for item in res.get("recipient") or []:
+                if (r := ref_of(item)) is not None:
+                    parties.add(r)
+        return parties
+
+    def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
+               self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
+        clinic = _clinic_of(self.principal())
+        if clinic is not None and req.resource_type in WORKFLOW_TYPES:
+            fields = _PARTY_FIELDS[req.resource_type]
+            mine = {fields[0]: clinic} if len(fields) == 1 else {"$or": [{f: clinic} for f in fields]}
+            extra_filter = {"$and": [extra_filter, mine]} if extra_filter else mine
+        return super().search(req, extra, self_path, extra_filter)

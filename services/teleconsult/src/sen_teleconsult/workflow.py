@@ -1,0 +1,693 @@
+"""The consult workflow: submission, the Task's steps, the worklist and the SLA sweep.
+
+Storage, by the claim rule (ARCHITECTURE §2, :mod:`sen_shared.claims`):
+
+- **Submission** creates the ServiceRequest and the Task with ONE transaction of the shared
+  FHIR engine (all or nothing, journalled), then starts the Task's step chain.
+- **Each step** (``$accept``, ``$reject``, ...) is a link of an append-only chain in
+  ``consult_steps`` keyed by the Task id (``<task>/<n>``, :func:`sen_shared.claims.advance`).
+  A step reads the newest link, checks the transition, and claims link n+1 by inserting it:
+  of two doctors accepting from link n, exactly one insert wins; the other re-reads, finds
+  the Task accepted and gets 409 with the current state. The link carries the whole next
+  Task (version n+1 of the FHIR resource: Task version == link number), the ServiceRequest's
+  status, the Communication to create, and the step's events in its outbox (the relay
+  publishes them; ``outbox_pending``). Only after winning does the step write the FHIR
+  resources (:meth:`Consults.roll_forward`): the Task update from version n to n+1 has a
+  single writer by construction (the link's winner; a later step first rolls a link forward
+  that a crash left unapplied, so a Task never lags behind its chain).
+- **An SLA breach** is claimed once per Task by inserting ``sla_breaches/<task>``, whose
+  outbox carries ``teleconsult.consult.sla_breached``; the escalation is then a step
+  (``$escalate``) that records the on-duty lead on the Task.
+- **Referral grants** (``grants``, the documents ``sen_shared.fhir.guarded`` reads): inserted
+  once per (consult, grantee) at submission, for the clinic and the hub, so the generic FHIR
+  reads and searches let them see the consult's resources; insert-only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.database import Database
+from sen_shared import mongo
+from sen_shared.bus import make_event, new_document
+from sen_shared.claims import ClaimTaken, advance, chain_indexes, claim_once, latest, link_id
+from sen_shared.fhir.access import GRANTS, grant_id
+from sen_shared.fhir.audit import Record
+from sen_shared.fhir.body import unpack
+from sen_shared.fhir.http import FhirRequest, FhirResponse
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.rest import FhirServer
+from sen_shared.fhir.search.buckets import bucket_fields
+from sen_shared.fhir.store import Store
+from sen_shared.fhir.validate import validate_resource
+from sen_shared.ids import new_uuid
+
+from .adapters.ehr import EhrClient
+from .config import TeleconsultSettings
+from .domain import consults as rules
+from .domain.consults import ConsultError, Minutes, Submission, ref_id, ref_of
+from .domain.sla import is_breached, on_duty_lead
+
+log = logging.getLogger("sen.teleconsult.workflow")
+
+STEPS = "consult_steps"
+BREACHES = "sla_breaches"
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
+MAX_STEP_ATTEMPTS = 8  # a step loses its race only to a different step; it re-reads and decides again
+WORKLIST_MAX = 2000
+
+INDEXES: list[mongo.Index] = [
+    *chain_indexes(STEPS),
+    mongo.Index(STEPS, (("outbox_pending", 1),), name="outbox_pending_1"),
+    mongo.Index(BREACHES, (("outbox_pending", 1),), name="outbox_pending_1"),
+    mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1"),
+    mongo.Index(GRANTS, (("pair", 1),), name="pair_1"),
+]
+OUTBOX_COLLECTIONS = (STEPS, BREACHES)
+
+
+def now_vn() -> datetime:
+    return datetime.now(VN).replace(microsecond=0)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(VN).isoformat(timespec="seconds")
+
+
+def parse_instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- who acts
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: recorded on the resource version and in the AuditEvent."""
+
+    principal: Any
+    ref: str  # Practitioner/<id>, Organization/<facility> or the system
+    display: str
+
+    @classmethod
+    def of(cls, principal: Any) -> Actor:
+        sub = getattr(principal, "sub", "") or "anonymous"
+        if getattr(principal, "practitioner", None):
+            return cls(principal, f"Practitioner/{principal.practitioner}", sub)
+        if getattr(principal, "facility", None):
+            return cls(principal, f"Organization/{principal.facility}", sub)
+        return cls(principal, SYSTEM_ACTOR, sub)
+
+    def as_doc(self) -> dict[str, Any]:
+        return {"ref": self.ref, "sub": self.display, "roles": sorted(getattr(self.principal, "roles", ()))}
+
+
+class _System:
+    """The worker as a principal (AuditEvents of the sweeper's steps)."""
+
+    sub = "sen-teleconsult-worker"
+    roles = frozenset({"service"})
+    facility = None
+    practitioner = None
+    scopes: frozenset[str] = frozenset()
+
+
+def system_actor() -> Actor:
+    return Actor(_System(), SYSTEM_ACTOR, _System.sub)
+
+
+# --------------------------------------------------------------------------- a step
+
+@dataclass
+class Change:
+    """What one step does, decided from the newest link (no I/O)."""
+
+    state: str
+    task: dict[str, Any]
+    sr_status: str | None = None
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (routing key, data)
+    communication: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # kept on the link (resume, owner, ...)
+    after: Callable[[dict[str, Any]], None] | None = None  # run once the step is applied
+
+
+def _facts_of(link: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(link["facts"])
+
+
+def _task_of(link: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(link["task_json"])
+
+
+def _event_base(f: Mapping[str, Any]) -> dict[str, Any]:
+    data = {"serviceRequest": f["serviceRequest"], "task": f["task"], "requester": f["requester"],
+            "priority": f["priority"]}
+    if f.get("district"):
+        data["district"] = f["district"]
+    return data
+
+
+class Consults:
+    """The workflow over one database. ``fhir``: the service's (guarded) FHIR server, whose
+    engine writes the resources and whose auditor records every change."""
+
+    def __init__(self, fhir: Any, settings: TeleconsultSettings) -> None:
+        self.fhir = fhir
+        self.settings = settings
+        # the unguarded engine: the workflow decided who may act; the resources are written as it says
+        self.engine = FhirServer(fhir.config, lambda: fhir.db)
+
+    @property
+    def db(self) -> Database:
+        return self.fhir.db
+
+    def store(self) -> Store:
+        return self.engine.store()
+
+    def _audit(self, actor: Actor, interaction: str, rtype: str, rid: str | None, *, patient: str | None,
+               status: int, operation: str, vid: str | None = None) -> None:
+        self.fhir.auditor.record(actor.principal, Record(interaction, resource_type=rtype, rid=rid, vid=vid,
+                                                         patients=[patient] if patient else [], status=status,
+                                                         operation=operation))
+
+    # ------------------------------------------------------------------ submission
+
+    def submit(self, body: Any, principal: Any, ehr: EhrClient, base: str) -> FhirResponse:
+        """Check a consult request, ask the EHR, create ServiceRequest + Task whole or not at all."""
+        roles = getattr(principal, "roles", frozenset())
+        if not roles & {"clinic", "admin"}:
+            raise ConsultError("submitting a consult needs the clinic role", status=403, code="forbidden")
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+            found = [p.get("resource") for p in body.get("parameter") or []
+                     if isinstance(p, dict) and p.get("name") == "resource"]
+            body = found[0] if found else None
+        clinic = f"Organization/{principal.facility}" if "clinic" in roles and principal.facility else None
+        if "clinic" in roles and clinic is None and "admin" not in roles:
+            raise ConsultError("the token names no facility: clinic staff submit for their facility", status=403,
+                               code="forbidden")
+        sub = rules.check_submission(body, clinic=clinic, default_hub=self.settings.default_hub or None,
+                                     admin="admin" in roles)
+        # the EHR: the patient exists and this caller may see it (and each supporting record)
+        ehr.check_readable(sub.patient, "ServiceRequest.subject")
+        for i, ref in enumerate(sub.supporting):
+            res = ehr.check_readable(ref, f"ServiceRequest.supportingInfo[{i}]")
+            if ref_of(res.get("subject")) not in (None, sub.patient):
+                raise ConsultError(f"{ref} is about another patient", status=422, code="processing",
+                                   expression=[f"ServiceRequest.supportingInfo[{i}]"])
+        district = ehr.district_of(sub.requester)
+        return self.create(sub, Actor.of(principal), base, district)
+
+    def create(self, sub: Submission, actor: Actor, base: str, district: str | None) -> FhirResponse:
+        requested = now_vn()
+        due = rules.due_time(requested, sub.priority, self.settings.sla_hours)
+        sr_id, task_id = new_uuid(), new_uuid()
+        sr_ref, task_ref = f"ServiceRequest/{sr_id}", f"Task/{task_id}"
+        sr = {**sub.service_request, "id": sr_id, "authoredOn": iso(requested)}
+        task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district),
+                "id": task_id}
+        rules.stamp_change(sr, actor.ref, actor.display)
+        rules.stamp_change(task, actor.ref, actor.display)
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": f"{base}/{sr_ref}", "resource": sr, "request": {"method": "PUT", "url": sr_ref}},
+            {"fullUrl": f"{base}/{task_ref}", "resource": task, "request": {"method": "PUT", "url": task_ref}}]}
+        req = FhirRequest(method="POST", body=bundle, base=base, headers={"prefer": "return=representation"})
+        try:
+            resp = self.engine.bundle(req)
+        except FhirError as err:
+            for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
+                self._audit(actor, "create", rtype, rid, patient=sub.patient, status=err.status,
+                            operation="$submit")
+            raise
+        facts = {"serviceRequest": sr_ref, "task": task_ref, "patient": sub.patient, "requester": sub.requester,
+                 "hub": sub.hub, "priority": sub.priority, "specialty": sub.specialty, "district": district,
+                 "requestedAt": iso(requested), "dueAt": iso(due)}
+        self.start_chain(task_id, facts, task, actor)
+        for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
+            self._audit(actor, "create", rtype, rid, patient=sub.patient, status=201, operation="$submit", vid="1")
+        return resp
+
+    def start_chain(self, task_id: str, facts: Mapping[str, Any], task: Mapping[str, Any], actor: Actor) -> None:
+        """The grants and link 1 (``requested``, with the ``consult.requested`` event): each an
+        idempotent claim, so a crash after the transaction is finished by :meth:`recover` later."""
+        for grantee in (facts["requester"], facts["hub"]):
+            self.grant(facts, grantee)
+        data = {**_event_base(facts), "patient": facts["patient"], "requestedAt": facts["requestedAt"],
+                "dueAt": facts["dueAt"]}
+        if facts.get("specialty"):
+            data["specialty"] = facts["specialty"]
+        link = self._link_doc(task_id, op="$submit", state="requested", task=dict(task), facts=facts,
+                              actor=actor, sr_status="active", extra={},
+                              events=[("teleconsult.consult.requested", data)])
+        try:
+            advance(self.db[STEPS], task_id, None, link)
+        except ClaimTaken:
+            pass  # started already (a recovery ran first)
+
+    def grant(self, facts: Mapping[str, Any], grantee: str) -> None:
+        """Let ``grantee`` see this consult's resources here (the guarded FHIR reads): one insert."""
+        claim_once(self.db[GRANTS], f"{facts['serviceRequest']}|{grantee}",
+                   {"pair": grant_id(facts["patient"], grantee), "patient": facts["patient"], "grantee": grantee,
+                    "reason": facts["serviceRequest"], "expires": None})
+
+    def _link_doc(self, task_id: str, *, op: str, state: str, task: dict[str, Any], facts: Mapping[str, Any],
+                  actor: Actor, sr_status: str | None, extra: Mapping[str, Any],
+                  events: Iterable[tuple[str, dict[str, Any]]], communication: dict[str, Any] | None = None,
+                  ) -> dict[str, Any]:
+        subject = facts["serviceRequest"]
+        envelopes = [make_event(key, data, subject=subject) for key, data in events]
+        doc: dict[str, Any] = {
+            "op": op, "state": state, "facts": dict(facts), "task_json": json.dumps(task, ensure_ascii=False),
+            "sr_status": sr_status, "by": actor.as_doc(), "at": datetime.now(UTC), **extra,
+            **bucket_fields(task_id)}  # b2: the relay's spread field
+        if communication is not None:
+            doc["communication_json"] = json.dumps(communication, ensure_ascii=False)
+        return new_document(doc, envelopes)
+
+    # ------------------------------------------------------------------ reading a consult
+
+    def current(self, task_id: str) -> dict[str, Any]:
+        """The newest link of a Task (recovering a chain a crash left unstarted); 404 if no such Task."""
+        link = latest(self.db[STEPS], task_id)
+        if link is None:
+            link = self.recover(task_id)
+        if link is None:
+            raise FhirError(f"Task/{task_id} is not known", status=404, code="not-found")
+        return link
+
+    def recover(self, task_id: str) -> dict[str, Any] | None:
+        """Start the chain of a Task created by a submission that stopped before it could."""
+        doc = self.store().current("Task").find_one({"_id": task_id}, {"res": 1, "v": 1, "del": 1})
+        doc = unpack(doc)
+        if doc is None or doc.get("del") or int(doc.get("v", 0)) != 1:
+            return None
+        task = doc["res"]
+        sr_ref = ref_of(task.get("focus"))
+        if sr_ref is None:
+            return None
+        sr = unpack(self.store().current("ServiceRequest").find_one({"_id": ref_id(sr_ref)}, {"res": 1}))
+        if sr is None:
+            return None
+        district = next((e.get("valueString") for e in task.get("extension") or []
+                         if e.get("url") == rules.EXT_DISTRICT), None)
+        specialty = next((c.get("code") for cc in task.get("performerType") or [] for c in cc.get("coding") or []),
+                         None)
+        facts = {"serviceRequest": sr_ref, "task": f"Task/{task_id}", "patient": ref_of(task.get("for")),
+                 "requester": ref_of(task.get("requester")), "hub": ref_of(task.get("owner")),
+                 "priority": task.get("priority"), "specialty": specialty, "district": district,
+                 "requestedAt": task.get("authoredOn"), "dueAt": (task.get("restriction") or {}).get(
+                     "period", {}).get("end")}
+        task.pop("meta", None)
+        self.start_chain(task_id, facts, task, system_actor())
+        return latest(self.db[STEPS], task_id)
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self, task_id: str, op: str, actor: Actor, decide: Callable[[dict[str, Any]], Change | None],
+             *, authorize: bool = True) -> dict[str, Any]:
+        """Claim the next link of ``task_id``'s chain with what ``decide(newest link)`` says; apply it.
+
+        ``decide`` raises (409 illegal transition, 422 bad input) or returns the change; None
+        means "nothing to do" (the newest link is returned as is).
+        """
+        for _ in range(MAX_STEP_ATTEMPTS):
+            link = self.current(task_id)
+            self.roll_forward(link)
+            facts = _facts_of(link)
+            if authorize:
+                self.authorize(op, actor, facts)
+            if op in rules.TRANSITIONS:
+                rules.check_transition(op, link["state"])
+            change = decide(link)
+            if change is None:
+                return link
+            task = rules.stamp_change(change.task, actor.ref, actor.display)
+            task["lastModified"] = iso(now_vn())
+            validate_resource(copy.deepcopy(task), expected_type="Task")
+            if change.communication is not None:
+                validate_resource(copy.deepcopy(change.communication), expected_type="Communication")
+            doc = self._link_doc(task_id, op=op, state=change.state, task=task, facts=facts, actor=actor,
+                                 sr_status=change.sr_status, extra=change.extra, events=change.events,
+                                 communication=change.communication)
+            try:
+                mine = advance(self.db[STEPS], task_id, link, doc)
+            except ClaimTaken:
+                continue  # another step won link n+1: decide again from it
+            self.roll_forward(mine)
+            self._audit(actor, "update", "Task", task_id, patient=facts["patient"], status=200, operation=op,
+                        vid=str(mine["n"]))
+            if change.after is not None:
+                change.after(mine)
+            return mine
+        raise ConsultError(f"Task/{task_id} is changing too fast; retry", status=409, code="conflict")
+
+    def authorize(self, op: str, actor: Actor, facts: Mapping[str, Any]) -> None:
+        p = actor.principal
+        roles = getattr(p, "roles", frozenset())
+        if "admin" in roles or op == "$escalate" and actor.ref == SYSTEM_ACTOR:
+            return
+        facility = f"Organization/{p.facility}" if getattr(p, "facility", None) else None
+        if op in rules.HUB_OPS:
+            if "doctor" not in roles:
+                raise ConsultError(f"{op} is for the hub's doctors", status=403, code="forbidden")
+            if facility != facts["hub"]:
+                raise ConsultError(f"this consult was sent to another hub ({facts['hub']})", status=403,
+                                   code="forbidden")
+            if not getattr(p, "practitioner", None):
+                raise ConsultError("the token names no practitioner", status=403, code="forbidden")
+            return
+        if op in rules.CLINIC_OPS:
+            if "clinic" not in roles:
+                raise ConsultError(f"{op} is for the requesting clinic's staff", status=403, code="forbidden")
+            if facility != facts["requester"]:
+                raise ConsultError("this consult belongs to another facility", status=403, code="forbidden")
+            return
+        raise ConsultError(f"{op} is not allowed", status=403, code="forbidden")
+
+    def roll_forward(self, link: Mapping[str, Any]) -> None:
+        """Make the FHIR resources say what ``link`` (and every link before it) says.
+
+        Idempotent: run by the step's winner right after its claim, and by any later step first
+        (a crash between a claim and its writes is finished by the next reader).
+        """
+        task_id, n = link["k"], int(link["n"])
+        store = self.store()
+        head = store.head("Task", task_id)
+        version = int(head["v"]) if head is not None and not head.get("del") else 0
+        for seq in range(version + 1, n + 1):
+            this = link if seq == n else self.db[STEPS].find_one({"_id": link_id(task_id, seq)})
+            if this is None:
+                return
+            self._apply(store, this, seq)
+        self._apply_side(store, link)
+
+    def _apply(self, store: Store, link: Mapping[str, Any], seq: int) -> None:
+        task = _task_of(link)
+        try:
+            store.update(task, link["k"], if_match=seq - 1)
+        except FhirError as err:
+            if err.status not in (409, 412):
+                raise
+            # another reader rolled this link forward at the same moment: it is applied
+        self._apply_side(store, link)
+
+    def _apply_side(self, store: Store, link: Mapping[str, Any]) -> None:
+        facts = link["facts"]
+        if link.get("communication_json"):
+            comm = json.loads(link["communication_json"])
+            if store.head("Communication", comm["id"]) is None:
+                try:
+                    store.create(comm, rid=comm["id"])
+                    self._audit_link(link, "create", "Communication", comm["id"])
+                except FhirError as err:
+                    if err.status != 409:
+                        raise
+        want = link.get("sr_status")
+        if want:
+            sr_id = ref_id(facts["serviceRequest"])
+            doc = unpack(store.current("ServiceRequest").find_one({"_id": sr_id}, {"res": 1, "v": 1}))
+            if doc is not None and doc["res"].get("status") != want:
+                sr = copy.deepcopy(doc["res"])
+                sr["status"] = want
+                by = link.get("by") or {}
+                rules.stamp_change(sr, by.get("ref", SYSTEM_ACTOR), by.get("sub", ""))
+                try:
+                    store.update(sr, sr_id, if_match=int(doc["v"]))
+                    self._audit_link(link, "update", "ServiceRequest", sr_id)
+                except FhirError as err:
+                    if err.status not in (409, 412):
+                        raise
+
+    def _audit_link(self, link: Mapping[str, Any], interaction: str, rtype: str, rid: str) -> None:
+        by = link.get("by") or {}
+
+        class _P:
+            sub = by.get("sub", "")
+            roles = frozenset(by.get("roles") or ())
+            practitioner = by["ref"].split("/", 1)[1] if str(by.get("ref", "")).startswith("Practitioner/") else None
+            facility = by["ref"].split("/", 1)[1] if str(by.get("ref", "")).startswith("Organization/") else None
+            scopes: frozenset[str] = frozenset()
+
+        self.fhir.auditor.record(_P(), Record(interaction, resource_type=rtype, rid=rid,
+                                              patients=[link["facts"]["patient"]], status=200 if interaction ==
+                                              "update" else 201, operation=link.get("op")))
+
+    # ------------------------------------------------------------------ the operations
+
+    def accept(self, task_id: str, actor: Actor) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            at = iso(now_vn())
+            performer = actor.ref if actor.ref.startswith("Practitioner/") else f["hub"]
+            task["status"] = "accepted"
+            task["owner"] = {"reference": performer}
+            task.setdefault("executionPeriod", {})["start"] = at
+            events = [("teleconsult.consult.accepted", {**_event_base(f), "performer": performer,
+                                                         "patient": f["patient"], "requestedAt": f["requestedAt"],
+                                                         "acceptedAt": at})]
+            events += self._grant_events(f, performer)
+            return Change("accepted", task, events=events, extra={"owner": performer})
+
+        return self.step(task_id, "$accept", actor, decide)
+
+    def _grant_events(self, f: Mapping[str, Any], grantee: str) -> list[tuple[str, dict[str, Any]]]:
+        if not grantee.startswith(("Practitioner/", "Organization/")):
+            return []
+        expires = iso(now_vn() + timedelta(days=self.settings.referral_grant_days))
+        return [("teleconsult.referral.granted", {"serviceRequest": f["serviceRequest"], "patient": f["patient"],
+                                                  "grantee": grantee, "requester": f["requester"],
+                                                  "expires": expires})]
+
+    def reject(self, task_id: str, actor: Actor, reason: str) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            at = iso(now_vn())
+            task["status"] = "rejected"
+            task["statusReason"] = {"text": reason}
+            task.pop("businessStatus", None)
+            return Change("rejected", task, sr_status="revoked", events=[(
+                "teleconsult.consult.rejected", {**_event_base(f), "reason": reason, "rejectedAt": at})])
+
+        return self.step(task_id, "$reject", actor, decide)
+
+    def cancel(self, task_id: str, actor: Actor, reason: str | None) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            at = iso(now_vn())
+            task["status"] = "cancelled"
+            if reason:
+                task["statusReason"] = {"text": reason}
+            task.pop("businessStatus", None)
+            return Change("cancelled", task, sr_status="revoked", events=[(
+                "teleconsult.consult.cancelled", {**_event_base(f), "cancelledAt": at})])
+
+        return self.step(task_id, "$cancel", actor, decide)
+
+    def reassign(self, task_id: str, actor: Actor, practitioner: str, ehr: EhrClient | None) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            if ref_of(task.get("owner")) == practitioner:
+                return None  # type: ignore[return-value] - already theirs: nothing changes
+            if ehr is not None and not ehr.is_practitioner_of(practitioner, f["hub"]):
+                raise ConsultError(f"{practitioner} has no role at the hub {f['hub']} in the EHR", status=422,
+                                   code="processing", expression=["Parameters.parameter.where(name='practitioner')"])
+            task["owner"] = {"reference": practitioner}
+            accepted = link["state"] != "requested" or link.get("owner")
+            events = self._grant_events(f, practitioner) if accepted else []
+            return Change(link["state"], task, events=events,
+                          extra={"owner": practitioner, **({"resume": link["resume"]} if link.get("resume") else {})})
+
+        return self.step(task_id, "$reassign", actor, decide)
+
+    def request_info(self, task_id: str, actor: Actor, question: str) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            comm = self._communication(f, sender=actor.ref, recipient=f["requester"], text=question,
+                                       in_response_to=None)
+            task["status"] = "on-hold"
+            task["businessStatus"] = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "info-requested"}],
+                                      "text": "Chờ bổ sung thông tin"}
+            return Change("on-hold", task, communication=comm,
+                          extra={"resume": link["state"], "question": comm["id"], "owner": link.get("owner")})
+
+        return self.step(task_id, "$request-info", actor, decide)
+
+    def provide_info(self, task_id: str, actor: Actor, answer: str, attachments: list[str]) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            asked = link.get("question")
+            owner = ref_of(task.get("owner")) or f["hub"]
+            comm = self._communication(f, sender=actor.ref, recipient=owner, text=answer,
+                                       in_response_to=asked, attachments=attachments)
+            resume = link.get("resume") or "requested"
+            task["status"] = resume
+            task.pop("businessStatus", None)
+            return Change(resume, task, communication=comm, extra={"owner": link.get("owner")})
+
+        return self.step(task_id, "$provide-info", actor, decide)
+
+    def _communication(self, f: Mapping[str, Any], *, sender: str, recipient: str, text: str,
+                       in_response_to: str | None, attachments: Iterable[str] = ()) -> dict[str, Any]:
+        comm: dict[str, Any] = {
+            "resourceType": "Communication", "id": new_uuid(), "status": "completed",
+            "basedOn": [{"reference": f["serviceRequest"]}], "about": [{"reference": f["task"]}],
+            "subject": {"reference": f["patient"]}, "sent": iso(now_vn()),
+            "sender": {"reference": sender}, "recipient": [{"reference": recipient}],
+            "payload": [{"contentString": text}, *({"contentReference": {"reference": r}} for r in attachments)],
+        }
+        if in_response_to:
+            comm["inResponseTo"] = [{"reference": f"Communication/{in_response_to}"}]
+        return comm
+
+    def complete(self, task_id: str, actor: Actor, minutes: Minutes) -> dict[str, Any]:
+        def decide(link: dict[str, Any]) -> Change:
+            f, task = _facts_of(link), _task_of(link)
+            at = iso(now_vn())
+            owner = ref_of(task.get("owner")) or ""
+            performer = owner if owner.startswith("Practitioner/") else minutes.chair
+            appointment = minutes.appointment or self._appointment_of(f["serviceRequest"])
+            task["status"] = "completed"
+            task["executionPeriod"] = {"start": minutes.start, "end": minutes.end}
+            task["output"] = rules.minutes_outputs(minutes)
+            task.pop("businessStatus", None)
+            data: dict[str, Any] = {
+                "serviceRequest": f["serviceRequest"], "task": f["task"], "patient": f["patient"],
+                "requester": f["requester"], "performer": performer,
+                "period": {"start": minutes.start, "end": minutes.end}, "minutes": rules.minutes_event(minutes),
+                "completedAt": at, "priority": f["priority"], "requestedAt": f["requestedAt"]}
+            if appointment:
+                data["appointment"] = appointment
+            if f.get("district"):
+                data["district"] = f["district"]
+            return Change("completed", task, sr_status="completed",
+                          events=[("teleconsult.consult.completed", data)],
+                          extra={"appointment": appointment, "owner": link.get("owner")},
+                          after=lambda mine: self._fulfil(mine.get("appointment"), actor))
+
+        return self.step(task_id, "$complete", actor, decide)
+
+    def _appointment_of(self, sr_ref: str) -> str | None:
+        """The consult's booked Appointment (``basedOn`` the ServiceRequest), if any."""
+        for doc in self.store().current("Appointment").find({"sp_based-on": sr_ref}, {"_id": 1, "sp_status": 1}):
+            if "cancelled" not in (doc.get("sp_status") or []):
+                return f"Appointment/{doc['_id']}"
+        return None
+
+    def _fulfil(self, appointment: str | None, actor: Actor) -> None:
+        """Mark the consult's Appointment fulfilled, through the scheduling module (it owns Appointments)."""
+        if not appointment:
+            return
+        from .domain import scheduling
+
+        try:
+            scheduling.mark_fulfilled(self.db, ref_id(appointment), by=actor.ref)
+        except FhirError as err:  # never booked, or cancelled: the consult is complete all the same
+            log.warning("appointment not marked fulfilled", extra={"appointment": appointment,
+                                                                   "status": err.status, "detail": err.detail})
+
+    # ------------------------------------------------------------------ SLA
+
+    def sweep_breaches(self, now: datetime | None = None) -> int:
+        """Publish ``sla_breached`` once for every open consult past its due time and escalate it."""
+        now = now or datetime.now(UTC)
+        found = 0
+        coll = self.store().current("Task")
+        for state in rules.OPEN_STATES:
+            for doc in coll.find({"sp_status": state}, {"_id": 1, "res": 1}):
+                res = unpack(doc)["res"]
+                due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
+                if not due_text or not is_breached(res.get("status", ""), parse_instant(due_text), now):
+                    continue
+                try:
+                    found += self._breach(doc["_id"], now)
+                except FhirError as err:  # e.g. completed meanwhile: its next sweep sees it closed
+                    log.info("breach not recorded", extra={"task": doc["_id"], "status": err.status})
+        return found
+
+    def _breach(self, task_id: str, now: datetime) -> int:
+        link = self.current(task_id)
+        if link["state"] not in rules.OPEN_STATES or link.get("breached"):
+            return 0
+        f = _facts_of(link)
+        lead = on_duty_lead(f["hub"], self.settings.on_duty_leads)
+        data = {**_event_base(f), "dueAt": f["dueAt"], "breachedAt": iso(now)}
+        if lead:
+            data["escalatedTo"] = lead
+        event = make_event("teleconsult.consult.sla_breached", data, subject=f["serviceRequest"])
+        first, _ = claim_once(self.db[BREACHES], task_id, new_document(
+            {"task": f["task"], "serviceRequest": f["serviceRequest"], "escalatedTo": lead, "breachedAt": now,
+             **bucket_fields(task_id)}, [event]))
+
+        def decide(cur: dict[str, Any]) -> Change | None:
+            if cur.get("breached"):
+                return None
+            task = _task_of(cur)
+            task["businessStatus"] = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "sla-breached"}],
+                                      "text": "Quá hạn xử lý"}
+            if lead:
+                task["extension"] = [e for e in task.get("extension") or [] if e.get("url") != rules.EXT_ESCALATED_TO]
+                task["extension"].append({"url": rules.EXT_ESCALATED_TO, "valueReference": {"reference": lead}})
+                note = f"Quá hạn: chuyển {lead} (trực lãnh đạo)"
+                task.setdefault("note", []).append({"authorReference": {"reference": SYSTEM_ACTOR},
+                                                    "time": iso(now), "text": note})
+            extra = {k: cur[k] for k in ("resume", "owner", "question") if cur.get(k)}
+            return Change(cur["state"], task, extra={**extra, "breached": True, "escalatedTo": lead})
+
+        self.step(task_id, "$escalate", system_actor(), decide)
+        return 1 if first else 0
+
+    # ------------------------------------------------------------------ worklist
+
+    def worklist(self, principal: Any, *, statuses: list[str], specialty: str | None, facility: str | None,
+                 priority: str | None, now: datetime | None = None) -> list[tuple[dict[str, Any], bool]]:
+        """Open Tasks the caller may see, most urgent first: (Task, breached) pairs."""
+        now = now or datetime.now(UTC)
+        roles = getattr(principal, "roles", frozenset())
+        mine = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
+        flt: dict[str, Any] = {}
+        hub: str | None = None
+        if not roles & {"admin", "health-dept"}:
+            if "doctor" in roles and mine:
+                hub = mine
+            elif "clinic" in roles and mine:
+                flt["sp_requester"] = mine
+            else:
+                raise ConsultError("the worklist is for the hub's doctors and the clinics' staff", status=403,
+                                   code="forbidden")
+        if facility:
+            want = facility if "/" in facility else f"Organization/{facility}"
+            if flt.get("sp_requester", want) != want:
+                return []
+            flt["sp_requester"] = want
+        out: list[tuple[dict[str, Any], bool]] = []
+        coll = self.store().current("Task")
+        for state in statuses:
+            for doc in coll.find({**flt, "sp_status": state}, {"_id": 1, "res": 1}).limit(WORKLIST_MAX):
+                res = unpack(doc)["res"]
+                if hub and hub not in [ref_of(r) for r in (res.get("restriction") or {}).get("recipient") or []]:
+                    continue
+                if priority and res.get("priority") != priority:
+                    continue
+                if specialty and specialty not in [c.get("code") for cc in res.get("performerType") or []
+                                                   for c in cc.get("coding") or []]:
+                    continue
+                due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
+                due = parse_instant(due_text) if due_text else None
+                escalated = any(c.get("code") == "sla-breached"
+                                for c in (res.get("businessStatus") or {}).get("coding") or [])
+                out.append((res, escalated or bool(due and is_breached(res.get("status", ""), due, now))))
+
+        def order(item: tuple[dict[str, Any], bool]) -> tuple[int, str, str]:
+            res = item[0]
+            due_text = ((res.get("restriction") or {}).get("period") or {}).get("end") or "9999"
+            due_key = parse_instant(due_text).astimezone(UTC).isoformat() if due_text != "9999" else due_text
+            return (rules.PRIORITY_RANK.get(res.get("priority", "routine"), 9), due_key, res.get("id", ""))
+
+        out.sort(key=order)
+        return out

@@ -1,0 +1,551 @@
+"""Consult requests end to end over HTTP, against a real EHR, the real FerretDB and RabbitMQ.
+
+The EHR and teleconsult run as in production (gunicorn + uvicorn worker) on loopback ports;
+the EHR holds the clinics, the hub, the patients and a supporting Observation. Covered:
+submission (``$submit`` and a transaction Bundle), the EHR's refusals (unknown patient, another
+clinic's patient, EHR down, EHR slow: nothing created), ``Idempotency-Key`` (10 retries at once:
+one ServiceRequest, one Task; another body: 422), 20 doctors racing ``$accept`` (one wins), the
+whole step sequence to ``$complete``, illegal transitions (409 with the state), the SLA breach
+(one event however many sweeps), the worklist's order and filters, clinic isolation, and the
+events reaching the EHR's and billing's queues.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+from sen_shared.bus.outbox import entry_event
+
+from tests.integration.test_bus import _bus, take
+from tests.support import free_port, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+HUB, CLINIC_A, CLINIC_B = "bvdk-tinh", "tyt-an-binh", "tyt-phu-tan"
+CARDIO = "394579002"
+
+
+# --------------------------------------------------------------------------- the services
+
+def _tok(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ,
+            "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def tokens(dev_key):
+    return {
+        "admin": _tok(dev_key, "admin"),
+        "a": _tok(dev_key, "clinic", facility=CLINIC_A, sub="nv-an-binh"),
+        "b": _tok(dev_key, "clinic", facility=CLINIC_B, sub="nv-phu-tan"),
+        "dr": _tok(dev_key, "doctor", facility=HUB, practitioner="dr-0", sub="dr-0"),
+        "dr2": _tok(dev_key, "doctor", facility=HUB, practitioner="dr-2", sub="dr-2"),
+        "other_hub": _tok(dev_key, "doctor", facility="bv-khac", practitioner="dr-x", sub="dr-x"),
+    }
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, tmp_path_factory, mongo_client, tokens):
+    db = f"sen_t{run_id}_tcc_ehr"
+    log = tmp_path_factory.mktemp("ehr") / "ehr.log"
+    with web_process("ehr", {**base_env, "SEN_DB": db}, log) as url:
+        H = tokens["admin"]
+        seed = [
+            {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa tỉnh"},
+            {"resourceType": "Organization", "id": CLINIC_A, "name": "Trạm Y tế xã An Bình",
+             "address": [{"district": "Huyện Phú Tân", "state": "An Giang"}]},
+            {"resourceType": "Organization", "id": CLINIC_B, "name": "Trạm Y tế xã Phú Tân"},
+            {"resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}],
+             "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}},
+            {"resourceType": "Patient", "id": "pb", "name": [{"family": "Trần", "given": ["Thị", "Bích"]}],
+             "managingOrganization": {"reference": f"Organization/{CLINIC_B}"}},
+            {"resourceType": "Observation", "id": "obs-a", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+             "subject": {"reference": "Patient/pa"}, "valueQuantity": {"value": 112, "unit": "/min"}},
+            {"resourceType": "Observation", "id": "obs-b", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+             "subject": {"reference": "Patient/pb"}, "valueQuantity": {"value": 80, "unit": "/min"}},
+            {"resourceType": "PractitionerRole", "id": "role-dr-2", "practitioner": {"reference": "Practitioner/dr-2"},
+             "organization": {"reference": f"Organization/{HUB}"}},
+        ]
+        for res in seed:
+            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=H)
+            assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def tc_db(run_id):
+    return f"sen_t{run_id}_tcc"
+
+
+@pytest.fixture(scope="module")
+def tc_env(base_env, tc_db, ehr):
+    return {**base_env, "SEN_DB": tc_db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "5",
+            "SEN_ON_DUTY_LEADS": json.dumps({HUB: "Practitioner/dr-lead"}), "SEN_IDEMPOTENCY_WAIT_SECONDS": "20"}
+
+
+@pytest.fixture(scope="module")
+def tc(tc_env, tmp_path_factory, mongo_client, tc_db):
+    log = tmp_path_factory.mktemp("tc") / "tc.log"
+    with web_process("teleconsult", tc_env, log, WEB_CONCURRENCY="1") as url:
+        yield url
+    mongo_client.drop_database(tc_db)
+
+
+@pytest.fixture(scope="module")
+def db(mongo_client, tc_db, tc):
+    return mongo_client[tc_db]
+
+
+@pytest.fixture(scope="module")
+def consults(tc_env, tc):
+    """The workflow in this process, on the service's database (the worker's sweeps)."""
+    import os
+
+    from sen_teleconsult import worker
+    from sen_teleconsult.config import settings_from_env
+
+    old = dict(os.environ)
+    os.environ.update(tc_env)
+    try:
+        settings = settings_from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return worker._consults(settings)
+
+
+def service_request(patient: str = "Patient/pa", priority: str = "urgent", **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": priority,
+            "subject": {"reference": patient},
+            "reasonCode": [{"coding": [{"system": ICD10, "code": "I21.9", "display": "Nhồi máu cơ tim cấp"}]}],
+            "note": [{"text": "Đau ngực 2 giờ, ST chênh lên DII, DIII, aVF: xin ý kiến can thiệp?"}],
+            "performer": [{"reference": f"Organization/{HUB}"}],
+            "performerType": {"coding": [{"system": "http://snomed.info/sct", "code": CARDIO}], "text": "Tim mạch"},
+            **extra}
+
+
+def post(url: str, body: Any, headers: dict[str, str], **extra: str) -> httpx.Response:
+    return httpx.post(url, content=json.dumps(body), headers={**headers, **extra}, timeout=30)
+
+
+def submit(tc: str, tokens, body: dict[str, Any] | None = None, who: str = "a", **headers: str) -> httpx.Response:
+    return post(f"{tc}/fhir/ServiceRequest/$submit", body or service_request(), tokens[who], **headers)
+
+
+def submitted(r: httpx.Response) -> tuple[str, str]:
+    assert r.status_code == 201, r.text
+    by_type = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+    return by_type["ServiceRequest"], by_type["Task"]
+
+
+def op(tc: str, task: str, name: str, who: str, tokens, params: list[dict[str, Any]] | None = None,
+       **headers: str) -> httpx.Response:
+    body = {"resourceType": "Parameters", "parameter": params or []}
+    return post(f"{tc}/fhir/Task/{task}/{name}", body, tokens[who], **headers)
+
+
+def diag(r: httpx.Response) -> str:
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body["issue"][0]["diagnostics"]
+
+
+def count(db, rtype: str, **flt: Any) -> int:
+    return db[rtype].count_documents(flt)
+
+
+def minutes(start: str = "2025-03-14T09:00:00+07:00", end: str = "2025-03-14T09:40:00+07:00") -> list[dict]:
+    return [
+        {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end},
+        {"name": "site", "valueReference": {"reference": f"Organization/{HUB}"}},
+        {"name": "site", "valueReference": {"reference": f"Organization/{CLINIC_A}"}},
+        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": "Practitioner/dr-0"}},
+                                         {"name": "role", "valueString": "Chủ trì"}]},
+        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": "Practitioner/bs-xa"}},
+                                         {"name": "role", "valueString": "Bác sĩ điều trị tuyến xã"}]},
+        {"name": "patient-identity", "valueString": "Nam, 45 tuổi, mã BN pa"},
+        {"name": "history", "valueString": "Đau ngực trái 2 giờ, vã mồ hôi."},
+        {"name": "findings-clinical", "valueString": "HA 90/60, mạch 112."},
+        {"name": "findings-imaging", "valueString": "ECG: ST chênh lên thành dưới."},
+        {"name": "discussion", "valueString": "Thống nhất nhồi máu cơ tim cấp thành dưới."},
+        {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "I21.1", "display": "NMCT thành dưới"}},
+        {"name": "recommendations", "valueString": "Chuyển tuyến tỉnh can thiệp mạch vành cấp cứu."},
+        {"name": "chair", "valueReference": {"reference": "Practitioner/dr-0"}},
+    ]
+
+
+# --------------------------------------------------------------------------- submission
+
+def test_submit_creates_service_request_and_task_owned_by_the_hub_due_by_priority(tc, tokens, db):
+    r = submit(tc, tokens, service_request(supportingInfo=[{"reference": "Observation/obs-a"}]))
+    sr_id, task_id = submitted(r)
+    assert r.headers["Location"].endswith(f"/Task/{task_id}")
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    assert task["status"] == "requested" and task["intent"] == "order" and task["priority"] == "urgent"
+    assert task["owner"] == {"reference": f"Organization/{HUB}"}
+    assert task["requester"] == {"reference": f"Organization/{CLINIC_A}"}
+    assert task["focus"] == {"reference": f"ServiceRequest/{sr_id}"}
+    authored = datetime.fromisoformat(task["authoredOn"])
+    due = datetime.fromisoformat(task["restriction"]["period"]["end"])
+    assert due - authored == timedelta(hours=24) and task["authoredOn"].endswith("+07:00")
+    assert sr["status"] == "active" and sr["intent"] == "order"
+    assert any(c["code"] == "11429006" for cc in sr["category"] for c in cc["coding"])
+    assert sr["requester"] == {"reference": f"Organization/{CLINIC_A}"}
+    # who and when: on the version, and in the audit trail
+    assert task["meta"]["extension"][0]["valueReference"]["display"] == "nv-an-binh"
+    link = db.consult_steps.find_one({"_id": f"{task_id}/1"})
+    [event] = [entry_event(e) for e in link["outbox"]]
+    assert event["type"] == "vn.sen.teleconsult.consult.requested.v1"
+    assert event["data"]["district"] == "Huyện Phú Tân" and event["data"]["specialty"] == CARDIO
+    assert event["data"]["dueAt"] == task["restriction"]["period"]["end"]
+    audit = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}", headers=tokens["admin"]).json()
+    assert any(e["resource"].get("subtype") or e["resource"]["action"] == "C" for e in audit["entry"])
+
+
+def test_a_transaction_bundle_submits_the_same_way(tc, tokens):
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b9f7e2c-0c7e-4a8e-9d4c-3c7a1f0e2d11", "resource": service_request(priority="routine"),
+         "request": {"method": "POST", "url": "ServiceRequest"}},
+        {"resource": {"resourceType": "Task", "status": "requested", "intent": "order",
+                      "owner": {"reference": f"Organization/{HUB}"}},
+         "request": {"method": "POST", "url": "Task"}}]}
+    r = post(f"{tc}/fhir", bundle, tokens["a"])
+    assert r.status_code == 200, r.text
+    assert r.json()["type"] == "transaction-response"
+    task = next(e["resource"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "Task")
+    assert task["status"] == "requested" and task["priority"] == "routine"
+    bad = {**bundle, "entry": [*bundle["entry"], {"resource": {"resourceType": "Communication", "status": "completed"},
+                                                   "request": {"method": "POST", "url": "Communication"}}]}
+    assert post(f"{tc}/fhir", bad, tokens["a"]).status_code == 422
+
+
+@pytest.mark.parametrize("change, status, says", [
+    ({"subject": {"reference": "Patient/nobody"}}, 422, "Patient/nobody is not known to the EHR"),
+    ({"subject": {"reference": "Patient/pb"}}, 403, "does not let you see Patient/pb"),
+    ({"supportingInfo": [{"reference": "Observation/obs-b"}]}, 403, "Observation/obs-b"),
+    ({"priority": "whenever"}, 422, "priority"),
+    ({"reasonCode": [{"text": "đau ngực"}]}, 422, "ICD-10"),
+    ({"note": []}, 422, "clinical question"),
+    ({"requester": {"reference": f"Organization/{CLINIC_B}"}}, 403, "your facility"),
+])
+def test_a_bad_or_forbidden_submission_is_refused_and_creates_nothing(tc, tokens, db, change, status, says):
+    before = (count(db, "ServiceRequest"), count(db, "Task"))
+    r = submit(tc, tokens, service_request(**change))
+    assert r.status_code == status, r.text
+    assert says in diag(r)
+    assert (count(db, "ServiceRequest"), count(db, "Task")) == before
+
+
+def _silent_server() -> tuple[socket.socket, int]:
+    """A port that accepts connections and never answers (a hung EHR)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s, s.getsockname()[1]
+
+
+def test_ehr_down_or_slow_is_a_clear_refusal_and_nothing_is_created(tc_env, tokens, tmp_path, mongo_client, run_id):
+    silent, slow_port = _silent_server()
+    closed = free_port()  # nothing listens there
+    try:
+        for port, status, says in ((closed, 503, "cannot be reached"), (slow_port, 504, "did not answer within 1 s")):
+            name = f"sen_t{run_id}_tcc_{status}"
+            env = {**tc_env, "SEN_DB": name, "SEN_EHR_URL": f"http://127.0.0.1:{port}", "SEN_HTTP_TIMEOUT": "1"}
+            with web_process("teleconsult", env, tmp_path / f"{status}.log") as url:
+                r = submit(url, tokens, **{"Idempotency-Key": str(uuid.uuid4())})
+                assert r.status_code == status, r.text
+                assert says in diag(r) and "nothing was created" in diag(r)
+                db = mongo_client[name]
+                assert count(db, "ServiceRequest") == count(db, "Task") == count(db, "consult_steps") == 0
+            mongo_client.drop_database(name)
+    finally:
+        silent.close()
+
+
+# --------------------------------------------------------------------------- Idempotency-Key
+
+def test_one_submission_sent_ten_times_at_once_with_one_key_makes_one_consult(tc, tokens, db):
+    key = f"kham-{uuid.uuid4()}"
+    body = service_request(note=[{"text": f"Câu hỏi {key}"}])
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: submit(tc, tokens, body, **{"Idempotency-Key": key}), range(10)))
+    assert [a.status_code for a in answers] == [201] * 10, [a.text for a in answers]
+    ids = {submitted(a) for a in answers}
+    assert len(ids) == 1
+    sr_id, task_id = ids.pop()
+    stored = [d for d in db.ServiceRequest.find({}, {"res": 1}) if key in d["res"]]
+    assert len(stored) == 1 and stored[0]["_id"] == sr_id
+    assert count(db, "Task", _id=task_id) == 1 and count(db, "consult_steps", k=task_id) == 1
+    # once more, later: the first answer again; another body under the key: 422
+    again = submit(tc, tokens, body, **{"Idempotency-Key": key})
+    assert again.status_code == 201 and submitted(again) == (sr_id, task_id)
+    other = submit(tc, tokens, service_request(priority="stat"), **{"Idempotency-Key": key})
+    assert other.status_code == 422 and "different request" in diag(other)
+    # keys are the caller's: another clinic's same key is a request of its own (here: not its patient)
+    assert submit(tc, tokens, body, who="b", **{"Idempotency-Key": key}).status_code == 403
+
+
+def test_a_refusal_is_replayed_but_an_unavailable_ehr_is_not_kept(tc, tokens):
+    key = str(uuid.uuid4())
+    first = submit(tc, tokens, service_request(subject={"reference": "Patient/nobody"}), **{"Idempotency-Key": key})
+    second = submit(tc, tokens, service_request(subject={"reference": "Patient/nobody"}), **{"Idempotency-Key": key})
+    assert first.status_code == second.status_code == 422 and first.content == second.content
+
+
+# --------------------------------------------------------------------------- the Task's steps
+
+def test_twenty_doctors_accepting_at_once_exactly_one_wins(tc, tokens, dev_key, db):
+    _, task_id = submitted(submit(tc, tokens))
+    doctors = [_tok(dev_key, "doctor", facility=HUB, practitioner=f"dr-race-{i}", sub=f"dr-race-{i}")
+               for i in range(20)]
+    barrier = threading.Barrier(20)
+
+    def accept(h: dict[str, str]) -> httpx.Response:
+        barrier.wait()
+        return post(f"{tc}/fhir/Task/{task_id}/$accept", {"resourceType": "Parameters"}, h)
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(accept, doctors))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [409] * 19, [a.text for a in answers if a.status_code not in (200, 409)]
+    winner = next(a for a in answers if a.status_code == 200).json()
+    assert winner["status"] == "accepted" and winner["meta"]["versionId"] == "2"
+    for a in answers:
+        if a.status_code == 409:
+            assert "'accepted'" in diag(a)
+    links = list(db.consult_steps.find({"k": task_id}))
+    assert sorted(link["n"] for link in links) == [1, 2]
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    assert task["owner"] == winner["owner"] and task["meta"]["versionId"] == "2"
+    assert len(httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]) == 2
+    events = [entry_event(e)["type"] for link in links for e in link["outbox"]]
+    assert events.count("vn.sen.teleconsult.consult.accepted.v1") == 1
+    assert events.count("vn.sen.teleconsult.referral.granted.v1") == 1
+
+
+def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
+    sr_id, task_id = submitted(submit(tc, tokens))
+    # illegal transitions are 409 with the current state
+    r = op(tc, task_id, "$complete", "dr", tokens, minutes())
+    assert r.status_code == 409 and "'requested'" in diag(r)
+    assert op(tc, task_id, "$provide-info", "a", tokens, [{"name": "answer", "valueString": "x"}]).status_code == 409
+    # another hub's doctor, and the clinic, may not accept
+    assert op(tc, task_id, "$accept", "other_hub", tokens).status_code == 403
+    assert op(tc, task_id, "$accept", "a", tokens).status_code == 403
+    key = str(uuid.uuid4())
+    r = op(tc, task_id, "$accept", "dr", tokens, **{"Idempotency-Key": key})
+    assert r.status_code == 200 and r.json()["owner"] == {"reference": "Practitioner/dr-0"}
+    again = op(tc, task_id, "$accept", "dr", tokens, **{"Idempotency-Key": key})
+    assert again.status_code == 200 and again.content == r.content  # replayed, not a 409
+    # reassign to a practitioner the EHR ties to the hub; one it does not: 422
+    bad = op(tc, task_id, "$reassign", "dr", tokens, [{"name": "practitioner",
+                                                      "valueReference": {"reference": "Practitioner/nobody"}}])
+    assert bad.status_code == 422, bad.text
+    r = op(tc, task_id, "$reassign", "dr", tokens, [{"name": "practitioner",
+                                                    "valueReference": {"reference": "Practitioner/dr-2"}}])
+    assert r.status_code == 200 and r.json()["owner"] == {"reference": "Practitioner/dr-2"}
+    # the hub asks, the clinic answers: a Communication thread
+    r = op(tc, task_id, "$request-info", "dr2", tokens, [{"name": "question", "valueString": "Xin men tim?"}])
+    assert r.status_code == 200 and r.json()["status"] == "on-hold"
+    r = op(tc, task_id, "$provide-info", "a", tokens, [
+        {"name": "answer", "valueString": "Troponin I 2,3 ng/mL"},
+        {"name": "attachment", "valueReference": {"reference": "Observation/obs-a"}}])
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    thread = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: c["sent"])
+    assert len(comms) == 2
+    assert comms[0]["sender"] == {"reference": "Practitioner/dr-2"}
+    assert comms[1]["inResponseTo"] == [{"reference": f"Communication/{comms[0]['id']}"}]
+    # reject needs a reason (and an accepted consult is not rejected)
+    assert op(tc, task_id, "$reject", "dr", tokens).status_code == 422
+    assert op(tc, task_id, "$reject", "dr", tokens, [{"name": "reason", "valueString": "x"}]).status_code == 409
+    # the minutes: checked, then Task and ServiceRequest completed
+    incomplete = [p for p in minutes() if p["name"] != "conclusion"]
+    r = op(tc, task_id, "$complete", "dr2", tokens, incomplete)
+    assert r.status_code == 422 and "conclusion" in diag(r)
+    r = op(tc, task_id, "$complete", "dr2", tokens, minutes())
+    assert r.status_code == 200, r.text
+    task = r.json()
+    assert task["status"] == "completed"
+    assert task["executionPeriod"] == {"start": "2025-03-14T09:00:00+07:00", "end": "2025-03-14T09:40:00+07:00"}
+    outputs = {o["type"]["coding"][0]["code"]: o for o in task["output"]}
+    assert outputs["conclusion"]["valueCodeableConcept"]["coding"][0]["code"] == "I21.1"
+    record = json.loads(base64.b64decode(outputs["minutes"]["valueAttachment"]["data"]))
+    assert record["chair"] == "Practitioner/dr-0" and record["discussion"].startswith("Thống nhất")
+    # the requesting clinic sees the result on its Task
+    seen = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    assert seen["status"] == "completed" and seen["output"] == task["output"]
+    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    assert sr["status"] == "completed"
+    assert op(tc, task_id, "$cancel", "a", tokens).status_code == 409
+    # every version says who made it
+    history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
+    who = [e["resource"]["meta"]["extension"][0]["valueReference"]["display"] for e in history]
+    assert who == ["dr-2", "nv-an-binh", "dr-2", "dr-0", "dr-0", "nv-an-binh"]
+    [completed] = [entry_event(e) for link in db.consult_steps.find({"k": task_id}) for e in link["outbox"]
+                   if entry_event(e)["type"].endswith("consult.completed.v1")]
+    data = completed["data"]
+    assert data["performer"] == "Practitioner/dr-2" and data["minutes"]["conclusion"]["code"] == "I21.1"
+    assert data["priority"] == "urgent" and data["district"] == "Huyện Phú Tân"
+
+
+def test_the_clinic_cancels_its_own_consult_only(tc, tokens):
+    sr_id, task_id = submitted(submit(tc, tokens))
+    assert op(tc, task_id, "$cancel", "b", tokens).status_code == 403
+    assert op(tc, task_id, "$cancel", "dr", tokens).status_code == 403
+    r = op(tc, task_id, "$cancel", "a", tokens, [{"name": "reason", "valueString": "Bệnh nhân đã chuyển viện"}])
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    assert sr["status"] == "revoked"
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 409
+
+
+def test_rejection_with_a_reason(tc, tokens, db):
+    sr_id, task_id = submitted(submit(tc, tokens))
+    reason = [{"name": "reason", "valueString": "Cần chuyển chuyên khoa Thần kinh"}]
+    r = op(tc, task_id, "$reject", "dr", tokens, reason)
+    assert r.status_code == 200 and r.json()["statusReason"]["text"] == "Cần chuyển chuyên khoa Thần kinh"
+    [event] = [entry_event(e) for link in db.consult_steps.find({"k": task_id}) for e in link["outbox"]
+               if entry_event(e)["type"].endswith("rejected.v1")]
+    assert event["data"]["reason"] == "Cần chuyển chuyên khoa Thần kinh"
+
+
+def test_workflow_resources_are_not_written_beside_the_operations(tc, tokens):
+    _, task_id = submitted(submit(tc, tokens))
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    r = httpx.put(f"{tc}/fhir/Task/{task_id}", content=json.dumps({**task, "status": "completed"}),
+                  headers=tokens["admin"])
+    assert r.status_code == 405 and "$accept" in diag(r)
+    assert httpx.delete(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 405
+
+
+# --------------------------------------------------------------------------- isolation and worklist
+
+def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens, dev_key):
+    _, task_id = submitted(submit(tc, tokens))
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).status_code == 200
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["b"]).status_code == 403
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["b"]).status_code == 403
+    found = httpx.get(f"{tc}/fhir/Task?_count=500", headers=tokens["b"]).json()
+    assert all(e["resource"]["requester"]["reference"] == f"Organization/{CLINIC_B}" for e in found.get("entry", []))
+    mine = httpx.get(f"{tc}/fhir/Task?_count=500", headers=tokens["a"]).json()
+    assert task_id in {e["resource"]["id"] for e in mine["entry"]}
+    # a clinic of the same district that also reaches the patient still does not see A's consult
+    also = _tok(dev_key, "clinic", facility=CLINIC_B, sub="nv-2")
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=also).status_code == 403
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["b"]).json()
+    assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}
+    # the hub's doctors see it; another hub's do not
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).status_code == 200
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["other_hub"]).status_code == 403
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["other_hub"]).json()
+    assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}
+
+
+def test_the_worklist_puts_the_most_urgent_first_and_filters(tc, tokens):
+    made = {}
+    for priority in ("routine", "stat", "urgent", "asap"):
+        made[priority] = submitted(submit(tc, tokens, service_request(priority=priority)))[1]
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"])
+    assert wl.status_code == 200, wl.text
+    order = [e["resource"]["id"] for e in wl.json()["entry"]]
+    ranks = [e["resource"]["priority"] for e in wl.json()["entry"]]
+    assert ranks == sorted(ranks, key=["stat", "asap", "urgent", "routine"].index)
+    assert [order.index(made[p]) for p in ("stat", "asap", "urgent", "routine")] == sorted(
+        order.index(made[p]) for p in made)
+    dues = [e["resource"]["restriction"]["period"]["end"] for e in wl.json()["entry"]
+            if e["resource"]["priority"] == "urgent"]
+    assert dues == sorted(dues)
+    stat = httpx.get(f"{tc}/fhir/Task/$worklist?priority=stat&facility={CLINIC_A}&specialty={CARDIO}&status=requested",
+                     headers=tokens["dr"]).json()
+    assert made["stat"] in {e["resource"]["id"] for e in stat["entry"]}
+    assert {e["resource"]["priority"] for e in stat["entry"]} == {"stat"}
+    none = httpx.get(f"{tc}/fhir/Task/$worklist?specialty=nope", headers=tokens["dr"]).json()
+    assert none.get("entry", []) == [] and none["total"] == 0
+    assert httpx.get(f"{tc}/fhir/Task/$worklist?status=bogus", headers=tokens["dr"]).status_code == 400
+    paged = httpx.get(f"{tc}/fhir/Task/$worklist?_count=2", headers=tokens["dr"]).json()
+    assert len(paged["entry"]) == 2 and any(link["relation"] == "next" for link in paged["link"])
+
+
+# --------------------------------------------------------------------------- SLA
+
+def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, tokens, consults, db):
+    _, task_id = submitted(submit(tc, tokens, service_request(priority="stat")))
+    later = datetime.now(UTC) + timedelta(hours=1, minutes=1)
+    consults.sweep_breaches(datetime.now(UTC))
+    assert db.sla_breaches.count_documents({"_id": task_id}) == 0  # not due yet
+    with ThreadPoolExecutor(5) as pool:  # sweepers racing (two workers, say)
+        list(pool.map(lambda _: consults.sweep_breaches(later), range(5)))
+    consults.sweep_breaches(later + timedelta(minutes=5))  # and a later round
+    [breach] = list(db.sla_breaches.find({"_id": task_id}))
+    [event] = [entry_event(e) for e in breach["outbox"]]
+    assert event["type"] == "vn.sen.teleconsult.consult.sla_breached.v1"
+    assert event["data"]["escalatedTo"] == "Practitioner/dr-lead"
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    assert task["businessStatus"]["coding"][0]["code"] == "sla-breached"
+    assert {"url": "https://sen.vn/fhir/StructureDefinition/escalated-to",
+            "valueReference": {"reference": "Practitioner/dr-lead"}} in task["extension"]
+    escalations = [link for link in db.consult_steps.find({"k": task_id}) if link["op"] == "$escalate"]
+    assert len(escalations) == 1
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?priority=stat&_count=500", headers=tokens["dr"]).json()
+    [entry] = [e for e in wl["entry"] if e["resource"]["id"] == task_id]
+    assert entry["search"]["extension"] == [{"url": "https://sen.vn/fhir/StructureDefinition/sla-breached",
+                                             "valueBoolean": True}]
+    # the consult can still be accepted after a breach
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+
+
+# --------------------------------------------------------------------------- events on the bus
+
+def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, tokens, db, amqp_url, base_env):
+    from sen_shared.bus import OutboxRelay
+    from sen_teleconsult.worker import OUTBOX_COLLECTIONS
+
+    sr_id, task_id = submitted(submit(tc, tokens))
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    assert op(tc, task_id, "$complete", "dr", tokens, minutes()).status_code == 200
+    bus_gen = _bus(amqp_url, base_env, ["ehr.consult-record", "billing.consult-charge", "ehr.referral-grants",
+                                        "portal.reporting"])
+    bus = next(bus_gen)
+    try:
+        with bus.publisher() as pub:
+            relay = OutboxRelay(db, pub, OUTBOX_COLLECTIONS)
+            while relay.run_once():
+                pass
+        def mine(queue: str) -> list[dict]:
+            got = [json.loads(m.body) for m in take(bus, bus.topology.queue_name(queue), 1000, timeout=3)]
+            return [e for e in got if e["subject"] == f"ServiceRequest/{sr_id}"]
+
+        [ehr_event] = mine("ehr.consult-record")
+        [billing_event] = mine("billing.consult-charge")
+        assert ehr_event == billing_event and ehr_event["type"] == "vn.sen.teleconsult.consult.completed.v1"
+        assert ehr_event["data"]["task"] == f"Task/{task_id}"
+        [grant] = mine("ehr.referral-grants")
+        assert grant["data"]["grantee"] == "Practitioner/dr-0" and grant["data"]["patient"] == "Patient/pa"
+        kinds = sorted(e["type"].split(".")[-2] for e in mine("portal.reporting"))
+        assert kinds == ["accepted", "completed", "granted", "requested"]
+        # the EHR stores it as its consumer does (Encounter + Composition)
+        from sen_ehr.domain import consult_record
+
+        assert consult_record.PURPOSE == "ehr.consult-record"
+    finally:
+        next(bus_gen, None)
+    doc = db.consult_steps.find_one({"_id": f"{task_id}/3"})
+    assert doc["outbox"] == [] and doc["outbox_pending"] is False
