@@ -78,9 +78,35 @@ def province_bundle(data: dict[str, Any]) -> dict[str, Any]:
         for r in resources]}
 
 
+def schedule_id(practitioner_id: str) -> str:
+    return f"sched-{practitioner_id}"[:51]
+
+
+def teleconsult_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    """The hub specialists' Schedules, each carrying the demo weekly availability: slots are
+    computed from it for a rolling horizon, so there is always something to find and book."""
+    from sen_teleconsult.domain.availability import schedule_resource
+
+    hubs = {o["id"] for o in data["organizations"] if o.get("hub")}
+    rules = data.get("teleconsultAvailability") or {}
+    windows = [(w["days"], w["start"], w["end"]) for w in rules.get("windows", [])]
+    breaks = [(b["start"], b["end"]) for b in rules.get("breaks", [])]
+    resources = [
+        schedule_resource(schedule_id(p["id"]), practitioner=f"Practitioner/{p['id']}",
+                          organization=f"Organization/{p['org']}", specialty_code=p["specialtyCode"],
+                          specialty_text=p["specialty"], windows=windows, breaks=breaks,
+                          slot_minutes=int(rules.get("slotMinutes", 30)),
+                          comment=f"Lịch hội chẩn từ xa — {p['specialty']}")
+        for p in data["practitioners"] if p["org"] in hubs and windows]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"Schedule/{r['id']}"}} for r in resources]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ehr", default=os.environ.get("SEN_EHR_URL", "http://127.0.0.1:8081"))
+    ap.add_argument("--teleconsult", default=os.environ.get("SEN_TELECONSULT_URL", "http://127.0.0.1:8082"),
+                    help="teleconsult base URL (the hub specialists' schedules); empty to skip")
     ap.add_argument("--data", default=str(HERE / "demo-province.json"))
     a = ap.parse_args(argv)
     data = json.loads(Path(a.data).read_text(encoding="utf-8"))
@@ -96,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"seeded {data['province']}: {len(bundle['entry'])} resources "
                      f"({len(data['organizations'])} facilities, {len(data['practitioners'])} practitioners, "
                      f"{len(data['patients'])} patients)\n")
+    if a.teleconsult:
+        schedules = teleconsult_bundle(data)
+        r = httpx.post(f"{a.teleconsult}/fhir", json=schedules, timeout=60,
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+        if r.status_code != 200:
+            sys.stderr.write(f"seeding the schedules failed: HTTP {r.status_code}: {r.text[:500]}\n")
+            return 1
+        sys.stderr.write(f"seeded {len(schedules['entry'])} hub specialists' schedules: find a slot with "
+                         f"POST {a.teleconsult}/fhir/Appointment/$find (start, end)\n")
     return 0
 
 
