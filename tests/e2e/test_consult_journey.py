@@ -1,0 +1,207 @@
+"""The consult journey end to end, through HTTP only, with the processes `make run` starts.
+
+The EHR and teleconsult run as in production (gunicorn with the uvicorn worker class, each
+service's worker process: consumers, outbox relay, sweeps), after their index step, and the demo
+province is seeded with ``deploy/local/seed.py`` (the EHR's facilities, practitioners and
+patients; the hub specialists' Schedules). Then a clinic submits a consult, a hub doctor
+accepts it, the clinic finds a slot with the specialist, holds it and books it, the doctor
+completes the consult with the minutes, and the EHR record holds them: an Encounter of class
+VR and a Composition, made from ``teleconsult.consult.completed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ehr", "teleconsult")
+FJ = "application/fhir+json"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+HUB, CLINIC, PATIENT = "bvdk-dong-thap", "tyt-my-hiep", "bn-0001"  # from deploy/local/demo-province.json
+DOCTOR, CARDIO = "bs-nguyen-van-an", "394579002"
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def province(base_env, run_id, tmp_path_factory, mongo_client):
+    logs = tmp_path_factory.mktemp("journey")
+    ports = {svc: free_port() for svc in SERVICES}
+    urls = {svc: f"http://127.0.0.1:{port}" for svc, port in ports.items()}
+    bindir = Path(sys.executable).parent
+    envs = {svc: {**os.environ, **base_env, "SEN_DB": f"sen_t{run_id}_journey_{svc}", "HOST": "127.0.0.1",
+                  "PORT": str(ports[svc]), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO",
+                  "SEN_EHR_URL": urls["ehr"], "SEN_TELECONSULT_URL": urls["teleconsult"],
+                  "SEN_NOTIFY_FILE": str(logs / "reminders.jsonl"), "SEN_SCHEDULING_SWEEP_SECONDS": "1",
+                  "PROMETHEUS_MULTIPROC_DIR": str(logs / f"prom-{svc}")}
+            for svc in SERVICES}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for svc in SERVICES:  # as deploy/local/run.sh: indexes, then web and worker
+            subprocess.run([sys.executable, "-m", f"sen_{svc}.indexes"], env=envs[svc], cwd=ROOT, check=True,
+                           capture_output=True, timeout=300)
+            procs[f"{svc}-web"] = subprocess.Popen(
+                [str(bindir / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), f"sen_{svc}.asgi:app"],
+                env=envs[svc], stdout=open(logs / f"{svc}-web.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+            procs[f"{svc}-worker"] = subprocess.Popen(
+                [sys.executable, "-m", f"sen_{svc}.worker"], env=envs[svc],
+                stdout=open(logs / f"{svc}-worker.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        for svc in SERVICES:
+            wait_ready(urls[svc], proc=procs[f"{svc}-web"], log=logs / f"{svc}-web.log")
+        seeded = subprocess.run([sys.executable, "deploy/local/seed.py", "--ehr", urls["ehr"],
+                                 "--teleconsult", urls["teleconsult"]], env=envs["ehr"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert seeded.returncode == 0, seeded.stderr
+        yield {"urls": urls, "logs": logs, "procs": procs, "seed": seeded.stderr}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for svc in SERVICES:
+            mongo_client.drop_database(f"sen_t{run_id}_journey_{svc}")
+
+
+def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
+
+
+def _post(url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(url, content=json.dumps(body), headers=headers, timeout=30)
+
+
+def _params(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": list(items)}
+
+
+def _minutes(appointment: str, start: str, end: str) -> dict[str, Any]:
+    return _params(
+        {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end},
+        {"name": "site", "valueReference": {"reference": f"Organization/{HUB}"}},
+        {"name": "site", "valueReference": {"reference": f"Organization/{CLINIC}"}},
+        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
+                                         {"name": "role", "valueString": "Chủ trì hội chẩn"}]},
+        {"name": "participant", "part": [
+            {"name": "who", "valueReference": {"reference": "Practitioner/ys-vo-minh-tam"}},
+            {"name": "role", "valueString": "Y sĩ điều trị tuyến xã"}]},
+        {"name": "patient-identity", "valueString": "Nữ, 58 tuổi, mã BN bn-0001"},
+        {"name": "history", "valueString": "Hồi hộp, khó thở khi gắng sức 3 tháng nay."},
+        {"name": "findings-clinical", "valueString": "Mạch 118 lần/phút, không đều; HA 130/80."},
+        {"name": "findings-laboratory", "valueString": "TSH 0,05 mUI/L."},
+        {"name": "discussion", "valueString": "Rung nhĩ đáp ứng thất nhanh, nghĩ do cường giáp."},
+        {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "I48.9", "display": "Rung nhĩ"}},
+        {"name": "recommendations", "valueString": "Kiểm soát tần số tim, điều trị cường giáp, tái khám sau 2 tuần."},
+        {"name": "chair", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
+        {"name": "appointment", "valueReference": {"reference": appointment}},
+    )
+
+
+def _wait(predicate, seconds: float = 60.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError("not reached in time")
+
+
+def test_submit_accept_find_hold_book_complete_and_the_record_holds_the_minutes(province, dev_key, mongo_client,
+                                                                                 run_id):
+    tc, ehr = province["urls"]["teleconsult"], province["urls"]["ehr"]
+    assert "schedules" in province["seed"]
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, sub="nv-my-hiep")
+    doctor = _headers(dev_key, "doctor", facility=HUB, practitioner=DOCTOR, sub=DOCTOR)
+    admin = _headers(dev_key, "admin")
+
+    # the clinic submits
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+          "subject": {"reference": f"Patient/{PATIENT}"},
+          "reasonCode": [{"coding": [{"system": ICD10, "code": "I48.9", "display": "Rung nhĩ"}]}],
+          "note": [{"text": "Nhịp tim nhanh không đều, xin ý kiến điều trị?"}],
+          "performer": [{"reference": f"Organization/{HUB}"}],
+          "performerType": {"coding": [{"system": "http://snomed.info/sct", "code": CARDIO}], "text": "Tim mạch"}}
+    r = _post(f"{tc}/fhir/ServiceRequest/$submit", sr, clinic)
+    assert r.status_code == 201, r.text
+    ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+    sr_ref, task_id = f"ServiceRequest/{ids['ServiceRequest']}", ids["Task"]
+
+    # a hub doctor accepts
+    r = _post(f"{tc}/fhir/Task/{task_id}/$accept", _params(), doctor)
+    assert r.status_code == 200, r.text
+
+    # the clinic finds a slot with the seeded cardiologist, holds it, books it
+    now = datetime.now().astimezone()
+    r = _post(f"{tc}/fhir/Appointment/$find", _params(
+        {"name": "start", "valueDateTime": now.isoformat(timespec="seconds")},
+        {"name": "end", "valueDateTime": (now + timedelta(days=14)).isoformat(timespec="seconds")},
+        {"name": "specialty", "valueCode": CARDIO},
+        {"name": "patient-reference", "valueReference": {"reference": f"Patient/{PATIENT}"}},
+        {"name": "service-request", "valueReference": {"reference": sr_ref}},
+        {"name": "_count", "valueInteger": 3}), clinic)
+    assert r.status_code == 200, r.text
+    proposals = [e["resource"] for e in r.json()["entry"]]
+    assert proposals and all(p["participant"][-1]["actor"]["reference"] == f"Practitioner/{DOCTOR}"
+                             for p in proposals)
+    proposal = proposals[0]
+    assert proposal["basedOn"] == [{"reference": sr_ref}]
+    r = _post(f"{tc}/fhir/Appointment/$hold", _params({"name": "appointment-resource", "resource": proposal}), clinic)
+    assert r.status_code == 200, r.text
+    held = r.json()["entry"][0]["resource"]
+    assert held["status"] == "pending"
+    slot = httpx.get(f"{tc}/fhir/{proposal['slot'][0]['reference']}", headers=clinic, timeout=30).json()
+    assert slot["status"] == "busy-tentative"
+    r = _post(f"{tc}/fhir/Appointment/$book", _params(
+        {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{held['id']}"}}), clinic)
+    assert r.status_code == 200, r.text
+    booked = r.json()["entry"][0]["resource"]
+    assert booked["status"] == "booked"
+    assert any(e["url"].endswith("appointment-video-room") for e in booked["extension"])
+    assert httpx.get(f"{tc}/fhir/{proposal['slot'][0]['reference']}", headers=clinic,
+                     timeout=30).json()["status"] == "busy"
+
+    # the doctor completes it with the minutes
+    r = _post(f"{tc}/fhir/Task/{task_id}/$complete",
+              _minutes(f"Appointment/{booked['id']}", booked["start"], booked["end"]), doctor)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    appt = httpx.get(f"{tc}/fhir/Appointment/{booked['id']}", headers=admin, timeout=30).json()
+    assert appt["status"] == "fulfilled"
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=clinic, timeout=30).json()
+    assert task["status"] == "completed"  # the requesting clinic sees the result
+
+    # the EHR record holds the minutes: an Encounter of class VR and a Composition
+    def encounter() -> list[dict[str, Any]]:
+        r = httpx.get(f"{ehr}/fhir/Encounter?subject=Patient/{PATIENT}", headers=admin, timeout=30)
+        return [e["resource"] for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Encounter"]
+
+    encounters = _wait(encounter, 90)
+    assert encounters[0]["class"]["code"] == "VR"
+    r = httpx.get(f"{ehr}/fhir/Composition?subject=Patient/{PATIENT}", headers=admin, timeout=30)
+    compositions = [e["resource"] for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Composition"]
+    assert len(compositions) == 1
+    text = json.dumps(compositions[0], ensure_ascii=False)
+    assert "I48.9" in text and "Kiểm soát tần số tim" in text
+
+    # the booking's event left through the worker's outbox relay
+    links = mongo_client[f"sen_t{run_id}_journey_teleconsult"]["slot_links"]
+    assert _wait(lambda: links.find_one({"ap": booked["id"], "st": "booked", "outbox_pending": False}), 60)
+    for name, proc in province["procs"].items():
+        assert proc.poll() is None, f"{name} exited"
