@@ -514,7 +514,7 @@ def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, 
 
 # --------------------------------------------------------------------------- events on the bus
 
-def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, tokens, db, amqp_url, base_env):
+def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, tokens, db, amqp_url, base_env):
     from sen_shared.bus import OutboxRelay
     from sen_teleconsult.worker import OUTBOX_COLLECTIONS
 
@@ -541,10 +541,16 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, tokens, d
         assert grant["data"]["grantee"] == "Practitioner/dr-0" and grant["data"]["patient"] == "Patient/pa"
         kinds = sorted(e["type"].split(".")[-2] for e in mine("portal.reporting"))
         assert kinds == ["accepted", "completed", "granted", "requested"]
-        # the EHR stores it as its consumer does (Encounter + Composition)
+        # the EHR's consumer stores it (Encounter + Composition), once however often it comes
         from sen_ehr.domain import consult_record
 
-        assert consult_record.PURPOSE == "ehr.consult-record"
+        ehr_db = db.client[f"{db.name}_ehr"]
+        assert consult_record.handle_consult_completed(ehr_event, ehr_db) == (True, True)
+        assert consult_record.handle_consult_completed(ehr_event, ehr_db) == (False, False)
+        enc_id, comp_id = consult_record.record_ids(f"ServiceRequest/{sr_id}")
+        r = httpx.get(f"{ehr}/fhir/Composition/{comp_id}", headers=tokens["admin"])
+        assert r.status_code == 200 and r.json()["subject"] == {"reference": "Patient/pa"}
+        assert httpx.get(f"{ehr}/fhir/Encounter/{enc_id}", headers=tokens["admin"]).json()["class"]["code"] == "VR"
     finally:
         next(bus_gen, None)
     doc = db.consult_steps.find_one({"_id": f"{task_id}/3"})
