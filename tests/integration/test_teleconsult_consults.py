@@ -72,6 +72,9 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, tokens):
              "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}},
             {"resourceType": "Patient", "id": "pb", "name": [{"family": "Trần", "given": ["Thị", "Bích"]}],
              "managingOrganization": {"reference": f"Organization/{CLINIC_B}"}},
+            {"resourceType": "Patient", "id": "pab", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}],
+             "managingOrganization": {"reference": f"Organization/{CLINIC_A}"},
+             "generalPractitioner": [{"reference": f"Organization/{CLINIC_B}"}]},
             {"resourceType": "Observation", "id": "obs-a", "status": "final",
              "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
              "subject": {"reference": "Patient/pa"}, "valueQuantity": {"value": 112, "unit": "/min"}},
@@ -438,25 +441,33 @@ def test_workflow_resources_are_not_written_beside_the_operations(tc, tokens):
 
 # --------------------------------------------------------------------------- isolation and worklist
 
-def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens, dev_key):
-    _, task_id = submitted(submit(tc, tokens))
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["b"]).status_code == 403
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["b"]).status_code == 403
-    found = httpx.get(f"{tc}/fhir/Task?_count=500", headers=tokens["b"]).json()
-    assert all(e["resource"]["requester"]["reference"] == f"Organization/{CLINIC_B}" for e in found.get("entry", []))
-    mine = httpx.get(f"{tc}/fhir/Task?_count=500", headers=tokens["a"]).json()
-    assert task_id in {e["resource"]["id"] for e in mine["entry"]}
-    # a clinic of the same district that also reaches the patient still does not see A's consult
-    also = _tok(dev_key, "clinic", facility=CLINIC_B, sub="nv-2")
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=also).status_code == 403
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["b"]).json()
-    assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}
-    # the hub's doctors see it; another hub's do not
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["other_hub"]).status_code == 403
+def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens):
+    # both clinics reach patient pab in the EHR, and both ask about it: each sees its own consult only
+    sr_a, task_a = submitted(submit(tc, tokens, service_request(patient="Patient/pab")))
+    sr_b, task_b = submitted(submit(tc, tokens, service_request(patient="Patient/pab"), who="b"))
+    for who, mine, theirs in (("a", task_a, task_b), ("b", task_b, task_a)):
+        H = tokens[who]
+        assert httpx.get(f"{tc}/fhir/Task/{mine}", headers=H).status_code == 200
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}", headers=H).status_code == 403
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history", headers=H).status_code == 403
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history/1", headers=H).status_code == 403
+        assert httpx.get(f"{tc}/fhir/Task/{mine}/_history/1", headers=H).status_code == 200
+        found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=H).json()
+        assert {e["resource"]["id"] for e in found["entry"]} == {mine}
+        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=H).json()
+        assert mine in {e["resource"]["id"] for e in wl["entry"]}
+        assert theirs not in {e["resource"]["id"] for e in wl["entry"]}
+        assert op(tc, theirs, "$cancel", who, tokens).status_code == 403
+    srs = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab", headers=tokens["b"]).json()
+    assert {e["resource"]["id"] for e in srs["entry"]} == {sr_b}
+    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_a}", headers=tokens["b"]).status_code == 403
+    # the hub's doctors see both; another hub's see neither
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    assert {task_a, task_b} <= {e["resource"]["id"] for e in wl["entry"]}
+    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["dr"]).status_code == 200
+    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["other_hub"]).status_code == 403
     wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["other_hub"]).json()
-    assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}
+    assert not {task_a, task_b} & {e["resource"]["id"] for e in wl.get("entry", [])}
 
 
 def test_the_worklist_puts_the_most_urgent_first_and_filters(tc, tokens):

@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from sen_shared.fhir import access
+from sen_shared.fhir.audit import Record
+from sen_shared.fhir.body import unpack
 from sen_shared.fhir.guarded import GuardedFhirServer
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
@@ -98,6 +100,19 @@ class TeleconsultFhirServer(GuardedFhirServer):
             return
         if clinic not in self._parties(rtype, head):
             raise access.Denied(f"this {rtype} belongs to another facility's consult")
+
+    def vread(self, req: FhirRequest) -> FhirResponse:
+        clinic = _clinic_of(self.principal())
+        rtype = req.resource_type
+        if clinic is not None and rtype in WORKFLOW_TYPES and req.rid and req.vid:
+            doc = unpack(self.store().history(rtype).find_one({"_id": f"{req.rid}/{req.vid}"}, {"res": 1}))
+            if doc is not None and isinstance(doc.get("res"), dict) \
+                    and clinic not in self._parties(rtype, {"res": doc["res"]}):
+                detail = f"this {rtype} belongs to another facility's consult"
+                self.auditor.record(self.principal(), Record("vread", resource_type=rtype, rid=req.rid, vid=req.vid,
+                                                             status=403, detail=detail))
+                raise FhirError(f"forbidden: {detail}", status=403, code="forbidden")
+        return super().vread(req)
 
     @staticmethod
     def _parties(rtype: str, head: dict[str, Any]) -> set[str]:

@@ -1,0 +1,115 @@
+"""The consult rules without I/O: what a submission must hold, the state machine, the minutes, the SLA."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sen_teleconsult.domain import consults as rules
+from sen_teleconsult.domain.consults import ConsultError
+from sen_teleconsult.domain.sla import is_breached, on_duty_lead
+
+ICD10 = rules.ICD10
+CLINIC = "Organization/tyt-an-binh"
+
+
+def sr(**extra):
+    return {"resourceType": "ServiceRequest", "priority": "stat", "subject": {"reference": "Patient/p1"},
+            "reasonCode": [{"coding": [{"system": ICD10, "code": "I21.9"}]}],
+            "note": [{"text": "Xin hội chẩn?"}], "performer": [{"reference": "Organization/hub"}], **extra}
+
+
+def test_a_good_submission_is_completed_by_the_server():
+    sub = rules.check_submission(sr(id="client-id", meta={"versionId": "9"}), clinic=CLINIC, default_hub=None)
+    res = sub.service_request
+    assert (res["status"], res["intent"], res["requester"]) == ("active", "order", {"reference": CLINIC})
+    assert "id" not in res and "meta" not in res
+    assert res["category"][0]["coding"][0]["code"] == "11429006"
+    assert (sub.patient, sub.hub, sub.priority) == ("Patient/p1", "Organization/hub", "stat")
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"priority": "soon"}, "ServiceRequest.priority"),
+    ({"intent": "plan"}, "ServiceRequest.intent"),
+    ({"status": "draft"}, "ServiceRequest.status"),
+    ({"subject": {"reference": "Group/g1"}}, "ServiceRequest.subject"),
+    ({"reasonCode": [{"coding": [{"system": ICD10, "code": "not a code"}]}]}, "ServiceRequest.reasonCode"),
+    ({"reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "22298006"}]}]},
+     "ServiceRequest.reasonCode"),
+    ({"note": [{"text": "  "}]}, "ServiceRequest.note"),
+    ({"performer": []}, "ServiceRequest.performer"),
+    ({"supportingInfo": [{"reference": "Patient/p2"}]}, "ServiceRequest.supportingInfo[0]"),
+])
+def test_a_bad_submission_says_where(change, where):
+    with pytest.raises(ConsultError) as err:
+        rules.check_submission(sr(**change), clinic=CLINIC, default_hub=None)
+    assert err.value.status == 422 and err.value.expression == [where]
+
+
+def test_the_requester_is_the_callers_facility_and_the_default_hub_fills_in():
+    with pytest.raises(ConsultError) as err:
+        rules.check_submission(sr(requester={"reference": "Organization/other"}), clinic=CLINIC, default_hub=None)
+    assert err.value.status == 403
+    sub = rules.check_submission(sr(performer=None), clinic=CLINIC, default_hub="bvdk")
+    assert sub.hub == "Organization/bvdk"
+
+
+def test_transitions():
+    rules.check_transition("$accept", "requested")
+    for op, state in (("$accept", "accepted"), ("$complete", "requested"), ("$cancel", "completed"),
+                      ("$provide-info", "accepted"), ("$reject", "accepted")):
+        with pytest.raises(ConsultError) as err:
+            rules.check_transition(op, state)
+        assert err.value.status == 409 and repr(state) in err.value.detail
+
+
+def minutes():
+    p = [{"name": "start", "valueDateTime": "2025-03-14T09:00:00+07:00"},
+         {"name": "end", "valueDateTime": "2025-03-14T09:30:00+07:00"},
+         {"name": "site", "valueReference": {"reference": "Organization/hub"}},
+         {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": "Practitioner/a"}},
+                                          {"name": "role", "valueString": "Chủ trì"}]},
+         {"name": "history", "valueString": "Đau ngực"}, {"name": "findings-laboratory", "valueString": "Troponin"},
+         {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "I21.1"}},
+         {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "E11.9"}},
+         {"name": "recommendations", "valueString": "Chuyển tuyến"},
+         {"name": "chair", "valueReference": {"reference": "Practitioner/a"}}]
+    return {"resourceType": "Parameters", "parameter": p}
+
+
+def test_minutes_are_parsed_and_become_the_event_and_the_outputs():
+    m = rules.parse_minutes(minutes())
+    ev = rules.minutes_event(m)
+    assert ev["conclusion"]["code"] == "I21.1" and [d["code"] for d in ev["diagnoses"]] == ["I21.1", "E11.9"]
+    assert ev["findings"] == "Cận lâm sàng: Troponin" and ev["participants"][0]["role"] == "Chủ trì"
+    assert [o["type"]["coding"][0]["code"] for o in rules.minutes_outputs(m)] == ["conclusion", "recommendations",
+                                                                                 "minutes"]
+
+
+@pytest.mark.parametrize("drop", ["start", "site", "participant", "history", "findings-laboratory", "conclusion",
+                                  "recommendations", "chair"])
+def test_minutes_missing_a_required_part_are_refused(drop):
+    body = copy.deepcopy(minutes())
+    body["parameter"] = [p for p in body["parameter"] if p["name"] != drop]
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(body)
+    assert err.value.status == 422
+
+
+def test_minutes_ending_before_they_start_are_refused():
+    body = minutes()
+    body["parameter"][1]["valueDateTime"] = "2025-03-14T08:00:00+07:00"
+    with pytest.raises(ConsultError):
+        rules.parse_minutes(body)
+
+
+def test_sla():
+    now = datetime(2025, 3, 14, tzinfo=UTC)
+    due = rules.due_time(now, "asap", {"asap": 4})
+    assert due == now + timedelta(hours=4)
+    assert not is_breached("requested", due, due) and is_breached("requested", due, due + timedelta(seconds=1))
+    assert not is_breached("completed", due, due + timedelta(days=1))
+    assert on_duty_lead("Organization/hub", {"hub": "Practitioner/l"}) == "Practitioner/l"
+    assert on_duty_lead("Organization/x", {"*": "Practitioner/d"}) == "Practitioner/d"
+    assert on_duty_lead("Organization/x", {}) is None
