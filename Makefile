@@ -8,7 +8,7 @@ SERVICES := ehr teleconsult billing portal
 INFRA := deploy/local/infra.sh
 export SEN_DEV_JWT_KEY ?= $(CURDIR)/.sen/dev-jwt.pem
 
-.PHONY: help venv run test test-fast bench token lint infra-up infra-down infra-status indexes seed clean
+.PHONY: help venv assets run test test-fast bench token lint infra-up infra-down infra-status indexes seed clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -21,10 +21,17 @@ $(VENV)/.installed: constraints.txt requirements-dev.txt shared/pyproject.toml $
 
 venv: $(VENV)/.installed ## create the virtualenv and install every package (pinned)
 
-run: venv ## start FerretDB, RabbitMQ and every service; seed a demo province; Ctrl-C stops all
+PORTAL_ASSETS := services/portal/node_modules/.installed
+$(PORTAL_ASSETS): services/portal/package.json services/portal/package-lock.json
+	@cd services/portal && npm ci --no-audit --no-fund --loglevel=error >&2
+	@touch $@
+
+assets: $(PORTAL_ASSETS) ## install the portal's front-end packages (htmx, Chart.js, axe-core) from npm with `npm ci`
+
+run: venv assets ## start FerretDB, RabbitMQ and every service; seed a demo province; Ctrl-C stops all
 	@bash deploy/local/run.sh
 
-test: venv ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
+test: venv assets ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
 	@bash $(INFRA) up
 	@bash tools/fhir/fetch-examples.sh >&2
 	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
@@ -33,7 +40,7 @@ test: venv ## run the whole suite against real FerretDB and RabbitMQ (started wh
 test-fast: venv ## unit tests only (no servers)
 	@$(PY) -m pytest shared/tests services -m "not integration" $(PYTEST_ARGS)
 
-bench: venv ## run the benchmarks in tests/perf and print their tables
+bench: venv assets ## run the benchmarks in tests/perf and print their tables
 	@bash $(INFRA) up
 	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
 		$(PY) -m pytest tests/perf -s -p no:randomly $(PYTEST_ARGS)

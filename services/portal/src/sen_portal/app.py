@@ -7,8 +7,11 @@ from sen_shared.web import build_app
 
 from .config import PortalSettings, settings_from_env
 from .indexes import INDEXES
+from .web import init_web
 
 
 def create_app(settings: PortalSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    return build_app(settings, spec="portal.yaml", api_package="sen_portal.api", indexes=INDEXES)
+    app = build_app(settings, spec="portal.yaml", api_package="sen_portal.api", indexes=INDEXES)
+    init_web(app.app, settings)  # the pages: a Flask blueprint on connexion's public Flask app
+    return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 from sen_shared.config import Settings, load_settings
 
 from .domain.dashboard import Targets
@@ -17,6 +19,47 @@ class PortalSettings(Settings):
                                           description="facilities already using teleconsultation before Sen")
     report_population: int = Field(10, validation_alias="SEN_REPORT_POPULATION", gt=0,
                                    description="residents of the province (the demo's default suits its 8 patients)")
+    report_consumers: int = Field(4, validation_alias="SEN_REPORT_CONSUMERS", ge=1, le=32,
+                                  description="consumers of portal.reporting in the worker (their facts are "
+                                              "inserted together)")
+
+    # the web pages (sen_portal.web)
+    ehr_url: str = Field("http://127.0.0.1:8081", validation_alias="SEN_EHR_URL", description="the EHR's base URL")
+    teleconsult_url: str = Field("http://127.0.0.1:8082", validation_alias="SEN_TELECONSULT_URL",
+                                 description="the teleconsult service's base URL")
+    billing_url: str = Field("http://127.0.0.1:8083", validation_alias="SEN_BILLING_URL",
+                             description="the billing service's base URL")
+    secret_key: str = Field("", validation_alias="SEN_PORTAL_SECRET_KEY",
+                            description="signs the session cookie (required in production; in development "
+                                        "derived from the development issuer's key so every worker shares it)")
+    session_minutes: int = Field(480, validation_alias="SEN_PORTAL_SESSION_MINUTES", gt=0,
+                                 description="a sign-in lasts this long, then the user signs in again")
+    idle_minutes: int = Field(60, validation_alias="SEN_PORTAL_IDLE_MINUTES", gt=0,
+                              description="a session unused this long has expired")
+    oidc_issuer: str = Field("", validation_alias="SEN_OIDC_ISSUER",
+                             description="OIDC issuer URL: sign-in by authorization code + PKCE (empty: "
+                                         "development sign-in with the demo users, never in production)")
+    oidc_client_id: str = Field("", validation_alias="SEN_OIDC_CLIENT_ID", description="the portal's OIDC client id")
+    oidc_client_secret: str = Field("", validation_alias="SEN_OIDC_CLIENT_SECRET",
+                                    description="the portal's OIDC client secret (empty: a public client)")
+    assets_dir: str = Field("", validation_alias="SEN_PORTAL_ASSETS",
+                            description="the npm packages the pages use (default services/portal/node_modules)")
+    cookie_secure: bool = Field(False, validation_alias="SEN_PORTAL_COOKIE_SECURE",
+                                description="send the session cookie over HTTPS only (true behind TLS)")
+
+    @model_validator(mode="after")
+    def _check_portal(self) -> PortalSettings:
+        if self.env == "production" and not self.secret_key:
+            raise ValueError("SEN_PORTAL_SECRET_KEY is required in production (signs the session cookie)")
+        if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
+            raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
+                             "(the demo sign-in is for development only)")
+        return self
+
+    def assets_path(self) -> Path:
+        if self.assets_dir:
+            return Path(self.assets_dir)
+        return Path(__file__).resolve().parents[2] / "node_modules"
 
     def report_targets(self) -> Targets:
         return Targets(facility_goal=self.report_facility_goal, facility_baseline=self.report_facility_baseline,

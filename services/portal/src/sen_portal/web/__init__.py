@@ -1,0 +1,273 @@
+"""The portal's pages: server-rendered Flask (Jinja), htmx where it helps, Vietnamese by default.
+
+Pages are a Flask blueprint registered on connexion's public ``FlaskApp.app``: they are HTML
+with forms, cookie sessions and CSRF tokens, not an API, so they are not in the OpenAPI spec
+(which keeps the JSON endpoints). ``init_web`` wires sessions (signed cookie, expiring),
+Flask-Babel (vi default, en one click away, Asia/Ho_Chi_Minh), Flask-WTF's CSRF check on every
+POST of a page, the front-end packages served from the portal itself, and the page routes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import mimetypes
+import time
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from flask_babel import Babel, gettext
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from ..config import PortalSettings
+from . import formatting
+from .backend import BackendError
+from .users import User
+
+HERE = Path(__file__).resolve().parent
+LANGUAGES = ("vi", "en")
+bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
+csrf = CSRFProtect()
+
+# the npm packages' files a page may load: /assets/vendor/<name> (installed by `make assets`)
+VENDOR = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
+    "axe.min.js": "axe-core/axe.min.js",
+}
+_vendor_cache: dict[str, tuple[bytes, bytes, str]] = {}
+
+
+def current_user() -> User | None:
+    data = session.get("user")
+    return User.from_session(data) if data else None
+
+
+def login_required(*roles: str):  # noqa: ANN201 - a decorator
+    """The page needs a signed-in user holding one of ``roles`` (admin always may; none: any role)."""
+    def wrap(fn):  # noqa: ANN001, ANN202
+        @wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                return redirect(url_for("web.login", next=request.path))
+            if roles and not user.can(*roles):
+                return render_template("error.html", title=gettext("Not allowed"),
+                                       message=gettext("Your role cannot open this page.")), 403
+            g.user = user
+            return fn(*args, **kwargs)
+        return inner
+    return wrap
+
+
+def select_locale() -> str:
+    lang = session.get("lang")
+    return lang if lang in LANGUAGES else "vi"
+
+
+def _secret(settings: PortalSettings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    # development: every worker derives the same key from the development issuer's key file
+    path = settings.dev_key_path
+    material = path.read_bytes() if path and path.exists() else b"sen-portal-development"
+    return hashlib.sha256(b"sen-portal-session\0" + material).hexdigest()
+
+
+def init_web(flask_app: Flask, settings: PortalSettings) -> None:
+    flask_app.session_interface = SecureCookieSessionInterface()  # sen_shared turns cookies off for APIs
+    flask_app.config.update(
+        SECRET_KEY=_secret(settings),
+        SESSION_COOKIE_NAME="sen_portal",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.idle_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked for the pages' POSTs only (the JSON API uses bearer tokens)
+        WTF_CSRF_TIME_LIMIT=settings.session_minutes * 60,
+        BABEL_DEFAULT_LOCALE="vi",
+        BABEL_DEFAULT_TIMEZONE="Asia/Ho_Chi_Minh",
+        BABEL_TRANSLATION_DIRECTORIES=str(HERE.parent / "translations"),
+        SEN_ASSETS=str(settings.assets_path()),
+    )
+    csrf.init_app(flask_app)
+    Babel(flask_app, locale_selector=select_locale)
+    formatting.install(flask_app)
+    from . import auth, cashier, clinic, dashboard, doctor  # noqa: F401 - they add their routes to bp
+
+    auth.init_oidc(flask_app, settings)
+    flask_app.register_blueprint(bp)
+
+
+@bp.before_request
+def _session_and_csrf() -> Any:
+    user = session.get("user")
+    if user:
+        started = session.get("signed_in_at", 0)
+        if time.time() - started > current_app.config["WTF_CSRF_TIME_LIMIT"]:
+            session.clear()  # the sign-in is older than SEN_PORTAL_SESSION_MINUTES: sign in again
+    if request.method == "POST":
+        csrf.protect()
+    return None
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    from .dashboard import priority_label
+
+    return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
+            "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
+            "video_link": video_link}
+
+
+def status_label(status: str | None) -> str:
+    return {"requested": gettext("Waiting for the hub"), "received": gettext("Received"),
+            "accepted": gettext("Accepted"), "rejected": gettext("Rejected"),
+            "on-hold": gettext("Question for the clinic"), "in-progress": gettext("In progress"),
+            "completed": gettext("Completed"), "cancelled": gettext("Cancelled"),
+            "draft": gettext("Draft"), "issued": gettext("Waiting for payment"), "balanced": gettext("Paid"),
+            "booked": gettext("Booked"), "pending": gettext("Held"), "fulfilled": gettext("Done"),
+            }.get(status or "", status or "—")
+
+
+def minutes(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    m = int(round(value))
+    return gettext("%(h)d h %(m)d min", h=m // 60, m=m % 60) if m >= 60 else gettext("%(m)d min", m=m)
+
+
+EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
+EXT_ROOM = "https://fhir.sen.vn/StructureDefinition/appointment-video-room"
+
+
+def video_link(appointment: dict[str, Any] | None, role: str) -> str | None:
+    """The join link of the user's side: the doctor's for doctors, the clinic's (the patient's seat) else."""
+    doctor = role == "doctor"
+    for p in (appointment or {}).get("participant") or []:
+        ref = str((p.get("actor") or {}).get("reference", ""))
+        if ref.startswith(("Practitioner/", "PractitionerRole/")) == doctor:
+            for e in p.get("extension") or []:
+                if e.get("url") == EXT_JOIN:
+                    return str(e.get("valueUrl"))
+    return next((str(e.get("valueUrl")) for e in (appointment or {}).get("extension") or []
+                 if e.get("url") == EXT_ROOM), None)
+
+
+def role_label(role: str) -> str:
+    return {"clinic": gettext("clinic"), "doctor": gettext("doctor"), "cashier": gettext("cashier"),
+            "health-dept": gettext("health department"), "admin": gettext("administrator")}.get(role, role)
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")  # pages hold patient data
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'none'; form-action 'self'")
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(err: CSRFError) -> Any:
+    return render_template("error.html", title=gettext("The form expired"),
+                           message=gettext("The form was open too long or came from elsewhere. "
+                                           "Go back, reload the page and send it again.")), 400
+
+
+@bp.errorhandler(BackendError)
+def _backend_error(err: BackendError) -> Any:
+    return render_template("error.html", title=gettext("Service unavailable"),
+                           message=backend_message(err)), 503 if err.kind in ("down", "slow", "failed") else 400
+
+
+@bp.errorhandler(Exception)
+def _unexpected(err: Exception) -> Any:
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(err, HTTPException):
+        if err.code == 404:
+            return render_template("error.html", title=gettext("Not found"),
+                                   message=gettext("This page or record does not exist.")), 404
+        return err
+    current_app.logger.error("page failed: %s", type(err).__name__, exc_info=err)
+    return render_template("error.html", title=gettext("Something went wrong"),
+                           message=gettext("The page could not be shown. Try again in a moment; "
+                                           "if it keeps failing, tell the administrator.")), 500
+
+
+def backend_message(err: BackendError) -> str:
+    names = {"ehr": gettext("The health record service"), "teleconsult": gettext("The teleconsult service"),
+             "billing": gettext("The billing service")}
+    who = names.get(err.service, err.service)
+    if err.kind == "down":
+        return gettext("%(who)s cannot be reached right now. Nothing was changed; try again in a moment.",
+                       who=who)
+    if err.kind == "slow":
+        return gettext("%(who)s is answering too slowly. Try again in a moment; what you typed is kept.",
+                       who=who)
+    if err.kind == "failed":
+        return gettext("%(who)s failed to answer. Try again in a moment; what you typed is kept.", who=who)
+    if err.status == 403:
+        return gettext("%(who)s refused: you are not allowed to do this.", who=who)
+    if err.status == 404:
+        return gettext("%(who)s does not know this record.", who=who)
+    if err.status == 409:
+        return gettext("%(who)s refused because the record changed meanwhile: %(detail)s", who=who,
+                       detail=err.detail)
+    return gettext("%(who)s refused the request: %(detail)s", who=who, detail=err.detail or err.status)
+
+
+@bp.route("/assets/vendor/<name>")
+def vendor(name: str) -> Response:
+    """A front-end package's file, gzip-compressed once per process when the browser accepts it."""
+    if name not in VENDOR:
+        abort(404)
+    hit = _vendor_cache.get(name)
+    if hit is None:
+        path = Path(current_app.config["SEN_ASSETS"]) / VENDOR[name]
+        if not path.exists():
+            abort(404)
+        raw = path.read_bytes()
+        hit = (raw, gzip.compress(raw, 9), hashlib.sha256(raw).hexdigest()[:16])
+        _vendor_cache[name] = hit
+    raw, packed, etag = hit
+    if request.if_none_match.contains(etag):
+        return Response(status=304)
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    resp = Response(packed if gz else raw, mimetype=mimetypes.guess_type(name)[0] or "application/javascript")
+    if gz:
+        resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["Vary"] = "Accept-Encoding"
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
+
+
+@bp.route("/language", methods=["POST"])
+def language() -> Any:
+    lang = request.form.get("lang", "vi")
+    session["lang"] = lang if lang in LANGUAGES else "vi"
+    nxt = request.form.get("next", "/")
+    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/")

@@ -1,0 +1,122 @@
+"""Signing in and out: OIDC (authorization code + PKCE, Authlib) when configured, else the
+development sign-in with the demo users (``users.DEMO_USERS``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, current_app, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+
+from ..config import PortalSettings
+from . import bp, login_required
+from .forms import LoginForm
+from .users import User, check_demo_password
+
+log = logging.getLogger("sen.portal.auth")
+HOME = {"clinic": "web.clinic_home", "doctor": "web.worklist", "cashier": "web.invoices",
+        "health-dept": "web.dashboard", "admin": "web.home"}
+
+
+def init_oidc(app: Flask, settings: PortalSettings) -> None:
+    app.config["SEN_OIDC"] = bool(settings.oidc_issuer and settings.oidc_client_id)
+    if not app.config["SEN_OIDC"]:
+        return
+    from authlib.integrations.flask_client import OAuth
+
+    oauth = OAuth(app)
+    oauth.register(
+        "sen", client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret or None,
+        server_metadata_url=settings.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
+        client_kwargs={"scope": "openid profile", "code_challenge_method": "S256"})
+    app.extensions["sen_oauth"] = oauth
+
+
+def _safe_next(value: str | None) -> str | None:
+    return value if value and value.startswith("/") and not value.startswith("//") else None
+
+
+def _start_session(user: User, access_token: str | None = None) -> None:
+    lang = session.get("lang")
+    session.clear()  # a new session id for the signed-in user
+    session.permanent = True
+    session["user"] = user.to_session()
+    session["signed_in_at"] = time.time()
+    if lang:
+        session["lang"] = lang
+    if access_token:
+        session["access_token"] = access_token
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    if current_app.config.get("SEN_OIDC"):
+        oauth = current_app.extensions["sen_oauth"]
+        session["next"] = _safe_next(request.args.get("next"))
+        return oauth.sen.authorize_redirect(url_for("web.oidc_callback", _external=True))
+    form = LoginForm(next=request.args.get("next", ""))
+    error = None
+    if form.validate_on_submit():
+        user = check_demo_password(form.username.data or "", form.password.data or "")
+        if user is not None:
+            _start_session(user)
+            log.info("signed in", extra={"role": user.role})
+            return redirect(_safe_next(form.next.data) or url_for(HOME[user.role]))
+        error = gettext("The user name or the password is wrong.")
+    return render_template("login.html", form=form, error=error, title=gettext("Sign in")), (
+        401 if error else 200)
+
+
+@bp.route("/auth/callback")
+def oidc_callback() -> Any:
+    from sen_shared.auth import TokenVerifier
+
+    oauth = current_app.extensions.get("sen_oauth")
+    if oauth is None:
+        return redirect(url_for("web.login"))
+    token = oauth.sen.authorize_access_token()  # checks state and the PKCE verifier
+    access = token["access_token"]
+    from sen_shared.runtime import current
+
+    cfg = current().settings
+    principal = TokenVerifier(issuer=cfg.jwt_issuer, audience=cfg.jwt_audience, jwks_url=cfg.jwks_url,
+                              dev_key_path=cfg.dev_key_path).verify(access)
+    role = next((r for r in ("admin", "health-dept", "doctor", "clinic", "cashier") if r in principal.roles), None)
+    if role is None:
+        return render_template("error.html", title=gettext("Not allowed"),
+                               message=gettext("Your account has no role in Sen.")), 403
+    userinfo = token.get("userinfo") or {}
+    user = User(username=principal.sub, role=role, name=str(userinfo.get("name") or principal.name or principal.sub),
+                facility=principal.facility, practitioner=principal.practitioner)
+    nxt = session.get("next")
+    _start_session(user, access)
+    return redirect(_safe_next(nxt) or url_for(HOME[role]))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    return redirect(url_for("web.login"))
+
+
+@bp.route("/")
+def home() -> Any:
+    from .users import User as _U  # noqa: F401
+
+    user_data = session.get("user")
+    if not user_data:
+        return redirect(url_for("web.login"))
+    role = user_data.get("role")
+    if role != "admin":
+        return redirect(url_for(HOME.get(role, "web.login")))
+    return _admin_home()
+
+
+@login_required("admin")
+def _admin_home() -> Any:
+    return render_template("home.html", title=gettext("Home"))

@@ -1,0 +1,362 @@
+"""Clinic staff: find or register a patient, the patient's chart, request a consult and follow it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import g, redirect, render_template, request, url_for
+from flask_babel import gettext
+
+from . import backend_message, bp, icd10, login_required, select_locale
+from .backend import BackendError, entries, fhir_get, fhir_post
+from .forms import AnswerForm, ConsultForm, PatientForm, PatientSearchForm, ReasonForm
+
+SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
+SYS_BHYT = "https://fhir.sen.vn/sid/bhyt"
+MAX_FILE_BYTES = 1_500_000  # a DocumentReference carries its file inline; the EHR takes bodies up to 2 MB
+ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png"}
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def search_params(q: str) -> dict[str, str]:
+    """A CCCD (12 digits) or BHYT number (2 letters, 13 digits) searches identifiers; else the name."""
+    compact = q.replace(" ", "")
+    if compact.isdigit() and len(compact) == 12:
+        return {"identifier": f"{SYS_CCCD}|{compact}"}
+    if len(compact) == 15 and compact[:2].isalpha() and compact[2:].isdigit():
+        return {"identifier": f"{SYS_BHYT}|{compact.upper()}"}
+    return {"name": q.strip()}
+
+
+@bp.route("/patients", methods=["GET"])
+@login_required("clinic", "doctor")
+def clinic_home() -> Any:
+    return render_template("patients.html", form=PatientSearchForm(), results=None, title=gettext("Patients"))
+
+
+@bp.route("/patients/search", methods=["POST"])
+@login_required("clinic", "doctor")
+def patient_search() -> Any:
+    """POST, so names and CCCD numbers never appear in a URL or an access log."""
+    form = PatientSearchForm()
+    results, problem = None, None
+    if form.validate_on_submit():
+        try:
+            bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.q.data), "_count": "20"})
+            results = entries(bundle, "Patient")
+        except BackendError as err:
+            problem = backend_message(err)
+    template = "_patient_results.html" if _is_htmx() else "patients.html"
+    return render_template(template, form=form, results=results, problem=problem, title=gettext("Patients"),
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+@login_required("clinic")
+def patient_new() -> Any:
+    form = PatientForm()
+    problem = None
+    if form.validate_on_submit():
+        patient = patient_resource(form, g.user.facility)
+        try:
+            created = fhir_post("ehr", "/fhir/Patient", patient)
+            return redirect(url_for("web.patient_chart", pid=created["id"], created=1))
+        except BackendError as err:
+            problem = backend_message(err)
+    return render_template("patient_new.html", form=form, problem=problem, title=gettext("Register a patient"))
+
+
+def patient_resource(form: PatientForm, facility: str | None) -> dict[str, Any]:
+    given = (form.given.data or "").split()
+    family = (form.family.data or "").strip()
+    res: dict[str, Any] = {
+        "resourceType": "Patient", "active": True, "gender": form.gender.data,
+        "birthDate": form.birth_date.data.isoformat(),
+        "name": [{"use": "official", "family": family, "given": given, "text": " ".join([family, *given])}],
+        "identifier": [], "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "vi"}]},
+                                             "preferred": True}],
+    }
+    if form.cccd.data:
+        res["identifier"].append({"system": SYS_CCCD, "value": form.cccd.data, "type": {"text": "Căn cước công dân"}})
+    if form.bhyt.data:
+        res["identifier"].append({"system": SYS_BHYT, "value": form.bhyt.data.upper(),
+                                  "type": {"text": "Thẻ bảo hiểm y tế"}})
+    if not res["identifier"]:
+        del res["identifier"]
+    if form.phone.data:
+        res["telecom"] = [{"system": "phone", "value": form.phone.data, "use": "mobile"}]
+    if form.district.data:
+        res["address"] = [{"district": form.district.data, "country": "VN"}]
+    if facility:
+        res["managingOrganization"] = {"reference": f"Organization/{facility}"}
+    return res
+
+
+def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The chart's sections from a Patient/$everything Bundle; numeric observations as series."""
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in entries(bundle):
+        by_type[r.get("resourceType", "")].append(r)
+    series: dict[str, dict[str, Any]] = {}
+    latest_other: list[dict[str, Any]] = []
+    for obs in by_type.get("Observation", []):
+        code = (obs.get("code") or {})
+        key = next((c.get("code") for c in code.get("coding") or [] if c.get("code")), code.get("text", "?"))
+        when = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued")
+        vq = obs.get("valueQuantity")
+        if vq is not None and when and isinstance(vq.get("value"), int | float):
+            s = series.setdefault(key, {"label": _code_text(code), "unit": vq.get("unit") or vq.get("code") or "",
+                                        "points": []})
+            s["points"].append({"t": when, "v": vq["value"]})
+        for comp in obs.get("component") or []:  # blood pressure: one series per component
+            cq = comp.get("valueQuantity")
+            if cq is not None and when and isinstance(cq.get("value"), int | float):
+                ckey = next((c.get("code") for c in (comp.get("code") or {}).get("coding") or []), "?")
+                s = series.setdefault(ckey, {"label": _code_text(comp.get("code") or {}),
+                                             "unit": cq.get("unit") or "", "points": []})
+                s["points"].append({"t": when, "v": cq["value"]})
+        if vq is None and not obs.get("component"):
+            latest_other.append(obs)
+    for s in series.values():
+        s["points"].sort(key=lambda p: p["t"])
+    encounters = sorted(by_type.get("Encounter", []), key=lambda e: (e.get("period") or {}).get("start", ""),
+                        reverse=True)
+    return {
+        "patient": (by_type.get("Patient") or [None])[0],
+        "conditions": by_type.get("Condition", []),
+        "medications": by_type.get("MedicationStatement", []) + by_type.get("MedicationRequest", []),
+        "allergies": by_type.get("AllergyIntolerance", []),
+        "encounters": encounters,
+        "documents": by_type.get("DocumentReference", []) + by_type.get("Composition", []),
+        "series": series,
+        "other_observations": latest_other,
+    }
+
+
+def _code_text(code: dict[str, Any]) -> str:
+    if code.get("text"):
+        return str(code["text"])
+    for c in code.get("coding") or []:
+        if c.get("display"):
+            return str(c["display"])
+    return "?"
+
+
+@bp.route("/patients/<pid>")
+@login_required("clinic", "doctor")
+def patient_chart(pid: str) -> Any:
+    try:
+        bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"})
+    except BackendError as err:
+        if err.status == 404:
+            return render_template("error.html", title=gettext("Not found"),
+                                   message=gettext("This patient does not exist or you may not see them.")), 404
+        raise
+    data = chart_data(bundle)
+    if data["patient"] is None:
+        data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}")
+    series = json.dumps(data["series"]).replace("</", "<\\/")
+    return render_template("chart.html", pid=pid, chart=data, series_json=series,
+                           created=request.args.get("created"), title=gettext("Patient chart"),
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+
+
+@bp.route("/icd10")
+@login_required("clinic", "doctor")
+def icd10_search() -> Any:
+    """Suggestions for the reason field (htmx): the query is a disease name, not patient data."""
+    target = request.args.get("for", "reason")
+    q = request.args.get(target, "") or request.args.get("q", "")
+    return render_template("_icd10.html", hits=icd10.search(q), lang=select_locale(), target=target)
+
+
+def _attach(files: list[Any], pid: str) -> list[dict[str, str]]:
+    """Each uploaded file becomes a DocumentReference of the patient in the EHR."""
+    refs = []
+    for f in files:
+        if not f or not f.filename:
+            continue
+        data = f.read()
+        doc = {"resourceType": "DocumentReference", "status": "current",
+               "subject": {"reference": f"Patient/{pid}"},
+               "date": datetime.now(UTC).isoformat(timespec="seconds"),
+               "description": gettext("Attached to a consult request"),
+               "content": [{"attachment": {"contentType": f.mimetype, "title": f.filename[:200],
+                                           "data": base64.b64encode(data).decode()}}]}
+        created = fhir_post("ehr", "/fhir/DocumentReference", doc)
+        refs.append({"reference": f"DocumentReference/{created['id']}"})
+    return refs
+
+
+def _check_files(form: ConsultForm) -> bool:
+    ok = True
+    for f in form.files.data or []:
+        if not f or not f.filename:
+            continue
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(0)
+        if f.mimetype not in ALLOWED_TYPES:
+            form.files.errors.append(gettext("%(name)s: only PDF, JPEG and PNG files can be attached.",
+                                             name=f.filename))
+            ok = False
+        elif size > MAX_FILE_BYTES:
+            form.files.errors.append(gettext("%(name)s is larger than 1.5 MB.", name=f.filename))
+            ok = False
+    return ok
+
+
+def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str]]) -> dict[str, Any]:
+    code = icd10.parse_field(form.reason.data or "")
+    assert code is not None
+    sr: dict[str, Any] = {
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "11429006",
+                                  "display": "Consultation"}], "text": "consult"}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "11429006", "display": "Consultation"}],
+                 "text": "Hội chẩn từ xa"},
+        "priority": form.priority.data,
+        "subject": {"reference": f"Patient/{form.patient.data}"},
+        "authoredOn": datetime.now(UTC).isoformat(timespec="seconds"),
+        "reasonCode": [{"coding": [{"system": icd10.SYSTEM, "code": code.code, "display": code.vi}],
+                        "text": code.vi}],
+        "note": [{"text": form.question.data}],
+    }
+    if user.facility:
+        sr["requester"] = {"reference": f"Organization/{user.facility}"}
+    if supporting:
+        sr["supportingInfo"] = supporting
+    return sr
+
+
+@bp.route("/patients/<pid>/consult", methods=["GET", "POST"])
+@login_required("clinic")
+def consult_new(pid: str) -> Any:
+    form = ConsultForm(patient=pid)
+    form.patient.data = pid
+    problem = None
+    if request.method == "POST" and form.validate_on_submit() and icd10.parse_field(form.reason.data):
+        if _check_files(form):
+            try:
+                supporting = _attach(form.files.data or [], pid)
+                answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit",
+                                   service_request(form, g.user, supporting))
+                task = next((r for r in entries(answer, "Task")), None) or _task_from_locations(answer)
+                if task:
+                    url = url_for("web.consult_detail", tid=task, submitted=1)
+                    if _is_htmx():
+                        return "", 204, {"HX-Redirect": url}
+                    return redirect(url)
+                return redirect(url_for("web.consults"))
+            except BackendError as err:
+                problem = backend_message(err)
+    elif request.method == "POST" and not form.errors.get("reason") and form.reason.data:
+        form.reason.errors = [gettext("Choose a reason from the ICD-10 list.")]
+    patient = None
+    try:
+        patient = fhir_get("ehr", f"/fhir/Patient/{pid}")
+    except BackendError as err:
+        problem = problem or backend_message(err)
+    status = 200 if request.method == "GET" or not (form.errors or problem) else 422
+    template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
+    return render_template(template, form=form, patient=patient, pid=pid, problem=problem,
+                           title=gettext("Request a consult")), status
+
+
+def _task_from_locations(bundle: dict[str, Any]) -> str | None:
+    for e in bundle.get("entry", []) or []:
+        loc = (e.get("response") or {}).get("location", "")
+        if loc.startswith("Task/"):
+            return loc.split("/")[1]
+        if (e.get("resource") or {}).get("resourceType") == "Task":
+            return e["resource"]["id"]
+    return None
+
+
+@bp.route("/consults")
+@login_required("clinic")
+def consults() -> Any:
+    params = {"status": "requested,accepted,on-hold,in-progress,completed,rejected,cancelled",
+              "_count": "50"}
+    if g.user.facility:
+        params["facility"] = g.user.facility
+    problem, tasks = None, []
+    try:
+        tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params), "Task")
+    except BackendError as err:
+        problem = backend_message(err)
+    return render_template("consults.html", tasks=tasks, problem=problem, title=gettext("Consults"))
+
+
+def consult_bundle(tid: str) -> dict[str, Any]:
+    """The Task, its ServiceRequest, its Communications and Appointment, in one search round trip."""
+    bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"})
+    task = next(iter(entries(bundle, "Task")), None)
+    if task is None:
+        raise BackendError("refused", "teleconsult", 404)
+    sr = next(iter(entries(bundle, "ServiceRequest")), None)
+    comms: list[dict[str, Any]] = []
+    appts: list[dict[str, Any]] = []
+    if sr is not None:
+        try:
+            comms = entries(fhir_get("teleconsult", "/fhir/Communication",
+                                     {"based-on": f"ServiceRequest/{sr['id']}", "_count": "50"}), "Communication")
+            appts = entries(fhir_get("teleconsult", "/fhir/Appointment",
+                                     {"based-on": f"ServiceRequest/{sr['id']}", "_count": "5"}), "Appointment")
+        except BackendError:
+            pass  # the thread and the visit are extras; the Task itself is shown
+    comms.sort(key=lambda c: c.get("sent", ""))
+    return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None}
+
+
+@bp.route("/consults/<tid>")
+@login_required("clinic", "doctor")
+def consult_detail(tid: str) -> Any:
+    data = consult_bundle(tid)
+    return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerForm(),
+                           cancel_form=ReasonForm(), submitted=request.args.get("submitted"),
+                           icd=icd10, title=gettext("Consult"))
+
+
+@bp.route("/consults/<tid>/answer", methods=["POST"])
+@login_required("clinic")
+def consult_answer(tid: str) -> Any:
+    form = AnswerForm()
+    if form.validate_on_submit():
+        try:
+            fhir_post("teleconsult", f"/fhir/Task/{tid}/$provide-info", {
+                "resourceType": "Parameters", "parameter": [{"name": "answer", "valueString": form.answer.data}]})
+            return redirect(url_for("web.consult_detail", tid=tid))
+        except BackendError as err:
+            return _detail_with(tid, answer_form=form, problem=backend_message(err))
+    return _detail_with(tid, answer_form=form)
+
+
+@bp.route("/consults/<tid>/cancel", methods=["POST"])
+@login_required("clinic")
+def consult_cancel(tid: str) -> Any:
+    form = ReasonForm()
+    if form.validate_on_submit():
+        try:
+            fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
+                "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+            return redirect(url_for("web.consult_detail", tid=tid))
+        except BackendError as err:
+            return _detail_with(tid, cancel_form=form, problem=backend_message(err))
+    return _detail_with(tid, cancel_form=form)
+
+
+def _detail_with(tid: str, **forms: Any) -> Any:
+    data = consult_bundle(tid)
+    ctx = {"answer_form": AnswerForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
+    return render_template("consult_detail.html", tid=tid, **data, **ctx, icd=icd10,
+                           title=gettext("Consult")), 422
+
+

@@ -1,0 +1,152 @@
+"""The health department's dashboard: the reporting read model's figures as charts, with filters
+(district, date range) and each chart's data as CSV. The figures come from
+``sen_portal.domain.dashboard`` in this process (the portal's own database), no HTTP round trip."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import Response, abort, render_template, request
+from flask_babel import gettext
+from sen_shared.runtime import current
+
+from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
+from ..domain.dashboard import dashboard as compute
+from . import bp, login_required
+from .backend import BackendError, entries, fhir_get
+from .formatting import TZ
+from .forms import DashboardFilter
+
+DEFAULT_DAYS = 84
+COLORS = ["#8a1c4a", "#1f5fbf", "#0b6b2e", "#9c3d00", "#5b3a99", "#00696b", "#6b6b00", "#a4161a"]
+_orgs: dict[str, Any] = {"at": 0.0, "names": {}}
+ORG_CACHE_SECONDS = 600
+DISTRICTS = ["Thành phố Cao Lãnh", "Huyện Cao Lãnh", "Huyện Tháp Mười"]
+
+
+def _range(form: DashboardFilter) -> tuple[date, date]:
+    end = form.end.data or datetime.now(TZ).date()
+    start = form.start.data or end - timedelta(days=DEFAULT_DAYS - 1)
+    return start, end
+
+
+def org_names() -> dict[str, str]:
+    """Facility names by id, from the EHR, kept ten minutes (they rarely change)."""
+    if time.monotonic() - _orgs["at"] < ORG_CACHE_SECONDS:
+        return _orgs["names"]
+    try:
+        bundle = fhir_get("ehr", "/fhir/Organization", {"_count": "500", "_elements": "name"})
+        _orgs["names"] = {o["id"]: o.get("name", o["id"]) for o in entries(bundle, "Organization")}
+        _orgs["at"] = time.monotonic()
+    except BackendError:
+        pass  # ids instead of names; the figures do not depend on them
+    return _orgs["names"]
+
+
+def _facility(ref: str | None, names: dict[str, str]) -> str:
+    if not ref:
+        return gettext("unknown")
+    fid = ref.split("/")[-1]
+    return names.get(fid, fid)
+
+
+def priority_label(p: str | None) -> str:
+    return {"routine": gettext("Routine"), "urgent": gettext("Urgent"), "asap": gettext("As soon as possible"),
+            "stat": gettext("Emergency (stat)")}.get(p or "", p or "—")
+
+
+def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Chart.js configurations for the six figures."""
+    weeks = data["range"]["weeks"]
+    fu = data["facilities_using"]
+    per_fac: dict[str, dict[str, int]] = {}
+    for r in data["consults_per_facility_week"]:
+        per_fac.setdefault(_facility(r["facility"], names), {})[r["week"]] = r["count"]
+    breaches: dict[str, dict[str, int]] = {}
+    for r in data["sla_breaches"]:
+        breaches.setdefault(r["priority"], {})[r["week"]] = r["count"]
+    tta = data["time_to_answer"]
+    cash = data["cashless_share"]
+    ehr = data["ehr_coverage"]
+    stacked = {"scales": {"x": {"stacked": True}, "y": {"stacked": True, "beginAtZero": True,
+                                                       "ticks": {"precision": 0}}}}
+    return {
+        "facilities": {"type": "bar", "data": {
+            "labels": [gettext("Before Sen"), gettext("Using now"), gettext("Goal")],
+            "datasets": [{"label": gettext("Facilities"), "data": [fu["baseline"], fu["count"], fu["goal"]],
+                          "backgroundColor": ["#767676", COLORS[0], "#c8c8c8"]}]},
+            "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}},
+                        "scales": {"x": {"beginAtZero": True, "max": fu["goal"]}}}},
+        "consults": {"type": "bar", "data": {"labels": weeks, "datasets": [
+            {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": COLORS[i % len(COLORS)]}
+            for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked},
+        "answer": {"type": "bar", "data": {"labels": [priority_label(p) for p in PRIORITIES], "datasets": [
+            {"label": gettext("Median (minutes)"), "data": [tta.get(p, {}).get("median_minutes") for p in PRIORITIES],
+             "backgroundColor": COLORS[1]},
+            {"label": gettext("90th percentile (minutes)"), "data": [tta.get(p, {}).get("p90_minutes")
+                                                                     for p in PRIORITIES],
+             "backgroundColor": COLORS[3]}]}, "options": {"scales": {"y": {"beginAtZero": True}}}},
+        "breaches": {"type": "bar", "data": {"labels": weeks, "datasets": [
+            {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
+             "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
+            "options": stacked},
+        "cashless": {"type": "doughnut", "data": {"labels": [gettext("Bank transfer (QR)"), gettext("Cash")],
+                                                   "datasets": [{"data": [cash["transfer_amount"], cash["cash_amount"]],
+                                                                 "backgroundColor": [COLORS[2], "#c8c8c8"]}]}},
+        "ehr": {"type": "doughnut", "data": {"labels": [gettext("With an electronic record"), gettext("Without")],
+                                              "datasets": [{"data": [ehr["patients"],
+                                                                     max(0, ehr["population"] - ehr["patients"])],
+                                                            "backgroundColor": [COLORS[1], "#c8c8c8"]}]}},
+    }
+
+
+@bp.route("/dashboard")
+@login_required("health-dept")
+def dashboard() -> Any:
+    form = DashboardFilter(request.args)
+    problem, data = None, None
+    if form.validate():
+        start, end = _range(form)
+        try:
+            data = compute(current().db, start, end, form.district.data or None,
+                           targets=current().settings.report_targets())
+        except RangeError as err:
+            problem = gettext("The date range cannot be shown: %(why)s", why=str(err))
+    else:
+        problem = gettext("Please correct the highlighted fields.")
+    names = org_names() if data else {}
+    configs = charts(data, names) if data else {}
+    return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
+                           configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
+                                    for k, v in configs.items()},
+                           districts=DISTRICTS, query=request.query_string.decode(),
+                           facility=lambda ref: _facility(ref, names),
+                           title=gettext("Health department dashboard")), 200 if data else 400
+
+
+@bp.route("/dashboard/<section>.csv")
+@login_required("health-dept")
+def dashboard_csv(section: str) -> Any:
+    if section not in CSV_SECTIONS:
+        abort(404)
+    form = DashboardFilter(request.args)
+    if not form.validate():
+        abort(400)
+    start, end = _range(form)
+    try:
+        header, rows = csv_rows(section, current().db, start, end, form.district.data or None,
+                                targets=current().settings.report_targets())
+    except RangeError:
+        abort(400)
+    out = io.StringIO()
+    out.write("\ufeff")  # Excel reads UTF-8 (Vietnamese names) with the mark
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{section}_{start.isoformat()}_{end.isoformat()}.csv"'})

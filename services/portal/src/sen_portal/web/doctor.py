@@ -1,0 +1,338 @@
+"""Hub doctors: the worklist, a consult's triage (accept, reject, reassign, ask the clinic), finding and
+booking a slot, the minutes, and the weekly availability with leave."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from flask import g, redirect, render_template, request, url_for
+from flask_babel import gettext
+
+from . import backend_message, bp, icd10, login_required
+from .backend import BackendError, entries, fhir_get, fhir_post
+from .clinic import consult_bundle
+from .formatting import TZ
+from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
+
+EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
+EXT = "https://fhir.sen.vn/StructureDefinition/"
+EXT_AVAILABLE, EXT_SLOT_MINUTES = EXT + "schedule-available-time", EXT + "schedule-slot-minutes"
+EXT_NOT_AVAILABLE = EXT + "schedule-not-available"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    now = datetime.now(TZ)
+    for e in bundle.get("entry", []) or []:
+        task = e.get("resource") or {}
+        breached = any(x.get("url") == EXT_BREACHED and x.get("valueBoolean")
+                       for x in (e.get("search") or {}).get("extension") or [])
+        due_text = ((task.get("restriction") or {}).get("period") or {}).get("end")
+        due = datetime.fromisoformat(due_text.replace("Z", "+00:00")) if due_text else None
+        soon = bool(due and not breached and due - now < timedelta(hours=1))
+        rows.append({"task": task, "breached": breached, "soon": soon, "due": due_text})
+    return rows
+
+
+@bp.route("/worklist")
+@login_required("doctor")
+def worklist() -> Any:
+    status = request.args.get("status", "")
+    params = {"_count": "100"}
+    if status in ("requested", "accepted", "on-hold", "in-progress", "completed"):
+        params["status"] = status
+    problem, rows = None, []
+    try:
+        rows = worklist_rows(fhir_get("teleconsult", "/fhir/Task/$worklist", params))
+    except BackendError as err:
+        problem = backend_message(err)
+    template = "_worklist_table.html" if request.headers.get("HX-Request") == "true" else "worklist.html"
+    return render_template(template, rows=rows, problem=problem, status=status, title=gettext("Worklist"))
+
+
+def _hub_doctors() -> list[tuple[str, str]]:
+    try:
+        roles = fhir_get("ehr", "/fhir/PractitionerRole",
+                         {"organization": f"Organization/{g.user.facility}",
+                          "_include": "PractitionerRole:practitioner", "_count": "50"}) if g.user.facility else {}
+    except BackendError:
+        return []
+    from .formatting import human_name
+
+    out = [(f"Practitioner/{p['id']}", human_name(p)) for p in entries(roles, "Practitioner")
+           if p.get("id") != g.user.practitioner]
+    if not out:
+        out = [(r["practitioner"]["reference"], r["practitioner"]["reference"].split("/")[-1])
+               for r in entries(roles, "PractitionerRole") if (r.get("practitioner") or {}).get("reference")]
+    return out
+
+
+def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
+    data = consult_bundle(tid)
+    start = date.today()
+    forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
+             "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
+             "minutes_form": _minutes_defaults(data)}
+    forms.update(ctx.pop("forms", {}))
+    forms["reassign_form"].practitioner.choices = _hub_doctors()
+    return render_template("task.html", tid=tid, **data, **forms, **ctx, icd=icd10,
+                           title=gettext("Consult")), status
+
+
+def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
+    form = MinutesForm(formdata=None)
+    form.chair.data = g.user.name
+    form.participants.data = gettext("%(name)s — specialist, hub; clinic staff — requesting site", name=g.user.name)
+    return form
+
+
+@bp.route("/tasks/<tid>")
+@login_required("doctor")
+def task_detail(tid: str) -> Any:
+    return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"))
+
+
+def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
+    body = {"resourceType": "Parameters", "parameter": params} if params else {"resourceType": "Parameters"}
+    fhir_post("teleconsult", f"/fhir/Task/{tid}/${op}", body)
+
+
+@bp.route("/tasks/<tid>/accept", methods=["POST"])
+@login_required("doctor")
+def task_accept(tid: str) -> Any:
+    try:
+        _op(tid, "accept", None)
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err))
+    return redirect(url_for("web.task_detail", tid=tid))
+
+
+@bp.route("/tasks/<tid>/reject", methods=["POST"])
+@login_required("doctor")
+def task_reject(tid: str) -> Any:
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"reject_form": form})
+    try:
+        _op(tid, "reject", [{"name": "reason", "valueString": form.reason.data}])
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
+    return redirect(url_for("web.worklist"))
+
+
+@bp.route("/tasks/<tid>/reassign", methods=["POST"])
+@login_required("doctor")
+def task_reassign(tid: str) -> Any:
+    form = ReassignForm()
+    form.practitioner.choices = _hub_doctors()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"reassign_form": form})
+    try:
+        _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}])
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
+    return redirect(url_for("web.worklist"))
+
+
+@bp.route("/tasks/<tid>/request-info", methods=["POST"])
+@login_required("doctor")
+def task_request_info(tid: str) -> Any:
+    form = QuestionForm()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"question_form": form})
+    try:
+        _op(tid, "request-info", [{"name": "question", "valueString": form.question.data}])
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
+    return redirect(url_for("web.task_detail", tid=tid))
+
+
+@bp.route("/tasks/<tid>/slots", methods=["POST"])
+@login_required("doctor")
+def task_slots(tid: str) -> Any:
+    """Free slots (Appointment/$find) of this doctor for the chosen days."""
+    form = FindSlotForm()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"find_form": form})
+    data = consult_bundle(tid)
+    start = datetime.combine(form.start.data, time(0, 0), TZ)
+    end = start + timedelta(days=form.days.data or 7)
+    params = [{"name": "start", "valueDateTime": start.isoformat()}, {"name": "end", "valueDateTime": end.isoformat()},
+              {"name": "_count", "valueInteger": 40}]
+    if g.user.practitioner:
+        me = {"reference": f"Practitioner/{g.user.practitioner}"}
+        params.append({"name": "practitioner", "valueReference": me})
+    if data["sr"]:
+        sr_ref = {"reference": f"ServiceRequest/{data['sr']['id']}"}
+        params.append({"name": "service-request", "valueReference": sr_ref})
+        params.append({"name": "patient-reference", "valueReference": data["sr"]["subject"]})
+    try:
+        found = fhir_post("teleconsult", "/fhir/Appointment/$find", {"resourceType": "Parameters", "parameter": params},
+                          idempotent=False)
+    except BackendError as err:
+        return _task_page(tid, 503, problem=backend_message(err), forms={"find_form": form})
+    proposals = entries(found, "Appointment")
+    return _task_page(tid, proposals=proposals, forms={"find_form": form})
+
+
+@bp.route("/tasks/<tid>/book", methods=["POST"])
+@login_required("doctor")
+def task_book(tid: str) -> Any:
+    """Hold the chosen slot, then book it (two operations: a lost race says so at the hold)."""
+    slot = request.form.get("slot", "")
+    start, end = request.form.get("start", ""), request.form.get("end", "")
+    data = consult_bundle(tid)
+    if not slot or not start or not end or data["sr"] is None:
+        return _task_page(tid, 422, problem=gettext("Choose a time first."))
+    participants = [{"actor": {"reference": f"Practitioner/{g.user.practitioner}"}, "status": "needs-action"}] \
+        if g.user.practitioner else []
+    participants.insert(0, {"actor": data["sr"]["subject"], "status": "needs-action"})
+    proposal = {"resourceType": "Appointment", "status": "proposed", "start": start, "end": end,
+                "slot": [{"reference": f"Slot/{slot}"}], "participant": participants,
+                "basedOn": [{"reference": f"ServiceRequest/{data['sr']['id']}"}]}
+    try:
+        held = fhir_post("teleconsult", "/fhir/Appointment/$hold", {
+            "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
+        appt = next(iter(entries(held, "Appointment")), None)
+        if appt is None or appt.get("status") != "pending":
+            return _task_page(tid, 409, problem=gettext("This time was just taken. Choose another."))
+        fhir_post("teleconsult", "/fhir/Appointment/$book", {"resourceType": "Parameters", "parameter": [
+            {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{appt['id']}"}}]})
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err))
+    return redirect(url_for("web.task_detail", tid=tid, booked=1))
+
+
+def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> dict[str, Any]:
+    code = icd10.parse_field(form.diagnosis.data or "")
+    assert code is not None
+    appt = data.get("appointment")
+    now = datetime.now(TZ)
+    start = (appt or {}).get("start") or (now - timedelta(minutes=30)).isoformat(timespec="seconds")
+    end = (appt or {}).get("end") or now.isoformat(timespec="seconds")
+    task = data["task"]
+    sites = []
+    for ref in ((task.get("owner") or {}).get("reference"), (task.get("requester") or {}).get("reference")):
+        if ref and ref.startswith("Organization/"):
+            sites.append({"name": "site", "valueReference": {"reference": ref}})
+    if user.facility and not any(s["valueReference"]["reference"] == f"Organization/{user.facility}" for s in sites):
+        sites.append({"name": "site", "valueReference": {"reference": f"Organization/{user.facility}"}})
+    chair = f"Practitioner/{user.practitioner}" if user.practitioner else ""
+    params: list[dict[str, Any]] = [
+        {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end}, *sites,
+        {"name": "participant", "part": [
+            {"name": "who", "valueReference": {"reference": chair, "display": form.chair.data}},
+            {"name": "role", "valueString": form.participants.data}]},
+        {"name": "history", "valueString": form.history.data},
+        {"name": "findings-clinical", "valueString": form.findings.data},
+        {"name": "conclusion", "valueCoding": {"system": icd10.SYSTEM, "code": code.code, "display": code.vi}},
+        {"name": "recommendations", "valueString": f"{form.conclusion.data}\n{form.recommendations.data}"},
+        {"name": "chair", "valueReference": {"reference": chair, "display": form.chair.data}},
+    ]
+    if form.discussion.data:
+        params.append({"name": "discussion", "valueString": form.discussion.data})
+    if appt:
+        params.append({"name": "appointment", "valueReference": {"reference": f"Appointment/{appt['id']}"}})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+@bp.route("/tasks/<tid>/complete", methods=["POST"])
+@login_required("doctor")
+def task_complete(tid: str) -> Any:
+    form = MinutesForm()
+    valid = form.validate_on_submit()
+    if valid and icd10.parse_field(form.diagnosis.data or "") is None:
+        form.diagnosis.errors = [gettext("Choose a diagnosis from the ICD-10 list.")]
+        valid = False
+    if not valid:
+        return _task_page(tid, 422, forms={"minutes_form": form})
+    data = consult_bundle(tid)
+    try:
+        fhir_post("teleconsult", f"/fhir/Task/{tid}/$complete", minutes_parameters(form, data, g.user))
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
+    return redirect(url_for("web.task_detail", tid=tid, done=1))
+
+
+# ------------------------------------------------------------------ weekly availability and leave
+
+def _my_schedule() -> dict[str, Any] | None:
+    if not g.user.practitioner:
+        return None
+    bundle = fhir_get("teleconsult", "/fhir/Schedule", {"actor": f"Practitioner/{g.user.practitioner}", "_count": "1"})
+    return next(iter(entries(bundle, "Schedule")), None)
+
+
+def schedule_summary(schedule: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"windows": [], "slot_minutes": None, "leave": []}
+    for ext in (schedule or {}).get("extension") or []:
+        if ext.get("url") == EXT_AVAILABLE:
+            parts = ext.get("extension") or []
+            out["windows"].append({
+                "days": [p.get("valueCode") for p in parts if p.get("url") == "daysOfWeek"],
+                "start": next((p.get("valueTime") for p in parts if p.get("url") == "availableStartTime"), ""),
+                "end": next((p.get("valueTime") for p in parts if p.get("url") == "availableEndTime"), "")})
+        elif ext.get("url") == EXT_SLOT_MINUTES:
+            out["slot_minutes"] = ext.get("valueInteger")
+        elif ext.get("url") == EXT_NOT_AVAILABLE:
+            parts = ext.get("extension") or []
+            out["leave"].append({
+                "description": next((p.get("valueString") for p in parts if p.get("url") == "description"), ""),
+                "during": next((p.get("valuePeriod") for p in parts if p.get("url") == "during"), {})})
+    return out
+
+
+@bp.route("/availability", methods=["GET", "POST"])
+@login_required("doctor")
+def availability() -> Any:
+    form, leave_form = AvailabilityForm(prefix="week"), LeaveForm(prefix="leave")
+    problem, saved = None, None
+    schedule = None
+    try:
+        schedule = _my_schedule()
+    except BackendError as err:
+        problem = backend_message(err)
+    if request.method == "POST" and schedule is not None:
+        which = request.form.get("which")
+        updated = dict(schedule)
+        exts = [e for e in schedule.get("extension") or []]
+        if which == "week" and form.validate():
+            days = [d for d in request.form.getlist("week-day") if d in DAYS]
+            if not days:
+                problem = gettext("Choose at least one day.")
+            else:
+                exts = [e for e in exts if e.get("url") not in (EXT_AVAILABLE, EXT_SLOT_MINUTES)]
+                exts.append({"url": EXT_AVAILABLE, "extension": [
+                    *({"url": "daysOfWeek", "valueCode": d} for d in days),
+                    {"url": "availableStartTime", "valueTime": f"{form.start_time.data}:00"},
+                    {"url": "availableEndTime", "valueTime": f"{form.end_time.data}:00"}]})
+                exts.append({"url": EXT_SLOT_MINUTES, "valueInteger": form.slot_minutes.data})
+        elif which == "leave" and leave_form.validate():
+            start = datetime.combine(leave_form.start.data, time(0, 0), TZ)
+            end = datetime.combine(leave_form.end.data, time(23, 59, 59), TZ)
+            exts.append({"url": EXT_NOT_AVAILABLE, "extension": [
+                {"url": "description", "valueString": leave_form.reason.data or gettext("Leave")},
+                {"url": "during", "valuePeriod": {"start": start.isoformat(), "end": end.isoformat()}}]})
+        else:
+            problem = problem or gettext("Please correct the highlighted fields.")
+        if problem is None:
+            updated["extension"] = exts
+            try:
+                from .backend import call
+
+                call("teleconsult", "PUT", f"/fhir/Schedule/{schedule['id']}", json=updated)
+                schedule, saved = updated, True
+            except BackendError as err:
+                problem = backend_message(err)
+    summary = schedule_summary(schedule)
+    if request.method == "GET" and summary["windows"]:
+        w = summary["windows"][0]
+        form.start_time.data, form.end_time.data = w["start"][:5], w["end"][:5]
+        form.slot_minutes.data = summary["slot_minutes"] or 30
+    checked = set(request.form.getlist("week-day")) if request.method == "POST" else {
+        d for w in summary["windows"] for d in w["days"]}
+    return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
+                           schedule=schedule, problem=problem, saved=saved, checked=checked, DAYS=DAYS,
+                           title=gettext("Availability")), 200 if not problem else 422

@@ -1,0 +1,85 @@
+"""How the pages show amounts, dates and names: Vietnamese conventions in both languages."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask_babel import format_date, format_datetime
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def vnd(amount: Any) -> str:
+    """150000 -> '150.000 ₫' (integer đồng, dots between thousands, in every language)."""
+    try:
+        n = int(amount)
+    except (TypeError, ValueError):
+        return "—"
+    sign = "-" if n < 0 else ""
+    return f"{sign}{abs(n):,}".replace(",", ".") + "\u00a0₫"
+
+
+def parse_instant(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=TZ)
+    return dt
+
+
+def when(value: Any, fmt: str = "short") -> str:
+    """An instant in Asia/Ho_Chi_Minh (flask-babel's timezone), in the user's language."""
+    dt = parse_instant(value) if not isinstance(value, datetime) else value
+    if dt is None:
+        return "—"
+    return format_datetime(dt, "dd/MM/yyyy HH:mm" if fmt == "short" else fmt)
+
+
+def day(value: Any) -> str:
+    if isinstance(value, date):
+        return format_date(value, "dd/MM/yyyy")
+    try:
+        return format_date(date.fromisoformat(str(value)[:10]), "dd/MM/yyyy")
+    except ValueError:
+        return "—"
+
+
+def human_name(resource: dict[str, Any] | None) -> str:
+    names = (resource or {}).get("name") or []
+    if not names:
+        return "—"
+    n = names[0]
+    if n.get("text"):
+        return str(n["text"])
+    return " ".join([n.get("family", ""), *n.get("given", [])]).strip() or "—"
+
+
+def identifier(resource: dict[str, Any] | None, system: str) -> str:
+    for ident in (resource or {}).get("identifier") or []:
+        if ident.get("system") == system:
+            return str(ident.get("value", ""))
+    return ""
+
+
+def codeable(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "—"
+    if value.get("text"):
+        return str(value["text"])
+    for c in value.get("coding") or []:
+        if c.get("display"):
+            return str(c["display"])
+        if c.get("code"):
+            return str(c["code"])
+    return "—"
+
+
+def install(app: Any) -> None:
+    app.jinja_env.filters.update(vnd=vnd, when=when, day=day, human_name=human_name, codeable=codeable,
+                                 identifier=identifier)

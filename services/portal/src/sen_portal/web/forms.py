@@ -1,0 +1,160 @@
+"""The pages' forms (Flask-WTF: CSRF token, validation, messages in the user's language)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateField,
+    FieldList,
+    HiddenField,
+    IntegerField,
+    MultipleFileField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+
+PRIORITIES = [("routine", _l("Routine")), ("urgent", _l("Urgent")), ("asap", _l("As soon as possible")),
+              ("stat", _l("Emergency (stat)"))]
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("User name"), validators=[DataRequired(_l("Enter your user name.")),
+                                                        Length(max=100)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password.")),
+                                                         Length(max=200)])
+    next = HiddenField()
+
+
+class PatientSearchForm(FlaskForm):
+    q = StringField(_l("Name, CCCD or health insurance number"),
+                    validators=[DataRequired(_l("Type a name, a CCCD or an insurance number.")),
+                                Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
+
+
+def _not_future(form: FlaskForm, field: DateField) -> None:
+    if field.data and field.data > date.today():
+        raise ValidationError(_l("The date of birth cannot be in the future."))
+
+
+class PatientForm(FlaskForm):
+    family = StringField(_l("Family name"), validators=[DataRequired(_l("Enter the family name.")), Length(max=60)])
+    given = StringField(_l("Middle and given names"),
+                        validators=[DataRequired(_l("Enter the middle and given names.")), Length(max=100)])
+    gender = RadioField(_l("Sex"), choices=[("female", _l("Female")), ("male", _l("Male")), ("other", _l("Other"))],
+                        validators=[InputRequired(_l("Choose the sex."))])
+    birth_date = DateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
+                                                            _not_future])
+    cccd = StringField(_l("CCCD (citizen ID, 12 digits)"), validators=[
+        Optional(), Regexp(r"^\d{12}$", message=_l("A CCCD has exactly 12 digits."))])
+    bhyt = StringField(_l("Health insurance number (15 characters)"), validators=[
+        Optional(), Regexp(r"^[A-Za-z]{2}\d{13}$", message=_l("An insurance number is 2 letters then 13 digits."))])
+    phone = StringField(_l("Phone"), validators=[
+        Optional(), Regexp(r"^0\d{9,10}$", message=_l("A phone number has 10 or 11 digits starting with 0."))])
+    district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
+
+
+class ConsultForm(FlaskForm):
+    patient = HiddenField(validators=[DataRequired(_l("Choose the patient first."))])
+    priority = SelectField(_l("Priority"), choices=PRIORITIES, default="routine",
+                           validators=[DataRequired(_l("Choose a priority."))])
+    reason = StringField(_l("Reason (ICD-10)"), validators=[
+        DataRequired(_l("Choose a reason from the ICD-10 list.")),
+        Regexp(r"^[A-Z]\d{2}(\.\d{1,2})?\b", message=_l("Choose a reason from the ICD-10 list."))])
+    question = TextAreaField(_l("Question for the specialist"),
+                             validators=[DataRequired(_l("Write the question for the specialist.")),
+                                         Length(min=10, max=4000, message=_l("Write 10 to 4000 characters."))])
+    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
+
+
+class ReasonForm(FlaskForm):
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=2000)])
+
+
+class AnswerForm(FlaskForm):
+    answer = TextAreaField(_l("Your answer"), validators=[DataRequired(_l("Write your answer.")), Length(max=4000)])
+
+
+class QuestionForm(FlaskForm):
+    question = TextAreaField(_l("Question for the clinic"),
+                             validators=[DataRequired(_l("Write the question.")), Length(max=4000)])
+
+
+class ReassignForm(FlaskForm):
+    practitioner = SelectField(_l("Give to"), validators=[DataRequired(_l("Choose a doctor."))])
+
+
+class FindSlotForm(FlaskForm):
+    start = DateField(_l("From"), validators=[InputRequired(_l("Enter a date."))])
+    days = IntegerField(_l("Days"), default=7, validators=[NumberRange(1, 31, _l("From 1 to 31 days."))])
+
+
+class MinutesForm(FlaskForm):
+    participants = TextAreaField(_l("Participants and their roles"),
+                                 validators=[DataRequired(_l("List the participants.")), Length(max=2000)])
+    history = TextAreaField(_l("History and current state"),
+                            validators=[DataRequired(_l("Summarise the history.")), Length(max=4000)])
+    findings = TextAreaField(_l("Findings reviewed (clinical, lab, images)"),
+                             validators=[DataRequired(_l("Write the findings.")), Length(max=4000)])
+    discussion = TextAreaField(_l("Discussion"), validators=[Optional(), Length(max=4000)])
+    conclusion = TextAreaField(_l("Conclusion"), validators=[DataRequired(_l("Write the conclusion.")),
+                                                             Length(max=4000)])
+    diagnosis = StringField(_l("Diagnosis (ICD-10)"), validators=[
+        DataRequired(_l("Choose a diagnosis from the ICD-10 list.")),
+        Regexp(r"^[A-Z]\d{2}(\.\d{1,2})?\b", message=_l("Choose a diagnosis from the ICD-10 list."))])
+    recommendations = TextAreaField(_l("Recommendations for treatment"),
+                                    validators=[DataRequired(_l("Write the recommendations.")), Length(max=4000)])
+    chair = StringField(_l("Chair who signs off"), validators=[DataRequired(_l("Name the chair.")),
+                                                               Length(max=200)])
+
+
+class AvailabilityForm(FlaskForm):
+    days = FieldList(StringField(), min_entries=0)
+    start_time = StringField(_l("From"), default="08:00", validators=[
+        Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message=_l("Use HH:MM."))])
+    end_time = StringField(_l("To"), default="16:30", validators=[
+        Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message=_l("Use HH:MM."))])
+    slot_minutes = IntegerField(_l("Slot length (minutes)"), default=30,
+                                validators=[NumberRange(10, 120, _l("From 10 to 120 minutes."))])
+
+
+class LeaveForm(FlaskForm):
+    start = DateField(_l("First day"), validators=[InputRequired(_l("Enter a date."))])
+    end = DateField(_l("Last day"), validators=[InputRequired(_l("Enter a date."))])
+    reason = StringField(_l("Reason"), validators=[Optional(), Length(max=200)])
+
+    def validate_end(self, field: DateField) -> None:
+        if self.start.data and field.data and field.data < self.start.data:
+            raise ValidationError(_l("The last day is before the first."))
+
+
+class DashboardFilter(FlaskForm):
+    class Meta:
+        csrf = False  # a GET filter changes nothing
+
+    start = DateField(_l("From"), validators=[Optional()])
+    end = DateField(_l("To"), validators=[Optional()])
+    district = StringField(_l("District"), validators=[Optional(), Length(max=200)])
+
+
+class RefundForm(FlaskForm):
+    amount = IntegerField(_l("Amount (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
+                                                           NumberRange(1, None, _l("More than 0 đồng."))])
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+
+
+class ShiftForm(FlaskForm):
+    counted_cash = IntegerField(_l("Cash counted (đồng)"), validators=[Optional(), NumberRange(0, None)])
+
+
+class MatchForm(FlaskForm):
+    invoice = StringField(_l("Invoice number or reference"), validators=[DataRequired(_l("Enter the invoice.")),
+                                                                         Length(max=64)])
+
+

@@ -1,0 +1,37 @@
+// Sen portal: small progressive enhancements; every page works without this file.
+(function () {
+  "use strict";
+  // upload progress for forms marked data-progress (htmx posts them; the bar follows the bytes)
+  document.addEventListener("htmx:xhr:progress", function (evt) {
+    var form = evt.target.closest ? evt.target.closest("form[data-progress]") : null;
+    if (!form || !evt.detail.lengthComputable) return;
+    var bar = document.getElementById(form.getAttribute("data-progress"));
+    if (bar) { bar.hidden = false; bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100); }
+  });
+  // a back-end that fails during an htmx request: say so instead of doing nothing
+  document.addEventListener("htmx:responseError", function (evt) {
+    var box = document.getElementById("live-error");
+    if (box) { box.hidden = false; }
+  });
+  document.addEventListener("htmx:sendError", function () {
+    var box = document.getElementById("live-error");
+    if (box) { box.hidden = false; }
+  });
+  // the ICD-10 picker: choosing a suggestion fills the field
+  document.addEventListener("click", function (evt) {
+    var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
+    if (!b) return;
+    evt.preventDefault();
+    var input = document.getElementById(b.getAttribute("data-for"));
+    input.value = b.getAttribute("data-pick");
+    var list = b.closest("ul"); if (list) list.innerHTML = "";
+    input.focus();
+  });
+  // focus the first error summary after a failed submission
+  document.addEventListener("DOMContentLoaded", function () {
+    var e = document.getElementById("form-errors"); if (e) e.focus();
+  });
+})();
+document.addEventListener("click", function (evt) {
+  if (evt.target.closest && evt.target.closest("[data-print]")) window.print();
+});

@@ -1,0 +1,71 @@
+"""Who may sign in, and what a signed-in user is.
+
+Development sign-in (no OIDC issuer configured, never in production): one demo user per
+role, passwords hashed with werkzeug.security (scrypt). The README lists them:
+
+    clinic / sen-clinic         Võ Minh Tâm, Trạm Y tế xã Mỹ Hiệp
+    doctor / sen-doctor         BS. Nguyễn Văn An, Bệnh viện Đa khoa Đồng Tháp (the hub)
+    cashier / sen-cashier       Trạm Y tế xã Mỹ Hiệp
+    health-dept / sen-health-dept   Sở Y tế Đồng Tháp
+    admin / sen-admin
+
+With OIDC the user comes from the issuer's access token (roles, facility, practitioner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from werkzeug.security import check_password_hash
+
+ROLES = ("clinic", "doctor", "cashier", "health-dept", "admin")
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    name: str
+    facility: str | None = None
+    practitioner: str | None = None
+
+    def to_session(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_session(cls, data: dict[str, Any]) -> User:
+        return cls(**{k: data.get(k) for k in ("username", "role", "name", "facility", "practitioner")})
+
+    def can(self, *roles: str) -> bool:
+        return self.role in roles or self.role == "admin"
+
+
+DEMO_USERS: dict[str, tuple[User, str]] = {
+    "clinic": (User("clinic", "clinic", "Võ Minh Tâm", facility="tyt-my-hiep", practitioner="ys-vo-minh-tam"),
+               "scrypt:32768:8:1$RDiZhyfLgetWbrRI$1bfac5bc88908c136660edff5a5014c03102b24c562ec8b51e5534fd7c4dd03a"
+               "f99a19002def09cd5d60fb5fc975405bef0db8b72fdc72dc62e931388873d193"),
+    "doctor": (User("doctor", "doctor", "BS. Nguyễn Văn An", facility="bvdk-dong-thap",
+                    practitioner="bs-nguyen-van-an"),
+               "scrypt:32768:8:1$qfPD4VkWetc3BLpN$e7a870a179675ddace36cabdb7a49e8b626307bcd61eb27330fa5ca7e3aef075"
+               "b16e9d039adea382bb3731418f62f49062c5cad6159c6911c310ffe1b1b8b296"),
+    "cashier": (User("cashier", "cashier", "Lê Thị Thu (thu ngân)", facility="tyt-my-hiep"),
+                "scrypt:32768:8:1$rQ903wnq5evWv6je$d1a40de099fcfa80d69660cf063a5d6b90ae5c81dad15f1906fded0e4cd2f2f9"
+                "7af8b25b16a050878a6471ac372c7b5007608444001529b2976621a563bb3a80"),
+    "health-dept": (User("health-dept", "health-dept", "Sở Y tế Đồng Tháp", facility="so-y-te-dong-thap"),
+                    "scrypt:32768:8:1$L90CNfS4NGm7OK83$e3499b4f5d61408640f1dbd1c84cef2865f16bcc8b97dd2062d778997f"
+                    "57683058c44c7b085c43c77addcdb8d76903d5accea8510ee76f8b2d29fd3d4b8f5db2"),
+    "admin": (User("admin", "admin", "Quản trị / Admin"),
+              "scrypt:32768:8:1$6qLyhmNZciD6QTWO$86cb2a9a885ea11693e980409fab0e03431ea82fea26b15afb853f1b848d12441"
+              "7c311204092f5833e7589927c760faa284be2cc61a70810d33f455a3b528982"),
+}
+
+# a hash to check against when the user is unknown, so a wrong name takes as long as a wrong password
+_DUMMY = DEMO_USERS["admin"][1]
+
+
+def check_demo_password(username: str, password: str) -> User | None:
+    """The demo user whose password this is, or None."""
+    user, pwhash = DEMO_USERS.get(username.strip().lower(), (None, _DUMMY))
+    ok = check_password_hash(pwhash, password)
+    return user if ok and user is not None else None

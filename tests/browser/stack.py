@@ -1,0 +1,83 @@
+"""Every Sen service started as ``make run`` starts it (gunicorn + uvicorn worker class, and the
+worker process), on free loopback ports, seeded with the demo province; for the browser suite.
+
+    python tests/browser/stack.py        # keeps a stack up for a look by hand (Ctrl-C stops it)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ehr", "teleconsult", "billing", "portal")
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port, wait_ready  # noqa: E402
+
+
+@contextmanager
+def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[dict[str, str]]:
+    """Start the four services (web + worker each); yield their base URLs; stop them."""
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = {svc: free_port() for svc in SERVICES}
+    urls = {svc: f"http://127.0.0.1:{port}" for svc, port in ports.items()}
+    common = {**os.environ, **env, "SEN_EHR_URL": urls["ehr"], "SEN_TELECONSULT_URL": urls["teleconsult"],
+              "SEN_BILLING_URL": urls["billing"], "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
+    bindir = Path(sys.executable).parent
+    procs: list[subprocess.Popen] = []
+    try:
+        for svc in SERVICES:
+            penv = {**common, "SEN_DB": f"{db_prefix}_{svc}", "PORT": str(ports[svc]),
+                    "PROMETHEUS_MULTIPROC_DIR": str(logs / f"prom-{svc}")}
+            (logs / f"prom-{svc}").mkdir(exist_ok=True)
+            procs.append(subprocess.Popen(
+                [str(bindir / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), f"sen_{svc}.asgi:app"],
+                env=penv, cwd=ROOT, stdout=open(logs / f"{svc}-web.log", "wb"), stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", f"sen_{svc}.worker"], env=penv, cwd=ROOT,
+                stdout=open(logs / f"{svc}-worker.log", "wb"), stderr=subprocess.STDOUT))
+        for svc in SERVICES:
+            wait_ready(urls[svc], seconds=90)
+        seeded = subprocess.run([sys.executable, str(ROOT / "deploy" / "local" / "seed.py"), "--ehr", urls["ehr"]],
+                                env={**common}, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if seeded.returncode != 0:
+            raise AssertionError(f"seeding failed: {seeded.stderr[-2000:]}")
+        yield urls
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def main() -> int:
+    import uuid
+
+    run = uuid.uuid4().hex[:6]
+    key = os.environ.get("SEN_DEV_JWT_KEY") or str(ROOT / ".sen" / "dev-jwt.pem")
+    env = {"SEN_ENV": "development", "SEN_DEV_JWT_KEY": key, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+           "SEN_BUS_PREFIX": f"dev{run}."}
+    with running_stack(env, ROOT / ".sen" / f"browser-{run}", f"sen_dev{run}") as urls:
+        print(" ".join(f"{k}={v}" for k, v in urls.items()), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
