@@ -599,7 +599,8 @@ class Consults:
         found = 0
         coll = self.store().current("Task")
         for state in rules.OPEN_STATES:
-            for doc in coll.find({"sp_status": state}, {"_id": 1, "res": 1}):
+            # read first, then write: FerretDB stalls a write under a cursor open on its collection
+            for doc in list(coll.find({"sp_status": state}, {"_id": 1, "res": 1})):
                 res = unpack(doc)["res"]
                 due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
                 if not due_text or not is_breached(res.get("status", ""), parse_instant(due_text), now):

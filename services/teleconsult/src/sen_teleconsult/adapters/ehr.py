@@ -11,10 +11,14 @@ wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the cli
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 from sen_shared.fhir.outcome import FhirError
+
+DISTRICT_TTL = 600.0
+_districts: dict[tuple[str, str], tuple[str | None, float]] = {}  # (EHR, Organization) -> (district, until)
 
 
 class EhrClient:
@@ -49,17 +53,24 @@ class EhrClient:
                         status=502, code="transient")
 
     def district_of(self, organization: str) -> str | None:
-        """The district of an Organization (its first address), if the EHR knows it; never fails."""
+        """The district of an Organization (its first address), if the EHR knows it; never fails.
+        Kept for ``DISTRICT_TTL`` seconds per process: a clinic's district does not move."""
+        key = (self.base, organization)
+        hit = _districts.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
         try:
             r = httpx.get(f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
         except httpx.HTTPError:
             return None
         if r.status_code != 200:
             return None
-        for address in r.json().get("address") or []:
-            if isinstance(address, dict) and isinstance(address.get("district"), str):
-                return address["district"]
-        return None
+        district = next((a["district"] for a in r.json().get("address") or []
+                         if isinstance(a, dict) and isinstance(a.get("district"), str)), None)
+        if len(_districts) > 10_000:
+            _districts.clear()
+        _districts[key] = (district, time.monotonic() + DISTRICT_TTL)
+        return district
 
     def is_practitioner_of(self, practitioner: str, organization: str) -> bool:
         """Does a PractitionerRole tie ``practitioner`` to ``organization`` in the EHR?"""
