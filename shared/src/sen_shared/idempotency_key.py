@@ -115,6 +115,12 @@ class IdempotencyKeys:
         the first request is still running after ``wait_seconds``.
         """
         chain = f"{scope}|{check_key(key)}"
+        try:  # a new key, the common case: one insert claims it
+            mine = advance(self.coll, chain, None, {"fp": request_fingerprint, "expires": self._expiry()})
+        except ClaimTaken:
+            pass  # a retry: find out how the first attempt went
+        else:
+            return self._execute(chain, mine, request_fingerprint, execute)
         deadline = time.monotonic() + self.wait_seconds
         while True:
             answer = self._answer(chain, request_fingerprint)

@@ -11,6 +11,7 @@ wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the cli
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -19,6 +20,17 @@ from sen_shared.fhir.outcome import FhirError
 
 DISTRICT_TTL = 600.0
 _districts: dict[tuple[str, str], tuple[str | None, float]] = {}  # (EHR, Organization) -> (district, until)
+_clients: dict[int, httpx.Client] = {}  # one pooled client per process (made lazily: never at import)
+
+
+def _client() -> httpx.Client:
+    """The process's HTTP client: kept connections, and the TLS context built once (a new
+    ``httpx.Client`` per call cost tens of milliseconds, most of it loading certificates)."""
+    pid = os.getpid()
+    client = _clients.get(pid)
+    if client is None:
+        client = _clients.setdefault(pid, httpx.Client(limits=httpx.Limits(max_keepalive_connections=16)))
+    return client
 
 
 class EhrClient:
@@ -29,7 +41,7 @@ class EhrClient:
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         try:
-            return httpx.get(f"{self.base}/{path}", params=params, headers=self.headers, timeout=self.timeout)
+            return _client().get(f"{self.base}/{path}", params=params, headers=self.headers, timeout=self.timeout)
         except httpx.TimeoutException:
             raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
                             "retry later", status=504, code="timeout") from None
@@ -60,7 +72,7 @@ class EhrClient:
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
         try:
-            r = httpx.get(f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
+            r = _client().get(f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
         except httpx.HTTPError:
             return None
         if r.status_code != 200:
