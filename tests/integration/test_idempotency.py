@@ -84,3 +84,20 @@ def test_a_separate_idempotent_effect_survives_a_crash_before_the_claim_and_race
     assert applied.count(True) == 1
     assert claims.count_documents({}) == 1 and invoices.count_documents({}) == 1  # the effect is there, once
     assert apply_once(claims, event, effect=charge) is False
+
+
+def test_apply_many_claims_each_event_once_in_one_insert(fresh_db: Any) -> None:
+    from sen_shared.bus import apply_many
+
+    coll = fresh_db.effects
+    events = [str(uuid.uuid4()) for _ in range(20)]
+    assert apply_many(coll, [(e, {"n": i}) for i, e in enumerate(events[:5])]) == [True] * 5
+    batch = [(e, {"n": 100 + i}) for i, e in enumerate(events)] + [(events[7], {"n": -1}), (events[0], {"n": -2})]
+    assert apply_many(coll, batch) == [False] * 5 + [True] * 15 + [False, False]
+    docs = {d["_id"]: d["n"] for d in coll.find()}
+    assert len(docs) == 20 and docs[events[0]] == 0 and docs[events[7]] == 107  # first writer's fact kept
+    assert apply_many(coll, []) == []
+    # concurrent groups racing on the same events: each event applied exactly once overall
+    more = [str(uuid.uuid4()) for _ in range(40)]
+    results = race(lambda i: apply_many(coll, [(e, {"by": i}) for e in more]))
+    assert [sum(r[k] for r in results) for k in range(len(more))] == [1] * len(more)

@@ -263,3 +263,15 @@ def test_rebuild_replays_events_and_rederives_facts(fresh_db: Any, tmp_path: Any
     assert rebuild_totals(fresh_db) >= 0
     d = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 3), None, now=datetime.now(VN) + timedelta(days=1))
     assert d["facilities_using"]["new"] == 2 and d["cashless_share"]["transfer_amount"] == 150_000
+
+
+def test_one_event_delivered_to_twenty_consumers_at_once_is_counted_once(fresh_db: Any) -> None:
+    from tests.integration.test_idempotency import race
+
+    for r in range(3):
+        event = requested(A, CL, 2 + r)
+        results = race(lambda i: record_event(fresh_db, event, now=NOW))
+        assert results.count(True) == 1
+    others = [requested(B, TM, 3) for _ in range(20)]
+    assert race(lambda i: record_event(fresh_db, others[i], now=NOW)) == [True] * 20  # grouped, each applied
+    assert fresh_db[FACTS].count_documents({}) == 23

@@ -1,9 +1,12 @@
 """The portal worker process: event consumers, the reporting model's sealer, and the outbox relay.
 
-Feeds the reporting read model from every event (queue portal.reporting) and, once a
-minute, sums the arrival buckets that are over into their immutable totals
-(:func:`.domain.reporting.seal`; any query computes a missing total itself, so the sealer only
-keeps queries fast). Run as `python -m sen_portal.worker`.
+Feeds the reporting read model from every event (queue portal.reporting) with
+``SEN_REPORT_CONSUMERS`` consumers (default 4) on their own connections: the facts of the
+deliveries they hold at once are inserted together (``domain.reporting.FactWriter``), which is
+what lets the model keep up with the suite's bursts. Once a minute the sealer sums the arrival
+buckets that are over into their immutable totals (``domain.reporting.seal``; a query computes
+a missing total itself, so the sealer only keeps queries fast).
+Run as `python -m sen_portal.worker`.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import logging
 import threading
 
 from sen_shared import mongo
+from sen_shared.bus import EventConsumer, Topology, load_catalog, run_worker
 from sen_shared.config import Settings
-from sen_shared.entrypoints import run_worker_process
+from sen_shared.logs import setup_logging
 
-from .config import settings_from_env
+from .config import PortalSettings, settings_from_env
 from .domain.reporting import count_event, seal
 
-HANDLERS = {"portal.reporting": count_event}
+PURPOSE = "portal.reporting"
+HANDLERS = {PURPOSE: count_event}
 OUTBOX_COLLECTIONS: list[str] = []
 SEAL_EVERY = 60.0
 
@@ -37,16 +42,31 @@ def seal_forever(settings: Settings, stop: threading.Event, every: float = SEAL_
             log.warning("sealing report totals failed", extra={"error": f"{type(err).__name__}: {err}"[:300]})
 
 
+def extra_consumers(settings: PortalSettings, count: int) -> list[EventConsumer]:
+    """``count`` more consumers of portal.reporting beside the one ``run_worker`` starts."""
+    if count <= 0:
+        return []
+    topology = Topology(load_catalog(), settings.bus_prefix)
+    db = mongo.database(settings.mongo_url, settings.db_name)
+    return [EventConsumer(settings.amqp_url, topology, PURPOSE, count_event, db) for _ in range(count)]
+
+
 def main() -> int:
     settings = settings_from_env()
+    setup_logging(f"{settings.service}-worker", settings.log_level)
     stop = threading.Event()
-    sealer = threading.Thread(target=seal_forever, args=(settings, stop), name="report-sealer", daemon=True)
-    sealer.start()
+    threads = [threading.Thread(target=seal_forever, args=(settings, stop), name="report-sealer", daemon=True)]
+    threads += [threading.Thread(target=c.run, args=(stop,), name=f"consumer:{PURPOSE}:{i + 2}", daemon=True)
+                for i, c in enumerate(extra_consumers(settings, settings.report_consumers - 1))]
+    for t in threads:
+        t.start()
     try:
-        return run_worker_process(lambda: settings, HANDLERS, OUTBOX_COLLECTIONS)
+        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
     finally:
         stop.set()
-        sealer.join(10)
+        for t in threads:
+            t.join(15)
+    return 0
 
 
 if __name__ == "__main__":

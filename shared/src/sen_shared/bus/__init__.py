@@ -16,7 +16,7 @@ from .catalog import Catalog, ConsumerSpec, EventSpec, load_catalog
 from .consumer import EventConsumer, Handler
 from .errors import BusError, BusUnavailable, CatalogError, InvalidEvent, PublishNacked, UndecodableMessage, Unroutable
 from .events import CONTENT_TYPE, decode, encode, make_event
-from .idempotency import apply_once
+from .idempotency import apply_many, apply_once
 from .outbox import OutboxRelay, new_document, outbox_indexes, with_events
 from .publisher import Publisher
 from .topology import Topology
@@ -25,6 +25,6 @@ from .worker import run_worker
 __all__ = [
     "CONTENT_TYPE", "BusError", "BusUnavailable", "Catalog", "CatalogError", "ConsumerSpec", "EventConsumer",
     "EventSpec", "Handler", "InvalidEvent", "OutboxRelay", "PublishNacked", "Publisher", "Topology",
-    "UndecodableMessage", "Unroutable", "apply_once", "decode", "encode", "load_catalog", "make_event",
+    "UndecodableMessage", "Unroutable", "apply_many", "apply_once", "decode", "encode", "load_catalog", "make_event",
     "new_document", "outbox_indexes", "run_worker", "with_events",
 ]

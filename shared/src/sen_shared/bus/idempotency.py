@@ -22,15 +22,18 @@ consumers can update at once (FerretDB applies updates as unlocked read-modify-w
 guard guarantees nothing).
 
 The collection should serve one consumer purpose; if several purposes share one, prefix
-the key (``f"{purpose}/{event_id}"``).
+the key (``f"{purpose}/{event_id}"``). :func:`apply_many` is the same claim for several events
+in one unordered insert (a consumer grouping the facts of concurrent deliveries).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
 from ..claims import claim_once
 
@@ -54,4 +57,33 @@ def apply_once(effects: Collection, event_id: str, fact: Mapping[str, Any] | Non
     return applied
 
 
-__all__ = ["apply_once"]
+def apply_many(effects: Collection, facts: Sequence[tuple[str, Mapping[str, Any] | None]]) -> list[bool]:
+    """:func:`apply_once` for several events in one unordered insert: for each ``(event id, fact)``,
+    True when applied now, False when it had been applied before (or earlier in ``facts``).
+
+    A duplicate ``_id`` is the only error taken as "applied before"; any other failure raises,
+    and the caller's redelivery finds the facts that did get in.
+    """
+    if not facts:
+        return []
+    now = datetime.now(UTC)
+    docs = []
+    for event_id, fact in facts:
+        if not event_id:
+            raise ValueError("apply_many needs each event's id")
+        doc = {**(fact or {}), "_id": event_id}
+        doc.setdefault("at", now)
+        docs.append(doc)
+    applied = [True] * len(docs)
+    try:
+        effects.insert_many(docs, ordered=False)
+    except BulkWriteError as err:
+        details = err.details or {}
+        if details.get("writeConcernErrors") or any(w.get("code") != 11000 for w in details.get("writeErrors", ())):
+            raise
+        for w in details.get("writeErrors", ()):
+            applied[int(w["index"])] = False
+    return applied
+
+
+__all__ = ["apply_many", "apply_once"]

@@ -4,8 +4,9 @@ Design (issue 13, ARCHITECTURE.md §2: no document updated by two writers, no do
 grows with the number of events):
 
 - **Facts.** Each event becomes one insert-only fact in ``report_facts``, ``_id`` = the event
-  id (:func:`sen_shared.bus.apply_once`: the claim IS the effect). A redelivered event hits
-  the unique ``_id``; several consumers at once are safe. A fact holds its dimensions
+  id (:func:`sen_shared.bus.apply_once`'s rule: the claim IS the effect). A redelivered event
+  hits the unique ``_id``; several consumers at once are safe, and the facts of concurrent
+  deliveries are inserted together (:class:`FactWriter`, :func:`sen_shared.bus.apply_many`). A fact holds its dimensions
   (:mod:`.report_facts`: type, local day and ISO week in Asia/Ho_Chi_Minh, facility,
   district, priority, channel, amount, minutes) and the event itself (envelope and the
   top-level scalars of ``data``). Nothing else is written per event, so the handler costs one
@@ -47,7 +48,7 @@ from typing import Any
 
 from pymongo.database import Database
 from sen_shared import mongo
-from sen_shared.bus.idempotency import apply_once
+from sen_shared.bus.idempotency import apply_many
 from sen_shared.claims import claim_once
 
 from .report_facts import SECTIONS, VN, extract, merge_rows, rows_of_facts
@@ -120,6 +121,73 @@ def _mark(db: Database, key: str, doc: dict[str, Any]) -> None:
         _marked.add(token)
 
 
+class FactWriter:
+    """Stores the facts of concurrent handler calls together: one unordered insert for all of them.
+
+    Group commit without a thread of its own: the first caller to find no insert running leads,
+    inserting every fact waiting at that moment (its own among them, at most :attr:`batch`) with
+    :func:`sen_shared.bus.idempotency.apply_many`, then hands the lead to the next waiting caller
+    (or drops it) and returns. Every caller returns only once its own fact is stored (or known
+    to be there already), so the consumer still acks after the effect. Alone, a caller inserts
+    at once; with several consumers one insert carries several facts (FerretDB: one insert of 8
+    documents costs about what 1.4 inserts of one do).
+    """
+
+    def __init__(self, batch: int = 64) -> None:
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._waiting: list[dict[str, Any]] = []  # {"db", "id", "fact", "done": Event, "result", "error", "lead"}
+        self._leading = False
+
+    def write(self, db: Database, event_id: str, fact: dict[str, Any]) -> bool:
+        me: dict[str, Any] = {"db": db, "id": event_id, "fact": fact, "done": threading.Event(), "lead": False}
+        with self._lock:
+            self._waiting.append(me)
+            if not self._leading:
+                self._leading = me["lead"] = True
+        if not me["lead"]:
+            me["done"].wait()
+            if not me["lead"]:  # stored by a leader
+                return self._outcome(me)
+        self._insert_waiting(me)
+        return self._outcome(me)
+
+    @staticmethod
+    def _outcome(me: dict[str, Any]) -> bool:
+        if me.get("error") is not None:
+            raise me["error"]
+        return bool(me["result"])
+
+    def _insert_waiting(self, me: dict[str, Any]) -> None:
+        with self._lock:
+            group = [w for w in self._waiting if w["db"] is me["db"]][: self.batch]
+            if me not in group:
+                group = [me, *group[: self.batch - 1]]
+            taken = {id(w) for w in group}
+            self._waiting = [w for w in self._waiting if id(w) not in taken]
+        try:
+            results = apply_many(me["db"][FACTS], [(w["id"], w["fact"]) for w in group])
+            for w, r in zip(group, results, strict=True):
+                w["result"] = r
+        except Exception as err:  # noqa: BLE001 - every caller of the group raises it (and is redelivered)
+            for w in group:
+                w["error"] = err
+        with self._lock:
+            nxt = self._waiting[0] if self._waiting else None
+            if nxt is None:
+                self._leading = False
+            else:
+                nxt["lead"] = True
+        for w in group:
+            if w is not me:
+                w["done"].set()
+        if nxt is not None:
+            nxt["done"].set()
+
+
+writer = FactWriter()
+
+
 def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = None) -> bool:
     """Store the event's fact once; True when counted now, False when it had been counted.
 
@@ -132,7 +200,7 @@ def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = 
     _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
     _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "day": day})
     fact = {**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}
-    applied = apply_once(db[FACTS], str(event["id"]), fact)
+    applied = writer.write(db, str(event["id"]), fact)  # apply_once's claim, grouped with concurrent calls
     if applied and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
         log.error("a fact was stored after its slot was sealed; its slot total may miss it: "
                   "run `python -m sen_portal.rebuild totals`", extra={"slot": slot, "event": event.get("id")})
