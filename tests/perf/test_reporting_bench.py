@@ -8,7 +8,9 @@ own FerretDB database:
 1. 5,000 events with nothing counted yet today, on 1 thread (the worker's one consumer) and on
    4 threads (four consumers);
 2. filled to ~50,000 counted today (4 threads, rate printed), then 5,000 more on 1 and 4 threads;
-3. the dashboard (12 weeks, all districts and one district): first call after the load's
+3. 4,000 queued events drained through RabbitMQ by 1 and by 4 real ``portal.reporting``
+   consumers (the worker runs 4; their facts are inserted together);
+4. the dashboard (12 weeks, all districts and one district): first call after the load's
    10-minute slots are over (it seals them: the cost is printed), then p50/p95 of 200 calls at
    4 clients; and a few calls with the whole load still in the live slot (the worst case: a bulk
    load within the last 10 minutes).
@@ -31,12 +33,14 @@ import pytest
 from sen_portal.domain.dashboard import dashboard
 from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import FACTS, INDEXES, SLOT, record_event
+from sen_shared.bus import make_event
 
 from tests.perf.test_ehr_bench import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 MEASURE = 5_000
 FILL_TO = 50_000
+BUS_EVENTS = 4_000
 DISTRICTS = ["Cao Lãnh", "Tháp Mười", "Hồng Ngự", "Tam Nông", "Thanh Bình", "Lấp Vò", "Lai Vung", "Châu Thành",
              "Tân Hồng", "Sa Đéc"]
 FACILITIES = [(f"Organization/tyt-{i:03d}", DISTRICTS[i % len(DISTRICTS)]) for i in range(165)]
@@ -89,6 +93,39 @@ def feed(db, events: list[dict], threads: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
+def through_the_bus(amqp_url: str, prefix: str, db, events: list[dict], consumers: int) -> float:
+    """Events/s of ``consumers`` real portal.reporting consumers draining a backlog of ``events``."""
+    from kombu import Connection
+    from sen_portal.domain.reporting import count_event
+    from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog
+
+    catalog = load_catalog().only(["portal.reporting"])
+    topology = Topology(catalog, prefix)
+    with Connection(amqp_url) as conn:
+        topology.declare(conn.default_channel)
+    try:
+        with Publisher(amqp_url, prefix=prefix, catalog=catalog, validate=False) as pub:
+            for e in events:
+                pub.publish(e)
+        stop = threading.Event()
+        cs = [EventConsumer(amqp_url, topology, "portal.reporting", count_event, db) for _ in range(consumers)]
+        ts = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in cs]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        deadline = time.monotonic() + 120
+        while sum(c.handled for c in cs) < len(events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rate = sum(c.handled for c in cs) / (time.perf_counter() - t0)
+        stop.set()
+        for t in ts:
+            t.join(15)
+        return rate
+    finally:
+        with Connection(amqp_url) as conn:
+            topology.delete(conn.default_channel)
+
+
 def timed_calls(fn, calls: int, clients: int) -> list[float]:
     out: list[float] = []
     lock = threading.Lock()
@@ -137,8 +174,17 @@ def test_reporting_bench(mongo_client, run_id, base_env):
         for threads in (1, 4):
             before = db[FACTS].count_documents({})
             rates.append((before, threads, feed(db, [event(rng, today) for _ in range(MEASURE)], threads)))
+        bus: list[tuple[int, int, float]] = []  # (counted before, consumers, events/s) through RabbitMQ
+        for consumers in (1, 4):
+            before = db[FACTS].count_documents({})
+            # EHR events, valid against their schemas (the consumer validates what it receives)
+            events = [make_event(f"ehr.{kind}.created", {"resourceType": kind.capitalize(), "id": uuid.uuid4().hex,
+                                                         "versionId": "1"}, subject=f"{kind.capitalize()}/x")
+                      for kind in rng.choices(["observation", "patient"], [2, 1], k=BUS_EVENTS)]
+            bus.append((before, consumers, through_the_bus(
+                base_env["AMQP_URL"], f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}.", db, events, consumers)))
         total = db[FACTS].count_documents({})
-        print(f"\nhandler: {rates}")
+        print(f"\nhandler: {rates}; bus: {bus}")
 
         start, end = today - timedelta(days=83), today
         live = timed_calls(lambda: dashboard(db, start, end, None), 3, 1)
@@ -160,6 +206,10 @@ def test_reporting_bench(mongo_client, run_id, base_env):
             rows.append(f"| handler, {before:,} counted today, {threads} consumer thread{'s' * (threads > 1)} "
                         f"({MEASURE:,} events) | {rate:,.0f} events/s | ≥ 1,000 events/s "
                         f"| {'met' if rate >= 1000 else '**missed**'} |")
+        for before, consumers, rate in bus:
+            rows.append(f"| through RabbitMQ: {consumers} portal.reporting consumer{'s' * (consumers > 1)} draining "
+                        f"{BUS_EVENTS:,} queued events ({before:,} counted today) | {rate:,.0f} events/s "
+                        f"| ≥ 1,000 events/s | {'met' if rate >= 1000 else '**missed**'} |")
         rows += [
             f"| fill to {counted:,} (4 threads) | {fill_rate:,.0f} events/s | | |",
             f"| dashboard, 12 weeks, all districts, 4 clients (200 calls) | p50 {pct(all_d, 50):.0f} ms, "
@@ -180,6 +230,6 @@ def test_reporting_bench(mongo_client, run_id, base_env):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(table + "\n", "utf-8")
         print(f"written to {out.relative_to(ROOT)}; total {time.monotonic() - started:.0f} s")
-        assert total == counted + 2 * MEASURE  # every event counted once
+        assert total == counted + 2 * MEASURE + 2 * BUS_EVENTS  # every event counted once
     finally:
         mongo_client.drop_database(name)
