@@ -214,7 +214,9 @@ def test_submit_creates_service_request_and_task_owned_by_the_hub_due_by_priorit
     # who and when: on the version, and in the audit trail
     assert task["meta"]["extension"][0]["valueReference"]["display"] == "nv-an-binh"
     link = db.consult_steps.find_one({"_id": f"{task_id}/1"})
-    [event] = [entry_event(e) for e in link["outbox"]]
+    event, grant = [entry_event(e) for e in link["outbox"]]
+    assert grant["type"] == "vn.sen.teleconsult.referral.granted.v1"
+    assert grant["data"]["grantee"] == f"Organization/{HUB}" and grant["data"]["patient"] == "Patient/pa"
     assert event["type"] == "vn.sen.teleconsult.consult.requested.v1"
     assert event["data"]["district"] == "Huyện Phú Tân" and event["data"]["specialty"] == CARDIO
     assert event["data"]["dueAt"] == task["restriction"]["period"]["end"]
@@ -340,7 +342,7 @@ def test_twenty_doctors_accepting_at_once_exactly_one_wins(tc, tokens, dev_key, 
     assert len(httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]) == 2
     events = [entry_event(e)["type"] for link in links for e in link["outbox"]]
     assert events.count("vn.sen.teleconsult.consult.accepted.v1") == 1
-    assert events.count("vn.sen.teleconsult.referral.granted.v1") == 1
+    assert events.count("vn.sen.teleconsult.referral.granted.v1") == 2  # the hub's (submission), the winner's
 
 
 def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
@@ -349,6 +351,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     r = op(tc, task_id, "$complete", "dr", tokens, minutes())
     assert r.status_code == 409 and "'requested'" in diag(r)
     assert op(tc, task_id, "$provide-info", "a", tokens, [{"name": "answer", "valueString": "x"}]).status_code == 409
+    assert op(tc, "no-such-task", "$accept", "dr", tokens).status_code == 404
     # another hub's doctor, and the clinic, may not accept
     assert op(tc, task_id, "$accept", "other_hub", tokens).status_code == 403
     assert op(tc, task_id, "$accept", "a", tokens).status_code == 403
@@ -548,10 +551,11 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
         [billing_event] = mine("billing.consult-charge")
         assert ehr_event == billing_event and ehr_event["type"] == "vn.sen.teleconsult.consult.completed.v1"
         assert ehr_event["data"]["task"] == f"Task/{task_id}"
-        [grant] = mine("ehr.referral-grants")
-        assert grant["data"]["grantee"] == "Practitioner/dr-0" and grant["data"]["patient"] == "Patient/pa"
+        grants = mine("ehr.referral-grants")  # the hub at submission (triage), the doctor at acceptance
+        assert sorted(g["data"]["grantee"] for g in grants) == [f"Organization/{HUB}", "Practitioner/dr-0"]
+        assert {g["data"]["patient"] for g in grants} == {"Patient/pa"}
         kinds = sorted(e["type"].split(".")[-2] for e in mine("portal.reporting"))
-        assert kinds == ["accepted", "completed", "granted", "requested"]
+        assert kinds == ["accepted", "completed", "granted", "granted", "requested"]
         # the EHR's consumer stores it (Encounter + Composition), once however often it comes
         from sen_ehr.domain import consult_record
 

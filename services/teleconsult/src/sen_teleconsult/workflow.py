@@ -242,9 +242,11 @@ class Consults:
                 "dueAt": facts["dueAt"]}
         if facts.get("specialty"):
             data["specialty"] = facts["specialty"]
+        # the hub's doctors triage with the record: the EHR lets the hub read this patient
+        # (the doctor who accepts gets a grant of their own)
+        events = [("teleconsult.consult.requested", data), *self._grant_events(facts, facts["hub"])]
         link = self._link_doc(task_id, op="$submit", state="requested", task=dict(task), facts=facts,
-                              actor=actor, sr_status="active", extra={},
-                              events=[("teleconsult.consult.requested", data)])
+                              actor=actor, sr_status="active", extra={}, events=events)
         try:
             advance(self.db[STEPS], task_id, None, link)
         except ClaimTaken:
