@@ -21,7 +21,7 @@ from sen_teleconsult.domain import reminders as rem
 from sen_teleconsult.domain import scheduling as sch
 from sen_teleconsult.domain.video import VideoConfig, create_room
 
-from tests.support import admin_headers, app_client, web_process
+from tests.support import admin_headers, app_client, wait_for, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -330,11 +330,16 @@ def _race(url, H, op, sid, n):
     r = httpx.put(f"{url}/fhir/Schedule/{sid}", content=json.dumps(_schedule(sid, f"Practitioner/{sid}",
                                                                              windows=windows)), headers=H)
     assert r.status_code in (200, 201), r.text
-    r = httpx.post(f"{url}/fhir/Appointment/$find", headers=H, timeout=30,
-                   content=_params(("start", _local(DAY, "00:00")), ("end", _local(DAY, "23:00")),
-                                   ("practitioner", {"reference": f"Practitioner/{sid}"})))
-    props = [e["resource"] for e in r.json()["entry"]]
-    assert len(props) == 5
+    props: list = []
+
+    def found() -> bool:  # a process trusts the schedules it read for 2 s (SCHEDULES_FRESH_SECONDS)
+        r = httpx.post(f"{url}/fhir/Appointment/$find", headers=H, timeout=30,
+                       content=_params(("start", _local(DAY, "00:00")), ("end", _local(DAY, "23:00")),
+                                       ("practitioner", {"reference": f"Practitioner/{sid}"})))
+        props[:] = [e["resource"] for e in r.json().get("entry", [])]
+        return len(props) == 5
+
+    wait_for(found, 10)
     barrier = threading.Barrier(n)
 
     def one(i):

@@ -50,6 +50,13 @@ def request_bytes(host: str, port: int, path: str, headers: dict[str, str]) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def post_bytes(host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    """A POST with ``body``, prepared once: :func:`run` sends items that are bytes as they are."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items()),
+             f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
 def _chunked_end(buf: bytearray, start: int) -> int | None:
     """Index just past a complete chunked body beginning at ``start``, or None if incomplete."""
     pos = start
@@ -107,10 +114,11 @@ def _parse(conn: _Conn) -> bool:
     return True
 
 
-def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str], clients: int,
+def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str | bytes], clients: int,
         deadline: float) -> tuple[list[float], Counter]:
     """GET each of ``paths`` over ``clients`` connections until they run out or ``deadline``
-    (``time.monotonic()``) passes; the latencies in ms and the statuses."""
+    (``time.monotonic()``) passes; the latencies in ms and the statuses. An item that is bytes
+    is a whole prepared request (:func:`post_bytes`), sent as it is."""
     sel = selectors.DefaultSelector()
     lat: list[float] = []
     statuses: Counter = Counter()
@@ -126,7 +134,7 @@ def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str], cli
         path = next(paths, None) if time.monotonic() < deadline else None
         if path is None:
             return False
-        data = request_bytes(host, port, path, headers)
+        data = path if isinstance(path, bytes) else request_bytes(host, port, path, headers)
         conn.started = time.perf_counter()
         conn.sock.sendall(data)  # far below the socket buffer: never waits on the server
         return True
