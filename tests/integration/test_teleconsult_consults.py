@@ -279,6 +279,10 @@ def test_ehr_down_or_slow_is_a_clear_refusal_and_nothing_is_created(tc_env, toke
                 assert says in diag(r) and "nothing was created" in diag(r)
                 db = mongo_client[name]
                 assert count(db, "ServiceRequest") == count(db, "Task") == count(db, "consult_steps") == 0
+                # a 5xx is not kept under the Idempotency-Key: the clinic's retry runs again
+                kept = [d["_id"] for d in db.idempotency_keys.find({}, {"_id": 1})]
+                assert kept and not [k for k in kept if k.endswith("/answer")]
+                assert db.idempotency_keys.find_one(sort=[("n", -1)])["released"] is True
             mongo_client.drop_database(name)
     finally:
         silent.close()
@@ -307,7 +311,7 @@ def test_one_submission_sent_ten_times_at_once_with_one_key_makes_one_consult(tc
     assert submit(tc, tokens, body, who="b", **{"Idempotency-Key": key}).status_code == 403
 
 
-def test_a_refusal_is_replayed_but_an_unavailable_ehr_is_not_kept(tc, tokens):
+def test_a_refusal_is_kept_and_replayed(tc, tokens):
     key = str(uuid.uuid4())
     first = submit(tc, tokens, service_request(subject={"reference": "Patient/nobody"}), **{"Idempotency-Key": key})
     second = submit(tc, tokens, service_request(subject={"reference": "Patient/nobody"}), **{"Idempotency-Key": key})
