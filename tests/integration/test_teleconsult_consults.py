@@ -382,6 +382,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: c["sent"])
     assert len(comms) == 2
     assert comms[0]["sender"] == {"reference": "Practitioner/dr-2"}
+    assert [c["meta"]["extension"][0]["valueReference"]["display"] for c in comms] == ["dr-2", "nv-an-binh"]
     assert comms[1]["inResponseTo"] == [{"reference": f"Communication/{comms[0]['id']}"}]
     # reject needs a reason (and an accepted consult is not rejected)
     assert op(tc, task_id, "$reject", "dr", tokens).status_code == 422

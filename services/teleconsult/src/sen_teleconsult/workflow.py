@@ -333,6 +333,7 @@ class Consults:
             task["lastModified"] = iso(now_vn())
             validate_resource(copy.deepcopy(task), expected_type="Task")
             if change.communication is not None:
+                rules.stamp_change(change.communication, actor.ref, actor.display)
                 validate_resource(copy.deepcopy(change.communication), expected_type="Communication")
             doc = self._link_doc(task_id, op=op, state=change.state, task=task, facts=facts, actor=actor,
                                  sr_status=change.sr_status, extra=change.extra, events=change.events,
