@@ -113,3 +113,27 @@ def test_sla():
     assert on_duty_lead("Organization/hub", {"hub": "Practitioner/l"}) == "Practitioner/l"
     assert on_duty_lead("Organization/x", {"*": "Practitioner/d"}) == "Practitioner/d"
     assert on_duty_lead("Organization/x", {}) is None
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("start", {"valueDateTime": "2025-13-45T99:99:00+07:00"}),
+    ("start", {"valueDateTime": "2025-03-14T09:00:00"}),  # no offset
+    ("site", {"valueReference": "Organization/hub"}),  # a string, not a Reference
+    ("chair", {"valueReference": {"reference": "Organization/hub"}}),
+    ("conclusion", {"valueCoding": {"system": ICD10, "code": "i21"}}),
+    ("participant", {"part": [{"name": "who", "valueReference": {"reference": "Practitioner/a"}}]}),
+])
+def test_malformed_minutes_are_422_not_a_crash(name, bad):
+    body = minutes()
+    body["parameter"] = [p for p in body["parameter"] if p["name"] != name] + [{"name": name, **bad}]
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(body)
+    assert err.value.status == 422
+
+
+def test_references_are_objects():
+    assert rules.ref_of({"reference": "Patient/p1"}) == "Patient/p1"
+    assert rules.ref_of("Patient/p1") is None
+    assert rules.ref_of({"reference": "http://elsewhere/Patient/p1"}) is None
+    with pytest.raises(ConsultError):
+        rules.check_submission(sr(subject="Patient/p1"), clinic=CLINIC, default_hub=None)

@@ -77,12 +77,11 @@ def check_transition(op: str, state: str) -> None:
 # --------------------------------------------------------------------------- references
 
 def ref_of(value: Any) -> str | None:
-    """``"Type/id"`` of a FHIR Reference (or of a string), None when it is not one."""
-    if isinstance(value, Mapping):
-        value = value.get("reference")
-    if isinstance(value, str) and REF.match(value):
-        return value
-    return None
+    """``"Type/id"`` of a FHIR Reference (an object with a relative ``reference``), None when it is not one."""
+    if not isinstance(value, Mapping):
+        return None
+    ref = value.get("reference")
+    return ref if isinstance(ref, str) and REF.match(ref) else None
 
 
 def ref_id(ref: str) -> str:
@@ -291,10 +290,14 @@ def one_reference(body: Any, name: str, *, required: bool, types: tuple[str, ...
 def _datetime(body: Any, name: str) -> str:
     found = param_values(body, name)
     value = found[0].get("valueDateTime") if found else None
-    if not isinstance(value, str) or not DATETIME.match(value):
-        raise _bad(f"{name!r} is required: a valueDateTime with a time zone, e.g. 2025-03-14T09:00:00+07:00",
-                   f"Parameters.parameter.where(name='{name}')")
-    return value
+    if isinstance(value, str) and DATETIME.match(value):
+        try:
+            _instant(value)
+            return value
+        except ValueError:  # 2025-13-45T...: the shape of a date, not a date
+            pass
+    raise _bad(f"{name!r} is required: a valueDateTime with a time zone, e.g. 2025-03-14T09:00:00+07:00",
+               f"Parameters.parameter.where(name='{name}')")
 
 
 def _parts(p: Mapping[str, Any]) -> dict[str, Any]:
