@@ -379,7 +379,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
         {"name": "attachment", "valueReference": {"reference": "Observation/obs-a"}}])
     assert r.status_code == 200 and r.json()["status"] == "accepted"
     thread = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}", headers=tokens["a"]).json()
-    comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: c["sent"])
+    comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: "inResponseTo" in c)  # question first
     assert len(comms) == 2
     assert comms[0]["sender"] == {"reference": "Practitioner/dr-2"}
     assert [c["meta"]["extension"][0]["valueReference"]["display"] for c in comms] == ["dr-2", "nv-an-binh"]
