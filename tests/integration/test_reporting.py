@@ -140,7 +140,8 @@ def test_totals_are_sealed_once_and_give_the_same_figures_as_live_facts(province
     # an hour later, today's slot is sealed too; the figures do not move
     later = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW + timedelta(hours=1))
     assert later["consults_per_facility_week"] == before["consults_per_facility_week"]
-    assert province[TOTALS].find_one({"_id": f"s/{NOW.strftime('%Y-%m-%d')}T09:00"}) is not None
+    assert province[TOTALS].find_one({"_id": f"h/{NOW.strftime('%Y-%m-%d')}T09"}) is not None
+    assert province[TOTALS].find_one({"_id": f"s/{NOW.strftime('%Y-%m-%d')}T09:03"}) is not None
     # rebuilding totals: dropped and summed again from the facts
     province.drop_collection(TOTALS)
     reporting.sealed_cache.clear()
@@ -178,9 +179,13 @@ def test_20000_events_counted_exactly_once_with_duplicates_and_four_consumers(fr
     total, dupes, consumers = 20_000, 2_000, 4
     start = NOW - timedelta(days=2, hours=9)  # arrivals from 2 December 00:05 to 4 December 09:04
     span = (NOW - start).total_seconds() - 60
+    # arrivals at 97 moments over the span (one-minute slots: 97 slots, hours and days to seal)
     events = [(ev("ehr.observation.created", {"resourceType": "Observation", "id": str(i), "versionId": "1"},
-                  at=(start + timedelta(seconds=span * i / total)).astimezone(UTC).isoformat()),
-               start + timedelta(seconds=span * i / total + 1)) for i in range(total)]
+                  at=(start + timedelta(seconds=span * (i % 97) / 97)).astimezone(UTC).isoformat()),
+               start + timedelta(seconds=span * (i % 97) / 97 + 1)) for i in range(total)]
+    # and some in this hour: a sealed slot (09:02) and the live one (09:04)
+    events = [(e, NOW - timedelta(seconds=30) if i % 97 == 0 else NOW - timedelta(minutes=3) if i % 97 == 1 else a)
+              for i, (e, a) in enumerate(events)]
     deliveries = events + random.Random(7).sample(events, dupes)
     random.Random(8).shuffle(deliveries)
     applied = [0] * consumers
@@ -201,7 +206,8 @@ def test_20000_events_counted_exactly_once_with_duplicates_and_four_consumers(fr
         rows = gather(fresh_db, ["events"], now=now)["events"]
         return sum(r["n"] for r in rows if r["k"] == "ehr.observation.created")
 
-    assert counted(NOW) == total  # two sealed days, today's sealed slots and the live one
+    assert counted(NOW) == total  # sealed days and hours, this hour's sealed slot and the live one
+    assert fresh_db[TOTALS].find_one({"_id": "s/2026-12-04T09:04"}) is None  # still live
     assert seal(fresh_db, NOW) >= 0 and counted(NOW) == total
     assert counted(NOW + timedelta(days=40)) == total  # December sealed as a month
     assert fresh_db[TOTALS].find_one({"_id": "m/2026-12"})["facts"] == 0  # a month's marker

@@ -11,9 +11,9 @@ own FerretDB database:
 3. 4,000 queued events drained through RabbitMQ by 1 and by 4 real ``portal.reporting``
    consumers (the worker runs 4; their facts are inserted together);
 4. the dashboard (12 weeks, all districts and one district): first call after the load's
-   10-minute slots are over (it seals them: the cost is printed), then p50/p95 of 200 calls at
+   one-minute slots are over (it seals them: the cost is printed), then p50/p95 of 200 calls at
    4 clients; and a few calls with the whole load still in the live slot (the worst case: a bulk
-   load within the last 10 minutes).
+   load within the last minute or two).
 
 Prints one markdown table (also written to ``.sen/bench/reporting.md``). No timing assertions.
 """

@@ -10,21 +10,23 @@ grows with the number of events):
   (:mod:`.report_facts`: type, local day and ISO week in Asia/Ho_Chi_Minh, facility,
   district, priority, channel, amount, minutes) and the event itself (envelope and the
   top-level scalars of ``data``). Nothing else is written per event, so the handler costs one
-  insert whatever the day's count (plus, once per 10 minutes per process, two small markers).
-- **Arrival buckets.** A fact also records the 10-minute slot (local time) in which it was
-  stored. Slots, days and months of arrival are *sealed* once they are over (plus
+  insert whatever the day's count (plus, once a minute per process, a small marker).
+- **Arrival buckets.** A fact also records the minute (local time) in which it was stored,
+  its *slot*. Slots, hours, days and months of arrival are *sealed* once they are over (plus
   :data:`MARGIN`): after that no fact can arrive in them, so their totals never change.
   A sealed bucket's totals are summed once and inserted under ``<level>/<bucket>/<section>``
-  (``s/2026-12-04T09:10/consults``, ``d/2026-12-04/...``, ``m/2026-12/...``): a claim, the
+  (``s/2026-12-04T09:10/consults``, ``h/2026-12-04T09/...``, ``d/2026-12-04/...``,
+  ``m/2026-12/...``; an hour adds its slots, a day its hours, a month its days): a claim, the
   first computer wins and everyone else reads it (the content is the same whoever computes
   it). Each row of a total is keyed by the facts' *event* day, so late events (an outbox that
   was down for a day) are still counted on their own day. Totals are immutable; the worker's
   sealer computes them in the background (:func:`seal`) and a query computes any it lacks.
 - **Queries** add the month totals of past months, the day totals of the current month, the
-  slot totals of today and the live facts of the unsealed slot(s) (normally one or two, 10 to
-  20 minutes of events), then filter rows by event day and district. The dashboard's
-  functions are in :mod:`.dashboard`.
-- **Markers.** ``report_meta`` holds one insert-only marker per arrival day and per slot
+  hour totals of today, the slot totals of this hour and the live facts of the unsealed
+  slot(s) (one or two: the last one to two minutes of events), then filter rows by event day
+  and district. Sealed totals are read once per process (:data:`sealed_cache`). The
+  dashboard's functions are in :mod:`.dashboard`.
+- **Markers.** ``report_meta`` holds one insert-only marker per arrival day, hour and slot
   that has facts (claimed before the first fact of it is stored), so queries and the sealer
   visit only buckets with facts.
 
@@ -59,14 +61,16 @@ FACTS = "report_facts"
 TOTALS = "report_totals"
 META = "report_meta"
 COLLECTION = FACTS
-SLOT = timedelta(minutes=10)
+SLOT = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 MARGIN = timedelta(seconds=60)
 
 INDEXES: list[mongo.Index] = [
     mongo.Index(FACTS, (("slot", 1),), name="slot_1"),
-    mongo.Index(TOTALS, (("level", 1), ("section", 1), ("month", 1), ("day", 1)), name="level_section"),
+    mongo.Index(TOTALS, (("level", 1), ("section", 1), ("month", 1), ("day", 1), ("hour", 1)),
+                name="level_section_hour"),
     mongo.Index(TOTALS, (("mark", 1),), name="mark_1"),
-    mongo.Index(META, (("kind", 1), ("day", 1)), name="kind_day"),
+    mongo.Index(META, (("kind", 1), ("day", 1), ("hour", 1)), name="kind_day_hour"),
 ]
 
 _marked: set[tuple[str, str]] = set()  # (database, marker id) claimed by this process
@@ -81,7 +85,7 @@ def local(now: datetime | None = None) -> datetime:
 
 def slot_start(moment: datetime) -> datetime:
     t = moment.astimezone(VN)
-    return t.replace(minute=t.minute - t.minute % 10, second=0, microsecond=0)
+    return t.replace(second=0, microsecond=0)
 
 
 def slot_name(start: datetime) -> str:
@@ -98,6 +102,10 @@ def _day_start(day: str) -> datetime:
 
 def slot_sealed(name: str, now: datetime) -> bool:
     return now >= _slot_from_name(name) + SLOT + MARGIN
+
+
+def hour_sealed(hour: str, now: datetime) -> bool:
+    return now >= datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=VN) + HOUR + MARGIN
 
 
 def day_sealed(day: str, now: datetime) -> bool:
@@ -196,9 +204,11 @@ def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = 
     arrival = local(now)
     start = slot_start(arrival)
     slot, day = slot_name(start), start.date().isoformat()
+    hour = slot[:13]
     # markers first: a fact never exists without the markers that lead a query to it
     _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
-    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "day": day})
+    _mark(db, f"hour/{hour}", {"kind": "hour", "hour": hour, "day": day})
+    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "hour": hour, "day": day})
     fact = {**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}
     applied = writer.write(db, str(event["id"]), fact)  # apply_once's claim, grouped with concurrent calls
     if applied and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
@@ -243,17 +253,29 @@ def _complete(have: Mapping[str, list[dict[str, Any]]] | None) -> bool:
 def seal_slot(db: Database, slot: str) -> dict[str, list[dict[str, Any]]]:
     """Sum a sealed slot's facts into its totals (all sections); the rows."""
     rows, n = _live_rows(db, slot, SECTIONS)
-    _insert_totals(db, "s", slot, rows, n, {"day": slot[:10], "month": slot[:7]})
+    _insert_totals(db, "s", slot, rows, n, {"hour": slot[:13], "day": slot[:10], "month": slot[:7]})
+    return rows
+
+
+def seal_hour(db: Database, hour: str) -> dict[str, list[dict[str, Any]]]:
+    """Add a sealed hour's slot totals (sealing the slots that lack one) into the hour's totals."""
+    have = _section_totals(db, "s", hour=hour)
+    parts = []
+    for m in db[META].find({"kind": "slot", "hour": hour}):
+        slot = m["slot"]
+        parts.append(have[slot] if _complete(have.get(slot)) else seal_slot(db, slot))
+    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
+    _insert_totals(db, "h", hour, rows, 0, {"day": hour[:10], "month": hour[:7]})
     return rows
 
 
 def seal_day(db: Database, day: str) -> dict[str, list[dict[str, Any]]]:
-    """Add a sealed day's slot totals (sealing the slots that lack one) into the day's totals."""
-    have = _section_totals(db, "s", day=day)
+    """Add a sealed day's hour totals (sealing the hours that lack one) into the day's totals."""
+    have = _section_totals(db, "h", day=day)
     parts = []
-    for m in db[META].find({"kind": "slot", "day": day}):
-        slot = m["slot"]
-        parts.append(have[slot] if _complete(have.get(slot)) else seal_slot(db, slot))
+    for m in db[META].find({"kind": "hour", "day": day}):
+        hour = m["hour"]
+        parts.append(have[hour] if _complete(have.get(hour)) else seal_hour(db, hour))
     rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
     _insert_totals(db, "d", day, rows, 0, {"day": day, "month": day[:7]})
     return rows
@@ -297,11 +319,20 @@ def seal(db: Database, now: datetime | None = None) -> int:
                 seal_day(db, day)
                 done += 1
                 continue
-            slot_marks = {d["bucket"] for d in db[TOTALS].find({"mark": "s", "day": day}, {"bucket": 1})}
-            for m in db[META].find({"kind": "slot", "day": day}):
-                if m["slot"] not in slot_marks and slot_sealed(m["slot"], now):
-                    seal_slot(db, m["slot"])
+            hour_marks = {d["bucket"] for d in db[TOTALS].find({"mark": "h", "day": day}, {"bucket": 1})}
+            for h in db[META].find({"kind": "hour", "day": day}):
+                hour = h["hour"]
+                if hour in hour_marks:
+                    continue
+                if hour_sealed(hour, now):
+                    seal_hour(db, hour)
                     done += 1
+                    continue
+                slot_marks = {d["bucket"] for d in db[TOTALS].find({"mark": "s", "hour": hour}, {"bucket": 1})}
+                for m in db[META].find({"kind": "slot", "hour": hour}):
+                    if m["slot"] not in slot_marks and slot_sealed(m["slot"], now):
+                        seal_slot(db, m["slot"])
+                        done += 1
     return done
 
 
@@ -362,7 +393,7 @@ def _sealed_rows(db: Database, level: str, bucket: str, sections: list[str]) -> 
 
 
 def _seal_level(db: Database, level: str, bucket: str) -> dict[str, list[dict[str, Any]]]:
-    rows = {"s": seal_slot, "d": seal_day, "m": seal_month}[level](db, bucket)
+    rows = {"s": seal_slot, "h": seal_hour, "d": seal_day, "m": seal_month}[level](db, bucket)
     for s, r in rows.items():
         sealed_cache.put(db, f"{level}/{bucket}/{s}", r)
     return rows
@@ -385,7 +416,7 @@ def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
             days_by_month[m["month"]].append(m["day"])
     sealed: list[tuple[str, str]] = []  # (level, bucket) with totals to add
     live: list[str] = []  # slots still open
-    done: dict[str, set[str]] = {"m": set(), "d": set(), "s": set()}  # buckets whose totals are stored
+    done: dict[str, set[str]] = {"m": set(), "d": set(), "h": set(), "s": set()}  # buckets with stored totals
     if days_by_month:
         done["m"] = {d["bucket"] for d in db[TOTALS].find({"mark": "m"}, {"bucket": 1})}
     for month, days in sorted(days_by_month.items()):
@@ -397,13 +428,19 @@ def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
             if day_sealed(day, now):
                 sealed.append(("d", day))
                 continue
-            done["s"] |= {d["bucket"] for d in db[TOTALS].find({"mark": "s", "day": day}, {"bucket": 1})}
-            for m in db[META].find({"kind": "slot", "day": day}):
-                slot = m["slot"]
-                if slot in done["s"] or slot_sealed(slot, now):
-                    sealed.append(("s", slot))
-                else:
-                    live.append(slot)
+            done["h"] |= {d["bucket"] for d in db[TOTALS].find({"mark": "h", "day": day}, {"bucket": 1})}
+            for h in db[META].find({"kind": "hour", "day": day}):
+                hour = h["hour"]
+                if hour in done["h"] or hour_sealed(hour, now):
+                    sealed.append(("h", hour))
+                    continue
+                done["s"] |= {d["bucket"] for d in db[TOTALS].find({"mark": "s", "hour": hour}, {"bucket": 1})}
+                for m in db[META].find({"kind": "slot", "hour": hour}):
+                    slot = m["slot"]
+                    if slot in done["s"] or slot_sealed(slot, now):
+                        sealed.append(("s", slot))
+                    else:
+                        live.append(slot)
     key = (db.name, tuple(sections))
     ids = tuple(f"{lv}/{b}" for lv, b in sealed)
     with sealed_cache.lock:
@@ -429,4 +466,4 @@ def gather(db: Database, sections: Iterable[str], *, since: date | None = None,
 
 
 __all__ = ["COLLECTION", "FACTS", "INDEXES", "MARGIN", "META", "SLOT", "TOTALS", "count_event", "gather",
-           "record_event", "seal", "seal_day", "seal_month", "seal_slot"]
+           "record_event", "seal", "seal_day", "seal_hour", "seal_month", "seal_slot"]
