@@ -575,3 +575,37 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
         next(bus_gen, None)
     doc = db.consult_steps.find_one({"_id": f"{task_id}/3"})
     assert doc["outbox"] == [] and doc["outbox_pending"] is False
+
+
+# --------------------------------------------------------------------------- crashes
+
+def test_a_step_claimed_but_not_written_is_rolled_forward_by_the_next_one(tc, tokens, consults, db, monkeypatch):
+    """A crash between a step's claim (its link) and its writes: the next reader finishes it."""
+    from sen_teleconsult.workflow import Actor, Consults
+
+    _, task_id = submitted(submit(tc, tokens))
+    doctor = type("P", (), {"sub": "dr-0", "roles": frozenset({"doctor"}), "facility": HUB,
+                            "practitioner": "dr-0", "scopes": frozenset()})()
+    with monkeypatch.context() as m:
+        m.setattr(Consults, "roll_forward", lambda self, link: None)  # the process dies after its insert
+        consults.accept(task_id, Actor.of(doctor))
+    assert db.consult_steps.count_documents({"k": task_id}) == 2
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()["status"] == "requested"
+    # the next step (another doctor asks the clinic) first applies the accept, then itself
+    r = op(tc, task_id, "$request-info", "dr2", tokens, [{"name": "question", "valueString": "Điện tim?"}])
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "3", r.text
+    history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
+    assert [e["resource"]["status"] for e in history] == ["on-hold", "accepted", "requested"]
+
+
+def test_a_submission_that_stopped_before_its_chain_is_finished_by_the_next_reader(tc, tokens, db):
+    """The transaction stored ServiceRequest + Task, then the process died before link 1."""
+    _, task_id = submitted(submit(tc, tokens))
+    db.consult_steps.delete_many({"k": task_id})  # as if link 1 had never been inserted
+    r = op(tc, task_id, "$accept", "dr", tokens)
+    assert r.status_code == 200, r.text
+    links = sorted(db.consult_steps.find({"k": task_id}), key=lambda link: link["n"])
+    assert [link["op"] for link in links] == ["$submit", "$accept"]
+    requested = [entry_event(e) for e in links[0]["outbox"]]
+    assert requested[0]["type"] == "vn.sen.teleconsult.consult.requested.v1"
+    assert requested[0]["data"]["requester"] == f"Organization/{CLINIC_A}"
