@@ -29,6 +29,8 @@ class PortalSettings(Settings):
                                  description="the teleconsult service's base URL")
     billing_url: str = Field("http://127.0.0.1:8083", validation_alias="SEN_BILLING_URL",
                              description="the billing service's base URL")
+    hub: str = Field("bvdk-dong-thap", validation_alias="SEN_PORTAL_HUB",
+                     description="the hub Organization id clinics send their consults to (the demo hub)")
     secret_key: str = Field("", validation_alias="SEN_PORTAL_SECRET_KEY",
                             description="signs the session cookie (required in production; in development "
                                         "derived from the development issuer's key so every worker shares it)")

@@ -134,7 +134,29 @@ def _globals() -> dict[str, Any]:
 
     return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
-            "video_link": video_link}
+            "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of}
+
+
+def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The signed minutes the teleconsult service attaches to the completed Task (JSON)."""
+    import base64
+    import json
+
+    for out in task.get("output") or []:
+        att = out.get("valueAttachment") or {}
+        if att.get("contentType") == "application/json" and att.get("data"):
+            try:
+                data = json.loads(base64.b64decode(att["data"]))
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def day_name(code: str) -> str:
+    return {"mon": gettext("Monday"), "tue": gettext("Tuesday"), "wed": gettext("Wednesday"),
+            "thu": gettext("Thursday"), "fri": gettext("Friday"), "sat": gettext("Saturday"),
+            "sun": gettext("Sunday")}.get(code, code)
 
 
 def status_label(status: str | None) -> str:

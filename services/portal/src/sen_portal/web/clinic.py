@@ -11,7 +11,7 @@ from typing import Any
 from flask import g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend_message, bp, icd10, login_required, select_locale
+from . import backend, backend_message, bp, icd10, login_required, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .forms import AnswerForm, ConsultForm, PatientForm, PatientSearchForm, ReasonForm
 
@@ -231,6 +231,7 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
     }
     if user.facility:
         sr["requester"] = {"reference": f"Organization/{user.facility}"}
+    sr["performer"] = [{"reference": f"Organization/{backend.settings().hub}"}]
     if supporting:
         sr["supportingInfo"] = supporting
     return sr
@@ -248,7 +249,7 @@ def consult_new(pid: str) -> Any:
                 supporting = _attach(form.files.data or [], pid)
                 answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit",
                                    service_request(form, g.user, supporting))
-                task = next((r for r in entries(answer, "Task")), None) or _task_from_locations(answer)
+                task = next((r["id"] for r in entries(answer, "Task")), None) or _task_from_locations(answer)
                 if task:
                     url = url_for("web.consult_detail", tid=task, submitted=1)
                     if _is_htmx():
@@ -264,7 +265,8 @@ def consult_new(pid: str) -> Any:
         patient = fhir_get("ehr", f"/fhir/Patient/{pid}")
     except BackendError as err:
         problem = problem or backend_message(err)
-    status = 200 if request.method == "GET" or not (form.errors or problem) else 422
+    # htmx swaps only 2xx answers: the form with its errors comes back as 200 there
+    status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
     return render_template(template, form=form, patient=patient, pid=pid, problem=problem,
                            title=gettext("Request a consult")), status

@@ -1,0 +1,133 @@
+"""The browser suite: headless Chromium (Debian's ``chromium``, driven by Playwright's Python
+package through the system browser; nothing is downloaded) against every service started once
+for the whole suite as ``make run`` starts them (gunicorn + workers), seeded with the demo province.
+
+Screenshots of every page land in ``tests/browser/artifacts/`` (git-ignored). axe-core, served by
+the portal itself, runs on every page a test visits through :func:`visit`/:func:`check_page`.
+
+``SEN_BROWSER_STACK="ehr=URL teleconsult=URL billing=URL portal=URL"`` reuses a running stack
+(``python tests/browser/stack.py`` prints one) instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .stack import running_stack
+
+CHROMIUM = os.environ.get("SEN_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-dev-shm-usage"]
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/browser" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(base_env, run_id, tmp_path_factory, mongo_client):
+    given = os.environ.get("SEN_BROWSER_STACK")
+    if given:
+        yield dict(part.split("=", 1) for part in given.split())
+        return
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
+    env = {**base_env, "LOG_LEVEL": "INFO"}
+    prefix = f"sen_t{run_id}_br"
+    try:
+        with running_stack(env, tmp_path_factory.mktemp("browser-logs"), prefix) as urls:
+            yield urls
+    finally:
+        for svc in ("ehr", "teleconsult", "billing", "portal"):
+            mongo_client.drop_database(f"{prefix}_{svc}")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class Visitor:
+    """A browser tab signed in (or not) as one user, at one width, in one language."""
+
+    def __init__(self, page, base: str, shots: Path, tag: str) -> None:
+        self.page, self.base, self.shots, self.tag = page, base, shots, tag
+        self.visited: list[str] = []
+        self.axe_loaded = False
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.base + path)
+        self.page.wait_for_load_state("networkidle")
+
+    def sign_in(self, username: str, password: str | None = None) -> None:
+        self.go("/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", password or f"sen-{username}")
+        self.page.click("form button.primary")
+        self.page.wait_for_load_state("networkidle")
+
+    def sign_out(self) -> None:
+        self.page.click("header form[action='/logout'] button")
+        self.page.wait_for_load_state("networkidle")
+
+    def english(self) -> None:
+        self.page.click("header button[value='en']")
+        self.page.wait_for_load_state("networkidle")
+
+    def check(self, name: str) -> None:
+        """Screenshot the page and run axe-core on it: no serious or critical violation."""
+        self.page.wait_for_load_state("networkidle")
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{self.tag}-{name}".lower()).strip("-")
+        self.page.screenshot(path=str(self.shots / f"{slug}.png"), full_page=True)
+        self.page.add_script_tag(url=self.base + "/assets/vendor/axe.min.js")
+        result = self.page.evaluate(
+            "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+            " return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+            " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))})); }")
+        bad = [v for v in result if v["impact"] in ("serious", "critical")]
+        assert not bad, f"axe-core on {name}: {bad}"
+        body = self.page.content()
+        assert "Traceback" not in body
+        self.visited.append(name)
+
+
+@pytest.fixture()
+def visitor_factory(browser, stack, artifacts):
+    contexts = []
+
+    def make(tag: str, width: int = 1280, height: int = 900) -> Visitor:
+        ctx = browser.new_context(viewport={"width": width, "height": height}, locale="vi-VN",
+                                  timezone_id="Asia/Ho_Chi_Minh")
+        ctx.set_default_timeout(20_000)
+        contexts.append(ctx)
+        return Visitor(ctx.new_page(), stack["portal"], artifacts, tag)
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    # keep only this run's screenshots next to each other; an empty folder is removed
+    if ARTIFACTS.exists() and not any(ARTIFACTS.iterdir()):
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)

