@@ -410,6 +410,13 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
     who = [e["resource"]["meta"]["extension"][0]["valueReference"]["display"] for e in history]
     assert who == ["dr-2", "nv-an-binh", "dr-2", "dr-0", "dr-0", "nv-an-binh"]
+    # and the audit trail names each step, who took it and when
+    trail = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=200", headers=tokens["admin"]).json()
+    steps = {(c["code"], e["resource"]["agent"][0]["altId"]) for e in trail["entry"]
+             for c in e["resource"].get("subtype", []) if c["code"].startswith("$")}
+    assert {("$submit", "nv-an-binh"), ("$accept", "dr-0"), ("$reassign", "dr-0"), ("$request-info", "dr-2"),
+            ("$provide-info", "nv-an-binh"), ("$complete", "dr-2")} <= steps
+    assert all(e["resource"]["recorded"] for e in trail["entry"])
     [completed] = [entry_event(e) for link in db.consult_steps.find({"k": task_id}) for e in link["outbox"]
                    if entry_event(e)["type"].endswith("consult.completed.v1")]
     data = completed["data"]
