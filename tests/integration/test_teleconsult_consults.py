@@ -534,8 +534,14 @@ def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, 
     [entry] = [e for e in wl["entry"] if e["resource"]["id"] == task_id]
     assert entry["search"]["extension"] == [{"url": "https://sen.vn/fhir/StructureDefinition/sla-breached",
                                              "valueBoolean": True}]
-    # the consult can still be accepted after a breach
+    # the consult can still be accepted after a breach, and goes on; the breach stays recorded once
     assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    assert op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "?"}]).status_code == 200
+    r = op(tc, task_id, "$provide-info", "a", tokens, [{"name": "answer", "valueString": "Đây"}])
+    assert r.status_code == 200 and r.json()["businessStatus"]["coding"][0]["code"] == "sla-breached"
+    consults.sweep_breaches(later + timedelta(hours=1))
+    assert len([link for link in db.consult_steps.find({"k": task_id}) if link["op"] == "$escalate"]) == 1
+    assert db.sla_breaches.count_documents({"_id": task_id}) == 1
 
 
 # --------------------------------------------------------------------------- events on the bus

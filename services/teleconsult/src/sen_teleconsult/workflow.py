@@ -57,10 +57,12 @@ from .domain.sla import is_breached, on_duty_lead
 
 log = logging.getLogger("sen.teleconsult.workflow")
 
+SLA_BREACHED = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "sla-breached"}], "text": "Quá hạn xử lý"}
 STEPS = "consult_steps"
 BREACHES = "sla_breaches"
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
+CARRIED = ("breached", "escalatedTo", "owner")  # facts of a link that hold for the links after it
 MAX_STEP_ATTEMPTS = 8  # a step loses its race only to a different step; it re-reads and decides again
 WORKLIST_MAX = 2000
 
@@ -335,8 +337,9 @@ class Consults:
             if change.communication is not None:
                 rules.stamp_change(change.communication, actor.ref, actor.display)
                 validate_resource(copy.deepcopy(change.communication), expected_type="Communication")
+            extra = {**{k: link[k] for k in CARRIED if k in link}, **change.extra}
             doc = self._link_doc(task_id, op=op, state=change.state, task=task, facts=facts, actor=actor,
-                                 sr_status=change.sr_status, extra=change.extra, events=change.events,
+                                 sr_status=change.sr_status, extra=extra, events=change.events,
                                  communication=change.communication)
             try:
                 mine = advance(self.db[STEPS], task_id, link, doc)
@@ -531,6 +534,8 @@ class Consults:
             resume = link.get("resume") or "requested"
             task["status"] = resume
             task.pop("businessStatus", None)
+            if link.get("breached"):
+                task["businessStatus"] = dict(SLA_BREACHED)
             return Change(resume, task, communication=comm, extra={"owner": link.get("owner")})
 
         return self.step(task_id, "$provide-info", actor, decide)
@@ -608,6 +613,8 @@ class Consults:
                 due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
                 if not due_text or not is_breached(res.get("status", ""), parse_instant(due_text), now):
                     continue
+                if any(c.get("code") == "sla-breached" for c in (res.get("businessStatus") or {}).get("coding") or []):
+                    continue  # escalated already (its Task says so): no query for it
                 try:
                     found += self._breach(doc["_id"], now)
                 except FhirError as err:  # e.g. completed meanwhile: its next sweep sees it closed
@@ -632,8 +639,7 @@ class Consults:
             if cur.get("breached"):
                 return None
             task = _task_of(cur)
-            task["businessStatus"] = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "sla-breached"}],
-                                      "text": "Quá hạn xử lý"}
+            task["businessStatus"] = dict(SLA_BREACHED)
             if lead:
                 task["extension"] = [e for e in task.get("extension") or [] if e.get("url") != rules.EXT_ESCALATED_TO]
                 task["extension"].append({"url": rules.EXT_ESCALATED_TO, "valueReference": {"reference": lead}})
