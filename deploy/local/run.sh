@@ -20,6 +20,9 @@ export LOG_LEVEL=${LOG_LEVEL:-INFO}
 export SEN_EHR_URL=${SEN_EHR_URL:-http://127.0.0.1:8081}
 export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:8082}
 export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:8083}
+# the demo province's hub: consults naming no hub go there; a late one escalates to its lead
+export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
+export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()
