@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from sen_shared import mongo
-from sen_shared.bus.outbox import OUTBOX_INDEXES
+from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
+from sen_shared.claims import chain_indexes
 
 INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES]
+
+# payments (domain/payments.py, receipts.py, shifts.py, reconciliation.py); unique keys are the _ids
+INDEXES += [
+    mongo.Index("payments", (("invoice", 1),)),
+    mongo.Index("payments", (("late_invoice", 1),)),
+    mongo.Index("payments", (("matched", 1),)),
+    mongo.Index("payments", (("day", 1),)),
+    mongo.Index("payments", (("shift", 1),)),
+    mongo.Index("payments", (("facility", 1),)),
+    mongo.Index("refunds", (("day", 1),)),
+    mongo.Index("refunds", (("shift", 1),)),
+    mongo.Index("refund_tasks", (("invoice", 1),)),
+    mongo.Index("receipt_numbers", (("k", 1), ("invoice", 1)), name="k_invoice"),
+    *chain_indexes("receipt_numbers"),
+    *chain_indexes("shifts"),
+    *outbox_indexes(["payments", "receipts"]),
+]
 
 
 def main() -> int:

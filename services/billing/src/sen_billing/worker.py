@@ -11,7 +11,7 @@ from sen_shared.entrypoints import run_worker_process
 from .config import settings_from_env
 
 HANDLERS = {}
-OUTBOX_COLLECTIONS: list[str] = []
+OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts"]  # billing.payment.received, billing.invoice.paid
 
 
 def main() -> int:

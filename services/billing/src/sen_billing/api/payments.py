@@ -1,0 +1,130 @@
+"""Thin handlers of the cashier's payment operations under ``/payments``: invoice payment
+summaries, the unmatched queue, cash, refunds, shifts, receipts and the daily report."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from flask import Response
+from sen_shared.auth import current_principal, require_roles
+from sen_shared.errors import NotFound, SenError
+from sen_shared.runtime import current
+
+from ..domain import invoice_port, payments, receipts, reconciliation, shifts
+from ..domain.payments import VN
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _db() -> Any:
+    return current().db
+
+
+@require_roles("cashier")
+def invoice_payments(invoice_id: str) -> Any:
+    invoice = invoice_port.get(_db(), invoice_id)
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    payments.check_facility(current_principal(), invoice.facility)
+    return payments.invoice_summary(_db(), invoice_id), 200, JSON
+
+
+@require_roles("cashier")
+def unmatched() -> Any:
+    return {"payments": [payments.public_payment(p) for p in payments.unmatched_queue(_db())]}, 200, JSON
+
+
+@require_roles("cashier")
+def assign(payment_id: str, body: dict[str, Any]) -> Any:
+    recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal())
+    return payments.public_payment(recorded.payment), 201, JSON
+
+
+def _open_shift_id(required: bool) -> str | None:
+    shift = shifts.current(_db(), current_principal())
+    if shift is None and required:
+        raise SenError("open a shift first (POST /payments/shifts)", status=409, title="Conflict")
+    return shift["shift"] if shift else None
+
+
+@require_roles("cashier")
+def cash(body: dict[str, Any]) -> Any:
+    shift_id = _open_shift_id(True)
+    recorded = payments.record_cash(_db(), body["invoice"], int(body["amount"]), current_principal(),
+                                    shift_id or "", body.get("transactionId"))
+    return payments.public_payment(recorded.payment), 201 if recorded.created else 200, JSON
+
+
+@require_roles("cashier")
+def refund(payment_id: str, body: dict[str, Any]) -> Any:
+    shift_id = _open_shift_id(body.get("method", "cash") == "cash")
+    return payments.refund(_db(), payment_id, body.get("amount"), body.get("reason", ""), current_principal(),
+                           shift_id if body.get("method", "cash") == "cash" else None), 201, JSON
+
+
+@require_roles("cashier")
+def open_shift(body: dict[str, Any] | None = None) -> Any:
+    return shifts.open_shift(_db(), current_principal(), int((body or {}).get("openingCash", 0))), 201, JSON
+
+
+@require_roles("cashier")
+def current_shift() -> Any:
+    shift = shifts.current(_db(), current_principal())
+    if shift is None:
+        raise NotFound("no shift is open")
+    out = shifts.public(shift)
+    out["expected"] = shifts.expected_totals(_db(), shift, datetime.now(VN))
+    return out, 200, JSON
+
+
+@require_roles("cashier")
+def close_shift(body: dict[str, Any]) -> Any:
+    return shifts.close_shift(_db(), current_principal(), int(body["countedCash"]), int(body["countedTransfers"]),
+                              body.get("note", "")), 200, JSON
+
+
+def _receipt(invoice_id: str) -> dict[str, Any]:
+    receipt = _db()[receipts.RECEIPTS].find_one({"_id": invoice_id}, {"outbox": 0})
+    if receipt is None:
+        raise NotFound(f"invoice {invoice_id} has no receipt (it is not paid in full)")
+    payments.check_facility(current_principal(), receipt.get("facility"))
+    return receipt
+
+
+@require_roles("cashier")
+def receipt(invoice_id: str) -> Any:
+    r = _receipt(invoice_id)
+    body = {"number": r["number"], "invoice": invoice_id, "facility": r.get("facility"), "owed": r["owed"],
+            "paid": r["paid"], "credit": r["credit"], "settledAt": payments.iso(r["settled_at"]),
+            "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",
+            "html": f"/payments/receipts/{invoice_id}/html", "pdf": f"/payments/receipts/{invoice_id}/pdf"}
+    return body, 200, JSON
+
+
+@require_roles("cashier")
+def receipt_html(invoice_id: str) -> Any:
+    return Response(receipts.receipt_html(_receipt(invoice_id)), 200, mimetype="text/html")
+
+
+@require_roles("cashier")
+def receipt_pdf(invoice_id: str) -> Any:
+    r = _receipt(invoice_id)
+    return Response(receipts.receipt_pdf(r), 200, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})
+
+
+@require_roles("cashier")
+def daily_report(day: str | None = None, facility: str | None = None) -> Any:
+    principal = current_principal()
+    if "admin" not in principal.roles:
+        facility = principal.facility  # a cashier sees their own facility's day
+        if not facility:
+            raise SenError("a cashier's token must name their facility", status=403, title="Forbidden")
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(VN).date()
+    except ValueError:
+        raise SenError("day must be a date, YYYY-MM-DD") from None
+    text = reconciliation.to_csv(when, reconciliation.rows(_db(), when, facility))
+    return Response(text, 200, mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="doi-soat-{when.isoformat()}.csv"'})

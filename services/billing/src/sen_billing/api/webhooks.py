@@ -1,0 +1,47 @@
+"""The payment webhook inbox, ``POST /webhooks/{provider}``: authenticated by the provider's
+signature or key (never a user token), the raw body stored before anything else."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import request
+from sen_shared.runtime import current
+
+from ..domain import payments
+from ..domain.webhooks import PROVIDERS, SCHEMES, WebhookRejected, read_webhook
+
+SECRET_SETTINGS = {"payos": "payos_checksum_key", "casso": "casso_checksum_key", "sepay": "sepay_api_key",
+                   "standard": "webhook_secret"}
+
+
+def _problem(status: int, title: str, detail: str, **extra: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "instance": request.path, **extra}
+    return body, status, {"Content-Type": "application/problem+json"}
+
+
+def receive(provider: str) -> Any:
+    rt = current()
+    settings = rt.settings
+    if provider not in PROVIDERS:
+        return _problem(404, "Not Found", f"no webhook provider {provider!r}; one of {', '.join(PROVIDERS)}")
+    raw = request.get_data(cache=False)
+    limit = int(getattr(settings, "webhook_max_bytes", 65536))
+    if len(raw) > limit:
+        return _problem(413, "Content Too Large", f"a webhook body is at most {limit} bytes")
+    db = rt.db
+    inbox_id = payments.store_raw(db, provider, raw, request.headers)  # first, before any check
+    secret = str(getattr(settings, SECRET_SETTINGS[provider], "") or "")
+    try:
+        transfers = read_webhook(provider, raw, request.headers, secret, now=time.time())
+    except WebhookRejected as err:
+        payments.record_outcome(db, inbox_id, provider, "rejected", reason=err.reason, detail=err.detail)
+        title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(err.status, "Service Unavailable")
+        return _problem(err.status, title, err.detail, reason=err.reason, inbox=inbox_id)
+    recorded = [payments.record_transfer(db, t, inbox_id) for t in transfers]
+    payments.record_outcome(db, inbox_id, provider, "applied" if transfers else "ignored",
+                            payments=[r.payment["_id"] for r in recorded])
+    return {**SCHEMES[provider].ack, "payments": [r.payment["_id"] for r in recorded],
+            "duplicates": sum(1 for r in recorded if not r.created)}, 200, {"Content-Type": "application/json"}

@@ -1,0 +1,138 @@
+"""What payments need to know about invoices, in one place.
+
+Invoices (their FHIR resources, amounts, reference codes and lifecycle) belong to
+``domain.invoices``; payments read them only through these functions, so the two halves of
+the service meet here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import Store
+
+PAYMENTS = "payments"
+REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id}
+REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    id: str
+    status: str  # draft | issued | balanced | cancelled | entered-in-error
+    facility: str | None
+    district: str | None
+    owed: int  # what the patient pays, integer đồng (the patient's share)
+    reference: str | None
+    lines: list[dict[str, Any]] = field(default_factory=list)  # {text, patientShare}
+    patient_display: str = ""
+    title: str = ""
+
+
+def _store(db: Database) -> Store:
+    return Store(db, service="billing", emit_events=False)
+
+
+def _ref_id(reference: Any) -> str | None:
+    text = (reference or {}).get("reference") if isinstance(reference, dict) else None
+    return text.split("/", 1)[1] if isinstance(text, str) and "/" in text else None
+
+
+def _extension(res: dict[str, Any], suffix: str) -> Any:
+    for ext in res.get("extension") or []:
+        if str(ext.get("url", "")).endswith(suffix):
+            for key, value in ext.items():
+                if key.startswith("value"):
+                    return value
+    return None
+
+
+def get(db: Database, invoice_id: str) -> InvoiceView | None:
+    try:
+        doc = _store(db).read_doc("Invoice", invoice_id)
+    except FhirError:
+        return None
+    res = doc["res"]
+    reference = next((i.get("value") for i in res.get("identifier") or []
+                      if i.get("system") == REFERENCE_SYSTEM), None)
+    owed = _extension(res, "patient-share")
+    if isinstance(owed, dict):
+        owed = owed.get("value")
+    if owed is None:
+        owed = ((res.get("totalNet") or {}).get("value"))
+    lines = [{"text": ((li.get("chargeItemCodeableConcept") or {}).get("text")
+                       or (li.get("chargeItemReference") or {}).get("display") or ""),
+              "patientShare": int(sum(pc.get("amount", {}).get("value", 0) for pc in li.get("priceComponent") or []
+                                      if pc.get("type") == "base"))}
+             for li in res.get("lineItem") or []]
+    return InvoiceView(id=invoice_id, status=str(res.get("status", "")), facility=_ref_id(res.get("issuer")),
+                       district=_extension(res, "district"), owed=int(owed or 0), reference=reference,
+                       lines=lines, patient_display=str((res.get("subject") or {}).get("display") or ""),
+                       title=str((res.get("type") or {}).get("text") or ""))
+
+
+def normalize(text: str) -> str:
+    """Upper-case letters and digits only, diacritics and đ folded: how banks mangle a note."""
+    folded = unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "D"))
+    return re.sub(r"[^A-Z0-9]", "", "".join(c for c in folded if not unicodedata.combining(c)).upper())
+
+
+def candidates(note: str) -> list[str]:
+    """Codes a transfer note may carry: each word, and runs of up to four words joined (a bank
+    may split a code with spaces or punctuation), normalised."""
+    words = [normalize(w) for w in re.split(r"[\s\-_.,:;/|#+()]+", note or "")]
+    words = [w for w in words if w]
+    out: list[str] = []
+    for i in range(len(words)):
+        for j in range(i + 1, min(i + 4, len(words)) + 1):
+            joined = "".join(words[i:j])
+            if 4 <= len(joined) <= 40 and joined not in out:
+                out.append(joined)
+    return out[:200]
+
+
+def find_by_note(db: Database, note: str) -> InvoiceView | None:
+    codes = candidates(note)
+    if not codes:
+        return None
+    hit = db[REFERENCES].find_one({"_id": {"$in": codes}})
+    return get(db, hit["invoice"]) if hit else None
+
+
+def paid_total(db: Database, invoice_id: str) -> int:
+    return sum(int(p["amount"]) for p in db[PAYMENTS].find({"invoice": invoice_id}, {"amount": 1}))
+
+
+def balance_due(db: Database, invoice_id: str) -> int:
+    """What is still owed (negative: paid too much). The amount owed is ours, never the payer's."""
+    invoice = get(db, invoice_id)
+    if invoice is None:
+        raise LookupError(invoice_id)
+    return invoice.owed - paid_total(db, invoice_id)
+
+
+def mark_balanced(db: Database, invoice_id: str) -> None:
+    """The Invoice's FHIR status becomes ``balanced`` (called by the settlement claim's winner only)."""
+    store = _store(db)
+    doc = store.read_doc("Invoice", invoice_id)
+    res = dict(doc["res"])
+    if res.get("status") == "balanced":
+        return
+    res["status"] = "balanced"
+    store.update(res, invoice_id)
+
+
+def create_reconciliation(db: Database, rid: str, resource: dict[str, Any]) -> None:
+    store = _store(db)
+    if store.head("PaymentReconciliation", rid) is not None:
+        return  # a repaired settlement made it already
+    try:
+        store.create(resource, rid)
+    except FhirError as err:
+        if err.status != 409:
+            raise

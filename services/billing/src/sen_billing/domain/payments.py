@@ -1,0 +1,328 @@
+"""Payments: the webhook inbox, one payment per bank transaction, matching to invoices.
+
+Every invariant is a claim by insert (``sen_shared.claims``); nothing here updates a document
+another writer may touch:
+
+- ``webhook_inbox``: the raw call, inserted FIRST (before any check), one document per request;
+  ``webhook_outcomes``: what became of it (applied / rejected and why), keyed by the inbox id.
+- ``payments``: one document per ``<provider>:<transaction id>`` (the ``_id`` is the unique key):
+  the same webhook sent 20 times makes one payment. It carries its ``billing.payment.received``
+  event in its outbox (written by the same insert; the relay is the document's only writer after).
+- A payment is matched by the reference code found in the transfer note (normalised: spaces,
+  case, punctuation and diacritics do not matter) and counts toward that invoice. The amount
+  owed always comes from our invoice, never from the payer's side.
+- An unmatched transfer waits in the queue; a cashier assigns it with a second payment document
+  ``assign:<payment id>`` (a claim: one assignment per transfer).
+- A payment to a cancelled or already balanced invoice counts toward nothing and claims a refund
+  task (``refund_tasks``, keyed by the payment).
+- When what was paid reaches what is owed, the invoice's "balanced" is claimed by inserting
+  ``invoice_balanced`` keyed by the invoice id: among 20 concurrent final payments exactly one
+  wins, and only the winner issues the receipt, the PaymentReconciliation, the Invoice's status
+  change and ``billing.invoice.paid`` (``receipts.settle_invoice``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.database import Database
+from sen_shared.bus.outbox import new_document
+from sen_shared.claims import claim_once
+from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
+
+from . import invoice_port
+from .webhooks import Transfer
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+INBOX = "webhook_inbox"
+OUTCOMES = "webhook_outcomes"
+PAYMENTS = invoice_port.PAYMENTS
+REFUND_TASKS = "refund_tasks"
+REFUNDS = "refunds"
+BALANCED = "invoice_balanced"
+
+KEPT_HEADERS = ("content-type", "user-agent", "x-casso-signature", "webhook-id", "webhook-timestamp",
+                "webhook-signature", "x-forwarded-for")  # never Authorization: SePay's key is a secret
+
+
+class PaymentError(SenError):
+    """A cashier's payment operation that cannot be done (the status says why)."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def local_day(when: datetime) -> str:
+    return when.astimezone(VN).date().isoformat()
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(VN).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------- inbox
+
+def store_raw(db: Database, provider: str, raw: bytes, headers: Mapping[str, str]) -> str:
+    """Insert the raw call before anything else looks at it; its id."""
+    inbox_id = uuid.uuid4().hex
+    kept = {k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS}
+    db[INBOX].insert_one({"_id": inbox_id, "provider": provider[:32], "at": now_utc(), "size": len(raw),
+                          "headers": kept, "body": raw.decode("utf-8", errors="replace")})
+    return inbox_id
+
+
+def record_outcome(db: Database, inbox_id: str, provider: str, status: str, *, reason: str = "",
+                   detail: str = "", payments: list[str] | None = None) -> None:
+    """What became of an inbox call; inserted once (the request that stored the call is its only writer)."""
+    claim_once(db[OUTCOMES], inbox_id, {"provider": provider, "status": status, "reason": reason,
+                                        "detail": detail, "payments": payments or []})
+
+
+# ------------------------------------------------------------------------------- payments
+
+@dataclass(frozen=True)
+class Recorded:
+    payment: dict[str, Any]
+    created: bool  # False: the same transaction was recorded before (a retry)
+
+
+def payment_id(provider: str, transaction_id: str) -> str:
+    return f"{provider}:{transaction_id}"
+
+
+def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
+    from sen_shared.bus.events import make_event
+
+    data: dict[str, Any] = {"payment": payment["_id"], "amount": payment["amount"], "currency": "VND",
+                            "channel": payment["channel"], "provider": payment["provider"],
+                            "receivedAt": iso(payment["received_at"]), "matched": payment["matched"]}
+    if payment.get("invoice"):
+        data["invoice"] = f"Invoice/{payment['invoice']}"
+    if payment.get("facility"):
+        data["facility"] = f"Organization/{payment['facility']}"
+    if payment.get("district"):
+        data["district"] = payment["district"]
+    # an unmatched payment's subject: a PaymentNotice-style reference built from its id
+    subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", payment["_id"])[:64]
+    return make_event("billing.payment.received", data, subject=subject)
+
+
+def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
+    """Claim the payment's key; the doc goes in with its event (outbox) in the same insert."""
+    record = new_document(doc, [_event(doc)])
+    created, held = claim_once(db[PAYMENTS], doc["_id"], record)
+    return Recorded(held, created)
+
+
+def record_transfer(db: Database, transfer: Transfer, inbox_id: str) -> Recorded:
+    """One payment for one bank transaction, matched to its invoice when the note names one;
+    then the invoice's state follows (:func:`after_payment`)."""
+    received = now_utc()
+    pid = payment_id(transfer.provider, transfer.transaction_id)
+    existing = db[PAYMENTS].find_one({"_id": pid}, {"outbox": 0})
+    if existing is not None:  # a provider's retry: nothing new, the answer is the same
+        return Recorded(existing, False)
+    invoice = invoice_port.find_by_note(db, transfer.description)
+    doc: dict[str, Any] = {
+        "_id": pid, "provider": transfer.provider, "transaction_id": transfer.transaction_id,
+        "channel": "transfer", "amount": transfer.amount, "description": transfer.description[:500],
+        "bank_reference": transfer.bank_reference[:100], "account": transfer.account[:40],
+        "paid_at_provider": transfer.paid_at[:40], "received_at": received, "day": local_day(received),
+        "inbox": inbox_id, **_placement(db, invoice, transfer.amount),
+    }
+    recorded = _insert_payment(db, doc)
+    if recorded.created:
+        after_payment(db, recorded.payment)
+    return recorded
+
+
+def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: int) -> dict[str, Any]:
+    """Where a payment goes: to its invoice, to the unmatched queue, or (late) to a refund."""
+    if invoice is None:
+        return {"invoice": None, "matched": False, "outcome": "unmatched", "facility": None, "district": None}
+    base = {"facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
+    if invoice.status == "cancelled" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}) is not None:
+        # counts toward nothing; the money goes back (a refund task for the cashier)
+        why = "cancelled" if invoice.status == "cancelled" else "balanced"
+        return {**base, "invoice": None, "late_invoice": invoice.id, "matched": True, "outcome": f"late-{why}"}
+    if invoice.status not in ("issued", "balanced"):
+        # a draft has no QR and no reference out there; keep it for a cashier to look at
+        return {"invoice": None, "late_invoice": invoice.id, "matched": False, "outcome": "unmatched",
+                "facility": invoice.facility, "district": invoice.district}
+    return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied"}
+
+
+def after_payment(db: Database, payment: Mapping[str, Any]) -> None:
+    """The effects of a newly recorded payment: a refund task for a late one; for a counted one,
+    the invoice's balance, and its settlement when nothing is left to pay."""
+    if payment.get("late_invoice") and payment.get("matched"):
+        claim_once(db[REFUND_TASKS], payment["_id"], {
+            "invoice": payment["late_invoice"], "amount": payment["amount"], "facility": payment.get("facility"),
+            "reason": "invoice-" + str(payment.get("outcome", "")).removeprefix("late-"), "payment": payment["_id"]})
+        return
+    invoice_id = payment.get("invoice")
+    if not invoice_id:
+        return
+    if invoice_port.balance_due(db, invoice_id) <= 0:
+        from .receipts import settle_invoice
+
+        settle_invoice(db, invoice_id, channel=payment["channel"])
+
+
+def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:
+    """A cashier puts an unmatched transfer on an invoice of their facility (once per transfer)."""
+    original = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
+    if original is None:
+        raise NotFound(f"no payment {payment_key}")
+    if original.get("matched") or original.get("assigned_from"):
+        raise Conflict("this payment is not in the unmatched queue")
+    invoice = invoice_port.get(db, invoice_id)
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    check_facility(principal, invoice.facility)
+    if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
+        raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment", status=409)
+    received = now_utc()
+    doc = {"_id": f"assign:{payment_key}", "provider": original["provider"],
+           "transaction_id": original["transaction_id"], "channel": original["channel"],
+           "amount": original["amount"], "description": original.get("description", ""),
+           "received_at": received, "day": local_day(received), "assigned_from": payment_key,
+           "assigned_by": principal.sub, "invoice": invoice.id, "matched": True, "outcome": "applied",
+           "facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
+    recorded = _insert_payment(db, doc)
+    if not recorded.created:
+        raise Conflict("this transfer was assigned already", assignedTo=recorded.payment.get("invoice"))
+    after_payment(db, recorded.payment)
+    return recorded
+
+
+def unmatched_queue(db: Database, limit: int = 200) -> list[dict[str, Any]]:
+    """Transfers that matched no invoice and were not assigned yet, oldest first."""
+    waiting = list(db[PAYMENTS].find({"matched": False}, {"outbox": 0}).limit(limit * 2))
+    if not waiting:
+        return []
+    assigned = {d["assigned_from"] for d in db[PAYMENTS].find(
+        {"_id": {"$in": [f"assign:{p['_id']}" for p in waiting]}}, {"assigned_from": 1})}
+    rows = [p for p in waiting if p["_id"] not in assigned and not p.get("assigned_from")]
+    rows.sort(key=lambda p: p["received_at"])
+    return rows[:limit]
+
+
+# ------------------------------------------------------------------------------- cashier
+
+def check_facility(principal: Any, facility: str | None) -> None:
+    """A cashier acts on their own facility's invoices only; admin on every facility's."""
+    if "admin" in principal.roles:
+        return
+    if not principal.facility or principal.facility != facility:
+        raise Forbidden("this invoice belongs to another facility")
+
+
+def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shift_id: str,
+                transaction_id: str | None = None) -> Recorded:
+    """Cash taken at the desk by a cashier in an open shift."""
+    invoice = invoice_port.get(db, invoice_id)
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    check_facility(principal, invoice.facility)
+    if amount <= 0:
+        raise PaymentError("the amount must be a positive number of đồng", status=422)
+    if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
+        raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment")
+    received = now_utc()
+    txid = transaction_id or uuid.uuid4().hex
+    doc = {"_id": payment_id("cashier", txid), "provider": "cashier", "transaction_id": txid, "channel": "cash",
+           "amount": amount, "description": "", "received_at": received, "day": local_day(received),
+           "cashier": principal.sub, "shift": shift_id, "invoice": invoice.id, "matched": True,
+           "outcome": "applied", "facility": invoice.facility, "district": invoice.district,
+           "reference": invoice.reference}
+    recorded = _insert_payment(db, doc)
+    if recorded.created:
+        after_payment(db, recorded.payment)
+    return recorded
+
+
+def invoice_summary(db: Database, invoice_id: str) -> dict[str, Any]:
+    """What is owed, paid, refunded, due and credited on an invoice; all derived from the records."""
+    invoice = invoice_port.get(db, invoice_id)
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    payments = list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+    late = list(db[PAYMENTS].find({"late_invoice": invoice_id}, {"outbox": 0}))
+    paid = sum(int(p["amount"]) for p in payments)
+    ids = [p["_id"] for p in payments + late]
+    refunds = list(db[REFUNDS].find({"_id": {"$in": ids}})) if ids else []
+    refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in {p["_id"] for p in payments})
+    balanced = db[BALANCED].find_one({"_id": invoice_id})
+    due = max(0, invoice.owed - paid)
+    return {"invoice": invoice_id, "status": "balanced" if balanced else invoice.status, "owed": invoice.owed,
+            "paid": paid, "balanceDue": due, "credit": max(0, paid - invoice.owed - refunded_counted),
+            "refunded": sum(int(r["amount"]) for r in refunds), "facility": invoice.facility,
+            "reference": invoice.reference,
+            "payments": [public_payment(p) for p in sorted(payments + late, key=lambda p: p["received_at"])],
+            "refundTasks": [public_task(t) for t in db[REFUND_TASKS].find({"invoice": invoice_id})]}
+
+
+def refund(db: Database, payment_key: str, amount: int | None, reason: str, principal: Any,
+           shift_id: str | None) -> dict[str, Any]:
+    """A cashier gives money back for one payment, with a reason: all of a late payment, or the
+    credit an overpayment left; once per payment (a claim keyed by the payment)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise PaymentError("a refund needs a reason", status=422)
+    payment = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
+    if payment is None:
+        raise NotFound(f"no payment {payment_key}")
+    check_facility(principal, payment.get("facility"))
+    if payment.get("invoice"):
+        summary = invoice_summary(db, payment["invoice"])
+        refundable = min(int(payment["amount"]), summary["credit"])
+    elif payment.get("late_invoice") and payment.get("matched"):
+        refundable = int(payment["amount"])
+    else:
+        if "admin" not in principal.roles:
+            raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
+        refundable = int(payment["amount"])
+    amount = refundable if amount is None else amount
+    if amount <= 0 or amount > refundable:
+        raise PaymentError(f"at most {refundable} đồng of this payment can be refunded", status=422,
+                           refundable=refundable)
+    created, doc = claim_once(db[REFUNDS], payment_key, {
+        "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
+        "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
+        "facility": payment.get("facility"), "channel": "cash" if shift_id else "transfer",
+        "day": local_day(now_utc())})
+    if not created:
+        raise Conflict("this payment was refunded already", refund=public_refund(doc))
+    return public_refund(doc)
+
+
+# ------------------------------------------------------------------------------- views
+
+def public_payment(p: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"id": p["_id"], "provider": p["provider"], "channel": p["channel"], "amount": int(p["amount"]),
+           "matched": bool(p.get("matched")), "outcome": p.get("outcome", ""),
+           "receivedAt": iso(p["received_at"]), "description": p.get("description", "")}
+    for key, name in (("invoice", "invoice"), ("late_invoice", "lateInvoice"), ("facility", "facility"),
+                      ("assigned_from", "assignedFrom"), ("shift", "shift")):
+        if p.get(key):
+            out[name] = p[key]
+    return out
+
+
+def public_task(t: Mapping[str, Any]) -> dict[str, Any]:
+    return {"payment": t["_id"], "invoice": t.get("invoice"), "amount": int(t["amount"]), "reason": t["reason"]}
+
+
+def public_refund(r: Mapping[str, Any]) -> dict[str, Any]:
+    at = r.get("at")
+    return {"payment": r["_id"], "invoice": r.get("invoice"), "amount": int(r["amount"]), "reason": r["reason"],
+            "cashier": r.get("cashier"), "at": iso(at) if isinstance(at, datetime) else None}

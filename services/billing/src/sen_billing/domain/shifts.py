@@ -1,0 +1,98 @@
+"""Cashier shifts: open, take cash, close with expected against counted cash and transfers.
+
+A cashier's shifts are one claims chain ``shift:<cashier>`` in ``shifts``: an ``open`` link,
+then a ``closed`` link, then the next ``open`` link... Opening and closing append the next link
+(``sen_shared.claims.advance``), so two tabs closing the same shift at once make one close and
+one 409; nothing is ever updated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.claims import ClaimTaken, advance, latest
+from sen_shared.errors import Conflict, SenError
+
+from .payments import PAYMENTS, REFUNDS, iso
+
+SHIFTS = "shifts"
+
+
+class ShiftError(SenError):
+    status = 409
+    title = "Conflict"
+
+
+def _chain(principal: Any) -> str:
+    return f"shift:{principal.sub}"
+
+
+def current(db: Database, principal: Any) -> dict[str, Any] | None:
+    """The cashier's open shift link, or None."""
+    link = latest(db[SHIFTS], _chain(principal))
+    return link if link is not None and link.get("state") == "open" else None
+
+
+def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str, Any]:
+    if not principal.facility and "admin" not in principal.roles:
+        raise SenError("a cashier's token must name their facility", status=403, title="Forbidden")
+    last = latest(db[SHIFTS], _chain(principal))
+    if last is not None and last.get("state") == "open":
+        raise ShiftError("a shift is open already; close it first", shift=public(last))
+    try:
+        link = advance(db[SHIFTS], _chain(principal), last, {
+            "state": "open", "shift": uuid.uuid4().hex[:16], "cashier": principal.sub,
+            "facility": principal.facility, "opened_at": datetime.now(UTC), "opening_cash": int(opening_cash)})
+    except ClaimTaken:
+        raise ShiftError("the shift changed meanwhile (another tab?); reload") from None
+    return public(link)
+
+
+def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dict[str, int]:
+    """What the drawer and the bank should show for a shift: cash taken by this cashier in it
+    (less cash refunds), and transfers to the facility's invoices while it was open."""
+    cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
+    cash_out = sum(int(r["amount"]) for r in db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1}))
+    opened = shift["opened_at"] if shift["opened_at"].tzinfo else shift["opened_at"].replace(tzinfo=UTC)
+    transfers = 0
+    if shift.get("facility"):
+        for p in db[PAYMENTS].find({"facility": shift["facility"], "channel": "transfer"},
+                                   {"amount": 1, "received_at": 1, "invoice": 1}):
+            at = p["received_at"] if p["received_at"].tzinfo else p["received_at"].replace(tzinfo=UTC)
+            if p.get("invoice") and opened <= at <= until:
+                transfers += int(p["amount"])
+    return {"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
+            "cashRefunded": cash_out, "transfers": transfers}
+
+
+def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfers: int,
+                note: str = "") -> dict[str, Any]:
+    last = latest(db[SHIFTS], _chain(principal))
+    if last is None or last.get("state") != "open":
+        raise Conflict("no shift is open")
+    now = datetime.now(UTC)
+    expected = expected_totals(db, last, now)
+    try:
+        link = advance(db[SHIFTS], _chain(principal), last, {
+            "state": "closed", "shift": last["shift"], "cashier": principal.sub, "facility": last.get("facility"),
+            "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
+            "expected": expected, "counted": {"cash": int(counted_cash), "transfers": int(counted_transfers)},
+            "difference": {"cash": int(counted_cash) - expected["cash"],
+                           "transfers": int(counted_transfers) - expected["transfers"]},
+            "note": (note or "")[:500]})
+    except ClaimTaken:
+        raise Conflict("the shift was closed meanwhile") from None
+    return public(link)
+
+
+def public(link: dict[str, Any]) -> dict[str, Any]:
+    out = {"id": link["shift"], "state": link["state"], "cashier": link.get("cashier"),
+           "facility": link.get("facility"), "openedAt": iso(link["opened_at"]),
+           "openingCash": int(link.get("opening_cash", 0))}
+    if link.get("closed_at"):
+        out.update(closedAt=iso(link["closed_at"]), expected=link["expected"], counted=link["counted"],
+                   difference=link["difference"], note=link.get("note", ""))
+    return out

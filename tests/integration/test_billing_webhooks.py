@@ -1,0 +1,368 @@
+"""Payment webhooks, matching, settlement, cashier operations: billing over gunicorn on FerretDB + RabbitMQ.
+
+Each provider's own published sample goes through the real inbox; the same webhook sent 20
+times at once makes one payment; 20 different payments for one invoice at once all count and
+make one receipt and one ``billing.invoice.paid``; bad signatures, old timestamps and wrong
+amounts leave the invoice as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sen_billing.domain import invoice_port, webhooks
+from sen_shared.auth import issue_dev_token
+from sen_shared.fhir.store import Store
+
+from tests.support import web_process
+
+pytestmark = pytest.mark.integration
+
+PAYOS_KEY = "1a54716c8f0efb2744fb28b6e38b25da7f67a925d98bc1c18bd8faaecadd7675"  # payOS's published sample key
+CASSO_KEY = "mgExMrjj4i7a1p8Cs6LmFbpCd8lbw4sSX4LZXPag7TKazeIogtR90tvWYTkwQbvs"  # Casso's published sample key
+SEPAY_KEY = "sepay-test-key-" + uuid.uuid4().hex[:8]
+STD_SECRET = "whsec_" + base64.b64encode(b"sen-test-standard-webhooks-secret").decode()
+
+
+@pytest.fixture(scope="module")
+def billing(base_env: dict[str, str], mongo_client, tmp_path_factory: pytest.TempPathFactory):
+    db_name = f"sen_billing_t{uuid.uuid4().hex[:6]}"
+    env = {**base_env, "SEN_DB": db_name, "SEN_PAYOS_CHECKSUM_KEY": PAYOS_KEY, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY,
+           "SEN_SEPAY_API_KEY": SEPAY_KEY, "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_WEBHOOK_MAX_BYTES": "20000"}
+    from sen_billing.indexes import INDEXES
+    from sen_shared import mongo
+
+    mongo.ensure_indexes(mongo_client[db_name], INDEXES)
+    log = tmp_path_factory.mktemp("billing") / "web.log"
+    with web_process("billing", env, log, WEB_CONCURRENCY="2") as url:
+        yield url, mongo_client[db_name]
+    mongo_client.drop_database(db_name)
+
+
+def cashier(dev_key: Path, facility: str = "org-a", sub: str | None = None) -> dict[str, str]:
+    token = issue_dev_token(dev_key, "cashier", facility=facility, sub=sub or f"cashier-{uuid.uuid4().hex[:6]}")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_invoice(db, owed: int, *, facility: str = "org-a", status: str = "issued") -> tuple[str, str]:
+    """An issued Invoice as the invoices half stores it, with its reference code; (id, code)."""
+    iid = "inv-" + uuid.uuid4().hex[:12]
+    code = "SEN" + uuid.uuid4().hex[:7].upper()
+    Store(db, service="billing", emit_events=False).create({
+        "resourceType": "Invoice", "status": status, "issuer": {"reference": f"Organization/{facility}"},
+        "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
+        "totalNet": {"value": owed, "currency": "VND"}, "totalGross": {"value": owed, "currency": "VND"}}, iid)
+    db[invoice_port.REFERENCES].insert_one({"_id": invoice_port.normalize(code), "invoice": iid})
+    return iid, code
+
+
+def invoice_status(db, iid: str) -> str:
+    return Store(db, service="billing").read_doc("Invoice", iid)["res"]["status"]
+
+
+# ------------------------------------------------------------------------------- senders
+
+def send_standard(url: str, txid: str, amount: int, note: str, *, ts: int | None = None,
+                  secret: str = STD_SECRET) -> httpx.Response:
+    body = json.dumps({"type": "transfer.received", "data": {"id": txid, "amount": amount, "description": note}},
+                      ensure_ascii=False).encode()
+    ts_s = str(ts if ts is not None else int(time.time()))
+    msg = "msg_" + txid
+    headers = {"webhook-id": msg, "webhook-timestamp": ts_s, "content-type": "application/json",
+               "webhook-signature": webhooks.standard_signature(msg, ts_s, body, secret)}
+    return httpx.post(f"{url}/webhooks/standard", content=body, headers=headers, timeout=30)
+
+
+def send_sepay(url: str, txid: int, amount: int, note: str, key: str = SEPAY_KEY) -> httpx.Response:
+    body = {"id": txid, "gateway": "Vietcombank", "transactionDate": "2025-03-14 10:02:37",
+            "accountNumber": "0123499999", "code": None, "content": note, "transferType": "in",
+            "transferAmount": amount, "accumulated": 19077000, "subAccount": None,
+            "referenceCode": f"MBVCB.{txid}", "description": ""}
+    return httpx.post(f"{url}/webhooks/sepay", json=body, headers={"Authorization": f"Apikey {key}"}, timeout=30)
+
+
+def send_casso(url: str, body: dict, *, t_ms: int | None = None, key: str = CASSO_KEY) -> httpx.Response:
+    t = str(t_ms if t_ms is not None else int(time.time() * 1000))
+    sig = webhooks.casso_signature(t, body, key)
+    return httpx.post(f"{url}/webhooks/casso", content=json.dumps(body, ensure_ascii=False).encode(),
+                      headers={"X-Casso-Signature": f"t={t},v1={sig}", "content-type": "application/json"},
+                      timeout=30)
+
+
+# ------------------------------------------------------------------------------- provider samples
+
+def test_payos_published_sample_goes_through_the_inbox(billing) -> None:
+    url, db = billing
+    # https://payos.vn/docs/tich-hop-webhook/kiem-tra-du-lieu-voi-signature/ (the published sample, as sent)
+    sample = {"code": "00", "desc": "success", "success": True, "data": {
+        "orderCode": 123, "amount": 3000, "description": "VQRIO123", "accountNumber": "12345678",
+        "reference": "TF230204212323", "transactionDateTime": "2023-02-04 18:25:00", "currency": "VND",
+        "paymentLinkId": "124c33293c43417ab7879e14c8d9eb18", "code": "00", "desc": "Thành công",
+        "counterAccountBankId": "", "counterAccountBankName": "", "counterAccountName": "",
+        "counterAccountNumber": "", "virtualAccountName": "", "virtualAccountNumber": ""},
+        "signature": "412e915d2871504ed31be63c8f62a149a4410d34c4c42affc9006ef9917eaa03"}
+    r = httpx.post(f"{url}/webhooks/payos", json=sample, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["success"] is True
+    assert db["payments"].find_one({"_id": "payos:TF230204212323"})["outcome"] == "unmatched"
+    inbox = db["webhook_inbox"].find_one({"provider": "payos"})
+    assert json.loads(inbox["body"]) == sample  # the raw body as it came
+
+
+def test_casso_published_sample_signature_and_sepay_sample(billing) -> None:
+    url, db = billing
+    # Casso's sample (https://developer.casso.vn/webhook/xu-ly-su-kien-webhook) carries a 2024 timestamp:
+    # through the inbox it must be refused as stale (and recorded), never applied
+    sample = {"error": 0, "data": {
+        "id": 0, "reference": "MA_GIAO_DICH_THU_NGHIEM", "description": "giao dich thu nghiem", "amount": 599000,
+        "runningBalance": 25000000, "transactionDateTime": "2024-10-03 15:06:37", "accountNumber": "88888888",
+        "bankName": "VPBank", "bankAbbreviation": "VPB", "virtualAccountNumber": "", "virtualAccountName": "",
+        "counterAccountName": "NGUYEN VAN A", "counterAccountNumber": "8888888888",
+        "counterAccountBankId": "970415", "counterAccountBankName": "VietinBank"}}
+    header = ("t=1727948258788,v1=ed0a4bd2e826d5cb69988cdb141e6c1a080e21f3b57eb72cd78192220042b9e7dde0868fc66"
+              "7faea8e224900fa7904e7c88dfa098032fb2d6b6996856e8b7ff3")
+    r = httpx.post(f"{url}/webhooks/casso", json=sample, headers={"X-Casso-Signature": header}, timeout=30)
+    assert r.status_code == 401 and r.json()["reason"] == "stale"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["reason"] == "stale"
+    assert db["payments"].find_one({"_id": "casso:0"}) is None
+    # the same sample signed now verifies and is recorded
+    r = send_casso(url, sample)
+    assert r.status_code == 200 and r.json() == {"success": True, "payments": ["casso:0"], "duplicates": 0}
+    # SePay's published sample payload (https://developer.sepay.vn/en/sepay-webhooks) with our key
+    r = httpx.post(f"{url}/webhooks/sepay", json={
+        "id": 92704, "gateway": "Vietcombank", "transactionDate": "2023-03-25 14:02:37",
+        "accountNumber": "0123499999", "code": None, "content": "chuyen tien mua iphone", "transferType": "in",
+        "transferAmount": 2277000, "accumulated": 19077000, "subAccount": None,
+        "referenceCode": "MBVCB.3278907687", "description": ""}, headers={"Authorization": f"Apikey {SEPAY_KEY}"},
+        timeout=30)
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert db["payments"].find_one({"_id": "sepay:92704"})["amount"] == 2277000
+
+
+# ------------------------------------------------------------------------------- rejections
+
+def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billing) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 150000)
+    tx = uuid.uuid4().hex[:10]
+    bad_secret = "whsec_" + base64.b64encode(b"not the secret").decode()
+    answers = [send_standard(url, tx, 150000, f"thanh toan {code}", secret=bad_secret),
+               send_standard(url, tx, 150000, f"thanh toan {code}", ts=int(time.time()) - 301),
+               send_standard(url, tx, 150000, f"thanh toan {code}", ts=int(time.time()) + 400),
+               send_sepay(url, 555000 + int(tx[:4], 16), 150000, code, key="wrong"),
+               httpx.post(f"{url}/webhooks/sepay", json={"id": 1}, timeout=30)]
+    assert [a.status_code for a in answers] == [401, 401, 401, 401, 401]
+    assert [a.json()["reason"] for a in answers] == ["bad_signature", "stale", "stale", "bad_signature",
+                                                     "missing_signature"]
+    for a in answers:  # each recorded, none applied
+        assert db["webhook_outcomes"].find_one({"_id": a.json()["inbox"]})["status"] == "rejected"
+        assert db["webhook_inbox"].find_one({"_id": a.json()["inbox"]}) is not None
+    assert db["payments"].count_documents({"invoice": iid}) == 0
+    assert invoice_status(db, iid) == "issued"
+    # a body over the limit, an unknown provider, a verified body that is not JSON
+    assert httpx.post(f"{url}/webhooks/sepay", content=b"x" * 30000, timeout=30).status_code == 413
+    assert httpx.post(f"{url}/webhooks/momo", json={}, timeout=30).status_code == 404
+    r = httpx.post(f"{url}/webhooks/sepay", content=b"{not json", headers={"Authorization": f"Apikey {SEPAY_KEY}"},
+                   timeout=30)
+    assert r.status_code == 400 and r.json()["reason"] == "malformed"
+
+
+def test_wrong_amount_is_flagged_partial_and_the_invoice_stays_issued(billing, dev_key: Path) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 200000)
+    r = send_standard(url, uuid.uuid4().hex[:10], 20000, f"HD {code}")
+    assert r.status_code == 200
+    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=cashier(dev_key), timeout=30).json()
+    assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("issued", 20000,
+                                                                                            180000, 0)
+    assert invoice_status(db, iid) == "issued"
+    assert db["invoice_balanced"].find_one({"_id": iid}) is None
+
+
+# ------------------------------------------------------------------------------- concurrency
+
+def test_the_same_webhook_20_times_at_once_makes_one_payment(billing) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 500000)
+    tx = 900000 + int(uuid.uuid4().hex[:5], 16)
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: send_sepay(url, tx, 100000, f"{code} kham benh"), range(20)))
+    assert {a.status_code for a in answers} == {200}
+    assert db["payments"].count_documents({"_id": f"sepay:{tx}"}) == 1
+    assert db["payments"].count_documents({"invoice": iid}) == 1
+    assert sum(a.json()["duplicates"] for a in answers) == 19
+    assert invoice_port.balance_due(db, iid) == 400000
+
+
+def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, dev_key: Path) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 20 * 7500)
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: send_standard(url, f"{iid}-{i}", 7500, f"chuyen khoan {code}"),
+                                range(20)))
+    assert {a.status_code for a in answers} == {200}
+    assert invoice_port.paid_total(db, iid) == 150000  # the balance is their sum
+    assert db["invoice_balanced"].count_documents({"_id": iid}) == 1
+    receipt = db["receipts"].find_one({"_id": iid})
+    assert receipt["paid"] == 150000 and receipt["number"].startswith("ORG-A-")
+    assert db["receipts"].count_documents({"invoice": iid}) == 1
+    paid_events = [json.loads(e["event"]) for e in receipt["outbox"]] if receipt.get("outbox") else []
+    assert len(paid_events) <= 1
+    assert db["receipt_numbers"].count_documents({"invoice": iid}) == 1
+    assert invoice_status(db, iid) == "balanced"
+    pr = Store(db, service="billing").read_doc("PaymentReconciliation", f"pr-{iid}")["res"]
+    assert pr["paymentAmount"] == {"value": 150000, "currency": "VND"} and len(pr["detail"]) == 20
+    # the receipt, printable
+    h = cashier(dev_key)
+    page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
+    assert page.status_code == 200 and "150.000 ₫" in page.text and receipt["number"] in page.text
+    pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    # another facility's cashier sees nothing of it
+    assert httpx.get(f"{url}/payments/receipts/{iid}", headers=cashier(dev_key, "org-b"),
+                     timeout=30).status_code == 403
+
+
+def test_receipt_numbers_follow_each_other_per_facility(billing) -> None:
+    url, db = billing
+    facility = "org-" + uuid.uuid4().hex[:5]
+    invoices = [make_invoice(db, 10000, facility=facility) for _ in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda ic: send_standard(url, f"n-{ic[0]}", 10000, ic[1]), invoices))
+    numbers = sorted(db["receipts"].find_one({"_id": iid})["number"] for iid, _ in invoices)
+    assert [int(n.rsplit("-", 1)[1]) for n in numbers] == [1, 2, 3, 4, 5]
+
+
+# ------------------------------------------------------------------------------- partial, over, late, unmatched
+
+def test_partial_then_over_payment_leaves_a_credit_a_cashier_refunds(billing, dev_key: Path) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 100000)
+    # the note as a bank mangles it: lower case, spaces, punctuation, diacritics
+    mangled = "Thanh toán " + " ".join(code.lower()[i:i + 3] for i in range(0, len(code), 3)) + "."
+    assert send_standard(url, uuid.uuid4().hex[:8], 60000, mangled).status_code == 200
+    assert invoice_status(db, iid) == "issued"
+    tx = uuid.uuid4().hex[:8]
+    assert send_standard(url, tx, 70000, f"{code}").status_code == 200
+    h = cashier(dev_key)
+    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("balanced", 130000,
+                                                                                            0, 30000)
+    assert invoice_status(db, iid) == "balanced"
+    # refund the credit (cash, in a shift), with a reason; more than the credit is refused
+    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    too_much = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả thừa", "amount": 40000},
+                          headers=h, timeout=30)
+    assert too_much.status_code == 422
+    no_reason = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": ""}, headers=h, timeout=30)
+    assert no_reason.status_code == 400  # the spec requires a reason of at least one character
+    r = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả lại tiền thừa"}, headers=h,
+                   timeout=30)
+    assert r.status_code == 201 and r.json()["amount"] == 30000
+    again = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "lần nữa"}, headers=h, timeout=30)
+    assert again.status_code in (409, 422)
+    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    assert (summary["credit"], summary["refunded"]) == (0, 30000)
+    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 0, "countedTransfers": 0},
+                        headers=h, timeout=30).json()
+    assert closed["expected"]["cash"] == -30000 and closed["expected"]["cashRefunded"] == 30000
+
+
+def test_late_payments_become_refund_tasks(billing, dev_key: Path) -> None:
+    url, db = billing
+    cancelled, c_code = make_invoice(db, 50000, status="cancelled")
+    paid, p_code = make_invoice(db, 50000)
+    assert send_standard(url, uuid.uuid4().hex[:8], 50000, p_code).status_code == 200
+    assert invoice_status(db, paid) == "balanced"
+    late_tx = uuid.uuid4().hex[:8]
+    for tx, code in ((uuid.uuid4().hex[:8], c_code), (late_tx, p_code)):
+        assert send_standard(url, tx, 50000, code).status_code == 200
+    assert invoice_status(db, cancelled) == "cancelled"
+    h = cashier(dev_key)
+    s_cancelled = httpx.get(f"{url}/payments/invoices/{cancelled}", headers=h, timeout=30).json()
+    assert s_cancelled["paid"] == 0 and s_cancelled["refundTasks"][0]["reason"] == "invoice-cancelled"
+    s_paid = httpx.get(f"{url}/payments/invoices/{paid}", headers=h, timeout=30).json()
+    assert s_paid["paid"] == 50000 and s_paid["refundTasks"][0]["reason"] == "invoice-balanced"
+    assert db["receipts"].count_documents({"invoice": paid}) == 1  # no second receipt
+    r = httpx.post(f"{url}/payments/standard:{late_tx}/refund", json={"reason": "chuyển trùng", "method": "transfer"},
+                   headers=h, timeout=30)
+    assert r.status_code == 201 and r.json()["amount"] == 50000
+
+
+def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Path) -> None:
+    url, db = billing
+    tx = uuid.uuid4().hex[:8]
+    assert send_standard(url, tx, 80000, "chuyen tien kham benh cho me").status_code == 200
+    h = cashier(dev_key)
+    queue = httpx.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
+    assert f"standard:{tx}" in [p["id"] for p in queue]
+    iid, _ = make_invoice(db, 80000)
+    other, _ = make_invoice(db, 80000, facility="org-b")
+    assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": other}, headers=h,
+                      timeout=30).status_code == 403
+    r = httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h, timeout=30)
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h,
+                      timeout=30).status_code == 409
+    assert invoice_status(db, iid) == "balanced"
+    queue = httpx.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
+    assert f"standard:{tx}" not in [p["id"] for p in queue]
+
+
+# ------------------------------------------------------------------------------- cashier
+
+def test_cash_in_a_shift_close_with_expected_vs_counted_and_the_daily_csv(billing, dev_key: Path) -> None:
+    url, db = billing
+    facility = "org-" + uuid.uuid4().hex[:5]
+    h = cashier(dev_key, facility)
+    iid, code = make_invoice(db, 120000, facility=facility)
+    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000}, headers=h,
+                      timeout=30).status_code == 409  # no shift open
+    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 500000}, headers=h, timeout=30).status_code == 201
+    assert httpx.post(f"{url}/payments/shifts", json={}, headers=h, timeout=30).status_code == 409
+    r = httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"}, headers=h,
+                   timeout=30)
+    assert r.status_code == 201
+    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"},
+                      headers=h, timeout=30).status_code == 200  # the same desk entry again
+    assert send_standard(url, uuid.uuid4().hex[:8], 100000, code).status_code == 200
+    other = cashier(dev_key, "org-elsewhere")
+    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 1}, headers=other,
+                      timeout=30).status_code in (403, 409)
+    current = httpx.get(f"{url}/payments/shifts/current", headers=h, timeout=30).json()
+    assert current["expected"]["cash"] == 520000 and current["expected"]["transfers"] == 100000
+    closed = httpx.post(f"{url}/payments/shifts/current/close",
+                        json={"countedCash": 510000, "countedTransfers": 100000, "note": "thiếu 10.000"},
+                        headers=h, timeout=30).json()
+    assert closed["state"] == "closed" and closed["difference"] == {"cash": -10000, "transfers": 0}
+    csv_answer = httpx.get(f"{url}/payments/reports/daily.csv", headers=h, timeout=30)
+    assert csv_answer.status_code == 200 and csv_answer.headers["content-type"].startswith("text/csv")
+    lines = csv_answer.text.splitlines()
+    assert lines[0].startswith("kind,time,id")
+    assert any(",cash," in line and "20000" in line for line in lines)
+    assert "total" in lines[-1]
+    assert httpx.get(f"{url}/payments/reports/daily.csv?day=nope", headers=h, timeout=30).status_code == 400
+
+
+def test_webhooks_need_no_token_and_payment_api_needs_a_cashier(billing, dev_key: Path) -> None:
+    url, _ = billing
+    assert httpx.get(f"{url}/payments/unmatched", timeout=30).status_code == 401
+    doctor = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'doctor')}"}
+    assert httpx.get(f"{url}/payments/unmatched", headers=doctor, timeout=30).status_code == 403
+
+
+def test_hmac_helper_matches_the_standard_library() -> None:
+    # the signature helper is what the README's curl example uses: it must be the spec's HMAC
+    body = b'{"a":1}'
+    mac = hmac.new(base64.b64decode(STD_SECRET.removeprefix("whsec_")), b"m.1." + body, hashlib.sha256).digest()
+    assert webhooks.standard_signature("m", "1", body, STD_SECRET) == "v1," + base64.b64encode(mac).decode()
