@@ -96,12 +96,12 @@ _schedules: dict[str, tuple[tuple[Any, ...], dict[str, Availability], float]] = 
 SCHEDULES_FRESH_SECONDS = 2.0  # how long a process trusts the schedule versions it read
 
 
-def schedules(db: Database) -> dict[str, Availability]:
+def schedules(db: Database, *, fresh: bool = False) -> dict[str, Availability]:
     """Every readable, current Schedule's availability, by schedule id. The versions are read
-    again after ``SCHEDULES_FRESH_SECONDS`` (so a changed availability shows within that), the
-    bodies only when a version changed."""
+    again after ``SCHEDULES_FRESH_SECONDS`` (so a changed availability shows within that in
+    ``$find``) or when ``fresh``, the bodies only when a version changed."""
     cached = _schedules.get(db.name)
-    if cached is not None and time.monotonic() - cached[2] < SCHEDULES_FRESH_SECONDS:
+    if not fresh and cached is not None and time.monotonic() - cached[2] < SCHEDULES_FRESH_SECONDS:
         return cached[1]
     coll = db["Schedule"]
     heads = sorted((d["_id"], d.get("v")) for d in coll.find({"del": False}, {"_id": 1, "v": 1}))
@@ -121,8 +121,14 @@ def schedules(db: Database) -> dict[str, Availability]:
 
 
 
-def availability_of(db: Database, schedule: str) -> Availability | None:
-    return schedules(db).get(schedule)
+def availability_of(db: Database, schedule: str, slot: str | None = None,
+                    holidays: frozenset[date] = frozenset()) -> Availability | None:
+    """The schedule's availability; read afresh when this process does not know the schedule
+    (or, given ``slot``, does not offer that slot): it may have been created or changed since."""
+    found = schedules(db).get(schedule)
+    if found is None or (slot is not None and av_mod.slot_of(found, slot, holidays) is None):
+        found = schedules(db, fresh=True).get(schedule)
+    return found
 
 
 # ----------------------------------------------------------------------------- link states
@@ -306,7 +312,7 @@ def resolve_slot(db: Database, cfg: SchedulingConfig, appointment: dict[str, Any
                         "proposes)", status=400, expression=["Appointment.slot"])
     sid = refs[0][5:]
     parsed = av_mod.parse_slot_id(sid)
-    av = availability_of(db, parsed[0]) if parsed else None
+    av = availability_of(db, parsed[0], sid, cfg.holidays) if parsed else None
     slot = av_mod.slot_of(av, sid, cfg.holidays) if av else None
     if av is None or slot is None:
         raise SlotGone(f"Slot/{sid} is not offered (no such slot, or its schedule no longer has it)")
@@ -324,14 +330,23 @@ def _link_doc(state: str, appt: str, slotted: Slotted, by: str, now: datetime, *
             "s": slot.start.astimezone(UTC), "e": slot.end.astimezone(UTC), "by": by, "at": now, **extra}
 
 
+def _newest_if_free(db: Database, slotted: Slotted, now: datetime) -> dict[str, Any] | None:
+    """The slot's newest link when the slot is free (None: never claimed); 409 when it is taken."""
+    last = latest(db[SLOT_LINKS], slotted.slot.id)
+    if _is_active(last, now):
+        raise taken(slotted.slot.id, last)
+    return last
+
+
 def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
-           events: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken."""
+           events: list[dict[str, Any]] | None = None, *,
+           last: Any = ...) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken.
+    ``last``: the newest link as :func:`_newest_if_free` just read it (read here when not given)."""
     coll = db[SLOT_LINKS]
     sid = slotted.slot.id
-    last = latest(coll, sid)
-    if _is_active(last, now):
-        raise taken(sid, last)
+    if last is ...:
+        last = _newest_if_free(db, slotted, now)
     body = outbox.new_document(doc, events) if events else doc
     try:
         return advance(coll, sid, last, body), last
@@ -441,13 +456,14 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         return _confirm(db, ctx, appointment_id)
     assert request is not None
     slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
+    last = _newest_if_free(db, slotted, ctx.now)  # a taken slot answers 409 before any work
     appt_id = new_uuid()
     room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
     resource = _new_appointment(request, slotted, appt_id, "booked")
     _with_room(resource, _room_doc(room))
     event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
     link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
-                          ctx.now, [event])
+                          ctx.now, [event], last=last)
     _create_appointment(db, resource, link["n"])
     _supersede(db, link, before)
     _after_booking(db, ctx, resource, slotted)
@@ -701,7 +717,7 @@ def slot_resource(av: Availability, slot: SlotTime, link: dict[str, Any] | None,
 def read_slot(db: Database, cfg: SchedulingConfig, sid: str, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     parsed = av_mod.parse_slot_id(sid)
-    av = availability_of(db, parsed[0]) if parsed else None
+    av = availability_of(db, parsed[0], sid, cfg.holidays) if parsed else None
     slot = av_mod.slot_of(av, sid, cfg.holidays) if av else None
     if av is None or slot is None or slot.start > now + timedelta(days=cfg.horizon_days):
         raise FhirError(f"Slot/{sid} is not known (or beyond the {cfg.horizon_days}-day horizon)", status=404,
