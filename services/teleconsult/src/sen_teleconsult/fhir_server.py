@@ -51,6 +51,10 @@ class TeleconsultFhirServer(GuardedFhirServer):
     # ------------------------------------------------------------------ writes
 
     def _refuse(self, rtype: str | None) -> None:
+        if rtype == "Appointment":  # its status is its slot's claim chain (domain/scheduling.py)
+            raise FhirError("Appointment is changed through its operations here: Appointment/$hold, $book, and "
+                            "Appointment/{id}/$cancel, $reschedule, $noshow, $fulfill", status=405,
+                            code="not-supported")
         if rtype in WORKFLOW_TYPES:
             raise FhirError(f"{rtype} is changed through its operations here: {_HOW[rtype]}", status=405,
                             code="not-supported")
