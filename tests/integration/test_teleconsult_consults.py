@@ -622,3 +622,19 @@ def test_a_submission_that_stopped_before_its_chain_is_finished_by_the_next_read
     requested = [entry_event(e) for e in links[0]["outbox"]]
     assert requested[0]["type"] == "vn.sen.teleconsult.consult.requested.v1"
     assert requested[0]["data"]["requester"] == f"Organization/{CLINIC_A}"
+
+
+def test_a_retry_after_a_lost_answer_finds_the_consult_the_first_try_made(tc, tokens, db):
+    """The transaction stored the consult, then the request failed (a 5xx is not kept under the
+    key, and the chain was not started): the retry with the same key answers that consult."""
+    key = str(uuid.uuid4())
+    body = service_request(note=[{"text": f"Lần thử {key}"}])
+    sr_id, task_id = submitted(submit(tc, tokens, body, **{"Idempotency-Key": key}))
+    chain = f"nv-an-binh@{CLINIC_A}|{key}"  # the key as the caller's (sen_shared.idempotency_key)
+    assert db.idempotency_keys.delete_many({"k": chain}).deleted_count == 1
+    assert db.idempotency_keys.delete_one({"_id": f"{chain}/answer"}).deleted_count == 1
+    db.consult_steps.delete_many({"k": task_id})
+    again = submit(tc, tokens, body, **{"Idempotency-Key": key})
+    assert submitted(again) == (sr_id, task_id)
+    assert len([d for d in db.ServiceRequest.find({}, {"res": 1}) if key in d["res"]]) == 1
+    assert [link["op"] for link in db.consult_steps.find({"k": task_id})] == ["$submit"]

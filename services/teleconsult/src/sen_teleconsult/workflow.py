@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,7 @@ from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
-from sen_shared.fhir.store import Store
+from sen_shared.fhir.store import Store, etag
 from sen_shared.fhir.validate import validate_resource
 from sen_shared.ids import new_uuid
 
@@ -59,6 +60,7 @@ log = logging.getLogger("sen.teleconsult.workflow")
 
 SLA_BREACHED = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "sla-breached"}], "text": "Quá hạn xử lý"}
 STEPS = "consult_steps"
+RETRY_IDS = uuid.UUID("5b3c1f0e-8d2a-4e6b-9c7d-1a2b3c4d5e6f")  # namespace of the ids a retry key derives
 BREACHES = "sla_breaches"
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
@@ -181,8 +183,13 @@ class Consults:
 
     # ------------------------------------------------------------------ submission
 
-    def submit(self, body: Any, principal: Any, ehr: EhrClient, base: str) -> FhirResponse:
-        """Check a consult request, ask the EHR, create ServiceRequest + Task whole or not at all."""
+    def submit(self, body: Any, principal: Any, ehr: EhrClient, base: str,
+               retry_key: str | None = None) -> FhirResponse:
+        """Check a consult request, ask the EHR, create ServiceRequest + Task whole or not at all.
+
+        ``retry_key`` (the caller's ``Idempotency-Key``, scoped): the ids derive from it, so a
+        retry after an answer that was lost (a 5xx after the transaction) finds the consult the
+        first try made instead of making a second one."""
         roles = getattr(principal, "roles", frozenset())
         if not roles & {"clinic", "admin"}:
             raise ConsultError("submitting a consult needs the clinic role", status=403, code="forbidden")
@@ -204,12 +211,19 @@ class Consults:
                 raise ConsultError(f"{ref} is about another patient", status=422, code="processing",
                                    expression=[f"ServiceRequest.supportingInfo[{i}]"])
         district = ehr.district_of(sub.requester)
-        return self.create(sub, Actor.of(principal), base, district)
+        return self.create(sub, Actor.of(principal), base, district, retry_key=retry_key)
 
-    def create(self, sub: Submission, actor: Actor, base: str, district: str | None) -> FhirResponse:
+    def create(self, sub: Submission, actor: Actor, base: str, district: str | None,
+               retry_key: str | None = None) -> FhirResponse:
+        if retry_key:
+            sr_id, task_id = (str(uuid.uuid5(RETRY_IDS, f"{retry_key}|{part}")) for part in ("sr", "task"))
+            made = self._made_before(sr_id, task_id, base)
+            if made is not None:
+                return made
+        else:
+            sr_id, task_id = new_uuid(), new_uuid()
         requested = now_vn()
         due = rules.due_time(requested, sub.priority, self.settings.sla_hours)
-        sr_id, task_id = new_uuid(), new_uuid()
         sr_ref, task_ref = f"ServiceRequest/{sr_id}", f"Task/{task_id}"
         sr = {**sub.service_request, "id": sr_id, "authoredOn": iso(requested)}
         task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district),
@@ -234,6 +248,20 @@ class Consults:
         for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
             self._audit(actor, "create", rtype, rid, patient=sub.patient, status=201, operation="$submit", vid="1")
         return resp
+
+    def _made_before(self, sr_id: str, task_id: str, base: str) -> FhirResponse | None:
+        """The answer to a submission whose transaction is already stored (its chain started if not)."""
+        store = self.store()
+        docs = [unpack(store.current(t).find_one({"_id": i}, {"res": 1, "v": 1, "lu": 1}))
+                for t, i in (("ServiceRequest", sr_id), ("Task", task_id))]
+        if any(d is None for d in docs):
+            return None
+        self.current(task_id)  # starts the chain if the first try stopped before it
+        entries = [{"fullUrl": f"{base}/{d['res']['resourceType']}/{d['_id']}", "resource": d["res"],
+                    "response": {"status": "200 OK", "etag": etag(d["v"]),
+                                 "location": f"{d['res']['resourceType']}/{d['_id']}/_history/{d['v']}"}}
+                   for d in docs]
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
     def start_chain(self, task_id: str, facts: Mapping[str, Any], task: Mapping[str, Any], actor: Actor) -> None:
         """The grants and link 1 (``requested``, with the ``consult.requested`` event): each an

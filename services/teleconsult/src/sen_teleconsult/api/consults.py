@@ -11,7 +11,7 @@ from flask import request
 from sen_shared.auth import current_principal
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.store import etag
-from sen_shared.idempotency_key import idempotent
+from sen_shared.idempotency_key import HEADER, caller_scope, idempotent
 from sen_shared.runtime import current
 
 from ..adapters.ehr import EhrClient
@@ -32,6 +32,12 @@ def _ehr() -> EhrClient:
     token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else ""
     settings = current().settings
     return EhrClient(settings.ehr_url, settings.http_timeout, token)  # type: ignore[attr-defined]
+
+
+def _retry_key() -> str | None:
+    """The caller's Idempotency-Key, scoped like ``sen_shared.idempotency_key`` scopes it."""
+    key = request.headers.get(HEADER)
+    return f"{caller_scope(current_principal())}|{key}" if key else None
 
 
 def _task_answer(req: FhirRequest, link: dict[str, Any]) -> Reply:
@@ -60,13 +66,13 @@ def submit_transaction(req: FhirRequest, entries: list[dict[str, Any]]) -> FhirR
     owner = rules.ref_of((tasks[0] if tasks else {}).get("owner"))
     if owner and owner.startswith("Organization/") and not sr.get("performer"):
         sr["performer"] = [{"reference": owner}]  # the Task's owner names the hub
-    return _consults().submit(sr, current_principal(), _ehr(), req.base)
+    return _consults().submit(sr, current_principal(), _ehr(), req.base, retry_key=_retry_key())
 
 
 @idempotent()
 def submit(**_: Any) -> Reply:
     req = from_flask("ServiceRequest", operation="$submit")
-    resp = _consults().submit(req.body, current_principal(), _ehr(), req.base)
+    resp = _consults().submit(req.body, current_principal(), _ehr(), req.base, retry_key=_retry_key())
     task = next((e["resource"] for e in (resp.body or {}).get("entry") or []
                  if (e.get("resource") or {}).get("resourceType") == "Task"), None)
     headers = {"Location": f"{req.base}/Task/{task['id']}"} if task else {}
