@@ -24,7 +24,8 @@ def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def pod_spec(obj: dict) -> dict:
-    return obj["spec"]["template"]["spec"]
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]["spec"]
 
 
 def all_containers(obj: dict) -> list[dict]:

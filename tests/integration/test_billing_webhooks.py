@@ -366,3 +366,24 @@ def test_hmac_helper_matches_the_standard_library() -> None:
     body = b'{"a":1}'
     mac = hmac.new(base64.b64decode(STD_SECRET.removeprefix("whsec_")), b"m.1." + body, hashlib.sha256).digest()
     assert webhooks.standard_signature("m", "1", body, STD_SECRET) == "v1," + base64.b64encode(mac).decode()
+
+
+def test_report_command_writes_the_day_and_keeps_a_copy(billing, base_env: dict[str, str], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, db = billing
+    facility = "org-" + uuid.uuid4().hex[:5]
+    iid, code = make_invoice(db, 45000, facility=facility)
+    assert send_standard(url, uuid.uuid4().hex[:8], 45000, code).status_code == 200
+    from datetime import datetime
+
+    from sen_billing import report
+    from sen_billing.domain.payments import VN
+
+    for key, value in {**base_env, "SEN_DB": db.name}.items():
+        monkeypatch.setenv(key, value)
+    day = datetime.now(VN).date().isoformat()
+    out = tmp_path / "r.csv"
+    assert report.main(["--day", day, "--facility", facility, "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "standard:" in text and "45000" in text and f"{iid}" in text
+    assert db["reconciliation_reports"].find_one({"_id": f"{day}/{facility}"})["rows"] == 1
