@@ -1,24 +1,32 @@
-"""Cashiers: the invoice queue, an invoice with its VietQR code, receipts, refunds, unmatched
-transfers, shifts. Built against the billing API (specs/billing.yaml)."""
+"""Cashiers: the invoice queue, an invoice with its VietQR code (the page turns to Paid by itself:
+htmx polls the invoice's payment summary every 2 s, which works through any proxy), the receipt,
+cash and refunds, the unmatched-transfers queue, and the shift. Built on specs/billing.yaml:
+FHIR ``Invoice`` and ``Invoice/{id}/$vietqr``, and the ``/payments/...`` endpoints."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from flask import g, render_template
+from flask import redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend_message, bp, login_required
-from .backend import BackendError, entries, fhir_get
+from .backend import BackendError, call, entries, fhir_get
+from .forms import CashForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
+
+
+def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+    r = call("billing", method, path, json=body, params=params, accept="application/json",
+             idempotent=method == "POST")
+    return r.json() if r.content else {}
 
 
 @bp.route("/invoices")
 @login_required("cashier")
 def invoices() -> Any:
     problem, rows = None, []
-    params = {"status": "issued", "_count": "50", "_sort": "-date"}
-    if g.user.facility:
-        params["issuer"] = f"Organization/{g.user.facility}"
+    params = {"status": "issued", "_count": "50"}
     try:
         rows = entries(fhir_get("billing", "/fhir/Invoice", params), "Invoice")
     except BackendError as err:
@@ -26,64 +34,154 @@ def invoices() -> Any:
     return render_template("invoices.html", rows=rows, problem=problem, title=gettext("Invoices"))
 
 
-@bp.route("/unmatched")
-@login_required("cashier")
-def unmatched() -> Any:
-    return render_template("error.html", title=gettext("Unmatched transfers"),
-                           message=gettext("The billing service does not offer this yet.")), 501
+def summary(iid: str) -> dict[str, Any]:
+    return _json("GET", f"/payments/invoices/{iid}")
 
 
-@bp.route("/shift")
-@login_required("cashier")
-def shift() -> Any:
-    return render_template("error.html", title=gettext("Shift"),
-                           message=gettext("The billing service does not offer this yet.")), 501
+def is_paid(s: dict[str, Any] | None) -> bool:
+    return bool(s) and (s.get("status") == "balanced" or (s.get("owed", 0) > 0 and s.get("balanceDue") == 0))
 
 
-def _invoice(iid: str) -> dict[str, Any]:
-    return fhir_get("billing", f"/fhir/Invoice/{iid}")
-
-
-def is_paid(inv: dict[str, Any]) -> bool:
-    return inv.get("status") == "balanced"
+def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
+    s = summary(iid)
+    inv, qr, problem = None, None, ctx.pop("problem", None)
+    try:
+        inv = fhir_get("billing", f"/fhir/Invoice/{iid}")
+    except BackendError as err:
+        if err.status != 404:
+            problem = problem or backend_message(err)
+    if not is_paid(s) and s.get("status") == "issued":
+        try:
+            qr = _json("GET", f"/fhir/Invoice/{iid}/$vietqr")
+        except BackendError as err:
+            problem = problem or backend_message(err)
+    forms = {"cash_form": CashForm(formdata=None, amount=s.get("balanceDue") or None),
+             "refund_form": RefundForm(formdata=None)}
+    forms.update(ctx.pop("forms", {}))
+    return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
+                           title=gettext("Invoice"), **forms, **ctx), status
 
 
 @bp.route("/invoices/<iid>")
 @login_required("cashier")
 def invoice(iid: str) -> Any:
-    inv = _invoice(iid)
-    qr, problem = None, None
-    if not is_paid(inv) and inv.get("status") == "issued":
-        try:
-            qr = fhir_get("billing", f"/fhir/Invoice/{iid}/$vietqr")
-        except BackendError as err:
-            problem = backend_message(err)
-    return render_template("invoice.html", inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(inv),
-                           title=gettext("Invoice"))
+    return _invoice_page(iid)
 
 
 @bp.route("/invoices/<iid>/status")
 @login_required("cashier")
 def invoice_status(iid: str) -> Any:
-    """The status box alone; htmx asks for it every few seconds until the invoice is paid."""
+    """The status box alone; htmx asks for it every 2 s until the invoice is paid."""
     try:
-        inv = _invoice(iid)
+        s = summary(iid)
     except BackendError:
-        return render_template("_invoice_status.html", inv=None, iid=iid, paid=False, stale=True)
-    return render_template("_invoice_status.html", inv=inv, iid=iid, paid=is_paid(inv), stale=False)
+        return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True)
+    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
 @login_required("cashier")
 def invoice_qr(iid: str) -> Any:
-    from .backend import call
-
     r = call("billing", "GET", f"/fhir/Invoice/{iid}/$vietqr", params={"_format": "svg"}, accept="image/svg+xml")
     return r.content, 200, {"Content-Type": "image/svg+xml", "Cache-Control": "no-store"}
+
+
+@bp.route("/invoices/<iid>/cash", methods=["POST"])
+@login_required("cashier")
+def invoice_cash(iid: str) -> Any:
+    form = CashForm()
+    if not form.validate_on_submit():
+        return _invoice_page(iid, 422, forms={"cash_form": form})
+    try:
+        _json("POST", "/payments/cash", {"invoice": iid, "amount": form.amount.data,
+                                         "transactionId": form.txn.data or uuid.uuid4().hex})
+    except BackendError as err:
+        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form})
+    return redirect(url_for("web.invoice", iid=iid))
+
+
+@bp.route("/invoices/<iid>/refund", methods=["POST"])
+@login_required("cashier")
+def invoice_refund(iid: str) -> Any:
+    form = RefundForm()
+    if not form.validate_on_submit():
+        return _invoice_page(iid, 422, forms={"refund_form": form})
+    body = {"reason": form.reason.data, "method": form.method.data}
+    if form.amount.data:
+        body["amount"] = form.amount.data
+    try:
+        _json("POST", f"/payments/{form.payment.data}/refund", body)
+    except BackendError as err:
+        return _invoice_page(iid, 409, problem=backend_message(err), forms={"refund_form": form})
+    return redirect(url_for("web.invoice", iid=iid, refunded=1))
 
 
 @bp.route("/invoices/<iid>/receipt")
 @login_required("cashier")
 def receipt(iid: str) -> Any:
-    inv = _invoice(iid)
-    return render_template("receipt.html", inv=inv, iid=iid, title=gettext("Receipt"))
+    data = _json("GET", f"/payments/receipts/{iid}")
+    return render_template("receipt.html", r=data, iid=iid, title=gettext("Receipt"))
+
+
+@bp.route("/invoices/<iid>/receipt.pdf")
+@login_required("cashier")
+def receipt_pdf(iid: str) -> Any:
+    r = call("billing", "GET", f"/payments/receipts/{iid}/pdf", accept="application/pdf", timeout=30)
+    return r.content, 200, {"Content-Type": "application/pdf", "Cache-Control": "no-store",
+                            "Content-Disposition": f'inline; filename="receipt-{iid}.pdf"'}
+
+
+@bp.route("/unmatched", methods=["GET", "POST"])
+@login_required("cashier")
+def unmatched() -> Any:
+    form = MatchForm()
+    problem, done = None, None
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": form.invoice.data})
+                done = True
+            except BackendError as err:
+                problem = backend_message(err)
+        else:
+            problem = gettext("Please correct the highlighted fields.")
+    rows: list[dict[str, Any]] = []
+    try:
+        rows = _json("GET", "/payments/unmatched").get("payments", [])
+    except BackendError as err:
+        problem = problem or backend_message(err)
+    return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
+                           title=gettext("Unmatched transfers")), 200 if not problem else 422
+
+
+@bp.route("/shift", methods=["GET", "POST"])
+@login_required("cashier")
+def shift() -> Any:
+    open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
+    problem = None
+    if request.method == "POST":
+        try:
+            if request.form.get("which") == "open" and open_form.validate_on_submit():
+                _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data or 0})
+                return redirect(url_for("web.shift"))
+            if request.form.get("which") == "close" and close_form.validate_on_submit():
+                body = {"countedCash": close_form.counted_cash.data,
+                        "countedTransfers": close_form.counted_transfers.data}
+                if close_form.note.data:
+                    body["note"] = close_form.note.data
+                closed = _json("POST", "/payments/shifts/current/close", body)
+                return render_template("shift.html", current=None, closed=closed, open_form=open_form,
+                                       close_form=close_form, problem=None, title=gettext("Shift"))
+            problem = gettext("Please correct the highlighted fields.")
+        except BackendError as err:
+            problem = backend_message(err)
+    current = None
+    try:
+        current = _json("GET", "/payments/shifts/current")
+    except BackendError as err:
+        if err.status != 404:
+            problem = problem or backend_message(err)
+    return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
+                           problem=problem, title=gettext("Shift")), 200 if not problem else 422
+
+

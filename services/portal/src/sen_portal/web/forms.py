@@ -144,17 +144,34 @@ class DashboardFilter(FlaskForm):
 
 
 class RefundForm(FlaskForm):
-    amount = IntegerField(_l("Amount (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
-                                                           NumberRange(1, None, _l("More than 0 đồng."))])
+    payment = HiddenField(validators=[DataRequired(_l("Choose the payment to refund."))])
+    amount = IntegerField(_l("Amount (đồng; empty: all that can be refunded)"),
+                          validators=[Optional(), NumberRange(1, None, _l("More than 0 đồng."))])
+    method = SelectField(_l("Refund by"), choices=[("cash", _l("Cash")), ("transfer", _l("Bank transfer"))],
+                         default="cash")
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
-class ShiftForm(FlaskForm):
-    counted_cash = IntegerField(_l("Cash counted (đồng)"), validators=[Optional(), NumberRange(0, None)])
+class CashForm(FlaskForm):
+    amount = IntegerField(_l("Cash received (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
+                                                                 NumberRange(1, None, _l("More than 0 đồng."))])
+    txn = HiddenField()
+
+
+class ShiftOpenForm(FlaskForm):
+    opening_cash = IntegerField(_l("Cash in the drawer at the start (đồng)"), default=0,
+                                validators=[Optional(), NumberRange(0, None, _l("0 đồng or more."))])
+
+
+class ShiftCloseForm(FlaskForm):
+    counted_cash = IntegerField(_l("Cash counted (đồng)"), validators=[
+        InputRequired(_l("Count the cash and enter it.")), NumberRange(0, None, _l("0 đồng or more."))])
+    counted_transfers = IntegerField(_l("Transfers on the bank statement (đồng)"), validators=[
+        InputRequired(_l("Enter the transfers total.")), NumberRange(0, None, _l("0 đồng or more."))])
+    note = TextAreaField(_l("Note"), validators=[Optional(), Length(max=500)])
 
 
 class MatchForm(FlaskForm):
-    invoice = StringField(_l("Invoice number or reference"), validators=[DataRequired(_l("Enter the invoice.")),
-                                                                         Length(max=64)])
-
-
+    payment = HiddenField(validators=[DataRequired()])
+    invoice = StringField(_l("Invoice number"), validators=[DataRequired(_l("Enter the invoice.")),
+                                                             Length(max=64)])

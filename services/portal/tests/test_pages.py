@@ -1,0 +1,161 @@
+"""Unit tests of the portal's pages with the Flask test client: no back-end runs, so every call to
+another service fails fast (a closed loopback port) and the pages must say so in the user's language."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sen_portal.web import formatting, icd10
+from sen_portal.web.clinic import search_params
+from sen_portal.web.users import DEMO_USERS, check_demo_password
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    app = create_app()
+    flask_app = app.app
+    flask_app.config["TESTING"] = True
+    with flask_app.test_client() as c:
+        yield c
+
+
+def csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def sign_in(client, user: str = "clinic", password: str | None = None):
+    page = client.get("/login").get_data(as_text=True)
+    return client.post("/login", data={"username": user, "password": password or f"sen-{user}",
+                                       "csrf_token": csrf(page)})
+
+
+def test_amounts_are_dong_with_dots():
+    assert formatting.vnd(150000) == "150.000\u00a0₫"
+    assert formatting.vnd(0) == "0\u00a0₫"
+    assert formatting.vnd(-2500) == "-2.500\u00a0₫"
+    assert formatting.vnd(None) == "—"
+
+
+def test_search_picks_cccd_bhyt_or_name():
+    assert search_params("087168004512") == {"identifier": "https://fhir.sen.vn/sid/cccd|087168004512"}
+    assert search_params("ht2878701234567") == {"identifier": "https://fhir.sen.vn/sid/bhyt|HT2878701234567"}
+    assert search_params(" nguyen van a ") == {"name": "nguyen van a"}
+
+
+def test_icd10_search_without_accents_and_by_code():
+    assert [c.code for c in icd10.search("tang huyet ap")][:1] == ["I10"]
+    assert icd10.search("E11")[0].code.startswith("E11")
+    assert icd10.parse_field("I10 — Tăng huyết áp vô căn (nguyên phát)").code == "I10"
+    assert icd10.parse_field("X99 nonsense") is None
+
+
+def test_demo_passwords_are_hashed_and_checked():
+    assert all(h.startswith("scrypt:") for _, h in DEMO_USERS.values())
+    assert check_demo_password("doctor", "sen-doctor").role == "doctor"
+    assert check_demo_password("doctor", "wrong") is None
+    assert check_demo_password("nobody", "sen-doctor") is None
+
+
+def test_sign_in_page_is_vietnamese_and_english_one_click_away(client):
+    page = client.get("/login").get_data(as_text=True)
+    assert '<html lang="vi">' in page and "Đăng nhập" in page and "Tên đăng nhập" in page
+    r = client.post("/language", data={"lang": "en", "next": "/login", "csrf_token": csrf(page)})
+    assert r.status_code == 302
+    page = client.get("/login").get_data(as_text=True)
+    assert '<html lang="en">' in page and "User name" in page
+
+
+def test_wrong_password_is_refused_with_a_clear_message(client):
+    r = sign_in(client, "clinic", "nope")
+    assert r.status_code == 401
+    assert "Tên đăng nhập hoặc mật khẩu không đúng." in r.get_data(as_text=True)
+
+
+def test_every_form_post_needs_the_csrf_token(client):
+    r = client.post("/login", data={"username": "clinic", "password": "sen-clinic"})
+    assert r.status_code == 400
+    assert "Biểu mẫu đã hết hạn" in r.get_data(as_text=True)
+
+
+def test_signed_in_user_lands_on_the_role_home_and_sees_only_their_role(client):
+    r = sign_in(client, "clinic")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/patients")
+    assert client.get("/dashboard").status_code == 403
+    assert client.get("/worklist").status_code == 403
+    assert client.get("/invoices").status_code == 403
+    nav = client.get("/patients").get_data(as_text=True)
+    assert "Bảng điều hành" not in nav and "Danh sách công việc" not in nav
+
+
+def test_pages_need_a_sign_in_and_sign_out_ends_the_session(client):
+    assert client.get("/patients").status_code == 302
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)  # the teleconsult service is down
+    assert "Hiện không kết nối được Dịch vụ hội chẩn từ xa" in page or "không kết nối được" in page
+    r = client.post("/logout", data={"csrf_token": csrf(page)})
+    assert r.status_code == 302
+    assert client.get("/worklist").status_code == 302
+
+
+def test_a_session_older_than_its_lifetime_has_expired(client):
+    sign_in(client, "clinic")
+    with client.session_transaction() as s:
+        s["signed_in_at"] -= 9 * 3600  # SEN_PORTAL_SESSION_MINUTES defaults to 8 h
+    assert client.get("/patients").status_code == 302
+
+
+def test_search_is_a_post_and_a_down_ehr_keeps_what_was_typed(client):
+    sign_in(client, "clinic")
+    page = client.get("/patients").get_data(as_text=True)
+    assert 'method="post" action="/patients/search"' in page
+    r = client.post("/patients/search", data={"q": "nguyen van a", "csrf_token": csrf(page)})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert 'value="nguyen van a"' in body
+    assert "Dịch vụ hồ sơ sức khỏe" in body and "Traceback" not in body
+
+
+def test_register_form_explains_each_error_and_keeps_the_input(client):
+    sign_in(client, "clinic")
+    page = client.get("/patients/new").get_data(as_text=True)
+    r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "cccd": "123", "birth_date": "2999-01-01",
+                                          "csrf_token": csrf(page)})
+    body = r.get_data(as_text=True)
+    assert "Nhập tên đệm và tên." in body
+    assert "Số CCCD gồm đúng 12 chữ số." in body
+    assert "Ngày sinh không thể ở tương lai." in body
+    assert "Chọn giới tính." in body
+    assert 'value="Nguyễn"' in body and 'aria-invalid="true"' in body
+
+
+def test_vendor_assets_are_served_by_the_portal_compressed(client):
+    r = client.get("/assets/vendor/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+    if r.status_code == 404:
+        pytest.skip("front-end packages not installed (make assets)")
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert client.get("/assets/vendor/not-a-package.js").status_code == 404
+
+
+def test_catalog_translates_every_message():
+    from babel.messages.pofile import read_po
+
+    po = Path(__file__).resolve().parents[1] / "src/sen_portal/translations/vi/LC_MESSAGES/messages.po"
+    with po.open("rb") as f:
+        catalog = read_po(f)
+    untranslated = [m.id for m in catalog if m.id and not (m.string if isinstance(m.string, str) else all(m.string))]
+    assert not untranslated
