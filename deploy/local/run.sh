@@ -37,6 +37,11 @@ stop() {
 trap stop INT TERM EXIT
 
 "$py" -m sen_shared.devtoken admin >/dev/null   # makes the development issuer's key once
+# development payment-webhook secrets (billing), made once: python -m sen_billing.devwebhook signs with them
+if [ ! -s "$state/webhook-secrets.env" ]; then
+  (umask 077; "$py" -m sen_billing.devwebhook --make-secrets >"$state/webhook-secrets.env")
+fi
+set -a; . "$state/webhook-secrets.env"; set +a
 for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
 bash deploy/local/infra.sh tune
 

@@ -387,3 +387,22 @@ def test_report_command_writes_the_day_and_keeps_a_copy(billing, base_env: dict[
     text = out.read_text(encoding="utf-8")
     assert "standard:" in text and "45000" in text and f"{iid}" in text
     assert db["reconciliation_reports"].find_one({"_id": f"{day}/{facility}"})["rows"] == 1
+
+
+@pytest.mark.parametrize("provider", ["standard", "casso", "payos", "sepay"])
+def test_devwebhook_prints_a_curl_that_pays_the_invoice(billing, provider: str, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from sen_billing import devwebhook
+
+    url, db = billing
+    for key, value in {"SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY,
+                       "SEN_PAYOS_CHECKSUM_KEY": PAYOS_KEY, "SEN_SEPAY_API_KEY": SEPAY_KEY}.items():
+        monkeypatch.setenv(key, value)
+    iid, code = make_invoice(db, 150000)
+    assert devwebhook.main(["--provider", provider, "--reference", code, "--amount", "150000", "--url", url]) == 0
+    command = capsys.readouterr().out
+    answer = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert json.loads(answer.stdout)["success"] is True, answer.stdout
+    assert invoice_status(db, iid) == "balanced"
