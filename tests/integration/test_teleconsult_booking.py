@@ -311,6 +311,35 @@ def test_noshow_only_after_the_start_and_fulfilled_once(tc, H):
     assert tc.get(f"/fhir/{prop['slot'][0]['reference']}", headers=H).json()["status"] == "busy"
 
 
+def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, dev_key):
+    from sen_shared.auth import issue_dev_token
+    from sen_shared.fhir.store import Store
+
+    Store(tc.db, emit_events=False).create({
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": {"reference": "Patient/p9"},
+        "requester": {"reference": "Organization/tyt-a"}}, "sr-of-a")
+
+    def clinic(facility):
+        return {**H, "Authorization": f"Bearer {issue_dev_token(dev_key, 'clinic', facility=facility)}"}
+
+    day = DAY + timedelta(days=1)
+    prop = _with_patient(_find(tc, H, _local(day, "13:30"), _local(day, "15:00"), ("specialty", "394583002"))[0],
+                         "Patient/p9", "ServiceRequest/sr-of-a")
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=clinic("tyt-b"))
+    assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=clinic("tyt-a"))
+    assert r.status_code == 200, r.text
+    appt = r.json()["entry"][0]["resource"]["id"]
+    assert tc.post(f"/fhir/Appointment/{appt}/$cancel", content=_params(), headers=clinic("tyt-b")).status_code == 403
+    unknown = {**prop, "basedOn": [{"reference": "ServiceRequest/nope"}]}
+    r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", unknown)), headers=clinic("tyt-a"))
+    assert r.status_code == 422
+    assert tc.post(f"/fhir/Appointment/{appt}/$cancel", content=_params(), headers=clinic("tyt-a")).status_code == 200
+    # an Appointment is not written beside its operations
+    r = tc.post("/fhir/Appointment", content=json.dumps({**prop, "status": "booked"}), headers=H)
+    assert r.status_code == 405
+
+
 # ------------------------------------------------------------------------------- concurrency
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,22 @@ def _allow(*roles: str) -> Any:
     return p
 
 
+def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
+    """Clinic staff act only on their own facility's consults: an Appointment based on a
+    ServiceRequest must be one their facility requested (doctors and admins: the hub's rules)."""
+    roles = principal.roles
+    if appointment is None or "clinic" not in roles or roles & {"admin", "doctor", "health-dept"}:
+        return
+    for ref in (str((b or {}).get("reference", "")) for b in appointment.get("basedOn") or ()):
+        if not ref.startswith("ServiceRequest/"):
+            continue
+        doc = current().db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1, "del": 1})
+        if doc is None or doc.get("del"):
+            raise FhirError(f"{ref} is not known", status=422, code="processing", expression=["basedOn"])
+        if not principal.facility or f"Organization/{principal.facility}" not in (doc.get("sp_requester") or ()):
+            raise FhirError(f"forbidden: {ref} is another facility's consult", status=403, code="forbidden")
+
+
 def _ctx(principal: Any) -> sch.Ctx:
     return sch.Ctx(_cfg(), by=principal.sub or "anonymous", now=sch.utcnow())
 
@@ -221,6 +237,7 @@ def hold(**_: Any) -> Any:
             raise FhirError("$hold needs appointment-resource (a proposal from $find) or appointment-reference",
                             status=400, expression=["appointment-resource"])
         proposal = sch.read_appointment(current().db, ref)
+    _check_facility(principal, proposal)
     try:
         appointment = sch.hold(current().db, _ctx(principal), proposal)
     except sch.SlotGone as gone:
@@ -246,6 +263,7 @@ def book(**_: Any) -> Any:
     if ref is None and proposal is None:
         raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
                         status=400, expression=["appointment-reference"])
+    _check_facility(principal, proposal if ref is None else sch.read_appointment(current().db, ref))
     try:
         appointment = sch.book(current().db, _ctx(principal), request=proposal, appointment_id=ref)
     except FhirError as err:
@@ -259,6 +277,7 @@ def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa:
     principal = _allow(*roles)
     req = from_flask("Appointment", check_id(id), operation=op)
     params = _params(req)
+    _check_facility(principal, sch.read_appointment(current().db, id))
     try:
         appointment = act(principal, params, id)
     except FhirError as err:
@@ -281,6 +300,7 @@ def reschedule(id: str, **_: Any) -> Any:  # noqa: A002
         if proposal is None:
             raise FhirError("$reschedule needs appointment-resource (the new slot, a proposal from $find)",
                             status=400, expression=["appointment-resource"])
+        _check_facility(p, proposal)
         return sch.reschedule(current().db, _ctx(p), rid, proposal)
     return _on_one("$reschedule", BOOKERS, id, act)
 
