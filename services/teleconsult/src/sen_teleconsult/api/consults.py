@@ -125,15 +125,14 @@ def request_info(id: str, **_: Any) -> Reply:  # noqa: A002
 def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$provide-info")
     answer = rules.one_string(req.body, "answer", required=True)
-    attachments = [r for p in rules.param_values(req.body, "attachment")
-                   if (r := rules.ref_of(p.get("valueReference"))) is not None]
+    attachments = [rules.ref_of(p.get("valueReference")) for p in rules.param_values(req.body, "attachment")]
     ehr = _ehr()
     for i, ref in enumerate(attachments):
-        if ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
+        if ref is None or ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
             raise ConsultError(f"an attachment references the EHR's {', '.join(rules.SUPPORTING_TYPES)}",
                                status=422, code="processing", expression=[f"Parameters.parameter[{i}]"])
         ehr.check_readable(ref, "Parameters.parameter.where(name='attachment')")
-    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", attachments))
+    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", [a for a in attachments if a]))
 
 
 @idempotent()
