@@ -452,6 +452,13 @@ def test_workflow_resources_are_not_written_beside_the_operations(tc, tokens):
                   headers=tokens["admin"])
     assert r.status_code == 405 and "$accept" in diag(r)
     assert httpx.delete(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 405
+    # nor through a transaction Bundle (its writes do not pass through create/update)
+    sneaky = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Appointment", "id": "x", "status": "booked", "participant": [
+            {"actor": {"reference": "Practitioner/dr-0"}, "status": "accepted"}]},
+         "request": {"method": "PUT", "url": "Appointment/x"}}]}
+    r = post(f"{tc}/fhir", sneaky, tokens["admin"])
+    assert r.status_code == 405 and "Appointment" in diag(r)
 
 
 # --------------------------------------------------------------------------- isolation and worklist

@@ -90,6 +90,9 @@ class TeleconsultFhirServer(GuardedFhirServer):
             if self.submit is None:
                 raise FhirError("consult submission is not wired", status=500)
             return self.submit(req, entries)
+        if body.get("type") == "transaction":  # its writes skip create/update/...: refuse the same types here
+            for rtype in sorted(t for t in touched if isinstance(t, str)):
+                self._refuse(rtype)
         return super().bundle(req)
 
     # ------------------------------------------------------------------ reads
