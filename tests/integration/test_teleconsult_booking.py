@@ -311,6 +311,20 @@ def test_noshow_only_after_the_start_and_fulfilled_once(tc, H):
     assert tc.get(f"/fhir/{prop['slot'][0]['reference']}", headers=H).json()["status"] == "busy"
 
 
+def test_a_booking_retried_with_its_idempotency_key_is_answered_not_repeated(tc, H):
+    day = DAY + timedelta(days=1)
+    props = _find(tc, H, _local(day, "15:00"), _local(day, "16:30"), ("specialty", "394583002"))
+    key = {**H, "Idempotency-Key": f"book-{time.time_ns()}"}
+    first = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", props[0])), headers=key)
+    again = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", props[0])), headers=key)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.content == first.content  # the first answer, not a 409
+    other = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", props[1])), headers=key)
+    assert other.status_code == 422
+    assert len(list(tc.db[sch.SLOT_LINKS].find({"k": props[0]["slot"][0]["reference"][5:]}))) == 1
+    assert tc.get(f"/fhir/{props[1]['slot'][0]['reference']}", headers=H).json()["status"] == "free"
+
+
 def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, dev_key):
     from sen_shared.auth import issue_dev_token
     from sen_shared.fhir.store import Store

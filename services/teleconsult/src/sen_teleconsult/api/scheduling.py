@@ -18,6 +18,7 @@ from sen_shared.fhir.audit import Record
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.outcome import FhirError, outcome
 from sen_shared.fhir.validate import check_id, validate_resource
+from sen_shared.idempotency_key import idempotent
 from sen_shared.ids import new_uuid
 from sen_shared.runtime import current
 
@@ -226,6 +227,7 @@ def find(**_: Any) -> Any:
     return to_connexion(FhirResponse(200, _bundle("searchset", found, req.base, mode="match")), req)
 
 
+@idempotent()
 def hold(**_: Any) -> Any:
     principal = _allow(*BOOKERS)
     req = from_flask("Appointment", operation="$hold")
@@ -254,6 +256,7 @@ def hold(**_: Any) -> Any:
     return to_connexion(FhirResponse(200, _bundle("collection", [appointment], req.base)), req)
 
 
+@idempotent()
 def book(**_: Any) -> Any:
     principal = _allow(*BOOKERS)
     req = from_flask("Appointment", operation="$book")
@@ -287,6 +290,7 @@ def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa:
     return to_connexion(FhirResponse(200, appointment), req)
 
 
+@idempotent()
 def cancel(id: str, **_: Any) -> Any:  # noqa: A002 - the spec's name
     def act(p: Any, params: dict[str, list[Any]], rid: str) -> dict[str, Any]:
         reason = _one(params, "reason")
@@ -294,6 +298,7 @@ def cancel(id: str, **_: Any) -> Any:  # noqa: A002 - the spec's name
     return _on_one("$cancel", BOOKERS, id, act)
 
 
+@idempotent()
 def reschedule(id: str, **_: Any) -> Any:  # noqa: A002
     def act(p: Any, params: dict[str, list[Any]], rid: str) -> dict[str, Any]:
         proposal = _proposal(params)
@@ -305,11 +310,13 @@ def reschedule(id: str, **_: Any) -> Any:  # noqa: A002
     return _on_one("$reschedule", BOOKERS, id, act)
 
 
+@idempotent()
 def noshow(id: str, **_: Any) -> Any:  # noqa: A002
     return _on_one("$noshow", ("doctor", "admin"), id,
                    lambda p, params, rid: sch.mark_noshow(current().db, _ctx(p), rid))
 
 
+@idempotent()
 def fulfill(id: str, **_: Any) -> Any:  # noqa: A002
     return _on_one("$fulfill", ("doctor", "admin"), id,
                    lambda p, params, rid: sch.mark_fulfilled(current().db, rid, by=p.sub or "anonymous", cfg=_cfg()))
