@@ -47,7 +47,14 @@ def _consults(settings: TeleconsultSettings) -> Any:
 
 def sla_job(settings: TeleconsultSettings) -> Callable[[], int]:
     consults = _consults(settings)
-    return consults.sweep_breaches
+
+    def sweep() -> int:
+        try:
+            return consults.sweep_breaches()
+        finally:
+            consults.fhir.auditor.flush()  # the escalations' AuditEvents are stored before the next round
+
+    return sweep
 
 
 # name -> (interval in seconds from the settings, job factory)
