@@ -41,7 +41,10 @@ def receive(provider: str) -> Any:
         title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(err.status, "Service Unavailable")
         return _problem(err.status, title, err.detail, reason=err.reason, inbox=inbox_id)
     recorded = [payments.record_transfer(db, t, inbox_id) for t in transfers]
-    payments.record_outcome(db, inbox_id, provider, "applied" if transfers else "ignored",
-                            payments=[r.payment["_id"] for r in recorded])
+    if not all(r.created for r in recorded) or not recorded:
+        # an applied call is recorded by its payments (each names its inbox call); a retry or a
+        # call reporting no incoming transfer gets an outcome record of its own
+        payments.record_outcome(db, inbox_id, provider, "duplicate" if recorded else "ignored",
+                                payments=[r.payment["_id"] for r in recorded])
     return {**SCHEMES[provider].ack, "payments": [r.payment["_id"] for r in recorded],
             "duplicates": sum(1 for r in recorded if not r.created)}, 200, {"Content-Type": "application/json"}

@@ -88,20 +88,27 @@ def candidates(note: str) -> list[str]:
     words = [normalize(w) for w in re.split(r"[\s\-_.,:;/|#+()]+", note or "")]
     words = [w for w in words if w]
     out: list[str] = []
-    for i in range(len(words)):
-        for j in range(i + 1, min(i + 4, len(words)) + 1):
-            joined = "".join(words[i:j])
+    for run in range(1, 5):  # single words first: the usual case costs one lookup
+        for i in range(len(words) - run + 1):
+            joined = "".join(words[i:i + run])
             if 4 <= len(joined) <= 40 and joined not in out:
                 out.append(joined)
     return out[:200]
 
 
+def plausible(code: str) -> bool:
+    """Could ``code`` be a reference code at all (letters and digits, 6-20 of them)? Saves lookups."""
+    return 6 <= len(code) <= 20 and any(c.isdigit() for c in code) and any(c.isalpha() for c in code)
+
+
 def find_by_note(db: Database, note: str) -> InvoiceView | None:
-    codes = candidates(note)
-    if not codes:
-        return None
-    hit = db[REFERENCES].find_one({"_id": {"$in": codes}})
-    return get(db, hit["invoice"]) if hit else None
+    # one equality lookup per plausible candidate (FerretDB pushes equalities down, not $in)
+    for code in candidates(note):
+        if plausible(code):
+            hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1})
+            if hit is not None:
+                return get(db, hit["invoice"])
+    return None
 
 
 def paid_total(db: Database, invoice_id: str) -> int:

@@ -112,7 +112,8 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["district"] = payment["district"]
     # an unmatched payment's subject: a PaymentNotice-style reference built from its id
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", payment["_id"])[:64]
-    return make_event("billing.payment.received", data, subject=subject)
+    # validated against its schema in the tests (test_billing_webhooks), not on every payment (0.8 ms)
+    return make_event("billing.payment.received", data, subject=subject, validate=False)
 
 
 def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
@@ -140,7 +141,7 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str) -> Recorded
     }
     recorded = _insert_payment(db, doc)
     if recorded.created:
-        after_payment(db, recorded.payment)
+        after_payment(db, recorded.payment, invoice)
     return recorded
 
 
@@ -160,7 +161,7 @@ def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: i
     return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied"}
 
 
-def after_payment(db: Database, payment: Mapping[str, Any]) -> None:
+def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_port.InvoiceView | None = None) -> None:
     """The effects of a newly recorded payment: a refund task for a late one; for a counted one,
     the invoice's balance, and its settlement when nothing is left to pay."""
     if payment.get("late_invoice") and payment.get("matched"):
@@ -171,7 +172,10 @@ def after_payment(db: Database, payment: Mapping[str, Any]) -> None:
     invoice_id = payment.get("invoice")
     if not invoice_id:
         return
-    if invoice_port.balance_due(db, invoice_id) <= 0:
+    owed = invoice.owed if invoice is not None and invoice.id == invoice_id else None
+    due = (owed - invoice_port.paid_total(db, invoice_id)) if owed is not None else invoice_port.balance_due(
+        db, invoice_id)
+    if due <= 0:
         from .receipts import settle_invoice
 
         settle_invoice(db, invoice_id, channel=payment["channel"])

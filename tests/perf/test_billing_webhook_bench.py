@@ -1,0 +1,152 @@
+"""Billing webhook benchmark (``make bench``): the payment inbox under load, a third of it duplicates.
+
+A gunicorn billing (``SEN_BENCH_WORKERS``, default 2) on its own FerretDB database after its
+index step. ``INVOICES`` issued invoices owe 30.000 ₫ each; the load is ``UNIQUE`` signed
+transfers of 10.000 ₫ (three per invoice, so the third one settles it: balanced claim, receipt
+number, PaymentReconciliation, Invoice update, receipt with its event), providers in turn
+(Standard Webhooks, Casso v2, SePay), and ``UNIQUE // 2`` exact re-sends of earlier calls (a
+provider's retries: a third of all requests), mixed in. Measured with the closed-loop load
+generator (``loadgen``: one thread, keep-alive connections), ``CLIENTS`` clients.
+
+Prints one markdown table with the issue's 2-core targets beside (also written to
+``.sen/bench/billing.md``). No timing assertions; it asserts that every answer was 200, that
+there is exactly one payment per transaction, and one receipt per settled invoice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+from sen_billing.domain import invoice_port, webhooks
+from sen_shared.fhir.store import Store
+
+from tests.perf import loadgen
+from tests.perf.test_ehr_bench import machine
+from tests.support import ROOT, web_process
+
+INVOICES = int(os.environ.get("SEN_BENCH_INVOICES", "700"))
+UNIQUE = INVOICES * 3
+CLIENTS = int(os.environ.get("SEN_BENCH_CLIENTS", "8"))
+STD_SECRET = "whsec_" + base64.b64encode(b"bench-standard-webhooks-secret!!").decode()
+CASSO_KEY = "bench-casso-" + uuid.uuid4().hex
+SEPAY_KEY = "bench-sepay-" + uuid.uuid4().hex
+MAX_SECONDS = float(os.environ.get("SEN_BENCH_MAX_SECONDS", "600"))
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, mongo_client, tmp_path_factory):
+    db = f"sen_t{run_id}_billbench"
+    env = {**base_env, "SEN_DB": db, "LOG_LEVEL": "WARNING", "SEN_ENV": "development",
+           "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY, "SEN_SEPAY_API_KEY": SEPAY_KEY}
+    subprocess.run([sys.executable, "-m", "sen_billing.indexes"], env={**os.environ, **env}, cwd=ROOT, check=True,
+                   timeout=300, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"], env={**os.environ, **env},
+                   cwd=ROOT, check=True, timeout=300, capture_output=True)
+    log = tmp_path_factory.mktemp("billbench") / "billing-web.log"
+    try:
+        with web_process("billing", env, log, WEB_CONCURRENCY=os.environ.get("SEN_BENCH_WORKERS", "2"),
+                         GUNICORN_TIMEOUT="120") as url:
+            yield url, mongo_client[db]
+    finally:
+        mongo_client.drop_database(db)
+
+
+def _invoices(db) -> list[str]:
+    store = Store(db, service="billing", emit_events=False)
+    codes = []
+    for _ in range(INVOICES):
+        iid, code = "inv-" + uuid.uuid4().hex[:12], "SEN" + uuid.uuid4().hex[:7].upper()
+        store.create({"resourceType": "Invoice", "status": "issued", "issuer": {"reference": "Organization/org-bench"},
+                      "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
+                      "totalNet": {"value": 30000, "currency": "VND"}}, iid)
+        db[invoice_port.REFERENCES].insert_one({"_id": invoice_port.normalize(code), "invoice": iid})
+        codes.append(code)
+    return codes
+
+
+def _request(host: str, port: int, i: int, code: str, now: float) -> bytes:
+    note, txid, kind = f"thanh toan {code}", f"b{i:07d}", i % 3
+    if kind == 0:
+        body = json.dumps({"type": "transfer.received", "data": {"id": txid, "amount": 10000,
+                                                                 "description": note}}).encode()
+        ts = str(int(now))
+        headers = {"webhook-id": f"msg_{txid}", "webhook-timestamp": ts, "Content-Type": "application/json",
+                   "webhook-signature": webhooks.standard_signature(f"msg_{txid}", ts, body, STD_SECRET)}
+        return loadgen.post_bytes(host, port, "/webhooks/standard", headers, body)
+    if kind == 1:
+        obj = {"error": 0, "data": {"id": i, "reference": f"FT{txid}", "description": note, "amount": 10000,
+                                    "transactionDateTime": "2025-03-14 10:00:00", "accountNumber": "0011001932418"}}
+        t = str(int(now * 1000))
+        headers = {"X-Casso-Signature": f"t={t},v1={webhooks.casso_signature(t, obj, CASSO_KEY)}",
+                   "Content-Type": "application/json"}
+        return loadgen.post_bytes(host, port, "/webhooks/casso", headers, json.dumps(obj).encode())
+    obj = {"id": i, "gateway": "Vietcombank", "transactionDate": "2025-03-14 10:00:00",
+           "accountNumber": "0011001932418", "code": None, "content": note, "transferType": "in",
+           "transferAmount": 10000, "accumulated": 0,
+           "subAccount": None, "referenceCode": f"FT{txid}", "description": ""}
+    return loadgen.post_bytes(host, port, "/webhooks/sepay", {"Authorization": f"Apikey {SEPAY_KEY}",
+                                                              "Content-Type": "application/json"},
+                              json.dumps(obj).encode())
+
+
+def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
+    url, db = billing
+    started = time.monotonic()
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    codes = _invoices(db)
+    now = time.time()
+    unique = [_request(host, port, i, codes[i % INVOICES], now) for i in range(UNIQUE)]
+    # a third of all requests are re-sends of calls already sent (a provider retrying)
+    rng = random.Random(15)
+    load: list[bytes] = []
+    sent = 0
+    for i, req in enumerate(unique):
+        load.append(req)
+        sent += 1
+        if i % 2 == 1:
+            load.append(unique[rng.randrange(0, sent)])
+    t0 = time.perf_counter()
+    lat, statuses = loadgen.run(host, port, {}, iter(load), CLIENTS, time.monotonic() + MAX_SECONDS)
+    wall = time.perf_counter() - t0
+    n = len(lat)
+    rate = n / wall if wall else 0.0
+    p50, p99 = loadgen.percentile(lat, 50), loadgen.percentile(lat, 99)
+    payments = db["payments"].count_documents({})
+    receipts = db["receipts"].count_documents({})
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows = [
+        "| measure | result | target | |",
+        "|---|---|---|---|",
+        f"| webhooks (Standard Webhooks, Casso v2, SePay in turn), {CLIENTS} clients, {n - UNIQUE} of {n} "
+        f"duplicates | {rate:,.0f}/s | ≥ 300/s | {mark(rate >= 300)} |",
+        f"| the same, latency | p50 {p50:.1f} ms, p99 {p99:.1f} ms | p99 ≤ 50 ms | {mark(p99 <= 50)} |",
+        f"| outcome | {payments} payments for {UNIQUE} transactions; {receipts} of {INVOICES} invoices settled "
+        f"(receipt, PaymentReconciliation, Invoice balanced) | one each | |",
+    ]
+    header = [f"Billing webhook benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: gunicorn WEB_CONCURRENCY="
+              f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB. Machine: {machine()}.", ""]
+    unexpected = {k: v for k, v in statuses.items() if k != 200}
+    table = "\n".join(header + rows + ["", f"Unexpected answers: {unexpected or 'none'}."])
+    print("\n" + table + "\n")
+    out = ROOT / ".sen" / "bench" / "billing.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table + "\n", "utf-8")
+    print(f"written to {out.relative_to(ROOT)}; total {time.monotonic() - started:.0f} s")
+    # correctness, not timing
+    assert not unexpected
+    assert n == len(load)
+    assert payments == UNIQUE and receipts == INVOICES
