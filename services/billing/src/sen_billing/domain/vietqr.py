@@ -1,0 +1,293 @@
+"""VietQR (NAPAS), the EMVCo merchant-presented QR payload: our own small builder and parser.
+
+The payload is a list of TLV fields (2-digit tag, 2-digit length, value), in this order::
+
+    00 "01"                    payload format indicator
+    01 "12"                    point of initiation: dynamic (one bill, one amount)
+    38 {00 "A000000727",       NAPAS's GUID
+        01 {00 <BIN, 6 digits>, 01 <account, 1-19 characters>},
+        02 "QRIBFTTA"}         service: transfer to an account
+    53 "704"                   currency: VND (ISO 4217)
+    54 <amount>                integer đồng, 1-13 digits, optional
+    58 "VN"                    country
+    62 {01 <bill reference>,   optional; additional data
+        08 <purpose>}
+    63 <CRC>                   CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over everything
+                               before it INCLUDING "6304", as 4 upper-case hex digits, zero-padded
+
+Lengths and characters are checked on both sides; the parser re-computes the CRC.
+
+Bill references (:func:`reference_code`): ``HD`` + 8 characters of Crockford's base 32 derived
+from the invoice id + 1 check character (the Luhn mod N algorithm over the same 32 symbols),
+11 upper-case characters in all. Banks upper-case, strip spaces and punctuation, cut notes, or
+add their own text; :func:`normalize_reference` folds all that and accepts a code only if its
+check character is right, so a mangled note still finds its invoice and a mistyped one finds none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+NAPAS_GUID = "A000000727"
+SERVICE_ACCOUNT = "QRIBFTTA"
+CURRENCY_VND = "704"
+COUNTRY = "VN"
+
+MAX_AMOUNT_DIGITS = 13
+MAX_ACCOUNT = 19
+MAX_REFERENCE = 25
+MAX_PURPOSE = 25
+
+REFERENCE_PREFIX = "HD"
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32: no I, L, O, U
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+_BODY_LEN = 8
+REFERENCE_LEN = len(REFERENCE_PREFIX) + _BODY_LEN + 1
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+
+
+class VietQrError(ValueError):
+    """A value that cannot go in (builder) or a payload that is not a valid VietQR (parser)."""
+
+
+@dataclass(frozen=True)
+class VietQr:
+    bin: str
+    account: str
+    amount: int | None = None
+    reference: str | None = None
+    purpose: str | None = None
+
+
+# --------------------------------------------------------------------------- CRC
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def crc16_ccitt_false(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final XOR."""
+    crc = 0xFFFF
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def crc_hex(text: str) -> str:
+    """The CRC as EMVCo writes it: 4 upper-case hex digits, zero-padded (0x0EA2 is ``0EA2``)."""
+    return f"{crc16_ccitt_false(text.encode('ascii')):04X}"
+
+
+# --------------------------------------------------------------------------- builder
+
+def _tlv(tag: str, value: str) -> str:
+    if len(value) > 99:
+        raise VietQrError(f"field {tag} is longer than 99 characters")
+    return f"{tag}{len(value):02d}{value}"
+
+
+def _check_text(name: str, value: str, maximum: int) -> str:
+    if not value or len(value) > maximum:
+        raise VietQrError(f"{name} must be 1 to {maximum} characters")
+    if not _PRINTABLE.match(value):
+        raise VietQrError(f"{name} may hold printable ASCII characters only (no diacritics)")
+    return value
+
+
+def build(qr: VietQr) -> str:
+    """The payload for ``qr``; :class:`VietQrError` for a value that does not fit."""
+    if not re.fullmatch(r"\d{6}", qr.bin or ""):
+        raise VietQrError("the bank BIN must be 6 digits")
+    account = _check_text("the account number", qr.account, MAX_ACCOUNT)
+    if not re.fullmatch(r"[0-9A-Za-z]+", account):
+        raise VietQrError("the account number may hold letters and digits only")
+    merchant = _tlv("00", NAPAS_GUID) + _tlv("01", _tlv("00", qr.bin) + _tlv("01", account)) \
+        + _tlv("02", SERVICE_ACCOUNT)
+    out = _tlv("00", "01") + _tlv("01", "12") + _tlv("38", merchant) + _tlv("53", CURRENCY_VND)
+    if qr.amount is not None:
+        if isinstance(qr.amount, bool) or not isinstance(qr.amount, int) or qr.amount <= 0:
+            raise VietQrError("the amount must be a positive integer (đồng)")
+        text = str(qr.amount)
+        if len(text) > MAX_AMOUNT_DIGITS:
+            raise VietQrError(f"the amount must have at most {MAX_AMOUNT_DIGITS} digits")
+        out += _tlv("54", text)
+    out += _tlv("58", COUNTRY)
+    extra = ""
+    if qr.reference is not None:
+        extra += _tlv("01", _check_text("the bill reference", qr.reference, MAX_REFERENCE))
+    if qr.purpose is not None:
+        extra += _tlv("08", _check_text("the purpose", qr.purpose, MAX_PURPOSE))
+    if extra:
+        out += _tlv("62", extra)
+    out += "6304"
+    return out + crc_hex(out)
+
+
+# --------------------------------------------------------------------------- parser
+
+def _fields(text: str, where: str) -> list[tuple[str, str]]:
+    out, i = [], 0
+    while i < len(text):
+        head = text[i:i + 4]
+        if len(head) < 4 or not head.isdigit():
+            raise VietQrError(f"{where}: a field header at position {i} is not 4 digits")
+        tag, length = head[:2], int(head[2:])
+        value = text[i + 4:i + 4 + length]
+        if len(value) != length:
+            raise VietQrError(f"{where}: field {tag} is cut short")
+        out.append((tag, value))
+        i += 4 + length
+    return out
+
+
+def parse(payload: str) -> VietQr:
+    """The fields of a VietQR payload; :class:`VietQrError` when anything is off, the CRC included."""
+    if not isinstance(payload, str) or not _PRINTABLE.match(payload) or len(payload) > 512:
+        raise VietQrError("a payload is printable ASCII, at most 512 characters")
+    if len(payload) < 8 or payload[-8:-4] != "6304":
+        raise VietQrError("the payload does not end with a CRC field (6304 and 4 hex digits)")
+    crc = payload[-4:]
+    if not re.fullmatch(r"[0-9A-F]{4}", crc):
+        raise VietQrError("the CRC must be 4 upper-case hex digits")
+    if crc_hex(payload[:-4]) != crc:
+        raise VietQrError(f"CRC mismatch: the payload says {crc}, its content gives {crc_hex(payload[:-4])}")
+    fields = _fields(payload[:-8], "payload")
+    tags = [t for t, _ in fields]
+    if len(set(tags)) != len(tags):
+        raise VietQrError("a tag appears twice")
+    values = dict(fields)
+    if values.get("00") != "01" or tags[0] != "00":
+        raise VietQrError("field 00 (payload format) must come first and be 01")
+    if values.get("01") not in ("11", "12"):
+        raise VietQrError("field 01 (initiation) must be 11 or 12")
+    if values.get("53") != CURRENCY_VND:
+        raise VietQrError("field 53 (currency) must be 704 (VND)")
+    if values.get("58") != COUNTRY:
+        raise VietQrError("field 58 (country) must be VN")
+    if "38" not in values:
+        raise VietQrError("field 38 (NAPAS merchant account) is missing")
+    merchant = dict(_fields(values["38"], "field 38"))
+    if merchant.get("00") != NAPAS_GUID:
+        raise VietQrError(f"field 38.00 must be {NAPAS_GUID}")
+    if merchant.get("02") != SERVICE_ACCOUNT:
+        raise VietQrError(f"field 38.02 must be {SERVICE_ACCOUNT}")
+    beneficiary = dict(_fields(merchant.get("01", ""), "field 38.01"))
+    bin_, account = beneficiary.get("00", ""), beneficiary.get("01", "")
+    if not re.fullmatch(r"\d{6}", bin_):
+        raise VietQrError("field 38.01.00 (BIN) must be 6 digits")
+    if not re.fullmatch(rf"[0-9A-Za-z]{{1,{MAX_ACCOUNT}}}", account):
+        raise VietQrError(f"field 38.01.01 (account) must be 1 to {MAX_ACCOUNT} letters or digits")
+    amount = None
+    if "54" in values:
+        if not re.fullmatch(rf"[1-9]\d{{0,{MAX_AMOUNT_DIGITS - 1}}}", values["54"]):
+            raise VietQrError("field 54 (amount) must be a positive integer of at most 13 digits")
+        amount = int(values["54"])
+    reference = purpose = None
+    if "62" in values:
+        extra = dict(_fields(values["62"], "field 62"))
+        reference, purpose = extra.get("01"), extra.get("08")
+        if reference is not None and len(reference) > MAX_REFERENCE:
+            raise VietQrError("field 62.01 (bill reference) is too long")
+        if purpose is not None and len(purpose) > MAX_PURPOSE:
+            raise VietQrError("field 62.08 (purpose) is too long")
+    return VietQr(bin=bin_, account=account, amount=amount, reference=reference, purpose=purpose)
+
+
+# --------------------------------------------------------------------------- bill references
+
+def check_char(body: str) -> str:
+    """The Luhn mod 32 check character of ``body`` (symbols of Crockford's base 32)."""
+    factor, total = 2, 0
+    for ch in reversed(body):
+        addend = factor * _VALUE[ch]
+        factor = 1 if factor == 2 else 2
+        total += addend // 32 + addend % 32
+    return _ALPHABET[(32 - total % 32) % 32]
+
+
+def _valid(code: str) -> bool:
+    if len(code) != REFERENCE_LEN or not code.startswith(REFERENCE_PREFIX):
+        return False
+    body = code[len(REFERENCE_PREFIX):]
+    if any(c not in _VALUE for c in body):
+        return False
+    return check_char(body[:-1]) == body[-1]
+
+
+def reference_code(invoice_id: str) -> str:
+    """The invoice's bill reference: ``HD`` + 8 symbols derived from its id + a check symbol.
+    Deterministic (a redelivered event or a retried issue gives the same code)."""
+    digest = int.from_bytes(hashlib.sha256(f"sen-invoice:{invoice_id}".encode()).digest()[:8], "big")
+    body = "".join(_ALPHABET[(digest >> (5 * i)) & 31] for i in range(_BODY_LEN))
+    return REFERENCE_PREFIX + body + check_char(body)
+
+
+def fold(text: str) -> str:
+    """Upper case, diacritics and đ folded, only letters and digits kept."""
+    folded = unicodedata.normalize("NFKD", (text or "").replace("đ", "d").replace("Đ", "D"))
+    return re.sub(r"[^A-Z0-9]", "", "".join(c for c in folded if not unicodedata.combining(c)).upper())
+
+
+def normalize_reference(text: str) -> str | None:
+    """The bill reference found in a transfer note, however a bank mangled it, or None.
+
+    The note is folded (:func:`fold`: case, spaces, punctuation, diacritics gone); Crockford's
+    look-alikes are read as what they stand for (O → 0, I and L → 1) in the code's body; the
+    first 11-character window starting ``HD`` whose check symbol is right wins. A wrong check
+    symbol (a typo) matches nothing.
+    """
+    flat = fold(text)
+    for i in range(len(flat) - REFERENCE_LEN + 1):
+        if flat[i:i + 2] != REFERENCE_PREFIX:
+            continue
+        body = flat[i + 2:i + REFERENCE_LEN].replace("O", "0").replace("I", "1").replace("L", "1")
+        code = REFERENCE_PREFIX + body
+        if _valid(code):
+            return code
+    return None
+
+
+# --------------------------------------------------------------------------- images
+
+def png(payload: str, *, scale: int = 6) -> bytes:
+    """The payload as a PNG QR code (segno; error correction M, a 4-module quiet zone)."""
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make_qr(payload, error="m").save(buf, kind="png", scale=scale, border=4)
+    return buf.getvalue()
+
+
+def svg(payload: str, *, scale: int = 6) -> bytes:
+    """The payload as an SVG QR code."""
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make_qr(payload, error="m").save(buf, kind="svg", scale=scale, border=4, xmldecl=False,
+                                           title="VietQR")
+    return buf.getvalue()
+
+
+def purpose_text(reference: str) -> str:
+    """Field 62.08: what the patient's banking app shows as the transfer note (ASCII, ≤ 25)."""
+    return f"TT {reference}"[:MAX_PURPOSE]
+
+
+__all__ = ["VietQr", "VietQrError", "build", "check_char", "crc16_ccitt_false", "crc_hex", "fold",
+           "normalize_reference", "parse", "png", "purpose_text", "reference_code", "svg"]
