@@ -73,8 +73,10 @@ INDEXES: list[mongo.Index] = [
     mongo.Index(META, (("kind", 1), ("day", 1), ("hour", 1)), name="kind_day_hour"),
 ]
 
-_marked: set[tuple[str, str]] = set()  # (database, marker id) claimed by this process
+# (database, marker id) this process knows are claimed; bounded (a forgotten marker is only claimed again)
+_marked: OrderedDict[tuple[str, str], None] = OrderedDict()
 _marked_lock = threading.Lock()
+MARKED_KEPT = 1024
 
 
 # ------------------------------------------------------------------------------ time
@@ -126,7 +128,9 @@ def _mark(db: Database, key: str, doc: dict[str, Any]) -> None:
         return
     claim_once(db[META], key, doc)
     with _marked_lock:
-        _marked.add(token)
+        _marked[token] = None
+        while len(_marked) > MARKED_KEPT:
+            _marked.popitem(last=False)
 
 
 class FactWriter:
