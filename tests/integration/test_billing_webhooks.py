@@ -418,3 +418,43 @@ def test_devwebhook_prints_a_curl_that_pays_the_invoice(billing, provider: str, 
     answer = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert json.loads(answer.stdout)["success"] is True, answer.stdout
     assert invoice_status(db, iid) == "balanced"
+
+
+def test_the_relay_publishes_payment_received_and_invoice_paid_on_the_bus(billing, amqp_url: str,
+                                                                          base_env: dict[str, str]) -> None:
+    from kombu import Connection
+    from sen_shared.bus.outbox import OutboxRelay
+    from sen_shared.bus.publisher import Publisher
+
+    url, db = billing
+    prefix = base_env["SEN_BUS_PREFIX"]
+    watch = f"{prefix}test.billing-watch.{uuid.uuid4().hex[:6]}"
+    iid, code = make_invoice(db, 90000)
+    with Publisher(amqp_url, prefix=prefix) as publisher, Connection(amqp_url) as conn:
+        publisher.declare()
+        ch = conn.default_channel
+        ch.queue_declare(queue=watch, durable=False, auto_delete=False)
+        for key in ("billing.payment.received", "billing.invoice.paid"):
+            ch.queue_bind(queue=watch, exchange=publisher.topology.exchange.name, routing_key=key)
+        try:
+            assert send_standard(url, uuid.uuid4().hex[:8], 90000, code).status_code == 200
+            relay = OutboxRelay(db, publisher, ["payments", "receipts"])
+            for _ in range(50):  # other tests' payments wait in the same outbox: drain it
+                if not relay.run_once():
+                    break
+            seen: list[dict] = []
+            while True:
+                m = ch.basic_get(queue=watch, no_ack=True)
+                if m is None:
+                    break
+                seen.append(json.loads(m.body))
+            paid = [e for e in seen if e["type"] == "vn.sen.billing.invoice.paid.v1"
+                    and e["data"]["invoice"] == f"Invoice/{iid}"]
+            received = [e for e in seen if e["type"] == "vn.sen.billing.payment.received.v1"
+                        and e["data"].get("invoice") == f"Invoice/{iid}"]
+            assert len(paid) == 1 and len(received) == 1
+            assert paid[0]["data"]["reconciliation"] == f"PaymentReconciliation/pr-{iid}"
+            assert paid[0]["data"]["facility"] == "Organization/org-a"
+            assert db["receipts"].find_one({"_id": iid})["outbox_pending"] is False
+        finally:
+            ch.queue_delete(queue=watch)
