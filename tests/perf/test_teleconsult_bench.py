@@ -36,7 +36,7 @@ from sen_shared.auth import issue_dev_token
 from sen_teleconsult.domain import availability as av
 
 from tests.perf import loadgen
-from tests.perf.test_ehr_bench import machine
+from tests.perf.test_ehr_bench import cpu_note, cpu_seconds, machine
 from tests.support import ROOT, web_process
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -121,10 +121,15 @@ def _stats(lat: list[float], statuses: Counter, wall: float) -> dict:
 
 
 def _phase(host: str, port: int, items, clients: int, headers: dict[str, str]) -> dict:
+    cpu0 = cpu_seconds()
     t0 = time.monotonic()
     lat, statuses = loadgen.run(host, port, {k: v for k, v in headers.items() if k != "Content-Type"},
                                 iter(items), clients, t0 + MAX_SECONDS / 4)
-    return _stats(lat, statuses, time.monotonic() - t0)
+    out = _stats(lat, statuses, time.monotonic() - t0)
+    used = cpu_seconds()
+    used.subtract(cpu0)
+    out["cpu"] = {k: v * 1000 / len(lat) for k, v in used.items()} if lat else {}
+    return out
 
 
 def test_teleconsult_bench(services, dev_key):
@@ -219,7 +224,11 @@ def test_teleconsult_bench(services, dev_key):
         "find": {k: v for k, v in Counter({**finds["statuses"]}).items() if k != 200},
         "submit": {k: v for k, v in (submits or {"statuses": {}})["statuses"].items() if k != 201},
     }
-    footer = ["", f"Unexpected answers: {({k: v for k, v in unexpected.items() if v}) or 'none'}."]
+    footer = ["", "CPU a request (every process of the machine, other sessions' included):", ""]
+    footer += [f"- {label}: {cpu_note(res)}" for label, res in
+               [("contended $book", contention), ("uncontended $book", uncontended), ("$find", finds),
+                ("$find _count=200", finds_200), *([("$submit", submits)] if submits else [])]]
+    footer += ["", f"Unexpected answers: {({k: v for k, v in unexpected.items() if v}) or 'none'}."]
     table = "\n".join(header + rows + footer)
     print("\n" + table + "\n")
     out = ROOT / ".sen" / "bench" / "teleconsult.md"

@@ -167,34 +167,40 @@ class LinkView:
     """
 
     MAX_GAP = 30  # buckets (5 minutes) without a read: start over rather than read them all
+    REFRESH_SECONDS = 0.25  # other processes' claims show within this (this process's at once)
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.months: set[str] = set()
         self.links: dict[str, dict[str, Any]] = {}
         self.last: int | None = None
+        self.read_at = 0.0
 
-    def _merge(self, link: dict[str, Any]) -> None:
+    def merge(self, link: dict[str, Any]) -> None:
+        """Take in a link (one this process just claimed: it shows without a read)."""
         have = self.links.get(link["k"])
         if have is None or have["n"] < link["n"]:
-            self.links[link["k"]] = link
+            self.links[link["k"]] = {k: link[k] for k in LINK_FIELDS if k in link}
 
     def get(self, db: Database, months: Iterable[str], now: datetime) -> dict[str, dict[str, Any]]:
-        wanted = list(months)
+        wanted = [mo for mo in months if mo not in self.months]
         with self.lock:
             bucket = time_bucket(now)
             if self.last is not None and bucket - self.last > self.MAX_GAP:
                 self.months, self.links, self.last = set(), {}, None
-            if self.last is not None:
+            if self.last is not None and (wanted or time.monotonic() - self.read_at >= self.REFRESH_SECONDS):
+                self.read_at = time.monotonic()
                 for b in range(self.last - 1, bucket + 1):
                     for link in db[SLOT_LINKS].find({"tb": b}, LINK_FIELDS):
-                        self._merge(link)
+                        self.merge(link)
+                self.last = bucket
             for mo in wanted:
                 if mo not in self.months:
                     for link in db[SLOT_LINKS].find({"mo": mo}, LINK_FIELDS):
-                        self._merge(link)
+                        self.merge(link)
                     self.months.add(mo)
-            self.last = bucket
+            if self.last is None:
+                self.last, self.read_at = bucket, time.monotonic()
             return self.links
 
 
@@ -205,6 +211,15 @@ def latest_links(db: Database, months: Iterable[str], now: datetime | None = Non
     """The newest link of every claimed slot in ``months`` (and maybe others), by slot id, as of ``now``."""
     view = _views.setdefault(db.name, LinkView())
     return view.get(db, months, now or utcnow())
+
+
+def _claimed(db: Database, link: dict[str, Any]) -> dict[str, Any]:
+    """This process's own claim, shown in its view at once; returns ``link``."""
+    view = _views.get(db.name)
+    if view is not None:
+        with view.lock:
+            view.merge(link)
+    return link
 
 
 # ------------------------------------------------------------------------------------- find
@@ -349,7 +364,7 @@ def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
         last = _newest_if_free(db, slotted, now)
     body = outbox.new_document(doc, events) if events else doc
     try:
-        return advance(coll, sid, last, body), last
+        return _claimed(db, advance(coll, sid, last, body)), last
     except ClaimTaken as lost:
         raise taken(sid, lost.holder) from None
 
@@ -539,7 +554,7 @@ def _transition(db: Database, ctx: Ctx, appt_id: str, want: str, allowed: tuple[
     evs = events(resource, slotted) if events else None
     body = outbox.new_document(doc, evs) if evs else doc
     try:
-        link = advance(db[SLOT_LINKS], slotted.slot.id, last, body)
+        link = _claimed(db, advance(db[SLOT_LINKS], slotted.slot.id, last, body))
     except ClaimTaken:
         raise FhirError(f"Appointment/{appt_id} was changed by someone else meanwhile; read it again",
                         status=409, code="conflict") from None
