@@ -703,6 +703,11 @@ class Consults:
             if flt.get("sp_requester", want) != want:
                 return []
             flt["sp_requester"] = want
+        # equalities on top-level index fields: FerretDB pushes them down to PostgreSQL
+        if priority:
+            flt["sp_priority"] = priority
+        if specialty:
+            flt["sp_performer"] = specialty
         out: list[tuple[dict[str, Any], bool]] = []
         coll = self.store().current("Task")
         for state in statuses:
