@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sen_billing.domain import invoice_port, webhooks
+from sen_billing.domain import invoice_port, vietqr, webhooks
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.fhir.store import Store
@@ -57,12 +57,12 @@ def cashier(dev_key: Path, facility: str = "org-a", sub: str | None = None) -> d
 def make_invoice(db, owed: int, *, facility: str = "org-a", status: str = "issued") -> tuple[str, str]:
     """An issued Invoice as the invoices half stores it, with its reference code; (id, code)."""
     iid = "inv-" + uuid.uuid4().hex[:12]
-    code = "SEN" + uuid.uuid4().hex[:7].upper()
+    code = vietqr.reference_code(iid)
     Store(db, service="billing", emit_events=False).create({
         "resourceType": "Invoice", "status": status, "issuer": {"reference": f"Organization/{facility}"},
         "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
         "totalNet": {"value": owed, "currency": "VND"}, "totalGross": {"value": owed, "currency": "VND"}}, iid)
-    db[invoice_port.REFERENCES].insert_one({"_id": invoice_port.normalize(code), "invoice": iid})
+    db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
     return iid, code
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
-from sen_billing.domain import invoice_port, webhooks
+from sen_billing.domain import invoice_port, vietqr, webhooks
 from sen_shared.fhir.store import Store
 
 from tests.perf import loadgen
@@ -65,11 +65,12 @@ def _invoices(db) -> list[str]:
     store = Store(db, service="billing", emit_events=False)
     codes = []
     for _ in range(INVOICES):
-        iid, code = "inv-" + uuid.uuid4().hex[:12], "SEN" + uuid.uuid4().hex[:7].upper()
+        iid = "inv-" + uuid.uuid4().hex[:12]
+        code = vietqr.reference_code(iid)
         store.create({"resourceType": "Invoice", "status": "issued", "issuer": {"reference": "Organization/org-bench"},
                       "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
                       "totalNet": {"value": 30000, "currency": "VND"}}, iid)
-        db[invoice_port.REFERENCES].insert_one({"_id": invoice_port.normalize(code), "invoice": iid})
+        db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
         codes.append(code)
     return codes
 

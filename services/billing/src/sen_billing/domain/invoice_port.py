@@ -7,14 +7,14 @@ the service meet here and nowhere else.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.database import Database
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
+
+from .vietqr import normalize_reference
 
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id}
@@ -76,39 +76,14 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
                        title=str((res.get("type") or {}).get("text") or ""))
 
 
-def normalize(text: str) -> str:
-    """Upper-case letters and digits only, diacritics and đ folded: how banks mangle a note."""
-    folded = unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "D"))
-    return re.sub(r"[^A-Z0-9]", "", "".join(c for c in folded if not unicodedata.combining(c)).upper())
-
-
-def candidates(note: str) -> list[str]:
-    """Codes a transfer note may carry: each word, and runs of up to four words joined (a bank
-    may split a code with spaces or punctuation), normalised."""
-    words = [normalize(w) for w in re.split(r"[\s\-_.,:;/|#+()]+", note or "")]
-    words = [w for w in words if w]
-    out: list[str] = []
-    for run in range(1, 5):  # single words first: the usual case costs one lookup
-        for i in range(len(words) - run + 1):
-            joined = "".join(words[i:i + run])
-            if 4 <= len(joined) <= 40 and joined not in out:
-                out.append(joined)
-    return out[:200]
-
-
-def plausible(code: str) -> bool:
-    """Could ``code`` be a reference code at all (letters and digits, 6-20 of them)? Saves lookups."""
-    return 6 <= len(code) <= 20 and any(c.isdigit() for c in code) and any(c.isalpha() for c in code)
-
-
 def find_by_note(db: Database, note: str) -> InvoiceView | None:
-    # one equality lookup per plausible candidate (FerretDB pushes equalities down, not $in)
-    for code in candidates(note):
-        if plausible(code):
-            hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1})
-            if hit is not None:
-                return get(db, hit["invoice"])
-    return None
+    """The invoice whose reference code the transfer note carries (``vietqr.normalize_reference``:
+    case, spaces, punctuation, diacritics and look-alike letters do not matter), or None."""
+    code = normalize_reference(note or "")
+    if code is None:
+        return None
+    hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1})
+    return get(db, hit["invoice"]) if hit else None
 
 
 def paid_total(db: Database, invoice_id: str) -> int:
