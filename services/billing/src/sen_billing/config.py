@@ -19,6 +19,28 @@ class BillingSettings(Settings):
                                 description="Standard Webhooks secret, 'whsec_' + base64")
     webhook_max_bytes: int = Field(65536, validation_alias="SEN_WEBHOOK_MAX_BYTES", gt=0, le=1_000_000,
                                    description="largest webhook body accepted, bytes")
+    # charges, invoices, VietQR (domain/pricing.py, bhyt.py, invoices.py, vietqr.py)
+    bank_bin: str = Field("", validation_alias="SEN_BANK_BIN", pattern=r"^(\d{6})?$",
+                          description="the NAPAS BIN (6 digits) of the bank receiving transfers; empty = no QR (503)")
+    bank_account: str = Field("", validation_alias="SEN_BANK_ACCOUNT", pattern=r"^[0-9A-Za-z]{0,19}$",
+                              description="the receiving account number (at most 19 letters or digits)")
+    bank_account_name: str = Field("", validation_alias="SEN_BANK_ACCOUNT_NAME",
+                                   description="the account holder's name, shown beside the QR")
+    qr_ttl_seconds: int = Field(900, validation_alias="SEN_QR_TTL_SECONDS", gt=0, le=7 * 86400,
+                                description="how long a VietQR payload is served before a new one is issued")
+    base_salary: int = Field(2_340_000, validation_alias="SEN_BASE_SALARY", gt=0,
+                             description="the base salary in đồng (BHYT: a visit under 15 % of it is covered 100 %)")
+    facility_levels: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_FACILITY_LEVELS",
+        description='JSON {"<Organization id>": "central|province|district|commune"}: the price list\'s level')
+    default_facility_level: str = Field("district", validation_alias="SEN_DEFAULT_FACILITY_LEVEL",
+                                        pattern="^(central|province|district|commune)$",
+                                        description="the level of a facility not in SEN_FACILITY_LEVELS")
+    price_list_file: str = Field("", validation_alias="SEN_PRICE_LIST_FILE",
+                                 description="the price list loaded at start (default: the one shipped)")
+
+    def level_of(self, facility: str | None) -> str:
+        return self.facility_levels.get(facility or "", self.default_facility_level)
 
 
 def settings_from_env() -> BillingSettings:
