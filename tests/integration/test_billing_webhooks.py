@@ -458,3 +458,24 @@ def test_the_relay_publishes_payment_received_and_invoice_paid_on_the_bus(billin
             assert db["receipts"].find_one({"_id": iid})["outbox_pending"] is False
         finally:
             ch.queue_delete(queue=watch)
+
+
+def test_a_settlement_whose_winner_died_is_finished_by_the_repair_job(billing) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sen_billing.domain import receipts
+
+    _, db = billing
+    iid, _ = make_invoice(db, 25000)
+    # the winner claimed 'balanced' and died before the receipt: the claim and the payment only
+    db["payments"].insert_one({"_id": f"standard:crash-{iid}", "provider": "standard", "channel": "transfer",
+                               "amount": 25000, "invoice": iid, "matched": True, "outcome": "applied",
+                               "received_at": datetime.now(UTC), "day": "2025-03-14", "facility": "org-a"})
+    db["invoice_balanced"].insert_one({"_id": iid, "facility": "org-a", "paid": 25000, "owed": 25000,
+                                       "channel": "transfer", "done": False,
+                                       "at": datetime.now(UTC) - timedelta(minutes=5)})
+    assert db["receipts"].find_one({"_id": iid}) is None
+    assert receipts.repair_settlements(db) >= 1
+    assert db["receipts"].find_one({"_id": iid})["paid"] == 25000
+    assert invoice_status(db, iid) == "balanced"
+    assert receipts.repair_settlements(db) == 0  # nothing left to finish

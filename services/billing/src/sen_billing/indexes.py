@@ -19,6 +19,7 @@ INDEXES += [
     mongo.Index("refunds", (("day", 1),)),
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refund_tasks", (("invoice", 1),)),
+    mongo.Index("invoice_balanced", (("done", 1),)),
     mongo.Index("receipt_numbers", (("k", 1), ("invoice", 1)), name="k_invoice"),
     *chain_indexes("receipt_numbers"),
     *chain_indexes("shifts"),

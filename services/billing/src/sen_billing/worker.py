@@ -1,21 +1,74 @@
-"""The billing worker process: event consumers and the outbox relay.
+"""The billing worker process: event consumers, the outbox relay and the periodic jobs.
 
-Publishes its own events through the outbox relay.
+Publishes its own events through the outbox relay: ``billing.payment.received`` (in each
+payment) and ``billing.invoice.paid`` (in each receipt).
+
+Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
+- ``settlements``: a settlement whose winner stopped between its claim and the receipt is
+  finished (``receipts.repair_settlements``); this process is its only runner.
+
 Run as `python -m sen_billing.worker`.
 """
 
 from __future__ import annotations
 
-from sen_shared.entrypoints import run_worker_process
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
 
-from .config import settings_from_env
+from .config import BillingSettings, settings_from_env
 
-HANDLERS = {}
+log = logging.getLogger("sen.billing.worker")
+
+HANDLERS: dict[str, Any] = {}
 OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts"]  # billing.payment.received, billing.invoice.paid
 
 
+def settlements_job(settings: BillingSettings) -> Callable[[], int]:
+    from sen_shared.mongo import database
+
+    from .domain.receipts import repair_settlements
+
+    return lambda: repair_settlements(database(settings.mongo_url, settings.db_name))
+
+
+# name -> (interval in seconds, job factory)
+PERIODIC: dict[str, tuple[Callable[[BillingSettings], float], Callable[[BillingSettings], Callable[[], Any]]]] = {
+    "settlements": (lambda s: 30.0, settlements_job),
+}
+
+
+def _loop(name: str, interval: float, job: Callable[[], Any], stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            done = job()
+            if done:
+                log.info("periodic job done", extra={"job": name, "count": done})
+        except Exception:  # noqa: BLE001 - retried next round; the database may be away
+            log.exception("periodic job failed", extra={"job": name})
+
+
 def main() -> int:
-    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS)
+    from sen_shared.bus.worker import run_worker
+    from sen_shared.logs import setup_logging
+
+    settings = settings_from_env()
+    setup_logging(f"{settings.service}-worker", settings.log_level)
+    stop = threading.Event()
+    threads = []
+    for name, (interval, factory) in PERIODIC.items():
+        t = threading.Thread(target=_loop, args=(name, interval(settings), factory(settings), stop),
+                             name=f"periodic:{name}", daemon=True)
+        t.start()
+        threads.append(t)
+    try:
+        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    return 0
 
 
 if __name__ == "__main__":

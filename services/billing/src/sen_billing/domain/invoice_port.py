@@ -101,12 +101,20 @@ def balance_due(db: Database, invoice_id: str) -> int:
 def mark_balanced(db: Database, invoice_id: str) -> None:
     """The Invoice's FHIR status becomes ``balanced`` (called by the settlement claim's winner only)."""
     store = _store(db)
-    doc = store.read_doc("Invoice", invoice_id)
-    res = dict(doc["res"])
-    if res.get("status") == "balanced":
-        return
-    res["status"] = "balanced"
-    store.update(res, invoice_id)
+    for _ in range(5):  # another writer (a cashier editing the invoice) may change it meanwhile: re-read
+        doc = store.read_doc("Invoice", invoice_id)
+        res = dict(doc["res"])
+        if res.get("status") in ("balanced", "cancelled", "entered-in-error"):
+            return  # a cancel that won the race keeps its status; the payments stay refundable
+        res["status"] = "balanced"
+        try:
+            store.update(res, invoice_id, if_match=int(doc["v"]))
+            return
+        except FhirError as err:
+            if err.status not in (409, 412):
+                raise
+    raise FhirError(f"Invoice/{invoice_id} keeps changing; its settlement is finished by the repair job",
+                    status=409, code="conflict")
 
 
 def create_reconciliation(db: Database, rid: str, resource: dict[str, Any]) -> None:

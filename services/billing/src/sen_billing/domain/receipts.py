@@ -47,7 +47,8 @@ def settle_invoice(db: Database, invoice_id: str, *, channel: str) -> bool:
     if invoice is None:
         return False
     won, _ = claim_once(db[BALANCED], invoice_id, {"facility": invoice.facility, "district": invoice.district,
-                                                   "paid": paid, "owed": invoice.owed, "channel": channel})
+                                                   "paid": paid, "owed": invoice.owed, "channel": channel,
+                                                   "done": False})
     if won:
         complete_settlement(db, invoice_id)
     return won
@@ -69,6 +70,7 @@ def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
     """Steps 1-4 for a claimed invoice; only the claim's winner (or the one repair process) calls it."""
     done = db[RECEIPTS].find_one({"_id": invoice_id}, {"outbox": 0})
     if done is not None:
+        db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})  # see the end of this function
         return done
     balanced = db[BALANCED].find_one({"_id": invoice_id})
     invoice = invoice_port.get(db, invoice_id)
@@ -103,6 +105,9 @@ def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
                              "provider": p["provider"], "at": p["received_at"]} for p in payments],
                "lines": invoice.lines, "patient": invoice.patient_display, "invoice_title": invoice.title}
     _, held = claim_once(db[RECEIPTS], invoice_id, new_document(receipt, [event]))
+    # the claim's winner (or the one repair process, when the winner died) is this flag's only writer;
+    # both write the same value. It lets the repair job find unfinished settlements by an equality.
+    db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})
     return held
 
 
@@ -131,9 +136,9 @@ def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1
     """Finish settlements whose winner stopped half-way (the worker runs this; one process)."""
     cutoff = datetime.now(UTC) - older_than
     fixed = 0
-    for claim in db[BALANCED].find({}, {"_id": 1, "at": 1}):
+    for claim in db[BALANCED].find({"done": False}, {"_id": 1, "at": 1}):
         at = claim["at"] if claim["at"].tzinfo else claim["at"].replace(tzinfo=UTC)
-        if at < cutoff and db[RECEIPTS].find_one({"_id": claim["_id"]}, {"_id": 1}) is None:
+        if at < cutoff:
             complete_settlement(db, claim["_id"])
             fixed += 1
     return fixed
