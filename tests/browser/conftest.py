@@ -24,6 +24,7 @@ CHROMIUM = os.environ.get("SEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-dev-shm-usage"]
+SEPAY_KEY = "browser-suite-sepay-key"  # the test run's own webhook key (billing reads SEN_SEPAY_API_KEY)
 pytestmark = pytest.mark.integration
 
 
@@ -37,15 +38,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack(base_env, run_id, tmp_path_factory, mongo_client):
     given = os.environ.get("SEN_BROWSER_STACK")
     if given:
-        yield dict(part.split("=", 1) for part in given.split())
+        yield {**dict(part.split("=", 1) for part in given.split()),
+               "key": os.environ.get("SEN_DEV_JWT_KEY", ".sen/dev-jwt.pem"),
+               "sepay": os.environ.get("SEN_SEPAY_API_KEY", "")}
         return
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-    env = {**base_env, "LOG_LEVEL": "INFO"}
+    env = {**base_env, "LOG_LEVEL": "INFO", "SEN_SEPAY_API_KEY": SEPAY_KEY}
     prefix = f"sen_t{run_id}_br"
     try:
         with running_stack(env, tmp_path_factory.mktemp("browser-logs"), prefix) as urls:
-            yield urls
+            yield {**urls, "key": base_env["SEN_DEV_JWT_KEY"], "sepay": SEPAY_KEY}
     finally:
         for svc in ("ehr", "teleconsult", "billing", "portal"):
             mongo_client.drop_database(f"{prefix}_{svc}")

@@ -110,6 +110,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     csrf.init_app(flask_app)
     Babel(flask_app, locale_selector=select_locale)
     formatting.install(flask_app)
+    flask_app.jinja_env.filters["day_name"] = day_name
     from . import auth, cashier, clinic, dashboard, doctor  # noqa: F401 - they add their routes to bp
 
     auth.init_oidc(flask_app, settings)

@@ -10,7 +10,7 @@ from flask import g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend_message, bp, icd10, login_required
-from .backend import BackendError, entries, fhir_get, fhir_post
+from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import consult_bundle
 from .formatting import TZ
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
@@ -284,20 +284,32 @@ def schedule_summary(schedule: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _schedules() -> list[dict[str, Any]]:
+    return entries(fhir_get("teleconsult", "/fhir/Schedule", {"_count": "100"}), "Schedule")
+
+
 @bp.route("/availability", methods=["GET", "POST"])
 @login_required("doctor")
 def availability() -> Any:
+    """A doctor sees their weekly hours and leave; the teleconsult service lets only an admin change a
+    Schedule, so the forms are the admin's (who picks the doctor's schedule)."""
     form, leave_form = AvailabilityForm(prefix="week"), LeaveForm(prefix="leave")
     problem, saved = None, None
-    schedule = None
+    schedule, choices = None, []
+    editable = g.user.role == "admin"
     try:
-        schedule = _my_schedule()
+        if editable:
+            choices = _schedules()
+            wanted = request.values.get("schedule") or (choices[0]["id"] if choices else None)
+            schedule = next((c for c in choices if c["id"] == wanted), None)
+        else:
+            schedule = _my_schedule()
     except BackendError as err:
         problem = backend_message(err)
-    if request.method == "POST" and schedule is not None:
+    if request.method == "POST" and schedule is not None and editable:
         which = request.form.get("which")
         updated = dict(schedule)
-        exts = [e for e in schedule.get("extension") or []]
+        exts = list(schedule.get("extension") or [])
         if which == "week" and form.validate():
             days = [d for d in request.form.getlist("week-day") if d in DAYS]
             if not days:
@@ -319,9 +331,8 @@ def availability() -> Any:
             problem = problem or gettext("Please correct the highlighted fields.")
         if problem is None:
             updated["extension"] = exts
+            updated.pop("meta", None)
             try:
-                from .backend import call
-
                 call("teleconsult", "PUT", f"/fhir/Schedule/{schedule['id']}", json=updated)
                 schedule, saved = updated, True
             except BackendError as err:
@@ -335,4 +346,5 @@ def availability() -> Any:
         d for w in summary["windows"] for d in w["days"]}
     return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
                            schedule=schedule, problem=problem, saved=saved, checked=checked, DAYS=DAYS,
-                           title=gettext("Availability")), 200 if not problem else 422
+                           editable=editable, choices=choices, title=gettext("Availability")), (
+        200 if not problem else 422)

@@ -1,0 +1,139 @@
+"""The pages beside the main journey, each screenshotted and checked by axe-core: a chart with
+observations drawn over time, the doctor's availability and leave, the cashier's shift and the
+unmatched-transfers queue, and the pages that say no (wrong role, unknown record, wrong password)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _admin(stack: dict[str, str]) -> dict[str, str]:
+    from sen_shared.auth import issue_dev_token
+
+    return {"Authorization": f"Bearer {issue_dev_token(stack['key'], 'admin')}",
+            "Content-Type": "application/fhir+json"}
+
+
+def _record(stack: dict[str, str], patient: str) -> None:
+    """A few weeks of blood pressure and weight, a problem, a medication and an allergy."""
+    today = dt.date.today()
+    entries = []
+    for i, (sys_bp, dia_bp, kg) in enumerate([(168, 98, 62.0), (160, 95, 61.5), (152, 92, 61.2), (145, 88, 60.8)]):
+        day = (today - dt.timedelta(days=21 - 7 * i)).isoformat() + "T08:00:00+07:00"
+        subject = {"reference": f"Patient/{patient}"}
+        entries.append({"resourceType": "Observation", "status": "final", "subject": subject,
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}], "text": "Huyết áp"},
+                        "effectiveDateTime": day, "component": [
+                            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}],
+                                      "text": "Huyết áp tâm thu"},
+                             "valueQuantity": {"value": sys_bp, "unit": "mmHg"}},
+                            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}],
+                                      "text": "Huyết áp tâm trương"},
+                             "valueQuantity": {"value": dia_bp, "unit": "mmHg"}}]})
+        entries.append({"resourceType": "Observation", "status": "final", "subject": subject,
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}], "text": "Cân nặng"},
+                        "effectiveDateTime": day, "valueQuantity": {"value": kg, "unit": "kg"}})
+    entries.append({"resourceType": "Condition", "subject": {"reference": f"Patient/{patient}"},
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}],
+                             "text": "Tăng huyết áp vô căn"}, "onsetDateTime": "2021-03-01"})
+    entries.append({"resourceType": "MedicationStatement", "status": "active",
+                    "subject": {"reference": f"Patient/{patient}"},
+                    "medicationCodeableConcept": {"text": "Amlodipin 5 mg"},
+                    "dosage": [{"text": "1 viên mỗi sáng"}]})
+    entries.append({"resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{patient}"},
+                    "code": {"text": "Penicilin"}})
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": r, "request": {"method": "POST", "url": r["resourceType"]}} for r in entries]}
+    r = httpx.post(f"{stack['ehr']}/fhir", json=bundle, headers=_admin(stack), timeout=30)
+    assert r.status_code == 200, r.text[:500]
+
+
+def test_patient_chart_draws_observations_over_time(visitor_factory, stack):
+    _record(stack, "bn-0007")
+    for width in (1280, 360):
+        v = visitor_factory(f"vi-{width}", width=width)
+        v.sign_in("clinic")
+        v.go("/patients/bn-0007")
+        assert "Trương Quốc Đạt" in v.page.inner_text("h1")
+        assert "Trương" not in v.page.title() and "bn-0007" not in v.page.title()  # no patient data in titles
+        assert v.page.locator("canvas[data-series]").count() >= 3  # systolic, diastolic, weight
+        v.page.wait_for_function("() => !!window.Chart && Chart.instances && Object.keys(Chart.instances).length >= 3")
+        body = v.page.inner_text("main")
+        assert "Amlodipin 5 mg" in body and "Penicilin" in body and "Tăng huyết áp vô căn" in body
+        v.check("clinic-chart-observations")
+
+
+def test_doctor_sees_hours_and_leave_the_admin_sets(visitor_factory):
+    admin = visitor_factory("vi-1280")
+    admin.sign_in("admin")
+    admin.go("/availability")
+    value = admin.page.evaluate(
+        "() => [...document.querySelectorAll('#schedule option')].find(o => /nguyen-van-an|Nguyễn Văn An/"
+        ".test(o.textContent + o.value)).value")
+    admin.page.select_option("#schedule", value)
+    admin.page.click("form.card.row button")
+    admin.page.wait_for_load_state("networkidle")
+    admin.check("admin-availability")
+    start = dt.date.today() + dt.timedelta(days=60)
+    admin.page.fill("#leave-start", start.isoformat())
+    admin.page.fill("#leave-end", (start - dt.timedelta(days=1)).isoformat())  # before the start: explained
+    admin.page.click("form:has(input[value=leave]) button.primary")
+    admin.page.wait_for_load_state("networkidle")
+    assert admin.page.locator("#leave-end-error").count() == 1
+    admin.check("admin-availability-error")
+    admin.page.fill("#leave-end", (start + dt.timedelta(days=2)).isoformat())
+    admin.page.fill("#leave-reason", "Hội nghị tim mạch")
+    admin.page.click("form:has(input[value=leave]) button.primary")
+    admin.page.wait_for_load_state("networkidle")
+    assert "Hội nghị tim mạch" in admin.page.inner_text("main")
+    doctor = visitor_factory("vi-1280")
+    doctor.sign_in("doctor")
+    doctor.go("/availability")
+    assert "Hội nghị tim mạch" in doctor.page.inner_text("main")
+    doctor.check("doctor-availability")
+
+
+def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go("/shift")
+    v.check("cashier-shift")
+    if v.page.locator("input[name=which][value=open]").count():
+        v.page.fill("#open-opening_cash", "500000")
+        v.page.click("form:has(input[value=open]) button.primary")
+        v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("input[name=which][value=close]").count() == 1
+    v.check("cashier-shift-open")
+    v.page.fill("#close-counted_cash", "500000")
+    v.page.fill("#close-counted_transfers", "0")
+    v.page.click("form:has(input[value=close]) button.primary")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("table").count() == 1
+    v.check("cashier-shift-closed")
+    v.go("/unmatched")
+    v.check("cashier-unmatched")
+
+
+def test_pages_that_say_no(visitor_factory):
+    v = visitor_factory("vi-1280")
+    v.go("/login")
+    v.check("login")
+    v.sign_in("clinic", "wrong password")
+    assert "không đúng" in v.page.inner_text("main")
+    v.check("login-wrong-password")
+    v.sign_in("clinic")
+    v.go("/dashboard")
+    assert "Không được phép" in v.page.inner_text("h1")
+    v.check("not-allowed")
+    v.go("/patients/no-such-patient")
+    assert v.page.locator("h1").count() == 1 and "Traceback" not in v.page.content()
+    v.check("unknown-patient")
+    v.sign_out()
+    assert "/login" in v.page.url
+    v.go("/patients")
+    assert "/login" in v.page.url  # signed out: the pages ask for a sign-in again
