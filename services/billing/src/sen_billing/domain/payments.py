@@ -150,11 +150,13 @@ def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: i
     if invoice is None:
         return {"invoice": None, "matched": False, "outcome": "unmatched", "facility": None, "district": None}
     base = {"facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
-    if invoice.status == "cancelled" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}) is not None:
+    # the settlement's winner sets the Invoice balanced right after its claim; a payment landing in
+    # between counts toward the invoice and shows as credit (refundable all the same)
+    if invoice.status in ("cancelled", "balanced"):
         # counts toward nothing; the money goes back (a refund task for the cashier)
         why = "cancelled" if invoice.status == "cancelled" else "balanced"
         return {**base, "invoice": None, "late_invoice": invoice.id, "matched": True, "outcome": f"late-{why}"}
-    if invoice.status not in ("issued", "balanced"):
+    if invoice.status != "issued":
         # a draft has no QR and no reference out there; keep it for a cashier to look at
         return {"invoice": None, "late_invoice": invoice.id, "matched": False, "outcome": "unmatched",
                 "facility": invoice.facility, "district": invoice.district}

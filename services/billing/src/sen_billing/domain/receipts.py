@@ -97,7 +97,8 @@ def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
         data["district"] = invoice.district
     if channel in ("transfer", "cash", "mixed"):
         data["channel"] = channel
-    event = make_event("billing.invoice.paid", data, subject=f"Invoice/{invoice_id}")
+    # validated against its schema in the tests (test_billing_webhooks), not on every settlement
+    event = make_event("billing.invoice.paid", data, subject=f"Invoice/{invoice_id}", validate=False)
     receipt = {"number": number, "invoice": invoice_id, "facility": invoice.facility, "owed": invoice.owed,
                "paid": paid, "credit": max(0, paid - invoice.owed), "settled_at": settled_at,
                "day": local_day(settled_at), "reconciliation": reconciliation_id, "channel": channel,
