@@ -1,0 +1,471 @@
+"""Charges and invoices: ChargeItem, Account, Invoice and their lifecycle, exactly once.
+
+Storage (every invariant a claim by insert, ``sen_shared.claims``; ARCHITECTURE §2):
+
+- FHIR resources in billing's store (``sen_shared.fhir.store``). A resource created by an
+  event's effect gets a FIXED id derived from what it is for (the consult's ServiceRequest, the
+  patient and facility of an Account), so the store's create (an insert under that id) is the
+  claim: a redelivered or concurrent event re-creates nothing, and no separate "done" record
+  can be separated from its effect by a crash.
+- ``invoice_states``: the lifecycle of each invoice as a chain (``<invoice id>/1`` draft,
+  ``/2`` issued, ``/3`` cancelled). ``issued`` carries the ``billing.invoice.issued`` event in
+  its outbox, written by the same insert. Whoever wins a link (one writer) then writes the
+  Invoice resource's new version; a crash between the two is repaired by the next call
+  (:func:`issue` / :func:`cancel` roll the resource forward to the chain's state); the store's
+  own version claims keep two such writers from both writing.
+- ``balanced`` is not in this chain: payments claim ``invoice_balanced/<invoice id>``
+  (``receipts.settle_invoice``), and the claim's winner alone sets the Invoice ``balanced``.
+  :func:`cancel` refuses an invoice with any payment counted or that claim present.
+- ``charge_invoiced``: one invoice per ChargeItem (``_id`` = the ChargeItem id).
+- ``consult_facts``: what ``teleconsult.consult.requested`` told us (the specialty), keyed by
+  the ServiceRequest (``claim_once``: the first delivery's fact stands).
+- ``invoice_references`` (shared with payments, ``invoice_port.REFERENCES``): ``{_id: bill
+  reference, invoice}``, inserted when the invoice is issued.
+- ``vietqr_codes``: per invoice, a chain of the QR payloads handed out (insert-only; the newest
+  unexpired one whose amount is still the balance due is served, else the next is claimed).
+
+The Invoice (FHIR mapping of the BHYT split; amounts are integer đồng, currency VND):
+
+- ``lineItem[i].priceComponent``: ``base`` = the line's gross amount; ``deduction`` coded
+  ``insurer-share`` = what BHYT pays; ``informational`` coded ``patient-share`` = what the
+  patient pays (base − deduction).
+- ``totalGross`` = the sum of the lines' gross amounts; ``totalNet`` = the patient's share
+  (what is owed at the desk or by transfer).
+- extensions ``patient-share`` and ``insurer-share`` (valueMoney), ``bhyt-benefit-level``
+  (valueUnsignedInt, the card's level; absent without a card), ``bhyt-applied-percent``
+  (valueUnsignedInt: 100 under the threshold), ``district`` (valueString), ``consult``
+  (valueReference to the ServiceRequest).
+- ``identifier`` ``urn:sen:billing:payment-reference`` = the bill reference the QR carries.
+- ``issuer`` = the facility (``Organization/<id>``) whose cashiers collect it; ``account`` =
+  the patient's Account at that facility; ``subject`` = the patient.
+
+The payments side reads invoices only through ``invoice_port`` (the balance due, the
+reference lookup); :func:`balance_due` here is that same function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.database import Database
+from sen_shared.bus.events import make_event
+from sen_shared.bus.outbox import new_document
+from sen_shared.claims import ClaimTaken, advance, claim_once, latest
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.search import parse_search
+from sen_shared.fhir.search.executor import search as run_search
+from sen_shared.fhir.store import Store
+
+from . import bhyt, invoice_port, pricing, vietqr
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+STATES = "invoice_states"
+CHARGE_INVOICED = "charge_invoiced"
+CONSULT_FACTS = "consult_facts"
+QR_CODES = "vietqr_codes"
+REFERENCES = invoice_port.REFERENCES
+REFERENCE_SYSTEM = invoice_port.REFERENCE_SYSTEM
+BALANCED = "invoice_balanced"  # payments' settlement claim (receipts.py)
+# the payments collection (written by payments, insert-only): {_id, invoice: <Invoice id or None>,
+# amount: int đồng, channel, provider, received_at, matched, ...}; a payment counts toward
+# ``invoice`` (a late one has ``late_invoice`` instead and counts toward nothing)
+PAYMENTS = invoice_port.PAYMENTS
+SD = "https://sen.vn/fhir/StructureDefinition/"
+PRICE_COMPONENT_SYSTEM = "urn:sen:billing:price-component"
+INVOICE_TYPE = {"coding": [{"system": "urn:sen:billing:invoice-type", "code": "visit"}], "text": "Hóa đơn viện phí"}
+CONSULT_EVENT = "teleconsult.consult.completed"
+REQUESTED_EVENT = "teleconsult.consult.requested"
+
+balance_due = invoice_port.balance_due
+paid_total = invoice_port.paid_total
+
+
+class InvoiceConflict(FhirError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=409, code="conflict")
+
+
+@dataclass(frozen=True)
+class Pricing:
+    base_salary: int = bhyt.BASE_SALARY
+
+
+def _store(db: Database) -> Store:
+    return Store(db, service="billing", emit_events=False)
+
+
+def derived_id(kind: str, *parts: str) -> str:
+    """A fixed FHIR id for what ``parts`` name (≤ 64 characters of [a-z0-9-])."""
+    return f"{kind}-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def money(value: int) -> dict[str, Any]:
+    return {"value": int(value), "currency": "VND"}
+
+
+def vnd(value: int) -> str:
+    """``150.000 ₫``."""
+    return f"{int(value):,}".replace(",", ".") + " ₫"
+
+
+def iso_vn(when: datetime) -> str:
+    return when.astimezone(VN).isoformat(timespec="seconds")
+
+
+def _ref_id(ref: Any, rtype: str) -> str | None:
+    text = ref.get("reference") if isinstance(ref, dict) else ref
+    if isinstance(text, str) and text.startswith(rtype + "/"):
+        return text.split("/", 1)[1]
+    return None
+
+
+def _ext(res: dict[str, Any], name: str) -> Any:
+    for ext in res.get("extension") or []:
+        if ext.get("url") == SD + name:
+            return next((v for k, v in ext.items() if k.startswith("value")), None)
+    return None
+
+
+def _create_once(store: Store, resource: dict[str, Any], rid: str) -> dict[str, Any]:
+    """Create under the fixed id, or the one already there (the id is the claim)."""
+    try:
+        return store.create(resource, rid).resource
+    except FhirError as err:
+        if err.status != 409:
+            raise
+    return store.read_doc(resource["resourceType"], rid)["res"]
+
+
+# --------------------------------------------------------------------------- coverage
+
+def coverage_level(db: Database, patient: str, when: datetime | None = None) -> int | None:
+    """The BHYT benefit level of the patient's active Coverage kept by billing (None: no card).
+
+    Billing keeps its own copy of the patient's BHYT card as a Coverage (the cashier records
+    it at the desk, where the card is checked at every visit): an invoice never waits on the EHR.
+    """
+    day = (when or datetime.now(UTC)).astimezone(VN).date().isoformat()
+    sreq = parse_search("Coverage", [("beneficiary", patient), ("status", "active")])
+    sreq.count = 20
+    sreq.total = None
+    best = None
+    for doc in run_search(db, sreq).docs:
+        res = doc["res"]
+        period = res.get("period") or {}
+        if period.get("start", "0000")[:10] > day or period.get("end", "9999")[:10] < day:
+            continue
+        level = bhyt.benefit_level(res)
+        if level is not None and (best is None or level > best):
+            best = level
+    return best
+
+
+# --------------------------------------------------------------------------- charges
+
+def account_for(db: Database, patient: str, facility: str) -> str:
+    """The patient's Account at the facility (created once, fixed id); its id."""
+    rid = derived_id("acct", facility, patient)
+    _create_once(_store(db), {
+        "resourceType": "Account", "status": "active",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PBILLACCT"}],
+                 "text": "Tài khoản viện phí của người bệnh"},
+        "subject": [{"reference": patient}], "owner": {"reference": f"Organization/{facility}"},
+    }, rid)
+    return rid
+
+
+def charge_item(*, patient: str, facility: str, definition: dict[str, Any], quantity: int = 1,
+                account: str | None = None, when: datetime | None = None, enterer: str | None = None,
+                supporting: Sequence[str] = (), note: str | None = None) -> dict[str, Any]:
+    """A billable ChargeItem priced from ``definition`` (the price copied into priceOverride)."""
+    unit = pricing.price(definition)
+    res: dict[str, Any] = {
+        "resourceType": "ChargeItem", "status": "billable",
+        "definitionCanonical": [f"{definition['url']}|{definition.get('meta', {}).get('versionId', '1')}"]
+        if definition.get("url") else [],
+        "code": definition.get("code") or {"text": definition.get("title", "")},
+        "subject": {"reference": patient},
+        "occurrenceDateTime": iso_vn(when or datetime.now(UTC)),
+        "performingOrganization": {"reference": f"Organization/{facility}"},
+        "costCenter": {"reference": f"Organization/{facility}"},
+        "quantity": {"value": quantity},
+        "priceOverride": money(unit * quantity),
+        "enteredDate": iso_vn(datetime.now(UTC)),
+    }
+    if not res["definitionCanonical"]:
+        del res["definitionCanonical"]
+    if account:
+        res["account"] = [{"reference": f"Account/{account}"}]
+    if enterer:
+        res["enterer"] = {"reference": enterer}
+    if supporting:
+        res["supportingInformation"] = [{"reference": r} for r in supporting]
+    if not pricing.covered(definition):
+        res["extension"] = [{"url": pricing.COVERED_EXT, "valueBoolean": False}]
+    if note:
+        res["note"] = [{"text": note}]
+    return res
+
+
+def charge_amount(item: dict[str, Any]) -> int:
+    value = (item.get("priceOverride") or {}).get("value")
+    if value is None:
+        raise FhirError(f"ChargeItem/{item.get('id')} has no price", status=422)
+    return int(value)
+
+
+def charge_covered(item: dict[str, Any]) -> bool:
+    for ext in item.get("extension") or []:
+        if ext.get("url") == pricing.COVERED_EXT:
+            return bool(ext.get("valueBoolean", True))
+    return True
+
+
+# --------------------------------------------------------------------------- invoices
+
+def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequence[dict[str, Any]],
+                  level: int | None, base_salary: int, district: str | None = None, account: str | None = None,
+                  consult: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+    """A draft Invoice for ``items`` with each line split between BHYT and the patient."""
+    split = bhyt.split([bhyt.Line(charge_amount(i), charge_covered(i)) for i in items], level,
+                       base_salary=base_salary)
+    lines = []
+    for seq, (item, share) in enumerate(zip(items, split.lines, strict=True), start=1):
+        text = (item.get("code") or {}).get("text") or "Dịch vụ"
+        lines.append({"sequence": seq,
+                      "chargeItemReference": {"reference": f"ChargeItem/{item['id']}", "display": text},
+                      "priceComponent": [
+                          {"type": "base", "amount": money(share.amount)},
+                          {"type": "deduction", "code": {"coding": [{"system": PRICE_COMPONENT_SYSTEM,
+                                                                     "code": "insurer-share"}],
+                                                         "text": "BHYT chi trả"}, "amount": money(share.insurer)},
+                          {"type": "informational", "code": {"coding": [{"system": PRICE_COMPONENT_SYSTEM,
+                                                                         "code": "patient-share"}],
+                                                             "text": "Người bệnh trả"},
+                           "amount": money(share.patient)}]})
+    ext: list[dict[str, Any]] = [{"url": SD + "patient-share", "valueMoney": money(split.patient)},
+                                 {"url": SD + "insurer-share", "valueMoney": money(split.insurer)}]
+    if split.level:
+        ext.append({"url": SD + "bhyt-benefit-level", "valueUnsignedInt": split.level})
+        ext.append({"url": SD + "bhyt-applied-percent", "valueUnsignedInt": split.applied})
+    if district:
+        ext.append({"url": SD + "district", "valueString": district})
+    if consult:
+        ext.append({"url": SD + "consult", "valueReference": {"reference": consult}})
+    res: dict[str, Any] = {
+        "resourceType": "Invoice", "extension": ext, "status": "draft", "type": INVOICE_TYPE,
+        "identifier": [{"system": REFERENCE_SYSTEM, "value": vietqr.reference_code(invoice_id)}],
+        "subject": {"reference": patient}, "issuer": {"reference": f"Organization/{facility}"},
+        "date": iso_vn(when or datetime.now(UTC)), "lineItem": lines,
+        "totalGross": money(split.total), "totalNet": money(split.patient),
+    }
+    if account:
+        res["account"] = {"reference": f"Account/{account}"}
+    return res
+
+
+def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, items: Sequence[dict[str, Any]],
+                 base_salary: int, district: str | None = None, consult: str | None = None) -> dict[str, Any]:
+    """The draft Invoice of ``items`` under ``invoice_id`` (the one already there if any)."""
+    if not items:
+        raise FhirError("an invoice needs at least one charge", status=422, expression=["Invoice.lineItem"])
+    store = _store(db)
+    head = store.head("Invoice", invoice_id)
+    if head is not None:
+        return store.read_doc("Invoice", invoice_id)["res"]
+    for item in items:  # one invoice per charge
+        created, holder = claim_once(db[CHARGE_INVOICED], item["id"], {"invoice": invoice_id})
+        if not created and holder.get("invoice") != invoice_id:
+            raise InvoiceConflict(f"ChargeItem/{item['id']} is on Invoice/{holder.get('invoice')} already")
+    account = account_for(db, patient, facility)
+    level = coverage_level(db, patient)
+    res = build_invoice(invoice_id=invoice_id, patient=patient, facility=facility, items=items, level=level,
+                        base_salary=base_salary, district=district, account=account, consult=consult)
+    res = _create_once(store, res, invoice_id)
+    try:
+        advance(db[STATES], invoice_id, None, {"state": "draft"})
+    except ClaimTaken:
+        pass
+    return res
+
+
+def _issued_event(invoice: dict[str, Any], invoice_id: str, when: datetime) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "invoice": f"Invoice/{invoice_id}", "facility": invoice["issuer"]["reference"],
+        "total": int(invoice["totalGross"]["value"]), "patientShare": int(_ext(invoice, "patient-share")["value"]),
+        "insurerShare": int(_ext(invoice, "insurer-share")["value"]), "currency": "VND", "issuedAt": iso_vn(when),
+    }
+    if (invoice.get("subject") or {}).get("reference"):
+        data["patient"] = invoice["subject"]["reference"]
+    if _ext(invoice, "district"):
+        data["district"] = _ext(invoice, "district")
+    if (consult := _ext(invoice, "consult")) is not None:
+        data["consult"] = consult["reference"]
+    return make_event("billing.invoice.issued", data, subject=f"Invoice/{invoice_id}",
+                      event_id=derived_id("evt", "issued", invoice_id))
+
+
+def state(db: Database, invoice_id: str) -> dict[str, Any] | None:
+    return latest(db[STATES], invoice_id)
+
+
+def _roll_forward(db: Database, invoice_id: str, link: dict[str, Any]) -> dict[str, Any]:
+    """Write the Invoice resource's version for the chain's state if it is not written yet.
+    Writer: the caller that holds (or found) the link; two of them race on the store's version
+    claim (``if_match``), and the loser re-reads what the winner wrote."""
+    store = _store(db)
+    for _ in range(3):
+        doc = store.read_doc("Invoice", invoice_id)
+        res = dict(doc["res"])
+        target = link["state"]
+        if res.get("status") == target or (target == "issued" and res.get("status") == "balanced"):
+            return res
+        res["status"] = target
+        if target == "issued":
+            res["date"] = iso_vn(link["at"] if link["at"].tzinfo else link["at"].replace(tzinfo=UTC))
+        if target == "cancelled" and link.get("reason"):
+            res["cancelledReason"] = link["reason"]
+        try:
+            return store.update(res, invoice_id, if_match=int(doc["v"])).resource
+        except FhirError as err:
+            if err.status not in (409, 412):
+                raise
+    return store.read_doc("Invoice", invoice_id)["res"]
+
+
+def issue(db: Database, invoice_id: str) -> dict[str, Any]:
+    """draft → issued, once: the chain link (with ``billing.invoice.issued`` in its outbox), the
+    bill reference, then the Invoice's new version. Issuing an issued invoice answers it again."""
+    store = _store(db)
+    invoice = store.read_doc("Invoice", invoice_id)["res"]
+    link = state(db, invoice_id)
+    if link is None:  # a draft whose first link a crash lost
+        try:
+            link = advance(db[STATES], invoice_id, None, {"state": "draft"})
+        except ClaimTaken as taken:
+            link = taken.holder or state(db, invoice_id)
+    if link["state"] == "draft":
+        now = datetime.now(UTC)
+        event = _issued_event(invoice, invoice_id, now)
+        try:
+            link = advance(db[STATES], invoice_id, link, new_document({"state": "issued", "at": now}, [event]))
+        except ClaimTaken as taken:
+            link = taken.holder or state(db, invoice_id)
+    if link["state"] == "cancelled":
+        raise InvoiceConflict(f"Invoice/{invoice_id} is cancelled")
+    reference = vietqr.reference_code(invoice_id)
+    claim_once(db[REFERENCES], reference, {"invoice": invoice_id})
+    return _roll_forward(db, invoice_id, link)
+
+
+def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
+    """draft or issued → cancelled, unless anything was paid toward it or it is balanced."""
+    _store(db).read_doc("Invoice", invoice_id)
+    link = state(db, invoice_id)
+    if link is not None and link["state"] == "cancelled":
+        return _roll_forward(db, invoice_id, link)
+    if db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None:
+        raise InvoiceConflict(f"Invoice/{invoice_id} is balanced; refund its payments instead")
+    if paid_total(db, invoice_id) > 0:
+        raise InvoiceConflict(f"Invoice/{invoice_id} has payments; refund them before cancelling")
+    try:
+        link = advance(db[STATES], invoice_id, link, {"state": "cancelled", "reason": reason})
+    except ClaimTaken as taken:
+        link = taken.holder or state(db, invoice_id)
+        if link["state"] != "cancelled":
+            raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
+    return _roll_forward(db, invoice_id, link)
+
+
+# --------------------------------------------------------------------------- the consult's charge
+
+def remember_request(db: Database, event: dict[str, Any]) -> None:
+    """``teleconsult.consult.requested``: keep the consult's specialty (its price depends on it)."""
+    data = event.get("data") or {}
+    sr = data.get("serviceRequest")
+    if isinstance(sr, str) and sr:
+        claim_once(db[CONSULT_FACTS], sr, {"specialty": data.get("specialty"), "requester": data.get("requester"),
+                                           "district": data.get("district")})
+
+
+def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_salary: int) -> str:
+    """``teleconsult.consult.completed``: the consult's ChargeItem and its Invoice, draft then
+    issued, exactly once however often the event arrives (every id derives from the
+    ServiceRequest). The invoice's issuer is the requesting clinic, where the patient pays;
+    the price is the consult's specialty at that clinic's level. The Invoice id."""
+    data = event["data"]
+    sr = data["serviceRequest"]
+    patient = data["patient"]
+    facility = _ref_id(data["requester"], "Organization")
+    if facility is None:
+        raise ValueError("the consult's requester is not an Organization")
+    facts = db[CONSULT_FACTS].find_one({"_id": sr}) or {}
+    district = data.get("district") or facts.get("district")
+    store = _store(db)
+    charge_id = derived_id("consult", "charge", sr)
+    invoice_id = derived_id("consult", "invoice", sr)
+    head = store.head("ChargeItem", charge_id)
+    if head is None:
+        definition = pricing.consult_definition(db, facts.get("specialty"), level_of(facility))
+        account = account_for(db, patient, facility)
+        completed = datetime.fromisoformat(str(data.get("completedAt")).replace("Z", "+00:00"))
+        item = charge_item(patient=patient, facility=facility, definition=definition, account=account,
+                           when=completed, enterer=data.get("performer"), supporting=[sr])
+        item = _create_once(store, item, charge_id)
+    else:
+        item = store.read_doc("ChargeItem", charge_id)["res"]
+    create_draft(db, invoice_id, patient=patient, facility=facility, items=[item], base_salary=base_salary,
+                 district=district, consult=sr)
+    issue(db, invoice_id)
+    return invoice_id
+
+
+# --------------------------------------------------------------------------- VietQR
+
+@dataclass(frozen=True)
+class Bank:
+    bin: str
+    account: str
+    name: str = ""
+
+
+def current_qr(db: Database, invoice_id: str, bank: Bank, ttl: timedelta,
+               now: datetime | None = None) -> dict[str, Any]:
+    """The invoice's VietQR payload: the newest one handed out while it is unexpired and its
+    amount is still the balance due; else a new one (the next link of the invoice's chain)."""
+    now = now or datetime.now(UTC)
+    invoice = _store(db).read_doc("Invoice", invoice_id)["res"]
+    if invoice.get("status") != "issued":
+        raise InvoiceConflict(f"Invoice/{invoice_id} is {invoice.get('status')}: no QR to pay")
+    due = balance_due(db, invoice_id)
+    if due <= 0:
+        raise InvoiceConflict(f"Invoice/{invoice_id} has nothing left to pay")
+    reference = vietqr.reference_code(invoice_id)
+    for _ in range(3):
+        link = latest(db[QR_CODES], invoice_id)
+        if link is not None:
+            expires = link["expires"] if link["expires"].tzinfo else link["expires"].replace(tzinfo=UTC)
+            if expires > now and link["amount"] == due and link["bin"] == bank.bin and link["account"] == bank.account:
+                return {**link, "expires": expires}
+        payload = vietqr.build(vietqr.VietQr(bin=bank.bin, account=bank.account, amount=due, reference=reference,
+                                             purpose=vietqr.purpose_text(reference)))
+        try:
+            new = advance(db[QR_CODES], invoice_id, link, {"invoice": invoice_id, "payload": payload,
+                                                            "reference": reference, "amount": due, "bin": bank.bin,
+                                                            "account": bank.account, "issued": now,
+                                                            "expires": now + ttl})
+            return new
+        except ClaimTaken:
+            continue  # another request issued one meanwhile: serve it if it fits
+    raise InvoiceConflict("the QR code is being renewed; try again")
+
+
+__all__ = ["BALANCED", "Bank", "CHARGE_INVOICED", "CONSULT_FACTS", "InvoiceConflict", "PAYMENTS", "QR_CODES",
+           "REFERENCES", "STATES", "account_for", "balance_due", "build_invoice", "cancel", "charge_amount",
+           "charge_consult", "charge_item", "coverage_level", "create_draft", "current_qr", "derived_id", "issue",
+           "money", "paid_total", "remember_request", "state", "vnd"]
