@@ -69,11 +69,15 @@ cat <<TXT
 
 Sen is running (logs in $state/log):
   portal       http://127.0.0.1:8080/          (Cổng thông tin / web pages)
+  sign in      clinic / sen-clinic, doctor / sen-doctor, cashier / sen-cashier,
+               health-dept / sen-health-dept, admin / sen-admin   (demo users; README)
   ehr          http://127.0.0.1:8081/fhir       (FHIR R4: /fhir/metadata)
   teleconsult  http://127.0.0.1:8082/           (Hội chẩn từ xa)
   billing      http://127.0.0.1:8083/           (Thanh toán)
   health       /healthz /readyz /metrics on every port
   token        make token ROLE=doctor           (development bearer token)
+  pay          .venv/bin/python -m sen_billing.devwebhook --reference HD… --amount 150000 | sh
+                                                (a signed test webhook: the invoice turns paid)
 Ctrl-C stops everything.
 TXT
 wait -n "${pids[@]}" || true
