@@ -46,6 +46,7 @@ reference lookup); :func:`balance_due` here is that same function.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -307,7 +308,7 @@ def _issued_event(invoice: dict[str, Any], invoice_id: str, when: datetime) -> d
     if (consult := _ext(invoice, "consult")) is not None:
         data["consult"] = consult["reference"]
     return make_event("billing.invoice.issued", data, subject=f"Invoice/{invoice_id}",
-                      event_id=derived_id("evt", "issued", invoice_id))
+                      event_id=str(uuid.UUID(hashlib.sha256(f"issued\x1f{invoice_id}".encode()).hexdigest()[:32])))
 
 
 def state(db: Database, invoice_id: str) -> dict[str, Any] | None:
