@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sen_billing.domain import invoice_port, vietqr, webhooks
+from sen_billing.domain import invoice_port, invoices, pricing, vietqr, webhooks
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.fhir.store import Store
@@ -55,15 +55,20 @@ def cashier(dev_key: Path, facility: str = "org-a", sub: str | None = None) -> d
 
 
 def make_invoice(db, owed: int, *, facility: str = "org-a", status: str = "issued") -> tuple[str, str]:
-    """An issued Invoice as the invoices half stores it, with its reference code; (id, code)."""
+    """An issued (or cancelled) Invoice for one charge of ``owed`` đồng, made by the invoices half
+    (draft, issue: the reference record, the lifecycle chain); (id, reference code)."""
     iid = "inv-" + uuid.uuid4().hex[:12]
-    code = vietqr.reference_code(iid)
-    Store(db, service="billing", emit_events=False).create({
-        "resourceType": "Invoice", "status": status, "issuer": {"reference": f"Organization/{facility}"},
-        "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
-        "totalNet": {"value": owed, "currency": "VND"}, "totalGross": {"value": owed, "currency": "VND"}}, iid)
-    db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
-    return iid, code
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
+                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],  # no BHYT: owed as given
+                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
+    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
+    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
+    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
+    invoices.issue(db, iid)
+    if status == "cancelled":
+        invoices.cancel(db, iid, "nhập nhầm")
+    return iid, vietqr.reference_code(iid)
 
 
 def invoice_status(db, iid: str) -> str:

@@ -52,6 +52,16 @@ def _extension(res: dict[str, Any], suffix: str) -> Any:
     return None
 
 
+def _patient_share(line: dict[str, Any]) -> int:
+    """A line's patient share: the component coded ``patient-share``, else base less deductions."""
+    parts = line.get("priceComponent") or []
+    for pc in parts:
+        if any(c.get("code") == "patient-share" for c in (pc.get("code") or {}).get("coding") or []):
+            return int((pc.get("amount") or {}).get("value", 0))
+    base = sum(int((pc.get("amount") or {}).get("value", 0)) for pc in parts if pc.get("type") == "base")
+    return base - sum(int((pc.get("amount") or {}).get("value", 0)) for pc in parts if pc.get("type") == "deduction")
+
+
 def get(db: Database, invoice_id: str) -> InvoiceView | None:
     try:
         doc = _store(db).read_doc("Invoice", invoice_id)
@@ -67,8 +77,7 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
         owed = ((res.get("totalNet") or {}).get("value"))
     lines = [{"text": ((li.get("chargeItemCodeableConcept") or {}).get("text")
                        or (li.get("chargeItemReference") or {}).get("display") or ""),
-              "patientShare": int(sum(pc.get("amount", {}).get("value", 0) for pc in li.get("priceComponent") or []
-                                      if pc.get("type") == "base"))}
+              "patientShare": _patient_share(li)}
              for li in res.get("lineItem") or []]
     return InvoiceView(id=invoice_id, status=str(res.get("status", "")), facility=_ref_id(res.get("issuer")),
                        district=_extension(res, "district"), owed=int(owed or 0), reference=reference,

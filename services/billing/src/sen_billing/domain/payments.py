@@ -26,14 +26,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import claim_once
+from sen_shared.claims import claim_once, latest
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 
 from . import invoice_port
@@ -156,6 +156,11 @@ def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: i
         # counts toward nothing; the money goes back (a refund task for the cashier)
         why = "cancelled" if invoice.status == "cancelled" else "balanced"
         return {**base, "invoice": None, "late_invoice": invoice.id, "matched": True, "outcome": f"late-{why}"}
+    if invoice.status == "draft":
+        # issued in its lifecycle chain, the resource not rolled forward yet (invoices.py)?
+        link = latest(db["invoice_states"], invoice.id)
+        if link is not None and link.get("state") in ("issued", "cancelled"):
+            return _placement(db, replace(invoice, status=link["state"]), amount)
     if invoice.status != "issued":
         # a draft has no QR and no reference out there; keep it for a cashier to look at
         return {"invoice": None, "late_invoice": invoice.id, "matched": False, "outcome": "unmatched",
