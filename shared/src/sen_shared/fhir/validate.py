@@ -3,6 +3,11 @@
 Only writes are validated; reads return the stored JSON as is. A failure is a
 :class:`FhirError` whose OperationOutcome issues carry a FHIRPath-like
 ``expression`` naming the offending element (``Patient.name[0].family``).
+
+After the model, the codes of every element with a ``required`` binding are checked against their
+value set (:mod:`.bindings`): ``"gender": "banana"`` is a 400 with a ``code-invalid`` issue naming
+``Patient.gender`` and the allowed codes. Every write path calls :func:`validate_resource` (create,
+update, the result of a patch, each entry of a transaction or batch, ``$validate``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import bindings
 from .outcome import FhirError
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -107,4 +113,11 @@ def validate_resource(resource: Any, *, expected_type: str | None = None, where:
                         expression=issues[0].get("expression")) from None
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
         raise FhirError(f"the resource is not valid: {err}", status=400, expression=[rtype]) from None
+    issues = bindings.check(resource)
+    if issues:
+        if where:
+            for issue in issues:
+                issue["diagnostics"] = f"{where}: {issue['diagnostics']}"
+        raise FhirError(issues[0]["diagnostics"], status=400, code="code-invalid", issues=issues,
+                        expression=issues[0]["expression"])
     return rtype
