@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import jwt
 import pytest
+from sen_shared.bus import load_catalog
 from sen_shared.fhir.body import unpack
 from sen_teleconsult.domain import availability as av
 from sen_teleconsult.domain import reminders as rem
@@ -105,9 +106,9 @@ def test_slots_follow_the_weekly_availability_breaks_leave_and_holidays():
     monday = date(2026, 12, 7)
     starts = [s.start.strftime("%H:%M") for s in av.day_slots(a, monday)]
     assert starts == ["08:00", "08:30", "09:00", "10:00", "10:30", "13:30", "14:00", "14:30"]
-    assert av.day_slots(a, date(2026, 12, 8)) == []  # Tuesday: no window
-    assert av.day_slots(a, date(2026, 12, 9)) == []  # Wednesday: on leave
-    assert av.day_slots(a, monday, frozenset({monday})) == []  # a public holiday
+    assert av.day_slots(a, date(2026, 12, 8)) == ()  # Tuesday: no window
+    assert av.day_slots(a, date(2026, 12, 9)) == ()  # Wednesday: on leave
+    assert av.day_slots(a, monday, frozenset({monday})) == ()  # a public holiday
     s = av.day_slots(a, monday)[0]
     assert s.id == "s1-202612070800" and s.start.utcoffset() == timedelta(hours=7)
     assert av.slot_of(a, "s1-202612070930") is None  # in the break
@@ -263,6 +264,7 @@ def test_booking_makes_a_video_room_without_patient_data_and_signed_links(tc, H)
     # the booked link carries the event, validated against its schema when made
     link = tc.db[sch.SLOT_LINKS].find_one({"ap": appt["id"], "st": "booked"})
     event = json.loads(link["outbox"][0]["event"])
+    load_catalog().validate(event)  # its schema in specs/events (raises when it does not hold)
     assert event["type"] == "vn.sen.teleconsult.appointment.booked.v1"
     assert event["data"]["serviceRequest"] == "ServiceRequest/sr-42"
     assert event["data"]["appointment"] == f"Appointment/{appt['id']}"

@@ -24,6 +24,7 @@ availability shows at once.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,9 +58,9 @@ class Window:
 class Availability:
     schedule: str  # the Schedule's id
     practitioners: tuple[str, ...]  # "Practitioner/..." references among the actors
-    actors: tuple[dict[str, Any], ...]
+    actors: tuple[dict[str, Any], ...] = field(compare=False)  # (not hashed: dicts)
     organization: str | None
-    specialties: tuple[dict[str, Any], ...]  # CodeableConcepts
+    specialties: tuple[dict[str, Any], ...] = field(compare=False)  # CodeableConcepts
     specialty_codes: frozenset[str]
     windows: tuple[Window, ...]
     slot_minutes: int
@@ -211,8 +212,13 @@ def _overlaps(a0: datetime, a1: datetime, b0: datetime, b1: datetime) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def day_slots(av: Availability, day: date, holidays: frozenset[date] = frozenset()) -> list[SlotTime]:
-    """The slots of one local day, in order."""
+@functools.lru_cache(maxsize=8192)
+def day_slots(av: Availability, day: date, holidays: frozenset[date] = frozenset()) -> tuple[SlotTime, ...]:
+    """The slots of one local day, in order (remembered: an availability is immutable)."""
+    return tuple(_day_slots(av, day, holidays))
+
+
+def _day_slots(av: Availability, day: date, holidays: frozenset[date]) -> list[SlotTime]:
     if not av.active or day in holidays:
         return []
     out: list[SlotTime] = []
@@ -254,6 +260,8 @@ def slot_of(av: Availability, sid: str, holidays: frozenset[date] = frozenset())
     for s in day_slots(av, start.date(), holidays):
         if s.start == start:
             return s
+        if s.start > start:
+            break
     return None
 
 
