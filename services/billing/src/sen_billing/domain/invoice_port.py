@@ -32,6 +32,8 @@ class InvoiceView:
     lines: list[dict[str, Any]] = field(default_factory=list)  # {text, patientShare}
     patient_display: str = ""
     title: str = ""
+    version: int = 0  # the resource version read (for an If-Match write)
+    resource: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _store(db: Database) -> Store:
@@ -82,7 +84,8 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
     return InvoiceView(id=invoice_id, status=str(res.get("status", "")), facility=_ref_id(res.get("issuer")),
                        district=_extension(res, "district"), owed=int(owed or 0), reference=reference,
                        lines=lines, patient_display=str((res.get("subject") or {}).get("display") or ""),
-                       title=str((res.get("type") or {}).get("text") or ""))
+                       title=str((res.get("type") or {}).get("text") or ""), version=int(doc.get("v") or 0),
+                       resource=res)
 
 
 def find_by_note(db: Database, note: str) -> InvoiceView | None:
@@ -107,11 +110,15 @@ def balance_due(db: Database, invoice_id: str) -> int:
     return invoice.owed - paid_total(db, invoice_id)
 
 
-def mark_balanced(db: Database, invoice_id: str) -> None:
-    """The Invoice's FHIR status becomes ``balanced`` (called by the settlement claim's winner only)."""
+def mark_balanced(db: Database, invoice_id: str, known: InvoiceView | None = None) -> None:
+    """The Invoice's FHIR status becomes ``balanced`` (called by the settlement claim's winner only).
+    ``known``: the version already read, tried first (one read less)."""
     store = _store(db)
-    for _ in range(5):  # another writer (a cashier editing the invoice) may change it meanwhile: re-read
-        doc = store.read_doc("Invoice", invoice_id)
+    for attempt in range(5):  # another writer (a cashier editing the invoice) may change it meanwhile: re-read
+        if attempt == 0 and known is not None and known.resource and known.version:
+            doc = {"v": known.version, "res": known.resource}
+        else:
+            doc = store.read_doc("Invoice", invoice_id)
         res = dict(doc["res"])
         if res.get("status") in ("balanced", "cancelled", "entered-in-error"):
             return  # a cancel that won the race keeps its status; the payments stay refundable
@@ -126,9 +133,10 @@ def mark_balanced(db: Database, invoice_id: str) -> None:
                     status=409, code="conflict")
 
 
-def create_reconciliation(db: Database, rid: str, resource: dict[str, Any]) -> None:
+def create_reconciliation(db: Database, rid: str, resource: dict[str, Any], *, fresh: bool = False) -> None:
+    """Create it once (``fresh``: the settlement's first try, nothing there yet to look for)."""
     store = _store(db)
-    if store.head("PaymentReconciliation", rid) is not None:
+    if not fresh and store.head("PaymentReconciliation", rid) is not None:
         return  # a repaired settlement made it already
     try:
         store.create(resource, rid)

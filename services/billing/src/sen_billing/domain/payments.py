@@ -179,13 +179,15 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
     invoice_id = payment.get("invoice")
     if not invoice_id:
         return
-    owed = invoice.owed if invoice is not None and invoice.id == invoice_id else None
-    due = (owed - invoice_port.paid_total(db, invoice_id)) if owed is not None else invoice_port.balance_due(
-        db, invoice_id)
-    if due <= 0:
+    if invoice is None or invoice.id != invoice_id:
+        invoice = invoice_port.get(db, invoice_id)
+        if invoice is None:
+            return
+    paid = invoice_port.paid_total(db, invoice_id)
+    if invoice.owed - paid <= 0:
         from .receipts import settle_invoice
 
-        settle_invoice(db, invoice_id, channel=payment["channel"])
+        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid)
 
 
 def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:

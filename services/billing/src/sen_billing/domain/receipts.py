@@ -40,55 +40,66 @@ def vnd(amount: int) -> str:
     return f"{int(amount):,}".replace(",", ".") + " ₫"
 
 
-def settle_invoice(db: Database, invoice_id: str, *, channel: str) -> bool:
-    """Claim the invoice's settlement; True for the one caller that won (and settled it)."""
-    paid = invoice_port.paid_total(db, invoice_id)
-    invoice = invoice_port.get(db, invoice_id)
+def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invoice_port.InvoiceView | None = None,
+                   paid: int | None = None) -> bool:
+    """Claim the invoice's settlement; True for the one caller that won (and settled it).
+    ``invoice`` and ``paid``: what the caller read already."""
+    paid = invoice_port.paid_total(db, invoice_id) if paid is None else paid
+    invoice = invoice if invoice is not None and invoice.id == invoice_id else invoice_port.get(db, invoice_id)
     if invoice is None:
         return False
-    won, _ = claim_once(db[BALANCED], invoice_id, {"facility": invoice.facility, "district": invoice.district,
-                                                   "paid": paid, "owed": invoice.owed, "channel": channel,
-                                                   "done": False})
+    won, claim = claim_once(db[BALANCED], invoice_id, {"facility": invoice.facility, "district": invoice.district,
+                                                       "paid": paid, "owed": invoice.owed, "channel": channel,
+                                                       "done": False})
     if won:
-        complete_settlement(db, invoice_id)
+        _settle(db, invoice, claim, fresh=True)
     return won
 
 
-def _receipt_number(db: Database, facility: str, invoice_id: str, year: int) -> str:
+def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, fresh: bool) -> str:
+    """The next number of the facility's series for this invoice (its own, if a crashed try took one)."""
     coll = db[RECEIPT_NUMBERS]
     chain = f"receipt:{facility}:{year}"
-    mine = coll.find_one({"k": chain, "invoice": invoice_id})
+    mine = None if fresh else coll.find_one({"k": chain, "invoice": invoice_id})
     while mine is None:
         try:
             mine = advance(coll, chain, latest(coll, chain), {"invoice": invoice_id, "facility": facility})
         except ClaimTaken:
-            mine = coll.find_one({"k": chain, "invoice": invoice_id})  # lost the number: take the next one
+            pass  # another invoice took that number: read the newest link again and take the next one
     return f"{facility.upper()[:12]}-{year}-{int(mine['n']):06d}"
 
 
 def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
-    """Steps 1-4 for a claimed invoice; only the claim's winner (or the one repair process) calls it."""
+    """Finish a claimed settlement (the repair job; idempotent): the receipt, whether it was there or not."""
     done = db[RECEIPTS].find_one({"_id": invoice_id}, {"outbox": 0})
     if done is not None:
-        db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})  # see the end of this function
+        db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})  # see the end of _settle
         return done
     balanced = db[BALANCED].find_one({"_id": invoice_id})
     invoice = invoice_port.get(db, invoice_id)
     if balanced is None or invoice is None:
         raise LookupError(f"invoice {invoice_id} is not balanced")
+    return _settle(db, invoice, balanced, fresh=False)
+
+
+def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str, Any], *,
+            fresh: bool) -> dict[str, Any]:
+    """Steps 1-4 for a claimed invoice; only the claim's winner (``fresh``) or the one repair
+    process calls it, so each step has one writer."""
+    invoice_id = invoice.id
     settled_at: datetime = balanced["at"]
     if settled_at.tzinfo is None:
         settled_at = settled_at.replace(tzinfo=UTC)
     facility = invoice.facility or "unknown"
-    number = _receipt_number(db, facility, invoice_id, settled_at.astimezone(VN).year)
+    number = _receipt_number(db, facility, invoice_id, settled_at.astimezone(VN).year, fresh=fresh)
     payments = list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
     paid = sum(int(p["amount"]) for p in payments)
     channels = {p["channel"] for p in payments}
     channel = channels.pop() if len(channels) == 1 else "mixed"
     reconciliation_id = f"pr-{invoice_id}"[:64]
     invoice_port.create_reconciliation(db, reconciliation_id, _reconciliation(
-        invoice, number, paid, payments, settled_at))
-    invoice_port.mark_balanced(db, invoice_id)
+        invoice, number, paid, payments, settled_at), fresh=fresh)
+    invoice_port.mark_balanced(db, invoice_id, invoice)
     data: dict[str, Any] = {"invoice": f"Invoice/{invoice_id}", "amount": max(paid, 1), "currency": "VND",
                             "paidAt": iso(settled_at), "reconciliation": f"PaymentReconciliation/{reconciliation_id}"}
     if invoice.facility:
