@@ -41,10 +41,10 @@ def receive(provider: str) -> Any:
         title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(err.status, "Service Unavailable")
         return _problem(err.status, title, err.detail, reason=err.reason, inbox=inbox_id)
     recorded = [payments.record_transfer(db, t, inbox_id) for t in transfers]
-    if not all(r.created for r in recorded) or not recorded:
-        # an applied call is recorded by its payments (each names its inbox call); a retry or a
-        # call reporting no incoming transfer gets an outcome record of its own
-        payments.record_outcome(db, inbox_id, provider, "duplicate" if recorded else "ignored",
-                                payments=[r.payment["_id"] for r in recorded])
+    if not recorded:
+        # an applied call is recorded by its payments (each names its inbox call), a retry by the
+        # payment it repeats (same provider and transaction id, another inbox call); a call that
+        # reports no incoming transfer (money going out, a test ping) gets an outcome record
+        payments.record_outcome(db, inbox_id, provider, "ignored")
     return {**SCHEMES[provider].ack, "payments": [r.payment["_id"] for r in recorded],
             "duplicates": sum(1 for r in recorded if not r.created)}, 200, {"Content-Type": "application/json"}
