@@ -1,7 +1,8 @@
 """Batch and transaction Bundles of the ehr service against the real FerretDB.
 
 A transaction is all-or-nothing without multi-document transactions: a bad
-entry leaves nothing behind, a crash mid-way is rolled back by the journal.
+entry leaves nothing behind; a crash while claiming is rolled back by the journal, one after
+every version is claimed is rolled forward.
 """
 
 from __future__ import annotations
@@ -158,7 +159,9 @@ def test_transaction_update_and_delete(env, H):
     assert client.get(f"/fhir/Patient/{b}", headers=H).status_code == 410
 
 
-def test_crash_mid_transaction_is_rolled_back_by_recovery(env, H):
+def test_crash_after_the_claims_is_rolled_forward_by_recovery(env, H):
+    """All versions claimed (the commit point), then the process dies mid-way through the current
+    documents: recovery rolls the transaction forward, events released once."""
     client, server, db = env
     from sen_shared.fhir.bundle import recover
 
@@ -177,8 +180,8 @@ def test_crash_mid_transaction_is_rolled_back_by_recovery(env, H):
 
     import sen_shared.fhir.bundle as bundle_mod
 
-    real_rollback = bundle_mod.rollback
-    bundle_mod.rollback = lambda store, journal: 0  # the process "dies" before it can roll back
+    real_complete = bundle_mod.complete
+    bundle_mod.complete = lambda store, journal: 0  # the process "dies" before it can finish
     from sen_shared.fhir.rest import FhirServer
 
     server = FhirServer(server.config, db=lambda: db)  # the bare engine: no request, so no access guard
@@ -194,21 +197,89 @@ def test_crash_mid_transaction_is_rolled_back_by_recovery(env, H):
             server.bundle(FhirRequest("POST", body=bundle, base="http://test/fhir"))
     finally:
         server.after_write = None
-        bundle_mod.rollback = real_rollback
+        bundle_mod.complete = real_complete
     assert len(writes) == 3
     assert db["_journal"].count_documents({}) == 1
-    assert counts(db) != before  # half-written
+    # every version claimed, none released to the relay while the transaction is open
+    assert db["Patient_history"].count_documents({"txn": {"$exists": True}}) == 2
+    assert db["Patient_history"].count_documents({"txn": {"$exists": True}, "outbox_pending": True}) == 0
+    assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()["gender"] == "male"  # not yet written
+    assert recover(server.store(), older_than=timedelta(0)) == 1
+    after = counts(db)
+    assert after["_journal"] == 0
+    assert (after["Patient"], after["Observation"]) == (before["Patient"] + 1, before["Observation"] + 2)
+    assert (after["Patient_history"], after["Observation_history"]) == \
+        (before["Patient_history"] + 2, before["Observation_history"] + 2)
+    now = client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()
+    assert now["gender"] == "female" and now["meta"]["versionId"] == "2"
+    for coll in ("Patient_history", "Observation_history"):
+        assert db[coll].count_documents({"txn": {"$exists": True}}) == 0
+    assert db["Patient_history"].find_one({"_id": f"{keep['id']}/2"})["outbox_pending"] is True
+
+
+def test_crash_while_claiming_is_rolled_back_by_recovery(env, H):
+    """The process dies after claiming some versions: recovery deletes its claims, nothing shows."""
+    client, server, db = env
+    from sen_shared.fhir.bundle import recover
+
+    keep = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "gender": "male"}),
+                       headers=H).json()
+    before = counts(db)
+    import sen_shared.fhir.bundle as bundle_mod
+
+    class Crash(BaseException):
+        pass
+
+    real_claim, real_rollback = bundle_mod._claim_all, bundle_mod.rollback
+
+    def claim_some(store, writes, journal_id):  # the Patients' claims go in, then the process dies
+        real_claim(store, [w for w in writes if w.resource_type == "Patient"], journal_id)
+        raise Crash()
+
+    bundle_mod._claim_all = claim_some
+    bundle_mod.rollback = lambda store, journal: 0
+    from sen_shared.fhir.http import FhirRequest
+    from sen_shared.fhir.rest import FhirServer
+
+    server = FhirServer(server.config, db=lambda: db)
+    p = urn()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        patient_entry(p), obs_entry(p),
+        {"resource": {**keep, "gender": "female"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}}]}
+    try:
+        with pytest.raises(Crash):
+            server.bundle(FhirRequest("POST", body=bundle, base="http://test/fhir"))
+    finally:
+        bundle_mod._claim_all, bundle_mod.rollback = real_claim, real_rollback
+    assert counts(db)["Patient_history"] == before["Patient_history"] + 2
     assert recover(server.store(), older_than=timedelta(0)) == 1
     assert counts(db) == before
-    now = client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()
-    assert now == keep
+    assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json() == keep
+    # the version is free again: a plain update takes it
+    r = client.put(f"/fhir/Patient/{keep['id']}", content=json.dumps({**keep, "gender": "other"}),
+                   headers={**H, "If-Match": 'W/"1"'})
+    assert r.status_code == 200, r.text
 
 
-def test_failure_mid_transaction_rolls_back_at_once(env, H):
+def test_lost_claim_rolls_back_at_once_and_a_failure_after_the_claims_is_finished(env, H):
     client, server, db = env
     keep = client.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "gender": "unknown"}),
                        headers=H).json()
     before = counts(db)
+    # a racing writer holds version 2 already (a fresh claim: its writer is about to write it)
+    from datetime import UTC, datetime
+
+    db["Patient_history"].insert_one({"_id": f"{keep['id']}/2", "id": keep["id"], "v": 2, "lu": datetime.now(UTC),
+                                      "at": datetime.now(UTC), "del": False, "m": "PUT",
+                                      "res": json.dumps({**keep, "gender": "other"})})
+    r = send(client, H, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        patient_entry(urn()),
+        {"resource": {**keep, "gender": "female"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}}]})
+    assert r.status_code == 409, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert counts(db) == {**before, "Patient_history": before["Patient_history"] + 1}  # only the racer's claim
+    db["Patient_history"].delete_one({"_id": f"{keep['id']}/2"})
+
     seen = []
 
     def hook(w):
@@ -221,14 +292,13 @@ def test_failure_mid_transaction_rolls_back_at_once(env, H):
         r = send(client, H, {"resourceType": "Bundle", "type": "transaction", "entry": [
             patient_entry(urn()),
             {"resource": {**keep, "gender": "other"}, "request": {"method": "PUT", "url": f"Patient/{keep['id']}"}}]})
-        assert r.status_code == 500
-        assert r.json()["resourceType"] == "OperationOutcome"
+        assert r.status_code == 200, r.text  # committed (every version claimed): finished from the history
     finally:
         server.after_write = None
-    assert counts(db) == before
-    assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json() == keep
-    # restored with its id buckets: a search in the default order (a bucket walk) finds it
-    found = client.get("/fhir/Patient?gender=unknown&_count=1000", headers=H).json()
+    assert db["_journal"].count_documents({}) == 0
+    assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()["gender"] == "other"
+    # written with its id buckets: a search in the default order (a bucket walk) finds it
+    found = client.get("/fhir/Patient?gender=other&_count=1000", headers=H).json()
     assert keep["id"] in {e["resource"]["id"] for e in found.get("entry", [])}
 
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -175,8 +176,9 @@ def test_consult_completed_makes_one_encounter_and_one_composition(ehr: Any, wor
     # written like any other FHIR write: a history version and an ehr.* outbox event
     hist = ehr.get(f"/fhir/Composition/{comp_id}/_history", headers=admin).json()
     assert [e["response"]["etag"] for e in hist["entry"]] == ['W/"1"']
-    doc = worker.db["Composition"].find_one({"_id": comp_id})
+    doc = worker.db["Composition_history"].find_one({"_id": f"{comp_id}/1"})
     assert doc["outbox_pending"] is True and len(doc["outbox"]) == 1
+    assert "outbox" not in worker.db["Composition"].find_one({"_id": comp_id})
     assert search(f"/fhir/Encounter?based-on=ServiceRequest/{sr}")["entry"][0]["resource"]["id"] == enc_id
     # the service's writes are audited once each
     audits = worker.db["AuditEvent"].count_documents({"sp_entity": f"Composition/{comp_id}",
@@ -185,7 +187,8 @@ def test_consult_completed_makes_one_encounter_and_one_composition(ehr: Any, wor
 
 
 def test_redelivery_after_a_crash_mid_record_completes_it(worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
-    """A first delivery that died after the Encounter: the redelivery writes the Composition and history."""
+    """A first delivery that died after claiming the Encounter's version: the redelivery rolls it
+    forward and writes the Composition."""
     from sen_ehr.domain.consult_record import build_encounter, create_once, record_ids
     from sen_shared.fhir.store import Store
 
@@ -194,9 +197,12 @@ def test_redelivery_after_a_crash_mid_record_completes_it(worker: EhrWorker, ehr
     enc_id, comp_id = record_ids(f"ServiceRequest/{sr}")
     store = Store(worker.db, service="ehr")
     w = store.prepare_create(build_encounter(data, enc_id), enc_id)
-    store.current("Encounter").insert_one(w.doc)  # crashed before the history insert and the Composition
-    assert not create_once(store, build_encounter(data, enc_id), enc_id)  # already there; history repaired
+    # crashed after the claim (the history document), before the current document and the Composition
+    store.history("Encounter").insert_one({**w.history, "at": datetime.now(UTC) - timedelta(hours=1)})
+    assert worker.db["Encounter"].count_documents({"_id": enc_id}) == 0
+    assert not create_once(store, build_encounter(data, enc_id), enc_id)  # claimed already; rolled forward
     assert worker.db["Encounter_history"].count_documents({"_id": f"{enc_id}/1"}) == 1
+    assert worker.db["Encounter"].find_one({"_id": enc_id})["v"] == 1
 
     worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
     wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)

@@ -5,16 +5,18 @@ conditional creates/updates/deletes and conditional references resolved,
 ``urn:uuid`` references rewritten to the ids assigned, every resource
 validated, every ``ifMatch`` compared. Then a journal document (``_journal``)
 records each write (type, id, version replaced, version written, its event
-ids) and the writes are applied: inserts with one ``insert_many`` per type,
-updates one by one guarded by the version they replace, history with one
-``insert_many`` per type. The journal is deleted at the end.
+ids) and the writes are applied the way single writes are (store.py): every
+version is claimed first by inserting its history document (one
+``insert_many`` per type), marked with the transaction's id and its events not
+yet pending; a lost claim deletes this transaction's claims and answers 409.
+Once all claims are in (the commit point) the current documents are written,
+the history documents released to the relay, and the journal deleted.
 
-If anything fails on the way, :func:`rollback` undoes the writes the journal
-lists (a created document is deleted, an updated one restored from its
-previous history version, each only if it still holds the version this
-transaction wrote) together with their outbox entries. A process that dies
-mid-way leaves its journal behind; :func:`recover` (run by the next process
-before its first bundle, or by hand) rolls such journals back.
+A failure after the commit point is finished at once (:func:`complete`, a
+roll-forward from the history documents). A process that dies mid-way leaves
+its journal behind; :func:`recover` (run by the next process before its first
+bundle, or by hand) completes a transaction whose claims were all in and
+deletes the claims of one that died while claiming (:func:`rollback`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
 
+from .. import claims
+from ..bus.outbox import PENDING
+from ..mongo import bulk_update
 from . import store as st
 from .http import FhirRequest, FhirResponse, parse_query
 from .outcome import FhirError
-from .search.buckets import bucket_fields
-from .search.extract import index_fields
 from .validate import check_id, validate_resource
 
 log = logging.getLogger("sen.fhir.bundle")
@@ -292,7 +296,14 @@ class Transaction:
                                     expression=[f"{where}.request.url"])
                 cond = request.get("ifNoneExist")
                 if isinstance(cond, str) and cond:
+                    key, link = self.store.condition_link(rtype, parse_query(cond.lstrip("?")))
                     ids = server.match_ids(rtype, cond.lstrip("?"))
+                    if not ids:  # claim the criteria (store.condition_key), as a single conditional create
+                        p.rid = st.new_id()
+                        self._claim_condition(rtype, key, link, p.rid, f"{where}.request.ifNoneExist")
+                        self._map(entry, rtype, p.rid)
+                        plans.append(p)
+                        continue
                     if len(ids) > 1:
                         raise FhirError("ifNoneExist matches more than one resource", status=412,
                                         expression=[f"{where}.request.ifNoneExist"])
@@ -312,12 +323,15 @@ class Transaction:
                         raise FhirError("the resource's id differs from the url's", status=400,
                                         expression=[f"{where}.resource.id"])
                 elif target.has_query:
+                    key, link = self.store.condition_link(rtype, target.params)
                     ids = server.match_ids(rtype, target.params)
                     if len(ids) > 1:
                         raise FhirError("the conditional update matches more than one resource", status=412,
                                         expression=[f"{where}.request.url"])
                     given = p.resource.get("id")  # type: ignore[union-attr]
                     p.rid = ids[0] if ids else (given if isinstance(given, str) else st.new_id())
+                    if not ids:
+                        self._claim_condition(rtype, key, link, p.rid, f"{where}.request.url")
                 else:
                     raise FhirError("PUT needs Type/id or Type?search", status=400, expression=[f"{where}.request.url"])
             elif method == "DELETE":
@@ -337,6 +351,13 @@ class Transaction:
                 self._map(entry, rtype, p.rid)
             plans.append(p)
         return plans
+
+    def _claim_condition(self, rtype: str, key: str, link: dict[str, Any] | None, rid: str, where: str) -> None:
+        """Claim conditional criteria that matched nothing (a 409 when a racing create holds them).
+        A claim made for a transaction that fails later only orders the next conditional create."""
+        if self.store.condition_busy(rtype, link) or not self.store.claim_condition(key, link, rid):
+            raise FhirError("a conditional create with the same criteria ran meanwhile; retry", status=409,
+                            code="conflict", expression=[where])
 
     def _existing(self, rtype: str, rid: str) -> FhirResponse:
         doc = self.store.read_doc(rtype, rid)
@@ -425,103 +446,180 @@ class Transaction:
 # --------------------------------------------------------------------------- applying with a journal
 
 def apply_writes(store: st.Store, writes: list[st.Write], *, hook: Any = None) -> None:
-    """Apply ``writes`` all or nothing: journal first, then the writes; roll back on any failure."""
+    """Apply ``writes`` all or nothing: journal, claims, current documents, events released.
+
+    1. The journal lists the writes (type, id, version replaced and written, event ids).
+    2. Every version is claimed by inserting its history document with the transaction's id
+       (``txn``) and its events not yet pending, so neither the relay nor a roll-forward acts on
+       it. A lost claim (a racing writer got there first): this transaction deletes the claims it
+       inserted (it is their only writer) and answers 409. All claims in is the commit point.
+    3. The current documents are written (single writer each: the claim's holder).
+    4. The transaction's history documents become pending (only it writes them while they carry
+       its ``txn``) and the journal goes.
+
+    A failure after the commit point is finished by :func:`complete` at once; a crash leaves the
+    journal for :func:`recover`, which completes a transaction whose claims are all in and
+    deletes the claims of one that did not get there.
+    """
     db = store.db
     journal_id = str(uuid.uuid4())
     db[JOURNAL].insert_one({"_id": journal_id, "state": "applying", "at": datetime.now(UTC),
                             "ops": [{"t": w.resource_type, "id": w.rid, "prev": w.prev, "v": w.version,
                                      "ev": [e["id"] for e in w.events]} for w in writes]})
     try:
-        inserts: dict[str, list[st.Write]] = {}
-        for w in writes:
-            if w.is_insert:
-                inserts.setdefault(w.resource_type, []).append(w)
-        for rtype, group in inserts.items():
-            try:
-                store.current(rtype).insert_many([w.doc for w in group], ordered=True)
-            except (BulkWriteError, DuplicateKeyError):
-                raise FhirError(f"a {rtype} of this transaction was created by someone else meanwhile",
-                                status=409, code="conflict") from None
-            if hook:
-                for w in group:
-                    hook(w)
-        for w in writes:
-            if w.is_insert:
-                continue
-            res = store.current(w.resource_type).update_one(w.filter, w.update)
-            if res.matched_count == 0:
-                raise FhirError(f"{w.resource_type}/{w.rid} was changed by someone else meanwhile", status=409,
-                                code="conflict")
-            if hook:
-                hook(w)
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for w in writes:
-            by_type.setdefault(w.resource_type, []).append(w.history)
-        for rtype, docs in by_type.items():
-            try:
-                store.history(rtype).insert_many(docs, ordered=False)
-            except BulkWriteError as err:
-                if any(e.get("code") != 11000 for e in err.details.get("writeErrors", [])):
-                    raise
-                for d in docs:  # leftovers of an interrupted earlier attempt: ours win
-                    store.history(rtype).replace_one({"_id": d["_id"]}, d, upsert=True)
+        _claim_all(store, writes, journal_id)
     except BaseException:
         try:
             rollback(store, db[JOURNAL].find_one({"_id": journal_id}))
         except PyMongoError:
             log.exception("rollback failed; the journal stays for recovery")
         raise
+    try:
+        for w in writes:
+            store.write_current(w)
+            if hook:
+                hook(w)
+    except BaseException as err:  # committed: finish from the history documents
+        try:
+            complete(store, db[JOURNAL].find_one({"_id": journal_id}))
+        except PyMongoError:
+            log.exception("completing a committed transaction failed; the journal stays for recovery")
+            raise err from None
+        if not isinstance(err, Exception):
+            raise
+        log.warning("a committed transaction was completed after an error", extra={"error": type(err).__name__})
+        return
+    _release(store, writes, journal_id)
     db[JOURNAL].delete_one({"_id": journal_id})
 
 
+def _txn_history(w: st.Write, journal_id: str) -> dict[str, Any]:
+    doc = {**w.history, st.TXN: journal_id}
+    if PENDING in doc:
+        doc[PENDING] = False
+    return doc
+
+
+def _claim_all(store: st.Store, writes: list[st.Write], journal_id: str) -> None:
+    """Insert every write's history document (one ``insert_many`` per type); 409 on a lost claim."""
+    by_type: dict[str, list[st.Write]] = {}
+    for w in writes:
+        by_type.setdefault(w.resource_type, []).append(w)
+    lost: list[tuple[str, str]] = []
+    when = datetime.now(UTC)
+    for rtype, group in by_type.items():
+        try:
+            store.history(rtype).insert_many([{**_txn_history(w, journal_id), "at": when} for w in group],
+                                             ordered=False)
+        except BulkWriteError as err:
+            errors = err.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            lost += [(rtype, group[e["index"]].history["_id"]) for e in errors]
+    if not lost:
+        return
+    for rtype, hid in lost:  # a claim left by a writer that died is rolled forward for the next try
+        holder = store.history(rtype).find_one({"_id": hid})
+        if holder is not None and not holder.get(st.TXN) and st.is_stale(holder):
+            store.roll_forward(rtype, holder)
+    rtype, hid = lost[0]
+    raise FhirError(f"{rtype}/{hid.rsplit('/', 1)[0]} was changed by someone else meanwhile; "
+                    "read it again and retry", status=409, code="conflict")
+
+
+def _release(store: st.Store, writes: list[dict[str, Any]] | list[st.Write], journal_id: str) -> None:
+    """Make the transaction's history documents pending (those with events) and drop ``txn``.
+    Single writer: this transaction (or its one recoverer), the only writer of a history
+    document while it carries the transaction's id; the relay reads only pending ones."""
+    by_type: dict[str, list[UpdateOne]] = {}
+    for w in writes:
+        rtype, hid, has_events = ((w.resource_type, w.history["_id"], bool(w.events)) if isinstance(w, st.Write)
+                                  else (w["t"], f"{w['id']}/{w['v']}", bool(w.get("ev"))))
+        update: dict[str, Any] = {"$unset": {st.TXN: ""}}
+        if has_events:
+            update["$set"] = {PENDING: True}
+        by_type.setdefault(rtype, []).append(UpdateOne({"_id": hid, st.TXN: journal_id}, update))
+    for rtype, ops in by_type.items():
+        bulk_update(store.history(rtype), ops)
+
+
 def rollback(store: st.Store, journal: dict[str, Any] | None) -> int:
-    """Undo the writes a journal lists that are still in place; return how many were undone."""
+    """Undo a transaction that did not claim all its versions: delete the history documents it
+    inserted (still carrying its ``txn``; it is their only writer) and its journal. Its current
+    documents were never written (they come after the commit point). Returns how many claims
+    were deleted."""
     if journal is None:
         return 0
-    db = store.db
     undone = 0
-    for op in reversed(journal.get("ops") or []):
-        rtype, rid, prev, version = op["t"], op["id"], op.get("prev"), op["v"]
-        cur = store.current(rtype).find_one({"_id": rid})
-        if cur is not None and cur.get("v") == version:
-            if prev is None:
-                store.current(rtype).delete_one({"_id": rid, "v": version})
-            else:
-                old = st.unpack(store.history(rtype).find_one({"_id": f"{rid}/{prev}"}))
-                if old is None:
-                    log.error("cannot restore %s/%s version %s: no history", rtype, rid, prev)
-                    continue
-                drop = set(op.get("ev") or [])
-                kept = [e for e in cur.get("outbox") or [] if not (isinstance(e, dict) and e.get("id") in drop)]
-                doc: dict[str, Any] = {"_id": rid, "v": prev, "lu": old["lu"], "del": bool(old.get("del")),
-                                       "res": st.pack(old.get("res")), **bucket_fields(rid)}
-                if old.get("res") is not None and not old.get("del"):
-                    doc.update(index_fields(old["res"]))
-                if kept:
-                    doc["outbox"] = kept
-                    doc["outbox_pending"] = bool(cur.get("outbox_pending"))
-                store.current(rtype).replace_one({"_id": rid, "v": version}, doc)
-            undone += 1
-        store.history(rtype).delete_one({"_id": f"{rid}/{version}"})
-    db[JOURNAL].delete_one({"_id": journal["_id"]})
+    for op in journal.get("ops") or []:
+        res = store.history(op["t"]).delete_one({"_id": f"{op['id']}/{op['v']}", st.TXN: journal["_id"]})
+        undone += res.deleted_count
+    store.db[JOURNAL].delete_one({"_id": journal["_id"]})
     return undone
 
 
+def complete(store: st.Store, journal: dict[str, Any] | None) -> int:
+    """Finish a transaction whose versions are all claimed: roll each forward (a claim of its
+    own, so one party writes each current document), release its events, drop the journal.
+    Returns how many versions were rolled forward."""
+    if journal is None:
+        return 0
+    done = 0
+    ops = journal.get("ops") or []
+    for op in ops:
+        hist = store.history(op["t"]).find_one({"_id": f"{op['id']}/{op['v']}"})
+        if hist is None:
+            log.error("a committed transaction lost a history document", extra={"journal": journal["_id"]})
+            continue
+        if store.roll_forward(op["t"], hist, grace=timedelta(0)):
+            done += 1
+    _release(store, ops, journal["_id"])
+    store.db[JOURNAL].delete_one({"_id": journal["_id"]})
+    return done
+
+
+def _all_claimed(store: st.Store, journal: dict[str, Any]) -> bool:
+    for op in journal.get("ops") or []:
+        hid = f"{op['id']}/{op['v']}"
+        if store.history(op["t"]).find_one({"_id": hid, st.TXN: journal["_id"]}, {"_id": 1}) is None:
+            return False
+    return True
+
+
 def recover(store: st.Store, older_than: timedelta = RECOVER_AFTER) -> int:
-    """Roll back every transaction left half-applied by a process that died; return how many."""
+    """Finish or undo every transaction left open by a process that died; return how many.
+
+    One recoverer per journal: the recovery is a claim (chain ``txn/<journal id>`` in
+    ``fhir_rollforward``; a recoverer that died is taken over after ``older_than``). A
+    transaction whose claims are all in is completed (rolled forward); one that died while
+    claiming has its claims deleted. A process stalled longer than ``older_than`` inside a
+    transaction is taken for dead: keep it well above any plausible pause.
+    """
     limit = datetime.now(UTC) - older_than
     count = 0
+    markers = store.db[st.ROLLFORWARD_COLLECTION]
     for journal in list(store.db[JOURNAL].find({"state": "applying"})):
         at = journal.get("at")
         if isinstance(at, datetime) and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         if at is not None and at > limit:
             continue  # probably still running in another process
-        rollback(store, journal)
+        key = f"txn/{journal['_id']}"
+        last = claims.latest(markers, key)
+        if last is not None and not st.is_stale(last, older_than):
+            continue
+        try:
+            claims.advance(markers, key, last, {})
+        except claims.ClaimTaken:
+            continue
+        if _all_claimed(store, journal):
+            complete(store, journal)
+        else:
+            rollback(store, journal)
         count += 1
     if count:
-        log.warning("rolled back %d interrupted transaction(s)", count)
+        log.warning("recovered %d interrupted transaction(s)", count)
     return count
 
 
-__all__ = ["apply_writes", "dispatch", "process_bundle", "recover", "rollback"]
+__all__ = ["apply_writes", "complete", "dispatch", "process_bundle", "recover", "rollback"]

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from pymongo.database import Database
 
 from . import store as st
-from .http import FhirRequest, FhirResponse, shape_resource, version_headers, write_answer
+from .http import FhirRequest, FhirResponse, parse_query, shape_resource, version_headers, write_answer
 from .outcome import FhirError, outcome
 from .search import SearchError, parse_search
 from .search.dates import DateFormatError, parse_range
@@ -121,8 +121,6 @@ class FhirServer:
 
     def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2) -> list[str]:
         """Ids matching a conditional query (at most ``limit``), for If-None-Exist and conditional updates."""
-        from .http import parse_query
-
         params = parse_query(query) if isinstance(query, str) else list(query)
         params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
         if not params:
@@ -136,18 +134,33 @@ class FhirServer:
         resource = self.body_resource(req)
         self.check_writable(req.resource_type or "")
         cond = req.header("if-none-exist")
+        rid = None
         if cond:
-            ids = self.match_ids(resource["resourceType"], cond.lstrip("?"))
+            rtype = resource["resourceType"]
+            store = self.store()
+            # the criteria are claimed (store.condition_key says what that serializes): read the
+            # newest claim first, search, and claim the next one only if nothing matched
+            key, link = store.condition_link(rtype, parse_query(cond.lstrip("?")))
+            ids = self.match_ids(rtype, cond.lstrip("?"))
+            if not ids and store.condition_busy(rtype, link):
+                raise FhirError("a conditional create with the same criteria is running; retry", status=409,
+                                code="conflict")
+            rid = st.new_id()
+            if not ids and not store.claim_condition(key, link, rid):
+                ids = self.match_ids(rtype, cond.lstrip("?"))  # the racing create may have landed
+                if not ids:
+                    raise FhirError("a conditional create with the same criteria ran meanwhile; retry",
+                                    status=409, code="conflict")
             if len(ids) > 1:
                 raise FhirError("If-None-Exist matches more than one resource", status=412,
                                 expression=["If-None-Exist"])
             if ids:
-                doc = self.store().read_doc(resource["resourceType"], ids[0])
-                headers = version_headers(req.base, resource["resourceType"], ids[0], int(doc["v"]),
+                doc = store.read_doc(rtype, ids[0])
+                headers = version_headers(req.base, rtype, ids[0], int(doc["v"]),
                                           st.iso(doc["lu"]), location=True)
                 return write_answer(req, 200, doc["res"], headers, "an existing resource matches; nothing created")
         resource.pop("id", None)  # create assigns the id
-        w = self.store().create(resource)
+        w = self.store().create(resource, rid)
         return self._answer(req, w, 201)
 
     def update(self, req: FhirRequest) -> FhirResponse:
@@ -168,6 +181,8 @@ class FhirServer:
         resource = self.body_resource(req)
         rtype = resource["resourceType"]
         self.check_writable(rtype)
+        store = self.store()
+        key, link = store.condition_link(rtype, req.params)  # before the search: see create
         ids = self.match_ids(rtype, req.params)
         if len(ids) > 1:
             raise FhirError("the conditional update matches more than one resource", status=412)
@@ -178,8 +193,12 @@ class FhirServer:
                                 expression=[f"{rtype}.id"])
         else:
             rid = resource.get("id") or st.new_id()
+            # creating: the criteria are claimed as for a conditional create (store.condition_key)
+            if store.condition_busy(rtype, link) or not store.claim_condition(key, link, rid):
+                raise FhirError("a conditional update with the same criteria ran meanwhile; retry",
+                                status=409, code="conflict")
         resource["id"] = rid
-        w = self.store().update(resource, rid, if_match=st.parse_etag(req.header("if-match")))
+        w = store.update(resource, rid, if_match=st.parse_etag(req.header("if-match")))
         return self._answer(req, w, 201 if w.version == 1 or w.verb == "created" else 200)
 
     def patch(self, req: FhirRequest) -> FhirResponse:

@@ -1,9 +1,9 @@
-"""Versioned FHIR storage on MongoDB, without multi-document transactions.
+"""Versioned FHIR storage on MongoDB, without multi-document transactions and without guarded updates.
 
 Each current resource is one document in the collection named after its type::
 
     {"_id": id, "v": 3, "lu": datetime, "del": False, "res": "{...FHIR JSON text...}",
-     "b2": "3f", "b4": "0f", "b1": "3", "sp_*": index values, "outbox": [...], "outbox_pending": True}
+     "b2": "3f", "b4": "0f", "b1": "3", "sp_*": index values}
 
 (``b2``/``b4``/``b1``: the id's buckets, the default search order; see search/buckets.py.)
 
@@ -15,12 +15,34 @@ Patient's body is ~20 of them). HAPI FHIR keeps its resource text the same way. 
 reads documents calls :func:`unpack`, which also accepts a body stored as a sub-document by
 an earlier version (``backfill`` converts those).
 
-Every version (deletes included, as tombstones with ``res: None``) is also a
-document of ``<Type>_history`` with ``_id = "<id>/<v>"``. One current version
-per resource is guarded by the version in the update's filter
-(``{"_id": id, "v": expected}``); the unique ``_id`` of the history guards
-two writers racing to the same version. The index fields and the outbox
-entries travel in the same single-document update as the resource.
+Every version (deletes included, as tombstones with ``res: None``) is also a document of
+``<Type>_history`` with ``_id = "<id>/<v>"``, and **a version is claimed by inserting its
+history document first** (ARCHITECTURE.md §2, ``claims.claim``): FerretDB 1.24 applies an
+update as an unlocked read-modify-write, so a version in an update's filter guards nothing,
+while an insert under a unique ``_id`` has exactly one winner. The loser of the claim gets
+409 (412 when it sent ``If-Match``). Only the winner then writes the current document, by
+``_id``: the next version can only be claimed by someone who read the current document at
+this version, i.e. after this write, so the current document has one writer at a time. A
+history document is never overwritten.
+
+The events of a version travel in its history document (``outbox``, ``outbox_pending``,
+and ``b2``, the resource id's bucket, for the relay's crowded mode), never in the current
+document: the outbox relay polls the ``_history`` collections (:func:`relay_targets`) and is
+the only one to update a history document once it is pending, so the relay never touches a
+document a request writes. (A transaction writes its own history documents while they carry
+its ``txn`` and are not pending; see bundle.py.)
+
+A process that dies between its claim and its current write leaves a history document ahead
+of the current one. After a grace period (``SEN_FHIR_ROLLFORWARD_GRACE`` seconds, default 5)
+that version is **rolled forward** (:meth:`Store.roll_forward`) by the relay before it
+publishes the version's events, and by any writer whose claim lost against it; the roll-
+forward itself is a claim (a chain of markers ``<type>/<id>/<v>`` in ``fhir_rollforward``), so
+one party writes it. Reads keep their single query: a crashed write's version becomes visible
+when it is rolled forward, not before. Residual window: a winner that stalls longer than the
+grace period between its claim and its write may find its version rolled forward by someone
+else; both write the same content, and its write is filtered on the version it replaces so
+a stale write matches nothing (a defence in depth only: FerretDB does not make that filter
+atomic). Keep the grace period well above any plausible pause.
 
 The ``prepare_*`` functions build the writes without I/O so the bundle engine
 can check a whole transaction first and apply it afterwards (the one exception:
@@ -29,18 +51,23 @@ can check a whole transaction first and apply it afterwards (the one exception:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from .. import claims
+from ..bus import outbox
 from ..ids import new_uuid
-from ..mongo import FIND_IN_MAX_EQUALITIES, async_database, bulk_update, find_in, read_slot
+from ..mongo import FIND_IN_MAX_EQUALITIES, Index, async_database, bulk_update, find_in, read_slot
 from . import events as ev
 from .body import pack, unpack
 from .outcome import FhirError
@@ -48,8 +75,45 @@ from .search.buckets import bucket_fields
 from .search.extract import index_fields
 from .store_time import iso, now
 
+log = logging.getLogger("sen.fhir.store")
+
 HISTORY_SUFFIX = "_history"
-HEAD_PROJECTION = {"res": 0, "outbox": 0}
+HEAD_PROJECTION = {"res": 0, "outbox": 0}  # (current documents of an older layout may still hold an outbox)
+ROLLFORWARD_COLLECTION = "fhir_rollforward"  # chains <type>/<id>/<v>: who rolls a crashed version forward
+CONDITIONS_COLLECTION = "fhir_conditions"  # chains <type>?<query>: conditional creates that found nothing
+TXN = "txn"  # on a history document while the transaction (its journal id) that claimed it is open
+GRACE_ENV = "SEN_FHIR_ROLLFORWARD_GRACE"
+DEFAULT_GRACE_SECONDS = 5.0
+
+# test seam: called with each Write after its version is claimed, before the current document
+# is written (a test kills the process here to leave a claim without its current write)
+after_claim: Callable[[Write], None] | None = None
+
+
+def rollforward_grace() -> timedelta:
+    """How old an unapplied claim must be before others roll it forward (its writer presumed dead)."""
+    raw = os.environ.get(GRACE_ENV, "")
+    try:
+        return timedelta(seconds=float(raw)) if raw else timedelta(seconds=DEFAULT_GRACE_SECONDS)
+    except ValueError:
+        return timedelta(seconds=DEFAULT_GRACE_SECONDS)
+
+
+def store_indexes() -> list[Index]:
+    """The indexes of the store's own claim collections (the ``latest`` query of each chain)."""
+    return [*claims.chain_indexes(ROLLFORWARD_COLLECTION), *claims.chain_indexes(CONDITIONS_COLLECTION)]
+
+
+def _aware(at: Any) -> datetime | None:
+    if not isinstance(at, datetime):
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def is_stale(doc: Mapping[str, Any], grace: timedelta | None = None) -> bool:
+    """True when the claim ``doc`` (its ``at``, else ``lu``) is older than the grace period."""
+    at = _aware(doc.get("at")) or _aware(doc.get("lu"))
+    return at is not None and at < datetime.now(UTC) - (grace if grace is not None else rollforward_grace())
 TYPES_COLLECTION = "fhir_types"  # {_id: resource type}: the types that ever held a resource
 LAYOUTS_COLLECTION = "fhir_layouts"  # {_id: collection, layout}: the layout backfill last brought it to
 # The document layout this version writes: 3 = the body as JSON text, no sp_missing, id buckets.
@@ -69,6 +133,8 @@ def note_type(db: Database, resource_type: str) -> None:
     key = (db.name, resource_type)
     if key in _noted:
         return
+    # an idempotent upsert: every writer sets the same document (only $setOnInsert), so racing
+    # writers at worst both insert-or-keep it; nothing is lost whoever wins
     try:
         db[TYPES_COLLECTION].update_one({"_id": resource_type}, {"$setOnInsert": {"since": now()}}, upsert=True)
     except DuplicateKeyError:  # a concurrent first write noted it
@@ -130,6 +196,8 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
                     update["$unset"] = {k: "" for k in ("sp_missing", "sp_present") if k not in fields}
             if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
+        # single writer: the indexes step (one Job / one process at deploy); the updates are
+        # idempotent (each recomputes the same fields from the document), so a rerun only repeats
         fixed += bulk_update(coll, batch)
     layouts.update_one({"_id": coll.name}, {"$set": {"layout": LAYOUT, "at": now()}}, upsert=True)
     return fixed
@@ -280,9 +348,14 @@ class Store:
         return [ev.resource_event(self.service, resource_type, verb, rid, version, when)]
 
     def _history_doc(self, resource_type: str, rid: str, version: int, when: datetime, verb: str,
-                     resource: dict[str, Any] | None) -> dict[str, Any]:
-        return {"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": when, "del": verb == "deleted",
-                "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": pack(resource)}
+                     resource: dict[str, Any] | None, events: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The version's history document: the claim of the version, its whole content (a
+        roll-forward rebuilds the current document from it) and its events with the id's bucket."""
+        doc = {"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": when, "del": verb == "deleted",
+               "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": pack(resource)}
+        if events:
+            doc = outbox.new_document({**doc, "b2": bucket_fields(rid)["b2"]}, events)
+        return doc
 
     def prepare_create(self, resource: dict[str, Any], rid: str | None = None,
                        when: datetime | None = None) -> Write:
@@ -293,10 +366,10 @@ class Store:
         note_type(self.db, rtype)
         stamp(resource, rid, 1, when)
         events = self._events(rtype, "created", rid, 1, when)
-        doc = ev.new_document({"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
-                               **bucket_fields(rid), **index_fields(resource)}, events)
+        doc = {"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
+               **bucket_fields(rid), **index_fields(resource)}
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
-                     history=self._history_doc(rtype, rid, 1, when, "created", resource), events=events)
+                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events), events=events)
 
     def prepare_update(self, resource: dict[str, Any], rid: str, head: dict[str, Any] | None,
                        when: datetime | None = None) -> Write:
@@ -316,9 +389,8 @@ class Store:
                                            **bucket_fields(rid), **fields}}
         if unset:
             update["$unset"] = unset
-        update = ev.with_events(update, events)
         return Write(rtype, rid, verb, version, prev, when, resource, filter={"_id": rid, "v": prev},
-                     update=update, history=self._history_doc(rtype, rid, version, when, verb, resource),
+                     update=update, history=self._history_doc(rtype, rid, version, when, verb, resource, events),
                      events=events)
 
     def prepare_delete(self, resource_type: str, rid: str, head: dict[str, Any],
@@ -331,31 +403,128 @@ class Store:
         unset = {k: "" for k in head if k.startswith("sp_")}
         if unset:
             update["$unset"] = unset
-        update = ev.with_events(update, events)
         return Write(resource_type, rid, "deleted", version, prev, when, None, filter={"_id": rid, "v": prev},
-                     update=update, history=self._history_doc(resource_type, rid, version, when, "deleted", None),
+                     update=update,
+                     history=self._history_doc(resource_type, rid, version, when, "deleted", None, events),
                      events=events)
 
     # ------------------------------------------------------------------ applying writes
 
     def apply(self, w: Write) -> None:
-        """Apply one prepared write; a lost race is a 409 (the caller's version is stale)."""
+        """Claim ``w``'s version (its history document), then write the current document.
+
+        A lost claim is a 409 (the caller's version is stale); when the claim it lost against is
+        older than the grace period (its writer died before its current write), it is rolled
+        forward first so the next attempt can succeed.
+        """
+        self.claim_version(w)
+        if after_claim is not None:
+            after_claim(w)
+        self.write_current(w)
+
+    def claim_version(self, w: Write, extra: Mapping[str, Any] | None = None) -> None:
+        """Insert ``w``'s history document (plus ``extra`` fields); 409 when the version is taken."""
+        try:
+            claims.claim(self.history(w.resource_type), w.history["_id"], {**w.history, **(extra or {})})
+        except claims.ClaimTaken as taken:
+            if taken.holder is not None and not taken.holder.get(TXN) and is_stale(taken.holder):
+                self.roll_forward(w.resource_type, taken.holder)
+            what = "created" if w.prev is None else "changed"
+            raise FhirError(f"{w.resource_type}/{w.rid} was {what} by someone else meanwhile; "
+                            "read it again and retry", status=409, code="conflict") from None
+
+    def write_current(self, w: Write) -> None:
+        """The current document of a claimed version. Single writer: the winner of the claim
+        ``<id>/<v>`` (no one else can claim ``<v+1>`` before this write lands); a roll-forward of
+        the same version writes the same content. The filter on the replaced version only keeps
+        a winner that stalled past the grace period from writing over a later version."""
+        coll = self.current(w.resource_type)
         if w.is_insert:
             try:
-                self.current(w.resource_type).insert_one(w.doc)
-            except DuplicateKeyError:
-                raise FhirError(f"{w.resource_type}/{w.rid} was created by someone else meanwhile; retry",
-                                status=409, code="conflict") from None
+                coll.insert_one(w.doc)
+            except DuplicateKeyError:  # rolled forward by someone else meanwhile: the same version
+                log.info("version already rolled forward", extra={"resource": f"{w.resource_type}/{w.rid}"})
         else:
-            res = self.current(w.resource_type).update_one(w.filter, w.update)
-            if res.matched_count == 0:
-                raise FhirError(f"{w.resource_type}/{w.rid} was changed by someone else meanwhile; "
-                                "read it again and retry", status=409, code="conflict")
+            coll.update_one(w.filter, w.update)  # matches nothing only when rolled forward meanwhile
+
+    # ------------------------------------------------------------------ rolling forward
+
+    def current_from_history(self, resource_type: str, hist: Mapping[str, Any]) -> dict[str, Any]:
+        """The current document of the version a history document holds."""
+        rid = hist["id"]
+        res = hist.get("res")
+        resource = unpack({"res": res})["res"] if res is not None else None  # type: ignore[index]
+        doc: dict[str, Any] = {"_id": rid, "v": int(hist["v"]), "lu": hist["lu"], "del": bool(hist.get("del")),
+                               "res": pack(resource) if isinstance(resource, dict) else None, **bucket_fields(rid)}
+        if isinstance(resource, dict) and not doc["del"]:
+            doc.update(index_fields(resource))
+        return doc
+
+    def roll_forward(self, resource_type: str, hist: Mapping[str, Any], *, grace: timedelta | None = None) -> bool:
+        """Make the version of the history document ``hist`` current unless the current document
+        is already there (or further). True when it is current now.
+
+        Exactly one party writes it: the roll-forward is a claim, the next link of the chain
+        ``<type>/<id>/<v>`` in ``fhir_rollforward``; a link younger than the grace period means
+        someone is at it (False), an older one that its roller died, and the next link is claimed.
+        """
+        rid, version = hist["id"], int(hist["v"])
+        head = self.head(resource_type, rid)
+        if head is not None and int(head["v"]) >= version:
+            return True
+        markers = self.db[ROLLFORWARD_COLLECTION]
+        key = f"{resource_type}/{rid}/{version}"
+        last = claims.latest(markers, key)
+        if last is not None and not is_stale(last, grace):
+            return False
         try:
-            self.history(w.resource_type).insert_one(w.history)
-        except DuplicateKeyError:
-            # a leftover of an interrupted write of the same version: the current document wins
-            self.history(w.resource_type).replace_one({"_id": w.history["_id"]}, w.history)
+            claims.advance(markers, key, last, {})
+        except claims.ClaimTaken:
+            return False
+        if "res" not in hist:
+            full = self.history(resource_type).find_one({"_id": hist["_id"]})
+            if full is None:
+                return False
+            hist = full
+        doc = self.current_from_history(resource_type, hist)
+        # single writer: the holder of the marker just claimed (the version's own writer is
+        # presumed dead); the filter keeps a later version that landed meanwhile
+        try:
+            self.current(resource_type).replace_one({"_id": rid, "v": {"$lt": version}}, doc, upsert=True)
+        except DuplicateKeyError:  # the current document is at this version or later already
+            pass
+        log.warning("rolled a version forward", extra={"resource": f"{resource_type}/{rid}", "version": version})
+        return True
+
+    def pending_versions(self, resource_type: str, rid: str) -> list[dict[str, Any]]:
+        """History documents of ``rid`` ahead of its current document (claims not yet applied)."""
+        head = self.head(resource_type, rid)
+        have = int(head["v"]) if head is not None else 0
+        return sorted((d for d in self.history(resource_type).find({"id": rid}, {"res": 0}) if int(d["v"]) > have),
+                      key=lambda d: int(d["v"]))
+
+    # ------------------------------------------------------------------ conditional creates
+
+    def condition_link(self, resource_type: str,
+                       params: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any] | None]:
+        """The key of a conditional create's criteria and the newest claim made on it."""
+        key = condition_key(resource_type, params)
+        return key, claims.latest(self.db[CONDITIONS_COLLECTION], key)
+
+    def condition_busy(self, resource_type: str, link: Mapping[str, Any] | None) -> bool:
+        """True while the create that claimed ``link`` may still be writing its resource."""
+        if link is None or is_stale(link):
+            return False
+        return self.head(resource_type, str(link.get("rid"))) is None
+
+    def claim_condition(self, key: str, link: Mapping[str, Any] | None, rid: str) -> bool:
+        """Claim the right to create ``rid`` for the criteria ``key`` after ``link`` (the newest
+        claim the caller saw before searching and finding nothing). False: someone else did."""
+        try:
+            claims.advance(self.db[CONDITIONS_COLLECTION], key, link, {"rid": rid})
+        except claims.ClaimTaken:
+            return False
+        return True
 
     # ------------------------------------------------------------------ interactions
 
@@ -385,8 +554,83 @@ class Store:
         if head is None or head.get("del"):
             return None
         w = self.prepare_delete(resource_type, rid, head)
-        self.apply(w)
+        try:
+            self.apply(w)
+        except FhirError as err:
+            if err.status == 409 and if_match is not None:
+                raise FhirError(f"{resource_type}/{rid} is no longer at version {if_match}", status=412,
+                                code="conflict") from None
+            raise
         return w
+
+
+def condition_key(resource_type: str, params: Iterable[tuple[str, str]]) -> str:
+    """``<type>?<query>`` with the parameters sorted (and ``_format``/``_pretty`` dropped).
+
+    Claiming this key serializes conditional creates whose criteria are written the same way
+    (same parameters and values, in any order): of two racing ``If-None-Exist: identifier=x``,
+    one creates and the other finds it. It does not serialize different criteria that match
+    the same resource (``identifier=x`` against ``identifier=x&name=y``), nor a plain create or
+    update that makes a resource match meanwhile: those can still yield two matches, which the
+    next conditional interaction reports (412).
+    """
+    kept = sorted((k, v) for k, v in params if k not in ("_format", "_pretty"))
+    return f"{resource_type}?{urlencode(kept)}"
+
+
+class HistoryGate:
+    """The outbox relay's check on the pending history documents of one resource type: a
+    version whose current write has not landed is held back while its claim is young, and
+    rolled forward once it is older than the grace period, before its events go out."""
+
+    fields = ("id", "v", "at", "lu")
+
+    def __init__(self, db: Database, resource_type: str, *, grace: timedelta | None = None) -> None:
+        self.store = Store(db)
+        self.resource_type = resource_type
+        self.grace = grace
+
+    def __call__(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not docs:
+            return docs
+        docs = sorted(docs, key=lambda d: (str(d.get("id")), int(d.get("v") or 0)))  # a resource's versions in order
+        ids = [str(d["id"]) for d in docs if "id" in d]
+        heads: dict[str, int] = {}
+        coll = self.store.current(self.resource_type)
+        for start in range(0, len(ids), FIND_IN_MAX_EQUALITIES):  # equalities, never a scanning $in
+            for h in find_in(coll, "_id", ids[start:start + FIND_IN_MAX_EQUALITIES], projection={"v": 1}):
+                heads[h["_id"]] = int(h["v"])
+        ready: list[dict[str, Any]] = []
+        for d in docs:
+            if "id" not in d or heads.get(d["id"], 0) >= int(d["v"]):
+                ready.append(d)
+            elif is_stale(d, self.grace) and self.store.roll_forward(self.resource_type, d, grace=self.grace):
+                heads[d["id"]] = int(d["v"])
+                ready.append(d)
+            # else: its writer is probably between its claim and its current write: next pass
+        return ready
+
+
+def history_collection(resource_type: str) -> str:
+    return resource_type + HISTORY_SUFFIX
+
+
+def relay_targets(db: Database, names: Sequence[str], *,
+                  grace: timedelta | None = None) -> tuple[list[str], dict[str, HistoryGate]]:
+    """The collections an outbox relay polls for ``names`` (what a service registers): a name
+    that is a FHIR resource type (capitalized, as every FHIR type is) stands for its history
+    collection, which carries the type's events, with its :class:`HistoryGate`; any other
+    collection (``payments``, ``consult_steps``, ...) is polled as it is."""
+    collections: list[str] = []
+    gates: dict[str, HistoryGate] = {}
+    for name in names:
+        if name[:1].isupper() and not name.endswith(HISTORY_SUFFIX):
+            hist = history_collection(name)
+            collections.append(hist)
+            gates[hist] = HistoryGate(db, name, grace=grace)
+        else:
+            collections.append(name)
+    return list(dict.fromkeys(collections)), gates
 
 
 def check_version(resource_type: str, rid: str, head: dict[str, Any] | None, if_match: int | None) -> None:

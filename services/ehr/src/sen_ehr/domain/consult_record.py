@@ -24,9 +24,9 @@ import uuid
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 from sen_shared.auth import Principal
 from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
 
@@ -124,33 +124,19 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
 
 
 def create_once(store: Store, resource: dict[str, Any], rid: str) -> bool:
-    """Insert ``resource`` as version 1 of ``rid`` unless it exists; True when written now."""
-    rtype = resource["resourceType"]
-    w = store.prepare_create(resource, rid)
+    """Insert ``resource`` as version 1 of ``rid`` unless it exists; True when written now.
+
+    Version 1 is claimed like any create (its history document first): a redelivery loses the
+    claim (409) and writes nothing; a first delivery that died between its claim and its current
+    write is rolled forward by the store once the claim is older than its grace period.
+    """
     try:
-        store.current(rtype).insert_one(w.doc)
-    except DuplicateKeyError:
-        _repair_history(store, rtype, rid)
+        store.create(resource, rid)
+    except FhirError as err:
+        if err.status != 409:
+            raise
         return False
-    try:
-        store.history(rtype).insert_one(w.history)
-    except DuplicateKeyError:
-        pass
     return True
-
-
-def _repair_history(store: Store, rtype: str, rid: str) -> None:
-    """An earlier delivery inserted the resource and may have died before its history version: add it."""
-    if store.history(rtype).count_documents({"_id": f"{rid}/1"}, limit=1):
-        return
-    cur = store.current(rtype).find_one({"_id": rid, "v": 1}, {"res": 1, "lu": 1})
-    if cur is None:
-        return
-    try:
-        store.history(rtype).insert_one({"_id": f"{rid}/1", "id": rid, "v": 1, "lu": cur["lu"], "del": False,
-                                         "m": "POST", "res": cur["res"]})
-    except DuplicateKeyError:
-        pass
 
 
 def handle_consult_completed(event: dict[str, Any], db: Database) -> tuple[bool, bool]:
