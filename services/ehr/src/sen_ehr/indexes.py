@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
-from sen_shared.fhir.store import HISTORY_SUFFIX
+from sen_shared.fhir.store import HISTORY_SUFFIX, store_indexes
 
 from .domain import RESOURCE_TYPES, grants
 
@@ -34,10 +34,12 @@ def _fhir_indexes() -> list[mongo.Index]:
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),)))
     out.append(mongo.Index("_journal", (("state", 1),)))
-    return out
+    return [*out, *store_indexes()]
 
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes(), *grants.INDEXES]
+# the events of a FHIR write wait in its version's history document (sen_shared.fhir.store)
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes([t + HISTORY_SUFFIX for t in RESOURCE_TYPES]),
+                              *_fhir_indexes(), *grants.INDEXES]
 
 
 def main() -> int:

@@ -1,10 +1,25 @@
-"""The outbox without transactions: events ride in the document they come from.
+"""The outbox without transactions: events ride in the record they come from.
 
-A change and the events it causes are written by ONE single-document update
-(``with_events``) or insert (``new_document``): each event is appended to the
-document's ``outbox`` array and the top-level flag ``outbox_pending`` is set
-to true. FerretDB pushes down only top-level equality, so the relay finds
-work with ``{outbox_pending: true}`` (an index on it serves MongoDB).
+A change and the events it causes are written by ONE insert (``new_document``)
+of the change's immutable record: each event is an entry of the document's
+``outbox`` array and the top-level flag ``outbox_pending`` is true. The FHIR
+store puts a version's events in the version's history document (fhir/store.py),
+billing in its payment and receipt records, teleconsult in its claim links.
+FerretDB pushes down only top-level equality, so the relay finds work with
+``{outbox_pending: true}`` (an index on it serves MongoDB).
+
+**Single writer.** FerretDB 1.24 applies an update as an unlocked read-modify-
+write (ARCHITECTURE.md §2): the relay's update that empties an outbox would
+revert anything another writer changed in the same document meanwhile. So once
+a document is pending, the relay is its only writer: nothing else may update a
+document of an outbox collection (several relays on one collection only
+duplicate deliveries; they write the same values). ``with_events`` (events in
+an ``update_one`` of the changed document) is kept for code whose document has
+no other writer while events are pending; the FHIR store no longer uses it.
+A relay may be given a *gate* per collection (the FHIR store's ``HistoryGate``):
+a check run on each batch before publishing, which holds back or prepares
+documents (a FHIR version whose current write has not landed is rolled forward
+first).
 
 :class:`OutboxRelay` polls each collection, publishes a document's pending
 entries in order with confirms, then removes the sent entries with
@@ -34,7 +49,10 @@ PostgreSQL rewriting it (every index of the collection) to empty its outbox.
 
 A crash between publish and removal republishes the entry: the delivery is
 at-least-once and consumers deduplicate by event id (``apply_once``).
-Several relays on one collection also only duplicate.
+Several relays on one collection also only duplicate. The careful way
+(``$pullAll``, the guarded flag update) is what remains of the time requests
+appended to pending documents; with one writer a document it finds nothing to
+do.
 
 A document whose publish fails for a reason other than the broker being
 down (unroutable, nacked, invalid) is counted in ``outbox_attempts`` with the
@@ -49,8 +67,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from pymongo import UpdateOne
 from pymongo.database import Database
@@ -73,6 +91,15 @@ SPREAD_VALUES = [f"{i:02x}" for i in range(256)]
 # Services list these in their INDEXES; the collections are known only to the service,
 # so the relay also ensures its own index at start (see OutboxRelay.ensure_indexes).
 OUTBOX_INDEXES: list[mongo.Index] = []
+
+
+class Gate(Protocol):
+    """A per-collection check before publishing: the documents of a batch that may go out now.
+    ``fields`` are the extra fields it reads (added to the relay's projection)."""
+
+    fields: Sequence[str]
+
+    def __call__(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 def outbox_indexes(collections: Iterable[str]) -> list[mongo.Index]:
@@ -118,10 +145,13 @@ class OutboxRelay:
     """Publishes the pending outbox entries of ``collections`` in ``db``."""
 
     def __init__(self, db: Database, publisher: Publisher, collections: Sequence[str], *, batch: int = 100,
-                 poll_interval: float = 0.5, max_backoff: float = 30.0) -> None:
+                 poll_interval: float = 0.5, max_backoff: float = 30.0,
+                 gates: Mapping[str, Gate | Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] | None = None,
+                 ) -> None:
         self.db = db
         self.publisher = publisher
         self.collections = list(collections)
+        self.gates = dict(gates or {})
         self.batch = batch
         self.bucket_batch = batch * 10  # documents one bucket's query may return in crowded mode
         self.poll_interval = poll_interval
@@ -148,8 +178,16 @@ class OutboxRelay:
             skipped = [doc_id for (c, doc_id) in self._skip if c == name]
             if skipped:
                 query["_id"] = {"$nin": skipped}
-            count += self._relay_all(name, self._pending(name, query))
+            docs = self._pending(name, query)
+            gate = self.gates.get(name)
+            if gate is not None and docs:
+                docs = gate(docs)
+            count += self._relay_all(name, docs)
         return count
+
+    def _projection(self, name: str, *fields: str) -> dict[str, int]:
+        gate = self.gates.get(name)
+        return {f: 1 for f in (OUTBOX, *fields, *getattr(gate, "fields", ()))}
 
     def _pending(self, name: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Up to a batch of pending documents; one id bucket at a time while the collection is crowded.
@@ -161,7 +199,7 @@ class OutboxRelay:
         coll = self.db[name]
         state = self._crowded.get(name)
         if state is None:
-            docs = list(coll.find(query, {OUTBOX: 1, SPREAD: 1}, limit=self.batch))
+            docs = list(coll.find(query, self._projection(name, SPREAD), limit=self.batch))
             if len(docs) >= self.batch and any(SPREAD in d for d in docs):
                 self._crowded[name] = (0, 0)
             return docs
@@ -169,7 +207,8 @@ class OutboxRelay:
         while True:
             # FerretDB decodes every pending document of the bucket whatever the limit: take
             # them all (up to a bound), not a batch of them
-            docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, {OUTBOX: 1}, limit=self.bucket_batch))
+            docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, self._projection(name),
+                                  limit=self.bucket_batch))
             found += len(docs)
             if len(docs) >= self.bucket_batch:  # more in this bucket: stay on it
                 break
@@ -230,6 +269,7 @@ class OutboxRelay:
         to pull from the emptied ones) and the guarded flag update."""
         if not docs:
             return 0
+        # single writer: the relay (ARCHITECTURE.md §3): no request updates a pending document
         emptied = mongo.bulk_update(coll, [
             UpdateOne({"_id": d["_id"], OUTBOX: d[OUTBOX]},
                       {"$set": {OUTBOX: [], PENDING: False}, "$unset": {ATTEMPTS: "", ERROR: ""}}) for d in docs])
@@ -242,13 +282,15 @@ class OutboxRelay:
         return sum(len(d[OUTBOX]) for d in docs)
 
     def _clear_flag(self, coll: Any, doc: Mapping[str, Any]) -> None:
+        # single writer: the relay, as in _empty
         coll.update_one({"_id": doc["_id"], PENDING: True, OUTBOX: {"$size": 0}},
                         {"$set": {PENDING: False}, "$unset": {ATTEMPTS: "", ERROR: ""}})
 
     def _settle(self, coll: Any, name: str, doc: Mapping[str, Any], entries: list[dict[str, Any]],
                 sent: list[dict[str, Any]], failed: BusError | None) -> int:
         """A document not fully sent (or holding entries that were not pending): remove what was
-        sent; on a failure other than the broker being away, count it and back off."""
+        sent; on a failure other than the broker being away, count it and back off.
+        Single writer of these updates: the relay, as in :meth:`_empty`."""
         if sent:
             coll.update_one({"_id": doc["_id"]}, {"$pullAll": {OUTBOX: sent}})
         if isinstance(failed, BusUnavailable):

@@ -2,7 +2,8 @@
 
 ``python -m sen_<svc>.worker`` calls :func:`run_worker` with the handlers of
 the consumer purposes it owns (keys of the catalog's ``consumers``) and the
-collections that carry an outbox. Each consumer runs in its own thread on its
+collections that carry an outbox (a FHIR resource type there means its
+``<Type>_history`` collection: fhir/store.py's ``relay_targets``). Each consumer runs in its own thread on its
 own connection and reconnects after a broker restart; the relay runs in one
 more thread with its own publisher. SIGTERM or SIGINT (or ``stop``) ends
 them: a message being handled is finished and acked first.
@@ -70,7 +71,12 @@ def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_co
             threads.append(threading.Thread(target=consumer.run, args=(stop,), name=f"consumer:{purpose}",
                                             daemon=True))
         if outbox_collections:
-            relay = OutboxRelay(db, publisher, outbox_collections, poll_interval=poll_interval)
+            # a FHIR resource type stands for its history collection, where its versions' events
+            # wait, with the gate that rolls a crashed write forward before its events go out
+            from ..fhir.store import relay_targets
+
+            collections, gates = relay_targets(db, outbox_collections)
+            relay = OutboxRelay(db, publisher, collections, poll_interval=poll_interval, gates=gates)
             try:
                 relay.ensure_indexes()
             except Exception as err:  # noqa: BLE001 - the relay works without its index, only slower

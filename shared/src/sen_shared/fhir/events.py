@@ -1,9 +1,10 @@
 """The events a FHIR write causes (``<service>.<resource>.created|updated|deleted``), as outbox entries.
 
-Every write puts its events in the same single-document update or insert as
-the change (ARCHITECTURE.md §3, outbox without transactions). The event names
-the resource and its version, never clinical content: consumers that need
-more read the resource.
+Every write puts its events in the insert that claims its version: the
+version's history document (ARCHITECTURE.md §3, outbox without transactions;
+store.py). The event names the resource and its version, never clinical
+content: consumers that need more read the resource. ``with_events`` and
+``new_document`` remain for other users of the generic outbox.
 """
 
 from __future__ import annotations
