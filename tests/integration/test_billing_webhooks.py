@@ -484,3 +484,16 @@ def test_a_settlement_whose_winner_died_is_finished_by_the_repair_job(billing) -
     assert db["receipts"].find_one({"_id": iid})["paid"] == 25000
     assert invoice_status(db, iid) == "balanced"
     assert receipts.repair_settlements(db) == 0  # nothing left to finish
+
+
+def test_a_shift_closed_from_five_tabs_at_once_closes_once(billing, dev_key: Path) -> None:
+    url, db = billing
+    h = cashier(dev_key, "org-a", sub=f"cashier-{uuid.uuid4().hex[:6]}")
+    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 100000}, headers=h, timeout=30).status_code == 201
+    body = {"countedCash": 100000, "countedTransfers": 0}
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: httpx.post(f"{url}/payments/shifts/current/close", json=body, headers=h,
+                                                     timeout=30), range(5)))
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409, 409]
+    [closed] = [a.json() for a in answers if a.status_code == 200]
+    assert db["shifts"].count_documents({"state": "closed", "cashier": closed["cashier"]}) == 1
