@@ -286,7 +286,7 @@ def proposal(av: Availability, slot: SlotTime, *, patient: str | None = None,
         participants.insert(0, {"actor": {"reference": patient}, "required": "required", "status": "needs-action"})
     res: dict[str, Any] = {
         "resourceType": "Appointment", "status": "proposed",
-        "specialty": [copy.deepcopy(s) for s in av.specialties],
+        "specialty": list(av.specialties),  # shared, never changed: a proposal is serialized at once
         "start": iso_local(slot.start), "end": iso_local(slot.end), "minutesDuration": av.slot_minutes,
         "slot": [{"reference": f"Slot/{slot.id}"}],
         "participant": participants or [{"actor": {"reference": f"Schedule/{av.schedule}"}, "status": "needs-action"}],
@@ -723,7 +723,7 @@ def slot_resource(av: Availability, slot: SlotTime, link: dict[str, Any] | None,
         "resourceType": "Slot", "id": slot.id,
         "meta": {"versionId": str((link or {}).get("n", 0) + 1)},
         "schedule": {"reference": f"Schedule/{av.schedule}"},
-        "specialty": [copy.deepcopy(s) for s in av.specialties],
+        "specialty": list(av.specialties),  # shared, never changed: a proposal is serialized at once
         "status": slot_status(link, now),
         "start": iso_local(slot.start), "end": iso_local(slot.end),
     }
