@@ -27,6 +27,39 @@ INDEXES += [
 ]
 
 
+
+# the FHIR store (fhir_server.py) and invoices (domain/invoices.py)
+def _fhir_indexes() -> list[mongo.Index]:
+    from sen_shared.fhir.search.definitions import params_for
+    from sen_shared.fhir.store import HISTORY_SUFFIX
+
+    from .fhir_server import RESOURCE_TYPES
+
+    searched = ("identifier", "patient", "subject", "beneficiary", "status", "issuer", "owner", "requestor",
+                "performing-organization", "account", "url")
+    out: list[mongo.Index] = []
+    for rtype in RESOURCE_TYPES:
+        out += [mongo.Index(rtype, (("lu", 1),)), mongo.Index(rtype, (("b2", 1), ("_id", 1))),
+                mongo.Index(rtype, (("b4", 1),)), mongo.Index(rtype, (("b1", 1),)),
+                mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))),
+                mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),))]
+        have = params_for(rtype)
+        out += [mongo.Index(rtype, ((f"sp_{code}", 1),)) for code in searched if code in have]
+    return out
+
+
+def _invoice_indexes() -> list[mongo.Index]:
+    from sen_shared import idempotency_key
+
+    from .domain import invoices
+
+    return [*chain_indexes(invoices.STATES), *chain_indexes(invoices.QR_CODES),
+            *outbox_indexes([invoices.STATES]), *idempotency_key.INDEXES]
+
+
+INDEXES += [*_fhir_indexes(), *_invoice_indexes()]
+
+
 def main() -> int:
     from sen_shared.entrypoints import run_indexes
 

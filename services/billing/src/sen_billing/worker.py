@@ -1,7 +1,8 @@
 """The billing worker process: event consumers, the outbox relay and the periodic jobs.
 
 Publishes its own events through the outbox relay: ``billing.payment.received`` (in each
-payment) and ``billing.invoice.paid`` (in each receipt).
+payment), ``billing.invoice.paid`` (in each receipt) and ``billing.invoice.issued`` (in each
+invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start.
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -12,6 +13,7 @@ Run as `python -m sen_billing.worker`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -21,8 +23,43 @@ from .config import BillingSettings, settings_from_env
 
 log = logging.getLogger("sen.billing.worker")
 
-HANDLERS: dict[str, Any] = {}
-OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts"]  # billing.payment.received, billing.invoice.paid
+CONSULT_CHARGE = "billing.consult-charge"
+
+
+def consult_charge(event: dict[str, Any], db: Any) -> None:
+    """Queue billing.consult-charge: ``teleconsult.consult.requested`` remembers the consult's
+    specialty; ``teleconsult.consult.completed`` makes its ChargeItem and issued Invoice, exactly
+    once however often it arrives (domain/invoices.py)."""
+    from sen_shared.bus.catalog import event_type
+
+    from .domain import invoices
+
+    kind = str(event.get("type", ""))
+    if kind == event_type(invoices.REQUESTED_EVENT):
+        invoices.remember_request(db, event)
+    elif kind == event_type(invoices.CONSULT_EVENT):
+        settings = _settings()
+        invoices.charge_consult(db, event, level_of=settings.level_of, base_salary=settings.base_salary)
+
+
+@functools.cache
+def _settings() -> BillingSettings:
+    return settings_from_env()
+
+
+def load_price_list(settings: BillingSettings) -> int:
+    """The price list file's missing entries, created at start (idempotent: an admin's edits are kept)."""
+    from sen_shared.mongo import database
+
+    from .domain import pricing
+
+    return pricing.load(database(settings.mongo_url, settings.db_name), settings.price_list_file or None)
+
+
+HANDLERS: dict[str, Any] = {CONSULT_CHARGE: consult_charge}
+# billing.payment.received (in each payment), billing.invoice.paid (in each receipt),
+# billing.invoice.issued (in each invoice's "issued" link)
+OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts", "invoice_states"]
 
 
 def settlements_job(settings: BillingSettings) -> Callable[[], int]:
@@ -55,6 +92,10 @@ def main() -> int:
 
     settings = settings_from_env()
     setup_logging(f"{settings.service}-worker", settings.log_level)
+    try:
+        log.info("price list loaded", extra={"created": load_price_list(settings)})
+    except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
+        log.exception("price list not loaded")
     stop = threading.Event()
     threads = []
     for name, (interval, factory) in PERIODIC.items():

@@ -1,0 +1,98 @@
+"""Invoice operations: ``$issue``, ``$cancel`` and ``$vietqr`` (thin handlers over domain/invoices.py).
+
+Cashiers act on their own facility's invoices only, admins on every facility's
+(``BillingFhirServer.invoice_for``). Errors are OperationOutcomes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Response, request
+from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import etag
+from sen_shared.idempotency_key import idempotent
+from sen_shared.runtime import current
+
+from ..domain import invoices as inv
+from ..domain import vietqr
+from ..fhir_server import BillingFhirServer
+
+Reply = Any
+
+
+def _fhir() -> BillingFhirServer:
+    return current().extras["fhir"]
+
+
+def _answer(req: FhirRequest, rid: str, status: int = 200) -> Reply:
+    doc = _fhir().store().read_doc("Invoice", rid)
+    return to_connexion(FhirResponse(status, doc["res"], {"ETag": etag(doc["v"])}), req)
+
+
+@idempotent()
+def issue(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
+    """draft → issued (publishes billing.invoice.issued); issuing an issued invoice answers it again."""
+    req = from_flask("Invoice", id, body=False)
+    _fhir().invoice_for(id)
+    inv.issue(_fhir().db, id)
+    return _answer(req, id)
+
+
+def _reason(body: Any) -> str:
+    """The reason of a cancellation: a Parameters ``reason`` (valueString) or ``{"reason": ...}``."""
+    text = None
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for part in body.get("parameter") or []:
+            if isinstance(part, dict) and part.get("name") == "reason":
+                text = part.get("valueString")
+    elif isinstance(body, dict):
+        text = body.get("reason")
+    if not isinstance(text, str) or not text.strip() or len(text) > 500:
+        raise FhirError("a cancellation needs a reason (Parameters 'reason', 1-500 characters)", status=422,
+                        expression=["Parameters.parameter.where(name='reason')"])
+    return text.strip()
+
+
+@idempotent()
+def cancel(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
+    """draft or issued → cancelled, with a reason; refused once anything was paid toward it."""
+    req = from_flask("Invoice", id)
+    _fhir().invoice_for(id)
+    inv.cancel(_fhir().db, id, _reason(req.body))
+    return _answer(req, id)
+
+
+def vietqr_code(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
+    """The invoice's VietQR: JSON {payload, reference, amount, expiresAt}, or the image
+    (``_format=png`` / ``svg``). A new payload once the last one expired or the balance changed."""
+    fmt = (request.args.get("_format") or "json").lower()
+    if fmt not in ("json", "application/json", "application/fhir+json", "png", "image/png", "svg",
+                   "image/svg+xml"):
+        raise FhirError(f"_format={fmt} is not served here: json, png or svg", status=406)
+    settings = _fhir().settings
+    _fhir().invoice_for(id)
+    if not settings.bank_bin or not settings.bank_account:
+        raise FhirError("no receiving bank account is configured (SEN_BANK_BIN, SEN_BANK_ACCOUNT)", status=503,
+                        code="transient")
+    bank = inv.Bank(settings.bank_bin, settings.bank_account, settings.bank_account_name)
+    qr = inv.current_qr(_fhir().db, id, bank, timedelta(seconds=settings.qr_ttl_seconds))
+    expires = inv.iso_vn(qr["expires"])
+    headers = {"Cache-Control": "no-store", "X-VietQR-Expires": expires}
+    if fmt in ("png", "image/png"):
+        return Response(vietqr.png(qr["payload"]), 200, headers, content_type="image/png")
+    if fmt in ("svg", "image/svg+xml"):
+        return Response(vietqr.svg(qr["payload"]), 200, headers, content_type="image/svg+xml")
+    body = {"payload": qr["payload"], "reference": qr["reference"], "amount": int(qr["amount"]),
+            "amountText": inv.vnd(qr["amount"]), "currency": "VND", "expiresAt": expires,
+            "bank": {"bin": bank.bin, "account": bank.account, "name": bank.name or None},
+            "invoice": f"Invoice/{id}"}
+    return Response(_json(body), 200, headers, content_type="application/json")
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(body, ensure_ascii=False).encode()

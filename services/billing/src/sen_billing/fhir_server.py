@@ -1,0 +1,316 @@
+"""The billing FHIR server: the shared engine (``sen_shared.fhir.rest``) with billing's rules in front.
+
+Billing holds no clinical record, so its policy is by role and facility, not by patient
+(the EHR's patient-reach policy in ``sen_shared.fhir.access`` has nothing to reach here):
+
+- ``admin``: everything below, every facility; the only role that writes the price list
+  (ChargeItemDefinition: create, update, patch, delete; each change a new version in the
+  store's history) and Accounts.
+- ``health-dept``: reads everything.
+- ``cashier``: reads and searches ChargeItem, Account, Invoice and PaymentReconciliation of
+  their OWN facility only (``performingOrganization``, ``owner``, ``issuer``, ``requestor``);
+  another facility's is 403 on read and absent from searches. Adds charges by hand (ChargeItem
+  create, for their facility; the price comes from the price list, never from the body) and
+  makes invoices of them (Invoice create, then ``$issue``; ``$cancel``). Records a patient's
+  BHYT card as a Coverage (create, update; every facility's cashiers see Coverage: the card
+  belongs to the patient, not the facility).
+- everyone signed in: reads the price list.
+
+Invoices change only through their operations (``$issue``, ``$cancel``; ``balanced`` comes
+from payments): a plain update, patch or delete of an Invoice is 405, as is any write of a
+PaymentReconciliation (the settlement writes it). A ChargeItem on an invoice is not changed
+by hand (405 for update/patch/delete; admin may delete one not yet invoiced). Batch and
+transaction Bundles are refused (405): every billing write goes through these checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sen_shared.auth import current_principal
+from sen_shared.fhir.http import FhirRequest, FhirResponse
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.rest import FhirServer
+
+from .domain import invoices as inv
+from .domain import pricing
+
+RESOURCE_TYPES: tuple[str, ...] = ("ChargeItemDefinition", "ChargeItem", "Account", "Invoice",
+                                   "PaymentReconciliation", "Coverage")
+# the element and index field naming each facility-scoped resource's facility
+FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
+                  "ChargeItem": ("performingOrganization", "sp_performing-organization"),
+                  "Account": ("owner", "sp_owner"),
+                  "PaymentReconciliation": ("requestor", "sp_requestor")}
+READERS = frozenset({"admin", "health-dept", "cashier"})
+
+
+def forbidden(detail: str) -> FhirError:
+    return FhirError(f"forbidden: {detail}", status=403, code="forbidden")
+
+
+def _not_allowed(detail: str) -> FhirError:
+    return FhirError(detail, status=405, code="not-supported")
+
+
+class _NoAuditor:
+    """Billing holds no clinical data: its FHIR reads are not written to an AuditEvent trail
+    (the EHR's are). The shared test helpers flush a server's auditor; nothing to flush here."""
+
+    def flush(self) -> None:
+        return None
+
+
+class BillingFhirServer(FhirServer):
+    """:class:`FhirServer` for billing; ``settings`` gives the base salary for new invoices."""
+
+    def __init__(self, config: Any, db: Any, settings: Any) -> None:
+        super().__init__(config, db)
+        self.settings = settings
+        self.auditor = _NoAuditor()
+
+    # ------------------------------------------------------------------ who
+
+    @staticmethod
+    def principal() -> Any:
+        return current_principal()
+
+    @staticmethod
+    def facility_of(principal: Any) -> str | None:
+        """``Organization/<facility>`` a caller is limited to (a cashier), None for the unrestricted."""
+        roles = principal.roles
+        if roles & {"admin", "health-dept"}:
+            return None
+        if "cashier" in roles:
+            if not principal.facility:
+                raise forbidden("a cashier's token names no facility")
+            return f"Organization/{principal.facility}"
+        return None
+
+    def _read_check(self, rtype: str) -> Any:
+        p = self.principal()
+        if rtype == "ChargeItemDefinition":
+            return p
+        if not p.roles & READERS:
+            raise forbidden(f"{rtype} is read by cashiers, the health department and admins only")
+        return p
+
+    def _check_head(self, p: Any, rtype: str, rid: str | None) -> None:
+        mine = self.facility_of(p)
+        if mine is None or rtype not in FACILITY_FIELD or rid is None:
+            return
+        head = self.store().head(rtype, rid)
+        if head is None or head.get("del"):
+            return  # the engine answers 404 / 410
+        values = head.get(FACILITY_FIELD[rtype][1]) or []
+        if mine not in values:
+            raise forbidden(f"this {rtype} belongs to another facility")
+
+    def _write_check(self, req: FhirRequest, verb: str) -> Any:
+        rtype = self.check_type(req.resource_type)
+        p = self.principal()
+        if rtype == "PaymentReconciliation":
+            raise _not_allowed("PaymentReconciliation is written by the settlement of a paid invoice, not by hand")
+        if rtype == "Invoice" and verb != "create":
+            raise _not_allowed("an Invoice changes through its operations: Invoice/{id}/$issue and $cancel "
+                               "(balanced when paid)")
+        if "admin" in p.roles:
+            return p
+        if rtype == "ChargeItemDefinition":
+            raise forbidden("the price list is changed by admins only")
+        if "cashier" not in p.roles or rtype == "Account":
+            raise forbidden(f"{verb} of {rtype} is not allowed for this role")
+        if rtype == "ChargeItem" and verb != "create":
+            raise _not_allowed("a ChargeItem is not changed by hand once entered; ask an admin")
+        return p
+
+    # ------------------------------------------------------------------ reads
+
+    async def prefetch_read(self, req: FhirRequest) -> dict[str, Any] | None:  # the shared read handler's hook
+        return None
+
+    def read(self, req: FhirRequest, prefetched: dict[str, Any] | None = None,  # noqa: ARG002 - the hook's
+             doc: dict[str, Any] | None = None) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        p = self._read_check(rtype)
+        self._check_head(p, rtype, req.rid)
+        return super().read(req, doc)
+
+    def vread(self, req: FhirRequest) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        p = self._read_check(rtype)
+        self._check_head(p, rtype, req.rid)
+        return super().vread(req)
+
+    def history(self, req: FhirRequest) -> FhirResponse:
+        p = self.principal()
+        if req.resource_type is None or (req.rid is None and req.resource_type != "ChargeItemDefinition"):
+            if self.facility_of(p) is not None or not p.roles & READERS:
+                raise forbidden("type and system history are for admins and the health department")
+        if req.resource_type is not None:
+            rtype = self.check_type(req.resource_type)
+            self._read_check(rtype)
+            self._check_head(p, rtype, req.rid)
+        return super().history(req)
+
+    def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
+               self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
+        rtype = self.check_type(req.resource_type)
+        p = self._read_check(rtype)
+        if req.param("_include") or req.param("_revinclude"):
+            if self.facility_of(p) is not None:
+                raise FhirError("_include and _revinclude are not served to cashiers", status=400)
+        mine = self.facility_of(p)
+        if mine is not None and rtype in FACILITY_FIELD:
+            own = {FACILITY_FIELD[rtype][1]: mine}
+            extra_filter = {"$and": [extra_filter, own]} if extra_filter else own
+        return super().search(req, extra, self_path, extra_filter)
+
+    def compartment_search(self, req: FhirRequest) -> FhirResponse:
+        return super().compartment_search(req)  # goes through search()
+
+    def everything(self, req: FhirRequest) -> FhirResponse:
+        raise FhirError("Patient/$everything is served by the EHR", status=404, code="not-supported")
+
+    def bundle(self, req: FhirRequest) -> FhirResponse:
+        raise _not_allowed("billing takes no batch or transaction Bundles; write each resource on its own")
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, req: FhirRequest) -> FhirResponse:
+        p = self._write_check(req, "create")
+        rtype = req.resource_type
+        if rtype == "ChargeItemDefinition":
+            pricing.check_definition(req.body)
+        elif rtype == "ChargeItem":
+            return self._create_charge(req, p)
+        elif rtype == "Invoice":
+            return self._create_invoice(req, p)
+        return super().create(req)
+
+    def update(self, req: FhirRequest) -> FhirResponse:
+        self._write_check(req, "update")
+        if req.resource_type == "ChargeItemDefinition":
+            pricing.check_definition(req.body)
+        return super().update(req)
+
+    def conditional_update(self, req: FhirRequest) -> FhirResponse:
+        self._write_check(req, "update")
+        if req.resource_type == "ChargeItemDefinition":
+            pricing.check_definition(req.body)
+        return super().conditional_update(req)
+
+    def patch(self, req: FhirRequest) -> FhirResponse:
+        self._write_check(req, "patch")
+        if req.resource_type == "ChargeItemDefinition":
+            doc = self.store().read_doc("ChargeItemDefinition", req.rid or "")
+            from sen_shared.fhir.patch import apply_patch
+
+            pricing.check_definition(apply_patch(doc["res"], req.body))
+        return super().patch(req)
+
+    def delete(self, req: FhirRequest) -> FhirResponse:
+        self._write_check(req, "delete")
+        if req.resource_type == "ChargeItem" and req.rid and \
+                self.db[inv.CHARGE_INVOICED].find_one({"_id": req.rid}, {"_id": 1}) is not None:
+            raise FhirError("this ChargeItem is on an invoice; cancel the invoice instead", status=409,
+                            code="conflict")
+        return super().delete(req)
+
+    # ------------------------------------------------------------------ charges and invoices by hand
+
+    def _facility_for_write(self, p: Any, given: Any, where: str) -> str:
+        """The facility a write is for: the cashier's own (a different one is 403); admin names it."""
+        ref = given.get("reference") if isinstance(given, dict) else None
+        mine = self.facility_of(p)
+        if mine is not None:
+            if ref is not None and ref != mine:
+                raise forbidden(f"{where} must be your own facility ({mine})")
+            ref = mine
+        if not isinstance(ref, str) or not ref.startswith("Organization/") or len(ref) <= 13:
+            raise FhirError(f"{where} must name the facility (Organization/<id>)", status=422, expression=[where])
+        return ref.split("/", 1)[1]
+
+    def _create_charge(self, req: FhirRequest, p: Any) -> FhirResponse:
+        body = self.body_resource(req)
+        facility = self._facility_for_write(p, body.get("performingOrganization"),
+                                            "ChargeItem.performingOrganization")
+        patient = (body.get("subject") or {}).get("reference")
+        if not isinstance(patient, str) or not patient.startswith("Patient/"):
+            raise FhirError("ChargeItem.subject must be the patient (Patient/<id>)", status=422,
+                            expression=["ChargeItem.subject"])
+        if body.get("priceOverride") is not None and "admin" not in p.roles:
+            raise FhirError("the price comes from the price list; only an admin may override it", status=422,
+                            expression=["ChargeItem.priceOverride"])
+        canon = body.get("definitionCanonical") or []
+        if len(canon) != 1 or not isinstance(canon[0], str):
+            raise FhirError("ChargeItem.definitionCanonical must name one price list entry "
+                            "(its url or ChargeItemDefinition/<id>)", status=422,
+                            expression=["ChargeItem.definitionCanonical"])
+        definition = pricing.definition(self.db, canon[0])
+        qty = (body.get("quantity") or {}).get("value", 1)
+        if isinstance(qty, bool) or not isinstance(qty, int | float) or qty != int(qty) or not 1 <= qty <= 1000:
+            raise FhirError("ChargeItem.quantity.value must be a whole number from 1 to 1000", status=422,
+                            expression=["ChargeItem.quantity"])
+        account = inv.account_for(self.db, patient, facility)
+        item = inv.charge_item(patient=patient, facility=facility, definition=definition, quantity=int(qty),
+                               account=account, enterer=f"Practitioner/{p.practitioner}" if p.practitioner else None,
+                               note=((body.get("note") or [{}])[0] or {}).get("text"))
+        if body.get("priceOverride") is not None:
+            item["priceOverride"] = inv.money(int(body["priceOverride"]["value"]))
+        w = self.store().create(item)
+        return self._answer(req, w, 201)
+
+    def _create_invoice(self, req: FhirRequest, p: Any) -> FhirResponse:
+        """A draft Invoice of the patient's charges named in ``lineItem[].chargeItemReference``;
+        every amount is computed here (the body's are ignored)."""
+        body = self.body_resource(req)
+        facility = self._facility_for_write(p, body.get("issuer"), "Invoice.issuer")
+        patient = (body.get("subject") or {}).get("reference")
+        if not isinstance(patient, str) or not patient.startswith("Patient/"):
+            raise FhirError("Invoice.subject must be the patient (Patient/<id>)", status=422,
+                            expression=["Invoice.subject"])
+        ids = []
+        for i, line in enumerate(body.get("lineItem") or []):
+            ref = (line.get("chargeItemReference") or {}).get("reference", "")
+            if not ref.startswith("ChargeItem/"):
+                raise FhirError("each line names a ChargeItem (chargeItemReference)", status=422,
+                                expression=[f"Invoice.lineItem[{i}].chargeItemReference"])
+            ids.append(ref.split("/", 1)[1])
+        if not ids or len(set(ids)) != len(ids):
+            raise FhirError("an invoice names one or more distinct ChargeItems", status=422,
+                            expression=["Invoice.lineItem"])
+        items = []
+        for cid in ids:
+            try:
+                item = self.store().read_doc("ChargeItem", cid)["res"]
+            except FhirError:
+                raise FhirError(f"ChargeItem/{cid} does not exist", status=422,
+                                expression=["Invoice.lineItem"]) from None
+            if (item.get("performingOrganization") or {}).get("reference") != f"Organization/{facility}":
+                raise forbidden(f"ChargeItem/{cid} belongs to another facility")
+            if (item.get("subject") or {}).get("reference") != patient:
+                raise FhirError(f"ChargeItem/{cid} is another patient's", status=422, expression=["Invoice.lineItem"])
+            items.append(item)
+        from sen_shared.fhir.store import new_id
+
+        rid = new_id()
+        res = inv.create_draft(self.db, rid, patient=patient, facility=facility, items=items,
+                               base_salary=self.settings.base_salary)
+        doc = self.store().read_doc("Invoice", rid)
+        from sen_shared.fhir.http import version_headers, write_answer
+        from sen_shared.fhir.store_time import iso
+
+        headers = version_headers(req.base, "Invoice", rid, int(doc["v"]), iso(doc["lu"]), location=True)
+        return write_answer(req, 201, res, headers, f"Invoice/{rid} created (draft)")
+
+    def invoice_for(self, rid: str) -> dict[str, Any]:
+        """The Invoice ``rid`` if the caller may act on it (cashier: own facility; admin)."""
+        p = self.principal()
+        if not p.roles & {"admin", "cashier"}:
+            raise forbidden("invoices are handled by cashiers and admins")
+        self._check_head(p, "Invoice", rid)
+        return self.store().read_doc("Invoice", rid)["res"]
+
+
+__all__ = ["FACILITY_FIELD", "RESOURCE_TYPES", "BillingFhirServer"]

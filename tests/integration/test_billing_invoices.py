@@ -1,0 +1,398 @@
+"""Charges, invoices, BHYT and the VietQR code: billing's FHIR server on FerretDB.
+
+- the price list: loaded from its file once (a second load creates nothing and keeps an admin's
+  edit), edited by admins only, every change a version in the history;
+- ``teleconsult.consult.completed`` 5 times (one after another, and 5 at once) → one ChargeItem,
+  one Invoice (draft then issued: two versions), one ``billing.invoice.issued`` in the outbox;
+- BHYT at 80/95/100 % and under the threshold, through the Coverage a cashier records;
+- cashiers: their own facility only (read 403, search empty, writes 403), charges by hand,
+  invoice of them, $issue, $cancel;
+- ``$vietqr``: the payload (parsed back, amount = balance due, reference with its check symbol),
+  a PNG that zbarimg decodes to the same payload, SVG, expiry → a new payload.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sen_billing import worker
+from sen_billing.domain import invoices, pricing, vietqr
+from sen_billing.worker import consult_charge
+from sen_shared.auth import issue_dev_token
+from sen_shared.bus.catalog import event_type
+from sen_shared.bus.outbox import entry_event
+from sen_shared.fhir.store import Store
+
+from tests.support import ROOT, app_client
+
+pytestmark = pytest.mark.integration
+
+FHIR = "application/fhir+json"
+EXAMPLE = json.loads((ROOT / "specs/events/examples/teleconsult.consult.completed.json").read_text(encoding="utf-8"))
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001234567", "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DEMO",
+        "SEN_FACILITY_LEVELS": json.dumps({"org-prov": "province"})}
+
+
+@pytest.fixture()
+def billing(base_env: dict[str, str], mongo_client, monkeypatch: pytest.MonkeyPatch):
+    db_name = f"sen_billing_i{uuid.uuid4().hex[:8]}"
+    for key, value in {**base_env, **BANK, "SEN_DB": db_name}.items():  # the worker's settings
+        monkeypatch.setenv(key, value)
+    worker._settings.cache_clear()
+    with app_client("billing", {**base_env, **BANK}, db_name, mongo_client) as (client, app):
+        db = mongo_client[db_name]
+        pricing.load(db)
+        yield client, db
+
+
+def token(dev_key: Path, role: str, facility: str | None = None) -> dict[str, str]:
+    claims = {"facility": facility} if facility else {}
+    tok = issue_dev_token(dev_key, role, sub=f"{role}-{uuid.uuid4().hex[:6]}", **claims)
+    return {"Authorization": f"Bearer {tok}", "Content-Type": FHIR, "Accept": FHIR}
+
+
+def completed(sr: str, patient: str, clinic: str = "org-a") -> dict:
+    event = copy.deepcopy(EXAMPLE)
+    event["id"] = str(uuid.uuid4())
+    event["subject"] = f"ServiceRequest/{sr}"
+    event["data"].update(serviceRequest=f"ServiceRequest/{sr}", patient=patient, requester=f"Organization/{clinic}")
+    return event
+
+
+def requested(sr: str, specialty: str) -> dict:
+    return {"id": str(uuid.uuid4()), "type": event_type("teleconsult.consult.requested"),
+            "data": {"serviceRequest": f"ServiceRequest/{sr}", "specialty": specialty,
+                     "requester": "Organization/org-a", "district": "Huyện Cao Lãnh"}}
+
+
+def store(db) -> Store:
+    return Store(db, service="billing", emit_events=False)
+
+
+def record_card(client, headers, patient: str, card: str) -> None:
+    cov = {"resourceType": "Coverage", "status": "active", "subscriberId": card,
+           "identifier": [{"system": "https://sen.vn/fhir/sid/bhyt", "value": card}],
+           "beneficiary": {"reference": patient}, "payor": [{"display": "Bảo hiểm xã hội Việt Nam"}]}
+    r = client.post("/fhir/Coverage", json=cov, headers=headers)
+    assert r.status_code == 201, r.text
+
+
+# ----------------------------------------------------------------------------- the price list
+
+def test_price_list_loads_once_and_keeps_an_admins_edit(billing, dev_key) -> None:
+    client, db = billing
+    count = len(pricing.read_file())
+    assert store(db).current("ChargeItemDefinition").count_documents({}) == count
+    admin = token(dev_key, "admin")
+    r = client.get("/fhir/ChargeItemDefinition/consult-394579002-province", headers=admin)
+    assert r.status_code == 200
+    cid = r.json()
+    assert pricing.price(cid) == 350_000
+    cid["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 380_000
+    r = client.put("/fhir/ChargeItemDefinition/consult-394579002-province", json=cid, headers=admin)
+    assert r.status_code == 200, r.text
+    assert pricing.load(db) == 0  # a restart creates nothing and overwrites nothing
+    r = client.get("/fhir/ChargeItemDefinition/consult-394579002-province/_history", headers=admin)
+    versions = [e["resource"]["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] for e in r.json()["entry"]]
+    assert versions == [380_000, 350_000]
+
+
+@pytest.mark.parametrize("role", ["cashier", "doctor", "clinic", "health-dept"])
+def test_only_admins_change_prices(billing, dev_key, role: str) -> None:
+    client, _db = billing
+    headers = token(dev_key, role, "org-a")
+    r = client.get("/fhir/ChargeItemDefinition/kham-benh", headers=headers)
+    assert r.status_code == 200  # everyone reads the price list
+    cid = r.json()
+    cid["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 1
+    assert client.put("/fhir/ChargeItemDefinition/kham-benh", json=cid, headers=headers).status_code == 403
+    assert client.delete("/fhir/ChargeItemDefinition/kham-benh", headers=headers).status_code == 403
+    new = {**cid, "id": None}
+    new.pop("id")
+    assert client.post("/fhir/ChargeItemDefinition", json=new, headers=headers).status_code == 403
+
+
+def test_a_price_is_whole_dong(billing, dev_key) -> None:
+    client, _db = billing
+    admin = token(dev_key, "admin")
+    cid = client.get("/fhir/ChargeItemDefinition/kham-benh", headers=admin).json()
+    cid["propertyGroup"][0]["priceComponent"][0]["amount"] = {"value": 39000.5, "currency": "VND"}
+    r = client.put("/fhir/ChargeItemDefinition/kham-benh", json=cid, headers=admin)
+    assert r.status_code == 422 and r.json()["resourceType"] == "OperationOutcome"
+
+
+# ----------------------------------------------------------------------------- the consult's charge
+
+def _consult_outcome(db, sr: str) -> tuple[list, list, list]:
+    charges = list(store(db).current("ChargeItem").find({}, {"_id": 1}))
+    invs = list(store(db).current("Invoice").find({}, {"_id": 1}))
+    links = list(db[invoices.STATES].find({}))
+    return charges, invs, links
+
+
+def test_consult_completed_five_times_makes_one_charge_and_one_invoice(billing) -> None:
+    _client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    consult_charge(requested(sr, "394579002"), db)
+    for _ in range(5):
+        consult_charge(completed(sr, "Patient/p-1"), db)  # each delivery a new event id
+    charges, invs, links = _consult_outcome(db, sr)
+    assert len(charges) == 1 and len(invs) == 1
+    assert sorted(link["state"] for link in links) == ["draft", "issued"]
+    inv_id = invs[0]["_id"]
+    invoice = store(db).read_doc("Invoice", inv_id)
+    assert invoice["res"]["status"] == "issued" and int(invoice["v"]) == 2  # draft, then issued
+    assert invoice["res"]["totalGross"] == {"value": 250_000, "currency": "VND"}  # cardiology, district level
+    issued = [e for link in links for e in link.get("outbox") or []]
+    assert len(issued) == 1
+    data = entry_event(issued[0])["data"]
+    assert data["invoice"] == f"Invoice/{inv_id}" and data["consult"] == f"ServiceRequest/{sr}"
+    assert data["total"] == 250_000 and data["patientShare"] == 250_000 and data["insurerShare"] == 0
+    assert db[invoices.REFERENCES].find_one({"invoice": inv_id})["_id"] == vietqr.reference_code(inv_id)
+    assert invoices.balance_due(db, inv_id) == 250_000
+
+
+def test_consult_completed_five_times_at_once_makes_one_of_each(billing) -> None:
+    _client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda _: consult_charge(completed(sr, "Patient/p-2"), db), range(5)))
+    charges, invs, links = _consult_outcome(db, sr)
+    assert len(charges) == 1 and len(invs) == 1
+    assert sorted(link["state"] for link in links) == ["draft", "issued"]
+    assert store(db).read_doc("Invoice", invs[0]["_id"])["res"]["status"] == "issued"
+
+
+def test_a_crash_after_the_issued_link_is_rolled_forward_by_the_redelivery(billing) -> None:
+    _client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    event = completed(sr, "Patient/p-3")
+    inv_id = invoices.derived_id("consult", "invoice", f"ServiceRequest/{sr}")
+    real = invoices._roll_forward
+    invoices._roll_forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash"))
+    try:
+        with pytest.raises(RuntimeError):
+            consult_charge(event, db)
+    finally:
+        invoices._roll_forward = real
+    assert store(db).read_doc("Invoice", inv_id)["res"]["status"] == "draft"
+    assert invoices.state(db, inv_id)["state"] == "issued"
+    consult_charge(event, db)  # the broker redelivers
+    assert store(db).read_doc("Invoice", inv_id)["res"]["status"] == "issued"
+    assert db[invoices.STATES].count_documents({"k": inv_id}) == 2
+
+
+def test_consult_price_follows_the_clinics_level(billing) -> None:
+    _client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    consult_charge(requested(sr, "394579002"), db)
+    from sen_billing.config import BillingSettings
+
+    settings = BillingSettings(_env_file=None, MONGO_URL="mongodb://x", AMQP_URL="amqp://x", SEN_DEV_JWT_KEY="k",
+                               SEN_FACILITY_LEVELS={"org-prov": "province"})
+    inv_id = invoices.charge_consult(db, completed(sr, "Patient/p-4", clinic="org-prov"),
+                                     level_of=settings.level_of, base_salary=settings.base_salary)
+    assert store(db).read_doc("Invoice", inv_id)["res"]["totalGross"]["value"] == 350_000
+    # no specialty known: the general consult price at that level
+    sr2 = f"sr-{uuid.uuid4().hex[:8]}"
+    inv2 = invoices.charge_consult(db, completed(sr2, "Patient/p-4", clinic="org-prov"),
+                                   level_of=settings.level_of, base_salary=settings.base_salary)
+    assert store(db).read_doc("Invoice", inv2)["res"]["totalGross"]["value"] == 200_000
+
+
+# ----------------------------------------------------------------------------- BHYT
+
+def _shares(invoice: dict) -> tuple[int, int, int]:
+    ext = {e["url"].rsplit("/", 1)[-1]: e for e in invoice["extension"]}
+    return (invoice["totalGross"]["value"], ext["insurer-share"]["valueMoney"]["value"],
+            ext["patient-share"]["valueMoney"]["value"])
+
+
+@pytest.mark.parametrize(("card", "shares"), [
+    ("DN4010123456789", (450_000, 360_000, 90_000)),     # 80 %
+    ("HT3878701234567", (450_000, 427_500, 22_500)),     # 95 %
+    ("TE1010123456789", (450_000, 450_000, 0)),          # 100 %
+    (None, (450_000, 0, 450_000)),                       # no card
+])
+def test_bhyt_split_on_the_invoice(billing, dev_key, card: str | None, shares: tuple[int, int, int]) -> None:
+    client, db = billing
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    cashier = token(dev_key, "cashier", "org-a")
+    if card:
+        record_card(client, cashier, patient, card)
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    consult_charge(requested(sr, "394583002"), db)
+    inv_id = invoices.charge_consult(db, completed(sr, patient), level_of=lambda _f: "central",
+                                     base_salary=2_340_000)
+    r = client.get(f"/fhir/Invoice/{inv_id}", headers=cashier)
+    assert r.status_code == 200
+    invoice = r.json()
+    assert _shares(invoice) == shares
+    assert invoice["totalNet"]["value"] == shares[2]  # what the patient owes
+    line = invoice["lineItem"][0]["priceComponent"]
+    assert [pc["type"] for pc in line] == ["base", "deduction", "informational"]
+    assert [pc["amount"]["value"] for pc in line] == list(shares)
+    assert invoices.balance_due(db, inv_id) == shares[2]
+
+
+def test_bhyt_under_the_threshold_is_covered_in_full(billing, dev_key) -> None:
+    client, db = billing
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    cashier = token(dev_key, "cashier", "org-a")
+    record_card(client, cashier, patient, "DN4010123456789")  # 80 %
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    consult_charge(requested(sr, "394579002"), db)
+    inv_id = invoices.charge_consult(db, completed(sr, patient), level_of=lambda _f: "district",
+                                     base_salary=2_340_000)  # 250,000 < 351,000
+    invoice = store(db).read_doc("Invoice", inv_id)["res"]
+    assert _shares(invoice) == (250_000, 250_000, 0)
+    applied = {e["url"].rsplit("/", 1)[-1]: e for e in invoice["extension"]}["bhyt-applied-percent"]
+    assert applied["valueUnsignedInt"] == 100
+
+
+# ----------------------------------------------------------------------------- cashiers
+
+def _hand_invoice(client, headers, patient: str, services: list[str]) -> str:
+    items = []
+    for code in services:
+        r = client.post("/fhir/ChargeItem", headers=headers, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
+            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
+        assert r.status_code == 201, r.text
+        items.append(r.json()["id"])
+    r = client.post("/fhir/Invoice", headers=headers, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items],
+        "totalNet": {"value": 1, "currency": "VND"}})  # the body's amounts are ignored
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_cashier_charges_by_hand_and_sees_their_facility_only(billing, dev_key) -> None:
+    client, db = billing
+    a, b = token(dev_key, "cashier", "org-a"), token(dev_key, "cashier", "org-b")
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    inv_id = _hand_invoice(client, a, patient, ["kham-benh", "xn-cong-thuc-mau", "ban-sao-ho-so"])
+    invoice = client.get(f"/fhir/Invoice/{inv_id}", headers=a).json()
+    assert invoice["status"] == "draft" and invoice["issuer"]["reference"] == "Organization/org-a"
+    assert invoice["totalGross"]["value"] == 39_000 + 46_000 + 20_000
+    assert invoice["totalNet"]["value"] == 105_000  # no card
+    # the other facility's cashier
+    assert client.get(f"/fhir/Invoice/{inv_id}", headers=b).status_code == 403
+    assert client.get(f"/fhir/Invoice/{inv_id}/_history", headers=b).status_code == 403
+    assert client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=b).status_code == 403
+    assert client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=b).status_code == 403
+    found = client.get(f"/fhir/Invoice?subject={patient}", headers=b).json()
+    assert not [e for e in found.get("entry", []) if e["search"]["mode"] == "match"]
+    found = client.get(f"/fhir/ChargeItem?subject={patient}", headers=b).json()
+    assert not [e for e in found.get("entry", []) if e["search"]["mode"] == "match"]
+    mine = client.get(f"/fhir/ChargeItem?subject={patient}", headers=a).json()
+    assert len([e for e in mine["entry"] if e["search"]["mode"] == "match"]) == 3
+    # writing for another facility, or naming a price, is refused
+    r = client.post("/fhir/ChargeItem", headers=b, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "x"}, "subject": {"reference": patient},
+        "performingOrganization": {"reference": "Organization/org-a"},
+        "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
+    assert r.status_code == 403
+    r = client.post("/fhir/ChargeItem", headers=a, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "x"}, "subject": {"reference": patient},
+        "definitionCanonical": ["ChargeItemDefinition/kham-benh"], "priceOverride": {"value": 1, "currency": "VND"}})
+    assert r.status_code == 422
+    # the lifecycle goes through the operations
+    assert client.put(f"/fhir/Invoice/{inv_id}", json={**invoice, "status": "balanced"}, headers=a).status_code == 405
+    r = client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
+    assert r.status_code == 200 and r.json()["status"] == "issued"
+    assert client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a).json()["status"] == "issued"
+    assert db[invoices.STATES].count_documents({"k": inv_id}) == 2
+    # a doctor reads no invoices
+    assert client.get(f"/fhir/Invoice/{inv_id}", headers=token(dev_key, "doctor", "org-a")).status_code == 403
+
+
+def test_cancel_needs_a_reason_and_no_payment(billing, dev_key) -> None:
+    client, db = billing
+    a = token(dev_key, "cashier", "org-a")
+    inv_id = _hand_invoice(client, a, "Patient/p-c", ["kham-benh"])
+    client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
+    assert client.post(f"/fhir/Invoice/{inv_id}/$cancel", headers=a, json={
+        "resourceType": "Parameters", "parameter": []}).status_code == 422
+    r = client.post(f"/fhir/Invoice/{inv_id}/$cancel", headers=a, json={
+        "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Nhập nhầm dịch vụ"}]})
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["cancelledReason"] == "Nhập nhầm dịch vụ"
+    assert client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a).status_code == 409
+    assert client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a).status_code == 409
+    # an invoice with a payment counted is not cancelled
+    paid = _hand_invoice(client, a, "Patient/p-d", ["kham-benh"])
+    client.post(f"/fhir/Invoice/{paid}/$issue", headers=a)
+    db[invoices.PAYMENTS].insert_one({"_id": f"test:{paid}", "invoice": paid, "amount": 10_000, "channel": "cash"})
+    assert invoices.balance_due(db, paid) == 29_000  # partial payment leaves a balance
+    r = client.post(f"/fhir/Invoice/{paid}/$cancel", headers=a, json={
+        "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "x"}]})
+    assert r.status_code == 409
+
+
+# ----------------------------------------------------------------------------- VietQR
+
+def test_vietqr_json_png_svg_and_expiry(billing, dev_key) -> None:
+    client, db = billing
+    a = token(dev_key, "cashier", "org-a")
+    inv_id = _hand_invoice(client, a, "Patient/p-q", ["kham-benh", "dien-tim"])
+    assert client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a).status_code == 409  # a draft has no QR
+    client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
+    r = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["amount"] == 74_000 and body["amountText"] == "74.000 ₫"
+    assert body["reference"] == vietqr.reference_code(inv_id)
+    assert vietqr.normalize_reference(f"chuyen khoan {body['reference'].lower()}") == body["reference"]
+    parsed = vietqr.parse(body["payload"])
+    assert (parsed.bin, parsed.account, parsed.amount, parsed.reference) == \
+        ("970436", "0011001234567", 74_000, body["reference"])
+    again = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a).json()
+    assert again["payload"] == body["payload"] and again["expiresAt"] == body["expiresAt"]  # the same, unexpired
+    # a partial payment: a new payload for what is left
+    db[invoices.PAYMENTS].insert_one({"_id": f"test:{inv_id}", "invoice": inv_id, "amount": 4_000, "channel": "cash"})
+    left = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a).json()
+    assert left["amount"] == 70_000 and vietqr.parse(left["payload"]).amount == 70_000
+    # expiry: later than the lifetime, a new one is issued (the old one is kept)
+    bank = invoices.Bank("970436", "0011001234567")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    renewed = invoices.current_qr(db, inv_id, bank, timedelta(minutes=15), now=later)
+    assert renewed["n"] == 3 and renewed["expires"] > later
+    assert db[invoices.QR_CODES].count_documents({"k": inv_id}) == 3
+    svg = client.get(f"/fhir/Invoice/{inv_id}/$vietqr?_format=svg", headers=a)
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in svg.content
+    png = client.get(f"/fhir/Invoice/{inv_id}/$vietqr?_format=png", headers=a)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    if shutil.which("zbarimg"):  # a real decoder reads back what the JSON answer says
+        served = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a).json()["payload"]
+        path = Path(f"/tmp/sen-qr-{uuid.uuid4().hex}.png")
+        path.write_bytes(png.content)
+        try:
+            out = subprocess.run(["zbarimg", "--raw", "-q", str(path)], capture_output=True, timeout=30, check=True)
+        finally:
+            path.unlink()
+        assert out.stdout.decode().rstrip("\n") == served
+    assert client.get(f"/fhir/Invoice/{inv_id}/$vietqr?_format=gif", headers=a).status_code == 406
+
+
+def test_no_bank_account_is_503(base_env, mongo_client, dev_key) -> None:
+    db_name = f"sen_billing_i{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, db_name, mongo_client) as (client, _app):
+        db = mongo_client[db_name]
+        pricing.load(db)
+        a = token(dev_key, "cashier", "org-a")
+        inv_id = _hand_invoice(client, a, "Patient/p-n", ["kham-benh"])
+        client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
+        r = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a)
+        assert r.status_code == 503 and r.json()["resourceType"] == "OperationOutcome"
