@@ -23,6 +23,12 @@ export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:8083}
 # the demo province's hub: consults naming no hub go there; a late one escalates to its lead
 export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
 export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}
+# billing: the demo bank account the VietQR codes pay into (a demo BIN and number, not a real account),
+# and the demo facilities' levels for the price list (the shipped list is loaded by the billing worker)
+export SEN_BANK_BIN=${SEN_BANK_BIN:-970436}
+export SEN_BANK_ACCOUNT=${SEN_BANK_ACCOUNT:-0011001234567}
+export SEN_BANK_ACCOUNT_NAME=${SEN_BANK_ACCOUNT_NAME:-"SO Y TE DONG THAP DEMO"}
+export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-'{"bvdk-dong-thap": "province", "ttyt-huyen-cao-lanh": "district"}'}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()
