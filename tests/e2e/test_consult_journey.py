@@ -46,6 +46,7 @@ def province(base_env, run_id, tmp_path_factory, mongo_client):
                   "PORT": str(ports[svc]), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO",
                   "SEN_EHR_URL": urls["ehr"], "SEN_TELECONSULT_URL": urls["teleconsult"],
                   "SEN_NOTIFY_FILE": str(logs / "reminders.jsonl"), "SEN_SCHEDULING_SWEEP_SECONDS": "1",
+                  "SEN_TELECONSULT_HOLD_MINUTES": "0.25",  # 15 s: the worker's sweep is seen releasing one
                   "PROMETHEUS_MULTIPROC_DIR": str(logs / f"prom-{svc}")}
             for svc in SERVICES}
     procs: dict[str, subprocess.Popen] = {}
@@ -205,3 +206,25 @@ def test_submit_accept_find_hold_book_complete_and_the_record_holds_the_minutes(
     assert _wait(lambda: links.find_one({"ap": booked["id"], "st": "booked", "outbox_pending": False}), 60)
     for name, proc in province["procs"].items():
         assert proc.poll() is None, f"{name} exited"
+
+
+def test_the_worker_releases_a_hold_nobody_confirms(province, dev_key):
+    tc = province["urls"]["teleconsult"]
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, sub="nv-my-hiep")
+    now = datetime.now().astimezone()
+    r = _post(f"{tc}/fhir/Appointment/$find", _params(
+        {"name": "start", "valueDateTime": (now + timedelta(days=3)).isoformat(timespec="seconds")},
+        {"name": "end", "valueDateTime": (now + timedelta(days=17)).isoformat(timespec="seconds")},
+        {"name": "specialty", "valueCode": "394583002"}, {"name": "_count", "valueInteger": 1}), clinic)
+    proposal = r.json()["entry"][0]["resource"]
+    r = _post(f"{tc}/fhir/Appointment/$hold", _params({"name": "appointment-resource", "resource": proposal}), clinic)
+    held = r.json()["entry"][0]["resource"]
+    slot = proposal["slot"][0]["reference"]
+    assert httpx.get(f"{tc}/fhir/{slot}", headers=clinic, timeout=30).json()["status"] == "busy-tentative"
+
+    def released() -> bool:
+        appt = httpx.get(f"{tc}/fhir/Appointment/{held['id']}", headers=_headers(dev_key, "admin"), timeout=30)
+        return appt.json()["status"] == "cancelled"
+
+    _wait(released, 90)  # the sweep's free link made the Appointment cancelled (nobody else claimed it)
+    assert httpx.get(f"{tc}/fhir/{slot}", headers=clinic, timeout=30).json()["status"] == "free"
