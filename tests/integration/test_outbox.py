@@ -215,25 +215,35 @@ def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bu
     assert relay.published >= total
 
 
-@pytest.mark.xfail(reason="FerretDB 1.24 applies updates as read-modify-write without a lock: concurrent updates "
-                          "of one document are lost (MongoDB passes)", strict=False)
-def test_ferretdb_concurrent_updates_of_one_document_are_atomic(fresh_db: Any) -> None:
-    """Not the bus's code: the storage property the outbox relies on, measured on the server in use."""
-    coll = fresh_db.counter
-    coll.insert_one({"_id": 1, "n": 0, "outbox": []})
+def test_ferretdb_one_insert_of_one_id_wins_which_the_claims_rely_on(fresh_db: Any) -> None:
+    """Not the bus's code: the storage property every claim relies on, on the server in use.
 
-    def inc() -> None:
-        for _ in range(200):
-            coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+    FerretDB 1.24 applies an update as an unlocked read-modify-write, so concurrent updates of
+    one document lose writes (the reason no outbox document has two writers, and the FHIR store
+    claims a version by inserting its history document: tests/integration/test_store_claims.py
+    races writers and the relay on one resource). An insert of one ``_id`` has one winner.
+    """
+    from sen_shared.claims import ClaimTaken, claim
 
-    def push(tag: str) -> None:
-        for i in range(200):
-            coll.update_one({"_id": 1}, {"$push": {"outbox": f"{tag}{i}"}})
+    coll = fresh_db.claims_probe
+    for race in range(5):
+        barrier = threading.Barrier(20)
+        won: list[int] = []
+        lost: list[int] = []
 
-    threads = [threading.Thread(target=inc) for _ in range(2)] + [threading.Thread(target=push, args=("a",))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    doc = coll.find_one({"_id": 1})
-    assert (doc["n"], len(doc["outbox"])) == (400, 200)
+        def attempt(i: int, key: str = f"slot-{race}") -> None:
+            barrier.wait()
+            try:
+                claim(coll, key, {"by": i})
+                won.append(i)
+            except ClaimTaken as taken:
+                assert taken.holder is not None
+                lost.append(i)
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(won) == 1 and len(lost) == 19
+        assert coll.find_one({"_id": f"slot-{race}"})["by"] == won[0]
