@@ -305,3 +305,22 @@ def test_conditional_creates_with_the_same_criteria_make_one_resource(ehr: Any) 
         t.join(60)
     assert statuses.count(201) == 1 and set(statuses) <= {200, 201, 409}, statuses
     assert db.Patient.count_documents({}) == 1
+
+
+def test_events_left_in_current_documents_by_an_earlier_version_move_to_the_history(ehr: Any, bus: Bus) -> None:
+    from sen_shared.bus.outbox import new_document
+    from sen_shared.fhir.events import resource_event
+
+    _, _, db = ehr
+    store = st.Store(db, service="ehr")
+    rid = store.create(patient()).rid
+    db.Patient_history.update_one({"_id": f"{rid}/1"}, {"$unset": {"outbox": "", "outbox_pending": "", "b2": ""}})
+    old = new_document({}, [resource_event("ehr", "Patient", "created", rid, 1, st.now())])
+    db.Patient.update_one({"_id": rid}, {"$set": old})  # the layout before the claims
+    st.backfill(db, ["Patient"])
+    st.backfill(db, ["Patient"])  # a rerun moves nothing twice
+    hist = db.Patient_history.find_one({"_id": f"{rid}/1"})
+    assert hist["outbox_pending"] is True and len(hist["outbox"]) == 1
+    with Relaying(db, bus) as relaying:
+        relaying.drain()
+    assert published(bus, 1) == Counter({(rid, 1): 1})

@@ -158,7 +158,41 @@ def backfill(db: Database, resource_types: Iterable[str]) -> int:
     for rtype in resource_types:
         for coll in (db[rtype], db[rtype + HISTORY_SUFFIX]):
             fixed += _backfill(db, rtype, coll, history=coll.name.endswith(HISTORY_SUFFIX))
+        fixed += move_legacy_outboxes(db, rtype)
     return fixed
+
+
+def move_legacy_outboxes(db: Database, resource_type: str) -> int:
+    """Events an earlier version left pending in current documents, moved to the history
+    document of their version, where today's relay looks for them; how many documents moved.
+
+    Each move is claimed first (``legacy-outbox/<type>/<id>/<v>`` in ``fhir_rollforward``), so a
+    rerun moves nothing twice. The current document keeps its now inert ``outbox`` fields: an
+    update of it here would race the requests writing it (nothing reads those fields).
+    The history document's update has a single writer: this step (a history document without
+    ``outbox_pending`` is touched by no relay, and requests never update history documents).
+    Stop the previous version's workers first: its relay still updates current documents.
+    """
+    cur, hist = db[resource_type], db[resource_type + HISTORY_SUFFIX]
+    moved = 0
+    for doc in list(cur.find({outbox.PENDING: True}, {"v": 1, outbox.OUTBOX: 1})):
+        entries = [e for e in doc.get(outbox.OUTBOX) or [] if isinstance(e, dict)]
+        if not entries:
+            continue
+        rid, version = doc["_id"], int(doc["v"])
+        won, _ = claims.claim_once(db[ROLLFORWARD_COLLECTION], f"legacy-outbox/{resource_type}/{rid}/{version}")
+        if not won:
+            continue
+        fields = {outbox.OUTBOX: entries, outbox.PENDING: True, "b2": bucket_fields(rid)["b2"]}
+        if hist.update_one({"_id": f"{rid}/{version}"}, {"$set": fields}).matched_count == 0:
+            full = cur.find_one({"_id": rid}) or {}
+            try:  # its history document was never written (an interrupted write of that version)
+                hist.insert_one({"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": full.get("lu", now()),
+                                 "del": bool(full.get("del")), "m": "PUT", "res": full.get("res"), **fields})
+            except DuplicateKeyError:
+                hist.update_one({"_id": f"{rid}/{version}"}, {"$set": fields})
+        moved += 1
+    return moved
 
 
 def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> int:
@@ -197,7 +231,9 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
             if update["$set"]:
                 batch.append(UpdateOne({"_id": doc["_id"]}, update))
         # single writer: the indexes step (one Job / one process at deploy); the updates are
-        # idempotent (each recomputes the same fields from the document), so a rerun only repeats
+        # idempotent (each recomputes the same fields from the document), so a rerun only repeats.
+        # The same for the layout marker below. (As before: a document a request writes during the
+        # step may lose that race; the layout bump is run at deploy, before the web processes.)
         fixed += bulk_update(coll, batch)
     layouts.update_one({"_id": coll.name}, {"$set": {"layout": LAYOUT, "at": now()}}, upsert=True)
     return fixed
