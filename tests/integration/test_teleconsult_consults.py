@@ -572,8 +572,11 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
             got = [json.loads(m.body) for m in take(bus, bus.topology.queue_name(queue), 1000, timeout=3)]
             return [e for e in got if e["subject"] == f"ServiceRequest/{sr_id}"]
 
-        [ehr_event] = mine("ehr.consult-record")
-        [billing_event] = mine("billing.consult-charge")
+        def completed(queue: str) -> list[dict]:
+            return [e for e in mine(queue) if e["type"] == "vn.sen.teleconsult.consult.completed.v1"]
+
+        [ehr_event] = completed("ehr.consult-record")
+        [billing_event] = completed("billing.consult-charge")  # (billing also reads consult.requested)
         assert ehr_event == billing_event and ehr_event["type"] == "vn.sen.teleconsult.consult.completed.v1"
         assert ehr_event["data"]["task"] == f"Task/{task_id}"
         grants = mine("ehr.referral-grants")  # the hub at submission (triage), the doctor at acceptance

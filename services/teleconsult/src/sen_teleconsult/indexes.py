@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
-from sen_shared.fhir.store import HISTORY_SUFFIX
+from sen_shared.fhir.store import HISTORY_SUFFIX, store_indexes
 
 from .domain import RESOURCE_TYPES
 
@@ -32,7 +32,7 @@ def _fhir_indexes() -> list[mongo.Index]:
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))))
         out.append(mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),)))
     out.append(mongo.Index("_journal", (("state", 1),)))
-    return out
+    return [*out, *store_indexes()]  # the store's own claim chains (roll-forwards, conditions)
 
 
 def _workflow_indexes() -> list[mongo.Index]:
@@ -44,8 +44,9 @@ def _workflow_indexes() -> list[mongo.Index]:
     return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES]
 
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes(RESOURCE_TYPES), *_fhir_indexes(),
-                              *_workflow_indexes()]
+# the events of a FHIR write (scheduling's) wait in its version's history document (sen_shared.fhir.store)
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *outbox_indexes([t + HISTORY_SUFFIX for t in RESOURCE_TYPES]),
+                              *_fhir_indexes(), *_workflow_indexes()]
 
 
 def main() -> int:
