@@ -42,6 +42,15 @@ def test_crc_is_zero_padded() -> None:
     assert vietqr.crc16_ccitt_false(b"123456789") == 0x29B1  # the CRC catalogue's check value
 
 
+def test_fast_crc_agrees_with_the_table_form() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(500):
+        text = "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(rng.randint(0, 200)))
+        assert vietqr.crc_hex(text) == f"{vietqr.crc16_ccitt_false(text.encode()):04X}"
+
+
 def test_the_go_librarys_unpadded_crc_is_refused() -> None:
     with pytest.raises(VietQrError):
         parse(V3[:-8] + "6304EA2")

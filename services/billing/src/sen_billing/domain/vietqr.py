@@ -26,6 +26,8 @@ check character is right, so a mangled note still finds its invoice and a mistyp
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
 import re
 import unicodedata
@@ -86,8 +88,10 @@ def crc16_ccitt_false(data: bytes) -> int:
 
 
 def crc_hex(text: str) -> str:
-    """The CRC as EMVCo writes it: 4 upper-case hex digits, zero-padded (0x0EA2 is ``0EA2``)."""
-    return f"{crc16_ccitt_false(text.encode('ascii')):04X}"
+    """The CRC as EMVCo writes it: 4 upper-case hex digits, zero-padded (0x0EA2 is ``0EA2``).
+    Computed by ``binascii.crc_hqx`` (the same polynomial, unreflected, here from 0xFFFF: that is
+    CRC-16/CCITT-FALSE) in C; :func:`crc16_ccitt_false` is the table form the tests compare it with."""
+    return f"{binascii.crc_hqx(text.encode('ascii'), 0xFFFF):04X}"
 
 
 # --------------------------------------------------------------------------- builder
@@ -261,26 +265,32 @@ def normalize_reference(text: str) -> str | None:
 
 # --------------------------------------------------------------------------- images
 
+# A cashier's screen shows one invoice's code again and again (the status page polls): the
+# images of the last payloads are kept (a payload is immutable, so a cached image is never stale).
+@functools.lru_cache(maxsize=512)
+def _qr(payload: str):  # noqa: ANN202 - segno.QRCode
+    import segno
+
+    return segno.make_qr(payload, error="m")  # segno picks the mask with the lowest penalty
+
+
+@functools.lru_cache(maxsize=512)
 def png(payload: str, *, scale: int = 6) -> bytes:
     """The payload as a PNG QR code (segno; error correction M, a 4-module quiet zone)."""
     import io
 
-    import segno
-
     buf = io.BytesIO()
-    segno.make_qr(payload, error="m").save(buf, kind="png", scale=scale, border=4)
+    _qr(payload).save(buf, kind="png", scale=scale, border=4)
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=512)
 def svg(payload: str, *, scale: int = 6) -> bytes:
     """The payload as an SVG QR code."""
     import io
 
-    import segno
-
     buf = io.BytesIO()
-    segno.make_qr(payload, error="m").save(buf, kind="svg", scale=scale, border=4, xmldecl=False,
-                                           title="VietQR")
+    _qr(payload).save(buf, kind="svg", scale=scale, border=4, xmldecl=False, title="VietQR")
     return buf.getvalue()
 
 
