@@ -157,6 +157,11 @@ def test_consult_completed_to_invoice_paid_and_receipt(billing, amqp_url: str, d
                          timeout=30)
         assert fhir.json()["status"] == "balanced"
 
+        pr_id = paid["data"]["reconciliation"].split("/", 1)[1]
+        pr = httpx.get(f"{url}/fhir/PaymentReconciliation/{pr_id}",
+                       headers={**cashier, "Accept": "application/fhir+json"}, timeout=30)
+        assert pr.status_code == 200 and pr.json()["paymentAmount"]["value"] == amount
+
         # 6. the receipt, as PDF
         pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=cashier, timeout=60)
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")

@@ -239,6 +239,9 @@ def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, 
     assert invoice_status(db, iid) == "balanced"
     pr = Store(db, service="billing").read_doc("PaymentReconciliation", f"pr-{iid}")["res"]
     assert pr["paymentAmount"] == {"value": 150000, "currency": "VND"} and len(pr["detail"]) == 20
+    from sen_shared.fhir.validate import validate_resource
+
+    validate_resource(pr)  # a valid R4 PaymentReconciliation (the settlement writes it past the HTTP checks)
     # the receipt, printable
     h = cashier(dev_key)
     page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
