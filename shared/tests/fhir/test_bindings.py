@@ -197,12 +197,57 @@ def test_skipped_value_sets_are_the_external_ones():
 
 @pytest.mark.skipif(not (EXAMPLES / "StructureDefinition-Patient.json").exists(),
                     reason="official package not fetched (tools/fhir/fetch-examples.sh)")
-def test_generated_table_is_up_to_date(tmp_path):
+def test_generated_table_is_up_to_date():
+    data, _ = _builder().build(EXAMPLES)
+    committed = json.loads((ROOT / "shared/src/sen_shared/fhir/data/bindings.json").read_text("utf-8"))
+    assert data == committed, "run tools/fhir/build_bindings.py and commit the result"
+
+
+# ------------------------------------------------------------------ the builder's expansion
+
+def _builder():
     sys.path.insert(0, str(ROOT / "tools" / "fhir"))
     try:
         import build_bindings
     finally:
         sys.path.pop(0)
-    data, _ = build_bindings.build(EXAMPLES)
-    committed = json.loads((ROOT / "shared/src/sen_shared/fhir/data/bindings.json").read_text("utf-8"))
-    assert data == committed, "run tools/fhir/build_bindings.py and commit the result"
+    return build_bindings
+
+
+CS = {"resourceType": "CodeSystem", "url": "http://sen.vn/cs/khoa", "content": "complete", "concept": [
+    {"code": "noi", "concept": [{"code": "tim-mach"}, {"code": "tieu-hoa", "concept": [{"code": "gan"}]}]},
+    {"code": "ngoai"}]}
+
+
+def _vs(url, *include, exclude=()):
+    return {"resourceType": "ValueSet", "url": url, "compose": {"include": list(include), "exclude": list(exclude)}}
+
+
+def test_expansion_of_enumerations_hierarchies_and_excludes():
+    b = _builder()
+    sets = {
+        "all": _vs("all", {"system": CS["url"]}),
+        "below": _vs("below", {"system": CS["url"], "filter": [{"property": "concept", "op": "is-a", "value": "noi"}]},
+                     exclude=[{"system": CS["url"], "concept": [{"code": "gan"}]}]),
+        "listed": _vs("listed", {"system": CS["url"], "concept": [{"code": "ngoai"}]}, {"valueSet": ["below"]}),
+    }
+    cs = {CS["url"]: CS}
+    assert b.expand("all|4.0.1", sets, cs) == {CS["url"]: {"noi", "tim-mach", "tieu-hoa", "gan", "ngoai"}}
+    assert b.expand("below", sets, cs) == {CS["url"]: {"noi", "tim-mach", "tieu-hoa"}}
+    assert b.expand("listed", sets, cs) == {CS["url"]: {"ngoai", "noi", "tim-mach", "tieu-hoa"}}
+
+
+@pytest.mark.parametrize("include", [
+    {"system": "http://snomed.info/sct"},  # a whole external system
+    {"system": "http://sen.vn/cs/khoa", "filter": [{"property": "parent", "op": "regex", "value": "n.*"}]},
+    {"valueSet": ["http://sen.vn/vs/missing"]},
+])
+def test_open_ended_value_sets_are_not_enforceable(include):
+    b = _builder()
+    fragment = {**CS, "url": "http://sen.vn/cs/fragment", "content": "fragment"}
+    sets = {"x": _vs("x", include), "f": _vs("f", {"system": fragment["url"]})}
+    cs = {CS["url"]: CS, fragment["url"]: fragment}
+    with pytest.raises(b.Unenforceable):
+        b.expand("x", sets, cs)
+    with pytest.raises(b.Unenforceable):
+        b.expand("f", sets, cs)
