@@ -99,7 +99,12 @@ def find_by_note(db: Database, note: str) -> InvoiceView | None:
 
 
 def paid_total(db: Database, invoice_id: str) -> int:
-    return sum(int(p["amount"]) for p in db[PAYMENTS].find({"invoice": invoice_id}, {"amount": 1}))
+    return sum(int(p["amount"]) for p in counted_payments(db, invoice_id))
+
+
+def counted_payments(db: Database, invoice_id: str) -> list[dict[str, Any]]:
+    """The payments counted toward an invoice (without their outbox)."""
+    return list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
 
 
 def balance_due(db: Database, invoice_id: str) -> int:
@@ -124,7 +129,12 @@ def mark_balanced(db: Database, invoice_id: str, known: InvoiceView | None = Non
             return  # a cancel that won the race keeps its status; the payments stay refundable
         res["status"] = "balanced"
         try:
-            store.update(res, invoice_id, if_match=int(doc["v"]))
+            if attempt == 0 and known is not None and known.version:
+                # the version just read stands in for the store's head read; a changed invoice
+                # makes the versioned write miss (409) and the next round reads it again
+                store.apply(store.prepare_update(res, invoice_id, {"v": known.version}))
+            else:
+                store.update(res, invoice_id, if_match=int(doc["v"]))
             return
         except FhirError as err:
             if err.status not in (409, 412):

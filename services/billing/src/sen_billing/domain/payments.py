@@ -183,11 +183,12 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
         invoice = invoice_port.get(db, invoice_id)
         if invoice is None:
             return
-    paid = invoice_port.paid_total(db, invoice_id)
+    counted = invoice_port.counted_payments(db, invoice_id)
+    paid = sum(int(p["amount"]) for p in counted)
     if invoice.owed - paid <= 0:
         from .receipts import settle_invoice
 
-        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid)
+        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid, counted=counted)
 
 
 def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:

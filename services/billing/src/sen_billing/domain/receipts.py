@@ -29,7 +29,7 @@ from sen_shared.bus.outbox import new_document
 from sen_shared.claims import ClaimTaken, advance, claim_once, latest
 
 from . import invoice_port
-from .payments import BALANCED, PAYMENTS, VN, iso, local_day
+from .payments import BALANCED, VN, iso, local_day
 
 RECEIPTS = "receipts"
 RECEIPT_NUMBERS = "receipt_numbers"
@@ -41,9 +41,9 @@ def vnd(amount: int) -> str:
 
 
 def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invoice_port.InvoiceView | None = None,
-                   paid: int | None = None) -> bool:
+                   paid: int | None = None, counted: list[dict[str, Any]] | None = None) -> bool:
     """Claim the invoice's settlement; True for the one caller that won (and settled it).
-    ``invoice`` and ``paid``: what the caller read already."""
+    ``invoice``, ``paid`` and ``counted`` (the payments): what the caller read already."""
     paid = invoice_port.paid_total(db, invoice_id) if paid is None else paid
     invoice = invoice if invoice is not None and invoice.id == invoice_id else invoice_port.get(db, invoice_id)
     if invoice is None:
@@ -52,7 +52,7 @@ def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invo
                                                        "paid": paid, "owed": invoice.owed, "channel": channel,
                                                        "done": False})
     if won:
-        _settle(db, invoice, claim, fresh=True)
+        _settle(db, invoice, claim, fresh=True, counted=counted)
     return won
 
 
@@ -83,7 +83,7 @@ def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
 
 
 def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str, Any], *,
-            fresh: bool) -> dict[str, Any]:
+            fresh: bool, counted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Steps 1-4 for a claimed invoice; only the claim's winner (``fresh``) or the one repair
     process calls it, so each step has one writer."""
     invoice_id = invoice.id
@@ -92,7 +92,9 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
         settled_at = settled_at.replace(tzinfo=UTC)
     facility = invoice.facility or "unknown"
     number = _receipt_number(db, facility, invoice_id, settled_at.astimezone(VN).year, fresh=fresh)
-    payments = list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+    # the payments read after the claim was won, or by the winner just before it: a payment
+    # inserted later still counts toward the invoice (as credit), it is only not on the receipt
+    payments = counted if counted is not None else invoice_port.counted_payments(db, invoice_id)
     paid = sum(int(p["amount"]) for p in payments)
     channels = {p["channel"] for p in payments}
     channel = channels.pop() if len(channels) == 1 else "mixed"
