@@ -154,11 +154,12 @@ def test_every_type_the_ehr_writes_an_outbox_for_is_relayed(suite, dev_key, run_
                    timeout=10)
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
-    coll = mongo_client[f"sen_t{run_id}_e2e_ehr"]["AuditEvent"]
+    # the events of a version ride in its history document (sen_shared.fhir.store)
+    coll = mongo_client[f"sen_t{run_id}_e2e_ehr"]["AuditEvent_history"]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and coll.find_one({"_id": rid, "outbox_pending": True}, {"_id": 1}):
+    while time.monotonic() < deadline and coll.find_one({"_id": f"{rid}/1", "outbox_pending": True}, {"_id": 1}):
         time.sleep(0.3)
-    doc = coll.find_one({"_id": rid}, {"outbox": 1, "outbox_pending": 1})
+    doc = coll.find_one({"_id": f"{rid}/1"}, {"outbox": 1, "outbox_pending": 1})
     assert doc["outbox_pending"] is False and doc["outbox"] == [], "the AuditEvent's event was never relayed"
 
 
