@@ -356,9 +356,11 @@ def test_cash_in_a_shift_close_with_expected_vs_counted_and_the_daily_csv(billin
     assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"},
                       headers=h, timeout=30).status_code == 200  # the same desk entry again
     assert send_standard(url, uuid.uuid4().hex[:8], 100000, code).status_code == 200
-    other = cashier(dev_key, "org-elsewhere")
+    other = cashier(dev_key, "org-elsewhere")  # another facility's cashier, in a shift of their own
+    assert httpx.post(f"{url}/payments/shifts", json={}, headers=other, timeout=30).status_code == 201
     assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 1}, headers=other,
-                      timeout=30).status_code in (403, 409)
+                      timeout=30).status_code == 403
+    assert httpx.get(f"{url}/payments/invoices/{iid}", headers=other, timeout=30).status_code == 403
     current = httpx.get(f"{url}/payments/shifts/current", headers=h, timeout=30).json()
     assert current["expected"]["cash"] == 520000 and current["expected"]["transfers"] == 100000
     closed = httpx.post(f"{url}/payments/shifts/current/close",
