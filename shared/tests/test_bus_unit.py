@@ -79,7 +79,7 @@ def test_catalog_declares_the_initial_events_and_consumers() -> None:
                                    for v in ("created", "updated", "deleted")} | {
         "teleconsult.consult.completed", "billing.invoice.paid"}
     assert CATALOG.consumer("ehr.consult-record").bind == ("teleconsult.consult.completed",)
-    assert CATALOG.consumer("billing.consult-charge").bind == ("teleconsult.consult.completed",)
+    assert "teleconsult.consult.completed" in CATALOG.consumer("billing.consult-charge").bind
     assert CATALOG.consumer("portal.reporting").bind == ("#",)
     assert CATALOG.consumer("portal.reporting").retry_tiers_ms == (1000, 5000, 30000)
     with pytest.raises(CatalogError):
