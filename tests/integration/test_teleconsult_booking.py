@@ -204,6 +204,34 @@ def test_slot_search_reports_status(tc, H):
     assert tc.get("/fhir/Slot/sched-bich-209912310700", headers=H).status_code == 404
 
 
+def test_a_stale_view_never_wins_a_taken_slot(tc, H):
+    """$book claims without reading first when its process's link view says the slot is free; a
+    claim made elsewhere meanwhile (not yet in the view) makes that insert lose, and the answer is 409."""
+    from sen_shared.claims import advance
+
+    day = DAY + timedelta(days=2)
+    prop = _find(tc, H, _local(day, "10:00"), _local(day, "11:00"), ("specialty", "394579002"))[0]  # view warm
+    sid = prop["slot"][0]["reference"][5:]
+    av_ = sch.availability_of(tc.db, "sched-an")
+    slotted = sch.Slotted(av_, av.slot_of(av_, sid))
+    assert sch._view_guess(tc.db, slotted, sch.utcnow()) is None  # free, as this process sees it
+    # another process books it (straight into the chain: this process's view does not know)
+    advance(tc.db[sch.SLOT_LINKS], sid, None, {"st": "booked", "ap": "elsewhere", "sc": "sched-an"})
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 409, r.text
+    r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 409, r.text
+    assert [x["ap"] for x in tc.db[sch.SLOT_LINKS].find({"k": sid})] == ["elsewhere"]
+    # released elsewhere too: the view still says "never claimed", the insert of link 1 loses, the
+    # chain read says free (link 2), and the booking is link 3
+    first = tc.db[sch.SLOT_LINKS].find_one({"k": sid})
+    advance(tc.db[sch.SLOT_LINKS], sid, first, {"st": "free", "ap": "elsewhere", "sc": "sched-an"})
+    assert sch._view_guess(tc.db, slotted, sch.utcnow()) is None
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=H)
+    assert r.status_code == 200, r.text
+    assert sorted(x["n"] for x in tc.db[sch.SLOT_LINKS].find({"k": sid})) == [1, 2, 3]
+
+
 def test_an_expired_hold_frees_its_slot_for_the_next_claimer_and_the_sweeper(tc, H):
     props = _find(tc, H, _local(DAY, "14:00"), _local(DAY, "15:00"), ("specialty", "394579002"))
     a, b = props[0], props[1]

@@ -353,16 +353,40 @@ def _newest_if_free(db: Database, slotted: Slotted, now: datetime) -> dict[str, 
     return last
 
 
+_UNKNOWN: Any = object()
+
+
+def _view_guess(db: Database, slotted: Slotted, now: datetime) -> Any:
+    """The newest link of the slot as this process's link view has it, when the view says the slot
+    is free (None: never claimed); ``_UNKNOWN`` when the view does not know or says it is taken."""
+    view = _views.get(db.name)
+    if view is None or av_mod.month_key(slotted.slot.start) not in view.months:
+        return _UNKNOWN
+    guess = view.links.get(slotted.slot.id)
+    return _UNKNOWN if _is_active(guess, now) else guess
+
+
 def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
-           events: list[dict[str, Any]] | None = None, *,
-           last: Any = ...) -> tuple[dict[str, Any], dict[str, Any] | None]:
+           events: list[dict[str, Any]] | None = None, *, last: Any = _UNKNOWN,
+           guessed: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken.
-    ``last``: the newest link as :func:`_newest_if_free` just read it (read here when not given)."""
+
+    ``last``: the newest link as :func:`_newest_if_free` read it (read here when not given), or,
+    ``guessed``, as the link view has it (:func:`_view_guess`). Advancing from a guess is as safe
+    as from a read: links are immutable and numbered without gaps, so the insert of link n+1
+    succeeds only if link n, which is free, was the newest. A wrong guess loses that insert; the
+    chain is read then and decided on as usual."""
     coll = db[SLOT_LINKS]
     sid = slotted.slot.id
-    if last is ...:
-        last = _newest_if_free(db, slotted, now)
+    if last is _UNKNOWN:
+        last, guessed = _newest_if_free(db, slotted, now), False
     body = outbox.new_document(doc, events) if events else doc
+    try:
+        return _claimed(db, advance(coll, sid, last, body)), last
+    except ClaimTaken as lost:
+        if not guessed:
+            raise taken(sid, lost.holder) from None
+    last = _newest_if_free(db, slotted, now)
     try:
         return _claimed(db, advance(coll, sid, last, body)), last
     except ClaimTaken as lost:
@@ -456,7 +480,9 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
     slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
     appt_id = new_uuid()
     exp = ctx.now + timedelta(minutes=ctx.cfg.hold_minutes)
-    link, before = _claim(db, slotted, _link_doc("held", appt_id, slotted, ctx.by, ctx.now, exp=exp), ctx.now)
+    guess = _view_guess(db, slotted, ctx.now)
+    link, before = _claim(db, slotted, _link_doc("held", appt_id, slotted, ctx.by, ctx.now, exp=exp), ctx.now,
+                          last=guess, guessed=guess is not _UNKNOWN)
     # the sweeper's list; inserted by the link's winner only, removed by the sweeper only
     db[OPEN_HOLDS].insert_one({"_id": link["_id"], "k": link["k"], "exp": exp})
     resource = _new_appointment(request, slotted, appt_id, "pending")
@@ -474,14 +500,17 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         return _confirm(db, ctx, appointment_id)
     assert request is not None
     slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
-    last = _newest_if_free(db, slotted, ctx.now)  # a taken slot answers 409 before any work
+    last = _view_guess(db, slotted, ctx.now)
+    guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
+    if not guessed:
+        last = _newest_if_free(db, slotted, ctx.now)  # a taken slot answers 409 before any work
     appt_id = new_uuid()
     room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
     resource = _new_appointment(request, slotted, appt_id, "booked")
     _with_room(resource, _room_doc(room))
     event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
     link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
-                          ctx.now, [event], last=last)
+                          ctx.now, [event], last=last, guessed=guessed)
     _create_appointment(db, resource, link["n"])
     _supersede(db, link, before)
     _after_booking(db, ctx, resource, slotted)
