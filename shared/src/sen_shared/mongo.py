@@ -119,7 +119,8 @@ MAX_UPDATES_PER_COMMAND = 16
 
 def bulk_update(coll: Collection, requests: Iterable[Any]) -> int:
     """``coll.bulk_write(requests, ordered=False)`` in commands of ``MAX_UPDATES_PER_COMMAND``;
-    the number of documents modified."""
+    the number of documents modified. Each update is an unlocked read-modify-write on FerretDB:
+    callers state who the single writer of the documents they update is (claims.py)."""
     modified, chunk = 0, []
     for req in requests:
         chunk.append(req)

@@ -532,13 +532,6 @@ class Store:
         log.warning("rolled a version forward", extra={"resource": f"{resource_type}/{rid}", "version": version})
         return True
 
-    def pending_versions(self, resource_type: str, rid: str) -> list[dict[str, Any]]:
-        """History documents of ``rid`` ahead of its current document (claims not yet applied)."""
-        head = self.head(resource_type, rid)
-        have = int(head["v"]) if head is not None else 0
-        return sorted((d for d in self.history(resource_type).find({"id": rid}, {"res": 0}) if int(d["v"]) > have),
-                      key=lambda d: int(d["v"]))
-
     # ------------------------------------------------------------------ conditional creates
 
     def condition_link(self, resource_type: str,
