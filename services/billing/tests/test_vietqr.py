@@ -141,6 +141,18 @@ def test_png_is_read_back_by_zbar(tmp_path, payload: str, _fields: VietQr) -> No
     assert out.stdout.decode().rstrip("\n") == payload
 
 
+def test_png_size_is_the_symbol_and_its_quiet_zone() -> None:
+    import struct
+
+    import segno
+
+    data = vietqr.png(V2, scale=3, border=4)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    side = (segno.make_qr(V2, error="m").symbol_size(scale=1, border=0)[0] + 8) * 3
+    assert (width, height, depth, colour) == (side, side, 1, 0)
+
+
 def test_svg_is_an_svg() -> None:
     svg = vietqr.svg(V2).decode()
     assert svg.lstrip().startswith("<svg") and "</svg>" in svg
