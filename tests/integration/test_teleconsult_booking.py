@@ -374,6 +374,10 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=clinic("tyt-a"))
     assert r.status_code == 200, r.text
     appt = r.json()["entry"][0]["resource"]["id"]
+    # its reminders go to the requesting clinic too
+    assert {tuple(d["to"]) for d in tc.db[rem.REMINDERS].find({"ap": appt})} == {("Organization/tyt-a",)}
+    message = rem._message(rem.ReminderConfig(), r.json()["entry"][0]["resource"], 60, ["Organization/tyt-a"])
+    assert "organization-tyt-a@sen.invalid" in message.to and "practitioner-bs-bich@sen.invalid" in message.to
     assert tc.post(f"/fhir/Appointment/{appt}/$cancel", content=_params(), headers=clinic("tyt-b")).status_code == 403
     unknown = {**prop, "basedOn": [{"reference": "ServiceRequest/nope"}]}
     r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", unknown)), headers=clinic("tyt-a"))

@@ -124,15 +124,16 @@ def address_of(cfg: ReminderConfig, ref: str) -> str:
 # ---------------------------------------------------------------------------------- booking
 
 def schedule_reminders(db: Database, appointment: str, slot: str, start: datetime, offsets: Sequence[int],
-                       now: datetime) -> int:
-    """Insert the reminders of a booked appointment (idempotent by id); how many are new."""
+                       now: datetime, also_to: Sequence[str] = ()) -> int:
+    """Insert the reminders of a booked appointment (idempotent by id); how many are new.
+    ``also_to``: references besides the appointment's practitioners (the requesting clinic)."""
     docs = []
     for minutes in offsets:
         due = start.astimezone(UTC) - timedelta(minutes=minutes)
         if due <= now:
             continue
         docs.append({"_id": f"{appointment}/{minutes}", "ap": appointment, "k": slot, "due": due,
-                     "min": minutes, "start": start.astimezone(UTC)})
+                     "min": minutes, "start": start.astimezone(UTC), "to": list(also_to)})
     if not docs:
         return 0
     try:
@@ -147,15 +148,12 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _message(cfg: ReminderConfig, appointment: dict[str, Any], minutes: int) -> Message:
+def _message(cfg: ReminderConfig, appointment: dict[str, Any], minutes: int, also_to: Sequence[str] = ()) -> Message:
     start = datetime.fromisoformat(appointment["start"]).astimezone(TZ)
     to = tuple(address_of(cfg, str((p.get("actor") or {}).get("reference")))
                for p in appointment.get("participant") or ()
                if str((p.get("actor") or {}).get("reference", "")).startswith(("Practitioner/", "Organization/")))
-    requester = next((e.get("valueReference", {}).get("reference") for e in appointment.get("extension") or ()
-                      if e.get("url", "").endswith("appointment-requester")), None)
-    if requester:
-        to = (*to, address_of(cfg, requester))
+    to = (*to, *(address_of(cfg, ref) for ref in also_to))
     room = next((e.get("valueUrl") for e in appointment.get("extension") or ()
                  if e.get("url", "").endswith("appointment-video-room")), "")
     when = start.strftime("%H:%M ngày %d/%m/%Y")
@@ -251,7 +249,7 @@ def _attempt(db: Database, notifier: Notifier, cfg: ReminderConfig, rem: dict[st
         release(db[REMINDERS], rem["_id"])
         return 0
     try:
-        notifier.send(_message(cfg, appointment, int(rem["min"])))
+        notifier.send(_message(cfg, appointment, int(rem["min"]), rem.get("to") or ()))
     except NotificationError as err:
         final = n >= cfg.max_attempts
         retry = now + timedelta(seconds=cfg.backoff_seconds * (2 ** (n - 1)))

@@ -520,7 +520,15 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
 def _after_booking(db: Database, ctx: Ctx, resource: dict[str, Any], slotted: Slotted) -> None:
     from .reminders import schedule_reminders
 
-    schedule_reminders(db, resource["id"], slotted.slot.id, slotted.slot.start, ctx.cfg.reminder_offsets, ctx.now)
+    if not ctx.cfg.reminder_offsets:
+        return
+    clinics: list[str] = []  # the requesting clinic of the consult the appointment is for
+    for ref in (str(b.get("reference", "")) for b in resource.get("basedOn") or ()):
+        if ref.startswith("ServiceRequest/"):
+            doc = db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1})
+            clinics += [str(r) for r in (doc or {}).get("sp_requester") or () if str(r).startswith("Organization/")]
+    schedule_reminders(db, resource["id"], slotted.slot.id, slotted.slot.start, ctx.cfg.reminder_offsets, ctx.now,
+                       also_to=list(dict.fromkeys(clinics)))
 
 
 def read_appointment(db: Database, appt_id: str) -> dict[str, Any]:
