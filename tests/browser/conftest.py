@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from .stack import running_stack
+from tests.browser.stack import running_stack
 
 CHROMIUM = os.environ.get("SEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-dev-shm-usage"]
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418",
+        "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DA KHOA DONG THAP"}  # a demo account for the QR codes
 SEPAY_KEY = "browser-suite-sepay-key"  # the test run's own webhook key (billing reads SEN_SEPAY_API_KEY)
 pytestmark = pytest.mark.integration
 
@@ -44,7 +46,7 @@ def stack(base_env, run_id, tmp_path_factory, mongo_client):
         return
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-    env = {**base_env, "LOG_LEVEL": "INFO", "SEN_SEPAY_API_KEY": SEPAY_KEY}
+    env = {**base_env, "LOG_LEVEL": "INFO", "SEN_SEPAY_API_KEY": SEPAY_KEY, **BANK}
     prefix = f"sen_t{run_id}_br"
     try:
         with running_stack(env, tmp_path_factory.mktemp("browser-logs"), prefix) as urls:
@@ -121,7 +123,7 @@ def visitor_factory(browser, stack, artifacts):
     def make(tag: str, width: int = 1280, height: int = 900) -> Visitor:
         ctx = browser.new_context(viewport={"width": width, "height": height}, locale="vi-VN",
                                   timezone_id="Asia/Ho_Chi_Minh")
-        ctx.set_default_timeout(20_000)
+        ctx.set_default_timeout(45_000)  # the machine may be shared and busy
         contexts.append(ctx)
         return Visitor(ctx.new_page(), stack["portal"], artifacts, tag)
 

@@ -32,7 +32,7 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel, gettext
+from flask_babel import Babel, gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..config import PortalSettings
@@ -154,20 +154,28 @@ def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+_DAYS = {"mon": lazy_gettext("Monday"), "tue": lazy_gettext("Tuesday"), "wed": lazy_gettext("Wednesday"),
+         "thu": lazy_gettext("Thursday"), "fri": lazy_gettext("Friday"), "sat": lazy_gettext("Saturday"),
+         "sun": lazy_gettext("Sunday")}
+
+
 def day_name(code: str) -> str:
-    return {"mon": gettext("Monday"), "tue": gettext("Tuesday"), "wed": gettext("Wednesday"),
-            "thu": gettext("Thursday"), "fri": gettext("Friday"), "sat": gettext("Saturday"),
-            "sun": gettext("Sunday")}.get(code, code)
+    label = _DAYS.get(code)
+    return str(label) if label is not None else code
+
+
+_STATUS = {"requested": lazy_gettext("Waiting for the hub"), "received": lazy_gettext("Received"),
+           "accepted": lazy_gettext("Accepted"), "rejected": lazy_gettext("Rejected"),
+           "on-hold": lazy_gettext("Question for the clinic"), "in-progress": lazy_gettext("In progress"),
+           "completed": lazy_gettext("Completed"), "cancelled": lazy_gettext("Cancelled"),
+           "draft": lazy_gettext("Draft"), "issued": lazy_gettext("Waiting for payment"),
+           "balanced": lazy_gettext("Paid"), "booked": lazy_gettext("Booked"), "pending": lazy_gettext("Held"),
+           "fulfilled": lazy_gettext("Done")}
 
 
 def status_label(status: str | None) -> str:
-    return {"requested": gettext("Waiting for the hub"), "received": gettext("Received"),
-            "accepted": gettext("Accepted"), "rejected": gettext("Rejected"),
-            "on-hold": gettext("Question for the clinic"), "in-progress": gettext("In progress"),
-            "completed": gettext("Completed"), "cancelled": gettext("Cancelled"),
-            "draft": gettext("Draft"), "issued": gettext("Waiting for payment"), "balanced": gettext("Paid"),
-            "booked": gettext("Booked"), "pending": gettext("Held"), "fulfilled": gettext("Done"),
-            }.get(status or "", status or "—")
+    label = _STATUS.get(status or "")  # one translation looked up, not the whole table (a page has many)
+    return str(label) if label is not None else (status or "—")
 
 
 def minutes(value: float | int | None) -> str:
@@ -194,9 +202,13 @@ def video_link(appointment: dict[str, Any] | None, role: str) -> str | None:
                  if e.get("url") == EXT_ROOM), None)
 
 
+_ROLES = {"clinic": lazy_gettext("clinic"), "doctor": lazy_gettext("doctor"), "cashier": lazy_gettext("cashier"),
+          "health-dept": lazy_gettext("health department"), "admin": lazy_gettext("administrator")}
+
+
 def role_label(role: str) -> str:
-    return {"clinic": gettext("clinic"), "doctor": gettext("doctor"), "cashier": gettext("cashier"),
-            "health-dept": gettext("health department"), "admin": gettext("administrator")}.get(role, role)
+    label = _ROLES.get(role)
+    return str(label) if label is not None else role
 
 
 @bp.after_request

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response, abort, render_template, request
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 from sen_shared.runtime import current
 
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
@@ -55,9 +55,13 @@ def _facility(ref: str | None, names: dict[str, str]) -> str:
     return names.get(fid, fid)
 
 
+_PRIORITY = {"routine": lazy_gettext("Routine"), "urgent": lazy_gettext("Urgent"),
+             "asap": lazy_gettext("As soon as possible"), "stat": lazy_gettext("Emergency (stat)")}
+
+
 def priority_label(p: str | None) -> str:
-    return {"routine": gettext("Routine"), "urgent": gettext("Urgent"), "asap": gettext("As soon as possible"),
-            "stat": gettext("Emergency (stat)")}.get(p or "", p or "—")
+    label = _PRIORITY.get(p or "")
+    return str(label) if label is not None else (p or "—")
 
 
 def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -105,6 +109,25 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
     }
 
 
+_figures: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+FIGURES_SECONDS = 15.0  # the read model seals its totals once a minute; every user sees the same aggregate
+
+
+def figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+    """The dashboard's figures, computed at most once per FIGURES_SECONDS per filter in a process
+    (aggregates, the same for every health-department user; no patient data)."""
+    key = (current().settings.db_name, start, end, district)
+    hit = _figures.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < FIGURES_SECONDS:
+        return hit[1]
+    data = compute(current().db, start, end, district, targets=current().settings.report_targets())
+    if len(_figures) > 256:
+        _figures.clear()
+    _figures[key] = (now, data)
+    return data
+
+
 @bp.route("/dashboard")
 @login_required("health-dept")
 def dashboard() -> Any:
@@ -113,8 +136,7 @@ def dashboard() -> Any:
     if form.validate():
         start, end = _range(form)
         try:
-            data = compute(current().db, start, end, form.district.data or None,
-                           targets=current().settings.report_targets())
+            data = figures(start, end, form.district.data or None)
         except RangeError as err:
             problem = gettext("The date range cannot be shown: %(why)s", why=str(err))
     else:
