@@ -204,6 +204,9 @@ def test_crash_after_the_claims_is_rolled_forward_by_recovery(env, H):
     assert db["Patient_history"].count_documents({"txn": {"$exists": True}}) == 2
     assert db["Patient_history"].count_documents({"txn": {"$exists": True}, "outbox_pending": True}) == 0
     assert client.get(f"/fhir/Patient/{keep['id']}", headers=H).json()["gender"] == "male"  # not yet written
+    assert client.get(f"/fhir/Patient/{keep['id']}/_history/2", headers=H).status_code == 404  # nor a version
+    hist = client.get(f"/fhir/Patient/{keep['id']}/_history", headers=H).json()
+    assert [e["response"]["etag"] for e in hist["entry"]] == ['W/"1"']
     assert recover(server.store(), older_than=timedelta(0)) == 1
     after = counts(db)
     assert after["_journal"] == 0

@@ -38,11 +38,14 @@ that version is **rolled forward** (:meth:`Store.roll_forward`) by the relay bef
 publishes the version's events, and by any writer whose claim lost against it; the roll-
 forward itself is a claim (a chain of markers ``<type>/<id>/<v>`` in ``fhir_rollforward``), so
 one party writes it. Reads keep their single query: a crashed write's version becomes visible
-when it is rolled forward, not before. Residual window: a winner that stalls longer than the
-grace period between its claim and its write may find its version rolled forward by someone
-else; both write the same content, and its write is filtered on the version it replaces so
-a stale write matches nothing (a defence in depth only: FerretDB does not make that filter
-atomic). Keep the grace period well above any plausible pause.
+when it is rolled forward, not before (``vread`` and ``_history`` read the history, so they show
+a claimed version at once, but not the claims of an open transaction).
+
+Residual window: a winner that stalls longer than the grace period between its claim and
+its write may find its version rolled forward by someone else; both write the same content,
+and its write is filtered on the version it replaces so a stale write matches nothing (a
+defence in depth only: FerretDB does not make that filter atomic). Keep the grace period well
+above any plausible pause.
 
 The ``prepare_*`` functions build the writes without I/O so the bundle engine
 can check a whole transaction first and apply it afterwards (the one exception:
@@ -370,7 +373,7 @@ class Store:
         if not vid.isdigit() or len(vid) > 18:
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
         doc = unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}))
-        if doc is None:
+        if doc is None or doc.get(TXN):  # an open transaction's claim is not a version yet
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
         if doc.get("del"):
             raise FhirError(f"version {vid} of {resource_type}/{rid} is a deletion", status=410, code="deleted")
