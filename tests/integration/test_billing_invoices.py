@@ -273,6 +273,10 @@ def _hand_invoice(client, headers, patient: str, services: list[str]) -> str:
         "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items],
         "totalNet": {"value": 1, "currency": "VND"}})  # the body's amounts are ignored
     assert r.status_code == 201, r.text
+    again = client.post("/fhir/Invoice", headers=headers, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in reversed(items)]})
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]  # a retry: the same invoice
     return r.json()["id"]
 
 

@@ -292,9 +292,10 @@ class BillingFhirServer(FhirServer):
             if (item.get("subject") or {}).get("reference") != patient:
                 raise FhirError(f"ChargeItem/{cid} is another patient's", status=422, expression=["Invoice.lineItem"])
             items.append(item)
-        from sen_shared.fhir.store import new_id
-
-        rid = new_id()
+        # the id derives from the charges: a retry (a lost answer, a crash after the charges'
+        # claims) finds the same invoice instead of leaving its charges claimed by nothing
+        rid = inv.derived_id("inv", patient, facility, *sorted(ids))
+        existed = self.store().head("Invoice", rid) is not None
         res = inv.create_draft(self.db, rid, patient=patient, facility=facility, items=items,
                                base_salary=self.settings.base_salary)
         doc = self.store().read_doc("Invoice", rid)
@@ -302,7 +303,8 @@ class BillingFhirServer(FhirServer):
         from sen_shared.fhir.store_time import iso
 
         headers = version_headers(req.base, "Invoice", rid, int(doc["v"]), iso(doc["lu"]), location=True)
-        return write_answer(req, 201, res, headers, f"Invoice/{rid} created (draft)")
+        return write_answer(req, 200 if existed else 201, doc["res"] if existed else res, headers,
+                            f"Invoice/{rid} {'exists' if existed else 'created (draft)'}")
 
     def invoice_for(self, rid: str) -> dict[str, Any]:
         """The Invoice ``rid`` if the caller may act on it (cashier: own facility; admin)."""
