@@ -285,7 +285,7 @@ class FhirServer:
         rows: list[tuple[datetime, str, str, dict[str, Any]]] = []
         s = self.store()
         for rtype in rtypes:
-            flt: dict[str, Any] = {st.TXN: {"$exists": False}}  # not the claims of an open transaction
+            flt: dict[str, Any] = {}
             if rid is not None:
                 flt["id"] = rid
                 if s.current(rtype).count_documents({"_id": rid}, limit=1) == 0:

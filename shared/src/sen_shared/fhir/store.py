@@ -29,8 +29,8 @@ The events of a version travel in its history document (``outbox``, ``outbox_pen
 and ``b2``, the resource id's bucket, for the relay's crowded mode), never in the current
 document: the outbox relay polls the ``_history`` collections (:func:`relay_targets`) and is
 the only one to update a history document once it is pending, so the relay never touches a
-document a request writes. (A transaction writes its own history documents while they carry
-its ``txn`` and are not pending; see bundle.py.)
+document a request writes. (A transaction's history documents carry its journal id, ``txn``:
+the relay holds them back while that journal exists; see bundle.py.)
 
 A process that dies between its claim and its current write leaves a history document ahead
 of the current one. After a grace period (``SEN_FHIR_ROLLFORWARD_GRACE`` seconds, default 5)
@@ -39,7 +39,7 @@ publishes the version's events, and by any writer whose claim lost against it; t
 forward itself is a claim (a chain of markers ``<type>/<id>/<v>`` in ``fhir_rollforward``), so
 one party writes it. Reads keep their single query: a crashed write's version becomes visible
 when it is rolled forward, not before (``vread`` and ``_history`` read the history, so they show
-a claimed version at once, but not the claims of an open transaction).
+a claimed version at once, an open transaction's claims included).
 
 Residual window: a winner that stalls longer than the grace period between its claim and
 its write may find its version rolled forward by someone else; both write the same content,
@@ -84,7 +84,8 @@ HISTORY_SUFFIX = "_history"
 HEAD_PROJECTION = {"res": 0, "outbox": 0}  # (current documents of an older layout may still hold an outbox)
 ROLLFORWARD_COLLECTION = "fhir_rollforward"  # chains <type>/<id>/<v>: who rolls a crashed version forward
 CONDITIONS_COLLECTION = "fhir_conditions"  # chains <type>?<query>: conditional creates that found nothing
-TXN = "txn"  # on a history document while the transaction (its journal id) that claimed it is open
+TXN = "txn"  # on a history document a transaction claimed: its journal id (open while the journal exists)
+JOURNAL_COLLECTION = "_journal"  # the open transactions (bundle.py)
 GRACE_ENV = "SEN_FHIR_ROLLFORWARD_GRACE"
 DEFAULT_GRACE_SECONDS = 5.0
 
@@ -373,7 +374,7 @@ class Store:
         if not vid.isdigit() or len(vid) > 18:
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
         doc = unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}))
-        if doc is None or doc.get(TXN):  # an open transaction's claim is not a version yet
+        if doc is None:
             raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
         if doc.get("del"):
             raise FhirError(f"version {vid} of {resource_type}/{rid} is a deletion", status=410, code="deleted")
@@ -466,11 +467,17 @@ class Store:
         try:
             claims.claim(self.history(w.resource_type), w.history["_id"], {**w.history, **(extra or {})})
         except claims.ClaimTaken as taken:
-            if taken.holder is not None and not taken.holder.get(TXN) and is_stale(taken.holder):
+            if taken.holder is not None and is_stale(taken.holder) and not self.txn_open(taken.holder):
                 self.roll_forward(w.resource_type, taken.holder)
             what = "created" if w.prev is None else "changed"
             raise FhirError(f"{w.resource_type}/{w.rid} was {what} by someone else meanwhile; "
                             "read it again and retry", status=409, code="conflict") from None
+
+    def txn_open(self, hist: Mapping[str, Any]) -> bool:
+        """True when ``hist`` was claimed by a transaction still open (its journal exists):
+        its recovery, not a roll-forward, decides what becomes of it."""
+        txn = hist.get(TXN)
+        return bool(txn) and self.db[JOURNAL_COLLECTION].find_one({"_id": txn}, {"_id": 1}) is not None
 
     def write_current(self, w: Write) -> None:
         """The current document of a claimed version. Single writer: the winner of the claim
@@ -613,9 +620,10 @@ def condition_key(resource_type: str, params: Iterable[tuple[str, str]]) -> str:
 class HistoryGate:
     """The outbox relay's check on the pending history documents of one resource type: a
     version whose current write has not landed is held back while its claim is young, and
-    rolled forward once it is older than the grace period, before its events go out."""
+    rolled forward once it is older than the grace period, before its events go out; the claims
+    of a transaction wait while its journal exists (one lookup per transaction in the batch)."""
 
-    fields = ("id", "v", "at", "lu")
+    fields = ("id", "v", "at", "lu", TXN)
 
     def __init__(self, db: Database, resource_type: str, *, grace: timedelta | None = None) -> None:
         self.store = Store(db)
@@ -632,8 +640,12 @@ class HistoryGate:
         for start in range(0, len(ids), FIND_IN_MAX_EQUALITIES):  # equalities, never a scanning $in
             for h in find_in(coll, "_id", ids[start:start + FIND_IN_MAX_EQUALITIES], projection={"v": 1}):
                 heads[h["_id"]] = int(h["v"])
+        open_txns = {t for t in {d.get(TXN) for d in docs} if t and self.store.db[JOURNAL_COLLECTION].find_one(
+            {"_id": t}, {"_id": 1}) is not None}
         ready: list[dict[str, Any]] = []
         for d in docs:
+            if d.get(TXN) in open_txns:
+                continue  # an open transaction's claim: published once the transaction is through
             if "id" not in d or heads.get(d["id"], 0) >= int(d["v"]):
                 ready.append(d)
             elif is_stale(d, self.grace) and self.store.roll_forward(self.resource_type, d, grace=self.grace):
