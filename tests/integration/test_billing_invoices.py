@@ -400,3 +400,46 @@ def test_no_bank_account_is_503(base_env, mongo_client, dev_key) -> None:
         client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
         r = client.get(f"/fhir/Invoice/{inv_id}/$vietqr", headers=a)
         assert r.status_code == 503 and r.json()["resourceType"] == "OperationOutcome"
+
+
+# ----------------------------------------------------------------------------- through the bus
+
+def test_consult_completed_five_times_on_the_bus(base_env, mongo_client) -> None:
+    """The real worker process on RabbitMQ: the same consult's event published 5 times (the same
+    event id twice, as a redelivery, and three new ids) makes one charge and one issued invoice."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sen_shared.bus.publisher import Publisher
+
+    from tests.support import wait_for
+
+    db_name = f"sen_billing_b{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, **base_env, **BANK, "SEN_DB": db_name}
+    subprocess.run([sys.executable, "-m", "sen_billing.indexes"], env=env, cwd=ROOT, check=True, timeout=300,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "sen_billing.worker"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = mongo_client[db_name]
+    try:
+        wait_for(lambda: db["ChargeItemDefinition"].count_documents({}) > 0, timeout=60)  # price list loaded
+        sr = f"sr-{uuid.uuid4().hex[:8]}"
+        first = completed(sr, "Patient/p-bus")
+        events = [first, first] + [completed(sr, "Patient/p-bus") for _ in range(3)]
+        with Publisher(base_env["AMQP_URL"], prefix=base_env["SEN_BUS_PREFIX"]) as publisher:
+            publisher.declare()
+            for event in events:
+                publisher.publish(event)
+        inv_id = invoices.derived_id("consult", "invoice", f"ServiceRequest/{sr}")
+        wait_for(lambda: (store(db).head("Invoice", inv_id) or {}).get("v") == 2, timeout=60)
+        time.sleep(2)  # let every delivery be handled
+        assert store(db).current("ChargeItem").count_documents({}) == 1
+        assert store(db).current("Invoice").count_documents({}) == 1
+        assert store(db).read_doc("Invoice", inv_id)["res"]["status"] == "issued"
+        assert db[invoices.STATES].count_documents({"k": inv_id}) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        mongo_client.drop_database(db_name)
