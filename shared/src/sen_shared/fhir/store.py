@@ -634,19 +634,21 @@ class HistoryGate:
         if not docs:
             return docs
         docs = sorted(docs, key=lambda d: (str(d.get("id")), int(d.get("v") or 0)))  # a resource's versions in order
-        ids = [str(d["id"]) for d in docs if "id" in d]
+        open_txns = {t for t in {d.get(TXN) for d in docs} if t and self.store.db[JOURNAL_COLLECTION].find_one(
+            {"_id": t}, {"_id": 1}) is not None}
+        # a transaction's claim whose journal is gone needs no look at the current document: the
+        # journal is deleted only after every current write of the transaction landed
+        ids = [str(d["id"]) for d in docs if "id" in d and not d.get(TXN)]
         heads: dict[str, int] = {}
         coll = self.store.current(self.resource_type)
         for start in range(0, len(ids), FIND_IN_MAX_EQUALITIES):  # equalities, never a scanning $in
             for h in find_in(coll, "_id", ids[start:start + FIND_IN_MAX_EQUALITIES], projection={"v": 1}):
                 heads[h["_id"]] = int(h["v"])
-        open_txns = {t for t in {d.get(TXN) for d in docs} if t and self.store.db[JOURNAL_COLLECTION].find_one(
-            {"_id": t}, {"_id": 1}) is not None}
         ready: list[dict[str, Any]] = []
         for d in docs:
             if d.get(TXN) in open_txns:
                 continue  # an open transaction's claim: published once the transaction is through
-            if "id" not in d or heads.get(d["id"], 0) >= int(d["v"]):
+            if d.get(TXN) or "id" not in d or heads.get(d["id"], 0) >= int(d["v"]):
                 ready.append(d)
             elif is_stale(d, self.grace) and self.store.roll_forward(self.resource_type, d, grace=self.grace):
                 heads[d["id"]] = int(d["v"])
