@@ -323,3 +323,22 @@ def test_events_left_in_current_documents_by_an_earlier_version_move_to_the_hist
     with Relaying(db, bus) as relaying:
         relaying.drain()
     assert published(bus, 1) == Counter({(rid, 1): 1})
+
+
+def test_the_relay_recovers_a_transaction_left_open_by_a_dead_process(ehr: Any) -> None:
+    from datetime import UTC, datetime
+
+    _, _, db = ehr
+    store = st.Store(db, service="ehr")
+    rid = store.create(patient()).rid
+    w = store.prepare_update(patient(rid, "in-a-dead-transaction"), rid, store.head("Patient", rid))
+    journal = "dead-" + uuid.uuid4().hex[:8]
+    db.Patient_history.insert_one({**w.history, st.TXN: journal, "at": datetime.now(UTC)})  # all claims in
+    db["_journal"].insert_one({"_id": journal, "state": "applying", "at": datetime.now(UTC) - timedelta(minutes=5),
+                               "ops": [{"t": "Patient", "id": rid, "prev": 1, "v": 2,
+                                        "ev": [e["id"] for e in w.events]}]})
+    held = list(db.Patient_history.find({st.TXN: journal}, {"res": 0}))
+    assert [d["_id"] for d in st.HistoryGate(db, "Patient")(held)] == [f"{rid}/2"]  # recovered, then ready
+    assert db["_journal"].count_documents({"_id": journal}) == 0
+    doc = store.read_doc("Patient", rid)
+    assert doc["v"] == 2 and doc["res"]["name"][0]["given"] == ["in-a-dead-transaction"]

@@ -634,8 +634,7 @@ class HistoryGate:
         if not docs:
             return docs
         docs = sorted(docs, key=lambda d: (str(d.get("id")), int(d.get("v") or 0)))  # a resource's versions in order
-        open_txns = {t for t in {d.get(TXN) for d in docs} if t and self.store.db[JOURNAL_COLLECTION].find_one(
-            {"_id": t}, {"_id": 1}) is not None}
+        open_txns = self._open_transactions({d.get(TXN) for d in docs} - {None})
         # a transaction's claim whose journal is gone needs no look at the current document: the
         # journal is deleted only after every current write of the transaction landed
         ids = [str(d["id"]) for d in docs if "id" in d and not d.get(TXN)]
@@ -655,6 +654,19 @@ class HistoryGate:
                 ready.append(d)
             # else: its writer is probably between its claim and its current write: next pass
         return ready
+
+
+    def _open_transactions(self, txns: set[Any]) -> set[Any]:
+        """The journals among ``txns`` that still exist; one left by a dead process (older than
+        bundle.RECOVER_AFTER) is recovered here, so its events do not wait for the next bundle."""
+        from .bundle import RECOVER_AFTER, recover  # bundle imports this module
+
+        journals = self.store.db[JOURNAL_COLLECTION]
+        found = {j["_id"]: j for t in txns for j in journals.find({"_id": t}, {"at": 1})}
+        if any(is_stale(j, RECOVER_AFTER) for j in found.values()):
+            recover(self.store)
+            found = {j["_id"]: j for t in found for j in journals.find({"_id": t}, {"_id": 1})}
+        return set(found)
 
 
 def history_collection(resource_type: str) -> str:
