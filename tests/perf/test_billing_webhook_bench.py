@@ -69,7 +69,7 @@ def _invoices(db) -> list[str]:
         code = vietqr.reference_code(iid)
         store.create({"resourceType": "Invoice", "status": "issued", "issuer": {"reference": "Organization/org-bench"},
                       "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
-                      "totalNet": {"value": 30000, "currency": "VND"}}, iid)
+                      "totalNet": {"value": int(os.environ.get("SEN_BENCH_OWED", "30000")), "currency": "VND"}}, iid)
         db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
         codes.append(code)
     return codes

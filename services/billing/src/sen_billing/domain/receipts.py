@@ -23,10 +23,11 @@ import html
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import ClaimTaken, advance, claim_once, latest
+from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, link_id
 
 from . import invoice_port
 from .payments import BALANCED, VN, iso, local_day
@@ -56,17 +57,52 @@ def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invo
     return won
 
 
+_newest_seen: dict[str, int] = {}  # chain -> the newest link number this process saw (a hint only)
+
+
+def newest_link_number(coll: Collection, chain: str) -> int:
+    """The number of the newest link of ``chain`` (0: none), by ``_id`` look-ups only.
+
+    ``claims.latest`` sorts the chain's links, which FerretDB does in its own code after
+    fetching all of them: a receipt series grows by thousands a year. Links of a chain are
+    contiguous (link n+1 is only ever claimed after link n), so a galloping search on the
+    ``_id``s finds the newest in O(log n) point reads, and from this process's last answer
+    (the hint) usually in one or two.
+    """
+    def exists(n: int) -> bool:
+        return n == 0 or coll.find_one({"_id": link_id(chain, n)}, {"_id": 1}) is not None
+
+    lo = _newest_seen.get(chain, 0)
+    if not exists(lo):  # a hint from another database (tests) or a wiped one: start over
+        lo = 0
+    step = 1
+    hi = lo + step
+    while exists(hi):
+        lo, step = hi, step * 2
+        hi = lo + step
+    while hi - lo > 1:  # lo exists, hi does not
+        mid = (lo + hi) // 2
+        if exists(mid):
+            lo = mid
+        else:
+            hi = mid
+    _newest_seen[chain] = lo
+    return lo
+
+
 def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, fresh: bool) -> str:
     """The next number of the facility's series for this invoice (its own, if a crashed try took one)."""
     coll = db[RECEIPT_NUMBERS]
     chain = f"receipt:{facility}:{year}"
     mine = None if fresh else coll.find_one({"k": chain, "invoice": invoice_id})
     while mine is None:
+        last = newest_link_number(coll, chain)
         try:
-            mine = advance(coll, chain, latest(coll, chain), {"invoice": invoice_id, "facility": facility})
+            mine = advance(coll, chain, {CHAIN_SEQ: last}, {"invoice": invoice_id, "facility": facility})
+            _newest_seen[chain] = int(mine[CHAIN_SEQ])
         except ClaimTaken:
-            pass  # another invoice took that number: read the newest link again and take the next one
-    return f"{facility.upper()[:12]}-{year}-{int(mine['n']):06d}"
+            _newest_seen[chain] = last + 1  # another invoice took that number: try the next one
+    return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
 
 def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
