@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
-from sen_shared.claims import ClaimTaken, advance, latest
+from sen_shared.claims import ClaimTaken, advance, link_id
 from sen_shared.errors import Conflict, SenError
 
 from .payments import PAYMENTS, REFUNDS, iso
@@ -28,6 +28,15 @@ class ShiftError(SenError):
 
 def _chain(principal: Any) -> str:
     return f"shift:{principal.sub}"
+
+
+def latest(coll: Any, chain: str) -> dict[str, Any] | None:
+    """The newest link of a cashier's chain by point reads (``receipts.newest_link_number``), not a
+    sort over every shift the cashier ever had."""
+    from .receipts import newest_link_number
+
+    n = newest_link_number(coll, chain)
+    return coll.find_one({"_id": link_id(chain, n)}) if n else None
 
 
 def current(db: Database, principal: Any) -> dict[str, Any] | None:
