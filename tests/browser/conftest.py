@@ -113,6 +113,11 @@ class Visitor:
         assert not bad, f"axe-core on {name}: {bad}"
         body = self.page.content()
         assert "Traceback" not in body
+        # what the page cost over the wire (issue 16: under 200 KB on a slow link); axe is the test's
+        weight = self.page.evaluate(
+            "() => performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+            ".filter(e => !e.name.includes('axe.min.js')).reduce((n, e) => n + (e.encodedBodySize || 0), 0)")
+        assert weight < 200_000, f"{name} weighs {weight} bytes"
         self.visited.append(name)
 
 

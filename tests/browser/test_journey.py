@@ -171,6 +171,8 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)  # no reload: htmx swapped the status box
     assert v.page.evaluate("window.__sameDocument === true")
     assert t["paid"] in v.page.inner_text("[data-testid=paid]")
+    assert v.page.locator("#qr-box img").count() == 0  # the paid code is taken away
+    assert v.page.locator("#invoice-facts").inner_text().count("0\u00a0₫") >= 1  # nothing left to pay
     v.check("cashier-invoice-paid")
     v.page.click("#invoice-status a")
     v.page.wait_for_load_state("networkidle")

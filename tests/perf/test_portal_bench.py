@@ -54,6 +54,38 @@ def _consults(urls: dict[str, str], key: str, n: int) -> None:
         assert r.status_code == 201, r.text[:300]
 
 
+def _completed_consult(urls: dict[str, str], key: str) -> None:
+    """One consult accepted and completed (minutes signed), so billing issues its invoice."""
+    from sen_shared.auth import issue_dev_token
+
+    fhir = {"Content-Type": "application/fhir+json"}
+    clinic = {**fhir, "Authorization": f"Bearer {issue_dev_token(key, 'clinic', facility='tyt-my-hiep')}"}
+    doctor = {**fhir, "Authorization": "Bearer " + issue_dev_token(
+        key, "doctor", facility="bvdk-dong-thap", practitioner="bs-nguyen-van-an")}
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+          "subject": {"reference": "Patient/bn-0001"}, "requester": {"reference": "Organization/tyt-my-hiep"},
+          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]}],
+          "note": [{"text": "Hội chẩn cho hóa đơn"}], "performer": [{"reference": "Organization/bvdk-dong-thap"}]}
+    r = httpx.post(f"{urls['teleconsult']}/fhir/ServiceRequest/$submit", json=sr, headers=clinic, timeout=30)
+    task = next(e["resource"]["id"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "Task")
+    assert httpx.post(f"{urls['teleconsult']}/fhir/Task/{task}/$accept", json={"resourceType": "Parameters"},
+                      headers=doctor, timeout=30).status_code == 200
+    minutes = {"resourceType": "Parameters", "parameter": [
+        {"name": "start", "valueDateTime": "2026-01-05T08:00:00+07:00"},
+        {"name": "end", "valueDateTime": "2026-01-05T08:30:00+07:00"},
+        {"name": "site", "valueReference": {"reference": "Organization/bvdk-dong-thap"}},
+        {"name": "site", "valueReference": {"reference": "Organization/tyt-my-hiep"}},
+        {"name": "participant", "part": [
+            {"name": "who", "valueReference": {"reference": "Practitioner/bs-nguyen-van-an"}},
+            {"name": "role", "valueString": "chủ trì"}]},
+        {"name": "history", "valueString": "Tăng huyết áp"}, {"name": "findings-clinical", "valueString": "HA 160/95"},
+        {"name": "conclusion", "valueCoding": {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}},
+        {"name": "recommendations", "valueString": "Tăng liều"},
+        {"name": "chair", "valueReference": {"reference": "Practitioner/bs-nguyen-van-an"}}]}
+    r = httpx.post(f"{urls['teleconsult']}/fhir/Task/{task}/$complete", json=minutes, headers=doctor, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+
+
 def _measure(portal: str, path: str, cookie: str) -> dict[str, float]:
     u = urlsplit(portal)
     headers = {"Cookie": cookie, "Accept-Encoding": "identity"}
@@ -65,7 +97,8 @@ def _measure(portal: str, path: str, cookie: str) -> dict[str, float]:
 
 @pytest.mark.integration
 def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_client):
-    env = {**base_env, "SEN_ENV": "development", "LOG_LEVEL": "WARNING"}
+    env = {**base_env, "SEN_ENV": "development", "LOG_LEVEL": "WARNING", "SEN_BANK_BIN": "970436",
+           "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "BV DK DONG THAP"}
     prefix = f"sen_t{run_id}_pbench"
     rows: list[tuple[str, dict[str, float]]] = []
     try:
@@ -75,9 +108,15 @@ def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_c
             pages = [("dashboard (12 weeks)", "/dashboard", "health-dept"),
                      ("worklist", "/worklist", "doctor"),
                      ("patient chart", "/patients/bn-0001", "clinic")]
+            _completed_consult(urls, base_env["SEN_DEV_JWT_KEY"])
             cashier = _cookie(portal, "cashier")
-            invoice = re.search(r'href="(/invoices/[^"/]+)"', httpx.get(
-                portal + "/invoices", headers={"Cookie": cashier}, timeout=30).text)
+            invoice = None
+            for _ in range(30):  # billing issues the consult's invoice from the completed event
+                invoice = re.search(r'href="(/invoices/[^"/]+)"', httpx.get(
+                    portal + "/invoices", headers={"Cookie": cashier}, timeout=30).text)
+                if invoice:
+                    break
+                time.sleep(1)
             if invoice:
                 pages.append(("invoice page", invoice.group(1), "cashier"))
             for name, path, user in pages:

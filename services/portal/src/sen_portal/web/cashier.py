@@ -6,9 +6,10 @@ FHIR ``Invoice`` and ``Invoice/{id}/$vietqr``, and the ``/payments/...`` endpoin
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import copy_current_request_context, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend_message, bp, login_required
@@ -42,19 +43,31 @@ def is_paid(s: dict[str, Any] | None) -> bool:
     return bool(s) and (s.get("status") == "balanced" or (s.get("owed", 0) > 0 and s.get("balanceDue") == 0))
 
 
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-invoice")
+
+
 def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
-    s = summary(iid)
-    inv, qr, problem = None, None, ctx.pop("problem", None)
-    try:
-        inv = fhir_get("billing", f"/fhir/Invoice/{iid}")
-    except BackendError as err:
-        if err.status != 404:
-            problem = problem or backend_message(err)
-    if not is_paid(s) and s.get("status") == "issued":
+    """The payment summary, the FHIR Invoice and its QR are asked for at once (three services'
+    answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored."""
+    def attempt(fn: Any) -> Any:
         try:
-            qr = _json("GET", f"/fhir/Invoice/{iid}/$vietqr")
+            return fn(), None
         except BackendError as err:
-            problem = problem or backend_message(err)
+            return None, err
+
+    jobs = [_pool.submit(copy_current_request_context(attempt), fn) for fn in (
+        lambda: summary(iid), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}"),
+        lambda: _json("GET", f"/fhir/Invoice/{iid}/$vietqr"))]
+    (s, s_err), (inv, inv_err), (qr, qr_err) = (j.result() for j in jobs)
+    if s_err is not None:
+        raise s_err
+    problem = ctx.pop("problem", None)
+    if inv_err is not None and inv_err.status != 404:
+        problem = problem or backend_message(inv_err)
+    if is_paid(s) or s.get("status") != "issued":
+        qr = None
+    elif qr_err is not None:
+        problem = problem or backend_message(qr_err)
     forms = {"cash_form": CashForm(formdata=None, amount=s.get("balanceDue") or None),
              "refund_form": RefundForm(formdata=None)}
     forms.update(ctx.pop("forms", {}))
@@ -76,7 +89,8 @@ def invoice_status(iid: str) -> Any:
         s = summary(iid)
     except BackendError:
         return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True)
-    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False)
+    # once paid, the same answer hides the QR and updates the amounts (htmx out-of-band swaps)
+    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False, inv=None, oob=True)
 
 
 @bp.route("/invoices/<iid>/qr.svg")

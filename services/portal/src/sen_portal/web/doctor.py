@@ -40,7 +40,7 @@ def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 @login_required("doctor")
 def worklist() -> Any:
     status = request.args.get("status", "")
-    params = {"_count": "100"}
+    params = {"_count": "50"}
     if status in ("requested", "accepted", "on-hold", "in-progress", "completed"):
         params["status"] = status
     problem, rows = None, []
