@@ -11,7 +11,7 @@ own FerretDB database:
 3. 4,000 queued events drained through RabbitMQ by 1 and by 4 real ``portal.reporting``
    consumers (the worker runs 4; their facts are inserted together);
 4. the dashboard (12 weeks): the first call right after the load (it sums the slots that closed,
-   which the worker's sealer would have done within a minute) and a few more with the last
+   which the worker's sealer would have done within 10 s) and a few more with the last
    minutes' facts still open; then, once every slot is closed, p50/p95 of 200 calls at 4 clients
    for all districts and for one.
 
