@@ -5,6 +5,7 @@ unmatched-transfers queue, and the pages that say no (wrong role, unknown record
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import httpx
 import pytest
@@ -137,3 +138,62 @@ def test_pages_that_say_no(visitor_factory):
     assert "/login" in v.page.url
     v.go("/patients")
     assert "/login" in v.page.url  # signed out: the pages ask for a sign-in again
+
+
+def _submit(stack: dict[str, str], question: str, priority: str = "routine") -> str:
+    from sen_shared.auth import issue_dev_token
+
+    token = issue_dev_token(stack["key"], "clinic", facility="tyt-my-hiep")
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": priority,
+          "subject": {"reference": "Patient/bn-0002"}, "requester": {"reference": "Organization/tyt-my-hiep"},
+          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "E11.9"}]}],
+          "note": [{"text": question}], "performer": [{"reference": "Organization/bvdk-dong-thap"}]}
+    r = httpx.post(f"{stack['teleconsult']}/fhir/ServiceRequest/$submit", json=sr, timeout=30,
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    assert r.status_code == 201, r.text[:300]
+    return next(e["resource"]["id"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "Task")
+
+
+def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_factory, stack):
+    asked = _submit(stack, "Đường huyết 14 mmol/L, xin hướng dẫn chỉnh insulin.", "asap")
+    doctor = visitor_factory("vi-1280")
+    doctor.sign_in("doctor")
+    doctor.go(f"/tasks/{asked}")
+    doctor.page.click("details:has(form[action$='/request-info']) summary")
+    doctor.page.click("form[action$='/request-info'] button")  # empty: explained, nothing sent
+    doctor.page.wait_for_load_state("networkidle")
+    assert doctor.page.locator("#question-error").count() == 1
+    doctor.check("doctor-question-error")
+    doctor.page.fill("#question", "Xin gửi thêm HbA1c gần nhất.")
+    doctor.page.click("form[action$='/request-info'] button")
+    doctor.page.wait_for_load_state("networkidle")
+    assert "Xin gửi thêm HbA1c gần nhất." in doctor.page.inner_text("main")
+
+    clinic = visitor_factory("vi-1280")
+    clinic.sign_in("clinic")
+    clinic.go(f"/consults/{asked}")
+    assert "Câu hỏi cho cơ sở" in clinic.page.inner_text("[data-testid=task-status]")
+    clinic.check("clinic-question-from-hub")
+    clinic.page.fill("#answer", "HbA1c 9,2% (tháng 11).")
+    clinic.page.click("form[action$='/answer'] button")
+    clinic.page.wait_for_load_state("networkidle")
+    assert "Chờ tuyến trên" in clinic.page.inner_text("[data-testid=task-status]")  # back with the hub
+    # the answer's Communication can show a moment after the Task resumes (teleconsult writes it after)
+    for _ in range(20):
+        doctor.go(f"/tasks/{asked}")
+        if "HbA1c 9,2% (tháng 11)." in doctor.page.inner_text("main"):
+            break
+        time.sleep(0.5)
+    assert "HbA1c 9,2% (tháng 11)." in doctor.page.inner_text("main")
+    doctor.check("doctor-answer-from-clinic")
+
+    rejected = _submit(stack, "Xin hội chẩn không đúng chuyên khoa.")
+    doctor.go(f"/tasks/{rejected}")
+    doctor.page.click("details:has(form[action$='/reject']) summary")
+    doctor.page.fill("#reason", "Không thuộc chuyên khoa của tuyến; chuyển nội tiết.")
+    doctor.page.click("form[action$='/reject'] button")
+    doctor.page.wait_for_load_state("networkidle")
+    clinic.go(f"/consults/{rejected}")
+    assert "Đã từ chối" in clinic.page.inner_text("[data-testid=task-status]")
+    assert "chuyển nội tiết" in clinic.page.inner_text("main")
+    clinic.check("clinic-consult-rejected")
