@@ -65,6 +65,11 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
 def main() -> int:
     import uuid
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM too stops the services this started, not just this process
+
+    signal.signal(signal.SIGTERM, stop)
+
     run = uuid.uuid4().hex[:6]
     key = os.environ.get("SEN_DEV_JWT_KEY") or str(ROOT / ".sen" / "dev-jwt.pem")
     env = {"SEN_ENV": "development", "SEN_DEV_JWT_KEY": key, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
