@@ -572,6 +572,25 @@ class Store:
         self.apply(w)
         return w
 
+    def create_once(self, resource: dict[str, Any], rid: str) -> tuple[bool, dict[str, Any]]:
+        """Create ``resource`` as version 1 of the fixed id ``rid`` unless that id was ever claimed:
+        ``(True, the resource)`` for the winner, ``(False, the resource as it stands)`` for everyone
+        after it (an event's redelivery, a racing consumer). The loser reads the current document,
+        or, while the winner has claimed version 1 but not yet written it, that claim itself (the
+        history document holds the whole version)."""
+        rtype = resource["resourceType"]
+        try:
+            return True, self.create(resource, rid).resource  # type: ignore[return-value]
+        except FhirError as err:
+            if err.status != 409:
+                raise
+        doc = unpack(self.current(rtype).find_one({"_id": rid}, {"res": 1, "del": 1}))
+        if doc is None:
+            doc = unpack(self.history(rtype).find_one({"_id": f"{rid}/1"}, {"res": 1, "del": 1}))
+        if doc is None or doc.get("del") or doc.get("res") is None:
+            raise FhirError(f"{rtype}/{rid} was deleted", status=409, code="conflict")
+        return False, doc["res"]
+
     def update(self, resource: dict[str, Any], rid: str, if_match: int | None = None) -> Write:
         rtype = resource["resourceType"]
         head = self.head(rtype, rid)

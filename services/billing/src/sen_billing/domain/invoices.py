@@ -134,12 +134,7 @@ def _ext(res: dict[str, Any], name: str) -> Any:
 
 def _create_once(store: Store, resource: dict[str, Any], rid: str) -> dict[str, Any]:
     """Create under the fixed id, or the one already there (the id is the claim)."""
-    try:
-        return store.create(resource, rid).resource
-    except FhirError as err:
-        if err.status != 409:
-            raise
-    return store.read_doc(resource["resourceType"], rid)["res"]
+    return store.create_once(resource, rid)[1]
 
 
 # --------------------------------------------------------------------------- coverage

@@ -26,7 +26,6 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.auth import Principal
 from sen_shared.fhir.audit import Auditor, Record
-from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
 
@@ -130,13 +129,7 @@ def create_once(store: Store, resource: dict[str, Any], rid: str) -> bool:
     claim (409) and writes nothing; a first delivery that died between its claim and its current
     write is rolled forward by the store once the claim is older than its grace period.
     """
-    try:
-        store.create(resource, rid)
-    except FhirError as err:
-        if err.status != 409:
-            raise
-        return False
-    return True
+    return store.create_once(resource, rid)[0]
 
 
 def handle_consult_completed(event: dict[str, Any], db: Database) -> tuple[bool, bool]:
