@@ -28,24 +28,17 @@ INDEXES += [
 
 
 
-# the FHIR store (fhir_server.py) and invoices (domain/invoices.py)
+# the FHIR store (fhir_server.py): its search equalities
+SEARCHED = ("identifier", "patient", "subject", "beneficiary", "status", "issuer", "owner", "requestor",
+            "performing-organization", "account", "url")
+
+
 def _fhir_indexes() -> list[mongo.Index]:
-    from sen_shared.fhir.search.definitions import params_for
-    from sen_shared.fhir.store import HISTORY_SUFFIX
+    from sen_shared.fhir.indexes import fhir_indexes
 
     from .fhir_server import RESOURCE_TYPES
 
-    searched = ("identifier", "patient", "subject", "beneficiary", "status", "issuer", "owner", "requestor",
-                "performing-organization", "account", "url")
-    out: list[mongo.Index] = []
-    for rtype in RESOURCE_TYPES:
-        out += [mongo.Index(rtype, (("lu", 1),)), mongo.Index(rtype, (("b2", 1), ("_id", 1))),
-                mongo.Index(rtype, (("b4", 1),)), mongo.Index(rtype, (("b1", 1),)),
-                mongo.Index(rtype + HISTORY_SUFFIX, (("id", 1), ("v", -1))),
-                mongo.Index(rtype + HISTORY_SUFFIX, (("lu", -1),))]
-        have = params_for(rtype)
-        out += [mongo.Index(rtype, ((f"sp_{code}", 1),)) for code in searched if code in have]
-    return out
+    return fhir_indexes(RESOURCE_TYPES, SEARCHED)
 
 
 def _invoice_indexes() -> list[mongo.Index]:

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sen_shared import periodic
+
 from .config import BillingSettings, settings_from_env
 
 log = logging.getLogger("sen.billing.worker")
@@ -76,16 +78,6 @@ PERIODIC: dict[str, tuple[Callable[[BillingSettings], float], Callable[[BillingS
 }
 
 
-def _loop(name: str, interval: float, job: Callable[[], Any], stop: threading.Event) -> None:
-    while not stop.wait(interval):
-        try:
-            done = job()
-            if done:
-                log.info("periodic job done", extra={"job": name, "count": done})
-        except Exception:  # noqa: BLE001 - retried next round; the database may be away
-            log.exception("periodic job failed", extra={"job": name})
-
-
 def main() -> int:
     from sen_shared.bus.worker import run_worker
     from sen_shared.logs import setup_logging
@@ -97,12 +89,8 @@ def main() -> int:
     except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
         log.exception("price list not loaded")
     stop = threading.Event()
-    threads = []
-    for name, (interval, factory) in PERIODIC.items():
-        t = threading.Thread(target=_loop, args=(name, interval(settings), factory(settings), stop),
-                             name=f"periodic:{name}", daemon=True)
-        t.start()
-        threads.append(t)
+    threads = periodic.start_periodic({name: (interval(settings), factory(settings))
+                                       for name, (interval, factory) in PERIODIC.items()}, stop)
     try:
         run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
     finally:

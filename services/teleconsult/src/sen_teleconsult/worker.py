@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sen_shared import periodic
 from sen_shared.bus.consumer import Handler
 
 from . import scheduling_jobs
@@ -66,24 +67,9 @@ PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
 }
 
 
-def _loop(name: str, interval: float, job: Callable[[], Any], stop: threading.Event) -> None:
-    while not stop.wait(interval):
-        try:
-            done = job()
-            if done:
-                log.info("periodic job done", extra={"job": name, "count": done})
-        except Exception:  # noqa: BLE001 - a failed sweep is retried next round; the database may be away
-            log.exception("periodic job failed", extra={"job": name})
-
-
 def start_periodic(settings: TeleconsultSettings, stop: threading.Event) -> list[threading.Thread]:
-    threads = []
-    for name, (interval, factory) in PERIODIC.items():
-        t = threading.Thread(target=_loop, args=(name, interval(settings), factory(settings), stop),
-                             name=f"periodic:{name}", daemon=True)
-        t.start()
-        threads.append(t)
-    return threads
+    return periodic.start_periodic({name: (interval(settings), factory(settings))
+                                    for name, (interval, factory) in PERIODIC.items()}, stop)
 
 
 def main() -> int:
