@@ -104,3 +104,11 @@ def rabbit_restart(seconds: float = 2) -> None:
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(["bash", str(INFRA), "rabbitmqctl", *args], check=True, capture_output=True,
                           text=True).stdout
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser suite last: Playwright's sync API keeps an asyncio loop running on the main
+    thread while its session-wide browser is open, and tests that call ``asyncio.run`` (the
+    awaited reads) fail under it; its stack of every service also need not run beside the rest."""
+    items.sort(key=lambda item: "tests/browser/" in str(item.fspath).replace("\\", "/"))
