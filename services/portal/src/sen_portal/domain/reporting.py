@@ -288,40 +288,39 @@ def seal_slot(db: Database, slot: str) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
+# a level -> (the level below it, the marker kind naming its parts, the parts' field naming it)
+_BELOW = {"h": ("s", "slot", "hour"), "d": ("h", "hour", "day"), "m": ("d", "day", "month")}
+
+
+def _seal_from_parts(db: Database, level: str, bucket: str, where: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Add a sealed bucket's part totals (sealing the parts that lack one) into its own totals."""
+    below, part_kind, parent = _BELOW[level]
+    have = _section_totals(db, below, **{parent: bucket})
+    parts = []
+    for m in db[META].find({"kind": part_kind, parent: bucket}):
+        part = m[part_kind]
+        parts.append(have[part] if _complete(have.get(part)) else _SEALERS[below](db, part))
+    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
+    _insert_totals(db, level, bucket, rows, 0, where)
+    return rows
+
+
 def seal_hour(db: Database, hour: str) -> dict[str, list[dict[str, Any]]]:
     """Add a sealed hour's slot totals (sealing the slots that lack one) into the hour's totals."""
-    have = _section_totals(db, "s", hour=hour)
-    parts = []
-    for m in db[META].find({"kind": "slot", "hour": hour}):
-        slot = m["slot"]
-        parts.append(have[slot] if _complete(have.get(slot)) else seal_slot(db, slot))
-    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
-    _insert_totals(db, "h", hour, rows, 0, {"day": hour[:10], "month": hour[:7]})
-    return rows
+    return _seal_from_parts(db, "h", hour, {"day": hour[:10], "month": hour[:7]})
 
 
 def seal_day(db: Database, day: str) -> dict[str, list[dict[str, Any]]]:
     """Add a sealed day's hour totals (sealing the hours that lack one) into the day's totals."""
-    have = _section_totals(db, "h", day=day)
-    parts = []
-    for m in db[META].find({"kind": "hour", "day": day}):
-        hour = m["hour"]
-        parts.append(have[hour] if _complete(have.get(hour)) else seal_hour(db, hour))
-    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
-    _insert_totals(db, "d", day, rows, 0, {"day": day, "month": day[:7]})
-    return rows
+    return _seal_from_parts(db, "d", day, {"day": day, "month": day[:7]})
 
 
 def seal_month(db: Database, month: str) -> dict[str, list[dict[str, Any]]]:
     """Add a sealed month's day totals (sealing the days that lack one) into the month's totals."""
-    have = _section_totals(db, "d", month=month)
-    parts = []
-    for m in db[META].find({"kind": "day", "month": month}):
-        day = m["day"]
-        parts.append(have[day] if _complete(have.get(day)) else seal_day(db, day))
-    rows = {s: merge_rows((p[s] for p in parts), s) for s in SECTIONS}
-    _insert_totals(db, "m", month, rows, 0, {"month": month})
-    return rows
+    return _seal_from_parts(db, "m", month, {"month": month})
+
+
+_SEALERS = {"s": seal_slot, "h": seal_hour, "d": seal_day}
 
 
 def seal(db: Database, now: datetime | None = None) -> int:
