@@ -226,6 +226,31 @@ def test_a_transaction_racing_single_updates_is_all_or_nothing(ehr: Any, bus: Bu
     assert published(bus, len(marks)) == Counter({k: 1 for k in marks})
 
 
+def test_the_relay_never_publishes_the_claim_of_a_transaction_rolled_back_after_it_was_read(ehr: Any) -> None:
+    """The relay reads pending claims, then looks their journals up. A transaction that lost a
+    race in between deletes its claims and then its journal: its claim, read before and judged
+    after, must not go out (it was, 1 CI run in 4, in the race test above); a committed
+    transaction's claim (journal gone, claim kept) must."""
+    from datetime import UTC, datetime
+
+    from sen_shared.fhir import bundle
+
+    _, _, db = ehr
+    store = st.Store(db, service="ehr")
+    rolled, committed = store.create(patient()).rid, store.create(patient()).rid
+    gate = st.relay_targets(db, ("Patient",), grace=GRACE)[1]["Patient_history"]
+    for rid, journal in ((rolled, "j-rolled"), (committed, "j-committed")):
+        db[st.JOURNAL_COLLECTION].insert_one({"_id": journal, "state": "applying", "at": datetime.now(UTC),
+                                              "ops": [{"t": "Patient", "id": rid, "prev": 1, "v": 2, "ev": []}]})
+        db.Patient_history.insert_one({"_id": f"{rid}/2", "id": rid, "v": 2, st.TXN: journal,
+                                       "at": datetime.now(UTC), "outbox_pending": True, "outbox": []})
+    read = list(db.Patient_history.find({"_id": {"$in": [f"{rolled}/2", f"{committed}/2"]}}))
+    assert gate(list(read)) == []  # both journals open: both wait
+    assert bundle.rollback(store, db[st.JOURNAL_COLLECTION].find_one({"_id": "j-rolled"})) == 1
+    db[st.JOURNAL_COLLECTION].delete_one({"_id": "j-committed"})  # committed: its journal goes last
+    assert [d["_id"] for d in gate(list(read))] == [f"{committed}/2"]
+
+
 CRASHING_WRITER = """
 import json, os, sys
 from pymongo import MongoClient

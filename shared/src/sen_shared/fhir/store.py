@@ -654,6 +654,7 @@ class HistoryGate:
             return docs
         docs = sorted(docs, key=lambda d: (str(d.get("id")), int(d.get("v") or 0)))  # a resource's versions in order
         open_txns = self._open_transactions({d.get(TXN) for d in docs} - {None})
+        docs = self._drop_rolled_back(docs, open_txns)
         # a transaction's claim whose journal is gone needs no look at the current document: the
         # journal is deleted only after every current write of the transaction landed
         ids = [str(d["id"]) for d in docs if "id" in d and not d.get(TXN)]
@@ -674,6 +675,25 @@ class HistoryGate:
             # else: its writer is probably between its claim and its current write: next pass
         return ready
 
+
+    def _drop_rolled_back(self, docs: list[dict[str, Any]], open_txns: set[Any]) -> list[dict[str, Any]]:
+        """Keep a closed transaction's claim only if it is still there, still its transaction's.
+
+        The relay read these documents before it looked the journals up. A transaction that lost
+        a claim deletes its claims and then its journal: a claim read before that rollback and
+        judged after it would find its journal gone and be published, an event of a version that
+        was never written (and the same version, claimed again by another writer, would carry
+        another event). Looked up after the journals, a claim still there with its ``txn`` was
+        committed: a rollback deletes the claims before the journal."""
+        closed = [d for d in docs if d.get(TXN) and d.get(TXN) not in open_txns]
+        if not closed:
+            return docs
+        hist = self.store.history(self.resource_type)
+        hids = [d["_id"] for d in closed]
+        still = {h["_id"]: h.get(TXN)
+                 for start in range(0, len(hids), FIND_IN_MAX_EQUALITIES)  # equalities, never a scanning $in
+                 for h in find_in(hist, "_id", hids[start:start + FIND_IN_MAX_EQUALITIES], projection={TXN: 1})}
+        return [d for d in docs if not d.get(TXN) or d.get(TXN) in open_txns or still.get(d["_id"]) == d.get(TXN)]
 
     def _open_transactions(self, txns: set[Any]) -> set[Any]:
         """The journals among ``txns`` that still exist; one left by a dead process (older than
