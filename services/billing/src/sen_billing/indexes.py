@@ -20,7 +20,8 @@ INDEXES += [
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refund_tasks", (("invoice", 1),)),
     mongo.Index("invoice_balanced", (("done", 1),)),
-    mongo.Index("receipt_numbers", (("k", 1), ("invoice", 1)), name="k_invoice"),
+    # one number per invoice in its series, however many writers settle it (receipts._receipt_number)
+    mongo.Index("receipt_numbers", (("invoice", 1), ("k", 1)), unique=True, name="invoice_k_unique"),
     *chain_indexes("receipt_numbers"),
     *chain_indexes("shifts"),
     *outbox_indexes(["payments", "receipts"]),

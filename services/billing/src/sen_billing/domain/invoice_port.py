@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.database import Database
+from sen_shared.claims import claim_once, latest
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 
@@ -19,6 +20,12 @@ from .vietqr import normalize_reference
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id}
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
+# the invoices' lifecycle chains (``<invoice>/1`` draft, ``/2`` issued, then ``balanced`` or
+# ``cancelled``): domain.invoices advances them to issued and cancelled, the settlement
+# (receipts.settle_invoice) to balanced. Cancel and settlement race for the same next link, so
+# exactly one of them wins: a cancel never succeeds on an invoice a payment has balanced.
+STATES = "invoice_states"
+REFUND_TASKS = "refund_tasks"  # {_id: payment id, invoice, amount, facility, reason, payment}
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,34 @@ def paid_total(db: Database, invoice_id: str) -> int:
 def counted_payments(db: Database, invoice_id: str) -> list[dict[str, Any]]:
     """The payments counted toward an invoice (without their outbox)."""
     return list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+
+
+def lifecycle(db: Database, invoice_id: str) -> dict[str, Any] | None:
+    """The newest link of the invoice's lifecycle chain (its ``state``; None: no chain yet)."""
+    return latest(db[STATES], invoice_id)
+
+
+def lifecycle_state(db: Database, invoice_id: str) -> str | None:
+    link = lifecycle(db, invoice_id)
+    return str(link["state"]) if link is not None else None
+
+
+def refund_task(db: Database, payment: dict[str, Any], invoice_id: str, why: str) -> bool:
+    """Claim the refund task of a payment that counts toward nothing owed (``why``: the invoice is
+    ``cancelled`` or already ``balanced``); once per payment, whoever notices first."""
+    created, _ = claim_once(db[REFUND_TASKS], payment["_id"], {
+        "invoice": invoice_id, "amount": int(payment["amount"]), "facility": payment.get("facility"),
+        "reason": f"invoice-{why}", "payment": payment["_id"]})
+    return created
+
+
+def route_to_refunds(db: Database, invoice_id: str, why: str,
+                     payments: list[dict[str, Any]] | None = None) -> int:
+    """A refund task for every payment counted toward a cancelled invoice (the cancel's winner
+    calls it after its link, and so does a payment that finds the link after its own insert: a
+    payment racing a cancel is seen by one of the two, never by neither)."""
+    return sum(refund_task(db, p, invoice_id, why)
+               for p in (payments if payments is not None else counted_payments(db, invoice_id)))
 
 
 def balance_due(db: Database, invoice_id: str) -> int:

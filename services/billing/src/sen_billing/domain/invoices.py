@@ -8,14 +8,18 @@ Storage (every invariant a claim by insert, ``sen_shared.claims``; ARCHITECTURE 
   claim: a redelivered or concurrent event re-creates nothing, and no separate "done" record
   can be separated from its effect by a crash.
 - ``invoice_states``: the lifecycle of each invoice as a chain (``<invoice id>/1`` draft,
-  ``/2`` issued, ``/3`` cancelled). ``issued`` carries the ``billing.invoice.issued`` event in
-  its outbox, written by the same insert. Whoever wins a link (one writer) then writes the
-  Invoice resource's new version; a crash between the two is repaired by the next call
+  ``/2`` issued, ``/3`` balanced or cancelled). ``issued`` carries the ``billing.invoice.issued``
+  event in its outbox, written by the same insert. Whoever wins a link (one writer) then writes
+  the Invoice resource's new version; a crash between the two is repaired by the next call
   (:func:`issue` / :func:`cancel` roll the resource forward to the chain's state); the store's
   own version claims keep two such writers from both writing.
-- ``balanced`` is not in this chain: payments claim ``invoice_balanced/<invoice id>``
-  (``receipts.settle_invoice``), and the claim's winner alone sets the Invoice ``balanced``.
-  :func:`cancel` refuses an invoice with any payment counted or that claim present.
+- ``balanced`` is claimed in the same chain by the settlement (``receipts.settle_invoice``), so
+  a cancel and the payment that settles the invoice race for the same link and exactly one
+  wins. :func:`cancel` also refuses (409) an invoice with any payment counted; a payment that
+  lands between that check and the cancelled link is caught by the same chain: the cancel reads
+  the payments after its link, every payment reads the chain after its own insert, so one of
+  the two always sees the other and claims the payment's refund task
+  (``invoice_port.route_to_refunds``).
 - ``charge_invoiced``: one invoice per ChargeItem (``_id`` = the ChargeItem id).
 - ``consult_facts``: what ``teleconsult.consult.requested`` told us (the specialty), keyed by
   the ServiceRequest (``claim_once``: the first delivery's fact stands).
@@ -65,7 +69,7 @@ from sen_shared.fhir.store import Store
 from . import bhyt, invoice_port, pricing, vietqr
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
-STATES = "invoice_states"
+STATES = invoice_port.STATES
 CHARGE_INVOICED = "charge_invoiced"
 CONSULT_FACTS = "consult_facts"
 QR_CODES = "vietqr_codes"
@@ -354,27 +358,40 @@ def issue(db: Database, invoice_id: str) -> dict[str, Any]:
             link = taken.holder or state(db, invoice_id)
     if link["state"] == "cancelled":
         raise InvoiceConflict(f"Invoice/{invoice_id} is cancelled")
+    if link["state"] == "balanced":  # issued long ago and paid: the settlement writes its status
+        return store.read_doc("Invoice", invoice_id)["res"]
     reference = vietqr.reference_code(invoice_id)
     claim_once(db[REFERENCES], reference, {"invoice": invoice_id})
     return _roll_forward(db, invoice_id, link)
 
 
 def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
-    """draft or issued → cancelled, unless anything was paid toward it or it is balanced."""
+    """draft or issued → cancelled, unless anything was paid toward it or it is balanced.
+
+    The cancelled link is the decision (the settlement races for the same link). A payment
+    recorded after the check below and before the link counts toward a cancelled invoice: after
+    winning the link, every payment counted toward the invoice gets a refund task (a payment
+    inserted later finds the link itself, ``payments.after_payment``)."""
     _store(db).read_doc("Invoice", invoice_id)
     link = state(db, invoice_id)
     if link is not None and link["state"] == "cancelled":
+        invoice_port.route_to_refunds(db, invoice_id, "cancelled")  # a crashed winner's sweep, again
         return _roll_forward(db, invoice_id, link)
-    if db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None:
+    if link is not None and link["state"] == "balanced":
         raise InvoiceConflict(f"Invoice/{invoice_id} is balanced; refund its payments instead")
+    if db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None:
+        raise InvoiceConflict(f"Invoice/{invoice_id} is being settled; refund its payments instead")
     if paid_total(db, invoice_id) > 0:
         raise InvoiceConflict(f"Invoice/{invoice_id} has payments; refund them before cancelling")
     try:
         link = advance(db[STATES], invoice_id, link, {"state": "cancelled", "reason": reason})
     except ClaimTaken as taken:
         link = taken.holder or state(db, invoice_id)
+        if link["state"] == "balanced":
+            raise InvoiceConflict(f"Invoice/{invoice_id} was balanced meanwhile; refund its payments instead") from None
         if link["state"] != "cancelled":
             raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
+    invoice_port.route_to_refunds(db, invoice_id, "cancelled")
     return _roll_forward(db, invoice_id, link)
 
 

@@ -44,7 +44,7 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 INBOX = "webhook_inbox"
 OUTCOMES = "webhook_outcomes"
 PAYMENTS = invoice_port.PAYMENTS
-REFUND_TASKS = "refund_tasks"
+REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = "refunds"
 BALANCED = "invoice_balanced"
 
@@ -172,9 +172,8 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
     """The effects of a newly recorded payment: a refund task for a late one; for a counted one,
     the invoice's balance, and its settlement when nothing is left to pay."""
     if payment.get("late_invoice") and payment.get("matched"):
-        claim_once(db[REFUND_TASKS], payment["_id"], {
-            "invoice": payment["late_invoice"], "amount": payment["amount"], "facility": payment.get("facility"),
-            "reason": "invoice-" + str(payment.get("outcome", "")).removeprefix("late-"), "payment": payment["_id"]})
+        invoice_port.refund_task(db, dict(payment), payment["late_invoice"],
+                                 str(payment.get("outcome", "")).removeprefix("late-"))
         return
     invoice_id = payment.get("invoice")
     if not invoice_id:
@@ -183,12 +182,25 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
         invoice = invoice_port.get(db, invoice_id)
         if invoice is None:
             return
+    # the lifecycle, read AFTER this payment's insert: a cancel reads the payments after its link,
+    # so a payment racing a cancel is seen by one of the two and gets its refund task
+    link = invoice_port.lifecycle(db, invoice_id)
+    state = link["state"] if link is not None else None
+    if state == "cancelled":
+        invoice_port.refund_task(db, dict(payment), invoice_id, "cancelled")
+        return
+    if state == "balanced":  # settled meanwhile: unless the settlement counted it, it is to give back
+        record = db[BALANCED].find_one({"_id": invoice_id}, {"payments": 1}) or {}
+        if payment["_id"] not in (record.get("payments") or []):
+            invoice_port.refund_task(db, dict(payment), invoice_id, "balanced")
+        return
     counted = invoice_port.counted_payments(db, invoice_id)
     paid = sum(int(p["amount"]) for p in counted)
     if invoice.owed - paid <= 0:
         from .receipts import settle_invoice
 
-        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid, counted=counted)
+        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid, counted=counted,
+                       payment=dict(payment))
 
 
 def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:
@@ -275,10 +287,11 @@ def invoice_summary(db: Database, invoice_id: str) -> dict[str, Any]:
     ids = [p["_id"] for p in payments + late]
     refunds = list(db[REFUNDS].find({"_id": {"$in": ids}})) if ids else []
     refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in {p["_id"] for p in payments})
-    balanced = db[BALANCED].find_one({"_id": invoice_id})
-    due = max(0, invoice.owed - paid)
-    return {"invoice": invoice_id, "status": "balanced" if balanced else invoice.status, "owed": invoice.owed,
-            "paid": paid, "balanceDue": due, "credit": max(0, paid - invoice.owed - refunded_counted),
+    status = invoice_port.lifecycle_state(db, invoice_id) or invoice.status  # the chain leads the resource
+    owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
+    due = 0 if status == "cancelled" else max(0, owed - paid)
+    return {"invoice": invoice_id, "status": status, "owed": invoice.owed,
+            "paid": paid, "balanceDue": due, "credit": max(0, paid - owed - refunded_counted),
             "refunded": sum(int(r["amount"]) for r in refunds), "facility": invoice.facility,
             "reference": invoice.reference,
             "payments": [public_payment(p) for p in sorted(payments + late, key=lambda p: p["received_at"])],

@@ -1,20 +1,27 @@
-"""Settling a paid invoice: one "balanced" claim, one receipt number, one receipt, one event.
+"""Settling a paid invoice: one "balanced" link, one receipt number, one receipt, one event.
 
-:func:`settle_invoice` runs after every payment that leaves nothing due. It claims
-``invoice_balanced/<invoice id>`` by insert: among any number of concurrent final payments
-exactly one wins, and only the winner goes on (:func:`complete_settlement`):
+:func:`settle_invoice` runs after every payment that leaves nothing due:
 
-1. a receipt number from the facility's series: a claims chain ``receipt:<facility>:<year>``
+0. it claims ``invoice_balanced/<invoice id>`` by insert (the settlement record: who settles,
+   what they counted, ``done``): among any number of concurrent final payments exactly one
+   wins, and only the winner goes on;
+1. the winner advances the invoice's lifecycle chain (``invoice_port.STATES``) from ``issued``
+   to ``balanced``. A cancel races for the same link: if the cancel won, the settlement is
+   void (``done``, ``voided: cancelled``) and every payment gets a refund task;
+2. a receipt number from the facility's series: a claims chain ``receipt:<facility>:<year>``
    in ``receipt_numbers`` whose link n IS receipt n (``advance`` from the newest link; a writer
    that loses the race reads the new newest link and tries the next number, so numbers have no
-   gaps and are never given twice; no counter is ever updated);
-2. the PaymentReconciliation (FHIR, id ``pr-<invoice id>``);
-3. the Invoice's status ``balanced`` (the single writer of that change: the claim's winner);
-4. the receipt document (``receipts``, keyed by the invoice id) carrying ``billing.invoice.paid``
+   gaps and are never given twice; no counter is ever updated). A unique index on (invoice,
+   chain) gives an invoice one number however many writers settle it;
+3. the PaymentReconciliation (FHIR, id ``pr-<invoice id>``: its create is the claim);
+4. the Invoice's status ``balanced`` (a versioned write of the FHIR store: one writer wins);
+5. the receipt document (``receipts``, keyed by the invoice id) carrying ``billing.invoice.paid``
    in its outbox, written by the same insert.
 
-Each step is idempotent, so :func:`repair_settlements` (the worker, one process) can roll a
-crashed winner forward. Receipts are rendered as HTML and as PDF (WeasyPrint).
+Every step is an idempotent claim, so :func:`repair_settlements` (the worker's periodic job)
+can roll a crashed winner forward, in any number of worker replicas at once and while a slow
+winner is still at it: two of them take one receipt number, one reconciliation, one receipt.
+Receipts are rendered as HTML and as PDF (WeasyPrint).
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, link_id
+from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest, link_id
 
 from . import invoice_port
+from .invoice_port import STATES
 from .payments import BALANCED, VN, iso, local_day
 
 RECEIPTS = "receipts"
@@ -42,19 +50,54 @@ def vnd(amount: int) -> str:
 
 
 def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invoice_port.InvoiceView | None = None,
-                   paid: int | None = None, counted: list[dict[str, Any]] | None = None) -> bool:
+                   paid: int | None = None, counted: list[dict[str, Any]] | None = None,
+                   payment: dict[str, Any] | None = None) -> bool:
     """Claim the invoice's settlement; True for the one caller that won (and settled it).
-    ``invoice``, ``paid`` and ``counted`` (the payments): what the caller read already."""
-    paid = invoice_port.paid_total(db, invoice_id) if paid is None else paid
+    ``invoice``, ``paid`` and ``counted`` (the payments): what the caller read already;
+    ``payment``: the caller's own new payment (one the winner did not count is a late one)."""
+    counted = invoice_port.counted_payments(db, invoice_id) if counted is None else counted
+    paid = sum(int(p["amount"]) for p in counted) if paid is None else paid
     invoice = invoice if invoice is not None and invoice.id == invoice_id else invoice_port.get(db, invoice_id)
     if invoice is None:
         return False
-    won, claim = claim_once(db[BALANCED], invoice_id, {"facility": invoice.facility, "district": invoice.district,
-                                                       "paid": paid, "owed": invoice.owed, "channel": channel,
-                                                       "done": False})
-    if won:
-        _settle(db, invoice, claim, fresh=True, counted=counted)
-    return won
+    won, record = claim_once(db[BALANCED], invoice_id, {
+        "facility": invoice.facility, "district": invoice.district, "paid": paid, "owed": invoice.owed,
+        "channel": channel, "payments": [p["_id"] for p in counted], "done": False})
+    if not won:
+        if payment is not None and payment["_id"] not in (record.get("payments") or []):
+            # the winner settled without it: money over what was owed, to give back
+            invoice_port.refund_task(db, payment, invoice_id, "balanced")
+        return False
+    return _settle_claimed(db, invoice, record, fresh=True, counted=counted) is not None
+
+
+def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Step 1: the lifecycle chain's ``balanced`` link (won now or before), or None when a
+    cancel won the chain (the settlement is then void and the payments go back)."""
+    for _ in range(5):
+        link = latest(db[STATES], invoice_id)
+        if link is not None and link["state"] == "balanced":
+            return link
+        if link is not None and link["state"] == "cancelled":
+            invoice_port.route_to_refunds(db, invoice_id, "cancelled")
+            # written by the settlement's winner or the repair job, both the same values (see _settle)
+            db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True, "voided": "cancelled"}})
+            return None
+        if link is None or link["state"] != "issued":
+            raise LookupError(f"invoice {invoice_id} is {link and link['state']}, not issued")
+        try:
+            return advance(db[STATES], invoice_id, link, {"state": "balanced", "paid": record.get("paid"),
+                                                         "owed": record.get("owed")})
+        except ClaimTaken:
+            continue  # a cancel, or a repairing worker: read what won
+    raise LookupError(f"invoice {invoice_id}: its lifecycle keeps changing")
+
+
+def _settle_claimed(db: Database, invoice: invoice_port.InvoiceView, record: dict[str, Any], *, fresh: bool,
+                    counted: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    if _balanced_link(db, invoice.id, record) is None:
+        return None
+    return _settle(db, invoice, record, fresh=fresh, counted=counted)
 
 
 _newest_seen: dict[str, int] = {}  # chain -> the newest link number this process saw (a hint only)
@@ -100,28 +143,33 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         try:
             mine = advance(coll, chain, {CHAIN_SEQ: last}, {"invoice": invoice_id, "facility": facility})
             _newest_seen[chain] = int(mine[CHAIN_SEQ])
-        except ClaimTaken:
-            _newest_seen[chain] = last + 1  # another invoice took that number: try the next one
+        except ClaimTaken as taken:
+            if taken.holder is not None and taken.holder.get("invoice") == invoice_id:
+                mine = taken.holder  # another writer settling this invoice took it (repair)
+            else:  # that number is another invoice's, or this invoice has one (unique (invoice, chain))
+                mine = coll.find_one({"k": chain, "invoice": invoice_id})
+                _newest_seen[chain] = last + 1
     return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
 
-def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any]:
-    """Finish a claimed settlement (the repair job; idempotent): the receipt, whether it was there or not."""
+def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any] | None:
+    """Finish a claimed settlement (the repair job; idempotent): the receipt, whether it was there
+    or not; None when a cancel had won the invoice (the payments then have refund tasks)."""
+    balanced = db[BALANCED].find_one({"_id": invoice_id})
+    invoice = invoice_port.get(db, invoice_id)
+    if balanced is None or invoice is None:
+        raise LookupError(f"invoice {invoice_id} is not being settled")
     done = db[RECEIPTS].find_one({"_id": invoice_id}, {"outbox": 0})
     if done is not None:
         db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})  # see the end of _settle
         return done
-    balanced = db[BALANCED].find_one({"_id": invoice_id})
-    invoice = invoice_port.get(db, invoice_id)
-    if balanced is None or invoice is None:
-        raise LookupError(f"invoice {invoice_id} is not balanced")
-    return _settle(db, invoice, balanced, fresh=False)
+    return _settle_claimed(db, invoice, balanced, fresh=False)
 
 
 def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str, Any], *,
             fresh: bool, counted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Steps 1-4 for a claimed invoice; only the claim's winner (``fresh``) or the one repair
-    process calls it, so each step has one writer."""
+    """Steps 2-5 for a claimed invoice whose ``balanced`` link is in: by the claim's winner
+    (``fresh``) or repair jobs; each step is a claim, so any number of them make one of each."""
     invoice_id = invoice.id
     settled_at: datetime = balanced["at"]
     if settled_at.tzinfo is None:
@@ -130,7 +178,10 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
     number = _receipt_number(db, facility, invoice_id, settled_at.astimezone(VN).year, fresh=fresh)
     # the payments read after the claim was won, or by the winner just before it: a payment
     # inserted later still counts toward the invoice (as credit), it is only not on the receipt
-    payments = counted if counted is not None else invoice_port.counted_payments(db, invoice_id)
+    if counted is None:  # a repair: the payments the winner counted (a later one is a late payment)
+        ids = balanced.get("payments")
+        counted = [p for p in invoice_port.counted_payments(db, invoice_id) if ids is None or p["_id"] in ids]
+    payments = counted
     paid = sum(int(p["amount"]) for p in payments)
     channels = {p["channel"] for p in payments}
     channel = channels.pop() if len(channels) == 1 else "mixed"
@@ -155,8 +206,10 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
                              "provider": p["provider"], "at": p["received_at"]} for p in payments],
                "lines": invoice.lines, "patient": invoice.patient_display, "invoice_title": invoice.title}
     _, held = claim_once(db[RECEIPTS], invoice_id, new_document(receipt, [event]))
-    # the claim's winner (or the one repair process, when the winner died) is this flag's only writer;
-    # both write the same value. It lets the repair job find unfinished settlements by an equality.
+    # ``done`` (and ``voided``) are the settlement record's only changing fields; their writers (the
+    # claim's winner, repair jobs finishing a winner that stopped) write the same values, only ever
+    # False → True, so a lost update of one by another loses nothing. The record has no outbox. It
+    # lets the repair job find unfinished settlements by an equality.
     db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})
     return held
 
@@ -183,7 +236,8 @@ def _reconciliation(invoice: invoice_port.InvoiceView, number: str, paid: int, p
 
 
 def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1)) -> int:
-    """Finish settlements whose winner stopped half-way (the worker runs this; one process)."""
+    """Finish settlements whose winner stopped half-way (the worker's periodic job). Safe in
+    several workers at once: each step is an idempotent claim (see the module's docstring)."""
     cutoff = datetime.now(UTC) - older_than
     fixed = 0
     for claim in db[BALANCED].find({"done": False}, {"_id": 1, "at": 1}):

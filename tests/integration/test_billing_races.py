@@ -1,0 +1,217 @@
+"""Billing's races on the real FerretDB: a cancel against payments, repair jobs in two workers,
+and the unmatched-transfer queue read a page at a time.
+
+- A cancel and the payment that settles the invoice race for the same link of the invoice's
+  lifecycle chain: exactly one wins. A payment that lands on an invoice being cancelled is kept
+  and gets a refund task (the cancel reads the payments after its link; each payment reads the
+  chain after its own insert), never dropped, never counted toward a receipt.
+- Two workers repairing the same crashed settlements (and a slow winner finishing at the same
+  time) give each invoice one receipt number, with no gap in the series, one reconciliation,
+  one receipt and one ``billing.invoice.paid``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sen_billing.domain import invoice_port, invoices, payments, pricing, receipts, vietqr
+from sen_billing.domain.webhooks import Transfer
+from sen_billing.indexes import INDEXES
+from sen_shared import mongo
+from sen_shared.fhir.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def db(mongo_client):
+    name = f"sen_billing_r{uuid.uuid4().hex[:8]}"
+    database = mongo_client[name]
+    mongo.ensure_indexes(database, INDEXES)
+    yield database
+    mongo_client.drop_database(name)
+
+
+def make_invoice(db, owed: int, facility: str = "org-a") -> tuple[str, str]:
+    iid = "inv-" + uuid.uuid4().hex[:12]
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
+                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],
+                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
+    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
+    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
+    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
+    invoices.issue(db, iid)
+    return iid, vietqr.reference_code(iid)
+
+
+def pay(db, code: str, amount: int, tx: str | None = None) -> payments.Recorded:
+    transfer = Transfer(provider="standard", transaction_id=tx or uuid.uuid4().hex[:12], amount=amount,
+                        description=f"TT {code}")
+    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex)
+
+
+def resource_status(db, iid: str) -> str:
+    return Store(db, service="billing").read_doc("Invoice", iid)["res"]["status"]
+
+
+def assert_accounted(db, iid: str) -> str:
+    """Every payment of the invoice is in exactly one place; the invoice's outcome."""
+    state = invoice_port.lifecycle_state(db, iid)
+    counted = invoice_port.counted_payments(db, iid)
+    late = list(db["payments"].find({"late_invoice": iid}))
+    tasks = {t["_id"] for t in db["refund_tasks"].find({"invoice": iid})}
+    receipt = db["receipts"].find_one({"_id": iid})
+    assert {p["_id"] for p in late} <= tasks, "a late payment without a refund task"
+    if state == "cancelled":
+        assert receipt is None
+        assert {p["_id"] for p in counted} <= tasks, "a payment on a cancelled invoice without a refund task"
+        assert resource_status(db, iid) == "cancelled"
+    else:
+        assert state == "balanced"
+        assert receipt is not None and resource_status(db, iid) == "balanced"
+        on_receipt = {p["id"] for p in receipt["payments"]}
+        # every counted payment is either on the receipt or to give back, never both
+        assert {p["_id"] for p in counted} | {p["_id"] for p in late} == on_receipt | tasks
+        assert not on_receipt & tasks
+    return state
+
+
+# ------------------------------------------------------------------------------- cancel vs payment
+
+def test_a_payment_between_the_cancels_check_and_its_link_gets_a_refund_task(db, monkeypatch) -> None:
+    """The interleaving the old cancel lost: its 'nothing paid' check passes, then the transfer
+    settles the invoice in full, then the cancel claims its link."""
+    iid, code = make_invoice(db, 70000)
+    checked = invoice_port.paid_total
+
+    def check_then_pay(database, invoice_id):
+        seen = checked(database, invoice_id)
+        pay(db, code, 70000)  # lands right after the check
+        return seen
+
+    monkeypatch.setattr(invoices, "paid_total", check_then_pay)
+    with pytest.raises(invoices.InvoiceConflict, match="balanced"):  # the settlement won the chain first
+        invoices.cancel(db, iid, "nhập nhầm")
+    monkeypatch.undo()
+    assert assert_accounted(db, iid) == "balanced"
+    assert db["refund_tasks"].count_documents({"invoice": iid}) == 0
+
+
+def test_a_payment_that_read_the_chain_before_the_cancel_is_swept_by_the_cancel(db, monkeypatch) -> None:
+    """The other interleaving: the payment is inserted and reads the chain as 'issued' (partial,
+    nothing to settle), then the cancel, which checked 'nothing paid' earlier, claims its link:
+    the cancel's own sweep finds the payment."""
+    iid, code = make_invoice(db, 90000)
+    real = invoice_port.paid_total
+    monkeypatch.setattr(invoices, "paid_total", lambda database, invoice_id: (real(database, invoice_id),
+                                                                               pay(db, code, 30000))[0])
+    invoices.cancel(db, iid, "bệnh nhân đổi ý")
+    monkeypatch.undo()
+    assert assert_accounted(db, iid) == "cancelled"
+    summary = payments.invoice_summary(db, iid)
+    assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("cancelled", 30000,
+                                                                                            0, 30000)
+    assert [t["reason"] for t in summary["refundTasks"]] == ["invoice-cancelled"]
+
+
+def test_a_cancel_never_succeeds_on_an_invoice_a_payment_balanced(db) -> None:
+    iid, code = make_invoice(db, 40000)
+    pay(db, code, 40000)
+    with pytest.raises(invoices.InvoiceConflict):
+        invoices.cancel(db, iid, "muộn")
+    assert assert_accounted(db, iid) == "balanced"
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_cancels_racing_payments_in_threads_lose_nothing(db, parts: int) -> None:
+    """12 invoices; for each, a cancel and ``parts`` payments (together the amount owed) start at
+    once. Whatever wins, every payment is on the receipt or has a refund task, and the invoice
+    is either balanced (every cancel failed) or cancelled (no receipt)."""
+    owed = 60000
+    made = [make_invoice(db, owed) for _ in range(12)]
+    outcomes: dict[str, list[str]] = {iid: [] for iid, _ in made}
+
+    def cancel(iid: str, gate: threading.Barrier) -> None:
+        gate.wait()
+        try:
+            invoices.cancel(db, iid, "hủy")
+            outcomes[iid].append("cancelled")
+        except invoices.InvoiceConflict:
+            outcomes[iid].append("refused")
+
+    def payment(code: str, gate: threading.Barrier) -> None:
+        gate.wait()
+        pay(db, code, owed // parts)
+
+    with ThreadPoolExecutor(2 * (parts + 1)) as pool:
+        futures = []
+        for iid, code in made:
+            gate = threading.Barrier(parts + 1)
+            futures.append(pool.submit(cancel, iid, gate))
+            futures += [pool.submit(payment, code, gate) for _ in range(parts)]
+        for f in futures:
+            f.result()
+    for iid, _ in made:
+        state = assert_accounted(db, iid)
+        assert db["payments"].count_documents({"$or": [{"invoice": iid}, {"late_invoice": iid}]}) == parts
+        assert outcomes[iid] == (["cancelled"] if state == "cancelled" else ["refused"])
+    # any settlement record of a cancelled invoice is finished as void (the repair job finds none)
+    assert receipts.repair_settlements(db, older_than=timedelta(0)) == 0
+
+
+# ------------------------------------------------------------------------------- repair in two workers
+
+def _crashed_settlement(db, owed: int) -> str:
+    """An invoice paid in full whose settlement winner died right after its claim."""
+    iid, _ = make_invoice(db, owed)
+    now = datetime.now(UTC)
+    db["payments"].insert_one({"_id": f"standard:crash-{iid}", "provider": "standard", "channel": "transfer",
+                               "amount": owed, "invoice": iid, "matched": True, "outcome": "applied",
+                               "received_at": now, "day": "2025-03-14", "facility": "org-r"})
+    db["invoice_balanced"].insert_one({"_id": iid, "facility": "org-r", "paid": owed, "owed": owed,
+                                       "channel": "transfer", "payments": [f"standard:crash-{iid}"],
+                                       "done": False, "at": now - timedelta(minutes=5)})
+    return iid
+
+
+def test_two_workers_repairing_at_once_give_one_receipt_number_each_without_gaps(db) -> None:
+    made = [_crashed_settlement(db, 10000 + i) for i in range(8)]
+    # a slow winner finishing its own settlement while two workers' repair jobs run
+    slow = made[0]
+    record = db["invoice_balanced"].find_one({"_id": slow})
+    view = invoice_port.get(db, slow)
+    gate = threading.Barrier(3)
+
+    def worker() -> int:
+        gate.wait()
+        return receipts.repair_settlements(db)
+
+    def winner() -> None:
+        gate.wait()
+        receipts._settle_claimed(db, view, record, fresh=True)
+
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(worker), pool.submit(worker), pool.submit(winner)]
+        for job in jobs:
+            job.result()
+    numbers = list(db["receipt_numbers"].find({"k": f"receipt:org-a:{datetime.now(UTC).year}"}))
+    by_invoice: dict[str, list[int]] = {}
+    for link in numbers:
+        by_invoice.setdefault(link["invoice"], []).append(link["n"])
+    assert sorted(by_invoice) == sorted(made)
+    assert all(len(ns) == 1 for ns in by_invoice.values()), by_invoice
+    assert sorted(n for ns in by_invoice.values() for n in ns) == list(range(1, len(made) + 1))  # no gap
+    for iid in made:
+        receipt = db["receipts"].find_one({"_id": iid})
+        assert receipt is not None and receipt["number"].endswith(f"{by_invoice[iid][0]:06d}")
+        assert db["receipts"].count_documents({"_id": iid}) == 1
+        assert len(receipt["outbox"]) == 1  # one billing.invoice.paid
+        assert Store(db, service="billing").read_doc("PaymentReconciliation", f"pr-{iid}")["res"][
+            "paymentIdentifier"]["value"] == receipt["number"]
+        assert assert_accounted(db, iid) == "balanced"
+    assert receipts.repair_settlements(db) == 0
