@@ -326,6 +326,115 @@ def test_reschedule_books_the_new_slot_and_frees_the_old(tc, H):
     assert tc.get(f"/fhir/Appointment/{new['id']}", headers=H).json()["status"] == "booked"
 
 
+class _Crash(Exception):
+    """The process dies here (a simulated crash between two steps of a reschedule)."""
+
+
+def _crash_at(monkeypatch, step):
+    def point(at):
+        if at == step:
+            raise _Crash(at)
+    monkeypatch.setattr(sch, "_crash_point", point)
+
+
+def _status(tc, H, ref):
+    return tc.get(f"/fhir/{ref}", headers=H).json()["status"]
+
+
+@pytest.mark.parametrize("step", ["booked", "claimed"])
+def test_a_reschedule_stopped_half_way_is_finished_by_the_repair_once(tc, H, monkeypatch, step):
+    day = DAY + timedelta(days=6 if step == "booked" else 7)
+    a, b = _find(tc, H, _local(day, "07:00"), _local(day, "08:00"), ("specialty", "394579002"))[:2]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(a))),
+                   headers=H).json()["entry"][0]["resource"]
+    _crash_at(monkeypatch, step)
+    with pytest.raises(_Crash):
+        sch.reschedule(tc.db, sch.Ctx(sch.SchedulingConfig()), appt["id"], b)
+    monkeypatch.setattr(sch, "_crash_point", lambda at: None)
+    # the crash left both slots taken, and the reschedule recorded as under way
+    [entry] = list(tc.db[sch.OPEN_RESCHEDULES].find({"old": appt["id"]}))
+    assert _status(tc, H, a["slot"][0]["reference"]) == "busy" and _status(tc, H, b["slot"][0]["reference"]) == "busy"
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
+    # the worker's repair finishes it: the old appointment cancelled, its slot free, the new one booked
+    assert sch.repair_reschedules(tc.db) == 1
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "cancelled"
+    assert _status(tc, H, a["slot"][0]["reference"]) == "free"
+    assert _status(tc, H, f"Appointment/{entry['_id']}") == "booked"
+    assert tc.db[sch.RESCHEDULES].find_one({"_id": appt["id"]})["new"] == entry["_id"]
+    assert tc.db[sch.OPEN_RESCHEDULES].count_documents({"old": appt["id"]}) == 0
+    assert sch.repair_reschedules(tc.db) == 0  # nothing left: idempotent
+    assert _status(tc, H, f"Appointment/{entry['_id']}") == "booked"
+    # the old appointment cannot be rescheduled a second time
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$reschedule", content=_params(("appointment-resource", a)),
+                headers=H)
+    assert r.status_code == 409 and "rescheduled already" in r.json()["issue"][0]["diagnostics"]
+
+
+def test_the_next_reschedule_of_the_old_appointment_finishes_a_stopped_one(tc, H, monkeypatch):
+    day = DAY + timedelta(days=4)
+    a, b, c = _find(tc, H, _local(day, "08:00"), _local(day, "11:00"), ("specialty", "394579002"))[:3]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(a))),
+                   headers=H).json()["entry"][0]["resource"]
+    _crash_at(monkeypatch, "claimed")
+    with pytest.raises(_Crash):
+        sch.reschedule(tc.db, sch.Ctx(sch.SchedulingConfig()), appt["id"], b)
+    monkeypatch.setattr(sch, "_crash_point", lambda at: None)
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$reschedule", content=_params(("appointment-resource", c)),
+                headers=H)
+    assert r.status_code == 409, r.text
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "cancelled"  # rolled forward by this reader
+    assert _status(tc, H, a["slot"][0]["reference"]) == "free" and _status(tc, H, c["slot"][0]["reference"]) == "free"
+    assert _status(tc, H, b["slot"][0]["reference"]) == "busy"
+
+
+def test_a_reschedule_that_never_claimed_its_slot_is_dropped_after_the_grace(tc, H, monkeypatch):
+    day = DAY + timedelta(days=4)
+    a, b = _find(tc, H, _local(day, "13:30"), _local(day, "15:00"), ("specialty", "394579002"))[:2]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(a))),
+                   headers=H).json()["entry"][0]["resource"]
+
+    def dies(*args, **kwargs):
+        raise _Crash("before the claim")
+
+    monkeypatch.setattr(sch, "book", dies)
+    with pytest.raises(_Crash):
+        sch.reschedule(tc.db, sch.Ctx(sch.SchedulingConfig()), appt["id"], b)
+    monkeypatch.undo()
+    assert tc.db[sch.OPEN_RESCHEDULES].count_documents({"old": appt["id"]}) == 1
+    assert sch.repair_reschedules(tc.db) == 0  # maybe still under way: kept
+    assert tc.db[sch.OPEN_RESCHEDULES].count_documents({"old": appt["id"]}) == 1
+    later = sch.utcnow() + timedelta(seconds=sch.RESCHEDULE_GRACE_SECONDS + 1)
+    assert sch.repair_reschedules(tc.db, now=later) == 0
+    assert tc.db[sch.OPEN_RESCHEDULES].count_documents({"old": appt["id"]}) == 0
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"  # nothing else changed
+    assert _status(tc, H, b["slot"][0]["reference"]) == "free"
+
+
+def test_two_reschedules_of_one_appointment_at_once_leave_one_new_booking(tc, H):
+    day = DAY + timedelta(days=5)
+    props = _find(tc, H, _local(day, "07:00"), _local(day, "11:00"), ("specialty", "394579002"))[:5]
+    appt = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(props[0]))),
+                   headers=H).json()["entry"][0]["resource"]
+    barrier = threading.Barrier(4)
+
+    def move(target):
+        barrier.wait()
+        try:
+            return sch.reschedule(tc.db, sch.Ctx(sch.SchedulingConfig()), appt["id"], target)["id"]
+        except sch.FhirError as err:
+            return err.status
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(move, props[1:]))
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1 and all(r == 409 for r in results if not isinstance(r, str)), results
+    busy = [p for p in props if _status(tc, H, p["slot"][0]["reference"]) == "busy"]
+    assert len(busy) == 1 and _status(tc, H, f"Appointment/{winners[0]}") == "booked"
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "cancelled"
+    assert tc.db[sch.OPEN_RESCHEDULES].count_documents({"old": appt["id"]}) == 0
+
+
 def test_noshow_only_after_the_start_and_fulfilled_once(tc, H):
     day = DAY + timedelta(days=1)
     prop = _find(tc, H, _local(day, "10:00"), _local(day, "11:00"), ("specialty", "394579002"))[0]

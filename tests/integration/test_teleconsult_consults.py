@@ -648,3 +648,82 @@ def test_a_retry_after_a_lost_answer_finds_the_consult_the_first_try_made(tc, to
     assert submitted(again) == (sr_id, task_id)
     assert len([d for d in db.ServiceRequest.find({}, {"res": 1}) if key in d["res"]]) == 1
     assert [link["op"] for link in db.consult_steps.find({"k": task_id})] == ["$submit"]
+
+
+# --------------------------------------------------------------------------- in-progress, hub scope, paging
+
+def test_the_specialist_starting_the_consult_puts_the_task_in_progress(tc, tokens, db):
+    sr_id, task_id = submitted(submit(tc, tokens))
+    r = op(tc, task_id, "$start", "dr", tokens)  # not accepted yet
+    assert r.status_code == 409 and "'requested'" in diag(r)
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    assert op(tc, task_id, "$start", "a", tokens).status_code == 403  # the clinic does not start it
+    assert op(tc, task_id, "$start", "other_hub", tokens).status_code == 403
+    r = op(tc, task_id, "$start", "dr", tokens)
+    assert r.status_code == 200, r.text
+    task = r.json()
+    assert task["status"] == "in-progress" and task["owner"] == {"reference": "Practitioner/dr-0"}
+    assert task["executionPeriod"]["start"]
+    assert op(tc, task_id, "$start", "dr", tokens).status_code == 409  # once
+    # the step is a link of the Task's chain, like every other step
+    assert [link["state"] for link in db.consult_steps.find({"k": task_id}).sort("n", 1)] == [
+        "requested", "accepted", "in-progress"]
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?status=in-progress&_count=500", headers=tokens["dr"]).json()
+    assert task_id in {e["resource"]["id"] for e in wl["entry"]}
+    # a question during the visit puts it on hold; the clinic's answer resumes it in progress
+    r = op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "Siêu âm tim?"}])
+    assert r.status_code == 200 and r.json()["status"] == "on-hold"
+    r = op(tc, task_id, "$provide-info", "a", tokens, [{"name": "answer", "valueString": "EF 45%"}])
+    assert r.status_code == 200 and r.json()["status"] == "in-progress"
+    r = op(tc, task_id, "$complete", "dr", tokens, minutes())
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+
+
+def test_doctors_see_their_own_hubs_consults_not_those_of_a_patient_granted_to_them(tc, tokens):
+    """Patient pab has a consult at HUB and one at another hub: the other hub's doctor reaches the
+    patient (its own consult's grant) but sees only its own consult, in reads, searches and the worklist."""
+    sr_1, task_1 = submitted(submit(tc, tokens, service_request(patient="Patient/pab")))
+    other = service_request(patient="Patient/pab", performer=[{"reference": "Organization/bv-khac"}])
+    sr_2, task_2 = submitted(submit(tc, tokens, other))
+    assert op(tc, task_1, "$request-info", "dr", tokens,
+              [{"name": "question", "valueString": "Xin điện tim?"}]).status_code == 200
+    X, D = tokens["other_hub"], tokens["dr"]
+    for rtype, mine, theirs in (("Task", task_2, task_1), ("ServiceRequest", sr_2, sr_1)):
+        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=X).status_code == 200
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=X).status_code == 403
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history/1", headers=X).status_code == 403
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history", headers=X).status_code == 403
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=D).status_code == 200
+        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=D).status_code == 403
+    found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=X).json()
+    assert {e["resource"]["id"] for e in found["entry"]} == {task_2}
+    found = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab&_count=500", headers=X).json()
+    assert {e["resource"]["id"] for e in found["entry"]} == {sr_2}
+    found = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=X).json()
+    assert found.get("entry", []) == []
+    found = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=D).json()
+    assert len(found["entry"]) == 1
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=X).json()
+    assert {e["resource"]["id"] for e in wl["entry"]} == {task_2} and wl["total"] == 1
+    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=D).json()
+    assert task_1 in {e["resource"]["id"] for e in wl["entry"]} and task_2 not in {
+        e["resource"]["id"] for e in wl["entry"]}
+    assert op(tc, task_1, "$accept", "other_hub", tokens).status_code == 403
+
+
+def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
+    for priority in ("routine", "stat", "asap", "routine", "urgent", "stat", "asap"):
+        submitted(submit(tc, tokens, service_request(priority=priority)))
+    whole = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    ids = [e["resource"]["id"] for e in whole["entry"]]
+    assert whole["total"] == len(ids) >= 7 and len(set(ids)) == len(ids)
+    walked, url, pages = [], f"{tc}/fhir/Task/$worklist?_count=3", 0
+    while url:
+        page = httpx.get(url, headers=tokens["dr"]).json()
+        assert page["total"] == whole["total"]
+        walked += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+        pages += 1
+    assert walked == ids and pages == -(-len(ids) // 3)
+    beyond = httpx.get(f"{tc}/fhir/Task/$worklist?_count=3&_offset=100000", headers=tokens["dr"]).json()
+    assert beyond.get("entry", []) == [] and beyond["total"] == whole["total"]

@@ -1,4 +1,5 @@
-"""The worker's scheduling jobs (``worker.PERIODIC``): release expired holds, send due reminders."""
+"""The worker's scheduling jobs (``worker.PERIODIC``): release expired holds, send due reminders,
+finish reschedules a crash interrupted."""
 
 from __future__ import annotations
 
@@ -26,5 +27,15 @@ def reminders_job(settings: SchedulingSettings) -> Callable[[], int]:
 
     def run() -> int:
         return reminders.send_due(database(settings.mongo_url, settings.db_name), sender, cfg)
+
+    return run
+
+
+def reschedules_job(settings: SchedulingSettings) -> Callable[[], int]:
+    """Reschedules a crash stopped half-way are finished (the old appointment released)."""
+    cfg = scheduling_config(settings)
+
+    def run() -> int:
+        return scheduling.repair_reschedules(database(settings.mongo_url, settings.db_name), cfg=cfg)
 
     return run

@@ -64,6 +64,7 @@ PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
     "sla": (lambda s: s.sla_sweep_seconds, sla_job),
     "holds": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.holds_job),
     "reminders": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reminders_job),
+    "reschedules": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reschedules_job),
 }
 
 

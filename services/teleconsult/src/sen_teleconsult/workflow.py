@@ -66,7 +66,7 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
 CARRIED = ("breached", "escalatedTo", "owner")  # facts of a link that hold for the links after it
 MAX_STEP_ATTEMPTS = 8  # a step loses its race only to a different step; it re-reads and decides again
-WORKLIST_MAX = 2000
+WORKLIST_MAX = 500  # a page of the worklist at most
 
 INDEXES: list[mongo.Index] = [
     *chain_indexes(STEPS),
@@ -74,6 +74,13 @@ INDEXES: list[mongo.Index] = [
     mongo.Index(BREACHES, (("outbox_pending", 1),), name="outbox_pending_1"),
     mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1"),
     mongo.Index(GRANTS, (("pair", 1),), name="pair_1"),
+    # the worklist: a doctor's hub (its tag) or a clinic, one priority, the open states, by authoredOn
+    mongo.Index("Task", (("sp__tag", 1), ("sp_priority", 1), ("sp_status", 1), ("sp_authored-on_s", 1)),
+                name="worklist_hub"),
+    mongo.Index("Task", (("sp_requester", 1), ("sp_priority", 1), ("sp_status", 1), ("sp_authored-on_s", 1)),
+                name="worklist_clinic"),
+    mongo.Index("ServiceRequest", (("sp__tag", 1),), name="hub_tag"),
+    mongo.Index("Communication", (("sp__tag", 1),), name="hub_tag"),
 ]
 OUTBOX_COLLECTIONS = (STEPS, BREACHES)
 
@@ -228,8 +235,8 @@ class Consults:
         sr = {**sub.service_request, "id": sr_id, "authoredOn": iso(requested)}
         task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district),
                 "id": task_id}
-        rules.stamp_change(sr, actor.ref, actor.display)
-        rules.stamp_change(task, actor.ref, actor.display)
+        rules.stamp_change(rules.tag_hub(sr, sub.hub), actor.ref, actor.display)
+        rules.stamp_change(rules.tag_hub(task, sub.hub), actor.ref, actor.display)
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
             {"fullUrl": f"{base}/{sr_ref}", "resource": sr, "request": {"method": "PUT", "url": sr_ref}},
             {"fullUrl": f"{base}/{task_ref}", "resource": task, "request": {"method": "PUT", "url": task_ref}}]}
@@ -359,11 +366,11 @@ class Consults:
             change = decide(link)
             if change is None:
                 return link
-            task = rules.stamp_change(change.task, actor.ref, actor.display)
+            task = rules.stamp_change(rules.tag_hub(change.task, facts["hub"]), actor.ref, actor.display)
             task["lastModified"] = iso(now_vn())
             validate_resource(copy.deepcopy(task), expected_type="Task")
             if change.communication is not None:
-                rules.stamp_change(change.communication, actor.ref, actor.display)
+                rules.stamp_change(rules.tag_hub(change.communication, facts["hub"]), actor.ref, actor.display)
                 validate_resource(copy.deepcopy(change.communication), expected_type="Communication")
             extra = {**{k: link[k] for k in CARRIED if k in link}, **change.extra}
             doc = self._link_doc(task_id, op=op, state=change.state, task=task, facts=facts, actor=actor,
@@ -497,6 +504,22 @@ class Consults:
         return [("teleconsult.referral.granted", {"serviceRequest": f["serviceRequest"], "patient": f["patient"],
                                                   "grantee": grantee, "requester": f["requester"],
                                                   "expires": expires})]
+
+    def start(self, task_id: str, actor: Actor) -> dict[str, Any]:
+        """The specialist begins the accepted consult (opens the visit, starts reviewing): the
+        Task is ``in-progress`` from now (``executionPeriod.start``); a hub-owned Task becomes
+        the starting doctor's."""
+        def decide(link: dict[str, Any]) -> Change:
+            task = _task_of(link)
+            task["status"] = "in-progress"
+            task.setdefault("executionPeriod", {})["start"] = iso(now_vn())
+            owner = link.get("owner")
+            if not str(owner or "").startswith("Practitioner/") and actor.ref.startswith("Practitioner/"):
+                owner = actor.ref
+                task["owner"] = {"reference": owner}
+            return Change("in-progress", task, extra={"owner": owner} if owner else {})
+
+        return self.step(task_id, "$start", actor, decide)
 
     def reject(self, task_id: str, actor: Actor, reason: str) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
@@ -683,54 +706,57 @@ class Consults:
     # ------------------------------------------------------------------ worklist
 
     def worklist(self, principal: Any, *, statuses: list[str], specialty: str | None, facility: str | None,
-                 priority: str | None, now: datetime | None = None) -> list[tuple[dict[str, Any], bool]]:
-        """Open Tasks the caller may see, most urgent first: (Task, breached) pairs."""
+                 priority: str | None, offset: int = 0, count: int = WORKLIST_MAX, now: datetime | None = None,
+                 ) -> tuple[list[tuple[dict[str, Any], bool]], int]:
+        """One page of the open Tasks the caller may see, most urgent first: ((Task, breached)
+        pairs, the total).
+
+        Everything is in the database query: the caller's scope (a doctor's hub by its tag
+        ``sp__tag``, a clinic's ``sp_requester``), the filters, and the order: one query per
+        priority (most urgent first; priority's order is not alphabetical), each sorted by
+        ``authoredOn`` (within a priority, due = authoredOn + that priority's SLA: the same
+        order) then id. Counts first, so a page reads only the documents it shows."""
         now = now or datetime.now(UTC)
-        roles = getattr(principal, "roles", frozenset())
-        mine = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
-        flt: dict[str, Any] = {}
-        hub: str | None = None
-        if not roles & {"admin", "health-dept"}:
-            if "doctor" in roles and mine:
-                hub = mine
-            elif "clinic" in roles and mine:
-                flt["sp_requester"] = mine
-            else:
-                raise ConsultError("the worklist is for the hub's doctors and the clinics' staff", status=403,
-                                   code="forbidden")
+        flt = self.scope_filter(principal)
         if facility:
             want = facility if "/" in facility else f"Organization/{facility}"
             if flt.get("sp_requester", want) != want:
-                return []
+                return [], 0
             flt["sp_requester"] = want
-        # equalities on top-level index fields: FerretDB pushes them down to PostgreSQL
-        if priority:
-            flt["sp_priority"] = priority
         if specialty:
             flt["sp_performer"] = specialty
-        out: list[tuple[dict[str, Any], bool]] = []
+        flt["sp_status"] = statuses[0] if len(statuses) == 1 else {"$in": list(statuses)}
         coll = self.store().current("Task")
-        for state in statuses:
-            for doc in coll.find({**flt, "sp_status": state}, {"_id": 1, "res": 1}).limit(WORKLIST_MAX):
+        out: list[tuple[dict[str, Any], bool]] = []
+        total = 0
+        for p in ([priority] if priority else rules.PRIORITIES):
+            query = {**flt, "sp_priority": p}
+            n = coll.count_documents(query)
+            lo, hi = max(offset - total, 0), min(offset + count - total, n)
+            total += n
+            if lo >= hi:
+                continue
+            cursor = coll.find(query, {"_id": 1, "res": 1}).sort([("sp_authored-on_s", 1), ("_id", 1)])
+            for doc in cursor.skip(lo).limit(hi - lo):
                 res = unpack(doc)["res"]
-                if hub and hub not in [ref_of(r) for r in (res.get("restriction") or {}).get("recipient") or []]:
-                    continue
-                if priority and res.get("priority") != priority:
-                    continue
-                if specialty and specialty not in [c.get("code") for cc in res.get("performerType") or []
-                                                   for c in cc.get("coding") or []]:
-                    continue
                 due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
                 due = parse_instant(due_text) if due_text else None
                 escalated = any(c.get("code") == "sla-breached"
                                 for c in (res.get("businessStatus") or {}).get("coding") or [])
                 out.append((res, escalated or bool(due and is_breached(res.get("status", ""), due, now))))
+        return out, total
 
-        def order(item: tuple[dict[str, Any], bool]) -> tuple[int, str, str]:
-            res = item[0]
-            due_text = ((res.get("restriction") or {}).get("period") or {}).get("end") or "9999"
-            due_key = parse_instant(due_text).astimezone(UTC).isoformat() if due_text != "9999" else due_text
-            return (rules.PRIORITY_RANK.get(res.get("priority", "routine"), 9), due_key, res.get("id", ""))
-
-        out.sort(key=order)
-        return out
+    @staticmethod
+    def scope_filter(principal: Any) -> dict[str, Any] | None:
+        """The stored Tasks' filter of what ``principal`` may see in the worklist: {} for admin and
+        health-dept, the hub's tag for doctors, the requester for clinic staff; 403 otherwise."""
+        roles = getattr(principal, "roles", frozenset())
+        mine = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
+        if roles & {"admin", "health-dept"}:
+            return {}
+        if "doctor" in roles and mine:
+            return {"sp__tag": f"{rules.HUB_TAG}|{mine}"}
+        if "clinic" in roles and mine:
+            return {"sp_requester": mine}
+        raise ConsultError("the worklist is for the hub's doctors and the clinics' staff", status=403,
+                           code="forbidden")

@@ -94,6 +94,12 @@ def accept(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
 
 
 @idempotent()
+def start(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$start")
+    return _task_answer(req, _consults().start(id, _actor()))
+
+
+@idempotent()
 def reject(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$reject")
     reason = rules.one_string(req.body, "reason", required=True, max_len=2000)
@@ -157,15 +163,15 @@ def worklist() -> Reply:
         raise ConsultError("_count and _offset are non-negative integers", status=400, expression=["_count"])
     count, offset = max(1, min(int(count_text), 500)), int(offset_text)
     principal = current_principal()
-    rows = _consults().worklist(principal, statuses=statuses, specialty=req.param("specialty"),
-                                facility=req.param("facility"), priority=priority)
-    page = rows[offset:offset + count]
+    page, total = _consults().worklist(principal, statuses=statuses, specialty=req.param("specialty"),
+                                       facility=req.param("facility"), priority=priority, offset=offset,
+                                       count=count)
     own = [(k, v) for k, v in req.params if k != "_offset"]
     from urllib.parse import urlencode
 
     path = f"{req.base}/Task/$worklist"
     links = [{"relation": "self", "url": f"{path}?{urlencode(req.params)}" if req.params else path}]
-    if offset + count < len(rows):
+    if offset + count < total:
         links.append({"relation": "next", "url": f"{path}?{urlencode([*own, ('_offset', str(offset + count))])}"})
     entries = [{"fullUrl": f"{req.base}/Task/{task['id']}", "resource": task,
                 "search": {"mode": "match", "extension": [{"url": EXT_BREACHED, "valueBoolean": breached}]}}
@@ -176,5 +182,5 @@ def worklist() -> Reply:
                  query_params=sorted({k for k, _ in req.params}),
                  patients=[t.get("for", {}).get("reference") for t, _ in page if t.get("for")][:200])
     _consults().fhir.auditor.record(principal, rec)
-    return to_connexion(FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": len(rows),
+    return to_connexion(FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": total,
                                            "link": links, "entry": entries}), req)

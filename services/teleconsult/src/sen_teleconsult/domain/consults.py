@@ -32,6 +32,9 @@ EXT_ESCALATED_TO = f"{SEN}/StructureDefinition/escalated-to"  # the on-duty lead
 EXT_DISTRICT = f"{SEN}/StructureDefinition/district"  # the requesting clinic's district
 BUSINESS_STATUS = f"{SEN}/CodeSystem/consult-business-status"
 OUTPUT_TYPE = f"{SEN}/CodeSystem/consult-output"
+# meta.tag on a consult's ServiceRequest, Task and Communications naming its hub (code: the hub's
+# reference): the indexed field (``sp__tag``) that scopes doctors to their hub's consults
+HUB_TAG = f"{SEN}/CodeSystem/consult-hub"
 
 # most urgent first: the worklist's order
 PRIORITIES: tuple[str, ...] = ("stat", "asap", "urgent", "routine")
@@ -51,11 +54,12 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "$request-info": ("requested", "accepted", "in-progress"),
     "$provide-info": ("on-hold",),
     "$cancel": ("requested", "accepted", "on-hold", "in-progress"),
+    "$start": ("accepted",),  # the specialist begins the consult (opens the visit): in-progress
     "$complete": ("accepted", "in-progress"),
     "$escalate": OPEN_STATES,  # the SLA sweeper's step (the state stays)
 }
 # who acts: the hub's doctors, or the requesting clinic
-HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$complete"})
+HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$start", "$complete"})
 CLINIC_OPS = frozenset({"$cancel", "$provide-info"})
 
 
@@ -203,6 +207,26 @@ def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district
     if district:
         task["extension"] = [{"url": EXT_DISTRICT, "valueString": district}]
     return task
+
+
+def hub_tag(hub: str) -> dict[str, str]:
+    return {"system": HUB_TAG, "code": hub}
+
+
+def tag_hub(resource: dict[str, Any], hub: str) -> dict[str, Any]:
+    """Put the consult's hub in ``meta.tag`` (in place; any earlier hub tag replaced)."""
+    meta = dict(resource.get("meta") or {})
+    meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != HUB_TAG), hub_tag(hub)]
+    resource["meta"] = meta
+    return resource
+
+
+def hub_of(resource: Mapping[str, Any]) -> str | None:
+    """The hub a consult resource is tagged with (None: untagged)."""
+    for t in (resource.get("meta") or {}).get("tag") or []:
+        if isinstance(t, Mapping) and t.get("system") == HUB_TAG:
+            return t.get("code")
+    return None
 
 
 def stamp_change(resource: dict[str, Any], who: str, display: str) -> dict[str, Any]:

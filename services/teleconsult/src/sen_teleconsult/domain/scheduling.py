@@ -39,7 +39,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.bus import outbox
 from sen_shared.bus.events import make_event
-from sen_shared.claims import ClaimTaken, advance, latest, release
+from sen_shared.claims import ClaimTaken, advance, claim_once, latest, release
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
@@ -53,6 +53,12 @@ log = logging.getLogger("sen.teleconsult.scheduling")
 
 SLOT_LINKS = "slot_links"
 OPEN_HOLDS = "open_holds"  # {_id: the held link's id, k: slot, exp}: what the sweeper looks at
+# a reschedule: {_id: the old appointment, new}: the one reschedule that replaces it (a claim)
+RESCHEDULES = "reschedules"
+# {_id: the new appointment, old, slot, at}: a reschedule under way, inserted before the new slot is
+# claimed and removed once the old appointment is released (by the request, or by the repair)
+OPEN_RESCHEDULES = "open_reschedules"
+RESCHEDULE_GRACE_SECONDS = 60.0  # an open reschedule this old whose new slot was never claimed: dropped
 APPOINTMENT = "Appointment"
 EXT_ROOM = "https://fhir.sen.vn/StructureDefinition/appointment-video-room"
 EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
@@ -494,8 +500,9 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
-         appointment_id: str | None = None) -> dict[str, Any]:
-    """Book: confirm the hold of ``appointment_id``, or book the slot ``request`` names directly."""
+         appointment_id: str | None = None, new_id: str | None = None) -> dict[str, Any]:
+    """Book: confirm the hold of ``appointment_id``, or book the slot ``request`` names directly
+    (as the new Appointment ``new_id``, or a fresh id)."""
     if appointment_id is not None:
         return _confirm(db, ctx, appointment_id)
     assert request is not None
@@ -504,7 +511,7 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
     guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
     if not guessed:
         last = _newest_if_free(db, slotted, ctx.now)  # a taken slot answers 409 before any work
-    appt_id = new_uuid()
+    appt_id = new_id or new_uuid()
     room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
     resource = _new_appointment(request, slotted, appt_id, "booked")
     _with_room(resource, _room_doc(room))
@@ -655,8 +662,21 @@ def mark_fulfilled(db: Database, appointment_id: str, *, by: str = "system",
 def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) -> dict[str, Any]:
     """Move a pending or booked appointment to the slot ``request`` names: a new Appointment is
     booked there (it names the old one in an extension) and the old one is cancelled. If the new
-    slot is taken, nothing changes (409)."""
+    slot is taken, nothing changes (409).
+
+    Crash-safe by inserts only: (1) ``open_reschedules/<new id>`` records the reschedule under way;
+    (2) the new slot is claimed (the booking); (3) ``reschedules/<old id>`` claims the old
+    appointment for this reschedule (of two reschedules of one appointment, one wins; the other's
+    new booking is cancelled and it answers 409); (4) the old appointment is cancelled (a link of
+    its slot's chain); (5) the open entry is removed. A crash anywhere leaves the open entry, and
+    :func:`repair_reschedules` (the worker, and the next reschedule of the old appointment) rolls
+    steps 3-5 forward, idempotently: never two slots booked for one consult for longer than that."""
     old = read_appointment(db, appt_id)
+    replaced = db[RESCHEDULES].find_one({"_id": appt_id})
+    if replaced is not None:  # rescheduled before: finish that one if a crash stopped it, then say so
+        _finish_reschedule(db, Ctx(ctx.cfg, by=ctx.by, now=ctx.now), replaced["new"], appt_id)
+        raise FhirError(f"Appointment/{appt_id} was rescheduled already (to Appointment/{replaced['new']})",
+                        status=409, code="business-rule")
     status = current_status(db, appt_id, ctx.now)
     if status not in ("pending", "booked"):
         raise _illegal(appt_id, status, "rescheduled")
@@ -670,12 +690,74 @@ def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) ->
                                 if str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
     moved["extension"] = [e for e in moved.get("extension") or () if e.get("url") != EXT_REPLACES]
     moved["extension"].append({"url": EXT_REPLACES, "valueReference": {"reference": f"Appointment/{appt_id}"}})
-    new = book(db, ctx, request=moved)
+    slot_ref = next((str(s.get("reference", "")) for s in moved.get("slot") or () if isinstance(s, dict)), "")
+    new_id = new_uuid()
+    # (1) inserted under a fresh id: one writer; removed only once its reschedule is finished
+    db[OPEN_RESCHEDULES].insert_one({"_id": new_id, "old": appt_id, "slot": slot_ref[5:], "at": ctx.now})
     try:
-        cancel(db, ctx, appt_id, "rescheduled")
-    except FhirError as err:  # the old one ended meanwhile (expired, cancelled): the new booking stands
-        log.info("rescheduled appointment was no longer active", extra={"error": err.detail})
+        new = book(db, ctx, request=moved, new_id=new_id)  # (2)
+    except FhirError:
+        # the new slot was not claimed (taken, gone, bad request): nothing to finish
+        db[OPEN_RESCHEDULES].delete_one({"_id": new_id})
+        raise
+    _crash_point("booked")
+    if not _finish_reschedule(db, ctx, new_id, appt_id):
+        raise FhirError(f"Appointment/{appt_id} was rescheduled by someone else meanwhile; read it again",
+                        status=409, code="conflict")
     return new
+
+
+def _crash_point(step: str) -> None:
+    """A test seam: tests replace it to stop a reschedule between its steps (a crash)."""
+
+
+def _finish_reschedule(db: Database, ctx: Ctx, new_id: str, old_id: str) -> bool:
+    """Steps 3-5 of :func:`reschedule` (idempotent; run by the request, the repair and the next
+    reschedule of ``old_id``). False when another reschedule of ``old_id`` won: this one's new
+    appointment is cancelled then."""
+    won, holder = claim_once(db[RESCHEDULES], old_id, {"new": new_id, "at": ctx.now})  # (3)
+    if not won and holder.get("new") != new_id:
+        try:
+            cancel(db, ctx, new_id, "superseded by another reschedule")
+        except FhirError as err:  # not booked (any more): nothing holds its slot
+            log.info("losing reschedule's appointment not active", extra={"error": err.detail})
+        db[OPEN_RESCHEDULES].delete_one({"_id": new_id})
+        return False
+    _crash_point("claimed")
+    try:
+        cancel(db, ctx, old_id, "rescheduled")  # (4) a no-op answer when it is cancelled already
+    except FhirError as err:
+        # ended otherwise (expired, cancelled, fulfilled), or a racing finisher cancelled it just now
+        if current_status(db, old_id, ctx.now) in ("pending", "booked"):
+            raise
+        log.info("rescheduled appointment was no longer active", extra={"error": err.detail})
+    # (5) two finishers may both remove it: each found the work done, so it is the same removal
+    db[OPEN_RESCHEDULES].delete_one({"_id": new_id})
+    return True
+
+
+def repair_reschedules(db: Database, cfg: SchedulingConfig | None = None, now: datetime | None = None,
+                       grace: float = RESCHEDULE_GRACE_SECONDS) -> int:
+    """Finish the reschedules a crash interrupted (the worker's periodic job): for each open one,
+    if its new slot was claimed, steps 3-5; if not and it is older than ``grace`` seconds, it never
+    booked anything and is dropped. Returns how many were finished."""
+    now = now or utcnow()
+    ctx = Ctx(cfg or SchedulingConfig(), by="repair", now=now)
+    finished = 0
+    for entry in list(db[OPEN_RESCHEDULES].find({})):
+        new_id, old_id = entry["_id"], entry["old"]
+        claimed = db[SLOT_LINKS].find_one({"k": entry.get("slot"), "ap": new_id}, {"_id": 1})
+        if claimed is None:
+            if (now - _aware(entry["at"])).total_seconds() > grace:
+                db[OPEN_RESCHEDULES].delete_one({"_id": new_id})
+            continue
+        try:
+            _finish_reschedule(db, ctx, new_id, old_id)
+        except FhirError as err:  # e.g. its Appointment not written yet: next round
+            log.info("reschedule not finished yet", extra={"appointment": new_id, "error": err.detail})
+            continue
+        finished += 1
+    return finished
 
 
 def _set_status(status: str, reason: str | None = None) -> Callable[[dict[str, Any]], None]:
