@@ -6,12 +6,12 @@
   versions are its step chain's links (``workflow``), which a write beside it would break.
 - A transaction Bundle that writes a ServiceRequest (and optionally its Task) is a consult
   submission and goes through the same checks as ``$submit`` (EHR, idempotency, events).
+- A doctor may update their OWN Schedule (weekly hours and leave: every actor of the stored and
+  of the new Schedule is their ``Practitioner``); any other Schedule write stays admin only.
 - Who sees what: the shared policy (``sen_shared.fhir.access``) by patient, through the referral
   grants each submission records here for the clinic and the hub; on top of it, clinic staff see
   only their own facility's consults (ServiceRequest and Task whose requester is their
-  facility, Communications they sent or received), in reads, histories and searches; hub
-  doctors only the consults sent to their hub (tagged with it, ``domain.consults.HUB_TAG``), not
-  every consult of a patient some grant lets them reach.
+  facility, Communications they sent or received), in reads, histories and searches.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from sen_shared.fhir.guarded import GuardedFhirServer
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 
-from .domain.consults import HUB_TAG, hub_of, ref_of
+from .domain.availability import EXT_ORGANIZATION
+from .domain.consults import ref_of
 
 WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
 _HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction Bundle holding the consult)",
-        "Task": "the Task operations ($accept, $start, $reject, $reassign, $request-info, $provide-info, $cancel, "
+        "Task": "the Task operations ($accept, $reject, $reassign, $request-info, $provide-info, $cancel, "
                 "$complete)",
         "Communication": "Task/{id}/$request-info and $provide-info"}
 # the index fields naming a workflow resource's facility parties
@@ -42,33 +43,6 @@ def _clinic_of(principal: Any) -> str | None:
     roles = getattr(principal, "roles", frozenset())
     if "clinic" in roles and not roles & {"admin", "health-dept", "doctor"} and principal.facility:
         return f"Organization/{principal.facility}"
-    return None
-
-
-def _hub_of(principal: Any) -> str | None:
-    """``Organization/<facility>`` of a hub doctor, whose reach is limited to the consults sent to
-    that hub (tagged with it: ``domain.consults.HUB_TAG``); admin and health-dept are not limited."""
-    roles = getattr(principal, "roles", frozenset())
-    if "doctor" in roles and not roles & {"admin", "health-dept"}:
-        return f"Organization/{principal.facility}" if principal.facility else "Organization/-"
-    return None
-
-
-def _scope_denial(principal: Any, rtype: str, head: dict[str, Any] | None) -> str | None:
-    """Why ``principal`` may not see this consult resource (None: it may)."""
-    if rtype not in WORKFLOW_TYPES or head is None or head.get("del"):
-        return None
-    clinic = _clinic_of(principal)
-    if clinic is not None and clinic not in TeleconsultFhirServer._parties(rtype, head):
-        return f"this {rtype} belongs to another facility's consult"
-    hub = _hub_of(principal)
-    if hub is not None:
-        tags = {str(v) for v in head.get("sp__tag") or ()}
-        res = head.get("res")
-        if isinstance(res, dict) and (h := hub_of(res)) is not None:
-            tags.add(f"{HUB_TAG}|{h}")
-        if f"{HUB_TAG}|{hub}" not in tags:
-            return f"this {rtype} belongs to a consult sent to another hub"
     return None
 
 
@@ -108,6 +82,29 @@ class TeleconsultFhirServer(GuardedFhirServer):
         self._refuse(req.resource_type)
         return super().delete(req)
 
+    def _check_write(self, p: Any, f: Any, rec: Any, interaction: str, rtype: str, rid: str | None,
+                     body: Any) -> None:
+        if rtype == "Schedule" and interaction == "update" and rid and self._own_schedule(p, rid, body):
+            return  # a doctor's own hours and leave; audited like every write
+        super()._check_write(p, f, rec, interaction, rtype, rid, body)
+
+    def _own_schedule(self, principal: Any, rid: str, body: Any) -> bool:
+        """The stored Schedule ``rid`` and the new body both name only the caller's Practitioner."""
+        roles = getattr(principal, "roles", frozenset())
+        me = getattr(principal, "practitioner", None)
+        if "doctor" not in roles or not me or not isinstance(body, dict):
+            return False
+        mine = {f"Practitioner/{me}"}
+        doc = self.store().current("Schedule").find_one({"_id": rid}, {"res": 1, "del": 1})
+        stored = (unpack(doc) or {}).get("res") if doc and not doc.get("del") else None
+        if not isinstance(stored, dict):
+            return False
+        def actors(res: dict[str, Any]) -> set[str]:
+            return {str((a or {}).get("reference", "")) for a in res.get("actor") or [] if isinstance(a, dict)}
+        def hub(res: dict[str, Any]) -> list[Any]:  # the Schedule's organization stays the admin's choice
+            return [e for e in res.get("extension") or [] if isinstance(e, dict) and e.get("url") == EXT_ORGANIZATION]
+        return actors(stored) == mine and actors(body) == mine and hub(stored) == hub(body)
+
     def bundle(self, req: FhirRequest) -> FhirResponse:
         body = req.body if isinstance(req.body, dict) else {}
         entries = [e for e in body.get("entry") or [] if isinstance(e, dict)]
@@ -131,19 +128,20 @@ class TeleconsultFhirServer(GuardedFhirServer):
         if head is None:
             head = self.store().head(rtype, rid)
         super()._existing(principal, facts, rec, interaction, rtype, rid, head=head)
-        why = _scope_denial(principal, rtype, head)
-        if why is not None:
-            raise access.Denied(why)
+        clinic = _clinic_of(principal)
+        if clinic is None or rtype not in WORKFLOW_TYPES or head is None or head.get("del"):
+            return
+        if clinic not in self._parties(rtype, head):
+            raise access.Denied(f"this {rtype} belongs to another facility's consult")
 
     def vread(self, req: FhirRequest) -> FhirResponse:
-        principal = self.principal()
+        clinic = _clinic_of(self.principal())
         rtype = req.resource_type
-        limited = _clinic_of(principal) is not None or _hub_of(principal) is not None
-        if limited and rtype in WORKFLOW_TYPES and req.rid and req.vid:
+        if clinic is not None and rtype in WORKFLOW_TYPES and req.rid and req.vid:
             doc = unpack(self.store().history(rtype).find_one({"_id": f"{req.rid}/{req.vid}"}, {"res": 1}))
-            detail = _scope_denial(principal, rtype, {"res": doc["res"]}) \
-                if doc is not None and isinstance(doc.get("res"), dict) else None
-            if detail is not None:
+            if doc is not None and isinstance(doc.get("res"), dict) \
+                    and clinic not in self._parties(rtype, {"res": doc["res"]}):
+                detail = f"this {rtype} belongs to another facility's consult"
                 self.auditor.record(self.principal(), Record("vread", resource_type=rtype, rid=req.rid, vid=req.vid,
                                                              status=403, detail=detail))
                 raise FhirError(f"forbidden: {detail}", status=403, code="forbidden")
@@ -166,14 +164,9 @@ class TeleconsultFhirServer(GuardedFhirServer):
 
     def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
                self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
-        principal = self.principal()
-        clinic, hub = _clinic_of(principal), _hub_of(principal)
-        mine: dict[str, Any] | None = None
+        clinic = _clinic_of(self.principal())
         if clinic is not None and req.resource_type in WORKFLOW_TYPES:
             fields = _PARTY_FIELDS[req.resource_type]
             mine = {fields[0]: clinic} if len(fields) == 1 else {"$or": [{f: clinic} for f in fields]}
-        elif hub is not None and req.resource_type in WORKFLOW_TYPES:
-            mine = {"sp__tag": f"{HUB_TAG}|{hub}"}  # an equality on an indexed field
-        if mine is not None:
             extra_filter = {"$and": [extra_filter, mine]} if extra_filter else mine
         return super().search(req, extra, self_path, extra_filter)
