@@ -71,18 +71,28 @@ def login() -> Any:
 
 @bp.route("/auth/callback")
 def oidc_callback() -> Any:
+    from authlib.integrations.base_client import OAuthError
     from sen_shared.auth import TokenVerifier
+    from sen_shared.errors import Forbidden, Unauthorized
 
     oauth = current_app.extensions.get("sen_oauth")
     if oauth is None:
         return redirect(url_for("web.login"))
-    token = oauth.sen.authorize_access_token()  # checks state and the PKCE verifier
-    access = token["access_token"]
     from sen_shared.runtime import current
 
     cfg = current().settings
-    principal = TokenVerifier(issuer=cfg.jwt_issuer, audience=cfg.jwt_audience, jwks_url=cfg.jwks_url,
-                              dev_key_path=cfg.dev_key_path).verify(access)
+    try:
+        # the state, the PKCE verifier (sent with the code), the ID token's signature and nonce (Authlib)
+        token = oauth.sen.authorize_access_token()
+        access = token["access_token"]
+        # the access token the APIs will get: signed by a key of the issuer's JWKS, for Sen (PyJWT)
+        principal = TokenVerifier(issuer=cfg.jwt_issuer, audience=cfg.jwt_audience, jwks_url=cfg.jwks_url,
+                                  dev_key_path=cfg.dev_key_path).verify(access)
+    except (OAuthError, Unauthorized, Forbidden, KeyError, ValueError) as err:
+        log.warning("OIDC sign-in refused: %s", type(err).__name__)
+        session.pop("next", None)
+        return render_template("error.html", title=gettext("Sign-in failed"),
+                               message=gettext("The sign-in could not be completed. Sign in again.")), 401
     role = next((r for r in ("admin", "health-dept", "doctor", "clinic", "cashier") if r in principal.roles), None)
     if role is None:
         return render_template("error.html", title=gettext("Not allowed"),

@@ -46,16 +46,17 @@ def is_paid(s: dict[str, Any] | None) -> bool:
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-invoice")
 
 
+def _attempt(fn: Any) -> Any:
+    try:
+        return fn(), None
+    except BackendError as err:
+        return None, err
+
+
 def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     """The payment summary, the FHIR Invoice and its QR are asked for at once (three services'
     answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored."""
-    def attempt(fn: Any) -> Any:
-        try:
-            return fn(), None
-        except BackendError as err:
-            return None, err
-
-    jobs = [_pool.submit(copy_current_request_context(attempt), fn) for fn in (
+    jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
         lambda: summary(iid), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}"),
         lambda: _json("GET", f"/fhir/Invoice/{iid}/$vietqr"))]
     (s, s_err), (inv, inv_err), (qr, qr_err) = (j.result() for j in jobs)
@@ -159,13 +160,27 @@ def unmatched() -> Any:
                 problem = backend_message(err)
         else:
             problem = gettext("Please correct the highlighted fields.")
-    rows: list[dict[str, Any]] = []
-    try:
-        rows = _json("GET", "/payments/unmatched").get("payments", [])
-    except BackendError as err:
-        problem = problem or backend_message(err)
-    return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
-                           title=gettext("Unmatched transfers")), 200 if not problem else 422
+    # the queue and the facility's invoices awaiting payment (the choices to put a transfer on), at once
+    jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
+        lambda: _json("GET", "/payments/unmatched").get("payments", []),
+        lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"}), "Invoice"))]
+    (rows, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
+    if rows_err is not None:
+        problem = problem or backend_message(rows_err)
+    choices = [{"id": inv["id"], "reference": invoice_reference(inv),
+                "amount": (inv.get("totalNet") or inv.get("totalGross") or {}).get("value"), "date": inv.get("date")}
+               for inv in issued or []]
+    return render_template("unmatched.html", rows=rows or [], form=form, problem=problem, done=done,
+                           choices=choices, title=gettext("Unmatched transfers")), 200 if not problem else 422
+
+
+REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
+
+
+def invoice_reference(inv: dict[str, Any]) -> str:
+    """The bill reference the QR carries (the Invoice's identifier), else its id."""
+    return next((str(i.get("value")) for i in inv.get("identifier") or []
+                 if i.get("system") == REFERENCE_SYSTEM and i.get("value")), inv.get("id", ""))
 
 
 @bp.route("/shift", methods=["GET", "POST"])

@@ -133,7 +133,7 @@ def task_reassign(tid: str) -> Any:
         _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}])
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
-    return redirect(url_for("web.worklist"))
+    return redirect(url_for("web.worklist", reassigned=1))
 
 
 @bp.route("/tasks/<tid>/request-info", methods=["POST"])
@@ -291,22 +291,28 @@ def _schedules() -> list[dict[str, Any]]:
 @bp.route("/availability", methods=["GET", "POST"])
 @login_required("doctor")
 def availability() -> Any:
-    """A doctor sees their weekly hours and leave; the teleconsult service lets only an admin change a
-    Schedule, so the forms are the admin's (who picks the doctor's schedule)."""
+    """A doctor sees and changes their OWN weekly hours and leave (the teleconsult service allows a
+    doctor to update the Schedule naming only them); an admin picks any doctor's schedule. A doctor
+    who sends another schedule's id is refused here (403) before anything is asked of the back-end."""
     form, leave_form = AvailabilityForm(prefix="week"), LeaveForm(prefix="leave")
     problem, saved = None, None
     schedule, choices = None, []
-    editable = g.user.role == "admin"
+    admin = g.user.role == "admin"
     try:
-        if editable:
+        if admin:
             choices = _schedules()
             wanted = request.values.get("schedule") or (choices[0]["id"] if choices else None)
             schedule = next((c for c in choices if c["id"] == wanted), None)
         else:
             schedule = _my_schedule()
+            wanted = request.values.get("schedule")
+            if wanted and (schedule is None or wanted != schedule["id"]):
+                return render_template("error.html", title=gettext("Not allowed"),
+                                       message=gettext("You can change only your own hours and leave.")), 403
     except BackendError as err:
         problem = backend_message(err)
-    if request.method == "POST" and schedule is not None and editable:
+    editable = schedule is not None
+    if request.method == "POST" and schedule is not None:
         which = request.form.get("which")
         updated = dict(schedule)
         exts = list(schedule.get("extension") or [])

@@ -1,0 +1,239 @@
+"""The role pages beside the main journey, clicked as people would, each screenshotted and checked by
+axe-core: a doctor gives a consult to another hub doctor; the cashier takes cash at the desk and
+refunds what was paid too much; the cashier puts an unmatched bank transfer on an invoice; a doctor
+changes their own weekly hours (and cannot change another doctor's); the clinic's attachment upload
+shows its progress on a slow link (upload throttled with Chromium's network conditions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import uuid
+
+import httpx
+import pytest
+
+from tests.browser.test_pages import _admin, _submit
+
+pytestmark = pytest.mark.integration
+
+FACILITY = "tyt-my-hiep"  # the demo cashier's and clinic's facility (web/users.py)
+
+
+def _cashier_api(stack: dict[str, str]) -> dict[str, str]:
+    from sen_shared.auth import issue_dev_token
+
+    token = issue_dev_token(stack["key"], "cashier", facility=FACILITY, sub=f"api-{uuid.uuid4().hex[:6]}")
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+
+def _issued_invoice(stack: dict[str, str]) -> tuple[str, int]:
+    """An invoice of the demo facility, made by hand at the desk (a charge from the price list), issued;
+    (its id, the amount owed)."""
+    h, billing = _cashier_api(stack), stack["billing"]
+    r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+        "subject": {"reference": "Patient/bn-0003"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
+    assert r.status_code == 201, r.text[:300]
+    r = httpx.post(f"{billing}/fhir/Invoice", headers=h, timeout=30, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": "Patient/bn-0003"},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]})
+    assert r.status_code == 201, r.text[:300]
+    iid = r.json()["id"]
+    r = httpx.post(f"{billing}/fhir/Invoice/{iid}/$issue", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
+                   timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    summary = httpx.get(f"{billing}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    assert summary["status"] == "issued" and summary["balanceDue"] > 0
+    return iid, summary["balanceDue"]
+
+
+def _open_shift(v) -> None:
+    v.go("/shift")
+    if v.page.locator("input[name=which][value=open]").count():
+        v.page.fill("#open-opening_cash", "200000")
+        v.page.click("form:has(input[value=open]) button.primary")
+        v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("input[name=which][value=close]").count() == 1
+
+
+def _digits(text: str) -> int:
+    return int(re.sub(r"\D", "", text))
+
+
+def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
+    tid = _submit(stack, "Rung nhĩ mới phát hiện, xin ý kiến chống đông.", "urgent")
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    v.go(f"/tasks/{tid}")
+    v.page.click("details:has(form[action$='/reassign']) summary")
+    options = v.page.locator("form[action$='/reassign'] select option")
+    assert "Practitioner/bs-nguyen-van-an" not in [options.nth(i).get_attribute("value")
+                                                   for i in range(options.count())]  # not to oneself
+    v.page.select_option("form[action$='/reassign'] select", "Practitioner/bs-tran-thi-bich")
+    assert "Trần Thị Bích" in v.page.locator("form[action$='/reassign'] select option:checked").inner_text()
+    v.check("doctor-reassign-form")
+    v.page.click("form[action$='/reassign'] button")
+    v.page.wait_for_url(re.compile(r"/worklist\?reassigned=1$"))
+    assert v.page.locator("[data-testid=reassigned]").count() == 1
+    v.check("doctor-reassigned")
+    task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
+    assert task["owner"]["reference"] == "Practitioner/bs-tran-thi-bich"
+
+
+def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, stack):
+    iid, owed = _issued_invoice(stack)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    _open_shift(v)
+    v.go(f"/invoices/{iid}")
+    assert v.page.locator("[data-testid=paid]").count() == 0
+    v.page.click("#cash-box summary")
+    v.page.fill("#amount", "0")  # explained, nothing recorded
+    v.page.click("#cash-box button.primary")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("#cash-box .field.invalid").count() == 1
+    assert "0 đồng" in v.page.inner_text("#cash-box")
+    v.check("cashier-cash-error")
+    v.page.fill("#amount", str(owed + 11_000))  # the patient hands over more than owed
+    v.page.click("#cash-box button.primary")
+    v.page.wait_for_url(re.compile(rf"/invoices/{iid}$"))
+    v.page.wait_for_selector("[data-testid=paid]")
+    facts = v.page.inner_text("#invoice-facts")
+    assert "11.000\u00a0₫" in facts  # the change is the patient's credit
+    assert "Tiền mặt" in v.page.inner_text("main")  # the payment, by cash
+    v.check("cashier-cash-paid")
+
+    v.page.click("details:has(form[action$='/refund']) summary")
+    v.page.click("form[action$='/refund'] button")  # no reason: explained, nothing refunded
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("form[action$='/refund'] .field.invalid").count() == 1
+    v.check("cashier-refund-error")
+    v.page.fill("form[action$='/refund'] textarea", "Trả lại tiền thừa cho bệnh nhân.")
+    v.page.click("form[action$='/refund'] button")
+    v.page.wait_for_url(re.compile(rf"/invoices/{iid}\?refunded=1$"))
+    assert "Đã hoàn" in v.page.inner_text("#invoice-facts")
+    assert "Đã ghi nhận hoàn tiền" in v.page.inner_text("main")
+    v.check("cashier-refunded")
+    summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
+    assert summary["refunded"] == 11_000 and summary["status"] == "balanced"
+
+    v.page.click("details:has(form[action$='/refund']) summary")  # the same payment again: refused, said why
+    v.page.fill("form[action$='/refund'] textarea", "Bấm lại lần nữa.")
+    v.page.click("form[action$='/refund'] button")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("main .alert.error").count() == 1 and "Traceback" not in v.page.content()
+    v.check("cashier-refund-twice")
+
+
+def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack):
+    iid, owed = _issued_invoice(stack)
+    note = f"CK kham benh con trai {random.randint(1000, 9999)}"  # no bill reference: matches nothing
+    body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 09:00:00",
+            "accountNumber": "0011001932418", "code": None, "content": note, "transferType": "in",
+            "transferAmount": owed, "accumulated": owed, "referenceCode": "FT26339", "description": note}
+    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
+                   headers={"Authorization": f"Apikey {stack['sepay']}"})
+    assert r.status_code in (200, 201), r.text
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go("/unmatched")
+    row = v.page.locator("tr", has_text=note)
+    assert row.count() == 1
+    select = row.locator("select[name=invoice]")
+    reference = next(o for o in select.locator("option").all_inner_texts() if o and "·" in o)
+    assert re.search(r"\d{1,3}(\.\d{3})*\s₫", reference)  # each choice shows its amount in đồng
+    row.locator("button").click()  # nothing chosen: explained
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("main .alert.error").count() == 1
+    v.check("cashier-unmatched-error")
+    row = v.page.locator("tr", has_text=note)
+    row.locator("select[name=invoice]").select_option(iid)
+    v.check("cashier-unmatched-choose")
+    row.locator("button").click()
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("main .alert.ok").count() == 1
+    assert v.page.locator("tr", has_text=note).count() == 0  # out of the queue
+    v.check("cashier-unmatched-assigned")
+    v.go(f"/invoices/{iid}")
+    v.page.wait_for_selector("[data-testid=paid]")
+    assert "Chuyển khoản" in v.page.inner_text("main")
+
+
+def test_doctor_changes_their_own_hours_but_not_another_doctors(visitor_factory, stack):
+    tc, admin = stack["teleconsult"], _admin(stack)
+    mine_id, theirs_id = "sched-bs-nguyen-van-an", "sched-bs-tran-thi-bich"
+    original = httpx.get(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, timeout=30).json()
+    theirs_before = httpx.get(f"{tc}/fhir/Schedule/{theirs_id}", headers=admin, timeout=30).json()
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    v.go("/availability")
+    assert v.page.locator("#schedule").count() == 0  # no choice of whose schedule: their own
+    v.page.fill("#week-end_time", "25:00")  # explained
+    v.page.click("form:has(input[value=week]) button.primary")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("#week-end_time-error").count() == 1
+    v.check("doctor-hours-error")
+    try:
+        v.page.check("input[name=week-day][value=sat]")
+        v.page.fill("#week-start_time", "07:30")
+        v.page.fill("#week-end_time", "11:00")
+        v.page.click("form:has(input[value=week]) button.primary")
+        v.page.wait_for_load_state("networkidle")
+        assert v.page.locator("main .alert.ok").count() == 1
+        assert "07:30–11:00" in v.page.inner_text("main") and "Thứ Bảy" in v.page.inner_text("main")
+        v.check("doctor-hours-saved")
+        stored = httpx.get(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, timeout=30).json()
+        text = json.dumps(stored)
+        assert '"07:30:00"' in text and '"sat"' in text
+        assert int(stored["meta"]["versionId"]) > int(original["meta"]["versionId"])
+
+        # another doctor's schedule: the portal refuses before asking the back-end (the back-end would too)
+        v.page.evaluate(f"document.querySelectorAll('input[name=schedule]').forEach(i => i.value = '{theirs_id}')")
+        v.page.fill("#leave-start", "2027-01-04")
+        v.page.fill("#leave-end", "2027-01-05")
+        v.page.click("form:has(input[value=leave]) button.primary")
+        v.page.wait_for_load_state("networkidle")
+        assert "Không được phép" in v.page.inner_text("h1")
+        v.check("doctor-hours-not-theirs")
+        after = httpx.get(f"{tc}/fhir/Schedule/{theirs_id}", headers=admin, timeout=30).json()
+        assert after["meta"]["versionId"] == theirs_before["meta"]["versionId"]
+    finally:  # the other tests book from the demo hours
+        body = {k: val for k, val in original.items() if k != "meta"}
+        r = httpx.put(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, content=json.dumps(body), timeout=30)
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_attachment_upload_shows_progress_on_a_slow_link(visitor_factory, stack, browser):
+    v = visitor_factory("vi-1280")
+    v.sign_in("clinic")
+    v.go("/patients/bn-0002/consult")
+    v.page.select_option("#priority", "routine")
+    v.page.fill("#reason", "E11.9")
+    v.page.fill("#question", "Xin ý kiến về phim X-quang ngực kèm theo.")
+    picture = b"\x89PNG\r\n\x1a\n" + os.urandom(700_000)  # ~0.7 MB: a phone photo of an X-ray
+    v.page.set_input_files("#files", files=[{"name": "xquang.png", "mimeType": "image/png", "buffer": picture}])
+    v.page.evaluate("""() => {
+        window.__progress = [];
+        const bar = document.getElementById('upload-progress');
+        const seen = () => window.__progress.push([bar.hidden, bar.value]);
+        document.addEventListener('htmx:xhr:progress', () => setTimeout(seen, 0));
+    }""")
+    cdp = v.page.context.new_cdp_session(v.page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {  # a slow rural 3G link: ~250 kbit/s up
+        "offline": False, "latency": 200, "downloadThroughput": 100_000, "uploadThroughput": 32_000})
+    v.page.click("#consult-form button.primary")
+    # while the bytes go up, the bar is shown and moves forward (read before the page moves on)
+    v.page.wait_for_function("() => new Set(window.__progress.filter(([hidden, value]) => !hidden && value > 0"
+                             " && value < 100).map(([, value]) => value)).size >= 2", timeout=90_000)
+    shown = [value for hidden, value in v.page.evaluate("window.__progress") if not hidden]
+    assert shown == sorted(shown) and len(set(shown)) >= 2
+    assert v.page.locator("#upload-progress").get_attribute("aria-label")  # named for screen readers
+    v.page.screenshot(path=str(v.shots / "vi-1280-clinic-upload-progress.png"), full_page=True)
+    v.page.wait_for_url(re.compile(r"/consults/[^/?]+\?submitted=1$"), timeout=120_000)
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+    v.check("clinic-consult-after-upload")
