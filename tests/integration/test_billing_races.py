@@ -215,3 +215,30 @@ def test_two_workers_repairing_at_once_give_one_receipt_number_each_without_gaps
             "paymentIdentifier"]["value"] == receipt["number"]
         assert assert_accounted(db, iid) == "balanced"
     assert receipts.repair_settlements(db) == 0
+
+
+# ------------------------------------------------------------------------------- the unmatched queue
+
+def test_the_unmatched_queue_is_read_a_page_at_a_time_and_holds_only_waiting_transfers(db) -> None:
+    from types import SimpleNamespace
+
+    admin = SimpleNamespace(sub="admin-1", roles=["admin"], facility=None)
+    sent = [pay(db, f"chuyen tien lan {i}", 10000 + i).payment["_id"] for i in range(7)]
+    for _ in range(3):  # a provider's retries add nothing
+        pay(db, "chuyen tien lan 0", 10000, tx=sent[0].split(":", 1)[1])
+    assert db["unmatched_waiting"].count_documents({}) == 7
+    iid, _ = make_invoice(db, 10001)
+    payments.assign_unmatched(db, sent[1], iid, admin)
+    payments.refund(db, sent[2], None, "không rõ người chuyển", admin, None)
+    assert db["unmatched_waiting"].count_documents({}) == 5  # the queue holds only what still waits
+    pages, cursor = [], None
+    while True:
+        rows, cursor = payments.unmatched_queue(db, limit=2, after=cursor)
+        pages.append([p["_id"] for p in rows])
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [i for page in pages for i in page] == [sent[0]] + sent[3:]  # oldest first, each once
+    assert invoice_port.lifecycle_state(db, iid) == "balanced"
+    with pytest.raises(payments.BadCursor):
+        payments.unmatched_queue(db, after="nonsense")

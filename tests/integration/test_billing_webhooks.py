@@ -502,3 +502,18 @@ def test_a_shift_closed_from_five_tabs_at_once_closes_once(billing, dev_key: Pat
     assert sorted(a.status_code for a in answers) == [200, 409, 409, 409, 409]
     [closed] = [a.json() for a in answers if a.status_code == 200]
     assert db["shifts"].count_documents({"state": "closed", "cashier": closed["cashier"]}) == 1
+
+
+def test_the_unmatched_queue_pages_over_http(billing, dev_key: Path) -> None:
+    url, _ = billing
+    for _ in range(3):
+        assert send_standard(url, uuid.uuid4().hex[:8], 1000, "khong co ma hoa don").status_code == 200
+    h = cashier(dev_key)
+    first = httpx.get(f"{url}/payments/unmatched", params={"limit": 1}, headers=h, timeout=30).json()
+    assert len(first["payments"]) == 1 and first["next"]
+    second = httpx.get(f"{url}/payments/unmatched", params={"limit": 1, "after": first["next"]}, headers=h,
+                       timeout=30).json()
+    assert second["payments"][0]["id"] != first["payments"][0]["id"]
+    bad = httpx.get(f"{url}/payments/unmatched", params={"after": "xyz"}, headers=h, timeout=30)
+    assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+    assert httpx.get(f"{url}/payments/unmatched", params={"limit": 0}, headers=h, timeout=30).status_code == 400

@@ -19,6 +19,7 @@ INDEXES += [
     mongo.Index("refunds", (("day", 1),)),
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refund_tasks", (("invoice", 1),)),
+    mongo.Index("unmatched_waiting", (("at", 1), ("_id", 1)), name="at_id"),  # the queue's pages
     mongo.Index("invoice_balanced", (("done", 1),)),
     # one number per invoice in its series, however many writers settle it (receipts._receipt_number)
     mongo.Index("receipt_numbers", (("invoice", 1), ("k", 1)), unique=True, name="invoice_k_unique"),

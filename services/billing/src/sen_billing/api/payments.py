@@ -31,8 +31,12 @@ def invoice_payments(invoice_id: str) -> Any:
 
 
 @require_roles("cashier")
-def unmatched() -> Any:
-    return {"payments": [payments.public_payment(p) for p in payments.unmatched_queue(_db())]}, 200, JSON
+def unmatched(limit: int = 50, after: str | None = None) -> Any:
+    rows, cursor = payments.unmatched_queue(_db(), limit, after)
+    body: dict[str, Any] = {"payments": [payments.public_payment(p) for p in rows]}
+    if cursor:
+        body["next"] = cursor
+    return body, 200, JSON
 
 
 @require_roles("cashier")

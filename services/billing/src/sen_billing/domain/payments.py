@@ -12,7 +12,12 @@ another writer may touch:
   case, punctuation and diacritics do not matter) and counts toward that invoice. The amount
   owed always comes from our invoice, never from the payer's side.
 - An unmatched transfer waits in the queue; a cashier assigns it with a second payment document
-  ``assign:<payment id>`` (a claim: one assignment per transfer).
+  ``assign:<payment id>`` (a claim: one assignment per transfer). The queue is its own collection
+  ``unmatched_waiting`` (``{_id: payment id, at}``), holding only the transfers still waiting:
+  the entry is claimed before the payment is inserted (a crash in between leaves an entry
+  without a payment, which readers skip; never a payment without an entry) and removed by the
+  assignment's or the refund's winner (its single remover; a reader also skips entries whose
+  transfer was assigned or refunded). A page reads the waiting ones, never the history.
 - A payment to a cancelled or already balanced invoice counts toward nothing and claims a refund
   task (``refund_tasks``, keyed by the payment).
 - When what was paid reaches what is owed, the invoice's "balanced" is claimed by inserting
@@ -33,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import claim_once, latest
+from sen_shared.claims import claim_once, latest, release
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 
 from . import invoice_port
@@ -46,6 +51,7 @@ OUTCOMES = "webhook_outcomes"
 PAYMENTS = invoice_port.PAYMENTS
 REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = "refunds"
+UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-casso-signature", "webhook-id", "webhook-timestamp",
@@ -139,6 +145,8 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str) -> Recorded
         "paid_at_provider": transfer.paid_at[:40], "received_at": received, "day": local_day(received),
         "inbox": inbox_id, **_placement(db, invoice, transfer.amount),
     }
+    if not doc["matched"]:  # the queue entry first: a waiting transfer is never out of the queue
+        claim_once(db[UNMATCHED], pid, {"at": received})
     recorded = _insert_payment(db, doc)
     if recorded.created:
         after_payment(db, recorded.payment, invoice)
@@ -226,20 +234,45 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
     recorded = _insert_payment(db, doc)
     if not recorded.created:
         raise Conflict("this transfer was assigned already", assignedTo=recorded.payment.get("invoice"))
+    release(db[UNMATCHED], payment_key)  # the assignment's winner is the entry's single remover
     after_payment(db, recorded.payment)
     return recorded
 
 
-def unmatched_queue(db: Database, limit: int = 200) -> list[dict[str, Any]]:
-    """Transfers that matched no invoice and were not assigned yet, oldest first."""
-    waiting = list(db[PAYMENTS].find({"matched": False}, {"outbox": 0}).limit(limit * 2))
-    if not waiting:
-        return []
-    assigned = {d["assigned_from"] for d in db[PAYMENTS].find(
-        {"_id": {"$in": [f"assign:{p['_id']}" for p in waiting]}}, {"assigned_from": 1})}
-    rows = [p for p in waiting if p["_id"] not in assigned and not p.get("assigned_from")]
-    rows.sort(key=lambda p: p["received_at"])
-    return rows[:limit]
+class BadCursor(SenError):
+    def __init__(self) -> None:
+        super().__init__("after: not a cursor this queue gave out", status=400)
+
+
+def _cursor(entry: Mapping[str, Any]) -> str:
+    at = entry["at"] if entry["at"].tzinfo else entry["at"].replace(tzinfo=UTC)
+    return f"{round(at.timestamp() * 1000)}.{entry['_id']}"
+
+
+def _after(cursor: str) -> dict[str, Any]:
+    ms, _, key = cursor.partition(".")
+    if not ms.isdigit() or not key:
+        raise BadCursor()
+    at = datetime.fromtimestamp(int(ms) / 1000, UTC)
+    return {"$or": [{"at": {"$gt": at}}, {"at": at, "_id": {"$gt": key}}]}
+
+
+def unmatched_queue(db: Database, limit: int = 50, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the transfers that matched no invoice and wait for a cashier, oldest first, and
+    the cursor of the next page (None: this was the last). Reads the queue's entries of the page
+    (``(at, _id)`` index), then their payments and any assignment or refund by ``_id``."""
+    entries = list(db[UNMATCHED].find(_after(after) if after else {}, {"at": 1},
+                                      sort=[("at", 1), ("_id", 1)], limit=limit + 1))
+    more = len(entries) > limit
+    entries = entries[:limit]
+    if not entries:
+        return [], None
+    ids = [e["_id"] for e in entries]
+    found = {p["_id"]: p for p in db[PAYMENTS].find({"_id": {"$in": ids + [f"assign:{i}" for i in ids]}},
+                                                    {"outbox": 0})}
+    refunded = {r["_id"] for r in db[REFUNDS].find({"_id": {"$in": ids}}, {"_id": 1})}
+    rows = [found[i] for i in ids if i in found and f"assign:{i}" not in found and i not in refunded]
+    return rows, (_cursor(entries[-1]) if more else None)
 
 
 # ------------------------------------------------------------------------------- cashier
@@ -329,6 +362,8 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
         "day": local_day(now_utc())})
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
+    if not payment.get("matched") and not payment.get("invoice"):
+        release(db[UNMATCHED], payment_key)  # the refund's winner: an unmatched transfer given back
     return public_refund(doc)
 
 
