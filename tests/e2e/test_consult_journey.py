@@ -178,6 +178,10 @@ def test_submit_accept_find_hold_book_complete_and_the_record_holds_the_minutes(
     assert httpx.get(f"{tc}/fhir/{proposal['slot'][0]['reference']}", headers=clinic,
                      timeout=30).json()["status"] == "busy"
 
+    # at the visit the doctor starts the consult: in progress
+    r = _post(f"{tc}/fhir/Task/{task_id}/$start", _params(), doctor)
+    assert r.status_code == 200 and r.json()["status"] == "in-progress", r.text
+
     # the doctor completes it with the minutes
     r = _post(f"{tc}/fhir/Task/{task_id}/$complete",
               _minutes(f"Appointment/{booked['id']}", booked["start"], booked["end"]), doctor)

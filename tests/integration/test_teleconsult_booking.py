@@ -649,3 +649,26 @@ def test_smtp_reminders_retry_with_backoff_and_record_failures_on_the_communicat
     comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
     assert comm["status"] == "completed" and len(comm["note"]) == 2
     assert comm["about"] == [{"reference": f"Appointment/{appt['id']}"}]
+
+
+def test_doctors_act_on_their_own_hubs_appointments_only(tc, H, dev_key):
+    from sen_shared.auth import issue_dev_token
+
+    def doctor(facility):
+        token = issue_dev_token(dev_key, "doctor", facility=facility, practitioner="bs-an")
+        return {**H, "Authorization": f"Bearer {token}"}
+
+    day = DAY + timedelta(days=8)
+    a, b = _find(tc, H, _local(day, "07:00"), _local(day, "08:00"), ("specialty", "394579002"))[:2]
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", a)), headers=doctor("bv-khac"))
+    assert r.status_code == 403 and "another hub" in r.json()["issue"][0]["diagnostics"]
+    assert _status(tc, H, a["slot"][0]["reference"]) == "free"
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", a)), headers=doctor("hub"))
+    assert r.status_code == 200, r.text
+    appt = r.json()["entry"][0]["resource"]
+    for op in ("$cancel", "$noshow", "$fulfill"):
+        r = tc.post(f"/fhir/Appointment/{appt['id']}/{op}", content=_params(), headers=doctor("bv-khac"))
+        assert r.status_code == 403, (op, r.text)
+    assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
+    r = tc.post(f"/fhir/Appointment/{appt['id']}/$cancel", content=_params(), headers=doctor("hub"))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"

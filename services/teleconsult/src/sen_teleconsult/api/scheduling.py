@@ -23,7 +23,7 @@ from sen_shared.ids import new_uuid
 from sen_shared.runtime import current
 
 from ..domain import scheduling as sch
-from ..domain.availability import TZ
+from ..domain.availability import TZ, parse_slot_id
 from ..scheduling_settings import SchedulingSettings, scheduling_config
 
 BOOKERS = ("clinic", "doctor", "admin")
@@ -51,8 +51,17 @@ def _allow(*roles: str) -> Any:
 
 def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
     """Clinic staff act only on their own facility's consults: an Appointment based on a
-    ServiceRequest must be one their facility requested (doctors and admins: the hub's rules)."""
+    ServiceRequest must be one their facility requested. Hub doctors act only on their hub's
+    appointments: the slot's Schedule belongs to their facility (``schedule-organization``)."""
     roles = principal.roles
+    if appointment is not None and "doctor" in roles and not roles & {"admin", "health-dept"}:
+        ref = next((str(s.get("reference", "")) for s in appointment.get("slot") or () if isinstance(s, dict)), "")
+        parsed = parse_slot_id(ref[5:]) if ref.startswith("Slot/") else None
+        av = sch.availability_of(current().db, parsed[0]) if parsed else None
+        hub = av.organization if av is not None else None
+        if hub is not None and hub != f"Organization/{principal.facility}":
+            raise FhirError(f"forbidden: this appointment is with another hub ({hub})", status=403, code="forbidden")
+        return
     if appointment is None or "clinic" not in roles or roles & {"admin", "doctor", "health-dept"}:
         return
     for ref in (str((b or {}).get("reference", "")) for b in appointment.get("basedOn") or ()):
