@@ -141,6 +141,23 @@ def test_png_is_read_back_by_zbar(tmp_path, payload: str, _fields: VietQr) -> No
     assert out.stdout.decode().rstrip("\n") == payload
 
 
+@pytest.mark.skipif(shutil.which("zbarimg") is None, reason="zbarimg (Debian's zbar-tools) is not installed")
+def test_pngs_with_the_fixed_mask_are_read_back_by_zbar(tmp_path) -> None:
+    """The mask is fixed (pattern 2, not segno's best of eight): 25 payloads of every shape
+    (short and long accounts, amounts from 1 đồng up, with and without a note) still decode."""
+    for i in range(25):
+        reference = vietqr.reference_code(f"inv-{i * 7919}")
+        account = "0" * (i % 10) + str(10 ** (i % 9) + i)
+        payload = vietqr.build(VietQr(bin=("970436", "970415", "970422")[i % 3], account=account,
+                                      amount=1 + i * 137_913, reference=reference if i % 4 else None,
+                                      purpose=vietqr.purpose_text(reference) if i % 4 else None))
+        assert vietqr._qr(payload).mask == vietqr.QR_MASK
+        path = tmp_path / f"qr{i}.png"
+        path.write_bytes(vietqr.png(payload, scale=3 + i % 4))
+        out = subprocess.run(["zbarimg", "--raw", "-q", str(path)], capture_output=True, timeout=30, check=True)
+        assert out.stdout.decode().rstrip("\n") == payload
+
+
 def test_png_size_is_the_symbol_and_its_quiet_zone() -> None:
     import struct
 

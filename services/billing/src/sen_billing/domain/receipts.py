@@ -83,8 +83,9 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any]) -> dic
             # written by the settlement's winner or the repair job, both the same values (see _settle)
             db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True, "voided": "cancelled"}})
             return None
-        if link is None or link["state"] != "issued":
-            raise LookupError(f"invoice {invoice_id} is {link and link['state']}, not issued")
+        if link is not None and link["state"] != "issued":
+            raise LookupError(f"invoice {invoice_id} is {link['state']}, not issued")
+        # (no chain at all: an invoice stored as issued without one, as before the chains; it starts here)
         try:
             return advance(db[STATES], invoice_id, link, {"state": "balanced", "paid": record.get("paid"),
                                                          "owed": record.get("owed")})
