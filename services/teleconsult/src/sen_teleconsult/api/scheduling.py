@@ -270,13 +270,20 @@ def book(**_: Any) -> Any:
     req = from_flask("Appointment", operation="$book")
     params = _params(req)
     ref = _appointment_ref(params)
+    ctx = _ctx(principal)
+    peeked = None
+    raw = None if ref else _one(params, "appointment-resource")
+    if isinstance(raw, dict) and raw.get("resourceType") == "Appointment":
+        # the slot first: a taken one is a 409 before the body is validated or anything else is
+        # done (most requests on a contended slot lose; their answer should cost little)
+        peeked = sch.peek(current().db, ctx.cfg, raw, ctx.now)
     proposal = None if ref else _proposal(params)
     if ref is None and proposal is None:
         raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
                         status=400, expression=["appointment-reference"])
     _check_facility(principal, proposal if ref is None else sch.read_appointment(current().db, ref))
     try:
-        appointment = sch.book(current().db, _ctx(principal), request=proposal, appointment_id=ref)
+        appointment = sch.book(current().db, ctx, request=proposal, appointment_id=ref, peeked=peeked)
     except FhirError as err:
         _audit(principal, "$book", ref, proposal, err.status, err.detail)
         raise

@@ -390,7 +390,12 @@ def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
     try:
         return _claimed(db, advance(coll, sid, last, body)), last
     except ClaimTaken as lost:
-        if not guessed:
+        # lost to a claim that holds the slot: a lost race, answered at once (the common case
+        # under contention: several clients on one free slot). Only a guess that was stale (the
+        # link that won is itself a release) reads the chain and decides again.
+        if lost.holder is not None:
+            _claimed(db, lost.holder)  # what won shows in this process's view at once
+        if not guessed or _is_active(lost.holder, now):
             raise taken(sid, lost.holder) from None
     last = _newest_if_free(db, slotted, now)
     try:
@@ -499,18 +504,43 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
+@dataclass
+class Peek:
+    """A direct booking's slot, and whether it is free (as :func:`peek` found it)."""
+
+    slotted: Slotted
+    last: Any  # the newest link (None: never claimed), read or guessed
+    guessed: bool  # from this process's link view, not read
+
+
+def peek(db: Database, cfg: SchedulingConfig, request: dict[str, Any], now: datetime) -> Peek:
+    """The slot ``request`` names and its newest link, before any work on the request (its
+    validation included): a taken slot answers 409 here, for the price of one read (none when
+    this process's link view says the slot is free: the claim's insert decides then)."""
+    slotted = resolve_slot(db, cfg, request, now)
+    seen = latest_links(db, [av_mod.month_key(slotted.slot.start)], now).get(slotted.slot.id)
+    if seen is not None and seen.get("st") in BUSY:
+        # booked (or used) as this process last saw the chain: answered without a read. Bookings
+        # end only by an explicit cancel or reschedule; one made by another process in the last
+        # LinkView.REFRESH_SECONDS may not show yet, and this answers 409 as if it came first
+        raise taken(slotted.slot.id, seen)
+    last = _view_guess(db, slotted, now)
+    guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
+    if not guessed:
+        last = _newest_if_free(db, slotted, now)
+    return Peek(slotted, last, guessed)
+
+
 def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
-         appointment_id: str | None = None, new_id: str | None = None) -> dict[str, Any]:
+         appointment_id: str | None = None, new_id: str | None = None, peeked: Peek | None = None,
+         ) -> dict[str, Any]:
     """Book: confirm the hold of ``appointment_id``, or book the slot ``request`` names directly
-    (as the new Appointment ``new_id``, or a fresh id)."""
+    (as the new Appointment ``new_id``, or a fresh id; ``peeked``: :func:`peek` of ``request``)."""
     if appointment_id is not None:
         return _confirm(db, ctx, appointment_id)
     assert request is not None
-    slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
-    last = _view_guess(db, slotted, ctx.now)
-    guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
-    if not guessed:
-        last = _newest_if_free(db, slotted, ctx.now)  # a taken slot answers 409 before any work
+    pk = peeked or peek(db, ctx.cfg, request, ctx.now)  # a taken slot answers 409 before any work
+    slotted, last, guessed = pk.slotted, pk.last, pk.guessed
     appt_id = new_id or new_uuid()
     room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
     resource = _new_appointment(request, slotted, appt_id, "booked")
