@@ -1,6 +1,7 @@
 """Compare ehr servers by loading them in turn, a few seconds each, round after round.
 
     python -m tests.perf.alternate --rounds 8 --seconds 3 http://127.0.0.1:18091 http://127.0.0.1:18092
+    python -m tests.perf.alternate --role doctor --facility tyt-bench-0 ...   # a facility's doctor
 
 Each server (a different commit, setting or database server) runs on its own port against the
 same loaded database; only one is loaded at a time, by the bench's load generator with 16
@@ -47,8 +48,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--role", default="admin", help="the token's role (clinic and doctor read their facility's)")
+    ap.add_argument("--facility", default=None, help="the token's facility (clinic, doctor)")
     args = ap.parse_args()
-    token = issue_dev_token(Path(os.environ["SEN_DEV_JWT_KEY"]), "admin")
+    claims = {"facility": args.facility} if args.facility else {}
+    token = issue_dev_token(Path(os.environ["SEN_DEV_JWT_KEY"]), args.role, **claims)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
     ids = patient_ids(args.bases[0], headers)
     rng = random.Random(7)

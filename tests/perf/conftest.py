@@ -33,4 +33,7 @@ def ehr_process(base_env, run_id, mongo_client, tmp_path_factory):
                          GUNICORN_TIMEOUT="120") as url:
             yield {"url": url, "db": db, "log": log}
     finally:
-        mongo_client.drop_database(db)
+        if os.environ.get("SEN_BENCH_KEEP_DB") == "1":  # for tests/perf/alternate.py on the loaded data
+            print(f"\nkept the loaded database {db}; drop it when done")
+        else:
+            mongo_client.drop_database(db)

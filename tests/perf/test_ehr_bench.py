@@ -1,8 +1,17 @@
-"""EHR FHIR server benchmark (``make bench``): ingest, read-by-id and six search shapes.
+"""EHR FHIR server benchmark (``make bench``): ingest, read-by-id and six search shapes, by role.
 
-Loads ``SEN_BENCH_SCALE`` x (10,000 Patients + 100,000 Observations) through transaction Bundles,
-then measures read-by-id at 16 concurrent clients and six search shapes at 4, and prints one
-markdown table with the issue's targets beside (also written to ``.sen/bench/ehr.md``).
+Loads ``SEN_BENCH_SCALE`` x (10,000 Patients + 100,000 Observations) through transaction Bundles
+(the patients managed by four facilities), then measures, in one run:
+
+- the ceiling: ``GET /healthz`` (no token, no database) at 16 clients, served by the same stack;
+- read-by-id at 16 clients with an ``admin``, a ``clinic`` and a ``doctor`` token (the two last
+  scoped to one facility, reading that facility's patients, as users do);
+- six search shapes at 4 clients with each of the three tokens;
+
+each with its requests/s as a share of the ceiling's and the CPU a request took in each process
+(gunicorn master, gunicorn workers, FerretDB, PostgreSQL, the load generator: ``/proc/<pid>/stat``
+utime + stime before and after), and the load average (``uptime``) beside. Prints one markdown
+table with the issue's targets beside (also written to ``.sen/bench/ehr.md``).
 No timing assertions: timing belongs in the table. The bench bounds its own time
 (``SEN_BENCH_MAX_SECONDS``, default 1200): a phase that runs out stops and the table says so.
 """
@@ -38,7 +47,11 @@ INGEST_THREADS = 4
 READS = max(500, int(20_000 * min(SCALE, 1)))  # p99 is then the 200th slowest, not the 50th
 READ_CLIENTS = 16
 SEARCHES = 1_000  # a shape's p95 is then its 50th slowest, not its 10th
+RESTRICTED_SEARCHES = 500  # each shape again with the clinic's and the doctor's token
 SEARCH_CLIENTS = 4
+FACILITIES = ["tyt-bench-0", "tyt-bench-1", "tyt-bench-2", "tyt-bench-3"]  # patient i: FACILITIES[i % 4]
+HOME = FACILITIES[0]  # the clinic's and the doctor's facility
+PRACTITIONER = "bs-bench"
 CCCD = "http://sen.vn/fhir/sid/cccd"
 FJ = "application/fhir+json"
 
@@ -78,7 +91,8 @@ def patient(i: int, rng: random.Random) -> dict:
                       "text": None}],
             "gender": rng.choice(["male", "female"]),
             "birthDate": f"{rng.randint(1940, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-            "address": [{"city": rng.choice(CITIES), "country": "VN"}]}
+            "address": [{"city": rng.choice(CITIES), "country": "VN"}],
+            "managingOrganization": {"reference": f"Organization/{FACILITIES[i % len(FACILITIES)]}"}}
 
 
 def observation(subject: str, rng: random.Random) -> dict:
@@ -112,10 +126,13 @@ pct = loadgen.percentile
 
 
 def cpu_seconds() -> Counter:
-    """CPU seconds used so far by the processes a request goes through, by kind (Linux ``/proc``)."""
-    out: Counter = Counter()
+    """CPU seconds used so far by the processes a request goes through, by kind (Linux ``/proc``:
+    utime + stime of ``/proc/<pid>/stat``): the gunicorn master this test started and its workers
+    apart (other gunicorns on the machine are not counted), FerretDB, PostgreSQL (every backend)
+    and this process (the load generator)."""
     me = os.getpid()
     tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, bytes, float]] = {}  # pid -> (ppid, command, CPU seconds)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -124,13 +141,22 @@ def cpu_seconds() -> Counter:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        exe = cmd[0].rsplit(b"/", 1)[-1]
-        kind = ("load generator" if int(entry.name) == me else "gunicorn (Python)" if b"gunicorn" in exe
-                or any(b"gunicorn" in c for c in cmd[:2]) else "FerretDB" if exe == b"ferretdb"
-                else "PostgreSQL" if exe.startswith(b"postgres") else None)
+        procs[int(entry.name)] = (int(fields[1]), b" ".join(cmd[:3]), (int(fields[11]) + int(fields[12])) / tick)
+    masters = {pid for pid, (ppid, cmd, _) in procs.items() if ppid == me and b"gunicorn" in cmd}
+    out: Counter = Counter()
+    for pid, (ppid, cmd, cpu) in procs.items():
+        exe = cmd.split(b" ", 1)[0].rsplit(b"/", 1)[-1]
+        kind = ("load generator" if pid == me else "gunicorn master" if pid in masters
+                else "gunicorn workers" if ppid in masters
+                else "FerretDB" if exe == b"ferretdb" else "PostgreSQL" if exe.startswith(b"postgres") else None)
         if kind:
-            out[kind] += (int(fields[11]) + int(fields[12])) / tick
+            out[kind] += cpu
     return out
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: float) -> dict:
@@ -147,7 +173,7 @@ def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: 
     cpu = {k: v * 1000 / len(lat) for k, v in used.items()} if lat else {}
     return {"n": len(lat), "wall": wall, "rps": len(lat) / wall if wall else 0, "p50": pct(lat, 50),
             "p95": pct(lat, 95), "p99": pct(lat, 99), "statuses": statuses, "complete": len(lat) == len(urls),
-            "cpu": cpu}
+            "cpu": cpu, "load": load_average()}
 
 
 def cpu_note(res: dict) -> str:
@@ -179,6 +205,7 @@ def machine() -> str:
 def test_ehr_bench(ehr_process, dev_key):
     started = time.monotonic()
     deadline = started + MAX_SECONDS
+    load0 = load_average()
     base = ehr_process["url"]
     headers = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Accept": FJ, "Content-Type": FJ}
     rng = random.Random(20240301)
@@ -189,19 +216,21 @@ def test_ehr_bench(ehr_process, dev_key):
     bundles = [transaction(s, random.Random(rng.random())) for s in starts]
     ingest_deadline = started + MAX_SECONDS * 0.5
     patient_ids: list[str] = []
+    home_ids: list[str] = []  # the patients of HOME, the clinic's and the doctor's facility
     ingest_status: Counter = Counter()
     loaded = 0
     lock = threading.Lock()
-    it = iter(bundles)
+    it = iter(zip(starts, bundles, strict=True))
 
     def ingest_worker() -> None:
         nonlocal loaded
         with httpx.Client(base_url=base, headers=headers, timeout=300) as c:
             while time.monotonic() < ingest_deadline:
                 with lock:
-                    b = next(it, None)
-                if b is None:
+                    item = next(it, None)
+                if item is None:
                     return
+                first, b = item
                 r = c.post("/fhir", json=b)
                 with lock:
                     ingest_status[r.status_code] += 1
@@ -212,6 +241,7 @@ def test_ehr_bench(ehr_process, dev_key):
                 pids = [loc.split("/_history")[0].rstrip("/").split("/")[-1] for loc in locs if "Patient/" in loc]
                 with lock:
                     patient_ids.extend(pids)
+                    home_ids.extend(pid for k, pid in enumerate(pids) if (first + k) % len(FACILITIES) == 0)
                     loaded += len(locs)
 
     t0 = time.perf_counter()
@@ -236,75 +266,127 @@ def test_ehr_bench(ehr_process, dev_key):
 
     # a patient's identifiers for the identifier search
     with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
-        sample = rng.sample(patient_ids, min(SEARCHES, len(patient_ids)))
-        cccds = []
-        for pid in sample[:SEARCHES]:
-            r = c.get(f"/fhir/Patient/{pid}")
-            assert r.status_code == 200, r.text
-            cccds.append(r.json()["identifier"][0]["value"])
+        def identifiers(ids: list[str]) -> list[str]:
+            out = []
+            for pid in rng.sample(ids, min(SEARCHES, len(ids))):
+                r = c.get(f"/fhir/Patient/{pid}")
+                assert r.status_code == 200, r.text
+                out.append(r.json()["identifier"][0]["value"])
+            return out
 
-    # ---- read by id: 16 keep-alive clients
-    read_deadline = time.monotonic() + max(30.0, (deadline - time.monotonic()) * 0.25)
-    reads = run_load(base, headers, [f"/fhir/Patient/{rng.choice(patient_ids)}" for _ in range(READS)],
-                     READ_CLIENTS, read_deadline)
-    print(f"read: {reads['n']:,} in {reads['wall']:.1f} s = {reads['rps']:,.0f} req/s, p50 {reads['p50']:.1f} ms, "
-          f"p99 {reads['p99']:.1f} ms; statuses {dict(reads['statuses'])}; CPU a request {cpu_note(reads)}")
+        cccds = identifiers(patient_ids)
+        home_cccds = identifiers(home_ids)
 
-    # ---- six search shapes, 4 clients each
-    def pick() -> str:
-        return rng.choice(patient_ids)
+    tokens = {"admin": issue_dev_token(dev_key, "admin"),
+              "clinic": issue_dev_token(dev_key, "clinic", facility=HOME),
+              "doctor": issue_dev_token(dev_key, "doctor", facility=HOME, practitioner=PRACTITIONER)}
+    role_headers = {role: {**headers, "Authorization": f"Bearer {t}"} for role, t in tokens.items()}
+    phases = 2 + 3 + 6 * 3  # warm-up and ceiling, reads by role, searches by role
+    done = 0
 
+    def budget() -> float:
+        return time.monotonic() + max(10.0, (deadline - time.monotonic()) / max(1, phases - done))
+
+    # ---- warm-up (each worker's connections and caches), then the ceiling: /healthz, same stack
+    run_load(base, role_headers["doctor"], [f"/fhir/Patient/{rng.choice(home_ids)}" for _ in range(1000)],
+             READ_CLIENTS, budget())
+    done += 1
+    ceiling = run_load(base, {"Accept": "application/json"}, ["/healthz"] * READS, READ_CLIENTS, budget())
+    done += 1
+    print(f"ceiling /healthz: {ceiling['n']:,} in {ceiling['wall']:.1f} s = {ceiling['rps']:,.0f} req/s, "
+          f"p50 {ceiling['p50']:.1f} ms, p99 {ceiling['p99']:.1f} ms; CPU a request {cpu_note(ceiling)}")
+
+    # ---- read by id: 16 keep-alive clients, each role reading patients it may read
+    reads = {}
+    for role in ("admin", "clinic", "doctor"):
+        ids = patient_ids if role == "admin" else home_ids
+        reads[role] = res = run_load(base, role_headers[role], [f"/fhir/Patient/{rng.choice(ids)}"
+                                                               for _ in range(READS)], READ_CLIENTS, budget())
+        done += 1
+        print(f"read ({role}): {res['n']:,} in {res['wall']:.1f} s = {res['rps']:,.0f} req/s, p50 {res['p50']:.1f} ms, "
+              f"p99 {res['p99']:.1f} ms; statuses {dict(res['statuses'])}; CPU a request {cpu_note(res)}")
+
+    # ---- six search shapes, 4 clients each, with each role
     def name_prefix() -> str:
         word = ASCII[rng.choice(FAMILY)]
         return word[:max(2, min(len(word), rng.randint(3, 6)))]
 
-    shapes = {
-        "name (accent-free prefix)": [f"/fhir/Patient?name={name_prefix()}" for _ in range(SEARCHES)],
-        "identifier (CCCD)": [f"/fhir/Patient?identifier={CCCD}|{rng.choice(cccds)}" for _ in range(SEARCHES)],
-        "patient+code": [f"/fhir/Observation?patient={pick()}&code=http://loinc.org|{rng.choice(VITALS)[0]}"
-                         for _ in range(SEARCHES)],
-        "patient+date range": [f"/fhir/Observation?patient={pick()}&date=ge2023-07-01&date=lt2024-07-01"
-                               for _ in range(SEARCHES)],
-        "_include": [f"/fhir/Observation?patient={pick()}&_include=Observation:patient" for _ in range(SEARCHES)],
-        "$everything": [f"/fhir/Patient/{pick()}/$everything" for _ in range(SEARCHES)],
-    }
-    searches = {}
-    for label, urls in shapes.items():
-        per = max(10.0, (deadline - time.monotonic()) / (len(shapes) - len(searches) + 1))
-        searches[label] = res = run_load(base, headers, urls, SEARCH_CLIENTS, time.monotonic() + per)
-        print(f"search {label}: {res['n']} p50 {res['p50']:.1f} ms p95 {res['p95']:.1f} ms; "
-              f"statuses {dict(res['statuses'])}; CPU a request {cpu_note(res)}")
-        if not res["complete"]:
-            notes.append(f"{label}: time bound hit after {res['n']} requests")
+    def shapes(ids: list[str], ids_cccd: list[str], n: int) -> dict[str, list[str]]:
+        def pick() -> str:
+            return rng.choice(ids)
+
+        return {
+            "name (accent-free prefix)": [f"/fhir/Patient?name={name_prefix()}" for _ in range(n)],
+            "identifier (CCCD)": [f"/fhir/Patient?identifier={CCCD}|{rng.choice(ids_cccd)}" for _ in range(n)],
+            "patient+code": [f"/fhir/Observation?patient={pick()}&code=http://loinc.org|{rng.choice(VITALS)[0]}"
+                             for _ in range(n)],
+            "patient+date range": [f"/fhir/Observation?patient={pick()}&date=ge2023-07-01&date=lt2024-07-01"
+                                   for _ in range(n)],
+            "_include": [f"/fhir/Observation?patient={pick()}&_include=Observation:patient" for _ in range(n)],
+            "$everything": [f"/fhir/Patient/{pick()}/$everything" for _ in range(n)],
+        }
+
+    searches: dict[tuple[str, str], dict] = {}
+    for role in ("admin", "clinic", "doctor"):
+        work = (shapes(patient_ids, cccds, SEARCHES) if role == "admin"
+                else shapes(home_ids, home_cccds, RESTRICTED_SEARCHES))
+        for label, urls in work.items():
+            searches[(role, label)] = res = run_load(base, role_headers[role], urls, SEARCH_CLIENTS, budget())
+            done += 1
+            print(f"search {label} ({role}): {res['n']} p50 {res['p50']:.1f} ms p95 {res['p95']:.1f} ms; "
+                  f"statuses {dict(res['statuses'])}; CPU a request {cpu_note(res)}")
+            if not res["complete"]:
+                notes.append(f"{label} ({role}): time bound hit after {res['n']} requests")
 
     # ---- the table
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
+    def share(res: dict) -> str:
+        """requests/s as a share of the ceiling's, and CPU a request in /healthz requests"""
+        rate = res["rps"] / ceiling["rps"] if ceiling["rps"] else float("nan")
+        base_cpu = sum(ceiling["cpu"].values())
+        cost = sum(res["cpu"].values()) / base_cpu if base_cpu else float("nan")
+        return f"{rate:.2f} | {cost:.1f}"
+
+    def cpu_cell(res: dict) -> str:
+        c = res["cpu"]
+        return (f"{sum(c.values()):.2f} ({c.get('gunicorn workers', 0):.2f} w, {c.get('gunicorn master', 0):.2f} m, "
+                f"{c.get('FerretDB', 0):.2f} F, {c.get('PostgreSQL', 0):.2f} P, {c.get('load generator', 0):.2f} L)")
+
     rows = [
-        "| measure | result | target | |",
-        "|---|---|---|---|",
+        "| measure | req/s | p50 / p95 / p99 ms | req/s ÷ ceiling | CPU ÷ ceiling | CPU ms a request "
+        "(workers, master, FerretDB, PostgreSQL, load gen) | load (1/5/15 min) | target | |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| ingest (transactions of {PATIENTS_PER_BUNDLE * (1 + OBS_PER_PATIENT)} entries, {INGEST_THREADS} clients) "
-        f"| {ingest_rate:,.0f} resources/s ({loaded:,} in {ingest_wall:.0f} s) | ≥ 1,000 resources/s "
+        f"| {ingest_rate:,.0f} resources/s ({loaded:,} in {ingest_wall:.0f} s) | | | | | | ≥ 1,000 resources/s "
         f"| {mark(ingest_rate >= 1000)} |",
-        f"| read by id, {READ_CLIENTS} clients | {reads['rps']:,.0f} req/s; p50 {reads['p50']:.1f} ms, "
-        f"p99 {reads['p99']:.1f} ms | p99 ≤ 25 ms | {mark(reads['p99'] <= 25)} |",
+        f"| **ceiling**: GET /healthz, {READ_CLIENTS} clients | {ceiling['rps']:,.0f} | {ceiling['p50']:.1f} / "
+        f"{ceiling['p95']:.1f} / {ceiling['p99']:.1f} | 1.00 | 1.0 | {cpu_cell(ceiling)} | {ceiling['load']} | | |",
     ]
-    for label, res in searches.items():
-        rows.append(f"| search: {label}, {SEARCH_CLIENTS} clients | p50 {res['p50']:.1f} ms, p95 {res['p95']:.1f} ms "
-                    f"({res['n']} req) | p95 ≤ 50 ms | {mark(res['p95'] <= 50)} |")
-    errors = {k: v for r in [reads, *searches.values()] for k, v in r["statuses"].items() if k != 200}
+    for role, res in reads.items():
+        rows.append(f"| read by id ({role}), {READ_CLIENTS} clients | {res['rps']:,.0f} | {res['p50']:.1f} / "
+                    f"{res['p95']:.1f} / {res['p99']:.1f} | {share(res)} | {cpu_cell(res)} | {res['load']} "
+                    f"| p99 ≤ 25 ms | {mark(res['p99'] <= 25)} |")
+    for (role, label), res in searches.items():
+        rows.append(f"| search: {label} ({role}), {SEARCH_CLIENTS} clients | {res['rps']:,.0f} | {res['p50']:.1f} / "
+                    f"{res['p95']:.1f} / {res['p99']:.1f} | {share(res)} | {cpu_cell(res)} | {res['load']} "
+                    f"| p95 ≤ 50 ms | {mark(res['p95'] <= 50)} |")
+    errors = {k: v for r in [ceiling, *reads.values(), *searches.values()] for k, v in r["statuses"].items()
+              if k != 200}
     errors.update({k: v for k, v in ingest_status.items() if k != 200})
     header = [
         f"EHR FHIR benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {loaded:,} resources "
-        f"({len(patient_ids):,} Patients, {loaded - len(patient_ids):,} Observations), "
-        f"gunicorn WEB_CONCURRENCY={os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB, scale {SCALE:g}; "
-        f"vacuum + analyze after the load ({settle:.0f} s, not counted).",
+        f"({len(patient_ids):,} Patients, {loaded - len(patient_ids):,} Observations; {len(home_ids):,} patients "
+        f"of {HOME}, the clinic's and the doctor's facility), gunicorn WEB_CONCURRENCY="
+        f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB, scale {SCALE:g}; "
+        f"vacuum + analyze after the load ({settle:.0f} s, not counted). Load average at the start {load0}.",
         f"Machine: {machine()}.",
         "",
     ]
-    footer = ["", "CPU a request (all processes of the machine; what the latency is made of at these loads):", ""]
-    footer += [f"- {label}: {cpu_note(res)}" for label, res in [("read by id", reads), *searches.items()]]
+    footer = ["", "Share of ceiling: requests/s over /healthz's requests/s in the same run, and CPU a request over "
+              "/healthz's CPU a request. CPU: utime + stime of each process (/proc/<pid>/stat) over the phase, "
+              "divided by its requests.", ""]
     footer += ["", f"Non-200 answers: {errors or 'none'}."] + [f"Note: {n}" for n in dict.fromkeys(notes)][:10]
     table = "\n".join(header + rows + footer)
     print("\n" + table + "\n")
