@@ -17,13 +17,11 @@ Everything comes from the environment, with defaults that work on a laptop:
 ``FORWARDED_ALLOW_IPS``     proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1)
 ``LOG_LEVEL``               DEBUG, INFO, WARNING or ERROR (default INFO)
 ``PROMETHEUS_MULTIPROC_DIR``  when set, emptied at start and cleaned as workers exit
-``SEN_BALANCE_CONNECTIONS``  1 (default) moves keep-alive connections off a worker holding two more
-                            than another; 0 leaves them where they landed
 ==========================  =============================================================
 
-The worker class is ``sen_shared.balance.BalancedUvicornWorker``: ``uvicorn_worker.UvicornWorker``
-(connexion 3 is ASGI; ``uvicorn.workers`` is deprecated) that keeps the workers' keep-alive connections
-even (``SEN_BALANCE_CONNECTIONS=0`` turns that off; see ``sen_shared.balance``). The app is not
+The worker class is ``sen_shared.serving.SenUvicornWorker``: ``uvicorn_worker.UvicornWorker``
+(connexion 3 is ASGI; ``uvicorn.workers`` is deprecated) configured through its ``CONFIG_KWARGS``
+only. Only gunicorn's documented settings and server hooks are used here. The app is not
 preloaded: pymongo and kombu connect lazily inside each worker. There is no access log: it would
 print query strings (patient names); the app logs requests itself.
 """
@@ -114,7 +112,7 @@ def _logconfig() -> dict:
 wsgi_app = None  # given on the command line: sen_<service>.asgi:app
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{_env_int('PORT', _default_port(), 1)}"]
 workers = _env_int("WEB_CONCURRENCY", 2, 1)
-worker_class = "sen_shared.balance.BalancedUvicornWorker"
+worker_class = "sen_shared.serving.SenUvicornWorker"
 preload_app = False
 timeout = _env_int("GUNICORN_TIMEOUT", 60, 1)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 25, 1)
@@ -153,18 +151,9 @@ def reset_prometheus_dir() -> Path | None:
 
 
 def on_starting(server) -> None:  # master, before any worker is forked
-    from sen_shared import balance  # the worker class's module: the table its workers share
-
-    balance.master_start(server.cfg.workers)
     path = reset_prometheus_dir()
     if path is not None:
         server.log.info("prometheus multiprocess dir %s emptied", path)
-
-
-def pre_fork(server, worker) -> None:  # master, before forking ``worker``
-    from sen_shared import balance
-
-    balance.assign_slot(server, worker)
 
 
 def post_worker_init(worker) -> None:  # in the worker, once the app is loaded
@@ -178,9 +167,6 @@ def post_worker_init(worker) -> None:  # in the worker, once the app is loaded
 
 
 def child_exit(server, worker) -> None:  # master, after a worker died
-    from sen_shared import balance
-
-    balance.release_slot(worker)
     if prometheus_dir() is None:
         return
     try:

@@ -14,11 +14,7 @@ async def app(scope, receive, send):  # pragma: no cover - exercised through gun
     import json
     import os
 
-    from sen_shared import balance
-
     body = json.dumps({"status": "ok", "frozen": gc.get_freeze_count(), "pid": os.getpid()}).encode()
     headers = [(b"content-type", b"application/json")]
-    if balance.should_close():  # as sen_shared.web's RequestMiddleware does
-        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

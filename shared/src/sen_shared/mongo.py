@@ -5,10 +5,10 @@ created lazily and re-created when the process id changes, so nothing is
 connected at import time and each worker owns its own pool. Works on MongoDB
 and FerretDB alike (see ARCHITECTURE.md §2 for what that rules out).
 
-A read served on the event loop (``sen_shared.web.on_event_loop``) awaits its
-document through the loop's asyncio twin of that client (:func:`async_database`),
-so the loop serves other connections meanwhile, at most ``READS_IN_FLIGHT`` at
-once (:func:`read_slot`).
+Code running on an event loop (a coroutine; no web handler does: they run in
+connexion's thread pool, see ``sen_shared.web``) must not call the blocking
+client: it awaits the loop's asyncio twin of that client (:func:`async_database`),
+at most ``READS_IN_FLIGHT`` at once (:func:`read_slot`).
 """
 
 from __future__ import annotations

@@ -4,12 +4,18 @@
 (merged with the shared operational endpoints in ``specs/common/ops.yaml``),
 installs the runtime, the token verifier and the error handlers, and adds the
 request middleware: correlation id, body size limit, metrics, request log.
+
+The path of every request, the one path: gunicorn's uvicorn worker (``uvicorn_worker``) hands it to
+connexion's ASGI middleware stack (Sen's :class:`RequestMiddleware`, then connexion's exception
+handling, Swagger UI, routing, security, validation), which runs the Flask handler in connexion's
+thread pool (``FlaskApp``'s documented WSGI bridge), so no handler and no database call ever runs
+on the event loop. Only connexion's and Flask's public hooks are used here: ``add_api`` with a
+resolver and a ``validator_map``, ``add_middleware``, ``add_error_handler`` and Flask's
+``session_interface``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import functools
 import json
@@ -17,19 +23,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import connexion
 import yaml
-from a2wsgi.wsgi import Body, WSGIMiddleware, WSGIResponder, build_environ
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import RelativeResolver
-from connexion.security import BearerSecurityHandler
-from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from connexion.utils import is_null, is_nullable
 from connexion.validators import ParameterValidator
 from flask.sessions import NullSession, SessionInterface
 from jsonschema import Draft4Validator, ValidationError
@@ -37,12 +41,11 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, balance, logs
+from . import auth, logs
 from .config import Settings
 from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
 from .health import LATENCY, REQUESTS
-from .lane import DirectLane, has_body
 from .mongo import Index
 from .runtime import EXTENSION, Runtime, install
 
@@ -103,64 +106,14 @@ def load_spec(name: str, fhir_types: Sequence[str] | None = None) -> dict[str, A
     return spec
 
 
-ON_LOOP = "sen_on_event_loop"
-DIRECT = "sen_direct"
-
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-Direct = Callable[..., Answer | Awaitable[Answer]]
-
-
-def on_event_loop(handler: Any = None, *, direct: Direct | None = None) -> Any:
-    """Mark ``handler`` as quick: a GET without a body runs it on the event loop's thread.
-
-    For handlers that make at most one indexed lookup (a read by id). Everything else runs in
-    the handler thread pool, as connexion does; see :class:`InlineGate` for why and the limits.
-
-    ``direct``: the same answer without Flask, ``direct(scope, **path_params) -> (status,
-    headers, body)``, which such a GET then gets instead of the Flask handler, from the
-    :class:`~sen_shared.lane.DirectLane` before connexion's routing (the lane has checked the path,
-    the token and the parameters as connexion would). The handler stays for HEAD, for the pool
-    when the gate is paused and for what the lane leaves to connexion; a test compares the answers.
-    A coroutine function may be given: what it awaits (its database read, through
-    ``sen_shared.mongo.async_database``) lets the loop serve other connections meanwhile.
-    """
-    def mark(fn: Any) -> Any:
-        setattr(fn, ON_LOOP, True)
-        if direct is not None:
-            setattr(fn, DIRECT, direct)
-        return fn
-
-    return mark if handler is None else mark(handler)
-
-
 class ServiceResolver(RelativeResolver):
-    """operationIds relative to the service's ``api`` package; ``sen_shared.*`` ones absolute.
-
-    Records the operations whose handler is marked :func:`on_event_loop` in ``on_loop``, and
-    their Flask-free variants in ``direct`` with their (method, path) in ``direct_routes``.
-    """
-
-    def __init__(self, root_path: Any) -> None:
-        super().__init__(root_path)
-        self.on_loop: set[str] = set()
-        self.direct: dict[str, Direct] = {}
-        self.direct_routes: dict[str, tuple[str, str]] = {}
+    """operationIds relative to the service's ``api`` package; ``sen_shared.*`` ones absolute."""
 
     def resolve_operation_id(self, operation: Any) -> str:
         operation_id = operation.operation_id
         if operation_id and operation_id.startswith("sen_shared."):
             return operation_id
         return super().resolve_operation_id(operation)
-
-    def resolve(self, operation: Any) -> Any:
-        resolution = super().resolve(operation)
-        if getattr(resolution.function, ON_LOOP, False):
-            self.on_loop.add(resolution.operation_id)
-        direct = getattr(resolution.function, DIRECT, None)
-        if direct is not None:
-            self.direct[resolution.operation_id] = direct
-            self.direct_routes[resolution.operation_id] = (operation.method, operation.path)
-        return resolution
 
 
 # --------------------------------------------------------------------------- middleware
@@ -262,8 +215,6 @@ class RequestMiddleware:
                 status_holder["status"] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(CORRELATION_HEADER, cid)]
-                if balance.should_close():  # this worker holds more connections than its share
-                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:
@@ -383,178 +334,7 @@ class CompiledParameterValidator(ParameterValidator):
         return None
 
 
-class BearerHandler(BearerSecurityHandler):
-    """connexion's bearer check without its per-request ``inspect.signature`` of our info function."""
-
-    @staticmethod
-    @functools.cache
-    def _accepts_kwarg(func: Any, keyword: str) -> bool:
-        arguments, has_kwargs = inspect_function_arguments(func)
-        return has_kwargs or keyword in arguments
-
-
 # --------------------------------------------------------------------------- factory
-
-BUFFER_BYTES = 4 * 1024 * 1024  # a response up to this size crosses from the handler's thread once
-INLINE_SLOW_SECONDS = 0.25  # a quick handler slower than this (or failing with 5xx) pauses the gate
-INLINE_PAUSE_SECONDS = 30.0
-
-
-class InlineGate:
-    """Decides which requests run on the event loop's thread rather than in the handler pool.
-
-    connexion runs every Flask handler in a thread pool. Under load the event loop's thread
-    (parsing requests, connexion's middleware) and the handler threads take the GIL from each
-    other: a read whose answer came back from the database waits until the loop lets go, and
-    requests overtake each other. Reads at 16 clients had a p99 2.6 times their median. A
-    handler marked :func:`on_event_loop` (one indexed lookup) therefore runs on the loop's
-    thread when the request is a GET or HEAD without a body: requests of a connection are then
-    served in the order they came, with no thread switch (p99 1.7 times the median).
-
-    The price: while it runs, the other connections of this process wait. A database that
-    stalls would stall them all (pymongo waits up to its 5 s server selection timeout), so a
-    quick handler that took longer than ``INLINE_SLOW_SECONDS`` or answered 5xx sends quick
-    handlers back to the pool for ``INLINE_PAUSE_SECONDS``. A Flask-free handler that awaits its
-    document (ehr's read) leaves the loop to the others while it waits.
-    """
-
-    def __init__(self, operations: set[str] | frozenset[str], direct: dict[str, Direct] | None = None) -> None:
-        self.operations = operations  # filled by ServiceResolver while the API is added
-        self.direct = direct if direct is not None else {}
-        self.paused_until = 0.0
-
-    def admits(self, scope: Scope) -> bool:
-        if scope.get("method") not in ("GET", "HEAD") or not self.operations:
-            return False
-        route = (scope.get("extensions") or {}).get("connexion_routing") or {}
-        if route.get("operation_id") not in self.operations or self.paused():
-            return False
-        return not has_body(scope)  # a body would be read through the loop this thread is blocking
-
-    def paused(self) -> bool:
-        return time.monotonic() < self.paused_until
-
-    def observe(self, seconds: float, status: int) -> None:
-        if seconds > INLINE_SLOW_SECONDS or status >= 500:
-            self.paused_until = time.monotonic() + INLINE_PAUSE_SECONDS
-            log.warning("quick handlers back in the thread pool", extra={
-                "ms": round(seconds * 1000, 1), "status": status, "pause_s": INLINE_PAUSE_SECONDS})
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[dict[str, int]]:
-        """Time a handler run on the loop and :meth:`observe` it; the caller sets ``["status"]``
-        (an exception counts with the status the error handlers will give it)."""
-        outcome, started = {"status": 500}, time.monotonic()
-        try:
-            yield outcome
-        except Exception as err:  # connexion's error handlers answer it: only its status matters here
-            outcome["status"] = _error_status(err)
-            raise
-        finally:
-            self.observe(time.monotonic() - started, outcome["status"])
-
-
-def _error_status(err: Exception) -> int:
-    """The status the error handlers will answer ``err`` with, as far as the gate cares (4xx or not)."""
-    for attr in ("status", "status_code"):  # SenError and ProblemException; starlette's HTTPException
-        value = getattr(err, attr, None)
-        if isinstance(value, int):
-            return value
-    return 500
-
-
-class _NoBody(Body):
-    """The body of a request that has none: reading it never waits on the event loop."""
-
-    def __init__(self) -> None:
-        super().__init__(None, None)  # type: ignore[arg-type]
-        self._has_more = False
-
-
-class BufferedResponder(WSGIResponder):
-    """a2wsgi's responder, with the response gathered in the handler's thread and sent once.
-
-    a2wsgi hands every piece of a response (the status line, each body chunk, the end) from the
-    thread that runs Flask to the event loop and blocks that thread until the loop has taken it:
-    three thread switches a request, each waiting for the other thread to get the GIL. Here the
-    thread appends the pieces to a list; when Flask returns, the loop sends them. A response
-    larger than ``BUFFER_BYTES`` (none of ours today) is handed over piece by piece as before,
-    from the piece that crossed the limit on. A request the ``gate`` admits runs on the loop's
-    thread itself (see :class:`InlineGate`).
-    """
-
-    def __init__(self, *args: Any, gate: InlineGate | None = None) -> None:
-        """``gate``: the gate that admitted this request to the loop's thread (None: the pool)."""
-        super().__init__(*args)
-        self.gate = gate
-        self.buffer: list[Message] = []
-        self.buffered = 0
-        self.streaming = False
-        self.inline = gate is not None
-        self.status = 500
-
-    def send(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        self.buffer.append(message)
-        self.buffered += len(message.get("body", b""))
-        if not self.inline and (self.streaming or self.buffered > BUFFER_BYTES):  # from here on, piece by piece
-            self.streaming = True
-            pending, self.buffer = self.buffer, []
-            for item in pending:
-                super().send(item)
-
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        func = functools.partial(contextvars.copy_context().run, self.wsgi)
-        environ = build_environ(scope, _NoBody() if self.inline else Body(self.loop, receive))
-        sender = self.loop.create_task(self.sender(send))
-        try:
-            if self.gate is not None:
-                with self.gate.running() as outcome:
-                    func(environ, self.start_response)
-                    outcome["status"] = self.status
-            else:
-                await self.loop.run_in_executor(self.executor, func, environ, self.start_response)
-            # the sender task sends: the response goes out on the loop's next round, which
-            # measured a shorter tail for inline handlers than sending from this task now
-            for message in self.buffer:
-                await self.send_queue.put(message)
-            await self.send_queue.put(None)
-            await sender  # it may raise
-            if self.exc_info is not None:
-                raise self.exc_info[0].with_traceback(self.exc_info[1], self.exc_info[2])
-        finally:
-            if not sender.done():
-                sender.cancel()
-
-
-class BufferedWSGIMiddleware(WSGIMiddleware):
-    """connexion's WSGI bridge to Flask (a2wsgi) with :class:`BufferedResponder` for HTTP.
-
-    (GETs with a Flask-free ``direct`` variant never get here: :class:`~sen_shared.lane.DirectLane`
-    answers them, unless it leaves them to connexion, and then the Flask handler answers.)
-    """
-
-    gate: InlineGate | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        gate = self.gate if self.gate is not None and self.gate.admits(scope) else None
-        await BufferedResponder(self.app, self.executor, self.send_queue_size, gate=gate)(scope, receive, send)
-
-
-def _buffer_responses(app: connexion.FlaskApp, gate: InlineGate | None = None) -> None:
-    """Swap connexion's bridge to Flask (``FlaskASGIApp.asgi_app``, an a2wsgi ``WSGIMiddleware``)."""
-    bridge = app._middleware_app  # noqa: SLF001 - connexion keeps its Flask bridge here
-    current = bridge.asgi_app
-    buffered = BufferedWSGIMiddleware(current.app, send_queue_size=current.send_queue_size)
-    buffered.executor.shutdown(wait=False)  # never used: the handlers keep connexion's thread pool
-    buffered.executor = current.executor
-    buffered.gate = gate
-    bridge.asgi_app = buffered
-
 
 class NoSessions(SessionInterface):
     """No cookie sessions: every request carries its bearer token and Sen keeps no session state.
@@ -582,8 +362,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       jwks_url=settings.jwks_url, dev_key_path=settings.dev_key_path))
     app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()),
-                             validator_map={"parameter": CompiledParameterValidator},
-                             security_map={"bearer": BearerHandler})
+                             validator_map={"parameter": CompiledParameterValidator})
     if validate_responses is None:
         validate_responses = settings.env == "test"
     resolver = ServiceResolver(api_package)
@@ -591,14 +370,8 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     api_spec = load_spec(spec, fhir_types=sorted(fhir.types) if fhir is not None else None)
     app.add_api(api_spec, resolver=resolver, strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
-    gate = InlineGate(resolver.on_loop, resolver.direct)
-    _buffer_responses(app, gate)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)
-    # inside the exception handling: what a direct variant raises gets the error handlers' answer
-    app.add_middleware(DirectLane, position=MiddlewarePosition.BEFORE_SWAGGER,
-                       spec=api_spec, operations=resolver.direct_routes, gate=gate, flask_app=app.app,
-                       strict_query=strict_validation)
     for exc, handler in _error_handlers(fhir_base).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app

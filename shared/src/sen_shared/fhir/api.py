@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import current
-from ..web import on_event_loop
-from .http import FhirRequest, from_flask, from_scope, to_asgi, to_connexion
+from .http import FhirRequest, from_flask, to_connexion
 from .rest import FhirServer
 
 Reply = Any
@@ -26,23 +25,6 @@ def _server() -> FhirServer:
 
 def _run(method: str, req: FhirRequest) -> Reply:
     return to_connexion(getattr(_server(), method)(req), req)
-
-
-def _direct(method: str) -> Any:
-    """The Flask-free variant of a quick handler (see ``sen_shared.web.on_event_loop``)."""
-    def run(scope: dict[str, Any], type: str, id: str, vid: str | None = None) -> Any:  # noqa: A002 - the spec's names
-        req = from_scope(scope, type, id, vid)
-        return to_asgi(getattr(_server(), method)(req), req)
-
-    return run
-
-
-async def _direct_read(scope: dict[str, Any], type: str, id: str) -> Any:  # noqa: A002 - the spec's names
-    """read, Flask-free, its document awaited: the loop serves other connections meanwhile."""
-    req = from_scope(scope, type, id)
-    server = _server()
-    prefetched = await server.prefetch_read(req)
-    return to_asgi(server.read(req, prefetched=prefetched), req)
 
 
 def capabilities() -> Reply:
@@ -85,12 +67,10 @@ def validate_instance(type: str, id: str, **_: Any) -> Reply:
     return _run("validate", from_flask(type, id))
 
 
-@on_event_loop(direct=_direct_read)  # one lookup by id
 def read(type: str, id: str) -> Reply:
     return _run("read", from_flask(type, id, body=False))
 
 
-@on_event_loop(direct=_direct("vread"))  # one lookup by id
 def vread(type: str, id: str, vid: str) -> Reply:
     return _run("vread", from_flask(type, id, vid, body=False))
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from . import access
 from .audit import AUDIT_TYPE, Auditor, Record
@@ -132,6 +131,7 @@ class _Facts:
         self.server = server
         self.principal = principal
         self.grantees = sorted(access.grantee_refs(principal))
+        self.owner_refs = access.owner_refs(principal)
         self._cache: dict[str, access.PatientFacts] = {}
         self._accessible: set[str] | None = None
 
@@ -144,10 +144,16 @@ class _Facts:
         return frozenset(g for g in self.grantees
                          if any(access.grant_active(d, now) for d in grants.find({"pair": access.grant_id(ref, g)})))
 
+    def _facts(self, ref: str, owners: frozenset[str]) -> access.PatientFacts:
+        # a patient the principal owns needs no grant: the policy asks for grants only when the
+        # owners do not reach (access.reaches), so the grant queries are skipped then
+        owned = bool(owners & self.owner_refs)
+        return access.PatientFacts(ref, owners, frozenset() if owned else self.granted_to(ref))
+
     def patient(self, ref: str, body: dict[str, Any] | None = None) -> access.PatientFacts:
         """Facts of ``ref``; ``body`` (a Patient being written) supplies the owners instead of the store."""
         if body is not None:
-            return access.PatientFacts(ref, body_owners(body), self.granted_to(ref))
+            return self._facts(ref, body_owners(body))
         hit = self._cache.get(ref)
         if hit is not None:
             return hit
@@ -157,11 +163,17 @@ class _Facts:
             if head is not None and not head.get("del"):
                 owners = frozenset(str(v) for k in ("sp_organization", "sp_general-practitioner")
                                    for v in head.get(k) or () if "/" in str(v))
-            facts = access.PatientFacts(ref, owners, self.granted_to(ref))
+            facts = self._facts(ref, owners)
         else:
             facts = access.PatientFacts(ref)
         self._cache[ref] = facts
         return facts
+
+    def stored_patient(self, ref: str, resource: dict[str, Any]) -> None:
+        """``resource``, the stored Patient ``ref`` just read, gives its facts (no second lookup)."""
+        if ref not in self._cache:
+            self._cache[ref] = (self._facts(ref, body_owners(resource)) if self.server.is_restricted(self.principal)
+                                else access.PatientFacts(ref))
 
     def many(self, refs: Iterable[str]) -> list[access.PatientFacts]:
         return [self.patient(r) for r in dict.fromkeys(refs)]
@@ -275,35 +287,17 @@ class GuardedFhirServer(FhirServer):
 
     # ------------------------------------------------------------------ reads
 
-    async def prefetch_read(self, req: FhirRequest) -> dict[str, Any] | None:
-        """The document :meth:`read` needs, awaited on the event loop, for :meth:`read`'s
-        ``prefetched``: ``{"doc": ...}``, or ``{"error": ...}`` when the database failed (the read
-        raises it, audited like any failed read); None when the request names no servable type or
-        id (the read answers that error)."""
-        try:
-            rtype = self.check_type(req.resource_type)
-            rid = check_id(req.rid)
-        except FhirError:
-            return None
-        try:
-            return {"doc": await self.store().aread_head(rtype, rid, compartment_param(rtype))}
-        except PyMongoError as err:
-            return {"error": err}
-
-    def read(self, req: FhirRequest, prefetched: dict[str, Any] | None = None) -> FhirResponse:
+    def read(self, req: FhirRequest) -> FhirResponse:
         loaded: dict[str, Any] = {}
 
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
             rid = check_id(req.rid)
             # one round trip: the document the check needs is the one the read returns
-            if prefetched is None:
-                loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
-            elif "error" in prefetched:
-                raise prefetched["error"]
-            else:
-                loaded["doc"] = prefetched["doc"]
-            self._existing(p, f, rec, "read", rtype, rid, head=loaded["doc"] or {"del": True})
+            doc = loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
+            if rtype == "Patient" and doc is not None and not doc.get("del") and isinstance(doc.get("res"), dict):
+                f.stored_patient(f"Patient/{rid}", doc["res"])  # its owners are in the body just read
+            self._existing(p, f, rec, "read", rtype, rid, head=doc or {"del": True})
 
         return self._run("read", req, pre,
                          lambda: super(GuardedFhirServer, self).read(req, doc=loaded.get("doc")))

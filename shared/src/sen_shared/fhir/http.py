@@ -102,23 +102,6 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
     return req
 
 
-def from_scope(scope: dict[str, Any], resource_type: str | None = None, rid: str | None = None,
-               vid: str | None = None, *, base_path: str = "/fhir") -> FhirRequest:
-    """The FHIR request of a bodiless ASGI request, as :func:`from_flask` makes it (no Flask)."""
-    headers: dict[str, str] = {}
-    for name, value in scope.get("headers") or ():
-        headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-    host = headers.get("host")
-    if not host:
-        server = scope.get("server") or ("localhost", None)
-        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-    req = FhirRequest(method=scope.get("method", "GET"), resource_type=resource_type, rid=rid, vid=vid,
-                      params=parse_query(scope.get("query_string") or b""), headers=headers,
-                      base=f"{scope.get('scheme', 'http')}://{host}{base_path}")
-    response_type(req)  # 406 before any work
-    return req
-
-
 def response_type(req: FhirRequest) -> str:
     """The media type of the answer (``_format`` wins over ``Accept``); 406 for anything not JSON."""
     fmt = req.param("_format")
@@ -159,23 +142,6 @@ def to_connexion(resp: FhirResponse, req: FhirRequest | None = None) -> Any:
         return response
     data, media = _serialize(resp, req)
     return Response(data, resp.status, headers, content_type=media)
-
-
-def to_asgi(resp: FhirResponse, req: FhirRequest | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """``(status, headers, body)`` of an ASGI answer: what :func:`to_connexion`'s response sends
-    (werkzeug's rules included: a 304 keeps no entity headers, a 204 no length)."""
-    from werkzeug.http import remove_entity_headers
-
-    pairs = [(k, str(v)) for k, v in resp.headers.items()]
-    data = b""
-    if resp.body is not None:
-        data, media = _serialize(resp, req)
-        pairs.append(("Content-Type", media))
-    if resp.status == 304:
-        remove_entity_headers(pairs)
-    elif resp.status != 204 and resp.status >= 200:
-        pairs.append(("Content-Length", str(len(data))))
-    return resp.status, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs], data
 
 
 # --------------------------------------------------------------------------- shaping answers

@@ -1,0 +1,120 @@
+"""A stalled database holds up only the requests that wait for it, never the worker's event loop.
+
+The ehr runs as deployed (gunicorn, one uvicorn worker) on a FerretDB of this test's own (the
+project's binary, over the shared PostgreSQL; the shared FerretDB on 27017 is never paused). A
+doctor (facility-scoped: the access facts are database queries too) reads a Patient and one of its
+versions; FerretDB is stopped with SIGSTOP for 2 s while those reads wait for it; ``/healthz``,
+sent to the same worker meanwhile, is answered before the reads are, and the reads are answered
+once FerretDB goes on. (Before the one request path, the version read ran on the event loop and
+this test failed: ``/healthz`` waited for the database.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import free_port, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+STALL_SECONDS = 2.0
+FACILITY = "tyt-dung-lai"
+
+
+def ferretdb_binary() -> Path:
+    tools = Path(os.environ.get("SEN_TOOLS_DIR") or Path.home() / ".local/share/sen/bin")
+    binary = tools / "ferretdb"
+    assert binary.is_file(), f"{binary} is missing: `bash deploy/local/infra.sh up` builds it"
+    return binary
+
+
+@pytest.fixture()
+def own_ferretdb(tmp_path):
+    """A FerretDB of this test only (its own port and state), over the project's PostgreSQL."""
+    port, debug = free_port(), free_port()
+    pg_port = os.environ.get("SEN_PG_PORT", "54329")
+    log = tmp_path / "ferretdb.log"
+    proc = subprocess.Popen(
+        [str(ferretdb_binary()), "--handler=postgresql", f"--postgresql-url=postgres://postgres@127.0.0.1:{pg_port}/ferretdb",
+         f"--state-dir={tmp_path}", f"--listen-addr=127.0.0.1:{port}", f"--debug-addr=127.0.0.1:{debug}",
+         "--telemetry=disable", "--log-level=warn"],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - closed with the process
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "FerretDB did not listen"
+                time.sleep(0.1)
+        yield {"url": f"mongodb://127.0.0.1:{port}/", "pid": proc.pid}
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)  # never leave it stopped
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_healthz_is_answered_while_a_doctors_read_waits_for_a_stalled_database(own_ferretdb, base_env, run_id,
+                                                                                dev_key, tmp_path):
+    from pymongo import MongoClient
+
+    db = f"sen_t{run_id}_stall"
+    env = {**base_env, "MONGO_URL": own_ferretdb["url"], "SEN_DB": db}
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
+    doctor = {**admin, "Authorization": f"Bearer {issue_dev_token(dev_key, 'doctor', facility=FACILITY)}"}
+    try:
+        with web_process("ehr", env, tmp_path / "ehr.log", WEB_CONCURRENCY="1") as url:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                patient = {"resourceType": "Patient", "name": [{"family": "Lê", "given": ["Thị", "Hồng"]}],
+                           "managingOrganization": {"reference": f"Organization/{FACILITY}"}}
+                pid = c.post("/fhir/Patient", json=patient, headers=admin).json()["id"]
+                assert c.get(f"/fhir/Patient/{pid}", headers=doctor).status_code == 200  # connections made
+
+            answered: list[str] = []
+            read_status: dict[str, int] = {}
+
+            def doctors_read(path: str) -> None:
+                with httpx.Client(base_url=url, timeout=30) as rc:
+                    read_status[path] = rc.get(path, headers=doctor).status_code
+                answered.append("read")
+
+            reads = [f"/fhir/Patient/{pid}", f"/fhir/Patient/{pid}/_history/1"]
+            os.kill(own_ferretdb["pid"], signal.SIGSTOP)
+            try:
+                readers = [threading.Thread(target=doctors_read, args=(path,)) for path in reads]
+                for reader in readers:
+                    reader.start()
+                time.sleep(0.3)  # the reads are in the worker, waiting for the database
+                assert not answered, "a read did not wait for the stopped database"
+                with httpx.Client(base_url=url, timeout=30) as hc:
+                    health = hc.get("/healthz")
+                answered.append("healthz")
+                assert health.status_code == 200 and health.json()["status"] == "ok"
+                time.sleep(STALL_SECONDS - 0.3)  # the rest of the stall
+            finally:
+                os.kill(own_ferretdb["pid"], signal.SIGCONT)
+            for reader in readers:
+                reader.join(30)
+            assert answered == ["healthz", "read", "read"]  # /healthz did not wait for the database
+            assert read_status == dict.fromkeys(reads, 200)  # and the reads went on once it did
+    finally:
+        client = MongoClient(own_ferretdb["url"])
+        client.drop_database(db)
+        client.close()
