@@ -29,6 +29,23 @@ def test_a_good_submission_is_completed_by_the_server():
     assert (sub.patient, sub.hub, sub.priority) == ("Patient/p1", "Organization/hub", "stat")
 
 
+@pytest.mark.parametrize("extra", [{}, {"performerType": {"coding": [{"system": "http://snomed.info/sct",
+                                                                       "code": "394579002"}]}}])
+@pytest.mark.parametrize("district", [None, "Huyện Phú Tân"])
+def test_the_servers_task_is_valid_fhir_and_tagged_with_its_hub(extra, district):
+    """A submission validates the client's ServiceRequest only: the Task is built here, so it is checked here."""
+    from sen_shared.fhir.validate import validate_resource
+
+    sub = rules.check_submission(sr(**extra), clinic=CLINIC, default_hub=None)
+    task = rules.new_task(sub, "ServiceRequest/s1", requested="2026-12-04T09:00:00+07:00",
+                          due="2026-12-04T10:00:00+07:00", district=district)
+    rules.stamp_change(rules.tag_hub(task, sub.hub), "Organization/tyt-an-binh", "nv")
+    validate_resource(copy.deepcopy({**task, "id": "t1"}), expected_type="Task")  # raises when it is not FHIR
+    assert rules.hub_of(task) == "Organization/hub"
+    assert rules.hub_of(rules.tag_hub(task, "Organization/hub")) == "Organization/hub"
+    assert len(task["meta"]["tag"]) == 1
+
+
 @pytest.mark.parametrize("change, where", [
     ({"priority": "soon"}, "ServiceRequest.priority"),
     ({"intent": "plan"}, "ServiceRequest.intent"),
