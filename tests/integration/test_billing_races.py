@@ -119,6 +119,36 @@ def test_a_payment_that_read_the_chain_before_the_cancel_is_swept_by_the_cancel(
     assert [t["reason"] for t in summary["refundTasks"]] == ["invoice-cancelled"]
 
 
+def test_a_payment_between_the_cancels_mark_and_its_link_settles_and_the_cancel_fails(db, monkeypatch) -> None:
+    """The payment sees the cancel's mark, reads the chain (still issued) and settles: the
+    settlement takes the link the cancel wanted, so the cancel fails."""
+    iid, code = make_invoice(db, 50000)
+    real = invoice_port.mark_cancel
+    monkeypatch.setattr(invoice_port, "mark_cancel", lambda database, invoice_id: (real(database, invoice_id),
+                                                                                  pay(db, code, 50000))[0])
+    with pytest.raises(invoices.InvoiceConflict, match="balanced"):
+        invoices.cancel(db, iid, "nhập nhầm")
+    monkeypatch.undo()
+    assert assert_accounted(db, iid) == "balanced"
+    assert payments.invoice_summary(db, iid)["paid"] == 50000  # the mark counts for nothing
+
+
+def test_a_payment_after_the_cancelled_link_gets_its_refund_task_itself(db, monkeypatch) -> None:
+    iid, code = make_invoice(db, 50000)
+    real = invoice_port.route_to_refunds
+    late: list[str] = []
+
+    def sweep_late(database, invoice_id, why, payments_=None):
+        late.append(pay(db, code, 20000).payment["_id"])  # after the link, before the cancel's sweep
+        return real(database, invoice_id, why, payments_)
+
+    monkeypatch.setattr(invoice_port, "route_to_refunds", sweep_late)
+    invoices.cancel(db, iid, "nhập nhầm")
+    monkeypatch.undo()
+    assert assert_accounted(db, iid) == "cancelled"
+    assert db["refund_tasks"].find_one({"_id": late[0]})["reason"] == "invoice-cancelled"
+
+
 def test_a_cancel_never_succeeds_on_an_invoice_a_payment_balanced(db) -> None:
     iid, code = make_invoice(db, 40000)
     pay(db, code, 40000)
@@ -158,7 +188,8 @@ def test_cancels_racing_payments_in_threads_lose_nothing(db, parts: int) -> None
             f.result()
     for iid, _ in made:
         state = assert_accounted(db, iid)
-        assert db["payments"].count_documents({"$or": [{"invoice": iid}, {"late_invoice": iid}]}) == parts
+        assert db["payments"].count_documents({"$or": [{"invoice": iid}, {"late_invoice": iid}],
+                                               "marker": {"$exists": False}}) == parts  # none lost
         assert outcomes[iid] == (["cancelled"] if state == "cancelled" else ["refused"])
     # any settlement record of a cancelled invoice is finished as void (the repair job finds none)
     assert receipts.repair_settlements(db, older_than=timedelta(0)) == 0

@@ -32,15 +32,23 @@ def receive(provider: str) -> Any:
     if len(raw) > limit:
         return _problem(413, "Content Too Large", f"a webhook body is at most {limit} bytes")
     db = rt.db
-    inbox_id = payments.store_raw(db, provider, raw, request.headers)  # first, before any check
     secret = str(getattr(settings, SECRET_SETTINGS[provider], "") or "")
+    # The raw call is the first write, before anything is applied: checking its proof is pure
+    # computation, so a verified call goes in with its transactions' claims in one insert (a
+    # provider's retry is told apart by that insert, not by a look-up first).
     try:
         transfers = read_webhook(provider, raw, request.headers, secret, now=time.time())
     except WebhookRejected as err:
+        inbox_id = payments.store_raw(db, provider, raw, request.headers)
         payments.record_outcome(db, inbox_id, provider, "rejected", reason=err.reason, detail=err.detail)
         title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(err.status, "Service Unavailable")
         return _problem(err.status, title, err.detail, reason=err.reason, inbox=inbox_id)
-    recorded = [payments.record_transfer(db, t, inbox_id) for t in transfers]
+    except Exception:
+        payments.store_raw(db, provider, raw, request.headers)  # kept, even when reading it failed
+        raise
+    inbox_id, seen = payments.store_call(db, provider, raw, request.headers, transfers)
+    recorded = [payments.record_transfer(db, t, inbox_id, seen=payments.payment_id(t.provider, t.transaction_id)
+                                         in seen) for t in transfers]
     if not recorded:
         # an applied call is recorded by its payments (each names its inbox call), a retry by the
         # payment it repeats (same provider and transaction id, another inbox call); a call that

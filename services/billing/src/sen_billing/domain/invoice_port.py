@@ -109,9 +109,27 @@ def paid_total(db: Database, invoice_id: str) -> int:
     return sum(int(p["amount"]) for p in counted_payments(db, invoice_id))
 
 
+CANCEL_MARK = "cancel"  # the ``marker`` of a cancel's mark in ``payments`` (see mark_cancel)
+
+
 def counted_payments(db: Database, invoice_id: str) -> list[dict[str, Any]]:
     """The payments counted toward an invoice (without their outbox)."""
-    return list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+    return payments_and_mark(db, invoice_id)[0]
+
+
+def payments_and_mark(db: Database, invoice_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """The payments counted toward an invoice, and whether a cancel has marked it (one query)."""
+    docs = list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+    return [d for d in docs if not d.get("marker")], any(d.get("marker") == CANCEL_MARK for d in docs)
+
+
+def mark_cancel(db: Database, invoice_id: str) -> None:
+    """A cancel's mark among the invoice's payments, inserted BEFORE the cancel claims its link:
+    a payment's own count of the invoice's payments (read after its insert) then shows whether a
+    cancel may be under way, and only then does it read the lifecycle chain. A mark with no
+    amount, day, facility or shift: no total, report or queue counts it."""
+    claim_once(db[PAYMENTS], f"{CANCEL_MARK}:{invoice_id}", {"invoice": invoice_id, "marker": CANCEL_MARK,
+                                                            "amount": 0})
 
 
 def lifecycle(db: Database, invoice_id: str) -> dict[str, Any] | None:
@@ -174,6 +192,14 @@ def mark_balanced(db: Database, invoice_id: str, known: InvoiceView | None = Non
         except FhirError as err:
             if err.status not in (409, 412):
                 raise
+            # the version after ours is claimed: by another settler of this invoice (a repair job)
+            # whose current document may not be written yet? Its history document says
+            try:
+                following = store.vread_doc("Invoice", invoice_id, str(int(doc["v"]) + 1))
+            except FhirError:
+                continue
+            if (following.get("res") or {}).get("status") == "balanced":
+                return
     raise FhirError(f"Invoice/{invoice_id} keeps changing; its settlement is finished by the repair job",
                     status=409, code="conflict")
 

@@ -16,10 +16,11 @@ Storage (every invariant a claim by insert, ``sen_shared.claims``; ARCHITECTURE 
 - ``balanced`` is claimed in the same chain by the settlement (``receipts.settle_invoice``), so
   a cancel and the payment that settles the invoice race for the same link and exactly one
   wins. :func:`cancel` also refuses (409) an invoice with any payment counted; a payment that
-  lands between that check and the cancelled link is caught by the same chain: the cancel reads
-  the payments after its link, every payment reads the chain after its own insert, so one of
-  the two always sees the other and claims the payment's refund task
-  (``invoice_port.route_to_refunds``).
+  lands between that check and the cancelled link is caught: the cancel inserts a mark among
+  the invoice's payments (``invoice_port.mark_cancel``), then claims its link, then reads the
+  payments; every payment reads the invoice's payments after its own insert (it needs their sum
+  anyway) and, seeing the mark, the chain. So one of the two always sees the other and claims
+  the payment's refund task (``invoice_port.route_to_refunds``).
 - ``charge_invoiced``: one invoice per ChargeItem (``_id`` = the ChargeItem id).
 - ``consult_facts``: what ``teleconsult.consult.requested`` told us (the specialty), keyed by
   the ServiceRequest (``claim_once``: the first delivery's fact stands).
@@ -383,6 +384,7 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
         raise InvoiceConflict(f"Invoice/{invoice_id} is being settled; refund its payments instead")
     if paid_total(db, invoice_id) > 0:
         raise InvoiceConflict(f"Invoice/{invoice_id} has payments; refund them before cancelling")
+    invoice_port.mark_cancel(db, invoice_id)  # before the link: payments check for it after their insert
     try:
         link = advance(db[STATES], invoice_id, link, {"state": "cancelled", "reason": reason})
     except ClaimTaken as taken:

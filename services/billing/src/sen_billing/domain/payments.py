@@ -37,6 +37,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import claim_once, latest, release
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
@@ -47,6 +48,7 @@ from .webhooks import Transfer
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
 INBOX = "webhook_inbox"
+TX = "tx:"  # a bank transaction's claim in the inbox collection: ``tx:<payment id>``
 OUTCOMES = "webhook_outcomes"
 PAYMENTS = invoice_port.PAYMENTS
 REFUND_TASKS = invoice_port.REFUND_TASKS
@@ -83,6 +85,28 @@ def store_raw(db: Database, provider: str, raw: bytes, headers: Mapping[str, str
     db[INBOX].insert_one({"_id": inbox_id, "provider": provider[:32], "at": now_utc(), "size": len(raw),
                           "headers": kept, "body": raw.decode("utf-8", errors="replace")})
     return inbox_id
+
+
+def store_call(db: Database, provider: str, raw: bytes, headers: Mapping[str, str],
+               transfers: list[Transfer]) -> tuple[str, set[str]]:
+    """A verified call: the raw call and, in the same insert (one round trip), a claim per bank
+    transaction it reports (``tx:<payment id>``, in the inbox collection). Its id, and the payment
+    ids claimed before (a provider's retry, or a call still in flight; :func:`record_transfer`
+    checks that the payment is there). Nothing is applied before this insert."""
+    inbox_id = uuid.uuid4().hex
+    now = now_utc()
+    kept = {k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS}
+    docs: list[dict[str, Any]] = [{"_id": inbox_id, "provider": provider[:32], "at": now, "size": len(raw),
+                                   "headers": kept, "body": raw.decode("utf-8", errors="replace")}]
+    docs += [{"_id": TX + payment_id(t.provider, t.transaction_id), "at": now, "inbox": inbox_id} for t in transfers]
+    try:
+        db[INBOX].insert_many(docs, ordered=False)
+    except BulkWriteError as err:
+        errors = err.details.get("writeErrors") or []
+        if any(e.get("code") != 11000 or e.get("index") == 0 for e in errors):
+            raise
+        return inbox_id, {docs[e["index"]]["_id"][len(TX):] for e in errors}
+    return inbox_id, set()
 
 
 def record_outcome(db: Database, inbox_id: str, provider: str, status: str, *, reason: str = "",
@@ -129,12 +153,13 @@ def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
     return Recorded(held, created)
 
 
-def record_transfer(db: Database, transfer: Transfer, inbox_id: str) -> Recorded:
+def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bool = True) -> Recorded:
     """One payment for one bank transaction, matched to its invoice when the note names one;
-    then the invoice's state follows (:func:`after_payment`)."""
+    then the invoice's state follows (:func:`after_payment`). ``seen=False``: this call won the
+    transaction's claim (:func:`store_call`), so no payment can be there yet: no look-up."""
     received = now_utc()
     pid = payment_id(transfer.provider, transfer.transaction_id)
-    existing = db[PAYMENTS].find_one({"_id": pid}, {"outbox": 0})
+    existing = db[PAYMENTS].find_one({"_id": pid}, {"outbox": 0}) if seen else None
     if existing is not None:  # a provider's retry: nothing new, the answer is the same
         return Recorded(existing, False)
     invoice = invoice_port.find_by_note(db, transfer.description)
@@ -190,19 +215,13 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
         invoice = invoice_port.get(db, invoice_id)
         if invoice is None:
             return
-    # the lifecycle, read AFTER this payment's insert: a cancel reads the payments after its link,
-    # so a payment racing a cancel is seen by one of the two and gets its refund task
-    link = invoice_port.lifecycle(db, invoice_id)
-    state = link["state"] if link is not None else None
-    if state == "cancelled":
+    # the invoice's payments, read AFTER this payment's insert. A cancel marks them before its link
+    # and reads them after it, so a payment racing a cancel is seen by one of the two and gets its
+    # refund task. A payment after the settlement finds paid >= owed and the settlement's record.
+    counted, marked = invoice_port.payments_and_mark(db, invoice_id)
+    if marked and invoice_port.lifecycle_state(db, invoice_id) == "cancelled":
         invoice_port.refund_task(db, dict(payment), invoice_id, "cancelled")
         return
-    if state == "balanced":  # settled meanwhile: unless the settlement counted it, it is to give back
-        record = db[BALANCED].find_one({"_id": invoice_id}, {"payments": 1}) or {}
-        if payment["_id"] not in (record.get("payments") or []):
-            invoice_port.refund_task(db, dict(payment), invoice_id, "balanced")
-        return
-    counted = invoice_port.counted_payments(db, invoice_id)
     paid = sum(int(p["amount"]) for p in counted)
     if invoice.owed - paid <= 0:
         from .receipts import settle_invoice
@@ -214,7 +233,7 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
 def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:
     """A cashier puts an unmatched transfer on an invoice of their facility (once per transfer)."""
     original = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
-    if original is None:
+    if original is None or original.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     if original.get("matched") or original.get("assigned_from"):
         raise Conflict("this payment is not in the unmatched queue")
@@ -314,7 +333,7 @@ def invoice_summary(db: Database, invoice_id: str) -> dict[str, Any]:
     invoice = invoice_port.get(db, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
-    payments = list(db[PAYMENTS].find({"invoice": invoice_id}, {"outbox": 0}))
+    payments = invoice_port.counted_payments(db, invoice_id)
     late = list(db[PAYMENTS].find({"late_invoice": invoice_id}, {"outbox": 0}))
     paid = sum(int(p["amount"]) for p in payments)
     ids = [p["_id"] for p in payments + late]
@@ -339,7 +358,7 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if not reason:
         raise PaymentError("a refund needs a reason", status=422)
     payment = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
-    if payment is None:
+    if payment is None or payment.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     check_facility(principal, payment.get("facility"))
     if payment.get("invoice"):
