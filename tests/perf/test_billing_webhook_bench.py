@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from sen_billing.domain import invoice_port, vietqr, webhooks
+from sen_shared.claims import advance
 from sen_shared.fhir.store import Store
 
 from tests.perf import loadgen
@@ -71,6 +72,7 @@ def _invoices(db) -> list[str]:
                       "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
                       "totalNet": {"value": int(os.environ.get("SEN_BENCH_OWED", "30000")), "currency": "VND"}}, iid)
         db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
+        advance(db[invoice_port.STATES], iid, None, {"state": "issued"})  # its lifecycle chain, as issue() leaves it
         codes.append(code)
     return codes
 
