@@ -320,9 +320,8 @@ class Transaction:
                     if p.resource.get("id") not in (None, target.rid):  # type: ignore[union-attr]
                         raise FhirError("the resource's id differs from the url's", status=400,
                                         expression=[f"{where}.resource.id"])
-                elif target.has_query:
-                    key, link = self.store.condition_link(rtype, target.params)
-                    ids = server.match_ids(rtype, target.params)
+                elif target.has_query:  # resolved once: the access check's resolution, if it made one
+                    key, link, ids = server.condition(self.req, rtype, target.params)
                     if len(ids) > 1:
                         raise FhirError("the conditional update matches more than one resource", status=412,
                                         expression=[f"{where}.request.url"])
@@ -336,7 +335,7 @@ class Transaction:
                 if target.rid:
                     p.rid = target.rid
                 elif target.has_query:
-                    ids = server.match_ids(rtype, target.params)
+                    ids = server.matches(self.req, rtype, target.params)
                     if len(ids) > 1:
                         raise FhirError("the conditional delete matches more than one resource", status=412,
                                         expression=[f"{where}.request.url"])
@@ -432,7 +431,7 @@ class Transaction:
                             expression=[where])
         if _CONDITIONAL_REF.match(ref):
             rtype, _, query = ref.partition("?")
-            ids = self.server.match_ids(rtype, query)
+            ids = self.server.matches(self.req, rtype, query)  # as the access check resolved it
             if len(ids) != 1:
                 raise FhirError(f"the conditional reference {ref} matches {len(ids)} resources, not 1",
                                 status=412 if ids else 400, expression=[where])

@@ -466,7 +466,8 @@ class GuardedFhirServer(FhirServer):
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
-            ids = self.match_ids(rtype, req.params) if req.params else []
+            # resolved once: the engine's conditional update uses this resolution (req.resolved)
+            ids = self.condition(req, rtype, req.params)[2] if req.params else []
             rid = ids[0] if len(ids) == 1 else None
             rec.rid = rid
             self._check_write(p, f, rec, "update", rtype, rid, req.body)
@@ -594,7 +595,9 @@ class GuardedFhirServer(FhirServer):
         target = parse_url(request.get("url"), req.base, "Bundle.entry.request.url")
         rid = target.rid
         if rid is None and target.has_query and interaction in ("update", "delete"):
-            ids = self.match_ids(rtype, target.params)
+            # resolved once: the transaction's plan uses this resolution (req.resolved)
+            ids = (self.condition(req, rtype, target.params)[2] if interaction == "update"
+                   else self.matches(req, rtype, target.params))
             rid = ids[0] if len(ids) == 1 else None
         if not in_compartment(rtype):
             self._check(p, interaction, rtype, None, rec)
@@ -608,21 +611,22 @@ class GuardedFhirServer(FhirServer):
                 after.append(f.patient(f"Patient/{rid or '(new)'}", body=res))
             else:
                 for ref in resource_patients(res, raw=True):
-                    facts = self._resolve_patient(f, ref, by_url)
+                    facts = self._resolve_patient(f, ref, by_url, req)
                     if facts is not None:
                         after.append(facts)
         if interaction == "update" and (head is None or head.get("del")):
             interaction = "create"
         self._check(p, interaction, rtype, [*before, *after], rec)
 
-    def _resolve_patient(self, f: _Facts, ref: str, by_url: dict[str, Any]) -> access.PatientFacts | None:
+    def _resolve_patient(self, f: _Facts, ref: str, by_url: dict[str, Any],
+                         req: FhirRequest) -> access.PatientFacts | None:
         if ref.startswith("urn:"):
             target = by_url.get(ref)
             if isinstance(target, dict) and target.get("resourceType") == "Patient":
                 return f.patient(f"Patient/{ref}", body=target)
             return None  # another resource of this bundle, not a patient
         if ref.startswith("Patient?"):
-            ids = self.match_ids("Patient", ref.partition("?")[2])
+            ids = self.matches(req, "Patient", ref.partition("?")[2])  # the write resolves it the same
             return f.patient(f"Patient/{ids[0]}") if len(ids) == 1 else access.PatientFacts(ref)
         return f.patient(ref)
 

@@ -40,6 +40,9 @@ class FhirRequest:
     base: str = ""  # absolute base URL, e.g. http://host/fhir
     operation: str | None = None  # "$everything", "$validate", ...
     compartment: tuple[str, str] | None = None  # ("Patient", id)
+    # conditional criteria resolved while serving this request (FhirServer.matches / .condition):
+    # the access check and the write see the same resources, and the database is asked once
+    resolved: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

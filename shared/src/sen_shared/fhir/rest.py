@@ -130,6 +130,30 @@ class FhirServer:
         sreq.total = None
         return [d["_id"] for d in run_search(self.db, sreq).docs]
 
+    def matches(self, req: FhirRequest, resource_type: str, query: str | list[tuple[str, str]]) -> list[str]:
+        """:meth:`match_ids` of the criteria, once per request (``req.resolved``): a conditional
+        reference or delete seen by the access check is the one the write uses."""
+        params = parse_query(query) if isinstance(query, str) else list(query)
+        memo = ("match", st.condition_key(resource_type, params))
+        ids = req.resolved.get(memo)
+        if ids is None:
+            ids = req.resolved[memo] = self.match_ids(resource_type, params)
+        return ids
+
+    def condition(self, req: FhirRequest, resource_type: str,
+                  query: str | list[tuple[str, str]]) -> tuple[str, dict[str, Any] | None, list[str]]:
+        """The criteria's claim key, the newest claim on them and the ids they match, once per
+        request (``req.resolved``). The claim is read before the search, as claiming the criteria
+        needs (:meth:`Store.condition_link`); the ids are also what :meth:`matches` answers."""
+        params = parse_query(query) if isinstance(query, str) else list(query)
+        key = st.condition_key(resource_type, params)
+        hit = req.resolved.get(("condition", key))
+        if hit is None:
+            key, link = self.store().condition_link(resource_type, params)
+            hit = req.resolved[("condition", key)] = (key, link, self.match_ids(resource_type, params))
+            req.resolved[("match", key)] = hit[2]
+        return hit
+
     def create(self, req: FhirRequest) -> FhirResponse:
         resource = self.body_resource(req)
         self.check_writable(req.resource_type or "")
@@ -182,8 +206,7 @@ class FhirServer:
         rtype = resource["resourceType"]
         self.check_writable(rtype)
         store = self.store()
-        key, link = store.condition_link(rtype, req.params)  # before the search: see create
-        ids = self.match_ids(rtype, req.params)
+        key, link, ids = self.condition(req, rtype, req.params)  # the claim read before the search: see create
         if len(ids) > 1:
             raise FhirError("the conditional update matches more than one resource", status=412)
         if ids:
@@ -360,6 +383,7 @@ class FhirServer:
 
     def copy_request(self, req: FhirRequest, **changes: Any) -> FhirRequest:
         new = copy.copy(req)
+        new.resolved = {}  # a batch entry resolves its own criteria, after the entries before it
         for k, v in changes.items():
             setattr(new, k, v)
         return new
