@@ -146,10 +146,10 @@ def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
         f"| outcome | {payments} payments for {UNIQUE} transactions; {receipts} of {INVOICES} invoices settled "
         f"(receipt, PaymentReconciliation, Invoice balanced) | one each | |",
     ]
-    load = os.getloadavg()[0]
+    load_avg = os.getloadavg()[0]
     header = [f"Billing webhook benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: gunicorn WEB_CONCURRENCY="
               f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB. Machine: {machine()}; load average "
-              f"{load:.1f} at the end.", ""]
+              f"{load_avg:.1f} at the end.", ""]
     unexpected = {k: v for k, v in statuses.items() if k != 200}
     table = "\n".join(header + rows + ["", f"Unexpected answers: {unexpected or 'none'}."])
     print("\n" + table + "\n")
