@@ -681,3 +681,7 @@ def test_doctors_act_on_their_own_hubs_appointments_only(tc, H, dev_key):
     assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
     r = tc.post(f"/fhir/Appointment/{appt['id']}/$cancel", content=_params(), headers=doctor("hub"))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    # each version says who made it (and its meta.lastUpdated when)
+    history = tc.get(f"/fhir/Appointment/{appt['id']}/_history", headers=H).json()["entry"]
+    assert [(e["resource"]["status"], e["resource"]["meta"]["extension"][0]["valueReference"]["reference"])
+            for e in history] == [("cancelled", "Practitioner/bs-an"), ("booked", "Practitioner/bs-an")]

@@ -25,6 +25,7 @@ from sen_shared.runtime import current
 from ..domain import scheduling as sch
 from ..domain.availability import TZ, parse_slot_id
 from ..scheduling_settings import SchedulingSettings, scheduling_config
+from ..workflow import Actor
 
 BOOKERS = ("clinic", "doctor", "admin")
 READERS = ("clinic", "doctor", "admin", "health-dept", "service")
@@ -75,7 +76,7 @@ def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
 
 
 def _ctx(principal: Any) -> sch.Ctx:
-    return sch.Ctx(_cfg(), by=principal.sub or "anonymous", now=sch.utcnow())
+    return sch.Ctx(_cfg(), by=principal.sub or "anonymous", now=sch.utcnow(), ref=Actor.of(principal).ref)
 
 
 def _audit(principal: Any, op: str, rid: str | None, resource: dict[str, Any] | None, status: int,

@@ -69,6 +69,25 @@ BUSY = ("booked", "fulfilled", "noshow")
 DEFAULT_COUNT = 20
 MAX_COUNT = 500
 BOOKED_EVENT = "teleconsult.appointment.booked"
+SYSTEM_REF = "Device/sen-teleconsult"  # the sweeper's, the repair's changes
+EXT_CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/changed-by"  # as the consult resources' versions
+
+
+def _stamp(resource: dict[str, Any], ref: str, display: str) -> dict[str, Any]:
+    """Record who made this version of an Appointment in ``meta`` (its history says who and when)."""
+    meta = dict(resource.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    meta["extension"] = [{"url": EXT_CHANGED_BY, "valueReference": {"reference": ref, "display": display}}]
+    resource["meta"] = meta
+    return resource
+
+
+def _by(change: Callable[[dict[str, Any]], None], ref: str, display: str) -> Callable[[dict[str, Any]], None]:
+    def changed(resource: dict[str, Any]) -> None:
+        change(resource)
+        _stamp(resource, ref, display)
+    return changed
 
 
 @dataclass(frozen=True)
@@ -407,7 +426,8 @@ def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
 def _supersede(db: Database, link: dict[str, Any], before: dict[str, Any] | None) -> None:
     """A claim over an expired hold of another appointment: that appointment is now cancelled."""
     if before is not None and before.get("st") == "held" and before.get("ap") != link["ap"]:
-        _project(db, before["ap"], link["n"], _set_status("cancelled", "the hold expired"))
+        _project(db, before["ap"], link["n"], _by(_set_status("cancelled", "the hold expired"), SYSTEM_REF,
+                                                  "hold expiry"))
 
 
 @dataclass
@@ -416,6 +436,7 @@ class Ctx:
 
     cfg: SchedulingConfig
     by: str = "system"  # the acting user's subject (kept on the link: who claimed)
+    ref: str = "Device/sen-teleconsult"  # who, as a reference (Practitioner/..., Organization/...): on each version
     now: datetime = field(default_factory=utcnow)
     correlation_id: str | None = None
 
@@ -499,7 +520,7 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
     resource = _new_appointment(request, slotted, appt_id, "pending")
     resource.setdefault("extension", []).append(
         {"url": "https://fhir.sen.vn/StructureDefinition/appointment-hold-expires", "valueDateTime": iso_local(exp)})
-    _create_appointment(db, resource, link["n"])
+    _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
     return resource
 
@@ -548,7 +569,7 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
     event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
     link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
                           ctx.now, [event], last=last, guessed=guessed)
-    _create_appointment(db, resource, link["n"])
+    _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
     _after_booking(db, ctx, resource, slotted)
     return resource
@@ -635,7 +656,7 @@ def _transition(db: Database, ctx: Ctx, appt_id: str, want: str, allowed: tuple[
     except ClaimTaken:
         raise FhirError(f"Appointment/{appt_id} was changed by someone else meanwhile; read it again",
                         status=409, code="conflict") from None
-    updated = _project(db, appt_id, link["n"], change or _set_status(STATUS_OF[want]))
+    updated = _project(db, appt_id, link["n"], _by(change or _set_status(STATUS_OF[want]), ctx.ref, ctx.by))
     return updated or resource, link
 
 
@@ -685,7 +706,7 @@ def mark_fulfilled(db: Database, appointment_id: str, *, by: str = "system",
     returned as it is. :class:`FhirError` 404 for an unknown appointment, 409 (issue code
     ``business-rule``, the current status in the text) for one that is not booked.
     """
-    ctx = Ctx(cfg or SchedulingConfig(), by=by, now=now or utcnow())
+    ctx = Ctx(cfg or SchedulingConfig(), by=by, now=now or utcnow(), ref=by if "/" in by else SYSTEM_REF)
     return _transition(db, ctx, appointment_id, "fulfilled", ("booked",))[0]
 
 
@@ -704,7 +725,7 @@ def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) ->
     old = read_appointment(db, appt_id)
     replaced = db[RESCHEDULES].find_one({"_id": appt_id})
     if replaced is not None:  # rescheduled before: finish that one if a crash stopped it, then say so
-        _finish_reschedule(db, Ctx(ctx.cfg, by=ctx.by, now=ctx.now), replaced["new"], appt_id)
+        _finish_reschedule(db, ctx, replaced["new"], appt_id)
         raise FhirError(f"Appointment/{appt_id} was rescheduled already (to Appointment/{replaced['new']})",
                         status=409, code="business-rule")
     status = current_status(db, appt_id, ctx.now)
@@ -858,7 +879,7 @@ def sweep_expired(db: Database, now: datetime | None = None, cfg: SchedulingConf
                                                 "tb": time_bucket(now)})
         except ClaimTaken:
             continue  # someone claimed or confirmed it just now: seen next time
-        _project(db, last["ap"], link["n"], _set_status("cancelled", "the hold expired"))
+        _project(db, last["ap"], link["n"], _by(_set_status("cancelled", "the hold expired"), SYSTEM_REF, "sweeper"))
         release(db[OPEN_HOLDS], h["_id"])
         released += 1
     return released
