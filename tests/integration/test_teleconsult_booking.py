@@ -497,6 +497,21 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     message = rem._message(rem.ReminderConfig(), r.json()["entry"][0]["resource"], 60, ["Organization/tyt-a"])
     assert "organization-tyt-a@sen.invalid" in message.to and "practitioner-bs-bich@sen.invalid" in message.to
     assert tc.post(f"/fhir/Appointment/{appt}/$cancel", content=_params(), headers=clinic("tyt-b")).status_code == 403
+    # both clinics reach the patient (referral grants, as submissions record them), but only the
+    # requesting clinic sees its consult's appointment: reads, version reads, histories, searches
+    from sen_shared.fhir.access import GRANTS, grant_id
+
+    for who in ("Organization/tyt-a", "Organization/tyt-b"):
+        tc.db[GRANTS].insert_one({"_id": f"ServiceRequest/sr-x|{who}", "pair": grant_id("Patient/p9", who),
+                                  "patient": "Patient/p9", "grantee": who, "reason": "ServiceRequest/sr-x",
+                                  "expires": None})
+    for path in (f"/fhir/Appointment/{appt}", f"/fhir/Appointment/{appt}/_history/1",
+                 f"/fhir/Appointment/{appt}/_history"):
+        assert tc.get(path, headers=clinic("tyt-a")).status_code == 200, path
+        assert tc.get(path, headers=clinic("tyt-b")).status_code == 403, path
+    for who, seen in (("tyt-a", {appt}), ("tyt-b", set())):
+        found = tc.get("/fhir/Appointment?patient=Patient/p9", headers=clinic(who)).json()
+        assert {e["resource"]["id"] for e in found.get("entry", [])} == seen, who
     unknown = {**prop, "basedOn": [{"reference": "ServiceRequest/nope"}]}
     r = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", unknown)), headers=clinic("tyt-a"))
     assert r.status_code == 422
@@ -679,6 +694,8 @@ def test_doctors_act_on_their_own_hubs_appointments_only(tc, H, dev_key):
         r = tc.post(f"/fhir/Appointment/{appt['id']}/{op}", content=_params(), headers=doctor("bv-khac"))
         assert r.status_code == 403, (op, r.text)
     assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
+    assert appt["meta"]["tag"] == [{"system": "https://sen.vn/fhir/CodeSystem/consult-hub",
+                                    "code": "Organization/hub"}]
     r = tc.post(f"/fhir/Appointment/{appt['id']}/$cancel", content=_params(), headers=doctor("hub"))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     # each version says who made it (and its meta.lastUpdated when)

@@ -11,7 +11,10 @@
 - Who sees what: the shared policy (``sen_shared.fhir.access``) by patient, through the referral
   grants each submission records here for the clinic and the hub; on top of it, clinic staff see
   only their own facility's consults (ServiceRequest and Task whose requester is their
-  facility, Communications they sent or received), in reads, histories and searches.
+  facility, Communications they sent or received, Appointments tagged with their facility as the
+  consult's requester), in reads, histories and searches; hub doctors only the consults sent to
+  their hub (tagged with it, ``domain.consults.HUB_TAG``: ServiceRequest, Task, Communication,
+  Appointment), not every consult of a patient some grant lets them reach.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 
 from .domain.availability import EXT_ORGANIZATION
-from .domain.consults import ref_of
+from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_of
 
 WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
+# the consult's resources whose readers are limited to the consult's clinic and hub
+SCOPED_TYPES = WORKFLOW_TYPES | {"Appointment"}
 _HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction Bundle holding the consult)",
-        "Task": "the Task operations ($accept, $reject, $reassign, $request-info, $provide-info, $cancel, "
+        "Task": "the Task operations ($accept, $start, $reject, $reassign, $request-info, $provide-info, $cancel, "
                 "$complete)",
         "Communication": "Task/{id}/$request-info and $provide-info"}
 # the index fields naming a workflow resource's facility parties
@@ -43,6 +48,57 @@ def _clinic_of(principal: Any) -> str | None:
     roles = getattr(principal, "roles", frozenset())
     if "clinic" in roles and not roles & {"admin", "health-dept", "doctor"} and principal.facility:
         return f"Organization/{principal.facility}"
+    return None
+
+
+def _hub_of(principal: Any) -> str | None:
+    """``Organization/<facility>`` of a hub doctor, whose reach is limited to the consults sent to
+    that hub (tagged with it: ``domain.consults.HUB_TAG``); admin and health-dept are not limited."""
+    roles = getattr(principal, "roles", frozenset())
+    if "doctor" in roles and not roles & {"admin", "health-dept"}:
+        return f"Organization/{principal.facility}" if principal.facility else "Organization/-"
+    return None
+
+
+def _tags(head: dict[str, Any]) -> set[str]:
+    """``system|code`` of a stored resource's tags (its index field, or its body's meta)."""
+    tags = {str(v) for v in head.get("sp__tag") or () if "|" in str(v)}
+    res = head.get("res")
+    if isinstance(res, dict):
+        tags.update(f"{t.get('system')}|{t.get('code')}" for t in (res.get("meta") or {}).get("tag") or ()
+                    if isinstance(t, dict))
+    return tags
+
+
+def _scope_denial(principal: Any, rtype: str, head: dict[str, Any] | None) -> str | None:
+    """Why ``principal`` may not see this consult resource (None: it may)."""
+    if rtype not in SCOPED_TYPES or head is None or head.get("del"):
+        return None
+    clinic = _clinic_of(principal)
+    if clinic is not None:
+        if rtype == "Appointment":  # tagged with the requesting clinic of its consult (domain.scheduling)
+            if f"{REQUESTER_TAG}|{clinic}" not in _tags(head):
+                return "this Appointment belongs to another facility's consult"
+        elif clinic not in TeleconsultFhirServer._parties(rtype, head):
+            return f"this {rtype} belongs to another facility's consult"
+    hub = _hub_of(principal)
+    if hub is not None and f"{HUB_TAG}|{hub}" not in _tags(head):
+        return f"this {rtype} belongs to a consult sent to another hub"
+    return None
+
+
+def _scope_filter(principal: Any, rtype: str | None) -> dict[str, Any] | None:
+    """The stored documents ``principal`` may find among ``rtype``'s (None: no limit here)."""
+    if rtype not in SCOPED_TYPES:
+        return None
+    clinic, hub = _clinic_of(principal), _hub_of(principal)
+    if clinic is not None:
+        if rtype == "Appointment":
+            return {"sp__tag": f"{REQUESTER_TAG}|{clinic}"}
+        fields = _PARTY_FIELDS[rtype]
+        return {fields[0]: clinic} if len(fields) == 1 else {"$or": [{f: clinic} for f in fields]}
+    if hub is not None:
+        return {"sp__tag": f"{HUB_TAG}|{hub}"}  # an equality on an indexed field
     return None
 
 
@@ -128,20 +184,19 @@ class TeleconsultFhirServer(GuardedFhirServer):
         if head is None:
             head = self.store().head(rtype, rid)
         super()._existing(principal, facts, rec, interaction, rtype, rid, head=head)
-        clinic = _clinic_of(principal)
-        if clinic is None or rtype not in WORKFLOW_TYPES or head is None or head.get("del"):
-            return
-        if clinic not in self._parties(rtype, head):
-            raise access.Denied(f"this {rtype} belongs to another facility's consult")
+        why = _scope_denial(principal, rtype, head)
+        if why is not None:
+            raise access.Denied(why)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
-        clinic = _clinic_of(self.principal())
+        principal = self.principal()
         rtype = req.resource_type
-        if clinic is not None and rtype in WORKFLOW_TYPES and req.rid and req.vid:
+        limited = _clinic_of(principal) is not None or _hub_of(principal) is not None
+        if limited and rtype in SCOPED_TYPES and req.rid and req.vid:
             doc = unpack(self.store().history(rtype).find_one({"_id": f"{req.rid}/{req.vid}"}, {"res": 1}))
-            if doc is not None and isinstance(doc.get("res"), dict) \
-                    and clinic not in self._parties(rtype, {"res": doc["res"]}):
-                detail = f"this {rtype} belongs to another facility's consult"
+            detail = _scope_denial(principal, rtype, {"res": doc["res"]}) \
+                if doc is not None and isinstance(doc.get("res"), dict) else None
+            if detail is not None:
                 self.auditor.record(self.principal(), Record("vread", resource_type=rtype, rid=req.rid, vid=req.vid,
                                                              status=403, detail=detail))
                 raise FhirError(f"forbidden: {detail}", status=403, code="forbidden")
@@ -164,9 +219,7 @@ class TeleconsultFhirServer(GuardedFhirServer):
 
     def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
                self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
-        clinic = _clinic_of(self.principal())
-        if clinic is not None and req.resource_type in WORKFLOW_TYPES:
-            fields = _PARTY_FIELDS[req.resource_type]
-            mine = {fields[0]: clinic} if len(fields) == 1 else {"$or": [{f: clinic} for f in fields]}
+        mine = _scope_filter(self.principal(), req.resource_type)
+        if mine is not None:
             extra_filter = {"$and": [extra_filter, mine]} if extra_filter else mine
         return super().search(req, extra, self_path, extra_filter)

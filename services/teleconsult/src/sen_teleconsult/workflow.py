@@ -84,6 +84,7 @@ INDEXES: list[mongo.Index] = [
                 name="worklist_clinic"),
     mongo.Index("ServiceRequest", (("sp__tag", 1),), name="hub_tag"),
     mongo.Index("Communication", (("sp__tag", 1),), name="hub_tag"),
+    mongo.Index("Appointment", (("sp__tag", 1),), name="party_tag"),  # its hub and requesting clinic
 ]
 OUTBOX_COLLECTIONS = (STEPS, BREACHES)
 

@@ -35,6 +35,8 @@ OUTPUT_TYPE = f"{SEN}/CodeSystem/consult-output"
 # meta.tag on a consult's ServiceRequest, Task and Communications naming its hub (code: the hub's
 # reference): the indexed field (``sp__tag``) that scopes doctors to their hub's consults
 HUB_TAG = f"{SEN}/CodeSystem/consult-hub"
+# meta.tag on an Appointment naming the requesting clinic of the consult it is for (code: its reference)
+REQUESTER_TAG = f"{SEN}/CodeSystem/consult-requester"
 
 # most urgent first: the worklist's order
 PRIORITIES: tuple[str, ...] = ("stat", "asap", "urgent", "routine")

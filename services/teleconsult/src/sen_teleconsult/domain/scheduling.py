@@ -459,6 +459,31 @@ def _new_appointment(request: dict[str, Any], slotted: Slotted, appt_id: str, st
     return base
 
 
+def _tag_parties(db: Database, resource: dict[str, Any], slotted: Slotted) -> dict[str, Any]:
+    """Tag the Appointment with its hub (the Schedule's organization) and the requesting clinic of
+    the consult it is based on: who may see it (``fhir_server``) and whom reminders go to."""
+    from .consults import HUB_TAG, REQUESTER_TAG
+
+    tags = [{"system": HUB_TAG, "code": slotted.av.organization}] if slotted.av.organization else []
+    for ref in (str((b or {}).get("reference", "")) for b in resource.get("basedOn") or () if isinstance(b, dict)):
+        if ref.startswith("ServiceRequest/"):
+            doc = db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1})
+            tags += [{"system": REQUESTER_TAG, "code": str(r)} for r in (doc or {}).get("sp_requester") or ()
+                     if str(r).startswith("Organization/")]
+    if tags:
+        meta = dict(resource.get("meta") or {})
+        meta["tag"] = [*(t for t in meta.get("tag") or () if t.get("system") not in (HUB_TAG, REQUESTER_TAG)),
+                       *tags]
+        resource["meta"] = meta
+    return resource
+
+
+def _requesters(resource: dict[str, Any]) -> list[str]:
+    from .consults import REQUESTER_TAG
+
+    return [t["code"] for t in (resource.get("meta") or {}).get("tag") or () if t.get("system") == REQUESTER_TAG]
+
+
 def _with_room(resource: dict[str, Any], room: dict[str, Any] | None) -> None:
     if not room:
         return
@@ -517,7 +542,7 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
                           last=guess, guessed=guess is not _UNKNOWN)
     # the sweeper's list; inserted by the link's winner only, removed by the sweeper only
     db[OPEN_HOLDS].insert_one({"_id": link["_id"], "k": link["k"], "exp": exp})
-    resource = _new_appointment(request, slotted, appt_id, "pending")
+    resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "pending"), slotted)
     resource.setdefault("extension", []).append(
         {"url": "https://fhir.sen.vn/StructureDefinition/appointment-hold-expires", "valueDateTime": iso_local(exp)})
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
@@ -564,7 +589,7 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
     slotted, last, guessed = pk.slotted, pk.last, pk.guessed
     appt_id = new_id or new_uuid()
     room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
-    resource = _new_appointment(request, slotted, appt_id, "booked")
+    resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "booked"), slotted)
     _with_room(resource, _room_doc(room))
     event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
     link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
@@ -580,11 +605,7 @@ def _after_booking(db: Database, ctx: Ctx, resource: dict[str, Any], slotted: Sl
 
     if not ctx.cfg.reminder_offsets:
         return
-    clinics: list[str] = []  # the requesting clinic of the consult the appointment is for
-    for ref in (str(b.get("reference", "")) for b in resource.get("basedOn") or ()):
-        if ref.startswith("ServiceRequest/"):
-            doc = db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1})
-            clinics += [str(r) for r in (doc or {}).get("sp_requester") or () if str(r).startswith("Organization/")]
+    clinics = _requesters(resource)  # the requesting clinic of the consult the appointment is for
     schedule_reminders(db, resource["id"], slotted.slot.id, slotted.slot.start, ctx.cfg.reminder_offsets, ctx.now,
                        also_to=list(dict.fromkeys(clinics)))
 
