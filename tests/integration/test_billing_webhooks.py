@@ -187,6 +187,18 @@ def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billi
     assert r.status_code == 400 and r.json()["reason"] == "malformed"
 
 
+@pytest.mark.parametrize("amount", [-150000, 1500.5, "150.000", None, True])
+def test_a_signed_call_with_an_amount_that_is_not_whole_dong_is_rejected_and_recorded(billing, amount) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 150000)
+    r = send_standard(url, uuid.uuid4().hex[:10], amount, f"thanh toan {code}")  # type: ignore[arg-type]
+    assert r.status_code == 400 and r.json()["reason"] == "malformed"
+    assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["status"] == "rejected"
+    assert db["webhook_inbox"].find_one({"_id": r.json()["inbox"]}) is not None
+    assert db["payments"].count_documents({"invoice": iid}) == 0
+    assert invoice_status(db, iid) == "issued" and invoice_port.balance_due(db, iid) == 150000
+
+
 def test_wrong_amount_is_flagged_partial_and_the_invoice_stays_issued(billing, dev_key: Path) -> None:
     url, db = billing
     iid, code = make_invoice(db, 200000)
