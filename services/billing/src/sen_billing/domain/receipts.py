@@ -27,6 +27,7 @@ Receipts are rendered as HTML and as PDF (WeasyPrint).
 from __future__ import annotations
 
 import html
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,8 @@ from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest
 from . import invoice_port
 from .invoice_port import STATES
 from .payments import BALANCED, VN, iso, local_day
+
+log = logging.getLogger("sen.billing.receipts")
 
 RECEIPTS = "receipts"
 RECEIPT_NUMBERS = "receipt_numbers"
@@ -244,7 +247,11 @@ def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1
     for claim in db[BALANCED].find({"done": False}, {"_id": 1, "at": 1}):
         at = claim["at"] if claim["at"].tzinfo else claim["at"].replace(tzinfo=UTC)
         if at < cutoff:
-            complete_settlement(db, claim["_id"])
+            try:
+                complete_settlement(db, claim["_id"])
+            except LookupError:  # one that cannot be finished does not hold up the others
+                log.exception("settlement not repaired", extra={"invoice": claim["_id"]})
+                continue
             fixed += 1
     return fixed
 
