@@ -104,6 +104,7 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     facts = v.page.inner_text("#invoice-facts")
     assert "11.000\u00a0₫" in facts  # the change is the patient's credit
     assert "Tiền mặt" in v.page.inner_text("main")  # the payment, by cash
+    assert "Đã tính vào hóa đơn" in v.page.inner_text("main")  # its outcome in words, not billing's code
     v.check("cashier-cash-paid")
 
     v.page.click("details:has(form[action$='/refund']) summary")

@@ -46,6 +46,10 @@ class PortalSettings(Settings):
                                     description="the portal's OIDC client secret (empty: a public client)")
     assets_dir: str = Field("", validation_alias="SEN_PORTAL_ASSETS",
                             description="the npm packages the pages use (default services/portal/node_modules)")
+    portal_cache_seconds: float = Field(3.0, validation_alias="SEN_PORTAL_CACHE_SECONDS", ge=0, le=60,
+                                        description="a page reuses a back-end answer this long for the same user "
+                                                    "(worklist, chart, consult, invoice; never a payment status); "
+                                                    "0: only requests at the same moment share one")
     cookie_secure: bool = Field(False, validation_alias="SEN_PORTAL_COOKIE_SECURE",
                                 description="send the session cookie over HTTPS only (true behind TLS)")
 

@@ -135,7 +135,8 @@ def _globals() -> dict[str, Any]:
 
     return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
-            "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of}
+            "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of,
+            "outcome_label": outcome_label}
 
 
 def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -176,6 +177,18 @@ _STATUS = {"requested": lazy_gettext("Waiting for the hub"), "received": lazy_ge
 def status_label(status: str | None) -> str:
     label = _STATUS.get(status or "")  # one translation looked up, not the whole table (a page has many)
     return str(label) if label is not None else (status or "—")
+
+
+_OUTCOMES = {"applied": lazy_gettext("Counted toward the invoice"), "unmatched": lazy_gettext("Not matched yet"),
+             "late-balanced": lazy_gettext("Arrived after the invoice was paid: to refund"),
+             "late-cancelled": lazy_gettext("Arrived after the invoice was cancelled: to refund"),
+             "refunded": lazy_gettext("Refunded")}
+
+
+def outcome_label(outcome: str | None) -> str:
+    """What became of a payment, in the user's language (billing's outcome codes)."""
+    label = _OUTCOMES.get(outcome or "")
+    return str(label) if label is not None else (outcome or "")
 
 
 def minutes(value: float | int | None) -> str:

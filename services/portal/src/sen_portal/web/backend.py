@@ -88,6 +88,9 @@ def _detail(response: httpx.Response) -> str:
 def call(service: str, method: str, path: str, *, params: Any = None, json: Any = None,
          idempotent: bool = False, accept: str = FHIR_JSON, timeout: float | None = None) -> httpx.Response:
     """One request to ``service``; a 2xx response or a BackendError."""
+    if method != "GET" and has_request_context():
+        answers.forget(_user_key())  # the user's own change shows on their next page at once,
+        session["wrote_at"] = time.time()  # whichever worker process serves it
     headers = {"Authorization": f"Bearer {user_token()}", "Accept": accept}
     if json is not None:
         headers["Content-Type"] = FHIR_JSON if path.startswith("/fhir") else "application/json"
@@ -110,8 +113,117 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
     return r
 
 
-def fhir_get(service: str, path: str, params: Any = None) -> dict[str, Any]:
-    return call(service, "GET", path, params=params).json()
+class AnswerCache:
+    """Back-end answers a page reuses for a few seconds, per signed-in user, and one request for
+    the same answer at a time (single flight).
+
+    A page asked for by the same user again within ``SEN_PORTAL_CACHE_SECONDS`` (the worklist
+    refreshing, a reload, several tabs) is rendered from the answer already fetched; the same
+    answer asked for by several requests at once is fetched once and shared by all of them (with
+    ``seconds=0`` only that: nothing is kept, every answer is as fresh as the request). The key
+    is the user's identity (their token's subject and role, the session's user), the service,
+    path and query: one user never sees another's answer. Any write a user makes through
+    :func:`call` forgets that user's answers here and stamps the time in their session (the
+    signed cookie every worker process reads), so no process uses an answer fetched before it:
+    the user's own change shows at once; another user's change shows within the seconds above.
+    Errors are never kept. Per process (each gunicorn worker has its own), bounded (the oldest
+    half is dropped when full).
+    """
+
+    def __init__(self, size: int = 2048, wait_seconds: float = 35.0) -> None:
+        self.size, self.wait_seconds = size, wait_seconds  # a follower waits at most the leader's timeout
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[Any, ...], tuple[float, Any, float]] = {}  # (until, answer, fetched at)
+        self._flying: dict[tuple[Any, ...], _Flight] = {}
+
+    def get(self, key: tuple[Any, ...], seconds: float, fetch: Any, not_before: float = 0.0) -> Any:
+        """``fetch()``'s answer for ``key``: kept, shared with a fetch in flight, or fetched now.
+        ``not_before`` (a wall-clock time): an answer fetched earlier is not used (the user wrote
+        since, perhaps through another worker process)."""
+        now = time.time()
+        with self._lock:
+            hit = self._kept.get(key)
+            if hit is not None and hit[0] > now and hit[2] >= not_before:
+                return hit[1]
+            flight = self._flying.get(key)
+            leader = flight is None or flight.started < not_before
+            if leader:
+                flight = self._flying[key] = _Flight(now)
+        assert flight is not None
+        if not leader:
+            return flight.wait(self.wait_seconds)
+        try:
+            value = fetch()
+        except BaseException as err:
+            with self._lock:
+                if self._flying.get(key) is flight:
+                    del self._flying[key]
+            flight.fail(err)
+            raise
+        with self._lock:
+            if self._flying.get(key) is flight:
+                del self._flying[key]
+            if seconds > 0:
+                if len(self._kept) >= self.size:
+                    for old in list(self._kept)[: self.size // 2]:
+                        del self._kept[old]
+                self._kept[key] = (flight.started + seconds, value, flight.started)
+        flight.done(value)
+        return value
+
+    def forget(self, user: tuple[Any, ...]) -> None:
+        with self._lock:
+            for key in [k for k in self._kept if k[0] == user]:
+                del self._kept[key]
+
+
+class _Flight:
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._event = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self, value: Any) -> None:
+        self._value = value
+        self._event.set()
+
+    def fail(self, err: BaseException) -> None:
+        self._error = err
+        self._event.set()
+
+    def wait(self, seconds: float) -> Any:
+        if not self._event.wait(seconds):
+            raise BackendError("slow", "portal")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+answers = AnswerCache()
+
+
+def _user_key() -> tuple[Any, ...]:
+    user = session.get("user") or {}
+    return (str(user.get("username")), str(user.get("role")), str(user.get("facility")),
+            str(user.get("practitioner")))
+
+
+def fhir_get(service: str, path: str, params: Any = None, *, cached: bool = False) -> dict[str, Any]:
+    """A GET's JSON; ``cached``: from :data:`answers` (this user's, for ``SEN_PORTAL_CACHE_SECONDS``)."""
+    if not cached:
+        return call(service, "GET", path, params=params).json()
+    return shared_get(service, path, params, seconds=settings().portal_cache_seconds)
+
+
+def shared_get(service: str, path: str, params: Any = None, *, seconds: float = 0.0,
+               accept: str = FHIR_JSON) -> Any:
+    """A GET's JSON through :data:`answers`: kept ``seconds`` for this user (0: only shared by the
+    requests asking for it at the same moment)."""
+    items = tuple(sorted((params or {}).items())) if isinstance(params, dict) else tuple(params or ())
+    key = (_user_key(), service, path, items, accept)
+    return answers.get(key, seconds, lambda: call(service, "GET", path, params=params, accept=accept).json(),
+                       not_before=float(session.get("wrote_at") or 0.0))
 
 
 def fhir_post(service: str, path: str, body: Any, *, idempotent: bool = True) -> dict[str, Any]:

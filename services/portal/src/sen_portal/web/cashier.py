@@ -12,8 +12,8 @@ from typing import Any
 from flask import copy_current_request_context, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend_message, bp, login_required
-from .backend import BackendError, call, entries, fhir_get
+from . import backend, backend_message, bp, login_required
+from .backend import BackendError, call, entries, fhir_get, shared_get
 from .forms import CashForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 
 
@@ -29,14 +29,16 @@ def invoices() -> Any:
     problem, rows = None, []
     params = {"status": "issued", "_count": "50"}
     try:
-        rows = entries(fhir_get("billing", "/fhir/Invoice", params), "Invoice")
+        rows = entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice")
     except BackendError as err:
         problem = backend_message(err)
     return render_template("invoices.html", rows=rows, problem=problem, title=gettext("Invoices"))
 
 
 def summary(iid: str) -> dict[str, Any]:
-    return _json("GET", f"/payments/invoices/{iid}")
+    """The payment status: never kept (the page turns Paid from it); requests at the same moment
+    share one answer."""
+    return shared_get("billing", f"/payments/invoices/{iid}", accept="application/json")
 
 
 def is_paid(s: dict[str, Any] | None) -> bool:
@@ -57,8 +59,9 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     """The payment summary, the FHIR Invoice and its QR are asked for at once (three services'
     answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored."""
     jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: summary(iid), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}"),
-        lambda: _json("GET", f"/fhir/Invoice/{iid}/$vietqr"))]
+        lambda: summary(iid), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}", cached=True),
+        lambda: shared_get("billing", f"/fhir/Invoice/{iid}/$vietqr", accept="application/json",
+                           seconds=backend.settings().portal_cache_seconds))]
     (s, s_err), (inv, inv_err), (qr, qr_err) = (j.result() for j in jobs)
     if s_err is not None:
         raise s_err
@@ -162,8 +165,10 @@ def unmatched() -> Any:
             problem = gettext("Please correct the highlighted fields.")
     # the queue and the facility's invoices awaiting payment (the choices to put a transfer on), at once
     jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: _json("GET", "/payments/unmatched").get("payments", []),
-        lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"}), "Invoice"))]
+        lambda: shared_get("billing", "/payments/unmatched", accept="application/json",
+                           seconds=backend.settings().portal_cache_seconds).get("payments", []),
+        lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"}, cached=True),
+                        "Invoice"))]
     (rows, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
     if rows_err is not None:
         problem = problem or backend_message(rows_err)

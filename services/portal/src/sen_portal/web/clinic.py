@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import g, redirect, render_template, request, url_for
+from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend, backend_message, bp, icd10, login_required, select_locale
@@ -153,7 +154,7 @@ def _code_text(code: dict[str, Any]) -> str:
 @login_required("clinic", "doctor")
 def patient_chart(pid: str) -> Any:
     try:
-        bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"})
+        bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
     except BackendError as err:
         if err.status == 404:
             return render_template("error.html", title=gettext("Not found"),
@@ -161,7 +162,7 @@ def patient_chart(pid: str) -> Any:
         raise
     data = chart_data(bundle)
     if data["patient"] is None:
-        data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}")
+        data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
     series = json.dumps(data["series"]).replace("</", "<\\/")
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
                            created=request.args.get("created"), title=gettext("Patient chart"),
@@ -291,15 +292,16 @@ def consults() -> Any:
         params["facility"] = g.user.facility
     problem, tasks = None, []
     try:
-        tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params), "Task")
+        tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True), "Task")
     except BackendError as err:
         problem = backend_message(err)
     return render_template("consults.html", tasks=tasks, problem=problem, title=gettext("Consults"))
 
 
 def consult_bundle(tid: str) -> dict[str, Any]:
-    """The Task, its ServiceRequest, its Communications and Appointment, in one search round trip."""
-    bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"})
+    """The Task with its ServiceRequest (one search, ``_include``), then its Communications and
+    Appointment asked for at once: two round trips, each answer kept a few seconds for the user."""
+    bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"}, cached=True)
     task = next(iter(entries(bundle, "Task")), None)
     if task is None:
         raise BackendError("refused", "teleconsult", 404)
@@ -307,15 +309,24 @@ def consult_bundle(tid: str) -> dict[str, Any]:
     comms: list[dict[str, Any]] = []
     appts: list[dict[str, Any]] = []
     if sr is not None:
-        try:
-            comms = entries(fhir_get("teleconsult", "/fhir/Communication",
-                                     {"based-on": f"ServiceRequest/{sr['id']}", "_count": "50"}), "Communication")
-            appts = entries(fhir_get("teleconsult", "/fhir/Appointment",
-                                     {"based-on": f"ServiceRequest/{sr['id']}", "_count": "5"}), "Appointment")
-        except BackendError:
-            pass  # the thread and the visit are extras; the Task itself is shown
+        based_on = f"ServiceRequest/{sr['id']}"
+        jobs = [_pool.submit(copy_current_request_context(_extra), rtype, params) for rtype, params in (
+            ("Communication", {"based-on": based_on, "_count": "50"}),
+            ("Appointment", {"based-on": based_on, "_count": "5"}))]
+        comms, appts = (j.result() for j in jobs)
     comms.sort(key=lambda c: c.get("sent", ""))
     return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None}
+
+
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-consult")
+
+
+def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """The consult's thread or visit: extras; when they fail the Task itself is still shown."""
+    try:
+        return entries(fhir_get("teleconsult", f"/fhir/{rtype}", params, cached=True), rtype)
+    except BackendError:
+        return []
 
 
 @bp.route("/consults/<tid>")

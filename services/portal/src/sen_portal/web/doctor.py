@@ -45,7 +45,7 @@ def worklist() -> Any:
         params["status"] = status
     problem, rows = None, []
     try:
-        rows = worklist_rows(fhir_get("teleconsult", "/fhir/Task/$worklist", params))
+        rows = worklist_rows(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True))
     except BackendError as err:
         problem = backend_message(err)
     template = "_worklist_table.html" if request.headers.get("HX-Request") == "true" else "worklist.html"
@@ -56,7 +56,8 @@ def _hub_doctors() -> list[tuple[str, str]]:
     try:
         roles = fhir_get("ehr", "/fhir/PractitionerRole",
                          {"organization": f"Organization/{g.user.facility}",
-                          "_include": "PractitionerRole:practitioner", "_count": "50"}) if g.user.facility else {}
+                          "_include": "PractitionerRole:practitioner", "_count": "50"},
+                         cached=True) if g.user.facility else {}
     except BackendError:
         return []
     from .formatting import human_name

@@ -1,12 +1,22 @@
 // Sen portal: small progressive enhancements; every page works without this file.
 (function () {
   "use strict";
-  // upload progress for forms marked data-progress (htmx posts them; the bar follows the bytes)
+  // upload progress for forms marked data-progress (htmx posts them; the bar follows the bytes of
+  // the form's own submission, not of a search a field inside it makes)
+  function progressBar(evt) {
+    var form = evt.target;
+    if (!form.matches || !form.matches("form[data-progress]")) return null;
+    return document.getElementById(form.getAttribute("data-progress"));
+  }
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var bar = progressBar(evt);
+    if (bar) { bar.value = 0; }
+  });
   document.addEventListener("htmx:xhr:progress", function (evt) {
-    var form = evt.target.closest ? evt.target.closest("form[data-progress]") : null;
-    if (!form || !evt.detail.lengthComputable) return;
-    var bar = document.getElementById(form.getAttribute("data-progress"));
-    if (bar) { bar.hidden = false; bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100); }
+    var bar = progressBar(evt);
+    if (!bar || !evt.detail.lengthComputable) return;
+    bar.hidden = false;
+    bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100);
   });
   // a back-end that fails during an htmx request: say so instead of doing nothing
   document.addEventListener("htmx:responseError", function (evt) {

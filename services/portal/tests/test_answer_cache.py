@@ -1,0 +1,79 @@
+"""The portal's answer cache (web/backend.py AnswerCache): one fetch for requests asking at the same
+moment, answers kept per user for the given seconds only, a user's write forgets their answers,
+errors are never kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sen_portal.web.backend import AnswerCache, BackendError
+
+ANA, BICH = ("ana", "doctor"), ("bich", "doctor")
+
+
+def test_requests_at_the_same_moment_share_one_fetch():
+    cache, calls, gate = AnswerCache(), [], threading.Event()
+
+    def fetch():
+        calls.append(1)
+        gate.wait(5)
+        return {"n": len(calls)}
+
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(cache.get, (ANA, "worklist"), 0, fetch) for _ in range(10)]
+        time.sleep(0.3)
+        gate.set()
+        answers = [f.result() for f in futures]
+    assert len(calls) == 1 and all(a == {"n": 1} for a in answers)
+    # seconds=0 keeps nothing: the next request fetches again
+    assert cache.get((ANA, "worklist"), 0, lambda: {"n": 2}) == {"n": 2}
+
+
+def test_answers_are_kept_per_user_for_the_seconds_given_and_forgotten_on_a_write():
+    cache = AnswerCache()
+    assert cache.get((ANA, "chart"), 0.3, lambda: "ana's") == "ana's"
+    assert cache.get((ANA, "chart"), 0.3, lambda: "fetched again") == "ana's"
+    assert cache.get((BICH, "chart"), 0.3, lambda: "bich's") == "bich's"  # never another user's
+    cache.forget(ANA)
+    assert cache.get((ANA, "chart"), 0.3, lambda: "after the write") == "after the write"
+    assert cache.get((BICH, "chart"), 0.3, lambda: "x") == "bich's"
+    time.sleep(0.35)
+    assert cache.get((BICH, "chart"), 0.3, lambda: "expired") == "expired"
+
+
+def test_an_answer_fetched_before_the_users_last_write_is_not_used():
+    cache = AnswerCache()
+    assert cache.get((ANA, "task"), 60, lambda: "before") == "before"
+    wrote_at = time.time() + 0.01  # the write, served by another worker process (its cache not forgotten)
+    time.sleep(0.02)
+    assert cache.get((ANA, "task"), 60, lambda: "after", not_before=wrote_at) == "after"
+    assert cache.get((ANA, "task"), 60, lambda: "again", not_before=wrote_at) == "after"
+
+
+def test_errors_reach_every_waiter_and_are_not_kept():
+    cache, gate = AnswerCache(), threading.Event()
+
+    def failing():
+        gate.wait(5)
+        raise BackendError("down", "ehr")
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(cache.get, (ANA, "chart"), 5, failing) for _ in range(4)]
+        time.sleep(0.3)
+        gate.set()
+        for f in futures:
+            with pytest.raises(BackendError):
+                f.result()
+    assert cache.get((ANA, "chart"), 5, lambda: "recovered") == "recovered"
+
+
+def test_a_full_cache_drops_its_oldest_half():
+    cache = AnswerCache(size=4)
+    for i in range(4):
+        cache.get((ANA, i), 60, lambda i=i: i)
+    cache.get((ANA, "new"), 60, lambda: "new")
+    assert cache.get((ANA, 0), 60, lambda: "refetched") == "refetched"
+    assert cache.get((ANA, 3), 60, lambda: "refetched") == 3
