@@ -727,3 +727,24 @@ def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
     assert walked == ids and pages == -(-len(ids) // 3)
     beyond = httpx.get(f"{tc}/fhir/Task/$worklist?_count=3&_offset=100000", headers=tokens["dr"]).json()
     assert beyond.get("entry", []) == [] and beyond["total"] == whole["total"]
+
+
+def test_the_open_worklist_matches_open_consults_only_and_closed_ones_on_request(tc, tokens, db):
+    _, task_id = submitted(submit(tc, tokens, service_request(priority="stat")))
+    open_tags = {"https://sen.vn/fhir/CodeSystem/consult-open|open",
+                 f"https://sen.vn/fhir/CodeSystem/consult-open-at-hub|Organization/{HUB}",
+                 f"https://sen.vn/fhir/CodeSystem/consult-open-from|Organization/{CLINIC_A}"}
+    assert open_tags <= set(db.Task.find_one({"_id": task_id})["sp__tag"])
+    for who in ("dr", "a", "admin"):
+        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
+        assert task_id in {e["resource"]["id"] for e in wl["entry"]}, who
+    assert op(tc, task_id, "$reject", "dr", tokens, [{"name": "reason", "valueString": "Không thuộc chuyên khoa"}]
+              ).status_code == 200
+    assert not open_tags & set(db.Task.find_one({"_id": task_id})["sp__tag"])  # the closing step took them off
+    for who in ("dr", "a", "admin"):
+        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
+        assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}, who
+        closed = httpx.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens[who]).json()
+        assert task_id in {e["resource"]["id"] for e in closed["entry"]}, who
+    other = httpx.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens["other_hub"]).json()
+    assert task_id not in {e["resource"]["id"] for e in other.get("entry", [])}

@@ -77,9 +77,10 @@ INDEXES: list[mongo.Index] = [
     mongo.Index(BREACHES, (("outbox_pending", 1),), name="outbox_pending_1"),
     mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1"),
     mongo.Index(GRANTS, (("pair", 1),), name="pair_1"),
-    # the worklist: a doctor's hub (its tag) or a clinic, one priority, the open states, by authoredOn
+    # the worklist: a doctor's hub or a clinic (the open-consult tags, or the hub tag), one priority,
+    # the states asked for, by authoredOn
     mongo.Index("Task", (("sp__tag", 1), ("sp_priority", 1), ("sp_status", 1), ("sp_authored-on_s", 1)),
-                name="worklist_hub"),
+                name="worklist_tag"),
     mongo.Index("Task", (("sp_requester", 1), ("sp_priority", 1), ("sp_status", 1), ("sp_authored-on_s", 1)),
                 name="worklist_clinic"),
     mongo.Index("ServiceRequest", (("sp__tag", 1),), name="hub_tag"),
@@ -240,7 +241,8 @@ class Consults:
         task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district),
                 "id": task_id}
         rules.stamp_change(rules.tag_hub(sr, sub.hub), actor.ref, actor.display)
-        rules.stamp_change(rules.tag_hub(task, sub.hub), actor.ref, actor.display)
+        rules.tag_open(rules.tag_hub(task, sub.hub), sub.hub, sub.requester, True)
+        rules.stamp_change(task, actor.ref, actor.display)
         # the client's ServiceRequest as the server completed it: one FHIR validation. The Task is
         # the server's own (rules.new_task, checked against FHIR in the rules' tests)
         validate_resource(copy.deepcopy(sr), expected_type="ServiceRequest")
@@ -385,7 +387,9 @@ class Consults:
             change = decide(link)
             if change is None:
                 return link
-            task = rules.stamp_change(rules.tag_hub(change.task, facts["hub"]), actor.ref, actor.display)
+            task = rules.tag_open(rules.tag_hub(change.task, facts["hub"]), facts["hub"], facts["requester"],
+                                  change.state in rules.OPEN_STATES)
+            task = rules.stamp_change(task, actor.ref, actor.display)
             task["lastModified"] = iso(now_vn())
             validate_resource(copy.deepcopy(task), expected_type="Task")
             if change.communication is not None:
@@ -734,9 +738,12 @@ class Consults:
         ``sp__tag``, a clinic's ``sp_requester``), the filters, and the order: one query per
         priority (most urgent first; priority's order is not alphabetical), each sorted by
         ``authoredOn`` (within a priority, due = authoredOn + that priority's SLA: the same
-        order) then id. Counts first, so a page reads only the documents it shows."""
+        order) then id. Counts first, so a page reads only the documents it shows. Asking for
+        open states only (the default), the scope is an open-consult tag
+        (``rules.OPEN_AT_HUB_TAG``, ...): its equality matches open Tasks only, not a hub's
+        history of closed ones."""
         now = now or datetime.now(UTC)
-        flt = self.scope_filter(principal)
+        flt = self.scope_filter(principal, open_only=set(statuses) <= set(rules.OPEN_STATES))
         if facility:
             want = facility if "/" in facility else f"Organization/{facility}"
             if flt.get("sp_requester", want) != want:
@@ -744,7 +751,8 @@ class Consults:
             flt["sp_requester"] = want
         if specialty:
             flt["sp_performer"] = specialty
-        flt["sp_status"] = statuses[0] if len(statuses) == 1 else {"$in": list(statuses)}
+        if not (set(rules.OPEN_STATES) <= set(statuses) and "sp__tag" in flt):  # all open ones: the tag says it
+            flt["sp_status"] = statuses[0] if len(statuses) == 1 else {"$in": list(statuses)}
         coll = self.store().current("Task")
         out: list[tuple[dict[str, Any], bool]] = []
         total = 0
@@ -766,16 +774,17 @@ class Consults:
         return out, total
 
     @staticmethod
-    def scope_filter(principal: Any) -> dict[str, Any] | None:
-        """The stored Tasks' filter of what ``principal`` may see in the worklist: {} for admin and
-        health-dept, the hub's tag for doctors, the requester for clinic staff; 403 otherwise."""
+    def scope_filter(principal: Any, open_only: bool = False) -> dict[str, Any]:
+        """The stored Tasks' filter of what ``principal`` may see in the worklist: everything for
+        admin and health-dept, the hub's tag for doctors, the requester for clinic staff (with
+        ``open_only``, the open-consult tags of the same); 403 otherwise."""
         roles = getattr(principal, "roles", frozenset())
         mine = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
         if roles & {"admin", "health-dept"}:
-            return {}
+            return {"sp__tag": f"{rules.OPEN_TAG}|open"} if open_only else {}
         if "doctor" in roles and mine:
-            return {"sp__tag": f"{rules.HUB_TAG}|{mine}"}
+            return {"sp__tag": f"{rules.OPEN_AT_HUB_TAG if open_only else rules.HUB_TAG}|{mine}"}
         if "clinic" in roles and mine:
-            return {"sp_requester": mine}
+            return {"sp__tag": f"{rules.OPEN_FROM_TAG}|{mine}"} if open_only else {"sp_requester": mine}
         raise ConsultError("the worklist is for the hub's doctors and the clinics' staff", status=403,
                            code="forbidden")

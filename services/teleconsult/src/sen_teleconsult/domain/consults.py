@@ -35,6 +35,11 @@ OUTPUT_TYPE = f"{SEN}/CodeSystem/consult-output"
 # meta.tag on a consult's ServiceRequest, Task and Communications naming its hub (code: the hub's
 # reference): the indexed field (``sp__tag``) that scopes doctors to their hub's consults
 HUB_TAG = f"{SEN}/CodeSystem/consult-hub"
+# meta.tag on an OPEN consult's Task (one of OPEN_STATES; removed by the step that closes it): the
+# worklist's equality, so its query matches open Tasks only, however many closed ones a hub has
+OPEN_TAG = f"{SEN}/CodeSystem/consult-open"  # code "open"
+OPEN_AT_HUB_TAG = f"{SEN}/CodeSystem/consult-open-at-hub"  # code: the hub
+OPEN_FROM_TAG = f"{SEN}/CodeSystem/consult-open-from"  # code: the requesting clinic
 # meta.tag on an Appointment naming the requesting clinic of the consult it is for (code: its reference)
 REQUESTER_TAG = f"{SEN}/CodeSystem/consult-requester"
 
@@ -221,6 +226,19 @@ def tag_hub(resource: dict[str, Any], hub: str) -> dict[str, Any]:
     meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != HUB_TAG), hub_tag(hub)]
     resource["meta"] = meta
     return resource
+
+
+def tag_open(task: dict[str, Any], hub: str, requester: str, is_open: bool) -> dict[str, Any]:
+    """Put (or take off) the open-consult tags of a Task version (in place)."""
+    systems = (OPEN_TAG, OPEN_AT_HUB_TAG, OPEN_FROM_TAG)
+    meta = dict(task.get("meta") or {})
+    tags = [t for t in meta.get("tag") or [] if t.get("system") not in systems]
+    if is_open:
+        tags += [{"system": OPEN_TAG, "code": "open"}, {"system": OPEN_AT_HUB_TAG, "code": hub},
+                 {"system": OPEN_FROM_TAG, "code": requester}]
+    meta["tag"] = tags
+    task["meta"] = meta
+    return task
 
 
 def hub_of(resource: Mapping[str, Any]) -> str | None:
