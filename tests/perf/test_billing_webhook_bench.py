@@ -161,3 +161,74 @@ def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
     assert not unexpected
     assert n == len(load)
     assert payments == UNIQUE and receipts == INVOICES
+
+
+class _Commands:
+    """Counts the database commands (round trips) of the requests made while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.names: list[str] = []
+
+    def started(self, event) -> None:
+        if self.on:
+            self.names.append(f"{event.command_name} {event.command.get(event.command_name)}")
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_webhook_round_trips_by_kind(base_env, run_id, mongo_client) -> None:
+    """Database round trips of one partial payment, one settling payment and one retry, in process
+    (pymongo's command monitoring on the app's own client). Printed; no assertion on timing."""
+    from pymongo import monitoring
+
+    from tests.support import app_client
+
+    commands = _Commands()
+    monitoring.register(type("L", (monitoring.CommandListener,), {
+        "started": lambda self, e: commands.started(e), "succeeded": lambda self, e: None,
+        "failed": lambda self, e: None})())
+    db_name = f"sen_t{run_id}_billrt"
+    env = {**base_env, "SEN_ENV": "development", "SEN_WEBHOOK_SECRET": STD_SECRET}
+    from sen_billing.indexes import INDEXES
+    from sen_shared import mongo
+
+    mongo.ensure_indexes(mongo_client[db_name], INDEXES)
+    with app_client("billing", env, db_name, mongo_client) as (client, _app):
+        db = mongo_client[db_name]
+        global INVOICES
+        saved, INVOICES = INVOICES, 2
+        try:
+            codes = _invoices(db)
+        finally:
+            INVOICES = saved
+
+        def send(i: int, code: str) -> tuple[int, list[str]]:
+            body = json.dumps({"type": "transfer.received", "data": {"id": f"rt{i}", "amount": 10000,
+                                                                     "description": f"thanh toan {code}"}}).encode()
+            ts = str(int(time.time()))
+            headers = {"webhook-id": f"msg_rt{i}", "webhook-timestamp": ts, "Content-Type": "application/json",
+                       "webhook-signature": webhooks.standard_signature(f"msg_rt{i}", ts, body, STD_SECRET)}
+            commands.names.clear()
+            commands.on = True
+            try:
+                answer = client.post("/webhooks/standard", content=body, headers=headers)
+            finally:
+                commands.on = False
+            return answer.status_code, list(commands.names)
+
+        # warm-up on the other invoice (first-use look-ups of the process are not per request)
+        for i in range(3):
+            send(100 + i, codes[1])
+        rows = []
+        for kind, i in (("partial payment", 1), ("partial payment", 2), ("retry", 2), ("settling payment", 3),
+                        ("retry of the settling payment", 3)):
+            status, names = send(i, codes[0])
+            assert status == 200
+            rows.append(f"| {kind} | {len(names)} | {'; '.join(names)} |")
+    table = "\n".join(["| request | round trips | commands |", "|---|---:|---|", *rows])
+    print("\n" + table + "\n")
