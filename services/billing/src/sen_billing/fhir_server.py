@@ -126,11 +126,7 @@ class BillingFhirServer(FhirServer):
 
     # ------------------------------------------------------------------ reads
 
-    async def prefetch_read(self, req: FhirRequest) -> dict[str, Any] | None:  # the shared read handler's hook
-        return None
-
-    def read(self, req: FhirRequest, prefetched: dict[str, Any] | None = None,  # noqa: ARG002 - the hook's
-             doc: dict[str, Any] | None = None) -> FhirResponse:
+    def read(self, req: FhirRequest, doc: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
         p = self._read_check(rtype)
         self._check_head(p, rtype, req.rid)
