@@ -310,7 +310,7 @@ def consult_bundle(tid: str) -> dict[str, Any]:
     appts: list[dict[str, Any]] = []
     if sr is not None:
         based_on = f"ServiceRequest/{sr['id']}"
-        jobs = [_pool.submit(copy_current_request_context(_extra), rtype, params) for rtype, params in (
+        jobs = [pool.submit(copy_current_request_context(_extra), rtype, params) for rtype, params in (
             ("Communication", {"based-on": based_on, "_count": "50"}),
             ("Appointment", {"based-on": based_on, "_count": "5"}))]
         comms, appts = (j.result() for j in jobs)
@@ -318,7 +318,7 @@ def consult_bundle(tid: str) -> dict[str, Any]:
     return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None}
 
 
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-consult")
+pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="portal-consult")  # side requests of a page
 
 
 def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:

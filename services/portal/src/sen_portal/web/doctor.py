@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from flask import g, redirect, render_template, request, url_for
+from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
-from .clinic import consult_bundle
+from .clinic import consult_bundle, pool
 from .formatting import TZ
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
 
@@ -52,18 +52,19 @@ def worklist() -> Any:
     return render_template(template, rows=rows, problem=problem, status=status, title=gettext("Worklist"))
 
 
-def _hub_doctors() -> list[tuple[str, str]]:
+def _hub_doctors(facility: str | None, me: str | None) -> list[tuple[str, str]]:
+    """The other doctors of the hub ``facility`` (``me``: the signed-in doctor's Practitioner id)."""
     try:
         roles = fhir_get("ehr", "/fhir/PractitionerRole",
-                         {"organization": f"Organization/{g.user.facility}",
+                         {"organization": f"Organization/{facility}",
                           "_include": "PractitionerRole:practitioner", "_count": "50"},
-                         cached=True) if g.user.facility else {}
+                         cached=True) if facility else {}
     except BackendError:
         return []
     from .formatting import human_name
 
     out = [(f"Practitioner/{p['id']}", human_name(p)) for p in entries(roles, "Practitioner")
-           if p.get("id") != g.user.practitioner]
+           if p.get("id") != me]
     if not out:
         out = [(r["practitioner"]["reference"], r["practitioner"]["reference"].split("/")[-1])
                for r in entries(roles, "PractitionerRole") if (r.get("practitioner") or {}).get("reference")]
@@ -71,13 +72,15 @@ def _hub_doctors() -> list[tuple[str, str]]:
 
 
 def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
+    # the hub's doctors (for reassigning) are asked for while the consult is read: one wait
+    doctors = pool.submit(copy_current_request_context(_hub_doctors), g.user.facility, g.user.practitioner)
     data = consult_bundle(tid)
     start = date.today()
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
              "minutes_form": _minutes_defaults(data)}
     forms.update(ctx.pop("forms", {}))
-    forms["reassign_form"].practitioner.choices = _hub_doctors()
+    forms["reassign_form"].practitioner.choices = doctors.result()
     return render_template("task.html", tid=tid, **data, **forms, **ctx, icd=icd10,
                            title=gettext("Consult")), status
 
@@ -127,7 +130,7 @@ def task_reject(tid: str) -> Any:
 @login_required("doctor")
 def task_reassign(tid: str) -> Any:
     form = ReassignForm()
-    form.practitioner.choices = _hub_doctors()
+    form.practitioner.choices = _hub_doctors(g.user.facility, g.user.practitioner)
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reassign_form": form})
     try:
