@@ -71,8 +71,9 @@ def _invoices(db) -> list[str]:
         store.create({"resourceType": "Invoice", "status": "issued", "issuer": {"reference": "Organization/org-bench"},
                       "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
                       "totalNet": {"value": int(os.environ.get("SEN_BENCH_OWED", "30000")), "currency": "VND"}}, iid)
-        db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid})
-        advance(db[invoice_port.STATES], iid, None, {"state": "issued"})  # its lifecycle chain, as issue() leaves it
+        link = advance(db[invoice_port.STATES], iid, None, {"state": "issued"})  # its lifecycle chain
+        # the reference record after the issued link, with its number, as issue() leaves them
+        db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid, invoice_port.ISSUED_LINK: link["n"]})
         codes.append(code)
     return codes
 

@@ -7,7 +7,7 @@ the service meet here and nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo.database import Database
@@ -18,7 +18,8 @@ from sen_shared.fhir.store import Store
 from .vietqr import normalize_reference
 
 PAYMENTS = "payments"
-REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id}
+REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id, issued: n}
+ISSUED_LINK = "issued"  # in a reference record: the number of the invoice's ``issued`` link (absent in older ones)
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
 # the invoices' lifecycle chains (``<invoice>/1`` draft, ``/2`` issued, then ``balanced`` or
 # ``cancelled``): domain.invoices advances them to issued and cancelled, the settlement
@@ -40,6 +41,7 @@ class InvoiceView:
     patient_display: str = ""
     title: str = ""
     version: int = 0  # the resource version read (for an If-Match write)
+    issued_link: int | None = None  # the number of its lifecycle chain's ``issued`` link, when known
     resource: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -101,8 +103,11 @@ def find_by_note(db: Database, note: str) -> InvoiceView | None:
     code = normalize_reference(note or "")
     if code is None:
         return None
-    hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1})
-    return get(db, hit["invoice"]) if hit else None
+    hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1, ISSUED_LINK: 1})
+    invoice = get(db, hit["invoice"]) if hit else None
+    if invoice is not None and isinstance(hit.get(ISSUED_LINK), int):
+        invoice = replace(invoice, issued_link=hit[ISSUED_LINK])
+    return invoice
 
 
 def paid_total(db: Database, invoice_id: str) -> int:

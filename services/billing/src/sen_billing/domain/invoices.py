@@ -61,7 +61,7 @@ from zoneinfo import ZoneInfo
 from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import ClaimTaken, advance, claim_once, latest
+from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.search import parse_search
 from sen_shared.fhir.search.executor import search as run_search
@@ -362,7 +362,9 @@ def issue(db: Database, invoice_id: str) -> dict[str, Any]:
     if link["state"] == "balanced":  # issued long ago and paid: the settlement writes its status
         return store.read_doc("Invoice", invoice_id)["res"]
     reference = vietqr.reference_code(invoice_id)
-    claim_once(db[REFERENCES], reference, {"invoice": invoice_id})
+    # the issued link's number rides along: a settling payment, which reads this record anyway,
+    # claims the next link from it without reading the chain first (receipts._balanced_link)
+    claim_once(db[REFERENCES], reference, {"invoice": invoice_id, invoice_port.ISSUED_LINK: int(link[CHAIN_SEQ])})
     return _roll_forward(db, invoice_id, link)
 
 

@@ -31,11 +31,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest, link_id
+from sen_shared.mongo import bulk_update, find_in
 
 from . import invoice_port
 from .invoice_port import STATES
@@ -74,11 +76,18 @@ def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invo
     return _settle_claimed(db, invoice, record, fresh=True, counted=counted) is not None
 
 
-def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
+def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any],
+                   issued_link: int | None = None) -> dict[str, Any] | None:
     """Step 1: the lifecycle chain's ``balanced`` link (won now or before), or None when a
-    cancel won the chain (the settlement is then void and the payments go back)."""
+    cancel won the chain (the settlement is then void and the payments go back).
+
+    ``issued_link``: the number of the chain's ``issued`` link, as the invoice's reference
+    record gives it (the payment read that record to find the invoice). Only ``balanced`` or
+    ``cancelled`` ever follows ``issued``, both as the next link, so the claim is made from it
+    without reading the chain first; a lost claim's holder says what won."""
+    known = {"state": "issued", CHAIN_SEQ: issued_link} if issued_link else None
     for _ in range(5):
-        link = latest(db[STATES], invoice_id)
+        link, known = (known, None) if known is not None else (latest(db[STATES], invoice_id), None)
         if link is not None and link["state"] == "balanced":
             return link
         if link is not None and link["state"] == "cancelled":
@@ -92,19 +101,22 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any]) -> dic
         try:
             return advance(db[STATES], invoice_id, link, {"state": "balanced", "paid": record.get("paid"),
                                                          "owed": record.get("owed")})
-        except ClaimTaken:
-            continue  # a cancel, or a repairing worker: read what won
+        except ClaimTaken as taken:
+            # a cancel, or a repairing worker: what won (its holder), else read the chain again
+            if taken.holder is not None and taken.holder.get("state") in ("balanced", "cancelled"):
+                known = taken.holder
+            continue
     raise LookupError(f"invoice {invoice_id}: its lifecycle keeps changing")
 
 
 def _settle_claimed(db: Database, invoice: invoice_port.InvoiceView, record: dict[str, Any], *, fresh: bool,
                     counted: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    if _balanced_link(db, invoice.id, record) is None:
+    if _balanced_link(db, invoice.id, record, invoice.issued_link if fresh else None) is None:
         return None
     return _settle(db, invoice, record, fresh=fresh, counted=counted)
 
 
-_newest_seen: dict[str, int] = {}  # chain -> the newest link number this process saw (a hint only)
+_newest_seen: dict[str, int] = {}  # "<database>/<chain>" -> the newest link number this process saw (a hint only)
 
 
 def newest_link_number(coll: Collection, chain: str) -> int:
@@ -119,8 +131,14 @@ def newest_link_number(coll: Collection, chain: str) -> int:
     def exists(n: int) -> bool:
         return n == 0 or coll.find_one({"_id": link_id(chain, n)}, {"_id": 1}) is not None
 
-    lo = _newest_seen.get(chain, 0)
-    if not exists(lo):  # a hint from another database (tests) or a wiped one: start over
+    key = f"{coll.database.name}/{chain}"
+    lo = _newest_seen.get(key, 0)
+    if lo and exists(lo + 1):
+        lo += 1  # another process took numbers since (links are contiguous: the hint exists too)
+    elif lo and exists(lo):
+        _newest_seen[key] = lo
+        return lo  # the hint is the newest: two point reads
+    else:  # no hint, or one from a wiped database: start over
         lo = 0
     step = 1
     hi = lo + step
@@ -133,7 +151,7 @@ def newest_link_number(coll: Collection, chain: str) -> int:
             lo = mid
         else:
             hi = mid
-    _newest_seen[chain] = lo
+    _newest_seen[key] = lo
     return lo
 
 
@@ -146,13 +164,13 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         last = newest_link_number(coll, chain)
         try:
             mine = advance(coll, chain, {CHAIN_SEQ: last}, {"invoice": invoice_id, "facility": facility})
-            _newest_seen[chain] = int(mine[CHAIN_SEQ])
+            _newest_seen[f"{coll.database.name}/{chain}"] = int(mine[CHAIN_SEQ])
         except ClaimTaken as taken:
             if taken.holder is not None and taken.holder.get("invoice") == invoice_id:
                 mine = taken.holder  # another writer settling this invoice took it (repair)
             else:  # that number is another invoice's, or this invoice has one (unique (invoice, chain))
                 mine = coll.find_one({"k": chain, "invoice": invoice_id})
-                _newest_seen[chain] = last + 1
+                _newest_seen[f"{coll.database.name}/{chain}"] = last + 1
     return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
 
@@ -210,11 +228,14 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
                              "provider": p["provider"], "at": p["received_at"]} for p in payments],
                "lines": invoice.lines, "patient": invoice.patient_display, "invoice_title": invoice.title}
     _, held = claim_once(db[RECEIPTS], invoice_id, new_document(receipt, [event]))
-    # ``done`` (and ``voided``) are the settlement record's only changing fields; their writers (the
-    # claim's winner, repair jobs finishing a winner that stopped) write the same values, only ever
-    # False → True, so a lost update of one by another loses nothing. The record has no outbox. It
-    # lets the repair job find unfinished settlements by an equality.
-    db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})
+    # ``done`` (and ``voided``) are the settlement record's only changing fields; their writers
+    # (repair jobs, and the claim's winner when a cancel voids it) write the same values, only
+    # ever False → True, so a lost update of one by another loses nothing. The record has no
+    # outbox. It lets the repair job find unfinished settlements by an equality. The request that
+    # won the claim leaves it False: the job marks a settlement whose receipt is there as done
+    # (one round trip less in the settling request; see repair_settlements).
+    if not fresh:
+        db[BALANCED].update_one({"_id": invoice_id}, {"$set": {"done": True}})
     return held
 
 
@@ -240,17 +261,26 @@ def _reconciliation(invoice: invoice_port.InvoiceView, number: str, paid: int, p
 
 
 def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1)) -> int:
-    """Finish settlements whose winner stopped half-way (the worker's periodic job). Safe in
-    several workers at once: each step is an idempotent claim (see the module's docstring)."""
+    """Finish settlements whose winner stopped half-way (the worker's periodic job); the number
+    finished. Safe in several workers at once: each step is an idempotent claim (see the
+    module's docstring). A settlement whose receipt is there (its winner finished: the request
+    does not mark its record) is marked done, in commands of a few updates each."""
     cutoff = datetime.now(UTC) - older_than
-    fixed = 0
+    old = []
     for claim in db[BALANCED].find({"done": False}, {"_id": 1, "at": 1}):
         at = claim["at"] if claim["at"].tzinfo else claim["at"].replace(tzinfo=UTC)
         if at < cutoff:
+            old.append(claim["_id"])
+    finished = {r["_id"] for r in find_in(db[RECEIPTS], "_id", old, projection={"_id": 1})}
+    # the same value as every other writer of ``done`` (see the end of _settle)
+    bulk_update(db[BALANCED], (UpdateOne({"_id": iid}, {"$set": {"done": True}}) for iid in old if iid in finished))
+    fixed = 0
+    for invoice_id in old:
+        if invoice_id not in finished:
             try:
-                complete_settlement(db, claim["_id"])
+                complete_settlement(db, invoice_id)
             except LookupError:  # one that cannot be finished does not hold up the others
-                log.exception("settlement not repaired", extra={"invoice": claim["_id"]})
+                log.exception("settlement not repaired", extra={"invoice": invoice_id})
                 continue
             fixed += 1
     return fixed
