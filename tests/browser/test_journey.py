@@ -21,9 +21,11 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 TEXT = {
     "vi": {"search": "Tìm", "request": "Gửi yêu cầu", "waiting": "Chờ tuyến trên", "accepted": "Đã nhận",
-           "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy"},
+           "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy",
+           "start": "Bắt đầu khám", "in-progress": "Đang khám"},
     "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
-           "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found"},
+           "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found",
+           "start": "Start consult", "in-progress": "In progress"},
 }
 
 
@@ -47,11 +49,15 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     v.page.fill("#family", family)
     v.page.fill("#given", given)
     v.page.check("#gender-1")
-    v.page.fill("#birth_date", "1970-05-20")
+    box = v.page.locator("#birth_date")  # dd/mm/yyyy, as the pages write dates, hinted in the page's language
+    assert box.get_attribute("type") == "text" and box.get_attribute("lang") == lang
+    assert box.get_attribute("placeholder") == {"vi": "ngày/tháng/năm", "en": "dd/mm/yyyy"}[lang]
+    v.page.fill("#birth_date", "20/05/1970")
     v.page.fill("#cccd", _cccd())
     v.page.click("form.card button.primary")
     v.page.wait_for_url(re.compile(r"/patients/[^/]+\?created=1$"))
     assert f"{family} {given}" in v.page.inner_text("h1")
+    assert "20/05/1970" in v.page.inner_text("main")  # read as 20 May, not as month 20
     v.check("clinic-chart-new")
 
     v.go("/patients")
@@ -82,6 +88,7 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
 
 
 def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
+    """Accept, book the video visit, start the consult (in-progress), then sign off the minutes."""
     t = TEXT[lang]
     tid = task_url.rstrip("/").split("/")[-1]
     v.sign_in("doctor")
@@ -102,6 +109,19 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
     v.page.wait_for_url(re.compile(r"booked=1"))
     assert v.page.locator("a", has_text=re.compile("video|Vào phòng", re.I)).count() >= 1
     v.check("doctor-booked")
+    start = v.page.locator("[data-testid=start-consult]")  # the specialist begins: teleconsult's $start
+    assert t["start"] in start.inner_text()
+    start.click()
+    v.page.wait_for_url(re.compile(r"started=1"))
+    assert t["in-progress"] in v.page.inner_text("[data-testid=task-status]")
+    assert v.page.locator("[data-testid=task-started]").count() == 1
+    assert v.page.locator("[data-testid=start-consult]").count() == 0  # started once
+    v.check("doctor-started")
+    v.go("/worklist?status=in-progress")
+    assert v.page.locator(f"a[href='/tasks/{tid}']").count() == 1
+    assert t["in-progress"] in v.page.locator("tr", has=v.page.locator(f"a[href='/tasks/{tid}']")).inner_text()
+    v.check("doctor-worklist-in-progress")
+    v.go(f"/tasks/{tid}")
     v.page.fill("#history", "Tăng huyết áp 5 năm, đang dùng amlodipin 5 mg.")
     v.page.fill("#findings", "HA 170/100 mmHg, nhịp tim 88; điện tim: dày thất trái nhẹ.")
     v.page.fill("#conclusion", "Tăng huyết áp độ 2 chưa kiểm soát.")

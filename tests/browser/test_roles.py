@@ -129,6 +129,53 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.check("cashier-refund-twice")
 
 
+def _unmatched_transfer(stack: dict[str, str], note: str, amount: int) -> None:
+    body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 09:00:00",
+            "accountNumber": "0011001932418", "code": None, "content": note, "transferType": "in",
+            "transferAmount": amount, "accumulated": amount, "referenceCode": "FT26340", "description": note}
+    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
+                   headers={"Authorization": f"Apikey {stack['sepay']}"})
+    assert r.status_code in (200, 201), r.text
+
+
+def _page_with(v, text: str) -> None:
+    """Follow the queue's "next page" links until ``text`` shows (or the last page)."""
+    for _ in range(50):
+        if v.page.locator("tr", has_text=text).count() or not v.page.locator("[data-testid=unmatched-next]").count():
+            return
+        v.page.click("[data-testid=unmatched-next]")
+        v.page.wait_for_load_state("networkidle")
+
+
+def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
+    """More transfers than one page of billing's queue (50): the page follows billing's ``next`` cursor,
+    every transfer is reached once, and the last page offers no next."""
+    tag = f"CK-TRANG-{random.randint(10000, 99999)}"
+    for i in range(53):
+        _unmatched_transfer(stack, f"{tag} so {i:02d}", 10_000 + i)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go("/unmatched")
+    seen: list[str] = []
+    pages = 0
+    for _ in range(50):
+        pages += 1
+        assert v.page.locator("main table tbody tr").count() <= 50
+        assert f"Trang {pages}" in v.page.inner_text("[data-testid=unmatched-page]") or pages == 1
+        seen += [t for t in v.page.locator("main table tbody tr").all_inner_texts() if tag in t]
+        if pages == 2:
+            v.check("cashier-unmatched-page-2")
+        if not v.page.locator("[data-testid=unmatched-next]").count():
+            break
+        v.page.click("[data-testid=unmatched-next]")
+        v.page.wait_for_load_state("networkidle")
+    assert pages >= 2
+    assert sorted(re.search(r"so (\d\d)", t).group(1) for t in seen) == [f"{i:02d}" for i in range(53)]
+    v.page.click("text=Trang đầu")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("[data-testid=unmatched-next]").count() == 1
+
+
 def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack):
     iid, owed = _issued_invoice(stack)
     note = f"CK kham benh con trai {random.randint(1000, 9999)}"  # no bill reference: matches nothing
@@ -141,6 +188,7 @@ def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
     v.go("/unmatched")
+    _page_with(v, note)  # the queue may run over several pages (oldest first): this transfer is on the last
     row = v.page.locator("tr", has_text=note)
     assert row.count() == 1
     select = row.locator("select[name=invoice]")
@@ -172,24 +220,56 @@ def test_doctor_changes_their_own_hours_but_not_another_doctors(visitor_factory,
     v.sign_in("doctor")
     v.go("/availability")
     assert v.page.locator("#schedule").count() == 0  # no choice of whose schedule: their own
-    v.page.fill("#week-end_time", "25:00")  # explained
+    v.page.fill("#week-windows-0-end_time", "25:00")  # explained
     v.page.click("form:has(input[value=week]) button.primary")
     v.page.wait_for_load_state("networkidle")
-    assert v.page.locator("#week-end_time-error").count() == 1
+    assert v.page.locator("#week-windows-0-end_time-error").count() == 1
     v.check("doctor-hours-error")
+    rows = "[data-testid=window]"
     try:
-        v.page.check("input[name=week-day][value=sat]")
-        v.page.fill("#week-start_time", "07:30")
-        v.page.fill("#week-end_time", "11:00")
+        v.go("/availability")
+        # Saturday morning and afternoon, nothing else: every stored window's days unticked (left out)
+        v.page.evaluate("document.querySelectorAll(\"input[type=checkbox][name^='week-windows-']\")"
+                        ".forEach(c => c.checked = false)")
+        v.page.check("input[name='week-windows-0-days'][value=sat]")
+        v.page.fill("#week-windows-0-start_time", "07:30")
+        v.page.fill("#week-windows-0-end_time", "11:00")
+        n = v.page.locator(rows).count()
+        v.page.click("form:has(input[value=week]) button[name=add]")  # one more row; what was typed stays
+        v.page.wait_for_load_state("networkidle")
+        assert v.page.locator(rows).count() == n + 1
+        assert v.page.is_checked("input[name='week-windows-0-days'][value=sat]")
+        assert v.page.input_value("#week-windows-0-start_time") == "07:30"
+        v.page.check(f"input[name='week-windows-{n}-days'][value=sat]")
+        v.page.fill(f"#week-windows-{n}-start_time", "13:30")
+        v.page.fill(f"#week-windows-{n}-end_time", "16:00")
+        v.check("doctor-hours-two-windows")
         v.page.click("form:has(input[value=week]) button.primary")
         v.page.wait_for_load_state("networkidle")
         assert v.page.locator("main .alert.ok").count() == 1
-        assert "07:30–11:00" in v.page.inner_text("main") and "Thứ Bảy" in v.page.inner_text("main")
+        text = v.page.inner_text("main")
+        assert "07:30–11:00" in text and "13:30–16:00" in text and "Thứ Bảy" in text
+        assert v.page.locator(rows).count() == 3  # the two saved, one empty row to add another
         v.check("doctor-hours-saved")
         stored = httpx.get(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, timeout=30).json()
-        text = json.dumps(stored)
-        assert '"07:30:00"' in text and '"sat"' in text
+        windows = [sorted((p["url"], p.get("valueCode") or p.get("valueTime")) for p in e["extension"])
+                   for e in stored["extension"] if e["url"].endswith("schedule-available-time")]
+        assert windows == [
+            sorted([("daysOfWeek", "sat"), ("availableStartTime", "07:30:00"), ("availableEndTime", "11:00:00")]),
+            sorted([("daysOfWeek", "sat"), ("availableStartTime", "13:30:00"), ("availableEndTime", "16:00:00")])]
         assert int(stored["meta"]["versionId"]) > int(original["meta"]["versionId"])
+
+        # a third window overlapping the morning: explained on its row, nothing stored
+        v.page.check("input[name='week-windows-2-days'][value=sat]")
+        v.page.fill("#week-windows-2-start_time", "10:00")
+        v.page.fill("#week-windows-2-end_time", "12:00")
+        v.page.click("form:has(input[value=week]) button.primary")
+        v.page.wait_for_load_state("networkidle")
+        assert v.page.locator("#week-windows-2-end_time-error").count() == 1
+        assert v.page.locator("#week-windows-error").count() == 1
+        v.check("doctor-hours-overlap")
+        again = httpx.get(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, timeout=30).json()
+        assert again["meta"]["versionId"] == stored["meta"]["versionId"]
 
         # another doctor's schedule: the portal refuses before asking the back-end (the back-end would too)
         v.page.evaluate(f"document.querySelectorAll('input[name=schedule]').forEach(i => i.value = '{theirs_id}')")

@@ -3,6 +3,20 @@ dashboard, the doctor's worklist, a patient chart and the cashier's invoice page
 serves invoices), each a signed-in page rendered server-side, against every service started as
 ``make run`` starts them (gunicorn, 2 workers each; seeded demo province plus 12 consults).
 
+Who the clients are matters: the portal keeps each user's back-end answers 3 s
+(``SEN_PORTAL_CACHE_SECONDS``), so one user asking 20 times at once is its best case. Each page is
+measured three ways, 20 connections each:
+
+- **20 users**: 20 distinct users of the page's role and facility (the headline figure); each
+  reloads as fast as it can, so a user's own answers kept 3 s still serve their next reloads;
+- **fresh users**: every request from a user not seen for more than 3 s (600 users taking turns,
+  each signed in and warmed once before), so no answer is ever kept for it: the cache never helps;
+- **1 user** (the earlier figure): the 20 connections share one signed-in user.
+
+The users are sessions as the development sign-in makes them (``{"user": ..., "signed_in_at": ...}``,
+the portal minting each its development token), signed with the stack's ``SEN_PORTAL_SECRET_KEY``
+through Flask's own session serializer: the demo sign-in has one user per role.
+
 Target (issue 16): page p95 <= 150 ms on this machine. Prints one markdown table (also written to
 ``.sen/bench/portal.md``). No timing assertions.
 """
@@ -13,6 +27,7 @@ import itertools
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,12 +35,35 @@ import httpx
 import pytest
 
 from tests.browser.stack import running_stack
-from tests.perf.loadgen import percentile, run
+from tests.perf.loadgen import percentile, request_bytes, run
 from tests.perf.test_ehr_bench import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 20
+FRESH_USERS = 600  # at <= 150 requests/s a user comes back after > 3 s: their kept answers have expired
 SECONDS = float(os.environ.get("SEN_BENCH_SECONDS", "12"))
+SECRET = f"portal-bench-{uuid.uuid4().hex}"  # the stack's SEN_PORTAL_SECRET_KEY: the bench signs sessions
+HUB_DOCTORS = ("bs-nguyen-van-an", "bs-tran-thi-bich", "bs-le-hoang-duc")  # the demo hub's (demo-province.json)
+ROLES = {"health-dept": {"facility": "so-y-te-dong-thap"}, "clinic": {"facility": "tyt-my-hiep"},
+         "cashier": {"facility": "tyt-my-hiep"}, "doctor": {"facility": "bvdk-dong-thap"}}
+
+
+def _sessions(role: str, n: int, tag: str) -> list[str]:
+    """``n`` distinct signed-in users of ``role`` (its facility; doctors the hub's), as Cookie headers:
+    the session the development sign-in writes, signed with Flask's serializer and the stack's key."""
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+
+    app = Flask("portal-bench")
+    app.secret_key = SECRET
+    signer = SecureCookieSessionInterface().get_signing_serializer(app)
+    out = []
+    for i in range(n):
+        user = {"username": f"bench-{role}-{tag}-{i}", "role": role, "name": f"Người dùng thử {i}",
+                "facility": ROLES[role]["facility"],
+                "practitioner": HUB_DOCTORS[i % len(HUB_DOCTORS)] if role == "doctor" else None}
+        out.append("sen_portal=" + signer.dumps({"user": user, "signed_in_at": time.time(), "_permanent": True}))
+    return out
 
 
 def _cookie(portal: str, user: str) -> str:
@@ -86,20 +124,36 @@ def _completed_consult(urls: dict[str, str], key: str) -> None:
     assert r.status_code == 200, r.text[:300]
 
 
-def _measure(portal: str, path: str, cookie: str) -> dict[str, float]:
+def _measure(portal: str, path: str, cookie: str, role: str) -> dict[str, float]:
     u = urlsplit(portal)
-    headers = {"Cookie": cookie, "Accept-Encoding": "identity"}
-    warm, _ = run(u.hostname, u.port, headers, itertools.repeat(path, 40), 4, time.monotonic() + 30)
-    alone, _ = run(u.hostname, u.port, headers, itertools.repeat(path, 50), 1, time.monotonic() + 30)
-    lat, statuses = run(u.hostname, u.port, headers, itertools.repeat(path), CLIENTS, time.monotonic() + SECONDS)
-    return {"alone50": percentile(alone, 50), "alone95": percentile(alone, 95),
-            "n": len(lat), "rps": len(lat) / SECONDS, "p50": percentile(lat, 50), "p95": percentile(lat, 95),
-            "p99": percentile(lat, 99), "ok": statuses.get(200, 0) / max(1, len(lat))}
+
+    def prepared(cookies: list[str]) -> list[bytes]:
+        return [request_bytes(u.hostname, u.port, path, {"Cookie": c, "Accept-Encoding": "identity"})
+                for c in cookies]
+
+    def loaded(requests: list[bytes], prefix: str, out: dict[str, float]) -> None:
+        lat, statuses = run(u.hostname, u.port, {}, itertools.cycle(requests), CLIENTS, time.monotonic() + SECONDS)
+        out.update({f"{prefix}n": len(lat), f"{prefix}rps": len(lat) / SECONDS, f"{prefix}p50": percentile(lat, 50),
+                    f"{prefix}p95": percentile(lat, 95), f"{prefix}p99": percentile(lat, 99),
+                    f"{prefix}ok": statuses.get(200, 0) / max(1, len(lat))})
+
+    one, twenty, fresh = prepared([cookie]), prepared(_sessions(role, CLIENTS, "a")), prepared(
+        _sessions(role, FRESH_USERS, "b"))
+    warm, _ = run(u.hostname, u.port, {}, iter(one * 40 + twenty * 2), 4, time.monotonic() + 60)
+    alone, _ = run(u.hostname, u.port, {}, iter(one * 50), 1, time.monotonic() + 30)
+    m = {"alone50": percentile(alone, 50), "alone95": percentile(alone, 95)}
+    loaded(twenty, "", m)
+    run(u.hostname, u.port, {}, iter(fresh), 4, time.monotonic() + 120)  # each signed in once (its token minted)
+    time.sleep(3.5)  # every answer kept for them has expired
+    loaded(fresh, "fresh_", m)
+    loaded(one, "one_", m)
+    return m
 
 
 @pytest.mark.integration
 def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_client):
-    env = {**base_env, "SEN_ENV": "development", "LOG_LEVEL": "WARNING", "SEN_BANK_BIN": "970436",
+    env = {**base_env, "SEN_ENV": "development", "LOG_LEVEL": "WARNING", "SEN_PORTAL_SECRET_KEY": SECRET,
+           "SEN_BANK_BIN": "970436",
            "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "BV DK DONG THAP"}
     prefix = f"sen_t{run_id}_pbench"
     rows: list[tuple[str, dict[str, float]]] = []
@@ -121,18 +175,25 @@ def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_c
                 time.sleep(1)
             if invoice:
                 pages.append(("invoice page", invoice.group(1), "cashier"))
+                # the page's status box reads billing's summary fresh, at once and every 2 s while open
+                pages.append(("invoice status box", invoice.group(1) + "/status", "cashier"))
             for name, path, user in pages:
-                rows.append((name, _measure(portal, path, _cookie(portal, user))))
+                rows.append((name, _measure(portal, path, _cookie(portal, user), user)))
     finally:
         for svc in ("ehr", "teleconsult", "billing", "portal"):
             mongo_client.drop_database(f"{prefix}_{svc}")
-    lines = [f"Portal pages, {CLIENTS} concurrent signed-in users, {SECONDS:.0f} s each ({machine()})", "",
-             "| page | 1 user p50 / p95 ms | requests | req/s | p50 ms | p95 ms | p99 ms | 200s | p95 target 150 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"Portal pages, {CLIENTS} concurrent connections, {SECONDS:.0f} s each ({machine()}). "
+             f"20 users: 20 distinct signed-in users; fresh users: each request a user not seen for > 3 s "
+             f"({FRESH_USERS} taking turns: no kept answer helps); 1 user: the 20 share one (the earlier figure)", "",
+             "| page | 1 request at a time p50 / p95 ms | 20 users: req/s | p50 ms | p95 ms | p99 ms "
+             "| fresh users: req/s | p95 ms | p99 ms | 1 user: p95 ms | 200s | 20-user p95 target 150 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, m in rows:
+        ok = min(m["ok"], m["fresh_ok"], m["one_ok"])
         lines.append(f"| {name} | {m['alone50']:.1f} / {m['alone95']:.1f} "
-                     f"| {m['n']} | {m['rps']:.0f} | {m['p50']:.1f} | {m['p95']:.1f} | {m['p99']:.1f} | "
-                     f"{m['ok']:.0%} | {'met' if m['p95'] <= 150 else 'missed'} |")
+                     f"| {m['rps']:.0f} | {m['p50']:.1f} | {m['p95']:.1f} | {m['p99']:.1f} "
+                     f"| {m['fresh_rps']:.0f} | {m['fresh_p95']:.1f} | {m['fresh_p99']:.1f} | {m['one_p95']:.1f} "
+                     f"| {ok:.0%} | {'met' if m['p95'] <= 150 else 'missed'} |")
     if not any(name == "invoice page" for name, _ in rows):
         lines.append("")
         lines.append("invoice page: not measured (billing serves no Invoice the cashier can open yet)")
@@ -141,4 +202,4 @@ def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_c
     out = ROOT / ".sen" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "portal.md").write_text(table + "\n", encoding="utf-8")
-    assert rows and all(m["ok"] > 0.99 for _, m in rows)
+    assert rows and all(min(m["ok"], m["fresh_ok"], m["one_ok"]) > 0.99 for _, m in rows)

@@ -77,3 +77,12 @@ def test_a_full_cache_drops_its_oldest_half():
     cache.get((ANA, "new"), 60, lambda: "new")
     assert cache.get((ANA, 0), 60, lambda: "refetched") == "refetched"
     assert cache.get((ANA, 3), 60, lambda: "refetched") == 3
+
+
+def test_a_fresh_read_never_takes_an_answer_kept_for_the_same_key():
+    """The invoice page's shell may use a summary kept a few seconds; its status box (seconds=0) must
+    read billing again, though both ask for the same path as the same user."""
+    cache = AnswerCache()
+    assert cache.get((ANA, "summary"), 60, lambda: "kept for the shell") == "kept for the shell"
+    assert cache.get((ANA, "summary"), 0, lambda: "fresh") == "fresh"
+    assert cache.get((ANA, "summary"), 60, lambda: "x") == "kept for the shell"  # the kept one stays for shells

@@ -204,3 +204,70 @@ def test_oidc_sign_in_starts_an_authorization_code_flow_with_pkce(tmp_path, monk
             assert "openid" in q["scope"][0].split()
     finally:
         server.shutdown()
+
+
+def test_date_fields_are_dd_mm_yyyy_in_the_users_language(client):
+    """Chromium's <input type=date> shows its own build's mm/dd/yyyy whatever the page says; the pages'
+    date boxes are text in dd/mm/yyyy (as every date on the pages), hinted in the user's language."""
+    sign_in(client, "clinic")
+    page = client.get("/patients/new").get_data(as_text=True)
+    box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", page).group(0)
+    assert 'type="text"' in box and 'type="date"' not in box
+    assert 'lang="vi"' in box and 'placeholder="ngày/tháng/năm"' in box
+    r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "birth_date": "20/05/1970",
+                                          "csrf_token": csrf(page)})
+    body = r.get_data(as_text=True)
+    box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", body).group(0)
+    assert 'value="20/05/1970"' in box and "aria-invalid" not in box  # read as 20 May 1970, kept as typed
+    r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "birth_date": "05/20/1970",
+                                          "csrf_token": csrf(page)})  # month 20: not a date in dd/mm/yyyy
+    box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", r.get_data(as_text=True)).group(0)
+    assert 'aria-invalid="true"' in box
+    client.post("/language", data={"lang": "en", "csrf_token": csrf(page)})
+    page = client.get("/patients/new").get_data(as_text=True)
+    box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", page).group(0)
+    assert 'lang="en"' in box and 'placeholder="dd/mm/yyyy"' in box
+
+
+def test_a_date_field_reads_dd_mm_yyyy_and_iso_and_writes_dd_mm_yyyy(client):
+    from datetime import date
+
+    from sen_portal.web.forms import LeaveForm
+    from werkzeug.datastructures import MultiDict
+
+    with client.application.test_request_context("/", method="POST"):
+        form = LeaveForm(MultiDict({"start": "4/1/2027", "end": "2027-01-05"}), meta={"csrf": False})
+        assert form.validate()
+        assert (form.start.data, form.end.data) == (date(2027, 1, 4), date(2027, 1, 5))
+        assert LeaveForm(formdata=None, start=date(2027, 1, 4), meta={"csrf": False}).start._value() == "04/01/2027"
+
+
+def _week(data: dict[str, object]):
+    from sen_portal.web.forms import AvailabilityForm
+    from werkzeug.datastructures import MultiDict
+
+    md = MultiDict()
+    for k, v in data.items():
+        for item in v if isinstance(v, list) else [v]:
+            md.add(f"week-{k}", item)
+    return AvailabilityForm(md, prefix="week", meta={"csrf": False})
+
+
+def test_weekly_hours_take_several_windows_a_day_and_refuse_overlaps(client):
+    with client.application.test_request_context("/", method="POST"):
+        form = _week({"windows-0-days": ["mon", "tue"], "windows-0-start_time": "07:30", "windows-0-end_time": "11:30",
+                      "windows-1-days": ["mon", "tue"], "windows-1-start_time": "13:30", "windows-1-end_time": "17:00",
+                      "windows-2-start_time": "", "windows-2-end_time": "", "slot_minutes": "30"})
+        assert form.validate(), form.errors
+        assert [(w.days.data, w.start_time.data, w.end_time.data) for w in form.filled()] == [
+            (["mon", "tue"], "07:30", "11:30"), (["mon", "tue"], "13:30", "17:00")]  # the empty row left out
+        overlap = _week({"windows-0-days": ["mon"], "windows-0-start_time": "07:30", "windows-0-end_time": "11:30",
+                         "windows-1-days": ["mon", "wed"], "windows-1-start_time": "11:00",
+                         "windows-1-end_time": "12:00", "slot_minutes": "30"})
+        assert not overlap.validate()
+        assert overlap.windows.entries[1].form.end_time.errors
+        backwards = _week({"windows-0-days": ["fri"], "windows-0-start_time": "11:00", "windows-0-end_time": "08:00",
+                           "slot_minutes": "30"})
+        assert not backwards.validate() and backwards.windows.entries[0].form.end_time.errors
+        assert not _week({"windows-0-start_time": "08:00", "windows-0-end_time": "11:00",
+                          "slot_minutes": "30"}).validate()  # no day ticked anywhere

@@ -142,7 +142,7 @@ class AnswerCache:
         since, perhaps through another worker process)."""
         now = time.time()
         with self._lock:
-            hit = self._kept.get(key)
+            hit = self._kept.get(key) if seconds > 0 else None  # seconds=0: never an answer kept before
             if hit is not None and hit[0] > now and hit[2] >= not_before:
                 return hit[1]
             flight = self._flying.get(key)

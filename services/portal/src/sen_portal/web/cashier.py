@@ -35,10 +35,12 @@ def invoices() -> Any:
     return render_template("invoices.html", rows=rows, problem=problem, title=gettext("Invoices"))
 
 
-def summary(iid: str) -> dict[str, Any]:
-    """The payment status: never kept (the page turns Paid from it); requests at the same moment
-    share one answer."""
-    return shared_get("billing", f"/payments/invoices/{iid}", accept="application/json")
+def summary(iid: str, *, kept: bool = False) -> dict[str, Any]:
+    """The payment status, fresh: the status box (and the Paid turn) reads it so; requests at the same
+    moment share one answer. ``kept``: an answer up to ``SEN_PORTAL_CACHE_SECONDS`` old will do (the
+    invoice page's shell, whose status box asks for the fresh one as soon as the page is shown)."""
+    seconds = backend.settings().portal_cache_seconds if kept else 0
+    return shared_get("billing", f"/payments/invoices/{iid}", accept="application/json", seconds=seconds)
 
 
 def is_paid(s: dict[str, Any] | None) -> bool:
@@ -57,9 +59,16 @@ def _attempt(fn: Any) -> Any:
 
 def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     """The payment summary, the FHIR Invoice and its QR are asked for at once (three services'
-    answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored."""
+    answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored.
+
+    The page is a shell that may use this user's summary kept a few seconds (a reload, the page
+    after the queue); its status box asks for the fresh summary the moment it is shown (htmx
+    ``load``, then every 2 s) and that answer corrects the amounts and, once paid, takes the QR
+    and the cash form away (out-of-band swaps): the cashier never waits more than one status read
+    for Paid, and a reload under load does not wait on billing's summary. The user's own payment
+    or refund forgets their kept answers (backend.call), so the page after it is fresh."""
     jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: summary(iid), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}", cached=True),
+        lambda: summary(iid, kept=True), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}", cached=True),
         lambda: shared_get("billing", f"/fhir/Invoice/{iid}/$vietqr", accept="application/json",
                            seconds=backend.settings().portal_cache_seconds))]
     (s, s_err), (inv, inv_err), (qr, qr_err) = (j.result() for j in jobs)
@@ -94,7 +103,9 @@ def invoice_status(iid: str) -> Any:
     except BackendError:
         return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True)
     # once paid, the same answer hides the QR and updates the amounts (htmx out-of-band swaps)
-    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False, inv=None, oob=True)
+    # the fresh answer also corrects the amounts the page's shell showed; once paid it hides the QR
+    # and the cash form (htmx out-of-band swaps)
+    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False, oob=True)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
@@ -149,6 +160,9 @@ def receipt_pdf(iid: str) -> Any:
                             "Content-Disposition": f'inline; filename="receipt-{iid}.pdf"'}
 
 
+UNMATCHED_PAGE = 50  # transfers a page of the queue shows (billing's limit, ≤ 200)
+
+
 @bp.route("/unmatched", methods=["GET", "POST"])
 @login_required("cashier")
 def unmatched() -> Any:
@@ -163,20 +177,30 @@ def unmatched() -> Any:
                 problem = backend_message(err)
         else:
             problem = gettext("Please correct the highlighted fields.")
-    # the queue and the facility's invoices awaiting payment (the choices to put a transfer on), at once
+    # one page of the queue (billing's ``next`` cursor: ``?after=`` pages on; ``page`` only numbers it
+    # for the cashier) and the facility's invoices awaiting payment (the choices to put a transfer on), at once
+    after = request.args.get("after", "")
+    after = after if 3 <= len(after) <= 400 else ""
+    try:
+        page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
+    except ValueError:
+        page = 1
+    params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {})}
     jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: shared_get("billing", "/payments/unmatched", accept="application/json",
-                           seconds=backend.settings().portal_cache_seconds).get("payments", []),
+        lambda: shared_get("billing", "/payments/unmatched", params, accept="application/json",
+                           seconds=backend.settings().portal_cache_seconds),
         lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"}, cached=True),
                         "Invoice"))]
-    (rows, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
+    (queue, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
     if rows_err is not None:
         problem = problem or backend_message(rows_err)
+    rows, next_cursor = (queue or {}).get("payments") or [], (queue or {}).get("next")
     choices = [{"id": inv["id"], "reference": invoice_reference(inv),
                 "amount": (inv.get("totalNet") or inv.get("totalGross") or {}).get("value"), "date": inv.get("date")}
                for inv in issued or []]
-    return render_template("unmatched.html", rows=rows or [], form=form, problem=problem, done=done,
-                           choices=choices, title=gettext("Unmatched transfers")), 200 if not problem else 422
+    return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
+                           choices=choices, page=page, after=after, next_cursor=next_cursor,
+                           title=gettext("Unmatched transfers")), 200 if not problem else 422
 
 
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"

@@ -95,7 +95,8 @@ def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
 @bp.route("/tasks/<tid>")
 @login_required("doctor")
 def task_detail(tid: str) -> Any:
-    return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"))
+    return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
+                      started=request.args.get("started"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
@@ -111,6 +112,17 @@ def task_accept(tid: str) -> Any:
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err))
     return redirect(url_for("web.task_detail", tid=tid))
+
+
+@bp.route("/tasks/<tid>/start", methods=["POST"])
+@login_required("doctor")
+def task_start(tid: str) -> Any:
+    """The specialist begins the accepted consult (teleconsult's ``$start``): the Task goes in-progress."""
+    try:
+        _op(tid, "start", None)
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err))
+    return redirect(url_for("web.task_detail", tid=tid, started=1))
 
 
 @bp.route("/tasks/<tid>/reject", methods=["POST"])
@@ -320,17 +332,17 @@ def availability() -> Any:
         which = request.form.get("which")
         updated = dict(schedule)
         exts = list(schedule.get("extension") or [])
-        if which == "week" and form.validate():
-            days = [d for d in request.form.getlist("week-day") if d in DAYS]
-            if not days:
-                problem = gettext("Choose at least one day.")
-            else:
-                exts = [e for e in exts if e.get("url") not in (EXT_AVAILABLE, EXT_SLOT_MINUTES)]
+        if which == "week" and request.form.get("add"):  # one more empty window row, nothing saved yet
+            form.windows.append_entry()
+            problem = ""
+        elif which == "week" and form.validate():
+            exts = [e for e in exts if e.get("url") not in (EXT_AVAILABLE, EXT_SLOT_MINUTES)]
+            for w in form.filled():  # each window its own extension: several per day (morning, afternoon)
                 exts.append({"url": EXT_AVAILABLE, "extension": [
-                    *({"url": "daysOfWeek", "valueCode": d} for d in days),
-                    {"url": "availableStartTime", "valueTime": f"{form.start_time.data}:00"},
-                    {"url": "availableEndTime", "valueTime": f"{form.end_time.data}:00"}]})
-                exts.append({"url": EXT_SLOT_MINUTES, "valueInteger": form.slot_minutes.data})
+                    *({"url": "daysOfWeek", "valueCode": d} for d in DAYS if d in w.days.data),
+                    {"url": "availableStartTime", "valueTime": f"{w.start_time.data}:00"},
+                    {"url": "availableEndTime", "valueTime": f"{w.end_time.data}:00"}]})
+            exts.append({"url": EXT_SLOT_MINUTES, "valueInteger": form.slot_minutes.data})
         elif which == "leave" and leave_form.validate():
             start = datetime.combine(leave_form.start.data, time(0, 0), TZ)
             end = datetime.combine(leave_form.end.data, time(23, 59, 59), TZ)
@@ -348,13 +360,16 @@ def availability() -> Any:
             except BackendError as err:
                 problem = backend_message(err)
     summary = schedule_summary(schedule)
-    if request.method == "GET" and summary["windows"]:
-        w = summary["windows"][0]
-        form.start_time.data, form.end_time.data = w["start"][:5], w["end"][:5]
+    if request.method == "GET" or saved or request.form.get("which") != "week":
+        # the form shows the stored windows and one empty row to add one (a refused week form keeps what was typed)
+        form = AvailabilityForm(prefix="week", formdata=None)
+        while len(form.windows.entries):
+            form.windows.pop_entry()
+        for w in summary["windows"]:
+            form.windows.append_entry({"days": w["days"], "start_time": w["start"][:5], "end_time": w["end"][:5]})
+        form.windows.append_entry()
         form.slot_minutes.data = summary["slot_minutes"] or 30
-    checked = set(request.form.getlist("week-day")) if request.method == "POST" else {
-        d for w in summary["windows"] for d in w["days"]}
     return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
-                           schedule=schedule, problem=problem, saved=saved, checked=checked, DAYS=DAYS,
+                           schedule=schedule, problem=problem, saved=saved, DAYS=DAYS,
                            editable=editable, choices=choices, title=gettext("Availability")), (
         200 if not problem else 422)

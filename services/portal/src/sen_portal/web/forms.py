@@ -3,22 +3,57 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     DateField,
     FieldList,
+    Form,
+    FormField,
     HiddenField,
     IntegerField,
     MultipleFileField,
     PasswordField,
     RadioField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.widgets import TextInput
+
+
+class LocalDateField(DateField):
+    """A date as the pages write dates, ``dd/mm/yyyy`` (Vietnamese conventions in both languages,
+    formatting.day), in a text box with that pattern as its hint in the user's language. Chromium's
+    ``<input type=date>`` shows the browser build's own format (mm/dd/yyyy in headless Chromium)
+    whatever the page's ``lang``; a text box shows what the page says. ``dd/mm/yyyy``,
+    ``d/m/yyyy`` and ISO ``yyyy-mm-dd`` are read; a wrong date is explained by the server in the
+    user's language (no ``pattern``: the browser would explain it in its own)."""
+
+    widget = TextInput()
+    FORMATS = ("%d/%m/%Y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y")
+
+    def __init__(self, label: Any = None, validators: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("format", list(self.FORMATS))
+        super().__init__(label, validators, **kwargs)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from flask_babel import get_locale
+
+        kwargs.setdefault("autocomplete", "off")
+        kwargs.setdefault("placeholder", str(_l("dd/mm/yyyy")))
+        kwargs.setdefault("lang", str(get_locale() or "vi"))
+        return super().__call__(**kwargs)
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return " ".join(self.raw_data)
+        return self.data.strftime("%d/%m/%Y") if self.data else ""
+
 
 PRIORITIES = [("routine", _l("Routine")), ("urgent", _l("Urgent")), ("asap", _l("As soon as possible")),
               ("stat", _l("Emergency (stat)"))]
@@ -49,7 +84,7 @@ class PatientForm(FlaskForm):
                         validators=[DataRequired(_l("Enter the middle and given names.")), Length(max=100)])
     gender = RadioField(_l("Sex"), choices=[("female", _l("Female")), ("male", _l("Male")), ("other", _l("Other"))],
                         validators=[InputRequired(_l("Choose the sex."))])
-    birth_date = DateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
+    birth_date = LocalDateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
                                                             _not_future])
     cccd = StringField(_l("CCCD (citizen ID, 12 digits)"), validators=[
         Optional(), Regexp(r"^\d{12}$", message=_l("A CCCD has exactly 12 digits."))])
@@ -91,7 +126,7 @@ class ReassignForm(FlaskForm):
 
 
 class FindSlotForm(FlaskForm):
-    start = DateField(_l("From"), validators=[InputRequired(_l("Enter a date."))])
+    start = LocalDateField(_l("From"), validators=[InputRequired(_l("Enter a date."))])
     days = IntegerField(_l("Days"), default=7, validators=[NumberRange(1, 31, _l("From 1 to 31 days."))])
 
 
@@ -114,19 +149,53 @@ class MinutesForm(FlaskForm):
                                                                Length(max=200)])
 
 
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+WEEK_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class WindowForm(Form):
+    """One weekly window of the hours: the days it applies to, from, to. A row with no day ticked
+    is an empty row (the form always offers one to add a window) and is left out."""
+
+    days = SelectMultipleField(_l("Days of the week"), choices=[(d, d) for d in WEEK_DAYS],
+                               validators=[Optional()])
+    start_time = StringField(_l("From"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
+    end_time = StringField(_l("To"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
+
+    def validate_end_time(self, field: StringField) -> None:
+        if not self.days.data:
+            return
+        if not self.start_time.data or not field.data:
+            raise ValidationError(_l("Enter the start and the end of the hours."))
+        if field.data <= self.start_time.data:
+            raise ValidationError(_l("The end is before the start."))
+
+
 class AvailabilityForm(FlaskForm):
-    days = FieldList(StringField(), min_entries=0)
-    start_time = StringField(_l("From"), default="08:00", validators=[
-        Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message=_l("Use HH:MM."))])
-    end_time = StringField(_l("To"), default="16:30", validators=[
-        Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message=_l("Use HH:MM."))])
+    """The weekly hours: several windows (e.g. morning and afternoon on the same days) and one slot length."""
+
+    windows = FieldList(FormField(WindowForm), min_entries=1, max_entries=14)
     slot_minutes = IntegerField(_l("Slot length (minutes)"), default=30,
                                 validators=[NumberRange(10, 120, _l("From 10 to 120 minutes."))])
 
+    def filled(self) -> list[WindowForm]:
+        return [entry.form for entry in self.windows if entry.form.days.data]
+
+    def validate_windows(self, field: FieldList) -> None:
+        rows = self.filled()
+        if not rows:
+            raise ValidationError(_l("Choose at least one day."))
+        for i, a in enumerate(rows):  # two windows on a shared day must not overlap (slots would clash)
+            for b in rows[:i]:
+                if set(a.days.data) & set(b.days.data) and a.start_time.data and b.end_time.data \
+                        and a.start_time.data < b.end_time.data and b.start_time.data < a.end_time.data:
+                    a.end_time.errors = [*a.end_time.errors, str(_l("It overlaps another window on the same day."))]
+                    raise ValidationError(_l("Two windows overlap on the same day."))
+
 
 class LeaveForm(FlaskForm):
-    start = DateField(_l("First day"), validators=[InputRequired(_l("Enter a date."))])
-    end = DateField(_l("Last day"), validators=[InputRequired(_l("Enter a date."))])
+    start = LocalDateField(_l("First day"), validators=[InputRequired(_l("Enter a date."))])
+    end = LocalDateField(_l("Last day"), validators=[InputRequired(_l("Enter a date."))])
     reason = StringField(_l("Reason"), validators=[Optional(), Length(max=200)])
 
     def validate_end(self, field: DateField) -> None:
@@ -138,8 +207,8 @@ class DashboardFilter(FlaskForm):
     class Meta:
         csrf = False  # a GET filter changes nothing
 
-    start = DateField(_l("From"), validators=[Optional()])
-    end = DateField(_l("To"), validators=[Optional()])
+    start = LocalDateField(_l("From"), validators=[Optional()])
+    end = LocalDateField(_l("To"), validators=[Optional()])
     district = StringField(_l("District"), validators=[Optional(), Length(max=200)])
 
 
