@@ -5,23 +5,20 @@ created lazily and re-created when the process id changes, so nothing is
 connected at import time and each worker owns its own pool. Works on MongoDB
 and FerretDB alike (see ARCHITECTURE.md §2 for what that rules out).
 
-Code running on an event loop (a coroutine; no web handler does: they run in
-connexion's thread pool, see ``sen_shared.web``) must not call the blocking
-client: it awaits the loop's asyncio twin of that client (:func:`async_database`),
-at most ``READS_IN_FLIGHT`` at once (:func:`read_slot`).
+The client blocks: it is called from connexion's thread pool (every web handler runs
+there, see ``sen_shared.web``), from workers and from scripts, never from a coroutine
+on an event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient, MongoClient
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.operations import IndexModel
@@ -45,61 +42,6 @@ def client(url: str) -> MongoClient:
                 c = MongoClient(url, connect=False, **CLIENT_OPTIONS)
                 _clients[key] = c
     return c
-
-
-# Reads a loop's handlers may have waiting on the database at once; the rest queue in order.
-# Without a bound the database worked on all 16 of a bench's reads at once and shared its
-# time among them: more reads a second, but the slowest waited longer. The more in flight, the
-# more reads a second and the lower the median, but past 2 the p99 rose again. Alternating
-# 3-second runs (tests/perf/alternate.py), 12 rounds: reads blocking the loop 861 reads/s, p50
-# 18.0 ms, p99 33.1; at most 2 in flight 972, 15.8, 31.1; at most 4 1,025, 14.6, 33.3 (another
-# 8: unbounded 1,008 reads/s, p50 14.6, p99 38.1 against 742, 20.9, 38.0 blocking).
-READS_IN_FLIGHT = 2
-
-
-@dataclass
-class _LoopShare:
-    """What the handlers running on one event loop share: the clients and the read bound."""
-
-    loop: asyncio.AbstractEventLoop
-    clients: dict[str, AsyncMongoClient] = field(default_factory=dict)
-    reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READS_IN_FLIGHT))
-
-
-_loops: dict[tuple[int, int], _LoopShare] = {}
-
-
-def _loop_share() -> _LoopShare:
-    loop = asyncio.get_running_loop()
-    key = (os.getpid(), id(loop))
-    share = _loops.get(key)
-    if share is None or share.loop is not loop:
-        for stale in [k for k, v in _loops.items() if k[0] != key[0] or v.loop.is_closed()]:
-            _loops.pop(stale, None)  # another process's, or a finished loop's (tests): never used again
-        share = _loops[key] = _LoopShare(loop)
-    return share
-
-
-def async_database(db: Database) -> AsyncDatabase | None:
-    """The running event loop's asyncio twin of ``db`` (same server and options; made on first use),
-    or None when ``db`` does not come from :func:`client` (whose URL the twin connects to).
-
-    An asyncio client belongs to the loop it first ran on, so each loop gets its own.
-    """
-    pid = os.getpid()
-    url = next((k[1] for k, c in _clients.items() if c is db.client and k[0] == pid), None)
-    if url is None:
-        return None
-    share = _loop_share()
-    twin = share.clients.get(url)
-    if twin is None:
-        twin = share.clients[url] = AsyncMongoClient(url, **CLIENT_OPTIONS)
-    return twin[db.name]
-
-
-def read_slot() -> asyncio.Semaphore:
-    """``async with read_slot():`` around a read awaited on the loop (see ``READS_IN_FLIGHT``)."""
-    return _loop_share().reads
 
 
 def database(url: str, name: str) -> Database:

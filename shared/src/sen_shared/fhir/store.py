@@ -70,7 +70,7 @@ from pymongo.errors import DuplicateKeyError
 from .. import claims
 from ..bus import outbox
 from ..ids import new_uuid
-from ..mongo import FIND_IN_MAX_EQUALITIES, Index, async_database, bulk_update, find_in, read_slot
+from ..mongo import FIND_IN_MAX_EQUALITIES, Index, bulk_update, find_in
 from . import events as ev
 from .body import pack, unpack
 from .outcome import FhirError
@@ -345,22 +345,6 @@ class Store:
     def read_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
         """What a read returns plus the index field ``sp_<param>`` (an access check's), or None."""
         return unpack(self.current(resource_type).find_one({"_id": rid}, _read_projection(param)))
-
-    async def aread_head(self, resource_type: str, rid: str, param: str | None = None) -> dict[str, Any] | None:
-        """:meth:`read_head` awaited on the event loop (``mongo.async_database``, within ``mongo.read_slot``);
-        a database that has no asyncio twin is read the blocking way."""
-        twin = async_database(self.db)
-        if twin is None:
-            return self.read_head(resource_type, rid, param)
-        # the find command itself, not find_one: no cursor to build and close (30 µs of the 250 of
-        # Python the awaited find_one took); the database's read preference and codecs, as find_one
-        command = {"find": resource_type, "filter": {"_id": rid}, "projection": _read_projection(param),
-                   "limit": 1, "singleBatch": True}
-        async with read_slot():
-            reply = await twin.command(command, read_preference=twin.read_preference,
-                                       codec_options=twin.codec_options)
-        batch = reply["cursor"]["firstBatch"]
-        return unpack(batch[0] if batch else None)
 
     def read_doc(self, resource_type: str, rid: str) -> dict[str, Any]:
         doc = unpack(self.current(resource_type).find_one({"_id": rid}, {"res": 1, "v": 1, "lu": 1, "del": 1}))
