@@ -201,7 +201,8 @@ class Consults:
 
         ``retry_key`` (the caller's ``Idempotency-Key``, scoped): the ids derive from it, so a
         retry after an answer that was lost (a 5xx after the transaction) finds the consult the
-        first try made instead of making a second one."""
+        first try made instead of making a second one: its claims of version 1 are taken, and the
+        transaction's 409 sends it to what the first try stored (a first try pays no read for it)."""
         roles = getattr(principal, "roles", frozenset())
         if not roles & {"clinic", "admin"}:
             raise ConsultError("submitting a consult needs the clinic role", status=403, code="forbidden")
@@ -229,9 +230,6 @@ class Consults:
                retry_key: str | None = None) -> FhirResponse:
         if retry_key:
             sr_id, task_id = (str(uuid.uuid5(RETRY_IDS, f"{retry_key}|{part}")) for part in ("sr", "task"))
-            made = self._made_before(sr_id, task_id, base)
-            if made is not None:
-                return made
         else:
             sr_id, task_id = new_uuid(), new_uuid()
         requested = now_vn()
@@ -254,6 +252,10 @@ class Consults:
         try:
             apply_writes(store, writes, hook=self.engine.after_write)
         except FhirError as err:
+            if retry_key and err.status == 409:  # the ids are the key's: an earlier try claimed them
+                made = self._made_before(sr_id, task_id, base)
+                if made is not None:
+                    return made
             for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
                 self._audit(actor, "create", rtype, rid, patient=sub.patient, status=err.status,
                             operation="$submit")
