@@ -16,7 +16,7 @@ import selectors
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 MAX_HEAD = 64 * 1024
@@ -167,6 +167,71 @@ def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str | byt
                         conn.sock.close()
                         open_conns -= 1
                         break
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        sel.close()
+    return lat, statuses
+
+
+def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None]],
+                 deadline: float) -> tuple[list[float], Counter]:
+    """Clients whose next request depends on their last answer: each session is a generator that
+    yields a prepared request (:func:`post_bytes`), is sent the answer's status and yields the next
+    one, or returns when it is done. Every session connects first, then all first requests go out
+    together (a burst, as clients racing for the same thing); the latencies in ms and the statuses.
+    Stops sending when ``deadline`` (``time.monotonic()``) passes."""
+    sel = selectors.DefaultSelector()
+    lat: list[float] = []
+    statuses: Counter = Counter()
+    conns: list[tuple[_Conn, Generator[bytes, int, None]]] = []
+
+    def connect() -> _Conn:
+        sock = socket.create_connection((host, port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return _Conn(sock)
+
+    def send(conn: _Conn, data: bytes) -> None:
+        conn.started = time.perf_counter()
+        conn.sock.sendall(data)
+
+    try:
+        firsts = []
+        for gen in sessions:
+            data = next(gen, None)
+            if data is not None:
+                firsts.append((connect(), gen, data))
+        for conn, gen, data in firsts:  # connected all: now the burst
+            sel.register(conn.sock, selectors.EVENT_READ, (conn, gen))
+            conns.append((conn, gen))
+            send(conn, data)
+        open_conns = len(conns)
+        while open_conns:
+            for key, _ in sel.select(timeout=60):
+                conn, gen = key.data
+                data = conn.sock.recv(65536)
+                if not data:
+                    raise ProtocolError("the server closed a connection before answering")
+                conn.buf += data
+                while _parse(conn):
+                    lat.append((time.perf_counter() - conn.started) * 1000)
+                    statuses[conn.status] += 1
+                    if conn.close:
+                        sel.unregister(conn.sock)
+                        conn.sock.close()
+                        conn = connect()
+                        sel.register(conn.sock, selectors.EVENT_READ, (conn, gen))
+                    try:
+                        nxt = gen.send(conn.status) if time.monotonic() < deadline else None
+                    except StopIteration:
+                        nxt = None
+                    if nxt is None:
+                        sel.unregister(conn.sock)
+                        conn.sock.close()
+                        open_conns -= 1
+                        break
+                    send(conn, nxt)
     finally:
         for key in list(sel.get_map().values()):
             key.fileobj.close()
