@@ -6,8 +6,10 @@ invoice's issued link). Consumes ``billing.consult-charge``. Loads the price lis
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
-  finished (``receipts.repair_settlements``). Every step of it is an idempotent claim, so any
-  number of worker replicas run it at once (tested with two workers and a slow winner).
+  finished (``receipts.repair_settlements``), and one whose receipt is there is marked done (the
+  settling request leaves that to this job: one round trip less). Every step of it is an
+  idempotent claim, so any number of worker replicas run it at once (tested with two workers and
+  a slow winner).
 
 Run as `python -m sen_billing.worker`.
 """

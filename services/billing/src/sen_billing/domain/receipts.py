@@ -6,8 +6,10 @@
    what they counted, ``done``): among any number of concurrent final payments exactly one
    wins, and only the winner goes on;
 1. the winner advances the invoice's lifecycle chain (``invoice_port.STATES``) from ``issued``
-   to ``balanced``. A cancel races for the same link: if the cancel won, the settlement is
-   void (``done``, ``voided: cancelled``) and every payment gets a refund task;
+   to ``balanced`` (from the issued link's number that the invoice's reference record carries,
+   without reading the chain first, when the record has it). A cancel races for the same link:
+   if the cancel won, the settlement is void (``done``, ``voided: cancelled``) and every
+   payment gets a refund task;
 2. a receipt number from the facility's series: a claims chain ``receipt:<facility>:<year>``
    in ``receipt_numbers`` whose link n IS receipt n (``advance`` from the newest link; a writer
    that loses the race reads the new newest link and tries the next number, so numbers have no
@@ -18,8 +20,9 @@
 5. the receipt document (``receipts``, keyed by the invoice id) carrying ``billing.invoice.paid``
    in its outbox, written by the same insert.
 
-Every step is an idempotent claim, so :func:`repair_settlements` (the worker's periodic job)
-can roll a crashed winner forward, in any number of worker replicas at once and while a slow
+The settlement record's ``done`` is set by :func:`repair_settlements` (the worker's periodic
+job) once the receipt is there, not by the request. Every step is an idempotent claim, so that
+job can roll a crashed winner forward, in any number of worker replicas at once and while a slow
 winner is still at it: two of them take one receipt number, one reconciliation, one receipt.
 Receipts are rendered as HTML and as PDF (WeasyPrint).
 """
