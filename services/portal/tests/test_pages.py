@@ -269,5 +269,8 @@ def test_weekly_hours_take_several_windows_a_day_and_refuse_overlaps(client):
         backwards = _week({"windows-0-days": ["fri"], "windows-0-start_time": "11:00", "windows-0-end_time": "08:00",
                            "slot_minutes": "30"})
         assert not backwards.validate() and backwards.windows.entries[0].form.end_time.errors
+        no_end = _week({"windows-0-days": ["fri"], "windows-0-start_time": "08:00", "windows-0-end_time": "",
+                        "slot_minutes": "30"})  # a ticked row needs both times (Chromium empties a wrong time)
+        assert not no_end.validate() and no_end.windows.entries[0].form.end_time.errors
         assert not _week({"windows-0-start_time": "08:00", "windows-0-end_time": "11:00",
                           "slot_minutes": "30"}).validate()  # no day ticked anywhere

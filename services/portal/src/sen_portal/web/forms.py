@@ -162,13 +162,18 @@ class WindowForm(Form):
     start_time = StringField(_l("From"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
     end_time = StringField(_l("To"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
 
-    def validate_end_time(self, field: StringField) -> None:
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
         if not self.days.data:
-            return
-        if not self.start_time.data or not field.data:
-            raise ValidationError(_l("Enter the start and the end of the hours."))
-        if field.data <= self.start_time.data:
-            raise ValidationError(_l("The end is before the start."))
+            return ok
+        for f in (self.start_time, self.end_time):  # Optional() above lets an empty row through, not a ticked one
+            if not f.data and not f.errors:
+                f.errors = [*f.errors, str(_l("Enter the start and the end of the hours."))]
+                ok = False
+        if ok and self.end_time.data <= self.start_time.data:
+            self.end_time.errors = [*self.end_time.errors, str(_l("The end is before the start."))]
+            ok = False
+        return ok
 
 
 class AvailabilityForm(FlaskForm):
