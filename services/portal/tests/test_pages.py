@@ -266,6 +266,7 @@ def test_weekly_hours_take_several_windows_a_day_and_refuse_overlaps(client):
                          "windows-1-end_time": "12:00", "slot_minutes": "30"})
         assert not overlap.validate()
         assert overlap.windows.entries[1].form.end_time.errors
+        assert "Hai khung giờ trùng nhau trong cùng một ngày." in overlap.windows.errors  # the page shows it above
         backwards = _week({"windows-0-days": ["fri"], "windows-0-start_time": "11:00", "windows-0-end_time": "08:00",
                            "slot_minutes": "30"})
         assert not backwards.validate() and backwards.windows.entries[0].form.end_time.errors

@@ -189,13 +189,13 @@ class AvailabilityForm(FlaskForm):
     def validate_windows(self, field: FieldList) -> None:
         rows = self.filled()
         if not rows:
-            raise ValidationError(_l("Choose at least one day."))
+            raise ValidationError(str(_l("Choose at least one day.")))  # a str: the page tells it from rows
         for i, a in enumerate(rows):  # two windows on a shared day must not overlap (slots would clash)
             for b in rows[:i]:
                 if set(a.days.data) & set(b.days.data) and a.start_time.data and b.end_time.data \
                         and a.start_time.data < b.end_time.data and b.start_time.data < a.end_time.data:
                     a.end_time.errors = [*a.end_time.errors, str(_l("It overlaps another window on the same day."))]
-                    raise ValidationError(_l("Two windows overlap on the same day."))
+                    raise ValidationError(str(_l("Two windows overlap on the same day.")))
 
 
 class LeaveForm(FlaskForm):
