@@ -245,6 +245,11 @@ def test_a_transaction_bundle_submits_the_same_way(tc, tokens):
     ({"subject": {"reference": "Patient/nobody"}}, 422, "Patient/nobody is not known to the EHR"),
     ({"subject": {"reference": "Patient/pb"}}, 403, "does not let you see Patient/pb"),
     ({"supportingInfo": [{"reference": "Observation/obs-b"}]}, 403, "Observation/obs-b"),
+    # the patient and the records are read in one batch: the refusal names the record refused
+    ({"supportingInfo": [{"reference": "Observation/obs-a"}, {"reference": "Observation/nope"}]}, 422,
+     "Observation/nope is not known to the EHR"),
+    ({"subject": {"reference": "Patient/nobody"}, "supportingInfo": [{"reference": "Observation/obs-a"}]}, 422,
+     "Patient/nobody is not known to the EHR"),
     ({"priority": "whenever"}, 422, "priority"),
     ({"reasonCode": [{"text": "đau ngực"}]}, 422, "ICD-10"),
     ({"note": []}, 422, "clinical question"),

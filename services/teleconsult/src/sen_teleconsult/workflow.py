@@ -216,10 +216,12 @@ class Consults:
                                code="forbidden")
         sub = rules.check_submission(body, clinic=clinic, default_hub=self.settings.default_hub or None,
                                      admin="admin" in roles)
-        # the EHR: the patient exists and this caller may see it (and each supporting record)
-        ehr.check_readable(sub.patient, "ServiceRequest.subject")
-        for i, ref in enumerate(sub.supporting):
-            res = ehr.check_readable(ref, f"ServiceRequest.supportingInfo[{i}]")
+        # the EHR: the patient exists and this caller may see it (and each supporting record), in
+        # one call (a batch of reads when there are records)
+        read = ehr.check_all_readable([(sub.patient, "ServiceRequest.subject"),
+                                       *((ref, f"ServiceRequest.supportingInfo[{i}]")
+                                         for i, ref in enumerate(sub.supporting))])
+        for i, (ref, res) in enumerate(zip(sub.supporting, read[1:], strict=True)):
             if ref_of(res.get("subject")) not in (None, sub.patient):
                 raise ConsultError(f"{ref} is about another patient", status=422, code="processing",
                                    expression=[f"ServiceRequest.supportingInfo[{i}]"])

@@ -33,6 +33,21 @@ def _client() -> httpx.Client:
     return client
 
 
+def _judged(ref: str, where: str, status: int, resource: Any) -> dict[str, Any]:
+    """The resource of a read the EHR answered ``status``, or the error saying why not."""
+    if status == 200 and isinstance(resource, dict):
+        return resource
+    if status in (404, 410):
+        raise FhirError(f"{ref} is not known to the EHR", status=422, code="not-found", expression=[where])
+    if status == 403:
+        raise FhirError(f"the EHR does not let you see {ref}: it is not managed by your facility "
+                        "nor referred to it", status=403, code="forbidden", expression=[where])
+    if status == 401:
+        raise FhirError("the EHR refused the token", status=401, code="login")
+    raise FhirError(f"the EHR answered {status} for {ref}; nothing was created, retry later",
+                    status=502, code="transient")
+
+
 class EhrClient:
     def __init__(self, base_url: str, timeout: float, token: str) -> None:
         self.base = base_url.rstrip("/") + "/fhir"
@@ -52,17 +67,37 @@ class EhrClient:
     def check_readable(self, ref: str, where: str) -> dict[str, Any]:
         """The EHR's ``ref`` (``Type/id``) as the caller may read it, or the error saying why not."""
         r = self._get(ref)
-        if r.status_code == 200:
-            return r.json()
-        if r.status_code in (404, 410):
-            raise FhirError(f"{ref} is not known to the EHR", status=422, code="not-found", expression=[where])
-        if r.status_code == 403:
-            raise FhirError(f"the EHR does not let you see {ref}: it is not managed by your facility "
-                            "nor referred to it", status=403, code="forbidden", expression=[where])
+        return _judged(ref, where, r.status_code, r.json() if r.status_code == 200 else None)
+
+    def check_all_readable(self, refs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Each ``(ref, where)`` as :meth:`check_readable` answers it, in ONE call: a batch Bundle of
+        reads when there are several (a submission's patient and its supporting records), which
+        the EHR answers entry by entry with its own access rules and audit, as it would the reads
+        one by one. The first refusal in ``refs``' order is raised."""
+        if len(refs) == 1:
+            return [self.check_readable(*refs[0])]
+        batch = {"resourceType": "Bundle", "type": "batch",
+                 "entry": [{"request": {"method": "GET", "url": ref}} for ref, _ in refs]}
+        try:
+            r = _client().post(self.base, json=batch, timeout=self.timeout,
+                               headers={**self.headers, "Content-Type": "application/fhir+json"})
+        except httpx.TimeoutException:
+            raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
+                            "retry later", status=504, code="timeout") from None
+        except httpx.HTTPError as err:
+            raise FhirError(f"the EHR cannot be reached ({type(err).__name__}); nothing was created, retry later",
+                            status=503, code="transient") from None
         if r.status_code == 401:
             raise FhirError("the EHR refused the token", status=401, code="login")
-        raise FhirError(f"the EHR answered {r.status_code} for {ref}; nothing was created, retry later",
-                        status=502, code="transient")
+        entries = r.json().get("entry") if r.status_code == 200 else None
+        if not isinstance(entries, list) or len(entries) != len(refs):
+            raise FhirError(f"the EHR answered {r.status_code} to a batch of {len(refs)} reads; nothing was "
+                            "created, retry later", status=502, code="transient")
+        out = []
+        for (ref, where), entry in zip(refs, entries, strict=True):
+            status = str(((entry or {}).get("response") or {}).get("status", "")).split(" ", 1)[0]
+            out.append(_judged(ref, where, int(status) if status.isdigit() else 0, (entry or {}).get("resource")))
+        return out
 
     def district_of(self, organization: str) -> str | None:
         """The district of an Organization (its first address), if the EHR knows it; never fails.
