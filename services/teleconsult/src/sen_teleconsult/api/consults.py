@@ -132,12 +132,13 @@ def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$provide-info")
     answer = rules.one_string(req.body, "answer", required=True)
     attachments = [rules.ref_of(p.get("valueReference")) for p in rules.param_values(req.body, "attachment")]
-    ehr = _ehr()
     for i, ref in enumerate(attachments):
         if ref is None or ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
             raise ConsultError(f"an attachment references the EHR's {', '.join(rules.SUPPORTING_TYPES)}",
                                status=422, code="processing", expression=[f"Parameters.parameter[{i}]"])
-        ehr.check_readable(ref, "Parameters.parameter.where(name='attachment')")
+    if attachments:  # every attachment readable by the caller: one call to the EHR
+        _ehr().check_all_readable([(ref, "Parameters.parameter.where(name='attachment')")
+                                   for ref in attachments if ref])
     return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", [a for a in attachments if a]))
 
 
