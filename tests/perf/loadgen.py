@@ -174,13 +174,14 @@ def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str | byt
     return lat, statuses
 
 
-def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None]],
-                 deadline: float) -> tuple[list[float], Counter]:
+def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None]], deadline: float,
+                 by_status: dict[int, list[float]] | None = None) -> tuple[list[float], Counter]:
     """Clients whose next request depends on their last answer: each session is a generator that
     yields a prepared request (:func:`post_bytes`), is sent the answer's status and yields the next
     one, or returns when it is done. Every session connects first, then all first requests go out
     together (a burst, as clients racing for the same thing); the latencies in ms and the statuses.
-    Stops sending when ``deadline`` (``time.monotonic()``) passes."""
+    Stops sending when ``deadline`` (``time.monotonic()``) passes; ``by_status`` (optional) gets
+    each answer's latency under its status too."""
     sel = selectors.DefaultSelector()
     lat: list[float] = []
     statuses: Counter = Counter()
@@ -217,6 +218,8 @@ def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None
                 while _parse(conn):
                     lat.append((time.perf_counter() - conn.started) * 1000)
                     statuses[conn.status] += 1
+                    if by_status is not None:
+                        by_status.setdefault(conn.status, []).append(lat[-1])
                     if conn.close:
                         sel.unregister(conn.sock)
                         conn.sock.close()
