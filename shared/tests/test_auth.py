@@ -6,7 +6,14 @@ import time
 
 import jwt
 import pytest
-from sen_shared.auth import Principal, TokenVerifier, ensure_dev_key, issue_dev_token
+from sen_shared.auth import (
+    JWKS_LIFESPAN_SECONDS,
+    Principal,
+    TokenVerifier,
+    bearer_info,
+    ensure_dev_key,
+    issue_dev_token,
+)
 from sen_shared.errors import Forbidden, Unauthorized
 
 
@@ -82,3 +89,26 @@ def test_a_verified_token_is_remembered_until_it_expires(key, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: later)
     v.verify(tok)
     assert calls == [1]
+
+
+def test_a_remembered_token_is_checked_again_once_its_signing_key_would_be_fetched_again(key, monkeypatch):
+    # a key withdrawn from the issuer's JWKS must stop admitting its tokens as it would without the cache
+    v = verifier(key)
+    tok = issue_dev_token(key, "doctor", ttl_seconds=3600)
+    v.verify(tok)
+    calls = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + JWKS_LIFESPAN_SECONDS - 5)
+    v.verify(tok)
+    assert calls == []
+    monkeypatch.setattr(time, "time", lambda: now + JWKS_LIFESPAN_SECONDS + 1)
+    v.verify(tok)
+    assert calls == [1]
+
+
+def test_connexion_sees_the_bearer_functions_real_arguments():
+    from connexion.utils import inspect_function_arguments
+
+    assert inspect_function_arguments(bearer_info) == (["token"], False)  # no required_scopes, no request
