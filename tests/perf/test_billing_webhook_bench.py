@@ -32,7 +32,7 @@ from sen_shared.claims import advance
 from sen_shared.fhir.store import Store
 
 from tests.perf import loadgen
-from tests.perf.test_ehr_bench import cpu_seconds, machine
+from tests.perf.test_ehr_bench import cpu_seconds, cpu_used, machine
 from tests.support import ROOT, web_process
 
 INVOICES = int(os.environ.get("SEN_BENCH_INVOICES", "700"))
@@ -124,8 +124,7 @@ def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
     t0 = time.perf_counter()
     lat, statuses = loadgen.run(host, port, {}, iter(load), CLIENTS, time.monotonic() + MAX_SECONDS)
     wall = time.perf_counter() - t0
-    used = cpu_seconds()
-    used.subtract(cpu0)
+    used = cpu_used(cpu0)
     n = len(lat)
     cpu = {k: v * 1000 / n for k, v in used.items()} if n else {}
     cpu_text = ", ".join(f"{ms:.1f} {kind}" for kind, ms in sorted(cpu.items(), key=lambda kv: -kv[1]) if ms >= 0.05)

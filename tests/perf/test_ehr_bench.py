@@ -125,11 +125,12 @@ def transaction(start: int, rng: random.Random) -> dict:
 pct = loadgen.percentile
 
 
-def cpu_seconds() -> Counter:
-    """CPU seconds used so far by the processes a request goes through, by kind (Linux ``/proc``:
-    utime + stime of ``/proc/<pid>/stat``): the gunicorn master this test started and its workers
-    apart (other gunicorns on the machine are not counted), FerretDB, PostgreSQL (every backend)
-    and this process (the load generator)."""
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by the processes a request goes through, by process: pid -> (kind,
+    seconds) (Linux ``/proc``: utime + stime of ``/proc/<pid>/stat``): the gunicorn master this
+    test started and its workers apart (other gunicorns on the machine are not counted), FerretDB,
+    PostgreSQL (every backend) and this process (the load generator). :func:`cpu_used` turns two
+    of them into the CPU used in between."""
     me = os.getpid()
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, bytes, float]] = {}  # pid -> (ppid, command, CPU seconds)
@@ -143,15 +144,26 @@ def cpu_seconds() -> Counter:
             continue
         procs[int(entry.name)] = (int(fields[1]), b" ".join(cmd[:3]), (int(fields[11]) + int(fields[12])) / tick)
     masters = {pid for pid, (ppid, cmd, _) in procs.items() if ppid == me and b"gunicorn" in cmd}
-    out: Counter = Counter()
+    out: dict[int, tuple[str, float]] = {}
     for pid, (ppid, cmd, cpu) in procs.items():
         exe = cmd.split(b" ", 1)[0].rsplit(b"/", 1)[-1]
         kind = ("load generator" if pid == me else "gunicorn master" if pid in masters
                 else "gunicorn workers" if ppid in masters
                 else "FerretDB" if exe == b"ferretdb" else "PostgreSQL" if exe.startswith(b"postgres") else None)
         if kind:
-            out[kind] += cpu
+            out[pid] = (kind, cpu)
     return out
+
+
+def cpu_used(before: dict[int, tuple[str, float]]) -> Counter:
+    """CPU seconds used by kind since ``before`` (a :func:`cpu_seconds`), process by process: a
+    process started meanwhile counts from zero; one that exited meanwhile (another session's
+    PostgreSQL backend) is left out, its share unknown, instead of its whole past counted negative."""
+    used: Counter = Counter()
+    for pid, (kind, cpu) in cpu_seconds().items():
+        was = before.get(pid)
+        used[kind] += cpu - (was[1] if was and was[0] == kind else 0.0)
+    return used
 
 
 def load_average() -> str:
@@ -168,8 +180,7 @@ def run_load(base: str, headers: dict, urls: list[str], clients: int, deadline: 
     t0 = time.perf_counter()
     lat, statuses = loadgen.run(host, port, headers, paths, clients, deadline)
     wall = time.perf_counter() - t0
-    used = cpu_seconds()
-    used.subtract(cpu0)
+    used = cpu_used(cpu0)
     cpu = {k: v * 1000 / len(lat) for k, v in used.items()} if lat else {}
     return {"n": len(lat), "wall": wall, "rps": len(lat) / wall if wall else 0, "p50": pct(lat, 50),
             "p95": pct(lat, 95), "p99": pct(lat, 99), "statuses": statuses, "complete": len(lat) == len(urls),

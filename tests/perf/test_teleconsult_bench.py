@@ -45,7 +45,7 @@ from sen_shared.auth import issue_dev_token
 from sen_teleconsult.domain import availability as av
 
 from tests.perf import loadgen
-from tests.perf.test_ehr_bench import cpu_note, cpu_seconds, load_average, machine
+from tests.perf.test_ehr_bench import cpu_note, cpu_seconds, cpu_used, load_average, machine
 from tests.support import ROOT, web_process
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -148,16 +148,14 @@ def _ehr_workers_cpu() -> float:
     return sum(cpu for ppid, _, cpu in procs.values() if ppid in masters)
 
 
-def _measured(out: dict, cpu0: Counter, ehr0: float) -> dict:
+def _measured(out: dict, cpu0: dict, ehr0: float) -> dict:
     """``out`` with the CPU a request by process (the EHR's workers apart from the teleconsult's)."""
-    used = cpu_seconds()
-    used.subtract(cpu0)
+    used = cpu_used(cpu0)
     ehr = _ehr_workers_cpu() - ehr0
     if ehr > 0:
         used["gunicorn workers"] -= ehr
         used["EHR workers"] = ehr
-    # a process that exited meanwhile (another session's PostgreSQL backend) takes all its CPU
-    # with it: that kind is left out rather than counted negative
+    # cpu_used leaves out a process that exited meanwhile; a kind still below zero is left out too
     out["cpu_lost"] = sorted(k for k, v in used.items() if v < 0)
     out["cpu"] = {k: v * 1000 / out["n"] for k, v in used.items() if v >= 0} if out["n"] else {}
     return out
