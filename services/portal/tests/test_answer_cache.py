@@ -86,3 +86,46 @@ def test_a_fresh_read_never_takes_an_answer_kept_for_the_same_key():
     assert cache.get((ANA, "summary"), 60, lambda: "kept for the shell") == "kept for the shell"
     assert cache.get((ANA, "summary"), 0, lambda: "fresh") == "fresh"
     assert cache.get((ANA, "summary"), 60, lambda: "x") == "kept for the shell"  # the kept one stays for shells
+
+
+def test_a_demo_users_development_token_is_signed_once_and_verifies(tmp_path, monkeypatch):
+    """The development token: the issuer's key read once per process, the token kept per user,
+    and every claim the APIs read (what ``sen_shared.auth.issue_dev_token`` would sign)."""
+    from types import SimpleNamespace
+
+    from flask import Flask, session
+    from sen_portal.web import backend
+    from sen_shared.auth import TokenVerifier, ensure_dev_key
+
+    key = tmp_path / "dev.pem"
+    ensure_dev_key(key)
+    cfg = SimpleNamespace(dev_key_path=str(key), jwt_issuer="sen-dev", jwt_audience="sen")
+    monkeypatch.setattr(backend, "settings", lambda: cfg)
+    monkeypatch.setattr(backend, "_tokens", {})
+    monkeypatch.setattr(backend, "_dev_key_loaded", None)
+    loads = []
+    real = ensure_dev_key
+    monkeypatch.setattr("sen_shared.auth.ensure_dev_key", lambda p: loads.append(p) or real(p))
+    app = Flask("t")
+    app.secret_key = "k"
+    verifier = TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=key)
+
+    def token_of(user):
+        with app.test_request_context("/"):
+            session["user"] = user
+            return backend.user_token()
+
+    an = {"username": "an", "role": "doctor", "name": "BS. Nguyễn Văn An", "facility": "bvdk-dong-thap",
+          "practitioner": "bs-nguyen-van-an"}
+    tam = {"username": "tam", "role": "clinic", "name": "Võ Minh Tâm", "facility": "tyt-my-hiep"}
+    first = token_of(an)
+    assert token_of(an) == first  # kept for the user
+    other = token_of(tam)
+    assert other != first and loads.count(str(key)) == 1  # the portal read the key once
+    p = verifier.verify(first)
+    assert (p.sub, p.roles, p.facility, p.practitioner, p.name) == (
+        "portal-an", frozenset({"doctor"}), "bvdk-dong-thap", "bs-nguyen-van-an", "BS. Nguyễn Văn An")
+    q = verifier.verify(other)
+    assert (q.roles, q.facility, q.practitioner) == (frozenset({"clinic"}), "tyt-my-hiep", None)
+    with pytest.raises(ValueError):
+        token_of({"username": "x", "role": "superuser"})
