@@ -734,6 +734,34 @@ def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
     assert beyond.get("entry", []) == [] and beyond["total"] == whole["total"]
 
 
+def test_the_worklist_read_at_once_is_the_per_priority_answer(tc, tokens, consults, monkeypatch):
+    """A small worklist is read in one query and split by priority (workflow.WORKLIST_ONE_READ); a
+    large one by a count and a read per priority: both give the same Tasks in the same order, the
+    same total, page by page, for the hub's doctor and the requesting clinic."""
+    from sen_shared.auth import Principal
+    from sen_teleconsult import workflow
+
+    for priority in ("asap", "routine", "stat", "urgent", "routine"):
+        submitted(submit(tc, tokens, service_request(priority=priority)))
+    who = [Principal(sub="dr", roles=frozenset({"doctor"}), facility=HUB),
+           Principal(sub="cl", roles=frozenset({"clinic"}), facility=CLINIC_A)]
+    for principal in who:
+        for statuses in (["requested", "accepted", "on-hold", "in-progress"], ["requested"]):
+            for offset, count in ((0, 500), (0, 3), (2, 3), (4, 2), (1000, 5)):
+                def answer(principal=principal, statuses=statuses, offset=offset, count=count):
+                    page, total = consults.worklist(principal, statuses=statuses, specialty=None, facility=None,
+                                                    priority=None, offset=offset, count=count)
+                    return [t["id"] for t, _ in page], [b for _, b in page], total
+
+                monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", 10_000)
+                at_once = answer()
+                monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", -1)
+                assert answer() == at_once, (principal.sub, statuses, offset, count)
+        whole = consults.worklist(principal, statuses=["requested"], specialty=None, facility=None, priority=None)
+        ranks = [workflow.rules.PRIORITY_RANK[t["priority"]] for t, _ in whole[0]]
+        assert whole[1] >= 5 and ranks == sorted(ranks)
+
+
 def test_the_open_worklist_matches_open_consults_only_and_closed_ones_on_request(tc, tokens, db):
     _, task_id = submitted(submit(tc, tokens, service_request(priority="stat")))
     open_tags = {"https://sen.vn/fhir/CodeSystem/consult-open|open",
