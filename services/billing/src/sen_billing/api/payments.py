@@ -27,7 +27,7 @@ def invoice_payments(invoice_id: str) -> Any:
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
     payments.check_facility(current_principal(), invoice.facility)
-    return payments.invoice_summary(_db(), invoice_id), 200, JSON
+    return payments.invoice_summary(_db(), invoice_id, invoice), 200, JSON  # the invoice read above, not twice
 
 
 @require_roles("cashier")

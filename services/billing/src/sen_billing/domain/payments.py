@@ -328,9 +328,11 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
     return recorded
 
 
-def invoice_summary(db: Database, invoice_id: str) -> dict[str, Any]:
-    """What is owed, paid, refunded, due and credited on an invoice; all derived from the records."""
-    invoice = invoice_port.get(db, invoice_id)
+def invoice_summary(db: Database, invoice_id: str,
+                    invoice: invoice_port.InvoiceView | None = None) -> dict[str, Any]:
+    """What is owed, paid, refunded, due and credited on an invoice; all derived from the records.
+    ``invoice``: the caller's read of it in this request (one read less), else read here."""
+    invoice = invoice if invoice is not None and invoice.id == invoice_id else invoice_port.get(db, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
     payments = invoice_port.counted_payments(db, invoice_id)
