@@ -1,4 +1,5 @@
-"""GatheringTransport: a head leaves with its body in one write; close and abort behave."""
+"""GatheringTransport: a head leaves with its body in one write, also when the body comes turns later;
+a head without a body leaves when the response is complete; close and abort behave."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ class Recorder:
 
     def get_extra_info(self, name: str, default=None):
         return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8081)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 def test_head_and_body_of_one_turn_leave_in_one_write() -> None:
@@ -78,3 +85,69 @@ def test_uvicorns_protocol_gets_the_gathering_transport() -> None:
         assert proto.client == ("127.0.0.1", 5000)  # attributes pass through
 
     asyncio.run(main())
+
+
+def test_a_head_waits_for_a_body_that_comes_turns_later() -> None:
+    # a2wsgi sends the body from a worker thread a loop round trip after the head
+    async def main() -> Recorder:
+        raw = Recorder()
+        t = GatheringTransport(raw, asyncio.get_running_loop())
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert raw.writes == []
+        t.write(b"{}")
+        return raw
+
+    assert asyncio.run(main()).writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+
+
+def test_100_continue_is_not_held() -> None:
+    async def main() -> Recorder:
+        raw = Recorder()
+        t = GatheringTransport(raw, asyncio.get_running_loop())
+        t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await asyncio.sleep(0)
+        return raw
+
+    assert asyncio.run(main()).writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+
+
+def _serve(request: bytes, app) -> list[bytes]:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    async def main() -> list[bytes]:
+        config = Config(app=app, http=CoalescingHttpToolsProtocol, lifespan="off")
+        config.load()
+        raw = Recorder()
+        proto = CoalescingHttpToolsProtocol(config, ServerState(), app_state={})
+        proto.connection_made(raw)
+        proto.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        proto.connection_lost(None)
+        return raw.writes
+
+    return asyncio.run(main())
+
+
+def test_one_write_per_answer_through_uvicorn_even_when_the_body_comes_later() -> None:
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await asyncio.sleep(0.02)  # the body comes several turns later, as from a2wsgi's thread
+        await send({"type": "http.response.body", "body": b"{}", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    writes = _serve(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", app)
+    assert len([w for w in writes if w]) == 1 and writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"{}")
+
+
+def test_a_head_without_a_body_leaves_when_the_response_is_complete() -> None:
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 304, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"):
+        writes = [w for w in _serve(request, app) if w]
+        assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 304"), (request, writes)
