@@ -102,7 +102,7 @@ def test_a_demo_users_development_token_is_signed_once_and_verifies(tmp_path, mo
     cfg = SimpleNamespace(dev_key_path=str(key), jwt_issuer="sen-dev", jwt_audience="sen")
     monkeypatch.setattr(backend, "settings", lambda: cfg)
     monkeypatch.setattr(backend, "_tokens", {})
-    monkeypatch.setattr(backend, "_dev_key_loaded", None)
+    monkeypatch.setattr("sen_shared.auth._signing_keys", {})
     loads = []
     real = ensure_dev_key
     monkeypatch.setattr("sen_shared.auth.ensure_dev_key", lambda p: loads.append(p) or real(p))

@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 import httpx
-import jwt
 from flask import has_request_context, request, session
 
 from ..config import PortalSettings
@@ -26,7 +25,6 @@ _lock = threading.Lock()
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}
 DEV_TOKEN_SECONDS = 600
 TOKENS_KEPT = 4096
-_dev_key_loaded: tuple[str, Any] | None = None
 
 
 class BackendError(Exception):
@@ -51,16 +49,11 @@ def settings() -> PortalSettings:
 
 def user_token() -> str:
     """The signed-in user's bearer token: the OIDC access token, or a development token for the
-    demo user, kept per process until a minute before it expires.
-
-    A development token is signed here with the development issuer's key loaded once per process
-    (:func:`_dev_key`): ``sen_shared.auth.issue_dev_token`` reads and checks the PEM on every call,
-    about 48 ms of CPU, against 0.4 ms for the RS256 signature itself. The claims are exactly
-    ``issue_dev_token``'s (``iss``, ``aud``, ``sub``, ``iat``, ``nbf``, ``exp``, ``jti``, ``roles``,
-    plus name, facility and practitioner), the header ``kid`` is ``sen-dev``."""
+    demo user (``sen_shared.auth.issue_dev_token``, whose key is loaded once per process), kept per
+    process until a minute before it expires."""
     if session.get("access_token"):
         return str(session["access_token"])
-    from sen_shared.auth import ROLES
+    from sen_shared.auth import issue_dev_token
 
     cfg = settings()
     user = session.get("user") or {}
@@ -71,30 +64,15 @@ def user_token() -> str:
     hit = _tokens.get(key)
     if hit is not None and hit[1] > now + 60:
         return hit[0]
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
-    issued = int(now)
-    payload = {"iss": cfg.jwt_issuer, "aud": cfg.jwt_audience, "sub": f"portal-{key[0]}", "iat": issued,
-               "nbf": issued, "exp": issued + DEV_TOKEN_SECONDS, "jti": uuid.uuid4().hex, "roles": [role],
-               "name": user.get("name", ""), **claims}
-    token = jwt.encode(payload, _dev_key(cfg.dev_key_path or ""), algorithm="RS256", headers={"kid": "sen-dev"})
+    token = issue_dev_token(cfg.dev_key_path or "", role, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
+                            ttl_seconds=DEV_TOKEN_SECONDS, sub=f"portal-{key[0]}", name=user.get("name", ""),
+                            **claims)
     with _lock:
         if len(_tokens) >= TOKENS_KEPT:  # bounded: the oldest half goes (they are re-minted when needed)
             for old in list(_tokens)[: TOKENS_KEPT // 2]:
                 del _tokens[old]
-        _tokens[key] = (token, issued + DEV_TOKEN_SECONDS)
+        _tokens[key] = (token, now + DEV_TOKEN_SECONDS)
     return token
-
-
-def _dev_key(path: str) -> Any:
-    """The development issuer's private key, read (and checked) once per process and path."""
-    global _dev_key_loaded
-    with _lock:
-        if _dev_key_loaded is None or _dev_key_loaded[0] != path:
-            from sen_shared.auth import ensure_dev_key
-
-            _dev_key_loaded = (path, ensure_dev_key(path))
-        return _dev_key_loaded[1]
 
 
 def _base(service: str) -> str:
