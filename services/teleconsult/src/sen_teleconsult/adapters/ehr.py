@@ -54,15 +54,19 @@ class EhrClient:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call to the EHR; no answer in time is a 504, no connection a 503 (nothing created)."""
         try:
-            return _client().get(f"{self.base}/{path}", params=params, headers=self.headers, timeout=self.timeout)
+            return _client().request(method, url, timeout=self.timeout, **kwargs)
         except httpx.TimeoutException:
             raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
                             "retry later", status=504, code="timeout") from None
         except httpx.HTTPError as err:
             raise FhirError(f"the EHR cannot be reached ({type(err).__name__}); nothing was created, retry later",
                             status=503, code="transient") from None
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        return self._send("GET", f"{self.base}/{path}", params=params, headers=self.headers)
 
     def check_readable(self, ref: str, where: str) -> dict[str, Any]:
         """The EHR's ``ref`` (``Type/id``) as the caller may read it, or the error saying why not."""
@@ -78,15 +82,8 @@ class EhrClient:
             return [self.check_readable(*refs[0])]
         batch = {"resourceType": "Bundle", "type": "batch",
                  "entry": [{"request": {"method": "GET", "url": ref}} for ref, _ in refs]}
-        try:
-            r = _client().post(self.base, json=batch, timeout=self.timeout,
-                               headers={**self.headers, "Content-Type": "application/fhir+json"})
-        except httpx.TimeoutException:
-            raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
-                            "retry later", status=504, code="timeout") from None
-        except httpx.HTTPError as err:
-            raise FhirError(f"the EHR cannot be reached ({type(err).__name__}); nothing was created, retry later",
-                            status=503, code="transient") from None
+        r = self._send("POST", self.base, json=batch,
+                       headers={**self.headers, "Content-Type": "application/fhir+json"})
         if r.status_code == 401:
             raise FhirError("the EHR refused the token", status=401, code="login")
         entries = r.json().get("entry") if r.status_code == 200 else None
