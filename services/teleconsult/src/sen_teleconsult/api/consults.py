@@ -41,7 +41,11 @@ def _retry_key() -> str | None:
 
 
 def _task_answer(req: FhirRequest, link: dict[str, Any]) -> Reply:
-    doc = _consults().store().read_doc("Task", link["k"])
+    """The Task as the step's link made it: its version ``n``, read from its history document (the
+    version's claim, in place once the link is rolled forward). Not the current document: when
+    another request rolled the same link forward at the same moment, its current write may not
+    have landed yet, and the winner of 20 racing $accept answered the Task still 'requested'."""
+    doc = _consults().store().vread_doc("Task", link["k"], str(link["n"]))
     return to_connexion(FhirResponse(200, doc["res"], {"ETag": etag(doc["v"])}), req)
 
 
