@@ -90,6 +90,21 @@ def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = No
 
 
 @contextmanager
+def stop_processes(procs: Any) -> None:
+    """SIGTERM to every process still running (a list, or a dict's values), then wait for each up
+    to 30 s, killing one that does not stop."""
+    procs = list(procs.values() if isinstance(procs, dict) else procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> Iterator[str]:
     """A gunicorn web process of ``service``; yields its base URL and stops it with SIGTERM."""
     port = free_port()

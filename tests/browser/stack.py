@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ehr", "teleconsult", "billing", "portal")
 sys.path.insert(0, str(ROOT))
 
-from tests.support import free_port, wait_ready  # noqa: E402
+from tests.support import free_port, stop_processes, wait_ready  # noqa: E402
 
 
 @contextmanager
@@ -51,15 +51,7 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
             raise AssertionError(f"seeding failed: {seeded.stderr[-2000:]}")
         yield urls
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 def main() -> int:

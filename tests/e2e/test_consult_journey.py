@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import free_port, wait_ready
+from tests.support import free_port, stop_processes, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ehr", "teleconsult")
@@ -68,14 +67,7 @@ def province(base_env, run_id, tmp_path_factory, mongo_client):
         assert seeded.returncode == 0, seeded.stderr
         yield {"urls": urls, "logs": logs, "procs": procs, "seed": seeded.stderr}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         for svc in SERVICES:
             mongo_client.drop_database(f"sen_t{run_id}_journey_{svc}")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.bus.events import make_event
 
-from tests.support import free_port, wait_ready
+from tests.support import free_port, stop_processes, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 STD_SECRET = "whsec_" + base64.b64encode(b"e2e-payment-journey-secret").decode()
@@ -61,14 +60,7 @@ def billing(base_env, run_id, tmp_path_factory, mongo_client):
         wait_ready(url, proc=procs["web"], log=logs / "web.log")
         yield {"url": url, "logs": logs, "prefix": base_env["SEN_BUS_PREFIX"]}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         mongo_client.drop_database(db)
 
 

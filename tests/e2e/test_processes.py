@@ -17,6 +17,8 @@ import httpx
 import pytest
 from sen_shared.auth import TokenVerifier
 
+from tests.support import stop_processes
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["ehr", "teleconsult", "billing", "portal"]
 pytestmark = pytest.mark.integration
@@ -47,14 +49,7 @@ def suite(base_env, run_id, tmp_path_factory, mongo_client):
     try:
         yield {"ports": ports, "procs": procs, "logs": logs}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         for svc in SERVICES:
             mongo_client.drop_database(f"sen_t{run_id}_e2e_{svc}")
 

@@ -234,7 +234,9 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
     # ``done`` (and ``voided``) are the settlement record's only changing fields; their writers
     # (repair jobs, and the claim's winner when a cancel voids it) write the same values, only
     # ever False → True, so a lost update of one by another loses nothing. The record has no
-    # outbox. It lets the repair job find unfinished settlements by an equality. The request that
+    # outbox. ``voided`` is written only for an invoice whose chain went to cancelled, which never
+    # gets a receipt, and ``done`` alone only once the receipt exists: the two never race on one
+    # record. It lets the repair job find unfinished settlements by an equality. The request that
     # won the claim leaves it False: the job marks a settlement whose receipt is there as done
     # (one round trip less in the settling request; see repair_settlements).
     if not fresh:

@@ -200,19 +200,25 @@ class FactWriter:
 writer = FactWriter()
 
 
+def _arrive(db: Database, now: datetime | None) -> tuple[datetime, datetime, str, str]:
+    """The arrival time, its slot's start, the slot's name and its day, with the day's, hour's and
+    slot's markers stored first: a fact never exists without the markers that lead a query to it."""
+    arrival = local(now)
+    start = slot_start(arrival)
+    slot, day = slot_name(start), start.date().isoformat()
+    hour = slot[:13]
+    _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
+    _mark(db, f"hour/{hour}", {"kind": "hour", "hour": hour, "day": day})
+    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "hour": hour, "day": day})
+    return arrival, start, slot, day
+
+
 def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = None) -> bool:
     """Store the event's fact once; True when counted now, False when it had been counted.
 
     ``now`` (the arrival time) is for tests, benchmarks and replays; the consumer uses the clock.
     """
-    arrival = local(now)
-    start = slot_start(arrival)
-    slot, day = slot_name(start), start.date().isoformat()
-    hour = slot[:13]
-    # markers first: a fact never exists without the markers that lead a query to it
-    _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
-    _mark(db, f"hour/{hour}", {"kind": "hour", "hour": hour, "day": day})
-    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "hour": hour, "day": day})
+    arrival, start, slot, day = _arrive(db, now)
     fact = {**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}
     applied = writer.write(db, str(event["id"]), fact)  # apply_once's claim, grouped with concurrent calls
     if applied and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
@@ -224,13 +230,7 @@ def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = 
 def record_events(db: Database, events: Iterable[Mapping[str, Any]], now: datetime | None = None) -> list[bool]:
     """:func:`record_event` for a consumer's prefetched burst: one arrival slot, its markers once,
     and every fact in one unordered insert (``apply_many``: a duplicate id was counted before)."""
-    arrival = local(now)
-    start = slot_start(arrival)
-    slot, day = slot_name(start), start.date().isoformat()
-    hour = slot[:13]
-    _mark(db, f"day/{day}", {"kind": "day", "day": day, "month": day[:7]})
-    _mark(db, f"hour/{hour}", {"kind": "hour", "hour": hour, "day": day})
-    _mark(db, f"slot/{slot}", {"kind": "slot", "slot": slot, "hour": hour, "day": day})
+    arrival, start, slot, day = _arrive(db, now)
     at = arrival.astimezone(UTC)
     applied = apply_many(db[FACTS], [(str(e["id"]), {**extract(e), "slot": slot, "sday": day, "at": at})
                                      for e in events])
