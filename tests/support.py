@@ -89,7 +89,6 @@ def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = No
     raise AssertionError(f"{url} not ready: {last!r}")
 
 
-@contextmanager
 def stop_processes(procs: Any) -> None:
     """SIGTERM to every process still running (a list, or a dict's values), then wait for each up
     to 30 s, killing one that does not stop."""
@@ -105,6 +104,7 @@ def stop_processes(procs: Any) -> None:
             p.wait()
 
 
+@contextmanager
 def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> Iterator[str]:
     """A gunicorn web process of ``service``; yields its base URL and stops it with SIGTERM."""
     port = free_port()

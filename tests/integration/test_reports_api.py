@@ -40,6 +40,7 @@ def portal(base_env, run_id, mongo_client):
                                           "receivedAt": day.isoformat()})
         for _ in range(3):
             feed("ehr.patient.created", {"resourceType": "Patient", "id": uuid.uuid4().hex, "versionId": "1"})
+        client.requested_day = day.date().isoformat()  # the consults' day: yesterday in the first hour of a day
         yield client
 
 
@@ -111,6 +112,8 @@ def test_event_counts_of_today(portal, token) -> None:
     r = portal.get("/api/reports/events", headers=token("health-dept"))
     assert r.status_code == 200
     counts = r.json()["counts"]
-    assert counts["ehr_patient_created"] == 3 and counts["teleconsult_consult_requested"] == 2
+    assert counts["ehr_patient_created"] == 3
+    r = portal.get(f"/api/reports/events?day={portal.requested_day}", headers=token("health-dept"))
+    assert r.status_code == 200 and r.json()["counts"]["teleconsult_consult_requested"] == 2
     r = portal.get("/api/reports/events?day=0001-01-01", headers=token("health-dept"))
     assert r.status_code == 200 and r.json()["counts"] == {}
