@@ -202,7 +202,7 @@ def test_a_signed_call_with_an_amount_that_is_not_whole_dong_is_rejected_and_rec
 def test_wrong_amount_is_flagged_partial_and_the_invoice_stays_issued(billing, dev_key: Path) -> None:
     url, db = billing
     iid, code = make_invoice(db, 200000)
-    r = send_standard(url, uuid.uuid4().hex[:10], 20000, f"HD {code}")
+    r = send_standard(url, uuid.uuid4().hex[:10], 20000, f"TT {code}")
     assert r.status_code == 200
     summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=cashier(dev_key), timeout=30).json()
     assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("issued", 20000,
