@@ -15,7 +15,7 @@ from sen_shared.claims import claim_once, latest
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 
-from .vietqr import normalize_reference
+from .vietqr import reference_candidates
 
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id, issued: n}
@@ -78,6 +78,11 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
         doc = _store(db).read_doc("Invoice", invoice_id)
     except FhirError:
         return None
+    return view(invoice_id, doc)
+
+
+def view(invoice_id: str, doc: dict[str, Any]) -> InvoiceView:
+    """What payments need of a stored Invoice (``doc``: the store's ``{res, v}``, read by the caller)."""
     res = doc["res"]
     reference = next((i.get("value") for i in res.get("identifier") or []
                       if i.get("system") == REFERENCE_SYSTEM), None)
@@ -98,12 +103,19 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
 
 
 def find_by_note(db: Database, note: str) -> InvoiceView | None:
-    """The invoice whose reference code the transfer note carries (``vietqr.normalize_reference``:
-    case, spaces, punctuation, diacritics and look-alike letters do not matter), or None."""
-    code = normalize_reference(note or "")
-    if code is None:
+    """The invoice whose reference code the transfer note carries (``vietqr.reference_candidates``:
+    case, spaces, punctuation, diacritics and look-alike letters do not matter), or None. Every
+    well-formed code in the note is a candidate (``HD HD…`` folds to ``HDHD…``, whose first window
+    may pass the check); the first one that is an invoice's wins, all asked in one query."""
+    codes = reference_candidates(note or "")
+    if not codes:
         return None
-    hit = db[REFERENCES].find_one({"_id": code}, {"invoice": 1, ISSUED_LINK: 1})
+    fields = {"invoice": 1, ISSUED_LINK: 1}
+    if len(codes) == 1:
+        hit = db[REFERENCES].find_one({"_id": codes[0]}, fields)
+    else:
+        found = {r["_id"]: r for r in db[REFERENCES].find({"_id": {"$in": codes}}, fields)}
+        hit = next((found[c] for c in codes if c in found), None)
     invoice = get(db, hit["invoice"]) if hit else None
     if invoice is not None and isinstance(hit.get(ISSUED_LINK), int):
         invoice = replace(invoice, issued_link=hit[ISSUED_LINK])

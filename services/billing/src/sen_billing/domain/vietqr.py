@@ -20,7 +20,7 @@ Lengths and characters are checked on both sides; the parser re-computes the CRC
 Bill references (:func:`reference_code`): ``HD`` + 8 characters of Crockford's base 32 derived
 from the invoice id + 1 check character (the Luhn mod N algorithm over the same 32 symbols),
 11 upper-case characters in all. Banks upper-case, strip spaces and punctuation, cut notes, or
-add their own text; :func:`normalize_reference` folds all that and accepts a code only if its
+add their own text; :func:`reference_candidates` folds all that and accepts a code only if its
 check character is right, so a mangled note still finds its invoice and a mistyped one finds none.
 """
 
@@ -245,23 +245,34 @@ def fold(text: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", "".join(c for c in folded if not unicodedata.combining(c)).upper())
 
 
-def normalize_reference(text: str) -> str | None:
-    """The bill reference found in a transfer note, however a bank mangled it, or None.
+def reference_candidates(text: str) -> list[str]:
+    """Every bill reference a transfer note may carry, in the note's order, each once.
 
     The note is folded (:func:`fold`: case, spaces, punctuation, diacritics gone); Crockford's
-    look-alikes are read as what they stand for (O → 0, I and L → 1) in the code's body; the
-    first 11-character window starting ``HD`` whose check symbol is right wins. A wrong check
-    symbol (a typo) matches nothing.
+    look-alikes are read as what they stand for (O → 0, I and L → 1) in a code's body; every
+    11-character window starting ``HD`` whose check symbol is right is a candidate. A wrong
+    check symbol (a typo) gives none. Folding glues words together, so a note like
+    ``HD HD0001234563`` reads ``HDHD0001234563``, and the window at the first ``HD`` has a
+    right check symbol for about 1 code in 30: which candidate is an invoice is for the
+    caller to find out (``invoice_port.find_by_note`` asks for all of them at once).
     """
     flat = fold(text)
+    found: list[str] = []
     for i in range(len(flat) - REFERENCE_LEN + 1):
         if flat[i:i + 2] != REFERENCE_PREFIX:
             continue
         body = flat[i + 2:i + REFERENCE_LEN].replace("O", "0").replace("I", "1").replace("L", "1")
         code = REFERENCE_PREFIX + body
-        if _valid(code):
-            return code
-    return None
+        if _valid(code) and code not in found:
+            found.append(code)
+    return found
+
+
+def normalize_reference(text: str) -> str | None:
+    """The first bill reference candidate of a transfer note (:func:`reference_candidates`), or
+    None. Only for a note known to carry one code; matching a payment uses every candidate."""
+    found = reference_candidates(text)
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- images
@@ -349,4 +360,4 @@ def purpose_text(reference: str) -> str:
 
 
 __all__ = ["VietQr", "VietQrError", "build", "check_char", "crc16_ccitt_false", "crc_hex", "fold",
-           "normalize_reference", "parse", "png", "purpose_text", "reference_code", "svg"]
+           "normalize_reference", "parse", "png", "purpose_text", "reference_candidates", "reference_code", "svg"]
