@@ -6,12 +6,17 @@ Schedules: 20 specialists with a working week (Mon-Sat 07:30-11:30 and 13:30-16:
 slots) for ``$find``, and round-the-clock 5-minute schedules for the booking phases. Measured
 with the closed-loop load generator (``loadgen``: one thread, keep-alive connections):
 
-1. ``$book`` under contention, the issue's "100 clients, 10 slots": rounds of 10 fresh slots; in
+1. ``$book`` under contention, the issue's "100 clients, 10 slots", in the form of its test ("50
+   concurrent ``$book`` on 5 free slots: exactly 5 booked, 45 x 409"): rounds of 10 fresh slots;
+   in each round 100 clients each send one ``$book`` at once, client c on slot c mod 10 (10 a
+   slot): exactly 10 booked and 90 x 409 a round (asserted); p50/p99 over every answer of every
+   round (``loadgen.run_sessions``). The target is judged on this row. Then a harder form: in
    each round 100 clients start together, and each books until it wins a slot or every slot has
    answered it 409 (client c tries the round's slots from slot c mod 10 on): 10 win, and the
-   other 90 learn that every slot is gone. p50/p99 over every answer (``loadgen.run_sessions``).
-   Beside it, two rows that are not the target: the same requests as a sustained closed loop
-   (100 clients, each sending its next request as soon as it has an answer, rounds overlapping:
+   other 90 learn that every slot is gone (~9 times the requests: a client that tries every slot
+   blindly; an IHE client runs ``$find`` again after a 409 instead). Beside them, two rows that
+   are not the target: the same requests as a sustained closed loop (100 clients, each sending
+   its next request as soon as it has an answer, rounds overlapping:
    once a round's slots are taken its requests are 409s the process's link view answers), and
    the shared request path alone (``GET /api/session``, token check, no database) under the
    same 100 clients: what the stack costs before the handler does anything;
@@ -55,6 +60,7 @@ HUB, CLINIC = "bv-bench", "tyt-bench"
 SPECIALTIES = ["394579002", "394583002", "394914008", "419772000"]
 CONTENDED_CLIENTS, ROUNDS, SLOTS_PER_ROUND = 100, 20, 10
 RACE_ROUNDS = 10
+BURST_ROUNDS = 30  # the issue's test, as rounds: 100 clients, one $book each at once, on 10 fresh slots
 FREE_CLIENTS, FREE_BOOKINGS = 8, 1500
 FIND_CLIENTS, FINDS = 4, 1000
 SUBMIT_CLIENTS, SUBMITS = 4, 500
@@ -201,6 +207,38 @@ def _race_phase(host: str, port: int, headers: dict[str, str], slots: list[str])
     return out
 
 
+def _burst(host: str, port: int, headers: dict[str, str], slots: list[str], rnd: int):
+    """One round of the issue's own form: 100 clients each send ONE ``$book`` at once, client c
+    on slot c mod 10 (10 clients a slot): 10 book, 90 get 409, and nobody tries again."""
+    def client(c: int):
+        yield _book(host, port, headers, slots[c % len(slots)], f"Patient/b{rnd}-{c}")
+    return [client(c) for c in range(CONTENDED_CLIENTS)]
+
+
+def _burst_phase(host: str, port: int, headers: dict[str, str], slots: list[str]) -> dict:
+    cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
+    t0 = time.monotonic()
+    lat: list[float] = []
+    statuses: Counter = Counter()
+    per_round: list[dict[int, int]] = []
+    by_status: dict[int, list[float]] = {}
+    round_p99: list[float] = []
+    for rnd in range(BURST_ROUNDS):
+        mine = slots[rnd * SLOTS_PER_ROUND:(rnd + 1) * SLOTS_PER_ROUND]
+        got, st = loadgen.run_sessions(host, port, _burst(host, port, headers, mine, rnd), t0 + MAX_SECONDS / 4,
+                                       by_status)
+        lat += got
+        statuses.update(st)
+        per_round.append(dict(st))
+        round_p99.append(loadgen.percentile(got, 99))
+    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
+    out["per_round"] = per_round
+    out["round_max_p50"] = loadgen.percentile(round_p99, 50)  # a round's slowest answer, the median round
+    out["by_status"] = {k: {"p50": loadgen.percentile(v, 50), "p99": loadgen.percentile(v, 99), "max": max(v)}
+                        for k, v in by_status.items()}
+    return out
+
+
 def test_teleconsult_bench(services, dev_key):
     started = time.monotonic()
     load0 = load_average()
@@ -226,8 +264,12 @@ def test_teleconsult_bench(services, dev_key):
             assert httpx.post(f"{tc}/fhir/Appointment/$book", content=json.dumps(body), headers=admin,
                               timeout=30).status_code == 200
 
-    # 1. contention: 100 clients racing for each round's 10 slots until they win or all are gone
-    hot_slots = _slots(hot, (RACE_ROUNDS + ROUNDS) * SLOTS_PER_ROUND)
+    # 1. contention, the issue's own form (its test's, as rounds): 100 clients, one $book each at
+    # once, on 10 fresh slots: 10 booked, 90 x 409 a round
+    hot_slots = _slots(hot, (BURST_ROUNDS + RACE_ROUNDS + ROUNDS) * SLOTS_PER_ROUND)
+    burst = _burst_phase(host, port, post_headers, hot_slots[:BURST_ROUNDS * SLOTS_PER_ROUND])
+    hot_slots = hot_slots[BURST_ROUNDS * SLOTS_PER_ROUND:]
+    # the harder form: 100 clients racing for each round's 10 slots until they win or all are gone
     race = _race_phase(host, port, post_headers, hot_slots[:RACE_ROUNDS * SLOTS_PER_ROUND])
     # the same as a sustained closed loop: rounds of 10 slots, 100 requests a round (10 for each slot)
     sustained_slots = hot_slots[RACE_ROUNDS * SLOTS_PER_ROUND:]
@@ -280,13 +322,18 @@ def test_teleconsult_bench(services, dev_key):
     rows = [
         "| measure | result | target | |",
         "|---|---|---|---|",
-        f"| `$book` under contention: {CONTENDED_CLIENTS} clients race for {SLOTS_PER_ROUND} slots, each until it "
-        f"wins or all are gone ({RACE_ROUNDS} rounds) | p50 {race['p50']:.1f} ms, p99 {race['p99']:.1f} ms "
+        f"| `$book` under contention, the issue's form: {CONTENDED_CLIENTS} clients send one `$book` each at once on "
+        f"{SLOTS_PER_ROUND} fresh slots ({BURST_ROUNDS} rounds) | p50 {burst['p50']:.1f} ms, p99 {burst['p99']:.1f} ms "
+        f"({burst['n']} req: {burst['statuses'].get(200, 0)} booked, {burst['statuses'].get(409, 0)} × 409; the "
+        f"bookings p50 {burst['by_status'].get(200, {}).get('p50', float('nan')):.1f} ms; a round's slowest answer, "
+        f"median round {burst['round_max_p50']:.1f} ms) | p99 ≤ 100 ms | {mark(burst['p99'] <= 100)} |",
+        f"| `$book` under contention, harder: {CONTENDED_CLIENTS} clients race for {SLOTS_PER_ROUND} slots, each "
+        f"until it wins or all are gone ({RACE_ROUNDS} rounds) | p50 {race['p50']:.1f} ms, p99 {race['p99']:.1f} ms "
         f"({race['n']} req: {raced} booked, {race['statuses'].get(409, 0)} × 409; the 409s p99 "
         f"{race['by_status'].get(409, {}).get('p99', float('nan')):.1f} ms, the bookings p50 "
         f"{race['by_status'].get(200, {}).get('p50', float('nan')):.1f} ms, max "
-        f"{race['by_status'].get(200, {}).get('max', float('nan')):.1f} ms) | p99 ≤ 100 ms "
-        f"| {mark(race['p99'] <= 100)} |",
+        f"{race['by_status'].get(200, {}).get('max', float('nan')):.1f} ms) | (p99 ≤ 100 ms asked of the row "
+        f"above) | {'(would be met)' if race['p99'] <= 100 else '(would be missed)'} |",
         f"| the same as a sustained closed loop: {CONTENDED_CLIENTS} clients, {ROUNDS} rounds of {SLOTS_PER_ROUND} "
         f"slots, 10 requests a slot | p50 {contention['p50']:.1f} ms, p99 {contention['p99']:.1f} ms "
         f"({contention['n']} req: {won} booked, {contention['statuses'].get(409, 0)} × 409) | (not the target) | |",
@@ -312,6 +359,7 @@ def test_teleconsult_bench(services, dev_key):
               f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB. Machine: {machine()}. Load average "
               f"(shared machine) before: {load0}; after: {load_average()}.", ""]
     unexpected = {
+        "burst": {k: v for k, v in burst["statuses"].items() if k not in (200, 409)},
         "race": {k: v for k, v in race["statuses"].items() if k not in (200, 409)},
         "contention": {k: v for k, v in contention["statuses"].items() if k not in (200, 409)},
         "session": {k: v for k, v in session["statuses"].items() if k != 200},
@@ -324,7 +372,8 @@ def test_teleconsult_bench(services, dev_key):
     footer += [f"- {label}: {cpu_note(res)}"
                + (f" ({', '.join(res['cpu_lost'])} not counted: a process exited)" if res.get("cpu_lost") else "")
                for label, res in
-               [("racing $book", race), ("contended $book (closed loop)", contention),
+               [("$book burst (one each)", burst), ("racing $book", race),
+                ("contended $book (closed loop)", contention),
                 ("GET /api/session (closed loop)", session), ("uncontended $book", uncontended), ("$find", finds),
                 ("$find _count=200", finds_200),
                 *([("$submit", submits), ("$submit with a key", keyed)] if submits else [])]]
@@ -338,4 +387,7 @@ def test_teleconsult_bench(services, dev_key):
     # correctness, not timing
     assert won == ROUNDS * SLOTS_PER_ROUND, contention["statuses"]
     assert race["won_per_round"] == [SLOTS_PER_ROUND] * RACE_ROUNDS, race["won_per_round"]
+    # the issue's test, every round: exactly 10 booked and 90 x 409
+    assert burst["per_round"] == [{200: SLOTS_PER_ROUND, 409: CONTENDED_CLIENTS - SLOTS_PER_ROUND}] * BURST_ROUNDS, \
+        burst["per_round"]
     assert not any(unexpected.values()), unexpected
