@@ -14,6 +14,7 @@ from pymongo.database import Database
 from sen_shared.claims import claim_once, latest
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
+from sen_shared.mongo import find_in
 
 from .vietqr import reference_candidates
 
@@ -102,19 +103,25 @@ def view(invoice_id: str, doc: dict[str, Any]) -> InvoiceView:
                        resource=res)
 
 
+MAX_CANDIDATES = 8  # codes of one note looked up (a bank's note is a few hundred characters at most)
+
+
 def find_by_note(db: Database, note: str) -> InvoiceView | None:
     """The invoice whose reference code the transfer note carries (``vietqr.reference_candidates``:
     case, spaces, punctuation, diacritics and look-alike letters do not matter), or None. Every
     well-formed code in the note is a candidate (``HD HD…`` folds to ``HDHD…``, whose first window
-    may pass the check); the first one that is an invoice's wins, all asked in one query."""
-    codes = reference_candidates(note or "")
+    may pass the check); the first one that is an invoice's wins. Asked one equality each
+    (``find_in``): FerretDB reads a whole collection for an ``$in`` (1.6 s over 20,000
+    references, against 15 ms for an ``_id`` look-up); a note has two candidates about once in
+    30 when it repeats the ``HD``, and more only when it names several codes."""
+    codes = reference_candidates(note or "")[:MAX_CANDIDATES]
     if not codes:
         return None
     fields = {"invoice": 1, ISSUED_LINK: 1}
     if len(codes) == 1:
         hit = db[REFERENCES].find_one({"_id": codes[0]}, fields)
     else:
-        found = {r["_id"]: r for r in db[REFERENCES].find({"_id": {"$in": codes}}, fields)}
+        found = {r["_id"]: r for r in find_in(db[REFERENCES], "_id", codes, projection=fields)}
         hit = next((found[c] for c in codes if c in found), None)
     invoice = get(db, hit["invoice"]) if hit else None
     if invoice is not None and isinstance(hit.get(ISSUED_LINK), int):
