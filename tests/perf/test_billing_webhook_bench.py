@@ -182,7 +182,7 @@ class _Commands:
 
 
 def test_webhook_round_trips_by_kind(base_env, run_id, mongo_client) -> None:
-    """Database round trips of one partial payment, one settling payment and one retry, in process
+    """Database round trips of a partial payment, a settling one, retries, an unmatched and a late one, in process
     (pymongo's command monitoring on the app's own client). Printed; no assertion on timing."""
     from pymongo import monitoring
 
@@ -212,8 +212,9 @@ def test_webhook_round_trips_by_kind(base_env, run_id, mongo_client) -> None:
             INVOICES = saved
 
         def send(i: int, code: str) -> tuple[int, list[str]]:
+            note = f"thanh toan {code}" if code else "chuyen tien kham benh"  # no code: unmatched
             body = json.dumps({"type": "transfer.received", "data": {"id": f"rt{i}", "amount": 10000,
-                                                                     "description": f"thanh toan {code}"}}).encode()
+                                                                     "description": note}}).encode()
             ts = str(int(time.time()))
             headers = {"webhook-id": f"msg_rt{i}", "webhook-timestamp": ts, "Content-Type": "application/json",
                        "webhook-signature": webhooks.standard_signature(f"msg_rt{i}", ts, body, STD_SECRET)}
@@ -230,8 +231,9 @@ def test_webhook_round_trips_by_kind(base_env, run_id, mongo_client) -> None:
             send(100 + i, codes[1])
         rows = []
         for kind, i in (("partial payment", 1), ("partial payment", 2), ("retry", 2), ("settling payment", 3),
-                        ("retry of the settling payment", 3)):
-            status, names = send(i, codes[0])
+                        ("retry of the settling payment", 3), ("unmatched transfer (no code in its note)", 4),
+                        ("late payment (its invoice balanced)", 5)):
+            status, names = send(i, "" if i == 4 else codes[0])
             assert status == 200 and names, f"{kind}: {status}, no database command seen"
             rows.append(f"| {kind} | {len(names)} | {'; '.join(names)} |")
     table = "\n".join(["| request | round trips | commands |", "|---|---:|---|", *rows])
