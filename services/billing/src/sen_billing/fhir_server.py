@@ -307,8 +307,13 @@ class BillingFhirServer(FhirServer):
         p = self.principal()
         if not p.roles & {"admin", "cashier"}:
             raise forbidden("invoices are handled by cashiers and admins")
-        self._check_head(p, "Invoice", rid)
-        return self.store().read_doc("Invoice", rid)["res"]
+        # one read: the facility is checked on the document read (its issuer, which the index key
+        # sp_issuer is extracted from), not on a head read before it
+        res = self.store().read_doc("Invoice", rid)["res"]
+        mine = self.facility_of(p)
+        if mine is not None and (res.get("issuer") or {}).get("reference") != mine:
+            raise forbidden("this Invoice belongs to another facility")
+        return res
 
 
 __all__ = ["FACILITY_FIELD", "RESOURCE_TYPES", "BillingFhirServer"]

@@ -18,6 +18,7 @@ INDEXES += [
     mongo.Index("payments", (("facility", 1),)),
     mongo.Index("refunds", (("day", 1),)),
     mongo.Index("refunds", (("shift", 1),)),
+    mongo.Index("refunds", (("invoice", 1),)),  # an invoice's refunds (domain/status.py)
     mongo.Index("refund_tasks", (("invoice", 1),)),
     mongo.Index("unmatched_waiting", (("at", 1), ("_id", 1)), name="at_id"),  # the queue's pages
     mongo.Index("invoice_balanced", (("done", 1),)),

@@ -7,6 +7,7 @@ Cashiers act on their own facility's invoices only, admins on every facility's
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from flask import Response, request
@@ -17,7 +18,7 @@ from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
 from ..domain import invoices as inv
-from ..domain import vietqr
+from ..domain import status, vietqr
 from ..fhir_server import BillingFhirServer
 
 Reply = Any
@@ -73,23 +74,31 @@ def vietqr_code(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
                    "image/svg+xml"):
         raise FhirError(f"_format={fmt} is not served here: json, png or svg", status=406)
     settings = _fhir().settings
-    _fhir().invoice_for(id)
+    res = _fhir().invoice_for(id)  # read once: the access check's document is the QR's too
     if not settings.bank_bin or not settings.bank_account:
         raise FhirError("no receiving bank account is configured (SEN_BANK_BIN, SEN_BANK_ACCOUNT)", status=503,
                         code="transient")
     bank = inv.Bank(settings.bank_bin, settings.bank_account, settings.bank_account_name)
-    qr = inv.current_qr(_fhir().db, id, bank, timedelta(seconds=settings.qr_ttl_seconds))
+    qr = inv.current_qr(_fhir().db, id, bank, timedelta(seconds=settings.qr_ttl_seconds), invoice=res)
     expires = inv.iso_vn(qr["expires"])
     headers = {"Cache-Control": "no-store", "X-VietQR-Expires": expires}
     if fmt in ("png", "image/png"):
-        return Response(vietqr.png(qr["payload"]), 200, headers, content_type="image/png")
+        return Response(_png(qr["payload"]), 200, headers, content_type="image/png")
     if fmt in ("svg", "image/svg+xml"):
-        return Response(vietqr.svg(qr["payload"]), 200, headers, content_type="image/svg+xml")
-    body = {"payload": qr["payload"], "reference": qr["reference"], "amount": int(qr["amount"]),
-            "amountText": inv.vnd(qr["amount"]), "currency": "VND", "expiresAt": expires,
-            "bank": {"bin": bank.bin, "account": bank.account, "name": bank.name or None},
-            "invoice": f"Invoice/{id}"}
-    return Response(_json(body), 200, headers, content_type="application/json")
+        return Response(_svg(qr["payload"]), 200, headers, content_type="image/svg+xml")
+    return Response(_json(status.qr_json(qr, bank, id)), 200, headers, content_type="application/json")
+
+
+# a payload's image never changes: drawn once per process while the payload is served (a payload
+# lives until it expires or the balance changes; the page asks for its image on every view)
+@lru_cache(maxsize=256)
+def _png(payload: str) -> bytes:
+    return vietqr.png(payload)
+
+
+@lru_cache(maxsize=256)
+def _svg(payload: str) -> bytes:
+    return vietqr.svg(payload)
 
 
 def _json(body: dict[str, Any]) -> bytes:

@@ -3,7 +3,7 @@ summaries, the unmatched queue, cash, refunds, shifts, receipts and the daily re
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response
@@ -11,7 +11,8 @@ from sen_shared.auth import current_principal, require_roles
 from sen_shared.errors import NotFound, SenError
 from sen_shared.runtime import current
 
-from ..domain import invoice_port, payments, receipts, reconciliation, shifts
+from ..domain import payments, receipts, reconciliation, shifts, status
+from ..domain.invoices import Bank
 from ..domain.payments import VN
 
 JSON = {"Content-Type": "application/json"}
@@ -23,11 +24,19 @@ def _db() -> Any:
 
 @require_roles("cashier")
 def invoice_payments(invoice_id: str) -> Any:
-    invoice = invoice_port.get(_db(), invoice_id)
-    if invoice is None:
-        raise NotFound(f"no invoice {invoice_id}")
-    payments.check_facility(current_principal(), invoice.facility)
-    return payments.invoice_summary(_db(), invoice_id, invoice), 200, JSON  # the invoice read above, not twice
+    """The status box's poll: two reads for an issued invoice nobody paid yet (domain/status.py)."""
+    invoice = status.read_invoice(_db(), invoice_id, current_principal())
+    return status.summary(_db(), invoice), 200, JSON
+
+
+@require_roles("cashier")
+def invoice_desk(invoice_id: str) -> Any:
+    """The invoice page's answer in one request: summary, Invoice and its VietQR (domain/status.py)."""
+    settings = current().settings
+    bank = (Bank(settings.bank_bin, settings.bank_account, settings.bank_account_name)
+            if settings.bank_bin and settings.bank_account else None)
+    return status.desk(_db(), invoice_id, current_principal(), bank,
+                       timedelta(seconds=settings.qr_ttl_seconds)), 200, JSON
 
 
 @require_roles("cashier")

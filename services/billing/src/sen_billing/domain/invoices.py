@@ -451,15 +451,19 @@ class Bank:
     name: str = ""
 
 
-def current_qr(db: Database, invoice_id: str, bank: Bank, ttl: timedelta,
-               now: datetime | None = None) -> dict[str, Any]:
+def current_qr(db: Database, invoice_id: str, bank: Bank, ttl: timedelta, now: datetime | None = None, *,
+               invoice: dict[str, Any] | None = None, due: int | None = None) -> dict[str, Any]:
     """The invoice's VietQR payload: the newest one handed out while it is unexpired and its
-    amount is still the balance due; else a new one (the next link of the invoice's chain)."""
+    amount is still the balance due; else a new one (the next link of the invoice's chain).
+    ``invoice``: the resource the caller read in this request (not read again); ``due``: the
+    balance due the caller computed from the invoice's payments (not read again)."""
     now = now or datetime.now(UTC)
-    invoice = _store(db).read_doc("Invoice", invoice_id)["res"]
+    if invoice is None:
+        invoice = _store(db).read_doc("Invoice", invoice_id)["res"]
     if invoice.get("status") != "issued":
         raise InvoiceConflict(f"Invoice/{invoice_id} is {invoice.get('status')}: no QR to pay")
-    due = balance_due(db, invoice_id)
+    if due is None:
+        due = invoice_port.view(invoice_id, {"res": invoice}).owed - paid_total(db, invoice_id)
     if due <= 0:
         raise InvoiceConflict(f"Invoice/{invoice_id} has nothing left to pay")
     reference = vietqr.reference_code(invoice_id)

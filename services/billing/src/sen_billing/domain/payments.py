@@ -330,26 +330,15 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
 
 def invoice_summary(db: Database, invoice_id: str,
                     invoice: invoice_port.InvoiceView | None = None) -> dict[str, Any]:
-    """What is owed, paid, refunded, due and credited on an invoice; all derived from the records.
-    ``invoice``: the caller's read of it in this request (one read less), else read here."""
+    """What is owed, paid, refunded, due and credited on an invoice (``domain/status.summary``: the
+    cashier's read side, in as few reads as the records allow). ``invoice``: the caller's read of
+    it in this request (one read less), else read here."""
+    from .status import summary  # status reads this module's records: imported when first used
+
     invoice = invoice if invoice is not None and invoice.id == invoice_id else invoice_port.get(db, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
-    payments = invoice_port.counted_payments(db, invoice_id)
-    late = list(db[PAYMENTS].find({"late_invoice": invoice_id}, {"outbox": 0}))
-    paid = sum(int(p["amount"]) for p in payments)
-    ids = [p["_id"] for p in payments + late]
-    refunds = list(db[REFUNDS].find({"_id": {"$in": ids}})) if ids else []
-    refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in {p["_id"] for p in payments})
-    status = invoice_port.lifecycle_state(db, invoice_id) or invoice.status  # the chain leads the resource
-    owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
-    due = 0 if status == "cancelled" else max(0, owed - paid)
-    return {"invoice": invoice_id, "status": status, "owed": invoice.owed,
-            "paid": paid, "balanceDue": due, "credit": max(0, paid - owed - refunded_counted),
-            "refunded": sum(int(r["amount"]) for r in refunds), "facility": invoice.facility,
-            "reference": invoice.reference,
-            "payments": [public_payment(p) for p in sorted(payments + late, key=lambda p: p["received_at"])],
-            "refundTasks": [public_task(t) for t in db[REFUND_TASKS].find({"invoice": invoice_id})]}
+    return summary(db, invoice)
 
 
 def refund(db: Database, payment_key: str, amount: int | None, reason: str, principal: Any,

@@ -57,30 +57,31 @@ def _attempt(fn: Any) -> Any:
         return None, err
 
 
-def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
-    """The payment summary, the FHIR Invoice and its QR are asked for at once (three services'
-    answers, one wait): the QR of an invoice that is paid or not issued is a 409, ignored.
+def desk(iid: str) -> dict[str, Any]:
+    """What the invoice page shows, in one billing request (``/payments/invoices/{id}/desk``): the
+    payment summary, the FHIR Invoice (``resource``) and its VietQR (``qr``) while something is due,
+    else null (``qrProblem`` says why when one was due). Kept ``SEN_PORTAL_CACHE_SECONDS`` for this
+    user (the page's shell; its status box reads the summary fresh)."""
+    return shared_get("billing", f"/payments/invoices/{iid}/desk", accept="application/json",
+                      seconds=backend.settings().portal_cache_seconds)
 
-    The page is a shell that may use this user's summary kept a few seconds (a reload, the page
+
+def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
+    """The invoice page: the summary, the Invoice and its QR in one billing answer (:func:`desk`).
+
+    The page is a shell that may use this user's answer kept a few seconds (a reload, the page
     after the queue); its status box asks for the fresh summary the moment it is shown (htmx
     ``load``, then every 2 s) and that answer corrects the amounts and, once paid, takes the QR
     and the cash form away (out-of-band swaps): the cashier never waits more than one status read
     for Paid, and a reload under load does not wait on billing's summary. The user's own payment
     or refund forgets their kept answers (backend.call), so the page after it is fresh."""
-    jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: summary(iid, kept=True), lambda: fhir_get("billing", f"/fhir/Invoice/{iid}", cached=True),
-        lambda: shared_get("billing", f"/fhir/Invoice/{iid}/$vietqr", accept="application/json",
-                           seconds=backend.settings().portal_cache_seconds))]
-    (s, s_err), (inv, inv_err), (qr, qr_err) = (j.result() for j in jobs)
-    if s_err is not None:
-        raise s_err
+    s = desk(iid)  # a BackendError (billing down, 403, 404) is the error page
+    inv, qr = s.get("resource"), s.get("qr")
     problem = ctx.pop("problem", None)
-    if inv_err is not None and inv_err.status != 404:
-        problem = problem or backend_message(inv_err)
     if is_paid(s) or s.get("status") != "issued":
         qr = None
-    elif qr_err is not None:
-        problem = problem or backend_message(qr_err)
+    elif qr is None and s.get("qrProblem"):
+        problem = problem or backend_message(BackendError("refused", "billing", 0, str(s["qrProblem"])))
     forms = {"cash_form": CashForm(formdata=None, amount=s.get("balanceDue") or None),
              "refund_form": RefundForm(formdata=None)}
     forms.update(ctx.pop("forms", {}))

@@ -1,0 +1,128 @@
+"""An invoice's payment status as the cashier's pages read it, in as few database reads as the
+records allow (read side only: nothing here writes, except the VietQR chain's next link).
+
+The status box polls :func:`summary` every 2 s for each open invoice page, so its common case,
+an issued invoice nobody has paid yet, is **two** reads: the Invoice (the caller's facility is
+checked on that same document) and the payments filed under it (``{invoice: id}``, an equality
+on a top-level field: pushed down by FerretDB, indexed on MongoDB). When that read finds
+nothing at all, the rest is known without reading it:
+
+- no ``cancelled`` link: a cancel inserts its mark among the invoice's payments BEFORE it
+  claims the link (``invoice_port.mark_cancel``), and no mark was there;
+- no ``balanced`` link: the settlement claims it only once payments counted toward the invoice
+  reach what is owed (> 0), and payments are never removed; none was there;
+- so the lifecycle chain is at ``issued`` (the resource says issued, and its status follows the
+  chain), and no payment is late for it: a payment is filed as late (``late_invoice``) only
+  when the invoice it names is cancelled or balanced (or a draft, which has no reference out
+  there: its reference record is inserted after the ``issued`` link);
+- no refund and no refund task: both are keyed by a payment of the invoice.
+
+A payment inserted after that read is a later event: the next poll shows it. Anything else (a
+payment, a mark, a draft or settled resource, nothing owed) takes the full path: the late
+payments, the chain (unless the resource is already cancelled or balanced: its status follows
+the chain's, so the chain says the same), and, when there are payments, their refunds and refund
+tasks, each by an equality on ``invoice``.
+
+:func:`desk` is what the invoice page shows, in one request: the summary, the Invoice resource
+(read once, for the facility check too) and its current VietQR when something is due.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.errors import Forbidden, NotFound
+
+from . import invoice_port
+from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, public_payment, public_task
+
+FINAL = ("balanced", "cancelled")  # terminal resource states: the chain reached them first
+PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "outcome", "received_at", "description",
+                                 "invoice", "late_invoice", "facility", "assigned_from", "shift", "marker")}
+
+
+def check_facility(principal: Any, facility: str | None) -> None:
+    """A cashier reads their own facility's invoices only; admin every facility's."""
+    if "admin" in principal.roles:
+        return
+    if not principal.facility or principal.facility != facility:
+        raise Forbidden("this invoice belongs to another facility")
+
+
+def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.InvoiceView:
+    """The Invoice (one read), if the caller may see it: 404 / 403 as problem details."""
+    invoice = invoice_port.get(db, invoice_id)
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    check_facility(principal, invoice.facility)
+    return invoice
+
+
+def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
+    """What is owed, paid, refunded, due and credited on ``invoice`` (already read), from the
+    records; the same answer as the full read of every record (module docstring)."""
+    docs = list(db[PAYMENTS].find({"invoice": invoice.id}, PAYMENT_FIELDS))
+    if not docs and invoice.status == "issued" and invoice.owed > 0:
+        return _body(invoice, "issued", [], [], [], [])
+    counted = [d for d in docs if not d.get("marker")]
+    late = list(db[PAYMENTS].find({"late_invoice": invoice.id}, PAYMENT_FIELDS))
+    status = invoice.status if invoice.status in FINAL else (
+        invoice_port.lifecycle_state(db, invoice.id) or invoice.status)  # the chain leads the resource
+    ids = {p["_id"] for p in counted + late}
+    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, {"amount": 1}) if r["_id"] in ids] if ids else []
+    tasks = list(db[REFUND_TASKS].find({"invoice": invoice.id})) if ids else []
+    return _body(invoice, status, counted, late, refunds, tasks)
+
+
+def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str, Any]], late: list[dict[str, Any]],
+          refunds: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    paid = sum(int(p["amount"]) for p in counted)
+    counted_ids = {p["_id"] for p in counted}
+    refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in counted_ids)
+    owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
+    due = 0 if status == "cancelled" else max(0, owed - paid)
+    return {"invoice": invoice.id, "status": status, "owed": invoice.owed,
+            "paid": paid, "balanceDue": due, "credit": max(0, paid - owed - refunded_counted),
+            "refunded": sum(int(r["amount"]) for r in refunds), "facility": invoice.facility,
+            "reference": invoice.reference,
+            "payments": [public_payment(p) for p in sorted(counted + late, key=lambda p: p["received_at"])],
+            "refundTasks": [public_task(t) for t in tasks]}
+
+
+def qr_json(qr: dict[str, Any], bank: Bank, invoice_id: str) -> dict[str, Any]:
+    """A VietQR chain link as the API shows it (``$vietqr``'s JSON)."""
+    return {"payload": qr["payload"], "reference": qr["reference"], "amount": int(qr["amount"]),
+            "amountText": vnd(qr["amount"]), "currency": "VND", "expiresAt": iso_vn(qr["expires"]),
+            "bank": {"bin": bank.bin, "account": bank.account, "name": bank.name or None},
+            "invoice": f"Invoice/{invoice_id}"}
+
+
+def desk(db: Database, invoice_id: str, principal: Any, bank: Bank | None, ttl: timedelta,
+         now: datetime | None = None) -> dict[str, Any]:
+    """The invoice page's answer: :func:`summary`, the Invoice resource (``resource``) and, while
+    something is due on an issued invoice, its VietQR (``qr``, as ``$vietqr`` gives it; the
+    payload served until it expires or the balance changes) or why there is none (``qrProblem``).
+    Reads: the Invoice, its payments (the summary's), the QR chain's newest link."""
+    invoice = read_invoice(db, invoice_id, principal)
+    body = summary(db, invoice)
+    body["resource"] = invoice.resource
+    body["qr"] = None
+    if body["status"] != "issued" or body["balanceDue"] <= 0:
+        return body
+    if bank is None:
+        body["qrProblem"] = "no receiving bank account is configured (SEN_BANK_BIN, SEN_BANK_ACCOUNT)"
+        return body
+    try:
+        qr = current_qr(db, invoice_id, bank, ttl, now or datetime.now(UTC), invoice=invoice.resource,
+                        due=body["balanceDue"])
+    except InvoiceConflict as err:
+        body["qrProblem"] = err.detail
+        return body
+    body["qr"] = qr_json(qr, bank, invoice_id)
+    return body
+
+
+__all__ = ["check_facility", "desk", "qr_json", "read_invoice", "summary"]
