@@ -1,0 +1,66 @@
+"""The portal's session cookie: a changed session is sent at once; an unchanged one is sent again
+(its idle expiry moved on) at most once a minute, not on every request (the invoice status box
+is asked for every 2 s). Flask test client, no back-end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sen_portal.web import SessionInterface
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    with flask_app.test_client() as c:
+        yield c
+
+
+def _set_cookie(response) -> str | None:
+    return next((h for h in response.headers.getlist("Set-Cookie") if h.startswith("sen_portal=")), None)
+
+
+def _sign_in(client) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
+    assert r.status_code == 302 and _set_cookie(r) is not None  # signing in changes the session: sent
+
+
+def test_an_unchanged_session_is_not_sent_again_within_the_minute(client) -> None:
+    _sign_in(client)
+    client.get("/login")  # the page's first form puts its CSRF secret in the session (done at sign-in)
+    r = client.get("/")
+    assert r.status_code == 302 and "/login" not in r.headers["Location"]  # signed in: to the role's page
+    assert _set_cookie(r) is None  # signed a moment ago: the browser's cookie still runs an hour
+
+
+def test_an_unchanged_session_is_sent_again_after_the_minute(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    _sign_in(client)
+    monkeypatch.setattr(SessionInterface, "REFRESH_SECONDS", 0)
+    r = client.get("/")
+    cookie = _set_cookie(r)
+    assert cookie is not None and "Expires=" in cookie  # its idle expiry moved on
+    again = client.get("/")  # the refreshed cookie reads back: still signed in
+    assert again.status_code == 302 and "/login" not in again.headers["Location"]
+
+
+def test_a_changed_session_is_sent_at_once(client) -> None:
+    _sign_in(client)
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    r = client.post("/language", data={"lang": "en", "next": "/", "csrf_token": token})
+    assert r.status_code == 302 and _set_cookie(r) is not None  # within the minute, changed: sent
