@@ -655,6 +655,79 @@ def test_a_retry_after_a_lost_answer_finds_the_consult_the_first_try_made(tc, to
     assert [link["op"] for link in db.consult_steps.find({"k": task_id})] == ["$submit"]
 
 
+def test_a_retry_whose_first_try_committed_answers_that_consult(tc, tokens, db):
+    """The first try's link 1 (the commit point) and resources are in, its answer was lost (a 5xx
+    is not kept under the key): the retry with the same key answers the same consult, whole."""
+    key = str(uuid.uuid4())
+    body = service_request(note=[{"text": f"Lần thử {key}"}])
+    sr_id, task_id = submitted(submit(tc, tokens, body, **{"Idempotency-Key": key}))
+    chain = f"nv-an-binh@{CLINIC_A}|{key}"
+    db.idempotency_keys.delete_many({"k": chain})
+    db.idempotency_keys.delete_one({"_id": f"{chain}/answer"})
+    again = submit(tc, tokens, body, **{"Idempotency-Key": key})
+    assert submitted(again) == (sr_id, task_id)
+    assert {e["resource"]["meta"]["versionId"] for e in again.json()["entry"]} == {"1"}
+    assert len([d for d in db.ServiceRequest.find({}, {"res": 1}) if key in d["res"]]) == 1
+    assert db.consult_steps.count_documents({"k": task_id}) == 1
+
+
+def _committed_only(consults, monkeypatch, note: str) -> str:
+    """A submission whose process died right after its commit point (link 1): nothing else written."""
+    from sen_shared.fhir.outcome import FhirError
+    from sen_teleconsult.domain import consults as rules
+    from sen_teleconsult.workflow import Actor, Consults
+
+    clinic = type("P", (), {"sub": "nv-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
+                            "practitioner": None, "scopes": frozenset()})()
+    sub = rules.check_submission(service_request(note=[{"text": note}]), clinic=f"Organization/{CLINIC_A}",
+                                 default_hub=None)
+    with monkeypatch.context() as m:
+        m.setattr(Consults, "finish_submission", lambda self, link: {})  # dies after link 1
+        with pytest.raises(FhirError):  # its answer reads the versions 1 it never wrote
+            consults.create(sub, Actor.of(clinic), "http://sen/fhir", None)
+    link = consults.db.consult_steps.find_one({"op": "$submit", "sr_json": {"$exists": True},
+                                               "facts.requestedAt": {"$exists": True}},
+                                              sort=[("at", -1)])
+    assert link is not None and note in link["sr_json"]
+    return link["k"]
+
+
+def test_a_submission_that_died_after_its_commit_point_is_finished_by_the_next_step(tc, tokens, consults, db,
+                                                                                     monkeypatch):
+    task_id = _committed_only(consults, monkeypatch, "Chết sau điểm cam kết (bước kế tiếp)")
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
+    r = op(tc, task_id, "$accept", "dr", tokens)
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2", r.text
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    sr_id = task["focus"]["reference"].split("/", 1)[1]
+    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"])
+    assert sr.status_code == 200 and sr.json()["status"] == "active", sr.text
+    assert db.grants.count_documents({"reason": f"ServiceRequest/{sr_id}"}) == 2
+
+
+def test_a_submission_that_died_after_its_commit_point_is_finished_before_its_event_goes_out(
+        tc, tokens, consults, db, monkeypatch):
+    """Nobody reads it: the worker's relay gate holds link 1 back while it is young, then makes the
+    consult whole before its consult.requested is published."""
+    from sen_teleconsult.workflow import SubmissionGate
+
+    task_id = _committed_only(consults, monkeypatch, "Chết sau điểm cam kết (relay)")
+    pending = list(db.consult_steps.find({"_id": f"{task_id}/1"}, {"outbox": 1, **dict.fromkeys(
+        SubmissionGate.fields, 1)}))
+    assert SubmissionGate(consults, grace=timedelta(minutes=5))(pending) == []  # its request may be at it
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
+    assert [d["_id"] for d in SubmissionGate(consults, grace=timedelta(0))(pending)] == [f"{task_id}/1"]
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"])
+    assert task.status_code == 200 and task.json()["status"] == "requested", task.text
+    assert task.json()["meta"]["versionId"] == "1"
+    sr_id = task.json()["focus"]["reference"].split("/", 1)[1]
+    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).status_code == 200
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).status_code == 200  # the hub's doctor
+    # a second pass (another relay, a redelivery) changes nothing
+    assert [d["_id"] for d in SubmissionGate(consults, grace=timedelta(0))(pending)] == [f"{task_id}/1"]
+    assert db.Task_history.count_documents({"id": task_id}) == 1
+
+
 # --------------------------------------------------------------------------- in-progress, hub scope, paging
 
 def test_the_specialist_starting_the_consult_puts_the_task_in_progress(tc, tokens, db):

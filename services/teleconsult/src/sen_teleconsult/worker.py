@@ -82,7 +82,11 @@ def main() -> int:
     stop = threading.Event()
     threads = start_periodic(settings, stop)
     try:
-        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
+        from .workflow import STEPS, SubmissionGate
+
+        # a submission's link 1 (its commit point) is made whole before its events go out
+        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop,
+                   gates={STEPS: SubmissionGate(_consults(settings))})
     finally:
         stop.set()
         for t in threads:

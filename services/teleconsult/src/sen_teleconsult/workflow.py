@@ -43,15 +43,15 @@ from sen_shared.claims import ClaimTaken, advance, chain_indexes, claim_once, la
 from sen_shared.fhir.access import GRANTS, grant_id
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
-from sen_shared.fhir.bundle import apply_writes
 from sen_shared.fhir.http import FhirResponse
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
-from sen_shared.fhir.store import Store, etag
+from sen_shared.fhir.store import Store, etag, is_stale
 from sen_shared.fhir.store import iso as iso_store
 from sen_shared.fhir.validate import validate_resource
 from sen_shared.ids import new_uuid
+from sen_shared.mongo import FIND_IN_MAX_EQUALITIES, find_in
 
 from .adapters.ehr import EhrClient
 from .config import TeleconsultSettings
@@ -89,6 +89,42 @@ INDEXES: list[mongo.Index] = [
     mongo.Index("Appointment", (("sp__tag", 1),), name="party_tag"),  # its hub and requesting clinic
 ]
 OUTBOX_COLLECTIONS = (STEPS, BREACHES)
+
+
+class SubmissionGate:
+    """The outbox relay's check on ``consult_steps`` (the worker passes it to the relay): a
+    submission's link 1 is its commit point, written before its ServiceRequest and Task; a link 1
+    whose Task is not stored is held back while it is young (its request is writing it) and made
+    whole once it is older than the grace period (its request died), before its
+    ``consult.requested`` goes out. So every committed submission is finished by the worker
+    even when nobody reads it. One Task lookup (equalities) per batch of links 1."""
+
+    fields = ("k", "n", "op", "at")
+
+    def __init__(self, consults: Consults, grace: timedelta | None = None) -> None:
+        self.consults = consults
+        self.grace = grace
+
+    def __call__(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        firsts = [d for d in docs if d.get("n") == 1 and d.get("op") == "$submit" and d.get("k")]
+        if not firsts:
+            return docs
+        coll = self.consults.store().current("Task")
+        ids = [str(d["k"]) for d in firsts]
+        have: set[str] = set()
+        for start in range(0, len(ids), FIND_IN_MAX_EQUALITIES):  # equalities, never a scanning $in
+            have.update(h["_id"] for h in find_in(coll, "_id", ids[start:start + FIND_IN_MAX_EQUALITIES],
+                                                   projection={"_id": 1}))
+        held: set[Any] = set()
+        for d in firsts:
+            if d["k"] in have:
+                continue
+            if not is_stale(d, self.grace):
+                held.add(d["_id"])  # its request is probably writing it: the next pass looks again
+                continue
+            self.consults.finish_submission(d)
+            log.warning("finished a submission its request left half-done", extra={"task": d["k"]})
+        return [d for d in docs if d["_id"] not in held]
 
 
 def now_vn() -> datetime:
@@ -246,53 +282,90 @@ class Consults:
         rules.stamp_change(task, actor.ref, actor.display)
         # the client's ServiceRequest as the server completed it: one FHIR validation. The Task is
         # the server's own (rules.new_task, checked against FHIR in the rules' tests)
-        validate_resource(copy.deepcopy(sr), expected_type="ServiceRequest")
-        # both versions 1 all or nothing, with the shared engine's journalled writes (what a
-        # transaction Bundle of two PUTs does, without planning reads for ids nobody can hold yet:
-        # fresh, or derived from a retry key that _made_before found unused)
-        store = self.store()
-        writes = [store.prepare_create(sr, sr_id), store.prepare_create(task, task_id)]
-        try:
-            apply_writes(store, writes, hook=self.engine.after_write)
-        except FhirError as err:
-            if retry_key and err.status == 409:  # the ids are the key's: an earlier try claimed them
-                made = self._made_before(sr_id, task_id, base)
-                if made is not None:
-                    return made
-            for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
-                self._audit(actor, "create", rtype, rid, patient=sub.patient, status=err.status,
-                            operation="$submit")
-            raise
-        resp = FhirResponse(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": [
-            {"fullUrl": f"{base}/{w.resource_type}/{w.rid}", "resource": w.resource,
-             "response": {"status": "201 Created", "etag": etag(w.version), "lastModified": iso_store(w.when),
-                          "location": f"{w.resource_type}/{w.rid}/_history/{w.version}"}} for w in writes]})
+        validate_resource(sr, expected_type="ServiceRequest")  # reads only (check_submission copied it)
         facts = {"serviceRequest": sr_ref, "task": task_ref, "patient": sub.patient, "requester": sub.requester,
                  "hub": sub.hub, "priority": sub.priority, "specialty": sub.specialty, "district": district,
                  "requestedAt": iso(requested), "dueAt": iso(due)}
-        self.start_chain(task_id, facts, task, actor)
+        # The commit point is link 1 of the Task's chain, as for every step: it holds both resources
+        # whole (and the consult.requested event). Once it is in, the consult exists and is made
+        # whole by whoever gets there: this request right after, a step on the Task (roll_forward),
+        # or the worker's relay before link 1's events go out (SubmissionGate). Before it, nothing
+        # is stored. (Was: a journalled transaction of the two resources, then link 1: two
+        # database commands more, the journal's insert and delete.)
+        try:
+            link = self.start_chain(task_id, facts, task, actor, sr=sr, strict=True)
+        except ClaimTaken as taken:
+            # ids derive from the retry key only, so an earlier try of this request holds link 1
+            if not retry_key or taken.holder is None:
+                self._audit(actor, "create", "Task", task_id, patient=sub.patient, status=409, operation="$submit")
+                raise FhirError(f"Task/{task_id} exists already", status=409, code="conflict") from None
+            written = self.finish_submission(taken.holder)
+            return self._answer(sr_id, task_id, base, "200 OK", written)
+        written = self.finish_submission(link)
         for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
             self._audit(actor, "create", rtype, rid, patient=sub.patient, status=201, operation="$submit", vid="1")
-        return resp
+        return self._answer(sr_id, task_id, base, "201 Created", written)
 
-    def _made_before(self, sr_id: str, task_id: str, base: str) -> FhirResponse | None:
-        """The answer to a submission whose transaction is already stored (its chain started if not)."""
+    def _answer(self, sr_id: str, task_id: str, base: str, status: str,
+                written: Mapping[str, Any] | None = None) -> FhirResponse:
+        """The transaction-response Bundle of a submission: both versions 1 as this request wrote
+        them (``written``: the store's writes by type), else as stored (their history documents:
+        claimed once :meth:`finish_submission` returned)."""
         store = self.store()
-        docs = [unpack(store.current(t).find_one({"_id": i}, {"res": 1, "v": 1, "lu": 1}))
-                for t, i in (("ServiceRequest", sr_id), ("Task", task_id))]
-        if any(d is None for d in docs):
-            return None
-        self.current(task_id)  # starts the chain if the first try stopped before it
-        entries = [{"fullUrl": f"{base}/{d['res']['resourceType']}/{d['_id']}", "resource": d["res"],
-                    "response": {"status": "200 OK", "etag": etag(d["v"]),
-                                 "location": f"{d['res']['resourceType']}/{d['_id']}/_history/{d['v']}"}}
-                   for d in docs]
+        entries = []
+        for rtype, rid in (("ServiceRequest", sr_id), ("Task", task_id)):
+            w = (written or {}).get(rtype)
+            if w is not None:
+                res, version, when = w.resource, w.version, w.when
+            else:
+                doc = store.vread_doc(rtype, rid, "1")
+                res, version, when = doc["res"], doc["v"], doc["lu"]
+            entries.append({"fullUrl": f"{base}/{rtype}/{rid}", "resource": res,
+                            "response": {"status": status, "etag": etag(version), "lastModified": iso_store(when),
+                                         "location": f"{rtype}/{rid}/_history/{version}"}})
         return FhirResponse(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
-    def start_chain(self, task_id: str, facts: Mapping[str, Any], task: Mapping[str, Any], actor: Actor) -> None:
-        """The grants and link 1 (``requested``, with the ``consult.requested`` event): each an
-        idempotent claim, so a crash after the transaction is finished by :meth:`recover` later."""
+    def finish_submission(self, link: Mapping[str, Any]) -> dict[str, Any]:
+        """Make the consult link 1 commits whole: ServiceRequest and Task version 1 (from the link),
+        then the grants; the writes this call made, by type. Idempotent, and safe to run by several
+        at once: each version is claimed by its history insert (:meth:`Store.apply`); a version
+        claimed already is someone else's (rolled forward by the store when its writer died, past
+        the grace period). A link 1 made before this design (no ``sr_json``: the resources were
+        written first) has nothing to finish but its grants."""
+        if int(link.get("n", 0)) != 1 or link.get("op") != "$submit":
+            return {}
+        if "task_json" not in link:  # the relay's projection: read the whole link
+            full = self.db[STEPS].find_one({"_id": link["_id"]})
+            if full is None:
+                return {}
+            link = full
+        store = self.store()
+        facts = link["facts"]
+        written: dict[str, Any] = {}
+        if link.get("sr_json"):
+            when = link.get("at")
+            when = when.replace(tzinfo=UTC) if isinstance(when, datetime) and when.tzinfo is None else when
+            for res in (json.loads(link["sr_json"]), _task_of(link)):
+                rtype, rid = res["resourceType"], res["id"]
+                w = store.prepare_create(res, rid, when=when)
+                try:
+                    store.apply(w)  # no read first: on the request's path the claim's insert decides
+                except FhirError as err:
+                    if err.status != 409:
+                        raise
+                    continue  # claimed by another finisher or a first try: theirs to write
+                written[rtype] = w
         self.grant(facts, facts["requester"], facts["hub"])
+        return written
+
+    def start_chain(self, task_id: str, facts: Mapping[str, Any], task: Mapping[str, Any], actor: Actor,
+                    *, sr: Mapping[str, Any] | None = None, strict: bool = False) -> dict[str, Any] | None:
+        """Link 1 (``requested``, with the ``consult.requested`` event). With ``sr``: the commit
+        point of a submission (it carries both resources; ``strict``: :class:`ClaimTaken` when the
+        chain exists, and the caller finishes). Without: the chain of a Task stored before its
+        link (:meth:`recover`), whose grants are inserted first (idempotent)."""
+        if sr is None:
+            self.grant(facts, facts["requester"], facts["hub"])
         data = {**_event_base(facts), "patient": facts["patient"], "requestedAt": facts["requestedAt"],
                 "dueAt": facts["dueAt"]}
         if facts.get("specialty"):
@@ -300,12 +373,15 @@ class Consults:
         # the hub's doctors triage with the record: the EHR lets the hub read this patient
         # (the doctor who accepts gets a grant of their own)
         events = [("teleconsult.consult.requested", data), *self._grant_events(facts, facts["hub"])]
+        extra = {"sr_json": json.dumps(sr, ensure_ascii=False)} if sr is not None else {}
         link = self._link_doc(task_id, op="$submit", state="requested", task=dict(task), facts=facts,
-                              actor=actor, sr_status="active", extra={}, events=events)
+                              actor=actor, sr_status="active", extra=extra, events=events)
         try:
-            advance(self.db[STEPS], task_id, None, link)
+            return advance(self.db[STEPS], task_id, None, link)
         except ClaimTaken:
-            pass  # started already (a recovery ran first)
+            if strict:
+                raise
+            return None  # started already (a recovery ran first)
 
     def grant(self, facts: Mapping[str, Any], *grantees: str) -> None:
         """Let each grantee see this consult's resources here (the guarded FHIR reads): one claim
@@ -449,6 +525,15 @@ class Consults:
         store = self.store()
         head = store.head("Task", task_id)
         version = int(head["v"]) if head is not None and not head.get("del") else 0
+        if version == 0:  # a submission committed (link 1) but not yet made whole: finish it first
+            first = link if n == 1 else self.db[STEPS].find_one({"_id": link_id(task_id, 1)})
+            if first is None or not first.get("sr_json"):
+                return
+            self.finish_submission(first)
+            head = store.head("Task", task_id)
+            if head is None:
+                return  # another finisher holds the claim of version 1: the next reader goes on
+            version = int(head["v"])
         for seq in range(version + 1, n + 1):
             this = link if seq == n else self.db[STEPS].find_one({"_id": link_id(task_id, seq)})
             if this is None:

@@ -44,8 +44,9 @@ def _declare_until_ready(publisher: Publisher, stop: threading.Event) -> bool:
 
 def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_collections: Sequence[str],
                stop: threading.Event | None = None, catalog: Catalog | None = None,
-               poll_interval: float = 0.5) -> None:
-    """Declare the topology, run the consumers and the outbox relay until stopped."""
+               poll_interval: float = 0.5, gates: Mapping[str, Any] | None = None) -> None:
+    """Declare the topology, run the consumers and the outbox relay until stopped. ``gates``: the
+    service's own relay gates by collection (beside the FHIR history gates), see ``outbox``."""
     stop = stop or threading.Event()
     catalog = catalog or load_catalog()
     for purpose in handlers:
@@ -75,8 +76,9 @@ def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_co
             # wait, with the gate that rolls a crashed write forward before its events go out
             from ..fhir.store import relay_targets
 
-            collections, gates = relay_targets(db, outbox_collections)
-            relay = OutboxRelay(db, publisher, collections, poll_interval=poll_interval, gates=gates)
+            collections, history_gates = relay_targets(db, outbox_collections)
+            relay = OutboxRelay(db, publisher, collections, poll_interval=poll_interval,
+                                gates={**history_gates, **(gates or {})})
             try:
                 relay.ensure_indexes()
             except Exception as err:  # noqa: BLE001 - the relay works without its index, only slower
