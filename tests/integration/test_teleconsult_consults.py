@@ -854,3 +854,84 @@ def test_the_open_worklist_matches_open_consults_only_and_closed_ones_on_request
         assert task_id in {e["resource"]["id"] for e in closed["entry"]}, who
     other = httpx.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens["other_hub"]).json()
     assert task_id not in {e["resource"]["id"] for e in other.get("entry", [])}
+
+
+# --------------------------------------------------------------------------- backfill of tags
+
+def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfill(tc, tokens, consults, db):
+    """A consult and its Appointment stored the old way (no hub, open-consult or clinic tags: only
+    admins could read the Appointment, and no doctor of the hub saw the Task): after the worker's
+    backfill the hub's doctor reads both and the worklist lists the Task; a second run changes nothing."""
+    from sen_teleconsult import backfill
+    from sen_teleconsult.domain import availability as av
+    from sen_teleconsult.domain import consults as rules
+    from sen_teleconsult.workflow import Actor
+
+    # the consult as the submission stored it before the tags: both versions 1, then link 1
+    sub = rules.check_submission(service_request(note=[{"text": "Hồ sơ cũ, chưa gắn nhãn"}]),
+                                 clinic=f"Organization/{CLINIC_A}", default_hub=None)
+    sr_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC).astimezone().replace(microsecond=0)
+    due = now + timedelta(hours=24)
+    sr = {**sub.service_request, "id": sr_id, "authoredOn": now.isoformat()}
+    task = {**rules.new_task(sub, f"ServiceRequest/{sr_id}", requested=now.isoformat(), due=due.isoformat(),
+                             district=None), "id": task_id}
+    assert rules.hub_of(task) is None and rules.hub_of(sr) is None
+    store = consults.store()
+    store.create(sr, sr_id)
+    store.create(task, task_id)
+    clinic = type("P", (), {"sub": "nv-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
+                            "practitioner": None, "scopes": frozenset()})()
+    facts = {"serviceRequest": f"ServiceRequest/{sr_id}", "task": f"Task/{task_id}", "patient": sub.patient,
+             "requester": sub.requester, "hub": sub.hub, "priority": sub.priority, "specialty": sub.specialty,
+             "district": None, "requestedAt": now.isoformat(), "dueAt": due.isoformat()}
+    consults.start_chain(task_id, facts, task, Actor.of(clinic))
+    # its Appointment as booked before the party tags: on a slot of the hub's schedule
+    schedule = av.schedule_resource("lich-cu", practitioner="Practitioner/dr-0", organization=f"Organization/{HUB}",
+                                    specialty_code=CARDIO, specialty_text="Tim mạch",
+                                    windows=[(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "07:00:00",
+                                              "17:00:00")], slot_minutes=30)
+    r = httpx.put(f"{tc}/fhir/Schedule/lich-cu", content=json.dumps(schedule), headers=tokens["admin"])
+    assert r.status_code in (200, 201), r.text
+    start = datetime.now(av.TZ) + timedelta(days=2)
+    slot = next(iter(av.slots_between(av.from_schedule(schedule), start, start + timedelta(days=1))))
+    appt_id = str(uuid.uuid4())
+    appt = {"resourceType": "Appointment", "id": appt_id, "status": "booked",
+            "start": slot.start.isoformat(), "end": slot.end.isoformat(),
+            "slot": [{"reference": f"Slot/{slot.id}"}], "basedOn": [{"reference": f"ServiceRequest/{sr_id}"}],
+            "participant": [{"actor": {"reference": "Patient/pa"}, "status": "accepted"},
+                            {"actor": {"reference": "Practitioner/dr-0"}, "status": "accepted"}]}
+    w = store.prepare_create(appt, appt_id)
+    w.doc["sq"] = 1
+    store.apply(w)
+
+    def reads(who: str) -> tuple[int, int]:
+        return (httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens[who]).status_code,
+                httpx.get(f"{tc}/fhir/Appointment/{appt_id}", headers=tokens[who]).status_code)
+
+    def listed() -> bool:
+        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+        return task_id in {e["resource"]["id"] for e in wl.get("entry") or []}
+
+    assert reads("admin") == (200, 200)
+    assert reads("dr")[0] != 200 and reads("dr")[1] != 200 and reads("a")[1] != 200
+    assert not listed()
+
+    assert task_id in backfill.untagged_tasks(db) and appt_id in backfill.untagged_appointments(db)
+    counts = backfill.run_once(consults)
+    assert counts is not None and counts["tasks"] >= 1 and counts["appointments"] >= 1 and not counts["failed"]
+    assert reads("dr") == (200, 200)
+    assert reads("a") == (200, 200)
+    assert reads("b")[1] == 403 and reads("other_hub")[1] == 403
+    assert listed()
+    got = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    assert got["status"] == "requested" and got["meta"]["versionId"] == "2"
+    assert {t["system"] for t in got["meta"]["tag"]} >= {rules.HUB_TAG, rules.OPEN_TAG, rules.OPEN_AT_HUB_TAG}
+    # once done, a worker that starts does not run it again; and run again it would change nothing
+    assert backfill.run_once(consults) is None
+    assert backfill.backfill(consults) == {"tasks": 0, "appointments": 0, "failed": 0}
+    assert db.Task_history.count_documents({"id": task_id}) == 2
+    assert db.Appointment_history.count_documents({"id": appt_id}) == 2
+    # and the consult goes on from its tagged version
+    r = op(tc, task_id, "$accept", "dr", tokens)
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "3", r.text

@@ -17,10 +17,10 @@ INDEXED_SEARCH_PARAMS = ("identifier", "patient", "subject", "requester", "owner
 def _workflow_indexes() -> list[mongo.Index]:
     from sen_shared import idempotency_key
 
-    from . import workflow
+    from . import backfill, workflow
     from .domain import scheduling
 
-    return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES]
+    return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES, *backfill.INDEXES]
 
 
 INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *fhir_indexes(RESOURCE_TYPES, INDEXED_SEARCH_PARAMS),

@@ -58,6 +58,15 @@ def sla_job(settings: TeleconsultSettings) -> Callable[[], int]:
     return sweep
 
 
+def _backfill(settings: TeleconsultSettings) -> None:
+    from . import backfill
+
+    try:
+        backfill.run_once(_consults(settings))
+    except Exception:  # noqa: BLE001 - the next start tries again; the worker goes on
+        log.exception("backfill failed")
+
+
 # name -> (interval in seconds from the settings, job factory)
 PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
                           Callable[[TeleconsultSettings], Callable[[], Any]]]] = {
@@ -81,6 +90,10 @@ def main() -> int:
     setup_logging(f"{settings.service}-worker", settings.log_level)
     stop = threading.Event()
     threads = start_periodic(settings, stop)
+    # tags for consults stored before they existed: once, by the one worker that claims the run
+    # (backfill.run_once: a chain of run links), beside the relay so a long one delays nothing
+    threads.append(threading.Thread(target=_backfill, args=(settings,), name="backfill", daemon=True))
+    threads[-1].start()
     try:
         from .workflow import STEPS, SubmissionGate
 

@@ -495,7 +495,7 @@ class Consults:
     def authorize(self, op: str, actor: Actor, facts: Mapping[str, Any]) -> None:
         p = actor.principal
         roles = getattr(p, "roles", frozenset())
-        if "admin" in roles or op == "$escalate" and actor.ref == SYSTEM_ACTOR:
+        if "admin" in roles or op in ("$escalate", "$retag") and actor.ref == SYSTEM_ACTOR:
             return
         facility = f"Organization/{p.facility}" if getattr(p, "facility", None) else None
         if op in rules.HUB_OPS:
@@ -815,6 +815,28 @@ class Consults:
 
         self.step(task_id, "$escalate", system_actor(), decide)
         return 1 if first else 0
+
+    def retag(self, task_id: str) -> bool:
+        """Give a Task stored before the hub and open-consult tags existed its tags, as a step of the
+        system (``$retag``: the next link of its chain, so it races with a doctor's step like any
+        other step; the loser re-reads and decides again). True when it made a version; a Task
+        whose newest link is tagged already is left as it is (the backfill is idempotent)."""
+        made = False
+
+        def decide(link: dict[str, Any]) -> Change | None:
+            nonlocal made
+            made = False  # decided again after a lost race: this decision counts
+            f, task = _facts_of(link), _task_of(link)
+            want = rules.tag_open(rules.tag_hub(copy.deepcopy(task), f["hub"]), f["hub"], f["requester"],
+                                  link["state"] in rules.OPEN_STATES)
+            tags = [(t.get("system"), t.get("code")) for t in (task.get("meta") or {}).get("tag") or []]
+            if sorted(tags) == sorted((t.get("system"), t.get("code")) for t in want["meta"]["tag"]):
+                return None
+            made = True
+            return Change(link["state"], task, extra={k: link[k] for k in ("resume", "question") if link.get(k)})
+
+        self.step(task_id, "$retag", system_actor(), decide)
+        return made
 
     # ------------------------------------------------------------------ worklist
 

@@ -462,9 +462,13 @@ def _new_appointment(request: dict[str, Any], slotted: Slotted, appt_id: str, st
 def _tag_parties(db: Database, resource: dict[str, Any], slotted: Slotted) -> dict[str, Any]:
     """Tag the Appointment with its hub (the Schedule's organization) and the requesting clinic of
     the consult it is based on: who may see it (``fhir_server``) and whom reminders go to."""
+    return _tag_parties_of(db, resource, slotted.av.organization)
+
+
+def _tag_parties_of(db: Database, resource: dict[str, Any], organization: str | None) -> dict[str, Any]:
     from .consults import HUB_TAG, REQUESTER_TAG
 
-    tags = [{"system": HUB_TAG, "code": slotted.av.organization}] if slotted.av.organization else []
+    tags = [{"system": HUB_TAG, "code": organization}] if organization else []
     for ref in (str((b or {}).get("reference", "")) for b in resource.get("basedOn") or () if isinstance(b, dict)):
         if ref.startswith("ServiceRequest/"):
             doc = db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1})
@@ -877,6 +881,41 @@ def _project(db: Database, appt_id: str, seq: int, change: Callable[[dict[str, A
         except FhirError:
             continue  # the previous link's writer landed meanwhile: read again
         return resource
+
+
+def retag_appointment(db: Database, appt_id: str, attempts: int = 5) -> bool:
+    """Give an Appointment stored before its party tags existed (only admins could read it) its hub
+    and requesting-clinic tags, as its next version; True when it wrote one. For the backfill.
+
+    Each version is claimed by its history insert (``Store.apply``), as :func:`_project`'s are: of
+    this and a slot link's writer racing for the same version exactly one wins, and the loser
+    reads again (the link's writer then writes its change over the tagged version; this finds the
+    tags there, or adds them to the link's version). ``sq`` is kept: this version reflects no link.
+    """
+    from .consults import HUB_TAG
+
+    store = _store(db)
+    coll = store.current(APPOINTMENT)
+    for _ in range(attempts):
+        head = unpack(coll.find_one({"_id": appt_id}, {"outbox": 0}))
+        if head is None or head.get("del") or not isinstance(head.get("res"), dict):
+            return False
+        resource = copy.deepcopy(head["res"])
+        ref = next((str(s.get("reference", "")) for s in resource.get("slot") or () if isinstance(s, dict)), "")
+        parsed = av_mod.parse_slot_id(ref[5:]) if ref.startswith("Slot/") else None
+        av = availability_of(db, parsed[0]) if parsed else None
+        before = [dict(t) for t in (resource.get("meta") or {}).get("tag") or ()]
+        _tag_parties_of(db, resource, av.organization if av is not None else None)
+        after = (resource.get("meta") or {}).get("tag") or []
+        if not any(t.get("system") == HUB_TAG for t in after) or after == before:
+            return False  # nothing to tag it with (its schedule is gone or names no hub), or tagged
+        w = store.prepare_update(resource, appt_id, head)
+        try:
+            store.apply(w)
+        except FhirError:
+            continue  # a link's writer took this version: read again
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------------- sweeping
