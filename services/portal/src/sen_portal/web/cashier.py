@@ -82,9 +82,11 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         qr = None
     elif qr is None and s.get("qrProblem"):
         problem = problem or backend_message(BackendError("refused", "billing", 0, str(s["qrProblem"])))
-    forms = {"cash_form": CashForm(formdata=None, amount=s.get("balanceDue") or None),
-             "refund_form": RefundForm(formdata=None)}
-    forms.update(ctx.pop("forms", {}))
+    forms = ctx.pop("forms", {})  # the form posted (with its errors), else a new one where the page shows it
+    if "cash_form" not in forms and not is_paid(s):
+        forms["cash_form"] = CashForm(formdata=None, amount=s.get("balanceDue") or None)
+    if "refund_form" not in forms and s.get("payments"):
+        forms["refund_form"] = RefundForm(formdata=None)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            title=gettext("Invoice"), **forms, **ctx), status
 
