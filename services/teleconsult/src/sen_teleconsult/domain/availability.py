@@ -194,8 +194,9 @@ def parse_slot_id(value: str) -> tuple[str, datetime] | None:
     m = SLOT_ID.match(value or "")
     if m is None:
         return None
+    t = m["start"]  # 12 digits (the pattern): YYYYMMDDHHMM; sliced, not strptime (3 a $book, ~8 µs each)
     try:
-        start = datetime.strptime(m["start"], "%Y%m%d%H%M").replace(tzinfo=TZ)
+        start = datetime(int(t[:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:]), tzinfo=TZ)
     except ValueError:
         return None
     return m["schedule"], start
