@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_HEAD = 64 * 1024
 
@@ -35,6 +36,8 @@ class _Conn:
     length: int | None = None  # body bytes still expected; None while the head is incomplete
     chunked: bool = False
     close: bool = False
+    keep_body: bool = False  # run_sessions(with_body=True): the last answer's body is kept in ``body``
+    body: bytes = b""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -73,6 +76,17 @@ def _chunked_end(buf: bytearray, start: int) -> int | None:
             return None
 
 
+def _dechunk(raw: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while True:
+        eol = raw.find(b"\r\n", pos)
+        size = int(raw[pos:eol].split(b";", 1)[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[eol + 2:eol + 2 + size]
+        pos = eol + 2 + size + 2
+
+
 def _parse(conn: _Conn) -> bool:
     """Consume one complete response from ``conn.buf``; False while it is incomplete."""
     if conn.length is None and not conn.chunked:
@@ -105,10 +119,14 @@ def _parse(conn: _Conn) -> bool:
         end = _chunked_end(conn.buf, 0)
         if end is None:
             return False
+        if conn.keep_body:
+            conn.body = _dechunk(bytes(conn.buf[:end]))
         del conn.buf[:end]
     else:
         if len(conn.buf) < conn.length:
             return False
+        if conn.keep_body:
+            conn.body = bytes(conn.buf[:conn.length])
         del conn.buf[:conn.length]
     conn.length, conn.chunked = None, False
     return True
@@ -174,14 +192,16 @@ def run(host: str, port: int, headers: dict[str, str], paths: Iterator[str | byt
     return lat, statuses
 
 
-def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None]], deadline: float,
-                 by_status: dict[int, list[float]] | None = None) -> tuple[list[float], Counter]:
+def run_sessions(host: str, port: int, sessions: list[Generator[bytes, Any, None]], deadline: float,
+                 by_status: dict[int, list[float]] | None = None,
+                 with_body: bool = False) -> tuple[list[float], Counter]:
     """Clients whose next request depends on their last answer: each session is a generator that
     yields a prepared request (:func:`post_bytes`), is sent the answer's status and yields the next
     one, or returns when it is done. Every session connects first, then all first requests go out
     together (a burst, as clients racing for the same thing); the latencies in ms and the statuses.
     Stops sending when ``deadline`` (``time.monotonic()``) passes; ``by_status`` (optional) gets
-    each answer's latency under its status too."""
+    each answer's latency under its status too. ``with_body``: a session is sent ``(status, body
+    bytes)`` instead of the status (a client that reads what it was answered, e.g. proposals)."""
     sel = selectors.DefaultSelector()
     lat: list[float] = []
     statuses: Counter = Counter()
@@ -191,7 +211,7 @@ def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None
         sock = socket.create_connection((host, port), timeout=60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        return _Conn(sock)
+        return _Conn(sock, keep_body=with_body)
 
     def send(conn: _Conn, data: bytes) -> None:
         conn.started = time.perf_counter()
@@ -226,7 +246,8 @@ def run_sessions(host: str, port: int, sessions: list[Generator[bytes, int, None
                         conn = connect()
                         sel.register(conn.sock, selectors.EVENT_READ, (conn, gen))
                     try:
-                        nxt = gen.send(conn.status) if time.monotonic() < deadline else None
+                        answer = (conn.status, conn.body) if with_body else conn.status
+                        nxt = gen.send(answer) if time.monotonic() < deadline else None
                     except StopIteration:
                         nxt = None
                     if nxt is None:
