@@ -122,7 +122,12 @@ class SubmissionGate:
             if not is_stale(d, self.grace):
                 held.add(d["_id"])  # its request is probably writing it: the next pass looks again
                 continue
-            self.consults.finish_submission(d)
+            try:
+                self.consults.finish_submission(d)
+            except Exception:  # noqa: BLE001 - the database refused: held back, the next pass tries again
+                log.exception("a half-done submission could not be finished yet", extra={"task": d["k"]})
+                held.add(d["_id"])
+                continue
             log.warning("finished a submission its request left half-done", extra={"task": d["k"]})
         return [d for d in docs if d["_id"] not in held]
 
