@@ -2,6 +2,8 @@
 
     python -m tests.perf.request_cpu --rounds 6 /tmp/old /work/main          # ehr reads by id
     python -m tests.perf.request_cpu --what healthz /tmp/old /work/main
+    python -m tests.perf.request_cpu --what session ...   # GET /api/session: bearer check, no database
+    python -m tests.perf.request_cpu --what post ...      # POST /fhir/Patient/$validate: a JSON body
 
 Each run is a fresh process on one source tree (``<tree>/shared/src`` and ``<tree>/services/ehr/src``
 first on ``sys.path``): it builds the ehr app as ``create_app()`` does (``SEN_ENV=development``, so
@@ -20,11 +22,13 @@ is what the shared request path is. Needs FerretDB (``MONGO_URL``) and ``SEN_DEV
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +60,13 @@ def child(what: str, n: int) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sen") as c:
             path = "/healthz"
+            body: bytes | None = None
+            if what == "session":
+                path = "/api/session"
+            elif what == "post":  # a validated JSON body (connexion's body validator), no database
+                path = "/fhir/Patient/$validate"
+                body = json.dumps({"resourceType": "Patient", "name": [{"family": "Nguyễn", "given": ["Văn An"]}],
+                                   "gender": "male", "birthDate": "1980-01-02"}).encode()
             if what in ("read", "search"):
                 found = (await c.get("/fhir/Patient?identifier=urn:vn:cccd|001099012345", headers=headers)).json()
                 if found.get("entry"):
@@ -68,40 +79,82 @@ def child(what: str, n: int) -> None:
                     assert r.status_code == 201, r.text
                     pid = r.json()["id"]
                 path = f"/fhir/Patient/{pid}" if what == "read" else "/fhir/Patient?identifier=001099012345"
+            method = "GET" if body is None else "POST"
             for _ in range(300):
-                r = await c.get(path, headers=headers)
+                r = await c.request(method, path, headers=headers, content=body)
                 assert r.status_code == 200, r.text
+            shim = ctypes.CDLL(os.environ["SEN_CALLGRIND_SHIM"]) if os.environ.get("SEN_CALLGRIND_SHIM") else None
+            if shim is not None:
+                shim.sen_cg_zero()  # count the measured requests only
             c0 = time.process_time()
             for _ in range(n):
-                r = await c.get(path, headers=headers)
+                r = await c.request(method, path, headers=headers, content=body)
             cpu = time.process_time() - c0
+            if shim is not None:
+                shim.sen_cg_dump()
             assert r.status_code == 200, r.text
             print(json.dumps({"ms": 1000 * cpu / n}))
 
     uvloop.run(main())
 
 
-def run_one(tree: Path, what: str, n: int) -> float:
+SHIM_C = """#include <valgrind/callgrind.h>
+void sen_cg_zero(void) { CALLGRIND_ZERO_STATS; }
+void sen_cg_dump(void) { CALLGRIND_DUMP_STATS_AT("measured"); }
+"""
+
+
+def callgrind_shim(workdir: Path) -> Path:
+    """A two-function library the child calls to zero callgrind's counts and dump them (valgrind's
+    client requests are inline machine code: C only)."""
+    (workdir / "shim.c").write_text(SHIM_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(workdir / "libshim.so"), str(workdir / "shim.c")],
+                   check=True)
+    return workdir / "libshim.so"
+
+
+def run_one(tree: Path, what: str, n: int, valgrind: Path | None = None) -> float:
+    """CPU ms a request, or with ``valgrind`` (a work dir holding the shim) instructions a request."""
     env = {**os.environ, "SEN_DB": DB, "SEN_ENV": "development", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
            "PYTHONPATH": os.pathsep.join([str(tree / "shared" / "src"), str(tree / "services" / "ehr" / "src"),
                                           str(ROOT)])}
-    out = subprocess.run([sys.executable, "-m", "tests.perf.request_cpu", "--child", "--what", what,
-                          "--requests", str(n)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "tests.perf.request_cpu", "--child", "--what", what, "--requests", str(n)]
+    if valgrind is not None:
+        for old in valgrind.glob("cg.out*"):
+            old.unlink()
+        env["SEN_CALLGRIND_SHIM"] = str(valgrind / "libshim.so")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind}/cg.out.%p", *cmd]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if out.returncode:
         raise SystemExit(f"{tree}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+    if valgrind is None:
+        return json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+    for dump in valgrind.glob("cg.out.*"):  # the dump made at the end of the measured requests
+        text = dump.read_text(errors="replace")
+        if "measured" in text.split("\nevents:", 1)[0]:
+            return int(text.rsplit("\nsummary:", 1)[1].split()[0]) / n
+    raise SystemExit(f"{tree}: no callgrind dump of the measured requests in {valgrind}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trees", nargs="*", type=Path, default=[ROOT])
-    ap.add_argument("--what", default="read", choices=["read", "search", "healthz", "client"])
+    ap.add_argument("--what", default="read", choices=["read", "search", "healthz", "session", "post", "client"])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--valgrind", action="store_true",
+                    help="count instructions (callgrind; every thread, user space only) instead of CPU time")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.what, args.requests)
+        return
+    if args.valgrind:  # instruction counts do not drift with the machine: one run per tree
+        with tempfile.TemporaryDirectory() as tmp:
+            shim = callgrind_shim(Path(tmp))
+            for tree in args.trees:
+                ir = run_one(tree, args.what, args.requests, valgrind=shim.parent)
+                print(f"{tree}: {args.what} {ir / 1000:,.1f} thousand instructions a request ({args.requests})")
         return
     runs: dict[Path, list[float]] = {t: [] for t in args.trees}
     load = [Path("/proc/loadavg").read_text().split()[0]]

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import connexion
+import flask.json
 import yaml
 from connexion.exceptions import ProblemException
+from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import RelativeResolver
@@ -53,6 +55,8 @@ log = logging.getLogger("sen.http")
 
 CORRELATION_HEADER = b"x-correlation-id"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no route or id holds one
+_CORRELATION_ID = re.compile(rb"[0-9A-Za-z._-]+")  # what a client's id may hold (else one is made)
+_METRIC_CHILDREN = 512  # (method, status) pairs whose metric children are kept (clients choose methods)
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait when the database is out of reach
 
 
@@ -135,6 +139,7 @@ class RequestMiddleware:
         self.service = service
         self.max_body = max_body
         self.fhir_base = fhir_base
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # labels() looks each up under a lock
 
     def _is_fhir(self, scope: Scope) -> bool:
         return bool(self.fhir_base) and scope.get("path", "").startswith(self.fhir_base)
@@ -153,7 +158,7 @@ class RequestMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         cid = headers.get(CORRELATION_HEADER, b"")[:64]
-        if not cid or not all(48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"-_." for c in cid):
+        if not cid or _CORRELATION_ID.fullmatch(cid) is None:
             cid = logs.new_correlation_id().encode()
         scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != CORRELATION_HEADER]
         scope["headers"].append((CORRELATION_HEADER, cid))
@@ -224,8 +229,13 @@ class RequestMiddleware:
 
     def _observe(self, method: str, status: int, started: float, scope: Scope) -> None:
         elapsed = time.perf_counter() - started
-        REQUESTS.labels(self.service, method, str(status)).inc()
-        LATENCY.labels(self.service, method).observe(elapsed)
+        children = self._children.get((method, status))
+        if children is None:
+            children = (REQUESTS.labels(self.service, method, str(status)), LATENCY.labels(self.service, method))
+            if len(self._children) < _METRIC_CHILDREN:
+                self._children[(method, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         # path only: query strings may carry names; ids are not patient data
         log.info("request", extra={"method": method, "path": scope.get("path", ""), "status": status,
                                    "ms": round(elapsed * 1000, 1)})
@@ -324,6 +334,8 @@ class CompiledParameterValidator(ParameterValidator):
                 schema = copy.deepcopy(param.get("schema", param))
                 hit = (param, Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
                 CompiledParameterValidator._compiled[id(param)] = hit
+            if hit[1].is_valid(value):  # no error objects built for the usual, valid value
+                return None
             try:
                 hit[1].validate(value)
             except ValidationError as exception:
@@ -361,8 +373,12 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     runtime = install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
     auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       jwks_url=settings.jwks_url, dev_key_path=settings.dev_key_path))
+    # jsonifier: connexion's default is Jsonifier(flask.json, indent=2), and an indent sends every dict
+    # a handler returns through json's pure-Python encoder; without it the C encoder writes the same
+    # JSON (same keys, order, escaping), without the line breaks
     app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()),
-                             validator_map={"parameter": CompiledParameterValidator})
+                             validator_map={"parameter": CompiledParameterValidator},
+                             jsonifier=Jsonifier(flask.json))
     if validate_responses is None:
         validate_responses = settings.env == "test"
     resolver = ServiceResolver(api_package)
