@@ -32,13 +32,16 @@ PAYOS_KEY = "1a54716c8f0efb2744fb28b6e38b25da7f67a925d98bc1c18bd8faaecadd7675"  
 CASSO_KEY = "mgExMrjj4i7a1p8Cs6LmFbpCd8lbw4sSX4LZXPag7TKazeIogtR90tvWYTkwQbvs"  # Casso's published sample key
 SEPAY_KEY = "sepay-test-key-" + uuid.uuid4().hex[:8]
 STD_SECRET = "whsec_" + base64.b64encode(b"sen-test-standard-webhooks-secret").decode()
+ACCOUNT_A, ACCOUNT_B, ACCOUNT_NOBODY = "0011000000001", "0011000000002", "0099000000009"  # receiving accounts
+ACCOUNTS = {ACCOUNT_A: "org-a", ACCOUNT_B: "org-b"}  # SEN_BANK_ACCOUNT_FACILITIES: whose queue a transfer joins
 
 
 @pytest.fixture(scope="module")
 def billing(base_env: dict[str, str], mongo_client, tmp_path_factory: pytest.TempPathFactory):
     db_name = f"sen_billing_t{uuid.uuid4().hex[:6]}"
     env = {**base_env, "SEN_DB": db_name, "SEN_PAYOS_CHECKSUM_KEY": PAYOS_KEY, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY,
-           "SEN_SEPAY_API_KEY": SEPAY_KEY, "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_WEBHOOK_MAX_BYTES": "20000"}
+           "SEN_SEPAY_API_KEY": SEPAY_KEY, "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_WEBHOOK_MAX_BYTES": "20000",
+           "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}
     from sen_billing.indexes import INDEXES
     from sen_shared import mongo
 
@@ -79,8 +82,9 @@ def invoice_status(db, iid: str) -> str:
 # ------------------------------------------------------------------------------- senders
 
 def send_standard(url: str, txid: str, amount: int, note: str, *, ts: int | None = None,
-                  secret: str = STD_SECRET) -> httpx.Response:
-    body = json.dumps({"type": "transfer.received", "data": {"id": txid, "amount": amount, "description": note}},
+                  secret: str = STD_SECRET, account: str = ACCOUNT_A) -> httpx.Response:
+    body = json.dumps({"type": "transfer.received", "data": {"id": txid, "amount": amount, "description": note,
+                                                             "account": account}},
                       ensure_ascii=False).encode()
     ts_s = str(ts if ts is not None else int(time.time()))
     msg = "msg_" + txid
@@ -350,6 +354,47 @@ def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Pa
     assert invoice_status(db, iid) == "balanced"
     queue = httpx.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
     assert f"standard:{tx}" not in [p["id"] for p in queue]
+
+
+def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(billing, dev_key: Path) -> None:
+    """Issue 15: the queue is facility-scoped by the receiving account. A's cashier does not see B's
+    transfer and gets 403 (problem details) assigning it; B's cashier can; a transfer to an account
+    no facility owns is in no cashier's queue, only the admins'."""
+    url, db = billing
+    tag = uuid.uuid4().hex[:6]
+    to_a, to_b, to_nobody = (f"{tag}{n}" for n in "abn")
+    assert send_standard(url, to_a, 5000, f"gui tien {tag} a", account=ACCOUNT_A).status_code == 200
+    assert send_standard(url, to_b, 6000, f"gui tien {tag} b", account="0011 0000 00002").status_code == 200
+    assert send_standard(url, to_nobody, 7000, f"gui tien {tag} n", account=ACCOUNT_NOBODY).status_code == 200
+    assert db["unmatched_waiting"].find_one({"_id": f"standard:{to_b}"})["facility"] == "org-b"
+
+    def queue(headers: dict[str, str]) -> list[dict]:
+        rows, after = [], None
+        while True:
+            page = httpx.get(f"{url}/payments/unmatched", params={"limit": 200, **({"after": after} if after else {})},
+                             headers=headers, timeout=30).json()
+            rows += page["payments"]
+            if not (after := page.get("next")):
+                return [p for p in rows if tag in p["description"]]
+
+    a, b = cashier(dev_key, "org-a"), cashier(dev_key, "org-b")
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin', sub='admin-' + tag)}"}
+    assert [p["id"] for p in queue(a)] == [f"standard:{to_a}"]
+    assert [p["id"] for p in queue(b)] == [f"standard:{to_b}"]
+    assert {p["id"] for p in queue(admin)} == {f"standard:{to_a}", f"standard:{to_b}", f"standard:{to_nobody}"}
+
+    iid_a, _ = make_invoice(db, 6000, facility="org-a")
+    r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_a}, headers=a, timeout=30)
+    assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    assert r.json()["status"] == 403 and "another facility" in r.json()["detail"]
+    r = httpx.post(f"{url}/payments/unmatched/standard:{to_nobody}/assign", json={"invoice": iid_a}, headers=a,
+                   timeout=30)
+    assert r.status_code == 403, r.text  # the admins' queue: not a cashier's
+    assert db["payments"].find_one({"_id": f"assign:standard:{to_b}"}) is None
+    iid_b, _ = make_invoice(db, 6000, facility="org-b")
+    r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_b}, headers=b, timeout=30)
+    assert r.status_code == 201, r.text
+    assert queue(b) == [] and [p["id"] for p in queue(a)] == [f"standard:{to_a}"]
 
 
 def test_hd_before_the_code_still_matches_for_many_random_codes(billing) -> None:

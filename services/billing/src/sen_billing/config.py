@@ -26,6 +26,10 @@ class BillingSettings(Settings):
                               description="the receiving account number (at most 19 letters or digits)")
     bank_account_name: str = Field("", validation_alias="SEN_BANK_ACCOUNT_NAME",
                                    description="the account holder's name, shown beside the QR")
+    account_facilities: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_BANK_ACCOUNT_FACILITIES",
+        description='JSON {"<receiving account number>": "<Organization id>"}: whose unmatched queue a '
+                    "transfer to that account joins (an account not listed: the admins' queue)")
     qr_ttl_seconds: int = Field(900, validation_alias="SEN_QR_TTL_SECONDS", gt=0, le=7 * 86400,
                                 description="how long a VietQR payload is served before a new one is issued")
     base_salary: int = Field(2_340_000, validation_alias="SEN_BASE_SALARY", gt=0,

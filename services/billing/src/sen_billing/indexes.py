@@ -20,7 +20,9 @@ INDEXES += [
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refunds", (("invoice", 1),)),  # an invoice's refunds (domain/status.py)
     mongo.Index("refund_tasks", (("invoice", 1),)),
-    mongo.Index("unmatched_waiting", (("at", 1), ("_id", 1)), name="at_id"),  # the queue's pages
+    mongo.Index("unmatched_waiting", (("at", 1), ("_id", 1)), name="at_id"),  # an admin's pages (every facility)
+    # a cashier's pages: their facility's entries (an equality), in (at, _id) order
+    mongo.Index("unmatched_waiting", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),
     mongo.Index("invoice_balanced", (("done", 1),)),
     # one number per invoice in its series, however many writers settle it (receipts._receipt_number)
     mongo.Index("receipt_numbers", (("invoice", 1), ("k", 1)), unique=True, name="invoice_k_unique"),

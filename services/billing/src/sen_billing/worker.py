@@ -2,7 +2,8 @@
 
 Publishes its own events through the outbox relay: ``billing.payment.received`` (in each
 payment), ``billing.invoice.paid`` (in each receipt) and ``billing.invoice.issued`` (in each
-invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start.
+invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start,
+and puts the unmatched transfers recorded before the queue existed in it (``payments.backfill_unmatched``).
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -67,6 +68,16 @@ HANDLERS: dict[str, Any] = {CONSULT_CHARGE: consult_charge}
 OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts", "invoice_states"]
 
 
+def backfill_unmatched(settings: BillingSettings) -> dict[str, int]:
+    """The unmatched transfers recorded before the queue, put in their facility's queue (idempotent;
+    every replica runs it at start, at once: each entry is a claim, made once)."""
+    from sen_shared.mongo import database
+
+    from .domain.payments import backfill_unmatched as backfill
+
+    return backfill(database(settings.mongo_url, settings.db_name), settings.account_facilities)
+
+
 def settlements_job(settings: BillingSettings) -> Callable[[], int]:
     from sen_shared.mongo import database
 
@@ -91,6 +102,10 @@ def main() -> int:
         log.info("price list loaded", extra={"created": load_price_list(settings)})
     except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
         log.exception("price list not loaded")
+    try:
+        log.info("unmatched queue backfilled", extra=backfill_unmatched(settings))
+    except Exception:  # noqa: BLE001 - the database may be starting; the next start does it
+        log.exception("unmatched queue not backfilled")
     stop = threading.Event()
     threads = periodic.start_periodic({name: (interval(settings), factory(settings))
                                        for name, (interval, factory) in PERIODIC.items()}, stop)

@@ -41,7 +41,8 @@ def invoice_desk(invoice_id: str) -> Any:
 
 @require_roles("cashier")
 def unmatched(limit: int = 50, after: str | None = None) -> Any:
-    rows, cursor = payments.unmatched_queue(_db(), limit, after)
+    """The cashier's facility's queue (an admin: every facility's and the unowned accounts')."""
+    rows, cursor = payments.unmatched_queue(_db(), limit, after, payments.queue_scope(current_principal()))
     body: dict[str, Any] = {"payments": [payments.public_payment(p) for p in rows]}
     if cursor:
         body["next"] = cursor
@@ -50,7 +51,8 @@ def unmatched(limit: int = 50, after: str | None = None) -> Any:
 
 @require_roles("cashier")
 def assign(payment_id: str, body: dict[str, Any]) -> Any:
-    recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal())
+    recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal(),
+                                         current().settings.account_facilities)
     return payments.public_payment(recorded.payment), 201, JSON
 
 

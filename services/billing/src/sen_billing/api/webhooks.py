@@ -47,8 +47,9 @@ def receive(provider: str) -> Any:
         payments.store_raw(db, provider, raw, request.headers)  # kept, even when reading it failed
         raise
     inbox_id, seen = payments.store_call(db, provider, raw, request.headers, transfers)
+    owners = getattr(settings, "account_facilities", None) or {}
     recorded = [payments.record_transfer(db, t, inbox_id, seen=payments.payment_id(t.provider, t.transaction_id)
-                                         in seen) for t in transfers]
+                                         in seen, account_facilities=owners) for t in transfers]
     if not recorded:
         # an applied call is recorded by its payments (each names its inbox call), a retry by the
         # payment it repeats (same provider and transaction id, another inbox call); a call that

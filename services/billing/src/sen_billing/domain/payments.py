@@ -13,11 +13,17 @@ another writer may touch:
   owed always comes from our invoice, never from the payer's side.
 - An unmatched transfer waits in the queue; a cashier assigns it with a second payment document
   ``assign:<payment id>`` (a claim: one assignment per transfer). The queue is its own collection
-  ``unmatched_waiting`` (``{_id: payment id, at}``), holding only the transfers still waiting:
+  ``unmatched_waiting`` (``{_id: payment id, at, facility}``), holding only the transfers still waiting:
   the entry is claimed before the payment is inserted (a crash in between leaves an entry
   without a payment, which readers skip; never a payment without an entry) and removed by the
   assignment's or the refund's winner (its single remover; a reader also skips entries whose
   transfer was assigned or refunded). A page reads the waiting ones, never the history.
+  The entry's ``facility`` is whose queue it is in: the facility that owns the receiving account
+  (``SEN_BANK_ACCOUNT_FACILITIES``), or a draft invoice's the note named; ``""`` (:data:`NO_FACILITY`)
+  when no facility owns the account: only admins see those. A cashier reads and assigns their
+  facility's entries only. :func:`backfill_unmatched` (the worker, at start) puts in the queue the
+  unmatched payments recorded before it existed, and gives a facility to entries made before it
+  carried one.
 - A payment to a cancelled or already balanced invoice counts toward nothing and claims a refund
   task (``refund_tasks``, keyed by the payment).
 - When what was paid reaches what is owed, the invoice's "balanced" is claimed by inserting
@@ -55,6 +61,7 @@ REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = "refunds"
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
+NO_FACILITY = ""  # the queue of transfers to an account no facility owns: admins only
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-casso-signature", "webhook-id", "webhook-timestamp",
                 "webhook-signature", "x-forwarded-for")  # never Authorization: SePay's key is a secret
@@ -153,10 +160,29 @@ def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
     return Recorded(held, created)
 
 
-def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bool = True) -> Recorded:
+def account_key(account: str) -> str:
+    """A receiving account number as the facility map knows it: without spaces, dots or dashes."""
+    return re.sub(r"[\s.\-]", "", account or "").upper()
+
+
+def queue_facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
+    """Whose unmatched queue a transfer waits in: the facility of the draft invoice its note named,
+    else the facility owning the account that received it, else :data:`NO_FACILITY` (admins)."""
+    if payment.get("facility"):
+        return str(payment["facility"])
+    wanted = account_key(str(payment.get("account") or ""))
+    for account, facility in (account_facilities or {}).items():
+        if wanted and account_key(account) == wanted:
+            return facility
+    return NO_FACILITY
+
+
+def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bool = True,
+                    account_facilities: Mapping[str, str] | None = None) -> Recorded:
     """One payment for one bank transaction, matched to its invoice when the note names one;
     then the invoice's state follows (:func:`after_payment`). ``seen=False``: this call won the
-    transaction's claim (:func:`store_call`), so no payment can be there yet: no look-up."""
+    transaction's claim (:func:`store_call`), so no payment can be there yet: no look-up.
+    ``account_facilities``: receiving account → facility, whose queue an unmatched transfer joins."""
     received = now_utc()
     pid = payment_id(transfer.provider, transfer.transaction_id)
     existing = db[PAYMENTS].find_one({"_id": pid}, {"outbox": 0}) if seen else None
@@ -171,7 +197,9 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
         "inbox": inbox_id, **_placement(db, invoice, transfer.amount),
     }
     if not doc["matched"]:  # the queue entry first: a waiting transfer is never out of the queue
-        claim_once(db[UNMATCHED], pid, {"at": received})
+        # the entry carries its facility (same insert): a cashier's page filters on it by equality
+        doc["queue_facility"] = queue_facility(doc, account_facilities)
+        claim_once(db[UNMATCHED], pid, {"at": received, "facility": doc["queue_facility"]})
     recorded = _insert_payment(db, doc)
     if recorded.created:
         after_payment(db, recorded.payment, invoice)
@@ -230,13 +258,22 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
                        payment=dict(payment))
 
 
-def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any) -> Recorded:
-    """A cashier puts an unmatched transfer on an invoice of their facility (once per transfer)."""
+def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any,
+                     account_facilities: Mapping[str, str] | None = None) -> Recorded:
+    """A cashier puts an unmatched transfer of their facility's queue on an invoice of their
+    facility (once per transfer); a transfer in another facility's queue, or in the admins' (to an
+    account no facility owns): 403."""
     original = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
     if original is None or original.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     if original.get("matched") or original.get("assigned_from"):
         raise Conflict("this payment is not in the unmatched queue")
+    # a payment recorded before entries carried a facility: derived the way the backfill does
+    waiting = original.get("queue_facility")
+    if waiting is None:
+        waiting = queue_facility(original, account_facilities)
+    if "admin" not in principal.roles and (not principal.facility or principal.facility != waiting):
+        raise Forbidden("this transfer waits in another facility's queue")
     invoice = invoice_port.get(db, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
@@ -276,12 +313,30 @@ def _after(cursor: str) -> dict[str, Any]:
     return {"$or": [{"at": {"$gt": at}}, {"at": at, "_id": {"$gt": key}}]}
 
 
-def unmatched_queue(db: Database, limit: int = 50, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+ALL_FACILITIES = None  # an admin's scope: every facility's queue and the unowned accounts'
+
+
+def queue_scope(principal: Any) -> str | None:
+    """Which queue a principal reads: an admin every entry (:data:`ALL_FACILITIES`), a cashier their
+    facility's (a cashier without a facility: Forbidden)."""
+    if "admin" in principal.roles:
+        return ALL_FACILITIES
+    if not principal.facility:
+        raise Forbidden("a cashier without a facility has no unmatched queue")
+    return str(principal.facility)
+
+
+def unmatched_queue(db: Database, limit: int = 50, after: str | None = None,
+                    facility: str | None = ALL_FACILITIES) -> tuple[list[dict[str, Any]], str | None]:
     """A page of the transfers that matched no invoice and wait for a cashier, oldest first, and
-    the cursor of the next page (None: this was the last). Reads the queue's entries of the page
-    (``(at, _id)`` index), then their payments and any assignment or refund by ``_id``."""
-    entries = list(db[UNMATCHED].find(_after(after) if after else {}, {"at": 1},
-                                      sort=[("at", 1), ("_id", 1)], limit=limit + 1))
+    the cursor of the next page (None: this was the last). ``facility``: that facility's queue
+    (:data:`NO_FACILITY`: the unowned accounts'), by an equality FerretDB pushes down and the
+    ``(facility, at, _id)`` index; :data:`ALL_FACILITIES`: every entry (``(at, _id)`` index). Reads
+    the queue's entries of the page, then their payments and any assignment or refund by ``_id``."""
+    query: dict[str, Any] = _after(after) if after else {}
+    if facility is not ALL_FACILITIES:
+        query = {"facility": facility, **query}
+    entries = list(db[UNMATCHED].find(query, {"at": 1}, sort=[("at", 1), ("_id", 1)], limit=limit + 1))
     more = len(entries) > limit
     entries = entries[:limit]
     if not entries:
@@ -292,6 +347,51 @@ def unmatched_queue(db: Database, limit: int = 50, after: str | None = None) -> 
     refunded = {r["_id"] for r in db[REFUNDS].find({"_id": {"$in": ids}}, {"_id": 1})}
     rows = [found[i] for i in ids if i in found and f"assign:{i}" not in found and i not in refunded]
     return rows, (_cursor(entries[-1]) if more else None)
+
+
+def _gone_from_queue(db: Database, payment_key: str) -> bool:
+    """The transfer was assigned or refunded (its queue entry is removed or skipped)."""
+    return (db[PAYMENTS].find_one({"_id": f"assign:{payment_key}"}, {"_id": 1}) is not None
+            or db[REFUNDS].find_one({"_id": payment_key}, {"_id": 1}) is not None)
+
+
+def backfill_unmatched(db: Database, account_facilities: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Put in the queue the unmatched transfers recorded before it had one, each in its facility's
+    queue; run by the billing worker at start, in every replica: idempotent and safe to run at once.
+
+    - A payment recorded unmatched before the queue (no ``queue_facility``; the equality on
+      ``outcome`` is pushed down, then only those old payments are looked at), with no
+      assignment and no refund, gets its entry by a claim (:func:`claim_once`): two workers at once
+      make one entry. After its claim a worker looks again for an assignment or a refund and, if
+      one came meanwhile, removes the entry (an assignment inserts before it removes, the backfill
+      claims before it looks: one of the two sees the other; removing twice is harmless).
+    - An entry made before entries carried a facility gets it, from its payment: the one field
+      ``facility`` is set, only where missing; every writer writes the same value (derived from
+      the payment, which never changes), so racing backfills cannot disagree, and an update (no
+      upsert) never brings back an entry the assignment's winner removed.
+    Returns how many entries were made and how many were given their facility."""
+    made = given = 0
+    for p in db[PAYMENTS].find({"outcome": "unmatched"}, {"outbox": 0}):
+        if "queue_facility" in p or p.get("matched") or p.get("invoice") or p.get("marker"):
+            continue  # recorded with its entry, or not waiting
+        key = p["_id"]
+        if _gone_from_queue(db, key):
+            continue
+        created, _ = claim_once(db[UNMATCHED], key, {"at": p["received_at"],
+                                                     "facility": queue_facility(p, account_facilities)})
+        if _gone_from_queue(db, key):
+            release(db[UNMATCHED], key)  # assigned or refunded while we claimed: not waiting
+            continue
+        made += int(created)
+    for entry in db[UNMATCHED].find({"facility": {"$exists": False}}, {"_id": 1}):
+        p = db[PAYMENTS].find_one({"_id": entry["_id"]}, {"outbox": 0})
+        if p is None:
+            continue  # an entry whose payment never came (a crash between the two): readers skip it
+        # idempotent: every writer sets the same derived value (see above)
+        given += db[UNMATCHED].update_one({"_id": entry["_id"], "facility": {"$exists": False}},
+                                          {"$set": {"facility": queue_facility(p, account_facilities)}}
+                                          ).modified_count
+    return {"entries": made, "facilities": given}
 
 
 # ------------------------------------------------------------------------------- cashier

@@ -1,0 +1,164 @@
+"""Issue 15, the unmatched-transfers queue on the real FerretDB: scoped to the facility owning the
+receiving account, paged per facility by ``(at, _id)``, and backfilled (idempotently, by any
+number of workers at once) with the transfers recorded unmatched before the queue existed.
+
+The HTTP side (a cashier of A neither sees B's transfer nor assigns it: 403) is in
+``test_billing_webhooks.py`` (``test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from sen_billing import worker
+from sen_billing.config import settings_from_env
+from sen_billing.domain import payments
+from sen_billing.domain.webhooks import Transfer
+from sen_billing.indexes import INDEXES
+from sen_shared import mongo
+from sen_shared.errors import Forbidden
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS = {"0011000000001": "org-a", "0011000000002": "org-b"}
+
+
+@pytest.fixture()
+def db(mongo_client):
+    name = f"sen_billing_u{uuid.uuid4().hex[:8]}"
+    database = mongo_client[name]
+    mongo.ensure_indexes(database, INDEXES)
+    yield database
+    mongo_client.drop_database(name)
+
+
+def transfer(db, account: str, note: str = "chuyen tien", amount: int = 10_000) -> str:
+    t = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount, description=note,
+                 account=account)
+    return payments.record_transfer(db, t, uuid.uuid4().hex, account_facilities=ACCOUNTS).payment["_id"]
+
+
+def whole_queue(db, facility, limit: int) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        rows, cursor = payments.unmatched_queue(db, limit=limit, after=cursor, facility=facility)
+        pages.append([p["_id"] for p in rows])
+        if cursor is None:
+            return pages
+
+
+def test_entries_carry_the_receiving_accounts_facility_and_each_facility_pages_its_own(db) -> None:
+    sent: dict[str, list[str]] = {"org-a": [], "org-b": [], payments.NO_FACILITY: []}
+    for i in range(7):  # interleaved: each facility's entries sit between the others' in (at, _id)
+        sent["org-a"].append(transfer(db, "0011000000001", f"a {i}"))
+        sent["org-b"].append(transfer(db, "0011-0000-00002", f"b {i}"))  # as a bank may write it
+        if i % 3 == 0:
+            sent[payments.NO_FACILITY].append(transfer(db, "0099000000009", f"n {i}"))
+    # entries sharing one instant: the cursor's _id part orders and separates them
+    same = datetime.now(UTC) + timedelta(seconds=5)
+    for key in ("standard:zz-1", "standard:zz-0"):
+        db["payments"].insert_one({"_id": key, "provider": "standard", "transaction_id": key, "channel": "transfer",
+                                   "amount": 1000, "description": "cung luc", "received_at": same,
+                                   "day": "2026-12-04", "matched": False, "outcome": "unmatched", "invoice": None,
+                                   "facility": None, "account": "0011000000001", "queue_facility": "org-a"})
+        db["unmatched_waiting"].insert_one({"_id": key, "at": same, "facility": "org-a"})
+    sent["org-a"] += ["standard:zz-0", "standard:zz-1"]
+    assert {e["facility"] for e in db["unmatched_waiting"].find()} == {"org-a", "org-b", ""}
+
+    for facility, ids in sent.items():
+        for limit in (1, 2, 3, 50):
+            pages = whole_queue(db, facility, limit)
+            flat = [i for page in pages for i in page]
+            assert flat == ids, (facility, limit)  # every entry once, oldest first, nothing of another facility
+            assert all(len(p) <= limit for p in pages)
+    everything = [i for page in whole_queue(db, payments.ALL_FACILITIES, 4) for i in page]
+    assert sorted(everything) == sorted(i for ids in sent.values() for i in ids)
+
+
+def test_the_scope_of_a_principal_and_assigning_across_facilities(db) -> None:
+    cashier_a = SimpleNamespace(sub="c-a", roles=["cashier"], facility="org-a")
+    admin = SimpleNamespace(sub="ad", roles=["admin"], facility=None)
+    assert payments.queue_scope(cashier_a) == "org-a"
+    assert payments.queue_scope(admin) is payments.ALL_FACILITIES
+    with pytest.raises(Forbidden):
+        payments.queue_scope(SimpleNamespace(sub="c", roles=["cashier"], facility=None))
+    to_b = transfer(db, "0011000000002")
+    to_nobody = transfer(db, "0099000000009")
+    for key in (to_b, to_nobody):
+        with pytest.raises(Forbidden):
+            payments.assign_unmatched(db, key, "inv-any", cashier_a)
+    assert db["payments"].count_documents({"assigned_from": {"$exists": True}}) == 0
+
+
+def old_style_unmatched(db, account: str, *, at: datetime) -> str:
+    """A payment as recorded before the queue existed: unmatched, no queue entry, no queue facility."""
+    key = f"sepay:{uuid.uuid4().hex[:10]}"
+    db["payments"].insert_one({"_id": key, "provider": "sepay", "transaction_id": key[6:], "channel": "transfer",
+                               "amount": 50_000, "description": "tien kham khong ghi ma", "account": account,
+                               "received_at": at, "day": at.date().isoformat(), "inbox": "old", "matched": False,
+                               "outcome": "unmatched", "invoice": None, "facility": None, "district": None,
+                               "outbox": []})
+    return key
+
+
+def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_queue(
+        db, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    old = datetime.now(UTC) - timedelta(days=3)
+    waiting = old_style_unmatched(db, "0011000000002", at=old)  # to org-b's account
+    nobody = old_style_unmatched(db, "0099000000009", at=old + timedelta(seconds=1))
+    assigned = old_style_unmatched(db, "0011000000002", at=old + timedelta(seconds=2))
+    db["payments"].insert_one({"_id": f"assign:{assigned}", "assigned_from": assigned, "matched": True,
+                               "outcome": "applied", "invoice": "inv-x", "amount": 50_000})
+    refunded = old_style_unmatched(db, "0011000000002", at=old + timedelta(seconds=3))
+    db["refunds"].insert_one({"_id": refunded, "payment": refunded, "amount": 50_000, "reason": "trả lại"})
+    legacy_entry = old_style_unmatched(db, "0011000000001", at=old + timedelta(seconds=4))
+    db["unmatched_waiting"].insert_one({"_id": legacy_entry, "at": old + timedelta(seconds=4)})  # no facility yet
+    recent = transfer(db, "0011000000002", "moi")  # recorded with its entry: left alone
+
+    for key, value in {**{k: v for k, v in base_env.items()}, "SEN_DB": db.name,
+                       "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_from_env()
+    assert settings.account_facilities == ACCOUNTS
+    start = threading.Barrier(2)
+    results: list[dict[str, int]] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(worker.backfill_unmatched(settings))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 2
+    assert sum(r["entries"] for r in results) == 2  # waiting and nobody, each made by one of the two
+    assert worker.backfill_unmatched(settings) == {"entries": 0, "facilities": 0}  # again: nothing new
+
+    entries = {e["_id"]: e for e in db["unmatched_waiting"].find()}
+    assert set(entries) == {waiting, nobody, legacy_entry, recent}  # not the assigned, not the refunded
+    assert db["unmatched_waiting"].count_documents({"_id": waiting}) == 1
+    assert entries[waiting]["facility"] == "org-b"
+    assert entries[waiting]["at"] == old.replace(microsecond=old.microsecond // 1000 * 1000)  # in its place
+    assert entries[nobody]["facility"] == payments.NO_FACILITY
+    assert entries[legacy_entry]["facility"] == "org-a"
+    assert [i for p in whole_queue(db, "org-b", 1) for i in p] == [waiting, recent]  # oldest first
+    assert [i for p in whole_queue(db, "org-a", 1) for i in p] == [legacy_entry]
+    assert [i for p in whole_queue(db, payments.NO_FACILITY, 1) for i in p] == [nobody]
+
+    # B's cashier assigns the backfilled transfer (the old payment has no queue facility: derived)
+    from tests.integration.test_billing_races import make_invoice
+
+    iid, _ = make_invoice(db, 50_000, facility="org-b")
+    with pytest.raises(Forbidden):
+        payments.assign_unmatched(db, waiting, iid, SimpleNamespace(sub="c-a", roles=["cashier"], facility="org-a"),
+                                  ACCOUNTS)
+    payments.assign_unmatched(db, waiting, iid, SimpleNamespace(sub="c-b", roles=["cashier"], facility="org-b"),
+                              ACCOUNTS)
+    assert [i for p in whole_queue(db, "org-b", 1) for i in p] == [recent]
