@@ -28,6 +28,8 @@ export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/
 export SEN_BANK_BIN=${SEN_BANK_BIN:-970436}
 export SEN_BANK_ACCOUNT=${SEN_BANK_ACCOUNT:-0011001234567}
 export SEN_BANK_ACCOUNT_NAME=${SEN_BANK_ACCOUNT_NAME:-"SO Y TE DONG THAP DEMO"}
+# whose unmatched-transfers queue a transfer to the demo account joins: the demo cashier's facility
+export SEN_BANK_ACCOUNT_FACILITIES=${SEN_BANK_ACCOUNT_FACILITIES:-'{"0011001234567": "tyt-my-hiep"}'}
 export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-'{"bvdk-dong-thap": "province", "ttyt-huyen-cao-lanh": "district", "tyt-my-hiep": "commune"}'}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)

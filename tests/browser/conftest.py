@@ -25,7 +25,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-dev-shm-usage"]
 BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418",
-        "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DA KHOA DONG THAP"}  # a demo account for the QR codes
+        "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DA KHOA DONG THAP",  # a demo account for the QR codes
+        # the demo cashier's facility owns it: its unmatched transfers are in that cashier's queue
+        "SEN_BANK_ACCOUNT_FACILITIES": '{"0011001932418": "tyt-my-hiep"}'}
 SEPAY_KEY = "browser-suite-sepay-key"  # the test run's own webhook key (billing reads SEN_SEPAY_API_KEY)
 pytestmark = pytest.mark.integration
 

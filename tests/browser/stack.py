@@ -66,7 +66,8 @@ def main() -> int:
     key = os.environ.get("SEN_DEV_JWT_KEY") or str(ROOT / ".sen" / "dev-jwt.pem")
     env = {"SEN_ENV": "development", "SEN_DEV_JWT_KEY": key, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
            "SEN_BUS_PREFIX": f"dev{run}.", "SEN_SEPAY_API_KEY": os.environ.get("SEN_SEPAY_API_KEY", "dev-sepay-key"),
-           "SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "BV DK DONG THAP"}
+           "SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "BV DK DONG THAP",
+           "SEN_BANK_ACCOUNT_FACILITIES": '{"0011001932418": "tyt-my-hiep"}'}  # the demo cashier's queue
     with running_stack(env, ROOT / ".sen" / f"browser-{run}", f"sen_dev{run}") as urls:
         print(" ".join(f"{k}={v}" for k, v in urls.items()), flush=True)
         try:
