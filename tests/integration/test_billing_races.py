@@ -18,35 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sen_billing.domain import invoice_port, invoices, payments, pricing, receipts, vietqr
+from sen_billing.domain import invoice_port, invoices, payments, receipts
 from sen_billing.domain.webhooks import Transfer
-from sen_billing.indexes import INDEXES
-from sen_shared import mongo
 from sen_shared.fhir.store import Store
+
+from tests.billing_support import make_invoice, scratch_db
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
 def db(mongo_client):
-    name = f"sen_billing_r{uuid.uuid4().hex[:8]}"
-    database = mongo_client[name]
-    mongo.ensure_indexes(database, INDEXES)
-    yield database
-    mongo_client.drop_database(name)
+    with scratch_db(mongo_client, "r") as database:
+        yield database
 
-
-def make_invoice(db, owed: int, facility: str = "org-a") -> tuple[str, str]:
-    iid = "inv-" + uuid.uuid4().hex[:12]
-    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
-    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
-                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],
-                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
-    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
-    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
-    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
-    invoices.issue(db, iid)
-    return iid, vietqr.reference_code(iid)
 
 
 def pay(db, code: str, amount: int, tx: str | None = None) -> payments.Recorded:

@@ -19,14 +19,13 @@ from types import SimpleNamespace
 
 import pytest
 from pymongo import MongoClient, monitoring
-from sen_billing.domain import invoice_port, invoices, payments, pricing, status, vietqr
+from sen_billing.domain import invoice_port, invoices, payments, status, vietqr
 from sen_billing.domain.webhooks import Transfer
-from sen_billing.indexes import INDEXES
-from sen_shared import mongo
 from sen_shared.auth import issue_dev_token
 from sen_shared.claims import advance
 from sen_shared.fhir.store import Store
 
+from tests.billing_support import make_invoice, scratch_db
 from tests.support import app_client
 
 pytestmark = pytest.mark.integration
@@ -37,25 +36,9 @@ CASHIER = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
 
 @pytest.fixture()
 def db(mongo_client):
-    name = f"sen_billing_s{uuid.uuid4().hex[:8]}"
-    database = mongo_client[name]
-    mongo.ensure_indexes(database, INDEXES)
-    yield database
-    mongo_client.drop_database(name)
+    with scratch_db(mongo_client, "s") as database:
+        yield database
 
-
-def make_invoice(db, owed: int, facility: str = "org-a", *, issue: bool = True) -> tuple[str, str]:
-    iid = "inv-" + uuid.uuid4().hex[:12]
-    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
-    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
-                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],
-                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
-    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
-    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
-    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
-    if issue:
-        invoices.issue(db, iid)
-    return iid, vietqr.reference_code(iid)
 
 
 def pay(db, code: str, amount: int) -> payments.Recorded:
@@ -131,7 +114,7 @@ def test_a_mark_or_a_link_ahead_of_the_resource_takes_the_full_read(db) -> None:
     assert Store(db, service="billing").read_doc("Invoice", ahead)["res"]["status"] == "issued"
     got = same(db, ahead)
     assert (got["status"], got["balanceDue"]) == ("cancelled", 0)
-    draft, _ = make_invoice(db, 60_000, issue=False)
+    draft, _ = make_invoice(db, 60_000, status="draft")
     assert same(db, draft)["status"] == "draft"
 
 

@@ -19,9 +19,9 @@ from sen_billing import worker
 from sen_billing.config import settings_from_env
 from sen_billing.domain import payments
 from sen_billing.domain.webhooks import Transfer
-from sen_billing.indexes import INDEXES
-from sen_shared import mongo
 from sen_shared.errors import Forbidden
+
+from tests.billing_support import scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,8 @@ ACCOUNTS = {"0011000000001": "org-a", "0011000000002": "org-b"}
 
 @pytest.fixture()
 def db(mongo_client):
-    name = f"sen_billing_u{uuid.uuid4().hex[:8]}"
-    database = mongo_client[name]
-    mongo.ensure_indexes(database, INDEXES)
-    yield database
-    mongo_client.drop_database(name)
+    with scratch_db(mongo_client, "u") as database:
+        yield database
 
 
 def transfer(db, account: str, note: str = "chuyen tien", amount: int = 10_000) -> str:
@@ -153,7 +150,7 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
     assert [i for p in whole_queue(db, payments.NO_FACILITY, 1) for i in p] == [nobody]
 
     # B's cashier assigns the backfilled transfer (the old payment has no queue facility: derived)
-    from tests.integration.test_billing_races import make_invoice
+    from tests.billing_support import make_invoice
 
     iid, _ = make_invoice(db, 50_000, facility="org-b")
     with pytest.raises(Forbidden):

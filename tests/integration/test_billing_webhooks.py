@@ -19,11 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sen_billing.domain import invoice_port, invoices, pricing, vietqr, webhooks
+from sen_billing.domain import invoice_port, vietqr, webhooks
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.fhir.store import Store
 
+from tests.billing_support import make_invoice
 from tests.support import web_process
 
 pytestmark = pytest.mark.integration
@@ -56,23 +57,6 @@ def cashier(dev_key: Path, facility: str = "org-a", sub: str | None = None) -> d
     token = issue_dev_token(dev_key, "cashier", facility=facility, sub=sub or f"cashier-{uuid.uuid4().hex[:6]}")
     return {"Authorization": f"Bearer {token}"}
 
-
-def make_invoice(db, owed: int, *, facility: str = "org-a", status: str = "issued",
-                 iid: str | None = None) -> tuple[str, str]:
-    """An issued (or cancelled) Invoice for one charge of ``owed`` đồng, made by the invoices half
-    (draft, issue: the reference record, the lifecycle chain); (id, reference code)."""
-    iid = iid or "inv-" + uuid.uuid4().hex[:12]
-    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
-    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
-                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],  # no BHYT: owed as given
-                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
-    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
-    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
-    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
-    invoices.issue(db, iid)
-    if status == "cancelled":
-        invoices.cancel(db, iid, "nhập nhầm")
-    return iid, vietqr.reference_code(iid)
 
 
 def invoice_status(db, iid: str) -> str:

@@ -1,0 +1,45 @@
+"""What the billing integration suites share: a scratch billing database with its indexes, and an
+invoice made the way the service makes one (charge item, draft, issue; optionally cancelled)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sen_billing.domain import invoices, pricing, vietqr
+from sen_billing.indexes import INDEXES
+from sen_shared import mongo
+from sen_shared.fhir.store import Store
+
+
+@contextmanager
+def scratch_db(mongo_client, tag: str) -> Iterator:
+    """A fresh billing database (``sen_billing_<tag><random>``) with its indexes, dropped after."""
+    name = f"sen_billing_{tag}{uuid.uuid4().hex[:8]}"
+    database = mongo_client[name]
+    mongo.ensure_indexes(database, INDEXES)
+    try:
+        yield database
+    finally:
+        mongo_client.drop_database(name)
+
+
+def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issued",
+                 iid: str | None = None) -> tuple[str, str]:
+    """An Invoice for one charge of ``owed`` đồng (no BHYT: owed as given), made by the invoices
+    half (draft, then issue: the reference record, the lifecycle chain), left ``status``
+    (``draft``, ``issued`` or ``cancelled``); answers (id, reference code)."""
+    iid = iid or "inv-" + uuid.uuid4().hex[:12]
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    definition = {"title": "Khám bệnh", "code": {"text": "Khám bệnh"},
+                  "extension": [{"url": pricing.COVERED_EXT, "valueBoolean": False}],
+                  "propertyGroup": [{"priceComponent": [{"type": "base", "amount": invoices.money(owed)}]}]}
+    item = invoices.charge_item(patient=patient, facility=facility, definition=definition)
+    item = Store(db, service="billing", emit_events=False).create(item, f"ci-{iid}").resource
+    invoices.create_draft(db, iid, patient=patient, facility=facility, items=[item], base_salary=2_340_000)
+    if status != "draft":
+        invoices.issue(db, iid)
+    if status == "cancelled":
+        invoices.cancel(db, iid, "nhập nhầm")
+    return iid, vietqr.reference_code(iid)
