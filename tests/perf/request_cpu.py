@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import statistics
@@ -53,6 +54,9 @@ def child(what: str, n: int) -> None:
         from sen_shared.auth import issue_dev_token
 
         app = create_app()
+        gc.freeze()  # as deploy/gunicorn.conf.py's post_worker_init does once the app is loaded
+        if os.environ.get("SEN_GC_THRESHOLD"):  # an experiment: the young generation's threshold
+            gc.set_threshold(int(os.environ["SEN_GC_THRESHOLD"]), *gc.get_threshold()[1:])
         token = issue_dev_token(Path(os.environ["SEN_DEV_JWT_KEY"]), "admin")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json",
                    "Content-Type": "application/fhir+json"}
