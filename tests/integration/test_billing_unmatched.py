@@ -75,6 +75,10 @@ def test_entries_carry_the_receiving_accounts_facility_and_each_facility_pages_i
             assert all(len(p) <= limit for p in pages)
     everything = [i for page in whole_queue(db, payments.ALL_FACILITIES, 4) for i in page]
     assert sorted(everything) == sorted(i for ids in sent.values() for i in ids)
+    # an admin's page mixes the queues: each row names the facility whose queue holds it
+    rows, _ = payments.unmatched_queue(db, 200, None, payments.ALL_FACILITIES)
+    shown = {r["_id"]: payments.public_payment(r).get("facility", payments.NO_FACILITY) for r in rows}
+    assert shown == {i: facility for facility, ids in sent.items() for i in ids}
 
 
 def test_the_scope_of_a_principal_and_assigning_across_facilities(db) -> None:
