@@ -174,6 +174,14 @@ def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
     v.page.click("text=Trang đầu")
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("[data-testid=unmatched-next]").count() == 1
+    # an admin's page mixes every facility's queue: each row names its facility (the demo account's)
+    a = visitor_factory("vi-1280")
+    a.sign_in("admin")
+    a.go("/unmatched")
+    _page_with(a, f"{tag} so 00")  # other tests' transfers may come first
+    row = a.page.locator("tr", has_text=f"{tag} so 00")
+    assert row.count() == 1
+    assert row.locator("[data-testid=unmatched-facility]").inner_text() == "tyt-my-hiep"
 
 
 def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack):
