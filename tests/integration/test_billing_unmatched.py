@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 from sen_billing import worker
 from sen_billing.config import settings_from_env
-from sen_billing.domain import payments
+from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.webhooks import Transfer
 from sen_shared.errors import Forbidden
 
@@ -163,3 +163,15 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
     payments.assign_unmatched(db, waiting, iid, SimpleNamespace(sub="c-b", roles=["cashier"], facility="org-b"),
                               ACCOUNTS)
     assert [i for p in whole_queue(db, "org-b", 1) for i in p] == [recent]
+
+
+def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_unmatched(db) -> None:
+    to_a = transfer(db, "0011000000001", "chuyen tien kham", 70_000)
+    transfer(db, "0011000000002", "chuyen tien khac", 30_000)  # org-b's
+    day = date.fromisoformat(db["payments"].find_one({"_id": to_a})["day"])
+    report = reconciliation.rows(db, day, "org-a")
+    assert [(r["id"], r["facility"], r["outcome"]) for r in report] == [(to_a, "org-a", "unmatched")]
+    assert reconciliation.totals(report)["unmatched"] == 70_000
+    assert reconciliation.totals(report)["transfers"] == 70_000
+    everyone = reconciliation.rows(db, day)  # the province's report: both, each under its facility
+    assert {r["facility"] for r in everyone} == {"org-a", "org-b"}

@@ -26,11 +26,17 @@ def rows(db: Database, day: date, facility: str | None = None) -> list[dict[str,
         query["facility"] = facility
     out: list[dict[str, Any]] = []
     tasks = {t["_id"]: t for t in db[REFUND_TASKS].find({}, {"reason": 1})}
-    for p in sorted(db[PAYMENTS].find(query, {"outbox": 0}), key=lambda p: p["received_at"]):
+    found = {p["_id"]: p for p in db[PAYMENTS].find(query, {"outbox": 0})}
+    if facility:
+        # and the day's transfers that named no invoice but reached this facility's account (its
+        # unmatched queue's, waiting or assigned since): the money its bank statement shows
+        found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "queue_facility": facility},
+                                                             {"outbox": 0}))
+    for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
                     "channel": p["channel"], "invoice": p.get("invoice") or p.get("late_invoice") or "",
-                    "facility": p.get("facility") or "", "amount": int(p["amount"]),
+                    "facility": p.get("facility") or p.get("queue_facility") or "", "amount": int(p["amount"]),
                     "matched": "yes" if p.get("matched") else "no", "outcome": p.get("outcome", ""),
                     "reference": p.get("reference") or "", "cashier": p.get("cashier", ""),
                     "shift": p.get("shift", ""),
