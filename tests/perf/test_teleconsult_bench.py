@@ -191,22 +191,29 @@ def _race(host: str, port: int, headers: dict[str, str], slots: list[str], rnd: 
     return [client(c) for c in range(CONTENDED_CLIENTS)]
 
 
-def _race_phase(host: str, port: int, headers: dict[str, str], slots: list[str]) -> dict:
+def _rounds_phase(host: str, port: int, headers: dict[str, str], slots: list[str], rounds: int,
+                  sessions) -> dict:
+    """``rounds`` rounds on fresh slots (``SLOTS_PER_ROUND`` each), round ``rnd``'s clients made by
+    ``sessions(host, port, headers, its slots, rnd)``; each round starts when the last ended."""
     cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
     t0 = time.monotonic()
     lat: list[float] = []
     statuses: Counter = Counter()
-    won_per_round: list[int] = []
+    per_round: list[dict[int, int]] = []
     by_status: dict[int, list[float]] = {}
-    for rnd in range(RACE_ROUNDS):
+    round_p99: list[float] = []
+    for rnd in range(rounds):
         mine = slots[rnd * SLOTS_PER_ROUND:(rnd + 1) * SLOTS_PER_ROUND]
-        got, st = loadgen.run_sessions(host, port, _race(host, port, headers, mine, rnd), t0 + MAX_SECONDS / 4,
+        got, st = loadgen.run_sessions(host, port, sessions(host, port, headers, mine, rnd), t0 + MAX_SECONDS / 4,
                                        by_status)
         lat += got
         statuses.update(st)
-        won_per_round.append(st.get(200, 0))
+        per_round.append(dict(st))
+        round_p99.append(loadgen.percentile(got, 99))
     out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
-    out["won_per_round"] = won_per_round
+    out["per_round"] = per_round
+    out["won_per_round"] = [st.get(200, 0) for st in per_round]
+    out["round_max_p50"] = loadgen.percentile(round_p99, 50)  # a round's slowest answer, the median round
     out["by_status"] = {k: {"p50": loadgen.percentile(v, 50), "p99": loadgen.percentile(v, 99), "max": max(v)}
                         for k, v in by_status.items()}
     return out
@@ -218,30 +225,6 @@ def _burst(host: str, port: int, headers: dict[str, str], slots: list[str], rnd:
     def client(c: int):
         yield _book(host, port, headers, slots[c % len(slots)], f"Patient/b{rnd}-{c}")
     return [client(c) for c in range(CONTENDED_CLIENTS)]
-
-
-def _burst_phase(host: str, port: int, headers: dict[str, str], slots: list[str]) -> dict:
-    cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
-    t0 = time.monotonic()
-    lat: list[float] = []
-    statuses: Counter = Counter()
-    per_round: list[dict[int, int]] = []
-    by_status: dict[int, list[float]] = {}
-    round_p99: list[float] = []
-    for rnd in range(BURST_ROUNDS):
-        mine = slots[rnd * SLOTS_PER_ROUND:(rnd + 1) * SLOTS_PER_ROUND]
-        got, st = loadgen.run_sessions(host, port, _burst(host, port, headers, mine, rnd), t0 + MAX_SECONDS / 4,
-                                       by_status)
-        lat += got
-        statuses.update(st)
-        per_round.append(dict(st))
-        round_p99.append(loadgen.percentile(got, 99))
-    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
-    out["per_round"] = per_round
-    out["round_max_p50"] = loadgen.percentile(round_p99, 50)  # a round's slowest answer, the median round
-    out["by_status"] = {k: {"p50": loadgen.percentile(v, 50), "p99": loadgen.percentile(v, 99), "max": max(v)}
-                        for k, v in by_status.items()}
-    return out
 
 
 def _ihe(host: str, port: int, headers: dict[str, str], slots: list[str], rnd: int,
@@ -331,13 +314,15 @@ def test_teleconsult_bench(services, dev_key):
     # 1. contention, the issue's own form (its test's, as rounds): 100 clients, one $book each at
     # once, on 10 fresh slots: 10 booked, 90 x 409 a round
     hot_slots = _slots(hot, (BURST_ROUNDS + IHE_ROUNDS + RACE_ROUNDS + ROUNDS) * SLOTS_PER_ROUND)
-    burst = _burst_phase(host, port, post_headers, hot_slots[:BURST_ROUNDS * SLOTS_PER_ROUND])
+    burst = _rounds_phase(host, port, post_headers, hot_slots[:BURST_ROUNDS * SLOTS_PER_ROUND], BURST_ROUNDS,
+                          _burst)
     hot_slots = hot_slots[BURST_ROUNDS * SLOTS_PER_ROUND:]
     # as an IHE client does it: after a 409, $find again and book one of the slots offered
     ihe = _ihe_phase(host, port, post_headers, hot_slots[:IHE_ROUNDS * SLOTS_PER_ROUND])
     hot_slots = hot_slots[IHE_ROUNDS * SLOTS_PER_ROUND:]
     # the harder form: 100 clients racing for each round's 10 slots until they win or all are gone
-    race = _race_phase(host, port, post_headers, hot_slots[:RACE_ROUNDS * SLOTS_PER_ROUND])
+    race = _rounds_phase(host, port, post_headers, hot_slots[:RACE_ROUNDS * SLOTS_PER_ROUND], RACE_ROUNDS,
+                         _race)
     # the same as a sustained closed loop: rounds of 10 slots, 100 requests a round (10 for each slot)
     sustained_slots = hot_slots[RACE_ROUNDS * SLOTS_PER_ROUND:]
     contended = [_book(host, port, post_headers, sustained_slots[r * SLOTS_PER_ROUND + c % SLOTS_PER_ROUND],
