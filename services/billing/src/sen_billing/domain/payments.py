@@ -378,33 +378,38 @@ def backfill_unmatched(db: Database, account_facilities: Mapping[str, str] | Non
       make one entry. After its claim a worker looks again for an assignment or a refund and, if
       one came meanwhile, removes the entry (an assignment inserts before it removes, the backfill
       claims before it looks: one of the two sees the other; removing twice is harmless).
-    - An entry made before entries carried a facility gets it, from its payment: the one field
-      ``facility`` is set, only where missing; every writer writes the same value (derived from
-      the payment, which never changes), so racing backfills cannot disagree, and an update (no
-      upsert) never brings back an entry the assignment's winner removed.
+    - An entry made before entries carried a facility is made again with it (from its payment),
+      by the same claim and look, never by an update (the storage rule): it is removed, then
+      claimed. A racing backfill may remove the other's new entry and claim it back; a crash
+      between the two leaves the old payment without an entry, which the first step puts back at
+      the next start. Meanwhile a page may miss the transfer for an instant; nothing is lost.
     Returns how many entries were made and how many were given their facility."""
     made = given = 0
     for p in db[PAYMENTS].find({"outcome": "unmatched"}, {"outbox": 0}):
         if "queue_facility" in p or p.get("matched") or p.get("invoice") or p.get("marker"):
             continue  # recorded with its entry, or not waiting
-        key = p["_id"]
-        if _gone_from_queue(db, key):
-            continue
-        created, _ = claim_once(db[UNMATCHED], key, {"at": p["received_at"],
-                                                     "facility": queue_facility(p, account_facilities)})
-        if _gone_from_queue(db, key):
-            release(db[UNMATCHED], key)  # assigned or refunded while we claimed: not waiting
-            continue
-        made += int(created)
+        if not _gone_from_queue(db, p["_id"]):
+            made += _enqueue(db, p, account_facilities)
     for entry in db[UNMATCHED].find({"facility": {"$exists": False}}, {"_id": 1}):
         p = db[PAYMENTS].find_one({"_id": entry["_id"]}, {"outbox": 0})
         if p is None:
             continue  # an entry whose payment never came (a crash between the two): readers skip it
-        # idempotent: every writer sets the same derived value (see above)
-        given += db[UNMATCHED].update_one({"_id": entry["_id"], "facility": {"$exists": False}},
-                                          {"$set": {"facility": queue_facility(p, account_facilities)}}
-                                          ).modified_count
+        release(db[UNMATCHED], p["_id"])
+        given += _enqueue(db, p, account_facilities)
     return {"entries": made, "facilities": given}
+
+
+def _enqueue(db: Database, payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> int:
+    """Claim ``payment``'s queue entry in its facility's queue, then look for an assignment or a
+    refund: one that came meanwhile removes the entry again (an assignment inserts before it
+    removes, this claims before it looks: one of the two sees the other). 1 if this made it."""
+    key = payment["_id"]
+    created, _ = claim_once(db[UNMATCHED], key, {"at": payment["received_at"],
+                                                 "facility": queue_facility(payment, account_facilities)})
+    if _gone_from_queue(db, key):
+        release(db[UNMATCHED], key)  # assigned or refunded while we claimed: not waiting
+        return 0
+    return int(created)
 
 
 # ------------------------------------------------------------------------------- cashier
