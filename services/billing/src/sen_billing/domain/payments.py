@@ -62,6 +62,7 @@ REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = "refunds"
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
+FACILITY_FIXES = "unmatched_facility_fixes"  # one claim per entry made before entries had a facility
 NO_FACILITY = ""  # the queue of transfers to an account no facility owns: admins only
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-casso-signature", "webhook-id", "webhook-timestamp",
@@ -378,11 +379,11 @@ def backfill_unmatched(db: Database, account_facilities: Mapping[str, str] | Non
       make one entry. After its claim a worker looks again for an assignment or a refund and, if
       one came meanwhile, removes the entry (an assignment inserts before it removes, the backfill
       claims before it looks: one of the two sees the other; removing twice is harmless).
-    - An entry made before entries carried a facility is made again with it (from its payment),
-      by the same claim and look, never by an update (the storage rule): it is removed, then
-      claimed. A racing backfill may remove the other's new entry and claim it back; a crash
-      between the two leaves the old payment without an entry, which the first step puts back at
-      the next start. Meanwhile a page may miss the transfer for an instant; nothing is lost.
+    - An entry made before entries carried a facility gets it (from its payment) from one writer
+      by construction: the backfill whose insert of the entry's fix claim (``FACILITY_FIXES``)
+      wins sets that one field. The entry's other writers only remove it (an assignment, a
+      refund), and an update by ``_id`` never brings a removed entry back. A worker that dies
+      between its claim and its update leaves that entry in the admins' view only (a limit).
     Returns how many entries were made and how many were given their facility."""
     made = given = 0
     for p in db[PAYMENTS].find({"outcome": "unmatched"}, {"outbox": 0}):
@@ -394,8 +395,11 @@ def backfill_unmatched(db: Database, account_facilities: Mapping[str, str] | Non
         p = db[PAYMENTS].find_one({"_id": entry["_id"]}, {"outbox": 0})
         if p is None:
             continue  # an entry whose payment never came (a crash between the two): readers skip it
-        release(db[UNMATCHED], p["_id"])
-        given += _enqueue(db, p, account_facilities)
+        won, _ = claim_once(db[FACILITY_FIXES], p["_id"], {"at": now_utc()})
+        if won:  # this backfill is the entry's one updater (see above)
+            given += db[UNMATCHED].update_one({"_id": p["_id"]},
+                                              {"$set": {"facility": queue_facility(p, account_facilities)}}
+                                              ).modified_count
     return {"entries": made, "facilities": given}
 
 
