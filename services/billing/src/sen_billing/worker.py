@@ -78,6 +78,13 @@ def backfill_unmatched(settings: BillingSettings) -> dict[str, int]:
     return backfill(database(settings.mongo_url, settings.db_name), settings.account_facilities)
 
 
+def _backfill(settings: BillingSettings) -> None:
+    try:
+        log.info("unmatched queue backfilled", extra=backfill_unmatched(settings))
+    except Exception:  # noqa: BLE001 - the database may be starting; the next start does it
+        log.exception("unmatched queue not backfilled")
+
+
 def settlements_job(settings: BillingSettings) -> Callable[[], int]:
     from sen_shared.mongo import database
 
@@ -102,13 +109,12 @@ def main() -> int:
         log.info("price list loaded", extra={"created": load_price_list(settings)})
     except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
         log.exception("price list not loaded")
-    try:
-        log.info("unmatched queue backfilled", extra=backfill_unmatched(settings))
-    except Exception:  # noqa: BLE001 - the database may be starting; the next start does it
-        log.exception("unmatched queue not backfilled")
     stop = threading.Event()
     threads = periodic.start_periodic({name: (interval(settings), factory(settings))
                                        for name, (interval, factory) in PERIODIC.items()}, stop)
+    # beside the relay and the consumers, so a long history of payments delays neither
+    threads.append(threading.Thread(target=_backfill, args=(settings,), name="backfill", daemon=True))
+    threads[-1].start()
     try:
         run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
     finally:

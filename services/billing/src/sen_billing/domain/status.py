@@ -33,23 +33,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
-from sen_shared.errors import Forbidden, NotFound
+from sen_shared.errors import NotFound
 
 from . import invoice_port
 from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, public_payment, public_task
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, check_facility, public_payment, public_task
 
 FINAL = ("balanced", "cancelled")  # terminal resource states: the chain reached them first
 PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "outcome", "received_at", "description",
                                  "invoice", "late_invoice", "facility", "assigned_from", "shift", "marker")}
-
-
-def check_facility(principal: Any, facility: str | None) -> None:
-    """A cashier reads their own facility's invoices only; admin every facility's."""
-    if "admin" in principal.roles:
-        return
-    if not principal.facility or principal.facility != facility:
-        raise Forbidden("this invoice belongs to another facility")
 
 
 def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.InvoiceView:
@@ -125,4 +117,4 @@ def desk(db: Database, invoice_id: str, principal: Any, bank: Bank | None, ttl: 
     return body
 
 
-__all__ = ["check_facility", "desk", "qr_json", "read_invoice", "summary"]
+__all__ = ["desk", "qr_json", "read_invoice", "summary"]

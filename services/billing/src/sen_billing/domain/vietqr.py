@@ -254,7 +254,7 @@ def reference_candidates(text: str) -> list[str]:
     check symbol (a typo) gives none. Folding glues words together, so a note like
     ``HD HD0001234563`` reads ``HDHD0001234563``, and the window at the first ``HD`` has a
     right check symbol for about 1 code in 30: which candidate is an invoice is for the
-    caller to find out (``invoice_port.find_by_note`` asks for all of them at once).
+    caller to find out (``invoice_port.find_by_note`` asks in the note's order, until one is).
     """
     flat = fold(text)
     found: list[str] = []
