@@ -11,34 +11,30 @@ and the default worklist did not list it), an Appointment never (only admins cou
 - an Appointment by :func:`domain.scheduling.retag_appointment`: its next version, claimed by its
   history insert as a slot link's writer claims its own.
 
-**Single writer by construction**: a run is a link of the chain ``backfill_runs/<NAME>``: the
-worker whose insert of the ``running`` link wins runs it, the others skip; a ``done`` link ends it
-for good (one that ``failed`` on some document is run again at the next start). A run whose
-worker died (its ``running`` link older than :data:`STALE`) is taken over by the next worker that
-starts, with the next link. Even two runs at once (one taken over while the first still went on)
-would only race claim against claim: every write above is an insert under a unique key, and both
-kinds are idempotent (a tagged one is left as it is).
+**Single writer by construction**: run once by ``sen_shared.runs.run_once`` under :data:`NAME`
+(a chain of run links in ``backfill_runs``: the worker whose insert of the ``running`` link wins
+runs it, the others skip; a ``done`` link ends it for good, one that ``failed`` on some document
+is run again at the next start; a run whose worker died is taken over after ``runs.STALE``).
+Even two runs at once (one taken over while the first still went on) would only race claim
+against claim: every write above is an insert under a unique key, and both kinds are idempotent
+(a tagged one is left as it is).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
-from sen_shared.claims import ClaimTaken, advance, chain_indexes, latest
-from sen_shared.fhir.store import is_stale
+from sen_shared import runs
 
 from .domain import consults as rules
 from .domain import scheduling
 
 log = logging.getLogger("sen.teleconsult.backfill")
 
-RUNS = "backfill_runs"
 NAME = "party-tags-1"  # a new backfill gets a new name
-STALE = timedelta(minutes=15)  # a running link older than this: its worker died, the next one takes over
-INDEXES = chain_indexes(RUNS)
+INDEXES = runs.INDEXES
 
 
 def _tags(doc: dict[str, Any]) -> set[str]:
@@ -93,19 +89,7 @@ def backfill(consults: Any) -> dict[str, int]:
 def run_once(consults: Any) -> dict[str, int] | None:
     """Run the backfill unless it is done or another worker is at it (see the module's note);
     its counts, or None when this worker did not run it."""
-    coll = consults.db[RUNS]
-    last = latest(coll, NAME)
-    if last is not None and (last.get("state") == "done" or last.get("state") == "running"
-                             and not is_stale(last, STALE)):
-        return None
-    try:
-        mine = advance(coll, NAME, last, {"state": "running"})
-    except ClaimTaken:
-        return None  # another worker claimed the run
-    counts = backfill(consults)
-    try:
-        advance(coll, NAME, mine, {"state": "done" if not counts["failed"] else "failed", **counts})
-    except ClaimTaken:
-        pass  # taken over meanwhile (this run outlived STALE): the other run ends the chain
-    log.info("backfill of party tags", extra=counts)
+    counts = runs.run_once(consults.db, NAME, lambda: backfill(consults))
+    if counts is not None:
+        log.info("backfill of party tags", extra=counts)
     return counts
