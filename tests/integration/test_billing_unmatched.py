@@ -107,6 +107,15 @@ def old_style_unmatched(db, account: str, *, at: datetime) -> str:
     return key
 
 
+def worker_settings(db, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """The billing worker's settings on ``db``, with the accounts of org-a and org-b."""
+    for key, value in {**base_env, "SEN_DB": db.name, "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_from_env()
+    assert settings.account_facilities == ACCOUNTS
+    return settings
+
+
 def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_queue(
         db, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     old = datetime.now(UTC) - timedelta(days=3)
@@ -121,11 +130,7 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
     db["unmatched_waiting"].insert_one({"_id": legacy_entry, "at": old + timedelta(seconds=4)})  # no facility yet
     recent = transfer(db, "0011000000002", "moi")  # recorded with its entry: left alone
 
-    for key, value in {**{k: v for k, v in base_env.items()}, "SEN_DB": db.name,
-                       "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}.items():
-        monkeypatch.setenv(key, value)
-    settings = settings_from_env()
-    assert settings.account_facilities == ACCOUNTS
+    settings = worker_settings(db, base_env, monkeypatch)
     start = threading.Barrier(2)
     results: list[dict[str, int]] = []
 
@@ -175,3 +180,59 @@ def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_u
     assert reconciliation.totals(report)["transfers"] == 70_000
     everyone = reconciliation.rows(db, day)  # the province's report: both, each under its facility
     assert {r["facility"] for r in everyone} == {"org-a", "org-b"}
+
+
+def run_links(db) -> list[str]:
+    return [link["state"] for link in db["backfill_runs"].find({"k": worker.UNMATCHED_BACKFILL}, sort=[("n", 1)])]
+
+
+def test_the_backfill_runs_once_across_worker_starts(db, base_env: dict[str, str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's start runs the backfill once for good: a second start reads no payment (an
+    old-style payment that turned up in between, which a run would enqueue, stays out)."""
+    settings = worker_settings(db, base_env, monkeypatch)
+    old = datetime.now(UTC) - timedelta(days=3)
+    first = old_style_unmatched(db, "0011000000001", at=old)
+    assert worker.backfill_unmatched_once(settings) == {"entries": 1, "facilities": 0}
+    assert run_links(db) == ["running", "done"]
+    later = old_style_unmatched(db, "0011000000002", at=old + timedelta(seconds=1))
+    assert worker.backfill_unmatched_once(settings) is None  # the second start: not run
+    assert worker.backfill_unmatched_once(settings, stale=timedelta(0)) is None  # done is done, however old
+    assert run_links(db) == ["running", "done"]
+    assert {e["_id"] for e in db["unmatched_waiting"].find()} == {first}
+    assert later not in {e["_id"] for e in db["unmatched_waiting"].find()}
+
+
+def test_a_backfill_run_whose_worker_died_is_taken_over_and_a_failed_one_runs_again(
+        db, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sen_shared.claims import advance
+
+    settings = worker_settings(db, base_env, monkeypatch)
+    waiting = old_style_unmatched(db, "0011000000002", at=datetime.now(UTC) - timedelta(days=3))
+    # a worker claimed the run 2 minutes ago and died before its end (no done link)
+    advance(db["backfill_runs"], worker.UNMATCHED_BACKFILL, None,
+            {"state": "running", "at": datetime.now(UTC) - timedelta(minutes=2)})
+    assert worker.backfill_unmatched_once(settings) is None  # younger than 15 min: another worker's run
+    assert db["unmatched_waiting"].count_documents({}) == 0
+    # older than the stale limit: the next start takes it over with the next link and ends it
+    assert worker.backfill_unmatched_once(settings, stale=timedelta(minutes=1)) == {"entries": 1, "facilities": 0}
+    assert run_links(db) == ["running", "running", "done"]
+    assert [e["facility"] for e in db["unmatched_waiting"].find({"_id": waiting})] == ["org-b"]
+
+    # a run that raised is closed as failed, and the next start runs it again
+    with scratch_db(db.client, "u") as other:
+        settings = worker_settings(other, base_env, monkeypatch)
+        again = old_style_unmatched(other, "0011000000001", at=datetime.now(UTC) - timedelta(days=1))
+        real = payments.backfill_unmatched
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the database went away")
+
+        monkeypatch.setattr(payments, "backfill_unmatched", broken)
+        with pytest.raises(RuntimeError):
+            worker.backfill_unmatched_once(settings)
+        assert run_links(other) == ["running", "failed"]
+        monkeypatch.setattr(payments, "backfill_unmatched", real)
+        assert worker.backfill_unmatched_once(settings) == {"entries": 1, "facilities": 0}
+        assert run_links(other) == ["running", "failed", "running", "done"]
+        assert other["unmatched_waiting"].count_documents({"_id": again}) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sen_shared import mongo
+from sen_shared import mongo, runs
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
 from sen_shared.claims import chain_indexes
 
@@ -29,6 +29,7 @@ INDEXES += [
     *chain_indexes("receipt_numbers"),
     *chain_indexes("shifts"),
     *outbox_indexes(["payments", "receipts"]),
+    *runs.INDEXES,  # the unmatched backfill's run chain (worker.backfill_unmatched_once)
 ]
 
 

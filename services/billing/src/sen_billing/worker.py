@@ -3,7 +3,8 @@
 Publishes its own events through the outbox relay: ``billing.payment.received`` (in each
 payment), ``billing.invoice.paid`` (in each receipt) and ``billing.invoice.issued`` (in each
 invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start,
-and puts the unmatched transfers recorded before the queue existed in it (``payments.backfill_unmatched``).
+and puts the unmatched transfers recorded before the queue existed in it (``payments.backfill_unmatched``),
+once for good across every start and replica (``sen_shared.runs.run_once``, :data:`UNMATCHED_BACKFILL`).
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -21,9 +22,10 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from sen_shared import periodic
+from sen_shared import periodic, runs
 
 from .config import BillingSettings, settings_from_env
 
@@ -68,9 +70,12 @@ HANDLERS: dict[str, Any] = {CONSULT_CHARGE: consult_charge}
 OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts", "invoice_states"]
 
 
+UNMATCHED_BACKFILL = "unmatched-queue-1"  # its run chain in backfill_runs; a new backfill gets a new name
+
+
 def backfill_unmatched(settings: BillingSettings) -> dict[str, int]:
-    """The unmatched transfers recorded before the queue, put in their facility's queue (idempotent;
-    every replica runs it at start, at once: each entry is a claim, made once)."""
+    """The unmatched transfers recorded before the queue, put in their facility's queue: the job
+    itself (idempotent, and safe to run twice at once: each entry is a claim, made once)."""
     from sen_shared.mongo import database
 
     from .domain.payments import backfill_unmatched as backfill
@@ -78,11 +83,24 @@ def backfill_unmatched(settings: BillingSettings) -> dict[str, int]:
     return backfill(database(settings.mongo_url, settings.db_name), settings.account_facilities)
 
 
+def backfill_unmatched_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:
+    """:func:`backfill_unmatched` unless it ran to its end before or another worker is at it: the
+    worker whose insert of the run's ``running`` link wins runs it (a claim; ``sen_shared.runs``),
+    one older than ``stale`` (its worker died) is taken over. Its counts, or None when not run here."""
+    from sen_shared.mongo import database
+
+    return runs.run_once(database(settings.mongo_url, settings.db_name), UNMATCHED_BACKFILL,
+                         lambda: backfill_unmatched(settings), stale=stale)
+
+
 def _backfill(settings: BillingSettings) -> None:
     try:
-        log.info("unmatched queue backfilled", extra=backfill_unmatched(settings))
-    except Exception:  # noqa: BLE001 - the database may be starting; the next start does it
+        counts = backfill_unmatched_once(settings)
+    except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it
         log.exception("unmatched queue not backfilled")
+        return
+    if counts is not None:
+        log.info("unmatched queue backfilled", extra=counts)
 
 
 def settlements_job(settings: BillingSettings) -> Callable[[], int]:

@@ -21,9 +21,9 @@ another writer may touch:
   The entry's ``facility`` is whose queue it is in: the facility that owns the receiving account
   (``SEN_BANK_ACCOUNT_FACILITIES``), or a draft invoice's the note named; ``""`` (:data:`NO_FACILITY`)
   when no facility owns the account: only admins see those. A cashier reads and assigns their
-  facility's entries only. :func:`backfill_unmatched` (the worker, at start) puts in the queue the
-  unmatched payments recorded before it existed, and gives a facility to entries made before it
-  carried one.
+  facility's entries only. :func:`backfill_unmatched` (the worker, once: ``worker.backfill_unmatched_once``)
+  puts in the queue the unmatched payments recorded before it existed, and gives a facility to
+  entries made before it carried one.
 - A payment to a cancelled or already balanced invoice counts toward nothing and claims a refund
   task (``refund_tasks``, keyed by the payment).
 - When what was paid reaches what is owed, the invoice's "balanced" is claimed by inserting
@@ -371,7 +371,9 @@ def _gone_from_queue(db: Database, payment_key: str) -> bool:
 
 def backfill_unmatched(db: Database, account_facilities: Mapping[str, str] | None = None) -> dict[str, int]:
     """Put in the queue the unmatched transfers recorded before it had one, each in its facility's
-    queue; run by the billing worker at start, in every replica: idempotent and safe to run at once.
+    queue; run once by the billing worker (``worker.backfill_unmatched_once``: the replica whose
+    run claim wins, at the first start), idempotent and safe to run twice at once (a run taken
+    over after its worker looked dead may still be going on).
 
     - A payment recorded unmatched before the queue (no ``queue_facility``; the equality on
       ``outcome`` is pushed down, then only those old payments are looked at), with no
