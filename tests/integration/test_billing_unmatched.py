@@ -182,6 +182,26 @@ def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_u
     assert {r["facility"] for r in everyone} == {"org-a", "org-b"}
 
 
+def test_a_facilitys_daily_report_lists_its_transfers_recorded_before_they_carried_their_queue(db) -> None:
+    """A transfer recorded before payments carried ``queue_facility`` is in its facility's report
+    (the facility derived from the receiving account, as the queue does), in no other's, and the
+    province's report names that facility."""
+    at = datetime.now(UTC) - timedelta(days=2)
+    old_a = old_style_unmatched(db, "0011-0000-00001", at=at)  # to org-a's account, as a bank may write it
+    old_b = old_style_unmatched(db, "0011000000002", at=at + timedelta(seconds=1))
+    nobody = old_style_unmatched(db, "0099000000009", at=at + timedelta(seconds=2))
+    day = date.fromisoformat(db["payments"].find_one({"_id": old_a})["day"])
+    new_a = db["payments"].find_one({"_id": transfer(db, "0011000000001", "moi", 20_000)})
+    db["payments"].update_one({"_id": new_a["_id"]}, {"$set": {"day": day.isoformat()}})  # the test's one writer
+
+    report = reconciliation.rows(db, day, "org-a", account_facilities=ACCOUNTS)
+    assert [(r["id"], r["facility"]) for r in report] == [(old_a, "org-a"), (new_a["_id"], "org-a")]
+    assert reconciliation.totals(report)["unmatched"] == 70_000
+    assert [r["id"] for r in reconciliation.rows(db, day, "org-b", account_facilities=ACCOUNTS)] == [old_b]
+    everyone = {r["id"]: r["facility"] for r in reconciliation.rows(db, day, account_facilities=ACCOUNTS)}
+    assert everyone == {old_a: "org-a", old_b: "org-b", nobody: payments.NO_FACILITY, new_a["_id"]: "org-a"}
+
+
 def run_links(db) -> list[str]:
     return [link["state"] for link in db["backfill_runs"].find({"k": worker.UNMATCHED_BACKFILL}, sort=[("n", 1)])]
 

@@ -3,24 +3,44 @@
 One row per payment (transfer or cash, matched or not, late ones with their refund task) and
 per refund, then totals per channel. Rows are read by the day key each record carries at the
 top level (``day``), an equality FerretDB pushes down.
+
+A facility's day also lists the transfers that reached its account naming no invoice (its
+unmatched queue's, waiting or assigned since): the money its bank statement shows. Those
+recorded before payments carried ``queue_facility`` get the facility the queue gives them
+(``payments.queue_facility`` from the receiving account, ``SEN_BANK_ACCOUNT_FACILITIES``), in
+every report.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from pymongo.database import Database
 
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso, queue_facility
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
            "outcome", "reference", "cashier", "shift", "note"]
 
 
-def rows(db: Database, day: date, facility: str | None = None) -> list[dict[str, Any]]:
+def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
+    """The facility a payment's row is under: its invoice's, else its unmatched queue's (derived from
+    the receiving account for one recorded before payments carried it), else none."""
+    if payment.get("facility"):
+        return str(payment["facility"])
+    if "queue_facility" in payment:
+        return str(payment["queue_facility"] or "")
+    return queue_facility(payment, account_facilities) if payment.get("outcome") == "unmatched" else ""
+
+
+def rows(db: Database, day: date, facility: str | None = None, *,
+         account_facilities: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The day's rows, every facility's or ``facility``'s. ``account_facilities``: receiving account
+    → facility (settings), for the transfers recorded before payments carried their queue's."""
     query: dict[str, Any] = {"day": day.isoformat()}
     if facility:
         query["facility"] = facility
@@ -28,15 +48,17 @@ def rows(db: Database, day: date, facility: str | None = None) -> list[dict[str,
     tasks = {t["_id"]: t for t in db[REFUND_TASKS].find({}, {"reason": 1})}
     found = {p["_id"]: p for p in db[PAYMENTS].find(query, {"outbox": 0})}
     if facility:
-        # and the day's transfers that named no invoice but reached this facility's account (its
-        # unmatched queue's, waiting or assigned since): the money its bank statement shows
-        found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "queue_facility": facility},
-                                                             {"outbox": 0}))
+        # and the day's transfers that named no invoice but reached this facility's account: the
+        # day's unmatched transfers of every facility (two equalities FerretDB pushes down; no $or
+        # or $exists, which it evaluates over the whole collection), kept when their queue's is ours
+        found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "outcome": "unmatched"},
+                                                             {"outbox": 0})
+                     if _facility(p, account_facilities) == facility)
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
                     "channel": p["channel"], "invoice": p.get("invoice") or p.get("late_invoice") or "",
-                    "facility": p.get("facility") or p.get("queue_facility") or "", "amount": int(p["amount"]),
+                    "facility": _facility(p, account_facilities), "amount": int(p["amount"]),
                     "matched": "yes" if p.get("matched") else "no", "outcome": p.get("outcome", ""),
                     "reference": p.get("reference") or "", "cashier": p.get("cashier", ""),
                     "shift": p.get("shift", ""),
