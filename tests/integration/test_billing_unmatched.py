@@ -3,7 +3,8 @@ receiving account, paged per facility by ``(at, _id)``, and backfilled (idempote
 number of workers at once) with the transfers recorded unmatched before the queue existed.
 
 The HTTP side (a cashier of A neither sees B's transfer nor assigns it: 403) is in
-``test_billing_webhooks.py`` (``test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers``).
+``test_billing_webhooks.py`` (``test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers``);
+an admin's ``?facility=`` filter over HTTP is here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,9 +21,11 @@ from sen_billing import worker
 from sen_billing.config import settings_from_env
 from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.webhooks import Transfer
+from sen_shared.auth import issue_dev_token
 from sen_shared.errors import Forbidden
 
 from tests.billing_support import scratch_db
+from tests.support import app_client
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +92,13 @@ def test_the_scope_of_a_principal_and_assigning_across_facilities(db) -> None:
     assert payments.queue_scope(admin) is payments.ALL_FACILITIES
     with pytest.raises(Forbidden):
         payments.queue_scope(SimpleNamespace(sub="c", roles=["cashier"], facility=None))
+    # one queue asked for: any for an admin, only their own for a cashier
+    assert payments.queue_scope(admin, "org-b") == "org-b"
+    assert payments.queue_scope(admin, payments.UNOWNED) == payments.NO_FACILITY
+    assert payments.queue_scope(cashier_a, "org-a") == "org-a"
+    for other in ("org-b", payments.UNOWNED, payments.NO_FACILITY):
+        with pytest.raises(Forbidden):
+            payments.queue_scope(cashier_a, other)
     to_b = transfer(db, "0011000000002")
     to_nobody = transfer(db, "0099000000009")
     for key in (to_b, to_nobody):
@@ -256,3 +267,55 @@ def test_a_backfill_run_whose_worker_died_is_taken_over_and_a_failed_one_runs_ag
         assert worker.backfill_unmatched_once(settings) == {"entries": 1, "facilities": 0}
         assert run_links(other) == ["running", "failed", "running", "done"]
         assert other["unmatched_waiting"].count_documents({"_id": again}) == 1
+
+
+def bearer(dev_key: Path, role: str, facility: str | None = None) -> dict[str, str]:
+    claims = {"facility": facility} if facility else {}
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, sub=f'{role}-{uuid.uuid4().hex[:6]}', **claims)}"}
+
+
+def test_an_admin_reads_one_facilitys_queue_and_a_cashier_only_their_own(base_env: dict[str, str], mongo_client,
+                                                                          dev_key: Path) -> None:
+    """``GET /payments/unmatched?facility=``: an admin pages one facility's queue (``_unowned``: the
+    transfers to an account no facility owns), the cursor keeping to it; a cashier naming their own
+    facility gets it, another's or ``_unowned`` 403 (problem details); a malformed one 400."""
+    name = f"sen_billing_q{uuid.uuid4().hex[:8]}"
+    with app_client("billing", {**base_env, "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}, name,
+                    mongo_client) as (client, _app):
+        db = mongo_client[name]
+        sent: dict[str, list[str]] = {"org-a": [], "org-b": [], "_unowned": []}
+        for i in range(3):
+            sent["org-a"].append(transfer(db, "0011000000001", f"a {i}"))
+            sent["org-b"].append(transfer(db, "0011000000002", f"b {i}"))
+            sent["_unowned"].append(transfer(db, "0099000000009", f"n {i}"))
+        admin = bearer(dev_key, "admin")
+
+        def pages(headers: dict[str, str], facility: str | None) -> list[str]:
+            ids, after = [], None
+            while True:
+                params = {"limit": 2, **({"facility": facility} if facility is not None else {}),
+                          **({"after": after} if after else {})}
+                r = client.get("/payments/unmatched", params=params, headers=headers)
+                assert r.status_code == 200, r.text
+                rows = r.json()["payments"]
+                ids += [p["id"] for p in rows]
+                if facility is not None:  # each row names the facility whose queue holds it
+                    assert {p.get("facility", "_unowned") for p in rows} <= {facility}
+                if not (after := r.json().get("next")):
+                    return ids
+
+        for facility, ids in sent.items():
+            assert pages(admin, facility) == ids, facility  # that queue only, oldest first, over 2 pages
+        assert sorted(pages(admin, None)) == sorted(i for ids in sent.values() for i in ids)
+        assert pages(admin, "org-zz") == []  # a facility with nothing waiting
+
+        cashier_a = bearer(dev_key, "cashier", "org-a")
+        assert pages(cashier_a, "org-a") == pages(cashier_a, None) == sent["org-a"]
+        for other in ("org-b", "_unowned"):
+            r = client.get("/payments/unmatched", params={"facility": other}, headers=cashier_a)
+            assert r.status_code == 403, r.text
+            assert r.headers["content-type"].startswith("application/problem+json") and r.json()["status"] == 403
+        for bad in ("", "org a", "x" * 65, "_none"):
+            r = client.get("/payments/unmatched", params={"facility": bad}, headers=admin)
+            assert r.status_code == 400, (bad, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")

@@ -40,9 +40,11 @@ def invoice_desk(invoice_id: str) -> Any:
 
 
 @require_roles("cashier")
-def unmatched(limit: int = 50, after: str | None = None) -> Any:
-    """The cashier's facility's queue (an admin: every facility's and the unowned accounts')."""
-    rows, cursor = payments.unmatched_queue(_db(), limit, after, payments.queue_scope(current_principal()))
+def unmatched(limit: int = 50, after: str | None = None, facility: str | None = None) -> Any:
+    """The cashier's facility's queue (an admin: every facility's and the unowned accounts', or the
+    one ``facility`` names, ``_unowned`` the unowned accounts')."""
+    scope = payments.queue_scope(current_principal(), facility)
+    rows, cursor = payments.unmatched_queue(_db(), limit, after, scope)
     body: dict[str, Any] = {"payments": [payments.public_payment(p) for p in rows]}
     if cursor:
         body["next"] = cursor

@@ -316,15 +316,21 @@ def _after(cursor: str) -> dict[str, Any]:
 
 
 ALL_FACILITIES = None  # an admin's scope: every facility's queue and the unowned accounts'
+UNOWNED = "_unowned"  # how a request names the unowned accounts' queue (no FHIR id holds "_")
 
 
-def queue_scope(principal: Any) -> str | None:
-    """Which queue a principal reads: an admin every entry (:data:`ALL_FACILITIES`), a cashier their
-    facility's (a cashier without a facility: Forbidden)."""
+def queue_scope(principal: Any, facility: str | None = None) -> str | None:
+    """Which queue a principal reads. ``facility``: the one asked for (:data:`UNOWNED` or
+    :data:`NO_FACILITY`: the unowned accounts'), None: the principal's whole scope. An admin reads
+    any one, or every entry (:data:`ALL_FACILITIES`); a cashier their facility's only (another
+    facility's or the unowned accounts': Forbidden; a cashier without a facility: Forbidden)."""
+    wanted = NO_FACILITY if facility == UNOWNED else facility
     if "admin" in principal.roles:
-        return ALL_FACILITIES
+        return wanted
     if not principal.facility:
         raise Forbidden("a cashier without a facility has no unmatched queue")
+    if wanted is not None and wanted != principal.facility:
+        raise Forbidden("a cashier reads their own facility's unmatched queue only")
     return str(principal.facility)
 
 
