@@ -275,3 +275,58 @@ def test_weekly_hours_take_several_windows_a_day_and_refuse_overlaps(client):
         assert not no_end.validate() and no_end.windows.entries[0].form.end_time.errors
         assert not _week({"windows-0-start_time": "08:00", "windows-0-end_time": "11:00",
                           "slot_minutes": "30"}).validate()  # no day ticked anywhere
+
+
+def test_admin_unmatched_page_filters_one_facility_and_pages_within_it(client, monkeypatch):
+    """An admin's unmatched page has a facility select (every facility, the accounts no facility
+    owns, each facility by name); the chosen one goes to billing as ``facility`` and stays in the
+    next-page and first-page links, so paging keeps to it. A cashier's page has no select and never
+    sends one (billing scopes a cashier to their facility)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from sen_portal.web import cashier, dashboard
+
+    asked: list[dict[str, str]] = []
+
+    def billing_answer(service, path, params=None, **_kw):
+        assert (service, path) == ("billing", "/payments/unmatched")
+        asked.append(dict(params or {}))
+        return {"payments": [{"id": "standard:t1", "amount": 10_000, "receivedAt": "2026-12-04T09:00:00+07:00",
+                              "description": "ck kham", "facility": "tyt-my-hiep"}],
+                "next": "1764813600000.standard:t1"}
+
+    monkeypatch.setattr(cashier, "shared_get", billing_answer)
+    monkeypatch.setattr(dashboard, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp",
+                                                         "bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp"})
+    sign_in(client, "admin")
+
+    def links(page: str) -> dict[str, dict[str, list[str]]]:
+        out = {}
+        for label in ("Trang sau", "Trang đầu"):
+            m = re.search(r'href="([^"]+)"[^>]*>' + label, page)
+            if m:
+                out[label] = parse_qs(urlsplit(m.group(1).replace("&amp;", "&")).query)
+        return out
+
+    page = client.get("/unmatched?facility=tyt-my-hiep").get_data(as_text=True)
+    assert asked[-1] == {"limit": "50", "facility": "tyt-my-hiep"}
+    assert re.search(r'<option value="tyt-my-hiep" selected>Trạm Y tế xã Mỹ Hiệp', page)
+    assert '<option value="">Mọi cơ sở</option>' in page
+    assert '<option value="_unowned">Tài khoản không thuộc cơ sở nào</option>' in page
+    nxt = links(page)["Trang sau"]
+    assert nxt["facility"] == ["tyt-my-hiep"] and nxt["after"] == ["1764813600000.standard:t1"]
+    page = client.get("/unmatched", query_string={k: v[0] for k, v in nxt.items()}).get_data(as_text=True)
+    assert asked[-1] == {"limit": "50", "after": "1764813600000.standard:t1", "facility": "tyt-my-hiep"}
+    assert links(page)["Trang đầu"] == {"facility": ["tyt-my-hiep"]}
+
+    page = client.get("/unmatched?facility=_unowned").get_data(as_text=True)
+    assert asked[-1] == {"limit": "50", "facility": "_unowned"}
+    assert '<option value="_unowned" selected>' in page
+    client.get("/unmatched")
+    assert asked[-1] == {"limit": "50"}  # every queue
+    client.get("/unmatched?facility=%3Cscript%3E")
+    assert asked[-1] == {"limit": "50"}  # not a facility id: ignored
+
+    sign_in(client, "cashier")  # the admin's session replaced
+    page = client.get("/unmatched?facility=bvdk-dong-thap").get_data(as_text=True)
+    assert asked[-1] == {"limit": "50"} and 'name="facility"' not in page

@@ -5,11 +5,12 @@ FHIR ``Invoice`` and ``Invoice/{id}/$vietqr``, and the ``/payments/...`` endpoin
 
 from __future__ import annotations
 
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import copy_current_request_context, redirect, render_template, request, url_for
+from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend, backend_message, bp, login_required
@@ -164,6 +165,28 @@ def receipt_pdf(iid: str) -> Any:
 
 
 UNMATCHED_PAGE = 50  # transfers a page of the queue shows (billing's limit, ≤ 200)
+UNOWNED = "_unowned"  # billing's name for the queue of the transfers to an account no facility owns
+
+
+def queue_filter() -> str:
+    """The one queue an admin asked for (``?facility=``: a facility's id or :data:`UNOWNED`), "" for
+    every queue; a cashier always reads their facility's (billing scopes it), so never a filter."""
+    wanted = request.args.get("facility", "")
+    if g.user.role != "admin" or not (wanted == UNOWNED or re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted)):
+        return ""
+    return wanted
+
+
+def facility_choices(rows: list[dict[str, Any]], chosen: str) -> list[dict[str, str]]:
+    """The admin's facility select: the EHR's facilities by name (kept ten minutes), with the
+    chosen one and those of the page's rows even when the EHR does not answer."""
+    from .dashboard import org_names
+
+    names = dict(org_names())
+    for fid in [chosen, *(str(p.get("facility") or "") for p in rows)]:
+        if fid and fid != UNOWNED:
+            names.setdefault(fid, fid)
+    return [{"id": fid, "name": name} for fid, name in sorted(names.items(), key=lambda kv: (kv[1], kv[0]))]
 
 
 @bp.route("/unmatched", methods=["GET", "POST"])
@@ -188,7 +211,9 @@ def unmatched() -> Any:
         page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
     except ValueError:
         page = 1
-    params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {})}
+    facility = queue_filter()  # the cursor pages within it: both go to billing, and on in the links
+    params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {}),
+              **({"facility": facility} if facility else {})}
     jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
         lambda: shared_get("billing", "/payments/unmatched", params, accept="application/json",
                            seconds=backend.settings().portal_cache_seconds),
@@ -203,6 +228,8 @@ def unmatched() -> Any:
                for inv in issued or []]
     return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
                            choices=choices, page=page, after=after, next_cursor=next_cursor,
+                           facility=facility, unowned=UNOWNED,
+                           facilities=facility_choices(rows, facility) if g.user.role == "admin" else [],
                            title=gettext("Unmatched transfers")), 200 if not problem else 422
 
 
