@@ -1,9 +1,8 @@
 """Calls to the three APIs (EHR, teleconsult, billing) with the signed-in user's token.
 
-One ``urllib3.PoolManager`` per process (keep-alive connections to each service), made on
-first use (never at import: gunicorn forks). urllib3 rather than httpx: the same request took
-about 1.0 ms of the portal's CPU against 1.7 ms (2,000 GETs of a status answer, this machine),
-and every page makes one or more.
+The requests go through :mod:`sen_shared.http` (one urllib3 pool per process, made on first
+use, never at import: gunicorn forks; one total timeout; teleconsult's calls to the EHR use it
+too).
 Every failure becomes a :class:`BackendError` whose ``kind`` the pages turn into a clear
 sentence in the user's language: ``down`` (no answer), ``slow`` (timed out), ``refused``
 (4xx: the service said why, ``detail``), ``failed`` (5xx). Nothing here logs bodies: they
@@ -12,20 +11,18 @@ hold patient data.
 
 from __future__ import annotations
 
-import json as jsonlib
 import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlencode
 
-import urllib3
 from flask import has_request_context, request, session
+from sen_shared import http
+from sen_shared.http import Response
 
 from ..config import PortalSettings
 
 FHIR_JSON = "application/fhir+json"
-_client: urllib3.PoolManager | None = None
 _lock = threading.Lock()
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}
 DEV_TOKEN_SECONDS = 600
@@ -36,26 +33,6 @@ class BackendError(Exception):
     def __init__(self, kind: str, service: str, status: int = 0, detail: str = "") -> None:
         super().__init__(f"{service}: {kind} {status}")
         self.kind, self.service, self.status, self.detail = kind, service, status, detail
-
-
-def client() -> urllib3.PoolManager:
-    global _client
-    with _lock:
-        if _client is None:  # 16 kept-alive connections a service; more at once are opened and closed
-            _client = urllib3.PoolManager(maxsize=16, block=False, retries=False)
-        return _client
-
-
-class Response:
-    """A back-end's answer, read whole: ``status_code``, ``headers``, ``content``, ``json()``."""
-
-    __slots__ = ("content", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: Any, content: bytes) -> None:
-        self.status_code, self.headers, self.content = status_code, headers, content
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
 
 
 def settings() -> PortalSettings:
@@ -124,20 +101,13 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
     cid = request.headers.get("X-Correlation-ID") if has_request_context() else None
     if cid:
         headers["X-Correlation-ID"] = cid
-    url = _base(service) + path
-    if params:
-        url += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
-    body = jsonlib.dumps(json, ensure_ascii=False).encode() if json is not None else None
     try:
-        raw = client().request(method, url, body=body, headers=headers, redirect=False,
-                               timeout=urllib3.Timeout(total=timeout or settings().http_timeout))
-    except urllib3.exceptions.NewConnectionError:  # refused (a subclass of the connect timeout)
-        raise BackendError("down", service) from None
-    except urllib3.exceptions.TimeoutError:
+        r = http.request(method, _base(service) + path, params=params, json=json, headers=headers,
+                         timeout=timeout or settings().http_timeout)
+    except http.TimedOut:
         raise BackendError("slow", service) from None
-    except urllib3.exceptions.HTTPError:
+    except http.TransportError:  # refused, reset, unknown host
         raise BackendError("down", service) from None
-    r = Response(raw.status, raw.headers, raw.data)
     if r.status_code >= 500:
         raise BackendError("slow" if r.status_code == 504 else "failed", service, r.status_code, _detail(r))
     if r.status_code >= 400:

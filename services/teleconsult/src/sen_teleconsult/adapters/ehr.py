@@ -2,7 +2,8 @@
 
 The caller's own bearer token is forwarded, so the EHR decides with its own access policy
 (a clinic sees the patients its facility manages or was referred; ARCHITECTURE §6) and
-audits the read. Every call has the timeout ``SEN_HTTP_TIMEOUT``. Each way it can go
+audits the read. Every call goes through :mod:`sen_shared.http` (the process's urllib3 pool,
+as the portal's calls do) with the total timeout ``SEN_HTTP_TIMEOUT``. Each way it can go
 wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the client:
 
 - the EHR does not answer in time: 504; cannot be reached: 503 (retry later);
@@ -11,26 +12,15 @@ wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the cli
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-import httpx
+from sen_shared import http
 from sen_shared.fhir.outcome import FhirError
 
 DISTRICT_TTL = 600.0
 _districts: dict[tuple[str, str], tuple[str | None, float]] = {}  # (EHR, Organization) -> (district, until)
-_clients: dict[int, httpx.Client] = {}  # one pooled client per process (made lazily: never at import)
-
-
-def _client() -> httpx.Client:
-    """The process's HTTP client: kept connections, and the TLS context built once (a new
-    ``httpx.Client`` per call cost tens of milliseconds, most of it loading certificates)."""
-    pid = os.getpid()
-    client = _clients.get(pid)
-    if client is None:
-        client = _clients.setdefault(pid, httpx.Client(limits=httpx.Limits(max_keepalive_connections=16)))
-    return client
+FHIR_JSON = "application/fhir+json"
 
 
 def _judged(ref: str, where: str, status: int, resource: Any) -> dict[str, Any]:
@@ -52,21 +42,23 @@ class EhrClient:
     def __init__(self, base_url: str, timeout: float, token: str) -> None:
         self.base = base_url.rstrip("/") + "/fhir"
         self.timeout = timeout
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": FHIR_JSON}
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, url: str, *, params: dict[str, str] | None = None, json: Any = None,
+              ) -> http.Response:
         """One call to the EHR; no answer in time is a 504, no connection a 503 (nothing created)."""
+        headers = self.headers if json is None else {**self.headers, "Content-Type": FHIR_JSON}
         try:
-            return _client().request(method, url, timeout=self.timeout, **kwargs)
-        except httpx.TimeoutException:
+            return http.request(method, url, params=params, json=json, headers=headers, timeout=self.timeout)
+        except http.TimedOut:
             raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
                             "retry later", status=504, code="timeout") from None
-        except httpx.HTTPError as err:
-            raise FhirError(f"the EHR cannot be reached ({type(err).__name__}); nothing was created, retry later",
+        except http.TransportError as err:
+            raise FhirError(f"the EHR cannot be reached ({err.reason}); nothing was created, retry later",
                             status=503, code="transient") from None
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        return self._send("GET", f"{self.base}/{path}", params=params, headers=self.headers)
+    def _get(self, path: str, params: dict[str, str] | None = None) -> http.Response:
+        return self._send("GET", f"{self.base}/{path}", params=params)
 
     def check_readable(self, ref: str, where: str) -> dict[str, Any]:
         """The EHR's ``ref`` (``Type/id``) as the caller may read it, or the error saying why not."""
@@ -82,8 +74,7 @@ class EhrClient:
             return [self.check_readable(*refs[0])]
         batch = {"resourceType": "Bundle", "type": "batch",
                  "entry": [{"request": {"method": "GET", "url": ref}} for ref, _ in refs]}
-        r = self._send("POST", self.base, json=batch,
-                       headers={**self.headers, "Content-Type": "application/fhir+json"})
+        r = self._send("POST", self.base, json=batch)
         if r.status_code == 401:
             raise FhirError("the EHR refused the token", status=401, code="login")
         entries = r.json().get("entry") if r.status_code == 200 else None
@@ -104,8 +95,8 @@ class EhrClient:
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
         try:
-            r = _client().get(f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
-        except httpx.HTTPError:
+            r = http.request("GET", f"{self.base}/{organization}", headers=self.headers, timeout=self.timeout)
+        except http.TransportError:
             return None
         if r.status_code != 200:
             return None
