@@ -193,6 +193,20 @@ def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_u
     assert {r["facility"] for r in everyone} == {"org-a", "org-b"}
 
 
+def test_an_admins_refund_of_an_unmatched_transfer_is_in_its_facilitys_daily_report(db) -> None:
+    """The money that came to org-a's account and went back is in org-a's report (both rows), and
+    in no other facility's."""
+    to_a = transfer(db, "0011000000001", "chuyen nham", 40_000)
+    admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
+    payments.refund(db, to_a, None, "chuyển nhầm tài khoản", admin, None)
+    day = date.fromisoformat(db["payments"].find_one({"_id": to_a})["day"])
+    report = reconciliation.rows(db, day, "org-a", account_facilities=ACCOUNTS)
+    assert [(r["kind"], r["id"], r["facility"], r["amount"]) for r in report] == [
+        ("payment", to_a, "org-a", 40_000), ("refund", to_a, "org-a", -40_000)]
+    assert reconciliation.totals(report)["net"] == 0
+    assert reconciliation.rows(db, day, "org-b", account_facilities=ACCOUNTS) == []
+
+
 def test_a_facilitys_daily_report_lists_its_transfers_recorded_before_they_carried_their_queue(db) -> None:
     """A transfer recorded before payments carried ``queue_facility`` is in its facility's report
     (the facility derived from the receiving account, as the queue does), in no other's, and the

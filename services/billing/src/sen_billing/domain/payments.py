@@ -498,7 +498,9 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     created, doc = claim_once(db[REFUNDS], payment_key, {
         "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
         "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
-        "facility": payment.get("facility"), "channel": "cash" if shift_id else "transfer",
+        # an unmatched transfer given back: under the facility whose queue held it (its report)
+        "facility": payment.get("facility") or payment.get("queue_facility") or None,
+        "channel": "cash" if shift_id else "transfer",
         "day": local_day(now_utc())})
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
