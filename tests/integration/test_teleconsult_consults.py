@@ -858,18 +858,18 @@ def test_the_open_worklist_matches_open_consults_only_and_closed_ones_on_request
 
 # --------------------------------------------------------------------------- backfill of tags
 
-def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfill(tc, tokens, consults, db):
-    """A consult and its Appointment stored the old way (no hub, open-consult or clinic tags: only
-    admins could read the Appointment, and no doctor of the hub saw the Task): after the worker's
-    backfill the hub's doctor reads both and the worklist lists the Task; a second run changes nothing."""
-    from sen_teleconsult import backfill
-    from sen_teleconsult.domain import availability as av
+CLINIC_A_STAFF = type("P", (), {"sub": "nv-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
+                                "practitioner": None, "scopes": frozenset()})()
+
+
+def _old_consult(consults, note: str) -> tuple[str, str]:
+    """A consult of clinic A to the hub as the submission stored it before the tags existed: the
+    ServiceRequest and Task versions 1 without hub or open-consult tags, then link 1 of its chain."""
     from sen_teleconsult.domain import consults as rules
     from sen_teleconsult.workflow import Actor
 
-    # the consult as the submission stored it before the tags: both versions 1, then link 1
-    sub = rules.check_submission(service_request(note=[{"text": "Hồ sơ cũ, chưa gắn nhãn"}]),
-                                 clinic=f"Organization/{CLINIC_A}", default_hub=None)
+    sub = rules.check_submission(service_request(note=[{"text": note}]), clinic=f"Organization/{CLINIC_A}",
+                                 default_hub=None)
     sr_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
     now = datetime.now(UTC).astimezone().replace(microsecond=0)
     due = now + timedelta(hours=24)
@@ -880,12 +880,23 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     store = consults.store()
     store.create(sr, sr_id)
     store.create(task, task_id)
-    clinic = type("P", (), {"sub": "nv-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
-                            "practitioner": None, "scopes": frozenset()})()
     facts = {"serviceRequest": f"ServiceRequest/{sr_id}", "task": f"Task/{task_id}", "patient": sub.patient,
              "requester": sub.requester, "hub": sub.hub, "priority": sub.priority, "specialty": sub.specialty,
              "district": None, "requestedAt": now.isoformat(), "dueAt": due.isoformat()}
-    consults.start_chain(task_id, facts, task, Actor.of(clinic))
+    consults.start_chain(task_id, facts, task, Actor.of(CLINIC_A_STAFF))
+    return sr_id, task_id
+
+
+def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfill(tc, tokens, consults, db):
+    """A consult and its Appointment stored the old way (no hub, open-consult or clinic tags: only
+    admins could read the Appointment, and no doctor of the hub saw the Task): after the worker's
+    backfill the hub's doctor reads both and the worklist lists the Task; a second run changes nothing."""
+    from sen_teleconsult import backfill
+    from sen_teleconsult.domain import availability as av
+    from sen_teleconsult.domain import consults as rules
+
+    sr_id, task_id = _old_consult(consults, "Hồ sơ cũ, chưa gắn nhãn")
+    store = consults.store()
     # its Appointment as booked before the party tags: on a slot of the hub's schedule
     schedule = av.schedule_resource("lich-cu", practitioner="Practitioner/dr-0", organization=f"Organization/{HUB}",
                                     specialty_code=CARDIO, specialty_text="Tim mạch",
@@ -929,9 +940,119 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     assert {t["system"] for t in got["meta"]["tag"]} >= {rules.HUB_TAG, rules.OPEN_TAG, rules.OPEN_AT_HUB_TAG}
     # once done, a worker that starts does not run it again; and run again it would change nothing
     assert backfill.run_once(consults) is None
-    assert backfill.backfill(consults) == {"tasks": 0, "appointments": 0, "failed": 0}
+    assert backfill.backfill(consults) == {"tasks": 0, "appointments": 0, "service_requests": 0,
+                                           "communications": 0, "no_hub": 0, "failed": 0}
     assert db.Task_history.count_documents({"id": task_id}) == 2
     assert db.Appointment_history.count_documents({"id": appt_id}) == 2
     # and the consult goes on from its tagged version
     r = op(tc, task_id, "$accept", "dr", tokens)
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "3", r.text
+
+
+def test_service_requests_and_communications_stored_before_the_tags_are_tagged_by_the_backfill(
+        tc, tokens, consults, db):
+    """A consult's ServiceRequest and a Communication of its thread stored without the hub tag (no
+    doctor of the hub could read them): after the backfill the hub's doctor and the clinic read
+    both, another hub and another clinic still not; each got one new version; run again, nothing."""
+    from sen_teleconsult import backfill
+    from sen_teleconsult.domain import consults as rules
+
+    sr_id, task_id = _old_consult(consults, "Hồ sơ cũ: yêu cầu và trao đổi chưa gắn nhãn")
+    comm_id = str(uuid.uuid4())  # a question of the hub's doctor as $request-info stored it before the tags
+    consults.store().create({
+        "resourceType": "Communication", "id": comm_id, "status": "completed",
+        "basedOn": [{"reference": f"ServiceRequest/{sr_id}"}], "about": [{"reference": f"Task/{task_id}"}],
+        "subject": {"reference": "Patient/pa"}, "sent": "2025-03-14T09:00:00+07:00",
+        "sender": {"reference": "Practitioner/dr-0"}, "recipient": [{"reference": f"Organization/{CLINIC_A}"}],
+        "payload": [{"contentString": "Xin bổ sung điện tâm đồ lúc vào viện."}]}, comm_id)
+
+    def reads(who: str) -> tuple[int, int]:
+        return (httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens[who]).status_code,
+                httpx.get(f"{tc}/fhir/Communication/{comm_id}", headers=tokens[who]).status_code)
+
+    assert reads("admin") == (200, 200) and reads("a") == (200, 200)
+    assert reads("dr") == (403, 403)
+    assert sr_id in backfill.untagged_service_requests(db)
+    assert (comm_id, f"ServiceRequest/{sr_id}") in backfill.untagged_communications(db)
+
+    counts = backfill.backfill(consults)
+    assert counts["service_requests"] >= 1 and counts["communications"] >= 1 and not counts["failed"]
+    assert reads("dr") == (200, 200) and reads("a") == (200, 200)
+    assert reads("other_hub") == (403, 403) and reads("b") == (403, 403)
+    for rtype, rid in (("ServiceRequest", sr_id), ("Communication", comm_id)):
+        got = httpx.get(f"{tc}/fhir/{rtype}/{rid}", headers=tokens["dr"]).json()
+        assert got["meta"]["versionId"] == "2" and rules.hub_of(got) == f"Organization/{HUB}"
+        assert got["status"] in ("active", "completed")  # the status as it was
+    assert backfill.backfill(consults)["service_requests"] == 0
+    assert db.ServiceRequest_history.count_documents({"id": sr_id}) == 2
+    assert db.Communication_history.count_documents({"id": comm_id}) == 2
+    # the reminders' Communications (no sender) are not the consult's thread: left as they are
+    assert all(not cid.startswith("rem-") for cid, _ in backfill.untagged_communications(db))
+
+
+@pytest.mark.parametrize("first", ["retag", "status step"])
+def test_a_status_step_racing_the_retag_of_its_service_request_keeps_both_versions(
+        tc, tokens, consults, db, monkeypatch, first):
+    """The clinic cancels an old consult (its ServiceRequest becomes revoked) while the backfill tags
+    the same ServiceRequest. Both claim version 2 of it by its history insert; the first holds its
+    claim until the other has lost it. Exactly one wins version 2, the loser decides again and puts
+    its change on version 3: the ServiceRequest ends revoked AND tagged, nothing is lost."""
+    from sen_shared.fhir import store as store_mod
+    from sen_shared.fhir.body import unpack
+    from sen_shared.fhir.outcome import FhirError
+    from sen_teleconsult import backfill
+    from sen_teleconsult.domain import consults as rules
+    from sen_teleconsult.workflow import Actor
+
+    sr_id, task_id = _old_consult(consults, f"Hồ sơ cũ: hủy trong lúc gắn nhãn ({first})")
+    hub = f"Organization/{HUB}"
+
+    def retag() -> None:
+        assert backfill.retag_by_claim(consults, "ServiceRequest", sr_id, hub) is True
+
+    def cancel() -> None:
+        consults.cancel(task_id, Actor.of(CLINIC_A_STAFF), "Bệnh nhân đã chuyển viện")
+
+    winner, loser = (retag, cancel) if first == "retag" else (cancel, retag)
+    lost, errors, threads = threading.Event(), [], []
+    original = store_mod.Store.claim_version
+
+    def claim_version(self, w, extra=None):
+        try:
+            return original(self, w, extra)
+        except FhirError as err:
+            if (w.resource_type, w.rid, w.version, err.status) == ("ServiceRequest", sr_id, 2, 409):
+                lost.set()
+            raise
+
+    def run_loser() -> None:
+        try:
+            loser()
+        except BaseException as err:  # noqa: BLE001 - reported by the test below
+            errors.append(err)
+
+    def after_claim(w) -> None:  # the winner holds version 2 claimed, its current write not yet made
+        if (w.resource_type, w.rid, w.version) == ("ServiceRequest", sr_id, 2) and not threads:
+            threads.append(threading.Thread(target=run_loser))
+            threads[0].start()
+            assert lost.wait(30), "the other writer never claimed version 2"
+
+    monkeypatch.setattr(store_mod.Store, "claim_version", claim_version)
+    monkeypatch.setattr(store_mod, "after_claim", after_claim)
+    winner()
+    assert threads, "the winner never claimed version 2"
+    threads[0].join(30)
+    assert not errors, errors
+    assert lost.is_set()
+
+    history = {d["v"]: unpack(d)["res"] for d in db.ServiceRequest_history.find({"id": sr_id})}
+    assert sorted(history) == [1, 2, 3]  # one version each, none lost
+    v2, v3 = history[2], history[3]
+    if first == "retag":  # version 2: the tag on the status as it was; version 3: the cancel on top
+        assert (v2["status"], rules.hub_of(v2)) == ("active", hub)
+    else:  # version 2: the cancel (untagged, as it found it); version 3: the tag on top
+        assert (v2["status"], rules.hub_of(v2)) == ("revoked", None)
+    assert (v3["status"], rules.hub_of(v3)) == ("revoked", hub)
+    got = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["dr"])
+    assert got.status_code == 200 and got.json()["status"] == "revoked" and got.json()["meta"]["versionId"] == "3"
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()["status"] == "cancelled"

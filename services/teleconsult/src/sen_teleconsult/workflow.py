@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
 CARRIED = ("breached", "escalatedTo", "owner")  # facts of a link that hold for the links after it
 MAX_STEP_ATTEMPTS = 8  # a step loses its race only to a different step; it re-reads and decides again
+SR_STATUS_ATTEMPTS = 12  # a ServiceRequest status write decides again after a lost version claim
+SR_STATUS_PAUSE = 0.01  # seconds, times the attempt, while the winner's current write lands
 WORKLIST_MAX = 500  # a page of the worklist at most
 WORKLIST_ONE_READ = 200  # open Tasks in scope up to which the worklist reads them all at once (workflow.worklist)
 
@@ -567,21 +570,50 @@ class Consults:
                 except FhirError as err:
                     if err.status != 409:
                         raise
-        want = link.get("sr_status")
-        if want:
-            sr_id = ref_id(facts["serviceRequest"])
-            doc = unpack(store.current("ServiceRequest").find_one({"_id": sr_id}, {"res": 1, "v": 1}))
-            if doc is not None and doc["res"].get("status") != want:
-                sr = copy.deepcopy(doc["res"])
-                sr["status"] = want
-                by = link.get("by") or {}
-                rules.stamp_change(sr, by.get("ref", SYSTEM_ACTOR), by.get("sub", ""))
-                try:
-                    store.update(sr, sr_id, if_match=int(doc["v"]))
-                    self._audit_link(link, "update", "ServiceRequest", sr_id)
-                except FhirError as err:
-                    if err.status not in (409, 412):
-                        raise
+        if link.get("sr_status"):
+            self._write_sr_status(store, link, ref_id(facts["serviceRequest"]), link["sr_status"])
+
+    def _write_sr_status(self, store: Store, link: Mapping[str, Any], sr_id: str, want: str) -> None:
+        """Make the ServiceRequest's status ``want`` (the link's), as its next version claimed by its
+        history insert (``Store.apply``). The ServiceRequest's later versions have more than one
+        writer: a reader rolling this link forward, another reader rolling the same link at the
+        same moment, and the backfill's retag (``backfill.retag_by_claim``: tags only). So a lost
+        claim is decided again, never presumed to be the same change: the version that won is read
+        (its history document); if it says ``want``, this is done; else (the retag's version) the
+        status goes on top of it as the following version once its current document has landed.
+        Exactly one writer wins each version number, and no writer's change is lost."""
+        coll, hist = store.current("ServiceRequest"), store.history("ServiceRequest")
+        lost_at: int | None = None
+        for attempt in range(SR_STATUS_ATTEMPTS):
+            doc = unpack(coll.find_one({"_id": sr_id}, {"outbox": 0}))
+            if doc is None or doc.get("del") or not isinstance(doc.get("res"), dict) \
+                    or doc["res"].get("status") == want:
+                return
+            version = int(doc["v"])
+            if version == lost_at:  # the winner's current write has not landed yet: what did it write?
+                won = unpack(hist.find_one({"_id": f"{sr_id}/{version + 1}"}, {"res": 1}))
+                if won is not None and isinstance(won.get("res"), dict) and won["res"].get("status") == want:
+                    return  # the same change (another reader rolled this link forward)
+                time.sleep(SR_STATUS_PAUSE * (attempt + 1))
+                continue
+            sr = copy.deepcopy(doc["res"])
+            sr["status"] = want
+            by = link.get("by") or {}
+            rules.stamp_change(sr, by.get("ref", SYSTEM_ACTOR), by.get("sub", ""))
+            try:
+                store.apply(store.prepare_update(sr, sr_id, doc))
+            except FhirError as err:
+                if err.status != 409:
+                    raise
+                lost_at = version  # another writer claimed version + 1: decide again from it
+                continue
+            self._audit_link(link, "update", "ServiceRequest", sr_id)
+            return
+        # the winner of the next version did not write its current document in time (it died: the
+        # store rolls its version forward after its grace period): the next reader of this link
+        # (any step on the Task rolls its newest link forward first) writes the status then
+        raise FhirError(f"ServiceRequest/{sr_id} is changing too fast; its status follows on the next step, retry",
+                        status=503, code="transient")
 
     def _audit_link(self, link: Mapping[str, Any], interaction: str, rtype: str, rid: str) -> None:
         by = link.get("by") or {}
