@@ -233,6 +233,74 @@ def test_two_workers_repairing_at_once_give_one_receipt_number_each_without_gaps
     assert receipts.repair_settlements(db) == 0
 
 
+
+# ------------------------------------------------------------------------------- receipt numbers from a hint
+
+def _series(db, chain: str) -> dict[int, str]:
+    return {link["n"]: link["invoice"] for link in db["receipt_numbers"].find({"k": chain})}
+
+
+def _taken_elsewhere(db, chain: str, numbers: range) -> None:
+    """Links claimed by another process (its own invoices), behind this process's back."""
+    for n in numbers:
+        db["receipt_numbers"].insert_one({"_id": f"{chain}/{n}", "k": chain, "n": n,
+                                          "invoice": f"other-{n}", "facility": "org-h"})
+
+
+def test_a_receipt_number_claimed_from_a_stale_hint_follows_the_newest_without_gaps(db) -> None:
+    year, chain = 2031, "receipt:org-h:2031"
+    key = f"{db.name}/{chain}"
+    assert receipts._receipt_number(db, "org-h", "inv-1", year, fresh=True) == "ORG-H-2031-000001"
+    _taken_elsewhere(db, chain, range(2, 4))  # the hint (1) is recent but two numbers behind
+    assert receipts._receipt_number(db, "org-h", "inv-4", year, fresh=True) == "ORG-H-2031-000004"
+    _taken_elsewhere(db, chain, range(5, 40))  # far behind: two lost claims, then the chain is read
+    assert receipts._receipt_number(db, "org-h", "inv-40", year, fresh=True) == "ORG-H-2031-000040"
+    receipts._seen_at[key] -= receipts.HINT_TRUSTED_SECONDS  # an old hint is read before the claim
+    _taken_elsewhere(db, chain, range(41, 43))
+    assert receipts._receipt_number(db, "org-h", "inv-43", year, fresh=True) == "ORG-H-2031-000043"
+    series = _series(db, chain)
+    assert sorted(series) == list(range(1, 44))  # no gap, no number twice
+    assert [series[n] for n in (1, 4, 40, 43)] == ["inv-1", "inv-4", "inv-40", "inv-43"]
+
+
+def test_an_invoice_whose_number_another_settler_took_keeps_that_number(db) -> None:
+    year, chain = 2032, "receipt:org-h:2032"
+    _taken_elsewhere(db, chain, range(1, 3))
+    db["receipt_numbers"].insert_one({"_id": f"{chain}/3", "k": chain, "n": 3, "invoice": "inv-r",
+                                      "facility": "org-h"})  # a repair job's, this invoice's
+    _taken_elsewhere(db, chain, range(4, 6))
+    key = f"{db.name}/{chain}"
+    receipts._remember(key, 1)  # recent: the claim of 2 is lost, 3's holder is this invoice
+    assert receipts._receipt_number(db, "org-h", "inv-r", year, fresh=True) == "ORG-H-2032-000003"
+    receipts._remember(key, 5)  # 6 is free: the unique (invoice, chain) index refuses it
+    assert receipts._receipt_number(db, "org-h", "inv-r", year, fresh=True) == "ORG-H-2032-000003"
+    assert receipts._receipt_number(db, "org-h", "inv-n", year, fresh=True) == "ORG-H-2032-000006"
+    assert sorted(_series(db, chain)) == list(range(1, 7))
+    assert db["receipt_numbers"].count_documents({"invoice": "inv-r"}) == 1
+
+
+def test_settlers_of_many_processes_at_once_take_one_number_each_without_gaps(db, monkeypatch) -> None:
+    """Threads without this process's per-chain lock race for the links as processes do."""
+    class NoLock(dict):
+        def setdefault(self, key, default=None):
+            return threading.Lock()  # a lock of its own each: nothing serialises the claims
+
+    monkeypatch.setattr(receipts, "_chain_locks", NoLock())
+    year, chain = 2033, "receipt:org-h:2033"
+    gate = threading.Barrier(12)
+
+    def settle(i: int) -> str:
+        gate.wait()
+        return receipts._receipt_number(db, "org-h", f"inv-{i}", year, fresh=True)
+
+    for round_ in range(3):  # the first from no hint, then from a recent one that others overtake
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(settle, range(round_ * 12, round_ * 12 + 12)))
+        assert len(set(got)) == 12
+    series = _series(db, chain)
+    assert sorted(series) == list(range(1, 37))
+    assert sorted(series.values()) == sorted(f"inv-{i}" for i in range(36))
+
 # ------------------------------------------------------------------------------- the unmatched queue
 
 def test_the_unmatched_queue_is_read_a_page_at_a_time_and_holds_only_waiting_transfers(db) -> None:

@@ -11,10 +11,11 @@
    if the cancel won, the settlement is void (``done``, ``voided: cancelled``) and every
    payment gets a refund task;
 2. a receipt number from the facility's series: a claims chain ``receipt:<facility>:<year>``
-   in ``receipt_numbers`` whose link n IS receipt n (``advance`` from the newest link; a writer
-   that loses the race reads the new newest link and tries the next number, so numbers have no
-   gaps and are never given twice; no counter is ever updated). A unique index on (invoice,
-   chain) gives an invoice one number however many writers settle it;
+   in ``receipt_numbers`` whose link n IS receipt n (``advance`` after a link known to exist:
+   the one this process saw last, if recently, else the newest read; a writer that loses the
+   race tries the number after the holder's, so numbers have no gaps and are never given
+   twice; no counter is ever updated). A unique index on (invoice, chain) gives an invoice one
+   number however many writers settle it;
 3. the PaymentReconciliation (FHIR, id ``pr-<invoice id>``: its create is the claim);
 4. the Invoice's status ``balanced`` (a versioned write of the FHIR store: one writer wins);
 5. the receipt document (``receipts``, keyed by the invoice id) carrying ``billing.invoice.paid``
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -158,23 +161,70 @@ def newest_link_number(coll: Collection, chain: str) -> int:
     return lo
 
 
+HINT_TRUSTED_SECONDS = 10.0  # a link this process saw this recently is claimed after without a read first
+_seen_at: dict[str, float] = {}  # "<database>/<chain>" -> when the hint was last confirmed (monotonic)
+_chain_locks: dict[str, threading.Lock] = {}  # one claimer a chain in this process (efficiency, not safety)
+
+
+def _remember(key: str, n: int) -> None:
+    """Link ``n`` of the chain exists (this process claimed or read it): the hint moves up to it."""
+    _newest_seen[key] = max(n, _newest_seen.get(key, 0))
+    _seen_at[key] = time.monotonic()
+
+
 def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, fresh: bool) -> str:
     """The next number of the facility's series for this invoice (its own, if a crashed try took one)."""
     coll = db[RECEIPT_NUMBERS]
     chain = f"receipt:{facility}:{year}"
     mine = None if fresh else coll.find_one({"k": chain, "invoice": invoice_id})
-    while mine is None:
-        last = newest_link_number(coll, chain)
+    if mine is None:
+        key = f"{coll.database.name}/{chain}"
+        # the settlers of one process take the chain's numbers in turn: threads of one process
+        # would otherwise claim the same next link and all but one pay a lost claim and a read.
+        # The numbers' safety is the claims' (other processes race for the same links)
+        with _chain_locks.setdefault(key, threading.Lock()):
+            mine = _claim_number(coll, chain, key, invoice_id, facility)
+    return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+
+
+def _claim_number(coll: Collection, chain: str, key: str, invoice_id: str, facility: str) -> dict[str, Any]:
+    """Claim the link after the newest of ``chain`` for ``invoice_id``: link n IS receipt n.
+
+    Claimed from the hint first when this process confirmed that link within
+    :data:`HINT_TRUSTED_SECONDS` (one insert, no read); the chain is read (galloping,
+    :func:`newest_link_number`) only without a recent hint, or after two lost claims in a row.
+    A lost claim's holder (read by ``advance``) says what happened: link n+1 exists, so n+2 is
+    the next to try (each try is after a link known to exist: no gaps); or it is this invoice's
+    (a repair took it); or there is no link n+1 at all, so the unique (invoice, chain) index
+    refused the insert: this invoice has its number already. The one case a recent hint gets
+    wrong is a database dropped and made again under the same name within those seconds while
+    this process ran: its series would start after the old hint (a gap; never a number twice).
+    """
+    seen_at = _seen_at.get(key)
+    recent = seen_at is not None and time.monotonic() - seen_at < HINT_TRUSTED_SECONDS
+    last: int | None = _newest_seen.get(key, 0) if recent else None
+    lost = 0
+    while True:
+        if last is None:
+            last = newest_link_number(coll, chain)
         try:
             mine = advance(coll, chain, {CHAIN_SEQ: last}, {"invoice": invoice_id, "facility": facility})
-            _newest_seen[f"{coll.database.name}/{chain}"] = int(mine[CHAIN_SEQ])
         except ClaimTaken as taken:
-            if taken.holder is not None and taken.holder.get("invoice") == invoice_id:
-                mine = taken.holder  # another writer settling this invoice took it (repair)
-            else:  # that number is another invoice's, or this invoice has one (unique (invoice, chain))
+            holder = taken.holder
+            if holder is None:  # the (invoice, chain) index: this invoice has a number (a repair's)
                 mine = coll.find_one({"k": chain, "invoice": invoice_id})
-                _newest_seen[f"{coll.database.name}/{chain}"] = last + 1
-    return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+                if mine is None:  # removed meanwhile? nothing removes links: read the chain again
+                    last = None
+                    continue
+            elif holder.get("invoice") != invoice_id:  # another invoice's: try the one after it
+                _remember(key, last + 1)
+                lost += 1
+                last = last + 1 if lost < 2 else None  # far behind the others: read the newest
+                continue
+            else:
+                mine = holder  # another writer settling this invoice took it (repair)
+        _remember(key, int(mine[CHAIN_SEQ]))
+        return mine
 
 
 def complete_settlement(db: Database, invoice_id: str) -> dict[str, Any] | None:
