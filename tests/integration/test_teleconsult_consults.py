@@ -51,6 +51,8 @@ def tokens(dev_key):
         "admin": _tok(dev_key, "admin"),
         "a": _tok(dev_key, "clinic", facility=CLINIC_A, sub="nv-an-binh"),
         "b": _tok(dev_key, "clinic", facility=CLINIC_B, sub="nv-phu-tan"),
+        # clinic staff whose token names their Practitioner (as the portal's demo clinic user's does)
+        "a_pr": _tok(dev_key, "clinic", facility=CLINIC_A, practitioner="ys-an-binh", sub="ys-an-binh"),
         "dr": _tok(dev_key, "doctor", facility=HUB, practitioner="dr-0", sub="dr-0"),
         "dr2": _tok(dev_key, "doctor", facility=HUB, practitioner="dr-2", sub="dr-2"),
         "other_hub": _tok(dev_key, "doctor", facility="bv-khac", practitioner="dr-x", sub="dr-x"),
@@ -497,6 +499,49 @@ def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens):
     assert not {task_a, task_b} & {e["resource"]["id"] for e in wl.get("entry", [])}
 
 
+def _thread(tc: str, tokens, who: str, sr_id: str) -> dict[str, dict[str, Any]]:
+    """The consult's Communications ``who`` finds by ``based-on`` (as the portal's consult page asks)."""
+    r = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}&_count=50", headers=tokens[who])
+    assert r.status_code == 200, r.text
+    return {e["resource"]["id"]: e["resource"] for e in r.json().get("entry") or []}
+
+
+def test_a_clinic_reads_and_finds_its_thread_whoever_of_it_sent_the_answer(tc, tokens):
+    """A clinic user whose token names a Practitioner answers the hub's question: the answer's sender
+    is that Practitioner and its recipient the doctor, yet the clinic reads it by id, by version and
+    finds it by ``based-on`` with the question (both are tagged with the requesting clinic); another
+    clinic gets 403 and finds nothing; the hub's doctor reads and finds both, another hub not."""
+    from sen_teleconsult.domain import consults as rules
+
+    sr_id, task_id = submitted(submit(tc, tokens, who="a_pr"))
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    r = op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "Xin kết quả men tim?"}])
+    assert r.status_code == 200, r.text
+    r = op(tc, task_id, "$provide-info", "a_pr", tokens, [{"name": "answer", "valueString": "Troponin I 2,3 ng/mL"}])
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    thread = _thread(tc, tokens, "admin", sr_id)
+    [answer] = [c for c in thread.values() if "inResponseTo" in c]
+    [question] = [c for c in thread.values() if "inResponseTo" not in c]
+    assert answer["sender"] == {"reference": "Practitioner/ys-an-binh"}
+    assert answer["recipient"] == [{"reference": "Practitioner/dr-0"}]
+    assert question["recipient"] == [{"reference": f"Organization/{CLINIC_A}"}]  # the consult's requester
+    for who in ("a_pr", "a", "dr"):  # the clinic (whoever of it asks) and the hub
+        for c in (question, answer):
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 200, who
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 200
+        assert set(_thread(tc, tokens, who, sr_id)) == {question["id"], answer["id"]}, who
+    for who in ("b", "other_hub"):
+        for c in (question, answer):
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 403, who
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 403
+        assert _thread(tc, tokens, who, sr_id) == {}, who
+    # nor does another clinic find it by any other search
+    found = httpx.get(f"{tc}/fhir/Communication?_count=500", headers=tokens["b"]).json()
+    assert not {question["id"], answer["id"]} & {e["resource"]["id"] for e in found.get("entry") or []}
+    for c in (question, answer):  # what they are read and found by
+        assert rules.requester_of(c) == f"Organization/{CLINIC_A}" and rules.hub_of(c) == f"Organization/{HUB}"
+
+
 def test_the_worklist_puts_the_most_urgent_first_and_filters(tc, tokens):
     made = {}
     for priority in ("routine", "stat", "urgent", "asap"):
@@ -941,7 +986,7 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     # once done, a worker that starts does not run it again; and run again it would change nothing
     assert backfill.run_once(consults) is None
     assert backfill.backfill(consults) == {"tasks": 0, "appointments": 0, "service_requests": 0,
-                                           "communications": 0, "no_hub": 0, "failed": 0}
+                                           "communications": 0, "no_hub": 0, "no_requester": 0, "failed": 0}
     assert db.Task_history.count_documents({"id": task_id}) == 2
     assert db.Appointment_history.count_documents({"id": appt_id}) == 2
     # and the consult goes on from its tagged version
@@ -952,8 +997,10 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
 def test_service_requests_and_communications_stored_before_the_tags_are_tagged_by_the_backfill(
         tc, tokens, consults, db):
     """A consult's ServiceRequest and a Communication of its thread stored without the hub tag (no
-    doctor of the hub could read them): after the backfill the hub's doctor and the clinic read
-    both, another hub and another clinic still not; each got one new version; run again, nothing."""
+    doctor of the hub could read them), and the clinic's answer stored with the hub tag but without
+    the requesting-clinic tag (sent by the clinic user's Practitioner: the clinic could not read or
+    find it): after the backfill the hub's doctor and the clinic read and find all, another hub and
+    another clinic still not; each got one new version; run again, nothing."""
     from sen_teleconsult import backfill
     from sen_teleconsult.domain import consults as rules
 
@@ -966,26 +1013,54 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
         "sender": {"reference": "Practitioner/dr-0"}, "recipient": [{"reference": f"Organization/{CLINIC_A}"}],
         "payload": [{"contentString": "Xin bổ sung điện tâm đồ lúc vào viện."}]}, comm_id)
 
-    def reads(who: str) -> tuple[int, int]:
-        return (httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens[who]).status_code,
-                httpx.get(f"{tc}/fhir/Communication/{comm_id}", headers=tokens[who]).status_code)
+    # the clinic's answer as $provide-info stored it before the requester tag: the hub's tag, sent by
+    # the Practitioner the clinic user's token named, to the doctor (no clinic party at all)
+    answer_id = str(uuid.uuid4())
+    consults.store().create(rules.tag_hub({
+        "resourceType": "Communication", "id": answer_id, "status": "completed",
+        "basedOn": [{"reference": f"ServiceRequest/{sr_id}"}], "about": [{"reference": f"Task/{task_id}"}],
+        "inResponseTo": [{"reference": f"Communication/{comm_id}"}],
+        "subject": {"reference": "Patient/pa"}, "sent": "2025-03-14T09:20:00+07:00",
+        "sender": {"reference": "Practitioner/ys-an-binh"}, "recipient": [{"reference": "Practitioner/dr-0"}],
+        "payload": [{"contentString": "Điện tâm đồ lúc vào viện: ST chênh lên DII, DIII."}]},
+        f"Organization/{HUB}"), answer_id)
 
+    def reads(who: str, comm: str = comm_id) -> tuple[int, int]:
+        return (httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens[who]).status_code,
+                httpx.get(f"{tc}/fhir/Communication/{comm}", headers=tokens[who]).status_code)
+
+    # before the backfill: an untagged message is read by the clinic it names (sender or recipient),
+    # the answer its Practitioner sent is not, and a clinic's search finds neither (it goes by the tag)
     assert reads("admin") == (200, 200) and reads("a") == (200, 200)
     assert reads("dr") == (403, 403)
+    assert reads("a", answer_id)[1] == 403 and reads("dr", answer_id)[1] == 200
+    assert _thread(tc, tokens, "a", sr_id) == {}
     assert sr_id in backfill.untagged_service_requests(db)
-    assert (comm_id, f"ServiceRequest/{sr_id}") in backfill.untagged_communications(db)
+    assert {(comm_id, f"ServiceRequest/{sr_id}"), (answer_id, f"ServiceRequest/{sr_id}")} \
+        <= set(backfill.untagged_communications(db))
 
     counts = backfill.backfill(consults)
-    assert counts["service_requests"] >= 1 and counts["communications"] >= 1 and not counts["failed"]
-    assert reads("dr") == (200, 200) and reads("a") == (200, 200)
-    assert reads("other_hub") == (403, 403) and reads("b") == (403, 403)
-    for rtype, rid in (("ServiceRequest", sr_id), ("Communication", comm_id)):
+    assert counts["service_requests"] >= 1 and counts["communications"] >= 2 and not counts["failed"]
+    for comm in (comm_id, answer_id):
+        assert reads("dr", comm) == (200, 200) and reads("a", comm) == (200, 200)
+        assert reads("a_pr", comm) == (200, 200)
+        assert reads("other_hub", comm) == (403, 403) and reads("b", comm) == (403, 403)
+    assert set(_thread(tc, tokens, "a", sr_id)) == set(_thread(tc, tokens, "dr", sr_id)) == {comm_id, answer_id}
+    assert _thread(tc, tokens, "b", sr_id) == {} and _thread(tc, tokens, "other_hub", sr_id) == {}
+    for rtype, rid in (("ServiceRequest", sr_id), ("Communication", comm_id), ("Communication", answer_id)):
         got = httpx.get(f"{tc}/fhir/{rtype}/{rid}", headers=tokens["dr"]).json()
         assert got["meta"]["versionId"] == "2" and rules.hub_of(got) == f"Organization/{HUB}"
         assert got["status"] in ("active", "completed")  # the status as it was
-    assert backfill.backfill(consults)["service_requests"] == 0
+        if rtype == "Communication":
+            assert rules.requester_of(got) == f"Organization/{CLINIC_A}"
+    # version 1 of the answer (untagged) is judged by its current version, as its read is
+    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["a"]).status_code == 200
+    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["b"]).status_code == 403
+    again = backfill.backfill(consults)
+    assert again["service_requests"] == 0 and again["communications"] == 0
     assert db.ServiceRequest_history.count_documents({"id": sr_id}) == 2
     assert db.Communication_history.count_documents({"id": comm_id}) == 2
+    assert db.Communication_history.count_documents({"id": answer_id}) == 2
     # the reminders' Communications (no sender) are not the consult's thread: left as they are
     assert all(not cid.startswith("rem-") for cid, _ in backfill.untagged_communications(db))
 

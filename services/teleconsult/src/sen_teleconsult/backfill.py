@@ -10,17 +10,19 @@ and the default worklist did not list it), an Appointment never (only admins cou
   races with a doctor's step as any two steps do (exactly one wins; the other decides again);
 - an Appointment by :func:`domain.scheduling.retag_appointment`: its next version, claimed by its
   history insert as a slot link's writer claims its own;
-- a ServiceRequest, and a Communication of the consult's thread (``$request-info``,
-  ``$provide-info``: one with a sender and ``basedOn`` its ServiceRequest), stored without its hub
-  tag (no doctor of the hub could read it) by :func:`retag_by_claim`: its next version with the
-  hub tag, claimed by its history insert. A ServiceRequest's status step
-  (``Consults._write_sr_status``) claims its versions the same way and decides again when it
-  loses, so of a step and this retag racing for one version exactly one wins and the other puts
-  its change on the next (this one skips when the winner's version is tagged already). A
-  Communication is never changed after it is made, so only another run could race this one.
-  The hub is the one of the consult's chain (link 1's facts), else the ServiceRequest's first
-  ``performer`` Organization. Reminder Communications (no sender; ``domain.reminders``) are not
-  consult thread messages and are left as they are.
+- a ServiceRequest stored without its hub tag (no doctor of the hub could read it), and a
+  Communication of the consult's thread (``$request-info``, ``$provide-info``: one with a sender
+  and ``basedOn`` its ServiceRequest) stored without its hub tag or its requesting-clinic tag
+  (``REQUESTER_TAG``: a clinic finds its thread by it, and reads by it an answer its Practitioner
+  sent) by :func:`retag_by_claim`: its next version with the missing tags, claimed by its history
+  insert. A ServiceRequest's status step (``Consults._write_sr_status``) claims its versions the
+  same way and decides again when it loses, so of a step and this retag racing for one version
+  exactly one wins and the other puts its change on the next (this one skips when the winner's
+  version is tagged already). A Communication is never changed after it is made, so only another
+  run could race this one. The hub and the requesting clinic are the consult's chain's (link 1's
+  facts), else the ServiceRequest's first ``performer`` Organization and its ``requester``.
+  Reminder Communications (no sender; ``domain.reminders``) are not consult thread messages and
+  are left as they are.
 
 **Single writer by construction**: run once by ``sen_shared.runs.run_once`` under :data:`NAME`
 (a chain of run links in ``backfill_runs``: the worker whose insert of the ``running`` link wins
@@ -52,9 +54,10 @@ from .workflow import STEPS, system_actor
 
 log = logging.getLogger("sen.teleconsult.backfill")
 
-# a new backfill gets a new name: -2 also tags ServiceRequests and Communications, so deployments
-# that finished -1 (Tasks and Appointments) run it again (what -1 tagged it leaves as it is)
-NAME = "party-tags-2"
+# a new backfill gets a new name: -2 also tags ServiceRequests and Communications with their hub, -3
+# Communications with their requesting clinic too, so deployments that finished an earlier one run it
+# again (what an earlier one tagged it leaves as it is)
+NAME = "party-tags-3"
 RETAG_ATTEMPTS = 12  # a retag decides again after a lost version claim
 RETAG_PAUSE = 0.01  # seconds, times the attempt, while the winner's current write lands
 INDEXES = runs.INDEXES
@@ -99,46 +102,58 @@ def untagged_service_requests(db: Database) -> list[str]:
             if not doc.get("del") and not _hub_tagged(doc)]
 
 
+def _requester_tagged(doc: dict[str, Any]) -> bool:
+    return any(t.startswith(f"{rules.REQUESTER_TAG}|") for t in _tags(doc))
+
+
 def untagged_communications(db: Database) -> list[tuple[str, str]]:
-    """``(id, ServiceRequest/<id>)`` of the consult thread's Communications without their hub tag."""
+    """``(id, ServiceRequest/<id>)`` of the consult thread's Communications without their hub tag or
+    their requesting-clinic tag."""
     out = []
     for doc in list(db["Communication"].find({}, {"_id": 1, "sp__tag": 1, "del": 1, "sp_sender": 1,
                                                    "sp_based-on": 1})):
         based_on = sorted(v for v in _values(doc, "sp_based-on") if v.startswith("ServiceRequest/"))
-        if not doc.get("del") and _values(doc, "sp_sender") and based_on and not _hub_tagged(doc):
+        if not doc.get("del") and _values(doc, "sp_sender") and based_on \
+                and not (_hub_tagged(doc) and _requester_tagged(doc)):
             out.append((doc["_id"], based_on[0]))
     return out
 
 
-def consult_hubs(db: Database, service_requests: Iterable[str]) -> dict[str, str]:
-    """``ServiceRequest/<id>`` -> its consult's hub: link 1's facts (what the steps authorize by),
-    else the ServiceRequest's first ``performer`` Organization (its submission's hub)."""
+def consult_parties(db: Database, service_requests: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``ServiceRequest/<id>`` -> its consult's ``hub`` and ``requester`` (the requesting clinic): link
+    1's facts (what the steps authorize by), else the ServiceRequest's first ``performer``
+    Organization and its ``requester`` (its submission's)."""
     wanted = set(service_requests)
-    hubs: dict[str, str] = {}
+    parties: dict[str, dict[str, str]] = {}
     if not wanted:
-        return hubs
+        return parties
     for link in list(db[STEPS].find({"n": 1}, {"facts": 1})):
         facts = link.get("facts") or {}
         if facts.get("serviceRequest") in wanted and facts.get("hub"):
-            hubs[facts["serviceRequest"]] = facts["hub"]
-    for sr_ref in wanted - set(hubs):
+            parties[facts["serviceRequest"]] = {k: facts[k] for k in ("hub", "requester") if facts.get(k)}
+    for sr_ref in wanted - set(parties):
         doc = unpack(db["ServiceRequest"].find_one({"_id": ref_id(sr_ref)}, {"res": 1}))
         res = (doc or {}).get("res")
         if isinstance(res, dict):
             hub = next((r for r in (ref_of(p) for p in res.get("performer") or [])
                         if r and r.startswith("Organization/")), None)
-            if hub:
-                hubs[sr_ref] = hub
-    return hubs
+            requester = ref_of(res.get("requester"))
+            found = {"hub": hub, "requester": requester if requester and requester.startswith("Organization/")
+                     else None}
+            if any(found.values()):
+                parties[sr_ref] = {k: v for k, v in found.items() if v}
+    return parties
 
 
-def retag_by_claim(consults: Any, rtype: str, rid: str, hub: str, attempts: int = RETAG_ATTEMPTS) -> bool:
-    """Give a consult resource stored without its hub tag that tag, as its next version claimed by
-    its history insert (``Store.apply``); True when it wrote one, False when it found it tagged
-    (or gone). A lost claim (a status step took that version) is decided again from the current
-    document once the winner's write has landed: tagged already, skip; else tag the winner's
-    version. Raises when the winner's write never lands in time (the run fails; the next start
-    runs it again)."""
+def retag_by_claim(consults: Any, rtype: str, rid: str, hub: str | None, requester: str | None = None,
+                   attempts: int = RETAG_ATTEMPTS) -> bool:
+    """Give a consult resource stored without its hub tag (or, given ``requester``, without its
+    requesting-clinic tag) the missing tags, as its next version claimed by its history insert
+    (``Store.apply``); a tag it has is kept as it is. True when it wrote one, False when it found
+    nothing to add (or it is gone). A lost claim (a status step took that version) is decided again
+    from the current document once the winner's write has landed: tagged already, skip; else tag
+    the winner's version. Raises when the winner's write never lands in time (the run fails; the
+    next start runs it again)."""
     store: Store = consults.store()
     coll = store.current(rtype)
     lost_at: int | None = None
@@ -146,12 +161,16 @@ def retag_by_claim(consults: Any, rtype: str, rid: str, hub: str, attempts: int 
         head = unpack(coll.find_one({"_id": rid}, {"outbox": 0}))
         if head is None or head.get("del") or not isinstance(head.get("res"), dict):
             return False
-        if rules.hub_of(head["res"]) is not None:
-            return False  # tagged (by a step's version, or an earlier run)
+        resource = copy.deepcopy(head["res"])
+        if hub and rules.hub_of(resource) is None:
+            rules.tag_hub(resource, hub)
+        if requester and rules.requester_of(resource) is None:
+            rules.tag_requester(resource, requester)
+        if (resource.get("meta") or {}).get("tag") == (head["res"].get("meta") or {}).get("tag"):
+            return False  # tagged (by a step's version, or an earlier run), or nothing known to tag it with
         if int(head["v"]) == lost_at:  # the winner's current write has not landed yet
             time.sleep(RETAG_PAUSE * (attempt + 1))
             continue
-        resource = rules.tag_hub(copy.deepcopy(head["res"]), hub)
         actor = system_actor()
         rules.stamp_change(resource, actor.ref, actor.display)
         try:
@@ -173,7 +192,7 @@ def backfill(consults: Any) -> dict[str, int]:
     many got a new version."""
     db = consults.db
     counts = {"tasks": 0, "appointments": 0, "service_requests": 0, "communications": 0, "no_hub": 0,
-              "failed": 0}
+              "no_requester": 0, "failed": 0}
     for task_id in untagged_tasks(db):
         try:
             counts["tasks"] += consults.retag(task_id)
@@ -188,17 +207,24 @@ def backfill(consults: Any) -> dict[str, int]:
             log.exception("appointment not retagged", extra={"appointment": appt_id})
     service_requests = untagged_service_requests(db)
     communications = untagged_communications(db)
-    hubs = consult_hubs(db, [f"ServiceRequest/{i}" for i in service_requests] + [sr for _, sr in communications])
-    todo = [("ServiceRequest", i, f"ServiceRequest/{i}", "service_requests") for i in service_requests]
-    todo += [("Communication", i, sr, "communications") for i, sr in communications]
-    for rtype, rid, sr_ref, key in todo:
-        hub = hubs.get(sr_ref)
-        if hub is None:  # no chain and no performer: nothing to tag it with (admins still read it)
+    parties = consult_parties(db, [f"ServiceRequest/{i}" for i in service_requests]
+                              + [sr for _, sr in communications])
+    # a ServiceRequest needs its hub tag only (clinics reach it by its requester field)
+    todo = [("ServiceRequest", i, f"ServiceRequest/{i}", "service_requests", False) for i in service_requests]
+    todo += [("Communication", i, sr, "communications", True) for i, sr in communications]
+    for rtype, rid, sr_ref, key, with_requester in todo:
+        known = parties.get(sr_ref) or {}
+        hub, requester = known.get("hub"), known.get("requester") if with_requester else None
+        if hub is None:  # no chain and no performer: no hub to tag it with (admins still read it)
             counts["no_hub"] += 1
-            log.warning("consult resource not retagged: no hub known", extra={"resource": f"{rtype}/{rid}"})
+            log.warning("consult resource without a known hub", extra={"resource": f"{rtype}/{rid}"})
+        if with_requester and requester is None:  # a clinic reads it by its sender/recipient only
+            counts["no_requester"] += 1
+            log.warning("consult resource without a known requester", extra={"resource": f"{rtype}/{rid}"})
+        if hub is None and requester is None:
             continue
         try:
-            counts[key] += retag_by_claim(consults, rtype, rid, hub)
+            counts[key] += retag_by_claim(consults, rtype, rid, hub, requester)
         except Exception:  # noqa: BLE001
             counts["failed"] += 1
             log.exception("consult resource not retagged", extra={"resource": f"{rtype}/{rid}"})

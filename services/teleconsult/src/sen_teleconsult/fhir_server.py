@@ -11,8 +11,10 @@
 - Who sees what: the shared policy (``sen_shared.fhir.access``) by patient, through the referral
   grants each submission records here for the clinic and the hub; on top of it, clinic staff see
   only their own facility's consults (ServiceRequest and Task whose requester is their
-  facility, Communications they sent or received, Appointments tagged with their facility as the
-  consult's requester), in reads, histories and searches; hub doctors only the consults sent to
+  facility, Communications and Appointments tagged with their facility as the consult's requester,
+  ``domain.consults.REQUESTER_TAG``, whoever sent them), in reads, histories and searches; a
+  Communication stored before that tag (until the backfill gives it one) is read by the clinic
+  that sent or received it, and is not found by a clinic's search; hub doctors only the consults sent to
   their hub (tagged with it, ``domain.consults.HUB_TAG``: ServiceRequest, Task, Communication,
   Appointment), not every consult of a patient some grant lets them reach.
 """
@@ -29,7 +31,7 @@ from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 
 from .domain.availability import EXT_ORGANIZATION
-from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_of
+from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_of, requester_of
 
 WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
 # the consult's resources whose readers are limited to the consult's clinic and hub
@@ -38,9 +40,12 @@ _HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction B
         "Task": "the Task operations ($accept, $start, $reject, $reassign, $request-info, $provide-info, $cancel, "
                 "$complete)",
         "Communication": "Task/{id}/$request-info and $provide-info"}
-# the index fields naming a workflow resource's facility parties
+# the index fields naming a workflow resource's facility parties (a Communication's: the rule for
+# one stored before the requester tag only)
 _PARTY_FIELDS = {"ServiceRequest": ("sp_requester",), "Task": ("sp_requester",),
                  "Communication": ("sp_sender", "sp_recipient")}
+# the types a clinic reaches by the requesting-clinic tag (``REQUESTER_TAG``) rather than a party field
+_REQUESTER_TAGGED = frozenset({"Appointment", "Communication"})
 
 
 def _clinic_of(principal: Any) -> str | None:
@@ -76,9 +81,13 @@ def _scope_denial(principal: Any, rtype: str, head: dict[str, Any] | None) -> st
         return None
     clinic = _clinic_of(principal)
     if clinic is not None:
-        if rtype == "Appointment":  # tagged with the requesting clinic of its consult (domain.scheduling)
-            if f"{REQUESTER_TAG}|{clinic}" not in _tags(head):
-                return "this Appointment belongs to another facility's consult"
+        if rtype in _REQUESTER_TAGGED:  # tagged with the requesting clinic of its consult when created
+            tags = _tags(head)
+            mine = f"{REQUESTER_TAG}|{clinic}" in tags
+            if rtype == "Communication" and not any(t.startswith(f"{REQUESTER_TAG}|") for t in tags):
+                mine = clinic in TeleconsultFhirServer._parties(rtype, head)  # stored before the tag
+            if not mine:
+                return f"this {rtype} belongs to another facility's consult"
         elif clinic not in TeleconsultFhirServer._parties(rtype, head):
             return f"this {rtype} belongs to another facility's consult"
     hub = _hub_of(principal)
@@ -93,10 +102,9 @@ def _scope_filter(principal: Any, rtype: str | None) -> dict[str, Any] | None:
         return None
     clinic, hub = _clinic_of(principal), _hub_of(principal)
     if clinic is not None:
-        if rtype == "Appointment":
+        if rtype in _REQUESTER_TAGGED:  # an equality FerretDB pushes down (an $or over parties it does not)
             return {"sp__tag": f"{REQUESTER_TAG}|{clinic}"}
-        fields = _PARTY_FIELDS[rtype]
-        return {fields[0]: clinic} if len(fields) == 1 else {"$or": [{f: clinic} for f in fields]}
+        return {"sp_requester": clinic}
     if hub is not None:
         return {"sp__tag": f"{HUB_TAG}|{hub}"}  # an equality on an indexed field
     return None
@@ -194,6 +202,13 @@ class TeleconsultFhirServer(GuardedFhirServer):
         limited = _clinic_of(principal) is not None or _hub_of(principal) is not None
         if limited and rtype in SCOPED_TYPES and req.rid and req.vid:
             doc = unpack(self.store().history(rtype).find_one({"_id": f"{req.rid}/{req.vid}"}, {"res": 1}))
+            if rtype == "Communication" and doc is not None and isinstance(doc.get("res"), dict) \
+                    and requester_of(doc["res"]) is None:
+                # a thread message's versions differ by their tags only (the backfill's): one stored
+                # before the tags is judged by its current version, as its read and history are
+                current = self.store().read_head(rtype, req.rid)
+                if current is not None and not current.get("del") and isinstance(current.get("res"), dict):
+                    doc = current
             detail = _scope_denial(principal, rtype, {"res": doc["res"]}) \
                 if doc is not None and isinstance(doc.get("res"), dict) else None
             if detail is not None:

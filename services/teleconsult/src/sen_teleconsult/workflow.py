@@ -215,6 +215,12 @@ def _event_base(f: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _tag_thread(comm: dict[str, Any], f: Mapping[str, Any]) -> dict[str, Any]:
+    """Tag a Communication of the consult's thread with its hub and requesting clinic (in place)."""
+    rules.tag_hub(comm, f["hub"])
+    return rules.tag_requester(comm, f["requester"]) if f.get("requester") else comm
+
+
 class Consults:
     """The workflow over one database. ``fhir``: the service's (guarded) FHIR server, whose
     engine writes the resources and whose auditor records every change."""
@@ -482,7 +488,10 @@ class Consults:
             task["lastModified"] = iso(now_vn())
             validate_resource(copy.deepcopy(task), expected_type="Task")
             if change.communication is not None:
-                rules.stamp_change(rules.tag_hub(change.communication, facts["hub"]), actor.ref, actor.display)
+                # the hub and the requesting clinic read it by its tags (fhir_server), whoever sent it:
+                # a clinic's answer is sent by its Practitioner when the token names one
+                _tag_thread(change.communication, facts)
+                rules.stamp_change(change.communication, actor.ref, actor.display)
                 validate_resource(copy.deepcopy(change.communication), expected_type="Communication")
             extra = {**{k: link[k] for k in CARRIED if k in link}, **change.extra}
             doc = self._link_doc(task_id, op=op, state=change.state, task=task, facts=facts, actor=actor,
@@ -562,7 +571,9 @@ class Consults:
     def _apply_side(self, store: Store, link: Mapping[str, Any]) -> None:
         facts = link["facts"]
         if link.get("communication_json"):
-            comm = json.loads(link["communication_json"])
+            # a link claimed before the requester tag existed gets it here: from the link's facts, so
+            # two readers rolling the same link forward create the same Communication
+            comm = _tag_thread(json.loads(link["communication_json"]), facts)
             if store.head("Communication", comm["id"]) is None:
                 try:
                     store.create(comm, rid=comm["id"])

@@ -40,7 +40,9 @@ HUB_TAG = f"{SEN}/CodeSystem/consult-hub"
 OPEN_TAG = f"{SEN}/CodeSystem/consult-open"  # code "open"
 OPEN_AT_HUB_TAG = f"{SEN}/CodeSystem/consult-open-at-hub"  # code: the hub
 OPEN_FROM_TAG = f"{SEN}/CodeSystem/consult-open-from"  # code: the requesting clinic
-# meta.tag on an Appointment naming the requesting clinic of the consult it is for (code: its reference)
+# meta.tag on an Appointment and on a Communication of the consult's thread naming the requesting
+# clinic of the consult it is for (code: its reference): the equality (``sp__tag``) that scopes clinic
+# staff to their facility's appointments and messages, whoever sent them (a Practitioner of the clinic)
 REQUESTER_TAG = f"{SEN}/CodeSystem/consult-requester"
 
 # most urgent first: the worklist's order
@@ -226,6 +228,23 @@ def tag_hub(resource: dict[str, Any], hub: str) -> dict[str, Any]:
     meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != HUB_TAG), hub_tag(hub)]
     resource["meta"] = meta
     return resource
+
+
+def tag_requester(resource: dict[str, Any], requester: str) -> dict[str, Any]:
+    """Put the consult's requesting clinic in ``meta.tag`` (in place; any earlier one replaced)."""
+    meta = dict(resource.get("meta") or {})
+    meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != REQUESTER_TAG),
+                   {"system": REQUESTER_TAG, "code": requester}]
+    resource["meta"] = meta
+    return resource
+
+
+def requester_of(resource: Mapping[str, Any]) -> str | None:
+    """The requesting clinic a consult resource is tagged with (None: untagged)."""
+    for t in (resource.get("meta") or {}).get("tag") or []:
+        if isinstance(t, Mapping) and t.get("system") == REQUESTER_TAG:
+            return t.get("code")
+    return None
 
 
 def tag_open(task: dict[str, Any], hub: str, requester: str, is_open: bool) -> dict[str, Any]:
