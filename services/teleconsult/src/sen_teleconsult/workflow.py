@@ -88,7 +88,7 @@ INDEXES: list[mongo.Index] = [
     mongo.Index("Task", (("sp_requester", 1), ("sp_priority", 1), ("sp_status", 1), ("sp_authored-on_s", 1)),
                 name="worklist_clinic"),
     mongo.Index("ServiceRequest", (("sp__tag", 1),), name="hub_tag"),
-    mongo.Index("Communication", (("sp__tag", 1),), name="hub_tag"),
+    mongo.Index("Communication", (("sp__tag", 1),), name="hub_tag"),  # its hub's and its requesting clinic's
     mongo.Index("Appointment", (("sp__tag", 1),), name="party_tag"),  # its hub and requesting clinic
 ]
 OUTBOX_COLLECTIONS = (STEPS, BREACHES)

@@ -218,33 +218,36 @@ def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district
     return task
 
 
-def hub_tag(hub: str) -> dict[str, str]:
-    return {"system": HUB_TAG, "code": hub}
+def _tag(resource: dict[str, Any], system: str, code: str) -> dict[str, Any]:
+    """Put ``system|code`` in ``meta.tag`` (in place; any earlier tag of that system replaced)."""
+    meta = dict(resource.get("meta") or {})
+    meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != system),
+                   {"system": system, "code": code}]
+    resource["meta"] = meta
+    return resource
+
+
+def _tagged(resource: Mapping[str, Any], system: str) -> str | None:
+    """The code of ``resource``'s tag of ``system`` (None: untagged)."""
+    for t in (resource.get("meta") or {}).get("tag") or []:
+        if isinstance(t, Mapping) and t.get("system") == system:
+            return t.get("code")
+    return None
 
 
 def tag_hub(resource: dict[str, Any], hub: str) -> dict[str, Any]:
     """Put the consult's hub in ``meta.tag`` (in place; any earlier hub tag replaced)."""
-    meta = dict(resource.get("meta") or {})
-    meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != HUB_TAG), hub_tag(hub)]
-    resource["meta"] = meta
-    return resource
+    return _tag(resource, HUB_TAG, hub)
 
 
 def tag_requester(resource: dict[str, Any], requester: str) -> dict[str, Any]:
     """Put the consult's requesting clinic in ``meta.tag`` (in place; any earlier one replaced)."""
-    meta = dict(resource.get("meta") or {})
-    meta["tag"] = [*(t for t in meta.get("tag") or [] if t.get("system") != REQUESTER_TAG),
-                   {"system": REQUESTER_TAG, "code": requester}]
-    resource["meta"] = meta
-    return resource
+    return _tag(resource, REQUESTER_TAG, requester)
 
 
 def requester_of(resource: Mapping[str, Any]) -> str | None:
     """The requesting clinic a consult resource is tagged with (None: untagged)."""
-    for t in (resource.get("meta") or {}).get("tag") or []:
-        if isinstance(t, Mapping) and t.get("system") == REQUESTER_TAG:
-            return t.get("code")
-    return None
+    return _tagged(resource, REQUESTER_TAG)
 
 
 def tag_open(task: dict[str, Any], hub: str, requester: str, is_open: bool) -> dict[str, Any]:
@@ -262,10 +265,7 @@ def tag_open(task: dict[str, Any], hub: str, requester: str, is_open: bool) -> d
 
 def hub_of(resource: Mapping[str, Any]) -> str | None:
     """The hub a consult resource is tagged with (None: untagged)."""
-    for t in (resource.get("meta") or {}).get("tag") or []:
-        if isinstance(t, Mapping) and t.get("system") == HUB_TAG:
-            return t.get("code")
-    return None
+    return _tagged(resource, HUB_TAG)
 
 
 def stamp_change(resource: dict[str, Any], who: str, display: str) -> dict[str, Any]:
