@@ -671,6 +671,35 @@ def test_a_step_claimed_but_not_written_is_rolled_forward_by_the_next_one(tc, to
     assert [e["resource"]["status"] for e in history] == ["on-hold", "accepted", "requested"]
 
 
+def test_an_answer_claimed_before_the_requester_tag_is_tagged_when_rolled_forward(tc, tokens, consults, db,
+                                                                                 monkeypatch):
+    """A $provide-info link claimed by a process without the requester tag (an upgrade: its
+    Communication untagged in the link), whose writes were not made: the next step's roll-forward
+    creates the Communication with the tag, so the clinic reads and finds its answer."""
+    from sen_teleconsult.domain import consults as rules
+    from sen_teleconsult.workflow import Actor, Consults
+
+    sr_id, task_id = submitted(submit(tc, tokens, who="a_pr"))
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    assert op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "Men tim?"}]) \
+        .status_code == 200
+    staff = type("P", (), {"sub": "ys-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
+                           "practitioner": "ys-an-binh", "scopes": frozenset()})()
+    with monkeypatch.context() as m:
+        m.setattr(Consults, "roll_forward", lambda self, link: None)  # the process dies after its insert
+        link = consults.provide_info(task_id, Actor.of(staff), "Troponin âm tính", [])
+    comm = json.loads(link["communication_json"])
+    comm["meta"]["tag"] = [t for t in comm["meta"]["tag"] if t["system"] != rules.REQUESTER_TAG]
+    # the link as the old code wrote it (this test is its only writer)
+    db.consult_steps.update_one({"_id": link["_id"]}, {"$set": {"communication_json": json.dumps(comm)}})
+    assert httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["admin"]).status_code == 404
+    assert op(tc, task_id, "$start", "dr", tokens).status_code == 200  # the next step rolls it forward
+    got = httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["a_pr"])
+    assert got.status_code == 200, got.text
+    assert rules.requester_of(got.json()) == f"Organization/{CLINIC_A}"
+    assert comm["id"] in _thread(tc, tokens, "a", sr_id) and not _thread(tc, tokens, "b", sr_id)
+
+
 def test_a_submission_that_stopped_before_its_chain_is_finished_by_the_next_reader(tc, tokens, db):
     """The transaction stored ServiceRequest + Task, then the process died before link 1."""
     _, task_id = submitted(submit(tc, tokens))
