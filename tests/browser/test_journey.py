@@ -22,10 +22,12 @@ PNG = base64.b64decode(
 TEXT = {
     "vi": {"search": "Tìm", "request": "Gửi yêu cầu", "waiting": "Chờ tuyến trên", "accepted": "Đã nhận",
            "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy",
-           "start": "Bắt đầu khám", "in-progress": "Đang khám"},
+           "start": "Bắt đầu khám", "in-progress": "Đang khám", "on-hold": "Câu hỏi cho cơ sở",
+           "asked": "Tuyến trên hỏi", "answered": "Cơ sở trả lời"},
     "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
            "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found",
-           "start": "Start consult", "in-progress": "In progress"},
+           "start": "Start consult", "in-progress": "In progress", "on-hold": "Question for the clinic",
+           "asked": "The hub asked", "answered": "The clinic answered"},
 }
 
 
@@ -87,6 +89,58 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     return v.page.url.split("?")[0]
 
 
+def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> None:
+    """Before accepting, the specialist asks the clinic a question; the clinic (a user whose token names
+    its practitioner) reads it on the consult's page and answers; both see the thread, each line
+    saying who wrote it, and the request is back with the hub."""
+    t = TEXT[lang]
+    tid = task_url.rstrip("/").split("/")[-1]
+    question = "Xin gửi thêm điện tim 12 chuyển đạo và creatinin máu."
+    answer = "Điện tim đã đính kèm; creatinin 88 µmol/L (02/12)."
+    doctor.sign_in("doctor")
+    if lang == "en":
+        doctor.english()
+    doctor.go(f"/tasks/{tid}")
+    doctor.page.click("details:has(form[action$='/request-info']) summary")
+    doctor.page.fill("form[action$='/request-info'] [name=question]", question)
+    doctor.page.click("form[action$='/request-info'] button")
+    doctor.page.wait_for_selector("[data-testid=thread-question]")
+    assert t["on-hold"] in doctor.page.inner_text("[data-testid=task-status]")
+    assert question in doctor.page.inner_text("[data-testid=thread-question]")
+    assert t["asked"] in doctor.page.inner_text("[data-testid=thread-question]")
+    doctor.check("doctor-asked")
+
+    clinic.sign_in("clinic")
+    if lang == "en":
+        clinic.english()
+    path = task_url.replace(clinic.base, "")
+    deadline = time.monotonic() + 15  # the portal keeps a user's answers 3 s: another user's change shows within it
+    while True:
+        clinic.go(path)
+        if clinic.page.locator("form[action$='/answer']").count() or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert question in clinic.page.inner_text("[data-testid=thread-question]")
+    clinic.page.fill("form[action$='/answer'] [name=answer]", answer)
+    clinic.page.click("form[action$='/answer'] button.primary")
+    clinic.page.wait_for_load_state("networkidle")
+    # the clinic's own answer is in its thread (it was not, when sent under its practitioner's name)
+    assert answer in clinic.page.inner_text("[data-testid=thread-answer]")
+    assert t["answered"] in clinic.page.inner_text("[data-testid=thread-answer]")
+    assert t["waiting"] in clinic.page.inner_text("[data-testid=task-status]")
+    assert "Organization/" not in clinic.page.inner_text("main")  # the hub by its name, not a reference
+    clinic.check("clinic-answered")
+
+    deadline = time.monotonic() + 15
+    while True:
+        doctor.go(f"/tasks/{tid}")
+        if doctor.page.locator("[data-testid=thread-answer]").count() or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert answer in doctor.page.inner_text("[data-testid=thread-answer]")
+    assert doctor.page.locator("form[action$='/accept'] button").count() == 1  # back to triage
+
+
 def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
     """Accept, book the video visit, start the consult (in-progress), then sign off the minutes."""
     t = TEXT[lang]
@@ -142,6 +196,9 @@ def clinic_reads_the_result(v, lang: str, task_url: str) -> None:
     v.go(task_url.replace(v.base, ""))
     assert TEXT[lang]["completed"] in v.page.inner_text("[data-testid=task-status]")
     assert "I10" in v.page.inner_text("main")
+    assert not re.search(r"(Practitioner|Organization)/", v.page.inner_text("main"))  # names, not references
+    result = v.page.inner_text("[data-testid=result]")  # the result's labels in the page's language
+    assert {"vi": "Kết luận", "en": "Conclusion"}[lang] in result and ("Kết luận" not in result or lang == "vi")
     v.check("clinic-consult-result")
 
 
@@ -222,6 +279,7 @@ def test_consult_journey(visitor_factory, stack, lang, width):
     clinic = visitor_factory(f"{tag}", width=width)
     before = int(dashboard_counts(visitor_factory(f"{tag}-before", width=width), lang)["consults-total"])
     task_url = clinic_requests_a_consult(clinic, lang, family, given)
+    hub_asks_and_clinic_answers(visitor_factory(tag, width=width), visitor_factory(tag, width=width), lang, task_url)
     doctor_accepts_books_completes(visitor_factory(tag, width=width), lang, task_url)
     clinic_reads_the_result(visitor_factory(tag, width=width), lang, task_url)
     if with_billing:

@@ -284,7 +284,7 @@ def test_admin_unmatched_page_filters_one_facility_and_pages_within_it(client, m
     sends one (billing scopes a cashier to their facility)."""
     from urllib.parse import parse_qs, urlsplit
 
-    from sen_portal.web import cashier, dashboard
+    from sen_portal.web import cashier, directory
 
     asked: list[dict[str, str]] = []
 
@@ -296,7 +296,7 @@ def test_admin_unmatched_page_filters_one_facility_and_pages_within_it(client, m
                 "next": "1764813600000.standard:t1"}
 
     monkeypatch.setattr(cashier, "shared_get", billing_answer)
-    monkeypatch.setattr(dashboard, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp",
+    monkeypatch.setattr(directory, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp",
                                                          "bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp"})
     sign_in(client, "admin")
 

@@ -37,7 +37,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from itsdangerous import BadSignature
 
 from ..config import PortalSettings
-from . import formatting
+from . import directory, formatting
 from .backend import BackendError
 from .users import User
 
@@ -145,6 +145,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     csrf.init_app(flask_app)
     Babel(flask_app, locale_selector=select_locale)
     formatting.install(flask_app)
+    directory.install(flask_app)
     flask_app.jinja_env.filters["day_name"] = day_name
     from . import auth, cashier, clinic, dashboard, doctor  # noqa: F401 - they add their routes to bp
 

@@ -180,7 +180,7 @@ def queue_filter() -> str:
 def facility_choices(rows: list[dict[str, Any]], chosen: str) -> list[dict[str, str]]:
     """The admin's facility select: the EHR's facilities by name (kept ten minutes), with the
     chosen one and those of the page's rows even when the EHR does not answer."""
-    from .dashboard import org_names
+    from .directory import org_names
 
     names = dict(org_names())
     for fid in [chosen, *(str(p.get("facility") or "") for p in rows)]:

@@ -18,14 +18,12 @@ from sen_shared.runtime import current
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, login_required
-from .backend import BackendError, entries, fhir_get
+from .directory import org_names
 from .formatting import TZ
 from .forms import DashboardFilter
 
 DEFAULT_DAYS = 84
 COLORS = ["#8a1c4a", "#1f5fbf", "#0b6b2e", "#9c3d00", "#5b3a99", "#00696b", "#6b6b00", "#a4161a"]
-_orgs: dict[str, Any] = {"at": 0.0, "names": {}}
-ORG_CACHE_SECONDS = 600
 DISTRICTS = ["Thành phố Cao Lãnh", "Huyện Cao Lãnh", "Huyện Tháp Mười"]
 
 
@@ -33,19 +31,6 @@ def _range(form: DashboardFilter) -> tuple[date, date]:
     end = form.end.data or datetime.now(TZ).date()
     start = form.start.data or end - timedelta(days=DEFAULT_DAYS - 1)
     return start, end
-
-
-def org_names() -> dict[str, str]:
-    """Facility names by id, from the EHR, kept ten minutes (they rarely change)."""
-    if time.monotonic() - _orgs["at"] < ORG_CACHE_SECONDS:
-        return _orgs["names"]
-    try:
-        bundle = fhir_get("ehr", "/fhir/Organization", {"_count": "500", "_elements": "name"})
-        _orgs["names"] = {o["id"]: o.get("name", o["id"]) for o in entries(bundle, "Organization")}
-        _orgs["at"] = time.monotonic()
-    except BackendError:
-        pass  # ids instead of names; the figures do not depend on them
-    return _orgs["names"]
 
 
 def _facility(ref: str | None, names: dict[str, str]) -> str:

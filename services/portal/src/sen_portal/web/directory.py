@@ -1,0 +1,69 @@
+"""Names of the province's facilities and practitioners, for pages that hold only references.
+
+A Task's owner, a schedule's actor or a minutes participant is a FHIR reference
+(``Organization/bvdk-dong-thap``, ``Practitioner/bs-nguyen-van-an``); people read names. The names
+come from the EHR (one search per type, ``_elements=name``), are kept ten minutes per process
+(they rarely change) and are the same for every user (no patient data). When the EHR does not
+answer, a page shows the reference instead: nothing on it depends on the name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .backend import BackendError, entries, fhir_get
+from .formatting import human_name
+
+CACHE_SECONDS = 600
+RETRY_SECONDS = 60  # after the EHR did not answer (or refused this user the search)
+TYPES = ("Organization", "Practitioner")
+_kept: dict[str, tuple[float, dict[str, str]]] = {}
+_lock = threading.Lock()
+
+
+def names(rtype: str) -> dict[str, str]:
+    """``rtype``'s names by id (an Organization's ``name``, a Practitioner's first HumanName)."""
+    at, known = _kept.get(rtype, (0.0, {}))
+    if time.monotonic() - at < CACHE_SECONDS:
+        return known
+    try:
+        bundle = fhir_get("ehr", f"/fhir/{rtype}", {"_count": "500", "_elements": "name"})
+    except BackendError:  # references instead of names; asked again in a minute, not at every page
+        with _lock:
+            _kept[rtype] = (time.monotonic() - CACHE_SECONDS + RETRY_SECONDS, known)
+        return known
+    if rtype == "Organization":
+        found = {o["id"]: str(o.get("name") or o["id"]) for o in entries(bundle, rtype)}
+    else:
+        found = {p["id"]: human_name(p) for p in entries(bundle, rtype)}
+    with _lock:
+        _kept[rtype] = (time.monotonic(), found)
+    return found
+
+
+def org_names() -> dict[str, str]:
+    """Facility names by id."""
+    return names("Organization")
+
+
+def party(ref: Mapping[str, Any] | str | None) -> str:
+    """A Reference as people read it: its ``display``, else the name of what it points to, else the reference."""
+    if not ref:
+        return "—"
+    if isinstance(ref, Mapping):
+        if ref.get("display"):
+            return str(ref["display"])
+        ref = str(ref.get("reference") or "")
+    rtype, _, rid = ref.partition("/")
+    if rtype in TYPES and rid:
+        name = names(rtype).get(rid)
+        if name and name != "—":
+            return name
+    return ref or "—"
+
+
+def install(app: Any) -> None:
+    app.jinja_env.filters["party"] = party

@@ -1,0 +1,50 @@
+"""References shown as names: a Task's owner, a schedule's actor, a minutes participant."""
+
+from __future__ import annotations
+
+import pytest
+from sen_portal.web import directory
+from sen_portal.web.backend import BackendError
+
+BUNDLES = {
+    "Organization": {"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Organization", "id": "bvdk-dong-thap", "name": "Bệnh viện Đa khoa Đồng Tháp"}}]},
+    "Practitioner": {"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Practitioner", "id": "bs-an",
+                      "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]}}]},
+}
+
+
+@pytest.fixture()
+def ehr(monkeypatch):
+    asked: list[str] = []
+
+    def fhir_get(service, path, params=None, **_):
+        rtype = path.rsplit("/", 1)[-1]
+        asked.append(rtype)
+        if rtype not in BUNDLES:
+            raise BackendError("down", service)
+        return BUNDLES[rtype]
+
+    monkeypatch.setattr(directory, "fhir_get", fhir_get)
+    monkeypatch.setattr(directory, "_kept", {})
+    return asked
+
+
+def test_a_reference_reads_as_the_name_of_what_it_points_to(ehr):
+    assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Bệnh viện Đa khoa Đồng Tháp"
+    assert directory.party({"reference": "Practitioner/bs-an"}) == "Nguyễn Văn An"
+    assert directory.party({"reference": "Practitioner/bs-an", "display": "BS. An"}) == "BS. An"
+    assert directory.party("Organization/nowhere") == "Organization/nowhere"  # unknown: the reference
+    assert directory.party(None) == "—"
+    assert ehr == ["Organization", "Practitioner"]  # one search per type, then kept
+    directory.party({"reference": "Organization/bvdk-dong-thap"})
+    assert ehr == ["Organization", "Practitioner"]
+
+
+def test_when_the_ehr_does_not_answer_the_reference_is_shown_and_not_asked_again_at_once(ehr, monkeypatch):
+    monkeypatch.setitem(BUNDLES, "Organization", None)
+    monkeypatch.delitem(BUNDLES, "Organization")
+    assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Organization/bvdk-dong-thap"
+    assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Organization/bvdk-dong-thap"
+    assert ehr == ["Organization"]  # the failure is kept a minute, not retried on every page
