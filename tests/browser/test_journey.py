@@ -152,7 +152,16 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
     v.check("doctor-worklist")
     v.page.click(f"a[href='/tasks/{tid}']")
     v.page.wait_for_load_state("networkidle")
+    link = v.page.locator("[data-testid=attachments] a", has_text="ecg.png")  # the clinic's upload, by its name
+    assert link.count() == 1
+    href = link.get_attribute("href")
+    r = v.page.request.get(v.base + href)  # opened with the doctor's session
+    assert r.status == 200 and r.headers["content-type"] == "image/png" and r.body() == PNG
     v.check("doctor-task-requested")
+    chart = v.page.locator("a", has_text={"vi": "Mở hồ sơ bệnh án", "en": "Open the chart"}[lang])
+    v.go(chart.get_attribute("href"))  # the patient's record lists the upload among its documents, openable there
+    assert v.page.locator("[data-testid=documents] a", has_text="ecg.png").get_attribute("href") == href
+    v.go(f"/tasks/{tid}")
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_load_state("networkidle")
     assert t["accepted"] in v.page.inner_text("[data-testid=task-status]")

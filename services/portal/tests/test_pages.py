@@ -330,3 +330,46 @@ def test_admin_unmatched_page_filters_one_facility_and_pages_within_it(client, m
     sign_in(client, "cashier")  # the admin's session replaced
     page = client.get("/unmatched?facility=bvdk-dong-thap").get_data(as_text=True)
     assert asked[-1] == {"limit": "50"} and 'name="facility"' not in page
+
+
+def test_an_attached_file_opens_only_as_what_it_is_and_only_for_who_the_ehr_lets_see_it(client, monkeypatch):
+    """``/documents/<id>``: the DocumentReference read with the user's token; its PNG served as a
+    PNG (sandboxed, not sniffed, no upload name in the header); bytes that are not what their type
+    says are refused; the EHR's 403 or 404 is a page saying so; a cashier has no such page."""
+    import base64
+
+    from sen_portal.web import clinic
+    from sen_portal.web.backend import BackendError
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+                           "awAAAABJRU5ErkJggg==")
+    stored = {
+        "ok": {"contentType": "image/png", "title": "ECG Nguyễn Văn A.png", "data": base64.b64encode(png).decode()},
+        "html": {"contentType": "image/png", "data": base64.b64encode(b"<script>alert(1)</script>").decode()},
+        "word": {"contentType": "application/msword", "data": base64.b64encode(b"doc").decode()},
+    }
+
+    def fhir_get(service, path, params=None, **_):
+        did = path.rsplit("/", 1)[-1]
+        if did == "theirs":
+            raise BackendError("refused", "ehr", 403)
+        if did not in stored:
+            raise BackendError("refused", "ehr", 404)
+        return {"resourceType": "DocumentReference", "id": did, "content": [{"attachment": stored[did]}]}
+
+    monkeypatch.setattr(clinic, "fhir_get", fhir_get)
+    sign_in(client, "doctor")
+    r = client.get("/documents/ok")
+    assert r.status_code == 200 and r.data == png and r.mimetype == "image/png"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Content-Security-Policy"].startswith("sandbox")
+    assert r.headers["Content-Disposition"] == 'inline; filename="tai-lieu-ok.png"'  # not the upload's name
+    for did in ("html", "word"):
+        r = client.get(f"/documents/{did}")
+        assert r.status_code == 415 and "PDF, JPEG" in r.get_data(as_text=True)
+    for did in ("theirs", "missing"):
+        r = client.get(f"/documents/{did}")
+        assert r.status_code == 404 and "không tồn tại hoặc bạn không được xem" in r.get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": csrf(client.get("/worklist").get_data(as_text=True))})
+    sign_in(client, "cashier")
+    assert client.get("/documents/ok").status_code in (302, 403)

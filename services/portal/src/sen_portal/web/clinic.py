@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import copy_current_request_context, g, redirect, render_template, request, url_for
+from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from . import backend, backend_message, bp, icd10, login_required, select_locale
@@ -192,8 +192,43 @@ def _attach(files: list[Any], pid: str) -> list[dict[str, str]]:
                "content": [{"attachment": {"contentType": f.mimetype, "title": f.filename[:200],
                                            "data": base64.b64encode(data).decode()}}]}
         created = fhir_post("ehr", "/fhir/DocumentReference", doc)
-        refs.append({"reference": f"DocumentReference/{created['id']}"})
+        refs.append({"reference": f"DocumentReference/{created['id']}", "display": f.filename[:200]})
     return refs
+
+
+# what a stored file must start with to be served as its declared type (the browser declared it)
+MAGIC = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",)}
+EXTENSION = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
+
+
+@bp.route("/documents/<did>")
+@login_required("clinic", "doctor")
+def document(did: str) -> Any:
+    """A file attached to a consult or kept in the record (a DocumentReference's inline attachment),
+    shown in the browser: read from the EHR with the user's token, so the EHR decides who may see it.
+    Only the PDF, JPEG and PNG files the consult form takes, and only when the bytes are what their
+    type says; sandboxed and never sniffed. The file name is not the upload's (it may name the patient)."""
+    try:
+        doc = fhir_get("ehr", f"/fhir/DocumentReference/{did}")
+    except BackendError as err:
+        if err.status in (403, 404, 410):
+            return render_template("error.html", title=gettext("Not found"),
+                                   message=gettext("This document does not exist or you may not see it.")), 404
+        raise
+    attachment = next((c.get("attachment") or {} for c in doc.get("content") or [] if c.get("attachment")), {})
+    kind = str(attachment.get("contentType") or "").split(";")[0].strip().lower()
+    try:
+        data = base64.b64decode(attachment.get("data") or "", validate=True)
+    except ValueError:
+        data = b""
+    if kind not in MAGIC or not data or not data.startswith(MAGIC[kind]):
+        return render_template("error.html", title=gettext("This file cannot be shown here"),
+                               message=gettext("Only PDF, JPEG and PNG files kept in the record can be opened "
+                                               "here.")), 415
+    return Response(data, mimetype=kind, headers={
+        "Content-Disposition": f'inline; filename="tai-lieu-{did[:40]}.{EXTENSION[kind]}"',
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300",
+        "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"})
 
 
 def _check_files(form: ConsultForm) -> bool:
