@@ -347,6 +347,7 @@ def test_an_attached_file_opens_only_as_what_it_is_and_only_for_who_the_ehr_lets
         "ok": {"contentType": "image/png", "title": "ECG Nguyễn Văn A.png", "data": base64.b64encode(png).decode()},
         "html": {"contentType": "image/png", "data": base64.b64encode(b"<script>alert(1)</script>").decode()},
         "word": {"contentType": "application/msword", "data": base64.b64encode(b"doc").decode()},
+        "pdf": {"contentType": "application/pdf", "data": base64.b64encode(b"%PDF-1.4\n%%EOF").decode()},
     }
 
     def fhir_get(service, path, params=None, **_):
@@ -364,6 +365,9 @@ def test_an_attached_file_opens_only_as_what_it_is_and_only_for_who_the_ehr_lets
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["Content-Security-Policy"].startswith("sandbox")
     assert r.headers["Content-Disposition"] == 'inline; filename="tai-lieu-ok.png"'  # not the upload's name
+    r = client.get("/documents/pdf")  # in the browser's PDF viewer, which a sandbox would block
+    assert r.status_code == 200 and r.mimetype == "application/pdf"
+    assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
     for did in ("html", "word"):
         r = client.get(f"/documents/{did}")
         assert r.status_code == 415 and "PDF, JPEG" in r.get_data(as_text=True)
