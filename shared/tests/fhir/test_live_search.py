@@ -278,3 +278,40 @@ def test_audit_events_stored_twice_count_as_stored(db):
     auditor._store(docs)  # a retry after a lost answer: the first two are there already
     assert sorted(d["_id"] for d in db["AuditEvent"].find({"_id": {"$in": ["ae-0", "ae-1", "ae-2"]}})) == \
         ["ae-0", "ae-1", "ae-2"]
+
+
+def test_a_few_ids_or_references_are_asked_one_equality_each(seeded):
+    """``_id=a,b,c`` and ``subject=Patient/a,Patient/b`` answer as a ``$in`` would, in the same order,
+    paged; but no ``$in`` reaches the server (FerretDB scans the whole collection for one)."""
+    import pymongo
+    from pymongo import monitoring
+
+    class Finds(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.filters: list[dict] = []
+
+        def started(self, event) -> None:
+            if event.command_name == "find":
+                self.filters.append(event.command.get("filter") or {})
+
+        def succeeded(self, event) -> None: ...
+
+        def failed(self, event) -> None: ...
+
+    finds = Finds()
+    client = pymongo.MongoClient(seeded.client.address and f"mongodb://{seeded.client.address[0]}:"
+                                 f"{seeded.client.address[1]}/", event_listeners=[finds], tz_aware=False)
+    try:
+        db = client[seeded.name]
+        assert ids(db, "Patient", [("_id", "p05,p01,p34,p03,p01")]) == ["p01", "p03", "p05"]  # p34 is deleted
+        req = parse_search("Patient", [("_id", "p05,p01,p03,p07"), ("_sort", "-birthdate"), ("_count", "3")])
+        page = search(db, req)
+        assert page.ids == ["p07", "p05", "p03"] and page.next_cursor
+        rest = search(db, parse_search("Patient", [("_id", "p05,p01,p03,p07"), ("_sort", "-birthdate"),
+                                                   ("_count", "3"), ("_cursor", page.next_cursor)]))
+        assert rest.ids == ["p01"] and rest.next_cursor is None
+        obs = ids(db, "Observation", [("subject", "Patient/p01,Patient/p02"), ("code", "8480-6")])
+        assert obs == ["o01", "o02", "o07", "o11"]
+        assert not any("$in" in repr(f) for f in finds.filters), finds.filters
+    finally:
+        client.close()

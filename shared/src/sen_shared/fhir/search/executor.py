@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from ...mongo import find_in
+from ...mongo import FIND_IN_MAX_EQUALITIES, find_in
 from ..body import unpack
 from .buckets import DEFAULT_SORT, start_bucket, walk
 from .definitions import get_param, params_for
@@ -74,6 +74,8 @@ def search(db: Database, req: SearchRequest, *, count_total: bool = False,
                                                   .sort(DEFAULT_SORT).limit(limit)),
                     req.count + 1, first, density_key=(coll.full_name, repr(sorted(
                         (k, repr(v)) for k, v in flt.items() if not k.startswith("$")))))
+    elif (split := _short_in(flt)) is not None:
+        docs = _find_each(coll, flt, split, after, projection, sort, req.count + 1)
     else:
         docs = list(coll.find(_with(flt, {}, after), projection).sort(sort).limit(req.count + 1))
     next_cursor = None
@@ -93,6 +95,34 @@ _SELECTIVE_CODES = frozenset({"_id", "identifier"})
 def _selective(req: SearchRequest) -> bool:
     return any(c.code in _SELECTIVE_CODES or (c.type == "reference" and c.modifier is None and not c.chain)
                for c in req.criteria)
+
+
+def _short_in(flt: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """A top-level ``{field: {"$in": [...]}}`` of a few values (``_id=a,b,c``, ``subject=Patient/a,Patient/b``).
+
+    FerretDB evaluates ``$in`` over every document of the collection but pushes a top-level
+    equality down to an index, so such a search is asked as one equality query per value
+    (:func:`sen_shared.mongo.find_in`'s rule); MongoDB answers either shape from its index."""
+    for key, value in flt.items():
+        if (not key.startswith("$") and isinstance(value, dict) and list(value) == ["$in"]
+                and 1 < len(value["$in"]) <= FIND_IN_MAX_EQUALITIES):
+            return key, list(value["$in"])
+    return None
+
+
+def _find_each(coll: Any, flt: dict[str, Any], split: tuple[str, list[Any]], after: list[dict[str, Any]],
+               projection: dict[str, Any], sort: list[tuple[str, int]], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows in ``sort`` order of ``flt``, asked one value of ``split`` at a time."""
+    key, values = split
+    found: dict[Any, dict[str, Any]] = {}
+    for value in dict.fromkeys(values):
+        for doc in coll.find(_with({**flt, key: value}, {}, after), projection).sort(sort).limit(limit):
+            found.setdefault(doc["_id"], doc)
+    docs = list(found.values())
+    for key_field, direction in reversed(sort):  # stable sorts, last key first; nulls first as MongoDB does
+        docs.sort(key=lambda d, f=key_field: (d.get(f) is not None, d.get(f) if d.get(f) is not None else 0),
+                  reverse=direction == -1)
+    return docs[:limit]
 
 
 def _with(flt: dict[str, Any], equalities: dict[str, Any], conds: list[dict[str, Any]]) -> dict[str, Any]:
