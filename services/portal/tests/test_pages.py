@@ -377,3 +377,104 @@ def test_an_attached_file_opens_only_as_what_it_is_and_only_for_who_the_ehr_lets
     client.post("/logout", data={"csrf_token": csrf(client.get("/worklist").get_data(as_text=True))})
     sign_in(client, "cashier")
     assert client.get("/documents/ok").status_code in (302, 403)
+
+
+def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_reference(client, monkeypatch):
+    """The queue shows each invoice's reference and patient (names from ONE EHR search for the page);
+    the search box finds invoices awaiting payment by a name typed without accents (the EHR's
+    Patient search, then billing's Invoice search by those subjects) or by a mangled reference
+    (billing's search by identifier); POSTed, no name in a URL; the EHR down still shows the queue
+    with dashes; the invoice page names the patient, read at the same time as billing's desk answer."""
+    from sen_portal.web import cashier
+    from sen_portal.web.backend import BackendError
+
+    ref_a, ref_b = "HD7K2M9QX4C", "HD00000000A"
+    invoices = [
+        {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
+         "subject": {"reference": "Patient/pa"}, "totalGross": {"value": 150000, "currency": "VND"},
+         "identifier": [{"system": cashier.REFERENCE_SYSTEM, "value": ref_a}]},
+        {"resourceType": "Invoice", "id": "inv-b", "status": "issued", "date": "2026-12-04T10:00:00+07:00",
+         "subject": {"reference": "Patient/pb"}, "totalGross": {"value": 38700, "currency": "VND"},
+         "identifier": [{"system": cashier.REFERENCE_SYSTEM, "value": ref_b}]},
+    ]
+    patients = {"pa": "Nguyễn Văn A", "pb": "Trần Thị Bích"}
+    asked: list[tuple[str, str, dict]] = []
+    ehr_down = False
+
+    def bundle(resources):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    def patient(pid):
+        family, *given = patients[pid].split()
+        return {"resourceType": "Patient", "id": pid, "name": [{"family": family, "given": given}]}
+
+    def fhir_get(service, path, params=None, **_kw):
+        params = dict(params or {})
+        asked.append((service, path, params))
+        if service == "ehr":
+            if ehr_down:
+                raise BackendError("down", "ehr")
+            assert path == "/fhir/Patient" and params["_elements"] == "name"
+            if "_id" in params:
+                return bundle([patient(p) for p in params["_id"].split(",") if p in patients])
+            import unicodedata
+
+            def fold(s):
+                return "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c)).lower()
+            return bundle([patient(p) for p, n in patients.items() if fold(n).startswith(fold(params["name"]))])
+        assert (service, path) == ("billing", "/fhir/Invoice") and params["status"] == "issued"
+        if "identifier" in params:
+            return bundle([i for i in invoices if params["identifier"] == f"{cashier.REFERENCE_SYSTEM}|"
+                           + i["identifier"][0]["value"]])
+        if "subject" in params:
+            return bundle([i for i in invoices if i["subject"]["reference"] in params["subject"].split(",")])
+        return bundle(invoices)
+
+    monkeypatch.setattr(cashier, "fhir_get", fhir_get)
+    sign_in(client, "cashier")
+    page = client.get("/invoices").get_data(as_text=True)
+    assert "Nguyễn Văn A" in page and "Trần Thị Bích" in page and ref_a in page and ref_b in page
+    ehr = [a for a in asked if a[0] == "ehr"]
+    assert len(ehr) == 1 and ehr[0][2]["_id"] == "pa,pb"  # one EHR request for the whole page
+    token = csrf(page)
+
+    asked.clear()
+    r = client.post("/invoices/search", data={"q": "nguyen van a", "csrf_token": token})
+    found = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Nguyễn Văn A" in found and ref_a in found and ref_b not in found
+    assert "Tìm thấy 1 hóa đơn" in found
+    assert [a[2].get("subject") for a in asked if a[0] == "billing"] == ["Patient/pa"]
+    assert all("nguyen" not in a[1] for a in asked)  # the name travels in the query to the EHR, not the portal URL
+    r = client.post("/invoices/search", data={"q": "hd 00o0 0000a", "csrf_token": token},
+                    headers={"HX-Request": "true"})  # any case, spaces, O for 0
+    found = r.get_data(as_text=True)
+    assert "Trần Thị Bích" in found and ref_a not in found
+    assert found.lstrip().startswith('<section id="invoice-results"')  # the results alone, for htmx
+    r = client.post("/invoices/search", data={"q": "le van c", "csrf_token": token})
+    assert "Không có hóa đơn chờ thanh toán nào khớp" in r.get_data(as_text=True)
+
+    def desk(service, path, params=None, **_kw):
+        assert (service, path) == ("billing", "/payments/invoices/inv-a/desk")
+        return {"status": "issued", "owed": 150000, "paid": 0, "balanceDue": 150000, "reference": ref_a,
+                "resource": invoices[0], "qr": None}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    asked.clear()
+    link = re.search(r'href="(/invoices/inv-a[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert link == "/invoices/inv-a?p=pa"
+    shown = client.get(link).get_data(as_text=True)
+    assert re.search(r'data-testid="invoice-patient">Nguyễn Văn A<', shown) and ref_a in shown
+    assert [a[2].get("_id") for a in asked] == ["pa"]  # asked with the desk answer, not after it
+    asked.clear()
+    shown = client.get("/invoices/inv-a?p=pb").get_data(as_text=True)  # another patient's id: the Invoice decides
+    assert re.search(r'data-testid="invoice-patient">Nguyễn Văn A<', shown) and "Trần Thị Bích" not in shown
+
+    ehr_down = True
+    r = client.get("/invoices")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and ref_a in page and ref_b in page and "Trần Thị Bích" not in page
+    assert re.search(r'data-testid="invoice-patient">—<', page)
+    shown = client.get("/invoices/inv-a?p=pa")
+    assert shown.status_code == 200 and re.search(r'data-testid="invoice-patient">—<', shown.get_data(as_text=True))
+    r = client.post("/invoices/search", data={"q": "nguyen van a", "csrf_token": token})
+    assert r.status_code == 200 and 'role="alert"' in r.get_data(as_text=True)

@@ -15,7 +15,8 @@ from flask_babel import gettext
 
 from . import backend, backend_message, bp, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
-from .forms import CashForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
+from .formatting import human_name
+from .forms import CashForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
@@ -24,16 +25,102 @@ def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
     return r.json() if r.content else {}
 
 
+QUEUE_SIZE = 50  # invoices awaiting payment a queue page (and a search) shows
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"HD[0-9A-Z]{9}")
+
+
+def _patient_id(inv: dict[str, Any]) -> str | None:
+    ref = str((inv.get("subject") or {}).get("reference") or "")
+    pid = ref.removeprefix("Patient/")
+    return pid if ref.startswith("Patient/") and _FHIR_ID.fullmatch(pid) else None
+
+
+def patient_names(pids: list[str]) -> dict[str, str]:
+    """Each patient's full name (with diacritics) from the EHR, in ONE search for them all
+    (``Patient?_id=a,b,c&_elements=name``: the cashier role reads and searches Patient; the shared
+    engine asks an indexed equality per id, not a ``$in``). Kept like the queue's answer. The EHR
+    failing gives no names (the rows show a dash), never an error page."""
+    wanted = sorted(set(pids))
+    if not wanted:
+        return {}
+    try:
+        bundle = fhir_get("ehr", "/fhir/Patient", {"_id": ",".join(wanted), "_elements": "name",
+                                                   "_count": str(len(wanted))}, cached=True)
+    except BackendError:
+        return {}
+    return {str(p.get("id")): human_name(p) for p in entries(bundle, "Patient")}
+
+
+def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The rows the queue shows: reference, patient, date, amount, status (names from the EHR)."""
+    if names is None:
+        names = patient_names([pid for inv in invoices if (pid := _patient_id(inv))])
+    return [{"id": inv.get("id"), "reference": invoice_reference(inv), "pid": _patient_id(inv),
+             "name": names.get(_patient_id(inv) or "", "—"), "date": inv.get("date"),
+             "amount": (inv.get("totalGross") or {}).get("value"), "status": inv.get("status")}
+            for inv in invoices]
+
+
+def reference_code(q: str) -> str | None:
+    """A payment reference typed at the desk (``hd 7k2m...``, any case, spaces or dashes), normalised
+    as billing writes it (Crockford's look-alikes O, I, L read as 0, 1, 1), else None."""
+    compact = re.sub(r"[\s.\-]", "", q).upper()
+    if not _REFERENCE.fullmatch(compact):
+        return None
+    return "HD" + compact[2:].translate(str.maketrans("OIL", "011"))
+
+
+def find_invoices(q: str) -> list[dict[str, Any]]:
+    """The invoices awaiting payment a cashier's search names: a reference is billing's Invoice
+    search by identifier (then the names, one EHR request); a name is the EHR's Patient search
+    (accent-insensitive: ``nguyen van a`` finds "Nguyễn Văn A"), then billing's Invoice search by
+    those subjects. A BackendError of either search is the caller's."""
+    code = reference_code(q)
+    params = {"status": "issued", "_count": str(QUEUE_SIZE)}
+    if code is not None:
+        found = entries(fhir_get("billing", "/fhir/Invoice", {**params, "identifier": f"{REFERENCE_SYSTEM}|{code}"}),
+                        "Invoice")
+        return queue_rows(found)
+    patients = entries(fhir_get("ehr", "/fhir/Patient", {"name": q.strip(), "_elements": "name",
+                                                         "_count": str(QUEUE_SIZE)}), "Patient")
+    names = {str(p.get("id")): human_name(p) for p in patients if _FHIR_ID.fullmatch(str(p.get("id")))}
+    if not names:
+        return []
+    subjects = ",".join(f"Patient/{pid}" for pid in sorted(names))
+    return queue_rows(entries(fhir_get("billing", "/fhir/Invoice", {**params, "subject": subjects}), "Invoice"),
+                      names)
+
+
 @bp.route("/invoices")
 @login_required("cashier")
 def invoices() -> Any:
+    """The queue: billing's invoices awaiting payment, then their patients' names (one EHR request)."""
     problem, rows = None, []
-    params = {"status": "issued", "_count": "50"}
+    params = {"status": "issued", "_count": str(QUEUE_SIZE)}
     try:
-        rows = entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice")
+        rows = queue_rows(entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice"))
     except BackendError as err:
         problem = backend_message(err)
-    return render_template("invoices.html", rows=rows, problem=problem, title=gettext("Invoices"))
+    return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(), searched=False,
+                           title=gettext("Invoices"))
+
+
+@bp.route("/invoices/search", methods=["POST"])
+@login_required("cashier")
+def invoice_search() -> Any:
+    """POST, so a patient's name never appears in a URL or an access log; htmx swaps the results in,
+    and without JavaScript the whole page comes back with them."""
+    form = InvoiceSearchForm()
+    rows, problem = [], None
+    if form.validate_on_submit():
+        try:
+            rows = find_invoices(form.q.data)
+        except BackendError as err:
+            problem = backend_message(err)
+    template = "_invoice_rows.html" if request.headers.get("HX-Request") == "true" else "invoices.html"
+    return render_template(template, rows=rows, problem=problem, form=form, searched=True,
+                           title=gettext("Invoices"))  # 200 with the problem: htmx swaps only 2xx answers
 
 
 def summary(iid: str, *, kept: bool = False) -> dict[str, Any]:
@@ -76,8 +163,18 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     and the cash form away (out-of-band swaps): the cashier never waits more than one status read
     for Paid, and a reload under load does not wait on billing's summary. The user's own payment
     or refund forgets their kept answers (backend.call), so the page after it is fresh."""
+    # the patient's name at the same time as the desk answer: the queue's link names the patient's
+    # opaque id (``?p=``, no name); the Invoice's subject decides whose name shows
+    hint = request.args.get("p", "")
+    hint = hint if _FHIR_ID.fullmatch(hint) else ""
+    name_job = _pool.submit(copy_current_request_context(patient_names), [hint]) if hint else None
     s = desk(iid)  # a BackendError (billing down, 403, 404) is the error page
     inv, qr = s.get("resource"), s.get("qr")
+    pid = _patient_id(inv or {})
+    names = name_job.result() if name_job is not None else {}
+    if pid and pid != hint:  # opened without the queue's link (or with another patient's): read it now
+        names = patient_names([pid])
+    patient = names.get(pid or "", "—")
     problem = ctx.pop("problem", None)
     if is_paid(s) or s.get("status") != "issued":
         qr = None
@@ -89,6 +186,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "refund_form" not in forms and s.get("payments"):
         forms["refund_form"] = RefundForm(formdata=None)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
+                           patient=patient, pid=pid,
                            title=gettext("Invoice"), **forms, **ctx), status
 
 
@@ -130,7 +228,13 @@ def invoice_cash(iid: str) -> Any:
                                          "transactionId": form.txn.data or uuid.uuid4().hex})
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form})
-    return redirect(url_for("web.invoice", iid=iid))
+    return redirect(url_for("web.invoice", iid=iid, **_hint()))
+
+
+def _hint() -> dict[str, str]:
+    """The patient's opaque id the page was opened with, carried to the page after a form."""
+    hint = request.args.get("p", "")
+    return {"p": hint} if _FHIR_ID.fullmatch(hint) else {}
 
 
 @bp.route("/invoices/<iid>/refund", methods=["POST"])
@@ -146,7 +250,7 @@ def invoice_refund(iid: str) -> Any:
         _json("POST", f"/payments/{form.payment.data}/refund", body)
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"refund_form": form})
-    return redirect(url_for("web.invoice", iid=iid, refunded=1))
+    return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))
 
 
 @bp.route("/invoices/<iid>/receipt")

@@ -73,6 +73,12 @@ class PatientSearchForm(FlaskForm):
                                 Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
 
 
+class InvoiceSearchForm(FlaskForm):
+    q = StringField(_l("Patient's name or payment reference"),
+                    validators=[DataRequired(_l("Type a patient's name or a reference (HD...).")),
+                                Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
+
+
 def _not_future(form: FlaskForm, field: DateField) -> None:
     if field.data and field.data > date.today():
         raise ValidationError(_l("The date of birth cannot be in the future."))
