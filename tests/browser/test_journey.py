@@ -10,6 +10,7 @@ import base64
 import random
 import re
 import time
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -224,8 +225,10 @@ def invoice_links(v) -> set[str]:
     return {a.get_attribute("href") for a in v.page.locator("main table a").all()}
 
 
-def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set[str]) -> None:
-    """The consult's invoice shows its QR; a signed SePay webhook pays it; the page turns to Paid by itself."""
+def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set[str], name: str = "") -> None:
+    """The cashier finds the consult's invoice by the patient's name typed without accents (the queue
+    and the invoice page name the patient); its QR; a signed SePay webhook pays it; the page turns
+    to Paid by itself."""
     t = TEXT[lang]
     v.sign_in("cashier")
     if lang == "en":
@@ -238,7 +241,23 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
         time.sleep(1)
     assert new, "the completed consult made no invoice the cashier can see"
     v.check("cashier-invoices")
-    v.go(sorted(new)[0])
+    if name:
+        assert name in v.page.inner_text("main table")  # the queue names each invoice's patient
+        plain = "".join(c for c in unicodedata.normalize("NFD", name.replace("Đ", "D").replace("đ", "d"))
+                        if not unicodedata.combining(c)).lower()
+        v.page.fill("#q", plain)  # "nguyen van a..." finds "Nguyễn Văn A..."
+        v.page.click("form.card button.primary")
+        v.page.wait_for_selector("#invoice-results h2")
+        v.page.wait_for_load_state("networkidle")
+        found = {a.get_attribute("href") for a in v.page.locator("#invoice-results table a").all()}
+        assert found == new, (found, new)  # this patient's invoice, awaiting payment, and no other
+        assert plain not in v.page.url and plain not in v.page.title().lower()  # POSTed: no name in the URL
+        v.check("cashier-invoice-search")
+        v.page.click("#invoice-results table a")
+        v.page.wait_for_url(re.compile(r"/invoices/[^/?]+"))
+        assert v.page.inner_text("[data-testid=invoice-patient]").strip() == name
+    else:
+        v.go(sorted(new)[0])
     v.page.wait_for_selector("#qr-box img")
     assert v.page.locator("#qr-box img").evaluate("img => img.naturalWidth") > 0
     amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
@@ -292,7 +311,7 @@ def test_consult_journey(visitor_factory, stack, lang, width):
     doctor_accepts_books_completes(visitor_factory(tag, width=width), lang, task_url)
     clinic_reads_the_result(visitor_factory(tag, width=width), lang, task_url)
     if with_billing:
-        cashier_is_paid_by_a_webhook(visitor_factory(tag, width=width), lang, stack, known)
+        cashier_is_paid_by_a_webhook(visitor_factory(tag, width=width), lang, stack, known, f"{family} {given}")
     deadline = time.monotonic() + 60  # the dashboard keeps its figures 15 s
     while True:
         after = int(dashboard_counts(visitor_factory(tag, width=width), lang)["consults-total"])
