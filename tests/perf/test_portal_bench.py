@@ -175,6 +175,8 @@ def test_portal_pages_under_20_users(base_env, run_id, tmp_path_factory, mongo_c
                 time.sleep(1)
             if invoice:
                 pages.append(("invoice page", invoice.group(1), "cashier"))
+                # the queue: billing's Invoice search, then its patients' names in one EHR search
+                pages.append(("invoice queue", "/invoices", "cashier"))
                 # the page's status box reads billing's summary fresh, at once and every 2 s while open
                 pages.append(("invoice status box", invoice.group(1) + "/status", "cashier"))
             for name, path, user in pages:
