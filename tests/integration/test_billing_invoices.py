@@ -443,3 +443,28 @@ def test_consult_completed_five_times_on_the_bus(base_env, mongo_client) -> None
         proc.terminate()
         proc.wait(timeout=30)
         mongo_client.drop_database(db_name)
+
+
+def test_a_cashier_finds_issued_invoices_by_several_patients_or_by_reference(billing, dev_key) -> None:
+    """What the portal's invoice search asks: ``Invoice?status=issued&subject=Patient/a,Patient/b``
+    (the patients a name search found in the EHR) and ``identifier=<reference system>|HD...``;
+    the cashier's facility only."""
+    client, _db = billing
+    a, b = token(dev_key, "cashier", "org-a"), token(dev_key, "cashier", "org-b")
+    p1, p2, p3 = (f"Patient/p-{uuid.uuid4().hex[:6]}" for _ in range(3))
+    issued = {}
+    for p in (p1, p2):
+        iid = _hand_invoice(client, a, p, ["kham-benh"])
+        issued[p] = client.post(f"/fhir/Invoice/{iid}/$issue", headers=a).json()
+    _hand_invoice(client, a, p3, ["kham-benh"])  # a draft: not awaiting payment
+
+    def ids(params: dict, headers: dict) -> set[str]:
+        r = client.get("/fhir/Invoice", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        return {e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match"}
+
+    subjects = {"status": "issued", "subject": f"{p1},{p2},{p3}"}
+    assert ids(subjects, a) == {issued[p1]["id"], issued[p2]["id"]}
+    assert ids(subjects, b) == set()  # another facility's cashier
+    ref = next(i["value"] for i in issued[p2]["identifier"] if i["system"] == invoices.REFERENCE_SYSTEM)
+    assert ids({"status": "issued", "identifier": f"{invoices.REFERENCE_SYSTEM}|{ref}"}, a) == {issued[p2]["id"]}
