@@ -387,6 +387,7 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     with dashes; the invoice page names the patient, read at the same time as billing's desk answer."""
     from sen_portal.web import cashier
     from sen_portal.web.backend import BackendError
+    from sen_portal.web.cashier import reference_code
 
     ref_a, ref_b = "HD7K2M9QX4C", "HD00000000A"
     invoices = [
@@ -450,6 +451,10 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     found = r.get_data(as_text=True)
     assert "Trần Thị Bích" in found and ref_a not in found
     assert found.lstrip().startswith('<section id="invoice-results"')  # the results alone, for htmx
+    assert reference_code("hd7k2m 9qx4c") == ref_a and reference_code("nguyen van a") is None
+    asked.clear()
+    r = client.post("/invoices/search", data={"q": "HD7K2M9QX4D", "csrf_token": token})  # no such reference
+    assert [a[0] for a in asked] == ["billing", "ehr"] and "Không có hóa đơn" in r.get_data(as_text=True)
     r = client.post("/invoices/search", data={"q": "le van c", "csrf_token": token})
     assert "Không có hóa đơn chờ thanh toán nào khớp" in r.get_data(as_text=True)
 

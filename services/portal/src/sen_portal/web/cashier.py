@@ -75,13 +75,15 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
     """The invoices awaiting payment a cashier's search names: a reference is billing's Invoice
     search by identifier (then the names, one EHR request); a name is the EHR's Patient search
     (accent-insensitive: ``nguyen van a`` finds "Nguyễn Văn A"), then billing's Invoice search by
-    those subjects. A BackendError of either search is the caller's."""
+    those subjects. What looks like a reference but is none (a name such as "hd..." typed without
+    spaces) is searched as a name too. A BackendError of either search is the caller's."""
     code = reference_code(q)
     params = {"status": "issued", "_count": str(QUEUE_SIZE)}
     if code is not None:
         found = entries(fhir_get("billing", "/fhir/Invoice", {**params, "identifier": f"{REFERENCE_SYSTEM}|{code}"}),
                         "Invoice")
-        return queue_rows(found)
+        if found:
+            return queue_rows(found)
     patients = entries(fhir_get("ehr", "/fhir/Patient", {"name": q.strip(), "_elements": "name",
                                                          "_count": str(QUEUE_SIZE)}), "Patient")
     names = {str(p.get("id")): human_name(p) for p in patients if _FHIR_ID.fullmatch(str(p.get("id")))}
