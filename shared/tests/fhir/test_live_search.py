@@ -315,3 +315,15 @@ def test_a_few_ids_or_references_are_asked_one_equality_each(seeded):
         assert not any("$in" in repr(f) for f in finds.filters), finds.filters
     finally:
         client.close()
+
+
+def test_the_merge_of_per_value_answers_orders_values_of_mixed_types_as_mongodb_does():
+    """A sort key that holds different types in different documents (null, a number, a text, a
+    date) is merged in MongoDB's order of types, never compared across types by Python (a 500)."""
+    from datetime import UTC, datetime
+
+    from sen_shared.fhir.search.executor import _bson_order
+
+    values = [datetime(2026, 1, 1, tzinfo=UTC), "b", {"x": 1}, None, 2.5, [1], 3, True, "a"]
+    assert sorted(values, key=_bson_order) == [None, 2.5, 3, "a", "b", {"x": 1}, [1], True,
+                                               datetime(2026, 1, 1, tzinfo=UTC)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
@@ -119,10 +120,21 @@ def _find_each(coll: Any, flt: dict[str, Any], split: tuple[str, list[Any]], aft
         for doc in coll.find(_with({**flt, key: value}, {}, after), projection).sort(sort).limit(limit):
             found.setdefault(doc["_id"], doc)
     docs = list(found.values())
-    for key_field, direction in reversed(sort):  # stable sorts, last key first; nulls first as MongoDB does
-        docs.sort(key=lambda d, f=key_field: (d.get(f) is not None, d.get(f) if d.get(f) is not None else 0),
-                  reverse=direction == -1)
+    for key_field, direction in reversed(sort):  # stable sorts, last key first
+        docs.sort(key=lambda d, f=key_field: _bson_order(d.get(f)), reverse=direction == -1)
     return docs[:limit]
+
+
+# MongoDB's order of values of different types (null first, then numbers, strings, ..., dates):
+# a sort key never compares two Python types that cannot be compared
+_TYPE_RANK = {int: 1, float: 1, str: 2, dict: 3, list: 4, bytes: 5, bool: 8, datetime: 9}
+
+
+def _bson_order(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, 0)
+    rank = _TYPE_RANK.get(type(value), 10)
+    return (rank, repr(value)) if rank in (3, 4, 10) else (rank, value)  # a document or an array: by its text
 
 
 def _with(flt: dict[str, Any], equalities: dict[str, Any], conds: list[dict[str, Any]]) -> dict[str, Any]:
