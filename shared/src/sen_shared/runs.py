@@ -22,26 +22,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
 
 from .claims import ClaimTaken, advance, chain_indexes, latest
+from .fhir.store import is_stale
 
 log = logging.getLogger("sen.run_once")
 
 RUNS = "backfill_runs"
 STALE = timedelta(minutes=15)  # a running link older than this: its worker died, the next one takes over
 INDEXES = chain_indexes(RUNS)
-
-
-def _older_than(link: Mapping[str, Any], age: timedelta) -> bool:
-    at = link.get("at")
-    if not isinstance(at, datetime):
-        return False
-    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return at < datetime.now(UTC) - age
 
 
 def run_once(db: Database, name: str, job: Callable[[], Mapping[str, Any]], *,
@@ -52,7 +45,7 @@ def run_once(db: Database, name: str, job: Callable[[], Mapping[str, Any]], *,
     coll = db[RUNS]
     last = latest(coll, name)
     if last is not None and (last.get("state") == "done"
-                             or last.get("state") == "running" and not _older_than(last, stale)):
+                             or last.get("state") == "running" and not is_stale(last, stale)):
         return None
     try:
         mine = advance(coll, name, last, {"state": "running"})
