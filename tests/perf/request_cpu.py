@@ -4,6 +4,7 @@
     python -m tests.perf.request_cpu --what healthz /tmp/old /work/main
     python -m tests.perf.request_cpu --what session ...   # GET /api/session: bearer check, no database
     python -m tests.perf.request_cpu --what post ...      # POST /fhir/Patient/$validate: a JSON body
+    python -m tests.perf.request_cpu --what error ...     # a 400 the handler raises: the error handlers
 
 Each run is a fresh process on one source tree (``<tree>/shared/src`` and ``<tree>/services/ehr/src``
 first on ``sys.path``): it builds the ehr app as ``create_app()`` does (``SEN_ENV=development``, so
@@ -71,6 +72,8 @@ def child(what: str, n: int) -> None:
                 path = "/fhir/Patient/$validate"
                 body = json.dumps({"resourceType": "Patient", "name": [{"family": "Nguyễn", "given": ["Văn An"]}],
                                    "gender": "male", "birthDate": "1980-01-02"}).encode()
+            elif what == "error":  # a FhirError raised in the handler: the error handler's path, no database
+                path = "/fhir/Patient/" + "x" * 70  # longer than an id may be
             if what in ("read", "search"):
                 found = (await c.get("/fhir/Patient?identifier=urn:vn:cccd|001099012345", headers=headers)).json()
                 if found.get("entry"):
@@ -84,9 +87,10 @@ def child(what: str, n: int) -> None:
                     pid = r.json()["id"]
                 path = f"/fhir/Patient/{pid}" if what == "read" else "/fhir/Patient?identifier=001099012345"
             method = "GET" if body is None else "POST"
+            expect = 400 if what == "error" else 200
             for _ in range(300):
                 r = await c.request(method, path, headers=headers, content=body)
-                assert r.status_code == 200, r.text
+                assert r.status_code == expect, r.text
             shim = ctypes.CDLL(os.environ["SEN_CALLGRIND_SHIM"]) if os.environ.get("SEN_CALLGRIND_SHIM") else None
             if shim is not None:
                 shim.sen_cg_zero()  # count the measured requests only
@@ -96,7 +100,7 @@ def child(what: str, n: int) -> None:
             cpu = time.process_time() - c0
             if shim is not None:
                 shim.sen_cg_dump()
-            assert r.status_code == 200, r.text
+            assert r.status_code == expect, r.text
             print(json.dumps({"ms": 1000 * cpu / n}))
 
     uvloop.run(main())
@@ -143,7 +147,8 @@ def run_one(tree: Path, what: str, n: int, valgrind: Path | None = None) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trees", nargs="*", type=Path, default=[ROOT])
-    ap.add_argument("--what", default="read", choices=["read", "search", "healthz", "session", "post", "client"])
+    ap.add_argument("--what", default="read",
+                    choices=["read", "search", "healthz", "session", "post", "client", "error"])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--valgrind", action="store_true",

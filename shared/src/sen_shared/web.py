@@ -261,7 +261,10 @@ def _render(request: ConnexionRequest, status: int, title: str, detail: str,
 
 
 def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
-    def sen_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """The error handlers, coroutines: connexion runs a plain function handler in a thread pool
+    (``run_in_threadpool``), one more thread hand-off for every 4xx answer; these only build a
+    small JSON body (and log), so they run on the event loop."""
+    async def sen_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, SenError)
         if isinstance(exc, FhirError) and fhir_base and request.url.path.startswith(fhir_base):
             return ConnexionResponse(status_code=exc.status, body=json.dumps(exc.to_outcome(), ensure_ascii=False),
@@ -269,7 +272,7 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _render(request, exc.status, exc.title, exc.detail, fhir_base, exc.extra, headers)
 
-    def problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, ProblemException)
         headers = dict(exc.headers or {})
         if exc.status == 401:
@@ -281,7 +284,7 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
             detail = "the bearer token is missing, expired or not valid"
         return _render(request, exc.status, exc.title or "Error", detail, fhir_base, headers=headers)
 
-    def http(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def http(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
@@ -290,18 +293,18 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
             detail = f"{request.method} is not allowed on {request.url.path}"
         return _render(request, exc.status_code, "Error", detail, fhir_base, headers=dict(exc.headers or {}))
 
-    def undecodable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def undecodable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         # connexion decodes JSON bodies outside its own error handling
         return _render(request, 400, "Bad Request", "the body is not valid UTF-8 text", fhir_base)
 
-    def database_down(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def database_down(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         # not the client's fault and not a bug: the database (or its primary) is out of reach
         log.warning("database unavailable: %s", type(exc).__name__)
         return _render(request, 503, "Service Unavailable",
                        "the database cannot be reached right now; retry in a few seconds",
                        fhir_base, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
 
-    def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    async def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return _render(request, 500, "Internal Server Error",
                        "the server failed; the error is logged with this request's correlation id", fhir_base)
