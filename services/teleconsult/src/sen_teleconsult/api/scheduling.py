@@ -215,8 +215,11 @@ def _appointment_ref(params: dict[str, list[Any]]) -> str | None:
 
 
 # ---------------------------------------------------------------------------- operations
+# $find, $hold and $book take no arguments from connexion: they read the query and the body
+# themselves (``from_flask``), and a handler that accepted them (``**kwargs``) would have connexion
+# parse the JSON body a second time on every request, a lost race's included.
 
-def find(**_: Any) -> Any:
+def find() -> Any:
     _allow(*BOOKERS, "service")
     req = from_flask("Appointment", operation="$find")
     params = _params(req)
@@ -237,7 +240,7 @@ def find(**_: Any) -> Any:
 
 
 @idempotent()
-def hold(**_: Any) -> Any:
+def hold() -> Any:
     principal = _allow(*BOOKERS)
     req = from_flask("Appointment", operation="$hold")
     params = _params(req)
@@ -266,7 +269,7 @@ def hold(**_: Any) -> Any:
 
 
 @idempotent()
-def book(**_: Any) -> Any:
+def book() -> Any:
     principal = _allow(*BOOKERS)
     req = from_flask("Appointment", operation="$book")
     params = _params(req)
@@ -277,17 +280,23 @@ def book(**_: Any) -> Any:
     if isinstance(raw, dict) and raw.get("resourceType") == "Appointment":
         # the slot first: a taken one is a 409 before the body is validated or anything else is
         # done (most requests on a contended slot lose; their answer should cost little)
+        # (a free slot is this request's to claim, the only one of this process: others on the
+        # same slot wait for its outcome; the turn ends with the claim, or below when none is made)
         peeked = sch.peek(current().db, ctx.cfg, raw, ctx.now)
-    proposal = None if ref else _proposal(params)
-    if ref is None and proposal is None:
-        raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
-                        status=400, expression=["appointment-reference"])
-    _check_facility(principal, proposal if ref is None else sch.read_appointment(current().db, ref))
     try:
-        appointment = sch.book(current().db, ctx, request=proposal, appointment_id=ref, peeked=peeked)
-    except FhirError as err:
-        _audit(principal, "$book", ref, proposal, err.status, err.detail)
-        raise
+        proposal = None if ref else _proposal(params)
+        if ref is None and proposal is None:
+            raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
+                            status=400, expression=["appointment-reference"])
+        _check_facility(principal, proposal if ref is None else sch.read_appointment(current().db, ref))
+        try:
+            appointment = sch.book(current().db, ctx, request=proposal, appointment_id=ref, peeked=peeked)
+        except FhirError as err:
+            _audit(principal, "$book", ref, proposal, err.status, err.detail)
+            raise
+    finally:
+        if peeked is not None:
+            peeked.end()
     _audit(principal, "$book", appointment["id"], appointment, 200)
     return to_connexion(FhirResponse(200, _bundle("collection", [appointment], req.base)), req)
 

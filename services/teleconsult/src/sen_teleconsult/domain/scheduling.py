@@ -381,6 +381,82 @@ def _newest_if_free(db: Database, slotted: Slotted, now: datetime) -> dict[str, 
 _UNKNOWN: Any = object()
 
 
+# ----------------------------------------------------------------- one claim at a time per slot
+
+TURN_WAIT_SECONDS = 2.0  # the longest a request waits for another's claim of its slot in this process
+
+
+class Turn:
+    """A request's turn to claim a slot, the only one in its process (:func:`take_turn`).
+
+    Under contention many requests of one process ask for the same free slot within a few
+    milliseconds. Each used to guess "free" from the link view and send its own insert, all but
+    one doomed to lose (a duplicate-key failure and the winner's read: FerretDB, PostgreSQL and
+    pymongo work for a 409). With turns, the first request claims and the others of the process
+    wait until its claim is decided; the outcome is in the link view then (the new link, or the
+    link it lost to), so a booked slot answers them 409 without the database. Turns only spare
+    doomed inserts: the insert under the link's unique ``_id`` still decides every claim, across
+    processes and within one (a request that waited too long claims anyway, as before).
+    """
+
+    __slots__ = ("_done", "_key")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self._key = key
+        self._done = threading.Event()
+
+    def end(self) -> None:
+        """The claim is decided (won, lost, or not made at all): the next request may go. Idempotent."""
+        if self._done.is_set():
+            return
+        with _turns_lock:
+            if _turns.get(self._key) is self:
+                del _turns[self._key]  # an entry lives as long as its claim: nothing accumulates
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
+_turns: dict[tuple[str, str], Turn] = {}  # (database, slot id) -> the turn in flight
+_turns_lock = threading.Lock()
+
+
+def turns_in_flight() -> int:
+    """How many slots have a claim under way in this process (tests: none are left behind)."""
+    with _turns_lock:
+        return len(_turns)
+
+
+def take_turn(db: Database, slotted: Slotted, now: datetime, wait: float | None = None) -> Turn | None:
+    """This request's turn to claim ``slotted``'s slot in this process, once no other request of
+    the process is claiming it (different slots never wait for each other). Answers 409 (no
+    database read) when the link view shows the slot booked or used, before taking a turn and
+    after each wait. None when a turn did not come within ``wait`` seconds
+    (``TURN_WAIT_SECONDS``): the caller claims without one, as every request did before turns.
+    The caller must :meth:`Turn.end` the turn it gets, whatever happens (``_claim`` does)."""
+    key = (db.name, slotted.slot.id)
+    month = av_mod.month_key(slotted.slot.start)
+    deadline: float | None = None
+    while True:
+        seen = latest_links(db, [month], now).get(slotted.slot.id)
+        if seen is not None and seen.get("st") in BUSY:
+            # booked (or used) as this process last saw the chain: answered without a read. Bookings
+            # end only by an explicit cancel or reschedule; one made by another process in the last
+            # LinkView.REFRESH_SECONDS may not show yet, and this answers 409 as if it came first
+            raise taken(slotted.slot.id, seen)
+        with _turns_lock:
+            other = _turns.get(key)
+            if other is None:
+                turn = _turns[key] = Turn(key)
+                return turn
+        if deadline is None:
+            deadline = time.monotonic() + (TURN_WAIT_SECONDS if wait is None else wait)
+        left = deadline - time.monotonic()
+        if left <= 0 or not other.wait(left):
+            return None
+
+
 def _view_guess(db: Database, slotted: Slotted, now: datetime) -> Any:
     """The newest link of the slot as this process's link view has it, when the view says the slot
     is free (None: never claimed); ``_UNKNOWN`` when the view does not know or says it is taken."""
@@ -393,14 +469,25 @@ def _view_guess(db: Database, slotted: Slotted, now: datetime) -> Any:
 
 def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
            events: list[dict[str, Any]] | None = None, *, last: Any = _UNKNOWN,
-           guessed: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+           guessed: bool = False, turn: Turn | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken.
 
     ``last``: the newest link as :func:`_newest_if_free` read it (read here when not given), or,
     ``guessed``, as the link view has it (:func:`_view_guess`). Advancing from a guess is as safe
     as from a read: links are immutable and numbered without gaps, so the insert of link n+1
     succeeds only if link n, which is free, was the newest. A wrong guess loses that insert; the
-    chain is read then and decided on as usual."""
+    chain is read then and decided on as usual. ``turn``: this request's turn on the slot
+    (:func:`take_turn`), ended as soon as the claim is decided and its outcome is in the view."""
+    try:
+        return _claim_slot(db, slotted, doc, now, events, last=last, guessed=guessed)
+    finally:
+        if turn is not None:
+            turn.end()
+
+
+def _claim_slot(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
+                events: list[dict[str, Any]] | None, *, last: Any,
+                guessed: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
     coll = db[SLOT_LINKS]
     sid = slotted.slot.id
     if last is _UNKNOWN:
@@ -561,24 +648,32 @@ class Peek:
     slotted: Slotted
     last: Any  # the newest link (None: never claimed), read or guessed
     guessed: bool  # from this process's link view, not read
+    turn: Turn | None = None  # this request's turn to claim the slot in its process
+
+    def end(self) -> None:
+        """End the turn (the claim is decided, or will not be made): call it whatever happens."""
+        if self.turn is not None:
+            self.turn.end()
 
 
 def peek(db: Database, cfg: SchedulingConfig, request: dict[str, Any], now: datetime) -> Peek:
     """The slot ``request`` names and its newest link, before any work on the request (its
     validation included): a taken slot answers 409 here, for the price of one read (none when
-    this process's link view says the slot is free: the claim's insert decides then)."""
+    this process's link view says the slot is free, or shows it booked). A free slot is this
+    request's to claim once no other request of the process is claiming it (:func:`take_turn`;
+    the caller ends the turn: :meth:`Peek.end`, done by :func:`book`)."""
     slotted = resolve_slot(db, cfg, request, now)
-    seen = latest_links(db, [av_mod.month_key(slotted.slot.start)], now).get(slotted.slot.id)
-    if seen is not None and seen.get("st") in BUSY:
-        # booked (or used) as this process last saw the chain: answered without a read. Bookings
-        # end only by an explicit cancel or reschedule; one made by another process in the last
-        # LinkView.REFRESH_SECONDS may not show yet, and this answers 409 as if it came first
-        raise taken(slotted.slot.id, seen)
-    last = _view_guess(db, slotted, now)
-    guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
-    if not guessed:
-        last = _newest_if_free(db, slotted, now)
-    return Peek(slotted, last, guessed)
+    turn = take_turn(db, slotted, now)
+    try:
+        last = _view_guess(db, slotted, now)
+        guessed = last is not _UNKNOWN  # free as far as this process knows: claim without reading first
+        if not guessed:
+            last = _newest_if_free(db, slotted, now)
+    except BaseException:
+        if turn is not None:
+            turn.end()
+        raise
+    return Peek(slotted, last, guessed, turn)
 
 
 def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
@@ -590,14 +685,18 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         return _confirm(db, ctx, appointment_id)
     assert request is not None
     pk = peeked or peek(db, ctx.cfg, request, ctx.now)  # a taken slot answers 409 before any work
-    slotted, last, guessed = pk.slotted, pk.last, pk.guessed
-    appt_id = new_id or new_uuid()
-    room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
-    resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "booked"), slotted)
-    _with_room(resource, _room_doc(room))
-    event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
-    link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now, room=_room_doc(room)),
-                          ctx.now, [event], last=last, guessed=guessed)
+    try:
+        slotted, last, guessed = pk.slotted, pk.last, pk.guessed
+        appt_id = new_id or new_uuid()
+        room = create_room(ctx.cfg.video, slotted.slot.start, slotted.slot.end)
+        resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "booked"), slotted)
+        _with_room(resource, _room_doc(room))
+        event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
+        link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now,
+                                                     room=_room_doc(room)),
+                              ctx.now, [event], last=last, guessed=guessed, turn=pk.turn)
+    finally:
+        pk.end()  # the turn ends with the claim (in _claim), or here when no claim was made
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
     _after_booking(db, ctx, resource, slotted)
