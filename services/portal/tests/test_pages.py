@@ -386,6 +386,7 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     (billing's search by identifier); POSTed, no name in a URL; the EHR down still shows the queue
     with dashes; the invoice page names the patient, read at the same time as billing's desk answer."""
     from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
     from sen_portal.web.backend import BackendError
     from sen_portal.web.cashier import reference_code
 
@@ -432,6 +433,7 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
         return bundle(invoices)
 
     monkeypatch.setattr(cashier, "fhir_get", fhir_get)
+    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)  # the names: the portal's one patient module
     sign_in(client, "cashier")
     page = client.get("/invoices").get_data(as_text=True)
     assert "Nguyễn Văn A" in page and "Trần Thị Bích" in page and ref_a in page and ref_b in page

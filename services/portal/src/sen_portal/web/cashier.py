@@ -17,6 +17,7 @@ from . import backend, backend_message, bp, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .formatting import human_name
 from .forms import CashForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
+from .patients import FHIR_ID, patient_id, patient_names
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
@@ -26,30 +27,11 @@ def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
 
 
 QUEUE_SIZE = 50  # invoices awaiting payment a queue page (and a search) shows
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"HD[0-9A-Z]{9}")
 
 
 def _patient_id(inv: dict[str, Any]) -> str | None:
-    ref = str((inv.get("subject") or {}).get("reference") or "")
-    pid = ref.removeprefix("Patient/")
-    return pid if ref.startswith("Patient/") and _FHIR_ID.fullmatch(pid) else None
-
-
-def patient_names(pids: list[str]) -> dict[str, str]:
-    """Each patient's full name (with diacritics) from the EHR, in ONE search for them all
-    (``Patient?_id=a,b,c&_elements=name``: the cashier role reads and searches Patient; the shared
-    engine asks an indexed equality per id, not a ``$in``). Kept like the queue's answer. The EHR
-    failing gives no names (the rows show a dash), never an error page."""
-    wanted = sorted(set(pids))
-    if not wanted:
-        return {}
-    try:
-        bundle = fhir_get("ehr", "/fhir/Patient", {"_id": ",".join(wanted), "_elements": "name",
-                                                   "_count": str(len(wanted))}, cached=True)
-    except BackendError:
-        return {}
-    return {str(p.get("id")): human_name(p) for p in entries(bundle, "Patient")}
+    return patient_id(inv.get("subject"))
 
 
 def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -86,7 +68,7 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
             return queue_rows(found)
     patients = entries(fhir_get("ehr", "/fhir/Patient", {"name": q.strip(), "_elements": "name",
                                                          "_count": str(QUEUE_SIZE)}), "Patient")
-    names = {str(p.get("id")): human_name(p) for p in patients if _FHIR_ID.fullmatch(str(p.get("id")))}
+    names = {str(p.get("id")): human_name(p) for p in patients if FHIR_ID.fullmatch(str(p.get("id")))}
     if not names:
         return []
     subjects = ",".join(f"Patient/{pid}" for pid in sorted(names))
@@ -168,7 +150,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     # the patient's name at the same time as the desk answer: the queue's link names the patient's
     # opaque id (``?p=``, no name); the Invoice's subject decides whose name shows
     hint = request.args.get("p", "")
-    hint = hint if _FHIR_ID.fullmatch(hint) else ""
+    hint = hint if FHIR_ID.fullmatch(hint) else ""
     name_job = _pool.submit(copy_current_request_context(patient_names), [hint]) if hint else None
     s = desk(iid)  # a BackendError (billing down, 403, 404) is the error page
     inv, qr = s.get("resource"), s.get("qr")
@@ -236,7 +218,7 @@ def invoice_cash(iid: str) -> Any:
 def _hint() -> dict[str, str]:
     """The patient's opaque id the page was opened with, carried to the page after a form."""
     hint = request.args.get("p", "")
-    return {"p": hint} if _FHIR_ID.fullmatch(hint) else {}
+    return {"p": hint} if FHIR_ID.fullmatch(hint) else {}
 
 
 @bp.route("/invoices/<iid>/refund", methods=["POST"])

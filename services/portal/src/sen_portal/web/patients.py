@@ -1,0 +1,122 @@
+"""Patients as the pages name them: full name (with diacritics), sex and age, read from the EHR.
+
+Every read goes with the signed-in user's token, so the EHR decides whom the user may see: a
+search (``Patient?_id=a,b,c``) leaves out the patients the user does not reach (a hub doctor
+reaches a clinic's patient only through a referral grant), it never fails the whole search for
+them. A page asks ONE search for all the patients it shows (the shared FHIR engine asks an
+indexed equality per id, not a ``$in``), kept ``SEN_PORTAL_CACHE_SECONDS`` for the user like the
+page's other answers. The EHR not answering gives no names (the rows show a dash), never an error
+page: nothing else on those pages depends on the name.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from flask_babel import gettext, ngettext
+
+from .backend import BackendError, entries, fhir_get
+from .formatting import TZ, human_name
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def patient_id(ref: Mapping[str, Any] | str | None) -> str | None:
+    """The id of a ``Patient/<id>`` Reference (or its text), else None."""
+    text = str((ref.get("reference") or "") if isinstance(ref, Mapping) else (ref or ""))
+    pid = text.removeprefix("Patient/")
+    return pid if text.startswith("Patient/") and FHIR_ID.fullmatch(pid) else None
+
+
+def lookup(pids: Iterable[str], elements: str = "name") -> dict[str, dict[str, Any]] | None:
+    """The Patients among ``pids`` the user may read (by id; only ``elements``), in one EHR search;
+    None when the EHR did not answer (or refused the search itself), so a page can tell "not
+    readable" from "not known now"."""
+    wanted = sorted({p for p in pids if p and FHIR_ID.fullmatch(p)})
+    if not wanted:
+        return {}
+    try:
+        bundle = fhir_get("ehr", "/fhir/Patient", {"_id": ",".join(wanted), "_elements": elements,
+                                                   "_count": str(len(wanted))}, cached=True)
+    except BackendError:
+        return None
+    return {str(p.get("id")): p for p in entries(bundle, "Patient") if str(p.get("id")) in wanted}
+
+
+def patient_names(pids: Iterable[str]) -> dict[str, str]:
+    """Each readable patient's full name by id (one EHR search); the EHR failing gives none."""
+    return {pid: human_name(p) for pid, p in (lookup(pids) or {}).items()}
+
+
+def age(birth: Any, today: date | None = None) -> tuple[int, str] | None:
+    """Completed (years, "years") of a FHIR ``birthDate`` (``yyyy``, ``yyyy-mm`` or ``yyyy-mm-dd``) on
+    ``today`` in Asia/Ho_Chi_Minh; a baby under one: (months, "months"). A partial date counts from
+    the last day it may be (never older than the patient is). None: no date, or one in the future."""
+    text = str(birth or "")
+    today = today or datetime.now(TZ).date()
+    try:
+        if re.fullmatch(r"\d{4}", text):
+            born = date(int(text), 12, 31)
+        elif re.fullmatch(r"\d{4}-\d{2}", text):
+            y, m = int(text[:4]), int(text[5:7])
+            born = date(y, m, calendar.monthrange(y, m)[1])
+        else:
+            born = date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+    if born > today:
+        return None
+    months = (today.year - born.year) * 12 + today.month - born.month - (today.day < born.day)
+    return (months // 12, "years") if months >= 12 else (months, "months")
+
+
+def age_text(birth: Any, today: date | None = None) -> str:
+    """"56 tuổi" / "56 years", a baby "7 tháng" / "7 months"; "" without a usable date."""
+    found = age(birth, today)
+    if found is None:
+        return ""
+    n, unit = found
+    if unit == "years":
+        return ngettext("%(num)d year", "%(num)d years", n)
+    return ngettext("%(num)d month", "%(num)d months", n)
+
+
+def sex_text(gender: Any) -> str:
+    return {"female": gettext("Female"), "male": gettext("Male"), "other": gettext("Other"),
+            "unknown": gettext("Unknown")}.get(str(gender or ""), "")
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a page shows of one patient: ``name`` only when the EHR let the user read them
+    (``readable``); ``known``: the EHR answered (False: it did not, so nothing is known now)."""
+
+    pid: str | None
+    name: str = "—"
+    sex: str = ""
+    age: str = ""
+    readable: bool = False
+    known: bool = True
+
+
+def shown(pid: str | None, found: dict[str, dict[str, Any]] | None) -> Shown:
+    """``pid`` as the page shows it, from :func:`lookup`'s answer."""
+    if not pid:
+        return Shown(None)
+    if found is None:
+        return Shown(pid, known=False)
+    p = found.get(pid)
+    if p is None:
+        return Shown(pid)
+    return Shown(pid, human_name(p), sex_text(p.get("gender")), age_text(p.get("birthDate")), True)
+
+
+def one(pid: str | None) -> Shown:
+    """One patient's name, sex and age (the consult pages), read like the lists' (a search: a
+    patient the user may not read is simply not found, never an error)."""
+    return shown(pid, lookup([pid] if pid else [], "name,gender,birthDate"))
