@@ -12,9 +12,10 @@ from typing import Any
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend, backend_message, bp, icd10, login_required, select_locale
+from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .forms import AnswerForm, ConsultForm, PatientForm, PatientSearchForm, ReasonForm
+from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
 SYS_BHYT = "https://fhir.sen.vn/sid/bhyt"
@@ -329,22 +330,73 @@ def consults() -> Any:
               "_count": "50"}
     if g.user.facility:
         params["facility"] = g.user.facility
-    problem, tasks = None, []
+    problem, rows = None, []
     try:
         tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True), "Task")
+        rows = consult_rows(tasks)
     except BackendError as err:
         problem = backend_message(err)
-    return render_template("consults.html", tasks=tasks, problem=problem, title=gettext("Consults"))
+    return render_template("consults.html", rows=rows, problem=problem, title=gettext("Consults"))
 
 
-def consult_bundle(tid: str) -> dict[str, Any]:
+def _request_id(task: dict[str, Any]) -> str | None:
+    """The id of the ServiceRequest a consult's Task carries out (its ``focus``, else ``basedOn``)."""
+    for ref in [task.get("focus"), *(task.get("basedOn") or [])]:
+        text = str((ref or {}).get("reference") or "")
+        rid = text.removeprefix("ServiceRequest/")
+        if text.startswith("ServiceRequest/") and FHIR_ID.fullmatch(rid):
+            return rid
+    return None
+
+
+def _reasons(rids: list[str]) -> dict[str, dict[str, Any]]:
+    """The consults' ServiceRequests (reason and requester only) by id, in ONE teleconsult search
+    (``ServiceRequest?_id=a,b,c``, kept a few seconds for the user); its failing leaves the reasons
+    out (a dash), never the list."""
+    wanted = sorted(set(rids))
+    if not wanted:
+        return {}
+    try:
+        bundle = fhir_get("teleconsult", "/fhir/ServiceRequest", {
+            "_id": ",".join(wanted), "_elements": "reasonCode,requester", "_count": str(len(wanted))}, cached=True)
+    except BackendError:
+        return {}
+    return {str(sr.get("id")): sr for sr in entries(bundle, "ServiceRequest")}
+
+
+def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """A list's rows of consults: each Task with its patient (name only where the EHR lets this user
+    read them: :mod:`patients`), its reason and the requesting clinic. The patients (one EHR search)
+    and the reasons (one teleconsult search) are asked for at once; the Task's own ``reasonCode``
+    is used when it has one. ``extra``: more per Task id (the worklist's due flags)."""
+    pids = [patient_id(t.get("for")) for t in tasks]
+    rids = [_request_id(t) for t in tasks]
+    names_job = pool.submit(copy_current_request_context(patients.lookup), [p for p in pids if p])
+    asked = [r for t, r in zip(tasks, rids, strict=True) if r and not t.get("reasonCode")]
+    srs = _reasons(asked)
+    found = names_job.result()
+    rows = []
+    for task, pid, rid in zip(tasks, pids, rids, strict=True):
+        sr = srs.get(rid or "") or {}
+        reason = task.get("reasonCode") or next(iter(sr.get("reasonCode") or []), None)
+        rows.append({"task": task, "patient": patients.shown(pid, found), "reason": reason,
+                     "requester": task.get("requester") or sr.get("requester"),
+                     **(extra or {}).get(str(task.get("id")), {})})
+    return rows
+
+
+def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
     """The Task with its ServiceRequest (one search, ``_include``), then its Communications and
-    Appointment asked for at once: two round trips, each answer kept a few seconds for the user."""
+    Appointment (and ``with_patient``, the patient's name, sex and age from the EHR: ``patient``,
+    a :class:`patients.Shown`) asked for at once: two round trips, each answer kept a few seconds
+    for the user."""
     bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"}, cached=True)
     task = next(iter(entries(bundle, "Task")), None)
     if task is None:
         raise BackendError("refused", "teleconsult", 404)
     sr = next(iter(entries(bundle, "ServiceRequest")), None)
+    pid = patient_id(task.get("for")) or patient_id((sr or {}).get("subject"))
+    patient_job = pool.submit(copy_current_request_context(patients.one), pid) if with_patient else None
     comms: list[dict[str, Any]] = []
     appts: list[dict[str, Any]] = []
     if sr is not None:
@@ -354,7 +406,8 @@ def consult_bundle(tid: str) -> dict[str, Any]:
             ("Appointment", {"based-on": based_on, "_count": "5"}))]
         comms, appts = (j.result() for j in jobs)
     comms.sort(key=lambda c: c.get("sent", ""))
-    return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None}
+    return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None,
+            "patient": patient_job.result() if patient_job is not None else None, "pid": pid}
 
 
 pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="portal-consult")  # side requests of a page
@@ -371,7 +424,7 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
 @bp.route("/consults/<tid>")
 @login_required("clinic", "doctor")
 def consult_detail(tid: str) -> Any:
-    data = consult_bundle(tid)
+    data = consult_bundle(tid, with_patient=True)
     return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerForm(),
                            cancel_form=ReasonForm(), submitted=request.args.get("submitted"),
                            icd=icd10, title=gettext("Consult"))
@@ -406,7 +459,7 @@ def consult_cancel(tid: str) -> Any:
 
 
 def _detail_with(tid: str, **forms: Any) -> Any:
-    data = consult_bundle(tid)
+    data = consult_bundle(tid, with_patient=True)
     ctx = {"answer_form": AnswerForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
     return render_template("consult_detail.html", tid=tid, **data, **ctx, icd=icd10,
                            title=gettext("Consult")), 422

@@ -11,7 +11,7 @@ from flask_babel import gettext
 
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
-from .clinic import consult_bundle, pool
+from .clinic import consult_bundle, consult_rows, pool
 from .formatting import TZ
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
 
@@ -48,6 +48,8 @@ def worklist() -> Any:
         rows = worklist_rows(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True))
     except BackendError as err:
         problem = backend_message(err)
+    else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
+        rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
     template = "_worklist_table.html" if request.headers.get("HX-Request") == "true" else "worklist.html"
     return render_template(template, rows=rows, problem=problem, status=status, title=gettext("Worklist"))
 
@@ -74,7 +76,7 @@ def _hub_doctors(facility: str | None, me: str | None) -> list[tuple[str, str]]:
 def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     # the hub's doctors (for reassigning) are asked for while the consult is read: one wait
     doctors = pool.submit(copy_current_request_context(_hub_doctors), g.user.facility, g.user.practitioner)
-    data = consult_bundle(tid)
+    data = consult_bundle(tid, with_patient=True)
     start = date.today()
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),

@@ -1,0 +1,255 @@
+"""The portal's consult lists and consult pages say whose consult it is and from where, against a
+real EHR and teleconsult (gunicorn processes on loopback), the real FerretDB and RabbitMQ.
+
+The portal runs in this process (Flask's test client) with its demo users: the clinic of Trạm Y tế
+xã Mỹ Hiệp and a doctor of the hub, Bệnh viện Đa khoa Đồng Tháp. The clinic submits three consults
+through teleconsult; the EHR decides with each user's own token whose name a page may show. A hub
+doctor reads a clinic's patient only through a referral grant (the EHR records it from
+``teleconsult.referral.granted``; here the EHR's own handler records it, as its consumer would):
+Lê Văn Cường's is granted from the start, Trần Văn Bình's only after the doctor accepts his consult,
+Nguyễn Thị Lan's never. Covered: the clinic's list names every patient (ONE EHR Patient search for
+the page) with the reason; the worklist shows the requesting clinic, the reason and only the names
+the EHR lets the doctor read (a dash and why for the others, the page never an error); the consult
+pages show name, sex and age beside the chart link, or the link alone with the hint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client, wait_for, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+HUB, CLINIC = "bvdk-dong-thap", "tyt-my-hiep"  # the portal's demo doctor's hub and demo clinic
+LAN, BINH, CUONG = "p-lan", "p-binh", "p-cuong"
+BORN = {LAN: "1968-03-15", BINH: "1990-11-02", CUONG: "2026-01-10"}
+
+
+def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
+
+
+def _patient(pid: str, family: str, given: str, gender: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": BORN[pid],
+            "name": [{"family": family, "given": given.split()}],
+            "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+
+
+@pytest.fixture(scope="module")
+def ehr_db(run_id):
+    return f"sen_t{run_id}_pcp_ehr"
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
+    log = tmp_path_factory.mktemp("ehr") / "ehr.log"
+    with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, log) as url:
+        seed = [
+            {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
+            {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
+             "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
+            _patient(LAN, "Nguyễn", "Thị Lan", "female"),
+            _patient(BINH, "Trần", "Văn Bình", "male"),
+            _patient(CUONG, "Lê", "Văn Cường", "male"),
+        ]
+        admin = _headers(dev_key, "admin")
+        for res in seed:
+            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=admin)
+            assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(ehr_db)
+
+
+@pytest.fixture(scope="module")
+def tc(base_env, run_id, ehr, tmp_path_factory, mongo_client):
+    db = f"sen_t{run_id}_pcp_tc"
+    log = tmp_path_factory.mktemp("tc") / "tc.log"
+    with web_process("teleconsult", {**base_env, "SEN_DB": db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "10"},
+                     log) as url:
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, ehr, tc, mongo_client):
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_TELECONSULT_URL": tc, "SEN_BILLING_URL": tc,
+           "SEN_HTTP_TIMEOUT": "10"}
+    with app_client("portal", env, f"sen_t{run_id}_pcp_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def _signed_in(app: Any, user: str) -> Any:
+    client = app.test_client()
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    return client
+
+
+def _grant(mongo_client: Any, ehr_db: str, patient: str, grantee: str, sr: str) -> None:
+    """What the EHR's consumer of ``teleconsult.referral.granted`` records (its own handler)."""
+    from sen_ehr.domain.grants import handle_referral_granted
+
+    event = {"id": str(uuid.uuid4()), "data": {"serviceRequest": sr, "patient": f"Patient/{patient}",
+                                               "grantee": grantee, "requester": f"Organization/{CLINIC}",
+                                               "expires": "2099-12-31T00:00:00+07:00"}}
+    assert handle_referral_granted(event, mongo_client[ehr_db])
+
+
+@pytest.fixture(scope="module")
+def consults(tc, dev_key, mongo_client, ehr_db) -> dict[str, tuple[str, str]]:
+    """Three consults of the demo clinic: patient id -> (ServiceRequest id, Task id)."""
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+    reasons = {LAN: ("I21.9", "Nhồi máu cơ tim cấp"), BINH: ("I10", "Tăng huyết áp vô căn (nguyên phát)"),
+               CUONG: ("I20.0", "Đau thắt ngực không ổn định")}
+    out = {}
+    for pid, (code, text) in reasons.items():
+        sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+              "subject": {"reference": f"Patient/{pid}"}, "requester": {"reference": f"Organization/{CLINIC}"},
+              "reasonCode": [{"coding": [{"system": ICD10, "code": code, "display": text}], "text": text}],
+              "note": [{"text": "Xin ý kiến tuyến trên."}], "performer": [{"reference": f"Organization/{HUB}"}]}
+        r = httpx.post(f"{tc}/fhir/ServiceRequest/$submit", content=json.dumps(sr), headers=clinic, timeout=30)
+        assert r.status_code == 201, r.text
+        ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+        out[pid] = (ids["ServiceRequest"], ids["Task"])
+    _grant(mongo_client, ehr_db, CUONG, f"Organization/{HUB}", f"ServiceRequest/{out[CUONG][0]}")
+    return out
+
+
+@pytest.fixture()
+def http_calls(monkeypatch):
+    """Every request the portal sends to a back-end in this test: (method, URL)."""
+    from sen_shared import http
+
+    calls: list[tuple[str, str]] = []
+    real = http.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, url))
+        return real(method, url, *args, **kwargs)
+
+    monkeypatch.setattr(http, "request", request)
+    return calls
+
+
+def _patient_searches(calls: list[tuple[str, str]], ehr: str) -> int:
+    return sum(1 for m, u in calls if m == "GET" and u.split("?")[0] == f"{ehr}/fhir/Patient")
+
+
+def _rows(page: str) -> list[str]:
+    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", tr)).strip() for tr in body.split("</tr>")[:-1]]
+
+
+def _age(pid: str) -> int:
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    born = datetime.fromisoformat(BORN[pid]).date()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def test_the_clinics_list_names_each_patient_with_the_reason_in_one_ehr_search(portal, consults, ehr, http_calls):
+    clinic = _signed_in(portal, "clinic")
+    http_calls.clear()
+    r = clinic.get("/consults")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert '<th scope="col">Người bệnh</th>' in page and '<th scope="col">Lý do</th>' in page
+    rows = _rows(page)
+    assert len(rows) == 3
+    for name, reason in (("Nguyễn Thị Lan", "Nhồi máu cơ tim cấp"), ("Trần Văn Bình", "Tăng huyết áp vô căn"),
+                         ("Lê Văn Cường", "Đau thắt ngực không ổn định")):
+        assert sum(name in row and reason in row for row in rows) == 1, (name, rows)
+    assert _patient_searches(http_calls, ehr) == 1  # one EHR search for the whole page
+    for _sr, tid in consults.values():
+        assert f'href="/consults/{tid}"' in page
+
+
+def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets_the_doctor_read_it(
+        portal, consults, ehr, tc, http_calls, mongo_client, ehr_db):
+    doctor = _signed_in(portal, "doctor")
+    http_calls.clear()
+    r = doctor.get("/worklist")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    for head in ("Người bệnh", "Cơ sở gửi", "Lý do"):
+        assert f'<th scope="col">{head}</th>' in page
+    rows = _rows(page)
+    assert len(rows) == 3 and all("Trạm Y tế xã Mỹ Hiệp" in row for row in rows), rows
+    assert sum("Lê Văn Cường" in row and "Đau thắt ngực không ổn định" in row for row in rows) == 1
+    # not granted: never named (nor their given name alone), the reason and the clinic still shown
+    assert "Thị Lan" not in page and "Bình" not in page and "Nguyễn Thị" not in page and "Trần Văn" not in page
+    assert sum("Nhồi máu cơ tim cấp" in row and "hồ sơ chưa được chia sẻ với bạn" in row for row in rows) == 1
+    assert sum("Tăng huyết áp vô căn" in row and "hồ sơ chưa được chia sẻ với bạn" in row for row in rows) == 1
+    assert _patient_searches(http_calls, ehr) == 1  # one EHR search a page
+
+    # the refresh (htmx) is the table alone, named the same way
+    part = doctor.get("/worklist", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert part.lstrip().startswith('<div id="worklist">') and "Lê Văn Cường" in part and "Bình" not in part
+
+    # the doctor accepts Bình's consult: teleconsult grants the doctor the record, and once the EHR
+    # holds the grant the worklist names him (Lan's stays unnamed)
+    sr_binh, tid_binh = consults[BINH]
+    token = _csrf(doctor.get(f"/tasks/{tid_binh}").get_data(as_text=True))
+    r = doctor.post(f"/tasks/{tid_binh}/accept", data={"csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    _grant(mongo_client, ehr_db, BINH, "Practitioner/bs-nguyen-van-an", f"ServiceRequest/{sr_binh}")
+
+    def named() -> bool:
+        return "Trần Văn Bình" in doctor.get("/worklist").get_data(as_text=True)
+
+    wait_for(named, timeout=20)  # the portal keeps a user's answers a few seconds
+    page = doctor.get("/worklist").get_data(as_text=True)
+    assert "Thị Lan" not in page and "Nguyễn Thị" not in page
+
+
+def test_the_consult_pages_show_name_sex_and_age_when_the_ehr_lets_the_user_read_the_patient(
+        portal, consults, ehr, http_calls):
+    clinic, doctor = _signed_in(portal, "clinic"), _signed_in(portal, "doctor")
+    _sr, tid_lan = consults[LAN]
+    page = clinic.get(f"/consults/{tid_lan}").get_data(as_text=True)
+    shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
+    assert "Nguyễn Thị Lan" in shown and "Nữ" in shown and f"{_age(LAN)} tuổi" in shown
+    assert f'href="/patients/{LAN}"' in shown
+
+    _sr, tid_cuong = consults[CUONG]  # granted to the hub: the doctor reads him; a baby, in months
+    http_calls.clear()
+    page = doctor.get(f"/tasks/{tid_cuong}").get_data(as_text=True)
+    shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
+    assert "Lê Văn Cường" in shown and "Nam" in shown and re.search(r"\d+ tháng", shown)
+    assert _patient_searches(http_calls, ehr) == 1
+
+    r = doctor.get(f"/tasks/{tid_lan}")  # never granted to the doctor: the link alone, with the hint
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
+    assert "hồ sơ chưa được chia sẻ với bạn" in shown and f'href="/patients/{LAN}"' in shown
+    assert "Thị Lan" not in page and "Nguyễn Thị" not in page and "Nữ" not in shown
+
+    # in English
+    token = _csrf(clinic.get("/consults").get_data(as_text=True))
+    clinic.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
+    page = clinic.get(f"/consults/{tid_lan}").get_data(as_text=True)
+    shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
+    assert "Nguyễn Thị Lan" in shown and "Female" in shown and f"{_age(LAN)} years" in shown
+    assert "Open the chart" in shown
