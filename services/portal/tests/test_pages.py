@@ -485,3 +485,68 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     assert shown.status_code == 200 and re.search(r'data-testid="invoice-patient">—<', shown.get_data(as_text=True))
     r = client.post("/invoices/search", data={"q": "nguyen van a", "csrf_token": token})
     assert r.status_code == 200 and 'role="alert"' in r.get_data(as_text=True)
+
+
+def test_a_patients_age_is_completed_years_in_vietnam_and_months_under_one():
+    from datetime import date
+
+    from sen_portal.web.patients import age, patient_id
+
+    on = date(2026, 12, 5)
+    assert age("1970-05-20", on) == (56, "years") and age("1970-12-05", on) == (56, "years")
+    assert age("1970-12-06", on) == (55, "years")  # the birthday is tomorrow
+    assert age("1970", on) == (55, "years") and age("1970-12", on) == (55, "years")  # never older than they are
+    assert age("2026-02-10", on) == (9, "months") and age("2027-01-01", on) is None and age("", on) is None
+    assert age("nonsense", on) is None and age("2020-13", on) is None
+    assert patient_id({"reference": "Patient/p-1"}) == "p-1" and patient_id("Patient/../x") is None
+    assert patient_id({"reference": "Group/g"}) is None and patient_id(None) is None
+
+
+def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(client, monkeypatch):
+    """The worklist shows each consult's requesting clinic and reason; a patient's name only when the
+    EHR's search returned that Patient (it leaves out whom the doctor may not read); the EHR
+    refusing or not answering the search is a dash with why, never an error page; one EHR search."""
+    from sen_portal.web import clinic, directory, doctor
+    from sen_portal.web import patients as patient_module
+    from sen_portal.web.backend import BackendError
+
+    tasks = [{"resourceType": "Task", "id": f"t{i}", "status": "requested", "priority": "urgent",
+              "authoredOn": "2026-12-04T09:00:00+07:00", "for": {"reference": f"Patient/p{i}"},
+              "focus": {"reference": f"ServiceRequest/sr{i}"}, "requester": {"reference": "Organization/tyt-my-hiep"}}
+             for i in (1, 2)]
+    srs = [{"resourceType": "ServiceRequest", "id": "sr1", "reasonCode": [{"text": "Nhồi máu cơ tim cấp"}]},
+           {"resourceType": "ServiceRequest", "id": "sr2", "reasonCode": [{"text": "Tăng huyết áp"}]}]
+    ehr: dict[str, object] = {"answer": "p1"}
+    asked: list[tuple[str, str, dict]] = []
+
+    def bundle(resources):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    def fhir_get(service, path, params=None, **_kw):
+        asked.append((service, path, dict(params or {})))
+        if (service, path) == ("teleconsult", "/fhir/Task/$worklist"):
+            return bundle(tasks)
+        if (service, path) == ("teleconsult", "/fhir/ServiceRequest"):
+            assert params["_id"] == "sr1,sr2"
+            return bundle(srs)
+        assert (service, path) == ("ehr", "/fhir/Patient") and params["_id"] == "p1,p2"
+        if isinstance(ehr["answer"], BackendError):
+            raise ehr["answer"]
+        return bundle([{"resourceType": "Patient", "id": "p1", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}])
+
+    for module in (doctor, clinic, patient_module):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    sign_in(client, "doctor")
+    r = client.get("/worklist")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Lê Văn Cường" in page and "Trạm Y tế xã Mỹ Hiệp" in page
+    assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
+    assert page.count("hồ sơ chưa được chia sẻ với bạn") == 1  # p2: left out by the EHR
+    assert [a[0] for a in asked].count("ehr") == 1
+    for err in (BackendError("refused", "ehr", 403), BackendError("down", "ehr")):
+        ehr["answer"] = err
+        r = client.get("/worklist", headers={"HX-Request": "true"})
+        part = r.get_data(as_text=True)
+        assert r.status_code == 200 and "Lê Văn Cường" not in part and 'role="alert"' not in part
+        assert part.count("hệ thống hồ sơ sức khỏe không trả lời") == 2 and "Tăng huyết áp" in part
