@@ -88,7 +88,7 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any],
     cancel won the chain (the settlement is then void and the payments go back).
 
     ``issued_link``: the number of the chain's ``issued`` link, as the invoice's reference
-    record gives it (the payment read that record to find the invoice). Only ``balanced`` or
+    record gives it (``invoice_port.issued_link``: one point read). Only ``balanced`` or
     ``cancelled`` ever follows ``issued``, both as the next link, so the claim is made from it
     without reading the chain first; a lost claim's holder says what won."""
     known = {"state": "issued", CHAIN_SEQ: issued_link} if issued_link else None
@@ -117,7 +117,10 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any],
 
 def _settle_claimed(db: Database, invoice: invoice_port.InvoiceView, record: dict[str, Any], *, fresh: bool,
                     counted: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    if _balanced_link(db, invoice.id, record, invoice.issued_link if fresh else None) is None:
+    # the winner claims the link after the issued one, whose number the reference record gives
+    # (one point read, settling payments only); a repair reads the chain
+    known = invoice_port.issued_link(db, invoice) if fresh else None
+    if _balanced_link(db, invoice.id, record, known) is None:
         return None
     return _settle(db, invoice, record, fresh=fresh, counted=counted)
 

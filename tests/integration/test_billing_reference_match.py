@@ -1,0 +1,136 @@
+"""Matching a transfer note to its invoice on the real FerretDB (``invoice_port.find_by_note``).
+
+- An issued invoice is found by ONE query (the Invoice by its reference identifier), not the
+  reference record and then the Invoice; the settling payment still claims the ``balanced`` link
+  right after the issued one, whose number the reference record gives (no chain read).
+- Only the invoice whose id the code derives from matches: an Invoice carrying another
+  invoice's code in its identifier is not that invoice.
+- A code whose invoice was never issued (a draft, a cancelled draft) matches nothing, as when the
+  reference record alone decided.
+- The index step makes the reference collection, so the local FerretDB's tune indexes its ``_id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pymongo import MongoClient, monitoring
+from sen_billing.domain import invoice_port, invoices, payments, receipts, vietqr
+from sen_billing.domain.webhooks import Transfer
+from sen_shared.fhir.store import Store
+
+from tests.billing_support import make_invoice, scratch_db
+
+pytestmark = pytest.mark.integration
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event) -> None:
+        self.names.append(f"{event.command_name} {event.command.get(event.command_name)}")
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+@pytest.fixture()
+def watched(mongo_url):
+    """A billing scratch database on a client of its own whose commands are recorded."""
+    commands = _Commands()
+    client = MongoClient(mongo_url, tz_aware=True, uuidRepresentation="standard", event_listeners=[commands])
+    try:
+        with scratch_db(client, "m") as database:
+            yield database, commands
+    finally:
+        client.close()
+
+
+def pay(db, code: str, amount: int) -> payments.Recorded:
+    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
+                        description=f"chuyen tien {code.lower()} kham benh")
+    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex, seen=False)
+
+
+def test_the_index_step_makes_the_reference_collection(watched) -> None:
+    db, _ = watched
+    assert invoice_port.REFERENCES in db.list_collection_names()
+
+
+def test_an_issued_invoice_is_found_by_one_query(watched) -> None:
+    db, commands = watched
+    iid, code = make_invoice(db, 50_000)
+    commands.names.clear()
+    found = invoice_port.find_by_note(db, f"TT {code[:5]} {code[5:].lower()}")
+    assert found is not None and found.id == iid and found.status == "issued" and found.owed == 50_000
+    assert commands.names == ["find Invoice"]
+    assert found.issued_link is None  # read when a payment settles it, not for every payment
+
+
+def test_the_settling_payment_claims_the_link_after_the_issued_one_without_reading_the_chain(
+        watched, monkeypatch) -> None:
+    db, commands = watched
+    iid, code = make_invoice(db, 30_000)
+    issued = invoice_port.lifecycle(db, iid)
+
+    def no_chain_read(*_args, **_kwargs):
+        raise AssertionError("the settlement read the lifecycle chain")
+
+    monkeypatch.setattr(receipts, "latest", no_chain_read)
+    assert pay(db, code, 10_000).payment["outcome"] == "applied"
+    commands.names.clear()
+    pay(db, code, 20_000)
+    assert "find invoice_references" in commands.names  # the issued link's number, settling only
+    link = invoice_port.lifecycle(db, iid)
+    assert link["state"] == "balanced" and link["n"] == issued["n"] + 1
+    assert db["receipts"].find_one({"_id": iid}) is not None
+    assert Store(db, service="billing").read_doc("Invoice", iid)["res"]["status"] == "balanced"
+
+
+def test_a_partial_payment_does_not_read_the_reference_record(watched) -> None:
+    db, commands = watched
+    _, code = make_invoice(db, 30_000)
+    commands.names.clear()
+    assert pay(db, code, 10_000).payment["outcome"] == "applied"
+    assert commands.names == ["find Invoice", "insert payments", "find payments"]
+
+
+def test_an_invoice_carrying_another_invoices_code_is_not_that_invoice(watched) -> None:
+    db, _ = watched
+    real, code = make_invoice(db, 40_000)
+    forged = {"resourceType": "Invoice", "status": "issued", "issuer": {"reference": "Organization/org-x"},
+              "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
+              "totalNet": {"value": 1, "currency": "VND"}}
+    Store(db, service="billing", emit_events=False).create(forged, "inv-forged")
+    found = invoice_port.find_by_note(db, code)
+    assert found is not None and found.id == real and found.owed == 40_000
+    # the forged one alone (its own code is another): nothing
+    other = vietqr.reference_code("inv-nothing-" + uuid.uuid4().hex[:6])
+    forged2 = {**forged, "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": other}]}
+    Store(db, service="billing", emit_events=False).create(forged2, "inv-forged-2")
+    assert invoice_port.find_by_note(db, other) is None
+
+
+@pytest.mark.parametrize("status", ["draft", "cancelled"])
+def test_a_code_never_issued_matches_nothing(watched, status: str) -> None:
+    db, _ = watched
+    iid, code = make_invoice(db, 25_000, status="draft")
+    if status == "cancelled":
+        invoices.cancel(db, iid, "nhập nhầm")
+    assert invoice_port.find_by_note(db, code) is None
+    recorded = pay(db, code, 25_000)
+    assert recorded.payment["outcome"] == "unmatched" and not recorded.payment.get("late_invoice")
+    assert db["unmatched_waiting"].find_one({"_id": recorded.payment["_id"]}) is not None
+
+
+def test_a_cancelled_issued_invoice_still_takes_late_payments(watched) -> None:
+    db, _ = watched
+    iid, code = make_invoice(db, 25_000, status="cancelled")
+    recorded = pay(db, code, 25_000)
+    assert recorded.payment["outcome"] == "late-cancelled" and recorded.payment["late_invoice"] == iid
+    assert db["refund_tasks"].find_one({"_id": recorded.payment["_id"]})["reason"] == "invoice-cancelled"
