@@ -243,3 +243,39 @@ def test_turns_are_per_slot_and_left_behind_by_none(setup):
     again.end()
     again.end()  # ending twice is harmless
     assert sch.turns_in_flight() == 0
+
+
+def test_a_booking_this_process_learned_just_now_answers_409_without_a_read(setup):
+    """A booked slot the process learned itself (its own claim) answers 409 with no read for
+    LinkView.REFRESH_SECONDS; after that the others' new links are read before a 409, so a cancel
+    made elsewhere shows."""
+    db, listener = setup
+    slotted = _slot(db, "08:30")
+    cfg = sch.SchedulingConfig()
+    booked = sch.book(db, sch.Ctx(cfg, by="u"), request=_request(slotted, "Patient/a"))
+    view = sch._views[db.name]
+    view.read_at = 0.0  # the others' links were last read long ago
+    listener.clear()
+    with pytest.raises(FhirError) as lost:
+        sch.peek(db, cfg, _request(slotted, "Patient/b"), sch.utcnow())
+    assert lost.value.status == 409
+    assert listener.seen == []  # its own claim, just now: no read at all
+    # learned longer ago than REFRESH_SECONDS: the links claimed since are read first
+    view.learned[slotted.slot.id] = 0.0
+    view.read_at = 0.0
+    listener.clear()
+    with pytest.raises(FhirError):
+        sch.peek(db, cfg, _request(slotted, "Patient/b"), sch.utcnow())
+    finds = [f for n, f in listener.seen if n == "find"]
+    assert finds and all("tb" in f for f in finds), listener.seen
+    # cancelled by another process (straight into the chain): read before answering, so it books
+    first = db[sch.SLOT_LINKS].find_one({"k": slotted.slot.id})
+    assert first["ap"] == booked["id"]
+    advance(db[sch.SLOT_LINKS], slotted.slot.id, first, {"st": "free", "ap": booked["id"], "sc": SCHEDULE,
+                                                         "tb": sch.time_bucket(sch.utcnow())})
+    view.learned[slotted.slot.id] = 0.0
+    view.read_at = 0.0
+    again = sch.book(db, sch.Ctx(cfg, by="u"), request=_request(slotted, "Patient/c"))
+    assert [(x["n"], x["st"], x["ap"]) for x in db[sch.SLOT_LINKS].find({"k": slotted.slot.id}, sort=[("n", 1)])] \
+        == [(1, "booked", booked["id"]), (2, "free", booked["id"]), (3, "booked", again["id"])]
+    assert sch.turns_in_flight() == 0

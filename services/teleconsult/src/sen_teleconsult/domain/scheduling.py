@@ -182,13 +182,18 @@ def time_bucket(t: datetime) -> int:
 
 
 class LinkView:
-    """A process's view of the newest link of every claimed slot, for ``$find`` and Slot searches.
+    """A process's view of the newest link of every claimed slot, for ``$find``, Slot searches and
+    a direct ``$book``'s first look (:func:`peek`).
 
     FerretDB decodes every document a query returns (~0.25 ms each here): reading a month's
     links on every ``$find`` cost 430 ms once 1,700 slots were claimed. So a month is read once,
     and each use reads only the links claimed since: the buckets from the last read's (minus one,
     for claims stamped before and inserted after it, and for clock skew between processes) to now,
-    one equality query each. Holds and bookings never use this view: they read the chain itself.
+    one equality query each. Claims never trust this view for a free slot: their insert decides.
+
+    A link this process learned itself (its own claim, or the claim an insert of its lost to) is
+    known as of that moment (``learned``): a booked slot is answered from it for
+    ``REFRESH_SECONDS`` without reading the others' links again (:func:`seen_busy`).
     """
 
     MAX_GAP = 300  # buckets (5 minutes) without a read: start over rather than read them all
@@ -198,22 +203,39 @@ class LinkView:
         self.lock = threading.Lock()
         self.months: set[str] = set()
         self.links: dict[str, dict[str, Any]] = {}
+        self.learned: dict[str, float] = {}  # slot -> when this process learned its newest link itself
         self.last: int | None = None
         self.read_at = 0.0
 
-    def merge(self, link: dict[str, Any]) -> None:
-        """Take in a link (one this process just claimed: it shows without a read)."""
+    def merge(self, link: dict[str, Any], learned: float | None = None) -> None:
+        """Take in a link (``learned``: when this process learned it itself, e.g. its own claim:
+        it shows without a read)."""
         have = self.links.get(link["k"])
         if have is None or have["n"] < link["n"]:
             self.links[link["k"]] = {k: link[k] for k in LINK_FIELDS if k in link}
+            self.learned.pop(link["k"], None)
+        elif have["n"] > link["n"]:
+            return
+        if learned is not None:
+            self.learned[link["k"]] = learned
 
-    def get(self, db: Database, months: Iterable[str], now: datetime) -> dict[str, dict[str, Any]]:
+    def known_recently(self, slot: str) -> bool:
+        """Whether the view's link of ``slot`` is known as of at most ``REFRESH_SECONDS`` ago."""
+        since = max(self.read_at, self.learned.get(slot, 0.0))
+        return time.monotonic() - since < self.REFRESH_SECONDS
+
+    def get(self, db: Database, months: Iterable[str], now: datetime,
+            refresh: bool = True) -> dict[str, dict[str, Any]]:
+        """The links, with ``months`` read in; the links claimed since the last read are read too
+        when ``refresh`` and that read is ``REFRESH_SECONDS`` old."""
         wanted = [mo for mo in months if mo not in self.months]
         with self.lock:
             bucket = time_bucket(now)
             if self.last is not None and bucket - self.last > self.MAX_GAP:
-                self.months, self.links, self.last = set(), {}, None
-            if self.last is not None and (wanted or time.monotonic() - self.read_at >= self.REFRESH_SECONDS):
+                self.months, self.links, self.learned, self.last = set(), {}, {}, None
+                wanted = list(months)
+            stale = refresh and time.monotonic() - self.read_at >= self.REFRESH_SECONDS
+            if self.last is not None and (wanted or stale):
                 self.read_at = time.monotonic()
                 for b in range(self.last - 1, bucket + 1):
                     for link in db[SLOT_LINKS].find({"tb": b}, LINK_FIELDS):
@@ -238,12 +260,32 @@ def latest_links(db: Database, months: Iterable[str], now: datetime | None = Non
     return view.get(db, months, now or utcnow())
 
 
+def seen_busy(db: Database, slot: str, month: str, now: datetime) -> dict[str, Any] | None:
+    """The newest link of ``slot`` when this process's view shows the slot booked (or used) as of
+    at most ``LinkView.REFRESH_SECONDS`` ago; None when it shows it free or held.
+
+    The others' new links are read (at most every ``REFRESH_SECONDS``) only to confirm a booked
+    slot the view has not heard of within that time: a slot it shows free needs no read, the
+    claim's insert decides, and under contention the winner's link is one this process learned
+    itself moments ago (its own claim, or the claim an insert of its lost to)."""
+    view = _views.setdefault(db.name, LinkView())
+    seen = view.get(db, [month], now, refresh=False).get(slot)
+    if seen is None or seen.get("st") not in BUSY:
+        return None
+    with view.lock:
+        if view.known_recently(slot):
+            return seen
+    seen = view.get(db, [month], now).get(slot)
+    return seen if seen is not None and seen.get("st") in BUSY else None
+
+
 def _claimed(db: Database, link: dict[str, Any]) -> dict[str, Any]:
-    """This process's own claim, shown in its view at once; returns ``link``."""
+    """A link this process just learned is the slot's newest (its own claim, or the claim an insert
+    of its lost to): shown in its view at once; returns ``link``."""
     view = _views.get(db.name)
     if view is not None:
         with view.lock:
-            view.merge(link)
+            view.merge(link, learned=time.monotonic())
     return link
 
 
@@ -430,20 +472,21 @@ def turns_in_flight() -> int:
 
 def take_turn(db: Database, slotted: Slotted, now: datetime, wait: float | None = None) -> Turn | None:
     """This request's turn to claim ``slotted``'s slot in this process, once no other request of
-    the process is claiming it (different slots never wait for each other). Answers 409 (no
-    database read) when the link view shows the slot booked or used, before taking a turn and
-    after each wait. None when a turn did not come within ``wait`` seconds
+    the process is claiming it (different slots never wait for each other). Answers 409 when the
+    link view shows the slot booked or used (:func:`seen_busy`: no database read when this process
+    learned that link within ``LinkView.REFRESH_SECONDS``), before taking a turn and after each
+    wait. None when a turn did not come within ``wait`` seconds
     (``TURN_WAIT_SECONDS``): the caller claims without one, as every request did before turns.
     The caller must :meth:`Turn.end` the turn it gets, whatever happens (``_claim`` does)."""
     key = (db.name, slotted.slot.id)
     month = av_mod.month_key(slotted.slot.start)
     deadline: float | None = None
     while True:
-        seen = latest_links(db, [month], now).get(slotted.slot.id)
-        if seen is not None and seen.get("st") in BUSY:
-            # booked (or used) as this process last saw the chain: answered without a read. Bookings
-            # end only by an explicit cancel or reschedule; one made by another process in the last
-            # LinkView.REFRESH_SECONDS may not show yet, and this answers 409 as if it came first
+        seen = seen_busy(db, slotted.slot.id, month, now)
+        if seen is not None:
+            # booked (or used) as this process saw the chain at most LinkView.REFRESH_SECONDS ago.
+            # Bookings end only by an explicit cancel or reschedule; a cancel by another process
+            # within that time may not show yet, and this answers 409 as if the booking came first
             raise taken(slotted.slot.id, seen)
         with _turns_lock:
             other = _turns.get(key)
@@ -659,7 +702,7 @@ class Peek:
 def peek(db: Database, cfg: SchedulingConfig, request: dict[str, Any], now: datetime) -> Peek:
     """The slot ``request`` names and its newest link, before any work on the request (its
     validation included): a taken slot answers 409 here, for the price of one read (none when
-    this process's link view says the slot is free, or shows it booked). A free slot is this
+    this process's link view says the slot is free, or shows it booked: :func:`seen_busy`). A free slot is this
     request's to claim once no other request of the process is claiming it (:func:`take_turn`;
     the caller ends the turn: :meth:`Peek.end`, done by :func:`book`)."""
     slotted = resolve_slot(db, cfg, request, now)
