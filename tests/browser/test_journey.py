@@ -86,8 +86,26 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     v.page.click("#consult-form button.primary")
     v.page.wait_for_url(re.compile(r"/consults/[^/?]+\?submitted=1$"))
     assert t["waiting"] in v.page.inner_text("[data-testid=task-status]")
+    shown = v.page.inner_text("[data-testid=consult-patient]")  # whose consult: name, sex, age by the chart link
+    years = _age("1970-05-20")
+    assert f"{family} {given}" in shown and {"vi": "Nam", "en": "Male"}[lang] in shown, shown
+    assert {"vi": f"{years} tuổi", "en": f"{years} years"}[lang] in shown, shown
     v.check("clinic-consult-status")
-    return v.page.url.split("?")[0]
+    task_url = v.page.url.split("?")[0]
+    v.go("/consults")  # the facility's list names each consult's patient, with the reason
+    row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='{task_url.replace(v.base, '')}']"))
+    assert f"{family} {given}" in row.inner_text() and "Tăng huyết áp" in row.inner_text(), row.inner_text()
+    v.check("clinic-consults")
+    return task_url
+
+
+def _age(born: str) -> int:
+    """Completed years on today's date in Asia/Ho_Chi_Minh."""
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    today, b = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date(), date.fromisoformat(born)
+    return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
 
 
 def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> None:
@@ -142,7 +160,7 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     assert doctor.page.locator("form[action$='/accept'] button").count() == 1  # back to triage
 
 
-def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
+def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") -> None:
     """Accept, book the video visit, start the consult (in-progress), then sign off the minutes."""
     t = TEXT[lang]
     tid = task_url.rstrip("/").split("/")[-1]
@@ -150,6 +168,10 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
     if lang == "en":
         v.english()
     assert v.page.locator(f"a[href='/tasks/{tid}']").count() == 1  # on the worklist
+    row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='/tasks/{tid}']")).inner_text()
+    assert "Trạm Y tế xã Mỹ Hiệp" in row and "Tăng huyết áp" in row, row  # from where, and why
+    # the hub was granted the record at submission (the EHR's consumer of teleconsult.referral.granted)
+    assert not name or name in row, row
     v.check("doctor-worklist")
     v.page.click(f"a[href='/tasks/{tid}']")
     v.page.wait_for_load_state("networkidle")
@@ -158,6 +180,7 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str) -> None:
     href = link.get_attribute("href")
     r = v.page.request.get(v.base + href)  # opened with the doctor's session
     assert r.status == 200 and r.headers["content-type"] == "image/png" and r.body() == PNG
+    assert not name or name in v.page.inner_text("[data-testid=consult-patient]")
     v.check("doctor-task-requested")
     chart = v.page.locator("a", has_text={"vi": "Mở hồ sơ bệnh án", "en": "Open the chart"}[lang])
     v.go(chart.get_attribute("href"))  # the patient's record lists the upload among its documents, openable there
@@ -308,7 +331,7 @@ def test_consult_journey(visitor_factory, stack, lang, width):
     before = int(dashboard_counts(visitor_factory(f"{tag}-before", width=width), lang)["consults-total"])
     task_url = clinic_requests_a_consult(clinic, lang, family, given)
     hub_asks_and_clinic_answers(visitor_factory(tag, width=width), visitor_factory(tag, width=width), lang, task_url)
-    doctor_accepts_books_completes(visitor_factory(tag, width=width), lang, task_url)
+    doctor_accepts_books_completes(visitor_factory(tag, width=width), lang, task_url, f"{family} {given}")
     clinic_reads_the_result(visitor_factory(tag, width=width), lang, task_url)
     if with_billing:
         cashier_is_paid_by_a_webhook(visitor_factory(tag, width=width), lang, stack, known, f"{family} {given}")
