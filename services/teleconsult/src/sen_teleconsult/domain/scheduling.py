@@ -441,23 +441,30 @@ class Turn:
     processes and within one (a request that waited too long claims anyway, as before).
     """
 
-    __slots__ = ("_done", "_key")
+    __slots__ = ("_ended", "_held", "_key")
 
     def __init__(self, key: tuple[str, str]) -> None:
         self._key = key
-        self._done = threading.Event()
+        self._ended = False
+        self._held = threading.Lock()  # held while the turn lasts (a lock: cheaper than an Event)
+        self._held.acquire()
 
     def end(self) -> None:
         """The claim is decided (won, lost, or not made at all): the next request may go. Idempotent."""
-        if self._done.is_set():
-            return
         with _turns_lock:
+            if self._ended:
+                return
+            self._ended = True
             if _turns.get(self._key) is self:
                 del _turns[self._key]  # an entry lives as long as its claim: nothing accumulates
-        self._done.set()
+        self._held.release()
 
     def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
+        """Wait until the turn ends (True), at most ``timeout`` seconds (False)."""
+        if not self._held.acquire(timeout=max(timeout, 0.0)):
+            return False
+        self._held.release()  # for the next waiter
+        return True
 
 
 _turns: dict[tuple[str, str], Turn] = {}  # (database, slot id) -> the turn in flight
