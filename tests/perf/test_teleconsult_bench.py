@@ -141,9 +141,10 @@ def _stats(lat: list[float], statuses: Counter, wall: float) -> dict:
             "p99": loadgen.percentile(lat, 99), "statuses": dict(statuses)}
 
 
-def _ehr_workers_cpu() -> float:
-    """CPU seconds used so far by the EHR's gunicorn workers (the submission's patient check), so
-    the table can tell them from the teleconsult's: both are "gunicorn workers" to ``cpu_seconds``."""
+def _workers_cpu() -> tuple[float, float]:
+    """CPU seconds used so far by this bench's gunicorn workers: the EHR's (the submission's patient
+    check) and the teleconsult's, so the table can tell them apart (both are "gunicorn workers" to
+    ``cpu_seconds``) and from other processes' gunicorn workers on a shared machine."""
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, bytes, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -154,30 +155,38 @@ def _ehr_workers_cpu() -> float:
             except OSError:
                 continue
             procs[int(entry.name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / tick)
-    masters = {pid for pid, (ppid, cmd, _) in procs.items()
-               if ppid == os.getpid() and b"gunicorn" in cmd and b"sen_ehr." in cmd}
-    return sum(cpu for ppid, _, cpu in procs.values() if ppid in masters)
+
+    def of(module: bytes) -> float:
+        masters = {pid for pid, (ppid, cmd, _) in procs.items()
+                   if ppid == os.getpid() and b"gunicorn" in cmd and module in cmd}
+        return sum(cpu for ppid, _, cpu in procs.values() if ppid in masters)
+
+    return of(b"sen_ehr."), of(b"sen_teleconsult.")
 
 
-def _measured(out: dict, cpu0: dict, ehr0: float) -> dict:
-    """``out`` with the CPU a request by process (the EHR's workers apart from the teleconsult's)."""
+def _measured(out: dict, cpu0: dict, ehr0: float, tc0: float | None = None) -> dict:
+    """``out`` with the CPU a request by process (the EHR's workers apart from the teleconsult's;
+    ``tc0``: the teleconsult workers' own CPU before, for ``tc_workers``, theirs alone a request)."""
     used = cpu_used(cpu0)
-    ehr = _ehr_workers_cpu() - ehr0
+    ehr_now, tc_now = _workers_cpu()
+    ehr = ehr_now - ehr0
     if ehr > 0:
         used["gunicorn workers"] -= ehr
         used["EHR workers"] = ehr
     # cpu_used leaves out a process that exited meanwhile; a kind still below zero is left out too
     out["cpu_lost"] = sorted(k for k, v in used.items() if v < 0)
     out["cpu"] = {k: v * 1000 / out["n"] for k, v in used.items() if v >= 0} if out["n"] else {}
+    if tc0 is not None and out["n"]:
+        out["tc_workers"] = (tc_now - tc0) * 1000 / out["n"]
     return out
 
 
 def _phase(host: str, port: int, items, clients: int, headers: dict[str, str]) -> dict:
-    cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
+    cpu0, (ehr0, tc0) = cpu_seconds(), _workers_cpu()
     t0 = time.monotonic()
     lat, statuses = loadgen.run(host, port, {k: v for k, v in headers.items() if k != "Content-Type"},
                                 iter(items), clients, t0 + MAX_SECONDS / 4)
-    return _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
+    return _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0, tc0)
 
 
 def _race(host: str, port: int, headers: dict[str, str], slots: list[str], rnd: int):
@@ -195,7 +204,7 @@ def _rounds_phase(host: str, port: int, headers: dict[str, str], slots: list[str
                   sessions) -> dict:
     """``rounds`` rounds on fresh slots (``SLOTS_PER_ROUND`` each), round ``rnd``'s clients made by
     ``sessions(host, port, headers, its slots, rnd)``; each round starts when the last ended."""
-    cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
+    cpu0, (ehr0, tc0) = cpu_seconds(), _workers_cpu()
     t0 = time.monotonic()
     lat: list[float] = []
     statuses: Counter = Counter()
@@ -210,7 +219,7 @@ def _rounds_phase(host: str, port: int, headers: dict[str, str], slots: list[str
         statuses.update(st)
         per_round.append(dict(st))
         round_p99.append(loadgen.percentile(got, 99))
-    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
+    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0, tc0)
     out["per_round"] = per_round
     out["won_per_round"] = [st.get(200, 0) for st in per_round]
     out["round_max_p50"] = loadgen.percentile(round_p99, 50)  # a round's slowest answer, the median round
@@ -259,7 +268,7 @@ def _ihe(host: str, port: int, headers: dict[str, str], slots: list[str], rnd: i
 
 
 def _ihe_phase(host: str, port: int, headers: dict[str, str], slots: list[str]) -> dict:
-    cpu0, ehr0 = cpu_seconds(), _ehr_workers_cpu()
+    cpu0, (ehr0, tc0) = cpu_seconds(), _workers_cpu()
     t0 = time.monotonic()
     lat: list[float] = []
     statuses: Counter = Counter()
@@ -278,7 +287,7 @@ def _ihe_phase(host: str, port: int, headers: dict[str, str], slots: list[str]) 
             if (kind, status) not in (("book", 200), ("book", 409), ("find", 200)):
                 unexpected[(kind, status)] += 1
         booked.append(sum(1 for kind, status in answered if kind == "book" and status == 200))
-    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0)
+    out = _measured(_stats(lat, statuses, time.monotonic() - t0), cpu0, ehr0, tc0)
     out["booked_per_round"] = booked
     out["unexpected"] = dict(unexpected)
     out["kinds"] = {k: {"n": len(v), "p50": loadgen.percentile(v, 50), "p99": loadgen.percentile(v, 99)}
@@ -437,8 +446,10 @@ def test_teleconsult_bench(services, dev_key):
         "submit with a key": {k: v for k, v in (keyed or {"statuses": {}})["statuses"].items() if k != 201},
         **{f"submit, {c} clients": {k: v for k, v in res["statuses"].items() if k != 201} for c, res in fewer.items()},
     }
-    footer = ["", "CPU a request (every process of the machine, other sessions' included):", ""]
+    footer = ["", "CPU a request (every process of the machine, other sessions' included; the teleconsult workers "
+              "alone: this bench's own, exactly):", ""]
     footer += [f"- {label}: {cpu_note(res)}"
+               + (f"; this bench's teleconsult workers alone {res['tc_workers']:.2f} ms" if "tc_workers" in res else "")
                + (f" ({', '.join(res['cpu_lost'])} not counted: a process exited)" if res.get("cpu_lost") else "")
                for label, res in
                [("$book burst (one each)", burst), ("IHE clients ($book and $find)", ihe), ("racing $book", race),
