@@ -537,6 +537,7 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
     for module in (doctor, clinic, patient_module):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
     monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    monkeypatch.setattr(clinic, "_reasons_kept", {})
     sign_in(client, "doctor")
     r = client.get("/worklist")
     page = r.get_data(as_text=True)
@@ -544,6 +545,9 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
     assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
     assert page.count("hồ sơ chưa được chia sẻ với bạn") == 1  # p2: left out by the EHR
     assert [a[0] for a in asked].count("ehr") == 1
+    asked.clear()  # the refresh: a consult's reason never changes, so teleconsult is asked its worklist alone
+    assert "Tăng huyết áp" in client.get("/worklist", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert [a[1] for a in asked] == ["/fhir/Task/$worklist", "/fhir/Patient"]
     for err in (BackendError("refused", "ehr", 403), BackendError("down", "ehr")):
         ehr["answer"] = err
         r = client.get("/worklist", headers={"HX-Request": "true"})

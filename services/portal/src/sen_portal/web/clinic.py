@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -349,19 +351,42 @@ def _request_id(task: dict[str, Any]) -> str | None:
     return None
 
 
+REASON_SECONDS = 600  # a consult's reason is kept this long per process
+REASONS_KEPT = 4096
+_reasons_kept: dict[str, tuple[float, dict[str, Any]]] = {}  # ServiceRequest id -> (until, reason and requester)
+_reasons_lock = threading.Lock()
+
+
 def _reasons(rids: list[str]) -> dict[str, dict[str, Any]]:
-    """The consults' ServiceRequests (reason and requester only) by id, in ONE teleconsult search
-    (``ServiceRequest?_id=a,b,c``, kept a few seconds for the user); its failing leaves the reasons
-    out (a dash), never the list."""
+    """The consults' ServiceRequests (reason and requester only) by id. Those not read recently come
+    from ONE teleconsult search (``ServiceRequest?_id=a,b,c``, with the user's token); its failing
+    leaves their reasons out (a dash), never the list.
+
+    A consult's reason and requester never change after its submission (teleconsult changes a
+    ServiceRequest only through the workflow's operations, which set its status), so what a search
+    answered is kept :data:`REASON_SECONDS` for every user of this process, like the directory's
+    names: a worklist refresh asks teleconsult nothing more than its ``$worklist``. It is shown only
+    beside a Task the user's own worklist answered, whose own ServiceRequest it is (the clinic and
+    the hub see a consult's Task and its ServiceRequest alike)."""
+    now = time.monotonic()
     wanted = sorted(set(rids))
-    if not wanted:
-        return {}
+    found = {rid: hit[1] for rid in wanted if (hit := _reasons_kept.get(rid)) is not None and hit[0] > now}
+    missing = [rid for rid in wanted if rid not in found]
+    if not missing:
+        return found
     try:
         bundle = fhir_get("teleconsult", "/fhir/ServiceRequest", {
-            "_id": ",".join(wanted), "_elements": "reasonCode,requester", "_count": str(len(wanted))}, cached=True)
+            "_id": ",".join(missing), "_elements": "reasonCode,requester", "_count": str(len(missing))}, cached=True)
     except BackendError:
-        return {}
-    return {str(sr.get("id")): sr for sr in entries(bundle, "ServiceRequest")}
+        return found
+    read = {str(sr.get("id")): {k: sr[k] for k in ("reasonCode", "requester") if k in sr}
+            for sr in entries(bundle, "ServiceRequest") if str(sr.get("id")) in missing}
+    with _reasons_lock:
+        if len(_reasons_kept) + len(read) > REASONS_KEPT:  # bounded: the oldest half goes
+            for old in list(_reasons_kept)[: REASONS_KEPT // 2]:
+                del _reasons_kept[old]
+        _reasons_kept.update({rid: (now + REASON_SECONDS, sr) for rid, sr in read.items()})
+    return {**found, **read}
 
 
 def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
