@@ -392,8 +392,8 @@ def _reasons(rids: list[str]) -> dict[str, dict[str, Any]]:
 def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """A list's rows of consults: each Task with its patient (name only where the EHR lets this user
     read them: :mod:`patients`), its reason and the requesting clinic. The patients (one EHR search)
-    and the reasons (one teleconsult search) are asked for at once; the Task's own ``reasonCode``
-    is used when it has one. ``extra``: more per Task id (the worklist's due flags)."""
+    and the reasons not kept yet (one teleconsult search, :func:`_reasons`) are asked for at once; the
+    Task's own ``reasonCode`` is used when it has one. ``extra``: more per Task id (the worklist's due flags)."""
     pids = [patient_id(t.get("for")) for t in tasks]
     rids = [_request_id(t) for t in tasks]
     names_job = pool.submit(copy_current_request_context(patients.lookup), [p for p in pids if p])
