@@ -8,6 +8,8 @@
 - A code whose invoice was never issued (a draft, a cancelled draft) matches nothing, as when the
   reference record alone decided.
 - The index step makes the reference collection, so the local FerretDB's tune indexes its ``_id``.
+- A payment reads the invoice's OTHER payments after its insert and counts its own as inserted
+  (FerretDB decodes one document less); the receipt lists them all, oldest first.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ pytestmark = pytest.mark.integration
 class _Commands(monitoring.CommandListener):
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.filters: list[dict] = []
 
     def started(self, event) -> None:
         self.names.append(f"{event.command_name} {event.command.get(event.command_name)}")
+        self.filters.append(dict(event.command.get("filter") or {}))
 
     def succeeded(self, event) -> None:
         pass
@@ -134,3 +138,20 @@ def test_a_cancelled_issued_invoice_still_takes_late_payments(watched) -> None:
     recorded = pay(db, code, 25_000)
     assert recorded.payment["outcome"] == "late-cancelled" and recorded.payment["late_invoice"] == iid
     assert db["refund_tasks"].find_one({"_id": recorded.payment["_id"]})["reason"] == "invoice-cancelled"
+
+
+def test_a_payment_reads_the_other_payments_and_counts_its_own(watched) -> None:
+    db, commands = watched
+    iid, code = make_invoice(db, 30_000)
+    first = pay(db, code, 10_000).payment["_id"]
+    second = pay(db, code, 10_000).payment["_id"]
+    commands.names.clear()
+    commands.filters.clear()
+    third = pay(db, code, 10_000).payment["_id"]  # settles: the sum counts its own amount
+    reads = [f for n, f in zip(commands.names, commands.filters, strict=True) if n == "find payments"]
+    assert reads == [{"invoice": iid, "_id": {"$ne": third}}]
+    receipt = db["receipts"].find_one({"_id": iid})
+    assert receipt["paid"] == 30_000 and [p["id"] for p in receipt["payments"]] == [first, second, third]
+    assert db["invoice_balanced"].find_one({"_id": iid})["payments"] == [first, second, third]
+    pr = Store(db, service="billing").read_doc("PaymentReconciliation", f"pr-{iid}")["res"]
+    assert [d["identifier"]["value"] for d in pr["detail"]] == [first, second, third]

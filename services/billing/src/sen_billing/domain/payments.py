@@ -248,7 +248,7 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
     # the invoice's payments, read AFTER this payment's insert. A cancel marks them before its link
     # and reads them after it, so a payment racing a cancel is seen by one of the two and gets its
     # refund task. A payment after the settlement finds paid >= owed and the settlement's record.
-    counted, marked = invoice_port.payments_and_mark(db, invoice_id)
+    counted, marked = invoice_port.payments_and_mark(db, invoice_id, mine=payment)
     if marked and invoice_port.lifecycle_state(db, invoice_id) == "cancelled":
         invoice_port.refund_task(db, dict(payment), invoice_id, "cancelled")
         return
