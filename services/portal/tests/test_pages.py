@@ -554,3 +554,139 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
         part = r.get_data(as_text=True)
         assert r.status_code == 200 and "Lê Văn Cường" not in part and 'role="alert"' not in part
         assert part.count("hệ thống hồ sơ sức khỏe không trả lời") == 2 and "Tăng huyết áp" in part
+
+
+def _consult_backends(monkeypatch, owner: str):
+    """One consult (Task owned by ``owner``, its ServiceRequest's reason I10 with the Vietnamese text
+    stored at submission) served to the clinic's and the doctor's consult pages and both lists."""
+    from sen_portal.web import clinic, directory, doctor
+    from sen_portal.web import patients as patient_module
+
+    task = {"resourceType": "Task", "id": "t1", "status": "accepted", "priority": "urgent",
+            "authoredOn": "2026-12-04T09:00:00+07:00", "for": {"reference": "Patient/p1"},
+            "basedOn": [{"reference": "ServiceRequest/sr1"}], "focus": {"reference": "ServiceRequest/sr1"},
+            "requester": {"reference": "Organization/tyt-my-hiep"}, "owner": {"reference": owner}}
+    sr = {"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
+          "priority": "urgent", "subject": {"reference": "Patient/p1"},
+          "requester": {"reference": "Organization/tyt-my-hiep"},
+          "reasonCode": [{"coding": [{"system": icd10.SYSTEM, "code": "I10",
+                                      "display": "Tăng huyết áp vô căn (nguyên phát)"}],
+                          "text": "Tăng huyết áp vô căn (nguyên phát)"}],
+          "note": [{"text": "Xin ý kiến tuyến trên."}]}
+
+    def bundle(resources):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    def fhir_get(service, path, params=None, **_kw):
+        if (service, path) == ("teleconsult", "/fhir/Task"):
+            return bundle([task, sr] if (params or {}).get("_id") == "t1" else [task])
+        if (service, path) == ("teleconsult", "/fhir/Task/$worklist"):
+            return bundle([task])
+        if (service, path) == ("teleconsult", "/fhir/ServiceRequest"):
+            return bundle([sr])
+        if (service, path) == ("ehr", "/fhir/Patient"):
+            return bundle([{"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-05-20",
+                            "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}])
+        return bundle([])  # the thread, the visit, the hub's doctors: none
+
+    for module in (doctor, clinic, patient_module):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    monkeypatch.setattr(clinic, "_reasons_kept", {})
+    monkeypatch.setattr(directory, "names", lambda rtype: {
+        "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
+        "Practitioner": {"bs-nguyen-van-an": "Nguyễn Văn An"}}[rtype])
+
+
+def _owner_row(page: str) -> tuple[str, str]:
+    m = re.search(r'<dt>([^<]*)</dt><dd data-testid="task-owner">([^<]*)</dd>', page)
+    assert m, "no owner row on the page"
+    return m.group(1), m.group(2)
+
+
+def test_the_consult_pages_name_the_hub_until_a_doctor_takes_the_consult(client, monkeypatch):
+    """The Task's owner is the hub (an Organization) until a doctor accepts it: the clinic's and the
+    doctor's consult pages say "Tuyến trên / Hub: <the hospital>" then, and "Bác sĩ chuyên khoa /
+    Specialist: <the doctor>" only when the owner is a Practitioner (the hospital was labelled Specialist)."""
+    _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
+    sign_in(client, "clinic")
+    page = client.get("/consults/t1").get_data(as_text=True)
+    assert _owner_row(page) == ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
+    assert "Bác sĩ chuyên khoa" not in page
+    token = csrf(client.get("/consults").get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
+    page = client.get("/consults/t1").get_data(as_text=True)
+    assert _owner_row(page) == ("Hub", "Bệnh viện Đa khoa Đồng Tháp") and "Specialist" not in page
+
+    _consult_backends(monkeypatch, "Practitioner/bs-nguyen-van-an")
+    page = client.get("/consults/t1").get_data(as_text=True)
+    assert _owner_row(page) == ("Specialist", "Nguyễn Văn An")
+    client.post("/logout", data={"csrf_token": csrf(page)})
+    sign_in(client, "doctor")  # the doctor's page labels the owner the same way
+    token = csrf(client.get("/worklist").get_data(as_text=True))
+    client.post("/language", data={"lang": "vi", "next": "/worklist", "csrf_token": token})
+    page = client.get("/tasks/t1").get_data(as_text=True)
+    assert _owner_row(page) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
+    _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
+    page = client.get("/tasks/t1").get_data(as_text=True)
+    assert _owner_row(page) == ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
+
+
+def test_a_consults_reason_is_shown_in_the_pages_language_from_its_icd10_code(client, monkeypatch):
+    """The reason stored at submission is the Vietnamese label; an English page shows the ICD-10
+    subset's English label for its code (lists and consult pages); a code the subset does not hold
+    shows the stored text."""
+    _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
+    vi, en = "Tăng huyết áp vô căn (nguyên phát)", "Essential (primary) hypertension"
+    for user, paths in (("clinic", ("/consults", "/consults/t1")), ("doctor", ("/worklist", "/tasks/t1"))):
+        sign_in(client, user)
+        token = csrf(client.get(paths[0]).get_data(as_text=True))
+        client.post("/language", data={"lang": "vi", "next": paths[0], "csrf_token": token})
+        for path in paths:
+            page = client.get(path).get_data(as_text=True)
+            assert vi in page and en not in page, (user, path)
+        client.post("/language", data={"lang": "en", "next": paths[0], "csrf_token": token})
+        for path in paths:
+            page = client.get(path).get_data(as_text=True)
+            assert en in page and vi not in page, (user, path)
+        client.post("/logout", data={"csrf_token": token})
+    with client.application.test_request_context():
+        unknown = {"coding": [{"system": icd10.SYSTEM, "code": "Z99.9", "display": "Bệnh khác"}], "text": "Bệnh khác"}
+        assert icd10.label(unknown, "en") == "Bệnh khác"  # not in the subset: the stored text
+        other = {"coding": [{"system": "http://snomed.info/sct", "code": "I10"}], "text": "Văn bản"}
+        assert icd10.label(other, "en") == "Văn bản"  # another system's I10 is not ICD-10's
+        assert icd10.label(None, "en") == "—"
+
+
+def test_the_invoice_details_are_one_label_value_grid_with_tabular_amounts(client, monkeypatch):
+    """The invoice's details (patient, reference, issued) and its amounts (a list of their own, which the
+    status box swaps) were two grids, each sizing its own label column, so the amounts' rows sat offset:
+    now both lists are rows of one grid (CSS subgrid), the amounts in tabular figures, right-aligned."""
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
+               "subject": {"reference": "Patient/pa"},
+               "lineItem": [{"chargeItemReference": {"display": "Hội chẩn từ xa"},
+                             "priceComponent": [{"type": "base", "amount": {"value": 150000, "currency": "VND"}}]}]}
+
+    def desk(service, path, params=None, **_kw):
+        return {"status": "issued", "owed": 150000, "paid": 0, "balanceDue": 150000, "reference": "HD7K2M9QX4C",
+                "resource": invoice, "qr": None}
+
+    def fhir_get(service, path, params=None, **_kw):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+            "resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "A"]}]}}]}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
+    sign_in(client, "cashier")
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    details = page.split('<div class="facts-grid" data-testid="invoice-details">', 1)[1].split("</div>", 1)[0]
+    assert details.count('<dl class="facts"') == 2 and 'id="invoice-facts"' in details  # both lists, one grid
+    amounts = re.findall(r'<dd class="money">(?:<strong>)?([^<]*)<', details)
+    assert amounts == ["150.000\u00a0₫", "0\u00a0₫", "150.000\u00a0₫"]
+    assert re.search(r'<td class="money">150.000\u00a0₫</td>', page)  # the line item's amount too
+    css = client.get("/assets/app.css").get_data(as_text=True)
+    assert re.search(r"\.facts-grid > dl\.facts \{[^}]*grid-template-columns: subgrid", css)
+    assert re.search(r"\.money \{[^}]*font-variant-numeric: tabular-nums", css)
+    assert re.search(r"dl\.facts dd\.money \{[^}]*text-align: right", css)

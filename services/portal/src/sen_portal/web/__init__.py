@@ -37,7 +37,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from itsdangerous import BadSignature
 
 from ..config import PortalSettings
-from . import directory, formatting
+from . import directory, formatting, icd10
 from .backend import BackendError
 from .users import User
 
@@ -146,6 +146,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     Babel(flask_app, locale_selector=select_locale)
     formatting.install(flask_app)
     directory.install(flask_app)
+    icd10.install(flask_app)
     flask_app.jinja_env.filters["day_name"] = day_name
     from . import auth, cashier, clinic, dashboard, doctor  # noqa: F401 - they add their routes to bp
 

@@ -65,5 +65,23 @@ def party(ref: Mapping[str, Any] | str | None) -> str:
     return ref or "—"
 
 
+def kind(ref: Mapping[str, Any] | str | None) -> str:
+    """The resource type a Reference points to (``Practitioner``, ``Organization``), or ``""``.
+
+    A relative reference (``Practitioner/bs-an``) or an absolute one (``.../fhir/Practitioner/bs-an``)
+    says it; a reference without one falls back on its ``type``."""
+    if not ref:
+        return ""
+    rtype = ""
+    if isinstance(ref, Mapping):
+        rtype = str(ref.get("type") or "")
+        ref = str(ref.get("reference") or "")
+    parts = [p for p in ref.split("?")[0].split("/") if p]
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return parts[-2]
+    return rtype
+
+
 def install(app: Any) -> None:
     app.jinja_env.filters["party"] = party
+    app.jinja_env.filters["kind"] = kind

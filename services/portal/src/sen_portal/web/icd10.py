@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from flask_babel import get_locale
 from sen_shared.fhir.search.text import normalize
+
+from .formatting import codeable
 
 DATA = Path(__file__).resolve().parent / "data" / "icd10-vi.tsv"
 SYSTEM = "http://hl7.org/fhir/sid/icd-10"
@@ -32,8 +36,29 @@ def codes() -> tuple[Code, ...]:
     return tuple(out)
 
 
+@functools.cache
+def _by_code() -> dict[str, Code]:
+    return {c.code: c for c in codes()}
+
+
 def lookup(code: str) -> Code | None:
-    return next((c for c in codes() if c.code == code), None)
+    return _by_code().get(code)
+
+
+def label(value: dict[str, Any] | None, lang: str | None = None) -> str:
+    """A CodeableConcept (a consult's reason, a conclusion) as the page's language reads it.
+
+    An ICD-10 coding whose code this subset knows is shown by the subset's label in ``lang`` (the
+    page's locale when not given): the reason stored at submission carries the Vietnamese label as
+    its text, which an English page would otherwise show. A code not in the subset (or no ICD-10
+    coding) shows the stored text, as :func:`formatting.codeable` does."""
+    for coding in (value or {}).get("coding") or []:
+        if coding.get("system") in (SYSTEM, None) and (hit := lookup(str(coding.get("code") or ""))):
+            if lang is None:
+                locale = get_locale()
+                lang = locale.language if locale else "vi"
+            return hit.label(lang)
+    return codeable(value)
 
 
 def search(query: str, limit: int = 8) -> list[Code]:
@@ -48,6 +73,10 @@ def search(query: str, limit: int = 8) -> list[Code]:
         if c.code.lower().startswith(q) or all(w in hay for w in words):
             hits.append(c)
     return hits[:limit]
+
+
+def install(app: Any) -> None:
+    app.jinja_env.filters["icd10"] = label
 
 
 def parse_field(value: str) -> Code | None:
