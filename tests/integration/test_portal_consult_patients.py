@@ -8,9 +8,11 @@ doctor reads a clinic's patient only through a referral grant (the EHR records i
 ``teleconsult.referral.granted``; here the EHR's own handler records it, as its consumer would):
 Lê Văn Cường's is granted from the start, Trần Văn Bình's only after the doctor accepts his consult,
 Nguyễn Thị Lan's never. Covered: the clinic's list names every patient (ONE EHR Patient search for
-the page) with the reason; the worklist shows the requesting clinic, the reason and only the names
-the EHR lets the doctor read (a dash and why for the others, the page never an error); the consult
-pages show name, sex and age beside the chart link, or the link alone with the hint.
+the page) with the reason (in the page's language, from its ICD-10 code); the worklist shows the
+requesting clinic, the reason and only the names the EHR lets the doctor read (a dash and why for
+the others, the page never an error); the consult pages show name, sex and age beside the chart
+link, or the link alone with the hint, and who holds the consult: the hub (Tuyến trên / Hub) until a
+doctor accepts it, then that doctor (Specialist).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
             {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
             {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
              "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
+            {"resourceType": "Practitioner", "id": "bs-nguyen-van-an",  # the portal's demo doctor
+             "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
             _patient(LAN, "Nguyễn", "Thị Lan", "female"),
             _patient(BINH, "Trần", "Văn Bình", "male"),
             _patient(CUONG, "Lê", "Văn Cường", "male"),
@@ -253,3 +257,52 @@ def test_the_consult_pages_show_name_sex_and_age_when_the_ehr_lets_the_user_read
     shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
     assert "Nguyễn Thị Lan" in shown and "Female" in shown and f"{_age(LAN)} years" in shown
     assert "Open the chart" in shown
+
+
+def _owner(page: str) -> tuple[str, str]:
+    m = re.search(r'<dt>([^<]*)</dt><dd data-testid="task-owner">([^<]*)</dd>', page)
+    assert m, "no owner row on the page"
+    return m.group(1), m.group(2)
+
+
+def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason_in_the_pages_language(
+        portal, consults, monkeypatch):
+    """Teleconsult makes the hub (an Organization) the Task's owner at submission and the doctor (a
+    Practitioner) once accepted: both consult pages say "Tuyến trên / Hub" then, "Bác sĩ chuyên khoa /
+    Specialist" after, each by its name from the EHR. The reason stored at submission is the
+    Vietnamese label; the English pages show the ICD-10 subset's English label for its code."""
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "_kept", {})  # names from this module's EHR, not another test's
+    clinic, doctor = _signed_in(portal, "clinic"), _signed_in(portal, "doctor")
+    _sr, tid = consults[CUONG]
+    hub = ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
+    assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == hub
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    assert _owner(page) == hub
+    assert "Đau thắt ngực không ổn định" in page
+
+    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": _csrf(page)})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    assert _owner(doctor.get(f"/tasks/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
+
+    def taken() -> bool:  # the clinic's answers are kept a few seconds
+        return _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True))[0] == "Bác sĩ chuyên khoa"
+
+    wait_for(taken, timeout=20)
+    assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
+
+    for client, start in ((clinic, "/consults"), (doctor, "/worklist")):
+        token = _csrf(client.get(start).get_data(as_text=True))
+        client.post("/language", data={"lang": "en", "next": start, "csrf_token": token})
+    page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    assert _owner(page) == ("Specialist", "Nguyễn Văn An")
+    assert "Unstable angina" in page and "Đau thắt ngực" not in page
+    rows = _rows(clinic.get("/consults").get_data(as_text=True))
+    for reason in ("Acute myocardial infarction", "Essential (primary) hypertension", "Unstable angina"):
+        assert sum(reason in row for row in rows) == 1, (reason, rows)
+    assert not any("Tăng huyết áp" in row or "Nhồi máu" in row for row in rows), rows
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    assert _owner(page) == ("Specialist", "Nguyễn Văn An") and "Unstable angina" in page
+    rows = _rows(doctor.get("/worklist").get_data(as_text=True))
+    assert any("Unstable angina" in row for row in rows) and not any("Đau thắt ngực" in row for row in rows), rows
