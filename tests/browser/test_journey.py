@@ -24,11 +24,13 @@ TEXT = {
     "vi": {"search": "Tìm", "request": "Gửi yêu cầu", "waiting": "Chờ tuyến trên", "accepted": "Đã nhận",
            "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy",
            "start": "Bắt đầu khám", "in-progress": "Đang khám", "on-hold": "Câu hỏi cho cơ sở",
-           "asked": "Tuyến trên hỏi", "answered": "Cơ sở trả lời"},
+           "asked": "Tuyến trên hỏi", "answered": "Cơ sở trả lời", "hub": "Tuyến trên",
+           "specialist": "Bác sĩ chuyên khoa", "reason": "Tăng huyết áp vô căn"},
     "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
            "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found",
            "start": "Start consult", "in-progress": "In progress", "on-hold": "Question for the clinic",
-           "asked": "The hub asked", "answered": "The clinic answered"},
+           "asked": "The hub asked", "answered": "The clinic answered", "hub": "Hub",
+           "specialist": "Specialist", "reason": "Essential (primary) hypertension"},
 }
 
 
@@ -94,7 +96,8 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     task_url = v.page.url.split("?")[0]
     v.go("/consults")  # the facility's list names each consult's patient, with the reason
     row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='{task_url.replace(v.base, '')}']"))
-    assert f"{family} {given}" in row.inner_text() and "Tăng huyết áp" in row.inner_text(), row.inner_text()
+    # the reason in the page's language (the ICD-10 code's label; Vietnamese as stored at submission)
+    assert f"{family} {given}" in row.inner_text() and t["reason"] in row.inner_text(), row.inner_text()
     v.check("clinic-consults")
     return task_url
 
@@ -106,6 +109,12 @@ def _age(born: str) -> int:
 
     today, b = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date(), date.fromisoformat(born)
     return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
+
+
+def owner(v) -> tuple[str, str]:
+    """The consult page's owner row: its label and the name."""
+    dd = v.page.locator("[data-testid=task-owner]")
+    return dd.evaluate("e => e.previousElementSibling.textContent").strip(), dd.inner_text().strip()
 
 
 def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> None:
@@ -148,6 +157,7 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     assert t["answered"] in clinic.page.inner_text("[data-testid=thread-answer]")
     assert t["waiting"] in clinic.page.inner_text("[data-testid=task-status]")
     assert "Organization/" not in clinic.page.inner_text("main")  # the hub by its name, not a reference
+    assert owner(clinic) == (t["hub"], "Bệnh viện Đa khoa Đồng Tháp")  # the hub, not labelled a specialist
     clinic.check("clinic-answered")
 
     deadline = time.monotonic() + 15
@@ -169,7 +179,7 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
         v.english()
     assert v.page.locator(f"a[href='/tasks/{tid}']").count() == 1  # on the worklist
     row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='/tasks/{tid}']")).inner_text()
-    assert "Trạm Y tế xã Mỹ Hiệp" in row and "Tăng huyết áp" in row, row  # from where, and why
+    assert "Trạm Y tế xã Mỹ Hiệp" in row and t["reason"] in row, row  # from where, and why (in the page's language)
     # the hub was granted the record at submission (the EHR's consumer of teleconsult.referral.granted)
     assert not name or name in row, row
     v.check("doctor-worklist")
@@ -230,6 +240,8 @@ def clinic_reads_the_result(v, lang: str, task_url: str) -> None:
     assert TEXT[lang]["completed"] in v.page.inner_text("[data-testid=task-status]")
     assert "I10" in v.page.inner_text("main")
     assert not re.search(r"(Practitioner|Organization)/", v.page.inner_text("main"))  # names, not references
+    label, name = owner(v)
+    assert label == TEXT[lang]["specialist"] and "Nguyễn Văn An" in name, (label, name)  # the doctor who took it
     result = v.page.inner_text("[data-testid=result]")  # the result's labels in the page's language
     assert {"vi": "Kết luận", "en": "Conclusion"}[lang] in result and ("Kết luận" not in result or lang == "vi")
     v.check("clinic-consult-result")
@@ -287,6 +299,7 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
     assert amount > 0 and reference
     assert re.search(r"\d{1,3}(\.\d{3})*\s₫", v.page.inner_text("[data-testid=qr-amount]"))
+    aligned(v)
     v.check("cashier-invoice-qr")
     v.page.evaluate("window.__sameDocument = true")
     body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 10:00:00",
@@ -305,6 +318,19 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.page.click("#invoice-status a")
     v.page.wait_for_load_state("networkidle")
     v.check("cashier-receipt")
+
+
+def aligned(v) -> None:
+    """The invoice's details and its amounts are one label/value grid: every label starts where the
+    first does, every value where the first does, and the amounts end at one edge."""
+    boxes = v.page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=invoice-details] :is(dt, dd)')].map(e => {"
+        " const r = e.getBoundingClientRect(); return [e.tagName, e.classList.contains('money'),"
+        " Math.round(r.left), Math.round(r.right)]; })")
+    assert len(boxes) >= 8, boxes  # patient, reference, issued, owed, paid, balance due
+    assert len({left for tag, _m, left, _r in boxes if tag == "DT"}) == 1, boxes
+    assert len({left for tag, _m, left, _r in boxes if tag == "DD"}) == 1, boxes
+    assert len({right for _t, money, _l, right in boxes if money}) == 1, boxes
 
 
 def dashboard_counts(v, lang: str) -> dict[str, str]:
