@@ -690,3 +690,57 @@ def test_the_invoice_details_are_one_label_value_grid_with_tabular_amounts(clien
     assert re.search(r"\.facts-grid > dl\.facts \{[^}]*grid-template-columns: subgrid", css)
     assert re.search(r"\.money \{[^}]*font-variant-numeric: tabular-nums", css)
     assert re.search(r"dl\.facts dd\.money \{[^}]*text-align: right", css)
+
+
+def _list_labels(page: str) -> tuple[list[str], list[list[str]]]:
+    """A list's column headers, and each row's cells' data-labels."""
+    table = page[page.index('<table class="list"'):page.index("</table>")]
+    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r'<th scope="col" role="columnheader">(.*?)</th>', table)]
+    rows = [re.findall(r'<td role="cell" data-label="([^"]*)"', tr)
+            for tr in re.findall(r'<tr role="row">(.*?)</tr>', table[table.index("<tbody"):], re.S)]
+    return heads, rows
+
+
+def test_the_lists_label_each_cell_with_its_header_and_link_the_consult_from_the_patients_name(client, monkeypatch):
+    """At 360 px the lists are stacked cards (app.css `table.list` below 600 px), each cell on its own line
+    after its column's label: every cell's `data-label` is its column header's text, translated (vi, en);
+    the worklist and the clinic's consults link the consult from the patient's name, one link a row, and
+    from the date where the EHR gives no name."""
+    from sen_portal.web import patients as patient_module
+    from sen_portal.web.backend import BackendError
+
+    _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
+    expected = {
+        ("doctor", "/worklist", "/tasks/t1"): {
+            "vi": ["Mức độ ưu tiên", "Hạn", "Trạng thái", "Người bệnh", "Cơ sở gửi", "Lý do", "Ngày yêu cầu"],
+            "en": ["Priority", "Due", "Status", "Patient", "Requesting clinic", "Reason", "Requested"]},
+        ("clinic", "/consults", "/consults/t1"): {
+            "vi": ["Ngày yêu cầu", "Người bệnh", "Mức độ ưu tiên", "Trạng thái", "Lý do"],
+            "en": ["Requested", "Patient", "Priority", "Status", "Reason"]}}
+    for (user, path, consult), by_lang in expected.items():
+        sign_in(client, user)
+        token = csrf(client.get(path).get_data(as_text=True))
+        for lang, labels in by_lang.items():
+            client.post("/language", data={"lang": lang, "next": path, "csrf_token": token})
+            page = client.get(path).get_data(as_text=True)
+            assert _list_labels(page) == (labels, [labels]), (user, path, lang)
+            links = re.findall(r'<a href="([^"]+)"[^>]*>([^<]*)</a>', page[page.index("<tbody"):page.index("</tbody>")])
+            assert links == [(consult, "Lê Văn Cường")], (user, path, lang)  # the name, the row's only link
+        client.post("/language", data={"lang": "vi", "next": path, "csrf_token": token})
+        real = patient_module.fhir_get
+
+        def no_ehr(service, rpath, params=None, _real=real, **kw):
+            if service == "ehr":
+                raise BackendError("down", "ehr")
+            return _real(service, rpath, params, **kw)
+
+        monkeypatch.setattr(patient_module, "fhir_get", no_ehr)
+        page = client.get(path).get_data(as_text=True)
+        body = page[page.index("<tbody"):page.index("</tbody>")]
+        links = re.findall(r'<a href="([^"]+)"[^>]*>([^<]*)</a>', body)
+        assert links == [(consult, "04/12/2026 09:00")] and "Lê Văn Cường" not in body, (user, path)  # the date
+        monkeypatch.setattr(patient_module, "fhir_get", real)
+        client.post("/logout", data={"csrf_token": token})
+
+    css = client.get("/assets/app.css").get_data(as_text=True)  # the cards: one rule set for every list
+    assert "@media (max-width: 37.5em)" in css and "content: attr(data-label)" in css
