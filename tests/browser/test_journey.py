@@ -98,8 +98,35 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='{task_url.replace(v.base, '')}']"))
     # the reason in the page's language (the ICD-10 code's label; Vietnamese as stored at submission)
     assert f"{family} {given}" in row.inner_text() and t["reason"] in row.inner_text(), row.inner_text()
+    row_fits(v, task_url.replace(v.base, ""), f"{family} {given}")  # the name links the consult; a card at 360 px
     v.check("clinic-consults")
     return task_url
+
+
+def row_fits(v, href: str, name: str) -> None:
+    """The list's row of ``href``: its one link is the patient's name, shown inside the window; the page
+    does not scroll sideways; every cell lies inside the window and, on a phone (below 600 px, the lists'
+    cards), each on a line of its own after its column's label (its data-label, the column header's text)."""
+    row = v.page.locator("main table.list tbody tr", has=v.page.locator(f"a[href='{href}']"))
+    link = row.locator("a")
+    assert link.count() == 1 and link.inner_text().strip() == name, row.inner_text()
+    assert link.is_visible()
+    m = row.evaluate("""tr => {
+        const w = window.innerWidth;
+        const heads = [...tr.closest('table').tHead.rows[0].cells].map(c => c.textContent.trim());
+        const a = tr.querySelector('a').getBoundingClientRect();
+        return {w, page: document.documentElement.scrollWidth, heads, link: [a.left, a.right],
+                cells: [...tr.cells].map(c => { const r = c.getBoundingClientRect();
+                  return {label: c.dataset.label, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })};
+    }""")
+    assert m["page"] <= m["w"], m  # no sideways scrolling
+    assert 0 <= m["link"][0] and m["link"][1] <= m["w"], m  # the name, whole, in the window
+    assert [c["label"] for c in m["cells"]] == m["heads"], m
+    for c in m["cells"]:
+        assert 0 <= c["left"] and c["right"] <= m["w"], m
+    if m["w"] < 600:  # the cards: one cell a line, the whole width
+        for above, below in zip(m["cells"], m["cells"][1:]):
+            assert below["top"] >= above["bottom"] - 1 and below["left"] == above["left"], m
 
 
 def _age(born: str) -> int:
@@ -182,6 +209,8 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
     assert "Trạm Y tế xã Mỹ Hiệp" in row and t["reason"] in row, row  # from where, and why (in the page's language)
     # the hub was granted the record at submission (the EHR's consumer of teleconsult.referral.granted)
     assert not name or name in row, row
+    if name:
+        row_fits(v, f"/tasks/{tid}", name)  # the name links the consult; a card at 360 px, nothing off-screen
     v.check("doctor-worklist")
     v.page.click(f"a[href='/tasks/{tid}']")
     v.page.wait_for_load_state("networkidle")
