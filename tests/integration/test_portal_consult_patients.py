@@ -162,8 +162,13 @@ def _patient_searches(calls: list[tuple[str, str]], ehr: str) -> int:
 
 
 def _rows(page: str) -> list[str]:
-    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    body = re.split(r"<tbody[^>]*>", page, maxsplit=1)[1].split("</tbody>", 1)[0]
     return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", tr)).strip() for tr in body.split("</tr>")[:-1]]
+
+
+def _header(page: str, text: str) -> bool:
+    """Whether the list has a column header reading ``text``."""
+    return re.search(rf'<th scope="col"[^>]*>{re.escape(text)}</th>', page) is not None
 
 
 def _age(pid: str) -> int:
@@ -178,7 +183,7 @@ def test_the_clinics_list_names_each_patient_with_the_reason_in_one_ehr_search(p
     r = clinic.get("/consults")
     page = r.get_data(as_text=True)
     assert r.status_code == 200
-    assert '<th scope="col">Người bệnh</th>' in page and '<th scope="col">Lý do</th>' in page
+    assert _header(page, "Người bệnh") and _header(page, "Lý do")
     rows = _rows(page)
     assert len(rows) == 3
     for name, reason in (("Nguyễn Thị Lan", "Nhồi máu cơ tim cấp"), ("Trần Văn Bình", "Tăng huyết áp vô căn"),
@@ -197,7 +202,7 @@ def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets
     page = r.get_data(as_text=True)
     assert r.status_code == 200
     for head in ("Người bệnh", "Cơ sở gửi", "Lý do"):
-        assert f'<th scope="col">{head}</th>' in page
+        assert _header(page, head)
     rows = _rows(page)
     assert len(rows) == 3 and all("Trạm Y tế xã Mỹ Hiệp" in row for row in rows), rows
     assert sum("Lê Văn Cường" in row and "Đau thắt ngực không ổn định" in row for row in rows) == 1
