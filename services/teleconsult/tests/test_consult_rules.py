@@ -44,6 +44,21 @@ def test_the_servers_task_is_valid_fhir_and_tagged_with_its_hub(extra, district)
     assert rules.hub_of(task) == "Organization/hub"
     assert rules.hub_of(rules.tag_hub(task, "Organization/hub")) == "Organization/hub"
     assert len(task["meta"]["tag"]) == 1
+    assert task["reasonCode"] == sub.service_request["reasonCode"][0]  # R4: one CodeableConcept
+
+
+def test_the_task_carries_the_first_reason_or_the_clients_own():
+    """A list of Tasks shows why each consult was asked without reading its ServiceRequest."""
+    first = {"coding": [{"system": ICD10, "code": "I21.9", "display": "Nhồi máu cơ tim cấp"}]}
+    second = {"coding": [{"system": ICD10, "code": "I10"}]}
+    sub = rules.check_submission(sr(reasonCode=[first, second]), clinic=CLINIC, default_hub=None)
+    when = {"requested": "2026-12-04T09:00:00+07:00", "due": "2026-12-04T10:00:00+07:00", "district": None}
+    task = rules.new_task(sub, "ServiceRequest/s1", **when)
+    assert task["reasonCode"] == first
+    task["reasonCode"]["coding"][0]["code"] = "X"  # a copy: the ServiceRequest keeps its own
+    assert sub.service_request["reasonCode"][0]["coding"][0]["code"] == "I21.9"
+    own = {"text": "Đau ngực"}
+    assert rules.new_task(sub, "ServiceRequest/s1", reason=own, **when)["reasonCode"] == own
 
 
 @pytest.mark.parametrize("change, where", [

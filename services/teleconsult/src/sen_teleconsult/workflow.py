@@ -247,13 +247,16 @@ class Consults:
     # ------------------------------------------------------------------ submission
 
     def submit(self, body: Any, principal: Any, ehr: EhrClient, base: str,
-               retry_key: str | None = None) -> FhirResponse:
+               retry_key: str | None = None, task_reason: Any = None) -> FhirResponse:
         """Check a consult request, ask the EHR, create ServiceRequest + Task whole or not at all.
 
         ``retry_key`` (the caller's ``Idempotency-Key``, scoped): the ids derive from it, so a
         retry after an answer that was lost (a 5xx after the transaction) finds the consult the
         first try made instead of making a second one: its claims of version 1 are taken, and the
-        transaction's 409 sends it to what the first try stored (a first try pays no read for it)."""
+        transaction's 409 sends it to what the first try stored (a first try pays no read for it).
+
+        ``task_reason``: the ``reasonCode`` of the client's own Task (a transaction Bundle's), kept
+        on the Task instead of the ServiceRequest's first one; checked here (one CodeableConcept)."""
         roles = getattr(principal, "roles", frozenset())
         if not roles & {"clinic", "admin"}:
             raise ConsultError("submitting a consult needs the clinic role", status=403, code="forbidden")
@@ -267,6 +270,13 @@ class Consults:
                                code="forbidden")
         sub = rules.check_submission(body, clinic=clinic, default_hub=self.settings.default_hub or None,
                                      admin="admin" in roles)
+        if task_reason is not None:
+            if not isinstance(task_reason, dict):
+                raise ConsultError("Task.reasonCode is one CodeableConcept (FHIR R4), not a list", status=422,
+                                   code="processing", expression=["Task.reasonCode"])
+            # the client's part only: the rest of the Task is the server's own (rules.new_task)
+            validate_resource({"resourceType": "Task", "status": "requested", "intent": "order",
+                               "reasonCode": task_reason}, expected_type="Task")
         # the EHR: the patient exists and this caller may see it (and each supporting record), in
         # one call (a batch of reads when there are records)
         read = ehr.check_all_readable([(sub.patient, "ServiceRequest.subject"),
@@ -277,10 +287,10 @@ class Consults:
                 raise ConsultError(f"{ref} is about another patient", status=422, code="processing",
                                    expression=[f"ServiceRequest.supportingInfo[{i}]"])
         district = ehr.district_of(sub.requester)
-        return self.create(sub, Actor.of(principal), base, district, retry_key=retry_key)
+        return self.create(sub, Actor.of(principal), base, district, retry_key=retry_key, task_reason=task_reason)
 
     def create(self, sub: Submission, actor: Actor, base: str, district: str | None,
-               retry_key: str | None = None) -> FhirResponse:
+               retry_key: str | None = None, task_reason: dict[str, Any] | None = None) -> FhirResponse:
         if retry_key:
             sr_id, task_id = (str(uuid.uuid5(RETRY_IDS, f"{retry_key}|{part}")) for part in ("sr", "task"))
         else:
@@ -289,7 +299,8 @@ class Consults:
         due = rules.due_time(requested, sub.priority, self.settings.sla_hours)
         sr_ref, task_ref = f"ServiceRequest/{sr_id}", f"Task/{task_id}"
         sr = {**sub.service_request, "id": sr_id, "authoredOn": iso(requested)}
-        task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district),
+        task = {**rules.new_task(sub, sr_ref, requested=iso(requested), due=iso(due), district=district,
+                                 reason=task_reason),
                 "id": task_id}
         rules.stamp_change(rules.tag_hub(sr, sub.hub), actor.ref, actor.display)
         rules.tag_open(rules.tag_hub(task, sub.hub), sub.hub, sub.requester, True)

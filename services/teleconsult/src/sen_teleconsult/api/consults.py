@@ -67,10 +67,13 @@ def submit_transaction(req: FhirRequest, entries: list[dict[str, Any]]) -> FhirR
         raise ConsultError("a consult transaction holds exactly one ServiceRequest and at most one Task",
                            status=422, code="processing", expression=["Bundle.entry"])
     sr = dict(srs[0])
-    owner = rules.ref_of((tasks[0] if tasks else {}).get("owner"))
+    task = tasks[0] if tasks else {}
+    owner = rules.ref_of(task.get("owner"))
     if owner and owner.startswith("Organization/") and not sr.get("performer"):
         sr["performer"] = [{"reference": owner}]  # the Task's owner names the hub
-    return _consults().submit(sr, current_principal(), _ehr(), req.base, retry_key=_retry_key())
+    # the Task's own reason, when it gives one, stays; else the ServiceRequest's first (rules.new_task)
+    reason = task.get("reasonCode") or None
+    return _consults().submit(sr, current_principal(), _ehr(), req.base, retry_key=_retry_key(), task_reason=reason)
 
 
 @idempotent()

@@ -201,8 +201,15 @@ def due_time(requested: datetime, priority: str, sla_hours: Mapping[str, float])
     return requested + timedelta(hours=float(sla_hours[priority]))
 
 
-def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district: str | None) -> dict[str, Any]:
-    """The Task (``requested``) that carries the consult's workflow, owned by the hub."""
+def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district: str | None,
+             reason: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Task (``requested``) that carries the consult's workflow, owned by the hub.
+
+    Its ``reasonCode`` (R4: one CodeableConcept) is ``reason`` (the client's own Task's, already
+    checked) or else the ServiceRequest's first ``reasonCode``: a list of Tasks (the portal's
+    worklist) shows why each consult was asked without reading the ServiceRequests."""
+    if reason is None:
+        reason = next(iter(sub.service_request.get("reasonCode") or []), None)
     task: dict[str, Any] = {
         "resourceType": "Task", "status": "requested", "intent": "order", "priority": sub.priority,
         "code": {"coding": [dict(TASK_CODE)], "text": "Hội chẩn từ xa"},
@@ -211,6 +218,8 @@ def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district
         "requester": {"reference": sub.requester}, "owner": {"reference": sub.hub},
         "restriction": {"period": {"end": due}, "recipient": [{"reference": sub.hub}]},
     }
+    if isinstance(reason, Mapping):
+        task["reasonCode"] = copy.deepcopy(dict(reason))
     if sub.specialty_concept:
         task["performerType"] = [sub.specialty_concept]
     if district:
