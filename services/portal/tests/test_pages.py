@@ -556,16 +556,17 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
         assert part.count("hệ thống hồ sơ sức khỏe không trả lời") == 2 and "Tăng huyết áp" in part
 
 
-def _consult_backends(monkeypatch, owner: str):
+def _consult_backends(monkeypatch, owner: str, **task_fields):
     """One consult (Task owned by ``owner``, its ServiceRequest's reason I10 with the Vietnamese text
-    stored at submission) served to the clinic's and the doctor's consult pages and both lists."""
+    stored at submission; ``task_fields`` over the Task's) served to the clinic's and the doctor's consult
+    pages and both lists."""
     from sen_portal.web import clinic, directory, doctor
     from sen_portal.web import patients as patient_module
 
     task = {"resourceType": "Task", "id": "t1", "status": "accepted", "priority": "urgent",
             "authoredOn": "2026-12-04T09:00:00+07:00", "for": {"reference": "Patient/p1"},
             "basedOn": [{"reference": "ServiceRequest/sr1"}], "focus": {"reference": "ServiceRequest/sr1"},
-            "requester": {"reference": "Organization/tyt-my-hiep"}, "owner": {"reference": owner}}
+            "requester": {"reference": "Organization/tyt-my-hiep"}, "owner": {"reference": owner}, **task_fields}
     sr = {"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
           "priority": "urgent", "subject": {"reference": "Patient/p1"},
           "requester": {"reference": "Organization/tyt-my-hiep"},
@@ -655,6 +656,46 @@ def test_a_consults_reason_is_shown_in_the_pages_language_from_its_icd10_code(cl
         other = {"coding": [{"system": "http://snomed.info/sct", "code": "I10"}], "text": "Văn bản"}
         assert icd10.label(other, "en") == "Văn bản"  # another system's I10 is not ICD-10's
         assert icd10.label(None, "en") == "—"
+
+
+def test_a_completed_consults_diagnoses_are_shown_in_the_pages_language(client, monkeypatch):
+    """The result of a completed consult (the Task's conclusion, ICD-10 codings whose display is the
+    Vietnamese label the doctor picked, and the signed minutes' diagnosis list) on the clinic's consult page
+    and the doctor's: each diagnosis line is its code and the code's label in the page's language; a code
+    outside the subset keeps its stored display; what the doctor wrote stays as written."""
+    import base64
+    import json
+
+    vi_i10, en_i10 = "Tăng huyết áp vô căn (nguyên phát)", "Essential (primary) hypertension"
+    codings = [{"system": icd10.SYSTEM, "code": "I10", "display": vi_i10},
+               {"system": icd10.SYSTEM, "code": "Z99.9", "display": "Bệnh khác ngoài danh mục"}]
+    minutes = {"start": "2026-12-04T10:00:00+07:00", "end": "2026-12-04T10:30:00+07:00",
+               "history": "Tăng huyết áp 5 năm.", "conclusion": codings, "recommendations": "Tăng amlodipin 10 mg."}
+    out_type = "https://sen.example.vn/fhir/CodeSystem/consult-output"
+    output = [{"type": {"coding": [{"system": out_type, "code": "conclusion"}], "text": "Kết luận"},
+               "valueCodeableConcept": {"coding": codings}},
+              {"type": {"coding": [{"system": out_type, "code": "recommendations"}]},
+               "valueString": "Tăng huyết áp độ 2 chưa kiểm soát."},
+              {"type": {"text": "Biên bản"}, "valueAttachment": {
+                  "contentType": "application/json",
+                  "data": base64.b64encode(json.dumps(minutes, ensure_ascii=False).encode()).decode()}}]
+    _consult_backends(monkeypatch, "Practitioner/bs-nguyen-van-an", status="completed", output=output)
+    expected = {"vi": [f"I10 — {vi_i10}", "Z99.9 — Bệnh khác ngoài danh mục"],
+                "en": [f"I10 — {en_i10}", "Z99.9 — Bệnh khác ngoài danh mục"]}
+    for user, path in (("clinic", "/consults/t1"), ("doctor", "/tasks/t1")):
+        sign_in(client, user)
+        token = csrf(client.get(path).get_data(as_text=True))
+        for lang, lines in expected.items():
+            client.post("/language", data={"lang": lang, "next": path, "csrf_token": token})
+            page = client.get(path).get_data(as_text=True)
+            shown = [re.sub(r"<[^>]+>", "", d) for d in re.findall(r'<span data-testid="diagnosis">(.*?)</span>', page)]
+            assert shown == lines * 2, (user, lang, shown)  # the result's conclusion, then the minutes' diagnoses
+            result = page[page.index('data-testid="result"'):]
+            assert "Tăng huyết áp độ 2 chưa kiểm soát." in result and "Tăng amlodipin 10 mg." in result
+            assert "Tăng huyết áp 5 năm." in result  # the minutes' free text as the doctor wrote it
+            if lang == "en":
+                assert vi_i10 not in page, (user, lang)
+        client.post("/logout", data={"csrf_token": token})
 
 
 def test_the_invoice_details_are_one_label_value_grid_with_tabular_amounts(client, monkeypatch):
