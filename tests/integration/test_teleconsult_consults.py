@@ -243,6 +243,43 @@ def test_a_transaction_bundle_submits_the_same_way(tc, tokens):
     assert post(f"{tc}/fhir", bad, tokens["a"]).status_code == 422
 
 
+def test_the_task_carries_the_consults_reason_however_it_was_submitted(tc, tokens):
+    """Task.reasonCode (R4: one CodeableConcept) is the ServiceRequest's first reason, or the client's
+    own Task's: a list of Tasks (the portal's worklist) shows why without reading the ServiceRequests."""
+    first = {"coding": [{"system": ICD10, "code": "I21.9", "display": "Nhồi máu cơ tim cấp"}]}
+    second = {"coding": [{"system": ICD10, "code": "I10", "display": "Tăng huyết áp vô căn"}]}
+
+    def task_of(r: httpx.Response) -> dict[str, Any]:
+        assert r.status_code in (200, 201), r.text  # $submit 201, a transaction 200
+        answered = next(e["resource"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "Task")
+        stored = httpx.get(f"{tc}/fhir/Task/{answered['id']}", headers=tokens["a"]).json()
+        assert stored["reasonCode"] == answered["reasonCode"]
+        return stored
+
+    bare = submit(tc, tokens, service_request(reasonCode=[first, second]))
+    assert task_of(bare)["reasonCode"] == first
+    params = {"resourceType": "Parameters",
+              "parameter": [{"name": "resource", "resource": service_request(reasonCode=[second])}]}
+    assert task_of(submit(tc, tokens, params))["reasonCode"] == second
+
+    def bundle(task: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": service_request(priority="routine", reasonCode=[first]),
+             "request": {"method": "POST", "url": "ServiceRequest"}},
+            {"resource": {"resourceType": "Task", "status": "requested", "intent": "order",
+                          "owner": {"reference": f"Organization/{HUB}"}, **task},
+             "request": {"method": "POST", "url": "Task"}}]}
+
+    assert task_of(post(f"{tc}/fhir", bundle({}), tokens["a"]))["reasonCode"] == first
+    own = {"coding": [{"system": ICD10, "code": "I21.1"}], "text": "NMCT thành dưới"}
+    assert task_of(post(f"{tc}/fhir", bundle({"reasonCode": own}), tokens["a"]))["reasonCode"] == own  # kept
+    # R4's Task.reasonCode is one CodeableConcept: a list (R5's CodeableReference style) is refused
+    r = post(f"{tc}/fhir", bundle({"reasonCode": [own]}), tokens["a"])
+    assert r.status_code == 422 and "reasonCode" in diag(r)
+    r = post(f"{tc}/fhir", bundle({"reasonCode": {"coding": "I21.1"}}), tokens["a"])
+    assert r.status_code == 400 and "reasonCode" in str(r.json()), r.text
+
+
 @pytest.mark.parametrize("change, status, says", [
     ({"subject": {"reference": "Patient/nobody"}}, 422, "Patient/nobody is not known to the EHR"),
     ({"subject": {"reference": "Patient/pb"}}, 403, "does not let you see Patient/pb"),
