@@ -733,10 +733,12 @@ def test_the_invoice_details_are_one_label_value_grid_with_tabular_amounts(clien
     assert re.search(r"dl\.facts dd\.money \{[^}]*text-align: right", css)
 
 
-def _list_labels(page: str) -> tuple[list[str], list[list[str]]]:
-    """A list's column headers, and each row's cells' data-labels."""
-    table = page[page.index('<table class="list"'):page.index("</table>")]
-    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r'<th scope="col" role="columnheader">(.*?)</th>', table)]
+def _list_labels(page: str, start: str = '<table class="list"') -> tuple[list[str], list[list[str]]]:
+    """A list's (the first, or the one starting with ``start``) column headers, and each row's cells' data-labels."""
+    table = page[page.index(start):]
+    table = table[:table.index("</table>")]
+    heads = [re.sub(r"<[^>]+>", "", h)
+             for h in re.findall(r'<th scope="col" role="columnheader"[^>]*>(.*?)</th>', table)]
     rows = [re.findall(r'<td role="cell" data-label="([^"]*)"', tr)
             for tr in re.findall(r'<tr role="row">(.*?)</tr>', table[table.index("<tbody"):], re.S)]
     return heads, rows
@@ -785,3 +787,68 @@ def test_the_lists_label_each_cell_with_its_header_and_link_the_consult_from_the
 
     css = client.get("/assets/app.css").get_data(as_text=True)  # the cards: one rule set for every list
     assert "@media (max-width: 37.5em)" in css and "content: attr(data-label)" in css
+
+
+def test_the_invoices_payments_and_the_shifts_summary_are_cards_on_a_phone(client, monkeypatch):
+    """The invoice's payments (four columns) and the closed shift's summary (cash and transfers: expected,
+    counted, difference) overflowed a 360 px window: they are lists now (`table.list`: cards below 600 px),
+    each cell labelled with its column's header in the page's language, the amounts right-aligned at wide
+    widths (`money` on the header and the cells) and, in a card, after their label like every value; the
+    shift's row header (Cash, Transfers) is the card's title."""
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "balanced", "date": "2026-12-04T09:00:00+07:00",
+               "subject": {"reference": "Patient/pa"}}
+    payments = [{"id": "pay-1", "receivedAt": "2026-12-04T09:05:00+07:00", "channel": "transfer", "amount": 150000,
+                 "outcome": "applied"},
+                {"id": "pay-2", "receivedAt": "2026-12-04T09:10:00+07:00", "channel": "cash", "amount": 20000,
+                 "outcome": "applied"}]
+
+    def desk(service, path, params=None, **_kw):
+        return {"status": "balanced", "owed": 150000, "paid": 170000, "balanceDue": 0, "credit": 20000,
+                "reference": "HD7K2M9QX4C", "resource": invoice, "qr": None, "payments": payments}
+
+    def fhir_get(service, path, params=None, **_kw):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": []}
+
+    closed = {"expected": {"cash": 520000, "transfers": 150000}, "counted": {"cash": 500000, "transfers": 150000},
+              "difference": {"cash": -20000, "transfers": 0}}
+
+    def billing(method, path, body=None, params=None):
+        return closed if (method, path) == ("POST", "/payments/shifts/current/close") else {}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    monkeypatch.setattr(cashier, "_json", billing)
+    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
+    sign_in(client, "cashier")
+    expected = {"vi": (["Đã tiếp nhận", "Hình thức", "Số tiền", "Kết quả"],
+                       ["Hình thức", "Theo sổ", "Thực đếm", "Chênh lệch"]),
+                "en": (["Received", "Channel", "Amount", "Outcome"], ["Channel", "Expected", "Counted", "Difference"])}
+    token = csrf(client.get("/shift").get_data(as_text=True))
+    for lang, (pay_labels, shift_labels) in expected.items():
+        client.post("/language", data={"lang": lang, "next": "/shift", "csrf_token": token})
+        page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+        assert _list_labels(page, '<table class="list" role="table" data-testid="payments"') == (
+            pay_labels, [pay_labels, pay_labels]), lang
+        pay = page[page.index('data-testid="payments"'):page.index("</table>", page.index('data-testid="payments"'))]
+        assert re.search(r'<th scope="col" role="columnheader" class="money">', pay)  # the amounts' column, right
+        assert re.findall(r'class="money">([^<]*)</td>', pay) == ["150.000\u00a0₫", "20.000\u00a0₫"]
+
+        page = client.post("/shift", data={"which": "close", "close-counted_cash": "500000",
+                                            "close-counted_transfers": "150000", "csrf_token": token}
+                           ).get_data(as_text=True)
+        start = '<table class="list" role="table" data-testid="shift-summary"'
+        heads, rows = _list_labels(page, start)
+        assert heads == shift_labels and rows == [shift_labels[1:]] * 2, lang
+        summary = page[page.index(start):page.index("</table>", page.index(start))]
+        assert re.findall(r'<th scope="row" role="rowheader">([^<]*)</th>', summary) == (
+            ["Tiền mặt", "Chuyển khoản"] if lang == "vi" else ["Cash", "Transfers"])
+        assert re.search(r'<th scope="col" role="columnheader"><span class="visually-hidden">', summary)
+        assert re.findall(r'<td role="cell" data-label="[^"]*" class="money">([^<]*)</td>', summary) == [
+            "520.000\u00a0₫", "500.000\u00a0₫", "-20.000\u00a0₫", "150.000\u00a0₫", "150.000\u00a0₫", "0\u00a0₫"]
+
+    css = client.get("/assets/app.css").get_data(as_text=True)
+    phone = css[css.index("@media (max-width: 37.5em)"):]
+    assert re.search(r"table\.list > tbody > tr > th \{[^}]*display: block", phone)  # the row header, a title
+    assert re.search(r"table\.list > tbody > tr > td\.money \{[^}]*text-align: left", phone)
