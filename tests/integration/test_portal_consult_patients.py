@@ -232,6 +232,32 @@ def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets
     assert "Thị Lan" not in page and "Nguyễn Thị" not in page
 
 
+def test_a_list_of_tasks_carrying_their_reason_asks_teleconsult_its_worklist_only(
+        portal, consults, tc, http_calls, monkeypatch):
+    """Teleconsult puts each consult's reason on its Task at submission (Task.reasonCode), so the
+    worklist and the clinic's consults read no ServiceRequest: their one teleconsult call is the
+    ``$worklist``, even with no reason kept from an earlier page; the requesting clinic comes from
+    the Task too."""
+    from sen_portal.web import backend, clinic
+
+    reasons = ("Nhồi máu cơ tim cấp", "Tăng huyết áp vô căn", "Đau thắt ngực không ổn định")
+    for user, start in (("doctor", "/worklist"), ("clinic", "/consults")):
+        monkeypatch.setattr(clinic, "_reasons_kept", {})  # no reason kept from an earlier page
+        monkeypatch.setattr(backend, "answers", backend.AnswerCache())  # nor a page's answers
+        client = _signed_in(portal, user)
+        http_calls.clear()
+        r = client.get(start)
+        assert r.status_code == 200
+        asked = [(m, u.split("?")[0]) for m, u in http_calls if u.startswith(tc)]
+        assert asked == [("GET", f"{tc}/fhir/Task/$worklist")], asked
+        rows = _rows(r.get_data(as_text=True))
+        assert len(rows) == 3, rows
+        for reason in reasons:
+            assert sum(reason in row for row in rows) == 1, (reason, rows)
+        if user == "doctor":
+            assert all("Trạm Y tế xã Mỹ Hiệp" in row for row in rows), rows
+
+
 def test_the_consult_pages_show_name_sex_and_age_when_the_ehr_lets_the_user_read_the_patient(
         portal, consults, ehr, http_calls):
     clinic, doctor = _signed_in(portal, "clinic"), _signed_in(portal, "doctor")
