@@ -556,6 +556,50 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
         assert part.count("hệ thống hồ sơ sức khỏe không trả lời") == 2 and "Tăng huyết áp" in part
 
 
+def test_a_list_asks_the_service_requests_of_older_tasks_only(client, monkeypatch):
+    """Teleconsult puts the reason on a consult's Task at submission; a Task stored before that has
+    none, so its ServiceRequest is asked for (one search for the page), and only its: a page whose
+    Tasks all carry their reason asks teleconsult its worklist alone."""
+    from sen_portal.web import clinic, directory, doctor
+    from sen_portal.web import patients as patient_module
+
+    def task(i: int, **extra):
+        return {"resourceType": "Task", "id": f"t{i}", "status": "requested", "priority": "urgent",
+                "authoredOn": "2026-12-04T09:00:00+07:00", "for": {"reference": f"Patient/p{i}"},
+                "focus": {"reference": f"ServiceRequest/sr{i}"},
+                "requester": {"reference": "Organization/tyt-my-hiep"}, **extra}
+
+    tasks = [task(1, reasonCode={"text": "Nhồi máu cơ tim cấp"}), task(2)]  # t2: stored before the reason
+    asked: list[tuple[str, dict]] = []
+
+    def bundle(resources):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    def fhir_get(service, path, params=None, **_kw):
+        asked.append((path, dict(params or {})))
+        if path == "/fhir/Task/$worklist":
+            return bundle(tasks)
+        if path == "/fhir/ServiceRequest":
+            return bundle([{"resourceType": "ServiceRequest", "id": "sr2", "reasonCode": [{"text": "Tăng huyết áp"}],
+                            "requester": {"reference": "Organization/other"}}])
+        return bundle([])
+
+    for module in (doctor, clinic, patient_module):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    monkeypatch.setattr(clinic, "_reasons_kept", {})
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
+    assert [p["_id"] for path, p in asked if path == "/fhir/ServiceRequest"] == ["sr2"]
+    assert page.count("Trạm Y tế xã Mỹ Hiệp") == 2  # the requesting clinic: the Task's own
+    tasks[1]["reasonCode"] = {"text": "Tăng huyết áp"}
+    monkeypatch.setattr(clinic, "_reasons_kept", {})
+    asked.clear()
+    assert "Tăng huyết áp" in client.get("/worklist", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "/fhir/ServiceRequest" not in [path for path, _ in asked]
+
+
 def _consult_backends(monkeypatch, owner: str, **task_fields):
     """One consult (Task owned by ``owner``, its ServiceRequest's reason I10 with the Vietnamese text
     stored at submission; ``task_fields`` over the Task's) served to the clinic's and the doctor's consult
