@@ -25,12 +25,14 @@ TEXT = {
            "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy",
            "start": "Bắt đầu khám", "in-progress": "Đang khám", "on-hold": "Câu hỏi cho cơ sở",
            "asked": "Tuyến trên hỏi", "answered": "Cơ sở trả lời", "hub": "Tuyến trên",
-           "specialist": "Bác sĩ chuyên khoa", "reason": "Tăng huyết áp vô căn"},
+           "specialist": "Bác sĩ chuyên khoa", "reason": "Tăng huyết áp vô căn",
+           "diagnosis": "I10 — Tăng huyết áp vô căn (nguyên phát)"},
     "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
            "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found",
            "start": "Start consult", "in-progress": "In progress", "on-hold": "Question for the clinic",
            "asked": "The hub asked", "answered": "The clinic answered", "hub": "Hub",
-           "specialist": "Specialist", "reason": "Essential (primary) hypertension"},
+           "specialist": "Specialist", "reason": "Essential (primary) hypertension",
+           "diagnosis": "I10 — Essential (primary) hypertension"},
 }
 
 
@@ -258,6 +260,8 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
     v.page.click("form[action$='/complete'] button.primary")
     v.page.wait_for_url(re.compile(r"done=1"))
     assert t["completed"] in v.page.inner_text("[data-testid=task-status]")
+    result = v.page.inner_text("[data-testid=result]")  # what was signed off, its diagnosis in the page's language
+    assert t["diagnosis"] in result and "Tăng huyết áp độ 2 chưa kiểm soát." in result, result
     v.check("doctor-completed")
 
 
@@ -273,6 +277,7 @@ def clinic_reads_the_result(v, lang: str, task_url: str) -> None:
     assert label == TEXT[lang]["specialist"] and "Nguyễn Văn An" in name, (label, name)  # the doctor who took it
     result = v.page.inner_text("[data-testid=result]")  # the result's labels in the page's language
     assert {"vi": "Kết luận", "en": "Conclusion"}[lang] in result and ("Kết luận" not in result or lang == "vi")
+    assert TEXT[lang]["diagnosis"] in result, result  # the diagnosis by its code's label in the page's language
     v.check("clinic-consult-result")
 
 

@@ -99,6 +99,27 @@ def test_doctor_sees_hours_and_leave_the_admin_sets(visitor_factory):
     doctor.check("doctor-availability")
 
 
+def cards_fit(v, table: str, width: int = 360) -> None:
+    """``table`` (a `table.list`) at ``width`` px: the page does not scroll sideways, and each row is a card,
+    its cells one a line, each inside the window after its column's label (its data-label)."""
+    v.page.set_viewport_size({"width": width, "height": 900})
+    m = v.page.locator(table).evaluate("""t => ({w: window.innerWidth, page: document.documentElement.scrollWidth,
+        wide: [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth)
+          .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id + ': ' + e.textContent.trim().slice(0, 40)),
+        heads: [...t.tHead.rows[0].cells].map(c => c.textContent.trim()),
+        rows: [...t.tBodies[0].rows].map(tr => [...tr.cells].filter(c => c.tagName === 'TD').map(c => {
+            const r = c.getBoundingClientRect();
+            return {label: c.dataset.label, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }))})""")
+    assert m["page"] <= m["w"], m  # no sideways scrolling
+    assert m["rows"], m
+    for cells in m["rows"]:
+        assert [c["label"] for c in cells] == m["heads"][-len(cells):], m  # a row header's column has none
+        for c in cells:
+            assert 0 <= c["left"] and c["right"] <= m["w"], m
+        for above, below in zip(cells, cells[1:]):
+            assert below["top"] >= above["bottom"] - 1 and below["left"] == above["left"], m
+
+
 def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
@@ -116,6 +137,11 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("table").count() == 1
     v.check("cashier-shift-closed")
+    cards_fit(v, "[data-testid=shift-summary]")  # the summary at 360 px: a card for cash, one for transfers
+    v.tag = "vi-360"
+    v.check("cashier-shift-closed")
+    v.page.set_viewport_size({"width": 1280, "height": 900})
+    v.tag = "vi-1280"
     v.go("/unmatched")
     v.check("cashier-unmatched")
 

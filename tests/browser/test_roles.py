@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.browser.test_pages import _admin, _submit
+from tests.browser.test_pages import _admin, _submit, cards_fit
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,11 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     assert "Tiền mặt" in v.page.inner_text("main")  # the payment, by cash
     assert "Đã tính vào hóa đơn" in v.page.inner_text("main")  # its outcome in words, not billing's code
     v.check("cashier-cash-paid")
+    cards_fit(v, "[data-testid=payments]")  # the payments at 360 px: a card each
+    v.tag = "vi-360"
+    v.check("cashier-cash-paid")
+    v.page.set_viewport_size({"width": 1280, "height": 900})
+    v.tag = "vi-1280"
 
     v.page.click("details:has(form[action*='/refund']) summary")
     v.page.click("form[action*='/refund'] button")  # no reason: explained, nothing refunded
