@@ -866,9 +866,10 @@ def test_the_invoices_payments_and_the_shifts_summary_are_cards_on_a_phone(clien
     monkeypatch.setattr(cashier, "_json", billing)
     monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
     sign_in(client, "cashier")
-    expected = {"vi": (["Đã tiếp nhận", "Hình thức", "Số tiền", "Kết quả"],
+    expected = {"vi": (["Thời điểm nhận", "Hình thức", "Số tiền", "Kết quả"],
                        ["Hình thức", "Theo sổ", "Thực đếm", "Chênh lệch"]),
-                "en": (["Received", "Channel", "Amount", "Outcome"], ["Channel", "Expected", "Counted", "Difference"])}
+                "en": (["Received at", "Channel", "Amount", "Outcome"],
+                       ["Channel", "Expected", "Counted", "Difference"])}
     token = csrf(client.get("/shift").get_data(as_text=True))
     for lang, (pay_labels, shift_labels) in expected.items():
         client.post("/language", data={"lang": lang, "next": "/shift", "csrf_token": token})
