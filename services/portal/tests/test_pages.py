@@ -897,3 +897,5 @@ def test_the_invoices_payments_and_the_shifts_summary_are_cards_on_a_phone(clien
     phone = css[css.index("@media (max-width: 37.5em)"):]
     assert re.search(r"table\.list > tbody > tr > th \{[^}]*display: block", phone)  # the row header, a title
     assert re.search(r"table\.list > tbody > tr > td\.money \{[^}]*text-align: left", phone)
+    # the invoice's label/value lists: a long label ("Tiền thừa của người bệnh") wraps, the values keep half
+    assert "dl.facts, .facts-grid { grid-template-columns: minmax(0, max-content) minmax(50%, 1fr); }" in phone
