@@ -121,3 +121,20 @@ def test_a_refused_connection_is_down_and_a_slow_answer_slow(app) -> None:
     with pytest.raises(BackendError) as slow:
         call("ehr", "GET", "/slow")  # answers after 1.5 s; the timeout is 0.5 s
     assert (slow.value.kind, slow.value.service) == ("slow", "ehr")
+
+
+def test_a_demo_users_kept_token_is_signed_by_the_key_of_the_app_asking(app, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two configurations in one process (two apps of a test run): each gets a token its own key
+    signed, never the other's kept one (the answer was a 401 from every service)."""
+    from sen_shared.auth import TokenVerifier
+
+    first = backend.user_token()
+    assert backend.user_token() == first  # kept
+    other = SimpleNamespace(**{**vars(backend.settings()), "dev_key_path": str(tmp_path / "other.pem")})
+    monkeypatch.setattr(backend, "settings", lambda: other)
+    second = backend.user_token()
+    assert second != first
+    assert TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=tmp_path / "other.pem").verify(second)
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the verifier raises for a foreign signature
+        TokenVerifier(issuer="sen-dev", audience="sen", dev_key_path=tmp_path / "other.pem").verify(first)

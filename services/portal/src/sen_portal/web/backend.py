@@ -53,7 +53,10 @@ def user_token() -> str:
     user = session.get("user") or {}
     role = str(user.get("role"))
     claims = {k: user[k] for k in ("facility", "practitioner") if user.get(k)}
-    key = (str(user.get("username")), role, tuple(sorted(claims.items())), str(user.get("name", "")))
+    # the signing key and issuer are part of the key: tokens kept for one configuration (one app of a
+    # test run) are never handed out under another
+    key = (str(user.get("username")), role, tuple(sorted(claims.items())), str(user.get("name", "")),
+           str(cfg.dev_key_path), cfg.jwt_issuer, cfg.jwt_audience)
     now = time.time()
     hit = _tokens.get(key)
     if hit is not None and hit[1] > now + 60:

@@ -452,7 +452,7 @@ def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
     return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerForm(),
                            cancel_form=ReasonForm(), submitted=request.args.get("submitted"),
-                           icd=icd10, title=gettext("Consult"))
+                           title=gettext("Consult"))
 
 
 @bp.route("/consults/<tid>/answer", methods=["POST"])
@@ -486,7 +486,7 @@ def consult_cancel(tid: str) -> Any:
 def _detail_with(tid: str, **forms: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
     ctx = {"answer_form": AnswerForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
-    return render_template("consult_detail.html", tid=tid, **data, **ctx, icd=icd10,
+    return render_template("consult_detail.html", tid=tid, **data, **ctx,
                            title=gettext("Consult")), 422
 
 

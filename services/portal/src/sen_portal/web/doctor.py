@@ -83,7 +83,7 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
              "minutes_form": _minutes_defaults(data)}
     forms.update(ctx.pop("forms", {}))
     forms["reassign_form"].practitioner.choices = doctors.result()
-    return render_template("task.html", tid=tid, **data, **forms, **ctx, icd=icd10,
+    return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
 
 
