@@ -713,6 +713,7 @@ def test_an_answer_claimed_before_the_requester_tag_is_tagged_when_rolled_forwar
     """A $provide-info link claimed by a process without the requester tag (an upgrade: its
     Communication untagged in the link), whose writes were not made: the next step's roll-forward
     creates the Communication with the tag, so the clinic reads and finds its answer."""
+    from sen_teleconsult import workflow
     from sen_teleconsult.domain import consults as rules
     from sen_teleconsult.workflow import Actor, Consults
 
@@ -722,13 +723,19 @@ def test_an_answer_claimed_before_the_requester_tag_is_tagged_when_rolled_forwar
         .status_code == 200
     staff = type("P", (), {"sub": "ys-an-binh", "roles": frozenset({"clinic"}), "facility": CLINIC_A,
                            "practitioner": "ys-an-binh", "scopes": frozenset()})()
+    tag_thread = workflow._tag_thread
+
+    def old_tagging(comm: dict, facts: dict) -> dict:  # as the old code tagged: no requester tag
+        comm = tag_thread(comm, facts)
+        comm["meta"]["tag"] = [t for t in comm["meta"]["tag"] if t["system"] != rules.REQUESTER_TAG]
+        return comm
+
     with monkeypatch.context() as m:
+        m.setattr(workflow, "_tag_thread", old_tagging)  # the link is claimed as the old code wrote it
         m.setattr(Consults, "roll_forward", lambda self, link: None)  # the process dies after its insert
         link = consults.provide_info(task_id, Actor.of(staff), "Troponin âm tính", [])
     comm = json.loads(link["communication_json"])
-    comm["meta"]["tag"] = [t for t in comm["meta"]["tag"] if t["system"] != rules.REQUESTER_TAG]
-    # the link as the old code wrote it (this test is its only writer)
-    db.consult_steps.update_one({"_id": link["_id"]}, {"$set": {"communication_json": json.dumps(comm)}})
+    assert rules.requester_of(comm) is None  # the claimed link carries no requester tag
     assert httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["admin"]).status_code == 404
     assert op(tc, task_id, "$start", "dr", tokens).status_code == 200  # the next step rolls it forward
     got = httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["a_pr"])
