@@ -91,12 +91,14 @@ def _detail(response: Response) -> str:
 
 
 def call(service: str, method: str, path: str, *, params: Any = None, json: Any = None,
-         idempotent: bool = False, accept: str = FHIR_JSON, timeout: float | None = None) -> Response:
-    """One request to ``service``; a 2xx response or a BackendError."""
+         idempotent: bool = False, accept: str = FHIR_JSON, timeout: float | None = None,
+         headers: dict[str, str] | None = None) -> Response:
+    """One request to ``service``; a 2xx response or a BackendError. ``headers``: more request
+    headers (``If-Match`` of a versioned update)."""
     if method != "GET" and has_request_context():
         answers.forget(_user_key())  # the user's own change shows on their next page at once,
         session["wrote_at"] = time.time()  # whichever worker process serves it
-    headers = {"Authorization": f"Bearer {user_token()}", "Accept": accept}
+    headers = {**(headers or {}), "Authorization": f"Bearer {user_token()}", "Accept": accept}
     if json is not None:
         headers["Content-Type"] = FHIR_JSON if path.startswith("/fhir") else "application/json"
     if idempotent:  # a retry of the same click (slow links) changes nothing twice

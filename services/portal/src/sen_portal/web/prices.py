@@ -1,0 +1,318 @@
+"""The price list (billing's ChargeItemDefinitions): every signed-in role reads it, the admin
+changes a price.
+
+- ``/prices``: the services with code, Vietnamese name and an English one beside it, facility level
+  and specialty where the entry has them (the ``useContext`` billing prices consults by), the price
+  in đồng, the version and its time. Filtered by name without accents (``tim mach`` finds "Tim
+  mạch"; the English name too), in the portal: the list is one billing search of at most
+  :data:`LIST_SIZE` entries, a few dozen in practice.
+- ``POST /prices/<id>`` (admin): the entry as billing holds it now, its base price replaced, PUT
+  with ``If-Match`` of the version the admin saw on the page. Billing answers 412 when anyone
+  changed the entry since (its store claims version n+1 by an insert: exactly one of two
+  concurrent edits of version n wins), so a second admin never silently overwrites the first:
+  the page says so, shows the price now in force and keeps what was typed. Billing also refuses
+  every other role (403); the portal refuses their POST first with a readable page.
+- ``/prices/<id>/history``: every version (billing's ``_history``): when, who, old → new price.
+
+Billing's store records no author, so the portal writes who changed the price into the version
+it PUTs: the extension :data:`CHANGED_BY` (the user's name and sign-in name, and the version it
+was written for). A version without that extension, or whose extension names another version
+(a change made through the API after one made here), shows who as unknown, never the wrong
+person; version 1 is the entry loaded from the price list file.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import flash, g, redirect, render_template, request, url_for
+from flask_babel import force_locale, gettext
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from sen_shared.fhir.search.text import normalize
+from wtforms import HiddenField, StringField, ValidationError
+from wtforms.validators import InputRequired, Regexp
+
+from . import backend_message, bp, login_required
+from .backend import BackendError, call, entries
+from .formatting import TZ, vnd
+
+LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
+HISTORY_SIZE = 200  # versions a history page shows, newest first
+MAX_PRICE = 1_000_000_000  # one tỷ đồng: no service of the list costs more; billing's own cap is 10 tỷ
+SERVICE_SYSTEM = "urn:sen:billing:service"
+CONTEXT_SYSTEM = "urn:sen:billing:context"
+COVERED_EXT = "https://sen.vn/fhir/StructureDefinition/bhyt-covered"
+CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/price-changed-by"
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+LEVELS = {"central": _l("Central"), "province": _l("Provincial"), "district": _l("District"),
+          "commune": _l("Commune")}
+SPECIALTIES = {"394579002": _l("Cardiology"), "394583002": _l("Endocrinology"), "394914008": _l("Radiology"),
+               "394537008": _l("Paediatrics")}
+# the English name beside the Vietnamese one, by the service's code (the price list file's services)
+SERVICES = {"teleconsult": _l("Teleconsultation"), "kham-benh": _l("Medical examination"),
+            "xn-cong-thuc-mau": _l("Complete blood count"), "xn-duong-huyet": _l("Blood glucose test"),
+            "dien-tim": _l("Electrocardiogram"), "sieu-am-bung": _l("Abdominal ultrasound"),
+            "x-quang-nguc": _l("Chest X-ray"), "ban-sao-ho-so": _l("Certified copy of the medical record")}
+
+
+# ------------------------------------------------------------------ reading an entry
+
+def base_price(res: dict[str, Any]) -> int | None:
+    for group in res.get("propertyGroup") or []:
+        for pc in group.get("priceComponent") or []:
+            if pc.get("type") == "base":
+                value = (pc.get("amount") or {}).get("value")
+                return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return None
+
+
+def _context(res: dict[str, Any], code: str) -> str | None:
+    for uc in res.get("useContext") or []:
+        if (uc.get("code") or {}).get("system") == CONTEXT_SYSTEM and (uc.get("code") or {}).get("code") == code:
+            for c in (uc.get("valueCodeableConcept") or {}).get("coding") or []:
+                if c.get("code"):
+                    return str(c["code"])
+    return None
+
+
+def service_code(res: dict[str, Any]) -> str:
+    for c in (res.get("code") or {}).get("coding") or []:
+        if c.get("system") == SERVICE_SYSTEM and c.get("code"):
+            return str(c["code"])
+    return ""
+
+
+def _label(table: dict[str, Any], code: str | None) -> str:
+    label = table.get(code or "")
+    return str(label) if label is not None else (code or "")
+
+
+def english_name(res: dict[str, Any]) -> str:
+    """The service in English (the page shows it beside billing's Vietnamese title): its service,
+    specialty and level from the portal's labels; "" for a service the portal has no name for."""
+    service = SERVICES.get(service_code(res))
+    if service is None:
+        return ""
+    with force_locale("en"):
+        parts = [str(service)]
+        specialty, level = _context(res, "specialty"), _context(res, "facility-level")
+        if specialty:
+            parts.append(_label(SPECIALTIES, specialty))
+        name = " — ".join(parts)
+        return f"{name} ({str(LEVELS[level]).lower()} level)" if level in LEVELS else name
+
+
+def covered(res: dict[str, Any]) -> bool:
+    return all(ext.get("valueBoolean", True) for ext in res.get("extension") or [] if ext.get("url") == COVERED_EXT)
+
+
+def changed_by(res: dict[str, Any]) -> str | None:
+    """Who made this version through the portal; None when the version does not say (see the module)."""
+    version = str((res.get("meta") or {}).get("versionId") or "")
+    for ext in res.get("extension") or []:
+        if ext.get("url") != CHANGED_BY:
+            continue
+        parts = {e.get("url"): e for e in ext.get("extension") or []}
+        if str((parts.get("version") or {}).get("valueInteger")) != version:
+            return None
+        name = (parts.get("name") or {}).get("valueString") or ""
+        user = (parts.get("user") or {}).get("valueString") or ""
+        return f"{name} ({user})" if name and user and name != user else (name or user or None)
+    return None
+
+
+def row(res: dict[str, Any]) -> dict[str, Any]:
+    meta = res.get("meta") or {}
+    vi = str(res.get("title") or (res.get("code") or {}).get("text") or res.get("id") or "")
+    en = english_name(res)
+    level, specialty = _context(res, "facility-level"), _context(res, "specialty")
+    return {"id": res.get("id"), "code": service_code(res) or res.get("id"), "vi": vi, "en": en,
+            "level": _label(LEVELS, level) if level else "", "specialty": _label(SPECIALTIES, specialty) if specialty
+            else "", "price": base_price(res), "version": str(meta.get("versionId") or ""),
+            "updated": meta.get("lastUpdated"), "active": res.get("status") == "active", "covered": covered(res),
+            "key": normalize(" ".join([vi, en, service_code(res), str(res.get("id") or "")]))}
+
+
+def matches(r: dict[str, Any], q: str) -> bool:
+    """Every word typed is in the entry's name (Vietnamese or English) or code, accents and case aside."""
+    return all(w in r["key"] for w in normalize(q).split())
+
+
+# ------------------------------------------------------------------ the form
+
+def parse_vnd(text: str) -> int:
+    """``150.000``, ``150 000``, ``150,000``, ``150000`` or ``150.000 ₫`` → 150000; ValueError else
+    (a decimal part: a price is a whole number of đồng)."""
+    compact = re.sub(r"[\s\u00a0₫]|đồng|đ|VND", "", text.strip(), flags=re.IGNORECASE)
+    if re.fullmatch(r"\d{1,3}([.,]\d{3})+", compact):
+        compact = re.sub(r"[.,]", "", compact)
+    if not re.fullmatch(r"\d{1,13}", compact):
+        raise ValueError(compact)
+    return int(compact)
+
+
+def _whole_dong(form: FlaskForm, field: StringField) -> None:
+    try:
+        value = parse_vnd(field.data or "")
+    except ValueError:
+        raise ValidationError(_l("Write the price as a whole number of đồng, e.g. 150.000.")) from None
+    if value <= 0:
+        raise ValidationError(_l("A price is more than 0 đồng."))
+    if value > MAX_PRICE:
+        raise ValidationError(_l("At most %(max)s: check the number of zeros.", max=vnd(MAX_PRICE)))
+
+
+class PriceForm(FlaskForm):
+    """One entry's new price; ``version``: the version the admin saw (sent as ``If-Match``)."""
+
+    price = StringField(_l("New price (đồng)"), validators=[InputRequired(_l("Enter the new price.")), _whole_dong])
+    version = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,12}$")])
+
+
+def price_form(r: dict[str, Any], posted: FlaskForm | None = None) -> FlaskForm:
+    if posted is not None:
+        return posted
+    return PriceForm(formdata=None, prefix=f"p-{r['id']}", version=r["version"],
+                     price=vnd(r["price"]).replace("\u00a0₫", "") if r["price"] is not None else "")
+
+
+# ------------------------------------------------------------------ billing
+
+def fetch_list() -> tuple[list[dict[str, Any]], bool]:
+    """The price list as rows, by Vietnamese name; ``more``: billing has more than one page."""
+    bundle = call("billing", "GET", "/fhir/ChargeItemDefinition", params={"_count": str(LIST_SIZE)}).json()
+    rows = [row(res) for res in entries(bundle, "ChargeItemDefinition")]
+    rows.sort(key=lambda r: (normalize(r["vi"]), r["id"]))
+    more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
+    return rows, more
+
+
+def fetch_entry(cid: str) -> dict[str, Any]:
+    return call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}").json()
+
+
+def with_price(res: dict[str, Any], price: int, version: str) -> dict[str, Any]:
+    """``res`` with its base price ``price`` and who changes it (the version the change becomes)."""
+    out = copy.deepcopy(res)
+    for group in out.get("propertyGroup") or []:
+        for pc in group.get("priceComponent") or []:
+            if pc.get("type") == "base":
+                pc["amount"] = {"value": price, "currency": "VND"}
+    user = g.user
+    stamp = {"url": CHANGED_BY, "extension": [
+        {"url": "name", "valueString": user.name or user.username},
+        {"url": "user", "valueString": user.username},
+        {"url": "version", "valueInteger": int(version) + 1}]}
+    out["extension"] = [e for e in out.get("extension") or [] if e.get("url") != CHANGED_BY] + [stamp]
+    out["date"] = datetime.now(TZ).isoformat(timespec="seconds")  # ChargeItemDefinition.date: last changed
+    out.pop("meta", None)  # the server's
+    return out
+
+
+def put_price(cid: str, price: int, version: str) -> dict[str, Any]:
+    """The new version, or a BackendError (412: the entry is no longer at ``version``)."""
+    current = fetch_entry(cid)
+    r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(current, price, version),
+             headers={"If-Match": f'W/"{version}"'})
+    return r.json()
+
+
+# ------------------------------------------------------------------ pages
+
+def _page(status: int = 200, *, posted: dict[str, FlaskForm] | None = None, problem: str | None = None,
+          notice: dict[str, str] | None = None) -> Any:
+    q = (request.args.get("q") or "").strip()[:100]
+    rows, more, failed = [], False, None
+    try:
+        rows, more = fetch_list()
+    except BackendError as err:
+        failed = backend_message(err)
+    shown = [r for r in rows if matches(r, q)] if q else rows
+    admin = g.user.role == "admin"
+    forms = {r["id"]: price_form(r, (posted or {}).get(r["id"])) for r in shown} if admin else {}
+    template = "_prices_rows.html" if request.headers.get("HX-Request") == "true" else "prices.html"
+    return render_template(template, rows=shown, total=len(rows), q=q, more=more, admin=admin, forms=forms,
+                           problem=problem or failed, notice=notice or {}, limit=LIST_SIZE,
+                           title=gettext("Price list")), status if not failed or status != 200 else 503
+
+
+@bp.route("/prices")
+@login_required()
+def prices() -> Any:
+    return _page()
+
+
+@bp.route("/prices/<cid>", methods=["POST"])
+@login_required()
+def price_change(cid: str) -> Any:
+    if g.user.role != "admin":
+        return render_template("error.html", title=gettext("Not allowed"),
+                               message=gettext("Only the administrator changes the price list.")), 403
+    if not _ID.fullmatch(cid):
+        return render_template("error.html", title=gettext("Not found"),
+                               message=gettext("This page or record does not exist.")), 404
+    form = PriceForm(prefix=f"p-{cid}")
+    if not form.validate_on_submit():
+        return _page(422, posted={cid: form}, problem=gettext("Please correct the highlighted fields."))
+    try:
+        saved = put_price(cid, parse_vnd(form.price.data), form.version.data)
+    except BackendError as err:
+        if err.kind == "refused" and err.status in (409, 412):
+            return _conflict(cid, form)
+        return _page(409 if err.kind == "refused" else 503, posted={cid: form}, problem=backend_message(err))
+    flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=saved.get("title") or cid,
+                  price=vnd(base_price(saved)), version=(saved.get("meta") or {}).get("versionId", "")))
+    return redirect(url_for("web.prices", q=request.args.get("q") or None, _anchor=f"price-{cid}"))
+
+
+def _conflict(cid: str, form: PriceForm) -> Any:
+    """Someone changed the entry since the admin opened the page: nothing was saved; the page shows the
+    price in force now, keeps what was typed, and the form now names the current version (saving again
+    is a deliberate choice made with the new price in sight)."""
+    try:
+        now = fetch_entry(cid)
+    except BackendError as err:
+        return _page(409, posted={cid: form}, problem=backend_message(err))
+    meta = now.get("meta") or {}
+    form.version.data = str(meta.get("versionId") or form.version.data)
+    from .formatting import when
+
+    who = changed_by(now)
+    message = gettext("Someone changed this price meanwhile: it is now %(price)s (version %(version)s, "
+                      "%(when)s%(who)s). Your price was not saved; check it and save again if it should "
+                      "still change.", price=vnd(base_price(now)), version=meta.get("versionId", ""),
+                      when=when(meta.get("lastUpdated")), who=f", {who}" if who else "")
+    return _page(409, posted={cid: form}, notice={cid: message},
+                 problem=gettext("The price was not saved: someone changed it meanwhile (see the entry)."))
+
+
+@bp.route("/prices/<cid>/history")
+@login_required()
+def price_history(cid: str) -> Any:
+    if not _ID.fullmatch(cid):
+        return render_template("error.html", title=gettext("Not found"),
+                               message=gettext("This page or record does not exist.")), 404
+    bundle = call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}/_history",
+                  params={"_count": str(HISTORY_SIZE)}).json()  # a BackendError: the error page (404, down)
+    versions = []
+    for e in bundle.get("entry") or []:
+        res = e.get("resource")
+        method = (e.get("request") or {}).get("method")
+        resp = e.get("response") or {}
+        version = re.sub(r"\D", "", str(resp.get("etag") or "")) or str(((res or {}).get("meta") or {})
+                                                                        .get("versionId") or "")
+        versions.append({"version": version, "when": resp.get("lastModified") or ((res or {}).get("meta") or {})
+                         .get("lastUpdated"), "price": base_price(res) if res else None, "deleted": res is None,
+                         "created": method == "POST", "who": changed_by(res) if res else None,
+                         "title": (res or {}).get("title")})
+    for newer, older in zip(versions, versions[1:], strict=False):  # newest first: each one's previous price
+        newer["old"] = older["price"]
+    more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
+    title = next((v["title"] for v in versions if v["title"]), cid)
+    return render_template("price_history.html", versions=versions, cid=cid, name=title, more=more,
+                           limit=HISTORY_SIZE, title=gettext("Price history"))
