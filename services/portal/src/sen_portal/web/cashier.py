@@ -13,7 +13,7 @@ from typing import Any
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend, backend_message, bp, login_required
+from . import backend, backend_message, bp, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .formatting import human_name
 from .forms import CashForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
@@ -347,7 +347,8 @@ def shift() -> Any:
                     body["note"] = close_form.note.data
                 closed = _json("POST", "/payments/shifts/current/close", body)
                 return render_template("shift.html", current=None, closed=closed, open_form=open_form,
-                                       close_form=close_form, problem=None, title=gettext("Shift"))
+                                       close_form=close_form, problem=None, title=gettext("Shift"),
+                                       **daily_report.section())
             problem = gettext("Please correct the highlighted fields.")
         except BackendError as err:
             problem = backend_message(err)
@@ -358,6 +359,7 @@ def shift() -> Any:
         if err.status != 404:
             problem = problem or backend_message(err)
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
-                           problem=problem, title=gettext("Shift")), 200 if not problem else 422
+                           problem=problem, title=gettext("Shift"),
+                           **daily_report.section()), 200 if not problem else 422
 
 
