@@ -428,11 +428,19 @@ def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
         based_on = f"ServiceRequest/{sr['id']}"
         jobs = [pool.submit(copy_current_request_context(_extra), rtype, params) for rtype, params in (
             ("Communication", {"based-on": based_on, "_count": "50"}),
-            ("Appointment", {"based-on": based_on, "_count": "5"}))]
+            ("Appointment", {"based-on": based_on, "_count": "20"}))]
         comms, appts = (j.result() for j in jobs)
     comms.sort(key=lambda c: c.get("sent", ""))
-    return {"task": task, "sr": sr, "comms": comms, "appointment": appts[0] if appts else None,
+    return {"task": task, "sr": sr, "comms": comms, "appointment": current_visit(appts),
             "patient": patient_job.result() if patient_job is not None else None, "pid": pid}
+
+
+def current_visit(appts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The consult's video visit to show: the active one (booked or held; teleconsult keeps at most
+    one per consult: a move books the new time and cancels the old), else the one changed last (the
+    visit cancelled, marked no-show or done; not an older time it was moved away from)."""
+    active = [a for a in appts if a.get("status") in ("booked", "pending")]
+    return max(active or appts, key=lambda a: str((a.get("meta") or {}).get("lastUpdated") or ""), default=None)
 
 
 pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="portal-consult")  # side requests of a page

@@ -12,7 +12,7 @@ from flask_babel import gettext
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import consult_bundle, consult_rows, pool
-from .formatting import TZ
+from .formatting import TZ, parse_instant, when
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
@@ -80,8 +80,10 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     start = date.today()
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
-             "minutes_form": _minutes_defaults(data)}
+             "minutes_form": _minutes_defaults(data), "visit_cancel_form": ReasonForm(formdata=None, prefix="visit")}
     forms.update(ctx.pop("forms", {}))
+    begun = parse_instant((data["appointment"] or {}).get("start"))
+    ctx["visit_begun"] = begun is not None and begun <= datetime.now(TZ)  # a no-show can be marked from then on
     forms["reassign_form"].practitioner.choices = doctors.result()
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
@@ -98,7 +100,7 @@ def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
 @login_required("doctor")
 def task_detail(tid: str) -> Any:
     return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
-                      started=request.args.get("started"))
+                      started=request.args.get("started"), visit=request.args.get("visit"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
@@ -167,14 +169,10 @@ def task_request_info(tid: str) -> Any:
     return redirect(url_for("web.task_detail", tid=tid))
 
 
-@bp.route("/tasks/<tid>/slots", methods=["POST"])
-@login_required("doctor")
-def task_slots(tid: str) -> Any:
-    """Free slots (Appointment/$find) of this doctor for the chosen days."""
-    form = FindSlotForm()
-    if not form.validate_on_submit():
-        return _task_page(tid, 422, forms={"find_form": form})
-    data = consult_bundle(tid)
+def find_proposals(data: dict[str, Any], form: FindSlotForm) -> list[dict[str, Any]]:
+    """Free slots (teleconsult's ``Appointment/$find``) of the signed-in doctor (or, for a user who is
+    no practitioner, the hub's) in the days ``form`` names, proposed for the consult ``data``; the
+    same for booking a first visit and for moving one. A BackendError when teleconsult refuses."""
     start = datetime.combine(form.start.data, time(0, 0), TZ)
     end = start + timedelta(days=form.days.data or 7)
     params = [{"name": "start", "valueDateTime": start.isoformat()}, {"name": "end", "valueDateTime": end.isoformat()},
@@ -186,30 +184,49 @@ def task_slots(tid: str) -> Any:
         sr_ref = {"reference": f"ServiceRequest/{data['sr']['id']}"}
         params.append({"name": "service-request", "valueReference": sr_ref})
         params.append({"name": "patient-reference", "valueReference": data["sr"]["subject"]})
+    found = fhir_post("teleconsult", "/fhir/Appointment/$find", {"resourceType": "Parameters", "parameter": params},
+                      idempotent=False)
+    return entries(found, "Appointment")
+
+
+@bp.route("/tasks/<tid>/slots", methods=["POST"])
+@login_required("doctor")
+def task_slots(tid: str) -> Any:
+    """Free slots for the consult's video visit: to book one, or (a visit is booked) to move it there;
+    the page offers the times with the button that fits the visit's state."""
+    form = FindSlotForm()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"find_form": form})
     try:
-        found = fhir_post("teleconsult", "/fhir/Appointment/$find", {"resourceType": "Parameters", "parameter": params},
-                          idempotent=False)
+        proposals = find_proposals(consult_bundle(tid), form)
     except BackendError as err:
         return _task_page(tid, 503, problem=backend_message(err), forms={"find_form": form})
-    proposals = entries(found, "Appointment")
     return _task_page(tid, proposals=proposals, forms={"find_form": form})
+
+
+def _chosen_time(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The Appointment proposal for the time the doctor picked (``slot``, ``start``, ``end`` of a
+    $find proposal, posted back by its button): the patient, this doctor, the consult's request."""
+    slot = request.form.get("slot", "")
+    start, end = request.form.get("start", ""), request.form.get("end", "")
+    if not slot or not start or not end or data["sr"] is None:
+        return None
+    participants = [{"actor": {"reference": f"Practitioner/{g.user.practitioner}"}, "status": "needs-action"}] \
+        if g.user.practitioner else []
+    participants.insert(0, {"actor": data["sr"]["subject"], "status": "needs-action"})
+    return {"resourceType": "Appointment", "status": "proposed", "start": start, "end": end,
+            "slot": [{"reference": f"Slot/{slot}"}], "participant": participants,
+            "basedOn": [{"reference": f"ServiceRequest/{data['sr']['id']}"}]}
 
 
 @bp.route("/tasks/<tid>/book", methods=["POST"])
 @login_required("doctor")
 def task_book(tid: str) -> Any:
     """Hold the chosen slot, then book it (two operations: a lost race says so at the hold)."""
-    slot = request.form.get("slot", "")
-    start, end = request.form.get("start", ""), request.form.get("end", "")
     data = consult_bundle(tid)
-    if not slot or not start or not end or data["sr"] is None:
+    proposal = _chosen_time(data)
+    if proposal is None:
         return _task_page(tid, 422, problem=gettext("Choose a time first."))
-    participants = [{"actor": {"reference": f"Practitioner/{g.user.practitioner}"}, "status": "needs-action"}] \
-        if g.user.practitioner else []
-    participants.insert(0, {"actor": data["sr"]["subject"], "status": "needs-action"})
-    proposal = {"resourceType": "Appointment", "status": "proposed", "start": start, "end": end,
-                "slot": [{"reference": f"Slot/{slot}"}], "participant": participants,
-                "basedOn": [{"reference": f"ServiceRequest/{data['sr']['id']}"}]}
     try:
         held = fhir_post("teleconsult", "/fhir/Appointment/$hold", {
             "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
@@ -221,6 +238,103 @@ def task_book(tid: str) -> Any:
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err))
     return redirect(url_for("web.task_detail", tid=tid, booked=1))
+
+
+# ------------------------------------------------------------------ changing a booked visit
+
+ACTIVE = ("booked", "pending")
+
+
+def _visit_page(tid: str, aid: str) -> tuple[dict[str, Any], Any]:
+    """The consult, and a readable refusal (the page as it is now, 409) when the visit ``aid`` the
+    doctor's page showed is no longer the consult's active visit: someone else moved or cancelled it
+    meanwhile (the back-end would take a second cancel of a cancelled visit as done, silently)."""
+    data = consult_bundle(tid)
+    appt = data["appointment"]
+    if appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE:
+        return data, None
+    return data, _task_page(tid, 409, problem=_changed_meanwhile(appt))
+
+
+def _changed_meanwhile(appt: dict[str, Any] | None) -> str:
+    if appt is not None and appt.get("status") in ACTIVE:
+        return gettext("This visit was changed by someone else meanwhile: it is now at %(when)s. Nothing was "
+                       "changed; look at it again below.", when=when(appt.get("start")))
+    return gettext("This visit was cancelled or closed by someone else meanwhile. Nothing was changed; the "
+                   "page shows it as it is now.")
+
+
+def _visit_refused(tid: str, aid: str, err: BackendError, still_active: str, **ctx: Any) -> Any:
+    """The page after teleconsult refused a change of the visit ``aid``: a 409 on a visit that is
+    still the active one is ``still_active`` (the slot taken, not started yet); on one that changed
+    meanwhile, what it is now; anything else (no answer, not allowed) in the portal's words."""
+    if err.kind == "refused" and err.status == 409:
+        appt = consult_bundle(tid)["appointment"]  # read again: the failed write forgot the kept answers
+        if appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE:
+            return _task_page(tid, 409, problem=still_active, **ctx)
+        return _task_page(tid, 409, problem=_changed_meanwhile(appt), **ctx)
+    return _task_page(tid, 409 if err.kind == "refused" else 503, problem=backend_message(err), **ctx)
+
+
+@bp.route("/tasks/<tid>/visit/move", methods=["POST"])
+@login_required("doctor")
+def visit_move(tid: str) -> Any:
+    """Move the booked visit to the free time the doctor picked (teleconsult's ``$reschedule``): the
+    new time is booked and the old one cancelled, its slot free again; the new time taken meanwhile:
+    409 and nothing changed."""
+    aid = request.form.get("appointment", "")
+    data, stale = _visit_page(tid, aid)
+    if stale is not None:
+        return stale
+    proposal = _chosen_time(data)
+    if proposal is None:
+        return _task_page(tid, 422, problem=gettext("Choose a time first."))
+    try:
+        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$reschedule", {
+            "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
+    except BackendError as err:
+        return _visit_refused(tid, aid, err, gettext(
+            "This time was just taken by someone else. The visit stays at %(when)s; choose another time.",
+            when=when(data["appointment"].get("start"))))
+    return redirect(url_for("web.task_detail", tid=tid, visit="moved"))
+
+
+@bp.route("/tasks/<tid>/visit/cancel", methods=["POST"])
+@login_required("doctor")
+def visit_cancel(tid: str) -> Any:
+    """Cancel the booked visit with a reason (teleconsult's ``$cancel``): its slot is free again and
+    the page offers free times to book another visit."""
+    form = ReasonForm(prefix="visit")
+    aid = request.form.get("appointment", "")
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"visit_cancel_form": form})
+    data, stale = _visit_page(tid, aid)
+    if stale is not None:
+        return stale
+    try:
+        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$cancel", {
+            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+    except BackendError as err:
+        return _visit_refused(tid, aid, err, _changed_meanwhile(None), forms={"visit_cancel_form": form})
+    return redirect(url_for("web.task_detail", tid=tid, visit="cancelled"))
+
+
+@bp.route("/tasks/<tid>/visit/noshow", methods=["POST"])
+@login_required("doctor")
+def visit_noshow(tid: str) -> Any:
+    """The patient did not attend (teleconsult's ``$noshow``; the page offers it once the visit's time
+    has begun, and teleconsult refuses it before): the clinic sees it and is asked for a new time."""
+    aid = request.form.get("appointment", "")
+    data, stale = _visit_page(tid, aid)
+    if stale is not None:
+        return stale
+    try:
+        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$noshow", {"resourceType": "Parameters"})
+    except BackendError as err:
+        return _visit_refused(tid, aid, err, gettext(
+            "The visit has not begun yet (it starts at %(when)s): mark the patient absent only after that.",
+            when=when(data["appointment"].get("start"))))
+    return redirect(url_for("web.task_detail", tid=tid, visit="noshow"))
 
 
 def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> dict[str, Any]:

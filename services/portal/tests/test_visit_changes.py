@@ -1,0 +1,368 @@
+"""The doctor moves, cancels or marks no-show a booked video visit from the consult page; the clinic's
+consult page shows what became of it. Flask's test client; the teleconsult service is a scripted fake
+at the HTTP transport (``sen_shared.http.request``): it answers as teleconsult's operations do
+(``$find``, ``$reschedule``, ``$cancel``, ``$noshow``; 409 for a taken slot, a visit that is no longer
+booked, a no-show before the start) and lets a test change the visit "by someone else" between two
+clicks. The real service is exercised in ``tests/integration/test_portal_visit_changes.py``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+from sen_shared import http
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+TID, SR, PATIENT = "t-1", "sr-1", "Patient/p-1"
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(TZ).isoformat(timespec="seconds")
+
+
+def _outcome(status: int, text: str) -> http.Response:
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict",
+                                                          "diagnostics": text}]}
+    return http.Response(status, {}, json.dumps(body).encode())
+
+
+class FakeTeleconsult:
+    """The consult ``t-1`` (in progress) and its appointments, as teleconsult would keep them."""
+
+    def __init__(self, start: datetime) -> None:
+        self.down = False
+        self.taken: set[str] = set()  # slots someone else books just before the doctor's click
+        self.calls: list[tuple[str, str, Any]] = []
+        self.appts: dict[str, dict[str, Any]] = {}
+        self.seq = 0
+        self.book(start)
+
+    def book(self, start: datetime, status: str = "booked") -> dict[str, Any]:
+        self.seq += 1
+        aid = f"a-{self.seq}"
+        self.appts[aid] = {
+            "resourceType": "Appointment", "id": aid, "status": status, "start": _iso(start),
+            "end": _iso(start + timedelta(minutes=30)), "slot": [{"reference": f"Slot/s-{start:%d%H%M}"}],
+            "basedOn": [{"reference": f"ServiceRequest/{SR}"}],
+            "meta": {"lastUpdated": f"2026-12-05T00:00:{self.seq:02d}Z"},
+            "participant": [{"actor": {"reference": PATIENT}, "status": "accepted"},
+                            {"actor": {"reference": "Practitioner/bs-nguyen-van-an"}, "status": "accepted"}]}
+        return self.appts[aid]
+
+    def change(self, aid: str, status: str, reason: str | None = None) -> None:
+        self.seq += 1
+        a = self.appts[aid]
+        a["status"] = status
+        a["meta"] = {"lastUpdated": f"2026-12-05T00:00:{self.seq:02d}Z"}
+        if reason:
+            a["cancelationReason"] = {"text": reason}
+
+    def active(self) -> list[dict[str, Any]]:
+        return [a for a in self.appts.values() if a["status"] in ("booked", "pending")]
+
+    def __call__(self, method: str, url: str, *, timeout: float, params: Any = None, json: Any = None,
+                 **_: Any) -> http.Response:
+        parts = urlsplit(url)
+        path = parts.path
+        self.calls.append((method, path, json))
+        if self.down:
+            raise http.Unreachable("connection refused")
+        if "/fhir/Task" in path and method == "GET":
+            task = {"resourceType": "Task", "id": TID, "status": "in-progress", "intent": "order",
+                    "priority": "urgent", "for": {"reference": PATIENT}, "authoredOn": "2026-12-04T08:00:00+07:00",
+                    "basedOn": [{"reference": f"ServiceRequest/{SR}"}],
+                    "requester": {"reference": "Organization/tyt-my-hiep"},
+                    "owner": {"reference": "Practitioner/bs-nguyen-van-an"}}
+            sr = {"resourceType": "ServiceRequest", "id": SR, "status": "active", "intent": "order",
+                  "subject": {"reference": PATIENT}, "note": [{"text": "Xin ý kiến."}]}
+            return self._bundle([task, sr])
+        if path.endswith("/fhir/Appointment") and method == "GET":
+            return self._bundle(list(copy.deepcopy(self.appts).values()))
+        if path.endswith("/fhir/Appointment/$find"):
+            first = datetime.now(TZ).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=2)
+            slots = [first + timedelta(minutes=30 * i) for i in range(3)]
+            return self._bundle([{"resourceType": "Appointment", "status": "proposed", "start": _iso(s),
+                                  "end": _iso(s + timedelta(minutes=30)),
+                                  "slot": [{"reference": f"Slot/s-{s:%d%H%M}"}]} for s in slots])
+        m = re.search(r"/fhir/Appointment/([^/]+)/\$(\w+)$", path)
+        if m and method == "POST":
+            return self._operation(m.group(1), m.group(2), json or {})
+        if method == "GET":  # the EHR: names, the hub's doctors; nothing to say here
+            return self._bundle([])
+        return _outcome(404, f"no fake for {method} {path}")
+
+    def _operation(self, aid: str, op: str, body: dict[str, Any]) -> http.Response:
+        appt = self.appts.get(aid)
+        if appt is None:
+            return _outcome(404, f"Appointment/{aid} is not known")
+        params = {p["name"]: p.get("resource", p.get("valueString")) for p in body.get("parameter") or []}
+        if op == "cancel":
+            if appt["status"] == "cancelled":  # teleconsult answers a second cancel as done
+                return self._json(appt)
+            if appt["status"] not in ("booked", "pending"):
+                return _outcome(409, f"Appointment/{aid} is {appt['status']}: it cannot be cancelled")
+            self.change(aid, "cancelled", params.get("reason"))
+            return self._json(appt)
+        if op == "noshow":
+            if appt["status"] != "booked":
+                return _outcome(409, f"Appointment/{aid} is {appt['status']}: it cannot be noshow")
+            if datetime.fromisoformat(appt["start"]) > datetime.now(TZ):
+                return _outcome(409, f"Appointment/{aid} has not started yet: it cannot be a no-show")
+            self.change(aid, "noshow")
+            return self._json(appt)
+        if op == "reschedule":
+            if appt["status"] not in ("booked", "pending"):
+                return _outcome(409, f"Appointment/{aid} is {appt['status']}: it cannot be rescheduled")
+            proposal = params["appointment-resource"]
+            slot = proposal["slot"][0]["reference"]
+            if slot[5:] in self.taken:
+                return _outcome(409, f"{slot} is already booked by another appointment; find another slot")
+            new = self.book(datetime.fromisoformat(proposal["start"]))
+            new["slot"] = proposal["slot"]
+            self.change(aid, "cancelled", "rescheduled")
+            return self._json(new)
+        return _outcome(404, f"no fake for ${op}")
+
+    @staticmethod
+    def _json(body: Any) -> http.Response:
+        return http.Response(200, {}, json.dumps(body).encode())
+
+    def _bundle(self, resources: list[dict[str, Any]]) -> http.Response:
+        return self._json({"resourceType": "Bundle", "type": "searchset",
+                           "entry": [{"resource": r} for r in resources]})
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTeleconsult:
+    f = FakeTeleconsult(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
+    monkeypatch.setattr(http, "request", f)
+    return f
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeTeleconsult):
+    url = "http://127.0.0.1:9"  # never reached: the fake answers at the transport
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": url, "SEN_TELECONSULT_URL": url,
+           "SEN_BILLING_URL": url, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING",
+           "SEN_PORTAL_CACHE_SECONDS": "0"}  # another user's change shows on the next page at once
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def _signed_in(app: Any, user: str, lang: str = "vi") -> Any:
+    c = app.test_client()
+    page = c.get("/login").get_data(as_text=True)
+    r = c.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": _csrf(page)})
+    assert r.status_code == 302
+    if lang != "vi":
+        page = c.get("/login").get_data(as_text=True)
+        r = c.post("/language", data={"lang": lang, "next": "/", "csrf_token": _csrf(page)})
+        assert r.status_code == 302
+    return c
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def _page(c: Any) -> str:
+    r = c.get(f"/tasks/{TID}")
+    assert r.status_code == 200, r.get_data(as_text=True)[:800]
+    return r.get_data(as_text=True)
+
+
+def _move_buttons(page: str) -> list[dict[str, str]]:
+    forms = re.findall(r'<form method="post" action="/tasks/t-1/visit/move".*?</form>', page, re.S)
+    return [dict(re.findall(r'name="(\w+)" value="([^"]*)"', f)) for f in forms]
+
+
+def _find(c: Any, page: str) -> str:
+    r = c.post(f"/tasks/{TID}/slots", data={"csrf_token": _csrf(page), "start": datetime.now(TZ).strftime("%d/%m/%Y"),
+                                            "days": "7"})
+    assert r.status_code == 200, r.get_data(as_text=True)[:800]
+    return r.get_data(as_text=True)
+
+
+def test_the_booked_visit_card_offers_move_cancel_and_no_no_show_before_its_time(app, fake):
+    c = _signed_in(app, "doctor")
+    page = _page(c)
+    text = _text(page)
+    assert "Đổi lịch" in text and "Hủy lịch" in text
+    assert 'data-testid="visit-noshow"' not in page  # the visit is tomorrow
+    assert 'action="/tasks/t-1/book"' not in page  # booked: no second visit offered
+
+
+def test_the_doctor_moves_the_visit_and_the_page_shows_the_new_time(app, fake):
+    c = _signed_in(app, "doctor")
+    found = _find(c, _page(c))
+    assert 'data-testid="visit-move" open' in found  # the times are shown inside the opened "move" box
+    buttons = _move_buttons(found)
+    assert len(buttons) == 3 and all(b["appointment"] == "a-1" for b in buttons)
+    assert "Chuyển sang" in _text(found)
+    chosen = buttons[1]
+    r = c.post(f"/tasks/{TID}/visit/move", data=chosen)
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/tasks/{TID}?visit=moved")
+    sent = [b for m, p, b in fake.calls if p.endswith("/a-1/$reschedule")]
+    assert len(sent) == 1
+    proposal = sent[0]["parameter"][0]["resource"]
+    assert proposal["slot"] == [{"reference": f"Slot/{chosen['slot']}"}]
+    assert proposal["participant"][0]["actor"] == {"reference": PATIENT}
+    assert proposal["basedOn"] == [{"reference": f"ServiceRequest/{SR}"}]
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    new_start = datetime.fromisoformat(chosen["start"]).astimezone(TZ)
+    assert f"{new_start:%d/%m/%Y %H:%M}" in _text(page.split('data-testid="visit-time"')[1])
+    assert "Đã dời buổi khám video sang" in _text(page)
+    # the clinic's consult page shows the new time, not the old one it was moved from
+    clinic = _signed_in(app, "clinic")
+    cpage = clinic.get(f"/consults/{TID}").get_data(as_text=True)
+    assert f"{new_start:%d/%m/%Y %H:%M}" in _text(cpage.split('data-testid="visit-time"')[1])
+    assert 'data-testid="visit-ended"' not in cpage
+
+
+def test_a_time_taken_just_before_the_click_says_so_and_keeps_the_visit(app, fake):
+    c = _signed_in(app, "doctor")
+    chosen = _move_buttons(_find(c, _page(c)))[0]
+    fake.taken.add(chosen["slot"])  # someone else books it meanwhile
+    r = c.post(f"/tasks/{TID}/visit/move", data=chosen)
+    assert r.status_code == 409
+    text = _text(r.get_data(as_text=True))
+    old = datetime.fromisoformat(fake.appts["a-1"]["start"])
+    assert "Giờ này vừa có người khác đặt" in text and f"{old:%d/%m/%Y %H:%M}" in text
+    assert "already booked" not in text  # the portal's words, not the back-end's
+    assert fake.appts["a-1"]["status"] == "booked" and len(fake.active()) == 1
+
+
+def test_a_visit_moved_by_someone_else_meanwhile_is_not_moved_again(app, fake):
+    c = _signed_in(app, "doctor")
+    chosen = _move_buttons(_find(c, _page(c)))[0]
+    other = fake.book(datetime.now(TZ) + timedelta(days=5))  # another tab moved it
+    fake.change("a-1", "cancelled", "rescheduled")
+    r = c.post(f"/tasks/{TID}/visit/move", data=chosen)
+    assert r.status_code == 409
+    page = r.get_data(as_text=True)
+    assert "đã được người khác thay đổi" in _text(page)
+    assert not [p for m, p, b in fake.calls if p.endswith("$reschedule")]  # nothing sent for the stale visit
+    shown = datetime.fromisoformat(other["start"]).astimezone(TZ)
+    assert f"{shown:%d/%m/%Y %H:%M}" in _text(page.split('data-testid="visit-time"')[1])  # the state now
+
+
+def test_the_doctor_cancels_with_a_reason_and_can_book_again(app, fake):
+    c = _signed_in(app, "doctor")
+    page = _page(c)
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+                                                   "visit-reason": ""})
+    assert r.status_code == 422  # a reason is required
+    assert "Nêu lý do." in _text(r.get_data(as_text=True))
+    assert 'data-testid="visit-cancel" open' in r.get_data(as_text=True)
+    assert fake.appts["a-1"]["status"] == "booked"
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+                                                   "visit-reason": "Bệnh nhân chuyển viện"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("?visit=cancelled")
+    assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bệnh nhân chuyển viện"}
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    text = _text(page)
+    assert "Đã hủy buổi khám video" in text and "Bệnh nhân chuyển viện" in text
+    assert 'data-testid="visit-move"' not in page
+    found = _find(c, page)  # free times again, each to book
+    assert len(re.findall(r'action="/tasks/t-1/book"', found)) == 3
+    # the clinic sees it cancelled, with the reason, and what to do
+    cpage = _text(_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
+    assert "đã bị hủy" in cpage and "Bệnh nhân chuyển viện" in cpage and "Vào phòng" not in cpage
+    assert "hẹn giờ mới" in cpage
+
+
+def test_cancelling_a_visit_someone_else_cancelled_meanwhile_says_so(app, fake):
+    c = _signed_in(app, "doctor")
+    page = _page(c)
+    fake.change("a-1", "cancelled", "Phòng khám báo bận")
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+                                                   "visit-reason": "Trùng lịch"})
+    assert r.status_code == 409
+    text = _text(r.get_data(as_text=True))
+    assert "đã bị người khác hủy" in text and "Phòng khám báo bận" in text  # the state now, with its reason
+    assert not [p for m, p, b in fake.calls if p.endswith("$cancel")]
+
+
+def test_no_show_is_offered_once_the_visit_began_and_the_clinic_sees_it(app, fake):
+    fake.appts.clear()
+    fake.book(datetime.now(TZ) - timedelta(minutes=20))
+    c = _signed_in(app, "doctor", "en")
+    page = _page(c)
+    assert 'data-testid="visit-noshow"' in page and "Patient did not attend" in page
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": "a-2"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("?visit=noshow")
+    text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
+    assert "the patient did not attend" in text and "Book another time below." in text
+    cpage = _text(_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
+    assert "Bệnh nhân không tham gia buổi khám" in cpage and "hẹn giờ mới" in cpage
+
+
+def test_a_no_show_before_the_start_is_refused_in_the_pages_language(app, fake):
+    c = _signed_in(app, "doctor", "en")
+    page = _page(c)  # tomorrow's visit: the button is not offered; a crafted or stale post is refused
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": "a-1"})
+    assert r.status_code == 409
+    text = _text(r.get_data(as_text=True))
+    assert "The visit has not begun yet" in text and "has not started yet" not in text
+    assert fake.appts["a-1"]["status"] == "booked"
+
+
+def test_a_back_end_that_does_not_answer_is_a_readable_page_never_a_500(app, fake):
+    c = _signed_in(app, "doctor")
+    page = _page(c)
+    fake.down = True
+    for path, data in ((f"/tasks/{TID}/visit/cancel", {"visit-reason": "x"}), (f"/tasks/{TID}/visit/noshow", {}),
+                       (f"/tasks/{TID}/visit/move", {"slot": "s", "start": "2026-12-08T08:00:00+07:00",
+                                                     "end": "2026-12-08T08:30:00+07:00"})):
+        r = c.post(path, data={"csrf_token": _csrf(page), "appointment": "a-1", **data})
+        assert r.status_code == 503, path
+        assert "không kết nối được" in _text(r.get_data(as_text=True)) and "Chưa có gì thay đổi" in _text(
+            r.get_data(as_text=True))
+    assert fake.appts["a-1"]["status"] == "booked"
+
+
+def test_the_back_end_failing_during_the_change_shows_the_page_as_it_is(app, fake, monkeypatch):
+    c = _signed_in(app, "doctor", "en")
+    page = _page(c)
+    real = fake._operation
+
+    def slow(aid: str, op: str, body: dict[str, Any]) -> http.Response:
+        raise http.TimedOut("no answer within 1 s")
+
+    monkeypatch.setattr(fake, "_operation", slow)
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+                                                   "visit-reason": "Trùng lịch"})
+    assert r.status_code == 503
+    text = _text(r.get_data(as_text=True))
+    assert "answering too slowly" in text and 'data-testid="visit-time"' in r.get_data(as_text=True)
+    assert "Trùng lịch" in r.get_data(as_text=True)  # what was typed is kept
+    monkeypatch.setattr(fake, "_operation", real)
+
+
+def test_the_visit_pages_need_the_doctor_role(app, fake):
+    c = _signed_in(app, "clinic")
+    page = c.get(f"/consults/{TID}").get_data(as_text=True)
+    for op in ("move", "cancel", "noshow"):
+        r = c.post(f"/tasks/{TID}/visit/{op}", data={"csrf_token": _csrf(page), "appointment": "a-1"})
+        assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
+    assert not [p for m, p, b in fake.calls if "$" in p and m == "POST"]
