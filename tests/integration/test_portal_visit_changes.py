@@ -1,0 +1,232 @@
+"""The doctor's consult page books, moves and cancels a video visit against the real teleconsult service
+(a gunicorn process on loopback, with a real EHR beside it), the real FerretDB and RabbitMQ.
+
+The portal runs in this process (Flask's test client) with its demo users: BS. Nguyễn Văn An of the hub
+Bệnh viện Đa khoa Đồng Tháp, whose weekly hours are a Schedule of that hub, and the clinic of Trạm Y tế
+xã Mỹ Hiệp. The clinic submits a consult through teleconsult; the doctor accepts it, finds free times
+and books one on the page, then moves it (the old slot is free, the new one busy, and the consult has
+exactly one active appointment, shown on both consult pages); a time another user books just before
+the doctor's click is refused with the page's own words and the visit stays; a no-show before the
+visit's start is refused readably; the doctor cancels with a reason (the slot is free, the clinic sees
+the visit cancelled with the reason) and can book another time from the same page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+HUB, CLINIC, DOCTOR, PATIENT = "bvdk-dong-thap", "tyt-my-hiep", "bs-nguyen-van-an", "p-hoa"
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+    db = f"sen_t{run_id}_pvc_ehr"
+    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+        admin = _headers(dev_key, "admin")
+        for res in ({"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
+                    {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
+                    {"resourceType": "Practitioner", "id": DOCTOR, "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
+                    {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1975-04-02",
+                     "name": [{"family": "Phạm", "given": ["Thị", "Hoa"]}],
+                     "managingOrganization": {"reference": f"Organization/{CLINIC}"}}):
+            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=admin)
+            assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def tc(base_env, run_id, ehr, tmp_path_factory, mongo_client, dev_key):
+    from sen_teleconsult.domain import availability as av
+
+    db = f"sen_t{run_id}_pvc_tc"
+    env = {**base_env, "SEN_DB": db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "10", "SEN_TELECONSULT_HOLIDAYS": "",
+           "SEN_JITSI_APP_SECRET": "s3cret-for-tests-0123456789abcdef", "SEN_JITSI_BASE_URL": "https://meet.benhvien.example"}
+    with web_process("teleconsult", env, tmp_path_factory.mktemp("tc") / "tc.log") as url:
+        sched = av.schedule_resource("sched-an", practitioner=f"Practitioner/{DOCTOR}",
+                                     organization=f"Organization/{HUB}", specialty_code="394579002",
+                                     specialty_text="Tim mạch", windows=[(ALL_DAYS, "07:00:00", "11:30:00"),
+                                                                         (ALL_DAYS, "13:30:00", "17:00:00")])
+        r = httpx.put(f"{url}/fhir/Schedule/sched-an", content=json.dumps(sched), headers=_headers(dev_key, "admin"))
+        assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, ehr, tc, mongo_client):
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_TELECONSULT_URL": tc, "SEN_BILLING_URL": tc,
+           "SEN_HTTP_TIMEOUT": "10", "SEN_PORTAL_CACHE_SECONDS": "0"}
+    with app_client("portal", env, f"sen_t{run_id}_pvc_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+@pytest.fixture(scope="module")
+def consult(tc, dev_key) -> tuple[str, str]:
+    """(ServiceRequest id, Task id) of the clinic's consult for Phạm Thị Hoa."""
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+          "subject": {"reference": f"Patient/{PATIENT}"}, "requester": {"reference": f"Organization/{CLINIC}"},
+          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10",
+                                      "display": "Tăng huyết áp vô căn (nguyên phát)"}]}],
+          "note": [{"text": "Huyết áp khó kiểm soát."}], "performer": [{"reference": f"Organization/{HUB}"}]}
+    r = httpx.post(f"{tc}/fhir/ServiceRequest/$submit", content=json.dumps(sr), headers=clinic, timeout=30)
+    assert r.status_code == 201, r.text
+    ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+    return ids["ServiceRequest"], ids["Task"]
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def _signed_in(app: Any, user: str) -> Any:
+    client = app.test_client()
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    return client
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def _times(client: Any, tid: str, action: str) -> list[dict[str, str]]:
+    """The free times the page offers (from the day after tomorrow, three days), each button's fields."""
+    page = client.get(f"/tasks/{tid}").get_data(as_text=True)
+    day = (datetime.now(TZ) + timedelta(days=2)).strftime("%d/%m/%Y")
+    r = client.post(f"/tasks/{tid}/slots", data={"csrf_token": _csrf(page), "start": day, "days": "3"})
+    assert r.status_code == 200, _text(r.get_data(as_text=True))[:800]
+    forms = re.findall(rf'<form method="post" action="/tasks/{tid}/{action}".*?</form>', r.get_data(as_text=True),
+                       re.S)
+    assert forms, f"no free time offered to {action}"
+    return [dict(re.findall(r'name="(\w+)" value="([^"]*)"', f)) for f in forms]
+
+
+def _slot(tc: str, H: dict[str, str], sid: str) -> str:
+    r = httpx.get(f"{tc}/fhir/Slot/{sid}", headers=H, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["status"])
+
+
+def _appointments(tc: str, H: dict[str, str], sr: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{tc}/fhir/Appointment", params={"based-on": f"ServiceRequest/{sr}", "_count": "50"},
+                  headers=H, timeout=30)
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Appointment"]
+
+
+def _active(tc: str, H: dict[str, str], sr: str) -> list[dict[str, Any]]:
+    return [a for a in _appointments(tc, H, sr) if a["status"] in ("booked", "pending")]
+
+
+def _shown(start: str) -> str:
+    return f"{datetime.fromisoformat(start).astimezone(TZ):%d/%m/%Y %H:%M}"
+
+
+def _visit_time(page: str) -> str:
+    assert 'data-testid="visit-time"' in page, _text(page)[:1500]
+    return _text(page.split('data-testid="visit-time"', 1)[1].split("</p>", 1)[0])
+
+
+def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, dev_key):
+    sr, tid = consult
+    H = _headers(dev_key, "admin")
+    doctor = _signed_in(portal, "doctor")
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": _csrf(page)})
+    assert r.status_code == 302, _text(r.get_data(as_text=True))[:800]
+
+    # book the first free time
+    first = _times(doctor, tid, "book")[0]
+    r = doctor.post(f"/tasks/{tid}/book", data=first)
+    assert r.status_code == 302 and "booked=1" in r.headers["Location"], _text(r.get_data(as_text=True))[:800]
+    [booked] = _active(tc, H, sr)
+    assert _slot(tc, H, first["slot"]) == "busy"
+
+    # move it to the third time offered: the old slot is free, the new one busy, one active appointment
+    moves = _times(doctor, tid, "visit/move")
+    assert all(m["appointment"] == booked["id"] for m in moves)
+    assert first["slot"] not in [m["slot"] for m in moves]  # its own time is not offered
+    target = moves[2]
+    r = doctor.post(f"/tasks/{tid}/visit/move", data=target)
+    assert r.status_code == 302 and r.headers["Location"].endswith("visit=moved"), _text(r.get_data(as_text=True))[:800]
+    assert _slot(tc, H, first["slot"]) == "free"
+    assert _slot(tc, H, target["slot"]) == "busy"
+    [moved] = _active(tc, H, sr)
+    assert moved["id"] != booked["id"] and moved["slot"] == [{"reference": f"Slot/{target['slot']}"}]
+    page = doctor.get(r.headers["Location"]).get_data(as_text=True)
+    assert _shown(target["start"]) in _visit_time(page)
+    assert "Đã dời buổi khám video sang" in _text(page)
+    clinic = _signed_in(portal, "clinic")
+    cpage = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    assert _shown(target["start"]) in _visit_time(cpage) and _shown(first["start"]) not in _visit_time(cpage)
+
+    # a time another user books just before the doctor's click: refused in the page's words, the visit stays
+    offered = _times(doctor, tid, "visit/move")
+    wanted = offered[0]
+    other = {"resourceType": "Appointment", "status": "proposed", "start": wanted["start"], "end": wanted["end"],
+             "slot": [{"reference": f"Slot/{wanted['slot']}"}],
+             "participant": [{"actor": {"reference": "Patient/p-other"}, "status": "needs-action"},
+                             {"actor": {"reference": f"Practitioner/{DOCTOR}"}, "status": "needs-action"}]}
+    r = httpx.post(f"{tc}/fhir/Appointment/$book", headers=H, timeout=30, content=json.dumps(
+        {"resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": other}]}))
+    assert r.status_code == 200, r.text
+    r = doctor.post(f"/tasks/{tid}/visit/move", data=wanted)
+    assert r.status_code == 409
+    page = r.get_data(as_text=True)
+    assert "Giờ này vừa có người khác đặt" in _text(page), _text(page)[:1500]
+    assert _shown(target["start"]) in _visit_time(page)
+    assert [a["id"] for a in _active(tc, H, sr)] == [moved["id"]]
+    assert _slot(tc, H, target["slot"]) == "busy"
+
+    # no-show before the visit's start: not offered; a stale post is refused by teleconsult, said readably
+    assert 'data-testid="visit-noshow"' not in page
+    r = doctor.post(f"/tasks/{tid}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": moved["id"]})
+    assert r.status_code == 409
+    assert "Buổi khám chưa bắt đầu" in _text(r.get_data(as_text=True))
+    assert [a["status"] for a in _active(tc, H, sr)] == ["booked"]
+
+    # cancel with a reason: the slot is free; the clinic sees it cancelled with the reason
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    r = doctor.post(f"/tasks/{tid}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": moved["id"],
+                                                         "visit-reason": "Bệnh nhân chuyển viện khác"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("visit=cancelled")
+    assert _slot(tc, H, target["slot"]) == "free"
+    assert _active(tc, H, sr) == []
+    page = doctor.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Đã hủy buổi khám video" in _text(page) and "Bệnh nhân chuyển viện khác" in _text(page)
+    cpage = _text(clinic.get(f"/consults/{tid}").get_data(as_text=True))
+    assert "đã bị hủy" in cpage and "Bệnh nhân chuyển viện khác" in cpage and "hẹn giờ mới" in cpage
+
+    # the same page books another time
+    again = _times(doctor, tid, "book")
+    assert target["slot"] in [t["slot"] for t in again]  # the cancelled time is free again
+    r = doctor.post(f"/tasks/{tid}/book", data=again[0])
+    assert r.status_code == 302 and "booked=1" in r.headers["Location"]
+    assert len(_active(tc, H, sr)) == 1
