@@ -45,7 +45,8 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
         admin = _headers(dev_key, "admin")
         for res in ({"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
                     {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
-                    {"resourceType": "Practitioner", "id": DOCTOR, "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
+                    {"resourceType": "Practitioner", "id": DOCTOR,
+                     "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
                     {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1975-04-02",
                      "name": [{"family": "Phạm", "given": ["Thị", "Hoa"]}],
                      "managingOrganization": {"reference": f"Organization/{CLINIC}"}}):

@@ -436,9 +436,9 @@ def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
 
 
 def current_visit(appts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The consult's video visit to show: the active one (booked or held; teleconsult keeps at most
-    one per consult: a move books the new time and cancels the old), else the one changed last (the
-    visit cancelled, marked no-show or done; not an older time it was moved away from)."""
+    """The consult's video visit to show: the active one (booked or held; a move books the new time
+    and cancels the old, so the active one is the new), else the one changed last (the visit
+    cancelled, marked no-show or done; not an older time it was moved away from)."""
     active = [a for a in appts if a.get("status") in ("booked", "pending")]
     return max(active or appts, key=lambda a: str((a.get("meta") or {}).get("lastUpdated") or ""), default=None)
 
