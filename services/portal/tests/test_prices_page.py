@@ -1,0 +1,340 @@
+"""The price list page (``/prices``, its history) and the shift page's daily report, with the Flask
+test client. Billing is either a closed loopback port (every call fails fast: the pages must say so
+in the user's language) or a fake of its answers put in place of the pages' one back-end call
+(``call``): a store of versioned ChargeItemDefinitions that answers ``If-Match`` as billing does
+(412 on another version). The real billing is in tests/integration/test_portal_prices.py."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_portal.web import daily_report, prices
+from sen_portal.web.backend import BackendError
+
+CARDIO = {"resourceType": "ChargeItemDefinition", "id": "consult-394579002-district", "status": "active",
+          "title": "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)",
+          "code": {"coding": [{"system": "urn:sen:billing:service", "code": "teleconsult"}]},
+          "useContext": [
+              {"code": {"system": "urn:sen:billing:context", "code": "specialty"},
+               "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "394579002"}]}},
+              {"code": {"system": "urn:sen:billing:context", "code": "facility-level"},
+               "valueCodeableConcept": {"coding": [{"system": "urn:sen:billing:facility-level",
+                                                    "code": "district"}]}}],
+          "propertyGroup": [{"priceComponent": [{"type": "base", "amount": {"value": 150000, "currency": "VND"}}]}]}
+ECG = {"resourceType": "ChargeItemDefinition", "id": "dien-tim", "status": "active", "title": "Điện tâm đồ",
+       "code": {"coding": [{"system": "urn:sen:billing:service", "code": "dien-tim"}]},
+       "propertyGroup": [{"priceComponent": [{"type": "base", "amount": {"value": 45000, "currency": "VND"}}]}]}
+
+
+class Answer:
+    def __init__(self, status: int, body: Any) -> None:
+        self.status_code = status
+        self.content = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class FakeBilling:
+    """Versioned ChargeItemDefinitions, as billing's store keeps them (history newest first)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, list[dict[str, Any]]] = {}
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.csv = b""
+        for res in (CARDIO, ECG):
+            self._store(copy.deepcopy(res))
+
+    def _store(self, res: dict[str, Any]) -> dict[str, Any]:
+        history = self.versions.setdefault(res["id"], [])
+        res["meta"] = {"versionId": str(len(history) + 1),
+                       "lastUpdated": (datetime(2026, 12, 5, 1, 0) + timedelta(minutes=len(history))).isoformat()
+                       + "+00:00"}
+        history.append(res)
+        return res
+
+    def change(self, cid: str, price: int) -> None:
+        """Another admin's change, straight to billing."""
+        res = copy.deepcopy(self.versions[cid][-1])
+        res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = price
+        res.pop("extension", None)
+        self._store(res)
+
+    def __call__(self, service: str, method: str, path: str, *, params: Any = None, json: Any = None,
+                 headers: dict[str, str] | None = None, **_: Any) -> Answer:
+        assert service == "billing"
+        self.calls.append((method, path, dict(headers or {})))
+        parts = path.strip("/").split("/")
+        if path == "/payments/reports/daily.csv":
+            return Answer(200, self.csv)
+        if method == "GET" and len(parts) == 2:
+            return Answer(200, {"resourceType": "Bundle",
+                                "entry": [{"resource": v[-1]} for v in self.versions.values()]})
+        if parts[2] not in self.versions:
+            raise BackendError("refused", "billing", 404, "not found")
+        history = self.versions[parts[2]]
+        if method == "GET" and len(parts) == 3:
+            return Answer(200, history[-1])
+        if method == "GET":
+            return Answer(200, {"resourceType": "Bundle", "type": "history", "entry": [
+                {"resource": v, "request": {"method": "POST" if v["meta"]["versionId"] == "1" else "PUT"},
+                 "response": {"etag": f'W/"{v["meta"]["versionId"]}"', "lastModified": v["meta"]["lastUpdated"]}}
+                for v in reversed(history)]})
+        assert method == "PUT"
+        if (headers or {}).get("If-Match") != f'W/"{len(history)}"':
+            raise BackendError("refused", "billing", 412, "no longer at that version")
+        return Answer(200, self._store(copy.deepcopy(json)))
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
+@pytest.fixture()
+def billing(monkeypatch: pytest.MonkeyPatch) -> FakeBilling:
+    fake = FakeBilling()
+    monkeypatch.setattr(prices, "call", fake)
+    monkeypatch.setattr(daily_report, "call", fake)
+    return fake
+
+
+def csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def signed_in(app: Any, user: str, lang: str = "vi") -> Any:
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf(page)})
+    assert r.status_code == 302
+    if lang != "vi":
+        page = client.get("/prices").get_data(as_text=True)  # the signed-in session's token
+        client.post("/language", data={"lang": lang, "next": "/", "csrf_token": csrf(page)})
+    return client
+
+
+def price_form(page: str, cid: str) -> dict[str, str]:
+    """The fields of the entry's form as the page fills them."""
+    row = page[page.index(f'id="price-{cid}"'):]
+    row = row[:row.index("</tr>")]
+    fields = dict(re.findall(r'name="([^"]+)"[^>]*value="([^"]*)"', row))
+    fields.update({k: v for v, k in re.findall(r'value="([^"]*)"[^>]*name="([^"]+)"', row)})
+    return fields
+
+
+def post_price(client: Any, cid: str, price: str, version: str | None = None) -> Any:
+    page = client.get("/prices").get_data(as_text=True)
+    fields = price_form(page, cid)
+    fields[f"p-{cid}-price"] = price
+    if version is not None:
+        fields[f"p-{cid}-version"] = version
+    return client.post(f"/prices/{cid}", data=fields)
+
+
+# ------------------------------------------------------------------------------ reading
+
+def test_prices_typed_with_dots_or_spaces_are_whole_dong():
+    assert prices.parse_vnd("150.000") == 150000
+    assert prices.parse_vnd(" 1 250 000 ₫ ") == 1250000
+    assert prices.parse_vnd("150000đ") == 150000
+    assert prices.parse_vnd("150,000") == 150000
+    for bad in ("150.5", "150.00", "1,5", "abc", "", "-5", "1e6"):
+        with pytest.raises(ValueError):
+            prices.parse_vnd(bad)
+
+
+@pytest.mark.parametrize("user", ["clinic", "doctor", "cashier", "health-dept", "admin"])
+def test_every_role_reads_the_price_list_with_names_levels_and_dong(app, billing, user):
+    page = signed_in(app, user).get("/prices").get_data(as_text=True)
+    assert "Bảng giá" in page and 'href="/prices"' in page  # the nav link
+    row = page[page.index('id="price-consult-394579002-district"'):]
+    row = row[:row.index("</tr>")]
+    assert "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)" in row
+    assert 'lang="en"' in row and "Teleconsultation — Cardiology (district level)" in row
+    assert ">Huyện<" in row and ">Tim mạch<" in row and "150.000\u00a0₫" in row
+    assert 'href="/prices/consult-394579002-district/history"' in row and ">1</a>" in row
+    assert "05/12/2026 08:00" in row  # 01:00 UTC in Vietnam time
+    assert ("<form" in page[page.index('id="price-results"'):]) == (user == "admin")  # edit controls: admin only
+
+
+def test_the_list_in_english_and_filtered_without_accents(app, billing):
+    client = signed_in(app, "cashier", "en")
+    page = client.get("/prices").get_data(as_text=True)
+    assert '<html lang="en">' in page and "Price list" in page and "Facility level" in page
+    assert ">District<" in page and ">Cardiology<" in page
+    page = client.get("/prices?q=tim+mach").get_data(as_text=True)
+    assert "consult-394579002-district" in page and 'id="price-dien-tim"' not in page
+    page = client.get("/prices?q=DIEN+tâm").get_data(as_text=True)
+    assert 'id="price-dien-tim"' in page and "consult-394579002-district" not in page
+    page = client.get("/prices?q=electrocardio").get_data(as_text=True)  # the English name too
+    assert 'id="price-dien-tim"' in page
+    page = client.get("/prices?q=xyz").get_data(as_text=True)
+    assert "No service matches" in page
+
+
+def test_billing_down_is_a_sentence_not_an_error_page(app):
+    r = signed_in(app, "clinic").get("/prices")
+    assert r.status_code == 503
+    assert "Hiện không kết nối được Dịch vụ thanh toán" in r.get_data(as_text=True)
+
+
+# ------------------------------------------------------------------------------ changing
+
+def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing):
+    client = signed_in(app, "admin")
+    r = post_price(client, "dien-tim", "50.000")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/prices#price-dien-tim")
+    put = [c for c in billing.calls if c[0] == "PUT"]
+    assert len(put) == 1 and put[0][2]["If-Match"] == 'W/"1"'
+    saved = billing.versions["dien-tim"][-1]
+    assert prices.base_price(saved) == 50000 and prices.changed_by(saved) == "Quản trị / Admin (admin)"
+    page = client.get("/prices").get_data(as_text=True)
+    assert "Điện tâm đồ: giá mới là 50.000\u00a0₫ (phiên bản 2)." in page  # the flash, once
+    assert "giá mới là" not in client.get("/prices").get_data(as_text=True)
+    history = client.get("/prices/dien-tim/history").get_data(as_text=True)
+    assert "Lịch sử giá" in history and "Quản trị / Admin (admin)" in history and "Thêm vào bảng giá" in history
+    first = history[history.index("<tbody"):]
+    assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
+
+
+@pytest.mark.parametrize(("typed", "message"), [
+    ("", "Hãy nhập giá mới."), ("0", "Giá phải lớn hơn 0 đồng."), ("12,5", "số đồng chẵn"),
+    ("mười nghìn", "số đồng chẵn"), ("2.000.000.000", "Tối đa 1.000.000.000\u00a0₫")])
+def test_a_bad_price_is_explained_on_its_form_which_keeps_it(app, billing, typed, message):
+    client = signed_in(app, "admin")
+    r = post_price(client, "dien-tim", typed)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and message in page
+    assert price_form(page, "dien-tim")["p-dien-tim-price"] == typed
+    assert not [c for c in billing.calls if c[0] == "PUT"]
+
+
+def test_a_stale_edit_is_refused_and_shows_the_price_in_force(app, billing):
+    client = signed_in(app, "admin")
+    page = client.get("/prices").get_data(as_text=True)
+    fields = price_form(page, "dien-tim")  # the admin opened the page at version 1
+    billing.change("dien-tim", 60000)  # another admin saves version 2 meanwhile
+    fields["p-dien-tim-price"] = "55.000"
+    r = client.post("/prices/dien-tim", data=fields)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409
+    assert "người khác đã đổi giá này: giá hiện hành là 60.000\u00a0₫ (phiên bản 2" in page
+    assert "Giá bạn nhập chưa được lưu" in page
+    assert prices.base_price(billing.versions["dien-tim"][-1]) == 60000 and len(billing.versions["dien-tim"]) == 2
+    kept = price_form(page, "dien-tim")
+    assert kept["p-dien-tim-price"] == "55.000" and kept["p-dien-tim-version"] == "2"
+    # saved again, knowingly, over version 2
+    r = client.post("/prices/dien-tim", data=kept)
+    assert r.status_code == 302 and prices.base_price(billing.versions["dien-tim"][-1]) == 55000
+
+
+@pytest.mark.parametrize("user", ["cashier", "doctor", "health-dept"])
+def test_only_the_admin_may_post_a_price(app, billing, user):
+    client = signed_in(app, user)
+    page = client.get("/prices").get_data(as_text=True)
+    r = client.post("/prices/dien-tim", data={"csrf_token": csrf(page), "p-dien-tim-price": "1",
+                                              "p-dien-tim-version": "1"})
+    assert r.status_code == 403 and "Chỉ quản trị viên được sửa bảng giá." in r.get_data(as_text=True)
+    assert not [c for c in billing.calls if c[0] == "PUT"]
+
+
+def test_billing_refusing_or_down_keeps_the_typed_price(app, billing, monkeypatch):
+    client = signed_in(app, "admin")
+    page = client.get("/prices").get_data(as_text=True)
+    fields = {**price_form(page, "dien-tim"), "p-dien-tim-price": "70.000"}
+
+    def refuse(*a: Any, **k: Any) -> Any:
+        if a[1] == "PUT":
+            raise BackendError("refused", "billing", 403, "the price list is changed by admins only")
+        return billing(*a, **k)
+
+    monkeypatch.setattr(prices, "call", refuse)
+    r = client.post("/prices/dien-tim", data=fields)
+    assert r.status_code == 409 and "Dịch vụ thanh toán từ chối: bạn không có quyền" in r.get_data(as_text=True)
+    assert price_form(r.get_data(as_text=True), "dien-tim")["p-dien-tim-price"] == "70.000"
+    monkeypatch.undo()  # billing down: the whole page says so, nothing thrown away
+    r = client.post("/prices/dien-tim", data=fields)
+    assert r.status_code == 503 and "không kết nối được Dịch vụ thanh toán" in r.get_data(as_text=True)
+
+
+# ------------------------------------------------------------------------------ the daily report
+
+CSV = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note\r\n"
+       "payment,2026-12-05T09:00:00+07:00,cashier:c1,cashier,cash,inv-1,tyt-my-hiep,120000,yes,applied,,thu,s1,\r\n"
+       "refund,2026-12-05T10:00:00+07:00,r1,cashier,cash,inv-1,tyt-my-hiep,-20000,,refunded,,thu,s1,thừa\r\n"
+       "total,2026-12-05,transfers,,,,,300000,,,,,,\r\ntotal,2026-12-05,cash,,,,,120000,,,,,,\r\n"
+       "total,2026-12-05,refunds,,,,,20000,,,,,,\r\ntotal,2026-12-05,unmatched,,,,,0,,,,,,\r\n"
+       "total,2026-12-05,net,,,,,400000,,,,,,\r\ntotal,2026-12-05,payments,,,,,2,,,,,,\r\n").encode()
+
+
+def test_the_shift_page_offers_todays_report_and_shows_a_days_totals(app, billing):
+    billing.csv = CSV
+    client = signed_in(app, "cashier")
+    page = client.get("/shift").get_data(as_text=True)
+    today = daily_report.today().strftime("%d/%m/%Y")
+    assert "Báo cáo ngày" in page and f'value="{today}"' in page and "Tải tệp CSV" in page
+    assert not [c for c in billing.calls if c[1].endswith("daily.csv")]  # no report read until asked
+    page = client.get("/shift?day=05/12/2026").get_data(as_text=True)
+    summary = page[page.index('data-testid="daily-summary"'):]
+    assert "Tổng ngày 05/12/2026" in page
+    assert 'data-total="transfers">300.000\u00a0₫' in summary and 'data-total="cash">120.000\u00a0₫' in summary
+    assert 'data-total="net">400.000\u00a0₫' in summary and 'data-total="refund_count">1<' in summary
+
+
+def test_the_csv_is_billings_for_the_day_with_its_file_name(app, billing):
+    billing.csv = CSV
+    r = signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
+    assert r.status_code == 200 and r.data == CSV
+    assert r.headers["Content-Disposition"] == 'attachment; filename="doi-soat-2026-12-05.csv"'
+    assert r.mimetype == "text/csv"
+    assert [c[1] for c in billing.calls] == ["/payments/reports/daily.csv"]
+
+
+@pytest.mark.parametrize(("typed", "message"), [
+    ("32/12/2026", "Hãy ghi ngày theo dạng ngày/tháng/năm"), ("hôm qua", "Hãy ghi ngày theo dạng ngày/tháng/năm"),
+    ("", "Hãy nhập ngày."), ("01/01/2999", "Ngày này chưa đến")])
+def test_a_bad_day_is_explained_on_the_form_and_keeps_what_was_typed(app, billing, typed, message):
+    client = signed_in(app, "cashier")
+    r = client.get("/shift/daily-report.csv", query_string={"day": typed})
+    assert r.status_code == 302 and "#daily-report" in r.headers["Location"]
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert message in page
+    assert re.search(r'id="day"[^>]*value="' + re.escape(typed) + '"', page) or \
+        re.search(r'value="' + re.escape(typed) + '"[^>]*id="day"', page)
+    assert not [c for c in billing.calls if c[1].endswith("daily.csv")]
+
+
+def test_billing_down_the_report_says_so_on_the_shift_page(app):
+    client = signed_in(app, "cashier")
+    r = client.get("/shift/daily-report.csv?day=04/12/2026")
+    assert r.status_code == 302
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    section = page[page.index('id="daily-report"'):]
+    assert "không kết nối được Dịch vụ thanh toán" in section and 'value="04/12/2026"' in section
+
+
+def test_the_health_department_is_not_offered_the_report_billing_refuses_it(app, billing):
+    r = signed_in(app, "health-dept").get("/shift/daily-report.csv?day=05/12/2026")
+    assert r.status_code == 403 and not billing.calls
