@@ -1,0 +1,96 @@
+"""The doctor moves a booked video visit to another free time, in Vietnamese at 1280 and 360 px and in
+English at 1280 px, and cancels one with a reason, which the clinic's consult page then shows. Each page
+is screenshotted and checked by axe-core (conftest.Visitor.check)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.browser.test_pages import _submit
+
+pytestmark = pytest.mark.integration
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+TEXT = {"vi": {"move": "Đổi lịch", "cancel": "Hủy lịch", "moved": "Đã dời buổi khám video sang",
+               "cancelled": "Đã hủy buổi khám video", "clinic": "đã bị hủy"},
+        "en": {"move": "Move the visit", "cancel": "Cancel the visit", "moved": "The video visit is moved to",
+               "cancelled": "The video visit is cancelled", "clinic": "was cancelled"}}
+
+
+def _shown(start: str) -> str:
+    return f"{datetime.fromisoformat(start).astimezone(TZ):%d/%m/%Y %H:%M}"
+
+
+def _fits(v) -> None:
+    """Nothing on the page scrolls sideways (the card's buttons and forms wrap at 360 px)."""
+    m = v.page.evaluate("() => ({w: window.innerWidth, page: document.documentElement.scrollWidth})")
+    assert m["page"] <= m["w"], m
+
+
+def _booked_visit(v, stack, lang: str, question: str) -> str:
+    """A consult the doctor accepts and books the first free time of, on the page; its Task id."""
+    tid = _submit(stack, question, "urgent")
+    v.sign_in("doctor")
+    if lang == "en":
+        v.english()
+    v.go(f"/tasks/{tid}")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_load_state("networkidle")
+    v.page.click("form[action$='/slots'] button")
+    v.page.wait_for_selector("form[action$='/book'] button")
+    v.page.locator("form[action$='/book'] button").first.click()
+    v.page.wait_for_url(re.compile(r"booked=1"))
+    return tid
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 1280), ("vi", 360), ("en", 1280)])
+def test_doctor_moves_the_visit(visitor_factory, stack, lang, width):
+    t = TEXT[lang]
+    v = visitor_factory(f"{lang}-{width}", width=width)
+    tid = _booked_visit(v, stack, lang, "Đau ngực khi gắng sức, xin hẹn khám video.")
+    before = v.page.inner_text("[data-testid=visit-time]")
+    v.page.click(f"[data-testid=visit-move] summary:has-text('{t['move']}')")
+    v.page.click("[data-testid=visit-move] form[action$='/slots'] button")
+    v.page.wait_for_selector("form[action$='/visit/move'] button")
+    target = v.page.locator("form[action$='/visit/move']").nth(1)
+    start = target.locator("input[name=start]").get_attribute("value")
+    target.locator("button").click()
+    v.page.wait_for_url(re.compile(r"visit=moved"))
+    assert t["moved"] in v.page.inner_text("main")
+    now = v.page.inner_text("[data-testid=visit-time]")
+    assert _shown(start) in now and now != before
+    _fits(v)
+    v.check("doctor-visit-moved")
+    clinic = visitor_factory(f"{lang}-{width}", width=width)
+    clinic.sign_in("clinic")
+    if lang == "en":
+        clinic.english()
+    clinic.go(f"/consults/{tid}")
+    assert _shown(start) in clinic.page.inner_text("[data-testid=visit-time]")  # the clinic sees the new time
+
+
+def test_doctor_cancels_the_visit_and_the_clinic_sees_why(visitor_factory, stack):
+    t = TEXT["vi"]
+    v = visitor_factory("vi-1280")
+    tid = _booked_visit(v, stack, "vi", "Khó thở về đêm, xin hẹn khám video.")
+    v.page.click(f"[data-testid=visit-cancel] summary:has-text('{t['cancel']}')")
+    v.page.click("[data-testid=visit-cancel] button.danger")  # no reason: explained, nothing sent
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("#visit-reason-error").count() == 1
+    assert v.page.locator("[data-testid=visit-time]").count() == 1  # still booked
+    v.page.fill("#visit-reason", "Bệnh nhân chuyển lên tuyến trên điều trị nội trú")
+    v.page.click("[data-testid=visit-cancel] button.danger")
+    v.page.wait_for_url(re.compile(r"visit=cancelled"))
+    assert t["cancelled"] in v.page.inner_text("main")
+    assert v.page.locator("form[action$='/slots']").count() == 1  # another time can be booked here
+    clinic = visitor_factory("vi-1280")
+    clinic.sign_in("clinic")
+    clinic.go(f"/consults/{tid}")
+    ended = clinic.page.inner_text("[data-testid=visit-ended]")
+    assert t["clinic"] in ended and "Bệnh nhân chuyển lên tuyến trên điều trị nội trú" in ended
+    assert "hẹn giờ mới" in ended
+    clinic.check("clinic-visit-cancelled")
