@@ -148,7 +148,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     directory.install(flask_app)
     icd10.install(flask_app)
     flask_app.jinja_env.filters["day_name"] = day_name
-    from . import auth, cashier, clinic, dashboard, doctor, prices  # noqa: F401 - they add their routes to bp
+    from . import auth, cashier, charges, clinic, dashboard, doctor, prices  # noqa: F401 - they add their routes to bp
 
     auth.init_oidc(flask_app, settings)
     flask_app.register_blueprint(bp)

@@ -1,0 +1,482 @@
+"""Cashiers charge a walk-in patient by hand: "Hóa đơn mới / New invoice" (``/invoices/new``).
+
+One page, one form, several buttons; it works without JavaScript and keeps everything typed
+between posts (the lines travel in the form, never in the session):
+
+1. find the patient: the EHR's Patient search with the cashier's token (name without accents,
+   CCCD or BHYT number: the clinic's :func:`sen_portal.web.clinic.search_params`), POSTed, so no
+   name or number lands in a URL; "Chọn / Choose" keeps the patient's opaque id in the form;
+2. the patient's BHYT card: billing's own Coverage (``Coverage?beneficiary=``), which is what
+   billing's BHYT split reads (``sen_billing.domain.invoices.coverage_level``: an active Coverage
+   whose period holds today, its ``bhyt-benefit-level`` extension or the card's benefit code),
+   not the EHR's. Without a card in force a form records one (number, 80/95/100 %, validity),
+   prefilled from the BHYT number the EHR holds for the patient;
+3. the services: the price list (billing's active ChargeItemDefinitions, readable by everyone
+   signed in), searched by name without accents, each added as a line with a quantity 1-1000;
+   the lines are reviewed with their prices, then ONE submit creates a ChargeItem per line
+   (``definitionCanonical``: billing takes the price from the list), the Invoice of them
+   (a draft; billing computes the amounts and the BHYT split) and ``$issue``, and lands on the
+   invoice page (``/invoices/<id>``) with the VietQR code.
+
+A resubmitted form (a double click, a retry on a slow link) makes nothing twice. The page's form
+carries a random key (``key``, made when the page is first shown); each ChargeItem is created
+with ``Idempotency-Key: <key>.<digest of patient, service, quantity>``, which billing honours
+(``sen_shared.idempotency_key``: the same key with the same body replays the first answer, so the
+same ChargeItem id; a second request while the first is still running waits for its answer). The
+Invoice's id derives from its charges in billing, and ``$issue`` of an issued invoice answers it
+again; both are sent with keys derived the same way. A line changed after a refusal is a new
+request (its digest changes), so billing never answers 422 for a key reused with another body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from flask import g, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from sen_shared.fhir.search.text import normalize
+from wtforms import HiddenField, SelectField, StringField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
+
+from . import backend_message, bp, login_required, patients, prices
+from .backend import BackendError, call, entries, fhir_get
+from .clinic import SYS_BHYT, SYS_CCCD, search_params
+from .formatting import TZ, human_name, identifier
+from .forms import LocalDateField
+from .patients import FHIR_ID
+
+# billing's BHYT vocabulary (sen_billing.domain.bhyt): the card's identifier system and the level extension
+CARD_SYSTEM = "https://sen.vn/fhir/sid/bhyt"
+LEVEL_EXTENSION = "https://sen.vn/fhir/StructureDefinition/bhyt-benefit-level"
+LEVELS = (80, 95, 100)
+# the benefit code printed as a card's 3rd character (Health Insurance Law art. 22): a suggestion
+# for the level box only; what billing applies is the level recorded with the card
+_CARD_LEVEL = {"1": 100, "2": 100, "3": 95, "4": 80, "5": 100}
+MAX_LINES = 30
+MAX_QUANTITY = 1000
+PRICE_LIST_SIZE = 500
+SERVICES_SHOWN = 50  # the whole list for an empty search (a few dozen entries)
+_KEY = re.compile(r"[0-9a-f]{32}")
+_CARD = r"^[A-Za-z]{2}\d{13}$"
+
+
+class ChargeForm(FlaskForm):
+    """The page's form; the lines are read from ``line_service``/``line_qty`` pairs (:func:`read_lines`)."""
+
+    key = HiddenField()
+    patient = HiddenField()
+    who = StringField(_l("Patient: name, CCCD or health insurance number"), validators=[
+        DataRequired(_l("Type a name, a CCCD or an insurance number.")),
+        Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
+    service_q = StringField(_l("Find a service"), validators=[Optional(), Length(max=100, message=_l(
+        "Type at most 100 characters."))])
+    card_number = StringField(_l("BHYT card number"), validators=[
+        InputRequired(_l("Enter the card number.")),
+        Regexp(_CARD, message=_l("An insurance number is 2 letters then 13 digits."))])
+    card_level = SelectField(_l("Benefit level"), choices=[("", "—"), ("80", "80 %"), ("95", "95 %"),
+                                                           ("100", "100 %")],
+                             validators=[DataRequired(_l("Choose the benefit level printed on the card."))])
+    card_start = LocalDateField(_l("Valid from"), validators=[InputRequired(_l("Enter a valid date."))])
+    card_end = LocalDateField(_l("Valid until"), validators=[InputRequired(_l("Enter a valid date."))])
+
+    def validate_card_end(self, field: Any) -> None:
+        if self.card_start.data and field.data and field.data < self.card_start.data:
+            raise ValidationError(_l("The card ends before it starts."))
+        if field.data and field.data < datetime.now(TZ).date():
+            raise ValidationError(_l("This card has expired; it cannot be used today."))
+
+
+@dataclass
+class Line:
+    """One line of the form: the service's id in the price list, the quantity as typed."""
+
+    service: str
+    qty_text: str
+    entry: dict[str, Any] | None = None  # the price list's entry (None: not on it, or the list unknown)
+    error: str | None = None
+
+    @property
+    def qty(self) -> int | None:
+        text = self.qty_text.strip()
+        return int(text) if text.isdigit() and 1 <= int(text) <= MAX_QUANTITY else None
+
+    @property
+    def total(self) -> int | None:
+        return int(self.entry["price"]) * self.qty if self.entry is not None and self.qty is not None else None
+
+
+def read_lines(form: Any) -> list[Line]:
+    """The lines posted (``line_service`` and ``line_qty`` in pairs), ids checked, at most MAX_LINES."""
+    services, qtys = form.getlist("line_service"), form.getlist("line_qty")
+    lines = []
+    for i, sid in enumerate(services[:MAX_LINES]):
+        if FHIR_ID.fullmatch(sid):
+            lines.append(Line(sid, (qtys[i] if i < len(qtys) else "1")[:12]))
+    return lines
+
+
+# --------------------------------------------------------------------------- back-end reads
+
+def price_list(*, fresh: bool = False) -> dict[str, dict[str, Any]]:
+    """Billing's active price list by id, as the price list page reads an entry (``prices.row``:
+    ``vi``, ``en``, ``price``, ``covered``, ...), by Vietnamese name. Kept ``SEN_PORTAL_CACHE_SECONDS``
+    for the user unless ``fresh`` (the submit checks the lines against a fresh one)."""
+    bundle = fhir_get("billing", "/fhir/ChargeItemDefinition", {"status": "active", "_count": str(PRICE_LIST_SIZE)},
+                      cached=not fresh)
+    rows = [prices.row(res) for res in entries(bundle, "ChargeItemDefinition")]
+    rows = [r for r in rows if r["active"] and r["price"] is not None and FHIR_ID.fullmatch(str(r["id"]))]
+    rows.sort(key=lambda r: (normalize(r["vi"]), r["id"]))
+    return {str(r["id"]): r for r in rows}
+
+
+def find_services(listing: dict[str, dict[str, Any]], q: str) -> list[dict[str, Any]]:
+    """Entries whose name (Vietnamese or English) or code holds every word typed, accents optional
+    (``xet nghiem mau``); the price list page's own matching."""
+    return [r for r in listing.values() if prices.matches(r, q)][:SERVICES_SHOWN]
+
+
+def card_level_of(number: str) -> int | None:
+    number = (number or "").strip().upper()
+    return _CARD_LEVEL.get(number[2]) if len(number) >= 3 and number[:2].isalpha() else None
+
+
+def coverage_rows(bundle: dict[str, Any], today: date) -> list[dict[str, Any]]:
+    """The patient's BHYT cards billing holds, as shown: number, level, validity, in force today
+    (billing's own rule: active, and the period holds today in Asia/Ho_Chi_Minh)."""
+    rows = []
+    for c in entries(bundle, "Coverage"):
+        number = identifier(c, CARD_SYSTEM) or str(c.get("subscriberId") or "")
+        level = next((e.get("valueUnsignedInt", e.get("valueInteger")) for e in c.get("extension") or []
+                      if e.get("url") == LEVEL_EXTENSION), None)
+        level = level if level in LEVELS else card_level_of(number)
+        period = c.get("period") or {}
+        start, end = str(period.get("start") or "")[:10], str(period.get("end") or "")[:10]
+        day = today.isoformat()
+        rows.append({"number": number, "level": level, "start": start, "end": end,
+                     "in_force": c.get("status") == "active" and level is not None
+                     and (start or "0000") <= day <= (end or "9999")})
+    return sorted(rows, key=lambda r: (not r["in_force"], r["end"]), reverse=False)
+
+
+@dataclass
+class Chosen:
+    """The patient the form names, as the page shows them."""
+
+    pid: str
+    name: str = "—"
+    born: str = ""
+    cccd: str = ""
+    bhyt: str = ""  # the BHYT number the EHR holds (a hint for the card form)
+    known: bool = True  # the EHR answered
+    cards: list[dict[str, Any]] | None = None  # None: billing did not answer
+    problem: str | None = None
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        return next((c for c in self.cards or [] if c["in_force"]), None)
+
+
+def chosen_patient(pid: str) -> Chosen:
+    """The patient's name and numbers (one EHR search, with the user's token) and their BHYT
+    cards in billing; a back-end that does not answer leaves its part empty, never an error page."""
+    found = patients.lookup([pid], "name,birthDate,identifier")
+    shown = Chosen(pid, known=found is not None)
+    p = (found or {}).get(pid)
+    if p is not None:
+        shown.name, shown.born = human_name(p), str(p.get("birthDate") or "")
+        shown.cccd, shown.bhyt = identifier(p, SYS_CCCD), identifier(p, SYS_BHYT)
+    try:
+        bundle = fhir_get("billing", "/fhir/Coverage", {"beneficiary": f"Patient/{pid}", "_count": "20"})
+        shown.cards = coverage_rows(bundle, datetime.now(TZ).date())
+    except BackendError as err:
+        shown.problem = backend_message(err)
+    return shown
+
+
+# --------------------------------------------------------------------------- writes
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def request_key(form_key: str, kind: str, *parts: str) -> str:
+    """The ``Idempotency-Key`` of one write of this form: the form's key and what is written."""
+    return f"portal-{kind}-{form_key}-{_digest(*parts)}"
+
+
+def _post(path: str, body: Any, key: str) -> dict[str, Any]:
+    r = call("billing", "POST", path, json=body, headers={"Idempotency-Key": key})
+    return r.json() if r.content else {}
+
+
+def charge_body(pid: str, line: Line) -> dict[str, Any]:
+    """The ChargeItem as the cashier asks for it: the same bytes for the same line (a replay
+    must match the first request); the price, facility and account are billing's."""
+    return {"resourceType": "ChargeItem", "status": "billable", "code": {"text": line.service},
+            "subject": {"reference": f"Patient/{pid}"},
+            "definitionCanonical": [f"ChargeItemDefinition/{line.service}"], "quantity": {"value": line.qty}}
+
+
+def coverage_body(pid: str, form: ChargeForm) -> dict[str, Any]:
+    number = form.card_number.data.strip().upper()
+    return {"resourceType": "Coverage", "status": "active",
+            "extension": [{"url": LEVEL_EXTENSION, "valueUnsignedInt": int(form.card_level.data)}],
+            "identifier": [{"system": CARD_SYSTEM, "value": number}],
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                 "code": "PUBLICPOL"}], "text": "Bảo hiểm y tế"},
+            "subscriberId": number, "beneficiary": {"reference": f"Patient/{pid}"},
+            "period": {"start": form.card_start.data.isoformat(), "end": form.card_end.data.isoformat()},
+            "payor": [{"display": "Bảo hiểm xã hội Việt Nam"}]}
+
+
+class Refused(Exception):
+    """A line billing would not charge (the price list entry went meanwhile)."""
+
+
+def issue_invoice(form_key: str, pid: str, lines: list[Line]) -> str:
+    """The ChargeItems, their Invoice and ``$issue``, each write keyed (module docstring); the id."""
+    charges = []
+    for line in lines:
+        body = charge_body(pid, line)
+        try:
+            made = _post("/fhir/ChargeItem", body, request_key(form_key, "charge", pid, line.service,
+                                                                str(line.qty)))
+        except BackendError as err:
+            if err.kind == "refused" and err.status == 422 and "ChargeItemDefinition" in err.detail:
+                line.error = gettext("This service is no longer on the price list; remove the line.")
+                raise Refused from err
+            raise
+        charges.append(str(made["id"]))
+    invoice = {"resourceType": "Invoice", "status": "draft", "subject": {"reference": f"Patient/{pid}"},
+               "lineItem": [{"sequence": i, "chargeItemReference": {"reference": f"ChargeItem/{cid}"}}
+                            for i, cid in enumerate(charges, start=1)]}
+    made = _post("/fhir/Invoice", invoice, request_key(form_key, "invoice", pid, *charges))
+    iid = str(made["id"])
+    _post(f"/fhir/Invoice/{iid}/$issue", None, request_key(form_key, "issue", iid))
+    return iid
+
+
+# --------------------------------------------------------------------------- the page
+
+def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) -> Any:
+    listing: dict[str, dict[str, Any]] | None = ctx.pop("listing", None)
+    problem = ctx.pop("problem", None)
+    if listing is None:
+        try:
+            listing = price_list()
+        except BackendError as err:
+            problem = problem or backend_message(err)
+    for line in lines:
+        line.entry = (listing or {}).get(line.service)
+        if listing is not None and line.entry is None and line.error is None:
+            line.error = gettext("This service is no longer on the price list; remove the line.")
+    pid = form.patient.data or ""
+    chosen = ctx.pop("chosen", None)
+    if chosen is None and FHIR_ID.fullmatch(pid):
+        chosen = chosen_patient(pid)
+    if chosen is not None and chosen.card is None and not form.card_number.data and not form.card_number.errors:
+        form.card_number.data = chosen.bhyt  # the EHR's BHYT number, for the cashier to check on the card
+        level = card_level_of(chosen.bhyt)
+        form.card_level.data = str(level) if level else ""
+    totals = [line.total for line in lines]
+    total = sum(t for t in totals if t is not None) if lines and None not in totals else None
+    ctx.setdefault("found", None)
+    ctx.setdefault("services", None)
+    return render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
+                           total=total, problem=problem, title=gettext("New invoice"),
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT, **ctx), status
+
+
+@bp.route("/invoices/new", methods=["GET", "POST"])
+@login_required("cashier")
+def invoice_new() -> Any:
+    if not g.user.facility:
+        return render_template("error.html", title=gettext("New invoice"),
+                               message=gettext("New invoices are made by a facility's cashier: your account "
+                                               "names no facility.")), 403
+    form = ChargeForm()
+    if request.method == "GET" or not _KEY.fullmatch(form.key.data or ""):
+        form.key.data = uuid.uuid4().hex  # this form's key: every resubmission of it sends the same one
+    if request.method == "GET":
+        return _render(form, [])
+    if not FHIR_ID.fullmatch(form.patient.data or ""):
+        form.patient.data = ""
+    lines = read_lines(request.form)
+    if request.form.get("choose"):
+        return _choose(form, lines, request.form["choose"])
+    if request.form.get("add"):
+        return _add(form, lines, request.form["add"])
+    if request.form.get("remove", "").isdigit():
+        i = int(request.form["remove"])
+        return _render(form, [line for j, line in enumerate(lines) if j != i])
+    action = request.form.get("action", "")
+    if action == "find-patient":
+        return _find_patient(form, lines)
+    if action == "change-patient":
+        form.patient.data = ""
+        return _render(form, lines)
+    if action == "find-service":
+        return _find_service(form, lines)
+    if action == "record-card":
+        return _record_card(form, lines)
+    if action == "issue":
+        return _issue(form, lines)
+    return _enter(form, lines)
+
+
+def _enter(form: ChargeForm, lines: list[Line]) -> Any:
+    """Enter pressed in a box (the form's hidden first button): the searches typed are run, the
+    quantities' amounts recomputed; nothing is written."""
+    ctx: dict[str, Any] = {}
+    if not form.patient.data and form.who.data:
+        if form.who.validate(form):
+            try:
+                bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.who.data), "_count": "20"})
+                ctx["found"] = [p for p in entries(bundle, "Patient") if FHIR_ID.fullmatch(str(p.get("id")))]
+            except BackendError as err:
+                ctx["who_problem"] = backend_message(err)
+    if form.service_q.data and form.service_q.validate(form):
+        try:
+            ctx["listing"] = price_list()
+            ctx["services"] = find_services(ctx["listing"], form.service_q.data)
+        except BackendError as err:
+            ctx["problem"] = backend_message(err)
+    return _render(form, lines, **ctx)
+
+
+def _find_patient(form: ChargeForm, lines: list[Line]) -> Any:
+    found, problem = None, None
+    if form.who.validate(form):
+        try:
+            bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.who.data), "_count": "20"})
+            found = [p for p in entries(bundle, "Patient") if FHIR_ID.fullmatch(str(p.get("id")))]
+        except BackendError as err:
+            problem = backend_message(err)
+    return _render(form, lines, 200 if found is not None else 422, found=found, who_problem=problem)
+
+
+def _choose(form: ChargeForm, lines: list[Line], pid: str) -> Any:
+    if not FHIR_ID.fullmatch(pid):
+        return _render(form, lines, 422)
+    form.patient.data = pid
+    return _render(form, lines)
+
+
+def _find_service(form: ChargeForm, lines: list[Line]) -> Any:
+    if not form.service_q.validate(form):
+        return _render(form, lines, 422)
+    try:
+        listing = price_list()
+    except BackendError as err:
+        return _render(form, lines, 503, problem=backend_message(err))
+    return _render(form, lines, listing=listing, services=find_services(listing, form.service_q.data or ""))
+
+
+def _add(form: ChargeForm, lines: list[Line], sid: str) -> Any:
+    """A service added from the list: a new line of 1, or one more on its line if it is there."""
+    if FHIR_ID.fullmatch(sid):
+        same = next((line for line in lines if line.service == sid), None)
+        if same is not None:
+            same.qty_text = str(min(MAX_QUANTITY, (same.qty or 0) + 1))
+        elif len(lines) < MAX_LINES:
+            lines.append(Line(sid, "1"))
+        else:
+            return _render(form, lines, 422, lines_problem=gettext("An invoice holds at most %(n)d lines.",
+                                                                    n=MAX_LINES))
+    return _render(form, lines, added=sid)
+
+
+def _record_card(form: ChargeForm, lines: list[Line]) -> Any:
+    pid = form.patient.data
+    fields = (form.card_number, form.card_level, form.card_start, form.card_end)
+    ok = all([f.validate(form, extra_validators=[type(form).validate_card_end] if f is form.card_end else ())
+              for f in fields])
+    if not pid or not ok:
+        return _render(form, lines, 422, card_problem=None if pid else gettext("Choose the patient first."))
+    body = coverage_body(pid, form)
+    try:
+        _post("/fhir/Coverage", body, request_key(form.key.data, "coverage", pid, repr(sorted(body["period"].items())),
+                                                  body["subscriberId"], form.card_level.data))
+    except BackendError as err:
+        return _render(form, lines, 409 if err.kind == "refused" else 503, card_problem=backend_message(err))
+    for f in fields:
+        f.data = None
+    return _render(form, lines, card_saved=True)
+
+
+def _issue(form: ChargeForm, lines: list[Line]) -> Any:
+    """The one submit: checks, then the charges, the invoice and $issue; then the invoice page."""
+    pid = form.patient.data
+    patient_problem = None if pid else gettext("Choose the patient first.")
+    lines_problem = None if lines else gettext("Add at least one service from the price list.")
+    seen: set[str] = set()
+    for line in lines:
+        if line.qty is None:
+            line.error = gettext("A quantity is a whole number from 1 to %(n)d.", n=MAX_QUANTITY)
+        elif line.service in seen:
+            line.error = gettext("This service is listed twice; keep one line and raise its quantity.")
+        seen.add(line.service)
+    try:
+        listing = price_list(fresh=True)  # what billing will price: a line gone from it is refused here
+    except BackendError as err:
+        return _render(form, lines, 503, problem=backend_message(err), patient_problem=patient_problem,
+                       lines_problem=lines_problem)
+    for line in lines:
+        if line.service not in listing and line.error is None:
+            line.error = gettext("This service is no longer on the price list; remove the line.")
+    if patient_problem or lines_problem or any(line.error for line in lines):
+        return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
+                       lines_problem=lines_problem, errors_summary=True)
+    try:
+        iid = issue_invoice(form.key.data, pid, lines)
+    except Refused:
+        return _render(form, lines, 422, listing=listing, errors_summary=True)
+    except BackendError as err:
+        return _render(form, lines, 409 if err.kind == "refused" else 503, listing=listing,
+                       problem=backend_message(err))
+    return redirect(url_for("web.invoice", iid=iid, p=pid, issued=1))
+
+
+# --------------------------------------------------------------------------- the invoice page's shares
+
+SD = "https://sen.vn/fhir/StructureDefinition/"
+PRICE_COMPONENT_SYSTEM = "urn:sen:billing:price-component"
+
+
+def _ext_value(res: dict[str, Any], name: str) -> Any:
+    for ext in res.get("extension") or []:
+        if ext.get("url") == SD + name:
+            return next((v for k, v in ext.items() if k.startswith("value")), None)
+    return None
+
+
+@bp.app_template_filter("shares")
+def invoice_shares(inv: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The BHYT split billing wrote on an Invoice (``sen_billing.domain.invoices``: extensions
+    ``insurer-share``, ``patient-share``, ``bhyt-benefit-level``, ``bhyt-applied-percent``): the
+    gross total, what BHYT pays, what the patient pays, the card's level and the percentage
+    applied (100 under the threshold). None for an invoice without them."""
+    insurer, patient = _ext_value(inv or {}, "insurer-share"), _ext_value(inv or {}, "patient-share")
+    if not isinstance(insurer, dict) or not isinstance(patient, dict):
+        return None
+    return {"gross": ((inv or {}).get("totalGross") or {}).get("value"), "insurer": insurer.get("value"),
+            "patient": patient.get("value"), "level": _ext_value(inv or {}, "bhyt-benefit-level"),
+            "applied": _ext_value(inv or {}, "bhyt-applied-percent")}
+
+
+@bp.app_template_filter("line_shares")
+def line_shares(line: dict[str, Any]) -> dict[str, Any] | None:
+    """A line's insurer and patient shares (its price components coded by billing), or None."""
+    found = {}
+    for pc in line.get("priceComponent") or []:
+        for c in (pc.get("code") or {}).get("coding") or []:
+            if c.get("system") == PRICE_COMPONENT_SYSTEM and c.get("code") in ("insurer-share", "patient-share"):
+                found[c["code"]] = (pc.get("amount") or {}).get("value")
+    return {"insurer": found["insurer-share"], "patient": found["patient-share"]} if len(found) == 2 else None

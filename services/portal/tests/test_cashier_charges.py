@@ -1,0 +1,430 @@
+"""The cashier's new invoice (``/invoices/new``, web/charges.py) with the Flask test client: the EHR
+and billing are fakes answering what the real ones answer (the real ones: the integration test
+``tests/integration/test_portal_cashier_charges.py``); a back-end that is down is a closed port."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_portal.web.backend import BackendError
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", "SEN_PORTAL_CACHE_SECONDS": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    app = create_app()
+    app.app.config["TESTING"] = True
+    with app.app.test_client() as c:
+        yield c
+
+
+def csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def sign_in(client, user: str = "cashier") -> None:
+    page = client.get("/login").get_data(as_text=True)
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf(page)})
+    assert r.status_code == 302
+
+
+def english(client) -> None:
+    page = client.get("/invoices/new").get_data(as_text=True)
+    client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf(page)})
+
+
+def hidden(page: str, name: str) -> str:
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
+
+
+def text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+SYS_BHYT_EHR = "https://fhir.sen.vn/sid/bhyt"
+MAI = {"resourceType": "Patient", "id": "bn-0001", "birthDate": "1968-04-12",
+       "name": [{"family": "Nguyễn", "given": ["Thị", "Mai"], "text": "Nguyễn Thị Mai"}],
+       "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
+                      {"system": SYS_BHYT_EHR, "value": "DN4878701234569"}]}
+
+
+def definition(cid: str, title: str, price: int, covered: bool = True) -> dict[str, Any]:
+    res = {"resourceType": "ChargeItemDefinition", "id": cid, "status": "active", "title": title,
+           "url": f"https://sen.vn/fhir/ChargeItemDefinition/{cid}", "meta": {"versionId": "1"},
+           "code": {"coding": [{"system": "urn:sen:billing:service", "code": cid}], "text": title},
+           "propertyGroup": [{"priceComponent": [{"type": "base", "amount": {"value": price, "currency": "VND"}}]}]}
+    if not covered:
+        res["extension"] = [{"url": "https://sen.vn/fhir/StructureDefinition/bhyt-covered", "valueBoolean": False}]
+    return res
+
+
+class FakeBilling:
+    """The EHR and billing as the page sees them: the Patient search, the price list, Coverage, and
+    the writes, honouring ``Idempotency-Key`` as billing does (the same key and body: the first answer)."""
+
+    def __init__(self) -> None:
+        self.prices = {d["id"]: d for d in (definition("kham-benh", "Khám bệnh", 39000),
+                                           definition("xn-cong-thuc-mau", "Xét nghiệm tổng phân tích tế bào máu",
+                                                      46000),
+                                           definition("ban-sao-ho-so", "Sao y hồ sơ bệnh án", 20000, covered=False))}
+        self.coverages: list[dict[str, Any]] = []
+        self.writes: list[tuple[str, dict[str, Any], str]] = []  # (path, body, key) of every write sent
+        self.answers: dict[str, tuple[str, Any]] = {}  # key -> (body fingerprint, answer)
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, BackendError] = {}  # path prefix -> the error billing answers
+
+    @staticmethod
+    def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+    def get(self, service: str, path: str, params: Any = None, **_kw: Any) -> dict[str, Any]:
+        params = dict(params or {})
+        if service == "ehr":
+            assert path == "/fhir/Patient"
+            if "_id" in params:
+                return self.bundle([MAI] if "bn-0001" in params["_id"].split(",") else [])
+            wanted = params.get("name", "") + params.get("identifier", "")
+            hit = "nguyen" in wanted or "087168004512" in wanted
+            return self.bundle([MAI] if hit else [])
+        if path in self.fail:
+            raise self.fail[path]
+        if path == "/fhir/ChargeItemDefinition":
+            return self.bundle(list(self.prices.values()))
+        if path == "/fhir/Coverage":
+            return self.bundle([c for c in self.coverages if c["beneficiary"]["reference"] == params["beneficiary"]])
+        raise AssertionError(path)
+
+    def call(self, service: str, method: str, path: str, *, json: Any = None, headers: Any = None,
+             **_kw: Any) -> Any:
+        assert (service, method) == ("billing", "POST")
+        key = (headers or {}).get("Idempotency-Key", "")
+        self.writes.append((path, json, key))
+        for prefix, err in self.fail.items():
+            if path.startswith(prefix):
+                raise err
+        fingerprint = repr((path, json))
+        if key in self.answers:
+            seen, answer = self.answers[key]
+            if seen != fingerprint:
+                raise BackendError("refused", "billing", 422, "this Idempotency-Key was used with a different request")
+            return Answer(answer)
+        if path == "/fhir/ChargeItem":
+            cid = json["definitionCanonical"][0].split("/")[-1]
+            if cid not in self.prices:
+                raise BackendError("refused", "billing", 422, f"the price list has no ChargeItemDefinition/{cid}")
+            answer = {**json, "id": f"ci-{len(self.charges) + 1}"}
+            self.charges[answer["id"]] = answer
+        elif path == "/fhir/Invoice":
+            iid = "inv-" + "-".join(sorted(li["chargeItemReference"]["reference"][11:] for li in json["lineItem"]))
+            answer = self.invoices.setdefault(iid, {**json, "id": iid})
+        elif path.endswith("/$issue"):
+            answer = {**self.invoices[path.split("/")[3]], "status": "issued"}
+        elif path == "/fhir/Coverage":
+            answer = {**json, "id": f"cov-{len(self.coverages) + 1}"}
+            self.coverages.append(answer)
+        else:
+            raise AssertionError(path)
+        self.answers[key] = (fingerprint, answer)
+        return Answer(answer)
+
+
+class Answer:
+    def __init__(self, body: Any) -> None:
+        self.content = b"x"
+        self._body = body
+
+    def json(self) -> Any:
+        return self._body
+
+
+@pytest.fixture()
+def fake(monkeypatch):
+    from sen_portal.web import charges
+    from sen_portal.web import patients as patient_module
+
+    f = FakeBilling()
+    monkeypatch.setattr(charges, "fhir_get", f.get)
+    monkeypatch.setattr(patient_module, "fhir_get", f.get)
+    monkeypatch.setattr(charges, "call", f.call)
+    return f
+
+
+def post(client, page: str, **data: Any) -> Any:
+    """The page's form posted again as the browser would: its state (key, patient, lines) and ``data``."""
+    form: dict[str, Any] = {"csrf_token": csrf(page), "key": hidden(page, "key"), "patient": hidden(page, "patient"),
+                            "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
+                            "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page)}
+    form.update(data)
+    return client.post("/invoices/new", data=form)
+
+
+def lines_of(page: str) -> list[tuple[str, str]]:
+    return list(zip(re.findall(r'name="line_service" value="([^"]*)"', page),
+                    re.findall(r'name="line_qty" value="([^"]*)"', page), strict=True))
+
+
+def test_only_a_facilitys_cashier_opens_it_from_the_queue(client, fake):
+    sign_in(client, "clinic")
+    r = client.get("/invoices/new")
+    assert r.status_code == 403 and "Vai trò của bạn không được mở trang này." in r.get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": csrf(client.get("/patients").get_data(as_text=True))})
+    sign_in(client, "admin")  # admin may open every page, but names no facility to charge for
+    r = client.get("/invoices/new")
+    assert r.status_code == 403 and "không gắn với cơ sở nào" in r.get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": csrf(r.get_data(as_text=True))})
+    sign_in(client, "cashier")
+    from sen_portal.web import cashier
+
+    monkey_queue = fake.bundle([])
+    cashier_get = cashier.fhir_get
+    try:
+        cashier.fhir_get = lambda *a, **k: monkey_queue
+        queue = client.get("/invoices").get_data(as_text=True)
+    finally:
+        cashier.fhir_get = cashier_get
+    assert re.search(r'<a class="button primary" href="/invoices/new"[^>]*>Hóa đơn mới</a>', queue)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    assert "<h1>Hóa đơn mới</h1>" in page and re.fullmatch(r"[0-9a-f]{32}", hidden(page, "key"))
+    assert hidden(client.get("/invoices/new").get_data(as_text=True), "key") != hidden(page, "key")  # one a form
+    english(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    assert "<h1>New invoice</h1>" in page and "Create and issue the invoice" in page
+
+
+def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client, fake):
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    # 1. the patient, by a name typed without accents (the clinic's search: name, CCCD or BHYT number)
+    page = post(client, page, who="nguyen thi mai", action="find-patient").get_data(as_text=True)
+    assert "Nguyễn Thị Mai" in page and 'name="choose" value="bn-0001"' in page
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    assert hidden(page, "patient") == "bn-0001"
+    assert re.search(r'data-testid="patient-name">Nguyễn Thị Mai', page)
+    # 2. no card in billing: the form offers to record one, with the EHR's number and its level (DN4 → 80 %)
+    assert 'data-testid="no-card"' in page and hidden(page, "card_number") == "DN4878701234569"
+    assert re.search(r'<option selected value="80">|<option value="80" selected>', page)
+    today = date.today()
+    r = post(client, page, action="record-card", card_number="dn4878701234569", card_level="80",
+             card_start=f"01/01/{today.year}", card_end=f"31/12/{today.year + 1}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Đã ghi thẻ" in page
+    (path, body, key), = fake.writes
+    assert path == "/fhir/Coverage" and key.startswith("portal-coverage-")
+    assert body["beneficiary"] == {"reference": "Patient/bn-0001"} and body["status"] == "active"
+    assert body["identifier"] == [{"system": "https://sen.vn/fhir/sid/bhyt", "value": "DN4878701234569"}]
+    assert body["extension"] == [{"url": "https://sen.vn/fhir/StructureDefinition/bhyt-benefit-level",
+                                  "valueUnsignedInt": 80}]
+    assert body["period"] == {"start": f"{today.year}-01-01", "end": f"{today.year + 1}-12-31"}
+    assert re.search(r'data-testid="bhyt-level">80 %', page) and 'data-testid="card-form"' not in page
+    # 3. services by name without accents; added twice is one line of 2
+    page = post(client, page, service_q="xet nghiem", action="find-service").get_data(as_text=True)
+    assert 'name="add" value="xn-cong-thuc-mau"' in page and 'name="add" value="kham-benh"' not in page
+    page = post(client, page, add="xn-cong-thuc-mau").get_data(as_text=True)
+    page = post(client, page, add="xn-cong-thuc-mau").get_data(as_text=True)
+    page = post(client, page, service_q="", action="find-service").get_data(as_text=True)  # the whole list
+    assert 'name="add" value="kham-benh"' in page and 'name="add" value="ban-sao-ho-so"' in page
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    assert lines_of(page) == [("xn-cong-thuc-mau", "2"), ("kham-benh", "1")]
+    assert re.findall(r'data-testid="line-amount">([^<]*)<', page) == ["92.000\u00a0₫", "39.000\u00a0₫"]
+    assert re.search(r'data-testid="lines-total"><strong>131.000\u00a0₫', page)
+    # the review: one submit makes the charges, the invoice, $issue; then the invoice page
+    r = post(client, page, action="issue")
+    assert r.status_code == 302
+    paths = [w[0] for w in fake.writes[1:]]
+    assert paths == ["/fhir/ChargeItem", "/fhir/ChargeItem", "/fhir/Invoice", "/fhir/Invoice/inv-ci-1-ci-2/$issue"]
+    first, second = fake.writes[1][1], fake.writes[2][1]
+    assert first["definitionCanonical"] == ["ChargeItemDefinition/xn-cong-thuc-mau"]
+    assert first["quantity"] == {"value": 2}
+    assert second["definitionCanonical"] == ["ChargeItemDefinition/kham-benh"] and "priceOverride" not in second
+    assert [li["chargeItemReference"]["reference"] for li in fake.writes[3][1]["lineItem"]] == \
+        ["ChargeItem/ci-1", "ChargeItem/ci-2"]
+    assert r.headers["Location"].startswith("/invoices/inv-ci-1-ci-2?") and "p=bn-0001" in r.headers["Location"]
+    assert "issued=1" in r.headers["Location"]
+
+
+def _ready_to_issue(client, fake) -> str:
+    """The page with a chosen patient and two lines, not submitted."""
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    return post(client, page, add="ban-sao-ho-so").get_data(as_text=True)
+
+
+def test_a_resubmitted_form_makes_nothing_twice(client, fake):
+    """The form's key makes every write's Idempotency-Key: the same submit twice (a double click, a retry
+    on a slow link) sends the same keys and bodies, so billing (which honours them, as this fake does)
+    answers the first ChargeItems again and the invoice of the same charges is the same one. A new form
+    (a new key) is a new invoice."""
+    sign_in(client)
+    page = _ready_to_issue(client, fake)
+    first = post(client, page, action="issue")
+    again = post(client, page, action="issue")
+    assert first.status_code == again.status_code == 302 and first.headers["Location"] == again.headers["Location"]
+    sent = [(p, k) for p, _b, k in fake.writes]
+    assert sent[:4] == sent[4:]  # the same requests under the same keys
+    assert all(k.startswith(f"portal-{kind}-{hidden(page, 'key')}-") for (p, k), kind in
+               zip(sent[:4], ("charge", "charge", "invoice", "issue"), strict=True))
+    assert len(fake.charges) == 2 and len(fake.invoices) == 1
+    # a quantity changed after a refusal is another request: a new key, never billing's 422 for a reused one
+    changed = post(client, page, action="issue", line_qty=["3", "1"])
+    assert changed.status_code == 302 and len(fake.charges) == 3 and len(fake.invoices) == 2
+    # the same services for the same patient later: a new form, a new invoice
+    fresh = _ready_to_issue(client, fake)
+    assert hidden(fresh, "key") != hidden(page, "key")
+    assert post(client, fresh, action="issue").status_code == 302 and len(fake.invoices) == 3
+
+
+def test_each_mistake_is_explained_on_the_form_which_keeps_its_lines(client, fake):
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    r = post(client, page, action="issue")  # nothing chosen, no line
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Hãy chọn người bệnh trước." in body and "Hãy thêm ít nhất một dịch vụ" in body
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    r = post(client, page, action="issue")  # a line, still no patient: the line stays
+    assert r.status_code == 422 and "Hãy chọn người bệnh trước." in r.get_data(as_text=True)
+    assert lines_of(r.get_data(as_text=True)) == [("kham-benh", "1")]
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    for typed in ("0", "1001", "abc", "2.5", ""):
+        r = post(client, page, action="issue", line_qty=[typed])
+        body = r.get_data(as_text=True)
+        assert r.status_code == 422 and "Số lượng là số nguyên từ 1 đến 1000." in body, typed
+        assert lines_of(body) == [("kham-benh", typed)] and 'aria-invalid="true"' in body
+    assert not fake.writes  # nothing was sent for any of them
+    r = post(client, page, action="issue", line_service=["kham-benh", "kham-benh"], line_qty=["1", "2"])
+    assert r.status_code == 422 and "Dịch vụ này có hai dòng" in r.get_data(as_text=True)
+    # a price list entry gone since the line was added
+    del fake.prices["kham-benh"]
+    r = post(client, page, action="issue")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Dịch vụ này không còn trong bảng giá" in body and not fake.writes
+    assert lines_of(body) == [("kham-benh", "1")]
+    # ... or gone between the page's check and billing's (billing's 422 names the definition)
+    fake.prices["kham-benh"] = definition("kham-benh", "Khám bệnh", 39000)
+    real_get = fake.get
+
+    def stale(service, path, params=None, **kw):
+        answer = real_get(service, path, params, **kw)
+        if path == "/fhir/ChargeItemDefinition":
+            fake.prices.pop("kham-benh", None)  # retired right after the page read the list
+        return answer
+    fake.get = stale
+    from sen_portal.web import charges
+    charges.fhir_get = stale
+    r = post(client, page, action="issue")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Dịch vụ này không còn trong bảng giá" in body
+    assert [w[0] for w in fake.writes] == ["/fhir/ChargeItem"] and lines_of(body) == [("kham-benh", "1")]
+    charges.fhir_get = real_get
+    fake.prices["kham-benh"] = definition("kham-benh", "Khám bệnh", 39000)
+    # billing refusing (403) or not answering: its sentence, the lines kept
+    fake.fail["/fhir/Invoice"] = BackendError("refused", "billing", 403, "forbidden")
+    r = post(client, page, action="issue")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này." in body
+    assert lines_of(body) == [("kham-benh", "1")]
+    fake.fail["/fhir/Invoice"] = BackendError("down", "billing")
+    r = post(client, page, action="issue")
+    assert r.status_code == 503 and "Hiện không kết nối được Dịch vụ thanh toán" in r.get_data(as_text=True)
+    assert lines_of(r.get_data(as_text=True)) == [("kham-benh", "1")]
+    del fake.fail["/fhir/Invoice"]
+    assert post(client, page, action="issue").status_code == 302  # the retry goes through
+
+
+def test_the_card_form_refuses_what_billing_could_not_use(client, fake):
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    today = date.today()
+    cases = [({"card_number": "DN48787", "card_level": "80"}, "Mã thẻ BHYT gồm 2 chữ cái và 13 chữ số."),
+             ({"card_number": "DN4878701234569", "card_level": ""}, "Hãy chọn mức hưởng in trên thẻ."),
+             ({"card_start": f"01/01/{today.year}", "card_end": f"01/01/{today.year - 1}"}, "Thẻ hết hạn trước khi"),
+             ({"card_start": f"01/01/{today.year - 2}",
+               "card_end": (today - timedelta(days=1)).strftime("%d/%m/%Y")}, "Thẻ này đã hết hạn")]
+    for data, message in cases:
+        form = {"card_number": "DN4878701234569", "card_level": "80", "card_start": f"01/01/{today.year}",
+                "card_end": f"31/12/{today.year}", **data}
+        r = post(client, page, action="record-card", **form)
+        body = r.get_data(as_text=True)
+        assert r.status_code == 422 and message in body, message
+        assert hidden(body, "card_number") == form["card_number"]  # what was typed is kept
+    assert not fake.writes
+    fake.fail["/fhir/Coverage"] = BackendError("refused", "billing", 422, "Coverage.payor: field required")
+    r = post(client, page, action="record-card", card_number="DN4878701234569", card_level="80",
+             card_start=f"01/01/{today.year}", card_end=f"31/12/{today.year}")
+    assert r.status_code == 409 and "Coverage.payor" in r.get_data(as_text=True)
+
+
+def test_a_down_billing_or_ehr_is_a_sentence_not_an_error_page(client):
+    sign_in(client)
+    page = client.get("/invoices/new")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Hiện không kết nối được Dịch vụ thanh toán" in body
+    r = post(client, body, who="nguyen van a", action="find-patient", line_service=["kham-benh"], line_qty=["2"])
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Hiện không kết nối được Dịch vụ hồ sơ sức khỏe" in body
+    assert hidden(body, "who") == "nguyen van a" and lines_of(body) == [("kham-benh", "2")]
+    r = post(client, body, action="issue", patient="bn-0001")
+    assert r.status_code == 503 and lines_of(r.get_data(as_text=True)) == [("kham-benh", "2")]
+
+
+def test_the_invoice_page_shows_the_bhyt_and_patient_shares(client, monkeypatch):
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    sd = "https://sen.vn/fhir/StructureDefinition/"
+
+    def line(text_: str, base: int, insurer: int) -> dict[str, Any]:
+        code = "urn:sen:billing:price-component"
+        return {"chargeItemReference": {"reference": "ChargeItem/x", "display": text_}, "priceComponent": [
+            {"type": "base", "amount": {"value": base, "currency": "VND"}},
+            {"type": "deduction", "code": {"coding": [{"system": code, "code": "insurer-share"}]},
+             "amount": {"value": insurer, "currency": "VND"}},
+            {"type": "informational", "code": {"coding": [{"system": code, "code": "patient-share"}]},
+             "amount": {"value": base - insurer, "currency": "VND"}}]}
+
+    invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T09:00:00+07:00",
+               "subject": {"reference": "Patient/bn-0001"}, "totalGross": {"value": 384000, "currency": "VND"},
+               "extension": [{"url": sd + "patient-share", "valueMoney": {"value": 92800, "currency": "VND"}},
+                             {"url": sd + "insurer-share", "valueMoney": {"value": 291200, "currency": "VND"}},
+                             {"url": sd + "bhyt-benefit-level", "valueUnsignedInt": 80},
+                             {"url": sd + "bhyt-applied-percent", "valueUnsignedInt": 80}],
+               "lineItem": [line("Chụp X-quang ngực thẳng", 325000, 260000), line("Khám bệnh", 39000, 31200),
+                            line("Sao y hồ sơ bệnh án", 20000, 0)]}
+
+    def desk(service, path, params=None, **_kw):
+        return {"status": "issued", "owed": 92800, "paid": 0, "balanceDue": 92800, "reference": "HD7K2M9QX4C",
+                "resource": invoice, "qr": None}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    monkeypatch.setattr(patient_module, "fhir_get", lambda *a, **k: FakeBilling.bundle([MAI]))
+    sign_in(client)
+    page = client.get("/invoices/inv-a?p=bn-0001&issued=1").get_data(as_text=True)
+    assert "Đã phát hành hóa đơn: người bệnh có thể thanh toán ngay." in page
+    assert re.search(r'BHYT chi trả \(80 %\)</dt><dd class="money" data-testid="insurer-share">291.200\u00a0₫',
+                     page)
+    assert re.search(r'data-testid="patient-share">92.800\u00a0₫', page)
+    assert re.findall(r'data-testid="line-shares">([^<]*)<', page) == [
+        "BHYT 260.000\u00a0₫ · người bệnh 65.000\u00a0₫", "BHYT 31.200\u00a0₫ · người bệnh 7.800\u00a0₫"]
+    english(client)
+    page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
+    assert "BHYT pays (80 %)" in page and "Patient pays" in page and "issued:" not in page
