@@ -1,0 +1,194 @@
+"""The portal's price list and the cashier's daily report against the real billing service (a
+gunicorn process on loopback, the real FerretDB; the price list loaded from billing's own file as
+its worker loads it at start).
+
+The portal runs in this process (Flask's test client) with its demo users; every call to billing
+carries the signed-in user's own token, so billing decides. Covered: an admin's price change is
+billing's next version and shows in the entry's history (who, old → new); two admins who opened
+the page at the same version: the second save is refused by billing (412 on ``If-Match``) and the
+page says so with the price in force, which stays the first admin's; a cashier cannot change a
+price (the portal refuses, and billing refuses the cashier's token too); the daily CSV downloaded
+through the portal is billing's CSV of that day, byte for byte, with its file name, and the shift
+page's totals are that CSV's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client, free_port, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+FACILITY = "tyt-my-hiep"  # the portal's demo cashier's facility
+ENTRY = "dien-tim"  # Điện tâm đồ, in billing's price list file
+
+
+def _auth(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, mongo_client, tmp_path_factory):
+    from sen_billing.domain import pricing
+    from sen_billing.indexes import INDEXES
+    from sen_shared import mongo
+
+    name = f"sen_t{run_id}_pp_billing"
+    mongo.ensure_indexes(mongo_client[name], INDEXES)
+    assert pricing.load(mongo_client[name]) > 0  # what billing's worker does at start
+    log = tmp_path_factory.mktemp("billing") / "web.log"
+    with web_process("billing", {**base_env, "SEN_DB": name}, log) as url:
+        yield url, mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, billing, mongo_client):
+    dead = f"http://127.0.0.1:{free_port()}"  # the pages here need billing only
+    env = {**base_env, "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead, "SEN_BILLING_URL": billing[0],
+           "SEN_HTTP_TIMEOUT": "10"}
+    with app_client("portal", env, f"sen_t{run_id}_pp_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def _signed_in(app: Any, user: str) -> Any:
+    client = app.test_client()
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    return client
+
+
+def _form(page: str, cid: str) -> dict[str, str]:
+    row = page[page.index(f'id="price-{cid}"'):]
+    row = row[:row.index("</tr>")]
+    fields = dict(re.findall(r'name="([^"]+)"[^>]*value="([^"]*)"', row))
+    fields.update({k: v for v, k in re.findall(r'value="([^"]*)"[^>]*name="([^"]+)"', row)})
+    assert f"p-{cid}-version" in fields, "no price form on the row"
+    return fields
+
+
+def _in_billing(url: str, dev_key: Path, cid: str = ENTRY) -> dict[str, Any]:
+    r = httpx.get(f"{url}/fhir/ChargeItemDefinition/{cid}", headers=_auth(dev_key, "cashier", facility=FACILITY))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _price(res: dict[str, Any]) -> int:
+    return int(res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"])
+
+
+def _dong(n: int) -> str:
+    return f"{n:,}".replace(",", ".") + "\u00a0₫"
+
+
+def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, billing, dev_key):
+    url, _db = billing
+    before = _in_billing(url, dev_key)
+    version, old = int(before["meta"]["versionId"]), _price(before)
+    admin = _signed_in(portal, "admin")
+    page = admin.get("/prices").get_data(as_text=True)
+    assert _dong(old) in page and "Điện tâm đồ" in page
+    new = old + 5000
+    r = admin.post(f"/prices/{ENTRY}", data={**_form(page, ENTRY), f"p-{ENTRY}-price": _dong(new).replace(
+        "\u00a0₫", "")})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    after = _in_billing(url, dev_key)
+    assert int(after["meta"]["versionId"]) == version + 1 and _price(after) == new
+    page = admin.get("/prices").get_data(as_text=True)
+    assert f"giá mới là {_dong(new)} (phiên bản {version + 1})" in page
+    history = admin.get(f"/prices/{ENTRY}/history").get_data(as_text=True)
+    rows = re.findall(r"<tr role=\"row\">(.*?)</tr>", history[history.index("<tbody"):], re.S)
+    assert len(rows) == version + 1
+    newest = rows[0]
+    assert f">{version + 1}<" in newest and "Quản trị / Admin (admin)" in newest
+    assert newest.index(_dong(old)) < newest.index(_dong(new))  # old → new
+    assert "Thêm vào bảng giá" in rows[-1]  # version 1: the file's entry
+    # a clinic reads the history too, without any edit control on the list
+    clinic = _signed_in(portal, "clinic")
+    assert clinic.get(f"/prices/{ENTRY}/history").status_code == 200
+    assert 'name="csrf_token"' not in clinic.get("/prices").get_data(as_text=True).split('id="price-results"')[1]
+
+
+def test_a_stale_edit_gets_the_changed_meanwhile_message_and_overwrites_nothing(portal, billing, dev_key):
+    url, _db = billing
+    first, second = _signed_in(portal, "admin"), _signed_in(portal, "admin")
+    seen_first = _form(first.get("/prices").get_data(as_text=True), ENTRY)
+    seen_second = _form(second.get("/prices").get_data(as_text=True), ENTRY)
+    assert seen_first[f"p-{ENTRY}-version"] == seen_second[f"p-{ENTRY}-version"]
+    r = first.post(f"/prices/{ENTRY}", data={**seen_first, f"p-{ENTRY}-price": "61.000"})
+    assert r.status_code == 302
+    r = second.post(f"/prices/{ENTRY}", data={**seen_second, f"p-{ENTRY}-price": "72.000"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409
+    assert f"người khác đã đổi giá này: giá hiện hành là {_dong(61000)}" in page
+    assert "Giá bạn nhập chưa được lưu" in page and "Quản trị / Admin (admin)" in page
+    kept = _form(page, ENTRY)
+    assert kept[f"p-{ENTRY}-price"] == "72.000"
+    assert int(kept[f"p-{ENTRY}-version"]) == int(seen_second[f"p-{ENTRY}-version"]) + 1
+    assert _price(_in_billing(url, dev_key)) == 61000  # the first admin's price stands
+
+
+def test_a_cashier_cannot_change_a_price_neither_through_the_portal_nor_at_billing(portal, billing, dev_key):
+    url, _db = billing
+    before = _in_billing(url, dev_key)
+    cashier = _signed_in(portal, "cashier")
+    page = cashier.get("/prices").get_data(as_text=True)
+    assert "Điện tâm đồ" in page and f'name="p-{ENTRY}-price"' not in page
+    r = cashier.post(f"/prices/{ENTRY}", data={"csrf_token": _csrf(page), f"p-{ENTRY}-price": "1000",
+                                               f"p-{ENTRY}-version": before["meta"]["versionId"]})
+    assert r.status_code == 403 and "Chỉ quản trị viên được sửa bảng giá." in r.get_data(as_text=True)
+    body = {k: v for k, v in before.items() if k != "meta"}
+    body["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 1000
+    r = httpx.put(f"{url}/fhir/ChargeItemDefinition/{ENTRY}", content=json.dumps(body),
+                  headers={**_auth(dev_key, "cashier", facility=FACILITY), "Content-Type": FJ,
+                           "If-Match": f'W/"{before["meta"]["versionId"]}"'})
+    assert r.status_code == 403, r.text
+    assert _in_billing(url, dev_key)["meta"]["versionId"] == before["meta"]["versionId"]
+
+
+def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billing, dev_key):
+    from tests.billing_support import make_invoice
+
+    url, db = billing
+    iid, _code = make_invoice(db, 120000, facility=FACILITY)
+    cashier = _signed_in(portal, "cashier")
+    page = cashier.get("/shift").get_data(as_text=True)
+    if 'name="which" value="open"' in page:
+        r = cashier.post("/shift", data={"csrf_token": _csrf(page), "which": "open", "open-opening_cash": "0"})
+        assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+    r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": _csrf(page), "amount": "120000"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    r = cashier.get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert r.headers["Content-Disposition"] == f'attachment; filename="doi-soat-{today.isoformat()}.csv"'
+    direct = httpx.get(f"{url}/payments/reports/daily.csv", params={"day": today.isoformat()},
+                       headers=_auth(dev_key, "cashier", facility=FACILITY))
+    assert direct.status_code == 200 and r.data == direct.content
+    assert iid in r.get_data(as_text=True) and ",cash," in r.get_data(as_text=True)
+    page = cashier.get(f"/shift?day={today:%d/%m/%Y}").get_data(as_text=True)
+    summary = page[page.index('data-testid="daily-summary"'):]
+    assert f'data-total="cash">{_dong(120000)}' in summary and 'data-total="payments">1<' in summary
+    # the health department: billing refuses its token, so the portal does not offer the report
+    assert httpx.get(f"{url}/payments/reports/daily.csv", headers=_auth(dev_key, "health-dept")).status_code == 403
+    assert _signed_in(portal, "health-dept").get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}").status_code == 403
