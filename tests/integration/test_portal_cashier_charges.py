@@ -1,0 +1,173 @@
+"""The cashier's new invoice through the portal's pages against a real billing and EHR (gunicorn
+processes on loopback), the real FerretDB: billing ends up holding exactly ONE issued Invoice with the
+right lines and BHYT split, however often the form is posted (one after another, and at once).
+
+The portal runs in this process (Flask's test client) as its demo cashier of Trạm Y tế xã Mỹ Hiệp.
+The patient, Nguyễn Thị Mai, is in the EHR with her BHYT number; billing has no card for her, so the
+cashier records it on the page (80 %, valid this year and next), then charges 5 chest X-rays, an
+examination and a certified copy of the record (BHYT does not cover that one). Covered total
+325.000 + 39.000 = 364.000 ₫, above the threshold (15 % of the base salary, 351.000 ₫), so 80 % is
+applied per line (floor): BHYT 260.000 + 31.200, the patient 65.000 + 7.800 + 20.000 = 92.800 ₫.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+CLINIC = "tyt-my-hiep"  # the demo cashier's facility
+MAI = "bn-0001"
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
+
+
+def _admin(dev_key: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+    db = f"sen_t{run_id}_pcc_ehr"
+    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+        patient = {"resourceType": "Patient", "id": MAI, "gender": "female", "birthDate": "1968-04-12",
+                   "name": [{"family": "Nguyễn", "given": ["Thị", "Mai"], "text": "Nguyễn Thị Mai"}],
+                   "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
+                                  {"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}],
+                   "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+        r = httpx.put(f"{url}/fhir/Patient/{MAI}", content=json.dumps(patient), headers=_admin(dev_key))
+        assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, tmp_path_factory, mongo_client):
+    from sen_billing.domain import pricing
+
+    db = f"sen_t{run_id}_pcc_billing"
+    pricing.load(mongo_client[db])  # what billing's worker does at start
+    with web_process("billing", {**base_env, **BANK, "SEN_DB": db},
+                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, ehr, billing, mongo_client):
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing, "SEN_TELECONSULT_URL": billing,
+           "SEN_HTTP_TIMEOUT": "15"}
+    with app_client("portal", env, f"sen_t{run_id}_pcc_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+def _csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def _hidden(page: str, name: str) -> str:
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
+
+
+def _form(page: str, **data: Any) -> dict[str, Any]:
+    """What the browser posts: the page's state (key, patient, lines) and ``data``."""
+    return {"csrf_token": _csrf(page), "key": _hidden(page, "key"), "patient": _hidden(page, "patient"),
+            "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
+            "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page), **data}
+
+
+def _signed_in(app: Any) -> Any:
+    client = app.test_client()
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
+    assert r.status_code == 302
+    return client
+
+
+def _same_session(app: Any, client: Any) -> Any:
+    """A second tab of the same browser: the same session cookie."""
+    other = app.test_client()
+    cookie = client.get_cookie("sen_portal")
+    other.set_cookie("sen_portal", cookie.value)
+    return other
+
+
+def _search(billing: str, dev_key: Path, rtype: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{billing}/fhir/{rtype}", params={"subject" if rtype != "Coverage" else "beneficiary":
+                                                     f"Patient/{MAI}", "_count": "50"}, headers=_admin(dev_key))
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
+
+
+def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_it_is_posted(
+        portal, billing, dev_key):
+    cashier = _signed_in(portal)
+    page = cashier.get("/invoices").get_data(as_text=True)
+    assert 'href="/invoices/new"' in page
+    page = cashier.get("/invoices/new").get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=_form(page, who="nguyen thi mai", action="find-patient")
+                        ).get_data(as_text=True)
+    assert "Nguyễn Thị Mai" in page
+    page = cashier.post("/invoices/new", data=_form(page, choose=MAI)).get_data(as_text=True)
+    assert 'data-testid="no-card"' in page and _hidden(page, "card_number") == "DN4878701234569"
+    year = date.today().year
+    r = cashier.post("/invoices/new", data=_form(page, action="record-card", card_number="DN4878701234569",
+                                                  card_level="80", card_start=f"01/01/{year}",
+                                                  card_end=f"31/12/{year + 1}"))
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and re.search(r'data-testid="bhyt-level">80 %', page), page[-3000:]
+    assert len(_search(billing, dev_key, "Coverage")) == 1  # billing's own Coverage: what its split reads
+    page = cashier.post("/invoices/new", data=_form(page, service_q="x quang nguc", action="find-service")
+                        ).get_data(as_text=True)
+    assert 'name="add" value="x-quang-nguc"' in page
+    for sid in ("x-quang-nguc", "kham-benh", "ban-sao-ho-so"):
+        page = cashier.post("/invoices/new", data=_form(page, add=sid)).get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=_form(page, line_qty=["5", "1", "1"], action="enter")
+                        ).get_data(as_text=True)
+    assert re.search(r'data-testid="lines-total"><strong>384.000\u00a0₫', page)
+
+    submit = _form(page, action="issue")
+    first = cashier.post("/invoices/new", data=submit)
+    assert first.status_code == 302, first.get_data(as_text=True)[-2000:]
+    where = first.headers["Location"]
+    again = cashier.post("/invoices/new", data=submit)  # a double click, one after the other
+    assert again.status_code == 302 and again.headers["Location"] == where
+    tabs = [_same_session(portal, cashier) for _ in range(3)]  # a slow link's retries, at once
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda c: c.post("/invoices/new", data=submit), tabs))
+    assert [a.status_code for a in answers] == [302] * 3 and {a.headers["Location"] for a in answers} == {where}
+
+    invoices = _search(billing, dev_key, "Invoice")
+    assert len(invoices) == 1, [i["id"] for i in invoices]
+    charges = _search(billing, dev_key, "ChargeItem")
+    assert sorted((c["definitionCanonical"][0].split("/")[-1].split("|")[0], c["quantity"]["value"]) for c in charges) \
+        == [("ban-sao-ho-so", 1), ("kham-benh", 1), ("x-quang-nguc", 5)]
+    inv = invoices[0]
+    assert where.startswith(f"/invoices/{inv['id']}?")
+    assert inv["status"] == "issued" and inv["issuer"]["reference"] == f"Organization/{CLINIC}"
+    assert inv["totalGross"]["value"] == 384_000 and inv["totalNet"]["value"] == 92_800
+    split = sorted(tuple(pc["amount"]["value"] for pc in li["priceComponent"]) for li in inv["lineItem"])
+    assert split == [(20_000, 0, 20_000), (39_000, 31_200, 7_800), (325_000, 260_000, 65_000)]
+
+    shown = cashier.get(where).get_data(as_text=True)
+    assert "Đã phát hành hóa đơn" in shown and re.search(r'data-testid="invoice-patient">Nguyễn Thị Mai<', shown)
+    assert f'src="/invoices/{inv["id"]}/qr.svg"' in shown  # the QR to pay at once
+    assert re.search(r'data-testid="insurer-share">291.200\u00a0₫', shown)
+    assert re.search(r'data-testid="patient-share">92.800\u00a0₫', shown)
+    assert cashier.get(f"/invoices/{inv['id']}/qr.svg").status_code == 200
