@@ -1,0 +1,128 @@
+"""The cashier charges a walk-in patient by hand, clicked as a cashier would (headless Chromium against
+the whole stack, axe-core on every page): "Hóa đơn mới" on the queue, the patient found by a name typed
+without accents (Enter in the box), her BHYT card recorded (80 %), services found without accents and
+added, a quantity changed, the lines reviewed with their prices; a double click on the submit and a
+replay of the same form make ONE invoice, whose page shows the QR and the BHYT and patient shares.
+Screenshots: vi-1280 / vi-360 / en-1280 ``cashier-new-invoice``, vi-1280 ``cashier-new-invoice-error``
+and ``cashier-new-invoice-issued``."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import httpx
+import pytest
+
+from tests.browser.test_pages import _admin
+
+pytestmark = pytest.mark.integration
+
+PATIENT = "bn-0004"  # Võ Thị Lan, card GD4… (80 %), no other browser test bills her
+
+
+def _invoices(stack: dict[str, str]) -> list[str]:
+    r = httpx.get(f"{stack['billing']}/fhir/Invoice", params={"subject": f"Patient/{PATIENT}", "_count": "100"},
+                  headers=_admin(stack), timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    return [e["resource"]["id"] for e in r.json().get("entry", []) if e.get("search", {}).get("mode") == "match"]
+
+
+def _fits(v) -> None:
+    """Nothing in the page scrolls sideways: every element of main inside the window."""
+    m = v.page.evaluate("""() => ({w: window.innerWidth, page: document.documentElement.scrollWidth,
+        wide: [...document.querySelectorAll('main *')]
+          .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+          .slice(0, 5).map(e => e.tagName + '.' + e.className + ': ' + e.textContent.trim().slice(0, 40))})""")
+    assert m["page"] <= m["w"] and not m["wide"], m
+
+
+def _choose_patient(v) -> None:
+    v.page.fill("#who", "vo thi lan")
+    v.page.press("#who", "Enter")  # Enter in a box runs its search, never the submit
+    v.page.wait_for_load_state("networkidle")
+    v.page.click(f"button[name=choose][value={PATIENT}]")
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.inner_text("[data-testid=patient-name]").startswith("Võ Thị Lan")
+
+
+def _add(v, typed: str, service: str) -> None:
+    v.page.fill("#service_q", typed)
+    v.page.press("#service_q", "Enter")
+    v.page.wait_for_load_state("networkidle")
+    v.page.click(f"button[name=add][value={service}]")
+    v.page.wait_for_load_state("networkidle")
+
+
+def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
+    before = _invoices(stack)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go("/invoices")
+    v.page.click("[data-testid=new-invoice]")
+    v.page.wait_for_url(re.compile(r"/invoices/new$"))
+    v.page.click("[data-testid=issue]")  # nothing chosen, no line: said so, nothing made
+    v.page.wait_for_load_state("networkidle")
+    main = v.page.inner_text("main")
+    assert "Hãy chọn người bệnh trước." in main and "Hãy thêm ít nhất một dịch vụ từ bảng giá." in main
+    v.check("cashier-new-invoice-error")
+
+    _choose_patient(v)
+    if v.page.locator("[data-testid=card-form]").count():  # a stack reused from an earlier run has the card
+        assert v.page.input_value("#card_number") == "GD4878701234570"  # the EHR's number, to check on the card
+        assert v.page.input_value("#card_level") == "80"  # the card's benefit code 4
+        v.page.fill("#card_start", f"01/01/{date.today().year}")
+        v.page.fill("#card_end", f"31/12/{date.today().year + 1}")
+        v.page.click("button[name=action][value=record-card]")
+        v.page.wait_for_load_state("networkidle")
+    assert v.page.inner_text("[data-testid=bhyt-level]") == "80 %"
+
+    _add(v, "x quang nguc", "x-quang-nguc")
+    _add(v, "kham benh", "kham-benh")
+    _add(v, "sao y", "ban-sao-ho-so")
+    v.page.fill("#line-0-qty", "0")
+    v.page.click("[data-testid=issue]")  # a quantity out of range: said on its line, the lines kept
+    v.page.wait_for_load_state("networkidle")
+    assert "Số lượng là số nguyên từ 1 đến 1000." in v.page.inner_text("[data-testid=lines]")
+    assert v.page.locator("[data-testid=line]").count() == 3 and _invoices(stack) == before
+    v.page.fill("#line-0-qty", "5")
+    v.page.press("#line-0-qty", "Enter")  # the amounts again, nothing made
+    v.page.wait_for_load_state("networkidle")
+    assert [t.strip() for t in v.page.locator("[data-testid=line-amount]").all_inner_texts()] == [
+        "325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]
+    assert v.page.inner_text("[data-testid=lines-total]").strip() == "384.000\u00a0₫"
+    v.check("cashier-new-invoice")
+    v.page.set_viewport_size({"width": 360, "height": 900})
+    v.tag = "vi-360"
+    _fits(v)
+    v.check("cashier-new-invoice")
+    v.page.set_viewport_size({"width": 1280, "height": 900})
+    v.tag = "vi-1280"
+
+    form = v.page.evaluate("() => [...new FormData(document.getElementById('charge-form'))]")  # to replay it
+    v.page.dblclick("[data-testid=issue]")  # a double click
+    v.page.wait_for_url(re.compile(r"/invoices/inv-[0-9a-f]+\?"))
+    made = [i for i in _invoices(stack) if i not in before]
+    assert len(made) == 1 and f"/invoices/{made[0]}?" in v.page.url
+    status = v.page.evaluate("""async form => {
+        const body = new URLSearchParams(form); body.set('action', 'issue');
+        const r = await fetch('/invoices/new', {method: 'POST', body, redirect: 'manual'});
+        return r.type === 'opaqueredirect' ? 302 : r.status; }""", form)  # a retry of the same form
+    assert status == 302 and [i for i in _invoices(stack) if i not in before] == made
+    v.page.wait_for_selector("[data-testid=issued]")
+    assert v.page.locator("#qr-box img").count() == 1  # the patient can pay at once
+    assert v.page.inner_text("[data-testid=insurer-share]").startswith("291.200\u00a0₫")
+    assert v.page.inner_text("[data-testid=patient-share]").strip() == "92.800\u00a0₫"
+    assert "BHYT chi trả (80 %)" in v.page.inner_text("[data-testid=invoice-details]")
+    v.check("cashier-new-invoice-issued")
+
+    e = visitor_factory("en-1280")
+    e.sign_in("cashier")
+    e.english()
+    e.go("/invoices/new")
+    _choose_patient(e)
+    assert e.page.inner_text("[data-testid=bhyt-level]") == "80 %"
+    _add(e, "xet nghiem mau", "xn-cong-thuc-mau")
+    assert "Create and issue the invoice" in e.page.inner_text("main")
+    assert e.page.inner_text("[data-testid=lines-total]").strip() == "46.000\u00a0₫"
+    e.check("cashier-new-invoice")
