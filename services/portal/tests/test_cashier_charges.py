@@ -171,6 +171,7 @@ def fake(monkeypatch):
 def post(client, page: str, **data: Any) -> Any:
     """The page's form posted again as the browser would: its state (key, patient, lines) and ``data``."""
     form: dict[str, Any] = {"csrf_token": csrf(page), "key": hidden(page, "key"), "patient": hidden(page, "patient"),
+                            "who": hidden(page, "who"), "service_q": hidden(page, "service_q"),
                             "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
                             "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page)}
     form.update(data)
@@ -239,6 +240,7 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     page = post(client, page, service_q="xet nghiem", action="find-service").get_data(as_text=True)
     assert 'name="add" value="xn-cong-thuc-mau"' in page and 'name="add" value="kham-benh"' not in page
     page = post(client, page, add="xn-cong-thuc-mau").get_data(as_text=True)
+    assert 'name="add" value="xn-cong-thuc-mau"' in page  # the search stays after an add
     page = post(client, page, add="xn-cong-thuc-mau").get_data(as_text=True)
     page = post(client, page, service_q="", action="find-service").get_data(as_text=True)  # the whole list
     assert 'name="add" value="kham-benh"' in page and 'name="add" value="ban-sao-ho-so"' in page

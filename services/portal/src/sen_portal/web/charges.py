@@ -390,7 +390,14 @@ def _add(form: ChargeForm, lines: list[Line], sid: str) -> Any:
         else:
             return _render(form, lines, 422, lines_problem=gettext("An invoice holds at most %(n)d lines.",
                                                                     n=MAX_LINES))
-    return _render(form, lines, added=sid)
+    ctx: dict[str, Any] = {}
+    if form.service_q.data and form.service_q.validate(form):  # the search stays: the next service is one click
+        try:
+            ctx["listing"] = price_list()
+            ctx["services"] = find_services(ctx["listing"], form.service_q.data)
+        except BackendError as err:
+            ctx["problem"] = backend_message(err)
+    return _render(form, lines, **ctx)
 
 
 def _record_card(form: ChargeForm, lines: list[Line]) -> Any:
