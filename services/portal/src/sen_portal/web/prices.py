@@ -131,7 +131,8 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
     vi = str(res.get("title") or (res.get("code") or {}).get("text") or res.get("id") or "")
     en = english_name(res)
     level, specialty = _context(res, "facility-level"), _context(res, "specialty")
-    return {"id": res.get("id"), "code": service_code(res) or res.get("id"), "vi": vi, "en": en,
+    return {"id": res.get("id"), "vi": vi, "en": en, "service": str((res.get("code") or {}).get("text") or vi),
+            "level_code": level, "specialty_code": specialty,
             "level": _label(LEVELS, level) if level else "", "specialty": _label(SPECIALTIES, specialty) if specialty
             else "", "price": base_price(res), "version": str(meta.get("versionId") or ""),
             "updated": meta.get("lastUpdated"), "active": res.get("status") == "active", "covered": covered(res),
@@ -187,7 +188,9 @@ def fetch_list() -> tuple[list[dict[str, Any]], bool]:
     """The price list as rows, by Vietnamese name; ``more``: billing has more than one page."""
     bundle = call("billing", "GET", "/fhir/ChargeItemDefinition", params={"_count": str(LIST_SIZE)}).json()
     rows = [row(res) for res in entries(bundle, "ChargeItemDefinition")]
-    rows.sort(key=lambda r: (normalize(r["vi"]), r["id"]))
+    # by service (a consult's group by specialty), then by level from the central down
+    order = {level: i for i, level in enumerate(LEVELS)}
+    rows.sort(key=lambda r: (normalize(r["service"]), order.get(r["level_code"] or "", len(order)), r["id"]))
     more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
     return rows, more
 
