@@ -427,6 +427,11 @@ def test_the_invoice_page_shows_the_bhyt_and_patient_shares(client, monkeypatch)
     assert re.search(r'data-testid="patient-share">92.800\u00a0₫', page)
     assert re.findall(r'data-testid="line-shares">([^<]*)<', page) == [
         "BHYT 260.000\u00a0₫ · người bệnh 65.000\u00a0₫", "BHYT 31.200\u00a0₫ · người bệnh 7.800\u00a0₫"]
+    invoice["extension"][3]["valueUnsignedInt"] = 100  # a small visit: covered in full whatever the card says
+    page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
+    assert re.search(r"BHYT chi trả \(100 %\) <small class=\"hint\">thẻ 80 %: chi trả toàn bộ vì dưới mức quy định"
+                     r"</small></dt>", page)
     english(client)
     page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
-    assert "BHYT pays (80 %)" in page and "Patient pays" in page and "issued:" not in page
+    assert "BHYT pays (100 %)" in page and "card 80 %: in full below the threshold" in page
+    assert "Patient pays" in page and "issued:" not in page
