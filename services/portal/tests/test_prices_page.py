@@ -60,10 +60,10 @@ class FakeBilling:
         return res
 
     def change(self, cid: str, price: int) -> None:
-        """Another admin's change, straight to billing."""
+        """A change made straight at billing's API: the whole entry read and written back with
+        another price (any extension it carried kept as it was)."""
         res = copy.deepcopy(self.versions[cid][-1])
         res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = price
-        res.pop("extension", None)
         self._store(res)
 
     def __call__(self, service: str, method: str, path: str, *, params: Any = None, json: Any = None,
@@ -338,3 +338,26 @@ def test_billing_down_the_report_says_so_on_the_shift_page(app):
 def test_the_health_department_is_not_offered_the_report_billing_refuses_it(app, billing):
     r = signed_in(app, "health-dept").get("/shift/daily-report.csv?day=05/12/2026")
     assert r.status_code == 403 and not billing.calls
+
+
+def test_a_version_made_outside_the_portal_names_nobody(app, billing):
+    """The portal's stamp names the version it was written for: a later change made at billing's API,
+    which carries the stamp along, is 'not recorded', never the previous admin's."""
+    client = signed_in(app, "admin")
+    assert post_price(client, "dien-tim", "50.000").status_code == 302
+    billing.change("dien-tim", 52000)  # version 3, the stamp of version 2 still on it
+    assert prices.changed_by(billing.versions["dien-tim"][1]) == "Quản trị / Admin (admin)"
+    assert prices.changed_by(billing.versions["dien-tim"][2]) is None
+    history = client.get("/prices/dien-tim/history").get_data(as_text=True)
+    rows = re.findall(r'<tr role="row">(.*?)</tr>', history[history.index("<tbody"):], re.S)
+    assert len(rows) == 3
+    assert "Không ghi nhận (sửa ngoài cổng thông tin)" in rows[0] and "Quản trị / Admin" not in rows[0]
+    assert "Quản trị / Admin (admin)" in rows[1] and "Thêm vào bảng giá" in rows[2]
+
+
+def test_the_filter_typed_gets_the_rows_alone_even_when_billing_is_down(app):
+    client = signed_in(app, "clinic")
+    r = client.get("/prices?q=tim", headers={"HX-Request": "true"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and page.lstrip().startswith('<section id="price-results"')
+    assert "không kết nối được Dịch vụ thanh toán" in page

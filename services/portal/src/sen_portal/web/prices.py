@@ -238,10 +238,13 @@ def _page(status: int = 200, *, posted: dict[str, FlaskForm] | None = None, prob
     shown = [r for r in rows if matches(r, q)] if q else rows
     admin = g.user.role == "admin"
     forms = {r["id"]: price_form(r, (posted or {}).get(r["id"])) for r in shown} if admin else {}
-    template = "_prices_rows.html" if request.headers.get("HX-Request") == "true" else "prices.html"
+    if request.headers.get("HX-Request") == "true":  # the filter typed: 200 with the problem (htmx swaps only 2xx)
+        template, status = "_prices_rows.html", 200
+    else:
+        template, status = "prices.html", 503 if failed and status == 200 else status
     return render_template(template, rows=shown, total=len(rows), q=q, more=more, admin=admin, forms=forms,
                            problem=problem or failed, notice=notice or {}, limit=LIST_SIZE,
-                           title=gettext("Price list")), status if not failed or status != 200 else 503
+                           title=gettext("Price list")), status
 
 
 @bp.route("/prices")
