@@ -192,3 +192,31 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     # the health department: billing refuses its token, so the portal does not offer the report
     assert httpx.get(f"{url}/payments/reports/daily.csv", headers=_auth(dev_key, "health-dept")).status_code == 403
     assert _signed_in(portal, "health-dept").get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}").status_code == 403
+
+
+def test_admins_saving_the_same_version_at_once_one_wins_the_others_are_told(portal, billing, dev_key):
+    """Four admins who opened the list at the same version save at the same moment: billing claims the
+    next version by one insert, so exactly one save lands; the other three get the 'changed meanwhile'
+    page naming the winner's price, and billing holds the winner's price at exactly one version more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _db = billing
+    start = _in_billing(url, dev_key)
+    admins = [_signed_in(portal, "admin") for _ in range(4)]
+    seen = [_form(a.get("/prices").get_data(as_text=True), ENTRY) for a in admins]
+    prices_typed = [81000 + 1000 * i for i in range(4)]
+
+    def save(i: int) -> tuple[int, str]:
+        r = admins[i].post(f"/prices/{ENTRY}", data={**seen[i], f"p-{ENTRY}-price": str(prices_typed[i])})
+        return r.status_code, r.get_data(as_text=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(save, range(4)))
+    won = [i for i, (status, _page) in enumerate(answers) if status == 302]
+    assert len(won) == 1, [a[0] for a in answers]
+    after = _in_billing(url, dev_key)
+    assert int(after["meta"]["versionId"]) == int(start["meta"]["versionId"]) + 1
+    assert _price(after) == prices_typed[won[0]]
+    for i, (status, page) in enumerate(answers):
+        if i != won[0]:
+            assert status == 409 and f"giá hiện hành là {_dong(prices_typed[won[0]])}" in page

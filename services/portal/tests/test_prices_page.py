@@ -81,6 +81,8 @@ class FakeBilling:
         history = self.versions[parts[2]]
         if method == "GET" and len(parts) == 3:
             return Answer(200, history[-1])
+        if method == "GET" and len(parts) == 5:  # vread
+            return Answer(200, history[int(parts[4]) - 1])
         if method == "GET":
             return Answer(200, {"resourceType": "Bundle", "type": "history", "entry": [
                 {"resource": v, "request": {"method": "POST" if v["meta"]["versionId"] == "1" else "PUT"},

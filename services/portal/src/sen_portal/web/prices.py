@@ -284,6 +284,14 @@ def _conflict(cid: str, form: PriceForm) -> Any:
         now = fetch_entry(cid)
     except BackendError as err:
         return _page(409, posted={cid: form}, problem=backend_message(err))
+    seen = int(form.version.data)
+    if int((now.get("meta") or {}).get("versionId") or 0) <= seen:
+        # the save that won has claimed version seen+1 (its history document, the whole version) but
+        # its current write has not landed yet: that version is the price in force
+        try:
+            now = call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}/_history/{seen + 1}").json()
+        except BackendError:
+            pass  # none readable: the page shows what the current document says
     meta = now.get("meta") or {}
     form.version.data = str(meta.get("versionId") or form.version.data)
     from .formatting import when
