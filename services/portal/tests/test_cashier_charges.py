@@ -435,3 +435,6 @@ def test_the_invoice_page_shows_the_bhyt_and_patient_shares(client, monkeypatch)
     page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
     assert "BHYT pays (100 %)" in page and "card 80 %: in full below the threshold" in page
     assert "Patient pays" in page and "issued:" not in page
+    del invoice["extension"][2:]  # no card: the patient pays it all, the amounts owed say so already
+    page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
+    assert 'data-testid="insurer-share"' not in page and "Patient pays" not in page
