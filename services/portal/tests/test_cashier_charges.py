@@ -305,6 +305,9 @@ def test_each_mistake_is_explained_on_the_form_which_keeps_its_lines(client, fak
     r = post(client, page, action="issue")  # a line, still no patient: the line stays
     assert r.status_code == 422 and "Hãy chọn người bệnh trước." in r.get_data(as_text=True)
     assert lines_of(r.get_data(as_text=True)) == [("kham-benh", "1")]
+    r = post(client, page, action="issue", patient="bn-9999")  # an id the EHR does not know (a forged form)
+    assert r.status_code == 422 and "Hồ sơ sức khỏe không có người bệnh này" in r.get_data(as_text=True)
+    assert not fake.writes and lines_of(r.get_data(as_text=True)) == [("kham-benh", "1")]
     page = post(client, page, choose="bn-0001").get_data(as_text=True)
     for typed in ("0", "1001", "abc", "2.5", ""):
         r = post(client, page, action="issue", line_qty=[typed])

@@ -422,6 +422,9 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     """The one submit: checks, then the charges, the invoice and $issue; then the invoice page."""
     pid = form.patient.data
     patient_problem = None if pid else gettext("Choose the patient first.")
+    if pid and (found := patients.lookup([pid])) is not None and pid not in found:  # the EHR answered: no such patient
+        patient_problem = gettext("The health record has no such patient; choose the patient again.")
+        form.patient.data = ""
     lines_problem = None if lines else gettext("Add at least one service from the price list.")
     seen: set[str] = set()
     for line in lines:
