@@ -224,11 +224,15 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     assert 'data-testid="no-card"' in page and hidden(page, "card_number") == "DN4878701234569"
     assert re.search(r'<option selected value="80">|<option value="80" selected>', page)
     today = date.today()
-    r = post(client, page, action="record-card", card_number="dn4878701234569", card_level="80",
-             card_start=f"01/01/{today.year}", card_end=f"31/12/{today.year + 1}")
+    card = {"action": "record-card", "card_number": "dn4878701234569", "card_level": "80",
+            "card_start": f"01/01/{today.year}", "card_end": f"31/12/{today.year + 1}"}
+    r = post(client, page, **card)
+    assert post(client, page, **card).status_code == 200 and len(fake.coverages) == 1  # a double click: one card
     page = r.get_data(as_text=True)
     assert r.status_code == 200 and "Đã ghi thẻ" in page
-    (path, body, key), = fake.writes
+    (path, body, key), again = fake.writes
+    assert again == (path, body, key)  # the same request under the same key, answered once
+    del fake.writes[1:]
     assert path == "/fhir/Coverage" and key.startswith("portal-coverage-")
     assert body["beneficiary"] == {"reference": "Patient/bn-0001"} and body["status"] == "active"
     assert body["identifier"] == [{"system": "https://sen.vn/fhir/sid/bhyt", "value": "DN4878701234569"}]
