@@ -176,7 +176,8 @@ def test_every_role_reads_the_price_list_with_names_levels_and_dong(app, billing
     assert "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)" in row
     assert 'lang="en"' in row and "Teleconsultation — Cardiology (district level)" in row
     assert ">Huyện<" in row and ">Tim mạch<" in row and "150.000\u00a0₫" in row
-    assert 'href="/prices/consult-394579002-district/history"' in row and ">1</a>" in row
+    assert 'data-testid="price-version">1<' in row
+    assert 'href="/prices/consult-394579002-district/history">Lịch sử giá<' in row
     assert "05/12/2026 08:00" in row  # 01:00 UTC in Vietnam time
     assert ("<form" in page[page.index('id="price-results"'):]) == (user == "admin")  # edit controls: admin only
 
