@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sen_shared import bhyt
 from sen_shared.auth import issue_dev_token
 
 HERE = Path(__file__).resolve().parent
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
-SYS_BHYT = "https://fhir.sen.vn/sid/bhyt"
+SYS_BHYT = bhyt.CARD_SYSTEM
 
 
 def _org(o: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sen_billing.domain import bhyt
 from sen_billing.domain.bhyt import Line, split
+from sen_shared import bhyt as shared_bhyt
 
 
 def test_threshold_is_15_percent_of_the_base_salary() -> None:
@@ -85,3 +86,16 @@ def test_benefit_level_of_a_coverage() -> None:
     assert bhyt.benefit_level(cov) == 95  # the extension wins over the card's digit
     assert bhyt.benefit_level({**cov, "status": "cancelled"}) is None
     assert bhyt.benefit_level(None) is None
+
+
+@pytest.mark.parametrize("system", ["https://fhir.sen.vn/sid/bhyt", "https://sen.vn/fhir/sid/bhyt"])
+def test_the_card_number_is_read_under_the_shared_system_and_billings_earlier_one(system: str) -> None:
+    # one vocabulary for the EHR, billing and the portal (sen_shared.bhyt); Coverages billing stored
+    # under its own earlier system keep their level
+    cov = {"resourceType": "Coverage", "status": "active",
+           "identifier": [{"system": system, "value": "HS3010123456789"}]}
+    assert bhyt.benefit_level(cov) == 95
+    assert shared_bhyt.card_number(cov) == "HS3010123456789"
+    other = {**cov, "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "HS3010123456789"}]}
+    assert bhyt.benefit_level(other) is None and shared_bhyt.card_number(other) == ""
+    assert bhyt.CARD_SYSTEM == shared_bhyt.CARD_SYSTEM == "https://fhir.sen.vn/sid/bhyt"

@@ -235,7 +235,7 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     del fake.writes[1:]
     assert path == "/fhir/Coverage" and key.startswith("portal-coverage-")
     assert body["beneficiary"] == {"reference": "Patient/bn-0001"} and body["status"] == "active"
-    assert body["identifier"] == [{"system": "https://sen.vn/fhir/sid/bhyt", "value": "DN4878701234569"}]
+    assert body["identifier"] == [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}]
     assert body["extension"] == [{"url": "https://sen.vn/fhir/StructureDefinition/bhyt-benefit-level",
                                   "valueUnsignedInt": 80}]
     assert body["period"] == {"start": f"{today.year}-01-01", "end": f"{today.year + 1}-12-31"}

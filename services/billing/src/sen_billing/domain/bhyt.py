@@ -3,7 +3,8 @@
 - The benefit level comes from the patient's card (Health Insurance Law art. 22): 80, 95 or
   100 % of covered costs. Read from a Coverage (:func:`benefit_level`): the extension
   ``bhyt-benefit-level`` if present, else the card number's 3rd character (the benefit code
-  printed on the card: 1, 2 and 5 → 100 %, 3 → 95 %, 4 → 80 %).
+  printed on the card: 1, 2 and 5 → 100 %, 3 → 95 %, 4 → 80 %). The card's vocabulary (its
+  identifier system, the level extension, the code table) is every service's: ``sen_shared.bhyt``.
 - A visit whose covered total is under 15 % of the base salary is covered 100 %, whatever the
   card says (Decree 146/2018/ND-CP art. 14): with the base salary of 2,340,000 đồng (since
   2024-07, configurable) the threshold is 351,000 đồng, and a total BELOW it (strictly) is
@@ -21,12 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-LEVELS = (80, 95, 100)
+from sen_shared.bhyt import CARD_SYSTEM, LEVEL_EXTENSION, LEVELS, level_from_card, recorded_level
+
 BASE_SALARY = 2_340_000
 THRESHOLD_PERCENT = 15
-LEVEL_EXTENSION = "https://sen.vn/fhir/StructureDefinition/bhyt-benefit-level"
-CARD_SYSTEM = "https://sen.vn/fhir/sid/bhyt"
-_CARD_LEVEL = {"1": 100, "2": 100, "3": 95, "4": 80, "5": 100}
 
 
 @dataclass(frozen=True)
@@ -85,26 +84,11 @@ def split(lines: Sequence[Line], level: int | None, *, base_salary: int = BASE_S
     return Split(level=level, applied=applied, under_threshold=under, lines=tuple(shares))
 
 
-def level_from_card(card: str) -> int | None:
-    """The benefit level printed in a BHYT card number (e.g. ``DN4010123456789`` → 80)."""
-    card = (card or "").strip().upper()
-    if len(card) < 3 or not card[:2].isalpha():
-        return None
-    return _CARD_LEVEL.get(card[2])
-
-
 def benefit_level(coverage: dict[str, Any] | None) -> int | None:
     """The benefit level of an active BHYT Coverage, or None."""
     if not coverage or coverage.get("status") != "active":
         return None
-    for ext in coverage.get("extension") or []:
-        if ext.get("url") == LEVEL_EXTENSION:
-            value = ext.get("valueUnsignedInt", ext.get("valueInteger"))
-            return int(value) if value in LEVELS else None
-    for ident in coverage.get("identifier") or []:
-        if ident.get("system") == CARD_SYSTEM and (lv := level_from_card(str(ident.get("value", "")))):
-            return lv
-    return level_from_card(str(coverage.get("subscriberId") or ""))
+    return recorded_level(coverage)
 
 
 __all__ = ["BASE_SALARY", "CARD_SYSTEM", "LEVELS", "LEVEL_EXTENSION", "Line", "Share", "Split", "benefit_level",

@@ -41,6 +41,7 @@ from flask import g, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from sen_shared import bhyt
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
@@ -52,13 +53,6 @@ from .formatting import TZ, human_name, identifier
 from .forms import LocalDateField
 from .patients import FHIR_ID
 
-# billing's BHYT vocabulary (sen_billing.domain.bhyt): the card's identifier system and the level extension
-CARD_SYSTEM = "https://sen.vn/fhir/sid/bhyt"
-LEVEL_EXTENSION = "https://sen.vn/fhir/StructureDefinition/bhyt-benefit-level"
-LEVELS = (80, 95, 100)
-# the benefit code printed as a card's 3rd character (Health Insurance Law art. 22): a suggestion
-# for the level box only; what billing applies is the level recorded with the card
-_CARD_LEVEL = {"1": 100, "2": 100, "3": 95, "4": 80, "5": 100}
 MAX_LINES = 30
 MAX_QUANTITY = 1000
 PRICE_LIST_SIZE = 500
@@ -142,20 +136,12 @@ def find_services(listing: dict[str, dict[str, Any]], q: str) -> list[dict[str, 
     return [r for r in listing.values() if prices.matches(r, q)][:SERVICES_SHOWN]
 
 
-def card_level_of(number: str) -> int | None:
-    number = (number or "").strip().upper()
-    return _CARD_LEVEL.get(number[2]) if len(number) >= 3 and number[:2].isalpha() else None
-
-
 def coverage_rows(bundle: dict[str, Any], today: date) -> list[dict[str, Any]]:
     """The patient's BHYT cards billing holds, as shown: number, level, validity, in force today
     (billing's own rule: active, and the period holds today in Asia/Ho_Chi_Minh)."""
     rows = []
     for c in entries(bundle, "Coverage"):
-        number = identifier(c, CARD_SYSTEM) or str(c.get("subscriberId") or "")
-        level = next((e.get("valueUnsignedInt", e.get("valueInteger")) for e in c.get("extension") or []
-                      if e.get("url") == LEVEL_EXTENSION), None)
-        level = level if level in LEVELS else card_level_of(number)
+        number, level = bhyt.card_number(c), bhyt.recorded_level(c)
         period = c.get("period") or {}
         start, end = str(period.get("start") or "")[:10], str(period.get("end") or "")[:10]
         day = today.isoformat()
@@ -227,8 +213,8 @@ def charge_body(pid: str, line: Line) -> dict[str, Any]:
 def coverage_body(pid: str, form: ChargeForm) -> dict[str, Any]:
     number = form.card_number.data.strip().upper()
     return {"resourceType": "Coverage", "status": "active",
-            "extension": [{"url": LEVEL_EXTENSION, "valueUnsignedInt": int(form.card_level.data)}],
-            "identifier": [{"system": CARD_SYSTEM, "value": number}],
+            "extension": [{"url": bhyt.LEVEL_EXTENSION, "valueUnsignedInt": int(form.card_level.data)}],
+            "identifier": [{"system": bhyt.CARD_SYSTEM, "value": number}],
             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                                  "code": "PUBLICPOL"}], "text": "Bảo hiểm y tế"},
             "subscriberId": number, "beneficiary": {"reference": f"Patient/{pid}"},
@@ -283,7 +269,7 @@ def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) 
         chosen = chosen_patient(pid)
     if chosen is not None and chosen.card is None and not form.card_number.data and not form.card_number.errors:
         form.card_number.data = chosen.bhyt  # the EHR's BHYT number, for the cashier to check on the card
-        level = card_level_of(chosen.bhyt)
+        level = bhyt.level_from_card(chosen.bhyt)  # a suggestion: billing applies the recorded one
         form.card_level.data = str(level) if level else ""
     totals = [line.total for line in lines]
     total = sum(t for t in totals if t is not None) if lines and None not in totals else None

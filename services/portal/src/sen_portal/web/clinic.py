@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
+from sen_shared import bhyt
 
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
@@ -20,7 +21,7 @@ from .forms import AnswerForm, ConsultForm, PatientForm, PatientSearchForm, Reas
 from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
-SYS_BHYT = "https://fhir.sen.vn/sid/bhyt"
+SYS_BHYT = bhyt.CARD_SYSTEM
 MAX_FILE_BYTES = 1_500_000  # a DocumentReference carries its file inline; the EHR takes bodies up to 2 MB
 ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png"}
 
