@@ -79,7 +79,7 @@ def store(db) -> Store:
 
 def record_card(client, headers, patient: str, card: str) -> None:
     cov = {"resourceType": "Coverage", "status": "active", "subscriberId": card,
-           "identifier": [{"system": "https://sen.vn/fhir/sid/bhyt", "value": card}],
+           "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": card}],
            "beneficiary": {"reference": patient}, "payor": [{"display": "Bảo hiểm xã hội Việt Nam"}]}
     r = client.post("/fhir/Coverage", json=cov, headers=headers)
     assert r.status_code == 201, r.text
@@ -103,6 +103,39 @@ def test_price_list_loads_once_and_keeps_an_admins_edit(billing, dev_key) -> Non
     r = client.get("/fhir/ChargeItemDefinition/consult-394579002-province/_history", headers=admin)
     versions = [e["resource"]["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] for e in r.json()["entry"]]
     assert versions == [380_000, 350_000]
+
+
+def test_every_price_version_names_its_author_from_the_token(billing, dev_key) -> None:
+    """Billing writes who made each version its API is sent (the store records no author), from
+    the caller's token, whatever the body claims; a patch's version names the patcher, not the one
+    the patched version named; the price list file's versions name nobody."""
+    client, _db = billing
+
+    def who(res: dict) -> dict:
+        stamps = [e for e in res.get("extension") or [] if e.get("url") == pricing.CHANGED_BY]
+        assert len(stamps) <= 1
+        return {e["url"]: e["valueString"] for e in stamps[0]["extension"]} if stamps else {}
+
+    url = "/fhir/ChargeItemDefinition/kham-benh"
+    loaded = client.get(url, headers=token(dev_key, "admin")).json()
+    assert who(loaded) == {}  # from the file
+    hoa = issue_dev_token(dev_key, "admin", sub="admin-hoa", name="Nguyễn Thị Hoa")
+    headers = {"Authorization": f"Bearer {hoa}", "Content-Type": FHIR, "Accept": FHIR}
+    forged = copy.deepcopy(loaded)
+    forged["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 41_000
+    forged["extension"] = [*(forged.get("extension") or []), {"url": pricing.CHANGED_BY, "extension": [
+        {"url": "name", "valueString": "Người khác"}, {"url": "user", "valueString": "someone-else"}]}]
+    r = client.put(url, json=forged, headers=headers)
+    assert r.status_code == 200, r.text
+    assert who(r.json()) == {"name": "Nguyễn Thị Hoa", "user": "admin-hoa"}
+    binh = issue_dev_token(dev_key, "admin", sub="admin-binh")  # a token without a name
+    patch = [{"op": "replace", "path": "/propertyGroup/0/priceComponent/0/amount/value", "value": 42_000}]
+    r = client.patch(url, json=patch, headers={"Authorization": f"Bearer {binh}", "Accept": FHIR,
+                                               "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    assert pricing.price(r.json()) == 42_000 and who(r.json()) == {"user": "admin-binh"}
+    history = client.get(f"{url}/_history", headers=headers).json()["entry"]
+    assert [who(e["resource"]).get("user") for e in history] == ["admin-binh", "admin-hoa", None]
 
 
 @pytest.mark.parametrize("role", ["cashier", "doctor", "clinic", "health-dept"])

@@ -59,11 +59,26 @@ class FakeBilling:
         history.append(res)
         return res
 
+    @staticmethod
+    def _stamped(res: dict[str, Any], name: str, user: str) -> dict[str, Any]:
+        """As billing writes every version its API is sent: who, from the caller's token."""
+        res["extension"] = [e for e in res.get("extension") or [] if e.get("url") != prices.CHANGED_BY] + [
+            {"url": prices.CHANGED_BY, "extension": [{"url": "name", "valueString": name},
+                                                     {"url": "user", "valueString": user}]}]
+        return res
+
     def change(self, cid: str, price: int) -> None:
-        """A change made straight at billing's API: the whole entry read and written back with
-        another price (any extension it carried kept as it was)."""
+        """A change made straight at billing's API by another admin: the whole entry read and
+        written back with another price (billing names that admin in it)."""
         res = copy.deepcopy(self.versions[cid][-1])
         res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = price
+        self._store(self._stamped(res, "Trần Văn Bình", "tvbinh"))
+
+    def reload(self, cid: str, price: int) -> None:
+        """A change of the price list file, written by billing itself at its start: no one named."""
+        res = copy.deepcopy(self.versions[cid][-1])
+        res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = price
+        res["extension"] = [e for e in res.get("extension") or [] if e.get("url") != prices.CHANGED_BY]
         self._store(res)
 
     def __call__(self, service: str, method: str, path: str, *, params: Any = None, json: Any = None,
@@ -91,7 +106,7 @@ class FakeBilling:
         assert method == "PUT"
         if (headers or {}).get("If-Match") != f'W/"{len(history)}"':
             raise BackendError("refused", "billing", 412, "no longer at that version")
-        return Answer(200, self._store(copy.deepcopy(json)))
+        return Answer(200, self._store(self._stamped(copy.deepcopy(json), "Quản trị / Admin", "portal-admin")))
 
 
 @pytest.fixture()
@@ -212,12 +227,12 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     put = [c for c in billing.calls if c[0] == "PUT"]
     assert len(put) == 1 and put[0][2]["If-Match"] == 'W/"1"'
     saved = billing.versions["dien-tim"][-1]
-    assert prices.base_price(saved) == 50000 and prices.changed_by(saved) == "Quản trị / Admin (admin)"
+    assert prices.base_price(saved) == 50000 and prices.changed_by(saved) == "Quản trị / Admin"
     page = client.get("/prices").get_data(as_text=True)
     assert "Điện tâm đồ: giá mới là 50.000\u00a0₫ (phiên bản 2)." in page  # the flash, once
     assert "giá mới là" not in client.get("/prices").get_data(as_text=True)
     history = client.get("/prices/dien-tim/history").get_data(as_text=True)
-    assert "Lịch sử giá" in history and "Quản trị / Admin (admin)" in history and "Thêm vào bảng giá" in history
+    assert "Lịch sử giá" in history and "Quản trị / Admin" in history and "Thêm vào bảng giá" in history
     first = history[history.index("<tbody"):]
     assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
 
@@ -343,19 +358,21 @@ def test_the_health_department_is_not_offered_the_report_billing_refuses_it(app,
     assert r.status_code == 403 and not billing.calls
 
 
-def test_a_version_made_outside_the_portal_names_nobody(app, billing):
-    """The portal's stamp names the version it was written for: a later change made at billing's API,
-    which carries the stamp along, is 'not recorded', never the previous admin's."""
+def test_each_version_names_who_billing_recorded_and_the_files_none(app, billing):
+    """Billing names the author of every version its API is sent (from the token); a change made at
+    billing's API by someone else shows them, a version from the price list file names nobody."""
     client = signed_in(app, "admin")
     assert post_price(client, "dien-tim", "50.000").status_code == 302
-    billing.change("dien-tim", 52000)  # version 3, the stamp of version 2 still on it
-    assert prices.changed_by(billing.versions["dien-tim"][1]) == "Quản trị / Admin (admin)"
-    assert prices.changed_by(billing.versions["dien-tim"][2]) is None
+    billing.change("dien-tim", 52000)  # version 3, by another admin at billing's API
+    billing.reload("dien-tim", 53000)  # version 4, the price list file changed
+    assert prices.changed_by(billing.versions["dien-tim"][1]) == "Quản trị / Admin"
+    assert prices.changed_by(billing.versions["dien-tim"][2]) == "Trần Văn Bình"
+    assert prices.changed_by(billing.versions["dien-tim"][3]) is None
     history = client.get("/prices/dien-tim/history").get_data(as_text=True)
     rows = re.findall(r'<tr role="row">(.*?)</tr>', history[history.index("<tbody"):], re.S)
-    assert len(rows) == 3
-    assert "Không ghi nhận (sửa ngoài cổng thông tin)" in rows[0] and "Quản trị / Admin" not in rows[0]
-    assert "Quản trị / Admin (admin)" in rows[1] and "Thêm vào bảng giá" in rows[2]
+    assert len(rows) == 4
+    assert "Từ tệp bảng giá" in rows[0] and "Quản trị / Admin" not in rows[0]
+    assert "Trần Văn Bình" in rows[1] and "Quản trị / Admin" in rows[2] and "Thêm vào bảng giá" in rows[3]
 
 
 def test_the_filter_typed_gets_the_rows_alone_even_when_billing_is_down(app):

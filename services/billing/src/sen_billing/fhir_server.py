@@ -178,6 +178,7 @@ class BillingFhirServer(FhirServer):
         rtype = req.resource_type
         if rtype == "ChargeItemDefinition":
             pricing.check_definition(req.body)
+            req.body = pricing.stamp_changer(req.body, p)
         elif rtype == "ChargeItem":
             return self._create_charge(req, p)
         elif rtype == "Invoice":
@@ -185,25 +186,29 @@ class BillingFhirServer(FhirServer):
         return super().create(req)
 
     def update(self, req: FhirRequest) -> FhirResponse:
-        self._write_check(req, "update")
+        p = self._write_check(req, "update")
         if req.resource_type == "ChargeItemDefinition":
             pricing.check_definition(req.body)
+            req.body = pricing.stamp_changer(req.body, p)
         return super().update(req)
 
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
-        self._write_check(req, "update")
+        p = self._write_check(req, "update")
         if req.resource_type == "ChargeItemDefinition":
             pricing.check_definition(req.body)
+            req.body = pricing.stamp_changer(req.body, p)
         return super().conditional_update(req)
 
     def patch(self, req: FhirRequest) -> FhirResponse:
         self._write_check(req, "patch")
-        if req.resource_type == "ChargeItemDefinition":
-            doc = self.store().read_doc("ChargeItemDefinition", req.rid or "")
-            from sen_shared.fhir.patch import apply_patch
-
-            pricing.check_definition(apply_patch(doc["res"], req.body))
         return super().patch(req)
+
+    def patched(self, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+        if req.resource_type == "ChargeItemDefinition":
+            pricing.check_definition(resource)
+            # the new version names its author, not the one the patched version named
+            return pricing.stamp_changer(resource, self.principal())
+        return resource
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         self._write_check(req, "delete")

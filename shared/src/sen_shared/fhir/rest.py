@@ -238,9 +238,15 @@ class FhirServer:
         resource = apply_patch(doc["res"], req.body)
         if resource.get("resourceType") != rtype or resource.get("id") != rid:
             raise FhirError("a patch may not change resourceType or id", status=422)
+        resource = self.patched(req, resource)
         validate_resource(resource, expected_type=rtype)
         w = s.update(resource, rid, if_match=int(doc["v"]))
         return self._answer(req, w, 200)
+
+    def patched(self, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+        """The resource a patch makes, as it will be stored (a service's rules check or complete it
+        here, as they do a PUT's body); the patched resource itself by default."""
+        return resource
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         rtype = self.check_type(req.resource_type)

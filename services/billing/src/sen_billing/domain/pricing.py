@@ -95,6 +95,24 @@ def check_definition(res: Any) -> None:
                         expression=["ChargeItemDefinition.propertyGroup.priceComponent.amount"])
 
 
+CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/price-changed-by"
+
+
+def stamp_changer(res: dict[str, Any], principal: Any) -> dict[str, Any]:
+    """``res`` naming who makes this version of it: the ``price-changed-by`` extension (``name``
+    and ``user``) from the caller's token, whatever the body said. The store records no author, so
+    billing writes it into every version written through its API (create, update, patch); a version
+    written otherwise (the price list file at start) names nobody."""
+    who = [{"url": "user", "valueString": principal.sub or "unknown"}]
+    if principal.name:
+        who.insert(0, {"url": "name", "valueString": principal.name})
+    out = dict(res)
+    out["extension"] = [e for e in res.get("extension") or []
+                        if not (isinstance(e, dict) and e.get("url") == CHANGED_BY)]
+    out["extension"].append({"url": CHANGED_BY, "extension": who})
+    return out
+
+
 def consult_definition(db: Database, specialty: str | None, level: str) -> dict[str, Any]:
     """The active definition pricing a consult of ``specialty`` at a facility of ``level``."""
     store = _store(db)

@@ -14,11 +14,10 @@ changes a price.
   every other role (403); the portal refuses their POST first with a readable page.
 - ``/prices/<id>/history``: every version (billing's ``_history``): when, who, old → new price.
 
-Billing's store records no author, so the portal writes who changed the price into the version
-it PUTs: the extension :data:`CHANGED_BY` (the user's name and sign-in name, and the version it
-was written for). A version without that extension, or whose extension names another version
-(a change made through the API after one made here), shows who as unknown, never the wrong
-person; version 1 is the entry loaded from the price list file.
+Who made a version: billing writes it into every version its API is sent, from the caller's
+token (the extension :data:`CHANGED_BY`: name and subject; ``sen_billing.domain.pricing.
+stamp_changer``), whatever the body says; the portal only reads it. A version without it was
+written by billing itself from the price list file (version 1, or a change of the file).
 """
 
 from __future__ import annotations
@@ -112,17 +111,13 @@ def covered(res: dict[str, Any]) -> bool:
 
 
 def changed_by(res: dict[str, Any]) -> str | None:
-    """Who made this version through the portal; None when the version does not say (see the module)."""
-    version = str((res.get("meta") or {}).get("versionId") or "")
+    """Who made this version, as billing recorded it from their token: their name, else their
+    subject; None for a version billing wrote from the price list file (see the module)."""
     for ext in res.get("extension") or []:
         if ext.get("url") != CHANGED_BY:
             continue
         parts = {e.get("url"): e for e in ext.get("extension") or []}
-        if str((parts.get("version") or {}).get("valueInteger")) != version:
-            return None
-        name = (parts.get("name") or {}).get("valueString") or ""
-        user = (parts.get("user") or {}).get("valueString") or ""
-        return f"{name} ({user})" if name and user and name != user else (name or user or None)
+        return (parts.get("name") or {}).get("valueString") or (parts.get("user") or {}).get("valueString") or None
     return None
 
 
@@ -199,19 +194,13 @@ def fetch_entry(cid: str) -> dict[str, Any]:
     return call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}").json()
 
 
-def with_price(res: dict[str, Any], price: int, version: str) -> dict[str, Any]:
-    """``res`` with its base price ``price`` and who changes it (the version the change becomes)."""
+def with_price(res: dict[str, Any], price: int) -> dict[str, Any]:
+    """``res`` with its base price ``price`` (billing records who changes it, from the token)."""
     out = copy.deepcopy(res)
     for group in out.get("propertyGroup") or []:
         for pc in group.get("priceComponent") or []:
             if pc.get("type") == "base":
                 pc["amount"] = {"value": price, "currency": "VND"}
-    user = g.user
-    stamp = {"url": CHANGED_BY, "extension": [
-        {"url": "name", "valueString": user.name or user.username},
-        {"url": "user", "valueString": user.username},
-        {"url": "version", "valueInteger": int(version) + 1}]}
-    out["extension"] = [e for e in out.get("extension") or [] if e.get("url") != CHANGED_BY] + [stamp]
     out["date"] = datetime.now(TZ).isoformat(timespec="seconds")  # ChargeItemDefinition.date: last changed
     out.pop("meta", None)  # the server's
     return out
@@ -220,7 +209,7 @@ def with_price(res: dict[str, Any], price: int, version: str) -> dict[str, Any]:
 def put_price(cid: str, price: int, version: str) -> dict[str, Any]:
     """The new version, or a BackendError (412: the entry is no longer at ``version``)."""
     current = fetch_entry(cid)
-    r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(current, price, version),
+    r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(current, price),
              headers={"If-Match": f'W/"{version}"'})
     return r.json()
 
