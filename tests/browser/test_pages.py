@@ -130,6 +130,9 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
         v.page.click("form:has(input[value=open]) button.primary")
         v.page.wait_for_load_state("networkidle")
     assert v.page.locator("input[name=which][value=close]").count() == 1
+    expected = v.page.inner_text("[data-testid=shift-expected]")  # named for the cashier, not billing's keys
+    assert "Tiền mặt đầu ca" in expected and "Tiền mặt phải có trong két" in expected, expected
+    assert not {"cashTaken", "cashRefunded", "transfers"} & set(expected.split()), expected
     v.check("cashier-shift-open")
     v.page.fill("#close-counted_cash", "500000")
     v.page.fill("#close-counted_transfers", "0")

@@ -49,7 +49,7 @@ DEMO_USERS: dict[str, tuple[User, str]] = {
                     practitioner="bs-nguyen-van-an"),
                "scrypt:32768:8:1$qfPD4VkWetc3BLpN$e7a870a179675ddace36cabdb7a49e8b626307bcd61eb27330fa5ca7e3aef075"
                "b16e9d039adea382bb3731418f62f49062c5cad6159c6911c310ffe1b1b8b296"),
-    "cashier": (User("cashier", "cashier", "Lê Thị Thu (thu ngân)", facility="tyt-my-hiep"),
+    "cashier": (User("cashier", "cashier", "Lê Thị Thu", facility="tyt-my-hiep"),
                 "scrypt:32768:8:1$rQ903wnq5evWv6je$d1a40de099fcfa80d69660cf063a5d6b90ae5c81dad15f1906fded0e4cd2f2f9"
                 "7af8b25b16a050878a6471ac372c7b5007608444001529b2976621a563bb3a80"),
     "health-dept": (User("health-dept", "health-dept", "Sở Y tế Đồng Tháp", facility="so-y-te-dong-thap"),
