@@ -501,3 +501,49 @@ def test_a_cashier_finds_issued_invoices_by_several_patients_or_by_reference(bil
     assert ids(subjects, b) == set()  # another facility's cashier
     ref = next(i["value"] for i in issued[p2]["identifier"] if i["system"] == invoices.REFERENCE_SYSTEM)
     assert ids({"status": "issued", "identifier": f"{invoices.REFERENCE_SYSTEM}|{ref}"}, a) == {issued[p2]["id"]}
+
+
+def test_a_patients_charges_not_yet_invoiced_are_found_from_the_invoices_claims(billing, dev_key) -> None:
+    """``ChargeItem?subject=&invoiced=false``: billing's own parameter (fhir_server's docstring), read
+    from the claims an Invoice create inserts; a cashier still sees their own facility's only."""
+    client, db = billing
+    a, b = token(dev_key, "cashier", "org-a"), token(dev_key, "cashier", "org-b")
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    on_invoice = _hand_invoice(client, a, patient, ["kham-benh"])
+    loose = []
+    for code, who in (("xn-cong-thuc-mau", a), ("ban-sao-ho-so", a), ("kham-benh", b)):
+        r = client.post("/fhir/ChargeItem", headers=who, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
+            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
+        assert r.status_code == 201, r.text
+        loose.append(r.json()["id"])
+
+    def found(headers, **params) -> tuple[list[str], dict]:
+        r = client.get("/fhir/ChargeItem", headers=headers, params={"subject": patient, **params})
+        assert r.status_code == 200, r.text
+        return sorted(e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match"), \
+            r.json()
+
+    invoiced = client.get(f"/fhir/Invoice/{on_invoice}", headers=a).json()["lineItem"][0]
+    invoiced_id = invoiced["chargeItemReference"]["reference"].split("/")[1]
+    assert found(a, invoiced="false")[0] == sorted(loose[:2])
+    assert found(a, invoiced="true")[0] == [invoiced_id]
+    assert found(b, invoiced="false")[0] == [loose[2]]  # the other facility's cashier: their own only
+    assert found(a)[0] == sorted([invoiced_id, *loose[:2]])  # without it: every charge, as before
+    ids, bundle = found(a, invoiced="false", _count="1")  # the next page keeps the parameter
+    nxt = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
+    assert "invoiced=false" in nxt and len(ids) == 1
+    r = client.get(nxt[nxt.index("/fhir/"):], headers=a)
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [i for i in sorted(loose[:2]) if i not in ids]
+    # once on an invoice, a charge is invoiced
+    r = client.post("/fhir/Invoice", headers=a, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{loose[0]}"}}]})
+    assert r.status_code == 201, r.text
+    assert found(a, invoiced="false")[0] == [loose[1]]
+    # no patient, or a value that is not true/false: 400 with an OperationOutcome
+    for params in ({"invoiced": "false", "subject": None}, {"invoiced": "no"}, {"invoiced": ["true", "false"]}):
+        query = {"subject": patient, **params}
+        query = {k: v for k, v in query.items() if v is not None}
+        r = client.get("/fhir/ChargeItem", headers=a, params=query)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome", (params, r.text)

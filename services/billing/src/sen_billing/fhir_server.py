@@ -21,16 +21,29 @@ from payments): a plain update, patch or delete of an Invoice is 405, as is any 
 PaymentReconciliation (the settlement writes it). A ChargeItem on an invoice is not changed
 by hand (405 for update/patch/delete; admin may delete one not yet invoiced). Batch and
 transaction Bundles are refused (405): every billing write goes through these checks.
+
+Billing's own search parameter ``invoiced`` (``true``/``false``) on ChargeItem, for one patient's
+charges (``subject`` or ``patient`` is required with it): ``ChargeItem?subject=Patient/x&invoiced=false``
+is what the portal's new-invoice page lists as "not yet invoiced". It reads the invoices' claims
+(``charge_invoiced``, one per ChargeItem, inserted by ``inv.create_draft``: exactly what an Invoice
+create refuses to take twice), so nothing is written for it: the ChargeItem's ``status`` stays
+``billable`` (a status written on invoicing would be a second writer of the ChargeItem). A charge on a
+cancelled invoice stays claimed by it: ``invoiced=true``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
+from sen_shared.fhir.search import parse_search
+from sen_shared.fhir.search.executor import resolve_ids
+from sen_shared.mongo import find_in
 
 from .domain import invoices as inv
 from .domain import pricing
@@ -43,6 +56,7 @@ FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
                   "Account": ("owner", "sp_owner"),
                   "PaymentReconciliation": ("requestor", "sp_requestor")}
 READERS = frozenset({"admin", "health-dept", "cashier"})
+INVOICED = "invoiced"  # billing's own ChargeItem search parameter (module docstring)
 
 
 def forbidden(detail: str) -> FhirError:
@@ -160,7 +174,32 @@ class BillingFhirServer(FhirServer):
         if mine is not None and rtype in FACILITY_FIELD:
             own = {FACILITY_FIELD[rtype][1]: mine}
             extra_filter = {"$and": [extra_filter, own]} if extra_filter else own
+        if rtype == "ChargeItem" and req.param(INVOICED) is not None:
+            value = req.param(INVOICED)
+            req, flt = self._invoiced_filter(req)
+            extra_filter = {"$and": [extra_filter, flt]} if extra_filter else flt
+            answer = super().search(req, extra, self_path, extra_filter)
+            for link in (answer.body or {}).get("link") or []:  # the pages' links keep the parameter
+                link["url"] += ("&" if "?" in link["url"] else "?") + urlencode({INVOICED: value})
+            return answer
         return super().search(req, extra, self_path, extra_filter)
+
+    def _invoiced_filter(self, req: FhirRequest) -> tuple[FhirRequest, dict[str, Any]]:
+        """``invoiced=true|false``: the request without it, and the filter on the ids of the
+        patient's ChargeItems that an invoice has claimed (or has not)."""
+        values = [v for k, v in req.params if k == INVOICED]
+        if len(values) != 1 or values[0] not in ("true", "false"):
+            raise FhirError("invoiced is true or false, given once", status=400, code="invalid",
+                            expression=[INVOICED])
+        whose = [(k, v) for k, v in req.params if k in ("subject", "patient")]
+        if not whose:
+            raise FhirError("invoiced is answered for one patient's charges: add subject=Patient/<id>",
+                            status=400, code="invalid", expression=[INVOICED])
+        ids = resolve_ids(self.db, "ChargeItem", parse_search("ChargeItem", whose))
+        claimed = {d["_id"] for d in find_in(self.db[inv.CHARGE_INVOICED], "_id", ids, projection={"_id": 1})}
+        wanted = sorted(claimed) if values[0] == "true" else [i for i in ids if i not in claimed]
+        rest = replace(req, params=[(k, v) for k, v in req.params if k != INVOICED])
+        return rest, {"_id": {"$in": wanted}}
 
     def compartment_search(self, req: FhirRequest) -> FhirResponse:
         return super().compartment_search(req)  # goes through search()
