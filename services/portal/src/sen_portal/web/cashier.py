@@ -240,8 +240,14 @@ def invoice_refund(iid: str) -> Any:
 @bp.route("/invoices/<iid>/receipt")
 @login_required("cashier")
 def receipt(iid: str) -> Any:
+    from .directory import org_names
+
     data = _json("GET", f"/payments/receipts/{iid}")
-    return render_template("receipt.html", r=data, iid=iid, title=gettext("Receipt"))
+    fid = str(data.get("facility") or "").split("/")[-1]
+    # billing gives the facility's id (``tyt-my-hiep``): the receipt names it (the EHR's name), the id only
+    # when the EHR does not answer
+    facility = data.get("facilityName") or (org_names().get(fid) if fid else "") or fid
+    return render_template("receipt.html", r=data, iid=iid, facility=facility, title=gettext("Receipt"))
 
 
 @bp.route("/invoices/<iid>/receipt.pdf")

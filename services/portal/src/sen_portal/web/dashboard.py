@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response, abort, render_template, request
-from flask_babel import gettext, lazy_gettext
+from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
@@ -40,6 +40,22 @@ def _facility(ref: str | None, names: dict[str, str]) -> str:
     return names.get(fid, fid)
 
 
+def week_start(week: str) -> date | None:
+    """The Monday of an ISO week (``2026-W37`` -> 2026-09-07), None for anything else."""
+    try:
+        year, _, number = week.partition("-W")
+        return date.fromisocalendar(int(year), int(number), 1)
+    except (TypeError, ValueError):
+        return None
+
+
+def week_label(week: str, fmt: str = "dd/MM") -> str:
+    """A week as people read it, by its first day (``07/09``): the read model's ISO code (``2026-W37``)
+    is for the CSV, not for the charts."""
+    monday = week_start(week)
+    return format_date(monday, fmt) if monday else week
+
+
 _PRIORITY = {"routine": lazy_gettext("Routine"), "urgent": lazy_gettext("Urgent"),
              "asap": lazy_gettext("As soon as possible"), "stat": lazy_gettext("Emergency (stat)")}
 
@@ -52,6 +68,7 @@ def priority_label(p: str | None) -> str:
 def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Chart.js configurations for the six figures."""
     weeks = data["range"]["weeks"]
+    labels = [week_label(w) for w in weeks]
     fu = data["facilities_using"]
     per_fac: dict[str, dict[str, int]] = {}
     for r in data["consults_per_facility_week"]:
@@ -71,7 +88,7 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
                           "backgroundColor": ["#767676", COLORS[0], "#c8c8c8"]}]},
             "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}},
                         "scales": {"x": {"beginAtZero": True, "max": fu["goal"]}}}},
-        "consults": {"type": "bar", "data": {"labels": weeks, "datasets": [
+        "consults": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": COLORS[i % len(COLORS)]}
             for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked},
         "answer": {"type": "bar", "data": {"labels": [priority_label(p) for p in PRIORITIES], "datasets": [
@@ -80,7 +97,7 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
             {"label": gettext("90th percentile (minutes)"), "data": [tta.get(p, {}).get("p90_minutes")
                                                                      for p in PRIORITIES],
              "backgroundColor": COLORS[3]}]}, "options": {"scales": {"y": {"beginAtZero": True}}}},
-        "breaches": {"type": "bar", "data": {"labels": weeks, "datasets": [
+        "breaches": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
              "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
             "options": stacked},
@@ -132,7 +149,7 @@ def dashboard() -> Any:
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
                            districts=DISTRICTS, query=request.query_string.decode(),
-                           facility=lambda ref: _facility(ref, names),
+                           facility=lambda ref: _facility(ref, names), week_label=week_label,
                            title=gettext("Health department dashboard")), 200 if data else 400
 
 

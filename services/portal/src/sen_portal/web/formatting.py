@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask_babel import format_date, format_datetime
+from flask_babel import format_date, format_datetime, format_decimal
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -19,6 +19,14 @@ def vnd(amount: Any) -> str:
         return "—"
     sign = "-" if n < 0 else ""
     return f"{sign}{abs(n):,}".replace(",", ".") + "\u00a0₫"
+
+
+def number(value: Any) -> str:
+    """A measured value in the page's language: 61,5 on a Vietnamese page (the decimal comma, as the charts'
+    axes write it), 61.5 on an English one; a value that is not a number as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "—" if value is None else str(value)
+    return format_decimal(value)
 
 
 def parse_instant(value: Any) -> datetime | None:
@@ -81,5 +89,5 @@ def codeable(value: dict[str, Any] | None) -> str:
 
 
 def install(app: Any) -> None:
-    app.jinja_env.filters.update(vnd=vnd, when=when, day=day, human_name=human_name, codeable=codeable,
-                                 identifier=identifier)
+    app.jinja_env.filters.update(vnd=vnd, when=when, day=day, number=number, human_name=human_name,
+                                 codeable=codeable, identifier=identifier)

@@ -1,0 +1,201 @@
+"""What the pages say, checked against the browser suite's screenshots: no program id where people read a
+name, no label that says something else than what happened, numbers and weeks written the way the page's
+language writes them. No back-end runs: the calls the pages make are replaced by canned answers (the
+dead-backend fixture of test_pages.py)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    with flask_app.test_client() as c:
+        yield c
+
+
+def csrf(page: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def sign_in(client, user: str) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf(page)})
+
+
+def english(client, path: str) -> None:
+    token = csrf(client.get(path).get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": path, "csrf_token": token})
+
+
+def bundle(resources):
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def names(monkeypatch) -> None:
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "names", lambda rtype: {
+        "Organization": {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp", "bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp"},
+        "Practitioner": {"bs-nguyen-van-an": "Nguyễn Văn An"}}[rtype])
+
+
+def test_the_receipt_names_the_facility_not_its_id(client, monkeypatch):
+    """vi/en-1280-cashier-receipt: 'Cơ sở: tyt-my-hiep' (billing's id of the facility); the receipt names it
+    from the EHR, and shows the id only when the EHR does not answer."""
+    from sen_portal.web import cashier, directory
+
+    receipt = {"number": "TYT-MY-HIEP-2026-000001", "invoice": "inv-a", "facility": "tyt-my-hiep",
+               "owed": 150000, "paid": 150000, "credit": 0, "settledAt": "2026-12-05T08:28:00+07:00"}
+    monkeypatch.setattr(cashier, "_json", lambda method, path, *a, **kw: receipt)
+    names(monkeypatch)
+    sign_in(client, "cashier")
+    page = client.get("/invoices/inv-a/receipt").get_data(as_text=True)
+    assert '<dd data-testid="receipt-facility">Trạm Y tế xã Mỹ Hiệp</dd>' in page
+    assert "tyt-my-hiep" not in page.lower().replace("tyt-my-hiep-2026", "")  # the receipt's number keeps it
+    monkeypatch.setattr(directory, "names", lambda rtype: {})  # the EHR not answering: the id, not an empty row
+    page = client.get("/invoices/inv-a/receipt").get_data(as_text=True)
+    assert '<dd data-testid="receipt-facility">tyt-my-hiep</dd>' in page
+
+
+def _consult(monkeypatch, status: str) -> None:
+    from sen_portal.web import clinic, doctor
+    from sen_portal.web import patients as patient_module
+
+    task = {"resourceType": "Task", "id": "t1", "status": status, "priority": "urgent", "intent": "order",
+            "authoredOn": "2026-12-05T08:27:00+07:00", "executionPeriod": {"start": "2026-12-05T08:28:00+07:00"},
+            "for": {"reference": "Patient/p1"}, "focus": {"reference": "ServiceRequest/sr1"},
+            "requester": {"reference": "Organization/tyt-my-hiep"},
+            "owner": {"reference": "Practitioner/bs-nguyen-van-an"}}
+    sr = {"resourceType": "ServiceRequest", "id": "sr1", "status": "active", "intent": "order",
+          "subject": {"reference": "Patient/p1"}, "note": [{"text": "Xin ý kiến tuyến trên."}]}
+
+    def fhir_get(service, path, params=None, **_kw):
+        if (service, path) == ("teleconsult", "/fhir/Task"):
+            return bundle([task, sr])
+        if (service, path) == ("ehr", "/fhir/Patient"):
+            return bundle([{"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-05-20",
+                            "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}])
+        return bundle([])
+
+    for module in (doctor, clinic, patient_module):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    names(monkeypatch)
+
+
+def _started_row(page: str) -> tuple[str, str]:
+    m = re.search(r'<dt>([^<]*)</dt><dd data-testid="task-started">([^<]*)</dd>', page)
+    assert m, "no start row on the page"
+    return m.group(1), m.group(2)
+
+
+@pytest.mark.parametrize("user,path", [("doctor", "/tasks/t1"), ("clinic", "/consults/t1")])
+def test_an_accepted_consult_says_when_it_was_accepted_not_started(client, monkeypatch, user, path):
+    """vi-1280-doctor-slots, vi-1280-doctor-visit-moved: an accepted consult read 'Bắt đầu lúc 08:28' above
+    the 'Bắt đầu khám' button (the time is the acceptance's: teleconsult stamps executionPeriod.start when a
+    doctor accepts, and again when they start). Accepted: 'Nhận ca lúc'; in progress: 'Bắt đầu lúc'."""
+    _consult(monkeypatch, "accepted")
+    sign_in(client, user)
+    assert _started_row(client.get(path).get_data(as_text=True)) == ("Nhận ca lúc", "05/12/2026 08:28")
+    english(client, path)
+    assert _started_row(client.get(path).get_data(as_text=True)) == ("Accepted at", "05/12/2026 08:28")
+    _consult(monkeypatch, "in-progress")
+    assert _started_row(client.get(path).get_data(as_text=True)) == ("Started", "05/12/2026 08:28")
+
+
+def test_the_charts_measurements_have_the_pages_decimal_mark(client, monkeypatch):
+    """vi-1280-clinic-chart-observations: the weight axis read '61,8' and the table beside it '61.5 kg';
+    a Vietnamese page writes 61,5 kg, an English one 61.5 kg."""
+    from sen_portal.web import clinic
+
+    def weight(day: str, kg: float):
+        return {"resourceType": "Observation", "id": f"w{day}", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}], "text": "Cân nặng"},
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": f"2026-11-{day}T08:00:00+07:00",
+                "valueQuantity": {"value": kg, "unit": "kg"}}
+
+    everything = bundle([{"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1985-07-14",
+                          "name": [{"family": "Trương", "given": ["Quốc", "Đạt"]}]},
+                         weight("13", 62.0), weight("20", 61.5), weight("27", 1061.25)])
+    monkeypatch.setattr(clinic, "fhir_get", lambda *a, **kw: everything)
+    sign_in(client, "clinic")
+    page = client.get("/patients/p1").get_data(as_text=True)
+    cells = re.findall(r"<td>([^<]*kg)</td>", page)
+    assert cells == ["62 kg", "61,5 kg", "1.061,25 kg"], cells
+    english(client, "/patients/p1")
+    cells = re.findall(r"<td>([^<]*kg)</td>", client.get("/patients/p1").get_data(as_text=True))
+    assert cells == ["62 kg", "61.5 kg", "1,061.25 kg"], cells
+
+
+def _figures(start: date, end: date, district: str | None) -> dict:
+    return {"range": {"start": "2026-09-07", "end": "2026-09-20", "district": None,
+                      "weeks": ["2026-W37", "2026-W38"]},
+            "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14},
+            "consults_per_facility_week": [{"facility": "Organization/tyt-my-hiep", "district": "Huyện Cao Lãnh",
+                                            "week": "2026-W38", "count": 2}],
+            "time_to_answer": {"routine": {"count": 0, "median_minutes": None, "p90_minutes": None},
+                               "urgent": {"count": 2, "median_minutes": 5, "p90_minutes": 9}},
+            "sla_breaches": [{"week": "2026-W37", "priority": "urgent", "count": 1}],
+            "cashless_share": {"transfer_amount": 150000, "cash_amount": 0, "share": 1.0,
+                               "transfer_count": 1, "cash_count": 0},
+            "ehr_coverage": {"patients": 9, "population": 10, "share": 0.9, "as_of": "2026-09-20",
+                             "by_district": False},
+            "generated_at": "2026-09-20T10:00:00+07:00"}
+
+
+def test_the_dashboard_names_weeks_by_their_first_day_not_their_iso_code(client, monkeypatch):
+    """vi/en-1280-dept-dashboard: the weekly charts' axes and the table read '2026-W37' (the read model's
+    ISO week); a health-department officer reads the week by its Monday (07/09, 14/09/2026). The CSV keeps
+    the ISO week (it is data)."""
+    import json
+
+    from sen_portal.web import dashboard
+
+    monkeypatch.setattr(dashboard, "figures", _figures)
+    names(monkeypatch)
+    sign_in(client, "health-dept")
+    page = client.get("/dashboard").get_data(as_text=True)
+    for chart in ("consults", "breaches"):
+        config = re.search(rf'<script type="application/json" id="chart-{chart}">(.*?)</script>', page, re.S)
+        assert config and json.loads(config.group(1))["data"]["labels"] == ["07/09", "14/09"]
+    table = page.split("<summary>", 1)[1].split("</table>", 1)[0]
+    assert "Tuần bắt đầu" in table and "<td>14/09/2026</td><td>Trạm Y tế xã Mỹ Hiệp</td>" in table
+    assert "W37" not in page and "W38" not in page
+    english(client, "/dashboard")
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert "Week starting" in page and "W38" not in page
+    assert dashboard.week_label("not a week") == "not a week"
+
+
+def test_the_time_to_answer_table_is_the_compact_one(client, monkeypatch):
+    """en-1280-dept-dashboard: the time-to-answer table's last column ('90th percentile') was cut at the card's
+    edge (the table scrolled inside a third of the page). The table is a compact one (smaller type, tighter
+    cells); the browser test (tests/browser/test_page_wording.py) measures that it fits."""
+    from sen_portal.web import dashboard
+
+    monkeypatch.setattr(dashboard, "figures", _figures)
+    names(monkeypatch)
+    sign_in(client, "health-dept")
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert '<table class="compact" data-testid="time-to-answer">' in page
+    css = client.get("/assets/app.css").get_data(as_text=True)
+    assert re.search(r"table\.compact th, table\.compact td \{[^}]*padding: \.35rem \.3rem", css)
