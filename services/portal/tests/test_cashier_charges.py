@@ -92,6 +92,9 @@ class FakeBilling:
         self.invoices: dict[str, dict[str, Any]] = {}
         self.fail: dict[str, BackendError] = {}  # path prefix -> the error billing answers
 
+    def price(self, cid: str) -> int:
+        return self.prices[cid]["propertyGroup"][0]["priceComponent"][0]["amount"]["value"]
+
     @staticmethod
     def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
@@ -111,6 +114,12 @@ class FakeBilling:
             return self.bundle(list(self.prices.values()))
         if path == "/fhir/Coverage":
             return self.bundle([c for c in self.coverages if c["beneficiary"]["reference"] == params["beneficiary"]])
+        if path == "/fhir/ChargeItem":  # billing's invoiced=false: the patient's charges no invoice names
+            assert params["invoiced"] == "false"
+            on_invoice = {li["chargeItemReference"]["reference"][11:] for inv in self.invoices.values()
+                          for li in inv["lineItem"]}
+            return self.bundle([c for c in self.charges.values() if c["id"] not in on_invoice
+                                and c["subject"]["reference"] == params["subject"]])
         raise AssertionError(path)
 
     def call(self, service: str, method: str, path: str, *, json: Any = None, headers: Any = None,
@@ -131,7 +140,8 @@ class FakeBilling:
             cid = json["definitionCanonical"][0].split("/")[-1]
             if cid not in self.prices:
                 raise BackendError("refused", "billing", 422, f"the price list has no ChargeItemDefinition/{cid}")
-            answer = {**json, "id": f"ci-{len(self.charges) + 1}"}
+            answer = {**json, "id": f"ci-{len(self.charges) + 1}", "enteredDate": "2026-12-05T08:30:00+07:00",
+                      "priceOverride": {"value": self.price(cid) * json["quantity"]["value"], "currency": "VND"}}
             self.charges[answer["id"]] = answer
         elif path == "/fhir/Invoice":
             iid = "inv-" + "-".join(sorted(li["chargeItemReference"]["reference"][11:] for li in json["lineItem"]))
@@ -445,3 +455,121 @@ def test_the_invoice_page_shows_the_bhyt_and_patient_shares(client, monkeypatch)
     del invoice["extension"][2:]  # no card: the patient pays it all, the amounts owed say so already
     page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
     assert 'data-testid="insurer-share"' not in page and "Patient pays" not in page
+
+
+# --------------------------------------------------------------------------- charges not yet invoiced
+
+def post_all(client, page: str, **data: Any) -> Any:
+    """As :func:`post`, with the list of charges not yet invoiced as the browser posts it: every one
+    shown (``pending_seen``), the ticked ones (``pending``), and the charges this form made (``made``)."""
+    form = {"pending_seen": re.findall(r'name="pending_seen" value="([^"]*)"', page),
+            "pending": re.findall(r'name="pending" value="([^"]*)"[^>]*checked', page),
+            "made": re.findall(r'name="made" value="([^"]*)"', page)}
+    return post(client, page, **{**form, **data})
+
+
+def pending_of(page: str) -> list[tuple[str, bool]]:
+    return [(cid, bool(ticked)) for cid, ticked in
+            re.findall(r'name="pending" value="([^"]*)"[^>]*?( checked)?>', page)]
+
+
+def invoice_lines(fake, iid: str) -> list[str]:
+    return sorted(li["chargeItemReference"]["reference"][11:] for li in fake.invoices[iid]["lineItem"])
+
+
+def hand_charge(fake, cid: str, service: str = "xn-cong-thuc-mau", qty: int = 1) -> None:
+    """A charge made at billing's API by hand (no invoice), as billing stores it."""
+    fake.charges[cid] = {"resourceType": "ChargeItem", "id": cid, "status": "billable",
+                         "code": {"text": fake.prices[service]["title"]}, "subject": {"reference": "Patient/bn-0001"},
+                         "definitionCanonical": [f"https://sen.vn/fhir/ChargeItemDefinition/{service}|1"],
+                         "quantity": {"value": qty}, "enteredDate": "2026-12-04T16:05:00+07:00",
+                         "priceOverride": {"value": fake.price(service) * qty, "currency": "VND"}}
+
+
+def test_charges_not_yet_invoiced_are_listed_ticked_and_go_on_the_new_invoice(client, fake):
+    sign_in(client)
+    hand_charge(fake, "ci-hand", qty=2)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    assert 'data-testid="pending"' not in page  # no patient yet: nothing to list
+    page = post_all(client, page, choose="bn-0001").get_data(as_text=True)
+    assert "Dịch vụ chưa lập hóa đơn" in page and pending_of(page) == [("ci-hand", True)]
+    row = text(page[page.index('data-testid="pending-charge"'):page.index("</tr>", page.index("pending-charge"))])
+    assert "Xét nghiệm tổng phân tích tế bào máu" in row and "04/12/2026 16:05" in row and "92.000 ₫" in row
+    assert re.search(r'data-testid="pending-total">92.000\u00a0₫', page)
+    page = post_all(client, page, add="kham-benh").get_data(as_text=True)
+    assert pending_of(page) == [("ci-hand", True)]  # still ticked after another post
+    assert re.search(r'data-testid="invoice-total"><strong>131.000\u00a0₫', page)  # 92.000 + 39.000
+    r = post_all(client, page, action="issue")
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    (iid,) = fake.invoices
+    assert invoice_lines(fake, iid) == ["ci-2", "ci-hand"]  # ONE invoice: the new line and the charge left over
+    assert r.headers["Location"].startswith(f"/invoices/{iid}?")
+    assert post_all(client, page, action="issue").headers["Location"] == r.headers["Location"]  # a double click
+    assert len(fake.invoices) == 1
+    page = post_all(client, client.get("/invoices/new").get_data(as_text=True), choose="bn-0001").get_data(as_text=True)
+    assert 'data-testid="no-pending"' in page and pending_of(page) == []
+    english(client)
+    hand_charge(fake, "ci-hand-2", "kham-benh")
+    page = post_all(client, client.get("/invoices/new").get_data(as_text=True), choose="bn-0001").get_data(as_text=True)
+    assert "Charges not yet invoiced" in page and "Put Khám bệnh on this invoice" in page
+    # only the charge left over, no new line: an invoice of it alone
+    r = post_all(client, page, action="issue")
+    assert r.status_code == 302 and len(fake.invoices) == 2
+    assert ["ci-hand-2"] in [invoice_lines(fake, i) for i in fake.invoices]
+
+
+def test_an_unticked_charge_stays_for_later(client, fake):
+    sign_in(client)
+    hand_charge(fake, "ci-hand")
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post_all(client, page, choose="bn-0001").get_data(as_text=True)
+    page = post_all(client, page, add="kham-benh", pending=[]).get_data(as_text=True)  # the cashier unticks it
+    assert pending_of(page) == [("ci-hand", False)] and 'data-testid="pending-total"' not in page
+    r = post_all(client, page, action="issue")
+    assert r.status_code == 302 and [invoice_lines(fake, i) for i in fake.invoices] == [["ci-2"]]
+    page = post_all(client, client.get("/invoices/new").get_data(as_text=True), choose="bn-0001").get_data(as_text=True)
+    assert pending_of(page) == [("ci-hand", True)]  # listed again, ticked, on the next invoice
+
+
+def test_a_submit_refused_part_way_leaves_no_charge_unseen(client, fake):
+    """The Invoice create refused after the lines' ChargeItems were made: the same form resubmitted
+    puts them on the invoice once (they are its lines, not listed twice); a line changed meanwhile
+    leaves its earlier charge listed, unticked; a new form lists every one left, ticked."""
+    sign_in(client)
+    page = _ready_to_issue(client, fake)  # kham-benh, ban-sao-ho-so
+    fake.fail["/fhir/Invoice"] = BackendError("refused", "billing", 403, "forbidden")
+    r = post_all(client, page, action="issue")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409 and sorted(fake.charges) == ["ci-1", "ci-2"] and not fake.invoices
+    assert re.findall(r'name="made" value="([^"]*)"', page) == ["ci-1", "ci-2"]
+    assert pending_of(page) == [] and lines_of(page) == [("kham-benh", "1"), ("ban-sao-ho-so", "1")]
+    del fake.fail["/fhir/Invoice"]
+    # the cashier raises the examination to 2: its charge of 1 is not what they charge now
+    changed = post_all(client, page, action="enter", line_qty=["2", "1"]).get_data(as_text=True)
+    assert pending_of(changed) == [("ci-1", False)] and "Tạo trong lần lập trước của hóa đơn này" in changed
+    r = post_all(client, changed, action="issue")
+    assert r.status_code == 302
+    (iid,) = fake.invoices
+    assert invoice_lines(fake, iid) == ["ci-2", "ci-3"]  # the line of 2 (new) and the copy (answered again)
+    page = post_all(client, client.get("/invoices/new").get_data(as_text=True), choose="bn-0001").get_data(as_text=True)
+    assert pending_of(page) == [("ci-1", True)]  # the examination of 1 is not lost: listed on a new form
+    # unchanged, the same form resubmitted: each charge once on one invoice
+    page = _ready_to_issue(client, fake)
+    fake.fail["/fhir/Invoice"] = BackendError("down", "billing")
+    page = post_all(client, page, action="issue").get_data(as_text=True)
+    del fake.fail["/fhir/Invoice"]
+    assert pending_of(page) == [("ci-1", True)]  # the one from before; this form's own are its lines
+    r = post_all(client, page, action="issue")
+    assert r.status_code == 302 and len(fake.invoices) == 2
+    assert invoice_lines(fake, r.headers["Location"].split("/")[2].split("?")[0]) == ["ci-1", "ci-4", "ci-5"]
+
+
+def test_a_billing_that_cannot_list_them_is_a_sentence(client, fake):
+    sign_in(client)
+    fake.fail["/fhir/ChargeItem"] = BackendError("down", "billing")
+    page = client.get("/invoices/new").get_data(as_text=True)
+    r = post_all(client, page, choose="bn-0001")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Dịch vụ chưa lập hóa đơn" in body
+    assert "Hiện không kết nối được Dịch vụ thanh toán" in body and 'data-testid="bhyt-card"' not in body
+    assert 'data-testid="no-card"' in body  # the card part, read apart, still shows

@@ -26,6 +26,18 @@ same ChargeItem id; a second request while the first is still running waits for 
 Invoice's id derives from its charges in billing, and ``$issue`` of an issued invoice answers it
 again; both are sent with keys derived the same way. A line changed after a refusal is a new
 request (its digest changes), so billing never answers 422 for a key reused with another body.
+
+Charges not yet invoiced ("Dịch vụ chưa lập hóa đơn"). A submit refused part-way (the Invoice create
+refused after two ChargeItems were made), a charge an admin or a cashier made by hand at billing's API:
+a ChargeItem billable on no invoice. When a patient is chosen the page asks billing for theirs at the
+cashier's facility (``ChargeItem?subject=&invoiced=false``, billing's own parameter, read from the
+invoices' claims) and lists them, each ticked by default: the submit puts the ticked ones on the new
+invoice with the lines (billing's Invoice create takes any distinct ChargeItems of the patient and
+facility); an unticked one stays for later. Without JavaScript the page keeps which it has shown
+(``pending_seen``) and which are ticked (``pending``): one not shown before is ticked. The
+ChargeItems this form itself made before a refusal travel in ``made``: one whose line is unchanged is
+that line (the line's replayed request answers its id again; it is not listed twice), one whose line
+changed or went is listed unticked (the cashier changed what to charge).
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ from .forms import LocalDateField
 from .patients import FHIR_ID
 
 MAX_LINES = 30
+MAX_PENDING = 50  # the charges not yet invoiced listed (a patient has a few)
 MAX_QUANTITY = 1000
 PRICE_LIST_SIZE = 500
 SERVICES_SHOWN = 50  # the whole list for an empty search (a few dozen entries)
@@ -152,6 +165,34 @@ def coverage_rows(bundle: dict[str, Any], today: date) -> list[dict[str, Any]]:
 
 
 @dataclass
+class Pending:
+    """A ChargeItem of the patient billable on no invoice, as listed: its service (the price list's
+    id, its name when the entry was made), quantity, amount (billing's ``priceOverride``: the line's
+    total) and when it was entered."""
+
+    cid: str
+    service: str
+    name: str
+    qty: int | None
+    amount: int | None
+    entered: str
+    ticked: bool = True
+    earlier: bool = False  # made by this form before a refusal; its line changed since
+
+
+def pending_row(item: dict[str, Any]) -> Pending | None:
+    cid = str(item.get("id") or "")
+    if not FHIR_ID.fullmatch(cid):
+        return None
+    canon = (item.get("definitionCanonical") or [""])[0]
+    qty, amount = (item.get("quantity") or {}).get("value"), (item.get("priceOverride") or {}).get("value")
+    return Pending(cid, str(canon).split("|")[0].rsplit("/", 1)[-1], str((item.get("code") or {}).get("text") or ""),
+                   int(qty) if isinstance(qty, int | float) else None,
+                   int(amount) if isinstance(amount, int | float) else None,
+                   str(item.get("enteredDate") or item.get("occurrenceDateTime") or ""))
+
+
+@dataclass
 class Chosen:
     """The patient the form names, as the page shows them."""
 
@@ -163,6 +204,8 @@ class Chosen:
     known: bool = True  # the EHR answered
     cards: list[dict[str, Any]] | None = None  # None: billing did not answer
     problem: str | None = None
+    pending: list[Pending] | None = None  # the charges not yet invoiced; None: billing did not answer
+    pending_problem: str | None = None
 
     @property
     def card(self) -> dict[str, Any] | None:
@@ -183,7 +226,37 @@ def chosen_patient(pid: str) -> Chosen:
         shown.cards = coverage_rows(bundle, datetime.now(TZ).date())
     except BackendError as err:
         shown.problem = backend_message(err)
+    try:  # read fresh: what the submit would put on the invoice
+        bundle = fhir_get("billing", "/fhir/ChargeItem", {"subject": f"Patient/{pid}", "invoiced": "false",
+                                                           "_count": str(MAX_PENDING)})
+        rows = [pending_row(c) for c in entries(bundle, "ChargeItem")]
+        shown.pending = sorted((r for r in rows if r is not None), key=lambda r: (r.entered, r.cid))
+    except BackendError as err:
+        shown.pending_problem = backend_message(err)
     return shown
+
+
+def posted_ids(name: str) -> list[str]:
+    """The ChargeItem ids the form posted under ``name`` (checked, at most MAX_PENDING)."""
+    return [i for i in dict.fromkeys(request.form.getlist(name)) if FHIR_ID.fullmatch(i)][:MAX_PENDING]
+
+
+def mark_pending(chosen: Chosen, lines: list[Line], made: list[str]) -> None:
+    """Which charges not yet invoiced are listed and ticked (module docstring): a charge this form
+    made whose line is unchanged is that line; the others are ticked as the cashier left them, by
+    default ticked (unticked: one this form made whose line changed)."""
+    if not chosen.pending:
+        return
+    seen, ticked = set(posted_ids("pending_seen")), set(posted_ids("pending"))
+    kept = []
+    for row in chosen.pending:
+        if row.cid in made:
+            if any(line.service == row.service and line.qty == row.qty for line in lines):
+                continue
+            row.earlier = True
+        row.ticked = row.cid in ticked if row.cid in seen else not row.earlier
+        kept.append(row)
+    chosen.pending = kept
 
 
 # --------------------------------------------------------------------------- writes
@@ -226,25 +299,30 @@ class Refused(Exception):
     """A line billing would not charge (the price list entry went meanwhile)."""
 
 
-def issue_invoice(form_key: str, pid: str, lines: list[Line]) -> str:
-    """The ChargeItems, their Invoice and ``$issue``, each write keyed (module docstring); the id."""
-    charges = []
+def issue_invoice(form_key: str, pid: str, lines: list[Line], pending: list[str] | None = None,
+                  made: list[str] | None = None) -> str:
+    """The ChargeItems, their Invoice (with the ``pending`` charges ticked, each once) and ``$issue``,
+    each write keyed (module docstring); the id. The ChargeItems made are appended to ``made``."""
+    charges: list[str] = []
     for line in lines:
         body = charge_body(pid, line)
         try:
-            made = _post("/fhir/ChargeItem", body, request_key(form_key, "charge", pid, line.service,
-                                                                str(line.qty)))
+            answer = _post("/fhir/ChargeItem", body, request_key(form_key, "charge", pid, line.service,
+                                                                  str(line.qty)))
         except BackendError as err:
             if err.kind == "refused" and err.status == 422 and "ChargeItemDefinition" in err.detail:
                 line.error = gettext("This service is no longer on the price list; remove the line.")
                 raise Refused from err
             raise
-        charges.append(str(made["id"]))
+        charges.append(str(answer["id"]))
+        if made is not None:
+            made.append(charges[-1])
+    charges += [cid for cid in dict.fromkeys(pending or []) if cid not in charges]
     invoice = {"resourceType": "Invoice", "status": "draft", "subject": {"reference": f"Patient/{pid}"},
                "lineItem": [{"sequence": i, "chargeItemReference": {"reference": f"ChargeItem/{cid}"}}
                             for i, cid in enumerate(charges, start=1)]}
-    made = _post("/fhir/Invoice", invoice, request_key(form_key, "invoice", pid, *charges))
-    iid = str(made["id"])
+    answer = _post("/fhir/Invoice", invoice, request_key(form_key, "invoice", pid, *charges))
+    iid = str(answer["id"])
     _post(f"/fhir/Invoice/{iid}/$issue", None, request_key(form_key, "issue", iid))
     return iid
 
@@ -271,12 +349,19 @@ def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) 
         form.card_number.data = chosen.bhyt  # the EHR's BHYT number, for the cashier to check on the card
         level = bhyt.level_from_card(chosen.bhyt)  # a suggestion: billing applies the recorded one
         form.card_level.data = str(level) if level else ""
+    made = list(dict.fromkeys([*posted_ids("made"), *ctx.pop("made", [])]))[:MAX_PENDING]
+    if chosen is not None:
+        mark_pending(chosen, lines, made)
     totals = [line.total for line in lines]
     total = sum(t for t in totals if t is not None) if lines and None not in totals else None
+    ticked = [r.amount for r in (chosen.pending or []) if r.ticked] if chosen is not None else []
+    ctx["pending_total"] = sum(a for a in ticked if a is not None) if ticked and None not in ticked else None
+    ctx["grand_total"] = (total or 0) + ctx["pending_total"] \
+        if ctx["pending_total"] is not None and (total is not None or not lines) else None
     ctx.setdefault("found", None)
     ctx.setdefault("services", None)
     return render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
-                           total=total, problem=problem, title=gettext("New invoice"),
+                           total=total, made=made, problem=problem, title=gettext("New invoice"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT, **ctx), status
 
 
@@ -411,7 +496,8 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     if pid and (found := patients.lookup([pid])) is not None and pid not in found:  # the EHR answered: no such patient
         patient_problem = gettext("The health record has no such patient; choose the patient again.")
         form.patient.data = ""
-    lines_problem = None if lines else gettext("Add at least one service from the price list.")
+    pending = posted_ids("pending")  # the charges not yet invoiced the cashier left ticked
+    lines_problem = None if lines or pending else gettext("Add at least one service from the price list.")
     seen: set[str] = set()
     for line in lines:
         if line.qty is None:
@@ -430,13 +516,14 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     if patient_problem or lines_problem or any(line.error for line in lines):
         return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
                        lines_problem=lines_problem, errors_summary=True)
+    made: list[str] = []  # the ChargeItems made (or answered again) before a refusal: the form keeps them
     try:
-        iid = issue_invoice(form.key.data, pid, lines)
+        iid = issue_invoice(form.key.data, pid, lines, pending, made)
     except Refused:
-        return _render(form, lines, 422, listing=listing, errors_summary=True)
+        return _render(form, lines, 422, listing=listing, errors_summary=True, made=made)
     except BackendError as err:
         return _render(form, lines, 409 if err.kind == "refused" else 503, listing=listing,
-                       problem=backend_message(err))
+                       problem=backend_message(err), made=made)
     return redirect(url_for("web.invoice", iid=iid, p=pid, issued=1))
 
 
