@@ -171,3 +171,49 @@ def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_i
     assert re.search(r'data-testid="insurer-share">291.200\u00a0₫', shown)
     assert re.search(r'data-testid="patient-share">92.800\u00a0₫', shown)
     assert cashier.get(f"/invoices/{inv['id']}/qr.svg").status_code == 200
+
+
+def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_of_the_page(
+        portal, ehr, billing, dev_key):
+    """A charge made at billing's API (no invoice) is listed on the page for its patient, ticked; the
+    submit with one new line makes ONE invoice holding both; then the page lists nothing left."""
+    pid = "bn-0002"
+    patient = {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1975-09-02",
+               "name": [{"family": "Trần", "given": ["Văn", "Bình"], "text": "Trần Văn Bình"}],
+               "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_admin(dev_key))
+    assert r.status_code in (200, 201), r.text
+    cashier_api = {**_admin(dev_key), "Authorization": "Bearer " + issue_dev_token(dev_key, "cashier", facility=CLINIC)}
+    r = httpx.post(f"{billing}/fhir/ChargeItem", headers=cashier_api, content=json.dumps({
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+        "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]}))
+    assert r.status_code == 201, r.text
+    by_hand = r.json()["id"]
+
+    def listed(page: str) -> list[tuple[str, bool]]:
+        return [(cid, bool(on)) for cid, on in re.findall(r'name="pending" value="([^"]*)"[^>]*?( checked)?>', page)]
+
+    def form(page: str, **data: Any) -> dict[str, Any]:
+        return _form(page, pending_seen=re.findall(r'name="pending_seen" value="([^"]*)"', page),
+                     pending=re.findall(r'name="pending" value="([^"]*)"[^>]*checked', page), **data)
+
+    cashier = _signed_in(portal)
+    page = cashier.get("/invoices/new").get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=form(page, choose=pid)).get_data(as_text=True)
+    assert "Dịch vụ chưa lập hóa đơn" in page and listed(page) == [(by_hand, True)]
+    assert "Khám bệnh" in page[page.index('data-testid="pending"'):]
+    page = cashier.post("/invoices/new", data=form(page, add="x-quang-nguc")).get_data(as_text=True)
+    r = cashier.post("/invoices/new", data=form(page, action="issue"))
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+
+    found = httpx.get(f"{billing}/fhir/Invoice", params={"subject": f"Patient/{pid}"}, headers=_admin(dev_key)).json()
+    invoices = [e["resource"] for e in found.get("entry", []) if e["search"]["mode"] == "match"]
+    assert len(invoices) == 1 and invoices[0]["status"] == "issued"
+    assert r.headers["Location"].startswith(f"/invoices/{invoices[0]['id']}?")
+    held = {li["chargeItemReference"]["reference"].split("/")[1] for li in invoices[0]["lineItem"]}
+    assert len(held) == 2 and by_hand in held
+    assert invoices[0]["totalGross"]["value"] == 39_000 + 65_000  # the examination and one chest X-ray
+
+    page = cashier.get("/invoices/new").get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=form(page, choose=pid)).get_data(as_text=True)
+    assert 'data-testid="no-pending"' in page and listed(page) == []
