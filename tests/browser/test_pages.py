@@ -66,6 +66,7 @@ def test_patient_chart_draws_observations_over_time(visitor_factory, stack):
         v.page.wait_for_function("() => !!window.Chart && Chart.instances && Object.keys(Chart.instances).length >= 3")
         body = v.page.inner_text("main")
         assert "Amlodipin 5 mg" in body and "Penicilin" in body and "Tăng huyết áp vô căn" in body
+        assert "61,2 kg" in body and "61.2 kg" not in body  # the decimal comma, as the charts' axes write it
         v.check("clinic-chart-observations")
 
 
