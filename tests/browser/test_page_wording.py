@@ -38,6 +38,8 @@ def test_an_accepted_consult_says_when_it_was_accepted(visitor_factory, stack, l
     v.page.wait_for_load_state("networkidle")
     label = v.page.locator("dt:has(+ [data-testid=task-started])").inner_text()
     assert label == {"vi": "Nhận ca lúc", "en": "Accepted at"}[lang], label
+    flash = v.page.locator(".alert.ok").inner_text()
+    assert flash == {"vi": "Đã nhận ca hội chẩn.", "en": "You have accepted the consult."}[lang], flash
     v.check("doctor-accepted")
     v.page.click("form[action$='/start'] button")
     v.page.wait_for_load_state("networkidle")

@@ -199,3 +199,20 @@ def test_the_time_to_answer_table_is_the_compact_one(client, monkeypatch):
     assert '<table class="compact" data-testid="time-to-answer">' in page
     css = client.get("/assets/app.css").get_data(as_text=True)
     assert re.search(r"table\.compact th, table\.compact td \{[^}]*padding: \.35rem \.3rem", css)
+
+
+def test_accepting_a_consult_says_so(client, monkeypatch):
+    """vi-1280-doctor-task-requested -> 'Nhận ca': the page came back without a word (starting says 'Đã bắt
+    đầu khám.', booking 'Đã đặt lịch'); accepting now says 'Đã nhận ca hội chẩn.' after the redirect."""
+    from sen_portal.web import doctor
+
+    _consult(monkeypatch, "accepted")
+    sent = []
+    monkeypatch.setattr(doctor, "fhir_post", lambda service, path, body, **kw: sent.append(path) or {})
+    sign_in(client, "doctor")
+    page = client.get("/tasks/t1").get_data(as_text=True)
+    assert "Đã nhận ca hội chẩn." not in page
+    r = client.post("/tasks/t1/accept", data={"csrf_token": csrf(page)})
+    assert r.status_code == 302 and sent == ["/fhir/Task/t1/$accept"]
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert '<div class="alert ok" role="status">Đã nhận ca hội chẩn.</div>' in page

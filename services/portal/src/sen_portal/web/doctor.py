@@ -100,7 +100,8 @@ def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
 @login_required("doctor")
 def task_detail(tid: str) -> Any:
     return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
-                      started=request.args.get("started"), visit=request.args.get("visit"))
+                      accepted=request.args.get("accepted"), started=request.args.get("started"),
+                      visit=request.args.get("visit"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
@@ -115,7 +116,7 @@ def task_accept(tid: str) -> Any:
         _op(tid, "accept", None)
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err))
-    return redirect(url_for("web.task_detail", tid=tid))
+    return redirect(url_for("web.task_detail", tid=tid, accepted=1))
 
 
 @bp.route("/tasks/<tid>/start", methods=["POST"])
