@@ -3,6 +3,9 @@ the whole stack, axe-core on every page): "Hóa đơn mới" on the queue, the p
 without accents (Enter in the box), her BHYT card recorded (80 %), services found without accents and
 added, a quantity changed, the lines reviewed with their prices; a double click on the submit and a
 replay of the same form make ONE invoice, whose page shows the QR and the BHYT and patient shares.
+A charge made by hand at billing's API (on no invoice) is listed under "Dịch vụ chưa lập hóa đơn",
+ticked; unticked, it stays off that invoice and is listed (ticked) on the next form, whose submit puts
+it on the invoice with the new line; afterwards nothing is listed.
 Screenshots: vi-1280 / vi-360 / en-1280 ``cashier-new-invoice``, vi-1280 ``cashier-new-invoice-error``
 and ``cashier-new-invoice-issued``."""
 
@@ -26,6 +29,19 @@ def _invoices(stack: dict[str, str]) -> list[str]:
                   headers=_admin(stack), timeout=30)
     assert r.status_code == 200, r.text[:300]
     return [e["resource"]["id"] for e in r.json().get("entry", []) if e.get("search", {}).get("mode") == "match"]
+
+
+def _charge_by_hand(stack: dict[str, str]) -> str:
+    """A ChargeItem made at billing's API by the demo cashier's facility, on no invoice."""
+    from sen_shared.auth import issue_dev_token
+
+    token = issue_dev_token(stack["key"], "cashier", facility="tyt-my-hiep")
+    r = httpx.post(f"{stack['billing']}/fhir/ChargeItem", timeout=30, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+        "subject": {"reference": f"Patient/{PATIENT}"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    assert r.status_code == 201, r.text[:300]
+    return r.json()["id"]
 
 
 def _fits(v) -> None:
@@ -56,6 +72,7 @@ def _add(v, typed: str, service: str) -> None:
 
 def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     before = _invoices(stack)
+    by_hand = _charge_by_hand(stack)
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
     v.go("/invoices")
@@ -76,6 +93,7 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
         v.page.click("button[name=action][value=record-card]")
         v.page.wait_for_load_state("networkidle")
     assert v.page.inner_text("[data-testid=bhyt-level]") == "80 %"
+    assert v.page.is_checked(f"input[name=pending][value=\"{by_hand}\"]")  # the charge left over, ticked
 
     _add(v, "x quang nguc", "x-quang-nguc")
     _add(v, "kham benh", "kham-benh")
@@ -99,6 +117,8 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     v.page.set_viewport_size({"width": 1280, "height": 900})
     v.tag = "vi-1280"
 
+    for box in v.page.locator("input[name=pending]").all():  # left for later (and any an earlier run left)
+        box.uncheck()
     form = v.page.evaluate("() => [...new FormData(document.getElementById('charge-form'))]")  # to replay it
     v.page.dblclick("[data-testid=issue]")  # a double click
     v.page.wait_for_url(re.compile(r"/invoices/inv-[0-9a-f]+\?"))
@@ -122,7 +142,18 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     e.go("/invoices/new")
     _choose_patient(e)
     assert e.page.inner_text("[data-testid=bhyt-level]") == "80 %"
+    assert e.page.is_checked(f"input[name=pending][value=\"{by_hand}\"]")  # a new form: ticked again
     _add(e, "xet nghiem mau", "xn-cong-thuc-mau")
     assert "Create and issue the invoice" in e.page.inner_text("main")
+    assert "Charges not yet invoiced" in e.page.inner_text("main")
     assert e.page.inner_text("[data-testid=lines-total]").strip() == "46.000\u00a0₫"
     e.check("cashier-new-invoice")
+    e.page.click("[data-testid=issue]")
+    e.page.wait_for_url(re.compile(r"/invoices/inv-[0-9a-f]+\?"))
+    r = httpx.get(f"{stack['billing']}/fhir/Invoice/{e.page.url.split('/invoices/')[1].split('?')[0]}",
+                  headers=_admin(stack), timeout=30)
+    held = [li["chargeItemReference"]["reference"] for li in r.json()["lineItem"]]
+    assert f"ChargeItem/{by_hand}" in held and len(held) >= 2  # ONE invoice: the new line and the charge(s) left
+    e.go("/invoices/new")
+    _choose_patient(e)
+    assert e.page.locator("[data-testid=no-pending]").count() == 1
