@@ -221,6 +221,9 @@ def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack
     row.locator("button").click()  # nothing chosen: explained
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("main .alert.error").count() == 1
+    row = v.page.locator("tr", has_text=note)  # the row the alert speaks of is marked, its message under it
+    assert row.locator("[data-testid=unmatched-row-error]").count() == 1
+    assert row.locator("select[name=invoice]").evaluate("s => getComputedStyle(s).borderTopWidth") == "2px"
     v.check("cashier-unmatched-error")
     row = v.page.locator("tr", has_text=note)
     row.locator("select[name=invoice]").select_option(iid)

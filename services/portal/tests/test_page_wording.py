@@ -216,3 +216,29 @@ def test_accepting_a_consult_says_so(client, monkeypatch):
     assert r.status_code == 302 and sent == ["/fhir/Task/t1/$accept"]
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert '<div class="alert ok" role="status">Đã nhận ca hội chẩn.</div>' in page
+
+
+def test_an_unmatched_transfer_assigned_to_nothing_marks_its_row(client, monkeypatch):
+    """vi-1280-cashier-unmatched-error: 'Vui lòng sửa các ô được đánh dấu.' above four rows, none marked (the
+    row's select had aria-invalid, which no style drew). The row's select is drawn in red and says what to do
+    under it; the other rows are left alone."""
+    from sen_portal.web import cashier
+
+    queue = {"payments": [{"id": f"standard:t{i}", "amount": 10_000 + i, "receivedAt": "2026-12-05T04:50:00+07:00",
+                           "description": f"CK so {i}"} for i in (1, 2)]}
+    invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T04:50:00+07:00",
+               "totalNet": {"value": 39000, "currency": "VND"}}
+    monkeypatch.setattr(cashier, "shared_get", lambda *a, **kw: queue)
+    monkeypatch.setattr(cashier, "fhir_get", lambda *a, **kw: bundle([invoice]))
+    sign_in(client, "cashier")
+    page = client.get("/unmatched").get_data(as_text=True)
+    r = client.post("/unmatched", data={"csrf_token": csrf(page), "payment": "standard:t2", "invoice": ""})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Vui lòng sửa các ô được đánh dấu." in page
+    assert re.findall(r'<select id="(invoice-\d)"[^>]*aria-invalid="true" aria-describedby="([^"]+)"', page) == [
+        ("invoice-2", "invoice-2-error")]
+    assert re.search(r'<p class="error" id="invoice-2-error"[^>]*>Chọn hóa đơn mà khoản chuyển khoản này thanh toán.'
+                     r"</p>", page)
+    assert page.count('data-testid="unmatched-row-error"') == 1
+    css = client.get("/assets/app.css").get_data(as_text=True)
+    assert re.search(r'select\[aria-invalid="true"\][^{]*\{[^}]*border: 2px solid var\(--bad\)', css)
