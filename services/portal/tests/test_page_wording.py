@@ -77,6 +77,24 @@ def test_the_receipt_names_the_facility_not_its_id(client, monkeypatch):
     assert '<dd data-testid="receipt-facility">tyt-my-hiep</dd>' in page
 
 
+def test_the_receipt_says_what_was_paid_for_and_by_whom(client, monkeypatch):
+    """vi/en-1280-cashier-receipt: facility, date and amounts only; billing's receipt now gives its lines
+    and the patient's name (when the invoice carries it), and the page lists them as the printed copy does."""
+    from sen_portal.web import cashier
+
+    receipt = {"number": "TYT-MY-HIEP-2026-000001", "invoice": "inv-a", "facility": "tyt-my-hiep",
+               "owed": 189000, "paid": 189000, "credit": 0, "settledAt": "2026-12-05T08:28:00+07:00",
+               "patient": "Nguyễn Văn A", "lines": [{"text": "Hội chẩn từ xa", "patientShare": 150000},
+                                                    {"text": "Khám bệnh", "patientShare": 39000}]}
+    monkeypatch.setattr(cashier, "_json", lambda method, path, *a, **kw: receipt)
+    names(monkeypatch)
+    sign_in(client, "cashier")
+    page = client.get("/invoices/inv-a/receipt").get_data(as_text=True)
+    assert '<dt>Người bệnh</dt><dd data-testid="receipt-patient">Nguyễn Văn A</dd>' in page
+    assert re.findall(r'<tr><td>([^<]*)</td><td class="money">([^<]*)</td></tr>', page) == [
+        ("Hội chẩn từ xa", "150.000\u00a0₫"), ("Khám bệnh", "39.000\u00a0₫")]
+
+
 def _consult(monkeypatch, status: str) -> None:
     from sen_portal.web import clinic, doctor
     from sen_portal.web import patients as patient_module

@@ -114,6 +114,10 @@ def receipt(invoice_id: str) -> Any:
     r = _receipt(invoice_id)
     body = {"number": r["number"], "invoice": invoice_id, "facility": r.get("facility"), "owed": r["owed"],
             "paid": r["paid"], "credit": r["credit"], "settledAt": payments.iso(r["settled_at"]),
+            # what was paid for and by whom, as the printed receipt says it (the portal's page showed neither)
+            "lines": [{"text": str(li.get("text") or ""), "patientShare": int(li.get("patientShare") or 0)}
+                      for li in r.get("lines") or []],
+            **({"patient": r["patient"]} if r.get("patient") else {}),
             "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",
             "html": f"/payments/receipts/{invoice_id}/html", "pdf": f"/payments/receipts/{invoice_id}/pdf"}
     return body, 200, JSON
