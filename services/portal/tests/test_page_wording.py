@@ -260,3 +260,15 @@ def test_an_unmatched_transfer_assigned_to_nothing_marks_its_row(client, monkeyp
     assert page.count('data-testid="unmatched-row-error"') == 1
     css = client.get("/assets/app.css").get_data(as_text=True)
     assert re.search(r'select\[aria-invalid="true"\][^{]*\{[^}]*border: 2px solid var\(--bad\)', css)
+
+
+def test_the_vietnamese_pages_call_the_patient_one_thing():
+    """vi-1280-clinic-visit-cancelled: '... Hãy hỏi bệnh nhân khi nào có thể tham gia ...' on a page whose every
+    other label says 'Người bệnh' (the portal's word, 21 messages); three messages said 'bệnh nhân'."""
+    from babel.messages.pofile import read_po
+
+    po = Path(__file__).resolve().parents[1] / "src/sen_portal/translations/vi/LC_MESSAGES/messages.po"
+    with po.open("rb") as f:
+        catalog = read_po(f)
+    odd = [m.id for m in catalog if m.id and "bệnh nhân" in str(m.string).lower()]
+    assert not odd

@@ -314,7 +314,7 @@ def test_no_show_is_offered_once_the_visit_began_and_the_clinic_sees_it(app, fak
     text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
     assert "the patient did not attend" in text and "Book another time below." in text
     cpage = _text(_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
-    assert "Bệnh nhân không tham gia buổi khám" in cpage and "hẹn giờ mới" in cpage
+    assert "Người bệnh không tham gia buổi khám" in cpage and "hẹn giờ mới" in cpage
 
 
 def test_a_no_show_before_the_start_is_refused_in_the_pages_language(app, fake):
