@@ -272,3 +272,12 @@ def test_the_vietnamese_pages_call_the_patient_one_thing():
         catalog = read_po(f)
     odd = [m.id for m in catalog if m.id and "bệnh nhân" in str(m.string).lower()]
     assert not odd
+
+
+def test_the_invoice_reference_has_one_name_on_the_cashiers_pages(client):
+    """vi-1280-cashier-invoices: the column and the invoice page say 'Mã tham chiếu' for the HD… code, the search
+    above them 'mã thanh toán' (English says 'reference' everywhere): one name, 'mã tham chiếu'."""
+    sign_in(client, "cashier")
+    page = client.get("/invoices").get_data(as_text=True)  # billing does not answer: the search form stays
+    assert "Tên người bệnh hoặc mã tham chiếu" in page and "mã tham chiếu HD… viết hoa" in page
+    assert "mã thanh toán" not in page.lower()
