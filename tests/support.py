@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,6 +57,30 @@ def admin_headers(dev_key: Path, media_type: str = "application/fhir+json") -> d
 
     return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": media_type,
             "Accept": media_type}
+
+
+_CSRF = (re.compile(r'name="csrf_token"[^>]*value="([^"]+)"'), re.compile(r'value="([^"]+)"[^>]*name="csrf_token"'))
+
+
+def csrf_token(page: str) -> str:
+    """The CSRF token of a portal page's form (Flask-WTF's hidden ``csrf_token``)."""
+    m = _CSRF[0].search(page) or _CSRF[1].search(page)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:
+    """A Flask test client of the portal ``app`` signed in as the demo ``user`` (password
+    ``sen-<user>``), its pages in ``lang``."""
+    client = app.test_client()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    if lang != "vi":
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        r = client.post("/language", data={"lang": lang, "next": "/", "csrf_token": token})
+        assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+    return client
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, web_process
+from tests.support import app_client, csrf_token, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +73,6 @@ def portal(base_env, run_id, ehr, billing, mongo_client):
         yield app.app
 
 
-def _csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
 def _hidden(page: str, name: str) -> str:
     m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
         rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
@@ -87,14 +81,14 @@ def _hidden(page: str, name: str) -> str:
 
 def _form(page: str, **data: Any) -> dict[str, Any]:
     """What the browser posts: the page's state (key, patient, lines) and ``data``."""
-    return {"csrf_token": _csrf(page), "key": _hidden(page, "key"), "patient": _hidden(page, "patient"),
+    return {"csrf_token": csrf_token(page), "key": _hidden(page, "key"), "patient": _hidden(page, "patient"),
             "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
             "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page), **data}
 
 
 def _signed_in(app: Any) -> Any:
     client = app.test_client()
-    token = _csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
     assert r.status_code == 302
     return client

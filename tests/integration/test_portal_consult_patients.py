@@ -29,7 +29,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, wait_for, web_process
+from tests.support import app_client, csrf_token, portal_signed_in, wait_for, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -94,21 +94,6 @@ def portal(base_env, run_id, ehr, tc, mongo_client):
     with app_client("portal", env, f"sen_t{run_id}_pcp_portal", mongo_client) as (_client, app):
         app.app.config["TESTING"] = True
         yield app.app
-
-
-def _csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-def _signed_in(app: Any, user: str) -> Any:
-    client = app.test_client()
-    token = _csrf(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
-    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
-    return client
 
 
 def _grant(mongo_client: Any, ehr_db: str, patient: str, grantee: str, sr: str) -> None:
@@ -178,7 +163,7 @@ def _age(pid: str) -> int:
 
 
 def test_the_clinics_list_names_each_patient_with_the_reason_in_one_ehr_search(portal, consults, ehr, http_calls):
-    clinic = _signed_in(portal, "clinic")
+    clinic = portal_signed_in(portal, "clinic")
     http_calls.clear()
     r = clinic.get("/consults")
     page = r.get_data(as_text=True)
@@ -196,7 +181,7 @@ def test_the_clinics_list_names_each_patient_with_the_reason_in_one_ehr_search(p
 
 def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets_the_doctor_read_it(
         portal, consults, ehr, tc, http_calls, mongo_client, ehr_db):
-    doctor = _signed_in(portal, "doctor")
+    doctor = portal_signed_in(portal, "doctor")
     http_calls.clear()
     r = doctor.get("/worklist")
     page = r.get_data(as_text=True)
@@ -219,7 +204,7 @@ def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets
     # the doctor accepts Bình's consult: teleconsult grants the doctor the record, and once the EHR
     # holds the grant the worklist names him (Lan's stays unnamed)
     sr_binh, tid_binh = consults[BINH]
-    token = _csrf(doctor.get(f"/tasks/{tid_binh}").get_data(as_text=True))
+    token = csrf_token(doctor.get(f"/tasks/{tid_binh}").get_data(as_text=True))
     r = doctor.post(f"/tasks/{tid_binh}/accept", data={"csrf_token": token})
     assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
     _grant(mongo_client, ehr_db, BINH, "Practitioner/bs-nguyen-van-an", f"ServiceRequest/{sr_binh}")
@@ -244,7 +229,7 @@ def test_a_list_of_tasks_carrying_their_reason_asks_teleconsult_its_worklist_onl
     for user, start in (("doctor", "/worklist"), ("clinic", "/consults")):
         monkeypatch.setattr(clinic, "_reasons_kept", {})  # no reason kept from an earlier page
         monkeypatch.setattr(backend, "answers", backend.AnswerCache())  # nor a page's answers
-        client = _signed_in(portal, user)
+        client = portal_signed_in(portal, user)
         http_calls.clear()
         r = client.get(start)
         assert r.status_code == 200
@@ -260,7 +245,7 @@ def test_a_list_of_tasks_carrying_their_reason_asks_teleconsult_its_worklist_onl
 
 def test_the_consult_pages_show_name_sex_and_age_when_the_ehr_lets_the_user_read_the_patient(
         portal, consults, ehr, http_calls):
-    clinic, doctor = _signed_in(portal, "clinic"), _signed_in(portal, "doctor")
+    clinic, doctor = portal_signed_in(portal, "clinic"), portal_signed_in(portal, "doctor")
     _sr, tid_lan = consults[LAN]
     page = clinic.get(f"/consults/{tid_lan}").get_data(as_text=True)
     shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
@@ -282,7 +267,7 @@ def test_the_consult_pages_show_name_sex_and_age_when_the_ehr_lets_the_user_read
     assert "Thị Lan" not in page and "Nguyễn Thị" not in page and "Nữ" not in shown
 
     # in English
-    token = _csrf(clinic.get("/consults").get_data(as_text=True))
+    token = csrf_token(clinic.get("/consults").get_data(as_text=True))
     clinic.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
     page = clinic.get(f"/consults/{tid_lan}").get_data(as_text=True)
     shown = re.search(r'data-testid="consult-patient">(.*?)</dd>', page, re.S).group(1)
@@ -305,7 +290,7 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     from sen_portal.web import directory
 
     monkeypatch.setattr(directory, "_kept", {})  # names from this module's EHR, not another test's
-    clinic, doctor = _signed_in(portal, "clinic"), _signed_in(portal, "doctor")
+    clinic, doctor = portal_signed_in(portal, "clinic"), portal_signed_in(portal, "doctor")
     _sr, tid = consults[CUONG]
     hub = ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
     assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == hub
@@ -313,7 +298,7 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     assert _owner(page) == hub
     assert "Đau thắt ngực không ổn định" in page
 
-    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": _csrf(page)})
+    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)})
     assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
     assert _owner(doctor.get(f"/tasks/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
 
@@ -324,7 +309,7 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
 
     for client, start in ((clinic, "/consults"), (doctor, "/worklist")):
-        token = _csrf(client.get(start).get_data(as_text=True))
+        token = csrf_token(client.get(start).get_data(as_text=True))
         client.post("/language", data={"lang": "en", "next": start, "csrf_token": token})
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert _owner(page) == ("Specialist", "Nguyễn Văn An")

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, free_port, web_process
+from tests.support import app_client, csrf_token, free_port, portal_signed_in, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -63,21 +63,6 @@ def portal(base_env, run_id, billing, mongo_client):
         yield app.app
 
 
-def _csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-def _signed_in(app: Any, user: str) -> Any:
-    client = app.test_client()
-    token = _csrf(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
-    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
-    return client
-
-
 def _form(page: str, cid: str) -> dict[str, str]:
     row = page[page.index(f'id="price-{cid}"'):]
     row = row[:row.index("</tr>")]
@@ -105,7 +90,7 @@ def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, bi
     url, _db = billing
     before = _in_billing(url, dev_key)
     version, old = int(before["meta"]["versionId"]), _price(before)
-    admin = _signed_in(portal, "admin")
+    admin = portal_signed_in(portal, "admin")
     page = admin.get("/prices").get_data(as_text=True)
     assert _dong(old) in page and "Điện tâm đồ" in page
     new = old + 5000
@@ -124,14 +109,14 @@ def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, bi
     assert newest.index(_dong(old)) < newest.index(_dong(new))  # old → new
     assert "Thêm vào bảng giá" in rows[-1]  # version 1: the file's entry
     # a clinic reads the history too, without any edit control on the list
-    clinic = _signed_in(portal, "clinic")
+    clinic = portal_signed_in(portal, "clinic")
     assert clinic.get(f"/prices/{ENTRY}/history").status_code == 200
     assert 'name="csrf_token"' not in clinic.get("/prices").get_data(as_text=True).split('id="price-results"')[1]
 
 
 def test_a_stale_edit_gets_the_changed_meanwhile_message_and_overwrites_nothing(portal, billing, dev_key):
     url, _db = billing
-    first, second = _signed_in(portal, "admin"), _signed_in(portal, "admin")
+    first, second = portal_signed_in(portal, "admin"), portal_signed_in(portal, "admin")
     seen_first = _form(first.get("/prices").get_data(as_text=True), ENTRY)
     seen_second = _form(second.get("/prices").get_data(as_text=True), ENTRY)
     assert seen_first[f"p-{ENTRY}-version"] == seen_second[f"p-{ENTRY}-version"]
@@ -151,10 +136,10 @@ def test_a_stale_edit_gets_the_changed_meanwhile_message_and_overwrites_nothing(
 def test_a_cashier_cannot_change_a_price_neither_through_the_portal_nor_at_billing(portal, billing, dev_key):
     url, _db = billing
     before = _in_billing(url, dev_key)
-    cashier = _signed_in(portal, "cashier")
+    cashier = portal_signed_in(portal, "cashier")
     page = cashier.get("/prices").get_data(as_text=True)
     assert "Điện tâm đồ" in page and f'name="p-{ENTRY}-price"' not in page
-    r = cashier.post(f"/prices/{ENTRY}", data={"csrf_token": _csrf(page), f"p-{ENTRY}-price": "1000",
+    r = cashier.post(f"/prices/{ENTRY}", data={"csrf_token": csrf_token(page), f"p-{ENTRY}-price": "1000",
                                                f"p-{ENTRY}-version": before["meta"]["versionId"]})
     assert r.status_code == 403 and "Chỉ quản trị viên được sửa bảng giá." in r.get_data(as_text=True)
     body = {k: v for k, v in before.items() if k != "meta"}
@@ -171,12 +156,12 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
 
     url, db = billing
     iid, _code = make_invoice(db, 120000, facility=FACILITY)
-    cashier = _signed_in(portal, "cashier")
+    cashier = portal_signed_in(portal, "cashier")
     page = cashier.get("/shift").get_data(as_text=True)
     if 'name="which" value="open"' in page:
-        r = cashier.post("/shift", data={"csrf_token": _csrf(page), "which": "open", "open-opening_cash": "0"})
+        r = cashier.post("/shift", data={"csrf_token": csrf_token(page), "which": "open", "open-opening_cash": "0"})
         assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
-    r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": _csrf(page), "amount": "120000"})
+    r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": csrf_token(page), "amount": "120000"})
     assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
     today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     r = cashier.get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}")
@@ -191,7 +176,8 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     assert f'data-total="cash">{_dong(120000)}' in summary and 'data-total="payments">1<' in summary
     # the health department: billing refuses its token, so the portal does not offer the report
     assert httpx.get(f"{url}/payments/reports/daily.csv", headers=_auth(dev_key, "health-dept")).status_code == 403
-    assert _signed_in(portal, "health-dept").get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}").status_code == 403
+    dept = portal_signed_in(portal, "health-dept")
+    assert dept.get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}").status_code == 403
 
 
 def test_admins_saving_the_same_version_at_once_one_wins_the_others_are_told(portal, billing, dev_key):
@@ -202,7 +188,7 @@ def test_admins_saving_the_same_version_at_once_one_wins_the_others_are_told(por
 
     url, _db = billing
     start = _in_billing(url, dev_key)
-    admins = [_signed_in(portal, "admin") for _ in range(4)]
+    admins = [portal_signed_in(portal, "admin") for _ in range(4)]
     seen = [_form(a.get("/prices").get_data(as_text=True), ENTRY) for a in admins]
     prices_typed = [81000 + 1000 * i for i in range(4)]
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, web_process
+from tests.support import app_client, csrf_token, portal_signed_in, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -98,21 +98,6 @@ def consult(tc, dev_key) -> tuple[str, str]:
     return ids["ServiceRequest"], ids["Task"]
 
 
-def _csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-def _signed_in(app: Any, user: str) -> Any:
-    client = app.test_client()
-    token = _csrf(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": token})
-    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
-    return client
-
-
 def _text(page: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
@@ -121,7 +106,7 @@ def _times(client: Any, tid: str, action: str) -> list[dict[str, str]]:
     """The free times the page offers (from the day after tomorrow, three days), each button's fields."""
     page = client.get(f"/tasks/{tid}").get_data(as_text=True)
     day = (datetime.now(TZ) + timedelta(days=2)).strftime("%d/%m/%Y")
-    r = client.post(f"/tasks/{tid}/slots", data={"csrf_token": _csrf(page), "start": day, "days": "3"})
+    r = client.post(f"/tasks/{tid}/slots", data={"csrf_token": csrf_token(page), "start": day, "days": "3"})
     assert r.status_code == 200, _text(r.get_data(as_text=True))[:800]
     forms = re.findall(rf'<form method="post" action="/tasks/{tid}/{action}".*?</form>', r.get_data(as_text=True),
                        re.S)
@@ -158,9 +143,9 @@ def _visit_time(page: str) -> str:
 def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, dev_key):
     sr, tid = consult
     H = _headers(dev_key, "admin")
-    doctor = _signed_in(portal, "doctor")
+    doctor = portal_signed_in(portal, "doctor")
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": _csrf(page)})
+    r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)})
     assert r.status_code == 302, _text(r.get_data(as_text=True))[:800]
 
     # book the first free time
@@ -184,7 +169,7 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     page = doctor.get(r.headers["Location"]).get_data(as_text=True)
     assert _shown(target["start"]) in _visit_time(page)
     assert "Đã dời buổi khám video sang" in _text(page)
-    clinic = _signed_in(portal, "clinic")
+    clinic = portal_signed_in(portal, "clinic")
     cpage = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert _shown(target["start"]) in _visit_time(cpage) and _shown(first["start"]) not in _visit_time(cpage)
 
@@ -208,14 +193,14 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
 
     # no-show before the visit's start: not offered; a stale post is refused by teleconsult, said readably
     assert 'data-testid="visit-noshow"' not in page
-    r = doctor.post(f"/tasks/{tid}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": moved["id"]})
+    r = doctor.post(f"/tasks/{tid}/visit/noshow", data={"csrf_token": csrf_token(page), "appointment": moved["id"]})
     assert r.status_code == 409
     assert "Buổi khám chưa bắt đầu" in _text(r.get_data(as_text=True))
     assert [a["status"] for a in _active(tc, H, sr)] == ["booked"]
 
     # cancel with a reason: the slot is free; the clinic sees it cancelled with the reason
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    r = doctor.post(f"/tasks/{tid}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": moved["id"],
+    r = doctor.post(f"/tasks/{tid}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": moved["id"],
                                                          "visit-reason": "Bệnh nhân chuyển viện khác"})
     assert r.status_code == 302 and r.headers["Location"].endswith("visit=cancelled")
     assert _slot(tc, H, target["slot"]) == "free"

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
+from tests.support import csrf_token
+
 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -31,22 +33,15 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield c
 
 
-def csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
 def sign_in(client, user: str = "cashier") -> None:
     page = client.get("/login").get_data(as_text=True)
-    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf(page)})
+    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf_token(page)})
     assert r.status_code == 302
 
 
 def english(client) -> None:
     page = client.get("/invoices/new").get_data(as_text=True)
-    client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf(page)})
+    client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf_token(page)})
 
 
 def hidden(page: str, name: str) -> str:
@@ -180,7 +175,8 @@ def fake(monkeypatch):
 
 def post(client, page: str, **data: Any) -> Any:
     """The page's form posted again as the browser would: its state (key, patient, lines) and ``data``."""
-    form: dict[str, Any] = {"csrf_token": csrf(page), "key": hidden(page, "key"), "patient": hidden(page, "patient"),
+    form: dict[str, Any] = {"csrf_token": csrf_token(page), "key": hidden(page, "key"),
+                            "patient": hidden(page, "patient"),
                             "who": hidden(page, "who"), "service_q": hidden(page, "service_q"),
                             "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
                             "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page)}
@@ -197,11 +193,11 @@ def test_only_a_facilitys_cashier_opens_it_from_the_queue(client, fake):
     sign_in(client, "clinic")
     r = client.get("/invoices/new")
     assert r.status_code == 403 and "Vai trò của bạn không được mở trang này." in r.get_data(as_text=True)
-    client.post("/logout", data={"csrf_token": csrf(client.get("/patients").get_data(as_text=True))})
+    client.post("/logout", data={"csrf_token": csrf_token(client.get("/patients").get_data(as_text=True))})
     sign_in(client, "admin")  # admin may open every page, but names no facility to charge for
     r = client.get("/invoices/new")
     assert r.status_code == 403 and "không gắn với cơ sở nào" in r.get_data(as_text=True)
-    client.post("/logout", data={"csrf_token": csrf(r.get_data(as_text=True))})
+    client.post("/logout", data={"csrf_token": csrf_token(r.get_data(as_text=True))})
     sign_in(client, "cashier")
     from sen_portal.web import cashier
 

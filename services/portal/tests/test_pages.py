@@ -11,6 +11,8 @@ from sen_portal.web import formatting, icd10
 from sen_portal.web.clinic import search_params
 from sen_portal.web.users import DEMO_USERS, check_demo_password
 
+from tests.support import csrf_token
+
 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -31,17 +33,10 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield c
 
 
-def csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
 def sign_in(client, user: str = "clinic", password: str | None = None):
     page = client.get("/login").get_data(as_text=True)
     return client.post("/login", data={"username": user, "password": password or f"sen-{user}",
-                                       "csrf_token": csrf(page)})
+                                       "csrf_token": csrf_token(page)})
 
 
 def test_amounts_are_dong_with_dots():
@@ -74,7 +69,7 @@ def test_demo_passwords_are_hashed_and_checked():
 def test_sign_in_page_is_vietnamese_and_english_one_click_away(client):
     page = client.get("/login").get_data(as_text=True)
     assert '<html lang="vi">' in page and "Đăng nhập" in page and "Tên đăng nhập" in page
-    r = client.post("/language", data={"lang": "en", "next": "/login", "csrf_token": csrf(page)})
+    r = client.post("/language", data={"lang": "en", "next": "/login", "csrf_token": csrf_token(page)})
     assert r.status_code == 302
     page = client.get("/login").get_data(as_text=True)
     assert '<html lang="en">' in page and "User name" in page
@@ -107,7 +102,7 @@ def test_pages_need_a_sign_in_and_sign_out_ends_the_session(client):
     sign_in(client, "doctor")
     page = client.get("/worklist").get_data(as_text=True)  # the teleconsult service is down
     assert "Hiện không kết nối được Dịch vụ hội chẩn từ xa" in page or "không kết nối được" in page
-    r = client.post("/logout", data={"csrf_token": csrf(page)})
+    r = client.post("/logout", data={"csrf_token": csrf_token(page)})
     assert r.status_code == 302
     assert client.get("/worklist").status_code == 302
 
@@ -123,7 +118,7 @@ def test_search_is_a_post_and_a_down_ehr_keeps_what_was_typed(client):
     sign_in(client, "clinic")
     page = client.get("/patients").get_data(as_text=True)
     assert 'method="post" action="/patients/search"' in page
-    r = client.post("/patients/search", data={"q": "nguyen van a", "csrf_token": csrf(page)})
+    r = client.post("/patients/search", data={"q": "nguyen van a", "csrf_token": csrf_token(page)})
     body = r.get_data(as_text=True)
     assert r.status_code == 200
     assert 'value="nguyen van a"' in body
@@ -134,7 +129,7 @@ def test_register_form_explains_each_error_and_keeps_the_input(client):
     sign_in(client, "clinic")
     page = client.get("/patients/new").get_data(as_text=True)
     r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "cccd": "123", "birth_date": "2999-01-01",
-                                          "csrf_token": csrf(page)})
+                                          "csrf_token": csrf_token(page)})
     body = r.get_data(as_text=True)
     assert "Nhập tên đệm và tên." in body
     assert "Số CCCD gồm đúng 12 chữ số." in body
@@ -215,15 +210,15 @@ def test_date_fields_are_dd_mm_yyyy_in_the_users_language(client):
     assert 'type="text"' in box and 'type="date"' not in box
     assert 'lang="vi"' in box and 'placeholder="ngày/tháng/năm"' in box
     r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "birth_date": "20/05/1970",
-                                          "csrf_token": csrf(page)})
+                                          "csrf_token": csrf_token(page)})
     body = r.get_data(as_text=True)
     box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", body).group(0)
     assert 'value="20/05/1970"' in box and "aria-invalid" not in box  # read as 20 May 1970, kept as typed
     r = client.post("/patients/new", data={"family": "Nguyễn", "given": "", "birth_date": "05/20/1970",
-                                          "csrf_token": csrf(page)})  # month 20: not a date in dd/mm/yyyy
+                                          "csrf_token": csrf_token(page)})  # month 20: not a date in dd/mm/yyyy
     box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", r.get_data(as_text=True)).group(0)
     assert 'aria-invalid="true"' in box
-    client.post("/language", data={"lang": "en", "csrf_token": csrf(page)})
+    client.post("/language", data={"lang": "en", "csrf_token": csrf_token(page)})
     page = client.get("/patients/new").get_data(as_text=True)
     box = re.search(r"<input[^>]*id=\"birth_date\"[^>]*>", page).group(0)
     assert 'lang="en"' in box and 'placeholder="dd/mm/yyyy"' in box
@@ -374,7 +369,7 @@ def test_an_attached_file_opens_only_as_what_it_is_and_only_for_who_the_ehr_lets
     for did in ("theirs", "missing"):
         r = client.get(f"/documents/{did}")
         assert r.status_code == 404 and "không tồn tại hoặc bạn không được xem" in r.get_data(as_text=True)
-    client.post("/logout", data={"csrf_token": csrf(client.get("/worklist").get_data(as_text=True))})
+    client.post("/logout", data={"csrf_token": csrf_token(client.get("/worklist").get_data(as_text=True))})
     sign_in(client, "cashier")
     assert client.get("/documents/ok").status_code in (302, 403)
 
@@ -439,7 +434,7 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     assert "Nguyễn Văn A" in page and "Trần Thị Bích" in page and ref_a in page and ref_b in page
     ehr = [a for a in asked if a[0] == "ehr"]
     assert len(ehr) == 1 and ehr[0][2]["_id"] == "pa,pb"  # one EHR request for the whole page
-    token = csrf(page)
+    token = csrf_token(page)
 
     asked.clear()
     r = client.post("/invoices/search", data={"q": "nguyen van a", "csrf_token": token})
@@ -657,7 +652,7 @@ def test_the_consult_pages_name_the_hub_until_a_doctor_takes_the_consult(client,
     page = client.get("/consults/t1").get_data(as_text=True)
     assert _owner_row(page) == ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
     assert "Bác sĩ chuyên khoa" not in page
-    token = csrf(client.get("/consults").get_data(as_text=True))
+    token = csrf_token(client.get("/consults").get_data(as_text=True))
     client.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
     page = client.get("/consults/t1").get_data(as_text=True)
     assert _owner_row(page) == ("Hub", "Bệnh viện Đa khoa Đồng Tháp") and "Specialist" not in page
@@ -665,9 +660,9 @@ def test_the_consult_pages_name_the_hub_until_a_doctor_takes_the_consult(client,
     _consult_backends(monkeypatch, "Practitioner/bs-nguyen-van-an")
     page = client.get("/consults/t1").get_data(as_text=True)
     assert _owner_row(page) == ("Specialist", "Nguyễn Văn An")
-    client.post("/logout", data={"csrf_token": csrf(page)})
+    client.post("/logout", data={"csrf_token": csrf_token(page)})
     sign_in(client, "doctor")  # the doctor's page labels the owner the same way
-    token = csrf(client.get("/worklist").get_data(as_text=True))
+    token = csrf_token(client.get("/worklist").get_data(as_text=True))
     client.post("/language", data={"lang": "vi", "next": "/worklist", "csrf_token": token})
     page = client.get("/tasks/t1").get_data(as_text=True)
     assert _owner_row(page) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
@@ -684,7 +679,7 @@ def test_a_consults_reason_is_shown_in_the_pages_language_from_its_icd10_code(cl
     vi, en = "Tăng huyết áp vô căn (nguyên phát)", "Essential (primary) hypertension"
     for user, paths in (("clinic", ("/consults", "/consults/t1")), ("doctor", ("/worklist", "/tasks/t1"))):
         sign_in(client, user)
-        token = csrf(client.get(paths[0]).get_data(as_text=True))
+        token = csrf_token(client.get(paths[0]).get_data(as_text=True))
         client.post("/language", data={"lang": "vi", "next": paths[0], "csrf_token": token})
         for path in paths:
             page = client.get(path).get_data(as_text=True)
@@ -728,7 +723,7 @@ def test_a_completed_consults_diagnoses_are_shown_in_the_pages_language(client, 
                 "en": [f"I10 — {en_i10}", "Z99.9 — Bệnh khác ngoài danh mục"]}
     for user, path in (("clinic", "/consults/t1"), ("doctor", "/tasks/t1")):
         sign_in(client, user)
-        token = csrf(client.get(path).get_data(as_text=True))
+        token = csrf_token(client.get(path).get_data(as_text=True))
         for lang, lines in expected.items():
             client.post("/language", data={"lang": lang, "next": path, "csrf_token": token})
             page = client.get(path).get_data(as_text=True)
@@ -806,7 +801,7 @@ def test_the_lists_label_each_cell_with_its_header_and_link_the_consult_from_the
             "en": ["Requested", "Patient", "Priority", "Status", "Reason"]}}
     for (user, path, consult), by_lang in expected.items():
         sign_in(client, user)
-        token = csrf(client.get(path).get_data(as_text=True))
+        token = csrf_token(client.get(path).get_data(as_text=True))
         for lang, labels in by_lang.items():
             client.post("/language", data={"lang": lang, "next": path, "csrf_token": token})
             page = client.get(path).get_data(as_text=True)
@@ -870,7 +865,7 @@ def test_the_invoices_payments_and_the_shifts_summary_are_cards_on_a_phone(clien
                        ["Hình thức", "Theo sổ", "Thực đếm", "Chênh lệch"]),
                 "en": (["Received at", "Channel", "Amount", "Outcome"],
                        ["Channel", "Expected", "Counted", "Difference"])}
-    token = csrf(client.get("/shift").get_data(as_text=True))
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
     for lang, (pay_labels, shift_labels) in expected.items():
         client.post("/language", data={"lang": lang, "next": "/shift", "csrf_token": token})
         page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)

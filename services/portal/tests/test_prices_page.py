@@ -17,6 +17,8 @@ import pytest
 from sen_portal.web import daily_report, prices
 from sen_portal.web.backend import BackendError
 
+from tests.support import csrf_token, portal_signed_in
+
 CARDIO = {"resourceType": "ChargeItemDefinition", "id": "consult-394579002-district", "status": "active",
           "title": "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)",
           "code": {"coding": [{"system": "urn:sen:billing:service", "code": "teleconsult"}]},
@@ -134,24 +136,6 @@ def billing(monkeypatch: pytest.MonkeyPatch) -> FakeBilling:
     return fake
 
 
-def csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-def signed_in(app: Any, user: str, lang: str = "vi") -> Any:
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    r = client.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": csrf(page)})
-    assert r.status_code == 302
-    if lang != "vi":
-        page = client.get("/prices").get_data(as_text=True)  # the signed-in session's token
-        client.post("/language", data={"lang": lang, "next": "/", "csrf_token": csrf(page)})
-    return client
-
-
 def price_form(page: str, cid: str) -> dict[str, str]:
     """The fields of the entry's form as the page fills them."""
     row = page[page.index(f'id="price-{cid}"'):]
@@ -184,7 +168,7 @@ def test_prices_typed_with_dots_or_spaces_are_whole_dong():
 
 @pytest.mark.parametrize("user", ["clinic", "doctor", "cashier", "health-dept", "admin"])
 def test_every_role_reads_the_price_list_with_names_levels_and_dong(app, billing, user):
-    page = signed_in(app, user).get("/prices").get_data(as_text=True)
+    page = portal_signed_in(app, user).get("/prices").get_data(as_text=True)
     assert "Bảng giá" in page and 'href="/prices"' in page  # the nav link
     row = page[page.index('id="price-consult-394579002-district"'):]
     row = row[:row.index("</tr>")]
@@ -198,7 +182,7 @@ def test_every_role_reads_the_price_list_with_names_levels_and_dong(app, billing
 
 
 def test_the_list_in_english_and_filtered_without_accents(app, billing):
-    client = signed_in(app, "cashier", "en")
+    client = portal_signed_in(app, "cashier", "en")
     page = client.get("/prices").get_data(as_text=True)
     assert '<html lang="en">' in page and "Price list" in page and "Facility level" in page
     assert ">District<" in page and ">Cardiology<" in page
@@ -213,7 +197,7 @@ def test_the_list_in_english_and_filtered_without_accents(app, billing):
 
 
 def test_billing_down_is_a_sentence_not_an_error_page(app):
-    r = signed_in(app, "clinic").get("/prices")
+    r = portal_signed_in(app, "clinic").get("/prices")
     assert r.status_code == 503
     assert "Hiện không kết nối được Dịch vụ thanh toán" in r.get_data(as_text=True)
 
@@ -221,7 +205,7 @@ def test_billing_down_is_a_sentence_not_an_error_page(app):
 # ------------------------------------------------------------------------------ changing
 
 def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing):
-    client = signed_in(app, "admin")
+    client = portal_signed_in(app, "admin")
     r = post_price(client, "dien-tim", "50.000")
     assert r.status_code == 302 and r.headers["Location"].endswith("/prices#price-dien-tim")
     put = [c for c in billing.calls if c[0] == "PUT"]
@@ -241,7 +225,7 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     ("", "Hãy nhập giá mới."), ("0", "Giá phải lớn hơn 0 đồng."), ("12,5", "số đồng chẵn"),
     ("mười nghìn", "số đồng chẵn"), ("2.000.000.000", "Tối đa 1.000.000.000\u00a0₫")])
 def test_a_bad_price_is_explained_on_its_form_which_keeps_it(app, billing, typed, message):
-    client = signed_in(app, "admin")
+    client = portal_signed_in(app, "admin")
     r = post_price(client, "dien-tim", typed)
     page = r.get_data(as_text=True)
     assert r.status_code == 422 and message in page
@@ -250,7 +234,7 @@ def test_a_bad_price_is_explained_on_its_form_which_keeps_it(app, billing, typed
 
 
 def test_a_stale_edit_is_refused_and_shows_the_price_in_force(app, billing):
-    client = signed_in(app, "admin")
+    client = portal_signed_in(app, "admin")
     page = client.get("/prices").get_data(as_text=True)
     fields = price_form(page, "dien-tim")  # the admin opened the page at version 1
     billing.change("dien-tim", 60000)  # another admin saves version 2 meanwhile
@@ -270,16 +254,16 @@ def test_a_stale_edit_is_refused_and_shows_the_price_in_force(app, billing):
 
 @pytest.mark.parametrize("user", ["cashier", "doctor", "health-dept"])
 def test_only_the_admin_may_post_a_price(app, billing, user):
-    client = signed_in(app, user)
+    client = portal_signed_in(app, user)
     page = client.get("/prices").get_data(as_text=True)
-    r = client.post("/prices/dien-tim", data={"csrf_token": csrf(page), "p-dien-tim-price": "1",
+    r = client.post("/prices/dien-tim", data={"csrf_token": csrf_token(page), "p-dien-tim-price": "1",
                                               "p-dien-tim-version": "1"})
     assert r.status_code == 403 and "Chỉ quản trị viên được sửa bảng giá." in r.get_data(as_text=True)
     assert not [c for c in billing.calls if c[0] == "PUT"]
 
 
 def test_billing_refusing_or_down_keeps_the_typed_price(app, billing, monkeypatch):
-    client = signed_in(app, "admin")
+    client = portal_signed_in(app, "admin")
     page = client.get("/prices").get_data(as_text=True)
     fields = {**price_form(page, "dien-tim"), "p-dien-tim-price": "70.000"}
 
@@ -309,7 +293,7 @@ CSV = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,re
 
 def test_the_shift_page_offers_todays_report_and_shows_a_days_totals(app, billing):
     billing.csv = CSV
-    client = signed_in(app, "cashier")
+    client = portal_signed_in(app, "cashier")
     page = client.get("/shift").get_data(as_text=True)
     today = daily_report.today().strftime("%d/%m/%Y")
     assert "Báo cáo ngày" in page and f'value="{today}"' in page and "Tải tệp CSV" in page
@@ -323,7 +307,7 @@ def test_the_shift_page_offers_todays_report_and_shows_a_days_totals(app, billin
 
 def test_the_csv_is_billings_for_the_day_with_its_file_name(app, billing):
     billing.csv = CSV
-    r = signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
+    r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
     assert r.status_code == 200 and r.data == CSV
     assert r.headers["Content-Disposition"] == 'attachment; filename="doi-soat-2026-12-05.csv"'
     assert r.mimetype == "text/csv"
@@ -334,7 +318,7 @@ def test_the_csv_is_billings_for_the_day_with_its_file_name(app, billing):
     ("32/12/2026", "Hãy ghi ngày theo dạng ngày/tháng/năm"), ("hôm qua", "Hãy ghi ngày theo dạng ngày/tháng/năm"),
     ("", "Hãy nhập ngày."), ("01/01/2999", "Ngày này chưa đến")])
 def test_a_bad_day_is_explained_on_the_form_and_keeps_what_was_typed(app, billing, typed, message):
-    client = signed_in(app, "cashier")
+    client = portal_signed_in(app, "cashier")
     r = client.get("/shift/daily-report.csv", query_string={"day": typed})
     assert r.status_code == 302 and "#daily-report" in r.headers["Location"]
     page = client.get(r.headers["Location"]).get_data(as_text=True)
@@ -345,7 +329,7 @@ def test_a_bad_day_is_explained_on_the_form_and_keeps_what_was_typed(app, billin
 
 
 def test_billing_down_the_report_says_so_on_the_shift_page(app):
-    client = signed_in(app, "cashier")
+    client = portal_signed_in(app, "cashier")
     r = client.get("/shift/daily-report.csv?day=04/12/2026")
     assert r.status_code == 302
     page = client.get(r.headers["Location"]).get_data(as_text=True)
@@ -354,14 +338,14 @@ def test_billing_down_the_report_says_so_on_the_shift_page(app):
 
 
 def test_the_health_department_is_not_offered_the_report_billing_refuses_it(app, billing):
-    r = signed_in(app, "health-dept").get("/shift/daily-report.csv?day=05/12/2026")
+    r = portal_signed_in(app, "health-dept").get("/shift/daily-report.csv?day=05/12/2026")
     assert r.status_code == 403 and not billing.calls
 
 
 def test_each_version_names_who_billing_recorded_and_the_files_none(app, billing):
     """Billing names the author of every version its API is sent (from the token); a change made at
     billing's API by someone else shows them, a version from the price list file names nobody."""
-    client = signed_in(app, "admin")
+    client = portal_signed_in(app, "admin")
     assert post_price(client, "dien-tim", "50.000").status_code == 302
     billing.change("dien-tim", 52000)  # version 3, by another admin at billing's API
     billing.reload("dien-tim", 53000)  # version 4, the price list file changed
@@ -376,7 +360,7 @@ def test_each_version_names_who_billing_recorded_and_the_files_none(app, billing
 
 
 def test_the_filter_typed_gets_the_rows_alone_even_when_billing_is_down(app):
-    client = signed_in(app, "clinic")
+    client = portal_signed_in(app, "clinic")
     r = client.get("/prices?q=tim", headers={"HX-Request": "true"})
     page = r.get_data(as_text=True)
     assert r.status_code == 200 and page.lstrip().startswith('<section id="price-results"')

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sen_shared import http
 
+from tests.support import csrf_token, portal_signed_in
+
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 TID, SR, PATIENT = "t-1", "sr-1", "Patient/p-1"
 
@@ -162,25 +164,6 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeTeleconsult):
     return flask_app
 
 
-def _csrf(page: str) -> str:
-    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    assert m, "no CSRF token on the page"
-    return m.group(1)
-
-
-def _signed_in(app: Any, user: str, lang: str = "vi") -> Any:
-    c = app.test_client()
-    page = c.get("/login").get_data(as_text=True)
-    r = c.post("/login", data={"username": user, "password": f"sen-{user}", "csrf_token": _csrf(page)})
-    assert r.status_code == 302
-    if lang != "vi":
-        page = c.get("/login").get_data(as_text=True)
-        r = c.post("/language", data={"lang": lang, "next": "/", "csrf_token": _csrf(page)})
-        assert r.status_code == 302
-    return c
-
-
 def _text(page: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
@@ -197,14 +180,15 @@ def _move_buttons(page: str) -> list[dict[str, str]]:
 
 
 def _find(c: Any, page: str) -> str:
-    r = c.post(f"/tasks/{TID}/slots", data={"csrf_token": _csrf(page), "start": datetime.now(TZ).strftime("%d/%m/%Y"),
+    r = c.post(f"/tasks/{TID}/slots", data={"csrf_token": csrf_token(page),
+                                            "start": datetime.now(TZ).strftime("%d/%m/%Y"),
                                             "days": "7"})
     assert r.status_code == 200, r.get_data(as_text=True)[:800]
     return r.get_data(as_text=True)
 
 
 def test_the_booked_visit_card_offers_move_cancel_and_no_no_show_before_its_time(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     page = _page(c)
     text = _text(page)
     assert "Đổi lịch" in text and "Hủy lịch" in text
@@ -213,7 +197,7 @@ def test_the_booked_visit_card_offers_move_cancel_and_no_no_show_before_its_time
 
 
 def test_the_doctor_moves_the_visit_and_the_page_shows_the_new_time(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     found = _find(c, _page(c))
     assert 'data-testid="visit-move" open' in found  # the times are shown inside the opened "move" box
     buttons = _move_buttons(found)
@@ -233,14 +217,14 @@ def test_the_doctor_moves_the_visit_and_the_page_shows_the_new_time(app, fake):
     assert f"{new_start:%d/%m/%Y %H:%M}" in _text(page.split('data-testid="visit-time"')[1])
     assert "Đã dời buổi khám video sang" in _text(page)
     # the clinic's consult page shows the new time, not the old one it was moved from
-    clinic = _signed_in(app, "clinic")
+    clinic = portal_signed_in(app, "clinic")
     cpage = clinic.get(f"/consults/{TID}").get_data(as_text=True)
     assert f"{new_start:%d/%m/%Y %H:%M}" in _text(cpage.split('data-testid="visit-time"')[1])
     assert 'data-testid="visit-ended"' not in cpage
 
 
 def test_a_time_taken_just_before_the_click_says_so_and_keeps_the_visit(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     chosen = _move_buttons(_find(c, _page(c)))[0]
     fake.taken.add(chosen["slot"])  # someone else books it meanwhile
     r = c.post(f"/tasks/{TID}/visit/move", data=chosen)
@@ -253,7 +237,7 @@ def test_a_time_taken_just_before_the_click_says_so_and_keeps_the_visit(app, fak
 
 
 def test_a_visit_moved_by_someone_else_meanwhile_is_not_moved_again(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     chosen = _move_buttons(_find(c, _page(c)))[0]
     other = fake.book(datetime.now(TZ) + timedelta(days=5))  # another tab moved it
     fake.change("a-1", "cancelled", "rescheduled")
@@ -267,15 +251,15 @@ def test_a_visit_moved_by_someone_else_meanwhile_is_not_moved_again(app, fake):
 
 
 def test_the_doctor_cancels_with_a_reason_and_can_book_again(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     page = _page(c)
-    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
                                                    "visit-reason": ""})
     assert r.status_code == 422  # a reason is required
     assert "Nêu lý do." in _text(r.get_data(as_text=True))
     assert 'data-testid="visit-cancel" open' in r.get_data(as_text=True)
     assert fake.appts["a-1"]["status"] == "booked"
-    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
                                                    "visit-reason": "Bệnh nhân chuyển viện"})
     assert r.status_code == 302 and r.headers["Location"].endswith("?visit=cancelled")
     assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bệnh nhân chuyển viện"}
@@ -286,16 +270,16 @@ def test_the_doctor_cancels_with_a_reason_and_can_book_again(app, fake):
     found = _find(c, page)  # free times again, each to book
     assert len(re.findall(r'action="/tasks/t-1/book"', found)) == 3
     # the clinic sees it cancelled, with the reason, and what to do
-    cpage = _text(_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
+    cpage = _text(portal_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
     assert "đã bị hủy" in cpage and "Bệnh nhân chuyển viện" in cpage and "Vào phòng" not in cpage
     assert "hẹn giờ mới" in cpage
 
 
 def test_cancelling_a_visit_someone_else_cancelled_meanwhile_says_so(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     page = _page(c)
     fake.change("a-1", "cancelled", "Phòng khám báo bận")
-    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
                                                    "visit-reason": "Trùng lịch"})
     assert r.status_code == 409
     text = _text(r.get_data(as_text=True))
@@ -306,21 +290,21 @@ def test_cancelling_a_visit_someone_else_cancelled_meanwhile_says_so(app, fake):
 def test_no_show_is_offered_once_the_visit_began_and_the_clinic_sees_it(app, fake):
     fake.appts.clear()
     fake.book(datetime.now(TZ) - timedelta(minutes=20))
-    c = _signed_in(app, "doctor", "en")
+    c = portal_signed_in(app, "doctor", "en")
     page = _page(c)
     assert 'data-testid="visit-noshow"' in page and "Patient did not attend" in page
-    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": "a-2"})
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": csrf_token(page), "appointment": "a-2"})
     assert r.status_code == 302 and r.headers["Location"].endswith("?visit=noshow")
     text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
     assert "the patient did not attend" in text and "Book another time below." in text
-    cpage = _text(_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
+    cpage = _text(portal_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True))
     assert "Người bệnh không tham gia buổi khám" in cpage and "hẹn giờ mới" in cpage
 
 
 def test_a_no_show_before_the_start_is_refused_in_the_pages_language(app, fake):
-    c = _signed_in(app, "doctor", "en")
+    c = portal_signed_in(app, "doctor", "en")
     page = _page(c)  # tomorrow's visit: the button is not offered; a crafted or stale post is refused
-    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": _csrf(page), "appointment": "a-1"})
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": csrf_token(page), "appointment": "a-1"})
     assert r.status_code == 409
     text = _text(r.get_data(as_text=True))
     assert "The visit has not begun yet" in text and "has not started yet" not in text
@@ -328,13 +312,13 @@ def test_a_no_show_before_the_start_is_refused_in_the_pages_language(app, fake):
 
 
 def test_a_back_end_that_does_not_answer_is_a_readable_page_never_a_500(app, fake):
-    c = _signed_in(app, "doctor")
+    c = portal_signed_in(app, "doctor")
     page = _page(c)
     fake.down = True
     for path, data in ((f"/tasks/{TID}/visit/cancel", {"visit-reason": "x"}), (f"/tasks/{TID}/visit/noshow", {}),
                        (f"/tasks/{TID}/visit/move", {"slot": "s", "start": "2026-12-08T08:00:00+07:00",
                                                      "end": "2026-12-08T08:30:00+07:00"})):
-        r = c.post(path, data={"csrf_token": _csrf(page), "appointment": "a-1", **data})
+        r = c.post(path, data={"csrf_token": csrf_token(page), "appointment": "a-1", **data})
         assert r.status_code == 503, path
         assert "không kết nối được" in _text(r.get_data(as_text=True)) and "Chưa có gì thay đổi" in _text(
             r.get_data(as_text=True))
@@ -342,7 +326,7 @@ def test_a_back_end_that_does_not_answer_is_a_readable_page_never_a_500(app, fak
 
 
 def test_the_back_end_failing_during_the_change_shows_the_page_as_it_is(app, fake, monkeypatch):
-    c = _signed_in(app, "doctor", "en")
+    c = portal_signed_in(app, "doctor", "en")
     page = _page(c)
     real = fake._operation
 
@@ -350,7 +334,7 @@ def test_the_back_end_failing_during_the_change_shows_the_page_as_it_is(app, fak
         raise http.TimedOut("no answer within 1 s")
 
     monkeypatch.setattr(fake, "_operation", slow)
-    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": _csrf(page), "appointment": "a-1",
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
                                                    "visit-reason": "Trùng lịch"})
     assert r.status_code == 503
     text = _text(r.get_data(as_text=True))
@@ -360,9 +344,9 @@ def test_the_back_end_failing_during_the_change_shows_the_page_as_it_is(app, fak
 
 
 def test_the_visit_pages_need_the_doctor_role(app, fake):
-    c = _signed_in(app, "clinic")
+    c = portal_signed_in(app, "clinic")
     page = c.get(f"/consults/{TID}").get_data(as_text=True)
     for op in ("move", "cancel", "noshow"):
-        r = c.post(f"/tasks/{TID}/visit/{op}", data={"csrf_token": _csrf(page), "appointment": "a-1"})
+        r = c.post(f"/tasks/{TID}/visit/{op}", data={"csrf_token": csrf_token(page), "appointment": "a-1"})
         assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
     assert not [p for m, p, b in fake.calls if "$" in p and m == "POST"]
