@@ -207,6 +207,19 @@ class BillingFhirServer(FhirServer):
     def everything(self, req: FhirRequest) -> FhirResponse:
         raise FhirError("Patient/$everything is served by the EHR", status=404, code="not-supported")
 
+    def capabilities(self, req: FhirRequest) -> FhirResponse:
+        """The engine's statement, saying what billing does differently: its own ChargeItem
+        parameter ``invoiced``, and no batch or transaction Bundles (see :meth:`bundle`)."""
+        answer = super().capabilities(req)
+        rest = answer.body["rest"][0]
+        rest["interaction"] = [i for i in rest["interaction"] if i["code"] not in ("batch", "transaction")]
+        for entry in rest["resource"]:
+            if entry["type"] == "ChargeItem":
+                entry["searchParam"].append({"name": INVOICED, "type": "token", "documentation": (
+                    "true or false: the charge is on an invoice (a cancelled one included), or not yet; "
+                    "with subject or patient")})
+        return answer
+
     def bundle(self, req: FhirRequest) -> FhirResponse:
         raise _not_allowed("billing takes no batch or transaction Bundles; write each resource on its own")
 
