@@ -35,6 +35,7 @@ SEPAY_KEY = "sepay-test-key-" + uuid.uuid4().hex[:8]
 STD_SECRET = "whsec_" + base64.b64encode(b"sen-test-standard-webhooks-secret").decode()
 ACCOUNT_A, ACCOUNT_B, ACCOUNT_NOBODY = "0011000000001", "0011000000002", "0099000000009"  # receiving accounts
 ACCOUNTS = {ACCOUNT_A: "org-a", ACCOUNT_B: "org-b"}  # SEN_BANK_ACCOUNT_FACILITIES: whose queue a transfer joins
+NAMES = {"org-a": "Trạm Y tế xã Mỹ Hiệp"}  # SEN_FACILITY_NAMES: the name a receipt prints (org-b: none)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def billing(base_env: dict[str, str], mongo_client, tmp_path_factory: pytest.Tem
     db_name = f"sen_billing_t{uuid.uuid4().hex[:6]}"
     env = {**base_env, "SEN_DB": db_name, "SEN_PAYOS_CHECKSUM_KEY": PAYOS_KEY, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY,
            "SEN_SEPAY_API_KEY": SEPAY_KEY, "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_WEBHOOK_MAX_BYTES": "20000",
-           "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS)}
+           "SEN_BANK_ACCOUNT_FACILITIES": json.dumps(ACCOUNTS), "SEN_FACILITY_NAMES": json.dumps(NAMES)}
     from sen_billing.indexes import INDEXES
     from sen_shared import mongo
 
@@ -247,6 +248,7 @@ def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, 
     h = cashier(dev_key)
     page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
     assert page.status_code == 200 and "150.000 ₫" in page.text and receipt["number"] in page.text
+    assert "Cơ sở: Trạm Y tế xã Mỹ Hiệp" in page.text and "Cơ sở: org-a" not in page.text  # its name, not id
     pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     # another facility's cashier sees nothing of it
@@ -262,6 +264,15 @@ def test_receipt_numbers_follow_each_other_per_facility(billing) -> None:
         list(pool.map(lambda ic: send_standard(url, f"n-{ic[0]}", 10000, ic[1]), invoices))
     numbers = sorted(db["receipts"].find_one({"_id": iid})["number"] for iid, _ in invoices)
     assert [int(n.rsplit("-", 1)[1]) for n in numbers] == [1, 2, 3, 4, 5]
+
+
+def test_a_receipt_of_a_facility_without_a_configured_name_prints_its_id(billing, dev_key: Path) -> None:
+    url, db = billing
+    iid, code = make_invoice(db, 20000, facility="org-b")
+    assert send_standard(url, f"nm-{iid}", 20000, code, account=ACCOUNT_B).status_code == 200
+    assert db["receipts"].find_one({"_id": iid}) is not None
+    page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=cashier(dev_key, "org-b"), timeout=30)
+    assert page.status_code == 200 and "Cơ sở: org-b" in page.text and "Mỹ Hiệp" not in page.text
 
 
 # ------------------------------------------------------------------------------- partial, over, late, unmatched

@@ -43,3 +43,12 @@ def test_daily_totals_count_an_assigned_transfer_once() -> None:
     text = reconciliation.to_csv(date(2025, 3, 14), rows)
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert [r["id"] for r in parsed if r["kind"] == "total"] == list(totals)
+
+
+def test_receipt_html_prints_the_facility_name_else_its_id() -> None:
+    receipt = {"number": "TYT-2025-000001", "invoice": "inv-1", "facility": "tyt-my-hiep", "owed": 1000,
+               "paid": 1000, "credit": 0, "settled_at": datetime(2025, 3, 14, 3, 2, tzinfo=UTC), "lines": [],
+               "payments": []}
+    assert "Cơ sở: Trạm Y tế xã Mỹ Hiệp" in receipts.receipt_html(receipt, "Trạm Y tế xã Mỹ Hiệp")
+    assert "Cơ sở: tyt-my-hiep" in receipts.receipt_html(receipt)
+    assert "Cơ sở: &lt;x&gt;" in receipts.receipt_html(receipt, "<x>")  # escaped like the rest

@@ -40,8 +40,14 @@ class BillingSettings(Settings):
     default_facility_level: str = Field("district", validation_alias="SEN_DEFAULT_FACILITY_LEVEL",
                                         pattern="^(central|province|district|commune)$",
                                         description="the level of a facility not in SEN_FACILITY_LEVELS")
+    facility_names: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_FACILITY_NAMES",
+        description='JSON {"<Organization id>": "<its name>"}: the name a receipt prints (not listed: the id)')
     price_list_file: str = Field("", validation_alias="SEN_PRICE_LIST_FILE",
                                  description="the price list loaded at start (default: the one shipped)")
+
+    def name_of(self, facility: str | None) -> str:
+        return self.facility_names.get(facility or "") or (facility or "")
 
     def level_of(self, facility: str | None) -> str:
         return self.facility_levels.get(facility or "", self.default_facility_level)

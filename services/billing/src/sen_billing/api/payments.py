@@ -125,13 +125,16 @@ def receipt(invoice_id: str) -> Any:
 
 @require_roles("cashier")
 def receipt_html(invoice_id: str) -> Any:
-    return Response(receipts.receipt_html(_receipt(invoice_id)), 200, mimetype="text/html")
+    r = _receipt(invoice_id)
+    name = current().settings.name_of(r.get("facility"))
+    return Response(receipts.receipt_html(r, name), 200, mimetype="text/html")
 
 
 @require_roles("cashier")
 def receipt_pdf(invoice_id: str) -> Any:
     r = _receipt(invoice_id)
-    return Response(receipts.receipt_pdf(r), 200, mimetype="application/pdf",
+    pdf = receipts.receipt_pdf(r, current().settings.name_of(r.get("facility")))
+    return Response(pdf, 200, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})
 
 

@@ -31,6 +31,10 @@ Storage (every invariant a claim by insert, ``sen_shared.claims``; ARCHITECTURE 
 
 The Invoice (FHIR mapping of the BHYT split; amounts are integer đồng, currency VND):
 
+- ``lineItem[i].chargeItemReference``: the ChargeItem (``display``: its Vietnamese title);
+  extension ``invoice-line-service`` (valueCodeableConcept): the price list's service code
+  (system ``urn:sen:billing:service``, as the ChargeItemDefinition's ``code``) with the
+  Vietnamese title as ``text``, so a reader can name the service in its own language.
 - ``lineItem[i].priceComponent``: ``base`` = the line's gross amount; ``deduction`` coded
   ``insurer-share`` = what BHYT pays; ``informational`` coded ``patient-share`` = what the
   patient pays (base − deduction).
@@ -83,6 +87,9 @@ BALANCED = "invoice_balanced"  # payments' settlement claim (receipts.py)
 PAYMENTS = invoice_port.PAYMENTS
 SD = "https://sen.vn/fhir/StructureDefinition/"
 PRICE_COMPONENT_SYSTEM = "urn:sen:billing:price-component"
+# a line's service (extension of lineItem): FHIR R4's chargeItem[x] holds the ChargeItem reference
+# OR a code, never both, and the reference stays (charges are found by it)
+SERVICE_EXT = SD + "invoice-line-service"
 INVOICE_TYPE = {"coding": [{"system": "urn:sen:billing:invoice-type", "code": "visit"}], "text": "Hóa đơn viện phí"}
 CONSULT_EVENT = "teleconsult.consult.completed"
 REQUESTED_EVENT = "teleconsult.consult.requested"
@@ -229,6 +236,15 @@ def charge_covered(item: dict[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- invoices
 
+def service_of(item: dict[str, Any]) -> str | None:
+    """The price list's service code (``urn:sen:billing:service``) the ChargeItem copied from its
+    definition's ``code``; None for a charge without one."""
+    for coding in (item.get("code") or {}).get("coding") or []:
+        if coding.get("system") == pricing.SERVICE_SYSTEM and coding.get("code"):
+            return str(coding["code"])
+    return None
+
+
 def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequence[dict[str, Any]],
                   level: int | None, base_salary: int, district: str | None = None, account: str | None = None,
                   consult: str | None = None, when: datetime | None = None) -> dict[str, Any]:
@@ -238,7 +254,12 @@ def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequen
     lines = []
     for seq, (item, share) in enumerate(zip(items, split.lines, strict=True), start=1):
         text = (item.get("code") or {}).get("text") or "Dịch vụ"
-        lines.append({"sequence": seq,
+        line: dict[str, Any] = {"sequence": seq}
+        service = service_of(item)
+        if service is not None:
+            line["extension"] = [{"url": SERVICE_EXT, "valueCodeableConcept": {
+                "coding": [{"system": pricing.SERVICE_SYSTEM, "code": service}], "text": text}}]
+        lines.append({**line,
                       "chargeItemReference": {"reference": f"ChargeItem/{item['id']}", "display": text},
                       "priceComponent": [
                           {"type": "base", "amount": money(share.amount)},

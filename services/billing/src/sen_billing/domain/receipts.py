@@ -346,7 +346,8 @@ def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1
 
 # ------------------------------------------------------------------------------- rendering
 
-def receipt_html(receipt: dict[str, Any]) -> str:
+def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> str:
+    """The receipt as a page; ``facility_name``: the facility's name to print (else its id)."""
     esc = html.escape
     settled = receipt["settled_at"]
     settled = settled if settled.tzinfo else settled.replace(tzinfo=UTC)
@@ -368,7 +369,7 @@ def receipt_html(receipt: dict[str, Any]) -> str:
 </style></head>
 <body>
 <h1>BIÊN LAI THU TIỀN</h1>
-<p>Số: <b>{esc(receipt['number'])}</b> · Cơ sở: {esc(str(receipt.get('facility') or ''))}</p>
+<p>Số: <b>{esc(receipt['number'])}</b> · Cơ sở: {esc(facility_name or str(receipt.get('facility') or ''))}</p>
 <p>Ngày: {settled.astimezone(VN).strftime('%d/%m/%Y %H:%M')} (giờ Việt Nam)</p>
 <p>Hóa đơn: {esc(receipt['invoice'])}{(' · ' + esc(receipt['patient'])) if receipt.get('patient') else ''}</p>
 <table><tr><th>Dịch vụ</th><th class=n>Người bệnh trả</th></tr>{lines}</table>
@@ -379,7 +380,7 @@ def receipt_html(receipt: dict[str, Any]) -> str:
 """
 
 
-def receipt_pdf(receipt: dict[str, Any]) -> bytes:
+def receipt_pdf(receipt: dict[str, Any], facility_name: str | None = None) -> bytes:
     from weasyprint import HTML  # imported on use: it loads pango, which only receipts need
 
-    return HTML(string=receipt_html(receipt)).write_pdf()
+    return HTML(string=receipt_html(receipt, facility_name)).write_pdf()

@@ -1,0 +1,91 @@
+"""Billing's Invoice lines name their service by the price list's code, so a reader can name it in
+its own language: a consult's invoice (``teleconsult.consult.completed``) and an invoice of charges
+made by hand carry ``urn:sen:billing:service`` codes in each line's ``invoice-line-service``
+extension (FHIR R4's ``chargeItem[x]`` holds the ChargeItem reference, which stays), the
+Vietnamese title as its ``text``, and the same amounts as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+
+import pytest
+from sen_billing import worker
+from sen_billing.domain import invoices, pricing
+from sen_shared.auth import issue_dev_token
+from sen_shared.fhir.store import Store
+from sen_shared.fhir.validate import validate_resource
+
+from tests.support import ROOT, app_client
+
+pytestmark = pytest.mark.integration
+
+FHIR = "application/fhir+json"
+EXAMPLE = json.loads((ROOT / "specs/events/examples/teleconsult.consult.completed.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture()
+def billing(base_env: dict[str, str], mongo_client, monkeypatch: pytest.MonkeyPatch):
+    db_name = f"sen_billing_l{uuid.uuid4().hex[:8]}"
+    for key, value in {**base_env, "SEN_DB": db_name}.items():
+        monkeypatch.setenv(key, value)
+    worker._settings.cache_clear()
+    with app_client("billing", dict(base_env), db_name, mongo_client) as (client, _app):
+        db = mongo_client[db_name]
+        pricing.load(db)
+        yield client, db
+    mongo_client.drop_database(db_name)
+
+
+def services(invoice: dict) -> list[tuple[str | None, str | None]]:
+    """(code, text) of each line's service extension."""
+    out = []
+    for line in invoice["lineItem"]:
+        [ext] = [e for e in line.get("extension") or [] if e["url"] == invoices.SERVICE_EXT] or [{}]
+        concept = ext.get("valueCodeableConcept") or {}
+        codes = [c["code"] for c in concept.get("coding") or [] if c.get("system") == "urn:sen:billing:service"]
+        out.append((codes[0] if codes else None, concept.get("text")))
+    return out
+
+
+def test_a_consult_invoice_line_carries_the_teleconsult_code(billing) -> None:
+    _client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    event = copy.deepcopy(EXAMPLE)
+    event["data"].update(serviceRequest=f"ServiceRequest/{sr}", patient=f"Patient/p-{uuid.uuid4().hex[:6]}",
+                         requester="Organization/org-a")
+    inv_id = invoices.charge_consult(db, event, level_of=lambda _f: "district", base_salary=2_340_000)
+    invoice = Store(db, service="billing").read_doc("Invoice", inv_id)["res"]
+    validate_resource(invoice)  # still a valid R4 Invoice
+    assert services(invoice) == [("teleconsult", "Hội chẩn từ xa")]
+    line = invoice["lineItem"][0]
+    assert line["chargeItemReference"]["reference"].startswith("ChargeItem/")  # the charge is still named
+    assert line["chargeItemReference"]["display"] == "Hội chẩn từ xa"
+    price = pricing.price(pricing.definition(db, "consult-any-district"))  # no specialty: the general price
+    assert line["priceComponent"][0]["amount"] == {"value": price, "currency": "VND"}
+
+
+def test_a_hand_invoice_carries_each_lines_service_code(billing, dev_key) -> None:
+    client, _db = billing
+    tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a")
+    headers = {"Authorization": f"Bearer {tok}", "Content-Type": FHIR, "Accept": FHIR}
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    items = []
+    for code in ("kham-benh", "xn-cong-thuc-mau"):
+        r = client.post("/fhir/ChargeItem", headers=headers, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
+            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
+        assert r.status_code == 201, r.text
+        items.append(r.json()["id"])
+    r = client.post("/fhir/Invoice", headers=headers, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items]})
+    assert r.status_code == 201, r.text
+    invoice = client.get(f"/fhir/Invoice/{r.json()['id']}", headers=headers).json()
+    got = services(invoice)
+    assert [code for code, _ in got] == ["kham-benh", "xn-cong-thuc-mau"]
+    assert all(text and text == line["chargeItemReference"]["display"]
+               for (_, text), line in zip(got, invoice["lineItem"], strict=True))
+    assert invoice["totalGross"]["value"] == 39_000 + 46_000  # the amounts as before
