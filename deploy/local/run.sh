@@ -31,6 +31,10 @@ export SEN_BANK_ACCOUNT_NAME=${SEN_BANK_ACCOUNT_NAME:-"SO Y TE DONG THAP DEMO"}
 # whose unmatched-transfers queue a transfer to the demo account joins: the demo cashier's facility
 export SEN_BANK_ACCOUNT_FACILITIES=${SEN_BANK_ACCOUNT_FACILITIES:-'{"0011001234567": "tyt-my-hiep"}'}
 export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-'{"bvdk-dong-thap": "province", "ttyt-huyen-cao-lanh": "district", "tyt-my-hiep": "commune"}'}
+# the demo facilities' names, printed on billing's receipts: derived from the demo province's organizations
+export SEN_FACILITY_NAMES=${SEN_FACILITY_NAMES:-$("$py" -c 'import json, sys
+print(json.dumps({o["id"]: o["name"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]}))' \
+  deploy/local/demo-province.json)}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()

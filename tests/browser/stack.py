@@ -6,6 +6,7 @@ worker process), on free loopback ports, seeded with the demo province; for the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,12 @@ sys.path.insert(0, str(ROOT))
 from tests.support import free_port, stop_processes, wait_ready  # noqa: E402
 
 
+def facility_names() -> str:
+    """SEN_FACILITY_NAMES of the demo province (JSON id -> name), as ``make run`` derives it."""
+    demo = json.loads((ROOT / "deploy" / "local" / "demo-province.json").read_text(encoding="utf-8"))
+    return json.dumps({o["id"]: o["name"] for o in demo["organizations"]})
+
+
 @contextmanager
 def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[dict[str, str]]:
     """Start the four services (web + worker each); yield their base URLs; stop them."""
@@ -30,6 +37,7 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
     urls = {svc: f"http://127.0.0.1:{port}" for svc, port in ports.items()}
     common = {**os.environ, **env, "SEN_EHR_URL": urls["ehr"], "SEN_TELECONSULT_URL": urls["teleconsult"],
               "SEN_BILLING_URL": urls["billing"], "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
+    common.setdefault("SEN_FACILITY_NAMES", facility_names())  # as make run: the names billing's receipts print
     bindir = Path(sys.executable).parent
     procs: list[subprocess.Popen] = []
     try:
