@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
-from flask_babel import force_locale, gettext
+from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared.fhir.search.text import normalize
@@ -37,7 +37,7 @@ from wtforms.validators import InputRequired, Regexp
 
 from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries
-from .formatting import TZ, vnd
+from .formatting import TZ, codeable, vnd
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first
@@ -57,6 +57,30 @@ SERVICES = {"teleconsult": _l("Teleconsultation"), "kham-benh": _l("Medical exam
             "xn-cong-thuc-mau": _l("Complete blood count"), "xn-duong-huyet": _l("Blood glucose test"),
             "dien-tim": _l("Electrocardiogram"), "sieu-am-bung": _l("Abdominal ultrasound"),
             "x-quang-nguc": _l("Chest X-ray"), "ban-sao-ho-so": _l("Certified copy of the medical record")}
+
+
+LINE_SERVICE_EXT = "https://sen.vn/fhir/StructureDefinition/invoice-line-service"
+
+
+@bp.app_template_filter("line_title")
+def line_title(line: dict[str, Any]) -> str:
+    """What an Invoice line is for, in the page's language: billing writes the price list's service
+    code in the line's ``invoice-line-service`` extension (``sen_billing.domain.invoices``), with
+    its Vietnamese title as text. An English page names a known code in English
+    (:data:`SERVICES`); otherwise the title as billing wrote it (the ChargeItem reference's
+    display, or an inline code as text), as for an invoice made before billing wrote codes."""
+    concepts = [e.get("valueCodeableConcept") or {} for e in line.get("extension") or []
+                if isinstance(e, dict) and e.get("url") == LINE_SERVICE_EXT]
+    concepts.append(line.get("chargeItemCodeableConcept") or {})
+    locale = get_locale()
+    if locale is not None and locale.language == "en":
+        for concept in concepts:
+            for c in concept.get("coding") or []:
+                if c.get("system") == SERVICE_SYSTEM and c.get("code") in SERVICES:
+                    return str(SERVICES[c["code"]])
+    if line.get("chargeItemCodeableConcept"):
+        return codeable(line["chargeItemCodeableConcept"])
+    return str((line.get("chargeItemReference") or {}).get("display") or gettext("Teleconsultation"))
 
 
 # ------------------------------------------------------------------ reading an entry

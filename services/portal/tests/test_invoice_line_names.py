@@ -1,0 +1,85 @@
+"""The invoice page names each line's service in the page's language: billing writes the price
+list's service code on each line (extension ``invoice-line-service``, Vietnamese title as text);
+an English page shows the English name (``prices.SERVICES``), a Vietnamese one billing's title,
+and a line without a known code (an invoice made before billing wrote codes) its title as it is."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import csrf_token
+
+EXT = "https://sen.vn/fhir/StructureDefinition/invoice-line-service"
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.support import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the backends are stubbed below
+    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
+           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    with flask_app.test_client() as c:
+        yield c
+
+
+def line(title: str, code: str | None, amount: int) -> dict:
+    li = {"chargeItemReference": {"reference": "ChargeItem/c", "display": title},
+          "priceComponent": [{"type": "base", "amount": {"value": amount, "currency": "VND"}}]}
+    if code:
+        li["extension"] = [{"url": EXT, "valueCodeableConcept": {
+            "coding": [{"system": "urn:sen:billing:service", "code": code}], "text": title}}]
+    return li
+
+
+@pytest.fixture()
+def invoice_page(client, monkeypatch):
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
+               "subject": {"reference": "Patient/pa"},
+               "lineItem": [line("Hội chẩn từ xa", "teleconsult", 150000),
+                            line("Khám bệnh", "kham-benh", 39000),
+                            line("Dịch vụ cũ", None, 20000),  # an old invoice's line: no code
+                            line("Dịch vụ lạ", "not-in-the-map", 10000)]}  # a code the portal does not know
+
+    def desk(service, path, params=None, **_kw):
+        return {"status": "issued", "owed": 219000, "paid": 0, "balanceDue": 219000, "reference": "HD7K2M9QX4C",
+                "resource": invoice, "qr": None}
+
+    def fhir_get(service, path, params=None, **_kw):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+            "resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "A"]}]}}]}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": csrf_token(page)})
+
+    def titles(lang: str) -> list[str]:
+        page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+        client.post("/language", data={"lang": lang, "next": "/", "csrf_token": csrf_token(page)})
+        page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+        assert f'<html lang="{lang}">' in page
+        return re.findall(r'<td data-testid="line-title">([^<]*)<', page)
+
+    return titles
+
+
+def test_an_english_invoice_page_names_the_services_in_english(invoice_page) -> None:
+    assert invoice_page("en") == ["Teleconsultation", "Medical examination", "Dịch vụ cũ", "Dịch vụ lạ"]
+
+
+def test_a_vietnamese_invoice_page_names_them_as_billing_wrote(invoice_page) -> None:
+    assert invoice_page("vi") == ["Hội chẩn từ xa", "Khám bệnh", "Dịch vụ cũ", "Dịch vụ lạ"]
