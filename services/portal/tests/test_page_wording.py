@@ -95,6 +95,35 @@ def test_the_receipt_says_what_was_paid_for_and_by_whom(client, monkeypatch):
         ("Hội chẩn từ xa", "150.000\u00a0₫"), ("Khám bệnh", "39.000\u00a0₫")]
 
 
+def test_a_receipt_billing_keeps_no_name_for_names_the_patient_from_the_ehr(client, monkeypatch):
+    """A consult's invoice carries no patient name, so neither does billing's receipt: the page names the
+    patient as the invoice page does (the Invoice's subject, one EHR search with the cashier's token); the
+    EHR not answering leaves the row out, never an error page."""
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    receipt = {"number": "TYT-MY-HIEP-2026-000002", "invoice": "inv-b", "facility": "tyt-my-hiep",
+               "owed": 150000, "paid": 150000, "credit": 0, "settledAt": "2026-12-05T08:28:00+07:00",
+               "lines": [{"text": "Hội chẩn từ xa", "patientShare": 150000}]}
+    monkeypatch.setattr(cashier, "_json", lambda method, path, *a, **kw: receipt)
+    monkeypatch.setattr(cashier, "shared_get", lambda service, path, *a, **kw: {
+        "status": "balanced", "resource": {"resourceType": "Invoice", "id": "inv-b",
+                                           "subject": {"reference": "Patient/p1"}}})
+    monkeypatch.setattr(patient_module, "fhir_get", lambda service, path, params=None, **kw: bundle([
+        {"resourceType": "Patient", "id": "p1", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}]))
+    names(monkeypatch)
+    sign_in(client, "cashier")
+    page = client.get("/invoices/inv-b/receipt").get_data(as_text=True)
+    assert '<dt>Người bệnh</dt><dd data-testid="receipt-patient">Lê Văn Cường</dd>' in page
+
+    def down(*_a, **_kw):
+        raise patient_module.BackendError("unreachable", "ehr", 0, "down")
+
+    monkeypatch.setattr(patient_module, "fhir_get", down)
+    r = client.get("/invoices/inv-b/receipt")
+    assert r.status_code == 200 and 'data-testid="receipt-patient"' not in r.get_data(as_text=True)
+
+
 def _consult(monkeypatch, status: str) -> None:
     from sen_portal.web import clinic, doctor
     from sen_portal.web import patients as patient_module

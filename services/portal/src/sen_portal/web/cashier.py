@@ -247,7 +247,15 @@ def receipt(iid: str) -> Any:
     # billing gives the facility's id (``tyt-my-hiep``): the receipt names it (the EHR's name), the id only
     # when the EHR does not answer
     facility = data.get("facilityName") or (org_names().get(fid) if fid else "") or fid
-    return render_template("receipt.html", r=data, iid=iid, facility=facility, title=gettext("Receipt"))
+    patient = data.get("patient")
+    if not patient:  # billing keeps no name for most invoices (a consult's): the EHR's, as the invoice page reads it
+        try:
+            pid = _patient_id(desk(iid).get("resource") or {})  # the page before it kept this answer
+        except BackendError:
+            pid = None
+        patient = patient_names([pid]).get(pid, "") if pid else ""
+    return render_template("receipt.html", r=data, iid=iid, facility=facility, patient=patient,
+                           title=gettext("Receipt"))
 
 
 @bp.route("/invoices/<iid>/receipt.pdf")
