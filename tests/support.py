@@ -69,6 +69,23 @@ def csrf_token(page: str) -> str:
     return m.group(1)
 
 
+def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **env: str) -> Any:
+    """The portal's Flask app for page tests: no database or broker, every back-end at ``backend``
+    (default: a free loopback port nothing listens on, so a call fails fast; tests stub the calls
+    they answer), plus ``env``."""
+    backend = backend or f"http://127.0.0.1:{free_port()}"
+    settings = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+                "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": backend, "SEN_TELECONSULT_URL": backend,
+                "SEN_BILLING_URL": backend, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", **env}
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    from sen_portal.app import create_app
+
+    flask_app = create_app().app
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
 def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:
     """A Flask test client of the portal ``app`` signed in as the demo ``user`` (password
     ``sen-<user>``), its pages in ``lang``."""

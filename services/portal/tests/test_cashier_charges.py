@@ -12,24 +12,12 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
-from tests.support import csrf_token
+from tests.support import csrf_token, portal_app
 
 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tests.support import free_port
-
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
-           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
-           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", "SEN_PORTAL_CACHE_SECONDS": "0"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    from sen_portal.app import create_app
-
-    app = create_app()
-    app.app.config["TESTING"] = True
-    with app.app.test_client() as c:
+    with portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0").test_client() as c:
         yield c
 
 

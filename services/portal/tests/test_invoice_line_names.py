@@ -10,26 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import csrf_token
+from tests.support import csrf_token, portal_app
 
 EXT = "https://sen.vn/fhir/StructureDefinition/invoice-line-service"
 
 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tests.support import free_port
-
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the backends are stubbed below
-    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
-           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
-           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    from sen_portal.app import create_app
-
-    flask_app = create_app().app
-    flask_app.config["TESTING"] = True
-    with flask_app.test_client() as c:
+    with portal_app(tmp_path, monkeypatch).test_client() as c:
         yield c
 
 

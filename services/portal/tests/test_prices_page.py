@@ -17,7 +17,7 @@ import pytest
 from sen_portal.web import daily_report, prices
 from sen_portal.web.backend import BackendError
 
-from tests.support import csrf_token, portal_signed_in
+from tests.support import csrf_token, portal_app, portal_signed_in
 
 CARDIO = {"resourceType": "ChargeItemDefinition", "id": "consult-394579002-district", "status": "active",
           "title": "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)",
@@ -113,19 +113,7 @@ class FakeBilling:
 
 @pytest.fixture()
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tests.support import free_port
-
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
-           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": dead, "SEN_TELECONSULT_URL": dead,
-           "SEN_BILLING_URL": dead, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    from sen_portal.app import create_app
-
-    flask_app = create_app().app
-    flask_app.config["TESTING"] = True
-    return flask_app
+    return portal_app(tmp_path, monkeypatch)
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sen_shared import http
 
-from tests.support import csrf_token, portal_signed_in
+from tests.support import csrf_token, portal_app, portal_signed_in
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 TID, SR, PATIENT = "t-1", "sr-1", "Patient/p-1"
@@ -150,18 +150,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTeleconsult:
 
 @pytest.fixture()
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeTeleconsult):
-    url = "http://127.0.0.1:9"  # never reached: the fake answers at the transport
-    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
-           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": url, "SEN_TELECONSULT_URL": url,
-           "SEN_BILLING_URL": url, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING",
-           "SEN_PORTAL_CACHE_SECONDS": "0"}  # another user's change shows on the next page at once
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    from sen_portal.app import create_app
-
-    flask_app = create_app().app
-    flask_app.config["TESTING"] = True
-    return flask_app
+    # the fake answers at the transport: the URL is never reached; no kept answers, so another
+    # user's change shows on the next page at once
+    return portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
 
 
 def _text(page: str) -> str:
