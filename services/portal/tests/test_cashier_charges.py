@@ -151,11 +151,12 @@ class Answer:
 
 @pytest.fixture()
 def fake(monkeypatch):
-    from sen_portal.web import charges
+    from sen_portal.web import charges, clinic
     from sen_portal.web import patients as patient_module
 
     f = FakeBilling()
     monkeypatch.setattr(charges, "fhir_get", f.get)
+    monkeypatch.setattr(clinic, "fhir_get", f.get)  # the patient search is the clinic's (find_patients)
     monkeypatch.setattr(patient_module, "fhir_get", f.get)
     monkeypatch.setattr(charges, "call", f.call)
     return f

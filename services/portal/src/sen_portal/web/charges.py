@@ -60,7 +60,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Re
 
 from . import backend_message, bp, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get
-from .clinic import SYS_BHYT, SYS_CCCD, search_params
+from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier
 from .forms import LocalDateField
 from .patients import FHIR_ID
@@ -409,25 +409,34 @@ def _enter(form: ChargeForm, lines: list[Line]) -> Any:
     if not form.patient.data and form.who.data:
         if form.who.validate(form):
             try:
-                bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.who.data), "_count": "20"})
-                ctx["found"] = [p for p in entries(bundle, "Patient") if FHIR_ID.fullmatch(str(p.get("id")))]
+                ctx["found"] = _patients_found(form.who.data)
             except BackendError as err:
                 ctx["who_problem"] = backend_message(err)
-    if form.service_q.data and form.service_q.validate(form):
-        try:
-            ctx["listing"] = price_list()
-            ctx["services"] = find_services(ctx["listing"], form.service_q.data)
-        except BackendError as err:
-            ctx["problem"] = backend_message(err)
-    return _render(form, lines, **ctx)
+    return _render(form, lines, **ctx, **_service_search(form))
+
+
+def _patients_found(q: str) -> list[dict[str, Any]]:
+    """The patients the EHR finds for ``q`` (the clinic's search), those the form can name."""
+    return [p for p in find_patients(q) if FHIR_ID.fullmatch(str(p.get("id")))]
+
+
+def _service_search(form: ChargeForm) -> dict[str, Any]:
+    """The price list's entries for the search typed, if any: ``listing`` and ``services``, or the
+    ``problem`` of a price list that could not be read."""
+    if not (form.service_q.data and form.service_q.validate(form)):
+        return {}
+    try:
+        listing = price_list()
+    except BackendError as err:
+        return {"problem": backend_message(err)}
+    return {"listing": listing, "services": find_services(listing, form.service_q.data)}
 
 
 def _find_patient(form: ChargeForm, lines: list[Line]) -> Any:
     found, problem = None, None
     if form.who.validate(form):
         try:
-            bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.who.data), "_count": "20"})
-            found = [p for p in entries(bundle, "Patient") if FHIR_ID.fullmatch(str(p.get("id")))]
+            found = _patients_found(form.who.data)
         except BackendError as err:
             problem = backend_message(err)
     return _render(form, lines, 200 if found is not None else 422, found=found, who_problem=problem)
@@ -461,14 +470,7 @@ def _add(form: ChargeForm, lines: list[Line], sid: str) -> Any:
         else:
             return _render(form, lines, 422, lines_problem=gettext("An invoice holds at most %(n)d lines.",
                                                                     n=MAX_LINES))
-    ctx: dict[str, Any] = {}
-    if form.service_q.data and form.service_q.validate(form):  # the search stays: the next service is one click
-        try:
-            ctx["listing"] = price_list()
-            ctx["services"] = find_services(ctx["listing"], form.service_q.data)
-        except BackendError as err:
-            ctx["problem"] = backend_message(err)
-    return _render(form, lines, **ctx)
+    return _render(form, lines, **_service_search(form))  # the search stays: the next service is one click
 
 
 def _record_card(form: ChargeForm, lines: list[Line]) -> Any:

@@ -40,6 +40,12 @@ def search_params(q: str) -> dict[str, str]:
     return {"name": q.strip()}
 
 
+def find_patients(q: str) -> list[dict[str, Any]]:
+    """The EHR's first 20 patients for what was typed (:func:`search_params`), with the user's token;
+    a BackendError when the EHR refuses or does not answer."""
+    return entries(fhir_get("ehr", "/fhir/Patient", {**search_params(q), "_count": "20"}), "Patient")
+
+
 @bp.route("/patients", methods=["GET"])
 @login_required("clinic", "doctor")
 def clinic_home() -> Any:
@@ -54,8 +60,7 @@ def patient_search() -> Any:
     results, problem = None, None
     if form.validate_on_submit():
         try:
-            bundle = fhir_get("ehr", "/fhir/Patient", {**search_params(form.q.data), "_count": "20"})
-            results = entries(bundle, "Patient")
+            results = find_patients(form.q.data)
         except BackendError as err:
             problem = backend_message(err)
     template = "_patient_results.html" if _is_htmx() else "patients.html"
