@@ -159,5 +159,9 @@ def test_consult_completed_to_invoice_paid_and_receipt(billing, amqp_url: str, d
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
         receipt = httpx.get(f"{url}/payments/receipts/{iid}", headers=cashier, timeout=30).json()
         assert receipt["paid"] == amount and receipt["reconciliation"] == paid["data"]["reconciliation"]
+        # it names the patient as the consult's event did (the EHR's name at the consult's submission)
+        assert receipt["patient"] == data["patientDisplay"] == "Phạm Thị Hồng"
+        page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=cashier, timeout=30)
+        assert page.status_code == 200 and "Phạm Thị Hồng" in page.text
     finally:
         watch.close()

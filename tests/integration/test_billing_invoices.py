@@ -27,7 +27,7 @@ from sen_billing import worker
 from sen_billing.domain import invoices, pricing, vietqr
 from sen_billing.worker import consult_charge
 from sen_shared.auth import issue_dev_token
-from sen_shared.bus.catalog import event_type
+from sen_shared.bus.catalog import event_type, load_catalog
 from sen_shared.bus.outbox import entry_event
 from sen_shared.fhir.store import Store
 
@@ -547,3 +547,66 @@ def test_a_patients_charges_not_yet_invoiced_are_found_from_the_invoices_claims(
         query = {k: v for k, v in query.items() if v is not None}
         r = client.get("/fhir/ChargeItem", headers=a, params=query)
         assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome", (params, r.text)
+
+
+# ----------------------------------------------------------------------------- the patient's name
+
+def test_a_consult_event_naming_the_patient_gives_a_receipt_that_names_them(billing, dev_key) -> None:
+    """``patientDisplay`` of ``teleconsult.consult.completed`` (the EHR's name at submission) names the
+    patient on the ChargeItem and the Invoice (``subject.display``), so the receipt billing prints, as
+    HTML and as the PDF the portal links to, names them; an older event without it names no one."""
+    client, db = billing
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    event = completed(sr, "Patient/p-named")
+    event["data"]["patientDisplay"] = "Đặng Thị Thu Hà"
+    load_catalog().validate(event)  # the event as teleconsult sends it is valid v1
+    consult_charge(event, db)
+    inv_id = invoices.derived_id("consult", "invoice", f"ServiceRequest/{sr}")
+    invoice = store(db).read_doc("Invoice", inv_id)["res"]
+    assert invoice["subject"] == {"reference": "Patient/p-named", "display": "Đặng Thị Thu Hà"}
+    charge = store(db).read_doc("ChargeItem", invoices.derived_id("consult", "charge", f"ServiceRequest/{sr}"))["res"]
+    assert charge["subject"] == {"reference": "Patient/p-named", "display": "Đặng Thị Thu Hà"}
+    h = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier', facility='org-a', sub='thu-ngan')}"}
+    assert client.post("/payments/shifts", json={"openingCash": 0}, headers=h).status_code == 201
+    r = client.post("/payments/cash", json={"invoice": inv_id, "amount": invoices.balance_due(db, inv_id)}, headers=h)
+    assert r.status_code == 201, r.text
+    assert client.get(f"/payments/receipts/{inv_id}", headers=h).json()["patient"] == "Đặng Thị Thu Hà"
+    page = client.get(f"/payments/receipts/{inv_id}/html", headers=h)
+    assert page.status_code == 200 and "Đặng Thị Thu Hà" in page.text
+    pdf = client.get(f"/payments/receipts/{inv_id}/pdf", headers=h)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    if shutil.which("pdftotext"):  # the PDF's own text, where poppler is installed (the PDF renders the HTML above)
+        text = subprocess.run(["pdftotext", "-", "-"], input=pdf.content, capture_output=True, check=True).stdout
+        assert "Đặng Thị Thu Hà" in " ".join(text.decode().split()), text.decode()
+    # an event from before teleconsult named the patient: an invoice without a name, as before
+    sr2 = f"sr-{uuid.uuid4().hex[:8]}"
+    old = completed(sr2, "Patient/p-named")
+    old["data"].pop("patientDisplay", None)
+    consult_charge(old, db)
+    unnamed = store(db).read_doc("Invoice", invoices.derived_id("consult", "invoice", f"ServiceRequest/{sr2}"))["res"]
+    assert unnamed["subject"] == {"reference": "Patient/p-named"}
+
+
+def test_a_hand_invoice_keeps_the_patients_name_it_was_given_and_nothing_else(billing, dev_key) -> None:
+    """``POST /fhir/Invoice``: ``subject.display`` (the name the cashier's page read from the EHR) is
+    kept, as one line; a name past 200 characters is 422; the body's amounts are still ignored."""
+    client, db = billing
+    a = token(dev_key, "cashier", "org-a")
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    r = client.post("/fhir/ChargeItem", headers=a, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+        "subject": {"reference": patient}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
+    assert r.status_code == 201, r.text
+    line = [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]
+    too_long = client.post("/fhir/Invoice", headers=a, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient, "display": "A" * 201},
+        "lineItem": line})
+    assert too_long.status_code == 422 and too_long.json()["resourceType"] == "OperationOutcome"
+    assert "Invoice.subject.display" in too_long.text
+    r = client.post("/fhir/Invoice", headers=a, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient, "display": " Nguyễn  Thị Mai "},
+        "lineItem": line, "totalNet": {"value": 1, "currency": "VND"}})
+    assert r.status_code == 201, r.text
+    invoice = client.get(f"/fhir/Invoice/{r.json()['id']}", headers=a).json()
+    assert invoice["subject"] == {"reference": patient, "display": "Nguyễn Thị Mai"}
+    assert invoice["totalNet"]["value"] == 39_000

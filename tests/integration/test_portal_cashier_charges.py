@@ -155,6 +155,7 @@ def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_i
     inv = invoices[0]
     assert where.startswith(f"/invoices/{inv['id']}?")
     assert inv["status"] == "issued" and inv["issuer"]["reference"] == f"Organization/{CLINIC}"
+    assert inv["subject"] == {"reference": f"Patient/{MAI}", "display": "Nguyễn Thị Mai"}  # for billing's receipt
     assert inv["totalGross"]["value"] == 384_000 and inv["totalNet"]["value"] == 92_800
     split = sorted(tuple(pc["amount"]["value"] for pc in li["priceComponent"]) for li in inv["lineItem"])
     assert split == [(20_000, 0, 20_000), (39_000, 31_200, 7_800), (325_000, 260_000, 65_000)]

@@ -449,6 +449,8 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     assert seen["status"] == "completed" and seen["output"] == task["output"]
     sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     assert sr["status"] == "completed"
+    # the patient as the EHR named them at submission (family then given, with the diacritics)
+    assert sr["subject"] == seen["for"] == {"reference": "Patient/pa", "display": "Nguyễn Văn An"}
     assert op(tc, task_id, "$cancel", "a", tokens).status_code == 409
     # every version says who made it
     history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
@@ -466,6 +468,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     data = completed["data"]
     assert data["performer"] == "Practitioner/dr-2" and data["minutes"]["conclusion"]["code"] == "I21.1"
     assert data["priority"] == "urgent" and data["district"] == "Huyện Phú Tân"
+    assert data["patient"] == "Patient/pa" and data["patientDisplay"] == "Nguyễn Văn An"  # for billing's receipt
 
 
 def test_the_clinic_cancels_its_own_consult_only(tc, tokens):
@@ -666,6 +669,16 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
         [billing_event] = completed("billing.consult-charge")  # (billing also reads consult.requested)
         assert ehr_event == billing_event and ehr_event["type"] == "vn.sen.teleconsult.consult.completed.v1"
         assert ehr_event["data"]["task"] == f"Task/{task_id}"
+        # billing's consumer names the patient on the consult's invoice from the event (no EHR call)
+        from sen_billing.domain import invoice_port, invoices, pricing
+
+        billing_db = db.client[f"{db.name}_billing"]
+        pricing.load(billing_db)
+        inv_id = invoices.charge_consult(billing_db, billing_event, level_of=lambda _f: "district",
+                                         base_salary=2_340_000)
+        invoice = invoice_port.get(billing_db, inv_id)
+        assert invoice.status == "issued" and invoice.patient_display == "Nguyễn Văn An"
+        assert invoice.resource["subject"] == {"reference": "Patient/pa", "display": "Nguyễn Văn An"}
         grants = mine("ehr.referral-grants")  # the hub at submission (triage), the doctor at acceptance
         assert sorted(g["data"]["grantee"] for g in grants) == [f"Organization/{HUB}", "Practitioner/dr-0"]
         assert {g["data"]["patient"] for g in grants} == {"Patient/pa"}
@@ -683,6 +696,7 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
         assert httpx.get(f"{ehr}/fhir/Encounter/{enc_id}", headers=tokens["admin"]).json()["class"]["code"] == "VR"
     finally:
         next(bus_gen, None)
+        db.client.drop_database(f"{db.name}_billing")
     doc = db.consult_steps.find_one({"_id": f"{task_id}/3"})
     assert doc["outbox"] == [] and doc["outbox_pending"] is False
 

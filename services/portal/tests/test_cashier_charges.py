@@ -258,6 +258,8 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     assert second["definitionCanonical"] == ["ChargeItemDefinition/kham-benh"] and "priceOverride" not in second
     assert [li["chargeItemReference"]["reference"] for li in fake.writes[3][1]["lineItem"]] == \
         ["ChargeItem/ci-1", "ChargeItem/ci-2"]
+    # the patient's name as the EHR gave it to the page: billing keeps it for the receipt it prints
+    assert fake.writes[3][1]["subject"] == {"reference": "Patient/bn-0001", "display": "Nguyễn Thị Mai"}
     assert r.headers["Location"].startswith("/invoices/inv-ci-1-ci-2?") and "p=bn-0001" in r.headers["Location"]
     assert "issued=1" in r.headers["Location"]
 
@@ -292,6 +294,28 @@ def test_a_resubmitted_form_makes_nothing_twice(client, fake):
     fresh = _ready_to_issue(client, fake)
     assert hidden(fresh, "key") != hidden(page, "key")
     assert post(client, fresh, action="issue").status_code == 302 and len(fake.invoices) == 3
+
+
+def test_an_ehr_that_does_not_answer_at_the_submit_leaves_the_name_off_not_the_invoice(client, fake, monkeypatch):
+    """The name comes from the EHR read the submit makes anyway: without an answer the invoice is made
+    unnamed (billing's receipt then names no one; the portal's receipt page asks the EHR again), under
+    another key than the named one, so a retry that lost the name is never billing's 422."""
+    from sen_portal.web import patients as patient_module
+
+    sign_in(client)
+    page = _ready_to_issue(client, fake)
+    assert post(client, page, action="issue").status_code == 302
+    named = fake.writes[-2]
+    assert named[1]["subject"] == {"reference": "Patient/bn-0001", "display": "Nguyễn Thị Mai"}
+
+    def down(*_a: Any, **_k: Any) -> Any:
+        raise BackendError("unavailable", "ehr")
+
+    monkeypatch.setattr(patient_module, "fhir_get", down)
+    assert post(client, page, action="issue").status_code == 302
+    unnamed = fake.writes[-2]
+    assert unnamed[0] == "/fhir/Invoice" and unnamed[1]["subject"] == {"reference": "Patient/bn-0001"}
+    assert unnamed[2] != named[2] and len(fake.invoices) == 1  # another request, the same invoice
 
 
 def test_each_mistake_is_explained_on_the_form_which_keeps_its_lines(client, fake):

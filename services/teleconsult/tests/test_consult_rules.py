@@ -169,3 +169,23 @@ def test_references_are_objects():
     assert rules.ref_of({"reference": "http://elsewhere/Patient/p1"}) is None
     with pytest.raises(ConsultError):
         rules.check_submission(sr(subject="Patient/p1"), clinic=CLINIC, default_hub=None)
+
+
+def test_the_consult_names_its_patient_as_the_ehr_does():
+    """The EHR's name (read at submission) is the display of the ServiceRequest's subject and of the
+    Task's ``for``: the completed consult's event names the patient from the Task, not from the EHR."""
+    from sen_shared.fhir.validate import validate_resource
+
+    sent = sr(subject={"reference": "Patient/p1", "display": "typed by the clinic"})
+    sub = rules.named(rules.check_submission(sent, clinic=CLINIC, default_hub=None), "Nguyễn Văn An")
+    assert sub.service_request["subject"] == {"reference": "Patient/p1", "display": "Nguyễn Văn An"}
+    assert sent["subject"]["display"] == "typed by the clinic"  # the client's body is not changed
+    task = rules.new_task(sub, "ServiceRequest/s1", requested="2026-12-04T09:00:00+07:00",
+                          due="2026-12-04T10:00:00+07:00", district=None)
+    assert task["for"] == {"reference": "Patient/p1", "display": "Nguyễn Văn An"}
+    validate_resource({**task, "id": "t1"}, expected_type="Task")
+    # a Patient the EHR holds no name for: no display, not the client's
+    unnamed = rules.named(rules.check_submission(sent, clinic=CLINIC, default_hub=None), "")
+    assert unnamed.service_request["subject"] == {"reference": "Patient/p1"}
+    assert rules.new_task(unnamed, "ServiceRequest/s1", requested="2026-12-04T09:00:00+07:00",
+                          due="2026-12-04T10:00:00+07:00", district=None)["for"] == {"reference": "Patient/p1"}

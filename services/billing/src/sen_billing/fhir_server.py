@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
 from sen_shared.fhir.http import FhirRequest, FhirResponse
+from sen_shared.fhir.names import DISPLAY_MAX, one_line
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search import parse_search
@@ -316,13 +317,19 @@ class BillingFhirServer(FhirServer):
 
     def _create_invoice(self, req: FhirRequest, p: Any) -> FhirResponse:
         """A draft Invoice of the patient's charges named in ``lineItem[].chargeItemReference``;
-        every amount is computed here (the body's are ignored)."""
+        every amount is computed here (the body's are ignored). Of the rest of the body only
+        ``subject.display`` is kept: the patient's name the receipt prints (one line, at most
+        ``DISPLAY_MAX`` characters: a longer one is 422), as the cashier's page read it from the EHR."""
         body = self.body_resource(req)
         facility = self._facility_for_write(p, body.get("issuer"), "Invoice.issuer")
         patient = (body.get("subject") or {}).get("reference")
         if not isinstance(patient, str) or not patient.startswith("Patient/"):
             raise FhirError("Invoice.subject must be the patient (Patient/<id>)", status=422,
                             expression=["Invoice.subject"])
+        display = body["subject"].get("display")
+        if isinstance(display, str) and len(" ".join(display.split())) > DISPLAY_MAX:
+            raise FhirError(f"Invoice.subject.display is the patient's name: at most {DISPLAY_MAX} characters",
+                            status=422, expression=["Invoice.subject.display"])
         ids = []
         for i, line in enumerate(body.get("lineItem") or []):
             ref = (line.get("chargeItemReference") or {}).get("reference", "")
@@ -350,7 +357,7 @@ class BillingFhirServer(FhirServer):
         rid = inv.derived_id("inv", patient, facility, *sorted(ids))
         existed = self.store().head("Invoice", rid) is not None
         res = inv.create_draft(self.db, rid, patient=patient, facility=facility, items=items,
-                               base_salary=self.settings.base_salary)
+                               base_salary=self.settings.base_salary, patient_display=one_line(display))
         doc = self.store().read_doc("Invoice", rid)
         from sen_shared.fhir.http import version_headers, write_answer
         from sen_shared.fhir.store_time import iso

@@ -45,6 +45,7 @@ from sen_shared.fhir.access import GRANTS, grant_id
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.http import FhirResponse
+from sen_shared.fhir.names import one_line, person_name
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
@@ -286,6 +287,9 @@ class Consults:
             if ref_of(res.get("subject")) not in (None, sub.patient):
                 raise ConsultError(f"{ref} is about another patient", status=422, code="processing",
                                    expression=[f"ServiceRequest.supportingInfo[{i}]"])
+        # the patient's name as the EHR holds it now, kept on the consult (its ServiceRequest's subject,
+        # its Task's ``for``) for the steps that name the patient later without asking the EHR again
+        sub = rules.named(sub, person_name(read[0]))
         district = ehr.district_of(sub.requester)
         return self.create(sub, Actor.of(principal), base, district, retry_key=retry_key, task_reason=task_reason)
 
@@ -796,6 +800,9 @@ class Consults:
                 data["appointment"] = appointment
             if f.get("district"):
                 data["district"] = f["district"]
+            # the name the EHR held at submission (rules.named), for billing's receipt: no EHR call here
+            if name := one_line((task.get("for") or {}).get("display")):
+                data["patientDisplay"] = name
             return Change("completed", task, sr_status="completed",
                           events=[("teleconsult.consult.completed", data)],
                           extra={"appointment": appointment, "owner": link.get("owner")},

@@ -46,7 +46,9 @@ The Invoice (FHIR mapping of the BHYT split; amounts are integer đồng, curren
   (valueReference to the ServiceRequest).
 - ``identifier`` ``urn:sen:billing:payment-reference`` = the bill reference the QR carries.
 - ``issuer`` = the facility (``Organization/<id>``) whose cashiers collect it; ``account`` =
-  the patient's Account at that facility; ``subject`` = the patient.
+  the patient's Account at that facility; ``subject`` = the patient, its ``display`` the patient's
+  name when billing was told it (the consult's event, the cashier's invoice): the name the receipt
+  prints, as it was then (the EHR stays the record of the name; billing never asks it).
 
 The payments side reads invoices only through ``invoice_port`` (the balance due, the
 reference lookup); :func:`balance_due` here is that same function.
@@ -66,6 +68,7 @@ from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest
+from sen_shared.fhir.names import one_line
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.search import parse_search
 from sen_shared.fhir.search.executor import search as run_search
@@ -187,9 +190,15 @@ def account_for(db: Database, patient: str, facility: str) -> str:
     return rid
 
 
+def patient_ref(patient: str, display: str = "") -> dict[str, Any]:
+    """The Reference to the patient, named by ``display`` (one line, at most 200 characters) if any."""
+    name = one_line(display)
+    return {"reference": patient, **({"display": name} if name else {})}
+
+
 def charge_item(*, patient: str, facility: str, definition: dict[str, Any], quantity: int = 1,
                 account: str | None = None, when: datetime | None = None, enterer: str | None = None,
-                supporting: Sequence[str] = (), note: str | None = None) -> dict[str, Any]:
+                supporting: Sequence[str] = (), note: str | None = None, patient_display: str = "") -> dict[str, Any]:
     """A billable ChargeItem priced from ``definition`` (the price copied into priceOverride)."""
     unit = pricing.price(definition)
     res: dict[str, Any] = {
@@ -197,7 +206,7 @@ def charge_item(*, patient: str, facility: str, definition: dict[str, Any], quan
         "definitionCanonical": [f"{definition['url']}|{definition.get('meta', {}).get('versionId', '1')}"]
         if definition.get("url") else [],
         "code": definition.get("code") or {"text": definition.get("title", "")},
-        "subject": {"reference": patient},
+        "subject": patient_ref(patient, patient_display),
         "occurrenceDateTime": iso_vn(when or datetime.now(UTC)),
         "performingOrganization": {"reference": f"Organization/{facility}"},
         "costCenter": {"reference": f"Organization/{facility}"},
@@ -247,7 +256,8 @@ def service_of(item: dict[str, Any]) -> str | None:
 
 def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequence[dict[str, Any]],
                   level: int | None, base_salary: int, district: str | None = None, account: str | None = None,
-                  consult: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+                  consult: str | None = None, when: datetime | None = None, patient_display: str = "",
+                  ) -> dict[str, Any]:
     """A draft Invoice for ``items`` with each line split between BHYT and the patient."""
     split = bhyt.split([bhyt.Line(charge_amount(i), charge_covered(i)) for i in items], level,
                        base_salary=base_salary)
@@ -282,7 +292,7 @@ def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequen
     res: dict[str, Any] = {
         "resourceType": "Invoice", "extension": ext, "status": "draft", "type": INVOICE_TYPE,
         "identifier": [{"system": REFERENCE_SYSTEM, "value": vietqr.reference_code(invoice_id)}],
-        "subject": {"reference": patient}, "issuer": {"reference": f"Organization/{facility}"},
+        "subject": patient_ref(patient, patient_display), "issuer": {"reference": f"Organization/{facility}"},
         "date": iso_vn(when or datetime.now(UTC)), "lineItem": lines,
         "totalGross": money(split.total), "totalNet": money(split.patient),
     }
@@ -292,8 +302,10 @@ def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequen
 
 
 def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, items: Sequence[dict[str, Any]],
-                 base_salary: int, district: str | None = None, consult: str | None = None) -> dict[str, Any]:
-    """The draft Invoice of ``items`` under ``invoice_id`` (the one already there if any)."""
+                 base_salary: int, district: str | None = None, consult: str | None = None,
+                 patient_display: str = "") -> dict[str, Any]:
+    """The draft Invoice of ``items`` under ``invoice_id`` (the one already there if any, as it is:
+    its first creator's name for the patient stands); ``patient_display``: the patient's name."""
     if not items:
         raise FhirError("an invoice needs at least one charge", status=422, expression=["Invoice.lineItem"])
     store = _store(db)
@@ -307,7 +319,8 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
     account = account_for(db, patient, facility)
     level = coverage_level(db, patient)
     res = build_invoice(invoice_id=invoice_id, patient=patient, facility=facility, items=items, level=level,
-                        base_salary=base_salary, district=district, account=account, consult=consult)
+                        base_salary=base_salary, district=district, account=account, consult=consult,
+                        patient_display=patient_display)
     res = _create_once(store, res, invoice_id)
     try:
         advance(db[STATES], invoice_id, None, {"state": "draft"})
@@ -435,10 +448,13 @@ def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_s
     """``teleconsult.consult.completed``: the consult's ChargeItem and its Invoice, draft then
     issued, exactly once however often the event arrives (every id derives from the
     ServiceRequest). The invoice's issuer is the requesting clinic, where the patient pays;
-    the price is the consult's specialty at that clinic's level. The Invoice id."""
+    the price is the consult's specialty at that clinic's level; the patient is named as the
+    event names them (``patientDisplay``: the EHR's name at submission; none in older events).
+    The Invoice id."""
     data = event["data"]
     sr = data["serviceRequest"]
     patient = data["patient"]
+    name = one_line(data.get("patientDisplay"))
     facility = _ref_id(data["requester"], "Organization")
     if facility is None:
         raise ValueError("the consult's requester is not an Organization")
@@ -453,12 +469,12 @@ def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_s
         account = account_for(db, patient, facility)
         completed = datetime.fromisoformat(str(data.get("completedAt")).replace("Z", "+00:00"))
         item = charge_item(patient=patient, facility=facility, definition=definition, account=account,
-                           when=completed, enterer=data.get("performer"), supporting=[sr])
+                           when=completed, enterer=data.get("performer"), supporting=[sr], patient_display=name)
         item = _create_once(store, item, charge_id)
     else:
         item = store.read_doc("ChargeItem", charge_id)["res"]
     create_draft(db, invoice_id, patient=patient, facility=facility, items=[item], base_salary=base_salary,
-                 district=district, consult=sr)
+                 district=district, consult=sr, patient_display=name)
     issue(db, invoice_id)
     return invoice_id
 

@@ -15,8 +15,9 @@ between posts (the lines travel in the form, never in the session):
    signed in), searched by name without accents, each added as a line with a quantity 1-1000;
    the lines are reviewed with their prices, then ONE submit creates a ChargeItem per line
    (``definitionCanonical``: billing takes the price from the list), the Invoice of them
-   (a draft; billing computes the amounts and the BHYT split) and ``$issue``, and lands on the
-   invoice page (``/invoices/<id>``) with the VietQR code.
+   (a draft; billing computes the amounts and the BHYT split; ``subject.display`` is the patient's
+   name as the EHR gave it to the page, which billing's receipt prints) and ``$issue``, and lands on
+   the invoice page (``/invoices/<id>``) with the VietQR code.
 
 A resubmitted form (a double click, a retry on a slow link) makes nothing twice. The page's form
 carries a random key (``key``, made when the page is first shown); each ChargeItem is created
@@ -54,6 +55,7 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared import bhyt
+from sen_shared.fhir.names import person_name
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
@@ -300,9 +302,11 @@ class Refused(Exception):
 
 
 def issue_invoice(form_key: str, pid: str, lines: list[Line], pending: list[str] | None = None,
-                  made: list[str] | None = None) -> str:
+                  made: list[str] | None = None, name: str = "") -> str:
     """The ChargeItems, their Invoice (with the ``pending`` charges ticked, each once) and ``$issue``,
-    each write keyed (module docstring); the id. The ChargeItems made are appended to ``made``."""
+    each write keyed (module docstring); the id. The ChargeItems made are appended to ``made``.
+    ``name``: the patient's name as the EHR gave it to the page, sent as the Invoice's
+    ``subject.display`` (billing keeps it for the receipt it prints); '' sends none."""
     charges: list[str] = []
     for line in lines:
         body = charge_body(pid, line)
@@ -318,10 +322,12 @@ def issue_invoice(form_key: str, pid: str, lines: list[Line], pending: list[str]
         if made is not None:
             made.append(charges[-1])
     charges += [cid for cid in dict.fromkeys(pending or []) if cid not in charges]
-    invoice = {"resourceType": "Invoice", "status": "draft", "subject": {"reference": f"Patient/{pid}"},
+    subject = {"reference": f"Patient/{pid}", **({"display": name} if name else {})}
+    invoice = {"resourceType": "Invoice", "status": "draft", "subject": subject,
                "lineItem": [{"sequence": i, "chargeItemReference": {"reference": f"ChargeItem/{cid}"}}
                             for i, cid in enumerate(charges, start=1)]}
-    answer = _post("/fhir/Invoice", invoice, request_key(form_key, "invoice", pid, *charges))
+    # the name is in the key: a retry whose EHR read failed (no name) is another request, never a 422
+    answer = _post("/fhir/Invoice", invoice, request_key(form_key, "invoice", pid, name, *charges))
     iid = str(answer["id"])
     _post(f"/fhir/Invoice/{iid}/$issue", None, request_key(form_key, "issue", iid))
     return iid
@@ -495,7 +501,8 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     """The one submit: checks, then the charges, the invoice and $issue; then the invoice page."""
     pid = form.patient.data
     patient_problem = None if pid else gettext("Choose the patient first.")
-    if pid and (found := patients.lookup([pid])) is not None and pid not in found:  # the EHR answered: no such patient
+    found = patients.lookup([pid]) if pid else None  # None: the EHR did not answer
+    if found is not None and pid not in found:  # the EHR answered: no such patient
         patient_problem = gettext("The health record has no such patient; choose the patient again.")
         form.patient.data = ""
     pending = posted_ids("pending")  # the charges not yet invoiced the cashier left ticked
@@ -520,7 +527,7 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
                        lines_problem=lines_problem, errors_summary=True)
     made: list[str] = []  # the ChargeItems made (or answered again) before a refusal: the form keeps them
     try:
-        iid = issue_invoice(form.key.data, pid, lines, pending, made)
+        iid = issue_invoice(form.key.data, pid, lines, pending, made, name=person_name((found or {}).get(pid)))
     except Refused:
         return _render(form, lines, 422, listing=listing, errors_summary=True, made=made)
     except BackendError as err:

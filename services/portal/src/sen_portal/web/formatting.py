@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask_babel import format_date, format_datetime, format_decimal
+from sen_shared.fhir.names import person_name
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -59,13 +60,8 @@ def day(value: Any) -> str:
 
 
 def human_name(resource: dict[str, Any] | None) -> str:
-    names = (resource or {}).get("name") or []
-    if not names:
-        return "—"
-    n = names[0]
-    if n.get("text"):
-        return str(n["text"])
-    return " ".join([n.get("family", ""), *n.get("given", [])]).strip() or "—"
+    """The person's name as every Sen service writes it (``sen_shared.fhir.names``), or "—"."""
+    return person_name(resource) or "—"
 
 
 def identifier(resource: dict[str, Any] | None, system: str) -> str:

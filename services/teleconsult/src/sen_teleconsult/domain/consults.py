@@ -15,7 +15,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,6 +119,8 @@ class Submission:
     specialty: str | None  # a code
     specialty_concept: dict[str, Any] | None
     supporting: tuple[str, ...]
+    # the patient's name as the EHR held it at submission (:func:`named`); '' until then, or unnamed
+    patient_name: str = ""
 
 
 def check_submission(sr: Any, *, clinic: str | None, default_hub: str | None, admin: bool = False) -> Submission:
@@ -196,6 +198,20 @@ def _has_icd10(reason: Any) -> bool:
     return False
 
 
+def named(sub: Submission, name: str) -> Submission:
+    """``sub`` with the patient's name as the EHR holds it (``sen_shared.fhir.names.person_name`` of
+    the Patient the submission read): the ``display`` of the ServiceRequest's ``subject`` and of the
+    Task's ``for``, so that the consult's later steps name the patient without asking the EHR again
+    (``teleconsult.consult.completed`` carries it to billing's invoice and receipt). A ``display``
+    the client sent is replaced: the EHR names the patient; an unnamed Patient leaves none."""
+    sr = dict(sub.service_request)
+    subject = {k: v for k, v in sr["subject"].items() if k != "display"}
+    if name:
+        subject["display"] = name
+    sr["subject"] = subject
+    return replace(sub, service_request=sr, patient_name=name)
+
+
 def due_time(requested: datetime, priority: str, sla_hours: Mapping[str, float]) -> datetime:
     """When a consult of ``priority`` submitted at ``requested`` is due (the SLA)."""
     return requested + timedelta(hours=float(sla_hours[priority]))
@@ -214,7 +230,8 @@ def new_task(sub: Submission, sr_ref: str, *, requested: str, due: str, district
         "resourceType": "Task", "status": "requested", "intent": "order", "priority": sub.priority,
         "code": {"coding": [dict(TASK_CODE)], "text": "Hội chẩn từ xa"},
         "basedOn": [{"reference": sr_ref}], "focus": {"reference": sr_ref},
-        "for": {"reference": sub.patient}, "authoredOn": requested, "lastModified": requested,
+        "for": {"reference": sub.patient, **({"display": sub.patient_name} if sub.patient_name else {})},
+        "authoredOn": requested, "lastModified": requested,
         "requester": {"reference": sub.requester}, "owner": {"reference": sub.hub},
         "restriction": {"period": {"end": due}, "recipient": [{"reference": sub.hub}]},
     }
