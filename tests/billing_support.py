@@ -1,5 +1,6 @@
-"""What the billing integration suites share: a scratch billing database with its indexes, and an
-invoice made the way the service makes one (charge item, draft, issue; optionally cancelled)."""
+"""What the billing integration suites share: a scratch billing database with its indexes, the
+billing app on a fresh database, and an invoice made the way the service makes one (charge item,
+draft, issue; optionally cancelled)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,27 @@ def scratch_db(mongo_client, tag: str) -> Iterator:
         yield database
     finally:
         mongo_client.drop_database(name)
+
+
+@contextmanager
+def billing_app(base_env: dict[str, str], mongo_client, monkeypatch, tag: str,
+                extra_env: dict[str, str] | None = None) -> Iterator:
+    """``(test client, database)`` of the billing app on a fresh database (``sen_billing_<tag><random>``)
+    with the price list loaded; the worker's settings read the same environment, so its consumers
+    can be called directly. The database is dropped afterwards."""
+    from sen_billing import worker
+
+    from tests.support import app_client
+
+    db_name = f"sen_billing_{tag}{uuid.uuid4().hex[:8]}"
+    env = {**base_env, **(extra_env or {})}
+    for key, value in {**env, "SEN_DB": db_name}.items():
+        monkeypatch.setenv(key, value)
+    worker._settings.cache_clear()
+    with app_client("billing", env, db_name, mongo_client) as (client, _app):
+        db = mongo_client[db_name]
+        pricing.load(db)
+        yield client, db
 
 
 def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issued",

@@ -12,13 +12,13 @@ import json
 import uuid
 
 import pytest
-from sen_billing import worker
 from sen_billing.domain import invoices, pricing
 from sen_shared.auth import issue_dev_token
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
 
-from tests.support import ROOT, app_client
+from tests.billing_support import billing_app
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +28,8 @@ EXAMPLE = json.loads((ROOT / "specs/events/examples/teleconsult.consult.complete
 
 @pytest.fixture()
 def billing(base_env: dict[str, str], mongo_client, monkeypatch: pytest.MonkeyPatch):
-    db_name = f"sen_billing_l{uuid.uuid4().hex[:8]}"
-    for key, value in {**base_env, "SEN_DB": db_name}.items():
-        monkeypatch.setenv(key, value)
-    worker._settings.cache_clear()
-    with app_client("billing", dict(base_env), db_name, mongo_client) as (client, _app):
-        db = mongo_client[db_name]
-        pricing.load(db)
-        yield client, db
-    mongo_client.drop_database(db_name)
+    with billing_app(base_env, mongo_client, monkeypatch, "l") as pair:
+        yield pair
 
 
 def services(invoice: dict) -> list[tuple[str | None, str | None]]:

@@ -19,16 +19,20 @@ Billing holds no clinical record, so its policy is by role and facility, not by 
 Invoices change only through their operations (``$issue``, ``$cancel``; ``balanced`` comes
 from payments): a plain update, patch or delete of an Invoice is 405, as is any write of a
 PaymentReconciliation (the settlement writes it). A ChargeItem on an invoice is not changed
-by hand (405 for update/patch/delete; admin may delete one not yet invoiced). Batch and
+by hand (405 for update/patch/delete; admin may delete one no live invoice holds: never invoiced,
+or given back by its invoice's cancel). Batch and
 transaction Bundles are refused (405): every billing write goes through these checks.
 
 Billing's own search parameter ``invoiced`` (``true``/``false``) on ChargeItem, for one patient's
 charges (``subject`` or ``patient`` is required with it): ``ChargeItem?subject=Patient/x&invoiced=false``
 is what the portal's new-invoice page lists as "not yet invoiced". It reads the invoices' claims
-(``charge_invoiced``, one per ChargeItem, inserted by ``inv.create_draft``: exactly what an Invoice
-create refuses to take twice), so nothing is written for it: the ChargeItem's ``status`` stays
-``billable`` (a status written on invoicing would be a second writer of the ChargeItem). A charge on a
-cancelled invoice stays claimed by it: ``invoiced=true``.
+(``charge_invoiced``, a chain per ChargeItem, ``domain/charge_claims.py``: taken by ``inv.create_draft``,
+exactly what an Invoice create refuses to take twice), so nothing is written for it: the ChargeItem's
+``status`` stays ``billable`` (a status written on invoicing would be a second writer of the ChargeItem).
+A cancelled invoice gives its charges back (``inv.cancel`` releases their claims): they are
+``invoiced=false`` again and can go on a new invoice, while the cancelled Invoice keeps its lines.
+An Invoice create for the same charges as a cancelled invoice makes a new one (its id derives from
+the cancelled one's, ``inv.next_invoice_id``), not the cancelled one again.
 """
 
 from __future__ import annotations
@@ -44,10 +48,9 @@ from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search import parse_search
 from sen_shared.fhir.search.executor import resolve_ids
-from sen_shared.mongo import find_in
 
+from .domain import charge_claims, pricing
 from .domain import invoices as inv
-from .domain import pricing
 
 RESOURCE_TYPES: tuple[str, ...] = ("ChargeItemDefinition", "ChargeItem", "Account", "Invoice",
                                    "PaymentReconciliation", "Coverage")
@@ -197,7 +200,7 @@ class BillingFhirServer(FhirServer):
             raise FhirError("invoiced is answered for one patient's charges: add subject=Patient/<id>",
                             status=400, code="invalid", expression=[INVOICED])
         ids = resolve_ids(self.db, "ChargeItem", parse_search("ChargeItem", whose))
-        claimed = {d["_id"] for d in find_in(self.db[inv.CHARGE_INVOICED], "_id", ids, projection={"_id": 1})}
+        claimed = set(charge_claims.holders(self.db, ids))
         wanted = sorted(claimed) if values[0] == "true" else [i for i in ids if i not in claimed]
         rest = replace(req, params=[(k, v) for k, v in req.params if k != INVOICED])
         return rest, {"_id": {"$in": wanted}}
@@ -217,8 +220,8 @@ class BillingFhirServer(FhirServer):
         for entry in rest["resource"]:
             if entry["type"] == "ChargeItem":
                 entry["searchParam"].append({"name": INVOICED, "type": "token", "documentation": (
-                    "true or false: the charge is on an invoice (a cancelled one included), or not yet; "
-                    "with subject or patient")})
+                    "true or false: the charge is on an invoice that is not cancelled, or not (never "
+                    "invoiced, or given back by a cancelled invoice); with subject or patient")})
         return answer
 
     def bundle(self, req: FhirRequest) -> FhirResponse:
@@ -265,8 +268,7 @@ class BillingFhirServer(FhirServer):
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         self._write_check(req, "delete")
-        if req.resource_type == "ChargeItem" and req.rid and \
-                self.db[inv.CHARGE_INVOICED].find_one({"_id": req.rid}, {"_id": 1}) is not None:
+        if req.resource_type == "ChargeItem" and req.rid and charge_claims.holder(self.db, req.rid) is not None:
             raise FhirError("this ChargeItem is on an invoice; cancel the invoice instead", status=409,
                             code="conflict")
         return super().delete(req)
@@ -354,7 +356,8 @@ class BillingFhirServer(FhirServer):
             items.append(item)
         # the id derives from the charges: a retry (a lost answer, a crash after the charges'
         # claims) finds the same invoice instead of leaving its charges claimed by nothing
-        rid = inv.derived_id("inv", patient, facility, *sorted(ids))
+        # (after a cancelled invoice of the same charges: the next id, so they are invoiced anew)
+        rid = inv.next_invoice_id(self.db, inv.derived_id("inv", patient, facility, *sorted(ids)))
         existed = self.store().head("Invoice", rid) is not None
         res = inv.create_draft(self.db, rid, patient=patient, facility=facility, items=items,
                                base_salary=self.settings.base_salary, patient_display=one_line(display))

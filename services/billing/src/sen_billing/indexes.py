@@ -59,6 +59,7 @@ def _invoice_indexes() -> list[mongo.Index]:
     from .domain import invoices
 
     return [*chain_indexes(invoices.STATES), *chain_indexes(invoices.QR_CODES),
+            *chain_indexes(invoices.CHARGE_INVOICED),  # one chain of claims per ChargeItem (charge_claims.py)
             *outbox_indexes([invoices.STATES]), *idempotency_key.INDEXES]
 
 

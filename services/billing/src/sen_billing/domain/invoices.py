@@ -21,7 +21,14 @@ Storage (every invariant a claim by insert, ``sen_shared.claims``; ARCHITECTURE 
   payments; every payment reads the invoice's payments after its own insert (it needs their sum
   anyway) and, seeing the mark, the chain. So one of the two always sees the other and claims
   the payment's refund task (``invoice_port.route_to_refunds``).
-- ``charge_invoiced``: one invoice per ChargeItem (``_id`` = the ChargeItem id).
+- ``charge_invoiced``: one live invoice per ChargeItem, a chain of claims per charge
+  (:mod:`.charge_claims`): :func:`create_draft` takes each charge (an insert of the chain's next
+  link), :func:`cancel` gives them back (another insert: a ``released`` link), so a cancelled
+  invoice's charges can go on a new invoice. The cancel releases after winning its ``cancelled``
+  link, and again when called on a cancelled invoice (the repair of a crash in between); a draft
+  that finds a charge held by a cancelled invoice releases it itself. A draft racing the cancel
+  of its charges' invoice either reads the charge still held (409: try again) or wins its link.
+  The cancelled Invoice keeps its lines (its resource is not changed by the release).
 - ``consult_facts``: what ``teleconsult.consult.requested`` told us (the specialty), keyed by
   the ServiceRequest (``claim_once``: the first delivery's fact stands).
 - ``invoice_references`` (shared with payments, ``invoice_port.REFERENCES``): ``{_id: bill
@@ -74,11 +81,11 @@ from sen_shared.fhir.search import parse_search
 from sen_shared.fhir.search.executor import search as run_search
 from sen_shared.fhir.store import Store
 
-from . import bhyt, invoice_port, pricing, vietqr
+from . import bhyt, charge_claims, invoice_port, pricing, vietqr
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 STATES = invoice_port.STATES
-CHARGE_INVOICED = "charge_invoiced"
+CHARGE_INVOICED = charge_claims.COLLECTION
 CONSULT_FACTS = "consult_facts"
 QR_CODES = "vietqr_codes"
 REFERENCES = invoice_port.REFERENCES
@@ -312,10 +319,14 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
     head = store.head("Invoice", invoice_id)
     if head is not None:
         return store.read_doc("Invoice", invoice_id)["res"]
-    for item in items:  # one invoice per charge
-        created, holder = claim_once(db[CHARGE_INVOICED], item["id"], {"invoice": invoice_id})
-        if not created and holder.get("invoice") != invoice_id:
-            raise InvoiceConflict(f"ChargeItem/{item['id']} is on Invoice/{holder.get('invoice')} already")
+    charges = [str(item["id"]) for item in items]
+    # one live invoice per charge; several are checked all first, so a refusal takes none of them
+    # (one charge: its take below checks the same)
+    for charge, held in charge_claims.holders(db, charges).items() if len(charges) > 1 else ():
+        if held != invoice_id and not _given_back(db, charge, held):
+            raise _on_invoice(charge, held)
+    for charge in charges:
+        _take(db, charge, invoice_id)
     account = account_for(db, patient, facility)
     level = coverage_level(db, patient)
     res = build_invoice(invoice_id=invoice_id, patient=patient, facility=facility, items=items, level=level,
@@ -325,8 +336,68 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
     try:
         advance(db[STATES], invoice_id, None, {"state": "draft"})
     except ClaimTaken:
-        pass
+        link = state(db, invoice_id)
+        if link is not None and link["state"] == "cancelled":
+            # a twin call made the invoice and it was cancelled (its charges released) before our
+            # takes above: read after them, the link tells us to give back what we took
+            _release_charges(db, invoice_id, res)
     return res
+
+
+def next_invoice_id(db: Database, invoice_id: str) -> str:
+    """The id an invoice derived as ``invoice_id`` takes: that one, unless that invoice is cancelled,
+    then the id derived from it, and so on. So the same charges invoiced again after a cancel make
+    a new invoice, and a retried create still finds the one that is not cancelled."""
+    while (link := state(db, invoice_id)) is not None and link["state"] == "cancelled":
+        invoice_id = derived_id("inv", invoice_id)
+    return invoice_id
+
+
+def _on_invoice(charge: str, invoice_id: str) -> InvoiceConflict:
+    return InvoiceConflict(f"ChargeItem/{charge} is on Invoice/{invoice_id} already")
+
+
+def _given_back(db: Database, charge: str, invoice_id: str) -> bool:
+    """Whether ``invoice_id``, which holds ``charge``, is cancelled: then the charge is released here
+    (its cancel stopped between its link and its release, or is releasing it right now)."""
+    link = state(db, invoice_id)
+    if link is None or link["state"] != "cancelled":
+        return False
+    try:
+        charge_claims.release(db, charge, invoice_id)
+    except charge_claims.Busy:
+        raise InvoiceConflict(f"ChargeItem/{charge} is being invoiced meanwhile; try again") from None
+    return True
+
+
+def _take(db: Database, charge: str, invoice_id: str) -> None:
+    """``charge`` for ``invoice_id``, or 409 naming the live invoice that holds it."""
+    for _ in range(2):
+        try:
+            held = charge_claims.take(db, charge, invoice_id)
+        except charge_claims.Busy:
+            break
+        if held is None:
+            return
+        if not _given_back(db, charge, held):
+            raise _on_invoice(charge, held)
+    raise InvoiceConflict(f"ChargeItem/{charge} is being invoiced meanwhile; try again")
+
+
+def charges_of(invoice: dict[str, Any]) -> list[str]:
+    """The ChargeItem ids on the Invoice's lines."""
+    return [cid for line in invoice.get("lineItem") or []
+            if (cid := _ref_id(line.get("chargeItemReference"), "ChargeItem")) is not None]
+
+
+def _release_charges(db: Database, invoice_id: str, invoice: dict[str, Any]) -> None:
+    """Give back the charges the cancelled invoice holds (those another invoice holds since stay)."""
+    for charge in charges_of(invoice):
+        try:
+            charge_claims.release(db, charge, invoice_id)
+        except charge_claims.Busy:
+            raise InvoiceConflict(f"Invoice/{invoice_id} is cancelled; its charges are being released: "
+                                  "cancel it again to finish") from None
 
 
 def _issued_event(invoice: dict[str, Any], invoice_id: str, when: datetime) -> dict[str, Any]:
@@ -409,10 +480,11 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
     recorded after the check below and before the link counts toward a cancelled invoice: after
     winning the link, every payment counted toward the invoice gets a refund task (a payment
     inserted later finds the link itself, ``payments.after_payment``)."""
-    _store(db).read_doc("Invoice", invoice_id)
+    invoice = _store(db).read_doc("Invoice", invoice_id)["res"]
     link = state(db, invoice_id)
     if link is not None and link["state"] == "cancelled":
         invoice_port.route_to_refunds(db, invoice_id, "cancelled")  # a crashed winner's sweep, again
+        _release_charges(db, invoice_id, invoice)  # and its release of the charges
         return _roll_forward(db, invoice_id, link)
     if link is not None and link["state"] == "balanced":
         raise InvoiceConflict(f"Invoice/{invoice_id} is balanced; refund its payments instead")
@@ -430,6 +502,7 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
         if link["state"] != "cancelled":
             raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
     invoice_port.route_to_refunds(db, invoice_id, "cancelled")
+    _release_charges(db, invoice_id, invoice)  # its services can go on a new invoice
     return _roll_forward(db, invoice_id, link)
 
 
@@ -450,7 +523,10 @@ def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_s
     ServiceRequest). The invoice's issuer is the requesting clinic, where the patient pays;
     the price is the consult's specialty at that clinic's level; the patient is named as the
     event names them (``patientDisplay``: the EHR's name at submission; none in older events).
-    The Invoice id."""
+    The consult's Invoice id (the cashier's, when one invoiced the charge by hand before the
+    consult's invoice was made: the event is then done). An event arriving again after a cashier
+    cancelled the invoice changes nothing: the invoice exists, so no charge is taken again, and a
+    cancelled one is not issued (no 409 for the bus to retry forever)."""
     data = event["data"]
     sr = data["serviceRequest"]
     patient = data["patient"]
@@ -473,8 +549,17 @@ def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_s
         item = _create_once(store, item, charge_id)
     else:
         item = store.read_doc("ChargeItem", charge_id)["res"]
-    create_draft(db, invoice_id, patient=patient, facility=facility, items=[item], base_salary=base_salary,
-                 district=district, consult=sr, patient_display=name)
+    try:
+        create_draft(db, invoice_id, patient=patient, facility=facility, items=[item], base_salary=base_salary,
+                     district=district, consult=sr, patient_display=name)
+    except InvoiceConflict:
+        held = charge_claims.holder(db, charge_id)
+        if held is None or held == invoice_id:
+            raise  # a race to retry (the bus redelivers)
+        return held  # a cashier invoiced the charge by hand before its invoice was made: billed there
+    link = state(db, invoice_id)
+    if link is not None and link["state"] == "cancelled":
+        return invoice_id  # cancelled at the desk (its charge given back, perhaps re-invoiced): done
     issue(db, invoice_id)
     return invoice_id
 
@@ -525,5 +610,5 @@ def current_qr(db: Database, invoice_id: str, bank: Bank, ttl: timedelta, now: d
 
 __all__ = ["BALANCED", "Bank", "CHARGE_INVOICED", "CONSULT_FACTS", "InvoiceConflict", "PAYMENTS", "QR_CODES",
            "REFERENCES", "STATES", "account_for", "balance_due", "build_invoice", "cancel", "charge_amount",
-           "charge_consult", "charge_item", "coverage_level", "create_draft", "current_qr", "derived_id", "issue",
-           "money", "paid_total", "remember_request", "state", "vnd"]
+           "charge_consult", "charge_item", "charges_of", "coverage_level", "create_draft", "current_qr", "derived_id",
+           "issue", "money", "next_invoice_id", "paid_total", "remember_request", "state", "vnd"]
