@@ -1,7 +1,9 @@
 """Cashiers: the invoice queue, an invoice with its VietQR code (the page turns to Paid by itself:
 htmx polls the invoice's payment summary every 2 s, which works through any proxy), the receipt,
-cash and refunds, the unmatched-transfers queue, and the shift. Built on specs/billing.yaml:
-FHIR ``Invoice`` and ``Invoice/{id}/$vietqr``, and the ``/payments/...`` endpoints."""
+cash and refunds, cancelling an invoice made by mistake (billing's ``$cancel``: its services are
+given back, and the cancelled invoice's page links to a new invoice for the same patient), the
+unmatched-transfers queue, and the shift. Built on specs/billing.yaml: FHIR ``Invoice``,
+``Invoice/{id}/$vietqr`` and ``$cancel``, and the ``/payments/...`` endpoints."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from flask_babel import gettext
 from . import backend, backend_message, bp, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .formatting import human_name
-from .forms import CashForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
+from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
 
 
@@ -116,7 +118,15 @@ def summary(iid: str, *, kept: bool = False) -> dict[str, Any]:
 
 
 def is_paid(s: dict[str, Any] | None) -> bool:
-    return bool(s) and (s.get("status") == "balanced" or (s.get("owed", 0) > 0 and s.get("balanceDue") == 0))
+    """Balanced, or nothing left due on what is owed; a cancelled invoice (nothing due either) is not."""
+    if not s or s.get("status") == "cancelled":
+        return False
+    return s.get("status") == "balanced" or (s.get("owed", 0) > 0 and s.get("balanceDue") == 0)
+
+
+def cancellable(s: dict[str, Any]) -> bool:
+    """Billing cancels a draft or issued invoice with nothing paid toward it (else 409: refund first)."""
+    return s.get("status") in ("draft", "issued") and not s.get("payments") and not is_paid(s)
 
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-invoice")
@@ -165,8 +175,10 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     elif qr is None and s.get("qrProblem"):
         problem = problem or backend_message(BackendError("refused", "billing", 0, str(s["qrProblem"])))
     forms = ctx.pop("forms", {})  # the form posted (with its errors), else a new one where the page shows it
-    if "cash_form" not in forms and not is_paid(s):
+    if "cash_form" not in forms and not is_paid(s) and s.get("status") != "cancelled":
         forms["cash_form"] = CashForm(formdata=None, amount=s.get("balanceDue") or None)
+    if "cancel_form" not in forms and cancellable(s):
+        forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
     if "refund_form" not in forms and s.get("payments"):
         forms["refund_form"] = RefundForm(formdata=None)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
@@ -212,6 +224,22 @@ def invoice_cash(iid: str) -> Any:
                                          "transactionId": form.txn.data or uuid.uuid4().hex})
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form})
+    return redirect(url_for("web.invoice", iid=iid, **_hint()))
+
+
+@bp.route("/invoices/<iid>/cancel", methods=["POST"])
+@login_required("cashier")
+def invoice_cancel(iid: str) -> Any:
+    """Cancel with a reason (billing's ``$cancel``); the cancelled invoice's page then offers a new
+    invoice for the patient, its services given back."""
+    form = InvoiceCancelForm(prefix="cancel")
+    if not form.validate_on_submit():
+        return _invoice_page(iid, 422, forms={"cancel_form": form})
+    try:
+        call("billing", "POST", f"/fhir/Invoice/{iid}/$cancel", idempotent=True, json={
+            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+    except BackendError as err:
+        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cancel_form": form})
     return redirect(url_for("web.invoice", iid=iid, **_hint()))
 
 

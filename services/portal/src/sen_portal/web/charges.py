@@ -5,7 +5,9 @@ between posts (the lines travel in the form, never in the session):
 
 1. find the patient: the EHR's Patient search with the cashier's token (name without accents,
    CCCD or BHYT number: the clinic's :func:`sen_portal.web.clinic.search_params`), POSTed, so no
-   name or number lands in a URL; "Chọn / Choose" keeps the patient's opaque id in the form;
+   name or number lands in a URL; "Chọn / Choose" keeps the patient's opaque id in the form
+   (``/invoices/new?p=<id>`` opens the page with that patient chosen: a cancelled invoice's page
+   links so, its services being given back to invoice again);
 2. the patient's BHYT card: billing's own Coverage (``Coverage?beneficiary=``), which is what
    billing's BHYT split reads (``sen_billing.domain.invoices.coverage_level``: an active Coverage
    whose period holds today, its ``bhyt-benefit-level`` extension or the card's benefit code),
@@ -382,6 +384,8 @@ def invoice_new() -> Any:
     if request.method == "GET" or not _KEY.fullmatch(form.key.data or ""):
         form.key.data = uuid.uuid4().hex  # this form's key: every resubmission of it sends the same one
     if request.method == "GET":
+        # ``?p=<id>``: the patient chosen already (a cancelled invoice's page links here for its patient)
+        form.patient.data = request.args.get("p", "") if FHIR_ID.fullmatch(request.args.get("p", "")) else ""
         return _render(form, [])
     if not FHIR_ID.fullmatch(form.patient.data or ""):
         form.patient.data = ""

@@ -223,6 +223,11 @@ class DashboardFilter(FlaskForm):
     district = StringField(_l("District"), validators=[Optional(), Length(max=200)])
 
 
+class InvoiceCancelForm(FlaskForm):
+    """Cancel an invoice made by mistake (billing takes a reason of 1-500 characters)."""
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+
+
 class RefundForm(FlaskForm):
     payment = HiddenField(validators=[DataRequired(_l("Choose the payment to refund."))])
     amount = IntegerField(_l("Amount (đồng; empty: all that can be refunded)"),
