@@ -216,3 +216,31 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     r = doctor.post(f"/tasks/{tid}/book", data=again[0])
     assert r.status_code == 302 and "booked=1" in r.headers["Location"]
     assert len(_active(tc, H, sr)) == 1
+
+
+def test_a_second_time_booked_from_another_tab_is_refused_naming_the_visit(portal, consult, tc, dev_key):
+    """Two tabs of the consult page (or two quick clicks on two times): the first time is booked, the
+    second is refused in the page's words, naming the visit's time; the consult keeps its one visit
+    and the second time stays free (teleconsult keeps one active visit a consult)."""
+    sr, tid = consult
+    H = _headers(dev_key, "admin")
+    doctor = portal_signed_in(portal, "doctor")
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    if 'action="/tasks/' + tid + '/accept"' in page:  # run alone: the consult is not accepted yet
+        assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+    for visit in _active(tc, H, sr):  # start without a visit (the test above ends with one booked)
+        r = httpx.post(f"{tc}/fhir/Appointment/{visit['id']}/$cancel", headers=H, timeout=30,
+                       content=json.dumps({"resourceType": "Parameters", "parameter": []}))
+        assert r.status_code == 200, r.text
+    first, second = _times(doctor, tid, "book")[:2]  # both tabs show the same free times
+    r = doctor.post(f"/tasks/{tid}/book", data=first)
+    assert r.status_code == 302 and "booked=1" in r.headers["Location"], _text(r.get_data(as_text=True))[:800]
+    r = doctor.post(f"/tasks/{tid}/book", data=second)
+    assert r.status_code == 409
+    text = _text(r.get_data(as_text=True))
+    assert f"Hội chẩn này đã có buổi khám video lúc {_shown(first['start'])}" in text, text[:1500]
+    assert "dời hoặc hủy" in text
+    assert _shown(first["start"]) in _visit_time(r.get_data(as_text=True))
+    [visit] = _active(tc, H, sr)
+    assert visit["slot"] == [{"reference": f"Slot/{first['slot']}"}]
+    assert _slot(tc, H, second["slot"]) == "free"

@@ -228,6 +228,7 @@ def task_book(tid: str) -> Any:
     proposal = _chosen_time(data)
     if proposal is None:
         return _task_page(tid, 422, problem=gettext("Choose a time first."))
+    appt = None
     try:
         held = fhir_post("teleconsult", "/fhir/Appointment/$hold", {
             "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
@@ -237,8 +238,21 @@ def task_book(tid: str) -> Any:
         fhir_post("teleconsult", "/fhir/Appointment/$book", {"resourceType": "Parameters", "parameter": [
             {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{appt['id']}"}}]})
     except BackendError as err:
-        return _task_page(tid, 409, problem=backend_message(err))
+        return _book_refused(tid, err, (appt or {}).get("id"))
     return redirect(url_for("web.task_detail", tid=tid, booked=1))
+
+
+def _book_refused(tid: str, err: BackendError, held: str | None) -> Any:
+    """The page after teleconsult refused a booking: a 409 while the consult has an active visit (booked
+    from another tab or by another user meanwhile: teleconsult keeps one a consult) says when that
+    visit is and to move or cancel it; anything else in the portal's words."""
+    if err.kind == "refused" and err.status == 409:
+        appt = consult_bundle(tid)["appointment"]  # read again: the failed write forgot the kept answers
+        if appt is not None and appt.get("status") in ACTIVE and appt.get("id") != held:
+            return _task_page(tid, 409, problem=gettext(
+                "This consult already has a video visit, at %(when)s: no other time was booked. Move or cancel "
+                "that visit instead.", when=when(appt.get("start"))))
+    return _task_page(tid, 409, problem=backend_message(err))
 
 
 # ------------------------------------------------------------------ changing a booked visit

@@ -20,6 +20,22 @@ because it stays the newest until it is released) is written to the resource by 
 winner only, after the previous link's change has landed (the document keeps ``sq``, the link
 it reflects). So each version has a single writer by construction (ARCHITECTURE §2).
 
+**One visit per consult**: an Appointment ``basedOn`` a ServiceRequest is that consult's visit,
+and a consult has at most one active (``pending`` with an unexpired hold, or ``booked``). Its
+visits are a chain in ``consult_visits`` (``<ServiceRequest id>/1``, ``/2``, ...), each link naming
+the Appointment that is the consult's visit (``ap``, its slot ``sl`` and start ``s``). A new hold
+or direct booking for the consult reads the newest link, refuses (409) while the appointment it
+names is active (its slot's newest link is its own, booked or held unexpired; or its booking is
+under way: no slot link of its yet and the link younger than ``VISIT_GRACE_SECONDS``), and
+otherwise claims the next link for the new Appointment *before* the slot: two bookings for one
+consult race for the same link and the loser never touches a slot. The winner that then loses
+its slot appends a link naming the visit before it again (``rv``). A reschedule's new
+appointment takes the next link even though the one it replaces (named in the link, ``rp``) is
+still active. Confirming a hold, cancel, no-show and fulfilled write no link: the next booking
+reads the appointment's state from its slot's chain. A consult without links (booked before
+them) is looked up among the Appointments based on it, once, by its first booking since.
+Appointments without a ServiceRequest take no part (no read, no write).
+
 Events: the ``booked`` link carries ``teleconsult.appointment.booked`` in its outbox (an
 insert-only document: the outbox relay is its only later writer).
 """
@@ -59,6 +75,9 @@ RESCHEDULES = "reschedules"
 # claimed and removed once the old appointment is released (by the request, or by the repair)
 OPEN_RESCHEDULES = "open_reschedules"
 RESCHEDULE_GRACE_SECONDS = 60.0  # an open reschedule this old whose new slot was never claimed: dropped
+# a consult's visits, a chain per ServiceRequest id: {k, n, ap, sl, s, at[, rp][, rv]} (see the docstring)
+CONSULT_VISITS = "consult_visits"
+VISIT_GRACE_SECONDS = RESCHEDULE_GRACE_SECONDS  # a visit link this old whose slot was never claimed: gone
 APPOINTMENT = "Appointment"
 EXT_ROOM = "https://fhir.sen.vn/StructureDefinition/appointment-video-room"
 EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
@@ -673,14 +692,136 @@ def _create_appointment(db: Database, resource: dict[str, Any], seq: int) -> dic
     return resource
 
 
+# ------------------------------------------------------------------- one visit per consult
+
+def consult_of(appointment: dict[str, Any]) -> str | None:
+    """The id of the ServiceRequest (the consult) an Appointment is based on, if any."""
+    for b in appointment.get("basedOn") or ():
+        ref = str((b or {}).get("reference", "")) if isinstance(b, dict) else ""
+        if ref.startswith("ServiceRequest/") and len(ref) > 15:
+            return ref[15:]
+    return None
+
+
+@dataclass
+class VisitClaim:
+    """A consult's visit link claimed for a new Appointment (:func:`claim_visit`)."""
+
+    key: str  # the ServiceRequest id
+    link: dict[str, Any]
+
+
+def _visit_holds(slot_link: dict[str, Any], now: datetime) -> bool:
+    """Whether an appointment whose own slot link is ``slot_link`` (its slot's newest) is active."""
+    return slot_link.get("st") == "booked" or (slot_link.get("st") == "held" and _aware(slot_link["exp"]) > now)
+
+
+def active_visit(db: Database, link: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """What of the visit link ``link`` (a consult's newest) is still active: the link (or, for a
+    reschedule that never claimed its slot, the replaced appointment's part ``rp``), else None."""
+    if link is None or not link.get("ap"):
+        return None
+    # the slot's whole chain (a few links) in one read: its newest link, and whether the appointment
+    # ever had the slot, as of one moment (two reads would take a claim landing between them for a
+    # release). An appointment's links are its slot's newest until it lets the slot go.
+    chain = list(db[SLOT_LINKS].find({"k": link["sl"]}, {"ap": 1, "st": 1, "exp": 1, "n": 1}).sort("n", -1))
+    if chain and chain[0].get("ap") == link["ap"]:
+        return link if _visit_holds(chain[0], now) else None
+    if link.get("rv") or any(x.get("ap") == link["ap"] for x in chain):
+        return None  # it had its slot and let it go (cancelled, expired, taken over), or named again: ended
+    if (now - _aware(link["at"])).total_seconds() < VISIT_GRACE_SECONDS:
+        return link  # its booking is under way (the slot claim follows the link's)
+    # never claimed its slot (the request died between the two claims): what it replaced, if anything
+    return active_visit(db, {**link["rp"], "rv": True}, now) if link.get("rp") else None
+
+
+def _visit_of(appointment: dict[str, Any]) -> dict[str, Any]:
+    """A stored Appointment as a visit link names it: ``ap``, its slot ``sl``, its start ``s``."""
+    sl = next((str(s.get("reference", ""))[5:] for s in appointment.get("slot") or () if isinstance(s, dict)), "")
+    return {"ap": appointment["id"], "sl": sl, "s": datetime.fromisoformat(appointment["start"]).astimezone(UTC)}
+
+
+def _legacy_visit(db: Database, key: str, now: datetime, replaces: str | None) -> dict[str, Any] | None:
+    """For a consult without visit links: an active Appointment based on it stored before the links
+    existed (other than ``replaces``), as a link would name it; None when there is none."""
+    ref = f"ServiceRequest/{key}"
+    for doc in db[APPOINTMENT].find({"sp_based-on": ref, "del": False}, {"_id": 1, "sp_status": 1}):
+        if doc["_id"] == replaces or not {"booked", "pending"} & set(doc.get("sp_status") or ()):
+            continue
+        if current_status(db, doc["_id"], now) in ("pending", "booked"):
+            return {**_visit_of(read_appointment(db, doc["_id"])), "at": now}
+    return None
+
+
+def _has_visit(key: str, visit: dict[str, Any] | None) -> FhirError:
+    if not visit or not visit.get("ap"):
+        return FhirError(f"ServiceRequest/{key}'s visit was changed by someone else meanwhile; read it again",
+                         status=409, code="conflict")
+    when = iso_local(_aware(visit["s"])) if visit.get("s") else "an unknown time"
+    return FhirError(f"ServiceRequest/{key} already has a visit at {when} (Appointment/{visit['ap']}): move it "
+                     f"(Appointment/{visit['ap']}/$reschedule) or cancel it ($cancel) instead of booking another",
+                     status=409, code="business-rule")
+
+
+def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], slotted: Slotted, *,
+                replaces: dict[str, Any] | None = None) -> VisitClaim | None:
+    """Make ``appt_id`` the visit of the consult ``request`` is based on (None: it is based on none),
+    before its slot is claimed: 409 while the consult has an active visit other than ``replaces``
+    (the Appointment a reschedule moves), or when another booking for the consult claimed first."""
+    key = consult_of(request)
+    if key is None:
+        return None
+    coll = db[CONSULT_VISITS]
+    last = latest(coll, key)
+    old = replaces.get("id") if replaces is not None else None
+    if last is None:
+        current = _legacy_visit(db, key, ctx.now, old)
+    else:
+        current = None if old is not None and last.get("ap") == old else active_visit(db, last, ctx.now)
+    if current is not None:
+        raise _has_visit(key, current)
+    doc: dict[str, Any] = {"ap": appt_id, "sl": slotted.slot.id, "s": slotted.slot.start.astimezone(UTC),
+                           "by": ctx.by, "at": ctx.now}
+    if replaces is not None:
+        doc["rp"] = _visit_of(replaces)  # the visit until this one: again the visit if this one gets no slot
+    try:
+        return VisitClaim(key, advance(coll, key, last, doc))
+    except ClaimTaken as lost:
+        if old is not None:
+            raise FhirError(f"Appointment/{old} was rescheduled by someone else meanwhile; read it again",
+                            status=409, code="conflict") from None
+        raise _has_visit(key, lost.holder) from None
+
+
+def revert_visit(db: Database, ctx: Ctx, claim: VisitClaim | None, why: str) -> None:
+    """The slot of a claimed visit was not claimed (taken): the consult's visit is again the one
+    it replaced (a reschedule's), or none. Only the link's claimer calls this, once."""
+    if claim is None:
+        return
+    rp = claim.link.get("rp")
+    doc = {**(rp or {"ap": None}), "rv": True, "why": why, "by": ctx.by, "at": utcnow()}
+    try:
+        advance(db[CONSULT_VISITS], claim.key, claim.link, doc)
+    except ClaimTaken:
+        pass  # another booking judged this link gone and went past it: nothing left to undo
+
+
 def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
     """Hold the slot a proposed Appointment names: the Appointment, ``pending``, until the hold expires."""
     slotted = resolve_slot(db, ctx.cfg, request, ctx.now)
     appt_id = new_uuid()
     exp = ctx.now + timedelta(minutes=ctx.cfg.hold_minutes)
     guess = _view_guess(db, slotted, ctx.now)
-    link, before = _claim(db, slotted, _link_doc("held", appt_id, slotted, ctx.by, ctx.now, exp=exp), ctx.now,
-                          last=guess, guessed=guess is not _UNKNOWN)
+    guessed = guess is not _UNKNOWN
+    if not guessed:  # read here rather than in _claim: a taken slot is 409 before the consult's link
+        guess = _newest_if_free(db, slotted, ctx.now)
+    visit = claim_visit(db, ctx, appt_id, request, slotted)  # the consult's one visit: 409 before the slot
+    try:
+        link, before = _claim(db, slotted, _link_doc("held", appt_id, slotted, ctx.by, ctx.now, exp=exp), ctx.now,
+                              last=guess, guessed=guessed)
+    except FhirError:
+        revert_visit(db, ctx, visit, "the slot was taken")
+        raise
     # the sweeper's list; inserted by the link's winner only, removed by the sweeper only
     db[OPEN_HOLDS].insert_one({"_id": link["_id"], "k": link["k"], "exp": exp})
     resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "pending"), slotted)
@@ -728,11 +869,12 @@ def peek(db: Database, cfg: SchedulingConfig, request: dict[str, Any], now: date
 
 def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
          appointment_id: str | None = None, new_id: str | None = None, peeked: Peek | None = None,
-         ) -> dict[str, Any]:
+         replaces: dict[str, Any] | None = None) -> dict[str, Any]:
     """Book: confirm the hold of ``appointment_id``, or book the slot ``request`` names directly
-    (as the new Appointment ``new_id``, or a fresh id; ``peeked``: :func:`peek` of ``request``)."""
+    (as the new Appointment ``new_id``, or a fresh id; ``peeked``: :func:`peek` of ``request``;
+    ``replaces``: the appointment a reschedule moves, the consult's visit until this one)."""
     if appointment_id is not None:
-        return _confirm(db, ctx, appointment_id)
+        return _confirm(db, ctx, appointment_id)  # the same appointment: the consult's visit already
     assert request is not None
     pk = peeked or peek(db, ctx.cfg, request, ctx.now)  # a taken slot answers 409 before any work
     try:
@@ -742,9 +884,15 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         resource = _tag_parties(db, _new_appointment(request, slotted, appt_id, "booked"), slotted)
         _with_room(resource, _room_doc(room))
         event = _booked_event(resource, slotted, ctx.now, ctx.correlation_id)
-        link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now,
-                                                     room=_room_doc(room)),
-                              ctx.now, [event], last=last, guessed=guessed, turn=pk.turn)
+        # the consult's one visit: 409 before the slot is claimed (none of this for a bare slot)
+        visit = claim_visit(db, ctx, appt_id, resource, slotted, replaces=replaces)
+        try:
+            link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now,
+                                                         room=_room_doc(room)),
+                                  ctx.now, [event], last=last, guessed=guessed, turn=pk.turn)
+        except FhirError:
+            revert_visit(db, ctx, visit, "the slot was taken")
+            raise
     finally:
         pk.end()  # the turn ends with the claim (in _claim), or here when no claim was made
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
@@ -890,7 +1038,9 @@ def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) ->
     slot is taken, nothing changes (409).
 
     Crash-safe by inserts only: (1) ``open_reschedules/<new id>`` records the reschedule under way;
-    (2) the new slot is claimed (the booking); (3) ``reschedules/<old id>`` claims the old
+    (2) the new slot is claimed (the booking; for a consult's appointment, after the consult's next
+    visit link, which names the new one and, as ``rp``, the old: of two reschedules of a consult's
+    visit the second is 409 there already); (3) ``reschedules/<old id>`` claims the old
     appointment for this reschedule (of two reschedules of one appointment, one wins; the other's
     new booking is cancelled and it answers 409); (4) the old appointment is cancelled (a link of
     its slot's chain); (5) the open entry is removed. A crash anywhere leaves the open entry, and
@@ -920,7 +1070,7 @@ def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) ->
     # (1) inserted under a fresh id: one writer; removed only once its reschedule is finished
     db[OPEN_RESCHEDULES].insert_one({"_id": new_id, "old": appt_id, "slot": slot_ref[5:], "at": ctx.now})
     try:
-        new = book(db, ctx, request=moved, new_id=new_id)  # (2)
+        new = book(db, ctx, request=moved, new_id=new_id, replaces=old)  # (2)
     except FhirError:
         # the new slot was not claimed (taken, gone, bad request): nothing to finish
         db[OPEN_RESCHEDULES].delete_one({"_id": new_id})
@@ -1155,7 +1305,8 @@ def _indexes() -> list[Any]:
 
     from .reminders import ATTEMPTS
 
-    return [*chain_indexes(SLOT_LINKS), Index(SLOT_LINKS, (("mo", 1),)), Index(SLOT_LINKS, (("tb", 1),)),
+    return [*chain_indexes(SLOT_LINKS), *chain_indexes(CONSULT_VISITS),
+            Index(SLOT_LINKS, (("mo", 1),)), Index(SLOT_LINKS, (("tb", 1),)),
             *outbox_indexes([SLOT_LINKS]),
             Index(ATTEMPTS, (("rem", 1),))]
 
