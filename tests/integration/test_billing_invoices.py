@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sen_billing import worker
 from sen_billing.domain import invoices, pricing, vietqr
 from sen_billing.worker import consult_charge
 from sen_shared.auth import issue_dev_token
@@ -31,7 +30,8 @@ from sen_shared.bus.catalog import event_type, load_catalog
 from sen_shared.bus.outbox import entry_event
 from sen_shared.fhir.store import Store
 
-from tests.support import ROOT, app_client
+from tests.billing_support import billing_app
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,7 @@ BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001234567", "SEN_BANK
 
 @pytest.fixture()
 def billing(base_env: dict[str, str], mongo_client, monkeypatch: pytest.MonkeyPatch):
-    db_name = f"sen_billing_i{uuid.uuid4().hex[:8]}"
-    for key, value in {**base_env, **BANK, "SEN_DB": db_name}.items():  # the worker's settings
-        monkeypatch.setenv(key, value)
-    worker._settings.cache_clear()
-    with app_client("billing", {**base_env, **BANK}, db_name, mongo_client) as (client, app):
-        db = mongo_client[db_name]
-        pricing.load(db)
+    with billing_app(base_env, mongo_client, monkeypatch, "i", BANK) as (client, db):
         yield client, db
 
 
@@ -423,11 +417,8 @@ def test_vietqr_json_png_svg_and_expiry(billing, dev_key) -> None:
     assert client.get(f"/fhir/Invoice/{inv_id}/$vietqr?_format=gif", headers=a).status_code == 406
 
 
-def test_no_bank_account_is_503(base_env, mongo_client, dev_key) -> None:
-    db_name = f"sen_billing_i{uuid.uuid4().hex[:8]}"
-    with app_client("billing", base_env, db_name, mongo_client) as (client, _app):
-        db = mongo_client[db_name]
-        pricing.load(db)
+def test_no_bank_account_is_503(base_env, mongo_client, monkeypatch, dev_key) -> None:
+    with billing_app(base_env, mongo_client, monkeypatch, "i") as (client, _db):
         a = token(dev_key, "cashier", "org-a")
         inv_id = _hand_invoice(client, a, "Patient/p-n", ["kham-benh"])
         client.post(f"/fhir/Invoice/{inv_id}/$issue", headers=a)
