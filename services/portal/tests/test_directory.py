@@ -48,3 +48,19 @@ def test_when_the_ehr_does_not_answer_the_reference_is_shown_and_not_asked_again
     assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Organization/bvdk-dong-thap"
     assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Organization/bvdk-dong-thap"
     assert ehr == ["Organization"]  # the failure is kept a minute, not retried on every page
+
+
+def test_a_search_refused_to_one_user_is_not_kept_for_the_others(ehr, monkeypatch):
+    """The EHR refuses a cashier the Organization search (403); the next user, allowed, reads the names."""
+    allowed = directory.fhir_get
+    refused = []
+
+    def as_cashier(service, path, params=None, **kw):
+        refused.append(path)
+        raise BackendError("refused", service, 403, "the cashier role reads Patient and Coverage only")
+
+    monkeypatch.setattr(directory, "fhir_get", as_cashier)
+    assert directory.org_names() == {}  # the cashier's receipt: the facility's id instead
+    monkeypatch.setattr(directory, "fhir_get", allowed)
+    assert directory.party({"reference": "Organization/bvdk-dong-thap"}) == "Bệnh viện Đa khoa Đồng Tháp"
+    assert refused == ["/fhir/Organization"] and ehr == ["Organization"]

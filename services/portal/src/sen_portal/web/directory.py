@@ -18,7 +18,7 @@ from .backend import BackendError, entries, fhir_get
 from .formatting import human_name
 
 CACHE_SECONDS = 600
-RETRY_SECONDS = 60  # after the EHR did not answer (or refused this user the search)
+RETRY_SECONDS = 60  # after the EHR did not answer
 TYPES = ("Organization", "Practitioner")
 _kept: dict[str, tuple[float, dict[str, str]]] = {}
 _lock = threading.Lock()
@@ -31,8 +31,10 @@ def names(rtype: str) -> dict[str, str]:
         return known
     try:
         bundle = fhir_get("ehr", f"/fhir/{rtype}", {"_count": "500", "_elements": "name"})
-    except BackendError:  # references instead of names; asked again in a minute, not at every page
-        with _lock:
+    except BackendError as err:  # references instead of names
+        if err.kind == "refused":  # refused to this user (a cashier reads no Organization): not to the others,
+            return known  # so nothing is kept for them (a cashier's receipt left the clinics' pages unnamed)
+        with _lock:  # the EHR down: asked again in a minute, not at every page
             _kept[rtype] = (time.monotonic() - CACHE_SECONDS + RETRY_SECONDS, known)
         return known
     if rtype == "Organization":
