@@ -336,13 +336,7 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     aligned(v)
     v.check("cashier-invoice-qr")
     v.page.evaluate("window.__sameDocument = true")
-    body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 10:00:00",
-            "accountNumber": "0011001932418", "code": None, "content": f"{reference} thanh toan hoi chan",
-            "transferType": "in", "transferAmount": amount, "accumulated": amount, "referenceCode": "FT26338",
-            "description": f"{reference} thanh toan hoi chan"}
-    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
-                   headers={"Authorization": f"Apikey {stack['sepay']}"})
-    assert r.status_code in (200, 201), r.text
+    transfer_arrives(stack, reference, amount, "thanh toan hoi chan")
     v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)  # no reload: htmx swapped the status box
     assert v.page.evaluate("window.__sameDocument === true")
     assert t["paid"] in v.page.inner_text("[data-testid=paid]")
@@ -352,6 +346,17 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.page.click("#invoice-status a")
     v.page.wait_for_load_state("networkidle")
     v.check("cashier-receipt")
+
+
+def transfer_arrives(stack: dict[str, str], reference: str, amount: int, note: str) -> None:
+    """A bank transfer of ``amount`` naming ``reference``, as the aggregator's signed webhook tells billing."""
+    body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 10:00:00",
+            "accountNumber": "0011001932418", "code": None, "content": f"{reference} {note}",
+            "transferType": "in", "transferAmount": amount, "accumulated": amount, "referenceCode": "FT26338",
+            "description": f"{reference} {note}"}
+    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
+                   headers={"Authorization": f"Apikey {stack['sepay']}"})
+    assert r.status_code in (200, 201), r.text
 
 
 def aligned(v) -> None:
