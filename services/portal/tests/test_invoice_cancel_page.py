@@ -113,6 +113,9 @@ def test_a_cancelled_invoice_offers_a_new_invoice_for_its_patient(client, billin
     assert 'data-testid="paid"' not in page and 'id="cash-box"' not in page and 'id="cancel-box"' not in page
     assert "Đã hủy" in text(page) and "hx-get" not in page.split('id="invoice-status"')[1].split(">")[0]
     assert [li for li in re.findall(r'data-testid="line-title">([^<]*)<', page)] == ["Khám bệnh"]  # its lines stay
+    # what it was for, struck through and said not owed: no "balance due 0 ₫" under "amount owed"
+    assert "Số tiền (đã hủy: không phải trả)" in page and "Còn phải trả" not in page
+    assert re.search(r'data-testid="cancelled-amount"><s>39\.000\xa0₫</s>', page)
 
     language(client, "en")
     page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
