@@ -112,7 +112,9 @@ def _receipt(invoice_id: str) -> dict[str, Any]:
 @require_roles("cashier")
 def receipt(invoice_id: str) -> Any:
     r = _receipt(invoice_id)
-    body = {"number": r["number"], "invoice": invoice_id, "facility": r.get("facility"), "owed": r["owed"],
+    name = current().settings.name_of(r.get("facility"))  # as the printed receipt names it (SEN_FACILITY_NAMES)
+    body = {"number": r["number"], "invoice": invoice_id, "facility": r.get("facility"),
+            **({"facilityName": name} if name and name != r.get("facility") else {}), "owed": r["owed"],
             "paid": r["paid"], "credit": r["credit"], "settledAt": payments.iso(r["settled_at"]),
             # what was paid for and by whom, as the printed receipt says it (the portal's page showed neither)
             "lines": [{"text": str(li.get("text") or ""), "patientShare": int(li.get("patientShare") or 0)}
