@@ -235,7 +235,7 @@ def test_the_time_to_answer_table_is_the_compact_one(client, monkeypatch):
     page = client.get("/dashboard").get_data(as_text=True)
     assert '<table class="compact" data-testid="time-to-answer">' in page
     css = client.get("/assets/app.css").get_data(as_text=True)
-    assert re.search(r"table\.compact th, table\.compact td \{[^}]*padding: \.35rem \.3rem", css)
+    assert re.search(r"table\.compact th, table\.compact td \{[^}]*padding: \.3rem \.25rem", css)
 
 
 def test_accepting_a_consult_says_so(client, monkeypatch):
