@@ -17,6 +17,7 @@ doctor accepts it, then that doctor (Specialist).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
@@ -322,3 +323,85 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     assert _owner(page) == ("Specialist", "Nguyễn Văn An") and "Unstable angina" in page
     rows = _rows(doctor.get("/worklist").get_data(as_text=True))
     assert any("Unstable angina" in row for row in rows) and not any("Đau thắt ngực" in row for row in rows), rows
+
+
+def _element(page: str, eid: str) -> str:
+    """The div with id ``eid``, from its opening tag to its matching close."""
+    m = re.search(rf'<div[^>]*\bid="{eid}"', page)
+    assert m, f"no #{eid} on the page"
+    depth = 0
+    for t in re.finditer(r"<(/?)div\b", page[m.start():]):
+        depth += -1 if t.group(1) else 1
+        if depth == 0:
+            return page[m.start(): m.start() + t.end()]
+    raise AssertionError(f"#{eid} is not closed")
+
+
+def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(portal, consults, tc, dev_key):
+    """The doctor asks the clinic for an ECG on Lan's consult (on hold): the clinic's list marks it
+    "Cần trả lời", the consult page's refresh (the same page, its thread and answer box taken by
+    hx-select-oob) holds the question and the answer box; the nurse answers with a PDF: the EHR keeps
+    it as a DocumentReference of the patient, teleconsult's $provide-info puts it in the answer (it
+    checks the clinic may read it) and the page lists it in the thread, opened from /documents. Once
+    the nurse cancels the consult, its page offers a new request for the same patient, no due time."""
+    clinic, doctor = portal_signed_in(portal, "clinic"), portal_signed_in(portal, "doctor")
+    _sr, tid = consults[LAN]
+    before = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    assert 'hx-select-oob="#consult-thread,#consult-answer"' in before
+    assert "<form" not in _element(before, "consult-answer")
+
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    r = doctor.post(f"/tasks/{tid}/request-info", data={"question": "Xin gửi thêm điện tim.",
+                                                         "csrf_token": csrf_token(page)})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
+
+    def asked() -> bool:  # the clinic's answers are kept a few seconds
+        return "Xin gửi thêm điện tim." in clinic.get(f"/consults/{tid}", headers={"HX-Request": "true"}).get_data(
+            as_text=True)
+
+    wait_for(asked, timeout=20)
+    polled = clinic.get(f"/consults/{tid}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "Xin gửi thêm điện tim." in _element(polled, "consult-thread")
+    assert f'action="/consults/{tid}/answer"' in _element(polled, "consult-answer")
+    assert 'hx-select-oob="#consult-thread"' in polled  # the box is not replaced again
+    rows = _rows(clinic.get("/consults").get_data(as_text=True))
+    assert [("Cần trả lời" in row) for row in rows].count(True) == 1
+    assert any("Nguyễn Thị Lan" in row and "Cần trả lời" in row for row in rows), rows
+
+    pdf = b"%PDF-1.4\n% dien tim\n%%EOF\n"
+    r = clinic.post(f"/consults/{tid}/answer", content_type="multipart/form-data", data={
+        "answer": "Đã gửi điện tim.", "csrf_token": csrf_token(polled),
+        "files": [(io.BytesIO(pdf), "dien-tim.pdf", "application/pdf")]})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:800]
+
+    clinic_token = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+    bundle = httpx.get(f"{tc}/fhir/Communication", params={"based-on": f"ServiceRequest/{_sr}"},
+                       headers=clinic_token, timeout=30).json()
+    answers = [e["resource"] for e in bundle.get("entry", []) if e["resource"].get("inResponseTo")]
+    assert len(answers) == 1
+    refs = [p["contentReference"]["reference"] for p in answers[0]["payload"] if "contentReference" in p]
+    assert len(refs) == 1 and refs[0].startswith("DocumentReference/")
+    did = refs[0].split("/")[1]
+
+    def answered() -> bool:
+        return f'href="/documents/{did}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
+
+    wait_for(answered, timeout=20)
+    page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    thread = _element(page, "consult-thread")
+    assert "Đã gửi điện tim." in thread and f'href="/documents/{did}"' in thread
+    opened = clinic.get(f"/documents/{did}")
+    assert opened.status_code == 200 and opened.mimetype == "application/pdf" and opened.data == pdf
+    assert "Hạn trả lời" in page and 'data-testid="consult-again"' not in page
+
+    r = clinic.post(f"/consults/{tid}/cancel", data={"reason": "Người bệnh đã chuyển viện.",
+                                                      "csrf_token": csrf_token(page)})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:800]
+
+    def cancelled() -> bool:
+        return 'data-testid="consult-again"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
+
+    wait_for(cancelled, timeout=20)
+    page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    assert f'href="/patients/{LAN}/consult" data-testid="consult-again">Gửi yêu cầu hội chẩn mới</a>' in page
+    assert "Hạn trả lời" not in page

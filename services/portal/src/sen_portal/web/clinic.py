@@ -13,7 +13,10 @@ from typing import Any
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
 from sen_shared import bhyt
+from wtforms import MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
@@ -24,6 +27,13 @@ SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
 SYS_BHYT = bhyt.CARD_SYSTEM
 MAX_FILE_BYTES = 1_500_000  # a DocumentReference carries its file inline; the EHR takes bodies up to 2 MB
 ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png"}
+
+
+class AnswerFilesForm(AnswerForm):
+    """The clinic's answer to the hub's question, with files (an ECG the hub asked for): the consult
+    form's kind of files, each a DocumentReference of the patient, sent as the answer's attachments."""
+
+    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
 
 
 def _is_htmx() -> bool:
@@ -188,7 +198,8 @@ def icd10_search() -> Any:
 
 
 def _attach(files: list[Any], pid: str) -> list[dict[str, str]]:
-    """Each uploaded file becomes a DocumentReference of the patient in the EHR."""
+    """Each uploaded file becomes a DocumentReference of the patient in the EHR (a consult's request
+    or the clinic's answer to the hub's question)."""
     refs = []
     for f in files:
         if not f or not f.filename:
@@ -244,7 +255,9 @@ def document(did: str) -> Any:
         "Content-Security-Policy": policy})
 
 
-def _check_files(form: ConsultForm) -> bool:
+def _check_files(form: FlaskForm) -> bool:
+    """The form's ``files`` (a MultipleFileField) are PDF, JPEG or PNG of at most 1.5 MB each; else
+    each refused file is said on the field."""
     ok = True
     for f in form.files.data or []:
         if not f or not f.filename:
@@ -416,17 +429,23 @@ def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] |
     return rows
 
 
-def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
-    """The Task with its ServiceRequest (one search, ``_include``), then its Communications and
-    Appointment (and ``with_patient``, the patient's name, sex and age from the EHR: ``patient``,
-    a :class:`patients.Shown`) asked for at once: two round trips, each answer kept a few seconds
-    for the user."""
+def _consult_request(tid: str) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    """The consult's Task, its ServiceRequest (one search, ``_include``, kept a few seconds for the
+    user) and its patient's id; a 404 BackendError when the user sees no such Task."""
     bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"}, cached=True)
     task = next(iter(entries(bundle, "Task")), None)
     if task is None:
         raise BackendError("refused", "teleconsult", 404)
     sr = next(iter(entries(bundle, "ServiceRequest")), None)
-    pid = patient_id(task.get("for")) or patient_id((sr or {}).get("subject"))
+    return task, sr, patient_id(task.get("for")) or patient_id((sr or {}).get("subject"))
+
+
+def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
+    """The Task with its ServiceRequest (one search, ``_include``), then its Communications and
+    Appointment (and ``with_patient``, the patient's name, sex and age from the EHR: ``patient``,
+    a :class:`patients.Shown`) asked for at once: two round trips, each answer kept a few seconds
+    for the user."""
+    task, sr, pid = _consult_request(tid)
     patient_job = pool.submit(copy_current_request_context(patients.one), pid) if with_patient else None
     comms: list[dict[str, Any]] = []
     appts: list[dict[str, Any]] = []
@@ -464,7 +483,7 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
 @login_required("clinic", "doctor")
 def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerForm(),
+    return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerFilesForm(),
                            cancel_form=ReasonForm(), submitted=request.args.get("submitted"),
                            title=gettext("Consult"))
 
@@ -472,11 +491,16 @@ def consult_detail(tid: str) -> Any:
 @bp.route("/consults/<tid>/answer", methods=["POST"])
 @login_required("clinic")
 def consult_answer(tid: str) -> Any:
-    form = AnswerForm()
-    if form.validate_on_submit():
+    form = AnswerFilesForm()
+    if form.validate_on_submit() and _check_files(form):
         try:
+            # the files are the consult's patient's (not consult_bundle: its side requests' copied request
+            # contexts close the upload's files when they end)
+            attached = _attach(form.files.data or [], str(_consult_request(tid)[2])) if _has_files(form) else []
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$provide-info", {
-                "resourceType": "Parameters", "parameter": [{"name": "answer", "valueString": form.answer.data}]})
+                "resourceType": "Parameters", "parameter": [
+                    {"name": "answer", "valueString": form.answer.data},
+                    *({"name": "attachment", "valueReference": ref} for ref in attached)]})
             return redirect(url_for("web.consult_detail", tid=tid))
         except BackendError as err:
             return _detail_with(tid, answer_form=form, problem=backend_message(err))
@@ -497,9 +521,13 @@ def consult_cancel(tid: str) -> Any:
     return _detail_with(tid, cancel_form=form)
 
 
+def _has_files(form: FlaskForm) -> bool:
+    return any(f and f.filename for f in form.files.data or [])
+
+
 def _detail_with(tid: str, **forms: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    ctx = {"answer_form": AnswerForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
+    ctx = {"answer_form": AnswerFilesForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
     return render_template("consult_detail.html", tid=tid, **data, **ctx,
                            title=gettext("Consult")), 422
 
