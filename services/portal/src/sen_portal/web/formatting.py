@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,23 @@ def vnd(amount: Any) -> str:
         return "—"
     sign = "-" if n < 0 else ""
     return f"{sign}{abs(n):,}".replace(",", ".") + "\u00a0₫"
+
+
+def parse_vnd(text: str) -> int:
+    """An amount typed as the pages write it (prices, cash, refunds, shift counts): ``150.000``,
+    ``150 000``, ``150,000``, ``150000`` or ``150.000 ₫`` → 150000; ValueError else (a decimal part:
+    an amount is a whole number of đồng)."""
+    compact = re.sub(r"[\s\u00a0₫]|đồng|đ|VND", "", text.strip(), flags=re.IGNORECASE)
+    if re.fullmatch(r"\d{1,3}([.,]\d{3})+", compact):
+        compact = re.sub(r"[.,]", "", compact)
+    if not re.fullmatch(r"\d{1,13}", compact):
+        raise ValueError(compact)
+    return int(compact)
+
+
+def thousands(amount: int) -> str:
+    """150000 -> '150.000': an amount to edit in a form box, as :func:`vnd` writes it without the sign."""
+    return vnd(amount).removesuffix("\u00a0₫")
 
 
 def number(value: Any) -> str:

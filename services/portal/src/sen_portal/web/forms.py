@@ -22,8 +22,19 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    StopValidation,
+    ValidationError,
+)
 from wtforms.widgets import TextInput
+
+from .formatting import parse_vnd, thousands
 
 
 class LocalDateField(DateField):
@@ -228,30 +239,62 @@ class InvoiceCancelForm(FlaskForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
+class VndField(StringField):
+    """An amount in đồng typed the way the pages write amounts: ``50.000``, ``50 000``, ``50,000``,
+    ``50000`` or ``50.000 ₫`` (formatting.parse_vnd); ``data`` is an int (None when empty), shown
+    back as ``50.000``. A text box with the numeric keypad (``inputmode``): a ``type=number`` box
+    empties ``50,000`` in the browser and WTForms' IntegerField refuses ``50.000`` in English.
+    A value that is no amount is one message in the user's language, before the field's validators."""
+
+    def __init__(self, label: Any = None, validators: Any = None, **kwargs: Any) -> None:
+        kwargs["render_kw"] = {"inputmode": "numeric", "autocomplete": "off", **(kwargs.get("render_kw") or {})}
+        super().__init__(label, validators, **kwargs)
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        self.data = None
+        text = str(valuelist[0]).strip() if valuelist else ""
+        if valuelist:
+            self.raw_data = [text]  # blanks alone are nothing typed (InputRequired, Optional)
+        if text:
+            try:
+                self.data = parse_vnd(text)
+            except ValueError:
+                raise ValueError(str(_l("Write the amount in đồng, e.g. 50.000."))) from None
+
+    def pre_validate(self, form: Any) -> None:
+        if self.process_errors:  # not an amount: that one message, not also "enter the amount" or a range
+            raise StopValidation()
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return str(self.raw_data[0])
+        return thousands(self.data) if isinstance(self.data, int) else ""
+
+
 class RefundForm(FlaskForm):
     payment = HiddenField(validators=[DataRequired(_l("Choose the payment to refund."))])
-    amount = IntegerField(_l("Amount (đồng; empty: all that can be refunded)"),
-                          validators=[Optional(), NumberRange(1, None, _l("More than 0 đồng."))])
+    amount = VndField(_l("Amount (đồng; empty: all that can be refunded)"),
+                      validators=[Optional(), NumberRange(1, None, _l("More than 0 đồng."))])
     method = SelectField(_l("Refund by"), choices=[("cash", _l("Cash")), ("transfer", _l("Bank transfer"))],
                          default="cash")
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
 class CashForm(FlaskForm):
-    amount = IntegerField(_l("Cash received (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
-                                                                 NumberRange(1, None, _l("More than 0 đồng."))])
+    amount = VndField(_l("Cash received (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
+                                                             NumberRange(1, None, _l("More than 0 đồng."))])
     txn = HiddenField()
 
 
 class ShiftOpenForm(FlaskForm):
-    opening_cash = IntegerField(_l("Cash in the drawer at the start (đồng)"), default=0,
-                                validators=[Optional(), NumberRange(0, None, _l("0 đồng or more."))])
+    opening_cash = VndField(_l("Cash in the drawer at the start (đồng)"), default=0,
+                            validators=[Optional(), NumberRange(0, None, _l("0 đồng or more."))])
 
 
 class ShiftCloseForm(FlaskForm):
-    counted_cash = IntegerField(_l("Cash counted (đồng)"), validators=[
+    counted_cash = VndField(_l("Cash counted (đồng)"), validators=[
         InputRequired(_l("Count the cash and enter it.")), NumberRange(0, None, _l("0 đồng or more."))])
-    counted_transfers = IntegerField(_l("Transfers on the bank statement (đồng)"), validators=[
+    counted_transfers = VndField(_l("Transfers on the bank statement (đồng)"), validators=[
         InputRequired(_l("Enter the transfers total.")), NumberRange(0, None, _l("0 đồng or more."))])
     note = TextAreaField(_l("Note"), validators=[Optional(), Length(max=500)])
 

@@ -37,7 +37,7 @@ from wtforms.validators import InputRequired, Regexp
 
 from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries
-from .formatting import TZ, codeable, vnd
+from .formatting import TZ, codeable, parse_vnd, vnd
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first
@@ -164,17 +164,6 @@ def matches(r: dict[str, Any], q: str) -> bool:
 
 
 # ------------------------------------------------------------------ the form
-
-def parse_vnd(text: str) -> int:
-    """``150.000``, ``150 000``, ``150,000``, ``150000`` or ``150.000 ₫`` → 150000; ValueError else
-    (a decimal part: a price is a whole number of đồng)."""
-    compact = re.sub(r"[\s\u00a0₫]|đồng|đ|VND", "", text.strip(), flags=re.IGNORECASE)
-    if re.fullmatch(r"\d{1,3}([.,]\d{3})+", compact):
-        compact = re.sub(r"[.,]", "", compact)
-    if not re.fullmatch(r"\d{1,13}", compact):
-        raise ValueError(compact)
-    return int(compact)
-
 
 def _whole_dong(form: FlaskForm, field: StringField) -> None:
     try:
