@@ -435,13 +435,17 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     incomplete = [p for p in minutes() if p["name"] != "conclusion"]
     r = op(tc, task_id, "$complete", "dr2", tokens, incomplete)
     assert r.status_code == 422 and "conclusion" in diag(r)
-    r = op(tc, task_id, "$complete", "dr2", tokens, minutes())
+    written = {"name": "conclusion-text", "valueString": "Nhồi máu cơ tim cấp thành dưới, Killip II."}
+    r = op(tc, task_id, "$complete", "dr2", tokens, [*minutes(), written])
     assert r.status_code == 200, r.text
     task = r.json()
     assert task["status"] == "completed"
     assert task["executionPeriod"] == {"start": "2025-03-14T09:00:00+07:00", "end": "2025-03-14T09:40:00+07:00"}
     outputs = {o["type"]["coding"][0]["code"]: o for o in task["output"]}
     assert outputs["conclusion"]["valueCodeableConcept"]["coding"][0]["code"] == "I21.1"
+    # the conclusion as written is the conclusion's text; the advice stays the advice alone
+    assert outputs["conclusion"]["valueCodeableConcept"]["text"] == written["valueString"]
+    assert outputs["recommendations"]["valueString"] == "Chuyển tuyến tỉnh can thiệp mạch vành cấp cứu."
     record = json.loads(base64.b64decode(outputs["minutes"]["valueAttachment"]["data"]))
     assert record["chair"] == "Practitioner/dr-0" and record["discussion"].startswith("Thống nhất")
     # the requesting clinic sees the result on its Task

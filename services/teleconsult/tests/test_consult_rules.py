@@ -119,6 +119,28 @@ def test_minutes_are_parsed_and_become_the_event_and_the_outputs():
                                                                                  "minutes"]
 
 
+def test_the_written_conclusion_is_the_conclusion_outputs_text_not_advice():
+    """``conclusion-text`` (optional) is the conclusion output's text and the minutes' ``conclusionText``;
+    the recommendations output stays the advice alone. Without it, the outputs are as before."""
+    body = minutes()
+    body["parameter"].append({"name": "conclusion-text", "valueString": " Nhồi máu cơ tim cấp thành dưới. "})
+    m = rules.parse_minutes(body)
+    outputs = {o["type"]["coding"][0]["code"]: o for o in rules.minutes_outputs(m)}
+    assert outputs["conclusion"]["valueCodeableConcept"]["text"] == "Nhồi máu cơ tim cấp thành dưới."
+    assert [c["code"] for c in outputs["conclusion"]["valueCodeableConcept"]["coding"]] == ["I21.1", "E11.9"]
+    assert outputs["recommendations"]["valueString"] == "Chuyển tuyến"
+    assert m.as_json()["conclusionText"] == "Nhồi máu cơ tim cấp thành dưới."
+    # the event's schema has no field for it: the EHR's record keeps it, before the advice
+    assert rules.minutes_event(m)["recommendations"] == "Nhồi máu cơ tim cấp thành dưới.\nChuyển tuyến"
+    old = rules.parse_minutes(minutes())
+    outputs = {o["type"]["coding"][0]["code"]: o for o in rules.minutes_outputs(old)}
+    assert "text" not in outputs["conclusion"]["valueCodeableConcept"] and "conclusionText" not in old.as_json()
+    assert rules.minutes_event(old)["recommendations"] == "Chuyển tuyến"
+    body["parameter"][-1] = {"name": "conclusion-text", "valueString": "  "}
+    with pytest.raises(ConsultError):
+        rules.parse_minutes(body)
+
+
 @pytest.mark.parametrize("drop", ["start", "site", "participant", "history", "findings-laboratory", "conclusion",
                                   "recommendations", "chair"])
 def test_minutes_missing_a_required_part_are_refused(drop):

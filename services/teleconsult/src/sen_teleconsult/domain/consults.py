@@ -322,6 +322,7 @@ class Minutes:
     recommendations: str
     chair: str  # Practitioner/<id> who signs off
     appointment: str | None
+    conclusion_text: str | None = None  # the conclusion as the doctor wrote it (``conclusion-text``)
 
     def findings_text(self) -> str:
         labels = {"clinical": "Lâm sàng", "laboratory": "Cận lâm sàng", "imaging": "Chẩn đoán hình ảnh"}
@@ -331,7 +332,8 @@ class Minutes:
         return {"start": self.start, "end": self.end, "sites": list(self.sites),
                 "participants": list(self.participants), "patientIdentity": self.patient_identity,
                 "history": self.history, "findings": self.findings, "discussion": self.discussion,
-                "conclusion": list(self.conclusion), "recommendations": self.recommendations, "chair": self.chair}
+                "conclusion": list(self.conclusion), "recommendations": self.recommendations, "chair": self.chair,
+                **({"conclusionText": self.conclusion_text} if self.conclusion_text else {})}
 
 
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$")
@@ -449,7 +451,8 @@ def parse_minutes(body: Any) -> Minutes:
         history=one_string(body, "history", required=True) or "", findings=findings,
         discussion=one_string(body, "discussion", required=False),
         conclusion=tuple(conclusion), recommendations=one_string(body, "recommendations", required=True) or "",
-        chair=chair, appointment=one_reference(body, "appointment", required=False, types=("Appointment",)))
+        chair=chair, appointment=one_reference(body, "appointment", required=False, types=("Appointment",)),
+        conclusion_text=one_string(body, "conclusion-text", required=False))
 
 
 def _instant(text: str) -> datetime:
@@ -461,7 +464,8 @@ def minutes_outputs(m: Minutes) -> list[dict[str, Any]]:
     text = json.dumps(m.as_json(), ensure_ascii=False).encode()
     return [
         {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "conclusion"}], "text": "Kết luận"},
-         "valueCodeableConcept": {"coding": [dict(c) for c in m.conclusion]}},
+         "valueCodeableConcept": {"coding": [dict(c) for c in m.conclusion],
+                                  **({"text": m.conclusion_text} if m.conclusion_text else {})}},
         {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "recommendations"}], "text": "Hướng xử trí"},
          "valueString": m.recommendations},
         {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "minutes"}], "text": "Biên bản hội chẩn từ xa"},
@@ -475,7 +479,9 @@ def minutes_event(m: Minutes) -> dict[str, Any]:
     """The ``minutes`` of ``teleconsult.consult.completed`` (its schema: specs/events)."""
     out: dict[str, Any] = {
         "participants": [dict(p) for p in m.participants], "summary": m.history, "findings": m.findings_text(),
-        "conclusion": dict(m.conclusion[0]), "recommendations": m.recommendations,
+        # the event's schema has no written conclusion yet: the EHR's record keeps it before the advice
+        "conclusion": dict(m.conclusion[0]),
+        "recommendations": f"{m.conclusion_text}\n{m.recommendations}" if m.conclusion_text else m.recommendations,
         "sites": [dict(s) for s in m.sites], "diagnoses": [dict(c) for c in m.conclusion], "chair": m.chair,
     }
     if m.discussion:
