@@ -3,7 +3,7 @@ booking a slot, the minutes, and the weekly availability with leave."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
@@ -12,6 +12,7 @@ from flask_babel import gettext
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import consult_bundle, consult_rows, pool
+from .daily_report import today  # the date in Vietnam (Asia/Ho_Chi_Minh), not the server's
 from .formatting import TZ, parse_instant, when
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
 
@@ -77,13 +78,20 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     # the hub's doctors (for reassigning) are asked for while the consult is read: one wait
     doctors = pool.submit(copy_current_request_context(_hub_doctors), g.user.facility, g.user.practitioner)
     data = consult_bundle(tid, with_patient=True)
-    start = date.today()
+    start = today()  # in Vietnam: a server on UTC is still on yesterday before 07:00 here
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
              "minutes_form": _minutes_defaults(data), "visit_cancel_form": ReasonForm(formdata=None, prefix="visit")}
     forms.update(ctx.pop("forms", {}))
     begun = parse_instant((data["appointment"] or {}).get("start"))
     ctx["visit_begun"] = begun is not None and begun <= datetime.now(TZ)  # a no-show can be marked from then on
+    # the answer is due then: the free times after it are marked, and said when none is before it
+    due_text = ((data["task"].get("restriction") or {}).get("period") or {}).get("end")
+    due = parse_instant(due_text)
+    ctx["after_due"] = [due is not None and (begins := parse_instant(a.get("start"))) is not None and begins >= due
+                        for a in ctx.get("proposals") or []]
+    ctx["due"] = due_text
+    ctx["all_after_due"] = bool(ctx["after_due"]) and all(ctx["after_due"][:12])  # the page offers 12
     forms["reassign_form"].practitioner.choices = doctors.result()
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
@@ -375,7 +383,8 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
         {"name": "history", "valueString": form.history.data},
         {"name": "findings-clinical", "valueString": form.findings.data},
         {"name": "conclusion", "valueCoding": {"system": icd10.SYSTEM, "code": code.code, "display": code.vi}},
-        {"name": "recommendations", "valueString": f"{form.conclusion.data}\n{form.recommendations.data}"},
+        {"name": "conclusion-text", "valueString": form.conclusion.data},  # the conclusion as written
+        {"name": "recommendations", "valueString": form.recommendations.data},
         {"name": "chair", "valueReference": {"reference": chair, "display": form.chair.data}},
     ]
     if form.discussion.data:
@@ -431,6 +440,17 @@ def schedule_summary(schedule: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _leave_entry(exts: list[dict[str, Any]], start: str, end: str) -> dict[str, Any] | None:
+    """The leave extension of the period ``start``–``end`` (as stored: the page posts them back)."""
+    for ext in exts:
+        if ext.get("url") != EXT_NOT_AVAILABLE:
+            continue
+        during = next((p.get("valuePeriod") for p in ext.get("extension") or [] if p.get("url") == "during"), None)
+        if isinstance(during, dict) and start and during.get("start") == start and during.get("end") == end:
+            return ext
+    return None
+
+
 def _schedules() -> list[dict[str, Any]]:
     return entries(fhir_get("teleconsult", "/fhir/Schedule", {"_count": "100"}), "Schedule")
 
@@ -442,7 +462,7 @@ def availability() -> Any:
     doctor to update the Schedule naming only them); an admin picks any doctor's schedule. A doctor
     who sends another schedule's id is refused here (403) before anything is asked of the back-end."""
     form, leave_form = AvailabilityForm(prefix="week"), LeaveForm(prefix="leave")
-    problem, saved = None, None
+    problem, saved, removed = None, None, False
     schedule, choices = None, []
     admin = g.user.role == "admin"
     try:
@@ -480,6 +500,13 @@ def availability() -> Any:
             exts.append({"url": EXT_NOT_AVAILABLE, "extension": [
                 {"url": "description", "valueString": leave_form.reason.data or gettext("Leave")},
                 {"url": "during", "valuePeriod": {"start": start.isoformat(), "end": end.isoformat()}}]})
+        elif which == "leave-remove":  # the leave the page showed, named by its period (not its position)
+            gone = _leave_entry(exts, request.form.get("start", ""), request.form.get("end", ""))
+            if gone is None:
+                problem = gettext("This leave is no longer in the schedule: nothing was removed.")
+            else:
+                exts.remove(gone)
+                removed = True
         else:
             problem = problem or gettext("Please correct the highlighted fields.")
         if problem is None:
@@ -501,6 +528,6 @@ def availability() -> Any:
         form.windows.append_entry()
         form.slot_minutes.data = summary["slot_minutes"] or 30
     return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
-                           schedule=schedule, problem=problem, saved=saved, DAYS=DAYS,
+                           schedule=schedule, problem=problem, saved=saved, removed=removed and saved, DAYS=DAYS,
                            editable=editable, choices=choices, title=gettext("Availability")), (
         200 if not problem else 422)
