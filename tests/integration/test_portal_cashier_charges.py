@@ -162,7 +162,7 @@ def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_i
 
     shown = cashier.get(where).get_data(as_text=True)
     assert "Đã phát hành hóa đơn" in shown and re.search(r'data-testid="invoice-patient">Nguyễn Thị Mai<', shown)
-    assert f'src="/invoices/{inv["id"]}/qr.svg"' in shown  # the QR to pay at once
+    assert f'src="/invoices/{inv["id"]}/qr.svg?v=' in shown  # the QR to pay at once (v: its payload)
     assert re.search(r'data-testid="insurer-share">291.200\u00a0₫', shown)
     assert re.search(r'data-testid="patient-share">92.800\u00a0₫', shown)
     assert cashier.get(f"/invoices/{inv['id']}/qr.svg").status_code == 200

@@ -7,6 +7,7 @@ unmatched-transfers queue, and the shift. Built on specs/billing.yaml: FHIR ``In
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,14 +37,24 @@ def _patient_id(inv: dict[str, Any]) -> str | None:
     return patient_id(inv.get("subject"))
 
 
+def patient_pays(inv: dict[str, Any]) -> Any:
+    """What the patient owes on the Invoice: billing's ``totalNet`` (the patient's share, after BHYT),
+    ``totalGross`` where billing gives no net (the queue, the unmatched transfers' choices)."""
+    return (inv.get("totalNet") or inv.get("totalGross") or {}).get("value")
+
+
 def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The rows the queue shows: reference, patient, date, amount, status (names from the EHR)."""
+    """The rows the queue shows: reference, patient, date, the amount the patient pays (``gross``: the
+    total before BHYT, when BHYT pays part of it), status (names from the EHR, one request)."""
     if names is None:
         names = patient_names([pid for inv in invoices if (pid := _patient_id(inv))])
-    return [{"id": inv.get("id"), "reference": invoice_reference(inv), "pid": _patient_id(inv),
-             "name": names.get(_patient_id(inv) or "", "—"), "date": inv.get("date"),
-             "amount": (inv.get("totalGross") or {}).get("value"), "status": inv.get("status")}
-            for inv in invoices]
+    rows = []
+    for inv in invoices:
+        amount, gross = patient_pays(inv), (inv.get("totalGross") or {}).get("value")
+        rows.append({"id": inv.get("id"), "reference": invoice_reference(inv), "pid": _patient_id(inv),
+                     "name": names.get(_patient_id(inv) or "", "—"), "date": inv.get("date"), "amount": amount,
+                     "gross": gross if gross is not None and gross != amount else None, "status": inv.get("status")})
+    return rows
 
 
 def reference_code(q: str) -> str | None:
@@ -174,6 +185,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         qr = None
     elif qr is None and s.get("qrProblem"):
         problem = problem or backend_message(BackendError("refused", "billing", 0, str(s["qrProblem"])))
+    qr = _versioned(qr)
     forms = ctx.pop("forms", {})  # the form posted (with its errors), else a new one where the page shows it
     if "cash_form" not in forms and not is_paid(s) and s.get("status") != "cancelled":
         forms["cash_form"] = CashForm(formdata=None, amount=s.get("balanceDue") or None)
@@ -182,7 +194,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "refund_form" not in forms and s.get("payments"):
         forms["refund_form"] = RefundForm(formdata=None)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
-                           patient=patient, pid=pid,
+                           patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            title=gettext("Invoice"), **forms, **ctx), status
 
 
@@ -192,18 +204,47 @@ def invoice(iid: str) -> Any:
     return _invoice_page(iid)
 
 
+def _versioned(qr: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The QR answer with ``v``, its payload's digest: the image's URL changes with the payload, so
+    the browser draws a new code rather than keep the old one."""
+    if not qr or not qr.get("payload"):
+        return qr
+    return {**qr, "v": hashlib.sha256(str(qr["payload"]).encode()).hexdigest()[:12]}
+
+
+def _shown_due() -> int | None:
+    """The amount the page's QR asks for (``?due=``, carried by the status box's URL), None: no QR shown."""
+    due = request.args.get("due", "")
+    return int(due) if due.isdigit() and len(due) <= 13 else None
+
+
 @bp.route("/invoices/<iid>/status")
 @login_required("cashier")
 def invoice_status(iid: str) -> Any:
-    """The status box alone; htmx asks for it every 2 s until the invoice is paid."""
+    """The status box alone; htmx asks for it every 2 s until the invoice is paid.
+
+    The fresh answer corrects the amounts the page's shell showed; once paid it hides the QR and the
+    cash form (htmx out-of-band swaps). When the balance due is no longer the amount the page's QR
+    asks for (a partial transfer, cash, a refund), the QR box is replaced too, with billing's
+    ``$vietqr`` for the current balance: a patient scanning the old code would pay the old amount."""
+    due = _shown_due()
     try:
         s = summary(iid)
     except BackendError:
-        return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True)
-    # once paid, the same answer hides the QR and updates the amounts (htmx out-of-band swaps)
-    # the fresh answer also corrects the amounts the page's shell showed; once paid it hides the QR
-    # and the cash form (htmx out-of-band swaps)
-    return render_template("_invoice_status.html", s=s, iid=iid, paid=is_paid(s), stale=False, oob=True)
+        return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True, due=due)
+    paid, qr, qr_swap = is_paid(s), None, False
+    balance = s.get("balanceDue")
+    if due is not None and not paid and s.get("status") == "issued" and isinstance(balance, int) and balance != due:
+        qr_swap = True  # no QR rather than the old one when there is none to show
+        if balance > 0:
+            try:
+                qr = _versioned(_json("GET", f"/fhir/Invoice/{iid}/$vietqr"))
+            except BackendError:
+                qr = None  # the old code goes; the next poll asks again (the URL keeps the old amount)
+        if qr and isinstance(qr.get("amount"), int):
+            due = qr["amount"]
+    return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
+                           qr_swap=qr_swap, due=due)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
@@ -353,9 +394,11 @@ def unmatched() -> Any:
     if rows_err is not None:
         problem = problem or backend_message(rows_err)
     rows, next_cursor = (queue or {}).get("payments") or [], (queue or {}).get("next")
-    choices = [{"id": inv["id"], "reference": invoice_reference(inv),
-                "amount": (inv.get("totalNet") or inv.get("totalGross") or {}).get("value"), "date": inv.get("date")}
-               for inv in issued or []]
+    # each choice names its patient (one EHR request for them all); a transfer's choices list the
+    # invoices of its very amount first
+    choices = queue_rows([inv for inv in issued or [] if inv.get("id")]) if issued else []
+    rows = [{**p, "choices": sorted(choices, key=lambda c, amount=p.get("amount"): c["amount"] != amount)}
+            for p in rows]
     return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
                            choices=choices, page=page, after=after, next_cursor=next_cursor,
                            facility=facility, unowned=UNOWNED,
