@@ -175,10 +175,10 @@ class _Clock(datetime):
 
 
 def test_the_find_form_starts_on_todays_date_in_vietnam(app, fake, monkeypatch):
-    from sen_portal.web import daily_report
+    from sen_portal.web import formatting
 
-    monkeypatch.setattr(daily_report, "datetime", _Clock)
-    assert daily_report.today().isoformat() == "2026-12-06"
+    monkeypatch.setattr(formatting, "datetime", _Clock)
+    assert formatting.today().isoformat() == "2026-12-06"
     page = _page(portal_signed_in(app, "doctor"))
     start = re.search(r'<input[^>]*name="start"[^>]*>', page.split('action="/tasks/t-1/slots"')[1]).group(0)
     assert 'value="06/12/2026"' in start, start

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from flask import Response, redirect, request, url_for
@@ -25,14 +25,10 @@ from wtforms.validators import InputRequired
 
 from . import backend_message, bp, login_required
 from .backend import BackendError, call
-from .formatting import TZ
+from .formatting import today
 from .forms import LocalDateField
 
 TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments")
-
-
-def today() -> date:
-    return datetime.now(TZ).date()
 
 
 class ReportDayField(LocalDateField):

@@ -12,8 +12,7 @@ from flask_babel import gettext
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import consult_bundle, consult_rows, pool
-from .daily_report import today  # the date in Vietnam (Asia/Ho_Chi_Minh), not the server's
-from .formatting import TZ, parse_instant, when
+from .formatting import TZ, parse_instant, today, when
 from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"

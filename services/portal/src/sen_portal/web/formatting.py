@@ -48,6 +48,11 @@ def number(value: Any) -> str:
     return format_decimal(value)
 
 
+def today() -> date:
+    """Today's date in Vietnam (Asia/Ho_Chi_Minh): a server on UTC is still on yesterday before 07:00 here."""
+    return datetime.now(TZ).date()
+
+
 def parse_instant(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
