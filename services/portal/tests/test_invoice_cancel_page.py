@@ -134,8 +134,9 @@ def test_a_cancel_needs_a_reason_and_billings_refusal_is_a_sentence(client, bill
     r = cancel(client, "")
     assert r.status_code == 422 and "Nêu lý do." in text(r.get_data(as_text=True)) and not billing.cancels
     billing.refuse = BackendError("refused", "billing", 409,
-                                  "Invoice/inv-a has payments; refund them before cancelling")
+                                  "Invoice/inv-a has payments; refund them before cancelling", "conflict")
     r = cancel(client, "Nhập nhầm dịch vụ")
     body = r.get_data(as_text=True)
-    assert r.status_code == 409 and "refund them before cancelling" in body
+    assert r.status_code == 409 and "Hóa đơn này đã có khoản thanh toán: hãy hoàn tiền các khoản đó" in body
+    assert "refund them before cancelling" not in body and "inv-a" not in text(body)  # no English, no id
     assert "Nhập nhầm dịch vụ" in body and 'data-testid="cancelled"' not in body  # the form keeps the reason

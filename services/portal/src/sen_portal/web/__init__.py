@@ -25,6 +25,7 @@ from flask import (
     abort,
     current_app,
     g,
+    has_request_context,
     redirect,
     render_template,
     request,
@@ -152,6 +153,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
 
     auth.init_oidc(flask_app, settings)
     flask_app.register_blueprint(bp)
+    flask_app.register_error_handler(405, method_not_allowed)  # routing's 405 reaches no blueprint's handler
 
 
 @bp.before_request
@@ -211,9 +213,23 @@ _STATUS = {"requested": lazy_gettext("Waiting for the hub"), "received": lazy_ge
            "fulfilled": lazy_gettext("Done")}
 
 
+_HUB_NEW = lazy_gettext("New – to triage")  # a requested consult, as the hub (the doctor) reads it
+
+
 def status_label(status: str | None) -> str:
+    """A status in the user's language; a ``requested`` consult waits for the hub, which for a hub
+    doctor is themself: to them it is new, to triage."""
+    if status == "requested" and _signed_in_role() == "doctor":
+        return str(_HUB_NEW)
     label = _STATUS.get(status or "")  # one translation looked up, not the whole table (a page has many)
     return str(label) if label is not None else (status or "—")
+
+
+def _signed_in_role() -> str | None:
+    if not has_request_context():
+        return None
+    user = g.get("user") or current_user()
+    return user.role if user is not None else None
 
 
 _OUTCOMES = {"applied": lazy_gettext("Counted toward the invoice"), "unmatched": lazy_gettext("Not matched yet"),
@@ -292,6 +308,8 @@ def _unexpected(err: Exception) -> Any:
     from werkzeug.exceptions import HTTPException
 
     if isinstance(err, HTTPException):
+        if err.code == 405:
+            return method_not_allowed(err)
         if err.code == 404:
             return render_template("error.html", title=gettext("Not found"),
                                    message=gettext("This page or record does not exist.")), 404
@@ -318,10 +336,24 @@ def backend_message(err: BackendError) -> str:
         return gettext("%(who)s refused: you are not allowed to do this.", who=who)
     if err.status == 404:
         return gettext("%(who)s does not know this record.", who=who)
-    if err.status == 409:
-        return gettext("%(who)s refused because the record changed meanwhile: %(detail)s", who=who,
-                       detail=err.detail)
-    return gettext("%(who)s refused the request: %(detail)s", who=who, detail=err.detail or err.status)
+    from .refusals import detail_of, explain
+
+    current_app.logger.info("refused by a service", extra=detail_of(err))
+    said = explain(err)
+    if said is not None:
+        return said
+    # a refusal the portal has no sentence for: the service's English detail on English pages only
+    english = select_locale() == "en" and bool(err.detail)
+    if err.status in (409, 412):
+        if english:
+            return gettext("%(who)s refused because the record changed meanwhile: %(detail)s", who=who,
+                           detail=err.detail)
+        return gettext("%(who)s refused because the record changed meanwhile. Reload the page and try again.",
+                       who=who)
+    if english:
+        return gettext("%(who)s refused the request: %(detail)s", who=who, detail=err.detail)
+    return gettext("%(who)s refused the request. Check what you entered and try again; if it keeps "
+                   "failing, tell the administrator.", who=who)
 
 
 @bp.route("/assets/vendor/<name>")
@@ -352,7 +384,81 @@ def vendor(name: str) -> Response:
 
 @bp.route("/language", methods=["POST"])
 def language() -> Any:
+    """The page again in the other language: ``next`` (the page's path and query), when it answers a
+    GET; a page a POST rendered (a form's errors, the slots found) is no GET's: then the page the user
+    came from (the Referer, this site's only), else the nearest page above it (``/invoices/<id>`` for
+    ``/invoices/<id>/cash``), else the user's home."""
+    from .auth import safe_next
+
     lang = request.form.get("lang", "vi")
     session["lang"] = lang if lang in LANGUAGES else "vi"
-    nxt = request.form.get("next", "/")
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/")
+    nxt = safe_next(request.form.get("next")) or "/"
+    if _answers_get(nxt):
+        return redirect(nxt)
+    came = _on_this_site(request.referrer)
+    if came and came.partition("?")[0] != nxt.partition("?")[0] and _answers_get(came):
+        return redirect(came)
+    parts = nxt.partition("?")[0].rstrip("/").split("/")
+    while len(parts) > 2:
+        parts.pop()
+        if _answers_get("/".join(parts)):
+            return redirect("/".join(parts))
+    return redirect(url_for("web.home"))
+
+
+def _answers_get(target: str) -> bool:
+    """Whether a GET of this site's path ``target`` (a query allowed) reaches a page."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    adapter = current_app.create_url_adapter(request)
+    if adapter is None:
+        return False
+    try:
+        adapter.match(target.partition("?")[0], method="GET")
+    except RequestRedirect:
+        return True
+    except HTTPException:  # 405: a POST-only path; 404: none
+        return False
+    return True
+
+
+def _on_this_site(url: str | None) -> str | None:
+    """The path and query of ``url`` when it is this site's (scheme and host of this request), else None."""
+    from urllib.parse import urlsplit
+
+    from .auth import safe_next
+
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+        return None
+    return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""))
+
+
+def method_not_allowed(err: Any) -> Any:
+    """A 405 of a portal page (a POST-only path opened by a link, a bookmark, a reload): the portal's
+    readable page in the user's language. Other paths (the JSON APIs) keep connexion's answer."""
+    from werkzeug.exceptions import HTTPException
+
+    adapter = current_app.create_url_adapter(request)
+    endpoint = None
+    allowed = sorted(getattr(err, "valid_methods", None) or ())
+    for method in allowed:
+        try:
+            endpoint = adapter.match(request.path, method=method)[0] if adapter is not None else None
+            break
+        except HTTPException:
+            continue
+    if not (endpoint or "").startswith("web."):
+        handler = current_app.error_handler_spec[None][None].get(HTTPException)
+        if handler is None:
+            return err
+        return handler(err)
+    response = current_app.make_response((render_template(
+        "error.html", title=gettext("This page cannot be opened this way"),
+        message=gettext("This page only shows the answer to a form you send. Go back to the page "
+                        "before it, or to your home page.")), 405))
+    response.headers["Allow"] = ", ".join(allowed)
+    return _headers(response)

@@ -30,9 +30,15 @@ TOKENS_KEPT = 4096
 
 
 class BackendError(Exception):
-    def __init__(self, kind: str, service: str, status: int = 0, detail: str = "") -> None:
+    """``code``: the answer's stable name for the refusal (a FHIR OperationOutcome's ``issue[0].code``,
+    an RFC 9457 problem's ``type`` unless ``about:blank``, else its ``title``); ``extra``: the problem's
+    other members (billing's ``refundable``, ...), which :func:`sen_portal.web.refusals.explain` reads."""
+
+    def __init__(self, kind: str, service: str, status: int = 0, detail: str = "", code: str = "",
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{service}: {kind} {status}")
         self.kind, self.service, self.status, self.detail = kind, service, status, detail
+        self.code, self.extra = code, extra or {}
 
 
 def settings() -> PortalSettings:
@@ -77,17 +83,26 @@ def _base(service: str) -> str:
     return {"ehr": cfg.ehr_url, "teleconsult": cfg.teleconsult_url, "billing": cfg.billing_url}[service]
 
 
-def _detail(response: Response) -> str:
+_PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
+
+
+def _detail(response: Response) -> tuple[str, str, dict[str, Any]]:
+    """The refusal's detail (English, as the service wrote it), its code and the problem's other members."""
     try:
         body = response.json()
     except ValueError:
-        return ""
+        return "", "", {}
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        return "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text") or "")
-                         for i in body.get("issue", []))[:500]
+        issues = [i for i in body.get("issue", []) if isinstance(i, dict)]
+        detail = "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text") or "")
+                           for i in issues)[:500]
+        return detail, str(issues[0].get("code") or "") if issues else "", {}
     if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or "")[:500]
-    return ""
+        kind = str(body.get("type") or "")
+        code = kind if kind and kind != "about:blank" else str(body.get("title") or "")
+        extra = {k: v for k, v in body.items() if k not in _PROBLEM_FIELDS}
+        return str(body.get("detail") or body.get("title") or "")[:500], code, extra
+    return "", "", {}
 
 
 def call(service: str, method: str, path: str, *, params: Any = None, json: Any = None,
@@ -114,9 +129,9 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
     except http.TransportError:  # refused, reset, unknown host
         raise BackendError("down", service) from None
     if r.status_code >= 500:
-        raise BackendError("slow" if r.status_code == 504 else "failed", service, r.status_code, _detail(r))
+        raise BackendError("slow" if r.status_code == 504 else "failed", service, r.status_code, *_detail(r))
     if r.status_code >= 400:
-        raise BackendError("refused", service, r.status_code, _detail(r))
+        raise BackendError("refused", service, r.status_code, *_detail(r))
     return r
 
 

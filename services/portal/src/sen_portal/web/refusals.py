@@ -1,0 +1,166 @@
+"""The refusals a user can cause at billing and teleconsult, said in the user's language.
+
+The back-ends answer a refused request with an English sentence (a FHIR OperationOutcome's
+``diagnostics``, an RFC 9457 problem's ``detail``) meant for developers and logs. The pages show
+the sentence of :data:`RULES` that matches the refusal's stable fields: the service, the status,
+the code (``issue[0].code``; a problem's ``title``, billing's problems all being ``about:blank``)
+and the start of the detail, the only stable text some refusals have (the detail's wording is
+part of those services' tests). Numbers are kept where they are part of the answer (billing's
+``refundable``, a visit's time); a FHIR id is never shown. :func:`explain` answers None for a
+refusal it does not know: the page then says the generic sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask_babel import gettext
+
+from .backend import BackendError
+from .formatting import vnd, when
+
+
+@dataclass(frozen=True)
+class Rule:
+    services: frozenset[str]
+    statuses: frozenset[int]  # the statuses the refusal comes with (0: a detail the portal passed on)
+    codes: frozenset[str]  # the codes it comes with (empty: any)
+    detail: re.Pattern[str]  # matched at the detail's start
+    say: Callable[[re.Match[str], BackendError], str]
+
+
+def _rule(service: str, statuses: tuple[int, ...], codes: tuple[str, ...], detail: str,
+          say: Callable[[re.Match[str], BackendError], str]) -> Rule:
+    """``service``: one service, or several separated by spaces."""
+    return Rule(frozenset(service.split()), frozenset((*statuses, 0)), frozenset(codes), re.compile(detail), say)
+
+
+def _changed(_m: re.Match[str], _e: BackendError) -> str:
+    return gettext("Someone else changed this record meanwhile (another tab, another user). "
+                   "Reload the page and try again.")
+
+
+def _refundable(m: re.Match[str], err: BackendError) -> str:
+    raw = err.extra.get("refundable", m.group(1))
+    try:
+        amount = int(raw)
+    except (TypeError, ValueError):
+        return gettext("The amount is more than what can be refunded from this payment.")
+    if amount <= 0:
+        return gettext("Nothing is left to refund on this payment: it was refunded already or the "
+                       "invoice does not owe it back.")
+    return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(amount))
+
+
+def _invoice_state(m: re.Match[str], _e: BackendError) -> str:
+    state = m.group(1)
+    if state == "balanced":
+        return gettext("This invoice is paid already: it is no longer awaiting payment.")
+    if state == "cancelled":
+        return gettext("This invoice is cancelled: it is no longer awaiting payment.")
+    return gettext("This invoice is not awaiting payment. Reload the page to see its state.")
+
+
+def _visit_at(m: re.Match[str], _e: BackendError) -> str:
+    shown = when(m.group(1))
+    if shown == "—":
+        return gettext("This consult already has a visit: move it or cancel it instead of booking another.")
+    return gettext("This consult already has a visit at %(when)s: move it or cancel it instead of booking "
+                   "another.", when=shown)
+
+
+def _task_state(m: re.Match[str], _e: BackendError) -> str:
+    from . import status_label
+
+    return gettext("This consult is now “%(status)s”: this step is no longer possible. Reload the page.",
+                   status=status_label(m.group(1)))
+
+
+def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
+    """A fixed sentence (``text`` is a msgid, translated when the page is shown)."""
+    return lambda _m, _e: gettext(text)
+
+
+_CONFLICT = ("Conflict", "conflict")
+RULES: tuple[Rule, ...] = (
+    # billing: payments (RFC 9457 problems, title "Conflict" / "Bad Request")
+    _rule("billing", (422,), (), r"at most (-?\d+) đồng of this payment can be refunded", _refundable),
+    _rule("billing", (409,), _CONFLICT, r"this payment was refunded already",
+          _say("This payment was refunded already.")),
+    _rule("billing", (409,), _CONFLICT, r"invoice \S+ is ([a-z-]+), not awaiting payment", _invoice_state),
+    _rule("billing", (409,), _CONFLICT, r"this transfer was assigned already",
+          _say("This transfer was assigned to an invoice already.")),
+    _rule("billing", (409,), _CONFLICT, r"this payment is not in the unmatched queue",
+          _say("This transfer is no longer waiting to be matched: it was assigned or refunded meanwhile.")),
+    _rule("billing", (409,), _CONFLICT, r"an unmatched transfer is assigned to an invoice",
+          _say("A transfer that matched no invoice is assigned to one; only an administrator can refund it.")),
+    _rule("billing", (422,), (), r"a refund needs a reason", _say("A refund needs a reason.")),
+    _rule("billing", (422,), (), r"the amount must be a positive number",
+          _say("The amount must be a positive number of đồng.")),
+    # billing: the cashier's shift
+    _rule("billing", (409,), _CONFLICT, r"a shift is open already",
+          _say("A shift is open already: close it before opening another.")),
+    _rule("billing", (409,), _CONFLICT, r"(no shift is open|open a shift first)",
+          _say("No shift is open: open your shift first.")),
+    _rule("billing", (409,), _CONFLICT, r"the shift (changed|was closed) meanwhile",
+          _say("The shift changed meanwhile (another tab?). Reload the page.")),
+    # billing: invoices (FHIR OperationOutcomes, code "conflict")
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ is cancelled; its charges are being released",
+          _say("This invoice is cancelled, but its services are still being released: cancel it again to "
+               "finish.")),
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ is cancelled",
+          _say("This invoice is cancelled already.")),
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ (is balanced|is being settled|was balanced meanwhile)",
+          _say("This invoice is paid: refund its payments instead of cancelling it.")),
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ has payments",
+          _say("This invoice has payments: refund them before cancelling it.")),
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ has nothing left to pay",
+          _say("Nothing is left to pay on this invoice.")),
+    _rule("billing", (409,), ("conflict",), r"Invoice/\S+ is [a-z-]+: no QR to pay",
+          _say("This invoice is not awaiting payment: it has no QR code to pay.")),
+    _rule("billing", (409,), ("conflict",), r"ChargeItem/\S+ is on Invoice/\S+ already",
+          _say("A service of this invoice is on another invoice already. Reload the page.")),
+    _rule("billing", (409,), ("conflict",), r"(ChargeItem/\S+ is being invoiced|the QR code is being renewed)",
+          _say("Someone else is working on this invoice at this moment. Try again in a moment.")),
+    # teleconsult: booking a visit
+    _rule("teleconsult", (409,), ("conflict",), r"Slot/\S+ is already \w+ by another appointment",
+          _say("This time was just taken by another appointment. Choose another time.")),
+    _rule("teleconsult", (409,), ("not-found",), r"", _say("This time is no longer offered. Choose another time.")),
+    _rule("teleconsult", (409,), ("business-rule",), r"ServiceRequest/\S+ already has a visit at (\S+)", _visit_at),
+    _rule("teleconsult", (409,), ("business-rule",), r"Appointment/\S+ was rescheduled already",
+          _say("This visit was moved already. Reload the page.")),
+    _rule("teleconsult", (409,), ("business-rule",), r"Appointment/\S+ has not started yet",
+          _say("The visit has not started yet: it cannot be marked as missed.")),
+    _rule("teleconsult", (409,), ("business-rule",), r"Appointment/\S+ is .+: it cannot be",
+          _say("This visit was cancelled, held or changed meanwhile: it cannot be changed this way. "
+               "Reload the page.")),
+    # teleconsult: the consult's steps
+    _rule("teleconsult", (409,), ("business-rule",), r"\$[a-z-]+ is not allowed: the Task is '([a-z-]+)'",
+          _task_state),
+    _rule("teleconsult", (409,), ("conflict",), r"Task/\S+ exists already", _say("This consult was sent already.")),
+    # any service: the record changed between the page and the click
+    _rule("billing teleconsult", (409, 412), (), r".*(meanwhile|changing too fast|no longer at version|is at version)",
+          _changed),
+)
+
+
+def explain(err: BackendError) -> str | None:
+    """The user's sentence for a refusal ``err`` (kind ``refused``), or None when none of :data:`RULES` fits."""
+    for rule in RULES:
+        if err.service not in rule.services or err.status not in rule.statuses:
+            continue
+        if rule.codes and err.code not in rule.codes and (err.code or not rule.detail.pattern):
+            continue  # an answer without a code (a detail the portal passed on): its text decides
+        m = rule.detail.match(err.detail or "")
+        if m is not None:
+            return rule.say(m, err)
+    return None
+
+
+def detail_of(err: BackendError) -> dict[str, Any]:
+    """What the log keeps of a refusal: its service, status, code and the service's English detail."""
+    return {"backend": err.service, "backend_status": err.status, "backend_code": err.code,
+            "backend_detail": err.detail}
