@@ -49,7 +49,14 @@ MAX_DAYS = 3 * 366
 
 
 class RangeError(ValueError):
-    """A date range the dashboard cannot answer (start after end, too long)."""
+    """A date range the dashboard cannot answer, said in English (the API's problem detail) and as a
+    ``code`` with its facts for the pages to say in the user's language: ``out-of-bounds`` (``day``
+    outside ``EARLIEST``..``LATEST``), ``start-after-end`` (``start``, ``end``), ``too-long`` (``days``)."""
+
+    def __init__(self, message: str, *, code: str, start: date | None = None, end: date | None = None,
+                 day: date | None = None, days: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.start, self.end, self.day, self.days = code, start, end, day, days
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,14 @@ EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
 def check_range(start: date, end: date) -> None:
     for d in (start, end):
         if not EARLIEST <= d <= LATEST:
-            raise RangeError(f"dates from {EARLIEST.isoformat()} to {LATEST.isoformat()}, not {d.isoformat()}")
+            raise RangeError(f"dates from {EARLIEST.isoformat()} to {LATEST.isoformat()}, not {d.isoformat()}",
+                             code="out-of-bounds", start=start, end=end, day=d)
     if start > end:
-        raise RangeError(f"start ({start.isoformat()}) is after end ({end.isoformat()})")
+        raise RangeError(f"start ({start.isoformat()}) is after end ({end.isoformat()})",
+                         code="start-after-end", start=start, end=end)
     if (end - start).days + 1 > MAX_DAYS:
-        raise RangeError(f"a range of at most {MAX_DAYS} days, not {(end - start).days + 1}")
+        raise RangeError(f"a range of at most {MAX_DAYS} days, not {(end - start).days + 1}",
+                         code="too-long", start=start, end=end, days=(end - start).days + 1)
 
 
 def _weeks(start: date, end: date) -> list[str]:

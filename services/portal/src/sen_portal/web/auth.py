@@ -34,8 +34,14 @@ def init_oidc(app: Flask, settings: PortalSettings) -> None:
     app.extensions["sen_oauth"] = oauth
 
 
-def _safe_next(value: str | None) -> str | None:
-    return value if value and value.startswith("/") and not value.startswith("//") else None
+def safe_next(value: str | None) -> str | None:
+    """``value`` when it is a path of this site (``/…``), else None: never ``//host`` nor ``/\\host``
+    (which browsers read as another site), never a control character."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return None
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value
 
 
 def _start_session(user: User, access_token: str | None = None) -> None:
@@ -54,7 +60,7 @@ def _start_session(user: User, access_token: str | None = None) -> None:
 def login() -> Any:
     if current_app.config.get("SEN_OIDC"):
         oauth = current_app.extensions["sen_oauth"]
-        session["next"] = _safe_next(request.args.get("next"))
+        session["next"] = safe_next(request.args.get("next"))
         return oauth.sen.authorize_redirect(url_for("web.oidc_callback", _external=True))
     form = LoginForm(next=request.args.get("next", ""))
     error = None
@@ -63,7 +69,7 @@ def login() -> Any:
         if user is not None:
             _start_session(user)
             log.info("signed in", extra={"role": user.role})
-            return redirect(_safe_next(form.next.data) or url_for(HOME[user.role]))
+            return redirect(safe_next(form.next.data) or url_for(HOME[user.role]))
         error = gettext("The user name or the password is wrong.")
     return render_template("login.html", form=form, error=error, title=gettext("Sign in")), (
         401 if error else 200)
@@ -102,7 +108,7 @@ def oidc_callback() -> Any:
                 facility=principal.facility, practitioner=principal.practitioner)
     nxt = session.get("next")
     _start_session(user, access)
-    return redirect(_safe_next(nxt) or url_for(HOME[role]))
+    return redirect(safe_next(nxt) or url_for(HOME[role]))
 
 
 @bp.route("/logout", methods=["POST"])

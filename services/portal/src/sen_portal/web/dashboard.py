@@ -130,6 +130,50 @@ def figures(start: date, end: date, district: str | None) -> dict[str, Any]:
     return data
 
 
+def range_problem(err: RangeError) -> str:
+    """Why the dashboard cannot show a date range, in the user's language, dates as dd/MM/yyyy."""
+    from ..domain.dashboard import EARLIEST, LATEST, MAX_DAYS
+
+    def d(value: date | None) -> str:
+        return format_date(value, "dd/MM/yyyy") if value else "—"
+
+    if err.code == "start-after-end":
+        return gettext("The start date %(start)s is after the end date %(end)s: choose a start on or "
+                       "before the end.", start=d(err.start), end=d(err.end))
+    if err.code == "too-long":
+        return gettext("The range is %(days)d days long; the dashboard shows at most %(max)d days at once.",
+                       days=err.days or 0, max=MAX_DAYS)
+    if err.code == "out-of-bounds":
+        return gettext("The date %(day)s is outside the dates the dashboard knows (%(first)s to %(last)s).",
+                       day=d(err.day), first=d(EARLIEST), last=d(LATEST))
+    return gettext("The date range cannot be shown.")
+
+
+# the page's CSV: its header in the page's language (the API's CSV, /api/reports, keeps the codes)
+_HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facility ID"),
+            "facility_name": lazy_gettext("Facility"), "district": lazy_gettext("District"),
+            "count": lazy_gettext("Count"), "priority": lazy_gettext("Priority"),
+            "median_minutes": lazy_gettext("Median (minutes)"),
+            "p90_minutes": lazy_gettext("90th percentile (minutes)"),
+            "start": lazy_gettext("From"), "end": lazy_gettext("To"),
+            "new": lazy_gettext("New facilities"), "baseline": lazy_gettext("Before Sen"),
+            "goal": lazy_gettext("Goal"), "share": lazy_gettext("Share (0–1)"),
+            "transfer_amount": lazy_gettext("Bank transfers (đồng)"), "cash_amount": lazy_gettext("Cash (đồng)"),
+            "transfer_count": lazy_gettext("Bank transfers (number)"),
+            "cash_count": lazy_gettext("Cash payments (number)"),
+            "patients": lazy_gettext("Patients with a record"), "population": lazy_gettext("Population"),
+            "as_of": lazy_gettext("As of"), "by_district": lazy_gettext("By district")}
+
+
+def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
+    """The export's header in the page's language; beside a facility's id (kept for machines), its name."""
+    if "facility" in header:
+        at = header.index("facility") + 1
+        header = [*header[:at], "facility_name", *header[at:]]
+        rows = [[*row[:at], _facility(row[at - 1], names) if row[at - 1] else "", *row[at:]] for row in rows]
+    return [str(_HEADERS[h]) if h in _HEADERS else h for h in header], rows
+
+
 @bp.route("/dashboard")
 @login_required("health-dept")
 def dashboard() -> Any:
@@ -140,7 +184,7 @@ def dashboard() -> Any:
         try:
             data = figures(start, end, form.district.data or None)
         except RangeError as err:
-            problem = gettext("The date range cannot be shown: %(why)s", why=str(err))
+            problem = range_problem(err)
     else:
         problem = gettext("Please correct the highlighted fields.")
     names = org_names() if data else {}
@@ -167,6 +211,7 @@ def dashboard_csv(section: str) -> Any:
                                 targets=current().settings.report_targets())
     except RangeError:
         abort(400)
+    header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
     out = io.StringIO()
     out.write("\ufeff")  # Excel reads UTF-8 (Vietnamese names) with the mark
     writer = csv.writer(out, lineterminator="\r\n")
