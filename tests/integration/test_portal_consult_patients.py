@@ -88,6 +88,16 @@ def tc(base_env, run_id, ehr, tmp_path_factory, mongo_client):
     mongo_client.drop_database(db)
 
 
+@pytest.fixture(autouse=True)
+def _names_from_this_ehr(monkeypatch):
+    """The portal keeps the EHR's facility and doctor names per process for minutes: each test starts
+    with none kept, so names come from this module's EHR, not from an earlier test's stub (the worklist
+    showed Organization/tyt-my-hiep after the page tests of the same run had kept their stub's names)."""
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "_kept", {})
+
+
 @pytest.fixture(scope="module")
 def portal(base_env, run_id, ehr, tc, mongo_client):
     env = {**base_env, "SEN_EHR_URL": ehr, "SEN_TELECONSULT_URL": tc, "SEN_BILLING_URL": tc,
@@ -288,9 +298,6 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     Practitioner) once accepted: both consult pages say "Tuyến trên / Hub" then, "Bác sĩ chuyên khoa /
     Specialist" after, each by its name from the EHR. The reason stored at submission is the
     Vietnamese label; the English pages show the ICD-10 subset's English label for its code."""
-    from sen_portal.web import directory
-
-    monkeypatch.setattr(directory, "_kept", {})  # names from this module's EHR, not another test's
     clinic, doctor = portal_signed_in(portal, "clinic"), portal_signed_in(portal, "doctor")
     _sr, tid = consults[CUONG]
     hub = ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
