@@ -172,6 +172,13 @@ def test_consult_completed_makes_one_encounter_and_one_composition(ehr: Any, wor
     conclusion = comp["section"][3]
     assert conclusion["extension"][0]["valueCodeableConcept"]["coding"][0] == data["minutes"]["conclusion"]
     assert "I10" in conclusion["text"]["div"]
+    # the conclusion as written is in the conclusion section; the advice alone in its own
+    written = data["minutes"]["conclusionText"]
+    assert written in conclusion["text"]["div"]
+    assert conclusion["extension"][0]["valueCodeableConcept"]["text"] == written
+    recommendations = comp["section"][4]
+    assert data["minutes"]["recommendations"] in recommendations["text"]["div"]
+    assert written not in recommendations["text"]["div"]
 
     # written like any other FHIR write: a history version and an ehr.* outbox event
     hist = ehr.get(f"/fhir/Composition/{comp_id}/_history", headers=admin).json()
@@ -207,3 +214,26 @@ def test_redelivery_after_a_crash_mid_record_completes_it(worker: EhrWorker, ehr
     worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
     wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
     assert worker.db["Encounter"].count_documents({"_id": enc_id}) == 1
+
+
+def test_an_event_without_the_written_conclusion_gives_the_record_as_before(worker: EhrWorker, ehr: Any,
+                                                                           dev_key: Any) -> None:
+    """``minutes.conclusionText`` is optional (older events): the conclusion section is the ICD-10 code
+    alone and the recommendations section is the recommendations as sent."""
+    from sen_ehr.domain.consult_record import record_ids
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/old-1")
+    written = data["minutes"].pop("conclusionText")
+    data["minutes"]["recommendations"] = f"{written}\n{data['minutes']['recommendations']}"  # the old way
+    _, comp_id = record_ids(f"ServiceRequest/{sr}")
+    worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
+    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
+    r = ehr.get(f"/fhir/Composition/{comp_id}", headers=bearer(dev_key, "admin"))
+    assert r.status_code == 200, r.text
+    sections = r.json()["section"]
+    conclusion, recommendations = sections[3], sections[4]
+    assert conclusion["text"]["div"] == (
+        '<div xmlns="http://www.w3.org/1999/xhtml"><p>I10 — Tăng huyết áp vô căn (nguyên phát)</p></div>')
+    assert "text" not in conclusion["extension"][0]["valueCodeableConcept"]
+    assert written in recommendations["text"]["div"]

@@ -471,6 +471,9 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
                    if entry_event(e)["type"].endswith("consult.completed.v1")]
     data = completed["data"]
     assert data["performer"] == "Practitioner/dr-2" and data["minutes"]["conclusion"]["code"] == "I21.1"
+    # the conclusion as written travels as its own field; the advice alone as the recommendations
+    assert data["minutes"]["conclusionText"] == written["valueString"]
+    assert data["minutes"]["recommendations"] == "Chuyển tuyến tỉnh can thiệp mạch vành cấp cứu."
     assert data["priority"] == "urgent" and data["district"] == "Huyện Phú Tân"
     assert data["patient"] == "Patient/pa" and data["patientDisplay"] == "Nguyễn Văn An"  # for billing's receipt
 

@@ -130,12 +130,14 @@ def test_the_written_conclusion_is_the_conclusion_outputs_text_not_advice():
     assert [c["code"] for c in outputs["conclusion"]["valueCodeableConcept"]["coding"]] == ["I21.1", "E11.9"]
     assert outputs["recommendations"]["valueString"] == "Chuyển tuyến"
     assert m.as_json()["conclusionText"] == "Nhồi máu cơ tim cấp thành dưới."
-    # the event's schema has no field for it: the EHR's record keeps it, before the advice
-    assert rules.minutes_event(m)["recommendations"] == "Nhồi máu cơ tim cấp thành dưới.\nChuyển tuyến"
+    # the event carries it as its own field; the recommendations are the advice alone
+    assert rules.minutes_event(m)["conclusionText"] == "Nhồi máu cơ tim cấp thành dưới."
+    assert rules.minutes_event(m)["recommendations"] == "Chuyển tuyến"
     old = rules.parse_minutes(minutes())
     outputs = {o["type"]["coding"][0]["code"]: o for o in rules.minutes_outputs(old)}
     assert "text" not in outputs["conclusion"]["valueCodeableConcept"] and "conclusionText" not in old.as_json()
     assert rules.minutes_event(old)["recommendations"] == "Chuyển tuyến"
+    assert "conclusionText" not in rules.minutes_event(old)
     body["parameter"][-1] = {"name": "conclusion-text", "valueString": "  "}
     with pytest.raises(ConsultError):
         rules.parse_minutes(body)

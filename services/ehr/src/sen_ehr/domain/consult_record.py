@@ -92,9 +92,12 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
     refs = [{"reference": p["reference"]} for p in m["participants"] if p.get("reference")]
     if refs:
         participants["entry"] = refs
-    conclusion = _section("conclusion", "Conclusion (ICD-10)", "Kết luận",
+    # the conclusion as the doctor wrote it (optional; older events carried it in recommendations), then its code
+    written = m.get("conclusionText") or ""
+    conclusion = _section("conclusion", "Conclusion (ICD-10)", "Kết luận", written,
                           f"{concl['code']}{' — ' + concl['display'] if concl.get('display') else ''}")
-    conclusion["extension"] = [{"url": CONCLUSION_EXT, "valueCodeableConcept": {"coding": [icd]}}]
+    conclusion["extension"] = [{"url": CONCLUSION_EXT, "valueCodeableConcept": {
+        "coding": [icd], **({"text": written} if written else {})}}]
     comp: dict[str, Any] = {
         "resourceType": "Composition",
         "identifier": {"system": CONSULT_ID_SYSTEM, "value": data["serviceRequest"].split("/", 1)[1]},

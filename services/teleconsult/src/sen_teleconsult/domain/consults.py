@@ -479,11 +479,11 @@ def minutes_event(m: Minutes) -> dict[str, Any]:
     """The ``minutes`` of ``teleconsult.consult.completed`` (its schema: specs/events)."""
     out: dict[str, Any] = {
         "participants": [dict(p) for p in m.participants], "summary": m.history, "findings": m.findings_text(),
-        # the event's schema has no written conclusion yet: the EHR's record keeps it before the advice
-        "conclusion": dict(m.conclusion[0]),
-        "recommendations": f"{m.conclusion_text}\n{m.recommendations}" if m.conclusion_text else m.recommendations,
+        "conclusion": dict(m.conclusion[0]), "recommendations": m.recommendations,
         "sites": [dict(s) for s in m.sites], "diagnoses": [dict(c) for c in m.conclusion], "chair": m.chair,
     }
+    if m.conclusion_text:  # the conclusion as written: its own field, the advice stays the advice alone
+        out["conclusionText"] = m.conclusion_text
     if m.discussion:
         out["discussion"] = m.discussion
     return out
