@@ -382,7 +382,9 @@ def dashboard_counts(v, lang: str) -> dict[str, str]:
     href = v.page.locator("a[href*='/dashboard/consults_per_facility_week.csv']").get_attribute("href")
     r = v.page.request.get(v.base + href)  # with the session's cookie
     assert r.status == 200 and r.headers["content-type"].startswith("text/csv")
-    assert r.text().lstrip("\ufeff").splitlines()[0] == "week,facility,district,count"
+    # headers in the page's language, the facility's name beside its id
+    assert r.text().lstrip("\ufeff").splitlines()[0] == {
+        "vi": "Tuần (ISO),Mã cơ sở,Cơ sở,Huyện,Số lượng", "en": "Week (ISO),Facility ID,Facility,District,Count"}[lang]
     return {k: v.page.inner_text(f"[data-testid={k}]") for k in ("consults-total", "cashless-share")}
 
 
