@@ -65,3 +65,20 @@ def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issue
     if status == "cancelled":
         invoices.cancel(db, iid, "nhập nhầm")
     return iid, vietqr.reference_code(iid)
+
+
+def hand_invoice(client, headers: dict[str, str], patient: str, services: list[str], **body) -> tuple[str, list[str]]:
+    """A cashier's invoice by hand through billing's API: a ChargeItem per price-list code in
+    ``services``, then the draft Invoice of them (``body``: more of its fields); (invoice id, charge ids)."""
+    items = []
+    for code in services:
+        r = client.post("/fhir/ChargeItem", headers=headers, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
+            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
+        assert r.status_code == 201, r.text
+        items.append(r.json()["id"])
+    r = client.post("/fhir/Invoice", headers=headers, json={
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items], **body})
+    assert r.status_code == 201, r.text
+    return r.json()["id"], items

@@ -165,3 +165,21 @@ def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stub_invoice_desk(monkeypatch, invoice: dict, owed: int) -> None:
+    """The portal's invoice page with no billing or EHR behind it: billing's desk answer for ``invoice``
+    (issued, ``owed`` đồng due, nothing paid) and the EHR's patient search answering Nguyễn Văn A."""
+    from sen_portal.web import cashier
+    from sen_portal.web import patients as patient_module
+
+    def desk(service, path, params=None, **_kw):
+        return {"status": "issued", "owed": owed, "paid": 0, "balanceDue": owed, "reference": "HD7K2M9QX4C",
+                "resource": invoice, "qr": None}
+
+    def fhir_get(service, path, params=None, **_kw):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+            "resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "A"]}]}}]}
+
+    monkeypatch.setattr(cashier, "shared_get", desk)
+    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)

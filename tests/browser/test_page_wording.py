@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_pages import _submit
+from tests.browser.test_visit_changes import accepted_consult
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,8 @@ def test_the_dashboards_time_to_answer_table_fits_its_card_in_english(visitor_fa
 
 @pytest.mark.parametrize("lang", ["vi", "en"])
 def test_an_accepted_consult_says_when_it_was_accepted(visitor_factory, stack, lang):
-    tid = _submit(stack, "Xin ý kiến về liều thuốc.", "urgent")
     v = visitor_factory(f"{lang}-1280", width=1280)
-    v.sign_in("doctor")
-    if lang == "en":
-        v.english()
-    v.go(f"/tasks/{tid}")
-    v.page.click("form[action$='/accept'] button")
-    v.page.wait_for_load_state("networkidle")
+    accepted_consult(v, stack, lang, "Xin ý kiến về liều thuốc.")
     label = v.page.locator("dt:has(+ [data-testid=task-started])").inner_text()
     assert label == {"vi": "Nhận ca lúc", "en": "Accepted at"}[lang], label
     flash = v.page.locator(".alert.ok").inner_text()

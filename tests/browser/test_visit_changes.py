@@ -31,8 +31,8 @@ def _fits(v) -> None:
     assert m["page"] <= m["w"], m
 
 
-def _booked_visit(v, stack, lang: str, question: str) -> str:
-    """A consult the doctor accepts and books the first free time of, on the page; its Task id."""
+def accepted_consult(v, stack, lang: str, question: str) -> str:
+    """An urgent consult submitted, then accepted by the doctor on its page (left open); its Task id."""
     tid = _submit(stack, question, "urgent")
     v.sign_in("doctor")
     if lang == "en":
@@ -40,6 +40,12 @@ def _booked_visit(v, stack, lang: str, question: str) -> str:
     v.go(f"/tasks/{tid}")
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_load_state("networkidle")
+    return tid
+
+
+def _booked_visit(v, stack, lang: str, question: str) -> str:
+    """A consult the doctor accepts and books the first free time of, on the page; its Task id."""
+    tid = accepted_consult(v, stack, lang, question)
     v.page.click("form[action$='/slots'] button")
     v.page.wait_for_selector("form[action$='/book'] button")
     v.page.locator("form[action$='/book'] button").first.click()

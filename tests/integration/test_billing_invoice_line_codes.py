@@ -17,7 +17,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
 
-from tests.billing_support import billing_app
+from tests.billing_support import billing_app, hand_invoice
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -65,18 +65,8 @@ def test_a_hand_invoice_carries_each_lines_service_code(billing, dev_key) -> Non
     tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a")
     headers = {"Authorization": f"Bearer {tok}", "Content-Type": FHIR, "Accept": FHIR}
     patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
-    items = []
-    for code in ("kham-benh", "xn-cong-thuc-mau"):
-        r = client.post("/fhir/ChargeItem", headers=headers, json={
-            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
-            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
-        assert r.status_code == 201, r.text
-        items.append(r.json()["id"])
-    r = client.post("/fhir/Invoice", headers=headers, json={
-        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
-        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items]})
-    assert r.status_code == 201, r.text
-    invoice = client.get(f"/fhir/Invoice/{r.json()['id']}", headers=headers).json()
+    iid, _items = hand_invoice(client, headers, patient, ["kham-benh", "xn-cong-thuc-mau"])
+    invoice = client.get(f"/fhir/Invoice/{iid}", headers=headers).json()
     got = services(invoice)
     assert [code for code, _ in got] == ["kham-benh", "xn-cong-thuc-mau"]
     assert all(text and text == line["chargeItemReference"]["display"]

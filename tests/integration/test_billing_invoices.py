@@ -30,7 +30,7 @@ from sen_shared.bus.catalog import event_type, load_catalog
 from sen_shared.bus.outbox import entry_event
 from sen_shared.fhir.store import Store
 
-from tests.billing_support import billing_app
+from tests.billing_support import billing_app, hand_invoice
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -288,23 +288,13 @@ def test_bhyt_under_the_threshold_is_covered_in_full(billing, dev_key) -> None:
 # ----------------------------------------------------------------------------- cashiers
 
 def _hand_invoice(client, headers, patient: str, services: list[str]) -> str:
-    items = []
-    for code in services:
-        r = client.post("/fhir/ChargeItem", headers=headers, json={
-            "resourceType": "ChargeItem", "status": "billable", "code": {"text": code},
-            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{code}"]})
-        assert r.status_code == 201, r.text
-        items.append(r.json()["id"])
-    r = client.post("/fhir/Invoice", headers=headers, json={
-        "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
-        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items],
-        "totalNet": {"value": 1, "currency": "VND"}})  # the body's amounts are ignored
-    assert r.status_code == 201, r.text
+    iid, items = hand_invoice(client, headers, patient, services,
+                              totalNet={"value": 1, "currency": "VND"})  # the body's amounts are ignored
     again = client.post("/fhir/Invoice", headers=headers, json={
         "resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
         "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in reversed(items)]})
-    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]  # a retry: the same invoice
-    return r.json()["id"]
+    assert again.status_code == 200 and again.json()["id"] == iid  # a retry: the same invoice
+    return iid
 
 
 def test_cashier_charges_by_hand_and_sees_their_facility_only(billing, dev_key) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import csrf_token, portal_app
+from tests.support import csrf_token, portal_app, stub_invoice_desk
 
 EXT = "https://sen.vn/fhir/StructureDefinition/invoice-line-service"
 
@@ -32,9 +32,6 @@ def line(title: str, code: str | None, amount: int) -> dict:
 
 @pytest.fixture()
 def invoice_page(client, monkeypatch):
-    from sen_portal.web import cashier
-    from sen_portal.web import patients as patient_module
-
     invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
                "subject": {"reference": "Patient/pa"},
                "lineItem": [line("Hội chẩn từ xa", "teleconsult", 150000),
@@ -42,16 +39,7 @@ def invoice_page(client, monkeypatch):
                             line("Dịch vụ cũ", None, 20000),  # an old invoice's line: no code
                             line("Dịch vụ lạ", "not-in-the-map", 10000)]}  # a code the portal does not know
 
-    def desk(service, path, params=None, **_kw):
-        return {"status": "issued", "owed": 219000, "paid": 0, "balanceDue": 219000, "reference": "HD7K2M9QX4C",
-                "resource": invoice, "qr": None}
-
-    def fhir_get(service, path, params=None, **_kw):
-        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
-            "resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "A"]}]}}]}
-
-    monkeypatch.setattr(cashier, "shared_get", desk)
-    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
+    stub_invoice_desk(monkeypatch, invoice, 219000)
     page = client.get("/login").get_data(as_text=True)
     client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": csrf_token(page)})
 

@@ -11,7 +11,7 @@ from sen_portal.web import formatting, icd10
 from sen_portal.web.clinic import search_params
 from sen_portal.web.users import DEMO_USERS, check_demo_password
 
-from tests.support import csrf_token, portal_app
+from tests.support import csrf_token, portal_app, stub_invoice_desk
 
 
 @pytest.fixture()
@@ -728,24 +728,12 @@ def test_the_invoice_details_are_one_label_value_grid_with_tabular_amounts(clien
     """The invoice's details (patient, reference, issued) and its amounts (a list of their own, which the
     status box swaps) were two grids, each sizing its own label column, so the amounts' rows sat offset:
     now both lists are rows of one grid (CSS subgrid), the amounts in tabular figures, right-aligned."""
-    from sen_portal.web import cashier
-    from sen_portal.web import patients as patient_module
-
     invoice = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
                "subject": {"reference": "Patient/pa"},
                "lineItem": [{"chargeItemReference": {"display": "Hội chẩn từ xa"},
                              "priceComponent": [{"type": "base", "amount": {"value": 150000, "currency": "VND"}}]}]}
 
-    def desk(service, path, params=None, **_kw):
-        return {"status": "issued", "owed": 150000, "paid": 0, "balanceDue": 150000, "reference": "HD7K2M9QX4C",
-                "resource": invoice, "qr": None}
-
-    def fhir_get(service, path, params=None, **_kw):
-        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
-            "resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "A"]}]}}]}
-
-    monkeypatch.setattr(cashier, "shared_get", desk)
-    monkeypatch.setattr(patient_module, "fhir_get", fhir_get)
+    stub_invoice_desk(monkeypatch, invoice, 150000)
     sign_in(client, "cashier")
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     details = page.split('<div class="facts-grid" data-testid="invoice-details">', 1)[1].split("</div>", 1)[0]
