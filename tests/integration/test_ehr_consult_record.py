@@ -237,3 +237,28 @@ def test_an_event_without_the_written_conclusion_gives_the_record_as_before(work
         '<div xmlns="http://www.w3.org/1999/xhtml"><p>I10 — Tăng huyết áp vô căn (nguyên phát)</p></div>')
     assert "text" not in conclusion["extension"][0]["valueCodeableConcept"]
     assert written in recommendations["text"]["div"]
+
+
+def test_every_icd10_code_of_the_conclusion_reaches_the_record(worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
+    """A conclusion of several ICD-10 codes (``minutes.diagnoses``): the conclusion section lists
+    each, and its coded extension carries all of them in the doctor's order."""
+    from sen_ehr.domain.consult_record import record_ids
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/many-1")
+    icd = "http://hl7.org/fhir/sid/icd-10"
+    data["minutes"]["diagnoses"] = [data["minutes"]["conclusion"],
+                                    {"system": icd, "code": "E11.9", "display": "Đái tháo đường type 2"},
+                                    {"system": icd, "code": "N18.3"}]
+    _, comp_id = record_ids(f"ServiceRequest/{sr}")
+    worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
+    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
+    r = ehr.get(f"/fhir/Composition/{comp_id}", headers=bearer(dev_key, "admin"))
+    assert r.status_code == 200, r.text
+    conclusion = r.json()["section"][3]
+    coded = conclusion["extension"][0]["valueCodeableConcept"]
+    assert [c["code"] for c in coded["coding"]] == ["I10", "E11.9", "N18.3"]
+    assert coded["coding"][1]["display"] == "Đái tháo đường type 2" and "display" not in coded["coding"][2]
+    div = conclusion["text"]["div"]
+    assert "<p>E11.9 — Đái tháo đường type 2</p>" in div and "<p>N18.3</p>" in div
+    assert div.index("I10") < div.index("E11.9") < div.index("N18.3")

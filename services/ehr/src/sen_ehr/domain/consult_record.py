@@ -83,10 +83,9 @@ def build_encounter(data: dict[str, Any], enc_id: str) -> dict[str, Any]:
 
 def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[str, Any]:
     m = data["minutes"]
-    concl = m["conclusion"]
-    icd = {"system": concl["system"], "code": concl["code"]}
-    if concl.get("display"):
-        icd["display"] = concl["display"]
+    # every ICD-10 code of the conclusion (``diagnoses``; older events carried the first one alone)
+    icds = [{k: c[k] for k in ("system", "code", "display") if c.get(k)}
+            for c in m.get("diagnoses") or [m["conclusion"]]]
     people = [f"{p.get('display') or p.get('reference') or ''} — {p['role']}".strip(" —") for p in m["participants"]]
     participants = _section("participants", "Participants", "Thành phần tham gia", *people)
     refs = [{"reference": p["reference"]} for p in m["participants"] if p.get("reference")]
@@ -95,9 +94,9 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
     # the conclusion as the doctor wrote it (optional; older events carried it in recommendations), then its code
     written = m.get("conclusionText") or ""
     conclusion = _section("conclusion", "Conclusion (ICD-10)", "Kết luận", written,
-                          f"{concl['code']}{' — ' + concl['display'] if concl.get('display') else ''}")
+                          *(f"{c['code']}{' — ' + c['display'] if c.get('display') else ''}" for c in icds))
     conclusion["extension"] = [{"url": CONCLUSION_EXT, "valueCodeableConcept": {
-        "coding": [icd], **({"text": written} if written else {})}}]
+        "coding": icds, **({"text": written} if written else {})}}]
     comp: dict[str, Any] = {
         "resourceType": "Composition",
         "identifier": {"system": CONSULT_ID_SYSTEM, "value": data["serviceRequest"].split("/", 1)[1]},
