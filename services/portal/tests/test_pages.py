@@ -94,6 +94,26 @@ def test_pages_need_a_sign_in_and_sign_out_ends_the_session(client):
     assert client.get("/worklist").status_code == 302
 
 
+def test_sign_in_returns_to_the_page_asked_for_with_its_query(client):
+    """A link opened signed out (a worklist filter, an invoice to charge) comes back whole after the
+    sign-in, query string included; a path without a query stays as it was."""
+    from urllib.parse import parse_qs, urlsplit
+
+    wanted = "/worklist?status=requested&priority=stat"
+    r = client.get(wanted)
+    assert r.status_code == 302
+    login_url = r.headers["Location"]
+    assert parse_qs(urlsplit(login_url).query)["next"] == [wanted]
+    page = client.get(login_url).get_data(as_text=True)
+    assert f'value="{wanted.replace("&", "&amp;")}"' in page  # the form carries it to the POST
+    r = client.post(login_url, data={"username": "doctor", "password": "sen-doctor", "next": wanted,
+                                     "csrf_token": csrf_token(page)})
+    assert r.status_code == 302 and r.headers["Location"] == wanted
+    with client.session_transaction() as s:
+        s.clear()
+    assert parse_qs(urlsplit(client.get("/patients").headers["Location"]).query)["next"] == ["/patients"]
+
+
 def test_a_session_older_than_its_lifetime_has_expired(client):
     sign_in(client, "clinic")
     with client.session_transaction() as s:

@@ -68,7 +68,9 @@ def login_required(*roles: str):  # noqa: ANN201 - a decorator
         def inner(*args: Any, **kwargs: Any) -> Any:
             user = current_user()
             if user is None:
-                return redirect(url_for("web.login", next=request.path))
+                # back to the page asked for, its query (a filter, an invoice to charge) included
+                wanted = request.full_path if request.query_string else request.path
+                return redirect(url_for("web.login", next=wanted))
             if roles and not user.can(*roles):
                 return render_template("error.html", title=gettext("Not allowed"),
                                        message=gettext("Your role cannot open this page.")), 403
