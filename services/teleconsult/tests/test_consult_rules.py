@@ -213,3 +213,32 @@ def test_the_consult_names_its_patient_as_the_ehr_does():
     assert unnamed.service_request["subject"] == {"reference": "Patient/p1"}
     assert rules.new_task(unnamed, "ServiceRequest/s1", requested="2026-12-04T09:00:00+07:00",
                           due="2026-12-04T10:00:00+07:00", district=None)["for"] == {"reference": "Patient/p1"}
+
+
+def _who(role, facility=None, practitioner=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(roles=frozenset({role}), facility=facility, practitioner=practitioner)
+
+
+def test_a_message_is_written_for_one_side_of_the_consult_only():
+    facts = {"hub": "Organization/hub", "requester": CLINIC}
+    assert rules.message_side(_who("doctor", "hub", "dr-1"), facts) == "hub"
+    assert rules.message_side(_who("clinic", "tyt-an-binh"), facts) == "clinic"
+    assert rules.message_side(_who("clinic", "tyt-an-binh", "ys-1"), facts) == "clinic"
+    for who, says in ((_who("doctor", "hub"), "no practitioner"), (_who("doctor", "other", "dr-x"), "another"),
+                      (_who("clinic", "tyt-khac"), "another"), (_who("clinic", "hub"), "another"),
+                      (_who("admin"), "requesting clinic's staff")):
+        with pytest.raises(ConsultError) as err:
+            rules.message_side(who, facts)
+        assert err.value.status == 403 and says in str(err.value.detail)
+
+
+def test_messages_are_taken_until_the_consult_is_refused_or_withdrawn():
+    for state in ("requested", "accepted", "on-hold", "in-progress", "completed"):
+        rules.check_message(state)
+    for state in ("rejected", "cancelled"):
+        with pytest.raises(ConsultError) as err:
+            rules.check_message(state)
+        assert err.value.status == 409 and f"'{state}'" in str(err.value.detail)
+    assert [c["code"] for c in rules.thread_category("message")[0]["coding"]] == ["message"]

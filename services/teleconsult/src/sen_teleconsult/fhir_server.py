@@ -38,8 +38,8 @@ WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
 SCOPED_TYPES = WORKFLOW_TYPES | {"Appointment"}
 _HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction Bundle holding the consult)",
         "Task": "the Task operations ($accept, $start, $reject, $reassign, $request-info, $provide-info, $cancel, "
-                "$complete)",
-        "Communication": "Task/{id}/$request-info and $provide-info"}
+                "$complete; $message posts on its thread)",
+        "Communication": "Task/{id}/$message (and $request-info, $provide-info)"}
 # the index fields naming a workflow resource's facility parties (a Communication's: the rule for
 # one stored before the requester tag only)
 _PARTY_FIELDS = {"ServiceRequest": ("sp_requester",), "Task": ("sp_requester",),

@@ -742,7 +742,7 @@ class Consults:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             comm = self._communication(f, sender=actor.ref, recipient=f["requester"], text=question,
-                                       in_response_to=None)
+                                       in_response_to=None, kind="question")
             task["status"] = "on-hold"
             task["businessStatus"] = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "info-requested"}],
                                       "text": "Chờ bổ sung thông tin"}
@@ -757,7 +757,7 @@ class Consults:
             asked = link.get("question")
             owner = ref_of(task.get("owner")) or f["hub"]
             comm = self._communication(f, sender=actor.ref, recipient=owner, text=answer,
-                                       in_response_to=asked, attachments=attachments)
+                                       in_response_to=asked, attachments=attachments, kind="answer")
             resume = link.get("resume") or "requested"
             task["status"] = resume
             task.pop("businessStatus", None)
@@ -767,12 +767,54 @@ class Consults:
 
         return self.step(task_id, "$provide-info", actor, decide)
 
+    def post_message(self, task_id: str, actor: Actor, text: str,
+                     attachments: Callable[[], list[str]] = list, retry_key: str | None = None,
+                     ) -> tuple[bool, dict[str, Any]]:
+        """A free message on the consult's thread (``$message``): a Communication from the caller's
+        side to the other (a hub doctor to the requesting clinic; the clinic to the Task's owner,
+        its doctor once one took it, else the hub). ``(created, the Communication)``.
+
+        Not a step of the Task's chain: the Task keeps its state and version (a chat must not bump
+        the ETag a doctor's next step is checked against, nor race the steps for their links). The
+        message is its own insert: version 1 of a new Communication, claimed by its history insert.
+        ``retry_key`` (the caller's ``Idempotency-Key``, scoped): the id derives from it, so a retry
+        after an answer that was lost finds the message its first try stored instead of a second.
+
+        The state is read from the newest link: a message racing a ``$cancel`` or ``$reject`` may be
+        stored just after it (as one sent a moment earlier would be); refusing later ones is for the
+        users (nothing to say to a withdrawn consult), not an invariant of the data.
+
+        ``attachments()``: the references to attach, checked (the EHR is asked) once the caller and
+        the state are known to be allowed."""
+        link = self.current(task_id)
+        self.roll_forward(link)  # the thread's earlier question or answer is in before this message
+        f = _facts_of(link)
+        side = rules.message_side(actor.principal, f)
+        rules.check_message(link["state"])
+        task = _task_of(link)
+        recipient = f["requester"] if side == "hub" else (ref_of(task.get("owner")) or f["hub"])
+        comm = self._communication(f, sender=actor.ref, recipient=recipient, text=text, in_response_to=None,
+                                   attachments=attachments(), kind="message")
+        if retry_key:
+            comm["id"] = str(uuid.uuid5(RETRY_IDS, f"{retry_key}|message|{task_id}"))
+        rules.stamp_change(_tag_thread(comm, f), actor.ref, actor.display)
+        validate_resource(copy.deepcopy(comm), expected_type="Communication")
+        created, stored = self.store().create_once(comm, comm["id"])
+        if created:
+            self._audit(actor, "create", "Communication", comm["id"], patient=f["patient"], status=201,
+                        operation="$message", vid="1")
+        return created, stored
+
     def _communication(self, f: Mapping[str, Any], *, sender: str, recipient: str, text: str,
-                       in_response_to: str | None, attachments: Iterable[str] = ()) -> dict[str, Any]:
+                       in_response_to: str | None, attachments: Iterable[str] = (), kind: str) -> dict[str, Any]:
+        """A Communication of the consult's thread: ``basedOn`` its ServiceRequest (how the whole thread
+        is searched, the oldest included), ``partOf`` and ``about`` its Task, ``kind`` its category."""
         comm: dict[str, Any] = {
             "resourceType": "Communication", "id": new_uuid(), "status": "completed",
-            "basedOn": [{"reference": f["serviceRequest"]}], "about": [{"reference": f["task"]}],
-            "subject": {"reference": f["patient"]}, "sent": iso(now_vn()),
+            "basedOn": [{"reference": f["serviceRequest"]}], "partOf": [{"reference": f["task"]}],
+            "category": rules.thread_category(kind), "about": [{"reference": f["task"]}],
+            # to the millisecond: a thread's messages a moment apart keep their order
+            "subject": {"reference": f["patient"]}, "sent": datetime.now(VN).isoformat(timespec="milliseconds"),
             "sender": {"reference": sender}, "recipient": [{"reference": recipient}],
             "payload": [{"contentString": text}, *({"contentReference": {"reference": r}} for r in attachments)],
         }

@@ -134,19 +134,42 @@ def request_info(id: str, **_: Any) -> Reply:  # noqa: A002
     return _task_answer(req, _consults().request_info(id, _actor(), question or ""))
 
 
-@idempotent()
-def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
-    req = _op("$provide-info")
-    answer = rules.one_string(req.body, "answer", required=True)
-    attachments = [rules.ref_of(p.get("valueReference")) for p in rules.param_values(req.body, "attachment")]
+def _attachments(body: Any, most: int | None = None) -> list[str]:
+    """The ``attachment`` parameters (valueReference to the EHR's records), each readable by the
+    caller: one call to the EHR. ``most``: how many at most (422 beyond)."""
+    found = rules.param_values(body, "attachment")
+    if most is not None and len(found) > most:
+        raise ConsultError(f"at most {most} attachments", status=422, code="processing",
+                           expression=["Parameters.parameter.where(name='attachment')"])
+    attachments = [rules.ref_of(p.get("valueReference")) for p in found]
     for i, ref in enumerate(attachments):
         if ref is None or ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
             raise ConsultError(f"an attachment references the EHR's {', '.join(rules.SUPPORTING_TYPES)}",
                                status=422, code="processing", expression=[f"Parameters.parameter[{i}]"])
-    if attachments:  # every attachment readable by the caller: one call to the EHR
-        _ehr().check_all_readable([(ref, "Parameters.parameter.where(name='attachment')")
-                                   for ref in attachments if ref])
-    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", [a for a in attachments if a]))
+    refs = [a for a in attachments if a]
+    if refs:
+        _ehr().check_all_readable([(ref, "Parameters.parameter.where(name='attachment')") for ref in refs])
+    return refs
+
+
+@idempotent()
+def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
+    req = _op("$provide-info")
+    answer = rules.one_string(req.body, "answer", required=True)
+    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", _attachments(req.body)))
+
+
+@idempotent()
+def message(id: str, **_: Any) -> Reply:  # noqa: A002
+    """A free message on the consult's thread (either side; the Task's state stays): 201 and the
+    Communication (200 when a retry under the same key finds the one its first try stored)."""
+    req = _op("$message")
+    text = rules.one_string(req.body, "text", required=True, max_len=rules.MESSAGE_MAX_CHARS)
+    created, comm = _consults().post_message(
+        id, _actor(), text or "", lambda: _attachments(req.body, most=rules.MESSAGE_MAX_ATTACHMENTS),
+        retry_key=_retry_key())
+    headers = {"Location": f"{req.base}/Communication/{comm['id']}/_history/1", "ETag": etag(1)}
+    return to_connexion(FhirResponse(201 if created else 200, comm, headers), req)
 
 
 @idempotent()

@@ -71,6 +71,15 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$start", "$complete"})
 CLINIC_OPS = frozenset({"$cancel", "$provide-info"})
 
+# ``$message``: a free message on the consult's thread, by either side, at any time but once the consult
+# was refused or withdrawn (a message after completion stays useful: thanks, a follow-up question). Not
+# a step: the Task's state and version stay as they are (its own insert, :meth:`Consults.post_message`)
+MESSAGE_STATES: tuple[str, ...] = (*OPEN_STATES, "completed")
+MESSAGE_MAX_CHARS = 4000  # the text of one message
+MESSAGE_MAX_ATTACHMENTS = 10
+# Communication.category of the consult's thread: a free message, the hub's question, the clinic's answer
+THREAD_CATEGORY = f"{SEN}/CodeSystem/consult-communication"
+
 
 class ConsultError(FhirError):
     """A consult request or step refused; the OperationOutcome says why."""
@@ -85,6 +94,37 @@ def illegal(op: str, state: str) -> ConsultError:
 def check_transition(op: str, state: str) -> None:
     if state not in TRANSITIONS.get(op, ()):
         raise illegal(op, state)
+
+
+def check_message(state: str) -> None:
+    """409 naming the state when the consult's thread is closed to messages (refused or withdrawn)."""
+    if state not in MESSAGE_STATES:
+        raise ConsultError(f"$message is not allowed: the Task is {state!r} (it needs {', '.join(MESSAGE_STATES)})",
+                           status=409, code="business-rule", expression=["Task.status"])
+
+
+def message_side(principal: Any, facts: Mapping[str, Any]) -> str:
+    """Which side of the consult ``principal`` writes for: ``"hub"`` (a doctor of the consult's hub,
+    named by a practitioner) or ``"clinic"`` (staff of the requesting clinic); 403 otherwise, admins
+    included (a message is one side's word to the other)."""
+    roles = getattr(principal, "roles", frozenset())
+    facility = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
+    if "doctor" in roles and facility == facts["hub"] and getattr(principal, "practitioner", None):
+        return "hub"
+    if "clinic" in roles and facility == facts["requester"]:
+        return "clinic"
+    if "doctor" in roles and facility == facts["hub"]:
+        raise ConsultError("the token names no practitioner", status=403, code="forbidden")
+    if roles & {"doctor", "clinic"}:
+        raise ConsultError("this consult belongs to another facility", status=403, code="forbidden")
+    raise ConsultError("messages on a consult are for the requesting clinic's staff and the hub's doctors",
+                       status=403, code="forbidden")
+
+
+def thread_category(code: str) -> list[dict[str, Any]]:
+    """``Communication.category`` of the thread: ``message``, ``question`` or ``answer``."""
+    text = {"message": "Tin nhắn", "question": "Câu hỏi", "answer": "Trả lời"}[code]
+    return [{"coding": [{"system": THREAD_CATEGORY, "code": code}], "text": text}]
 
 
 # --------------------------------------------------------------------------- references
