@@ -114,7 +114,7 @@ def test_cashier_reads_a_days_totals_and_gets_its_csv(visitor_factory, stack):
     _open_shift(v)
     v.go(f"/invoices/{iid}")  # cash at the desk, so the day has a payment of this cashier's facility
     v.page.click("#cash-box summary")
-    v.page.fill("#amount", str(owed))
+    v.page.fill("#cash-amount", str(owed))
     v.page.click("#cash-box button.primary")
     v.page.wait_for_selector("[data-testid=paid]")
     v.go("/shift")

@@ -91,13 +91,13 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.go(f"/invoices/{iid}")
     assert v.page.locator("[data-testid=paid]").count() == 0
     v.page.click("#cash-box summary")
-    v.page.fill("#amount", "0")  # explained, nothing recorded
+    v.page.fill("#cash-amount", "0")  # explained, nothing recorded
     v.page.click("#cash-box button.primary")
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("#cash-box .field.invalid").count() == 1
     assert "0 đồng" in v.page.inner_text("#cash-box")
     v.check("cashier-cash-error")
-    v.page.fill("#amount", str(owed + 11_000))  # the patient hands over more than owed
+    v.page.fill("#cash-amount", str(owed + 11_000))  # the patient hands over more than owed
     v.page.click("#cash-box button.primary")
     v.page.wait_for_url(re.compile(rf"/invoices/{iid}(\?p=[\w-]+)?$"))  # p: the patient's opaque id (cashier.py)
     v.page.wait_for_selector("[data-testid=paid]")
@@ -132,6 +132,44 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("main .alert.error").count() == 1 and "Traceback" not in v.page.content()
     v.check("cashier-refund-twice")
+
+
+def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_click_pays_once(
+        visitor_factory, stack):
+    """A partial transfer arrives while the invoice page is open: the QR and the cash box's prefill
+    both move to the new balance without a reload; an amount the cashier typed stays as typed when the
+    next transfer arrives; a double click on "Record the cash" records one payment."""
+    from tests.browser.test_journey import transfer_arrives
+
+    iid, owed = _issued_invoice(stack)
+    assert owed > 20_000
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    _open_shift(v)
+    v.go(f"/invoices/{iid}")
+    v.page.wait_for_selector("#qr-box img")
+    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
+    assert _digits(v.page.input_value("#cash-amount")) == owed
+    v.page.evaluate("window.__sameDocument = true")
+    transfer_arrives(stack, reference, 10_000, "tra truoc mot phan")
+    v.page.wait_for_function(f"() => (document.querySelector('[data-testid=qr-amount]') || {{}}).textContent"
+                             f"?.replace(/\\D/g, '') === '{owed - 10_000}'", timeout=30_000)
+    assert _digits(v.page.input_value("#cash-amount")) == owed - 10_000  # the prefill followed
+    v.page.click("#cash-box summary")
+    v.page.fill("#cash-amount", "5.000")  # the patient pays only part in cash
+    v.page.locator("#cash-box summary").focus()  # out of the field: still the cashier's own amount
+    transfer_arrives(stack, reference, 2_000, "them mot it")
+    v.page.wait_for_function(f"() => (document.querySelector('[data-testid=qr-amount]') || {{}}).textContent"
+                             f"?.replace(/\\D/g, '') === '{owed - 12_000}'", timeout=30_000)
+    assert v.page.input_value("#cash-amount") == "5.000"  # kept as typed
+    assert v.page.evaluate("window.__sameDocument === true")
+    v.page.fill("#cash-amount", str(owed - 12_000))
+    v.page.dblclick("#cash-box button.primary")  # two submits of one form
+    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
+    assert summary["status"] == "balanced" and summary["paid"] == owed
+    assert [p["channel"] for p in summary["payments"]].count("cash") == 1
+    assert v.page.locator("main .alert.error").count() == 0  # the second click is answered, not refused as paid
 
 
 def _unmatched_transfer(stack: dict[str, str], note: str, amount: int) -> None:

@@ -452,6 +452,39 @@ def test_cash_in_a_shift_close_with_expected_vs_counted_and_the_daily_csv(billin
     assert httpx.get(f"{url}/payments/reports/daily.csv?day=nope", headers=h, timeout=30).status_code == 400
 
 
+def test_a_double_click_on_cash_or_refund_records_one_and_answers_both(billing, dev_key: Path) -> None:
+    """The cashier's pages send each form's key twice on a double click: the cash that settled the
+    invoice is answered again (200, the same payment), not refused as paid; a refund sent again with
+    its ``Idempotency-Key`` replays the first answer (201) where a new refund of the payment is refused."""
+    url, db = billing
+    facility = "org-" + uuid.uuid4().hex[:5]
+    h = cashier(dev_key, facility)
+    iid, _code = make_invoice(db, 50000, facility=facility)
+    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    cash = {"invoice": iid, "amount": 80000, "transactionId": "dbl-" + uuid.uuid4().hex[:8]}
+    first = httpx.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
+    assert first.status_code == 201, first.text
+    assert invoice_status(db, iid) == "balanced"
+    second = httpx.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
+    assert second.status_code == 200 and second.json()["id"] == first.json()["id"], second.text
+    other = httpx.post(f"{url}/payments/cash", json={**cash, "amount": 1000}, headers=h, timeout=30)
+    assert other.status_code == 422 and "transactionId" in other.json()["detail"]
+    assert db["payments"].count_documents({"invoice": iid, "channel": "cash"}) == 1
+    # the 30.000 handed over too much, given back once
+    pay = first.json()["id"]
+    keyed = {**h, "Idempotency-Key": "portal-refund-" + uuid.uuid4().hex}
+    body = {"reason": "trả lại tiền thừa", "method": "cash"}
+    r1 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
+    r2 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
+    assert (r1.status_code, r2.status_code) == (201, 201) and r1.json() == r2.json() and r1.json()["amount"] == 30000
+    r3 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=h, timeout=30)
+    assert r3.status_code in (409, 422)  # nothing left to give back: a new refund is refused
+    assert db["refunds"].count_documents({"payment": pay}) == 1
+    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 50000, "countedTransfers": 0},
+                        headers=h, timeout=30).json()
+    assert closed["expected"]["cash"] == 50000 and closed["difference"]["cash"] == 0
+
+
 def test_webhooks_need_no_token_and_payment_api_needs_a_cashier(billing, dev_key: Path) -> None:
     url, _ = billing
     assert httpx.get(f"{url}/payments/unmatched", timeout=30).status_code == 401

@@ -161,7 +161,7 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     if 'name="which" value="open"' in page:
         r = cashier.post("/shift", data={"csrf_token": csrf_token(page), "which": "open", "open-opening_cash": "0"})
         assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
-    r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": csrf_token(page), "amount": "120000"})
+    r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": csrf_token(page), "cash-amount": "120000"})
     assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
     today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     r = cashier.get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}")

@@ -90,27 +90,38 @@ def test_cash_typed_as_the_pages_write_amounts_is_taken(client, monkeypatch, ehr
 
     sent: list[tuple[str, str, Any]] = []
     monkeypatch.setattr(cashier, "shared_get", _desk())
-    monkeypatch.setattr(cashier, "_json", lambda method, path, body=None, params=None: sent.append(
+    monkeypatch.setattr(cashier, "_json", lambda method, path, body=None, params=None, key=None: sent.append(
         (method, path, body)) or {})
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
-    box = re.search(r'<input[^>]*name="amount"[^>]*>', page).group(0)
+    # the cash's transactionId is made with the page: a double click sends it twice, billing records one
+    txn = re.search(r'name="cash-txn" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    other = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert txn not in other  # a new page is a new payment
+    client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": "39.000", "cash-txn": txn,
+                                                   "csrf_token": csrf_token(page)})
+    client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": "39.000", "cash-txn": txn,
+                                                   "csrf_token": csrf_token(page)})
+    assert [s[2]["transactionId"] for s in sent] == [txn, txn]
+    sent.clear()
+    box = re.search(r'<input[^>]*name="cash-amount"[^>]*>', page).group(0)
     assert 'value="39.000"' in box and 'inputmode="numeric"' in box and 'type="text"' in box  # not type=number
     token = csrf_token(page)
     for typed in ("50.000", "50.000 ₫", "50,000", "50000"):
-        r = client.post("/invoices/inv-a/cash?p=pa", data={"amount": typed, "csrf_token": token})
+        r = client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": typed, "csrf_token": token})
         assert r.status_code == 302, typed
         assert sent[-1][:2] == ("POST", "/payments/cash") and sent[-1][2]["amount"] == 50000, typed
     sent.clear()
     for typed, message in (("abc", "Hãy ghi số tiền bằng đồng, ví dụ 50.000."), ("50.5", "ví dụ 50.000"),
                            ("", "Nhập số tiền"), ("  ", "Nhập số tiền"), ("0", "0 đồng")):
-        r = client.post("/invoices/inv-a/cash?p=pa", data={"amount": typed, "csrf_token": token})
+        r = client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": typed, "csrf_token": token})
         body = r.get_data(as_text=True)
         assert r.status_code == 422 and message in body, typed
         assert "Not a valid integer" not in body
-        assert re.search(r'<input[^>]*name="amount"[^>]*value="' + re.escape(typed) + '"', body) or not typed.strip()
+        kept = re.search(r'<input[^>]*name="cash-amount"[^>]*value="' + re.escape(typed) + '"', body)
+        assert kept or not typed.strip()
     assert sent == []  # no payment for what is no amount
-    r = client.post("/invoices/inv-a/cash?p=pa", data={"amount": "abc", "csrf_token": token})
-    errors = re.findall(r'<p class="error" id="amount-error">([^<]*)</p>', r.get_data(as_text=True))
+    r = client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": "abc", "csrf_token": token})
+    errors = re.findall(r'<p class="error" id="cash-amount-error">([^<]*)</p>', r.get_data(as_text=True))
     assert errors == ["Hãy ghi số tiền bằng đồng, ví dụ 50.000."]  # one message, not also a range's
 
 
@@ -120,8 +131,8 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
     sent: list[tuple[str, str, Any]] = []
     shift_open = False
 
-    def billing(method, path, body=None, params=None):
-        sent.append((method, path, body))
+    def billing(method, path, body=None, params=None, key=None):
+        sent.append((method, path, body, key))
         if (method, path) == ("GET", "/payments/shifts/current"):
             if not shift_open:
                 raise BackendError("refused", "billing", 404, "no shift open")
@@ -156,11 +167,19 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
                 "resource": invoice("inv-a", "pa", 39000), "qr": None, "payments": payments}
 
     monkeypatch.setattr(cashier, "shared_get", desk)
-    for typed, amount in (("20.000", 20000), ("", None)):
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    form_key = re.search(r'<input id="txn" name="txn" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    keys = []
+    for typed, amount in (("20.000", 20000), ("", None), ("", None)):
         r = client.post("/invoices/inv-a/refund?p=pa", data={"payment": "pay-1", "amount": typed, "method": "cash",
-                                                             "reason": "thu thừa", "csrf_token": token})
+                                                             "reason": "thu thừa", "csrf_token": token,
+                                                             "txn": form_key})
         assert r.status_code == 302, typed
         assert sent[-1][2].get("amount") == amount and sent[-1][1] == "/payments/pay-1/refund"
+        keys.append(sent[-1][3])
+    # the form's key and what it asks: the same click twice is one key (billing replays its answer), a
+    # changed amount another
+    assert keys[0].startswith(f"portal-refund-{form_key}-") and keys[1] == keys[2] != keys[0]
 
 
 def test_unmatched_choices_name_the_patient_and_list_the_same_amount_first(client, monkeypatch, ehr):
@@ -222,6 +241,11 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', box.group(1)).group(1)
     assert img != first_img  # a new image URL: the browser draws the new code
     assert re.search(r'hx-get="/invoices/inv-a/status\?due=19000"', answer)  # the next poll compares to it
+    # the cash form's prefill follows: 19.000 now (app.js keeps an amount the cashier typed)
+    cash = re.search(r'<div id="cash-fields" data-due="19000" hx-swap-oob="true">(.*?)</div>\s*</div>', answer, re.S)
+    assert cash and re.search(r'<input[^>]*name="cash-amount"[^>]*value="19.000"', cash.group(1))
+    assert re.search(r'name="cash-txn" type="hidden" value="[0-9a-f]{32}"', cash.group(1))
+    assert 'data-due="39000"' in page  # what the page's prefill was
     asked.clear()
     assert 'id="qr-box"' not in client.get("/invoices/inv-a/status?due=19000").get_data(as_text=True)
     assert asked == []

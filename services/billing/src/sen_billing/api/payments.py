@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response
 from sen_shared.auth import current_principal, require_roles
 from sen_shared.errors import NotFound, SenError
+from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
 from ..domain import payments, receipts, reconciliation, shifts, status
@@ -74,6 +75,7 @@ def cash(body: dict[str, Any]) -> Any:
 
 
 @require_roles("cashier")
+@idempotent()
 def refund(payment_id: str, body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(body.get("method", "cash") == "cash")
     return payments.refund(_db(), payment_id, body.get("amount"), body.get("reason", ""), current_principal(),

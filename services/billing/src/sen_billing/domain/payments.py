@@ -443,6 +443,13 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
     check_facility(principal, invoice.facility)
     if amount <= 0:
         raise PaymentError("the amount must be a positive number of đồng", status=422)
+    if transaction_id:  # the same cash again (a double click, a retry): answered, even once it settled the invoice
+        before = db[PAYMENTS].find_one({"_id": payment_id("cashier", transaction_id)}, {"outbox": 0})
+        if before is not None:
+            if before.get("invoice") != invoice.id or before.get("amount") != amount:
+                raise PaymentError("this transactionId recorded another cash payment: send a new one",
+                                   status=422)
+            return Recorded(before, False)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment")
     received = now_utc()

@@ -18,14 +18,17 @@ from flask_babel import gettext
 
 from . import backend, backend_message, bp, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
+from .charges import request_key
 from .formatting import human_name
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
 
 
-def _json(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+def _json(method: str, path: str, body: Any = None, params: Any = None, key: str | None = None) -> Any:
+    """billing's JSON answer; a POST goes with ``key`` as its ``Idempotency-Key`` (one of the form's,
+    so a second click is the same request), else a fresh one (a retry of this call)."""
     r = call("billing", method, path, json=body, params=params, accept="application/json",
-             idempotent=method == "POST")
+             idempotent=method == "POST" and key is None, headers={"Idempotency-Key": key} if key else None)
     return r.json() if r.content else {}
 
 
@@ -188,14 +191,20 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     qr = _versioned(qr)
     forms = ctx.pop("forms", {})  # the form posted (with its errors), else a new one where the page shows it
     if "cash_form" not in forms and not is_paid(s) and s.get("status") != "cancelled":
-        forms["cash_form"] = CashForm(formdata=None, amount=s.get("balanceDue") or None)
+        forms["cash_form"] = _cash_form(s.get("balanceDue"))
     if "cancel_form" not in forms and cancellable(s):
         forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
     if "refund_form" not in forms and s.get("payments"):
-        forms["refund_form"] = RefundForm(formdata=None)
+        forms["refund_form"] = RefundForm(formdata=None, txn=uuid.uuid4().hex)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            title=gettext("Invoice"), **forms, **ctx), status
+
+
+def _cash_form(due: Any) -> CashForm:
+    """A new cash form: the balance due prefilled, and the cash's transactionId made now, so a second
+    click (or a reload's resubmit) of this form records nothing new (billing answers the first)."""
+    return CashForm(formdata=None, prefix="cash", amount=due or None, txn=uuid.uuid4().hex)
 
 
 @bp.route("/invoices/<iid>")
@@ -243,8 +252,10 @@ def invoice_status(iid: str) -> Any:
                 qr = None  # the old code goes; the next poll asks again (the URL keeps the old amount)
         if qr and isinstance(qr.get("amount"), int):
             due = qr["amount"]
+    # the cash form's prefill follows the balance too (app.js keeps an amount the cashier typed)
+    cash_form = _cash_form(balance) if qr_swap and isinstance(balance, int) and balance > 0 else None
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
-                           qr_swap=qr_swap, due=due)
+                           qr_swap=qr_swap, due=due, cash_form=cash_form)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
@@ -257,7 +268,7 @@ def invoice_qr(iid: str) -> Any:
 @bp.route("/invoices/<iid>/cash", methods=["POST"])
 @login_required("cashier")
 def invoice_cash(iid: str) -> Any:
-    form = CashForm()
+    form = CashForm(prefix="cash")
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"cash_form": form})
     try:
@@ -299,8 +310,10 @@ def invoice_refund(iid: str) -> Any:
     body = {"reason": form.reason.data, "method": form.method.data}
     if form.amount.data:
         body["amount"] = form.amount.data
+    # the form's key and what it asks: a second click replays the first refund's answer; a changed form is new
+    key = request_key(form.txn.data or uuid.uuid4().hex, "refund", form.payment.data or "", str(body))
     try:
-        _json("POST", f"/payments/{form.payment.data}/refund", body)
+        _json("POST", f"/payments/{form.payment.data}/refund", body, key=key)
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"refund_form": form})
     return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))

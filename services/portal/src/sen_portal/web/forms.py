@@ -278,12 +278,13 @@ class RefundForm(FlaskForm):
     method = SelectField(_l("Refund by"), choices=[("cash", _l("Cash")), ("transfer", _l("Bank transfer"))],
                          default="cash")
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+    txn = HiddenField()  # this form's key, made when the page is shown: a second click is the same refund
 
 
 class CashForm(FlaskForm):
     amount = VndField(_l("Cash received (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
                                                              NumberRange(1, None, _l("More than 0 đồng."))])
-    txn = HiddenField()
+    txn = HiddenField()  # the cash's transactionId, made when the page is shown: a second click records nothing new
 
 
 class ShiftOpenForm(FlaskForm):

@@ -27,6 +27,17 @@
     var box = document.getElementById("live-error");
     if (box) { box.hidden = false; }
   });
+  // the cash form's prefill follows the balance due (the status box swaps it in when a transfer
+  // arrives), but an amount the cashier typed, or a field they are in, stays as it is
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var box = evt.detail.target;
+    if (!box || box.id !== "cash-fields") return;
+    var input = box.querySelector("input[name='cash-amount']");
+    var typed = input ? input.value.replace(/\D/g, "") : "";
+    if (box.contains(document.activeElement) || typed !== (box.getAttribute("data-due") || "")) {
+      evt.detail.shouldSwap = false;
+    }
+  });
   // the ICD-10 picker: choosing a suggestion fills the field
   document.addEventListener("click", function (evt) {
     var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
