@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
+import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,7 +22,8 @@ from wtforms import MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
-from .forms import AnswerForm, ConsultForm, PatientForm, PatientSearchForm, ReasonForm
+from .formatting import parse_instant
+from .forms import AnswerForm, ConsultForm, MessageForm, PatientForm, PatientSearchForm, ReasonForm
 from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
@@ -452,12 +455,59 @@ def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
     if sr is not None:
         based_on = f"ServiceRequest/{sr['id']}"
         jobs = [pool.submit(copy_current_request_context(_extra), rtype, params) for rtype, params in (
-            ("Communication", {"based-on": based_on, "_count": "50"}),
+            ("Communication", {"based-on": based_on, "_count": "200"}),
             ("Appointment", {"based-on": based_on, "_count": "20"}))]
         comms, appts = (j.result() for j in jobs)
-    comms.sort(key=lambda c: c.get("sent", ""))
-    return {"task": task, "sr": sr, "comms": comms, "appointment": current_visit(appts),
+    comms = thread_of(comms)
+    return {"task": task, "sr": sr, "comms": comms, "thread": [{"kind": thread_kind(c), "c": c} for c in comms],
+            "appointment": current_visit(appts),
             "patient": patient_job.result() if patient_job is not None else None, "pid": pid}
+
+
+THREAD_CATEGORY = "https://sen.vn/fhir/CodeSystem/consult-communication"
+_FORM_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def thread_kind(comm: dict[str, Any]) -> str:
+    """``question`` (the hub's $request-info), ``answer`` (the clinic's $provide-info) or ``message``
+    (either side's $message): the Communication's category; one stored before categories: an answer
+    answers (``inResponseTo``), else it is a question (the only other kind there was)."""
+    for cc in comm.get("category") or []:
+        for c in cc.get("coding") or []:
+            if c.get("system") == THREAD_CATEGORY and c.get("code") in ("question", "answer", "message"):
+                return str(c["code"])
+    return "answer" if comm.get("inResponseTo") else "question"
+
+
+def thread_of(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The consult's thread in time order (when sent, then when stored: messages a moment apart)."""
+    def order(c: dict[str, Any]) -> tuple[float, str]:
+        sent = parse_instant(c.get("sent"))
+        return (sent.timestamp() if sent else 0.0, str((c.get("meta") or {}).get("lastUpdated") or ""))
+
+    return sorted(comms, key=order)
+
+
+def message_form(form: MessageForm | None = None) -> MessageForm:
+    """The thread's message form: ``form`` as posted (its text and key kept), else an empty one with
+    a new key (every resubmission of it sends the same one)."""
+    form = form or MessageForm(formdata=None)
+    if not _FORM_KEY.fullmatch(form.key.data or ""):
+        form.key.data = uuid.uuid4().hex
+    return form
+
+
+def send_message(tid: str, form: MessageForm) -> None:
+    """Post ``form``'s text on the consult's thread (teleconsult's ``$message``). The Idempotency-Key
+    is the form's key and the text (``charges.request_key``): a double click or a retry of the same
+    message stores it once; the text changed after a refusal is a new message. A BackendError when
+    teleconsult refuses."""
+    from .charges import request_key
+
+    message_form(form)
+    body = {"resourceType": "Parameters", "parameter": [{"name": "text", "valueString": form.text.data}]}
+    backend.call("teleconsult", "POST", f"/fhir/Task/{tid}/$message", json=body,
+                 headers={"Idempotency-Key": request_key(form.key.data, "message", tid, form.text.data)})
 
 
 def current_visit(appts: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -484,8 +534,23 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
 def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
     return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerFilesForm(),
-                           cancel_form=ReasonForm(), submitted=request.args.get("submitted"),
+                           cancel_form=ReasonForm(), message_form=message_form(),
+                           submitted=request.args.get("submitted"), sent=request.args.get("sent"),
                            title=gettext("Consult"))
+
+
+@bp.route("/consults/<tid>/message", methods=["POST"])
+@login_required("clinic")
+def consult_message(tid: str) -> Any:
+    """The clinic's message to the hub on the consult's thread; the page again with the text kept on error."""
+    form = MessageForm()
+    if form.validate_on_submit():
+        try:
+            send_message(tid, form)
+            return redirect(url_for("web.consult_detail", tid=tid, sent=1, _anchor="consult-thread"))
+        except BackendError as err:
+            return _detail_with(tid, message_form=message_form(form), problem=backend_message(err))
+    return _detail_with(tid, message_form=message_form(form))
 
 
 @bp.route("/consults/<tid>/answer", methods=["POST"])
@@ -527,7 +592,8 @@ def _has_files(form: FlaskForm) -> bool:
 
 def _detail_with(tid: str, **forms: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    ctx = {"answer_form": AnswerFilesForm(formdata=None), "cancel_form": ReasonForm(formdata=None), **forms}
+    ctx = {"answer_form": AnswerFilesForm(formdata=None), "cancel_form": ReasonForm(formdata=None),
+           "message_form": message_form(), **forms}
     return render_template("consult_detail.html", tid=tid, **data, **ctx,
                            title=gettext("Consult")), 422
 

@@ -11,9 +11,18 @@ from flask_babel import gettext
 
 from . import backend_message, bp, icd10, login_required
 from .backend import BackendError, call, entries, fhir_get, fhir_post
-from .clinic import consult_bundle, consult_rows, pool
+from .clinic import consult_bundle, consult_rows, message_form, pool, send_message
 from .formatting import TZ, parse_instant, today, when
-from .forms import AvailabilityForm, FindSlotForm, LeaveForm, MinutesForm, QuestionForm, ReasonForm, ReassignForm
+from .forms import (
+    AvailabilityForm,
+    FindSlotForm,
+    LeaveForm,
+    MessageForm,
+    MinutesForm,
+    QuestionForm,
+    ReasonForm,
+    ReassignForm,
+)
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
 EXT = "https://fhir.sen.vn/StructureDefinition/"
@@ -80,7 +89,8 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     start = today()  # in Vietnam: a server on UTC is still on yesterday before 07:00 here
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
-             "minutes_form": _minutes_defaults(data), "visit_cancel_form": ReasonForm(formdata=None, prefix="visit")}
+             "minutes_form": _minutes_defaults(data), "visit_cancel_form": ReasonForm(formdata=None, prefix="visit"),
+             "message_form": message_form()}
     forms.update(ctx.pop("forms", {}))
     begun = parse_instant((data["appointment"] or {}).get("start"))
     ctx["visit_begun"] = begun is not None and begun <= datetime.now(TZ)  # a no-show can be marked from then on
@@ -108,7 +118,7 @@ def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
 def task_detail(tid: str) -> Any:
     return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
                       accepted=request.args.get("accepted"), started=request.args.get("started"),
-                      visit=request.args.get("visit"))
+                      visit=request.args.get("visit"), sent=request.args.get("sent"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
@@ -175,6 +185,22 @@ def task_request_info(tid: str) -> Any:
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
     return redirect(url_for("web.task_detail", tid=tid))
+
+
+@bp.route("/tasks/<tid>/message", methods=["POST"])
+@login_required("doctor")
+def task_message(tid: str) -> Any:
+    """The doctor's message to the clinic on the consult's thread (the Task's state stays); the page
+    again with the text kept on error."""
+    form = MessageForm()
+    if not form.validate_on_submit():
+        return _task_page(tid, 422, forms={"message_form": message_form(form)})
+    try:
+        send_message(tid, form)
+    except BackendError as err:
+        return _task_page(tid, 409 if err.status == 409 else 422, problem=backend_message(err),
+                          forms={"message_form": message_form(form)})
+    return redirect(url_for("web.task_detail", tid=tid, sent=1, _anchor="consult-thread"))
 
 
 def find_proposals(data: dict[str, Any], form: FindSlotForm) -> list[dict[str, Any]]:

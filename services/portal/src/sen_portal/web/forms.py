@@ -138,6 +138,15 @@ class QuestionForm(FlaskForm):
                              validators=[DataRequired(_l("Write the question.")), Length(max=4000)])
 
 
+class MessageForm(FlaskForm):
+    """A message on the consult's thread (teleconsult's ``$message``); ``key``: this form's own, so a
+    resubmission of it (a double click, a retry) sends the same ``Idempotency-Key`` (``clinic.send_message``)."""
+
+    key = HiddenField()
+    text = TextAreaField(_l("Message"), validators=[DataRequired(_l("Write the message.")),
+                                                    Length(max=4000, message=_l("Write at most 4000 characters."))])
+
+
 class ReassignForm(FlaskForm):
     practitioner = SelectField(_l("Give to"), validators=[DataRequired(_l("Choose a doctor."))])
 

@@ -79,6 +79,13 @@ def _task_state(m: re.Match[str], _e: BackendError) -> str:
                    status=status_label(m.group(1)))
 
 
+def _no_messages(m: re.Match[str], _e: BackendError) -> str:
+    from . import status_label
+
+    return gettext("This consult is now “%(status)s”: it takes no more messages. Reload the page.",
+                   status=status_label(m.group(1)))
+
+
 def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
     """A fixed sentence (``text`` is a msgid, translated when the page is shown)."""
     return lambda _m, _e: gettext(text)
@@ -137,7 +144,9 @@ RULES: tuple[Rule, ...] = (
     _rule("teleconsult", (409,), ("business-rule",), r"Appointment/\S+ is .+: it cannot be",
           _say("This visit was cancelled, held or changed meanwhile: it cannot be changed this way. "
                "Reload the page.")),
-    # teleconsult: the consult's steps
+    # teleconsult: the consult's steps, and its thread's messages
+    _rule("teleconsult", (409,), ("business-rule",), r"\$message is not allowed: the Task is '([a-z-]+)'",
+          _no_messages),
     _rule("teleconsult", (409,), ("business-rule",), r"\$[a-z-]+ is not allowed: the Task is '([a-z-]+)'",
           _task_state),
     _rule("teleconsult", (409,), ("conflict",), r"Task/\S+ exists already", _say("This consult was sent already.")),
