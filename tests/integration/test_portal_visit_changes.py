@@ -106,7 +106,8 @@ def _times(client: Any, tid: str, action: str) -> list[dict[str, str]]:
     """The free times the page offers (from the day after tomorrow, three days), each button's fields."""
     page = client.get(f"/tasks/{tid}").get_data(as_text=True)
     day = (datetime.now(TZ) + timedelta(days=2)).strftime("%d/%m/%Y")
-    r = client.post(f"/tasks/{tid}/slots", data={"csrf_token": csrf_token(page), "start": day, "days": "3"})
+    assert f'<form method="get" action="/tasks/{tid}/slots"' in page
+    r = client.get(f"/tasks/{tid}/slots", query_string={"start": day, "days": "3"})
     assert r.status_code == 200, _text(r.get_data(as_text=True))[:800]
     forms = re.findall(rf'<form method="post" action="/tasks/{tid}/{action}".*?</form>', r.get_data(as_text=True),
                        re.S)

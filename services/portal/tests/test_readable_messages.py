@@ -280,11 +280,13 @@ def test_the_switch_keeps_the_query_and_leaves_a_post_only_page_for_a_page_that_
         return r.headers["Location"]
 
     assert switch("/worklist?status=requested") == "/worklist?status=requested"
-    # the page the slots search rendered (POST only): the page the doctor came from, if it is this site's
-    assert switch(f"/tasks/{TID}/slots", Referer=f"http://localhost/tasks/{TID}?booked=1") == f"/tasks/{TID}?booked=1"
+    # the page a booking refused rendered (POST only): the page the doctor came from, if it is this site's
+    assert switch(f"/tasks/{TID}/book", Referer=f"http://localhost/tasks/{TID}?booked=1") == f"/tasks/{TID}?booked=1"
     # the Referer is that POST's own address (the browser's), or another site: the page above it
-    assert switch(f"/tasks/{TID}/slots", Referer=f"http://localhost/tasks/{TID}/slots") == f"/tasks/{TID}"
-    assert switch(f"/tasks/{TID}/slots", Referer=f"https://evil.example/tasks/{TID}") == f"/tasks/{TID}"
+    assert switch(f"/tasks/{TID}/book", Referer=f"http://localhost/tasks/{TID}/book") == f"/tasks/{TID}"
+    assert switch(f"/tasks/{TID}/book", Referer=f"https://evil.example/tasks/{TID}") == f"/tasks/{TID}"
+    # the free-time search is a GET: the switch keeps it, its query too
+    assert switch(f"/tasks/{TID}/slots?start=07/12/2026&days=7") == f"/tasks/{TID}/slots?start=07/12/2026&days=7"
     assert switch("/invoices/inv-a/cash") == "/invoices/inv-a"
     assert switch("/logout") == "/"  # nothing above it: home (which sends each role to its page)
     for bad in ("//evil.example/x", "/\\evil.example", "https://evil.example/", "/\\/evil.example", "/a\r\nb"):
@@ -295,7 +297,7 @@ def test_the_switch_keeps_the_query_and_leaves_a_post_only_page_for_a_page_that_
 def test_a_get_of_a_post_only_page_is_the_readable_error_page_in_the_users_language(app, backends) -> None:
     for lang, title in (("vi", "Không thể mở trang này theo cách này"), ("en", "This page cannot be opened this way")):
         c = portal_signed_in(app, "doctor", lang)
-        r = c.get(f"/tasks/{TID}/slots")
+        r = c.get(f"/tasks/{TID}/book")
         body = r.get_data(as_text=True)
         assert r.status_code == 405 and r.mimetype == "text/html" and title in body
         assert f'<html lang="{lang}">' in body and "POST" in r.headers["Allow"] and "GET" not in r.headers["Allow"]

@@ -44,6 +44,7 @@ class FakeTeleconsult:
         self.calls: list[tuple[str, str, Any]] = []
         self.appts: dict[str, dict[str, Any]] = {}
         self.seq = 0
+        self.week: int | None = None  # set: $find offers this many 30-minute times a day from 08:00, as asked
         self.book(start)
 
     def book(self, start: datetime, status: str = "booked") -> dict[str, Any]:
@@ -87,6 +88,8 @@ class FakeTeleconsult:
             return self._bundle([task, sr])
         if path.endswith("/fhir/Appointment") and method == "GET":
             return self._bundle(list(copy.deepcopy(self.appts).values()))
+        if path.endswith("/fhir/Appointment/$find") and self.week is not None:
+            return self._bundle(self._week_of_times(json or {}))
         if path.endswith("/fhir/Appointment/$find"):
             first = datetime.now(TZ).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=2)
             slots = [first + timedelta(minutes=30 * i) for i in range(3)]
@@ -99,6 +102,20 @@ class FakeTeleconsult:
         if method == "GET":  # the EHR: names, the hub's doctors; nothing to say here
             return self._bundle([])
         return _outcome(404, f"no fake for {method} {path}")
+
+    def _week_of_times(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """As teleconsult's $find: the free times starting in [start, end), earliest first, at most _count."""
+        p = {x["name"]: x.get("valueDateTime", x.get("valueInteger")) for x in body.get("parameter") or []}
+        start, end = datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"])
+        out, day = [], start.astimezone(TZ).replace(hour=8, minute=0, second=0, microsecond=0)
+        while day < end and len(out) < p["_count"]:
+            for i in range(self.week or 0):
+                s = day + timedelta(minutes=30 * i)
+                if start <= s < end and len(out) < p["_count"]:
+                    out.append({"resourceType": "Appointment", "status": "proposed", "start": _iso(s),
+                                "end": _iso(s + timedelta(minutes=30)), "slot": [{"reference": f"Slot/s-{s:%d%H%M}"}]})
+            day += timedelta(days=1)
+        return out
 
     def _operation(self, aid: str, op: str, body: dict[str, Any]) -> http.Response:
         appt = self.appts.get(aid)
@@ -171,9 +188,8 @@ def _move_buttons(page: str) -> list[dict[str, str]]:
 
 
 def _find(c: Any, page: str) -> str:
-    r = c.post(f"/tasks/{TID}/slots", data={"csrf_token": csrf_token(page),
-                                            "start": datetime.now(TZ).strftime("%d/%m/%Y"),
-                                            "days": "7"})
+    assert '<form method="get" action="/tasks/t-1/slots"' in page  # a GET: its fields in the address
+    r = c.get(f"/tasks/{TID}/slots", query_string={"start": datetime.now(TZ).strftime("%d/%m/%Y"), "days": "7"})
     assert r.status_code == 200, r.get_data(as_text=True)[:800]
     return r.get_data(as_text=True)
 
@@ -193,7 +209,7 @@ def test_the_doctor_moves_the_visit_and_the_page_shows_the_new_time(app, fake):
     assert 'data-testid="visit-move" open' in found  # the times are shown inside the opened "move" box
     buttons = _move_buttons(found)
     assert len(buttons) == 3 and all(b["appointment"] == "a-1" for b in buttons)
-    assert "Chuyển sang" in _text(found)
+    assert 'aria-label="Chuyển sang ' in found  # each button: the time, read out whole
     chosen = buttons[1]
     r = c.post(f"/tasks/{TID}/visit/move", data=chosen)
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/tasks/{TID}?visit=moved")
@@ -341,3 +357,85 @@ def test_the_visit_pages_need_the_doctor_role(app, fake):
         r = c.post(f"/tasks/{TID}/visit/{op}", data={"csrf_token": csrf_token(page), "appointment": "a-1"})
         assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
     assert not [p for m, p, b in fake.calls if "$" in p and m == "POST"]
+
+
+# ------------------------------------------------------------------ the free-time search: a GET, by day, with more
+
+
+def _days_shown(page: str) -> list[tuple[str, list[str]]]:
+    """Each day heading of the free times and the times (button texts) under it."""
+    out = []
+    for head, times in re.findall(r'data-testid="slot-day">([^<]+)</h3>\s*<ul class="slots">(.*?)</ul>', page, re.S):
+        out.append((head.strip(), re.findall(r"<button aria-label=\"[^\"]+\">([^<]+)</button>", times)))
+    return out
+
+
+def test_a_weeks_search_shows_every_day_by_weekday_and_offers_the_later_times(app, fake):
+    """#17: "Từ 05/12, 7 days" showed 12 times, all on the Monday, no weekday. Now every day of the range
+    is shown under its weekday and date, each time a button whose label says the time whole; a range
+    with more than the page shows ends on a "later times" link that continues after the last one."""
+    fake.week = 14  # 08:00-14:30 each day: 7 x 14 = 98, all shown
+    c = portal_signed_in(app, "doctor")
+    first = datetime.now(TZ).date() + timedelta(days=2)
+    r = c.get(f"/tasks/{TID}/slots", query_string={"start": first.strftime("%d/%m/%Y"), "days": "7"})
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    shown = _days_shown(page)
+    weekdays = ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"]
+    assert [h for h, _ in shown] == [f"{weekdays[(first + timedelta(days=i)).weekday()]} "
+                                     f"{first + timedelta(days=i):%d/%m}" for i in range(7)]
+    assert all(times[0] == "08:00" and times[-1] == "14:30" and len(times) == 14 for _, times in shown)
+    assert f'aria-label="Chuyển sang {first + timedelta(days=6):%d/%m/%Y} 14:30"' in page
+    assert 'data-testid="later-times"' not in page  # all of them shown
+    asked = [b for m, p, b in fake.calls if p.endswith("/$find")][-1]
+    assert {"name": "_count", "valueInteger": 121} in asked["parameter"]
+
+    fake.week = 24  # 08:00-19:30: 168 in the week, more than a page
+    r = c.get(f"/tasks/{TID}/slots", query_string={"start": first.strftime("%d/%m/%Y"), "days": "7"})
+    page = r.get_data(as_text=True)
+    shown = _days_shown(page)
+    assert sum(len(t) for _, t in shown) == 120 and len(shown) == 5  # 5 days of 24
+    later = re.search(r'<a class="button" href="([^"]+)" data-testid="later-times">Các giờ trống muộn hơn</a>', page)
+    assert later, _text(page)[-1500:]
+    href = later.group(1).replace("&amp;", "&")
+    r = c.get(href)
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    rest = _days_shown(page)
+    assert [len(t) for _, t in rest] == [24, 24] and rest[0][1][0] == "08:00"
+    assert rest[0][0].endswith(f"{first + timedelta(days=5):%d/%m}")  # continues right after the last shown
+    assert 'data-testid="later-times"' not in page and 'data-testid="slots-from"' in page
+    assert "Về các giờ trống sớm nhất" in page
+
+
+def test_the_search_is_a_get_and_back_after_booking_finds_it_again(app, fake):
+    """#16: the search was a POST rendering its results, so the browser's Back after booking asked to
+    resend a form. It is a GET now: no token in it, the same address answers again (after the visit
+    changed too), and a POST to it is not a search."""
+    c = portal_signed_in(app, "doctor")
+    page = _page(c)
+    form = re.search(r'<form method="get" action="/tasks/t-1/slots".*?</form>', page, re.S).group(0)
+    assert "csrf_token" not in form and 'name="start"' in form and 'name="days"' in form
+    address = f"/tasks/{TID}/slots?start={datetime.now(TZ):%d/%m/%Y}&days=7"
+    assert c.get(address).status_code == 200
+    chosen = _move_buttons(c.get(address).get_data(as_text=True))[0]
+    assert c.post(f"/tasks/{TID}/visit/move", data=chosen).status_code == 302
+    again = c.get(address)  # the browser's Back: the search again, no form resent
+    assert again.status_code == 200 and _move_buttons(again.get_data(as_text=True))
+    assert c.post(address, data={"csrf_token": chosen["csrf_token"]}).status_code == 405
+    assert c.get(f"/tasks/{TID}/slots").status_code == 302  # nothing searched: the consult page
+
+
+def test_a_wrong_search_keeps_what_was_typed_and_a_hand_edited_later_is_ignored(app, fake):
+    c = portal_signed_in(app, "doctor")
+    r = c.get(f"/tasks/{TID}/slots", query_string={"start": "32/13/2026", "days": "7"})
+    assert r.status_code == 422
+    page = r.get_data(as_text=True)
+    assert 'value="32/13/2026"' in page and 'data-testid="slot-day"' not in page
+    assert not [p for _, p, _ in fake.calls if p.endswith("/$find")]
+    fake.week = 2
+    first = datetime.now(TZ).date() + timedelta(days=2)
+    r = c.get(f"/tasks/{TID}/slots", query_string={"start": first.strftime("%d/%m/%Y"), "days": "2",
+                                                  "later": "2030-01-01T08:00:00+07:00"})
+    assert r.status_code == 200 and len(_days_shown(r.get_data(as_text=True))) == 2  # the search from its first day
+    assert 'data-testid="slots-from"' not in r.get_data(as_text=True)

@@ -9,9 +9,10 @@ from typing import Any
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend_message, bp, icd10, login_required
+from . import backend_message, bp, icd10, login_required, select_locale
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import consult_bundle, consult_rows, message_form, pool, send_message
+from .directory import party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
     AvailabilityForm,
@@ -100,8 +101,10 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     ctx["after_due"] = [due is not None and (begins := parse_instant(a.get("start"))) is not None and begins >= due
                         for a in ctx.get("proposals") or []]
     ctx["due"] = due_text
-    ctx["all_after_due"] = bool(ctx["after_due"]) and all(ctx["after_due"][:12])  # the page offers 12
+    ctx["all_after_due"] = bool(ctx["after_due"]) and all(ctx["after_due"])
     forms["reassign_form"].practitioner.choices = doctors.result()
+    ctx["held_by_other"] = other_holder(data["task"])  # taking it back asks for a confirmation
+    ctx["minutes_from"] = minutes_start(data["task"], datetime.now(TZ)).isoformat()
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
 
@@ -126,10 +129,57 @@ def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
     fhir_post("teleconsult", f"/fhir/Task/{tid}/${op}", body)
 
 
+def other_holder(task: dict[str, Any]) -> str | None:
+    """The Practitioner reference of the doctor who holds the consult (``Task.owner``) when that is
+    not the signed-in doctor (given to another with "Chuyển cho bác sĩ khác"); else None."""
+    owner = str((task.get("owner") or {}).get("reference") or "")
+    mine = f"Practitioner/{g.user.practitioner}" if g.user.practitioner else None
+    return owner if owner.startswith("Practitioner/") and owner != mine else None
+
+
+@bp.app_template_global()
+def consult_times(task: dict[str, Any]) -> dict[str, str | None]:
+    """When the consult was accepted and when it was really started (``$start``), for the doctor's and
+    the clinic's consult pages: ``{"accepted": ..., "started": ...}``, each None when it did not happen
+    or is not known. teleconsult sets ``executionPeriod.start`` at acceptance, sets it again at the
+    start and replaces it by the minutes' time at completion; an accepted Task was never started, one
+    in progress was; for the others (a question open, cancelled, rejected, completed) the Task's
+    versions say it (its ``_history``: the first accepted one, the first in progress). The history not
+    answering: nothing is said rather than a guess."""
+    status = task.get("status")
+    begun = (task.get("executionPeriod") or {}).get("start")
+    if status == "accepted":
+        return {"accepted": begun, "started": None}
+    if status == "in-progress":
+        return {"accepted": None, "started": begun}
+    if status == "requested" or (not begun and status != "completed"):
+        return {"accepted": None, "started": None}
+    try:
+        bundle = fhir_get("teleconsult", f"/fhir/Task/{task.get('id')}/_history", {"_count": "100"}, cached=True)
+    except BackendError:
+        return {"accepted": None, "started": None}
+    versions = sorted(entries(bundle, "Task"), key=lambda t: int((t.get("meta") or {}).get("versionId") or 0))
+
+    def first(state: str) -> str | None:
+        return next(((v.get("executionPeriod") or {}).get("start") for v in versions
+                     if v.get("status") == state), None)
+
+    return {"accepted": first("accepted"), "started": first("in-progress")}
+
+
 @bp.route("/tasks/<tid>/accept", methods=["POST"])
 @login_required("doctor")
 def task_accept(tid: str) -> Any:
+    """Accept the consult. One another doctor holds (given to them) is taken over only when the form
+    says so (``takeover``: that doctor's reference, the page's checkbox): otherwise the page again,
+    naming them, and nothing changed."""
     try:
+        task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+        holder = other_holder(task)
+        if holder and request.form.get("takeover") != holder:
+            return _task_page(tid, 409, problem=gettext(
+                "This consult is held by %(name)s. To take it over, tick the box under the button, then press "
+                "it again.", name=party(holder)))
         _op(tid, "accept", None)
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err))
@@ -157,7 +207,7 @@ def task_reject(tid: str) -> Any:
         _op(tid, "reject", [{"name": "reason", "valueString": form.reason.data}])
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
-    return redirect(url_for("web.worklist"))
+    return redirect(url_for("web.worklist", rejected=1))
 
 
 @bp.route("/tasks/<tid>/reassign", methods=["POST"])
@@ -203,14 +253,20 @@ def task_message(tid: str) -> Any:
     return redirect(url_for("web.task_detail", tid=tid, sent=1, _anchor="consult-thread"))
 
 
-def find_proposals(data: dict[str, Any], form: FindSlotForm) -> list[dict[str, Any]]:
-    """Free slots (teleconsult's ``Appointment/$find``) of the signed-in doctor (or, for a user who is
-    no practitioner, the hub's) in the days ``form`` names, proposed for the consult ``data``; the
-    same for booking a first visit and for moving one. A BackendError when teleconsult refuses."""
-    start = datetime.combine(form.start.data, time(0, 0), TZ)
-    end = start + timedelta(days=form.days.data or 7)
+SLOTS_SHOWN = 120  # free times a search shows at once (a week of 30-minute slots, 7 hours a day: 98)
+
+
+def find_proposals(data: dict[str, Any], form: FindSlotForm, later: datetime | None = None,
+                   count: int = SLOTS_SHOWN + 1) -> list[dict[str, Any]]:
+    """Free slots (teleconsult's ``Appointment/$find``, at most ``count``, earliest first) of the
+    signed-in doctor (or, for a user who is no practitioner, the hub's) in the days ``form`` names
+    (from ``later`` on, when given: the "later times" of a search), proposed for the consult ``data``;
+    the same for booking a first visit and for moving one. A BackendError when teleconsult refuses."""
+    first = datetime.combine(form.start.data, time(0, 0), TZ)
+    end = first + timedelta(days=form.days.data or 7)
+    start = later if later is not None and first < later < end else first
     params = [{"name": "start", "valueDateTime": start.isoformat()}, {"name": "end", "valueDateTime": end.isoformat()},
-              {"name": "_count", "valueInteger": 40}]
+              {"name": "_count", "valueInteger": count}]
     if g.user.practitioner:
         me = {"reference": f"Practitioner/{g.user.practitioner}"}
         params.append({"name": "practitioner", "valueReference": me})
@@ -223,19 +279,60 @@ def find_proposals(data: dict[str, Any], form: FindSlotForm) -> list[dict[str, A
     return entries(found, "Appointment")
 
 
-@bp.route("/tasks/<tid>/slots", methods=["POST"])
+def page_of_times(proposals: list[dict[str, Any]], shown: int = SLOTS_SHOWN) -> tuple[list[dict[str, Any]], str | None]:
+    """The free times a search shows (at most ``shown``) and, when $find had more, the start of the
+    first one not shown (the "later times" link searches from there). The cut falls between two start
+    times: times at the same instant (several schedules, for a user who is no practitioner) are all
+    on this page or all on the next."""
+    if len(proposals) <= shown:
+        return proposals, None
+    later = proposals[shown].get("start")
+    page = [a for a in proposals[:shown] if a.get("start") != later]
+    return (page, later) if page else (proposals[:shown], None)
+
+
+def days_of(proposals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The free times by day (in Vietnam), in order: each day's date and weekday code (``mon``...)
+    and its times, each with its position in ``proposals`` (the deadline marks follow it)."""
+    out: list[dict[str, Any]] = []
+    for i, a in enumerate(proposals):
+        begins = parse_instant(a.get("start"))
+        if begins is None:
+            continue
+        local = begins.astimezone(TZ)
+        if not out or out[-1]["date"] != local.date():
+            out.append({"date": local.date(), "weekday": DAYS[local.weekday()], "times": []})
+        out[-1]["times"].append({"i": i, "a": a, "at": local})
+    return out
+
+
+@bp.route("/tasks/<tid>/slots")
 @login_required("doctor")
 def task_slots(tid: str) -> Any:
     """Free slots for the consult's video visit: to book one, or (a visit is booked) to move it there;
-    the page offers the times with the button that fits the visit's state."""
-    form = FindSlotForm()
-    if not form.validate_on_submit():
+    the page offers the times, by day, with the button that fits the visit's state. A GET (the
+    search's fields in the query string): the page can be bookmarked, reloaded and come back to
+    with the browser's Back after booking, without resending a form. ``later`` (an instant inside
+    the days searched): the times from then on, the "later times" link of a search that had more."""
+    if "start" not in request.args:
+        return redirect(url_for("web.task_detail", tid=tid, _anchor="visit"))
+    form = FindSlotForm(request.args)
+    if not form.validate():
         return _task_page(tid, 422, forms={"find_form": form})
+    first = datetime.combine(form.start.data, time(0, 0), TZ)
+    later = parse_instant(request.args.get("later"))
+    if later is not None and not first < later < first + timedelta(days=form.days.data):
+        later = None  # not inside the days searched (a link edited by hand): the search from its first day
     try:
-        proposals = find_proposals(consult_bundle(tid), form)
+        found = find_proposals(consult_bundle(tid), form, later)
     except BackendError as err:
         return _task_page(tid, 503, problem=backend_message(err), forms={"find_form": form})
-    return _task_page(tid, proposals=proposals, forms={"find_form": form})
+    proposals, more = page_of_times(found)
+    later_url = url_for("web.task_slots", tid=tid, start=form.start.data.strftime("%d/%m/%Y"),
+                        days=form.days.data, later=more) if more else None
+    return _task_page(tid, proposals=proposals, slot_days=days_of(proposals), later_url=later_url,
+                      searched_from=later,
+                      forms={"find_form": form})
 
 
 def _chosen_time(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -385,14 +482,24 @@ def visit_noshow(tid: str) -> Any:
     return redirect(url_for("web.task_detail", tid=tid, visit="noshow"))
 
 
+def minutes_start(task: dict[str, Any], now: datetime) -> datetime:
+    """When the consult the minutes record began: the Task's ``executionPeriod.start``, which
+    teleconsult sets when the doctor starts it ("Bắt đầu khám", ``$start``) and, for one never
+    started, when it was accepted; never later than ``now`` (nor, unknown, other than ``now``). Not
+    the booked visit's time: minutes signed before a visit booked for later are dated today."""
+    begun = parse_instant((task.get("executionPeriod") or {}).get("start"))
+    return min(begun, now) if begun is not None else now
+
+
 def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> dict[str, Any]:
-    code = icd10.parse_field(form.diagnosis.data or "")
-    assert code is not None
+    """teleconsult's ``$complete`` Parameters from the signed ``form``: the time is the actual one
+    (from :func:`minutes_start` to now, Vietnam's offset), each diagnosis a ``conclusion`` in the
+    order written."""
     appt = data.get("appointment")
-    now = datetime.now(TZ)
-    start = (appt or {}).get("start") or (now - timedelta(minutes=30)).isoformat(timespec="seconds")
-    end = (appt or {}).get("end") or now.isoformat(timespec="seconds")
+    now = datetime.now(TZ).replace(microsecond=0)
     task = data["task"]
+    start = minutes_start(task, now).astimezone(TZ).isoformat(timespec="seconds")
+    end = now.isoformat(timespec="seconds")
     sites = []
     for ref in ((task.get("owner") or {}).get("reference"), (task.get("requester") or {}).get("reference")):
         if ref and ref.startswith("Organization/"):
@@ -407,7 +514,8 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
             {"name": "role", "valueString": form.participants.data}]},
         {"name": "history", "valueString": form.history.data},
         {"name": "findings-clinical", "valueString": form.findings.data},
-        {"name": "conclusion", "valueCoding": {"system": icd10.SYSTEM, "code": code.code, "display": code.vi}},
+        *({"name": "conclusion", "valueCoding": {"system": icd10.SYSTEM, "code": c.code, "display": c.vi}}
+          for c in form.codes),
         {"name": "conclusion-text", "valueString": form.conclusion.data},  # the conclusion as written
         {"name": "recommendations", "valueString": form.recommendations.data},
         {"name": "chair", "valueReference": {"reference": chair, "display": form.chair.data}},
@@ -419,15 +527,21 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
     return {"resourceType": "Parameters", "parameter": params}
 
 
+@bp.route("/icd10/diagnoses")
+@login_required("doctor")
+def diagnosis_search() -> Any:
+    """Suggestions for the minutes' diagnoses (htmx): for the words being typed at the end of the field
+    (icd10.typed_term); a pick is added to the codes already there (app.js, ``data-append``)."""
+    query = icd10.typed_term(request.args.get("diagnosis", ""))
+    return render_template("_icd10.html", hits=icd10.search(query), lang=select_locale(), target="diagnosis",
+                           query=query, append=True)
+
+
 @bp.route("/tasks/<tid>/complete", methods=["POST"])
 @login_required("doctor")
 def task_complete(tid: str) -> Any:
     form = MinutesForm()
-    valid = form.validate_on_submit()
-    if valid and icd10.parse_field(form.diagnosis.data or "") is None:
-        form.diagnosis.errors = [gettext("Choose a diagnosis from the ICD-10 list.")]
-        valid = False
-    if not valid:
+    if not form.validate_on_submit():  # each diagnosis a code of the ICD-10 list (MinutesForm.validate_diagnosis)
         return _task_page(tid, 422, forms={"minutes_form": form})
     data = consult_bundle(tid)
     try:

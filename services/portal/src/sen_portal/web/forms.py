@@ -50,6 +50,8 @@ class LocalDateField(DateField):
 
     def __init__(self, label: Any = None, validators: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("format", list(self.FORMATS))
+        # WTForms' own "Not a valid date value." is English on every page
+        kwargs.setdefault("invalid_value_message", _l("Enter the date as day/month/year, e.g. 05/12/2026."))
         super().__init__(label, validators, **kwargs)
 
     def __call__(self, **kwargs: Any) -> Any:
@@ -152,11 +154,23 @@ class ReassignForm(FlaskForm):
 
 
 class FindSlotForm(FlaskForm):
+    """The free-time search: a GET (its fields in the query string, doctor.task_slots), which changes nothing."""
+
+    class Meta:
+        csrf = False
+
     start = LocalDateField(_l("From"), validators=[InputRequired(_l("Enter a date."))])
     days = IntegerField(_l("Days"), default=7, validators=[NumberRange(1, 31, _l("From 1 to 31 days."))])
 
 
+MAX_DIAGNOSES = 20
+
+
 class MinutesForm(FlaskForm):
+    """The teleconsultation minutes; ``diagnosis``: one or more ICD-10 codes (``codes`` once validated)."""
+
+    codes: list[Any] = []
+
     participants = TextAreaField(_l("Participants and their roles"),
                                  validators=[DataRequired(_l("List the participants.")), Length(max=2000)])
     history = TextAreaField(_l("History and current state"),
@@ -166,13 +180,27 @@ class MinutesForm(FlaskForm):
     discussion = TextAreaField(_l("Discussion"), validators=[Optional(), Length(max=4000)])
     conclusion = TextAreaField(_l("Conclusion"), validators=[DataRequired(_l("Write the conclusion.")),
                                                              Length(max=4000)])
-    diagnosis = StringField(_l("Diagnosis (ICD-10)"), validators=[
-        DataRequired(_l("Choose a diagnosis from the ICD-10 list.")),
-        Regexp(r"^[A-Z]\d{2}(\.\d{1,2})?\b", message=_l("Choose a diagnosis from the ICD-10 list."))])
+    diagnosis = TextAreaField(_l("Diagnosis (ICD-10)"), validators=[
+        DataRequired(_l("Choose a diagnosis from the ICD-10 list.")), Length(max=2000)])
     recommendations = TextAreaField(_l("Recommendations for treatment"),
                                     validators=[DataRequired(_l("Write the recommendations.")), Length(max=4000)])
     chair = StringField(_l("Chair who signs off"), validators=[DataRequired(_l("Name the chair.")),
                                                                Length(max=200)])
+
+    def validate_diagnosis(self, field: TextAreaField) -> None:
+        """One or more ICD-10 codes of the portal's list (icd10.parse_codes), kept in ``codes`` in the
+        order written; anything else is named in the message (the typed text stays in the field)."""
+        from . import icd10
+
+        self.codes, unknown = icd10.parse_codes(field.data or "")
+        if unknown:
+            raise ValidationError(_l("Not in the ICD-10 list: %(codes)s. Write each diagnosis as its code "
+                                     "(e.g. I10), separated by commas or new lines, or pick it from the "
+                                     "suggestions.", codes=", ".join(unknown)))
+        if not self.codes:
+            raise ValidationError(_l("Choose a diagnosis from the ICD-10 list."))
+        if len(self.codes) > MAX_DIAGNOSES:
+            raise ValidationError(_l("At most %(n)s diagnoses.", n=MAX_DIAGNOSES))
 
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
