@@ -245,3 +245,52 @@ def test_a_second_time_booked_from_another_tab_is_refused_naming_the_visit(porta
     [visit] = _active(tc, H, sr)
     assert visit["slot"] == [{"reference": f"Slot/{first['slot']}"}]
     assert _slot(tc, H, second["slot"]) == "free"
+
+
+def test_leave_over_a_booked_visit_lists_it_first_and_after_from_teleconsults_search(portal, consult, tc, dev_key):
+    """The availability page finds the doctor's booked visits inside a leave through teleconsult's own
+    Appointment search (practitioner, date ge/le, status): it lists the visit (time, patient, its consult
+    page) before saving anything; once the doctor confirms, the leave is stored and the page says the visit
+    stays booked inside it. A day without visits is saved at once."""
+    sr, tid = consult
+    H = _headers(dev_key, "admin")
+    doctor = portal_signed_in(portal, "doctor")
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    if 'action="/tasks/' + tid + '/accept"' in page:  # run alone: the consult is not accepted yet
+        assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+    if not _active(tc, H, sr):
+        assert doctor.post(f"/tasks/{tid}/book", data=_times(doctor, tid, "book")[0]).status_code == 302
+    [visit] = _active(tc, H, sr)
+    day = f"{datetime.fromisoformat(visit['start']).astimezone(TZ):%d/%m/%Y}"
+
+    def leave(first: str, **more: str) -> Any:
+        page = doctor.get("/availability").get_data(as_text=True)
+        return doctor.post("/availability", data={"csrf_token": csrf_token(page), "which": "leave",
+                                                  "schedule": "sched-an", "leave-start": first, "leave-end": first,
+                                                  "leave-reason": "Hội nghị tim mạch", **more})
+
+    def leaves() -> list[dict[str, Any]]:
+        r = httpx.get(f"{tc}/fhir/Schedule/sched-an", headers=H, timeout=30)
+        return [e for e in r.json().get("extension", []) if e["url"].endswith("schedule-not-available")]
+
+    before = len(leaves())
+    r = leave(day)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'data-testid="leave-confirm"' in page, _text(page)[:1500]
+    listed = _text(page.split('data-testid="leave-confirm"')[1].split("</section>")[0])
+    assert _shown(visit["start"]) in listed  # its patient as the lists show them (here: the EHR has no grant yet)
+    assert 'data-testid="patient-name"' in page.split('data-testid="leave-confirm"')[1].split("</section>")[0]
+    assert f'href="/tasks/{tid}#visit"' in page
+    assert len(leaves()) == before  # nothing saved yet
+
+    r = leave(day, confirm="1")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'data-testid="leave-kept-visits"' in page, _text(page)[:1500]
+    assert _shown(visit["start"]) in _text(page) and f'href="/tasks/{tid}#visit"' in page
+    assert len(leaves()) == before + 1
+    assert [a["id"] for a in _active(tc, H, sr)] == [visit["id"]]  # still booked: moved or cancelled by the doctor
+
+    other = f"{datetime.fromisoformat(visit['start']).astimezone(TZ) + timedelta(days=20):%d/%m/%Y}"
+    r = leave(other)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'data-testid="leave-confirm"' not in page and len(leaves()) == before + 2

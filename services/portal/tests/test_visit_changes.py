@@ -45,6 +45,10 @@ class FakeTeleconsult:
         self.appts: dict[str, dict[str, Any]] = {}
         self.seq = 0
         self.week: int | None = None  # set: $find offers this many 30-minute times a day from 08:00, as asked
+        self.puts: list[dict[str, Any]] = []  # the doctor's Schedule as the availability page saved it
+        self.schedule: dict[str, Any] = {"resourceType": "Schedule", "id": "sch-an", "active": True,
+                                         "actor": [{"reference": "Practitioner/bs-nguyen-van-an"}], "extension": []}
+        self.searches: list[Any] = []  # the Appointment searches' parameters
         self.book(start)
 
     def book(self, start: datetime, status: str = "booked") -> dict[str, Any]:
@@ -87,7 +91,17 @@ class FakeTeleconsult:
                   "subject": {"reference": PATIENT}, "note": [{"text": "Xin ý kiến."}]}
             return self._bundle([task, sr])
         if path.endswith("/fhir/Appointment") and method == "GET":
-            return self._bundle(list(copy.deepcopy(self.appts).values()))
+            self.searches.append(params)
+            return self._bundle(self._search(params))
+        if path.endswith("/fhir/Schedule") and method == "GET":
+            return self._bundle([copy.deepcopy(self.schedule)])
+        if path.endswith("/fhir/Schedule/sch-an") and method == "PUT":
+            self.puts.append(json)
+            self.schedule = copy.deepcopy(json)
+            return self._json(json)
+        if path.endswith("/fhir/Patient") and method == "GET":  # the EHR: the consult's patient
+            return self._bundle([{"resourceType": "Patient", "id": "p-1",
+                                  "name": [{"family": "Lê", "given": ["Thị", "Mai"]}]}])
         if path.endswith("/fhir/Appointment/$find") and self.week is not None:
             return self._bundle(self._week_of_times(json or {}))
         if path.endswith("/fhir/Appointment/$find"):
@@ -102,6 +116,22 @@ class FakeTeleconsult:
         if method == "GET":  # the EHR: names, the hub's doctors; nothing to say here
             return self._bundle([])
         return _outcome(404, f"no fake for {method} {path}")
+
+    def _search(self, params: Any) -> list[dict[str, Any]]:
+        """As teleconsult's Appointment search: ``based-on``, ``practitioner``, ``status`` (a list) and
+        ``date`` (ge/le, repeated) narrow the appointments; other parameters are not faked."""
+        pairs = list(params.items()) if isinstance(params, dict) else list(params or [])
+        out = list(copy.deepcopy(self.appts).values())
+        for name, value in pairs:
+            if name == "status":
+                out = [a for a in out if a["status"] in value.split(",")]
+            elif name == "practitioner":
+                out = [a for a in out if any(p["actor"]["reference"] in value.split(",") for p in a["participant"])]
+            elif name == "date":
+                bound = datetime.fromisoformat(value[2:].replace("Z", "+00:00"))
+                keep = {"ge": lambda s: s >= bound, "le": lambda s: s <= bound}[value[:2]]
+                out = [a for a in out if keep(datetime.fromisoformat(a["start"]))]
+        return out
 
     def _week_of_times(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """As teleconsult's $find: the free times starting in [start, end), earliest first, at most _count."""
@@ -439,3 +469,111 @@ def test_a_wrong_search_keeps_what_was_typed_and_a_hand_edited_later_is_ignored(
                                                   "later": "2030-01-01T08:00:00+07:00"})
     assert r.status_code == 200 and len(_days_shown(r.get_data(as_text=True))) == 2  # the search from its first day
     assert 'data-testid="slots-from"' not in r.get_data(as_text=True)
+
+
+# ------------------------------------------------------------------ leave over booked visits; the weekly hours
+
+
+def _leave(c: Any, day: str, **more: str) -> Any:
+    page = c.get("/availability").get_data(as_text=True)
+    return c.post("/availability", data={"csrf_token": csrf_token(page), "which": "leave", "schedule": "sch-an",
+                                         "leave-start": day, "leave-end": day, "leave-reason": "Hội nghị", **more})
+
+
+def test_leave_over_a_booked_visit_is_confirmed_first_and_the_visit_stays_listed_after(app, fake):
+    """#7: leave over a day with a booked visit was saved at once ("Đã lưu"), the visit left booked with
+    no word. Now the page lists the visits first (time, patient, the consult page where it is moved or
+    cancelled) and saves nothing; "add the leave anyway" saves it and the page says which visits stay
+    booked inside it, each linked."""
+    visit = datetime.fromisoformat(fake.appts["a-1"]["start"])
+    day = f"{visit:%d/%m/%Y}"
+    c = portal_signed_in(app, "doctor")
+    r = _leave(c, day)
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    assert 'data-testid="leave-confirm"' in page and fake.puts == []  # nothing saved yet
+    text = _text(page)
+    assert "Số buổi khám video đã đặt trong kỳ nghỉ này: 1" in text and "Chưa lưu gì" in text
+    listed = _text(page.split('data-testid="leave-confirm"')[1].split("</section>")[0])
+    assert f"{visit:%d/%m/%Y %H:%M}" in listed and "Lê Thị Mai" in listed
+    assert 'href="/tasks/t-1#visit"' in page and "Mở ca hội chẩn để đổi lịch hoặc hủy lịch" in text
+    asked = fake.searches[-1]
+    assert ("practitioner", "Practitioner/bs-nguyen-van-an") in asked and ("status", "booked,pending") in asked
+    day_start = datetime.combine(visit.date(), datetime.min.time(), TZ)
+    assert ("date", f"ge{day_start.astimezone(ZoneInfo('UTC')):%Y-%m-%dT%H:%M:%SZ}") in asked
+    confirm = re.search(r'<section class="alert warn" role="alert" data-testid="leave-confirm">.*?</form>',
+                        page, re.S).group(0)
+    fields = {re.search(r'name="([\w-]+)"', tag).group(1): re.search(r'value="([^"]*)"', tag).group(1)
+              for tag in re.findall(r"<(?:input|button)[^>]*>", confirm) if "name=" in tag}
+    assert fields["leave-start"] == day and fields["leave-reason"] == "Hội nghị" and fields["confirm"] == "1"
+
+    r = c.post("/availability", data=fields)
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    [put] = fake.puts
+    assert any(e["url"].endswith("schedule-not-available") for e in put["extension"])
+    assert 'data-testid="leave-kept-visits"' in page and 'data-testid="leave-confirm"' not in page
+    kept = _text(page.split('data-testid="leave-kept-visits"')[1].split("</section>")[0])
+    assert "Đã lưu kỳ nghỉ" in kept and f"{visit:%d/%m/%Y %H:%M}" in kept and "Lê Thị Mai" in kept
+    assert 'href="/tasks/t-1#visit"' in page
+    assert fake.appts["a-1"]["status"] == "booked"  # leave cancels nothing by itself
+
+
+def test_leave_on_a_day_without_visits_is_saved_at_once_and_a_silent_back_end_saves_nothing(app, fake):
+    visit = datetime.fromisoformat(fake.appts["a-1"]["start"])
+    c = portal_signed_in(app, "doctor")
+    r = _leave(c, f"{visit + timedelta(days=3):%d/%m/%Y}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and len(fake.puts) == 1
+    assert "Đã lưu" in _text(page) and 'data-testid="leave-confirm"' not in page
+    assert 'data-testid="leave-kept-visits"' not in page
+    fake.appts["a-1"]["status"] = "cancelled"  # a cancelled visit is no reason to ask
+    assert 'data-testid="leave-confirm"' not in _leave(c, f"{visit:%d/%m/%Y}").get_data(as_text=True)
+    assert len(fake.puts) == 2
+    page = c.get("/availability").get_data(as_text=True)
+    fake.down = True
+    r = c.post("/availability", data={"csrf_token": csrf_token(page), "which": "leave", "schedule": "sch-an",
+                                      "leave-start": f"{visit:%d/%m/%Y}", "leave-end": f"{visit:%d/%m/%Y}"})
+    assert r.status_code in (200, 422) and len(fake.puts) == 2
+
+
+def _hours(c: Any, **windows: Any) -> Any:
+    page = c.get("/availability").get_data(as_text=True)
+    data = [("csrf_token", csrf_token(page)), ("which", "week"), ("schedule", "sch-an"), ("week-slot_minutes", "30")]
+    for k, v in windows.items():
+        for item in v if isinstance(v, list) else [v]:
+            data.append((f"week-{k.replace('__', '-')}", item))
+    from werkzeug.datastructures import MultiDict
+
+    return c.post("/availability", data=MultiDict(data))
+
+
+def test_a_window_with_times_but_no_days_is_refused_and_kept(app, fake):
+    """#19: a window with times and no day ticked was dropped while the page said "Đã lưu"."""
+    c = portal_signed_in(app, "doctor")
+    r = _hours(c, windows__0__days=["mon"], windows__0__start_time="07:30", windows__0__end_time="11:30",
+               windows__1__start_time="13:30", windows__1__end_time="17:00")
+    assert r.status_code == 422 and fake.puts == []
+    page = r.get_data(as_text=True)
+    errors = re.findall(r'data-testid="window-days-error">([^<]+)<', page)
+    assert errors == ["Hãy đánh dấu các ngày của khung giờ này."]
+    assert 'value="13:30"' in page and 'value="17:00"' in page and "Đã lưu" not in _text(page)
+    only = _hours(c, windows__0__start_time="13:30", windows__0__end_time="17:00")  # the only row
+    assert only.status_code == 422 and fake.puts == []
+    assert re.findall(r'data-testid="window-days-error">([^<]+)<', only.get_data(as_text=True))
+    ok = _hours(c, windows__0__days=["mon"], windows__0__start_time="07:30", windows__0__end_time="11:30",
+                windows__1__start_time="", windows__1__end_time="")  # the empty row offered to add one
+    assert ok.status_code == 200 and len(fake.puts) == 1
+
+
+def test_a_wrong_time_flags_its_own_window_only(app, fake):
+    """#19: 25:99 in window 1 also flagged window 2 as overlapping another window of the same day."""
+    c = portal_signed_in(app, "doctor")
+    r = _hours(c, windows__0__days=["mon"], windows__0__start_time="07:30", windows__0__end_time="25:99",
+               windows__1__days=["mon"], windows__1__start_time="13:30", windows__1__end_time="17:00")
+    assert r.status_code == 422 and fake.puts == []
+    page = r.get_data(as_text=True)
+    rows = re.findall(r'<fieldset class="field window[^"]*".*?</fieldset>', page, re.S)
+    assert "invalid" in rows[0].split(">")[0] and "invalid" not in rows[1].split(">")[0]
+    assert "Trùng với một khung giờ khác" not in page and "trùng nhau" not in page
+    assert 'value="25:99"' in page

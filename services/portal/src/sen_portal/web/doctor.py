@@ -3,7 +3,7 @@ booking a slot, the minutes, and the weekly availability with leave."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
@@ -24,6 +24,7 @@ from .forms import (
     ReasonForm,
     ReassignForm,
 )
+from .patients import lookup, patient_id, shown
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
 EXT = "https://fhir.sen.vn/StructureDefinition/"
@@ -590,6 +591,45 @@ def _leave_entry(exts: list[dict[str, Any]], start: str, end: str) -> dict[str, 
     return None
 
 
+def _fhir_instant(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def booked_in(schedule: dict[str, Any], start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The visits booked (or held) with the schedule's doctor starting between ``start`` and ``end``
+    (teleconsult's Appointment search: ``practitioner``, ``date``, ``status``), earliest first: each
+    with its time, its patient as the lists show them and its consult's Task id (the doctor's consult
+    page, where it is moved or cancelled; None when the Task is not found). Leave does not cancel
+    them: a doctor adding leave over them is told, before and after. A BackendError when teleconsult
+    does not answer the search."""
+    doctors = [a["reference"] for a in schedule.get("actor") or []
+               if str((a or {}).get("reference") or "").startswith("Practitioner/")]
+    if not doctors:
+        return []
+    bundle = fhir_get("teleconsult", "/fhir/Appointment", [
+        ("practitioner", ",".join(doctors)), ("date", f"ge{_fhir_instant(start)}"),
+        ("date", f"le{_fhir_instant(end)}"), ("status", "booked,pending"), ("_count", "100")])
+    appts = sorted((a for a in entries(bundle, "Appointment") if a.get("status") in ACTIVE),
+                   key=lambda a: parse_instant(a.get("start")) or start)
+    srs = sorted({r["reference"] for a in appts for r in a.get("basedOn") or []
+                  if str(r.get("reference") or "").startswith("ServiceRequest/")})
+    tasks: dict[str, str] = {}
+    if srs:
+        found = fhir_get("teleconsult", "/fhir/Task", {"based-on": ",".join(srs), "_count": str(2 * len(srs))})
+        for t in entries(found, "Task"):
+            for r in t.get("basedOn") or []:
+                tasks.setdefault(str(r.get("reference")), str(t.get("id")))
+    pids = [patient_id(p.get("actor")) for a in appts for p in a.get("participant") or []]
+    names = lookup([p for p in pids if p])
+    out = []
+    for a in appts:
+        pid = next((x for p in a.get("participant") or [] if (x := patient_id(p.get("actor")))), None)
+        tid = next((tasks[r["reference"]] for r in a.get("basedOn") or [] if r.get("reference") in tasks), None)
+        out.append({"start": a.get("start"), "end": a.get("end"), "status": a.get("status"),
+                    "patient": shown(pid, names), "tid": tid})
+    return out
+
+
 def _schedules() -> list[dict[str, Any]]:
     return entries(fhir_get("teleconsult", "/fhir/Schedule", {"_count": "100"}), "Schedule")
 
@@ -602,6 +642,8 @@ def availability() -> Any:
     who sends another schedule's id is refused here (403) before anything is asked of the back-end."""
     form, leave_form = AvailabilityForm(prefix="week"), LeaveForm(prefix="leave")
     problem, saved, removed = None, None, False
+    in_leave: list[dict[str, Any]] = []  # booked visits inside the leave being added
+    confirm = False  # the leave covers them: asked before it is saved
     schedule, choices = None, []
     admin = g.user.role == "admin"
     try:
@@ -636,6 +678,12 @@ def availability() -> Any:
         elif which == "leave" and leave_form.validate():
             start = datetime.combine(leave_form.start.data, time(0, 0), TZ)
             end = datetime.combine(leave_form.end.data, time(23, 59, 59), TZ)
+            try:  # leave frees no booked visit: the doctor sees them first, and confirms
+                in_leave = booked_in(schedule, start, end)
+            except BackendError as err:
+                problem = backend_message(err)
+            if in_leave and not request.form.get("confirm"):
+                problem, confirm = "", True  # nothing saved yet: the page lists them and asks
             exts.append({"url": EXT_NOT_AVAILABLE, "extension": [
                 {"url": "description", "valueString": leave_form.reason.data or gettext("Leave")},
                 {"url": "during", "valuePeriod": {"start": start.isoformat(), "end": end.isoformat()}}]})
@@ -668,5 +716,5 @@ def availability() -> Any:
         form.slot_minutes.data = summary["slot_minutes"] or 30
     return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
                            schedule=schedule, problem=problem, saved=saved, removed=removed and saved, DAYS=DAYS,
-                           editable=editable, choices=choices, title=gettext("Availability")), (
-        200 if not problem else 422)
+                           editable=editable, choices=choices, in_leave=in_leave, confirm=confirm,
+                           title=gettext("Availability")), (200 if not problem else 422)

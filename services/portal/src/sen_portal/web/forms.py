@@ -208,8 +208,9 @@ WEEK_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class WindowForm(Form):
-    """One weekly window of the hours: the days it applies to, from, to. A row with no day ticked
-    is an empty row (the form always offers one to add a window) and is left out."""
+    """One weekly window of the hours: the days it applies to, from, to. A row with nothing in it
+    is an empty row (the form always offers one to add a window) and is left out; a row with a time
+    typed but no day ticked is refused (saving it without its days would drop it silently)."""
 
     days = SelectMultipleField(_l("Days of the week"), choices=[(d, d) for d in WEEK_DAYS],
                                validators=[Optional()])
@@ -219,6 +220,9 @@ class WindowForm(Form):
     def validate(self, extra_validators: Any = None) -> bool:
         ok = super().validate(extra_validators)
         if not self.days.data:
+            if (self.start_time.data or "").strip() or (self.end_time.data or "").strip():
+                self.days.errors = [*self.days.errors, str(_l("Tick the days of these hours."))]
+                return False
             return ok
         for f in (self.start_time, self.end_time):  # Optional() above lets an empty row through, not a ticked one
             if not f.data and not f.errors:
@@ -243,7 +247,10 @@ class AvailabilityForm(FlaskForm):
     def validate_windows(self, field: FieldList) -> None:
         rows = self.filled()
         if not rows:
+            if any(entry.form.errors for entry in self.windows):  # a row's own error says it (days to tick)
+                return
             raise ValidationError(str(_l("Choose at least one day.")))  # a str: the page tells it from rows
+        rows = [r for r in rows if not r.errors]  # a wrong time is its own error: no overlap guessed from it
         for i, a in enumerate(rows):  # two windows on a shared day must not overlap (slots would clash)
             for b in rows[:i]:
                 if set(a.days.data) & set(b.days.data) and a.start_time.data and b.end_time.data \
