@@ -140,7 +140,7 @@ def _consult(monkeypatch, status: str) -> None:
 
 
 def _started_row(page: str) -> tuple[str, str]:
-    m = re.search(r'<dt>([^<]*)</dt><dd data-testid="task-started">([^<]*)</dd>', page)
+    m = re.search(r'<dt>([^<]*)</dt><dd data-testid="task-(?:started|accepted)">([^<]*)</dd>', page)
     assert m, "no start row on the page"
     return m.group(1), m.group(2)
 

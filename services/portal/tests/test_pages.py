@@ -651,9 +651,11 @@ def _owner_row(page: str) -> tuple[str, str]:
 
 
 def test_the_consult_pages_name_the_hub_until_a_doctor_takes_the_consult(client, monkeypatch):
-    """The Task's owner is the hub (an Organization) until a doctor accepts it: the clinic's and the
-    doctor's consult pages say "Tuyến trên / Hub: <the hospital>" then, and "Bác sĩ chuyên khoa /
-    Specialist: <the doctor>" only when the owner is a Practitioner (the hospital was labelled Specialist)."""
+    """The Task's owner is the hub (an Organization) until a doctor accepts it: the
+    clinic's consult page says "Tuyến trên / Hub: <the hospital>" then, and "Bác sĩ chuyên khoa /
+    Specialist: <the doctor>" only when the owner is a Practitioner (the hospital was labelled Specialist);
+    the doctor's page says "Người giữ ca" (held by): no doctor yet, or the doctor, and names the requesting
+    clinic (not the doctor's own hub)."""
     _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
     sign_in(client, "clinic")
     page = client.get("/consults/t1").get_data(as_text=True)
@@ -668,14 +670,15 @@ def test_the_consult_pages_name_the_hub_until_a_doctor_takes_the_consult(client,
     page = client.get("/consults/t1").get_data(as_text=True)
     assert _owner_row(page) == ("Specialist", "Nguyễn Văn An")
     client.post("/logout", data={"csrf_token": csrf_token(page)})
-    sign_in(client, "doctor")  # the doctor's page labels the owner the same way
+    sign_in(client, "doctor")  # the doctor's page (their own hub's consult) says which doctor holds it, if any
     token = csrf_token(client.get("/worklist").get_data(as_text=True))
     client.post("/language", data={"lang": "vi", "next": "/worklist", "csrf_token": token})
     page = client.get("/tasks/t1").get_data(as_text=True)
-    assert _owner_row(page) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
+    assert _owner_row(page) == ("Người giữ ca", "Nguyễn Văn An (bạn)")
     _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
     page = client.get("/tasks/t1").get_data(as_text=True)
-    assert _owner_row(page) == ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
+    assert _owner_row(page) == ("Người giữ ca", "Chưa bác sĩ nào nhận")
+    assert re.search(r'<dt>Cơ sở gửi</dt><dd data-testid="consult-requester">Trạm Y tế xã Mỹ Hiệp</dd>', page)
 
 
 def test_a_consults_reason_is_shown_in_the_pages_language_from_its_icd10_code(client, monkeypatch):
@@ -789,8 +792,9 @@ def test_the_lists_label_each_cell_with_its_header_and_link_the_consult_from_the
     _consult_backends(monkeypatch, "Organization/bvdk-dong-thap")
     expected = {
         ("doctor", "/worklist", "/tasks/t1"): {
-            "vi": ["Mức độ ưu tiên", "Hạn", "Trạng thái", "Người bệnh", "Cơ sở gửi", "Lý do", "Ngày yêu cầu"],
-            "en": ["Priority", "Due", "Status", "Patient", "Requesting clinic", "Reason", "Requested"]},
+            "vi": ["Mức độ ưu tiên", "Hạn", "Trạng thái", "Người bệnh", "Cơ sở gửi", "Người giữ ca", "Lý do",
+                   "Ngày yêu cầu"],
+            "en": ["Priority", "Due", "Status", "Patient", "Requesting clinic", "Held by", "Reason", "Requested"]},
         ("clinic", "/consults", "/consults/t1"): {
             "vi": ["Ngày yêu cầu", "Người bệnh", "Mức độ ưu tiên", "Trạng thái", "Lý do"],
             "en": ["Requested", "Patient", "Priority", "Status", "Reason"]}}

@@ -179,7 +179,7 @@ def task_accept(tid: str) -> Any:
         holder = other_holder(task)
         if holder and request.form.get("takeover") != holder:
             return _task_page(tid, 409, problem=gettext(
-                "This consult is held by %(name)s. To take it over, tick the box under the button, then press "
+                "This consult is held by %(name)s. To take it over, tick the box above the button, then press "
                 "it again.", name=party(holder)))
         _op(tid, "accept", None)
     except BackendError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,42 @@ def install(app: Any) -> None:
 def parse_field(value: str) -> Code | None:
     """The code at the start of what the reason field holds ('I10 — Tăng huyết áp ...')."""
     return lookup(value.strip().split(" ", 1)[0]) if value else None
+
+
+_LABEL_AFTER = re.compile(r"\s+[—–-]\s+")  # "I10 — Tăng huyết áp": a picked code, then its label
+_CODE_SHAPE = re.compile(r"\b[A-Z]\d{2}(?:\.\d{1,2})?\b")
+_BETWEEN = re.compile(r"[\s,;]+")
+
+
+def parse_codes(text: str) -> tuple[list[Code], list[str]]:
+    """The diagnoses a field of several holds, in order and each once, and what it holds that is no
+    code of this subset (as typed). Codes are separated by commas, semicolons, spaces or new lines
+    (``I20.0 I10 E11.9``, ``I20.0, I10``); a line ``code — label`` (the picker's) is that code, the
+    label's words not read as codes (a code-shaped word in it, ``… — … I10``, is one: never dropped);
+    ``i10`` is I10."""
+    found: list[Code] = []
+    unknown: list[str] = []
+    for line in (text or "").splitlines():
+        head, *label = _LABEL_AFTER.split(line, 1)
+        words = [w for w in _BETWEEN.split(head) if w] + _CODE_SHAPE.findall(label[0] if label else "")
+        for word in words:
+            code = lookup(word.upper())
+            if code is None:
+                if word not in unknown:
+                    unknown.append(word)
+            elif code not in found:
+                found.append(code)
+    return found, unknown
+
+
+def typed_term(text: str) -> str:
+    """What the doctor is typing at the end of a field of several diagnoses, to suggest codes for:
+    the last line's words after its last comma, without the whole codes before them (``I20.0, I10
+    tăng`` → ``tăng``); nothing on a picked line (``code — label``)."""
+    line = (text or "").splitlines()[-1] if (text or "").strip() else ""
+    if _LABEL_AFTER.search(line):
+        return ""
+    words = re.split(r"[,;]", line)[-1].split()
+    while len(words) > 1 and lookup(words[0].upper()):
+        words.pop(0)
+    return " ".join(words)

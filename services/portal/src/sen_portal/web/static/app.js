@@ -38,13 +38,22 @@
       evt.detail.shouldSwap = false;
     }
   });
-  // the ICD-10 picker: choosing a suggestion fills the field
+  // the ICD-10 picker: choosing a suggestion fills the field; in a field of several diagnoses
+  // (data-append: the minutes') it replaces the words being typed (data-query) and is added on a
+  // line of its own after the codes already there
   document.addEventListener("click", function (evt) {
     var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
     if (!b) return;
     evt.preventDefault();
     var input = document.getElementById(b.getAttribute("data-for"));
-    input.value = b.getAttribute("data-pick");
+    if (b.hasAttribute("data-append")) {
+      var q = b.getAttribute("data-query") || "", v = input.value.replace(/\s+$/, "");
+      if (q && v.slice(-q.length) === q) v = v.slice(0, -q.length);
+      v = v.replace(/[\s,;]+$/, "");
+      input.value = (v ? v + "\n" : "") + b.getAttribute("data-pick") + "\n";
+    } else {
+      input.value = b.getAttribute("data-pick");
+    }
     var list = b.closest("ul"); if (list) list.innerHTML = "";
     input.focus();
   });
