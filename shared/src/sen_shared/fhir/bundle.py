@@ -464,7 +464,37 @@ def apply_writes(store: st.Store, writes: list[st.Write], *, hook: Any = None) -
     A failure after the commit point is finished by :func:`complete` at once; a crash leaves the
     journal for :func:`recover`, which completes a transaction whose claims are all in and
     deletes the claims of one that did not get there.
+
+    Unique identifiers (unique.py) are claimed before all that and released when the
+    transaction is refused; a crash leaves their links young, then stale, and a stale link
+    whose resource does not carry the identifier is passed over by the next claimer.
     """
+    claimed = _claim_identifiers(store, writes)
+    try:
+        _apply_journaled(store, writes, hook)
+    except FhirError:  # refused before the commit point (a lost claim): nothing was written
+        for w, tokens in claimed:
+            store.unique.release(w.resource_type, w.rid, tokens)
+        raise
+    for w in writes:
+        store.release_identifiers(w)
+
+
+def _claim_identifiers(store: st.Store, writes: list[st.Write]) -> list[tuple[st.Write, list[str]]]:
+    """The unique identifiers (unique.py) every write adds, claimed before anything else; on a
+    refusal (409 ``duplicate``) the ones claimed so far are released."""
+    claimed: list[tuple[st.Write, list[str]]] = []
+    try:
+        for w in writes:
+            claimed.append((w, store.claim_identifiers(w)))
+    except BaseException:
+        for w, tokens in claimed:
+            store.unique.release(w.resource_type, w.rid, tokens)
+        raise
+    return claimed
+
+
+def _apply_journaled(store: st.Store, writes: list[st.Write], hook: Any) -> None:
     db = store.db
     journal_id = str(uuid.uuid4())
     db[JOURNAL].insert_one({"_id": journal_id, "state": "applying", "at": datetime.now(UTC),

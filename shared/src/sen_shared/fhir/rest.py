@@ -43,6 +43,9 @@ class FhirConfig:
     # the <service>.<type>.<verb> event of every write, in its outbox (off where a service
     # publishes its own workflow events instead, e.g. teleconsult)
     emit_events: bool = True
+    # identifier systems that name one resource of a type at a time (unique.py), e.g.
+    # {"Patient": frozenset({CCCD system, BHYT system})}: a write that would duplicate one is a 409
+    unique_identifiers: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class FhirServer:
@@ -60,7 +63,8 @@ class FhirServer:
         return self._db()
 
     def store(self) -> st.Store:
-        return st.Store(self.db, service=self.config.service, emit_events=self.config.emit_events)
+        return st.Store(self.db, service=self.config.service, emit_events=self.config.emit_events,
+                        unique_identifiers=self.config.unique_identifiers)
 
     # ------------------------------------------------------------------ checks
 

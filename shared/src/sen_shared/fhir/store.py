@@ -72,6 +72,7 @@ from ..bus import outbox
 from ..ids import new_uuid
 from ..mongo import FIND_IN_MAX_EQUALITIES, Index, bulk_update, find_in
 from . import events as ev
+from . import unique
 from .body import pack, unpack
 from .outcome import FhirError
 from .search.buckets import bucket_fields
@@ -105,7 +106,8 @@ def rollforward_grace() -> timedelta:
 
 def store_indexes() -> list[Index]:
     """The indexes of the store's own claim collections (the ``latest`` query of each chain)."""
-    return [*claims.chain_indexes(ROLLFORWARD_COLLECTION), *claims.chain_indexes(CONDITIONS_COLLECTION)]
+    return [*claims.chain_indexes(ROLLFORWARD_COLLECTION), *claims.chain_indexes(CONDITIONS_COLLECTION),
+            *unique.indexes()]
 
 
 def _aware(at: Any) -> datetime | None:
@@ -297,6 +299,9 @@ class Write:
     update: dict[str, Any] | None = None
     history: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # unique identifiers (``system|value``, unique.py) this write gives its resource and takes from it
+    ident_add: set[str] = field(default_factory=set)
+    ident_drop: set[str] = field(default_factory=set)
 
     @property
     def is_insert(self) -> bool:
@@ -314,10 +319,17 @@ def _read_projection(param: str | None) -> dict[str, int]:
 class Store:
     """The versioned resource store of one database."""
 
-    def __init__(self, db: Database, *, service: str = "fhir", emit_events: bool = True) -> None:
+    def __init__(self, db: Database, *, service: str = "fhir", emit_events: bool = True,
+                 unique_identifiers: Mapping[str, frozenset[str]] | None = None) -> None:
         self.db = db
         self.service = service
         self.emit_events = emit_events
+        self.unique = unique.UniqueIdentifiers(db, unique_identifiers or {}, is_stale=is_stale,
+                                               holds=self._holds_identifier)
+
+    def _holds_identifier(self, resource_type: str, rid: str, token: str) -> bool:
+        head = self.current(resource_type).find_one({"_id": rid}, {"sp_identifier": 1, "del": 1})
+        return token in unique.head_tokens(head, self.unique.for_type(resource_type))
 
     # ------------------------------------------------------------------ collections
 
@@ -393,7 +405,8 @@ class Store:
         doc = {"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
                **bucket_fields(rid), **index_fields(resource)}
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
-                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events), events=events)
+                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events), events=events,
+                     ident_add=unique.held_tokens(resource, self.unique.for_type(rtype)))
 
     def prepare_update(self, resource: dict[str, Any], rid: str, head: dict[str, Any] | None,
                        when: datetime | None = None) -> Write:
@@ -413,9 +426,11 @@ class Store:
                                            **bucket_fields(rid), **fields}}
         if unset:
             update["$unset"] = unset
+        systems = self.unique.for_type(rtype)
+        before, after = unique.head_tokens(head, systems), unique.held_tokens(resource, systems)
         return Write(rtype, rid, verb, version, prev, when, resource, filter={"_id": rid, "v": prev},
                      update=update, history=self._history_doc(rtype, rid, version, when, verb, resource, events),
-                     events=events)
+                     events=events, ident_add=after - before, ident_drop=before - after)
 
     def prepare_delete(self, resource_type: str, rid: str, head: dict[str, Any],
                        when: datetime | None = None) -> Write:
@@ -430,7 +445,7 @@ class Store:
         return Write(resource_type, rid, "deleted", version, prev, when, None, filter={"_id": rid, "v": prev},
                      update=update,
                      history=self._history_doc(resource_type, rid, version, when, "deleted", None, events),
-                     events=events)
+                     events=events, ident_drop=unique.head_tokens(head, self.unique.for_type(resource_type)))
 
     # ------------------------------------------------------------------ applying writes
 
@@ -440,11 +455,30 @@ class Store:
         A lost claim is a 409 (the caller's version is stale); when the claim it lost against is
         older than the grace period (its writer died before its current write), it is rolled
         forward first so the next attempt can succeed.
+
+        Identifiers that must stay unique (unique.py) are claimed before the version (409
+        ``duplicate`` naming their holder) and given back if the version is lost; the ones the
+        write drops are released once it is stored.
         """
-        self.claim_version(w)
+        claimed = self.claim_identifiers(w)
+        try:
+            self.claim_version(w)
+        except BaseException:
+            self.unique.release(w.resource_type, w.rid, claimed)
+            raise
         if after_claim is not None:
             after_claim(w)
         self.write_current(w)
+        self.release_identifiers(w)
+
+    def claim_identifiers(self, w: Write) -> list[str]:
+        """Claim the unique identifiers ``w`` adds (409 when another resource holds one)."""
+        return self.unique.claim(w.resource_type, w.rid, w.ident_add) if w.ident_add else []
+
+    def release_identifiers(self, w: Write) -> None:
+        """Release the unique identifiers ``w`` dropped (after its version is stored)."""
+        if w.ident_drop:
+            self.unique.release(w.resource_type, w.rid, w.ident_drop)
 
     def claim_version(self, w: Write, extra: Mapping[str, Any] | None = None) -> None:
         """Insert ``w``'s history document (plus ``extra`` fields); 409 when the version is taken."""

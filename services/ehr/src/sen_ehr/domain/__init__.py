@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sen_shared import bhyt
+
 # The clinical record. ServiceRequest belongs to teleconsult, Binary is not served.
 RESOURCE_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "Location", "Encounter", "Observation",
@@ -11,3 +13,9 @@ RESOURCE_TYPES: tuple[str, ...] = (
     "FamilyMemberHistory", "ClinicalImpression", "RiskAssessment", "Goal", "CareTeam", "EpisodeOfCare",
     "NutritionOrder", "QuestionnaireResponse", "Questionnaire", "Media",
 )
+
+CCCD_SYSTEM = "https://fhir.sen.vn/sid/cccd"
+
+# A citizen id (CCCD) or a health insurance card number names one Patient: a second Patient with
+# the same one is refused (409 duplicate, naming the first; sen_shared/fhir/unique.py).
+UNIQUE_IDENTIFIERS: dict[str, frozenset[str]] = {"Patient": frozenset({CCCD_SYSTEM, bhyt.CARD_SYSTEM})}
