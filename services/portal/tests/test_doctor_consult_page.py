@@ -1,7 +1,10 @@
 """The doctor's consult page: the written conclusion goes to teleconsult as the conclusion (not as
 advice) and is shown under "Kết luận"; the booked visit's time and join link stay while a question
 is open to the clinic; free times after the answer deadline are marked; the find form starts on
-today's date in Vietnam; a doctor removes a leave. Flask's test client; teleconsult is the scripted
+today's date in Vietnam; a doctor removes a leave; the minutes carry several ICD-10 diagnoses and
+the actual time, and name the chair and each participant once; acceptance and start told apart; the
+requesting clinic, the reason a consult ended and who holds it; taking over a consult given to
+another doctor is confirmed; a reject says so. Flask's test client; teleconsult is the scripted
 fake of ``test_visit_changes`` (at the HTTP transport), told the consult's state."""
 
 from __future__ import annotations
@@ -30,17 +33,35 @@ class Consult(FakeTeleconsult):
     def __init__(self, start: datetime) -> None:
         super().__init__(start)
         self.status, self.due, self.output = "in-progress", None, None
+        self.owner = "Practitioner/bs-nguyen-van-an"
+        self.begun: str | None = None  # Task.executionPeriod.start
+        self.reason: str | None = None  # Task.statusReason
+        self.versions: list[tuple[str, str | None]] = []  # the Task's history: (status, executionPeriod.start)
         self.free: list[datetime] | None = None
         self.completed: list[dict[str, Any]] = []
+        self.ops: list[str] = []  # the Task operations posted ($accept, $reject)
+
+    def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
+        task = {"resourceType": "Task", "id": TID, "status": status or self.status, "intent": "order",
+                "priority": "urgent", "for": {"reference": PATIENT}, "authoredOn": "2026-12-04T08:00:00+07:00",
+                "basedOn": [{"reference": f"ServiceRequest/{SR}"}],
+                "requester": {"reference": "Organization/tyt-my-hiep"}, "owner": {"reference": self.owner}}
+        if begun or (status is None and self.begun):
+            task["executionPeriod"] = {"start": begun or self.begun}
+        if self.reason and status is None:
+            task["statusReason"] = {"text": self.reason}
+        return task
 
     def __call__(self, method: str, url: str, **kw: Any) -> http.Response:
         path = urlsplit(url).path
+        if path.endswith(f"/fhir/Task/{TID}/_history") and method == "GET":
+            versions = [{**self.task(status, begun), "meta": {"versionId": str(n)}}
+                        for n, (status, begun) in enumerate(self.versions, 1)]
+            return self._bundle(versions[::-1])  # newest first, as a history is
+        if path.endswith("/fhir/Task/$worklist") and method == "GET":
+            return self._bundle([self.task()])
         if "/fhir/Task" in path and method == "GET":
-            task = {"resourceType": "Task", "id": TID, "status": self.status, "intent": "order",
-                    "priority": "urgent", "for": {"reference": PATIENT}, "authoredOn": "2026-12-04T08:00:00+07:00",
-                    "basedOn": [{"reference": f"ServiceRequest/{SR}"}],
-                    "requester": {"reference": "Organization/tyt-my-hiep"},
-                    "owner": {"reference": "Practitioner/bs-nguyen-van-an"}}
+            task = self.task()
             if self.due:
                 task["restriction"] = {"period": {"end": _iso(self.due)}}
             if self.output:
@@ -48,6 +69,9 @@ class Consult(FakeTeleconsult):
             sr = {"resourceType": "ServiceRequest", "id": SR, "status": "active", "intent": "order",
                   "subject": {"reference": PATIENT}, "note": [{"text": "Xin ý kiến."}]}
             return self._bundle([task, sr])
+        if (m := re.search(rf"/fhir/Task/{TID}/\$(accept|reject)$", path)) and method == "POST":
+            self.ops.append(m.group(1))
+            return self._json(self.task())
         if path.endswith("/fhir/Appointment/$find") and self.free is not None:
             return self._bundle([{"resourceType": "Appointment", "status": "proposed", "start": _iso(s),
                                   "end": _iso(s + timedelta(minutes=30)),
@@ -241,3 +265,207 @@ def test_a_doctor_removes_a_leave_after_confirming(tmp_path, monkeypatch):
     r = c.post("/availability", data=data)
     assert r.status_code == 422 and "không còn trong lịch" in _text(r.get_data(as_text=True))
     assert len(fake.puts) == 1
+
+
+# ------------------------------------------------------------------ 6. several diagnoses in the minutes
+
+MINUTES = {"participants": "BS. Nguyễn Văn An — bác sĩ chuyên khoa, tuyến trên; YS. Võ Minh Tâm — cơ sở gửi",
+           "history": "Đau ngực 2 tuần.", "findings": "ECG: ST chênh xuống.", "conclusion": "Đau thắt ngực.",
+           "recommendations": "Chuyển tuyến.", "chair": "BS. Nguyễn Văn An"}
+
+
+def _sign(c: Any, diagnosis: str) -> Any:
+    token = csrf_token(_page(c))
+    return c.post(f"/tasks/{TID}/complete", data={**MINUTES, "diagnosis": diagnosis, "csrf_token": token})
+
+
+@pytest.mark.parametrize("typed", [
+    "I20.0 I10 E11.9", "I20.0, I10, E11.9", "I20.0;I10\n\ne11.9",
+    # the picker's lines (code — label), one a line, and a code typed after the last
+    "I20.0 — Đau thắt ngực không ổn định\nI10 — Tăng huyết áp vô căn (nguyên phát)\nE11.9, I10\n"])
+def test_the_minutes_send_every_diagnosis_in_the_order_written(app, fake, typed):
+    """#4: 'I20.0 I10 E11.9' sent I20.0 alone, 'I20.0, I10, E11.9' was refused: each code is a
+    ``conclusion`` of $complete, in order, once, with its Vietnamese label."""
+    r = _sign(portal_signed_in(app, "doctor"), typed)
+    assert r.status_code == 302, _text(r.get_data(as_text=True))[:800]
+    [sent] = fake.completed
+    codings = [p["valueCoding"] for p in sent["parameter"] if p["name"] == "conclusion"]
+    assert [c["code"] for c in codings] == ["I20.0", "I10", "E11.9"]
+    assert {c["system"] for c in codings} == {"http://hl7.org/fhir/sid/icd-10"}
+    assert codings[0]["display"] == "Đau thắt ngực không ổn định"
+
+
+@pytest.mark.parametrize("lang,said", [("vi", "Không có trong danh mục ICD-10: X99.9, abc."),
+                                        ("en", "Not in the ICD-10 list: X99.9, abc.")])
+def test_an_unknown_diagnosis_is_named_and_the_typed_text_kept(app, fake, lang, said):
+    c = portal_signed_in(app, "doctor", lang=lang)
+    r = _sign(c, "I20.0, X99.9 abc, I10")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and not fake.completed
+    assert said in _text(body)
+    assert re.search(r'<textarea[^>]*name="diagnosis"[^>]*>\s*I20\.0, X99\.9 abc, I10</textarea>', body), body
+    assert _sign(c, "").status_code == 422 and not fake.completed  # none at all: still refused
+
+
+def test_the_picker_suggests_for_the_words_being_typed_and_adds_to_the_codes(app, fake):
+    """The minutes' field asks /icd10/diagnoses with its whole text: the suggestions are for the words after
+    the codes already there, and carry ``data-append`` (app.js adds the pick instead of replacing the
+    field); the clinic's single reason field keeps replacing."""
+    c = portal_signed_in(app, "doctor")
+    page = _page(c)
+    field = re.search(r'<textarea[^>]*name="diagnosis"[^>]*>', page).group(0)
+    assert 'hx-get="/icd10/diagnoses"' in field
+    hits = c.get("/icd10/diagnoses", query_string={"diagnosis": "I20.0, tăng huyết"}).get_data(as_text=True)
+    assert 'data-pick="I10 — Tăng huyết áp vô căn (nguyên phát)"' in hits
+    assert "data-append" in hits and 'data-query="tăng huyết"' in hits and "I20.0 —" not in hits
+    picked = c.get("/icd10/diagnoses", query_string={"diagnosis": "I10 — Tăng huyết áp vô căn\n"})
+    assert "<button" not in picked.get_data(as_text=True)  # nothing typed after the pick yet
+    reason = c.get("/icd10", query_string={"for": "reason", "reason": "tăng huyết"}).get_data(as_text=True)
+    assert "data-pick=" in reason and "data-append" not in reason
+
+
+# ------------------------------------------------------------------ 7. the minutes' time is the actual one
+
+def test_the_minutes_are_dated_from_the_start_to_the_signing_not_at_the_booked_visit(app, fake):
+    """#5: the minutes took the booked visit's time (tomorrow here). Now: from when the consult was started
+    (Task.executionPeriod.start: the start, or the acceptance) to the signing, on Vietnam's offset."""
+    begun = datetime.now(TZ).replace(microsecond=0) - timedelta(minutes=50)
+    fake.begun = _iso(begun)
+    c = portal_signed_in(app, "doctor")
+    assert f"từ {begun:%d/%m/%Y %H:%M}" in _text(_page(c).split('data-testid="minutes-time"')[1].split("</p>")[0])
+    before = datetime.now(TZ).replace(microsecond=0)
+    assert _sign(c, "I10").status_code == 302
+    after = datetime.now(TZ)
+    params = {p["name"]: p for p in fake.completed[0]["parameter"]}
+    start, end = (datetime.fromisoformat(params[k]["valueDateTime"]) for k in ("start", "end"))
+    assert start == begun and before <= end <= after
+    assert params["end"]["valueDateTime"].endswith("+07:00")
+    visit = datetime.fromisoformat(fake.appts["a-1"]["start"])
+    assert end < visit  # the visit is tomorrow: the minutes are today's
+    fake.begun = _iso(datetime.now(TZ) + timedelta(hours=2))  # a clock ahead elsewhere: never after the signing
+    assert _sign(c, "I10").status_code == 302
+    params = {p["name"]: p for p in fake.completed[1]["parameter"]}
+    assert params["start"]["valueDateTime"] <= params["end"]["valueDateTime"]
+
+
+# ------------------------------------------------------------------ 8. the full minutes: names, once
+
+def _with_minutes(fake: Consult) -> None:
+    import base64
+
+    minutes = {"start": "2026-12-05T09:05:00+07:00", "end": "2026-12-05T09:40:00+07:00",
+               "participants": [{"reference": "Practitioner/bs-nguyen-van-an", "display": "BS. Nguyễn Văn An",
+                                 "role": MINUTES["participants"]},
+                                {"reference": "Practitioner/ys-vo-minh-tam", "display": "YS. Võ Minh Tâm",
+                                 "role": "cơ sở gửi"}],
+               "history": "Đau ngực.", "conclusion": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}],
+               "recommendations": "Chuyển tuyến.", "chair": "Practitioner/bs-nguyen-van-an"}
+    fake.status = "completed"
+    fake.output = [{"type": {"coding": [{"system": OUT, "code": "minutes"}]}, "valueAttachment": {
+        "contentType": "application/json", "data": base64.b64encode(json.dumps(minutes).encode()).decode()}}]
+
+
+def test_the_full_minutes_name_the_chair_and_each_participant_once(app, fake):
+    """#6: 'Chủ trì ký biên bản: Practitioner/bs-nguyen-van-an' and 'BS. Nguyễn Văn An — BS. Nguyễn Văn An —
+    bác sĩ chuyên khoa…'; on the doctor's and the clinic's pages."""
+    _with_minutes(fake)
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user).get(path).get_data(as_text=True)
+        minutes = page[page.index('data-testid="minutes"'):]
+        minutes = minutes[:minutes.index("</dl>")]
+        assert "Practitioner/" not in minutes, user
+        assert re.search(r'data-testid="minutes-chair">BS\. Nguyễn Văn An</dd>', minutes), user
+        people = _text(minutes.split('data-testid="minutes-participants"')[1].split("</dd>")[0])
+        assert people.count("Nguyễn Văn An") == 1 and "YS. Võ Minh Tâm — cơ sở gửi" in people, (user, people)
+
+
+# ------------------------------------------------------------------ 9. accepted at, started at
+
+def _fact(page: str, testid: str) -> tuple[str, str] | None:
+    m = re.search(rf'<dt>([^<]*)</dt><dd[^>]*data-testid="{testid}">([^<]*)</dd>', page)
+    return (m.group(1), m.group(2)) if m else None
+
+
+@pytest.mark.parametrize("status", ["on-hold", "cancelled"])
+def test_a_consult_never_started_says_when_it_was_accepted_not_started(app, fake, status):
+    """#13: accepted, then a question asked (or the clinic cancelled): 'Bắt đầu lúc' showed the acceptance.
+    The Task's history says it was never in progress: 'Nhận ca lúc' alone; once it was, both."""
+    accepted, started = "2026-12-05T08:28:00+07:00", "2026-12-05T09:05:00+07:00"
+    fake.status, fake.begun = status, accepted
+    fake.versions = [("requested", None), ("accepted", accepted), (status, accepted)]
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user).get(path).get_data(as_text=True)
+        assert _fact(page, "task-accepted") == ("Nhận ca lúc", "05/12/2026 08:28"), (user, status)
+        assert _fact(page, "task-started") is None and "Bắt đầu lúc" not in page, (user, status)
+    fake.begun = started
+    fake.versions = [("requested", None), ("accepted", accepted), ("in-progress", started), (status, started)]
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user, lang="en").get(path).get_data(as_text=True)
+        assert _fact(page, "task-accepted") == ("Accepted at", "05/12/2026 08:28"), (user, status)
+        assert _fact(page, "task-started") == ("Started", "05/12/2026 09:05"), (user, status)
+
+
+# ------------------------------------------------------------------ 10. who sent it, why it ended, who holds it
+
+@pytest.fixture()
+def named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "names", lambda rtype: {
+        "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
+        "Practitioner": {"bs-nguyen-van-an": "BS. Nguyễn Văn An", "bs-tran-thi-binh": "BS. Trần Thị Bình"}}[rtype])
+
+
+@pytest.mark.parametrize("status,label", [("cancelled", "Lý do cơ sở hủy"), ("rejected", "Lý do từ chối")])
+def test_the_doctors_page_names_the_requesting_clinic_and_the_reason_it_ended(app, fake, named, status, label):
+    """#14: the page said 'Tuyến trên: <the doctor's own hospital>' and never why the consult ended."""
+    fake.status, fake.reason = status, "Người bệnh đã chuyển viện."
+    page = _page(portal_signed_in(app, "doctor"))
+    assert _fact(page, "consult-requester") == ("Cơ sở gửi", "Trạm Y tế xã Mỹ Hiệp")
+    assert _fact(page, "status-reason") == (label, "Người bệnh đã chuyển viện.")
+    assert "Tuyến trên" not in _text(page.split("</dl>")[0])
+
+
+def _holders(page: str) -> list[str]:
+    return [_text(h).strip() for h in re.findall(r'data-testid="consult-holder">(.*?)</td>', page, re.S)]
+
+
+def test_a_consult_given_to_another_doctor_says_so_and_is_taken_over_only_when_confirmed(app, fake, named):
+    """#12: after 'Chuyển cho bác sĩ khác' the consult looked unchanged and 'Nhận ca' silently made it
+    mine again. The worklist and the page name the holder; taking it over needs the ticked box (the server
+    checks it: no request to teleconsult without it)."""
+    fake.status, fake.owner = "requested", "Practitioner/bs-tran-thi-binh"
+    c = portal_signed_in(app, "doctor")
+    assert _holders(c.get("/worklist").get_data(as_text=True)) == ["BS. Trần Thị Bình"]
+    page = _page(c)
+    assert _fact(page, "task-owner") == ("Người giữ ca", "BS. Trần Thị Bình")
+    form = page[page.index('data-testid="takeover"'):]
+    form = form[:form.index("</form>")]
+    assert "Nhận ca thay BS. Trần Thị Bình" in _text(form)
+    assert re.search(r'type="checkbox" name="takeover" value="Practitioner/bs-tran-thi-binh"', form)
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page)})  # the box not ticked
+    assert r.status_code == 409 and fake.ops == []
+    assert "Ca hội chẩn này đang do BS. Trần Thị Bình giữ" in _text(r.get_data(as_text=True))
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "takeover": "Practitioner/bs-other"})
+    assert r.status_code == 409 and fake.ops == []  # ticked for someone else: not this holder
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page),
+                                             "takeover": "Practitioner/bs-tran-thi-binh"})
+    assert r.status_code == 302 and fake.ops == ["accept"]
+    # mine, or no doctor's yet: one click, and the worklist says so
+    for owner, holder in (("Practitioner/bs-nguyen-van-an", "Bạn"), ("Organization/bvdk-dong-thap",
+                                                                     "Chưa bác sĩ nào nhận")):
+        fake.owner, fake.ops = owner, []
+        page = _page(c)
+        assert 'data-testid="takeover"' not in page
+        assert c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+        assert fake.ops == ["accept"] and _holders(c.get("/worklist").get_data(as_text=True)) == [holder]
+
+
+def test_rejecting_a_consult_says_so_on_the_worklist(app, fake):
+    """#18: accept and reassign said so; reject came back to the worklist without a word."""
+    fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
+    c = portal_signed_in(app, "doctor")
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(_page(c)), "reason": "Ngoài chuyên khoa."},
+               follow_redirects=True)
+    assert fake.ops == ["reject"] and r.request.path == "/worklist"
+    assert "Đã từ chối ca hội chẩn; cơ sở gửi sẽ thấy lý do của bạn." in _text(r.get_data(as_text=True))
