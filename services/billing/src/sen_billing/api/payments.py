@@ -111,16 +111,30 @@ def _receipt(invoice_id: str) -> dict[str, Any]:
     return receipt
 
 
+def _line(li: dict[str, Any]) -> dict[str, Any]:
+    out = {"text": str(li.get("text") or ""), "patientShare": int(li.get("patientShare") or 0)}
+    for key in ("service", "quantity", "unitPrice", "amount", "insurerShare"):  # a receipt's invoice read
+        if li.get(key) is not None:
+            out[key] = li[key]
+    return out
+
+
 @require_roles("cashier")
 def receipt(invoice_id: str) -> Any:
-    r = _receipt(invoice_id)
+    r = receipts.receipt_view(_db(), _receipt(invoice_id))
     name = current().settings.name_of(r.get("facility"))  # as the printed receipt names it (SEN_FACILITY_NAMES)
     body = {"number": r["number"], "invoice": invoice_id, "facility": r.get("facility"),
-            **({"facilityName": name} if name and name != r.get("facility") else {}), "owed": r["owed"],
-            "paid": r["paid"], "credit": r["credit"], "settledAt": payments.iso(r["settled_at"]),
+            **({"facilityName": name} if name and name != r.get("facility") else {}),
+            **({"reference": r["reference"]} if r.get("reference") else {}), "owed": r["owed"],
+            "gross": r["gross"], "insurerShare": r["insurer"],
+            "paid": r["paid"], "refunded": r["refunded"], "credit": r["credit"],
+            "settledAt": payments.iso(r["settled_at"]),
             # what was paid for and by whom, as the printed receipt says it (the portal's page showed neither)
-            "lines": [{"text": str(li.get("text") or ""), "patientShare": int(li.get("patientShare") or 0)}
-                      for li in r.get("lines") or []],
+            "lines": [_line(li) for li in r.get("lines") or []],
+            "payments": [{"at": payments.iso(p["at"]), "channel": p["channel"], "amount": int(p["amount"])}
+                         for p in r.get("payments") or []],
+            "refunds": [{"at": payments.iso(x["at"]) if x.get("at") else None, "channel": x["channel"],
+                         "amount": x["amount"], "reason": x["reason"]} for x in r["refunds"]],
             **({"patient": r["patient"]} if r.get("patient") else {}),
             "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",
             "html": f"/payments/receipts/{invoice_id}/html", "pdf": f"/payments/receipts/{invoice_id}/pdf"}
@@ -129,14 +143,14 @@ def receipt(invoice_id: str) -> Any:
 
 @require_roles("cashier")
 def receipt_html(invoice_id: str) -> Any:
-    r = _receipt(invoice_id)
+    r = receipts.receipt_view(_db(), _receipt(invoice_id))
     name = current().settings.name_of(r.get("facility"))
     return Response(receipts.receipt_html(r, name), 200, mimetype="text/html")
 
 
 @require_roles("cashier")
 def receipt_pdf(invoice_id: str) -> Any:
-    r = _receipt(invoice_id)
+    r = receipts.receipt_view(_db(), _receipt(invoice_id))
     pdf = receipts.receipt_pdf(r, current().settings.name_of(r.get("facility")))
     return Response(pdf, 200, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})

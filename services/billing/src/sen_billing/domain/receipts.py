@@ -25,7 +25,9 @@ The settlement record's ``done`` is set by :func:`repair_settlements` (the worke
 job) once the receipt is there, not by the request. Every step is an idempotent claim, so that
 job can roll a crashed winner forward, in any number of worker replicas at once and while a slow
 winner is still at it: two of them take one receipt number, one reconciliation, one receipt.
-Receipts are rendered as HTML and as PDF (WeasyPrint).
+Receipts are shown (JSON, HTML, PDF by WeasyPrint) by :func:`receipt_view`: the stored receipt with
+the Invoice's reference and lines (quantity, BHYT's share) and the refunds of its payments given
+since, so a receipt printed after a refund shows the refund and the credit left.
 """
 
 from __future__ import annotations
@@ -43,21 +45,20 @@ from pymongo.database import Database
 from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest, link_id
+from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import Store
 from sen_shared.mongo import bulk_update, find_in
 
 from . import invoice_port
 from .invoice_port import STATES
-from .payments import BALANCED, VN, iso, local_day
+from .invoices import SERVICE_EXT, vnd
+from .payments import BALANCED, REFUNDS, VN, iso, local_day
+from .pricing import SERVICE_SYSTEM
 
 log = logging.getLogger("sen.billing.receipts")
 
 RECEIPTS = "receipts"
 RECEIPT_NUMBERS = "receipt_numbers"
-
-
-def vnd(amount: int) -> str:
-    """``150.000 ₫``: Vietnamese grouping with dots."""
-    return f"{int(amount):,}".replace(",", ".") + " ₫"
 
 
 def settle_invoice(db: Database, invoice_id: str, *, channel: str, invoice: invoice_port.InvoiceView | None = None,
@@ -344,43 +345,178 @@ def repair_settlements(db: Database, older_than: timedelta = timedelta(minutes=1
     return fixed
 
 
-# ------------------------------------------------------------------------------- rendering
+# ------------------------------------------------------------------------------- reading and rendering
+
+CHANNELS = {"cash": "Tiền mặt", "transfer": "Chuyển khoản"}
+
+
+def _component(line: dict[str, Any], code: str) -> int | None:
+    for pc in line.get("priceComponent") or []:
+        if any(c.get("code") == code for c in (pc.get("code") or {}).get("coding") or []):
+            return int((pc.get("amount") or {}).get("value", 0))
+    return None
+
+
+def _service(line: dict[str, Any]) -> str | None:
+    """The price list's service code the line names (``invoice-line-service``), for a reader to name it
+    in its own language."""
+    for ext in line.get("extension") or []:
+        if ext.get("url") == SERVICE_EXT:
+            for c in (ext.get("valueCodeableConcept") or {}).get("coding") or []:
+                if c.get("system") == SERVICE_SYSTEM and c.get("code"):
+                    return str(c["code"])
+    return None
+
+
+def printed_lines(db: Database, invoice: invoice_port.InvoiceView) -> list[dict[str, Any]]:
+    """The invoice's lines as a receipt prints them: ``text``, ``service`` (the code, when the line
+    has one), ``quantity`` and ``unitPrice`` (from its ChargeItem: the Invoice line has no quantity),
+    ``amount`` (before BHYT), ``insurerShare`` (BHYT pays) and ``patientShare``. A few point reads
+    of the ChargeItems, when the receipt is shown (never when it is made)."""
+    store = Store(db, service="billing", emit_events=False)
+    out = []
+    for li, base in zip(invoice.resource.get("lineItem") or [], invoice.lines, strict=False):
+        amount = next((int((pc.get("amount") or {}).get("value", 0)) for pc in li.get("priceComponent") or []
+                       if pc.get("type") == "base"), int(base.get("patientShare") or 0))
+        quantity = 1
+        ref = str((li.get("chargeItemReference") or {}).get("reference") or "")
+        if ref.startswith("ChargeItem/"):
+            try:
+                item = store.read_doc("ChargeItem", ref.split("/", 1)[1])["res"]
+                quantity = max(1, int((item.get("quantity") or {}).get("value") or 1))
+            except (FhirError, TypeError, ValueError):
+                quantity = 1  # a charge no longer readable: the line as one
+        line = {"text": base.get("text") or "", "quantity": quantity, "unitPrice": amount // quantity,
+                "amount": amount, "insurerShare": _component(li, "insurer-share") or 0,
+                "patientShare": int(base.get("patientShare") or 0)}
+        if (service := _service(li)) is not None:
+            line["service"] = service
+        out.append(line)
+    return out
+
+
+def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
+    """What a receipt shows, from the stored receipt (the payments it counted when the invoice was
+    settled), the Invoice (its payment reference, its lines with quantity and BHYT's share) and the
+    refunds given since of those payments: ``refunded`` and ``credit``, the credit LEFT (what was paid
+    over what was owed, less what was given back)."""
+    invoice = invoice_port.get(db, receipt["invoice"])
+    ids = [p["id"] for p in receipt.get("payments") or []]
+    refunds = sorted(find_in(db[REFUNDS], "_id", ids, projection={"amount": 1, "at": 1, "channel": 1, "reason": 1})
+                     if ids else [], key=lambda r: (_aware(r.get("at")), str(r["_id"])))
+    refunded = sum(int(r["amount"]) for r in refunds)
+    view = {**receipt, "payments": sorted(receipt.get("payments") or [], key=lambda p: _aware(p.get("at"))),
+            "refunds": [{"payment": r["_id"], "amount": int(r["amount"]), "at": r.get("at"),
+                         "channel": r.get("channel") or "cash", "reason": r.get("reason") or ""} for r in refunds],
+            "refunded": refunded, "credit": max(0, int(receipt["paid"]) - int(receipt["owed"]) - refunded),
+            "credit_at_settlement": int(receipt.get("credit") or 0)}
+    if invoice is not None:
+        view["reference"] = invoice.reference
+        view["lines"] = printed_lines(db, invoice)
+        view["patient"] = receipt.get("patient") or invoice.patient_display
+        gross = (invoice.resource.get("totalGross") or {}).get("value")
+        view["gross"] = int(gross) if gross is not None else sum(li["amount"] for li in view["lines"])
+    else:  # the receipt alone (its lines as stored: what the patient paid for each)
+        view["gross"] = sum(int(li.get("patientShare") or 0) for li in receipt.get("lines") or [])
+    view["insurer"] = max(0, int(view["gross"]) - int(receipt["owed"]))
+    return view
+
+
+def _aware(at: Any) -> datetime:
+    if not isinstance(at, datetime):
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _money(amount: int) -> str:
+    """``150.000 ₫`` with a non-breaking space: an amount never wraps between number and sign."""
+    return vnd(amount).replace(" ", "\u00a0")
+
+
+def _time(at: Any) -> str:
+    return _aware(at).astimezone(VN).strftime("%H:%M %d/%m/%Y")
+
 
 def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> str:
-    """The receipt as a page; ``facility_name``: the facility's name to print (else its id)."""
+    """The receipt as a page (:func:`receipt_view`'s answer), Vietnamese, as a hospital's biên lai
+    reads: facility, number, the payment reference the patient saw, patient, time, the lines
+    (service, quantity, unit price, amount, BHYT, patient), totals, the payments (time, channel,
+    amount), refunds and the credit left. ``facility_name``: the facility's name (else its id)."""
     esc = html.escape
-    settled = receipt["settled_at"]
-    settled = settled if settled.tzinfo else settled.replace(tzinfo=UTC)
-    lines = "".join(
-        f"<tr><td>{esc(str(line.get('text', '')))}</td><td class=n>{vnd(line.get('patientShare', 0))}</td></tr>"
-        for line in receipt.get("lines") or [])
+    settled = _aware(receipt["settled_at"])
+    rows = []
+    for n, li in enumerate(receipt.get("lines") or [], start=1):
+        qty = int(li.get("quantity") or 1)
+        amount = int(li.get("amount", li.get("patientShare", 0)) or 0)
+        rows.append(
+            f"<tr><td class=c>{n}</td><td>{esc(str(li.get('text', '')))}</td><td class=c>{qty}</td>"
+            f"<td class=n>{_money(li.get('unitPrice', amount // max(qty, 1)))}</td><td class=n>{_money(amount)}</td>"
+            f"<td class=n>{_money(li.get('insurerShare', 0))}</td><td class=n>{_money(li.get('patientShare', 0))}</td>"
+            "</tr>")
     pays = "".join(
-        f"<tr><td>{esc(p['id'])}</td><td>{'Tiền mặt' if p['channel'] == 'cash' else 'Chuyển khoản'}</td>"
-        f"<td class=n>{vnd(p['amount'])}</td></tr>" for p in receipt.get("payments") or [])
-    credit = (f"<p>Số tiền trả thừa (ghi có cho người bệnh): <b>{vnd(receipt['credit'])}</b></p>"
-              if receipt.get("credit") else "")
+        f"<tr><td>{_time(p.get('at'))}</td><td>{CHANNELS.get(p.get('channel', ''), 'Chuyển khoản')}</td>"
+        f"<td class=n>{_money(p['amount'])}</td></tr>" for p in receipt.get("payments") or [])
+    refunds = "".join(
+        f"<tr><td>{_time(r.get('at'))}</td><td>{CHANNELS.get(r.get('channel', ''), 'Tiền mặt')}</td>"
+        f"<td class=n>{_money(r['amount'])}</td></tr>" for r in receipt.get("refunds") or [])
+    refund_table = (f"<h2>Đã hoàn trả người bệnh</h2><table class=pay><colgroup><col style=\"width:40%\">"
+                    f"<col style=\"width:30%\"><col style=\"width:30%\"></colgroup><tr><th>Thời gian</th>"
+                    f"<th>Hình thức</th><th class=n>Số tiền</th></tr>{refunds}</table>" if refunds else "")
+    sums = [("Tổng chi phí", receipt.get("gross", receipt["owed"])), ("BHYT chi trả", receipt.get("insurer", 0)),
+            ("Người bệnh phải trả", receipt["owed"]), ("Người bệnh đã trả", receipt["paid"])]
+    if receipt.get("refunded"):
+        sums.append(("Đã hoàn trả", receipt["refunded"]))
+    if receipt.get("credit"):
+        sums.append(("Tiền thừa còn lại (ghi có cho người bệnh)", receipt["credit"]))
+    totals = "".join(f"<tr><th>{label}</th><td class=n>{_money(v)}</td></tr>" for label, v in sums)
+    reference = receipt.get("reference")
+    facts = [("Số biên lai", f"<b>{esc(receipt['number'])}</b>")]
+    if reference:
+        facts.append(("Mã thanh toán", f"<b>{esc(reference)}</b>"))
+    if receipt.get("patient"):
+        facts.append(("Người bệnh", esc(receipt["patient"])))
+    facts.append(("Thời gian", f"{settled.astimezone(VN).strftime('%H:%M %d/%m/%Y')} (giờ Việt Nam)"))
+    fact_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     return f"""<!doctype html>
 <html lang="vi"><head><meta charset="utf-8"><title>Biên lai {esc(receipt['number'])}</title>
 <style>
- body {{ font-family: "DejaVu Sans", "Noto Sans", sans-serif; font-size: 11pt; margin: 2em; }}
- h1 {{ font-size: 16pt; margin-bottom: 0; }} table {{ border-collapse: collapse; width: 100%; margin: 1em 0; }}
- td, th {{ border-bottom: 1px solid #ccc; padding: 4px; text-align: left; }} .n {{ text-align: right; }}
- @page {{ size: A5; margin: 12mm; }}
+ body {{ font-family: "DejaVu Sans", "Noto Sans", sans-serif; font-size: 9.5pt; margin: 0; }}
+ .facility {{ font-weight: bold; text-transform: uppercase; margin: 0; }}
+ h1 {{ font-size: 15pt; text-align: center; margin: 10px 0 8px; }}
+ h2 {{ font-size: 10.5pt; margin: 12px 0 4px; }}
+ table {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
+ td, th {{ padding: 3px 4px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
+ table.lines td, table.lines th, table.pay td, table.pay th {{ border: 1px solid #999; }}
+ table.lines th, table.pay th {{ background: #eee; font-size: 8.5pt; }}
+ .n {{ text-align: right; white-space: nowrap; overflow-wrap: normal; }} .c {{ text-align: center; }}
+ table.facts th, table.sums th {{ font-weight: normal; color: #333; }}
+ table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }} table.sums tr:last-child {{ font-weight: bold; }}
+ table.sign {{ margin-top: 18px; }} table.sign td {{ text-align: center; font-weight: bold; height: 70px; }}
+ table.sign i {{ font-weight: normal; font-size: 8.5pt; }}
+ @page {{ size: A4; margin: 15mm; }}
 </style></head>
 <body>
+<p class=facility>{esc(facility_name or str(receipt.get('facility') or ''))}</p>
 <h1>BIÊN LAI THU TIỀN</h1>
-<p>Số: <b>{esc(receipt['number'])}</b> · Cơ sở: {esc(facility_name or str(receipt.get('facility') or ''))}</p>
-<p>Ngày: {settled.astimezone(VN).strftime('%d/%m/%Y %H:%M')} (giờ Việt Nam)</p>
-<p>Hóa đơn: {esc(receipt['invoice'])}{(' · ' + esc(receipt['patient'])) if receipt.get('patient') else ''}</p>
-<table><tr><th>Dịch vụ</th><th class=n>Người bệnh trả</th></tr>{lines}</table>
-<table><tr><th>Thanh toán</th><th>Hình thức</th><th class=n>Số tiền</th></tr>{pays}</table>
-<p>Phải trả: <b>{vnd(receipt['owed'])}</b> · Đã trả: <b>{vnd(receipt['paid'])}</b></p>
-{credit}
+<table class=facts><colgroup><col style="width:28%"><col></colgroup>{fact_rows}</table>
+<h2>Dịch vụ</h2>
+<table class=lines><colgroup><col style="width:5%"><col style="width:27%"><col style="width:6%">
+<col style="width:15%"><col style="width:15%"><col style="width:15%"><col style="width:17%"></colgroup>
+<tr><th class=c>STT</th><th>Dịch vụ</th><th class=c>SL</th><th class=n>Đơn giá</th><th class=n>Thành tiền</th>
+<th class=n>BHYT trả</th><th class=n>Người bệnh trả</th></tr>{"".join(rows)}</table>
+<table class=sums><colgroup><col style="width:60%"><col style="width:40%"></colgroup>{totals}</table>
+<h2>Các lần thanh toán</h2>
+<table class=pay><colgroup><col style="width:40%"><col style="width:30%"><col style="width:30%"></colgroup>
+<tr><th>Thời gian</th><th>Hình thức</th><th class=n>Số tiền</th></tr>{pays}</table>
+{refund_table}
+<table class=sign><tr><td>Người nộp tiền<br><i>(Ký, ghi rõ họ tên)</i></td>
+<td>Người thu tiền<br><i>(Ký, ghi rõ họ tên)</i></td></tr></table>
 </body></html>
 """
 
 
 def receipt_pdf(receipt: dict[str, Any], facility_name: str | None = None) -> bytes:
+    """:func:`receipt_html` printed (A4)."""
     from weasyprint import HTML  # imported on use: it loads pango, which only receipts need
 
     return HTML(string=receipt_html(receipt, facility_name)).write_pdf()
