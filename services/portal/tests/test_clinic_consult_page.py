@@ -56,7 +56,10 @@ class Backends:
             "note": [{"text": "Xin ý kiến tuyến trên."}]}
         self.comms: list[dict[str, Any]] = []
         self.appointments: list[dict[str, Any]] = []
+        self.documents: list[dict[str, Any]] = []  # the EHR's DocumentReferences (their files' names)
         self.posted: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []  # the headers of each post (``posted``'s order)
+        self.files: dict[str, str] = {}  # the DocumentReferences created: identifier -> id
 
         def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
             return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
@@ -72,21 +75,28 @@ class Backends:
                 return bundle(self.comms)
             if (service, path) == ("teleconsult", "/fhir/Appointment"):
                 return bundle(self.appointments)
+            if (service, path) == ("ehr", "/fhir/DocumentReference"):
+                return bundle([d for d in self.documents if d["id"] in (params or {}).get("_id", "").split(",")])
             if (service, path) == ("ehr", "/fhir/Patient"):
                 return bundle([{"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-05-20",
                                 "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}])
             return bundle([])
 
-        def fhir_post(service: str, path: str, body: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+        def fhir_post(service: str, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
             self.posted.append((path, body))
-            if path == "/fhir/DocumentReference":
-                return {**body, "id": f"d{len(self.posted)}"}
+            self.headers.append(kw.get("headers") or {})
+            if path == "/fhir/DocumentReference":  # If-None-Exist: the one with this identifier, if any
+                ident = str((body.get("identifier") or [{}])[0].get("value") or len(self.posted))
+                return {**body, "id": self.files.setdefault(ident, f"d{len(self.posted)}")}
+            if path == "/fhir/ServiceRequest/$submit":
+                return bundle([{**body, "id": "sr1"}, self.task])
             return {"resourceType": "Task", **self.task}
 
         for module in (doctor, clinic, patient_module):
             monkeypatch.setattr(module, "fhir_get", fhir_get)
         monkeypatch.setattr(clinic, "fhir_post", fhir_post)
         monkeypatch.setattr(clinic, "_reasons_kept", {})
+        monkeypatch.setattr(clinic, "_file_names", {})
         monkeypatch.setattr(directory, "names", lambda rtype: {
             "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
             "Practitioner": {}}[rtype])
@@ -175,6 +185,9 @@ def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):
 
     backends.sr["supportingInfo"] = [{"reference": "DocumentReference/d-ecg", "display": "dien-tim.pdf"},
                                      {"reference": "DocumentReference/d-xray"}]
+    # teleconsult keeps an answer's files as bare references: their names are the EHR's (the upload's name)
+    backends.documents[:] = [{"resourceType": "DocumentReference", "id": "d-ecg2", "content": [
+        {"attachment": {"contentType": "application/pdf", "title": "dien-tim-lan-2.pdf", "data": "JVBERi0="}}]}]
     backends.comms[:] = [QUESTION, {"resourceType": "Communication", "id": "a1", "status": "completed",
                                     "sent": "2026-12-04T10:30:00+07:00",
                                     "inResponseTo": [{"reference": "Communication/q1"}],
@@ -184,10 +197,14 @@ def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):
         sign_in(client, user)
         page = client.get("/consults/t1" if user == "clinic" else "/tasks/t1").get_data(as_text=True)
         files = re.search(r'<dd data-testid="attachments">(.*?)</dd>', page, re.S).group(1)
-        assert '<a href="/documents/d-ecg" target="_blank" rel="noopener"' in files and "dien-tim.pdf" in files
-        assert '<a href="/documents/d-xray"' in files and "Tệp 2" in files
+        # on the clinic's page each links back to the consult (a file that cannot be shown offers the way back)
+        back = "?consult=t1" if user == "clinic" else ""
+        assert f'<a href="/documents/d-ecg{back}" target="_blank" rel="noopener"' in files
+        assert "dien-tim.pdf" in files
+        assert f'<a href="/documents/d-xray{back}"' in files and "Tệp 2" in files
         thread = re.search(r'<li data-testid="thread-answer">(.*?)</li>', page, re.S).group(1)
-        assert "Đã gửi điện tim." in thread and '<a href="/documents/d-ecg2"' in thread and "Tệp 1" in thread
+        assert "Đã gửi điện tim." in thread and '<a href="/documents/d-ecg2?consult=t1"' in thread
+        assert "dien-tim-lan-2.pdf" in thread and "Tệp 1" not in thread
 
 
 def test_the_answer_sends_its_files_as_attachments(client, monkeypatch):
@@ -209,7 +226,7 @@ def test_the_answer_sends_its_files_as_attachments(client, monkeypatch):
     r = client.post("/consults/t1/answer", content_type="multipart/form-data", data={
         "answer": "Điện tim kèm theo.", "csrf_token": token,
         "files": [(io.BytesIO(PDF), "dien-tim.pdf", "application/pdf")]})
-    assert r.status_code == 302 and r.headers["Location"].endswith("/consults/t1")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/consults/t1?answered=1")
     (doc_path, doc), (op_path, params) = backends.posted
     assert doc_path == "/fhir/DocumentReference" and doc["subject"] == {"reference": "Patient/p1"}
     assert base64.b64decode(doc["content"][0]["attachment"]["data"]) == PDF
@@ -254,3 +271,213 @@ def test_a_cancelled_visit_tells_the_nurse_what_happens_next(client, monkeypatch
                       client.get("/consults/t1").get_data(as_text=True), re.S).group(1)
     assert "Bác sĩ bận mổ cấp cứu" in ended and "hẹn giờ mới" in ended and "báo tuyến trên" not in ended
     assert "giờ mới sẽ hiện ở đây" in ended
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+REASON = "I10 — Tăng huyết áp vô căn (nguyên phát)"
+
+
+def _form_key(page: str) -> str:
+    m = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', page) or \
+        re.search(r'type="hidden" name="key" value="([0-9a-f]{32})"', page) or \
+        re.search(r'id="key" name="key" type="hidden" value="([0-9a-f]{32})"', page)
+    assert m, "no key on the form"
+    return m.group(1)
+
+
+def _consult_data(page: str, **more: Any) -> dict[str, Any]:
+    return {"csrf_token": csrf_token(page), "key": _form_key(page), "patient": "p1", "priority": "routine",
+            "reason": REASON, "question": "Huyết áp 180/110 dù đã dùng hai thuốc, xin ý kiến.", **more}
+
+
+def test_the_consult_form_sent_twice_submits_once_with_one_key(client, monkeypatch):
+    """The form's key is made when it is first shown; the same form posted twice (a double click on
+    "Gửi yêu cầu", a retry on a slow link) sends the same file (one identifier, created only if none has
+    it) and the same ``$submit`` with the same Idempotency-Key and body, so teleconsult replays its first
+    answer and both posts land on the same consult. The question changed is another request."""
+    backends = Backends(monkeypatch)
+    sign_in(client)
+    page = client.get("/patients/p1/consult").get_data(as_text=True)
+    assert 'hx-disabled-elt="find button[type=\'submit\']"' in page or "hx-disabled-elt=" in page
+    key = _form_key(page)
+    assert _form_key(client.get("/patients/p1/consult").get_data(as_text=True)) != key  # a new form, a new key
+
+    def send(**more: Any) -> Any:
+        return client.post("/patients/p1/consult", content_type="multipart/form-data", data=_consult_data(
+            page, files=[(io.BytesIO(PNG), "dien-tim.png", "image/png")], **more))
+
+    first, second = send(), send()
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"] == "/consults/t1?submitted=1"
+    (doc1, sub1, doc2, sub2) = backends.posted
+    assert [doc1[0], sub1[0]] == ["/fhir/DocumentReference", "/fhir/ServiceRequest/$submit"]
+    assert doc1[1]["identifier"] == doc2[1]["identifier"]
+    assert doc1[1]["identifier"][0]["system"] == "https://sen.vn/sid/portal-upload"
+    assert backends.headers[0]["If-None-Exist"] == backends.headers[2]["If-None-Exist"] == \
+        f"identifier=https://sen.vn/sid/portal-upload|{doc1[1]['identifier'][0]['value']}"
+    submit_key = backends.headers[1]["Idempotency-Key"]
+    assert submit_key.startswith(f"portal-consult-{key}-") and backends.headers[3]["Idempotency-Key"] == submit_key
+    assert "authoredOn" not in sub1[1]  # teleconsult's, when it takes it: the two bodies are the same
+    assert sub1[1]["note"] == [{"text": "Huyết áp 180/110 dù đã dùng hai thuốc, xin ý kiến."}]
+    assert sub1[1]["supportingInfo"][0]["display"] == "dien-tim.png"
+
+    backends.posted.clear()
+    backends.headers.clear()
+    send(question="Huyết áp 190/120 sáng nay, xin ý kiến tuyến trên.")  # corrected after a refusal: new
+    assert backends.headers[1]["Idempotency-Key"] != submit_key
+    assert backends.headers[1]["Idempotency-Key"].startswith(f"portal-consult-{key}-")
+
+
+def test_a_chosen_reason_is_not_flagged_when_only_the_question_is_wrong(client, monkeypatch):
+    backends = Backends(monkeypatch)
+    sign_in(client)
+    page = client.get("/patients/p1/consult").get_data(as_text=True)
+    r = client.post("/patients/p1/consult", data=_consult_data(page, question="ngắn"))
+    out = r.get_data(as_text=True)
+    assert r.status_code == 422 and not backends.posted
+    assert 'id="question-error"' in out and 'id="reason-error"' not in out
+    assert "Chọn lý do trong danh mục ICD-10." not in out
+    assert f'value="{_form_key(page)}"' in out  # the same form: its key is kept
+
+    typed = client.post("/patients/p1/consult", data=_consult_data(page, reason="X99 tự gõ"))  # typed, not chosen
+    assert 'id="reason-error"' in typed.get_data(as_text=True)
+
+
+def test_the_forms_say_their_file_limits_and_a_page_shown_again_asks_for_the_files_again(client, monkeypatch):
+    """The per-file limit and the whole request's (the portal's SEN_MAX_BODY_BYTES, 2 MB: 1.9 MB of files)
+    are said on both forms and given to app.js, which checks them before sending. A form shown again
+    after an error cannot keep the files chosen: it says to choose them again."""
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    page = client.get("/patients/p1/consult").get_data(as_text=True)
+    assert "Tối đa 1,5 MB mỗi tệp và 1,9 MB cho tất cả các tệp gộp lại." in page
+    assert 'data-max-file="1500000"' in page and 'data-max-total="1936000"' in page
+    assert 'data-testid="files-again"' not in page
+    again = client.post("/patients/p1/consult", content_type="multipart/form-data", data=_consult_data(
+        page, question="ngắn", files=[(io.BytesIO(PNG), "x-quang.png", "image/png")])).get_data(as_text=True)
+    assert "Các tệp bạn đã chọn chưa được gửi: hãy chọn lại tệp đính kèm." in again
+    no_files = client.post("/patients/p1/consult", data=_consult_data(page, question="ngắn")).get_data(as_text=True)
+    assert 'data-testid="files-again"' not in no_files
+
+    detail = client.get("/consults/t1").get_data(as_text=True)
+    box = _by_id(detail, "consult-answer")
+    assert "Tối đa 1,5 MB mỗi tệp" in box and 'data-max-total="1936000"' in box and 'name="key"' in box
+    refused = client.post("/consults/t1/answer", content_type="multipart/form-data", data={
+        "answer": "", "csrf_token": csrf_token(detail),
+        "files": [(io.BytesIO(PDF), "dien-tim.pdf", "application/pdf")]})
+    assert refused.status_code == 422
+    assert "hãy chọn lại tệp đính kèm" in _by_id(refused.get_data(as_text=True), "consult-answer")
+
+
+@pytest.mark.parametrize("form", ["consult", "answer"])
+def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypatch, form):
+    """A text file named .png (declared image/png by the browser) could never be opened: refused at upload,
+    named, nothing sent."""
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    fake = [(io.BytesIO(b"ghi chu: huyet ap cao\n"), "x-quang.png", "image/png")]
+    if form == "consult":
+        page = client.get("/patients/p1/consult").get_data(as_text=True)
+        r = client.post("/patients/p1/consult", content_type="multipart/form-data",
+                        data=_consult_data(page, files=fake))
+    else:
+        page = client.get("/consults/t1").get_data(as_text=True)
+        r = client.post("/consults/t1/answer", content_type="multipart/form-data",
+                        data={"answer": "Phim kèm theo.", "csrf_token": csrf_token(page), "files": fake})
+    assert r.status_code == 422 and not backends.posted
+    assert "x-quang.png không thật là tệp PDF, JPEG hay PNG" in r.get_data(as_text=True)
+
+
+def test_a_stored_file_that_cannot_be_shown_links_back_to_its_consult(client, monkeypatch):
+    from sen_portal.web import clinic
+
+    Backends(monkeypatch)
+    monkeypatch.setattr(clinic, "fhir_get", lambda service, path, *a, **kw: {
+        "resourceType": "DocumentReference", "id": "d9", "content": [
+            {"attachment": {"contentType": "image/png", "data": base64.b64encode(b"not a png").decode()}}]})
+    sign_in(client)
+    r = client.get("/documents/d9?consult=t1")
+    assert r.status_code == 415
+    assert re.search(r'<a href="/consults/t1" data-testid="back">Quay lại ca hội chẩn</a>', r.get_data(as_text=True))
+    assert 'data-testid="back"' not in client.get("/documents/d9?consult=../x").get_data(as_text=True)
+    sign_in(client, "doctor")
+    assert '<a href="/tasks/t1" data-testid="back">' in client.get("/documents/d9?consult=t1").get_data(as_text=True)
+
+
+def test_the_answer_and_the_cancellation_are_confirmed(client, monkeypatch):
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    token = csrf_token(client.get("/consults/t1").get_data(as_text=True))
+    r = client.post("/consults/t1/answer", data={"answer": "Đã đo lại: 170/100.", "csrf_token": token},
+                    follow_redirects=True)
+    assert '<div class="alert ok" role="status" data-testid="answered">Đã gửi câu trả lời của bạn lên tuyến trên.' \
+        in r.get_data(as_text=True)
+    r = client.post("/consults/t1/cancel", data={"reason": "Bệnh nhân đã chuyển viện.", "csrf_token": token},
+                    follow_redirects=True)
+    assert 'data-testid="cancelled">Đã hủy yêu cầu hội chẩn.' in r.get_data(as_text=True)
+    assert backends.posted[-1][0] == "/fhir/Task/t1/$cancel"
+
+
+def test_the_clinics_list_shows_open_consults_newest_first_then_those_that_ended(client, monkeypatch):
+    """Teleconsult's worklist is ordered for the hub (by priority); the nurse's list puts the open consults
+    first, the newest request on top, then the finished ones, newest first, and says so."""
+    from sen_portal.web import clinic
+
+    Backends(monkeypatch)
+    tasks = [{"resourceType": "Task", "id": tid, "status": status, "priority": prio, "for": {"reference": "Patient/p1"},
+              "authoredOn": at} for tid, status, prio, at in (
+        ("stat-old", "requested", "stat", "2026-12-01T08:00:00+07:00"),
+        ("done-new", "completed", "routine", "2026-12-04T11:00:00+07:00"),
+        ("routine-new", "requested", "routine", "2026-12-04T10:00:00+07:00"),
+        ("urgent-mid", "on-hold", "urgent", "2026-12-03T08:00:00+07:00"),
+        ("cancelled-old", "cancelled", "urgent", "2026-11-30T08:00:00+07:00"))]
+    real_get = clinic.fhir_get
+
+    def fhir_get(service, path, params=None, **kw):
+        if path == "/fhir/Task/$worklist":
+            return {"resourceType": "Bundle", "entry": [{"resource": t} for t in tasks]}
+        return real_get(service, path, params, **kw)
+
+    monkeypatch.setattr(clinic, "fhir_get", fhir_get)
+    sign_in(client)
+    page = client.get("/consults").get_data(as_text=True)
+    order = re.findall(r'href="/consults/([a-z-]+)"', page)
+    assert list(dict.fromkeys(order)) == ["routine-new", "urgent-mid", "stat-old", "done-new", "cancelled-old"]
+    assert "Các ca đang mở ở trên, yêu cầu mới nhất đứng đầu" in page
+
+
+def test_files_over_the_portals_limit_get_a_readable_page_and_htmx_the_same_413(tmp_path, monkeypatch):
+    """Two 1.2 MB JPEGs each meet the per-file limit but not the whole request's (SEN_MAX_BODY_BYTES, 2 MB),
+    which the shared RequestMiddleware enforces before any view. Through the portal's whole ASGI app: on
+    a page (the consult form, the answer form) the body is read and dropped, then the page answers 413
+    in the user's language with the limits (not connexion's English JSON); the request never reaches
+    the view (nothing is sent to a back-end). The JSON API keeps its problem answer."""
+    from sen_portal.app import create_app
+
+    portal_app(tmp_path, monkeypatch)  # the page tests' environment
+    asgi = create_app()
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    big = b"\xff\xd8\xff" + b"\x00" * 1_200_000
+    with asgi.test_client() as c:
+        token = csrf_token(c.get("/login").text)
+        assert c.post("/login", data={"username": "clinic", "password": "sen-clinic", "csrf_token": token},
+                      follow_redirects=False).status_code in (302, 303)
+        page = c.get("/patients/p1/consult").text
+        files = [("files", ("scan1.jpg", big, "image/jpeg")), ("files", ("scan2.jpg", big, "image/jpeg"))]
+        for path, data in (("/patients/p1/consult", _consult_data(page)),
+                           ("/consults/t1/answer", {"answer": "Phim kèm theo.", "csrf_token": token})):
+            for htmx in ({}, {"HX-Request": "true"}):
+                r = c.post(path, data=data, files=files, headers=htmx)
+                assert r.status_code == 413, (path, r.status_code, r.text[:300])
+                assert r.headers["content-type"].startswith("text/html")
+                assert "Các tệp quá lớn để gửi" in r.text and "Tối đa 1,5 MB mỗi tệp và 1,9 MB" in r.text
+                assert "Content Too Large" not in r.text and r.headers.get("X-Correlation-ID")
+        assert not backends.posted
+        api = c.post("/api/reports/events", content=b"x" * 2_100_000, headers={"Content-Type": "application/json"})
+        assert api.status_code == 413 and api.headers["content-type"].startswith("application/problem+json")
+        # a client cannot make a page answer 413 by naming the header itself
+        assert c.get("/consults/t1", headers={"X-Sen-Body-Too-Large": "1"}).status_code == 200

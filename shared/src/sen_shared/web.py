@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ from .runtime import EXTENSION, Runtime, install
 log = logging.getLogger("sen.http")
 
 CORRELATION_HEADER = b"x-correlation-id"
+# a page's body over the limit, as the application sees it (RequestMiddleware ``pages``): the limit in
+# bytes; never one a client sent
+TOO_LARGE_HEADER = b"x-sen-body-too-large"
+TOO_LARGE_DRAIN = 4  # a page's body over the limit is read and dropped up to this many times the limit
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no route or id holds one
 _CORRELATION_ID = re.compile(rb"[0-9A-Za-z._-]+")  # what a client's id may hold (else one is made)
 _METRIC_CHILDREN = 512  # (method, status) pairs whose metric children are kept (clients choose methods)
@@ -132,13 +136,21 @@ def _problem_bytes(status: int, title: str, detail: str, fhir: bool) -> tuple[by
 
 
 class RequestMiddleware:
-    """Correlation id in and out, body size limit, metrics and one log line per request."""
+    """Correlation id in and out, body size limit, metrics and one log line per request.
 
-    def __init__(self, app: ASGIApp, service: str, max_body: int, fhir_base: str | None) -> None:
+    ``pages``: which paths are a service's HTML pages (the portal's). A body over the limit sent to
+    one is read and dropped (the browser gets its answer once it sent all: an answer while it is
+    still sending reads as a broken connection), then the application gets the request with no
+    body and :data:`TOO_LARGE_HEADER`, to answer its 413 as a page in the user's language. The limit
+    is the same; a body over :data:`TOO_LARGE_DRAIN` times it is refused as any other's."""
+
+    def __init__(self, app: ASGIApp, service: str, max_body: int, fhir_base: str | None,
+                 pages: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
         self.fhir_base = fhir_base
+        self.pages = pages
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # labels() looks each up under a lock
 
     def _is_fhir(self, scope: Scope) -> bool:
@@ -160,7 +172,8 @@ class RequestMiddleware:
         cid = headers.get(CORRELATION_HEADER, b"")[:64]
         if not cid or _CORRELATION_ID.fullmatch(cid) is None:
             cid = logs.new_correlation_id().encode()
-        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != CORRELATION_HEADER]
+        scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
+                            if k not in (CORRELATION_HEADER, TOO_LARGE_HEADER)]
         scope["headers"].append((CORRELATION_HEADER, cid))
         logs.correlation_id.set(cid.decode())
         started = time.perf_counter()
@@ -180,6 +193,8 @@ class RequestMiddleware:
             except ValueError:
                 await self._reject(scope, send, 400, "Bad Request", "Content-Length is not a number", cid)
                 return
+            if too_big and await self._page_too_large(scope, receive, send, 0, False, method, started):
+                return
             if too_big:
                 await self._reject(scope, send, 413, "Content Too Large",
                                    f"the body is larger than {self.max_body} bytes; send less", cid)
@@ -195,6 +210,9 @@ class RequestMiddleware:
                     break
                 chunk = message.get("body", b"")
                 size += len(chunk)
+                if size > self.max_body and await self._page_too_large(
+                        scope, receive, send, size, not message.get("more_body"), method, started):
+                    return
                 if size > self.max_body:
                     await self._reject(scope, send, 413, "Content Too Large",
                                        f"the body is larger than {self.max_body} bytes; send less", cid)
@@ -226,6 +244,48 @@ class RequestMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self._observe(method, status_holder["status"], started, scope)
+
+    async def _page_too_large(self, scope: Scope, receive: Receive, send: Send, size: int, ended: bool,
+                              method: str, started: float) -> bool:
+        """A page's body over the limit (``size`` bytes of it read, ``ended``: all of it): the rest
+        read and dropped, then the application's answer to it without its body (:data:`TOO_LARGE_HEADER`).
+        False (nothing answered yet) when the path is no page or the body goes on past the drain limit."""
+        if self.pages is None or method not in ("POST", "PUT", "PATCH") or not self.pages(scope.get("path", "")):
+            return False
+        while not ended:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away: nothing to answer, the application says it anyway
+            size += len(message.get("body", b""))
+            ended = not message.get("more_body")
+            if size > self.max_body * TOO_LARGE_DRAIN:
+                return False
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"transfer-encoding")]
+        page = {**scope, "headers": [*headers, (b"content-length", b"0"),
+                                     (TOO_LARGE_HEADER, str(self.max_body).encode())]}
+        sent = False
+
+        async def nothing() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await receive()
+
+        status = {"status": 500}
+        cid = dict(scope["headers"]).get(CORRELATION_HEADER, b"")
+
+        async def send_page(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (CORRELATION_HEADER, cid)]
+            await send(message)
+
+        try:
+            await self.app(page, nothing, send_page)
+        finally:
+            self._observe(method, status["status"], started, scope)
+        return True
 
     def _observe(self, method: str, status: int, started: float, scope: Scope) -> None:
         elapsed = time.perf_counter() - started
@@ -370,8 +430,10 @@ class NoSessions(SessionInterface):
 
 def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
               fhir_base: str | None = None, extras: dict[str, Any] | None = None,
-              validate_responses: bool | None = None, strict_validation: bool = True) -> connexion.FlaskApp:
-    """The web application of one service. Connects to nothing: clients are lazy."""
+              validate_responses: bool | None = None, strict_validation: bool = True,
+              pages: Callable[[str], bool] | None = None) -> connexion.FlaskApp:
+    """The web application of one service. Connects to nothing: clients are lazy. ``pages``: which
+    paths are HTML pages, which answer a body over the limit themselves (:class:`RequestMiddleware`)."""
     logs.setup_logging(settings.service, settings.log_level)
     runtime = install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
     auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
@@ -390,7 +452,8 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     app.add_api(api_spec, resolver=resolver, strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-                       service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base)
+                       service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base,
+                       pages=pages)
     for exc, handler in _error_handlers(fhir_base).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app

@@ -156,6 +156,29 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     auth.init_oidc(flask_app, settings)
     flask_app.register_blueprint(bp)
     flask_app.register_error_handler(405, method_not_allowed)  # routing's 405 reaches no blueprint's handler
+    flask_app.before_request(_body_too_large)  # before the pages' CSRF check: the body is gone
+    flask_app.register_error_handler(413, body_too_large)
+
+
+def _body_too_large() -> None:
+    """A page's POST whose body was over the portal's limit reaches the page without it (sen_shared's
+    RequestMiddleware, ``pages``): answered by :func:`body_too_large`, before anything reads the form."""
+    if request.headers.get("X-Sen-Body-Too-Large"):
+        abort(413)
+
+
+def body_too_large(err: Any) -> Any:
+    """A 413 of a page (files over the portal's limit for one request, ``SEN_MAX_BODY_BYTES``): the
+    portal's readable page in the user's language, saying the limits; the browser's Back button finds
+    the form as it was typed (a page cannot keep the files). An htmx request gets the same 413, which
+    app.js says in the form's own box."""
+    from .clinic import upload_limits
+
+    return _headers(current_app.make_response((render_template(
+        "error.html", title=gettext("The files are too large to send"), message=gettext(
+            "Nothing was sent: the files together are larger than the portal takes at once. %(hint)s Go back "
+            "with the browser's Back button (what you typed is still there), then remove a file or choose "
+            "smaller ones.", hint=upload_limits()["hint"])), 413)))
 
 
 @bp.before_request
@@ -312,6 +335,8 @@ def _unexpected(err: Exception) -> Any:
     if isinstance(err, HTTPException):
         if err.code == 405:
             return method_not_allowed(err)
+        if err.code == 413:
+            return body_too_large(err)
         if err.code == 404:
             return render_template("error.html", title=gettext("Not found"),
                                    message=gettext("This page or record does not exist.")), 404

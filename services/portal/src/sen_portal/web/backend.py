@@ -248,8 +248,12 @@ def shared_get(service: str, path: str, params: Any = None, *, seconds: float = 
                        not_before=float(session.get("wrote_at") or 0.0))
 
 
-def fhir_post(service: str, path: str, body: Any, *, idempotent: bool = True) -> dict[str, Any]:
-    r = call(service, "POST", path, json=body, idempotent=idempotent)
+def fhir_post(service: str, path: str, body: Any, *, idempotent: bool = True,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """``headers``: more request headers (an ``Idempotency-Key`` of the caller's own, an ``If-None-Exist``);
+    a key given there is sent instead of a new one."""
+    r = call(service, "POST", path, json=body, idempotent=idempotent and "Idempotency-Key" not in (headers or {}),
+             headers=headers)
     return r.json() if r.content else {}
 
 

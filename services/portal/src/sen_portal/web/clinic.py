@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
@@ -14,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
-from flask_babel import gettext
+from flask_babel import format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared import bhyt
-from wtforms import MultipleFileField
+from wtforms import HiddenField, MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
@@ -29,14 +30,48 @@ from .patients import FHIR_ID, patient_id
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
 SYS_BHYT = bhyt.CARD_SYSTEM
 MAX_FILE_BYTES = 1_500_000  # a DocumentReference carries its file inline; the EHR takes bodies up to 2 MB
+FORM_FIELDS_BYTES = 64_000  # what a form's own fields may take of the portal's body limit besides its files
 ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png"}
+UPLOAD_SYSTEM = "https://sen.vn/sid/portal-upload"  # a file's DocumentReference identifier: the form's key
+
+
+class KeyedConsultForm(ConsultForm):
+    """The consult request form with its own ``key`` (made when the form is first shown): its
+    resubmissions (a double click, a retry on a slow link) send the same files and ``$submit``."""
+
+    key = HiddenField()
 
 
 class AnswerFilesForm(AnswerForm):
     """The clinic's answer to the hub's question, with files (an ECG the hub asked for): the consult
-    form's kind of files, each a DocumentReference of the patient, sent as the answer's attachments."""
+    form's kind of files, each a DocumentReference of the patient, sent as the answer's attachments.
+    ``key``: the form's own, as the consult form's."""
 
+    key = HiddenField()
     files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
+
+
+def upload_limits() -> dict[str, Any]:
+    """The file limits a form with files says and its page checks: ``file`` bytes each (the EHR's
+    inline copy) and ``total`` bytes of all a form's files together (the portal's whole-request limit,
+    ``max_body_bytes``, less room for the form's fields); ``hint``, the sentence saying both."""
+    total = max(backend.settings().max_body_bytes - FORM_FIELDS_BYTES, 0)
+    each = min(MAX_FILE_BYTES, total)
+
+    def mb(n: int) -> str:
+        return format_decimal(int(n / 100_000) / 10, format="0.#")
+
+    return {"file": each, "total": total,
+            "hint": gettext("At most %(each)s MB a file and %(total)s MB all files together.",
+                            each=mb(each), total=mb(total))}
+
+
+def form_key(form: FlaskForm) -> FlaskForm:
+    """``form``'s ``key`` as posted, else a new one (a form shown for the first time): every
+    resubmission of the form sends the same one (``charges.request_key`` makes its writes' keys)."""
+    if not _FORM_KEY.fullmatch(form.key.data or ""):
+        form.key.data = uuid.uuid4().hex
+    return form
 
 
 def _is_htmx() -> bool:
@@ -200,22 +235,41 @@ def icd10_search() -> Any:
     return render_template("_icd10.html", hits=icd10.search(q), lang=select_locale(), target=target)
 
 
-def _attach(files: list[Any], pid: str) -> list[dict[str, str]]:
+def _attach(files: list[Any], pid: str, key: str | None = None) -> list[dict[str, str]]:
     """Each uploaded file becomes a DocumentReference of the patient in the EHR (a consult's request
-    or the clinic's answer to the hub's question)."""
+    or the clinic's answer to the hub's question). ``key``: the form's; each file's DocumentReference
+    then carries an identifier made of it and the file (``charges.request_key``) and is created only
+    if none has it (``If-None-Exist``): the form sent twice makes one DocumentReference a file, so its
+    two submissions name the same ones. Of two at once, the one the EHR asks to retry (409) does."""
+    from .charges import request_key
+
     refs = []
     for f in files:
         if not f or not f.filename:
             continue
+        f.seek(0)
         data = f.read()
-        doc = {"resourceType": "DocumentReference", "status": "current",
-               "subject": {"reference": f"Patient/{pid}"},
-               "date": datetime.now(UTC).isoformat(timespec="seconds"),
-               "description": gettext("Attached to a consult request"),
-               "content": [{"attachment": {"contentType": f.mimetype, "title": f.filename[:200],
-                                           "data": base64.b64encode(data).decode()}}]}
-        created = fhir_post("ehr", "/fhir/DocumentReference", doc)
-        refs.append({"reference": f"DocumentReference/{created['id']}", "display": f.filename[:200]})
+        name = f.filename[:200]
+        doc: dict[str, Any] = {
+            "resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{pid}"},
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "description": gettext("Attached to a consult request"),
+            "content": [{"attachment": {"contentType": f.mimetype, "title": name,
+                                        "data": base64.b64encode(data).decode()}}]}
+        headers = None
+        if key:
+            value = request_key(key, "file", pid, name, f.mimetype, hashlib.sha256(data).hexdigest())
+            doc["identifier"] = [{"system": UPLOAD_SYSTEM, "value": value}]
+            headers = {"If-None-Exist": f"identifier={UPLOAD_SYSTEM}|{value}"}
+        for attempt in range(3):
+            try:
+                created = fhir_post("ehr", "/fhir/DocumentReference", doc, headers=headers)
+                break
+            except BackendError as err:
+                if headers is None or err.status != 409 or attempt == 2:
+                    raise
+                time.sleep(0.5)  # the same file of the same form is being stored: it will be found
+        refs.append({"reference": f"DocumentReference/{created['id']}", "display": name})
     return refs
 
 
@@ -245,9 +299,13 @@ def document(did: str) -> Any:
     except ValueError:
         data = b""
     if kind not in MAGIC or not data or not data.startswith(MAGIC[kind]):
+        consult = request.args.get("consult", "")
+        back = None
+        if FHIR_ID.fullmatch(consult):  # opened from a consult's page: the way back to it
+            back = url_for("web.task_detail" if g.user.role == "doctor" else "web.consult_detail", tid=consult)
         return render_template("error.html", title=gettext("This file cannot be shown here"),
                                message=gettext("Only PDF, JPEG and PNG files kept in the record can be opened "
-                                               "here.")), 415
+                                               "here."), back=back, back_label=gettext("Back to the consult")), 415
     # an image in a sandboxed document of its own; a PDF without the sandbox, which keeps the
     # browser's PDF viewer out (its scripts run in the viewer, never with this origin's pages)
     policy = "frame-ancestors 'none'" if kind == "application/pdf" else \
@@ -259,22 +317,31 @@ def document(did: str) -> Any:
 
 
 def _check_files(form: FlaskForm) -> bool:
-    """The form's ``files`` (a MultipleFileField) are PDF, JPEG or PNG of at most 1.5 MB each; else
-    each refused file is said on the field."""
+    """The form's ``files`` (a MultipleFileField) are PDF, JPEG or PNG of at most 1.5 MB each, and
+    their bytes are what their type says (:data:`MAGIC`: a file named ``.png`` that is not one could
+    never be opened); else each refused file is said on the field, by its name."""
     ok = True
+    limits = upload_limits()
+    errors = list(form.files.errors)
     for f in form.files.data or []:
         if not f or not f.filename:
             continue
         f.seek(0, 2)
         size = f.tell()
         f.seek(0)
+        head = f.read(16)
+        f.seek(0)
         if f.mimetype not in ALLOWED_TYPES:
-            form.files.errors.append(gettext("%(name)s: only PDF, JPEG and PNG files can be attached.",
-                                             name=f.filename))
+            errors.append(gettext("%(name)s: only PDF, JPEG and PNG files can be attached.", name=f.filename))
             ok = False
-        elif size > MAX_FILE_BYTES:
-            form.files.errors.append(gettext("%(name)s is larger than 1.5 MB.", name=f.filename))
+        elif size > limits["file"]:
+            errors.append(gettext("%(name)s is larger than 1.5 MB.", name=f.filename))
             ok = False
+        elif not head.startswith(MAGIC[f.mimetype]):
+            errors.append(gettext("%(name)s is not a real PDF, JPEG or PNG file (its content is not what its "
+                                  "name says); save it again as one of those.", name=f.filename))
+            ok = False
+    form.files.errors = errors
     return ok
 
 
@@ -288,8 +355,7 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "11429006", "display": "Consultation"}],
                  "text": "Hội chẩn từ xa"},
         "priority": form.priority.data,
-        "subject": {"reference": f"Patient/{form.patient.data}"},
-        "authoredOn": datetime.now(UTC).isoformat(timespec="seconds"),
+        "subject": {"reference": f"Patient/{form.patient.data}"},  # authoredOn: teleconsult's, when it takes it
         "reasonCode": [{"coding": [{"system": icd10.SYSTEM, "code": code.code, "display": code.vi}],
                         "text": code.vi}],
         "note": [{"text": form.question.data}],
@@ -305,15 +371,27 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
 @bp.route("/patients/<pid>/consult", methods=["GET", "POST"])
 @login_required("clinic")
 def consult_new(pid: str) -> Any:
-    form = ConsultForm(patient=pid)
+    """The consult request form. Its ``key`` (made when the form is first shown, kept through its
+    errors) names its files' DocumentReferences (:func:`_attach`) and, with what is asked, its
+    ``$submit``'s Idempotency-Key (``charges.request_key``): the form sent twice (a double click, a
+    retry) submits one consult, and teleconsult answers the second with the first's answer, so both
+    land on the same consult. What is asked changed after an error is another request."""
+    from .charges import request_key
+
+    form = form_key(KeyedConsultForm(patient=pid))
     form.patient.data = pid
     problem = None
-    if request.method == "POST" and form.validate_on_submit() and icd10.parse_field(form.reason.data):
+    posted = request.method == "POST" and form.validate_on_submit()
+    code = icd10.parse_field(form.reason.data or "") if request.method == "POST" else None
+    if posted and code is not None:
         if _check_files(form):
             try:
-                supporting = _attach(form.files.data or [], pid)
-                answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit",
-                                   service_request(form, g.user, supporting))
+                supporting = _attach(form.files.data or [], pid, form.key.data)
+                body = service_request(form, g.user, supporting)
+                key = request_key(form.key.data, "consult", pid, form.priority.data or "", code.code,
+                                  form.question.data or "", *(ref["reference"] for ref in supporting))
+                answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit", body,
+                                   headers={"Idempotency-Key": key})
                 task = next((r["id"] for r in entries(answer, "Task")), None) or _task_from_locations(answer)
                 if task:
                     url = url_for("web.consult_detail", tid=task, submitted=1)
@@ -323,7 +401,9 @@ def consult_new(pid: str) -> Any:
                 return redirect(url_for("web.consults"))
             except BackendError as err:
                 problem = backend_message(err)
-    elif request.method == "POST" and not form.errors.get("reason") and form.reason.data:
+    elif request.method == "POST" and code is None and not form.reason.errors and form.reason.data:
+        # a reason typed, not chosen (its code's shape but no such code); a chosen one is never flagged
+        # because another field failed
         form.reason.errors = [gettext("Choose a reason from the ICD-10 list.")]
     patient = None
     try:
@@ -334,6 +414,7 @@ def consult_new(pid: str) -> Any:
     status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
     return render_template(template, form=form, patient=patient, pid=pid, problem=problem,
+                           limits=upload_limits(), files_again=_files_dropped(form, problem),
                            title=gettext("Request a consult")), status
 
 
@@ -357,10 +438,25 @@ def consults() -> Any:
     problem, rows = None, []
     try:
         tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True), "Task")
-        rows = consult_rows(tasks)
+        rows = consult_rows(newest_open_first(tasks))
     except BackendError as err:
         problem = backend_message(err)
     return render_template("consults.html", rows=rows, problem=problem, title=gettext("Consults"))
+
+
+FINAL = ("completed", "rejected", "cancelled")
+
+
+def newest_open_first(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clinic's order of its consults (teleconsult's worklist is the hub's: by priority): the open
+    ones first, then those that ended (completed, rejected, cancelled); each part newest request
+    first, so the request just sent is on top. The priority shows as a badge on each row."""
+    def when(task: dict[str, Any]) -> float:
+        at = parse_instant(task.get("authoredOn"))
+        return at.timestamp() if at else 0.0
+
+    by_newest = sorted(tasks, key=when, reverse=True)
+    return [t for t in by_newest if t.get("status") not in FINAL] + [t for t in by_newest if t.get("status") in FINAL]
 
 
 def _request_id(task: dict[str, Any]) -> str | None:
@@ -459,9 +555,53 @@ def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
             ("Appointment", {"based-on": based_on, "_count": "20"}))]
         comms, appts = (j.result() for j in jobs)
     comms = thread_of(comms)
+    if with_patient:  # a page: its files by their names
+        comms = name_files(comms)
     return {"task": task, "sr": sr, "comms": comms, "thread": [{"kind": thread_kind(c), "c": c} for c in comms],
             "appointment": current_visit(appts),
             "patient": patient_job.result() if patient_job is not None else None, "pid": pid}
+
+
+FILE_NAMES_KEPT = 4096
+_file_names: dict[str, str] = {}  # DocumentReference id -> its file's name (content.attachment.title)
+_file_names_lock = threading.Lock()
+
+
+def name_files(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The thread's Communications with each file they carry named (``contentReference.display``).
+    Teleconsult keeps an answer's or a message's files as bare references (the name the portal sent
+    beside each is not kept), so the names are the DocumentReferences' own (``content.attachment.title``,
+    the uploaded file's name): the ones not known yet are read from the EHR in ONE search with the
+    user's token, then kept for every user of this process (a file's name does not change; it is shown
+    only beside a reference the user's own thread holds). A failed search leaves them unnamed ("File n")."""
+    refs = [str(pl["contentReference"].get("reference") or "") for c in comms for pl in c.get("payload") or []
+            if isinstance(pl.get("contentReference"), dict) and not pl["contentReference"].get("display")]
+    ids = sorted({r.removeprefix("DocumentReference/") for r in refs if r.startswith("DocumentReference/")}
+                 - set(_file_names))
+    ids = [i for i in ids if FHIR_ID.fullmatch(i)]
+    if ids:
+        try:
+            docs = entries(fhir_get("ehr", "/fhir/DocumentReference", {"_id": ",".join(ids), "_count": str(len(ids))},
+                                    cached=True), "DocumentReference")
+        except BackendError:
+            docs = []
+        found = {str(d.get("id")): str(t)[:200] for d in docs if str(d.get("id")) in ids
+                 and (t := next((c.get("attachment", {}).get("title") for c in d.get("content") or []
+                                 if (c.get("attachment") or {}).get("title")), None))}
+        with _file_names_lock:
+            if len(_file_names) + len(found) > FILE_NAMES_KEPT:
+                for old in list(_file_names)[: FILE_NAMES_KEPT // 2]:
+                    del _file_names[old]
+            _file_names.update(found)
+
+    def named(pl: dict[str, Any]) -> dict[str, Any]:
+        ref = pl.get("contentReference")
+        if not isinstance(ref, dict) or ref.get("display"):
+            return pl
+        name = _file_names.get(str(ref.get("reference") or "").removeprefix("DocumentReference/"))
+        return {**pl, "contentReference": {**ref, "display": name}} if name else pl
+
+    return [{**c, "payload": [named(pl) for pl in c.get("payload") or []]} if c.get("payload") else c for c in comms]
 
 
 THREAD_CATEGORY = "https://sen.vn/fhir/CodeSystem/consult-communication"
@@ -490,11 +630,8 @@ def thread_of(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def message_form(form: MessageForm | None = None) -> MessageForm:
     """The thread's message form: ``form`` as posted (its text and key kept), else an empty one with
-    a new key (every resubmission of it sends the same one)."""
-    form = form or MessageForm(formdata=None)
-    if not _FORM_KEY.fullmatch(form.key.data or ""):
-        form.key.data = uuid.uuid4().hex
-    return form
+    a new key (every resubmission of it sends the same one: :func:`form_key`)."""
+    return form_key(form or MessageForm(formdata=None))
 
 
 def send_message(tid: str, form: MessageForm) -> None:
@@ -504,7 +641,7 @@ def send_message(tid: str, form: MessageForm) -> None:
     teleconsult refuses."""
     from .charges import request_key
 
-    message_form(form)
+    form_key(form)
     body = {"resourceType": "Parameters", "parameter": [{"name": "text", "valueString": form.text.data}]}
     backend.call("teleconsult", "POST", f"/fhir/Task/{tid}/$message", json=body,
                  headers={"Idempotency-Key": request_key(form.key.data, "message", tid, form.text.data)})
@@ -533,9 +670,10 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
 @login_required("clinic", "doctor")
 def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    return render_template("consult_detail.html", tid=tid, **data, answer_form=AnswerFilesForm(),
-                           cancel_form=ReasonForm(), message_form=message_form(),
+    return render_template("consult_detail.html", tid=tid, **data, answer_form=form_key(AnswerFilesForm()),
+                           cancel_form=ReasonForm(), message_form=message_form(), limits=upload_limits(),
                            submitted=request.args.get("submitted"), sent=request.args.get("sent"),
+                           answered=request.args.get("answered"), cancelled=request.args.get("cancelled"),
                            title=gettext("Consult"))
 
 
@@ -556,17 +694,26 @@ def consult_message(tid: str) -> Any:
 @bp.route("/consults/<tid>/answer", methods=["POST"])
 @login_required("clinic")
 def consult_answer(tid: str) -> Any:
-    form = AnswerFilesForm()
+    """The clinic's answer to the hub's question (``$provide-info``), its files first (:func:`_attach`).
+    The form's key and the answer make the Idempotency-Key (as the consult form's): sent twice, it is
+    answered once. Back on the consult page saying it was sent; the page again on an error."""
+    from .charges import request_key
+
+    form = form_key(AnswerFilesForm())
     if form.validate_on_submit() and _check_files(form):
         try:
             # the files are the consult's patient's (not consult_bundle: its side requests' copied request
             # contexts close the upload's files when they end)
-            attached = _attach(form.files.data or [], str(_consult_request(tid)[2])) if _has_files(form) else []
+            attached = _attach(form.files.data or [], str(_consult_request(tid)[2]), form.key.data) \
+                if _has_files(form) else []
+            key = request_key(form.key.data, "answer", tid, form.answer.data or "",
+                              *(ref["reference"] for ref in attached))
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$provide-info", {
                 "resourceType": "Parameters", "parameter": [
                     {"name": "answer", "valueString": form.answer.data},
-                    *({"name": "attachment", "valueReference": ref} for ref in attached)]})
-            return redirect(url_for("web.consult_detail", tid=tid))
+                    *({"name": "attachment", "valueReference": ref} for ref in attached)]},
+                headers={"Idempotency-Key": key})
+            return redirect(url_for("web.consult_detail", tid=tid, answered=1))
         except BackendError as err:
             return _detail_with(tid, answer_form=form, problem=backend_message(err))
     return _detail_with(tid, answer_form=form)
@@ -580,7 +727,7 @@ def consult_cancel(tid: str) -> Any:
         try:
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
                 "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
-            return redirect(url_for("web.consult_detail", tid=tid))
+            return redirect(url_for("web.consult_detail", tid=tid, cancelled=1))
         except BackendError as err:
             return _detail_with(tid, cancel_form=form, problem=backend_message(err))
     return _detail_with(tid, cancel_form=form)
@@ -590,11 +737,19 @@ def _has_files(form: FlaskForm) -> bool:
     return any(f and f.filename for f in form.files.data or [])
 
 
+def _files_dropped(form: FlaskForm, problem: str | None = None) -> bool:
+    """Files were chosen on ``form`` and its page comes back (an error): a page shown again cannot keep
+    them, so it says to choose them again."""
+    return request.method == "POST" and _has_files(form) and bool(form.errors or problem)
+
+
 def _detail_with(tid: str, **forms: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    ctx = {"answer_form": AnswerFilesForm(formdata=None), "cancel_form": ReasonForm(formdata=None),
+    ctx = {"answer_form": form_key(AnswerFilesForm(formdata=None)), "cancel_form": ReasonForm(formdata=None),
            "message_form": message_form(), **forms}
-    return render_template("consult_detail.html", tid=tid, **data, **ctx,
+    answer_form = ctx["answer_form"]
+    return render_template("consult_detail.html", tid=tid, **data, **ctx, limits=upload_limits(),
+                           files_again="files" in request.files and _files_dropped(answer_form, forms.get("problem")),
                            title=gettext("Consult")), 422
 
 

@@ -18,9 +18,32 @@
     bar.hidden = false;
     bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100);
   });
-  // a back-end that fails during an htmx request: say so instead of doing nothing
+  // a form's files over its limits (data-max-file each, data-max-total together: the portal's whole-request
+  // limit) are said in its data-too-large box before anything is sent; what was typed stays
+  function tooLargeBox(form) {
+    var id = form && form.getAttribute && form.getAttribute("data-too-large");
+    return id ? document.getElementById(id) : null;
+  }
+  document.addEventListener("submit", function (evt) {
+    var form = evt.target, box = tooLargeBox(form);
+    if (!box) return;
+    var each = Number(form.getAttribute("data-max-file")), total = Number(form.getAttribute("data-max-total"));
+    var sum = 0, over = false;
+    form.querySelectorAll("input[type=file]").forEach(function (input) {
+      Array.prototype.forEach.call(input.files || [], function (f) { sum += f.size; if (f.size > each) over = true; });
+    });
+    box.hidden = !(over || sum > total);
+    if (!box.hidden) {  // before htmx's own listener on the form (this one runs while capturing)
+      evt.preventDefault(); evt.stopPropagation();
+      var live = document.getElementById("live-error"); if (live) live.hidden = true;
+      box.setAttribute("tabindex", "-1"); box.focus();
+    }
+  }, true);
+  // a back-end that fails during an htmx request: say so instead of doing nothing; a 413 (the files were
+  // too large for the portal) in the form's own words
   document.addEventListener("htmx:responseError", function (evt) {
-    var box = document.getElementById("live-error");
+    var big = evt.detail.xhr && evt.detail.xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
+    var box = big || document.getElementById("live-error");
     if (box) { box.hidden = false; }
   });
   document.addEventListener("htmx:sendError", function () {
