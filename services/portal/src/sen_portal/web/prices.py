@@ -66,12 +66,15 @@ LINE_SERVICE_EXT = "https://sen.vn/fhir/StructureDefinition/invoice-line-service
 def line_title(line: dict[str, Any]) -> str:
     """What an Invoice line is for, in the page's language: billing writes the price list's service
     code in the line's ``invoice-line-service`` extension (``sen_billing.domain.invoices``), with
-    its Vietnamese title as text. An English page names a known code in English
+    its Vietnamese title as text; a receipt's line (billing's receipt JSON) has the code as ``service``
+    and the title as ``text``. An English page names a known code in English
     (:data:`SERVICES`); otherwise the title as billing wrote it (the ChargeItem reference's
     display, or an inline code as text), as for an invoice made before billing wrote codes."""
     concepts = [e.get("valueCodeableConcept") or {} for e in line.get("extension") or []
                 if isinstance(e, dict) and e.get("url") == LINE_SERVICE_EXT]
     concepts.append(line.get("chargeItemCodeableConcept") or {})
+    if line.get("service"):  # a receipt's line (billing's receipt JSON): the service's code beside its text
+        concepts.append({"coding": [{"system": SERVICE_SYSTEM, "code": line["service"]}]})
     locale = get_locale()
     if locale is not None and locale.language == "en":
         for concept in concepts:
@@ -80,6 +83,8 @@ def line_title(line: dict[str, Any]) -> str:
                     return str(SERVICES[c["code"]])
     if line.get("chargeItemCodeableConcept"):
         return codeable(line["chargeItemCodeableConcept"])
+    if line.get("text"):  # a receipt's line
+        return str(line["text"])
     return str((line.get("chargeItemReference") or {}).get("display") or gettext("Teleconsultation"))
 
 

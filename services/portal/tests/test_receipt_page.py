@@ -1,0 +1,100 @@
+"""The cashier's receipt page reads as the printed receipt does: the payment reference (HD…) the
+patient saw, the lines with quantity, unit price, BHYT's and the patient's share, the total before
+BHYT, each payment by time, channel and amount, the refunds given since and the credit LEFT (the
+page said "Tiền thừa của người bệnh 20.000 ₫" after the 20.000 ₫ change had been given back), and
+on an English page the consult line by its English name (it read "Hội chẩn từ xa"). Billing's
+receipt JSON is canned (no back-end runs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import csrf_token, portal_app
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with portal_app(tmp_path, monkeypatch).test_client() as c:
+        yield c
+
+
+def sign_in(client) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": csrf_token(page)})
+
+
+RECEIPT = {
+    "number": "TYT-MY-HIEP-2026-000002", "invoice": "consult-1ca2", "reference": "HD7K2M9QX4T",
+    "facility": "tyt-my-hiep", "facilityName": "Trạm Y tế xã Mỹ Hiệp", "patient": "Đặng Quốc Hưng",
+    "settledAt": "2026-12-05T13:09:00+07:00", "gross": 242000, "insurerShare": 92000, "owed": 150000,
+    "paid": 170000, "refunded": 20000, "credit": 0,
+    "lines": [{"text": "Hội chẩn từ xa", "service": "teleconsult", "quantity": 1, "unitPrice": 150000,
+               "amount": 150000, "insurerShare": 0, "patientShare": 150000},
+              {"text": "Xét nghiệm tổng phân tích tế bào máu", "service": "xn-cong-thuc-mau", "quantity": 2,
+               "unitPrice": 46000, "amount": 92000, "insurerShare": 92000, "patientShare": 0}],
+    "payments": [{"at": "2026-12-05T13:05:00+07:00", "channel": "transfer", "amount": 100000},
+                 {"at": "2026-12-05T13:09:00+07:00", "channel": "cash", "amount": 70000}],
+    "refunds": [{"at": "2026-12-05T13:12:00+07:00", "channel": "cash", "amount": 20000,
+                 "reason": "trả lại tiền thừa"}],
+}
+
+
+@pytest.fixture()
+def receipt(monkeypatch):
+    from sen_portal.web import cashier
+
+    data = dict(RECEIPT)
+    monkeypatch.setattr(cashier, "_json", lambda method, path, *a, **kw: data)
+    return data
+
+
+def cells(page: str, testid: str) -> list[list[str]]:
+    table = re.search(rf'<table[^>]*data-testid="{testid}".*?</table>', page, re.S)
+    assert table, testid
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr role=\"row\">(.*?)</tr>", table.group(0), re.S) if "<td" in row]
+
+
+def test_the_receipt_shows_reference_bhyt_quantities_payments_refunds_and_no_credit_left(client, receipt):
+    sign_in(client)
+    page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
+    assert '<dd data-testid="receipt-reference"><strong>HD7K2M9QX4T</strong></dd>' in page
+    assert 'data-testid="receipt-bhyt">92.000\u00a0₫' in page and "Tổng trước BHYT" in page
+    assert cells(page, "receipt-lines") == [
+        ["Hội chẩn từ xa", "1", "150.000\u00a0₫", "150.000\u00a0₫", "0\u00a0₫", "150.000\u00a0₫"],
+        ["Xét nghiệm tổng phân tích tế bào máu", "2", "46.000\u00a0₫", "92.000\u00a0₫", "92.000\u00a0₫", "0\u00a0₫"]]
+    assert cells(page, "receipt-payments") == [["05/12/2026 13:05", "Chuyển khoản", "100.000\u00a0₫"],
+                                               ["05/12/2026 13:09", "Tiền mặt", "70.000\u00a0₫"]]
+    assert cells(page, "receipt-refunds") == [["05/12/2026 13:12", "Tiền mặt", "20.000\u00a0₫", "trả lại tiền thừa"]]
+    assert 'data-testid="receipt-refunded">20.000\u00a0₫' in page
+    # the change went back: no credit is claimed for the patient
+    assert "Tiền thừa" not in page and 'data-testid="receipt-credit"' not in page
+    receipt["credit"] = 5000  # some left
+    page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
+    assert 'data-testid="receipt-credit">5.000\u00a0₫' in page and "Tiền thừa còn lại" in page
+
+
+def test_an_english_receipt_names_the_consult_line_in_english(client, receipt):
+    sign_in(client)
+    token = csrf_token(client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": "/invoices/consult-1ca2/receipt", "csrf_token": token})
+    page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
+    titles = [row[0] for row in cells(page, "receipt-lines")]
+    assert titles == ["Teleconsultation", "Complete blood count"]
+    assert "Hội chẩn" not in page
+    assert cells(page, "receipt-payments")[0][1] == "Bank transfer"
+
+
+def test_an_older_receipt_without_the_invoices_details_still_shows(client, receipt):
+    """A receipt whose invoice billing could not read: lines with text and the patient's share only."""
+    for key in ("reference", "gross", "insurerShare", "refunded", "payments", "refunds"):
+        receipt.pop(key)
+    receipt["lines"] = [{"text": "Khám bệnh", "patientShare": 39000}]
+    sign_in(client)
+    r = client.get("/invoices/consult-1ca2/receipt")
+    assert r.status_code == 200
+    assert cells(r.get_data(as_text=True), "receipt-lines") == [
+        ["Khám bệnh", "1", "39.000\u00a0₫", "39.000\u00a0₫", "0\u00a0₫", "39.000\u00a0₫"]]
