@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from html import unescape
 from typing import Any
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
@@ -120,15 +121,36 @@ def patient_search() -> Any:
 @login_required("clinic")
 def patient_new() -> Any:
     form = PatientForm()
-    problem = None
+    problem, existing = None, None
     if form.validate_on_submit():
         patient = patient_resource(form, g.user.facility)
         try:
             created = fhir_post("ehr", "/fhir/Patient", patient)
             return redirect(url_for("web.patient_chart", pid=created["id"], created=1))
         except BackendError as err:
-            problem = backend_message(err)
-    return render_template("patient_new.html", form=form, problem=problem, title=gettext("Register a patient"))
+            existing = registered_already(err, form)
+            if existing is None:
+                problem = backend_message(err)
+    return render_template("patient_new.html", form=form, problem=problem, existing=existing,
+                           title=gettext("Register a patient"))
+
+
+_HOLDER = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64}) already has the identifier \S+ \(system (\S+)\)")
+
+
+def registered_already(err: BackendError, form: PatientForm) -> str | None:
+    """The id of the patient who already holds the CCCD or BHYT number typed, when the EHR refused
+    the registration for that (409 ``duplicate``, sen_shared/fhir/unique.py); the field gets the
+    sentence, what was typed stays. None for any other refusal."""
+    m = _HOLDER.match(err.detail or "") if err.status == 409 and err.code == "duplicate" else None
+    if m is None:
+        return None
+    if m.group(2) == SYS_BHYT:
+        form.bhyt.errors = [*form.bhyt.errors, gettext("This health insurance number is already registered "
+                                                       "to another patient.")]
+    else:
+        form.cccd.errors = [*form.cccd.errors, gettext("This CCCD number is already registered to another patient.")]
+    return m.group(1)
 
 
 def patient_resource(form: PatientForm, facility: str | None) -> dict[str, Any]:
@@ -186,16 +208,68 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
         s["points"].sort(key=lambda p: p["t"])
     encounters = sorted(by_type.get("Encounter", []), key=lambda e: (e.get("period") or {}).get("start", ""),
                         reverse=True)
+    records = {r["id"]: r for r in (consult_record(c) for c in by_type.get("Composition", [])) if r}
+    by_encounter = {r["encounter"]: r for r in records.values() if r["encounter"]}
     return {
         "patient": (by_type.get("Patient") or [None])[0],
         "conditions": by_type.get("Condition", []),
         "medications": by_type.get("MedicationStatement", []) + by_type.get("MedicationRequest", []),
         "allergies": by_type.get("AllergyIntolerance", []),
         "encounters": encounters,
+        # each encounter as the page's language says it, with its consult record when it has one
+        "visits": [{"start": (e.get("period") or {}).get("start"), "label": _encounter_label(e),
+                    "record": by_encounter.get(f"Encounter/{e.get('id')}")} for e in encounters],
         "documents": by_type.get("DocumentReference", []) + by_type.get("Composition", []),
+        "consult_records": records,
+        # the consults' conclusions (ICD-10), newest first: the problem list beside the Conditions
+        "consult_conclusions": sorted((r for r in records.values() if r["codes"]), key=lambda r: r["date"] or "",
+                                      reverse=True),
         "series": series,
         "other_observations": latest_other,
     }
+
+
+# The EHR's consult record (services/ehr/src/sen_ehr/domain/consult_record.py): a Composition whose
+# identifier is the consult's ServiceRequest id, its conclusion's ICD-10 codes in an extension.
+CONSULT_RECORD_SYSTEM = "https://sen.vn/fhir/sid/consult-service-request"
+CONCLUSION_EXT = "https://sen.vn/fhir/StructureDefinition/consult-conclusion"
+_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
+    """A consult record's facts for the chart, or None for another Composition: its id, the consult's
+    ServiceRequest id, date, encounter and the conclusion (ICD-10 codings, the text as written)."""
+    ident = comp.get("identifier") or {}
+    if ident.get("system") != CONSULT_RECORD_SYSTEM or not ident.get("value") or not comp.get("id"):
+        return None
+    codes, written = [], ""
+    for section in comp.get("section") or []:
+        for ext in section.get("extension") or []:
+            if ext.get("url") == CONCLUSION_EXT:
+                concept = ext.get("valueCodeableConcept") or {}
+                codes = [c for c in concept.get("coding") or [] if c.get("code")]
+                written = str(concept.get("text") or "")
+    return {"id": comp["id"], "sr": str(ident["value"]), "date": comp.get("date"),
+            "encounter": (comp.get("encounter") or {}).get("reference"), "codes": codes, "text": written}
+
+
+def _encounter_label(enc: dict[str, Any]) -> str:
+    """A teleconsultation in the page's language (the EHR writes its type in Vietnamese with English
+    in brackets); any other encounter by its type as recorded, else its class."""
+    if any(i.get("system") == CONSULT_RECORD_SYSTEM for i in enc.get("identifier") or []):
+        return gettext("Teleconsultation")
+    if enc.get("type"):
+        return _code_text((enc.get("type") or [{}])[0])
+    cls = enc.get("class") or {}
+    return str(cls.get("display") or cls.get("code") or "")
+
+
+def section_paragraphs(section: dict[str, Any]) -> list[str]:
+    """A section's narrative as plain paragraphs (the EHR writes each as ``<p>``, escaped)."""
+    div = str((section.get("text") or {}).get("div") or "")
+    found = _PARAGRAPH.findall(div) or [div]
+    return [t for t in (unescape(_TAG.sub("", p)).strip() for p in found) if t and t != "-"]
 
 
 def _code_text(code: dict[str, Any]) -> str:
@@ -224,6 +298,54 @@ def patient_chart(pid: str) -> Any:
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
                            created=request.args.get("created"), title=gettext("Patient chart"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+
+
+def _section_title(section: dict[str, Any]) -> str:
+    """A consult record's section by its code in the page's language; another by its stored title."""
+    code = next((c.get("code") for c in (section.get("code") or {}).get("coding") or []), None)
+    titles = {"participants": gettext("Participants and their roles"), "summary": gettext("Case summary"),
+              "findings": gettext("Findings of the consult"), "conclusion": gettext("Conclusion"),
+              "recommendations": gettext("Recommendations for treatment")}
+    return titles.get(str(code), str(section.get("title") or ""))
+
+
+def _consult_page(sr: str) -> str | None:
+    """The consult's own page for the user's role (the clinic's consult, the doctor's task), found by
+    the consult's ServiceRequest; None when teleconsult does not say (down, or not this user's)."""
+    try:
+        found = entries(fhir_get("teleconsult", "/fhir/Task", {"based-on": f"ServiceRequest/{sr}", "_count": "1"},
+                                 cached=True), "Task")
+    except BackendError:
+        return None
+    tid = str(found[0].get("id") or "") if found else ""
+    if not FHIR_ID.fullmatch(tid):
+        return None
+    return url_for("web.task_detail" if g.user.role == "doctor" else "web.consult_detail", tid=tid)
+
+
+@bp.route("/patients/<pid>/consult-records/<cid>")
+@login_required("clinic", "doctor")
+def consult_record_page(pid: str, cid: str) -> Any:
+    """A consult record from the chart: the minutes' sections in the page's language, the conclusion's
+    ICD-10 codes by the page's language, and the way to the consult's page and back to the chart."""
+    comp = None
+    if FHIR_ID.fullmatch(pid) and FHIR_ID.fullmatch(cid):
+        try:
+            comp = fhir_get("ehr", f"/fhir/Composition/{cid}", cached=True)
+        except BackendError as err:
+            if err.status not in (404, 410):
+                raise
+    record = consult_record(comp) if comp else None
+    if record is None or (comp.get("subject") or {}).get("reference") != f"Patient/{pid}":  # type: ignore[union-attr]
+        return render_template("error.html", title=gettext("Not found"),
+                               message=gettext("This consult record does not exist or you may not see it."),
+                               back=url_for("web.patient_chart", pid=pid) if FHIR_ID.fullmatch(pid) else None,
+                               back_label=gettext("Back to the patient's chart")), 404
+    sections = [{"code": next((c.get("code") for c in (s.get("code") or {}).get("coding") or []), None),
+                 "title": _section_title(s), "paragraphs": section_paragraphs(s)}
+                for s in comp.get("section") or []]  # type: ignore[union-attr]
+    return render_template("consult_record.html", pid=pid, record=record, sections=sections,
+                           consult_page=_consult_page(record["sr"]), title=gettext("Minutes of the teleconsultation"))
 
 
 @bp.route("/icd10")
