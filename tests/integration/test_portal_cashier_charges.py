@@ -212,3 +212,49 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
     page = cashier.get("/invoices/new").get_data(as_text=True)
     page = cashier.post("/invoices/new", data=form(page, choose=pid)).get_data(as_text=True)
     assert 'data-testid="no-pending"' in page and listed(page) == []
+
+
+def test_the_queue_shows_what_is_left_to_pay_and_a_search_finds_the_invoice_once_paid(portal, ehr, billing, dev_key):
+    """Part of an invoice paid in cash: the queue (billing's Invoice search sorted by date, then the
+    summaries) shows what is left, not the total; paid in full, it leaves the queue and a search by
+    the patient's name (no accents) or its reference still finds it, marked paid."""
+    pid = "bn-0003"
+    patient = {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1990-03-08",
+               "name": [{"family": "Trần", "given": ["Thị", "Ánh", "Tuyết"], "text": "Trần Thị Ánh Tuyết"}],
+               "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_admin(dev_key))
+    assert r.status_code in (200, 201), r.text
+    cashier = _signed_in(portal)
+    page = cashier.get("/invoices/new").get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=_form(page, choose=pid)).get_data(as_text=True)
+    page = cashier.post("/invoices/new", data=_form(page, add="kham-benh")).get_data(as_text=True)
+    r = cashier.post("/invoices/new", data=_form(page, action="issue"))
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    iid = r.headers["Location"].split("?")[0].rsplit("/", 1)[1]
+    shift = cashier.get("/shift").get_data(as_text=True)
+    if 'name="open-opening_cash"' in shift:
+        cashier.post("/shift", data={"which": "open", "open-opening_cash": "0", "csrf_token": csrf_token(shift)})
+
+    def pay(amount: str) -> None:
+        shown = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+        answer = cashier.post(f"/invoices/{iid}/cash", data={"cash-amount": amount, "csrf_token": csrf_token(shown),
+                                                              "cash-txn": _hidden(shown, "cash-txn")})
+        assert answer.status_code == 302, answer.get_data(as_text=True)[-2000:]
+
+    pay("10.000")
+    queue = cashier.get("/invoices")
+    page = queue.get_data(as_text=True)
+    assert queue.status_code == 200 and 'role="alert"' not in page  # billing took the queue's _sort=date
+    row = page[page.index(f'href="/invoices/{iid}?'):]
+    row = row[:row.index("</tr>")]
+    assert re.search(r'data-testid="invoice-amount">29.000\u00a0₫', row), row
+    assert "Đã trả 10.000\u00a0₫ trên 39.000\u00a0₫" in row
+    reference = re.search(r'data-testid="invoice-reference">([^<]*)<', row).group(1)
+
+    pay("29.000")
+    assert f'href="/invoices/{iid}?' not in cashier.get("/invoices").get_data(as_text=True)  # no longer waiting
+    token = csrf_token(page)
+    for q in ("tran thi anh tuyet", reference.lower()):
+        found = cashier.post("/invoices/search", data={"q": q, "csrf_token": token}).get_data(as_text=True)
+        assert "Tìm thấy 1 hóa đơn" in found, q
+        assert re.search(r'data-testid="invoice-status">Đã thanh toán<', found), q

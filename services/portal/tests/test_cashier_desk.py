@@ -63,12 +63,13 @@ def test_the_queue_shows_what_the_patient_pays_after_bhyt(client, monkeypatch, e
     invoices = [invoice("inv-a", "pa", 384000, 92800),  # BHYT 80 %: the patient pays 92.800
                 invoice("inv-b", "pb", 39000, ref="HD00000000A")]  # no net given: the gross is what is owed
     monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: bundle(invoices))
+    monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {})  # no summary: the Invoice's total for the patient
     page = client.get("/invoices").get_data(as_text=True)
     amounts = re.findall(r'data-testid="invoice-amount">([^<]*)<', page)
     assert amounts == ["92.800\u00a0₫", "39.000\u00a0₫"]
     assert re.findall(r'data-testid="invoice-gross">([^<]*)<', page) == ["Tổng trước BHYT 384.000\u00a0₫"]
     assert "Số tiền phải trả" in page and len(ehr) == 1
-    rows = cashier.queue_rows(invoices, {})
+    rows = cashier.queue_rows(invoices, {}, {})
     assert [r["amount"] for r in rows] == [92800, 39000] and rows[1]["gross"] is None
     full = invoice("inv-c", "pa", 39000, 0)  # BHYT pays it all: nothing for the patient, not the gross
     assert cashier.patient_pays(full) == 0
@@ -212,9 +213,9 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     from sen_portal.web import cashier
 
     old = {"payload": "00020101021238...5406392005802VN6304ABCD", "reference": "HD7K2M9QX4C", "amount": 39000,
-           "expiresAt": "2026-12-05T09:15:00+07:00"}
+           "expiresAt": "2099-12-05T09:15:00+07:00"}
     new = {"payload": "00020101021238...5406190005802VN6304EF01", "reference": "HD7K2M9QX4C", "amount": 19000,
-           "expiresAt": "2026-12-05T09:20:00+07:00"}
+           "expiresAt": "2099-12-05T09:20:00+07:00"}
     asked: list[str] = []
 
     def billing(method, path, body=None, params=None):
@@ -227,7 +228,7 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert re.search(r'data-testid="qr-amount">39.000\u00a0₫', page)
     poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
-    assert poll == "/invoices/inv-a/status?due=39000"
+    assert poll == "/invoices/inv-a/status?due=39000&until=4100120100"  # 2099-12-05 09:15 +07:00
     first_img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', page).group(1)
 
     answer = client.get(poll).get_data(as_text=True)  # nothing paid yet: the QR stays as it is
@@ -240,7 +241,7 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     assert box and re.search(r'data-testid="qr-amount">19.000\u00a0₫', box.group(1))
     img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', box.group(1)).group(1)
     assert img != first_img  # a new image URL: the browser draws the new code
-    assert re.search(r'hx-get="/invoices/inv-a/status\?due=19000"', answer)  # the next poll compares to it
+    assert re.search(r'hx-get="/invoices/inv-a/status\?due=19000&amp;until=4100120400"', answer)  # the next poll
     # the cash form's prefill follows: 19.000 now (app.js keeps an amount the cashier typed)
     cash = re.search(r'<div id="cash-fields" data-due="19000" hx-swap-oob="true">(.*?)</div>\s*</div>', answer, re.S)
     assert cash and re.search(r'<input[^>]*name="cash-amount"[^>]*value="19.000"', cash.group(1))
@@ -256,4 +257,4 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     monkeypatch.setattr(cashier, "_json", down)  # billing gives no new code: the old one goes all the same
     answer = client.get(poll).get_data(as_text=True)
     assert re.search(r'<div id="qr-box" hx-swap-oob="true" hidden></div>', answer)
-    assert re.search(r'hx-get="/invoices/inv-a/status\?due=39000"', answer)  # asked again at the next poll
+    assert re.search(r'hx-get="/invoices/inv-a/status\?due=39000&amp;until=4100120100"', answer)  # asked again

@@ -426,7 +426,7 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
             def fold(s):
                 return "".join(c for c in unicodedata.normalize("NFD", s) if not unicodedata.combining(c)).lower()
             return bundle([patient(p) for p, n in patients.items() if fold(n).startswith(fold(params["name"]))])
-        assert (service, path) == ("billing", "/fhir/Invoice") and params["status"] == "issued"
+        assert (service, path) == ("billing", "/fhir/Invoice")  # the queue: status=issued; a search: every status
         if "identifier" in params:
             return bundle([i for i in invoices if params["identifier"] == f"{cashier.REFERENCE_SYSTEM}|"
                            + i["identifier"][0]["value"]])
@@ -460,10 +460,11 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     r = client.post("/invoices/search", data={"q": "HD7K2M9QX4D", "csrf_token": token})  # no such reference
     assert [a[0] for a in asked] == ["billing", "ehr"] and "Không có hóa đơn" in r.get_data(as_text=True)
     r = client.post("/invoices/search", data={"q": "le van c", "csrf_token": token})
-    assert "Không có hóa đơn chờ thanh toán nào khớp" in r.get_data(as_text=True)
+    assert "Không có hóa đơn nào khớp" in r.get_data(as_text=True)
 
     def desk(service, path, params=None, **_kw):
-        assert (service, path) == ("billing", "/payments/invoices/inv-a/desk")
+        if path != "/payments/invoices/inv-a/desk":  # the queue's summaries: billing down, the totals shown
+            raise BackendError("down", "billing")
         return {"status": "issued", "owed": 150000, "paid": 0, "balanceDue": 150000, "reference": ref_a,
                 "resource": invoices[0], "qr": None}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,7 @@ from flask_babel import gettext
 from . import backend, backend_message, bp, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
-from .formatting import human_name
+from .formatting import human_name, parse_instant
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
 
@@ -42,21 +43,68 @@ def _patient_id(inv: dict[str, Any]) -> str | None:
 
 def patient_pays(inv: dict[str, Any]) -> Any:
     """What the patient owes on the Invoice: billing's ``totalNet`` (the patient's share, after BHYT),
-    ``totalGross`` where billing gives no net (the queue, the unmatched transfers' choices)."""
+    ``totalGross`` where billing gives no net."""
     return (inv.get("totalNet") or inv.get("totalGross") or {}).get("value")
 
 
-def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The rows the queue shows: reference, patient, date, the amount the patient pays (``gross``: the
-    total before BHYT, when BHYT pays part of it), status (names from the EHR, one request)."""
+def summaries(invoices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each invoice's payment summary (billing's ``/payments/invoices/{id}``, kept
+    ``SEN_PORTAL_CACHE_SECONDS``), asked at once: billing's Invoice search carries no payments, and
+    billing has no summary of several invoices in one request. One that fails is left out (its row
+    shows the Invoice's total)."""
+    ids = [str(inv["id"]) for inv in invoices if inv.get("id")]
+    jobs = {iid: _pool.submit(copy_current_request_context(_attempt), lambda iid=iid: summary(iid, kept=True))
+            for iid in dict.fromkeys(ids)}
+    found = {iid: job.result()[0] for iid, job in jobs.items()}
+    return {iid: s for iid, s in found.items() if isinstance(s, dict) and isinstance(s.get("balanceDue"), int)}
+
+
+def to_refund(s: dict[str, Any] | None) -> bool:
+    """Money to give back on the invoice: a credit (paid more than owed), a payment that came after it
+    was paid or cancelled (``lateInvoice``) or one of a cancelled invoice, not given back yet (its
+    ``refundable``; from a summary without it, the refund tasks not covered by what was refunded)."""
+    if not s:
+        return False
+    if int(s.get("credit") or 0) > 0:
+        return True
+    payments = s.get("payments") or []
+    if any("refundable" in p for p in payments):
+        return any(int(p.get("refundable") or 0) > 0 and (p.get("lateInvoice") or s.get("status") == "cancelled")
+                   for p in payments)
+    tasks = sum(int(t.get("amount") or 0) for t in s.get("refundTasks") or [])
+    return tasks > int(s.get("refunded") or 0)
+
+
+def _issued_at(inv: dict[str, Any]) -> float:
+    at = parse_instant(inv.get("date"))
+    return at.timestamp() if at else float("inf")
+
+
+def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = None,
+               sums: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The rows the queue (and a search) shows: reference, patient, date, status, and ``amount``, what
+    is left to pay: the summary's balance due (``sums``, else asked here) after what was paid already,
+    the Invoice's total for the patient where billing gave no summary; ``owed`` that total when part
+    of it is paid, ``gross`` the total before BHYT when BHYT pays part of it; ``refund`` when money
+    is to be given back (names from the EHR, one request)."""
     if names is None:
         names = patient_names([pid for inv in invoices if (pid := _patient_id(inv))])
+    if sums is None:
+        sums = summaries(invoices)
     rows = []
     for inv in invoices:
-        amount, gross = patient_pays(inv), (inv.get("totalGross") or {}).get("value")
+        owed, gross = patient_pays(inv), (inv.get("totalGross") or {}).get("value")
+        s = sums.get(str(inv.get("id")))
+        status = (s or {}).get("status") or inv.get("status")
+        amount = s["balanceDue"] if s else owed
+        if status == "cancelled":
+            amount = None
         rows.append({"id": inv.get("id"), "reference": invoice_reference(inv), "pid": _patient_id(inv),
                      "name": names.get(_patient_id(inv) or "", "—"), "date": inv.get("date"), "amount": amount,
-                     "gross": gross if gross is not None and gross != amount else None, "status": inv.get("status")})
+                     "owed": owed if amount is not None and owed != amount else None,
+                     "paid": (s or {}).get("paid") or 0,
+                     "gross": gross if gross is not None and gross != owed else None, "status": status,
+                     "refund": to_refund(s)})
     return rows
 
 
@@ -70,13 +118,14 @@ def reference_code(q: str) -> str | None:
 
 
 def find_invoices(q: str) -> list[dict[str, Any]]:
-    """The invoices awaiting payment a cashier's search names: a reference is billing's Invoice
+    """The invoices a cashier's search names, of every status (awaiting payment, paid, cancelled: a
+    receipt to print again, money to give back), newest first: a reference is billing's Invoice
     search by identifier (then the names, one EHR request); a name is the EHR's Patient search
     (accent-insensitive: ``nguyen van a`` finds "Nguyễn Văn A"), then billing's Invoice search by
     those subjects. What looks like a reference but is none (a name such as "hd..." typed without
     spaces) is searched as a name too. A BackendError of either search is the caller's."""
     code = reference_code(q)
-    params = {"status": "issued", "_count": str(QUEUE_SIZE)}
+    params = {"_count": str(QUEUE_SIZE), "_sort": "-date"}
     if code is not None:
         found = entries(fhir_get("billing", "/fhir/Invoice", {**params, "identifier": f"{REFERENCE_SYSTEM}|{code}"}),
                         "Invoice")
@@ -88,18 +137,21 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
     if not names:
         return []
     subjects = ",".join(f"Patient/{pid}" for pid in sorted(names))
-    return queue_rows(entries(fhir_get("billing", "/fhir/Invoice", {**params, "subject": subjects}), "Invoice"),
-                      names)
+    found = entries(fhir_get("billing", "/fhir/Invoice", {**params, "subject": subjects}), "Invoice")
+    return queue_rows(sorted(found, key=_issued_at, reverse=True), names)
 
 
 @bp.route("/invoices")
 @login_required("cashier")
 def invoices() -> Any:
-    """The queue: billing's invoices awaiting payment, then their patients' names (one EHR request)."""
+    """The queue: billing's invoices awaiting payment, oldest first (the patient waiting longest comes
+    first), with what is left to pay on each (their summaries) and their patients' names (one EHR
+    request)."""
     problem, rows = None, []
-    params = {"status": "issued", "_count": str(QUEUE_SIZE)}
+    params = {"status": "issued", "_count": str(QUEUE_SIZE), "_sort": "date"}
     try:
-        rows = queue_rows(entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice"))
+        found = entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice")
+        rows = queue_rows(sorted(found, key=_issued_at))
     except BackendError as err:
         problem = backend_message(err)
     return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(), searched=False,
@@ -188,6 +240,11 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         qr = None
     elif qr is None and s.get("qrProblem"):
         problem = problem or backend_message(BackendError("refused", "billing", 0, str(s["qrProblem"])))
+    if qr is not None and _passed(_expires(qr)):  # this user's kept answer, older than its code: ask again
+        try:
+            qr = _json("GET", f"/fhir/Invoice/{iid}/$vietqr")
+        except BackendError:
+            pass  # the code shown as it was; the status box asks again at its next poll
     qr = _versioned(qr)
     forms = ctx.pop("forms", {})  # the form posted (with its errors), else a new one where the page shows it
     if "cash_form" not in forms and not is_paid(s) and s.get("status") != "cancelled":
@@ -198,7 +255,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         forms["refund_form"] = RefundForm(formdata=None, txn=uuid.uuid4().hex)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
-                           title=gettext("Invoice"), **forms, **ctx), status
+                           until=_expires(qr), title=gettext("Invoice"), **forms, **ctx), status
 
 
 def _cash_form(due: Any) -> CashForm:
@@ -227,6 +284,22 @@ def _shown_due() -> int | None:
     return int(due) if due.isdigit() and len(due) <= 13 else None
 
 
+def _expires(qr: dict[str, Any] | None) -> int | None:
+    """When the QR's payload stops being served (billing's ``expiresAt``), in seconds since the epoch."""
+    at = parse_instant((qr or {}).get("expiresAt"))
+    return int(at.timestamp()) + (1 if at.microsecond else 0) if at else None
+
+
+def _passed(until: int | None) -> bool:
+    return until is not None and time.time() >= until
+
+
+def _shown_until() -> int | None:
+    """When the page's QR stops being served (``?until=``, carried by the status box's URL)."""
+    until = request.args.get("until", "")
+    return int(until) if until.isdigit() and len(until) <= 12 else None
+
+
 @bp.route("/invoices/<iid>/status")
 @login_required("cashier")
 def invoice_status(iid: str) -> Any:
@@ -235,15 +308,19 @@ def invoice_status(iid: str) -> Any:
     The fresh answer corrects the amounts the page's shell showed; once paid it hides the QR and the
     cash form (htmx out-of-band swaps). When the balance due is no longer the amount the page's QR
     asks for (a partial transfer, cash, a refund), the QR box is replaced too, with billing's
-    ``$vietqr`` for the current balance: a patient scanning the old code would pay the old amount."""
-    due = _shown_due()
+    ``$vietqr`` for the current balance: a patient scanning the old code would pay the old amount.
+    So is it once the time the page's code is valid until has passed (``until``): billing then serves
+    a new one, valid for another while, and the page says until when."""
+    due, until = _shown_due(), _shown_until()
     try:
         s = summary(iid)
     except BackendError:
-        return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True, due=due)
+        return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True, due=due,
+                               until=until)
     paid, qr, qr_swap = is_paid(s), None, False
     balance = s.get("balanceDue")
-    if due is not None and not paid and s.get("status") == "issued" and isinstance(balance, int) and balance != due:
+    if (due is not None and not paid and s.get("status") == "issued" and isinstance(balance, int)
+            and (balance != due or _passed(until))):
         qr_swap = True  # no QR rather than the old one when there is none to show
         if balance > 0:
             try:
@@ -251,11 +328,11 @@ def invoice_status(iid: str) -> Any:
             except BackendError:
                 qr = None  # the old code goes; the next poll asks again (the URL keeps the old amount)
         if qr and isinstance(qr.get("amount"), int):
-            due = qr["amount"]
+            due, until = qr["amount"], _expires(qr) or until
     # the cash form's prefill follows the balance too (app.js keeps an amount the cashier typed)
     cash_form = _cash_form(balance) if qr_swap and isinstance(balance, int) and balance > 0 else None
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
-                           qr_swap=qr_swap, due=due, cash_form=cash_form)
+                           qr_swap=qr_swap, due=due, until=until, cash_form=cash_form)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
@@ -376,13 +453,15 @@ def facility_choices(rows: list[dict[str, Any]], chosen: str) -> list[dict[str, 
 @bp.route("/unmatched", methods=["GET", "POST"])
 @login_required("cashier")
 def unmatched() -> Any:
+    from .directory import org_names
+
     form = MatchForm()
     problem, done = None, None
     if request.method == "POST":
         if form.validate_on_submit():
             try:
                 _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": form.invoice.data})
-                done = True
+                done = {"id": form.invoice.data, "reference": form.invoice.data}
             except BackendError as err:
                 problem = backend_message(err)
         else:
@@ -407,11 +486,16 @@ def unmatched() -> Any:
     if rows_err is not None:
         problem = problem or backend_message(rows_err)
     rows, next_cursor = (queue or {}).get("payments") or [], (queue or {}).get("next")
-    # each choice names its patient (one EHR request for them all); a transfer's choices list the
-    # invoices of its very amount first
-    choices = queue_rows([inv for inv in issued or [] if inv.get("id")]) if issued else []
-    rows = [{**p, "choices": sorted(choices, key=lambda c, amount=p.get("amount"): c["amount"] != amount)}
-            for p in rows]
+    # each choice names its patient (one EHR request for them all) and what is left to pay on it (a
+    # transfer of the invoice's whole total would overpay one already part paid); a transfer's choices
+    # list the invoices whose balance due is its very amount first
+    choices = queue_rows(sorted((inv for inv in issued or [] if inv.get("id")), key=_issued_at)) if issued else []
+    if done is not None:  # the invoice the transfer went on, named by its reference (the choice's)
+        done["reference"] = next((c["reference"] for c in choices if c["id"] == done["id"]), done["id"])
+    choices = [c for c in choices if c["status"] == "issued" and (c["amount"] is None or c["amount"] > 0)]
+    orgs = org_names() if g.user.role == "admin" else {}  # the admin's Facility column names each facility
+    rows = [{**p, "choices": sorted(choices, key=lambda c, amount=p.get("amount"): c["amount"] != amount),
+             "facility_name": orgs.get(str(p.get("facility") or ""), p.get("facility"))} for p in rows]
     return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
                            choices=choices, page=page, after=after, next_cursor=next_cursor,
                            facility=facility, unowned=UNOWNED,
