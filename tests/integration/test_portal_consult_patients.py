@@ -20,7 +20,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -295,20 +297,22 @@ def _owner(page: str) -> tuple[str, str]:
 def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason_in_the_pages_language(
         portal, consults, monkeypatch):
     """Teleconsult makes the hub (an Organization) the Task's owner at submission and the doctor (a
-    Practitioner) once accepted: both consult pages say "Tuyến trên / Hub" then, "Bác sĩ chuyên khoa /
-    Specialist" after, each by its name from the EHR. The reason stored at submission is the
+    Practitioner) once accepted: the clinic's page says "Tuyến trên / Hub" then, "Bác sĩ chuyên khoa /
+    Specialist" after, each by its name from the EHR; the doctor's says who holds it ("Người giữ ca / Held
+    by": no doctor yet, then them) and names the requesting clinic. The reason stored at submission is the
     Vietnamese label; the English pages show the ICD-10 subset's English label for its code."""
     clinic, doctor = portal_signed_in(portal, "clinic"), portal_signed_in(portal, "doctor")
     _sr, tid = consults[CUONG]
     hub = ("Tuyến trên", "Bệnh viện Đa khoa Đồng Tháp")
     assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == hub
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    assert _owner(page) == hub
+    assert _owner(page) == ("Người giữ ca", "Chưa bác sĩ nào nhận")
+    assert '<dt>Cơ sở gửi</dt><dd data-testid="consult-requester">Trạm Y tế xã Mỹ Hiệp</dd>' in page
     assert "Đau thắt ngực không ổn định" in page
 
     r = doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)})
     assert r.status_code in (302, 303), r.get_data(as_text=True)[:500]
-    assert _owner(doctor.get(f"/tasks/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
+    assert _owner(doctor.get(f"/tasks/{tid}").get_data(as_text=True)) == ("Người giữ ca", "Nguyễn Văn An (bạn)")
 
     def taken() -> bool:  # the clinic's answers are kept a few seconds
         return _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True))[0] == "Bác sĩ chuyên khoa"
@@ -327,7 +331,7 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
         assert sum(reason in row for row in rows) == 1, (reason, rows)
     assert not any("Tăng huyết áp" in row or "Nhồi máu" in row for row in rows), rows
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    assert _owner(page) == ("Specialist", "Nguyễn Văn An") and "Unstable angina" in page
+    assert _owner(page) == ("Held by", "Nguyễn Văn An (you)") and "Unstable angina" in page
     rows = _rows(doctor.get("/worklist").get_data(as_text=True))
     assert any("Unstable angina" in row for row in rows) and not any("Đau thắt ngực" in row for row in rows), rows
 
@@ -391,12 +395,13 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     did = refs[0].split("/")[1]
 
     def answered() -> bool:
-        return f'href="/documents/{did}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
+        return f'href="/documents/{did}?consult={tid}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
 
     wait_for(answered, timeout=20)
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     thread = _element(page, "consult-thread")
-    assert "Đã gửi điện tim." in thread and f'href="/documents/{did}"' in thread
+    assert "Đã gửi điện tim." in thread and f'href="/documents/{did}?consult={tid}"' in thread
+    assert "dien-tim.pdf" in thread and "Tệp 1" not in thread  # named by its DocumentReference's title
     opened = clinic.get(f"/documents/{did}")
     assert opened.status_code == 200 and opened.mimetype == "application/pdf" and opened.data == pdf
     assert "Hạn trả lời" in page and 'data-testid="consult-again"' not in page
@@ -412,3 +417,56 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert f'href="/patients/{LAN}/consult" data-testid="consult-again">Gửi yêu cầu hội chẩn mới</a>' in page
     assert "Hạn trả lời" not in page
+
+
+def test_the_consult_form_sent_twice_at_once_submits_one_consult(portal, ehr, tc, dev_key):
+    """A double click on "Gửi yêu cầu" (two posts of one form at once, then a third after, as a retry):
+    the file is stored once (its DocumentReference's identifier from the form's key, created only if
+    none has it: the EHR's conditional create), teleconsult gets one $submit key and replays its first
+    answer, and every post lands on the same consult; the clinic's list holds it once."""
+    clinic = portal_signed_in(portal, "clinic")
+    page = clinic.get(f"/patients/{BINH}/consult").get_data(as_text=True)
+    key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    question = f"Huyết áp 180/110 dù đã dùng hai thuốc ({key[:6]}), xin ý kiến."
+    png = b"\x89PNG\r\n\x1a\n" + key.encode() * 4
+    clinic_token = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+
+    def asked() -> list[dict[str, Any]]:
+        bundle = httpx.get(f"{tc}/fhir/ServiceRequest", params={"subject": f"Patient/{BINH}", "_count": "100"},
+                           headers=clinic_token, timeout=30).json()
+        return [e["resource"] for e in bundle.get("entry", [])
+                if (e["resource"].get("note") or [{}])[0].get("text") == question]
+
+    gate = threading.Barrier(2)
+
+    def send(together: bool) -> Any:
+        if together:
+            gate.wait(timeout=30)
+        return clinic.post(f"/patients/{BINH}/consult", content_type="multipart/form-data", data={
+            "csrf_token": csrf_token(page), "key": key, "patient": BINH, "priority": "routine",
+            "reason": "I10 — Tăng huyết áp vô căn (nguyên phát)", "question": question,
+            "files": [(io.BytesIO(png), "dien-tim.png", "image/png")]})
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(send, [True, True]))
+    answers.append(send(False))
+    assert [r.status_code for r in answers] == [302] * 3, [r.get_data(as_text=True)[:500] for r in answers]
+    locations = {r.headers["Location"] for r in answers}
+    assert len(locations) == 1, locations
+    tid = locations.pop().split("/consults/")[1].split("?")[0]
+
+    srs = asked()
+    assert len(srs) == 1, srs
+    files = srs[0]["supportingInfo"]
+    assert [f["display"] for f in files] == ["dien-tim.png"]
+    did = files[0]["reference"].split("/")[1]
+    admin = _headers(dev_key, "admin")
+    docs = httpx.get(f"{ehr}/fhir/DocumentReference", params={"subject": f"Patient/{BINH}", "_count": "100"},
+                     headers=admin, timeout=30).json()
+    mine = [e["resource"] for e in docs.get("entry", []) if any(
+        i.get("system") == "https://sen.vn/sid/portal-upload" and key in i.get("value", "")
+        for i in e["resource"].get("identifier") or [])]
+    assert [d["id"] for d in mine] == [did]
+    assert clinic.get("/consults").get_data(as_text=True).count(f'href="/consults/{tid}"') == 1  # one row
+    page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    assert "dien-tim.png" in page
