@@ -100,3 +100,37 @@ def test_doctor_cancels_the_visit_and_the_clinic_sees_why(visitor_factory, stack
     assert t["clinic"] in ended and "Bệnh nhân chuyển lên tuyến trên điều trị nội trú" in ended
     assert "hẹn giờ mới" in ended
     clinic.check("clinic-visit-cancelled")
+
+
+def test_back_after_booking_or_rejecting_is_a_page_never_a_form_to_resend(visitor_factory, stack):
+    """#16: "Tìm giờ trống" → "Đặt lịch …" → Back showed Chromium's "Confirm Form Resubmission"
+    (ERR_CACHE_MISS): the search was a POST. It is a GET now, its times by day under the weekday; Back
+    after booking comes to it again. A reject refused for its empty reason (a page a POST rendered) takes
+    the consult's address, so Back after the rejection that follows comes to the consult page."""
+    v = visitor_factory("vi-1280")
+    tid = accepted_consult(v, stack, "vi", "Phù chân hai bên, xin hẹn khám video.")
+    v.page.click("form[action$='/slots'] button")
+    v.page.wait_for_selector("form[action$='/book'] button")
+    assert re.search(rf"/tasks/{tid}/slots\?start=\d\d%2F\d\d%2F\d{{4}}&days=7$", v.page.url), v.page.url
+    days = v.page.locator("[data-testid=slot-day]").all_inner_texts()
+    assert days and all(re.fullmatch(r"(Thứ (Hai|Ba|Tư|Năm|Sáu|Bảy)|Chủ Nhật) \d\d/\d\d", d) for d in days), days
+    v.check("doctor-slots-by-day")
+    v.page.locator("form[action$='/book'] button").first.click()
+    v.page.wait_for_url(re.compile(r"booked=1"))
+    v.page.go_back()  # an error here (ERR_CACHE_MISS) fails the test
+    v.page.wait_for_selector("[data-testid=slot-day]")
+    assert f"/tasks/{tid}/slots?" in v.page.url
+    assert v.page.locator("[data-testid=visit-time]").count() == 1  # the page as it is now: the visit booked
+
+    other = _submit(stack, "Ho kéo dài, xin ý kiến chuyên khoa.", "routine")
+    v.go(f"/tasks/{other}")
+    v.page.click("details:has(form[action$='/reject']) summary")
+    v.page.click("form[action$='/reject'] button")  # no reason: explained on a page the POST rendered
+    v.page.wait_for_selector("#reason-error")
+    v.page.wait_for_url(re.compile(rf"/tasks/{other}$"))  # that page takes the consult's own address
+    v.page.fill("#reason", "Ngoài chuyên khoa của bệnh viện, xin chuyển tuyến khác.")
+    v.page.click("form[action$='/reject'] button")
+    v.page.wait_for_url(re.compile(r"/worklist"))
+    v.page.go_back()
+    v.page.wait_for_url(re.compile(rf"/tasks/{other}$"))
+    assert "Ngoài chuyên khoa" in v.page.inner_text("main")  # the consult, rejected, with its reason

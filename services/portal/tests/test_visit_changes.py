@@ -577,3 +577,22 @@ def test_a_wrong_time_flags_its_own_window_only(app, fake):
     assert "invalid" in rows[0].split(">")[0] and "invalid" not in rows[1].split(">")[0]
     assert "Trùng với một khung giờ khác" not in page and "trùng nhau" not in page
     assert 'value="25:99"' in page
+
+
+def test_a_page_a_post_rendered_takes_its_own_address_so_back_resends_nothing(app, fake):
+    """#16: a reject refused for its empty reason is a page a POST rendered; Back to it, after the
+    rejection that follows, asked to resend the form. Such a page (the consult's, the availability's)
+    now loads static/own-address.js naming the page's GET address, which the history takes instead;
+    a page a GET answered needs nothing of it."""
+    c = portal_signed_in(app, "doctor")
+    page = _page(c)
+    assert "own-address.js" not in page
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(page), "reason": ""})
+    assert r.status_code == 422
+    assert re.search(r'<script src="/assets/own-address.js" data-address="/tasks/t-1" defer></script>',
+                     r.get_data(as_text=True))
+    r = _hours(c, windows__0__start_time="13:30", windows__0__end_time="17:00")
+    assert r.status_code == 422 and 'own-address.js" data-address="/availability"' in r.get_data(as_text=True)
+    assert "own-address.js" not in c.get("/availability").get_data(as_text=True)
+    script = c.get("/assets/own-address.js")
+    assert script.status_code == 200 and b"history.replaceState" in script.data
