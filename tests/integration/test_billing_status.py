@@ -48,21 +48,34 @@ def pay(db, code: str, amount: int) -> payments.Recorded:
 
 
 def full_read(db, iid: str) -> dict:
-    """Every record read, as the summary was computed before the fast path (the oracle)."""
+    """Every record read, as the summary was computed before the fast path (the oracle); the
+    payments given back while the invoice was owed (its give-backs chain) count toward nothing."""
     invoice = invoice_port.get(db, iid)
     counted = invoice_port.counted_payments(db, iid)
+    kept = {p["_id"] for p in invoice_port.kept_payments(db, iid)}
     late = list(db["payments"].find({"late_invoice": iid}, {"outbox": 0}))
-    paid = sum(int(p["amount"]) for p in counted)
+    paid = sum(int(p["amount"]) for p in counted if p["_id"] in kept)
     ids = [p["_id"] for p in counted + late]
-    refunds = list(db["refunds"].find({"_id": {"$in": ids}})) if ids else []
-    refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in {p["_id"] for p in counted})
+    refunds = {r["_id"]: int(r["amount"]) for r in db["refunds"].find({"_id": {"$in": ids}})} if ids else {}
+    refunded_credit = sum(a for i, a in refunds.items() if i in kept)
     state = invoice_port.lifecycle_state(db, iid) or invoice.status
     owed = 0 if state == "cancelled" else invoice.owed
+    credit = max(0, paid - owed - refunded_credit)
+
+    def shown(p: dict) -> dict:
+        out = payments.public_payment(p)
+        amount = int(p["amount"])
+        out["refundable"] = (0 if p["_id"] in refunds else amount if p.get("late_invoice")
+                             else amount if state == "issued" and paid < owed else min(amount, credit))
+        if p["_id"] in refunds:
+            out["refunded"] = refunds[p["_id"]]
+        return out
+
     return {"invoice": iid, "status": state, "owed": invoice.owed, "paid": paid,
             "balanceDue": 0 if state == "cancelled" else max(0, owed - paid),
-            "credit": max(0, paid - owed - refunded_counted), "refunded": sum(int(r["amount"]) for r in refunds),
+            "credit": credit, "refunded": sum(refunds.values()),
             "facility": invoice.facility, "reference": invoice.reference,
-            "payments": [payments.public_payment(p) for p in sorted(counted + late, key=lambda p: p["received_at"])],
+            "payments": [shown(p) for p in sorted(counted + late, key=lambda p: p["received_at"])],
             "refundTasks": [payments.public_task(t) for t in db["refund_tasks"].find({"invoice": iid})]}
 
 
@@ -86,10 +99,20 @@ def test_the_summary_equals_the_full_read_in_every_state(db) -> None:
     pay(db, code, 40_000)
     assert (same(db, partial)["paid"], same(db, partial)["balanceDue"]) == (40_000, 60_000)
 
+    given_back, code = make_invoice(db, 100_000)
+    wrong = pay(db, code, 30_000)
+    pay(db, code, 20_000)
+    assert [p["refundable"] for p in same(db, given_back)["payments"]] == [30_000, 20_000]
+    payments.refund(db, wrong.payment["_id"], None, "chuyển nhầm hóa đơn", CASHIER, None)  # owed again
+    got = same(db, given_back)
+    assert (got["paid"], got["balanceDue"], got["refunded"]) == (20_000, 80_000, 30_000)
+    assert [(p["refundable"], p.get("refunded")) for p in got["payments"]] == [(0, 30_000), (20_000, None)]
+
     over, code = make_invoice(db, 50_000)
     first = pay(db, code, 30_000)
     pay(db, code, 40_000)  # settles with 20,000 credit
     assert (same(db, over)["status"], same(db, over)["credit"]) == ("balanced", 20_000)
+    assert [p["refundable"] for p in same(db, over)["payments"]] == [20_000, 20_000]  # the credit only
     payments.refund(db, first.payment["_id"], 20_000, "trả lại tiền thừa", CASHIER, None)
     assert (same(db, over)["credit"], same(db, over)["refunded"]) == (0, 20_000)
     late = pay(db, code, 10_000)  # after the settlement: counts toward nothing, a refund task

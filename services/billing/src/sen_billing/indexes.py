@@ -60,6 +60,7 @@ def _invoice_indexes() -> list[mongo.Index]:
 
     return [*chain_indexes(invoices.STATES), *chain_indexes(invoices.QR_CODES),
             *chain_indexes(invoices.CHARGE_INVOICED),  # one chain of claims per ChargeItem (charge_claims.py)
+            *chain_indexes(invoices.invoice_port.GIVEBACKS),  # reversals and the settle decision per invoice
             *outbox_indexes([invoices.STATES]), *idempotency_key.INDEXES]
 
 

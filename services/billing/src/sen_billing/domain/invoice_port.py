@@ -30,7 +30,16 @@ REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
 # (receipts.settle_invoice) to balanced. Cancel and settlement race for the same next link, so
 # exactly one of them wins: a cancel never succeeds on an invoice a payment has balanced.
 STATES = "invoice_states"
+REFUNDS = "refunds"  # {_id: payment id, invoice, amount, reason, ...} (payments.refund: once per payment)
 REFUND_TASKS = "refund_tasks"  # {_id: payment id, invoice, amount, facility, reason, payment}
+# per invoice, a claims chain (``<invoice>/n``) deciding between giving a payment back while the
+# invoice is still owed (``{state: "reversal", payment, amount}``: the invoice owes it again) and
+# settling it (``{state: "settle"}``): a settling payment claims the link after the reversals it
+# subtracted, a reversal the link after the last one it read, so a settlement never counts money
+# given back, and no reversal follows a settlement (payments.refund, payments.after_payment)
+GIVEBACKS = "invoice_givebacks"
+REVERSAL = "reversal"
+SETTLE = "settle"
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,27 @@ def issued_link(db: Database, invoice: InvoiceView) -> int | None:
 
 
 def paid_total(db: Database, invoice_id: str) -> int:
-    return sum(int(p["amount"]) for p in counted_payments(db, invoice_id))
+    """What counts toward the invoice: its payments less those given back (reversed) while it
+    was owed (the give-backs chain is read only when there are payments)."""
+    return sum(int(p["amount"]) for p in kept_payments(db, invoice_id))
+
+
+def givebacks(db: Database, invoice_id: str) -> list[dict[str, Any]]:
+    """The invoice's give-backs chain, oldest link first (reversals, then perhaps ``settle``)."""
+    return sorted(db[GIVEBACKS].find({"k": invoice_id}), key=lambda link: int(link["n"]))
+
+
+def reversed_payments(links: list[dict[str, Any]]) -> set[str]:
+    return {str(link["payment"]) for link in links if link.get("state") == REVERSAL}
+
+
+def kept_payments(db: Database, invoice_id: str) -> list[dict[str, Any]]:
+    """The payments counted toward the invoice and not given back."""
+    counted = counted_payments(db, invoice_id)
+    if not counted:
+        return counted
+    given = reversed_payments(givebacks(db, invoice_id))
+    return [p for p in counted if p["_id"] not in given]
 
 
 CANCEL_MARK = "cancel"  # the ``marker`` of a cancel's mark in ``payments`` (see mark_cancel)
@@ -241,8 +270,11 @@ def route_to_refunds(db: Database, invoice_id: str, why: str,
     """A refund task for every payment counted toward a cancelled invoice (the cancel's winner
     calls it after its link, and so does a payment that finds the link after its own insert: a
     payment racing a cancel is seen by one of the two, never by neither)."""
-    return sum(refund_task(db, p, invoice_id, why)
-               for p in (payments if payments is not None else counted_payments(db, invoice_id)))
+    if payments is None:  # those given back already (a reversal's refund, keyed by the payment) need no task
+        payments = counted_payments(db, invoice_id)
+        done = {r["_id"] for r in db[REFUNDS].find({"invoice": invoice_id}, {"_id": 1})} if payments else set()
+        payments = [p for p in payments if p["_id"] not in done]
+    return sum(refund_task(db, p, invoice_id, why) for p in payments)
 
 
 def balance_due(db: Database, invoice_id: str) -> int:

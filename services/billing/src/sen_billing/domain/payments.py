@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 from sen_shared.bus.outbox import new_document
-from sen_shared.claims import claim_once, latest, release
+from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest, release
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 from sen_shared.mongo import find_in
 
@@ -59,7 +59,7 @@ TX = "tx:"  # a bank transaction's claim in the inbox collection: ``tx:<payment 
 OUTCOMES = "webhook_outcomes"
 PAYMENTS = invoice_port.PAYMENTS
 REFUND_TASKS = invoice_port.REFUND_TASKS
-REFUNDS = "refunds"
+REFUNDS = invoice_port.REFUNDS
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
 FACILITY_FIXES = "unmatched_facility_fixes"  # one claim per entry made before entries had a facility
@@ -254,10 +254,44 @@ def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_por
         return
     paid = sum(int(p["amount"]) for p in counted)
     if invoice.owed - paid <= 0:
+        kept = settling_payments(db, invoice_id, counted, invoice.owed)
+        if kept is None:
+            return  # some of them were given back: the invoice is still owed
         from .receipts import settle_invoice
 
-        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice, paid=paid, counted=counted,
-                       payment=dict(payment))
+        settle_invoice(db, invoice_id, channel=payment["channel"], invoice=invoice,
+                       paid=sum(int(p["amount"]) for p in kept), counted=kept, payment=dict(payment))
+
+
+def settling_payments(db: Database, invoice_id: str, counted: list[dict[str, Any]],
+                      owed: int) -> list[dict[str, Any]] | None:
+    """Before a settlement: the ``settle`` link of the invoice's give-backs chain
+    (``invoice_port.GIVEBACKS``), claimed after the reversals it subtracts, and the payments that
+    count (``counted`` less those given back), or None when they no longer reach ``owed``. Tried
+    first as the chain's first link, without a read (no payment of most invoices is ever given
+    back); a lost claim reads the chain. A chain already ending in ``settle``: another payment
+    settles (or settled) it; this one goes on too (the settlement claim picks one winner). A
+    reversal claims its link from the last one it read, so it either comes before this link (and
+    is subtracted here) or finds it (and refuses): a settlement never counts money given back."""
+    after: dict[str, Any] | None = None
+    for _ in range(8):
+        if after is not None:
+            links = invoice_port.givebacks(db, invoice_id)
+            given = invoice_port.reversed_payments(links)
+            kept = [p for p in counted if p["_id"] not in given]
+            if sum(int(p["amount"]) for p in kept) < owed:
+                return None
+            if any(link.get("state") == invoice_port.SETTLE for link in links):
+                return kept
+            after = links[-1] if links else None
+        else:
+            kept = counted
+        try:
+            advance(db[invoice_port.GIVEBACKS], invoice_id, after, {"state": invoice_port.SETTLE, "at": now_utc()})
+            return kept
+        except ClaimTaken as taken:
+            after = taken.holder or {CHAIN_SEQ: 0}
+    raise Conflict(f"invoice {invoice_id}: its payments keep being given back; try again")
 
 
 def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal: Any,
@@ -480,8 +514,11 @@ def invoice_summary(db: Database, invoice_id: str,
 
 def refund(db: Database, payment_key: str, amount: int | None, reason: str, principal: Any,
            shift_id: str | None) -> dict[str, Any]:
-    """A cashier gives money back for one payment, with a reason: all of a late payment, or the
-    credit an overpayment left; once per payment (a claim keyed by the payment)."""
+    """A cashier gives money back for one payment, with a reason, once per payment (a claim keyed
+    by the payment): all of a late payment; all of a payment toward an invoice still owed (issued,
+    not settled: a **reversal**, the invoice owes it again, so once nothing is left paid it can be
+    cancelled); of a settled (balanced) invoice's payment only the credit the overpayment left;
+    all that is left of a cancelled invoice's. :func:`refundable` says how much, and why not."""
     reason = (reason or "").strip()
     if not reason:
         raise PaymentError("a refund needs a reason", status=422)
@@ -489,31 +526,93 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if payment is None or payment.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     check_facility(principal, payment.get("facility"))
+    before = db[REFUNDS].find_one({"_id": payment_key})
+    if before is not None:
+        raise Conflict("this payment was refunded already", refund=public_refund(before))
+    if not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched")) \
+            and "admin" not in principal.roles:
+        raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
+    whole = int(payment["amount"])
+    refundable, why = whole, "late"
     if payment.get("invoice"):
-        summary = invoice_summary(db, payment["invoice"])
-        refundable = min(int(payment["amount"]), summary["credit"])
-    elif payment.get("late_invoice") and payment.get("matched"):
-        refundable = int(payment["amount"])
-    else:
-        if "admin" not in principal.roles:
-            raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
-        refundable = int(payment["amount"])
+        refundable, why = _refundable_toward(db, payment)
+    if refundable <= 0:
+        raise Conflict(_NOTHING[why], refundable=0, why=why)
     amount = refundable if amount is None else amount
+    if why == "owed" and amount != whole:
+        raise PaymentError(f"a payment toward an invoice still owed is given back whole: {whole} đồng", status=422,
+                           refundable=refundable, why=why)
     if amount <= 0 or amount > refundable:
         raise PaymentError(f"at most {refundable} đồng of this payment can be refunded", status=422,
-                           refundable=refundable)
+                           refundable=refundable, why=why)
+    if why == "owed":
+        _reverse(db, payment)  # the give-backs chain's link: settled meanwhile → Conflict
     created, doc = claim_once(db[REFUNDS], payment_key, {
         "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
         "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
-        "channel": "cash" if shift_id else "transfer",
+        "channel": "cash" if shift_id else "transfer", "reverses": why == "owed",
         "day": local_day(now_utc())})
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if not payment.get("matched") and not payment.get("invoice"):
         release(db[UNMATCHED], payment_key)  # the refund's winner: an unmatched transfer given back
     return public_refund(doc)
+
+
+_NOTHING = {  # why a payment toward an invoice has nothing to refund (the portal words each)
+    "balanced": "this invoice is paid in full (balanced): only its credit, money paid over what was owed, "
+                "can be refunded, and there is none",
+    "settling": "this invoice is being settled: only its credit, money paid over what was owed, can be refunded, "
+                "and there is none",
+    "cancelled": "this cancelled invoice's payments were all given back",
+    "late": "this payment was given back already",
+}
+
+
+def _refundable_toward(db: Database, payment: Mapping[str, Any]) -> tuple[int, str]:
+    """How much of a payment counted toward an invoice can be given back, and why: ``owed`` (the
+    invoice is issued and not settled: all of it), ``balanced`` / ``settling`` (the credit only),
+    ``cancelled`` (all that is left)."""
+    from .status import summary  # status reads this module's records: imported when first used
+
+    invoice = invoice_port.get(db, payment["invoice"])
+    if invoice is None:
+        raise NotFound(f"no invoice {payment['invoice']}")
+    body = summary(db, invoice)
+    settling = db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}) is not None
+    if body["status"] == "issued" and not settling:
+        # whole, whatever the payments add up to now: a settlement under way claims its link in the
+        # give-backs chain, and the reversal's link (_reverse) comes before it or is refused
+        return int(payment["amount"]), "owed"
+    mine = next((p for p in body["payments"] if p["id"] == payment["_id"]), None)
+    refundable = int(mine["refundable"]) if mine is not None else 0
+    if body["status"] == "issued":
+        return min(refundable, body["credit"]), "settling"
+    return refundable, body["status"]
+
+
+def _reverse(db: Database, payment: Mapping[str, Any]) -> None:
+    """Claim the reversal of ``payment`` in its invoice's give-backs chain, after the last link read;
+    a chain ending in ``settle`` (a payment settles the invoice meanwhile): Conflict, nothing given
+    back. The link is the decision: a crash before the refund's record leaves the payment reversed
+    and the refund is recorded by the next try (its claim keyed by the payment)."""
+    invoice_id = payment["invoice"]
+    for _ in range(8):
+        links = invoice_port.givebacks(db, invoice_id)
+        if payment["_id"] in invoice_port.reversed_payments(links):
+            return  # reversed before (a try that stopped before its refund's record): finish it
+        if any(link.get("state") == invoice_port.SETTLE for link in links):
+            raise Conflict(_NOTHING["settling"], refundable=0, why="settling")
+        try:
+            advance(db[invoice_port.GIVEBACKS], invoice_id, links[-1] if links else None,
+                    {"state": invoice_port.REVERSAL, "payment": payment["_id"], "amount": int(payment["amount"]),
+                     "at": now_utc()})
+            return
+        except ClaimTaken:
+            continue
+    raise Conflict("this invoice's payments are changing meanwhile; try again")
 
 
 # ------------------------------------------------------------------------------- views

@@ -64,23 +64,46 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
     status = invoice.status if invoice.status in FINAL else (
         invoice_port.lifecycle_state(db, invoice.id) or invoice.status)  # the chain leads the resource
     ids = {p["_id"] for p in counted + late}
-    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, {"amount": 1}) if r["_id"] in ids] if ids else []
+    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, {"amount": 1, "reverses": 1})
+               if r["_id"] in ids] if ids else []
     tasks = list(db[REFUND_TASKS].find({"invoice": invoice.id})) if ids else []
     return _body(invoice, status, counted, late, refunds, tasks)
 
 
 def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str, Any]], late: list[dict[str, Any]],
           refunds: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    paid = sum(int(p["amount"]) for p in counted)
+    """``paid``: what counts toward the invoice, less the payments given back while it was owed
+    (reversals: it owes them again); ``credit``: paid over what is owed, less the credit given
+    back; each payment's ``refundable``: what a refund of it may give back now (0: nothing)."""
     counted_ids = {p["_id"] for p in counted}
-    refunded_counted = sum(int(r["amount"]) for r in refunds if r["_id"] in counted_ids)
+    refunded = {r["_id"]: int(r["amount"]) for r in refunds}
+    reversed_ = {r["_id"] for r in refunds if r.get("reverses") and r["_id"] in counted_ids}
+    paid = sum(int(p["amount"]) for p in counted if p["_id"] not in reversed_)
+    refunded_credit = sum(a for i, a in refunded.items() if i in counted_ids and i not in reversed_)
     owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
     due = 0 if status == "cancelled" else max(0, owed - paid)
+    credit = max(0, paid - owed - refunded_credit)
+
+    def refundable(p: dict[str, Any]) -> int:
+        if p["_id"] in refunded:
+            return 0  # once per payment
+        if p["_id"] not in counted_ids:
+            return int(p["amount"])  # late: all of it
+        if status == "issued" and paid < owed:
+            return int(p["amount"])  # still owed: given back whole, the invoice owes it again
+        return min(int(p["amount"]), credit)  # balanced (or settling), cancelled: the credit
+
+    payments = []
+    for p in sorted(counted + late, key=lambda p: p["received_at"]):
+        out = public_payment(p)
+        out["refundable"] = refundable(p)
+        if p["_id"] in refunded:
+            out["refunded"] = refunded[p["_id"]]
+        payments.append(out)
     return {"invoice": invoice.id, "status": status, "owed": invoice.owed,
-            "paid": paid, "balanceDue": due, "credit": max(0, paid - owed - refunded_counted),
-            "refunded": sum(int(r["amount"]) for r in refunds), "facility": invoice.facility,
-            "reference": invoice.reference,
-            "payments": [public_payment(p) for p in sorted(counted + late, key=lambda p: p["received_at"])],
+            "paid": paid, "balanceDue": due, "credit": credit,
+            "refunded": sum(refunded.values()), "facility": invoice.facility,
+            "reference": invoice.reference, "payments": payments,
             "refundTasks": [public_task(t) for t in tasks]}
 
 
