@@ -193,6 +193,31 @@ def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_u
     assert {r["facility"] for r in everyone} == {"org-a", "org-b"}
 
 
+def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_unmatched(db) -> None:
+    """The day report's unmatched total is what still waits: after the only unmatched 45.000 ₫
+    transfer is assigned to an invoice, 0 (its row stays, the money counted once); one given back
+    by an admin waits no more either. The CSV's total row says the same."""
+    from tests.billing_support import make_invoice
+
+    waiting = transfer(db, "0011000000001", "chuyen tien kham", 45_000)
+    day = date.fromisoformat(db["payments"].find_one({"_id": waiting})["day"])
+    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 45_000
+    iid, _ = make_invoice(db, 100_000, facility="org-a")
+    cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
+    payments.assign_unmatched(db, waiting, iid, cashier, ACCOUNTS)
+    report = reconciliation.rows(db, day, "org-a")
+    assert [r["id"] for r in report] == [waiting, f"assign:{waiting}"]
+    got = reconciliation.totals(report)
+    assert (got["unmatched"], got["transfers"], got["payments"]) == (0, 45_000, 1)
+    assert f"total,{day.isoformat()},unmatched,,,,,0," in reconciliation.to_csv(day, report)
+    assert "_waiting" not in reconciliation.to_csv(day, report)
+    back = transfer(db, "0011000000001", "chuyen nham", 20_000)
+    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 20_000
+    admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
+    payments.refund(db, back, None, "chuyển nhầm tài khoản", admin, None)
+    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 0
+
+
 def test_an_admins_refund_of_an_unmatched_transfer_is_in_its_facilitys_daily_report(db) -> None:
     """The money that came to org-a's account and went back is in org-a's report (both rows), and
     in no other facility's."""

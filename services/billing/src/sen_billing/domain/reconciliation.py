@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from pymongo.database import Database
+from sen_shared.mongo import find_in
 
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso, queue_facility
 
@@ -54,6 +55,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
         found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "outcome": "unmatched"},
                                                              {"outbox": 0})
                      if _facility(p, account_facilities) == facility)
+    settled = _no_longer_waiting(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
@@ -63,7 +65,9 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "reference": p.get("reference") or "", "cashier": p.get("cashier", ""),
                     "shift": p.get("shift", ""),
                     "note": (f"refund task: {task['reason']}" if task else
-                             f"assigned from {p['assigned_from']}" if p.get("assigned_from") else "")})
+                             f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
+                    # not a column: an unmatched transfer assigned or given back since (any day) waits no more
+                    WAITING: p.get("outcome") == "unmatched" and p["_id"] not in settled})
     for r in sorted(db[REFUNDS].find(query), key=lambda r: r["at"]):
         out.append({"kind": "refund", "time": iso(r["at"]), "id": r["_id"], "provider": "cashier",
                     "channel": r.get("channel", ""), "invoice": r.get("invoice") or "",
@@ -71,6 +75,19 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": r.get("reason", "")})
     return out
+
+
+WAITING = "_waiting"  # a payment row's mark (not written to the CSV): an unmatched transfer still waiting
+
+
+def _no_longer_waiting(db: Database, unmatched: list[str]) -> set[str]:
+    """Of these unmatched transfers, those assigned to an invoice (``assign:<id>``) or refunded since,
+    whatever the day: point reads by ``_id`` (``find_in``), never a scan of all payments."""
+    if not unmatched:
+        return set()
+    assigned = {str(d["_id"]).removeprefix("assign:")
+                for d in find_in(db[PAYMENTS], "_id", [f"assign:{i}" for i in unmatched], projection={"_id": 1})}
+    return assigned | {r["_id"] for r in find_in(db[REFUNDS], "_id", unmatched, projection={"_id": 1})}
 
 
 def totals(report: list[dict[str, Any]]) -> dict[str, int]:
@@ -81,7 +98,8 @@ def totals(report: list[dict[str, Any]]) -> dict[str, int]:
         "transfers": sum(r["amount"] for r in money if r["channel"] == "transfer"),
         "cash": sum(r["amount"] for r in money if r["channel"] == "cash"),
         "refunds": -sum(r["amount"] for r in report if r["kind"] == "refund"),
-        "unmatched": sum(r["amount"] for r in pays if r["outcome"] == "unmatched"),
+        # the day's transfers that matched no invoice and still wait (assigned or given back since: not)
+        "unmatched": sum(r["amount"] for r in pays if r["outcome"] == "unmatched" and r.get(WAITING, True)),
         "net": sum(r["amount"] for r in money) + sum(r["amount"] for r in report if r["kind"] == "refund"),
         "payments": len(money),
     }
@@ -89,7 +107,7 @@ def totals(report: list[dict[str, Any]]) -> dict[str, int]:
 
 def to_csv(day: date, report: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(report)
     for key, value in totals(report).items():
