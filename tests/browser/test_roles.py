@@ -293,9 +293,12 @@ def test_doctor_changes_their_own_hours_but_not_another_doctors(visitor_factory,
     rows = "[data-testid=window]"
     try:
         v.go("/availability")
-        # Saturday morning and afternoon, nothing else: every stored window's days unticked (left out)
+        # Saturday morning and afternoon, nothing else: every stored window's days unticked and its times
+        # emptied (left out; a window with times and no day is refused, not dropped)
         v.page.evaluate("document.querySelectorAll(\"input[type=checkbox][name^='week-windows-']\")"
                         ".forEach(c => c.checked = false)")
+        v.page.evaluate("document.querySelectorAll(\"input[name^='week-windows-'][name$='_time']\")"
+                        ".forEach(i => i.value = '')")
         v.page.check("input[name='week-windows-0-days'][value=sat]")
         v.page.fill("#week-windows-0-start_time", "07:30")
         v.page.fill("#week-windows-0-end_time", "11:00")

@@ -462,6 +462,7 @@ def test_a_wrong_search_keeps_what_was_typed_and_a_hand_edited_later_is_ignored(
     assert r.status_code == 422
     page = r.get_data(as_text=True)
     assert 'value="32/13/2026"' in page and 'data-testid="slot-day"' not in page
+    assert "Nhập ngày theo dạng ngày/tháng/năm" in _text(page) and "Not a valid date" not in page  # #11
     assert not [p for _, p, _ in fake.calls if p.endswith("/$find")]
     fake.week = 2
     first = datetime.now(TZ).date() + timedelta(days=2)
@@ -556,7 +557,7 @@ def test_a_window_with_times_but_no_days_is_refused_and_kept(app, fake):
     assert r.status_code == 422 and fake.puts == []
     page = r.get_data(as_text=True)
     errors = re.findall(r'data-testid="window-days-error">([^<]+)<', page)
-    assert errors == ["Hãy đánh dấu các ngày của khung giờ này."]
+    assert errors == ["Hãy đánh dấu các ngày của khung giờ này, hoặc xóa cả hai giờ để bỏ khung giờ."]
     assert 'value="13:30"' in page and 'value="17:00"' in page and "Đã lưu" not in _text(page)
     only = _hours(c, windows__0__start_time="13:30", windows__0__end_time="17:00")  # the only row
     assert only.status_code == 422 and fake.puts == []
