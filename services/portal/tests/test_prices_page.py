@@ -293,13 +293,41 @@ def test_the_shift_page_offers_todays_report_and_shows_a_days_totals(app, billin
     assert 'data-total="net">400.000\u00a0₫' in summary and 'data-total="refund_count">1<' in summary
 
 
-def test_the_csv_is_billings_for_the_day_with_its_file_name(app, billing):
-    billing.csv = CSV
-    r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
-    assert r.status_code == 200 and r.data == CSV
+def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, billing):
+    """c22: the download was billing's machine CSV (``kind,time,id``, ``payment``, ``yes``, ``applied``, no
+    BOM: Excel in Vietnam showed mojibake). It is billing's rows in the page's language, UTF-8 with its
+    BOM as the dashboard's CSVs (``csvfile``), amounts in whole đồng."""
+    import csv
+    import io
+
+    billing.csv = CSV + "payment,2026-12-05T11:00:00+07:00,sepay:9,sepay,transfer,inv-2,tyt-my-hiep,50000,yes," \
+        "late-cancelled,HD1,,,refund task: invoice-cancelled\r\n".encode()
+    client = portal_signed_in(app, "cashier")
+    r = client.get("/shift/daily-report.csv?day=05/12/2026")
+    assert r.status_code == 200 and r.data.startswith("\ufeff".encode())
     assert r.headers["Content-Disposition"] == 'attachment; filename="doi-soat-2026-12-05.csv"'
-    assert r.mimetype == "text/csv"
+    assert r.mimetype == "text/csv" and r.headers["Cache-Control"] == "no-store"
     assert [c[1] for c in billing.calls] == ["/payments/reports/daily.csv"]
+    rows = list(csv.reader(io.StringIO(r.data.decode("utf-8-sig"))))
+    assert rows[0] == ["Loại dòng", "Thời gian", "Mã giao dịch hoặc khoản tổng", "Nhận qua", "Hình thức", "Hóa đơn",
+                       "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả", "Mã tham chiếu", "Thu ngân",
+                       "Ca làm việc", "Ghi chú"]
+    assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "cashier:c1", "Thu ngân", "Tiền mặt", "inv-1",
+                       "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "", "thu", "s1", ""]
+    assert rows[2][:3] == ["Hoàn tiền", "05/12/2026 10:00:00", "r1"] and rows[2][7] == "-20000"
+    assert rows[2][13] == "thừa"  # the cashier's reason, as written
+    assert ["Tổng", "05/12/2026", "Thực thu", "", "", "", "", "400000"] == rows[7][:8]
+    assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "sepay:9", "sepay", "Chuyển khoản"]
+    assert rows[-1][13] == "Cần hoàn tiền: hóa đơn đã hủy"
+    text = r.data.decode("utf-8-sig")
+    assert not re.search(r"\b(payment|refund|total|yes|applied|refunded|transfers|net)\b", text)
+    # an English page: English names, the same rows
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": "/shift", "csrf_token": token})
+    english = client.get("/shift/daily-report.csv?day=05/12/2026").data.decode("utf-8-sig")
+    rows_en = list(csv.reader(io.StringIO(english)))
+    assert rows_en[0][:3] == ["Row", "Time", "Payment, refund or total"] and rows_en[1][8] == "Yes"
+    assert rows_en[7][:3] == ["Total", "05/12/2026", "Net takings"] and len(rows_en) == len(rows)
 
 
 @pytest.mark.parametrize(("typed", "message"), [

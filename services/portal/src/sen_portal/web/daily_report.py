@@ -1,6 +1,10 @@
 """The daily reconciliation report on the cashier's shift page (``/shift``, its "Daily report"
 section): a day (today in Vietnam by default), billing's CSV of it downloaded through the portal
 with the user's own token (``/shift/daily-report.csv?day=``), and that day's totals on the page.
+The download is billing's rows in the page's language (:func:`readable`: Vietnamese column names and
+values on a Vietnamese page, English on an English one; times dd/mm/yyyy in Vietnam; amounts whole
+đồng), written as the dashboard's CSVs are (``csvfile``: UTF-8 with its BOM, which Excel needs);
+billing's own CSV stays the machine format (English codes, ISO times).
 
 Billing's ``GET /payments/reports/daily.csv`` decides whose day it is: a cashier's facility's, every
 facility's for an admin; it refuses every other role (the health department too), so the portal
@@ -14,18 +18,19 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from flask import Response, redirect, request, url_for
+from flask import redirect, request, url_for
+from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import ValidationError
 from wtforms.validators import InputRequired
 
-from . import backend_message, bp, login_required
+from . import backend_message, bp, csvfile, login_required, outcome_label
 from .backend import BackendError, call
-from .formatting import today
+from .formatting import TZ, today
 from .forms import LocalDateField
 
 TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments")
@@ -101,6 +106,65 @@ def daily_report_csv() -> Any:
         body = fetch(form.day.data)
     except BackendError:  # the shift page asks again and says why (billing down, refused)
         return redirect(url_for("web.shift", day=form.day.data.strftime("%d/%m/%Y"), _anchor="daily-report"))
-    name = f"doi-soat-{form.day.data.isoformat()}.csv"
-    return Response(body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                                        "Cache-Control": "no-store"})
+    header, rows = readable(body)
+    return csvfile.download(header, rows, f"doi-soat-{form.day.data.isoformat()}.csv",
+                            headers={"Cache-Control": "no-store"})
+
+
+# the download in the page's language: billing's CSV (its API's, a machine format: codes, ISO times)
+# with each column, row kind, channel, yes/no, outcome and total named as the page names them
+_COLUMNS = {"kind": _l("Row"), "time": _l("Time"), "id": _l("Payment, refund or total"),
+            "provider": _l("Received through"), "channel": _l("Channel"), "invoice": _l("Invoice"),
+            "facility": _l("Facility"), "amount": _l("Amount (đồng)"), "matched": _l("Matched to an invoice"),
+            "outcome": _l("Outcome"), "reference": _l("Reference"), "cashier": _l("Cashier"),
+            "shift": _l("Shift"), "note": _l("Note")}
+_KINDS = {"payment": _l("Payment"), "refund": _l("Refund"), "total": _l("Total")}
+_CHANNELS = {"cash": _l("Cash"), "transfer": _l("Bank transfer")}
+_YES_NO = {"yes": _l("Yes"), "no": _l("No")}
+_PROVIDERS = {"cashier": _l("Cashier")}  # the others are the payment gateways' names (SePay, Casso, payOS)
+_TOTAL_NAMES = {"transfers": _l("Bank transfers"), "cash": _l("Cash"), "refunds": _l("Refunds"),
+                "unmatched": _l("Unmatched transfers"), "net": _l("Net takings"),
+                "payments": _l("Number of payments")}
+_TASKS = {"invoice-cancelled": _l("To refund: the invoice was cancelled"),
+          "invoice-balanced": _l("To refund: the invoice was already paid")}
+
+
+def _label(table: dict[str, Any], value: str) -> str:
+    label = table.get(value)
+    return str(label) if label is not None else value
+
+
+def _time(value: str) -> str:
+    """An ISO time as dd/mm/yyyy HH:MM:SS in Vietnam (a total's day as dd/mm/yyyy); else as it is."""
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value).strftime("%d/%m/%Y")
+        return datetime.fromisoformat(value).astimezone(TZ).strftime("%d/%m/%Y %H:%M:%S")
+    except ValueError:
+        return value
+
+
+def _note(value: str) -> str:
+    if value.startswith("refund task: "):
+        return _label(_TASKS, value.removeprefix("refund task: "))
+    if value.startswith("assigned from "):
+        return gettext("Assigned from %(payment)s", payment=value.removeprefix("assigned from "))
+    return value  # a refund's reason, as the cashier wrote it
+
+
+def readable(body: bytes) -> tuple[list[str], list[list[str]]]:
+    """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng)."""
+    reader = csv.DictReader(io.StringIO(body.decode("utf-8-sig")))
+    columns = list(reader.fieldnames or [])
+    rows = []
+    for r in reader:
+        r = {k: (v or "") for k, v in r.items() if k is not None}
+        total = r.get("kind") == "total"
+        values = {"kind": _label(_KINDS, r.get("kind", "")), "time": _time(r.get("time", "")),
+                  "id": _label(_TOTAL_NAMES, r.get("id", "")) if total else r.get("id", ""),
+                  "provider": _label(_PROVIDERS, r.get("provider", "")),
+                  "channel": _label(_CHANNELS, r.get("channel", "")), "matched": _label(_YES_NO, r.get("matched", "")),
+                  "outcome": outcome_label(r.get("outcome")) if r.get("outcome") else "",
+                  "note": _note(r.get("note", ""))}
+        rows.append([values.get(c, r.get(c, "")) for c in columns])
+    return [_label(_COLUMNS, c) for c in columns], rows

@@ -4,27 +4,35 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Response, abort, render_template, request
+from flask import abort, render_template, request
 from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
 from ..domain.dashboard import dashboard as compute
-from . import bp, login_required
-from .directory import org_names
+from . import bp, csvfile, login_required
+from .directory import org_districts, org_names
 from .formatting import TZ
 from .forms import DashboardFilter
 
 DEFAULT_DAYS = 84
 COLORS = ["#8a1c4a", "#1f5fbf", "#0b6b2e", "#9c3d00", "#5b3a99", "#00696b", "#6b6b00", "#a4161a"]
-DISTRICTS = ["Thành phố Cao Lãnh", "Huyện Cao Lãnh", "Huyện Tháp Mười"]
+
+
+def districts(data: dict[str, Any] | None, chosen: str | None) -> list[str]:
+    """The district filter's choices: the districts of the province's facilities (the EHR's
+    Organization addresses, which teleconsult copies into a consult's events and billing into the
+    consult's invoice and payments), those the figures name, and the one chosen; by name."""
+    found = set(org_districts().values())
+    found.update(r["district"] for r in (data or {}).get("consults_per_facility_week") or [] if r.get("district"))
+    if chosen:
+        found.add(chosen)
+    return sorted(found, key=lambda d: (d.casefold(), d))
 
 
 def _range(form: DashboardFilter) -> tuple[date, date]:
@@ -166,7 +174,11 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
 
 
 def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
-    """The export's header in the page's language; beside a facility's id (kept for machines), its name."""
+    """The export's header in the page's language; beside a facility's id (kept for machines), its name;
+    a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it."""
+    if "priority" in header:
+        at = header.index("priority")
+        rows = [[*row[:at], priority_label(row[at]) if row[at] else row[at], *row[at + 1:]] for row in rows]
     if "facility" in header:
         at = header.index("facility") + 1
         header = [*header[:at], "facility_name", *header[at:]]
@@ -192,7 +204,7 @@ def dashboard() -> Any:
     return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
-                           districts=DISTRICTS, query=request.query_string.decode(),
+                           districts=districts(data, form.district.data), query=request.query_string.decode(),
                            facility=lambda ref: _facility(ref, names), week_label=week_label,
                            title=gettext("Health department dashboard")), 200 if data else 400
 
@@ -212,10 +224,4 @@ def dashboard_csv(section: str) -> Any:
     except RangeError:
         abort(400)
     header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
-    out = io.StringIO()
-    out.write("\ufeff")  # Excel reads UTF-8 (Vietnamese names) with the mark
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
-    return Response(out.getvalue(), mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="{section}_{start.isoformat()}_{end.isoformat()}.csv"'})
+    return csvfile.download(header, rows, f"{section}_{start.isoformat()}_{end.isoformat()}.csv")
