@@ -30,8 +30,9 @@ def test_the_dashboards_time_to_answer_table_fits_its_card_in_english(visitor_fa
 def test_an_accepted_consult_says_when_it_was_accepted(visitor_factory, stack, lang):
     v = visitor_factory(f"{lang}-1280", width=1280)
     accepted_consult(v, stack, lang, "Xin ý kiến về liều thuốc.")
-    label = v.page.locator("dt:has(+ [data-testid=task-started])").inner_text()
+    label = v.page.locator("dt:has(+ [data-testid=task-accepted])").inner_text()
     assert label == {"vi": "Nhận ca lúc", "en": "Accepted at"}[lang], label
+    assert v.page.locator("[data-testid=task-started]").count() == 0  # not started yet
     flash = v.page.locator(".alert.ok").inner_text()
     assert flash == {"vi": "Đã nhận ca hội chẩn.", "en": "You have accepted the consult."}[lang], flash
     v.check("doctor-accepted")
