@@ -28,7 +28,10 @@ def _org(o: dict[str, Any]) -> dict[str, Any]:
         "resourceType": "Organization", "id": o["id"], "active": True, "name": o["name"],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
                               "code": o["type"]}]}],
-        "address": [{"city": o["city"], "state": "Đồng Tháp", "country": "VN"}],
+        # the district: teleconsult reads it from here into the consult's events (and billing into the
+        # consult's invoice and its payments), so the dashboard counts the facility under it
+        "address": [{"city": o["city"], **({"district": o["district"]} if o.get("district") else {}),
+                     "state": "Đồng Tháp", "country": "VN"}],
     }
     if o.get("partOf"):
         res["partOf"] = {"reference": f"Organization/{o['partOf']}"}

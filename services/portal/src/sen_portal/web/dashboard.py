@@ -16,13 +16,23 @@ from sen_shared.runtime import current
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, csvfile, login_required
-from .directory import org_names
+from .directory import org_districts, org_names
 from .formatting import TZ
 from .forms import DashboardFilter
 
 DEFAULT_DAYS = 84
 COLORS = ["#8a1c4a", "#1f5fbf", "#0b6b2e", "#9c3d00", "#5b3a99", "#00696b", "#6b6b00", "#a4161a"]
-DISTRICTS = ["Thành phố Cao Lãnh", "Huyện Cao Lãnh", "Huyện Tháp Mười"]
+
+
+def districts(data: dict[str, Any] | None, chosen: str | None) -> list[str]:
+    """The district filter's choices: the districts of the province's facilities (the EHR's
+    Organization addresses, which teleconsult copies into a consult's events and billing into the
+    consult's invoice and payments), those the figures name, and the one chosen; by name."""
+    found = set(org_districts().values())
+    found.update(r["district"] for r in (data or {}).get("consults_per_facility_week") or [] if r.get("district"))
+    if chosen:
+        found.add(chosen)
+    return sorted(found, key=lambda d: (d.casefold(), d))
 
 
 def _range(form: DashboardFilter) -> tuple[date, date]:
@@ -194,7 +204,7 @@ def dashboard() -> Any:
     return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
-                           districts=DISTRICTS, query=request.query_string.decode(),
+                           districts=districts(data, form.district.data), query=request.query_string.decode(),
                            facility=lambda ref: _facility(ref, names), week_label=week_label,
                            title=gettext("Health department dashboard")), 200 if data else 400
 

@@ -26,29 +26,44 @@ _lock = threading.Lock()
 
 def names(rtype: str) -> dict[str, str]:
     """``rtype``'s names by id (an Organization's ``name``, a Practitioner's first HumanName)."""
-    at, known = _kept.get(rtype, (0.0, {}))
+    if rtype == "Organization":
+        return _kept_search(rtype, rtype, "name", lambda o: str(o.get("name") or o["id"]))
+    return _kept_search(rtype, rtype, "name", human_name)
+
+
+def _kept_search(key: str, rtype: str, elements: str, pick: Any) -> dict[str, str]:
+    """``pick(resource)`` of every ``rtype`` by id (one EHR search, ``_elements``), kept per ``key``."""
+    at, known = _kept.get(key, (0.0, {}))
     if time.monotonic() - at < CACHE_SECONDS:
         return known
     try:
-        bundle = fhir_get("ehr", f"/fhir/{rtype}", {"_count": "500", "_elements": "name"})
+        bundle = fhir_get("ehr", f"/fhir/{rtype}", {"_count": "500", "_elements": elements})
     except BackendError as err:  # references instead of names
         if err.kind == "refused":  # refused to this user (a cashier reads no Organization): not to the others,
             return known  # so nothing is kept for them (a cashier's receipt left the clinics' pages unnamed)
         with _lock:  # the EHR down: asked again in a minute, not at every page
-            _kept[rtype] = (time.monotonic() - CACHE_SECONDS + RETRY_SECONDS, known)
+            _kept[key] = (time.monotonic() - CACHE_SECONDS + RETRY_SECONDS, known)
         return known
-    if rtype == "Organization":
-        found = {o["id"]: str(o.get("name") or o["id"]) for o in entries(bundle, rtype)}
-    else:
-        found = {p["id"]: human_name(p) for p in entries(bundle, rtype)}
+    found = {r["id"]: value for r in entries(bundle, rtype) if (value := pick(r))}
     with _lock:
-        _kept[rtype] = (time.monotonic(), found)
+        _kept[key] = (time.monotonic(), found)
     return found
+
+
+def _district(org: Mapping[str, Any]) -> str:
+    return next((str(a["district"]).strip() for a in org.get("address") or []
+                 if isinstance(a, Mapping) and isinstance(a.get("district"), str) and a["district"].strip()), "")
 
 
 def org_names() -> dict[str, str]:
     """Facility names by id."""
     return names("Organization")
+
+
+def org_districts() -> dict[str, str]:
+    """Each facility's district by id (its first address's ``district``, as teleconsult reads it into
+    a consult's events); facilities without one are left out."""
+    return _kept_search("Organization.district", "Organization", "address", _district)
 
 
 def party(ref: Mapping[str, Any] | str | None) -> str:
