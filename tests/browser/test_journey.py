@@ -86,8 +86,19 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     v.page.locator("#reason-suggest button", has_text="I10").click()
     assert v.page.input_value("#reason").startswith("I10")
     v.page.fill("#question", "Huyết áp 170/100 dù đã dùng amlodipin 5 mg; xin ý kiến điều chỉnh thuốc.")
-    v.page.set_input_files("#files", files=[{"name": "ecg.png", "mimeType": "image/png", "buffer": PNG}])
+    # two scans that each meet the 1.5 MB a file but not the request's 1.9 MB together: said before sending,
+    # in the page's words, what was typed kept (nothing sent: the URL stays)
+    scan = b"\xff\xd8\xff" + bytes(1_200_000)
+    v.page.set_input_files("#files", files=[{"name": f"scan{i}.jpg", "mimeType": "image/jpeg", "buffer": scan}
+                                            for i in (1, 2)])
     v.page.click("#consult-form button.primary")
+    box = v.page.locator("#live-error-too-large")
+    box.wait_for(state="visible")
+    assert {"vi": "1,9 MB", "en": "1.9 MB"}[lang] in box.inner_text() and v.page.url.endswith("/consult")
+    assert v.page.input_value("#question").startswith("Huyết áp 170/100")
+    assert v.page.locator("#live-error").is_hidden()
+    v.page.set_input_files("#files", files=[{"name": "ecg.png", "mimeType": "image/png", "buffer": PNG}])
+    v.page.dblclick("#consult-form button.primary")  # a double click: one consult (the button waits while sending)
     v.page.wait_for_url(re.compile(r"/consults/[^/?]+\?submitted=1$"))
     assert t["waiting"] in v.page.inner_text("[data-testid=task-status]")
     shown = v.page.inner_text("[data-testid=consult-patient]")  # whose consult: name, sex, age by the chart link
@@ -100,6 +111,9 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='{task_url.replace(v.base, '')}']"))
     # the reason in the page's language (the ICD-10 code's label; Vietnamese as stored at submission)
     assert f"{family} {given}" in row.inner_text() and t["reason"] in row.inner_text(), row.inner_text()
+    named = v.page.locator("main table tbody tr", has_text=f"{family} {given}")
+    assert named.count() == 1, "a double click made two consults"
+    assert row.evaluate("tr => tr.parentElement.rows[0] === tr")  # the newest open consult is on top
     row_fits(v, task_url.replace(v.base, ""), f"{family} {given}")  # the name links the consult; a card at 360 px
     v.check("clinic-consults")
     return task_url
