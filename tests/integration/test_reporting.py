@@ -314,3 +314,54 @@ def test_one_event_delivered_to_twenty_consumers_at_once_is_counted_once(fresh_d
     others = [requested(B, TM, 3) for _ in range(20)]
     assert race(lambda i: record_event(fresh_db, others[i], now=NOW)) == [True] * 20  # grouped, each applied
     assert fresh_db[FACTS].count_documents({}) == 23
+
+
+def test_an_assigned_unmatched_transfer_is_one_transfer_on_the_dashboard(
+        amqp_url: str, base_env: dict[str, str], fresh_db: Any, mongo_client: Any) -> None:
+    """Billing's own events through the real ``portal.reporting`` queue: an unmatched 45.000 ₫
+    transfer (its ``billing.payment.received``) and its assignment to an invoice (a second one,
+    ``assignedFrom`` the first) are one transfer of 45.000 ₫ in "cashless share", not two; both
+    events are still counted among the events. A cash payment beside it counts as before."""
+    from types import SimpleNamespace
+
+    from sen_billing.domain import payments
+    from sen_billing.domain.webhooks import Transfer
+    from sen_shared.bus import load_catalog
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    from tests.billing_support import make_invoice, scratch_db
+
+    cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
+    with scratch_db(mongo_client, "d") as bdb:
+        iid, _ = make_invoice(bdb, 100_000)
+        accounts = {"0011000000001": "org-a"}  # the facility's receiving account: its queue
+        waiting = payments.record_transfer(bdb, Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12],
+                                                         amount=45_000, description="chuyen tien",
+                                                         account="0011000000001"),
+                                           uuid.uuid4().hex, account_facilities=accounts).payment["_id"]
+        payments.assign_unmatched(bdb, waiting, iid, cashier, accounts)
+        payments.record_cash(bdb, iid, 5_000, cashier, "shift-1")
+        events = [entry_event(e) for doc in bdb["payments"].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+    assert len(events) == 3
+    for e in events:
+        load_catalog().validate(e)  # the schema (v1) takes the assignment's assignedFrom
+    assigned = next(e for e in events if e["data"]["payment"] == f"assign:{waiting}")
+    assert assigned["data"]["assignedFrom"] == waiting and assigned["data"]["invoice"] == f"Invoice/{iid}"
+    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events)
+    assert fresh_db[FACTS].count_documents({"k": "billing.payment.received"}) == 3
+    today = datetime.now(VN).date()
+    d = dashboard(fresh_db, today, today, None)
+    assert d["cashless_share"] == {"transfer_amount": 45_000, "cash_amount": 5_000, "share": 0.9,
+                                   "transfer_count": 1, "cash_count": 1}
+
+
+def test_an_older_assignment_event_without_assigned_from_is_not_counted_twice(fresh_db: Any) -> None:
+    """Events published before ``assignedFrom`` name the assignment only by its id (``assign:``)."""
+    first = paid(A, CL, 3, 45_000, "transfer")
+    first["data"].update({"payment": "standard:tx1", "matched": False})
+    again = paid(A, CL, 3, 45_000, "transfer")
+    again["data"]["payment"] = "assign:standard:tx1"
+    for e in (first, again):
+        assert arrive(fresh_db, e) is True
+    d = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
+    assert (d["cashless_share"]["transfer_count"], d["cashless_share"]["transfer_amount"]) == (1, 45_000)

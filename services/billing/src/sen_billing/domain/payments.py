@@ -149,6 +149,8 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["facility"] = f"Organization/{payment['facility']}"
     if payment.get("district"):
         data["district"] = payment["district"]
+    if payment.get("assigned_from"):  # the same money as the unmatched transfer's own event: not new money
+        data["assignedFrom"] = payment["assigned_from"]
     # an unmatched payment's subject: a PaymentNotice-style reference built from its id
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", payment["_id"])[:64]
     # validated against its schema in the tests (test_billing_webhooks), not on every payment (0.8 ms)

@@ -5,9 +5,11 @@ fact's dimensions (``time`` picks the field whose local day the fact counts on; 
 under ``minutes`` is a duration from the first time to the second, in whole minutes). An
 event type that is not listed still becomes a fact (counted per type and day), dated by
 its envelope ``time``. :data:`SECTIONS` says how facts are grouped for each chart: the
-routing keys it takes, the dimensions it groups by (the fact's local ``day`` always first)
-and whether it sums ``amount``. A section's rows (``{day, <dims>, n[, amount]}``) merge by
-addition, so rows of any set of buckets add up to the same rows as the facts themselves.
+routing keys it takes, the dimensions it groups by (the fact's local ``day`` always first),
+whether it sums ``amount`` and which facts it leaves out (``skip``: those carrying that mark,
+e.g. a payment event that ``restates`` money an earlier event counted). A section's rows
+(``{day, <dims>, n[, amount]}``) merge by addition, so rows of any set of buckets add up to the
+same rows as the facts themselves.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     "teleconsult.consult.completed": {"time": "completedAt", **_CONSULT, "minutes": ("requestedAt", "completedAt")},
     "teleconsult.appointment.booked": {"time": "bookedAt"},
     "billing.invoice.issued": {"time": "issuedAt", "facility": "facility", "district": "district", "amount": "total"},
+    # ``assignedFrom``: a cashier put an unmatched transfer on an invoice; the money was counted by
+    # that transfer's own event, so this one restates it (kept as the fact's ``restates``)
     "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
-                                 "amount": "amount", "channel": "channel"},
+                                 "amount": "amount", "channel": "channel", "restates": "assignedFrom"},
     "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
                              "channel": "channel"},
 }
@@ -46,7 +50,9 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # time to answer (requested -> accepted) as a histogram of whole minutes per priority
     "answers": {"kinds": ("teleconsult.consult.accepted",), "by": ("district", "priority", "minutes")},
     "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
-    "payments": {"kinds": ("billing.payment.received",), "by": ("district", "channel"), "sum": "amount"},
+    # money received, each transfer once: an assignment's event restates its unmatched transfer's
+    "payments": {"kinds": ("billing.payment.received",), "by": ("district", "channel"), "sum": "amount",
+                 "skip": "restates"},
     # residents with an electronic record: patients created minus deleted (no district in these events)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted"), "by": ("k",)},
 }
@@ -99,6 +105,8 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
             fact[dim] = value
     if "amount" in spec and isinstance(data.get(spec["amount"]), int | float):
         fact["amount"] = int(data[spec["amount"]])
+    if "restates" in spec and (restated := _restated(data, spec["restates"])):
+        fact["restates"] = restated
     if "minutes" in spec:
         start, end = (instant(data.get(f)) for f in spec["minutes"])
         if start is not None and end is not None:
@@ -107,6 +115,18 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
                   "time": event.get("time"), "subject": event.get("subject"),
                   "data": {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}}
     return fact
+
+
+def _restated(data: Mapping[str, Any], field: str) -> str | None:
+    """The earlier event's subject this event restates (an assigned transfer's first payment id);
+    billing's events from before ``assignedFrom`` name it only in the id (``assign:<payment>``)."""
+    value = data.get(field)
+    if isinstance(value, str) and value:
+        return value
+    payment = data.get("payment")
+    if isinstance(payment, str) and payment.startswith("assign:"):
+        return payment.removeprefix("assign:") or None
+    return None
 
 
 # ------------------------------------------------------------------------------ rows
@@ -118,10 +138,10 @@ def _key(row: Mapping[str, Any], by: tuple[str, ...]) -> tuple[Any, ...]:
 def rows_of_facts(facts: Iterable[Mapping[str, Any]], section: str) -> list[dict[str, Any]]:
     """Group facts into one section's rows."""
     spec = SECTIONS[section]
-    kinds, by, total = spec["kinds"], spec["by"], spec.get("sum")
+    kinds, by, total, skip = spec["kinds"], spec["by"], spec.get("sum"), spec.get("skip")
     acc: dict[tuple[Any, ...], dict[str, Any]] = {}
     for f in facts:
-        if kinds is not None and f.get("k") not in kinds:
+        if (kinds is not None and f.get("k") not in kinds) or (skip and f.get(skip)):
             continue
         key = _key(f, by)
         row = acc.get(key)
