@@ -247,7 +247,7 @@ def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, 
     # the receipt, printable
     h = cashier(dev_key)
     page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
-    assert page.status_code == 200 and "150.000 ₫" in page.text and receipt["number"] in page.text
+    assert page.status_code == 200 and "150.000\u00a0₫" in page.text and receipt["number"] in page.text
     assert "Cơ sở: Trạm Y tế xã Mỹ Hiệp" in page.text and "Cơ sở: org-a" not in page.text  # its name, not id
     pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")

@@ -481,7 +481,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
 <html lang="vi"><head><meta charset="utf-8"><title>Biên lai {esc(receipt['number'])}</title>
 <style>
  body {{ font-family: "DejaVu Sans", "Noto Sans", sans-serif; font-size: 9.5pt; margin: 0; }}
- .facility {{ font-weight: bold; text-transform: uppercase; margin: 0; }}
+ .facility {{ font-weight: bold; margin: 0; }}
  h1 {{ font-size: 15pt; text-align: center; margin: 10px 0 8px; }}
  h2 {{ font-size: 10.5pt; margin: 12px 0 4px; }}
  table {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
@@ -496,7 +496,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
  @page {{ size: A4; margin: 15mm; }}
 </style></head>
 <body>
-<p class=facility>{esc(facility_name or str(receipt.get('facility') or ''))}</p>
+<p class=facility>Cơ sở: {esc(facility_name or str(receipt.get('facility') or ''))}</p>
 <h1>BIÊN LAI THU TIỀN</h1>
 <table class=facts><colgroup><col style="width:28%"><col></colgroup>{fact_rows}</table>
 <h2>Dịch vụ</h2>
