@@ -468,7 +468,8 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
         sums.append(("Đã hoàn trả", receipt["refunded"]))
     if receipt.get("credit"):
         sums.append(("Tiền thừa còn lại (ghi có cho người bệnh)", receipt["credit"]))
-    totals = "".join(f"<tr><th>{label}</th><td class=n>{_money(v)}</td></tr>" for label, v in sums)
+    totals = "".join(f"<tr{' class=owed' if label == 'Người bệnh phải trả' else ''}><th>{label}</th>"
+                     f"<td class=n>{_money(v)}</td></tr>" for label, v in sums)
     reference = receipt.get("reference")
     facts = [("Số biên lai", f"<b>{esc(receipt['number'])}</b>")]
     if reference:
@@ -490,7 +491,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
  table.lines th, table.pay th {{ background: #eee; font-size: 8.5pt; }}
  .n {{ text-align: right; white-space: nowrap; overflow-wrap: normal; }} .c {{ text-align: center; }}
  table.facts th, table.sums th {{ font-weight: normal; color: #333; }}
- table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }} table.sums tr:last-child {{ font-weight: bold; }}
+ table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }} table.sums tr.owed, table.sums tr.owed th {{ font-weight: bold; color: #000; }}
  table.sign {{ margin-top: 18px; }} table.sign td {{ text-align: center; font-weight: bold; height: 70px; }}
  table.sign i {{ font-weight: normal; font-size: 8.5pt; }}
  @page {{ size: A4; margin: 15mm; }}
