@@ -5,7 +5,8 @@ service's worker process: consumers, outbox relay, sweeps), after their index st
 province is seeded with ``deploy/local/seed.py`` (the EHR's facilities, practitioners and
 patients; the hub specialists' Schedules). Then a clinic submits a consult, a hub doctor
 accepts it, the clinic finds a slot with the specialist, holds it and books it, the doctor
-completes the consult with the minutes, and the EHR record holds them: an Encounter of class
+completes the consult with the minutes before the visit's time (the visit is then cancelled, its slot
+free again: only a visit that has begun is fulfilled), and the EHR record holds them: an Encounter of class
 VR and a Composition, made from ``teleconsult.consult.completed``.
 """
 
@@ -170,17 +171,22 @@ def test_submit_accept_find_hold_book_complete_and_the_record_holds_the_minutes(
     assert httpx.get(f"{tc}/fhir/{proposal['slot'][0]['reference']}", headers=clinic,
                      timeout=30).json()["status"] == "busy"
 
-    # at the visit the doctor starts the consult: in progress
+    # the doctor starts the consult (reviews the record): in progress; the visit is still to come
     r = _post(f"{tc}/fhir/Task/{task_id}/$start", _params(), doctor)
     assert r.status_code == 200 and r.json()["status"] == "in-progress", r.text
 
-    # the doctor completes it with the minutes
+    # the doctor answers from the record before the visit's time and signs the minutes now: the consult
+    # is complete, and the visit still to come is cancelled (its slot offered again), not fulfilled
+    signed = datetime.now().astimezone()
     r = _post(f"{tc}/fhir/Task/{task_id}/$complete",
-              _minutes(f"Appointment/{booked['id']}", booked["start"], booked["end"]), doctor)
+              _minutes(f"Appointment/{booked['id']}", (signed - timedelta(minutes=30)).isoformat(timespec="seconds"),
+                       signed.isoformat(timespec="seconds")), doctor)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "completed"
     appt = httpx.get(f"{tc}/fhir/Appointment/{booked['id']}", headers=admin, timeout=30).json()
-    assert appt["status"] == "fulfilled"
+    assert appt["status"] == "cancelled" and appt["cancelationReason"]["text"], appt
+    assert httpx.get(f"{tc}/fhir/{proposal['slot'][0]['reference']}", headers=clinic,
+                     timeout=30).json()["status"] == "free"
     task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=clinic, timeout=30).json()
     assert task["status"] == "completed"  # the requesting clinic sees the result
 

@@ -101,15 +101,20 @@ class SubmissionGate:
     whose Task is not stored is held back while it is young (its request is writing it) and made
     whole once it is older than the grace period (its request died), before its
     ``consult.requested`` goes out. So every committed submission is finished by the worker
-    even when nobody reads it. One Task lookup (equalities) per batch of links 1."""
+    even when nobody reads it. One Task lookup (equalities) per batch of links 1.
 
-    fields = ("k", "n", "op", "at")
+    A step that closes the consult (``$cancel``, ``$reject``, ``$complete``) has its visit ended
+    (:meth:`Consults.end_visits`, idempotent: its request did it already unless it died after its
+    claim) before its event goes out; held back for the next pass when the database refuses."""
+
+    fields = ("k", "n", "op", "at", "state", "facts", "by", "visit_why", "visit_at", "appointment")
 
     def __init__(self, consults: Consults, grace: timedelta | None = None) -> None:
         self.consults = consults
         self.grace = grace
 
     def __call__(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        docs = self._end_visits(docs)
         firsts = [d for d in docs if d.get("n") == 1 and d.get("op") == "$submit" and d.get("k")]
         if not firsts:
             return docs
@@ -134,6 +139,18 @@ class SubmissionGate:
                 continue
             log.warning("finished a submission its request left half-done", extra={"task": d["k"]})
         return [d for d in docs if d["_id"] not in held]
+
+    def _end_visits(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        held: set[Any] = set()
+        for d in docs:
+            if d.get("op") not in rules.CLOSING_OPS or not d.get("facts"):
+                continue
+            try:
+                self.consults.end_visits(d)
+            except Exception:  # noqa: BLE001 - the database refused: held back, the next pass tries again
+                log.exception("the closed consult's visit could not be ended yet", extra={"task": d.get("k")})
+                held.add(d["_id"])
+        return [d for d in docs if d["_id"] not in held] if held else docs
 
 
 def now_vn() -> datetime:
@@ -705,7 +722,8 @@ class Consults:
             task["statusReason"] = {"text": reason}
             task.pop("businessStatus", None)
             return Change("rejected", task, sr_status="revoked", events=[(
-                "teleconsult.consult.rejected", {**_event_base(f), "reason": reason, "rejectedAt": at})])
+                "teleconsult.consult.rejected", {**_event_base(f), "reason": reason, "rejectedAt": at})],
+                extra={"visit_why": rules.visit_end_reason("$reject", reason)}, after=self._end_visits_now)
 
         return self.step(task_id, "$reject", actor, decide)
 
@@ -718,7 +736,8 @@ class Consults:
                 task["statusReason"] = {"text": reason}
             task.pop("businessStatus", None)
             return Change("cancelled", task, sr_status="revoked", events=[(
-                "teleconsult.consult.cancelled", {**_event_base(f), "cancelledAt": at})])
+                "teleconsult.consult.cancelled", {**_event_base(f), "cancelledAt": at})],
+                extra={"visit_why": rules.visit_end_reason("$cancel", reason)}, after=self._end_visits_now)
 
         return self.step(task_id, "$cancel", actor, decide)
 
@@ -829,6 +848,11 @@ class Consults:
             owner = ref_of(task.get("owner")) or ""
             performer = owner if owner.startswith("Practitioner/") else minutes.chair
             appointment = minutes.appointment or self._appointment_of(f["serviceRequest"])
+            # the visit the minutes are of, if it took place: one still to come is cancelled once the
+            # step is in (end_visits), so the record and the event name no visit that never was
+            # (judged as of ``decided``, which end_visits judges by too: the event and the visit agree)
+            decided = datetime.now(UTC)
+            held = appointment if appointment and self._visit_began(appointment, decided) else None
             task["status"] = "completed"
             task["executionPeriod"] = {"start": minutes.start, "end": minutes.end}
             task["output"] = rules.minutes_outputs(minutes)
@@ -838,8 +862,8 @@ class Consults:
                 "requester": f["requester"], "performer": performer,
                 "period": {"start": minutes.start, "end": minutes.end}, "minutes": rules.minutes_event(minutes),
                 "completedAt": at, "priority": f["priority"], "requestedAt": f["requestedAt"]}
-            if appointment:
-                data["appointment"] = appointment
+            if held:
+                data["appointment"] = held
             if f.get("district"):
                 data["district"] = f["district"]
             # the name the EHR held at submission (rules.named), for billing's receipt: no EHR call here
@@ -847,8 +871,9 @@ class Consults:
                 data["patientDisplay"] = name
             return Change("completed", task, sr_status="completed",
                           events=[("teleconsult.consult.completed", data)],
-                          extra={"appointment": appointment, "owner": link.get("owner")},
-                          after=lambda mine: self._fulfil(mine.get("appointment"), actor))
+                          extra={"appointment": appointment, "owner": link.get("owner"),
+                                 "visit_why": rules.visit_end_reason("$complete", None), "visit_at": decided},
+                          after=self._end_visits_now)
 
         return self.step(task_id, "$complete", actor, decide)
 
@@ -859,17 +884,41 @@ class Consults:
                 return f"Appointment/{doc['_id']}"
         return None
 
-    def _fulfil(self, appointment: str | None, actor: Actor) -> None:
-        """Mark the consult's Appointment fulfilled, through the scheduling module (it owns Appointments)."""
-        if not appointment:
-            return
+    def _visit_began(self, appointment: str, at: datetime) -> bool:
         from .domain import scheduling
 
+        return scheduling.has_started(self.db, ref_id(appointment), at)
+
+    def _end_visits_now(self, link: Mapping[str, Any]) -> None:
+        """:meth:`end_visits` on the step's request: the step is in whatever happens here; a failure
+        (the database) is left to the relay's gate, which runs it again before the step's event."""
         try:
-            scheduling.mark_fulfilled(self.db, ref_id(appointment), by=actor.ref)
-        except FhirError as err:  # never booked, or cancelled: the consult is complete all the same
-            log.warning("appointment not marked fulfilled", extra={"appointment": appointment,
-                                                                   "status": err.status, "detail": err.detail})
+            self.end_visits(link)
+        except Exception:  # noqa: BLE001 - the gate finishes it
+            log.exception("the consult's visit not ended yet; the relay's gate will", extra={"task": link["k"]})
+
+    def end_visits(self, link: Mapping[str, Any]) -> dict[str, str]:
+        """The consult's visit ends with it (a link of ``$cancel``, ``$reject`` or ``$complete``):
+        ``scheduling.close_visits`` closes the consult's visit chain to new bookings and ends the
+        active visit: ``fulfilled`` by ``$complete`` when it had begun at the step's time, else
+        ``cancelled`` with the link's ``visit_why`` (its slot free again, its reminders stopped).
+        Run by the step's request right after its claim, and by the relay's gate
+        (:class:`SubmissionGate`) before the step's event goes out, so a request that died after
+        its claim is finished by the worker; idempotent, and safe to run by both at once."""
+        if link.get("op") not in rules.CLOSING_OPS or link.get("state") not in rules.FINAL_STATES:
+            return {}
+        from .domain import scheduling
+        from .scheduling_settings import scheduling_config
+
+        facts, by = link["facts"], link.get("by") or {}
+        at = link.get("visit_at") or link.get("at") or datetime.now(UTC)  # $complete: as its decision judged
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+        return scheduling.close_visits(
+            self.db, scheduling_config(self.settings), ref_id(facts["serviceRequest"]), closed=link["state"],
+            why=str(link.get("visit_why") or rules.visit_end_reason(str(link["op"]), None)),
+            by=str(by.get("sub") or "system"), ref=str(by.get("ref") or SYSTEM_ACTOR), at=at,
+            fulfil_started=link["op"] == "$complete",
+            also=[ref_id(a) for a in (link.get("appointment"),) if isinstance(a, str) and "/" in a])
 
     # ------------------------------------------------------------------ SLA
 

@@ -71,6 +71,21 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$start", "$complete"})
 CLINIC_OPS = frozenset({"$cancel", "$provide-info"})
 
+# the steps that close a consult, and with it its visit (``Consults.end_visits``): a visit still to come
+# is cancelled, its slot freed; ``$complete`` marks fulfilled a visit that had begun
+CLOSING_OPS = frozenset({"$cancel", "$reject", "$complete"})
+
+
+def visit_end_reason(op: str, reason: str | None) -> str:
+    """The ``cancelationReason`` of a visit its consult's closing step cancels (Vietnamese first)."""
+    said = f": {reason.strip()[:300]}" if reason and reason.strip() else ""
+    if op == "$cancel":
+        return f"Phòng khám đã hủy yêu cầu hội chẩn (the clinic cancelled the consult){said}"
+    if op == "$reject":
+        return f"Bác sĩ tuyến trên đã từ chối hội chẩn (the hub declined the consult){said}"
+    return "Hội chẩn đã kết thúc trước giờ hẹn (the consult was completed before this visit)"
+
+
 # ``$message``: a free message on the consult's thread, by either side, at any time but once the consult
 # was refused or withdrawn (a message after completion stays useful: thanks, a follow-up question). Not
 # a step: the Task's state and version stay as they are (its own insert, :meth:`Consults.post_message`)

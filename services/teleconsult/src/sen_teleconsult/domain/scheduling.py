@@ -32,8 +32,11 @@ consult race for the same link and the loser never touches a slot. The winner th
 its slot appends a link naming the visit before it again (``rv``). A reschedule's new
 appointment takes the next link even though the one it replaces (named in the link, ``rp``) is
 still active. Confirming a hold, cancel, no-show and fulfilled write no link: the next booking
-reads the appointment's state from its slot's chain. A consult without links (booked before
-them) is looked up among the Appointments based on it, once, by its first booking since.
+reads the appointment's state from its slot's chain. The consult's closing (its Task cancelled,
+rejected or completed) appends a closing link (``cl``) after which no visit is taken, and ends the
+visit it finds (:func:`close_visits`); a booking reads the chain again once its slot is claimed
+(:func:`_closed_meanwhile`), so a booking racing the close never leaves a visit booked. A consult
+without links (booked before them) is looked up among the Appointments based on it, once, by its first booking since.
 Appointments without a ServiceRequest take no part (no read, no write).
 
 Events: the ``booked`` link carries ``teleconsult.appointment.booked`` in its outbox (an
@@ -55,7 +58,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.bus import outbox
 from sen_shared.bus.events import make_event
-from sen_shared.claims import ClaimTaken, advance, claim_once, latest, release
+from sen_shared.claims import ClaimTaken, advance, claim_once, latest, link_id, release
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
@@ -773,6 +776,8 @@ def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], s
         return None
     coll = db[CONSULT_VISITS]
     last = latest(coll, key)
+    if last is not None and last.get("cl"):
+        raise _closed_consult(key, last)
     old = replaces.get("id") if replaces is not None else None
     if last is None:
         current = _legacy_visit(db, key, ctx.now, old)
@@ -787,10 +792,39 @@ def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], s
     try:
         return VisitClaim(key, advance(coll, key, last, doc))
     except ClaimTaken as lost:
+        if lost.holder is not None and lost.holder.get("cl"):
+            raise _closed_consult(key, lost.holder) from None
         if old is not None:
             raise FhirError(f"Appointment/{old} was rescheduled by someone else meanwhile; read it again",
                             status=409, code="conflict") from None
         raise _has_visit(key, lost.holder) from None
+
+
+def _closed_consult(key: str, link: dict[str, Any]) -> FhirError:
+    state = {"cancelled": "cancelled by the clinic", "rejected": "declined by the hub",
+             "completed": "completed"}.get(str(link.get("cl")), str(link.get("cl")))
+    return FhirError(f"ServiceRequest/{key} is closed ({state}): it takes no visit any more; a new consult "
+                     "request is needed for another", status=409, code="business-rule")
+
+
+def _closed_meanwhile(db: Database, ctx: Ctx, claim: VisitClaim | None, appt_id: str) -> None:
+    """After a consult's booking or hold claimed its slot and stored its Appointment: 409 (its
+    appointment cancelled) when the consult was closed meanwhile (:func:`close_visits` appended
+    its closing link after this booking's visit link, and may have read the slot before this
+    booking claimed it). Of the closer (writes its link, then reads the slot's chain) and this
+    booking (wrote its slot link and Appointment, then reads the consult's chain) at least one
+    sees the other's insert, so no booked visit outlives the consult's closing."""
+    if claim is None:
+        return
+    last = latest(db[CONSULT_VISITS], claim.key)
+    if last is None or not last.get("cl"):
+        return
+    try:
+        cancel(db, ctx, appt_id, str(last.get("why") or "the consult was closed"))
+    except FhirError as err:  # the closer cancelled it first: the same end
+        log.info("visit of a closed consult ended by its closer", extra={"appointment": appt_id,
+                                                                         "error": err.detail})
+    raise _closed_consult(claim.key, last)
 
 
 def revert_visit(db: Database, ctx: Ctx, claim: VisitClaim | None, why: str) -> None:
@@ -829,6 +863,7 @@ def hold(db: Database, ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
         {"url": "https://fhir.sen.vn/StructureDefinition/appointment-hold-expires", "valueDateTime": iso_local(exp)})
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
+    _closed_meanwhile(db, ctx, visit, appt_id)
     return resource
 
 
@@ -897,6 +932,7 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         pk.end()  # the turn ends with the claim (in _claim), or here when no claim was made
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
+    _closed_meanwhile(db, ctx, visit, appt_id)  # before its reminders: a visit of a closed consult has none
     _after_booking(db, ctx, resource, slotted)
     return resource
 
@@ -1030,6 +1066,102 @@ def mark_fulfilled(db: Database, appointment_id: str, *, by: str = "system",
     """
     ctx = Ctx(cfg or SchedulingConfig(), by=by, now=now or utcnow(), ref=by if "/" in by else SYSTEM_REF)
     return _transition(db, ctx, appointment_id, "fulfilled", ("booked",))[0]
+
+
+# ------------------------------------------------------------ the consult closed: its visit ends
+
+CLOSE_ATTEMPTS = 8  # a closing link loses only to a booking's link (or a revert): it reads again
+END_ATTEMPTS = 5  # ending one visit loses only to its own confirm or reschedule step: it reads again
+
+
+def has_started(db: Database, appt_id: str, at: datetime) -> bool:
+    """Whether the Appointment's visit had begun at ``at`` (its start at or before it); False for
+    an unknown one."""
+    try:
+        start = read_appointment(db, appt_id).get("start")
+    except FhirError:
+        return False
+    return isinstance(start, str) and datetime.fromisoformat(start) <= at
+
+
+def close_visits(db: Database, cfg: SchedulingConfig, key: str, *, closed: str, why: str, by: str, ref: str,
+                 at: datetime, fulfil_started: bool = False, also: Iterable[str] = ()) -> dict[str, str]:
+    """The consult ``key`` (a ServiceRequest id) was closed (``closed``: its Task's final state): it
+    takes no visit any more, and the visit it has ends. ``{appointment id: how it ended}``.
+
+    (1) A closing link (``cl``) is appended to the consult's visit chain: every later hold, booking
+    or reschedule for the consult reads it and answers 409 (:func:`claim_visit`), and one that
+    claimed its visit link before it checks again once its slot is claimed
+    (:func:`_closed_meanwhile`). (2) The appointments the link before it names (the visit, and the
+    one a reschedule was moving) are ended if still active: ``fulfilled`` when ``fulfil_started``
+    (the consult was completed) and the visit had begun at ``at`` (booked, its start at or before
+    ``at``), else ``cancelled`` with ``why``: the slot is free again and its reminders stop (they
+    send only while the slot's chain says booked). A consult without visit links (booked before
+    them) has its active Appointments looked up. ``also``: Appointment ids named by the caller
+    (the minutes' ``appointment``), ended the same way when based on this consult.
+
+    Idempotent, and safe to run by several at once (the step's request, the relay's gate): the
+    closing link is claimed by its insert (a second closer finds it and goes on to (2)); each
+    appointment's end is a link of its slot's chain (``cancel``/``mark_fulfilled``), of which
+    racing enders claim one, the others finding it ended."""
+    coll = db[CONSULT_VISITS]
+    for _ in range(CLOSE_ATTEMPTS):
+        last = latest(coll, key)
+        if last is not None and last.get("cl"):
+            break
+        try:
+            last = advance(coll, key, last, {"ap": None, "cl": closed, "why": why, "by": by, "at": utcnow()})
+            break
+        except ClaimTaken:
+            continue  # a booking (or a revert) took the link: read again
+    else:
+        raise FhirError(f"ServiceRequest/{key}'s visits are changing too fast; retry", status=503, code="transient")
+    names: list[str] = []
+    before = coll.find_one({"_id": link_id(key, int(last["n"]) - 1)}) if int(last["n"]) > 1 else None
+    if before is not None:
+        names += [str(x) for x in (before.get("ap"), (before.get("rp") or {}).get("ap")) if x]
+    else:  # no visit links before the closing one: any Appointment stored before the links
+        ref_sr = f"ServiceRequest/{key}"
+        names += [d["_id"] for d in db[APPOINTMENT].find({"sp_based-on": ref_sr, "del": False},
+                                                         {"_id": 1, "sp_status": 1})
+                  if {"booked", "pending"} & set(d.get("sp_status") or ())]
+    for extra in also:
+        if extra and extra not in names:
+            try:
+                if consult_of(read_appointment(db, extra)) == key:
+                    names.append(extra)
+            except FhirError:
+                continue
+    ctx = Ctx(cfg, by=by, ref=ref, now=utcnow())
+    return {ap: _end_visit(db, ctx, ap, why, fulfil_started=fulfil_started, at=at) for ap in dict.fromkeys(names)}
+
+
+def _end_visit(db: Database, ctx: Ctx, appt_id: str, why: str, *, fulfil_started: bool, at: datetime) -> str:
+    """End one visit of a closed consult (:func:`close_visits`); what it is now."""
+    for _ in range(END_ATTEMPTS):
+        try:
+            resource = read_appointment(db, appt_id)
+        except FhirError:
+            # its booking claimed the slot but has not stored it yet: that booking reads the
+            # closing link once it has (_closed_meanwhile) and cancels it itself
+            return "unwritten"
+        status = current_status(db, appt_id, utcnow())
+        if status not in ("pending", "booked"):
+            return status
+        started = datetime.fromisoformat(resource["start"]) <= at
+        try:
+            if fulfil_started and status == "booked" and started:
+                mark_fulfilled(db, appt_id, by=ctx.ref, cfg=ctx.cfg)
+                return "fulfilled"
+            cancel(db, Ctx(ctx.cfg, by=ctx.by, ref=ctx.ref, now=utcnow()), appt_id, why)
+            return "cancelled"
+        except FhirError as err:
+            if err.status != 409:
+                log.warning("visit of a closed consult not ended", extra={"appointment": appt_id,
+                                                                          "error": err.detail})
+                return status
+            continue  # confirmed, rescheduled or ended by someone else meanwhile: read again
+    return current_status(db, appt_id, utcnow())
 
 
 def reschedule(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any]) -> dict[str, Any]:
