@@ -584,3 +584,22 @@ def test_a_billing_that_cannot_list_them_is_a_sentence(client, fake):
     assert r.status_code == 200 and "Dịch vụ chưa lập hóa đơn" in body
     assert "Hiện không kết nối được Dịch vụ thanh toán" in body and 'data-testid="bhyt-card"' not in body
     assert 'data-testid="no-card"' in body  # the card part, read apart, still shows
+
+
+def test_a_price_changed_after_the_page_showed_it_is_flagged_before_the_invoice_is_issued(client, fake):
+    """The cashier's lines showed 39.000 ₫; an admin saves 45.000 meanwhile. The submit charges nothing:
+    the line says the price changed (from what to what), the page shows the new price and total; the
+    cashier issues again and the invoice is made."""
+    sign_in(client)
+    page = _ready_to_issue(client, fake)
+    shown = re.findall(r'name="line_price" value="([^"]*)"', page)
+    assert shown == ["39000", "20000"]  # the unit prices the page showed, posted with the form
+    fake.prices["kham-benh"]["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 45000
+    r = post(client, page, action="issue", line_price=shown)
+    again = r.get_data(as_text=True)
+    assert r.status_code == 422 and fake.writes == []  # nothing charged at the old or the new price unseen
+    assert "Giá đã đổi từ 39.000\u00a0₫ thành 45.000\u00a0₫" in again
+    assert re.findall(r'name="line_price" value="([^"]*)"', again) == ["45000", "20000"]
+    assert re.search(r'data-testid="lines-total"><strong>65.000\u00a0₫', again)
+    r = post(client, again, action="issue", line_price=re.findall(r'name="line_price" value="([^"]*)"', again))
+    assert r.status_code == 302 and len(fake.invoices) == 1

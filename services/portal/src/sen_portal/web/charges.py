@@ -65,7 +65,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Re
 from . import backend_message, bp, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
-from .formatting import TZ, human_name, identifier
+from .formatting import TZ, human_name, identifier, vnd
 from .forms import LocalDateField
 from .patients import FHIR_ID
 
@@ -112,6 +112,7 @@ class Line:
     qty_text: str
     entry: dict[str, Any] | None = None  # the price list's entry (None: not on it, or the list unknown)
     error: str | None = None
+    shown: int | None = None  # the unit price the page showed the cashier (``line_price``), if it did
 
     @property
     def qty(self) -> int | None:
@@ -125,11 +126,13 @@ class Line:
 
 def read_lines(form: Any) -> list[Line]:
     """The lines posted (``line_service`` and ``line_qty`` in pairs), ids checked, at most MAX_LINES."""
-    services, qtys = form.getlist("line_service"), form.getlist("line_qty")
+    services, qtys, shown = form.getlist("line_service"), form.getlist("line_qty"), form.getlist("line_price")
     lines = []
     for i, sid in enumerate(services[:MAX_LINES]):
         if FHIR_ID.fullmatch(sid):
-            lines.append(Line(sid, (qtys[i] if i < len(qtys) else "1")[:12]))
+            price = shown[i] if i < len(shown) else ""
+            lines.append(Line(sid, (qtys[i] if i < len(qtys) else "1")[:12],
+                              shown=int(price) if price.isdigit() and len(price) <= 13 else None))
     return lines
 
 
@@ -526,6 +529,12 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     for line in lines:
         if line.service not in listing and line.error is None:
             line.error = gettext("This service is no longer on the price list; remove the line.")
+        elif line.error is None and line.shown is not None and listing[line.service]["price"] != line.shown:
+            # an admin changed the price since the page showed it: the cashier sees the new one before
+            # the patient is charged it (the page now shows it, so issuing again charges it)
+            line.error = gettext("The price changed from %(old)s to %(new)s since the page showed it: check "
+                                 "the total, then issue again.", old=vnd(line.shown),
+                                 new=vnd(listing[line.service]["price"]))
     if patient_problem or lines_problem or any(line.error for line in lines):
         return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
                        lines_problem=lines_problem, errors_summary=True)
