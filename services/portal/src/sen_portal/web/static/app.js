@@ -18,8 +18,9 @@
     bar.hidden = false;
     bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100);
   });
-  // a form's files over its limits (data-max-file each, data-max-total together: the portal's whole-request
-  // limit) are said in its data-too-large box before anything is sent; what was typed stays
+  // a form's files over its data-max-total together (the portal's whole-request limit) are said in its
+  // data-too-large box before anything is sent; what was typed stays (one file over the per-file limit
+  // goes on: the page names it)
   function tooLargeBox(form) {
     var id = form && form.getAttribute && form.getAttribute("data-too-large");
     return id ? document.getElementById(id) : null;
@@ -27,12 +28,11 @@
   document.addEventListener("submit", function (evt) {
     var form = evt.target, box = tooLargeBox(form);
     if (!box) return;
-    var each = Number(form.getAttribute("data-max-file")), total = Number(form.getAttribute("data-max-total"));
-    var sum = 0, over = false;
+    var total = Number(form.getAttribute("data-max-total")), sum = 0;
     form.querySelectorAll("input[type=file]").forEach(function (input) {
-      Array.prototype.forEach.call(input.files || [], function (f) { sum += f.size; if (f.size > each) over = true; });
+      Array.prototype.forEach.call(input.files || [], function (f) { sum += f.size; });
     });
-    box.hidden = !(over || sum > total);
+    box.hidden = !(sum > total);
     if (!box.hidden) {  // before htmx's own listener on the form (this one runs while capturing)
       evt.preventDefault(); evt.stopPropagation();
       var live = document.getElementById("live-error"); if (live) live.hidden = true;
