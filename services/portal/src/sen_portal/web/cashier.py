@@ -191,8 +191,19 @@ def is_paid(s: dict[str, Any] | None) -> bool:
 
 
 def cancellable(s: dict[str, Any]) -> bool:
-    """Billing cancels a draft or issued invoice with nothing paid toward it (else 409: refund first)."""
-    return s.get("status") in ("draft", "issued") and not s.get("payments") and not is_paid(s)
+    """Billing cancels a draft or issued invoice with nothing paid toward it (else 409: refund first);
+    ``paid`` is net of the payments given back (the invoice owes them again)."""
+    return s.get("status") in ("draft", "issued") and not int(s.get("paid") or 0) and not is_paid(s)
+
+
+def refundables(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The payments a refund can give something back of now (billing's ``refundable`` > 0: a late
+    one, one toward an invoice still owed, a paid invoice's credit); a summary without it (an older
+    billing): every payment, as before."""
+    payments = s.get("payments") or []
+    if payments and all("refundable" in p for p in payments):
+        return [p for p in payments if int(p.get("refundable") or 0) > 0]
+    return payments
 
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-invoice")
@@ -251,9 +262,10 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         forms["cash_form"] = _cash_form(s.get("balanceDue"))
     if "cancel_form" not in forms and cancellable(s):
         forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
-    if "refund_form" not in forms and s.get("payments"):
+    if "refund_form" not in forms and refundables(s):
         forms["refund_form"] = RefundForm(formdata=None, txn=uuid.uuid4().hex)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
+                           refundables=refundables(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            until=_expires(qr), title=gettext("Invoice"), **forms, **ctx), status
 
@@ -332,7 +344,8 @@ def invoice_status(iid: str) -> Any:
     # the cash form's prefill follows the balance too (app.js keeps an amount the cashier typed)
     cash_form = _cash_form(balance) if qr_swap and isinstance(balance, int) and balance > 0 else None
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
-                           qr_swap=qr_swap, due=due, until=until, cash_form=cash_form)
+                           qr_swap=qr_swap, due=due, until=until, cash_form=cash_form,
+                           cancellable=cancellable(s))
 
 
 @bp.route("/invoices/<iid>/qr.svg")

@@ -55,6 +55,11 @@ def _refundable(m: re.Match[str], err: BackendError) -> str:
     return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(amount))
 
 
+def _whole(m: re.Match[str], _e: BackendError) -> str:
+    return gettext("A payment toward an invoice still owed is given back whole (%(amount)s): leave the amount "
+                   "empty or enter all of it.", amount=vnd(int(m.group(1))))
+
+
 def _invoice_state(m: re.Match[str], _e: BackendError) -> str:
     state = m.group(1)
     if state == "balanced":
@@ -95,6 +100,14 @@ _CONFLICT = ("Conflict", "conflict")
 RULES: tuple[Rule, ...] = (
     # billing: payments (RFC 9457 problems, title "Conflict" / "Bad Request")
     _rule("billing", (422,), (), r"at most (-?\d+) đồng of this payment can be refunded", _refundable),
+    _rule("billing", (422,), (), r"a payment toward an invoice still owed is given back whole: (\d+) đồng", _whole),
+    _rule("billing", (409,), _CONFLICT, r"this invoice is paid in full \(balanced\): only its credit",
+          _say("This invoice is paid in full: only its credit (what was paid over the amount owed) can be "
+               "refunded, and none is left.")),
+    _rule("billing", (409,), _CONFLICT, r"this invoice is being settled: only its credit",
+          _say("A payment is settling this invoice right now: only its credit can be refunded. Reload the page.")),
+    _rule("billing", (409,), _CONFLICT, r"this cancelled invoice's payments were all given back",
+          _say("This cancelled invoice's payments were all given back already.")),
     _rule("billing", (409,), _CONFLICT, r"this payment was refunded already",
           _say("This payment was refunded already.")),
     _rule("billing", (409,), _CONFLICT, r"invoice \S+ is ([a-z-]+), not awaiting payment", _invoice_state),
