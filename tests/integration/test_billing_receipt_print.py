@@ -123,3 +123,35 @@ def test_the_printed_receipt_reads_like_a_hospital_receipt(billing, dev_key, tmp
     db["refunds"].delete_many({"invoice": iid})  # the test is the only writer
     again = client.get(f"/payments/receipts/{iid}/html", headers=h).text
     assert "Tiền thừa còn lại" in again and "Đã hoàn trả" not in again
+
+
+def test_a_consult_line_is_named_by_its_code_even_on_an_invoice_made_before_lines_carried_it(billing, dev_key) -> None:
+    """The portal names a receipt's line in the page's language by its ``service`` code: the consult's
+    line read "Hội chẩn từ xa" on an English receipt. An invoice made before billing wrote the code on
+    its lines still has it on its ChargeItem (copied from the price list): the receipt takes it there."""
+    import copy
+    import json
+
+    from sen_billing.domain import invoices
+
+    from tests.support import ROOT
+
+    client, db = billing
+    event = copy.deepcopy(json.loads((ROOT / "specs/events/examples/teleconsult.consult.completed.json")
+                                     .read_text(encoding="utf-8")))
+    event["data"].update(serviceRequest=f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}",
+                         patient=f"Patient/p-{uuid.uuid4().hex[:6]}", requester="Organization/org-a")
+    iid = invoices.charge_consult(db, event, level_of=lambda _f: "district", base_salary=2_340_000)
+    # as an older invoice: no invoice-line-service extension (the test is the only writer)
+    res = invoices.invoice_port.get(db, iid).resource
+    del res["lineItem"][0]["extension"]
+    db["Invoice"].update_one({"_id": iid}, {"$set": {"res": json.dumps(res, ensure_ascii=False)}})
+    assert "extension" not in invoices.invoice_port.get(db, iid).resource["lineItem"][0]
+    invoices.issue(db, iid)
+    h = {**_headers(dev_key, "org-a"), "Content-Type": "application/json", "Accept": "application/json"}
+    assert client.post("/payments/shifts", json={"openingCash": 0}, headers=h).status_code == 201
+    owed = invoices.invoice_port.get(db, iid).owed
+    r = client.post("/payments/cash", json={"invoice": iid, "amount": owed, "transactionId": "c-2"}, headers=h)
+    assert r.status_code == 201, r.text
+    [line] = client.get(f"/payments/receipts/{iid}", headers=h).json()["lines"]
+    assert line["service"] == "teleconsult" and line["text"] == "Hội chẩn từ xa" and line["quantity"] == 1

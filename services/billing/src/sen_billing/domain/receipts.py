@@ -51,7 +51,7 @@ from sen_shared.mongo import bulk_update, find_in
 
 from . import invoice_port
 from .invoice_port import STATES
-from .invoices import SERVICE_EXT, vnd
+from .invoices import SERVICE_EXT, service_of, vnd
 from .payments import BALANCED, REFUNDS, VN, iso, local_day
 from .pricing import SERVICE_SYSTEM
 
@@ -378,18 +378,20 @@ def printed_lines(db: Database, invoice: invoice_port.InvoiceView) -> list[dict[
     for li, base in zip(invoice.resource.get("lineItem") or [], invoice.lines, strict=False):
         amount = next((int((pc.get("amount") or {}).get("value", 0)) for pc in li.get("priceComponent") or []
                        if pc.get("type") == "base"), int(base.get("patientShare") or 0))
-        quantity = 1
+        quantity, service = 1, _service(li)
         ref = str((li.get("chargeItemReference") or {}).get("reference") or "")
         if ref.startswith("ChargeItem/"):
             try:
                 item = store.read_doc("ChargeItem", ref.split("/", 1)[1])["res"]
                 quantity = max(1, int((item.get("quantity") or {}).get("value") or 1))
+                # an invoice made before its lines carried the code: the charge's (copied from the price list)
+                service = service or service_of(item)
             except (FhirError, TypeError, ValueError):
                 quantity = 1  # a charge no longer readable: the line as one
         line = {"text": base.get("text") or "", "quantity": quantity, "unitPrice": amount // quantity,
                 "amount": amount, "insurerShare": _component(li, "insurer-share") or 0,
                 "patientShare": int(base.get("patientShare") or 0)}
-        if (service := _service(li)) is not None:
+        if service is not None:
             line["service"] = service
         out.append(line)
     return out
@@ -491,7 +493,8 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
  table.lines th, table.pay th {{ background: #eee; font-size: 8.5pt; }}
  .n {{ text-align: right; white-space: nowrap; overflow-wrap: normal; }} .c {{ text-align: center; }}
  table.facts th, table.sums th {{ font-weight: normal; color: #333; }}
- table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }} table.sums tr.owed, table.sums tr.owed th {{ font-weight: bold; color: #000; }}
+ table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }}
+ table.sums tr.owed, table.sums tr.owed th {{ font-weight: bold; color: #000; }}
  table.sign {{ margin-top: 18px; }} table.sign td {{ text-align: center; font-weight: bold; height: 70px; }}
  table.sign i {{ font-weight: normal; font-size: 8.5pt; }}
  @page {{ size: A4; margin: 15mm; }}
