@@ -20,24 +20,11 @@ import httpx
 import pytest
 
 from tests.integration import test_portal_visit_changes as visits
-from tests.integration.test_portal_visit_changes import CLINIC, HUB, PATIENT, TZ, _active, _headers, _text, _times
+from tests.integration.test_portal_visit_changes import CLINIC, TZ, _active, _headers, _text, _times, submit_consult
 from tests.support import csrf_token, portal_signed_in
 
 pytestmark = pytest.mark.integration
 ehr, tc, portal = visits.ehr, visits.tc, visits.portal  # the same services and portal, this module's own
-
-
-def _submit(tc: str, dev_key: Any) -> tuple[str, str]:
-    clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
-    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
-          "subject": {"reference": f"Patient/{PATIENT}"}, "requester": {"reference": f"Organization/{CLINIC}"},
-          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I20.0",
-                                      "display": "Đau thắt ngực không ổn định"}]}],
-          "note": [{"text": "Đau ngực khi gắng sức."}], "performer": [{"reference": f"Organization/{HUB}"}]}
-    r = httpx.post(f"{tc}/fhir/ServiceRequest/$submit", content=json.dumps(sr), headers=clinic, timeout=30)
-    assert r.status_code == 201, r.text
-    ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
-    return ids["ServiceRequest"], ids["Task"]
 
 
 def _fact(page: str, testid: str) -> tuple[str, str] | None:
@@ -57,7 +44,7 @@ def _task(tc: str, H: dict[str, str], tid: str) -> dict[str, Any]:
 
 def test_accepted_then_asked_started_then_minutes_with_several_codes_dated_today(portal, tc, dev_key):
     H = _headers(dev_key, "admin")
-    sr, tid = _submit(tc, dev_key)
+    sr, tid = submit_consult(tc, dev_key, "I20.0", "Đau thắt ngực không ổn định", "Đau ngực khi gắng sức.")
     doctor, clinic = portal_signed_in(portal, "doctor"), portal_signed_in(portal, "clinic")
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
     assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302

@@ -86,12 +86,17 @@ def portal(base_env, run_id, ehr, tc, mongo_client):
 @pytest.fixture(scope="module")
 def consult(tc, dev_key) -> tuple[str, str]:
     """(ServiceRequest id, Task id) of the clinic's consult for Phạm Thị Hoa."""
+    return submit_consult(tc, dev_key, "I10", "Tăng huyết áp vô căn (nguyên phát)", "Huyết áp khó kiểm soát.")
+
+
+def submit_consult(tc: str, dev_key: Path, code: str, display: str, question: str) -> tuple[str, str]:
+    """(ServiceRequest id, Task id) of an urgent consult the clinic submits for Phạm Thị Hoa, its reason
+    the ICD-10 ``code``."""
     clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
     sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
           "subject": {"reference": f"Patient/{PATIENT}"}, "requester": {"reference": f"Organization/{CLINIC}"},
-          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10",
-                                      "display": "Tăng huyết áp vô căn (nguyên phát)"}]}],
-          "note": [{"text": "Huyết áp khó kiểm soát."}], "performer": [{"reference": f"Organization/{HUB}"}]}
+          "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code, "display": display}]}],
+          "note": [{"text": question}], "performer": [{"reference": f"Organization/{HUB}"}]}
     r = httpx.post(f"{tc}/fhir/ServiceRequest/$submit", content=json.dumps(sr), headers=clinic, timeout=30)
     assert r.status_code == 201, r.text
     ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
