@@ -99,6 +99,24 @@ def _book(tc, tokens, proposal, sr_id, who: str = "a") -> httpx.Response:  # noq
     return post(f"{tc}/fhir/Appointment/$book", body, tokens[who])
 
 
+def _booked_consult(tc, tokens, days: int) -> tuple[str, str, dict[str, Any], dict[str, Any]]:  # noqa: F811
+    """An accepted consult with a visit booked ``days`` after DAY: its ids, the slot's proposal, the visit."""
+    sr_id, task_id = _consult(tc, tokens)
+    proposal = _find(tc, tokens, DAY + timedelta(days=days), 1)[0]
+    r = _book(tc, tokens, proposal, sr_id)
+    assert r.status_code == 200, r.text
+    return sr_id, task_id, proposal, r.json()["entry"][0]["resource"]
+
+
+class Principal:
+    """Who acts, for a step called in this process (``Actor.of``)."""
+
+    scopes: frozenset[str] = frozenset()
+
+    def __init__(self, role: str, facility: str, practitioner: str | None, sub: str) -> None:
+        self.roles, self.facility, self.practitioner, self.sub = frozenset({role}), facility, practitioner, sub
+
+
 def _appointments(mdb, sr_id: str) -> list[dict[str, Any]]:
     return [unpack(d)["res"] for d in mdb["Appointment"].find({"sp_based-on": f"ServiceRequest/{sr_id}"}, {"res": 1})]
 
@@ -214,9 +232,7 @@ def test_ten_bookings_racing_a_cancel_leave_no_booked_visit_on_the_cancelled_con
 # --------------------------------------------------------------------------------- $reject
 
 def test_rejecting_an_on_hold_consult_cancels_its_visit(tc, tokens, db):  # noqa: F811
-    sr_id, task_id = _consult(tc, tokens)
-    proposal = _find(tc, tokens, DAY + timedelta(days=3), 1)[0]
-    visit = _book(tc, tokens, proposal, sr_id).json()["entry"][0]["resource"]
+    sr_id, task_id, proposal, visit = _booked_consult(tc, tokens, 3)
     assert op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "ECG?"}]
               ).status_code == 200
     r = op(tc, task_id, "$reject", "dr", tokens, [{"name": "reason", "valueString": "Không thuộc chuyên khoa"}])
@@ -230,9 +246,7 @@ def test_rejecting_an_on_hold_consult_cancels_its_visit(tc, tokens, db):  # noqa
 
 def test_completing_before_the_visit_cancels_it_and_after_its_start_fulfils_it(tc, tokens, db):  # noqa: F811
     # answered in writing before the booked time (the minutes dated now): the visit to come is cancelled
-    sr_id, task_id = _consult(tc, tokens)
-    proposal = _find(tc, tokens, DAY + timedelta(days=4), 1)[0]
-    visit = _book(tc, tokens, proposal, sr_id).json()["entry"][0]["resource"]
+    sr_id, task_id, proposal, visit = _booked_consult(tc, tokens, 4)
     assert op(tc, task_id, "$start", "dr", tokens).status_code == 200  # begun early: the consult, not the visit
     now = sch.utcnow().astimezone(av.TZ)
     r = op(tc, task_id, "$complete", "dr", tokens, [
@@ -268,17 +282,10 @@ def test_a_cancel_whose_request_died_after_its_step_is_finished_by_the_relay_gat
         tc, tokens, db, consults, monkeypatch):  # noqa: F811
     from sen_teleconsult.workflow import STEPS, Actor, SubmissionGate
 
-    sr_id, task_id = _consult(tc, tokens)
-    proposal = _find(tc, tokens, DAY + timedelta(days=5), 1)[0]
-    visit = _book(tc, tokens, proposal, sr_id).json()["entry"][0]["resource"]
-
-    class Clinic:
-        sub, roles, facility, practitioner = "nv-an-binh", frozenset({"clinic"}), "tyt-an-binh", None
-        scopes: frozenset[str] = frozenset()
-
+    sr_id, task_id, proposal, visit = _booked_consult(tc, tokens, 5)
     # the request stops right after its step's claim (and its Task write): the visit is still booked
     monkeypatch.setattr(type(consults), "_end_visits_now", lambda self, link: None)
-    link = consults.cancel(task_id, Actor.of(Clinic()), "đổi ý")
+    link = consults.cancel(task_id, Actor.of(Principal("clinic", "tyt-an-binh", None, "nv-an-binh")), "đổi ý")
     monkeypatch.undo()
     assert sch.current_status(db, visit["id"]) == "booked"
     # the relay's gate, before consult.cancelled goes out, ends the visit
@@ -289,3 +296,24 @@ def test_a_cancel_whose_request_died_after_its_step_is_finished_by_the_relay_gat
     assert _slot_status(tc, tokens, proposal) == "free"
     assert gate(pending) == pending  # again: nothing more to do
     _closed_409(_book(tc, tokens, _find(tc, tokens, DAY + timedelta(days=5), 2)[1], sr_id))
+
+
+def test_visits_of_consults_cancelled_before_this_are_ended_once_by_the_worker(  # noqa: F811
+        tc, tokens, db, consults, monkeypatch):  # noqa: F811
+    from sen_teleconsult import backfill
+    from sen_teleconsult.workflow import Actor
+
+    sr_id, task_id, proposal, visit = _booked_consult(tc, tokens, 6)
+    # rejected as before the visit ended with the consult: no closing link, the visit still booked
+    monkeypatch.setattr(type(consults), "_end_visits_now", lambda self, link: None)
+    assert op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "?"}]).status_code == 200
+    consults.reject(task_id, Actor.of(Principal("doctor", HUB, "dr-0", "dr-0")), "không phù hợp")
+    monkeypatch.undo()
+    assert latest(db[sch.CONSULT_VISITS], sr_id).get("cl") is None
+    assert sch.current_status(db, visit["id"]) == "booked"
+    counts = backfill.run_close_once(consults)
+    assert counts is not None and counts["failed"] == 0 and counts["visits"] >= 1, counts
+    assert sch.current_status(db, visit["id"]) == "cancelled"
+    assert latest(db[sch.CONSULT_VISITS], sr_id)["cl"] == "rejected"
+    assert _slot_status(tc, tokens, proposal) == "free"
+    assert backfill.run_close_once(consults) is None  # done: once

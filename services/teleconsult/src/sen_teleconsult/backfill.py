@@ -43,6 +43,7 @@ from typing import Any
 
 from pymongo.database import Database
 from sen_shared import runs
+from sen_shared.claims import latest
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
@@ -238,4 +239,56 @@ def run_once(consults: Any) -> dict[str, int] | None:
     counts = runs.run_once(consults.db, NAME, lambda: backfill(consults))
     if counts is not None:
         log.info("backfill of party tags", extra=counts)
+    return counts
+
+
+# ------------------------------------------------------ visits of consults closed before their end
+
+# consults cancelled, rejected or completed before a consult's closing ended its visit
+# (``Consults.end_visits``) kept a booked visit for ever: its slot busy, its reminders due
+CLOSE_NAME = "closed-consult-visits-1"
+
+
+OLD_CLOSED = ("cancelled", "rejected")  # an old $complete marked its visit fulfilled: not to be undone now
+
+
+def closed_tasks(db: Database) -> list[str]:
+    """The ids of the cancelled and rejected Tasks (one equality query per state)."""
+    return [d["_id"] for state in OLD_CLOSED for d in db["Task"].find({"sp_status": state}, {"_id": 1})]
+
+
+def end_old_visits(consults: Any) -> dict[str, int]:
+    """End the visits of consults cancelled or rejected before their closing ended them: for each
+    such Task whose consult's visit chain has no closing link, :meth:`Consults.end_visits` of its
+    closing step (idempotent; a visit already ended is left as it is). Completed consults are left
+    out: the old ``$complete`` marked its visit fulfilled, and a visit booked after it (a follow-up
+    the old rules let through) is not this run's to cancel. How many consults were closed and
+    visits ended."""
+    db = consults.db
+    counts = {"consults": 0, "visits": 0, "failed": 0}
+    for task_id in closed_tasks(db):
+        try:
+            link = next((x for x in db[STEPS].find({"k": task_id}).sort("n", -1)
+                         if x.get("op") in ("$cancel", "$reject") and x.get("state") in OLD_CLOSED), None)
+            if link is None:
+                continue
+            last = latest(db[scheduling.CONSULT_VISITS], ref_id(link["facts"]["serviceRequest"]))
+            if last is not None and last.get("cl"):
+                continue  # closed by its step (or by an earlier run)
+            ended = consults.end_visits(link)
+        except Exception:  # noqa: BLE001 - one bad old consult must not stop the others; logged
+            counts["failed"] += 1
+            log.exception("visit of a closed consult not ended", extra={"task": task_id})
+            continue
+        counts["consults"] += 1
+        counts["visits"] += sum(1 for how in ended.values() if how in ("cancelled", "fulfilled"))
+    return counts
+
+
+def run_close_once(consults: Any) -> dict[str, int] | None:
+    """:func:`end_old_visits` once (its own run chain, as :func:`run_once`); its counts, or None
+    when this worker did not run it."""
+    counts = runs.run_once(consults.db, CLOSE_NAME, lambda: end_old_visits(consults))
+    if counts is not None:
+        log.info("visits of closed consults ended", extra=counts)
     return counts

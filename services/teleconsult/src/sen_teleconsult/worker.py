@@ -65,6 +65,10 @@ def _backfill(settings: TeleconsultSettings) -> None:
         backfill.run_once(_consults(settings))
     except Exception:  # noqa: BLE001 - the next start tries again; the worker goes on
         log.exception("backfill failed")
+    try:  # the visits of consults closed before a consult's closing ended its visit
+        backfill.run_close_once(_consults(settings))
+    except Exception:  # noqa: BLE001
+        log.exception("ending the visits of closed consults failed")
 
 
 # name -> (interval in seconds from the settings, job factory)
