@@ -134,3 +134,41 @@ def test_back_after_booking_or_rejecting_is_a_page_never_a_form_to_resend(visito
     v.page.go_back()
     v.page.wait_for_url(re.compile(rf"/tasks/{other}$"))
     assert "Ngoài chuyên khoa" in v.page.inner_text("main")  # the consult, rejected, with its reason
+
+
+def test_leave_over_a_booked_visit_asks_first_and_links_the_visit(visitor_factory, stack):
+    """#7: the doctor books a visit, then adds leave over its day: the page lists the visit (its time,
+    the consult page to move or cancel it) and saves nothing until "Vẫn thêm kỳ nghỉ"; then it says the
+    visit stays booked inside the leave, linked to its consult page. The leave is removed afterwards
+    (the other tests book from the demo hours)."""
+    v = visitor_factory("vi-1280")
+    tid = _booked_visit(v, stack, "vi", "Đánh trống ngực, xin hẹn khám video.")
+    when = v.page.inner_text("[data-testid=visit-time]")
+    day = re.search(r"\d\d/\d\d/\d{4}", when).group(0)
+    v.go("/availability")
+    v.page.fill("#leave-start", day)
+    v.page.fill("#leave-end", day)
+    v.page.fill("#leave-reason", "Hội nghị")
+    v.page.click("form:has(input[value=leave]) button.primary")
+    v.page.wait_for_selector("[data-testid=leave-confirm]")
+    listed = v.page.inner_text("[data-testid=leave-confirm]")
+    assert when.split(" – ")[0] in listed and "Chưa lưu gì" in listed
+    assert v.page.locator(f"[data-testid=leave-confirm] a[href='/tasks/{tid}#visit']").count() == 1
+    assert v.page.locator("[data-testid=leave]", has_text="Hội nghị").count() == 0  # nothing saved
+    v.check("doctor-leave-confirm")
+    try:
+        v.page.click("[data-testid=leave-confirm] button[name=confirm]")
+        v.page.wait_for_selector("[data-testid=leave-kept-visits]")
+        assert when.split(" – ")[0] in v.page.inner_text("[data-testid=leave-kept-visits]")
+        assert v.page.locator("[data-testid=leave]", has_text="Hội nghị").count() == 1
+        v.check("doctor-leave-kept-visits")
+        v.page.click(f"[data-testid=leave-kept-visits] a[href='/tasks/{tid}#visit']")
+        v.page.wait_for_url(re.compile(rf"/tasks/{tid}#visit$"))
+        assert v.page.locator("[data-testid=visit-move]").count() == 1  # moved or cancelled from here
+    finally:
+        v.go("/availability")
+        mine = v.page.locator("[data-testid=leave]", has_text="Hội nghị")
+        if mine.count():
+            mine.locator("summary").click()
+            mine.locator("[data-testid=leave-remove]").click()
+            v.page.wait_for_load_state("networkidle")
