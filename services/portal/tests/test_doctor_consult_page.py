@@ -469,3 +469,15 @@ def test_rejecting_a_consult_says_so_on_the_worklist(app, fake):
                follow_redirects=True)
     assert fake.ops == ["reject"] and r.request.path == "/worklist"
     assert "Đã từ chối ca hội chẩn; cơ sở gửi sẽ thấy lý do của bạn." in _text(r.get_data(as_text=True))
+
+
+def test_the_minutes_name_the_booked_visit_but_not_a_cancelled_one(app, fake):
+    """The ``appointment`` of $complete is the visit the minutes are of: the booked one; a visit the doctor
+    cancelled is not named (teleconsult then judges the consult's visits itself)."""
+    c = portal_signed_in(app, "doctor")
+    assert _sign(c, "I10").status_code == 302
+    fake.change("a-1", "cancelled", "Bệnh nhân chuyển viện")
+    assert _sign(c, "I10").status_code == 302
+    named = [[p["valueReference"]["reference"] for p in sent["parameter"] if p["name"] == "appointment"]
+             for sent in fake.completed]
+    assert named == [["Appointment/a-1"], []]
