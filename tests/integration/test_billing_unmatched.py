@@ -22,7 +22,7 @@ from sen_billing.config import settings_from_env
 from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
-from sen_shared.errors import Forbidden
+from sen_shared.errors import Conflict, Forbidden
 
 from tests.billing_support import scratch_db
 from tests.support import app_client
@@ -211,11 +211,15 @@ def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_unmat
     assert (got["unmatched"], got["transfers"], got["payments"]) == (0, 45_000, 1)
     assert f"total,{day.isoformat()},unmatched,,,,,0," in reconciliation.to_csv(day, report)
     assert "_waiting" not in reconciliation.to_csv(day, report)
+    admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
+    with pytest.raises(Conflict):  # assigned: its money is given back on the invoice, not twice
+        payments.refund(db, waiting, None, "chuyển nhầm", admin, None)
     back = transfer(db, "0011000000001", "chuyen nham", 20_000)
     assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 20_000
-    admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
     payments.refund(db, back, None, "chuyển nhầm tài khoản", admin, None)
     assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 0
+    with pytest.raises(Conflict):  # given back: no longer assignable
+        payments.assign_unmatched(db, back, iid, cashier, ACCOUNTS)
 
 
 def test_an_admins_refund_of_an_unmatched_transfer_is_in_its_facilitys_daily_report(db) -> None:

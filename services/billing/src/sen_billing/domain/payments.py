@@ -318,6 +318,8 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
     check_facility(principal, invoice.facility)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment", status=409)
+    if db[REFUNDS].find_one({"_id": payment_key}, {"_id": 1}) is not None:
+        raise Conflict("this payment is not in the unmatched queue: it was given back")
     received = now_utc()
     doc = {"_id": f"assign:{payment_key}", "provider": original["provider"],
            "transaction_id": original["transaction_id"], "channel": original["channel"],
@@ -531,9 +533,11 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     before = db[REFUNDS].find_one({"_id": payment_key})
     if before is not None:
         raise Conflict("this payment was refunded already", refund=public_refund(before))
-    if not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched")) \
-            and "admin" not in principal.roles:
-        raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
+    if not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched")):
+        if "admin" not in principal.roles:
+            raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
+        if db[PAYMENTS].find_one({"_id": f"assign:{payment_key}"}, {"_id": 1}) is not None:
+            raise Conflict("this transfer was assigned already: refund it on its invoice")
     whole = int(payment["amount"])
     refundable, why = whole, "late"
     if payment.get("invoice"):
