@@ -135,5 +135,8 @@ def test_cashier_reads_a_days_totals_and_gets_its_csv(visitor_factory, stack):
     r = v.page.request.get(f"{v.base}/shift/daily-report.csv?day={today:%d/%m/%Y}")  # the tab's own cookies
     assert r.status == 200 and r.headers["content-type"].startswith("text/csv")
     assert r.headers["content-disposition"] == f'attachment; filename="doi-soat-{today.isoformat()}.csv"'
-    body = r.text()
-    assert body.startswith("kind,time,id,") and ",net," in body and f",cash,{iid},{FACILITY},{owed}," in body
+    # billing's rows in the page's language, with the BOM Excel needs to read the Vietnamese
+    assert r.body().startswith("\ufeff".encode())
+    body = r.body().decode("utf-8-sig")
+    assert body.startswith("Loại dòng,Thời gian,") and ",Thực thu," in body
+    assert f",Tiền mặt,{iid},{FACILITY},{owed}," in body
