@@ -81,6 +81,24 @@ def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     v.check("doctor-reassigned")
     task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
     assert task["owner"]["reference"] == "Practitioner/bs-tran-thi-bich"
+    # the worklist and the page say who holds it now; taking it back asks for the box to be ticked first
+    row = v.page.locator("main table tbody tr", has=v.page.locator(f"a[href='/tasks/{tid}']"))
+    assert "Trần Thị Bích" in row.locator("[data-testid=consult-holder]").inner_text()
+    v.go(f"/tasks/{tid}")
+    assert "Trần Thị Bích" in v.page.inner_text("[data-testid=task-owner]")
+    takeover = v.page.locator("[data-testid=takeover] button")
+    assert "Nhận ca thay" in takeover.inner_text() and "Trần Thị Bích" in takeover.inner_text()
+    takeover.click()  # not ticked: said, nothing changed
+    v.page.wait_for_load_state("networkidle")
+    assert "đánh dấu ô" in v.page.inner_text(".alert.error")
+    task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
+    assert task["owner"]["reference"] == "Practitioner/bs-tran-thi-bich" and task["status"] == "requested"
+    v.check("doctor-takeover-unconfirmed")
+    v.page.check("[data-testid=takeover-confirm]")
+    v.page.click("[data-testid=takeover] button")
+    v.page.wait_for_url(re.compile(r"accepted=1"))
+    task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
+    assert task["owner"]["reference"] == "Practitioner/bs-nguyen-van-an" and task["status"] == "accepted"
 
 
 def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, stack):
