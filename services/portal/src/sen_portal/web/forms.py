@@ -221,7 +221,8 @@ class WindowForm(Form):
         ok = super().validate(extra_validators)
         if not self.days.data:
             if (self.start_time.data or "").strip() or (self.end_time.data or "").strip():
-                self.days.errors = [*self.days.errors, str(_l("Tick the days of these hours, or empty both times to remove the window."))]
+                self.days.errors = [*self.days.errors, str(_l(
+                    "Tick the days of these hours, or empty both times to remove the window."))]
                 return False
             return ok
         for f in (self.start_time, self.end_time):  # Optional() above lets an empty row through, not a ticked one
