@@ -74,8 +74,9 @@ def test_billings_refusals_are_sentences_with_the_amount_in_dong(app) -> None:
         _billing(409, "no shift is open"): "Chưa có ca làm việc nào mở",
         _billing(409, "the shift was closed meanwhile"): "Ca làm việc vừa thay đổi",
         _billing(409, "this transfer was assigned already"): "đã được gán vào một hóa đơn rồi",
-        _fhir("billing", 409, "conflict", "Invoice/inv-a is balanced; refund its payments instead"):
-            "Hóa đơn này đã được thanh toán: hãy hoàn tiền",
+        _fhir("billing", 409, "conflict",
+              "Invoice/inv-a is balanced: a paid invoice is not cancelled (only its credit is refunded)"):
+            "Hóa đơn này đã thanh toán đủ: không hủy được nữa",
         _fhir("billing", 409, "conflict", "Invoice/inv-a has payments; refund them before cancelling"):
             "Hóa đơn này đã có khoản thanh toán",
         _fhir("billing", 409, "conflict", "Invoice/inv-a is cancelled"): "Hóa đơn này đã bị hủy rồi.",

@@ -473,8 +473,12 @@ def issue(db: Database, invoice_id: str) -> dict[str, Any]:
     return _roll_forward(db, invoice_id, link)
 
 
+_PAID_NOT_CANCELLED = "a paid invoice is not cancelled (only its credit is refunded)"
+
+
 def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
-    """draft or issued → cancelled, unless anything was paid toward it or it is balanced.
+    """draft or issued → cancelled, unless anything paid toward it is kept (not given back by a
+    refund: ``payments.refund`` reverses a payment of an invoice still owed) or it is balanced.
 
     The cancelled link is the decision (the settlement races for the same link). A payment
     recorded after the check below and before the link counts toward a cancelled invoice: after
@@ -487,9 +491,9 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
         _release_charges(db, invoice_id, invoice)  # and its release of the charges
         return _roll_forward(db, invoice_id, link)
     if link is not None and link["state"] == "balanced":
-        raise InvoiceConflict(f"Invoice/{invoice_id} is balanced; refund its payments instead")
+        raise InvoiceConflict(f"Invoice/{invoice_id} is balanced: {_PAID_NOT_CANCELLED}")
     if db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None:
-        raise InvoiceConflict(f"Invoice/{invoice_id} is being settled; refund its payments instead")
+        raise InvoiceConflict(f"Invoice/{invoice_id} is being settled: {_PAID_NOT_CANCELLED}")
     if paid_total(db, invoice_id) > 0:
         raise InvoiceConflict(f"Invoice/{invoice_id} has payments; refund them before cancelling")
     invoice_port.mark_cancel(db, invoice_id)  # before the link: payments check for it after their insert
@@ -498,7 +502,7 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
     except ClaimTaken as taken:
         link = taken.holder or state(db, invoice_id)
         if link["state"] == "balanced":
-            raise InvoiceConflict(f"Invoice/{invoice_id} was balanced meanwhile; refund its payments instead") from None
+            raise InvoiceConflict(f"Invoice/{invoice_id} was balanced meanwhile: {_PAID_NOT_CANCELLED}") from None
         if link["state"] != "cancelled":
             raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
     invoice_port.route_to_refunds(db, invoice_id, "cancelled")

@@ -134,7 +134,8 @@ RULES: tuple[Rule, ...] = (
     _rule("billing", (409,), ("conflict",), r"Invoice/\S+ is cancelled",
           _say("This invoice is cancelled already.")),
     _rule("billing", (409,), ("conflict",), r"Invoice/\S+ (is balanced|is being settled|was balanced meanwhile)",
-          _say("This invoice is paid: refund its payments instead of cancelling it.")),
+          _say("This invoice is paid in full: it can no longer be cancelled. Only a credit (what was paid over "
+               "the amount owed) can be refunded.")),
     _rule("billing", (409,), ("conflict",), r"Invoice/\S+ has payments",
           _say("This invoice has payments: refund them before cancelling it.")),
     _rule("billing", (409,), ("conflict",), r"Invoice/\S+ has nothing left to pay",
