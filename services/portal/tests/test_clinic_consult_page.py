@@ -415,10 +415,17 @@ def test_the_answer_and_the_cancellation_are_confirmed(client, monkeypatch):
                     follow_redirects=True)
     assert '<div class="alert ok" role="status" data-testid="answered">Đã gửi câu trả lời của bạn lên tuyến trên.' \
         in r.get_data(as_text=True)
-    r = client.post("/consults/t1/cancel", data={"reason": "Bệnh nhân đã chuyển viện.", "csrf_token": token},
-                    follow_redirects=True)
-    assert 'data-testid="cancelled">Đã hủy yêu cầu hội chẩn.' in r.get_data(as_text=True)
-    assert backends.posted[-1][0] == "/fhir/Task/t1/$cancel"
+    assert backends.posted[-1][0] == "/fhir/Task/t1/$provide-info"
+    page = client.get("/consults/t1").get_data(as_text=True)
+    cancel = re.search(r'action="/consults/t1/cancel".*?</form>', page, re.S).group(0)
+    key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', cancel).group(1)
+    for _ in range(2):  # a double click: the same $cancel key, so teleconsult replays its first answer
+        r = client.post("/consults/t1/cancel", data={"reason": "Người bệnh đã chuyển viện.", "key": key,
+                                                      "csrf_token": token}, follow_redirects=True)
+        assert 'data-testid="cancelled">Đã hủy yêu cầu hội chẩn.' in r.get_data(as_text=True)
+    assert [p for p, _ in backends.posted[-2:]] == ["/fhir/Task/t1/$cancel"] * 2
+    keys = [h["Idempotency-Key"] for h in backends.headers[-2:]]
+    assert keys[0] == keys[1] and keys[0].startswith(f"portal-cancel-{key}-")
 
 
 def test_the_clinics_list_shows_open_consults_newest_first_then_those_that_ended(client, monkeypatch):

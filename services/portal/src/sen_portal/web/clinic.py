@@ -52,6 +52,13 @@ class AnswerFilesForm(AnswerForm):
     files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
 
 
+class CancelForm(ReasonForm):
+    """The clinic's cancel of its consult, with the form's ``key`` as the consult form's: a double click
+    cancels once and both clicks land on the cancelled consult."""
+
+    key = HiddenField()
+
+
 def upload_limits() -> dict[str, Any]:
     """The file limits a form with files says and its page checks: ``file`` bytes each (the EHR's
     inline copy) and ``total`` bytes of all a form's files together (the portal's whole-request limit,
@@ -793,7 +800,7 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
 def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
     return render_template("consult_detail.html", tid=tid, **data, answer_form=form_key(AnswerFilesForm()),
-                           cancel_form=ReasonForm(), message_form=message_form(), limits=upload_limits(),
+                           cancel_form=form_key(CancelForm()), message_form=message_form(), limits=upload_limits(),
                            submitted=request.args.get("submitted"), sent=request.args.get("sent"),
                            answered=request.args.get("answered"), cancelled=request.args.get("cancelled"),
                            title=gettext("Consult"))
@@ -844,11 +851,16 @@ def consult_answer(tid: str) -> Any:
 @bp.route("/consults/<tid>/cancel", methods=["POST"])
 @login_required("clinic")
 def consult_cancel(tid: str) -> Any:
-    form = ReasonForm()
+    """The clinic cancels its consult (``$cancel``); the Idempotency-Key is the form's key and the reason
+    (as the answer's): sent twice, it is cancelled once and the second gets the first's answer."""
+    from .charges import request_key
+
+    form = form_key(CancelForm())
     if form.validate_on_submit():
         try:
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
-                "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+                "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]},
+                headers={"Idempotency-Key": request_key(form.key.data, "cancel", tid, form.reason.data or "")})
             return redirect(url_for("web.consult_detail", tid=tid, cancelled=1))
         except BackendError as err:
             return _detail_with(tid, cancel_form=form, problem=backend_message(err))
@@ -867,7 +879,7 @@ def _files_dropped(form: FlaskForm, problem: str | None = None) -> bool:
 
 def _detail_with(tid: str, **forms: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
-    ctx = {"answer_form": form_key(AnswerFilesForm(formdata=None)), "cancel_form": ReasonForm(formdata=None),
+    ctx = {"answer_form": form_key(AnswerFilesForm(formdata=None)), "cancel_form": form_key(CancelForm(formdata=None)),
            "message_form": message_form(), **forms}
     answer_form = ctx["answer_form"]
     return render_template("consult_detail.html", tid=tid, **data, **ctx, limits=upload_limits(),
