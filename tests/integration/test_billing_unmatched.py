@@ -222,6 +222,49 @@ def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_unmat
         payments.assign_unmatched(db, back, iid, cashier, ACCOUNTS)
 
 
+def test_an_assignment_and_an_admins_refund_racing_for_a_transfer_one_wins(db) -> None:
+    """12 unmatched transfers; for each, a cashier's assignment and an admin's refund at once: exactly
+    one goes through (their fate claim), so the money is never both counted and given back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.billing_support import make_invoice
+
+    cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
+    admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
+    made = [(transfer(db, "0011000000001", "chuyen tien", 30_000), make_invoice(db, 100_000)[0]) for _ in range(12)]
+    done: dict[str, list[str]] = {key: [] for key, _ in made}
+
+    def assign(key: str, iid: str, gate: threading.Barrier) -> None:
+        gate.wait()
+        try:
+            payments.assign_unmatched(db, key, iid, cashier, ACCOUNTS)
+            done[key].append("assigned")
+        except Conflict:
+            pass
+
+    def give_back(key: str, gate: threading.Barrier) -> None:
+        gate.wait()
+        try:
+            payments.refund(db, key, None, "chuyển nhầm", admin, None)
+            done[key].append("refunded")
+        except Conflict:
+            pass
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = []
+        for key, iid in made:
+            gate = threading.Barrier(2)
+            futures += [pool.submit(assign, key, iid, gate), pool.submit(give_back, key, gate)]
+        for f in futures:
+            f.result()
+    for key, _iid in made:
+        assigned = db["payments"].count_documents({"_id": f"assign:{key}"})
+        refunded = db["refunds"].count_documents({"_id": key})
+        assert len(done[key]) == 1 and assigned + refunded == 1, (key, done[key])
+        assert done[key] == (["assigned"] if assigned else ["refunded"])
+    assert payments.unmatched_queue(db, facility="org-a")[0] == []
+
+
 def test_an_admins_refund_of_an_unmatched_transfer_is_in_its_facilitys_daily_report(db) -> None:
     """The money that came to org-a's account and went back is in org-a's report (both rows), and
     in no other facility's."""

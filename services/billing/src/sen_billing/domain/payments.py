@@ -62,6 +62,9 @@ REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = invoice_port.REFUNDS
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
+# what became of an unmatched transfer, claimed once: {_id: payment id, fate: "assigned" | "refunded"};
+# an assignment and an admin's refund of the same transfer race for it, so exactly one of them goes on
+FATES = "unmatched_fates"
 FACILITY_FIXES = "unmatched_facility_fixes"  # one claim per entry made before entries had a facility
 NO_FACILITY = ""  # the queue of transfers to an account no facility owns: admins only
 
@@ -318,7 +321,8 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
     check_facility(principal, invoice.facility)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment", status=409)
-    if db[REFUNDS].find_one({"_id": payment_key}, {"_id": 1}) is not None:
+    if db[REFUNDS].find_one({"_id": payment_key}, {"_id": 1}) is not None or \
+            _fate(db, payment_key, "assigned") != "assigned":
         raise Conflict("this payment is not in the unmatched queue: it was given back")
     received = now_utc()
     doc = {"_id": f"assign:{payment_key}", "provider": original["provider"],
@@ -522,7 +526,8 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     by the payment): all of a late payment; all of a payment toward an invoice still owed (issued,
     not settled: a **reversal**, the invoice owes it again, so once nothing is left paid it can be
     cancelled); of a settled (balanced) invoice's payment only the credit the overpayment left;
-    all that is left of a cancelled invoice's. :func:`refundable` says how much, and why not."""
+    all that is left of a cancelled invoice's (the invoice's summary gives each payment's ``refundable``);
+    an unmatched transfer: an admin, unless it is assigned (its fate claim, :data:`FATES`)."""
     reason = (reason or "").strip()
     if not reason:
         raise PaymentError("a refund needs a reason", status=422)
@@ -537,7 +542,7 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
         if "admin" not in principal.roles:
             raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
         if db[PAYMENTS].find_one({"_id": f"assign:{payment_key}"}, {"_id": 1}) is not None:
-            raise Conflict("this transfer was assigned already: refund it on its invoice")
+            raise Conflict(_ASSIGNED)
     whole = int(payment["amount"])
     refundable, why = whole, "late"
     if payment.get("invoice"):
@@ -553,6 +558,9 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
                            refundable=refundable, why=why)
     if why == "owed":
         _reverse(db, payment)  # the give-backs chain's link: settled meanwhile → Conflict
+    unmatched = not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched"))
+    if unmatched and _fate(db, payment_key, "refunded") != "refunded":
+        raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
     created, doc = claim_once(db[REFUNDS], payment_key, {
         "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
         "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
@@ -562,11 +570,12 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
         "day": local_day(now_utc())})
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
-    if not payment.get("matched") and not payment.get("invoice"):
+    if unmatched:
         release(db[UNMATCHED], payment_key)  # the refund's winner: an unmatched transfer given back
     return public_refund(doc)
 
 
+_ASSIGNED = "this transfer was assigned already: refund it on its invoice"
 _NOTHING = {  # why a payment toward an invoice has nothing to refund (the portal words each)
     "balanced": "this invoice is paid in full (balanced): only its credit, money paid over what was owed, "
                 "can be refunded, and there is none",
@@ -575,6 +584,14 @@ _NOTHING = {  # why a payment toward an invoice has nothing to refund (the porta
     "cancelled": "this cancelled invoice's payments were all given back",
     "late": "this payment was given back already",
 }
+
+
+def _fate(db: Database, payment_key: str, fate: str) -> str:
+    """Claim what becomes of an unmatched transfer (``fate``: assigned or refunded); the fate that
+    holds (an assignment and a refund racing: exactly one wins; the point reads before it catch
+    those made before the claim existed)."""
+    _created, held = claim_once(db[FATES], payment_key, {"fate": fate, "at": now_utc()})
+    return str(held.get("fate"))
 
 
 def _refundable_toward(db: Database, payment: Mapping[str, Any]) -> tuple[int, str]:
