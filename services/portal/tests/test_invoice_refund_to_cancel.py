@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
-from tests.support import csrf_token, portal_app
+from tests.support import csrf_token, portal_app, portal_signed_in
 
 LINE = {"chargeItemReference": {"reference": "ChargeItem/ci-1", "display": "Khám bệnh"},
         "priceComponent": [{"type": "base", "amount": {"value": 114000, "currency": "VND"}}]}
@@ -69,10 +69,7 @@ class Billing:
 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    with portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0").test_client() as c:
-        page = c.get("/login").get_data(as_text=True)
-        c.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": csrf_token(page)})
-        yield c
+    return portal_signed_in(portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0"), "cashier")
 
 
 @pytest.fixture()
