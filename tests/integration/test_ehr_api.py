@@ -271,6 +271,24 @@ def test_summary_and_elements_on_read(ehr, H):
     assert set(r.json()) == {"resourceType", "id", "meta", "gender"}
 
 
+def test_elements_go_into_an_element(ehr, H):
+    """``_elements=content.attachment.title``: a DocumentReference's file names without the files
+    (what the portal asks to name a consult thread's files): the base64 content is not sent."""
+    pid = post(ehr, H, "/fhir/Patient", patient()).json()["id"]
+    doc = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{pid}"},
+           "content": [{"attachment": {"contentType": "application/pdf", "title": "Kết quả xét nghiệm.pdf",
+                                       "data": "JVBERi0xLjQK"}}]}
+    did = post(ehr, H, "/fhir/DocumentReference", doc).json()["id"]
+    r = ehr.get(f"/fhir/DocumentReference?_id={did}&_elements=content.attachment.title,subject", headers=H)
+    assert r.status_code == 200
+    res = r.json()["entry"][0]["resource"]
+    assert res["content"] == [{"attachment": {"title": "Kết quả xét nghiệm.pdf"}}]
+    assert res["subject"] == {"reference": f"Patient/{pid}"} and "status" not in res
+    assert any(t["code"] == "SUBSETTED" for t in res["meta"]["tag"])
+    r = ehr.get(f"/fhir/DocumentReference/{did}?_elements=content", headers=H)
+    assert r.json()["content"][0]["attachment"]["data"] == "JVBERi0xLjQK"  # a whole element stays whole
+
+
 # ------------------------------------------------------------------ input errors
 
 def test_invalid_resource_points_at_element(ehr, H):

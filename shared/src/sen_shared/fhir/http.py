@@ -149,8 +149,28 @@ def to_connexion(resp: FhirResponse, req: FhirRequest | None = None) -> Any:
 
 # --------------------------------------------------------------------------- shaping answers
 
+def _subset(value: Any, paths: list[list[str]]) -> Any:
+    """``value`` cut to ``paths`` (each the rest of a dotted ``_elements`` name; an empty one keeps the
+    whole value). A list keeps each item's subset, without the items left empty; None when nothing is left."""
+    if any(not p for p in paths):
+        return value
+    if isinstance(value, list):
+        kept = [s for s in (_subset(v, paths) for v in value) if s is not None]
+        return kept or None
+    if not isinstance(value, dict):
+        return None  # a primitive has no elements to go into
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(p[0] for p in paths):
+        if key in value and (sub := _subset(value[key], [p[1:] for p in paths if p[0] == key])) is not None:
+            out[key] = sub
+    return out or None
+
+
 def shape_resource(resource: dict[str, Any], summary: str | None, elements: list[str] | None) -> dict[str, Any]:
-    """Apply ``_summary=true|data|text`` or ``_elements`` to one resource (marked SUBSETTED)."""
+    """Apply ``_summary=true|data|text`` or ``_elements`` to one resource (marked SUBSETTED).
+
+    An ``_elements`` name may go into an element (``content.attachment.title``): that element then
+    keeps only the named parts (a DocumentReference's file names without the files themselves)."""
     if summary in (None, "false") and not elements:
         return resource
     rtype = resource.get("resourceType", "")
@@ -161,8 +181,15 @@ def shape_resource(resource: dict[str, Any], summary: str | None, elements: list
     elif summary == "data":
         keep = set(resource) - {"text"}
     else:
-        keep = {"resourceType", "id", "meta", *(elements or ())}
+        paths = [e.split(".") for e in elements or () if e]
+        out = {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
+        out.update(_subset({k: v for k, v in resource.items() if k not in out}, paths) or {})
+        return _subsetted(out)
     out = {k: v for k, v in resource.items() if k in keep}
+    return _subsetted(out)
+
+
+def _subsetted(out: dict[str, Any]) -> dict[str, Any]:
     meta = dict(out.get("meta") or {})
     tags = list(meta.get("tag") or [])
     tags.append({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"})
