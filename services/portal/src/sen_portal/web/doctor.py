@@ -96,6 +96,10 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     forms.update(ctx.pop("forms", {}))
     begun = parse_instant((data["appointment"] or {}).get("start"))
     ctx["visit_begun"] = begun is not None and begun <= datetime.now(TZ)  # a no-show can be marked from then on
+    # minutes signed before the booked visit's time end it: teleconsult's $complete cancels it, its time
+    # given back (only a visit that had begun is fulfilled); the minutes form says so first
+    ctx["visit_ahead"] = begun is not None and not ctx["visit_begun"] and \
+        (data["appointment"] or {}).get("status") == "booked"
     # the answer is due then: the free times after it are marked, and said when none is before it
     due_text = ((data["task"].get("restriction") or {}).get("period") or {}).get("end")
     due = parse_instant(due_text)
@@ -190,7 +194,8 @@ def task_accept(tid: str) -> Any:
 @bp.route("/tasks/<tid>/start", methods=["POST"])
 @login_required("doctor")
 def task_start(tid: str) -> Any:
-    """The specialist begins the accepted consult (teleconsult's ``$start``): the Task goes in-progress."""
+    """The specialist begins work on the accepted consult (teleconsult's ``$start``): the Task goes
+    in-progress. Not the video visit's start (that is its time; the doctor joins by its link)."""
     try:
         _op(tid, "start", None)
     except BackendError as err:
@@ -485,7 +490,7 @@ def visit_noshow(tid: str) -> Any:
 
 def minutes_start(task: dict[str, Any], now: datetime) -> datetime:
     """When the consult the minutes record began: the Task's ``executionPeriod.start``, which
-    teleconsult sets when the doctor starts it ("Bắt đầu khám", ``$start``) and, for one never
+    teleconsult sets when the doctor starts work on it ("Bắt đầu xử lý ca", ``$start``) and, for one never
     started, when it was accepted; never later than ``now`` (nor, unknown, other than ``now``). Not
     the booked visit's time: minutes signed before a visit booked for later are dated today."""
     begun = parse_instant((task.get("executionPeriod") or {}).get("start"))
