@@ -242,14 +242,14 @@ def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
     _page_with(a, f"{tag} so 00")  # other tests' transfers may come first
     row = a.page.locator("tr", has_text=f"{tag} so 00")
     assert row.count() == 1
-    assert row.locator("[data-testid=unmatched-facility]").inner_text() == "tyt-my-hiep"
+    assert row.locator("[data-testid=unmatched-facility]").inner_text() == "Trạm Y tế xã Mỹ Hiệp"  # by name
     # or one queue: the demo account's facility's holds it, and its next pages keep to it
     a.page.select_option("[data-testid=unmatched-facility-filter]", "tyt-my-hiep")
     a.page.click("main form[method=get] button")
     a.page.wait_for_load_state("networkidle")
     _page_with(a, f"{tag} so 00")
     assert a.page.locator("tr", has_text=f"{tag} so 00").count() == 1 and "facility=tyt-my-hiep" in a.page.url
-    assert set(a.page.locator("[data-testid=unmatched-facility]").all_inner_texts()) == {"tyt-my-hiep"}
+    assert set(a.page.locator("[data-testid=unmatched-facility]").all_inner_texts()) == {"Trạm Y tế xã Mỹ Hiệp"}
     a.page.select_option("[data-testid=unmatched-facility-filter]", "_unowned")  # the accounts no facility owns
     a.page.click("main form[method=get] button")
     a.page.wait_for_load_state("networkidle")
@@ -287,6 +287,7 @@ def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack
     row.locator("button").click()
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("main .alert.ok").count() == 1
+    assert v.page.locator("[data-testid=unmatched-done] a").get_attribute("href") == f"/invoices/{iid}"  # named
     assert v.page.locator("tr", has_text=note).count() == 0  # out of the queue
     v.check("cashier-unmatched-assigned")
     v.go(f"/invoices/{iid}")
