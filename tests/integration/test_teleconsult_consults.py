@@ -420,7 +420,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     assert r.status_code == 200 and r.json()["status"] == "on-hold"
     r = op(tc, task_id, "$provide-info", "a", tokens, [
         {"name": "answer", "valueString": "Troponin I 2,3 ng/mL"},
-        {"name": "attachment", "valueReference": {"reference": "Observation/obs-a"}}])
+        {"name": "attachment", "valueReference": {"reference": "Observation/obs-a", "display": "Troponin I.pdf"}}])
     assert r.status_code == 200 and r.json()["status"] == "accepted"
     thread = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: "inResponseTo" in c)  # question first
@@ -428,6 +428,8 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     assert comms[0]["sender"] == {"reference": "Practitioner/dr-2"}
     assert [c["meta"]["extension"][0]["valueReference"]["display"] for c in comms] == ["dr-2", "nv-an-binh"]
     assert comms[1]["inResponseTo"] == [{"reference": f"Communication/{comms[0]['id']}"}]
+    assert comms[1]["payload"][1:] == [{"contentReference": {"reference": "Observation/obs-a",
+                                                             "display": "Troponin I.pdf"}}]  # its name kept
     # reject needs a reason (and an accepted consult is not rejected)
     assert op(tc, task_id, "$reject", "dr", tokens).status_code == 422
     assert op(tc, task_id, "$reject", "dr", tokens, [{"name": "reason", "valueString": "x"}]).status_code == 409

@@ -38,9 +38,11 @@ pytestmark = pytest.mark.integration
 
 
 def message(tc: str, task: str, who: str, tokens, text: str = "Sốt tăng 39,5 °C sáng nay.",
-            attachments: tuple[str, ...] = (), **headers: str) -> httpx.Response:
+            attachments: tuple[str | dict[str, Any], ...] = (), **headers: str) -> httpx.Response:
+    """``attachments``: references, or whole References (with a ``display``)."""
     params: list[dict[str, Any]] = [{"name": "text", "valueString": text}]
-    params += [{"name": "attachment", "valueReference": {"reference": ref}} for ref in attachments]
+    params += [{"name": "attachment", "valueReference": ref if isinstance(ref, dict) else {"reference": ref}}
+               for ref in attachments]
     return op(tc, task, "$message", who, tokens, params, **headers)
 
 
@@ -59,7 +61,9 @@ def test_both_sides_post_messages_and_the_task_stays_as_it_was(tc, tokens):
     sr_id, task_id = submitted(submit(tc, tokens))
     before = task_of(tc, tokens, task_id)
     # the clinic, before any doctor took the consult: to the hub
-    r = message(tc, task_id, "a", tokens, attachments=("Observation/obs-a",))
+    named = {"reference": "Observation/obs-a", "display": " Phim X-quang\n ngực.png "}
+    r = message(tc, task_id, "a", tokens, attachments=("Observation/obs-a", named,
+                                                       {"reference": "Observation/obs-a", "display": "x" * 300}))
     assert r.status_code == 201, r.text
     from_clinic = r.json()
     assert r.headers["Location"].endswith(f"/Communication/{from_clinic['id']}/_history/1")
@@ -69,8 +73,12 @@ def test_both_sides_post_messages_and_the_task_stays_as_it_was(tc, tokens):
     assert from_clinic["partOf"] == [{"reference": f"Task/{task_id}"}]
     assert from_clinic["basedOn"] == [{"reference": f"ServiceRequest/{sr_id}"}]
     assert from_clinic["subject"] == {"reference": "Patient/pa"} and from_clinic["sent"]
+    # each file keeps the name the clinic gave it (one line, at most 200 characters): the thread shows it
     assert from_clinic["payload"] == [{"contentString": "Sốt tăng 39,5 °C sáng nay."},
-                                      {"contentReference": {"reference": "Observation/obs-a"}}]
+                                      {"contentReference": {"reference": "Observation/obs-a"}},
+                                      {"contentReference": {"reference": "Observation/obs-a",
+                                                            "display": "Phim X-quang ngực.png"}},
+                                      {"contentReference": {"reference": "Observation/obs-a", "display": "x" * 200}}]
     assert from_clinic["category"][0]["coding"][0]["code"] == "message"
     after = task_of(tc, tokens, task_id)
     assert after["status"] == "requested" and after["meta"]["versionId"] == before["meta"]["versionId"]
@@ -122,6 +130,11 @@ def test_bad_messages_are_refused_clearly_and_nothing_is_stored(tc, tokens):
     assert r.status_code == 422 and "'text' is required" in diag(r)
     r = message(tc, task_id, "a", tokens, attachments=("Patient/pa",))
     assert r.status_code == 422 and "attachment" in diag(r)
+    for display in (42, "  ", ["a.pdf"]):
+        r = message(tc, task_id, "a", tokens, attachments=({"reference": "Observation/obs-a", "display": display},))
+        assert r.status_code == 422 and "display" in diag(r), r.text
+        assert r.json()["issue"][0]["expression"] == [
+            "Parameters.parameter.where(name='attachment')[0].valueReference.display"]
     r = message(tc, task_id, "a", tokens, attachments=("Observation/obs-a",) * 11)
     assert r.status_code == 422 and "at most 10" in diag(r)
     r = message(tc, task_id, "a", tokens, attachments=("Observation/obs-b",))  # the other clinic's patient

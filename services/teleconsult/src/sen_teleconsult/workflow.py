@@ -770,7 +770,8 @@ class Consults:
 
         return self.step(task_id, "$request-info", actor, decide)
 
-    def provide_info(self, task_id: str, actor: Actor, answer: str, attachments: list[str]) -> dict[str, Any]:
+    def provide_info(self, task_id: str, actor: Actor, answer: str,
+                     attachments: list[dict[str, str]]) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             asked = link.get("question")
@@ -787,7 +788,7 @@ class Consults:
         return self.step(task_id, "$provide-info", actor, decide)
 
     def post_message(self, task_id: str, actor: Actor, text: str,
-                     attachments: Callable[[], list[str]] = list, retry_key: str | None = None,
+                     attachments: Callable[[], list[dict[str, str]]] = list, retry_key: str | None = None,
                      ) -> tuple[bool, dict[str, Any]]:
         """A free message on the consult's thread (``$message``): a Communication from the caller's
         side to the other (a hub doctor to the requesting clinic; the clinic to the Task's owner,
@@ -803,7 +804,8 @@ class Consults:
         stored just after it (as one sent a moment earlier would be); refusing later ones is for the
         users (nothing to say to a withdrawn consult), not an invariant of the data.
 
-        ``attachments()``: the references to attach, checked (the EHR is asked) once the caller and
+        ``attachments()``: the References to attach (each with its file's name as ``display``
+        when the caller gave one), checked (the EHR is asked) once the caller and
         the state are known to be allowed."""
         link = self.current(task_id)
         self.roll_forward(link)  # the thread's earlier question or answer is in before this message
@@ -825,7 +827,8 @@ class Consults:
         return created, stored
 
     def _communication(self, f: Mapping[str, Any], *, sender: str, recipient: str, text: str,
-                       in_response_to: str | None, attachments: Iterable[str] = (), kind: str) -> dict[str, Any]:
+                       in_response_to: str | None, attachments: Iterable[Mapping[str, str]] = (),
+                       kind: str) -> dict[str, Any]:
         """A Communication of the consult's thread: ``basedOn`` its ServiceRequest (how the whole thread
         is searched, the oldest included), ``partOf`` and ``about`` its Task, ``kind`` its category."""
         comm: dict[str, Any] = {
@@ -835,7 +838,7 @@ class Consults:
             # to the millisecond: a thread's messages a moment apart keep their order
             "subject": {"reference": f["patient"]}, "sent": datetime.now(VN).isoformat(timespec="milliseconds"),
             "sender": {"reference": sender}, "recipient": [{"reference": recipient}],
-            "payload": [{"contentString": text}, *({"contentReference": {"reference": r}} for r in attachments)],
+            "payload": [{"contentString": text}, *({"contentReference": dict(a)} for a in attachments)],
         }
         if in_response_to:
             comm["inResponseTo"] = [{"reference": f"Communication/{in_response_to}"}]

@@ -10,6 +10,7 @@ from typing import Any
 from flask import request
 from sen_shared.auth import current_principal
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
+from sen_shared.fhir.names import one_line
 from sen_shared.fhir.store import etag
 from sen_shared.idempotency_key import HEADER, caller_scope, idempotent
 from sen_shared.runtime import current
@@ -134,22 +135,31 @@ def request_info(id: str, **_: Any) -> Reply:  # noqa: A002
     return _task_answer(req, _consults().request_info(id, _actor(), question or ""))
 
 
-def _attachments(body: Any, most: int | None = None) -> list[str]:
+def _attachments(body: Any, most: int | None = None) -> list[dict[str, str]]:
     """The ``attachment`` parameters (valueReference to the EHR's records), each readable by the
-    caller: one call to the EHR. ``most``: how many at most (422 beyond)."""
+    caller: one call to the EHR. ``most``: how many at most (422 beyond). Each is kept as a Reference
+    with its ``display`` when the caller gave one (the file's name, one line, cut to
+    ``DISPLAY_MAX``): the thread shows the names without asking the EHR."""
     found = rules.param_values(body, "attachment")
     if most is not None and len(found) > most:
         raise ConsultError(f"at most {most} attachments", status=422, code="processing",
                            expression=["Parameters.parameter.where(name='attachment')"])
-    attachments = [rules.ref_of(p.get("valueReference")) for p in found]
-    for i, ref in enumerate(attachments):
+    attachments: list[dict[str, str]] = []
+    for i, p in enumerate(found):
+        where = f"Parameters.parameter.where(name='attachment')[{i}]"
+        ref = rules.ref_of(p.get("valueReference"))
         if ref is None or ref.split("/", 1)[0] not in rules.SUPPORTING_TYPES:
             raise ConsultError(f"an attachment references the EHR's {', '.join(rules.SUPPORTING_TYPES)}",
-                               status=422, code="processing", expression=[f"Parameters.parameter[{i}]"])
-    refs = [a for a in attachments if a]
-    if refs:
-        _ehr().check_all_readable([(ref, "Parameters.parameter.where(name='attachment')") for ref in refs])
-    return refs
+                               status=422, code="processing", expression=[where])
+        display = p["valueReference"].get("display")
+        if display is not None and (not isinstance(display, str) or not one_line(display)):
+            raise ConsultError("an attachment's display is its name: a non-empty string", status=422,
+                               code="processing", expression=[f"{where}.valueReference.display"])
+        attachments.append({"reference": ref, **({"display": one_line(display)} if display is not None else {})})
+    if attachments:
+        _ehr().check_all_readable([(a["reference"], "Parameters.parameter.where(name='attachment')")
+                                   for a in attachments])
+    return attachments
 
 
 @idempotent()
