@@ -17,6 +17,7 @@ doctor accepts it, then that doctor (Specialist).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -153,6 +154,27 @@ def http_calls(monkeypatch):
 
     monkeypatch.setattr(http, "request", request)
     return calls
+
+
+@pytest.fixture()
+def document_searches(monkeypatch):
+    """Every DocumentReference search the portal sends in this test: (its query, its answer's body);
+    the portal's file names kept per process forgotten first."""
+    from sen_portal.web import clinic
+    from sen_shared import http
+
+    monkeypatch.setattr(clinic, "_file_names", {})
+    searches: list[tuple[dict[str, Any], bytes]] = []
+    real = http.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        answer = real(method, url, *args, **kwargs)
+        if method == "GET" and url.split("?")[0].endswith("/fhir/DocumentReference"):
+            searches.append((dict(kwargs.get("params") or {}), answer.content))
+        return answer
+
+    monkeypatch.setattr(http, "request", request)
+    return searches
 
 
 def _patient_searches(calls: list[tuple[str, str]], ehr: str) -> int:
@@ -348,7 +370,8 @@ def _element(page: str, eid: str) -> str:
     raise AssertionError(f"#{eid} is not closed")
 
 
-def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(portal, consults, tc, dev_key):
+def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(portal, consults, tc, dev_key,
+                                                                                 document_searches):
     """The doctor asks the clinic for an ECG on Lan's consult (on hold): the clinic's list marks it
     "Cần trả lời", the consult page's refresh (the same page, its thread and answer box taken by
     hx-select-oob) holds the question and the answer box; the nurse answers with a PDF: the EHR keeps
@@ -390,9 +413,10 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
                        headers=clinic_token, timeout=30).json()
     answers = [e["resource"] for e in bundle.get("entry", []) if e["resource"].get("inResponseTo")]
     assert len(answers) == 1
-    refs = [p["contentReference"]["reference"] for p in answers[0]["payload"] if "contentReference" in p]
-    assert len(refs) == 1 and refs[0].startswith("DocumentReference/")
-    did = refs[0].split("/")[1]
+    files = [p["contentReference"] for p in answers[0]["payload"] if "contentReference" in p]
+    assert len(files) == 1 and files[0]["reference"].startswith("DocumentReference/")
+    assert files[0]["display"] == "dien-tim.pdf"  # teleconsult keeps the name the portal sent
+    did = files[0]["reference"].split("/")[1]
 
     def answered() -> bool:
         return f'href="/documents/{did}?consult={tid}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
@@ -401,7 +425,8 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     thread = _element(page, "consult-thread")
     assert "Đã gửi điện tim." in thread and f'href="/documents/{did}?consult={tid}"' in thread
-    assert "dien-tim.pdf" in thread and "Tệp 1" not in thread  # named by its DocumentReference's title
+    assert "dien-tim.pdf" in thread and "Tệp 1" not in thread  # named by the Communication itself:
+    assert document_searches == []  # no EHR search for the names
     opened = clinic.get(f"/documents/{did}")
     assert opened.status_code == 200 and opened.mimetype == "application/pdf" and opened.data == pdf
     assert "Hạn trả lời" in page and 'data-testid="consult-again"' not in page
@@ -417,6 +442,42 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert f'href="/patients/{LAN}/consult" data-testid="consult-again">Gửi yêu cầu hội chẩn mới</a>' in page
     assert "Hạn trả lời" not in page
+
+
+def test_a_file_of_a_message_stored_without_its_name_is_named_by_the_ehr_without_its_content(
+        portal, consults, ehr, tc, dev_key, document_searches):
+    """A Communication stored before teleconsult kept each file's name (a bare reference): the consult
+    page names its file by the DocumentReference's title, read from the EHR in one search that asks
+    for the names only (``_elements``): the file's base64 content is not sent to the portal."""
+    _sr, tid = consults[BINH]
+    clinic_token = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+    content = b"%PDF-1.4\n% sieu am tim\n%%EOF\n"
+    doc = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{BINH}"},
+           "content": [{"attachment": {"contentType": "application/pdf", "title": "siêu-âm-tim.pdf",
+                                       "data": base64.b64encode(content).decode()}}]}
+    r = httpx.post(f"{ehr}/fhir/DocumentReference", content=json.dumps(doc), headers=clinic_token, timeout=30)
+    assert r.status_code == 201, r.text
+    did = r.json()["id"]
+    r = httpx.post(f"{tc}/fhir/Task/{tid}/$message", headers=clinic_token, timeout=30, content=json.dumps({
+        "resourceType": "Parameters", "parameter": [
+            {"name": "text", "valueString": "Kết quả siêu âm tim."},
+            {"name": "attachment", "valueReference": {"reference": f"DocumentReference/{did}"}}]}))
+    assert r.status_code == 201, r.text
+    assert r.json()["payload"][1] == {"contentReference": {"reference": f"DocumentReference/{did}"}}
+
+    clinic = portal_signed_in(portal, "clinic")
+
+    def shown() -> bool:  # the clinic's answers are kept a few seconds
+        return f'href="/documents/{did}?consult={tid}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
+
+    wait_for(shown, timeout=20)
+    thread = _element(clinic.get(f"/consults/{tid}").get_data(as_text=True), "consult-thread")
+    assert "siêu-âm-tim.pdf" in thread and "Tệp 1" not in thread
+    assert document_searches, "the name is the EHR's"
+    for query, answer in document_searches:
+        assert query["_elements"] == "content.attachment.title,subject"
+        assert base64.b64encode(content) not in answer and b'"data"' not in answer
+        assert "siêu-âm-tim.pdf" in answer.decode()
 
 
 def test_the_consult_form_sent_twice_at_once_submits_one_consult(portal, ehr, tc, dev_key):

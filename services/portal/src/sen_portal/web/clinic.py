@@ -698,11 +698,13 @@ _file_names_lock = threading.Lock()
 
 def name_files(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The thread's Communications with each file they carry named (``contentReference.display``).
-    Teleconsult keeps an answer's or a message's files as bare references (the name the portal sent
-    beside each is not kept), so the names are the DocumentReferences' own (``content.attachment.title``,
+    Teleconsult keeps the name the portal sent beside each file (the ``display``), so a thread's files
+    are named by the Communications themselves: no EHR call. Only files of Communications stored before
+    it kept them (a bare reference) are named by their DocumentReferences (``content.attachment.title``,
     the uploaded file's name): the ones not known yet are read from the EHR in ONE search with the
-    user's token, then kept for every user of this process (a file's name does not change; it is shown
-    only beside a reference the user's own thread holds). A failed search leaves them unnamed ("File n")."""
+    user's token, asking for the names only (``_elements``: not the files' base64 content), then kept
+    for every user of this process (a file's name does not change; it is shown only beside a reference
+    the user's own thread holds). A failed search leaves them unnamed ("File n")."""
     refs = [str(pl["contentReference"].get("reference") or "") for c in comms for pl in c.get("payload") or []
             if isinstance(pl.get("contentReference"), dict) and not pl["contentReference"].get("display")]
     ids = sorted({r.removeprefix("DocumentReference/") for r in refs if r.startswith("DocumentReference/")}
@@ -710,8 +712,9 @@ def name_files(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = [i for i in ids if FHIR_ID.fullmatch(i)]
     if ids:
         try:
-            docs = entries(fhir_get("ehr", "/fhir/DocumentReference", {"_id": ",".join(ids), "_count": str(len(ids))},
-                                    cached=True), "DocumentReference")
+            # the names only (the subject: what the EHR's audit records of the search)
+            names = {"_id": ",".join(ids), "_count": str(len(ids)), "_elements": "content.attachment.title,subject"}
+            docs = entries(fhir_get("ehr", "/fhir/DocumentReference", names, cached=True), "DocumentReference")
         except BackendError:
             docs = []
         found = {str(d.get("id")): str(t)[:200] for d in docs if str(d.get("id")) in ids
