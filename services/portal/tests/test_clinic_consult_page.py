@@ -57,6 +57,7 @@ class Backends:
         self.comms: list[dict[str, Any]] = []
         self.appointments: list[dict[str, Any]] = []
         self.documents: list[dict[str, Any]] = []  # the EHR's DocumentReferences (their files' names)
+        self.document_searches: list[dict[str, str]] = []  # the query of each search of them
         self.posted: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []  # the headers of each post (``posted``'s order)
         self.files: dict[str, str] = {}  # the DocumentReferences created: identifier -> id
@@ -76,6 +77,7 @@ class Backends:
             if (service, path) == ("teleconsult", "/fhir/Appointment"):
                 return bundle(self.appointments)
             if (service, path) == ("ehr", "/fhir/DocumentReference"):
+                self.document_searches.append(dict(params or {}))
                 return bundle([d for d in self.documents if d["id"] in (params or {}).get("_id", "").split(",")])
             if (service, path) == ("ehr", "/fhir/Patient"):
                 return bundle([{"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-05-20",
@@ -185,7 +187,8 @@ def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):
 
     backends.sr["supportingInfo"] = [{"reference": "DocumentReference/d-ecg", "display": "dien-tim.pdf"},
                                      {"reference": "DocumentReference/d-xray"}]
-    # teleconsult keeps an answer's files as bare references: their names are the EHR's (the upload's name)
+    # an answer stored before teleconsult kept each file's name holds a bare reference: its name is the
+    # EHR's (the upload's name)
     backends.documents[:] = [{"resourceType": "DocumentReference", "id": "d-ecg2", "content": [
         {"attachment": {"contentType": "application/pdf", "title": "dien-tim-lan-2.pdf", "data": "JVBERi0="}}]}]
     backends.comms[:] = [QUESTION, {"resourceType": "Communication", "id": "a1", "status": "completed",
@@ -205,6 +208,28 @@ def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):
         thread = re.search(r'<li data-testid="thread-answer">(.*?)</li>', page, re.S).group(1)
         assert "Đã gửi điện tim." in thread and '<a href="/documents/d-ecg2?consult=t1"' in thread
         assert "dien-tim-lan-2.pdf" in thread and "Tệp 1" not in thread
+    # one search for both pages (the names kept per process), asking for the names, not the files
+    assert [q["_elements"] for q in backends.document_searches] == ["content.attachment.title,subject"]
+
+
+def test_the_threads_files_are_named_by_their_communications_without_asking_the_ehr(client, monkeypatch):
+    """Teleconsult keeps the name the portal sent beside each file (``contentReference.display``): the
+    thread shows it, and the EHR is not searched for the names."""
+    backends = Backends(monkeypatch)
+    backends.comms[:] = [QUESTION, {"resourceType": "Communication", "id": "a1", "status": "completed",
+                                    "sent": "2026-12-04T10:30:00+07:00",
+                                    "inResponseTo": [{"reference": "Communication/q1"}],
+                                    "payload": [{"contentString": "Đã gửi điện tim."}, *(
+                                        {"contentReference": {"reference": f"DocumentReference/{did}",
+                                                              "display": name}}
+                                        for did, name in (("d-ecg2", "điện-tim-lần-2.pdf"), ("d-xq", "x-quang.png")))]}]
+    for user in ("clinic", "doctor"):
+        sign_in(client, user)
+        page = client.get("/consults/t1" if user == "clinic" else "/tasks/t1").get_data(as_text=True)
+        thread = re.search(r'<li data-testid="thread-answer">(.*?)</li>', page, re.S).group(1)
+        assert "điện-tim-lần-2.pdf" in thread and "x-quang.png" in thread and "Tệp 1" not in thread
+        assert "/documents/d-xq" in thread
+    assert backends.document_searches == []
 
 
 def test_the_answer_sends_its_files_as_attachments(client, monkeypatch):
