@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sen_shared.fhir.bundle import parse_url
 from sen_shared.fhir.http import FhirRequest, response_type, shape_resource
@@ -68,6 +70,22 @@ def test_shape_summary_and_elements():
     assert set(e) == {"resourceType", "id", "meta", "maritalStatus"}
     assert e["meta"]["tag"][0]["code"] == "SUBSETTED"
     assert shape_resource(res, None, None) is res
+
+
+def test_elements_go_into_elements():
+    """``content.attachment.title``: each content item keeps its attachment's title only; an item
+    without one is left out, a name past a primitive keeps nothing, a whole element stays whole."""
+    doc = {"resourceType": "DocumentReference", "id": "d", "status": "current",
+           "subject": {"reference": "Patient/1", "display": "Lan"},
+           "content": [{"attachment": {"title": "a.pdf", "data": "QQ=="}, "format": {"code": "x"}},
+                       {"attachment": {"data": "Qg=="}}]}
+    stored = json.loads(json.dumps(doc))
+    e = shape_resource(doc, None, ["content.attachment.title", "subject.reference", "status.x"])
+    assert e["content"] == [{"attachment": {"title": "a.pdf"}}]
+    assert e["subject"] == {"reference": "Patient/1"} and "status" not in e
+    whole = shape_resource(doc, None, ["content", "content.attachment.title"])
+    assert whole["content"] == doc["content"]
+    assert doc == stored  # the resource itself is not changed
 
 
 def test_negotiation():
