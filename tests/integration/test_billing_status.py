@@ -205,6 +205,31 @@ def test_the_desk_answers_summary_invoice_and_the_same_qr(base_env, mongo_client
         assert (paid["balanceDue"], paid["qr"]) == (0, None)  # nothing due: no QR to scan
 
 
+def test_several_summaries_in_one_request_as_each_answers_alone(base_env, mongo_client, dev_key) -> None:
+    """The queue's rows: ``/payments/invoices?id=…`` gives each invoice's summary as
+    ``/payments/invoices/{id}`` does, in the order asked; another facility's and unknown ones are
+    left out; more than 100 ids, or none, is 400."""
+    name = f"sen_billing_s{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, _app):
+        db = mongo_client[name]
+        a, _ = make_invoice(db, 90_000)
+        b, _ = make_invoice(db, 39_000)
+        other, _ = make_invoice(db, 10_000, facility="org-b")
+        db["payments"].insert_one({"_id": f"test:{a}", "invoice": a, "amount": 20_000, "channel": "cash",
+                                   "provider": "cashier", "received_at": datetime.now(UTC)})
+        h = _headers(dev_key)
+        r = client.get("/payments/invoices", params=[("id", b), ("id", other), ("id", "no-such"), ("id", a),
+                                                     ("id", b)], headers=h)
+        assert r.status_code == 200, r.text
+        got = r.json()["summaries"]
+        assert [s["invoice"] for s in got] == [b, a]
+        assert got == [client.get(f"/payments/invoices/{i}", headers=h).json() for i in (b, a)]
+        assert (got[1]["paid"], got[1]["balanceDue"]) == (20_000, 70_000)
+        too_many = client.get("/payments/invoices", params=[("id", f"i{n}") for n in range(101)], headers=h)
+        assert too_many.status_code == 400
+        assert client.get("/payments/invoices", headers=h).status_code == 400
+
+
 def test_the_desk_says_why_there_is_no_qr_without_a_bank_account(base_env, mongo_client, dev_key) -> None:
     name = f"sen_billing_s{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, _app):
