@@ -23,13 +23,13 @@ PNG = base64.b64decode(
 TEXT = {
     "vi": {"search": "Tìm", "request": "Gửi yêu cầu", "waiting": "Chờ tuyến trên", "accepted": "Đã nhận",
            "completed": "Đã hoàn thành", "paid": "Đã thanh toán", "found": "Tìm thấy",
-           "start": "Bắt đầu khám", "in-progress": "Đang khám", "on-hold": "Câu hỏi cho cơ sở",
+           "start": "Bắt đầu xử lý ca", "in-progress": "Đang xử lý", "on-hold": "Câu hỏi cho cơ sở",
            "asked": "Tuyến trên hỏi", "answered": "Cơ sở trả lời", "hub": "Tuyến trên",
            "specialist": "Bác sĩ chuyên khoa", "reason": "Tăng huyết áp vô căn",
            "diagnosis": "I10 — Tăng huyết áp vô căn (nguyên phát)"},
     "en": {"search": "Search", "request": "Send the request", "waiting": "Waiting for the hub",
            "accepted": "Accepted", "completed": "Completed", "paid": "Paid", "found": "found",
-           "start": "Start consult", "in-progress": "In progress", "on-hold": "Question for the clinic",
+           "start": "Start working on the consult", "in-progress": "In progress", "on-hold": "Question for the clinic",
            "asked": "The hub asked", "answered": "The clinic answered", "hub": "Hub",
            "specialist": "Specialist", "reason": "Essential (primary) hypertension",
            "diagnosis": "I10 — Essential (primary) hypertension"},
@@ -247,7 +247,7 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
     v.page.click("form[action$='/slots'] button")
     v.page.wait_for_selector("form[action$='/book'] button")
     v.check("doctor-slots")
-    v.page.locator("form[action$='/book'] button").first.click()
+    v.page.locator("form[action$='/book'] button").last.click()  # days away: the minutes come before it
     v.page.wait_for_url(re.compile(r"booked=1"))
     assert v.page.locator("a", has_text=re.compile("video|Vào phòng", re.I)).count() >= 1
     v.check("doctor-booked")
@@ -271,9 +271,13 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
     v.page.wait_for_selector("#diagnosis-suggest button")
     v.page.locator("#diagnosis-suggest button", has_text="I10").click()
     v.page.fill("#recommendations", "Tăng amlodipin 10 mg; thêm losartan 50 mg; tái khám sau 2 tuần.")
+    # the booked visit is still to come: signing now ends it (teleconsult's $complete cancels it), said first
+    assert v.page.locator("[data-testid=visit-ahead]").count() == 1
     v.page.click("form[action$='/complete'] button.primary")
     v.page.wait_for_url(re.compile(r"done=1"))
     assert t["completed"] in v.page.inner_text("[data-testid=task-status]")
+    closed = v.page.inner_text("[data-testid=visit-closed]")  # the visit cancelled with the consult, its reason
+    assert {"vi": "Lịch hẹn đã hủy", "en": "Visit cancelled"}[lang] in closed and "trước giờ hẹn" in closed, closed
     result = v.page.inner_text("[data-testid=result]")  # what was signed off, its diagnosis in the page's language
     assert t["diagnosis"] in result and "Tăng huyết áp độ 2 chưa kiểm soát." in result, result
     v.check("doctor-completed")

@@ -481,3 +481,78 @@ def test_the_minutes_name_the_booked_visit_but_not_a_cancelled_one(app, fake):
     named = [[p["valueReference"]["reference"] for p in sent["parameter"] if p["name"] == "appointment"]
              for sent in fake.completed]
     assert named == [["Appointment/a-1"], []]
+
+
+# ------------------------------------------------------------------ 10. the visit ends with the consult
+
+CLOSING = {"cancelled": "Phòng khám đã hủy yêu cầu hội chẩn (the clinic cancelled the consult): Bệnh nhân đã khỏi",
+           "rejected": "Bác sĩ tuyến trên đã từ chối hội chẩn (the hub declined the consult): Ngoài chuyên khoa",
+           "completed": "Hội chẩn đã kết thúc trước giờ hẹn (the consult was completed before this visit)"}
+
+
+@pytest.mark.parametrize("status", sorted(CLOSING))
+def test_a_closed_consults_cancelled_visit_shows_cancelled_with_its_reason_on_both_pages(app, fake, status):
+    """teleconsult now cancels the consult's visit when the consult is cancelled, rejected, or completed
+    before the visit's time: both pages say "Lịch hẹn đã hủy: <reason>", with no join link and nothing
+    to move or cancel (the doctor's page used to hide the visit; the clinic's said the doctor books again)."""
+    from sen_portal.web import EXT_JOIN
+
+    link = "https://video.example.vn/room/a-1?role=doctor"
+    fake.appts["a-1"]["participant"][1]["extension"] = [{"url": EXT_JOIN, "valueUrl": link}]
+    fake.status = status
+    fake.change("a-1", "cancelled", CLOSING[status])
+    start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user).get(path).get_data(as_text=True)
+        said = _text(re.search(r'data-testid="visit-closed">(.*?)</p>', page, re.S).group(1)).strip()
+        assert said.startswith(f"Lịch hẹn đã hủy: {CLOSING[status]}"), (user, said)
+        assert f"{start:%d/%m/%Y %H:%M}" in said and "đã được trả lại" in said, (user, said)
+        for gone in (link, "Vào phòng hội chẩn video", 'data-testid="visit-move"', 'data-testid="visit-cancel"',
+                     'data-testid="visit-ended"', "/slots", "/complete", "Đã đặt lịch"):
+            assert gone not in page, (user, gone)
+    page = _text(portal_signed_in(app, "doctor", lang="en").get(f"/tasks/{TID}").get_data(as_text=True))
+    assert f"Visit cancelled: {CLOSING[status]}" in page
+
+
+def test_a_closed_consults_visit_that_took_place_shows_done(app, fake):
+    fake.status = "completed"
+    fake.change("a-1", "fulfilled")
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user).get(path).get_data(as_text=True)
+        shown = _text(re.search(r'data-testid="visit-time">(.*?)</p>', page, re.S).group(1))
+        assert shown.strip().endswith("· Đã xong"), (user, shown)
+        assert 'data-testid="visit-closed"' not in page and "Lịch hẹn đã hủy" not in page
+
+
+def test_the_start_button_says_it_starts_the_work_not_the_video_visit(app, fake):
+    """``$start`` is the doctor beginning work on the consult (it may be answered in writing), days before
+    the booked visit too; the video visit is joined by its link, which stays."""
+    from sen_portal.web import EXT_JOIN
+
+    link = "https://video.example.vn/room/a-1?role=doctor"
+    fake.appts["a-1"]["participant"][1]["extension"] = [{"url": EXT_JOIN, "valueUrl": link}]
+    fake.status = "accepted"
+    page = _page(portal_signed_in(app, "doctor"))
+    button = _text(re.search(r'data-testid="start-consult">(.*?)</button>', page, re.S).group(1)).strip()
+    assert button == "Bắt đầu xử lý ca" and "Bắt đầu khám" not in page
+    assert "không mở cuộc gọi video" in _text(page) and f'href="{link}"' in page
+    page = _page(portal_signed_in(app, "doctor", lang="en"))
+    assert "Start working on the consult" in _text(page)
+    fake.status = "in-progress"
+    status = re.search(r'data-testid="task-status">([^<]*)<', _page(portal_signed_in(app, "doctor"))).group(1)
+    assert status == "Đang xử lý"
+
+
+def test_the_minutes_warn_that_signing_before_the_booked_time_cancels_the_visit(app, fake):
+    c = portal_signed_in(app, "doctor")
+    start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)  # tomorrow
+    warn = _text(re.search(r'data-testid="visit-ahead">(.*?)</p>', _page(c), re.S).group(1)).strip()
+    assert warn == (f"Ca hội chẩn sẽ kết thúc trước giờ hẹn {start:%d/%m/%Y %H:%M}: lịch hẹn video sẽ bị hủy "
+                    "và giờ đó được trả lại.")
+    english = _text(_page(portal_signed_in(app, "doctor", lang="en")))
+    assert "The consult will end before the visit booked at" in english
+    fake.appts["a-1"].update(start=_iso(datetime.now(TZ) - timedelta(minutes=5)))  # the visit has begun
+    assert 'data-testid="visit-ahead"' not in _page(c)
+    fake.change("a-1", "cancelled", "Bác sĩ bận")  # no booked visit: nothing to warn of
+    fake.appts["a-1"].update(start=_iso(datetime.now(TZ) + timedelta(days=1)))
+    assert 'data-testid="visit-ahead"' not in _page(c)
