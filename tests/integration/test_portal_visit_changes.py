@@ -224,6 +224,13 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     assert len(_active(tc, H, sr)) == 1
 
 
+def _accepted(doctor, tid: str) -> None:
+    """The consult accepted by the signed-in doctor (a test run alone finds it not accepted yet)."""
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    if 'action="/tasks/' + tid + '/accept"' in page:
+        assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+
+
 def test_a_second_time_booked_from_another_tab_is_refused_naming_the_visit(portal, consult, tc, dev_key):
     """Two tabs of the consult page (or two quick clicks on two times): the first time is booked, the
     second is refused in the page's words, naming the visit's time; the consult keeps its one visit
@@ -231,9 +238,7 @@ def test_a_second_time_booked_from_another_tab_is_refused_naming_the_visit(porta
     sr, tid = consult
     H = _headers(dev_key, "admin")
     doctor = portal_signed_in(portal, "doctor")
-    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    if 'action="/tasks/' + tid + '/accept"' in page:  # run alone: the consult is not accepted yet
-        assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+    _accepted(doctor, tid)
     for visit in _active(tc, H, sr):  # start without a visit (the test above ends with one booked)
         r = httpx.post(f"{tc}/fhir/Appointment/{visit['id']}/$cancel", headers=H, timeout=30,
                        content=json.dumps({"resourceType": "Parameters", "parameter": []}))
@@ -260,9 +265,7 @@ def test_leave_over_a_booked_visit_lists_it_first_and_after_from_teleconsults_se
     sr, tid = consult
     H = _headers(dev_key, "admin")
     doctor = portal_signed_in(portal, "doctor")
-    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    if 'action="/tasks/' + tid + '/accept"' in page:  # run alone: the consult is not accepted yet
-        assert doctor.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page)}).status_code == 302
+    _accepted(doctor, tid)
     if not _active(tc, H, sr):
         assert doctor.post(f"/tasks/{tid}/book", data=_times(doctor, tid, "book")[0]).status_code == 302
     [visit] = _active(tc, H, sr)
