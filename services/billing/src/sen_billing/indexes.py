@@ -20,6 +20,9 @@ INDEXES += [
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refunds", (("invoice", 1),)),  # an invoice's refunds (domain/status.py)
     mongo.Index("refund_tasks", (("invoice", 1),)),
+    # the list of money to give back (payments.refund_tasks): a facility's, or every one's, in (at, _id) order
+    mongo.Index("refund_tasks", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),
+    mongo.Index("refund_tasks", (("at", 1), ("_id", 1)), name="at_id"),
     mongo.Index("unmatched_waiting", (("at", 1), ("_id", 1)), name="at_id"),  # an admin's pages (every facility)
     # a cashier's pages: their facility's entries (an equality), in (at, _id) order
     mongo.Index("unmatched_waiting", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),

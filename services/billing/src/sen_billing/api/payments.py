@@ -177,3 +177,24 @@ def daily_report(day: str | None = None, facility: str | None = None) -> Any:
                                                            account_facilities=current().settings.account_facilities))
     return Response(text, 200, mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="doi-soat-{when.isoformat()}.csv"'})
+
+
+@require_roles("cashier")
+def refund_tasks(limit: int = 50, after: str | None = None, facility: str | None = None,
+                 state: str = "open") -> Any:
+    """Money to give back: the facility's refund tasks (a cashier: their own; an admin: ``facility``
+    or every facility's), the open ones (not refunded yet) by default, oldest first, a page at a time."""
+    scope = payments.task_scope(current_principal(), facility)
+    rows, cursor = payments.refund_tasks(_db(), limit, after, scope, state)
+    body: dict[str, Any] = {"tasks": [payments.public_refund_task(r) for r in rows]}
+    if cursor:
+        body["next"] = cursor
+    return body, 200, JSON
+
+
+@require_roles("cashier")
+def shifts_list(state: str = "closed", limit: int = 5) -> Any:
+    """The cashier's own closed shifts, newest first, each with its closing summary."""
+    if state != "closed":
+        raise SenError("state: only closed shifts are listed (the open one: /payments/shifts/current)")
+    return {"shifts": shifts.closed_shifts(_db(), current_principal(), limit)}, 200, JSON

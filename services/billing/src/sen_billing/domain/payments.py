@@ -575,6 +575,79 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     return public_refund(doc)
 
 
+def task_scope(principal: Any, facility: str | None = None) -> str | None:
+    """Whose refund tasks a principal reads: an admin the facility asked for, or every facility's
+    (None); a cashier their own facility's only (another's: Forbidden; none: Forbidden)."""
+    if "admin" in principal.roles:
+        return facility or None
+    if not principal.facility:
+        raise Forbidden("a cashier without a facility has no refund tasks")
+    if facility and facility != principal.facility:
+        raise Forbidden("a cashier reads their own facility's refund tasks only")
+    return str(principal.facility)
+
+
+TASK_STATES = ("open", "all")
+
+
+def refund_tasks(db: Database, limit: int = 50, after: str | None = None, facility: str | None = None,
+                 state: str = "open") -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the refund tasks (money that counts toward nothing owed: a late transfer to a
+    balanced or cancelled invoice, :func:`invoice_port.refund_task`), oldest first, and the cursor of
+    the next page (None: the last), as :func:`unmatched_queue` pages (``at``, ``_id``). ``state``
+    ``open``: those whose payment is not refunded yet (no ``refunds`` claim keyed by it); ``all``:
+    every task, each with its refund. ``facility``: that facility's (an equality FerretDB pushes
+    down; the ``(facility, at, _id)`` index), None every facility's. Each row: the task, its
+    payment (time, amount, channel) and its refund (if any). The tasks are never removed (the
+    refund claim says a task is done), so an open page reads the facility's tasks after the
+    cursor, a batch at a time, until it has a page of open ones (see the README's limits)."""
+    if state not in TASK_STATES:
+        raise PaymentError("state: open or all", status=400)
+    query: dict[str, Any] = _after(after) if after else {}
+    if facility is not None:
+        query = {"facility": facility, **query}
+    rows: list[dict[str, Any]] = []
+    last: Mapping[str, Any] | None = None
+    more = False
+    while True:
+        batch = list(db[REFUND_TASKS].find(query, sort=[("at", 1), ("_id", 1)], limit=limit + 1))
+        if not batch:
+            break
+        ids = [t["_id"] for t in batch]
+        refunds = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", ids)}
+        found = {p["_id"]: p for p in find_in(db[PAYMENTS], "_id", ids, projection={"outbox": 0})}
+        for task in batch:
+            if state == "open" and task["_id"] in refunds:
+                last = task
+                continue
+            if len(rows) == limit:
+                more = True
+                break
+            rows.append({"task": task, "payment": found.get(task["_id"]), "refund": refunds.get(task["_id"])})
+            last = task
+        if more or len(batch) <= limit:
+            break
+        query = {**({"facility": facility} if facility is not None else {}), **_after(_cursor(batch[-1]))}
+    return rows, (_cursor(last) if more and last is not None else None)
+
+
+def public_refund_task(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A refund task as ``GET /payments/refund-tasks`` lists it."""
+    task, payment, done = row["task"], row.get("payment") or {}, row.get("refund")
+    at = task.get("at")
+    out: dict[str, Any] = {
+        "payment": task["_id"], "invoice": task.get("invoice"), "amount": int(task["amount"]),
+        "reason": task.get("reason", ""), "facility": task.get("facility"),
+        "createdAt": iso(at) if isinstance(at, datetime) else None,
+        "channel": payment.get("channel"), "provider": payment.get("provider"),
+        "receivedAt": iso(payment["received_at"]) if payment.get("received_at") else None,
+        "description": payment.get("description", ""), "reference": payment.get("reference"),
+        "refunded": done is not None}
+    if done is not None:
+        out["refund"] = public_refund(done)
+    return out
+
+
 _ASSIGNED = "this transfer was assigned already: refund it on its invoice"
 _NOTHING = {  # why a payment toward an invoice has nothing to refund (the portal words each)
     "balanced": "this invoice is paid in full (balanced): only its credit, money paid over what was owed, "

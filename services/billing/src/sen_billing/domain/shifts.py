@@ -97,6 +97,34 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
     return public(link)
 
 
+CLOSED_MAX = 50  # closed shifts one request lists at most
+
+
+def closed_shifts(db: Database, principal: Any, limit: int = 5) -> list[dict[str, Any]]:
+    """The cashier's own closed shifts, newest first, at most ``limit``: the ``closed`` links of
+    their chain read back from the newest link by point reads (``_id`` ``shift:<cashier>/n``; the
+    links alternate open/closed, so ``limit`` closes cost about ``2 × limit`` reads, never the
+    whole history). Each closed link holds its whole summary (times, opening cash, expected,
+    counted, difference, note), written once by the close."""
+    chain = _chain(principal)
+    n = _newest(db, chain)
+    wanted = max(1, min(int(limit), CLOSED_MAX))
+    out: list[dict[str, Any]] = []
+    for k in range(n, 0, -1):
+        if len(out) == wanted:
+            break
+        link = db[SHIFTS].find_one({"_id": link_id(chain, k)})
+        if link is not None and link.get("state") == "closed":
+            out.append(public(link))
+    return out
+
+
+def _newest(db: Database, chain: str) -> int:
+    from .receipts import newest_link_number
+
+    return newest_link_number(db[SHIFTS], chain)
+
+
 def public(link: dict[str, Any]) -> dict[str, Any]:
     out = {"id": link["shift"], "state": link["state"], "cashier": link.get("cashier"),
            "facility": link.get("facility"), "openedAt": iso(link["opened_at"]),
