@@ -545,7 +545,10 @@ def shift() -> Any:
                 if close_form.note.data:
                     body["note"] = close_form.note.data
                 closed = _json("POST", "/payments/shifts/current/close", body)
+                history, history_problem = closed_shifts()
                 return render_template("shift.html", current=None, closed=closed, open_form=open_form,
+                                       history=[h for h in history if h.get("id") != closed.get("id")],
+                                       history_problem=history_problem,
                                        close_form=close_form, problem=None, title=gettext("Shift"),
                                        **daily_report.section())
             problem = gettext("Please correct the highlighted fields.")
@@ -557,8 +560,56 @@ def shift() -> Any:
     except BackendError as err:
         if err.status != 404:
             problem = problem or backend_message(err)
+    history, history_problem = closed_shifts()
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
-                           problem=problem, title=gettext("Shift"),
+                           problem=problem, title=gettext("Shift"), history=history, history_problem=history_problem,
                            **daily_report.section()), 200 if not problem else 422
 
 
+
+
+REFUND_PAGE = 50  # refund tasks a page of "To refund" shows (billing's limit, <= 200)
+
+
+@bp.route("/refunds")
+@login_required("cashier")
+def refund_tasks() -> Any:
+    """Money to give back: billing's open refund tasks of the cashier's facility (an admin: every
+    facility's, or the one ``?facility=`` names), oldest first, a page at a time (billing's ``next``
+    cursor), each linking to its invoice's page, where the refund form is."""
+    from .directory import org_names
+
+    after = request.args.get("after", "")
+    after = after if 3 <= len(after) <= 400 else ""
+    try:
+        page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
+    except ValueError:
+        page = 1
+    wanted = request.args.get("facility", "")
+    facility = wanted if g.user.role == "admin" and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted) else ""
+    params = {"limit": str(REFUND_PAGE), **({"after": after} if after else {}),
+              **({"facility": facility} if facility else {})}
+    problem, status, body = None, 200, {}
+    try:
+        body = _json("GET", "/payments/refund-tasks", params=params) or {}
+    except BackendError as err:
+        problem, status = backend_message(err), 503 if err.kind in ("down", "slow", "failed") else 200
+    rows = body.get("tasks") or []
+    orgs = org_names() if g.user.role == "admin" and rows else {}
+    rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility"))} for t in rows]
+    return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
+                           next_cursor=body.get("next"), facility=facility,
+                           title=gettext("To refund")), status
+
+
+CLOSED_SHIFTS = 3  # the last closed shifts /shift shows (to reread or print a close)
+
+
+def closed_shifts() -> tuple[list[dict[str, Any]], str | None]:
+    """The cashier's last closed shifts, newest first, each with its closing summary (billing's
+    ``GET /payments/shifts?state=closed``), and a problem when billing did not answer."""
+    try:
+        body = _json("GET", "/payments/shifts", params={"state": "closed", "limit": str(CLOSED_SHIFTS)})
+    except BackendError as err:
+        return [], backend_message(err)
+    return list((body or {}).get("shifts") or []), None
