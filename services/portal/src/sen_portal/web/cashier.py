@@ -467,6 +467,18 @@ def facility_choices(rows: list[dict[str, Any]], chosen: str) -> list[dict[str, 
     return [{"id": fid, "name": name} for fid, name in sorted(names.items(), key=lambda kv: (kv[1], kv[0]))]
 
 
+def cursor_args() -> tuple[str, int]:
+    """A list paged by billing's cursor: ``?after=`` (the ``next`` of the page before, "" for the
+    first) and ``?page=``, which only numbers the page for the user (1 on the first)."""
+    after = request.args.get("after", "")
+    after = after if 3 <= len(after) <= 400 else ""
+    try:
+        page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
+    except ValueError:
+        page = 1
+    return after, page
+
+
 @bp.route("/unmatched", methods=["GET", "POST"])
 @login_required("cashier")
 def unmatched() -> Any:
@@ -485,12 +497,7 @@ def unmatched() -> Any:
             problem = gettext("Please correct the highlighted fields.")
     # one page of the queue (billing's ``next`` cursor: ``?after=`` pages on; ``page`` only numbers it
     # for the cashier) and the facility's invoices awaiting payment (the choices to put a transfer on), at once
-    after = request.args.get("after", "")
-    after = after if 3 <= len(after) <= 400 else ""
-    try:
-        page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
-    except ValueError:
-        page = 1
+    after, page = cursor_args()
     facility = queue_filter()  # the cursor pages within it: both go to billing, and on in the links
     params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {}),
               **({"facility": facility} if facility else {})}
@@ -579,12 +586,7 @@ def refund_tasks() -> Any:
     cursor), each linking to its invoice's page, where the refund form is."""
     from .directory import org_names
 
-    after = request.args.get("after", "")
-    after = after if 3 <= len(after) <= 400 else ""
-    try:
-        page = max(1, min(int(request.args.get("page", "1")), 100_000)) if after else 1
-    except ValueError:
-        page = 1
+    after, page = cursor_args()
     wanted = request.args.get("facility", "")
     facility = wanted if g.user.role == "admin" and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted) else ""
     params = {"limit": str(REFUND_PAGE), **({"after": after} if after else {}),
