@@ -23,7 +23,7 @@ def test_receipt_html_escapes_and_shows_credit() -> None:
         "payments": [{"id": "casso:1", "amount": 130000, "channel": "transfer"}]})
     assert "14/03/2025 10:02" in page  # Asia/Ho_Chi_Minh
     assert "&lt;b&gt;Nguyễn&lt;/b&gt;" in page and "Khám &lt;tim&gt;" in page
-    assert "30.000 ₫" in page and "Chuyển khoản" in page
+    assert "30.000\u00a0₫" in page and "Chuyển khoản" in page  # never wrapped between number and sign
 
 
 def _row(kind: str, pid: str, channel: str, amount: int, outcome: str = "applied") -> dict:

@@ -436,7 +436,7 @@ def _money(amount: int) -> str:
 
 
 def _time(at: Any) -> str:
-    return _aware(at).astimezone(VN).strftime("%H:%M %d/%m/%Y")
+    return _aware(at).astimezone(VN).strftime("%d/%m/%Y %H:%M")
 
 
 def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> str:
@@ -478,7 +478,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
         facts.append(("Mã thanh toán", f"<b>{esc(reference)}</b>"))
     if receipt.get("patient"):
         facts.append(("Người bệnh", esc(receipt["patient"])))
-    facts.append(("Thời gian", f"{settled.astimezone(VN).strftime('%H:%M %d/%m/%Y')} (giờ Việt Nam)"))
+    facts.append(("Thời gian", f"{settled.astimezone(VN).strftime('%d/%m/%Y %H:%M')} (giờ Việt Nam)"))
     fact_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     return f"""<!doctype html>
 <html lang="vi"><head><meta charset="utf-8"><title>Biên lai {esc(receipt['number'])}</title>
