@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 
 from . import backend_message, bp, icd10, login_required, select_locale
 from .backend import BackendError, call, entries, fhir_get, fhir_post
@@ -170,6 +170,35 @@ def consult_times(task: dict[str, Any]) -> dict[str, str | None]:
                      if v.get("status") == state), None)
 
     return {"accepted": first("accepted"), "started": first("in-progress")}
+
+
+# the reasons teleconsult writes on a visit it cancels with its consult (``visit_end_reason``: Vietnamese,
+# its English in brackets, then ": " and the person's own reason when one was given)
+_VISIT_ENDS = (("Phòng khám đã hủy yêu cầu hội chẩn (the clinic cancelled the consult)",
+                lazy_gettext("the clinic cancelled the consult")),
+               ("Bác sĩ tuyến trên đã từ chối hội chẩn (the hub declined the consult)",
+                lazy_gettext("the specialist declined the consult")),
+               ("Hội chẩn đã kết thúc trước giờ hẹn (the consult was completed before this visit)",
+                lazy_gettext("the consult was completed before this visit")))
+_MOVED = ("rescheduled", "superseded by another reschedule")
+
+
+@bp.app_template_global()
+def visit_reason(text: str | None) -> str:
+    """Why a visit was cancelled, for the consult pages, with no closing full stop (the page ends the
+    sentence): teleconsult's own reasons (a move, the consult cancelled, declined or completed) in the
+    page's language, followed by the clinic's or the doctor's own reason as they wrote it; any other
+    text as written; "" when there is none to say."""
+    said = (text or "").strip()
+    if said in ("", "cancelled"):
+        return ""
+    if said in _MOVED:
+        return gettext("moved to another time")
+    for head, kind in _VISIT_ENDS:
+        if said.startswith(head):
+            own = said[len(head):].lstrip(":").strip().rstrip(". ")
+            return f"{kind}: {own}" if own else str(kind)
+    return said.rstrip(". ")
 
 
 @bp.route("/tasks/<tid>/accept", methods=["POST"])
