@@ -470,7 +470,31 @@ def issue(db: Database, invoice_id: str) -> dict[str, Any]:
     # the issued link's number rides along: a settling payment, which reads this record anyway,
     # claims the next link from it without reading the chain first (receipts._balanced_link)
     claim_once(db[REFERENCES], reference, {"invoice": invoice_id, invoice_port.ISSUED_LINK: int(link[CHAIN_SEQ])})
-    return _roll_forward(db, invoice_id, link)
+    res = _roll_forward(db, invoice_id, link)
+    if _owes_nothing(res):
+        return _settle_covered(db, invoice_id, res)
+    return res
+
+
+def _owes_nothing(invoice: dict[str, Any]) -> bool:
+    share = _ext(invoice, "patient-share")
+    return isinstance(share, dict) and int(share.get("value") or 0) <= 0
+
+
+def _settle_covered(db: Database, invoice_id: str, res: dict[str, Any]) -> dict[str, Any]:
+    """An issued invoice the patient owes nothing on (BHYT pays it all) is settled at once by the
+    payments' own settlement (``receipts.settle_invoice``, with no payment): its claim
+    ``invoice_balanced/<id>`` makes it once however many issues race, then the ``balanced`` link,
+    the receipt (0 to pay, BHYT's share) and ``billing.invoice.paid`` (channel ``bhyt``). A winner
+    that stopped half-way is finished by the repair job, as any settlement."""
+    from .receipts import settle_invoice
+
+    view = invoice_port.get(db, invoice_id)
+    if view is None or view.owed > 0:
+        return res
+    if settle_invoice(db, invoice_id, channel="bhyt", invoice=view, paid=0, counted=[]):
+        return _store(db).read_doc("Invoice", invoice_id)["res"]
+    return res
 
 
 _PAID_NOT_CANCELLED = "a paid invoice is not cancelled (only its credit is refunded)"

@@ -263,18 +263,19 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
     payments = counted
     paid = sum(int(p["amount"]) for p in payments)
     channels = {p["channel"] for p in payments}
-    channel = channels.pop() if len(channels) == 1 else "mixed"
+    # no payment at all: the patient owed nothing (BHYT pays the whole invoice, settled at issue)
+    channel = channels.pop() if len(channels) == 1 else "mixed" if channels else "bhyt"
     reconciliation_id = f"pr-{invoice_id}"[:64]
     invoice_port.create_reconciliation(db, reconciliation_id, _reconciliation(
         invoice, number, paid, payments, settled_at), fresh=fresh)
     invoice_port.mark_balanced(db, invoice_id, invoice)
-    data: dict[str, Any] = {"invoice": f"Invoice/{invoice_id}", "amount": max(paid, 1), "currency": "VND",
+    data: dict[str, Any] = {"invoice": f"Invoice/{invoice_id}", "amount": paid, "currency": "VND",
                             "paidAt": iso(settled_at), "reconciliation": f"PaymentReconciliation/{reconciliation_id}"}
     if invoice.facility:
         data["facility"] = f"Organization/{invoice.facility}"
     if invoice.district:
         data["district"] = invoice.district
-    if channel in ("transfer", "cash", "mixed"):
+    if channel in ("transfer", "cash", "mixed", "bhyt"):
         data["channel"] = channel
     # validated against its schema in the tests (test_billing_webhooks), not on every settlement
     event = make_event("billing.invoice.paid", data, subject=f"Invoice/{invoice_id}", validate=False)
