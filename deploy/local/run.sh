@@ -35,6 +35,10 @@ export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-'{"bvdk-dong-thap": "province"
 export SEN_FACILITY_NAMES=${SEN_FACILITY_NAMES:-$("$py" -c 'import json, sys
 print(json.dumps({o["id"]: o["name"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]}))' \
   deploy/local/demo-province.json)}
+# and their districts, carried by a cashier's invoice and its payments (the dashboard's district filter)
+export SEN_FACILITY_DISTRICTS=${SEN_FACILITY_DISTRICTS:-$("$py" -c 'import json, sys
+print(json.dumps({o["id"]: o["district"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
+                  if o.get("district")}, ensure_ascii=False))' deploy/local/demo-province.json)}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()

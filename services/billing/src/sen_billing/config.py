@@ -43,11 +43,18 @@ class BillingSettings(Settings):
     facility_names: dict[str, str] = Field(
         default_factory=dict, validation_alias="SEN_FACILITY_NAMES",
         description='JSON {"<Organization id>": "<its name>"}: the name a receipt prints (not listed: the id)')
+    facility_districts: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_FACILITY_DISTRICTS",
+        description='JSON {"<Organization id>": "<its district>"}: the district a cashier\'s invoice carries '
+                    "(the dashboard's district filter; a consult's invoice takes its event's)")
     price_list_file: str = Field("", validation_alias="SEN_PRICE_LIST_FILE",
                                  description="the price list loaded at start (default: the one shipped)")
 
     def name_of(self, facility: str | None) -> str:
         return self.facility_names.get(facility or "") or (facility or "")
+
+    def district_of(self, facility: str | None) -> str | None:
+        return self.facility_districts.get(facility or "") or None
 
     def level_of(self, facility: str | None) -> str:
         return self.facility_levels.get(facility or "", self.default_facility_level)

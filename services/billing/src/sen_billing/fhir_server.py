@@ -360,7 +360,8 @@ class BillingFhirServer(FhirServer):
         rid = inv.next_invoice_id(self.db, inv.derived_id("inv", patient, facility, *sorted(ids)))
         existed = self.store().head("Invoice", rid) is not None
         res = inv.create_draft(self.db, rid, patient=patient, facility=facility, items=items,
-                               base_salary=self.settings.base_salary, patient_display=one_line(display))
+                               base_salary=self.settings.base_salary, patient_display=one_line(display),
+                               district=self.settings.district_of(facility))  # the dashboard's filter
         doc = self.store().read_doc("Invoice", rid)
         from sen_shared.fhir.http import version_headers, write_answer
         from sen_shared.fhir.store_time import iso
