@@ -262,3 +262,25 @@ def test_every_icd10_code_of_the_conclusion_reaches_the_record(worker: EhrWorker
     div = conclusion["text"]["div"]
     assert "<p>E11.9 — Đái tháo đường type 2</p>" in div and "<p>N18.3</p>" in div
     assert div.index("I10") < div.index("E11.9") < div.index("N18.3")
+
+
+@pytest.mark.parametrize("role,line", [
+    # what the portal sends now: the chair's own role, then the others as typed
+    ("chủ trì; YS. Võ Minh Tâm — cơ sở gửi", "BS. Nguyễn Văn An — chủ trì; YS. Võ Minh Tâm — cơ sở gửi"),
+    # what it sent before: the whole participants text, the chair's name in it (shown once, not twice)
+    ("BS Nguyễn Văn An; YS Võ Minh Tâm", "BS Nguyễn Văn An; YS Võ Minh Tâm"),
+    ("bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm", "bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm")])
+def test_the_participants_section_names_each_person_once(role: str, line: str) -> None:
+    """The chart read "BS Nguyễn Văn An — BS Nguyễn Văn An; YS Võ Minh Tâm": the chair's name, " — ", then a
+    role that named the chair already."""
+    from sen_ehr.domain.consult_record import build_composition
+
+    data = consult_data("sr-participants", "Patient/p-1")
+    name = "BS Nguyễn Văn An" if role.startswith("BS Nguyễn") else "BS. Nguyễn Văn An"
+    data["minutes"]["participants"] = [{"reference": "Practitioner/bs-nguyen-van-an", "display": name, "role": role}]
+    section = build_composition(data, "c-1", "e-1")["section"][0]
+    assert section["code"]["coding"][0]["code"] == "participants"
+    div = section["text"]["div"]
+    assert line in div, div
+    assert div.count("Nguyễn Văn An") + div.count("nguyễn văn an") == 1, div
+    assert section["entry"] == [{"reference": "Practitioner/bs-nguyen-van-an"}]

@@ -295,6 +295,26 @@ def test_the_minutes_send_every_diagnosis_in_the_order_written(app, fake, typed)
     assert codings[0]["display"] == "Đau thắt ngực không ổn định"
 
 
+@pytest.mark.parametrize("typed,chair,role", [
+    (MINUTES["participants"], MINUTES["chair"], "bác sĩ chuyên khoa, tuyến trên; YS. Võ Minh Tâm — cơ sở gửi"),
+    ("BS Nguyễn Văn An; YS Võ Minh Tâm", "BS Nguyễn Văn An", "chủ trì; YS Võ Minh Tâm"),  # the chair, no role
+    ("Nguyễn Văn An — hội chẩn viên\nYS Tâm — cơ sở", "BS. Nguyễn Văn An", "hội chẩn viên; YS Tâm — cơ sở"),
+    ("YS Võ Minh Tâm — cơ sở gửi", "BS. Nguyễn Văn An", "chủ trì; YS Võ Minh Tâm — cơ sở gửi")])
+def test_the_minutes_participant_is_the_chair_with_its_role_and_the_others_as_typed(app, fake, typed, chair, role):
+    """The record read "BS Nguyễn Văn An — BS Nguyễn Văn An; YS Võ Minh Tâm": the chair's name, then the
+    whole participants text as its role. The one participant sent is the chair, its role its own (or
+    "chủ trì"), then the others' entries as typed, the chair not named again."""
+    c = portal_signed_in(app, "doctor")
+    token = csrf_token(_page(c))
+    r = c.post(f"/tasks/{TID}/complete", data={**MINUTES, "participants": typed, "chair": chair, "diagnosis": "I10",
+                                               "csrf_token": token})
+    assert r.status_code == 302, _text(r.get_data(as_text=True))[:800]
+    [sent] = fake.completed
+    [who] = [p["part"] for p in sent["parameter"] if p["name"] == "participant"]
+    assert who == [{"name": "who", "valueReference": {"reference": "Practitioner/bs-nguyen-van-an", "display": chair}},
+                   {"name": "role", "valueString": role}]
+
+
 @pytest.mark.parametrize("lang,said", [("vi", "Không có trong danh mục ICD-10: X99.9, abc."),
                                         ("en", "Not in the ICD-10 list: X99.9, abc.")])
 def test_an_unknown_diagnosis_is_named_and_the_typed_text_kept(app, fake, lang, said):

@@ -60,6 +60,21 @@ def _section(code: str, display: str, title: str, *text: str, system: str = SECT
             "text": {"status": "generated", "div": _div(*text)}, **extra}
 
 
+def _plain(text: str) -> str:
+    """A name compared loosely: no dots, one space, case folded ("BS. Nguyễn Văn An" is "bs nguyễn văn an")."""
+    return " ".join(text.replace(".", " ").split()).casefold()
+
+
+def _person_line(p: dict[str, Any]) -> str:
+    """One line of the participants section: "<name> — <role>". A role that names the person already
+    (older portals sent the whole participants text, the chair's name first, as the chair's role) is the
+    line itself: the name is not said twice."""
+    name, role = str(p.get("display") or p.get("reference") or ""), str(p.get("role") or "")
+    if name and _plain(name) in _plain(role):
+        return role
+    return f"{name} — {role}".strip(" —")
+
+
 def build_encounter(data: dict[str, Any], enc_id: str) -> dict[str, Any]:
     sr = data["serviceRequest"]
     enc: dict[str, Any] = {
@@ -86,7 +101,7 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
     # every ICD-10 code of the conclusion (``diagnoses``; older events carried the first one alone)
     icds = [{k: c[k] for k in ("system", "code", "display") if c.get(k)}
             for c in m.get("diagnoses") or [m["conclusion"]]]
-    people = [f"{p.get('display') or p.get('reference') or ''} — {p['role']}".strip(" —") for p in m["participants"]]
+    people = [_person_line(p) for p in m["participants"]]
     participants = _section("participants", "Participants", "Thành phần tham gia", *people)
     refs = [{"reference": p["reference"]} for p in m["participants"] if p.get("reference")]
     if refs:

@@ -526,6 +526,38 @@ def minutes_start(task: dict[str, Any], now: datetime) -> datetime:
     return min(begun, now) if begun is not None else now
 
 
+CHAIR_ROLE = "chủ trì"  # the chair's role when the participants text gives none (the record is Vietnamese first)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.replace(".", " ").split()).casefold()
+
+
+def _same_person(a: str, b: str) -> bool:
+    """Two plain names of one person: the same, or one the other with a title before it ("nguyễn văn an",
+    "bs nguyễn văn an"), the shorter of two words at least."""
+    short, long_ = sorted((a, b), key=len)
+    return bool(short) and (short == long_ or (len(short.split()) >= 2 and long_.endswith(" " + short)))
+
+
+def chair_role(participants: str, chair: str) -> str:
+    """The ``role`` of the minutes' one participant, the chair (named beside it): the chair's own role
+    from the participants text ("<name> — <role>" entries, one a line or split by ";"), then the others'
+    entries as typed; the chair's name is not said again (the record reads "<chair> — <role>; <others>").
+    A chair the text does not name, or names with no role, is "chủ trì"."""
+    entries = [e.strip() for line in participants.splitlines() for e in line.split(";") if e.strip()]
+    me, own, others = _plain(chair), "", []
+    for entry in entries:
+        name, sep, role = entry.partition("—") if "—" in entry else entry.partition(" - ")
+        who = _plain(name)
+        if not own and _same_person(who, me):
+            own = role.strip() if sep else ""
+            own = own or CHAIR_ROLE
+            continue
+        others.append(entry)
+    return "; ".join([own or CHAIR_ROLE, *others])
+
+
 def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> dict[str, Any]:
     """teleconsult's ``$complete`` Parameters from the signed ``form``: the time is the actual one
     (from :func:`minutes_start` to now, Vietnam's offset), each diagnosis a ``conclusion`` in the
@@ -546,7 +578,7 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
         {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end}, *sites,
         {"name": "participant", "part": [
             {"name": "who", "valueReference": {"reference": chair, "display": form.chair.data}},
-            {"name": "role", "valueString": form.participants.data}]},
+            {"name": "role", "valueString": chair_role(form.participants.data, form.chair.data)}]},
         {"name": "history", "valueString": form.history.data},
         {"name": "findings-clinical", "valueString": form.findings.data},
         *({"name": "conclusion", "valueCoding": {"system": icd10.SYSTEM, "code": c.code, "display": c.vi}}
