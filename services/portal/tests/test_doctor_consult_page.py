@@ -425,6 +425,18 @@ def test_a_consult_never_started_says_when_it_was_accepted_not_started(app, fake
         assert _fact(page, "task-started") == ("Started", "05/12/2026 09:05"), (user, status)
 
 
+def test_a_consult_in_progress_says_when_it_was_accepted_and_started(app, fake):
+    """'Nhận ca lúc' disappeared while the consult was in progress ('Bắt đầu lúc' alone until completion):
+    the acceptance is read from the Task's history; the start is the Task's own."""
+    accepted, started = "2026-12-05T08:28:00+07:00", "2026-12-05T09:05:00+07:00"
+    fake.status, fake.begun = "in-progress", started
+    fake.versions = [("requested", None), ("accepted", accepted), ("in-progress", started)]
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        page = portal_signed_in(app, user).get(path).get_data(as_text=True)
+        assert _fact(page, "task-accepted") == ("Nhận ca lúc", "05/12/2026 08:28"), user
+        assert _fact(page, "task-started") == ("Bắt đầu lúc", "05/12/2026 09:05"), user
+
+
 # ------------------------------------------------------------------ 10. who sent it, why it ended, who holds it
 
 @pytest.fixture()

@@ -148,28 +148,28 @@ def consult_times(task: dict[str, Any]) -> dict[str, str | None]:
     the clinic's consult pages: ``{"accepted": ..., "started": ...}``, each None when it did not happen
     or is not known. teleconsult sets ``executionPeriod.start`` at acceptance, sets it again at the
     start and replaces it by the minutes' time at completion; an accepted Task was never started, one
-    in progress was; for the others (a question open, cancelled, rejected, completed) the Task's
-    versions say it (its ``_history``: the first accepted one, the first in progress). The history not
-    answering: nothing is said rather than a guess."""
+    in progress was (its start is the Task's own); for the others (in progress: when it was accepted; a
+    question open, cancelled, rejected, completed) the Task's versions say it (its ``_history``: the
+    first accepted one, the first in progress). The history not answering: nothing is said of what
+    only it knows rather than a guess."""
     status = task.get("status")
     begun = (task.get("executionPeriod") or {}).get("start")
     if status == "accepted":
         return {"accepted": begun, "started": None}
-    if status == "in-progress":
-        return {"accepted": None, "started": begun}
+    known = {"accepted": None, "started": begun if status == "in-progress" else None}
     if status == "requested" or (not begun and status != "completed"):
-        return {"accepted": None, "started": None}
+        return known
     try:
         bundle = fhir_get("teleconsult", f"/fhir/Task/{task.get('id')}/_history", {"_count": "100"}, cached=True)
     except BackendError:
-        return {"accepted": None, "started": None}
+        return known
     versions = sorted(entries(bundle, "Task"), key=lambda t: int((t.get("meta") or {}).get("versionId") or 0))
 
     def first(state: str) -> str | None:
         return next(((v.get("executionPeriod") or {}).get("start") for v in versions
                      if v.get("status") == state), None)
 
-    return {"accepted": first("accepted"), "started": first("in-progress")}
+    return {"accepted": first("accepted"), "started": known["started"] or first("in-progress")}
 
 
 # the reasons teleconsult writes on a visit it cancels with its consult (``visit_end_reason``: Vietnamese,
