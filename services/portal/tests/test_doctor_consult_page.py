@@ -69,7 +69,7 @@ class Consult(FakeTeleconsult):
             sr = {"resourceType": "ServiceRequest", "id": SR, "status": "active", "intent": "order",
                   "subject": {"reference": PATIENT}, "note": [{"text": "Xin ý kiến."}]}
             return self._bundle([task, sr])
-        if (m := re.search(rf"/fhir/Task/{TID}/\$(accept|reject)$", path)) and method == "POST":
+        if (m := re.search(rf"/fhir/Task/{TID}/\$(accept|reject|request-info)$", path)) and method == "POST":
             self.ops.append(m.group(1))
             return self._json(self.task())
         if path.endswith("/fhir/Appointment/$find") and self.free is not None:
@@ -435,6 +435,20 @@ def test_a_consult_in_progress_says_when_it_was_accepted_and_started(app, fake):
         page = portal_signed_in(app, user).get(path).get_data(as_text=True)
         assert _fact(page, "task-accepted") == ("Nhận ca lúc", "05/12/2026 08:28"), user
         assert _fact(page, "task-started") == ("Bắt đầu lúc", "05/12/2026 09:05"), user
+
+
+@pytest.mark.parametrize("lang,said", [
+    ("vi", "Đã gửi câu hỏi; cơ sở yêu cầu thấy câu hỏi và trả lời ngay trên ca hội chẩn này."),
+    ("en", "Your question is sent; the requesting clinic sees it and answers on this consult.")])
+def test_a_question_sent_is_confirmed(app, fake, lang, said):
+    """"Gửi câu hỏi" came back to the page with no word that it was sent (reject says so)."""
+    c = portal_signed_in(app, "doctor", lang=lang)
+    r = c.post(f"/tasks/{TID}/request-info", data={"csrf_token": csrf_token(_page(c)),
+                                                   "question": "Xin kết quả troponin."}, follow_redirects=True)
+    assert r.status_code == 200 and fake.ops == ["request-info"]
+    page = r.get_data(as_text=True)
+    assert _text(re.search(r'data-testid="asked">(.*?)</div>', page, re.S).group(1)).strip() == said
+    assert 'data-testid="asked"' not in _page(c)  # said once, after the sending
 
 
 # ------------------------------------------------------------------ 10. who sent it, why it ended, who holds it

@@ -126,7 +126,8 @@ def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
 def task_detail(tid: str) -> Any:
     return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
                       accepted=request.args.get("accepted"), started=request.args.get("started"),
-                      visit=request.args.get("visit"), sent=request.args.get("sent"))
+                      visit=request.args.get("visit"), sent=request.args.get("sent"),
+                      asked=request.args.get("asked"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
@@ -269,7 +270,7 @@ def task_request_info(tid: str) -> Any:
         _op(tid, "request-info", [{"name": "question", "valueString": form.question.data}])
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
-    return redirect(url_for("web.task_detail", tid=tid))
+    return redirect(url_for("web.task_detail", tid=tid, asked=1))
 
 
 @bp.route("/tasks/<tid>/message", methods=["POST"])
