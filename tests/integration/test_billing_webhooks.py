@@ -344,6 +344,7 @@ def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Pa
                       timeout=30).status_code == 403
     r = httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h, timeout=30)
     assert r.status_code == 201, r.text
+    assert r.json()["reference"] == vietqr.reference_code(iid)  # the portal names the invoice by it
     assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h,
                       timeout=30).status_code == 409
     assert invoice_status(db, iid) == "balanced"

@@ -60,3 +60,58 @@ def test_an_invoice_bhyt_pays_in_full_reads_covered_with_no_qr_no_cash_and_its_r
     assert 'data-testid="receipt-bhyt">98.000\u00a0₫' in shown
     assert 'data-testid="receipt-covered">(Bảo hiểm chi trả toàn bộ)' in shown
     assert re.search(r'data-testid="receipt-reference"><strong>HD7K2M9QX4C<', shown)
+
+
+def bundle(resources: list[dict]) -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def issued(iid: str, ref: str, net: int) -> dict:
+    return {"resourceType": "Invoice", "id": iid, "status": "issued", "date": "2026-12-05T09:00:00+07:00",
+            "subject": {"reference": "Patient/bn-0002"}, "totalGross": {"value": net, "currency": "VND"},
+            "totalNet": {"value": net, "currency": "VND"}, "identifier": [{"system": REF, "value": ref}]}
+
+
+def test_a_transfer_that_pays_its_invoice_in_full_is_named_by_the_reference_billing_answers(
+        client, monkeypatch, no_names):
+    """Assigned, the transfer paid the invoice in full: it left the issued invoices the page's choices
+    come from, and the notice named it "inv-2f62ecf0…"; billing's answer carries the reference."""
+    from sen_portal.web import cashier
+
+    from tests.support import csrf_token
+
+    sent: list[tuple[str, str]] = []
+
+    def billing(method, path, body=None, params=None, key=None):
+        sent.append((method, path))
+        return {"id": "assign:standard:t1", "invoice": "inv-2f62ecf0a1b2", "reference": "HD2F62ECF0X",
+                "amount": 49000, "matched": True, "outcome": "applied"}
+
+    monkeypatch.setattr(cashier, "_json", billing)
+    monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {"payments": []})
+    monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: bundle([issued("inv-other", "HD00000000Y", 39000)]))
+    page = client.get("/unmatched").get_data(as_text=True)
+    r = client.post("/unmatched", data={"payment": "standard:t1", "invoice": "inv-2f62ecf0a1b2",
+                                        "csrf_token": csrf_token(page)})
+    body = r.get_data(as_text=True)
+    assert sent == [("POST", "/payments/unmatched/standard:t1/assign")]
+    done = re.search(r'data-testid="unmatched-done">(.*?)</div>', body, re.S).group(1)
+    assert ">HD2F62ECF0X</a>" in done and "inv-2f62ecf0a1b2</a>" not in done
+
+
+def test_the_search_shows_what_was_paid_net_of_the_credit_given_back(monkeypatch):
+    """74.000 ₫ paid on 49.000 ₫, the 25.000 ₫ over given back: 'Đã trả 49.000 ₫ trên 49.000 ₫'."""
+    from sen_portal.web import cashier
+
+    inv = issued("inv-r", "HD00000000R", 49000)
+    refunded = {"invoice": "inv-r", "status": "balanced", "owed": 49000, "paid": 74000, "balanceDue": 0,
+                "credit": 0, "refunded": 25000}
+    [row] = cashier.queue_rows([inv], {}, {"inv-r": refunded})
+    assert row["paid"] == 49000
+    kept = {**refunded, "credit": 25000, "refunded": 0}  # not given back yet: all of it shows, and the credit
+    assert cashier.queue_rows([inv], {}, {"inv-r": kept})[0]["paid"] == 74000
+    # a payment given back whole while the invoice was owed: billing's paid is already without it
+    reversed_ = {"invoice": "inv-r", "status": "issued", "owed": 49000, "paid": 20000, "balanceDue": 29000,
+                 "credit": 0, "refunded": 30000}
+    assert cashier.queue_rows([inv], {}, {"inv-r": reversed_})[0]["paid"] == 20000
+    assert cashier.net_paid(None) == 0

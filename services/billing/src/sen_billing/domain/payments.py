@@ -718,7 +718,7 @@ def public_payment(p: Mapping[str, Any]) -> dict[str, Any]:
            "matched": bool(p.get("matched")), "outcome": p.get("outcome", ""),
            "receivedAt": iso(p["received_at"]), "description": p.get("description", "")}
     for key, name in (("invoice", "invoice"), ("late_invoice", "lateInvoice"), ("facility", "facility"),
-                      ("assigned_from", "assignedFrom"), ("shift", "shift")):
+                      ("assigned_from", "assignedFrom"), ("shift", "shift"), ("reference", "reference")):
         if p.get(key):
             out[name] = p[key]
     return out

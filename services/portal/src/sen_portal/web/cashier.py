@@ -79,6 +79,18 @@ def to_refund(s: dict[str, Any] | None) -> bool:
     return tasks > int(s.get("refunded") or 0)
 
 
+def net_paid(s: dict[str, Any] | None) -> int:
+    """What the patient paid toward the invoice and kept paid: billing's ``paid`` (already net of the
+    payments given back whole while it was owed) less the credit given back since (it read "Đã trả
+    74.000 ₫ trên 49.000 ₫" after 25.000 ₫ of it went back). The credit refunded is not the summary's
+    ``refunded``, which counts those whole give-backs too: up to what is owed, then what credit is
+    left (``credit``: paid over owed less the credit refunded)."""
+    if not s:
+        return 0
+    paid, owed, credit = int(s.get("paid") or 0), int(s.get("owed") or 0), int(s.get("credit") or 0)
+    return min(paid, owed) + credit if paid > owed else paid
+
+
 def _issued_at(inv: dict[str, Any]) -> float:
     at = parse_instant(inv.get("date"))
     return at.timestamp() if at else float("inf")
@@ -106,7 +118,7 @@ def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = No
         rows.append({"id": inv.get("id"), "reference": invoice_reference(inv), "pid": _patient_id(inv),
                      "name": names.get(_patient_id(inv) or "", "—"), "date": inv.get("date"), "amount": amount,
                      "owed": owed if amount is not None and owed != amount else None,
-                     "paid": (s or {}).get("paid") or 0,
+                     "paid": net_paid(s),
                      "gross": gross if gross is not None and gross != owed else None, "status": status,
                      "refund": to_refund(s)})
     return rows
@@ -489,8 +501,11 @@ def unmatched() -> Any:
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": form.invoice.data})
-                done = {"id": form.invoice.data, "reference": form.invoice.data}
+                answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign",
+                               {"invoice": form.invoice.data})
+                # named by the reference (HD…) billing's answer gives: the invoice may have left the issued
+                # choices (paid in full by this very transfer), which named it by its id
+                done = {"id": form.invoice.data, "reference": (answer or {}).get("reference")}
             except BackendError as err:
                 problem = backend_message(err)
         else:
@@ -514,8 +529,9 @@ def unmatched() -> Any:
     # transfer of the invoice's whole total would overpay one already part paid); a transfer's choices
     # list the invoices whose balance due is its very amount first
     choices = queue_rows(sorted((inv for inv in issued or [] if inv.get("id")), key=_issued_at)) if issued else []
-    if done is not None:  # the invoice the transfer went on, named by its reference (the choice's)
-        done["reference"] = next((c["reference"] for c in choices if c["id"] == done["id"]), done["id"])
+    if done is not None and not done["reference"]:  # an older billing's answer: the choice's reference
+        done["reference"] = next((c["reference"] for c in choices if c["id"] == done["id"]), None) \
+            or _reference_of(done["id"])
     choices = [c for c in choices if c["status"] == "issued" and (c["amount"] is None or c["amount"] > 0)]
     orgs = org_names() if g.user.role == "admin" else {}  # the admin's Facility column names each facility
     rows = [{**p, "choices": sorted(choices, key=lambda c, amount=p.get("amount"): c["amount"] != amount),
@@ -528,6 +544,14 @@ def unmatched() -> Any:
 
 
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
+
+
+def _reference_of(iid: str) -> str:
+    """The invoice's reference as its payment summary gives it (``reference``), else its id."""
+    try:
+        return str(summary(iid).get("reference") or iid)
+    except BackendError:
+        return iid
 
 
 def invoice_reference(inv: dict[str, Any]) -> str:
