@@ -115,3 +115,33 @@ def test_the_search_shows_what_was_paid_net_of_the_credit_given_back(monkeypatch
                  "credit": 0, "refunded": 30000}
     assert cashier.queue_rows([inv], {}, {"inv-r": reversed_})[0]["paid"] == 20000
     assert cashier.net_paid(None) == 0
+
+
+DAILY = (
+    "kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note\r\n"
+    "payment,2026-12-05T07:07:29+00:00,sepay:504650312,sepay,transfer,inv-40bb729f2607,tyt-my-hiep,74000,yes,"
+    "applied,HDZEE2AYJGS,,,\r\n"
+    "refund,2026-12-05T07:10:00+00:00,sepay:504650312,cashier,cash,inv-40bb729f2607,tyt-my-hiep,-25000,,"
+    "refunded,,portal-cashier,sh-1,trả lại tiền thừa\r\n"
+    "total,2026-12-05,net,,,,,49000,,,,,,\r\n"
+).encode()
+
+
+def test_the_vietnamese_daily_csv_names_the_invoice_by_reference_and_the_facility_by_name(client, monkeypatch):
+    from sen_portal.web import daily_report, directory
+
+    class Answer:
+        content = DAILY
+
+    monkeypatch.setattr(daily_report, "call", lambda *a, **k: Answer())
+    monkeypatch.setattr(directory, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    r = client.get("/shift/daily-report.csv?day=05/12/2026")
+    assert r.status_code == 200
+    lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    payment, refund = lines[1].split(","), lines[2].split(",")
+    assert payment[5] == "HDZEE2AYJGS" and payment[6] == "Trạm Y tế xã Mỹ Hiệp"
+    assert refund[5] == "HDZEE2AYJGS" and refund[6] == "Trạm Y tế xã Mỹ Hiệp"  # the refund: its invoice's code
+    assert "inv-40bb729f2607" not in r.get_data(as_text=True) and "tyt-my-hiep" not in r.get_data(as_text=True)
+    # no directory answer: the ids, as before
+    header, rows = daily_report.readable(DAILY)
+    assert rows[0][6] == "tyt-my-hiep" and rows[0][5] == "HDZEE2AYJGS"

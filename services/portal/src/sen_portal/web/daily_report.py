@@ -106,7 +106,9 @@ def daily_report_csv() -> Any:
         body = fetch(form.day.data)
     except BackendError:  # the shift page asks again and says why (billing down, refused)
         return redirect(url_for("web.shift", day=form.day.data.strftime("%d/%m/%Y"), _anchor="daily-report"))
-    header, rows = readable(body)
+    from .directory import org_names  # the facilities' names (the EHR's, kept; ids when it does not answer)
+
+    header, rows = readable(body, org_names())
     return csvfile.download(header, rows, f"doi-soat-{form.day.data.isoformat()}.csv",
                             headers={"Cache-Control": "no-store"})
 
@@ -152,19 +154,27 @@ def _note(value: str) -> str:
     return value  # a refund's reason, as the cashier wrote it
 
 
-def readable(body: bytes) -> tuple[list[str], list[list[str]]]:
-    """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng)."""
+def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng). The
+    invoice is named by its payment reference (HD…, the code the patient and the desk see; a refund's
+    row, which billing gives no reference, by its invoice's payments' reference in the same day), the
+    facility by its name (``facilities``: the directory's, id → name), not by their ids. The cashier
+    stays the id billing gives (no directory of cashiers' names)."""
     reader = csv.DictReader(io.StringIO(body.decode("utf-8-sig")))
     columns = list(reader.fieldnames or [])
+    found = [{k: (v or "") for k, v in r.items() if k is not None} for r in reader]
+    references = {r["invoice"]: r["reference"] for r in found if r.get("invoice") and r.get("reference")}
+    facilities = facilities or {}
     rows = []
-    for r in reader:
-        r = {k: (v or "") for k, v in r.items() if k is not None}
+    for r in found:
         total = r.get("kind") == "total"
         values = {"kind": _label(_KINDS, r.get("kind", "")), "time": _time(r.get("time", "")),
                   "id": _label(_TOTAL_NAMES, r.get("id", "")) if total else r.get("id", ""),
                   "provider": _label(_PROVIDERS, r.get("provider", "")),
                   "channel": _label(_CHANNELS, r.get("channel", "")), "matched": _label(_YES_NO, r.get("matched", "")),
                   "outcome": outcome_label(r.get("outcome")) if r.get("outcome") else "",
-                  "note": _note(r.get("note", ""))}
+                  "note": _note(r.get("note", "")),
+                  "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
+                  "facility": facilities.get(r.get("facility", "")) or r.get("facility", "")}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
     return [_label(_COLUMNS, c) for c in columns], rows
