@@ -41,7 +41,8 @@ from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, check_facility, public_pa
 
 FINAL = ("balanced", "cancelled")  # terminal resource states: the chain reached them first
 PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "outcome", "received_at", "description",
-                                 "invoice", "late_invoice", "facility", "assigned_from", "shift", "marker")}
+                                 "invoice", "late_invoice", "facility", "assigned_from", "shift", "marker",
+                                 "reference")}
 
 
 def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.InvoiceView:
