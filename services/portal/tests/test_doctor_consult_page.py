@@ -40,6 +40,7 @@ class Consult(FakeTeleconsult):
         self.free: list[datetime] | None = None
         self.completed: list[dict[str, Any]] = []
         self.ops: list[str] = []  # the Task operations posted ($accept, $reject)
+        self.comms: list[dict[str, Any]] = []  # the consult's thread (Communications)
 
     def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
         task = {"resourceType": "Task", "id": TID, "status": status or self.status, "intent": "order",
@@ -58,6 +59,8 @@ class Consult(FakeTeleconsult):
             versions = [{**self.task(status, begun), "meta": {"versionId": str(n)}}
                         for n, (status, begun) in enumerate(self.versions, 1)]
             return self._bundle(versions[::-1])  # newest first, as a history is
+        if path.endswith("/fhir/Communication") and method == "GET":
+            return self._bundle(copy.deepcopy(self.comms))
         if path.endswith("/fhir/Task/$worklist") and method == "GET":
             return self._bundle([self.task()])
         if "/fhir/Task" in path and method == "GET":
@@ -449,6 +452,29 @@ def test_a_question_sent_is_confirmed(app, fake, lang, said):
     page = r.get_data(as_text=True)
     assert _text(re.search(r'data-testid="asked">(.*?)</div>', page, re.S).group(1)).strip() == said
     assert 'data-testid="asked"' not in _page(c)  # said once, after the sending
+
+
+def test_the_other_sides_message_shows_on_the_next_page_even_with_answers_kept(tmp_path, monkeypatch, fake):
+    """A page opened right after the clinic's message did not show it for a few seconds: the thread (and
+    the Task, the visit) was an answer kept for the doctor, forgotten only by the doctor's own writes.
+    The consult page reads them fresh, whatever the answers kept for other pages."""
+    from sen_portal.web.clinic import THREAD_CATEGORY
+
+    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="60")
+    for user, path in (("doctor", f"/tasks/{TID}"), ("clinic", f"/consults/{TID}")):
+        fake.comms, fake.status = [], "in-progress"
+        c = portal_signed_in(app, user)
+        assert "Troponin âm tính" not in c.get(path).get_data(as_text=True)
+        # the other side writes (teleconsult's $message): not through this user's portal session
+        fake.comms = [{"resourceType": "Communication", "id": "m-1", "status": "completed",
+                       "basedOn": [{"reference": f"ServiceRequest/{SR}"}], "sent": "2026-12-05T09:00:00+07:00",
+                       "sender": {"reference": "Organization/tyt-my-hiep"},
+                       "category": [{"coding": [{"system": THREAD_CATEGORY, "code": "message"}]}],
+                       "payload": [{"contentString": "Troponin âm tính."}]}]
+        fake.status = "on-hold"
+        page = c.get(path).get_data(as_text=True)
+        assert "Troponin âm tính" in page, user
+        assert "Câu hỏi cho cơ sở" in _text(page), user
 
 
 # ------------------------------------------------------------------ 10. who sent it, why it ended, who holds it

@@ -658,9 +658,9 @@ def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] |
 
 
 def _consult_request(tid: str) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
-    """The consult's Task, its ServiceRequest (one search, ``_include``, kept a few seconds for the
-    user) and its patient's id; a 404 BackendError when the user sees no such Task."""
-    bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid, "_include": "Task:based-on"}, cached=True)
+    """The consult's Task, its ServiceRequest (one search, ``_include``, fresh: :func:`_consult_read`)
+    and its patient's id; a 404 BackendError when the user sees no such Task."""
+    bundle = _consult_read("/fhir/Task", {"_id": tid, "_include": "Task:based-on"})
     task = next(iter(entries(bundle, "Task")), None)
     if task is None:
         raise BackendError("refused", "teleconsult", 404)
@@ -668,11 +668,19 @@ def _consult_request(tid: str) -> tuple[dict[str, Any], dict[str, Any] | None, s
     return task, sr, patient_id(task.get("for")) or patient_id((sr or {}).get("subject"))
 
 
+def _consult_read(path: str, params: dict[str, str]) -> dict[str, Any]:
+    """One read of a consult page (its Task, thread, visit), as fresh as the request: the other side
+    writes on them (a message, an answer, a booked visit), and the user's own answers kept a few
+    seconds (``SEN_PORTAL_CACHE_SECONDS``, ``cached=True``) forget only the user's own writes, so a page
+    opened right after the other side's message did not show it for those seconds."""
+    return fhir_get("teleconsult", path, params)
+
+
 def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
     """The Task with its ServiceRequest (one search, ``_include``), then its Communications and
     Appointment (and ``with_patient``, the patient's name, sex and age from the EHR: ``patient``,
-    a :class:`patients.Shown`) asked for at once: two round trips, each answer kept a few seconds
-    for the user."""
+    a :class:`patients.Shown`) asked for at once: two round trips, each as fresh as the request
+    (:func:`_consult_read`)."""
     task, sr, pid = _consult_request(tid)
     patient_job = pool.submit(copy_current_request_context(patients.one), pid) if with_patient else None
     comms: list[dict[str, Any]] = []
@@ -793,7 +801,7 @@ pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="portal-consult")  
 def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
     """The consult's thread or visit: extras; when they fail the Task itself is still shown."""
     try:
-        return entries(fhir_get("teleconsult", f"/fhir/{rtype}", params, cached=True), rtype)
+        return entries(_consult_read(f"/fhir/{rtype}", params), rtype)
     except BackendError:
         return []
 
