@@ -29,6 +29,12 @@ def facility_names() -> str:
     return json.dumps({o["id"]: o["name"] for o in demo["organizations"]})
 
 
+def facility_districts() -> str:
+    """SEN_FACILITY_DISTRICTS of the demo province (JSON id -> district), as ``make run`` derives it."""
+    demo = json.loads((ROOT / "deploy" / "local" / "demo-province.json").read_text(encoding="utf-8"))
+    return json.dumps({o["id"]: o["district"] for o in demo["organizations"] if o.get("district")})
+
+
 @contextmanager
 def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[dict[str, str]]:
     """Start the four services (web + worker each); yield their base URLs; stop them."""
@@ -38,6 +44,7 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
     common = {**os.environ, **env, "SEN_EHR_URL": urls["ehr"], "SEN_TELECONSULT_URL": urls["teleconsult"],
               "SEN_BILLING_URL": urls["billing"], "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
     common.setdefault("SEN_FACILITY_NAMES", facility_names())  # as make run: the names billing's receipts print
+    common.setdefault("SEN_FACILITY_DISTRICTS", facility_districts())  # and a hand invoice's district
     bindir = Path(sys.executable).parent
     procs: list[subprocess.Popen] = []
     try:
