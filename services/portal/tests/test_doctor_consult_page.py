@@ -41,6 +41,7 @@ class Consult(FakeTeleconsult):
         self.completed: list[dict[str, Any]] = []
         self.ops: list[str] = []  # the Task operations posted ($accept, $reject)
         self.comms: list[dict[str, Any]] = []  # the consult's thread (Communications)
+        self.changed_by: str | None = None  # who made the Task's version (teleconsult's meta changed-by)
 
     def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
         task = {"resourceType": "Task", "id": TID, "status": status or self.status, "intent": "order",
@@ -51,6 +52,10 @@ class Consult(FakeTeleconsult):
             task["executionPeriod"] = {"start": begun or self.begun}
         if self.reason and status is None:
             task["statusReason"] = {"text": self.reason}
+        if self.changed_by and status is None:
+            task["meta"] = {"extension": [{"url": "https://sen.vn/fhir/StructureDefinition/changed-by",
+                                           "valueReference": {"reference": self.changed_by,
+                                                              "display": "portal-doctor"}}]}
         return task
 
     def __call__(self, method: str, url: str, **kw: Any) -> http.Response:
@@ -496,6 +501,20 @@ def test_the_doctors_page_names_the_requesting_clinic_and_the_reason_it_ended(ap
     assert _fact(page, "consult-requester") == ("Cơ sở gửi", "Trạm Y tế xã Mỹ Hiệp")
     assert _fact(page, "status-reason") == (label, "Người bệnh đã chuyển viện.")
     assert "Tuyến trên" not in _text(page.split("</dl>")[0])
+
+
+@pytest.mark.parametrize("changed_by,owner,said", [
+    ("Practitioner/bs-tran-thi-binh", "Organization/bvdk-dong-thap", ("Từ chối bởi", "BS. Trần Thị Bình")),
+    (None, "Practitioner/bs-nguyen-van-an", ("Từ chối bởi", "BS. Nguyễn Văn An (bạn)")),  # the owner then
+    (None, "Organization/bvdk-dong-thap", None)])  # not known: no one named, not "no doctor yet"
+def test_a_rejected_consult_names_who_rejected_it_not_no_doctor_yet(app, fake, named, changed_by, owner, said):
+    """The doctor's page of a rejected consult said "Người giữ ca: Chưa bác sĩ nào nhận"."""
+    fake.status, fake.reason, fake.owner, fake.changed_by = "rejected", "Ngoài chuyên khoa.", owner, changed_by
+    page = _page(portal_signed_in(app, "doctor"))
+    assert _fact(page, "task-rejected-by") == said
+    assert _fact(page, "task-owner") is None and "Chưa bác sĩ nào nhận" not in page
+    english = _page(portal_signed_in(app, "doctor", lang="en"))
+    assert (_fact(english, "task-rejected-by") or ("Rejected by",))[0] == "Rejected by"
 
 
 def _holders(page: str) -> list[str]:

@@ -143,6 +143,22 @@ def other_holder(task: dict[str, Any]) -> str | None:
     return owner if owner.startswith("Practitioner/") and owner != mine else None
 
 
+EXT_CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/changed-by"  # teleconsult: who made this version
+
+
+@bp.app_template_global()
+def rejected_by(task: dict[str, Any]) -> str | None:
+    """The Practitioner reference of the doctor who rejected the consult: who made the rejected Task's
+    version (teleconsult's ``changed-by`` in its ``meta``: rejecting is its last step), else its owner
+    then; None when neither is a doctor (the page then names no one rather than "no doctor yet")."""
+    for e in (task.get("meta") or {}).get("extension") or []:
+        ref = str((e.get("valueReference") or {}).get("reference") or "")
+        if e.get("url") == EXT_CHANGED_BY and ref.startswith("Practitioner/"):
+            return ref
+    owner = str((task.get("owner") or {}).get("reference") or "")
+    return owner if owner.startswith("Practitioner/") else None
+
+
 @bp.app_template_global()
 def consult_times(task: dict[str, Any]) -> dict[str, str | None]:
     """When the consult was accepted and when it was really started (``$start``), for the doctor's and
