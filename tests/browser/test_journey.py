@@ -81,10 +81,13 @@ def clinic_requests_a_consult(v, lang: str, family: str, given: str) -> str:
     v.check("clinic-consult-form")
 
     v.page.select_option("#priority", "urgent")
+    logged: list[str] = []  # the reason box's search logged an htmx error at every keystroke (hx-disabled-elt)
+    v.page.on("console", lambda m: logged.append(m.text) if m.type == "error" else None)
     v.page.fill("#reason", "tang huyet")
     v.page.wait_for_selector("#reason-suggest button")
     v.page.locator("#reason-suggest button", has_text="I10").click()
     assert v.page.input_value("#reason").startswith("I10")
+    assert not [m for m in logged if "hx-disabled-elt" in m], logged
     v.page.fill("#question", "Huyết áp 170/100 dù đã dùng amlodipin 5 mg; xin ý kiến điều chỉnh thuốc.")
     # two scans that each meet the 1.5 MB a file but not the request's 1.9 MB together: said before sending,
     # in the page's words, what was typed kept (nothing sent: the URL stays)
