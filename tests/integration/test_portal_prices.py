@@ -157,7 +157,7 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     from tests.billing_support import make_invoice
 
     url, db = billing
-    iid, _code = make_invoice(db, 120000, facility=FACILITY)
+    iid, code = make_invoice(db, 120000, facility=FACILITY)
     cashier = portal_signed_in(portal, "cashier")
     page = cashier.get("/shift").get_data(as_text=True)
     if 'name="which" value="open"' in page:
@@ -174,8 +174,10 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     assert direct.status_code == 200 and ",cash," in direct.text  # billing's own: the machine format
     # the portal's: billing's rows in the page's language, with the BOM Excel needs
     assert r.data.startswith("\ufeff".encode()) and r.data.count(b"\r\n") == direct.content.count(b"\r\n")
-    mine = [row for row in csv.reader(io.StringIO(r.data.decode("utf-8-sig"))) if iid in row]
+    # the invoice named by its payment reference (HD…), as the desk and the patient know it, not its id
+    mine = [row for row in csv.reader(io.StringIO(r.data.decode("utf-8-sig"))) if code in row]
     assert mine and mine[0][0] == "Khoản thanh toán" and mine[0][4] == "Tiền mặt" and mine[0][7] == "120000"
+    assert mine[0][5] == code and not any(iid in row for row in mine)
     page = cashier.get(f"/shift?day={today:%d/%m/%Y}").get_data(as_text=True)
     summary = page[page.index('data-testid="daily-summary"'):]
     assert f'data-total="cash">{_dong(120000)}' in summary and 'data-total="payments">1<' in summary
