@@ -172,9 +172,11 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     v.page.wait_for_selector("#invoice-results h2")
     v.page.wait_for_load_state("networkidle")
     found = {a.get_attribute("href").split("?")[0] for a in v.page.locator("#invoice-results table a").all()}
-    assert f"/invoices/{new}" in found and f"/invoices/{old}" not in found  # cancelled: awaiting nothing
+    assert {f"/invoices/{new}", f"/invoices/{old}"} <= found  # every invoice of hers, each with its status
     row = v.page.locator("#invoice-results tr", has=v.page.locator(f"a[href^='/invoices/{new}']"))
     assert NAME in row.inner_text() and "Chờ thanh toán" in row.inner_text()
+    gone = v.page.locator("#invoice-results tr", has=v.page.locator(f"a[href^='/invoices/{old}']"))
+    assert "Đã hủy" in gone.inner_text() and "Chờ thanh toán" not in gone.inner_text()
 
     v.go(f"/invoices/{new}?p={pid}")  # a transfer pays the new invoice; its receipt names her
     transfer_arrives(stack, reference, amount, "thanh toan")
