@@ -129,6 +129,12 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.check("cashier-cash-paid")
     v.page.set_viewport_size({"width": 1280, "height": 900})
     v.tag = "vi-1280"
+    # the paid invoice offers the refund of its credit only: the cash payment, 11.000 ₫ of it refundable
+    # (text_content: the box is still closed, so inner_text reads nothing)
+    assert "11.000\u00a0₫" in v.page.text_content("[data-testid=refund-box] [data-testid=refundable]")
+    stale = v.page.context.new_page()  # a second tab of the page, still offering that refund after it is made
+    stale.goto(v.page.url)
+    stale.wait_for_load_state("networkidle")
 
     v.page.click("details:has(form[action*='/refund']) summary")
     v.page.click("form[action*='/refund'] button")  # no reason: explained, nothing refunded
@@ -143,13 +149,18 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.check("cashier-refunded")
     summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
     assert summary["refunded"] == 11_000 and summary["status"] == "balanced"
+    assert v.page.locator("[data-testid=refund-box]").count() == 0  # nothing left to refund: no box
 
-    v.page.click("details:has(form[action*='/refund']) summary")  # the same payment again: refused, said why
+    v.page.close()
+    v.page = stale  # the same payment again from the tab opened before: refused, said why
+    v.page.click("details:has(form[action*='/refund']) summary")
     v.page.fill("form[action*='/refund'] textarea", "Bấm lại lần nữa.")
     v.page.click("form[action*='/refund'] button")
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("main .alert.error").count() == 1 and "Traceback" not in v.page.content()
     v.check("cashier-refund-twice")
+    again = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
+    assert again["refunded"] == 11_000  # given back once
 
 
 def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_click_pays_once(
