@@ -140,7 +140,9 @@ def test_leave_over_a_booked_visit_asks_first_and_links_the_visit(visitor_factor
     """#7: the doctor books a visit, then adds leave over its day: the page lists the visit (its time,
     the consult page to move or cancel it) and saves nothing until "Vẫn thêm kỳ nghỉ"; then it says the
     visit stays booked inside the leave, linked to its consult page. The leave is removed afterwards
-    (the other tests book from the demo hours)."""
+    (the other tests book from the demo hours). Its reason is its own: test_pages leaves the same doctor's
+    "Hội nghị tim mạch" on the stack, which a bare "Hội nghị" would find."""
+    reason = "Hội nghị nội khoa"
     v = visitor_factory("vi-1280")
     tid = _booked_visit(v, stack, "vi", "Đánh trống ngực, xin hẹn khám video.")
     when = v.page.inner_text("[data-testid=visit-time]")
@@ -148,26 +150,26 @@ def test_leave_over_a_booked_visit_asks_first_and_links_the_visit(visitor_factor
     v.go("/availability")
     v.page.fill("#leave-start", day)
     v.page.fill("#leave-end", day)
-    v.page.fill("#leave-reason", "Hội nghị")
+    v.page.fill("#leave-reason", reason)
     v.page.click("form:has(input[value=leave]) button.primary")
     v.page.wait_for_selector("[data-testid=leave-confirm]")
     listed = v.page.inner_text("[data-testid=leave-confirm]")
     assert when.split(" – ")[0] in listed and "Chưa lưu gì" in listed
     assert v.page.locator(f"[data-testid=leave-confirm] a[href='/tasks/{tid}#visit']").count() == 1
-    assert v.page.locator("[data-testid=leave]", has_text="Hội nghị").count() == 0  # nothing saved
+    assert v.page.locator("[data-testid=leave]", has_text=reason).count() == 0  # nothing saved
     v.check("doctor-leave-confirm")
     try:
         v.page.click("[data-testid=leave-confirm] button[name=confirm]")
         v.page.wait_for_selector("[data-testid=leave-kept-visits]")
         assert when.split(" – ")[0] in v.page.inner_text("[data-testid=leave-kept-visits]")
-        assert v.page.locator("[data-testid=leave]", has_text="Hội nghị").count() == 1
+        assert v.page.locator("[data-testid=leave]", has_text=reason).count() == 1
         v.check("doctor-leave-kept-visits")
         v.page.click(f"[data-testid=leave-kept-visits] a[href='/tasks/{tid}#visit']")
         v.page.wait_for_url(re.compile(rf"/tasks/{tid}#visit$"))
         assert v.page.locator("[data-testid=visit-move]").count() == 1  # moved or cancelled from here
     finally:
         v.go("/availability")
-        mine = v.page.locator("[data-testid=leave]", has_text="Hội nghị")
+        mine = v.page.locator("[data-testid=leave]", has_text=reason)
         if mine.count():
             mine.locator("summary").click()
             mine.locator("[data-testid=leave-remove]").click()
