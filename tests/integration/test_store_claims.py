@@ -331,6 +331,64 @@ def test_conditional_creates_with_the_same_criteria_make_one_resource(ehr: Any) 
     assert db.Patient.count_documents({}) == 1
 
 
+def test_a_conditional_create_whose_rival_lands_after_its_search_does_not_create_again(ehr: Any) -> None:
+    """The claim on the criteria is read, then the search finds nothing, then the rival's resource
+    lands: the empty search says nothing about it, so the criteria stay busy (a 409, retried) and
+    no second resource is made. Before, the rival's resource was looked for only after the search,
+    found, and the criteria claimed again: two racing creates of one form made two files."""
+    _, server, db = ehr
+    store = server.store()
+    ident = f"cccd-{uuid.uuid4().hex[:8]}"
+    params = [("identifier", f"http://sen.vn/cccd|{ident}")]
+    key, _ = store.condition_link("Patient", params)
+    rival = st.new_id()
+    assert store.claim_condition(key, None, rival)  # the rival claimed the criteria, still writing
+    key, link = store.condition_link("Patient", params)  # read before the search
+    assert server.match_ids("Patient", params) == []
+    store.create({**patient(), "identifier": [{"system": "http://sen.vn/cccd", "value": ident}]}, rival)
+    assert store.condition_busy("Patient", link)  # it landed after the search: retry, do not create
+    key, link = store.condition_link("Patient", params)  # the retry
+    assert not store.condition_busy("Patient", link)
+    assert server.match_ids("Patient", params) == [rival]
+
+
+def test_conditional_creates_retried_on_409_make_one_resource_per_criteria(ehr: Any) -> None:
+    """As a client does (the portal's files): every 409 is retried after a moment. Over 15 rounds
+    of 6 racing creates each, every criteria ends with exactly one resource, and every create
+    answers it (201 once, 200 for the rest)."""
+    from sen_shared.fhir.http import FhirRequest
+
+    _, server, db = ehr
+    for _round in range(15):
+        ident = f"cccd-{uuid.uuid4().hex[:8]}"
+        barrier = threading.Barrier(6)
+        answers: list[tuple[int, str]] = []
+
+        def create() -> None:
+            body = {**patient(), "identifier": [{"system": "http://sen.vn/cccd", "value": ident}]}
+            barrier.wait()
+            for _attempt in range(200):
+                req = FhirRequest("POST", resource_type="Patient", body=dict(body), base="http://test/fhir",
+                                  headers={"if-none-exist": f"identifier=http://sen.vn/cccd|{ident}"})
+                try:
+                    resp = server.create(req)
+                except FhirError as err:
+                    assert err.status == 409, err
+                    time.sleep(random.uniform(0, 0.02))
+                    continue
+                answers.append((resp.status, resp.body["id"]))
+                return
+
+        threads = [threading.Thread(target=create) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(server.match_ids("Patient", [("identifier", f"http://sen.vn/cccd|{ident}")], limit=5)) == 1
+        assert sorted(s for s, _ in answers) == [200] * 5 + [201], answers
+        assert len({rid for _, rid in answers}) == 1, answers
+
+
 def test_events_left_in_current_documents_by_an_earlier_version_move_to_the_history(ehr: Any, bus: Bus) -> None:
     from sen_shared.bus.outbox import new_document
     from sen_shared.fhir.events import resource_event

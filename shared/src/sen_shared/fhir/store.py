@@ -120,6 +120,7 @@ def is_stale(doc: Mapping[str, Any], grace: timedelta | None = None) -> bool:
     """True when the claim ``doc`` (its ``at``, else ``lu``) is older than the grace period."""
     at = _aware(doc.get("at")) or _aware(doc.get("lu"))
     return at is not None and at < datetime.now(UTC) - (grace if grace is not None else rollforward_grace())
+LANDED = "landed_before_search"  # condition_link's note on a claim it read (never stored)
 TYPES_COLLECTION = "fhir_types"  # {_id: resource type}: the types that ever held a resource
 LAYOUTS_COLLECTION = "fhir_layouts"  # {_id: collection, layout}: the layout backfill last brought it to
 # The document layout this version writes: 3 = the body as JSON text, no sp_missing, id buckets.
@@ -564,15 +565,26 @@ class Store:
 
     def condition_link(self, resource_type: str,
                        params: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any] | None]:
-        """The key of a conditional create's criteria and the newest claim made on it."""
+        """The key of a conditional create's criteria and the newest claim made on it, read before
+        the caller searches. Whether that claim's resource had landed is read here too (``LANDED``),
+        before the search: a resource landing between the search and a later look would make an
+        empty search look conclusive, and a second create would follow (two racing conditional
+        creates then made two resources)."""
         key = condition_key(resource_type, params)
-        return key, claims.latest(self.db[CONDITIONS_COLLECTION], key)
+        link = claims.latest(self.db[CONDITIONS_COLLECTION], key)
+        if link is not None and not is_stale(link):
+            link = {**link, LANDED: self.head(resource_type, str(link.get("rid"))) is not None}
+        return key, link
 
     def condition_busy(self, resource_type: str, link: Mapping[str, Any] | None) -> bool:
-        """True while the create that claimed ``link`` may still be writing its resource."""
+        """True while the create that claimed ``link`` may still be writing its resource: it had not
+        landed when the link was read (:meth:`condition_link`), before the search that found nothing."""
         if link is None or is_stale(link):
             return False
-        return self.head(resource_type, str(link.get("rid"))) is None
+        landed = link.get(LANDED)
+        if landed is None:
+            landed = self.head(resource_type, str(link.get("rid"))) is not None
+        return not landed
 
     def claim_condition(self, key: str, link: Mapping[str, Any] | None, rid: str) -> bool:
         """Claim the right to create ``rid`` for the criteria ``key`` after ``link`` (the newest

@@ -369,7 +369,8 @@ def _attach(files: list[Any], pid: str, key: str | None = None) -> list[dict[str
     or the clinic's answer to the hub's question). ``key``: the form's; each file's DocumentReference
     then carries an identifier made of it and the file (``charges.request_key``) and is created only
     if none has it (``If-None-Exist``): the form sent twice makes one DocumentReference a file, so its
-    two submissions name the same ones. Of two at once, the one the EHR asks to retry (409) does."""
+    two submissions name the same ones. Of two at once, the one the EHR asks to retry (409) does, for up
+    to the back-end timeout."""
     from .charges import request_key
 
     refs = []
@@ -390,14 +391,15 @@ def _attach(files: list[Any], pid: str, key: str | None = None) -> list[dict[str
             value = request_key(key, "file", pid, name, f.mimetype, hashlib.sha256(data).hexdigest())
             doc["identifier"] = [{"system": UPLOAD_SYSTEM, "value": value}]
             headers = {"If-None-Exist": f"identifier={UPLOAD_SYSTEM}|{value}"}
-        for attempt in range(3):
+        deadline = time.monotonic() + backend.settings().http_timeout  # a busy machine stores slowly
+        while True:
             try:
                 created = fhir_post("ehr", "/fhir/DocumentReference", doc, headers=headers)
                 break
             except BackendError as err:
-                if headers is None or err.status != 409 or attempt == 2:
+                if headers is None or err.status != 409 or time.monotonic() >= deadline:
                     raise
-                time.sleep(0.5)  # the same file of the same form is being stored: it will be found
+                time.sleep(0.3)  # the same file of the same form is being stored: it will be found
         refs.append({"reference": f"DocumentReference/{created['id']}", "display": name})
     return refs
 
