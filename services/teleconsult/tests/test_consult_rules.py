@@ -119,6 +119,49 @@ def test_minutes_are_parsed_and_become_the_event_and_the_outputs():
                                                                                  "minutes"]
 
 
+def _with_participant(role, display=None):
+    body = minutes()
+    who = {"reference": "Practitioner/b", **({"display": display} if display is not None else {})}
+    body["parameter"].append({"name": "participant", "part": [{"name": "who", "valueReference": who},
+                                                              {"name": "role", "valueString": role}]})
+    return body
+
+
+def test_a_participants_role_is_kept_whole_up_to_its_limit_and_refused_beyond_never_cut():
+    """The portal sends the participants list as the chair's role: a long one is kept as written (it was
+    cut at 200 characters, silently); beyond the stated limit it is 422 saying the limit and where."""
+    limit = rules.PARTICIPANT_ROLE_MAX_CHARS
+    assert limit >= 2000  # the portal's participants box holds 2000 characters
+    long_role = ("Bác sĩ chuyên khoa II Nội tim mạch, Trưởng khoa; " * 60)[:limit]
+    m = rules.parse_minutes(_with_participant(" " + long_role + " "))
+    assert m.participants[1]["role"] == long_role.strip() and len(long_role) == limit
+    assert rules.minutes_event(m)["participants"][1]["role"] == long_role.strip()
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(_with_participant("x" * (limit + 1)))
+    assert err.value.status == 422
+    assert f"at most {limit} characters" in err.value.detail and f"has {limit + 1}" in err.value.detail
+    assert err.value.expression == ["Parameters.parameter.where(name='participant')[1].part.where(name='role')"]
+
+
+def test_a_participants_name_over_its_limit_is_refused_not_cut():
+    name = "BS. " + "Nguyễn Văn An " * 20
+    assert rules.parse_minutes(_with_participant("Tham dự", name[:200])).participants[1]["display"] == name[:200]
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(_with_participant("Tham dự", name[:201]))
+    assert err.value.status == 422 and "at most 200 characters" in err.value.detail
+
+
+def test_a_step_on_another_version_than_the_callers_if_match_is_412_naming_the_holder():
+    rules.check_version("$accept", "t1", None, 5, "requested", "Practitioner/a")  # no If-Match: any version
+    rules.check_version("$accept", "t1", 5, 5, "requested", "Practitioner/a")
+    for seen in (4, -1):
+        with pytest.raises(ConsultError) as err:
+            rules.check_version("$accept", "t1", seen, 5, "accepted", "Practitioner/b")
+        assert err.value.status == 412
+        assert "version 5 now" in err.value.detail and "Practitioner/b" in err.value.detail
+        assert "'accepted'" in err.value.detail
+
+
 def test_the_written_conclusion_is_the_conclusion_outputs_text_not_advice():
     """``conclusion-text`` (optional) is the conclusion output's text and the minutes' ``conclusionText``;
     the recommendations output stays the advice alone. Without it, the outputs are as before."""

@@ -497,11 +497,15 @@ class Consults:
     # ------------------------------------------------------------------ steps
 
     def step(self, task_id: str, op: str, actor: Actor, decide: Callable[[dict[str, Any]], Change | None],
-             *, authorize: bool = True) -> dict[str, Any]:
+             *, authorize: bool = True, if_match: int | None = None) -> dict[str, Any]:
         """Claim the next link of ``task_id``'s chain with what ``decide(newest link)`` says; apply it.
 
         ``decide`` raises (409 illegal transition, 422 bad input) or returns the change; None
-        means "nothing to do" (the newest link is returned as is).
+        means "nothing to do" (the newest link is returned as is). ``if_match`` (the caller's
+        ``If-Match``): the step is taken only on that Task version, i.e. only as link ``if_match + 1``;
+        the newest link being another is 412. Of several callers holding the same version, the one
+        whose insert of that link wins goes on; the others read the new link and get 412 (the claim,
+        not a read-then-write, decides: ARCHITECTURE §2).
         """
         for _ in range(MAX_STEP_ATTEMPTS):
             link = self.current(task_id)
@@ -509,6 +513,7 @@ class Consults:
             facts = _facts_of(link)
             if authorize:
                 self.authorize(op, actor, facts)
+            rules.check_version(op, task_id, if_match, int(link["n"]), link["state"], link.get("owner"))
             if op in rules.TRANSITIONS:
                 rules.check_transition(op, link["state"])
             change = decide(link)
@@ -674,7 +679,7 @@ class Consults:
 
     # ------------------------------------------------------------------ the operations
 
-    def accept(self, task_id: str, actor: Actor) -> dict[str, Any]:
+    def accept(self, task_id: str, actor: Actor, *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             at = iso(now_vn())
@@ -688,7 +693,7 @@ class Consults:
             events += self._grant_events(f, performer)
             return Change("accepted", task, events=events, extra={"owner": performer})
 
-        return self.step(task_id, "$accept", actor, decide)
+        return self.step(task_id, "$accept", actor, decide, if_match=if_match)
 
     def _grant_events(self, f: Mapping[str, Any], grantee: str) -> list[tuple[str, dict[str, Any]]]:
         if not grantee.startswith(("Practitioner/", "Organization/")):
@@ -698,7 +703,7 @@ class Consults:
                                                   "grantee": grantee, "requester": f["requester"],
                                                   "expires": expires})]
 
-    def start(self, task_id: str, actor: Actor) -> dict[str, Any]:
+    def start(self, task_id: str, actor: Actor, *, if_match: int | None = None) -> dict[str, Any]:
         """The specialist begins the accepted consult (opens the visit, starts reviewing): the
         Task is ``in-progress`` from now (``executionPeriod.start``); a hub-owned Task becomes
         the starting doctor's."""
@@ -712,9 +717,9 @@ class Consults:
                 task["owner"] = {"reference": owner}
             return Change("in-progress", task, extra={"owner": owner} if owner else {})
 
-        return self.step(task_id, "$start", actor, decide)
+        return self.step(task_id, "$start", actor, decide, if_match=if_match)
 
-    def reject(self, task_id: str, actor: Actor, reason: str) -> dict[str, Any]:
+    def reject(self, task_id: str, actor: Actor, reason: str, *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             at = iso(now_vn())
@@ -725,9 +730,9 @@ class Consults:
                 "teleconsult.consult.rejected", {**_event_base(f), "reason": reason, "rejectedAt": at})],
                 extra={"visit_why": rules.visit_end_reason("$reject", reason)}, after=self._end_visits_now)
 
-        return self.step(task_id, "$reject", actor, decide)
+        return self.step(task_id, "$reject", actor, decide, if_match=if_match)
 
-    def cancel(self, task_id: str, actor: Actor, reason: str | None) -> dict[str, Any]:
+    def cancel(self, task_id: str, actor: Actor, reason: str | None, *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             at = iso(now_vn())
@@ -739,9 +744,10 @@ class Consults:
                 "teleconsult.consult.cancelled", {**_event_base(f), "cancelledAt": at})],
                 extra={"visit_why": rules.visit_end_reason("$cancel", reason)}, after=self._end_visits_now)
 
-        return self.step(task_id, "$cancel", actor, decide)
+        return self.step(task_id, "$cancel", actor, decide, if_match=if_match)
 
-    def reassign(self, task_id: str, actor: Actor, practitioner: str, ehr: EhrClient | None) -> dict[str, Any]:
+    def reassign(self, task_id: str, actor: Actor, practitioner: str, ehr: EhrClient | None, *,
+                 if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             if ref_of(task.get("owner")) == practitioner:
@@ -755,9 +761,9 @@ class Consults:
             return Change(link["state"], task, events=events,
                           extra={"owner": practitioner, **({"resume": link["resume"]} if link.get("resume") else {})})
 
-        return self.step(task_id, "$reassign", actor, decide)
+        return self.step(task_id, "$reassign", actor, decide, if_match=if_match)
 
-    def request_info(self, task_id: str, actor: Actor, question: str) -> dict[str, Any]:
+    def request_info(self, task_id: str, actor: Actor, question: str, *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             comm = self._communication(f, sender=actor.ref, recipient=f["requester"], text=question,
@@ -768,10 +774,10 @@ class Consults:
             return Change("on-hold", task, communication=comm,
                           extra={"resume": link["state"], "question": comm["id"], "owner": link.get("owner")})
 
-        return self.step(task_id, "$request-info", actor, decide)
+        return self.step(task_id, "$request-info", actor, decide, if_match=if_match)
 
     def provide_info(self, task_id: str, actor: Actor, answer: str,
-                     attachments: list[dict[str, str]]) -> dict[str, Any]:
+                     attachments: list[dict[str, str]], *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             asked = link.get("question")
@@ -785,7 +791,7 @@ class Consults:
                 task["businessStatus"] = dict(SLA_BREACHED)
             return Change(resume, task, communication=comm, extra={"owner": link.get("owner")})
 
-        return self.step(task_id, "$provide-info", actor, decide)
+        return self.step(task_id, "$provide-info", actor, decide, if_match=if_match)
 
     def post_message(self, task_id: str, actor: Actor, text: str,
                      attachments: Callable[[], list[dict[str, str]]] = list, retry_key: str | None = None,
@@ -844,7 +850,7 @@ class Consults:
             comm["inResponseTo"] = [{"reference": f"Communication/{in_response_to}"}]
         return comm
 
-    def complete(self, task_id: str, actor: Actor, minutes: Minutes) -> dict[str, Any]:
+    def complete(self, task_id: str, actor: Actor, minutes: Minutes, *, if_match: int | None = None) -> dict[str, Any]:
         def decide(link: dict[str, Any]) -> Change:
             f, task = _facts_of(link), _task_of(link)
             at = iso(now_vn())
@@ -878,7 +884,7 @@ class Consults:
                                  "visit_why": rules.visit_end_reason("$complete", None), "visit_at": decided},
                           after=self._end_visits_now)
 
-        return self.step(task_id, "$complete", actor, decide)
+        return self.step(task_id, "$complete", actor, decide, if_match=if_match)
 
     def _appointment_of(self, sr_ref: str) -> str | None:
         """The consult's booked Appointment (``basedOn`` the ServiceRequest), if any."""

@@ -11,7 +11,7 @@ from flask import request
 from sen_shared.auth import current_principal
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.names import one_line
-from sen_shared.fhir.store import etag
+from sen_shared.fhir.store import etag, parse_etag
 from sen_shared.idempotency_key import HEADER, caller_scope, idempotent
 from sen_shared.runtime import current
 
@@ -95,44 +95,50 @@ def _actor() -> Actor:
     return Actor.of(current_principal())
 
 
+def _if_match() -> int | None:
+    """The Task version the caller saw (``If-Match: W/"3"``), the step taken only on it (412 else); None
+    without the header. An unreadable one is -1: no version matches it (412, as the FHIR engine's)."""
+    return parse_etag(request.headers.get("If-Match"))
+
+
 @idempotent()
 def accept(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
     req = _op("$accept")
-    return _task_answer(req, _consults().accept(id, _actor()))
+    return _task_answer(req, _consults().accept(id, _actor(), if_match=_if_match()))
 
 
 @idempotent()
 def start(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$start")
-    return _task_answer(req, _consults().start(id, _actor()))
+    return _task_answer(req, _consults().start(id, _actor(), if_match=_if_match()))
 
 
 @idempotent()
 def reject(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$reject")
     reason = rules.one_string(req.body, "reason", required=True, max_len=2000)
-    return _task_answer(req, _consults().reject(id, _actor(), reason or ""))
+    return _task_answer(req, _consults().reject(id, _actor(), reason or "", if_match=_if_match()))
 
 
 @idempotent()
 def cancel(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$cancel")
     reason = rules.one_string(req.body, "reason", required=False, max_len=2000) if req.body else None
-    return _task_answer(req, _consults().cancel(id, _actor(), reason))
+    return _task_answer(req, _consults().cancel(id, _actor(), reason, if_match=_if_match()))
 
 
 @idempotent()
 def reassign(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$reassign")
     who = rules.one_reference(req.body, "practitioner", required=True, types=("Practitioner",))
-    return _task_answer(req, _consults().reassign(id, _actor(), who or "", _ehr()))
+    return _task_answer(req, _consults().reassign(id, _actor(), who or "", _ehr(), if_match=_if_match()))
 
 
 @idempotent()
 def request_info(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$request-info")
     question = rules.one_string(req.body, "question", required=True)
-    return _task_answer(req, _consults().request_info(id, _actor(), question or ""))
+    return _task_answer(req, _consults().request_info(id, _actor(), question or "", if_match=_if_match()))
 
 
 def _attachments(body: Any, most: int | None = None) -> list[dict[str, str]]:
@@ -166,7 +172,8 @@ def _attachments(body: Any, most: int | None = None) -> list[dict[str, str]]:
 def provide_info(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$provide-info")
     answer = rules.one_string(req.body, "answer", required=True)
-    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", _attachments(req.body)))
+    return _task_answer(req, _consults().provide_info(id, _actor(), answer or "", _attachments(req.body),
+                                                         if_match=_if_match()))
 
 
 @idempotent()
@@ -186,7 +193,7 @@ def message(id: str, **_: Any) -> Reply:  # noqa: A002
 def complete(id: str, **_: Any) -> Reply:  # noqa: A002
     req = _op("$complete")
     minutes = rules.parse_minutes(req.body)
-    return _task_answer(req, _consults().complete(id, _actor(), minutes))
+    return _task_answer(req, _consults().complete(id, _actor(), minutes, if_match=_if_match()))
 
 
 def worklist() -> Reply:

@@ -52,6 +52,11 @@ SUPPORTING_TYPES = ("DocumentReference", "ImagingStudy", "Observation")
 MAX_SUPPORTING = 20
 REF = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
 
+# the minutes' participants: a role as written (the portal sends the whole participants list, the chair's
+# role first, as its chair's role) and a name; longer is 422, never cut (the event's schema says the same)
+PARTICIPANT_ROLE_MAX_CHARS = 2000
+PARTICIPANT_DISPLAY_MAX_CHARS = 200
+
 OPEN_STATES = ("requested", "accepted", "on-hold", "in-progress")
 FINAL_STATES = ("completed", "rejected", "cancelled")
 
@@ -109,6 +114,18 @@ def illegal(op: str, state: str) -> ConsultError:
 def check_transition(op: str, state: str) -> None:
     if state not in TRANSITIONS.get(op, ()):
         raise illegal(op, state)
+
+
+def check_version(op: str, task_id: str, expected: int | None, version: int, state: str, owner: str | None) -> None:
+    """``If-Match``: the step is taken only on the Task version the caller saw (a doctor taking the
+    consult over from the holder the page named). Another version is 412 naming what the Task is now
+    (its version, state and holder), so the caller can say who took it meanwhile."""
+    if expected is None or expected == version:
+        return
+    seen = f"version {expected}" if expected >= 0 else "the version in If-Match"
+    raise ConsultError(f"{op} was not applied: Task/{task_id} changed since {seen}; it is version {version} now, "
+                       f"{state!r}, held by {owner or 'nobody'}", status=412, code="conflict",
+                       expression=["Task.meta.versionId"])
 
 
 def check_message(state: str) -> None:
@@ -474,10 +491,17 @@ def parse_minutes(body: Any) -> Minutes:
         if who is None or not isinstance(role, str) or not role.strip():
             raise _bad("each 'participant' has parts 'who' (valueReference) and 'role' (valueString)",
                        "Parameters.parameter.where(name='participant')")
-        item: dict[str, Any] = {"reference": who, "role": role.strip()[:200]}
+        where = f"Parameters.parameter.where(name='participant')[{len(participants)}]"
+        if len(role.strip()) > PARTICIPANT_ROLE_MAX_CHARS:  # refused, never cut: the minutes are a record
+            raise _bad(f"a participant's role is at most {PARTICIPANT_ROLE_MAX_CHARS} characters (this one has "
+                       f"{len(role.strip())})", f"{where}.part.where(name='role')")
+        item: dict[str, Any] = {"reference": who, "role": role.strip()}
         display = (parts.get("who") or {}).get("valueReference", {}).get("display")
         if isinstance(display, str):
-            item["display"] = display[:200]
+            if len(display) > PARTICIPANT_DISPLAY_MAX_CHARS:
+                raise _bad(f"a participant's name (who.display) is at most {PARTICIPANT_DISPLAY_MAX_CHARS} "
+                           f"characters (this one has {len(display)})", f"{where}.part.where(name='who')")
+            item["display"] = display
         participants.append(item)
     if not participants:
         raise _bad("'participant' is required: who took part and in which role",
