@@ -500,9 +500,21 @@ def _settle_covered(db: Database, invoice_id: str, res: dict[str, Any]) -> dict[
 _PAID_NOT_CANCELLED = "a paid invoice is not cancelled (only its credit is refunded)"
 
 
+def _kept_after_refunds(db: Database, invoice_id: str) -> int:
+    """What is paid toward a settled invoice and not given back: its payments less those refunded
+    (of an invoice the patient owes nothing on, every payment counted is credit, refundable whole)."""
+    kept = invoice_port.kept_payments(db, invoice_id)
+    if not kept:
+        return 0
+    refunded = {r["_id"]: int(r["amount"]) for r in db[invoice_port.REFUNDS].find({"invoice": invoice_id},
+                                                                                  {"amount": 1})}
+    return sum(max(0, int(p["amount"]) - refunded.get(p["_id"], 0)) for p in kept)
+
+
 def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
     """draft or issued → cancelled, unless anything paid toward it is kept (not given back by a
-    refund: ``payments.refund`` reverses a payment of an invoice still owed) or it is balanced.
+    refund: ``payments.refund`` reverses a payment of an invoice still owed) or it is balanced; an
+    invoice the patient owes nothing on (BHYT pays it all), balanced when issued, is cancelled too.
 
     The cancelled link is the decision (the settlement races for the same link). A payment
     recorded after the check below and before the link counts toward a cancelled invoice: after
@@ -514,21 +526,33 @@ def cancel(db: Database, invoice_id: str, reason: str) -> dict[str, Any]:
         invoice_port.route_to_refunds(db, invoice_id, "cancelled")  # a crashed winner's sweep, again
         _release_charges(db, invoice_id, invoice)  # and its release of the charges
         return _roll_forward(db, invoice_id, link)
-    if link is not None and link["state"] == "balanced":
-        raise InvoiceConflict(f"Invoice/{invoice_id} is balanced: {_PAID_NOT_CANCELLED}")
-    if db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None:
-        raise InvoiceConflict(f"Invoice/{invoice_id} is being settled: {_PAID_NOT_CANCELLED}")
-    if paid_total(db, invoice_id) > 0:
+    settled = link is not None and link["state"] == "balanced"
+    settling = not settled and db[BALANCED].find_one({"_id": invoice_id}, {"_id": 1}) is not None
+    if (settled or settling) and not _owes_nothing(invoice):
+        raise InvoiceConflict(f"Invoice/{invoice_id} is {'balanced' if settled else 'being settled'}: "
+                              f"{_PAID_NOT_CANCELLED}")
+    # an invoice BHYT pays in full was settled when issued with nothing paid (_settle_covered): it is
+    # cancelled as an issued one is, its cancelled link after the balanced one (or racing the
+    # settlement for it: a settlement that loses to a cancel is void), once nothing paid is kept
+    kept = _kept_after_refunds(db, invoice_id) if settled or settling else paid_total(db, invoice_id)
+    if kept > 0:
         raise InvoiceConflict(f"Invoice/{invoice_id} has payments; refund them before cancelling")
     invoice_port.mark_cancel(db, invoice_id)  # before the link: payments check for it after their insert
-    try:
-        link = advance(db[STATES], invoice_id, link, {"state": "cancelled", "reason": reason})
-    except ClaimTaken as taken:
-        link = taken.holder or state(db, invoice_id)
-        if link["state"] == "balanced":
-            raise InvoiceConflict(f"Invoice/{invoice_id} was balanced meanwhile: {_PAID_NOT_CANCELLED}") from None
-        if link["state"] != "cancelled":
-            raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
+    for _ in range(2):  # a covered invoice's settlement may take the link first: cancelled after it
+        try:
+            link = advance(db[STATES], invoice_id, link, {"state": "cancelled", "reason": reason})
+            break
+        except ClaimTaken as taken:
+            link = taken.holder or state(db, invoice_id)
+            if link["state"] == "balanced" and _owes_nothing(invoice):
+                continue
+            if link["state"] == "balanced":
+                raise InvoiceConflict(f"Invoice/{invoice_id} was balanced meanwhile: {_PAID_NOT_CANCELLED}") from None
+            if link["state"] != "cancelled":
+                raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again") from None
+            break
+    if link["state"] != "cancelled":
+        raise InvoiceConflict(f"Invoice/{invoice_id} changed meanwhile ({link['state']}); try again")
     invoice_port.route_to_refunds(db, invoice_id, "cancelled")
     _release_charges(db, invoice_id, invoice)  # its services can go on a new invoice
     return _roll_forward(db, invoice_id, link)

@@ -208,8 +208,16 @@ def is_paid(s: dict[str, Any] | None) -> bool:
 
 def cancellable(s: dict[str, Any]) -> bool:
     """Billing cancels a draft or issued invoice with nothing paid toward it (else 409: refund first);
-    ``paid`` is net of the payments given back (the invoice owes them again)."""
+    ``paid`` is net of the payments given back (the invoice owes them again). An invoice BHYT pays in
+    full (nothing owed: settled when issued) too, unless a payment on it is kept (its credit)."""
+    if covered(s):
+        return not int(s.get("credit") or 0)
     return s.get("status") in ("draft", "issued") and not int(s.get("paid") or 0) and not is_paid(s)
+
+
+def covered(s: dict[str, Any] | None) -> bool:
+    """Settled with nothing for the patient to pay: BHYT pays all of it."""
+    return bool(s) and s.get("status") == "balanced" and not int(s.get("owed") or 0)
 
 
 def refundables(s: dict[str, Any]) -> list[dict[str, Any]]:
