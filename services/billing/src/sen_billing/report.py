@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_env()
     db = mongo.database(settings.mongo_url, settings.db_name)
     rows = reconciliation.rows(db, day, args.facility, account_facilities=settings.account_facilities)
-    text = reconciliation.to_csv(day, rows)
+    text = reconciliation.to_csv(day, rows, settings.facility_names)
     claim_once(db[REPORTS], f"{day.isoformat()}/{args.facility or 'all'}",
                {"day": day.isoformat(), "facility": args.facility, "csv": text, "rows": len(rows)})
     if args.out:

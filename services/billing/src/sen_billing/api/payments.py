@@ -173,8 +173,10 @@ def daily_report(day: str | None = None, facility: str | None = None) -> Any:
         when = date.fromisoformat(day) if day else datetime.now(VN).date()
     except ValueError:
         raise SenError("day must be a date, YYYY-MM-DD") from None
+    settings = current().settings
     text = reconciliation.to_csv(when, reconciliation.rows(_db(), when, facility,
-                                                           account_facilities=current().settings.account_facilities))
+                                                           account_facilities=settings.account_facilities),
+                                 settings.facility_names)
     return Response(text, 200, mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="doi-soat-{when.isoformat()}.csv"'})
 

@@ -25,7 +25,7 @@ from sen_shared.mongo import find_in
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso, queue_facility
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
-           "outcome", "reference", "cashier", "shift", "note"]
+           "outcome", "reference", "cashier", "shift", "note", "facility_name"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -105,11 +105,14 @@ def totals(report: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def to_csv(day: date, report: list[dict[str, Any]]) -> str:
+def to_csv(day: date, report: list[dict[str, Any]], facility_names: Mapping[str, str] | None = None) -> str:
+    """The day's CSV; ``facility_names`` (``SEN_FACILITY_NAMES``: id → name) fills the last column,
+    ``facility_name``, so a reader that may not read the EHR's Organizations (a cashier) has the name."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(report)
+    names = facility_names or {}
+    writer.writerows({**r, "facility_name": names.get(r.get("facility") or "", "")} for r in report)
     for key, value in totals(report).items():
         writer.writerow({"kind": "total", "time": day.isoformat(), "id": key, "amount": value})
     return buf.getvalue()

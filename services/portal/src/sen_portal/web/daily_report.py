@@ -158,10 +158,13 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
     """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng). The
     invoice is named by its payment reference (HD…, the code the patient and the desk see; a refund's
     row, which billing gives no reference, by its invoice's payments' reference in the same day), the
-    facility by its name (``facilities``: the directory's, id → name), not by their ids. The cashier
-    stays the id billing gives (no directory of cashiers' names)."""
+    facility by its name (``facilities``: the directory's, id → name; else billing's ``facility_name``,
+    which a cashier's CSV has since the EHR lets no cashier read Organizations), not by their ids. The
+    cashier stays the id billing gives (no directory of cashiers' names)."""
     reader = csv.DictReader(io.StringIO(body.decode("utf-8-sig")))
-    columns = list(reader.fieldnames or [])
+    # billing's ``facility_name`` (its SEN_FACILITY_NAMES) names the facility where the directory cannot
+    # (the EHR refuses Organization reads to a cashier): folded into the facility column, not shown twice
+    columns = [c for c in reader.fieldnames or [] if c != "facility_name"]
     found = [{k: (v or "") for k, v in r.items() if k is not None} for r in reader]
     references = {r["invoice"]: r["reference"] for r in found if r.get("invoice") and r.get("reference")}
     facilities = facilities or {}
@@ -175,6 +178,7 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   "outcome": outcome_label(r.get("outcome")) if r.get("outcome") else "",
                   "note": _note(r.get("note", "")),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
-                  "facility": facilities.get(r.get("facility", "")) or r.get("facility", "")}
+                  "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
+                               or r.get("facility", ""))}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
     return [_label(_COLUMNS, c) for c in columns], rows
