@@ -27,6 +27,10 @@ INDEXES += [
     # a cashier's pages: their facility's entries (an equality), in (at, _id) order
     mongo.Index("unmatched_waiting", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),
     mongo.Index("invoice_balanced", (("done", 1),)),
+    # overpaid invoices' credits on the list of money to give back (credits.page), as the refund tasks
+    mongo.Index("credits", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),
+    mongo.Index("credits", (("at", 1), ("_id", 1)), name="at_id"),
+    *chain_indexes("credit_givebacks"),
     # an invoice's reference record by invoice (support and tests look it up). Declaring it also
     # makes the collection exist at the index step, where the local FerretDB's tune
     # (deploy/local/infra.sh) indexes every collection's _id: made later, by the first issued

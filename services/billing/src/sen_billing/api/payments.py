@@ -12,7 +12,7 @@ from sen_shared.errors import NotFound, SenError
 from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
-from ..domain import payments, receipts, reconciliation, shifts, status
+from ..domain import credits, payments, receipts, reconciliation, shifts, status
 from ..domain.invoices import Bank
 from ..domain.payments import VN
 
@@ -183,12 +183,17 @@ def daily_report(day: str | None = None, facility: str | None = None) -> Any:
 
 @require_roles("cashier")
 def refund_tasks(limit: int = 50, after: str | None = None, facility: str | None = None,
-                 state: str = "open") -> Any:
+                 state: str = "open", include: str | None = None) -> Any:
     """Money to give back: the facility's refund tasks (a cashier: their own; an admin: ``facility``
-    or every facility's), the open ones (not refunded yet) by default, oldest first, a page at a time."""
+    or every facility's), the open ones (not refunded yet) by default, oldest first, a page at a time;
+    ``include=credits``: and the credits of overpaid invoices, in the same order (domain/credits.py)."""
     scope = payments.task_scope(current_principal(), facility)
-    rows, cursor = payments.refund_tasks(_db(), limit, after, scope, state)
-    body: dict[str, Any] = {"tasks": [payments.public_refund_task(r) for r in rows]}
+    if include == "credits":
+        tasks, cursor = credits.money_back(_db(), limit, after, scope, state)
+    else:
+        rows, cursor = payments.refund_tasks(_db(), limit, after, scope, state)
+        tasks = [payments.public_refund_task(r) for r in rows]
+    body: dict[str, Any] = {"tasks": tasks}
     if cursor:
         body["next"] = cursor
     return body, 200, JSON

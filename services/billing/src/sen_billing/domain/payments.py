@@ -558,6 +558,10 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
                            refundable=refundable, why=why)
     if why == "owed":
         _reverse(db, payment)  # the give-backs chain's link: settled meanwhile → Conflict
+    elif why in ("balanced", "settling"):  # the credit's give-backs chain: two at once give it back once
+        from .credits import give_back
+
+        amount = give_back(db, payment, amount)
     unmatched = not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched"))
     if unmatched and _fate(db, payment_key, "refunded") != "refunded":
         raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile

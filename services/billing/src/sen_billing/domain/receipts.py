@@ -49,7 +49,7 @@ from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 from sen_shared.mongo import bulk_update, find_in
 
-from . import invoice_port
+from . import credits, invoice_port
 from .invoice_port import STATES
 from .invoices import SERVICE_EXT, service_of, vnd
 from .payments import BALANCED, REFUNDS, VN, iso, local_day
@@ -285,6 +285,8 @@ def _settle(db: Database, invoice: invoice_port.InvoiceView, balanced: dict[str,
                "payments": [{"id": p["_id"], "amount": int(p["amount"]), "channel": p["channel"],
                              "provider": p["provider"], "at": p["received_at"]} for p in payments],
                "lines": invoice.lines, "patient": invoice.patient_display, "invoice_title": invoice.title}
+    if receipt["credit"] > 0:  # paid over what was owed: on the list of money to give back (credits.py)
+        credits.note(db, invoice, receipt)
     _, held = claim_once(db[RECEIPTS], invoice_id, new_document(receipt, [event]))
     # ``done`` (and ``voided``) are the settlement record's only changing fields; their writers
     # (repair jobs, and the claim's winner when a cancel voids it) write the same values, only

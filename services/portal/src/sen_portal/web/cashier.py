@@ -421,16 +421,22 @@ def invoice_refund(iid: str) -> Any:
     form = RefundForm()
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"refund_form": form})
-    body = {"reason": form.reason.data, "method": form.method.data}
-    if form.amount.data:
-        body["amount"] = form.amount.data
-    # the form's key and what it asks: a second click replays the first refund's answer; a changed form is new
-    key = request_key(form.txn.data or uuid.uuid4().hex, "refund", form.payment.data or "", str(body))
     try:
-        _json("POST", f"/payments/{form.payment.data}/refund", body, key=key)
+        give_back(form)
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"refund_form": form})
     return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))
+
+
+def give_back(form: RefundForm) -> None:
+    """Billing's refund of the form's payment, with its reason, how, and amount (none: all that can
+    be); a BackendError when refused or down. The form's key and what it asks make the request's
+    key: a second click replays the first refund's answer; a changed form is new."""
+    body: dict[str, Any] = {"reason": form.reason.data, "method": form.method.data}
+    if form.amount.data:
+        body["amount"] = form.amount.data
+    key = request_key(form.txn.data or uuid.uuid4().hex, "refund", form.payment.data or "", str(body))
+    _json("POST", f"/payments/{form.payment.data}/refund", body, key=key)
 
 
 @bp.route("/invoices/<iid>/receipt")
@@ -607,33 +613,83 @@ def shift() -> Any:
 
 
 
-REFUND_PAGE = 50  # refund tasks a page of "To refund" shows (billing's limit, <= 200)
+REFUND_PAGE = 50  # rows a page of "To refund" shows (billing's limit, <= 200)
+
+
+def _refund_list_args() -> tuple[str, int, str]:
+    """The list's cursor, page number and (an admin's) facility, from the request."""
+    after, page = cursor_args()
+    wanted = request.args.get("facility", "")
+    facility = wanted if g.user.role == "admin" and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted) else ""
+    return after, page, facility
+
+
+def _refund_list(status: int = 200, problem: str | None = None, failed: RefundForm | None = None) -> Any:
+    """Every sum owed back to a patient, oldest first, a page at a time (billing's ``next`` cursor):
+    billing's open refund tasks (a transfer after its invoice was paid in full or cancelled) and the
+    credits of overpaid invoices (``include=credits``: what was paid over what was owed), of the
+    cashier's facility (an admin: every facility's, or the one ``?facility=`` names). Each row names
+    its invoice (its page), the patient where billing knows them, and gives the money back from the
+    list (billing's refund of the row's payment, as the invoice page's refund form does)."""
+    from .directory import org_names
+
+    after, page, facility = _refund_list_args()
+    params = {"limit": str(REFUND_PAGE), "include": "credits", **({"after": after} if after else {}),
+              **({"facility": facility} if facility else {})}
+    body: dict[str, Any] = {}
+    try:
+        body = _json("GET", "/payments/refund-tasks", params=params) or {}
+    except BackendError as err:
+        problem = problem or backend_message(err)
+        status = 503 if err.kind in ("down", "slow", "failed") else status
+    rows = body.get("tasks") or []
+    orgs = org_names() if g.user.role == "admin" and rows else {}
+    # a credit's patient: the invoice's name as billing keeps it, else the EHR's (one request for them all)
+    unnamed = [pid for t in rows if not t.get("patient") and (pid := patient_id({"reference": t.get("subject")}))]
+    names = patient_names(unnamed) if unnamed else {}
+    rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility")),
+             "patient_name": t.get("patient") or names.get(patient_id({"reference": t.get("subject")}) or "", ""),
+             "form": failed if failed is not None and failed.payment.data == t.get("payment")
+             else RefundForm(formdata=None, payment=t.get("payment"), txn=uuid.uuid4().hex,
+                             reason=_give_back_reason(t))} for t in rows]
+    return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
+                           next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
+                           title=gettext("To refund")), status
+
+
+def _give_back_reason(row: dict[str, Any]) -> str:
+    """The reason a give-back from the list starts with (the cashier may change it)."""
+    if row.get("kind") == "credit":
+        return gettext("Giving back what was paid over the amount owed")
+    if row.get("reason") == "invoice-cancelled":
+        return gettext("Giving back a payment to a cancelled invoice")
+    return gettext("Giving back a payment made after the invoice was paid in full")
 
 
 @bp.route("/refunds")
 @login_required("cashier")
 def refund_tasks() -> Any:
-    """Money to give back: billing's open refund tasks of the cashier's facility (an admin: every
-    facility's, or the one ``?facility=`` names), oldest first, a page at a time (billing's ``next``
-    cursor), each linking to its invoice's page, where the refund form is."""
-    from .directory import org_names
+    """Money to give back: refund tasks and overpaid invoices' credits (:func:`_refund_list`)."""
+    return _refund_list()
 
-    after, page = cursor_args()
-    wanted = request.args.get("facility", "")
-    facility = wanted if g.user.role == "admin" and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted) else ""
-    params = {"limit": str(REFUND_PAGE), **({"after": after} if after else {}),
-              **({"facility": facility} if facility else {})}
-    problem, status, body = None, 200, {}
+
+@bp.route("/refunds/give-back", methods=["POST"])
+@login_required("cashier")
+def refund_give_back() -> Any:
+    """Give a row of the list back: billing's refund of its payment (a credit: what is left of it, the
+    ``amount`` the row carried), with the reason and how (cash from the drawer of an open shift, or a
+    transfer). Once per payment and per credit (billing's claims): a second cashier giving the same
+    money back at the same moment is told it was given back already."""
+    form = RefundForm()
+    if not form.validate_on_submit():
+        return _refund_list(422, gettext("Please correct the highlighted fields."), failed=form)
     try:
-        body = _json("GET", "/payments/refund-tasks", params=params) or {}
+        give_back(form)
     except BackendError as err:
-        problem, status = backend_message(err), 503 if err.kind in ("down", "slow", "failed") else 200
-    rows = body.get("tasks") or []
-    orgs = org_names() if g.user.role == "admin" and rows else {}
-    rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility"))} for t in rows]
-    return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
-                           next_cursor=body.get("next"), facility=facility,
-                           title=gettext("To refund")), status
+        return _refund_list(409, backend_message(err), failed=form)
+    after, page, facility = _refund_list_args()
+    return redirect(url_for("web.refund_tasks", refunded=1, **({"after": after, "page": page} if after else {}),
+                            **({"facility": facility} if facility else {})))
 
 
 CLOSED_SHIFTS = 3  # the last closed shifts /shift shows (to reread or print a close)

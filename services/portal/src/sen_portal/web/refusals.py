@@ -55,6 +55,14 @@ def _refundable(m: re.Match[str], err: BackendError) -> str:
     return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(amount))
 
 
+def _credit_left(m: re.Match[str], err: BackendError) -> str:
+    try:
+        amount = int(err.extra.get("refundable", m.group(1)))
+    except (TypeError, ValueError):
+        amount = 0
+    return gettext("Only %(amount)s of this invoice's credit is left to refund.", amount=vnd(max(0, amount)))
+
+
 def _whole(m: re.Match[str], _e: BackendError) -> str:
     return gettext("A payment toward an invoice still owed is given back whole (%(amount)s): leave the amount "
                    "empty or enter all of it.", amount=vnd(int(m.group(1))))
@@ -110,6 +118,13 @@ RULES: tuple[Rule, ...] = (
           _say("This cancelled invoice's payments were all given back already.")),
     _rule("billing", (409,), _CONFLICT, r"this payment was refunded already",
           _say("This payment was refunded already.")),
+    # billing: an overpaid invoice's credit (domain/credits.py), once however many cashiers give it back
+    _rule("billing", (409,), _CONFLICT, r"this invoice's credit \(money paid over what was owed\) was given back",
+          _say("This invoice's credit (what was paid over the amount owed) was given back already: nothing is "
+               "left to refund.")),
+    _rule("billing", (422,), (), r"at most (-?\d+) đồng of this invoice's credit is left", _credit_left),
+    _rule("billing", (409,), _CONFLICT, r"this invoice's credit is being given back meanwhile",
+          _say("Someone is giving this credit back right now. Reload the page to see what is left.")),
     _rule("billing", (409,), _CONFLICT, r"invoice \S+ is ([a-z-]+), not awaiting payment", _invoice_state),
     _rule("billing", (409,), _CONFLICT, r"this transfer was assigned already",
           _say("This transfer was assigned to an invoice already.")),

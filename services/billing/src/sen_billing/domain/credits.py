@@ -1,0 +1,206 @@
+"""The credit of an overpaid invoice: money a patient paid over what was owed, to give back.
+
+A refund task (``refund_tasks``) covers a payment that counts toward nothing owed. A payment that
+pays an invoice more than it owes counts toward it, and the settlement's receipt shows the rest as
+the patient's credit; until now no list named that money. Here it gets its own records, all
+claims by insert (nothing is updated):
+
+- ``credits``: one entry per overpaid invoice, keyed by the invoice, claimed when its settlement
+  counts more than is owed (``receipts._settle``, before the receipt: a repair of a crashed
+  settlement notes it too): ``{invoice, facility, at (settled), amount (the credit then), reference,
+  patient, subject, payments (those the settlement counted)}``. Entries are never removed: the
+  give-backs below say how much is left (as refund tasks are done by their refund's claim);
+- ``credit_givebacks``: per invoice a claims chain (``<invoice>/n``: ``{payment, amount}``), one
+  link per give-back of that credit (``payments.refund`` of a payment the settlement counted, of a
+  balanced or settling invoice). A give-back claims the link after the last one it read, and only
+  while the links stay within the credit: two cashiers giving it back at once (through one payment
+  or two) race for the same link, and the loser reads the winner's and finds nothing left. The
+  link is the decision; the refund's record (keyed by the payment) follows it, and a crash in
+  between is finished by the next try of the same refund.
+
+A payment that lands after the settlement counted the others is not part of this credit: it has a
+refund task of its own (once per payment), so the list names each sum once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.claims import ClaimTaken, advance, claim_once
+from sen_shared.errors import Conflict, SenError
+from sen_shared.mongo import find_in
+
+from . import invoice_port
+
+CREDITS = "credits"
+GIVEBACKS = "credit_givebacks"
+BALANCED = "invoice_balanced"  # the settlement's record (payments.BALANCED): what it counted, paid and owed
+OVERPAID = "invoice-overpaid"  # a credit's ``reason`` on the list of money to give back
+NOTHING_LEFT = ("this invoice's credit (money paid over what was owed) was given back already: "
+                "nothing is left to refund")
+
+
+def note(db: Database, invoice: invoice_port.InvoiceView, receipt: Mapping[str, Any]) -> None:
+    """The entry of a settlement's credit (``receipt``: the receipt being written, credit > 0);
+    once per invoice however many settlers (the winner, repair jobs) get here."""
+    settled = receipt["settled_at"]
+    subject = (invoice.resource.get("subject") or {}).get("reference")
+    claim_once(db[CREDITS], invoice.id, {
+        "invoice": invoice.id, "facility": invoice.facility, "at": settled, "amount": int(receipt["credit"]),
+        "reference": invoice.reference, "patient": invoice.patient_display or None,
+        "subject": subject if isinstance(subject, str) else None,
+        "payments": [p["id"] for p in receipt.get("payments") or []]})
+
+
+def links(db: Database, invoice_id: str) -> list[dict[str, Any]]:
+    """The invoice's credit give-backs, oldest first."""
+    return sorted(db[GIVEBACKS].find({"k": invoice_id}), key=lambda link: int(link["n"]))
+
+
+def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
+    """What of the credit went back: the chain's links, and the refunds of the settlement's payments
+    recorded before the chain existed (none of them has a link)."""
+    linked = {str(link["payment"]) for link in chain}
+    old = sum(int(r["amount"]) for r in refunds
+              if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses"))
+    return sum(int(link["amount"]) for link in chain) + old
+
+
+def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
+    """Claim the give-back of ``amount`` of the invoice's credit through ``payment`` (a payment
+    counted toward a balanced or settling invoice); the amount to record. A payment the settlement
+    did not count (it came after: its refund task) is not this credit: ``amount`` as asked. Nothing
+    left: Conflict; more than is left: 422 (``refundable`` says how much is)."""
+    invoice_id = str(payment["invoice"])
+    record = db[BALANCED].find_one({"_id": invoice_id}, {"paid": 1, "owed": 1, "payments": 1})
+    counted = [str(p) for p in (record or {}).get("payments") or []]
+    if record is None or payment["_id"] not in counted:
+        return amount
+    credit = max(0, int(record.get("paid") or 0) - int(record.get("owed") or 0))
+    for _ in range(8):
+        chain = links(db, invoice_id)
+        mine = next((link for link in chain if link.get("payment") == payment["_id"]), None)
+        if mine is not None:  # a try that stopped before its refund's record: finish it
+            return int(mine["amount"])
+        refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id}, {"amount": 1, "reverses": 1}))
+        left = credit - _given(chain, refunds, counted)
+        if left <= 0:
+            raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
+        if amount > left:
+            raise SenError(f"at most {left} đồng of this invoice's credit is left to refund", status=422,
+                           title="Unprocessable Content", refundable=left, why="balanced")
+        try:
+            advance(db[GIVEBACKS], invoice_id, chain[-1] if chain else None,
+                    {"payment": payment["_id"], "amount": int(amount), "at": datetime.now(UTC)})
+            return int(amount)
+        except ClaimTaken:
+            continue  # another give-back of this credit won the link: read what is left again
+    raise Conflict("this invoice's credit is being given back meanwhile; try again")
+
+
+# ------------------------------------------------------------------------------- the list
+
+def _aware(at: Any) -> datetime:
+    if not isinstance(at, datetime):
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _left(entries: list[dict[str, Any]], db: Database) -> dict[str, int]:
+    """What is left of each entry's credit: its give-back links (one equality a credit) less, for
+    credits refunded before the chain existed, those refunds (point reads of its payments')."""
+    chains: dict[str, list[dict[str, Any]]] = {e["_id"]: [] for e in entries}
+    for link in find_in(db[GIVEBACKS], "k", list(chains)):
+        chains.setdefault(str(link["k"]), []).append(link)
+    refunds: dict[str, list[dict[str, Any]]] = {}
+    for r in find_in(db[invoice_port.REFUNDS], "_id", [p for e in entries for p in e.get("payments") or []],
+                     projection={"amount": 1, "reverses": 1, "invoice": 1}):
+        refunds.setdefault(str(r.get("invoice")), []).append(r)
+    return {e["_id"]: max(0, int(e["amount"]) - _given(chains[e["_id"]], refunds.get(e["_id"], []),
+                                                       [str(p) for p in e.get("payments") or []]))
+            for e in entries}
+
+
+def page(db: Database, limit: int, after_query: dict[str, Any], facility: str | None,
+         state: str = "open") -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` credit entries after the cursor (``after_query``: the refund tasks' cursor
+    query, same ``(at, _id)`` order), each with ``left``, and whether more follow. ``open``: those
+    with something left; ``all``: every one. ``facility``: that facility's (an equality, the
+    ``(facility, at, _id)`` index), None every facility's. Given-back entries stay (never removed),
+    so an open page reads on a batch at a time until it has its rows (as the refund tasks do)."""
+    base: dict[str, Any] = {"facility": facility} if facility is not None else {}
+    query = {**base, **after_query}
+    rows: list[dict[str, Any]] = []
+    while True:
+        batch = list(db[CREDITS].find(query, sort=[("at", 1), ("_id", 1)], limit=limit + 1))
+        if not batch:
+            return rows, False
+        left = _left(batch, db)
+        for entry in batch:
+            if state == "open" and left[entry["_id"]] <= 0:
+                continue
+            if len(rows) == limit:
+                return rows, True
+            rows.append({**entry, "left": left[entry["_id"]]})
+        if len(batch) <= limit:
+            return rows, False
+        last = batch[-1]
+        at = _aware(last["at"])
+        query = {**base, "$or": [{"at": {"$gt": at}}, {"at": at, "_id": {"$gt": last["_id"]}}]}
+
+
+def public(entry: Mapping[str, Any], iso: Any) -> dict[str, Any]:
+    """A credit as the list of money to give back shows it (beside the refund tasks): ``payment`` is
+    the one to give it back through (the settlement's newest payment holding all that is left, else
+    its largest), ``amount`` what is left, ``credit`` what it was at the settlement."""
+    left = int(entry["left"])
+    out: dict[str, Any] = {
+        "kind": "credit", "invoice": entry["invoice"], "reference": entry.get("reference"), "amount": left,
+        "credit": int(entry["amount"]), "reason": OVERPAID, "facility": entry.get("facility"),
+        "createdAt": iso(_aware(entry["at"])), "receivedAt": iso(_aware(entry["at"])),
+        "patient": entry.get("patient"), "subject": entry.get("subject"), "refunded": left <= 0,
+        "payment": entry.get("give_back_payment") or (entry.get("payments") or [""])[-1]}
+    if entry.get("channel"):
+        out["channel"] = entry["channel"]
+    return out
+
+
+def with_payments(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each credit row with the payment to give it back through and its channel: of the settlement's
+    payments, the newest whose amount holds all that is left, else the largest (point reads)."""
+    ids = [p for r in rows for p in r.get("payments") or []]
+    found = {p["_id"]: p for p in find_in(db[invoice_port.PAYMENTS], "_id", ids,
+                                          projection={"amount": 1, "channel": 1, "received_at": 1})}
+    out = []
+    for r in rows:
+        mine = [found[p] for p in r.get("payments") or [] if p in found]
+        holding = [p for p in mine if int(p["amount"]) >= int(r["left"])]
+        pick = (max(holding, key=lambda p: _aware(p.get("received_at"))) if holding
+                else max(mine, key=lambda p: int(p["amount"])) if mine else None)
+        out.append({**r, **({"give_back_payment": pick["_id"], "channel": pick.get("channel")} if pick else {})})
+    return out
+
+
+def money_back(db: Database, limit: int = 50, after: str | None = None, facility: str | None = None,
+               state: str = "open") -> tuple[list[dict[str, Any]], str | None]:
+    """The list of money to give back: the refund tasks (``payments.refund_tasks``) and the credits
+    of overpaid invoices, merged oldest first (``at``, then ``_id``: a task is keyed by its payment,
+    a credit by its invoice), a page at a time with one cursor over both: each list's page after
+    the cursor, the first ``limit`` of the two, the cursor of the last one shown."""
+    from .payments import _after, _cursor, iso, public_refund_task, refund_tasks
+
+    tasks, more_tasks = refund_tasks(db, limit, after, facility, state)
+    owed, more_credits = page(db, limit, _after(after) if after else {}, facility, state)
+    merged = [({"kind": "task", **public_refund_task(t)}, t["task"]) for t in tasks]
+    merged += [(public(c, iso), c) for c in with_payments(db, owed)]
+    merged.sort(key=lambda pair: (_aware(pair[1]["at"]), str(pair[1]["_id"])))
+    shown = merged[:limit]
+    more = len(merged) > limit or more_tasks is not None or more_credits
+    return [row for row, _ in shown], (_cursor(shown[-1][1]) if more and shown else None)
+
+
+__all__ = ["CREDITS", "GIVEBACKS", "OVERPAID", "give_back", "links", "money_back", "note", "page", "public",
+           "with_payments"]

@@ -1,0 +1,171 @@
+"""Money owed back to patients on one list, a covered invoice cancelled, and the cashier's CSV naming
+the facility (web/cashier.py, web/daily_report.py), billing and the EHR faked as they answer
+(specs/billing.yaml: ``GET /payments/refund-tasks?include=credits``, ``POST /payments/{payment}/refund``,
+the daily CSV's ``facility_name``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_portal.web.backend import BackendError
+
+from tests.support import csrf_token, portal_app, portal_signed_in
+
+CREDIT = {"kind": "credit", "payment": "cashier:c1", "invoice": "inv-over", "reference": "HD7K2M9QX4C",
+          "amount": 11000, "credit": 11000, "reason": "invoice-overpaid", "facility": "tyt-my-hiep",
+          "createdAt": "2026-12-05T09:05:00+07:00", "receivedAt": "2026-12-05T09:05:00+07:00", "channel": "cash",
+          "patient": None, "subject": "Patient/bn-0101", "refunded": False}
+TASK = {"kind": "task", "payment": "sepay:t2", "invoice": "inv-gone", "reference": "HD00000000C", "amount": 150000,
+        "reason": "invoice-cancelled", "facility": "tyt-my-hiep", "receivedAt": "2026-12-05T08:10:00+07:00",
+        "channel": "transfer", "provider": "sepay", "description": "", "refunded": False}
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0")
+
+
+@pytest.fixture()
+def billing(monkeypatch):
+    from sen_portal.web import cashier
+
+    state: dict[str, Any] = {"asked": [], "rows": [TASK, CREDIT], "refuse": None, "names": []}
+
+    def answer(method, path, body=None, params=None, key=None):
+        state["asked"].append((method, path, dict(params or {}), body, key))
+        if (method, path) == ("GET", "/payments/refund-tasks"):
+            return {"tasks": state["rows"]}
+        if method == "POST" and path.endswith("/refund"):
+            if state["refuse"] is not None:
+                raise state["refuse"]
+            state["rows"] = [r for r in state["rows"] if r["payment"] != path.split("/")[2]]
+            return {"payment": path.split("/")[2], "amount": (body or {}).get("amount", 150000)}
+        return {}
+
+    def names(ids):
+        state["names"].append(list(ids))
+        return {"bn-0101": "Lê Văn Tâm"}
+
+    monkeypatch.setattr(cashier, "_json", answer)
+    monkeypatch.setattr(cashier, "patient_names", names)
+    return state
+
+
+def row(page: str, kind: str) -> str:
+    return re.search(rf'data-testid="refund-row-{kind}">(.*?)</tr>', page, re.S).group(1)
+
+
+def cell(html: str, testid: str) -> str:
+    found = re.search(rf'data-testid="{testid}"[^>]*>(.*?)</(?:td|a)>', html, re.S).group(1)
+    return re.sub(r"<[^>]+>", "", found).strip()
+
+
+def test_an_overpaid_credit_is_listed_with_the_tasks_and_given_back_from_the_list(app, billing):
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/refunds").get_data(as_text=True)
+    assert billing["asked"][-1][2] == {"limit": "50", "include": "credits"}
+    credit = row(page, "credit")
+    assert cell(credit, "refund-task-amount") == "11.000\u00a0₫"
+    assert cell(credit, "refund-task-reason") == "Trả thừa: tiền ghi có của người bệnh"
+    assert cell(credit, "refund-task-patient") == "Lê Văn Tâm"  # billing kept no name: the EHR's, one request
+    assert billing["names"] == [["bn-0101"]]
+    assert cell(credit, "refund-task-received") == "05/12/2026 09:05"
+    assert cell(credit, "refund-task-invoice") == "HD7K2M9QX4C" and 'href="/invoices/inv-over"' in credit
+    assert 'name="amount" value="11000"' in credit and "Hoàn 11.000\u00a0₫" in credit
+    assert "Trả lại tiền người bệnh trả thừa" in credit  # the reason it starts with
+    task = row(page, "task")
+    assert cell(task, "refund-task-patient") == "—" and 'name="amount"' not in task  # all of it
+    assert "Trả lại tiền chuyển vào hóa đơn đã hủy" in task
+    # billing's order
+    assert page.index('data-testid="refund-row-task"') < page.index('data-testid="refund-row-credit"')
+
+    txn = re.search(r'name="txn" value="([^"]*)"', credit).group(1)
+    form = {"csrf_token": csrf_token(page), "payment": "cashier:c1", "txn": txn, "amount": "11000",
+            "method": "cash", "reason": "Trả lại tiền thừa"}
+    r = client.post("/refunds/give-back", data=form)
+    assert r.status_code == 302 and r.headers["Location"].endswith("/refunds?refunded=1")
+    method, path, _params, body, key = billing["asked"][-1]
+    assert (method, path) == ("POST", "/payments/cashier:c1/refund")
+    assert body == {"reason": "Trả lại tiền thừa", "method": "cash", "amount": 11000}
+    assert key.startswith("portal-refund-")
+    after = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="given-back">Đã ghi nhận hoàn tiền.' in after
+    assert 'data-testid="refund-row-credit"' not in after
+
+
+def test_a_give_back_refused_or_without_a_reason_is_said_on_the_list(app, billing):
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/refunds").get_data(as_text=True)
+    form = {"csrf_token": csrf_token(page), "payment": "cashier:c1", "txn": "k1", "amount": "11000",
+            "method": "transfer", "reason": ""}
+    r = client.post("/refunds/give-back", data=form)
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Vui lòng sửa các ô được đánh dấu." in body
+    credit = row(body, "credit")
+    assert "<details open" in credit and 'aria-invalid="true"' in credit and "Nêu lý do." in credit
+    assert not [a for a in billing["asked"] if a[0] == "POST"]
+    # another cashier gave it back a moment before: billing's 409, said in Vietnamese
+    billing["refuse"] = BackendError("refused", "billing", 409, "this invoice's credit (money paid over what was "
+                                     "owed) was given back already: nothing is left to refund",
+                                     code="Conflict", extra={"refundable": 0, "why": "balanced"})
+    r = client.post("/refunds/give-back", data={**form, "reason": "Trả lại tiền thừa"})
+    assert r.status_code == 409
+    assert ("Tiền thừa của hóa đơn này (phần trả quá số phải trả) đã được hoàn rồi: không còn gì để hoàn."
+            in r.get_data(as_text=True))
+    billing["refuse"] = BackendError("refused", "billing", 422, "at most 6000 đồng of this invoice's credit is "
+                                     "left to refund", code="Unprocessable Content",
+                                     extra={"refundable": 6000, "why": "balanced"})
+    r = client.post("/refunds/give-back", data={**form, "reason": "Trả lại tiền thừa"})
+    assert "Tiền thừa của hóa đơn này chỉ còn 6.000\u00a0₫ để hoàn." in r.get_data(as_text=True)
+
+
+def test_the_list_in_english(app, billing):
+    page = portal_signed_in(app, "cashier", lang="en").get("/refunds").get_data(as_text=True)
+    credit = row(page, "credit")
+    assert "Paid more than owed: the patient&#39;s credit" in credit or "Paid more than owed: the patient's credit" \
+        in credit
+    assert "Give back 11.000\u00a0₫" in credit and "what was paid over the amount owed" in page
+
+
+def test_a_covered_invoice_is_cancellable_unless_a_payment_on_it_is_kept():
+    from sen_portal.web.cashier import cancellable
+
+    covered = {"status": "balanced", "owed": 0, "paid": 0, "balanceDue": 0, "credit": 0}
+    assert cancellable(covered)
+    assert not cancellable({**covered, "paid": 20000, "credit": 20000})  # refund it first
+    assert cancellable({**covered, "paid": 20000, "credit": 0})  # given back
+    assert not cancellable({"status": "balanced", "owed": 39000, "paid": 39000, "balanceDue": 0, "credit": 0})
+    assert cancellable({"status": "issued", "owed": 39000, "paid": 0, "balanceDue": 39000, "credit": 0})
+
+
+DAILY = (
+    "kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+    "facility_name\r\n"
+    "payment,2026-12-05T07:07:29+00:00,cashier:c1,cashier,cash,inv-over,tyt-my-hiep,50000,yes,"
+    "applied,HD7K2M9QX4C,portal-cashier,sh-1,,Trạm Y tế xã Mỹ Hiệp\r\n"
+    "total,2026-12-05,net,,,,,50000,,,,,,,\r\n"
+).encode()
+
+
+def test_the_cashiers_csv_names_the_facility_by_billings_name_when_the_directory_cannot(app, monkeypatch):
+    from sen_portal.web import daily_report, directory
+
+    class Answer:
+        content = DAILY
+
+    monkeypatch.setattr(daily_report, "call", lambda *a, **k: Answer())
+    monkeypatch.setattr(directory, "org_names", lambda: {})  # the EHR refuses a cashier's Organization reads
+    r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
+    lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    header, payment = lines[0].split(","), lines[1].split(",")
+    assert "facility_name" not in lines[0] and len(header) == 14 and header[6] == "Cơ sở"
+    assert payment[6] == "Trạm Y tế xã Mỹ Hiệp" and payment[5] == "HD7K2M9QX4C"
+    assert "tyt-my-hiep" not in r.get_data(as_text=True)
+    # the directory's name first where it has one; billing's without either: the id, as before
+    _h, rows = daily_report.readable(DAILY, {"tyt-my-hiep": "TYT Mỹ Hiệp"})
+    assert rows[0][6] == "TYT Mỹ Hiệp"
+    _h, rows = daily_report.readable(DAILY.replace("Trạm Y tế xã Mỹ Hiệp".encode(), b""))
+    assert rows[0][6] == "tyt-my-hiep"

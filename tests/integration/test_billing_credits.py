@@ -1,0 +1,150 @@
+"""The credit of an overpaid invoice on the list of money to give back (billing on the real FerretDB).
+
+- ``GET /payments/refund-tasks?include=credits``: an invoice paid 50.000 ₫ on 39.000 ₫ owed is a row
+  ``kind: credit`` (11.000 ₫, ``invoice-overpaid``, its reference, the patient, since its settlement)
+  beside the refund tasks, oldest first under one cursor; another facility's cashier does not see it;
+  given back (``POST /payments/{payment}/refund``), it leaves the open list and shows refunded in
+  ``state=all``. Without ``include`` the list is the refund tasks alone, as before.
+- Two cashiers giving the same credit back at once, through the same payment or through two
+  different payments of the invoice: the credit goes back once (12 invoices in threads), and what
+  was given back never exceeds the credit (the credit's give-backs chain, ``domain/credits.py``).
+- A transfer landing after the settlement counted the others keeps its own refund task: the credit
+  row is the settlement's credit alone (each sum listed once).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sen_billing.domain import credits, invoice_port, payments
+from sen_billing.domain.webhooks import Transfer
+from sen_shared.auth import issue_dev_token
+from sen_shared.errors import SenError
+
+from tests.billing_support import billing_app, make_invoice, scratch_db
+
+pytestmark = pytest.mark.integration
+
+CASHIERS = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{i}") for i in (1, 2)]
+
+
+def pay(db, code: str, amount: int) -> dict:
+    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
+                        description=f"TT {code}")
+    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
+
+
+def headers(dev_key: Path, facility: str = "org-a", role: str = "cashier") -> dict[str, str]:
+    tok = issue_dev_token(dev_key, role, sub=f"{role}-{uuid.uuid4().hex[:6]}", facility=facility)
+    return {"Authorization": f"Bearer {tok}", "Accept": "application/json", "Content-Type": "application/json"}
+
+
+@pytest.fixture()
+def db(mongo_client):
+    with scratch_db(mongo_client, "cr") as database:
+        yield database
+
+
+def test_an_overpaid_invoice_is_on_the_list_until_its_credit_is_given_back(
+        base_env, mongo_client, monkeypatch, dev_key) -> None:
+    with billing_app(base_env, mongo_client, monkeypatch, "cr") as (client, db):
+        a = headers(dev_key)
+        late_iid, late_code = make_invoice(db, 20_000)
+        pay(db, late_code, 20_000)
+        late = pay(db, late_code, 5_000)  # after it was paid: a refund task, older than the credit
+        iid, code = make_invoice(db, 39_000)
+        first = pay(db, code, 30_000)
+        over = pay(db, code, 20_000)  # 50.000 on 39.000: 11.000 ₫ over
+        assert client.get(f"/payments/invoices/{iid}", headers=a).json()["credit"] == 11_000
+
+        plain = client.get("/payments/refund-tasks", headers=a).json()["tasks"]
+        assert [t["payment"] for t in plain] == [late["_id"]] and "kind" not in plain[0]  # as before
+        r = client.get("/payments/refund-tasks", params={"include": "credits"}, headers=a)
+        assert r.status_code == 200, r.text
+        rows = r.json()["tasks"]
+        assert [(t["kind"], t["amount"]) for t in rows] == [("task", 5_000), ("credit", 11_000)]
+        credit = rows[1]
+        assert credit["invoice"] == iid and credit["reference"] == code and credit["reason"] == "invoice-overpaid"
+        assert credit["credit"] == 11_000 and credit["refunded"] is False and credit["createdAt"].endswith("+07:00")
+        assert credit["payment"] == over["_id"]  # the newest payment holding all of it
+        assert credit["subject"] and credit["subject"].startswith("Patient/")
+        # paged one at a time under one cursor: the task, then the credit, then nothing
+        one = client.get("/payments/refund-tasks", params={"include": "credits", "limit": 1}, headers=a).json()
+        two = client.get("/payments/refund-tasks", params={"include": "credits", "limit": 1, "after": one["next"]},
+                         headers=a).json()
+        assert [t["kind"] for t in one["tasks"] + two["tasks"]] == ["task", "credit"] and "next" not in two
+        other = client.get("/payments/refund-tasks", params={"include": "credits"},
+                           headers=headers(dev_key, "org-b")).json()["tasks"]
+        assert other == []
+        bad = client.get("/payments/refund-tasks", params={"include": "everything"}, headers=a)
+        assert bad.status_code == 400 and bad.headers["Content-Type"].startswith("application/problem+json")
+
+        too_much = client.post(f"/payments/{first['_id']}/refund", headers=a,
+                               json={"reason": "Trả tiền thừa", "amount": 12_000, "method": "transfer"})
+        assert too_much.status_code == 422, too_much.text
+        done = client.post(f"/payments/{credit['payment']}/refund", headers=a,
+                           json={"reason": "Trả tiền thừa", "method": "transfer"})
+        assert done.status_code == 201, done.text
+        assert done.json()["amount"] == 11_000
+        # nothing left: through the other payment too
+        again = client.post(f"/payments/{first['_id']}/refund", headers=a,
+                            json={"reason": "Trả tiền thừa", "method": "transfer"})
+        assert again.status_code == 409, again.text
+        rows = client.get("/payments/refund-tasks", params={"include": "credits"}, headers=a).json()["tasks"]
+        assert [t["kind"] for t in rows] == ["task"]
+        every = client.get("/payments/refund-tasks", params={"include": "credits", "state": "all"},
+                           headers=a).json()["tasks"]
+        assert [(t["kind"], t["refunded"], t["amount"]) for t in every] == [("task", False, 5_000),
+                                                                             ("credit", True, 0)]
+        assert client.get(f"/payments/invoices/{iid}", headers=a).json()["credit"] == 0
+        assert late_iid != iid
+
+
+def test_a_transfer_after_the_settlement_keeps_its_task_and_the_credit_row_is_the_settlements(db) -> None:
+    iid, code = make_invoice(db, 39_000)
+    pay(db, code, 45_000)  # 6.000 over, counted by the settlement
+    late = pay(db, code, 9_000)  # the invoice is balanced now: a late payment with its task
+    rows, _ = credits.money_back(db, 50, None, "org-a")
+    assert sorted((r["kind"], r["amount"]) for r in rows) == [("credit", 6_000), ("task", 9_000)]
+    assert next(r for r in rows if r["kind"] == "task")["payment"] == late["_id"]
+
+
+def test_two_cashiers_giving_one_credit_back_at_once_give_it_back_once(db) -> None:
+    """12 invoices, each 30.000 + 20.000 on 39.000 (11.000 over); per invoice two cashiers give the
+    credit back at the same moment: on even invoices through the same payment, on odd ones through
+    the two payments. Exactly one refund goes through; the other is refused (409); the credit is
+    given back once, and the list no longer shows it."""
+    made = []
+    for _ in range(12):
+        iid, code = make_invoice(db, 39_000)
+        made.append((iid, pay(db, code, 30_000), pay(db, code, 20_000)))
+    open_rows, _ = credits.money_back(db, 50, None, "org-a")
+    assert sorted(r["invoice"] for r in open_rows) == sorted(i for i, _, _ in made)
+
+    def give(args) -> str:
+        key, cashier, barrier = args
+        barrier.wait()
+        try:
+            payments.refund(db, key, None, "Trả tiền thừa", cashier, None)
+            return "ok"
+        except SenError as err:
+            return str(err.status)
+
+    jobs = []
+    for n, (_iid, first, second) in enumerate(made):
+        barrier = threading.Barrier(2)
+        keys = (second["_id"], second["_id"]) if n % 2 == 0 else (first["_id"], second["_id"])
+        jobs += [(keys[0], CASHIERS[0], barrier), (keys[1], CASHIERS[1], barrier)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(give, jobs))
+    given = {iid: sum(int(r["amount"]) for r in db[invoice_port.REFUNDS].find({"invoice": iid}))
+             for iid, _, _ in made}
+    assert given == {iid: 11_000 for iid, _, _ in made}
+    assert [sorted(outcomes[2 * n:2 * n + 2]) for n in range(len(made))] == [["409", "ok"]] * len(made)
+    assert all(len(credits.links(db, iid)) == 1 for iid, _, _ in made)
+    assert credits.money_back(db, 50, None, "org-a")[0] == []

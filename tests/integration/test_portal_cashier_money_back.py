@@ -1,0 +1,230 @@
+"""The cashier's money back, a covered invoice cancelled and the day's CSV, through the portal's
+pages against a real billing and EHR (gunicorn processes on loopback) on the real FerretDB. The
+portal runs in this process as its demo cashier of Trạm Y tế xã Mỹ Hiệp (``tyt-my-hiep``).
+
+- Lê Văn Tâm pays an examination in cash with 11.000 ₫ too much: "Cần hoàn tiền" lists that credit
+  (his invoice's reference, his name from the EHR, 11.000 ₫, since the payment) beside the refund
+  tasks; two cashiers give it back from the list at the same moment: it goes back once (billing's
+  credit give-backs chain), the second is told so in Vietnamese, and the row leaves the list.
+- Trần Thị Hoa's ultrasound is paid in full by BHYT (settled when issued): issued by mistake, it is
+  cancelled from its page with a reason (none: the form says so); it then reads cancelled, and
+  the day's CSV has no row of it.
+- The day's CSV, downloaded by the cashier, names the facility "Trạm Y tế xã Mỹ Hiệp" (billing's
+  SEN_FACILITY_NAMES) though the EHR still refuses the cashier's Organization reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client, csrf_token, portal_signed_in, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+CLINIC = "tyt-my-hiep"
+CLINIC_NAME = "Trạm Y tế xã Mỹ Hiệp"
+TAM, HOA = "bn-0101", "bn-0102"
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP",
+        "SEN_FACILITY_NAMES": json.dumps({CLINIC: CLINIC_NAME})}
+
+
+def _auth(dev_key: Path, role: str, facility: str | None = None) -> dict[str, str]:
+    claims = {"facility": facility} if facility else {}
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+    db = f"sen_t{run_id}_pmb_ehr"
+    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+        for pid, family, given, text in ((TAM, "Lê", ["Văn", "Tâm"], "Lê Văn Tâm"),
+                                         (HOA, "Trần", ["Thị", "Hoa"], "Trần Thị Hoa")):
+            patient = {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1970-01-01",
+                       "name": [{"family": family, "given": given, "text": text}],
+                       "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+            r = httpx.put(f"{url}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_auth(dev_key, "admin"))
+            assert r.status_code in (200, 201), r.text
+        org = {"resourceType": "Organization", "id": CLINIC, "name": CLINIC_NAME, "active": True}
+        r = httpx.put(f"{url}/fhir/Organization/{CLINIC}", content=json.dumps(org), headers=_auth(dev_key, "admin"))
+        assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, tmp_path_factory, mongo_client):
+    from sen_billing.domain import pricing
+
+    db = f"sen_t{run_id}_pmb_billing"
+    pricing.load(mongo_client[db])  # what billing's worker does at start
+    with web_process("billing", {**base_env, **BANK, "SEN_DB": db},
+                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
+        yield url, mongo_client[db]
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, ehr, billing, mongo_client):
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing[0], "SEN_TELECONSULT_URL": billing[0],
+           "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}
+    with app_client("portal", env, f"sen_t{run_id}_pmb_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+def _invoice(url: str, dev_key: Path, pid: str, service: str) -> dict[str, Any]:
+    """A hand invoice of one service for ``pid`` at billing's API, issued (as the new-invoice page makes it)."""
+    h = _auth(dev_key, "cashier", CLINIC)
+    r = httpx.post(f"{url}/fhir/ChargeItem", headers=h, content=json.dumps({
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": service},
+        "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": [f"ChargeItemDefinition/{service}"]}))
+    assert r.status_code == 201, r.text
+    r = httpx.post(f"{url}/fhir/Invoice", headers=h, content=json.dumps({
+        "resourceType": "Invoice", "status": "draft", "subject": {"reference": f"Patient/{pid}"},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]}))
+    assert r.status_code == 201, r.text
+    r = httpx.post(f"{url}/fhir/Invoice/{r.json()['id']}/$issue", headers=h)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _reference(inv: dict[str, Any]) -> str:
+    return next(i["value"] for i in inv["identifier"] if i["system"] == "urn:sen:billing:payment-reference")
+
+
+def _open_shift(cashier: Any) -> None:
+    page = cashier.get("/shift").get_data(as_text=True)
+    if 'name="open-opening_cash"' in page:
+        r = cashier.post("/shift", data={"which": "open", "open-opening_cash": "0", "csrf_token": csrf_token(page)})
+        assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+
+
+def _field(form: str, name: str) -> str:
+    m = re.search(rf'name="{name}"[^>]*value="([^"]*)"', form) or re.search(rf'value="([^"]*)"[^>]*name="{name}"',
+                                                                          form)
+    return m.group(1) if m else ""
+
+
+def _credit_rows(page: str) -> list[str]:
+    return re.findall(r'<tr role="row" data-testid="refund-row-credit">(.*?)</tr>', page, re.S)
+
+
+def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(portal, billing, dev_key):
+    url, db = billing
+    inv = _invoice(url, dev_key, TAM, "kham-benh")
+    owed, code = inv["totalNet"]["value"], _reference(inv)
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    shown = cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{inv['id']}/cash", data={
+        "cash-amount": str(owed + 11_000), "csrf_token": csrf_token(shown), "cash-txn": _field(shown, "cash-txn")})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+
+    page = cashier.get("/refunds").get_data(as_text=True)
+    [row] = [r for r in _credit_rows(page) if code in r]
+    assert re.search(r'data-testid="refund-task-amount">11.000\u00a0₫<', row), row
+    assert re.search(r'data-testid="refund-task-patient">Lê Văn Tâm<', row)  # the EHR's name
+    assert "Trả thừa: tiền ghi có của người bệnh" in row
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
+    assert re.search(rf'data-testid="refund-task-received">{today} \d\d:\d\d<', row)
+    assert f'href="/invoices/{inv["id"]}"' in row
+
+    # two cashiers (two browsers) give it back from the list at the same moment
+    others = [portal_signed_in(portal, "cashier") for _ in range(2)]
+    forms = []
+    for c in others:
+        listed = c.get("/refunds").get_data(as_text=True)
+        [mine] = [r for r in _credit_rows(listed) if code in r]
+        forms.append({"csrf_token": csrf_token(listed), "payment": _field(mine, "payment"),
+                      "txn": _field(mine, "txn"), "amount": _field(mine, "amount"), "method": "cash",
+                      "reason": "Trả lại tiền thừa"})
+    assert forms[0]["amount"] == "11000" and forms[0]["payment"]
+    barrier = threading.Barrier(2)
+
+    def give(i: int) -> Any:
+        barrier.wait()
+        return others[i].post("/refunds/give-back", data=forms[i])
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(give, range(2)))
+    assert sorted(a.status_code for a in answers) == [302, 409], [a.status_code for a in answers]
+    refused = next(a for a in answers if a.status_code == 409).get_data(as_text=True)
+    assert re.search(r'role="alert">[^<]*(đã được hoàn|đã hoàn)', refused), refused[-3000:]
+    given = list(db["refunds"].find({"invoice": inv["id"]}))
+    assert sum(int(g["amount"]) for g in given) == 11_000 and len(given) == 1
+    done = next(a for a in answers if a.status_code == 302)
+    after = cashier.get(done.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="given-back"' in after and not [r for r in _credit_rows(after) if code in r]
+    summary = httpx.get(f"{url}/payments/invoices/{inv['id']}",
+                        headers={**_auth(dev_key, "cashier", CLINIC), "Accept": "application/json"}).json()
+    assert summary["credit"] == 0
+
+    # the give-back form without a reason: said on the list, nothing given
+    listed = cashier.get("/refunds").get_data(as_text=True)
+    r = cashier.post("/refunds/give-back", data={**forms[0], "csrf_token": csrf_token(listed), "reason": " "})
+    assert r.status_code == 422 and "Vui lòng sửa các ô được đánh dấu." in r.get_data(as_text=True)
+
+
+def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_does_not_count_it(
+        portal, billing, dev_key):
+    url, _db = billing
+    cov = {"resourceType": "Coverage", "status": "active", "subscriberId": "DN4010123456789",
+           "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4010123456789"}],
+           "beneficiary": {"reference": f"Patient/{HOA}"}, "payor": [{"display": "Bảo hiểm xã hội Việt Nam"}]}
+    r = httpx.post(f"{url}/fhir/Coverage", content=json.dumps(cov), headers=_auth(dev_key, "cashier", CLINIC))
+    assert r.status_code == 201, r.text
+    inv = _invoice(url, dev_key, HOA, "sieu-am-bung")
+    assert inv["status"] == "balanced" and inv["totalNet"]["value"] == 0  # settled when issued
+    code = _reference(inv)
+    cashier = portal_signed_in(portal, "cashier")
+    page = cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
+    assert 'data-testid="covered">✓ Bảo hiểm chi trả toàn bộ' in page and 'id="cancel-box"' in page
+    r = cashier.post(f"/invoices/{inv['id']}/cancel", data={"csrf_token": csrf_token(page), "cancel-reason": ""})
+    assert r.status_code == 422 and 'id="cancel-box" open' in r.get_data(as_text=True)
+    r = cashier.post(f"/invoices/{inv['id']}/cancel", data={"csrf_token": csrf_token(page),
+                                                           "cancel-reason": "Nhập nhầm thẻ BHYT"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    page = cashier.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="cancelled"' in page and 'data-testid="cancel-reason">Nhập nhầm thẻ BHYT<' in page
+    assert 'data-testid="covered"' not in page and 'id="cancel-box"' not in page
+    day = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
+    report = cashier.get(f"/shift/daily-report.csv?day={day}")
+    assert report.status_code == 200 and code not in report.get_data(as_text=True) \
+        and inv["id"] not in report.get_data(as_text=True)
+
+
+def test_the_cashiers_daily_csv_names_the_facility_in_vietnamese(portal, billing, ehr, dev_key):
+    url, _db = billing
+    inv = _invoice(url, dev_key, TAM, "kham-benh")
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    shown = cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{inv['id']}/cash", data={
+        "cash-amount": str(inv["totalNet"]["value"]), "csrf_token": csrf_token(shown),
+        "cash-txn": _field(shown, "cash-txn")})
+    assert r.status_code == 302
+    # the cashier's EHR access is as it was: no Organization reads
+    assert httpx.get(f"{ehr}/fhir/Organization", headers=_auth(dev_key, "cashier", CLINIC)).status_code == 403
+    day = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
+    report = cashier.get(f"/shift/daily-report.csv?day={day}")
+    assert report.status_code == 200
+    rows = list(csv.reader(io.StringIO(report.data.decode("utf-8-sig"))))
+    header = rows[0]
+    assert "Cơ sở" in header and "facility_name" not in header and len(header) == 14
+    mine = [row for row in rows if _reference(inv) in row]
+    assert mine and mine[0][header.index("Cơ sở")] == CLINIC_NAME
+    assert CLINIC not in report.get_data(as_text=True)
