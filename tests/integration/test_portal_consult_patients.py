@@ -255,13 +255,15 @@ def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets
 def test_a_list_of_tasks_carrying_their_reason_asks_teleconsult_its_worklist_only(
         portal, consults, tc, http_calls, monkeypatch):
     """Teleconsult puts each consult's reason on its Task at submission (Task.reasonCode), so the
-    worklist and the clinic's consults read no ServiceRequest: their one teleconsult call is the
-    ``$worklist``, even with no reason kept from an earlier page; the requesting clinic comes from
-    the Task too."""
+    worklist and the clinic's consults read no ServiceRequest: the worklist's one teleconsult call is the
+    ``$worklist``, the clinic's list's its Task searches (the open consults, then those that ended,
+    each sorted and paged by teleconsult), even with no reason kept from an earlier page; the
+    requesting clinic comes from the Task too."""
     from sen_portal.web import backend, clinic
 
     reasons = ("Nhồi máu cơ tim cấp", "Tăng huyết áp vô căn", "Đau thắt ngực không ổn định")
-    for user, start in (("doctor", "/worklist"), ("clinic", "/consults")):
+    for user, start, searches in (("doctor", "/worklist", ["/fhir/Task/$worklist"]),
+                                  ("clinic", "/consults", ["/fhir/Task", "/fhir/Task"])):
         monkeypatch.setattr(clinic, "_reasons_kept", {})  # no reason kept from an earlier page
         monkeypatch.setattr(backend, "answers", backend.AnswerCache())  # nor a page's answers
         client = portal_signed_in(portal, user)
@@ -269,7 +271,7 @@ def test_a_list_of_tasks_carrying_their_reason_asks_teleconsult_its_worklist_onl
         r = client.get(start)
         assert r.status_code == 200
         asked = [(m, u.split("?")[0]) for m, u in http_calls if u.startswith(tc)]
-        assert asked == [("GET", f"{tc}/fhir/Task/$worklist")], asked
+        assert asked == [("GET", f"{tc}{path}") for path in searches], asked
         rows = _rows(r.get_data(as_text=True))
         assert len(rows) == 3, rows
         for reason in reasons:

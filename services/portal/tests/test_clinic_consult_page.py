@@ -453,11 +453,51 @@ def test_the_answer_and_the_cancellation_are_confirmed(client, monkeypatch):
     assert keys[0] == keys[1] and keys[0].startswith(f"portal-cancel-{key}-")
 
 
+def _searched_tasks(monkeypatch, tasks: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """teleconsult's Task search as the clinic's list uses it: ``status`` (a list), ``_sort=-authored-on``,
+    ``_count`` and the ``next`` link's ``_cursor`` (here the offset, shaped as teleconsult's: body.mac);
+    returns the queries asked."""
+    from sen_portal.web import clinic
+
+    asked: list[dict[str, str]] = []
+    real_get = clinic.fhir_get
+
+    def fhir_get(service, path, params=None, **kw):
+        if (service, path) != ("teleconsult", "/fhir/Task") or "_id" in (params or {}):
+            return real_get(service, path, params, **kw)
+        asked.append(dict(params))
+        assert params["_sort"] == "-authored-on" and params["requester"] == "Organization/tyt-my-hiep"
+        states = params["status"].split(",")
+        found = sorted((t for t in tasks if t["status"] in states), key=lambda t: (t["authoredOn"], t["id"]),
+                       reverse=True)
+        start, count = int(params.get("_cursor", "0.m").split(".")[0]), int(params["_count"])
+        links = [{"relation": "next", "url": f"http://tc/fhir/Task?_count={count}&_cursor={start + count}.m"}] \
+            if start + count < len(found) else []
+        return {"resourceType": "Bundle", "link": links,
+                "entry": [{"resource": t} for t in found[start:start + count]]}
+
+    monkeypatch.setattr(clinic, "fhir_get", fhir_get)
+    return asked
+
+
+def _walk(client) -> tuple[list[str], int]:
+    """Every page of the clinic's list by its "next" links: the consults in the order shown, and the pages."""
+    shown, url, pages = [], "/consults", 0
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200
+        page = r.get_data(as_text=True)
+        shown += list(dict.fromkeys(re.findall(r'href="/consults/([a-z0-9-]+)"', page)))
+        pages += 1
+        m = re.search(r'<a rel="next" data-testid="consults-next" href="([^"]+)"', page)
+        url = m.group(1).replace("&amp;", "&") if m else None
+        assert pages < 10
+    return shown, pages
+
+
 def test_the_clinics_list_shows_open_consults_newest_first_then_those_that_ended(client, monkeypatch):
     """Teleconsult's worklist is ordered for the hub (by priority); the nurse's list puts the open consults
     first, the newest request on top, then the finished ones, newest first, and says so."""
-    from sen_portal.web import clinic
-
     Backends(monkeypatch)
     tasks = [{"resourceType": "Task", "id": tid, "status": status, "priority": prio, "for": {"reference": "Patient/p1"},
               "authoredOn": at} for tid, status, prio, at in (
@@ -466,19 +506,58 @@ def test_the_clinics_list_shows_open_consults_newest_first_then_those_that_ended
         ("routine-new", "requested", "routine", "2026-12-04T10:00:00+07:00"),
         ("urgent-mid", "on-hold", "urgent", "2026-12-03T08:00:00+07:00"),
         ("cancelled-old", "cancelled", "urgent", "2026-11-30T08:00:00+07:00"))]
-    real_get = clinic.fhir_get
-
-    def fhir_get(service, path, params=None, **kw):
-        if path == "/fhir/Task/$worklist":
-            return {"resourceType": "Bundle", "entry": [{"resource": t} for t in tasks]}
-        return real_get(service, path, params, **kw)
-
-    monkeypatch.setattr(clinic, "fhir_get", fhir_get)
+    _searched_tasks(monkeypatch, tasks)
     sign_in(client)
     page = client.get("/consults").get_data(as_text=True)
     order = re.findall(r'href="/consults/([a-z-]+)"', page)
     assert list(dict.fromkeys(order)) == ["routine-new", "urgent-mid", "stat-old", "done-new", "cancelled-old"]
     assert "Các ca đang mở ở trên, yêu cầu mới nhất đứng đầu" in page
+    assert 'data-testid="consults-next"' not in page  # one page holds them all
+
+
+def _many(open_: int, ended: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(open_ + ended):
+        day, minute = divmod(i * 37 % (open_ + ended), 60)  # authored in an order other than the ids'
+        out.append({"resourceType": "Task", "id": f"t-{i:03d}", "status": (
+            ("requested", "accepted", "on-hold", "in-progress")[i % 4] if i < open_ else
+            ("completed", "rejected", "cancelled")[i % 3]), "priority": "routine",
+            "for": {"reference": "Patient/p1"}, "authoredOn": f"2026-11-{1 + day:02d}T08:{minute:02d}:00+07:00"})
+    return out
+
+
+@pytest.mark.parametrize("open_, ended, pages", [(95, 37, 3), (50, 7, 2), (50, 0, 1), (3, 120, 3)])
+def test_the_clinics_list_holds_every_consult_in_order_page_by_page_past_fifty(client, monkeypatch, open_, ended,
+                                                                                pages):
+    """The list sorted only the 50 newest consults teleconsult's worklist gave it: a clinic with more saw a
+    wrong order and missed some. Now teleconsult sorts and pages (``_sort``, ``_count``, its cursor) and the
+    page links the next: every consult once, open ones first, each part newest first."""
+    Backends(monkeypatch)
+    tasks = _many(open_, ended)
+    asked = _searched_tasks(monkeypatch, tasks)
+    sign_in(client)
+    shown, walked = _walk(client)
+    def newest(ts):
+        return [t["id"] for t in sorted(ts, key=lambda t: (t["authoredOn"], t["id"]), reverse=True)]
+
+    expected = newest(t for t in tasks if t["status"] not in ("completed", "rejected", "cancelled")) + \
+        newest(t for t in tasks if t["status"] in ("completed", "rejected", "cancelled"))
+    assert shown == expected and len(shown) == open_ + ended
+    assert walked == pages
+    assert all(int(q["_count"]) <= 50 for q in asked)
+    page = client.get("/consults").get_data(as_text=True)
+    if pages > 1:
+        assert 'data-testid="consults-page">Trang 1' in page
+
+
+def test_a_bad_page_link_of_the_list_says_so_readably(client, monkeypatch):
+    Backends(monkeypatch)
+    _searched_tasks(monkeypatch, _many(3, 3))
+    sign_in(client)
+    r = client.get("/consults?after=x-<script>")
+    assert r.status_code == 400
+    assert "Trang này của danh sách không còn dùng được" in r.get_data(as_text=True)
+    assert "<script>" not in r.get_data(as_text=True)
 
 
 def test_files_over_the_portals_limit_get_a_readable_page_and_htmx_the_same_413(tmp_path, monkeypatch):

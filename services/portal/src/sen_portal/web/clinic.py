@@ -562,32 +562,69 @@ def _task_from_locations(bundle: dict[str, Any]) -> str | None:
 @bp.route("/consults")
 @login_required("clinic")
 def consults() -> Any:
-    params = {"status": "requested,accepted,on-hold,in-progress,completed,rejected,cancelled",
-              "_count": "50"}
-    if g.user.facility:
-        params["facility"] = g.user.facility
-    problem, rows = None, []
+    """The facility's consults, open ones first then those that ended, each part newest request first,
+    :data:`CONSULTS_PAGE` a page, however many there are (:func:`consults_page`)."""
+    after = request.args.get("after") or None
+    page = request.args.get("page", "1")
+    page_no = int(page) if page.isdigit() and 0 < len(page) < 6 else 1
+    problem, rows, next_after, status = None, [], None, 200
     try:
-        tasks = entries(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True), "Task")
-        rows = consult_rows(newest_open_first(tasks))
+        tasks, next_after = consults_page(after)
+        rows = consult_rows(tasks)
+    except ValueError:
+        problem, status = gettext("This page of the list is no longer valid. Start again from the first page."), 400
     except BackendError as err:
         problem = backend_message(err)
-    return render_template("consults.html", rows=rows, problem=problem, title=gettext("Consults"))
+    return render_template("consults.html", rows=rows, problem=problem, after=after, page=page_no,
+                           next_after=next_after, title=gettext("Consults")), status
 
 
+OPEN = ("requested", "accepted", "on-hold", "in-progress")
 FINAL = ("completed", "rejected", "cancelled")
+CONSULTS_PAGE = 50
+# a page of the clinic's list after the first: which part it continues ("o" the open consults, "e" those
+# that ended) and, unless that part starts there, teleconsult's cursor of its search (base64url.mac)
+_AFTER = re.compile(r"^([oe])(?:-([A-Za-z0-9_\-]{1,2000}\.[A-Za-z0-9_\-]{1,100}))?$")
 
 
-def newest_open_first(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The clinic's order of its consults (teleconsult's worklist is the hub's: by priority): the open
-    ones first, then those that ended (completed, rejected, cancelled); each part newest request
-    first, so the request just sent is on top. The priority shows as a badge on each row."""
-    def when(task: dict[str, Any]) -> float:
-        at = parse_instant(task.get("authoredOn"))
-        return at.timestamp() if at else 0.0
+def consults_page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the clinic's list and the ``after`` of the next (None: the last page). The list is two
+    of teleconsult's searches one after the other, each sorted and paged by teleconsult (``_sort=-authored-on``,
+    ``_count``, its ``next`` link's ``_cursor``): the open consults, newest request first, then those that
+    ended, newest first; a page the open ones do not fill goes on with those that ended. ``after``: as a
+    page's "next" link gave it (a bad one is ValueError)."""
+    m = _AFTER.match(after or "o")
+    if m is None:
+        raise ValueError(after)
+    part, cursor = m.groups()
+    if part == "e":
+        tasks, more = _consults_part(FINAL, CONSULTS_PAGE, cursor)
+        return tasks, f"e-{more}" if more else None
+    tasks, more = _consults_part(OPEN, CONSULTS_PAGE, cursor)
+    if more:
+        return tasks, f"o-{more}"
+    room = CONSULTS_PAGE - len(tasks)
+    ended, more = _consults_part(FINAL, max(room, 1), None)  # a full page: is there anything after it?
+    if room == 0:
+        return tasks, "e" if ended else None
+    return tasks + ended, f"e-{more}" if more else None
 
-    by_newest = sorted(tasks, key=when, reverse=True)
-    return [t for t in by_newest if t.get("status") not in FINAL] + [t for t in by_newest if t.get("status") in FINAL]
+
+def _consults_part(states: tuple[str, ...], count: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """``count`` of the facility's Tasks in ``states`` after ``cursor``, newest request first (teleconsult's
+    Task search, scoped by it to the clinic's own consults), and the cursor of the next ones, if any."""
+    from urllib.parse import parse_qs, urlsplit
+
+    params = {"status": ",".join(states), "_sort": "-authored-on", "_count": str(count)}
+    if g.user.facility:
+        params["requester"] = f"Organization/{g.user.facility}"
+    if cursor:
+        params["_cursor"] = cursor
+    bundle = fhir_get("teleconsult", "/fhir/Task", params, cached=True)
+    tasks = [t for t in entries(bundle, "Task") if t.get("status") in states]
+    nxt = next((str(link.get("url") or "") for link in bundle.get("link") or [] if link.get("relation") == "next"), "")
+    more = (parse_qs(urlsplit(nxt).query).get("_cursor") or [None])[0] if nxt else None
+    return tasks, more if more and _AFTER.match(f"o-{more}") else None
 
 
 def _request_id(task: dict[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ from .clinic import consult_bundle, consult_rows, message_form, pool, send_messa
 from .directory import party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
+    PARTICIPANTS_MAX,
     AvailabilityForm,
     FindSlotForm,
     LeaveForm,
@@ -110,6 +111,7 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     forms["reassign_form"].practitioner.choices = doctors.result()
     ctx["held_by_other"] = other_holder(data["task"])  # taking it back asks for a confirmation
     ctx["minutes_from"] = minutes_start(data["task"], datetime.now(TZ)).isoformat()
+    ctx["participants_max"] = PARTICIPANTS_MAX
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
 
@@ -130,9 +132,9 @@ def task_detail(tid: str) -> Any:
                       asked=request.args.get("asked"))
 
 
-def _op(tid: str, op: str, params: list[dict[str, Any]] | None) -> None:
+def _op(tid: str, op: str, params: list[dict[str, Any]] | None, headers: dict[str, str] | None = None) -> None:
     body = {"resourceType": "Parameters", "parameter": params} if params else {"resourceType": "Parameters"}
-    fhir_post("teleconsult", f"/fhir/Task/{tid}/${op}", body)
+    fhir_post("teleconsult", f"/fhir/Task/{tid}/${op}", body, headers=headers)
 
 
 def other_holder(task: dict[str, Any]) -> str | None:
@@ -176,17 +178,51 @@ def consult_times(task: dict[str, Any]) -> dict[str, str | None]:
     known = {"accepted": None, "started": begun if status == "in-progress" else None}
     if status == "requested" or (not begun and status != "completed"):
         return known
-    try:
-        bundle = fhir_get("teleconsult", f"/fhir/Task/{task.get('id')}/_history", {"_count": "100"}, cached=True)
-    except BackendError:
+    versions = task_versions(task)
+    if versions is None:
         return known
-    versions = sorted(entries(bundle, "Task"), key=lambda t: int((t.get("meta") or {}).get("versionId") or 0))
 
     def first(state: str) -> str | None:
         return next(((v.get("executionPeriod") or {}).get("start") for v in versions
                      if v.get("status") == state), None)
 
     return {"accepted": first("accepted"), "started": known["started"] or first("in-progress")}
+
+
+def task_versions(task: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The Task's versions, oldest first (its ``_history``, the newest 100), read once per page; None when
+    teleconsult does not answer."""
+    memo = g.setdefault("task_versions", {})
+    key = (task.get("id"), (task.get("meta") or {}).get("versionId"))
+    if key not in memo:
+        path = f"/fhir/Task/{task.get('id')}/_history"
+        try:
+            versions = _by_version(fhir_get("teleconsult", path, {"_count": "100"}, cached=True))
+            if key[1] and versions and str((versions[-1].get("meta") or {}).get("versionId")) != str(key[1]):
+                versions = _by_version(fhir_get("teleconsult", path, {"_count": "100"}))  # kept one is older
+        except BackendError:
+            return None
+        memo[key] = versions
+    return memo[key]
+
+
+def _by_version(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(entries(bundle, "Task"), key=lambda t: int((t.get("meta") or {}).get("versionId") or 0))
+
+
+@bp.app_template_global()
+def held_since(task: dict[str, Any]) -> str | None:
+    """Since when the doctor holding the consult (``Task.owner``, a Practitioner) has held it: the time of
+    the first of the Task's newest versions owned by them (when they accepted it, took it over, were given
+    it or started it), for the consult pages. None when no doctor holds it, or the history does not say."""
+    owner = str((task.get("owner") or {}).get("reference") or "")
+    if not owner.startswith("Practitioner/"):
+        return None
+    since = None
+    for v in task_versions(task) or []:
+        mine = str((v.get("owner") or {}).get("reference") or "") == owner
+        since = (since or (v.get("meta") or {}).get("lastUpdated")) if mine else None
+    return since
 
 
 # the reasons teleconsult writes on a visit it cancels with its consult (``visit_end_reason``: Vietnamese,
@@ -223,18 +259,53 @@ def visit_reason(text: str | None) -> str:
 def task_accept(tid: str) -> Any:
     """Accept the consult. One another doctor holds (given to them) is taken over only when the form
     says so (``takeover``: that doctor's reference, the page's checkbox): otherwise the page again,
-    naming them, and nothing changed."""
+    naming them, and nothing changed. Either is sent with ``If-Match``, the Task version the page showed
+    (its form's ``version``): a consult another doctor took (or was given) meanwhile is not taken from
+    them unseen. Of several doctors at once one wins (teleconsult claims the step); the others get the
+    page again saying who took it (:func:`_taken_meanwhile`)."""
+    seen, ticked = request.form.get("version", ""), request.form.get("takeover") or None
     try:
         task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
         holder = other_holder(task)
-        if holder and request.form.get("takeover") != holder:
+        version = str((task.get("meta") or {}).get("versionId") or "")
+        if holder and ticked != holder:
+            if ticked or (seen and version and seen != version):  # the page named another holder: changed since
+                return _taken_meanwhile(tid, task)
             return _task_page(tid, 409, problem=gettext(
                 "This consult is held by %(name)s. To take it over, tick the box above the button, then press "
                 "it again.", name=party(holder)))
-        _op(tid, "accept", None)
+        expected = seen if seen.isdigit() else version
+        _op(tid, "accept", None, headers={"If-Match": f'W/"{expected}"'} if expected.isdigit() else None)
     except BackendError as err:
+        if err.kind == "refused" and err.status in (409, 412):  # another step came first: say whose
+            return _taken_meanwhile(tid)
         return _task_page(tid, 409, problem=backend_message(err))
     return redirect(url_for("web.task_detail", tid=tid, accepted=1))
+
+
+def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None) -> Any:
+    """After a take-over or an acceptance lost to another step: the consult as it is now (read again),
+    saying who holds it and since when. The doctor's own earlier click having won (a double click, another
+    tab): done, as if this one had."""
+    if task is None:
+        try:
+            task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+        except BackendError as err:
+            return _task_page(tid, 409, problem=backend_message(err))
+    owner = str((task.get("owner") or {}).get("reference") or "")
+    mine = bool(g.user.practitioner) and owner == f"Practitioner/{g.user.practitioner}"
+    if mine and task.get("status") != "requested":
+        return redirect(url_for("web.task_detail", tid=tid, accepted=1))
+    if owner.startswith("Practitioner/") and not mine:
+        since = held_since(task)
+        problem = gettext("Another doctor took this consult meanwhile: %(name)s (since %(when)s). Nothing was "
+                          "changed; it is theirs now.", name=party(owner), when=when(since)) if since else \
+            gettext("Another doctor took this consult meanwhile: %(name)s. Nothing was changed; it is theirs now.",
+                    name=party(owner))
+    else:
+        problem = gettext("This consult changed while you were looking at it. Nothing was changed: check it "
+                          "below and try again.")
+    return _task_page(tid, 409, problem=problem)
 
 
 @bp.route("/tasks/<tid>/start", methods=["POST"])
@@ -626,6 +697,12 @@ def diagnosis_search() -> Any:
 def task_complete(tid: str) -> Any:
     form = MinutesForm()
     if not form.validate_on_submit():  # each diagnosis a code of the ICD-10 list (MinutesForm.validate_diagnosis)
+        return _task_page(tid, 422, forms={"minutes_form": form})
+    role = chair_role(form.participants.data or "", form.chair.data or "")
+    if len(role) > PARTICIPANTS_MAX:  # as sent (one entry a line becomes "; "): said here, never cut there
+        form.participants.errors = [gettext(
+            "The participants come to %(n)d characters as the minutes write them (at most %(max)d). Shorten "
+            "the list.", n=len(role), max=PARTICIPANTS_MAX)]
         return _task_page(tid, 422, forms={"minutes_form": form})
     data = consult_bundle(tid)
     try:

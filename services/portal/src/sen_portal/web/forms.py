@@ -164,6 +164,9 @@ class FindSlotForm(FlaskForm):
 
 
 MAX_DIAGNOSES = 20
+# the participants list goes to teleconsult as the chair's role (doctor.chair_role): its limit
+# (PARTICIPANT_ROLE_MAX_CHARS), refused beyond, never cut
+PARTICIPANTS_MAX = 2000
 
 
 class MinutesForm(FlaskForm):
@@ -171,8 +174,10 @@ class MinutesForm(FlaskForm):
 
     codes: list[Any] = []
 
-    participants = TextAreaField(_l("Participants and their roles"),
-                                 validators=[DataRequired(_l("List the participants.")), Length(max=2000)])
+    participants = TextAreaField(_l("Participants and their roles"), validators=[
+        DataRequired(_l("List the participants.")),
+        Length(max=PARTICIPANTS_MAX, message=_l("At most %(max)d characters: the minutes keep the participants "
+                                                "as written. Shorten the list.", max=PARTICIPANTS_MAX))])
     history = TextAreaField(_l("History and current state"),
                             validators=[DataRequired(_l("Summarise the history.")), Length(max=4000)])
     findings = TextAreaField(_l("Findings reviewed (clinical, lab, images)"),

@@ -1,0 +1,219 @@
+"""Taking a consult over, who holds it and since when, and the minutes' participants limit, on the doctor's
+and the clinic's consult pages (Flask test client, teleconsult faked at the HTTP client).
+
+- The take-over (and a plain acceptance) is sent with ``If-Match``, the Task version the page showed;
+  teleconsult answering 412 or 409 (another doctor's step came first) gives the page again saying who
+  took it and since when, nothing sent again; the doctor's own earlier click having won is done.
+- The clinic's page (and the doctor's) says since when the holder has held the consult (the Task's history:
+  the first of the newest versions owned by them).
+- The participants box says its limit (``maxlength``, a hint) and a list that comes to more than the limit
+  as the minutes write it is said on the field, nothing sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sen_shared import http
+
+from services.portal.tests.test_doctor_consult_page import Consult, _fact
+from services.portal.tests.test_visit_changes import TID, TZ, _text
+from tests.support import csrf_token, portal_app, portal_signed_in
+
+ME, BINH, CUONG = "Practitioner/bs-nguyen-van-an", "Practitioner/bs-tran-thi-binh", "Practitioner/bs-le-van-cuong"
+
+
+class Takeover(Consult):
+    """The consult with a version and a history of owners; ``$accept`` answers as teleconsult would when
+    ``winner`` took it first (412 naming them) or else takes it for the signed-in doctor."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.version = 2
+        # the Task's versions: (status, owner, lastUpdated)
+        self.history = [("requested", "Organization/bvdk-dong-thap", "2026-12-05T08:00:00+07:00"),
+                        ("requested", BINH, "2026-12-05T08:10:00+07:00")]
+        self.winner: str | None = None
+        self.accept_headers: list[dict[str, str]] = []
+
+    def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
+        task = super().task(status, begun)
+        if status is None:
+            task.setdefault("meta", {})["versionId"] = str(self.version)
+        return task
+
+    def _took(self, owner: str, at: str) -> None:
+        self.status, self.owner, self.version = "accepted", owner, self.version + 1
+        self.history.append(("accepted", owner, at))
+
+    def __call__(self, method: str, url: str, **kw: Any) -> http.Response:
+        path = urlsplit(url).path
+        if path.endswith(f"/fhir/Task/{TID}/_history") and method == "GET":
+            versions = [{**super(Takeover, self).task(status), "owner": {"reference": owner},
+                         "meta": {"versionId": str(n), "lastUpdated": at}}
+                        for n, (status, owner, at) in enumerate(self.history, 1)]
+            return self._bundle(versions[::-1])
+        if path.endswith(f"/fhir/Task/{TID}/$accept") and method == "POST":
+            self.accept_headers.append(dict(kw.get("headers") or {}))
+            if self.winner:
+                self._took(self.winner, "2026-12-05T09:01:00+07:00")
+                self.winner = None
+                outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict",
+                           "diagnostics": f"$accept was not applied: Task/{TID} changed since version 2"}]}
+                return http.Response(412, {}, json.dumps(outcome).encode())
+            if self.status != "requested":
+                outcome = {"resourceType": "OperationOutcome", "issue": [{
+                    "severity": "error", "code": "business-rule", "diagnostics": "the Task is 'accepted'"}]}
+                return http.Response(409, {}, json.dumps(outcome).encode())
+            self.ops.append("accept")
+            self._took(ME, "2026-12-05T09:00:00+07:00")
+            return self._json(self.task())
+        return super().__call__(method, url, **kw)
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> Takeover:
+    f = Takeover(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
+    f.status, f.owner = "requested", BINH
+    monkeypatch.setattr(http, "request", f)
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "names", lambda rtype: {
+        "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
+        "Practitioner": {"bs-nguyen-van-an": "BS. Nguyễn Văn An", "bs-tran-thi-binh": "BS. Trần Thị Bình",
+                         "bs-le-van-cuong": "BS. Lê Văn Cường"}}[rtype])
+    return f
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Takeover):
+    return portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
+
+
+def _takeover_form(page: str) -> dict[str, str]:
+    form = page[page.index('data-testid="takeover"'):]
+    form = form[:form.index("</form>")]
+    return dict(re.findall(r'name="(\w+)" (?:type="\w+" )?value="([^"]*)"', form))
+
+
+def test_the_take_over_is_sent_on_the_version_the_page_showed(app, fake):
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    form = _takeover_form(page)
+    assert form["version"] == "2" and form["takeover"] == BINH
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "2", "takeover": BINH})
+    assert r.status_code == 302 and fake.ops == ["accept"]
+    assert fake.accept_headers[-1]["If-Match"] == 'W/"2"'
+
+
+def test_a_take_over_lost_to_another_doctor_says_who_took_it_and_since_when(app, fake):
+    """Two doctors take over the consult given to BS. Bình at once: teleconsult lets one through (the claim
+    of the Task's next version) and answers the other 412. That one's page said nothing useful (the
+    back-end's English); now it says, in the page's language, who took it meanwhile, and nothing is sent
+    again."""
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    fake.winner = CUONG
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "2", "takeover": BINH})
+    assert r.status_code == 409 and fake.ops == []
+    said = _text(r.get_data(as_text=True))
+    assert "Trong lúc đó một bác sĩ khác đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 09:01)" in said
+    assert _fact(r.get_data(as_text=True), "task-owner") == ("Người giữ ca", "BS. Lê Văn Cường")
+    assert 'data-testid="takeover"' not in r.get_data(as_text=True)  # accepted by him: nothing to take over
+    # the same in English
+    fake.status, fake.owner, fake.version, fake.history = "requested", BINH, 2, fake.history[:2]
+    en = portal_signed_in(app, "doctor", lang="en")
+    page = en.get(f"/tasks/{TID}").get_data(as_text=True)
+    fake.winner = CUONG
+    r = en.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "2", "takeover": BINH})
+    assert "Another doctor took this consult meanwhile: BS. Lê Văn Cường (since 05/12/2026 09:01)" in \
+        _text(r.get_data(as_text=True))
+
+
+def test_a_holder_changed_since_the_page_is_said_before_anything_is_sent(app, fake):
+    """The page named BS. Bình; BS. Cường was given the consult since: the ticked box names someone who no
+    longer holds it, so nothing is sent and the page says who holds it now."""
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    fake.owner, fake.version = CUONG, 3
+    fake.history.append(("requested", CUONG, "2026-12-05T08:55:00+07:00"))
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "2", "takeover": BINH})
+    assert r.status_code == 409 and fake.accept_headers == []
+    assert "đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 08:55)" in _text(r.get_data(as_text=True))
+
+
+def test_a_double_click_whose_first_click_won_is_done(app, fake):
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    data = {"csrf_token": csrf_token(page), "version": "2", "takeover": BINH}
+    assert c.post(f"/tasks/{TID}/accept", data=data).status_code == 302
+    r = c.post(f"/tasks/{TID}/accept", data=data)  # the second click: the page's version is gone, the consult mine
+    assert r.status_code == 302 and "accepted=1" in r.headers["Location"] and fake.ops == ["accept"]
+
+
+def test_a_plain_acceptance_is_sent_on_the_pages_version_too(app, fake):
+    fake.owner, fake.history = "Organization/bvdk-dong-thap", fake.history[:1]
+    fake.version = 1
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert 'data-testid="takeover"' not in page
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    assert version == "1"
+    r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": version})
+    assert r.status_code == 302 and fake.accept_headers[-1]["If-Match"] == 'W/"1"'
+
+
+def test_the_clinic_sees_who_holds_the_consult_and_since_when(app, fake):
+    """The clinic's page named the holder but not since when: the Task's history says it (the first of the
+    newest versions the holder owns: given to BS. Bình at 08:10, still hers after later steps)."""
+    fake.status = "accepted"
+    fake.history.append(("accepted", BINH, "2026-12-05T08:30:00+07:00"))
+    fake.version = 3
+    for lang, labels in (("vi", ("Bác sĩ chuyên khoa", "Giữ ca từ")), ("en", ("Specialist", "Held since"))):
+        page = portal_signed_in(app, "clinic", lang=lang).get(f"/consults/{TID}").get_data(as_text=True)
+        assert _fact(page, "task-owner") == (labels[0], "BS. Trần Thị Bình"), lang
+        assert _fact(page, "task-held-since") == (labels[1], "05/12/2026 08:10"), lang
+    doctor = portal_signed_in(app, "doctor").get(f"/tasks/{TID}").get_data(as_text=True)
+    assert _fact(doctor, "task-held-since") == ("Giữ ca từ", "05/12/2026 08:10")
+    # the hub holding it: no doctor, no "since"
+    fake.owner, fake.history = "Organization/bvdk-dong-thap", fake.history[:1]
+    page = portal_signed_in(app, "clinic").get(f"/consults/{TID}").get_data(as_text=True)
+    assert _fact(page, "task-held-since") is None and _fact(page, "task-owner")[0] == "Tuyến trên"
+
+
+def _minutes(page: str, participants: str) -> dict[str, str]:
+    return {"csrf_token": csrf_token(page), "participants": participants, "history": "Tăng huyết áp 5 năm.",
+            "findings": "HA 170/100 mmHg.", "conclusion": "Tăng huyết áp độ 2.", "recommendations": "Amlodipin.",
+            "diagnosis": "I10", "chair": "BS. Nguyễn Văn An"}
+
+
+def test_the_participants_box_says_its_limit_and_a_longer_list_is_refused_on_the_field(app, fake):
+    """teleconsult cut a participant's role at 200 characters, silently; the portal sends the whole list as
+    the chair's role. teleconsult now keeps 2000 and refuses more; the box says so before sending."""
+    fake.status, fake.owner, fake.history = "in-progress", ME, [("in-progress", ME, "2026-12-05T08:10:00+07:00")]
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    box = re.search(r'<textarea[^>]*name="participants"[^>]*>', page).group(0)
+    assert 'maxlength="2000"' in box
+    assert "tổng cộng tối đa 2000 ký tự" in _text(page)
+    # 2000 typed, one per line: "; " between them as the minutes write it comes to more
+    many = "\n".join(f"BS {i:03d} — tham dự" for i in range(134))[:2000]
+    r = c.post(f"/tasks/{TID}/complete", data=_minutes(page, many))
+    assert r.status_code == 422 and fake.completed == []
+    said = _text(r.get_data(as_text=True))
+    assert re.search(r"Thành phần tham gia thành 2\d\d\d ký tự khi ghi vào biên bản \(tối đa 2000\)", said)
+    r = c.post(f"/tasks/{TID}/complete", data=_minutes(page, "x" * 2001))
+    assert r.status_code == 422 and fake.completed == []
+    assert "Tối đa 2000 ký tự" in _text(r.get_data(as_text=True))
+    long_ok = "BS. Nguyễn Văn An — chủ trì; " + "; ".join(f"BS {i:03d} — tham dự" for i in range(60))
+    assert 200 < len(long_ok) < 2000
+    r = c.post(f"/tasks/{TID}/complete", data=_minutes(page, long_ok))
+    assert r.status_code == 302, _text(r.get_data(as_text=True))[:600]
+    role = next(p for p in fake.completed[-1]["parameter"] if p["name"] == "participant")["part"][1]["valueString"]
+    assert len(role) > 200 and role.endswith("BS 059 — tham dự")
