@@ -148,3 +148,34 @@ def test_two_cashiers_giving_one_credit_back_at_once_give_it_back_once(db) -> No
     assert [sorted(outcomes[2 * n:2 * n + 2]) for n in range(len(made))] == [["409", "ok"]] * len(made)
     assert all(len(credits.links(db, iid)) == 1 for iid, _, _ in made)
     assert credits.money_back(db, 50, None, "org-a")[0] == []
+
+
+def test_credits_of_invoices_overpaid_before_they_were_noted_are_backfilled_once(
+        db, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three invoices overpaid before credits were noted (their entries removed, as before this
+    change): one whose credit was refunded whole then, one part refunded, one untouched. The worker's
+    run notes the two with something left (the part refunded shows what is left), once for good."""
+    from sen_billing import worker
+    from sen_billing.config import settings_from_env
+
+    made = []
+    for _ in range(3):
+        iid, code = make_invoice(db, 39_000)
+        made.append((iid, pay(db, code, 30_000), pay(db, code, 20_000)))
+    payments.refund(db, made[0][2]["_id"], None, "Trả tiền thừa", CASHIERS[0], None)
+    payments.refund(db, made[1][1]["_id"], 4_000, "Trả một phần", CASHIERS[0], None)
+    db[credits.CREDITS].delete_many({})
+    db[credits.GIVEBACKS].delete_many({})  # as before the chain: the refunds alone say what went back
+    for key, value in {**base_env, "SEN_DB": db.name}.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_from_env()
+    assert worker.backfill_credits_once(settings) == {"credits": 2}
+    assert worker.backfill_credits_once(settings) is None  # a second start: not run
+    rows, _ = credits.money_back(db, 50, None, "org-a")
+    assert sorted((r["invoice"], r["amount"]) for r in rows) == sorted([(made[1][0], 7_000), (made[2][0], 11_000)])
+    # what the refunds gave back before the chain still counts: 7.000 left (through the other payment), not 11.000
+    with pytest.raises(SenError) as too_much:
+        payments.refund(db, made[1][2]["_id"], 8_000, "x", CASHIERS[0], None)
+    assert too_much.value.status == 422 and "at most 7000 đồng" in str(too_much.value)
+    assert payments.refund(db, made[1][2]["_id"], 7_000, "Trả nốt", CASHIERS[0], None)["amount"] == 7_000
+    assert [r["invoice"] for r in credits.money_back(db, 50, None, "org-a")[0]] == [made[2][0]]

@@ -4,7 +4,9 @@ Publishes its own events through the outbox relay: ``billing.payment.received`` 
 payment), ``billing.invoice.paid`` (in each receipt) and ``billing.invoice.issued`` (in each
 invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start,
 and puts the unmatched transfers recorded before the queue existed in it (``payments.backfill_unmatched``),
-once for good across every start and replica (``sen_shared.runs.run_once``, :data:`UNMATCHED_BACKFILL`).
+once for good across every start and replica (``sen_shared.runs.run_once``, :data:`UNMATCHED_BACKFILL`);
+then, the same way, notes the credits of invoices overpaid before credits were noted
+(``credits.backfill``, :data:`CREDITS_BACKFILL`), for the cashier's list of money to give back.
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -93,14 +95,29 @@ def backfill_unmatched_once(settings: BillingSettings, stale: timedelta = runs.S
                          lambda: backfill_unmatched(settings), stale=stale)
 
 
+CREDITS_BACKFILL = "credits-1"  # the overpaid invoices settled before their credits were noted
+
+
+def backfill_credits_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:
+    """``credits.backfill`` (the credits of invoices settled before they were noted, for the list of
+    money to give back), once for good as :func:`backfill_unmatched_once` runs its job."""
+    from sen_shared.mongo import database
+
+    from .domain import credits
+
+    db = database(settings.mongo_url, settings.db_name)
+    return runs.run_once(db, CREDITS_BACKFILL, lambda: credits.backfill(db), stale=stale)
+
+
 def _backfill(settings: BillingSettings) -> None:
-    try:
-        counts = backfill_unmatched_once(settings)
-    except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it
-        log.exception("unmatched queue not backfilled")
-        return
-    if counts is not None:
-        log.info("unmatched queue backfilled", extra=counts)
+    for what, job in (("unmatched queue", backfill_unmatched_once), ("credits", backfill_credits_once)):
+        try:
+            counts = job(settings)
+        except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it
+            log.exception(f"{what} not backfilled")
+            continue
+        if counts is not None:
+            log.info(f"{what} backfilled", extra=counts)
 
 
 def settlements_job(settings: BillingSettings) -> Callable[[], int]:

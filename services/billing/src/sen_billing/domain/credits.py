@@ -101,6 +101,26 @@ def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
     raise Conflict("this invoice's credit is being given back meanwhile; try again")
 
 
+def backfill(db: Database) -> dict[str, int]:
+    """The credits of invoices settled before credits were noted (a receipt whose ``credit`` > 0 and
+    no entry), each noted as its settlement would have; one that refunds gave back whole before is
+    left out (nothing to list). Run once by the billing worker (``worker.backfill_credits_once``);
+    safe twice at once: each entry is a claim, made once. Reads every receipt once."""
+    made = 0
+    for receipt in db["receipts"].find({}, {"outbox": 0, "lines": 0}):
+        if int(receipt.get("credit") or 0) <= 0 or db[CREDITS].find_one({"_id": receipt["_id"]}, {"_id": 1}):
+            continue
+        paid_by = [str(p["id"]) for p in receipt.get("payments") or []]
+        given = _given(links(db, receipt["_id"]), list(find_in(db[invoice_port.REFUNDS], "_id", paid_by,
+                                                                 projection={"amount": 1, "reverses": 1})), paid_by)
+        invoice = invoice_port.get(db, receipt["_id"])
+        if given >= int(receipt["credit"]) or invoice is None:
+            continue
+        note(db, invoice, receipt)
+        made += 1
+    return {"credits": made}
+
+
 # ------------------------------------------------------------------------------- the list
 
 def _aware(at: Any) -> datetime:
@@ -202,5 +222,5 @@ def money_back(db: Database, limit: int = 50, after: str | None = None, facility
     return [row for row, _ in shown], (_cursor(shown[-1][1]) if more and shown else None)
 
 
-__all__ = ["CREDITS", "GIVEBACKS", "OVERPAID", "give_back", "links", "money_back", "note", "page", "public",
+__all__ = ["CREDITS", "GIVEBACKS", "OVERPAID", "backfill", "give_back", "links", "money_back", "note", "page", "public",
            "with_payments"]
