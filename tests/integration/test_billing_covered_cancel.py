@@ -6,6 +6,7 @@ refused it as a paid one (409 "a paid invoice is not cancelled"): its lifecycle 
 - the cancel needs a reason (422); with one it is ``cancelled`` (chain draft, issued, balanced,
   cancelled), its charges go back (a new invoice takes them), cancelling again changes nothing, and
   four cancels at once make one ``cancelled`` link;
+- its receipt (made when it was issued) keeps its number and says it no longer stands;
 - nothing counts it afterwards: no row in the day's reconciliation (it has no payment; totals 0),
   the payment summary says cancelled with nothing owed or paid, and a transfer naming its reference
   is a late payment with a refund task (``invoice-cancelled``), never applied;
@@ -65,6 +66,11 @@ def test_an_invoice_bhyt_pays_in_full_is_cancelled_with_a_reason_and_counted_now
     assert client.get(f"/fhir/Invoice/{iid}", headers=cashier).json()["status"] == "cancelled"
     summary = client.get(f"/payments/invoices/{iid}", headers=json_headers).json()
     assert summary["status"] == "cancelled" and summary["owed"] == 0 and summary["paid"] == 0
+    # the receipt it got when issued keeps its number, and says it no longer stands
+    receipt = client.get(f"/payments/receipts/{iid}", headers=json_headers)
+    assert receipt.status_code == 200 and receipt.json()["cancelled"] is True
+    printed = client.get(f"/payments/receipts/{iid}/html", headers=json_headers).text
+    assert "BIÊN LAI THU TIỀN (HÓA ĐƠN ĐÃ HỦY)" in printed
     # its services are given back: a new invoice takes them
     free = client.get("/fhir/ChargeItem", params={"subject": patient, "invoiced": "false"}, headers=cashier).json()
     assert sorted(e["resource"]["id"] for e in free.get("entry", [])) == sorted(charges)

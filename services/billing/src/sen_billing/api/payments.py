@@ -142,6 +142,7 @@ def receipt(invoice_id: str) -> Any:
             "refunds": [{"at": payments.iso(x["at"]) if x.get("at") else None, "channel": x["channel"],
                          "amount": x["amount"], "reason": x["reason"]} for x in r["refunds"]],
             **({"patient": r["patient"]} if r.get("patient") else {}),
+            **({"cancelled": True} if r.get("cancelled") else {}),  # an invoice BHYT paid in full, cancelled since
             "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",
             "html": f"/payments/receipts/{invoice_id}/html", "pdf": f"/payments/receipts/{invoice_id}/pdf"}
     return body, 200, JSON

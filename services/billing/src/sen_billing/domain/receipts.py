@@ -419,6 +419,7 @@ def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
         view["reference"] = invoice.reference
         view["lines"] = printed_lines(db, invoice)
         view["patient"] = receipt.get("patient") or invoice.patient_display
+        view["cancelled"] = invoice.status == "cancelled"  # one BHYT paid in full, cancelled since
         gross = (invoice.resource.get("totalGross") or {}).get("value")
         view["gross"] = int(gross) if gross is not None else sum(li["amount"] for li in view["lines"])
     else:  # the receipt alone (its lines as stored: what the patient paid for each)
@@ -504,7 +505,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
 </style></head>
 <body>
 <p class=facility>Cơ sở: {esc(facility_name or str(receipt.get('facility') or ''))}</p>
-<h1>BIÊN LAI THU TIỀN</h1>
+<h1>BIÊN LAI THU TIỀN{" (HÓA ĐƠN ĐÃ HỦY)" if receipt.get("cancelled") else ""}</h1>
 <table class=facts><colgroup><col style="width:28%"><col></colgroup>{fact_rows}</table>
 <h2>Dịch vụ</h2>
 <table class=lines><colgroup><col style="width:5%"><col style="width:27%"><col style="width:6%">
