@@ -60,13 +60,17 @@ def links(db: Database, invoice_id: str) -> list[dict[str, Any]]:
     return sorted(db[GIVEBACKS].find({"k": invoice_id}), key=lambda link: int(link["n"]))
 
 
-def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
-    """What of the credit went back: the chain's links, and the refunds of the settlement's payments
-    recorded before the chain existed (none of them has a link)."""
+def _refunded_before(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
+    """The refunds of the settlement's payments recorded before the give-backs chain existed (none
+    of them has a link; every refund of this credit since claims one)."""
     linked = {str(link["payment"]) for link in chain}
-    old = sum(int(r["amount"]) for r in refunds
-              if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses"))
-    return sum(int(link["amount"]) for link in chain) + old
+    return sum(int(r["amount"]) for r in refunds
+               if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses"))
+
+
+def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
+    """What of the credit went back: the chain's links, and the refunds from before the chain."""
+    return sum(int(link["amount"]) for link in chain) + _refunded_before(chain, refunds, counted)
 
 
 def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
@@ -103,20 +107,23 @@ def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
 
 def backfill(db: Database) -> dict[str, int]:
     """The credits of invoices settled before credits were noted (a receipt whose ``credit`` > 0 and
-    no entry), each noted as its settlement would have; one that refunds gave back whole before is
-    left out (nothing to list). Run once by the billing worker (``worker.backfill_credits_once``);
-    safe twice at once: each entry is a claim, made once. Reads every receipt once."""
+    no entry), each noted as its settlement would have, less what refunds gave back of it before the
+    give-backs chain (so an entry's ``amount`` less its links is always what is left); one given back
+    whole is left out. Run once by the billing worker (``worker.backfill_credits_once``); safe twice
+    at once: each entry is a claim, made once. Reads every receipt once."""
     made = 0
     for receipt in db["receipts"].find({}, {"outbox": 0, "lines": 0}):
         if int(receipt.get("credit") or 0) <= 0 or db[CREDITS].find_one({"_id": receipt["_id"]}, {"_id": 1}):
             continue
         paid_by = [str(p["id"]) for p in receipt.get("payments") or []]
-        given = _given(links(db, receipt["_id"]), list(find_in(db[invoice_port.REFUNDS], "_id", paid_by,
-                                                                 projection={"amount": 1, "reverses": 1})), paid_by)
+        chain = links(db, receipt["_id"])
+        before = _refunded_before(chain, list(find_in(db[invoice_port.REFUNDS], "_id", paid_by,
+                                                      projection={"amount": 1, "reverses": 1})), paid_by)
+        left = int(receipt["credit"]) - before
         invoice = invoice_port.get(db, receipt["_id"])
-        if given >= int(receipt["credit"]) or invoice is None:
+        if left - sum(int(link["amount"]) for link in chain) <= 0 or invoice is None:
             continue
-        note(db, invoice, receipt)
+        note(db, invoice, {**receipt, "credit": left})
         made += 1
     return {"credits": made}
 
@@ -130,18 +137,12 @@ def _aware(at: Any) -> datetime:
 
 
 def _left(entries: list[dict[str, Any]], db: Database) -> dict[str, int]:
-    """What is left of each entry's credit: its give-back links (one equality a credit) less, for
-    credits refunded before the chain existed, those refunds (point reads of its payments')."""
-    chains: dict[str, list[dict[str, Any]]] = {e["_id"]: [] for e in entries}
-    for link in find_in(db[GIVEBACKS], "k", list(chains)):
-        chains.setdefault(str(link["k"]), []).append(link)
-    refunds: dict[str, list[dict[str, Any]]] = {}
-    for r in find_in(db[invoice_port.REFUNDS], "_id", [p for e in entries for p in e.get("payments") or []],
-                     projection={"amount": 1, "reverses": 1, "invoice": 1}):
-        refunds.setdefault(str(r.get("invoice")), []).append(r)
-    return {e["_id"]: max(0, int(e["amount"]) - _given(chains[e["_id"]], refunds.get(e["_id"], []),
-                                                       [str(p) for p in e.get("payments") or []]))
-            for e in entries}
+    """What is left of each entry's credit: its amount less its give-back links (one equality a
+    credit; a backfilled entry's amount is already net of the refunds from before the chain)."""
+    given: dict[str, int] = {e["_id"]: 0 for e in entries}
+    for link in find_in(db[GIVEBACKS], "k", list(given)):
+        given[str(link["k"])] = given.get(str(link["k"]), 0) + int(link["amount"])
+    return {e["_id"]: max(0, int(e["amount"]) - given[e["_id"]]) for e in entries}
 
 
 def page(db: Database, limit: int, after_query: dict[str, Any], facility: str | None,
