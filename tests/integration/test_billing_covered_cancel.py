@@ -19,6 +19,7 @@ import csv
 import io
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from sen_billing.domain import invoice_port, invoices, payments
@@ -113,3 +114,30 @@ def test_a_paid_invoice_is_still_not_cancelled(billing, dev_key) -> None:
                                           amount=view.owed, description=f"TT {view.reference}"), inbox_id="y")
     r = client.post(f"/fhir/Invoice/{iid}/$cancel", headers=cashier, json=REASON)
     assert r.status_code == 409 and "paid invoice is not cancelled" in r.text
+
+
+def test_a_cancel_between_the_settlements_claim_and_its_link_voids_the_settlement(
+        billing, dev_key, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settlement of a covered invoice claimed (``invoice_balanced``) but its ``balanced`` link not
+    in yet: the cancel takes the link (``/3`` cancelled), and the settlement, finished by the repair
+    job, is void: no receipt, no number taken, the record says voided."""
+    from sen_billing.domain import receipts
+
+    client, db = billing
+    cashier = token(dev_key, "cashier", "org-a")
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    record_card(client, cashier, patient, "DN4010123456789")
+    iid, _ = hand_invoice(client, cashier, patient, ["sieu-am-bung"])
+    monkeypatch.setattr(invoices, "_settle_covered", lambda db, iid, res: res)  # the settler stops at once
+    assert invoices.issue(db, iid)["status"] == "issued"
+    view = invoice_port.get(db, iid)
+    db["invoice_balanced"].insert_one({"_id": iid, "facility": view.facility, "paid": 0, "owed": 0, "channel": "bhyt",
+                                       "payments": [], "done": False, "at": datetime.now(UTC)})
+    assert invoices.cancel(db, iid, "Nhập nhầm")["status"] == "cancelled"
+    assert [link["state"] for link in sorted(db[invoices.STATES].find({"k": iid}), key=lambda x: x["n"])] == \
+        ["draft", "issued", "cancelled"]
+    assert receipts.complete_settlement(db, iid) is None
+    assert db["receipts"].count_documents({"_id": iid}) == 0 and db["receipt_numbers"].count_documents(
+        {"invoice": iid}) == 0
+    assert db["invoice_balanced"].find_one({"_id": iid})["voided"] == "cancelled"
+    assert client.get(f"/fhir/Invoice/{iid}", headers=cashier).json()["status"] == "cancelled"
