@@ -948,6 +948,41 @@ def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
     assert beyond.get("entry", []) == [] and beyond["total"] == whole["total"]
 
 
+def test_worklist_pages_are_a_keyset_consults_leaving_or_joining_shift_nothing(tc, tokens):
+    """The ``next`` link is a cursor after the page's last row: a consult of an earlier page that is
+    rejected, and a stat one submitted, between two pages take no consult off the pages to come nor show
+    one twice; a cursor not made by the worklist is 400 with an OperationOutcome."""
+    for priority in ("routine", "urgent", "asap", "routine", "stat", "urgent", "routine", "asap"):
+        submitted(submit(tc, tokens, service_request(priority=priority)))
+    whole = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    ids = [e["resource"]["id"] for e in whole["entry"]]
+    first = httpx.get(f"{tc}/fhir/Task/$worklist?_count=4", headers=tokens["dr"]).json()
+    shown = [e["resource"]["id"] for e in first["entry"]]
+    assert shown == ids[:4]
+    assert op(tc, shown[0], "$reject", "dr", tokens, [{"name": "reason", "valueString": "Không thuộc chuyên khoa"}]
+              ).status_code == 200
+    _, newcomer = submitted(submit(tc, tokens, service_request(priority="stat")))  # at the end of the stat ones
+    url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    assert "_cursor=" in url and "_offset" not in url
+    walked = []
+    while url:
+        page = httpx.get(url, headers=tokens["dr"]).json()
+        assert page["total"] == whole["total"]  # one rejected, one submitted
+        walked += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    now = [e["resource"]["id"] for e in httpx.get(f"{tc}/fhir/Task/$worklist?_count=500",
+                                                   headers=tokens["dr"]).json()["entry"]]
+    assert shown[0] not in now and newcomer in now
+    # the pages after the first: what the list holds now after its last row, each once, in order; every
+    # consult the first answer had after it is there, none of the first page again
+    assert walked == now[now.index(shown[-1]) + 1:]
+    assert [i for i in walked if i != newcomer] == ids[4:]
+    for bad in ("abc", "x.y", ids[0], first["link"][-1]["url"].split("_cursor=")[-1][:-3] + "AAA"):
+        r = httpx.get(f"{tc}/fhir/Task/$worklist", params={"_cursor": bad}, headers=tokens["dr"])
+        assert r.status_code == 400, bad
+        assert r.json()["resourceType"] == "OperationOutcome" and "_cursor" in r.text
+
+
 def test_the_worklist_read_at_once_is_the_per_priority_answer(tc, tokens, consults, monkeypatch):
     """A small worklist is read in one query and split by priority (workflow.WORKLIST_ONE_READ); a
     large one by a count and a read per priority: both give the same Tasks in the same order, the
@@ -971,6 +1006,20 @@ def test_the_worklist_read_at_once_is_the_per_priority_answer(tc, tokens, consul
                 at_once = answer()
                 monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", -1)
                 assert answer() == at_once, (principal.sub, statuses, offset, count)
+            monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", 10_000)
+            rows, _ = consults.worklist_page(principal, statuses=statuses, specialty=None, facility=None,
+                                             priority=None)
+            for i in (0, 2, len(rows) - 2, len(rows) - 1):
+                def keyset(principal=principal, statuses=statuses, after=rows[i][2]):
+                    page, total = consults.worklist_page(principal, statuses=statuses, specialty=None,
+                                                         facility=None, priority=None, count=3, after=after)
+                    return [t["id"] for t, _, _ in page], total
+
+                monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", 10_000)
+                at_once = keyset()
+                assert at_once == ([t["id"] for t, _, _ in rows[i + 1:i + 4]], len(rows)), (principal.sub, i)
+                monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", -1)
+                assert keyset() == at_once, (principal.sub, statuses, i)
         whole = consults.worklist(principal, statuses=["requested"], specialty=None, facility=None, priority=None)
         ranks = [workflow.rules.PRIORITY_RANK[t["priority"]] for t, _ in whole[0]]
         assert whole[1] >= 5 and ranks == sorted(ranks)

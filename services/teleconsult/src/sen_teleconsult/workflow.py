@@ -49,6 +49,7 @@ from sen_shared.fhir.names import one_line, person_name
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
+from sen_shared.fhir.search.mongo import decode_cursor, encode_cursor
 from sen_shared.fhir.store import Store, etag, is_stale
 from sen_shared.fhir.store import iso as iso_store
 from sen_shared.fhir.validate import validate_resource
@@ -75,6 +76,50 @@ SR_STATUS_ATTEMPTS = 12  # a ServiceRequest status write decides again after a l
 SR_STATUS_PAUSE = 0.01  # seconds, times the attempt, while the winner's current write lands
 WORKLIST_MAX = 500  # a page of the worklist at most
 WORKLIST_ONE_READ = 200  # open Tasks in scope up to which the worklist reads them all at once (workflow.worklist)
+AUTHORED = "sp_authored-on_s"  # the worklist's order within a priority (then the id)
+# a worklist row's place: its priority's rank, its stored authoredOn (UTC), its id (Consults.worklist_page)
+WorklistKey = tuple[int, datetime | None, str]
+
+
+def _as_utc(at: Any) -> datetime | None:
+    """A stored datetime (naive UTC as pymongo reads it) as an aware one; anything else None."""
+    if not isinstance(at, datetime):
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _key_order(key: WorklistKey) -> tuple[int, int, datetime, str]:
+    """A worklist key comparable as the database sorts: no authoredOn before any."""
+    rank, at, tid = key
+    return rank, 0 if at is None else 1, at or datetime.min.replace(tzinfo=UTC), tid
+
+
+def _after_filter(key: WorklistKey) -> dict[str, Any]:
+    """Within the key's priority, the Tasks after it (authoredOn, then id)."""
+    _, at, tid = key
+    if at is None:
+        return {"$or": [{AUTHORED: {"$type": "date"}}, {AUTHORED: None, "_id": {"$gt": tid}}]}
+    return {"$or": [{AUTHORED: {"$gt": at}}, {AUTHORED: at, "_id": {"$gt": tid}}]}
+
+
+def worklist_cursor(key: WorklistKey) -> str:
+    """A page link's ``_cursor`` after the row of ``key`` (tamper-evident, as the searches' cursors)."""
+    return encode_cursor(list(key))
+
+
+def worklist_key(cursor: str) -> WorklistKey:
+    """The key a worklist ``_cursor`` names; a cursor not made by :func:`worklist_cursor` is 400."""
+    bad = ConsultError("_cursor is not a page link of this worklist (start again from the first page)",
+                       status=400, expression=["_cursor"])
+    try:
+        values = decode_cursor(cursor)
+    except FhirError:
+        raise bad from None
+    if (len(values) != 3 or not isinstance(values[0], int) or isinstance(values[0], bool)
+            or not 0 <= values[0] < len(rules.PRIORITIES) or not (values[1] is None or isinstance(values[1], datetime))
+            or not isinstance(values[2], str)):
+        raise bad
+    return values[0], _as_utc(values[1]), values[2]
 
 INDEXES: list[mongo.Index] = [
     *chain_indexes(STEPS),
@@ -1010,7 +1055,20 @@ class Consults:
                  priority: str | None, offset: int = 0, count: int = WORKLIST_MAX, now: datetime | None = None,
                  ) -> tuple[list[tuple[dict[str, Any], bool]], int]:
         """One page of the open Tasks the caller may see, most urgent first: ((Task, breached)
-        pairs, the total).
+        pairs, the total) (:meth:`worklist_page` without the rows' keys)."""
+        page, total = self.worklist_page(principal, statuses=statuses, specialty=specialty, facility=facility,
+                                         priority=priority, offset=offset, count=count, now=now)
+        return [(task, breached) for task, breached, _ in page], total
+
+    def worklist_page(self, principal: Any, *, statuses: list[str], specialty: str | None, facility: str | None,
+                      priority: str | None, offset: int = 0, count: int = WORKLIST_MAX,
+                      after: WorklistKey | None = None, now: datetime | None = None,
+                      ) -> tuple[list[tuple[dict[str, Any], bool, WorklistKey]], int]:
+        """One page of the open Tasks the caller may see, most urgent first: ((Task, breached, key)
+        triples, the total). ``after``: the key of the row before the page (a keyset: the page starts
+        right after it wherever it is now, so Tasks that left the list or came into it since do not
+        shift the rest); else ``offset`` rows are skipped. A row's key is its place: (its priority's
+        rank, its stored ``authoredOn``, its id).
 
         Everything is in the database query: the caller's scope (a doctor's hub by its tag
         ``sp__tag``, a clinic's ``sp_requester``), the filters, and the order: one query per
@@ -1032,16 +1090,17 @@ class Consults:
         if not (set(rules.OPEN_STATES) <= set(statuses) and "sp__tag" in flt):  # all open ones: the tag says it
             flt["sp_status"] = statuses[0] if len(statuses) == 1 else {"$in": list(statuses)}
         coll = self.store().current("Task")
-        order = [("sp_authored-on_s", 1), ("_id", 1)]
-        out: list[tuple[dict[str, Any], bool]] = []
+        order = [(AUTHORED, 1), ("_id", 1)]
+        fields = {"_id": 1, "res": 1, AUTHORED: 1}
 
-        def row(doc: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        def row(doc: dict[str, Any], rank: int) -> tuple[dict[str, Any], bool, WorklistKey]:
             res = unpack(doc)["res"]
             due_text = ((res.get("restriction") or {}).get("period") or {}).get("end")
             due = parse_instant(due_text) if due_text else None
             escalated = any(c.get("code") == "sla-breached"
                             for c in (res.get("businessStatus") or {}).get("coding") or [])
-            return res, escalated or bool(due and is_breached(res.get("status", ""), due, now))
+            return (res, escalated or bool(due and is_breached(res.get("status", ""), due, now)),
+                    (rank, _as_utc(doc.get(AUTHORED)), str(doc["_id"])))
 
         if not priority and coll.count_documents(flt) <= WORKLIST_ONE_READ:
             # A small worklist (the usual one) in one read instead of a count and a read per
@@ -1049,23 +1108,35 @@ class Consults:
             # Task's place is its priority's rank, then authoredOn, then id; Tasks without one of
             # the priorities are left out as the per-priority queries leave them out.
             by_priority: dict[str, list[dict[str, Any]]] = {p: [] for p in rules.PRIORITIES}
-            for doc in coll.find(flt, {"_id": 1, "res": 1, "sp_priority": 1}).sort(order):
+            for doc in coll.find(flt, {**fields, "sp_priority": 1}).sort(order):
                 have = doc.get("sp_priority")
                 have = have if isinstance(have, list) else [have]
                 p = next((p for p in rules.PRIORITIES if p in have), None)
                 if p is not None:
                     by_priority[p].append(doc)
-            ranked = [doc for p in rules.PRIORITIES for doc in by_priority[p]]
-            return [row(doc) for doc in ranked[offset:offset + count]], len(ranked)
+            ranked = [row(doc, rank) for rank, p in enumerate(rules.PRIORITIES) for doc in by_priority[p]]
+            start = offset if after is None else next(
+                (i for i, r in enumerate(ranked) if _key_order(r[2]) > _key_order(after)), len(ranked))
+            return ranked[start:start + count], len(ranked)
+        out: list[tuple[dict[str, Any], bool, WorklistKey]] = []
         total = 0
-        for p in ([priority] if priority else rules.PRIORITIES):
+        for rank, p in enumerate(rules.PRIORITIES):
+            if priority and p != priority:
+                continue
             query = {**flt, "sp_priority": p}
             n = coll.count_documents(query)
+            if after is not None:  # the keyset: this priority's rows after the key, none of one before it
+                total += n
+                if rank < after[0] or len(out) >= count:
+                    continue
+                found = query if rank > after[0] else {"$and": [query, _after_filter(after)]}
+                out.extend(row(doc, rank) for doc in coll.find(found, fields).sort(order).limit(count - len(out)))
+                continue
             lo, hi = max(offset - total, 0), min(offset + count - total, n)
             total += n
             if lo >= hi:
                 continue
-            out.extend(row(doc) for doc in coll.find(query, {"_id": 1, "res": 1}).sort(order).skip(lo).limit(hi - lo))
+            out.extend(row(doc, rank) for doc in coll.find(query, fields).sort(order).skip(lo).limit(hi - lo))
         return out, total
 
     @staticmethod

@@ -15,6 +15,7 @@ from sen_shared.fhir.store import etag, parse_etag
 from sen_shared.idempotency_key import HEADER, caller_scope, idempotent
 from sen_shared.runtime import current
 
+from .. import workflow
 from ..adapters.ehr import EhrClient
 from ..domain import consults as rules
 from ..domain.consults import ConsultError
@@ -210,17 +211,23 @@ def worklist() -> Reply:
     if not (count_text.isdigit() and offset_text.isdigit() and len(count_text) < 5 and len(offset_text) < 7):
         raise ConsultError("_count and _offset are non-negative integers", status=400, expression=["_count"])
     count, offset = max(1, min(int(count_text), 500)), int(offset_text)
+    cursor = req.param("_cursor")
+    after = workflow.worklist_key(cursor) if cursor is not None else None  # a bad one: 400
     principal = current_principal()
-    page, total = _consults().worklist(principal, statuses=statuses, specialty=req.param("specialty"),
-                                       facility=req.param("facility"), priority=priority, offset=offset,
-                                       count=count)
-    own = [(k, v) for k, v in req.params if k != "_offset"]
+    # one row more than the page: whether there is a next page (its link is a keyset cursor after the page's
+    # last row, so consults leaving or joining the list meanwhile shift nothing: each shown once, in order)
+    rows, total = _consults().worklist_page(principal, statuses=statuses, specialty=req.param("specialty"),
+                                            facility=req.param("facility"), priority=priority, offset=offset,
+                                            count=count + 1, after=after)
+    page = [(task, breached) for task, breached, _ in rows[:count]]
+    own = [(k, v) for k, v in req.params if k not in ("_offset", "_cursor")]
     from urllib.parse import urlencode
 
     path = f"{req.base}/Task/$worklist"
     links = [{"relation": "self", "url": f"{path}?{urlencode(req.params)}" if req.params else path}]
-    if offset + count < total:
-        links.append({"relation": "next", "url": f"{path}?{urlencode([*own, ('_offset', str(offset + count))])}"})
+    if len(rows) > count:
+        links.append({"relation": "next",
+                      "url": f"{path}?{urlencode([*own, ('_cursor', workflow.worklist_cursor(rows[count - 1][2]))])}"})
     entries = [{"fullUrl": f"{req.base}/Task/{task['id']}", "resource": task,
                 "search": {"mode": "match", "extension": [{"url": EXT_BREACHED, "valueBoolean": breached}]}}
                for task, breached in page]
