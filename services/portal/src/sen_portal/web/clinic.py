@@ -564,27 +564,55 @@ def _task_from_locations(bundle: dict[str, Any]) -> str | None:
 def consults() -> Any:
     """The facility's consults, open ones first then those that ended, each part newest request first,
     :data:`CONSULTS_PAGE` a page, however many there are (:func:`consults_page`)."""
+    from .cashier import cursor_args
+
     after = request.args.get("after") or None
-    page = request.args.get("page", "1")
-    page_no = int(page) if page.isdigit() and 0 < len(page) < 6 else 1
     problem, rows, next_after, status = None, [], None, 200
     try:
         tasks, next_after = consults_page(after)
         rows = consult_rows(tasks)
     except ValueError:
-        problem, status = gettext("This page of the list is no longer valid. Start again from the first page."), 400
+        problem, status = page_gone(), 400
     except BackendError as err:
         problem = backend_message(err)
-    return render_template("consults.html", rows=rows, problem=problem, after=after, page=page_no,
+    return render_template("consults.html", rows=rows, problem=problem, after=after, page=cursor_args()[1],
                            next_after=next_after, title=gettext("Consults")), status
 
 
 OPEN = ("requested", "accepted", "on-hold", "in-progress")
 FINAL = ("completed", "rejected", "cancelled")
 CONSULTS_PAGE = 50
+# teleconsult's page cursor (its searches' ``_cursor``, the worklist's too): base64url.mac
+CURSOR = r"[A-Za-z0-9_\-]{1,2000}\.[A-Za-z0-9_\-]{1,100}"
+_CURSOR = re.compile(rf"^{CURSOR}$")
 # a page of the clinic's list after the first: which part it continues ("o" the open consults, "e" those
-# that ended) and, unless that part starts there, teleconsult's cursor of its search (base64url.mac)
-_AFTER = re.compile(r"^([oe])(?:-([A-Za-z0-9_\-]{1,2000}\.[A-Za-z0-9_\-]{1,100}))?$")
+# that ended) and, unless that part starts there, teleconsult's cursor of its search
+_AFTER = re.compile(rf"^([oe])(?:-({CURSOR}))?$")
+
+
+def page_gone() -> str:
+    """What a page link that is not (or no longer) one of the list's says (with a 400)."""
+    return gettext("This page of the list is no longer valid. Start again from the first page.")
+
+
+def teleconsult_page(path: str, params: dict[str, str], cursor: str | None) -> tuple[dict[str, Any], str | None]:
+    """One page of a teleconsult searchset paged by its ``next`` link's ``_cursor`` (the Task search, the
+    worklist): the Bundle and the cursor of the next page (None: the last). ``cursor``: the ``_cursor`` of
+    the page, as :func:`teleconsult_page` gave it the page before; one not of that form, or one teleconsult
+    refuses (400: made for another list, altered), is ValueError (the page: :func:`page_gone`, 400)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if cursor is not None and not _CURSOR.match(cursor):
+        raise ValueError(cursor)
+    try:
+        bundle = fhir_get("teleconsult", path, {**params, **({"_cursor": cursor} if cursor else {})}, cached=True)
+    except BackendError as err:
+        if cursor and err.status == 400:
+            raise ValueError(cursor) from err
+        raise
+    nxt = next((str(link.get("url") or "") for link in bundle.get("link") or [] if link.get("relation") == "next"), "")
+    more = (parse_qs(urlsplit(nxt).query).get("_cursor") or [None])[0] if nxt else None
+    return bundle, more if more and _CURSOR.match(more) else None
 
 
 def consults_page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -613,18 +641,11 @@ def consults_page(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
 def _consults_part(states: tuple[str, ...], count: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """``count`` of the facility's Tasks in ``states`` after ``cursor``, newest request first (teleconsult's
     Task search, scoped by it to the clinic's own consults), and the cursor of the next ones, if any."""
-    from urllib.parse import parse_qs, urlsplit
-
     params = {"status": ",".join(states), "_sort": "-authored-on", "_count": str(count)}
     if g.user.facility:
         params["requester"] = f"Organization/{g.user.facility}"
-    if cursor:
-        params["_cursor"] = cursor
-    bundle = fhir_get("teleconsult", "/fhir/Task", params, cached=True)
-    tasks = [t for t in entries(bundle, "Task") if t.get("status") in states]
-    nxt = next((str(link.get("url") or "") for link in bundle.get("link") or [] if link.get("relation") == "next"), "")
-    more = (parse_qs(urlsplit(nxt).query).get("_cursor") or [None])[0] if nxt else None
-    return tasks, more if more and _AFTER.match(f"o-{more}") else None
+    bundle, more = teleconsult_page("/fhir/Task", params, cursor)
+    return [t for t in entries(bundle, "Task") if t.get("status") in states], more
 
 
 def _request_id(task: dict[str, Any]) -> str | None:

@@ -11,7 +11,15 @@ from flask_babel import gettext, lazy_gettext
 
 from . import backend_message, bp, icd10, login_required, select_locale
 from .backend import BackendError, call, entries, fhir_get, fhir_post
-from .clinic import consult_bundle, consult_rows, message_form, pool, send_message
+from .clinic import (
+    consult_bundle,
+    consult_rows,
+    message_form,
+    page_gone,
+    pool,
+    send_message,
+    teleconsult_page,
+)
 from .directory import party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
@@ -48,22 +56,37 @@ def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+WORKLIST_PAGE = 50
+WORKLIST_STATES = ("requested", "accepted", "on-hold", "in-progress", "completed")
+
+
 @bp.route("/worklist")
 @login_required("doctor")
 def worklist() -> Any:
+    """The hub's consults, most urgent first (priority, then due time: teleconsult's ``$worklist``),
+    :data:`WORKLIST_PAGE` a page however many there are: ``?after=`` is the ``_cursor`` of the worklist's
+    ``next`` link (a keyset: consults taken or sent meanwhile shift no other), the status filter kept
+    across the pages, the count of all the matching consults above the list."""
+    from .cashier import cursor_args
+
     status = request.args.get("status", "")
-    params = {"_count": "50"}
-    if status in ("requested", "accepted", "on-hold", "in-progress", "completed"):
-        params["status"] = status
-    problem, rows = None, []
+    status = status if status in WORKLIST_STATES else ""
+    after = request.args.get("after") or None
+    params = {"_count": str(WORKLIST_PAGE), **({"status": status} if status else {})}
+    problem, rows, total, next_after, code = None, [], None, None, 200
     try:
-        rows = worklist_rows(fhir_get("teleconsult", "/fhir/Task/$worklist", params, cached=True))
+        bundle, next_after = teleconsult_page("/fhir/Task/$worklist", params, after)
+        rows = worklist_rows(bundle)
+        total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
+    except ValueError:
+        problem, code = page_gone(), 400
     except BackendError as err:
         problem = backend_message(err)
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
     template = "_worklist_table.html" if request.headers.get("HX-Request") == "true" else "worklist.html"
-    return render_template(template, rows=rows, problem=problem, status=status, title=gettext("Worklist"))
+    return render_template(template, rows=rows, problem=problem, status=status, total=total, after=after,
+                           page=cursor_args()[1], next_after=next_after, title=gettext("Worklist")), code
 
 
 def _hub_doctors(facility: str | None, me: str | None) -> list[tuple[str, str]]:
