@@ -2,7 +2,9 @@
 
 - An issued invoice is found by ONE query (the Invoice by its reference identifier), not the
   reference record and then the Invoice; the settling payment still claims the ``balanced`` link
-  right after the issued one, whose number the reference record gives (no chain read).
+  right after the issued one, whose number the Invoice's document carries since its issued version
+  (no chain read, no reference record read); an Invoice issued without it (before it was written)
+  has the reference record read, as before.
 - Only the invoice whose id the code derives from matches: an Invoice carrying another
   invoice's code in its identifier is not that invoice.
 - A code whose invoice was never issued (a draft, a cancelled draft) matches nothing, as when the
@@ -73,7 +75,8 @@ def test_an_issued_invoice_is_found_by_one_query(watched) -> None:
     found = invoice_port.find_by_note(db, f"TT {code[:5]} {code[5:].lower()}")
     assert found is not None and found.id == iid and found.status == "issued" and found.owed == 50_000
     assert commands.names == ["find Invoice"]
-    assert found.issued_link is None  # read when a payment settles it, not for every payment
+    # the issued link's number came with it (written with the issued version): nothing else read
+    assert found.issued_link == invoice_port.lifecycle(db, iid)["n"]
 
 
 def test_the_settling_payment_claims_the_link_after_the_issued_one_without_reading_the_chain(
@@ -89,11 +92,43 @@ def test_the_settling_payment_claims_the_link_after_the_issued_one_without_readi
     assert pay(db, code, 10_000).payment["outcome"] == "applied"
     commands.names.clear()
     pay(db, code, 20_000)
-    assert "find invoice_references" in commands.names  # the issued link's number, settling only
+    assert "find invoice_references" not in commands.names  # the number came with the Invoice
     link = invoice_port.lifecycle(db, iid)
     assert link["state"] == "balanced" and link["n"] == issued["n"] + 1
     assert db["receipts"].find_one({"_id": iid}) is not None
     assert Store(db, service="billing").read_doc("Invoice", iid)["res"]["status"] == "balanced"
+
+
+def test_an_invoice_issued_without_the_number_beside_it_has_its_reference_record_read(
+        watched, monkeypatch) -> None:
+    """An Invoice issued before the number was written beside it (or whose current document a
+    crashed write's roll-forward rebuilt from its history): the reference record gives it."""
+    db, commands = watched
+    iid, code = make_invoice(db, 30_000)
+    db["Invoice"].update_one({"_id": iid}, {"$unset": {invoice_port.ISSUED_LINK_FIELD: ""}})
+    issued = invoice_port.lifecycle(db, iid)
+    assert invoice_port.find_by_note(db, code).issued_link is None
+
+    def no_chain_read(*_args, **_kwargs):
+        raise AssertionError("the settlement read the lifecycle chain")
+
+    monkeypatch.setattr(receipts, "latest", no_chain_read)
+    pay(db, code, 10_000)
+    commands.names.clear()
+    pay(db, code, 20_000)
+    assert "find invoice_references" in commands.names  # the issued link's number, settling only
+    link = invoice_port.lifecycle(db, iid)
+    assert link["state"] == "balanced" and link["n"] == issued["n"] + 1
+    assert db["receipts"].find_one({"_id": iid}) is not None
+
+
+def test_the_number_beside_the_invoice_is_never_in_its_resource(watched) -> None:
+    db, _ = watched
+    iid, _ = make_invoice(db, 30_000)
+    store = Store(db, service="billing", emit_events=False)
+    assert db["Invoice"].find_one({"_id": iid})[invoice_port.ISSUED_LINK_FIELD] == invoice_port.lifecycle(db, iid)["n"]
+    assert invoice_port.ISSUED_LINK_FIELD not in store.read_doc("Invoice", iid)["res"]
+    assert invoice_port.ISSUED_LINK_FIELD not in str(store.vread_doc("Invoice", iid, "2")["res"])
 
 
 def test_a_partial_payment_does_not_read_the_reference_record(watched) -> None:

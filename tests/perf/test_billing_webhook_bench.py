@@ -72,8 +72,10 @@ def _invoices(db) -> list[str]:
                       "identifier": [{"system": invoice_port.REFERENCE_SYSTEM, "value": code}],
                       "totalNet": {"value": int(os.environ.get("SEN_BENCH_OWED", "30000")), "currency": "VND"}}, iid)
         link = advance(db[invoice_port.STATES], iid, None, {"state": "issued"})  # its lifecycle chain
-        # the reference record after the issued link, with its number, as issue() leaves them
+        # the reference record after the issued link, with its number, as issue() leaves them, and the
+        # number beside the Invoice's resource (issue() writes it with the issued version)
         db[invoice_port.REFERENCES].insert_one({"_id": code, "invoice": iid, invoice_port.ISSUED_LINK: link["n"]})
+        db["Invoice"].update_one({"_id": iid}, {"$set": {invoice_port.ISSUED_LINK_FIELD: link["n"]}})
         codes.append(code)
     return codes
 

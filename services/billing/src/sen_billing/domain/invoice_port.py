@@ -24,6 +24,11 @@ from .vietqr import reference_candidates, reference_code
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id, issued: n}
 ISSUED_LINK = "issued"  # in a reference record: the number of the invoice's ``issued`` link (absent in older ones)
+# in an Invoice's current document, beside its resource (never in it: no read or search serves it), the
+# same number, written with the issued version (invoices._roll_forward): a settling payment found the
+# Invoice by its reference, so it claims the next link without reading the reference record (absent in
+# invoices issued before it, and after a crashed write's roll-forward: the record is read then)
+ISSUED_LINK_FIELD = "issued_link"
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
 # the invoices' lifecycle chains (``<invoice>/1`` draft, ``/2`` issued, then ``balanced`` or
 # ``cancelled``): domain.invoices advances them to issued and cancelled, the settlement
@@ -108,10 +113,12 @@ def view(invoice_id: str, doc: dict[str, Any]) -> InvoiceView:
                        or (li.get("chargeItemReference") or {}).get("display") or ""),
               "patientShare": _patient_share(li)}
              for li in res.get("lineItem") or []]
+    link = doc.get(ISSUED_LINK_FIELD)
     return InvoiceView(id=invoice_id, status=str(res.get("status", "")), facility=_ref_id(res.get("issuer")),
                        district=_extension(res, "district"), owed=int(owed or 0), reference=reference,
                        lines=lines, patient_display=str((res.get("subject") or {}).get("display") or ""),
                        title=str((res.get("type") or {}).get("text") or ""), version=int(doc.get("v") or 0),
+                       issued_link=link if isinstance(link, int) and not isinstance(link, bool) else None,
                        resource=res)
 
 
@@ -119,7 +126,7 @@ MAX_CANDIDATES = 8  # codes of one note looked up (a bank's note is a few hundre
 # an issued invoice always has its reference record: issue() claims it before it writes the
 # issued version, and only a settlement (of an issued invoice) writes balanced after that
 ISSUED_STATES = ("issued", "balanced")
-_READ = {"res": 1, "v": 1, "lu": 1, "del": 1}  # what Store.read_doc fetches
+_READ = {"res": 1, "v": 1, "lu": 1, "del": 1, ISSUED_LINK_FIELD: 1}  # what Store.read_doc fetches, and the link
 
 
 def _by_reference(db: Database, code: str) -> tuple[str, dict[str, Any]] | None:
@@ -146,8 +153,9 @@ def find_by_note(db: Database, note: str) -> InvoiceView | None:
     (two round trips; measured on 700 bench invoices, 23:00 UTC: 1.1 ms of CPU against 2.1 ms
     over client, FerretDB and PostgreSQL). An issued or balanced Invoice went through ``issue()``,
     so its reference record exists; any other status (a draft, a cancelled draft) matches only
-    when its reference record does, as before. The issued link's number, which the record
-    carries, is read when a payment settles the invoice (:func:`issued_link`), not here."""
+    when its reference record does, as before. The issued link's number comes with the Invoice
+    (:data:`ISSUED_LINK_FIELD`, written with its issued version); an Invoice without it (issued
+    before it was written) has the record read when a payment settles it (:func:`issued_link`)."""
     for code in reference_candidates(note or "")[:MAX_CANDIDATES]:
         found = _by_reference(db, code)
         if found is None:
@@ -167,8 +175,9 @@ def _with_link(invoice: InvoiceView, record: dict[str, Any]) -> InvoiceView:
 
 
 def issued_link(db: Database, invoice: InvoiceView) -> int | None:
-    """The number of the invoice's ``issued`` link, as its reference record carries it (None:
-    unknown, an older record; the settlement then reads the chain)."""
+    """The number of the invoice's ``issued`` link: as its Invoice document carried it
+    (:data:`ISSUED_LINK_FIELD`, no read), else as its reference record does (one point read;
+    None: unknown, an older record; the settlement then reads the chain)."""
     if invoice.issued_link is not None or not invoice.reference:
         return invoice.issued_link
     hit = db[REFERENCES].find_one({"_id": invoice.reference}, {"invoice": 1, ISSUED_LINK: 1})

@@ -437,7 +437,18 @@ def _roll_forward(db: Database, invoice_id: str, link: dict[str, Any]) -> dict[s
         if target == "cancelled" and link.get("reason"):
             res["cancelledReason"] = link["reason"]
         try:
-            return store.update(res, invoice_id, if_match=int(doc["v"])).resource
+            if target != "issued":
+                return store.update(res, invoice_id, if_match=int(doc["v"])).resource
+            head = store.head("Invoice", invoice_id)
+            if head is None or int(head["v"]) != int(doc["v"]):
+                continue  # changed since the read above: read it again
+            w = store.prepare_update(res, invoice_id, head)
+            # the issued link's number beside the resource, in the same write: a settling payment,
+            # which reads this document anyway, claims the next link from it (invoice_port.ISSUED_LINK_FIELD)
+            if w.update is not None:  # (an update of the head just read: always)
+                w.update["$set"][invoice_port.ISSUED_LINK_FIELD] = int(link[CHAIN_SEQ])
+            store.apply(w)
+            return w.resource
         except FhirError as err:
             if err.status not in (409, 412):
                 raise

@@ -6,10 +6,10 @@
    what they counted, ``done``): among any number of concurrent final payments exactly one
    wins, and only the winner goes on;
 1. the winner advances the invoice's lifecycle chain (``invoice_port.STATES``) from ``issued``
-   to ``balanced`` (from the issued link's number that the invoice's reference record carries,
-   without reading the chain first, when the record has it). A cancel races for the same link:
-   if the cancel won, the settlement is void (``done``, ``voided: cancelled``) and every
-   payment gets a refund task;
+   to ``balanced`` (from the issued link's number that the Invoice's document carries, else
+   its reference record, without reading the chain first, when either has it). A cancel races
+   for the same link: if the cancel won, the settlement is void (``done``, ``voided:
+   cancelled``) and every payment gets a refund task;
 2. a receipt number from the facility's series: a claims chain ``receipt:<facility>:<year>``
    in ``receipt_numbers`` whose link n IS receipt n (``advance`` after a link known to exist:
    the one this process saw last, if recently, else the newest read; a writer that loses the
@@ -88,8 +88,8 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any],
     """Step 1: the lifecycle chain's ``balanced`` link (won now or before), or None when a
     cancel won the chain (the settlement is then void and the payments go back).
 
-    ``issued_link``: the number of the chain's ``issued`` link, as the invoice's reference
-    record gives it (``invoice_port.issued_link``: one point read). Only ``balanced`` or
+    ``issued_link``: the number of the chain's ``issued`` link, as the Invoice's document gives it,
+    else its reference record (``invoice_port.issued_link``: one point read). Only ``balanced`` or
     ``cancelled`` ever follows ``issued``, both as the next link, so the claim is made from it
     without reading the chain first; a lost claim's holder says what won."""
     known = {"state": "issued", CHAIN_SEQ: issued_link} if issued_link else None
@@ -118,8 +118,8 @@ def _balanced_link(db: Database, invoice_id: str, record: dict[str, Any],
 
 def _settle_claimed(db: Database, invoice: invoice_port.InvoiceView, record: dict[str, Any], *, fresh: bool,
                     counted: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    # the winner claims the link after the issued one, whose number the reference record gives
-    # (one point read, settling payments only); a repair reads the chain
+    # the winner claims the link after the issued one, whose number came with the Invoice (else the
+    # reference record gives it: one point read, settling payments only); a repair reads the chain
     known = invoice_port.issued_link(db, invoice) if fresh else None
     if _balanced_link(db, invoice.id, record, known) is None:
         return None
