@@ -300,8 +300,15 @@ def task_accept(tid: str) -> Any:
         expected = seen if seen.isdigit() else version
         _op(tid, "accept", None, headers={"If-Match": f'W/"{expected}"'} if expected.isdigit() else None)
     except BackendError as err:
-        if err.kind == "refused" and err.status in (409, 412):  # another step came first: say whose
+        if err.kind == "refused" and err.status == 412:  # another step came first: say whose
             return _taken_meanwhile(tid)
+        if err.kind == "refused" and err.status == 409:  # taken by a doctor meanwhile, else the state says why
+            try:
+                task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+            except BackendError:
+                task = {}
+            if str((task.get("owner") or {}).get("reference") or "").startswith("Practitioner/"):
+                return _taken_meanwhile(tid, task)
         return _task_page(tid, 409, problem=backend_message(err))
     return redirect(url_for("web.task_detail", tid=tid, accepted=1))
 
