@@ -479,7 +479,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
     reference = receipt.get("reference")
     facts = [("Số biên lai", f"<b>{esc(receipt['number'])}</b>")]
     if reference:
-        facts.append(("Mã thanh toán", f"<b>{esc(reference)}</b>"))
+        facts.append(("Mã tham chiếu", f"<b>{esc(reference)}</b>"))  # as the portal's pages name it
     if receipt.get("patient"):
         facts.append(("Người bệnh", esc(receipt["patient"])))
     facts.append(("Thời gian", f"{settled.astimezone(VN).strftime('%d/%m/%Y %H:%M')} (giờ Việt Nam)"))
@@ -495,7 +495,8 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
  td, th {{ padding: 3px 4px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }}
  table.lines td, table.lines th, table.pay td, table.pay th {{ border: 1px solid #999; }}
  table.lines th, table.pay th {{ background: #eee; font-size: 8.5pt; }}
- .n {{ text-align: right; white-space: nowrap; overflow-wrap: normal; }} .c {{ text-align: center; }}
+ .n {{ text-align: right; white-space: nowrap; overflow-wrap: normal; word-spacing: 0.1em; }}
+ .c {{ text-align: center; }}
  table.facts th, table.sums th {{ font-weight: normal; color: #333; }}
  table.sums {{ width: 60%; margin-left: 40%; margin-top: 6px; }}
  table.sums tr.owed, table.sums tr.owed th {{ font-weight: bold; color: #000; }}
