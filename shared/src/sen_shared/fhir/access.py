@@ -19,10 +19,12 @@ Role rules (ARCHITECTURE.md §6; decisions written down here):
 - ``cashier``: read and search Patient and Coverage (billing looks patients
   up at the desk, whichever clinic manages them); no clinical data, no writes.
 - ``clinic``: patients *reached* through its facility: ``Patient.managingOrganization``
-  or a ``generalPractitioner`` is ``Organization/<facility>``, or a referral
-  grant names the facility. Read and write those patients and every resource
-  of their compartment; create patients for its facility; delete resources of
-  its patients (not via a grant).
+  or a ``generalPractitioner`` is ``Organization/<facility>``, or a grant names
+  the facility: a referral grant, or a take-on grant (the EHR's
+  ``Patient/{id}/$take-on``: the clinic presented the patient's full CCCD or
+  BHYT number and a reason; audited, never by name, never expiring). Read and
+  write those patients and every resource of their compartment; create
+  patients for its facility; delete resources of its patients (not via a grant).
 - ``doctor``: patients of their hub (``facility``, as for clinics), patients
   whose ``generalPractitioner`` is ``Practitioner/<practitioner>``, and
   patients REFERRED to them (a grant to ``Practitioner/<practitioner>`` or to
@@ -70,7 +72,7 @@ SERVICE_READS = SERVICE_WRITES | {"Patient", "Practitioner", "Organization"}
 CASHIER_TYPES = frozenset({"Patient", "Coverage"})
 AUDIT_TYPE = "AuditEvent"
 
-GRANTS = "grants"  # the EHR database's collection of referral grants
+GRANTS = "grants"  # the EHR database's collection of grants (referral and take-on), insert-only
 
 
 class Denied(Exception):

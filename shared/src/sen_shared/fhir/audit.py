@@ -93,6 +93,7 @@ class Record:
     query_params: list[str] | None = None  # search: the parameter names
     count: int | None = None  # search: how many matches on the page
     operation: str | None = None
+    purpose: str | None = None  # why the caller says they act (an operation's reason): purposeOfEvent.text
 
 
 def _principal_agent(principal: Any) -> dict[str, Any]:
@@ -162,6 +163,8 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
         event["entity"] = entities
     if rec.operation:
         event["subtype"].append({"system": "https://sen.vn/fhir/CodeSystem/operation", "code": rec.operation})
+    if rec.purpose:
+        event["purposeOfEvent"] = [{"text": rec.purpose[:500]}]
     return event
 
 
@@ -179,7 +182,7 @@ def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str
 
 # What differs between two events of one caller, interaction and outcome; the rest (type, subtype,
 # action, outcome, agent, source) repeats from one read to the next.
-PER_EVENT = frozenset({"entity", "recorded", "outcomeDesc", "id", "meta"})
+PER_EVENT = frozenset({"entity", "recorded", "outcomeDesc", "id", "meta", "purposeOfEvent"})
 FIXED_CACHE_SIZE = 1024
 _fixed_index: dict[str, dict[str, Any]] = {}
 

@@ -9,7 +9,9 @@ pair is a second document, and the pair is granted while any of its documents
 is active (the latest expiry wins by construction). The access policy
 (``sen_shared.fhir.access``, read in ``sen_shared.fhir.guarded``) reads these
 documents by ``pair`` (the grantee references of the caller) and by ``grantee``
-(searches); both are top-level equalities FerretDB pushes down.
+(searches); both are top-level equalities FerretDB pushes down. The same collection holds
+the take-on grants of ``Patient/{id}/$take-on`` (``domain.take_on``: ``_id`` keyed by patient and
+facility, no expiry), read the same way.
 """
 
 from __future__ import annotations

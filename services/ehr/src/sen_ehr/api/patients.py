@@ -1,0 +1,18 @@
+"""The ehr's own Patient operation: ``$take-on`` (``domain.take_on``), a clinic granted a patient
+registered elsewhere on presenting the patient's full CCCD or BHYT number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sen_shared.auth import current_principal
+from sen_shared.fhir.http import FhirResponse, from_flask, to_connexion
+from sen_shared.runtime import current
+
+from ..domain import take_on as rules
+
+
+def take_on(id: str, **_: Any) -> Any:  # noqa: A002 - the path parameter's name
+    req = from_flask("Patient", id, operation=f"${rules.OPERATION}")
+    status, body = rules.run(current().extras["fhir"], current_principal(), id, req.body)
+    return to_connexion(FhirResponse(status, body), req)

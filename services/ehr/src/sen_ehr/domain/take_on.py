@@ -1,0 +1,167 @@
+"""Taking a patient on: a clinic whose nurse holds the patient's card is granted the record.
+
+A patient registered at another facility comes to this clinic. The nurse types the CCCD (or BHYT
+card number) and the EHR answers 409: that number is ``Patient/x``'s, whom the clinic does not
+reach (``sen_shared.fhir.access``: owners are managingOrganization / generalPractitioner). The
+operation ``POST /fhir/Patient/{id}/$take-on`` (a Parameters: ``identifier``, the FULL number
+as a ``valueIdentifier`` of the CCCD or BHYT system, and ``reason``, a ``valueString`` such as
+"Người bệnh đến khám tại cơ sở") grants the caller's facility the patient, as a referral grant
+does a hub: read and write the record, no deletes, no change of the managing organization.
+
+- Only the ``clinic`` role with a facility claim; the identifier must be exactly one the patient
+  holds (the number compared without spaces, a BHYT number without case). A wrong number, or a
+  patient that does not exist, is 403 (``forbidden``): the answer says nothing about who holds
+  what. Bad input is 400 with an OperationOutcome naming the parameter.
+- The grant is one insert-only document of the ``grants`` collection (the referral grants' own),
+  ``_id`` = ``take-on|<Patient ref>|<Organization ref>`` (:func:`grant_key`): a double click, two
+  nurses of the clinic at once, a retry on a slow link: one insert wins, every call answers the
+  same grant (201 for the winner, 200 for the others). It never expires (the patient is now also
+  this clinic's patient); ``pair`` and ``grantee`` are what the access policy reads.
+- Every attempt, refused ones included, is an AuditEvent (subtype ``operation`` + ``take-on``,
+  the patient as entity, the reason as ``purposeOfEvent``), written by the guarded server's auditor.
+
+Never by name: the operation takes no search, and a patient search stays limited to the patients
+the caller reaches. The pure rules (:func:`parse`, :func:`holds`) are separate from the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared import bhyt
+from sen_shared.claims import claim_once
+from sen_shared.fhir.access import GRANTS, grant_id
+from sen_shared.fhir.outcome import FhirError
+
+from . import CCCD_SYSTEM
+
+OPERATION = "take-on"
+SYSTEMS = (CCCD_SYSTEM, bhyt.CARD_SYSTEM)
+REASON_MAX = 500
+KIND = "take-on"  # the grant document's kind (a referral grant has none)
+
+
+@dataclass(frozen=True)
+class Request:
+    system: str
+    value: str
+    reason: str
+
+
+def _bad(detail: str, where: str) -> FhirError:
+    return FhirError(detail, status=400, code="invalid", expression=[where])
+
+
+def _compact(system: str, value: str) -> str:
+    text = "".join(value.split())
+    return text.upper() if system == bhyt.CARD_SYSTEM else text
+
+
+def parse(body: Any) -> Request:
+    """The operation's Parameters: one ``identifier`` (valueIdentifier of the CCCD or BHYT system with
+    a value) and one ``reason`` (valueString, 1 to 500 characters). 400 naming the part otherwise."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise _bad("$take-on takes a Parameters resource (identifier, reason)", "Parameters")
+    params = body.get("parameter")
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise _bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
+    known = {"identifier", "reason"}
+    for p in params:
+        if p.get("name") not in known:
+            raise _bad(f"unknown parameter {p.get('name')!r}: $take-on takes identifier and reason",
+                       "Parameters.parameter.name")
+    found = {name: [p for p in params if p.get("name") == name] for name in known}
+    where_id = "Parameters.parameter.where(name='identifier')"
+    where_reason = "Parameters.parameter.where(name='reason')"
+    if len(found["identifier"]) != 1:
+        raise _bad("give exactly one identifier: the patient's CCCD or health insurance card number", where_id)
+    ident = found["identifier"][0].get("valueIdentifier")
+    if not isinstance(ident, dict) or ident.get("system") not in SYSTEMS:
+        raise _bad(f"identifier must be a valueIdentifier of the system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}",
+                   f"{where_id}.valueIdentifier.system")
+    value = ident.get("value")
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise _bad("identifier.value must be the full number (1 to 64 characters)", f"{where_id}.valueIdentifier.value")
+    if len(found["reason"]) != 1:
+        raise _bad("give exactly one reason (e.g. the patient came to this facility)", where_reason)
+    reason = found["reason"][0].get("valueString")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
+        raise _bad(f"reason must be a valueString of 1 to {REASON_MAX} characters", f"{where_reason}.valueString")
+    return Request(ident["system"], _compact(ident["system"], value), " ".join(reason.split()))
+
+
+def holds(patient: dict[str, Any] | None, req: Request) -> bool:
+    """Whether the stored Patient resource holds ``req``'s identifier (system and full number)."""
+    if not isinstance(patient, dict):
+        return False
+    for ident in patient.get("identifier") or ():
+        if not isinstance(ident, dict) or ident.get("system") != req.system:
+            continue
+        value = ident.get("value")
+        if isinstance(value, str) and hmac.compare_digest(_compact(req.system, value).encode(), req.value.encode()):
+            return True
+    return False
+
+
+def grant_key(patient: str, grantee: str) -> str:
+    """The grant's ``_id``: one per (patient, facility), whoever asks and however often."""
+    return f"{KIND}|{patient}|{grantee}"
+
+
+def grant(db: Database, patient: str, grantee: str, reason: str, requester: str) -> tuple[bool, dict[str, Any]]:
+    """Claim the take-on grant of ``patient`` for ``grantee``: (True, the document) for the call that
+    made it, (False, the first one's document) for any other, however many run at once."""
+    return claim_once(db[GRANTS], grant_key(patient, grantee), {
+        "pair": grant_id(patient, grantee), "patient": patient, "grantee": grantee, "kind": KIND,
+        "reason": reason, "requester": requester, "expires": None, "created": datetime.now(UTC)})
+
+
+def answer(doc: dict[str, Any]) -> dict[str, Any]:
+    """The operation's Parameters: the patient, the facility granted, the reason and since when."""
+    created = doc.get("created")
+    if isinstance(created, datetime):
+        created = (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat(timespec="seconds")
+    return {"resourceType": "Parameters", "parameter": [
+        {"name": "patient", "valueReference": {"reference": doc["patient"]}},
+        {"name": "grantee", "valueReference": {"reference": doc["grantee"]}},
+        {"name": "reason", "valueString": str(doc.get("reason") or "")},
+        {"name": "granted", "valueDateTime": str(created or "").replace("+00:00", "Z")}]}
+
+
+def run(server: Any, principal: Any, pid: str, body: Any) -> tuple[int, dict[str, Any]]:
+    """``$take-on`` of ``Patient/<pid>`` by ``principal`` on the guarded FHIR ``server``: (201 made |
+    200 made before, the grant's Parameters); FhirError 400/403 otherwise. Audited whatever the outcome."""
+    from sen_shared.fhir.audit import Record
+    from sen_shared.fhir.validate import check_id
+
+    rec = Record("operation", resource_type="Patient", rid=pid, operation=OPERATION)
+    try:
+        check_id(pid)
+        ref = f"Patient/{pid}"
+        rec.patients.append(ref)
+        facility = getattr(principal, "facility", None)
+        if "clinic" not in principal.roles or not facility:
+            raise FhirError("forbidden: $take-on is for clinic staff of a facility (the clinic role and a "
+                            "facility claim)", status=403, code="forbidden")
+        req = parse(body)
+        rec.purpose = req.reason
+        doc = server.store().read_head("Patient", pid)
+        if doc is None or doc.get("del") or not holds(doc.get("res"), req):
+            raise FhirError("forbidden: the identifier given is not this patient's: the patient is taken on "
+                            "only with their full CCCD or health insurance card number", status=403,
+                            code="forbidden")
+        made, stored = grant(server.db, ref, f"Organization/{facility}", req.reason, str(principal.sub or ""))
+        rec.status = 201 if made else 200
+        return rec.status, answer(stored)
+    except FhirError as err:
+        rec.status, rec.detail = err.status, err.detail
+        raise
+    except Exception as err:
+        rec.status, rec.detail = 500, type(err).__name__
+        raise
+    finally:
+        server.auditor.record(principal, rec)

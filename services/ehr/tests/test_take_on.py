@@ -1,0 +1,50 @@
+"""``$take-on``'s pure rules: what the Parameters must hold, and when a number is the patient's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sen_ehr.domain import take_on
+from sen_shared import bhyt
+from sen_shared.fhir.outcome import FhirError
+
+CCCD = "https://fhir.sen.vn/sid/cccd"
+PATIENT = {"resourceType": "Patient", "identifier": [{"system": CCCD, "value": "087048006170"},
+                                                     {"system": bhyt.CARD_SYSTEM, "value": "HT2870000123456"}]}
+
+
+def body(system: str = CCCD, value: str = "087048006170", reason: Any = "Người bệnh đến khám tại cơ sở") -> dict:
+    return {"resourceType": "Parameters", "parameter": [
+        {"name": "identifier", "valueIdentifier": {"system": system, "value": value}},
+        {"name": "reason", "valueString": reason}]}
+
+
+def test_the_full_cccd_or_card_number_is_the_patients() -> None:
+    assert take_on.holds(PATIENT, take_on.parse(body(value="087 048 006 170")))
+    assert take_on.holds(PATIENT, take_on.parse(body(bhyt.CARD_SYSTEM, "ht2870000123456")))
+
+
+@pytest.mark.parametrize(("system", "value"), [(CCCD, "087048006171"), (CCCD, "08704800617"), (CCCD, "0870480061700"),
+                                               (CCCD, "HT2870000123456"), (bhyt.CARD_SYSTEM, "087048006170")])
+def test_a_number_not_the_patients_under_its_system_is_not(system: str, value: str) -> None:
+    assert not take_on.holds(PATIENT, take_on.parse(body(system, value)))
+    assert not take_on.holds(None, take_on.parse(body(system, value)))
+
+
+def test_the_reason_is_kept_on_one_line() -> None:
+    assert take_on.parse(body(reason="  Người bệnh\nđến khám  ")).reason == "Người bệnh đến khám"
+
+
+@pytest.mark.parametrize("bad", [None, [], {"resourceType": "Patient"}, {"resourceType": "Parameters", "parameter": 1},
+                                 body(reason=7), body(reason=""), body(value=" "), body(system="urn:x"),
+                                 {"resourceType": "Parameters", "parameter": body()["parameter"] * 2}])
+def test_bad_parameters_are_400(bad: Any) -> None:
+    with pytest.raises(FhirError) as err:
+        take_on.parse(bad)
+    assert err.value.status == 400 and err.value.expression
+
+
+def test_one_grant_key_per_patient_and_facility() -> None:
+    assert take_on.grant_key("Patient/a", "Organization/b") == "take-on|Patient/a|Organization/b"
+    assert take_on.grant_key("Patient/a", "Organization/b") != take_on.grant_key("Patient/a", "Organization/c")
