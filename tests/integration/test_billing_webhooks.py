@@ -305,7 +305,8 @@ def test_partial_then_over_payment_leaves_a_credit_a_cashier_refunds(billing, de
     assert again.status_code in (409, 422)
     summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
     assert (summary["credit"], summary["refunded"]) == (0, 30000)
-    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 0, "countedTransfers": 0},
+    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 0, "countedTransfers": 0,
+                                                                     "note": "tiền thừa trả từ ví"},
                         headers=h, timeout=30).json()
     assert closed["expected"]["cash"] == -30000 and closed["expected"]["cashRefunded"] == 30000
 

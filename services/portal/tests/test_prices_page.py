@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sen_portal.web import daily_report, prices
 from sen_portal.web.backend import BackendError
+from sen_portal.web.formatting import parse_vnd
 
 from tests.support import csrf_token, portal_app, portal_signed_in
 
@@ -145,13 +146,13 @@ def post_price(client: Any, cid: str, price: str, version: str | None = None) ->
 # ------------------------------------------------------------------------------ reading
 
 def test_prices_typed_with_dots_or_spaces_are_whole_dong():
-    assert prices.parse_vnd("150.000") == 150000
-    assert prices.parse_vnd(" 1 250 000 ₫ ") == 1250000
-    assert prices.parse_vnd("150000đ") == 150000
-    assert prices.parse_vnd("150,000") == 150000
+    assert parse_vnd("150.000") == 150000
+    assert parse_vnd(" 1 250 000 ₫ ") == 1250000
+    assert parse_vnd("150000đ") == 150000
+    assert parse_vnd("150,000") == 150000
     for bad in ("150.5", "150.00", "1,5", "abc", "", "-5", "1e6"):
         with pytest.raises(ValueError):
-            prices.parse_vnd(bad)
+            parse_vnd(bad)
 
 
 @pytest.mark.parametrize("user", ["clinic", "doctor", "cashier", "health-dept", "admin"])
@@ -184,6 +185,15 @@ def test_the_list_in_english_and_filtered_without_accents(app, billing):
     assert "No service matches" in page
 
 
+def test_the_admins_change_box_names_the_service_in_the_pages_language(app, billing):
+    """An English page labels the box (and the history link) by the English name where there is one."""
+    page = portal_signed_in(app, "admin", "en").get("/prices").get_data(as_text=True)
+    assert "New price of Electrocardiogram (đồng)" in page and "New price of Điện tâm đồ" not in page
+    assert "Price history<span class=\"visually-hidden\">: Electrocardiogram</span>" in page
+    page = portal_signed_in(app, "admin").get("/prices").get_data(as_text=True)
+    assert "Giá mới của Điện tâm đồ (đồng)" in page
+
+
 def test_billing_down_is_a_sentence_not_an_error_page(app):
     r = portal_signed_in(app, "clinic").get("/prices")
     assert r.status_code == 503
@@ -211,7 +221,8 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
 
 @pytest.mark.parametrize(("typed", "message"), [
     ("", "Hãy nhập giá mới."), ("0", "Giá phải lớn hơn 0 đồng."), ("12,5", "số đồng chẵn"),
-    ("mười nghìn", "số đồng chẵn"), ("2.000.000.000", "Tối đa 1.000.000.000\u00a0₫")])
+    ("mười nghìn", "số đồng chẵn"), ("2.000.000.000", "Số tiền quá lớn (tối đa 1.000.000.000\u00a0₫)."),
+    ("99999999999999", "Số tiền quá lớn (tối đa 1.000.000.000\u00a0₫).")])
 def test_a_bad_price_is_explained_on_its_form_which_keeps_it(app, billing, typed, message):
     client = portal_signed_in(app, "admin")
     r = post_price(client, "dien-tim", typed)

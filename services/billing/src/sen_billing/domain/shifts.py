@@ -84,14 +84,19 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
         raise Conflict("no shift is open")
     now = datetime.now(UTC)
     expected = expected_totals(db, last, now)
+    difference = {"cash": int(counted_cash) - expected["cash"],
+                  "transfers": int(counted_transfers) - expected["transfers"]}
+    if any(difference.values()) and not (note or "").strip():
+        # a drawer or a statement that does not match is explained by who counted it, when they count it
+        raise SenError(f"the counted totals differ from the expected ones (cash {difference['cash']:+d}, transfers "
+                       f"{difference['transfers']:+d} đồng): a note must say why", status=422,
+                       title="Unprocessable Content", difference=difference, expected=expected)
     try:
         link = advance(db[SHIFTS], _chain(principal), last, {
             "state": "closed", "shift": last["shift"], "cashier": principal.sub, "facility": last.get("facility"),
             "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
             "expected": expected, "counted": {"cash": int(counted_cash), "transfers": int(counted_transfers)},
-            "difference": {"cash": int(counted_cash) - expected["cash"],
-                           "transfers": int(counted_transfers) - expected["transfers"]},
-            "note": (note or "")[:500]})
+            "difference": difference, "note": (note or "").strip()[:500]})
     except ClaimTaken:
         raise Conflict("the shift was closed meanwhile") from None
     return public(link)

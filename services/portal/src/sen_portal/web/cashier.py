@@ -589,7 +589,12 @@ def shift() -> Any:
                         "countedTransfers": close_form.counted_transfers.data}
                 if close_form.note.data:
                     body["note"] = close_form.note.data
-                closed = _json("POST", "/payments/shifts/current/close", body)
+                try:
+                    closed = _json("POST", "/payments/shifts/current/close", body)
+                except BackendError as err:
+                    if err.status == 422 and not close_form.note.data:  # a gap without a note: said on the note
+                        close_form.note.errors = [backend_message(err)]
+                    raise
                 history, history_problem = closed_shifts()
                 return render_template("shift.html", current=None, closed=closed, open_form=open_form,
                                        history=[h for h in history if h.get("id") != closed.get("id")],

@@ -23,16 +23,28 @@ def vnd(amount: Any) -> str:
     return f"{sign}{abs(n):,}".replace(",", ".") + "\u00a0₫"
 
 
-def parse_vnd(text: str) -> int:
+# billing's cap on every amount (specs/billing.yaml's ``maximum`` of cash, refunds and shift counts;
+# sen_billing.domain.pricing.MAX_PRICE): the pages refuse more before sending it
+MAX_VND = 10_000_000_000
+
+
+class AmountTooLarge(ValueError):
+    """An amount written right, but more than the most the page takes (:data:`MAX_VND`)."""
+
+
+def parse_vnd(text: str, maximum: int = MAX_VND) -> int:
     """An amount typed as the pages write it (prices, cash, refunds, shift counts): ``150.000``,
     ``150 000``, ``150,000``, ``150000`` or ``150.000 ₫`` → 150000; ValueError else (a decimal part:
-    an amount is a whole number of đồng)."""
+    an amount is a whole number of đồng), :class:`AmountTooLarge` over ``maximum``."""
     compact = re.sub(r"[\s\u00a0₫]|đồng|đ|VND", "", text.strip(), flags=re.IGNORECASE)
     if re.fullmatch(r"\d{1,3}([.,]\d{3})+", compact):
         compact = re.sub(r"[.,]", "", compact)
-    if not re.fullmatch(r"\d{1,13}", compact):
+    if not re.fullmatch(r"\d+", compact):
         raise ValueError(compact)
-    return int(compact)
+    digits = compact.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:
+        raise AmountTooLarge(compact[:20])
+    return int(digits)
 
 
 def thousands(amount: int) -> str:

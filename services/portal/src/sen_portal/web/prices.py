@@ -32,12 +32,13 @@ from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared.fhir.search.text import normalize
-from wtforms import HiddenField, StringField, ValidationError
-from wtforms.validators import InputRequired, Regexp
+from wtforms import HiddenField
+from wtforms.validators import InputRequired, NumberRange, Regexp
 
 from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries
-from .formatting import TZ, codeable, parse_vnd, vnd
+from .formatting import TZ, codeable, vnd
+from .forms import VndField
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first
@@ -155,7 +156,11 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
     vi = str(res.get("title") or (res.get("code") or {}).get("text") or res.get("id") or "")
     en = english_name(res)
     level, specialty = _context(res, "facility-level"), _context(res, "specialty")
-    return {"id": res.get("id"), "vi": vi, "en": en, "service": str((res.get("code") or {}).get("text") or vi),
+    locale = get_locale()
+    # the name in the page's language (the change box's label, the history link): English where the portal has one
+    name = en if en and locale is not None and locale.language == "en" else vi
+    return {"id": res.get("id"), "vi": vi, "en": en, "name": name,
+            "service": str((res.get("code") or {}).get("text") or vi),
             "level_code": level, "specialty_code": specialty,
             "level": _label(LEVELS, level) if level else "", "specialty": _label(SPECIALTIES, specialty) if specialty
             else "", "price": base_price(res), "version": str(meta.get("versionId") or ""),
@@ -170,21 +175,14 @@ def matches(r: dict[str, Any], q: str) -> bool:
 
 # ------------------------------------------------------------------ the form
 
-def _whole_dong(form: FlaskForm, field: StringField) -> None:
-    try:
-        value = parse_vnd(field.data or "")
-    except ValueError:
-        raise ValidationError(_l("Write the price as a whole number of đồng, e.g. 150.000.")) from None
-    if value <= 0:
-        raise ValidationError(_l("A price is more than 0 đồng."))
-    if value > MAX_PRICE:
-        raise ValidationError(_l("At most %(max)s: check the number of zeros.", max=vnd(MAX_PRICE)))
-
-
 class PriceForm(FlaskForm):
-    """One entry's new price; ``version``: the version the admin saw (sent as ``If-Match``)."""
+    """One entry's new price; ``version``: the version the admin saw (sent as ``If-Match``). The price
+    is the pages' one money box (forms.VndField), its limit :data:`MAX_PRICE`."""
 
-    price = StringField(_l("New price (đồng)"), validators=[InputRequired(_l("Enter the new price.")), _whole_dong])
+    price = VndField(_l("New price (đồng)"), maximum=MAX_PRICE,
+                     invalid=_l("Write the price as a whole number of đồng, e.g. 150.000."),
+                     validators=[InputRequired(_l("Enter the new price.")),
+                                 NumberRange(1, None, _l("A price is more than 0 đồng."))])
     version = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,12}$")])
 
 
@@ -192,7 +190,7 @@ def price_form(r: dict[str, Any], posted: FlaskForm | None = None) -> FlaskForm:
     if posted is not None:
         return posted
     return PriceForm(formdata=None, prefix=f"p-{r['id']}", version=r["version"],
-                     price=vnd(r["price"]).replace("\u00a0₫", "") if r["price"] is not None else "")
+                     price=r["price"])
 
 
 # ------------------------------------------------------------------ billing
@@ -273,7 +271,7 @@ def price_change(cid: str) -> Any:
     if not form.validate_on_submit():
         return _page(422, posted={cid: form}, problem=gettext("Please correct the highlighted fields."))
     try:
-        saved = put_price(cid, parse_vnd(form.price.data), form.version.data)
+        saved = put_price(cid, form.price.data, form.version.data)
     except BackendError as err:
         if err.kind == "refused" and err.status in (409, 412):
             return _conflict(cid, form)

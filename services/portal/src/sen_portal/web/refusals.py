@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import url_for
 from flask_babel import gettext
+from markupsafe import Markup
 
 from .backend import BackendError
 from .formatting import vnd, when
@@ -104,6 +106,27 @@ def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
     return lambda _m, _e: gettext(text)
 
 
+def _no_shift(_m: re.Match[str], _e: BackendError) -> str:
+    """The sentence with a link to where the shift is opened (Markup: the page shows the link)."""
+    return Markup('{} <a href="{}" data-testid="open-shift-link">{}</a>').format(
+        gettext("No shift is open: open your shift first."), url_for("web.shift"), gettext("Open the shift"))
+
+
+def _signed(value: Any) -> str:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return "—"
+    return ("+" if n > 0 else "") + vnd(n)
+
+
+def _gap_needs_note(_m: re.Match[str], err: BackendError) -> str:
+    gap = err.extra.get("difference") if isinstance(err.extra.get("difference"), dict) else {}
+    return gettext("The counted totals differ from what was expected (cash %(cash)s, transfers %(transfers)s): "
+                   "say why in the note, then close the shift.", cash=_signed(gap.get("cash", 0)),
+                   transfers=_signed(gap.get("transfers", 0)))
+
+
 _CONFLICT = ("Conflict", "conflict")
 RULES: tuple[Rule, ...] = (
     # billing: payments (RFC 9457 problems, title "Conflict" / "Bad Request")
@@ -138,8 +161,8 @@ RULES: tuple[Rule, ...] = (
     # billing: the cashier's shift
     _rule("billing", (409,), _CONFLICT, r"a shift is open already",
           _say("A shift is open already: close it before opening another.")),
-    _rule("billing", (409,), _CONFLICT, r"(no shift is open|open a shift first)",
-          _say("No shift is open: open your shift first.")),
+    _rule("billing", (409,), _CONFLICT, r"(no shift is open|open a shift first)", _no_shift),
+    _rule("billing", (422,), (), r"the counted totals differ from the expected ones", _gap_needs_note),
     _rule("billing", (409,), _CONFLICT, r"the shift (changed|was closed) meanwhile",
           _say("The shift changed meanwhile (another tab?). Reload the page.")),
     # billing: invoices (FHIR OperationOutcomes, code "conflict")

@@ -1,0 +1,155 @@
+"""The cashier's money boxes and shift close (web/forms.VndField, web/cashier.py) with the Flask test
+client, billing faked as it answers: an amount over billing's cap (10 tỷ đồng) is said to be too
+large with the limit, on the field, and never sent; a shift closed with a gap and no note is refused
+by billing (422) and the page says so on the note; "no shift is open" links to /shift."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_portal.web.backend import BackendError
+from sen_portal.web.formatting import MAX_VND, AmountTooLarge, parse_vnd
+
+from tests.support import csrf_token, portal_app, portal_signed_in
+
+TOO_LARGE_VI = "Số tiền quá lớn (tối đa 10.000.000.000\u00a0₫)."
+TOO_LARGE_EN = "The amount is too large (at most 10.000.000.000\u00a0₫)."
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0")
+
+
+class Billing:
+    """billing's JSON answers (``cashier._json``) for the shift and the invoice page."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+        self.shift_open = True
+        self.close_refusal: BackendError | None = None
+        self.cash_refusal: BackendError | None = None
+
+    def __call__(self, method, path, body=None, params=None, key=None):
+        self.sent.append((method, path, body))
+        if (method, path) == ("GET", "/payments/shifts/current"):
+            if not self.shift_open:
+                raise BackendError("refused", "billing", 404, "no shift is open")
+            return {"id": "6a9973cce7f043af", "openedAt": "2026-12-05T07:00:00+07:00", "openingCash": 500000,
+                    "expected": {"cashTaken": 0, "cashRefunded": 0, "cash": 500000, "transfers": 0}}
+        if (method, path) == ("GET", "/payments/shifts"):
+            return {"shifts": []}
+        if path == "/payments/shifts/current/close":
+            if self.close_refusal is not None:
+                raise self.close_refusal
+            return {"id": "6a9973cce7f043af", "state": "closed", "expected": {"cash": 500000, "transfers": 0},
+                    "counted": {"cash": 520000, "transfers": 0}, "difference": {"cash": 20000, "transfers": 0},
+                    "note": body.get("note", "")}
+        if path == "/payments/cash" and self.cash_refusal is not None:
+            raise self.cash_refusal
+        return {}
+
+    def posted(self) -> list[tuple[str, str, Any]]:
+        return [s for s in self.sent if s[0] == "POST"]
+
+
+@pytest.fixture()
+def billing(monkeypatch) -> Billing:
+    from sen_portal.web import cashier
+
+    fake = Billing()
+    monkeypatch.setattr(cashier, "_json", fake)
+    return fake
+
+
+def test_the_one_money_parser_knows_billings_limit():
+    assert parse_vnd("10.000.000.000") == MAX_VND == 10_000_000_000
+    assert parse_vnd("0010000") == 10000
+    for typed in ("10.000.000.001", "99999999999999999999", "999999999999", "9" * 5000):
+        with pytest.raises(AmountTooLarge):
+            parse_vnd(typed)
+    with pytest.raises(AmountTooLarge):
+        parse_vnd("1.000.000.001", maximum=1_000_000_000)
+    with pytest.raises(ValueError) as caught:
+        parse_vnd("12,5")
+    assert not isinstance(caught.value, AmountTooLarge)
+
+
+@pytest.mark.parametrize(("lang", "message"), [("vi", TOO_LARGE_VI), ("en", TOO_LARGE_EN)])
+def test_too_large_an_opening_cash_is_said_with_the_limit_and_not_sent(app, billing, lang, message):
+    billing.shift_open = False
+    client = portal_signed_in(app, "cashier", lang)
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    r = client.post("/shift", data={"which": "open", "open-opening_cash": "99999999999999999999",
+                                    "csrf_token": token})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert re.findall(r'<p class="error" id="open-opening_cash-error">([^<]*)</p>', page) == [message]
+    assert "ví dụ 50.000" not in page and "e.g. 50.000" not in page
+    assert billing.posted() == []
+
+
+def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, monkeypatch):
+    from sen_portal.web import cashier
+
+    inv = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "subject": {"reference": "Patient/pa"},
+           "totalGross": {"value": 130000, "currency": "VND"}}
+    monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {
+        "status": "issued", "owed": 130000, "paid": 0, "balanceDue": 130000, "resource": inv, "qr": None})
+    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+    for typed in ("999999999999", "10.000.000.001"):
+        r = client.post("/invoices/inv-a/cash", data={"cash-amount": typed, "csrf_token": token})
+        page = r.get_data(as_text=True)
+        assert r.status_code == 422, typed
+        assert re.findall(r'<p class="error" id="cash-amount-error">([^<]*)</p>', page) == [TOO_LARGE_VI]
+        assert "Dịch vụ thanh toán từ chối" not in page
+    assert billing.posted() == []
+    # at the limit it goes to billing
+    client.post("/invoices/inv-a/cash", data={"cash-amount": "10.000.000.000", "csrf_token": token})
+    assert billing.posted()[-1][2]["amount"] == MAX_VND
+
+
+def test_no_shift_open_links_to_the_shift_page(app, billing, monkeypatch):
+    from sen_portal.web import cashier
+
+    inv = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "subject": {"reference": "Patient/pa"},
+           "totalGross": {"value": 130000, "currency": "VND"}}
+    monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {
+        "status": "issued", "owed": 130000, "paid": 0, "balanceDue": 130000, "resource": inv, "qr": None})
+    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+    billing.cash_refusal = BackendError("refused", "billing", 409, "open a shift first (POST /payments/shifts)",
+                                        "Conflict")
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+    r = client.post("/invoices/inv-a/cash", data={"cash-amount": "130.000", "csrf_token": token})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409
+    assert re.search(r'Chưa có ca làm việc nào mở: hãy mở ca trước\. <a href="/shift" '
+                     r'data-testid="open-shift-link">Mở ca</a>', page), page
+
+
+def test_a_gap_without_a_note_is_refused_on_the_note_and_kept(app, billing):
+    billing.close_refusal = BackendError(
+        "refused", "billing", 422, "the counted totals differ from the expected ones (cash +20000, transfers +0 đồng): "
+        "a note must say why", "Unprocessable Content", {"difference": {"cash": 20000, "transfers": 0}})
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/shift").get_data(as_text=True)
+    assert "Bắt buộc khi số đếm được khác với số phải có" in page  # the note's hint
+    token = csrf_token(page)
+    r = client.post("/shift", data={"which": "close", "close-counted_cash": "520.000",
+                                    "close-counted_transfers": "0", "close-note": "", "csrf_token": token})
+    page = r.get_data(as_text=True)
+    said = ("Số đếm được khác với số phải có (tiền mặt +20.000\u00a0₫, chuyển khoản 0\u00a0₫): "
+            "hãy ghi chú lý do rồi đóng ca.")
+    assert r.status_code == 422
+    assert re.findall(r'<p class="error" id="close-note-error">([^<]*)</p>', page) == [said]
+    assert re.search(r'name="close-counted_cash"[^>]*value="520.000"', page)  # what was counted is kept
+    billing.close_refusal = None
+    r = client.post("/shift", data={"which": "close", "close-counted_cash": "520.000",
+                                    "close-counted_transfers": "0", "close-note": "thừa tiền lẻ", "csrf_token": token})
+    assert r.status_code == 200 and billing.posted()[-1][2]["note"] == "thừa tiền lẻ"

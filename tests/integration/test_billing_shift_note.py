@@ -1,0 +1,46 @@
+"""A shift closed with a gap between what was counted and what was expected needs a note, on the
+real FerretDB through billing's API (``POST /payments/shifts/current/close``): without one it is a
+422 problem (RFC 9457) naming the difference, and the shift stays open; with one it closes and keeps
+the note; counted as expected, no note is needed."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import app_client
+
+pytestmark = pytest.mark.integration
+
+
+def _me(dev_key) -> dict[str, str]:
+    token = issue_dev_token(dev_key, "cashier", sub=f"thu-ngan-{uuid.uuid4().hex[:6]}", facility="org-a")
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+
+def test_a_gap_needs_a_note_and_an_even_count_does_not(base_env, mongo_client, dev_key) -> None:
+    name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, _app):
+        me = _me(dev_key)
+        assert client.post("/payments/shifts", json={"openingCash": 500_000}, headers=me).status_code == 201
+        for note in (None, "", "   "):
+            body = {"countedCash": 520_000, "countedTransfers": 0, **({"note": note} if note is not None else {})}
+            r = client.post("/payments/shifts/current/close", json=body, headers=me)
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            problem = r.json()
+            assert problem["difference"] == {"cash": 20_000, "transfers": 0}
+            assert problem["detail"].startswith("the counted totals differ from the expected ones (cash +20000")
+        assert client.get("/payments/shifts/current", headers=me).status_code == 200  # still open
+        r = client.post("/payments/shifts/current/close", headers=me,
+                        json={"countedCash": 520_000, "countedTransfers": 0, "note": " thừa 20.000 của ca trước "})
+        assert r.status_code == 200, r.text
+        closed = r.json()
+        assert closed["difference"] == {"cash": 20_000, "transfers": 0} and closed["note"] == "thừa 20.000 của ca trước"
+        # counted as expected: no note needed
+        assert client.post("/payments/shifts", json={"openingCash": 300_000}, headers=me).status_code == 201
+        r = client.post("/payments/shifts/current/close", json={"countedCash": 300_000, "countedTransfers": 0},
+                        headers=me)
+        assert r.status_code == 200 and r.json()["note"] == "", r.text
