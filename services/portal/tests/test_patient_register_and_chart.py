@@ -47,12 +47,16 @@ class Ehr409:
         self.posts: list[Any] = []
         self.system, self.value = system, value
 
-    def __call__(self, method: str, url: str, *, json: Any = None, **_: Any) -> http.Response:
+    def __call__(self, method: str, url: str, *, json: Any = None, params: Any = None, **_: Any) -> http.Response:
         if method == "POST" and urlsplit(url).path.endswith("/fhir/Patient"):
             self.posts.append(json)
             from sen_shared.fhir.unique import duplicate
 
             return _json(409, duplicate("Patient", f"{self.system}|{self.value}", HOLDER).to_outcome())
+        if method == "GET" and urlsplit(url).path.endswith("/fhir/Patient"):
+            # the holder is the clinic's own patient (readable by id); no one of the same name and birth date
+            found = [{"resource": {"resourceType": "Patient", "id": HOLDER}}] if (params or {}).get("_id") else []
+            return _json(200, {"resourceType": "Bundle", "type": "searchset", "entry": found})
         return _json(404, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]})
 
 
@@ -102,11 +106,17 @@ VI_DATE = "Nhập ngày theo dạng ngày/tháng/năm, ví dụ 05/12/2026."
 EN_DATE = "Enter the date as day/month/year, e.g. 05/12/2026."
 
 
-@pytest.mark.parametrize("typed", ["31/02/1990", "abc"])
+@pytest.mark.parametrize(("typed", "vi", "en"), [
+    ("abc", VI_DATE, EN_DATE), ("1980/31/02", VI_DATE, EN_DATE), ("31/13/1980", VI_DATE, EN_DATE),
+    # written right, but no day of the calendar: said so, with the date (review: not the format's hint)
+    ("31/02/1990", "Ngày 31/02/1990 không có trong lịch.", "The date 31/02/1990 does not exist."),
+    ("29/02/2023", "Ngày 29/02/2023 không có trong lịch.", "The date 29/02/2023 does not exist."),
+    ("1980-04-31", "Ngày 31/04/1980 không có trong lịch.", "The date 31/04/1980 does not exist."),
+])
 def test_a_date_that_is_not_one_is_explained_in_the_pages_language_on_the_register_page(
-        tmp_path, monkeypatch, typed):
+        tmp_path, monkeypatch, typed, vi, en):
     app = portal_app(tmp_path, monkeypatch)
-    for lang, sentence in (("vi", VI_DATE), ("en", EN_DATE)):
+    for lang, sentence in (("vi", vi), ("en", en)):
         c = portal_signed_in(app, "clinic", lang)
         page = _register(c, birth_date=typed).get_data(as_text=True)
         error = re.search(r'<p class="error" id="birth_date-error">(.*?)</p>', page).group(1)
@@ -125,8 +135,10 @@ def test_a_leave_date_that_is_not_one_is_explained_in_the_pages_language(tmp_pat
                                           "leave-csrf_token": csrf_token(page), "csrf_token": csrf_token(page)})
         body = r.get_data(as_text=True)
         assert r.status_code == 422
-        for field in ("leave-start", "leave-end"):
-            assert re.search(rf'<p class="error" id="{field}-error">(.*?)</p>', body).group(1) == sentence
+        assert re.search(r'<p class="error" id="leave-end-error">(.*?)</p>', body).group(1) == sentence
+        # every date box says a date that is not in the calendar so (forms.LocalDateField)
+        missing = {"vi": "Ngày 31/02/2027 không có trong lịch.", "en": "The date 31/02/2027 does not exist."}[lang]
+        assert re.search(r'<p class="error" id="leave-start-error">(.*?)</p>', body).group(1) == missing
         assert "Not a valid date" not in body
     assert fake.puts == []
 

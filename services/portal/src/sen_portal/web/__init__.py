@@ -324,8 +324,17 @@ def _csrf_error(err: CSRFError) -> Any:
 
 @bp.errorhandler(BackendError)
 def _backend_error(err: BackendError) -> Any:
-    return render_template("error.html", title=gettext("Service unavailable"),
-                           message=backend_message(err)), 503 if err.kind in ("down", "slow", "failed") else 400
+    """A back-end's answer a page did not handle itself: an outage is 503 "Service unavailable"; a
+    refusal is no outage: a record the service does not know (404, 410) is the portal's 404 "Not
+    found", one the user may not see or change (403) its 403 "Not allowed", any other refusal 400."""
+    message = backend_message(err)
+    if err.kind in ("down", "slow", "failed"):
+        return render_template("error.html", title=gettext("Service unavailable"), message=message), 503
+    if err.status in (404, 410):
+        return render_template("error.html", title=gettext("Not found"), message=message), 404
+    if err.status == 403:
+        return render_template("error.html", title=gettext("Not allowed"), message=message), 403
+    return render_template("error.html", title=gettext("The request was refused"), message=message), 400
 
 
 @bp.errorhandler(Exception)
@@ -361,7 +370,7 @@ def backend_message(err: BackendError) -> str:
         return gettext("%(who)s failed to answer. Try again in a moment; what you typed is kept.", who=who)
     if err.status == 403:
         return gettext("%(who)s refused: you are not allowed to do this.", who=who)
-    if err.status == 404:
+    if err.status in (404, 410):
         return gettext("%(who)s does not know this record.", who=who)
     from .refusals import detail_of, explain
 

@@ -25,7 +25,7 @@ from wtforms import HiddenField, MultipleFileField
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .formatting import parse_instant
-from .forms import AnswerForm, ConsultForm, MessageForm, PatientForm, PatientSearchForm, ReasonForm
+from .forms import AnswerForm, ConsultForm, MessageForm, PatientForm, PatientSearchForm, ReasonForm, TakeOnForm
 from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
@@ -127,19 +127,77 @@ def patient_search() -> Any:
 @bp.route("/patients/new", methods=["GET", "POST"])
 @login_required("clinic")
 def patient_new() -> Any:
+    """Register a patient. Before anything is stored, the facility's patients of the same name (accents
+    and case aside), date of birth and sex are listed ("perhaps registered already") and the patient is
+    registered only once a tick confirms another person (its value: the patients it was shown; one
+    registered since is asked about again). A CCCD or BHYT number another patient holds: that patient's
+    chart when the user may read it, else the offer to take the patient on here (:func:`patient_take_on`)."""
     form = PatientForm()
-    problem, existing = None, None
+    problem, existing, same, take_on = None, None, [], None
     if form.validate_on_submit():
-        patient = patient_resource(form, g.user.facility)
         try:
-            created = fhir_post("ehr", "/fhir/Patient", patient)
-            return redirect(url_for("web.patient_chart", pid=created["id"], created=1))
+            same = patients.same_person(form.family.data or "", form.given.data or "", form.birth_date.data,
+                                        form.gender.data or "")
         except BackendError as err:
-            existing = registered_already(err, form)
-            if existing is None:
-                problem = backend_message(err)
-    return render_template("patient_new.html", form=form, problem=problem, existing=existing,
+            problem = backend_message(err)
+        confirmed = {p["id"] for p in same} <= set(request.form.get("again", "").split(","))
+        if problem is None and confirmed:
+            try:
+                created = fhir_post("ehr", "/fhir/Patient", patient_resource(form, g.user.facility))
+                return redirect(url_for("web.patient_chart", pid=created["id"], created=1))
+            except BackendError as err:
+                existing = registered_already(err, form)
+                if existing is None:
+                    problem = backend_message(err)
+                else:
+                    take_on = take_on_offer(existing, form)
+    shown = [{"pid": p["id"], "name": patients.human_name(p), "born": p.get("birthDate"),
+              "sex": patients.sex_text(p.get("gender")), "cccd": _identifier(p, SYS_CCCD),
+              "bhyt": _identifier(p, SYS_BHYT)} for p in same]
+    return render_template("patient_new.html", form=form, problem=problem, existing=existing, take_on=take_on,
+                           same=shown, same_ids=",".join(p["pid"] for p in shown),
                            title=gettext("Register a patient"))
+
+
+def _identifier(patient: dict[str, Any], system: str) -> str:
+    return next((str(i.get("value") or "") for i in patient.get("identifier") or () if i.get("system") == system), "")
+
+
+def take_on_offer(pid: str, form: PatientForm) -> TakeOnForm | None:
+    """The take-on form for the patient ``pid`` who holds the number typed, when the EHR says the user
+    may not read them (a patient of another facility); None when the user may (the chart's link is
+    enough) or the EHR did not answer (the link then, as before)."""
+    found = patients.lookup([pid])
+    if found is None or pid in found:
+        return None
+    # registered_already named the field whose number the patient holds (the form had no error before)
+    system, number = ("bhyt", (form.bhyt.data or "").upper()) if form.bhyt.errors else ("cccd", form.cccd.data or "")
+    return TakeOnForm(formdata=None, system=system, number=number)
+
+
+@bp.route("/patients/<pid>/take-on", methods=["POST"])
+@login_required("clinic")
+def patient_take_on(pid: str) -> Any:
+    """Take a patient registered at another facility on here (the EHR's ``$take-on``, with the full CCCD or
+    BHYT number the nurse typed and the reason "the patient came to this facility"), then open the chart.
+    A second click lands on the same chart (the EHR grants once)."""
+    form = TakeOnForm()
+    if not FHIR_ID.fullmatch(pid) or not form.validate_on_submit():
+        return render_template("error.html", title=gettext("The request was refused"), message=gettext(
+            "The patient could not be taken on: the form was incomplete. Register the patient again with "
+            "their CCCD or health insurance number."), back=url_for("web.patient_new"),
+            back_label=gettext("Register a patient")), 400
+    system = SYS_CCCD if form.system.data == "cccd" else SYS_BHYT
+    try:
+        patients.take_on(pid, system, (form.number.data or "").upper())
+    except BackendError as err:
+        if err.kind == "refused" and err.status == 403:
+            return render_template("error.html", title=gettext("Not allowed"), message=gettext(
+                "The health record service did not grant this patient: the number is not theirs, or your "
+                "role may not take patients on. Check the card and register again."),
+                back=url_for("web.patient_new"), back_label=gettext("Register a patient")), 403
+        raise
+    return redirect(url_for("web.patient_chart", pid=pid, taken=1))
 
 
 _HOLDER = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64}) already has the identifier \S+ \(system (\S+)\)")
@@ -303,7 +361,8 @@ def patient_chart(pid: str) -> Any:
         data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
     series = json.dumps(data["series"]).replace("</", "<\\/")
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
-                           created=request.args.get("created"), title=gettext("Patient chart"),
+                           created=request.args.get("created"), taken=request.args.get("taken"),
+                           title=gettext("Patient chart"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
 
 

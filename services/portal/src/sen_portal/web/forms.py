@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -62,10 +63,45 @@ class LocalDateField(DateField):
         kwargs.setdefault("lang", str(get_locale() or "vi"))
         return super().__call__(**kwargs)
 
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        """As DateField's; a day/month/year written right that is no day of the calendar (31/02/1980,
+        29/02/2023) is said so, with the date as typed, instead of the format's hint."""
+        try:
+            super().process_formdata(valuelist)
+        except ValueError:
+            missing = not_in_calendar(" ".join(str(v) for v in valuelist))
+            if missing is None:
+                raise
+            raise ValueError(str(_l("The date %(date)s does not exist.", date=missing))) from None
+
     def _value(self) -> str:
         if self.raw_data:
             return " ".join(self.raw_data)
         return self.data.strftime("%d/%m/%Y") if self.data else ""
+
+
+_DMY = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})")
+_YMD = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+
+
+def not_in_calendar(text: str) -> str | None:
+    """``dd/mm/yyyy`` of a date written in one of :class:`LocalDateField`'s forms whose day (1-31) and
+    month (1-12) are each possible but together no day of that year (31/02, 31/04, 29/02/2023); None
+    for anything else (a real date, or text that is no date: the format's hint explains that)."""
+    text = text.strip()
+    if m := _DMY.fullmatch(text):
+        day, month, year = (int(g) for g in m.groups())
+    elif m := _YMD.fullmatch(text):
+        year, month, day = (int(g) for g in m.groups())
+    else:
+        return None
+    if not (1 <= month <= 12 and 1 <= day <= 31) or year < 1:
+        return None
+    try:
+        date(year, month, day)
+    except ValueError:
+        return f"{day:02d}/{month:02d}/{year:04d}"
+    return None
 
 
 PRIORITIES = [("routine", _l("Routine")), ("urgent", _l("Urgent")), ("asap", _l("As soon as possible")),
@@ -92,9 +128,22 @@ class InvoiceSearchForm(FlaskForm):
                                 Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
 
 
-def _not_future(form: FlaskForm, field: DateField) -> None:
-    if field.data and field.data > date.today():
+OLDEST_YEARS = 120  # a date of birth further back is a typing mistake (the year), not a patient
+
+
+def _plausible_birth(form: FlaskForm, field: DateField) -> None:
+    """A date of birth neither in the future nor more than :data:`OLDEST_YEARS` years ago (Vietnam's day)."""
+    from .formatting import today as vietnam_today
+
+    if not field.data:
+        return
+    today = vietnam_today()
+    if field.data > today:
         raise ValidationError(_l("The date of birth cannot be in the future."))
+    oldest = date(today.year - OLDEST_YEARS, today.month, 28 if (today.month, today.day) == (2, 29) else today.day)
+    if field.data < oldest:
+        raise ValidationError(_l("The date of birth %(date)s is more than %(years)d years ago: check the year.",
+                                 date=field.data.strftime("%d/%m/%Y"), years=OLDEST_YEARS))
 
 
 class PatientForm(FlaskForm):
@@ -104,7 +153,7 @@ class PatientForm(FlaskForm):
     gender = RadioField(_l("Sex"), choices=[("female", _l("Female")), ("male", _l("Male")), ("other", _l("Other"))],
                         validators=[InputRequired(_l("Choose the sex."))])
     birth_date = LocalDateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
-                                                            _not_future])
+                                                            _plausible_birth])
     cccd = StringField(_l("CCCD (citizen ID, 12 digits)"), validators=[
         Optional(), Regexp(r"^\d{12}$", message=_l("A CCCD has exactly 12 digits."))])
     bhyt = StringField(_l("Health insurance number (15 characters)"), validators=[
@@ -112,6 +161,14 @@ class PatientForm(FlaskForm):
     phone = StringField(_l("Phone"), validators=[
         Optional(), Regexp(r"^0\d{9,10}$", message=_l("A phone number has 10 or 11 digits starting with 0."))])
     district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
+
+
+class TakeOnForm(FlaskForm):
+    """Take a patient registered at another facility on here: the card's full number the nurse typed on
+    the registration page (sent back, never in a URL) and which card it is."""
+
+    system = HiddenField(validators=[DataRequired(), Regexp(r"^(cccd|bhyt)$")])
+    number = HiddenField(validators=[DataRequired(), Regexp(r"^(\d{12}|[A-Za-z]{2}\d{13})$")])
 
 
 class ConsultForm(FlaskForm):

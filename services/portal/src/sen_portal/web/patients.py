@@ -20,7 +20,7 @@ from typing import Any
 
 from flask_babel import gettext, ngettext
 
-from .backend import BackendError, entries, fhir_get
+from .backend import BackendError, entries, fhir_get, fhir_post
 from .formatting import TZ, human_name
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -120,3 +120,37 @@ def one(pid: str | None) -> Shown:
     """One patient's name, sex and age (the consult pages), read like the lists' (a search: a
     patient the user may not read is simply not found, never an error)."""
     return shown(pid, lookup([pid] if pid else [], "name,gender,birthDate"))
+
+
+# ------------------------------------------------------------------ registering: the same patient again
+
+SAME_MAX = 20
+
+
+def same_person(family: str, given: str, birth: date, gender: str) -> list[dict[str, Any]]:
+    """The patients the user reaches (their facility's, as the EHR scopes a clinic's search) with this
+    name (accent- and case-insensitive, every word, in order), date of birth and sex: who a new
+    registration may repeat. One EHR search (family name, birthdate, gender: indexed), the whole name
+    compared here; a BackendError when the EHR refuses or does not answer."""
+    from sen_shared.fhir.search.text import normalize
+
+    wanted = normalize(f"{family} {given}")
+    bundle = fhir_get("ehr", "/fhir/Patient", {
+        "family": family.strip(), "birthdate": birth.isoformat(), "gender": gender, "_count": str(SAME_MAX),
+        "_elements": "name,gender,birthDate,identifier,managingOrganization"})
+    return [p for p in entries(bundle, "Patient")
+            if normalize(human_name(p)) == wanted and FHIR_ID.fullmatch(str(p.get("id") or ""))]
+
+
+# ------------------------------------------------------------------ taking on a patient registered elsewhere
+
+TAKE_ON_REASON = "Người bệnh đến khám tại cơ sở"  # the EHR's record of why: in Vietnamese, as the records are
+
+
+def take_on(pid: str, system: str, number: str, reason: str = TAKE_ON_REASON) -> dict[str, Any]:
+    """The EHR's ``Patient/<pid>/$take-on``: the user's facility granted the patient on the full number of
+    their card (CCCD or BHYT ``system``); the grant's Parameters, or a BackendError (403: the number is
+    not that patient's). Idempotent at the EHR: a second click answers the same grant."""
+    return fhir_post("ehr", f"/fhir/Patient/{pid}/$take-on", {"resourceType": "Parameters", "parameter": [
+        {"name": "identifier", "valueIdentifier": {"system": system, "value": number}},
+        {"name": "reason", "valueString": reason}]}, idempotent=False)
