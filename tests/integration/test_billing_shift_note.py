@@ -44,3 +44,35 @@ def test_a_gap_needs_a_note_and_an_even_count_does_not(base_env, mongo_client, d
         r = client.post("/payments/shifts/current/close", json={"countedCash": 300_000, "countedTransfers": 0},
                         headers=me)
         assert r.status_code == 200 and r.json()["note"] == "", r.text
+
+
+def test_the_daily_csv_names_the_cashier_and_when_their_shift_opened(base_env, mongo_client, dev_key) -> None:
+    """The report's ``cashier_name`` (the name the cashier's token gave when the shift opened) and
+    ``shift_opened_at`` beside the token's subject and the shift's id, on each cash row and refund."""
+    import csv
+    import io
+
+    from tests.billing_support import make_invoice
+
+    name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, app):
+        sub = f"portal-cashier-{uuid.uuid4().hex[:4]}"
+        token = issue_dev_token(dev_key, "cashier", sub=sub, facility="org-a", name="Lê Thị Thu")
+        me = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        opened = client.post("/payments/shifts", json={"openingCash": 0}, headers=me)
+        assert opened.status_code == 201 and opened.json()["cashierName"] == "Lê Thị Thu", opened.text
+        db = mongo_client[name]
+        iid, _code = make_invoice(db, 100_000, facility="org-a")
+        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 130_000, "transactionId": "t-1"},
+                           headers=me)
+        assert cash.status_code == 201, cash.text
+        refund = client.post(f"/payments/{cash.json()['id']}/refund", json={"reason": "tiền thừa", "method": "cash"},
+                             headers=me)
+        assert refund.status_code == 201, refund.text
+        r = client.get("/payments/reports/daily.csv", headers={**me, "Accept": "text/csv"})
+        assert r.status_code == 200, r.text
+        rows = [row for row in csv.DictReader(io.StringIO(r.text)) if row["kind"] in ("payment", "refund")]
+        assert [row["kind"] for row in rows] == ["payment", "refund"]
+        for row in rows:
+            assert row["cashier"] == sub and row["cashier_name"] == "Lê Thị Thu"
+            assert row["shift"] == opened.json()["id"] and row["shift_opened_at"] == opened.json()["openedAt"]

@@ -153,3 +153,34 @@ def test_a_gap_without_a_note_is_refused_on_the_note_and_kept(app, billing):
     r = client.post("/shift", data={"which": "close", "close-counted_cash": "520.000",
                                     "close-counted_transfers": "0", "close-note": "thừa tiền lẻ", "csrf_token": token})
     assert r.status_code == 200 and billing.posted()[-1][2]["note"] == "thừa tiền lẻ"
+
+
+def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
+    """Billing's ``cashier_name`` and ``shift_opened_at`` fold into "Thu ngân" and "Ca làm việc" (not the
+    token's subject ``portal-cashier`` nor the shift's id); "Nhận qua" names the gateway, not its code."""
+    from sen_portal.web import daily_report
+
+    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            "facility_name,cashier_name,shift_opened_at\r\n")
+    body = (head +
+            "payment,2026-12-05T09:00:00+07:00,cashier:c1,cashier,cash,inv-1,tyt-my-hiep,120000,yes,applied,HD1,"
+            "portal-cashier,6a9973cce7f043af,,,Lê Thị Thu,2026-12-05T07:02:00+07:00\r\n"
+            "payment,2026-12-05T09:10:00+07:00,standard:t1,standard,transfer,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
+            ",,,,,\r\n"
+            "payment,2026-12-05T09:20:00+07:00,payos:t2,payos,transfer,inv-3,tyt-my-hiep,50000,yes,applied,HD3,,,,,,\r\n"
+            "payment,2026-12-05T09:30:00+07:00,casso:t3,casso,transfer,inv-3,tyt-my-hiep,50000,yes,applied,HD3,,,,,,\r\n"
+            "refund,2026-12-05T10:00:00+07:00,r1,cashier,transfer,inv-1,tyt-my-hiep,-20000,,refunded,,portal-cashier,"
+            ",thừa,,Lê Thị Thu,\r\n"
+            "total,2026-12-05,net,,,,,200000,,,,,,,,,\r\n").encode()
+    with app.test_request_context():  # the page's language: Vietnamese
+        header, rows = daily_report.readable(body)
+    assert header[-3:] == ["Thu ngân", "Ca làm việc", "Ghi chú"] and "cashier_name" not in header
+    assert len(header) == len(rows[0]) == 14
+    cash, standard, payos, casso, refund, total = rows
+    assert (cash[3], cash[11], cash[12]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
+    assert (standard[3], standard[11], standard[12]) == ("Chuyển khoản (Standard Webhooks)", "", "")
+    assert (payos[3], casso[3]) == ("payOS", "Casso")
+    assert (refund[3], refund[11], refund[12]) == ("Chuyển khoản", "Lê Thị Thu", "")
+    assert total[11:13] == ["", ""]
+    text = "\n".join(",".join(r) for r in rows)
+    assert "portal-cashier" not in text and "6a9973cce7f043af" not in text and ",standard," not in text

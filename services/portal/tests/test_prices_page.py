@@ -323,12 +323,12 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     assert rows[0] == ["Loại dòng", "Thời gian", "Mã giao dịch hoặc khoản tổng", "Nhận qua", "Hình thức", "Hóa đơn",
                        "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả", "Mã tham chiếu", "Thu ngân",
                        "Ca làm việc", "Ghi chú"]
-    assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "cashier:c1", "Thu ngân", "Tiền mặt", "inv-1",
+    assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "cashier:c1", "Tiền mặt", "Tiền mặt", "inv-1",
                        "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "", "thu", "s1", ""]
     assert rows[2][:3] == ["Hoàn tiền", "05/12/2026 10:00:00", "r1"] and rows[2][7] == "-20000"
     assert rows[2][13] == "thừa"  # the cashier's reason, as written
     assert ["Tổng", "05/12/2026", "Thực thu", "", "", "", "", "400000"] == rows[7][:8]
-    assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "sepay:9", "sepay", "Chuyển khoản"]
+    assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "sepay:9", "SePay", "Chuyển khoản"]
     assert rows[-1][13] == "Cần hoàn tiền: hóa đơn đã hủy"
     text = r.data.decode("utf-8-sig")
     assert not re.search(r"\b(payment|refund|total|yes|applied|refunded|transfers|net)\b", text)

@@ -26,6 +26,9 @@ from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso, queue_facility
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
            "outcome", "reference", "cashier", "shift", "note", "facility_name"]
+# who the cashier is and when the row's shift opened (the shift's link: the name its token gave),
+# for a reader who should not have to know the token's subject or the shift's id
+COLUMNS += ["cashier_name", "shift_opened_at"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -74,7 +77,25 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "facility": r.get("facility") or "", "amount": -int(r["amount"]), "matched": "",
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": r.get("reason", "")})
+    _name_people(db, out)
     return out
+
+
+def _name_people(db: Database, out: list[dict[str, Any]]) -> None:
+    """Each row's ``cashier_name`` and ``shift_opened_at`` from the shifts' links (one read a shift
+    and, for a cashier with no shift in the rows, their chain's newest link)."""
+    from .shifts import cashier_names, opened
+
+    shifts = opened(db, {r["shift"] for r in out if r.get("shift")})
+    names = {sid: str(link.get("cashier_name") or "") for sid, link in shifts.items()}
+    by_cashier = {str(link.get("cashier")): n for sid, link in shifts.items() if (n := names[sid])}
+    unnamed = {r["cashier"] for r in out if r.get("cashier") and r["cashier"] not in by_cashier}
+    by_cashier.update(cashier_names(db, unnamed))
+    for r in out:
+        link = shifts.get(r.get("shift") or "")
+        r["shift_opened_at"] = iso(link["opened_at"]) if link else ""
+        r["cashier_name"] = (names.get(r.get("shift") or "") or by_cashier.get(r.get("cashier") or "", "")
+                             if r.get("cashier") else "")
 
 
 WAITING = "_waiting"  # a payment row's mark (not written to the CSV): an unmatched transfer still waiting

@@ -39,6 +39,34 @@ def latest(coll: Any, chain: str) -> dict[str, Any] | None:
     return coll.find_one({"_id": link_id(chain, n)}) if n else None
 
 
+def _name(principal: Any) -> str:
+    """The cashier's name as their token gives it (the ``name`` claim), kept on the shift: the day's
+    report and the shift's summary name the cashier, not the token's subject."""
+    return str(getattr(principal, "name", None) or "")[:200]
+
+
+def opened(db: Database, shift_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Each shift's open link by its id (one equality each on the top-level ``shift``): when it was
+    opened and by whom (``cashier_name``; older shifts: none)."""
+    out: dict[str, dict[str, Any]] = {}
+    for sid in shift_ids:
+        link = db[SHIFTS].find_one({"shift": sid, "state": "open"}, {"opened_at": 1, "cashier": 1, "cashier_name": 1})
+        if link is not None:
+            out[sid] = link
+    return out
+
+
+def cashier_names(db: Database, subs: set[str]) -> dict[str, str]:
+    """The name each cashier's newest shift link gave (``cashier``: their token's subject; point reads
+    of their chain), for the rows that name a cashier but no shift (a refund by transfer)."""
+    out: dict[str, str] = {}
+    for sub in subs:
+        link = latest(db[SHIFTS], f"shift:{sub}")
+        if link is not None and link.get("cashier_name"):
+            out[sub] = str(link["cashier_name"])
+    return out
+
+
 def current(db: Database, principal: Any) -> dict[str, Any] | None:
     """The cashier's open shift link, or None."""
     link = latest(db[SHIFTS], _chain(principal))
@@ -54,7 +82,8 @@ def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str,
     try:
         link = advance(db[SHIFTS], _chain(principal), last, {
             "state": "open", "shift": uuid.uuid4().hex[:16], "cashier": principal.sub,
-            "facility": principal.facility, "opened_at": datetime.now(UTC), "opening_cash": int(opening_cash)})
+            "cashier_name": _name(principal), "facility": principal.facility, "opened_at": datetime.now(UTC),
+            "opening_cash": int(opening_cash)})
     except ClaimTaken:
         raise ShiftError("the shift changed meanwhile (another tab?); reload") from None
     return public(link)
@@ -93,7 +122,8 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
                        title="Unprocessable Content", difference=difference, expected=expected)
     try:
         link = advance(db[SHIFTS], _chain(principal), last, {
-            "state": "closed", "shift": last["shift"], "cashier": principal.sub, "facility": last.get("facility"),
+            "state": "closed", "shift": last["shift"], "cashier": principal.sub,
+            "cashier_name": last.get("cashier_name") or _name(principal), "facility": last.get("facility"),
             "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
             "expected": expected, "counted": {"cash": int(counted_cash), "transfers": int(counted_transfers)},
             "difference": difference, "note": (note or "").strip()[:500]})
@@ -132,6 +162,7 @@ def _newest(db: Database, chain: str) -> int:
 
 def public(link: dict[str, Any]) -> dict[str, Any]:
     out = {"id": link["shift"], "state": link["state"], "cashier": link.get("cashier"),
+           "cashierName": link.get("cashier_name") or "",
            "facility": link.get("facility"), "openedAt": iso(link["opened_at"]),
            "openingCash": int(link.get("opening_cash", 0))}
     if link.get("closed_at"):

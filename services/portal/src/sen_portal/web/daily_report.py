@@ -30,7 +30,7 @@ from wtforms.validators import InputRequired
 
 from . import backend_message, bp, csvfile, login_required, outcome_label
 from .backend import BackendError, call
-from .formatting import TZ, today
+from .formatting import TZ, received_through, today
 from .forms import LocalDateField
 
 TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments")
@@ -154,6 +154,24 @@ def _note(value: str) -> str:
     return value  # a refund's reason, as the cashier wrote it
 
 
+# billing's columns folded into others: the cashier's name into "cashier", the shift's opening into "shift"
+_FOLDED = ("cashier_name", "shift_opened_at")
+
+
+def _who_and_how(r: dict[str, str]) -> dict[str, str]:
+    """A row's cashier by name (billing's ``cashier_name``, the name their shift was opened under;
+    the token's subject only where billing has none), its shift by when it opened and whose ("05/12/2026
+    07:00 · Lê Thị Thu"; its id where billing gives no opening), and how the money came (the gateway's
+    name, "Chuyển khoản (Standard Webhooks)", "Tiền mặt") instead of billing's provider code."""
+    if r.get("kind") == "total":
+        return {}
+    name = r.get("cashier_name") or r.get("cashier", "")
+    shift = r.get("shift", "")
+    if shift and r.get("shift_opened_at"):
+        shift = " · ".join(p for p in (_time(r["shift_opened_at"])[:16], name) if p)
+    return {"cashier": name, "shift": shift, "provider": received_through(r.get("provider"), r.get("channel"))}
+
+
 def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng). The
     invoice is named by its payment reference (HD…, the code the patient and the desk see; a refund's
@@ -165,11 +183,13 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
     # billing's ``facility_name`` (its SEN_FACILITY_NAMES) names the facility where the directory cannot
     # (the EHR refuses Organization reads to a cashier): folded into the facility column, not shown twice
     columns = [c for c in reader.fieldnames or [] if c != "facility_name"]
+    columns = [c for c in columns if c not in _FOLDED]
     found = [{k: (v or "") for k, v in r.items() if k is not None} for r in reader]
     references = {r["invoice"]: r["reference"] for r in found if r.get("invoice") and r.get("reference")}
     facilities = facilities or {}
     rows = []
     for r in found:
+        r.update(_who_and_how(r))
         total = r.get("kind") == "total"
         values = {"kind": _label(_KINDS, r.get("kind", "")), "time": _time(r.get("time", "")),
                   "id": _label(_TOTAL_NAMES, r.get("id", "")) if total else r.get("id", ""),

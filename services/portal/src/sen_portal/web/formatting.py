@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask_babel import format_date, format_datetime, format_decimal
+from flask_babel import format_date, format_datetime, format_decimal, gettext
 from sen_shared.fhir.names import person_name
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -122,3 +122,24 @@ def codeable(value: dict[str, Any] | None) -> str:
 def install(app: Any) -> None:
     app.jinja_env.filters.update(vnd=vnd, when=when, day=day, number=number, human_name=human_name,
                                  codeable=codeable, identifier=identifier)
+
+
+# the payment gateways by billing's provider names (``POST /webhooks/{provider}``)
+GATEWAYS = {"payos": "payOS", "casso": "Casso", "sepay": "SePay", "standard": "Standard Webhooks"}
+
+
+def payment_method(provider: Any, channel: Any) -> str:
+    """How money came or went, for the cashier: "Tiền mặt", or "Chuyển khoản (payOS)" naming the
+    gateway it came through (a transfer the cashier sent back: "Chuyển khoản")."""
+    if channel == "cash":
+        return gettext("Cash")
+    gateway = GATEWAYS.get(str(provider or ""))
+    return gettext("Bank transfer (%(gateway)s)", gateway=gateway) if gateway else gettext("Bank transfer")
+
+
+def received_through(provider: Any, channel: Any) -> str:
+    """The daily report's "received through": a gateway by its name (payOS, Casso, SePay), a Standard
+    Webhooks transfer as "Chuyển khoản (Standard Webhooks)", the cashier's cash as "Tiền mặt"."""
+    if provider in GATEWAYS and provider != "standard":
+        return GATEWAYS[str(provider)]
+    return payment_method(provider, channel)
