@@ -1,0 +1,140 @@
+"""The clinic nurse's registration journey against a real EHR and teleconsult (gunicorn processes on
+loopback), the real FerretDB and RabbitMQ; the portal in this process (Flask's test client), signed in
+as the demo clinic (Trạm Y tế xã Mỹ Hiệp).
+
+- Huỳnh Văn Tâm is a patient of TTYT huyện Cao Lãnh. Registering him with his CCCD is refused and the
+  page offers to take him on here; taken on (twice: a double click), his chart opens and a consult can
+  be requested for him; the EHR holds ONE grant and an AuditEvent saying why. Before, his chart was a
+  403 page "Không được phép", and his CCCD searched nothing.
+- Trần Văn Bình without a CCCD, registered twice: the second time the first is listed (the EHR's own
+  search, accents aside) and nothing is stored until the tick; a patient of another facility of the
+  same name and birth date is never listed.
+- A consult that does not exist is a 404 page "Không tìm thấy" (teleconsult's answer), not an outage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.integration.test_portal_consult_patients import (
+    CLINIC,
+    _headers,
+    _names_from_this_ehr,
+    ehr,
+    ehr_db,
+    portal,
+    tc,
+)
+from tests.support import csrf_token, portal_signed_in
+
+pytestmark = pytest.mark.integration
+__all__ = ["_names_from_this_ehr", "ehr", "ehr_db", "portal", "tc"]  # the stack of the consult-patient tests
+
+CCCD = "https://fhir.sen.vn/sid/cccd"
+CAO_LANH = "ttyt-cao-lanh"
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def _register(c: Any, **fields: str) -> Any:
+    page = c.get("/patients/new").get_data(as_text=True)
+    return c.post("/patients/new", data={"gender": "male", "csrf_token": csrf_token(page), **fields})
+
+
+def _admin_patient(ehr: str, dev_key: Any, org: str, family: str, given: str, born: str,
+                   cccd: str | None = None) -> str:
+    body: dict[str, Any] = {"resourceType": "Patient", "gender": "male", "birthDate": born,
+                            "name": [{"family": family, "given": given.split()}],
+                            "managingOrganization": {"reference": f"Organization/{org}"}}
+    if cccd:
+        body["identifier"] = [{"system": CCCD, "value": cccd}]
+    r = httpx.post(f"{ehr}/fhir/Patient", content=json.dumps(body), headers=_headers(dev_key, "admin"))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, ehr, ehr_db, dev_key, mongo_client):
+    cccd = f"0870{random.randrange(10**8):08d}"
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
+    c = portal_signed_in(portal, "clinic")
+    before = c.get(f"/patients/{tam}")
+    assert before.status_code == 403 and "Không được phép" in _text(before.get_data(as_text=True))
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    found = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
+    assert f"/patients/{tam}" not in found  # a search alone never reaches another facility's patient
+
+    r = _register(c, family="Huỳnh", given="Văn Tâm", birth_date="01/01/1948", cccd=cccd)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    form = re.search(rf'<form method="post" action="/patients/{tam}/take-on" data-testid="take-on">.*?</form>',
+                     page, re.S)
+    assert form is not None and "Tiếp nhận người bệnh tại cơ sở này" in form.group(0)
+    fields = dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form.group(0)))
+    assert fields == {"system": "cccd", "number": cccd}
+
+    answers = [c.post(f"/patients/{tam}/take-on", data={"csrf_token": csrf_token(page), **fields})
+               for _ in range(2)]  # a double click
+    assert [a.status_code for a in answers] == [302, 302]
+    assert {urlsplit(a.headers["Location"]).path for a in answers} == {f"/patients/{tam}"}
+    chart = c.get(answers[0].headers["Location"])
+    text = _text(chart.get_data(as_text=True))
+    assert chart.status_code == 200 and "Huỳnh Văn Tâm" in text and "Đã tiếp nhận người bệnh tại cơ sở này" in text
+    assert c.get(f"/patients/{tam}/consult").status_code == 200  # the consult form opens for him
+
+    db = mongo_client[ehr_db]
+    grants = list(db["grants"].find({"patient": f"Patient/{tam}"}))
+    reason = "Người bệnh đến khám tại cơ sở"
+    assert [(g["grantee"], g["reason"]) for g in grants] == [(f"Organization/{CLINIC}", reason)]
+    trail = httpx.get(f"{ehr}/fhir/AuditEvent", params={"patient": f"Patient/{tam}", "subtype": "take-on",
+                                                        "_count": "20"}, headers=_headers(dev_key, "admin")).json()
+    events = [e["resource"] for e in trail.get("entry", [])]
+    assert len(events) == 2 and {e["purposeOfEvent"][0]["text"] for e in events} == {"Người bệnh đến khám tại cơ sở"}
+
+
+def test_a_wrong_number_takes_no_one_on(portal, ehr, ehr_db, dev_key, mongo_client):
+    cccd = f"0870{random.randrange(10**8):08d}"
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
+    c = portal_signed_in(portal, "clinic")
+    token = csrf_token(c.get("/patients/new").get_data(as_text=True))
+    wrong = cccd[:-1] + str((int(cccd[-1]) + 1) % 10)
+    r = c.post(f"/patients/{tam}/take-on", data={"csrf_token": token, "system": "cccd", "number": wrong})
+    assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
+    assert c.get(f"/patients/{tam}").status_code == 403
+    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
+
+
+def test_the_same_patient_registered_again_is_listed_and_needs_the_tick(portal, ehr, dev_key):
+    given = f"Văn Bình {random.choice(['An', 'Ân', 'Ấn'])}{random.randrange(10**6)}"
+    other = _admin_patient(ehr, dev_key, CAO_LANH, "Trần", given, "1980-05-01")  # another facility's
+    c = portal_signed_in(portal, "clinic")
+    fields = {"family": "Trần", "given": given, "birth_date": "01/05/1980", "cccd": ""}
+    first = _register(c, **fields)
+    assert first.status_code == 302, _text(first.get_data(as_text=True))[:500]
+    binh = urlsplit(first.headers["Location"]).path.rsplit("/", 1)[1]
+
+    r = _register(c, **{**fields, "family": "TRAN", "given": given.upper()})  # the same, typed without accents
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    box = re.search(r'<div class="alert warn" role="alert" data-testid="same-person">.*?</div>', page, re.S).group(0)
+    assert "Có thể người bệnh đã được đăng ký" in _text(box)
+    assert re.findall(r'href="/patients/([^"]+)"', box) == [binh]  # never the other facility's
+    assert other not in page
+    tick = re.search(r'name="again" value="([^"]*)"', box).group(1)
+    again = c.post("/patients/new", data={**fields, "gender": "male", "csrf_token": csrf_token(page), "again": tick})
+    assert again.status_code == 302
+    assert urlsplit(again.headers["Location"]).path != f"/patients/{binh}"
+
+
+def test_a_consult_that_does_not_exist_is_not_found(portal):
+    r = portal_signed_in(portal, "clinic").get("/consults/00000000-0000-0000-0000-000000000000")
+    text = _text(r.get_data(as_text=True))
+    assert r.status_code == 404 and "Không tìm thấy" in text and "tạm thời" not in text
