@@ -18,9 +18,10 @@ connexion request).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -238,13 +239,21 @@ class GuardedFhirServer(FhirServer):
             self.auditor.flush()
         rec = Record(interaction, resource_type=rtype, rid=req.rid, vid=req.vid)
         facts = _Facts(self, principal)
-        try:
+        with self.audited(principal, rec):
             pre(principal, facts, rec)
             resp = call()
             if post is not None:
                 post(principal, facts, rec, resp)
             rec.status = resp.status
-            return resp
+        return resp
+
+    @contextlib.contextmanager
+    def audited(self, principal: Any, rec: Record) -> Iterator[Record]:
+        """Record ``rec`` as an AuditEvent whatever happens in the block (a service's own operation,
+        ``$take-on``, uses it too): its status and detail from the error raised (an
+        :class:`access.Denied` becomes 403 ``forbidden``), else as the block set them."""
+        try:
+            yield rec
         except access.Denied as err:
             rec.status, rec.detail = 403, str(err)
             raise FhirError(f"forbidden: {err}", status=403, code="forbidden") from None
@@ -255,7 +264,7 @@ class GuardedFhirServer(FhirServer):
             rec.status, rec.detail = 500, type(err).__name__
             raise
         finally:
-            if rtype != AUDIT_TYPE:  # the audit trail is not re-audited
+            if rec.resource_type != AUDIT_TYPE:  # the audit trail is not re-audited
                 self.auditor.record(principal, rec)
 
     def _check(self, principal: Any, interaction: str, rtype: str, patients: list[access.PatientFacts] | None,

@@ -34,7 +34,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared import bhyt
 from sen_shared.claims import claim_once
-from sen_shared.fhir.access import GRANTS, grant_id
+from sen_shared.fhir.access import GRANTS, Denied, grant_id
 from sen_shared.fhir.outcome import FhirError
 
 from . import CCCD_SYSTEM
@@ -139,29 +139,19 @@ def run(server: Any, principal: Any, pid: str, body: Any) -> tuple[int, dict[str
     from sen_shared.fhir.validate import check_id
 
     rec = Record("operation", resource_type="Patient", rid=pid, operation=OPERATION)
-    try:
+    with server.audited(principal, rec):
         check_id(pid)
         ref = f"Patient/{pid}"
         rec.patients.append(ref)
         facility = getattr(principal, "facility", None)
         if "clinic" not in principal.roles or not facility:
-            raise FhirError("forbidden: $take-on is for clinic staff of a facility (the clinic role and a "
-                            "facility claim)", status=403, code="forbidden")
+            raise Denied("$take-on is for clinic staff of a facility (the clinic role and a facility claim)")
         req = parse(body)
         rec.purpose = req.reason
         doc = server.store().read_head("Patient", pid)
         if doc is None or doc.get("del") or not holds(doc.get("res"), req):
-            raise FhirError("forbidden: the identifier given is not this patient's: the patient is taken on "
-                            "only with their full CCCD or health insurance card number", status=403,
-                            code="forbidden")
+            raise Denied("the identifier given is not this patient's: the patient is taken on only with "
+                         "their full CCCD or health insurance card number")
         made, stored = grant(server.db, ref, f"Organization/{facility}", req.reason, str(principal.sub or ""))
         rec.status = 201 if made else 200
-        return rec.status, answer(stored)
-    except FhirError as err:
-        rec.status, rec.detail = err.status, err.detail
-        raise
-    except Exception as err:
-        rec.status, rec.detail = 500, type(err).__name__
-        raise
-    finally:
-        server.auditor.record(principal, rec)
+    return rec.status, answer(stored)
