@@ -208,3 +208,33 @@ def test_every_attempt_is_audited_with_the_reason(ehr: Any, dev_key: Any, t: Tam
     assert ok["agent"][0]["extension"][0]["valueReference"]["reference"] == f"Organization/{B}"
     refused = next(e for e in ops if e["outcome"] == "4")
     assert refused["outcomeDesc"].startswith("403") and "000000000000" not in json.dumps(refused)
+
+
+def test_by_the_card_alone_the_one_patient_holding_it_is_taken_on(ehr: Any, dev_key: Any, t: Tam) -> None:
+    """``POST /fhir/Patient/$take-on``: the nurse has the card, not the patient's id (a CCCD search found no one)."""
+    h = clinic(dev_key, B)
+    r = post(ehr, h, "/fhir/Patient/$take-on", params(BHYT, f" {t.card.lower()} "))
+    assert r.status_code == 201, r.text
+    got = {p["name"]: p for p in r.json()["parameter"]}
+    assert got["patient"]["valueReference"]["reference"] == f"Patient/{t.pid}"
+    assert post(ehr, h, "/fhir/Patient/$take-on", params(value=t.cccd)).status_code == 200  # the same grant
+    assert ehr.get(f"/fhir/Patient/{t.pid}", headers=h).status_code == 200
+
+
+def test_by_the_card_alone_a_number_no_one_holds_is_403_and_bad_input_400(ehr: Any, dev_key: Any) -> None:
+    h = clinic(dev_key, B)
+    r = post(ehr, h, "/fhir/Patient/$take-on", params(value="000000000001"))
+    assert r.status_code == 403 and "no patient holds" in r.json()["issue"][0]["diagnostics"]
+    assert post(ehr, h, "/fhir/Patient/$take-on", params(reason=None)).status_code == 400
+    # never by name: a name is no identifier
+    r = post(ehr, h, "/fhir/Patient/$take-on", {"resourceType": "Parameters", "parameter": [
+        {"name": "name", "valueString": "Huỳnh Văn Tâm"}, {"name": "reason", "valueString": REASON}]})
+    assert r.status_code == 400
+    assert post(ehr, bearer(dev_key, "doctor", facility="hub"), "/fhir/Patient/$take-on",
+                params(value="000000000001")).status_code == 403
+
+
+def test_by_the_card_alone_a_deleted_patient_is_no_one(ehr: Any, dev_key: Any, t: Tam) -> None:
+    assert ehr.delete(f"/fhir/Patient/{t.pid}", headers=bearer(dev_key, "admin")).status_code in (200, 204)
+    r = post(ehr, clinic(dev_key, B), "/fhir/Patient/$take-on", params(value=t.cccd))
+    assert r.status_code == 403, r.text

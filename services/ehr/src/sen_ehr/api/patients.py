@@ -16,3 +16,9 @@ def take_on(id: str, **_: Any) -> Any:  # noqa: A002 - the path parameter's name
     req = from_flask("Patient", id, operation=f"${rules.OPERATION}")
     status, body = rules.run(current().extras["fhir"], current_principal(), id, req.body)
     return to_connexion(FhirResponse(status, body), req)
+
+
+def take_on_by_identifier(**_: Any) -> Any:
+    req = from_flask("Patient", operation=f"${rules.OPERATION}")
+    status, body = rules.run(current().extras["fhir"], current_principal(), None, req.body)
+    return to_connexion(FhirResponse(status, body), req)

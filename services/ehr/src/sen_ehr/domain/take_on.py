@@ -132,22 +132,37 @@ def answer(doc: dict[str, Any]) -> dict[str, Any]:
         {"name": "granted", "valueDateTime": str(created or "").replace("+00:00", "Z")}]}
 
 
-def run(server: Any, principal: Any, pid: str, body: Any) -> tuple[int, dict[str, Any]]:
-    """``$take-on`` of ``Patient/<pid>`` by ``principal`` on the guarded FHIR ``server``: (201 made |
-    200 made before, the grant's Parameters); FhirError 400/403 otherwise. Audited whatever the outcome."""
+
+def holder(server: Any, req: Request) -> str | None:
+    """The one Patient holding ``req``'s identifier (an equality on the stored ``sp_identifier``, which
+    a deleted Patient no longer has), or None (nobody, or more than one: decided by no one here)."""
+    found = [d for d in server.store().current("Patient").find({"sp_identifier": f"{req.system}|{req.value}"},
+                                                                {"_id": 1, "del": 1}).limit(2) if not d.get("del")]
+    return str(found[0]["_id"]) if len(found) == 1 else None
+
+
+def run(server: Any, principal: Any, pid: str | None, body: Any) -> tuple[int, dict[str, Any]]:
+    """``$take-on`` by ``principal`` on the guarded FHIR ``server``, of ``Patient/<pid>`` or (``pid``
+    None, the type-level operation) of the patient holding the identifier given: (201 made | 200 made
+    before, the grant's Parameters); FhirError 400/403 otherwise. Audited whatever the outcome."""
     from sen_shared.fhir.audit import Record
     from sen_shared.fhir.validate import check_id
 
     rec = Record("operation", resource_type="Patient", rid=pid, operation=OPERATION)
     with server.audited(principal, rec):
-        check_id(pid)
-        ref = f"Patient/{pid}"
-        rec.patients.append(ref)
+        if pid is not None:
+            check_id(pid)
         facility = getattr(principal, "facility", None)
         if "clinic" not in principal.roles or not facility:
             raise Denied("$take-on is for clinic staff of a facility (the clinic role and a facility claim)")
         req = parse(body)
         rec.purpose = req.reason
+        if pid is None:
+            pid = rec.rid = holder(server, req)
+            if pid is None:
+                raise Denied("no patient holds the identifier given")
+        ref = f"Patient/{pid}"
+        rec.patients.append(ref)
         doc = server.store().read_head("Patient", pid)
         if doc is None or doc.get("del") or not holds(doc.get("res"), req):
             raise Denied("the identifier given is not this patient's: the patient is taken on only with "
