@@ -44,6 +44,11 @@ def accepted(fac: str, district: str, day: int, priority: str, minutes: int) -> 
               "requestedAt": t(day), "acceptedAt": t(day, 9, minutes)})
 
 
+def completed(fac: str, district: str, day: int, priority: str, minutes: int) -> dict[str, Any]:
+    return ev("teleconsult.consult.completed", {"requester": fac, "district": district, "priority": priority,
+              "requestedAt": t(day), "completedAt": t(day, 9 + minutes // 60, minutes % 60)})
+
+
 def breached(district: str, day: int, priority: str) -> dict[str, Any]:
     return ev("teleconsult.consult.sla_breached", {"requester": A, "district": district, "priority": priority,
               "breachedAt": t(day, 11)})
@@ -77,6 +82,9 @@ def province(fresh_db: Any) -> Any:
         requested(C, CL, 1, month=11),  # the day before the range
         accepted(A, CL, 3, "routine", 10), accepted(A, CL, 4, "routine", 20), accepted(A, CL, 10, "routine", 30),
         accepted(A, CL, 11, "routine", 40), accepted(B, TM, 5, "urgent", 5),
+        # the consult requested 09:00 and accepted at once (0 minutes) is concluded 6 minutes on
+        accepted(B, TM, 6, "urgent", 0), completed(B, TM, 6, "urgent", 6),
+        completed(A, CL, 3, "routine", 70), completed(A, CL, 4, "routine", 90),
         breached(TM, 5, "urgent"), breached(CL, 11, "routine"), breached(CL, 12, "routine"),
         paid(A, CL, 3, 150_000, "transfer"), paid(B, TM, 4, 50_000, "transfer"), paid(A, CL, 6, 100_000, "cash"),
         paid(A, CL, 20, 999_000, "transfer"),  # after the range
@@ -103,27 +111,54 @@ def test_dashboard_figures_from_a_hand_made_fortnight(province: Any) -> None:
         {"facility": D, "district": CL, "week": "2026-W46", "count": 1}]
     tta = d["time_to_answer"]
     assert tta["routine"] == {"count": 4, "median_minutes": 25.0, "p90_minutes": 40}
-    assert tta["urgent"] == {"count": 1, "median_minutes": 5.0, "p90_minutes": 5}
+    assert tta["urgent"] == {"count": 2, "median_minutes": 2.5, "p90_minutes": 5}
     assert tta["stat"] == {"count": 0, "median_minutes": None, "p90_minutes": None}
+    # time to conclusion: requested -> the minutes signed, beside the time to acceptance
+    ttc = d["time_to_conclusion"]
+    assert ttc["urgent"] == {"count": 1, "median_minutes": 6.0, "p90_minutes": 6}
+    assert ttc["routine"] == {"count": 2, "median_minutes": 80.0, "p90_minutes": 90}
+    assert ttc["stat"]["count"] == 0
     assert d["sla_breaches"] == [{"week": "2026-W45", "priority": "urgent", "count": 1},
                                  {"week": "2026-W46", "priority": "routine", "count": 2}]
     assert d["cashless_share"] == {"transfer_amount": 200_000, "cash_amount": 100_000, "share": 0.6667,
                                    "transfer_count": 2, "cash_count": 1}
     assert d["ehr_coverage"] == {"patients": 4, "population": 10, "share": 0.4, "as_of": "2026-11-15",
-                                 "by_district": False}
+                                 "population_outdated": False}
 
 
 def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> None:
-    d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW,
-                  targets=Targets(facility_goal=165, facility_baseline=100, population=8))
-    assert d["facilities_using"]["new"] == 2 and d["facilities_using"]["count"] == 102
+    targets = Targets(facility_goal=165, facility_baseline=100, population=8)
+    d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW, targets=targets)
+    # a district's facilities: those of the district that used Sen; the baseline and the goal are the
+    # province's settings, so no district is given the province's 100 facilities before Sen
+    assert d["facilities_using"] == {"count": 2, "new": 2, "baseline": None, "goal": None, "share": None}
     assert {r["facility"] for r in d["consults_per_facility_week"]} == {A, D}
     assert d["time_to_answer"]["urgent"]["count"] == 0 and d["time_to_answer"]["routine"]["count"] == 4
+    assert d["time_to_conclusion"]["urgent"]["count"] == 0 and d["time_to_conclusion"]["routine"]["count"] == 2
     assert d["sla_breaches"] == [{"week": "2026-W46", "priority": "routine", "count": 2}]
     assert d["cashless_share"]["share"] == 0.6 and d["cashless_share"]["cash_count"] == 1
-    assert d["ehr_coverage"]["share"] == 0.5
+    # patient events name no district: no coverage for a district rather than the province's
+    assert d["ehr_coverage"] == {"patients": None, "population": None, "share": None, "as_of": "2026-11-15",
+                                 "population_outdated": False}
+    whole = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=targets)
+    assert whole["facilities_using"]["count"] == 103 and whole["ehr_coverage"]["share"] == 0.5
     one_day = dashboard(province, date(2026, 11, 1), date(2026, 11, 1), None, now=NOW)
     assert one_day["facilities_using"]["new"] == 1 and one_day["ehr_coverage"]["patients"] == 1
+
+
+def test_a_population_smaller_than_the_records_gives_no_share_over_100_percent(province: Any) -> None:
+    """The officer saw "120 % – 12 records for 10 residents": the records were distinct Patient records
+    (each event once), the population the demo's default setting. Records over the population say the
+    setting is out of date; no share above 1 is computed."""
+    few = Targets(population=3)
+    d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=few)
+    assert d["ehr_coverage"] == {"patients": 4, "population": 3, "share": None, "as_of": "2026-11-15",
+                                 "population_outdated": True}
+    exact = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=Targets(population=4))
+    assert exact["ehr_coverage"]["share"] == 1.0 and exact["ehr_coverage"]["population_outdated"] is False
+    assert csv_rows("ehr_coverage", province, date(2026, 11, 2), date(2026, 11, 15), now=NOW, targets=few) == (
+        ["start", "end", "district", "patients", "population", "share", "as_of"],
+        [["2026-11-02", "2026-11-15", None, 4, 3, None, "2026-11-15"]])
     with pytest.raises(RangeError):
         dashboard(province, date(2026, 11, 15), date(2026, 11, 2), None, now=NOW)
 
@@ -148,18 +183,41 @@ def test_totals_are_sealed_once_and_give_the_same_figures_as_live_facts(province
     assert rebuilt["cashless_share"] == before["cashless_share"]
 
 
+def test_totals_sealed_before_the_conclusions_section_are_completed_from_the_facts(province: Any) -> None:
+    """Buckets sealed by a portal that had no "conclusions" section (their marker is there, that total is
+    not): a query sums the missing total from the facts, once, and the other totals stay as they were."""
+    start, end = date(2026, 11, 2), date(2026, 11, 15)
+    before = dashboard(province, start, end, None, now=NOW)
+    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusions"}) is not None
+    answers = province[TOTALS].find_one({"_id": "m/2026-11/answers"})
+    province[TOTALS].delete_many({"section": "conclusions"})  # as an older portal sealed them
+    reporting.sealed_cache.clear()
+    again = dashboard(province, start, end, None, now=NOW)
+    assert again["time_to_conclusion"] == before["time_to_conclusion"]
+    assert again["time_to_conclusion"]["urgent"] == {"count": 1, "median_minutes": 6.0, "p90_minutes": 6}
+    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusions"}) is not None
+    assert province[TOTALS].find_one({"_id": "m/2026-11/answers"}) == answers
+
+
 def test_csv_rows_of_each_section(province: Any) -> None:
     start, end = date(2026, 11, 2), date(2026, 11, 15)
     header, rows = csv_rows("consults_per_facility_week", province, start, end, now=NOW)
     assert header == ["week", "facility", "district", "count"] and rows[0] == ["2026-W45", A, CL, 3]
     header, rows = csv_rows("time_to_answer", province, start, end, now=NOW)
     assert ["routine", 4, 25.0, 40] in rows
+    header, rows = csv_rows("time_to_conclusion", province, start, end, now=NOW)
+    assert header == ["priority", "count", "median_minutes", "p90_minutes"] and ["urgent", 1, 6.0, 6] in rows
     header, rows = csv_rows("cashless_share", province, start, end, CL, now=NOW)
     assert header[:3] == ["start", "end", "district"] and rows == [["2026-11-02", "2026-11-15", CL, 150_000,
                                                                      100_000, 0.6, 1, 1]]
     assert csv_rows("sla_breaches", province, start, end, now=NOW)[1][0] == ["2026-W45", "urgent", 1]
     assert csv_rows("ehr_coverage", province, start, end, now=NOW)[1][0][3] == 4
+    assert csv_rows("ehr_coverage", province, start, end, CL, now=NOW)[1] == [
+        ["2026-11-02", "2026-11-15", CL, None, None, None, "2026-11-15"]]
     assert csv_rows("facilities_using", province, start, end, now=NOW)[1][0][3] == 25
+    assert csv_rows("facilities_using", province, start, end, TM, now=NOW) == (
+        ["start", "end", "district", "count", "new", "baseline", "goal", "share"],
+        [["2026-11-02", "2026-11-15", TM, 1, 1, None, None, None]])
     with pytest.raises(KeyError):
         csv_rows("nope", province, start, end, now=NOW)
 

@@ -59,11 +59,13 @@ def test_dashboard_json(portal, token) -> None:
     assert d["time_to_answer"]["urgent"] == {"count": 1, "median_minutes": 12.0, "p90_minutes": 12}
     assert d["cashless_share"]["transfer_amount"] == 150_000 and d["cashless_share"]["share"] == 1.0
     assert d["ehr_coverage"] == {"patients": 3, "population": 4, "share": 0.75,
-                                 "as_of": datetime.now(VN).date().isoformat(), "by_district": False}
+                                 "as_of": datetime.now(VN).date().isoformat(), "population_outdated": False}
+    assert set(d["time_to_conclusion"]) == {"routine", "urgent", "asap", "stat"}
     assert len(d["range"]["weeks"]) in (12, 13)
     r = portal.get("/api/reports/dashboard?district=Th%C3%A1p%20M%C6%B0%E1%BB%9Di", headers=token("admin"))
     assert r.status_code == 200 and r.json()["facilities_using"]["new"] == 1
     assert r.json()["cashless_share"]["share"] is None
+    assert r.json()["facilities_using"]["goal"] is None and r.json()["ehr_coverage"]["patients"] is None
 
 
 def test_csv_export(portal, token) -> None:

@@ -7,25 +7,35 @@ The interface the portal's pages call (and ``GET /api/reports/dashboard`` return
 
 ``start`` and ``end`` are local days (Asia/Ho_Chi_Minh), both included; an event counts on the
 local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district`` keeps the
-events that name that district (events without one are left out when a district is asked).
+events that name that district (events without one are left out when a district is asked);
+a figure that exists only for the whole province (the facilities' baseline and goal, the EHR
+coverage: patient events name no district) is None for a district, never the province's.
 The dict::
 
     range                      {start, end, district, weeks: ["2026-W49", ...]}
     facilities_using           {count, new, baseline, goal, share}
                                new: distinct facilities that requested a consult in the range;
                                count = baseline (facilities already using teleconsultation before
-                               Sen, a setting) + new, at most goal; share = count / goal
+                               Sen, a setting) + new, at most goal; share = count / goal.
+                               For a district: count = new; baseline, goal, share None (the
+                               settings are the province's)
     consults_per_facility_week [{facility, district, week, count}]   consults requested
     time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
-                               asap, stat: requested -> accepted, whole minutes; median of the
+                               asap, stat: time to acceptance, requested -> accepted (a hub doctor
+                               took the consult; not its answer), whole minutes; median of the
                                middle value(s), p90 by nearest rank; None when count is 0
+    time_to_conclusion         the same, requested -> completed (the consult's minutes signed)
     sla_breaches               [{week, priority, count}]
     cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count}
                                payments received (matched or not), amounts in integer đồng;
                                share = transfer_amount / (transfer + cash), None when both are 0
-    ehr_coverage               {patients, population, share, as_of, by_district: false}
-                               patients = records created minus deleted up to ``end`` (all districts:
-                               patient events carry none); population is a setting
+    ehr_coverage               {patients, population, share, as_of, population_outdated}
+                               patients = Patient records created minus deleted up to ``end`` (each
+                               record once: facts are keyed by event id); population is a setting.
+                               share = patients / population, None when the records outnumber the
+                               population (population_outdated: the setting is too small, e.g. the
+                               demo's default, or records of test patients count) rather than over
+                               100 %. For a district all are None: patient events name no district
 
 CSV sections (:data:`CSV_SECTIONS`) are the same figures flattened, one row per point.
 """
@@ -43,8 +53,12 @@ from .report_facts import iso_week, median_and_p90
 from .reporting import gather, local
 
 PRIORITIES = ("routine", "urgent", "asap", "stat")
-CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answer", "sla_breaches",
-                "cashless_share", "ehr_coverage")
+CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answer", "time_to_conclusion",
+                "sla_breaches", "cashless_share", "ehr_coverage")
+# the columns of the one-row sections' CSV after start, end, district (None: the whole province)
+_SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share"),
+                    "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count"),
+                    "ehr_coverage": ("patients", "population", "share", "as_of")}
 MAX_DAYS = 3 * 366
 
 
@@ -107,8 +121,8 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     now = local(now)
     first, last = start.isoformat(), end.isoformat()
     # events of a day arrive on or after it (a day's grace for publishers' clocks)
-    rows = gather(db, ("consults", "answers", "breaches", "payments"), since=start - timedelta(days=1), now=now)
-    everything = gather(db, ("patients",), now=now)["patients"]
+    rows = gather(db, ("consults", "answers", "conclusions", "breaches", "payments"),
+                  since=start - timedelta(days=1), now=now)
 
     def within(section: str) -> list[dict[str, Any]]:
         return [r for r in rows[section] if first <= (r["day"] or "") <= last
@@ -117,7 +131,12 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     consults = within("consults")
     facilities = {r["facility"] for r in consults if r.get("facility")}
     new = len(facilities)
-    using = min(targets.facility_goal, targets.facility_baseline + new)
+    if district is None:
+        using = min(targets.facility_goal, targets.facility_baseline + new)
+        fac: dict[str, Any] = {"count": using, "new": new, "baseline": targets.facility_baseline,
+                               "goal": targets.facility_goal, "share": _share(using, targets.facility_goal)}
+    else:  # the baseline and the goal are the province's: no district's share of them
+        fac = {"count": new, "new": new, "baseline": None, "goal": None, "share": None}
 
     per_week: dict[tuple[str, str], dict[str, Any]] = {}
     for r in consults:
@@ -126,15 +145,17 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
                                         "week": key[1], "count": 0})
         row["count"] += r["n"]
 
-    hist: dict[str, dict[int, int]] = {p: defaultdict(int) for p in PRIORITIES}
-    for r in within("answers"):
-        if r.get("minutes") is None:
-            continue
-        hist.setdefault(r.get("priority") or "unknown", defaultdict(int))[int(r["minutes"])] += r["n"]
-    answer: dict[str, dict[str, Any]] = {}
-    for priority, h in hist.items():
-        median, p90 = median_and_p90(h)
-        answer[priority] = {"count": sum(h.values()), "median_minutes": median, "p90_minutes": p90}
+    def durations(section: str) -> dict[str, dict[str, Any]]:
+        hist: dict[str, dict[int, int]] = {p: defaultdict(int) for p in PRIORITIES}
+        for r in within(section):
+            if r.get("minutes") is None:
+                continue
+            hist.setdefault(r.get("priority") or "unknown", defaultdict(int))[int(r["minutes"])] += r["n"]
+        out: dict[str, dict[str, Any]] = {}
+        for priority, h in hist.items():
+            median, p90 = median_and_p90(h)
+            out[priority] = {"count": sum(h.values()), "median_minutes": median, "p90_minutes": p90}
+        return out
 
     breaches: dict[tuple[str, str], int] = defaultdict(int)
     for r in within("breaches"):
@@ -147,21 +168,29 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
             pay[r["channel"]][1] += r["n"]
     (t_amount, t_count), (c_amount, c_count) = pay["transfer"], pay["cash"]
 
-    patients = sum(r["n"] * (1 if r["k"] == "ehr.patient.created" else -1)
-                   for r in everything if (r["day"] or "") <= last)
+    if district is None:
+        everything = gather(db, ("patients",), now=now)["patients"]
+        records = sum(r["n"] * (1 if r["k"] == "ehr.patient.created" else -1)
+                      for r in everything if (r["day"] or "") <= last)
+        outdated = records > targets.population
+        patients: int | None = records
+        population: int | None = targets.population
+        share = None if outdated else _share(records, targets.population)
+    else:  # patient events name no district: no figure rather than the province's
+        patients, population, share, outdated = None, None, None, False
 
     return {
         "range": {"start": first, "end": last, "district": district, "weeks": _weeks(start, end)},
-        "facilities_using": {"count": using, "new": new, "baseline": targets.facility_baseline,
-                             "goal": targets.facility_goal, "share": _share(using, targets.facility_goal)},
+        "facilities_using": fac,
         "consults_per_facility_week": sorted(per_week.values(), key=lambda r: (r["week"], r["facility"] or "")),
-        "time_to_answer": answer,
+        "time_to_answer": durations("answers"),
+        "time_to_conclusion": durations("conclusions"),
         "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
         "cashless_share": {"transfer_amount": t_amount, "cash_amount": c_amount,
                            "share": _share(t_amount, t_amount + c_amount),
                            "transfer_count": t_count, "cash_count": c_count},
-        "ehr_coverage": {"patients": patients, "population": targets.population,
-                         "share": _share(patients, targets.population), "as_of": last, "by_district": False},
+        "ehr_coverage": {"patients": patients, "population": population, "share": share, "as_of": last,
+                         "population_outdated": outdated},
         "generated_at": now.isoformat(timespec="seconds"),
     }
 
@@ -178,11 +207,12 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
             [r["week"], r["facility"], r["district"], r["count"]] for r in figure]
     if section == "sla_breaches":
         return ["week", "priority", "count"], [[r["week"], r["priority"], r["count"]] for r in figure]
-    if section == "time_to_answer":
+    if section in ("time_to_answer", "time_to_conclusion"):
         return ["priority", "count", "median_minutes", "p90_minutes"], [
             [p, v["count"], v["median_minutes"], v["p90_minutes"]] for p, v in figure.items()]
-    header = ["start", "end", "district", *figure]
-    return header, [[data["range"]["start"], data["range"]["end"], district, *figure.values()]]
+    columns = _SUMMARY_COLUMNS[section]
+    return ["start", "end", "district", *columns], [
+        [data["range"]["start"], data["range"]["end"], district, *(figure[c] for c in columns)]]
 
 
 __all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "check_range", "csv_rows", "dashboard"]

@@ -47,8 +47,11 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "events": {"kinds": None, "by": ("k",)},
     # consults requested per facility: facilities using teleconsultation, consults per facility per week
     "consults": {"kinds": ("teleconsult.consult.requested",), "by": ("district", "facility")},
-    # time to answer (requested -> accepted) as a histogram of whole minutes per priority
+    # time to acceptance (requested -> a hub doctor accepted the consult) as a histogram of whole
+    # minutes per priority; the key stays "answers" (stored totals are filed under it)
     "answers": {"kinds": ("teleconsult.consult.accepted",), "by": ("district", "priority", "minutes")},
+    # time to conclusion (requested -> the consult's minutes signed, ``completedAt``), the same way
+    "conclusions": {"kinds": ("teleconsult.consult.completed",), "by": ("district", "priority", "minutes")},
     "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
     # money received, each transfer once: an assignment's event restates its unmatched transfer's
     "payments": {"kinds": ("billing.payment.received",), "by": ("district", "channel"), "sum": "amount",
