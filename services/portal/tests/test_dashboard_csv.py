@@ -1,7 +1,9 @@
 """The dashboard's CSVs in the page's language: the priorities of ``time_to_answer.csv`` (and of
 the breaches') by their names, as the charts say them (they were ``routine``/``urgent``/``asap``/
 ``stat`` in both languages), and the share column "Tỷ lệ" as the page writes it (the CSV said
-"Tỉ lệ"). The file is written by ``csvfile`` (UTF-8 with its BOM), as the daily report's is."""
+"Tỉ lệ"). The file is written by ``csvfile`` (UTF-8 with its BOM), as the daily report's is.
+A one-row figure's district column names the district chosen, or "Toàn tỉnh" (it said "Theo huyện
+False"); a district not of the province is a readable 400."""
 
 from __future__ import annotations
 
@@ -20,16 +22,27 @@ ROWS = {"time_to_answer": (["priority", "count", "median_minutes", "p90_minutes"
                            [["2026-09-07", "2026-09-20", 150000, 50000, 0.75]])}
 
 
+def _ehr(district: str | None) -> tuple[list[str], list[list[object]]]:
+    """domain.dashboard's ehr_coverage rows: the province's, or no figure for a district."""
+    return (["start", "end", "district", "patients", "population", "share", "as_of"],
+            [["2026-09-07", "2026-09-20", district, *((9, 10, 0.9) if district is None else (None,) * 3),
+              "2026-09-20"]])
+
+
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from sen_portal.web import dashboard
 
-    monkeypatch.setattr(dashboard, "csv_rows", lambda section, *a, **kw: ROWS[section])
+    monkeypatch.setattr(dashboard, "csv_rows", lambda section, db, start, end, district, **kw:
+                        _ehr(district) if section == "ehr_coverage" else ROWS[section])
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    monkeypatch.setattr(dashboard, "figures", lambda start, end, district: {"consults_per_facility_week": []})
     return portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept")
 
 
-def rows(client, section: str) -> list[list[str]]:
-    r = client.get(f"/dashboard/{section}.csv?start=07/09/2026&end=20/09/2026")
+def rows(client, section: str, district: str = "") -> list[list[str]]:
+    r = client.get(f"/dashboard/{section}.csv", query_string={"start": "07/09/2026", "end": "20/09/2026",
+                                                              "district": district})
     assert r.status_code == 200, r.get_data(as_text=True)[:500]
     assert r.data.startswith("\ufeff".encode())
     return list(csv.reader(io.StringIO(r.data.decode("utf-8-sig"))))
@@ -48,3 +61,21 @@ def test_the_priorities_are_named_in_the_pages_language(client) -> None:
 def test_the_share_column_is_ty_le_as_on_the_page(client) -> None:
     header = rows(client, "cashless_share")[0]
     assert "Tỷ lệ (0–1)" in header and not any("Tỉ lệ" in h for h in header)
+
+
+def test_the_district_column_names_the_district_or_the_whole_province(client) -> None:
+    header, row = rows(client, "ehr_coverage")
+    assert header == ["Từ", "Đến", "Huyện", "Người bệnh có hồ sơ", "Dân số", "Tỷ lệ (0–1)", "Tính đến"]
+    assert row == ["2026-09-07", "2026-09-20", "Toàn tỉnh", "9", "10", "0.9", "2026-09-20"]
+    assert not any("Theo huyện" in h or "False" in h for h in header + row)
+    _, row = rows(client, "ehr_coverage", "Huyện Cao Lãnh")
+    assert row == ["2026-09-07", "2026-09-20", "Huyện Cao Lãnh", "", "", "", "2026-09-20"]
+
+
+@pytest.mark.parametrize("query", [{"district": "<b>x"}, {"start": "31/02/2026"}, {"start": "20/09/2026",
+                                                                                    "end": "07/09/2026"}])
+def test_a_refused_download_is_a_readable_page(client, query) -> None:
+    r = client.get("/dashboard/ehr_coverage.csv", query_string=query)
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert "Không tải được dữ liệu" in page and 'data-testid="back"' in page and "<b>x" not in page

@@ -1,7 +1,13 @@
 """The health department's dashboard (web/dashboard.py): the district filter lists the districts of
 the province's facilities (the EHR's Organization addresses, which the demo province now carries)
 rather than a list written in the code, and each chart has a text alternative that says what it
-shows with its numbers, a data table, a labelled big number and a download link named by the chart."""
+shows with its numbers, a data table, a labelled big number and a download link named by the chart.
+
+A district chosen is the whole page's: a figure that exists for the province only (the facilities
+before Sen and the goal, the EHR coverage) is not shown as the district's; a district that is not
+the province's (typed into the link) is refused, never added to the list. The EHR coverage is never
+over 100 %: records outnumbering the population say the population is out of date. The time from
+request to acceptance is called so (it is not the answer), beside the time to the signed minutes."""
 
 from __future__ import annotations
 
@@ -19,19 +25,28 @@ from tests.support import portal_app, portal_signed_in
 ROOT = Path(__file__).resolve().parents[3]
 
 
+ASKED: list[str | None] = []
+
+
 def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+    """The figures domain.dashboard gives: a district's have no province-only figures."""
+    ASKED.append(district)
     return {"range": {"start": "2026-09-07", "end": "2026-09-20", "district": district,
                       "weeks": ["2026-W37", "2026-W38"]},
-            "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14},
+            "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14} if not district
+            else {"count": 1, "new": 1, "baseline": None, "goal": None, "share": None},
             "consults_per_facility_week": [{"facility": "Organization/tyt-la", "district": "Huyện Lấp Vò",
                                             "week": "2026-W38", "count": 2}],
-            "time_to_answer": {"urgent": {"count": 2, "median_minutes": 5, "p90_minutes": 9}},
+            "time_to_answer": {"urgent": {"count": 2, "median_minutes": 0, "p90_minutes": 9}},
+            "time_to_conclusion": {"urgent": {"count": 1, "median_minutes": 6, "p90_minutes": 6}},
             "sla_breaches": [{"week": "2026-W37", "priority": "urgent", "count": 1},
                              {"week": "2026-W38", "priority": "stat", "count": 3}],
             "cashless_share": {"transfer_amount": 150000, "cash_amount": 50000, "share": 0.75,
                                "transfer_count": 1, "cash_count": 1},
             "ehr_coverage": {"patients": 9, "population": 10, "share": 0.9, "as_of": "2026-09-20",
-                             "by_district": False},
+                             "population_outdated": False} if not district else
+                            {"patients": None, "population": None, "share": None, "as_of": "2026-09-20",
+                             "population_outdated": False},
             "generated_at": "2026-09-20T10:00:00+07:00"}
 
 
@@ -39,6 +54,7 @@ def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
 def officer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from sen_portal.web import dashboard, directory
 
+    ASKED.clear()
     monkeypatch.setattr(dashboard, "figures", _figures)
     monkeypatch.setattr(directory, "names", lambda rtype: {})
     monkeypatch.setattr(dashboard, "org_districts", lambda: {
@@ -56,8 +72,87 @@ def test_the_district_filter_lists_the_facilities_districts(officer):
     page = officer.get("/dashboard").get_data(as_text=True)
     # the directory's districts (each once), and one the figures name that the directory does not know
     assert _options(page) == ["", "Huyện Cao Lãnh", "Huyện Lấp Vò", "Huyện Tháp Mười", "Thành phố Cao Lãnh"]
-    page = officer.get("/dashboard?district=Huyện+Hồng+Ngự").get_data(as_text=True)  # chosen: kept, selected
-    assert "Huyện Hồng Ngự" in _options(page) and '<option value="Huyện Hồng Ngự" selected>' in page
+    page = officer.get("/dashboard?district=Huyện+Lấp+Vò").get_data(as_text=True)  # named by the figures only
+    assert '<option value="Huyện Lấp Vò" selected>' in page
+
+
+@pytest.mark.parametrize("district", ["Huyện Hồng Ngự", "<b>x", "Huyện Cao Lãnh "])
+def test_a_district_not_of_the_province_is_refused_not_added(officer, district):
+    r = officer.get("/dashboard", query_string={"district": district})
+    page = r.get_data(as_text=True)
+    if district.strip() == "Huyện Cao Lãnh":  # spaces around a known one: that district
+        assert r.status_code == 200 and '<option value="Huyện Cao Lãnh" selected>' in page
+        return
+    assert r.status_code == 400
+    assert "Huyện trong đường dẫn không phải là một huyện của tỉnh" in page
+    assert _options(page) == ["", "Huyện Cao Lãnh", "Huyện Lấp Vò", "Huyện Tháp Mười", "Thành phố Cao Lãnh"]
+    assert " selected" not in page.split('<select id="district"', 1)[1].split("</select>", 1)[0]
+    assert "<b>x" not in page and "&lt;b&gt;x" not in page and "Hồng Ngự" not in page  # not echoed
+    assert 'data-chart="' not in page and district not in ASKED  # no figures, of the province or of it
+    # its CSV: the same, a readable 400
+    r = officer.get("/dashboard/ehr_coverage.csv", query_string={"district": district})
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    assert "Huyện trong đường dẫn không phải là một huyện của tỉnh" in r.get_data(as_text=True)
+
+
+def test_a_chosen_district_shows_the_districts_figures_only(officer):
+    page = officer.get("/dashboard?district=Huyện+Cao+Lãnh").get_data(as_text=True)
+    assert ASKED[-1] == "Huyện Cao Lãnh"
+    assert re.search(r'data-testid="scope">[^<]*· Huyện Cao Lãnh</p>', page)
+    # the province's baseline and goal are not the district's
+    fac = page.split('id="h-fac"', 1)[1].split("</section>", 1)[0]
+    assert "22" not in fac and "165" not in fac  # no baseline, no goal, no bar of them
+    config = json.loads(re.search(r'id="chart-facilities">(.*?)</script>', fac, re.S).group(1))
+    assert config["data"]["labels"] == ["Đang sử dụng"] and config["data"]["datasets"][0]["data"] == [1]
+    assert re.search(r'data-testid="facilities-using">1</p>', page)
+    assert "1 cơ sở của Huyện Cao Lãnh đã gửi yêu cầu hội chẩn trong kỳ" in page
+    # nor is the province's EHR coverage
+    ehr = page.split('id="h-ehr"', 1)[1].split("</section>", 1)[0]
+    assert 'data-testid="ehr-share">—<' in ehr and "Chưa tính được theo huyện" in ehr
+    assert "người dân" not in ehr and 'data-chart="ehr"' not in ehr
+    # every download keeps the district
+    links = re.findall(r'href="([^"]+)" download', page)
+    assert links and all("district=Hu" in link for link in links), links
+    whole = officer.get("/dashboard").get_data(as_text=True)
+    assert re.search(r'data-testid="scope">[^<]*· Toàn tỉnh</p>', whole)
+    assert "22 cơ sở trước Sen" in whole
+
+
+def test_records_over_the_population_say_the_population_is_out_of_date(officer, monkeypatch):
+    from sen_portal.web import dashboard
+
+    def stale(start: date, end: date, district: str | None) -> dict[str, Any]:
+        data = _figures(start, end, district)
+        data["ehr_coverage"] = {"patients": 12, "population": 10, "share": None, "as_of": "2026-09-20",
+                                "population_outdated": True}
+        return data
+
+    monkeypatch.setattr(dashboard, "figures", stale)
+    page = officer.get("/dashboard").get_data(as_text=True)
+    ehr = page.split('id="h-ehr"', 1)[1].split("</section>", 1)[0]
+    assert "120" not in ehr and 'data-testid="ehr-share">—<' in ehr
+    assert "12 hồ sơ, nhiều hơn 10 người dân đã khai cho tỉnh: số dân chưa cập nhật" in ehr
+    assert 'data-chart="ehr"' not in ehr
+
+
+def test_time_to_acceptance_is_not_called_the_answer_and_the_conclusion_is_beside_it(officer):
+    page = officer.get("/dashboard").get_data(as_text=True)
+    card = page.split('id="h-tta"', 1)[1].split("</section>", 1)[0]
+    assert "Thời gian đến khi nhận ca và đến khi có kết luận theo mức độ ưu tiên" in card
+    assert "trả lời" not in card.lower()
+    acceptance = re.search(r'data-testid="time-to-answer">(.*?)</table>', card, re.S).group(1)
+    conclusion = re.search(r'data-testid="time-to-conclusion">(.*?)</table>', card, re.S).group(1)
+    assert "Thời gian đến khi nhận ca" in acceptance and "<td>Khẩn</td><td>2</td><td>0 phút</td>" in acceptance
+    assert "Thời gian đến khi có kết luận" in conclusion
+    assert "<td>Khẩn</td><td>1</td><td>6 phút</td><td>6 phút</td>" in conclusion
+    label = re.search(r'<canvas data-chart="answer" role="img" aria-label="([^"]*)"', card).group(1)
+    assert "nhận ca" in label and "biên bản hội chẩn được ký" in label
+    config = json.loads(re.search(r'id="chart-answer">(.*?)</script>', card, re.S).group(1))
+    assert [d["label"] for d in config["data"]["datasets"]] == [
+        "Đến khi nhận ca: trung vị (phút)", "Đến khi có kết luận: trung vị (phút)"]
+    assert config["data"]["datasets"][0]["data"][1] == 0 and config["data"]["datasets"][1]["data"][1] == 6  # urgent
+    assert "Tải dữ liệu: Thời gian đến khi nhận ca (CSV)" in card
+    assert "Tải dữ liệu: Thời gian đến khi có kết luận (CSV)" in card
 
 
 def test_a_facilitys_district_is_its_first_address_district(monkeypatch):
@@ -108,5 +203,5 @@ def test_each_chart_says_what_it_shows_and_each_download_is_named(officer):
     assert re.search(r'data-testid="consults-total">2</span> <span data-testid="consults-total-label">'
                      r"ca hội chẩn được yêu cầu trong kỳ, mọi cơ sở</span>", page)
     links = re.findall(r'data-testid="csv-[a-z_]+">([^<]*)</a>', page)
-    assert len(links) == 6 and len(set(links)) == 6 and all(t.startswith("Tải dữ liệu: ") for t in links)
+    assert len(links) == 7 and len(set(links)) == 7 and all(t.startswith("Tải dữ liệu: ") for t in links)
     assert "Tải dữ liệu: Số ca quá hạn trả lời (CSV)" in links

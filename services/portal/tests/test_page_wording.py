@@ -196,7 +196,7 @@ def _figures(start: date, end: date, district: str | None) -> dict:
             "cashless_share": {"transfer_amount": 150000, "cash_amount": 0, "share": 1.0,
                                "transfer_count": 1, "cash_count": 0},
             "ehr_coverage": {"patients": 9, "population": 10, "share": 0.9, "as_of": "2026-09-20",
-                             "by_district": False},
+                             "population_outdated": False},
             "generated_at": "2026-09-20T10:00:00+07:00"}
 
 

@@ -9,11 +9,11 @@ import time
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import abort, render_template, request
+from flask import abort, render_template, request, url_for
 from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
-from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, csv_rows
+from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, csvfile, login_required
 from .directory import org_districts, org_names
@@ -24,15 +24,27 @@ DEFAULT_DAYS = 84
 COLORS = ["#8a1c4a", "#1f5fbf", "#0b6b2e", "#9c3d00", "#5b3a99", "#00696b", "#6b6b00", "#a4161a"]
 
 
-def districts(data: dict[str, Any] | None, chosen: str | None) -> list[str]:
-    """The district filter's choices: the districts of the province's facilities (the EHR's
-    Organization addresses, which teleconsult copies into a consult's events and billing into the
-    consult's invoice and payments), those the figures name, and the one chosen; by name."""
+def districts(start: date | None = None, end: date | None = None) -> list[str]:
+    """The district filter's choices, and the only districts the page and its CSVs accept: the
+    districts of the province's facilities (the EHR's Organization addresses, which teleconsult
+    copies into a consult's events and billing into the consult's invoice and payments) and those
+    the province's figures of ``start``..``end`` name; by name. A district typed into the link is
+    never added: it is refused (:func:`unknown_district`)."""
     found = set(org_districts().values())
-    found.update(r["district"] for r in (data or {}).get("consults_per_facility_week") or [] if r.get("district"))
-    if chosen:
-        found.add(chosen)
+    if start is not None and end is not None:
+        try:
+            province = figures(start, end, None)
+        except RangeError:
+            province = {}
+        found.update(r["district"] for r in province.get("consults_per_facility_week") or [] if r.get("district"))
     return sorted(found, key=lambda d: (d.casefold(), d))
+
+
+def unknown_district() -> str:
+    """Why a district in the link is not shown, in the user's language (the name itself is not
+    repeated: it came from the link, not from the province)."""
+    return gettext("The district in the link is not one of the province's districts: choose a district "
+                   "from the list, or All districts.")
 
 
 def _range(form: DashboardFilter) -> tuple[date, date]:
@@ -85,26 +97,38 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
     for r in data["sla_breaches"]:
         breaches.setdefault(r["priority"], {})[r["week"]] = r["count"]
     tta = data["time_to_answer"]
+    ttc = data.get("time_to_conclusion") or {}
     cash = data["cashless_share"]
     ehr = data["ehr_coverage"]
     stacked = {"scales": {"x": {"stacked": True}, "y": {"stacked": True, "beginAtZero": True,
                                                        "ticks": {"precision": 0}}}}
-    return {
-        "facilities": {"type": "bar", "data": {
+    if fu.get("goal") is None:  # a district: its facilities that used Sen; the goal is the province's
+        facilities = {"type": "bar", "data": {"labels": [gettext("Using now")], "datasets": [
+            {"label": gettext("Facilities"), "data": [fu["count"]], "backgroundColor": [COLORS[0]]}]},
+            "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}},
+                        "scales": {"x": {"beginAtZero": True, "ticks": {"precision": 0}}}}}
+    else:
+        facilities = {"type": "bar", "data": {
             "labels": [gettext("Before Sen"), gettext("Using now"), gettext("Goal")],
             "datasets": [{"label": gettext("Facilities"), "data": [fu["baseline"], fu["count"], fu["goal"]],
                           "backgroundColor": ["#767676", COLORS[0], "#c8c8c8"]}]},
             "options": {"indexAxis": "y", "plugins": {"legend": {"display": False}},
-                        "scales": {"x": {"beginAtZero": True, "max": fu["goal"]}}}},
+                        "scales": {"x": {"beginAtZero": True, "max": fu["goal"]}}}}
+
+    def series(label: Any, figure: dict[str, Any], field: str, color: str) -> dict[str, Any]:
+        return {"label": str(label), "data": [figure.get(p, {}).get(field) for p in PRIORITIES],
+                "backgroundColor": color}
+
+    out: dict[str, dict[str, Any]] = {
+        "facilities": facilities,
         "consults": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": COLORS[i % len(COLORS)]}
             for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked},
         "answer": {"type": "bar", "data": {"labels": [priority_label(p) for p in PRIORITIES], "datasets": [
-            {"label": gettext("Median (minutes)"), "data": [tta.get(p, {}).get("median_minutes") for p in PRIORITIES],
-             "backgroundColor": COLORS[1]},
-            {"label": gettext("90th percentile (minutes)"), "data": [tta.get(p, {}).get("p90_minutes")
-                                                                     for p in PRIORITIES],
-             "backgroundColor": COLORS[3]}]}, "options": {"scales": {"y": {"beginAtZero": True}}}},
+            # the medians (a narrow card holds two series); the tables and CSVs give the 90th percentiles
+            series(gettext("To acceptance: median (minutes)"), tta, "median_minutes", COLORS[1]),
+            series(gettext("To conclusion: median (minutes)"), ttc, "median_minutes", COLORS[3])]},
+            "options": {"plugins": {"legend": {"labels": {"boxWidth": 12}}}, "scales": {"y": {"beginAtZero": True}}}},
         "breaches": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
              "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
@@ -112,11 +136,13 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
         "cashless": {"type": "doughnut", "data": {"labels": [gettext("Bank transfer (QR)"), gettext("Cash")],
                                                    "datasets": [{"data": [cash["transfer_amount"], cash["cash_amount"]],
                                                                  "backgroundColor": [COLORS[2], "#c8c8c8"]}]}},
-        "ehr": {"type": "doughnut", "data": {"labels": [gettext("With an electronic record"), gettext("Without")],
-                                              "datasets": [{"data": [ehr["patients"],
-                                                                     max(0, ehr["population"] - ehr["patients"])],
-                                                            "backgroundColor": [COLORS[1], "#c8c8c8"]}]}},
     }
+    if ehr.get("share") is not None:  # no ring for a district or a population smaller than the records
+        out["ehr"] = {"type": "doughnut", "data": {
+            "labels": [gettext("With an electronic record"), gettext("Without")],
+            "datasets": [{"data": [ehr["patients"], max(0, ehr["population"] - ehr["patients"])],
+                          "backgroundColor": [COLORS[1], "#c8c8c8"]}]}}
+    return out
 
 
 _figures: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
@@ -170,12 +196,15 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "transfer_count": lazy_gettext("Bank transfers (number)"),
             "cash_count": lazy_gettext("Cash payments (number)"),
             "patients": lazy_gettext("Patients with a record"), "population": lazy_gettext("Population"),
-            "as_of": lazy_gettext("As of"), "by_district": lazy_gettext("By district")}
+            "as_of": lazy_gettext("As of")}
 
 
 def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
     """The export's header in the page's language; beside a facility's id (kept for machines), its name;
-    a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it."""
+    a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it;
+    a one-row figure's district by its name, or "Whole province" when the figure is the province's."""
+    if header[:3] == ["start", "end", "district"]:
+        rows = [[*row[:2], row[2] or gettext("Whole province"), *row[3:]] for row in rows]
     if "priority" in header:
         at = header.index("priority")
         rows = [[*row[:at], priority_label(row[at]) if row[at] else row[at], *row[at + 1:]] for row in rows]
@@ -186,15 +215,24 @@ def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) ->
     return [str(_HEADERS[h]) if h in _HEADERS else h for h in header], rows
 
 
+def _district(form: DashboardFilter) -> str | None:
+    return (form.district.data or "").strip() or None
+
+
 @bp.route("/dashboard")
 @login_required("health-dept")
 def dashboard() -> Any:
     form = DashboardFilter(request.args)
-    problem, data = None, None
+    problem, data, choices = None, None, None
     if form.validate():
         start, end = _range(form)
+        district = form.district.data = _district(form)
         try:
-            data = figures(start, end, form.district.data or None)
+            choices = districts(start, end)
+            if district is not None and district not in choices:
+                problem, form.district.data = unknown_district(), None  # refused: not kept on the page
+            else:
+                data = figures(start, end, district)
         except RangeError as err:
             problem = range_problem(err)
     else:
@@ -204,9 +242,15 @@ def dashboard() -> Any:
     return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
-                           districts=districts(data, form.district.data), query=request.query_string.decode(),
+                           districts=choices if choices is not None else districts(),
+                           query=request.query_string.decode() if data else "",
                            facility=lambda ref: _facility(ref, names), week_label=week_label,
                            title=gettext("Health department dashboard")), 200 if data else 400
+
+
+def _csv_refused(message: str) -> Any:
+    return render_template("error.html", title=gettext("The data cannot be downloaded"), message=message,
+                           back=url_for("web.dashboard"), back_label=gettext("Back to the dashboard")), 400
 
 
 @bp.route("/dashboard/<section>.csv")
@@ -216,12 +260,16 @@ def dashboard_csv(section: str) -> Any:
         abort(404)
     form = DashboardFilter(request.args)
     if not form.validate():
-        abort(400)
+        return _csv_refused(gettext("The dates in the link are not valid dates: choose them on the dashboard."))
     start, end = _range(form)
+    district = _district(form)
     try:
-        header, rows = csv_rows(section, current().db, start, end, form.district.data or None,
+        check_range(start, end)
+        if district is not None and district not in districts(start, end):
+            return _csv_refused(unknown_district())
+        header, rows = csv_rows(section, current().db, start, end, district,
                                 targets=current().settings.report_targets())
-    except RangeError:
-        abort(400)
+    except RangeError as err:
+        return _csv_refused(range_problem(err))
     header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
     return csvfile.download(header, rows, f"{section}_{start.isoformat()}_{end.isoformat()}.csv")
