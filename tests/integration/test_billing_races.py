@@ -279,6 +279,28 @@ def test_an_invoice_whose_number_another_settler_took_keeps_that_number(db) -> N
     assert db["receipt_numbers"].count_documents({"invoice": "inv-r"}) == 1
 
 
+def test_a_lost_receipt_number_claim_is_followed_by_the_next_claim_without_a_read(db, monkeypatch) -> None:
+    """The other process took the next number since this one's hint: its link refuses the claim, and
+    the number after it is claimed at once (no read of the holder, none of the chain)."""
+    from pymongo.collection import Collection
+
+    year, chain = 2034, "receipt:org-h:2034"
+    assert receipts._receipt_number(db, "org-h", "inv-1", year, fresh=True) == "ORG-H-2034-000001"
+    _taken_elsewhere(db, chain, range(2, 3))  # the hint (1) is recent, one number behind
+    reads: list[str] = []
+    real = Collection.find_one
+
+    def find_one(self, *args, **kwargs):
+        reads.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "find_one", find_one)
+    assert receipts._receipt_number(db, "org-h", "inv-3", year, fresh=True) == "ORG-H-2034-000003"
+    assert reads == []
+    monkeypatch.undo()
+    assert sorted(_series(db, chain)) == [1, 2, 3]
+
+
 def test_settlers_of_many_processes_at_once_take_one_number_each_without_gaps(db, monkeypatch) -> None:
     """Threads without this process's per-chain lock race for the links as processes do."""
     class NoLock(dict):
