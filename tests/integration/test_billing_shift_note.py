@@ -76,3 +76,27 @@ def test_the_daily_csv_names_the_cashier_and_when_their_shift_opened(base_env, m
         for row in rows:
             assert row["cashier"] == sub and row["cashier_name"] == "Lê Thị Thu"
             assert row["shift"] == opened.json()["id"] and row["shift_opened_at"] == opened.json()["openedAt"]
+
+
+def test_the_invoice_summary_lists_its_refunds_with_how_why_and_who(base_env, mongo_client, dev_key) -> None:
+    """``GET /payments/invoices/{id}``'s ``refunds``: each refund given on the invoice's payments, with
+    when, how much, how, why and the cashier's name (the invoice page lists them)."""
+    from tests.billing_support import make_invoice
+
+    name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, _app):
+        token = issue_dev_token(dev_key, "cashier", sub="portal-cashier", facility="org-a", name="Lê Thị Thu")
+        me = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201
+        iid, _code = make_invoice(mongo_client[name], 100_000, facility="org-a")
+        assert client.get(f"/payments/invoices/{iid}", headers=me).json()["refunds"] == []
+        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 130_000, "transactionId": "t-2"},
+                           headers=me)
+        assert cash.status_code == 201, cash.text
+        r = client.post(f"/payments/{cash.json()['id']}/refund", json={"reason": "Trả lại tiền thừa", "method": "cash"},
+                        headers=me)
+        assert r.status_code == 201, r.text
+        [refund] = client.get(f"/payments/invoices/{iid}", headers=me).json()["refunds"]
+        assert (refund["payment"], refund["amount"], refund["channel"], refund["reason"], refund["cashierName"]) == (
+            cash.json()["id"], 30_000, "cash", "Trả lại tiền thừa", "Lê Thị Thu")
+        assert refund["at"].endswith("+07:00")

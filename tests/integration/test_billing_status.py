@@ -76,7 +76,25 @@ def full_read(db, iid: str) -> dict:
             "credit": credit, "refunded": sum(refunds.values()),
             "facility": invoice.facility, "reference": invoice.reference,
             "payments": [shown(p) for p in sorted(counted + late, key=lambda p: p["received_at"])],
-            "refundTasks": [payments.public_task(t) for t in db["refund_tasks"].find({"invoice": iid})]}
+            "refundTasks": [payments.public_task(t) for t in db["refund_tasks"].find({"invoice": iid})],
+            "refunds": _refunds_given(db, ids)}
+
+
+def _refunds_given(db, ids: list[str]) -> list[dict]:
+    """The refunds of the invoice's payments, oldest first, each with the cashier's name their shift
+    was opened under (a refund with no shift: the cashier's newest shift link's)."""
+    from sen_billing.domain import shifts
+    from sen_billing.domain.invoices import iso_vn
+
+    out = []
+    for r in sorted(db["refunds"].find({"_id": {"$in": ids}}), key=lambda r: (r["at"], r["_id"])) if ids else []:
+        link = db["shifts"].find_one({"shift": r["shift"], "state": "open"}) if r.get("shift") else None
+        name = (link or {}).get("cashier_name") or (
+            "" if r.get("shift") else shifts.cashier_names(db, {r["cashier"]}).get(r["cashier"], ""))
+        out.append({"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(r["at"]),
+                    "channel": r.get("channel"), "reason": r.get("reason", ""), "cashier": r.get("cashier"),
+                    "cashierName": name})
+    return out
 
 
 def summary(db, iid: str) -> dict:

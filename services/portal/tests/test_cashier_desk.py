@@ -229,7 +229,8 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert re.search(r'data-testid="qr-amount">39.000\u00a0₫', page)
     poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
-    assert poll == "/invoices/inv-a/status?due=39000&until=4100120100"  # 2099-12-05 09:15 +07:00
+    # 2099-12-05 09:15 +07:00; what the payments box shows (its digest) and the patient's id ride along
+    assert re.fullmatch(r"/invoices/inv-a/status\?due=39000&until=4100120100&pays=[0-9a-f]{12}&p=pa", poll), poll
     first_img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', page).group(1)
 
     answer = client.get(poll).get_data(as_text=True)  # nothing paid yet: the QR stays as it is
@@ -242,7 +243,9 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     assert box and re.search(r'data-testid="qr-amount">19.000\u00a0₫', box.group(1))
     img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', box.group(1)).group(1)
     assert img != first_img  # a new image URL: the browser draws the new code
-    assert re.search(r'hx-get="/invoices/inv-a/status\?due=19000&amp;until=4100120400"', answer)  # the next poll
+    # the next poll
+    assert re.search(r'hx-get="/invoices/inv-a/status\?due=19000&amp;until=4100120400&amp;pays=[0-9a-f]{12}&amp;p=pa"',
+                     answer)
     # the cash form's prefill follows: 19.000 now (app.js keeps an amount the cashier typed)
     cash = re.search(r'<div id="cash-fields" data-due="19000" hx-swap-oob="true">(.*?)</div>\s*</div>', answer, re.S)
     assert cash and re.search(r'<input[^>]*name="cash-amount"[^>]*value="19.000"', cash.group(1))
@@ -258,4 +261,6 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     monkeypatch.setattr(cashier, "_json", down)  # billing gives no new code: the old one goes all the same
     answer = client.get(poll).get_data(as_text=True)
     assert re.search(r'<div id="qr-box" hx-swap-oob="true" hidden></div>', answer)
-    assert re.search(r'hx-get="/invoices/inv-a/status\?due=39000&amp;until=4100120100"', answer)  # asked again
+    # asked again
+    assert re.search(r'hx-get="/invoices/inv-a/status\?due=39000&amp;until=4100120100&amp;pays=[0-9a-f]{12}&amp;p=pa"',
+                     answer)

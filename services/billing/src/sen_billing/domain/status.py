@@ -86,10 +86,36 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
     status = invoice.status if invoice.status in FINAL else (
         invoice_port.lifecycle_state(db, invoice.id) or invoice.status)  # the chain leads the resource
     ids = {p["_id"] for p in counted + late}
-    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, {"amount": 1, "reverses": 1})
-               if r["_id"] in ids] if ids else []
+    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, REFUND_FIELDS) if r["_id"] in ids] if ids else []
     tasks = list(db[REFUND_TASKS].find({"invoice": invoice.id})) if ids else []
-    return _body(invoice, status, counted, late, refunds, tasks)
+    body = _body(invoice, status, counted, late, refunds, tasks)
+    body["refunds"] = _refund_rows(db, refunds)
+    return body
+
+
+REFUND_FIELDS = {f: 1 for f in ("amount", "reverses", "at", "channel", "reason", "cashier", "shift")}
+
+
+def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The refunds given on the invoice's payments, oldest first, as the invoice page lists them: when,
+    how much, how (cash from the drawer, or a transfer), why, and by whom (the cashier's name their
+    shift was opened under; their token's subject where none is known). Names cost reads only when
+    there are refunds (one a shift)."""
+    if not refunds:
+        return []
+    from .shifts import cashier_names, opened
+
+    shifts = opened(db, {str(r["shift"]) for r in refunds if r.get("shift")})
+    names = cashier_names(db, {str(r["cashier"]) for r in refunds if r.get("cashier") and not r.get("shift")})
+    rows = []
+    for r in sorted(refunds, key=lambda r: (r.get("at") or datetime.min.replace(tzinfo=UTC), r["_id"])):
+        link = shifts.get(str(r.get("shift") or "")) or {}
+        at = r.get("at")
+        rows.append({"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(at) if at else None,
+                     "channel": r.get("channel") or ("cash" if r.get("shift") else "transfer"),
+                     "reason": r.get("reason", ""), "cashier": r.get("cashier"),
+                     "cashierName": link.get("cashier_name") or names.get(str(r.get("cashier") or ""), "")})
+    return rows
 
 
 def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str, Any]], late: list[dict[str, Any]],
@@ -125,7 +151,7 @@ def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str
     return {"invoice": invoice.id, "status": status, "owed": invoice.owed,
             "paid": paid, "balanceDue": due, "credit": credit,
             "refunded": sum(refunded.values()), "facility": invoice.facility,
-            "reference": invoice.reference, "payments": payments,
+            "reference": invoice.reference, "payments": payments, "refunds": [],
             "refundTasks": [public_task(t) for t in tasks]}
 
 

@@ -20,7 +20,7 @@ from flask_babel import gettext
 from . import backend, backend_message, bp, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
-from .formatting import human_name, parse_instant
+from .formatting import human_name, parse_instant, payment_method
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
 
@@ -230,6 +230,52 @@ def refundables(s: dict[str, Any]) -> list[dict[str, Any]]:
     return payments
 
 
+def refundable_total(s: dict[str, Any]) -> int:
+    """What can be given back on the invoice now, in all: each late payment whole; toward an invoice
+    still owed each payment whole (the invoice owes it again); of a paid or cancelled invoice its
+    credit, once (each payment's ``refundable`` is capped by the same credit: their sum says more)."""
+    late = [p for p in refundables(s) if p.get("lateInvoice")]
+    counted = [p for p in refundables(s) if not p.get("lateInvoice")]
+    total = sum(int(p.get("refundable", p.get("amount")) or 0) for p in late)
+    toward = sum(int(p.get("refundable", p.get("amount")) or 0) for p in counted)
+    if s.get("status") != "issued" or is_paid(s):  # the credit (each payment's share of it is at most all of it)
+        credit = max([int(s.get("credit") or 0), *(int(p.get("refundable") or 0) for p in counted)])
+        toward = min(toward, credit)
+    return total + toward
+
+
+def payments_digest(s: dict[str, Any] | None) -> str:
+    """What the page's payments and refunds box shows, as a short digest (the status box's ``?pays=``):
+    the status box swaps the box in again only when this changed (a cashier typing a refund keeps it)."""
+    if not s:
+        return ""
+    shown = [(p.get("id"), p.get("amount"), p.get("outcome"), p.get("refundable"), p.get("refunded"))
+             for p in s.get("payments") or []]
+    shown.append(tuple(sorted((r.get("payment"), r.get("amount")) for r in s.get("refunds") or [])))
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:12]
+
+
+@bp.app_template_global("transaction_of")
+def transaction_of(p: dict[str, Any]) -> str:
+    """A transfer's bank transaction id (billing's payment id is ``<provider>:<transaction>``), for the
+    cashier to tell two transfers of the same amount apart; "" for cash (its id is the desk's own)."""
+    pid = str(p.get("id") or "")
+    if p.get("channel") == "cash" or ":" not in pid:
+        return ""
+    return pid.split(":", 1)[1][:40]
+
+
+bp.add_app_template_global(payment_method, "payment_method")
+
+
+def _refund_form(s: dict[str, Any]) -> RefundForm:
+    """A new refund form: its own key, the first payment that can be refunded chosen, and "Refund by"
+    that payment's own way (a transfer is given back by transfer, cash from the drawer)."""
+    first = next(iter(refundables(s)), {})
+    return RefundForm(formdata=None, txn=uuid.uuid4().hex, payment=first.get("id"),
+                      method="cash" if first.get("channel") == "cash" else "transfer")
+
+
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portal-invoice")
 
 
@@ -287,9 +333,9 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "cancel_form" not in forms and cancellable(s):
         forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
     if "refund_form" not in forms and refundables(s):
-        forms["refund_form"] = RefundForm(formdata=None, txn=uuid.uuid4().hex)
+        forms["refund_form"] = _refund_form(s)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
-                           refundables=refundables(s),
+                           refundables=refundables(s), refundable_total=refundable_total(s), pays=payments_digest(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            until=_expires(qr), title=gettext("Invoice"), **forms, **ctx), status
 
@@ -348,11 +394,12 @@ def invoice_status(iid: str) -> Any:
     So is it once the time the page's code is valid until has passed (``until``): billing then serves
     a new one, valid for another while, and the page says until when."""
     due, until = _shown_due(), _shown_until()
+    pays, pid = request.args.get("pays", "")[:12], _hint().get("p")
     try:
         s = summary(iid)
     except BackendError:
         return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True, due=due,
-                               until=until)
+                               until=until, pays=pays, pid=pid)
     paid, qr, qr_swap = is_paid(s), None, False
     balance = s.get("balanceDue")
     if (due is not None and not paid and s.get("status") == "issued" and isinstance(balance, int)
@@ -367,9 +414,15 @@ def invoice_status(iid: str) -> Any:
             due, until = qr["amount"], _expires(qr) or until
     # the cash form's prefill follows the balance too (app.js keeps an amount the cashier typed)
     cash_form = _cash_form(balance) if qr_swap and isinstance(balance, int) and balance > 0 else None
+    # the payments, refunds and refund box follow too when they changed since the page (or the last
+    # swap) showed them, and always with the last answer (paid or cancelled: the box stops asking)
+    fresh = payments_digest(s)
+    payments_swap = fresh != pays or paid or s.get("status") == "cancelled"
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
                            qr_swap=qr_swap, due=due, until=until, cash_form=cash_form,
-                           cancellable=cancellable(s))
+                           cancellable=cancellable(s), pays=fresh, pid=pid, payments_swap=payments_swap,
+                           refundables=refundables(s), refundable_total=refundable_total(s),
+                           refund_form=_refund_form(s) if payments_swap and refundables(s) else None)
 
 
 @bp.route("/invoices/<iid>/qr.svg")

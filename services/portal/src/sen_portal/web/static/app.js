@@ -61,6 +61,14 @@
       evt.detail.shouldSwap = false;
     }
   });
+  // the refund form: "Refund by" follows the payment chosen (a transfer is given back by transfer,
+  // cash from the drawer); the cashier may still change it after choosing
+  document.addEventListener("change", function (evt) {
+    var radio = evt.target;
+    if (!radio.matches || !radio.matches("form[data-refund-form] input[name='payment'][data-method]")) return;
+    var select = radio.form.querySelector("select[name='method']");
+    if (select) select.value = radio.getAttribute("data-method");
+  });
   // the ICD-10 picker: choosing a suggestion fills the field; in a field of several diagnoses
   // (data-append: the minutes') it replaces the words being typed (data-query) and is added on a
   // line of its own after the codes already there

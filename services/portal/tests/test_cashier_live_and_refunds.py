@@ -1,0 +1,140 @@
+"""The invoice page's live update and its payments box (web/cashier.py, _invoice_payments.html), with
+the Flask test client and billing's answers faked as billing gives them (``/payments/invoices/{id}``
+and its ``/desk``):
+
+- a transfer arriving while the page is open: the status box's answer swaps in the payments (and
+  refunds) with the Paid status, and every out-of-band target it sends is on the page (htmx logged
+  ``oobErrorNoTarget, #cancel-box`` on an invoice whose page had no cancel box);
+- the refund form tells payments apart (time, method with the gateway, transaction), says once what
+  can be given back on the invoice, starts "Refund by" at the chosen payment's method; the page
+  lists the refunds given (time, amount, method, reason, cashier)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import portal_app, portal_signed_in
+
+INV = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T09:00:00+07:00",
+       "subject": {"reference": "Patient/pa"}, "totalGross": {"value": 100000, "currency": "VND"}}
+CASH = {"id": "cashier:c-1", "provider": "cashier", "channel": "cash", "amount": 50000, "outcome": "applied",
+        "receivedAt": "2026-12-05T16:03:00+07:00", "invoice": "inv-a"}
+TRANSFER = {"id": "payos:FT2633901234", "provider": "payos", "channel": "transfer", "amount": 80000,
+            "outcome": "applied", "receivedAt": "2026-12-05T16:05:00+07:00", "invoice": "inv-a"}
+
+
+class Billing:
+    def __init__(self) -> None:
+        self.s: dict[str, Any] = {"invoice": "inv-a", "status": "issued", "owed": 100000, "paid": 50000,
+                                  "balanceDue": 50000, "credit": 0, "refunded": 0, "reference": "HD7K2M9QX4C",
+                                  "payments": [{**CASH, "refundable": 50000}], "refunds": [], "refundTasks": []}
+
+    def shared_get(self, service, path, params=None, **_kw):
+        assert service == "billing"
+        if path.endswith("/desk"):
+            return {**self.s, "resource": INV, "qr": None}
+        return dict(self.s)
+
+    def json(self, method, path, body=None, params=None, key=None):
+        return {}
+
+
+@pytest.fixture()
+def billing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sen_portal.web import cashier
+
+    fake = Billing()
+    monkeypatch.setattr(cashier, "shared_get", fake.shared_get)
+    monkeypatch.setattr(cashier, "_json", fake.json)
+    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+    return fake
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return portal_signed_in(portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0"), "cashier")
+
+
+def _poll(page: str) -> str:
+    return re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
+
+
+def _oob_targets(answer: str) -> list[str]:
+    return re.findall(r'<\w+[^>]*\bid="([^"]+)"[^>]*hx-swap-oob="true"', answer)
+
+
+def _cells(html: str, testid: str, end: str = "td|span|p") -> list[str]:
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", m)).strip()
+            for m in re.findall(rf'data-testid="{testid}"[^>]*>(.*?)</(?:{end})>', html, re.S)]
+
+
+def test_a_transfer_arriving_swaps_in_the_payments_with_paid_and_only_targets_on_the_page(client, billing):
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert '<details class="card" id="cancel-box"' not in page  # something is paid: no cancel box shown
+    poll = _poll(page)
+    quiet = client.get(poll).get_data(as_text=True)  # nothing new: the payments box is not sent again
+    assert 'id="invoice-payments"' not in quiet
+    # the webhook: 80.000 by payOS settles it (130.000 on 100.000 owed: 30.000 credit)
+    billing.s.update(status="balanced", paid=130000, balanceDue=0, credit=30000,
+                     payments=[{**CASH, "refundable": 30000}, {**TRANSFER, "refundable": 30000}])
+    answer = client.get(poll).get_data(as_text=True)
+    assert 'data-testid="paid"' in answer
+    box = re.search(r'<section class="card" id="invoice-payments"[^>]*hx-swap-oob="true".*?</section>', answer, re.S)
+    assert box, answer
+    assert _cells(box.group(0), "payment-method") == ["Tiền mặt", "Chuyển khoản (payOS) Mã giao dịch FT2633901234"]
+    assert "80.000\u00a0₫" in box.group(0) and 'data-testid="refund-box"' in box.group(0)
+    targets = _oob_targets(answer)
+    assert {"invoice-payments", "invoice-facts", "qr-box", "cash-box", "cancel-box"} <= set(targets)
+    for target in targets:  # htmx finds each one (else: htmx:oobErrorNoTarget)
+        assert re.search(rf'id="{target}"', page), target
+
+
+@pytest.mark.parametrize("paid", [0, 50000])
+def test_every_box_the_status_answer_may_swap_is_on_the_page(client, billing, paid):
+    """Cancellable or not, with or without payments, a QR or none: each target is on the page."""
+    if not paid:
+        billing.s.update(paid=0, balanceDue=100000, payments=[])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    for state in ({"status": "balanced", "paid": 100000, "balanceDue": 0},
+                  {"status": "cancelled", "balanceDue": 0},
+                  {"status": "issued", "paid": paid + 10000, "balanceDue": 90000 - paid,
+                   "payments": [{**TRANSFER, "amount": 10000, "refundable": 10000}]}):
+        billing.s.update(state)
+        answer = client.get(_poll(page).replace("due=", "due=1")).get_data(as_text=True)
+        for target in _oob_targets(answer):
+            assert re.search(rf'id="{target}"', page), (state, target)
+
+
+def test_the_refund_form_tells_payments_apart_and_says_once_what_can_be_given_back(client, billing):
+    billing.s.update(status="balanced", paid=130000, balanceDue=0, credit=30000,
+                     payments=[{**TRANSFER, "amount": 50000, "refundable": 30000},
+                               {**CASH, "amount": 80000, "refundable": 30000}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "refund-option") == [
+        "05/12/2026 16:05 · Chuyển khoản (payOS) · 50.000 ₫ · Mã giao dịch FT2633901234",
+        "05/12/2026 16:03 · Tiền mặt · 80.000 ₫"]
+    assert _cells(page, "refundable-total") == ["Hóa đơn này có thể hoàn tối đa 30.000 ₫."]  # once, not 60.000
+    assert "có thể hoàn: " not in page
+    # "Refund by" starts at the first payment's way: a transfer; each choice carries its own for app.js
+    assert re.search(r'<option selected value="transfer">', page), page
+    assert re.findall(r'name="payment" value="([^"]+)" data-method="(\w+)"', page) == [
+        ("payos:FT2633901234", "transfer"), ("cashier:c-1", "cash")]
+    billing.s["payments"] = list(reversed(billing.s["payments"]))
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert re.search(r'<option selected value="cash">', page)
+
+
+def test_the_page_lists_the_refunds_given(client, billing):
+    billing.s.update(status="balanced", paid=130000, balanceDue=0, credit=0, refunded=30000,
+                     payments=[{**CASH, "amount": 130000, "refundable": 0, "refunded": 30000}],
+                     refunds=[{"payment": "cashier:c-1", "amount": 30000, "at": "2026-12-05T16:10:00+07:00",
+                               "channel": "cash", "reason": "Trả lại tiền thừa", "cashier": "portal-cashier",
+                               "cashierName": "Lê Thị Thu"}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    rows = _cells(page, "refund-row", "tr")
+    assert rows == ["05/12/2026 16:10 30.000 ₫ Tiền mặt Trả lại tiền thừa Lê Thị Thu"], rows
+    assert 'data-testid="refund-box"' not in page  # nothing left to give back
