@@ -138,3 +138,25 @@ def test_a_consult_that_does_not_exist_is_not_found(portal):
     r = portal_signed_in(portal, "clinic").get("/consults/00000000-0000-0000-0000-000000000000")
     text = _text(r.get_data(as_text=True))
     assert r.status_code == 404 and "Không tìm thấy" in text and "tạm thời" not in text
+
+
+def test_a_search_of_the_whole_cccd_takes_the_patient_on(portal, ehr, ehr_db, dev_key, mongo_client):
+    """The review's second way in: the CCCD searched finds none of the clinic's patients; the page offers
+    to take on the patient holding it (the EHR's Patient/$take-on), and his chart opens."""
+    cccd = f"0870{random.randrange(10**8):08d}"
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
+    c = portal_signed_in(portal, "clinic")
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    page = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page, re.S)
+    assert form is not None and tam not in page  # the patient is not shown before he is taken on
+    fields = dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form.group(0)))
+    r = c.post("/patients/take-on", data={"csrf_token": token, **fields})
+    assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == f"/patients/{tam}"
+    assert c.get(r.headers["Location"]).status_code == 200
+    page = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
+    assert f'href="/patients/{tam}"' in page  # now one of the clinic's patients
+    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 1
+    # a number nobody holds: a readable 403, nothing granted
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "000000000009"})
+    assert r.status_code == 403 and "không tìm thấy người bệnh nào có số này" in _text(r.get_data(as_text=True))

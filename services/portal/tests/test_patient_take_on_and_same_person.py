@@ -68,6 +68,14 @@ class Ehr:
                 return _json(409, duplicate("Patient", f"{CCCD}|087048006170", TAM).to_outcome())
             self.created.append(json)
             return _json(201, {**json, "id": f"bn-moi-{len(self.created)}"})
+        if method == "POST" and path.endswith("/fhir/Patient/$take-on"):  # by the number alone
+            self.take_ons.append(json)
+            value = json["parameter"][0]["valueIdentifier"]["value"]
+            if value != "087048006170":
+                return _outcome(403, "forbidden", "forbidden: no patient holds the identifier given")
+            self.taken = True
+            return _json(201, {"resourceType": "Parameters", "parameter": [
+                {"name": "patient", "valueReference": {"reference": f"Patient/{TAM}"}}]})
         if method == "POST" and path.endswith(f"/fhir/Patient/{TAM}/$take-on"):
             self.take_ons.append(json)
             if self.take_on_status >= 400:
@@ -154,6 +162,46 @@ def test_only_clinic_staff_take_patients_on(tmp_path, monkeypatch):
     token = csrf_token(c.get("/patients").get_data(as_text=True))
     r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
     assert r.status_code == 403 and ehr.take_ons == []
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_a_search_of_a_whole_number_no_patient_of_the_clinic_holds_offers_to_take_the_patient_on(
+        tmp_path, monkeypatch, lang):
+    ehr = Ehr()
+    monkeypatch.setattr(http, "request", ehr)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    for htmx in ({}, {"HX-Request": "true"}):
+        page = c.post("/patients/search", data={"q": "0870 4800 6170", "csrf_token": token},
+                      headers=htmx).get_data(as_text=True)
+        form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page,
+                         re.S).group(0)
+        assert dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form)) == {
+            "system": "cccd", "number": "087048006170"}
+        assert ("Tiếp nhận người bệnh tại cơ sở này" if lang == "vi" else "Take this patient on here") in form
+    # a name, or a part of a number, never offers it
+    for q in ("Huỳnh Văn Tâm", "08704800617"):
+        page = c.post("/patients/search", data={"q": q, "csrf_token": token}).get_data(as_text=True)
+        assert 'data-testid="take-on"' not in page
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+    assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == f"/patients/{TAM}"
+    assert ehr.take_ons[-1]["parameter"][0]["valueIdentifier"] == {"system": CCCD, "value": "087048006170"}
+    assert c.get(r.headers["Location"]).status_code == 200
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006171"})
+    assert r.status_code == 403
+    text = _text(r.get_data(as_text=True))
+    said = ("không tìm thấy người bệnh nào có số này" if lang == "vi"
+            else "found no patient with this number to take on")
+    assert said in text
+
+
+def test_a_doctors_search_never_offers_to_take_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(http, "request", Ehr())
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "doctor")
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    page = c.post("/patients/search", data={"q": "087048006170", "csrf_token": token}).get_data(as_text=True)
+    assert "Không có người bệnh phù hợp" in _text(page) and 'data-testid="take-on"' not in page
 
 
 # ------------------------------------------------------------------ 3. the same patient twice

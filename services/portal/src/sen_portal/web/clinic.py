@@ -113,15 +113,21 @@ def clinic_home() -> Any:
 def patient_search() -> Any:
     """POST, so names and CCCD numbers never appear in a URL or an access log."""
     form = PatientSearchForm()
-    results, problem = None, None
+    results, problem, take_on = None, None, None
     if form.validate_on_submit():
         try:
             results = find_patients(form.q.data)
         except BackendError as err:
             problem = backend_message(err)
+        # a whole CCCD or BHYT number that is none of the user's patients: a clinic may take on the
+        # patient holding it (registered at another facility), never found by a name
+        ident = search_params(form.q.data).get("identifier")
+        if results == [] and ident and g.user.can("clinic"):
+            system, number = ident.split("|", 1)
+            take_on = TakeOnForm(formdata=None, system="cccd" if system == SYS_CCCD else "bhyt", number=number)
     template = "_patient_results.html" if _is_htmx() else "patients.html"
-    return render_template(template, form=form, results=results, problem=problem, title=gettext("Patients"),
-                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+    return render_template(template, form=form, results=results, problem=problem, take_on=take_on,
+                           title=gettext("Patients"), SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
 
 
 @bp.route("/patients/new", methods=["GET", "POST"])
@@ -175,28 +181,36 @@ def take_on_offer(pid: str, form: PatientForm) -> TakeOnForm | None:
     return TakeOnForm(formdata=None, system=system, number=number)
 
 
+@bp.route("/patients/take-on", methods=["POST"], defaults={"pid": None})
 @bp.route("/patients/<pid>/take-on", methods=["POST"])
 @login_required("clinic")
-def patient_take_on(pid: str) -> Any:
+def patient_take_on(pid: str | None) -> Any:
     """Take a patient registered at another facility on here (the EHR's ``$take-on``, with the full CCCD or
-    BHYT number the nurse typed and the reason "the patient came to this facility"), then open the chart.
+    BHYT number the nurse typed and the reason "the patient came to this facility"), then open the chart:
+    the patient the registration named (``pid``), or (from a search of the number) the one holding it.
     A second click lands on the same chart (the EHR grants once)."""
     form = TakeOnForm()
-    if not FHIR_ID.fullmatch(pid) or not form.validate_on_submit():
+    if (pid is not None and not FHIR_ID.fullmatch(pid)) or not form.validate_on_submit():
         return render_template("error.html", title=gettext("The request was refused"), message=gettext(
             "The patient could not be taken on: the form was incomplete. Register the patient again with "
             "their CCCD or health insurance number."), back=url_for("web.patient_new"),
             back_label=gettext("Register a patient")), 400
     system = SYS_CCCD if form.system.data == "cccd" else SYS_BHYT
     try:
-        patients.take_on(pid, system, (form.number.data or "").upper())
+        granted = patients.take_on(pid, system, (form.number.data or "").upper())
     except BackendError as err:
         if err.kind == "refused" and err.status == 403:
             return render_template("error.html", title=gettext("Not allowed"), message=gettext(
                 "The health record service did not grant this patient: the number is not theirs, or your "
-                "role may not take patients on. Check the card and register again."),
+                "role may not take patients on. Check the card and register again.") if pid else gettext(
+                "The health record service found no patient with this number to take on. Check the card, "
+                "or register the patient."),
                 back=url_for("web.patient_new"), back_label=gettext("Register a patient")), 403
         raise
+    pid = pid or next((patient_id(p.get("valueReference")) for p in granted.get("parameter") or ()
+                       if p.get("name") == "patient"), None)
+    if pid is None:
+        return redirect(url_for("web.clinic_home"))
     return redirect(url_for("web.patient_chart", pid=pid, taken=1))
 
 

@@ -147,10 +147,12 @@ def same_person(family: str, given: str, birth: date, gender: str) -> list[dict[
 TAKE_ON_REASON = "Người bệnh đến khám tại cơ sở"  # the EHR's record of why: in Vietnamese, as the records are
 
 
-def take_on(pid: str, system: str, number: str, reason: str = TAKE_ON_REASON) -> dict[str, Any]:
-    """The EHR's ``Patient/<pid>/$take-on``: the user's facility granted the patient on the full number of
-    their card (CCCD or BHYT ``system``); the grant's Parameters, or a BackendError (403: the number is
-    not that patient's). Idempotent at the EHR: a second click answers the same grant."""
-    return fhir_post("ehr", f"/fhir/Patient/{pid}/$take-on", {"resourceType": "Parameters", "parameter": [
+def take_on(pid: str | None, system: str, number: str, reason: str = TAKE_ON_REASON) -> dict[str, Any]:
+    """The EHR's ``Patient/<pid>/$take-on`` (``pid`` None: ``Patient/$take-on``, the patient holding the
+    number): the user's facility granted the patient on the full number of their card (CCCD or BHYT
+    ``system``); the grant's Parameters (``patient`` names them), or a BackendError (403: the number is
+    not that patient's, or no one's). Idempotent at the EHR: a second click answers the same grant."""
+    path = f"/fhir/Patient/{pid}/$take-on" if pid else "/fhir/Patient/$take-on"
+    return fhir_post("ehr", path, {"resourceType": "Parameters", "parameter": [
         {"name": "identifier", "valueIdentifier": {"system": system, "value": number}},
         {"name": "reason", "valueString": reason}]}, idempotent=False)
