@@ -171,12 +171,12 @@ def test_pages_that_say_no(visitor_factory):
     assert "/login" in v.page.url  # signed out: the pages ask for a sign-in again
 
 
-def _submit(stack: dict[str, str], question: str, priority: str = "routine") -> str:
+def _submit(stack: dict[str, str], question: str, priority: str = "routine", patient: str = "bn-0002") -> str:
     from sen_shared.auth import issue_dev_token
 
     token = issue_dev_token(stack["key"], "clinic", facility="tyt-my-hiep")
     sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": priority,
-          "subject": {"reference": "Patient/bn-0002"}, "requester": {"reference": "Organization/tyt-my-hiep"},
+          "subject": {"reference": f"Patient/{patient}"}, "requester": {"reference": "Organization/tyt-my-hiep"},
           "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "E11.9"}]}],
           "note": [{"text": question}], "performer": [{"reference": "Organization/bvdk-dong-thap"}]}
     r = httpx.post(f"{stack['teleconsult']}/fhir/ServiceRequest/$submit", json=sr, timeout=30,

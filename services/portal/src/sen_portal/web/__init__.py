@@ -418,6 +418,15 @@ def vendor(name: str) -> Response:
     return resp
 
 
+@bp.route("/favicon.ico")
+def favicon() -> Response:
+    """The portal's icon where a browser asks for it by itself (a file opened alone has no ``<link rel="icon">``;
+    the pages name static/favicon.svg): the same small SVG, from the portal, cached a day."""
+    resp = bp.send_static_file("favicon.svg")
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
+
+
 @bp.route("/language", methods=["POST"])
 def language() -> Any:
     """The page again in the other language: ``next`` (the page's path and query), when it answers a
