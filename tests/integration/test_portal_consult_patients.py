@@ -487,11 +487,12 @@ def test_a_file_of_a_message_stored_without_its_name_is_named_by_the_ehr_without
         assert "siêu-âm-tim.pdf" in answer.decode()
 
 
-def test_the_consult_form_sent_twice_at_once_submits_one_consult(portal, ehr, tc, dev_key):
+def test_the_consult_form_sent_twice_at_once_submits_one_consult(portal, ehr, tc, dev_key, consults):
     """A double click on "Gửi yêu cầu" (two posts of one form at once, then a third after, as a retry):
     the file is stored once (its DocumentReference's identifier from the form's key, created only if
     none has it: the EHR's conditional create), teleconsult gets one $submit key and replays its first
-    answer, and every post lands on the same consult; the clinic's list holds it once."""
+    answer, and every post lands on the same consult; the clinic's list holds it once. (The patient has an
+    open consult for the same reason: the form asks first, storing nothing, and each post carries the tick.)"""
     clinic = portal_signed_in(portal, "clinic")
     page = clinic.get(f"/patients/{BINH}/consult").get_data(as_text=True)
     key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', page).group(1)
@@ -506,14 +507,19 @@ def test_the_consult_form_sent_twice_at_once_submits_one_consult(portal, ehr, tc
                 if (e["resource"].get("note") or [{}])[0].get("text") == question]
 
     gate = threading.Barrier(2)
+    again = ""  # the patient has an open consult for I10 (``consults``): sent once a tick confirms another
 
     def send(together: bool) -> Any:
         if together:
             gate.wait(timeout=30)
         return clinic.post(f"/patients/{BINH}/consult", content_type="multipart/form-data", data={
             "csrf_token": csrf_token(page), "key": key, "patient": BINH, "priority": "routine",
-            "reason": "I10 — Tăng huyết áp vô căn (nguyên phát)", "question": question,
+            "reason": "I10 — Tăng huyết áp vô căn (nguyên phát)", "question": question, "again": again,
             "files": [(io.BytesIO(png), "dien-tim.png", "image/png")]})
+
+    asked_first = send(False)
+    assert asked_first.status_code == 200 and not asked(), asked_first.get_data(as_text=True)[:300]
+    again = re.search(r'name="again" value="([^"]+)"', asked_first.get_data(as_text=True)).group(1)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         answers = list(pool.map(send, [True, True]))

@@ -61,11 +61,18 @@ class Backends:
         self.posted: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []  # the headers of each post (``posted``'s order)
         self.files: dict[str, str] = {}  # the DocumentReferences created: identifier -> id
+        # what the patient's open consults search answers (the Tasks and their ServiceRequests): those the
+        # test puts there, then each one $submit made
+        self.patient_open: list[dict[str, Any]] = []
+        self.patient_searches: list[dict[str, str]] = []
 
         def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
             return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
         def fhir_get(service: str, path: str, params: dict[str, str] | None = None, **_kw: Any) -> dict[str, Any]:
+            if (service, path) == ("teleconsult", "/fhir/Task") and "patient" in (params or {}):
+                self.patient_searches.append(dict(params or {}))
+                return bundle(self.patient_open)
             if (service, path) == ("teleconsult", "/fhir/Task"):
                 return bundle([self.task, self.sr])
             if (service, path) == ("teleconsult", "/fhir/Task/$worklist"):
@@ -91,6 +98,8 @@ class Backends:
                 ident = str((body.get("identifier") or [{}])[0].get("value") or len(self.posted))
                 return {**body, "id": self.files.setdefault(ident, f"d{len(self.posted)}")}
             if path == "/fhir/ServiceRequest/$submit":
+                made = [{**body, "id": "sr1"}, {**self.task, "status": "requested"}]
+                self.patient_open.extend(r for r in made if r not in self.patient_open)
                 return bundle([{**body, "id": "sr1"}, self.task])
             return {"resourceType": "Task", **self.task}
 
@@ -412,7 +421,7 @@ def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypa
         r = client.post("/consults/t1/answer", content_type="multipart/form-data",
                         data={"answer": "Phim kèm theo.", "csrf_token": csrf_token(page), "files": fake})
     assert r.status_code == 422 and not backends.posted
-    assert "x-quang.png không thật là tệp PDF, JPEG hay PNG" in r.get_data(as_text=True)
+    assert "x-quang.png không thực sự là tệp PDF, JPEG hay PNG" in r.get_data(as_text=True)
 
 
 def test_a_stored_file_that_cannot_be_shown_links_back_to_its_consult(client, monkeypatch):

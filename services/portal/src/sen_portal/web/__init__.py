@@ -76,6 +76,7 @@ def login_required(*roles: str):  # noqa: ANN201 - a decorator
                                        message=gettext("Your role cannot open this page.")), 403
             g.user = user
             return fn(*args, **kwargs)
+        inner.needs_sign_in = True  # a form of such a page sent signed out is said so (_csrf_error)
         return inner
     return wrap
 
@@ -315,9 +316,35 @@ def _headers(response: Response) -> Response:
     return response
 
 
+# a form's fields that hold no text the user typed (tokens, keys, choices, hidden references), never shown back
+# by the expired form's page; a password never is
+_NOT_TYPED = frozenset({"csrf_token", "key", "version", "next", "lang", "confirm", "takeover", "again", "patient",
+                        "priority", "practitioner", "appointment", "slot", "start", "end", "password"})
+
+
+def typed_text(form: Any) -> list[str]:
+    """What the user typed into a form that was not sent (its text fields' non-empty values, in order)."""
+    return [str(v) for k, v in form.items(multi=True)
+            if k not in _NOT_TYPED and "password" not in k and isinstance(v, str) and v.strip()]
+
+
 @bp.errorhandler(CSRFError)
 def _csrf_error(err: CSRFError) -> Any:
-    return render_template("error.html", title=gettext("The form expired"),
+    """A page's POST whose CSRF token failed. Signed out meanwhile (the session ended, the cookie was lost):
+    said, with a link to sign in again that comes back to the form's page; either way, what was typed is
+    shown (escaped, to copy) since nothing was sent."""
+    typed = typed_text(request.form)
+    view = current_app.view_functions.get(request.endpoint or "")
+    if current_user() is None and getattr(view, "needs_sign_in", False):
+        came = _on_this_site(request.referrer)
+        page = came if came and _answers_get(came) else \
+            (request.path if _answers_get(request.path) else nearest_page(request.path))
+        return render_template(
+            "error.html", title=gettext("You were signed out"), typed=typed,
+            message=gettext("Your session ended (signed out, or open too long), so nothing was sent. Sign in "
+                            "again, then send it once more."),
+            back=url_for("web.login", next=page or "/"), back_label=gettext("Sign in again")), 400
+    return render_template("error.html", title=gettext("The form expired"), typed=typed,
                            message=gettext("The form was open too long or came from elsewhere. "
                                            "Go back, reload the page and send it again.")), 400
 
@@ -443,12 +470,17 @@ def language() -> Any:
     came = _on_this_site(request.referrer)
     if came and came.partition("?")[0] != nxt.partition("?")[0] and _answers_get(came):
         return redirect(came)
-    parts = nxt.partition("?")[0].rstrip("/").split("/")
+    return redirect(nearest_page(nxt) or url_for("web.home"))
+
+
+def nearest_page(path: str) -> str | None:
+    """The nearest page above ``path`` a GET reaches (``/invoices/<id>`` for ``/invoices/<id>/cash``), if any."""
+    parts = path.partition("?")[0].rstrip("/").split("/")
     while len(parts) > 2:
         parts.pop()
         if _answers_get("/".join(parts)):
-            return redirect("/".join(parts))
-    return redirect(url_for("web.home"))
+            return "/".join(parts)
+    return None
 
 
 def _answers_get(target: str) -> bool:

@@ -384,7 +384,7 @@ def _section_title(section: dict[str, Any]) -> str:
     """A consult record's section by its code in the page's language; another by its stored title."""
     code = next((c.get("code") for c in (section.get("code") or {}).get("coding") or []), None)
     titles = {"participants": gettext("Participants and their roles"), "summary": gettext("Case summary"),
-              "findings": gettext("Findings of the consult"), "conclusion": gettext("Conclusion"),
+              "findings": gettext("Findings reviewed (clinical, lab, images)"), "conclusion": gettext("Conclusion"),
               "recommendations": gettext("Recommendations for treatment")}
     return titles.get(str(code), str(section.get("title") or ""))
 
@@ -549,11 +549,15 @@ def _check_files(form: FlaskForm) -> bool:
     return ok
 
 
-def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str]]) -> dict[str, Any]:
+def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str]],
+                    key: str | None = None) -> dict[str, Any]:
+    """The consult request's ServiceRequest; ``key``: the form's, kept as its identifier (:data:`REQUEST_SYSTEM`),
+    by which the same form sent again knows the consult it made (:func:`open_same_reason`)."""
     code = icd10.parse_field(form.reason.data or "")
     assert code is not None
     sr: dict[str, Any] = {
         "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        **({"identifier": [{"system": REQUEST_SYSTEM, "value": key}]} if key else {}),
         "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "11429006",
                                   "display": "Consultation"}], "text": "consult"}],
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "11429006", "display": "Consultation"}],
@@ -572,6 +576,37 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
     return sr
 
 
+# a consult request's identifier: the key of the form that sent it (clinic.form_key)
+REQUEST_SYSTEM = "https://sen.vn/fhir/sid/portal-consult-request"
+
+
+def open_same_reason(pid: str, code: str, key: str) -> list[dict[str, Any]]:
+    """The patient's open consults (this clinic's, as teleconsult scopes the clinic's Task search) whose reason
+    is the ICD-10 ``code``, newest first: each Task's id and when it was requested. One this form made (its
+    identifier is the form's ``key``: the form sent twice lands on it) is not one of them. Teleconsult not
+    answering leaves the question unasked (the request itself then fails readably)."""
+    params = {"patient": f"Patient/{pid}", "status": ",".join(OPEN), "_include": "Task:based-on",
+              "_sort": "-authored-on", "_count": "50"}
+    if g.user.facility:
+        params["requester"] = f"Organization/{g.user.facility}"
+    try:
+        bundle = _consult_read("/fhir/Task", params)
+    except BackendError:
+        return []
+    srs = {str(sr.get("id")): sr for sr in entries(bundle, "ServiceRequest")}
+    found = []
+    for task in entries(bundle, "Task"):
+        sr = srs.get(_request_id(task) or "") or {}
+        if task.get("status") not in OPEN or any(
+                i.get("system") == REQUEST_SYSTEM and i.get("value") == key for i in sr.get("identifier") or []):
+            continue
+        reasons = [task["reasonCode"]] if task.get("reasonCode") else sr.get("reasonCode") or []
+        if any(c.get("code") == code and c.get("system") in (None, icd10.SYSTEM)
+               for r in reasons for c in (r or {}).get("coding") or []):
+            found.append({"tid": str(task.get("id")), "authored": task.get("authoredOn")})
+    return found
+
+
 @bp.route("/patients/<pid>/consult", methods=["GET", "POST"])
 @login_required("clinic")
 def consult_new(pid: str) -> Any:
@@ -585,13 +620,18 @@ def consult_new(pid: str) -> Any:
     form = form_key(KeyedConsultForm(patient=pid))
     form.patient.data = pid
     problem = None
+    same_open: list[dict[str, Any]] = []
     posted = request.method == "POST" and form.validate_on_submit()
     code = icd10.parse_field(form.reason.data or "") if request.method == "POST" else None
-    if posted and code is not None:
-        if _check_files(form):
+    if posted and code is not None and _check_files(form):
+        # another open consult of the patient for the same reason: said, with a link to it, and the request
+        # sent only once its tick confirms another (the tick's value: the consults it was shown), before
+        # anything is stored (its files)
+        same_open = open_same_reason(pid, code.code, form.key.data or "")
+        if {c["tid"] for c in same_open} <= set(request.form.get("again", "").split(",")):
             try:
                 supporting = _attach(form.files.data or [], pid, form.key.data)
-                body = service_request(form, g.user, supporting)
+                body = service_request(form, g.user, supporting, form.key.data)
                 key = request_key(form.key.data, "consult", pid, form.priority.data or "", code.code,
                                   form.question.data or "", *(ref["reference"] for ref in supporting))
                 answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit", body,
@@ -617,9 +657,9 @@ def consult_new(pid: str) -> Any:
     # htmx swaps only 2xx answers: the form with its errors comes back as 200 there
     status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
-    return render_template(template, form=form, patient=patient, pid=pid, problem=problem,
-                           limits=upload_limits(), files_again=_files_dropped(form, problem),
-                           title=gettext("Request a consult")), status
+    files_again = _files_dropped(form, problem) or bool(same_open and _has_files(form))  # the tick asked first
+    return render_template(template, form=form, patient=patient, pid=pid, problem=problem, same_open=same_open,
+                           limits=upload_limits(), files_again=files_again, title=gettext("Request a consult")), status
 
 
 def _task_from_locations(bundle: dict[str, Any]) -> str | None:

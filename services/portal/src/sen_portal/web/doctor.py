@@ -131,12 +131,18 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
                         for a in ctx.get("proposals") or []]
     ctx["due"] = due_text
     ctx["all_after_due"] = bool(ctx["after_due"]) and all(ctx["after_due"])
-    forms["reassign_form"].practitioner.choices = doctors.result()
+    forms["reassign_form"].practitioner.choices = reassign_choices(doctors.result())
     ctx["held_by_other"] = other_holder(data["task"])  # taking it back asks for a confirmation
     ctx["minutes_from"] = minutes_start(data["task"], datetime.now(TZ)).isoformat()
     ctx["participants_max"] = PARTICIPANTS_MAX
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
+
+
+def reassign_choices(doctors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The reassign box's choices: an empty first one (a press of the button without choosing gives the
+    consult to nobody: "Choose a doctor."), then the hub's other doctors."""
+    return [("", gettext("— Choose a doctor —")), *doctors]
 
 
 def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
@@ -367,9 +373,13 @@ def task_reject(tid: str) -> Any:
 @login_required("doctor")
 def task_reassign(tid: str) -> Any:
     form = ReassignForm()
-    form.practitioner.choices = _hub_doctors(g.user.facility, g.user.practitioner)
+    form.practitioner.choices = reassign_choices(_hub_doctors(g.user.facility, g.user.practitioner))
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reassign_form": form})
+    if request.form.get("confirm") != form.practitioner.data:
+        # the doctor chosen is said by name and confirmed by a second press (which sends the same choice)
+        name = dict(form.practitioner.choices).get(form.practitioner.data, form.practitioner.data)
+        return _task_page(tid, forms={"reassign_form": form}, reassign_to={"ref": form.practitioner.data, "name": name})
     try:
         _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}])
     except BackendError as err:
