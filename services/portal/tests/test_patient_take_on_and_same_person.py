@@ -155,6 +155,18 @@ def test_a_number_the_ehr_refuses_is_a_403_page_and_a_bad_form_sends_nothing(tmp
     assert len(ehr.take_ons) == 1
 
 
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_another_facilitys_chart_says_how_to_take_the_patient_on(tmp_path, monkeypatch, lang):
+    monkeypatch.setattr(http, "request", Ehr())
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "clinic", lang)
+    r = c.get(f"/patients/{TAM}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 403 and f"<h1>{'Không được phép' if lang == 'vi' else 'Not allowed'}</h1>" in page
+    said = ("hãy tìm theo số CCCD hoặc số thẻ bảo hiểm y tế để tiếp nhận" if lang == "vi"
+            else "search their CCCD or health insurance number to take them on")
+    assert said in _text(page) and 'href="/patients"' in page
+
+
 def test_only_clinic_staff_take_patients_on(tmp_path, monkeypatch):
     ehr = Ehr()
     monkeypatch.setattr(http, "request", ehr)

@@ -369,6 +369,12 @@ def patient_chart(pid: str) -> Any:
         if err.status == 404:
             return render_template("error.html", title=gettext("Not found"),
                                    message=gettext("This patient does not exist or you may not see them.")), 404
+        if err.kind == "refused" and err.status == 403 and g.user.role == "clinic":
+            # another facility's patient: the way in is their card (the search's take-on), never this link
+            return render_template("error.html", title=gettext("Not allowed"), message=gettext(
+                "This patient is not one of your facility's. If the patient is here with their card, search "
+                "their CCCD or health insurance number to take them on at this facility."),
+                back=url_for("web.clinic_home"), back_label=gettext("Find a patient")), 403
         raise
     data = chart_data(bundle)
     if data["patient"] is None:
