@@ -17,7 +17,7 @@ from typing import Any
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend, backend_message, bp, daily_report, login_required
+from . import backend, backend_message, bp, charges, daily_report, login_required
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
 from .formatting import human_name, parse_instant, payment_method
@@ -334,6 +334,8 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
     if "refund_form" not in forms and refundables(s):
         forms["refund_form"] = _refund_form(s)
+    if "card_form" not in forms and card_step(s, inv):
+        forms["card_form"] = charges.card_form(pid)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            refundables=refundables(s), refundable_total=refundable_total(s), pays=payments_digest(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
@@ -460,6 +462,37 @@ def invoice_cancel(iid: str) -> Any:
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"cancel_form": form})
     return redirect(url_for("web.invoice", iid=iid, **_hint()))
+
+
+def card_step(s: dict[str, Any], inv: dict[str, Any] | None) -> bool:
+    """The BHYT card can still change the invoice: issued, with lines, and nothing paid toward it (no
+    payment at all: billing's cancel under it refuses one counted)."""
+    return (s.get("status") == "issued" and not int(s.get("paid") or 0) and not s.get("payments")
+            and bool((inv or {}).get("lineItem")))
+
+
+@bp.route("/invoices/<iid>/card", methods=["POST"])
+@login_required("cashier")
+def invoice_card(iid: str) -> Any:
+    """Record the patient's BHYT card on an issued invoice nothing is paid on: the invoice is made
+    again with BHYT's share (charges.split_again) and the page is the new invoice's."""
+    form = charges.CardForm(prefix="card")
+    if not form.validate_on_submit():
+        return _invoice_page(iid, 422, forms={"card_form": form})
+    try:
+        s = summary(iid)
+        inv = call("billing", "GET", f"/fhir/Invoice/{iid}").json()
+        if not card_step(s, inv):
+            return _invoice_page(iid, 409, problem=charges.paid_already_message() if s.get("payments")
+                                 else gettext("This invoice is no longer awaiting payment: the BHYT card cannot "
+                                              "change it."), forms={"card_form": form})
+        new = charges.split_again(form.txn.data or uuid.uuid4().hex, inv, form)
+    except charges.PaidAlready:
+        return _invoice_page(iid, 409, problem=charges.paid_already_message(), forms={"card_form": form})
+    except BackendError as err:
+        return _invoice_page(iid, 409 if err.kind == "refused" else 503, problem=backend_message(err),
+                             forms={"card_form": form})
+    return redirect(url_for("web.invoice", iid=new, carded=s.get("reference") or iid, **_hint()))
 
 
 def _hint() -> dict[str, str]:

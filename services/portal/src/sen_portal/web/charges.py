@@ -78,7 +78,28 @@ _KEY = re.compile(r"[0-9a-f]{32}")
 _CARD = r"^[A-Za-z]{2}\d{13}$"
 
 
-class ChargeForm(FlaskForm):
+class CardForm(FlaskForm):
+    """A BHYT card to record in billing (a Coverage, :func:`coverage_body`): the walk-in invoice's step,
+    and the invoice page's for an issued invoice nothing is paid on (:func:`split_again`)."""
+
+    card_number = StringField(_l("BHYT card number"), validators=[
+        InputRequired(_l("Enter the card number.")),
+        Regexp(_CARD, message=_l("An insurance number is 2 letters then 13 digits."))])
+    card_level = SelectField(_l("Benefit level"), choices=[("", "—"), ("80", "80 %"), ("95", "95 %"),
+                                                           ("100", "100 %")],
+                             validators=[DataRequired(_l("Choose the benefit level printed on the card."))])
+    card_start = LocalDateField(_l("Valid from"), validators=[InputRequired(_l("Enter a valid date."))])
+    card_end = LocalDateField(_l("Valid until"), validators=[InputRequired(_l("Enter a valid date."))])
+    txn = HiddenField()  # the invoice page's form key (made with the page): a second click does nothing twice
+
+    def validate_card_end(self, field: Any) -> None:
+        if self.card_start.data and field.data and field.data < self.card_start.data:
+            raise ValidationError(_l("The card ends before it starts."))
+        if field.data and field.data < datetime.now(TZ).date():
+            raise ValidationError(_l("This card has expired; it cannot be used today."))
+
+
+class ChargeForm(CardForm):
     """The page's form; the lines are read from ``line_service``/``line_qty`` pairs (:func:`read_lines`)."""
 
     key = HiddenField()
@@ -88,20 +109,6 @@ class ChargeForm(FlaskForm):
         Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
     service_q = StringField(_l("Find a service"), validators=[Optional(), Length(max=100, message=_l(
         "Type at most 100 characters."))])
-    card_number = StringField(_l("BHYT card number"), validators=[
-        InputRequired(_l("Enter the card number.")),
-        Regexp(_CARD, message=_l("An insurance number is 2 letters then 13 digits."))])
-    card_level = SelectField(_l("Benefit level"), choices=[("", "—"), ("80", "80 %"), ("95", "95 %"),
-                                                           ("100", "100 %")],
-                             validators=[DataRequired(_l("Choose the benefit level printed on the card."))])
-    card_start = LocalDateField(_l("Valid from"), validators=[InputRequired(_l("Enter a valid date."))])
-    card_end = LocalDateField(_l("Valid until"), validators=[InputRequired(_l("Enter a valid date."))])
-
-    def validate_card_end(self, field: Any) -> None:
-        if self.card_start.data and field.data and field.data < self.card_start.data:
-            raise ValidationError(_l("The card ends before it starts."))
-        if field.data and field.data < datetime.now(TZ).date():
-            raise ValidationError(_l("This card has expired; it cannot be used today."))
 
 
 @dataclass
@@ -290,7 +297,7 @@ def charge_body(pid: str, line: Line) -> dict[str, Any]:
             "definitionCanonical": [f"ChargeItemDefinition/{line.service}"], "quantity": {"value": line.qty}}
 
 
-def coverage_body(pid: str, form: ChargeForm) -> dict[str, Any]:
+def coverage_body(pid: str, form: CardForm) -> dict[str, Any]:
     number = form.card_number.data.strip().upper()
     return {"resourceType": "Coverage", "status": "active",
             "extension": [{"url": bhyt.LEVEL_EXTENSION, "valueUnsignedInt": int(form.card_level.data)}],
@@ -336,6 +343,84 @@ def issue_invoice(form_key: str, pid: str, lines: list[Line], pending: list[str]
     iid = str(answer["id"])
     _post(f"/fhir/Invoice/{iid}/$issue", None, request_key(form_key, "issue", iid))
     return iid
+
+
+def record_card(form_key: str, pid: str, form: CardForm) -> None:
+    """The card as billing's Coverage of the patient (what its BHYT split reads), keyed by the form
+    and the card: a second click records nothing new."""
+    body = coverage_body(pid, form)
+    _post("/fhir/Coverage", body, request_key(form_key, "coverage", pid, repr(sorted(body["period"].items())),
+                                              body["subscriberId"], form.card_level.data))
+
+
+def card_on_record(pid: str) -> dict[str, Any]:
+    """The patient's BHYT card as the health record holds it, to prefill the card form: the EHR's
+    Coverage (in force first: number, level, validity), else the BHYT number on the Patient (its level
+    as the number prints it, by its prefix); {} when the record has none or does not answer."""
+    try:
+        bundle = fhir_get("ehr", "/fhir/Coverage", {"beneficiary": f"Patient/{pid}", "_count": "20"}, cached=True)
+        rows = [r for r in coverage_rows(bundle, datetime.now(TZ).date()) if _CARD_RE.fullmatch(r["number"])]
+    except BackendError:
+        rows = []
+    if rows:
+        card = rows[0]
+        return {**card, "level": card["level"] or bhyt.level_from_card(card["number"])}
+    found = patients.lookup([pid], "identifier") or {}
+    number = identifier(found.get(pid) or {}, SYS_BHYT)
+    return {"number": number, "level": bhyt.level_from_card(number), "start": "", "end": ""} if number else {}
+
+
+_CARD_RE = re.compile(_CARD)
+
+
+def card_form(pid: str | None) -> CardForm:
+    """The invoice page's card form, prefilled with the card on the patient's record (checked against
+    the card the patient shows)."""
+    card = card_on_record(pid) if pid else {}
+    data: dict[str, Any] = {"card_number": card.get("number") or None}
+    if card.get("level") in bhyt.LEVELS:
+        data["card_level"] = str(card["level"])
+    for name, key in (("card_start", "start"), ("card_end", "end")):
+        try:
+            data[name] = date.fromisoformat(card[key]) if card.get(key) else None
+        except ValueError:
+            data[name] = None
+    return CardForm(formdata=None, prefix="card", txn=uuid.uuid4().hex, **data)
+
+
+class PaidAlready(Exception):
+    """Something is paid toward the invoice: the card no longer changes it (:func:`split_again`)."""
+
+
+def paid_already_message() -> str:
+    return gettext("Something is paid toward this invoice, so the BHYT card can no longer change it: refund what "
+                   "was paid first, then record the card.")
+
+
+def split_again(form_key: str, invoice: dict[str, Any], form: CardForm) -> str:
+    """An issued invoice nothing is paid on, split again with the patient's BHYT card, by billing's
+    own way for a walk-in invoice's card: the card recorded as billing's Coverage, the invoice
+    cancelled (billing's ``$cancel``: its ``cancelled`` link, a claim by insert, refused once a payment
+    is counted: a 409 the page says), and its charges invoiced again and issued (:func:`issue_invoice`:
+    the new draft reads the card, billing splits each line by its level and the threshold). Each write
+    is keyed by the form: a second click does nothing twice. The new invoice's id."""
+    pid = FHIR_ID.fullmatch(str((invoice.get("subject") or {}).get("reference") or "").removeprefix("Patient/"))
+    charges = [ref.removeprefix("ChargeItem/") for li in invoice.get("lineItem") or []
+               if (ref := str((li.get("chargeItemReference") or {}).get("reference") or "")).startswith("ChargeItem/")]
+    if pid is None or not charges:
+        raise BackendError("refused", "billing", 422, "the invoice names no patient or no charges")
+    record_card(form_key, pid.group(0), form)
+    number = form.card_number.data.strip().upper()
+    try:  # the reason is the record's, in Vietnamese whatever the page's language
+        reason = f"Ghi thẻ BHYT {number}: lập lại hóa đơn có phần BHYT chi trả"
+        call("billing", "POST", f"/fhir/Invoice/{invoice['id']}/$cancel", idempotent=True, json={
+            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]})
+    except BackendError as err:
+        if err.kind == "refused" and err.status == 409:  # a payment was counted meanwhile (or it was settled)
+            raise PaidAlready from err
+        raise
+    return issue_invoice(form_key, pid.group(0), [], pending=charges,
+                         name=str((invoice.get("subject") or {}).get("display") or ""))
 
 
 # --------------------------------------------------------------------------- the page
@@ -493,10 +578,8 @@ def _record_card(form: ChargeForm, lines: list[Line]) -> Any:
               for f in fields])
     if not pid or not ok:
         return _render(form, lines, 422, card_problem=None if pid else gettext("Choose the patient first."))
-    body = coverage_body(pid, form)
     try:
-        _post("/fhir/Coverage", body, request_key(form.key.data, "coverage", pid, repr(sorted(body["period"].items())),
-                                                  body["subscriberId"], form.card_level.data))
+        record_card(form.key.data, pid, form)
     except BackendError as err:
         return _render(form, lines, 409 if err.kind == "refused" else 503, card_problem=backend_message(err))
     for f in fields:

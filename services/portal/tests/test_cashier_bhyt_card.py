@@ -1,0 +1,134 @@
+"""The "Ghi thẻ BHYT" step on an issued invoice's page (web/cashier.invoice_card, charges.split_again)
+with the Flask test client, billing and the EHR faked as they answer: offered only while nothing is
+paid, prefilled with the card on the patient's record (the EHR's Coverage, else the Patient's BHYT
+number with its level by prefix), a bad card refused on its fields with nothing sent, and the writes
+in billing's order: the Coverage, the cancel, the invoice of the same charges, its issue."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import csrf_token, portal_app, portal_signed_in
+
+INV = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T09:00:00+07:00",
+       "subject": {"reference": "Patient/pa", "display": "Lê Thị Hoa"},
+       "totalGross": {"value": 100000, "currency": "VND"}, "totalNet": {"value": 100000, "currency": "VND"},
+       "lineItem": [{"sequence": 1, "chargeItemReference": {"reference": "ChargeItem/ci-consult"},
+                     "priceComponent": [{"type": "base", "amount": {"value": 100000, "currency": "VND"}}]}]}
+
+
+class Answer:
+    def __init__(self, body: Any) -> None:
+        self.status_code, self.content = 200, json.dumps(body).encode()
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.s: dict[str, Any] = {"invoice": "inv-a", "status": "issued", "owed": 100000, "paid": 0,
+                                  "balanceDue": 100000, "credit": 0, "reference": "HD7K2M9QX4C", "payments": []}
+        self.writes: list[tuple[str, Any]] = []
+        self.ehr_coverage: list[dict[str, Any]] = []
+
+    def shared_get(self, service, path, params=None, **_kw):
+        return {**self.s, "resource": INV, "qr": None} if path.endswith("/desk") else dict(self.s)
+
+    def call(self, service, method, path, **kw):
+        if method == "GET":
+            return Answer(INV)
+        self.writes.append((path, kw.get("json")))
+        return Answer({"id": "inv-b"} if path == "/fhir/Invoice" else {})
+
+    def fhir_get(self, service, path, params=None, **_kw):
+        if (service, path) == ("ehr", "/fhir/Coverage"):
+            return {"resourceType": "Bundle", "entry": [{"resource": c} for c in self.ehr_coverage]}
+        if (service, path) == ("ehr", "/fhir/Patient"):
+            return {"resourceType": "Bundle", "entry": [{"resource": {
+                "resourceType": "Patient", "id": "pa", "name": [{"text": "Lê Thị Hoa"}],
+                "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "HT2878701234567"}]}}]}
+        return {"resourceType": "Bundle", "entry": []}
+
+
+@pytest.fixture()
+def fake(monkeypatch) -> Fake:
+    from sen_portal.web import cashier, charges, patients
+
+    f = Fake()
+    monkeypatch.setattr(cashier, "shared_get", f.shared_get)
+    monkeypatch.setattr(cashier, "call", f.call)
+    monkeypatch.setattr(charges, "call", f.call)
+    monkeypatch.setattr(charges, "fhir_get", f.fhir_get)
+    monkeypatch.setattr(patients, "fhir_get", f.fhir_get)
+    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+    return f
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return portal_signed_in(portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0"), "cashier")
+
+
+def _value(page: str, name: str) -> str:
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
+
+
+def test_offered_prefilled_from_the_patients_record_and_split_in_billings_order(client, fake):
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert 'data-testid="card-box"' in page and "<summary>Ghi thẻ BHYT</summary>" in page
+    assert _value(page, "card-card_number") == "HT2878701234567"  # the Patient's number
+    assert re.search(r'<option selected value="100">', page)  # HT2…: 100 %
+    r = client.post("/invoices/inv-a/card?p=pa", data={
+        "csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
+        "card-card_level": "100", "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+    assert r.status_code == 302 and "/invoices/inv-b?carded=HD7K2M9QX4C" in r.headers["Location"]
+    assert [w[0] for w in fake.writes] == ["/fhir/Coverage", "/fhir/Invoice/inv-a/$cancel", "/fhir/Invoice",
+                                           "/fhir/Invoice/inv-b/$issue"]
+    coverage, cancel, invoice = fake.writes[0][1], fake.writes[1][1], fake.writes[2][1]
+    assert coverage["subscriberId"] == "HT2878701234567" and coverage["extension"][0]["valueUnsignedInt"] == 100
+    assert coverage["beneficiary"] == {"reference": "Patient/pa"}
+    assert cancel["parameter"][0]["valueString"].startswith("Ghi thẻ BHYT HT2878701234567")
+    assert invoice["subject"] == {"reference": "Patient/pa", "display": "Lê Thị Hoa"}
+    assert [li["chargeItemReference"]["reference"] for li in invoice["lineItem"]] == ["ChargeItem/ci-consult"]
+
+
+def test_the_ehrs_coverage_gives_level_and_validity(client, fake):
+    fake.ehr_coverage = [{"resourceType": "Coverage", "status": "active", "subscriberId": "DN4010123456789",
+                          "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4010123456789"}],
+                          "period": {"start": "2026-01-01", "end": "2026-12-31"}}]
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _value(page, "card-card_number") == "DN4010123456789"
+    assert re.search(r'<option selected value="80">', page)  # DN4…: 80 %
+    assert _value(page, "card-card_start") == "01/01/2026" and _value(page, "card-card_end") == "31/12/2026"
+
+
+def test_a_bad_card_is_refused_on_its_fields_and_nothing_is_sent(client, fake):
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    r = client.post("/invoices/inv-a/card?p=pa", data={
+        "csrf_token": csrf_token(page), "card-card_number": "HT28787", "card-card_level": "100",
+        "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+    assert r.status_code == 422 and "2 chữ cái" in r.get_data(as_text=True)
+    assert fake.writes == []
+
+
+def test_not_offered_once_something_is_paid_and_refused_readably(client, fake):
+    fake.s.update(paid=20000, balanceDue=80000, payments=[{"id": "standard:t1", "provider": "standard",
+                                                           "channel": "transfer", "amount": 20000,
+                                                           "outcome": "applied", "refundable": 20000,
+                                                           "receivedAt": "2026-12-05T10:00:00+07:00"}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert 'data-testid="card-box"' not in page
+    r = client.post("/invoices/inv-a/card?p=pa", data={
+        "csrf_token": csrf_token(page), "card-card_number": "HT2878701234567", "card-card_level": "100",
+        "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and "thẻ BHYT không thay đổi được hóa đơn nữa" in body
+    assert fake.writes == []

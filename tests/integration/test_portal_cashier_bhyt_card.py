@@ -1,0 +1,213 @@
+"""The BHYT card on a consult's invoice, through the portal's invoice page against a real billing and
+EHR (gunicorn processes on loopback) on the real FerretDB.
+
+Bà Lê Thị Hoa has card HT2878701234567 on her record in the EHR. Her teleconsult's invoice was made
+from the consult's event with no card in billing: 100.000 ₫ for her to pay, no BHYT line. The invoice
+page offers "Ghi thẻ BHYT" prefilled with her record's card (100 %: the prefix HT2); recording it makes
+the invoice again with BHYT's share (billing's split: 100.000 ₫ is under 15 % of the base salary, so
+BHYT pays all of a covered line) and cancels the first. Posted by four cashiers' tabs at once it makes
+one new invoice. A payment first: the card is refused, readably, and nothing changes. A payment racing
+the card: either the payment counts on the first invoice (the card refused) or the first invoice is
+cancelled and the payment waits to be given back (a refund task): never both, never neither."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sen_shared.auth import issue_dev_token
+
+from tests.support import ROOT, app_client, csrf_token, web_process
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+CLINIC = "tyt-my-hiep"  # the demo cashier's facility
+HOA = "bn-hoa-0042"
+CARD = "HT2878701234567"
+
+
+def _admin(dev_key: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+    db = f"sen_t{run_id}_pcb_ehr"
+    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+        patient = {"resourceType": "Patient", "id": HOA, "gender": "female", "birthDate": "1961-02-03",
+                   "name": [{"family": "Lê", "given": ["Thị", "Hoa"], "text": "Lê Thị Hoa"}],
+                   "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": CARD}],
+                   "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+        r = httpx.put(f"{url}/fhir/Patient/{HOA}", content=json.dumps(patient), headers=_admin(dev_key))
+        assert r.status_code in (200, 201), r.text
+        yield url
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, tmp_path_factory, mongo_client):
+    from sen_billing.domain import pricing
+
+    db = f"sen_t{run_id}_pcb_billing"
+    pricing.load(mongo_client[db])
+    bank = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
+    with web_process("billing", {**base_env, **bank, "SEN_DB": db},
+                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
+        yield url, mongo_client[db]
+    mongo_client.drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, ehr, billing, mongo_client):
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing[0], "SEN_TELECONSULT_URL": billing[0],
+           "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}
+    with app_client("portal", env, f"sen_t{run_id}_pcb_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
+def _consult_invoice(db, patient: str = HOA) -> str:
+    """A teleconsult's invoice at the clinic, as billing makes it from the consult's event (no card)."""
+    from sen_billing.domain import invoices
+
+    event = copy.deepcopy(json.loads((ROOT / "specs/events/examples/teleconsult.consult.completed.json")
+                                     .read_text(encoding="utf-8")))
+    event["data"].update(serviceRequest=f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}", patient=f"Patient/{patient}",
+                         patientDisplay="Lê Thị Hoa", requester=f"Organization/{CLINIC}")
+    return invoices.charge_consult(db, event, level_of=lambda _f: "commune", base_salary=2_340_000)
+
+
+def _signed_in(app: Any) -> Any:
+    client = app.test_client()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
+    assert r.status_code == 302
+    return client
+
+
+def _same_session(app: Any, client: Any) -> Any:
+    """Another tab of the same browser: the same session cookie."""
+    other = app.test_client()
+    other.set_cookie("sen_portal", client.get_cookie("sen_portal").value)
+    return other
+
+
+def _value(page: str, name: str) -> str:
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
+
+
+def _card_form(page: str, **data: str) -> dict[str, str]:
+    level = re.search(r'<select[^>]*name="card-card_level".*?</select>', page, re.S).group(0)
+    chosen = re.search(r'<option selected value="(\d*)"', level)
+    return {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"),
+            "card-card_number": _value(page, "card-card_number"), "card-card_level": chosen.group(1) if chosen else "",
+            "card-card_start": "01/01/2026", "card-card_end": "31/12/2027", **data}
+
+
+def _live(db, charge_of: str) -> list[dict[str, Any]]:
+    """The invoices holding the consult's charge that are not cancelled."""
+    from sen_billing.domain import invoices
+
+    out = []
+    for doc in db["Invoice"].find({}):
+        res = json.loads(doc["res"]) if isinstance(doc.get("res"), str) else doc.get("res") or {}
+        refs = [li.get("chargeItemReference", {}).get("reference") for li in res.get("lineItem") or []]
+        if f"ChargeItem/{charge_of}" in refs and (invoices.state(db, doc["_id"]) or {}).get("state") != "cancelled":
+            out.append(res)
+    return out
+
+
+def _charge(db, iid: str) -> str:
+    from sen_billing.domain import invoices
+
+    res = invoices.invoice_port.get(db, iid).resource
+    return res["lineItem"][0]["chargeItemReference"]["reference"].removeprefix("ChargeItem/")
+
+
+def test_the_card_on_her_record_splits_her_consult_invoice_once_however_often_it_is_posted(portal, billing):
+    _url, db = billing
+    iid = _consult_invoice(db)
+    cashier = _signed_in(portal)
+    page = cashier.get(f"/invoices/{iid}?p={HOA}").get_data(as_text=True)
+    assert 'data-testid="card-box"' in page and "Ghi thẻ BHYT" in page
+    assert _value(page, "card-card_number") == CARD  # the card on her record, to check against hers
+    form = _card_form(page)
+    assert form["card-card_level"] == "100"  # HT2…: 100 %
+    # four tabs of the same page post it at once (the same form key: one request's writes)
+    tabs = [_same_session(portal, cashier) for _ in range(3)] + [cashier]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda c: c.post(f"/invoices/{iid}/card?p={HOA}", data=form), tabs))
+    assert all(a.status_code == 302 for a in answers), [a.get_data(as_text=True)[-2000:] for a in answers]
+    targets = {a.headers["Location"].split("?")[0] for a in answers}
+    assert len(targets) == 1
+    [new] = _live(db, _charge(db, iid))
+    assert new["id"] != iid and f"/invoices/{new['id']}" in targets.pop()
+    shares = {e["url"].rsplit("/", 1)[-1]: e for e in new["extension"]}
+    assert shares["bhyt-benefit-level"]["valueUnsignedInt"] == 100
+    assert shares["insurer-share"]["valueMoney"]["value"] == new["totalGross"]["value"] > 0
+    assert new["totalNet"]["value"] == 0  # under the threshold: BHYT pays all of it
+    page = cashier.get(answers[0].headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="carded"' in page and 'data-testid="insurer-share"' in page
+    old = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    assert 'data-testid="cancelled"' in old and "Ghi thẻ BHYT " + CARD in old  # the reason, on the record
+
+
+def test_a_payment_first_keeps_the_invoice_and_the_card_is_refused_readably(portal, billing):
+    from sen_billing.domain import payments
+    from sen_billing.domain.webhooks import Transfer
+
+    _url, db = billing
+    iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")  # no card in billing yet
+    cashier = _signed_in(portal)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    form = _card_form(page, **{"card-card_number": CARD, "card-card_level": "100"})
+    reference = re.search(r"HD[0-9A-Z]{9}", page).group(0)
+    payments.record_transfer(db, Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=20000,
+                                          description=f"TT {reference}"), uuid.uuid4().hex)
+    r = cashier.post(f"/invoices/{iid}/card", data=form)
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and "thẻ BHYT không thay đổi được hóa đơn nữa" in body, body[-3000:]
+    assert [inv["id"] for inv in _live(db, _charge(db, iid))] == [iid]  # the first invoice stands
+    assert 'data-testid="card-box"' not in cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+
+
+def test_a_payment_racing_the_card_counts_once_either_way(portal, billing):
+    """The card's cancel (billing's claim of the ``cancelled`` link, after its mark among the payments)
+    and a transfer of the whole amount at the same moment, several rounds."""
+    from sen_billing.domain import payments
+    from sen_billing.domain.webhooks import Transfer
+
+    _url, db = billing
+    for _round in range(4):
+        iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")
+        cashier = _signed_in(portal)
+        page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+        form = _card_form(page, **{"card-card_number": CARD, "card-card_level": "80"})
+        reference = re.search(r"HD[0-9A-Z]{9}", page).group(0)
+        owed = int(re.search(r'data-testid="qr-amount">([\d.]+)', page).group(1).replace(".", ""))
+        transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=owed,
+                            description=f"TT {reference}")
+        with ThreadPoolExecutor(2) as pool:
+            card = pool.submit(cashier.post, f"/invoices/{iid}/card", data=form)
+            paid = pool.submit(payments.record_transfer, db, transfer, uuid.uuid4().hex)
+            answer, recorded = card.result(), paid.result()
+        pid = recorded.payment["_id"]
+        from sen_billing.domain import invoices
+
+        first = (invoices.state(db, iid) or {}).get("state")
+        task = db["refund_tasks"].find_one({"_id": pid})
+        if answer.status_code == 302:  # the card won: the first invoice is cancelled, the transfer goes back
+            assert first == "cancelled" and task is not None and task["reason"] == "invoice-cancelled"
+        else:  # the payment won: it counts on the first invoice, which stands
+            assert answer.status_code == 409, answer.get_data(as_text=True)[-2000:]
+            assert first == "balanced" and task is None
