@@ -92,7 +92,8 @@ def test_too_large_an_opening_cash_is_said_with_the_limit_and_not_sent(app, bill
     assert billing.posted() == []
 
 
-def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, monkeypatch):
+def _an_invoice_awaiting_payment(monkeypatch) -> None:
+    """billing's desk answer for inv-a: 130.000 ₫ due, nothing paid, no code."""
     from sen_portal.web import cashier
 
     inv = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "subject": {"reference": "Patient/pa"},
@@ -100,6 +101,10 @@ def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, mon
     monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {
         "status": "issued", "owed": 130000, "paid": 0, "balanceDue": 130000, "resource": inv, "qr": None})
     monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+
+
+def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, monkeypatch):
+    _an_invoice_awaiting_payment(monkeypatch)
     client = portal_signed_in(app, "cashier")
     token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
     for typed in ("999999999999", "10.000.000.001"):
@@ -115,13 +120,7 @@ def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, mon
 
 
 def test_no_shift_open_links_to_the_shift_page(app, billing, monkeypatch):
-    from sen_portal.web import cashier
-
-    inv = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "subject": {"reference": "Patient/pa"},
-           "totalGross": {"value": 130000, "currency": "VND"}}
-    monkeypatch.setattr(cashier, "shared_get", lambda *a, **k: {
-        "status": "issued", "owed": 130000, "paid": 0, "balanceDue": 130000, "resource": inv, "qr": None})
-    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Lê Thị Hoa"})
+    _an_invoice_awaiting_payment(monkeypatch)
     billing.cash_refusal = BackendError("refused", "billing", 409, "open a shift first (POST /payments/shifts)",
                                         "Conflict")
     client = portal_signed_in(app, "cashier")
