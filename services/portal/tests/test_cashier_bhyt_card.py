@@ -132,3 +132,15 @@ def test_not_offered_once_something_is_paid_and_refused_readably(client, fake):
     body = r.get_data(as_text=True)
     assert r.status_code == 409 and "thẻ BHYT không thay đổi được hóa đơn nữa" in body
     assert fake.writes == []
+
+
+def test_a_payment_arriving_while_the_page_is_open_takes_the_card_box_away(client, fake):
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert "card-box" not in client.get(poll).get_data(as_text=True)  # nothing paid: it stays
+    fake.s.update(paid=20000, balanceDue=80000, payments=[{"id": "standard:t1", "provider": "standard",
+                                                           "channel": "transfer", "amount": 20000,
+                                                           "outcome": "applied", "refundable": 20000,
+                                                           "receivedAt": "2026-12-05T10:00:00+07:00"}])
+    answer = client.get(poll).get_data(as_text=True)
+    assert '<div id="card-box" hx-swap-oob="true" hidden></div>' in answer

@@ -88,7 +88,7 @@ def test_a_transfer_arriving_swaps_in_the_payments_with_paid_and_only_targets_on
     assert _cells(box.group(0), "payment-method") == ["Tiền mặt", "Chuyển khoản (payOS) Mã giao dịch FT2633901234"]
     assert "80.000\u00a0₫" in box.group(0) and 'data-testid="refund-box"' in box.group(0)
     targets = _oob_targets(answer)
-    assert {"invoice-payments", "invoice-facts", "qr-box", "cash-box", "cancel-box"} <= set(targets)
+    assert {"invoice-payments", "invoice-facts", "qr-box", "cash-box", "cancel-box", "card-box"} <= set(targets)
     for target in targets:  # htmx finds each one (else: htmx:oobErrorNoTarget)
         assert re.search(rf'id="{target}"', page), target
 
