@@ -169,3 +169,11 @@ def test_the_cashiers_csv_names_the_facility_by_billings_name_when_the_directory
     assert rows[0][6] == "TYT Mỹ Hiệp"
     _h, rows = daily_report.readable(DAILY.replace("Trạm Y tế xã Mỹ Hiệp".encode(), b""))
     assert rows[0][6] == "tyt-my-hiep"
+
+
+def test_each_row_is_given_back_the_way_it_came_by_default(app, billing):
+    """A cash credit starts at "Tiền mặt", a transfer at "Chuyển khoản" (the cashier may change it)."""
+    page = portal_signed_in(app, "cashier").get("/refunds").get_data(as_text=True)
+    selects = re.findall(r'<select[^>]*id="method-\d+"[^>]*>.*?</select>', page, re.S)
+    chosen = [re.search(r'<option selected value="(\w+)"', s).group(1) for s in selects]
+    assert chosen == ["transfer", "cash"], chosen  # billing's order: the SePay transfer's task, the cash credit

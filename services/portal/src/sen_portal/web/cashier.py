@@ -742,7 +742,9 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
              "patient_name": t.get("patient") or names.get(patient_id({"reference": t.get("subject")}) or "", ""),
              "form": failed if failed is not None and failed.payment.data == t.get("payment")
              else RefundForm(formdata=None, payment=t.get("payment"), txn=uuid.uuid4().hex,
-                             reason=_give_back_reason(t))} for t in rows]
+                             reason=_give_back_reason(t),
+                             # given back the way it came, as the invoice page's form starts
+                             method="transfer" if t.get("channel") == "transfer" else "cash")} for t in rows]
     return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
                            next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
                            title=gettext("To refund")), status
