@@ -1,0 +1,69 @@
+"""The invoice page while a transfer arrives, in headless Chromium against the whole stack: an invoice
+part paid already (so its page shows no cancel box) is open at the desk; the rest arrives by a signed
+webhook; the page turns to Paid by itself AND its payments table lists both payments, without a
+reload, and htmx finds every out-of-band target (it logged ``htmx:oobErrorNoTarget, #cancel-box`` on
+every update before). Screenshot: vi-1280 ``cashier-invoice-live-paid``."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+
+from tests.browser.test_journey import transfer_arrives
+from tests.browser.test_pages import _admin
+from tests.browser.test_roles import FACILITY, _cashier_api
+
+pytestmark = pytest.mark.integration
+
+
+def _invoice(stack: dict[str, str]) -> tuple[str, str]:
+    """The test's own patient and an examination invoiced and issued for her: (invoice id, patient id)."""
+    r = httpx.post(f"{stack['ehr']}/fhir/Patient", headers=_admin(stack), timeout=30, json={
+        "resourceType": "Patient", "name": [{"family": "Đỗ", "given": ["Thị", "Lan"]}], "gender": "female",
+        "birthDate": "1979-05-06", "managingOrganization": {"reference": f"Organization/{FACILITY}"}})
+    assert r.status_code == 201, r.text[:300]
+    pid = r.json()["id"]
+    h, billing = _cashier_api(stack), stack["billing"]
+    r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
+        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+        "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
+    assert r.status_code == 201, r.text[:300]
+    r = httpx.post(f"{billing}/fhir/Invoice", headers=h, timeout=30, json={
+        "resourceType": "Invoice", "status": "draft",
+        "subject": {"reference": f"Patient/{pid}", "display": "Đỗ Thị Lan"},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]})
+    assert r.status_code == 201, r.text[:300]
+    iid = r.json()["id"]
+    r = httpx.post(f"{billing}/fhir/Invoice/{iid}/$issue", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
+                   timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    return iid, pid
+
+
+def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_error(visitor_factory, stack):
+    iid, pid = _invoice(stack)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go(f"/invoices/{iid}?p={pid}")
+    amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
+    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
+    transfer_arrives(stack, reference, 10000, "tra truoc")  # part of it: the cancel box goes
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 1",
+                             timeout=30_000)
+    v.go(f"/invoices/{iid}?p={pid}")  # the page as a cashier opens it now: something paid, no cancel box
+    assert v.page.locator("details#cancel-box").count() == 0
+    errors: list[str] = []
+    v.page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    v.page.evaluate("""() => { window.__oobMissing = [];
+        document.body.addEventListener('htmx:oobErrorNoTarget',
+                                       e => window.__oobMissing.push(e.detail.content.id)); }""")
+    transfer_arrives(stack, reference, amount - 10000, "tra not")
+    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)  # no reload: the status box swapped
+    rows = v.page.locator("[data-testid=payments] tbody tr")
+    assert rows.count() == 2, v.page.inner_text("[data-testid=invoice-payments]")
+    assert v.page.evaluate("window.__oobMissing") == []
+    assert not [e for e in errors if "oobErrorNoTarget" in e], errors
+    v.check("cashier-invoice-live-paid")
