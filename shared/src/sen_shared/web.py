@@ -303,10 +303,14 @@ class RequestMiddleware:
 
 # --------------------------------------------------------------------------- errors
 
+# json.dumps(..., ensure_ascii=False) builds a new encoder on every call; this one is built once
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _render(request: ConnexionRequest, status: int, title: str, detail: str,
             fhir_base: str | None, extra: dict[str, Any] | None = None,
             headers: dict[str, str] | None = None) -> ConnexionResponse:
-    if fhir_base and request.url.path.startswith(fhir_base):
+    if fhir_base and request.scope["path"].startswith(fhir_base):
         body: dict[str, Any] = {"resourceType": "OperationOutcome",
                                 "issue": [{"severity": "error", "code": issue_code(status),
                                            "diagnostics": detail}]}
@@ -316,7 +320,7 @@ def _render(request: ConnexionRequest, status: int, title: str, detail: str,
                 "instance": request.url.path}
         body.update(extra or {})
         mimetype = "application/problem+json"
-    return ConnexionResponse(status_code=status, body=json.dumps(body, ensure_ascii=False).encode(),
+    return ConnexionResponse(status_code=status, body=_to_json(body).encode(),
                              mimetype=mimetype, content_type=mimetype, headers=headers or {})
 
 
@@ -326,8 +330,10 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
     small JSON body (and log), so they run on the event loop."""
     async def sen_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, SenError)
-        if isinstance(exc, FhirError) and fhir_base and request.url.path.startswith(fhir_base):
-            return ConnexionResponse(status_code=exc.status, body=json.dumps(exc.to_outcome(), ensure_ascii=False),
+        # the scope's path, not ``request.url.path``: starlette builds a whole URL for that (the Host
+        # header parsed, the URL joined and split again), a third of a lost ``$book`` race's 409 here
+        if isinstance(exc, FhirError) and fhir_base and request.scope["path"].startswith(fhir_base):
+            return ConnexionResponse(status_code=exc.status, body=_to_json(exc.to_outcome()),
                                      mimetype=FHIR_JSON, content_type=FHIR_JSON, headers=exc.headers)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _render(request, exc.status, exc.title, exc.detail, fhir_base, exc.extra, headers)
