@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import record_event
+from sen_portal.web import directory
 from sen_shared.auth import issue_dev_token
 
 from tests.support import app_client
@@ -119,3 +122,71 @@ def test_event_counts_of_today(portal, token) -> None:
     assert r.status_code == 200 and r.json()["counts"]["teleconsult_consult_requested"] == 2
     r = portal.get("/api/reports/events?day=0001-01-01", headers=token("health-dept"))
     assert r.status_code == 200 and r.json()["counts"] == {}
+
+
+@pytest.mark.parametrize("path", ["/api/reports/dashboard", "/api/reports/consults_per_facility_week.csv"])
+def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, token, monkeypatch, path) -> None:
+    monkeypatch.setattr(directory, "_kept", {})  # the EHR's Organizations asked again (none answer here)
+    r = portal.get(path, params={"district": "Huyện <Không Có>"}, headers=token("health-dept"))
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    # the districts the dashboard page lists: here those the period's figures name
+    assert {"Cao Lãnh", "Tháp Mười"} <= set(problem["districts"]), problem
+    assert "Cao Lãnh" in problem["detail"] and "Tháp Mười" in problem["detail"]
+    assert problem["title"] == "Unknown district"
+    # a known one, spaces around it aside, and none at all are answered
+    r = portal.get(path, params={"district": " Cao Lãnh "}, headers=token("health-dept"))
+    assert r.status_code == 200, r.text
+    assert portal.get(path, params={"district": ""}, headers=token("health-dept")).status_code == 200
+
+
+@pytest.fixture()
+def scripted_ehr():
+    """An EHR answering an Organization search with one facility of Huyện Lai Vung (no consults name
+    it), and the Authorization header of each request it got."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Ehr(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization", ""))
+            body = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+                "resourceType": "Organization", "id": "tyt-lai-vung", "name": "Trạm Y tế Lai Vung",
+                "address": [{"district": "Huyện Lai Vung", "state": "Đồng Tháp"}]}}]}
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ehr)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_facilities_districts_come_from_the_ehr_with_the_callers_token(base_env, run_id, mongo_client,
+                                                                           dev_key, scripted_ehr, monkeypatch):
+    url, seen = scripted_ehr
+    monkeypatch.setattr(directory, "_kept", {})
+    db = f"sen_t{run_id}_portal_reports_ehr"
+    with app_client("portal", {**base_env, "SEN_EHR_URL": url}, db, mongo_client) as (client, _app):
+        bearer = f"Bearer {issue_dev_token(dev_key, 'health-dept')}"
+        r = client.get("/api/reports/dashboard", params={"district": "Huyện Lai Vung"},
+                       headers={"Authorization": bearer})
+        assert r.status_code == 200, r.text
+        assert r.json()["range"]["district"] == "Huyện Lai Vung" and r.json()["facilities_using"]["new"] == 0
+        assert seen == [bearer]  # the caller's own token, not one the portal made
+        r = client.get("/api/reports/sla_breaches.csv", params={"district": "Huyện Hồng Ngự"},
+                       headers={"Authorization": bearer})
+        assert r.status_code == 400 and r.json()["districts"] == ["Huyện Lai Vung"], r.text

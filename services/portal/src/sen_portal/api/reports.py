@@ -21,6 +21,7 @@ from sen_shared.runtime import current
 from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
 from ..domain.report_facts import VN
 from ..domain.reporting import gather
+from ..web.dashboard import districts
 
 DEFAULT_DAYS = 84  # twelve weeks
 
@@ -46,6 +47,21 @@ def _range(start: str | None, end: str | None) -> tuple[date, date]:
     return first, last
 
 
+def _district(district: str | None, first: date, last: date) -> str | None:
+    """The district asked for (spaces around it aside), None for the whole province; one the portal's
+    dashboard does not know (:func:`..web.dashboard.districts`, the page's own list) is a 400 naming
+    the districts it knows, never empty figures."""
+    name = (district or "").strip() or None
+    if name is None:
+        return None
+    known = districts(first, last)
+    if name not in known:
+        raise SenError(f"{name!r} is not one of the province's districts: give one of "
+                       f"{', '.join(known) or '(none known yet)'}, or no district for the whole province",
+                       title="Unknown district", districts=known)
+    return name
+
+
 def _targets() -> Targets:
     settings = current().settings
     make = getattr(settings, "report_targets", None)
@@ -56,14 +72,16 @@ def _targets() -> Targets:
 def get_dashboard(start: str | None = None, end: str | None = None,
                   district: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
-    return json_response(dashboard(current().db, first, last, district or None, targets=_targets()))
+    data = dashboard(current().db, first, last, _district(district, first, last), targets=_targets())
+    return json_response(data)
 
 
 @require_roles("health-dept")
 def get_csv(section: str, start: str | None = None, end: str | None = None,
             district: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
-    header, rows = csv_rows(section, current().db, first, last, district or None, targets=_targets())
+    header, rows = csv_rows(section, current().db, first, last, _district(district, first, last),
+                            targets=_targets())
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")

@@ -53,6 +53,9 @@ def user_token() -> str:
     process until a minute before it expires."""
     if session.get("access_token"):
         return str(session["access_token"])
+    caller = api_caller_token()
+    if caller and not session.get("user"):
+        return caller
     from sen_shared.auth import issue_dev_token
 
     cfg = settings()
@@ -76,6 +79,22 @@ def user_token() -> str:
                 del _tokens[old]
         _tokens[key] = (token, now + DEV_TOKEN_SECONDS)
     return token
+
+
+def api_caller_token() -> str | None:
+    """The bearer token of a JSON API request (``/api/...``) that connexion has verified: what the API
+    asks a back-end for (the dashboard's districts, from the EHR's Organizations) it asks with the
+    caller's own rights, never a token minted by the portal. None on a page's request."""
+    from connexion.context import context
+
+    try:
+        verified = bool((context.get("token_info") or {}).get("principal"))
+    except (LookupError, RuntimeError):  # outside connexion's request context
+        return None
+    auth = request.headers.get("Authorization", "") if verified and has_request_context() else ""
+    if not auth.lower().startswith("bearer "):
+        return None
+    return auth[7:].strip() or None
 
 
 def _base(service: str) -> str:
