@@ -205,3 +205,25 @@ def test_each_chart_says_what_it_shows_and_each_download_is_named(officer):
     links = re.findall(r'data-testid="csv-[a-z_]+">([^<]*)</a>', page)
     assert len(links) == 7 and len(set(links)) == 7 and all(t.startswith("Tải dữ liệu: ") for t in links)
     assert "Tải dữ liệu: Số ca quá hạn trả lời (CSV)" in links
+
+
+@pytest.mark.parametrize("lang,province,district", [
+    ("vi", "ca hội chẩn được yêu cầu trong kỳ, mọi cơ sở",
+     "ca hội chẩn được yêu cầu trong kỳ, các cơ sở thuộc Huyện Cao Lãnh"),
+    ("en", "consults requested in this period, every facility",
+     "consults requested in this period, facilities of Huyện Cao Lãnh"),
+])
+def test_the_consults_total_names_the_district_chosen(tmp_path, monkeypatch, lang, province, district):
+    from sen_portal.web import dashboard, directory
+
+    monkeypatch.setattr(dashboard, "figures", _figures)
+    monkeypatch.setattr(directory, "names", lambda rtype: {})
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
+
+    def label(query: str) -> str:
+        page = client.get(f"/dashboard{query}").get_data(as_text=True)
+        return re.search(r'data-testid="consults-total-label">([^<]*)</span>', page).group(1)
+
+    assert label("") == province
+    assert label("?district=Huy%E1%BB%87n+Cao+L%C3%A3nh") == district
