@@ -353,7 +353,8 @@ def corpus(ehr, H, r4_examples_dir, conformance_report) -> Corpus:
 
     r = ehr.get("/fhir/metadata", headers=H)
     assert r.status_code == 200, r.text
-    cap = r.json()["rest"][0]["resource"]
+    # the stored types (searchable); not OperationDefinition, listed for reading the EHR's own $take-on's
+    cap = [res for res in r.json()["rest"][0]["resource"] if {"code": "search-type"} in res["interaction"]]
     served = sorted(res["type"] for res in cap)
     cap_params = {res["type"]: [p["name"] for p in res.get("searchParam", ())] for res in cap}
     c = Corpus(served=served)

@@ -238,3 +238,30 @@ def test_by_the_card_alone_a_deleted_patient_is_no_one(ehr: Any, dev_key: Any, t
     assert ehr.delete(f"/fhir/Patient/{t.pid}", headers=bearer(dev_key, "admin")).status_code in (200, 204)
     r = post(ehr, clinic(dev_key, B), "/fhir/Patient/$take-on", params(value=t.cccd))
     assert r.status_code == 403, r.text
+
+
+def test_metadata_names_take_on_and_its_definition_is_served_at_its_url(ehr: Any, dev_key: Any) -> None:
+    h = clinic(dev_key, B)
+    r = ehr.get("/fhir/metadata", headers=h)
+    assert r.status_code == 200, r.text
+    types = {res["type"]: res for res in r.json()["rest"][0]["resource"]}
+    ops = {op["name"]: op["definition"] for op in types["Patient"]["operation"]}
+    assert ops["everything"] == "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+    url = ops["take-on"]
+    assert url.endswith("/fhir/OperationDefinition/Patient-take-on") and url.startswith("http"), url
+    assert not any(op["name"] == "take-on" for op in types["Observation"]["operation"])
+    assert types["OperationDefinition"]["interaction"] == [{"code": "read"}]
+    # the definition, at the URL the statement names (the test client's host is the base's)
+    path = url[url.index("/fhir/"):]
+    r = ehr.get(path, headers=h)
+    assert r.status_code == 200, r.text
+    od = r.json()
+    assert od["resourceType"] == "OperationDefinition" and od["url"] == url and od["code"] == "take-on"
+    assert od["resource"] == ["Patient"] and od["instance"] is True and od["type"] is True
+    assert {(p["name"], p["use"]) for p in od["parameter"]} >= {("identifier", "in"), ("reason", "in"),
+                                                                ("patient", "out"), ("grantee", "out")}
+    from sen_shared.fhir.validate import validate_resource
+
+    assert validate_resource(od) == "OperationDefinition"  # a valid resource, as the engine checks writes
+    r = ehr.get("/fhir/OperationDefinition/Patient-everything", headers=h)
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"

@@ -19,6 +19,23 @@ def _search_params(resource_type: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((code, p.type) for code, p in params_for(resource_type).items() if p.supported))
 
 
+def _definition_url(base: str, op: dict[str, Any]) -> str:
+    return f"{base.rstrip('/')}/OperationDefinition/{op['id']}"
+
+
+def operation_definition(config: Any, base: str, rid: str) -> dict[str, Any]:
+    """The service's own OperationDefinition ``rid`` (:attr:`FhirConfig.operations`) as served at its
+    canonical URL, ``<base>/OperationDefinition/<rid>`` (the URL the CapabilityStatement names);
+    404 OperationOutcome for any other id."""
+    from .outcome import FhirError
+
+    for op in config.operations:
+        if op["id"] == rid:
+            return {**op, "url": _definition_url(base, op)}
+    raise FhirError(f"OperationDefinition/{rid} is not one of this server's operations", status=404,
+                    code="not-found")
+
+
 def capability_statement(config: Any, base: str) -> dict[str, Any]:
     from .rest import compartment_param
 
@@ -44,9 +61,14 @@ def capability_statement(config: Any, base: str) -> dict[str, Any]:
         if rtype == "Patient":
             entry["operation"].append({"name": "everything",
                                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+        entry["operation"] += [{"name": op["code"], "definition": _definition_url(base, op)}
+                               for op in config.operations if rtype in op.get("resource", ())]
         if compartment_param(rtype) and rtype != "Patient":
             entry["documentation"] = f"In the Patient compartment: GET Patient/[id]/{rtype}"
         resources.append(entry)
+    if config.operations:  # their definitions are read here (capability.operation_definition)
+        resources.append({"type": "OperationDefinition", "interaction": [{"code": "read"}],
+                          "documentation": "only this server's own operations' definitions, by id"})
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

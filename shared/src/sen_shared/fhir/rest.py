@@ -46,6 +46,10 @@ class FhirConfig:
     # identifier systems that name one resource of a type at a time (unique.py), e.g.
     # {"Patient": frozenset({CCCD system, BHYT system})}: a write that would duplicate one is a 409
     unique_identifiers: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the service's own operations (EHR's Patient/$take-on) as OperationDefinition resources (data,
+    # ``url`` left out): the CapabilityStatement lists each under its types, defined at
+    # <base>/OperationDefinition/<id>, where capability.operation_definition serves it
+    operations: tuple[dict[str, Any], ...] = ()
 
 
 class FhirServer:

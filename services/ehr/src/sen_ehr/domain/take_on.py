@@ -45,6 +45,37 @@ REASON_MAX = 500
 KIND = "take-on"  # the grant document's kind (a referral grant has none)
 
 
+# The operation as the CapabilityStatement defines it (sen_shared.fhir.capability: served at
+# <base>/OperationDefinition/Patient-take-on, its canonical URL, added there)
+DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition", "id": "Patient-take-on", "name": "TakeOn",
+    "title": "Take on a patient registered at another facility", "status": "active", "kind": "operation",
+    "publisher": "Sen", "affectsState": True, "code": OPERATION, "resource": ["Patient"],
+    "system": False, "type": True, "instance": True,
+    "description": (
+        "Grants the caller's facility (the clinic role with a facility claim) the patient's record, as a "
+        "referral grant grants a hub (read and write, no deletes, no expiry), on presenting the patient's "
+        "FULL CCCD or BHYT card number. On an instance (Patient/[id]/$take-on) the number must be that "
+        "patient's; on the type (Patient/$take-on) the one patient holding it is taken on. One grant per "
+        "patient and facility: 201 for the call that made it, 200 (the same grant) for any other. A number "
+        "that is not the patient's, or nobody's: 403. Every attempt is an AuditEvent (subtype take-on)."),
+    "parameter": [
+        {"name": "identifier", "use": "in", "min": 1, "max": "1", "type": "Identifier",
+         "documentation": f"the patient's full number: system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}"},
+        {"name": "reason", "use": "in", "min": 1, "max": "1", "type": "string",
+         "documentation": f"why the patient is taken on (1 to {REASON_MAX} characters), e.g. "
+                          "'Người bệnh đến khám tại cơ sở'; the AuditEvent's purposeOfEvent"},
+        {"name": "patient", "use": "out", "min": 1, "max": "1", "type": "Reference",
+         "documentation": "the patient taken on"},
+        {"name": "grantee", "use": "out", "min": 1, "max": "1", "type": "Reference",
+         "documentation": "the facility granted the record (Organization)"},
+        {"name": "reason", "use": "out", "min": 1, "max": "1", "type": "string",
+         "documentation": "the reason given by the call that made the grant"},
+        {"name": "granted", "use": "out", "min": 1, "max": "1", "type": "dateTime",
+         "documentation": "when the grant was made"}],
+}
+
+
 @dataclass(frozen=True)
 class Request:
     system: str
