@@ -81,8 +81,9 @@ def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     assert "Trần Thị Bích" in confirm.inner_text()
     v.check("doctor-reassign-confirm")
     confirm.locator("button[name=confirm]").click()
-    v.page.wait_for_url(re.compile(r"/worklist\?reassigned=1$"))
+    v.page.wait_for_url(re.compile(r"/worklist\?reassigned=bs-tran-thi-bich$"))  # the id; the page says the name
     assert v.page.locator("[data-testid=reassigned]").count() == 1
+    assert "Trần Thị Bích" in v.page.locator("[data-testid=reassigned]").inner_text()
     v.check("doctor-reassigned")
     task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
     assert task["owner"]["reference"] == "Practitioner/bs-tran-thi-bich"

@@ -315,3 +315,30 @@ def test_the_reviewed_sentences_read_plainly_in_vietnamese():
     pdf = catalog["%(name)s is not a real PDF, JPEG or PNG file (its content is not what its name says); save it "
                   "again as one of those."].string
     assert pdf.startswith("%(name)s không thực sự là tệp PDF, JPEG hay PNG")
+
+
+@pytest.mark.parametrize("lang,said", [("vi", "Đã chuyển ca hội chẩn cho BS. Lê Văn Cường."),
+                                       ("en", "The consult is given to BS. Lê Văn Cường.")])
+def test_the_worklist_names_the_doctor_a_consult_was_given_to(app, fake, lang, said):
+    """After a confirmed reassign the worklist said only 'given to the other doctor'. The redirect carries the
+    Practitioner's id; the name is looked up among the hub's doctors, never taken from the link."""
+    fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
+    c = portal_signed_in(app, "doctor", lang)
+    token = csrf_token(_page(c))
+    r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": "Practitioner/bs-le-van-cuong",
+                                               "confirm": "Practitioner/bs-le-van-cuong"})
+    assert r.status_code == 302 and r.headers["Location"] == "/worklist?reassigned=bs-le-van-cuong"
+
+    def message(query: str) -> str:
+        page = c.get(f"/worklist?{query}").get_data(as_text=True)
+        found = re.search(r'<div class="alert ok" role="status" data-testid="reassigned">(.*?)</div>', page, re.S)
+        return _text(found.group(1)) if found else ""
+
+    assert message("reassigned=bs-le-van-cuong") == said
+    other = "Đã chuyển ca hội chẩn cho bác sĩ khác." if lang == "vi" else "The consult is given to the other doctor."
+    # an older link, an id that is none of the hub's doctors, text typed into the link: no name, nothing of it
+    for query in ("reassigned=1", "reassigned=bs-khong-co", "reassigned=%3Cb%3EB%C3%A1c+s%C4%A9+gi%E1%BA%A3%3C%2Fb%3E"):
+        assert message(query) == other, query
+    page = c.get("/worklist?reassigned=%3Cb%3Ex%3C%2Fb%3E").get_data(as_text=True)
+    assert "<b>x</b>" not in page
+    assert message("") == ""

@@ -84,9 +84,20 @@ def worklist() -> Any:
         problem = backend_message(err)
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
-    template = "_worklist_table.html" if request.headers.get("HX-Request") == "true" else "worklist.html"
-    return render_template(template, rows=rows, problem=problem, status=status, total=total, after=after,
-                           page=cursor_args()[1], next_after=next_after, title=gettext("Worklist")), code
+    refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
+    given = None if refresh else request.args.get("reassigned")
+    return render_template("_worklist_table.html" if refresh else "worklist.html", rows=rows, problem=problem,
+                           status=status, total=total, after=after, page=cursor_args()[1], next_after=next_after,
+                           title=gettext("Worklist"), reassigned=bool(given), reassigned_to=reassigned_to(given)), code
+
+
+def reassigned_to(pid: str | None) -> str | None:
+    """The name of the doctor a consult was just given to (``?reassigned=<Practitioner id>`` after a
+    confirmed reassign), looked up among the hub's doctors the choice was made from; None for any
+    other value (``1`` of an older link, an id that is not one of them): nothing from the link is shown."""
+    if not pid or pid == "1":
+        return None
+    return dict(_hub_doctors(g.user.facility, g.user.practitioner)).get(f"Practitioner/{pid}")
 
 
 def _hub_doctors(facility: str | None, me: str | None) -> list[tuple[str, str]]:
@@ -384,7 +395,8 @@ def task_reassign(tid: str) -> Any:
         _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}])
     except BackendError as err:
         return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
-    return redirect(url_for("web.worklist", reassigned=1))
+    # the Practitioner's id, never a name: the worklist says the name it looks up (reassigned_to)
+    return redirect(url_for("web.worklist", reassigned=form.practitioner.data.rsplit("/", 1)[-1]))
 
 
 @bp.route("/tasks/<tid>/request-info", methods=["POST"])
