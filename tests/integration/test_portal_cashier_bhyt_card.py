@@ -74,14 +74,16 @@ def portal(base_env, run_id, ehr, billing, mongo_client):
         yield app.app
 
 
-def _consult_invoice(db, patient: str = HOA) -> str:
-    """A teleconsult's invoice at the clinic, as billing makes it from the consult's event (no card)."""
+def _consult_invoice(db, patient: str = HOA, **more: str) -> str:
+    """A teleconsult's invoice at the clinic, as billing makes it from the consult's event (no card);
+    ``more``: the event's other fields (its ``serviceRequest``, ``district``)."""
     from sen_billing.domain import invoices
 
     event = copy.deepcopy(json.loads((ROOT / "specs/events/examples/teleconsult.consult.completed.json")
                                      .read_text(encoding="utf-8")))
     event["data"].update(serviceRequest=f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}", patient=f"Patient/{patient}",
                          patientDisplay="Lê Thị Hoa", requester=f"Organization/{CLINIC}")
+    event["data"].update(more)
     return invoices.charge_consult(db, event, level_of=lambda _f: "commune", base_salary=2_340_000)
 
 
@@ -211,3 +213,82 @@ def test_a_payment_racing_the_card_counts_once_either_way(portal, billing):
         else:  # the payment won: it counts on the first invoice, which stands
             assert answer.status_code == 409, answer.get_data(as_text=True)[-2000:]
             assert first == "balanced" and task is None
+
+
+def _issued_events(db, iid: str) -> list[dict[str, Any]]:
+    """The ``billing.invoice.issued`` events the invoice's lifecycle chain carries (its issued link's outbox)."""
+    from sen_shared.bus.outbox import entry_event
+
+    return [entry_event(e) for link in db["invoice_states"].find({"k": iid, "state": "issued"})
+            for e in link.get("outbox") or []]
+
+
+def test_the_invoice_made_again_is_the_consults_own_and_the_consult_counts_once(portal, billing, dev_key,
+                                                                                 fresh_db):
+    """The card's new invoice reads as the consult's first one did (its consult link, district, patient,
+    facility, account), on the FHIR read and in its ``billing.invoice.issued``; the two invoices name
+    each other; and on the dashboard the consult is one consult, its two issued events one consult's."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sen_portal.domain.dashboard import dashboard
+    from sen_portal.domain.reporting import record_event
+    from sen_shared.bus.catalog import load_catalog
+    from sen_shared.bus.events import make_event
+
+    url, db = billing
+    sr, district = f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}", "Huyện Cao Lãnh"
+    iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}", serviceRequest=sr, district=district)
+    cashier = _signed_in(portal)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{iid}/card", data=_card_form(page, **{"card-card_number": CARD,
+                                                                       "card-card_level": "80"}))
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    [new] = _live(db, _charge(db, iid))
+    nid = new["id"]
+    assert nid != iid and f"/invoices/{nid}" in r.headers["Location"]
+
+    def read(rid: str) -> dict[str, Any]:
+        answer = httpx.get(f"{url}/fhir/Invoice/{rid}", headers=_admin(dev_key))
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def ext(res: dict[str, Any], name: str) -> list[Any]:
+        return [next(v for k, v in e.items() if k.startswith("value")) for e in res.get("extension") or []
+                if e["url"] == f"https://sen.vn/fhir/StructureDefinition/{name}"]
+
+    old, new = read(iid), read(nid)
+    assert old["status"] == "cancelled" and new["status"] in ("issued", "balanced")  # 80 %, under 15 %: all BHYT's
+    for res in (old, new):
+        assert ext(res, "consult") == [{"reference": sr}] and ext(res, "district") == [district]
+    for field in ("subject", "issuer", "account", "type"):
+        assert new[field] == old[field], field
+    assert new["subject"]["display"] == "Lê Thị Hoa"
+    assert ext(new, "invoice-replaces") == [{"reference": f"Invoice/{iid}"}]  # the new names the old
+    assert ext(old, "invoice-replaced-by") == [{"reference": f"Invoice/{nid}"}]  # and the old the new
+    assert ext(new, "bhyt-benefit-level") == [80] and not ext(old, "bhyt-benefit-level")
+
+    [first], [again] = _issued_events(db, iid), _issued_events(db, nid)
+    catalog = load_catalog()
+    for event in (first, again):
+        catalog.validate(event)  # a valid v1 event, ``replaces`` included
+    assert again["data"]["consult"] == first["data"]["consult"] == sr
+    for field in ("facility", "patient", "district"):
+        assert again["data"][field] == first["data"][field], field
+    assert again["data"]["replaces"] == f"Invoice/{iid}" and "replaces" not in first["data"]
+
+    # the dashboard: the consult requested once is one consult, whatever its invoices' events say
+    now = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh"))
+    requested = make_event("teleconsult.consult.requested", {
+        "serviceRequest": sr, "requester": f"Organization/{CLINIC}", "district": district, "priority": "routine",
+        "requestedAt": now.isoformat()}, subject=sr, validate=False)
+    for event in (requested, first, again):
+        assert record_event(fresh_db, event) is True
+    for where in (None, district):
+        figures = dashboard(fresh_db, now.date(), now.date(), where)
+        assert [(r["facility"], r["count"]) for r in figures["consults_per_facility_week"]] == [
+            (f"Organization/{CLINIC}", 1)], where
+        assert figures["facilities_using"]["new"] == 1
+    facts = list(fresh_db["report_facts"].find({"k": "billing.invoice.issued"}))
+    assert sorted(f["ev"]["data"]["invoice"] for f in facts) == sorted([f"Invoice/{iid}", f"Invoice/{nid}"])
+    assert {f["ev"]["data"]["consult"] for f in facts} == {sr}  # both tie to the one consult

@@ -74,6 +74,23 @@ def holders(db: Database, charges: Iterable[str]) -> dict[str, str]:
     return held
 
 
+def given_back_by(db: Database, charges: Iterable[str], invoice: str) -> dict[str, str]:
+    """``{charge: the invoice that gave it back}`` for those of ``charges`` that ``invoice`` took after
+    another invoice released them: the link just before ``invoice``'s first take of the charge is a
+    ``released`` one (a cancelled invoice's charge invoiced again). Read from the chains alone (one
+    equality query per charge), so every caller, however many race, finds the same answer."""
+    chains: dict[str, dict[int, dict[str, Any]]] = {}
+    for link in find_in(db[COLLECTION], CHAIN_KEY, charges):
+        chains.setdefault(link[CHAIN_KEY], {})[int(link[CHAIN_SEQ])] = link
+    out: dict[str, str] = {}
+    for charge, chain in chains.items():
+        took = [n for n, link in chain.items() if link.get("invoice") == invoice and link.get("state") == INVOICED]
+        before = chain.get(min(took) - 1) if took else None
+        if before is not None and before.get("state") == RELEASED and before.get("invoice") != invoice:
+            out[charge] = str(before["invoice"])
+    return out
+
+
 def take(db: Database, charge: str, invoice: str) -> str | None:
     """Claim ``charge`` for ``invoice``: None once it holds it (now or already), else the invoice
     that holds it. :class:`Busy` if the chain kept moving under us (a 409 to try again)."""
@@ -105,5 +122,5 @@ def release(db: Database, charge: str, invoice: str) -> bool:
     raise Busy(charge)
 
 
-__all__ = ["COLLECTION", "INVOICED", "RELEASED", "Busy", "current", "holder", "holder_of", "holders", "release",
-           "take"]
+__all__ = ["COLLECTION", "INVOICED", "RELEASED", "Busy", "current", "given_back_by", "holder", "holder_of", "holders",
+           "release", "take"]

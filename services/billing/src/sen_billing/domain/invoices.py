@@ -50,7 +50,9 @@ The Invoice (FHIR mapping of the BHYT split; amounts are integer đồng, curren
 - extensions ``patient-share`` and ``insurer-share`` (valueMoney), ``bhyt-benefit-level``
   (valueUnsignedInt, the card's level; absent without a card), ``bhyt-applied-percent``
   (valueUnsignedInt: 100 under the threshold), ``district`` (valueString), ``consult``
-  (valueReference to the ServiceRequest).
+  (valueReference to the ServiceRequest); ``invoice-replaces`` on an invoice of charges a cancelled
+  invoice gave back (valueReference to that Invoice: its consult, district and name carried over,
+  :func:`create_draft`) and ``invoice-replaced-by`` on the cancelled one (:func:`_name_replacement`).
 - ``identifier`` ``urn:sen:billing:payment-reference`` = the bill reference the QR carries.
 - ``issuer`` = the facility (``Organization/<id>``) whose cashiers collect it; ``account`` =
   the patient's Account at that facility; ``subject`` = the patient, its ``display`` the patient's
@@ -100,6 +102,10 @@ PRICE_COMPONENT_SYSTEM = "urn:sen:billing:price-component"
 # a line's service (extension of lineItem): FHIR R4's chargeItem[x] holds the ChargeItem reference
 # OR a code, never both, and the reference stays (charges are found by it)
 SERVICE_EXT = SD + "invoice-line-service"
+# an invoice of charges a cancelled invoice gave back names that one (FHIR R4's Invoice has no
+# ``replaces``), and the cancelled one names it back (a version of its own, :func:`_name_replacement`)
+REPLACES_EXT = SD + "invoice-replaces"
+REPLACED_BY_EXT = SD + "invoice-replaced-by"
 INVOICE_TYPE = {"coding": [{"system": "urn:sen:billing:invoice-type", "code": "visit"}], "text": "Hóa đơn viện phí"}
 CONSULT_EVENT = "teleconsult.consult.completed"
 REQUESTED_EVENT = "teleconsult.consult.requested"
@@ -263,9 +269,11 @@ def service_of(item: dict[str, Any]) -> str | None:
 
 def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequence[dict[str, Any]],
                   level: int | None, base_salary: int, district: str | None = None, account: str | None = None,
-                  consult: str | None = None, when: datetime | None = None, patient_display: str = "",
-                  ) -> dict[str, Any]:
-    """A draft Invoice for ``items`` with each line split between BHYT and the patient."""
+                  consult: str | Sequence[str] | None = None, when: datetime | None = None, patient_display: str = "",
+                  replaces: Sequence[str] = ()) -> dict[str, Any]:
+    """A draft Invoice for ``items`` with each line split between BHYT and the patient; ``consult``: the
+    consult's ServiceRequest (or several, one extension each: the event names the first); ``replaces``:
+    the ids of the cancelled invoices whose charges it invoices again."""
     split = bhyt.split([bhyt.Line(charge_amount(i), charge_covered(i)) for i in items], level,
                        base_salary=base_salary)
     lines = []
@@ -294,8 +302,10 @@ def build_invoice(*, invoice_id: str, patient: str, facility: str, items: Sequen
         ext.append({"url": SD + "bhyt-applied-percent", "valueUnsignedInt": split.applied})
     if district:
         ext.append({"url": SD + "district", "valueString": district})
-    if consult:
-        ext.append({"url": SD + "consult", "valueReference": {"reference": consult}})
+    for sr in [consult] if isinstance(consult, str) else consult or ():
+        ext.append({"url": SD + "consult", "valueReference": {"reference": sr}})
+    for old in replaces:
+        ext.append({"url": REPLACES_EXT, "valueReference": {"reference": f"Invoice/{old}"}})
     res: dict[str, Any] = {
         "resourceType": "Invoice", "extension": ext, "status": "draft", "type": INVOICE_TYPE,
         "identifier": [{"system": REFERENCE_SYSTEM, "value": vietqr.reference_code(invoice_id)}],
@@ -312,13 +322,22 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
                  base_salary: int, district: str | None = None, consult: str | None = None,
                  patient_display: str = "") -> dict[str, Any]:
     """The draft Invoice of ``items`` under ``invoice_id`` (the one already there if any, as it is:
-    its first creator's name for the patient stands); ``patient_display``: the patient's name."""
+    its first creator's name for the patient stands); ``patient_display``: the patient's name.
+
+    Charges a cancelled invoice gave back make the new one its replacement (:func:`_carried`): it
+    carries the cancelled one's consult link, district and patient's name (so its FHIR resource and its
+    ``billing.invoice.issued`` read as the first did: the cashier's BHYT card on a consult's invoice
+    cancels it and invoices its charge again), names it (``invoice-replaces``) and is named by it
+    (``invoice-replaced-by``). A consult's charge names its consult (``supportingInformation``), so
+    any invoice of it carries the consult link."""
     if not items:
         raise FhirError("an invoice needs at least one charge", status=422, expression=["Invoice.lineItem"])
     store = _store(db)
     head = store.head("Invoice", invoice_id)
     if head is not None:
-        return store.read_doc("Invoice", invoice_id)["res"]
+        res = store.read_doc("Invoice", invoice_id)["res"]
+        _name_replacement(db, res, invoice_id)  # a create that stopped before it: finished by its retry
+        return res
     charges = [str(item["id"]) for item in items]
     # one live invoice per charge; several are checked all first, so a refusal takes none of them
     # (one charge: its take below checks the same)
@@ -327,11 +346,13 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
             raise _on_invoice(charge, held)
     for charge in charges:
         _take(db, charge, invoice_id)
+    replaced, consults, carried_district, carried_name = _carried(db, invoice_id, items)
     account = account_for(db, patient, facility)
     level = coverage_level(db, patient)
     res = build_invoice(invoice_id=invoice_id, patient=patient, facility=facility, items=items, level=level,
-                        base_salary=base_salary, district=district, account=account, consult=consult,
-                        patient_display=patient_display)
+                        base_salary=base_salary, district=carried_district or district, account=account,
+                        consult=list(dict.fromkeys([*([consult] if consult else []), *consults])),
+                        patient_display=patient_display or carried_name, replaces=replaced)
     res = _create_once(store, res, invoice_id)
     try:
         advance(db[STATES], invoice_id, None, {"state": "draft"})
@@ -341,7 +362,66 @@ def create_draft(db: Database, invoice_id: str, *, patient: str, facility: str, 
             # a twin call made the invoice and it was cancelled (its charges released) before our
             # takes above: read after them, the link tells us to give back what we took
             _release_charges(db, invoice_id, res)
+    _name_replacement(db, res, invoice_id)
     return res
+
+
+def _carried(db: Database, invoice_id: str, items: Sequence[dict[str, Any]],
+             ) -> tuple[list[str], list[str], str | None, str]:
+    """What a new invoice of ``items`` (taken by ``invoice_id`` already) carries over: the cancelled
+    invoices that gave its charges back (in the lines' order), the consults (theirs, then those its
+    charges name), the district and patient's name of the first of them that has one."""
+    given = charge_claims.given_back_by(db, [str(i["id"]) for i in items], invoice_id)
+    replaced = list(dict.fromkeys(given[str(i["id"])] for i in items if str(i["id"]) in given))
+    consults: list[str] = []
+    district: str | None = None
+    name = ""
+    store = _store(db)
+    for old in replaced:
+        try:
+            res = store.read_doc("Invoice", old)["res"]
+        except FhirError:
+            continue  # (an invoice is never deleted; nothing to carry from one that is not there)
+        consults += [ref for e in res.get("extension") or [] if e.get("url") == SD + "consult"
+                     and isinstance(ref := (e.get("valueReference") or {}).get("reference"), str)]
+        district = district or _ext(res, "district")
+        name = name or str((res.get("subject") or {}).get("display") or "")
+    for item in items:  # the consult's charge names its ServiceRequest (charge_consult)
+        consults += [ref for s in item.get("supportingInformation") or []
+                     if isinstance(ref := s.get("reference"), str) and ref.startswith("ServiceRequest/")]
+    return replaced, list(dict.fromkeys(consults)), district, name
+
+
+def _name_replacement(db: Database, invoice: dict[str, Any], invoice_id: str) -> None:
+    """Each cancelled invoice ``invoice`` replaces (its ``invoice-replaces``) names it back
+    (``invoice-replaced-by``, in a new version of the cancelled Invoice, written once). Writers: the
+    replacement's creates and issues (twins, retries) and a cancel's roll-forward, each a version
+    claim of the store (``if_match``): a loser reads again and finds the name written, or writes it."""
+    ref = f"Invoice/{invoice_id}"
+    olds = [_ref_id(e.get("valueReference"), "Invoice") for e in invoice.get("extension") or []
+            if e.get("url") == REPLACES_EXT]
+    store = _store(db)
+    for old in filter(None, olds):
+        link = state(db, old)
+        if link is None or link["state"] != "cancelled":
+            continue  # only a cancelled invoice gives its charges back
+        for _ in range(4):
+            doc = store.read_doc("Invoice", old)
+            res = dict(doc["res"])
+            if any(e.get("url") == REPLACED_BY_EXT and (e.get("valueReference") or {}).get("reference") == ref
+                   for e in res.get("extension") or []):
+                break
+            if res.get("status") != "cancelled":  # its cancel stopped before its version: write that first
+                _roll_forward(db, old, link)
+                continue
+            res["extension"] = [*(res.get("extension") or []),
+                                {"url": REPLACED_BY_EXT, "valueReference": {"reference": ref}}]
+            try:
+                store.update(res, old, if_match=int(doc["v"]))
+                break
+            except FhirError as err:
+                if err.status not in (409, 412):
+                    raise
 
 
 def next_invoice_id(db: Database, invoice_id: str) -> str:
@@ -412,6 +492,8 @@ def _issued_event(invoice: dict[str, Any], invoice_id: str, when: datetime) -> d
         data["district"] = _ext(invoice, "district")
     if (consult := _ext(invoice, "consult")) is not None:
         data["consult"] = consult["reference"]
+    if (replaces := _ext(invoice, "invoice-replaces")) is not None:
+        data["replaces"] = replaces["reference"]  # the (first) cancelled invoice this one invoices again
     return make_event("billing.invoice.issued", data, subject=f"Invoice/{invoice_id}",
                       event_id=str(uuid.UUID(hashlib.sha256(f"issued\x1f{invoice_id}".encode()).hexdigest()[:32])))
 
@@ -482,6 +564,7 @@ def issue(db: Database, invoice_id: str) -> dict[str, Any]:
     # claims the next link from it without reading the chain first (receipts._balanced_link)
     claim_once(db[REFERENCES], reference, {"invoice": invoice_id, invoice_port.ISSUED_LINK: int(link[CHAIN_SEQ])})
     res = _roll_forward(db, invoice_id, link)
+    _name_replacement(db, res, invoice_id)  # (done by its create unless that stopped before it)
     if _owes_nothing(res):
         return _settle_covered(db, invoice_id, res)
     return res
