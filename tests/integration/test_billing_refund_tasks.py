@@ -60,6 +60,8 @@ def test_a_late_transfer_is_listed_for_its_facility_until_refunded(base_env, mon
             (iid, code, 90_000, "invoice-balanced", "transfer")
         assert first["receivedAt"].endswith("+07:00") and first["refunded"] is False
         assert (tasks[1]["invoice"], tasks[1]["reason"]) == (cancelled, "invoice-cancelled")
+        # each row names the patient its invoice names, as a credit's row does
+        assert first["subject"].startswith("Patient/p-") and tasks[1]["subject"].startswith("Patient/p-")
 
         # another facility's cashier: only their own; naming org-a's: 403 (problem details)
         b = client.get("/payments/refund-tasks", headers=_headers(dev_key, facility="org-b")).json()["tasks"]

@@ -49,8 +49,14 @@ def billing(monkeypatch):
         state["names"].append(list(ids))
         return {"bn-0101": "Lê Văn Tâm"}
 
+    def invoices(service, path, params=None, **_kw):  # an older billing's task names no subject: its Invoice's
+        state["searched"] = (service, path, dict(params or {}))
+        return {"resourceType": "Bundle", "entry": [{"resource": {
+            "resourceType": "Invoice", "id": "inv-gone", "subject": {"reference": "Patient/bn-0101"}}}]}
+
     monkeypatch.setattr(cashier, "_json", answer)
     monkeypatch.setattr(cashier, "patient_names", names)
+    monkeypatch.setattr(cashier, "fhir_get", invoices)
     return state
 
 
@@ -71,13 +77,15 @@ def test_an_overpaid_credit_is_listed_with_the_tasks_and_given_back_from_the_lis
     assert cell(credit, "refund-task-amount") == "11.000\u00a0₫"
     assert cell(credit, "refund-task-reason") == "Trả thừa: tiền ghi có của người bệnh"
     assert cell(credit, "refund-task-patient") == "Lê Văn Tâm"  # billing kept no name: the EHR's, one request
-    assert billing["names"] == [["bn-0101"]]
+    assert billing["names"] == [["bn-0101", "bn-0101"]]
+    assert billing["searched"] == ("billing", "/fhir/Invoice", {"_id": "inv-gone", "_elements": "subject"})
     assert cell(credit, "refund-task-received") == "05/12/2026 09:05"
     assert cell(credit, "refund-task-invoice") == "HD7K2M9QX4C" and 'href="/invoices/inv-over"' in credit
     assert 'name="amount" value="11000"' in credit and "Hoàn 11.000\u00a0₫" in credit
     assert "Trả lại tiền người bệnh trả thừa" in credit  # the reason it starts with
     task = row(page, "task")
-    assert cell(task, "refund-task-patient") == "—" and 'name="amount"' not in task  # all of it
+    # a late transfer's row names the patient too (its invoice's subject), as the credit's row does
+    assert cell(task, "refund-task-patient") == "Lê Văn Tâm" and 'name="amount"' not in task  # all of it
     assert "Trả lại tiền chuyển vào hóa đơn đã hủy" in task
     # billing's order
     assert page.index('data-testid="refund-row-task"') < page.index('data-testid="refund-row-credit"')
@@ -177,3 +185,10 @@ def test_each_row_is_given_back_the_way_it_came_by_default(app, billing):
     selects = re.findall(r'<select[^>]*id="method-\d+"[^>]*>.*?</select>', page, re.S)
     chosen = [re.search(r'<option selected value="(\w+)"', s).group(1) for s in selects]
     assert chosen == ["transfer", "cash"], chosen  # billing's order: the SePay transfer's task, the cash credit
+
+
+def test_a_task_billing_names_the_patient_of_needs_no_invoice_search(app, billing):
+    billing["rows"] = [{**TASK, "subject": "Patient/bn-0101", "reason": "invoice-balanced"}]
+    page = portal_signed_in(app, "cashier").get("/refunds").get_data(as_text=True)
+    assert cell(row(page, "task"), "refund-task-patient") == "Lê Văn Tâm"
+    assert "searched" not in billing and billing["names"] == [["bn-0101"]]

@@ -565,13 +565,14 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     unmatched = not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched"))
     if unmatched and _fate(db, payment_key, "refunded") != "refunded":
         raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
-    created, doc = claim_once(db[REFUNDS], payment_key, {
+    # its billing.payment.refunded event rides in the claim's insert (refund_events: once per payment)
+    created, doc = claim_once(db[REFUNDS], payment_key, refund_events.with_event({
         "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
         "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
         "channel": "cash" if shift_id else "transfer", "reverses": why == "owed",
-        "day": local_day(now_utc())})
+        "day": local_day(now_utc())}, payment))
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if unmatched:
@@ -632,7 +633,25 @@ def refund_tasks(db: Database, limit: int = 50, after: str | None = None, facili
         if more or len(batch) <= limit:
             break
         query = {**({"facility": facility} if facility is not None else {}), **_after(_cursor(batch[-1]))}
+    _name_patients(db, rows)
     return rows, (_cursor(last) if more and last is not None else None)
+
+
+def _name_patients(db: Database, rows: list[dict[str, Any]]) -> None:
+    """Each row's patient as its invoice names them (``subject``: the Patient reference; ``patient``:
+    its display, where the invoice keeps one), as a credit's row does: one point read an invoice."""
+    views: dict[str, Any] = {}
+    for row in rows:
+        iid = row["task"].get("invoice")
+        if not iid:
+            continue
+        if iid not in views:
+            views[iid] = invoice_port.get(db, str(iid))
+        inv = views[iid]
+        if inv is not None:
+            subject = (inv.resource.get("subject") or {}).get("reference")
+            row["subject"] = subject if isinstance(subject, str) else None
+            row["patient"] = inv.patient_display or None
 
 
 def public_refund_task(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -646,6 +665,7 @@ def public_refund_task(row: Mapping[str, Any]) -> dict[str, Any]:
         "channel": payment.get("channel"), "provider": payment.get("provider"),
         "receivedAt": iso(payment["received_at"]) if payment.get("received_at") else None,
         "description": payment.get("description", ""), "reference": payment.get("reference"),
+        "patient": row.get("patient"), "subject": row.get("subject"),
         "refunded": done is not None}
     if done is not None:
         out["refund"] = public_refund(done)

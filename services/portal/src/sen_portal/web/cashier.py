@@ -735,7 +735,12 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
         status = 503 if err.kind in ("down", "slow", "failed") else status
     rows = body.get("tasks") or []
     orgs = org_names() if g.user.role == "admin" and rows else {}
-    # a credit's patient: the invoice's name as billing keeps it, else the EHR's (one request for them all)
+    # each row's patient (a credit's, a late transfer's): the invoice's name as billing keeps it, else the
+    # EHR's (one request for them all); a row billing gives no subject (an older billing's task): the
+    # subject its Invoice names (one billing search for them all)
+    subjects = _subjects([str(t["invoice"]) for t in rows if t.get("invoice") and not t.get("subject")
+                          and not t.get("patient")])
+    rows = [{**t, "subject": t.get("subject") or subjects.get(str(t.get("invoice") or ""))} for t in rows]
     unnamed = [pid for t in rows if not t.get("patient") and (pid := patient_id({"reference": t.get("subject")}))]
     names = patient_names(unnamed) if unnamed else {}
     rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility")),
@@ -748,6 +753,19 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
     return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
                            next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
                            title=gettext("To refund")), status
+
+
+def _subjects(iids: list[str]) -> dict[str, str]:
+    """The Patient each of these Invoices names (``Patient/<id>``), by invoice id; none when billing
+    does not answer (the rows say "—")."""
+    if not iids:
+        return {}
+    try:
+        found = entries(fhir_get("billing", "/fhir/Invoice", {"_id": ",".join(dict.fromkeys(iids)),
+                                                              "_elements": "subject"}), "Invoice")
+    except BackendError:
+        return {}
+    return {str(inv.get("id")): f"Patient/{pid}" for inv in found if (pid := _patient_id(inv))}
 
 
 def _give_back_reason(row: dict[str, Any]) -> str:
