@@ -1,12 +1,15 @@
 """The billing worker process: event consumers, the outbox relay and the periodic jobs.
 
 Publishes its own events through the outbox relay: ``billing.payment.received`` (in each
-payment), ``billing.invoice.paid`` (in each receipt) and ``billing.invoice.issued`` (in each
-invoice's issued link). Consumes ``billing.consult-charge``. Loads the price list at start,
+payment), ``billing.invoice.paid`` (in each receipt), ``billing.invoice.issued`` (in each
+invoice's issued link) and ``billing.payment.refunded`` (in each refund).
+Consumes ``billing.consult-charge``. Loads the price list at start,
 and puts the unmatched transfers recorded before the queue existed in it (``payments.backfill_unmatched``),
 once for good across every start and replica (``sen_shared.runs.run_once``, :data:`UNMATCHED_BACKFILL`);
 then, the same way, notes the credits of invoices overpaid before credits were noted
-(``credits.backfill``, :data:`CREDITS_BACKFILL`), for the cashier's list of money to give back.
+(``credits.backfill``, :data:`CREDITS_BACKFILL`), for the cashier's list of money to give back;
+and announces the refunds made before ``billing.payment.refunded`` existed
+(``refund_events.backfill``, :data:`REFUND_EVENTS_BACKFILL`).
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -68,8 +71,9 @@ def load_price_list(settings: BillingSettings) -> int:
 
 HANDLERS: dict[str, Any] = {CONSULT_CHARGE: consult_charge}
 # billing.payment.received (in each payment), billing.invoice.paid (in each receipt),
-# billing.invoice.issued (in each invoice's "issued" link)
-OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts", "invoice_states"]
+# billing.invoice.issued (in each invoice's "issued" link), billing.payment.refunded (in each refund,
+# and in refund_events for the refunds made before the event: refund_events.backfill)
+OUTBOX_COLLECTIONS: list[str] = ["payments", "receipts", "invoice_states", "refunds", "refund_events"]
 
 
 UNMATCHED_BACKFILL = "unmatched-queue-1"  # its run chain in backfill_runs; a new backfill gets a new name
@@ -109,8 +113,23 @@ def backfill_credits_once(settings: BillingSettings, stale: timedelta = runs.STA
     return runs.run_once(db, CREDITS_BACKFILL, lambda: credits.backfill(db), stale=stale)
 
 
+REFUND_EVENTS_BACKFILL = "refund-events-1"  # the refunds made before billing.payment.refunded existed
+
+
+def backfill_refund_events_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:
+    """``refund_events.backfill`` (each refund made before its event existed, announced: the
+    reporting's takings net of refunds), once for good as :func:`backfill_unmatched_once` runs its job."""
+    from sen_shared.mongo import database
+
+    from .domain import refund_events
+
+    db = database(settings.mongo_url, settings.db_name)
+    return runs.run_once(db, REFUND_EVENTS_BACKFILL, lambda: refund_events.backfill(db), stale=stale)
+
+
 def _backfill(settings: BillingSettings) -> None:
-    for what, job in (("unmatched queue", backfill_unmatched_once), ("credits", backfill_credits_once)):
+    for what, job in (("unmatched queue", backfill_unmatched_once), ("credits", backfill_credits_once),
+                      ("refund events", backfill_refund_events_once)):
         try:
             counts = job(settings)
         except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it

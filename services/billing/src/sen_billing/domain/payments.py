@@ -49,7 +49,7 @@ from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 from sen_shared.mongo import find_in
 
-from . import invoice_port
+from . import invoice_port, refund_events
 from .webhooks import Transfer
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -1,0 +1,87 @@
+"""``billing.payment.refunded``: money of a payment given back, announced once per payment.
+
+A refund is a claim keyed by the payment (``payments.refund``); its event rides in the claim's
+own insert (the outbox: the relay is the refund document's only writer after). The event's id is
+derived from the payment's id (:func:`event_id`), so however often it is published (a relay's
+redelivery, or :func:`backfill` of a refund made before refunds had events) a consumer that
+deduplicates by event id (the portal's reporting facts) counts the refund once.
+
+``channel`` is the REFUNDED payment's channel, the takings the money is subtracted from (a late
+transfer given back in cash at the desk lowers the transfers received, not the cash);
+``refundChannel`` says how the money went back.
+
+:func:`backfill` (the billing worker, once: ``worker.backfill_refund_events_once``) announces the
+refunds made before this event existed: each gets a document in ``refund_events`` keyed by the
+refund (a claim; the event in its outbox), never an update of the refund itself.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from sen_shared.bus.outbox import new_document
+from sen_shared.claims import claim_once
+
+from . import invoice_port
+
+KIND = "billing.payment.refunded"
+BACKFILLED = "refund_events"  # {_id: refund (payment) id, outbox}: events of refunds made before the event
+_NAMESPACE = uuid.UUID("2f6f1f52-6a55-4c55-9a1e-5b0c1d7e9a31")
+
+
+def event_id(payment_key: str) -> str:
+    """The refund event's id: the same for a payment whoever publishes it."""
+    return str(uuid.uuid5(_NAMESPACE, f"{KIND}:{payment_key}"))
+
+
+def _iso(at: datetime) -> str:
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(refund: Mapping[str, Any], payment: Mapping[str, Any]) -> dict[str, Any]:
+    """The event of one refund (``refunds`` document, its ``at`` set) of ``payment``."""
+    from sen_shared.bus.events import make_event
+
+    at = refund.get("at") if isinstance(refund.get("at"), datetime) else datetime.now(UTC)
+    data: dict[str, Any] = {"payment": str(payment["_id"]), "amount": int(refund["amount"]), "currency": "VND",
+                            "channel": payment.get("channel") or "transfer",
+                            "refundChannel": refund.get("channel") or "cash", "refundedAt": _iso(at)}
+    invoice = refund.get("invoice") or payment.get("invoice") or payment.get("late_invoice")
+    if invoice:
+        data["invoice"] = f"Invoice/{invoice}"
+    if refund.get("facility"):
+        data["facility"] = f"Organization/{refund['facility']}"
+    if payment.get("district"):
+        data["district"] = payment["district"]
+    subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", str(payment["_id"]))[:64]
+    return make_event(KIND, data, subject=subject, event_id=event_id(str(payment["_id"])), time=_iso(at),
+                      validate=False)
+
+
+def with_event(refund: dict[str, Any], payment: Mapping[str, Any]) -> dict[str, Any]:
+    """The refund claim's document with its event in its outbox (one insert)."""
+    refund.setdefault("at", datetime.now(UTC))
+    return new_document(refund, [event(refund, payment)])
+
+
+def backfill(db: Database) -> dict[str, int]:
+    """Announce each refund stored without its event (made before the event existed): a claim in
+    :data:`BACKFILLED` keyed by the refund, its event in the outbox. Safe twice: the claim is made
+    once, and the event's id is the refund's whoever sends it."""
+    made = 0
+    for refund in db[invoice_port.REFUNDS].find({"outbox": {"$exists": False}}):
+        payment = db[invoice_port.PAYMENTS].find_one({"_id": refund["_id"]}, {"outbox": 0})
+        if payment is None or db[BACKFILLED].find_one({"_id": refund["_id"]}, {"_id": 1}) is not None:
+            continue
+        created, _ = claim_once(db[BACKFILLED], refund["_id"], new_document({}, [event(refund, payment)]))
+        made += created
+    return {"refund_events": made}
+
+
+__all__ = ["BACKFILLED", "KIND", "backfill", "event", "event_id", "with_event"]
