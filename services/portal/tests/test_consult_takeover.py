@@ -3,7 +3,10 @@ and the clinic's consult pages (Flask test client, teleconsult faked at the HTTP
 
 - The take-over (and a plain acceptance) is sent with ``If-Match``, the Task version the page showed;
   teleconsult answering 412 or 409 (another doctor's step came first) gives the page again saying who
-  took it and since when, nothing sent again; the doctor's own earlier click having won is done.
+  took it and since when, nothing sent again; the doctor's own earlier click having won is done. A consult
+  given to a doctor (reassigned) and not yet accepted is said as given ("vừa được chuyển cho"), not taken.
+- The doctor's other steps (reassign, both presses; reject; question; start; minutes) carry the version too:
+  a stale one is 412, said the same way, nothing changed and what was typed kept.
 - The clinic's page (and the doctor's) says since when the holder has held the consult (the Task's history:
   the first of the newest versions owned by them).
 - The participants box says its limit (``maxlength``, a hint) and a list that comes to more than the limit
@@ -41,6 +44,7 @@ class Takeover(Consult):
                         ("requested", BINH, "2026-12-05T08:10:00+07:00")]
         self.winner: str | None = None
         self.accept_headers: list[dict[str, str]] = []
+        self.step_headers: list[tuple[str, dict[str, str]]] = []  # the other steps: (name, headers)
 
     def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
         task = super().task(status, begun)
@@ -74,6 +78,17 @@ class Takeover(Consult):
             self.ops.append("accept")
             self._took(ME, "2026-12-05T09:00:00+07:00")
             return self._json(self.task())
+        if (m := re.search(rf"/fhir/Task/{TID}/\$(reassign|reject|request-info|start|complete)$", path)) and \
+                method == "POST":
+            headers = {k: v for k, v in (kw.get("headers") or {}).items() if k == "If-Match"}
+            self.step_headers.append((m.group(1), headers))
+            if "If-Match" in headers and headers["If-Match"] != f'W/"{self.version}"':  # as teleconsult does
+                outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict",
+                           "diagnostics": f"${m.group(1)} was not applied: Task/{TID} changed"}]}
+                return http.Response(412, {}, json.dumps(outcome).encode())
+            if m.group(1) in ("reassign", "start"):
+                self.ops.append(m.group(1))
+                return self._json(self.task())
         return super().__call__(method, url, **kw)
 
 
@@ -145,7 +160,125 @@ def test_a_holder_changed_since_the_page_is_said_before_anything_is_sent(app, fa
     fake.history.append(("requested", CUONG, "2026-12-05T08:55:00+07:00"))
     r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "2", "takeover": BINH})
     assert r.status_code == 409 and fake.accept_headers == []
-    assert "đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 08:55)" in _text(r.get_data(as_text=True))
+    # given to him, not accepted by him: the page says so, not that he took it
+    said = _text(r.get_data(as_text=True))
+    assert "Ca hội chẩn này vừa được chuyển cho BS. Lê Văn Cường (lúc 05/12/2026 08:55). Không có gì được thay " \
+           "đổi." in said and "đã nhận ca này" not in said
+
+
+def test_a_stale_acceptance_after_a_reassign_says_the_consult_was_given_not_taken(app, fake):
+    """The page showed the consult new at the hub; another doctor gave it to BS. Cường since (still 'Mới – chờ
+    tiếp nhận'): 'Nhận' said 'another doctor took this consult', which the status contradicted."""
+    fake.owner, fake.version, fake.history = "Organization/bvdk-dong-thap", 1, fake.history[:1]
+    for lang, said in (("vi", "Ca hội chẩn này vừa được chuyển cho BS. Lê Văn Cường (lúc 05/12/2026 08:55)."),
+                       ("en", "This consult was just given to BS. Lê Văn Cường (at 05/12/2026 08:55). Nothing was "
+                              "changed.")):
+        fake.owner, fake.version, fake.history = "Organization/bvdk-dong-thap", 1, fake.history[:1]
+        c = portal_signed_in(app, "doctor", lang=lang)
+        page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+        fake.owner, fake.version = CUONG, 2
+        fake.history.append(("requested", CUONG, "2026-12-05T08:55:00+07:00"))
+        r = c.post(f"/tasks/{TID}/accept", data={"csrf_token": csrf_token(page), "version": "1"})
+        assert r.status_code == 409 and fake.accept_headers == [] and fake.ops == [], lang
+        assert said in _text(r.get_data(as_text=True)), lang
+
+
+@pytest.fixture()
+def hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sen_portal.web import doctor
+
+    monkeypatch.setattr(doctor, "_hub_doctors", lambda facility, me: [(BINH, "BS. Trần Thị Bình"),
+                                                                      (CUONG, "BS. Lê Văn Cường")])
+
+
+def _versions(page: str) -> dict[str, str]:
+    """Each step form's action and the version it carries."""
+    out = {}
+    for form in re.findall(r"<form method=\"post\" action=\"([^\"]+)\"(.*?)</form>", page, re.S):
+        m = re.search(r'name="version" value="([^"]*)"', form[1])
+        out[form[0].rsplit("/", 1)[-1]] = m.group(1) if m else None
+    return out
+
+
+def test_a_stale_reassign_confirmation_gives_nothing_and_says_who_accepted_meanwhile(app, fake, hub):
+    """Doctor A chose BS. Cường and got the confirmation; meanwhile BS. Bình pressed 'Nhận'; A's confirmation
+    gave the accepted consult to BS. Cường, who never accepted it. Both presses now carry the version the
+    page showed (teleconsult's If-Match): the confirmation is answered 412 and the page says who took it."""
+    for lang, said in (("vi", "Trong lúc đó một bác sĩ khác đã nhận ca này: BS. Trần Thị Bình (từ 05/12/2026 "
+                              "09:01). Không có gì được thay đổi"),
+                       ("en", "Another doctor took this consult meanwhile: BS. Trần Thị Bình (since 05/12/2026 "
+                              "09:01). Nothing was changed")):
+        fake.status, fake.owner, fake.version, fake.history = "requested", "Organization/bvdk-dong-thap", 1, \
+            fake.history[:1]
+        fake.ops, fake.step_headers = [], []
+        c = portal_signed_in(app, "doctor", lang=lang)
+        page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+        assert _versions(page)["reassign"] == "1" and _versions(page)["reject"] == "1"
+        token = csrf_token(page)
+        r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": CUONG, "version": "1"})
+        body = r.get_data(as_text=True)
+        confirm = body[body.index('data-testid="reassign-confirm"'):]
+        assert r.status_code == 200 and 'name="version" value="1"' in confirm[:confirm.index("</form>")]
+        fake._took(BINH, "2026-12-05T09:01:00+07:00")  # BS. Bình presses 'Nhận' meanwhile
+        r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": CUONG, "confirm": CUONG,
+                                                   "version": "1"})
+        assert r.status_code == 409 and fake.ops == [], lang
+        assert fake.step_headers == [("reassign", {"If-Match": 'W/"1"'})]
+        assert said in _text(r.get_data(as_text=True)), lang
+        assert fake.owner == BINH and fake.status == "accepted"
+
+
+def test_a_reassign_chosen_on_a_page_changed_since_is_not_confirmed(app, fake, hub):
+    """The first press on a stale page: the consult was given to BS. Bình since; no confirmation offered."""
+    fake.owner, fake.version, fake.history = "Organization/bvdk-dong-thap", 1, fake.history[:1]
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    fake.owner, fake.version = BINH, 2
+    fake.history.append(("requested", BINH, "2026-12-05T08:40:00+07:00"))
+    r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": csrf_token(page), "practitioner": CUONG,
+                                               "version": "1"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and 'data-testid="reassign-confirm"' not in body and fake.step_headers == []
+    assert "Ca hội chẩn này vừa được chuyển cho BS. Trần Thị Bình (lúc 05/12/2026 08:40)" in _text(body)
+
+
+def test_a_stale_reject_or_question_changes_nothing_and_keeps_what_was_typed(app, fake, hub):
+    fake.owner, fake.version, fake.history = "Organization/bvdk-dong-thap", 1, fake.history[:1]
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert _versions(page)["request-info"] == "1"
+    fake._took(CUONG, "2026-12-05T09:01:00+07:00")
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(page), "reason": "Ngoài chuyên khoa.",
+                                             "version": "1"})
+    assert r.status_code == 409 and fake.ops == []
+    assert "đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 09:01)" in _text(r.get_data(as_text=True))
+    r = c.post(f"/tasks/{TID}/request-info", data={"csrf_token": csrf_token(page), "question": "Xin kết quả ECG.",
+                                                   "version": "1"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and fake.ops == [] and "Xin kết quả ECG." in body
+    assert [name for name, h in fake.step_headers if h == {"If-Match": 'W/"1"'}] == ["reject", "request-info"]
+
+
+def test_a_stale_start_or_minutes_changes_nothing_and_the_minutes_are_kept(app, fake):
+    fake.status, fake.owner, fake.version = "accepted", ME, 3
+    fake.history.append(("accepted", ME, "2026-12-05T08:30:00+07:00"))
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert _versions(page)["start"] == "3"
+    fake.version = 4  # another change since the page (the clinic's, another tab's)
+    r = c.post(f"/tasks/{TID}/start", data={"csrf_token": csrf_token(page), "version": "3"})
+    assert r.status_code == 409 and fake.ops == [] and fake.step_headers == [("start", {"If-Match": 'W/"3"'})]
+    assert "Ca hội chẩn này đã thay đổi trong lúc bạn đang xem" in _text(r.get_data(as_text=True))
+    fake.status = "in-progress"
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert _versions(page)["complete"] == "4"
+    fake.version = 5
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "4"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and fake.completed == [] and "HA 170/100 mmHg." in body
+    assert _versions(body)["complete"] == "5"  # signing again is on the version now shown
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(body, "BS. Nguyễn Văn An — chủ trì"), "version": "5"})
+    assert r.status_code == 302 and len(fake.completed) == 1
 
 
 def test_a_double_click_whose_first_click_won_is_done(app, fake):

@@ -330,20 +330,28 @@ def task_accept(tid: str) -> Any:
     return redirect(url_for("web.task_detail", tid=tid, accepted=1))
 
 
-def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None) -> Any:
-    """After a take-over or an acceptance lost to another step: the consult as it is now (read again),
-    saying who holds it and since when. The doctor's own earlier click having won (a double click, another
-    tab): done, as if this one had."""
+def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting: bool = True,
+                     forms: dict[str, Any] | None = None) -> Any:
+    """After a step lost to another one (teleconsult's 412 on the page's version, :func:`_page_version`):
+    the consult as it is now (read again), saying who holds it and since when, nothing changed (``forms``:
+    what was typed, kept). Given to a doctor and not yet accepted, it says so ("vừa được chuyển cho"), not
+    that they took it. An acceptance whose own earlier click won (a double click, another tab): done, as if
+    this one had."""
     if task is None:
         try:
             task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
         except BackendError as err:
-            return _task_page(tid, 409, problem=backend_message(err))
+            return _task_page(tid, 409, problem=backend_message(err), forms=forms or {})
     owner = str((task.get("owner") or {}).get("reference") or "")
     mine = bool(g.user.practitioner) and owner == f"Practitioner/{g.user.practitioner}"
-    if mine and task.get("status") != "requested":
+    if accepting and mine and task.get("status") != "requested":
         return redirect(url_for("web.task_detail", tid=tid, accepted=1))
-    if owner.startswith("Practitioner/") and not mine:
+    if owner.startswith("Practitioner/") and not mine and task.get("status") == "requested":
+        since = held_since(task)  # given to them (reassigned), not accepted: not "took it"
+        problem = gettext("This consult was just given to %(name)s (at %(when)s). Nothing was changed.",
+                          name=party(owner), when=when(since)) if since else \
+            gettext("This consult was just given to %(name)s. Nothing was changed.", name=party(owner))
+    elif owner.startswith("Practitioner/") and not mine:
         since = held_since(task)
         problem = gettext("Another doctor took this consult meanwhile: %(name)s (since %(when)s). Nothing was "
                           "changed; it is theirs now.", name=party(owner), when=when(since)) if since else \
@@ -352,7 +360,19 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None) -> Any:
     else:
         problem = gettext("This consult changed while you were looking at it. Nothing was changed: check it "
                           "below and try again.")
-    return _task_page(tid, 409, problem=problem)
+    return _task_page(tid, 409, problem=problem, forms=forms or {})
+
+
+def _page_version() -> dict[str, str] | None:
+    """``If-Match`` with the Task version the page showed (its form's hidden ``version``): teleconsult takes
+    the step only on it, a consult changed since (accepted, given to another, rejected) is answered 412 and
+    said by :func:`_taken_meanwhile`. None when the form has none (an older page)."""
+    seen = request.form.get("version", "")
+    return {"If-Match": f'W/"{seen}"'} if seen.isdigit() else None
+
+
+def _changed_since_page(err: BackendError) -> bool:
+    return err.kind == "refused" and err.status == 412
 
 
 @bp.route("/tasks/<tid>/start", methods=["POST"])
@@ -361,8 +381,10 @@ def task_start(tid: str) -> Any:
     """The specialist begins work on the accepted consult (teleconsult's ``$start``): the Task goes
     in-progress. Not the video visit's start (that is its time; the doctor joins by its link)."""
     try:
-        _op(tid, "start", None)
+        _op(tid, "start", None, headers=_page_version())
     except BackendError as err:
+        if _changed_since_page(err):
+            return _taken_meanwhile(tid, accepting=False)
         return _task_page(tid, 409, problem=backend_message(err))
     return redirect(url_for("web.task_detail", tid=tid, started=1))
 
@@ -374,8 +396,10 @@ def task_reject(tid: str) -> Any:
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reject_form": form})
     try:
-        _op(tid, "reject", [{"name": "reason", "valueString": form.reason.data}])
+        _op(tid, "reject", [{"name": "reason", "valueString": form.reason.data}], headers=_page_version())
     except BackendError as err:
+        if _changed_since_page(err):
+            return _taken_meanwhile(tid, accepting=False, forms={"reject_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
     return redirect(url_for("web.worklist", rejected=1))
 
@@ -388,12 +412,25 @@ def task_reassign(tid: str) -> Any:
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reassign_form": form})
     if request.form.get("confirm") != form.practitioner.data:
-        # the doctor chosen is said by name and confirmed by a second press (which sends the same choice)
+        # the doctor chosen is said by name and confirmed by a second press (which sends the same choice and
+        # the version the first page showed: a consult changed since is not given, teleconsult answers 412)
+        seen = request.form.get("version", "")
+        if seen.isdigit():
+            try:
+                task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+            except BackendError as err:
+                return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
+            if str((task.get("meta") or {}).get("versionId") or "") != seen:
+                return _taken_meanwhile(tid, task, accepting=False)
         name = dict(form.practitioner.choices).get(form.practitioner.data, form.practitioner.data)
-        return _task_page(tid, forms={"reassign_form": form}, reassign_to={"ref": form.practitioner.data, "name": name})
+        return _task_page(tid, forms={"reassign_form": form},
+                          reassign_to={"ref": form.practitioner.data, "name": name, "version": seen})
     try:
-        _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}])
+        _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}],
+            headers=_page_version())
     except BackendError as err:
+        if _changed_since_page(err):  # accepted or given meanwhile: not given on a stale confirmation
+            return _taken_meanwhile(tid, accepting=False)
         return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
     # the Practitioner's id, never a name: the worklist says the name it looks up (reassigned_to)
     return redirect(url_for("web.worklist", reassigned=form.practitioner.data.rsplit("/", 1)[-1]))
@@ -406,8 +443,10 @@ def task_request_info(tid: str) -> Any:
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"question_form": form})
     try:
-        _op(tid, "request-info", [{"name": "question", "valueString": form.question.data}])
+        _op(tid, "request-info", [{"name": "question", "valueString": form.question.data}], headers=_page_version())
     except BackendError as err:
+        if _changed_since_page(err):
+            return _taken_meanwhile(tid, accepting=False, forms={"question_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
     return redirect(url_for("web.task_detail", tid=tid, asked=1))
 
@@ -758,8 +797,11 @@ def task_complete(tid: str) -> Any:
         return _task_page(tid, 422, forms={"minutes_form": form})
     data = consult_bundle(tid)
     try:
-        fhir_post("teleconsult", f"/fhir/Task/{tid}/$complete", minutes_parameters(form, data, g.user))
+        fhir_post("teleconsult", f"/fhir/Task/{tid}/$complete", minutes_parameters(form, data, g.user),
+                  headers=_page_version())
     except BackendError as err:
+        if _changed_since_page(err):  # the minutes kept: the page again carries the version to sign on
+            return _taken_meanwhile(tid, accepting=False, forms={"minutes_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
     return redirect(url_for("web.task_detail", tid=tid, done=1))
 
