@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from types import SimpleNamespace
 
 import pytest
-from sen_billing.domain import payments
+from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
 
@@ -82,6 +83,12 @@ def test_a_late_transfer_is_listed_for_its_facility_until_refunded(base_env, mon
         every = client.get("/payments/refund-tasks", params={"state": "all"}, headers=a).json()["tasks"]
         assert [(t["payment"], t["refunded"]) for t in every] == [(late, True), (late_c, False)]
         assert every[0]["refund"]["amount"] == 90_000
+        # the day's report says the late transfer was given back (how much, when), the other not yet
+        day = date.fromisoformat(db[payments.PAYMENTS].find_one({"_id": late})["day"])
+        rows = {r["id"]: r for r in reconciliation.rows(db, day, "org-a") if r["kind"] == "payment"}
+        assert rows[late]["refunded_amount"] == 90_000 and rows[late]["refunded_at"].endswith("+07:00")
+        assert (rows[late_c]["refunded_amount"], rows[late_c]["refunded_at"]) == ("", "")
+        assert "refunded_amount,refunded_at" in reconciliation.to_csv(day, list(rows.values())).splitlines()[0]
 
         for bad in ({"state": "done"}, {"limit": "0"}, {"after": "not-a-cursor"}):
             r = client.get("/payments/refund-tasks", params=bad, headers=a)

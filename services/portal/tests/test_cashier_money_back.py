@@ -192,3 +192,44 @@ def test_a_task_billing_names_the_patient_of_needs_no_invoice_search(app, billin
     page = portal_signed_in(app, "cashier").get("/refunds").get_data(as_text=True)
     assert cell(row(page, "task"), "refund-task-patient") == "Lê Văn Tâm"
     assert "searched" not in billing and billing["names"] == [["bn-0101"]]
+
+
+LATE = {"id": "standard:t9", "provider": "standard", "channel": "transfer", "amount": 100000, "matched": True,
+        "outcome": "late-balanced", "receivedAt": "2026-12-05T09:30:00+07:00", "lateInvoice": "inv-1"}
+
+
+def _payments_box(app, s: dict) -> str:
+    from flask import render_template
+
+    with app.test_request_context():
+        return render_template("_invoice_payments.html", s=s, iid="inv-1", pid="bn-0101")
+
+
+def test_a_late_transfer_given_back_says_so_on_the_invoice_page(app):
+    waiting = _payments_box(app, {"payments": [{**LATE, "refundable": 100000}], "refunds": []})
+    assert "Đến sau khi hóa đơn đã thanh toán: cần hoàn lại" in waiting
+    done = _payments_box(app, {"payments": [{**LATE, "refundable": 0, "refunded": 100000}], "refunds": [
+        {"payment": "standard:t9", "amount": 100000, "at": "2026-12-05T10:12:00+07:00", "channel": "transfer",
+         "reason": "chuyển trùng"}]})
+    outcome = cell(done, "payment-outcome")
+    assert outcome == "Đã hoàn 100.000\u00a0₫ (05/12/2026 10:12)" and "cần hoàn lại" not in done
+
+
+def test_the_daily_csv_says_a_late_transfer_was_given_back(app):
+    from sen_portal.web import daily_report
+
+    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at\r\n")
+    body = (head +
+            "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
+            "late-balanced,HD1,,,refund task: invoice-balanced,,,,100000,2026-12-05T10:12:00+07:00\r\n"
+            "payment,2026-12-05T09:40:00+07:00,standard:t8,standard,transfer,inv-2,tyt-my-hiep,50000,yes,"
+            "late-cancelled,HD2,,,refund task: invoice-cancelled,,,,,\r\n").encode()
+    with app.test_request_context():
+        header, rows = daily_report.readable(body)
+    assert "refunded_amount" not in header and len(header) == len(rows[0])
+    outcome, note = header.index("Kết quả"), header.index("Ghi chú")
+    assert (rows[0][outcome], rows[0][note]) == ("Đã hoàn 100.000\u00a0₫ (05/12/2026 10:12)",
+                                                 "Đã hoàn tiền: hóa đơn đã được thanh toán trước đó")
+    assert (rows[1][outcome], rows[1][note]) == ("Đến sau khi hóa đơn đã hủy: cần hoàn lại",
+                                                 "Cần hoàn tiền: hóa đơn đã hủy")

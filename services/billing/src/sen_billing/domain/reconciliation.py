@@ -29,6 +29,9 @@ COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "
 # who the cashier is and when the row's shift opened (the shift's link: the name its token gave),
 # for a reader who should not have to know the token's subject or the shift's id
 COLUMNS += ["cashier_name", "shift_opened_at"]
+# a payment given back (a late transfer's refund task done, on whatever day): how much and when, so the
+# row no longer reads as money still to give back
+COLUMNS += ["refunded_amount", "refunded_at"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -59,6 +62,9 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                                                              {"outbox": 0})
                      if _facility(p, account_facilities) == facility)
     settled = _no_longer_waiting(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
+    # the refunds of the day's late payments (their refund tasks), whatever day they were given back
+    given_back = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", [i for i in found if i in tasks],
+                                               projection={"amount": 1, "at": 1})} if tasks else {}
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
@@ -69,6 +75,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "shift": p.get("shift", ""),
                     "note": (f"refund task: {task['reason']}" if task else
                              f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
+                    **_given_back(given_back.get(p["_id"])),
                     # not a column: an unmatched transfer assigned or given back since (any day) waits no more
                     WAITING: p.get("outcome") == "unmatched" and p["_id"] not in settled})
     for r in sorted(db[REFUNDS].find(query), key=lambda r: r["at"]):
@@ -79,6 +86,14 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "shift": r.get("shift") or "", "note": r.get("reason", "")})
     _name_people(db, out)
     return out
+
+
+def _given_back(refund: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A payment row's ``refunded_amount`` and ``refunded_at`` (empty while not given back)."""
+    if refund is None:
+        return {"refunded_amount": "", "refunded_at": ""}
+    at = refund.get("at")
+    return {"refunded_amount": int(refund["amount"]), "refunded_at": iso(at) if at else ""}
 
 
 def _name_people(db: Database, out: list[dict[str, Any]]) -> None:

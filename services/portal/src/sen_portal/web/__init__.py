@@ -201,7 +201,7 @@ def _globals() -> dict[str, Any]:
     return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
             "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of,
-            "outcome_label": outcome_label}
+            "outcome_label": outcome_label, "refunded_label": refunded_label}
 
 
 def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -268,6 +268,13 @@ def outcome_label(outcome: str | None) -> str:
     """What became of a payment, in the user's language (billing's outcome codes)."""
     label = _OUTCOMES.get(outcome or "")
     return str(label) if label is not None else (outcome or "")
+
+
+def refunded_label(amount: Any, at: Any) -> str:
+    """A payment given back: "Đã hoàn 90.000 ₫ (05/12/2026 10:12)" (the time left out when unknown)."""
+    if not at:
+        return gettext("Refunded %(amount)s", amount=formatting.vnd(amount))
+    return gettext("Refunded %(amount)s (%(time)s)", amount=formatting.vnd(amount), time=formatting.when(at))
 
 
 def minutes(value: float | int | None) -> str:

@@ -28,7 +28,7 @@ from flask_wtf import FlaskForm
 from wtforms import ValidationError
 from wtforms.validators import InputRequired
 
-from . import backend_message, bp, csvfile, login_required, outcome_label
+from . import backend_message, bp, csvfile, login_required, outcome_label, refunded_label
 from .backend import BackendError, call
 from .formatting import TZ, received_through, today
 from .forms import LocalDateField
@@ -129,6 +129,8 @@ _TOTAL_NAMES = {"transfers": _l("Bank transfers"), "cash": _l("Cash"), "refunds"
                 "payments": _l("Number of payments")}
 _TASKS = {"invoice-cancelled": _l("To refund: the invoice was cancelled"),
           "invoice-balanced": _l("To refund: the invoice was already paid")}
+_TASKS_DONE = {"invoice-cancelled": _l("Given back: the invoice was cancelled"),  # the task's payment refunded
+               "invoice-balanced": _l("Given back: the invoice was already paid")}
 
 
 def _label(table: dict[str, Any], value: str) -> str:
@@ -146,16 +148,16 @@ def _time(value: str) -> str:
         return value
 
 
-def _note(value: str) -> str:
+def _note(value: str, given_back: bool = False) -> str:
     if value.startswith("refund task: "):
-        return _label(_TASKS, value.removeprefix("refund task: "))
+        return _label(_TASKS_DONE if given_back else _TASKS, value.removeprefix("refund task: "))
     if value.startswith("assigned from "):
         return gettext("Assigned from %(payment)s", payment=value.removeprefix("assigned from "))
     return value  # a refund's reason, as the cashier wrote it
 
 
 # billing's columns folded into others: the cashier's name into "cashier", the shift's opening into "shift"
-_FOLDED = ("cashier_name", "shift_opened_at")
+_FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at")  # refunded: into "outcome"
 
 
 def _who_and_how(r: dict[str, str]) -> dict[str, str]:
@@ -195,8 +197,10 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   "id": _label(_TOTAL_NAMES, r.get("id", "")) if total else r.get("id", ""),
                   "provider": _label(_PROVIDERS, r.get("provider", "")),
                   "channel": _label(_CHANNELS, r.get("channel", "")), "matched": _label(_YES_NO, r.get("matched", "")),
-                  "outcome": outcome_label(r.get("outcome")) if r.get("outcome") else "",
-                  "note": _note(r.get("note", "")),
+                  # a late payment given back since (billing's ``refunded_amount``, ``refunded_at``): said so
+                  "outcome": refunded_label(r["refunded_amount"], r.get("refunded_at")) if r.get("refunded_amount")
+                  else outcome_label(r.get("outcome")) if r.get("outcome") else "",
+                  "note": _note(r.get("note", ""), bool(r.get("refunded_amount"))),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
                   "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
                                or r.get("facility", ""))}
