@@ -9,7 +9,9 @@ it, and when it is not the portal's doctor, the page says who took it meanwhile;
 between the portal's read and its request (another doctor's take-over in that window) is 412 from
 teleconsult and said the same way; the clinic's page names the holder and since when (the version's time);
 the clinic's list walked page by page over 57 consults, each once, open first, newest first; minutes whose
-participants run past 200 characters are stored whole.
+participants run past 200 characters are stored whole. A stale reassign confirmation racing another
+doctor's acceptance (both on version 1, If-Match) never gives an accepted consult away; one pressed after it
+is refused and said; a stale acceptance after a reassign says the consult was given, not taken.
 """
 
 from __future__ import annotations
@@ -185,6 +187,87 @@ def test_a_take_over_lost_between_the_portals_read_and_its_request_is_said(porta
     said = _text(r.get_data(as_text=True))
     assert f"Trong lúc đó một bác sĩ khác đã nhận ca này: {_shown('bs-tk-1')} (từ " in said, said[:1500]
     assert _task(tc, tid, doctors["bs-tk-0"])["owner"]["reference"] == "Practitioner/bs-tk-1"
+
+
+def _reassign_confirmation(me, tid: str, to: str) -> dict[str, str]:
+    """The portal doctor's first press of 'Chuyển cho bác sĩ khác' on the page: the confirmation's form."""
+    page = me.get(f"/tasks/{tid}").get_data(as_text=True)
+    assert 'name="version" value="1"' in page
+    r = me.post(f"/tasks/{tid}/reassign", data={"csrf_token": csrf_token(page), "practitioner": to,
+                                                "version": "1"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'data-testid="reassign-confirm"' in body, _text(body)[:1500]
+    form = body[body.index('data-testid="reassign-confirm"'):]
+    form = form[:form.index("</form>")]
+    assert 'name="version" value="1"' in form
+    return {"csrf_token": csrf_token(body), "practitioner": to, "confirm": to, "version": "1"}
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_a_stale_reassign_confirmation_racing_an_acceptance_never_gives_an_accepted_consult(
+        portal, tc, clinic_h, doctors, round_):
+    """The portal's doctor chose BS. Cường and got the confirmation; BS. Dung presses 'Nhận' at the moment the
+    confirmation is pressed. Both are sent on version 1 (If-Match): one goes through. The consult is never
+    'accepted' by a doctor who did not accept it: accepted, it is BS. Dung's and the portal's page says she
+    took it; given, it is BS. Cường's, still new, and her acceptance was refused."""
+    tid = _submit(tc, clinic_h)
+    me = portal_signed_in(portal, "doctor")
+    confirm = _reassign_confirmation(me, tid, "Practitioner/bs-tk-0")
+    barrier = threading.Barrier(2)
+
+    def portal_confirms() -> tuple[int, str]:
+        barrier.wait()
+        r = me.post(f"/tasks/{tid}/reassign", data=confirm)
+        return r.status_code, r.get_data(as_text=True)
+
+    def dung_accepts() -> int:
+        barrier.wait()
+        return httpx.post(f"{tc}/fhir/Task/{tid}/$accept", content=json.dumps({"resourceType": "Parameters"}),
+                          headers={**doctors["bs-tk-1"], "If-Match": 'W/"1"'}, timeout=30).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        mine, hers = pool.submit(portal_confirms), pool.submit(dung_accepts)
+        (code, page), accepted = mine.result(), hers.result()
+    task = _task(tc, tid, doctors["bs-tk-0"])
+    assert task["meta"]["versionId"] == "2", task
+    if accepted == 200:
+        assert code == 409 and task["status"] == "accepted"
+        assert task["owner"]["reference"] == "Practitioner/bs-tk-1"
+        said = _text(page)
+        assert f"Trong lúc đó một bác sĩ khác đã nhận ca này: {_shown('bs-tk-1')} (từ " in said, said[:1500]
+    else:
+        assert accepted in (409, 412) and code == 302
+        assert task["status"] == "requested" and task["owner"]["reference"] == "Practitioner/bs-tk-0"
+
+
+def test_a_reassign_confirmed_after_an_acceptance_is_refused_and_said(portal, tc, clinic_h, doctors):
+    """The confirmation pressed after BS. Dung accepted: teleconsult answers 412, nothing given; then a stale
+    'Nhận' on a page from before a reassign says the consult was given, not taken."""
+    tid = _submit(tc, clinic_h)
+    me = portal_signed_in(portal, "doctor")
+    confirm = _reassign_confirmation(me, tid, "Practitioner/bs-tk-0")
+    r = httpx.post(f"{tc}/fhir/Task/{tid}/$accept", content=json.dumps({"resourceType": "Parameters"}),
+                   headers={**doctors["bs-tk-1"], "If-Match": 'W/"1"'}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = me.post(f"/tasks/{tid}/reassign", data=confirm)
+    assert r.status_code == 409
+    assert f"Trong lúc đó một bác sĩ khác đã nhận ca này: {_shown('bs-tk-1')} (từ " in _text(r.get_data(as_text=True))
+    task = _task(tc, tid, doctors["bs-tk-0"])
+    assert task["status"] == "accepted" and task["owner"]["reference"] == "Practitioner/bs-tk-1"
+
+    tid = _submit(tc, clinic_h)
+    page = me.get(f"/tasks/{tid}").get_data(as_text=True)
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "practitioner", "valueReference": {"reference": "Practitioner/bs-tk-2"}}]}
+    r = httpx.post(f"{tc}/fhir/Task/{tid}/$reassign", content=json.dumps(body),
+                   headers={**doctors["bs-tk-1"], "If-Match": 'W/"1"'}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = me.post(f"/tasks/{tid}/accept", data={"csrf_token": csrf_token(page), "version": "1"})
+    said = _text(r.get_data(as_text=True))
+    assert r.status_code == 409, said[:1500]
+    assert f"Ca hội chẩn này vừa được chuyển cho {_shown('bs-tk-2')} (lúc " in said, said[:1500]
+    task = _task(tc, tid, doctors["bs-tk-0"])
+    assert task["status"] == "requested" and task["owner"]["reference"] == "Practitioner/bs-tk-2"
 
 
 def test_the_clinics_page_names_the_holder_and_since_when(portal, tc, clinic_h, doctors):
