@@ -100,3 +100,58 @@ def test_the_invoice_summary_lists_its_refunds_with_how_why_and_who(base_env, mo
         assert (refund["payment"], refund["amount"], refund["channel"], refund["reason"], refund["cashierName"]) == (
             cash.json()["id"], 30_000, "cash", "Trả lại tiền thừa", "Lê Thị Thu")
         assert refund["at"].endswith("+07:00")
+
+
+def test_transfers_count_under_the_facilitys_open_shifts_on_the_page_the_csv_and_the_close(
+        base_env, mongo_client, dev_key) -> None:
+    """A webhook transfer has no cashier: it counts under every shift of its invoice's facility open
+    when it came (a late one too: the money reached the bank), in ``expected.transfers``, on its CSV
+    row (``shift``, ``shift_opened_at``, ``shift_cashier_name``) and in the close's expected; another
+    facility's shift does not count it, nor a shift opened after it came."""
+    import csv
+    import io
+
+    from sen_billing.domain import payments
+    from sen_billing.domain.webhooks import Transfer
+
+    from tests.billing_support import make_invoice
+
+    def pay(db, code: str, amount: int) -> None:
+        t = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount, description=f"TT {code}")
+        payments.record_transfer(db, t, uuid.uuid4().hex)
+
+    def cashier(facility: str, who: str) -> dict[str, str]:
+        token = issue_dev_token(dev_key, "cashier", sub=f"tn-{uuid.uuid4().hex[:6]}", facility=facility, name=who)
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, _app):
+        db = mongo_client[name]
+        a1, a2, b = cashier("org-a", "Lê Thị Thu"), cashier("org-a", "Trần Văn Bình"), cashier("org-b", "Ngô C")
+        shifts = {}
+        for who, h in (("a1", a1), ("a2", a2), ("b", b)):
+            r = client.post("/payments/shifts", json={"openingCash": 0}, headers=h)
+            assert r.status_code == 201, r.text
+            shifts[who] = r.json()
+        iid, code = make_invoice(db, 100_000, facility="org-a")
+        pay(db, code, 100_000)  # paid in full by transfer
+        pay(db, code, 100_000)  # the same again: late, to give back; it reached the bank all the same
+        for h in (a1, a2):
+            assert client.get("/payments/shifts/current", headers=h).json()["expected"]["transfers"] == 200_000
+        assert client.get("/payments/shifts/current", headers=b).json()["expected"]["transfers"] == 0
+
+        r = client.get("/payments/reports/daily.csv", headers={**a1, "Accept": "text/csv"})
+        rows = [row for row in csv.DictReader(io.StringIO(r.text)) if row["kind"] == "payment"]
+        assert [row["outcome"] for row in rows] == ["applied", "late-balanced"]
+        for row in rows:
+            assert row["shift"] == f"{shifts['a1']['id']} {shifts['a2']['id']}" and row["cashier"] == ""
+            assert row["shift_opened_at"] == f"{shifts['a1']['openedAt']} {shifts['a2']['openedAt']}"
+            assert row["shift_cashier_name"] == "Lê Thị Thu | Trần Văn Bình"
+
+        # the close expects them (the statement's transfers counted): no gap, no note
+        closed = client.post("/payments/shifts/current/close", headers=a1,
+                             json={"countedCash": 0, "countedTransfers": 200_000})
+        assert closed.status_code == 200 and closed.json()["difference"] == {"cash": 0, "transfers": 0}, closed.text
+        # a shift opened after they came does not count them
+        assert client.post("/payments/shifts", json={"openingCash": 0}, headers=a1).status_code == 201
+        assert client.get("/payments/shifts/current", headers=a1).json()["expected"]["transfers"] == 0

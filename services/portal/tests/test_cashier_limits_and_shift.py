@@ -183,3 +183,10 @@ def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
     assert total[11:13] == ["", ""]
     text = "\n".join(",".join(r) for r in rows)
     assert "portal-cashier" not in text and "6a9973cce7f043af" not in text and ",standard," not in text
+
+
+def test_the_shift_says_which_transfers_it_counts(app, billing):
+    """Webhook transfers have no cashier: the page says every open shift of the facility counts them."""
+    page = portal_signed_in(app, "cashier").get("/shift").get_data(as_text=True)
+    assert re.search(r'data-testid="shift-transfers">0\xa0₫<', page)
+    assert "mọi ca của cơ sở đang mở lúc đó đều tính khoản này" in page

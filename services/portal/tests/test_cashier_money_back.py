@@ -233,3 +233,23 @@ def test_the_daily_csv_says_a_late_transfer_was_given_back(app):
                                                  "Đã hoàn tiền: hóa đơn đã được thanh toán trước đó")
     assert (rows[1][outcome], rows[1][note]) == ("Đến sau khi hóa đơn đã hủy: cần hoàn lại",
                                                  "Cần hoàn tiền: hóa đơn đã hủy")
+
+
+def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
+    """A webhook transfer has no cashier: "Ca làm việc" names each shift of its facility open when it
+    came (billing's ``shift_opened_at`` and ``shift_cashier_name``), as /shift counts it."""
+    from sen_portal.web import daily_report
+
+    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at,shift_cashier_name\r\n")
+    body = (head +
+            "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
+            "applied,HD1,,s1 s2,,,,2026-12-05T07:02:00+07:00 2026-12-05T07:05:00+07:00,,,Lê Thị Thu | Trần Bình\r\n"
+            "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
+            "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu\r\n").encode()
+    with app.test_request_context():
+        header, rows = daily_report.readable(body)
+    shift, who = header.index("Ca làm việc"), header.index("Thu ngân")
+    assert "shift_cashier_name" not in header and len(header) == len(rows[0])
+    assert (rows[0][shift], rows[0][who]) == ("05/12/2026 07:02 · Lê Thị Thu; 05/12/2026 07:05 · Trần Bình", "")
+    assert (rows[1][shift], rows[1][who]) == ("05/12/2026 07:02 · Lê Thị Thu", "Lê Thị Thu")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from pymongo.database import Database
 from sen_shared.mongo import find_in
 
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, iso, queue_facility
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, queue_facility
+from .shifts import shift_transfer
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
            "outcome", "reference", "cashier", "shift", "note", "facility_name"]
@@ -32,6 +33,10 @@ COLUMNS += ["cashier_name", "shift_opened_at"]
 # a payment given back (a late transfer's refund task done, on whatever day): how much and when, so the
 # row no longer reads as money still to give back
 COLUMNS += ["refunded_amount", "refunded_at"]
+# the name each of the row's shifts was opened under, " | " between them: a transfer has no cashier, and
+# counts under every shift of its facility open when it came (``shift`` and ``shift_opened_at`` then
+# list them, a space between)
+COLUMNS += ["shift_cashier_name"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -65,6 +70,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     # the refunds of the day's late payments (their refund tasks), whatever day they were given back
     given_back = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", [i for i in found if i in tasks],
                                                projection={"amount": 1, "at": 1})} if tasks else {}
+    transfers: list[tuple[dict[str, Any], Mapping[str, Any]]] = []  # the rows a shift counts, and their payment
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
@@ -78,6 +84,8 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     **_given_back(given_back.get(p["_id"])),
                     # not a column: an unmatched transfer assigned or given back since (any day) waits no more
                     WAITING: p.get("outcome") == "unmatched" and p["_id"] not in settled})
+        if shift_transfer(p) and not p.get("shift"):
+            transfers.append((out[-1], p))
     for r in sorted(db[REFUNDS].find(query), key=lambda r: r["at"]):
         out.append({"kind": "refund", "time": iso(r["at"]), "id": r["_id"], "provider": "cashier",
                     "channel": r.get("channel", ""), "invoice": r.get("invoice") or "",
@@ -85,7 +93,26 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": r.get("reason", "")})
     _name_people(db, out)
+    _transfer_shifts(db, day, transfers)
     return out
+
+
+def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
+    """Each transfer row's shifts: those of its facility open when it came (``shifts.covering``, as
+    the shift's expected transfers count it); one read of the shifts of each facility in the rows."""
+    from .shifts import covering, open_during
+
+    start = datetime.combine(day, time.min, VN)
+    end = start + timedelta(days=1)
+    of: dict[str, list[dict[str, Any]]] = {}
+    for row, p in transfers:
+        facility = str(p["facility"])
+        if facility not in of:
+            of[facility] = open_during(db, facility, start, end)
+        found = covering(of[facility], p["received_at"])
+        row["shift"] = " ".join(s["shift"] for s in found)
+        row["shift_opened_at"] = " ".join(iso(s["opened_at"]) for s in found)
+        row["shift_cashier_name"] = " | ".join(s["cashier_name"] for s in found)
 
 
 def _given_back(refund: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -109,6 +136,7 @@ def _name_people(db: Database, out: list[dict[str, Any]]) -> None:
     for r in out:
         link = shifts.get(r.get("shift") or "")
         r["shift_opened_at"] = iso(link["opened_at"]) if link else ""
+        r["shift_cashier_name"] = str(link.get("cashier_name") or "") if link else ""
         r["cashier_name"] = (names.get(r.get("shift") or "") or by_cashier.get(r.get("cashier") or "", "")
                              if r.get("cashier") else "")
 

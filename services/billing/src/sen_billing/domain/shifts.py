@@ -89,18 +89,53 @@ def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str,
     return public(link)
 
 
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def shift_transfer(payment: dict[str, Any]) -> bool:
+    """A transfer a shift counts (webhook transfers have no cashier): one to an invoice of the shift's
+    facility, counted toward it or late (it came after the invoice was paid or cancelled: the money
+    reached the bank all the same, and its refund is a refund of that shift or a later one)."""
+    return payment.get("channel") == "transfer" and bool(payment.get("invoice") or payment.get("late_invoice")) \
+        and bool(payment.get("facility"))
+
+
+def open_during(db: Database, facility: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The facility's shifts open at some time in ``[start, end]``, each ``{shift, opened_at,
+    closed_at (None: open still), cashier_name}``, oldest first: its open links opened by ``end``
+    and the closed links of those (equalities on ``facility`` and ``state``)."""
+    opened = [link for link in db[SHIFTS].find({"facility": facility, "state": "open"},
+                                               {"shift": 1, "opened_at": 1, "cashier_name": 1})
+              if _aware(link["opened_at"]) <= end]
+    if not opened:
+        return []
+    closed = {link["shift"]: _aware(link["closed_at"]) for link in db[SHIFTS].find(
+        {"facility": facility, "state": "closed"}, {"shift": 1, "closed_at": 1})}
+    out = [{"shift": link["shift"], "opened_at": _aware(link["opened_at"]), "closed_at": closed.get(link["shift"]),
+            "cashier_name": str(link.get("cashier_name") or "")} for link in opened]
+    return sorted((s for s in out if s["closed_at"] is None or s["closed_at"] >= start), key=lambda s: s["opened_at"])
+
+
+def covering(shifts: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
+    """Of :func:`open_during`'s shifts, those open at ``at`` (the ones a transfer then counts under)."""
+    at = _aware(at)
+    return [s for s in shifts if s["opened_at"] <= at and (s["closed_at"] is None or at <= s["closed_at"])]
+
+
 def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dict[str, int]:
     """What the drawer and the bank should show for a shift: cash taken by this cashier in it
-    (less cash refunds), and transfers to the facility's invoices while it was open."""
+    (less cash refunds), and the transfers to the facility's invoices while it was open
+    (:func:`shift_transfer`: counted or late; the daily report names the same shifts on their rows)."""
     cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
     cash_out = sum(int(r["amount"]) for r in db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1}))
-    opened = shift["opened_at"] if shift["opened_at"].tzinfo else shift["opened_at"].replace(tzinfo=UTC)
+    opened = _aware(shift["opened_at"])
     transfers = 0
     if shift.get("facility"):
         for p in db[PAYMENTS].find({"facility": shift["facility"], "channel": "transfer"},
-                                   {"amount": 1, "received_at": 1, "invoice": 1}):
-            at = p["received_at"] if p["received_at"].tzinfo else p["received_at"].replace(tzinfo=UTC)
-            if p.get("invoice") and opened <= at <= until:
+                                   {"amount": 1, "received_at": 1, "invoice": 1, "late_invoice": 1, "channel": 1,
+                                    "facility": 1}):
+            if shift_transfer(p) and opened <= _aware(p["received_at"]) <= until:
                 transfers += int(p["amount"])
     return {"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
             "cashRefunded": cash_out, "transfers": transfers}

@@ -157,7 +157,8 @@ def _note(value: str, given_back: bool = False) -> str:
 
 
 # billing's columns folded into others: the cashier's name into "cashier", the shift's opening into "shift"
-_FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at")  # refunded: into "outcome"
+# (and the shifts' names), a refund of the payment into "outcome"
+_FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at", "shift_cashier_name")
 
 
 def _who_and_how(r: dict[str, str]) -> dict[str, str]:
@@ -170,7 +171,12 @@ def _who_and_how(r: dict[str, str]) -> dict[str, str]:
     name = r.get("cashier_name") or r.get("cashier", "")
     shift = r.get("shift", "")
     if shift and r.get("shift_opened_at"):
-        shift = " · ".join(p for p in (_time(r["shift_opened_at"])[:16], name) if p)
+        # a transfer counts under each shift of its facility open when it came (billing lists them, the
+        # name each was opened under in ``shift_cashier_name``); a cash row or refund under its own
+        opened = r["shift_opened_at"].split()
+        names = r["shift_cashier_name"].split(" | ") if r.get("shift_cashier_name") else [name] * len(opened)
+        shift = "; ".join(" · ".join(p for p in (_time(at)[:16], who) if p)
+                          for at, who in zip(opened, names + [""] * (len(opened) - len(names)), strict=False))
     return {"cashier": name, "shift": shift, "provider": received_through(r.get("provider"), r.get("channel"))}
 
 
