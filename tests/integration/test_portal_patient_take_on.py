@@ -100,6 +100,25 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
     assert len(events) == 2 and {e["purposeOfEvent"][0]["text"] for e in events} == {"Người bệnh đến khám tại cơ sở"}
 
 
+def test_taking_on_says_the_typed_birth_date_differs_and_changes_nothing(portal, ehr, dev_key):
+    cccd = f"0870{random.randrange(10**8):08d}"
+    given = f"Văn Tâm {random.randrange(10**6)}"  # no patient the clinic reaches is listed as the same person
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", given, "1948-06-17", cccd)
+    c = portal_signed_in(portal, "clinic")
+    page = _register(c, family="Huỳnh", given=given, birth_date="01/01/1948", cccd=cccd).get_data(as_text=True)
+    form = re.search(rf'<form method="post" action="/patients/{tam}/take-on" data-testid="take-on">.*?</form>',
+                     page, re.S).group(0)
+    sent = {**dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', form)), "csrf_token": csrf_token(page)}
+    r = c.post(f"/patients/{tam}/take-on", data=sent)
+    assert r.status_code == 302 and "1948" not in r.headers["Location"]
+    text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
+    assert "Đã tiếp nhận người bệnh tại cơ sở này" in text
+    assert "Ngày sinh trên hồ sơ là 17/06/1948, khác với ngày đã nhập 01/01/1948." in text
+    assert "Họ tên trên hồ sơ" not in text and "Giới tính trên hồ sơ" not in text
+    record = httpx.get(f"{ehr}/fhir/Patient/{tam}", headers=_headers(dev_key, "admin")).json()
+    assert record["birthDate"] == "1948-06-17" and record["meta"]["versionId"] == "1"
+
+
 def test_a_wrong_number_takes_no_one_on(portal, ehr, ehr_db, dev_key, mongo_client):
     cccd = f"0870{random.randrange(10**8):08d}"
     tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
@@ -126,6 +145,7 @@ def test_the_same_patient_registered_again_is_listed_and_needs_the_tick(portal, 
     assert r.status_code == 200
     box = re.search(r'<div class="alert warn" role="alert" data-testid="same-person">.*?</div>', page, re.S).group(0)
     assert "Có thể người bệnh đã được đăng ký" in _text(box)
+    assert "đăng ký lúc" in _text(box)  # when it was registered: the record's meta, no more asked of the EHR
     assert re.findall(r'href="/patients/([^"]+)"', box) == [binh]  # never the other facility's
     assert other not in page
     tick = re.search(r'name="again" value="([^"]*)"', box).group(1)

@@ -55,6 +55,7 @@ class Ehr:
         self.take_ons: list[Any] = []
         self.searches: list[dict[str, Any]] = []
         self.taken = False
+        self.tam_born = "1948-01-01"  # his record's date of birth
 
     def __call__(self, method: str, url: str, *, json: Any = None, params: Any = None, **_: Any) -> http.Response:
         path = urlsplit(url).path
@@ -95,7 +96,7 @@ class Ehr:
                 return _outcome(403, "forbidden", f"forbidden: Patient/{TAM} is not managed by your facility")
             return _json(200, {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
                 "resourceType": "Patient", "id": TAM, "name": [{"family": "Huỳnh", "given": ["Văn", "Tâm"]}],
-                "birthDate": "1948-01-01", "gender": "male"}}]})
+                "birthDate": self.tam_born, "gender": "male"}}]})
         if method == "GET" and path.endswith("/fhir/Task"):
             return _json(200, {"resourceType": "Bundle", "type": "searchset", "entry": []})
         return _outcome(404, "not-found")
@@ -337,3 +338,87 @@ def test_the_unknown_consult_of_the_review_is_404(tmp_path, monkeypatch):
 def test_an_outage_is_still_service_unavailable(tmp_path, monkeypatch):
     r = portal_signed_in(portal_app(tmp_path, monkeypatch), "clinic").get("/consults/task-1")
     assert r.status_code == 503 and "Dịch vụ tạm thời không dùng được" in r.get_data(as_text=True)
+
+
+# ------------------------------------------------------------------ 4. telling them apart; typed details that differ
+
+def test_each_same_person_entry_shows_what_tells_it_apart_on_the_record(tmp_path, monkeypatch):
+    first = {**BINH, "meta": {"versionId": "1", "lastUpdated": "2026-03-02T01:30:00.000Z"},
+             "identifier": [{"system": CCCD, "value": "087077001234"}],
+             "address": [{"line": ["Xã Mỹ Hiệp"], "district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}],
+             "telecom": [{"system": "phone", "value": "0912345678"}]}
+    second = {**BINH, "id": "bn-0102", "meta": {"versionId": "3", "lastUpdated": "2026-11-20T10:05:00.000Z"},
+              "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4797900005678"}]}
+    bare = {**BINH, "id": "bn-0103"}
+    ehr = Ehr(same=[first, second, bare])
+    monkeypatch.setattr(http, "request", ehr)
+    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9")
+    for lang in ("vi", "en"):
+        c = portal_signed_in(app, "clinic", lang)
+        page = _register(c, family="Trần", given="Văn Bình", birth_date="01/05/1980", cccd="").get_data(as_text=True)
+        assert {"address", "telecom"} <= set(ehr.searches[-1]["_elements"].split(","))
+        entries = [_text(e) for e in re.findall(r'<li data-testid="same-person-entry">(.*?)</li>', page, re.S)]
+        assert len(entries) == 3 and len(set(entries)) == 3
+        a, b, n = entries
+        registered = "đăng ký lúc 02/03/2026 08:30" if lang == "vi" else "registered 02/03/2026 08:30"
+        assert registered in a and "CCCD ••••••••1234" in a and "087077001234" not in page
+        assert "Xã Mỹ Hiệp, Huyện Cao Lãnh, Đồng Tháp" in a and "0912345678" in a
+        changed = "hồ sơ sửa lần cuối lúc 20/11/2026 17:05" if lang == "vi" else "record last changed 20/11/2026 17:05"
+        assert changed in b and "•••••••••••5678" in b and "DN4797900005678" not in page
+        nothing = ("hồ sơ không có số thẻ, địa chỉ hay số điện thoại" if lang == "vi"
+                   else "no card, address or phone on the record")
+        assert nothing in n
+        links = re.findall(r'<li data-testid="same-person-entry"><a href="/patients/([^"]+)"', page)
+        assert links == ["bn-0100", "bn-0102", "bn-0103"]
+
+
+def _take_on_from_the_form(c: Any, **fields: str) -> Any:
+    page = _register(c, **fields).get_data(as_text=True)
+    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
+                     page, re.S).group(0)
+    sent = {**dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', form)), "csrf_token": csrf_token(page)}
+    return c.post(f"/patients/{TAM}/take-on", data=sent)
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_taking_on_from_the_form_says_which_typed_details_differ_from_the_record(tmp_path, monkeypatch, lang):
+    ehr = Ehr()
+    ehr.tam_born = "1948-06-17"
+    monkeypatch.setattr(http, "request", ehr)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
+    r = _take_on_from_the_form(c, given="Văn Tam", gender="female")
+    assert r.status_code == 302 and "1948" not in r.headers["Location"] and "Tam" not in r.headers["Location"]
+    box = re.search(r'<div class="alert ok" role="status" data-testid="taken-on">.*?</div>',
+                    c.get(r.headers["Location"]).get_data(as_text=True), re.S).group(0)
+    said = _text(box)
+    if lang == "vi":
+        assert "Đã tiếp nhận người bệnh tại cơ sở này" in said
+        assert "Ngày sinh trên hồ sơ là 17/06/1948, khác với ngày đã nhập 01/01/1948." in said
+        assert "Họ tên trên hồ sơ là Huỳnh Văn Tâm, khác với họ tên đã nhập Huỳnh Văn Tam." in said
+        assert "Giới tính trên hồ sơ là nam, khác với giới tính đã nhập nữ." in said
+        assert "Hồ sơ không bị thay đổi" in said
+    else:
+        assert "The date of birth on the record is 17/06/1948, not the 01/01/1948 typed." in said
+        assert "The name on the record is Huỳnh Văn Tâm, not the Huỳnh Văn Tam typed." in said
+    assert ehr.created == []  # nothing written but the grant
+    # said once: the chart opened again is the chart
+    assert 'data-testid="taken-on-differs"' not in c.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_taking_on_with_the_records_details_or_from_a_search_says_nothing_more(tmp_path, monkeypatch):
+    ehr = Ehr()
+    monkeypatch.setattr(http, "request", ehr)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic")
+    r = _take_on_from_the_form(c, family="HUỲNH", given=" văn  tâm")  # case and spacing are no difference
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="taken-on"' in page and 'data-testid="taken-on-differs"' not in page
+    token = csrf_token(page)
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert 'data-testid="taken-on"' in page and 'data-testid="taken-on-differs"' not in page
+    # a typed detail that is not a date or a sex is a bad form, never a 500
+    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                                                  "birth_date": "01/01/1948"})
+    assert r.status_code == 400

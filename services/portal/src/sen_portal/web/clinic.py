@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from html import unescape
 from typing import Any
 
-from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
+from flask import Response, copy_current_request_context, g, redirect, render_template, request, session, url_for
 from flask_babel import format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -157,9 +157,12 @@ def patient_new() -> Any:
                     problem = backend_message(err)
                 else:
                     take_on = take_on_offer(existing, form)
+    # each what tells them apart on the record: when registered (or last changed), the cards' last digits,
+    # the address and the phone
     shown = [{"pid": p["id"], "name": patients.human_name(p), "born": p.get("birthDate"),
-              "sex": patients.sex_text(p.get("gender")), "cccd": _identifier(p, SYS_CCCD),
-              "bhyt": _identifier(p, SYS_BHYT)} for p in same]
+              "sex": patients.sex_text(p.get("gender")), "cccd": patients.masked(_identifier(p, SYS_CCCD)),
+              "bhyt": patients.masked(_identifier(p, SYS_BHYT)), "recorded": patients.recorded(p),
+              "address": patients.address_text(p), "phone": patients.phone_text(p)} for p in same]
     return render_template("patient_new.html", form=form, problem=problem, existing=existing, take_on=take_on,
                            same=shown, same_ids=",".join(p["pid"] for p in shown),
                            title=gettext("Register a patient"))
@@ -178,7 +181,8 @@ def take_on_offer(pid: str, form: PatientForm) -> TakeOnForm | None:
         return None
     # registered_already named the field whose number the patient holds (the form had no error before)
     system, number = ("bhyt", (form.bhyt.data or "").upper()) if form.bhyt.errors else ("cccd", form.cccd.data or "")
-    return TakeOnForm(formdata=None, system=system, number=number)
+    return TakeOnForm(formdata=None, system=system, number=number, family=form.family.data, given=form.given.data,
+                      birth_date=form.birth_date.data.isoformat(), gender=form.gender.data)
 
 
 @bp.route("/patients/take-on", methods=["POST"], defaults={"pid": None})
@@ -188,7 +192,9 @@ def patient_take_on(pid: str | None) -> Any:
     """Take a patient registered at another facility on here (the EHR's ``$take-on``, with the full CCCD or
     BHYT number the nurse typed and the reason "the patient came to this facility"), then open the chart:
     the patient the registration named (``pid``), or (from a search of the number) the one holding it.
-    A second click lands on the same chart (the EHR grants once)."""
+    A second click lands on the same chart (the EHR grants once). The name, birth date and sex the
+    registration form had come along: the chart says which of them the record says otherwise
+    (:func:`patients.differences`); the record is not changed."""
     form = TakeOnForm()
     if (pid is not None and not FHIR_ID.fullmatch(pid)) or not form.validate_on_submit():
         return render_template("error.html", title=gettext("The request was refused"), message=gettext(
@@ -211,6 +217,13 @@ def patient_take_on(pid: str | None) -> Any:
                        if p.get("name") == "patient"), None)
     if pid is None:
         return redirect(url_for("web.clinic_home"))
+    # what the registration form said, for the chart to name where the record differs (in the signed
+    # session cookie, never in a URL; the chart takes it once)
+    typed = {"family": form.family.data, "given": form.given.data, "birthDate": form.birth_date.data,
+             "gender": form.gender.data}
+    session.pop("taken_on", None)
+    if any(typed.values()):
+        session["taken_on"] = {"pid": pid, **{k: v for k, v in typed.items() if v}}
     return redirect(url_for("web.patient_chart", pid=pid, taken=1))
 
 
@@ -380,8 +393,10 @@ def patient_chart(pid: str) -> Any:
     if data["patient"] is None:
         data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
     series = json.dumps(data["series"]).replace("</", "<\\/")
+    typed = session.pop("taken_on", None) if "taken_on" in session else None
+    differs = patients.differences(data["patient"], typed) if typed and typed.get("pid") == pid else []
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
-                           created=request.args.get("created"), taken=request.args.get("taken"),
+                           created=request.args.get("created"), taken=request.args.get("taken"), differs=differs,
                            title=gettext("Patient chart"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
 

@@ -169,6 +169,11 @@ class TakeOnForm(FlaskForm):
 
     system = HiddenField(validators=[DataRequired(), Regexp(r"^(cccd|bhyt)$")])
     number = HiddenField(validators=[DataRequired(), Regexp(r"^(\d{12}|[A-Za-z]{2}\d{13})$")])
+    # what the registration form had (none from a search): the chart says where the record differs
+    family = HiddenField(validators=[Optional(), Length(max=60)])
+    given = HiddenField(validators=[Optional(), Length(max=100)])
+    birth_date = HiddenField(validators=[Optional(), Regexp(r"^\d{4}-\d{2}-\d{2}$")])
+    gender = HiddenField(validators=[Optional(), Regexp(r"^(female|male|other)$")])
 
 
 class ConsultForm(FlaskForm):

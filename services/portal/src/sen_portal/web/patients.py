@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -137,9 +138,38 @@ def same_person(family: str, given: str, birth: date, gender: str) -> list[dict[
     wanted = normalize(f"{family} {given}")
     bundle = fhir_get("ehr", "/fhir/Patient", {
         "family": family.strip(), "birthdate": birth.isoformat(), "gender": gender, "_count": str(SAME_MAX),
-        "_elements": "name,gender,birthDate,identifier,managingOrganization"})
+        "_elements": "name,gender,birthDate,identifier,managingOrganization,address,telecom"})
     return [p for p in entries(bundle, "Patient")
             if normalize(human_name(p)) == wanted and FHIR_ID.fullmatch(str(p.get("id") or ""))]
+
+
+def masked(number: Any) -> str:
+    """A CCCD or BHYT number with all but its last 4 characters hidden ("••••••••6170"): enough to
+    tell two records apart, not to read the card off the screen."""
+    text = str(number or "")
+    return "•" * max(len(text) - 4, 0) + text[-4:]
+
+
+def address_text(patient: Mapping[str, Any]) -> str:
+    """The patient's first address as one line (its ``text``, else street, district, city, province)."""
+    addr = next(iter(patient.get("address") or ()), None) or {}
+    if addr.get("text"):
+        return str(addr["text"])
+    parts = [*(addr.get("line") or ()), addr.get("district"), addr.get("city"), addr.get("state")]
+    return ", ".join(str(p) for p in parts if p)
+
+
+def phone_text(patient: Mapping[str, Any]) -> str:
+    return next((str(t.get("value") or "") for t in patient.get("telecom") or () if t.get("system") == "phone"), "")
+
+
+def recorded(patient: Mapping[str, Any]) -> tuple[str, str] | None:
+    """When the record was made or last changed, as the EHR keeps it at no cost (``meta``): ("registered",
+    instant) for a first version (its ``lastUpdated`` is the registration), else ("updated", instant)."""
+    meta = patient.get("meta") or {}
+    if not meta.get("lastUpdated"):
+        return None
+    return ("registered" if str(meta.get("versionId") or "") == "1" else "updated"), str(meta["lastUpdated"])
 
 
 # ------------------------------------------------------------------ taking on a patient registered elsewhere
@@ -156,3 +186,43 @@ def take_on(pid: str | None, system: str, number: str, reason: str = TAKE_ON_REA
     return fhir_post("ehr", path, {"resourceType": "Parameters", "parameter": [
         {"name": "identifier", "valueIdentifier": {"system": system, "value": number}},
         {"name": "reason", "valueString": reason}]}, idempotent=False)
+
+
+def born_text(value: Any) -> str:
+    """A FHIR ``birthDate`` as the pages write it: 17/06/1948, 06/1948 or 1948."""
+    text = str(value or "")
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return f"{text[8:10]}/{text[5:7]}/{text[:4]}"
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        return f"{text[5:7]}/{text[:4]}"
+    return text
+
+
+def _same_words(a: str, b: str) -> bool:
+    return " ".join(unicodedata.normalize("NFC", a).casefold().split()) == \
+        " ".join(unicodedata.normalize("NFC", b).casefold().split())
+
+
+def differences(record: Mapping[str, Any] | None, typed: Mapping[str, Any] | None) -> list[str]:
+    """What the nurse typed on the registration form (``typed``: family, given, birthDate, gender) that the
+    patient's record (taken on instead) says otherwise, one sentence each ("Ngày sinh trên hồ sơ là
+    17/06/1948, khác với ngày đã nhập 01/01/1948"), so the nurse checks this is the person; the record
+    is never changed. A name differs by its letters and accents, not case or spacing; a partial birth date
+    on the record differs only when the typed date is outside it."""
+    if not record or not typed:
+        return []
+    said: list[str] = []
+    name = " ".join(str(typed.get(k) or "").strip() for k in ("family", "given")).strip()
+    on_record = human_name(dict(record))
+    if name and on_record != "—" and not _same_words(name, on_record):
+        said.append(gettext("The name on the record is %(record)s, not the %(typed)s typed.",
+                            record=on_record, typed=name))
+    born, born_typed = str(record.get("birthDate") or ""), str(typed.get("birthDate") or "")
+    if born and born_typed and not born_typed.startswith(born):
+        said.append(gettext("The date of birth on the record is %(record)s, not the %(typed)s typed.",
+                            record=born_text(born), typed=born_text(born_typed)))
+    sex, sex_typed = str(record.get("gender") or ""), str(typed.get("gender") or "")
+    if sex and sex_typed and sex != sex_typed:
+        said.append(gettext("The sex on the record is %(record)s, not the %(typed)s typed.",
+                            record=sex_text(sex).lower(), typed=sex_text(sex_typed).lower()))
+    return said
