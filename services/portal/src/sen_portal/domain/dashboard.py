@@ -23,12 +23,17 @@ The dict::
     time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
                                asap, stat: time to acceptance, requested -> accepted (a hub doctor
                                took the consult; not its answer), whole minutes; median of the
-                               middle value(s), p90 by nearest rank; None when count is 0
+                               middle value(s) (whole, else one decimal: 2.5), p90 by nearest
+                               rank; None when count is 0
     time_to_conclusion         the same, requested -> completed (the consult's minutes signed)
     sla_breaches               [{week, priority, count}]
     cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count}
-                               payments received (matched or not), amounts in integer đồng;
-                               share = transfer_amount / (transfer + cash), None when both are 0
+                               payments received (matched or not), amounts in integer đồng, net
+                               of refunds: a refund (``billing.payment.refunded``, on its day) is
+                               subtracted from the channel of the payment it refunds (a transfer
+                               given back in cash lowers the transfers); counts are the payments
+                               received; share = transfer_amount / (transfer + cash), None when
+                               both are 0 or either is negative (more given back than taken)
     ehr_coverage               {patients, population, share, as_of, population_outdated}
                                patients = Patient records created minus deleted up to ``end`` (each
                                record once: facts are keyed by event id); population is a setting.
@@ -110,7 +115,7 @@ def _weeks(start: date, end: date) -> list[str]:
 
 
 def _share(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
+    return round(part / whole, 4) if whole > 0 else None
 
 
 def dashboard(db: Database, start: date, end: date, district: str | None = None, *,
@@ -187,7 +192,7 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         "time_to_conclusion": durations("conclusions"),
         "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
         "cashless_share": {"transfer_amount": t_amount, "cash_amount": c_amount,
-                           "share": _share(t_amount, t_amount + c_amount),
+                           "share": _share(t_amount, t_amount + c_amount) if min(t_amount, c_amount) >= 0 else None,
                            "transfer_count": t_count, "cash_count": c_count},
         "ehr_coverage": {"patients": patients, "population": population, "share": share, "as_of": last,
                          "population_outdated": outdated},

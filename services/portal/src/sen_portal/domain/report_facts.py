@@ -6,8 +6,9 @@ under ``minutes`` is a duration from the first time to the second, in whole minu
 event type that is not listed still becomes a fact (counted per type and day), dated by
 its envelope ``time``. :data:`SECTIONS` says how facts are grouped for each chart: the
 routing keys it takes, the dimensions it groups by (the fact's local ``day`` always first),
-whether it sums ``amount`` and which facts it leaves out (``skip``: those carrying that mark,
-e.g. a payment event that ``restates`` money an earlier event counted). A section's rows
+whether it sums ``amount``, which facts it leaves out (``skip``: those carrying that mark,
+e.g. a payment event that ``restates`` money an earlier event counted) and which kinds it takes
+away (``less``: their amount is subtracted and they are not counted, e.g. refunds). A section's rows
 (``{day, <dims>, n[, amount]}``) merge by addition, so rows of any set of buckets add up to the
 same rows as the facts themselves.
 """
@@ -38,6 +39,9 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     # that transfer's own event, so this one restates it (kept as the fact's ``restates``)
     "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel", "restates": "assignedFrom"},
+    # money given back: ``channel`` is the refunded payment's, the takings the amount comes off
+    "billing.payment.refunded": {"time": "refundedAt", "facility": "facility", "district": "district",
+                                 "amount": "amount", "channel": "channel"},
     "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
                              "channel": "channel"},
 }
@@ -53,9 +57,11 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # time to conclusion (requested -> the consult's minutes signed, ``completedAt``), the same way
     "conclusions": {"kinds": ("teleconsult.consult.completed",), "by": ("district", "priority", "minutes")},
     "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
-    # money received, each transfer once: an assignment's event restates its unmatched transfer's
-    "payments": {"kinds": ("billing.payment.received",), "by": ("district", "channel"), "sum": "amount",
-                 "skip": "restates"},
+    # money received, each transfer once (an assignment's event restates its unmatched transfer's),
+    # net of refunds: a refund's amount comes off the refunded payment's channel (``less``: kinds whose
+    # amount is subtracted and that are not counted in ``n``, the payments received)
+    "payments": {"kinds": ("billing.payment.received", "billing.payment.refunded"), "by": ("district", "channel"),
+                 "sum": "amount", "skip": "restates", "less": ("billing.payment.refunded",)},
     # residents with an electronic record: patients created minus deleted (no district in these events)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted"), "by": ("k",)},
 }
@@ -141,7 +147,7 @@ def _key(row: Mapping[str, Any], by: tuple[str, ...]) -> tuple[Any, ...]:
 def rows_of_facts(facts: Iterable[Mapping[str, Any]], section: str) -> list[dict[str, Any]]:
     """Group facts into one section's rows."""
     spec = SECTIONS[section]
-    kinds, by, total, skip = spec["kinds"], spec["by"], spec.get("sum"), spec.get("skip")
+    kinds, by, total, skip, less = spec["kinds"], spec["by"], spec.get("sum"), spec.get("skip"), spec.get("less", ())
     acc: dict[tuple[Any, ...], dict[str, Any]] = {}
     for f in facts:
         if (kinds is not None and f.get("k") not in kinds) or (skip and f.get(skip)):
@@ -152,9 +158,10 @@ def rows_of_facts(facts: Iterable[Mapping[str, Any]], section: str) -> list[dict
             row = acc[key] = {"day": f.get("day"), **{d: f.get(d) for d in by}, "n": 0}
             if total:
                 row[total] = 0
-        row["n"] += 1
+        minus = f.get("k") in less
+        row["n"] += 0 if minus else 1
         if total:
-            row[total] += int(f.get(total) or 0)
+            row[total] += int(f.get(total) or 0) * (-1 if minus else 1)
     return sorted(acc.values(), key=_sort_key)
 
 
@@ -182,8 +189,8 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ figures
 
 def median_and_p90(histogram: Mapping[int, int]) -> tuple[float | None, int | None]:
-    """Median (the middle value, or the mean of the two middle ones) and the 90th percentile
-    (nearest rank) of whole minutes given as ``{minutes: count}``."""
+    """Median (the middle value, or the mean of the two middle ones, :func:`one_decimal`) and the
+    90th percentile (nearest rank) of whole minutes given as ``{minutes: count}``."""
     n = sum(histogram.values())
     if n == 0:
         return None, None
@@ -198,8 +205,17 @@ def median_and_p90(histogram: Mapping[int, int]) -> tuple[float | None, int | No
         return values[-1]
 
     median = (rank((n + 1) // 2) + rank(n // 2 + 1)) / 2
-    return median, rank(max(1, math.ceil(0.9 * n)))
+    return one_decimal(median), rank(max(1, math.ceil(0.9 * n)))
+
+
+def one_decimal(value: float | None) -> int | float | None:
+    """A figure of minutes as every output shows it (the page, the CSV, the API): a whole number as
+    an int (``2``), else rounded half up to one decimal (``2.5``; the page writes ``2,5`` in Vietnamese)."""
+    if value is None:
+        return None
+    tenths = math.floor(value * 10 + 0.5)
+    return tenths // 10 if tenths % 10 == 0 else tenths / 10
 
 
 __all__ = ["DIMENSIONS", "FACT_FIELDS", "SECTIONS", "VN", "extract", "instant", "iso_week", "median_and_p90",
-           "merge_rows", "routing_key", "rows_of_facts"]
+           "merge_rows", "one_decimal", "routing_key", "rows_of_facts"]

@@ -33,11 +33,12 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel, gettext, lazy_gettext
+from flask_babel import Babel, format_decimal, gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from itsdangerous import BadSignature
 
 from ..config import PortalSettings
+from ..domain.report_facts import one_decimal
 from . import directory, formatting, icd10
 from .backend import BackendError
 from .users import User
@@ -278,10 +279,14 @@ def refunded_label(amount: Any, at: Any) -> str:
 
 
 def minutes(value: float | int | None) -> str:
-    if value is None:
+    """Minutes as the dashboard's CSV gives them (``report_facts.one_decimal``: whole, else one
+    decimal), in the user's number format: ``2 phút``, ``2,5 phút``, ``1 giờ 2,5 phút``."""
+    m = one_decimal(value)
+    if m is None:
         return "—"
-    m = int(round(value))
-    return gettext("%(h)d h %(m)d min", h=m // 60, m=m % 60) if m >= 60 else gettext("%(m)d min", m=m)
+    hours, rest = divmod(m, 60)
+    text = format_decimal(one_decimal(rest), format="0.#")
+    return gettext("%(h)d h %(m)s min", h=int(hours), m=text) if hours else gettext("%(m)s min", m=text)
 
 
 EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
