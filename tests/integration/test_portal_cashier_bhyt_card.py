@@ -162,6 +162,13 @@ def test_the_card_on_her_record_splits_her_consult_invoice_once_however_often_it
     assert 'data-testid="carded"' in page and 'data-testid="insurer-share"' in page
     old = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
     assert 'data-testid="cancelled"' in old and "Ghi thẻ BHYT " + CARD in old  # the reason, on the record
+    # each names the other from billing's extensions (invoice-replaces / invoice-replaced-by), by reference
+    new_ref = next(i["value"] for i in new["identifier"] if i["system"] == "urn:sen:billing:payment-reference")
+    replaced = re.search(r'data-testid="cancelled">(.*?)</div>', old, re.S).group(1)
+    assert "Đã thay bằng hóa đơn" in replaced and f">{new_ref}</a>" in replaced
+    assert f'href="/invoices/{new["id"]}' in replaced and 'data-testid="invoice-again"' not in old
+    replaces = re.search(r'data-testid="replaces">(.*?)</p>', page, re.S).group(1)
+    assert replaces.startswith("Thay cho hóa đơn") and f'href="/invoices/{iid}' in replaces and ">HD" in replaces
 
 
 def test_a_payment_first_keeps_the_invoice_and_the_card_is_refused_readably(portal, billing):

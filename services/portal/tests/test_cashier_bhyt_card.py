@@ -89,7 +89,8 @@ def test_offered_prefilled_from_the_patients_record_and_split_in_billings_order(
     r = client.post("/invoices/inv-a/card?p=pa", data={
         "csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
         "card-card_level": "100", "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
-    assert r.status_code == 302 and "/invoices/inv-b?carded=HD7K2M9QX4C" in r.headers["Location"]
+    # the new invoice names the one it replaces from billing's extension, not from this link
+    assert r.status_code == 302 and "/invoices/inv-b?carded=1" in r.headers["Location"]
     assert [w[0] for w in fake.writes] == ["/fhir/Coverage", "/fhir/Invoice/inv-a/$cancel", "/fhir/Invoice",
                                            "/fhir/Invoice/inv-b/$issue"]
     coverage, cancel, invoice = fake.writes[0][1], fake.writes[1][1], fake.writes[2][1]
@@ -144,3 +145,51 @@ def test_a_payment_arriving_while_the_page_is_open_takes_the_card_box_away(clien
                                                            "receivedAt": "2026-12-05T10:00:00+07:00"}])
     answer = client.get(poll).get_data(as_text=True)
     assert '<div id="card-box" hx-swap-oob="true" hidden></div>' in answer
+
+
+EXT = "https://sen.vn/fhir/StructureDefinition/"
+
+
+def test_the_replaced_invoice_and_its_replacement_name_each_other_from_billings_extensions(
+        client, fake, monkeypatch):
+    from sen_portal.web import cashier
+
+    asked = []
+
+    def invoices(service, path, params=None, **_kw):
+        asked.append((service, path, dict(params or {})))
+        return {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Invoice", "id": i, "identifier": [
+            {"system": cashier.REFERENCE_SYSTEM, "value": ref}]}} for i, ref in
+            (("inv-a", "HD7K2M9QX4C"), ("inv-b", "HD9Q8P7N6MB"))]}
+
+    monkeypatch.setattr(cashier, "fhir_get", invoices)
+    old = {**INV, "status": "cancelled",
+           "extension": [{"url": EXT + "invoice-replaced-by", "valueReference": {"reference": "Invoice/inv-b"}}]}
+    fake.s.update(status="cancelled", balanceDue=0)
+    monkeypatch.setattr(cashier, "shared_get", lambda service, path, params=None, **_kw: {
+        **fake.s, "resource": old, "qr": None})
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    box = re.search(r'data-testid="cancelled">(.*?)</div>', page, re.S).group(1)
+    assert "Hóa đơn này đã hủy. Đã thay bằng hóa đơn" in box and 'href="/invoices/inv-b?p=pa"' in box
+    assert ">HD9Q8P7N6MB</a>" in box and 'data-testid="invoice-again"' not in page  # no "new invoice" dead end
+    assert asked == [("billing", "/fhir/Invoice", {"_id": "inv-b", "_elements": "identifier"})]
+
+    new = {**INV, "id": "inv-b",
+           "extension": [{"url": EXT + "invoice-replaces", "valueReference": {"reference": "Invoice/inv-a"}}]}
+    fake.s.update(status="issued", balanceDue=100000, invoice="inv-b")
+    monkeypatch.setattr(cashier, "shared_get", lambda service, path, params=None, **_kw: {
+        **fake.s, "resource": new, "qr": None})
+    page = client.get("/invoices/inv-b?p=pa&carded=HDXXXXXXXXX").get_data(as_text=True)
+    line = re.search(r'data-testid="replaces">(.*?)</p>', page, re.S).group(1)
+    assert line.startswith("Thay cho hóa đơn") and '>HD7K2M9QX4C</a>' in line and 'href="/invoices/inv-a?p=pa"' in line
+    carded = re.search(r'data-testid="carded">(.*?)</div>', page, re.S).group(1)
+    assert "HDXXXXXXXXX" not in carded + line  # the link's text is not shown
+    assert "Đã ghi thẻ BHYT: hóa đơn được lập lại có phần BHYT chi trả." in page
+
+
+def test_an_invoice_replacing_none_asks_nothing_more(client, fake, monkeypatch):
+    from sen_portal.web import cashier
+
+    monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: pytest.fail("no search"))
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert 'data-testid="replaces"' not in page and 'data-testid="replaced-by"' not in page

@@ -337,9 +337,38 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "card_form" not in forms and card_step(s, inv):
         forms["card_form"] = charges.card_form(pid)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
+                           links=replacement_links(inv),
                            refundables=refundables(s), refundable_total=refundable_total(s), pays=payments_digest(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            until=_expires(qr), title=gettext("Invoice"), **forms, **ctx), status
+
+
+REPLACES_EXT = "https://sen.vn/fhir/StructureDefinition/invoice-replaces"
+REPLACED_BY_EXT = "https://sen.vn/fhir/StructureDefinition/invoice-replaced-by"
+
+
+def replacement_links(inv: dict[str, Any] | None) -> dict[str, list[dict[str, str]]]:
+    """The invoices this one replaces and the one that replaced it (billing's extensions
+    ``invoice-replaces`` / ``invoice-replaced-by``: the BHYT card's re-invoice), each ``{id, reference}``
+    named by its bill reference (HD…; one billing search for them all, kept; its id when billing does
+    not answer). Nothing asked when the Invoice names none."""
+    found: dict[str, list[str]] = {"replaces": [], "replaced_by": []}
+    for ext in (inv or {}).get("extension") or []:
+        key = {REPLACES_EXT: "replaces", REPLACED_BY_EXT: "replaced_by"}.get(str(ext.get("url") or ""))
+        ref = str((ext.get("valueReference") or {}).get("reference") or "")
+        iid = ref.removeprefix("Invoice/")
+        if key and ref.startswith("Invoice/") and FHIR_ID.fullmatch(iid) and iid not in found[key]:
+            found[key].append(iid)
+    ids = found["replaces"] + found["replaced_by"]
+    references: dict[str, str] = {}
+    if ids:
+        try:
+            bundle = fhir_get("billing", "/fhir/Invoice", {"_id": ",".join(dict.fromkeys(ids)),
+                                                           "_elements": "identifier"}, cached=True)
+            references = {str(i.get("id")): invoice_reference(i) for i in entries(bundle, "Invoice")}
+        except BackendError:
+            pass
+    return {k: [{"id": i, "reference": references.get(i) or i} for i in v] for k, v in found.items()}
 
 
 def _cash_form(due: Any) -> CashForm:
@@ -492,7 +521,8 @@ def invoice_card(iid: str) -> Any:
     except BackendError as err:
         return _invoice_page(iid, 409 if err.kind == "refused" else 503, problem=backend_message(err),
                              forms={"card_form": form})
-    return redirect(url_for("web.invoice", iid=new, carded=s.get("reference") or iid, **_hint()))
+    # the new invoice names the one it replaces itself (billing's extension), not this link
+    return redirect(url_for("web.invoice", iid=new, carded=1, **_hint()))
 
 
 def _hint() -> dict[str, str]:
