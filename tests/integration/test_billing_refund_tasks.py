@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 CASHIER_A = SimpleNamespace(sub="thu-ngan-a", roles={"cashier"}, facility="org-a")
 
 
-def pay(db, code: str, amount: int) -> str:
-    t = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount, description=f"TT {code}")
+def pay(db, code: str, amount: int, bank_reference: str = "") -> str:
+    t = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount, description=f"TT {code}",
+                 bank_reference=bank_reference)
     return payments.record_transfer(db, t, uuid.uuid4().hex).payment["_id"]
 
 
@@ -46,7 +47,7 @@ def test_a_late_transfer_is_listed_for_its_facility_until_refunded(base_env, mon
         pay(db, code, 90_000)  # paid in full
         late = pay(db, code, 90_000)  # the same transfer sent twice: the second is money to give back
         cancelled, ccode = make_invoice(db, 50_000, status="cancelled")
-        late_c = pay(db, ccode, 50_000)
+        late_c = pay(db, ccode, 50_000, bank_reference="FT26339123456")
         other, ocode = make_invoice(db, 40_000, facility="org-b")
         pay(db, ocode, 40_000)
         late_b = pay(db, ocode, 40_000)
@@ -88,7 +89,14 @@ def test_a_late_transfer_is_listed_for_its_facility_until_refunded(base_env, mon
         rows = {r["id"]: r for r in reconciliation.rows(db, day, "org-a") if r["kind"] == "payment"}
         assert rows[late]["refunded_amount"] == 90_000 and rows[late]["refunded_at"].endswith("+07:00")
         assert (rows[late_c]["refunded_amount"], rows[late_c]["refunded_at"]) == ("", "")
+        assert rows[late_c]["bank_reference"] == "FT26339123456"  # the bank's own reference, when it gives one
         assert "refunded_amount,refunded_at" in reconciliation.to_csv(day, list(rows.values())).splitlines()[0]
+        # what the cashier matches against the statement: the transfer's transaction (no bank reference
+        # given here), on its row and on its refund's; never the invoice's HD… code
+        txn = db[payments.PAYMENTS].find_one({"_id": late})["transaction_id"]
+        assert rows[late]["bank_reference"] == txn and rows[late]["reference"] == code
+        [refund] = [r for r in reconciliation.rows(db, day, "org-a") if r["kind"] == "refund"]
+        assert refund["bank_reference"] == txn
 
         for bad in ({"state": "done"}, {"limit": "0"}, {"after": "not-a-cursor"}):
             r = client.get("/payments/refund-tasks", params=bad, headers=a)

@@ -253,3 +253,31 @@ def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
     assert "shift_cashier_name" not in header and len(header) == len(rows[0])
     assert (rows[0][shift], rows[0][who]) == ("05/12/2026 07:02 · Lê Thị Thu; 05/12/2026 07:05 · Trần Bình", "")
     assert (rows[1][shift], rows[1][who]) == ("05/12/2026 07:02 · Lê Thị Thu", "Lê Thị Thu")
+
+
+def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
+    """"Mã tham chiếu" is what the cashier matches against the statement (billing's ``bank_reference``),
+    on a refund's row too; "Hóa đơn" keeps the HD… code. From an older billing: a transfer's transaction."""
+    from sen_portal.web import daily_report
+
+    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at,shift_cashier_name,"
+            "bank_reference\r\n")
+    body = (head +
+            "payment,2026-12-05T09:30:00+07:00,sepay:t9,sepay,transfer,inv-1,tyt-my-hiep,100000,yes,"
+            "late-balanced,HD1,,,refund task: invoice-balanced,,,,,,,FT26339123456\r\n"
+            "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
+            "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu,\r\n"
+            "refund,2026-12-05T10:00:00+07:00,sepay:t9,cashier,transfer,inv-1,tyt-my-hiep,-100000,,refunded,,"
+            "portal-cashier,,chuyển trùng,,Lê Thị Thu,,,,,FT26339123456\r\n").encode()
+    with app.test_request_context():
+        header, rows = daily_report.readable(body)
+    invoice, reference = header.index("Hóa đơn"), header.index("Mã tham chiếu")
+    assert "bank_reference" not in header and len(header) == len(rows[0])
+    assert [(r[invoice], r[reference]) for r in rows] == [("HD1", "FT26339123456"), ("HD2", ""),
+                                                          ("HD1", "FT26339123456")]
+    older = body.decode().replace(",bank_reference\r\n", "\r\n").replace(",FT26339123456\r\n", "\r\n")
+    older = older.replace(",Lê Thị Thu,\r\n", ",Lê Thị Thu\r\n").encode()
+    with app.test_request_context():
+        header, rows = daily_report.readable(older)
+    assert [r[header.index("Mã tham chiếu")] for r in rows] == ["t9", "", ""]

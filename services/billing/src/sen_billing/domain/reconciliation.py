@@ -37,6 +37,9 @@ COLUMNS += ["refunded_amount", "refunded_at"]
 # counts under every shift of its facility open when it came (``shift`` and ``shift_opened_at`` then
 # list them, a space between)
 COLUMNS += ["shift_cashier_name"]
+# what a cashier matches against the bank statement (``reference`` is the invoice's HD… code): a
+# transfer's bank reference, else its transaction id; a refund's, the transfer it gives back; cash none
+COLUMNS += ["bank_reference"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -81,17 +84,23 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "shift": p.get("shift", ""),
                     "note": (f"refund task: {task['reason']}" if task else
                              f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
-                    **_given_back(given_back.get(p["_id"])),
+                    **_given_back(given_back.get(p["_id"])), "bank_reference": _bank_reference(p),
                     # not a column: an unmatched transfer assigned or given back since (any day) waits no more
                     WAITING: p.get("outcome") == "unmatched" and p["_id"] not in settled})
         if shift_transfer(p) and not p.get("shift"):
             transfers.append((out[-1], p))
-    for r in sorted(db[REFUNDS].find(query), key=lambda r: r["at"]):
+    day_refunds = sorted(db[REFUNDS].find(query), key=lambda r: r["at"])
+    # the payment each refund gives back (keyed alike), for its bank reference: the day's rows, else point reads
+    given = {**found, **{p["_id"]: p for p in find_in(db[PAYMENTS], "_id", [r["_id"] for r in day_refunds
+                                                                               if r["_id"] not in found],
+                                                      projection={"outbox": 0})}} if day_refunds else found
+    for r in day_refunds:
         out.append({"kind": "refund", "time": iso(r["at"]), "id": r["_id"], "provider": "cashier",
                     "channel": r.get("channel", ""), "invoice": r.get("invoice") or "",
                     "facility": r.get("facility") or "", "amount": -int(r["amount"]), "matched": "",
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
-                    "shift": r.get("shift") or "", "note": r.get("reason", "")})
+                    "shift": r.get("shift") or "", "note": r.get("reason", ""),
+                    "bank_reference": _bank_reference(given.get(r["_id"]) or {})})
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
     return out
@@ -113,6 +122,14 @@ def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, An
         row["shift"] = " ".join(s["shift"] for s in found)
         row["shift_opened_at"] = " ".join(iso(s["opened_at"]) for s in found)
         row["shift_cashier_name"] = " | ".join(s["cashier_name"] for s in found)
+
+
+def _bank_reference(payment: Mapping[str, Any]) -> str:
+    """The bank's own reference of a transfer (its statement line), else the gateway's transaction id;
+    "" for cash."""
+    if payment.get("channel") != "transfer":
+        return ""
+    return str(payment.get("bank_reference") or payment.get("transaction_id") or "")
 
 
 def _given_back(refund: Mapping[str, Any] | None) -> dict[str, Any]:

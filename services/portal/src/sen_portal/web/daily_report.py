@@ -158,7 +158,9 @@ def _note(value: str, given_back: bool = False) -> str:
 
 # billing's columns folded into others: the cashier's name into "cashier", the shift's opening into "shift"
 # (and the shifts' names), a refund of the payment into "outcome"
-_FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at", "shift_cashier_name")
+# (and the shifts' names), a refund of the payment into "outcome", the bank's reference into "reference"
+_FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at", "shift_cashier_name",
+           "bank_reference")
 
 
 def _who_and_how(r: dict[str, str]) -> dict[str, str]:
@@ -178,6 +180,18 @@ def _who_and_how(r: dict[str, str]) -> dict[str, str]:
         shift = "; ".join(" · ".join(p for p in (_time(at)[:16], who) if p)
                           for at, who in zip(opened, names + [""] * (len(opened) - len(names)), strict=False))
     return {"cashier": name, "shift": shift, "provider": received_through(r.get("provider"), r.get("channel"))}
+
+
+def _bank_reference(r: dict[str, str]) -> str:
+    """"Reference": what the cashier matches against the bank statement, billing's ``bank_reference``
+    (a transfer's bank reference or transaction id; a refund's, the transfer it gives back); from a
+    billing without that column, a transfer's transaction id (its payment id's after ``provider:``).
+    Never the invoice's HD… code, which the "Invoice" column shows."""
+    if "bank_reference" in r:
+        return r["bank_reference"]
+    if r.get("kind") == "payment" and r.get("channel") == "transfer" and ":" in r.get("id", ""):
+        return r["id"].removeprefix("assign:").split(":", 1)[-1]
+    return ""
 
 
 def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
@@ -208,6 +222,7 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   else outcome_label(r.get("outcome")) if r.get("outcome") else "",
                   "note": _note(r.get("note", ""), bool(r.get("refunded_amount"))),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
+                  "reference": _bank_reference(r),
                   "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
                                or r.get("facility", ""))}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
