@@ -299,3 +299,34 @@ def test_the_invoice_made_again_is_the_consults_own_and_the_consult_counts_once(
     facts = list(fresh_db["report_facts"].find({"k": "billing.invoice.issued"}))
     assert sorted(f["ev"]["data"]["invoice"] for f in facts) == sorted([f"Invoice/{iid}", f"Invoice/{nid}"])
     assert {f["ev"]["data"]["consult"] for f in facts} == {sr}  # both tie to the one consult
+
+
+def test_a_refused_card_answers_422_and_its_reload_makes_nothing_then_the_fixed_card_redirects(portal, billing):
+    """The errors page is the POST's 422 answer (its URL the form's target): a reload sends the same
+    refused form again, which is refused again, nothing written in billing (the invoice stays issued,
+    no Coverage). The corrected form succeeds with a redirect to the new invoice's page (a GET), and
+    sending it again (the same form key: a resubmit) makes no second invoice."""
+    from sen_billing.domain import invoices
+
+    _url, db = billing
+    iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")  # no card in billing yet
+    cashier = _signed_in(portal)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    reversed_ = _card_form(page, **{"card-card_number": CARD, "card-card_level": "100",
+                                    "card-card_start": "31/12/2027", "card-card_end": "01/01/2026"})
+    coverages = db["Coverage"].count_documents({})
+    for _reload in range(2):
+        r = cashier.post(f"/invoices/{iid}/card", data=reversed_)
+        assert r.status_code == 422 and "Thẻ hết hạn trước khi có hiệu lực." in r.get_data(as_text=True)
+        assert _value(r.get_data(as_text=True), "card-txn") == reversed_["card-txn"]  # the form keeps its key
+    assert (invoices.state(db, iid) or {}).get("state") == "issued" and db["Coverage"].count_documents({}) == coverages
+    assert [inv["id"] for inv in _live(db, _charge(db, iid))] == [iid]
+
+    fixed = {**reversed_, "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"}
+    first = cashier.post(f"/invoices/{iid}/card", data=fixed)
+    assert first.status_code == 302 and "/card" not in first.headers["Location"]  # PRG: a GET page after it
+    again = cashier.post(f"/invoices/{iid}/card", data=fixed)
+    # sent again once it was made (a resubmit, another tab): the same new invoice's page, nothing more made
+    assert again.status_code == 302 and again.headers["Location"] == first.headers["Location"]
+    [new] = _live(db, _charge(db, iid))
+    assert new["id"] != iid and f"/invoices/{new['id']}" in first.headers["Location"]

@@ -193,3 +193,27 @@ def test_an_invoice_replacing_none_asks_nothing_more(client, fake, monkeypatch):
     monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: pytest.fail("no search"))
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert 'data-testid="replaces"' not in page and 'data-testid="replaced-by"' not in page
+
+
+def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_one(client, fake, monkeypatch):
+    """A refused form's reload is refused again with nothing sent; the form sent again after it worked
+    (another tab, a resubmit) finds the invoice cancelled and replaced: the new invoice's page."""
+    from sen_portal.web import cashier
+
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    bad = {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
+           "card-card_level": "100", "card-card_start": "31/12/2027", "card-card_end": "01/01/2026"}
+    for _reload in range(2):
+        r = client.post("/invoices/inv-a/card?p=pa", data=bad)
+        assert r.status_code == 422 and "Thẻ hết hạn trước khi có hiệu lực." in r.get_data(as_text=True)
+    assert fake.writes == []
+
+    replaced = {**INV, "status": "cancelled",
+                "extension": [{"url": EXT + "invoice-replaced-by", "valueReference": {"reference": "Invoice/inv-b"}}]}
+    fake.s.update(status="cancelled", balanceDue=0)
+    monkeypatch.setattr(cashier, "call", lambda service, method, path, **kw: Answer(replaced))
+    monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: {"resourceType": "Bundle", "entry": []})
+    r = client.post("/invoices/inv-a/card?p=pa", data={**bad, "card-card_start": "01/01/2026",
+                                                       "card-card_end": "31/12/2027"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?carded=1&p=pa")
+    assert fake.writes == []

@@ -511,6 +511,9 @@ def invoice_card(iid: str) -> Any:
     try:
         s = summary(iid)
         inv = call("billing", "GET", f"/fhir/Invoice/{iid}").json()
+        replaced_by = replacement_links(inv)["replaced_by"] if s.get("status") == "cancelled" else []
+        if replaced_by:  # made again already (this form sent twice, another tab): its page, as the first answer
+            return redirect(url_for("web.invoice", iid=replaced_by[0]["id"], carded=1, **_hint()))
         if not card_step(s, inv):
             return _invoice_page(iid, 409, problem=charges.paid_already_message() if s.get("payments")
                                  else gettext("This invoice is no longer awaiting payment: the BHYT card cannot "
