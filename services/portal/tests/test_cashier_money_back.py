@@ -215,18 +215,26 @@ def test_a_late_transfer_given_back_says_so_on_the_invoice_page(app):
     assert outcome == "Đã hoàn 100.000\u00a0₫ (05/12/2026 10:12)" and "cần hoàn lại" not in done
 
 
-def test_the_daily_csv_says_a_late_transfer_was_given_back(app):
+BILLING_COLUMNS = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,"
+                   "note,facility_name,cashier_name,shift_opened_at")
+
+
+def _readable(app, columns: str, *lines: str) -> tuple[list[str], list[list[str]]]:
+    """Billing's CSV (its columns, then ``columns``) as the portal's Vietnamese page writes it."""
     from sen_portal.web import daily_report
 
-    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
-            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at\r\n")
-    body = (head +
-            "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
-            "late-balanced,HD1,,,refund task: invoice-balanced,,,,100000,2026-12-05T10:12:00+07:00\r\n"
-            "payment,2026-12-05T09:40:00+07:00,standard:t8,standard,transfer,inv-2,tyt-my-hiep,50000,yes,"
-            "late-cancelled,HD2,,,refund task: invoice-cancelled,,,,,\r\n").encode()
+    body = "\r\n".join([f"{BILLING_COLUMNS},{columns}", *lines]) + "\r\n"
     with app.test_request_context():
-        header, rows = daily_report.readable(body)
+        return daily_report.readable(body.encode())
+
+
+def test_the_daily_csv_says_a_late_transfer_was_given_back(app):
+    header, rows = _readable(
+        app, "refunded_amount,refunded_at",
+        "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
+        "late-balanced,HD1,,,refund task: invoice-balanced,,,,100000,2026-12-05T10:12:00+07:00",
+        "payment,2026-12-05T09:40:00+07:00,standard:t8,standard,transfer,inv-2,tyt-my-hiep,50000,yes,"
+        "late-cancelled,HD2,,,refund task: invoice-cancelled,,,,,")
     assert "refunded_amount" not in header and len(header) == len(rows[0])
     outcome, note = header.index("Kết quả"), header.index("Ghi chú")
     assert (rows[0][outcome], rows[0][note]) == ("Đã hoàn 100.000\u00a0₫ (05/12/2026 10:12)",
@@ -238,17 +246,12 @@ def test_the_daily_csv_says_a_late_transfer_was_given_back(app):
 def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
     """A webhook transfer has no cashier: "Ca làm việc" names each shift of its facility open when it
     came (billing's ``shift_opened_at`` and ``shift_cashier_name``), as /shift counts it."""
-    from sen_portal.web import daily_report
-
-    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
-            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at,shift_cashier_name\r\n")
-    body = (head +
-            "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
-            "applied,HD1,,s1 s2,,,,2026-12-05T07:02:00+07:00 2026-12-05T07:05:00+07:00,,,Lê Thị Thu | Trần Bình\r\n"
-            "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
-            "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu\r\n").encode()
-    with app.test_request_context():
-        header, rows = daily_report.readable(body)
+    header, rows = _readable(
+        app, "refunded_amount,refunded_at,shift_cashier_name",
+        "payment,2026-12-05T09:30:00+07:00,standard:t9,standard,transfer,inv-1,tyt-my-hiep,100000,yes,"
+        "applied,HD1,,s1 s2,,,,2026-12-05T07:02:00+07:00 2026-12-05T07:05:00+07:00,,,Lê Thị Thu | Trần Bình",
+        "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
+        "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu")
     shift, who = header.index("Ca làm việc"), header.index("Thu ngân")
     assert "shift_cashier_name" not in header and len(header) == len(rows[0])
     assert (rows[0][shift], rows[0][who]) == ("05/12/2026 07:02 · Lê Thị Thu; 05/12/2026 07:05 · Trần Bình", "")
@@ -258,26 +261,18 @@ def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
 def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
     """"Mã tham chiếu" is what the cashier matches against the statement (billing's ``bank_reference``),
     on a refund's row too; "Hóa đơn" keeps the HD… code. From an older billing: a transfer's transaction."""
-    from sen_portal.web import daily_report
-
-    head = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
-            "facility_name,cashier_name,shift_opened_at,refunded_amount,refunded_at,shift_cashier_name,"
-            "bank_reference\r\n")
-    body = (head +
-            "payment,2026-12-05T09:30:00+07:00,sepay:t9,sepay,transfer,inv-1,tyt-my-hiep,100000,yes,"
-            "late-balanced,HD1,,,refund task: invoice-balanced,,,,,,,FT26339123456\r\n"
-            "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
-            "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu,\r\n"
-            "refund,2026-12-05T10:00:00+07:00,sepay:t9,cashier,transfer,inv-1,tyt-my-hiep,-100000,,refunded,,"
-            "portal-cashier,,chuyển trùng,,Lê Thị Thu,,,,,FT26339123456\r\n").encode()
-    with app.test_request_context():
-        header, rows = daily_report.readable(body)
+    lines = ["payment,2026-12-05T09:30:00+07:00,sepay:t9,sepay,transfer,inv-1,tyt-my-hiep,100000,yes,"
+             "late-balanced,HD1,,,refund task: invoice-balanced,,,,,,,FT26339123456",
+             "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
+             "portal-cashier,s1,,,Lê Thị Thu,2026-12-05T07:02:00+07:00,,,Lê Thị Thu,",
+             "refund,2026-12-05T10:00:00+07:00,sepay:t9,cashier,transfer,inv-1,tyt-my-hiep,-100000,,refunded,,"
+             "portal-cashier,,chuyển trùng,,Lê Thị Thu,,,,,FT26339123456"]
+    header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name,bank_reference", *lines)
     invoice, reference = header.index("Hóa đơn"), header.index("Mã tham chiếu")
     assert "bank_reference" not in header and len(header) == len(rows[0])
     assert [(r[invoice], r[reference]) for r in rows] == [("HD1", "FT26339123456"), ("HD2", ""),
                                                           ("HD1", "FT26339123456")]
-    older = body.decode().replace(",bank_reference\r\n", "\r\n").replace(",FT26339123456\r\n", "\r\n")
-    older = older.replace(",Lê Thị Thu,\r\n", ",Lê Thị Thu\r\n").encode()
-    with app.test_request_context():
-        header, rows = daily_report.readable(older)
+    # an older billing (no bank_reference column): a transfer's transaction id
+    header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name",
+                             *(line.rsplit(",", 1)[0] for line in lines))
     assert [r[header.index("Mã tham chiếu")] for r in rows] == ["t9", "", ""]
