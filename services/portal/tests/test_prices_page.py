@@ -311,8 +311,8 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     import csv
     import io
 
-    billing.csv = CSV + "payment,2026-12-05T11:00:00+07:00,sepay:9,sepay,transfer,inv-2,tyt-my-hiep,50000,yes," \
-        "late-cancelled,HD1,,,refund task: invoice-cancelled\r\n".encode()
+    billing.csv = CSV + b"payment,2026-12-05T11:00:00+07:00,sepay:9,sepay,transfer,inv-2,tyt-my-hiep,50000,yes," \
+        b"late-cancelled,HD1,,,refund task: invoice-cancelled\r\n"
     client = portal_signed_in(app, "cashier")
     r = client.get("/shift/daily-report.csv?day=05/12/2026")
     assert r.status_code == 200 and r.data.startswith("\ufeff".encode())
