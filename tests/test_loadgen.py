@@ -115,3 +115,26 @@ def test_a_response_it_cannot_frame_is_an_error():
     with pytest.raises(loadgen.ProtocolError, match="without Content-Length"):
         loadgen.run("127.0.0.1", srv.getsockname()[1], {}, iter(["/x"]), 1, time.monotonic() + 10)
     srv.close()
+
+
+def test_an_open_loop_sends_each_request_when_due_and_counts_from_then(server):
+    """``run_rate``: every request answered once, in every answer shape; the load is paced (the last
+    request is not due before (n - 1) / rate seconds), and a request that waited for a connection
+    counts the wait (its latency runs from when it was due)."""
+    reqs = [loadgen.request_bytes("127.0.0.1", server.port, f"/r/{i}", {"authorization": "Bearer t"})
+            for i in range(120)]
+    lat, statuses, elapsed = loadgen.run_rate("127.0.0.1", server.port, reqs, 400.0, 4, time.monotonic() + 60)
+    assert sorted(server.paths) == sorted(f"/r/{i}" for i in range(120))
+    assert len(lat) == 120 and sum(statuses.values()) == 120 and set(statuses) == {200, 201, 304}
+    assert elapsed >= 119 / 400
+    # one connection, requests due all at once: the n-th waits for the n - 1 before it
+    server.paths.clear()
+    lat, _, _ = loadgen.run_rate("127.0.0.1", server.port, reqs[:20], 1e9, 1, time.monotonic() + 60)
+    assert len(lat) == 20 and lat == sorted(lat) and lat[-1] > lat[0]
+
+
+def test_an_open_loop_stops_sending_at_the_deadline(server):
+    reqs = [loadgen.request_bytes("127.0.0.1", server.port, f"/d/{i}", {"authorization": "Bearer t"})
+            for i in range(10_000)]
+    lat, _, _ = loadgen.run_rate("127.0.0.1", server.port, reqs, 1000.0, 4, time.monotonic() + 0.3)
+    assert 0 < len(lat) < 10_000

@@ -261,3 +261,84 @@ def run_sessions(host: str, port: int, sessions: list[Generator[bytes, Any, None
             key.fileobj.close()
         sel.close()
     return lat, statuses
+
+
+def run_rate(host: str, port: int, requests: list[bytes], rate: float, max_conns: int,
+             deadline: float) -> tuple[list[float], Counter, float]:
+    """An open-loop load: request ``i`` (a prepared request, :func:`post_bytes`) is due at
+    ``start + i / rate``, whatever became of the earlier ones, as calls arriving from outside do
+    (a bank's webhooks do not wait for each other). A due request goes out on an idle keep-alive
+    connection, a new one while fewer than ``max_conns`` are open, else it waits for one. Its
+    latency counts from when it was DUE, not when it was sent: a slow answer delays the clock of
+    every request queued behind it (no coordinated omission). Returns the latencies in ms, the
+    statuses and the seconds from the first due time to the last answer."""
+    sel = selectors.DefaultSelector()
+    lat: list[float] = []
+    statuses: Counter = Counter()
+    idle: list[_Conn] = []
+    busy = 0
+    nxt = 0
+    start = time.perf_counter()
+
+    def due(i: int) -> float:
+        return start + i / rate
+
+    def connect() -> _Conn:
+        sock = socket.create_connection((host, port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return _Conn(sock)
+
+    def send(conn: _Conn, i: int, reused: bool) -> None:
+        conn.started = due(i)
+        conn.sock.sendall(requests[i])
+        sel.register(conn.sock, selectors.EVENT_READ, (conn, i, reused))
+
+    try:
+        while nxt < len(requests) or busy:
+            now = time.perf_counter()
+            while nxt < len(requests) and due(nxt) <= now and time.monotonic() < deadline:
+                if idle:
+                    conn, reused = idle.pop(), True
+                elif busy < max_conns:
+                    conn, reused = connect(), False
+                else:
+                    break  # every connection is waiting for an answer: this request waits too
+                send(conn, nxt, reused)
+                busy += 1
+                nxt += 1
+            if time.monotonic() >= deadline:
+                nxt = len(requests)  # send nothing more; collect what is out
+            if not busy and nxt >= len(requests):
+                break
+            wait = max(0.0, due(nxt) - time.perf_counter()) if nxt < len(requests) and (idle or busy < max_conns) \
+                else 60.0
+            for key, _ in sel.select(timeout=min(wait, 60.0) if busy else wait):
+                conn, i, reused = key.data
+                data = conn.sock.recv(65536)
+                if not data and reused and not conn.buf:
+                    # the server closed this keep-alive connection while it sat idle (its keep-alive
+                    # timeout) before reading the request: sent again on a new one, still due when it was
+                    sel.unregister(conn.sock)
+                    conn.sock.close()
+                    send(connect(), i, False)
+                    continue
+                if not data:
+                    raise ProtocolError("the server closed a connection before answering")
+                conn.buf += data
+                if _parse(conn):  # one request at a time on a connection: at most one answer
+                    lat.append((time.perf_counter() - conn.started) * 1000)
+                    statuses[conn.status] += 1
+                    sel.unregister(conn.sock)
+                    busy -= 1
+                    if conn.close:
+                        conn.sock.close()
+                    else:
+                        idle.append(conn)
+        return lat, statuses, time.perf_counter() - start
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        for conn in idle:
+            conn.sock.close()
+        sel.close()
