@@ -163,8 +163,14 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
 
-    v.go(f"/invoices/{old}")  # the cancelled one, as it was
-    _cancelled_page(v, "vi")
+    v.go(f"/invoices/{old}")  # the cancelled one, as it was, now naming the invoice its services went on
+    box = v.page.inner_text("[data-testid=cancelled]")
+    assert "Hóa đơn này đã hủy" in box and "Đã thay bằng hóa đơn" in box and reference in box, box
+    assert v.page.get_attribute("[data-testid=replaced-by]", "href").startswith(f"/invoices/{new}")
+    assert v.page.locator("[data-testid=invoice-again]").count() == 0  # nothing left to invoice again
+    assert v.page.inner_text("[data-testid=invoice-state]").strip() == "Đã hủy"
+    assert v.page.locator("#qr-box img").count() == 0 and v.page.locator("details#cash-box").count() == 0
+    assert v.page.inner_text("[data-testid=cancel-reason]").strip() == REASON
     assert sorted(_lines(v)) == sorted(lines)
 
     v.go("/invoices")  # the queue awaiting payment, searched by her name without accents
