@@ -47,6 +47,40 @@ def billing_app(base_env: dict[str, str], mongo_client, monkeypatch, tag: str,
         yield client, db
 
 
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
+
+
+@contextmanager
+def billing_web(base_env: dict[str, str], run_id: str, tmp_path_factory, mongo_client, tag: str,
+                extra_env: dict[str, str] | None = None) -> Iterator:
+    """``(url, database)`` of a billing web process (gunicorn, as ``make run``) on ``sen_t<run>_<tag>_billing``
+    with the price list loaded (what its worker does at start) and the demo bank account; dropped after."""
+    from tests.support import web_process
+
+    db = f"sen_t{run_id}_{tag}_billing"
+    pricing.load(mongo_client[db])
+    try:
+        with web_process("billing", {**base_env, **BANK, **(extra_env or {}), "SEN_DB": db},
+                         tmp_path_factory.mktemp("billing") / "billing.log") as url:
+            yield url, mongo_client[db]
+    finally:
+        mongo_client.drop_database(db)
+
+
+@contextmanager
+def cashier_portal(base_env: dict[str, str], run_id: str, mongo_client, tag: str, ehr: str,
+                   billing: str) -> Iterator:
+    """The portal app (in process, ``TESTING``) in front of ``ehr`` and ``billing``, nothing kept
+    between requests (``SEN_PORTAL_CACHE_SECONDS=0``)."""
+    from tests.support import app_client
+
+    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing, "SEN_TELECONSULT_URL": billing,
+           "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}
+    with app_client("portal", env, f"sen_t{run_id}_{tag}_portal", mongo_client) as (_client, app):
+        app.app.config["TESTING"] = True
+        yield app.app
+
+
 def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issued",
                  iid: str | None = None) -> tuple[str, str]:
     """An Invoice for one charge of ``owed`` đồng (no BHYT: owed as given), made by the invoices

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import ROOT, app_client, csrf_token, web_process
+from tests.billing_support import billing_web, cashier_portal
+from tests.support import ROOT, csrf_token, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -54,24 +55,14 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
 
 @pytest.fixture(scope="module")
 def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    from sen_billing.domain import pricing
-
-    db = f"sen_t{run_id}_pcb_billing"
-    pricing.load(mongo_client[db])
-    bank = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
-    with web_process("billing", {**base_env, **bank, "SEN_DB": db},
-                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
-        yield url, mongo_client[db]
-    mongo_client.drop_database(db)
+    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pcb") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def portal(base_env, run_id, ehr, billing, mongo_client):
-    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing[0], "SEN_TELECONSULT_URL": billing[0],
-           "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}
-    with app_client("portal", env, f"sen_t{run_id}_pcb_portal", mongo_client) as (_client, app):
-        app.app.config["TESTING"] = True
-        yield app.app
+    with cashier_portal(base_env, run_id, mongo_client, "pcb", ehr, billing[0]) as app:
+        yield app
 
 
 def _consult_invoice(db, patient: str = HOA, **more: str) -> str:

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
+from tests.billing_support import billing_web
 from tests.support import app_client, csrf_token, web_process
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.integration
 FJ = "application/fhir+json"
 CLINIC = "tyt-my-hiep"  # the demo cashier's facility
 MAI = "bn-0001"
-BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
 
 
 def _admin(dev_key: Path) -> dict[str, str]:
@@ -54,14 +54,8 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
 
 @pytest.fixture(scope="module")
 def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    from sen_billing.domain import pricing
-
-    db = f"sen_t{run_id}_pcc_billing"
-    pricing.load(mongo_client[db])  # what billing's worker does at start
-    with web_process("billing", {**base_env, **BANK, "SEN_DB": db},
-                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
+    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pcc") as (url, _db):
         yield url
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")

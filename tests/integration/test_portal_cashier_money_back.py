@@ -30,7 +30,8 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, portal_signed_in, web_process
+from tests.billing_support import billing_web, cashier_portal
+from tests.support import csrf_token, portal_signed_in, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -67,23 +68,14 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
 
 @pytest.fixture(scope="module")
 def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    from sen_billing.domain import pricing
-
-    db = f"sen_t{run_id}_pmb_billing"
-    pricing.load(mongo_client[db])  # what billing's worker does at start
-    with web_process("billing", {**base_env, **BANK, "SEN_DB": db},
-                     tmp_path_factory.mktemp("billing") / "billing.log") as url:
-        yield url, mongo_client[db]
-    mongo_client.drop_database(db)
+    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pmb", BANK) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def portal(base_env, run_id, ehr, billing, mongo_client):
-    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing[0], "SEN_TELECONSULT_URL": billing[0],
-           "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}
-    with app_client("portal", env, f"sen_t{run_id}_pmb_portal", mongo_client) as (_client, app):
-        app.app.config["TESTING"] = True
-        yield app.app
+    with cashier_portal(base_env, run_id, mongo_client, "pmb", ehr, billing[0]) as app:
+        yield app
 
 
 def _invoice(url: str, dev_key: Path, pid: str, service: str) -> dict[str, Any]:
