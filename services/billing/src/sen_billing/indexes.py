@@ -41,6 +41,9 @@ INDEXES += [
     mongo.Index("receipt_numbers", (("invoice", 1), ("k", 1)), unique=True, name="invoice_k_unique"),
     *chain_indexes("receipt_numbers"),
     *chain_indexes("shifts"),
+    # a facility's shifts open at a time (shifts.open_during): those open now, and a day's closed ones
+    mongo.Index("open_shifts", (("facility", 1),)),
+    mongo.Index("shift_days", (("fd", 1),)),
     *outbox_indexes(["payments", "receipts"]),
     *runs.INDEXES,  # the unmatched backfill's run chain (worker.backfill_unmatched_once)
 ]

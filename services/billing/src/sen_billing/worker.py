@@ -127,9 +127,23 @@ def backfill_refund_events_once(settings: BillingSettings, stale: timedelta = ru
     return runs.run_once(db, REFUND_EVENTS_BACKFILL, lambda: refund_events.backfill(db), stale=stale)
 
 
+SHIFT_DAYS_BACKFILL = "shift-days-1"  # the shifts closed or open before shifts.open_during's records
+
+
+def backfill_shift_days_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:
+    """``shifts.backfill_days`` (the day records of the shifts closed before they existed, and the
+    open set's entries of those open), once for good as :func:`backfill_unmatched_once` runs its job."""
+    from sen_shared.mongo import database
+
+    from .domain import shifts
+
+    db = database(settings.mongo_url, settings.db_name)
+    return runs.run_once(db, SHIFT_DAYS_BACKFILL, lambda: shifts.backfill_days(db), stale=stale)
+
+
 def _backfill(settings: BillingSettings) -> None:
     for what, job in (("unmatched queue", backfill_unmatched_once), ("credits", backfill_credits_once),
-                      ("refund events", backfill_refund_events_once)):
+                      ("refund events", backfill_refund_events_once), ("shift days", backfill_shift_days_once)):
         try:
             counts = job(settings)
         except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it

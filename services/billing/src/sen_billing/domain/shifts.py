@@ -4,21 +4,44 @@ A cashier's shifts are one claims chain ``shift:<cashier>`` in ``shifts``: an ``
 then a ``closed`` link, then the next ``open`` link... Opening and closing append the next link
 (``sen_shared.claims.advance``), so two tabs closing the same shift at once make one close and
 one 409; nothing is ever updated.
+
+Which of a facility's shifts were open at some time (a transfer's shifts on the daily report,
+:func:`open_during`) is read from two small sets, never from the facility's whole history:
+
+- ``open_shifts``: the shifts open now, ``{_id: shift, facility, opened_at, cashier_name, k, n}``
+  (``k``/``n``: the chain and number of its open link). Claimed by the opener BEFORE its open
+  link (an entry whose link lost its race is released at once; one a crash left without a link
+  is skipped by readers, who check the link), removed after the close link by the closer, or by
+  a reader who finds the close link there (a crash between the two): removals only, of a key
+  never claimed again (shift ids are random), so two removers race harmlessly.
+- ``shift_days``: one record per local day (Asia/Ho_Chi_Minh) a closed shift was open on,
+  ``{_id: "<facility>|<day>|<shift>", fd: "<facility>|<day>", shift, opened_at, closed_at,
+  cashier_name}``, inserted after the close link (by the closer, a reader's repair or the
+  backfill: the same documents, a duplicate key is the record already there). A day's closed
+  shifts are one equality on ``fd`` (FerretDB pushes top-level equalities down; a range on a
+  time it evaluates itself over every document of the facility).
+
+Shifts closed or opened before these records existed get them from :func:`backfill_days` (the
+worker, once: ``worker.backfill_shift_days_once``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
-from sen_shared.claims import ClaimTaken, advance, link_id
+from pymongo.errors import BulkWriteError
+from sen_shared.claims import CHAIN_KEY, CHAIN_SEQ, ClaimTaken, advance, claim_once, link_id, release
 from sen_shared.errors import Conflict, SenError
+from sen_shared.mongo import find_in
 
-from .payments import PAYMENTS, REFUNDS, iso
+from .payments import PAYMENTS, REFUNDS, VN, iso
 
 SHIFTS = "shifts"
+OPEN_SHIFTS = "open_shifts"  # the shifts open now (see the module's docstring)
+SHIFT_DAYS = "shift_days"  # a closed shift's record for each local day it was open on
 
 
 class ShiftError(SenError):
@@ -76,15 +99,22 @@ def current(db: Database, principal: Any) -> dict[str, Any] | None:
 def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str, Any]:
     if not principal.facility and "admin" not in principal.roles:
         raise SenError("a cashier's token must name their facility", status=403, title="Forbidden")
-    last = latest(db[SHIFTS], _chain(principal))
+    chain = _chain(principal)
+    last = latest(db[SHIFTS], chain)
     if last is not None and last.get("state") == "open":
         raise ShiftError("a shift is open already; close it first", shift=public(last))
+    shift, now = uuid.uuid4().hex[:16], datetime.now(UTC)
+    if principal.facility:  # the open-shift entry first: an open shift is never missing from the set
+        claim_once(db[OPEN_SHIFTS], shift, {"facility": principal.facility, "opened_at": now,
+                                            "cashier_name": _name(principal), "k": chain,
+                                            "n": (int(last[CHAIN_SEQ]) if last is not None else 0) + 1})
     try:
-        link = advance(db[SHIFTS], _chain(principal), last, {
-            "state": "open", "shift": uuid.uuid4().hex[:16], "cashier": principal.sub,
-            "cashier_name": _name(principal), "facility": principal.facility, "opened_at": datetime.now(UTC),
+        link = advance(db[SHIFTS], chain, last, {
+            "state": "open", "shift": shift, "cashier": principal.sub,
+            "cashier_name": _name(principal), "facility": principal.facility, "opened_at": now,
             "opening_cash": int(opening_cash)})
     except ClaimTaken:
+        release(db[OPEN_SHIFTS], shift)  # its only remover: the shift never opened
         raise ShiftError("the shift changed meanwhile (another tab?); reload") from None
     return public(link)
 
@@ -101,20 +131,97 @@ def shift_transfer(payment: dict[str, Any]) -> bool:
         and bool(payment.get("facility"))
 
 
+def local_days(first: datetime, last: datetime) -> list[str]:
+    """The local (Asia/Ho_Chi_Minh) days from ``first``'s to ``last``'s, both included, ISO."""
+    day, end = _aware(first).astimezone(VN).date(), _aware(last).astimezone(VN).date()
+    out = []
+    while day <= end:
+        out.append(day.isoformat())
+        day += timedelta(days=1)
+    return out
+
+
+def _day_key(facility: str, day: str) -> str:
+    return f"{facility}|{day}"
+
+
+def record_days(db: Database, closed: dict[str, Any]) -> int:
+    """A closed link's ``shift_days`` records, one per local day the shift was open on (idempotent:
+    a record already there is the same document); how many were new."""
+    facility = closed.get("facility")
+    if not facility:
+        return 0  # a shift of no facility is on no facility's report
+    docs = [{"_id": f"{_day_key(facility, day)}|{closed['shift']}", "fd": _day_key(facility, day),
+             "shift": closed["shift"], "opened_at": closed["opened_at"], "closed_at": closed["closed_at"],
+             "cashier_name": str(closed.get("cashier_name") or "")}
+            for day in local_days(closed["opened_at"], closed["closed_at"])]
+    try:
+        return len(db[SHIFT_DAYS].insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as err:
+        errors = err.details.get("writeErrors") or []
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return len(docs) - len(errors)
+
+
+def _finish_close(db: Database, closed: dict[str, Any]) -> None:
+    """After a close link: its day records, then the shift out of the open set (the closer; or a
+    reader or the backfill finding the close link there after a crash: same records, same removal)."""
+    record_days(db, closed)
+    release(db[OPEN_SHIFTS], closed["shift"])
+
+
 def open_during(db: Database, facility: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """The facility's shifts open at some time in ``[start, end]``, each ``{shift, opened_at,
-    closed_at (None: open still), cashier_name}``, oldest first: its open links opened by ``end``
-    and the closed links of those (equalities on ``facility`` and ``state``)."""
-    opened = [link for link in db[SHIFTS].find({"facility": facility, "state": "open"},
-                                               {"shift": 1, "opened_at": 1, "cashier_name": 1})
-              if _aware(link["opened_at"]) <= end]
-    if not opened:
-        return []
-    closed = {link["shift"]: _aware(link["closed_at"]) for link in db[SHIFTS].find(
-        {"facility": facility, "state": "closed"}, {"shift": 1, "closed_at": 1})}
-    out = [{"shift": link["shift"], "opened_at": _aware(link["opened_at"]), "closed_at": closed.get(link["shift"]),
-            "cashier_name": str(link.get("cashier_name") or "")} for link in opened]
-    return sorted((s for s in out if s["closed_at"] is None or s["closed_at"] >= start), key=lambda s: s["opened_at"])
+    closed_at (None: open still), cashier_name}``, oldest first. Reads the shifts open now (one
+    equality on ``facility``, then their open and next links by ``_id``) and the closed shifts'
+    records of each local day of the range (one equality on ``fd`` a day): what it reads grows
+    with the range's shifts and the shifts open now, never with the facility's history."""
+    start, end = _aware(start), _aware(end)
+    now_open = list(db[OPEN_SHIFTS].find({"facility": facility}))  # before the days: a close meanwhile shows there
+    found: dict[str, dict[str, Any]] = {}
+    for day in local_days(start, end):
+        for r in db[SHIFT_DAYS].find({"fd": _day_key(facility, day)}):
+            found[r["shift"]] = {"shift": r["shift"], "opened_at": _aware(r["opened_at"]),
+                                 "closed_at": _aware(r["closed_at"]), "cashier_name": str(r.get("cashier_name") or "")}
+    entries = [e for e in now_open if e["_id"] not in found]
+    ids = [link_id(e["k"], int(e["n"]) + step) for e in entries for step in (0, 1)]
+    links = {link["_id"]: link for link in find_in(db[SHIFTS], "_id", ids)} if ids else {}
+    for e in entries:
+        opened = links.get(link_id(e["k"], int(e["n"])))
+        if opened is None or opened.get("shift") != e["_id"]:
+            if opened is not None:  # another open link won that place: this shift never opened
+                release(db[OPEN_SHIFTS], e["_id"])
+            continue  # (no link: an open in flight, or one a crash stopped before its link)
+        following = links.get(link_id(e["k"], int(e["n"]) + 1))
+        closed_at = None
+        if following is not None and following.get("state") == "closed" and following.get("shift") == e["_id"]:
+            _finish_close(db, following)  # closed, and a crash left it in the open set: finished here
+            closed_at = _aware(following["closed_at"])
+        found[e["_id"]] = {"shift": e["_id"], "opened_at": _aware(opened["opened_at"]), "closed_at": closed_at,
+                           "cashier_name": str(opened.get("cashier_name") or "")}
+    return sorted((s for s in found.values() if s["opened_at"] <= end and (s["closed_at"] is None
+                                                                          or s["closed_at"] >= start)),
+                  key=lambda s: s["opened_at"])
+
+
+def backfill_days(db: Database) -> dict[str, int]:
+    """The day records of the shifts closed before they existed, and the open set's entries of the
+    shifts open then (the worker, once; idempotent, safe twice at once). An open link gets its
+    entry when its next link is not there; a close landing between that look and the entry leaves
+    it in the open set, where :func:`open_during` finds the close link and finishes it."""
+    days = entries = 0
+    for link in db[SHIFTS].find({"state": "closed"}):
+        days += record_days(db, link)
+    for link in db[SHIFTS].find({"state": "open"}):
+        if not link.get("facility") or db[SHIFTS].find_one({"_id": link_id(link[CHAIN_KEY], int(link[CHAIN_SEQ]) + 1)},
+                                                            {"_id": 1}) is not None:
+            continue
+        made, _ = claim_once(db[OPEN_SHIFTS], link["shift"], {
+            "facility": link["facility"], "opened_at": link["opened_at"],
+            "cashier_name": str(link.get("cashier_name") or ""), "k": link[CHAIN_KEY], "n": int(link[CHAIN_SEQ])})
+        entries += int(made)
+    return {"days": days, "open": entries}
 
 
 def covering(shifts: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
@@ -164,6 +271,7 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
             "difference": difference, "note": (note or "").strip()[:500]})
     except ClaimTaken:
         raise Conflict("the shift was closed meanwhile") from None
+    _finish_close(db, link)
     return public(link)
 
 
