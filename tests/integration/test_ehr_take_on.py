@@ -11,21 +11,30 @@ doctor or cashier cannot take a patient on. Double clicks and many nurses at onc
 from __future__ import annotations
 
 import json
-import threading
+import uuid
 from typing import Any, NamedTuple
 
 import pytest
 from sen_shared.fhir.access import GRANTS
 
-from tests.integration.test_ehr_consult_record import bearer, ehr, ehr_env
+from tests.integration.test_ehr_consult_record import bearer, ehr
+from tests.integration.test_idempotency import race
 
 pytestmark = pytest.mark.integration
-__all__ = ["ehr", "ehr_env"]
+__all__ = ["ehr"]
 
 CCCD = "https://fhir.sen.vn/sid/cccd"
 BHYT = "https://fhir.sen.vn/sid/bhyt"  # sen_shared.bhyt.CARD_SYSTEM (checked below)
 A, B, C = "ttyt-cao-lanh", "tram-y-te-my-tho", "tram-y-te-sa-dec"
 REASON = "Người bệnh đến khám tại cơ sở"
+
+
+@pytest.fixture(scope="module")
+def ehr_env(base_env: dict[str, str], run_id: str) -> dict[str, str]:
+    """test_ehr_consult_record's EHR (its ``ehr`` fixture), with a limit of wrong numbers these tests
+    never reach: one nurse gives a dozen wrong numbers here (the limit's own tests:
+    test_ehr_take_on_limit.py)."""
+    return {**base_env, "SEN_DB": f"sen_t{run_id}_ehr_{uuid.uuid4().hex[:4]}", "SEN_TAKE_ON_MAX_FAILURES": "1000"}
 
 
 def post(c: Any, h: dict[str, str], path: str, body: dict[str, Any]) -> Any:
@@ -176,18 +185,8 @@ def test_many_nurses_at_once_make_one_grant(ehr_env: dict[str, str], mongo_clien
     db = mongo_client[ehr_env["SEN_DB"]]
     for round_ in range(5):
         patient = f"Patient/race-{round_}"
-        results: list[tuple[bool, dict[str, Any]]] = []
-        barrier = threading.Barrier(12)
-
-        def go(i: int, patient: str = patient, results: list = results, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            results.append(take_on.grant(db, patient, f"Organization/{B}", f"{REASON} {i}", f"nurse-{i}"))
-
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = race(lambda i, patient=patient: take_on.grant(db, patient, f"Organization/{B}", f"{REASON} {i}",
+                                                                 f"nurse-{i}"), 12)
         assert sum(made for made, _ in results) == 1
         assert len({doc["reason"] for _, doc in results}) == 1
         assert db[GRANTS].count_documents({"patient": patient}) == 1

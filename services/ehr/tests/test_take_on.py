@@ -48,3 +48,41 @@ def test_bad_parameters_are_400(bad: Any) -> None:
 def test_one_grant_key_per_patient_and_facility() -> None:
     assert take_on.grant_key("Patient/a", "Organization/b") == "take-on|Patient/a|Organization/b"
     assert take_on.grant_key("Patient/a", "Organization/b") != take_on.grant_key("Patient/a", "Organization/c")
+
+
+def test_each_generation_and_its_end_have_their_own_key() -> None:
+    from sen_ehr.domain.take_on import end_key
+
+    assert take_on.grant_key("Patient/a", "Organization/b", 1) == take_on.grant_key("Patient/a", "Organization/b")
+    assert take_on.grant_key("Patient/a", "Organization/b", 2) == "take-on|Patient/a|Organization/b|2"
+    assert end_key("Patient/a", "Organization/b", 1) == "take-on-end|Patient/a|Organization/b|1"
+
+
+def test_end_take_on_takes_a_reason_and_perhaps_the_facility() -> None:
+    from sen_ehr.domain import end_take_on
+
+    req = end_take_on.parse({"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": " Người bệnh\nchuyển về "},
+        {"name": "grantee", "valueReference": {"reference": "Organization/tyt-a"}}]})
+    assert req == end_take_on.Request("Người bệnh chuyển về", "Organization/tyt-a")
+    for bad in ({"resourceType": "Parameters", "parameter": []},
+                {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "x"},
+                                                             {"name": "grantee", "valueString": "tyt-a"}]}):
+        with pytest.raises(FhirError) as err:
+            end_take_on.parse(bad)
+        assert err.value.status == 400 and err.value.expression
+
+
+def test_retry_when_enough_failures_have_left_the_window() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sen_ehr.domain import take_on_failures as failures
+
+    limit = failures.Limit(3, timedelta(minutes=15))
+    t0 = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
+    ats = [t0 + timedelta(minutes=m) for m in (0, 5, 10)]
+    assert failures.retry_at(ats, limit) == t0 + timedelta(minutes=15)  # the oldest leaves: 2 left, 1 more allowed
+    assert failures.retry_at([*ats, t0 + timedelta(minutes=11)], limit) == t0 + timedelta(minutes=20)
+    err = failures.throttled(t0 + timedelta(minutes=15), t0 + timedelta(minutes=12, seconds=30), limit)
+    assert err.status == 429 and err.code == "throttled" and err.headers == {"Retry-After": "150"}
+    assert "2026-12-05T04:15:00Z" in err.detail

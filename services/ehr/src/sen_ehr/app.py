@@ -11,14 +11,16 @@ from sen_shared.runtime import current
 from sen_shared.web import build_app
 
 from .config import EhrSettings, settings_from_env
-from .domain import RESOURCE_TYPES, UNIQUE_IDENTIFIERS, take_on
+from .domain import RESOURCE_TYPES, UNIQUE_IDENTIFIERS, end_take_on, patient_events, take_on
 from .indexes import INDEXES
 
 
 def create_app(settings: EhrSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
     fhir = GuardedFhirServer(FhirConfig(RESOURCE_TYPES, service="ehr", base_path="/fhir",
-                                        unique_identifiers=UNIQUE_IDENTIFIERS, operations=(take_on.DEFINITION,)),
+                                        unique_identifiers=UNIQUE_IDENTIFIERS,
+                                        operations=(take_on.DEFINITION, end_take_on.DEFINITION),
+                                        event_fields=dict(patient_events.EVENT_FIELDS)),
                              db=lambda: current().db)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,

@@ -6,7 +6,7 @@ from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES
 from sen_shared.fhir.indexes import fhir_indexes
 
-from .domain import RESOURCE_TYPES, grants
+from .domain import RESOURCE_TYPES, grants, take_on_failures
 
 # Search parameters whose stored tokens get an index in every type that has them: the
 # equalities that narrow a search first (ARCHITECTURE §2). Dates, sorts and the rest are
@@ -16,7 +16,8 @@ INDEXED_SEARCH_PARAMS = ("identifier", "patient", "subject", "encounter", "code"
                          "performer", "agent")
 
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *fhir_indexes(RESOURCE_TYPES, INDEXED_SEARCH_PARAMS), *grants.INDEXES]
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *fhir_indexes(RESOURCE_TYPES, INDEXED_SEARCH_PARAMS), *grants.INDEXES,
+                              *take_on_failures.INDEXES]
 
 
 def main() -> int:

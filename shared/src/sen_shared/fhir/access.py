@@ -25,6 +25,9 @@ Role rules (ARCHITECTURE.md §6; decisions written down here):
   BHYT number and a reason; audited, never by name, never expiring). Read and
   write those patients and every resource of their compartment; create
   patients for its facility; delete resources of its patients (not via a grant).
+  A take-on grant ends when its facility (or an admin) ends it (``Patient/{id}/$end-take-on``):
+  an insert-only end record in the same collection names the grant it ends (:func:`active_grants`);
+  the refusal then says the facility's take-on was ended, and when.
 - ``doctor``: patients of their hub (``facility``, as for clinics), patients
   whose ``generalPractitioner`` is ``Practitioner/<practitioner>``, and
   patients REFERRED to them (a grant to ``Practitioner/<practitioner>`` or to
@@ -73,6 +76,7 @@ CASHIER_TYPES = frozenset({"Patient", "Coverage"})
 AUDIT_TYPE = "AuditEvent"
 
 GRANTS = "grants"  # the EHR database's collection of grants (referral and take-on), insert-only
+ENDED = "take-on-end"  # kind of a grants document that ends the take-on grant named by its ``ends``
 
 
 class Denied(Exception):
@@ -141,6 +145,7 @@ class PatientFacts:
     ref: str  # Patient/<id>
     owners: frozenset[str] = frozenset()  # managingOrganization and generalPractitioner references
     granted_to: frozenset[str] = frozenset()  # grantees of unexpired referral grants
+    ended: dict[str, str] = field(default_factory=dict)  # grantee -> when its take-on was ended (ISO)
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,11 @@ def _role_allows(role: str, principal: Any, interaction: str, resource_type: str
             return f"the token names no facility{' or practitioner' if role == 'doctor' else ''}"
         for p in patients:
             if not reaches(principal, p, via_grant=interaction != "delete"):
+                ended = next((p.ended[g] for g in sorted(grantee_refs(principal)) if g in p.ended), None)
                 return (f"{p.ref} is not managed by your facility"
                         + (" and has not been referred to you" if role == "doctor" else "")
-                        + (" (a referral grant does not allow deleting)" if interaction == "delete" else ""))
+                        + (" (a referral grant does not allow deleting)" if interaction == "delete" else "")
+                        + (f" (your facility's take-on of this patient was ended at {ended})" if ended else ""))
         return None
     return f"the role {role!r} has no access to FHIR data"
 
@@ -297,7 +304,9 @@ def grant_id(patient: str, grantee: str) -> str:
 
 
 def grant_active(doc: dict[str, Any] | None, now: datetime | None = None) -> bool:
-    if not doc or doc.get("revoked"):
+    """Whether one grant document grants by itself (unexpired, not revoked; an end record never
+    does). A take-on grant may also have been ended by another document: :func:`active_grants`."""
+    if not doc or doc.get("revoked") or doc.get("kind") == ENDED:
         return False
     exp = doc.get("expires")
     if exp is None:
@@ -309,6 +318,26 @@ def grant_active(doc: dict[str, Any] | None, now: datetime | None = None) -> boo
     return False
 
 
-__all__ = ["GRANTS", "Denied", "PatientFacts", "Reach", "Scope", "check", "compartment_filter", "grant_active",
-           "grant_id", "grantee_refs", "is_unrestricted_reader", "owner_refs", "parse_scope", "parse_scopes",
-           "patient_filter", "reaches", "scope_allows", "search_is_unrestricted"]
+def active_grants(docs: Iterable[dict[str, Any]], now: datetime | None = None) -> list[dict[str, Any]]:
+    """The grants among ``docs`` (a pair's or a grantee's documents, end records included) that grant:
+    active by :func:`grant_active` and not ended by an end record among the same documents (the end
+    record names the grant's ``_id`` in ``ends``, and carries the grant's pair and grantee, so the
+    one query that finds a grant finds its end)."""
+    docs = list(docs)
+    ended = {d.get("ends") for d in docs if d.get("kind") == ENDED}
+    return [d for d in docs if d.get("_id") not in ended and grant_active(d, now)]
+
+
+def ended_at(docs: Iterable[dict[str, Any]]) -> str | None:
+    """When the latest take-on end among ``docs`` was made (ISO, UTC), or None: what a refusal says."""
+    times = [d.get("created") for d in docs if d.get("kind") == ENDED and isinstance(d.get("created"), datetime)]
+    if not times:
+        return None
+    last = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+    return last.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+__all__ = ["ENDED", "GRANTS", "Denied", "PatientFacts", "Reach", "Scope", "active_grants", "check",
+           "compartment_filter", "ended_at", "grant_active", "grant_id", "grantee_refs", "is_unrestricted_reader",
+           "owner_refs", "parse_scope", "parse_scopes", "patient_filter", "reaches", "scope_allows",
+           "search_is_unrestricted"]

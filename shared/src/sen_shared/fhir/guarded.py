@@ -136,20 +136,31 @@ class _Facts:
         self._cache: dict[str, access.PatientFacts] = {}
         self._accessible: set[str] | None = None
 
-    def granted_to(self, ref: str) -> frozenset[str]:
+    def granted_to(self, ref: str) -> tuple[frozenset[str], dict[str, str]]:
+        """The grantees of the principal's that ``ref`` is granted to, and those whose take-on of
+        ``ref`` was ended (grantee -> when; a refusal says so)."""
         if not self.grantees:
-            return frozenset()
+            return frozenset(), {}
         grants = self.server.db[access.GRANTS]
         now = datetime.now(UTC)
-        # one insert-only document per referral event, found by its (patient, grantee) pair
-        return frozenset(g for g in self.grantees
-                         if any(access.grant_active(d, now) for d in grants.find({"pair": access.grant_id(ref, g)})))
+        granted: set[str] = set()
+        ended: dict[str, str] = {}
+        for g in self.grantees:
+            # insert-only documents (referral grants, take-on grants and their ends), found by their pair
+            docs = list(grants.find({"pair": access.grant_id(ref, g)}))
+            if access.active_grants(docs, now):
+                granted.add(g)
+            elif (when := access.ended_at(docs)) is not None:
+                ended[g] = when
+        return frozenset(granted), ended
 
     def _facts(self, ref: str, owners: frozenset[str]) -> access.PatientFacts:
         # a patient the principal owns needs no grant: the policy asks for grants only when the
         # owners do not reach (access.reaches), so the grant queries are skipped then
-        owned = bool(owners & self.owner_refs)
-        return access.PatientFacts(ref, owners, frozenset() if owned else self.granted_to(ref))
+        if owners & self.owner_refs:
+            return access.PatientFacts(ref, owners)
+        granted, ended = self.granted_to(ref)
+        return access.PatientFacts(ref, owners, granted, ended)
 
     def patient(self, ref: str, body: dict[str, Any] | None = None) -> access.PatientFacts:
         """Facts of ``ref``; ``body`` (a Patient being written) supplies the owners instead of the store."""
@@ -185,9 +196,8 @@ class _Facts:
         now = datetime.now(UTC)
         grants = self.server.db[access.GRANTS]
         for g in self.grantees:
-            for doc in grants.find({"grantee": g}):
-                if access.grant_active(doc, now):
-                    out.add(doc["patient"])
+            for doc in access.active_grants(grants.find({"grantee": g}), now):
+                out.add(doc["patient"])
         return frozenset(out)
 
     def reach(self) -> access.Reach:

@@ -15,8 +15,15 @@ does a hub: read and write the record, no deletes, no change of the managing org
 - The grant is one insert-only document of the ``grants`` collection (the referral grants' own),
   ``_id`` = ``take-on|<Patient ref>|<Organization ref>`` (:func:`grant_key`): a double click, two
   nurses of the clinic at once, a retry on a slow link: one insert wins, every call answers the
-  same grant (201 for the winner, 200 for the others). It never expires (the patient is now also
-  this clinic's patient); ``pair`` and ``grantee`` are what the access policy reads.
+  same grant (201 for the winner, 200 for the others). It does not expire; ``pair`` and ``grantee``
+  are what the access policy reads.
+- It ends when the facility (or an admin) ends it (``$end-take-on``, :mod:`.end_take_on`): an end
+  record inserted under ``take-on-end|<Patient ref>|<Organization ref>|<generation>``
+  (:func:`end_key`), one per grant whatever the number of ends at once. Taking the patient on
+  again then claims the next generation's grant (``take-on|...|<n>``, n >= 2), again one insert
+  per generation: nothing is ever updated (ARCHITECTURE §2).
+- Wrong numbers are limited per user (:mod:`.take_on_failures`): after ``SEN_TAKE_ON_MAX_FAILURES``
+  in ``SEN_TAKE_ON_FAILURE_WINDOW_SECONDS``, 429 with Retry-After before any number is compared.
 - Every attempt, refused ones included, is an AuditEvent (subtype ``operation`` + ``take-on``,
   the patient as entity, the reason as ``purposeOfEvent``), written by the guarded server's auditor.
 
@@ -34,10 +41,11 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared import bhyt
 from sen_shared.claims import claim_once
-from sen_shared.fhir.access import GRANTS, Denied, grant_id
+from sen_shared.fhir.access import ENDED, GRANTS, Denied, grant_id
 from sen_shared.fhir.outcome import FhirError
 
 from . import CCCD_SYSTEM
+from . import take_on_failures as failures
 
 OPERATION = "take-on"
 SYSTEMS = (CCCD_SYSTEM, bhyt.CARD_SYSTEM)
@@ -83,7 +91,7 @@ class Request:
     reason: str
 
 
-def _bad(detail: str, where: str) -> FhirError:
+def bad(detail: str, where: str) -> FhirError:
     return FhirError(detail, status=400, code="invalid", expression=[where])
 
 
@@ -96,32 +104,32 @@ def parse(body: Any) -> Request:
     """The operation's Parameters: one ``identifier`` (valueIdentifier of the CCCD or BHYT system with
     a value) and one ``reason`` (valueString, 1 to 500 characters). 400 naming the part otherwise."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise _bad("$take-on takes a Parameters resource (identifier, reason)", "Parameters")
+        raise bad("$take-on takes a Parameters resource (identifier, reason)", "Parameters")
     params = body.get("parameter")
     if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-        raise _bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
+        raise bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
     known = {"identifier", "reason"}
     for p in params:
         if p.get("name") not in known:
-            raise _bad(f"unknown parameter {p.get('name')!r}: $take-on takes identifier and reason",
+            raise bad(f"unknown parameter {p.get('name')!r}: $take-on takes identifier and reason",
                        "Parameters.parameter.name")
     found = {name: [p for p in params if p.get("name") == name] for name in known}
     where_id = "Parameters.parameter.where(name='identifier')"
     where_reason = "Parameters.parameter.where(name='reason')"
     if len(found["identifier"]) != 1:
-        raise _bad("give exactly one identifier: the patient's CCCD or health insurance card number", where_id)
+        raise bad("give exactly one identifier: the patient's CCCD or health insurance card number", where_id)
     ident = found["identifier"][0].get("valueIdentifier")
     if not isinstance(ident, dict) or ident.get("system") not in SYSTEMS:
-        raise _bad(f"identifier must be a valueIdentifier of the system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}",
+        raise bad(f"identifier must be a valueIdentifier of the system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}",
                    f"{where_id}.valueIdentifier.system")
     value = ident.get("value")
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        raise _bad("identifier.value must be the full number (1 to 64 characters)", f"{where_id}.valueIdentifier.value")
+        raise bad("identifier.value must be the full number (1 to 64 characters)", f"{where_id}.valueIdentifier.value")
     if len(found["reason"]) != 1:
-        raise _bad("give exactly one reason (e.g. the patient came to this facility)", where_reason)
+        raise bad("give exactly one reason (e.g. the patient came to this facility)", where_reason)
     reason = found["reason"][0].get("valueString")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
-        raise _bad(f"reason must be a valueString of 1 to {REASON_MAX} characters", f"{where_reason}.valueString")
+        raise bad(f"reason must be a valueString of 1 to {REASON_MAX} characters", f"{where_reason}.valueString")
     return Request(ident["system"], _compact(ident["system"], value), " ".join(reason.split()))
 
 
@@ -138,30 +146,90 @@ def holds(patient: dict[str, Any] | None, req: Request) -> bool:
     return False
 
 
-def grant_key(patient: str, grantee: str) -> str:
-    """The grant's ``_id``: one per (patient, facility), whoever asks and however often."""
-    return f"{KIND}|{patient}|{grantee}"
+def grant_key(patient: str, grantee: str, generation: int = 1) -> str:
+    """The grant's ``_id``: one per (patient, facility, generation), whoever asks and however often.
+    The first generation's key is the one grants had before they could end."""
+    key = f"{KIND}|{patient}|{grantee}"
+    return key if generation <= 1 else f"{key}|{generation}"
+
+
+def end_key(patient: str, grantee: str, generation: int) -> str:
+    """The ``_id`` of the record ending the grant of that generation: one end per grant."""
+    return f"{ENDED}|{patient}|{grantee}|{generation}"
+
+
+def generation(doc: dict[str, Any]) -> int:
+    return int(doc.get("generation") or 1)
+
+
+@dataclass(frozen=True)
+class State:
+    """The (patient, facility) pair's latest take-on grant (None: never taken on) and its end (None: active)."""
+
+    grant: dict[str, Any] | None
+    end: dict[str, Any] | None
+
+
+def state(db: Database, patient: str, grantee: str) -> State:
+    """The pair's take-on state from its documents (one equality on ``pair``, pushed down by FerretDB)."""
+    docs = list(db[GRANTS].find({"pair": grant_id(patient, grantee)}))
+    grants = [d for d in docs if d.get("kind") == KIND]
+    if not grants:
+        return State(None, None)
+    latest = max(grants, key=generation)
+    return State(latest, next((d for d in docs if d.get("kind") == ENDED and d.get("ends") == latest["_id"]), None))
+
+
+ROUNDS = 8  # take-on and end alternating faster than this is not a nurse's doing
 
 
 def grant(db: Database, patient: str, grantee: str, reason: str, requester: str) -> tuple[bool, dict[str, Any]]:
     """Claim the take-on grant of ``patient`` for ``grantee``: (True, the document) for the call that
-    made it, (False, the first one's document) for any other, however many run at once."""
-    return claim_once(db[GRANTS], grant_key(patient, grantee), {
-        "pair": grant_id(patient, grantee), "patient": patient, "grantee": grantee, "kind": KIND,
-        "reason": reason, "requester": requester, "expires": None, "created": datetime.now(UTC)})
+    made it, (False, the first one's document) for any other, however many run at once. An ended grant
+    is followed by the next generation's (claimed the same way); a grant found ended after the claim
+    (an end in between) is followed too, so the answer is a grant that was active after the call began."""
+    coll = db[GRANTS]
+    stored: dict[str, Any] = {}
+    for _ in range(ROUNDS):
+        now = state(db, patient, grantee)
+        gen = 1 if now.grant is None else generation(now.grant) + (1 if now.end is not None else 0)
+        made, stored = claim_once(coll, grant_key(patient, grantee, gen), {
+            "pair": grant_id(patient, grantee), "patient": patient, "grantee": grantee, "kind": KIND,
+            "generation": gen, "reason": reason, "requester": requester, "expires": None,
+            "created": datetime.now(UTC)})
+        if made or coll.find_one({"_id": end_key(patient, grantee, gen)}, {"_id": 1}) is None:
+            return made, stored
+    return False, stored
+
+
+def end(db: Database, patient: str, grantee: str, reason: str, by: str) -> tuple[bool, dict[str, Any]] | None:
+    """End the pair's take-on grant: (True, the end record) for the call that ended it, (False, that
+    record) for any other, however many at once (one insert under :func:`end_key` wins); None when
+    the facility never took the patient on."""
+    now = state(db, patient, grantee)
+    if now.grant is None:
+        return None
+    if now.end is not None:
+        return False, now.end
+    gen = generation(now.grant)
+    return claim_once(db[GRANTS], end_key(patient, grantee, gen), {
+        "pair": grant_id(patient, grantee), "patient": patient, "grantee": grantee, "kind": ENDED,
+        "ends": now.grant["_id"], "generation": gen, "reason": reason, "by": by, "created": datetime.now(UTC)})
+
+
+def iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    return str(value or "").replace("+00:00", "Z")
 
 
 def answer(doc: dict[str, Any]) -> dict[str, Any]:
     """The operation's Parameters: the patient, the facility granted, the reason and since when."""
-    created = doc.get("created")
-    if isinstance(created, datetime):
-        created = (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat(timespec="seconds")
     return {"resourceType": "Parameters", "parameter": [
         {"name": "patient", "valueReference": {"reference": doc["patient"]}},
         {"name": "grantee", "valueReference": {"reference": doc["grantee"]}},
         {"name": "reason", "valueString": str(doc.get("reason") or "")},
-        {"name": "granted", "valueDateTime": str(created or "").replace("+00:00", "Z")}]}
-
+        {"name": "granted", "valueDateTime": iso(doc.get("created"))}]}
 
 
 def holder(server: Any, req: Request) -> str | None:
@@ -172,10 +240,26 @@ def holder(server: Any, req: Request) -> str | None:
     return str(found[0]["_id"]) if len(found) == 1 else None
 
 
-def run(server: Any, principal: Any, pid: str | None, body: Any) -> tuple[int, dict[str, Any]]:
+def compare(server: Any, pid: str | None, req: Request, rec: Any) -> str:
+    """The id of the patient ``req``'s number is (``pid``, or the one holding it), else Denied."""
+    if pid is None:
+        pid = rec.rid = holder(server, req)
+        if pid is None:
+            raise Denied("no patient holds the identifier given")
+        rec.patients.append(f"Patient/{pid}")
+    doc = server.store().read_head("Patient", pid)
+    if doc is None or doc.get("del") or not holds(doc.get("res"), req):
+        raise Denied("the identifier given is not this patient's: the patient is taken on only with "
+                     "their full CCCD or health insurance card number")
+    return pid
+
+
+def run(server: Any, principal: Any, pid: str | None, body: Any,
+        limit: failures.Limit | None = None) -> tuple[int, dict[str, Any]]:
     """``$take-on`` by ``principal`` on the guarded FHIR ``server``, of ``Patient/<pid>`` or (``pid``
     None, the type-level operation) of the patient holding the identifier given: (201 made | 200 made
-    before, the grant's Parameters); FhirError 400/403 otherwise. Audited whatever the outcome."""
+    before, the grant's Parameters); FhirError 400/403 otherwise, 429 once the user's wrong numbers
+    reach ``limit`` (None: no limit). Audited whatever the outcome."""
     from sen_shared.fhir.audit import Record
     from sen_shared.fhir.validate import check_id
 
@@ -188,16 +272,22 @@ def run(server: Any, principal: Any, pid: str | None, body: Any) -> tuple[int, d
             raise Denied("$take-on is for clinic staff of a facility (the clinic role and a facility claim)")
         req = parse(body)
         rec.purpose = req.reason
-        if pid is None:
-            pid = rec.rid = holder(server, req)
-            if pid is None:
-                raise Denied("no patient holds the identifier given")
+        if pid is not None:
+            rec.patients.append(f"Patient/{pid}")
+        user = str(principal.sub or "") or f"Organization/{facility}"
+        # counted as a wrong number from here (429 here once there were too many) until shown otherwise
+        attempt = failures.begin(server.db, user, limit) if limit is not None else None
+        try:
+            pid = compare(server, pid, req, rec)
+        except Denied:
+            if limit is not None:
+                failures.keep(server.db, user, limit)
+            raise
+        except BaseException:
+            failures.forget(server.db, attempt)
+            raise
+        failures.forget(server.db, attempt)
         ref = f"Patient/{pid}"
-        rec.patients.append(ref)
-        doc = server.store().read_head("Patient", pid)
-        if doc is None or doc.get("del") or not holds(doc.get("res"), req):
-            raise Denied("the identifier given is not this patient's: the patient is taken on only with "
-                         "their full CCCD or health insurance card number")
         made, stored = grant(server.db, ref, f"Organization/{facility}", req.reason, str(principal.sub or ""))
         rec.status = 201 if made else 200
     return rec.status, answer(stored)
