@@ -8,7 +8,7 @@ and calls its methods from thin handlers (``http.from_flask`` in,
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,9 @@ class FhirConfig:
     # identifier systems that name one resource of a type at a time (unique.py), e.g.
     # {"Patient": frozenset({CCCD system, BHYT system})}: a write that would duplicate one is a 409
     unique_identifiers: dict[str, frozenset[str]] = field(default_factory=dict)
+    # summary fields a type's events carry beside its ids (events.EventFields), e.g. the EHR's
+    # {"Patient": the patient's district}: an update's event also carries the replaced version's
+    event_fields: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = field(default_factory=dict)
     # the service's own operations (EHR's Patient/$take-on) as OperationDefinition resources (data,
     # ``url`` left out): the CapabilityStatement lists each under its types, defined at
     # <base>/OperationDefinition/<id>, where capability.operation_definition serves it
@@ -68,7 +71,7 @@ class FhirServer:
 
     def store(self) -> st.Store:
         return st.Store(self.db, service=self.config.service, emit_events=self.config.emit_events,
-                        unique_identifiers=self.config.unique_identifiers)
+                        unique_identifiers=self.config.unique_identifiers, event_fields=self.config.event_fields)
 
     # ------------------------------------------------------------------ checks
 

@@ -29,7 +29,13 @@ The events of a version travel in its history document (``outbox``, ``outbox_pen
 and ``b2``, the resource id's bucket, for the relay's crowded mode), never in the current
 document: the outbox relay polls the ``_history`` collections (:func:`relay_targets`) and is
 the only one to update a history document once it is pending, so the relay never touches a
-document a request writes. (A transaction's history documents carry its journal id, ``txn``:
+document a request writes. A type with summary fields for its events (``event_fields``,
+events.EventFields) keeps the fields its version's event carried in the history document
+(``ef``; a deletion's ``{}``): an update's event then carries the replaced version's fields too
+(``previousDistrict``) and a deletion's the deleted version's, read from that version's history
+document (one read by ``_id``), so a consumer adding and taking away by those fields stays
+right whatever order the events come in. A version without ``ef`` was written before its type
+had fields. (A transaction's history documents carry its journal id, ``txn``:
 the relay holds them back while that journal exists; see bundle.py.)
 
 A process that dies between its claim and its current write leaves a history document ahead
@@ -321,10 +327,12 @@ class Store:
     """The versioned resource store of one database."""
 
     def __init__(self, db: Database, *, service: str = "fhir", emit_events: bool = True,
-                 unique_identifiers: Mapping[str, frozenset[str]] | None = None) -> None:
+                 unique_identifiers: Mapping[str, frozenset[str]] | None = None,
+                 event_fields: Mapping[str, ev.EventFields] | None = None) -> None:
         self.db = db
         self.service = service
         self.emit_events = emit_events
+        self.event_fields = dict(event_fields or {})
         self.unique = unique.UniqueIdentifiers(db, unique_identifiers or {}, is_stale=is_stale,
                                                holds=self._holds_identifier)
 
@@ -379,17 +387,41 @@ class Store:
 
     # ------------------------------------------------------------------ preparing writes
 
-    def _events(self, resource_type: str, verb: str, rid: str, version: int, when: datetime) -> list[dict[str, Any]]:
+    def _events(self, resource_type: str, verb: str, rid: str, version: int, when: datetime,
+                fields: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         if not self.emit_events:
             return []
-        return [ev.resource_event(self.service, resource_type, verb, rid, version, when)]
+        return [ev.resource_event(self.service, resource_type, verb, rid, version, when, fields)]
+
+    def _fields(self, resource_type: str, resource: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The type's summary fields of one version (``{}`` for a deletion); None: the type has none."""
+        hook = self.event_fields.get(resource_type) if self.emit_events else None
+        if hook is None:
+            return None
+        return dict(hook(resource)) if resource is not None else {}
+
+    def _fields_of_version(self, resource_type: str, rid: str, version: int) -> dict[str, Any]:
+        """The summary fields version ``version``'s event carried (its history document's ``ef``); for
+        a version written before the type had fields, the fields of its content."""
+        doc = self.history(resource_type).find_one({"_id": f"{rid}/{version}"}, {"ef": 1, "res": 1})
+        if doc is not None and isinstance(doc.get("ef"), dict):
+            return dict(doc["ef"])
+        if doc is None:  # (a current document without its history: an older layout's)
+            doc = self.current(resource_type).find_one({"_id": rid, "v": version}, {"res": 1})
+        unpacked = unpack(doc)
+        res = unpacked.get("res") if unpacked is not None else None
+        return self._fields(resource_type, res if isinstance(res, dict) else None) or {}
 
     def _history_doc(self, resource_type: str, rid: str, version: int, when: datetime, verb: str,
-                     resource: dict[str, Any] | None, events: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                     resource: dict[str, Any] | None, events: Sequence[Mapping[str, Any]] = (),
+                     fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The version's history document: the claim of the version, its whole content (a
-        roll-forward rebuilds the current document from it) and its events with the id's bucket."""
+        roll-forward rebuilds the current document from it), its summary fields (``ef``, when its
+        type has them) and its events with the id's bucket."""
         doc = {"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": when, "del": verb == "deleted",
                "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": pack(resource)}
+        if fields is not None:
+            doc["ef"] = dict(fields)
         if events:
             doc = outbox.new_document({**doc, "b2": bucket_fields(rid)["b2"]}, events)
         return doc
@@ -402,11 +434,13 @@ class Store:
         when = when or now()
         note_type(self.db, rtype)
         stamp(resource, rid, 1, when)
-        events = self._events(rtype, "created", rid, 1, when)
+        fields = self._fields(rtype, resource)
+        events = self._events(rtype, "created", rid, 1, when, fields)
         doc = {"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
                **bucket_fields(rid), **index_fields(resource)}
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
-                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events), events=events,
+                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events, fields),
+                     events=events,
                      ident_add=unique.held_tokens(resource, self.unique.for_type(rtype)))
 
     def prepare_update(self, resource: dict[str, Any], rid: str, head: dict[str, Any] | None,
@@ -422,7 +456,11 @@ class Store:
         stamp(resource, rid, version, when)
         fields = index_fields(resource)
         unset = {k: "" for k in head if k.startswith("sp_") and k not in fields}
-        events = self._events(rtype, verb, rid, version, when)
+        summary = self._fields(rtype, resource)
+        said = summary
+        if summary is not None and verb == "updated":  # and what the replaced version's event said
+            said = {**summary, **ev.previous_fields(self._fields_of_version(rtype, rid, prev))}
+        events = self._events(rtype, verb, rid, version, when, said)
         update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": pack(resource),
                                            **bucket_fields(rid), **fields}}
         if unset:
@@ -430,7 +468,8 @@ class Store:
         systems = self.unique.for_type(rtype)
         before, after = unique.head_tokens(head, systems), unique.held_tokens(resource, systems)
         return Write(rtype, rid, verb, version, prev, when, resource, filter={"_id": rid, "v": prev},
-                     update=update, history=self._history_doc(rtype, rid, version, when, verb, resource, events),
+                     update=update,
+                     history=self._history_doc(rtype, rid, version, when, verb, resource, events, summary),
                      events=events, ident_add=after - before, ident_drop=before - after)
 
     def prepare_delete(self, resource_type: str, rid: str, head: dict[str, Any],
@@ -438,14 +477,17 @@ class Store:
         when = when or now()
         prev = int(head["v"])
         version = prev + 1
-        events = self._events(resource_type, "deleted", rid, version, when)
+        summary = self._fields(resource_type, None)  # a tombstone's: {} (the type has fields), else None
+        # the deleted version's fields: what the deletion takes away
+        said = None if summary is None else self._fields_of_version(resource_type, rid, prev)
+        events = self._events(resource_type, "deleted", rid, version, when, said)
         update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": True}}
         unset = {k: "" for k in head if k.startswith("sp_")}
         if unset:
             update["$unset"] = unset
         return Write(resource_type, rid, "deleted", version, prev, when, None, filter={"_id": rid, "v": prev},
                      update=update,
-                     history=self._history_doc(resource_type, rid, version, when, "deleted", None, events),
+                     history=self._history_doc(resource_type, rid, version, when, "deleted", None, events, summary),
                      events=events, ident_drop=unique.head_tokens(head, self.unique.for_type(resource_type)))
 
     # ------------------------------------------------------------------ applying writes

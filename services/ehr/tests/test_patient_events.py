@@ -1,0 +1,38 @@
+"""Which district a Patient's events name (domain.patient_events): the home address's, now."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sen_ehr.domain.patient_events import EVENT_FIELDS, patient_district
+
+TODAY = date(2026, 12, 5)
+
+
+@pytest.mark.parametrize(("addresses", "district"), [
+    ([{"district": "Huyện Tháp Mười", "city": "Mỹ An"}], "Huyện Tháp Mười"),
+    # the home address before another current one, whatever the order
+    ([{"use": "temp", "district": "Huyện Lấp Vò"}, {"use": "home", "district": "Huyện Cao Lãnh"}], "Huyện Cao Lãnh"),
+    # an old, a work or a billing address is not where the patient lives
+    ([{"use": "old", "district": "Huyện Lấp Vò"}, {"use": "work", "district": "Thành phố Cao Lãnh"},
+      {"district": "Huyện Tháp Mười"}], "Huyện Tháp Mười"),
+    # a home address that ended is not current; one that ends later is
+    ([{"use": "home", "district": "Huyện Lấp Vò", "period": {"end": "2026-01-31"}},
+      {"use": "home", "district": "Huyện Cao Lãnh", "period": {"start": "2026-02-01", "end": "2030-01-01"}}],
+     "Huyện Cao Lãnh"),
+    # spaces as typed are collapsed; an empty district is none
+    ([{"district": "  Huyện   Cao Lãnh "}], "Huyện Cao Lãnh"),
+    ([{"use": "home", "district": "   "}, {"city": "Cao Lãnh"}], None),
+    ([{"use": "old", "district": "Huyện Lấp Vò"}], None),
+    ([], None),
+])
+def test_the_district_is_the_current_home_address(addresses, district):
+    assert patient_district({"resourceType": "Patient", "address": addresses}, TODAY) == district
+
+
+def test_the_events_fields_are_the_district_only():
+    fields = EVENT_FIELDS["Patient"]({"resourceType": "Patient", "name": [{"family": "Nguyễn"}],
+                                      "address": [{"line": ["12 Nguyễn Huệ"], "district": "Huyện Tháp Mười"}]})
+    assert fields == {"district": "Huyện Tháp Mười"}
+    assert EVENT_FIELDS["Patient"]({"resourceType": "Patient"}) == {"district": None}
