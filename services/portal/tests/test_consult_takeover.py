@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,19 @@ class Takeover(Consult):
         self.winner: str | None = None
         self.accept_headers: list[dict[str, str]] = []
         self.step_headers: list[tuple[str, dict[str, str]]] = []  # the other steps: (name, headers)
+        self.updated = "2026-12-05T09:30:00+07:00"  # the current version's lastUpdated
+        self.meanwhile: Callable[[Takeover], None] | None = None  # a change landing as a step arrives
 
     def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
         task = super().task(status, begun)
         if status is None:
-            task.setdefault("meta", {})["versionId"] = str(self.version)
+            task.setdefault("meta", {}).update(versionId=str(self.version), lastUpdated=self.updated)
         return task
+
+    def change(self, status: str, owner: str, at: str = "2026-12-05T09:30:00+07:00") -> None:
+        """A step of someone else's: the Task's next version."""
+        self.status, self.owner, self.version, self.updated = status, owner, self.version + 1, at
+        self.history.append((status, owner, at))
 
     def _took(self, owner: str, at: str) -> None:
         self.status, self.owner, self.version = "accepted", owner, self.version + 1
@@ -58,6 +66,15 @@ class Takeover(Consult):
 
     def __call__(self, method: str, url: str, **kw: Any) -> http.Response:
         path = urlsplit(url).path
+        if (m := re.search(rf"/fhir/Task/{TID}/_history/(\d+)$", path)) and method == "GET":  # a version read
+            n = int(m.group(1))
+            if n == self.version:
+                return self._json(self.task())
+            if n > len(self.history):
+                return http.Response(404, {}, b'{"resourceType": "OperationOutcome", "issue": []}')
+            status, owner, at = self.history[n - 1]
+            return self._json({**super().task(status), "owner": {"reference": owner},
+                               "meta": {"versionId": str(n), "lastUpdated": at}})
         if path.endswith(f"/fhir/Task/{TID}/_history") and method == "GET":
             versions = [{**super(Takeover, self).task(status), "owner": {"reference": owner},
                          "meta": {"versionId": str(n), "lastUpdated": at}}
@@ -82,6 +99,8 @@ class Takeover(Consult):
                 method == "POST":
             headers = {k: v for k, v in (kw.get("headers") or {}).items() if k == "If-Match"}
             self.step_headers.append((m.group(1), headers))
+            if self.meanwhile is not None:
+                self.meanwhile(self)
             if "If-Match" in headers and headers["If-Match"] != f'W/"{self.version}"':  # as teleconsult does
                 outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict",
                            "diagnostics": f"${m.group(1)} was not applied: Task/{TID} changed"}]}
@@ -259,26 +278,141 @@ def test_a_stale_reject_or_question_changes_nothing_and_keeps_what_was_typed(app
     assert [name for name, h in fake.step_headers if h == {"If-Match": 'W/"1"'}] == ["reject", "request-info"]
 
 
-def test_a_stale_start_or_minutes_changes_nothing_and_the_minutes_are_kept(app, fake):
-    fake.status, fake.owner, fake.version = "accepted", ME, 3
-    fake.history.append(("accepted", ME, "2026-12-05T08:30:00+07:00"))
+def _minutes_page(c: Any, fake: Takeover, status: str = "in-progress") -> str:
+    """The doctor's page of the consult they hold, ``status``, at version 3."""
+    fake.status, fake.owner, fake.version = status, ME, 3
+    fake.history.append((status, ME, "2026-12-05T08:30:00+07:00"))
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert _versions(page)["complete"] == "3"
+    return page
+
+
+def test_a_version_that_changed_nothing_the_doctor_saw_does_not_refuse_the_step(app, fake):
+    """The page showed version 3; the clinic answered a question, or the SLA sweep escalated the consult, or
+    the doctor started it in another tab since (version 4, same holder, same or started state). The minutes
+    were refused once ('changed while you were looking'); now they are sent again on version 4 and nothing
+    is said. Start is sent again the same way."""
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake, "accepted")
+    fake.change("accepted", ME)  # escalated, or asked and answered: the same holder and state
+    r = c.post(f"/tasks/{TID}/start", data={"csrf_token": csrf_token(page), "version": "3"})
+    assert r.status_code == 302 and "started=1" in r.headers["Location"] and fake.ops == ["start"]
+    assert fake.step_headers == [("start", {"If-Match": 'W/"3"'}), ("start", {"If-Match": 'W/"4"'})]
+    fake.begun = "2026-12-05T09:35:00+07:00"
+    fake.change("in-progress", ME)  # version 5: started (by the press above, as teleconsult would)
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "3"})
+    assert r.status_code == 302 and "done=1" in r.headers["Location"], _text(r.get_data(as_text=True))[:800]
+    assert len(fake.completed) == 1
+    assert fake.step_headers[2:] == [("complete", {"If-Match": 'W/"3"'}), ("complete", {"If-Match": 'W/"5"'})]
+    # the minutes' time starts when the consult was started, as the Task says now (the page knew no start)
+    begun = next(p for p in fake.completed[0]["parameter"] if p["name"] == "start")["valueDateTime"]
+    assert begun == "2026-12-05T09:35:00+07:00"
+
+
+def test_a_start_pressed_again_after_it_started_is_done(app, fake):
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake, "accepted")
+    fake.change("in-progress", ME)  # the first click (or another tab) started it
+    r = c.post(f"/tasks/{TID}/start", data={"csrf_token": csrf_token(page), "version": "3"})
+    assert r.status_code == 302 and "started=1" in r.headers["Location"] and fake.ops == []
+    assert fake.step_headers == [("start", {"If-Match": 'W/"3"'})]
+
+
+@pytest.mark.parametrize(("lang", "said"), [
+    ("vi", "Phòng khám đã hủy ca hội chẩn này lúc 05/12/2026 09:40. Chưa có gì được gửi. Nội dung bạn đã nhập "
+           "vẫn được giữ ở bên dưới."),
+    ("en", "The clinic cancelled this consult at 05/12/2026 09:40. Nothing was sent. What you typed is kept "
+           "below.")])
+def test_minutes_on_a_consult_the_clinic_cancelled_meanwhile_are_refused_and_kept(app, fake, lang, said):
+    c = portal_signed_in(app, "doctor", lang=lang)
+    page = _minutes_page(c, fake)
+    fake.reason = "Người bệnh đã chuyển viện."
+    fake.change("cancelled", ME, "2026-12-05T09:40:00+07:00")
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "3"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and fake.completed == []
+    assert fake.step_headers == [("complete", {"If-Match": 'W/"3"'})]  # not sent again
+    assert said in _text(body)
+    assert "Người bệnh đã chuyển viện." in _text(body)  # the clinic's reason, on the page
+    # the minutes form is gone (nothing to sign on a cancelled consult): what was typed is shown, not lost
+    assert _versions(body).get("complete") is None
+    unsent = body[body.index('data-testid="unsent"'):]
+    for typed in ("HA 170/100 mmHg.", "Tăng huyết áp 5 năm.", "Tăng huyết áp độ 2.", "Amlodipin.", "I10"):
+        assert typed in unsent, typed
+
+
+@pytest.mark.parametrize(("status", "owner", "said"), [
+    ("completed", CUONG, "BS. Lê Văn Cường đã hoàn thành ca hội chẩn này lúc 05/12/2026 09:30 (biên bản ở bên "
+                         "dưới). Chưa có gì được gửi."),
+    ("completed", ME, "Bạn đã hoàn thành ca hội chẩn này lúc 05/12/2026 09:30 (biên bản ở bên dưới). Không có gì "
+                      "được gửi lại."),
+    ("on-hold", ME, "Trong lúc đó đã có câu hỏi gửi phòng khám (05/12/2026 09:30): ca hội chẩn đang chờ trả lời. "
+                    "Chưa có gì được gửi."),
+    ("in-progress", CUONG, "Trong lúc đó một bác sĩ khác đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 09:30)."),
+])
+def test_minutes_on_a_consult_changed_in_a_way_that_matters_are_refused_and_said(app, fake, status, owner, said):
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    fake.change(status, owner)
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "3"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and fake.completed == [] and len(fake.step_headers) == 1
+    assert said in _text(body), _text(body)[:1500]
+    assert "HA 170/100 mmHg." in body  # kept: in the form when the page still offers it, else shown unsent
+    if status == "in-progress":  # still open: the form again, on the version now shown; a second press signs
+        assert _versions(body)["complete"] == "4" and 'data-testid="unsent"' not in body
+        r = c.post(f"/tasks/{TID}/complete", data={**_minutes(body, "BS. Nguyễn Văn An — chủ trì"), "version": "4"})
+        assert r.status_code == 302 and len(fake.completed) == 1
+
+
+def test_a_change_that_matters_landing_while_the_step_is_sent_again_is_refused(app, fake):
+    """The page's version is stale for a change that does not matter; the portal reads the consult again and
+    sends the minutes on version 4, but the clinic cancels just before they arrive (version 5): teleconsult
+    answers 412 again, and the portal judges version 5 against what the page showed, never sending on it."""
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    fake.change("in-progress", ME)
+    sent: list[str] = []
+
+    def cancelled_once_resent(f: Takeover) -> None:
+        sent.append(f.step_headers[-1][1]["If-Match"])
+        if len(sent) == 2:
+            f.change("cancelled", ME, "2026-12-05T09:40:00+07:00")
+
+    fake.meanwhile = cancelled_once_resent
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "3"})
+    assert r.status_code == 409 and fake.completed == [] and sent == ['W/"3"', 'W/"4"']
+    assert "Phòng khám đã hủy ca hội chẩn này lúc 05/12/2026 09:40." in _text(r.get_data(as_text=True))
+
+
+def test_a_consult_changing_at_every_send_is_sent_a_bounded_number_of_times(app, fake):
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    fake.meanwhile = lambda f: f.change("in-progress", ME)  # a harmless version lands before every send
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "3"})
+    assert r.status_code == 409 and fake.completed == [] and len(fake.step_headers) == 4
+    assert "Ca hội chẩn này đã thay đổi trong lúc bạn đang xem" in _text(r.get_data(as_text=True))
+    assert "HA 170/100 mmHg." in r.get_data(as_text=True)
+
+
+def test_a_question_or_reject_goes_on_after_a_change_that_does_not_matter(app, fake, hub):
+    """Reject from the page of a new consult escalated since (same holder, still new); a question from the
+    page of an accepted consult started since."""
+    fake.owner, fake.version, fake.history = "Organization/bvdk-dong-thap", 1, fake.history[:1]
     c = portal_signed_in(app, "doctor")
     page = c.get(f"/tasks/{TID}").get_data(as_text=True)
-    assert _versions(page)["start"] == "3"
-    fake.version = 4  # another change since the page (the clinic's, another tab's)
-    r = c.post(f"/tasks/{TID}/start", data={"csrf_token": csrf_token(page), "version": "3"})
-    assert r.status_code == 409 and fake.ops == [] and fake.step_headers == [("start", {"If-Match": 'W/"3"'})]
-    assert "Ca hội chẩn này đã thay đổi trong lúc bạn đang xem" in _text(r.get_data(as_text=True))
-    fake.status = "in-progress"
-    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
-    assert _versions(page)["complete"] == "4"
-    fake.version = 5
-    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "version": "4"})
-    body = r.get_data(as_text=True)
-    assert r.status_code == 409 and fake.completed == [] and "HA 170/100 mmHg." in body
-    assert _versions(body)["complete"] == "5"  # signing again is on the version now shown
-    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(body, "BS. Nguyễn Văn An — chủ trì"), "version": "5"})
-    assert r.status_code == 302 and len(fake.completed) == 1
+    fake.change("requested", "Organization/bvdk-dong-thap")  # the SLA sweep's escalation: version 2
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(page), "reason": "Ngoài chuyên khoa.",
+                                             "version": "1"})
+    assert r.status_code == 302 and fake.ops == ["reject"]
+    assert fake.step_headers == [("reject", {"If-Match": 'W/"1"'}), ("reject", {"If-Match": 'W/"2"'})]
+    fake.step_headers, fake.ops = [], []
+    page = _minutes_page(c, fake, "accepted")
+    fake.change("in-progress", ME)
+    r = c.post(f"/tasks/{TID}/request-info", data={"csrf_token": csrf_token(page), "question": "Xin ECG.",
+                                                   "version": "3"})
+    assert r.status_code == 302 and fake.ops == ["request-info"]
+    assert [h["If-Match"] for _, h in fake.step_headers] == ['W/"3"', 'W/"4"']
 
 
 def test_a_double_click_whose_first_click_won_is_done(app, fake):

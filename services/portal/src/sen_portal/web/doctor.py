@@ -3,13 +3,14 @@ booking a slot, the minutes, and the weekly availability with leave."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
 
-from . import backend_message, bp, icd10, login_required, select_locale
+from . import backend_message, bp, icd10, login_required, select_locale, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import (
     consult_bundle,
@@ -301,52 +302,145 @@ def task_accept(tid: str) -> Any:
     says so (``takeover``: that doctor's reference, the page's checkbox): otherwise the page again,
     naming them, and nothing changed. Either is sent with ``If-Match``, the Task version the page showed
     (its form's ``version``): a consult another doctor took (or was given) meanwhile is not taken from
-    them unseen. Of several doctors at once one wins (teleconsult claims the step); the others get the
-    page again saying who took it (:func:`_taken_meanwhile`)."""
+    them unseen, while one only escalated or asked about and answered since is accepted all the same
+    (:func:`_step_on_page`). Of several doctors at once one wins (teleconsult claims the step); the others
+    get the page again saying who took it (:func:`_taken_meanwhile`)."""
     seen, ticked = request.form.get("version", ""), request.form.get("takeover") or None
     try:
-        task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+        task = _task_now(tid)
         holder = other_holder(task)
         version = str((task.get("meta") or {}).get("versionId") or "")
         if holder and ticked != holder:
-            if ticked or (seen and version and seen != version):  # the page named another holder: changed since
+            # the box names another holder, or the page named none and the consult was given since
+            if ticked or (seen.isdigit() and version and seen != version
+                          and _owner(_task_as_seen(tid, seen)) != holder):
                 return _taken_meanwhile(tid, task)
             return _task_page(tid, 409, problem=gettext(
                 "This consult is held by %(name)s. To take it over, tick the box above the button, then press "
                 "it again.", name=party(holder)))
         expected = seen if seen.isdigit() else version
-        _op(tid, "accept", None, headers={"If-Match": f'W/"{expected}"'} if expected.isdigit() else None)
+        changed = _step_on_page(tid, "accept", lambda headers, _now: _op(tid, "accept", None, headers=headers),
+                                version=expected)
     except BackendError as err:
-        if err.kind == "refused" and err.status == 412:  # another step came first: say whose
-            return _taken_meanwhile(tid)
         if err.kind == "refused" and err.status == 409:  # taken by a doctor meanwhile, else the state says why
             try:
-                task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+                task = _task_now(tid)
             except BackendError:
                 task = {}
             if str((task.get("owner") or {}).get("reference") or "").startswith("Practitioner/"):
                 return _taken_meanwhile(tid, task)
         return _task_page(tid, 409, problem=backend_message(err))
+    if changed is not None:  # another step came first: say whose
+        return _taken_meanwhile(tid, changed)
     return redirect(url_for("web.task_detail", tid=tid, accepted=1))
+
+
+def _task_now(tid: str) -> dict[str, Any]:
+    """The Task as teleconsult holds it now ({} when it does not answer with one)."""
+    return next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+
+
+def _task_as_seen(tid: str, version: str) -> dict[str, Any] | None:
+    """The Task at ``version``, the one a page showed (its ``_history``: a version never changes, so it may be
+    kept); None when teleconsult does not give it."""
+    try:
+        return fhir_get("teleconsult", f"/fhir/Task/{tid}/_history/{version}", cached=True)
+    except BackendError:
+        return None
+
+
+def _owner(task: dict[str, Any] | None) -> str:
+    return str(((task or {}).get("owner") or {}).get("reference") or "")
+
+
+RESENDS = 3  # times a step is sent again on a newer version that changed nothing the doctor saw
+
+
+def as_the_page_showed(op: str, seen: dict[str, Any] | None, now: dict[str, Any]) -> bool:
+    """Whether the consult ``now`` is, for the doctor's step ``op``, what the page showed (``seen``, the Task
+    at the page's version): the same holder and the same state, or (for any step but starting it) accepted
+    then started. teleconsult makes a Task version for every step of the consult: besides the ones that
+    matter to a doctor between two patients (cancelled by the clinic, given to another doctor or taken over,
+    rejected, completed, a question now open) there are the clinic's answer to a question (on hold, then back
+    where it was), the SLA sweep's escalation to the on-duty lead, the doctor's own start in another tab, a
+    backfill's tags. Those leave the holder and the state as they were. (Messages on the thread and the
+    visit's reminders make no Task version at all.) ``seen`` unknown (teleconsult did not give that
+    version): not the same, so nothing is sent on a guess."""
+    if seen is None or _owner(seen) != _owner(now):
+        return False
+    was, state = seen.get("status"), now.get("status")
+    return was == state or (op != "start" and (was, state) == ("accepted", "in-progress"))
+
+
+def _step_on_page(tid: str, op: str, send: Callable[[dict[str, str] | None, dict[str, Any] | None], Any], *,
+                  version: str | None = None) -> dict[str, Any] | None:
+    """Send a doctor's step on the Task version the page showed (``If-Match``; ``version``, else the form's
+    ``version``): ``send(headers, task)`` with the headers to send it with, and the Task as read again when
+    it is sent again (None the first time). None once it is taken.
+
+    teleconsult answering 412 (the Task has a newer version), the Task is read again and compared with the
+    version the page showed (:func:`as_the_page_showed`): the same holder and state, the step is sent
+    again on the version now, and nothing is said (at most :data:`RESENDS` times, each judged against what
+    the page showed, never against a version the doctor did not see); otherwise nothing is sent and the
+    Task now is returned, for the page to say what changed (:func:`_taken_meanwhile`). The step is only
+    ever taken on a version that was read and judged (``If-Match`` of it): a change landing between that
+    read and the step is 412 again and judged again, so the lost-update protection stays whole.
+    BackendError for any other refusal."""
+    seen = version if version is not None else request.form.get("version", "")  # none: an older page
+    headers = {"If-Match": f'W/"{seen}"'} if seen.isdigit() else None
+    saw: dict[str, Any] | None = None
+    now: dict[str, Any] | None = None
+    for attempt in range(RESENDS + 1):
+        try:
+            send(headers, now)
+            return None
+        except BackendError as err:
+            if not (_changed_since_page(err) and seen.isdigit()):
+                raise
+        now = _task_now(tid)
+        if attempt == 0:
+            saw = _task_as_seen(tid, seen)
+        newer = str((now.get("meta") or {}).get("versionId") or "")
+        if attempt == RESENDS or not newer.isdigit() or not as_the_page_showed(op, saw, now):
+            return now
+        headers = {"If-Match": f'W/"{newer}"'}
+    return now
 
 
 def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting: bool = True,
                      forms: dict[str, Any] | None = None) -> Any:
-    """After a step lost to another one (teleconsult's 412 on the page's version, :func:`_page_version`):
-    the consult as it is now (read again), saying who holds it and since when, nothing changed (``forms``:
-    what was typed, kept). Given to a doctor and not yet accepted, it says so ("vừa được chuyển cho"), not
-    that they took it. An acceptance whose own earlier click won (a double click, another tab): done, as if
-    this one had."""
+    """After a step lost to another one (teleconsult's 412 on the page's version, :func:`_step_on_page`):
+    the consult as it is now (read again), saying what changed that matters to the doctor, nothing changed
+    (``forms``: what was typed, kept: in its form when the page still offers it, else shown as not sent).
+    Cancelled by the clinic, rejected or completed meanwhile: said with who and when. Given to a doctor and
+    not yet accepted, it says so ("vừa được chuyển cho"), not that they took it. A question now open: said.
+    An acceptance whose own earlier click won (a double click, another tab): done, as if this one had."""
+    forms = forms or {}
     if task is None:
         try:
-            task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+            task = _task_now(tid)
         except BackendError as err:
-            return _task_page(tid, 409, problem=backend_message(err), forms=forms or {})
-    owner = str((task.get("owner") or {}).get("reference") or "")
+            return _task_page(tid, 409, problem=backend_message(err), forms=forms)
+    owner = _owner(task)
     mine = bool(g.user.practitioner) and owner == f"Practitioner/{g.user.practitioner}"
-    if accepting and mine and task.get("status") != "requested":
+    status = task.get("status")
+    if accepting and mine and status != "requested":
         return redirect(url_for("web.task_detail", tid=tid, accepted=1))
-    if owner.startswith("Practitioner/") and not mine and task.get("status") == "requested":
+    at = when((task.get("meta") or {}).get("lastUpdated"))
+    if status == "cancelled":
+        problem = gettext("The clinic cancelled this consult at %(when)s. Nothing was sent.", when=at)
+    elif status == "rejected":
+        by = rejected_by(task)
+        problem = gettext("%(name)s rejected this consult at %(when)s. Nothing was sent.", name=party(by),
+                          when=at) if by else gettext("This consult was rejected at %(when)s. Nothing was sent.",
+                                                      when=at)
+    elif status == "completed":
+        problem = gettext("You completed this consult at %(when)s (its minutes are below). Nothing was sent again.",
+                          when=at) if mine else \
+            gettext("%(name)s completed this consult at %(when)s (its minutes are below). Nothing was sent.",
+                    name=party(owner), when=at) if owner.startswith("Practitioner/") else \
+            gettext("This consult was completed at %(when)s (its minutes are below). Nothing was sent.", when=at)
+    elif owner.startswith("Practitioner/") and not mine and status == "requested":
         since = held_since(task)  # given to them (reassigned), not accepted: not "took it"
         problem = gettext("This consult was just given to %(name)s (at %(when)s). Nothing was changed.",
                           name=party(owner), when=when(since)) if since else \
@@ -357,21 +451,21 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting:
                           "changed; it is theirs now.", name=party(owner), when=when(since)) if since else \
             gettext("Another doctor took this consult meanwhile: %(name)s. Nothing was changed; it is theirs now.",
                     name=party(owner))
+    elif status == "on-hold":
+        problem = gettext("A question to the clinic was sent meanwhile (%(when)s): the consult waits for its "
+                          "answer. Nothing was sent.", when=at)
     else:
         problem = gettext("This consult changed while you were looking at it. Nothing was changed: check it "
                           "below and try again.")
-    return _task_page(tid, 409, problem=problem, forms=forms or {})
-
-
-def _page_version() -> dict[str, str] | None:
-    """``If-Match`` with the Task version the page showed (its form's hidden ``version``): teleconsult takes
-    the step only on it, a consult changed since (accepted, given to another, rejected) is answered 412 and
-    said by :func:`_taken_meanwhile`. None when the form has none (an older page)."""
-    seen = request.form.get("version", "")
-    return {"If-Match": f'W/"{seen}"'} if seen.isdigit() else None
+    # what was typed: in its form when the page still offers it, else shown as not sent (``kept``, task.html)
+    kept = {name: typed_text(request.form) for name in forms}
+    if any(kept.values()):
+        problem = f"{problem} {gettext('What you typed is kept below.')}"
+    return _task_page(tid, 409, problem=problem, forms=forms, kept=kept)
 
 
 def _changed_since_page(err: BackendError) -> bool:
+    """teleconsult's 412: the step's ``If-Match`` (the page's version) is not the Task's version now."""
     return err.kind == "refused" and err.status == 412
 
 
@@ -381,11 +475,13 @@ def task_start(tid: str) -> Any:
     """The specialist begins work on the accepted consult (teleconsult's ``$start``): the Task goes
     in-progress. Not the video visit's start (that is its time; the doctor joins by its link)."""
     try:
-        _op(tid, "start", None, headers=_page_version())
+        changed = _step_on_page(tid, "start", lambda headers, _now: _op(tid, "start", None, headers=headers))
     except BackendError as err:
-        if _changed_since_page(err):
-            return _taken_meanwhile(tid, accepting=False)
         return _task_page(tid, 409, problem=backend_message(err))
+    if changed is not None:
+        if changed.get("status") == "in-progress" and _owner(changed) == f"Practitioner/{g.user.practitioner}":
+            return redirect(url_for("web.task_detail", tid=tid, started=1))  # started already (another tab)
+        return _taken_meanwhile(tid, changed, accepting=False)
     return redirect(url_for("web.task_detail", tid=tid, started=1))
 
 
@@ -395,12 +491,13 @@ def task_reject(tid: str) -> Any:
     form = ReasonForm()
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reject_form": form})
+    params = [{"name": "reason", "valueString": form.reason.data}]
     try:
-        _op(tid, "reject", [{"name": "reason", "valueString": form.reason.data}], headers=_page_version())
+        changed = _step_on_page(tid, "reject", lambda headers, _now: _op(tid, "reject", params, headers=headers))
     except BackendError as err:
-        if _changed_since_page(err):
-            return _taken_meanwhile(tid, accepting=False, forms={"reject_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
+    if changed is not None:
+        return _taken_meanwhile(tid, changed, accepting=False, forms={"reject_form": form})
     return redirect(url_for("web.worklist", rejected=1))
 
 
@@ -413,25 +510,27 @@ def task_reassign(tid: str) -> Any:
         return _task_page(tid, 422, forms={"reassign_form": form})
     if request.form.get("confirm") != form.practitioner.data:
         # the doctor chosen is said by name and confirmed by a second press (which sends the same choice and
-        # the version the first page showed: a consult changed since is not given, teleconsult answers 412)
+        # the version the first page showed: a consult changed since in a way that matters is not given)
         seen = request.form.get("version", "")
         if seen.isdigit():
             try:
-                task = next(iter(entries(fhir_get("teleconsult", "/fhir/Task", {"_id": tid}), "Task")), {})
+                task = _task_now(tid)
             except BackendError as err:
                 return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
-            if str((task.get("meta") or {}).get("versionId") or "") != seen:
+            if str((task.get("meta") or {}).get("versionId") or "") != seen and \
+                    not as_the_page_showed("reassign", _task_as_seen(tid, seen), task):
                 return _taken_meanwhile(tid, task, accepting=False)
         name = dict(form.practitioner.choices).get(form.practitioner.data, form.practitioner.data)
         return _task_page(tid, forms={"reassign_form": form},
                           reassign_to={"ref": form.practitioner.data, "name": name, "version": seen})
+    params = [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}]
     try:
-        _op(tid, "reassign", [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}],
-            headers=_page_version())
+        changed = _step_on_page(tid, "reassign",
+                                lambda headers, _now: _op(tid, "reassign", params, headers=headers))
     except BackendError as err:
-        if _changed_since_page(err):  # accepted or given meanwhile: not given on a stale confirmation
-            return _taken_meanwhile(tid, accepting=False)
         return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
+    if changed is not None:  # accepted or given meanwhile: not given on a stale confirmation
+        return _taken_meanwhile(tid, changed, accepting=False)
     # the Practitioner's id, never a name: the worklist says the name it looks up (reassigned_to)
     return redirect(url_for("web.worklist", reassigned=form.practitioner.data.rsplit("/", 1)[-1]))
 
@@ -442,12 +541,14 @@ def task_request_info(tid: str) -> Any:
     form = QuestionForm()
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"question_form": form})
+    params = [{"name": "question", "valueString": form.question.data}]
     try:
-        _op(tid, "request-info", [{"name": "question", "valueString": form.question.data}], headers=_page_version())
+        changed = _step_on_page(tid, "request-info",
+                                lambda headers, _now: _op(tid, "request-info", params, headers=headers))
     except BackendError as err:
-        if _changed_since_page(err):
-            return _taken_meanwhile(tid, accepting=False, forms={"question_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
+    if changed is not None:
+        return _taken_meanwhile(tid, changed, accepting=False, forms={"question_form": form})
     return redirect(url_for("web.task_detail", tid=tid, asked=1))
 
 
@@ -796,13 +897,18 @@ def task_complete(tid: str) -> Any:
             "the list.", n=len(role), max=PARTICIPANTS_MAX)]
         return _task_page(tid, 422, forms={"minutes_form": form})
     data = consult_bundle(tid)
+
+    def sign(headers: dict[str, str] | None, now: dict[str, Any] | None) -> None:
+        # sent again on a newer version: the minutes' start from the Task as it is now (started meanwhile)
+        fhir_post("teleconsult", f"/fhir/Task/{tid}/$complete",
+                  minutes_parameters(form, {**data, "task": now} if now else data, g.user), headers=headers)
+
     try:
-        fhir_post("teleconsult", f"/fhir/Task/{tid}/$complete", minutes_parameters(form, data, g.user),
-                  headers=_page_version())
+        changed = _step_on_page(tid, "complete", sign)
     except BackendError as err:
-        if _changed_since_page(err):  # the minutes kept: the page again carries the version to sign on
-            return _taken_meanwhile(tid, accepting=False, forms={"minutes_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
+    if changed is not None:  # the minutes kept: the page again carries the version to sign on
+        return _taken_meanwhile(tid, changed, accepting=False, forms={"minutes_form": form})
     return redirect(url_for("web.task_detail", tid=tid, done=1))
 
 
