@@ -24,8 +24,17 @@ from wtforms import HiddenField, MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
-from .formatting import parse_instant
-from .forms import AnswerForm, ConsultForm, MessageForm, PatientForm, PatientSearchForm, ReasonForm, TakeOnForm
+from .formatting import parse_instant, when
+from .forms import (
+    AnswerForm,
+    ConsultForm,
+    EndTakeOnForm,
+    MessageForm,
+    PatientForm,
+    PatientSearchForm,
+    ReasonForm,
+    TakeOnForm,
+)
 from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
@@ -212,6 +221,8 @@ def patient_take_on(pid: str | None) -> Any:
                 "The health record service found no patient with this number to take on. Check the card, "
                 "or register the patient."),
                 back=url_for("web.patient_new"), back_label=gettext("Register a patient")), 403
+        if err.kind == "refused" and err.status == 429:
+            return too_many_wrong_numbers(err)
         raise
     pid = pid or next((patient_id(p.get("valueReference")) for p in granted.get("parameter") or ()
                        if p.get("name") == "patient"), None)
@@ -225,6 +236,24 @@ def patient_take_on(pid: str | None) -> Any:
     if any(typed.values()):
         session["taken_on"] = {"pid": pid, **{k: v for k, v in typed.items() if v}}
     return redirect(url_for("web.patient_chart", pid=pid, taken=1))
+
+
+def too_many_wrong_numbers(err: BackendError) -> Any:
+    """The EHR compares no more numbers of this user's for a while (too many wrong ones): say until when,
+    in the page's language, with the EHR's Retry-After."""
+    until = patients.retry_at(err)
+    until_dt = parse_instant(until) if until else None
+    message = gettext("Too many wrong card numbers were typed: the health record service checks no more "
+                      "numbers from you until %(time)s. Check the patient's card, then try again at that time.",
+                      time=when(until_dt)) if until_dt else gettext(
+        "Too many wrong card numbers were typed: the health record service checks no more numbers from you "
+        "for a while. Check the patient's card, then try again later.")
+    headers = {}
+    if until_dt is not None:
+        headers["Retry-After"] = str(max(1, int((until_dt - datetime.now(UTC)).total_seconds()) + 1))
+    page = render_template("error.html", title=gettext("Too many wrong numbers"), message=message,
+                           back=url_for("web.clinic_home"), back_label=gettext("Find a patient"))
+    return page, 429, headers
 
 
 _HOLDER = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64}) already has the identifier \S+ \(system (\S+)\)")
@@ -376,12 +405,25 @@ def _code_text(code: dict[str, Any]) -> str:
 @bp.route("/patients/<pid>")
 @login_required("clinic", "doctor")
 def patient_chart(pid: str) -> Any:
+    return chart_page(pid)
+
+
+def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | None = None, status: int = 200) -> Any:
+    """The chart; for a clinic reading another facility's patient (taken on here), the form ending the
+    take-on (``end_form``: the one sent back with its errors, ``problem``: why the EHR refused it)."""
     try:
         bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
     except BackendError as err:
         if err.status == 404:
             return render_template("error.html", title=gettext("Not found"),
                                    message=gettext("This patient does not exist or you may not see them.")), 404
+        ended = patients.ended_at(err)
+        if ended is not None and g.user.role == "clinic":
+            return render_template("error.html", title=gettext("Take-on ended"), message=gettext(
+                "Your facility's take-on of this patient ended at %(time)s: their record is no longer open to your "
+                "clinic. If the patient comes back with their card, search their CCCD or health insurance number "
+                "to take them on again.", time=when(ended)),
+                back=url_for("web.clinic_home"), back_label=gettext("Find a patient")), 403
         if err.kind == "refused" and err.status == 403 and g.user.role == "clinic":
             # another facility's patient: the way in is their card (the search's take-on), never this link
             return render_template("error.html", title=gettext("Not allowed"), message=gettext(
@@ -395,10 +437,36 @@ def patient_chart(pid: str) -> Any:
     series = json.dumps(data["series"]).replace("</", "<\\/")
     typed = session.pop("taken_on", None) if "taken_on" in session else None
     differs = patients.differences(data["patient"], typed) if typed and typed.get("pid") == pid else []
+    if end_form is None and g.user.role == "clinic" and patients.taken_on_here(data["patient"], g.user.facility):
+        end_form = EndTakeOnForm(formdata=None)
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
                            created=request.args.get("created"), taken=request.args.get("taken"), differs=differs,
-                           title=gettext("Patient chart"),
-                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+                           end_form=end_form, end_problem=problem, title=gettext("Patient chart"),
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT), status
+
+
+@bp.route("/patients/<pid>/end-take-on", methods=["POST"])
+@login_required("clinic")
+def patient_end_take_on(pid: str) -> Any:
+    """End this facility's take-on of the patient (the EHR's ``$end-take-on``) with the reason typed, once
+    the box confirming it is ticked; then the chart, which says the take-on ended (the EHR refuses it
+    from then on). The form not complete, or the EHR refusing: the chart again, saying why, the
+    reason typed kept."""
+    if not FHIR_ID.fullmatch(pid):
+        return render_template("error.html", title=gettext("Not found"),
+                               message=gettext("This patient does not exist or you may not see them.")), 404
+    form = EndTakeOnForm()
+    if not form.validate_on_submit():
+        return chart_page(pid, form, status=400)
+    try:
+        patients.end_take_on(pid, form.reason.data or "")
+    except BackendError as err:
+        if err.kind == "refused" and err.status == 403:
+            return chart_page(pid, form, gettext(
+                "The health record service did not end the take-on: your facility has not taken this patient "
+                "on (it may manage the patient itself)."), 403)
+        return chart_page(pid, form, backend_message(err), err.status if err.kind == "refused" else 503)
+    return redirect(url_for("web.patient_chart", pid=pid))
 
 
 def _section_title(section: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     FieldList,
     Form,
@@ -174,6 +175,17 @@ class TakeOnForm(FlaskForm):
     given = HiddenField(validators=[Optional(), Length(max=100)])
     birth_date = HiddenField(validators=[Optional(), Regexp(r"^\d{4}-\d{2}-\d{2}$")])
     gender = HiddenField(validators=[Optional(), Regexp(r"^(female|male|other)$")])
+
+
+class EndTakeOnForm(FlaskForm):
+    """End the take-on of a patient at this facility (the EHR's ``$end-take-on``): why, and a tick the
+    server checks, so no stray click closes a record."""
+
+    reason = TextAreaField(_l("Reason for ending the take-on"),
+                           validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+    confirm = BooleanField(_l("I confirm: end the take-on of this patient at my facility. Their record will no "
+                              "longer be open to our clinic."),
+                           validators=[DataRequired(_l("Tick the box to confirm ending the take-on."))])
 
 
 class ConsultForm(FlaskForm):

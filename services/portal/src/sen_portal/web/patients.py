@@ -188,6 +188,41 @@ def take_on(pid: str | None, system: str, number: str, reason: str = TAKE_ON_REA
         {"name": "reason", "valueString": reason}]}, idempotent=False)
 
 
+def end_take_on(pid: str, reason: str) -> dict[str, Any]:
+    """The EHR's ``Patient/<pid>/$end-take-on``: the user's facility's take-on of the patient ended, with
+    the reason given; the end's Parameters, or a BackendError (403: the facility has not taken the
+    patient on). Idempotent at the EHR: a second click answers the same end."""
+    return fhir_post("ehr", f"/fhir/Patient/{pid}/$end-take-on", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": reason}]}, idempotent=False)
+
+
+def taken_on_here(patient: Mapping[str, Any] | None, facility: str | None) -> bool:
+    """Whether a patient the clinic of ``facility`` reads is another facility's (neither managed by it nor
+    with it as general practitioner): its way in is then a take-on, which it may end."""
+    if not isinstance(patient, Mapping) or not facility:
+        return False
+    mine = f"Organization/{facility}"
+    refs = [patient.get("managingOrganization") or {}, *(patient.get("generalPractitioner") or [])]
+    return not any(isinstance(r, Mapping) and r.get("reference") == mine for r in refs)
+
+
+# the EHR's words (sen_shared.fhir.access, sen_ehr.domain.take_on_failures), read for the instant they carry
+_ENDED = re.compile(r"take-on of this patient was ended at (\d{4}-\d{2}-\d{2}T[\d:]+Z)")
+_RETRY = re.compile(r"no number is compared before (\d{4}-\d{2}-\d{2}T[\d:]+Z)")
+
+
+def ended_at(err: BackendError) -> str | None:
+    """When the user's facility's take-on of the patient was ended, if that is why the EHR refused."""
+    m = _ENDED.search(err.detail) if err.service == "ehr" and err.status == 403 else None
+    return m.group(1) if m else None
+
+
+def retry_at(err: BackendError) -> str | None:
+    """Until when ``$take-on`` compares no number of the user's (too many wrong ones), if that is the refusal."""
+    m = _RETRY.search(err.detail) if err.service == "ehr" and err.status == 429 else None
+    return m.group(1) if m else None
+
+
 def born_text(value: Any) -> str:
     """A FHIR ``birthDate`` as the pages write it: 17/06/1948, 06/1948 or 1948."""
     text = str(value or "")
