@@ -39,6 +39,12 @@ print(json.dumps({o["id"]: o["name"] for o in json.load(open(sys.argv[1], encodi
 export SEN_FACILITY_DISTRICTS=${SEN_FACILITY_DISTRICTS:-$("$py" -c 'import json, sys
 print(json.dumps({o["id"]: o["district"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
                   if o.get("district")}, ensure_ascii=False))' deploy/local/demo-province.json)}
+# the residents the dashboard's EHR coverage counts against: the province's and each district's (demo figures)
+export SEN_REPORT_POPULATION=${SEN_REPORT_POPULATION:-$("$py" -c 'import json, sys
+print(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["province"])' deploy/local/demo-province.json)}
+export SEN_REPORT_DISTRICT_POPULATIONS=${SEN_REPORT_DISTRICT_POPULATIONS:-$("$py" -c 'import json, sys
+print(json.dumps(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["districts"], ensure_ascii=False))' \
+  deploy/local/demo-province.json)}
 
 declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()

@@ -123,11 +123,11 @@ def test_dashboard_figures_from_a_hand_made_fortnight(province: Any) -> None:
     assert d["cashless_share"] == {"transfer_amount": 200_000, "cash_amount": 100_000, "share": 0.6667,
                                    "transfer_count": 2, "cash_count": 1}
     assert d["ehr_coverage"] == {"patients": 4, "population": 10, "share": 0.4, "as_of": "2026-11-15",
-                                 "population_outdated": False}
+                                 "population_outdated": False, "without_district": 4}
 
 
 def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> None:
-    targets = Targets(facility_goal=165, facility_baseline=100, population=8)
+    targets = Targets(facility_goal=165, facility_baseline=100, population=8, district_populations={CL: 5})
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW, targets=targets)
     # a district's facilities: those of the district that used Sen; the baseline and the goal are the
     # province's settings, so no district is given the province's 100 facilities before Sen
@@ -137,9 +137,12 @@ def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> No
     assert d["time_to_conclusion"]["urgent"]["count"] == 0 and d["time_to_conclusion"]["routine"]["count"] == 2
     assert d["sla_breaches"] == [{"week": "2026-W46", "priority": "routine", "count": 2}]
     assert d["cashless_share"]["share"] == 0.6 and d["cashless_share"]["cash_count"] == 1
-    # patient events name no district: no coverage for a district rather than the province's
-    assert d["ehr_coverage"] == {"patients": None, "population": None, "share": None, "as_of": "2026-11-15",
-                                 "population_outdated": False}
+    # these patient events name no district (as before the EHR's named one): the province's only,
+    # and the district's figure says how many records it cannot place
+    assert d["ehr_coverage"] == {"patients": 0, "population": 5, "share": 0.0, "as_of": "2026-11-15",
+                                 "population_outdated": False, "without_district": 4}
+    tm = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), TM, now=NOW, targets=targets)["ehr_coverage"]
+    assert (tm["patients"], tm["population"], tm["share"]) == (0, None, None)  # no population set for it
     whole = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=targets)
     assert whole["facilities_using"]["count"] == 103 and whole["ehr_coverage"]["share"] == 0.5
     one_day = dashboard(province, date(2026, 11, 1), date(2026, 11, 1), None, now=NOW)
@@ -153,7 +156,7 @@ def test_a_population_smaller_than_the_records_gives_no_share_over_100_percent(p
     few = Targets(population=3)
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=few)
     assert d["ehr_coverage"] == {"patients": 4, "population": 3, "share": None, "as_of": "2026-11-15",
-                                 "population_outdated": True}
+                                 "population_outdated": True, "without_district": 4}
     exact = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=Targets(population=4))
     assert exact["ehr_coverage"]["share"] == 1.0 and exact["ehr_coverage"]["population_outdated"] is False
     assert csv_rows("ehr_coverage", province, date(2026, 11, 2), date(2026, 11, 15), now=NOW, targets=few) == (
@@ -213,7 +216,7 @@ def test_csv_rows_of_each_section(province: Any) -> None:
     assert csv_rows("sla_breaches", province, start, end, now=NOW)[1][0] == ["2026-W45", "urgent", 1]
     assert csv_rows("ehr_coverage", province, start, end, now=NOW)[1][0][3] == 4
     assert csv_rows("ehr_coverage", province, start, end, CL, now=NOW)[1] == [
-        ["2026-11-02", "2026-11-15", CL, None, None, None, "2026-11-15"]]
+        ["2026-11-02", "2026-11-15", CL, 0, None, None, "2026-11-15"]]  # no district in these events
     assert csv_rows("facilities_using", province, start, end, now=NOW)[1][0][3] == 25
     assert csv_rows("facilities_using", province, start, end, TM, now=NOW) == (
         ["start", "end", "district", "count", "new", "baseline", "goal", "share"],

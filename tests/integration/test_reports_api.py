@@ -62,13 +62,17 @@ def test_dashboard_json(portal, token) -> None:
     assert d["time_to_answer"]["urgent"] == {"count": 1, "median_minutes": 12.0, "p90_minutes": 12}
     assert d["cashless_share"]["transfer_amount"] == 150_000 and d["cashless_share"]["share"] == 1.0
     assert d["ehr_coverage"] == {"patients": 3, "population": 4, "share": 0.75,
-                                 "as_of": datetime.now(VN).date().isoformat(), "population_outdated": False}
+                                 "as_of": datetime.now(VN).date().isoformat(), "population_outdated": False,
+                                 "without_district": 3}
     assert set(d["time_to_conclusion"]) == {"routine", "urgent", "asap", "stat"}
     assert len(d["range"]["weeks"]) in (12, 13)
     r = portal.get("/api/reports/dashboard?district=Th%C3%A1p%20M%C6%B0%E1%BB%9Di", headers=token("admin"))
     assert r.status_code == 200 and r.json()["facilities_using"]["new"] == 1
     assert r.json()["cashless_share"]["share"] is None
-    assert r.json()["facilities_using"]["goal"] is None and r.json()["ehr_coverage"]["patients"] is None
+    # its records: none (these patient events name no district), three the province's only; no population set
+    assert r.json()["facilities_using"]["goal"] is None
+    ehr = r.json()["ehr_coverage"]
+    assert (ehr["patients"], ehr["population"], ehr["share"], ehr["without_district"]) == (0, None, None, 3)
 
 
 def test_csv_export(portal, token) -> None:

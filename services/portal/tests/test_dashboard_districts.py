@@ -4,7 +4,8 @@ rather than a list written in the code, and each chart has a text alternative th
 shows with its numbers, a data table, a labelled big number and a download link named by the chart.
 
 A district chosen is the whole page's: a figure that exists for the province only (the facilities
-before Sen and the goal, the EHR coverage) is not shown as the district's; a district that is not
+before Sen and the goal) is not shown as the district's; the EHR coverage is the district's records
+over its residents, with how many records name no district; a district that is not
 the province's (typed into the link) is refused, never added to the list. The EHR coverage is never
 over 100 %: records outnumbering the population say the population is out of date. The time from
 request to acceptance is called so (it is not the answer), beside the time to the signed minutes."""
@@ -29,7 +30,8 @@ ASKED: list[str | None] = []
 
 
 def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
-    """The figures domain.dashboard gives: a district's have no province-only figures."""
+    """The figures domain.dashboard gives: a district's have no province-only figures; its EHR coverage
+    is its own (3 records for 4 residents) and 2 records of the province name no district."""
     ASKED.append(district)
     return {"range": {"start": "2026-09-07", "end": "2026-09-20", "district": district,
                       "weeks": ["2026-W37", "2026-W38"]},
@@ -44,9 +46,9 @@ def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
             "cashless_share": {"transfer_amount": 150000, "cash_amount": 50000, "share": 0.75,
                                "transfer_count": 1, "cash_count": 1},
             "ehr_coverage": {"patients": 9, "population": 10, "share": 0.9, "as_of": "2026-09-20",
-                             "population_outdated": False} if not district else
-                            {"patients": None, "population": None, "share": None, "as_of": "2026-09-20",
-                             "population_outdated": False},
+                             "population_outdated": False, "without_district": 2} if not district else
+                            {"patients": 3, "population": 4, "share": 0.75, "as_of": "2026-09-20",
+                             "population_outdated": False, "without_district": 2},
             "generated_at": "2026-09-20T10:00:00+07:00"}
 
 
@@ -106,16 +108,53 @@ def test_a_chosen_district_shows_the_districts_figures_only(officer):
     assert config["data"]["labels"] == ["Đang sử dụng"] and config["data"]["datasets"][0]["data"] == [1]
     assert re.search(r'data-testid="facilities-using">1</p>', page)
     assert "1 cơ sở của Huyện Cao Lãnh đã gửi yêu cầu hội chẩn trong kỳ" in page
-    # nor is the province's EHR coverage
+    # the EHR coverage is the district's own, and says how many records count in the province only
     ehr = page.split('id="h-ehr"', 1)[1].split("</section>", 1)[0]
-    assert 'data-testid="ehr-share">—<' in ehr and "Chưa tính được theo huyện" in ehr
-    assert "người dân" not in ehr and 'data-chart="ehr"' not in ehr
+    assert 'data-testid="ehr-share">75%<' in ehr and "3 hồ sơ trên 4 người dân của Huyện Cao Lãnh." in ehr
+    assert "9 hồ sơ" not in ehr and "10 người dân" not in ehr  # not the province's
+    ring = json.loads(re.search(r'id="chart-ehr">(.*?)</script>', ehr, re.S).group(1))
+    assert ring["data"]["datasets"][0]["data"] == [3, 1]
+    assert re.search(r'data-testid="ehr-without-district">2 hồ sơ không ghi huyện [^<]*: chỉ được tính vào số '
+                     r'liệu toàn tỉnh\.</p>', ehr)
     # every download keeps the district
     links = re.findall(r'href="([^"]+)" download', page)
     assert links and all("district=Hu" in link for link in links), links
     whole = officer.get("/dashboard").get_data(as_text=True)
     assert re.search(r'data-testid="scope">[^<]*· Toàn tỉnh</p>', whole)
     assert "22 cơ sở trước Sen" in whole
+
+
+def test_a_districts_coverage_in_english(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sen_portal.web import dashboard, directory
+
+    monkeypatch.setattr(dashboard, "figures", _figures)
+    monkeypatch.setattr(directory, "names", lambda rtype: {})
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", "en")
+    ehr = client.get("/dashboard?district=Huyện+Cao+Lãnh").get_data(as_text=True).split('id="h-ehr"', 1)[1]
+    ehr = ehr.split("</section>", 1)[0]
+    assert "3 records for 4 residents of Huyện Cao Lãnh." in ehr
+    assert "2 records name no district (none in the patient's address" in ehr
+
+
+@pytest.mark.parametrize(("population", "outdated", "says"), [
+    (None, False, "3 hồ sơ của người dân Huyện Cao Lãnh; chưa khai số dân của huyện này"),
+    (2, True, "3 hồ sơ, nhiều hơn 2 người dân đã khai cho Huyện Cao Lãnh: số dân chưa cập nhật")])
+def test_a_districts_coverage_without_its_population_or_over_it_shows_no_share(officer, monkeypatch, population,
+                                                                                outdated, says):
+    from sen_portal.web import dashboard
+
+    def district(start: date, end: date, district: str | None) -> dict[str, Any]:
+        data = _figures(start, end, district)
+        data["ehr_coverage"] = {"patients": 3, "population": population, "share": None, "as_of": "2026-09-20",
+                                "population_outdated": outdated, "without_district": 0}
+        return data
+
+    monkeypatch.setattr(dashboard, "figures", district)
+    page = officer.get("/dashboard?district=Huyện+Cao+Lãnh").get_data(as_text=True)
+    ehr = page.split('id="h-ehr"', 1)[1].split("</section>", 1)[0]
+    assert 'data-testid="ehr-share">—<' in ehr and says in ehr and "SEN_REPORT_DISTRICT_POPULATIONS" in ehr
+    assert 'data-chart="ehr"' not in ehr and "ehr-without-district" not in ehr  # every record placed
 
 
 def test_records_over_the_population_say_the_population_is_out_of_date(officer, monkeypatch):

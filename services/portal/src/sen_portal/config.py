@@ -19,6 +19,10 @@ class PortalSettings(Settings):
                                           description="facilities already using teleconsultation before Sen")
     report_population: int = Field(10, validation_alias="SEN_REPORT_POPULATION", gt=0,
                                    description="residents of the province (the demo's default suits its 8 patients)")
+    report_district_populations: dict[str, int] = Field(
+        default_factory=dict, validation_alias="SEN_REPORT_DISTRICT_POPULATIONS",
+        description='JSON {"<district, as addresses name it>": <residents>}: each district\'s EHR coverage on the '
+                    "dashboard (a district not listed: its records without a share); at most the province's in all")
     report_consumers: int = Field(4, validation_alias="SEN_REPORT_CONSUMERS", ge=1, le=32,
                                   description="consumers of portal.reporting in the worker (their facts are "
                                               "inserted together)")
@@ -60,6 +64,14 @@ class PortalSettings(Settings):
         if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
             raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
                              "(the demo sign-in is for development only)")
+        bad = sorted(d for d, n in self.report_district_populations.items() if not d.strip() or n <= 0)
+        if bad:
+            raise ValueError(f"SEN_REPORT_DISTRICT_POPULATIONS: a district needs a name and a population above 0 "
+                             f"({', '.join(repr(d) for d in bad)})")
+        in_districts = sum(self.report_district_populations.values())
+        if in_districts > self.report_population:
+            raise ValueError(f"SEN_REPORT_DISTRICT_POPULATIONS add up to {in_districts} residents, more than the "
+                             f"province's SEN_REPORT_POPULATION ({self.report_population})")
         return self
 
     def assets_path(self) -> Path:
@@ -69,7 +81,7 @@ class PortalSettings(Settings):
 
     def report_targets(self) -> Targets:
         return Targets(facility_goal=self.report_facility_goal, facility_baseline=self.report_facility_baseline,
-                       population=self.report_population)
+                       population=self.report_population, district_populations=self.report_district_populations)
 
 
 def settings_from_env() -> PortalSettings:

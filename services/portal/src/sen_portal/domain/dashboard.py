@@ -8,8 +8,8 @@ The interface the portal's pages call (and ``GET /api/reports/dashboard`` return
 ``start`` and ``end`` are local days (Asia/Ho_Chi_Minh), both included; an event counts on the
 local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district`` keeps the
 events that name that district (events without one are left out when a district is asked);
-a figure that exists only for the whole province (the facilities' baseline and goal, the EHR
-coverage: patient events name no district) is None for a district, never the province's.
+a figure that exists only for the whole province (the facilities' baseline and goal) is None for
+a district, never the province's.
 The dict::
 
     range                      {start, end, district, weeks: ["2026-W49", ...]}
@@ -34,13 +34,19 @@ The dict::
                                given back in cash lowers the transfers); counts are the payments
                                received; share = transfer_amount / (transfer + cash), None when
                                both are 0 or either is negative (more given back than taken)
-    ehr_coverage               {patients, population, share, as_of, population_outdated}
+    ehr_coverage               {patients, population, share, as_of, population_outdated, without_district}
                                patients = Patient records created minus deleted up to ``end`` (each
                                record once: facts are keyed by event id); population is a setting.
                                share = patients / population, None when the records outnumber the
                                population (population_outdated: the setting is too small, e.g. the
                                demo's default, or records of test patients count) rather than over
-                               100 %. For a district all are None: patient events name no district
+                               100 %. For a district: the records whose home address is in it (the
+                               EHR's events name the district of each version; a move takes the record
+                               from the old district, whatever order the events came in) over the
+                               district's population (``Targets.district_populations``; None when not
+                               set: population and share None). without_district: records counted in
+                               the province only (no district in their address, or registered before
+                               the events named districts and not yet noted by the EHR's backfill)
 
 CSV sections (:data:`CSV_SECTIONS`) are the same figures flattened, one row per point.
 """
@@ -48,13 +54,14 @@ CSV sections (:data:`CSV_SECTIONS`) are the same figures flattened, one row per 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 
-from .report_facts import iso_week, median_and_p90
+from .report_facts import PATIENT_MOVES, iso_week, median_and_p90
 from .reporting import gather, local
 
 PRIORITIES = ("routine", "urgent", "asap", "stat")
@@ -85,6 +92,8 @@ class Targets:
     facility_goal: int = 165
     facility_baseline: int = 22
     population: int = 10
+    # residents per district, by the district's name as addresses write it (those not listed: no coverage)
+    district_populations: Mapping[str, int] = field(default_factory=dict)
 
 
 EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
@@ -173,16 +182,15 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
             pay[r["channel"]][1] += r["n"]
     (t_amount, t_count), (c_amount, c_count) = pay["transfer"], pay["cash"]
 
+    records = patients_by_district(gather(db, ("patients",), now=now)["patients"], last)
     if district is None:
-        everything = gather(db, ("patients",), now=now)["patients"]
-        records = sum(r["n"] * (1 if r["k"] == "ehr.patient.created" else -1)
-                      for r in everything if (r["day"] or "") <= last)
-        outdated = records > targets.population
-        patients: int | None = records
+        patients = sum(records.values())
         population: int | None = targets.population
-        share = None if outdated else _share(records, targets.population)
-    else:  # patient events name no district: no figure rather than the province's
-        patients, population, share, outdated = None, None, None, False
+    else:  # (negative only while a move's event has come before the record's registration)
+        patients = max(0, records.get(district, 0))
+        population = targets.district_populations.get(district)
+    outdated = population is not None and patients > population
+    share = None if outdated or population is None else _share(patients, population)
 
     return {
         "range": {"start": first, "end": last, "district": district, "weeks": _weeks(start, end)},
@@ -195,9 +203,28 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
                            "share": _share(t_amount, t_amount + c_amount) if min(t_amount, c_amount) >= 0 else None,
                            "transfer_count": t_count, "cash_count": c_count},
         "ehr_coverage": {"patients": patients, "population": population, "share": share, "as_of": last,
-                         "population_outdated": outdated},
+                         "population_outdated": outdated, "without_district": max(0, records.get(None, 0))},
         "generated_at": now.isoformat(timespec="seconds"),
     }
+
+
+def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | None, int]:
+    """Patient records per district (None: no district) from the ``patients`` rows of days up to
+    ``last``: a registration adds one to its district, a deletion takes one away, a move takes one
+    from ``from_district`` and adds it to ``district``. Sums, so the order events came in does not
+    matter; the districts add up to the province's records (a move nets nothing)."""
+    out: dict[str | None, int] = defaultdict(int)
+    for r in rows:
+        if (r["day"] or "") > last:
+            continue
+        if r["k"] == "ehr.patient.created":
+            out[r.get("district")] += r["n"]
+        elif r["k"] == "ehr.patient.deleted":
+            out[r.get("district")] -= r["n"]
+        elif r["k"] in PATIENT_MOVES and r.get("district") != r.get("from_district"):
+            out[r.get("district")] += r["n"]
+            out[r.get("from_district")] -= r["n"]
+    return dict(out)
 
 
 def csv_rows(section: str, db: Database, start: date, end: date, district: str | None = None, *,
@@ -220,4 +247,5 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
         [data["range"]["start"], data["range"]["end"], district, *(figure[c] for c in columns)]]
 
 
-__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "check_range", "csv_rows", "dashboard"]
+__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "check_range", "csv_rows", "dashboard",
+           "patients_by_district"]

@@ -44,7 +44,18 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
                                  "amount": "amount", "channel": "channel"},
     "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
                              "channel": "channel"},
+    # a patient record's district (its home address's; the EHR's events carry it): a registration adds
+    # the record there and a deletion takes it away; a move (an update naming the replaced version's
+    # district, ``from_district``; the EHR's backfill noting the district of a record counted without
+    # one) takes it from one and adds it to the other. Events from before they named districts: none
+    "ehr.patient.created": {"district": "district"},
+    "ehr.patient.deleted": {"district": "district"},
+    "ehr.patient.updated": {"district": "district", "from_district": "previousDistrict"},
+    "ehr.patient.district_noted": {"district": "district"},
 }
+
+# patient events that move a record from ``from_district`` (None: no district) to ``district``
+PATIENT_MOVES = ("ehr.patient.updated", "ehr.patient.district_noted")
 
 SECTIONS: dict[str, dict[str, Any]] = {
     # every event, per type: /api/reports/events
@@ -62,11 +73,12 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # amount is subtracted and that are not counted in ``n``, the payments received)
     "payments": {"kinds": ("billing.payment.received", "billing.payment.refunded"), "by": ("district", "channel"),
                  "sum": "amount", "skip": "restates", "less": ("billing.payment.refunded",)},
-    # residents with an electronic record: patients created minus deleted (no district in these events)
-    "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted"), "by": ("k",)},
+    # residents with an electronic record per district: created minus deleted, and the moves (:data:`PATIENT_MOVES`)
+    "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted", *PATIENT_MOVES),
+                 "by": ("k", "district", "from_district")},
 }
 
-DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes")
+DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district")
 
 
 def instant(text: Any) -> datetime | None:
@@ -108,7 +120,7 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
     when = when or instant(event.get("time")) or datetime.now(VN)
     day = when.astimezone(VN).date()
     fact: dict[str, Any] = {"k": kind, "day": day.isoformat(), "week": iso_week(day)}
-    for dim in ("facility", "district", "priority", "channel"):
+    for dim in ("facility", "district", "priority", "channel", "from_district"):
         value = data.get(spec[dim]) if dim in spec else None
         if isinstance(value, str) and value:
             fact[dim] = value
@@ -217,5 +229,5 @@ def one_decimal(value: float | None) -> int | float | None:
     return tenths // 10 if tenths % 10 == 0 else tenths / 10
 
 
-__all__ = ["DIMENSIONS", "FACT_FIELDS", "SECTIONS", "VN", "extract", "instant", "iso_week", "median_and_p90",
-           "merge_rows", "one_decimal", "routing_key", "rows_of_facts"]
+__all__ = ["DIMENSIONS", "FACT_FIELDS", "PATIENT_MOVES", "SECTIONS", "VN", "extract", "instant", "iso_week",
+           "median_and_p90", "merge_rows", "one_decimal", "routing_key", "rows_of_facts"]

@@ -137,7 +137,7 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
                                                    "datasets": [{"data": [cash["transfer_amount"], cash["cash_amount"]],
                                                                  "backgroundColor": [COLORS[2], "#c8c8c8"]}]}},
     }
-    if ehr.get("share") is not None:  # no ring for a district or a population smaller than the records
+    if ehr.get("share") is not None:  # no ring without a population set, or one smaller than the records
         out["ehr"] = {"type": "doughnut", "data": {
             "labels": [gettext("With an electronic record"), gettext("Without")],
             "datasets": [{"data": [ehr["patients"], max(0, ehr["population"] - ehr["patients"])],
