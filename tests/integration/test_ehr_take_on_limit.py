@@ -91,6 +91,7 @@ def test_after_the_window_the_nurse_takes_the_patient_on(ehr: Any, dev_key: Any,
                                                         ehr_env: dict[str, str]) -> None:
     from sen_ehr.app import create_app
     from sen_ehr.config import EhrSettings
+    from sen_shared.runtime import EXTENSION
 
     _, h = nurse(dev_key)
     fail(ehr, h, t)
@@ -102,6 +103,7 @@ def test_after_the_window_the_nurse_takes_the_patient_on(ehr: Any, dev_key: Any,
     time.sleep(1.2)
     with short.test_client() as c:
         r = post(c, h, f"/fhir/Patient/{t.pid}/$take-on", params(value=t.cccd))
+    short.app.extensions[EXTENSION].extras["fhir"].auditor.flush()  # stored before the module drops the database
     assert r.status_code == 201, r.text
 
 
