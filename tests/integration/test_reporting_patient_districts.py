@@ -214,3 +214,53 @@ def test_facts_stored_before_their_district_was_kept_are_rederived_by_the_rebuil
     reporting.sealed_cache.clear()
     cl = dashboard(fresh_db, day, day, CL, now=NOW, targets=TARGETS)["ehr_coverage"]
     assert (cl["patients"], cl["without_district"]) == (1, 0)
+
+
+def test_backfills_running_at_once_note_each_record_once(mongo_client: Any) -> None:
+    """Two workers' runs overlapping (a run taken over while still going): four backfills at once on
+    the real FerretDB note each record's district once, by the claim of its version."""
+    import threading
+
+    from sen_ehr.domain import patient_events
+    from sen_shared.fhir.store import Store
+
+    name = f"sen_ehr_pc{uuid.uuid4().hex[:8]}"
+    db = mongo_client[name]
+    try:
+        before = Store(db, service="ehr")
+        for i in range(12):
+            before.create(_patient({"district": (CL, TM, LV)[i % 3]}), f"p{i}")
+        results: list[dict[str, int]] = []
+        start = threading.Barrier(4)
+
+        def run() -> None:
+            start.wait()
+            results.append(patient_events.backfill(db))
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert len(results) == 4 and sum(r["districts_noted"] for r in results) == 12
+        assert db[patient_events.NOTED].count_documents({}) == 12
+    finally:
+        mongo_client.drop_database(name)
+
+
+def test_a_move_in_a_transaction_bundle_names_both_districts(
+        base_env: dict[str, str], run_id: str, mongo_client: Any, dev_key: Any) -> None:
+    H = {**admin_headers(dev_key), "Content-Type": FJ}
+    name = f"sen_t{run_id}_ehr_pb{uuid.uuid4().hex[:6]}"
+    with app_client("ehr", base_env, name, mongo_client) as (ehr, _app):
+        pid = ehr.post("/fhir/Patient", content=json.dumps(_patient({"district": TM})), headers=H).json()["id"]
+        moved = {**_patient({"use": "home", "district": CL}), "id": pid}
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": moved, "request": {"method": "PUT", "url": f"Patient/{pid}"}},
+            {"resource": _patient({"district": LV}, family="Lê"), "request": {"method": "POST", "url": "Patient"}}]}
+        r = ehr.post("/fhir", content=json.dumps(bundle), headers=H)
+        assert r.status_code == 200, r.text
+        events = _events(mongo_client[name])
+    data = [e["data"] for e in events]
+    assert {"resourceType": "Patient", "id": pid, "versionId": "2", "district": CL, "previousDistrict": TM} in data
+    assert sorted(d["district"] for d in data if d["versionId"] == "1") == [LV, TM]

@@ -266,3 +266,23 @@ def test_the_consults_total_names_the_district_chosen(tmp_path, monkeypatch, lan
 
     assert label("") == province
     assert label("?district=Huy%E1%BB%87n+Cao+L%C3%A3nh") == district
+
+
+@pytest.mark.parametrize(("populations", "says"), [
+    ('{"Huyện Cao Lãnh": 8, "Huyện Tháp Mười": 3}', "add up to 11 residents, more than the province's"),
+    ('{"Huyện Cao Lãnh": 0}', "a population above 0"),
+    ('{" ": 3}', "a district needs a name"),
+    ('["Huyện Cao Lãnh"]', "SEN_REPORT_DISTRICT_POPULATIONS")])
+def test_district_populations_are_checked_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                   populations, says):
+    from sen_portal.config import settings_from_env
+
+    for key, value in {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
+                       "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_REPORT_POPULATION": "10"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SEN_REPORT_DISTRICT_POPULATIONS", populations)
+    with pytest.raises(SystemExit):
+        settings_from_env()
+    assert says in capsys.readouterr().err
+    monkeypatch.setenv("SEN_REPORT_DISTRICT_POPULATIONS", '{"Huyện Cao Lãnh": 4, "Huyện Tháp Mười": 3}')
+    assert settings_from_env().report_targets().district_populations == {"Huyện Cao Lãnh": 4, "Huyện Tháp Mười": 3}
