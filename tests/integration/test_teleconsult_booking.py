@@ -473,6 +473,40 @@ def test_a_booking_retried_with_its_idempotency_key_is_answered_not_repeated(tc,
     assert tc.get(f"/fhir/{props[1]['slot'][0]['reference']}", headers=H).json()["status"] == "free"
 
 
+def test_the_handler_takes_the_body_kept_on_the_way_in_not_read_again(tc, H, monkeypatch):
+    """A $book's body reaches the handler as the request middleware kept it on the event loop while
+    connexion's body validator read it (no second read through a2wsgi: Flask's get_data is not
+    called), with and without an Idempotency-Key; the answers are as before."""
+    import flask
+
+    day = DAY + timedelta(days=1)
+    props = _find(tc, H, _local(day, "07:00"), _local(day, "08:30"), ("specialty", "394579002"))
+    reads: list[int] = []
+    real = flask.Request.get_data
+
+    def counted(self, *a, **kw):
+        reads.append(1)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(flask.Request, "get_data", counted)
+    body = _params(("appointment-resource", _with_patient(props[0])))
+    booked = tc.post("/fhir/Appointment/$book", content=body, headers=H)
+    assert booked.status_code == 200, booked.text
+    assert booked.json()["entry"][0]["resource"]["slot"] == props[0]["slot"]
+    lost = tc.post("/fhir/Appointment/$book", content=body, headers=H)
+    assert lost.status_code == 409, lost.text
+    assert "already booked" in lost.json()["issue"][0]["diagnostics"]
+    key = {**H, "Idempotency-Key": f"kept-{time.time_ns()}"}
+    other = _params(("appointment-resource", _with_patient(props[1])))
+    first = tc.post("/fhir/Appointment/$book", content=other, headers=key)
+    again = tc.post("/fhir/Appointment/$book", content=other, headers=key)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.content == first.content
+    assert reads == []
+    bad = tc.post("/fhir/Appointment/$book", content=b'{"resourceType": "Parameters", "parameter": 7}', headers=H)
+    assert bad.status_code == 400, bad.text
+
+
 def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, dev_key):
     from sen_shared.auth import issue_dev_token
     from sen_shared.fhir.store import Store

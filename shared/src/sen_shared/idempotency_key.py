@@ -225,6 +225,7 @@ def idempotent(collection: str = COLLECTION, *, fhir_base: str | None = "/fhir",
 
             from .auth import current_principal
             from .runtime import current
+            from .web import request_body
 
             key = request.headers.get(HEADER)
             if key is None:
@@ -244,7 +245,7 @@ def idempotent(collection: str = COLLECTION, *, fhir_base: str | None = "/fhir",
 
             try:
                 answer = store.run(caller_scope(current_principal()), key,
-                                   fingerprint(request.method, request.path, request.get_data(),
+                                   fingerprint(request.method, request.path, request_body(),
                                                request.query_string.decode("latin-1")), execute)
             except IdempotencyError as err:
                 answer = _render_error(err, fhir)

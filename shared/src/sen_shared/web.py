@@ -135,6 +135,47 @@ def _problem_bytes(status: int, title: str, detail: str, fhir: bool) -> tuple[by
     return json.dumps(body).encode(), b"application/problem+json"
 
 
+BODY_KEY = "sen.body"  # the scope's entry holding the request body as it went by (:func:`request_body`)
+
+
+class _KeptBody:
+    """A request's body as its messages passed :class:`RequestMiddleware` on the event loop, for
+    :func:`request_body`: ``done`` once the last part went by (connexion's body validator reads
+    the whole body there before the handler runs)."""
+
+    __slots__ = ("chunks", "done")
+
+    def __init__(self, chunks: list[bytes] | None = None, done: bool = False) -> None:
+        self.chunks = chunks if chunks is not None else []
+        self.done = done
+
+
+def _keeping_body(scope: Scope, receive: Receive) -> Receive:
+    kept = scope[BODY_KEY] = _KeptBody()
+
+    async def keeping() -> Message:
+        message = await receive()
+        if message["type"] == "http.request" and not kept.done:
+            kept.chunks.append(message.get("body", b""))
+            kept.done = not message.get("more_body", False)
+        return message
+
+    return keeping
+
+
+def request_body() -> bytes:
+    """The current Flask request's body (call it inside a handler). When it went by on the event
+    loop whole (:class:`RequestMiddleware` kept it as connexion's body validator read it), that
+    copy, without reading it again through a2wsgi (a thread hand-off to the loop and back); else
+    Flask's ``get_data()``."""
+    from flask import request
+
+    kept = request.environ.get("asgi.scope", {}).get(BODY_KEY)
+    if kept is not None and kept.done:
+        return b"".join(kept.chunks)
+    return request.get_data()
+
+
 class RequestMiddleware:
     """Correlation id in and out, body size limit, metrics and one log line per request.
 
@@ -200,6 +241,8 @@ class RequestMiddleware:
                                    f"the body is larger than {self.max_body} bytes; send less", cid)
                 self._observe(method, 413, started, scope)
                 return
+            if method in ("POST", "PUT", "PATCH"):
+                receive = _keeping_body(scope, receive)
         elif method in ("POST", "PUT", "PATCH"):
             # no Content-Length (chunked): read at most the limit, then replay it
             chunks: list[bytes] = []
@@ -222,6 +265,7 @@ class RequestMiddleware:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
+            scope[BODY_KEY] = _KeptBody([body], True)
             sent = False
 
             async def replay() -> Message:

@@ -86,12 +86,14 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
     """The FHIR request of the current Flask request (call it inside a handler)."""
     from flask import request
 
+    from ..web import request_body
+
     params = parse_query(request.query_string)
     parsed: Any = None
     if form:
-        params += parse_query(request.get_data())
+        params += parse_query(request_body())
     elif body and request.method in ("POST", "PUT", "PATCH"):
-        data = request.get_data()
+        data = request_body()
         if data:
             try:
                 parsed = json.loads(data)

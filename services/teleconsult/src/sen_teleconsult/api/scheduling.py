@@ -108,7 +108,10 @@ def _params(req: FhirRequest) -> dict[str, list[Any]]:
         return out
     if body.get("resourceType") != "Parameters":
         raise FhirError("the body must be a Parameters resource", status=400, expression=["resourceType"])
-    for i, p in enumerate(body.get("parameter") or ()):
+    given = body.get("parameter") or []
+    if not isinstance(given, list):
+        raise FhirError("Parameters.parameter must be a list", status=400, expression=["Parameters.parameter"])
+    for i, p in enumerate(given):
         if not isinstance(p, dict) or not isinstance(p.get("name"), str):
             raise FhirError("each parameter needs a name", status=400, expression=[f"Parameters.parameter[{i}]"])
         if "resource" in p:
