@@ -174,7 +174,7 @@ def main() -> int:
     settings = settings_from_env()
     setup_logging(f"{settings.service}-worker", settings.log_level)
     try:
-        log.info("price list loaded", extra={"created": load_price_list(settings)})
+        log.info("price list loaded", extra={"entries_created": load_price_list(settings)})
     except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
         log.exception("price list not loaded")
     stop = threading.Event()

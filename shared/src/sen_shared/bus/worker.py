@@ -91,7 +91,7 @@ def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_co
         while not stop.wait(1.0):
             for t in threads:
                 if not t.is_alive():  # the loops catch everything; a dead thread is a bug: stop loudly
-                    log.error("worker thread died, stopping", extra={"thread": t.name})
+                    log.error("worker thread died, stopping", extra={"worker_thread": t.name})
                     stop.set()
     finally:
         stop.set()
