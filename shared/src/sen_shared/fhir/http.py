@@ -71,13 +71,42 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+NUL = "\x00"  # no FHIR string holds it (string: [ \r\n\t\S]+), nor can the database store or compare one
+
+
 def parse_query(raw: str | bytes) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a query string (a search, a condition, a form body); 400 for one
+    that cannot be read or that holds a NUL character (``%00``)."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     try:
-        return parse_qsl(raw, keep_blank_values=True, max_num_fields=1000)
+        params = parse_qsl(raw, keep_blank_values=True, max_num_fields=1000)
     except ValueError as err:
         raise FhirError(f"the query string cannot be read: {err}", status=400) from None
+    for name, value in params:
+        if NUL in name or NUL in value:
+            raise FhirError(f"the query parameter {name.replace(NUL, '')!r} holds a NUL character (%00)", status=400)
+    return params
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) in a parsed JSON body holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key.replace(NUL, '')}" if path else key.replace(NUL, "")
+            if NUL in key:
+                return inner or "the body"
+            found = _nul_path(item, inner)
+            if found:
+                return found
+    return None
 
 
 def from_flask(resource_type: str | None = None, rid: str | None = None, vid: str | None = None, *,
@@ -99,6 +128,15 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
                 parsed = json.loads(data)
             except (ValueError, RecursionError):
                 raise FhirError("the body is not valid JSON", status=400) from None
+            if b"\\u0000" in data:  # a NUL reaches a string only escaped (a raw one is not JSON)
+                rtype = parsed.get("resourceType") if isinstance(parsed, dict) else None
+                try:
+                    where = _nul_path(parsed, rtype if isinstance(rtype, str) and NUL not in rtype else "")
+                except RecursionError:
+                    raise FhirError("the body is nested too deeply", status=400) from None
+                if where is not None:
+                    raise FhirError(f"{where or 'the body'} holds a NUL character (\\u0000), which no FHIR string may",
+                                    status=400, expression=[where] if where else None)
     req = FhirRequest(method=request.method, resource_type=resource_type, rid=rid, vid=vid, params=params,
                       headers={k.lower(): v for k, v in request.headers.items()}, body=parsed,
                       base=request.host_url.rstrip("/") + base_path, operation=operation,
