@@ -302,6 +302,104 @@ def test_a_booking_that_died_between_its_two_claims_holds_the_consult_for_the_gr
     assert refused.value.status == 409 and f"Appointment/{visit['id']}" in refused.value.detail
 
 
+def _paused_booking(tc, proposal, sr, monkeypatch, *, age: float):
+    """A booking of ``proposal`` for ``sr`` in a thread whose request began ``age`` seconds ago and
+    that stops between its visit link and its slot claim until released: ``(reached, release,
+    future)``; the future gives the Appointment or the FhirError."""
+    real = sch._claim
+    reached, release = threading.Event(), threading.Event()
+    mine: list[str] = []
+
+    def paused(db, slotted, doc, *a, **kw):
+        if doc.get("ap") in mine:
+            reached.set()
+            assert release.wait(30)
+        return real(db, slotted, doc, *a, **kw)
+
+    monkeypatch.setattr(sch, "_claim", paused)
+    appt = new_uuid()
+    mine.append(appt)
+    ctx = sch.Ctx(sch.SchedulingConfig(reminder_offsets=()), by="slow", now=sch.utcnow() - timedelta(seconds=age))
+
+    def run():
+        try:
+            return sch.book(tc.db, ctx, request=_with_patient(proposal, "Patient/bn-visit", sr), new_id=appt)
+        except FhirError as err:
+            return err
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    assert reached.wait(30)
+    return reached, release, future
+
+
+def test_a_booking_gone_past_as_dead_backs_off_once_its_slot_is_claimed(tc, H, monkeypatch):
+    """A booking stopped between its visit link and its slot claim for longer than the grace is gone
+    past by the consult's next booking, which books; when the stopped one goes on and claims its
+    slot, it sees the link after its own and cancels its appointment (409): one visit. (Before the
+    fence the late claim left the consult with two.)"""
+    day = DAY + timedelta(days=14)
+    a, b = _free(tc, H, day, 2)
+    _, release, slow = _paused_booking(tc, a, "ServiceRequest/sr-past-1", monkeypatch,
+                                      age=sch.VISIT_GRACE_SECONDS + 1)
+    booked = sch.book(tc.db, sch.Ctx(sch.SchedulingConfig(reminder_offsets=())),
+                      request=_with_patient(b, "Patient/bn-visit", "ServiceRequest/sr-past-1"))
+    release.set()
+    late = slow.result(60)
+    assert isinstance(late, FhirError) and late.status == 409, late
+    assert f"Appointment/{booked['id']}" in late.detail
+    assert [x["id"] for x in _active(tc.db, "sr-past-1")] == [booked["id"]]
+    slot_a = latest(tc.db[sch.SLOT_LINKS], a["slot"][0]["reference"][5:])
+    assert slot_a["st"] == "free" and slot_a["n"] == 2  # claimed, then given back by the late booking
+    _refused(_post(tc, H, "$book", a, "ServiceRequest/sr-past-1"), booked["id"])
+
+
+def test_a_booking_going_past_a_link_whose_booking_then_claims_its_slot_backs_off(tc, H, monkeypatch):
+    """The other order: the next booking reads the stopped one's link as dead, then the stopped one
+    claims its slot and finishes before the next booking's link is in. The next booking reads the
+    slot again after its link, finds the visit, names it again and answers 409: one visit."""
+    day = DAY + timedelta(days=15)
+    a, b, c = _free(tc, H, day, 3)
+    _, release, slow = _paused_booking(tc, a, "ServiceRequest/sr-past-2", monkeypatch,
+                                      age=sch.VISIT_GRACE_SECONDS + 1)
+    real_state = sch._visit_state
+    me = threading.get_ident()
+
+    def judged_then_slow_finishes(db, link, now):
+        state = real_state(db, link, now)
+        if threading.get_ident() == me and state[1]:
+            release.set()
+            slow.result(60)  # the stopped booking claims its slot and completes meanwhile
+        return state
+
+    monkeypatch.setattr(sch, "_visit_state", judged_then_slow_finishes)
+    with pytest.raises(FhirError) as refused:
+        sch.book(tc.db, sch.Ctx(sch.SchedulingConfig(reminder_offsets=())),
+                 request=_with_patient(b, "Patient/bn-visit", "ServiceRequest/sr-past-2"))
+    visit = slow.result(60)
+    assert isinstance(visit, dict), visit
+    assert refused.value.status == 409 and f"Appointment/{visit['id']}" in refused.value.detail
+    assert [x["id"] for x in _active(tc.db, "sr-past-2")] == [visit["id"]]
+    assert latest(tc.db[sch.SLOT_LINKS], b["slot"][0]["reference"][5:]) is None  # never claimed
+    monkeypatch.setattr(sch, "_visit_state", real_state)
+    _refused(_post(tc, H, "$book", c, "ServiceRequest/sr-past-2"), visit["id"])
+
+
+def test_a_link_younger_than_the_grace_is_a_booking_under_way(tc, H, monkeypatch):
+    """Within the grace the stopped booking counts as under way: the next one is refused, and the
+    stopped one books when it goes on."""
+    day = DAY + timedelta(days=16)
+    a, b = _free(tc, H, day, 2)
+    _, release, slow = _paused_booking(tc, a, "ServiceRequest/sr-past-3", monkeypatch, age=0)
+    r = _post(tc, H, "$book", b, "ServiceRequest/sr-past-3")
+    release.set()
+    visit = slow.result(60)
+    assert isinstance(visit, dict), visit
+    _refused(r, visit["id"])
+    assert [x["id"] for x in _active(tc.db, "sr-past-3")] == [visit["id"]]
+
+
 def test_a_consult_booked_before_the_visit_links_is_seen_by_its_next_booking(tc, H):
     """An Appointment stored before this claim (no link) still counts once, until it ends."""
     day = DAY + timedelta(days=9)

@@ -26,7 +26,9 @@ visits are a chain in ``consult_visits`` (``<ServiceRequest id>/1``, ``/2``, ...
 the Appointment that is the consult's visit (``ap``, its slot ``sl`` and start ``s``). A new hold
 or direct booking for the consult reads the newest link, refuses (409) while the appointment it
 names is active (its slot's newest link is its own, booked or held unexpired; or its booking is
-under way: no slot link of its yet and the link younger than ``VISIT_GRACE_SECONDS``), and
+under way: no slot link of its yet and the link younger than ``VISIT_GRACE_SECONDS``, 10 s; an
+older one is taken for dead and gone past, the booking going past checking its slot again and that
+booking, should it live, backing off once it sees the link after its own), and
 otherwise claims the next link for the new Appointment *before* the slot: two bookings for one
 consult race for the same link and the loser never touches a slot. The winner that then loses
 its slot appends a link naming the visit before it again (``rv``). A reschedule's new
@@ -80,7 +82,11 @@ OPEN_RESCHEDULES = "open_reschedules"
 RESCHEDULE_GRACE_SECONDS = 60.0  # an open reschedule this old whose new slot was never claimed: dropped
 # a consult's visits, a chain per ServiceRequest id: {k, n, ap, sl, s, at[, rp][, rv]} (see the docstring)
 CONSULT_VISITS = "consult_visits"
-VISIT_GRACE_SECONDS = RESCHEDULE_GRACE_SECONDS  # a visit link this old whose slot was never claimed: gone
+# a visit link this old with no slot claim behind it is taken for dead: a later booking goes past it.
+# Safety does not rest on it (a booking gone past finds out once its slot is claimed and backs off,
+# _closed_meanwhile, and the one going past checks the slot again after its link, claim_visit); it only
+# spares a booking under way (a few milliseconds between its two claims) from being gone past
+VISIT_GRACE_SECONDS = 10.0
 APPOINTMENT = "Appointment"
 EXT_ROOM = "https://fhir.sen.vn/StructureDefinition/appointment-video-room"
 EXT_JOIN = "https://fhir.sen.vn/StructureDefinition/appointment-join-url"
@@ -722,20 +728,27 @@ def _visit_holds(slot_link: dict[str, Any], now: datetime) -> bool:
 def active_visit(db: Database, link: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
     """What of the visit link ``link`` (a consult's newest) is still active: the link (or, for a
     reschedule that never claimed its slot, the replaced appointment's part ``rp``), else None."""
+    return _visit_state(db, link, now)[0]
+
+
+def _visit_state(db: Database, link: dict[str, Any] | None,
+                 now: datetime) -> tuple[dict[str, Any] | None, bool]:
+    """:func:`active_visit`, and whether ``link``'s own booking was taken for dead (no claim of its
+    slot, the link older than ``VISIT_GRACE_SECONDS``): a booking going past it checks again."""
     if link is None or not link.get("ap"):
-        return None
+        return None, False
     # the slot's whole chain (a few links) in one read: its newest link, and whether the appointment
     # ever had the slot, as of one moment (two reads would take a claim landing between them for a
     # release). An appointment's links are its slot's newest until it lets the slot go.
     chain = list(db[SLOT_LINKS].find({"k": link["sl"]}, {"ap": 1, "st": 1, "exp": 1, "n": 1}).sort("n", -1))
     if chain and chain[0].get("ap") == link["ap"]:
-        return link if _visit_holds(chain[0], now) else None
+        return (link if _visit_holds(chain[0], now) else None), False
     if link.get("rv") or any(x.get("ap") == link["ap"] for x in chain):
-        return None  # it had its slot and let it go (cancelled, expired, taken over), or named again: ended
+        return None, False  # it had its slot and let it go (cancelled, expired, taken over), or named again: ended
     if (now - _aware(link["at"])).total_seconds() < VISIT_GRACE_SECONDS:
-        return link  # its booking is under way (the slot claim follows the link's)
+        return link, False  # its booking is under way (the slot claim follows the link's)
     # never claimed its slot (the request died between the two claims): what it replaced, if anything
-    return active_visit(db, {**link["rp"], "rv": True}, now) if link.get("rp") else None
+    return (active_visit(db, {**link["rp"], "rv": True}, now) if link.get("rp") else None), True
 
 
 def _visit_of(appointment: dict[str, Any]) -> dict[str, Any]:
@@ -779,10 +792,13 @@ def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], s
     if last is not None and last.get("cl"):
         raise _closed_consult(key, last)
     old = replaces.get("id") if replaces is not None else None
+    dead = False
     if last is None:
         current = _legacy_visit(db, key, ctx.now, old)
+    elif old is not None and last.get("ap") == old:
+        current = None
     else:
-        current = None if old is not None and last.get("ap") == old else active_visit(db, last, ctx.now)
+        current, dead = _visit_state(db, last, ctx.now)
     if current is not None:
         raise _has_visit(key, current)
     doc: dict[str, Any] = {"ap": appt_id, "sl": slotted.slot.id, "s": slotted.slot.start.astimezone(UTC),
@@ -790,7 +806,7 @@ def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], s
     if replaces is not None:
         doc["rp"] = _visit_of(replaces)  # the visit until this one: again the visit if this one gets no slot
     try:
-        return VisitClaim(key, advance(coll, key, last, doc))
+        claimed = VisitClaim(key, advance(coll, key, last, doc))
     except ClaimTaken as lost:
         if lost.holder is not None and lost.holder.get("cl"):
             raise _closed_consult(key, lost.holder) from None
@@ -798,6 +814,32 @@ def claim_visit(db: Database, ctx: Ctx, appt_id: str, request: dict[str, Any], s
             raise FhirError(f"Appointment/{old} was rescheduled by someone else meanwhile; read it again",
                             status=409, code="conflict") from None
         raise _has_visit(key, lost.holder) from None
+    if dead:
+        _check_gone_past(db, ctx, claimed, last)  # type: ignore[arg-type] - dead: a link was read
+    return claimed
+
+
+def _check_gone_past(db: Database, ctx: Ctx, claim: VisitClaim, past: dict[str, Any]) -> None:
+    """This booking's visit link went past ``past``, a link whose booking never claimed its slot as
+    far as :func:`active_visit` read (taken for dead): read that slot's chain again now that this
+    link is in. Had that booking claimed its slot meanwhile, its visit stands: this link is undone
+    (``past`` named again) and this booking answers 409 (the slot's newest link is what counts:
+    a claim it made and gave up again on seeing this link is no visit). Of that booking (slot link, then the
+    consult's chain: :func:`_closed_meanwhile`) and this one (visit link, then the slot's chain)
+    at least one sees the other's insert, so the consult never ends up with two visits; both may
+    back off (both 409, no visit), never both stay."""
+    newest = latest(db[SLOT_LINKS], str(past.get("sl")))
+    if newest is None or newest.get("ap") != past["ap"] or not _visit_holds(newest, ctx.now):
+        # still no claim of its slot: dead (should it claim one now, it sees this link and backs off);
+        # or it claimed and let go already (it saw this link): no visit but this one
+        return
+    doc = {k: past[k] for k in ("ap", "sl", "s") if k in past}
+    try:
+        advance(db[CONSULT_VISITS], claim.key, claim.link,
+                {**doc, "rv": True, "why": "the visit gone past claimed its slot", "by": ctx.by, "at": utcnow()})
+    except ClaimTaken:
+        pass  # closed, or gone past in turn: what follows this link decides
+    raise _has_visit(claim.key, past)
 
 
 def _closed_consult(key: str, link: dict[str, Any]) -> FhirError:
@@ -807,24 +849,43 @@ def _closed_consult(key: str, link: dict[str, Any]) -> FhirError:
                      "request is needed for another", status=409, code="business-rule")
 
 
+def _superseded(claim: VisitClaim, last: dict[str, Any]) -> bool:
+    """Whether ``last``, the consult's newest link, shows that a later booking went past this
+    booking's visit link (taken for dead: :func:`claim_visit`): a link after it naming another
+    appointment, neither this one again (``_check_gone_past``, a revert) nor a reschedule of it."""
+    ap = claim.link.get("ap")
+    if int(last.get("n", 0)) <= int(claim.link.get("n", 0)) or last.get("ap") == ap:
+        return False
+    return (last.get("rp") or {}).get("ap") != ap
+
+
 def _closed_meanwhile(db: Database, ctx: Ctx, claim: VisitClaim | None, appt_id: str) -> None:
     """After a consult's booking or hold claimed its slot and stored its Appointment: 409 (its
     appointment cancelled) when the consult was closed meanwhile (:func:`close_visits` appended
     its closing link after this booking's visit link, and may have read the slot before this
-    booking claimed it). Of the closer (writes its link, then reads the slot's chain) and this
+    booking claimed it), or when a later booking went past this one's visit link, taking it for
+    dead (:func:`claim_visit`: it read the slot before this booking claimed it). Of the closer
+    (writes its link, then reads the slot's chain), or the booking going past (the same), and this
     booking (wrote its slot link and Appointment, then reads the consult's chain) at least one
-    sees the other's insert, so no booked visit outlives the consult's closing."""
+    sees the other's insert, so no booked visit outlives the consult's closing, and no consult
+    keeps two visits. The same one read either way."""
     if claim is None:
         return
     last = latest(db[CONSULT_VISITS], claim.key)
-    if last is None or not last.get("cl"):
+    if last is None:
+        return
+    if last.get("cl"):
+        why, refused = str(last.get("why") or "the consult was closed"), _closed_consult(claim.key, last)
+    elif _superseded(claim, last):
+        why, refused = "another booking of the consult went past this one", _has_visit(claim.key, last)
+    else:
         return
     try:
-        cancel(db, ctx, appt_id, str(last.get("why") or "the consult was closed"))
+        cancel(db, ctx, appt_id, why)
     except FhirError as err:  # the closer cancelled it first: the same end
         log.info("visit of a closed consult ended by its closer", extra={"appointment": appt_id,
                                                                          "error": err.detail})
-    raise _closed_consult(claim.key, last)
+    raise refused
 
 
 def revert_visit(db: Database, ctx: Ctx, claim: VisitClaim | None, why: str) -> None:
