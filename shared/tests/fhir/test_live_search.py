@@ -64,6 +64,20 @@ def test_string_vietnamese(seeded):
     assert ids(seeded, "Patient", [("name:contains", "uye")]) == nguyen
 
 
+def test_name_words_in_any_order_each_a_prefix(seeded):
+    """A name search takes every word as a prefix of some word of the name, in any order, none
+    skipped ("tran hong" finds "Trần Thị Hồng Ánh"); an address keeps its words in order (below)."""
+    assert ids(seeded, "Patient", [("name", "van nguyen")]) == ["p07", "p21"]
+    assert ids(seeded, "Patient", [("name", "NGUYEN an7")]) == ["p07"]
+    assert ids(seeded, "Patient", [("name", "an2 ng")]) == ["p21", "p28"]  # prefixes: An21, An28
+    assert ids(seeded, "Patient", [("name", "an21 thi")]) == []  # every word must match
+    assert ids(seeded, "Patient", [("name", "trần   an8")]) == ["p08"]
+    assert ids(seeded, "Patient", [("family", "nguyen van")]) == []  # "Văn" is a given name, not a family
+    assert ids(seeded, "Patient", [("given", "an7 van")]) == ["p07"]
+    long_word = "nguyen" + "x" * 20  # longer than the stored prefixes: checked on the whole name
+    assert ids(seeded, "Patient", [("name", f"van {long_word}")]) == []
+
+
 def test_address_city_multiword(seeded):
     cao_lanh = ids(seeded, "Patient", [("address-city", "cao lanh")])
     assert cao_lanh == [f"p{i:02d}" for i in range(0, 34, 4)]

@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from .search.definitions import params_for
+from .search.mongo import WORD_PARAMS
 from .store import iso, now
 
 _TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
@@ -17,6 +18,17 @@ _DOC = "http://hl7.org/fhir/SearchParameter/"
 @lru_cache(maxsize=256)
 def _search_params(resource_type: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((code, p.type) for code, p in params_for(resource_type).items() if p.supported))
+
+
+_WORDS_DOC = ("Sen: every word of the value is matched, accent- and case-insensitively, as the prefix of "
+              "some word of the name, in any order (name=tran hong finds Trần Thị Hồng Ánh)")
+
+
+def _search_param(rtype: str, code: str, ptype: str) -> dict[str, str]:
+    param = {"name": code, "type": ptype, "definition": f"{_DOC}{rtype}-{code}"}
+    if ptype == "string" and code in WORD_PARAMS:
+        param["documentation"] = _WORDS_DOC
+    return param
 
 
 def _definition_url(base: str, op: dict[str, Any]) -> str:
@@ -54,8 +66,7 @@ def capability_statement(config: Any, base: str) -> dict[str, Any]:
             "referencePolicy": ["literal", "logical"],
             "searchInclude": ["*"],
             "searchRevInclude": ["*"],
-            "searchParam": [{"name": code, "type": ptype, "definition": f"{_DOC}{rtype}-{code}"}
-                            for code, ptype in _search_params(rtype)],
+            "searchParam": [_search_param(rtype, code, ptype) for code, ptype in _search_params(rtype)],
             "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
         }
         if rtype == "Patient":

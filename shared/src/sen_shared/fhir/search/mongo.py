@@ -36,7 +36,7 @@ from .parse import (
     SearchValue,
     TokenValue,
 )
-from .text import MAX_PREFIX, normalize, query_tokens
+from .text import MAX_PREFIX, normalize, query_tokens, words
 
 ResolveIds = Callable[[str, SearchRequest], list[str]]
 Cond = dict[str, Any]
@@ -161,17 +161,34 @@ def _token_string(t: TokenValue) -> str:
     return f"{t.system}|{t.code}"
 
 
-def _string_conds(field: str, raw: str, modifier: str | None, container: str | None = None) -> list[Cond]:
+# String parameters searched word by word: every word of the value starts some word of a name,
+# in any order ("tran hong" finds "Trần Thị Hồng Ánh"), as a person types a name. FHIR's string
+# search matches one prefix of one part; several words in any order is Sen's extension. Other
+# string parameters (an address, a city) keep the words together and in order ("cao lanh").
+WORD_PARAMS = frozenset({"name", "family", "given", "phonetic"})
+
+
+def _string_conds(field: str, raw: str, modifier: str | None, container: str | None = None,
+                  *, any_order: bool = False) -> list[Cond]:
     """``container``: the field holding this parameter's prefix tokens when it has none of its own
-    (extract.string_container): it narrows, the parameter's own normalized strings decide."""
+    (extract.string_container): it narrows, the parameter's own normalized strings decide.
+    ``any_order`` (WORD_PARAMS): each word is a prefix token of its own; the longest goes first, so
+    the one equality FerretDB pushes down is the most selective, the others are checked on its rows."""
     if modifier == "exact":  # see extract.exact_key; {_x: raw}: an array stored by an earlier version
         return [{field + "_n": normalize(raw)},
                 {"$or": [{field + "_x": {"$regex": re.escape(EXACT_SEP + raw + EXACT_SEP)}}, {field + "_x": raw}]}]
     q = normalize(raw)
     if modifier == "contains":
         return [{field + "_n": {"$regex": re.escape(q)}}]
+    if any_order and words(q):
+        conds: list[Cond] = []
+        for word in sorted(set(words(q)), key=lambda w: (-len(w), w)):
+            conds.append({container or field: word[:MAX_PREFIX]})
+            if container or len(word) > MAX_PREFIX:
+                conds.append({field + "_n": {"$regex": r"(?:^|[\W_])" + re.escape(word)}})
+        return conds
     tokens = query_tokens(q)
-    conds: list[Cond] = [{container or field: tok} for tok in tokens]
+    conds = [{container or field: tok} for tok in tokens]
     if container or len(tokens) != 1 or len(q) > MAX_PREFIX or tokens[0] != q:
         conds.append({field + "_n": {"$regex": r"(?:^|\s)" + re.escape(q)}})
     return conds
@@ -228,7 +245,8 @@ def _value_conds(crit: Criterion, sv: SearchValue) -> list[Cond]:
     if crit.code == "_lastUpdated":
         return _date_conds("lu", v, scalar=True)
     if t == "string":
-        return _string_conds(f, sv.raw, m, string_container(crit.param) if crit.param is not None else None)
+        return _string_conds(f, sv.raw, m, string_container(crit.param) if crit.param is not None else None,
+                             any_order=crit.code in WORD_PARAMS)
     if t == "token":
         if m == "text":
             return [{f + "_t": {"$regex": r"(?:^|\s)" + re.escape(normalize(sv.raw))}}]
