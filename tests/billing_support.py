@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pymongo import MongoClient, monitoring
 from sen_billing.domain import invoices, pricing, vietqr
 from sen_billing.indexes import INDEXES
 from sen_shared import mongo
@@ -24,6 +25,42 @@ def scratch_db(mongo_client, tag: str) -> Iterator:
         yield database
     finally:
         mongo_client.drop_database(name)
+
+
+class ReadCounter(monitoring.CommandListener):
+    """A pymongo command listener counting, while ``on``, the reads (``find``/``getMore``) as
+    ``(command, collection, filter)`` and the documents they returned: what a look-up reads."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str, dict]] = []
+        self.returned = 0
+        self.on = False
+
+    def started(self, event) -> None:
+        if self.on and event.command_name in ("find", "getMore"):
+            coll = event.command.get("find") or event.command.get("collection")
+            self.commands.append((event.command_name, coll, dict(event.command.get("filter") or {})))
+
+    def succeeded(self, event) -> None:
+        if self.on and event.command_name in ("find", "getMore"):
+            cursor = event.reply.get("cursor") or {}
+            self.returned += len(cursor.get("firstBatch") or cursor.get("nextBatch") or [])
+
+    def failed(self, event) -> None:
+        pass
+
+
+@contextmanager
+def counted_db(mongo_url: str, mongo_client, tag: str) -> Iterator:
+    """``(database, ReadCounter)``: a :func:`scratch_db` seen through a client of its own whose reads
+    the counter counts."""
+    listener = ReadCounter()
+    client = MongoClient(mongo_url, tz_aware=True, uuidRepresentation="standard", event_listeners=[listener])
+    try:
+        with scratch_db(mongo_client, tag) as database:
+            yield client[database.name], listener
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -15,46 +15,22 @@ from datetime import UTC, datetime, time, timedelta
 from types import SimpleNamespace
 
 import pytest
-from pymongo import MongoClient, monitoring
 from sen_billing.domain import shifts
 from sen_billing.domain.payments import VN
 from sen_shared.claims import advance, latest
 from sen_shared.errors import Conflict
 
-from tests.billing_support import scratch_db
+from tests.billing_support import counted_db
 
 pytestmark = pytest.mark.integration
 
 FACILITY = "org-a"
 
 
-class _Reads(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str, dict]] = []
-        self.returned = 0
-        self.on = False
-
-    def started(self, event) -> None:
-        if self.on and event.command_name in ("find", "getMore"):
-            coll = event.command.get("find") or event.command.get("collection")
-            self.commands.append((event.command_name, coll, dict(event.command.get("filter") or {})))
-
-    def succeeded(self, event) -> None:
-        if self.on and event.command_name in ("find", "getMore"):
-            cursor = event.reply.get("cursor") or {}
-            self.returned += len(cursor.get("firstBatch") or cursor.get("nextBatch") or [])
-
-    def failed(self, event) -> None:
-        pass
-
-
 @pytest.fixture()
 def counted(mongo_url: str, mongo_client):
-    listener = _Reads()
-    client = MongoClient(mongo_url, tz_aware=True, uuidRepresentation="standard", event_listeners=[listener])
-    with scratch_db(mongo_client, "sd") as database:
-        yield client[database.name], listener
-    client.close()
+    with counted_db(mongo_url, mongo_client, "sd") as (db, reads):
+        yield db, reads
 
 
 def _cashier(name: str = "Lê Thị Thu", facility: str = FACILITY) -> SimpleNamespace:

@@ -44,6 +44,10 @@ INDEXES += [
     # a facility's shifts open at a time (shifts.open_during): those open now, and a day's closed ones
     mongo.Index("open_shifts", (("facility", 1),)),
     mongo.Index("shift_days", (("fd", 1),)),
+    # a facility's transfers of a local day (shifts.day_transfers): payments by fd, and the backfill's
+    # records of those recorded before payments carried it
+    mongo.Index("payments", (("fd", 1),)),
+    mongo.Index("transfer_days", (("fd", 1),)),
     *outbox_indexes(["payments", "receipts"]),
     *runs.INDEXES,  # the unmatched backfill's run chain (worker.backfill_unmatched_once)
 ]

@@ -9,7 +9,9 @@ once for good across every start and replica (``sen_shared.runs.run_once``, :dat
 then, the same way, notes the credits of invoices overpaid before credits were noted
 (``credits.backfill``, :data:`CREDITS_BACKFILL`), for the cashier's list of money to give back;
 and announces the refunds made before ``billing.payment.refunded`` existed
-(``refund_events.backfill``, :data:`REFUND_EVENTS_BACKFILL`).
+(``refund_events.backfill``, :data:`REFUND_EVENTS_BACKFILL`); then gives the shifts recorded before
+``shift_days`` their records (:data:`SHIFT_DAYS_BACKFILL`) and the transfers recorded before payments
+carried their day key theirs (``shifts.backfill_transfer_days``, :data:`TRANSFER_DAYS_BACKFILL`).
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``settlements``: a settlement whose winner stopped between its claim and the receipt is
@@ -141,9 +143,26 @@ def backfill_shift_days_once(settings: BillingSettings, stale: timedelta = runs.
     return runs.run_once(db, SHIFT_DAYS_BACKFILL, lambda: shifts.backfill_days(db), stale=stale)
 
 
+TRANSFER_DAYS_BACKFILL = "transfer-days-1"  # the transfers recorded before payments carried their day key
+
+
+def backfill_transfer_days_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:
+    """``shifts.backfill_transfer_days`` (the day records of the transfers recorded before payments
+    carried ``fd``, for a shift's expected transfers), once for good as :func:`backfill_unmatched_once`
+    runs its job."""
+    from sen_shared.mongo import database
+
+    from .domain import shifts
+
+    db = database(settings.mongo_url, settings.db_name)
+    return runs.run_once(db, TRANSFER_DAYS_BACKFILL, lambda: {"transfers": shifts.backfill_transfer_days(db)},
+                         stale=stale)
+
+
 def _backfill(settings: BillingSettings) -> None:
     for what, job in (("unmatched queue", backfill_unmatched_once), ("credits", backfill_credits_once),
-                      ("refund events", backfill_refund_events_once), ("shift days", backfill_shift_days_once)):
+                      ("refund events", backfill_refund_events_once), ("shift days", backfill_shift_days_once),
+                      ("transfer days", backfill_transfer_days_once)):
         try:
             counts = job(settings)
         except Exception:  # noqa: BLE001 - the database may be starting; its run is failed, the next start does it

@@ -84,6 +84,13 @@ def local_day(when: datetime) -> str:
     return when.astimezone(VN).date().isoformat()
 
 
+def facility_day(facility: str, day: str) -> str:
+    """``<facility>|<day>``: one facility's records of one local day by a single top-level equality
+    (FerretDB pushes it down; a range on a time, or two equalities on ``facility`` and ``day``, it
+    answers over all the facility's, or all the day's, records)."""
+    return f"{facility}|{day}"
+
+
 def iso(when: datetime) -> str:
     return when.astimezone(VN).isoformat(timespec="seconds")
 
@@ -161,8 +168,11 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
-    """Claim the payment's key; the doc goes in with its event (outbox) in the same insert."""
-    record = new_document(doc, [_event(doc)])
+    """Claim the payment's key; the doc goes in with its event (outbox) in the same insert, and with
+    ``fd`` (:func:`facility_day`) when it has a facility: a shift's expected transfers are read by it
+    (``shifts.expected_totals``), a field of this insert, no command more."""
+    fd = {"fd": facility_day(doc["facility"], doc["day"])} if doc.get("facility") and doc.get("day") else {}
+    record = new_document({**doc, **fd}, [_event(doc)])
     created, held = claim_once(db[PAYMENTS], doc["_id"], record)
     return Recorded(held, created)
 

@@ -23,6 +23,13 @@ Which of a facility's shifts were open at some time (a transfer's shifts on the 
 
 Shifts closed or opened before these records existed get them from :func:`backfill_days` (the
 worker, once: ``worker.backfill_shift_days_once``).
+
+A shift's expected transfers (:func:`expected_totals`, on the cashier's shift page and its close) are
+read the same way, by the local days of the shift: each payment carries ``fd`` =
+``<facility>|<day>`` (``payments.facility_day``, written in its own insert), and the transfers
+recorded before it did have a record in ``transfer_days`` under the same key (:func:`backfill_transfer_days`,
+the worker, once: ``worker.backfill_transfer_days_once``). So a shift reads its days' transfers,
+never every transfer the facility ever had.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ from sen_shared.claims import CHAIN_KEY, CHAIN_SEQ, ClaimTaken, advance, claim_o
 from sen_shared.errors import Conflict, SenError
 from sen_shared.mongo import find_in
 
-from .payments import PAYMENTS, REFUNDS, VN, iso
+from .payments import PAYMENTS, REFUNDS, VN, facility_day, iso, local_day
 
 SHIFTS = "shifts"
 OPEN_SHIFTS = "open_shifts"  # the shifts open now (see the module's docstring)
 SHIFT_DAYS = "shift_days"  # a closed shift's record for each local day it was open on
+TRANSFER_DAYS = "transfer_days"  # the day key of a transfer recorded before payments carried one (fd)
 
 
 class ShiftError(SenError):
@@ -142,7 +150,7 @@ def local_days(first: datetime, last: datetime) -> list[str]:
 
 
 def _day_key(facility: str, day: str) -> str:
-    return f"{facility}|{day}"
+    return facility_day(facility, day)
 
 
 def record_days(db: Database, closed: dict[str, Any]) -> int:
@@ -151,12 +159,20 @@ def record_days(db: Database, closed: dict[str, Any]) -> int:
     facility = closed.get("facility")
     if not facility:
         return 0  # a shift of no facility is on no facility's report
-    docs = [{"_id": f"{_day_key(facility, day)}|{closed['shift']}", "fd": _day_key(facility, day),
-             "shift": closed["shift"], "opened_at": closed["opened_at"], "closed_at": closed["closed_at"],
-             "cashier_name": str(closed.get("cashier_name") or "")}
-            for day in local_days(closed["opened_at"], closed["closed_at"])]
+    return _insert_new(db[SHIFT_DAYS], [
+        {"_id": f"{_day_key(facility, day)}|{closed['shift']}", "fd": _day_key(facility, day),
+         "shift": closed["shift"], "opened_at": closed["opened_at"], "closed_at": closed["closed_at"],
+         "cashier_name": str(closed.get("cashier_name") or "")}
+        for day in local_days(closed["opened_at"], closed["closed_at"])])
+
+
+def _insert_new(coll: Any, docs: list[dict[str, Any]]) -> int:
+    """Insert records keyed by what they record (a duplicate key: the same record, there already);
+    how many were new."""
+    if not docs:
+        return 0
     try:
-        return len(db[SHIFT_DAYS].insert_many(docs, ordered=False).inserted_ids)
+        return len(coll.insert_many(docs, ordered=False).inserted_ids)
     except BulkWriteError as err:
         errors = err.details.get("writeErrors") or []
         if any(e.get("code") != 11000 for e in errors):
@@ -230,22 +246,59 @@ def covering(shifts: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]
     return [s for s in shifts if s["opened_at"] <= at and (s["closed_at"] is None or at <= s["closed_at"])]
 
 
+_TRANSFER_FIELDS = ("amount", "received_at", "invoice", "late_invoice", "channel", "facility")
+
+
+def day_transfers(db: Database, facility: str, days: list[str]) -> list[dict[str, Any]]:
+    """The facility's transfers received on these local days that a shift counts (:func:`shift_transfer`),
+    each ``{_id, amount, received_at, ...}``: per day, the payments by their ``fd`` (written with each
+    payment since 2026-12-05) and the backfill's records of the payments recorded before
+    (``transfer_days``, the same key), two equalities a day. What it reads grows with those days'
+    transfers, never with the facility's history."""
+    projection = dict.fromkeys(_TRANSFER_FIELDS, 1)
+    found: dict[str, dict[str, Any]] = {}
+    for day in days:
+        key = _day_key(facility, day)
+        for p in db[PAYMENTS].find({"fd": key, "channel": "transfer"}, projection):
+            found[p["_id"]] = p
+        for p in db[TRANSFER_DAYS].find({"fd": key}, projection):
+            found.setdefault(p["_id"], p)
+    return [p for p in found.values() if shift_transfer(p)]
+
+
 def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dict[str, int]:
     """What the drawer and the bank should show for a shift: cash taken by this cashier in it
-    (less cash refunds), and the transfers to the facility's invoices while it was open
-    (:func:`shift_transfer`: counted or late; the daily report names the same shifts on their rows)."""
+    (less cash refunds: one equality on ``shift`` each), and the transfers to the facility's invoices
+    while it was open (:func:`shift_transfer`: counted or late; the daily report names the same shifts
+    on their rows), read from the local days from its opening to ``until`` only (:func:`day_transfers`),
+    never from all the facility's payments."""
     cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
     cash_out = sum(int(r["amount"]) for r in db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1}))
-    opened = _aware(shift["opened_at"])
+    opened, until = _aware(shift["opened_at"]), _aware(until)
     transfers = 0
-    if shift.get("facility"):
-        for p in db[PAYMENTS].find({"facility": shift["facility"], "channel": "transfer"},
-                                   {"amount": 1, "received_at": 1, "invoice": 1, "late_invoice": 1, "channel": 1,
-                                    "facility": 1}):
-            if shift_transfer(p) and opened <= _aware(p["received_at"]) <= until:
-                transfers += int(p["amount"])
+    if shift.get("facility") and opened <= until:
+        transfers = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], local_days(opened, until))
+                        if opened <= _aware(p["received_at"]) <= until)
     return {"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
             "cashRefunded": cash_out, "transfers": transfers}
+
+
+def backfill_transfer_days(db: Database) -> int:
+    """The day records (``transfer_days``, keyed by the payment, ``fd`` as a payment's) of the transfers
+    recorded before payments carried ``fd``, those a shift counts (the worker, once: it reads every
+    transfer). Inserts only, a duplicate key being the same record already there, so two runs at once
+    make each record once and a payment is never written again (the outbox relay stays its only
+    writer after its insert); how many were new."""
+    made, batch = 0, []
+    for p in db[PAYMENTS].find({"channel": "transfer"}, {**dict.fromkeys(_TRANSFER_FIELDS, 1), "fd": 1}):
+        if "fd" in p or not shift_transfer(p):
+            continue  # recorded with its key, or no shift counts it
+        # the local day of its time, which the readers' range is made of (a payment's ``day`` says the same)
+        batch.append({"_id": p["_id"], "fd": _day_key(p["facility"], local_day(_aware(p["received_at"]))),
+                      **{f: p.get(f) for f in _TRANSFER_FIELDS}})
+        if len(batch) == 500:
+            made, batch = made + _insert_new(db[TRANSFER_DAYS], batch), []
+    return made + _insert_new(db[TRANSFER_DAYS], batch)
 
 
 def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfers: int,
