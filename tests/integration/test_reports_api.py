@@ -128,6 +128,18 @@ def test_event_counts_of_today(portal, token) -> None:
     assert r.status_code == 200 and r.json()["counts"] == {}
 
 
+@pytest.mark.parametrize("day", ["null", "2026-13-01", "2026-02-30"])
+def test_a_day_that_is_no_date_is_a_400_problem_the_spec_names(portal, token, day) -> None:
+    """Found by the API fuzz (tools/fuzz/api_fuzz.py): the 400 was answered but not in the spec."""
+    from sen_shared.web import load_spec
+
+    r = portal.get("/api/reports/events", params={"day": day}, headers=token("health-dept"))
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert day in r.json()["detail"]
+    assert "400" in load_spec("portal.yaml")["paths"]["/api/reports/events"]["get"]["responses"]
+
+
 @pytest.mark.parametrize("path", ["/api/reports/dashboard", "/api/reports/consults_per_facility_week.csv"])
 def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, token, monkeypatch, path) -> None:
     monkeypatch.setattr(directory, "_kept", {})  # the EHR's Organizations asked again (none answer here)
