@@ -79,7 +79,7 @@ def test_admin_changes_a_price_and_reads_its_history(visitor_factory, stack):
         admin.page.click(f"#price-{ENTRY} a[href$='/history']")
         admin.page.wait_for_load_state("networkidle")
         newest = admin.page.locator("[data-testid=price-history] tbody tr").first.inner_text()
-        assert "Quản trị / Admin" in newest and _dong(old) in newest and _dong(new) in newest
+        assert "Quản trị viên" in newest and _dong(old) in newest and _dong(new) in newest
         admin.check("price-history")
 
         _save(late, _dong(new + 1000))  # the version the second admin saw is gone

@@ -107,7 +107,7 @@ def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, bi
     rows = re.findall(r"<tr role=\"row\">(.*?)</tr>", history[history.index("<tbody"):], re.S)
     assert len(rows) == version + 1
     newest = rows[0]
-    assert f">{version + 1}<" in newest and "Quản trị / Admin" in newest
+    assert f">{version + 1}<" in newest and "Quản trị viên" in newest
     assert newest.index(_dong(old)) < newest.index(_dong(new))  # old → new
     assert "Thêm vào bảng giá" in rows[-1]  # version 1: the file's entry
     # a clinic reads the history too, without any edit control on the list
@@ -128,7 +128,7 @@ def test_a_stale_edit_gets_the_changed_meanwhile_message_and_overwrites_nothing(
     page = r.get_data(as_text=True)
     assert r.status_code == 409
     assert f"người khác đã đổi giá này: giá hiện hành là {_dong(61000)}" in page
-    assert "Giá bạn nhập chưa được lưu" in page and "Quản trị / Admin" in page
+    assert "Giá bạn nhập chưa được lưu" in page and "Quản trị viên" in page
     kept = _form(page, ENTRY)
     assert kept[f"p-{ENTRY}-price"] == "72.000"
     assert int(kept[f"p-{ENTRY}-version"]) == int(seen_second[f"p-{ENTRY}-version"]) + 1

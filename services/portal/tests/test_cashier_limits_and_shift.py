@@ -177,7 +177,7 @@ def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
     assert len(header) == len(rows[0]) == 14
     cash, standard, payos, casso, refund, total = rows
     assert (cash[3], cash[11], cash[12]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
-    assert (standard[3], standard[11], standard[12]) == ("Chuyển khoản (Standard Webhooks)", "", "")
+    assert (standard[3], standard[11], standard[12]) == ("Chuyển khoản ngân hàng", "", "")
     assert (payos[3], casso[3]) == ("payOS", "Casso")
     assert (refund[3], refund[11], refund[12]) == ("Chuyển khoản", "Lê Thị Thu", "")
     assert total[11:13] == ["", ""]

@@ -109,7 +109,7 @@ class FakeBilling:
         assert method == "PUT"
         if (headers or {}).get("If-Match") != f'W/"{len(history)}"':
             raise BackendError("refused", "billing", 412, "no longer at that version")
-        return Answer(200, self._store(self._stamped(copy.deepcopy(json), "Quản trị / Admin", "portal-admin")))
+        return Answer(200, self._store(self._stamped(copy.deepcopy(json), "Quản trị viên", "portal-admin")))
 
 
 @pytest.fixture()
@@ -209,12 +209,12 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     put = [c for c in billing.calls if c[0] == "PUT"]
     assert len(put) == 1 and put[0][2]["If-Match"] == 'W/"1"'
     saved = billing.versions["dien-tim"][-1]
-    assert prices.base_price(saved) == 50000 and prices.changed_by(saved) == "Quản trị / Admin"
+    assert prices.base_price(saved) == 50000 and prices.changed_by(saved) == "Quản trị viên"
     page = client.get("/prices").get_data(as_text=True)
     assert "Điện tâm đồ: giá mới là 50.000\u00a0₫ (phiên bản 2)." in page  # the flash, once
     assert "giá mới là" not in client.get("/prices").get_data(as_text=True)
     history = client.get("/prices/dien-tim/history").get_data(as_text=True)
-    assert "Lịch sử giá" in history and "Quản trị / Admin" in history and "Thêm vào bảng giá" in history
+    assert "Lịch sử giá" in history and "Quản trị viên" in history and "Thêm vào bảng giá" in history
     first = history[history.index("<tbody"):]
     assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
 
@@ -376,14 +376,14 @@ def test_each_version_names_who_billing_recorded_and_the_files_none(app, billing
     assert post_price(client, "dien-tim", "50.000").status_code == 302
     billing.change("dien-tim", 52000)  # version 3, by another admin at billing's API
     billing.reload("dien-tim", 53000)  # version 4, the price list file changed
-    assert prices.changed_by(billing.versions["dien-tim"][1]) == "Quản trị / Admin"
+    assert prices.changed_by(billing.versions["dien-tim"][1]) == "Quản trị viên"
     assert prices.changed_by(billing.versions["dien-tim"][2]) == "Trần Văn Bình"
     assert prices.changed_by(billing.versions["dien-tim"][3]) is None
     history = client.get("/prices/dien-tim/history").get_data(as_text=True)
     rows = re.findall(r'<tr role="row">(.*?)</tr>', history[history.index("<tbody"):], re.S)
     assert len(rows) == 4
-    assert "Từ tệp bảng giá" in rows[0] and "Quản trị / Admin" not in rows[0]
-    assert "Trần Văn Bình" in rows[1] and "Quản trị / Admin" in rows[2] and "Thêm vào bảng giá" in rows[3]
+    assert "Từ tệp bảng giá" in rows[0] and "Quản trị viên" not in rows[0]
+    assert "Trần Văn Bình" in rows[1] and "Quản trị viên" in rows[2] and "Thêm vào bảng giá" in rows[3]
 
 
 def test_the_filter_typed_gets_the_rows_alone_even_when_billing_is_down(app):

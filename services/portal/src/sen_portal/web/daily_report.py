@@ -167,7 +167,7 @@ def _who_and_how(r: dict[str, str]) -> dict[str, str]:
     """A row's cashier by name (billing's ``cashier_name``, the name their shift was opened under;
     the token's subject only where billing has none), its shift by when it opened and whose ("05/12/2026
     07:00 · Lê Thị Thu"; its id where billing gives no opening), and how the money came (the gateway's
-    name, "Chuyển khoản (Standard Webhooks)", "Tiền mặt") instead of billing's provider code."""
+    name, "Chuyển khoản ngân hàng", "Tiền mặt") instead of billing's provider code."""
     if r.get("kind") == "total":
         return {}
     name = r.get("cashier_name") or r.get("cashier", "")

@@ -124,22 +124,27 @@ def install(app: Any) -> None:
                                  codeable=codeable, identifier=identifier)
 
 
-# the payment gateways by billing's provider names (``POST /webhooks/{provider}``)
-GATEWAYS = {"payos": "payOS", "casso": "Casso", "sepay": "SePay", "standard": "Standard Webhooks"}
+# the payment gateways by billing's provider names (``POST /webhooks/{provider}``), as cashiers know them;
+# "standard" (the bank's own signed webhooks) is a scheme, not a gateway: its transfers are shown as
+# plain bank transfers (:func:`payment_method`)
+GATEWAYS = {"payos": "payOS", "casso": "Casso", "sepay": "SePay"}
 
 
 def payment_method(provider: Any, channel: Any) -> str:
-    """How money came or went, for the cashier: "Tiền mặt", or "Chuyển khoản (payOS)" naming the
-    gateway it came through (a transfer the cashier sent back: "Chuyển khoản")."""
+    """How money came or went, for the cashier: "Tiền mặt", "Chuyển khoản (payOS)" naming the gateway
+    it came through, "Chuyển khoản ngân hàng" for one the bank reported itself (provider ``standard``:
+    the webhook scheme's name means nothing to a cashier), "Chuyển khoản" for a transfer the cashier sent back."""
     if channel == "cash":
         return gettext("Cash")
+    if provider == "standard":
+        return gettext("Direct bank transfer")
     gateway = GATEWAYS.get(str(provider or ""))
     return gettext("Bank transfer (%(gateway)s)", gateway=gateway) if gateway else gettext("Bank transfer")
 
 
 def received_through(provider: Any, channel: Any) -> str:
-    """The daily report's "received through": a gateway by its name (payOS, Casso, SePay), a Standard
-    Webhooks transfer as "Chuyển khoản (Standard Webhooks)", the cashier's cash as "Tiền mặt"."""
-    if provider in GATEWAYS and provider != "standard":
+    """The daily report's "received through": a gateway by its name (payOS, Casso, SePay), a transfer
+    the bank reported as "Chuyển khoản ngân hàng", the cashier's cash as "Tiền mặt"."""
+    if provider in GATEWAYS:
         return GATEWAYS[str(provider)]
     return payment_method(provider, channel)

@@ -55,7 +55,7 @@ DEMO_USERS: dict[str, tuple[User, str]] = {
     "health-dept": (User("health-dept", "health-dept", "Sở Y tế Đồng Tháp", facility="so-y-te-dong-thap"),
                     "scrypt:32768:8:1$L90CNfS4NGm7OK83$e3499b4f5d61408640f1dbd1c84cef2865f16bcc8b97dd2062d778997f"
                     "57683058c44c7b085c43c77addcdb8d76903d5accea8510ee76f8b2d29fd3d4b8f5db2"),
-    "admin": (User("admin", "admin", "Quản trị / Admin"),
+    "admin": (User("admin", "admin", "Quản trị viên"),
               "scrypt:32768:8:1$6qLyhmNZciD6QTWO$86cb2a9a885ea11693e980409fab0e03431ea82fea26b15afb853f1b848d12441"
               "7c311204092f5833e7589927c760faa284be2cc61a70810d33f455a3b528982"),
 }
