@@ -527,9 +527,13 @@ def _on_this_site(url: str | None) -> str | None:
 
 
 def method_not_allowed(err: Any) -> Any:
-    """A 405 of a portal page (a POST-only path opened by a link, a bookmark, a reload): the portal's
+    """A 405 of a portal page (a POST-only path opened by a link, a bookmark, a reload): a GET goes to
+    the page the form belongs to, the nearest page above it (``/consults/<id>`` for ``/consults/<id>/answer``,
+    ``/invoices/<id>?p=…`` for ``/invoices/<id>/refund?p=…``: its query kept); without one, the portal's
     readable page in the user's language. Other paths (the JSON APIs) keep connexion's answer."""
     from werkzeug.exceptions import HTTPException
+
+    from .auth import safe_next
 
     adapter = current_app.create_url_adapter(request)
     endpoint = None
@@ -545,6 +549,11 @@ def method_not_allowed(err: Any) -> Any:
         if handler is None:
             return err
         return handler(err)
+    above = safe_next(nearest_page(request.path)) if request.method in ("GET", "HEAD") else None
+    if above is not None:  # nothing is sent again: a GET only shows a page
+        query = request.query_string.decode("latin-1")
+        target = safe_next(f"{above}?{query}" if query else above) or above
+        return _headers(current_app.make_response(redirect(target, 303)))
     response = current_app.make_response((render_template(
         "error.html", title=gettext("This page cannot be opened this way"),
         message=gettext("This page only shows the answer to a form you send. Go back to the page "

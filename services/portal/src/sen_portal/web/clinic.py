@@ -360,7 +360,8 @@ _TAG = re.compile(r"<[^>]+>")
 
 def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
     """A consult record's facts for the chart, or None for another Composition: its id, the consult's
-    ServiceRequest id, date, encounter and the conclusion (ICD-10 codings, the text as written)."""
+    ServiceRequest id, date, encounter, the conclusion (ICD-10 codings, the text as written) and the chair
+    who signed the minutes off (the professional attester's party, a Practitioner reference)."""
     ident = comp.get("identifier") or {}
     if ident.get("system") != CONSULT_RECORD_SYSTEM or not ident.get("value") or not comp.get("id"):
         return None
@@ -372,7 +373,9 @@ def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
                 codes = [c for c in concept.get("coding") or [] if c.get("code")]
                 written = str(concept.get("text") or "")
     return {"id": comp["id"], "sr": str(ident["value"]), "date": comp.get("date"),
-            "encounter": (comp.get("encounter") or {}).get("reference"), "codes": codes, "text": written}
+            "encounter": (comp.get("encounter") or {}).get("reference"), "codes": codes, "text": written,
+            "chair": next((a["party"] for a in comp.get("attester") or []
+                           if a.get("mode") == "professional" and (a.get("party") or {}).get("reference")), None)}
 
 
 def _encounter_label(enc: dict[str, Any]) -> str:
