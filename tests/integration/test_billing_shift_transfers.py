@@ -4,7 +4,8 @@ history: with 30 days of transfers before (old ones, recorded before payments ca
 and backfilled), the totals are those of the full scan the look-up was (a reference computed from
 every payment of the facility), and what comes back is the shift's days' transfers and its cash
 (pymongo's command monitoring). Payments written by the service's paths (a webhook's transfer, an
-assignment, cash) carry the key; the backfill, twice at once, makes each record once."""
+assignment, cash) carry the key; the backfill, twice at once, makes each record once. The shift
+page's daily report reads the refund tasks of its day's payments by their ids, not every task."""
 
 from __future__ import annotations
 
@@ -156,3 +157,28 @@ def test_the_backfill_leaves_the_payments_as_they_were_and_skips_those_with_the_
     record = db[shifts.TRANSFER_DAYS].find_one({"_id": pid})
     assert record["fd"] == f"{FACILITY}|{local_day(at)}" and record["amount"] == 90_000
     assert new["_id"] not in {d["_id"] for d in db[shifts.TRANSFER_DAYS].find()}
+
+
+def test_the_days_report_reads_the_refund_tasks_of_its_payments_not_every_task(counted) -> None:
+    """The shift page's daily report (``reconciliation.rows``) names a late payment's refund task: read
+    by the day's payments' ids, not every task of every facility and day."""
+    from sen_billing.domain import invoice_port, reconciliation
+
+    db, reads = counted
+    today = datetime.combine(datetime.now(VN).date(), time.min, VN)
+    late = dict(late_invoice="inv-x", matched=True, outcome="late-balanced")
+    for k in range(20, 0, -1):  # a late transfer with its task on each of 20 days before, two facilities
+        for facility in (FACILITY, "org-b"):
+            pid = _old_payment(db, today - timedelta(days=k, hours=-9), 10_000, facility=facility, **late)
+            invoice_port.refund_task(db, db[PAYMENTS].find_one({"_id": pid}), "inv-x", "balanced")
+    mine = _old_payment(db, today + timedelta(hours=8), 15_000, **late)
+    invoice_port.refund_task(db, db[PAYMENTS].find_one({"_id": mine}), "inv-x", "balanced")
+    counted_too = _old_payment(db, today + timedelta(hours=9), 25_000)  # no task
+    reads.commands.clear()
+    reads.on = True
+    rows = {r["id"]: r for r in reconciliation.rows(db, today.date(), FACILITY)}
+    reads.on = False
+    assert rows[mine]["note"] == "refund task: invoice-balanced" and rows[counted_too]["note"] == ""
+    task_reads = [flt for _cmd, coll, flt in reads.commands if coll == invoice_port.REFUND_TASKS]
+    assert task_reads and all(set(flt) == {"_id"} for flt in task_reads), task_reads
+    assert len(task_reads) <= 2  # the day's two payments' ids

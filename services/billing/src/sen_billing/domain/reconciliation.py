@@ -60,7 +60,6 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     if facility:
         query["facility"] = facility
     out: list[dict[str, Any]] = []
-    tasks = {t["_id"]: t for t in db[REFUND_TASKS].find({}, {"reason": 1})}
     found = {p["_id"]: p for p in db[PAYMENTS].find(query, {"outbox": 0})}
     if facility:
         # and the day's transfers that named no invoice but reached this facility's account: the
@@ -70,6 +69,11 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                                                              {"outbox": 0})
                      if _facility(p, account_facilities) == facility)
     settled = _no_longer_waiting(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
+    # the refund tasks of the day's payments (keyed by the payment; only one placed on an invoice, late or
+    # counted, gets one): point reads by _id, never every task of every day
+    tasks = {t["_id"]: t for t in find_in(db[REFUND_TASKS], "_id", [i for i, p in found.items()
+                                                                     if p.get("invoice") or p.get("late_invoice")],
+                                          projection={"reason": 1})}
     # the refunds of the day's late payments (their refund tasks), whatever day they were given back
     given_back = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", [i for i in found if i in tasks],
                                                projection={"amount": 1, "at": 1})} if tasks else {}
