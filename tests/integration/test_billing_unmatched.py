@@ -181,6 +181,33 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
     assert [i for p in whole_queue(db, "org-b", 1) for i in p] == [recent]
 
 
+def test_a_transfer_is_assigned_by_the_invoices_reference_as_printed(db) -> None:
+    """The cashier types the reference the QR and the receipt show (any case, spaces, dashes, O for 0),
+    or the id; a reference no invoice has, or another facility's invoice, is refused naming what was
+    typed (``invoice``), so the portal can say "no invoice HD123 at this facility"."""
+    from sen_shared.errors import NotFound
+
+    from tests.billing_support import make_invoice
+
+    cashier = SimpleNamespace(sub="c-a", roles=["cashier"], facility="org-a")
+    iid, code = make_invoice(db, 10_000, facility="org-a")
+    other, other_code = make_invoice(db, 10_000, facility="org-b")
+    waiting = transfer(db, "0011000000001")
+    for typed in ("HD123", code[:-1] + ("X" if code[-1] != "X" else "Y"), "inv-nothing"):
+        with pytest.raises(NotFound) as wrong:
+            payments.assign_unmatched(db, waiting, typed, cashier, ACCOUNTS)
+        assert wrong.value.extra == {"invoice": typed}
+    with pytest.raises(Forbidden) as elsewhere:
+        payments.assign_unmatched(db, waiting, other_code.lower(), cashier, ACCOUNTS)
+    assert elsewhere.value.extra == {"invoice": other_code.lower()}
+    typed = " ".join([code[:2].lower(), code[2:6].lower(), code[6:]]).replace("0", "O")  # "hd 0p2b 6ZNPM"
+    assigned = payments.assign_unmatched(db, waiting, typed, cashier, ACCOUNTS).payment
+    assert assigned["invoice"] == iid and assigned["reference"] == code
+    second = transfer(db, "0011000000001")
+    with pytest.raises(Conflict, match=code):  # paid in full by the first: no longer awaiting payment
+        payments.assign_unmatched(db, second, iid, cashier, ACCOUNTS)
+
+
 def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_unmatched(db) -> None:
     to_a = transfer(db, "0011000000001", "chuyen tien kham", 70_000)
     transfer(db, "0011000000002", "chuyen tien khac", 30_000)  # org-b's

@@ -19,7 +19,7 @@ from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 
-from .vietqr import reference_candidates, reference_code
+from .vietqr import REFERENCE_LEN, fold, normalize_reference, reference_candidates, reference_code
 
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id, issued: n}
@@ -97,6 +97,18 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
     except FhirError:
         return None
     return view(invoice_id, doc)
+
+
+def named(db: Database, text: str) -> InvoiceView | None:
+    """The invoice a cashier types: its payment reference as the QR and the receipt print it
+    (``HD0P2B6ZNPM``; case, spaces, dashes and look-alike letters do not matter, read as a transfer
+    note's by ``vietqr.normalize_reference``), else its id; None when it is neither. Text that is a
+    reference and more (a note) is no reference here: it names one invoice."""
+    code = normalize_reference(text) if len(fold(text)) == REFERENCE_LEN else None
+    if code is not None:
+        found = _by_reference(db, code)
+        return view(*found) if found is not None else None
+    return get(db, text)
 
 
 def view(invoice_id: str, doc: dict[str, Any]) -> InvoiceView:

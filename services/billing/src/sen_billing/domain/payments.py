@@ -325,12 +325,15 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
         waiting = queue_facility(original, account_facilities)
     if "admin" not in principal.roles and (not principal.facility or principal.facility != waiting):
         raise Forbidden("this transfer waits in another facility's queue")
-    invoice = invoice_port.get(db, invoice_id)
+    # the invoice by its reference (HD…, as printed) or its id; none (404) or another facility's (403):
+    # both refusals carry ``invoice`` (what was sent), so a page can say "no invoice <it> here"
+    invoice = invoice_port.named(db, invoice_id)
     if invoice is None:
-        raise NotFound(f"no invoice {invoice_id}")
-    check_facility(principal, invoice.facility)
+        raise NotFound(f"no invoice {invoice_id}", invoice=invoice_id)
+    check_facility(principal, invoice.facility, invoice=invoice_id)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
-        raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment", status=409)
+        raise Conflict(f"invoice {invoice.reference or invoice.id} is {invoice.status}, not awaiting payment",
+                       status=409)
     if db[REFUNDS].find_one({"_id": payment_key}, {"_id": 1}) is not None or \
             _fate(db, payment_key, "assigned") != "assigned":
         raise Conflict("this payment is not in the unmatched queue: it was given back")
@@ -478,12 +481,13 @@ def _enqueue(db: Database, payment: Mapping[str, Any], account_facilities: Mappi
 
 # ------------------------------------------------------------------------------- cashier
 
-def check_facility(principal: Any, facility: str | None) -> None:
-    """A cashier acts on their own facility's invoices only; admin on every facility's."""
+def check_facility(principal: Any, facility: str | None, **extra: Any) -> None:
+    """A cashier acts on their own facility's invoices only; admin on every facility's. ``extra``: the
+    refusal's problem members."""
     if "admin" in principal.roles:
         return
     if not principal.facility or principal.facility != facility:
-        raise Forbidden("this invoice belongs to another facility")
+        raise Forbidden("this invoice belongs to another facility", **extra)
 
 
 def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shift_id: str,
