@@ -17,7 +17,7 @@ from typing import Any
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from . import backend, backend_message, bp, charges, daily_report, login_required
+from . import backend, backend_message, bp, charges, daily_report, login_required, searches
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
 from .formatting import human_name, parse_instant, payment_method
@@ -162,7 +162,12 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
 def invoices() -> Any:
     """The queue: billing's invoices awaiting payment, oldest first (the patient waiting longest comes
     first), with what is left to pay on each (their summaries) and their patients' names (one EHR
-    request)."""
+    request). ``?s=``: a search this session made (:mod:`.searches`), its results instead (Back, refresh)."""
+    q = searches.recall("invoices")
+    if q:
+        rows, problem = invoices_found(q)
+        return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(q=q),
+                               searched=True, title=gettext("Invoices"))
     problem, rows = None, []
     params = {"status": "issued", "_count": str(QUEUE_SIZE), "_sort": "date"}
     try:
@@ -176,19 +181,26 @@ def invoices() -> Any:
 
 @bp.route("/invoices/search", methods=["POST"])
 @login_required("cashier")
+def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows of an invoice search (:func:`find_invoices`) and the refusal of a service that did not answer."""
+    try:
+        return find_invoices(q), None
+    except BackendError as err:
+        return [], backend_message(err)
+
+
 def invoice_search() -> Any:
-    """POST, so a patient's name never appears in a URL or an access log; htmx swaps the results in,
-    and without JavaScript the whole page comes back with them."""
+    """POST, so a patient's name never appears in a URL or an access log; htmx swaps the results in
+    and the address names the search by a key (``/invoices?s=``, :mod:`.searches`: Back and refresh
+    show it again), and without JavaScript the whole page comes back with them."""
     form = InvoiceSearchForm()
-    rows, problem = [], None
+    rows, problem, headers = [], None, {}
     if form.validate_on_submit():
-        try:
-            rows = find_invoices(form.q.data)
-        except BackendError as err:
-            problem = backend_message(err)
+        rows, problem = invoices_found(form.q.data)
+        headers = searches.push_url("web.invoices", "invoices", form.q.data)
     template = "_invoice_rows.html" if request.headers.get("HX-Request") == "true" else "invoices.html"
     return render_template(template, rows=rows, problem=problem, form=form, searched=True,
-                           title=gettext("Invoices"))  # 200 with the problem: htmx swaps only 2xx answers
+                           title=gettext("Invoices")), 200, headers  # 200 with the problem: htmx swaps only 2xx
 
 
 def summary(iid: str, *, kept: bool = False) -> dict[str, Any]:
@@ -633,14 +645,24 @@ def unmatched() -> Any:
     problem, done = None, None
     if request.method == "POST":
         if form.validate_on_submit():
-            try:
-                answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign",
-                               {"invoice": form.invoice.data})
-                # named by the reference (HD…) billing's answer gives: the invoice may have left the issued
-                # choices (paid in full by this very transfer), which named it by its id
-                done = {"id": form.invoice.data, "reference": (answer or {}).get("reference")}
-            except BackendError as err:
-                problem = backend_message(err)
+            # the choice's id, or what the cashier typed: the reference as the QR and the receipt print it
+            # (HD…), which billing reads as it reads a transfer note (case, dashes, look-alike letters), its
+            # spaces taken out here (billing takes an id's characters only)
+            typed = "".join(form.invoice.data.split())
+            unknown = gettext("There is no invoice %(invoice)s at this facility.",
+                              invoice=" ".join(form.invoice.data.split()))
+            if not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", typed):
+                problem = unknown  # no id or reference has other characters: nothing asked of billing
+            else:
+                try:
+                    answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": typed})
+                    # named by the reference (HD…) billing's answer gives: the invoice may have left the issued
+                    # choices (paid in full by this very transfer), which named it by its id
+                    done = {"id": (answer or {}).get("invoice") or typed,
+                            "reference": (answer or {}).get("reference")}
+                except BackendError as err:
+                    # no invoice so named, or another facility's: billing's refusal names what was sent
+                    problem = unknown if err.status in (403, 404) and "invoice" in err.extra else backend_message(err)
         else:
             problem = gettext("Please correct the highlighted fields.")
     # one page of the queue (billing's ``next`` cursor: ``?after=`` pages on; ``page`` only numbers it

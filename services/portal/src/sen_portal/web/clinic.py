@@ -22,7 +22,7 @@ from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from wtforms import HiddenField, MultipleFileField
 
-from . import backend, backend_message, bp, icd10, login_required, patients, select_locale
+from . import backend, backend_message, bp, icd10, login_required, patients, searches, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .formatting import parse_instant, when
 from .forms import (
@@ -113,30 +113,45 @@ def find_patients(q: str) -> list[dict[str, Any]]:
 
 @bp.route("/patients", methods=["GET"])
 @login_required("clinic", "doctor")
+def patients_found(q: str) -> dict[str, Any]:
+    """What a patient search shows: the patients (None when the EHR did not answer), the EHR's refusal,
+    and for a whole CCCD or BHYT number none of the user's patients holds, the take-on form."""
+    results, problem, take_on = None, None, None
+    try:
+        results = find_patients(q)
+    except BackendError as err:
+        problem = backend_message(err)
+    # a whole CCCD or BHYT number that is none of the user's patients: a clinic may take on the
+    # patient holding it (registered at another facility), never found by a name
+    ident = search_params(q).get("identifier")
+    if results == [] and ident and g.user.can("clinic"):
+        system, number = ident.split("|", 1)
+        take_on = TakeOnForm(formdata=None, system="cccd" if system == SYS_CCCD else "bhyt", number=number)
+    return {"results": results, "problem": problem, "take_on": take_on}
+
+
 def clinic_home() -> Any:
-    return render_template("patients.html", form=PatientSearchForm(), results=None, title=gettext("Patients"))
+    """The search; ``?s=``: a search this session made (:mod:`.searches`), shown again (Back, refresh)."""
+    q = searches.recall("patients")
+    found = patients_found(q) if q else {"results": None}
+    return render_template("patients.html", form=PatientSearchForm(q=q), **found, title=gettext("Patients"),
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
 
 
 @bp.route("/patients/search", methods=["POST"])
 @login_required("clinic", "doctor")
 def patient_search() -> Any:
-    """POST, so names and CCCD numbers never appear in a URL or an access log."""
+    """POST, so names and CCCD numbers never appear in a URL or an access log; the address then names
+    the search by a key (``/patients?s=``, :mod:`.searches`), so Back and refresh show it again."""
     form = PatientSearchForm()
-    results, problem, take_on = None, None, None
+    found: dict[str, Any] = {"results": None}
+    headers: dict[str, str] = {}
     if form.validate_on_submit():
-        try:
-            results = find_patients(form.q.data)
-        except BackendError as err:
-            problem = backend_message(err)
-        # a whole CCCD or BHYT number that is none of the user's patients: a clinic may take on the
-        # patient holding it (registered at another facility), never found by a name
-        ident = search_params(form.q.data).get("identifier")
-        if results == [] and ident and g.user.can("clinic"):
-            system, number = ident.split("|", 1)
-            take_on = TakeOnForm(formdata=None, system="cccd" if system == SYS_CCCD else "bhyt", number=number)
+        found = patients_found(form.q.data)
+        headers = searches.push_url("web.clinic_home", "patients", form.q.data)
     template = "_patient_results.html" if _is_htmx() else "patients.html"
-    return render_template(template, form=form, results=results, problem=problem, take_on=take_on,
-                           title=gettext("Patients"), SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+    return render_template(template, form=form, **found, title=gettext("Patients"), SYS_CCCD=SYS_CCCD,
+                           SYS_BHYT=SYS_BHYT), 200, headers
 
 
 @bp.route("/patients/new", methods=["GET", "POST"])
