@@ -179,8 +179,6 @@ def invoices() -> Any:
                            title=gettext("Invoices"))
 
 
-@bp.route("/invoices/search", methods=["POST"])
-@login_required("cashier")
 def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None]:
     """The rows of an invoice search (:func:`find_invoices`) and the refusal of a service that did not answer."""
     try:
@@ -189,6 +187,8 @@ def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None]:
         return [], backend_message(err)
 
 
+@bp.route("/invoices/search", methods=["POST"])
+@login_required("cashier")
 def invoice_search() -> Any:
     """POST, so a patient's name never appears in a URL or an access log; htmx swaps the results in
     and the address names the search by a key (``/invoices?s=``, :mod:`.searches`: Back and refresh

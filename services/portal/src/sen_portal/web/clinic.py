@@ -111,8 +111,6 @@ def find_patients(q: str) -> list[dict[str, Any]]:
     return entries(fhir_get("ehr", "/fhir/Patient", {**search_params(q), "_count": "20"}), "Patient")
 
 
-@bp.route("/patients", methods=["GET"])
-@login_required("clinic", "doctor")
 def patients_found(q: str) -> dict[str, Any]:
     """What a patient search shows: the patients (None when the EHR did not answer), the EHR's refusal,
     and for a whole CCCD or BHYT number none of the user's patients holds, the take-on form."""
@@ -130,6 +128,8 @@ def patients_found(q: str) -> dict[str, Any]:
     return {"results": results, "problem": problem, "take_on": take_on}
 
 
+@bp.route("/patients", methods=["GET"])
+@login_required("clinic", "doctor")
 def clinic_home() -> Any:
     """The search; ``?s=``: a search this session made (:mod:`.searches`), shown again (Back, refresh)."""
     q = searches.recall("patients")
