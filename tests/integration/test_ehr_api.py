@@ -399,6 +399,24 @@ def test_search_vietnamese_name(ehr, H):
     assert r.json()["entry"]
 
 
+def test_a_name_search_takes_its_words_in_any_order_each_a_prefix(ehr, H):
+    """``name=tran hong`` finds "Trần Thị Hồng Ánh" (words in any order, each the start of a word of the
+    name, none skipped: Sen's extension, said in the CapabilityStatement); ``name=tran lan`` does not."""
+    pid = post(ehr, H, "/fhir/Patient", patient(family="Trần", given="Thị Hồng Ánh")).json()["id"]
+
+    def found(q: str) -> list[str]:
+        r = ehr.get("/fhir/Patient", params={"name": q, "_count": "100"}, headers=H)
+        assert r.status_code == 200, r.text
+        return [e["resource"]["id"] for e in r.json().get("entry", [])]
+
+    for q in ("tran hong", "hong anh", "ANH TRAN thi", "trần  hồ"):
+        assert pid in found(q), q
+    assert pid not in found("tran lan") and pid not in found("tran hong anhx")
+    cap = ehr.get("/fhir/metadata", headers=H).json()
+    patient_params = next(r for r in cap["rest"][0]["resource"] if r["type"] == "Patient")["searchParam"]
+    assert "any order" in next(p for p in patient_params if p["name"] == "name")["documentation"]
+
+
 def test_search_summary_count_and_unknown_param(ehr, H):
     r = ehr.get("/fhir/Patient?name=nguyen&_summary=count", headers=H)
     assert r.status_code == 200, r.text
