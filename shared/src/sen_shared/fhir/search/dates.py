@@ -74,9 +74,21 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
             end = lo + (_MS if g["f"] else timedelta(seconds=1))
     except (ValueError, OverflowError) as exc:
         raise DateFormatError(f"not a valid date: {text!r}") from exc
-    lo_utc = lo.astimezone(UTC) if lo > MIN + timedelta(days=1) else MIN
-    hi_utc = MAX if end is None or end > MAX else (end - _MS).astimezone(UTC)
+    lo_utc = _utc(lo)
+    if lo_utc <= MIN + timedelta(days=1):
+        lo_utc = MIN
+    end_utc = MAX if end is None else _utc(end)
+    hi_utc = MAX if end_utc >= MAX else MIN if end_utc <= MIN else end_utc - _MS
     return lo_utc, hi_utc
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC; MIN for the first hours of year 1 east of UTC, MAX for the last hours of year
+    9999 west of it (neither is a datetime in UTC)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return MIN if value.year == 1 else MAX
 
 
 def as_utc(value: datetime) -> datetime:

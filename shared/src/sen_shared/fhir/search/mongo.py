@@ -110,6 +110,15 @@ def _approx_delta(v: DateValue) -> timedelta:
     return abs(datetime.now(UTC) - v.lo) / 10
 
 
+def _shifted(value: datetime, by: timedelta, bound: datetime) -> datetime:
+    """``value + by``, stopped at ``bound`` (dates.MIN or dates.MAX) rather than past year 1 or 9999."""
+    try:
+        moved = value + by
+    except OverflowError:
+        return bound
+    return min(moved, bound) if bound == dates.MAX else max(moved, bound)
+
+
 def _bucket(v: DateValue) -> str | None:
     """The containment token answering ``eq`` exactly, for year/month/day precision."""
     if v.precision not in (4, 7, 10):
@@ -149,7 +158,7 @@ def _date_conds(field: str, v: DateValue, *, scalar: bool = False, buckets: bool
         return [{"$or": [{lo: {"$lt": ql}}, _and(eq)]}]
     if p == "ap":
         d = _approx_delta(v)
-        return [{lo: {"$lte": min(qh + d, dates.MAX)}}, {hi: {"$gte": max(ql - d, dates.MIN)}}]
+        return [{lo: {"$lte": _shifted(qh, d, dates.MAX)}}, {hi: {"$gte": _shifted(ql, -d, dates.MIN)}}]
     raise SearchError(f"prefix {p} is not valid for dates")
 
 
