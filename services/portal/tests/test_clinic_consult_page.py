@@ -373,7 +373,7 @@ def test_a_chosen_reason_is_not_flagged_when_only_the_question_is_wrong(client, 
     assert "Chọn lý do trong danh mục ICD-10." not in out
     assert f'value="{_form_key(page)}"' in out  # the same form: its key is kept
 
-    typed = client.post("/patients/p1/consult", data=_consult_data(page, reason="X99 tự gõ"))  # typed, not chosen
+    typed = client.post("/patients/p1/consult", data=_consult_data(page, reason="I21.99 tự gõ"))  # typed, not chosen
     assert 'id="reason-error"' in typed.get_data(as_text=True)
 
 

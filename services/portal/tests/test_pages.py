@@ -43,7 +43,7 @@ def test_icd10_search_without_accents_and_by_code():
     assert [c.code for c in icd10.search("tang huyet ap")][:1] == ["I10"]
     assert icd10.search("E11")[0].code.startswith("E11")
     assert icd10.parse_field("I10 — Tăng huyết áp vô căn (nguyên phát)").code == "I10"
-    assert icd10.parse_field("X99 nonsense") is None
+    assert icd10.parse_field("I21.99 nonsense") is None  # no such code: WHO's I21 stops at I21.9
 
 
 def test_demo_passwords_are_hashed_and_checked():
@@ -701,7 +701,7 @@ def test_a_consults_reason_is_shown_in_the_pages_language_from_its_icd10_code(cl
             assert en in page and vi not in page, (user, path)
         client.post("/logout", data={"csrf_token": token})
     with client.application.test_request_context():
-        unknown = {"coding": [{"system": icd10.SYSTEM, "code": "Z99.9", "display": "Bệnh khác"}], "text": "Bệnh khác"}
+        unknown = {"coding": [{"system": icd10.SYSTEM, "code": "Z99.99", "display": "Bệnh khác"}], "text": "Bệnh khác"}
         assert icd10.label(unknown, "en") == "Bệnh khác"  # not in the subset: the stored text
         other = {"coding": [{"system": "http://snomed.info/sct", "code": "I10"}], "text": "Văn bản"}
         assert icd10.label(other, "en") == "Văn bản"  # another system's I10 is not ICD-10's
@@ -718,7 +718,7 @@ def test_a_completed_consults_diagnoses_are_shown_in_the_pages_language(client, 
 
     vi_i10, en_i10 = "Tăng huyết áp vô căn (nguyên phát)", "Essential (primary) hypertension"
     codings = [{"system": icd10.SYSTEM, "code": "I10", "display": vi_i10},
-               {"system": icd10.SYSTEM, "code": "Z99.9", "display": "Bệnh khác ngoài danh mục"}]
+               {"system": icd10.SYSTEM, "code": "Z99.99", "display": "Bệnh khác ngoài danh mục"}]
     minutes = {"start": "2026-12-04T10:00:00+07:00", "end": "2026-12-04T10:30:00+07:00",
                "history": "Tăng huyết áp 5 năm.", "conclusion": codings, "recommendations": "Tăng amlodipin 10 mg."}
     out_type = "https://sen.example.vn/fhir/CodeSystem/consult-output"
@@ -730,8 +730,8 @@ def test_a_completed_consults_diagnoses_are_shown_in_the_pages_language(client, 
                   "contentType": "application/json",
                   "data": base64.b64encode(json.dumps(minutes, ensure_ascii=False).encode()).decode()}}]
     _consult_backends(monkeypatch, "Practitioner/bs-nguyen-van-an", status="completed", output=output)
-    expected = {"vi": [f"I10 — {vi_i10}", "Z99.9 — Bệnh khác ngoài danh mục"],
-                "en": [f"I10 — {en_i10}", "Z99.9 — Bệnh khác ngoài danh mục"]}
+    expected = {"vi": [f"I10 — {vi_i10}", "Z99.99 — Bệnh khác ngoài danh mục"],
+                "en": [f"I10 — {en_i10}", "Z99.99 — Bệnh khác ngoài danh mục"]}
     for user, path in (("clinic", "/consults/t1"), ("doctor", "/tasks/t1")):
         sign_in(client, user)
         token = csrf_token(client.get(path).get_data(as_text=True))

@@ -1,58 +1,127 @@
-"""The small ICD-10 subset shipped with the portal (data/icd10-vi.tsv), searched accent-insensitively."""
+"""The portal's ICD-10 list (data/icd10-vi.tsv: WHO ICD-10 with Vietnamese and English titles, see
+data/icd10-NOTICE.md), loaded once, and its accent-insensitive search with everyday synonyms
+(data/icd10-synonyms.tsv)."""
 
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flask_babel import get_locale
-from sen_shared.fhir.search.text import normalize
+from sen_shared.fhir.search.text import normalize, words
 
 from .formatting import codeable
 
 DATA = Path(__file__).resolve().parent / "data" / "icd10-vi.tsv"
+SYNONYMS = Path(__file__).resolve().parent / "data" / "icd10-synonyms.tsv"
 SYSTEM = "http://hl7.org/fhir/sid/icd-10"
+CODED = ("category", "subcategory")  # what a diagnosis is coded to; chapters and blocks only group them
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Code:
     code: str
     vi: str
     en: str
+    kind: str = "category"
+    edition: str = "2019"
 
     def label(self, lang: str) -> str:
-        return self.en if lang == "en" else self.vi
+        """The title in ``lang``; the English one where the list has no Vietnamese title."""
+        return self.en if lang == "en" or not self.vi else self.vi
+
+
+def _rows(path: Path) -> list[list[str]]:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    return [line.split("\t") for line in lines[1:]]  # the first is the header
+
+
+class _Index:
+    """The list, and what a search needs, built once: codes in order (prefix search by bisect), every
+    title word's position list, and the synonyms' words."""
+
+    def __init__(self) -> None:
+        self.all = tuple(Code(code, vi, en, kind, edition) for code, kind, vi, en, edition in _rows(DATA))
+        self.coded = tuple(c for c in self.all if c.kind in CODED)
+        self.by_code = {c.code: c for c in self.coded}
+        keys = sorted((c.code.replace(".", ""), i) for i, c in enumerate(self.coded))
+        self.code_keys = [k for k, _ in keys]
+        self.code_pos = [i for _, i in keys]
+        postings: dict[str, set[int]] = {}
+        self.title_words: list[int] = []
+        for i, c in enumerate(self.coded):
+            vi_words = words(normalize(c.vi))
+            self.title_words.append(len(vi_words) or 99)
+            for w in {*vi_words, *words(normalize(c.en))}:
+                postings.setdefault(w, set()).add(i)
+        by_rank = sorted(range(len(self.coded)), key=lambda i: (
+            self.coded[i].edition != "2019", self.title_words[i], self.coded[i].code))
+        self.rank = [0] * len(self.coded)  # a title hit's place: current edition, shortest title, code
+        for place, i in enumerate(by_rank):
+            self.rank[i] = place
+        self.tokens = sorted(postings)
+        self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
+        synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in _rows(SYNONYMS)]
+        self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
+
+    def with_prefix(self, word: str) -> frozenset[int]:
+        """The codes one of whose title words starts with ``word``."""
+        return self._letter(word) if len(word) == 1 else self._union(word)
+
+    @functools.lru_cache(maxsize=40)  # noqa: B019 (one index a process, never freed)
+    def _letter(self, word: str) -> frozenset[int]:
+        """A one-letter prefix (the start of every word typed) unites up to 9,000 codes: kept, one a
+        letter or digit (≤ 0.5 MB each, ~6 MB for all)."""
+        return self._union(word)
+
+    def _union(self, word: str) -> frozenset[int]:
+        out: set[int] = set()
+        at = bisect.bisect_left(self.tokens, word)
+        while at < len(self.tokens) and self.tokens[at].startswith(word):
+            out.update(self.postings[at])
+            at += 1
+        return frozenset(out)
+
+    def code_prefix(self, key: str) -> list[int]:
+        """The codes starting with ``key`` (no dot: ``e119``, ``E11.9`` and ``E119`` are one), in code order."""
+        key = key.upper().replace(".", "")
+        at, out = bisect.bisect_left(self.code_keys, key), []
+        while at < len(self.code_keys) and self.code_keys[at].startswith(key):
+            out.append(self.code_pos[at])
+            at += 1
+        return sorted(out)
 
 
 @functools.cache
+def _index() -> _Index:
+    return _Index()
+
+
 def codes() -> tuple[Code, ...]:
-    out = []
-    for line in DATA.read_text(encoding="utf-8").splitlines()[2:]:
-        if line and not line.startswith("#"):
-            code, vi, en = line.split("\t")
-            out.append(Code(code, vi, en))
-    return tuple(out)
-
-
-@functools.cache
-def _by_code() -> dict[str, Code]:
-    return {c.code: c for c in codes()}
+    """Every code a diagnosis can be coded to (three-, four- and five-character), in the list's order."""
+    return _index().coded
 
 
 def lookup(code: str) -> Code | None:
-    return _by_code().get(code)
+    """The code of the list (``I21.9``; ``I219`` too), or None: a chapter or block is no diagnosis."""
+    found = _index().by_code.get(code)
+    if found is None and len(code) in (4, 5) and "." not in code:
+        found = _index().by_code.get(f"{code[:3]}.{code[3:]}")
+    return found
 
 
 def label(value: dict[str, Any] | None, lang: str | None = None) -> str:
     """A CodeableConcept (a consult's reason, a conclusion) as the page's language reads it.
 
-    An ICD-10 coding whose code this subset knows is shown by the subset's label in ``lang`` (the
-    page's locale when not given): the reason stored at submission carries the Vietnamese label as
-    its text, which an English page would otherwise show. A code not in the subset (or no ICD-10
-    coding) shows the stored text, as :func:`formatting.codeable` does."""
+    An ICD-10 coding whose code the list knows is shown by the list's title in ``lang`` (the page's
+    locale when not given): the reason stored at submission carries the Vietnamese title as its
+    text, which an English page would otherwise show. A code not in the list (or no ICD-10 coding)
+    shows the stored text, as :func:`formatting.codeable` does."""
     for coding in (value or {}).get("coding") or []:
         if coding.get("system") in (SYSTEM, None) and (hit := lookup(str(coding.get("code") or ""))):
             if lang is None:
@@ -62,21 +131,66 @@ def label(value: dict[str, Any] | None, lang: str | None = None) -> str:
     return codeable(value)
 
 
+_CODE_TYPED = re.compile(r"[a-z]\d[\d.]*", re.IGNORECASE)
+
+
 def search(query: str, limit: int = 8) -> list[Code]:
-    """Codes whose code starts with the query, or whose labels hold every word of it."""
+    """Codes for what is typed, best first: codes starting with it (``e11``, ``E11.9``); the codes of
+    an everyday name it holds (``tiểu đường`` → E10-E14), narrowed by its other words; codes whose
+    Vietnamese or English title has a word starting with each of its words, in any order, without
+    accents (``tang huyet ap``), the shortest Vietnamese title first, codes of earlier editions last."""
     q = normalize(query)
     if not q:
         return []
-    words = q.split()
-    hits = []
-    for c in codes():
-        hay = normalize(f"{c.code} {c.vi} {c.en}")
-        if c.code.lower().startswith(q) or all(w in hay for w in words):
-            hits.append(c)
-    return hits[:limit]
+    ix = _index()
+    found: list[int] = []
+    if _CODE_TYPED.fullmatch(q):
+        found += ix.code_prefix(q)
+    typed = words(q)
+    named_any = False
+    for term, targets in ix.synonyms:
+        rest = _covers(term, typed)
+        if rest is None:
+            continue
+        named = [i for target in targets for i in ix.code_prefix(target)]
+        narrowed = _all_words(ix, rest) & set(named) if rest else set()
+        if narrowed or not (rest and named_any):  # "sốt xuất huyết" is no "sốt" with other words
+            found += [i for i in named if i in narrowed] or [i for i in named if ix.coded[i].code in targets]
+            named_any = True
+    if typed:
+        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=ix.rank.__getitem__)
+    ordered = list(dict.fromkeys(found))
+    return [ix.coded[i] for i in ordered[:limit]]
+
+
+def _covers(term: list[str], typed: list[str]) -> list[str] | None:
+    """The typed words left once each word of an everyday name is typed (the last typed word, of
+    two letters or more, may be a word still being typed: ``tieu du``), or None when the name is not
+    all there."""
+    rest = list(enumerate(typed))
+    last = len(typed) - 1
+    for word in term:
+        hit = next((t for t in rest if t[1] == word or (t[0] == last and len(t[1]) > 1 and word.startswith(t[1]))),
+                   None)
+        if hit is None:
+            return None
+        rest.remove(hit)
+    return [w for _, w in rest]
+
+
+def _all_words(ix: _Index, typed: list[str]) -> set[int]:
+    if not typed:
+        return set()
+    hits = ix.with_prefix(typed[0])
+    for word in typed[1:]:
+        hits &= ix.with_prefix(word)
+    return hits
 
 
 def install(app: Any) -> None:
+    """The ``icd10`` filter; the list is read and indexed here, at start (~0.8 s, ~30 MB), not by
+    the first request that needs it."""
+    _index()
     app.jinja_env.filters["icd10"] = label
 
 
@@ -92,7 +206,7 @@ _BETWEEN = re.compile(r"[\s,;]+")
 
 def parse_codes(text: str) -> tuple[list[Code], list[str]]:
     """The diagnoses a field of several holds, in order and each once, and what it holds that is no
-    code of this subset (as typed). Codes are separated by commas, semicolons, spaces or new lines
+    code of the list (as typed). Codes are separated by commas, semicolons, spaces or new lines
     (``I20.0 I10 E11.9``, ``I20.0, I10``); a line ``code — label`` (the picker's) is that code, the
     label's words not read as codes (a code-shaped word in it, ``… — … I10``, is one: never dropped);
     ``i10`` is I10."""

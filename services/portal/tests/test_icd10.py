@@ -1,0 +1,110 @@
+"""The portal's ICD-10 list (web/data/icd10-vi.tsv, WHO ICD-10 with Vietnamese titles) and its search:
+every WHO code is accepted, nothing else is, and everyday names find their codes."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pytest
+from sen_portal.web import icd10
+
+from services.portal.tests.test_doctor_consult_page import _sign, app, fake  # noqa: F401 (fixtures)
+from tests.support import portal_signed_in
+
+
+def test_the_list_is_the_whole_classification_with_vietnamese_titles():
+    coded = icd10.codes()
+    assert len(coded) > 10_000
+    assert len({c.code for c in coded}) == len(coded)
+    assert {c.code[0] for c in coded} == set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    titled = [c for c in coded if c.vi]
+    assert len(titled) > 0.9 * len(coded)
+    assert sum(1 for c in titled if re.search(r"[ăâđêôơưàảãáạèẻẽéẹìỉĩíịòỏõóọùủũúụỳỷỹýỵ]", c.vi.lower())) > 9_000
+    assert all(unicodedata.is_normalized("NFC", c.vi) for c in titled)  # "Viêm" typed matches "Viêm" stored
+    zona = icd10.lookup("B02.9")
+    assert zona.vi == "Bệnh Zoster không biến chứng" and zona.en == "Zoster without complication"
+    assert icd10.lookup("K35.8").label("en") == "Acute appendicitis, other and unspecified"  # WHO's English
+    untitled = next(c for c in coded if not c.vi)
+    assert untitled.label("vi") == untitled.en  # no Vietnamese title: the English one, never blank
+
+
+@pytest.mark.parametrize("code", ["B02.9", "I21.9", "A97.0", "U07.1", "B18.00", "A91", "E11", "J18.9", "Z99.9"])
+def test_who_codes_are_known(code):
+    assert icd10.lookup(code).code == code
+
+
+@pytest.mark.parametrize("code", [
+    "I21.99",   # WHO's I21 stops at one decimal
+    "Z99.99",
+    "E11.65",   # ICD-10-CM (US), not WHO
+    "I",        # a chapter, not a diagnosis
+    "A00-A09",  # a block
+    "W00.0",    # a place of occurrence, not a listed code
+    "X999", "", "i10"])
+def test_anything_else_is_not(code):
+    assert icd10.lookup(code) is None
+
+
+def test_a_code_typed_without_its_dot_is_that_code():
+    assert icd10.lookup("B029").code == "B02.9"
+    assert icd10.parse_codes("b029, I10") == ([icd10.lookup("B02.9"), icd10.lookup("I10")], [])
+
+
+@pytest.mark.parametrize("typed,expected", [
+    ("tieu duong", {"E10", "E11", "E14"}),
+    ("Tiểu đường", {"E11"}),
+    ("duong tieu", {"E11"}),  # any word order
+    ("tieu du", {"E11"}),      # still being typed
+    ("cao huyết áp", {"I10"}),
+    ("huyet ap cao", {"I10"}),
+    ("đột quỵ", {"I63", "I64"}),
+    ("tai bien", {"I64"}),
+    ("viem phoi", {"J18"}),
+    ("sốt xuất huyết", {"A91", "A97"}),
+    ("lao", {"A15", "A16", "A19"}),
+    ("zona", {"B02"}),
+    ("giời leo", {"B02"}),
+    ("tang huyet ap", {"I10"}),
+    ("b02.9", {"B02.9"}),
+    ("nhoi mau co tim cap", {"I21"}),
+])
+def test_everyday_names_and_titles_find_their_codes(typed, expected):
+    assert expected <= {c.code for c in icd10.search(typed)}, [c.code for c in icd10.search(typed)]
+
+
+def test_what_is_typed_after_an_everyday_name_narrows_it():
+    hits = [c.code for c in icd10.search("tiểu đường typ 2")]
+    assert hits and all(c.startswith("E11") for c in hits), hits
+    assert [c.code for c in icd10.search("sot xuat huyet")][:2] == ["A91", "A97"]  # not every "sốt" first
+    assert [c.code for c in icd10.search("cao huyet ap")][:1] == ["I10"]
+
+
+def test_every_synonym_names_codes_of_the_list_and_quotes_the_first_ones_title():
+    rows = [line.split("\t") for line in icd10.SYNONYMS.read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")][1:]
+    assert len(rows) >= 30
+    for term, codes, title in rows:
+        found = [icd10.lookup(code) for code in codes.split()]
+        assert all(found), (term, codes)
+        assert found[0].vi == title, (term, found[0].vi)
+
+
+def test_the_minutes_accept_any_who_code_and_refuse_what_is_not_one(app, fake):  # noqa: F811
+    c = portal_signed_in(app, "doctor")
+    refused = _sign(c, "I21.9, I21.99, I10")
+    assert refused.status_code == 422 and not fake.completed
+    assert "Không có trong danh mục ICD-10: I21.99." in refused.get_data(as_text=True)
+    assert _sign(c, "I21.9, I10, B02.9").status_code == 302
+    codings = [p["valueCoding"] for p in fake.completed[-1]["parameter"] if p["name"] == "conclusion"]
+    assert [(x["code"], x["display"]) for x in codings] == [
+        ("I21.9", "Nhồi máu cơ tim cấp"), ("I10", "Tăng huyết áp vô căn (nguyên phát)"),
+        ("B02.9", "Bệnh Zoster không biến chứng")]
+
+
+def test_the_consult_forms_suggestions_find_everyday_names(app, fake):  # noqa: F811
+    c = portal_signed_in(app, "clinic")
+    hits = c.get("/icd10", query_string={"for": "reason", "reason": "tieu duong"}).get_data(as_text=True)
+    assert 'data-pick="E11 — ' in hits and "đái tháo đường" in hits
+    minutes = portal_signed_in(app, "doctor").get("/icd10/diagnoses", query_string={"diagnosis": "I10, zona"})
+    assert 'data-pick="B02 — Bệnh do herpes zoster"' in minutes.get_data(as_text=True)
