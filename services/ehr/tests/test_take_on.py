@@ -38,7 +38,12 @@ def test_the_reason_is_kept_on_one_line() -> None:
 
 @pytest.mark.parametrize("bad", [None, [], {"resourceType": "Patient"}, {"resourceType": "Parameters", "parameter": 1},
                                  body(reason=7), body(reason=""), body(value=" "), body(system="urn:x"),
-                                 {"resourceType": "Parameters", "parameter": body()["parameter"] * 2}])
+                                 {"resourceType": "Parameters", "parameter": body()["parameter"] * 2},
+                                 # a name that is no string (found by the API fuzz: was a TypeError, a 500)
+                                 {"resourceType": "Parameters", "parameter": [{"name": ["reason"]}]},
+                                 {"resourceType": "Parameters",
+                                  "parameter": [{"name": {"a": 1}}, *body()["parameter"]]},
+                                 body(system=["urn:x"])])
 def test_bad_parameters_are_400(bad: Any) -> None:
     with pytest.raises(FhirError) as err:
         take_on.parse(bad)

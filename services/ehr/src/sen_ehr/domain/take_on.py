@@ -110,7 +110,7 @@ def parse(body: Any) -> Request:
         raise bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
     known = {"identifier", "reason"}
     for p in params:
-        if p.get("name") not in known:
+        if not isinstance(p.get("name"), str) or p["name"] not in known:  # a list or object: unhashable
             raise bad(f"unknown parameter {p.get('name')!r}: $take-on takes identifier and reason",
                        "Parameters.parameter.name")
     found = {name: [p for p in params if p.get("name") == name] for name in known}
