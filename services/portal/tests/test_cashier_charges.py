@@ -378,6 +378,28 @@ def test_each_mistake_is_explained_on_the_form_which_keeps_its_lines(client, fak
     assert post(client, page, action="issue").status_code == 302  # the retry goes through
 
 
+def test_a_quantity_that_is_no_whole_number_is_said_beside_its_box_at_enter_too(client, fake):
+    """Enter in a quantity box (the form's hidden "update") says a quantity not 1-1000 beside the box, not only
+    the submit; the box keeps what was typed, has the numeric keypad, and gives app.js its bounds and the
+    message to say as it is typed. Nothing is written."""
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    box = re.search(r'<input id="line-0-qty"[^>]*>', page).group(0)
+    assert 'inputmode="numeric"' in box and 'data-min="1"' in box and 'data-max="1000"' in box
+    assert 'aria-invalid' not in box
+    assert re.search(r'<p class="error" id="line-0-qty-error"[^>]*data-message="Số lượng là số nguyên từ 1 đến '
+                     r'1000."[^>]*></p>', page)  # empty: the quantity is fine
+    for typed in ("2,5", "0", ""):
+        r = post(client, page, action="enter", line_qty=[typed])
+        body = r.get_data(as_text=True)
+        assert r.status_code == 200 and lines_of(body) == [("kham-benh", typed)], typed
+        box = re.search(r'<input id="line-0-qty"[^>]*>', body).group(0)
+        assert 'aria-invalid="true"' in box and 'aria-describedby="line-0-qty-error"' in box, typed
+        assert re.search(r'id="line-0-qty-error"[^>]*>Số lượng là số nguyên từ 1 đến 1000.</p>', body), typed
+    assert not fake.writes
+
+
 def test_the_card_form_refuses_what_billing_could_not_use(client, fake):
     sign_in(client)
     page = client.get("/invoices/new").get_data(as_text=True)

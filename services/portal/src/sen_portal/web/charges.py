@@ -127,8 +127,18 @@ class Line:
         return int(text) if text.isdigit() and 1 <= int(text) <= MAX_QUANTITY else None
 
     @property
+    def qty_error(self) -> str | None:
+        """What is wrong with the quantity typed, said beside it whenever the page is shown (Enter in the
+        box too, not only at the submit); the page's script says the same as it is typed."""
+        return None if self.qty is not None else quantity_message()
+
+    @property
     def total(self) -> int | None:
         return int(self.entry["price"]) * self.qty if self.entry is not None and self.qty is not None else None
+
+
+def quantity_message() -> str:
+    return gettext("A quantity is a whole number from 1 to %(n)d.", n=MAX_QUANTITY)
 
 
 def read_lines(form: Any) -> list[Line]:
@@ -457,6 +467,7 @@ def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) 
     ctx.setdefault("found", None)
     ctx.setdefault("services", None)
     return render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
+                           max_quantity=MAX_QUANTITY, quantity_message=quantity_message(),
                            total=total, made=made, problem=problem, title=gettext("New invoice"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT, **ctx), status
 
@@ -598,10 +609,8 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     pending = posted_ids("pending")  # the charges not yet invoiced the cashier left ticked
     lines_problem = None if lines or pending else gettext("Add at least one service from the price list.")
     seen: set[str] = set()
-    for line in lines:
-        if line.qty is None:
-            line.error = gettext("A quantity is a whole number from 1 to %(n)d.", n=MAX_QUANTITY)
-        elif line.service in seen:
+    for line in lines:  # a quantity not 1-1000 is said beside it (Line.qty_error)
+        if line.qty is not None and line.service in seen:
             line.error = gettext("This service is listed twice; keep one line and raise its quantity.")
         seen.add(line.service)
     try:
@@ -618,7 +627,7 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
             line.error = gettext("The price changed from %(old)s to %(new)s since the page showed it: check "
                                  "the total, then issue again.", old=vnd(line.shown),
                                  new=vnd(listing[line.service]["price"]))
-    if patient_problem or lines_problem or any(line.error for line in lines):
+    if patient_problem or lines_problem or any(line.error or line.qty_error for line in lines):
         return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
                        lines_problem=lines_problem, errors_summary=True)
     made: list[str] = []  # the ChargeItems made (or answered again) before a refusal: the form keeps them
