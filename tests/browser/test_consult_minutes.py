@@ -1,5 +1,5 @@
 """The doctor signs the minutes with several ICD-10 diagnoses in the browser: codes typed, then one
-picked from the suggestions (added after them, not replacing them), then another typed; an unknown
+picked from the suggestions with the keyboard (added after them, not replacing them), then another typed; an unknown
 code is named and the text kept; the signed minutes list every diagnosis in order and name the chair
 once. Screenshotted and checked by axe-core (conftest.Visitor.check)."""
 
@@ -31,8 +31,16 @@ def test_the_minutes_take_several_diagnoses_typed_and_picked(visitor_factory, st
     page.locator("#diagnosis").press_sequentially("tăng huyết")
     pick = page.locator("#diagnosis-suggest button[data-pick^='I10 ']")
     pick.wait_for()
-    pick.click()
+    # picked with the keyboard (the focus stays in the box; Enter picks the suggestion moved to, no new line)
+    box = page.locator("#diagnosis")
+    for _ in range(page.locator("#diagnosis-suggest [role=option]").count()):
+        box.press("ArrowDown")
+        if box.get_attribute("aria-activedescendant") == pick.get_attribute("id"):
+            break
+    assert pick.get_attribute("aria-selected") == "true" and page.evaluate("document.activeElement.id") == "diagnosis"
+    box.press("Enter")
     assert page.input_value("#diagnosis") == "I20.0\nI10 — Tăng huyết áp vô căn (nguyên phát)\n"
+    assert page.locator("#diagnosis-suggest").is_hidden()
     page.locator("#diagnosis").press_sequentially("E11.9")
     v.check("doctor-minutes-several-diagnoses")
     page.click("form[action$='/complete'] button.primary")

@@ -387,6 +387,12 @@ def test_the_forms_say_their_file_limits_and_a_page_shown_again_asks_for_the_fil
     page = client.get("/patients/p1/consult").get_data(as_text=True)
     assert "Tối đa 1,5 MB mỗi tệp và 1,9 MB cho tất cả các tệp gộp lại." in page
     assert 'data-max-total="1936000"' in page
+    # the per-file limit the server checks, and its words for a file refused ("{name}": app.js puts the file's)
+    assert 'data-max-file="1500000"' in page and 'data-files-refused="files-refused"' in page
+    refused = re.search(r'<p[^>]*id="files-refused"[^>]*>', page).group(0)
+    assert " hidden" in refused
+    assert 'data-too-large-file="{name} lớn hơn 1,5 MB."' in refused
+    assert 'data-wrong-type="{name}: chỉ đính kèm được tệp PDF, JPEG và PNG."' in refused
     assert 'data-testid="files-again"' not in page
     again = client.post("/patients/p1/consult", content_type="multipart/form-data", data=_consult_data(
         page, question="ngắn", files=[(io.BytesIO(PNG), "x-quang.png", "image/png")])).get_data(as_text=True)

@@ -18,25 +18,61 @@
     bar.hidden = false;
     bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100);
   });
-  // a form's files over its data-max-total together (the portal's whole-request limit) are said in its
-  // data-too-large box before anything is sent; what was typed stays (one file over the per-file limit
-  // goes on: the page names it)
+  // a form's files are checked before anything is sent, what was typed staying: each file against the
+  // form's data-max-file (the server's per-file limit) and its file box's accept types, said by name in
+  // the form's data-files-refused box in the server's own words (its data-too-large-file and
+  // data-wrong-type, "{name}" the file's); all of them against its data-max-total (the portal's
+  // whole-request limit), said in its data-too-large box. The server checks them all again.
   function tooLargeBox(form) {
     var id = form && form.getAttribute && form.getAttribute("data-too-large");
     return id ? document.getElementById(id) : null;
   }
-  document.addEventListener("submit", function (evt) {
-    var form = evt.target, box = tooLargeBox(form);
-    if (!box) return;
-    var total = Number(form.getAttribute("data-max-total")), sum = 0;
-    form.querySelectorAll("input[type=file]").forEach(function (input) {
-      Array.prototype.forEach.call(input.files || [], function (f) { sum += f.size; });
+  function refusedFiles(form, input) {
+    var box = document.getElementById(form.getAttribute("data-files-refused") || ""), said = [];
+    if (!box) return null;
+    var each = Number(form.getAttribute("data-max-file")), types = (input.getAttribute("accept") || "")
+      .split(",").map(function (t) { return t.trim(); }).filter(Boolean);
+    Array.prototype.forEach.call(input.files || [], function (f) {
+      var key = types.length && types.indexOf(f.type) < 0 ? "data-wrong-type"
+        : each && f.size > each ? "data-too-large-file" : null;
+      if (key) said.push(box.getAttribute(key).split("{name}").join(f.name));
     });
-    box.hidden = !(sum > total);
-    if (!box.hidden) {  // before htmx's own listener on the form (this one runs while capturing)
+    box.textContent = said.join(" ");
+    box.hidden = !said.length;
+    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== box.id;
+    });
+    if (said.length) described.push(box.id);
+    if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+    else input.removeAttribute("aria-describedby");
+    if (said.length) input.setAttribute("aria-invalid", "true");
+    else if (!input.closest(".field.invalid")) input.removeAttribute("aria-invalid");
+    return said.length ? box : null;
+  }
+  function fileInputs(form) {
+    return Array.prototype.slice.call(form.querySelectorAll("input[type=file]"));
+  }
+  document.addEventListener("change", function (evt) {  // said as soon as the files are chosen
+    var input = evt.target;
+    if (input.matches && input.matches("form[data-files-refused] input[type=file]")) refusedFiles(input.form, input);
+  });
+  document.addEventListener("submit", function (evt) {
+    var form = evt.target, box = tooLargeBox(form), refused = null;
+    if (form.hasAttribute && form.hasAttribute("data-files-refused")) {
+      fileInputs(form).forEach(function (input) { refused = refusedFiles(form, input) || refused; });
+    }
+    if (box) {
+      var total = Number(form.getAttribute("data-max-total")), sum = 0;
+      fileInputs(form).forEach(function (input) {
+        Array.prototype.forEach.call(input.files || [], function (f) { sum += f.size; });
+      });
+      box.hidden = !(sum > total);
+      if (!box.hidden) refused = refused || box;
+    }
+    if (refused) {  // before htmx's own listener on the form (this one runs while capturing)
       evt.preventDefault(); evt.stopPropagation();
       var live = document.getElementById("live-error"); if (live) live.hidden = true;
-      box.setAttribute("tabindex", "-1"); box.focus();
+      refused.setAttribute("tabindex", "-1"); refused.focus();
     }
   }, true);
   // a back-end that fails during an htmx request: say so instead of doing nothing; a 413 (the files were
@@ -72,10 +108,7 @@
   // the ICD-10 picker: choosing a suggestion fills the field; in a field of several diagnoses
   // (data-append: the minutes') it replaces the words being typed (data-query) and is added on a
   // line of its own after the codes already there
-  document.addEventListener("click", function (evt) {
-    var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
-    if (!b) return;
-    evt.preventDefault();
+  function pick(b) {
     var input = document.getElementById(b.getAttribute("data-for"));
     if (b.hasAttribute("data-append")) {
       var q = b.getAttribute("data-query") || "", v = input.value.replace(/\s+$/, "");
@@ -86,7 +119,154 @@
       input.value = b.getAttribute("data-pick");
     }
     var list = b.closest("ul"); if (list) list.innerHTML = "";
+    closeList(input);
     input.focus();
+  }
+  document.addEventListener("click", function (evt) {
+    var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
+    if (!b) return;
+    evt.preventDefault();
+    pick(b);
+  });
+  // ... as a combobox (WAI-ARIA APG, list autocomplete with manual selection): a box whose aria-controls
+  // names a ul.suggest (htmx swaps in its suggestions) gets role=combobox and aria-expanded, the list
+  // role=listbox, each suggestion role=option; ArrowDown/ArrowUp move through them (the focus stays in
+  // the box: aria-activedescendant), Enter picks the one moved to, Escape closes; Enter in the box
+  // never sends its form while the list is open. A textarea (the minutes' codes) cannot be a combobox:
+  // it keeps its role, with the same keys (Enter without a suggestion moved to is a new line).
+  // Without JavaScript there are no suggestions and the box is a plain text box.
+  function suggestList(input) {
+    var list = document.getElementById(input.getAttribute("aria-controls") || "");
+    return list && list.matches("ul.suggest") ? list : null;
+  }
+  function suggestions(list) {
+    return list ? Array.prototype.slice.call(list.querySelectorAll("button[data-pick]")) : [];
+  }
+  function isOpen(input) {
+    var list = suggestList(input);
+    return !!list && !list.hidden && suggestions(list).length > 0;
+  }
+  function closeList(input) {
+    var list = suggestList(input);
+    if (list) list.hidden = true;
+    if (input.getAttribute("role") === "combobox") input.setAttribute("aria-expanded", "false");
+    moveTo(input, -1);
+  }
+  function moveTo(input, i) {
+    var opts = suggestions(suggestList(input));
+    opts.forEach(function (o, j) { o.setAttribute("aria-selected", j === i ? "true" : "false"); });
+    if (i >= 0 && opts[i]) {
+      input.setAttribute("aria-activedescendant", opts[i].id);
+      opts[i].scrollIntoView({block: "nearest"});
+    } else {
+      input.removeAttribute("aria-activedescendant");
+    }
+  }
+  function active(input) {
+    var id = input.getAttribute("aria-activedescendant");
+    return id ? suggestions(suggestList(input)).map(function (o) { return o.id; }).indexOf(id) : -1;
+  }
+  function setUpCombobox(input) {
+    var list = suggestList(input);
+    if (!list) return;
+    if (input.tagName === "INPUT" && input.getAttribute("role") !== "combobox") {
+      input.setAttribute("role", "combobox");
+      input.setAttribute("aria-expanded", "false");
+    }
+    input.setAttribute("aria-autocomplete", "list");
+    var label = input.labels && input.labels[0];
+    list.setAttribute("role", "listbox");
+    if (label) list.setAttribute("aria-label", label.textContent.trim());
+    suggestions(list).forEach(function (o, i) {
+      o.setAttribute("role", "option");
+      o.setAttribute("tabindex", "-1");
+      o.setAttribute("aria-selected", "false");
+      o.id = list.id + "-" + i;
+      if (o.parentNode.tagName === "LI") o.parentNode.setAttribute("role", "none");
+    });
+    // the suggestions just swapped in: shown while the box is still being typed in
+    var open = suggestions(list).length > 0 && document.activeElement === input;
+    list.hidden = !open;
+    if (input.getAttribute("role") === "combobox") input.setAttribute("aria-expanded", open ? "true" : "false");
+    input.removeAttribute("aria-activedescendant");
+  }
+  function setUpComboboxes(root) {
+    if (!root || !root.querySelectorAll) return;
+    var boxes = Array.prototype.slice.call(root.querySelectorAll("input[aria-controls], textarea[aria-controls]"));
+    if (root.matches && root.matches("ul.suggest[id]")) {  // a list swapped in: its box
+      boxes = Array.prototype.slice.call(document.querySelectorAll("[aria-controls='" + root.id + "']"));
+    }
+    boxes.forEach(setUpCombobox);
+  }
+  document.addEventListener("htmx:load", function (evt) { setUpComboboxes(evt.detail.elt); });
+  document.addEventListener("DOMContentLoaded", function () { setUpComboboxes(document); });
+  document.addEventListener("keydown", function (evt) {
+    var input = evt.target;
+    if (evt.isComposing || !input.matches || !input.matches("[aria-autocomplete=list]")) return;
+    var list = suggestList(input), opts = suggestions(list), open = isOpen(input), i = active(input);
+    if (evt.key === "ArrowDown" || evt.key === "ArrowUp") {
+      if (!opts.length) return;
+      evt.preventDefault();
+      if (!open) {
+        list.hidden = false;
+        if (input.getAttribute("role") === "combobox") input.setAttribute("aria-expanded", "true");
+      }
+      var down = evt.key === "ArrowDown";
+      moveTo(input, i < 0 ? (down ? 0 : opts.length - 1) : (i + (down ? 1 : opts.length - 1)) % opts.length);
+    } else if (evt.key === "Enter" && open) {
+      if (i >= 0) { evt.preventDefault(); pick(opts[i]); } else if (input.tagName === "INPUT") evt.preventDefault();
+    } else if (evt.key === "Escape" && open) {
+      evt.preventDefault();
+      closeList(input);
+    }
+  });
+  document.addEventListener("input", function (evt) {  // typing again: no suggestion moved to
+    if (evt.target.matches && evt.target.matches("[aria-autocomplete=list]")) moveTo(evt.target, -1);
+  });
+  // leaving the box closes its list; left by a click (on the button under the list, say), once the click is
+  // done: the list going away moves what is under it, and the click would land on something else
+  var pressed = false;
+  function closeLeft() {
+    pressed = false;
+    document.querySelectorAll("[aria-autocomplete=list]").forEach(function (input) {
+      if (input !== document.activeElement && isOpen(input)) closeList(input);
+    });
+  }
+  document.addEventListener("pointerdown", function () { pressed = true; }, true);
+  ["pointerup", "pointercancel"].forEach(function (name) {
+    document.addEventListener(name, function () { setTimeout(closeLeft, 0); }, true);
+  });
+  document.addEventListener("focusout", function (evt) {
+    var input = evt.target;
+    if (!pressed && input.matches && input.matches("[aria-autocomplete=list]") && suggestList(input)) closeList(input);
+  });
+  document.addEventListener("mousedown", function (evt) {  // a click on a suggestion keeps the focus in the box
+    if (evt.target.closest && evt.target.closest("ul.suggest[role=listbox]")) evt.preventDefault();
+  });
+  // a whole-number box (data-min, data-max: the new invoice's quantities) says the server's message (its
+  // error box's data-message) beside it as soon as what is typed cannot be one; an empty box once left
+  function checkWhole(input, left) {
+    var box = document.getElementById(input.id + "-error");
+    if (!box || !box.hasAttribute("data-message")) return;
+    var text = input.value.trim(), n = Number(text);
+    var bad = /^[0-9]+$/.test(text) ? n < Number(input.getAttribute("data-min")) || n > Number(input.getAttribute("data-max"))
+      : text !== "" || left;
+    if (!bad && !left && box.textContent === "") return;
+    box.textContent = bad ? box.getAttribute("data-message") : "";
+    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== box.id;
+    });
+    if (bad) described.unshift(box.id);
+    if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+    else input.removeAttribute("aria-describedby");
+    if (bad) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+    var row = input.closest("tr"); if (row && !row.querySelector("[id$='-error']:not(:empty)")) row.classList.remove("invalid");
+  }
+  document.addEventListener("input", function (evt) {
+    if (evt.target.matches && evt.target.matches("input[data-min][data-max]")) checkWhole(evt.target, false);
+  });
+  document.addEventListener("change", function (evt) {
+    if (evt.target.matches && evt.target.matches("input[data-min][data-max]")) checkWhole(evt.target, true);
   });
   // focus the first error summary after a failed submission
   document.addEventListener("DOMContentLoaded", function () {
