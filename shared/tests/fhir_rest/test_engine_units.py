@@ -131,3 +131,42 @@ def test_compartment_params():
     assert compartment_param("Observation") == "patient"
     assert compartment_param("Encounter") == "patient"
     assert compartment_param("Practitioner") is None
+
+
+@pytest.mark.parametrize("environ", [
+    {"HTTP_HOST": "sen.example:8443", "wsgi.url_scheme": "https", "CONTENT_TYPE": "application/fhir+json",
+     "CONTENT_LENGTH": "12", "HTTP_X_CORRELATION_ID": "abc", "HTTP_ACCEPT": "*/*"},
+    {"SERVER_NAME": "10.0.0.5", "SERVER_PORT": "8080", "CONTENT_LENGTH": "", "HTTP_IF_NONE_EXIST": "a=b"},
+    {"HTTP_HOST": "sen.vn", "HTTP_CONTENT_TYPE": "odd", "HTTP_PREFER": "return=minimal"},
+])
+def test_the_request_headers_and_base_are_flasks_own(environ):
+    """from_flask's headers and base URL (read from the environ, the base kept per host) are what
+    Flask's request gives: ``{k.lower(): v for k, v in request.headers.items()}`` and ``host_url``."""
+    import flask
+    from sen_shared.fhir import http as fhir_http
+
+    app = flask.Flask("t")
+    with app.test_request_context("/fhir/Patient", method="POST", environ_overrides=environ):
+        req = flask.request
+        flasks = {k.lower(): v for k, v in req.headers.items()}
+        assert fhir_http._headers(req.environ) == flasks
+        made = fhir_http.from_flask("Patient", body=False)
+        assert made.headers == flasks
+        assert made.base == req.host_url.rstrip("/") + "/fhir"
+        again = fhir_http.from_flask("Patient", body=False, base_path="/other")
+        assert again.base == req.host_url.rstrip("/") + "/other"
+
+
+def test_an_untrusted_host_is_refused_every_time():
+    import flask
+    from sen_shared.fhir import http as fhir_http
+    from werkzeug.exceptions import SecurityError
+
+    app = flask.Flask("t")
+    app.config["TRUSTED_HOSTS"] = ["sen.example"]
+    for _ in range(2):
+        with app.test_request_context("/fhir/Patient", environ_overrides={"HTTP_HOST": "evil.example"}):
+            with pytest.raises(SecurityError):
+                fhir_http.from_flask("Patient", body=False)
+    with app.test_request_context("/fhir/Patient", environ_overrides={"HTTP_HOST": "sen.example"}):
+        assert fhir_http.from_flask("Patient", body=False).base == "http://sen.example/fhir"

@@ -109,6 +109,37 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
+_bases: dict[tuple[Any, ...], str] = {}  # (scheme, Host, server name and port, base path) -> absolute base URL
+_BASES_KEPT = 64  # the Host header is the client's: at most this many kept (others computed each time)
+
+
+def _base_url(request: Any, base_path: str) -> str:
+    """The absolute base URL of the request (Flask's ``host_url``, the trusted-host check
+    included) and ``base_path``: computed once per scheme, Host and server, not per request."""
+    env = request.environ
+    key = (env.get("wsgi.url_scheme"), env.get("HTTP_HOST"), env.get("SERVER_NAME"), env.get("SERVER_PORT"),
+           base_path)
+    found = _bases.get(key)
+    if found is None:
+        found = request.host_url.rstrip("/") + base_path
+        if len(_bases) < _BASES_KEPT:
+            _bases[key] = found
+    return found
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name, as werkzeug's ``EnvironHeaders`` reads them from
+    the WSGI environ (``HTTP_*``, and a non-empty ``CONTENT_TYPE``/``CONTENT_LENGTH``)."""
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            if key != "HTTP_CONTENT_TYPE" and key != "HTTP_CONTENT_LENGTH":
+                out[key[5:].replace("_", "-").lower()] = value
+        elif (key == "CONTENT_TYPE" or key == "CONTENT_LENGTH") and value:
+            out[key.replace("_", "-").lower()] = value
+    return out
+
+
 def from_flask(resource_type: str | None = None, rid: str | None = None, vid: str | None = None, *,
                base_path: str = "/fhir", form: bool = False, body: bool = True,
                operation: str | None = None, compartment: tuple[str, str] | None = None) -> FhirRequest:
@@ -138,8 +169,8 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
                     raise FhirError(f"{where or 'the body'} holds a NUL character (\\u0000), which no FHIR string may",
                                     status=400, expression=[where] if where else None)
     req = FhirRequest(method=request.method, resource_type=resource_type, rid=rid, vid=vid, params=params,
-                      headers={k.lower(): v for k, v in request.headers.items()}, body=parsed,
-                      base=request.host_url.rstrip("/") + base_path, operation=operation,
+                      headers=_headers(request.environ), body=parsed,
+                      base=_base_url(request, base_path), operation=operation,
                       compartment=compartment)
     response_type(req)  # 406 before any work
     return req
