@@ -1,0 +1,230 @@
+"""Property-based fuzz of every Sen service's HTTP API from its OpenAPI spec (schemathesis).
+
+    set -a; eval "$(bash deploy/local/infra.sh env)"; set +a
+    .venv/bin/python tools/fuzz/api_fuzz.py [--examples 30] [--seed 1] [--services ehr,billing]
+                                            [--roles none,admin,clinic,doctor,cashier,health-dept]
+
+Starts each service as the integration tests do (gunicorn on a free loopback port, a database of
+its own, a development signing key of its own; the portal's back-ends are the processes started
+here), then runs ``schemathesis run`` against the served spec once per role (``none``: no token)
+with a fixed seed and a bounded number of examples per operation. Checks: no 5xx, and every error
+answer (4xx) is a FHIR OperationOutcome under /fhir or RFC 9457 problem JSON elsewhere. The
+databases are dropped at the end. Reports land in ``--out`` (default .sen/fuzz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import web_process  # noqa: E402
+
+SERVICES = ("ehr", "teleconsult", "billing", "portal")
+ROLES = ("none", "admin", "clinic", "doctor", "cashier", "health-dept")
+PROBLEM_TYPES = ("application/problem+json",)
+FHIR_TYPES = ("application/fhir+json", "application/json")
+
+
+def token(key: Path, role: str) -> str:
+    from sen_shared.auth import issue_dev_token
+
+    extra = {"facility": "fuzz-org"} if role in ("clinic", "cashier", "doctor") else {}
+    if role == "doctor":
+        extra["practitioner"] = "fuzz-pr"
+    return issue_dev_token(key, role, **extra)
+
+
+def served_spec(url: str, name: str, out: Path, key: Path, deep: bool) -> Path:
+    """The spec as the service serves it (or merges it at start), deepened (:func:`deepen`) on demand."""
+    import httpx
+
+    path = out / f"{name}.openapi.json"
+    r = httpx.get(f"{url}/openapi.json", timeout=10)
+    if r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"):
+        spec = r.json()
+    else:
+        from sen_shared.web import load_spec
+
+        spec = load_spec(f"{name}.yaml")
+    if deep and any(p.startswith("/fhir") for p in spec.get("paths", {})):
+        cap = httpx.get(f"{url}/fhir/metadata", timeout=10).json()
+        types = sorted(r["type"] for rest in cap.get("rest", []) for r in rest.get("resource", []))
+        spec = deepen(spec, types, seed(url, key, types))
+    path.write_text(json.dumps(spec))
+    return path
+
+
+# query parameters a FHIR operation reads though its spec leaves them open (FHIR search parameters):
+# declared in the fuzzed copy so that schemathesis sends them, with anything in them
+_SEARCH = ("_id", "_count", "_sort", "_cursor", "_offset", "_include", "_revinclude", "_elements", "_summary",
+           "_total", "_since", "_lastUpdated", "identifier", "status", "subject", "patient", "name", "date",
+           "code", "specialty", "facility", "priority", "start", "end", "practitioner", "organization",
+           "schedule", "_has:Patient:link:_id", "day")
+_STR = {"type": "string"}
+_REF = {"type": "object", "properties": {"reference": _STR}}
+_ELEMENT = {"type": "object", "properties": {
+    "name": _STR, "valueString": _STR, "valueCode": _STR, "valueInteger": {"type": "integer"},
+    "valueDateTime": _STR, "valueReference": _REF, "valueIdentifier": {
+        "type": "object", "properties": {"system": _STR, "value": _STR}}, "resource": {"type": "object"}}}
+
+
+def deepen(spec: dict, types: list[str], ids: list[str]) -> dict:
+    """The spec with what a client plausibly sends made likely: ``{type}`` one of the served types,
+    ``{id}`` one of the seeded ids, a body one of those types with the elements the handlers read
+    (status, subject, identifier, Parameters' parameter), and the FHIR search parameters declared
+    on the reads and operations that take them (their schemas stay open: anything may be sent)."""
+    comps = spec.setdefault("components", {})
+    params = comps.setdefault("parameters", {})
+    if "Type" in params:
+        params["Type"]["schema"] = {"type": "string", "enum": types}
+    if "Id" in params and ids:
+        params["Id"]["schema"] = {"type": "string", "enum": ids}
+    body = {"type": "object", "required": ["resourceType"], "additionalProperties": True, "properties": {
+        "resourceType": {"type": "string", "enum": [*types, "Parameters", "Bundle"]},
+        "id": _STR, "status": _STR, "intent": _STR, "priority": _STR, "subject": _REF, "patient": _REF,
+        "for": _REF, "owner": _REF, "requester": _REF, "start": _STR, "end": _STR,
+        "identifier": {"type": "array", "items": {"type": "object", "properties": {"system": _STR, "value": _STR}}},
+        "name": {"type": "array", "items": {"type": "object", "properties": {
+            "family": _STR, "given": {"type": "array", "items": _STR}}}},
+        "parameter": {"type": "array", "items": _ELEMENT},
+        "type": _STR, "entry": {"type": "array", "items": {"type": "object", "properties": {
+            "request": {"type": "object", "properties": {"method": {"enum": ["GET", "POST", "PUT", "DELETE"]},
+                                                          "url": _STR}},
+            "resource": {"type": "object"}, "fullUrl": _STR}}}}}
+    for name in ("Resource", "ResourceOrNothing"):
+        if name in comps.get("schemas", {}):
+            comps["schemas"][name] = {**body, "nullable": name == "ResourceOrNothing"}
+    for path, item in spec.get("paths", {}).items():
+        if not path.startswith("/fhir"):
+            continue
+        for method in ("get", "post"):
+            op = item.get(method)
+            if op is None or "{id}" in path and method == "post":
+                continue
+            declared = {prm.get("name") for prm in op.get("parameters", []) if isinstance(prm, dict)}
+            op.setdefault("parameters", []).extend(
+                {"name": n, "in": "query", "required": False, "schema": _STR} for n in _SEARCH if n not in declared)
+    return spec
+
+
+def seed(url: str, key: Path, types: list[str]) -> list[str]:
+    """A few resources made by the admin on the server (the ones a bare body makes), their ids."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token(key, 'admin')}", "Content-Type": "application/fhir+json"}
+    bodies = {"Patient": {"name": [{"family": "Nguyễn", "given": ["Văn", "An"]}], "gender": "male",
+                          "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "001080000001"}]},
+              "Organization": {"name": "Trạm Y tế Fuzz"}, "Practitioner": {"name": [{"family": "Lê"}]}}
+    ids = ["missing-1"]
+    for rtype in types:
+        r = httpx.post(f"{url}/fhir/{rtype}", headers=headers, timeout=20,
+                       json={"resourceType": rtype, **bodies.get(rtype, {})})
+        if r.status_code == 201:
+            ids.append(r.json()["id"])
+    return ids
+
+
+def bad_error_bodies(har: Path) -> list[str]:
+    """The 4xx/5xx answers of a HAR that are neither an OperationOutcome (/fhir) nor problem JSON."""
+    found = []
+    if not har.exists():
+        return found
+    for entry in json.loads(har.read_text()).get("log", {}).get("entries", []):
+        status = entry["response"]["status"]
+        if status < 400:
+            continue
+        url = entry["request"]["url"]
+        path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else url
+        ctype = entry["response"].get("content", {}).get("mimeType", "")
+        text = entry["response"].get("content", {}).get("text", "")
+        if path.startswith("/fhir"):
+            ok = ctype.split(";")[0] in FHIR_TYPES and '"OperationOutcome"' in (text or "")
+        else:
+            ok = ctype.split(";")[0] in PROBLEM_TYPES
+        if not ok or status >= 500:
+            found.append(f"{entry['request']['method']} {path[:200]} -> {status} {ctype} {(text or '')[:200]!r}")
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", default=",".join(SERVICES))
+    ap.add_argument("--roles", default=",".join(ROLES))
+    ap.add_argument("--examples", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=int, default=300, help="seconds one schemathesis run may take")
+    ap.add_argument("--out", default=str(ROOT / ".sen" / "fuzz"))
+    ap.add_argument("--phases", default="examples,coverage,fuzzing")
+    ap.add_argument("--checks", default="not_a_server_error,status_code_conformance,content_type_conformance")
+    ap.add_argument("--deep", action="store_true", help="served types, seeded ids and search parameters (deepen)")
+    a = ap.parse_args()
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    key = out / "dev-jwt.pem"
+    run = uuid.uuid4().hex[:6]
+    base = {"MONGO_URL": os.environ["MONGO_URL"], "AMQP_URL": os.environ["AMQP_URL"], "SEN_ENV": "test",
+            "SEN_BUS_PREFIX": f"fz{run}.", "SEN_DEV_JWT_KEY": str(key), "LOG_LEVEL": "WARNING",
+            "SEN_HTTP_TIMEOUT": "10"}
+    wanted = a.services.split(",")
+    dbs: list[str] = []
+    failed = False
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for name in ("ehr", "teleconsult", "billing", "portal"):
+            if name not in wanted and not (name != "portal" and "portal" in wanted):
+                continue
+            db = f"sen_fuzz{run}_{name}"
+            dbs.append(db)
+            env = {**base, "SEN_DB": db, "SEN_EHR_URL": urls.get("ehr", ""),
+                   "SEN_TELECONSULT_URL": urls.get("teleconsult", ""), "SEN_BILLING_URL": urls.get("billing", "")}
+            env = {k: v for k, v in env.items() if v}
+            urls[name] = stack.enter_context(web_process(name, env, out / f"{name}.log"))
+            print(f"{name}: {urls[name]} (db {db})", flush=True)
+        for name in wanted:
+            spec = served_spec(urls[name], name, out, key, a.deep)
+            for role in a.roles.split(","):
+                tag = f"{name}-{role}"
+                har = out / f"{tag}.har"
+                har.unlink(missing_ok=True)
+                cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", urls[name],
+                       "--checks", a.checks, "--max-examples", str(a.examples), "--seed", str(a.seed),
+                       "--phases", a.phases, "--workers", "1", "--request-timeout", "20",
+                       "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har),
+                       "--exclude-path-regex", "^/(metrics|healthz|readyz)$", "--no-color"]
+                if role != "none":
+                    cmd += ["--header", f"Authorization: Bearer {token(key, role)}"]
+                started = time.monotonic()
+                try:
+                    p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=a.timeout)
+                    text, rc = p.stdout + p.stderr, p.returncode
+                except subprocess.TimeoutExpired as err:
+                    got = err.stdout or b""
+                    text, rc = got.decode() if isinstance(got, bytes) else got, "timeout"
+                (out / f"{tag}.txt").write_text(text)
+                bad = bad_error_bodies(har)
+                (out / f"{tag}.bad.txt").write_text("\n".join(bad))
+                summary = [ln for ln in text.splitlines() if "passed" in ln or "failed" in ln or "error" in ln][-3:]
+                print(f"{tag}: rc={rc} {time.monotonic() - started:.0f}s, bad error bodies {len(bad)}; "
+                      + " | ".join(s.strip() for s in summary), flush=True)
+                failed |= rc != 0 or bool(bad)
+    from pymongo import MongoClient
+
+    client = MongoClient(os.environ["MONGO_URL"])
+    for db in dbs:
+        client.drop_database(db)
+    client.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
