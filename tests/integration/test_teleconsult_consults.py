@@ -278,6 +278,8 @@ def test_the_task_carries_the_consults_reason_however_it_was_submitted(tc, token
     assert r.status_code == 422 and "reasonCode" in diag(r)
     r = post(f"{tc}/fhir", bundle({"reasonCode": {"coding": "I21.1"}}), tokens["a"])
     assert r.status_code == 400 and "reasonCode" in str(r.json()), r.text
+    r = post(f"{tc}/fhir", bundle({"reasonCode": {"coding": [{"system": ICD10, "code": "I21.99"}]}}), tokens["a"])
+    assert r.status_code == 422 and diag(r).startswith("I21.99 is not an ICD-10 code"), r.text
 
 
 @pytest.mark.parametrize("change, status, says", [
@@ -291,6 +293,10 @@ def test_the_task_carries_the_consults_reason_however_it_was_submitted(tc, token
      "Patient/nobody is not known to the EHR"),
     ({"priority": "whenever"}, 422, "priority"),
     ({"reasonCode": [{"text": "đau ngực"}]}, 422, "ICD-10"),
+    # the list (sen_shared.icd10), not the shape: WHO's I21 stops at one decimal, E11.65 is US-only
+    ({"reasonCode": [{"coding": [{"system": ICD10, "code": "I21.99"}]}]}, 422, "I21.99 is not an ICD-10 code"),
+    ({"reasonCode": [{"coding": [{"system": ICD10, "code": "B02.9"}]},
+                     {"coding": [{"system": ICD10, "code": "E11.65"}]}]}, 422, "E11.65 is not an ICD-10 code"),
     ({"note": []}, 422, "clinical question"),
     ({"requester": {"reference": f"Organization/{CLINIC_B}"}}, 403, "your facility"),
 ])
@@ -300,6 +306,33 @@ def test_a_bad_or_forbidden_submission_is_refused_and_creates_nothing(tc, tokens
     assert r.status_code == status, r.text
     assert says in diag(r)
     assert (count(db, "ServiceRequest"), count(db, "Task")) == before
+
+
+def test_a_conclusion_code_not_in_the_list_is_refused_and_the_task_is_unchanged(tc, tokens, db):
+    """``$complete`` checks each conclusion against sen_shared.icd10: E11.65 (ICD-10-CM, US) is
+    refused by name with nothing written; B02.9 (WHO) completes the consult."""
+    _, task_id = submitted(submit(tc, tokens, service_request(
+        reasonCode=[{"coding": [{"system": ICD10, "code": "B02.9", "display": "Bệnh Zoster không biến chứng"}]}])))
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    before = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    steps = db.consult_steps.count_documents({"k": task_id})
+
+    def conclude(code: str) -> list[dict[str, Any]]:
+        return [p if p["name"] != "conclusion" else {"name": "conclusion", "valueCoding": {"system": ICD10,
+                                                                                           "code": code}}
+                for p in minutes()]
+
+    for bad in ("E11.65", "I21.99"):
+        r = op(tc, task_id, "$complete", "dr", tokens, conclude(bad))
+        assert r.status_code == 422 and diag(r).startswith(f"{bad} is not an ICD-10 code"), r.text
+    two = [*conclude("B02.9"), {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "E11.65"}}]
+    r = op(tc, task_id, "$complete", "dr", tokens, two)  # one bad code of two: the whole step refused
+    assert r.status_code == 422 and "E11.65" in diag(r), r.text
+    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json() == before
+    assert db.consult_steps.count_documents({"k": task_id}) == steps
+    r = op(tc, task_id, "$complete", "dr", tokens, conclude("B02.9"))
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    assert r.json()["output"][0]["valueCodeableConcept"]["coding"][0]["code"] == "B02.9"
 
 
 def _silent_server() -> tuple[socket.socket, int]:

@@ -66,7 +66,8 @@ def test_the_task_carries_the_first_reason_or_the_clients_own():
     ({"intent": "plan"}, "ServiceRequest.intent"),
     ({"status": "draft"}, "ServiceRequest.status"),
     ({"subject": {"reference": "Group/g1"}}, "ServiceRequest.subject"),
-    ({"reasonCode": [{"coding": [{"system": ICD10, "code": "not a code"}]}]}, "ServiceRequest.reasonCode"),
+    ({"reasonCode": [{"coding": [{"system": ICD10, "code": "not a code"}]}]},
+     "ServiceRequest.reasonCode[0].coding[0].code"),
     ({"reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "22298006"}]}]},
      "ServiceRequest.reasonCode"),
     ({"note": [{"text": "  "}]}, "ServiceRequest.note"),
@@ -77,6 +78,28 @@ def test_a_bad_submission_says_where(change, where):
     with pytest.raises(ConsultError) as err:
         rules.check_submission(sr(**change), clinic=CLINIC, default_hub=None)
     assert err.value.status == 422 and err.value.expression == [where]
+
+
+@pytest.mark.parametrize("code", ["I21.99", "E11.65", "Z99.99", "I219", "A00-A09"])
+def test_a_reason_of_the_right_shape_that_is_no_icd10_code_is_refused_by_name(code):
+    """The list (sen_shared.icd10), not the shape: I21.99 looks like a code, WHO has none; E11.65 is US-only."""
+    first = {"coding": [{"system": ICD10, "code": "B02.9"}]}
+    bad = {"coding": [{"system": "http://snomed.info/sct", "code": "22298006"}, {"system": ICD10, "code": code}]}
+    with pytest.raises(ConsultError) as err:
+        rules.check_submission(sr(reasonCode=[first, bad]), clinic=CLINIC, default_hub=None)
+    assert err.value.status == 422 and err.value.detail.startswith(f"{code} is not an ICD-10 code")
+    assert err.value.expression == ["ServiceRequest.reasonCode[1].coding[1].code"]
+    with pytest.raises(ConsultError) as err:
+        rules.check_reason(bad, "Task.reasonCode")  # a transaction's own Task
+    assert err.value.expression == ["Task.reasonCode.coding[1].code"]
+
+
+@pytest.mark.parametrize("code", ["B02.9", "I21.9", "B18.00", "A91", "Z99.9", "U07.1"])
+def test_every_who_code_is_a_reason(code):
+    sub = rules.check_submission(sr(reasonCode=[{"coding": [{"system": ICD10, "code": code}]}]), clinic=CLINIC,
+                                 default_hub=None)
+    assert sub.service_request["reasonCode"][0]["coding"][0]["code"] == code
+    assert rules.check_reason({"coding": [{"system": ICD10, "code": code}]}, "Task.reasonCode")
 
 
 def test_the_requester_is_the_callers_facility_and_the_default_hub_fills_in():
@@ -220,6 +243,8 @@ def test_sla():
     ("site", {"valueReference": "Organization/hub"}),  # a string, not a Reference
     ("chair", {"valueReference": {"reference": "Organization/hub"}}),
     ("conclusion", {"valueCoding": {"system": ICD10, "code": "i21"}}),
+    ("conclusion", {"valueCoding": {"system": ICD10, "code": "E11.65"}}),  # ICD-10-CM, not WHO
+    ("conclusion", {"valueCoding": {"system": ICD10, "code": "I21.99"}}),  # the right shape, no such code
     ("participant", {"part": [{"name": "who", "valueReference": {"reference": "Practitioner/a"}}]}),
 ])
 def test_malformed_minutes_are_422_not_a_crash(name, bad):

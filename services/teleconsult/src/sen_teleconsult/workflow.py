@@ -340,6 +340,7 @@ class Consults:
             # the client's part only: the rest of the Task is the server's own (rules.new_task)
             validate_resource({"resourceType": "Task", "status": "requested", "intent": "order",
                                "reasonCode": task_reason}, expected_type="Task")
+            rules.check_reason(task_reason, "Task.reasonCode")
         # the EHR: the patient exists and this caller may see it (and each supporting record), in
         # one call (a batch of reads when there are records)
         read = ehr.check_all_readable([(sub.patient, "ServiceRequest.subject"),

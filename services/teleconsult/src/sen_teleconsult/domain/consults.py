@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sen_shared import icd10
 from sen_shared.fhir.outcome import FhirError
 
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-ICD10_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+ICD10 = icd10.SYSTEM
 SNOMED = "http://snomed.info/sct"
 CONSULT_CATEGORY = {"system": SNOMED, "code": "11429006", "display": "Consultation"}
 TASK_CODE = {"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}
@@ -213,7 +213,7 @@ def check_submission(sr: Any, *, clinic: str | None, default_hub: str | None, ad
     patient = ref_of(sr.get("subject"))
     if patient is None or not patient.startswith("Patient/"):
         raise _bad("subject must reference the patient: Patient/<id> (the EHR's)", "ServiceRequest.subject")
-    if not _has_icd10(sr.get("reasonCode")):
+    if not _has_icd10(sr.get("reasonCode"), "ServiceRequest.reasonCode"):
         raise _bad(f"reasonCode needs an ICD-10 coding (system {ICD10}, e.g. code I21.9)",
                    "ServiceRequest.reasonCode")
     notes = sr.get("note")
@@ -261,13 +261,30 @@ def check_submission(sr: Any, *, clinic: str | None, default_hub: str | None, ad
     return Submission(sr, patient, clinic, hubs[0], priority, specialty, concept, tuple(supporting))
 
 
-def _has_icd10(reason: Any) -> bool:
-    for cc in reason if isinstance(reason, list) else []:
-        for c in (cc.get("coding") if isinstance(cc, dict) else None) or []:
-            if isinstance(c, dict) and c.get("system") == ICD10 and isinstance(c.get("code"), str) \
-                    and ICD10_CODE.match(c["code"]):
-                return True
-    return False
+def _has_icd10(reason: Any, where: str) -> bool:
+    """Whether the CodeableConcepts hold an ICD-10 coding; one whose code is not in Sen's list
+    (:mod:`sen_shared.icd10`: ``I21.99``, the US-only ``E11.65``) is refused by name."""
+    found = [check_reason(cc, f"{where}[{i}]") for i, cc in enumerate(reason if isinstance(reason, list) else [])]
+    return any(found)
+
+
+def check_icd10(code: Any, where: str) -> None:
+    """An ICD-10 code must be one of the list (WHO ICD-10 as listed, e.g. I21.9): a code of the right
+    shape is not enough (the event schemas can only check the shape)."""
+    if not icd10.is_code(code):
+        shown = code if isinstance(code, str) and code else repr(code)
+        raise _bad(f"{shown} is not an ICD-10 code (WHO ICD-10 as listed, with its dot, e.g. I21.9)", where)
+
+
+def check_reason(reason: Any, where: str) -> bool:
+    """Whether one CodeableConcept (a Task's ``reasonCode``) holds an ICD-10 coding; each one's code
+    must be a code of the list."""
+    found = False
+    for j, c in enumerate((reason.get("coding") if isinstance(reason, dict) else None) or []):
+        if isinstance(c, dict) and c.get("system") == ICD10:
+            check_icd10(c.get("code"), f"{where}.coding[{j}].code")
+            found = True
+    return found
 
 
 def named(sub: Submission, name: str) -> Submission:
@@ -514,10 +531,10 @@ def parse_minutes(body: Any) -> Minutes:
     conclusion = []
     for p in param_values(body, "conclusion"):
         c = p.get("valueCoding")
-        if not (isinstance(c, dict) and c.get("system") == ICD10 and isinstance(c.get("code"), str)
-                and ICD10_CODE.match(c["code"])):
+        if not (isinstance(c, dict) and c.get("system") == ICD10 and isinstance(c.get("code"), str)):
             raise _bad(f"each 'conclusion' is a valueCoding of ICD-10 ({ICD10})",
                        "Parameters.parameter.where(name='conclusion')")
+        check_icd10(c["code"], "Parameters.parameter.where(name='conclusion')")
         conclusion.append({k: c[k] for k in ("system", "code", "display") if isinstance(c.get(k), str)})
     if not conclusion:
         raise _bad("'conclusion' is required: the diagnosis as ICD-10 codes",
