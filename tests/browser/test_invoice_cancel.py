@@ -118,7 +118,14 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     e.page.evaluate("window.__sameDocument = true")
 
     v.page.fill("#cancel-reason", REASON)
-    v.page.click("#cancel-box button.danger")
+    v.page.click("#cancel-box button.danger")  # the first press: the step saying what will happen, nothing done
+    v.page.wait_for_selector("#cancel-box[open] [data-testid=confirm-step]")
+    assert v.page.input_value("#cancel-reason") == REASON and _status(stack, old) == "issued"
+    assert "sẽ bị hủy" in v.page.inner_text("#cancel-box [data-testid=confirm-step]")
+    assert v.page.evaluate("document.activeElement.dataset.testid") == "confirm-tick"  # the keyboard is there
+    v.check("cashier-invoice-cancel-confirm")
+    v.page.check("#cancel-box [data-testid=confirm-tick]")
+    v.page.click("#cancel-box [data-testid=confirm-button]")
     v.page.wait_for_url(re.compile(rf"/invoices/{old}\?p={pid}$"))
     v.page.wait_for_selector("[data-testid=cancelled]")
     assert _status(stack, old) == "cancelled"

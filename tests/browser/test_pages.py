@@ -138,7 +138,12 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v.page.fill("#close-counted_cash", "500000")
     v.page.fill("#close-counted_transfers", "0")
     v.page.fill("#close-note", "Đếm lại hai lần")  # the shared stack's shift may hold others' cash: a gap needs it
-    v.page.click("form:has(input[value=close]) button.primary")
+    v.page.click("form:has(input[value=close]) button.primary")  # the step: the counts kept, nothing closed
+    v.page.wait_for_selector("[data-testid=confirm-step]")
+    assert v.page.input_value("#close-counted_cash") == "500000" and v.page.locator("table").count() == 0
+    v.check("cashier-shift-close-confirm")
+    v.page.check("[data-testid=confirm-tick]")
+    v.page.click("[data-testid=confirm-button]")
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("table").count() == 1
     v.check("cashier-shift-closed")
@@ -222,7 +227,9 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     doctor.go(f"/tasks/{rejected}")
     doctor.page.click("details:has(form[action$='/reject']) summary")
     doctor.page.fill("#reason", "Không thuộc chuyên khoa của tuyến; chuyển nội tiết.")
-    doctor.page.click("form[action$='/reject'] button")
+    doctor.page.click("form[action$='/reject'] button")  # the step, then confirmed
+    doctor.page.check("form[action$='/reject'] [data-testid=confirm-tick]")
+    doctor.page.click("form[action$='/reject'] [data-testid=confirm-button]")
     doctor.page.wait_for_load_state("networkidle")
     clinic.go(f"/consults/{rejected}")
     assert "Đã từ chối" in clinic.page.inner_text("[data-testid=task-status]")

@@ -149,7 +149,11 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     assert v.page.locator("form[action*='/refund'] .field.invalid").count() == 1
     v.check("cashier-refund-error")
     v.page.fill("form[action*='/refund'] textarea", "Trả lại tiền thừa cho bệnh nhân.")
-    v.page.click("form[action*='/refund'] button")
+    v.page.click("form[action*='/refund'] button")  # the step: what will be given back, nothing refunded yet
+    v.page.wait_for_selector("form[action*='/refund'] [data-testid=confirm-step]")
+    v.check("cashier-refund-confirm")
+    v.page.check("form[action*='/refund'] [data-testid=confirm-tick]")
+    v.page.click("form[action*='/refund'] [data-testid=confirm-button]")
     v.page.wait_for_url(re.compile(rf"/invoices/{iid}\?refunded=1(&p=[\w-]+)?$"))
     assert "Đã hoàn" in v.page.inner_text("#invoice-facts")
     assert "Đã ghi nhận hoàn tiền" in v.page.inner_text("main")
@@ -163,6 +167,8 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.page.click("details:has(form[action*='/refund']) summary")
     v.page.fill("form[action*='/refund'] textarea", "Bấm lại lần nữa.")
     v.page.click("form[action*='/refund'] button")
+    v.page.check("form[action*='/refund'] [data-testid=confirm-tick]")  # the step, about that same payment
+    v.page.click("form[action*='/refund'] [data-testid=confirm-button]")
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("main .alert.error").count() == 1 and "Traceback" not in v.page.content()
     v.check("cashier-refund-twice")

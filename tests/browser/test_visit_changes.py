@@ -135,7 +135,9 @@ def test_back_after_booking_or_rejecting_is_a_page_never_a_form_to_resend(visito
     v.page.wait_for_selector("#reason-error")
     v.page.wait_for_url(re.compile(rf"/tasks/{other}$"))  # that page takes the consult's own address
     v.page.fill("#reason", "Ngoài chuyên khoa của bệnh viện, xin chuyển tuyến khác.")
-    v.page.click("form[action$='/reject'] button")
+    v.page.click("form[action$='/reject'] button")  # the step: the reason kept, nothing rejected yet
+    v.page.check("form[action$='/reject'] [data-testid=confirm-tick]")
+    v.page.click("form[action$='/reject'] [data-testid=confirm-button]")
     v.page.wait_for_url(re.compile(r"/worklist"))
     v.page.go_back()
     v.page.wait_for_url(re.compile(rf"/tasks/{other}$"))

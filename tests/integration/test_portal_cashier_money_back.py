@@ -187,8 +187,12 @@ def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_doe
     assert 'data-testid="covered">✓ Bảo hiểm chi trả toàn bộ' in page and 'id="cancel-box"' in page
     r = cashier.post(f"/invoices/{inv['id']}/cancel", data={"csrf_token": csrf_token(page), "cancel-reason": ""})
     assert r.status_code == 422 and 'id="cancel-box" open' in r.get_data(as_text=True)
-    r = cashier.post(f"/invoices/{inv['id']}/cancel", data={"csrf_token": csrf_token(page),
-                                                           "cancel-reason": "Nhập nhầm thẻ BHYT"})
+    sent = {"csrf_token": csrf_token(page), "cancel-reason": "Nhập nhầm thẻ BHYT"}
+    r = cashier.post(f"/invoices/{inv['id']}/cancel", data=sent)  # the first press: the step, nothing cancelled
+    assert r.status_code == 200 and 'name="confirm" value="invoice-cancel"' in r.get_data(as_text=True)
+    assert "Nhập nhầm thẻ BHYT</textarea>" in r.get_data(as_text=True)
+    assert 'data-testid="cancelled"' not in cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{inv['id']}/cancel", data={**sent, "confirm": "invoice-cancel"})
     assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
     page = cashier.get(r.headers["Location"]).get_data(as_text=True)
     assert 'data-testid="cancelled"' in page and 'data-testid="cancel-reason">Nhập nhầm thẻ BHYT<' in page

@@ -438,8 +438,14 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     assert opened.status_code == 200 and opened.mimetype == "application/pdf" and opened.data == pdf
     assert "Hạn trả lời" in page and 'data-testid="consult-again"' not in page
 
-    r = clinic.post(f"/consults/{tid}/cancel", data={"reason": "Người bệnh đã chuyển viện.",
-                                                      "csrf_token": csrf_token(page)})
+    key = re.search(r'id="key" name="key" type="hidden" value="([0-9a-f]{32})"',
+                    page[page.index('id="cancel-box"'):]).group(1)
+    sent = {"reason": "Người bệnh đã chuyển viện.", "key": key, "csrf_token": csrf_token(page)}
+    r = clinic.post(f"/consults/{tid}/cancel", data=sent)  # the first press: the step, nothing cancelled
+    assert r.status_code == 200 and 'name="confirm" value="consult-cancel"' in r.get_data(as_text=True)
+    assert "Người bệnh đã chuyển viện.</textarea>" in r.get_data(as_text=True)
+    assert 'data-testid="consult-again"' not in clinic.get(f"/consults/{tid}").get_data(as_text=True)
+    r = clinic.post(f"/consults/{tid}/cancel", data={**sent, "confirm": "consult-cancel"})
     assert r.status_code in (302, 303), r.get_data(as_text=True)[:800]
 
     def cancelled() -> bool:

@@ -39,7 +39,8 @@ ENDING = "Người bệnh đã chuyển về cơ sở quản lý"
 
 def _take_on(c: Any, cccd: str) -> Any:
     token = csrf_token(c.get("/patients").get_data(as_text=True))
-    return c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": cccd})
+    return c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": cccd,
+                                             "reason": "Người bệnh đến khám tại cơ sở", "confirm": "take-on"})
 
 
 def test_the_nurse_ends_a_take_on_and_the_chart_says_so(portal, ehr, ehr_db, dev_key, mongo_client):

@@ -41,6 +41,9 @@ CCCD = "https://fhir.sen.vn/sid/cccd"
 CAO_LANH = "ttyt-cao-lanh"
 
 
+TAKE = {"reason": "Người bệnh đến khám tại cơ sở", "confirm": "take-on"}  # the default reason, confirmed
+
+
 def _text(page: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
@@ -81,8 +84,14 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
     fields = dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form.group(0)))
     assert fields == {"system": "cccd", "number": cccd}
 
-    answers = [c.post(f"/patients/{tam}/take-on", data={"csrf_token": csrf_token(page), **fields})
-               for _ in range(2)]  # a double click
+    # the first press: the reason (the default chosen) and the step to confirm; nothing asked of the EHR
+    step = c.post(f"/patients/{tam}/take-on", data={"csrf_token": csrf_token(page), **fields,
+                                                    "reason": "Người bệnh đến khám tại cơ sở"})
+    assert step.status_code == 200 and 'name="confirm" value="take-on"' in step.get_data(as_text=True)
+    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
+    assert c.get(f"/patients/{tam}").status_code == 403
+    answers = [c.post(f"/patients/{tam}/take-on", data={"csrf_token": csrf_token(page), **fields, **TAKE})
+               for _ in range(2)]  # a double click on the confirmed step
     assert [a.status_code for a in answers] == [302, 302]
     assert {urlsplit(a.headers["Location"]).path for a in answers} == {f"/patients/{tam}"}
     chart = c.get(answers[0].headers["Location"])
@@ -108,7 +117,8 @@ def test_taking_on_says_the_typed_birth_date_differs_and_changes_nothing(portal,
     page = _register(c, family="Huỳnh", given=given, birth_date="01/01/1948", cccd=cccd).get_data(as_text=True)
     form = re.search(rf'<form method="post" action="/patients/{tam}/take-on" data-testid="take-on">.*?</form>',
                      page, re.S).group(0)
-    sent = {**dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', form)), "csrf_token": csrf_token(page)}
+    sent = {**dict(re.findall(r'name="([a-z_]+)" type="hidden" value="([^"]*)"', form)), **TAKE,
+            "csrf_token": csrf_token(page)}
     r = c.post(f"/patients/{tam}/take-on", data=sent)
     assert r.status_code == 302 and "1948" not in r.headers["Location"]
     text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
@@ -125,7 +135,7 @@ def test_a_wrong_number_takes_no_one_on(portal, ehr, ehr_db, dev_key, mongo_clie
     c = portal_signed_in(portal, "clinic")
     token = csrf_token(c.get("/patients/new").get_data(as_text=True))
     wrong = cccd[:-1] + str((int(cccd[-1]) + 1) % 10)
-    r = c.post(f"/patients/{tam}/take-on", data={"csrf_token": token, "system": "cccd", "number": wrong})
+    r = c.post(f"/patients/{tam}/take-on", data={"csrf_token": token, "system": "cccd", "number": wrong, **TAKE})
     assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
     assert c.get(f"/patients/{tam}").status_code == 403
     assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
@@ -171,12 +181,15 @@ def test_a_search_of_the_whole_cccd_takes_the_patient_on(portal, ehr, ehr_db, de
     form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page, re.S)
     assert form is not None and tam not in page  # the patient is not shown before he is taken on
     fields = dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form.group(0)))
-    r = c.post("/patients/take-on", data={"csrf_token": token, **fields})
+    # another reason, the nurse's own words ("Khác"): what the EHR keeps
+    why = "Người nhà đưa đến khám, thẻ cũ bị mất"
+    r = c.post("/patients/take-on", data={"csrf_token": token, **fields, "reason": "other", "other": why,
+                                          "confirm": "take-on"})
     assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == f"/patients/{tam}"
     assert c.get(r.headers["Location"]).status_code == 200
     page = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
     assert f'href="/patients/{tam}"' in page  # now one of the clinic's patients
-    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 1
+    assert [g["reason"] for g in mongo_client[ehr_db]["grants"].find({"patient": f"Patient/{tam}"})] == [why]
     # a number nobody holds: a readable 403, nothing granted
-    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "000000000009"})
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "000000000009", **TAKE})
     assert r.status_code == 403 and "không tìm thấy người bệnh nào có số này" in _text(r.get_data(as_text=True))

@@ -151,12 +151,12 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
     r = client.post("/shift", data={"which": "open", "open-opening_cash": "1.500.000 ₫", "csrf_token": token})
     assert r.status_code == 302 and sent[-1][2] == {"openingCash": 1500000}
     shift_open = True
-    r = client.post("/shift", data={"which": "close", "close-counted_cash": "500 000",
+    r = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "500 000",
                                     "close-counted_transfers": "150.000", "csrf_token": token})
     posted = [s for s in sent if s[0] == "POST"]  # the page then reads the last closed shifts (a GET)
     assert r.status_code == 200 and posted[-1][2] == {"countedCash": 500000, "countedTransfers": 150000}
     sent.clear()
-    r = client.post("/shift", data={"which": "close", "close-counted_cash": "năm trăm",
+    r = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "năm trăm",
                                     "close-counted_transfers": "0", "csrf_token": token})
     assert r.status_code == 422 and "ví dụ 50.000" in r.get_data(as_text=True)
     assert [s for s in sent if s[0] == "POST"] == []
@@ -175,6 +175,7 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
     for typed, amount in (("20.000", 20000), ("", None), ("", None)):
         r = client.post("/invoices/inv-a/refund?p=pa", data={"payment": "pay-1", "amount": typed, "method": "cash",
                                                              "reason": "thu thừa", "csrf_token": token,
+                                                             "confirm": "refund",
                                                              "txn": form_key})
         assert r.status_code == 302, typed
         assert sent[-1][2].get("amount") == amount and sent[-1][1] == "/payments/pay-1/refund"

@@ -132,6 +132,23 @@ def test_no_shift_open_links_to_the_shift_page(app, billing, monkeypatch):
                      r'data-testid="open-shift-link">Mở ca</a>', page), page
 
 
+def test_closing_the_shift_is_confirmed_first_with_the_counts_kept(app, billing):
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    sent = {"which": "close", "close-counted_cash": "520.000", "close-counted_transfers": "0",
+            "close-note": "thừa tiền lẻ", "csrf_token": token}
+    r = client.post("/shift", data=sent)  # the first press: the step, nothing closed
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and billing.posted() == []
+    assert re.search(r'name="close-counted_cash"[^>]*value="520.000"', page) and "thừa tiền lẻ</textarea>" in page
+    assert "Ca của bạn sẽ được kết với 520.000\u00a0₫ tiền mặt và 0\u00a0₫ chuyển khoản đã đếm." in page
+    assert 'name="confirm" value="shift-close"' in page and 'data-testid="shift-summary"' not in page
+    r = client.post("/shift", data={**sent, "confirming": "shift-close"})  # the step unticked
+    assert r.status_code == 400 and billing.posted() == []
+    r = client.post("/shift", data={**sent, "confirm": "shift-close"})
+    assert r.status_code == 200 and [p[2].get("note") for p in billing.posted()] == ["thừa tiền lẻ"]
+
+
 def test_a_gap_without_a_note_is_refused_on_the_note_and_kept(app, billing):
     billing.close_refusal = BackendError(
         "refused", "billing", 422, "the counted totals differ from the expected ones (cash +20000, transfers +0 đồng): "
@@ -140,7 +157,7 @@ def test_a_gap_without_a_note_is_refused_on_the_note_and_kept(app, billing):
     page = client.get("/shift").get_data(as_text=True)
     assert "Bắt buộc khi số đếm được khác với số phải có" in page  # the note's hint
     token = csrf_token(page)
-    r = client.post("/shift", data={"which": "close", "close-counted_cash": "520.000",
+    r = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "520.000",
                                     "close-counted_transfers": "0", "close-note": "", "csrf_token": token})
     page = r.get_data(as_text=True)
     said = ("Số đếm được khác với số phải có (tiền mặt +20.000\u00a0₫, chuyển khoản 0\u00a0₫): "
@@ -149,7 +166,7 @@ def test_a_gap_without_a_note_is_refused_on_the_note_and_kept(app, billing):
     assert re.findall(r'<p class="error" id="close-note-error">([^<]*)</p>', page) == [said]
     assert re.search(r'name="close-counted_cash"[^>]*value="520.000"', page)  # what was counted is kept
     billing.close_refusal = None
-    r = client.post("/shift", data={"which": "close", "close-counted_cash": "520.000",
+    r = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "520.000",
                                     "close-counted_transfers": "0", "close-note": "thừa tiền lẻ", "csrf_token": token})
     assert r.status_code == 200 and billing.posted()[-1][2]["note"] == "thừa tiền lẻ"
 

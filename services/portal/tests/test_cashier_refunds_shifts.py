@@ -144,7 +144,7 @@ def test_the_shift_page_shows_the_last_closed_shifts_with_their_summary(app, bil
     billing["closing"] = {**CLOSES[0], "id": "s3"}
     billing["shifts"] = [billing["closing"], *CLOSES]
     token = csrf_token(page)
-    r = client.post("/shift", data={"which": "close", "close-counted_cash": "1.530.000",
+    r = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "1.530.000",
                                     "close-counted_transfers": "300.000", "csrf_token": token})
     closed = r.get_data(as_text=True)
     assert r.status_code == 200 and 'data-testid="shift-summary"' in closed

@@ -457,11 +457,25 @@ def test_the_answer_and_the_cancellation_are_confirmed(client, monkeypatch):
         in r.get_data(as_text=True)
     assert backends.posted[-1][0] == "/fhir/Task/t1/$provide-info"
     page = client.get("/consults/t1").get_data(as_text=True)
-    cancel = re.search(r'action="/consults/t1/cancel".*?</form>', page, re.S).group(0)
+    # behind its disclosure, apart from the message and answer boxes, closed until asked for
+    box = re.search(r'<details class="card" id="cancel-box" data-testid="cancel-box">\s*'
+                    r'<summary>Hủy hội chẩn…</summary>.*?</details>', page, re.S).group(0)
+    cancel = re.search(r'action="/consults/t1/cancel".*?</form>', box, re.S).group(0)
     key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', cancel).group(1)
+    posted = len(backends.posted)
+    # the first press: nothing sent, the step shown with the reason and the form's key kept
+    r = client.post("/consults/t1/cancel", data={"reason": "Người bệnh đã chuyển viện.", "key": key,
+                                                 "csrf_token": token})
+    step = r.get_data(as_text=True)
+    assert r.status_code == 200 and len(backends.posted) == posted
+    box = re.search(r'<details class="card" id="cancel-box" data-testid="cancel-box" open>.*?</details>', step,
+                    re.S).group(0)
+    assert "Người bệnh đã chuyển viện.</textarea>" in box and f'value="{key}"' in box
+    assert "Yêu cầu hội chẩn sẽ bị hủy" in box and 'name="confirm" value="consult-cancel"' in box
     for _ in range(2):  # a double click: the same $cancel key, so teleconsult replays its first answer
         r = client.post("/consults/t1/cancel", data={"reason": "Người bệnh đã chuyển viện.", "key": key,
-                                                      "csrf_token": token}, follow_redirects=True)
+                                                      "confirm": "consult-cancel", "csrf_token": token},
+                        follow_redirects=True)
         assert 'data-testid="cancelled">Đã hủy yêu cầu hội chẩn.' in r.get_data(as_text=True)
     assert [p for p, _ in backends.posted[-2:]] == ["/fhir/Task/t1/$cancel"] * 2
     keys = [h["Idempotency-Key"] for h in backends.headers[-2:]]

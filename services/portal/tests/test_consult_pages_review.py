@@ -252,6 +252,28 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Reassigned):
     return portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
 
 
+@pytest.mark.parametrize("owner, said, lang", [
+    ("Organization/bvdk-dong-thap", "Ca chưa có bác sĩ nào nhận: bác sĩ đó sẽ giữ ca.", "vi"),
+    ("Organization/bvdk-dong-thap", "No doctor holds it yet: they will hold it.", "en"),
+    ("Practitioner/bs-nguyen-van-an", "Bác sĩ đó sẽ giữ ca và ca không còn do bạn phụ trách.", "vi"),
+    # the holder as the directory names them (this fake's directory: by reference)
+    ("Practitioner/bs-tran-thi-binh", "Bác sĩ đó sẽ giữ ca thay cho Practitioner/bs-tran-thi-binh.", "vi"),
+    ("Practitioner/bs-tran-thi-binh", "They will hold it instead of Practitioner/bs-tran-thi-binh.", "en"),
+])
+def test_the_reassign_confirmation_says_whose_hands_the_consult_leaves(app, fake, owner, said, lang):
+    """"ca không còn do bạn phụ trách" was said of a consult the doctor never held (the hub's, another's)."""
+    fake.status, fake.owner = "requested", owner
+    c = portal_signed_in(app, "doctor", lang)
+    r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": csrf_token(_page(c)),
+                                               "practitioner": "Practitioner/bs-le-van-cuong"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and not fake.reassigned
+    confirm = body[body.index('data-testid="reassign-confirm"'):]
+    confirm = _text(confirm[:confirm.index("</form>")])
+    assert said in confirm
+    assert ("không còn do bạn phụ trách" in confirm) == (owner == "Practitioner/bs-nguyen-van-an")
+
+
 def test_reassigning_needs_a_doctor_chosen_and_confirmed_by_name(app, fake):
     """The select had no empty choice: 'Chuyển cho bác sĩ khác' pressed without choosing gave the consult to
     the first doctor."""

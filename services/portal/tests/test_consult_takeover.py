@@ -268,7 +268,7 @@ def test_a_stale_reject_or_question_changes_nothing_and_keeps_what_was_typed(app
     assert _versions(page)["request-info"] == "1"
     fake._took(CUONG, "2026-12-05T09:01:00+07:00")
     r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(page), "reason": "Ngoài chuyên khoa.",
-                                             "version": "1"})
+                                             "version": "1", "confirm": "reject"})
     assert r.status_code == 409 and fake.ops == []
     assert "đã nhận ca này: BS. Lê Văn Cường (từ 05/12/2026 09:01)" in _text(r.get_data(as_text=True))
     r = c.post(f"/tasks/{TID}/request-info", data={"csrf_token": csrf_token(page), "question": "Xin kết quả ECG.",
@@ -403,7 +403,7 @@ def test_a_question_or_reject_goes_on_after_a_change_that_does_not_matter(app, f
     page = c.get(f"/tasks/{TID}").get_data(as_text=True)
     fake.change("requested", "Organization/bvdk-dong-thap")  # the SLA sweep's escalation: version 2
     r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(page), "reason": "Ngoài chuyên khoa.",
-                                             "version": "1"})
+                                             "version": "1", "confirm": "reject"})
     assert r.status_code == 302 and fake.ops == ["reject"]
     assert fake.step_headers == [("reject", {"If-Match": 'W/"1"'}), ("reject", {"If-Match": 'W/"2"'})]
     fake.step_headers, fake.ops = [], []

@@ -556,8 +556,20 @@ def test_rejecting_a_consult_says_so_on_the_worklist(app, fake):
     """#18: accept and reassign said so; reject came back to the worklist without a word."""
     fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
     c = portal_signed_in(app, "doctor")
-    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": csrf_token(_page(c)), "reason": "Ngoài chuyên khoa."},
-               follow_redirects=True)
+    token = csrf_token(_page(c))
+    # the first press: nothing sent, the step says what will happen, the reason kept (web/confirming.py)
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": token, "reason": "Ngoài chuyên khoa."})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and fake.ops == []
+    form = re.search(r'<form method="post" action="/tasks/[^"]+/reject".*?</form>', body, re.S).group(0)
+    assert "Ngoài chuyên khoa.</textarea>" in form and 'name="confirm" value="reject"' in form
+    assert "Ca hội chẩn sẽ bị từ chối" in _text(form)
+    # the step pressed without its tick: said on the tick, nothing sent
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": token, "reason": "Ngoài chuyên khoa.",
+                                             "confirming": "reject"})
+    assert r.status_code == 400 and fake.ops == [] and "Hãy đánh dấu vào ô để xác nhận" in r.get_data(as_text=True)
+    r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": token, "reason": "Ngoài chuyên khoa.",
+                                             "confirm": "reject"}, follow_redirects=True)
     assert fake.ops == ["reject"] and r.request.path == "/worklist"
     assert "Đã từ chối ca hội chẩn; cơ sở gửi sẽ thấy lý do của bạn." in _text(r.get_data(as_text=True))
 

@@ -140,7 +140,8 @@ def test_too_many_wrong_numbers_is_a_readable_429_saying_until_when(tmp_path, mo
     c = nurse(tmp_path, monkeypatch, ehr, lang)
     token = csrf_token(c.get("/patients/new").get_data(as_text=True))
     for path in ("/patients/take-on", f"/patients/{TAM}/take-on"):
-        r = c.post(path, data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+        r = c.post(path, data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                               "reason": "Người bệnh đến khám tại cơ sở", "confirm": "take-on"})
         assert r.status_code == 429
         assert 590 <= int(r.headers["Retry-After"]) <= 601
         text = _text(r.get_data(as_text=True))

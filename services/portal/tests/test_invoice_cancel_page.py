@@ -89,10 +89,37 @@ def text(page: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
 
-def cancel(client, reason: str) -> Any:
+def cancel(client, reason: str, confirm: str | None = "invoice-cancel") -> Any:
     page = client.get("/invoices/inv-a?p=bn-0001").get_data(as_text=True)
-    return client.post("/invoices/inv-a/cancel?p=bn-0001",
-                       data={"cancel-reason": reason, "csrf_token": csrf_token(page)})
+    data = {"cancel-reason": reason, "csrf_token": csrf_token(page)}
+    if confirm:
+        data["confirm"] = confirm
+    return client.post("/invoices/inv-a/cancel?p=bn-0001", data=data)
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_a_cancel_is_confirmed_first_and_nothing_is_cancelled_before(client, billing, lang) -> None:
+    if lang == "en":
+        language(client, "en")
+    r = cancel(client, "Sai thẻ BHYT", confirm=None)  # the first press: the step, nothing sent
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and not billing.cancels
+    step = re.search(r'<details class="card" id="cancel-box" open>.*?</details>', page, re.S).group(0)
+    assert "Sai thẻ BHYT</textarea>" in step  # the reason kept
+    assert 'name="confirm" value="invoice-cancel"' in step and 'name="confirming" value="invoice-cancel"' in step
+    assert ("sẽ bị hủy" if lang == "vi" else "will be cancelled") in text(step)
+    # the step sent without its tick: said on the tick, still nothing cancelled
+    r = cancel(client, "Sai thẻ BHYT", confirm=None)
+    page = client.post("/invoices/inv-a/cancel?p=bn-0001", data={
+        "cancel-reason": "Sai thẻ BHYT", "confirming": "invoice-cancel",
+        "csrf_token": csrf_token(r.get_data(as_text=True))})
+    assert page.status_code == 400 and not billing.cancels
+    assert ("Hãy đánh dấu vào ô để xác nhận" if lang == "vi" else "Tick the box to confirm") in \
+        page.get_data(as_text=True)
+    # a tick confirming another action is no confirmation of this one
+    assert cancel(client, "Sai thẻ BHYT", confirm="refund").status_code == 200 and not billing.cancels
+    r = cancel(client, "Sai thẻ BHYT")
+    assert r.status_code == 302 and len(billing.cancels) == 1
 
 
 def test_a_cancelled_invoice_offers_a_new_invoice_for_its_patient(client, billing) -> None:

@@ -95,11 +95,34 @@ def test_a_partial_transfer_is_refunded_then_the_invoice_can_be_cancelled(client
     assert '<details class="card" id="cancel-box"' not in page  # something is paid: no cancel
     assert 'data-testid="refund-box"' in page and "Hóa đơn này có thể hoàn tối đa 10.000 ₫." in text(page)
     r = client.post("/invoices/inv-a/refund", data={"payment": "standard:tx-1", "method": "transfer",
-                                                    "reason": "Hóa đơn lập sai", "csrf_token": csrf_token(page)})
+                                                    "reason": "Hóa đơn lập sai", "csrf_token": csrf_token(page),
+                                                    "confirm": "refund"})
     assert r.status_code == 302 and billing.refunds[0][1] == {"reason": "Hóa đơn lập sai", "method": "transfer"}
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert 'id="cancel-box"' in page  # nothing left paid: the cancel is offered again
     assert 'data-testid="refund-box"' not in page  # nothing left to give back on it
+
+
+def test_a_refund_is_confirmed_first_and_nothing_is_given_back_before(client, billing) -> None:
+    billing.payments = [{**TRANSFER, "refundable": 10000}]
+    page = client.get("/invoices/inv-a").get_data(as_text=True)
+    key = re.search(r'name="txn" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    sent = {"payment": "standard:tx-1", "method": "transfer", "amount": "10.000", "reason": "Hóa đơn lập sai",
+            "txn": key, "csrf_token": csrf_token(page)}
+    r = client.post("/invoices/inv-a/refund", data=sent)  # the first press: the step, nothing refunded
+    step = r.get_data(as_text=True)
+    assert r.status_code == 200 and billing.refunds == []
+    box = re.search(r'<details open data-testid="refund-box">.*?</details>', step, re.S).group(0)
+    assert "Hóa đơn lập sai</textarea>" in box and f'value="{key}"' in box and 'value="10.000"' in box
+    assert "Sẽ hoàn 10.000 ₫ cho người bệnh bằng chuyển khoản." in text(box)
+    assert 'name="confirm" value="refund"' in box
+    # the step is about the payment chosen: carried as it was, not a list that could now put another first
+    assert '<input type="hidden" name="payment" value="standard:tx-1">' in box and 'type="radio"' not in box
+    r = client.post("/invoices/inv-a/refund", data={**sent, "confirming": "refund"})  # unticked: said so
+    assert r.status_code == 400 and billing.refunds == [] and "Hãy đánh dấu vào ô để xác nhận" in text(
+        r.get_data(as_text=True))
+    r = client.post("/invoices/inv-a/refund", data={**sent, "confirm": "refund"})
+    assert r.status_code == 302 and len(billing.refunds) == 1
 
 
 def test_only_payments_with_something_to_give_back_are_offered(client, billing) -> None:
@@ -139,6 +162,7 @@ def test_billings_refusals_of_a_refund_are_sentences(client, billing) -> None:
         billing.refuse = BackendError("refused", "billing", status, detail, "Conflict")
         page = client.get("/invoices/inv-a").get_data(as_text=True)
         r = client.post("/invoices/inv-a/refund", data={"payment": "standard:tx-1", "method": "transfer",
-                                                        "reason": "sai", "csrf_token": csrf_token(page)})
+                                                        "reason": "sai", "csrf_token": csrf_token(page),
+                                                        "confirm": "refund"})
         body = r.get_data(as_text=True)
         assert said in text(body) and detail not in body, text(body)[-1500:]

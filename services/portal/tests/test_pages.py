@@ -875,7 +875,7 @@ def test_the_invoices_payments_and_the_shifts_summary_are_cards_on_a_phone(clien
         assert re.search(r'<th scope="col" role="columnheader" class="money">', pay)  # the amounts' column, right
         assert re.findall(r'class="money">([^<]*)</td>', pay) == ["150.000\u00a0₫", "20.000\u00a0₫"]
 
-        page = client.post("/shift", data={"which": "close", "close-counted_cash": "500000",
+        page = client.post("/shift", data={"which": "close", "confirm": "shift-close", "close-counted_cash": "500000",
                                             "close-counted_transfers": "150000", "csrf_token": token}
                            ).get_data(as_text=True)
         start = '<table class="list" role="table" data-testid="shift-summary"'

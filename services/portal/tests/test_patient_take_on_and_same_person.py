@@ -111,6 +111,8 @@ def _register(c: Any, **fields: str) -> Any:
 
 # ------------------------------------------------------------------ 1. a patient of another facility
 
+TAKE = {"reason": "Người bệnh đến khám tại cơ sở", "confirm": "take-on"}  # the default reason, confirmed
+
 @pytest.mark.parametrize("lang", ["vi", "en"])
 def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp_path, monkeypatch, lang):
     ehr = Ehr()
@@ -118,7 +120,8 @@ def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp
     c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
                                     SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
     page = _register(c).get_data(as_text=True)
-    box = re.search(r'<div class="alert error" role="alert" id="registered-already">.*?</div>', page, re.S).group(0)
+    box = re.search(r'<div class="alert error" role="alert" id="registered-already">.*?</form>.*?</div>', page,
+                    re.S).group(0)
     assert f'href="/patients/{TAM}"' not in box  # no link to a chart the nurse may not open
     form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
                      box, re.S).group(0)
@@ -126,8 +129,19 @@ def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp
     assert ("Tiếp nhận người bệnh tại cơ sở này" if lang == "vi" else "Take this patient on here") in form
     assert ehr.created == []
 
-    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": csrf_token(page), "system": "cccd",
-                                                   "number": "087048006170"})
+    sent = {"csrf_token": csrf_token(page), "system": "cccd", "number": "087048006170"}
+    # the first press: nothing asked of the EHR; the reason (the default chosen) and the step to confirm
+    r = c.post(f"/patients/{TAM}/take-on", data={**sent, "reason": "Người bệnh đến khám tại cơ sở"})
+    step = r.get_data(as_text=True)
+    assert r.status_code == 200 and ehr.take_ons == []
+    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
+                     step, re.S).group(0)
+    assert re.search(r'<input checked[^>]*value="Người bệnh đến khám tại cơ sở"', form)
+    assert 'value="087048006170"' in form
+    assert 'name="confirm" value="take-on"' in form
+    assert ("Người bệnh giữ thẻ này sẽ được tiếp nhận tại cơ sở của bạn" if lang == "vi"
+            else "The patient holding this card will be taken on at your facility") in _text(form)
+    r = c.post(f"/patients/{TAM}/take-on", data={**sent, **TAKE})
     assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == f"/patients/{TAM}"
     params = ehr.take_ons[0]["parameter"]
     assert params == [{"name": "identifier", "valueIdentifier": {"system": CCCD, "value": "087048006170"}},
@@ -139,12 +153,49 @@ def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp
     assert ("Đã tiếp nhận người bệnh tại cơ sở này" if lang == "vi" else "The patient is taken on") in text
 
 
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_nurse_gives_the_reason_the_record_keeps(tmp_path, monkeypatch, lang):
+    """The reason was fixed ("Người bệnh đến khám tại cơ sở") though the page says the record keeps why: a short
+    list with that one chosen, and "Khác" with the nurse's own words (the EHR keeps 1 to 500 characters)."""
+    ehr = Ehr()
+    monkeypatch.setattr(http, "request", ehr)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    page = c.post("/patients/search", data={"q": "087048006170", "csrf_token": token}).get_data(as_text=True)
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page,
+                     re.S).group(0)
+    assert re.findall(r'<input[^>]*name="reason"[^>]*type="radio" value="([^"]*)"', form) == [
+        "Người bệnh đến khám tại cơ sở", "Người bệnh được chuyển đến cơ sở", "Cấp cứu tại cơ sở", "other"]
+    assert re.search(r'<input checked[^>]*value="Người bệnh đến khám tại cơ sở"', form) and 'maxlength="500"' in form
+    assert ("Khác" if lang == "vi" else "Other") in _text(form) and 'name="confirm"' not in form
+    sent = {"csrf_token": token, "system": "cccd", "number": "087048006170", "reason": "other"}
+    for other, said in (("", "Hãy viết lý do." if lang == "vi" else "Write the reason."),
+                        ("x" * 501, "Viết tối đa 500 ký tự." if lang == "vi" else "Write at most 500 characters.")):
+        r = c.post("/patients/take-on", data={**sent, "other": other, "confirm": "take-on"})
+        body = r.get_data(as_text=True)
+        assert r.status_code == 400 and ehr.take_ons == [] and said in _text(body)
+        assert re.search(r'<input checked[^>]*value="other"', body)
+    why = "Người nhà đưa đến, mất thẻ cũ"
+    r = c.post("/patients/take-on", data={**sent, "other": why})  # not confirmed yet: kept, nothing sent
+    assert r.status_code == 200 and ehr.take_ons == [] and f'value="{why}"' in r.get_data(as_text=True)
+    r = c.post("/patients/take-on", data={**sent, "other": why, "confirm": "take-on"})
+    assert r.status_code == 302
+    assert ehr.take_ons[-1]["parameter"][1] == {"name": "reason", "valueString": why}
+    r = c.post("/patients/take-on", data={**sent, "reason": "Cấp cứu tại cơ sở", "confirm": "take-on"})
+    assert r.status_code == 302 and ehr.take_ons[-1]["parameter"][1]["valueString"] == "Cấp cứu tại cơ sở"
+    # a reason not on the list is not taken
+    r = c.post("/patients/take-on", data={**sent, "reason": "Bất kỳ", "confirm": "take-on"})
+    assert r.status_code == 400 and len(ehr.take_ons) == 2
+
+
 def test_a_number_the_ehr_refuses_is_a_403_page_and_a_bad_form_sends_nothing(tmp_path, monkeypatch):
     ehr = Ehr(take_on_status=403)
     monkeypatch.setattr(http, "request", ehr)
     c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "clinic")
     token = csrf_token(c.get("/patients/new").get_data(as_text=True))
-    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006171"})
+    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006171",
+                                                  **TAKE})
     assert r.status_code == 403
     text = _text(r.get_data(as_text=True))
     assert "Không được phép" in text and "số vừa nhập không phải của người bệnh" in text
@@ -173,7 +224,8 @@ def test_only_clinic_staff_take_patients_on(tmp_path, monkeypatch):
     monkeypatch.setattr(http, "request", ehr)
     c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "doctor")
     token = csrf_token(c.get("/patients").get_data(as_text=True))
-    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+    r = c.post(f"/patients/{TAM}/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                                                  **TAKE})
     assert r.status_code == 403 and ehr.take_ons == []
 
 
@@ -197,11 +249,13 @@ def test_a_search_of_a_whole_number_no_patient_of_the_clinic_holds_offers_to_tak
     for q in ("Huỳnh Văn Tâm", "08704800617"):
         page = c.post("/patients/search", data={"q": q, "csrf_token": token}).get_data(as_text=True)
         assert 'data-testid="take-on"' not in page
-    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                                          **TAKE})
     assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == f"/patients/{TAM}"
     assert ehr.take_ons[-1]["parameter"][0]["valueIdentifier"] == {"system": CCCD, "value": "087048006170"}
     assert c.get(r.headers["Location"]).status_code == 200
-    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006171"})
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006171",
+                                          **TAKE})
     assert r.status_code == 403
     text = _text(r.get_data(as_text=True))
     said = ("không tìm thấy người bệnh nào có số này" if lang == "vi"
@@ -376,7 +430,9 @@ def _take_on_from_the_form(c: Any, **fields: str) -> Any:
     page = _register(c, **fields).get_data(as_text=True)
     form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
                      page, re.S).group(0)
-    sent = {**dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', form)), "csrf_token": csrf_token(page)}
+    assert re.search(r'<input checked[^>]*value="Người bệnh đến khám tại cơ sở"', form)  # the default reason chosen
+    sent = {**dict(re.findall(r'name="([a-z_]+)" type="hidden" value="([^"]*)"', form)), **TAKE,
+            "csrf_token": csrf_token(page)}
     return c.post(f"/patients/{TAM}/take-on", data=sent)
 
 
@@ -415,7 +471,8 @@ def test_taking_on_with_the_records_details_or_from_a_search_says_nothing_more(t
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     assert 'data-testid="taken-on"' in page and 'data-testid="taken-on-differs"' not in page
     token = csrf_token(page)
-    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170"})
+    r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                                          **TAKE})
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     assert 'data-testid="taken-on"' in page and 'data-testid="taken-on-differs"' not in page
     # a typed detail that is not a date or a sex is a bad form, never a 500

@@ -20,6 +20,8 @@ from flask_babel import gettext
 from . import backend, backend_message, bp, charges, daily_report, login_required, searches
 from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
+from .confirming import confirmation
+from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
@@ -497,6 +499,9 @@ def invoice_cancel(iid: str) -> Any:
     form = InvoiceCancelForm(prefix="cancel")
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"cancel_form": form})
+    asked = confirmation("invoice-cancel")
+    if asked is not None:  # nothing cancelled: the page with the step, the reason kept
+        return _invoice_page(iid, confirming_status(asked), forms={"cancel_form": form}, asked=asked)
     try:
         call("billing", "POST", f"/fhir/Invoice/{iid}/$cancel", idempotent=True, json={
             "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
@@ -552,6 +557,9 @@ def invoice_refund(iid: str) -> Any:
     form = RefundForm()
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"refund_form": form})
+    asked = confirmation("refund")
+    if asked is not None:  # nothing refunded: the page with the step, the form as filled in (its key too)
+        return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked)
     try:
         give_back(form)
     except BackendError as err:
@@ -719,13 +727,16 @@ def invoice_reference(inv: dict[str, Any]) -> str:
 @login_required("cashier")
 def shift() -> Any:
     open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
-    problem = None
+    problem, asked = None, None
     if request.method == "POST":
         try:
             if request.form.get("which") == "open" and open_form.validate_on_submit():
                 _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data or 0})
                 return redirect(url_for("web.shift"))
-            if request.form.get("which") == "close" and close_form.validate_on_submit():
+            closing = request.form.get("which") == "close" and close_form.validate_on_submit()
+            if closing:  # closed only once confirmed: the first press shows the step, the counts kept
+                asked = confirmation("shift-close")
+            if closing and asked is None:
                 body = {"countedCash": close_form.counted_cash.data,
                         "countedTransfers": close_form.counted_transfers.data}
                 if close_form.note.data:
@@ -742,7 +753,8 @@ def shift() -> Any:
                                        history_problem=history_problem,
                                        close_form=close_form, problem=None, title=gettext("Shift"),
                                        **daily_report.section())
-            problem = gettext("Please correct the highlighted fields.")
+            if asked is None:
+                problem = gettext("Please correct the highlighted fields.")
         except BackendError as err:
             problem = backend_message(err)
     current = None
@@ -754,7 +766,8 @@ def shift() -> Any:
     history, history_problem = closed_shifts()
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
                            problem=problem, title=gettext("Shift"), history=history, history_problem=history_problem,
-                           **daily_report.section()), 200 if not problem else 422
+                           asked=asked, **daily_report.section()), \
+        422 if problem else confirming_status(asked) if asked else 200
 
 
 

@@ -24,6 +24,8 @@ from wtforms import HiddenField, MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, patients, searches, select_locale
 from .backend import BackendError, entries, fhir_get, fhir_post
+from .confirming import confirmation
+from .confirming import status as confirming_status
 from .formatting import parse_instant, when
 from .forms import (
     AnswerForm,
@@ -214,20 +216,28 @@ def take_on_offer(pid: str, form: PatientForm) -> TakeOnForm | None:
 @login_required("clinic")
 def patient_take_on(pid: str | None) -> Any:
     """Take a patient registered at another facility on here (the EHR's ``$take-on``, with the full CCCD or
-    BHYT number the nurse typed and the reason "the patient came to this facility"), then open the chart:
+    BHYT number the nurse typed and the reason chosen or written), once confirmed, then open the chart:
     the patient the registration named (``pid``), or (from a search of the number) the one holding it.
     A second click lands on the same chart (the EHR grants once). The name, birth date and sex the
     registration form had come along: the chart says which of them the record says otherwise
     (:func:`patients.differences`); the record is not changed."""
     form = TakeOnForm()
-    if (pid is not None and not FHIR_ID.fullmatch(pid)) or not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if (pid is not None and not FHIR_ID.fullmatch(pid)) or set(form.errors) - {"reason", "other"}:
         return render_template("error.html", title=gettext("The request was refused"), message=gettext(
             "The patient could not be taken on: the form was incomplete. Register the patient again with "
             "their CCCD or health insurance number."), back=url_for("web.patient_new"),
             back_label=gettext("Register a patient")), 400
+    # why, then the confirmation step (web/confirming.py): nothing is asked of the EHR before both
+    asked = None if not valid else confirmation("take-on")
+    if not valid or asked is not None:
+        return render_template("take_on.html", take_on=form, asked=asked, registering=pid is not None,
+                               action=url_for("web.patient_take_on", pid=pid),
+                               title=gettext("Take this patient on here")), \
+            400 if not valid else confirming_status(asked)
     system = SYS_CCCD if form.system.data == "cccd" else SYS_BHYT
     try:
-        granted = patients.take_on(pid, system, (form.number.data or "").upper())
+        granted = patients.take_on(pid, system, (form.number.data or "").upper(), form.reason_text())
     except BackendError as err:
         if err.kind == "refused" and err.status == 403:
             return render_template("error.html", title=gettext("Not allowed"), message=gettext(
@@ -1148,6 +1158,9 @@ def consult_cancel(tid: str) -> Any:
 
     form = form_key(CancelForm())
     if form.validate_on_submit():
+        asked = confirmation("consult-cancel")
+        if asked is not None:  # nothing cancelled: the page with the step, what was typed kept
+            return _detail_with(tid, cancel_form=form, asked=asked)[0], confirming_status(asked)
         try:
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
                 "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]},

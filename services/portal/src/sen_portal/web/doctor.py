@@ -21,6 +21,8 @@ from .clinic import (
     send_message,
     teleconsult_page,
 )
+from .confirming import confirmation
+from .confirming import status as confirming_status
 from .directory import party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
@@ -491,6 +493,9 @@ def task_reject(tid: str) -> Any:
     form = ReasonForm()
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reject_form": form})
+    asked = confirmation("reject")
+    if asked is not None:  # nothing sent: the page with the step, the reason kept
+        return _task_page(tid, confirming_status(asked), forms={"reject_form": form}, asked=asked)
     params = [{"name": "reason", "valueString": form.reason.data}]
     try:
         changed = _step_on_page(tid, "reject", lambda headers, _now: _op(tid, "reject", params, headers=headers))

@@ -164,9 +164,26 @@ class PatientForm(FlaskForm):
     district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
 
 
+# why a patient is taken on here, as the EHR records it (in Vietnamese, as the records are; the label in the
+# page's language); "other": the nurse writes it. The first is preselected.
+TAKE_ON_REASONS = [
+    ("Người bệnh đến khám tại cơ sở", _l("The patient came to this facility for care")),
+    ("Người bệnh được chuyển đến cơ sở", _l("The patient was referred to this facility")),
+    ("Cấp cứu tại cơ sở", _l("Emergency care at this facility")),
+    ("other", _l("Other")),
+]
+TAKE_ON_REASON_MAX = 500  # the EHR's $take-on keeps a reason of 1 to 500 characters
+
+
 class TakeOnForm(FlaskForm):
     """Take a patient registered at another facility on here: the card's full number the nurse typed on
-    the registration page (sent back, never in a URL) and which card it is."""
+    the registration page (sent back, never in a URL) and which card it is; why (a reason chosen, or
+    written under "Other"), which the health record keeps with who did it."""
+
+    reason = RadioField(_l("Why is the patient taken on here?"), choices=TAKE_ON_REASONS,
+                        default=TAKE_ON_REASONS[0][0], validators=[InputRequired(_l("Choose the reason."))])
+    other = StringField(_l("The reason, when it is another"), validators=[
+        Length(max=TAKE_ON_REASON_MAX, message=_l("Write at most %(max)d characters.", max=TAKE_ON_REASON_MAX))])
 
     system = HiddenField(validators=[DataRequired(), Regexp(r"^(cccd|bhyt)$")])
     number = HiddenField(validators=[DataRequired(), Regexp(r"^(\d{12}|[A-Za-z]{2}\d{13})$")])
@@ -175,6 +192,14 @@ class TakeOnForm(FlaskForm):
     given = HiddenField(validators=[Optional(), Length(max=100)])
     birth_date = HiddenField(validators=[Optional(), Regexp(r"^\d{4}-\d{2}-\d{2}$")])
     gender = HiddenField(validators=[Optional(), Regexp(r"^(female|male|other)$")])
+
+    def validate_other(self, field: Any) -> None:
+        if self.reason.data == "other" and not (field.data or "").strip():
+            raise ValidationError(_l("Write the reason."))
+
+    def reason_text(self) -> str:
+        """The reason the EHR keeps: the one chosen, or the one written under "Other"."""
+        return (self.other.data or "").strip() if self.reason.data == "other" else str(self.reason.data)
 
 
 class EndTakeOnForm(FlaskForm):
