@@ -29,7 +29,7 @@ def test_the_minutes_take_several_diagnoses_typed_and_picked(visitor_factory, st
 
     page.fill("#diagnosis", "I20.0, ")
     page.locator("#diagnosis").press_sequentially("tăng huyết")
-    pick = page.locator("#diagnosis-suggest button[data-pick^='I10 ']")
+    pick = page.locator("#diagnosis-suggest [role=option][data-query='tăng huyết'][data-pick^='I10 ']")
     pick.wait_for()
     # picked with the keyboard (the focus stays in the box; Enter picks the suggestion moved to, no new line)
     box = page.locator("#diagnosis")

@@ -168,7 +168,7 @@
   }
   function setUpCombobox(input) {
     var list = suggestList(input);
-    if (!list) return;
+    if (!list || list.getAttribute("role") === "listbox") return;  // set up already (a list swapped in is not)
     if (input.tagName === "INPUT" && input.getAttribute("role") !== "combobox") {
       input.setAttribute("role", "combobox");
       input.setAttribute("aria-expanded", "false");
@@ -198,6 +198,8 @@
     }
     boxes.forEach(setUpCombobox);
   }
+  // a list swapped in is set up at once (htmx:load comes only after the settle, ~20 ms later)
+  document.addEventListener("htmx:afterSwap", function () { setUpComboboxes(document); });
   document.addEventListener("htmx:load", function (evt) { setUpComboboxes(evt.detail.elt); });
   document.addEventListener("DOMContentLoaded", function () { setUpComboboxes(document); });
   document.addEventListener("keydown", function (evt) {
