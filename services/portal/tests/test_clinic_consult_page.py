@@ -403,6 +403,10 @@ def test_the_forms_say_their_file_limits_and_a_page_shown_again_asks_for_the_fil
     detail = client.get("/consults/t1").get_data(as_text=True)
     box = _by_id(detail, "consult-answer")
     assert "Tối đa 1,5 MB mỗi tệp" in box and 'data-max-total="1936000"' in box and 'name="key"' in box
+    # the answer's files are checked one by one before sending too, in the same words
+    assert 'data-max-file="1500000"' in box and 'data-files-refused="answer-files-refused"' in box
+    answer_refused = re.search(r'<p[^>]*id="answer-files-refused"[^>]*>', box).group(0)
+    assert " hidden" in answer_refused and 'data-too-large-file="{name} lớn hơn 1,5 MB."' in answer_refused
     refused = client.post("/consults/t1/answer", content_type="multipart/form-data", data={
         "answer": "", "csrf_token": csrf_token(detail),
         "files": [(io.BytesIO(PDF), "dien-tim.pdf", "application/pdf")]})
