@@ -202,6 +202,10 @@ def test_slot_search_reports_status(tc, H):
     assert [e["resource"]["id"] for e in r.json()["entry"]] == [f"sched-bich-{DAY:%Y%m%d}0700"]
     assert tc.get("/fhir/Slot?practitioner=x", headers=H).status_code == 400
     assert tc.get("/fhir/Slot/sched-bich-209912310700", headers=H).status_code == 404
+    # dates at the calendar's ends are a 400 naming start, never a 500 (found by tools/fuzz)
+    for start in ("9999-12-31", "9999-12-30", "gt9999-12-31T23:59:59.999Z", "0001-01-01", "lt0001-01-02"):
+        r = tc.get(f"/fhir/Slot?start={start}", headers=H)
+        assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["start"], (start, r.text)
 
 
 def test_a_stale_view_never_wins_a_taken_slot(tc, H):

@@ -246,6 +246,8 @@ def test_sla():
     ("conclusion", {"valueCoding": {"system": ICD10, "code": "E11.65"}}),  # ICD-10-CM, not WHO
     ("conclusion", {"valueCoding": {"system": ICD10, "code": "I21.99"}}),  # the right shape, no such code
     ("participant", {"part": [{"name": "who", "valueReference": {"reference": "Practitioner/a"}}]}),
+    ("participant", {"part": [{"name": ["who"], "valueReference": {"reference": "Practitioner/a"}},  # fuzz
+                              {"name": "role", "valueString": "chủ trì"}]}),
 ])
 def test_malformed_minutes_are_422_not_a_crash(name, bad):
     body = minutes()

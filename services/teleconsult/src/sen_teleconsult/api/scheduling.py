@@ -375,6 +375,8 @@ def search_slots() -> Any:
     for v in params.get("start", []):
         prefix, text = (v[:2], v[2:]) if v[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", v)
         dt = _datetime(text, "start")
+        if not 1900 <= dt.year < 9999:  # the calendar's days are derived around it (9999-12-31: 400, not 500)
+            raise FhirError("start must lie between the years 1900 and 9998", status=400, expression=["start"])
         if prefix in ("ge", "gt"):
             lo = dt
         elif prefix in ("le", "lt"):

@@ -481,7 +481,7 @@ def _datetime(body: Any, name: str) -> str:
 
 
 def _parts(p: Mapping[str, Any]) -> dict[str, Any]:
-    return {q.get("name"): q for q in p.get("part") or [] if isinstance(q, dict)}
+    return {q["name"]: q for q in p.get("part") or [] if isinstance(q, dict) and isinstance(q.get("name"), str)}
 
 
 def parse_minutes(body: Any) -> Minutes:
