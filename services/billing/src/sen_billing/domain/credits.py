@@ -73,6 +73,17 @@ def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: 
     return sum(int(link["amount"]) for link in chain) + _refunded_before(chain, refunds, counted)
 
 
+def _credit(record: Mapping[str, Any]) -> int:
+    """The credit a settlement's record (``BALANCED``) left: what was paid over what was owed."""
+    return max(0, int(record.get("paid") or 0) - int(record.get("owed") or 0))
+
+
+def credit_of(db: Database, invoice_id: str) -> int:
+    """The credit the invoice's settlement left (0: not settled, or not overpaid)."""
+    record = db[BALANCED].find_one({"_id": invoice_id}, {"paid": 1, "owed": 1})
+    return _credit(record) if record is not None else 0
+
+
 def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
     """Claim the give-back of ``amount`` of the invoice's credit through ``payment`` (a payment
     counted toward a balanced or settling invoice); the amount to record. A payment the settlement
@@ -83,7 +94,7 @@ def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
     counted = [str(p) for p in (record or {}).get("payments") or []]
     if record is None or payment["_id"] not in counted:
         return amount
-    credit = max(0, int(record.get("paid") or 0) - int(record.get("owed") or 0))
+    credit = _credit(record)
     for _ in range(8):
         chain = links(db, invoice_id)
         mine = next((link for link in chain if link.get("payment") == payment["_id"]), None)
@@ -223,5 +234,5 @@ def money_back(db: Database, limit: int = 50, after: str | None = None, facility
     return [row for row, _ in shown], (_cursor(shown[-1][1]) if more and shown else None)
 
 
-__all__ = ["CREDITS", "GIVEBACKS", "OVERPAID", "backfill", "give_back", "links", "money_back", "note", "page", "public",
-           "with_payments"]
+__all__ = ["CREDITS", "GIVEBACKS", "NOTHING_LEFT", "OVERPAID", "backfill", "credit_of", "give_back", "links",
+           "money_back", "note", "page", "public", "with_payments"]

@@ -562,6 +562,8 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if payment.get("invoice"):
         refundable, why = _refundable_toward(db, payment)
     if refundable <= 0:
+        if why in ("balanced", "settling"):
+            _given_back_meanwhile(db, payment)
         raise Conflict(_NOTHING[why], refundable=0, why=why)
     amount = refundable if amount is None else amount
     if why == "owed" and amount != whole:
@@ -725,6 +727,22 @@ def _refundable_toward(db: Database, payment: Mapping[str, Any]) -> tuple[int, s
     if body["status"] == "issued":
         return min(refundable, body["credit"]), "settling"
     return refundable, body["status"]
+
+
+def _given_back_meanwhile(db: Database, payment: Mapping[str, Any]) -> None:
+    """A payment of a settled (or settling) invoice with nothing left to refund: when the invoice was
+    overpaid, its credit went back, most often by another cashier's give-back of it at the same
+    moment (its link or its refund's record landed between this request's reads). Say so as the
+    claims that decided it do: this payment's own refund if it has one ("refunded already"), else
+    the credit given back (``credits.NOTHING_LEFT``); an invoice never overpaid returns (the caller
+    says it has no credit)."""
+    from .credits import NOTHING_LEFT, credit_of
+
+    done = db[REFUNDS].find_one({"_id": payment["_id"]})
+    if done is not None:
+        raise Conflict("this payment was refunded already", refund=public_refund(done))
+    if credit_of(db, str(payment["invoice"])) > 0:
+        raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
 
 
 def _reverse(db: Database, payment: Mapping[str, Any]) -> None:
