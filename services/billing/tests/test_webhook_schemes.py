@@ -133,6 +133,20 @@ def test_sepay_wrong_or_missing_key() -> None:
         assert err.value.status == 401
 
 
+def test_a_nul_character_refuses_a_transaction_id_but_never_the_money() -> None:
+    """PostgreSQL (under FerretDB) cannot store a NUL: a transaction id holding one is no usable key
+    (400, recorded by the caller, never applied); in the note or bank details it becomes a space, and
+    the transfer counts (found by tools/fuzz: both were 500s)."""
+    headers = {"Authorization": "Apikey k"}
+    with pytest.raises(WebhookRejected) as err:
+        read_webhook("sepay", raw({**SEPAY_SAMPLE, "id": "927\x0004"}), headers, "k", now=0)
+    assert err.value.status == 400 and err.value.reason == "malformed"
+    [t] = read_webhook("sepay", raw({**SEPAY_SAMPLE, "content": "HD0001\x00 tien", "referenceCode": "MBVCB\x00"}),
+                       headers, "k", now=0)
+    assert (t.transaction_id, t.amount, t.description) == ("92704", 2277000, "HD0001  tien")
+    assert "\x00" not in t.bank_reference
+
+
 def test_sepay_outgoing_transfer_is_not_a_payment() -> None:
     out = {**SEPAY_SAMPLE, "transferType": "out"}
     assert read_webhook("sepay", raw(out), {"Authorization": "Apikey k"}, "k", now=0) == []

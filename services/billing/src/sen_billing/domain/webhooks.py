@@ -26,7 +26,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 TOLERANCE_SECONDS = 300  # five minutes, as the Standard Webhooks spec suggests
@@ -301,6 +301,12 @@ def read_webhook(provider: str, raw: bytes, headers: Mapping[str, str], secret: 
     body = scheme.verify(raw, headers, secret, now)
     transfers = scheme.transfers(body)
     for t in transfers:
-        if not t.transaction_id or len(t.transaction_id) > 200:
+        if not t.transaction_id or len(t.transaction_id) > 200 or "\x00" in t.transaction_id:
             raise WebhookRejected("malformed", "a transfer has no usable transaction id", 400)
-    return transfers
+    # a NUL character cannot be stored (PostgreSQL under FerretDB refuses it): the money still counts,
+    # its note and bank details are kept with each NUL as a space (the raw call keeps what was sent)
+    return [replace(t, **{f: getattr(t, f).replace("\x00", " ") for f in _TEXT_FIELDS if "\x00" in getattr(t, f)})
+            for t in transfers]
+
+
+_TEXT_FIELDS = ("description", "bank_reference", "account", "paid_at")
