@@ -175,6 +175,15 @@ def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billi
     r = httpx.post(f"{url}/webhooks/sepay", content=b"{not json", headers={"Authorization": f"Apikey {SEPAY_KEY}"},
                    timeout=30)
     assert r.status_code == 400 and r.json()["reason"] == "malformed"
+    # a body with NUL bytes (PostgreSQL under FerretDB cannot store one): rejected and recorded, not a 500
+    for body in (b'{"id": 1\x00}', b"\x00\x00"):
+        r = httpx.post(f"{url}/webhooks/sepay", content=body, headers={"Authorization": f"Apikey {SEPAY_KEY}"},
+                       timeout=30)
+        assert r.status_code == 400 and r.json()["reason"] == "malformed", r.text
+        stored = db["webhook_inbox"].find_one({"_id": r.json()["inbox"]})
+        assert stored["size"] == len(body) and "\x00" not in stored["body"] and "\ufffd" in stored["body"]
+    r = httpx.post(f"{url}/webhooks/sepay", content=b"\x00", timeout=30)  # and unsigned: 401, recorded
+    assert r.status_code == 401 and db["webhook_inbox"].find_one({"_id": r.json()["inbox"]}) is not None
 
 
 @pytest.mark.parametrize("amount", [-150000, 1500.5, "150.000", None, True])

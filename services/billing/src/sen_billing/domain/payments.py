@@ -97,12 +97,18 @@ def iso(when: datetime) -> str:
 
 # ------------------------------------------------------------------------------- inbox
 
+def _stored_body(raw: bytes) -> str:
+    """The raw call as text to store: UTF-8, each byte that is not (and each NUL, which PostgreSQL under
+    FerretDB cannot store) as U+FFFD; its size is kept beside it."""
+    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
 def store_raw(db: Database, provider: str, raw: bytes, headers: Mapping[str, str]) -> str:
     """Insert the raw call before anything else looks at it; its id."""
     inbox_id = uuid.uuid4().hex
     kept = {k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS}
     db[INBOX].insert_one({"_id": inbox_id, "provider": provider[:32], "at": now_utc(), "size": len(raw),
-                          "headers": kept, "body": raw.decode("utf-8", errors="replace")})
+                          "headers": kept, "body": _stored_body(raw)})
     return inbox_id
 
 
@@ -116,7 +122,7 @@ def store_call(db: Database, provider: str, raw: bytes, headers: Mapping[str, st
     now = now_utc()
     kept = {k.lower(): v[:512] for k, v in headers.items() if k.lower() in KEPT_HEADERS}
     docs: list[dict[str, Any]] = [{"_id": inbox_id, "provider": provider[:32], "at": now, "size": len(raw),
-                                   "headers": kept, "body": raw.decode("utf-8", errors="replace")}]
+                                   "headers": kept, "body": _stored_body(raw)}]
     docs += [{"_id": TX + payment_id(t.provider, t.transaction_id), "at": now, "inbox": inbox_id} for t in transfers]
     try:
         db[INBOX].insert_many(docs, ordered=False)
