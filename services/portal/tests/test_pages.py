@@ -390,9 +390,9 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     from sen_portal.web import cashier
     from sen_portal.web import patients as patient_module
     from sen_portal.web.backend import BackendError
-    from sen_portal.web.cashier import reference_code
+    from sen_shared.payment_reference import typed_reference
 
-    ref_a, ref_b = "HD7K2M9QX4C", "HD00000000A"
+    ref_a, ref_b = "HD0P2B6ZNPM", "HD000000000"  # billing's references: their last symbol checks the others
     invoices = [
         {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-04T09:00:00+07:00",
          "subject": {"reference": "Patient/pa"}, "totalGross": {"value": 150000, "currency": "VND"},
@@ -450,14 +450,19 @@ def test_the_cashiers_queue_names_each_patient_and_finds_invoices_by_name_or_ref
     assert "Tìm thấy 1 hóa đơn" in found
     assert [a[2].get("subject") for a in asked if a[0] == "billing"] == ["Patient/pa"]
     assert all("nguyen" not in a[1] for a in asked)  # the name travels in the query to the EHR, not the portal URL
-    r = client.post("/invoices/search", data={"q": "hd 00o0 0000a", "csrf_token": token},
+    r = client.post("/invoices/search", data={"q": "hd 00o0 00000", "csrf_token": token},
                     headers={"HX-Request": "true"})  # any case, spaces, O for 0
     found = r.get_data(as_text=True)
     assert "Trần Thị Bích" in found and ref_a not in found
     assert found.lstrip().startswith('<section id="invoice-results"')  # the results alone, for htmx
-    assert reference_code("hd7k2m 9qx4c") == ref_a and reference_code("nguyen van a") is None
+    assert typed_reference("hd0p2b 6znpm") == ref_a and typed_reference("nguyen van a") is None
+    for mangled in ("hd0p2b6znpm", "HD 0P2B-6ZNPM", "hđ op2b.6znpm"):  # as a bank or a cashier writes it
+        asked.clear()
+        found = client.post("/invoices/search", data={"q": mangled, "csrf_token": token}).get_data(as_text=True)
+        assert "Nguyễn Văn A" in found and ref_a in found and ref_b not in found, mangled
+        assert [a[2].get("identifier") for a in asked if a[0] == "billing"][0] == f"{cashier.REFERENCE_SYSTEM}|{ref_a}"
     asked.clear()
-    r = client.post("/invoices/search", data={"q": "HD7K2M9QX4D", "csrf_token": token})  # no such reference
+    r = client.post("/invoices/search", data={"q": "HD0P2B6ZNQJ", "csrf_token": token})  # no such reference
     assert [a[0] for a in asked] == ["billing", "ehr"] and "Không có hóa đơn" in r.get_data(as_text=True)
     r = client.post("/invoices/search", data={"q": "le van c", "csrf_token": token})
     assert "Không có hóa đơn nào khớp" in r.get_data(as_text=True)

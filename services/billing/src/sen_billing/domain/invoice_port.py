@@ -18,8 +18,9 @@ from sen_shared.claims import claim_once, latest
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
+from sen_shared.payment_reference import typed_reference
 
-from .vietqr import REFERENCE_LEN, fold, normalize_reference, reference_candidates, reference_code
+from .vietqr import reference_candidates, reference_code
 
 PAYMENTS = "payments"
 REFERENCES = "invoice_references"  # {_id: normalised reference code, invoice: id, issued: n}
@@ -102,9 +103,10 @@ def get(db: Database, invoice_id: str) -> InvoiceView | None:
 def named(db: Database, text: str) -> InvoiceView | None:
     """The invoice a cashier types: its payment reference as the QR and the receipt print it
     (``HD0P2B6ZNPM``; case, spaces, dashes and look-alike letters do not matter, read as a transfer
-    note's by ``vietqr.normalize_reference``), else its id; None when it is neither. Text that is a
-    reference and more (a note) is no reference here: it names one invoice."""
-    code = normalize_reference(text) if len(fold(text)) == REFERENCE_LEN else None
+    note's by ``sen_shared.payment_reference.typed_reference``, as the portal's search reads it), else its
+    id; None when it is neither. Text that is a reference and more (a note) is no reference here: it
+    names one invoice."""
+    code = typed_reference(text)
     if code is not None:
         found = _by_reference(db, code)
         return view(*found) if found is not None else None

@@ -17,22 +17,28 @@ The payload is a list of TLV fields (2-digit tag, 2-digit length, value), in thi
 
 Lengths and characters are checked on both sides; the parser re-computes the CRC.
 
-Bill references (:func:`reference_code`): ``HD`` + 8 characters of Crockford's base 32 derived
-from the invoice id + 1 check character (the Luhn mod N algorithm over the same 32 symbols),
-11 upper-case characters in all. Banks upper-case, strip spaces and punctuation, cut notes, or
-add their own text; :func:`reference_candidates` folds all that and accepts a code only if its
-check character is right, so a mangled note still finds its invoice and a mistyped one finds none.
+Bill references (``reference_code``, ``reference_candidates``, ``normalize_reference``...) are
+``sen_shared.payment_reference``'s, one mechanism with the portal's search; named here too, as
+billing's code has always called them.
 """
 
 from __future__ import annotations
 
 import binascii
 import functools
-import hashlib
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sen_shared.payment_reference import (
+    REFERENCE_LEN,
+    REFERENCE_PREFIX,
+    check_char,
+    fold,
+    normalize_reference,
+    reference_candidates,
+    reference_code,
+)
 
 NAPAS_GUID = "A000000727"
 SERVICE_ACCOUNT = "QRIBFTTA"
@@ -44,11 +50,6 @@ MAX_ACCOUNT = 19
 MAX_REFERENCE = 25
 MAX_PURPOSE = 25
 
-REFERENCE_PREFIX = "HD"
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32: no I, L, O, U
-_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
-_BODY_LEN = 8
-REFERENCE_LEN = len(REFERENCE_PREFIX) + _BODY_LEN + 1
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -210,71 +211,6 @@ def parse(payload: str) -> VietQr:
     return VietQr(bin=bin_, account=account, amount=amount, reference=reference, purpose=purpose)
 
 
-# --------------------------------------------------------------------------- bill references
-
-def check_char(body: str) -> str:
-    """The Luhn mod 32 check character of ``body`` (symbols of Crockford's base 32)."""
-    factor, total = 2, 0
-    for ch in reversed(body):
-        addend = factor * _VALUE[ch]
-        factor = 1 if factor == 2 else 2
-        total += addend // 32 + addend % 32
-    return _ALPHABET[(32 - total % 32) % 32]
-
-
-def _valid(code: str) -> bool:
-    if len(code) != REFERENCE_LEN or not code.startswith(REFERENCE_PREFIX):
-        return False
-    body = code[len(REFERENCE_PREFIX):]
-    if any(c not in _VALUE for c in body):
-        return False
-    return check_char(body[:-1]) == body[-1]
-
-
-def reference_code(invoice_id: str) -> str:
-    """The invoice's bill reference: ``HD`` + 8 symbols derived from its id + a check symbol.
-    Deterministic (a redelivered event or a retried issue gives the same code)."""
-    digest = int.from_bytes(hashlib.sha256(f"sen-invoice:{invoice_id}".encode()).digest()[:8], "big")
-    body = "".join(_ALPHABET[(digest >> (5 * i)) & 31] for i in range(_BODY_LEN))
-    return REFERENCE_PREFIX + body + check_char(body)
-
-
-def fold(text: str) -> str:
-    """Upper case, diacritics and đ folded, only letters and digits kept."""
-    folded = unicodedata.normalize("NFKD", (text or "").replace("đ", "d").replace("Đ", "D"))
-    return re.sub(r"[^A-Z0-9]", "", "".join(c for c in folded if not unicodedata.combining(c)).upper())
-
-
-def reference_candidates(text: str) -> list[str]:
-    """Every bill reference a transfer note may carry, in the note's order, each once.
-
-    The note is folded (:func:`fold`: case, spaces, punctuation, diacritics gone); Crockford's
-    look-alikes are read as what they stand for (O → 0, I and L → 1) in a code's body; every
-    11-character window starting ``HD`` whose check symbol is right is a candidate. A wrong
-    check symbol (a typo) gives none. Folding glues words together, so a note like
-    ``HD HD0001234563`` reads ``HDHD0001234563``, and the window at the first ``HD`` has a
-    right check symbol for about 1 code in 30: which candidate is an invoice is for the
-    caller to find out (``invoice_port.find_by_note`` asks in the note's order, until one is).
-    """
-    flat = fold(text)
-    found: list[str] = []
-    for i in range(len(flat) - REFERENCE_LEN + 1):
-        if flat[i:i + 2] != REFERENCE_PREFIX:
-            continue
-        body = flat[i + 2:i + REFERENCE_LEN].replace("O", "0").replace("I", "1").replace("L", "1")
-        code = REFERENCE_PREFIX + body
-        if _valid(code) and code not in found:
-            found.append(code)
-    return found
-
-
-def normalize_reference(text: str) -> str | None:
-    """The first bill reference candidate of a transfer note (:func:`reference_candidates`), or
-    None. Only for a note known to carry one code; matching a payment uses every candidate."""
-    found = reference_candidates(text)
-    return found[0] if found else None
-
-
 # --------------------------------------------------------------------------- images
 
 # A cashier's screen shows one invoice's code again and again (the status page polls): the
@@ -359,5 +295,6 @@ def purpose_text(reference: str) -> str:
     return f"TT {reference}"[:MAX_PURPOSE]
 
 
-__all__ = ["VietQr", "VietQrError", "build", "check_char", "crc16_ccitt_false", "crc_hex", "fold",
-           "normalize_reference", "parse", "png", "purpose_text", "reference_candidates", "reference_code", "svg"]
+__all__ = ["REFERENCE_LEN", "REFERENCE_PREFIX", "VietQr", "VietQrError", "build", "check_char", "crc16_ccitt_false",
+           "crc_hex", "fold", "normalize_reference", "parse", "png", "purpose_text", "reference_candidates",
+           "reference_code", "svg"]

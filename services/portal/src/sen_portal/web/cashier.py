@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext
+from sen_shared.payment_reference import typed_reference
 
 from . import backend, backend_message, bp, charges, daily_report, login_required, searches
 from .backend import BackendError, call, entries, fhir_get, shared_get
@@ -36,7 +37,6 @@ def _json(method: str, path: str, body: Any = None, params: Any = None, key: str
 
 
 QUEUE_SIZE = 50  # invoices awaiting payment a queue page (and a search) shows
-_REFERENCE = re.compile(r"HD[0-9A-Z]{9}")
 
 
 def _patient_id(inv: dict[str, Any]) -> str | None:
@@ -126,15 +126,6 @@ def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = No
     return rows
 
 
-def reference_code(q: str) -> str | None:
-    """A payment reference typed at the desk (``hd 7k2m...``, any case, spaces or dashes), normalised
-    as billing writes it (Crockford's look-alikes O, I, L read as 0, 1, 1), else None."""
-    compact = re.sub(r"[\s.\-]", "", q).upper()
-    if not _REFERENCE.fullmatch(compact):
-        return None
-    return "HD" + compact[2:].translate(str.maketrans("OIL", "011"))
-
-
 def find_invoices(q: str) -> list[dict[str, Any]]:
     """The invoices a cashier's search names, of every status (awaiting payment, paid, cancelled: a
     receipt to print again, money to give back), newest first: a reference is billing's Invoice
@@ -142,7 +133,7 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
     (accent-insensitive: ``nguyen van a`` finds "Nguyễn Văn A"), then billing's Invoice search by
     those subjects. What looks like a reference but is none (a name such as "hd..." typed without
     spaces) is searched as a name too. A BackendError of either search is the caller's."""
-    code = reference_code(q)
+    code = typed_reference(q)  # as billing reads a reference: case, spaces, dashes, look-alikes, its check
     params = {"_count": str(QUEUE_SIZE), "_sort": "-date"}
     if code is not None:
         found = entries(fhir_get("billing", "/fhir/Invoice", {**params, "identifier": f"{REFERENCE_SYSTEM}|{code}"}),
