@@ -4,7 +4,8 @@ portal runs in this process as its demo cashier of Trạm Y tế xã Mỹ Hiệp
 
 - Lê Văn Tâm pays an examination in cash with 11.000 ₫ too much: "Cần hoàn tiền" lists that credit
   (his invoice's reference, his name from the EHR, 11.000 ₫, since the payment) beside the refund
-  tasks; two cashiers give it back from the list at the same moment: it goes back once (billing's
+  tasks; a give-back is done only once confirmed (the first press shows the step, nothing given back);
+  two cashiers give it back from the list at the same moment: it goes back once (billing's
   credit give-backs chain), the second is told so in Vietnamese, and the row leaves the list.
 - Trần Thị Hoa's ultrasound is paid in full by BHYT (settled when issued): issued by mistake, it is
   cancelled from its page with a reason (none: the form says so); it then reads cancelled, and
@@ -145,6 +146,15 @@ def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(po
                       "txn": _field(mine, "txn"), "amount": _field(mine, "amount"), "method": "cash",
                       "reason": "Trả lại tiền thừa"})
     assert forms[0]["amount"] == "11000" and forms[0]["payment"]
+    # the first press (no tick) gives nothing back: the list with the row's confirmation step, all kept
+    r = others[0].post("/refunds/give-back", data=forms[0])
+    shown = r.get_data(as_text=True)
+    assert r.status_code == 200, shown[-2000:]
+    [asked] = [r for r in _credit_rows(shown) if code in r]
+    assert 'name="confirm" value="give-back"' in asked and f'name="txn" value="{forms[0]["txn"]}"' in asked
+    assert "Trả lại tiền thừa</textarea>" in asked
+    assert not list(db["refunds"].find({"invoice": inv["id"]}))
+    forms = [{**f, "confirming": "give-back", "confirm": "give-back"} for f in forms]  # now ticked
     barrier = threading.Barrier(2)
 
     def give(i: int) -> Any:

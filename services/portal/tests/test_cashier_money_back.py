@@ -93,8 +93,20 @@ def test_an_overpaid_credit_is_listed_with_the_tasks_and_given_back_from_the_lis
     txn = re.search(r'name="txn" value="([^"]*)"', credit).group(1)
     form = {"csrf_token": csrf_token(page), "payment": "cashier:c1", "txn": txn, "amount": "11000",
             "method": "cash", "reason": "Trả lại tiền thừa"}
-    r = client.post("/refunds/give-back", data=form)
+    r = client.post("/refunds/give-back", data=form)  # the first press: the step, nothing given back
+    shown = r.get_data(as_text=True)
+    assert r.status_code == 200 and not [a for a in billing["asked"] if a[0] == "POST"]
+    credit = row(shown, "credit")
+    assert "<details open" in credit and 'name="confirm" value="give-back"' in credit
+    assert "Sẽ hoàn 11.000\u00a0₫ cho người bệnh bằng tiền mặt." in credit
+    assert f'name="txn" value="{txn}"' in credit and "Trả lại tiền thừa</textarea>" in credit  # all kept, its key too
+    assert 'data-testid="confirm-step"' not in row(shown, "task") and shown.count('data-testid="confirm-step"') == 1
+    r = client.post("/refunds/give-back", data={**form, "confirming": "give-back"})  # the step without the tick
+    assert r.status_code == 400 and "Hãy đánh dấu vào ô để xác nhận, hoặc quay lại." in r.get_data(as_text=True)
+    assert not [a for a in billing["asked"] if a[0] == "POST"]
+    r = client.post("/refunds/give-back", data={**form, "confirming": "give-back", "confirm": "give-back"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/refunds?refunded=1")
+    assert len([a for a in billing["asked"] if a[0] == "POST"]) == 1
     method, path, _params, body, key = billing["asked"][-1]
     assert (method, path) == ("POST", "/payments/cashier:c1/refund")
     assert body == {"reason": "Trả lại tiền thừa", "method": "cash", "amount": 11000}
@@ -119,6 +131,7 @@ def test_a_give_back_refused_or_without_a_reason_is_said_on_the_list(app, billin
     billing["refuse"] = BackendError("refused", "billing", 409, "this invoice's credit (money paid over what was "
                                      "owed) was given back already: nothing is left to refund",
                                      code="Conflict", extra={"refundable": 0, "why": "balanced"})
+    form = {**form, "confirm": "give-back"}
     r = client.post("/refunds/give-back", data={**form, "reason": "Trả lại tiền thừa"})
     assert r.status_code == 409
     assert ("Tiền thừa của hóa đơn này (phần trả quá số phải trả) đã được hoàn rồi: không còn gì để hoàn."

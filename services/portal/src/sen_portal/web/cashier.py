@@ -774,13 +774,15 @@ def _refund_list_args() -> tuple[str, int, str]:
     return after, page, facility
 
 
-def _refund_list(status: int = 200, problem: str | None = None, failed: RefundForm | None = None) -> Any:
+def _refund_list(status: int = 200, problem: str | None = None, failed: RefundForm | None = None,
+                 asked: dict[str, Any] | None = None) -> Any:
     """Every sum owed back to a patient, oldest first, a page at a time (billing's ``next`` cursor):
     billing's open refund tasks (a transfer after its invoice was paid in full or cancelled) and the
     credits of overpaid invoices (``include=credits``: what was paid over what was owed), of the
     cashier's facility (an admin: every facility's, or the one ``?facility=`` names). Each row names
     its invoice (its page), the patient where billing knows them, and gives the money back from the
-    list (billing's refund of the row's payment, as the invoice page's refund form does)."""
+    list (billing's refund of the row's payment, as the invoice page's refund form does). ``failed``: the
+    form posted, kept on its row (with its errors, or ``asked``: its confirmation step, :mod:`.confirming`)."""
     from .directory import org_names
 
     after, page, facility = _refund_list_args()
@@ -802,13 +804,17 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
     rows = [{**t, "subject": t.get("subject") or subjects.get(str(t.get("invoice") or ""))} for t in rows]
     unnamed = [pid for t in rows if not t.get("patient") and (pid := patient_id({"reference": t.get("subject")}))]
     names = patient_names(unnamed) if unnamed else {}
+    # the form posted goes back on its row (the first with its payment: one confirmation step on the page)
+    posted = next((i for i, t in enumerate(rows) if failed is not None and failed.payment.data == t.get("payment")),
+                  None)
     rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility")),
              "patient_name": t.get("patient") or names.get(patient_id({"reference": t.get("subject")}) or "", ""),
-             "form": failed if failed is not None and failed.payment.data == t.get("payment")
-             else RefundForm(formdata=None, payment=t.get("payment"), txn=uuid.uuid4().hex,
-                             reason=_give_back_reason(t),
-                             # given back the way it came, as the invoice page's form starts
-                             method="transfer" if t.get("channel") == "transfer" else "cash")} for t in rows]
+             **({"form": failed, "asked": asked} if i == posted
+                else {"form": RefundForm(formdata=None, payment=t.get("payment"), txn=uuid.uuid4().hex,
+                                         reason=_give_back_reason(t),
+                                         # given back the way it came, as the invoice page's form starts
+                                         method="transfer" if t.get("channel") == "transfer" else "cash")})}
+            for i, t in enumerate(rows)]
     return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
                            next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
                            title=gettext("To refund")), status
@@ -848,11 +854,16 @@ def refund_tasks() -> Any:
 def refund_give_back() -> Any:
     """Give a row of the list back: billing's refund of its payment (a credit: what is left of it, the
     ``amount`` the row carried), with the reason and how (cash from the drawer of an open shift, or a
-    transfer). Once per payment and per credit (billing's claims): a second cashier giving the same
-    money back at the same moment is told it was given back already."""
+    transfer). Given back only once confirmed (:mod:`.confirming`, as the invoice page's refund): the first
+    press gives nothing back and the list comes back with the row's step, what was typed kept (the form's
+    key too). Once per payment and per credit (billing's claims): a second cashier giving the same money
+    back at the same moment is told it was given back already."""
     form = RefundForm()
     if not form.validate_on_submit():
         return _refund_list(422, gettext("Please correct the highlighted fields."), failed=form)
+    asked = confirmation("give-back")
+    if asked is not None:
+        return _refund_list(confirming_status(asked), failed=form, asked=asked)
     try:
         give_back(form)
     except BackendError as err:
