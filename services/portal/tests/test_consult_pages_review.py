@@ -188,7 +188,7 @@ def test_a_completed_consults_message_box_says_the_message_is_only_kept(client, 
 def test_every_page_names_the_portals_icon_and_it_is_served(client):
     page = client.get("/login").get_data(as_text=True)
     icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page)
-    assert icon and icon.group(1) == "/assets/favicon.svg"
+    assert icon and re.fullmatch(r"/assets/favicon\.svg\?v=[0-9a-f]{12}", icon.group(1))  # versioned (test_assets)
     for path in (icon.group(1), "/favicon.ico"):
         r = client.get(path)
         assert r.status_code == 200 and r.mimetype == "image/svg+xml" and b"<svg" in r.get_data(), path

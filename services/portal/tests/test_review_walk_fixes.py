@@ -84,7 +84,7 @@ def test_an_empty_answer_leaves_the_nurse_at_the_consults_own_address(client, mo
     assert "own-address.js" not in page  # a page a GET answered is at its own address already
     refused = client.post("/consults/t1/answer", data={"answer": "", "csrf_token": csrf_token(page)})
     assert refused.status_code == 422 and not backends.posted
-    assert re.search(r'<script src="/assets/own-address.js" data-address="/consults/t1" defer></script>',
+    assert re.search(r'<script src="/assets/own-address.js\?v=\w+" data-address="/consults/t1" defer></script>',
                      refused.get_data(as_text=True))
     # the address opened again (a reload after the script did not run, a bookmark): the consult's page
     again = client.get("/consults/t1/answer")
@@ -108,7 +108,7 @@ def test_a_refused_refund_leaves_the_cashier_at_the_invoices_own_address(tmp_pat
     r = c.post("/invoices/inv-a/refund?p=pa", data={"payment": "cashier:c-1", "method": "cash", "reason": "",
                                                     "csrf_token": csrf_token(page)})
     assert r.status_code == 422
-    assert re.search(r'<script src="/assets/own-address.js" data-address="/invoices/inv-a\?p=pa" defer></script>',
+    assert re.search(r'<script src="/assets/own-address.js\?v=\w+" data-address="/invoices/inv-a\?p=pa" defer>',
                      r.get_data(as_text=True))
     again = c.get("/invoices/inv-a/refund?p=pa")
     assert again.status_code == 303 and again.headers["Location"] == "/invoices/inv-a?p=pa"

@@ -45,7 +45,8 @@ from .users import User
 
 HERE = Path(__file__).resolve().parent
 LANGUAGES = ("vi", "en")
-bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
+bp = Blueprint("web", __name__, template_folder="templates")
+STATIC = HERE / "static"
 csrf = CSRFProtect()
 
 # the npm packages' files a page may load: /assets/vendor/<name> (installed by `make assets`)
@@ -54,7 +55,11 @@ VENDOR = {
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
     "axe.min.js": "axe-core/axe.min.js",
 }
-_vendor_cache: dict[str, tuple[bytes, bytes, str]] = {}
+# the files served, by path: (mtime, size) as read, the bytes, their gzip, a hash of the bytes (the URL's ?v=)
+_assets: dict[Path, tuple[tuple[int, int], bytes, bytes, str]] = {}
+ASSET_ENDPOINTS = frozenset({"web.static", "web.vendor"})
+# a versioned asset's address changes with its bytes: a browser keeps it a year without asking again
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def current_user() -> User | None:
@@ -185,6 +190,8 @@ def body_too_large(err: Any) -> Any:
 
 @bp.before_request
 def _session_and_csrf() -> Any:
+    if request.endpoint in ASSET_ENDPOINTS:
+        return None  # not reading the session keeps 'Vary: Cookie' off the assets (a refreshed cookie would miss)
     user = session.get("user")
     if user:
         started = session.get("signed_in_at", 0)
@@ -431,37 +438,76 @@ def backend_message(err: BackendError) -> str:
                    "failing, tell the administrator.", who=who)
 
 
-@bp.route("/assets/vendor/<name>")
-def vendor(name: str) -> Response:
-    """A front-end package's file, gzip-compressed once per process when the browser accepts it."""
-    if name not in VENDOR:
-        abort(404)
-    hit = _vendor_cache.get(name)
-    if hit is None:
-        path = Path(current_app.config["SEN_ASSETS"]) / VENDOR[name]
-        if not path.exists():
-            abort(404)
+def _asset_path(endpoint: str, values: dict[str, Any]) -> Path | None:
+    """The file an asset address names: one of the portal's static files, or an npm package's file."""
+    if endpoint == "web.vendor":
+        rel = VENDOR.get(str(values.get("name")))
+        return Path(current_app.config["SEN_ASSETS"]) / rel if rel else None
+    path = (STATIC / str(values.get("filename", ""))).resolve()
+    return path if path.parent == STATIC and path.is_file() else None
+
+
+def _asset(path: Path) -> tuple[bytes, bytes, str] | None:
+    """The file's bytes, their gzip (made once per process per version of the file: 7 ms for Chart.js)
+    and the hash naming that version; None when there is no such file (``make assets`` not run)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _assets.get(path)
+    if hit is None or hit[0] != stamp:
         raw = path.read_bytes()
-        hit = (raw, gzip.compress(raw, 9), hashlib.sha256(raw).hexdigest()[:16])
-        _vendor_cache[name] = hit
-    raw, packed, etag = hit
-    if request.if_none_match.contains(etag):
-        return Response(status=304)
-    gz = "gzip" in request.headers.get("Accept-Encoding", "")
-    resp = Response(packed if gz else raw, mimetype=mimetypes.guess_type(name)[0] or "application/javascript")
+        hit = (stamp, raw, gzip.compress(raw, 9), hashlib.sha256(raw).hexdigest()[:12])
+        _assets[path] = hit
+    return hit[1:]
+
+
+@bp.url_defaults
+def _asset_version(endpoint: str, values: dict[str, Any]) -> None:
+    """``url_for`` of an asset adds ``?v=<hash of its bytes>``: the address changes when the file does, so the
+    file can be cached for a year (:data:`IMMUTABLE`) and a returning browser downloads nothing."""
+    if endpoint in ASSET_ENDPOINTS and "v" not in values:
+        path = _asset_path(endpoint, values)
+        found = _asset(path) if path else None
+        if found:
+            values["v"] = found[2]
+
+
+def serve_asset(path: Path | None) -> Response:
+    """An asset, gzip-compressed when the browser accepts it (``Vary: Accept-Encoding``); the version the page
+    named (``?v=``) cached a year, any other address revalidated by its ETag."""
+    found = _asset(path) if path else None
+    if found is None:
+        abort(404)
+    raw, packed, version = found
+    gz = request.accept_encodings["gzip"] > 0
+    resp = Response(packed if gz else raw, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
     if gz:
         resp.headers["Content-Encoding"] = "gzip"
     resp.headers["Vary"] = "Accept-Encoding"
-    resp.set_etag(etag)
-    resp.headers["Cache-Control"] = "public, max-age=86400"
-    return resp
+    resp.set_etag(version + ("-gz" if gz else ""))
+    resp.headers["Cache-Control"] = IMMUTABLE if request.args.get("v") == version else "no-cache"
+    return resp.make_conditional(request)
+
+
+@bp.route("/assets/<path:filename>", endpoint="static")
+def static_file(filename: str) -> Response:
+    """The portal's own CSS, scripts and icon (web/static)."""
+    return serve_asset(_asset_path("web.static", {"filename": filename}))
+
+
+@bp.route("/assets/vendor/<name>")
+def vendor(name: str) -> Response:
+    """A front-end package's file (installed by ``make assets``)."""
+    return serve_asset(_asset_path("web.vendor", {"name": name}))
 
 
 @bp.route("/favicon.ico")
 def favicon() -> Response:
     """The portal's icon where a browser asks for it by itself (a file opened alone has no ``<link rel="icon">``;
     the pages name static/favicon.svg): the same small SVG, from the portal, cached a day."""
-    resp = bp.send_static_file("favicon.svg")
+    resp = serve_asset(STATIC / "favicon.svg")
     resp.headers["Cache-Control"] = "public, max-age=86400"
     return resp
 
