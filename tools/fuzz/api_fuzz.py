@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,8 +153,81 @@ def bad_error_bodies(har: Path) -> list[str]:
         else:
             ok = ctype.split(";")[0] in PROBLEM_TYPES
         if not ok or status >= 500:
-            found.append(f"{entry['request']['method']} {path[:200]} -> {status} {ctype} {(text or '')[:200]!r}")
+            sent = (entry["request"].get("postData") or {}).get("text") or ""
+            body = f" body {sent[:300]!r}" if sent else ""
+            found.append(f"{entry['request']['method']} {path[:300]}{body} -> {status} {ctype} {(text or '')[:200]!r}")
     return found
+
+
+def start_services(stack: ExitStack, wanted: list[str], base: dict[str, str], out: Path,
+                   prefix: str) -> tuple[dict[str, str], list[str]]:
+    """Start ``wanted`` (and, for the portal, the back-ends it calls) on free loopback ports, each on a
+    database ``{prefix}_{name}`` of its own; their URLs and the database names (drop them at the end).
+    The processes stop when ``stack`` closes."""
+    urls: dict[str, str] = {}
+    dbs: list[str] = []
+    for name in SERVICES:
+        if name not in wanted and not (name != "portal" and "portal" in wanted):
+            continue
+        db = f"{prefix}_{name}"
+        dbs.append(db)
+        env = {"SEN_HTTP_TIMEOUT": "10", **base, "SEN_DB": db, "SEN_EHR_URL": urls.get("ehr", ""),
+               "SEN_TELECONSULT_URL": urls.get("teleconsult", ""), "SEN_BILLING_URL": urls.get("billing", "")}
+        env = {k: v for k, v in env.items() if v}
+        urls[name] = stack.enter_context(web_process(name, env, out / f"{name}.log"))
+    return urls, dbs
+
+
+@dataclass
+class Result:
+    tag: str
+    rc: int | str  # schemathesis's exit code, or "timeout"
+    output: str  # schemathesis's report: each failure with the curl command that reproduces it
+    bad: list[str]  # error answers neither OperationOutcome nor problem JSON (:func:`bad_error_bodies`)
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.bad
+
+
+def fuzz(name: str, url: str, spec: Path, out: Path, key: Path, role: str, *, examples: int, seed_: int = 1,
+         phases: str = "examples,coverage,fuzzing", checks: str = "not_a_server_error", timeout: int = 300,
+         deterministic: bool = False) -> Result:
+    """One ``schemathesis run`` of ``spec`` against ``url`` as ``role`` (``none``: no token), its HAR and
+    report in ``out``. ``deterministic``: derandomized generation, no example database (a regression guard)."""
+    tag = f"{name}-{role}"
+    har = out / f"{tag}.har"
+    har.unlink(missing_ok=True)
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", url,
+           "--checks", checks, "--max-examples", str(examples), "--seed", str(seed_),
+           "--phases", phases, "--workers", "1", "--request-timeout", "20",
+           "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har),
+           "--exclude-path-regex", "^/(metrics|healthz|readyz)$", "--no-color"]
+    if deterministic:
+        cmd.append("--generation-deterministic")  # no example database either
+    if role != "none":
+        cmd += ["--header", f"Authorization: Bearer {token(key, role)}"]
+    started = time.monotonic()
+    try:
+        p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=timeout)
+        text, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as err:
+        got = err.stdout or b""
+        text, rc = got.decode() if isinstance(got, bytes) else got, "timeout"
+    (out / f"{tag}.txt").write_text(text)
+    bad = bad_error_bodies(har)
+    (out / f"{tag}.bad.txt").write_text("\n".join(bad))
+    return Result(tag, rc, text, bad, time.monotonic() - started)
+
+
+def drop_databases(mongo_url: str, dbs: list[str]) -> None:
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_url)
+    for db in dbs:
+        client.drop_database(db)
+    client.close()
 
 
 def main() -> int:
@@ -167,62 +241,34 @@ def main() -> int:
     ap.add_argument("--phases", default="examples,coverage,fuzzing")
     ap.add_argument("--checks", default="not_a_server_error,status_code_conformance,content_type_conformance")
     ap.add_argument("--deep", action="store_true", help="served types, seeded ids and search parameters (deepen)")
+    ap.add_argument("--deterministic", action="store_true", help="derandomized generation, no example database")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     key = out / "dev-jwt.pem"
     run = uuid.uuid4().hex[:6]
     base = {"MONGO_URL": os.environ["MONGO_URL"], "AMQP_URL": os.environ["AMQP_URL"], "SEN_ENV": "test",
-            "SEN_BUS_PREFIX": f"fz{run}.", "SEN_DEV_JWT_KEY": str(key), "LOG_LEVEL": "WARNING",
-            "SEN_HTTP_TIMEOUT": "10"}
+            "SEN_BUS_PREFIX": f"fz{run}.", "SEN_DEV_JWT_KEY": str(key), "LOG_LEVEL": "WARNING"}
     wanted = a.services.split(",")
     dbs: list[str] = []
     failed = False
-    with ExitStack() as stack:
-        urls: dict[str, str] = {}
-        for name in ("ehr", "teleconsult", "billing", "portal"):
-            if name not in wanted and not (name != "portal" and "portal" in wanted):
-                continue
-            db = f"sen_fuzz{run}_{name}"
-            dbs.append(db)
-            env = {**base, "SEN_DB": db, "SEN_EHR_URL": urls.get("ehr", ""),
-                   "SEN_TELECONSULT_URL": urls.get("teleconsult", ""), "SEN_BILLING_URL": urls.get("billing", "")}
-            env = {k: v for k, v in env.items() if v}
-            urls[name] = stack.enter_context(web_process(name, env, out / f"{name}.log"))
-            print(f"{name}: {urls[name]} (db {db})", flush=True)
-        for name in wanted:
-            spec = served_spec(urls[name], name, out, key, a.deep)
-            for role in a.roles.split(","):
-                tag = f"{name}-{role}"
-                har = out / f"{tag}.har"
-                har.unlink(missing_ok=True)
-                cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", urls[name],
-                       "--checks", a.checks, "--max-examples", str(a.examples), "--seed", str(a.seed),
-                       "--phases", a.phases, "--workers", "1", "--request-timeout", "20",
-                       "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har),
-                       "--exclude-path-regex", "^/(metrics|healthz|readyz)$", "--no-color"]
-                if role != "none":
-                    cmd += ["--header", f"Authorization: Bearer {token(key, role)}"]
-                started = time.monotonic()
-                try:
-                    p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=a.timeout)
-                    text, rc = p.stdout + p.stderr, p.returncode
-                except subprocess.TimeoutExpired as err:
-                    got = err.stdout or b""
-                    text, rc = got.decode() if isinstance(got, bytes) else got, "timeout"
-                (out / f"{tag}.txt").write_text(text)
-                bad = bad_error_bodies(har)
-                (out / f"{tag}.bad.txt").write_text("\n".join(bad))
-                summary = [ln for ln in text.splitlines() if "passed" in ln or "failed" in ln or "error" in ln][-3:]
-                print(f"{tag}: rc={rc} {time.monotonic() - started:.0f}s, bad error bodies {len(bad)}; "
-                      + " | ".join(s.strip() for s in summary), flush=True)
-                failed |= rc != 0 or bool(bad)
-    from pymongo import MongoClient
-
-    client = MongoClient(os.environ["MONGO_URL"])
-    for db in dbs:
-        client.drop_database(db)
-    client.close()
+    try:
+        with ExitStack() as stack:
+            urls, dbs = start_services(stack, wanted, base, out, f"sen_fuzz{run}")
+            for name, url in urls.items():
+                print(f"{name}: {url} (db sen_fuzz{run}_{name})", flush=True)
+            for name in wanted:
+                spec = served_spec(urls[name], name, out, key, a.deep)
+                for role in a.roles.split(","):
+                    r = fuzz(name, urls[name], spec, out, key, role, examples=a.examples, seed_=a.seed,
+                             phases=a.phases, checks=a.checks, timeout=a.timeout, deterministic=a.deterministic)
+                    summary = [ln for ln in r.output.splitlines()
+                               if "passed" in ln or "failed" in ln or "error" in ln][-3:]
+                    print(f"{r.tag}: rc={r.rc} {r.seconds:.0f}s, bad error bodies {len(r.bad)}; "
+                          + " | ".join(s.strip() for s in summary), flush=True)
+                    failed |= not r.ok
+    finally:
+        drop_databases(os.environ["MONGO_URL"], dbs)
     return 1 if failed else 0
 
 

@@ -1,0 +1,58 @@
+"""Regression guard for "no 500 for anything a client can send": a small, derandomized run of
+tools/fuzz/api_fuzz.py (schemathesis, fixed seed) against each service's JSON API.
+
+Each of ehr, teleconsult, billing and the portal runs as its own gunicorn process on a loopback
+port and a database of its own (dropped at the end); the FHIR APIs are fuzzed from the deepened
+spec (served resource types, seeded ids, resource-shaped bodies, FHIR search parameters), with an
+admin token (admin may call every handler). A 5xx, or an error answer that is neither an
+OperationOutcome under /fhir nor RFC 9457 problem JSON elsewhere, fails the test with the request
+that reproduces it. The full fuzz (every role, 30 examples) stays a tool: see tools/fuzz/README.md.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tools.fuzz.api_fuzz import SERVICES, drop_databases, fuzz, served_spec, start_services
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EXAMPLES = 3  # per operation and phase; with the coverage phase's own cases: well under 90 s for all four
+SEED = 1
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(base_env, run_id, mongo_url, tmp_path_factory):
+    out = tmp_path_factory.mktemp("api-fuzz")
+    dbs: list[str] = []
+    try:
+        with ExitStack() as stack:
+            urls, dbs = start_services(stack, list(SERVICES), base_env, out, f"sen_t{run_id}_fz")
+            yield urls, out
+    finally:
+        drop_databases(mongo_url, dbs)
+
+
+def _failures(output: str) -> str:
+    """Schemathesis's failure report: each failing case with its curl command (its Authorization header is
+    filtered: send ``Bearer $(make token ROLE=admin)`` to a server with the same key)."""
+    start, end = output.find("FAILURES"), output.find("WARNINGS")
+    if start < 0:
+        return output[-6000:]
+    return output[start : end if end > start else None][:12000]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_no_server_error_nor_bare_error_body(name, fuzz_stack, base_env):
+    urls, out = fuzz_stack
+    key = Path(base_env["SEN_DEV_JWT_KEY"])
+    spec = served_spec(urls[name], name, out, key, deep=True)
+    r = fuzz(name, urls[name], spec, out, key, "admin", examples=EXAMPLES, seed_=SEED, deterministic=True,
+             timeout=240)
+    log = (out / f"{name}.log").read_text(errors="replace")[-4000:]
+    assert r.rc == 0, f"{r.tag}: schemathesis rc={r.rc}\n{_failures(r.output)}\n--- {name} log ---\n{log}"
+    assert not r.bad, (f"{r.tag}: error answers neither OperationOutcome nor problem JSON:\n" + "\n".join(r.bad)
+                       + f"\n--- {name} log ---\n{log}")
