@@ -155,6 +155,22 @@ def test_two_cashiers_giving_one_credit_back_at_once_give_it_back_once(db) -> No
     assert credits.money_back(db, 50, None, "org-a")[0] == []
 
 
+def _two_cashiers_refund(db, payment_id: str) -> list[str]:  # noqa: ANN001 - the test database
+    """Two cashiers refund the payment at the same moment; their answers, sorted: the amount given back,
+    or the refusal as "<status> <message>"."""
+    barrier = threading.Barrier(2)
+
+    def give(cashier: SimpleNamespace) -> str:
+        barrier.wait()
+        try:
+            return str(payments.refund(db, payment_id, None, "Trả tiền thừa", cashier, None)["amount"])
+        except SenError as err:
+            return f"{err.status} {err}"
+
+    with ThreadPoolExecutor(2) as pool:
+        return sorted(pool.map(give, CASHIERS))
+
+
 def test_the_loser_of_a_give_back_race_through_one_payment_is_told_the_credit_went_back(db) -> None:
     """20 rounds of two cashiers giving one credit back through the same payment at once. Whichever
     of billing's reads the loser made before the winner's link or refund landed (the invoice's summary,
@@ -164,17 +180,7 @@ def test_the_loser_of_a_give_back_race_through_one_payment_is_told_the_credit_we
         iid, code = make_invoice(db, 39_000)
         pay(db, code, 30_000)
         over = pay(db, code, 20_000)
-        barrier = threading.Barrier(2)
-
-        def give(cashier: SimpleNamespace, key: str = over["_id"], barrier: threading.Barrier = barrier) -> str:
-            barrier.wait()
-            try:
-                return str(payments.refund(db, key, None, "Trả tiền thừa", cashier, None)["amount"])
-            except SenError as err:
-                return f"{err.status} {err}"
-
-        with ThreadPoolExecutor(2) as pool:
-            answers = sorted(pool.map(give, CASHIERS))
+        answers = _two_cashiers_refund(db, over["_id"])
         assert answers[0] == "11000" and answers[1].startswith(tuple(f"409 {g}" for g in GIVEN_BACK)), answers
         assert [int(r["amount"]) for r in db[invoice_port.REFUNDS].find({"invoice": iid})] == [11_000]
 
@@ -189,17 +195,7 @@ def test_a_stopped_give_back_finished_by_two_requests_at_once_is_recorded_once(d
         pay(db, code, 30_000)
         over = pay(db, code, 20_000)
         assert credits.give_back(db, over, 11_000) == 11_000  # the link, and then the try stopped
-        barrier = threading.Barrier(2)
-
-        def give(cashier: SimpleNamespace, key: str = over["_id"], barrier: threading.Barrier = barrier) -> str:
-            barrier.wait()
-            try:
-                return str(payments.refund(db, key, None, "Trả tiền thừa", cashier, None)["amount"])
-            except SenError as err:
-                return f"{err.status} {err}"
-
-        with ThreadPoolExecutor(2) as pool:
-            answers = sorted(pool.map(give, CASHIERS))
+        answers = _two_cashiers_refund(db, over["_id"])
         assert answers[0] == "11000" and answers[1].startswith(tuple(f"409 {g}" for g in GIVEN_BACK)), answers
         assert [int(r["amount"]) for r in db[invoice_port.REFUNDS].find({"invoice": iid})] == [11_000]
         assert len(credits.links(db, iid)) == 1

@@ -123,6 +123,10 @@ def _load(db, host: str, port: int, series: str, base: int = 0) -> list[bytes]:
     return load
 
 
+def mark(ok: bool) -> str:
+    """A target's status in a table row."""
+    return "met" if ok else "**missed**"
+
 def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
     url, db = billing
     started = time.monotonic()
@@ -141,9 +145,6 @@ def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
     p50, p99 = loadgen.percentile(lat, 50), loadgen.percentile(lat, 99)
     payments = db["payments"].count_documents({})
     receipts = db["receipts"].count_documents({})
-
-    def mark(ok: bool) -> str:
-        return "met" if ok else "**missed**"
 
     rows = [
         "| measure | result | target | |",
@@ -199,9 +200,6 @@ def test_webhook_inbox_at_the_targets_rate(billing) -> None:
     p50, p99 = loadgen.percentile(lat, 50), loadgen.percentile(lat, 99)
     payments = db["payments"].count_documents({}) - payments0
     receipts = db["receipts"].count_documents({}) - receipts0
-
-    def mark(ok: bool) -> str:
-        return "met" if ok else "**missed**"
 
     rows = [
         "| measure | result | target | |",
