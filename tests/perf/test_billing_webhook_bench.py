@@ -5,7 +5,11 @@ index step. ``INVOICES`` issued invoices owe 30.000 ₫ each; the load is ``UNIQ
 transfers of 10.000 ₫ (three per invoice, so the third one settles it: balanced claim, receipt
 number, PaymentReconciliation, Invoice update, receipt with its event), providers in turn
 (Standard Webhooks, Casso v2, SePay), and ``UNIQUE // 2`` exact re-sends of earlier calls (a
-provider's retries: a third of all requests), mixed in. Measured with the closed-loop load
+provider's retries: a third of all requests), mixed in. The invoices' payments interleave
+(``_transfer_order``): once under way, one new transfer in three settles an invoice, as calls for
+many invoices arrive at once. ``SEN_BENCH_ORDER=bunched`` sends the first payments of all invoices,
+then the second, then the settling third (the order of sessions 12-18: its last third settles an
+invoice with every new transfer, about three times the settlements a second). Measured with the closed-loop load
 generator (``loadgen``: one thread, keep-alive connections), ``CLIENTS`` clients.
 
 Prints one markdown table with the issue's 2-core targets beside (also written to
@@ -80,8 +84,9 @@ def _invoices(db) -> list[str]:
     return codes
 
 
-def _request(host: str, port: int, i: int, code: str, now: float, series: str = "b") -> bytes:
-    note, txid, kind = f"thanh toan {code}", f"{series}{i:07d}", i % 3
+def _request(host: str, port: int, i: int, code: str, now: float, series: str = "b",
+             kind: int | None = None) -> bytes:
+    note, txid, kind = f"thanh toan {code}", f"{series}{i:07d}", i % 3 if kind is None else kind
     if kind == 0:
         body = json.dumps({"type": "transfer.received", "data": {"id": txid, "amount": 10000,
                                                                  "description": note}}).encode()
@@ -105,13 +110,35 @@ def _request(host: str, port: int, i: int, code: str, now: float, series: str = 
                               json.dumps(obj).encode())
 
 
+LAG = 50
+ORDER = "bunched" if os.environ.get("SEN_BENCH_ORDER") == "bunched" else "interleaved"
+
+
+def _transfer_order() -> list[tuple[int, int]]:
+    """(invoice, provider) of each new transfer in sending order: at step ``s`` invoice ``s`` gets its
+    first payment, invoice ``s - LAG`` its second and invoice ``s - 2 * LAG`` its third (the settling
+    one), so after the first ``2 * LAG`` steps one new transfer in three settles an invoice, as banks'
+    calls for many invoices interleave; the providers take the three roles in turn."""
+    order = []
+    for s in range(INVOICES + 2 * LAG):
+        for j in range(3):  # which payment of its invoice: 0 its first, 2 the settling one
+            v = s - j * LAG
+            if 0 <= v < INVOICES:
+                order.append((v, (v + j) % 3))
+    return order
+
+
 def _load(db, host: str, port: int, series: str, base: int = 0) -> list[bytes]:
     """``INVOICES`` new invoices and their ``UNIQUE`` transfers (transaction ids ``<series>NNNNNNN``
     and, for Casso and SePay, numbers from ``base`` on: a multiple of 3, the providers' turn), a
     third of all requests re-sends of calls already sent (a provider retrying), mixed in."""
     codes = _invoices(db)
     now = time.time()
-    unique = [_request(host, port, base + i, codes[i % INVOICES], now, series) for i in range(UNIQUE)]
+    if ORDER == "bunched":
+        unique = [_request(host, port, base + i, codes[i % INVOICES], now, series) for i in range(UNIQUE)]
+    else:
+        unique = [_request(host, port, base + i, codes[v], now, series, kind)
+                  for i, (v, kind) in enumerate(_transfer_order())]
     rng = random.Random(15)
     load: list[bytes] = []
     sent = 0
@@ -158,7 +185,8 @@ def test_webhook_inbox_throughput_with_duplicates(billing) -> None:
     ]
     load_avg = os.getloadavg()[0]
     header = [f"Billing webhook benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: gunicorn WEB_CONCURRENCY="
-              f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB. Machine: {machine()}; load average "
+              f"{os.environ.get('SEN_BENCH_WORKERS', '2')}, FerretDB, invoices' payments {ORDER}. "
+              f"Machine: {machine()}; load average "
               f"{load_avg:.1f} at the end.", ""]
     unexpected = {k: v for k, v in statuses.items() if k != 200}
     table = "\n".join(header + rows + ["", f"Unexpected answers: {unexpected or 'none'}."])
@@ -213,7 +241,8 @@ def test_webhook_inbox_at_the_targets_rate(billing) -> None:
         "one each | |",
     ]
     unexpected = {k: v for k, v in statuses.items() if k != 200}
-    title = (f"Billing webhooks at a rate, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average "
+    title = (f"Billing webhooks at a rate, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, invoices' payments {ORDER}; "
+             "load average "
              f"{os.getloadavg()[0]:.1f} at the end.")
     table = "\n".join([title, "", *rows, "", f"Unexpected answers: {unexpected or 'none'}."])
     print("\n" + table + "\n")
