@@ -106,6 +106,16 @@ def teleconsult_bundle(data: dict[str, Any]) -> dict[str, Any]:
         {"resource": r, "request": {"method": "PUT", "url": f"Schedule/{r['id']}"}} for r in resources]}
 
 
+def post_bundle(base: str, bundle: dict[str, Any], token: str, what: str) -> bool:
+    """POST the transaction ``bundle`` to ``<base>/fhir``; False (after saying so) unless it answers 200."""
+    r = httpx.post(f"{base}/fhir", json=bundle, timeout=60,
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    if r.status_code != 200:
+        sys.stderr.write(f"{what} failed: HTTP {r.status_code}: {r.text[:500]}\n")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ehr", default=os.environ.get("SEN_EHR_URL", "http://127.0.0.1:8081"))
@@ -118,20 +128,14 @@ def main(argv: list[str] | None = None) -> int:
                             issuer=os.environ.get("SEN_JWT_ISSUER", "sen-dev"),
                             audience=os.environ.get("SEN_JWT_AUDIENCE", "sen"), sub="seed")
     bundle = province_bundle(data)
-    r = httpx.post(f"{a.ehr}/fhir", json=bundle, timeout=60,
-                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
-    if r.status_code != 200:
-        sys.stderr.write(f"seeding failed: HTTP {r.status_code}: {r.text[:500]}\n")
+    if not post_bundle(a.ehr, bundle, token, "seeding"):
         return 1
     sys.stderr.write(f"seeded {data['province']}: {len(bundle['entry'])} resources "
                      f"({len(data['organizations'])} facilities, {len(data['practitioners'])} practitioners, "
                      f"{len(data['patients'])} patients)\n")
     if a.teleconsult:
         schedules = teleconsult_bundle(data)
-        r = httpx.post(f"{a.teleconsult}/fhir", json=schedules, timeout=60,
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
-        if r.status_code != 200:
-            sys.stderr.write(f"seeding the schedules failed: HTTP {r.status_code}: {r.text[:500]}\n")
+        if not post_bundle(a.teleconsult, schedules, token, "seeding the schedules"):
             return 1
         sys.stderr.write(f"seeded {len(schedules['entry'])} hub specialists' schedules: find a slot with "
                          f"POST {a.teleconsult}/fhir/Appointment/$find (start, end)\n")
