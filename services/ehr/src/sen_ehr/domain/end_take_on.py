@@ -32,36 +32,26 @@ from . import take_on
 OPERATION = "end-take-on"
 _ORG = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
 
-DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition", "id": "Patient-end-take-on", "name": "EndTakeOn",
-    "title": "End a facility's take-on of a patient", "status": "active", "kind": "operation",
-    "publisher": "Sen", "affectsState": True, "code": OPERATION, "resource": ["Patient"],
-    "system": False, "type": False, "instance": True,
-    "description": (
+DEFINITION: dict[str, Any] = take_on.definition(
+    "EndTakeOn", "End a facility's take-on of a patient", OPERATION, type_level=False,
+    description=(
         "Ends the take-on grant ($take-on) of the patient to a facility: the clinic role ends its own "
         "facility's, the admin role any facility's (naming it). From then on the facility's reads and writes of "
         "the patient are refused (403), unless it takes the patient on again ($take-on: a new grant). One end per "
         "grant, claimed by an insert: any number of calls at once end it once and all answer that end (200). "
         "No take-on to end: 403 (clinic) or 404 (admin). Every attempt is an AuditEvent (subtype end-take-on, "
         "the reason as purposeOfEvent)."),
-    "parameter": [
-        {"name": "reason", "use": "in", "min": 1, "max": "1", "type": "string",
-         "documentation": f"why the take-on ends (1 to {take_on.REASON_MAX} characters), e.g. 'Người bệnh đã "
-                          "chuyển về cơ sở quản lý'; the AuditEvent's purposeOfEvent"},
-        {"name": "grantee", "use": "in", "min": 0, "max": "1", "type": "Reference",
-         "documentation": "the facility whose take-on ends (Organization/<id>): required for an admin; a "
-                          "clinic's own facility when given by a clinic"},
-        {"name": "patient", "use": "out", "min": 1, "max": "1", "type": "Reference",
-         "documentation": "the patient"},
-        {"name": "grantee", "use": "out", "min": 1, "max": "1", "type": "Reference",
-         "documentation": "the facility whose take-on ended (Organization)"},
-        {"name": "reason", "use": "out", "min": 1, "max": "1", "type": "string",
-         "documentation": "the reason given by the call that ended it"},
-        {"name": "ended", "use": "out", "min": 1, "max": "1", "type": "dateTime",
-         "documentation": "when the take-on ended"},
-        {"name": "endedBy", "use": "out", "min": 1, "max": "1", "type": "string",
-         "documentation": "who ended it (the token's subject)"}],
-}
+    parameters=[
+        take_on.parameter("reason", "in", "string",
+                          f"why the take-on ends (1 to {take_on.REASON_MAX} characters), e.g. 'Người bệnh đã "
+                          "chuyển về cơ sở quản lý'; the AuditEvent's purposeOfEvent"),
+        take_on.parameter("grantee", "in", "Reference",
+                          "the facility whose take-on ends (Organization/<id>): required for an admin; a "
+                          "clinic's own facility when given by a clinic", min_=0),
+        *take_on.out_parameters("the patient", "the facility whose take-on ended (Organization)",
+                                "the reason given by the call that ended it"),
+        take_on.parameter("ended", "out", "dateTime", "when the take-on ended"),
+        take_on.parameter("endedBy", "out", "string", "who ended it (the token's subject)")])
 
 
 @dataclass(frozen=True)
@@ -73,25 +63,10 @@ class Request:
 def parse(body: Any) -> Request:
     """The operation's Parameters: one ``reason`` (valueString, 1 to 500 characters), at most one
     ``grantee`` (valueReference to an Organization). 400 naming the part otherwise."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise take_on.bad("$end-take-on takes a Parameters resource (reason, grantee)", "Parameters")
-    params = body.get("parameter")
-    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-        raise take_on.bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
-    for p in params:
-        if p.get("name") not in ("reason", "grantee"):
-            raise take_on.bad(f"unknown parameter {p.get('name')!r}: $end-take-on takes reason and grantee",
-                              "Parameters.parameter.name")
-    reasons = [p for p in params if p.get("name") == "reason"]
-    where_reason = "Parameters.parameter.where(name='reason')"
-    if len(reasons) != 1:
-        raise take_on.bad("give exactly one reason (why the take-on ends)", where_reason)
-    reason = reasons[0].get("valueString")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > take_on.REASON_MAX:
-        raise take_on.bad(f"reason must be a valueString of 1 to {take_on.REASON_MAX} characters",
-                          f"{where_reason}.valueString")
-    grantees = [p for p in params if p.get("name") == "grantee"]
-    where_grantee = "Parameters.parameter.where(name='grantee')"
+    found = take_on.parameters(body, OPERATION, "reason", "grantee")
+    reason = take_on.reason_of(found["reason"], "why the take-on ends")
+    grantees = found["grantee"]
+    where_grantee = take_on.where("grantee")
     if len(grantees) > 1:
         raise take_on.bad("give at most one grantee", where_grantee)
     grantee = None
@@ -102,17 +77,13 @@ def parse(body: Any) -> Request:
             raise take_on.bad("grantee must be a valueReference to the facility: Organization/<id>",
                               f"{where_grantee}.valueReference.reference")
         grantee = ref
-    return Request(" ".join(reason.split()), grantee)
+    return Request(reason, grantee)
 
 
 def answer(doc: dict[str, Any]) -> dict[str, Any]:
     """The end's Parameters: the patient, the facility, the reason, when and by whom."""
-    return {"resourceType": "Parameters", "parameter": [
-        {"name": "patient", "valueReference": {"reference": doc["patient"]}},
-        {"name": "grantee", "valueReference": {"reference": doc["grantee"]}},
-        {"name": "reason", "valueString": str(doc.get("reason") or "")},
-        {"name": "ended", "valueDateTime": take_on.iso(doc.get("created"))},
-        {"name": "endedBy", "valueString": str(doc.get("by") or "")}]}
+    return take_on.answer_parameters(doc, {"name": "ended", "valueDateTime": take_on.iso(doc.get("created"))},
+                                     {"name": "endedBy", "valueString": str(doc.get("by") or "")})
 
 
 def run(server: Any, principal: Any, pid: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -135,7 +106,7 @@ def run(server: Any, principal: Any, pid: str, body: Any) -> tuple[int, dict[str
         if admin:
             if req.grantee is None:
                 raise take_on.bad("name the facility whose take-on ends: grantee (valueReference Organization/<id>)",
-                                  "Parameters.parameter.where(name='grantee')")
+                                  take_on.where("grantee"))
             grantee = req.grantee
         else:
             grantee = f"Organization/{facility}"

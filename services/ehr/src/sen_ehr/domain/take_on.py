@@ -53,35 +53,47 @@ REASON_MAX = 500
 KIND = "take-on"  # the grant document's kind (a referral grant has none)
 
 
+def definition(name: str, title: str, code: str, *, type_level: bool, description: str,
+               parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OperationDefinition ``Patient-<code>`` of a Patient operation that changes the record's
+    grants (``$take-on``, ``$end-take-on``), on an instance (and on the type when ``type_level``)."""
+    return {
+        "resourceType": "OperationDefinition", "id": f"Patient-{code}", "name": name, "title": title,
+        "status": "active", "kind": "operation", "publisher": "Sen", "affectsState": True, "code": code,
+        "resource": ["Patient"], "system": False, "type": type_level, "instance": True,
+        "description": description, "parameter": parameters}
+
+
+def parameter(name: str, use: str, type_: str, documentation: str, *, min_: int = 1) -> dict[str, Any]:
+    """One parameter of :func:`definition` (at most once)."""
+    return {"name": name, "use": use, "min": min_, "max": "1", "type": type_, "documentation": documentation}
+
+
+def out_parameters(patient: str, grantee: str, reason: str) -> list[dict[str, Any]]:
+    """The out parameters both operations answer first (:func:`answer_parameters`), so documented."""
+    return [parameter("patient", "out", "Reference", patient), parameter("grantee", "out", "Reference", grantee),
+            parameter("reason", "out", "string", reason)]
+
+
 # The operation as the CapabilityStatement defines it (sen_shared.fhir.capability: served at
 # <base>/OperationDefinition/Patient-take-on, its canonical URL, added there)
-DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition", "id": "Patient-take-on", "name": "TakeOn",
-    "title": "Take on a patient registered at another facility", "status": "active", "kind": "operation",
-    "publisher": "Sen", "affectsState": True, "code": OPERATION, "resource": ["Patient"],
-    "system": False, "type": True, "instance": True,
-    "description": (
+DEFINITION: dict[str, Any] = definition(
+    "TakeOn", "Take on a patient registered at another facility", OPERATION, type_level=True,
+    description=(
         "Grants the caller's facility (the clinic role with a facility claim) the patient's record, as a "
         "referral grant grants a hub (read and write, no deletes, no expiry), on presenting the patient's "
         "FULL CCCD or BHYT card number. On an instance (Patient/[id]/$take-on) the number must be that "
         "patient's; on the type (Patient/$take-on) the one patient holding it is taken on. One grant per "
         "patient and facility: 201 for the call that made it, 200 (the same grant) for any other. A number "
         "that is not the patient's, or nobody's: 403. Every attempt is an AuditEvent (subtype take-on)."),
-    "parameter": [
-        {"name": "identifier", "use": "in", "min": 1, "max": "1", "type": "Identifier",
-         "documentation": f"the patient's full number: system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}"},
-        {"name": "reason", "use": "in", "min": 1, "max": "1", "type": "string",
-         "documentation": f"why the patient is taken on (1 to {REASON_MAX} characters), e.g. "
-                          "'Người bệnh đến khám tại cơ sở'; the AuditEvent's purposeOfEvent"},
-        {"name": "patient", "use": "out", "min": 1, "max": "1", "type": "Reference",
-         "documentation": "the patient taken on"},
-        {"name": "grantee", "use": "out", "min": 1, "max": "1", "type": "Reference",
-         "documentation": "the facility granted the record (Organization)"},
-        {"name": "reason", "use": "out", "min": 1, "max": "1", "type": "string",
-         "documentation": "the reason given by the call that made the grant"},
-        {"name": "granted", "use": "out", "min": 1, "max": "1", "type": "dateTime",
-         "documentation": "when the grant was made"}],
-}
+    parameters=[
+        parameter("identifier", "in", "Identifier",
+                  f"the patient's full number: system {CCCD_SYSTEM} or {bhyt.CARD_SYSTEM}"),
+        parameter("reason", "in", "string", f"why the patient is taken on (1 to {REASON_MAX} characters), e.g. "
+                                            "'Người bệnh đến khám tại cơ sở'; the AuditEvent's purposeOfEvent"),
+        *out_parameters("the patient taken on", "the facility granted the record (Organization)",
+                        "the reason given by the call that made the grant"),
+        parameter("granted", "out", "dateTime", "when the grant was made")])
 
 
 @dataclass(frozen=True)
@@ -100,22 +112,42 @@ def _compact(system: str, value: str) -> str:
     return text.upper() if system == bhyt.CARD_SYSTEM else text
 
 
-def parse(body: Any) -> Request:
-    """The operation's Parameters: one ``identifier`` (valueIdentifier of the CCCD or BHYT system with
-    a value) and one ``reason`` (valueString, 1 to 500 characters). 400 naming the part otherwise."""
+def where(name: str) -> str:
+    """The FHIRPath of the Parameters' parameters named ``name`` (an error's expression)."""
+    return f"Parameters.parameter.where(name='{name}')"
+
+
+def parameters(body: Any, code: str, first: str, second: str) -> dict[str, list[dict[str, Any]]]:
+    """The parameters of ``$<code>``'s Parameters ``body`` by name (each a list): only ``first`` and
+    ``second`` are known. 400 naming the part otherwise."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise bad("$take-on takes a Parameters resource (identifier, reason)", "Parameters")
+        raise bad(f"${code} takes a Parameters resource ({first}, {second})", "Parameters")
     params = body.get("parameter")
     if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
         raise bad("Parameters.parameter must be a list of parameters", "Parameters.parameter")
-    known = {"identifier", "reason"}
     for p in params:
-        if not isinstance(p.get("name"), str) or p["name"] not in known:  # a list or object: unhashable
-            raise bad(f"unknown parameter {p.get('name')!r}: $take-on takes identifier and reason",
-                       "Parameters.parameter.name")
-    found = {name: [p for p in params if p.get("name") == name] for name in known}
-    where_id = "Parameters.parameter.where(name='identifier')"
-    where_reason = "Parameters.parameter.where(name='reason')"
+        if not isinstance(p.get("name"), str) or p["name"] not in (first, second):  # a list or object: unhashable
+            raise bad(f"unknown parameter {p.get('name')!r}: ${code} takes {first} and {second}",
+                      "Parameters.parameter.name")
+    return {name: [p for p in params if p.get("name") == name] for name in (first, second)}
+
+
+def reason_of(found: list[dict[str, Any]], why: str) -> str:
+    """The one ``reason`` parameter's valueString (1 to REASON_MAX characters), its white space folded;
+    400 otherwise (``why``: what the reason says, for the error)."""
+    if len(found) != 1:
+        raise bad(f"give exactly one reason ({why})", where("reason"))
+    reason = found[0].get("valueString")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
+        raise bad(f"reason must be a valueString of 1 to {REASON_MAX} characters", f"{where('reason')}.valueString")
+    return " ".join(reason.split())
+
+
+def parse(body: Any) -> Request:
+    """The operation's Parameters: one ``identifier`` (valueIdentifier of the CCCD or BHYT system with
+    a value) and one ``reason`` (valueString, 1 to 500 characters). 400 naming the part otherwise."""
+    found = parameters(body, OPERATION, "identifier", "reason")
+    where_id = where("identifier")
     if len(found["identifier"]) != 1:
         raise bad("give exactly one identifier: the patient's CCCD or health insurance card number", where_id)
     ident = found["identifier"][0].get("valueIdentifier")
@@ -125,12 +157,8 @@ def parse(body: Any) -> Request:
     value = ident.get("value")
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         raise bad("identifier.value must be the full number (1 to 64 characters)", f"{where_id}.valueIdentifier.value")
-    if len(found["reason"]) != 1:
-        raise bad("give exactly one reason (e.g. the patient came to this facility)", where_reason)
-    reason = found["reason"][0].get("valueString")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
-        raise bad(f"reason must be a valueString of 1 to {REASON_MAX} characters", f"{where_reason}.valueString")
-    return Request(ident["system"], _compact(ident["system"], value), " ".join(reason.split()))
+    reason = reason_of(found["reason"], "e.g. the patient came to this facility")
+    return Request(ident["system"], _compact(ident["system"], value), reason)
 
 
 def holds(patient: dict[str, Any] | None, req: Request) -> bool:
@@ -223,13 +251,17 @@ def iso(value: Any) -> str:
     return str(value or "").replace("+00:00", "Z")
 
 
-def answer(doc: dict[str, Any]) -> dict[str, Any]:
-    """The operation's Parameters: the patient, the facility granted, the reason and since when."""
+def answer_parameters(doc: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
+    """The Parameters answering a grant or end record ``doc``: its patient, facility and reason, then ``more``."""
     return {"resourceType": "Parameters", "parameter": [
         {"name": "patient", "valueReference": {"reference": doc["patient"]}},
         {"name": "grantee", "valueReference": {"reference": doc["grantee"]}},
-        {"name": "reason", "valueString": str(doc.get("reason") or "")},
-        {"name": "granted", "valueDateTime": iso(doc.get("created"))}]}
+        {"name": "reason", "valueString": str(doc.get("reason") or "")}, *more]}
+
+
+def answer(doc: dict[str, Any]) -> dict[str, Any]:
+    """The operation's Parameters: the patient, the facility granted, the reason and since when."""
+    return answer_parameters(doc, {"name": "granted", "valueDateTime": iso(doc.get("created"))})
 
 
 def holder(server: Any, req: Request) -> str | None:
