@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from . import mongo
 from .config import Settings
+
+S = TypeVar("S", bound=Settings)
 
 
 def run_indexes(load_settings: Callable[[], Settings], indexes: Sequence[mongo.Index],
@@ -24,13 +27,33 @@ def run_indexes(load_settings: Callable[[], Settings], indexes: Sequence[mongo.I
     return 0
 
 
-def run_worker_process(load_settings: Callable[[], Settings], handlers: Mapping[str, Any],
-                       outbox_collections: Sequence[str]) -> int:
-    """Consume the service's queues and relay its outbox until SIGTERM."""
+def run_worker_process(load_settings: Callable[[], S], handlers: Mapping[str, Any],
+                       outbox_collections: Sequence[str], *,
+                       beside: Callable[[S, threading.Event], list[threading.Thread]] | None = None,
+                       gates: Callable[[S], Mapping[str, Any]] | None = None) -> int:
+    """Consume the service's queues and relay its outbox until SIGTERM. ``beside(settings, stop)``,
+    called once the logs are set up, starts the service's own threads (periodic jobs, backfills, more
+    consumers) and returns them: when the worker stops, ``stop`` is set and each is given 15 seconds
+    to end. ``gates(settings)``: the relay's own gates by collection (``run_worker``)."""
     from .bus.worker import run_worker
     from .logs import setup_logging
 
     settings = load_settings()
     setup_logging(f"{settings.service}-worker", settings.log_level)
-    run_worker(settings, handlers=dict(handlers), outbox_collections=list(outbox_collections))
+    stop = threading.Event()
+    threads = beside(settings, stop) if beside is not None else []
+    try:
+        run_worker(settings, handlers=dict(handlers), outbox_collections=list(outbox_collections), stop=stop,
+                   gates=gates(settings) if gates is not None else None)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
     return 0
+
+
+def start_thread(name: str, target: Callable[..., Any], *args: Any) -> threading.Thread:
+    """``target(*args)`` in a daemon thread called ``name``, started (a worker's ``beside`` threads)."""
+    t = threading.Thread(target=target, args=args, name=name, daemon=True)
+    t.start()
+    return t

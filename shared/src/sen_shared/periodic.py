@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("sen.periodic")
 
 Job = Callable[[], Any]
+S = TypeVar("S")
+# a worker's jobs: name -> (interval in seconds from the settings, job factory)
+Table = Mapping[str, tuple[Callable[[S], float], Callable[[S], Job]]]
 
 
 def _loop(name: str, interval: float, job: Job, stop: threading.Event) -> None:
@@ -37,4 +40,10 @@ def start_periodic(jobs: Mapping[str, tuple[float, Job]], stop: threading.Event)
     return threads
 
 
-__all__ = ["start_periodic"]
+def start_table(table: Table[S], settings: S, stop: threading.Event) -> list[threading.Thread]:
+    """:func:`start_periodic` of a worker's ``table``, its intervals and jobs made from ``settings``."""
+    return start_periodic({name: (interval(settings), factory(settings))
+                           for name, (interval, factory) in table.items()}, stop)
+
+
+__all__ = ["Table", "start_periodic", "start_table"]

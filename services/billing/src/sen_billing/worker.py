@@ -181,34 +181,29 @@ def settlements_job(settings: BillingSettings) -> Callable[[], int]:
 
 
 # name -> (interval in seconds, job factory)
-PERIODIC: dict[str, tuple[Callable[[BillingSettings], float], Callable[[BillingSettings], Callable[[], Any]]]] = {
+PERIODIC: periodic.Table[BillingSettings] = {
     "settlements": (lambda s: 30.0, settlements_job),
 }
 
 
-def main() -> int:
-    from sen_shared.bus.worker import run_worker
-    from sen_shared.logs import setup_logging
+def beside(settings: BillingSettings, stop: threading.Event) -> list[threading.Thread]:
+    """The price list loaded, then the periodic jobs and the backfills started beside the worker."""
+    from sen_shared.entrypoints import start_thread
 
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
     try:
         log.info("price list loaded", extra={"entries_created": load_price_list(settings)})
     except Exception:  # noqa: BLE001 - the database may be starting; the next start loads it
         log.exception("price list not loaded")
-    stop = threading.Event()
-    threads = periodic.start_periodic({name: (interval(settings), factory(settings))
-                                       for name, (interval, factory) in PERIODIC.items()}, stop)
+    threads = periodic.start_table(PERIODIC, settings, stop)
     # beside the relay and the consumers, so a long history of payments delays neither
-    threads.append(threading.Thread(target=_backfill, args=(settings,), name="backfill", daemon=True))
-    threads[-1].start()
-    try:
-        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=15)
-    return 0
+    threads.append(start_thread("backfill", _backfill, settings))
+    return threads
+
+
+def main() -> int:
+    from sen_shared.entrypoints import run_worker_process
+
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS, beside=beside)
 
 
 if __name__ == "__main__":

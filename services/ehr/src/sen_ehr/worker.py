@@ -64,22 +64,17 @@ def _backfill(settings: EhrSettings) -> None:
         log.info("patient districts backfilled", extra=counts)
 
 
-def main() -> int:
-    from sen_shared.bus.worker import run_worker
-    from sen_shared.logs import setup_logging
+def beside(settings: EhrSettings, stop: threading.Event) -> list[threading.Thread]:
+    """The backfill, beside the relay and the consumers, so a long register delays neither."""
+    from sen_shared.entrypoints import start_thread
 
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
-    stop = threading.Event()
-    # beside the relay and the consumers, so a long register delays neither
-    backfill = threading.Thread(target=_backfill, args=(settings,), name="backfill", daemon=True)
-    backfill.start()
-    try:
-        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
-    finally:
-        stop.set()
-        backfill.join(timeout=15)
-    return 0
+    return [start_thread("backfill", _backfill, settings)]
+
+
+def main() -> int:
+    from sen_shared.entrypoints import run_worker_process
+
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS, beside=beside)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import logging
 import threading
 
 from sen_shared import mongo
-from sen_shared.bus import EventConsumer, Topology, load_catalog, run_worker
+from sen_shared.bus import EventConsumer, Topology, load_catalog
 from sen_shared.config import Settings
-from sen_shared.logs import setup_logging
+from sen_shared.entrypoints import run_worker_process, start_thread
 
 from .config import PortalSettings, settings_from_env
 from .domain.reporting import count_event, seal
@@ -51,22 +51,15 @@ def extra_consumers(settings: PortalSettings, count: int) -> list[EventConsumer]
     return [EventConsumer(settings.amqp_url, topology, PURPOSE, count_event, db) for _ in range(count)]
 
 
+def beside(settings: PortalSettings, stop: threading.Event) -> list[threading.Thread]:
+    """The sealer and the consumers beyond the first, started beside the worker."""
+    consumers = extra_consumers(settings, settings.report_consumers - 1)
+    return [start_thread("report-sealer", seal_forever, settings, stop),
+            *(start_thread(f"consumer:{PURPOSE}:{i + 2}", c.run, stop) for i, c in enumerate(consumers))]
+
+
 def main() -> int:
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
-    stop = threading.Event()
-    threads = [threading.Thread(target=seal_forever, args=(settings, stop), name="report-sealer", daemon=True)]
-    threads += [threading.Thread(target=c.run, args=(stop,), name=f"consumer:{PURPOSE}:{i + 2}", daemon=True)
-                for i, c in enumerate(extra_consumers(settings, settings.report_consumers - 1))]
-    for t in threads:
-        t.start()
-    try:
-        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
-    return 0
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS, beside=beside)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,7 @@ def _backfill(settings: TeleconsultSettings) -> None:
 
 
 # name -> (interval in seconds from the settings, job factory)
-PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
-                          Callable[[TeleconsultSettings], Callable[[], Any]]]] = {
+PERIODIC: periodic.Table[TeleconsultSettings] = {
     "sla": (lambda s: s.sla_sweep_seconds, sla_job),
     "holds": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.holds_job),
     "reminders": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reminders_job),
@@ -81,34 +80,28 @@ PERIODIC: dict[str, tuple[Callable[[TeleconsultSettings], float],
 }
 
 
-def start_periodic(settings: TeleconsultSettings, stop: threading.Event) -> list[threading.Thread]:
-    return periodic.start_periodic({name: (interval(settings), factory(settings))
-                                    for name, (interval, factory) in PERIODIC.items()}, stop)
+def beside(settings: TeleconsultSettings, stop: threading.Event) -> list[threading.Thread]:
+    """The periodic sweeps and the backfill, started beside the worker."""
+    from sen_shared.entrypoints import start_thread
+
+    threads = periodic.start_table(PERIODIC, settings, stop)
+    # tags for consults stored before they existed: once, by the one worker that claims the run
+    # (backfill.run_once: a chain of run links), beside the relay so a long one delays nothing
+    threads.append(start_thread("backfill", _backfill, settings))
+    return threads
+
+
+def gates(settings: TeleconsultSettings) -> dict[str, Any]:
+    """A submission's link 1 (its commit point) is made whole before its events go out."""
+    from .workflow import STEPS, SubmissionGate
+
+    return {STEPS: SubmissionGate(_consults(settings))}
 
 
 def main() -> int:
-    from sen_shared.bus.worker import run_worker
-    from sen_shared.logs import setup_logging
+    from sen_shared.entrypoints import run_worker_process
 
-    settings = settings_from_env()
-    setup_logging(f"{settings.service}-worker", settings.log_level)
-    stop = threading.Event()
-    threads = start_periodic(settings, stop)
-    # tags for consults stored before they existed: once, by the one worker that claims the run
-    # (backfill.run_once: a chain of run links), beside the relay so a long one delays nothing
-    threads.append(threading.Thread(target=_backfill, args=(settings,), name="backfill", daemon=True))
-    threads[-1].start()
-    try:
-        from .workflow import STEPS, SubmissionGate
-
-        # a submission's link 1 (its commit point) is made whole before its events go out
-        run_worker(settings, handlers=HANDLERS, outbox_collections=OUTBOX_COLLECTIONS, stop=stop,
-                   gates={STEPS: SubmissionGate(_consults(settings))})
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=15)
-    return 0
+    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS, beside=beside, gates=gates)
 
 
 if __name__ == "__main__":
