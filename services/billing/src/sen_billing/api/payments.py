@@ -140,7 +140,10 @@ def receipt(invoice_id: str) -> Any:
             "payments": [{"at": payments.iso(p["at"]), "channel": p["channel"], "amount": int(p["amount"])}
                          for p in r.get("payments") or []],
             "refunds": [{"at": payments.iso(x["at"]) if x.get("at") else None, "channel": x["channel"],
-                         "amount": x["amount"], "reason": x["reason"]} for x in r["refunds"]],
+                         "amount": x["amount"], "reason": x["reason"],
+                         # one cashier started it, another finished it (payments.refund): both named
+                         **({"startedBy": x["started_by"], "finishedBy": x["finished_by"]}
+                            if x.get("started_by") else {})} for x in r["refunds"]],
             **({"patient": r["patient"]} if r.get("patient") else {}),
             **({"cancelled": True} if r.get("cancelled") else {}),  # an invoice BHYT paid in full, cancelled since
             "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",
@@ -174,6 +177,8 @@ def daily_report(day: str | None = None, facility: str | None = None) -> Any:
         when = date.fromisoformat(day) if day else datetime.now(VN).date()
     except ValueError:
         raise SenError("day must be a date, YYYY-MM-DD") from None
+    if when == date.max:  # the day's end (its next midnight) is past the calendar (a 500 before)
+        raise SenError("day must be a date before 9999-12-31")
     settings = current().settings
     text = reconciliation.to_csv(when, reconciliation.rows(_db(), when, facility,
                                                            account_facilities=settings.account_facilities),

@@ -10,7 +10,8 @@ claims by insert (nothing is updated):
   settlement notes it too): ``{invoice, facility, at (settled), amount (the credit then), reference,
   patient, subject, payments (those the settlement counted)}``. Entries are never removed: the
   give-backs below say how much is left (as refund tasks are done by their refund's claim);
-- ``credit_givebacks``: per invoice a claims chain (``<invoice>/n``: ``{payment, amount}``), one
+- ``credit_givebacks``: per invoice a claims chain (``<invoice>/n``: ``{payment, amount}``, and who
+  decided it: ``cashier``, ``cashier_name``, ``shift``, ``reason``; ``payments.refund``), one
   link per give-back of that credit (``payments.refund`` of a payment the settlement counted, of a
   balanced or settling invoice). A give-back claims the link after the last one it read, and only
   while the links stay within the credit: two cashiers giving it back at once (through one payment
@@ -84,22 +85,32 @@ def credit_of(db: Database, invoice_id: str) -> int:
     return _credit(record) if record is not None else 0
 
 
-def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
+def give_back(db: Database, payment: Mapping[str, Any], amount: int, by: Mapping[str, Any] | None = None) -> int:
     """Claim the give-back of ``amount`` of the invoice's credit through ``payment`` (a payment
-    counted toward a balanced or settling invoice); the amount to record. A payment the settlement
-    did not count (it came after: its refund task) is not this credit: ``amount`` as asked. Nothing
-    left: Conflict; more than is left: 422 (``refundable`` says how much is)."""
+    counted toward a balanced or settling invoice); the amount to record (:func:`claim`'s link's).
+    A payment the settlement did not count (it came after: its refund task) is not this credit:
+    ``amount`` as asked. Nothing left: Conflict; more than is left: 422 (``refundable`` says how much is)."""
+    link = claim(db, payment, amount, by)
+    return int(link["amount"]) if link is not None else amount
+
+
+def claim(db: Database, payment: Mapping[str, Any], amount: int,
+          by: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """:func:`give_back`'s link: the one this claims, carrying who decides it (``by``: the cashier, their
+    shift, reason and amount, ``payments._starter``), or the payment's link claimed before (a try that
+    stopped before its refund's record, perhaps another cashier's: the refund finishing it records that
+    link's amount, reason and cashier); None when ``payment`` is not part of the credit."""
     invoice_id = str(payment["invoice"])
     record = db[BALANCED].find_one({"_id": invoice_id}, {"paid": 1, "owed": 1, "payments": 1})
     counted = [str(p) for p in (record or {}).get("payments") or []]
     if record is None or payment["_id"] not in counted:
-        return amount
+        return None
     credit = _credit(record)
     for _ in range(8):
         chain = links(db, invoice_id)
         mine = next((link for link in chain if link.get("payment") == payment["_id"]), None)
         if mine is not None:  # a try that stopped before its refund's record: finish it
-            return int(mine["amount"])
+            return mine
         refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id}, {"amount": 1, "reverses": 1}))
         left = credit - _given(chain, refunds, counted)
         if left <= 0:
@@ -108,9 +119,8 @@ def give_back(db: Database, payment: Mapping[str, Any], amount: int) -> int:
             raise SenError(f"at most {left} đồng of this invoice's credit is left to refund", status=422,
                            title="Unprocessable Content", refundable=left, why="balanced")
         try:
-            advance(db[GIVEBACKS], invoice_id, chain[-1] if chain else None,
-                    {"payment": payment["_id"], "amount": int(amount), "at": datetime.now(UTC)})
-            return int(amount)
+            return advance(db[GIVEBACKS], invoice_id, chain[-1] if chain else None,
+                           {**(by or {}), "payment": payment["_id"], "amount": int(amount), "at": datetime.now(UTC)})
         except ClaimTaken:
             continue  # another give-back of this credit won the link: read what is left again
     raise Conflict("this invoice's credit is being given back meanwhile; try again")
@@ -234,5 +244,5 @@ def money_back(db: Database, limit: int = 50, after: str | None = None, facility
     return [row for row, _ in shown], (_cursor(shown[-1][1]) if more and shown else None)
 
 
-__all__ = ["CREDITS", "GIVEBACKS", "NOTHING_LEFT", "OVERPAID", "backfill", "credit_of", "give_back", "links",
+__all__ = ["CREDITS", "GIVEBACKS", "NOTHING_LEFT", "OVERPAID", "backfill", "claim", "credit_of", "give_back", "links",
            "money_back", "note", "page", "public", "with_payments"]

@@ -547,7 +547,31 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     not settled: a **reversal**, the invoice owes it again, so once nothing is left paid it can be
     cancelled); of a settled (balanced) invoice's payment only the credit the overpayment left;
     all that is left of a cancelled invoice's (the invoice's summary gives each payment's ``refundable``);
-    an unmatched transfer: an admin, unless it is assigned (its fate claim, :data:`FATES`)."""
+    an unmatched transfer: an admin, unless it is assigned (its fate claim, :data:`FATES`).
+
+    **A give-back started by one cashier and finished by another.** Most give-backs are two claims:
+    the decision first (the reversal's link in the invoice's give-backs chain, :func:`_reverse`; the
+    credit's link, ``credits.claim``; an unmatched transfer's fate, :func:`_fate_claim`), then the
+    refund's record keyed by the payment (its event in the same insert). A request that dies between
+    the two (its worker killed, the tab closed) leaves the decision made and no refund recorded; the
+    next refund of that payment, by whoever asks, finishes it. The decision's claim therefore carries
+    who made it (:func:`_starter`: ``cashier``, ``cashier_name``, ``shift``, ``reason``, the
+    ``amount`` decided), and the record that finishes it says both:
+
+    - ``amount`` and ``reason``: those of the decision (what was decided is what goes back; the
+      finisher's own reason, when it differs, is kept as ``finish_reason``);
+    - ``cashier``, ``cashier_name``, ``shift`` and ``channel``: the FINISHER's. Theirs is the request
+      that answered "recorded", so they are the one told to hand the money over (cash from their
+      drawer, or a transfer); the starter's request answered an error, or "refunded already" when it
+      lost the race, so nothing left the starter's drawer. A cash refund therefore counts toward the
+      finisher's shift (``shifts.expected_totals`` reads refunds by ``shift``), never the starter's;
+    - ``started``: ``{cashier, cashier_name, shift, at}`` of the decision's claim (the same cashier
+      when they finish their own try), so the audit says who decided and who handed the money over;
+      the invoice page and the receipt show "Started: … · Finished: …" when the two differ.
+
+    A decision claimed before its claims carried a cashier has no ``started``. A late payment's
+    refund is one claim (nothing to finish). ``billing.payment.refunded`` names no cashier (its
+    schema has none), so it is unchanged."""
     reason = (reason or "").strip()
     if not reason:
         raise PaymentError("a refund needs a reason", status=422)
@@ -578,23 +602,26 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if amount <= 0 or amount > refundable:
         raise PaymentError(f"at most {refundable} đồng of this payment can be refunded", status=422,
                            refundable=refundable, why=why)
+    by = _starter(principal, shift_id, amount, reason)
+    decided: Mapping[str, Any] | None = None  # the decision's claim (perhaps another cashier's)
     if why == "owed":
-        _reverse(db, payment)  # the give-backs chain's link: settled meanwhile → Conflict
+        decided = _reverse(db, payment, by)  # the give-backs chain's link: settled meanwhile → Conflict
     elif why in ("balanced", "settling"):  # the credit's give-backs chain: two at once give it back once
-        from .credits import give_back
+        from .credits import claim
 
-        amount = give_back(db, payment, amount)
+        decided = claim(db, payment, amount, by)
     unmatched = not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched"))
-    if unmatched and _fate(db, payment_key, "refunded") != "refunded":
-        raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
+    if unmatched:
+        decided = _fate_claim(db, payment_key, "refunded", by)
+        if decided.get("fate") != "refunded":
+            raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
     # its billing.payment.refunded event rides in the claim's insert (refund_events: once per payment)
     created, doc = claim_once(db[REFUNDS], payment_key, refund_events.with_event({
         "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
-        "amount": amount, "reason": reason[:500], "cashier": principal.sub, "shift": shift_id,
+        **_finished(decided, by),
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
-        "channel": "cash" if shift_id else "transfer", "reverses": why == "owed",
-        "day": local_day(now_utc())}, payment))
+        "reverses": why == "owed", "day": local_day(now_utc())}, payment))
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if unmatched:
@@ -709,8 +736,41 @@ def _fate(db: Database, payment_key: str, fate: str) -> str:
     """Claim what becomes of an unmatched transfer (``fate``: assigned or refunded); the fate that
     holds (an assignment and a refund racing: exactly one wins; the point reads before it catch
     those made before the claim existed)."""
-    _created, held = claim_once(db[FATES], payment_key, {"fate": fate, "at": now_utc()})
-    return str(held.get("fate"))
+    return str(_fate_claim(db, payment_key, fate).get("fate"))
+
+
+def _fate_claim(db: Database, payment_key: str, fate: str, by: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`_fate`'s claim, the one that holds; ``by``: who decides it (:func:`_starter`, a refund's
+    decision: its amount and reason are what the refund that finishes it records)."""
+    _created, held = claim_once(db[FATES], payment_key, {"fate": fate, "at": now_utc(), **(by or {})})
+    return held
+
+
+def _starter(principal: Any, shift_id: str | None, amount: int, reason: str) -> dict[str, Any]:
+    """Who decides a give-back, carried by its decision's claim (``refund``'s docstring): the cashier
+    (their token's subject and name), the shift they would give it back from (None: by transfer), the
+    reason and the amount decided."""
+    return {"cashier": principal.sub, "cashier_name": str(getattr(principal, "name", None) or "")[:200],
+            "shift": shift_id, "reason": reason[:500], "amount": int(amount)}
+
+
+def _finished(decided: Mapping[str, Any] | None, by: Mapping[str, Any]) -> dict[str, Any]:
+    """The refund record's who, what and why when ``by`` (:func:`_starter` of this request) finishes the
+    decision claimed as ``decided`` (None: there is none, the refund is one claim): the decision's amount
+    and reason, the finisher's cashier, shift and channel, and the decision's cashier as ``started``
+    (``refund``'s docstring). A decision claimed before claims carried a cashier: this request's reason."""
+    decided = decided or {}
+    reason = str(decided.get("reason") or "") or str(by["reason"])
+    out: dict[str, Any] = {
+        "amount": int(decided.get("amount") or by["amount"]), "reason": reason,
+        "cashier": by["cashier"], "cashier_name": by["cashier_name"], "shift": by["shift"],
+        "channel": "cash" if by["shift"] else "transfer"}
+    if decided.get("cashier"):
+        out["started"] = {"cashier": decided["cashier"], "cashier_name": str(decided.get("cashier_name") or ""),
+                          "shift": decided.get("shift"), "at": decided.get("at")}
+    if by["reason"] != reason:
+        out["finish_reason"] = by["reason"]
+    return out
 
 
 def _refundable_toward(db: Database, payment: Mapping[str, Any]) -> tuple[int, str]:
@@ -751,23 +811,25 @@ def _given_back_meanwhile(db: Database, payment: Mapping[str, Any]) -> None:
         raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
 
 
-def _reverse(db: Database, payment: Mapping[str, Any]) -> None:
+def _reverse(db: Database, payment: Mapping[str, Any], by: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Claim the reversal of ``payment`` in its invoice's give-backs chain, after the last link read;
     a chain ending in ``settle`` (a payment settles the invoice meanwhile): Conflict, nothing given
-    back. The link is the decision: a crash before the refund's record leaves the payment reversed
-    and the refund is recorded by the next try (its claim keyed by the payment)."""
+    back. The link is the decision, carrying who made it (``by``: :func:`_starter`): a crash before
+    the refund's record leaves the payment reversed and the refund is recorded by the next try (its
+    claim keyed by the payment), whoever makes it. The reversal's link: this one, or the one before."""
     invoice_id = payment["invoice"]
     for _ in range(8):
         links = invoice_port.givebacks(db, invoice_id)
-        if payment["_id"] in invoice_port.reversed_payments(links):
-            return  # reversed before (a try that stopped before its refund's record): finish it
+        before = next((link for link in links if link.get("state") == invoice_port.REVERSAL
+                       and link.get("payment") == payment["_id"]), None)
+        if before is not None:
+            return before  # reversed before (a try that stopped before its refund's record): finish it
         if any(link.get("state") == invoice_port.SETTLE for link in links):
             raise Conflict(_NOTHING["settling"], refundable=0, why="settling")
         try:
-            advance(db[invoice_port.GIVEBACKS], invoice_id, links[-1] if links else None,
-                    {"state": invoice_port.REVERSAL, "payment": payment["_id"], "amount": int(payment["amount"]),
-                     "at": now_utc()})
-            return
+            return advance(db[invoice_port.GIVEBACKS], invoice_id, links[-1] if links else None,
+                           {**(by or {}), "state": invoice_port.REVERSAL, "payment": payment["_id"],
+                            "amount": int(payment["amount"]), "at": now_utc()})
         except ClaimTaken:
             continue
     raise Conflict("this invoice's payments are changing meanwhile; try again")
@@ -791,6 +853,27 @@ def public_task(t: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def public_refund(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A refund as the API answers it; one another cashier started (``refund``'s docstring) with
+    ``startedBy`` (that cashier, their name, when) beside ``cashier``, who finished it."""
     at = r.get("at")
-    return {"payment": r["_id"], "invoice": r.get("invoice"), "amount": int(r["amount"]), "reason": r["reason"],
-            "cashier": r.get("cashier"), "at": iso(at) if isinstance(at, datetime) else None}
+    out = {"payment": r["_id"], "invoice": r.get("invoice"), "amount": int(r["amount"]), "reason": r["reason"],
+           "cashier": r.get("cashier"), "at": iso(at) if isinstance(at, datetime) else None}
+    if r.get("cashier_name"):
+        out["cashierName"] = r["cashier_name"]
+    started = started_by(r)
+    if started is not None:
+        out["startedBy"] = started
+    if r.get("finish_reason"):
+        out["finishReason"] = r["finish_reason"]
+    return out
+
+
+def started_by(r: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Who started a refund another cashier finished (``cashier``, ``cashierName``, ``at``), else None
+    (one cashier did it all, or a refund recorded before refunds said who started them)."""
+    started = r.get("started") or {}
+    if not started.get("cashier") or started["cashier"] == r.get("cashier"):
+        return None
+    at = started.get("at")
+    return {"cashier": started["cashier"], "cashierName": str(started.get("cashier_name") or ""),
+            "at": iso(at) if isinstance(at, datetime) else None}

@@ -53,7 +53,7 @@ from sen_shared.mongo import bulk_update, find_in
 from . import credits, invoice_port
 from .invoice_port import STATES
 from .invoices import SERVICE_EXT, service_of, vnd
-from .payments import BALANCED, REFUNDS, VN, iso, local_day
+from .payments import BALANCED, REFUNDS, VN, iso, local_day, started_by
 from .pricing import SERVICE_SYSTEM
 
 log = logging.getLogger("sen.billing.receipts")
@@ -408,6 +408,19 @@ def printed_lines(db: Database, invoice: invoice_port.InvoiceView) -> list[dict[
     return out
 
 
+def _refund_line(r: dict[str, Any]) -> dict[str, Any]:
+    """A refund as the receipt lists it; one another cashier started (``payments.refund``) also says who
+    started it (``started_by``) and who finished it, handing the money over (``finished_by``), by name
+    where their token gave one."""
+    line = {"payment": r["_id"], "amount": int(r["amount"]), "at": r.get("at"),
+            "channel": r.get("channel") or "cash", "reason": r.get("reason") or ""}
+    started = started_by(r)
+    if started is not None:
+        line["started_by"] = started["cashierName"] or started["cashier"]
+        line["finished_by"] = str(r.get("cashier_name") or r.get("cashier") or "")
+    return line
+
+
 def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
     """What a receipt shows, from the stored receipt (the payments it counted when the invoice was
     settled), the Invoice (its payment reference, its lines with quantity and BHYT's share) and the
@@ -415,12 +428,12 @@ def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
     over what was owed, less what was given back)."""
     invoice = invoice_port.get(db, receipt["invoice"])
     ids = [p["id"] for p in receipt.get("payments") or []]
-    refunds = sorted(find_in(db[REFUNDS], "_id", ids, projection={"amount": 1, "at": 1, "channel": 1, "reason": 1})
+    refunds = sorted(find_in(db[REFUNDS], "_id", ids, projection={"amount": 1, "at": 1, "channel": 1, "reason": 1,
+                                                                  "cashier": 1, "cashier_name": 1, "started": 1})
                      if ids else [], key=lambda r: (_aware(r.get("at")), str(r["_id"])))
     refunded = sum(int(r["amount"]) for r in refunds)
     view = {**receipt, "payments": sorted(receipt.get("payments") or [], key=lambda p: _aware(p.get("at"))),
-            "refunds": [{"payment": r["_id"], "amount": int(r["amount"]), "at": r.get("at"),
-                         "channel": r.get("channel") or "cash", "reason": r.get("reason") or ""} for r in refunds],
+            "refunds": [_refund_line(r) for r in refunds],
             "refunded": refunded, "credit": max(0, int(receipt["paid"]) - int(receipt["owed"]) - refunded),
             "credit_at_settlement": int(receipt.get("credit") or 0)}
     if invoice is not None:

@@ -22,7 +22,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.mongo import find_in
 
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, queue_facility
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, queue_facility, started_by
 from .shifts import shift_transfer
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
@@ -103,7 +103,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "channel": r.get("channel", ""), "invoice": r.get("invoice") or "",
                     "facility": r.get("facility") or "", "amount": -int(r["amount"]), "matched": "",
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
-                    "shift": r.get("shift") or "", "note": r.get("reason", ""),
+                    "shift": r.get("shift") or "", "note": _refund_note(r),
                     "bank_reference": _bank_reference(given.get(r["_id"]) or {})})
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
@@ -134,6 +134,15 @@ def _bank_reference(payment: Mapping[str, Any]) -> str:
     if payment.get("channel") != "transfer":
         return ""
     return str(payment.get("bank_reference") or payment.get("transaction_id") or "")
+
+
+def _refund_note(refund: Mapping[str, Any]) -> str:
+    """A refund row's note: its reason, and who started it when another cashier finished it (the row's
+    ``cashier``, who handed the money over; ``payments.refund``)."""
+    started = started_by(refund)
+    if started is None:
+        return str(refund.get("reason", ""))
+    return f"{refund.get('reason', '')} (started by {started['cashierName'] or started['cashier']})"
 
 
 def _given_back(refund: Mapping[str, Any] | None) -> dict[str, Any]:

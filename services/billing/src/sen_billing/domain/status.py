@@ -37,7 +37,7 @@ from sen_shared.errors import NotFound, SenError
 
 from . import invoice_port
 from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, check_facility, public_payment, public_task
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, check_facility, public_payment, public_task, started_by
 
 FINAL = ("balanced", "cancelled")  # terminal resource states: the chain reached them first
 PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "outcome", "received_at", "description",
@@ -93,28 +93,36 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
     return body
 
 
-REFUND_FIELDS = {f: 1 for f in ("amount", "reverses", "at", "channel", "reason", "cashier", "shift")}
+REFUND_FIELDS = {f: 1 for f in ("amount", "reverses", "at", "channel", "reason", "cashier", "shift", "cashier_name",
+                                 "started", "finish_reason")}
 
 
 def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The refunds given on the invoice's payments, oldest first, as the invoice page lists them: when,
     how much, how (cash from the drawer, or a transfer), why, and by whom (the cashier's name their
     shift was opened under; their token's subject where none is known). Names cost reads only when
-    there are refunds (one a shift)."""
+    there are refunds (one a shift, a refund that names its cashier none). A refund another cashier
+    started (``payments.refund``'s docstring) has ``startedBy`` too: ``cashier`` finished it."""
     if not refunds:
         return []
     from .shifts import cashier_names, opened
 
-    shifts = opened(db, {str(r["shift"]) for r in refunds if r.get("shift")})
-    names = cashier_names(db, {str(r["cashier"]) for r in refunds if r.get("cashier") and not r.get("shift")})
+    shifts = opened(db, {str(r["shift"]) for r in refunds if r.get("shift") and not r.get("cashier_name")})
+    names = cashier_names(db, {str(r["cashier"]) for r in refunds
+                               if r.get("cashier") and not r.get("shift") and not r.get("cashier_name")})
     rows = []
     for r in sorted(refunds, key=lambda r: (r.get("at") or datetime.min.replace(tzinfo=UTC), r["_id"])):
         link = shifts.get(str(r.get("shift") or "")) or {}
         at = r.get("at")
-        rows.append({"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(at) if at else None,
-                     "channel": r.get("channel") or ("cash" if r.get("shift") else "transfer"),
-                     "reason": r.get("reason", ""), "cashier": r.get("cashier"),
-                     "cashierName": link.get("cashier_name") or names.get(str(r.get("cashier") or ""), "")})
+        row = {"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(at) if at else None,
+               "channel": r.get("channel") or ("cash" if r.get("shift") else "transfer"),
+               "reason": r.get("reason", ""), "cashier": r.get("cashier"),
+               "cashierName": r.get("cashier_name") or link.get("cashier_name")
+               or names.get(str(r.get("cashier") or ""), "")}
+        started = started_by(r)
+        if started is not None:
+            row["startedBy"] = started
+        rows.append(row)
     return rows
 
 
