@@ -7,7 +7,8 @@ and its ``/desk``):
   ``oobErrorNoTarget, #cancel-box`` on an invoice whose page had no cancel box);
 - the refund form tells payments apart (time, method with the gateway, transaction), says once what
   can be given back on the invoice, starts "Refund by" at the chosen payment's method; the page
-  lists the refunds given (time, amount, method, reason, cashier)."""
+  lists the refunds given (time, amount, method, reason, cashier); a refund one cashier started and
+  another finished names both ("Bắt đầu: … · Hoàn tất: …", in English "Started: … · Finished: …")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import portal_app, portal_signed_in
+from tests.support import csrf_token, portal_app, portal_signed_in
 
 INV = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T09:00:00+07:00",
        "subject": {"reference": "Patient/pa"}, "totalGross": {"value": 100000, "currency": "VND"}}
@@ -138,3 +139,28 @@ def test_the_page_lists_the_refunds_given(client, billing):
     rows = _cells(page, "refund-row", "tr")
     assert rows == ["05/12/2026 16:10 30.000 ₫ Tiền mặt Trả lại tiền thừa Lê Thị Thu"], rows
     assert 'data-testid="refund-box"' not in page  # nothing left to give back
+
+
+def test_a_refund_another_cashier_started_names_who_started_and_who_finished_it(client, billing):
+    """Billing's summary row of a give-back An decided (her request died) and Bình finished, handing
+    the money over: the cashier cell names both, in the page's language; a refund one cashier did
+    alone names that cashier only."""
+    billing.s.update(status="issued", paid=0, balanceDue=100000, refunded=50000,
+                     payments=[{**CASH, "refundable": 0, "refunded": 50000}],
+                     refunds=[{"payment": "cashier:c-1", "amount": 50000, "at": "2026-12-05T16:10:00+07:00",
+                               "channel": "cash", "reason": "Chuyển nhầm hóa đơn", "cashier": "thu-ngan-binh",
+                               "cashierName": "Trần Văn Bình",
+                               "startedBy": {"cashier": "thu-ngan-an", "cashierName": "Nguyễn Thị An",
+                                             "at": "2026-12-05T16:09:00+07:00"}},
+                              {"payment": "payos:FT2633901234", "amount": 80000, "at": "2026-12-05T16:12:00+07:00",
+                               "channel": "transfer", "reason": "Trả lại", "cashier": "thu-ngan-an",
+                               "cashierName": "Nguyễn Thị An"}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "refund-cashier") == ["Bắt đầu: Nguyễn Thị An · Hoàn tất: Trần Văn Bình", "Nguyễn Thị An"]
+    client.post("/language", data={"lang": "en", "next": "/invoices/inv-a?p=pa", "csrf_token": csrf_token(page)})
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "refund-cashier") == ["Started: Nguyễn Thị An · Finished: Trần Văn Bình", "Nguyễn Thị An"]
+    # a name billing does not know: the token's subject
+    billing.s["refunds"][0]["startedBy"]["cashierName"] = ""
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "refund-cashier")[0] == "Started: thu-ngan-an · Finished: Trần Văn Bình"

@@ -98,3 +98,16 @@ def test_an_older_receipt_without_the_invoices_details_still_shows(client, recei
     assert r.status_code == 200
     assert cells(r.get_data(as_text=True), "receipt-lines") == [
         ["Khám bệnh", "1", "39.000\u00a0₫", "39.000\u00a0₫", "0\u00a0₫", "39.000\u00a0₫"]]
+
+
+def test_a_refund_another_cashier_started_names_both_on_the_receipt(client, receipt):
+    """Billing's receipt names who started a refund and who finished it when they differ (its
+    ``startedBy``/``finishedBy``): the refund's line says both under its reason."""
+    receipt["refunds"] = [{**RECEIPT["refunds"][0], "startedBy": "Nguyễn Thị An", "finishedBy": "Trần Văn Bình"}]
+    sign_in(client)
+    page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
+    assert cells(page, "receipt-refunds") == [["05/12/2026 13:12", "Tiền mặt", "20.000\u00a0₫",
+                                               "trả lại tiền thừaBắt đầu: Nguyễn Thị An · Hoàn tất: Trần Văn Bình"]]
+    receipt["refunds"] = RECEIPT["refunds"]
+    page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
+    assert 'data-testid="receipt-refund-cashiers"' not in page
