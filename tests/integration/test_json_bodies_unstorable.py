@@ -96,6 +96,15 @@ def test_a_body_nested_too_deeply_is_a_400(billing):
     assert "nested too deeply" in _problem(client.post("/payments/shifts/current/close", content=DEEP, headers=me))
 
 
+def test_the_daily_report_of_the_calendars_last_day_is_a_400(billing, dev_key):
+    client, _me, _db = billing
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Accept": "text/csv"}
+    detail = _problem(client.get("/payments/reports/daily.csv?day=9999-12-31&facility=org-a", headers=admin))
+    assert "before 9999-12-31" in detail
+    r = client.get("/payments/reports/daily.csv?day=9999-12-30&facility=org-a", headers=admin)
+    assert r.status_code == 200, r.text
+
+
 @pytest.fixture(scope="module")
 def teleconsult(base_env, run_id, mongo_client, dev_key):
     with app_client("teleconsult", base_env, f"sen_t{run_id}_tc_unstorable", mongo_client) as (client, _app):
