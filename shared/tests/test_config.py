@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import Field
 from sen_shared.config import Settings, load_settings
 
 GOOD = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://guest:guest@127.0.0.1:1//",
@@ -68,3 +69,20 @@ def test_process_with_missing_setting_exits_nonzero_with_one_line(module):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "MONGO_URL is required" in lines[0]
+
+
+class _WithMap(Settings):
+    names: dict[str, str] = Field(default_factory=dict, validation_alias="SEN_FACILITY_NAMES")
+
+
+@pytest.mark.parametrize("value", ["", "{not json", "[1, 2"])
+def test_unparsable_map_setting_exits_with_one_line_naming_it(env, capsys, value):
+    # pydantic-settings raises its own SettingsError (not a ValidationError) for a JSON setting that
+    # does not parse, an empty value included: still one line naming the variable, no traceback
+    env.setenv("SEN_FACILITY_NAMES", value)
+    with pytest.raises(SystemExit) as exc:
+        load_settings(_WithMap, service="billing")
+    assert exc.value.code == 78
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("sen-billing: configuration error: SEN_FACILITY_NAMES: not valid JSON"), err

@@ -7,12 +7,14 @@ A bad or missing setting stops the process with one line naming the variable::
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 
 class Settings(BaseSettings):
@@ -75,11 +77,23 @@ def _describe(cls: type[Settings], err: ValidationError) -> str:
     return str(first["msg"]).removeprefix("Value error, ")
 
 
+def _describe_unparsed(cls: type[Settings], err: SettingsError) -> str:
+    """pydantic-settings' own error: a structured setting (a JSON map or list) that does not parse,
+    an empty value included; it names the field, not the variable."""
+    found = re.search(r'field "([^"]+)"', str(err))
+    field = cls.model_fields.get(found.group(1)) if found else None
+    if field is None:
+        return str(err)
+    var = (field.validation_alias if isinstance(field.validation_alias, str) else found.group(1)).upper()
+    return f"{var}: not valid JSON (write it as JSON, e.g. {{}} for none, or leave it unset)"
+
+
 def load_settings(cls: type[S], **overrides: object) -> S:
     """Read and validate settings, or exit the process with one clear line."""
     try:
         return cls(**overrides)
-    except ValidationError as err:
+    except (ValidationError, SettingsError) as err:
         name = overrides.get("service") or cls.model_fields["service"].default
-        sys.stderr.write(f"sen-{name}: configuration error: {_describe(cls, err)}\n")
+        what = _describe(cls, err) if isinstance(err, ValidationError) else _describe_unparsed(cls, err)
+        sys.stderr.write(f"sen-{name}: configuration error: {what}\n")
         raise SystemExit(78) from None  # EX_CONFIG
