@@ -41,7 +41,9 @@ class Billing:
         return dict(self.s)
 
     def json(self, method, path, body=None, params=None, key=None):
-        return {}
+        return dict(self.answer) if method == "POST" and path.endswith("/refund") else {}
+
+    answer: dict[str, Any] = {}
 
 
 @pytest.fixture()
@@ -164,3 +166,18 @@ def test_a_refund_another_cashier_started_names_who_started_and_who_finished_it(
     billing.s["refunds"][0]["startedBy"]["cashierName"] = ""
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert _cells(page, "refund-cashier")[0] == "Started: thu-ngan-an · Finished: Trần Văn Bình"
+
+
+def test_the_cashier_who_finishes_a_refund_another_started_is_told_what_to_hand_over(client, billing):
+    billing.answer = {"payment": "cashier:c-1", "amount": 50000, "cashier": "portal-cashier",
+                      "startedBy": {"cashier": "thu-ngan-an", "cashierName": "Nguyễn Thị An", "at": None}}
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    txn = re.search(r'name="txn" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    r = client.post("/invoices/inv-a/refund?p=pa", data={
+        "csrf_token": csrf_token(page), "payment": "cashier:c-1", "txn": txn, "amount": "", "method": "cash",
+        "reason": "Hoàn tiền", "confirming": "refund", "confirm": "refund"})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    after = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert _cells(after, "refund-finished", "div") == [
+        "Nguyễn Thị An đã bắt đầu khoản hoàn tiền này; khoản hoàn được ghi cho bạn: hãy trả người bệnh 50.000 ₫ "
+        "(số tiền đã quyết định khi bắt đầu)."]

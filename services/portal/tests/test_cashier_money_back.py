@@ -42,6 +42,8 @@ def billing(monkeypatch):
             if state["refuse"] is not None:
                 raise state["refuse"]
             state["rows"] = [r for r in state["rows"] if r["payment"] != path.split("/")[2]]
+            if state.get("started"):  # a give-back another cashier started: recorded at their amount
+                return {"payment": path.split("/")[2], **state["started"]}
             return {"payment": path.split("/")[2], "amount": (body or {}).get("amount", 150000)}
         return {}
 
@@ -289,3 +291,28 @@ def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
     header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name",
                              *(line.rsplit(",", 1)[0] for line in lines))
     assert [r[header.index("Mã tham chiếu")] for r in rows] == ["t9", "", ""]
+
+
+def test_finishing_a_give_back_another_cashier_started_says_who_and_what_to_hand_over(app, billing):
+    """An's give-back of 6.000 ₫ of the credit stopped before it was recorded; the list shows the 5.000 ₫
+    left and Bình gives it back: billing records An's 6.000 ₫ under Bình (``startedBy``), and the list
+    after says An started it and that 6.000 ₫ is what to hand over, once."""
+    billing["rows"] = [{**CREDIT, "amount": 5000}]
+    billing["started"] = {"amount": 6000, "cashier": "portal-cashier", "reason": "Trả một phần tiền thừa",
+                          "startedBy": {"cashier": "thu-ngan-an", "cashierName": "Nguyễn Thị An", "at": None}}
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/refunds").get_data(as_text=True)
+    form = {"csrf_token": csrf_token(page), "payment": "cashier:c1", "txn": "k9", "amount": "5000",
+            "method": "cash", "reason": "Trả lại tiền thừa", "confirming": "give-back", "confirm": "give-back"}
+    r = client.post("/refunds/give-back", data=form)
+    assert r.status_code == 302
+    after = client.get(r.headers["Location"]).get_data(as_text=True)
+    note = cell(after.replace("</div>", "</td>"), "refund-finished")
+    assert note == ("Nguyễn Thị An đã bắt đầu khoản hoàn tiền này; khoản hoàn được ghi cho bạn: hãy trả người bệnh "
+                    "6.000\u00a0₫ (số tiền đã quyết định khi bắt đầu)."), note
+    assert 'data-testid="refund-finished"' not in client.get("/refunds").get_data(as_text=True)  # said once
+    # a refund one cashier did alone: no such note
+    billing["started"] = None
+    billing["rows"] = [TASK]
+    r = client.post("/refunds/give-back", data={**form, "payment": "sepay:t2", "txn": "k10", "amount": ""})
+    assert 'data-testid="refund-finished"' not in client.get(r.headers["Location"]).get_data(as_text=True)

@@ -14,7 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import copy_current_request_context, g, redirect, render_template, request, url_for
+from flask import copy_current_request_context, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
@@ -23,7 +23,7 @@ from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .formatting import human_name, parse_instant, payment_method
+from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
 
@@ -561,12 +561,21 @@ def invoice_refund(iid: str) -> Any:
 def give_back(form: RefundForm) -> None:
     """Billing's refund of the form's payment, with its reason, how, and amount (none: all that can
     be); a BackendError when refused or down. The form's key and what it asks make the request's
-    key: a second click replays the first refund's answer; a changed form is new."""
+    key: a second click replays the first refund's answer; a changed form is new. A give-back another
+    cashier started (their request stopped before it was recorded) is finished by this one at the
+    amount they decided (billing's ``startedBy``): the page after says so, and how much to hand over,
+    which may not be what this form asked."""
     body: dict[str, Any] = {"reason": form.reason.data, "method": form.method.data}
     if form.amount.data:
         body["amount"] = form.amount.data
     key = request_key(form.txn.data or uuid.uuid4().hex, "refund", form.payment.data or "", str(body))
-    _json("POST", f"/payments/{form.payment.data}/refund", body, key=key)
+    answer = _json("POST", f"/payments/{form.payment.data}/refund", body, key=key) or {}
+    started = answer.get("startedBy") if isinstance(answer, dict) else None
+    if isinstance(started, dict) and answer.get("amount") is not None:
+        flash(gettext("%(started)s started this refund; it is recorded under you: give the patient %(amount)s "
+                      "(the amount decided when it was started).",
+                      started=started.get("cashierName") or started.get("cashier") or "—",
+                      amount=vnd(int(answer["amount"]))), "refund-finished")
 
 
 @bp.route("/invoices/<iid>/receipt")
