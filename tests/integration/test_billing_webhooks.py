@@ -186,6 +186,33 @@ def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billi
     assert r.status_code == 401 and db["webhook_inbox"].find_one({"_id": r.json()["inbox"]}) is not None
 
 
+def test_a_lone_surrogate_a_huge_amount_or_a_deep_body_is_recorded_never_a_500(billing) -> None:
+    """A signed call whose transaction id holds a lone surrogate ("\\ud800", no UTF-8 text: BSON cannot
+    encode it), whose amount is past any transfer (2**64 fits no BSON integer) or whose body is nested
+    past the recursion limit: 400, recorded, not applied (each was a 500, and the id's call was lost). A
+    lone surrogate in the note: the transfer counts, the note keeps U+FFFD (hand probes beside tools/fuzz)."""
+    url, db = billing
+    iid, code = make_invoice(db, 150000)
+    sepay = {"gateway": "Vietcombank", "transactionDate": "2025-03-14 10:02:37", "accountNumber": "0123499999",
+             "transferType": "in", "referenceCode": "MBVCB.1", "description": ""}
+    key = {"Authorization": f"Apikey {SEPAY_KEY}", "Content-Type": "application/json"}
+    bodies = [json.dumps({**sepay, "id": "7\ud800", "content": code, "transferAmount": 150000}).encode(),
+              json.dumps({**sepay, "id": 7001, "content": code, "transferAmount": 2**64}).encode(),
+              b"[" * 5000 + b"]" * 5000]
+    for body in bodies:
+        r = httpx.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
+        assert r.status_code == 400 and r.json()["reason"] == "malformed", r.text
+        assert db["webhook_inbox"].find_one({"_id": r.json()["inbox"]})["size"] == len(body)
+        assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["status"] == "rejected"
+    assert db["payments"].count_documents({"invoice": iid}) == 0
+    tx = 700000 + int(uuid.uuid4().hex[:4], 16)
+    body = json.dumps({**sepay, "id": tx, "content": f"{code} \udc00", "transferAmount": 150000}).encode()
+    r = httpx.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
+    assert r.status_code == 200, r.text
+    assert db["payments"].find_one({"_id": f"sepay:{tx}"})["invoice"] == iid
+    assert invoice_status(db, iid) == "balanced"
+
+
 @pytest.mark.parametrize("amount", [-150000, 1500.5, "150.000", None, True])
 def test_a_signed_call_with_an_amount_that_is_not_whole_dong_is_rejected_and_recorded(billing, amount) -> None:
     url, db = billing

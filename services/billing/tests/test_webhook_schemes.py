@@ -56,6 +56,11 @@ def raw(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
+def escaped(obj: object) -> bytes:
+    """``obj`` as ASCII JSON: every other character, and a lone surrogate, as its ``\\u`` escape."""
+    return json.dumps(obj).encode()
+
+
 # ------------------------------------------------------------------------------- payOS
 
 def test_payos_sample_verifies() -> None:
@@ -145,6 +150,41 @@ def test_a_nul_character_refuses_a_transaction_id_but_never_the_money() -> None:
                        headers, "k", now=0)
     assert (t.transaction_id, t.amount, t.description) == ("92704", 2277000, "HD0001  tien")
     assert "\x00" not in t.bank_reference
+
+
+def test_a_lone_surrogate_refuses_a_transaction_id_but_never_the_money() -> None:
+    """A lone UTF-16 surrogate (JSON's "\\ud800" without its pair) is no UTF-8 text, which BSON cannot
+    encode: in a transaction id it is no usable key (400, recorded, never applied); in the note or bank
+    details it becomes U+FFFD and the transfer counts (hand probes beside tools/fuzz: 500s before)."""
+    headers = {"Authorization": "Apikey k"}
+    with pytest.raises(WebhookRejected) as err:
+        read_webhook("sepay", escaped({**SEPAY_SAMPLE, "id": "927\ud800"}), headers, "k", now=0)
+    assert err.value.status == 400 and err.value.reason == "malformed"
+    body = {**SEPAY_SAMPLE, "content": "HD0001 \udc00tien", "referenceCode": "MB\ud800", "accountNumber": "\udbff1",
+            "transactionDate": "2025-03-14 \ud800"}
+    [t] = read_webhook("sepay", escaped(body), headers, "k", now=0)
+    assert (t.transaction_id, t.amount, t.description) == ("92704", 2277000, "HD0001 \ufffdtien")
+    assert (t.bank_reference, t.account, t.paid_at) == ("MB\ufffd", "\ufffd1", "2025-03-14 \ufffd")
+    assert "emoji 😀" == read_webhook("sepay", escaped({**SEPAY_SAMPLE, "content": "emoji 😀"}), headers, "k",
+                                      now=0)[0].description  # a pair is text, kept
+
+
+@pytest.mark.parametrize("amount", [2**64, 10**13])
+def test_an_amount_past_any_transfer_is_malformed(amount) -> None:
+    """More than a VietQR's 13 digits of đồng is no transfer, and 2**64 fits no BSON integer (a 500 before)."""
+    with pytest.raises(WebhookRejected) as err:
+        read_webhook("sepay", raw({**SEPAY_SAMPLE, "transferAmount": amount}), {"Authorization": "Apikey k"}, "k",
+                     now=0)
+    assert err.value.status == 400 and "13 digits" in err.value.detail
+    [t] = read_webhook("sepay", raw({**SEPAY_SAMPLE, "transferAmount": 10**13 - 1}), {"Authorization": "Apikey k"},
+                       "k", now=0)
+    assert t.amount == 10**13 - 1
+
+
+def test_a_body_nested_too_deeply_is_malformed() -> None:
+    with pytest.raises(WebhookRejected) as err:
+        read_webhook("sepay", b"[" * 5000 + b"]" * 5000, {"Authorization": "Apikey k"}, "k", now=0)
+    assert err.value.status == 400 and err.value.reason == "malformed" and "nested" in err.value.detail
 
 
 def test_sepay_outgoing_transfer_is_not_a_payment() -> None:

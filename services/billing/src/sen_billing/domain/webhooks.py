@@ -29,9 +29,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .vietqr import MAX_AMOUNT_DIGITS
+
 TOLERANCE_SECONDS = 300  # five minutes, as the Standard Webhooks spec suggests
 
 PROVIDERS = ("payos", "casso", "sepay", "standard")
+MAX_AMOUNT = 10**MAX_AMOUNT_DIGITS - 1  # đồng: what a VietQR can ask for; more is no transfer (nor fits a BSON int)
+# what the database cannot store (sen_shared.web.check_storable refuses it in the JSON APIs): a NUL, which
+# PostgreSQL under FerretDB refuses, and a lone UTF-16 surrogate (JSON's "\ud800" alone), no UTF-8 text
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class WebhookRejected(Exception):
@@ -73,6 +79,8 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise WebhookRejected("malformed", "the body is not UTF-8 JSON", 400) from None
+    except RecursionError:
+        raise WebhookRejected("malformed", "the body is nested too deeply", 400) from None
     if not isinstance(body, dict):
         raise WebhookRejected("malformed", "the body is JSON but not an object", 400)
     return body
@@ -94,6 +102,9 @@ def _amount(value: Any, field: str) -> int:
         value = int(value.strip())
     if not isinstance(value, int) or value < 0:
         raise WebhookRejected("malformed", f"{field} must be a whole, non-negative number of đồng", 400)
+    if value > MAX_AMOUNT:
+        raise WebhookRejected("malformed", f"{field} is more than {MAX_AMOUNT_DIGITS} digits of đồng, which no "
+                                           "transfer is", 400)
     return value
 
 
@@ -301,12 +312,16 @@ def read_webhook(provider: str, raw: bytes, headers: Mapping[str, str], secret: 
     body = scheme.verify(raw, headers, secret, now)
     transfers = scheme.transfers(body)
     for t in transfers:
-        if not t.transaction_id or len(t.transaction_id) > 200 or "\x00" in t.transaction_id:
+        if not t.transaction_id or len(t.transaction_id) > 200 or _UNSTORABLE.search(t.transaction_id):
             raise WebhookRejected("malformed", "a transfer has no usable transaction id", 400)
-    # a NUL character cannot be stored (PostgreSQL under FerretDB refuses it): the money still counts,
-    # its note and bank details are kept with each NUL as a space (the raw call keeps what was sent)
-    return [replace(t, **{f: getattr(t, f).replace("\x00", " ") for f in _TEXT_FIELDS if "\x00" in getattr(t, f)})
+    # a NUL or a lone surrogate cannot be stored: the money still counts, its note and bank details are
+    # kept with each NUL as a space and each lone surrogate as U+FFFD (the raw call keeps what was sent)
+    return [replace(t, **{f: _storable(getattr(t, f)) for f in _TEXT_FIELDS if _UNSTORABLE.search(getattr(t, f))})
             for t in transfers]
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub(lambda m: " " if m.group() == "\x00" else "\ufffd", text)
 
 
 _TEXT_FIELDS = ("description", "bank_reference", "account", "paid_at")
