@@ -104,6 +104,17 @@ def test_a_path_with_control_characters_is_400(portal):
     assert portal.get("/healthz").status_code == 200
 
 
+def test_a_path_with_leading_slashes_is_the_same_path(portal, token):
+    """``//healthz`` is ``/healthz`` (as werkzeug's router and nginx read it), not a 500: connexion's router
+    matched no operation for it while Flask's ran the handler (found by hand probes beside tools/fuzz)."""
+    r = portal.get("http://testserver//healthz")  # an absolute URL: the client keeps the path's slashes
+    assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+    r = portal.get("http://testserver///api/reports/events?day=2026-02-30", headers=token("health-dept"))
+    assert r.status_code == 400 and "YYYY-MM-DD" in r.json()["detail"], r.text
+    r = portal.get("http://testserver//no/such/thing")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
 def test_correlation_id_is_echoed_or_made(portal):
     r = portal.get("/healthz", headers={"X-Correlation-ID": "abc-123"})
     assert r.headers["x-correlation-id"] == "abc-123"

@@ -224,11 +224,17 @@ class RequestMiddleware:
         method = scope.get("method", "GET")
         status_holder = {"status": 500}
 
-        if _CONTROL.search(scope.get("path", "")):
+        path = scope.get("path", "")
+        if _CONTROL.search(path):
             # no id or route holds one; the ASGI and Flask routers would disagree on such a path
             await self._reject(scope, send, 400, "Bad Request", "the path contains control characters", cid)
             self._observe(method, 400, started, scope)
             return
+        if path.startswith("//"):
+            # one leading slash, as werkzeug's router reads the path (and nginx passes it on): connexion's
+            # router matched no operation for ``//fhir/Patient`` while Flask's ran its handler, outside
+            # any connexion operation (a 500)
+            scope["path"] = "/" + path.lstrip("/")
 
         length = headers.get(b"content-length")
         if length is not None:
