@@ -6,17 +6,21 @@ port and a database of its own (dropped at the end); the FHIR APIs are fuzzed fr
 spec (served resource types, seeded ids, resource-shaped bodies, FHIR search parameters), with an
 admin token (admin may call every handler). A 5xx, or an error answer that is neither an
 OperationOutcome under /fhir nor RFC 9457 problem JSON elsewhere, fails the test with the request
-that reproduces it. The full fuzz (every role, 30 examples) stays a tool: see tools/fuzz/README.md.
+that reproduces it. The same services then get the hand-written hostile requests of tools/fuzz/hostile.py
+(what schemathesis does not generate), judged alike. The full fuzz (every role, 30 examples) stays a tool:
+see tools/fuzz/README.md.
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tools.fuzz.api_fuzz import SERVICES, drop_databases, fuzz, served_spec, start_services
+from tools.fuzz.api_fuzz import SERVICES, drop_databases, fuzz, served_spec, start_services, token
+from tools.fuzz.hostile import QUICK, probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,3 +65,17 @@ def test_no_server_error_nor_bare_error_body(name, role, fuzz_stack, base_env):
     assert r.rc == 0, f"{r.tag}: schemathesis rc={r.rc}\n{_failures(r.output)}\n--- {name} log ---\n{log}"
     assert not r.bad, (f"{r.tag}: error answers neither OperationOutcome nor problem JSON:\n" + "\n".join(r.bad)
                        + f"\n--- {name} log ---\n{log}")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_hostile_requests_get_no_server_error_nor_bare_error_body(name, fuzz_stack, base_env):
+    """The requests schemathesis does not generate (tools/fuzz/hostile.py: bodies nested past the recursion
+    limit, lone surrogates and NUL in bodies and queries, 2**64, calendar edge dates, a leading //, header
+    garbage) to every operation, admin token, four query values a parameter: each was a 500 somewhere once."""
+    urls, out = fuzz_stack
+    key = Path(base_env["SEN_DEV_JWT_KEY"])
+    spec = json.loads(served_spec(urls[name], name, out, key, deep=True).read_text())
+    sent, bad = probe(urls[name], spec, token(key, "admin"), values=QUICK)
+    log = (out / f"{name}.log").read_text(errors="replace")[-4000:]
+    assert not bad, f"{name}: {len(bad)} of {sent} hostile requests answered badly:\n" + "\n".join(bad[:30]) + \
+        f"\n--- {name} log ---\n{log}"

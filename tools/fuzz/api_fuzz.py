@@ -221,6 +221,19 @@ def fuzz(name: str, url: str, spec: Path, out: Path, key: Path, role: str, *, ex
     return Result(tag, rc, text, bad, time.monotonic() - started)
 
 
+def hostile_run(name: str, url: str, spec: Path, out: Path, key: Path, role: str) -> bool:
+    """:func:`tools.fuzz.hostile.probe` of ``spec`` as ``role``, its bad answers in ``{name}-{role}.hostile.txt``;
+    whether any answer was bad."""
+    from tools.fuzz.hostile import probe
+
+    started = time.monotonic()
+    sent, bad = probe(url, json.loads(spec.read_text()), token(key, role) if role != "none" else None)
+    (out / f"{name}-{role}.hostile.txt").write_text("\n".join(bad))
+    print(f"{name}-{role} hostile: {sent} requests {time.monotonic() - started:.0f}s, bad answers {len(bad)}"
+          + "".join(f"\n  {b}" for b in bad[:20]), flush=True)
+    return bool(bad)
+
+
 def drop_databases(mongo_url: str, dbs: list[str]) -> None:
     from pymongo import MongoClient
 
@@ -242,6 +255,8 @@ def main() -> int:
     ap.add_argument("--checks", default="not_a_server_error,status_code_conformance,content_type_conformance")
     ap.add_argument("--deep", action="store_true", help="served types, seeded ids and search parameters (deepen)")
     ap.add_argument("--deterministic", action="store_true", help="derandomized generation, no example database")
+    ap.add_argument("--hostile", action="store_true",
+                    help="and per role the hand-written hostile requests of tools/fuzz/hostile.py")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -267,6 +282,8 @@ def main() -> int:
                     print(f"{r.tag}: rc={r.rc} {r.seconds:.0f}s, bad error bodies {len(r.bad)}; "
                           + " | ".join(s.strip() for s in summary), flush=True)
                     failed |= not r.ok
+                    if a.hostile:
+                        failed |= hostile_run(name, urls[name], spec, out, key, role)
     finally:
         drop_databases(os.environ["MONGO_URL"], dbs)
     return 1 if failed else 0
