@@ -109,3 +109,49 @@ def test_the_consult_forms_suggestions_find_everyday_names(app, fake):  # noqa: 
     assert 'data-pick="E11 — ' in hits and "đái tháo đường" in hits
     minutes = portal_signed_in(app, "doctor").get("/icd10/diagnoses", query_string={"diagnosis": "I10, zona"})
     assert 'data-pick="B02 — Bệnh do herpes zoster"' in minutes.get_data(as_text=True)
+
+
+GENERAL_FIRST = [  # (typed, the first results, in order): the disease itself, never a pregnancy/newborn/screening code
+    ("đái tháo đường", ["E10", "E11", "E12", "E13", "E14"]),
+    ("dai thao duong", ["E10", "E11", "E12", "E13", "E14"]),
+    ("tiểu đường", ["E10", "E11", "E12", "E13", "E14"]),
+    ("tăng huyết áp", ["I10"]),
+    ("viêm phổi", ["J18"]),
+    ("gãy xương", ["S22", "S42", "S52"]),  # categories, in the list's order, before S22.2 "Gãy xương ức"
+    ("sốt xuất huyết", ["A91", "A97"]),
+    ("zona", ["B02"]),
+    ("suy tim", ["I50", "I50.9"]),  # the title IS what is typed
+    ("viêm ruột thừa", ["K35", "K36", "K37"]),
+    ("Đau đầu", ["R51"]),
+]
+
+
+@pytest.mark.parametrize("typed,first", GENERAL_FIRST)
+def test_the_proper_term_finds_the_general_disease_first(typed, first):
+    hits = [c.code for c in icd10.search(typed)]
+    assert hits[:len(first)] == first, hits
+
+
+@pytest.mark.parametrize("typed", ["đái tháo đường", "dai thao duong", "tăng huyết áp", "suy tim", "viêm phổi",
+                                   "gãy xương", "sốt xuất huyết"])
+def test_a_chapter_of_its_own_never_outranks_the_general_disease(typed):
+    """Pregnancy (O), perinatal (P), external causes (V-Y) and screening (Z) codes come after every other
+    code the words find (O24.4 gestational diabetes went to a man's record: it was the first suggestion)."""
+    hits = icd10.search(typed, limit=40)
+    places = [i for i, c in enumerate(hits) if c.code[0] in icd10.SPECIAL_CHAPTERS]
+    general = [i for i, c in enumerate(hits) if c.code[0] not in icd10.SPECIAL_CHAPTERS]
+    assert general and (not places or min(places) > max(general) or len(general) == 0 or places[0] > 4), \
+        [c.code for c in hits]
+    assert hits[0].code[0] not in icd10.SPECIAL_CHAPTERS
+
+
+def test_a_title_that_is_what_is_typed_or_starts_with_it_comes_before_one_that_holds_it():
+    hits = [c.code for c in icd10.search("suy tim", limit=12)]
+    assert hits.index("I50.0") < hits.index("I11.0"), hits  # "Suy tim sung huyết" before "Bệnh tim ... có suy tim"
+    hits = [c.code for c in icd10.search("đau bụng", limit=12)]
+    assert hits[:2] == ["R10.4", "R10"], hits  # "Đau bụng" itself, then "Đau bụng và vùng chậu"
+
+
+def test_a_specific_query_still_finds_its_chapter():
+    assert [c.code for c in icd10.search("đái tháo đường thai kỳ")][:1] == ["O24.4"]
+    assert "P70.2" in [c.code for c in icd10.search("đái tháo đường sơ sinh")][:2]

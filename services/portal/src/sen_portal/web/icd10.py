@@ -34,6 +34,21 @@ class Code:
         return self.en if lang == "en" or not self.vi else self.vi
 
 
+# chapters a general query does not mean: pregnancy (O), perinatal (P), external causes (V-Y), contacts
+# with health services and screening (Z)
+SPECIAL_CHAPTERS = frozenset("OPVWXYZ")
+# a title's first word that adds nothing to the disease's name ("Bệnh đái tháo đường ..." is "đái tháo đường ...")
+_LEAD = ("benh", "cac", "the", "loai")
+
+
+def _plain(title_words: list[str]) -> list[str]:
+    """A title's words without its leading "bệnh" (disease), "các thể loại" (the kinds of)."""
+    at = 0
+    while at < len(title_words) - 1 and title_words[at] in _LEAD:
+        at += 1
+    return title_words[at:]
+
+
 class _Index:
     """The list, and what a search needs, built once: codes in order (prefix search by bisect), every
     title word's position list, and the synonyms' words."""
@@ -47,20 +62,45 @@ class _Index:
         self.code_pos = [i for _, i in keys]
         postings: dict[str, set[int]] = {}
         self.title_words: list[int] = []
+        self.titles: list[tuple[str, ...]] = []  # each title's words without accents, Vietnamese then English
         for i, c in enumerate(self.coded):
             vi_words = words(normalize(c.vi))
+            en_words = words(normalize(c.en))
             self.title_words.append(len(vi_words) or 99)
-            for w in {*vi_words, *words(normalize(c.en))}:
+            self.titles.append(tuple(" ".join(_plain(t)) for t in (vi_words, en_words) if t))
+            for w in {*vi_words, *en_words}:
                 postings.setdefault(w, set()).add(i)
         by_rank = sorted(range(len(self.coded)), key=lambda i: (
-            self.coded[i].edition != "2019", self.title_words[i], self.coded[i].code))
-        self.rank = [0] * len(self.coded)  # a title hit's place: current edition, shortest title, code
+            self.coded[i].edition != "2019", len(self.coded[i].code) > 3,
+            self.title_words[i] if len(self.coded[i].code) > 3 else 0, self.coded[i].code))
+        # a title hit's place among equals: current edition; categories in the list's order (E10, E11 ...); their
+        # subcategories after them, the shortest title first
+        self.rank = [0] * len(self.coded)
         for place, i in enumerate(by_rank):
             self.rank[i] = place
         self.tokens = sorted(postings)
         self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
         synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in shared.read_tsv(shared.SYNONYMS)]
         self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
+
+    def title_key(self, i: int, typed: str) -> tuple[int, ...]:
+        """Where a title hit goes for the typed words (accents off, joined by spaces): a title that IS
+        them (``suy tim``: I50, I50.9), then one starting with them, then one holding them in that
+        order, then one holding them anywhere; in each, codes of a chapter of its own (pregnancy O,
+        perinatal P, external causes V-Y, contacts and screening Z) after the others unless the
+        title is what was typed (``đái tháo đường``: E10-E14 before O24.4 gestational, P70.2
+        neonatal, Z13.1 screening); then :attr:`rank`."""
+        tier = 3
+        for title in self.titles[i]:
+            if title == typed:
+                tier = 0
+                break
+            if title.startswith(typed):
+                tier = min(tier, 1)
+            elif f" {typed}" in f" {title}":
+                tier = min(tier, 2)
+        special = tier > 0 and self.coded[i].code[0] in SPECIAL_CHAPTERS
+        return special, tier, self.rank[i]
 
     def with_prefix(self, word: str) -> frozenset[int]:
         """The codes one of whose title words starts with ``word``."""
@@ -131,7 +171,10 @@ def search(query: str, limit: int = 8) -> list[Code]:
     """Codes for what is typed, best first: codes starting with it (``e11``, ``E11.9``); the codes of
     an everyday name it holds (``tiểu đường`` → E10-E14), narrowed by its other words; codes whose
     Vietnamese or English title has a word starting with each of its words, in any order, without
-    accents (``tang huyet ap``), the shortest Vietnamese title first, codes of earlier editions last."""
+    accents (``tang huyet ap``): a title that is the words typed first, then one starting with them,
+    then one holding them in order, then the rest (:meth:`_Index.title_key`: the general disease
+    before pregnancy, newborn and screening codes), categories before their subcategories, the
+    shortest Vietnamese title first, codes of earlier editions last."""
     q = normalize(query)
     if not q:
         return []
@@ -151,7 +194,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
             found += [i for i in named if i in narrowed] or [i for i in named if ix.coded[i].code in targets]
             named_any = True
     if typed:
-        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=ix.rank.__getitem__)
+        joined = " ".join(_plain(typed))
+        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=lambda i: ix.title_key(i, joined))
     ordered = list(dict.fromkeys(found))
     return [ix.coded[i] for i in ordered[:limit]]
 
