@@ -577,6 +577,68 @@ def test_devwebhook_prints_a_curl_that_pays_the_invoice(billing, provider: str, 
     assert invoice_status(db, iid) == "balanced"
 
 
+RUN_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "run.sh"
+
+
+def run_sh_defaults(*names: str) -> dict[str, str]:
+    """What ``deploy/local/run.sh`` exports as ``names`` when the environment sets none: its own lines, run by bash."""
+    import subprocess
+
+    lines = [line for line in RUN_SH.read_text().splitlines() if line.startswith(tuple(f"export {n}=" for n in names))]
+    assert len(lines) == len(names), lines
+    script = "\n".join(lines + [f'printf "%s\\n" "${n}"' for n in names])
+    out = subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         check=True, timeout=30).stdout.splitlines()
+    return dict(zip(names, out, strict=True))
+
+
+def test_a_devwebhook_transfer_naming_no_invoice_waits_in_the_demo_cashiers_queue(
+        base_env: dict[str, str], mongo_client, dev_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``devwebhook --reference HDNOTEXIST1 --amount 70000 | sh`` against billing configured as
+    ``make run`` configures it (run.sh's demo account and its owner), from another shell (the account read from
+    the ``bank.env`` run.sh writes): each provider's transfer waits in the demo cashier's ``/payments/unmatched``,
+    none in the admins' queue of accounts no facility owns."""
+    import subprocess
+
+    from sen_billing import devwebhook
+    from sen_portal.web.users import DEMO_USERS
+
+    demo = run_sh_defaults("SEN_BANK_ACCOUNT", "SEN_BANK_ACCOUNT_FACILITIES")
+    facility = DEMO_USERS["cashier"][0].facility
+    assert json.loads(demo["SEN_BANK_ACCOUNT_FACILITIES"]).get(demo["SEN_BANK_ACCOUNT"]) == facility
+    db_name = f"sen_billing_d{uuid.uuid4().hex[:6]}"
+    env = {**base_env, **demo, "SEN_DB": db_name, "SEN_PAYOS_CHECKSUM_KEY": PAYOS_KEY,
+           "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY, "SEN_SEPAY_API_KEY": SEPAY_KEY, "SEN_WEBHOOK_SECRET": STD_SECRET}
+    from sen_billing.indexes import INDEXES
+    from sen_shared import mongo
+
+    mongo.ensure_indexes(mongo_client[db_name], INDEXES)
+    for key in ("SEN_WEBHOOK_SECRET", "SEN_CASSO_CHECKSUM_KEY", "SEN_PAYOS_CHECKSUM_KEY", "SEN_SEPAY_API_KEY"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("SEN_BANK_ACCOUNT", raising=False)  # another shell: only what run.sh wrote
+    monkeypatch.setenv("SEN_STATE_DIR", str(tmp_path))
+    (tmp_path / "bank.env").write_text(f"SEN_BANK_ACCOUNT={demo['SEN_BANK_ACCOUNT']}\n")
+    try:
+        with web_process("billing", env, tmp_path / "web.log") as url:
+            paid = {}
+            for provider in webhooks.PROVIDERS:
+                assert devwebhook.main(["--provider", provider, "--reference", "HDNOTEXIST1", "--amount", "70000",
+                                        "--url", url]) == 0
+                answer = subprocess.run(["sh", "-c", capsys.readouterr().out], capture_output=True, text=True,
+                                        timeout=60)
+                [paid[provider]] = json.loads(answer.stdout)["payments"]
+            h = cashier(dev_key, facility=facility)
+            queue = httpx.get(f"{url}/payments/unmatched", params={"limit": 200}, headers=h, timeout=30).json()
+            assert {p["id"] for p in queue["payments"]} >= set(paid.values())
+            admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}"}
+            unowned = httpx.get(f"{url}/payments/unmatched", params={"facility": "_unowned"}, headers=admin,
+                                timeout=30).json()
+            assert not {p["id"] for p in unowned["payments"]} & set(paid.values())
+    finally:
+        mongo_client.drop_database(db_name)
+
+
 def test_the_relay_publishes_payment_received_and_invoice_paid_on_the_bus(billing, amqp_url: str,
                                                                           base_env: dict[str, str]) -> None:
     from kombu import Connection
