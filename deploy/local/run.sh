@@ -17,9 +17,12 @@ set -a; eval "$(bash deploy/local/infra.sh env)"; set +a
 export SEN_ENV=${SEN_ENV:-development}
 export SEN_DEV_JWT_KEY=${SEN_DEV_JWT_KEY:-$state/dev-jwt.pem}
 export LOG_LEVEL=${LOG_LEVEL:-INFO}
-export SEN_EHR_URL=${SEN_EHR_URL:-http://127.0.0.1:8081}
-export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:8082}
-export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:8083}
+# each service's port (SEN_PORTAL_PORT… to move one); the URLs the services call each other by follow them
+declare -A ports=([portal]=${SEN_PORTAL_PORT:-8080} [ehr]=${SEN_EHR_PORT:-8081}
+                  [teleconsult]=${SEN_TELECONSULT_PORT:-8082} [billing]=${SEN_BILLING_PORT:-8083})
+export SEN_EHR_URL=${SEN_EHR_URL:-http://127.0.0.1:${ports[ehr]}}
+export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:${ports[teleconsult]}}
+export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:${ports[billing]}}
 # the demo province's hub: consults naming no hub go there; a late one escalates to its lead
 export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
 export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}
@@ -46,7 +49,6 @@ export SEN_REPORT_DISTRICT_POPULATIONS=${SEN_REPORT_DISTRICT_POPULATIONS:-$("$py
 print(json.dumps(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["districts"], ensure_ascii=False))' \
   deploy/local/demo-province.json)}
 
-declare -A ports=([portal]=8080 [ehr]=8081 [teleconsult]=8082 [billing]=8083)
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -64,6 +66,8 @@ if [ ! -s "$state/webhook-secrets.env" ]; then
   (umask 077; "$py" -m sen_billing.devwebhook --make-secrets >"$state/webhook-secrets.env")
 fi
 set -a; . "$state/webhook-secrets.env"; set +a
+# the receiving account, for devwebhook in another shell: its test transfers name it (the demo cashier's queue)
+printf 'SEN_BANK_ACCOUNT=%s\n' "$SEN_BANK_ACCOUNT" >"$state/bank.env"
 for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
 bash deploy/local/infra.sh tune
 
@@ -90,16 +94,18 @@ done
 cat <<TXT
 
 Sen is running (logs in $state/log):
-  portal       http://127.0.0.1:8080/          (Cổng thông tin / web pages)
+  portal       http://127.0.0.1:${ports[portal]}/          (Cổng thông tin / web pages)
   sign in      clinic / sen-clinic, doctor / sen-doctor, cashier / sen-cashier,
                health-dept / sen-health-dept, admin / sen-admin   (demo users; README)
-  ehr          http://127.0.0.1:8081/fhir       (FHIR R4: /fhir/metadata)
-  teleconsult  http://127.0.0.1:8082/           (Hội chẩn từ xa)
-  billing      http://127.0.0.1:8083/           (Thanh toán)
+  ehr          http://127.0.0.1:${ports[ehr]}/fhir       (FHIR R4: /fhir/metadata)
+  teleconsult  http://127.0.0.1:${ports[teleconsult]}/           (Hội chẩn từ xa)
+  billing      http://127.0.0.1:${ports[billing]}/           (Thanh toán)
   health       /healthz /readyz /metrics on every port
   token        make token ROLE=doctor           (development bearer token)
-  pay          .venv/bin/python -m sen_billing.devwebhook --reference HD… --amount 150000 | sh
-                                                (a signed test webhook: the invoice turns paid)
+  pay          .venv/bin/python -m sen_billing.devwebhook --url http://127.0.0.1:${ports[billing]} \\
+                 --reference HD… --amount 150000 | sh
+                                                (a signed test webhook: the invoice turns paid; a reference
+                                                 no invoice has, e.g. HDNOTEXIST1: the cashier's /unmatched)
 Ctrl-C stops everything.
 TXT
 wait -n "${pids[@]}" || true

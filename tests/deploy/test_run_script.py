@@ -1,0 +1,51 @@
+"""deploy/local/run.sh (`make run`): the banner names the ports the services were started on.
+
+The script's own lines are run by bash: the ``ports`` array (from ``SEN_*_PORT``), the URLs the
+services call each other by, and the banner printed once everything is ready. Nothing is started.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RUN_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "run.sh"
+MOVED = {"SEN_PORTAL_PORT": "18180", "SEN_EHR_PORT": "18181", "SEN_TELECONSULT_PORT": "18182",
+         "SEN_BILLING_PORT": "18183"}
+
+
+def banner(env: dict[str, str]) -> str:
+    """run.sh's banner as it prints it with ``env``, from its ``ports`` and URL lines."""
+    text = RUN_SH.read_text()
+    start = text.index("declare -A ports=")
+    setup = text[start:text.index("# the demo province's hub", start)]
+    heredoc = re.search(r"^cat <<TXT\n.*?^TXT\n", text, re.S | re.M)
+    assert heredoc, "run.sh prints its banner with cat <<TXT"
+    script = f'state=/tmp/sen-state\n{setup}\n{heredoc.group(0)}\nprintf "%s\\n" "$SEN_EHR_URL" "$SEN_BILLING_URL"\n'
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.mark.parametrize("env", [{}, MOVED], ids=["defaults", "moved"])
+def test_the_banner_prints_the_ports_the_services_use(env: dict[str, str]) -> None:
+    out = banner(env)
+    port = {svc: env.get(f"SEN_{svc.upper()}_PORT", default)
+            for svc, default in (("portal", "8080"), ("ehr", "8081"), ("teleconsult", "8082"), ("billing", "8083"))}
+    assert f"portal       http://127.0.0.1:{port['portal']}/ " in out
+    assert f"ehr          http://127.0.0.1:{port['ehr']}/fhir " in out
+    assert f"teleconsult  http://127.0.0.1:{port['teleconsult']}/ " in out
+    assert f"billing      http://127.0.0.1:{port['billing']}/ " in out
+    assert f"devwebhook --url http://127.0.0.1:{port['billing']} " in out
+    # the URLs the services call each other by follow the ports too
+    assert out.splitlines()[-2:] == [f"http://127.0.0.1:{port['ehr']}", f"http://127.0.0.1:{port['billing']}"]
+    if env:
+        assert not re.search(r":808[0-3]\b", out), out
+
+
+def test_the_ports_started_and_waited_for_are_the_array_the_banner_reads() -> None:
+    text = RUN_SH.read_text()
+    assert 'PORT=${ports[$svc]}' in text and 'url="http://127.0.0.1:${ports[$svc]}/readyz"' in text
+    assert not re.search(r"127\.0\.0\.1:808[0-3]", text), "a fixed port left in run.sh"
