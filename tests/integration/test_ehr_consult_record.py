@@ -284,3 +284,57 @@ def test_the_participants_section_names_each_person_once(role: str, line: str) -
     assert line in div, div
     assert div.count("Nguyễn Văn An") + div.count("nguyễn văn an") == 1, div
     assert section["entry"] == [{"reference": "Practitioner/bs-nguyen-van-an"}]
+
+
+def test_every_part_of_the_signed_minutes_reaches_the_record(worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
+    """The minutes as the portal's doctor signs them (every field filled): the discussion ("Thảo luận") is a
+    section of its own after the findings, the sites taking part one before the participants, and the chair
+    who signed is the professional attester even when another doctor owned the Task. Before, the record
+    had no discussion, no sites and the owner as the signer."""
+    from sen_ehr.domain.consult_record import SECTION_SYSTEM, record_ids
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/all-1")
+    data["performer"] = "Practitioner/bs-owner"  # the Task's owner; the chair below signed
+    data["minutes"].update({
+        "discussion": "Kiểm soát kém.",
+        "sites": [{"reference": "Organization/hub", "display": "Bệnh viện Đa khoa tỉnh"},
+                  {"reference": "Organization/tram-y-te-xa-an-binh"}],
+        "chair": "Practitioner/bs-tran-van-minh"})
+    _, comp_id = record_ids(f"ServiceRequest/{sr}")
+    worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
+    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
+    r = ehr.get(f"/fhir/Composition/{comp_id}", headers=bearer(dev_key, "admin"))
+    assert r.status_code == 200, r.text
+    comp = r.json()
+    sections = {s["code"]["coding"][0]["code"]: s for s in comp["section"]}
+    assert list(sections) == ["sites", "participants", "summary", "findings", "discussion", "conclusion",
+                              "recommendations"]
+    discussion = sections["discussion"]
+    assert discussion["title"] == "Thảo luận"
+    assert discussion["code"]["coding"] == [{"system": SECTION_SYSTEM, "code": "discussion", "display": "Discussion"}]
+    assert discussion["text"]["div"] == '<div xmlns="http://www.w3.org/1999/xhtml"><p>Kiểm soát kém.</p></div>'
+    sites = sections["sites"]
+    assert sites["title"] == "Cơ sở tham gia hội chẩn"
+    assert sites["entry"] == [{"reference": "Organization/hub"}, {"reference": "Organization/tram-y-te-xa-an-binh"}]
+    assert "<p>Bệnh viện Đa khoa tỉnh</p><p>Organization/tram-y-te-xa-an-binh</p>" in sites["text"]["div"]
+    # the other parts as before: the history, the findings reviewed, the roles, the time
+    assert data["minutes"]["summary"] in sections["summary"]["text"]["div"]
+    assert data["minutes"]["findings"] in sections["findings"]["text"]["div"]
+    assert "BS. Trần Văn Minh — chuyên gia tư vấn" in sections["participants"]["text"]["div"]
+    assert comp["event"][0]["period"] == data["period"]
+    assert comp["attester"] == [{"mode": "professional", "time": data["completedAt"],
+                                 "party": {"reference": "Practitioner/bs-tran-van-minh"}}]
+    assert comp["author"] == [{"reference": "Practitioner/bs-owner"}]
+
+
+def test_an_event_without_discussion_sites_or_chair_gives_the_record_as_before() -> None:
+    """Older events (the example) carried no discussion, sites or chair: no empty section, the performer
+    attests."""
+    from sen_ehr.domain.consult_record import build_composition
+
+    data = consult_data("sr-old", "Patient/p-1")
+    comp = build_composition(data, "c-1", "e-1")
+    assert [s["code"]["coding"][0]["code"] for s in comp["section"]] == \
+        ["participants", "summary", "findings", "conclusion", "recommendations"]
+    assert comp["attester"][0]["party"] == {"reference": data["performer"]}

@@ -509,6 +509,9 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     # the conclusion as written travels as its own field; the advice alone as the recommendations
     assert data["minutes"]["conclusionText"] == written["valueString"]
     assert data["minutes"]["recommendations"] == "Chuyển tuyến tỉnh can thiệp mạch vành cấp cứu."
+    # every part the EHR's record keeps: the discussion, the sites taking part, the chair who signed
+    assert data["minutes"]["discussion"] == record["discussion"] and data["minutes"]["sites"] == record["sites"]
+    assert data["minutes"]["chair"] == record["chair"]
     assert data["priority"] == "urgent" and data["district"] == "Huyện Phú Tân"
     assert data["patient"] == "Patient/pa" and data["patientDisplay"] == "Nguyễn Văn An"  # for billing's receipt
 

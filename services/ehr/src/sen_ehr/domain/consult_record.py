@@ -14,6 +14,12 @@ after a crash between the current insert and the history insert is written
 on the next delivery. One ServiceRequest has one consult record: a second,
 different event for the same ServiceRequest is recognised as already applied
 (amendments are a later feature; the first signed minutes stay).
+
+The Composition holds every part of the minutes the event carries, a section each (sites,
+participants, summary, findings, discussion, conclusion, recommendations) and the chair as the
+professional attester. Records stored before the sites and discussion sections were written lack
+them: the event is not kept once handled (nor in teleconsult's outbox once sent), so there is
+nothing here to backfill from; the consult's Task keeps the whole minutes (its ``minutes`` output).
 """
 
 from __future__ import annotations
@@ -75,6 +81,15 @@ def _person_line(p: dict[str, Any]) -> str:
     return f"{name} — {role}".strip(" —")
 
 
+def _sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sites taking part (Circular 49/2017/TT-BYT): one line each (its name, else its reference), and
+    each Organization as an entry."""
+    section = _section("sites", "Sites", "Cơ sở tham gia hội chẩn",
+                       *(str(s.get("display") or s["reference"]) for s in sites))
+    section["entry"] = [{"reference": s["reference"]} for s in sites]
+    return section
+
+
 def build_encounter(data: dict[str, Any], enc_id: str) -> dict[str, Any]:
     sr = data["serviceRequest"]
     enc: dict[str, Any] = {
@@ -125,16 +140,22 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
         "title": TITLE,
         "event": [{"period": {"start": data["period"]["start"], "end": data["period"]["end"]},
                    "detail": [{"reference": data["serviceRequest"]}]}],
+        # every part of the minutes the doctor signed, in the minutes' order (Decision 4054/QĐ-BYT): the
+        # sites and the discussion are optional in the event (older events carried neither), so each is a
+        # section when sent and absent otherwise
         "section": [
+            *([_sites(m["sites"])] if m.get("sites") else []),
             participants,
             _section("summary", "Summary", "Tóm tắt bệnh án", m["summary"]),
             _section("findings", "Findings", "Kết quả hội chẩn", m["findings"]),
+            *([_section("discussion", "Discussion", "Thảo luận", m["discussion"])] if m.get("discussion") else []),
             conclusion,
             _section("recommendations", "Recommendations", "Hướng xử trí và đề nghị", m["recommendations"]),
         ],
     }
+    # the chair who signed the minutes off (``minutes.chair``; older events named none: the performer)
     comp["attester"] = [{"mode": "professional", "time": data["completedAt"],
-                         "party": {"reference": data["performer"]}}]
+                         "party": {"reference": m.get("chair") or data["performer"]}}]
     comp["id"] = comp_id
     return comp
 
