@@ -385,8 +385,9 @@ _TAG = re.compile(r"<[^>]+>")
 
 def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
     """A consult record's facts for the chart, or None for another Composition: its id, the consult's
-    ServiceRequest id, date, encounter, the conclusion (ICD-10 codings, the text as written) and the chair
-    who signed the minutes off (the professional attester's party, a Practitioner reference)."""
+    ServiceRequest id, date, the consult's period (the minutes' time), encounter, the conclusion (ICD-10
+    codings, the text as written) and the chair who signed the minutes off (the professional attester's
+    party, a Practitioner reference)."""
     ident = comp.get("identifier") or {}
     if ident.get("system") != CONSULT_RECORD_SYSTEM or not ident.get("value") or not comp.get("id"):
         return None
@@ -397,7 +398,9 @@ def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
                 concept = ext.get("valueCodeableConcept") or {}
                 codes = [c for c in concept.get("coding") or [] if c.get("code")]
                 written = str(concept.get("text") or "")
-    return {"id": comp["id"], "sr": str(ident["value"]), "date": comp.get("date"),
+    period = next((e["period"] for e in comp.get("event") or [] if isinstance(e, dict)
+                   and isinstance(e.get("period"), dict) and e["period"].get("start")), None)
+    return {"id": comp["id"], "sr": str(ident["value"]), "date": comp.get("date"), "period": period,
             "encounter": (comp.get("encounter") or {}).get("reference"), "codes": codes, "text": written,
             "chair": next((a["party"] for a in comp.get("attester") or []
                            if a.get("mode") == "professional" and (a.get("party") or {}).get("reference")), None)}
@@ -500,8 +503,9 @@ def patient_end_take_on(pid: str) -> Any:
 def _section_title(section: dict[str, Any]) -> str:
     """A consult record's section by its code in the page's language; another by its stored title."""
     code = next((c.get("code") for c in (section.get("code") or {}).get("coding") or []), None)
-    titles = {"participants": gettext("Participants and their roles"), "summary": gettext("Case summary"),
-              "findings": gettext("Findings reviewed (clinical, lab, images)"), "conclusion": gettext("Conclusion"),
+    titles = {"sites": gettext("Sites taking part"), "participants": gettext("Participants and their roles"),
+              "summary": gettext("Case summary"), "findings": gettext("Findings reviewed (clinical, lab, images)"),
+              "discussion": gettext("Discussion"), "conclusion": gettext("Conclusion"),
               "recommendations": gettext("Recommendations for treatment")}
     return titles.get(str(code), str(section.get("title") or ""))
 
@@ -538,8 +542,11 @@ def consult_record_page(pid: str, cid: str) -> Any:
                                message=gettext("This consult record does not exist or you may not see it."),
                                back=url_for("web.patient_chart", pid=pid) if FHIR_ID.fullmatch(pid) else None,
                                back_label=gettext("Back to the patient's chart")), 404
+    # each section the EHR wrote (sites and discussion when the minutes had them), its entries' references
+    # (the sites: named from the directory, the EHR's line holding only the reference when none was sent)
     sections = [{"code": next((c.get("code") for c in (s.get("code") or {}).get("coding") or []), None),
-                 "title": _section_title(s), "paragraphs": section_paragraphs(s)}
+                 "title": _section_title(s), "paragraphs": section_paragraphs(s),
+                 "entries": [e for e in s.get("entry") or [] if isinstance(e, dict) and e.get("reference")]}
                 for s in comp.get("section") or []]  # type: ignore[union-attr]
     return render_template("consult_record.html", pid=pid, record=record, sections=sections,
                            consult_page=_consult_page(record["sr"]), title=gettext("Minutes of the teleconsultation"))
