@@ -129,7 +129,9 @@ class ServiceResolver(RelativeResolver):
 
 # --------------------------------------------------------------------------- middleware
 
-def _problem_bytes(status: int, title: str, detail: str, fhir: bool) -> tuple[bytes, bytes]:
+def problem_bytes(status: int, title: str, detail: str, fhir: bool) -> tuple[bytes, bytes]:
+    """An error answer's body and media type before any application code: an OperationOutcome
+    (``fhir``), else RFC 9457 problem JSON."""
     if fhir:
         body = {"resourceType": "OperationOutcome",
                 "issue": [{"severity": "error", "code": issue_code(status), "diagnostics": detail}]}
@@ -202,7 +204,7 @@ class RequestMiddleware:
 
     async def _reject(self, scope: Scope, send: Send, status: int, title: str, detail: str,
                       cid: bytes) -> None:
-        body, ctype = _problem_bytes(status, title, detail, self._is_fhir(scope))
+        body, ctype = problem_bytes(status, title, detail, self._is_fhir(scope))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
                                 (CORRELATION_HEADER, cid)]})
@@ -526,22 +528,36 @@ def check_storable(raw: bytes, parsed: Any) -> None:
 class CheckedJSONBodyValidator(JSONRequestBodyValidator):
     """connexion's JSON body validator, which also answers 400 (never 500) for a body nested past
     Python's recursion limit and for one holding a string the database cannot store
-    (:func:`check_storable`). The body is parsed once, as connexion parses it; the check searches the
-    bytes it already holds (no copy), and walks the parsed body only when they hold such an escape."""
+    (:func:`check_storable`), through connexion's public ``wrap_receive``. The bytes checked are the
+    ones :class:`RequestMiddleware` kept as connexion read them (no second read, no copy); they are
+    parsed again only when they hold such an escape."""
 
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        raw = b"".join([message async for message in stream])
-        body = raw.decode(self._encoding)
-        if not body:
-            return None
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         try:
-            parsed = json.loads(body)
-        except json.JSONDecodeError as err:
-            raise BadRequestProblem(detail=str(err)) from None
+            wrapped = await super().wrap_receive(receive, scope=scope)
         except RecursionError:
             raise BadRequestProblem(detail="the body is nested too deeply; send a flatter JSON body") from None
+        except BadRequestProblem:
+            self.check_body(scope)  # a lone surrogate said plainly, rather than the schema's words on it
+            raise
+        self.check_body(scope)
+        return wrapped
+
+    @staticmethod
+    def check_body(scope: Scope) -> None:
+        kept = scope.get(BODY_KEY)
+        if kept is None or not kept.done:
+            return
+        if not any(b"\\" in chunk for chunk in kept.chunks):
+            return  # the usual body: no escape at all (a memchr a part; nothing joined)
+        raw = kept.chunks[0] if len(kept.chunks) == 1 else b"".join(kept.chunks)
+        if _UNSTORABLE_ESCAPE.search(raw) is None:
+            return
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):
+            return  # connexion said what is wrong with it
         check_storable(raw, parsed)
-        return parsed
 
 
 _VALIDATORS = {**VALIDATOR_MAP, "parameter": CompiledParameterValidator,
