@@ -4,6 +4,7 @@ a head without a body leaves when the response is complete; close and abort beha
 from __future__ import annotations
 
 import asyncio
+import json
 
 from sen_shared.coalesce import CoalescingHttpToolsProtocol, GatheringTransport
 
@@ -151,3 +152,37 @@ def test_a_head_without_a_body_leaves_when_the_response_is_complete() -> None:
     for request in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"):
         writes = [w for w in _serve(request, app) if w]
         assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 304"), (request, writes)
+
+
+def test_bytes_that_are_no_http_request_are_answered_as_problem_json() -> None:
+    """httptools refuses a NUL in a header, a raw byte over 127 in the request line and a Content-Length
+    that is no number before any Sen code runs; uvicorn answered those in plain text ("Invalid HTTP request
+    received."): now problem JSON, an OperationOutcome under /fhir, and the connection closes (hand probes
+    beside tools/fuzz)."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    async def main(data: bytes) -> Recorder:
+        config = Config(app=lambda *a: None, http=CoalescingHttpToolsProtocol)
+        config.load()
+        proto = CoalescingHttpToolsProtocol(config, ServerState(), app_state={})
+        raw = Recorder()
+        proto.connection_made(raw)
+        proto.data_received(data)
+        return raw
+
+    cases = [(b"GET /payments/shifts HTTP/1.1\r\nHost: x\r\nX-Note: a\x00b\r\n\r\n", "application/problem+json"),
+             (b"GET /fhir/Patient HTTP/1.1\r\nHost: x\r\nX-Note: a\x7fb\r\n\r\n", "application/fhir+json"),
+             (b"POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", "application/fhir+json"),
+             # a request line httptools cannot read: no path is known, so problem JSON
+             (b"GET /fhir/Patient?name=\xff HTTP/1.1\r\nHost: x\r\n\r\n", "application/problem+json")]
+    for data, media in cases:
+        raw = asyncio.run(main(data))
+        head, _, body = b"".join(raw.writes).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and f"content-type: {media}".encode() in head, head
+        assert raw.closed
+        text = json.loads(body)
+        if media == "application/fhir+json":
+            assert text["resourceType"] == "OperationOutcome" and "not valid HTTP" in text["issue"][0]["diagnostics"]
+        else:
+            assert text["status"] == 400 and "not valid HTTP" in text["detail"]

@@ -18,6 +18,11 @@ a 237-byte head, then a 281-byte body, each read). A response head is therefore 
 next write (its body) or until uvicorn reports the response complete
 (:meth:`CoalescingHttpToolsProtocol.on_response_complete`: a HEAD, a 204, a 304 write nothing
 after the head), never on a timer; other writes (``100 Continue``, chunks) keep the rule above.
+
+The same protocol answers bytes that are no HTTP request (a NUL or DEL in a header, a raw byte over
+127 in the request line, a Content-Length that is no number), which httptools refuses before any Sen
+code runs, as every other Sen error: problem JSON (an OperationOutcome for a /fhir path), not uvicorn's
+plain text (:meth:`CoalescingHttpToolsProtocol.send_400_response`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .web import problem_bytes
+
+NOT_HTTP = ("the request is not valid HTTP/1.1: a control character (NUL, DEL...) or a byte over 127 in its "
+            "request line or a header, or a Content-Length that is no number; send headers as ASCII text")
 
 
 class GatheringTransport:
@@ -85,3 +95,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self.transport.flush()  # a head with no body after it (HEAD, 204, 304) leaves now
         super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what httptools cannot parse (``msg``: its own text, logged by uvicorn),
+        as RequestMiddleware answers: problem JSON, an OperationOutcome when the path read so far is
+        under /fhir; the connection then closes, as uvicorn's does."""
+        body, ctype = problem_bytes(400, "Bad Request", NOT_HTTP, bytes(getattr(self, "url", b"")).startswith(b"/fhir"))
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: ", ctype, b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n",
+                 b"connection: close\r\n\r\n", body]
+        self.transport.write(b"".join(head))
+        self.transport.close()
