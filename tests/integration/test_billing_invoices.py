@@ -99,6 +99,37 @@ def test_price_list_loads_once_and_keeps_an_admins_edit(billing, dev_key) -> Non
     assert versions == [380_000, 350_000]
 
 
+def test_saving_a_price_unchanged_makes_no_version_and_a_change_does(billing, dev_key) -> None:
+    """A PUT of the entry as it stands (its meta as read, whoever saves it) answers 200 with the version in
+    force, its ETag and resource, and writes nothing: no version, no history entry, the author kept. If-Match
+    still decides first (another version: 412). A real change is the next version; saving that again is not."""
+    client, db = billing
+    url = "/fhir/ChargeItemDefinition/kham-benh"
+    first = token(dev_key, "admin")
+    current = client.get(url, headers=first).json()
+    version = int(current["meta"]["versionId"])
+    history = store(db).history("ChargeItemDefinition")
+    kept = history.count_documents({})
+    for headers in (first, {**first, "If-Match": f'W/"{version}"'}, token(dev_key, "admin")):
+        r = client.put(url, json=current, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.headers["ETag"] == f'W/"{version}"' and r.json() == current
+    assert history.count_documents({}) == kept
+    assert client.get(url, headers=first).json() == current  # the file's version, naming no author
+    r = client.put(url, json=current, headers={**first, "If-Match": f'W/"{version + 5}"'})
+    assert r.status_code == 412, r.text
+    changed = copy.deepcopy(current)
+    changed["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = pricing.price(current) + 1000
+    r = client.put(url, json=changed, headers={**first, "If-Match": f'W/"{version}"'})
+    assert r.status_code == 200 and r.headers["ETag"] == f'W/"{version + 1}"', r.text
+    again = r.json()
+    r = client.put(url, json=again, headers={**token(dev_key, "admin"), "If-Match": f'W/"{version + 1}"'})
+    assert r.status_code == 200 and r.headers["ETag"] == f'W/"{version + 1}"' and r.json() == again
+    assert history.count_documents({}) == kept + 1
+    entries = client.get(f"{url}/_history", headers=first).json()["entry"]
+    assert [e["resource"]["meta"]["versionId"] for e in entries] == [str(version + 1), str(version)]
+
+
 def test_every_price_version_names_its_author_from_the_token(billing, dev_key) -> None:
     """Billing writes who made each version its API is sent (the store records no author), from
     the caller's token, whatever the body claims; a patch's version names the patcher, not the one

@@ -116,6 +116,24 @@ def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, bi
     assert 'name="csrf_token"' not in clinic.get("/prices").get_data(as_text=True).split('id="price-results"')[1]
 
 
+def test_saving_the_price_in_force_makes_no_version_and_the_page_says_no_change(portal, billing, dev_key):
+    """The reviewer's 35.000 → 35.000: billing keeps the version (no history row), the page says so."""
+    url, _db = billing
+    before = _in_billing(url, dev_key)
+    version, price = int(before["meta"]["versionId"]), _price(before)
+    admin = portal_signed_in(portal, "admin")
+    page = admin.get("/prices").get_data(as_text=True)
+    r = admin.post(f"/prices/{ENTRY}", data={**_form(page, ENTRY), f"p-{ENTRY}-price": _dong(price).replace(
+        "\u00a0₫", "")})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    after = _in_billing(url, dev_key)
+    assert after == before  # the same version, its date and author
+    page = admin.get("/prices").get_data(as_text=True)
+    assert f"Không có thay đổi: giá Điện tâm đồ vẫn là {_dong(price)} (phiên bản {version})" in page
+    history = admin.get(f"/prices/{ENTRY}/history").get_data(as_text=True)
+    assert len(re.findall(r"<tr role=\"row\">", history[history.index("<tbody"):])) == version
+
+
 def test_a_stale_edit_gets_the_changed_meanwhile_message_and_overwrites_nothing(portal, billing, dev_key):
     url, _db = billing
     first, second = portal_signed_in(portal, "admin"), portal_signed_in(portal, "admin")

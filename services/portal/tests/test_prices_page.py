@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sen_billing.domain.pricing import unchanged
 from sen_portal.web import daily_report, prices
 from sen_portal.web.backend import BackendError
 from sen_portal.web.formatting import parse_vnd
@@ -109,6 +110,8 @@ class FakeBilling:
         assert method == "PUT"
         if (headers or {}).get("If-Match") != f'W/"{len(history)}"':
             raise BackendError("refused", "billing", 412, "no longer at that version")
+        if unchanged(history[-1], json):  # as billing: the entry as it stands writes no version
+            return Answer(200, history[-1])
         return Answer(200, self._store(self._stamped(copy.deepcopy(json), "Quản trị viên", "portal-admin")))
 
 
@@ -217,6 +220,31 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     assert "Lịch sử giá" in history and "Quản trị viên" in history and "Thêm vào bảng giá" in history
     first = history[history.index("<tbody"):]
     assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
+
+
+def test_saving_the_price_in_force_changes_nothing_and_says_so(app, billing):
+    """35.000 → 35.000: the entry goes to billing as it stands (its date too), billing writes no version,
+    and the page says "Không có thay đổi" rather than a new price; a real change after it is version 2."""
+    client = portal_signed_in(app, "admin")
+    r = post_price(client, "dien-tim", "45.000")
+    assert r.status_code == 302
+    [put] = [c for c in billing.calls if c[0] == "PUT"]
+    assert put[2]["If-Match"] == 'W/"1"' and len(billing.versions["dien-tim"]) == 1
+    page = client.get("/prices").get_data(as_text=True)
+    assert "Không có thay đổi: giá Điện tâm đồ vẫn là 45.000\u00a0₫ (phiên bản 1)." in page
+    assert "giá mới là" not in page
+    assert post_price(client, "dien-tim", "46.000").status_code == 302
+    assert len(billing.versions["dien-tim"]) == 2 and billing.versions["dien-tim"][-1]["date"]
+    page = client.get("/prices").get_data(as_text=True)
+    assert "Điện tâm đồ: giá mới là 46.000\u00a0₫ (phiên bản 2)." in page
+
+
+def test_with_price_leaves_an_unchanged_entry_as_billing_holds_it():
+    entry = {**copy.deepcopy(ECG), "date": "2026-12-01T08:00:00+07:00", "meta": {"versionId": "3"}}
+    same = prices.with_price(entry, 45000)
+    assert "meta" not in same and same == {k: v for k, v in entry.items() if k != "meta"}
+    moved = prices.with_price(entry, 46000)
+    assert prices.base_price(moved) == 46000 and moved["date"] != entry["date"]
 
 
 @pytest.mark.parametrize(("typed", "message"), [

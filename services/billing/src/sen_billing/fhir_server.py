@@ -42,7 +42,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
-from sen_shared.fhir.http import FhirRequest, FhirResponse
+from sen_shared.fhir import store as st
+from sen_shared.fhir.http import FhirRequest, FhirResponse, version_headers, write_answer
 from sen_shared.fhir.names import DISPLAY_MAX, one_line
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.rest import FhirServer
@@ -246,7 +247,33 @@ class BillingFhirServer(FhirServer):
         if req.resource_type == "ChargeItemDefinition":
             pricing.check_definition(req.body)
             req.body = pricing.stamp_changer(req.body, p)
+            if (same := self._unchanged_definition(req)) is not None:
+                return same
         return super().update(req)
+
+    def _unchanged_definition(self, req: FhirRequest) -> FhirResponse | None:
+        """A price list entry saved as it stands (``pricing.unchanged``): 200 with the version in force and
+        nothing written (no version, history entry or event), as FHIR servers may answer an update that
+        changes nothing; None otherwise. ``If-Match`` naming another version goes on to the store's 412.
+
+        Here and not in the shared engine: its update reads the head without the body
+        (``store.HEAD_PROJECTION``), so comparing there would cost every service's every update a read of
+        the body, and its callers (transactions, chains of domain writes, events) count on a version per
+        update; a price entry's comparison also leaves out billing's author stamp. One read of the entry,
+        on the admin's rare price save."""
+        rid = req.rid
+        if not rid or not isinstance(req.body, dict) or req.body.get("id") != rid:
+            return None  # the engine's answer (400) for a missing or different id
+        doc = self.store().read_head("ChargeItemDefinition", rid)
+        if doc is None or doc.get("del") or doc.get("res") is None:
+            return None
+        version = int(doc["v"])
+        if_match = st.parse_etag(req.header("if-match"))
+        if (if_match is not None and if_match != version) or not pricing.unchanged(doc["res"], req.body):
+            return None
+        headers = version_headers(req.base, "ChargeItemDefinition", rid, version, st.iso(doc["lu"]))
+        return write_answer(req, 200, doc["res"], headers,
+                            f"ChargeItemDefinition/{rid} unchanged: no new version (version {version} stands)")
 
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
         p = self._write_check(req, "update")

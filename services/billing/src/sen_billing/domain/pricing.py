@@ -5,7 +5,9 @@
   two workers starting at once: the store's create is an insert under the id) creates nothing
   twice and never overwrites a price an admin changed.
 - Edited through FHIR by ``admin`` only (``fhir_server.py``); every change is a new version in
-  the store's history (``/fhir/ChargeItemDefinition/{id}/_history``).
+  the store's history (``/fhir/ChargeItemDefinition/{id}/_history``). A save that changes nothing
+  (:func:`unchanged`: the same entry but for ``meta`` and who saves it) makes no version: billing
+  answers 200 with the version in force, as FHIR servers answer an update that changes nothing.
 - A consult's price by specialty and facility level: the definition
   ``consult-<SNOMED specialty>-<level>``, else ``consult-any-<level>`` (the general consult price
   at that level), else ``consult-any-district``. A charge copies the price it used into
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +114,23 @@ def stamp_changer(res: dict[str, Any], principal: Any) -> dict[str, Any]:
                         if not (isinstance(e, dict) and e.get("url") == CHANGED_BY)]
     out["extension"].append({"url": CHANGED_BY, "extension": who})
     return out
+
+
+def _substance(res: Mapping[str, Any]) -> dict[str, Any]:
+    """``res`` without what a save does not decide: ``meta`` (the server's) and who saves it (:data:`CHANGED_BY`)."""
+    out = {k: v for k, v in res.items() if k != "meta"}
+    kept = [e for e in res.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == CHANGED_BY)]
+    if kept:
+        out["extension"] = kept
+    else:
+        out.pop("extension", None)
+    return out
+
+
+def unchanged(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True when saving ``new`` over ``current`` would change nothing in the entry: the same JSON but for
+    ``meta`` and the author stamp (the version in force keeps the author who made it)."""
+    return _substance(current) == _substance(new)
 
 
 def consult_definition(db: Database, specialty: str | None, level: str) -> dict[str, Any]:

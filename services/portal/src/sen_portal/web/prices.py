@@ -12,6 +12,8 @@ changes a price.
   concurrent edits of version n wins), so a second admin never silently overwrites the first:
   the page says so, shows the price now in force and keeps what was typed. Billing also refuses
   every other role (403); the portal refuses their POST first with a readable page.
+- Saving the price in force changes nothing: the entry is sent as it stands, billing writes no version and
+  answers the one the admin saw, and the page says "Không có thay đổi" instead of the new price.
 - ``/prices/<id>/history``: every version (billing's ``_history``): when, who, old → new price.
 
 Who made a version: billing writes it into every version its API is sent, from the caller's
@@ -211,14 +213,18 @@ def fetch_entry(cid: str) -> dict[str, Any]:
 
 
 def with_price(res: dict[str, Any], price: int) -> dict[str, Any]:
-    """``res`` with its base price ``price`` (billing records who changes it, from the token)."""
+    """``res`` with its base price ``price`` (billing records who changes it, from the token). The same
+    price leaves the entry as it is (its ``date`` too): billing then writes no version and answers the one
+    in force."""
     out = copy.deepcopy(res)
+    out.pop("meta", None)  # the server's
+    if base_price(res) == price:
+        return out
     for group in out.get("propertyGroup") or []:
         for pc in group.get("priceComponent") or []:
             if pc.get("type") == "base":
                 pc["amount"] = {"value": price, "currency": "VND"}
     out["date"] = datetime.now(TZ).isoformat(timespec="seconds")  # ChargeItemDefinition.date: last changed
-    out.pop("meta", None)  # the server's
     return out
 
 
@@ -276,8 +282,13 @@ def price_change(cid: str) -> Any:
         if err.kind == "refused" and err.status in (409, 412):
             return _conflict(cid, form)
         return _page(409 if err.kind == "refused" else 503, posted={cid: form}, problem=backend_message(err))
-    flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=saved.get("title") or cid,
-                  price=vnd(base_price(saved)), version=(saved.get("meta") or {}).get("versionId", "")))
+    version = str((saved.get("meta") or {}).get("versionId", ""))
+    if version == form.version.data:  # billing wrote no version: the price typed is the one in force
+        flash(gettext("No change: the price of %(name)s is still %(price)s (version %(version)s).",
+                      name=saved.get("title") or cid, price=vnd(base_price(saved)), version=version))
+    else:
+        flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=saved.get("title") or cid,
+                      price=vnd(base_price(saved)), version=version))
     return redirect(url_for("web.prices", q=request.args.get("q") or None, _anchor=f"price-{cid}"))
 
 
