@@ -88,17 +88,22 @@ def _dong(n: int) -> str:
     return f"{n:,}".replace(",", ".") + "\u00a0₫"
 
 
+def _save(admin: Any, price: int) -> None:
+    """The admin types ``price`` in the entry's form on /prices and saves it: the redirect back."""
+    page = admin.get("/prices").get_data(as_text=True)
+    r = admin.post(f"/prices/{ENTRY}", data={**_form(page, ENTRY), f"p-{ENTRY}-price": _dong(price).replace(
+        "\u00a0₫", "")})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+
+
 def test_an_admins_change_is_billings_next_version_and_in_the_history(portal, billing, dev_key):
     url, _db = billing
     before = _in_billing(url, dev_key)
     version, old = int(before["meta"]["versionId"]), _price(before)
     admin = portal_signed_in(portal, "admin")
-    page = admin.get("/prices").get_data(as_text=True)
-    assert _dong(old) in page and "Điện tâm đồ" in page
+    assert _dong(old) in (page := admin.get("/prices").get_data(as_text=True)) and "Điện tâm đồ" in page
     new = old + 5000
-    r = admin.post(f"/prices/{ENTRY}", data={**_form(page, ENTRY), f"p-{ENTRY}-price": _dong(new).replace(
-        "\u00a0₫", "")})
-    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    _save(admin, new)
     after = _in_billing(url, dev_key)
     assert int(after["meta"]["versionId"]) == version + 1 and _price(after) == new
     page = admin.get("/prices").get_data(as_text=True)
@@ -122,10 +127,7 @@ def test_saving_the_price_in_force_makes_no_version_and_the_page_says_no_change(
     before = _in_billing(url, dev_key)
     version, price = int(before["meta"]["versionId"]), _price(before)
     admin = portal_signed_in(portal, "admin")
-    page = admin.get("/prices").get_data(as_text=True)
-    r = admin.post(f"/prices/{ENTRY}", data={**_form(page, ENTRY), f"p-{ENTRY}-price": _dong(price).replace(
-        "\u00a0₫", "")})
-    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    _save(admin, price)
     after = _in_billing(url, dev_key)
     assert after == before  # the same version, its date and author
     page = admin.get("/prices").get_data(as_text=True)
