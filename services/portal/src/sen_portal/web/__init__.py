@@ -30,6 +30,7 @@ from flask import (
     render_template,
     request,
     session,
+    template_rendered,
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
@@ -74,6 +75,8 @@ def login_required(*roles: str):  # noqa: ANN201 - a decorator
         def inner(*args: Any, **kwargs: Any) -> Any:
             user = current_user()
             if user is None:
+                if is_htmx():  # a part of a page (a poll, a search): said on the page, which stays
+                    return signed_out_page()
                 # back to the page asked for, its query (a filter, an invoice to charge) included
                 wanted = request.full_path if request.query_string else request.path
                 return redirect(url_for("web.login", next=wanted))
@@ -85,6 +88,26 @@ def login_required(*roles: str):  # noqa: ANN201 - a decorator
         inner.needs_sign_in = True  # a form of such a page sent signed out is said so (_csrf_error)
         return inner
     return wrap
+
+
+def is_htmx() -> bool:
+    """Whether this request is htmx's (a form sent in place, a search, a poll), not a page's."""
+    return request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
+
+
+def signed_out_page(typed: list[str] | None = None) -> Any:
+    """The page saying the user was signed out (the session ended, the cookie was lost), with a link to
+    sign in again that comes back to the page the user was on (a form's page; htmx's: the page it is
+    part of), and what was typed (``typed``: a form not sent) to copy: 401."""
+    came = _on_this_site(request.headers.get("HX-Current-URL") if is_htmx() else None) \
+        or _on_this_site(request.referrer)
+    page = came if came and _answers_get(came) else \
+        (request.path if _answers_get(request.path) else nearest_page(request.path))
+    return render_template(
+        "error.html", title=gettext("You were signed out"), typed=typed,
+        message=gettext("Your session ended (signed out, or open too long), so nothing was sent. Sign in "
+                        "again, then send it once more."),
+        back=url_for("web.login", next=page or "/"), back_label=gettext("Sign in again")), 401
 
 
 def select_locale() -> str:
@@ -163,6 +186,8 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     auth.init_oidc(flask_app, settings)
     flask_app.register_blueprint(bp)
     flask_app.register_error_handler(405, method_not_allowed)  # routing's 405 reaches no blueprint's handler
+    flask_app.register_error_handler(404, no_such_page)  # nor its 404
+    template_rendered.connect(_error_page_rendered, flask_app)
     flask_app.before_request(_body_too_large)  # before the pages' CSRF check: the body is gone
     flask_app.register_error_handler(413, body_too_large)
 
@@ -332,7 +357,30 @@ def _headers(response: Response) -> Response:
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
             "frame-ancestors 'none'; form-action 'self'")
+        if response.status_code >= 400 and g.get("error_page") and is_htmx():
+            in_page(response)
     return response
+
+
+# where an htmx request's error page is said: the page's problem box (base.html), above what the page shows
+PROBLEM_BOX = "#page-problem"
+
+
+def in_page(response: Response) -> None:
+    """An htmx request (a form sent in place, a search, a poll) answered by the portal's error page (signed
+    out, not allowed, refused, a service down): the page's message and links are swapped into the page's
+    problem box (``HX-Retarget``), which app.js shows and moves the focus to; the page and what was typed
+    in it stay. htmx swaps no 4xx or 5xx by itself: app.js swaps those that name a target. A 413 (files too
+    large) stays the form's own box's (app.js)."""
+    if response.status_code != 413:
+        response.headers.setdefault("HX-Retarget", PROBLEM_BOX)
+        response.headers.setdefault("HX-Reswap", "innerHTML")
+        response.headers.setdefault("HX-Reselect", "#problem")
+
+
+def _error_page_rendered(sender: Flask, template: Any, context: dict[str, Any], **extra: Any) -> None:
+    if template.name == "error.html":
+        g.error_page = True
 
 
 # a form's fields that hold no text the user typed (tokens, keys, choices, hidden references), never shown back
@@ -355,14 +403,7 @@ def _csrf_error(err: CSRFError) -> Any:
     typed = typed_text(request.form)
     view = current_app.view_functions.get(request.endpoint or "")
     if current_user() is None and getattr(view, "needs_sign_in", False):
-        came = _on_this_site(request.referrer)
-        page = came if came and _answers_get(came) else \
-            (request.path if _answers_get(request.path) else nearest_page(request.path))
-        return render_template(
-            "error.html", title=gettext("You were signed out"), typed=typed,
-            message=gettext("Your session ended (signed out, or open too long), so nothing was sent. Sign in "
-                            "again, then send it once more."),
-            back=url_for("web.login", next=page or "/"), back_label=gettext("Sign in again")), 400
+        return signed_out_page(typed)[0], 400
     return render_template("error.html", title=gettext("The form expired"), typed=typed,
                            message=gettext("The form was open too long or came from elsewhere. "
                                            "Go back, reload the page and send it again.")), 400
@@ -572,14 +613,69 @@ def _on_this_site(url: str | None) -> str | None:
     return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
+# the portal's JSON API (specs/portal.yaml), whose unknown addresses keep connexion's problem JSON
+API_PREFIXES = ("/api/", "/admin/")
+
+
+def no_such_page(err: Any) -> Any:
+    """A 404: a page's (no such record, ``abort(404)``), and routing's (an address no route has, ``/nope``)
+    asked by a browser (it prefers HTML), is the portal's readable page in the user's language; the JSON
+    API's addresses, and a client asking for JSON (or anything), keep connexion's problem JSON. (Registered
+    on the app: a 404 of routing reaches no blueprint's handler, and the app's handler for the code comes
+    before the blueprint's for ``Exception``.)"""
+    from werkzeug.exceptions import HTTPException
+
+    accepts = request.accept_mimetypes
+    page = request.blueprint == "web" or (  # a page's own 404 (abort(404)) is a page, whoever asks
+        request.url_rule is None and not request.path.startswith(API_PREFIXES)
+        and accepts.quality("text/html") > accepts.quality("application/json"))
+    if not page:
+        handler = current_app.error_handler_spec[None][None].get(HTTPException)
+        return err if handler is None else handler(err)
+    response = current_app.make_response((render_template(
+        "error.html", title=gettext("Not found"), message=gettext("This page or record does not exist.")), 404))
+    return _headers(response)  # an htmx request's: in the page's problem box
+
+
+@bp.before_request
+def _post_only_address() -> Any:
+    """A GET of a POST-only address that a page's address with a part taken from it also matches
+    (``/patients/take-on``, ``/patients/search`` are no ``/patients/<pid>``): as any GET of a POST-only
+    address (:func:`method_not_allowed`), the page the form belongs to, not a record named "take-on"."""
+    from werkzeug.exceptions import HTTPException
+
+    rule = request.url_rule
+    if request.method not in ("GET", "HEAD") or rule is None or "<" not in rule.rule:
+        return None
+    adapter = current_app.create_url_adapter(request)
+    try:
+        posted, _ = adapter.match(request.path, method="POST", return_rule=True)
+    except HTTPException:
+        return None
+    if "<" in posted.rule or "GET" in (posted.methods or ()) or not str(posted.endpoint).startswith("web."):
+        return None
+    above = page_above()
+    return redirect(above, 303) if above else None
+
+
+def page_above() -> str | None:
+    """The nearest page above this request's path, its query kept (``/invoices/<id>?p=…`` for
+    ``/invoices/<id>/refund?p=…``), if any."""
+    from .auth import safe_next
+
+    above = safe_next(nearest_page(request.path))
+    if above is None:
+        return None
+    query = request.query_string.decode("latin-1")
+    return safe_next(f"{above}?{query}" if query else above) or above
+
+
 def method_not_allowed(err: Any) -> Any:
     """A 405 of a portal page (a POST-only path opened by a link, a bookmark, a reload): a GET goes to
     the page the form belongs to, the nearest page above it (``/consults/<id>`` for ``/consults/<id>/answer``,
     ``/invoices/<id>?p=…`` for ``/invoices/<id>/refund?p=…``: its query kept); without one, the portal's
     readable page in the user's language. Other paths (the JSON APIs) keep connexion's answer."""
     from werkzeug.exceptions import HTTPException
-
-    from .auth import safe_next
 
     adapter = current_app.create_url_adapter(request)
     endpoint = None
@@ -595,11 +691,9 @@ def method_not_allowed(err: Any) -> Any:
         if handler is None:
             return err
         return handler(err)
-    above = safe_next(nearest_page(request.path)) if request.method in ("GET", "HEAD") else None
+    above = page_above() if request.method in ("GET", "HEAD") else None
     if above is not None:  # nothing is sent again: a GET only shows a page
-        query = request.query_string.decode("latin-1")
-        target = safe_next(f"{above}?{query}" if query else above) or above
-        return _headers(current_app.make_response(redirect(target, 303)))
+        return _headers(current_app.make_response(redirect(above, 303)))
     response = current_app.make_response((render_template(
         "error.html", title=gettext("This page cannot be opened this way"),
         message=gettext("This page only shows the answer to a form you send. Go back to the page "

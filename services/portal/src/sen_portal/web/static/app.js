@@ -75,16 +75,62 @@
       refused.setAttribute("tabindex", "-1"); refused.focus();
     }
   }, true);
-  // a back-end that fails during an htmx request: say so instead of doing nothing; a 413 (the files were
-  // too large for the portal) in the form's own words
-  document.addEventListener("htmx:responseError", function (evt) {
-    var big = evt.detail.xhr && evt.detail.xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
-    var box = big || document.getElementById("live-error");
-    if (box) { box.hidden = false; }
+  // an htmx request (a form sent in place, a search, a poll) answered by the portal's error page (signed
+  // out, not allowed, refused, a service down: 4xx/5xx, which htmx does not swap by itself): the server names
+  // the page's problem box (HX-Retarget, web.in_page) and the page's message and links go there, the page and
+  // what was typed in it staying; the box takes the focus (the view scrolls to it) when it appears, and goes
+  // away when the request that put it there succeeds (a poll that works again, the form sent again)
+  var problemFrom = null;
+  function hideAll(ids) {
+    ids.forEach(function (id) { var b = document.getElementById(id); if (b) b.hidden = true; });
+  }
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var d = evt.detail;
+    if (d.xhr.status < 400 || !d.xhr.getResponseHeader("HX-Retarget")) return;
+    d.shouldSwap = true; d.isError = false; d.ignoreTitle = true;  // the page keeps its own title
   });
-  document.addEventListener("htmx:sendError", function () {
-    var box = document.getElementById("live-error");
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    var box = document.getElementById("page-problem");
+    if (!box || evt.detail.target !== box) return;
+    hideAll(["live-error", "connection-error"]);
+    problemFrom = evt.detail.elt;
+    if (box.hidden) { box.hidden = false; box.focus(); }
+  });
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    var d = evt.detail;
+    if (!d.successful || !d.xhr || d.xhr.status >= 400) return;
+    hideAll(["live-error", "connection-error"]);
+    if (problemFrom && (d.elt === problemFrom || !document.body.contains(problemFrom))) {
+      hideAll(["page-problem"]); problemFrom = null;
+    }
+  });
+  // no answer at all (the connection failed), or an answer that is not the portal's page (a proxy's): said as
+  // a connection error, in the form's own box (#live-error) or the page's; a 413 (the files were too large
+  // for the portal) in the form's own words
+  function connectionError(evt) {
+    var xhr = evt.detail.xhr, big = xhr && xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
+    var box = big || document.getElementById("live-error") || document.getElementById("connection-error");
     if (box) { box.hidden = false; }
+  }
+  document.addEventListener("htmx:responseError", connectionError);
+  document.addEventListener("htmx:sendError", connectionError);
+  // a form posted by the browser (not htmx; a GET only shows a page) is sent once: a second click (a double-click, an impatient one)
+  // while its answer is on the way sends nothing more, so the browser follows the first answer (the page it
+  // redirects to) and not a second one. Runs after every other listener (the page's checks, htmx's own,
+  // which sends its forms itself): a submission they stopped is no submission. Back to the page (the
+  // browser's cache) may send it again.
+  document.addEventListener("submit", function (evt) {
+    var form = evt.target;
+    if (evt.defaultPrevented || !form.matches || form.hasAttribute("hx-post") || form.hasAttribute("target") ||
+        (form.getAttribute("method") || "").toLowerCase() !== "post") return;
+    if (form.hasAttribute("data-sending")) { evt.preventDefault(); return; }
+    form.setAttribute("data-sending", "");
+    form.setAttribute("aria-busy", "true");
+  });
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-sending]").forEach(function (f) {
+      f.removeAttribute("data-sending"); f.removeAttribute("aria-busy");
+    });
   });
   // the cash form's prefill follows the balance due (the status box swaps it in when a transfer
   // arrives), but an amount the cashier typed, or a field they are in, stays as it is
