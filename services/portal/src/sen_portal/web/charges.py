@@ -55,7 +55,6 @@ from typing import Any
 from flask import g, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from sen_shared.fhir.names import person_name
 from sen_shared.fhir.search.text import normalize
@@ -66,7 +65,7 @@ from . import backend_message, bp, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier, vnd
-from .forms import LocalDateField
+from .forms import FlaskForm, LocalDateField
 from .patients import FHIR_ID
 
 MAX_LINES = 30

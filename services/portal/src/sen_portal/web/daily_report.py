@@ -24,14 +24,13 @@ from typing import Any
 from flask import redirect, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import ValidationError
 from wtforms.validators import InputRequired
 
 from . import backend_message, bp, csvfile, login_required, outcome_label, refunded_label
 from .backend import BackendError, call
 from .formatting import TZ, received_through, today
-from .forms import LocalDateField
+from .forms import FlaskForm, LocalDateField
 
 TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments")
 

@@ -6,13 +6,13 @@ import re
 from datetime import date
 from typing import Any
 
+from flask_babel import get_translations
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
+from flask_wtf import FlaskForm as _FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
     FieldList,
-    Form,
     FormField,
     HiddenField,
     IntegerField,
@@ -24,6 +24,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms import Form as _Form
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -37,6 +38,85 @@ from wtforms.validators import (
 from wtforms.widgets import TextInput
 
 from .formatting import MAX_VND, AmountTooLarge, parse_vnd, thousands, vnd
+
+# WTForms' own messages, said where a form gives none of its own (a Length(max=...) without a message, a
+# hidden field's DataRequired(), a choice that is not on the list, a number box's text): WTForms ships no
+# Vietnamese, so the portal's catalog has them (listed here for pybabel extract; test_forms_i18n checks that
+# no form of the portal shows English on a Vietnamese page)
+WTFORMS_MESSAGES = (
+    _l("This field is required."),
+    _l("Invalid input."),
+    _l("Not a valid choice."),
+    _l("Invalid Choice: could not coerce."),
+    _l("Invalid choice(s): one or more data inputs could not be coerced."),
+    _l("Not a valid integer value."),
+    _l("Not a valid decimal value."),
+    _l("Not a valid float value."),
+    _l("Not a valid date value."),
+    _l("Not a valid datetime value."),
+    _l("Not a valid time value."),
+    _l("Field must be between %(min)d and %(max)d characters long."),
+    _l("Number must be at least %(min)s."),
+    _l("Number must be at most %(max)s."),
+    _l("Number must be between %(min)s and %(max)s."),
+)
+WTFORMS_PLURALS = (  # (singular, plural): WTForms' ngettext messages
+    ("Field must be at least %(min)d character long.", "Field must be at least %(min)d characters long."),
+    ("Field cannot be longer than %(max)d character.", "Field cannot be longer than %(max)d characters."),
+    ("Field must be exactly %(max)d character long.", "Field must be exactly %(max)d characters long."),
+    ("'%(value)s' is not a valid choice for this field.", "'%(value)s' are not valid choices for this field."),
+)
+
+
+class PortalTranslations:
+    """WTForms' translations object (``Meta.get_translations``): its messages from the portal's catalog in the
+    request's language (Flask-Babel), as every other word of the pages; the unformatted text (WTForms fills
+    in ``%(max)d`` itself)."""
+
+    def gettext(self, string: str) -> str:
+        return get_translations().ugettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return get_translations().ungettext(singular, plural, n)
+
+
+TRANSLATIONS = PortalTranslations()
+
+
+class FlaskForm(_FlaskForm):
+    """Every form of the pages (CSRF token, validation), its WTForms messages in the user's language."""
+
+    class Meta:
+        def get_translations(self, form: Any) -> PortalTranslations:
+            return TRANSLATIONS
+
+
+class Form(_Form):
+    """A form inside a form (a FormField's rows: the weekly windows), translated as :class:`FlaskForm`."""
+
+    class Meta:
+        def get_translations(self, form: Any) -> PortalTranslations:
+            return TRANSLATIONS
+
+
+class WholeField(IntegerField):
+    """A whole number in a text box (days, minutes): text that is no whole number (nothing typed, ``abc``,
+    ``7.5``) is the one message ``invalid`` (the range the field takes, say), not WTForms' "Not a valid
+    integer value." followed by the range's message as well."""
+
+    def __init__(self, label: Any = None, validators: Any = None, *, invalid: Any = None, **kwargs: Any) -> None:
+        super().__init__(label, validators, **kwargs)
+        self.invalid = invalid or _l("Write a whole number.")
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        try:
+            super().process_formdata([str(v).strip() for v in valuelist])
+        except ValueError:
+            raise ValueError(str(self.invalid)) from None
+
+    def pre_validate(self, form: Any) -> None:
+        if self.process_errors:
+            raise StopValidation()
 
 
 class LocalDateField(DateField):
@@ -147,6 +227,24 @@ def _plausible_birth(form: FlaskForm, field: DateField) -> None:
                                  date=field.data.strftime("%d/%m/%Y"), years=OLDEST_YEARS))
 
 
+_PHONE_MARKS = re.compile(r"[\s.\-()\u00a0]+")
+
+
+def phone_number(value: Any) -> Any:
+    """A phone number as Vietnamese numbers are written and stored, ``0912345678``, from the ways it is typed:
+    spaces, dots, dashes or brackets between the digits (``0912 345 678``, ``0912.345.678``) and the country
+    code (``+84 912 345 678``, ``84912345678``, ``(+84) 912...``) for the leading 0. Anything else is left as
+    typed, for the field's check to refuse."""
+    if not isinstance(value, str):
+        return value
+    compact = _PHONE_MARKS.sub("", value.strip())
+    if re.fullmatch(r"\+?840\d{9,10}", compact):  # +84 0912 ...: the 0 kept after the country code
+        return compact.lstrip("+")[2:]
+    if re.fullmatch(r"\+?84[1-9]\d{8,9}", compact):
+        return "0" + compact.lstrip("+")[2:]
+    return compact if re.fullmatch(r"0\d{9,10}", compact) else value
+
+
 class PatientForm(FlaskForm):
     family = StringField(_l("Family name"), validators=[DataRequired(_l("Enter the family name.")), Length(max=60)])
     given = StringField(_l("Middle and given names"),
@@ -159,7 +257,7 @@ class PatientForm(FlaskForm):
         Optional(), Regexp(r"^\d{12}$", message=_l("A CCCD has exactly 12 digits."))])
     bhyt = StringField(_l("Health insurance number (15 characters)"), validators=[
         Optional(), Regexp(r"^[A-Za-z]{2}\d{13}$", message=_l("An insurance number is 2 letters then 13 digits."))])
-    phone = StringField(_l("Phone"), validators=[
+    phone = StringField(_l("Phone"), filters=[phone_number], validators=[
         Optional(), Regexp(r"^0\d{9,10}$", message=_l("A phone number has 10 or 11 digits starting with 0."))])
     district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
 
@@ -259,7 +357,8 @@ class FindSlotForm(FlaskForm):
         csrf = False
 
     start = LocalDateField(_l("From"), validators=[InputRequired(_l("Enter a date."))])
-    days = IntegerField(_l("Days"), default=7, validators=[NumberRange(1, 31, _l("From 1 to 31 days."))])
+    days = WholeField(_l("Days"), default=7, invalid=_l("From 1 to 31 days."),
+                      validators=[NumberRange(1, 31, _l("From 1 to 31 days."))])
 
 
 MAX_DIAGNOSES = 20
@@ -343,8 +442,8 @@ class AvailabilityForm(FlaskForm):
     """The weekly hours: several windows (e.g. morning and afternoon on the same days) and one slot length."""
 
     windows = FieldList(FormField(WindowForm), min_entries=1, max_entries=14)
-    slot_minutes = IntegerField(_l("Slot length (minutes)"), default=30,
-                                validators=[NumberRange(10, 120, _l("From 10 to 120 minutes."))])
+    slot_minutes = WholeField(_l("Slot length (minutes)"), default=30, invalid=_l("From 10 to 120 minutes."),
+                              validators=[NumberRange(10, 120, _l("From 10 to 120 minutes."))])
 
     def filled(self) -> list[WindowForm]:
         return [entry.form for entry in self.windows if entry.form.days.data]
@@ -415,6 +514,9 @@ class VndField(StringField):
             except AmountTooLarge:
                 raise ValueError(too_large(self.maximum)) from None
             except ValueError:
+                if _negative(text, self.maximum):
+                    raise ValueError(str(_l("An amount cannot be negative: write it without the minus sign, "
+                                            "e.g. 50.000."))) from None
                 raise ValueError(str(self.invalid)) from None
 
     def pre_validate(self, form: Any) -> None:
@@ -425,6 +527,19 @@ class VndField(StringField):
         if self.raw_data:
             return str(self.raw_data[0])
         return thousands(self.data) if isinstance(self.data, int) else ""
+
+
+def _negative(text: str, maximum: int) -> bool:
+    """``-50.000``, ``− 50 000 ₫``: an amount with a minus sign (ASCII, Unicode minus or a dash)."""
+    if not re.match(r"[-\u2212\u2013\u2014]", text):
+        return False
+    try:
+        parse_vnd(text[1:], maximum)
+    except AmountTooLarge:
+        return True
+    except ValueError:
+        return False
+    return True
 
 
 def too_large(maximum: int = MAX_VND) -> str:

@@ -32,7 +32,6 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField
 from wtforms.validators import InputRequired, NumberRange, Regexp
@@ -40,7 +39,7 @@ from wtforms.validators import InputRequired, NumberRange, Regexp
 from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries
 from .formatting import TZ, codeable, vnd
-from .forms import VndField
+from .forms import FlaskForm, VndField
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first

@@ -1,0 +1,153 @@
+"""Every form of the portal, sent empty or with garbage in each field, says what is wrong in Vietnamese on a
+Vietnamese page: no WTForms default (English: "Not a valid integer value.", "Not a valid choice.", "Field
+cannot be longer than 100 characters.") reaches a page. And the boxes the reviewers found refusing what is
+right or saying the wrong thing: phone numbers written with spaces or +84, negative amounts."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import wtforms
+from flask_babel import get_locale
+from werkzeug.datastructures import MultiDict
+
+from tests.support import portal_app
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    return portal_app(tmp_path, monkeypatch)
+
+
+def _wtforms_defaults() -> list[re.Pattern[str]]:
+    """WTForms' own messages (its catalog template), as patterns with their ``%(max)d`` filled by anything."""
+    pot = (Path(wtforms.__file__).parent / "locale" / "wtforms.pot").read_text(encoding="utf-8")
+    texts = re.findall(r'^msgid(?:_plural)? "(.+)"$', pot, re.MULTILINE)
+    return [re.compile(re.sub(r"%\\\(\w+\\\)[sd]", ".+", re.escape(t))) for t in texts]
+
+
+def _form_classes() -> list[type]:
+    import sen_portal.web as web
+
+    found: dict[str, type] = {}
+    for mod in pkgutil.iter_modules(web.__path__):
+        module = importlib.import_module(f"sen_portal.web.{mod.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, wtforms.Form) and cls.__module__.startswith("sen_portal"):
+                found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return [found[k] for k in sorted(found)]
+
+
+FORMS = _form_classes()
+GARBAGE = ["", "  ", "zz<garbage>", "-5", "7.5", "9" * 30, "x" * 5000, "2026-13-45"]
+
+
+def _fields(form: Any) -> list[Any]:
+    out = []
+    for field in form:
+        if isinstance(field, wtforms.FieldList):
+            for entry in field:
+                out += _fields(entry.form) if isinstance(entry, wtforms.FormField) else [entry]
+        elif isinstance(field, wtforms.FormField):
+            out += _fields(field.form)
+        else:
+            out.append(field)
+    return out
+
+
+def _messages(errors: Any) -> list[str]:
+    if isinstance(errors, dict):
+        return [m for v in errors.values() for m in _messages(v)]
+    if isinstance(errors, (list, tuple)):
+        return [m for v in errors for m in _messages(v)]
+    return [str(errors)]
+
+
+def test_every_form_of_the_portal_is_found_and_translates_wtforms_own_messages():
+    from sen_portal.web import forms
+
+    names = {c.__name__ for c in FORMS}
+    assert {"FindSlotForm", "AvailabilityForm", "ConsultForm", "PatientForm", "PriceForm", "CardForm",
+            "DailyReportForm", "WindowForm", "RefundForm"} <= names, names
+    for cls in FORMS:  # each on the portal's base: a form on flask_wtf's own would speak WTForms' English
+        assert issubclass(cls, (forms.FlaskForm, forms.Form)), cls
+
+
+@pytest.mark.parametrize("cls", FORMS, ids=lambda c: c.__name__)
+def test_no_form_says_wtforms_english_on_a_vietnamese_page(app, cls):
+    defaults = _wtforms_defaults()
+    with app.test_request_context("/", method="POST"):
+        assert str(get_locale()) == "vi"
+        names = [f.name for f in _fields(cls(formdata=None, meta={"csrf": False}))]
+        seen: set[str] = set()
+        for value in GARBAGE:
+            form = cls(formdata=MultiDict([(n, value) for n in names]), meta={"csrf": False})
+            for field in _fields(form):
+                if getattr(field, "choices", ()) is None:  # filled by the page (the doctors to give a task to)
+                    field.choices = [("known", "Known")]
+            form.validate()
+            seen.update(_messages(form.errors))
+        english = [m for m in seen if any(p.fullmatch(m) for p in defaults)]
+        assert not english, english
+        unaccented = [m for m in seen if m.isascii()]  # a Vietnamese sentence has its accents
+        assert not unaccented, unaccented
+
+
+@pytest.mark.parametrize("typed", ["0912 345 678", "0912.345.678", "0912-345-678", "+84 912 345 678",
+                                   "84912345678", "(+84) 912 345 678", "+84 0912 345 678", "0912345678"])
+def test_a_phone_number_written_as_people_write_it_is_kept_as_0xxxxxxxxx(app, typed):
+    from sen_portal.web.forms import PatientForm
+
+    with app.test_request_context("/", method="POST"):
+        form = PatientForm(formdata=MultiDict({"phone": typed}), meta={"csrf": False})
+        form.validate()
+        assert not form.phone.errors, form.phone.errors
+        assert form.phone.data == "0912345678"
+
+
+def test_an_eleven_digit_number_and_a_landline_are_kept_too(app):
+    from sen_portal.web.forms import phone_number
+
+    assert phone_number("+84 24 3825 1234") == "02438251234"
+    assert phone_number("024 3825 1234") == "02438251234"
+
+
+@pytest.mark.parametrize("typed", ["abc", "0912 345", "+1 555 123 4567", "0912345678901", "09a2345678"])
+def test_what_is_no_phone_number_is_refused_with_the_same_clear_message(app, typed):
+    from sen_portal.web.forms import PatientForm
+
+    with app.test_request_context("/", method="POST"):
+        form = PatientForm(formdata=MultiDict({"phone": typed}), meta={"csrf": False})
+        form.validate()
+        assert form.phone.errors == ["Số điện thoại có 10 hoặc 11 chữ số, bắt đầu bằng 0."], form.phone.errors
+
+
+@pytest.mark.parametrize("typed", ["-50.000", "- 50 000 ₫", "−50000", "-1"])
+def test_a_negative_amount_is_said_to_be_negative(app, typed):
+    from sen_portal.web.forms import CashForm, ShiftCloseForm
+
+    with app.test_request_context("/", method="POST"):
+        for form in (CashForm(formdata=MultiDict({"amount": typed}), meta={"csrf": False}),
+                     ShiftCloseForm(formdata=MultiDict({"counted_cash": typed, "counted_transfers": "0"}),
+                                    meta={"csrf": False})):
+            form.validate()
+            said = _messages(form.errors)
+            assert said == ["Số tiền không thể âm: ghi không có dấu trừ, ví dụ 50.000."], said
+
+
+def test_a_number_box_left_empty_says_its_range_once(app):
+    from sen_portal.web.forms import AvailabilityForm, FindSlotForm
+
+    with app.test_request_context("/", method="POST"):
+        form = FindSlotForm(formdata=MultiDict({"start": "05/12/2026", "days": ""}))
+        assert not form.validate()
+        assert form.days.errors == ["Từ 1 đến 31 ngày."]
+        form = AvailabilityForm(formdata=MultiDict({"slot_minutes": "abc"}), meta={"csrf": False})
+        form.validate()
+        assert form.slot_minutes.errors == ["Từ 10 đến 120 phút."]
