@@ -15,6 +15,7 @@ Flask's test client; no back-end is called."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,30 @@ def test_a_405_of_a_page_asked_by_htmx_is_said_in_the_page(app):
     r = c.put("/patients/search", headers={**HTMX, "X-CSRFToken": token})
     assert r.status_code == 405
     _in_problem_box(r)
+
+
+# a page a form's POST rendered on the way to a redirect (the take-on's confirmation step, the new invoice
+# being filled) takes a GET address in the history (static/own-address.js): Back from the chart or the invoice
+# the last press leads to, or a reload, sends nothing again (ERR_CACHE_MISS, "Confirm Form Resubmission")
+
+@pytest.mark.parametrize("action, address", [("/patients/take-on", "/patients"),
+                                             ("/patients/bn-0005/take-on", "/patients/new")])
+def test_the_take_on_step_takes_the_address_it_came_from(app, action, address):
+    c = portal_signed_in(app, "clinic")
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    r = c.post(action, headers=HTML, data={"csrf_token": token, "system": "cccd", "number": "087048006170",
+                                           "reason": "Người bệnh đến khám tại cơ sở"})
+    assert r.status_code == 200 and 'data-testid="confirm-step"' in r.get_data(as_text=True)
+    assert re.search(rf'<script src="/assets/own-address.js\?v=\w+" data-address="{address}" defer></script>',
+                     r.get_data(as_text=True))
+
+
+def test_the_new_invoice_filled_by_posts_takes_its_own_address(app):
+    c = portal_signed_in(app, "cashier")
+    page = c.get("/invoices/new?p=bn-0002", headers=HTML).get_data(as_text=True)
+    assert "own-address.js" not in page
+    r = c.post("/invoices/new", headers=HTML, data={"csrf_token": csrf_token(page), "patient": "bn-0002",
+                                                    "remove": "0"})
+    assert r.status_code == 200
+    assert re.search(r'<script src="/assets/own-address.js\?v=\w+" data-address="/invoices/new\?p=bn-0002" defer>',
+                     r.get_data(as_text=True))
