@@ -122,6 +122,7 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     assert "0 đồng" in v.page.inner_text("#cash-box")
     v.check("cashier-cash-error")
     v.page.fill("#cash-amount", str(owed + 11_000))  # the patient hands over more than owed
+    v.page.check("[data-testid=cash-keep-credit]")  # and keeps the excess as credit (no change given)
     v.page.click("#cash-box button.primary")
     v.page.wait_for_url(re.compile(rf"/invoices/{iid}(\?p=[\w-]+)?$"))  # p: the patient's opaque id (cashier.py)
     v.page.wait_for_selector("[data-testid=paid]")

@@ -124,7 +124,8 @@ def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(po
     _open_shift(cashier)
     shown = cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
     r = cashier.post(f"/invoices/{inv['id']}/cash", data={
-        "cash-amount": str(owed + 11_000), "csrf_token": csrf_token(shown), "cash-txn": _field(shown, "cash-txn")})
+        "cash-amount": str(owed + 11_000), "csrf_token": csrf_token(shown), "cash-txn": _field(shown, "cash-txn"),
+        "cash-keep_credit": "y"})  # the excess kept as his credit (no change given)
     assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
 
     page = cashier.get("/refunds").get_data(as_text=True)
@@ -179,6 +180,39 @@ def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(po
     listed = cashier.get("/refunds").get_data(as_text=True)
     r = cashier.post("/refunds/give-back", data={**forms[0], "csrf_token": csrf_token(listed), "reason": " "})
     assert r.status_code == 422 and "Vui lòng sửa các ô được đánh dấu." in r.get_data(as_text=True)
+
+
+def _shift_cash(cashier: Any) -> int:
+    """The cash the open shift expects in the drawer, as /shift shows it."""
+    page = cashier.get("/shift").get_data(as_text=True)
+    shown = re.search(r"<dd class=\"money\"><strong>([\d.]+)\u00a0₫</strong>", page).group(1)
+    return int(shown.replace(".", ""))
+
+
+def test_cash_over_the_balance_records_the_balance_says_the_change_and_leaves_no_credit(portal, billing, dev_key):
+    """More cash than is due: the payment is what is due, the page says the change, the shift's drawer
+    grows by what is due (received in, change out) and the patient holds no credit to give back."""
+    url, db = billing
+    inv = _invoice(url, dev_key, TAM, "kham-benh")
+    owed, code = inv["totalNet"]["value"], _reference(inv)
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    before = _shift_cash(cashier)
+    shown = cashier.get(f"/invoices/{inv['id']}").get_data(as_text=True)
+    form = {"cash-amount": str(owed + 30_000), "csrf_token": csrf_token(shown), "cash-txn": _field(shown, "cash-txn")}
+    r = cashier.post(f"/invoices/{inv['id']}/cash", data=form)
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    page = cashier.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Tiền thối lại: 30.000\u00a0₫" in page and 'data-testid="paid"' in page
+    again = cashier.post(f"/invoices/{inv['id']}/cash", data=form)  # a second click: nothing new
+    assert again.status_code == 302
+    paid = list(db["payments"].find({"invoice": inv["id"], "channel": "cash"}))
+    assert [int(p["amount"]) for p in paid] == [owed]
+    summary = httpx.get(f"{url}/payments/invoices/{inv['id']}",
+                        headers={**_auth(dev_key, "cashier", CLINIC), "Accept": "application/json"}).json()
+    assert summary["status"] == "balanced" and summary["credit"] == 0
+    assert _shift_cash(cashier) == before + owed
+    assert not [r for r in _credit_rows(cashier.get("/refunds").get_data(as_text=True)) if code in r]
 
 
 def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_does_not_count_it(

@@ -68,7 +68,7 @@ def test_the_queue_shows_what_the_patient_pays_after_bhyt(client, monkeypatch, e
     amounts = re.findall(r'data-testid="invoice-amount">([^<]*)<', page)
     assert amounts == ["92.800\u00a0₫", "39.000\u00a0₫"]
     assert re.findall(r'data-testid="invoice-gross">([^<]*)<', page) == ["Tổng trước BHYT 384.000\u00a0₫"]
-    assert "Số tiền phải trả" in page and len(ehr) == 1
+    assert "Còn phải trả" in page and "Số tiền phải trả" not in page and len(ehr) == 1
     rows = cashier.queue_rows(invoices, {}, {})
     assert [r["amount"] for r in rows] == [92800, 39000] and rows[1]["gross"] is None
     full = invoice("inv-c", "pa", 39000, 0)  # BHYT pays it all: nothing for the patient, not the gross
@@ -107,8 +107,9 @@ def test_cash_typed_as_the_pages_write_amounts_is_taken(client, monkeypatch, ehr
     box = re.search(r'<input[^>]*name="cash-amount"[^>]*>', page).group(0)
     assert 'value="39.000"' in box and 'inputmode="numeric"' in box and 'type="text"' in box  # not type=number
     token = csrf_token(page)
-    for typed in ("50.000", "50.000 ₫", "50,000", "50000"):
-        r = client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": typed, "csrf_token": token})
+    for typed in ("50.000", "50.000 ₫", "50,000", "50000"):  # all of it kept (the excess the patient's credit)
+        r = client.post("/invoices/inv-a/cash?p=pa", data={"cash-amount": typed, "cash-keep_credit": "y",
+                                                           "csrf_token": token})
         assert r.status_code == 302, typed
         assert sent[-1][:2] == ("POST", "/payments/cash") and sent[-1][2]["amount"] == 50000, typed
     sent.clear()
@@ -138,7 +139,7 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
             if not shift_open:
                 raise BackendError("refused", "billing", 404, "no shift open")
             return {"openedAt": "2026-12-05T07:00:00+07:00", "openingCash": 1500000,
-                    "expected": {"cashTaken": 0, "cashRefunded": 0, "cash": 1500000, "transfers": 0}}
+                    "expected": {"cashTaken": 0, "cashRefunded": 1000000, "cash": 500000, "transfers": 150000}}
         if path == "/payments/shifts/current/close":
             return {"expected": {"cash": 0, "transfers": 0}, "counted": {"cash": 0, "transfers": 0},
                     "difference": {"cash": 0, "transfers": 0}}
@@ -146,7 +147,8 @@ def test_refund_and_shift_amounts_read_the_same_way(client, monkeypatch, ehr):
 
     monkeypatch.setattr(cashier, "_json", billing)
     page = client.get("/shift").get_data(as_text=True)
-    assert re.search(r'<input[^>]*inputmode="numeric"[^>]*name="open-opening_cash"[^>]*value="0"', page)
+    box = re.search(r'<input[^>]*inputmode="numeric"[^>]*name="open-opening_cash"[^>]*>', page).group(0)
+    assert 'value="0"' not in box  # asked, not assumed: the cashier types what the drawer holds
     token = csrf_token(page)
     r = client.post("/shift", data={"which": "open", "open-opening_cash": "1.500.000 ₫", "csrf_token": token})
     assert r.status_code == 302 and sent[-1][2] == {"openingCash": 1500000}

@@ -115,7 +115,8 @@ def test_too_large_cash_is_refused_on_the_field_before_billing(app, billing, mon
         assert "Dịch vụ thanh toán từ chối" not in page
     assert billing.posted() == []
     # at the limit it goes to billing
-    client.post("/invoices/inv-a/cash", data={"cash-amount": "10.000.000.000", "csrf_token": token})
+    client.post("/invoices/inv-a/cash", data={"cash-amount": "10.000.000.000", "cash-keep_credit": "y",
+                                              "csrf_token": token})
     assert billing.posted()[-1][2]["amount"] == MAX_VND
 
 

@@ -23,9 +23,10 @@ from .backend import BackendError, call, entries, fhir_get, shared_get
 from .charges import request_key
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .formatting import human_name, parse_instant, payment_method, vnd
+from .formatting import human_name, parse_instant, payment_method, vnd, when
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
+from .refusals import gap_message
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None, key: str | None = None) -> Any:
@@ -471,15 +472,50 @@ def invoice_qr(iid: str) -> Any:
 @bp.route("/invoices/<iid>/cash", methods=["POST"])
 @login_required("cashier")
 def invoice_cash(iid: str) -> Any:
+    """Cash taken at the desk (billing's ``/payments/cash``; :func:`cash_to_record` decides how much
+    of what was handed over is the payment, and the page after names the change to give back)."""
     form = CashForm(prefix="cash")
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"cash_form": form})
+    txn = form.txn.data or uuid.uuid4().hex
+    received = int(form.amount.data)
     try:
-        _json("POST", "/payments/cash", {"invoice": iid, "amount": form.amount.data,
-                                         "transactionId": form.txn.data or uuid.uuid4().hex})
+        recorded = cash_to_record(iid, received, txn, keep_credit=bool(form.keep_credit.data))
+        if recorded is None:  # this form was recorded already (a second click): its answer, nothing new
+            return redirect(url_for("web.invoice", iid=iid, **_hint()))
+        _json("POST", "/payments/cash", {"invoice": iid, "amount": recorded, "transactionId": txn})
     except BackendError as err:
         return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form})
+    if received > recorded:
+        flash(gettext("Change to give back: %(change)s (received %(received)s, recorded %(recorded)s).",
+                      change=vnd(received - recorded), received=vnd(received), recorded=vnd(recorded)), "cash-change")
     return redirect(url_for("web.invoice", iid=iid, **_hint()))
+
+
+def cash_to_record(iid: str, received: int, txn: str, *, keep_credit: bool = False) -> int | None:
+    """How much of the cash handed over is recorded as the payment: what is left to pay (the fresh
+    summary's ``balanceDue``) when more was handed over, the rest given back at once as change; all
+    of it when the cashier chose to keep the excess as the patient's credit (``keep_credit``), or
+    when nothing is due (billing then refuses the payment itself: the invoice is paid or cancelled).
+
+    Why the change is never recorded: recording the whole and then a refund of the excess would be
+    two records (a payment and a cash refund) that net to the same drawer, but the patient would
+    hold a credit in between, the refund list would show it, and a refund needs a reason and a
+    confirmation a queue has no time for. Recording only what is due keeps the shift's expected cash
+    right (the drawer gains exactly the payment: received in, change out) and the patient's credit
+    at 0. A transfer landing between this read and billing's record can still leave a credit: billing
+    is the authority, and that credit shows on the invoice and the refund list as any other.
+
+    None: this form's cash is recorded already (billing's payment ``cashier:<txn>`` is among the
+    invoice's payments: a second click, a reload's resubmit), so nothing is sent again; billing's own
+    transactionId check would refuse the retry's amount once the balance it was cut to is paid."""
+    s = summary(iid)
+    if any(str(p.get("id")) == f"cashier:{txn}" for p in s.get("payments") or []):
+        return None
+    due = s.get("balanceDue")
+    if keep_credit or not isinstance(due, int) or due <= 0 or s.get("status") != "issued":
+        return received
+    return min(received, due)
 
 
 @bp.route("/invoices/<iid>/cancel", methods=["POST"])
@@ -548,14 +584,61 @@ def invoice_refund(iid: str) -> Any:
     form = RefundForm()
     if not form.validate_on_submit():
         return _invoice_page(iid, 422, forms={"refund_form": form})
+    over = over_refundable(iid, form)
+    if over:  # refused before the confirmation step: the page knows what the payment can give back
+        form.amount.errors = [*form.amount.errors, over]
+        return _invoice_page(iid, 422, forms={"refund_form": form})
     asked = confirmation("refund")
     if asked is not None:  # nothing refunded: the page with the step, the form as filled in (its key too)
         return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked)
     try:
         give_back(form)
     except BackendError as err:
-        return _invoice_page(iid, 409, problem=backend_message(err), forms={"refund_form": form})
+        return _invoice_page(iid, 409, problem=refund_refusal(err), forms={"refund_form": form})
     return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))
+
+
+def over_refundable(iid: str, form: RefundForm) -> str | None:
+    """The amount typed is more than the chosen payment can give back (its ``refundable`` in the
+    invoice's fresh summary): billing's own sentence for that refusal, said before the confirmation
+    step. None when it fits, when no amount was typed (all that can be), or when the summary does not
+    say (billing unreachable, an older billing): billing decides at the end, as always."""
+    if not form.amount.data:
+        return None
+    try:
+        s = summary(iid)
+    except BackendError:
+        return None
+    p = next((p for p in s.get("payments") or [] if p.get("id") == form.payment.data), None)
+    if p is None or not isinstance(p.get("refundable"), int) or form.amount.data <= p["refundable"]:
+        return None
+    if p["refundable"] <= 0:
+        return gettext("Nothing is left to refund on this payment: it was refunded already or the "
+                       "invoice does not owe it back.")
+    return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(p["refundable"]))
+
+
+def given_back_message(refund: dict[str, Any] | None) -> str:
+    """The money was given back already: by whom and when, where billing's refund says (``cashierName``,
+    ``at``; one a colleague started and another finished names both)."""
+    refund = refund if isinstance(refund, dict) else {}
+    who = refund.get("cashierName") or refund.get("cashier")
+    started = refund.get("startedBy") if isinstance(refund.get("startedBy"), dict) else {}
+    starter = started.get("cashierName") or started.get("cashier")
+    if who and starter and starter != who:
+        who = gettext("%(started)s (started) and %(finished)s (finished)", started=starter, finished=who)
+    if who and refund.get("at"):
+        return gettext("This money was given back already, by %(who)s at %(when)s (%(amount)s): nothing is left "
+                       "to give back.", who=who, when=when(refund["at"]), amount=vnd(refund.get("amount")))
+    return gettext("This money was given back already (another tab or a colleague): nothing is left to give back.")
+
+
+def refund_refusal(err: BackendError) -> str:
+    """Billing's refusal of a refund, in words: "refunded already" names who gave it back and when
+    (billing's answer carries the refund), else the usual sentence."""
+    if err.status == 409 and isinstance(err.extra.get("refund"), dict):
+        return given_back_message(err.extra["refund"])
+    return backend_message(err)
 
 
 def give_back(form: RefundForm) -> None:
@@ -726,14 +809,23 @@ def invoice_reference(inv: dict[str, Any]) -> str:
 @bp.route("/shift", methods=["GET", "POST"])
 @login_required("cashier")
 def shift() -> Any:
+    """Open the shift (the cash counted in the drawer, asked: an empty box is not 0) or close it: the
+    counts, and a note when they differ from what the shift expects, which is checked before the
+    confirmation step (the shift's expected totals, read now; billing checks again at the end)."""
     open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
-    problem, asked = None, None
+    problem, asked, current, read = None, None, None, False
     if request.method == "POST":
         try:
             if request.form.get("which") == "open" and open_form.validate_on_submit():
-                _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data or 0})
+                _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data})
                 return redirect(url_for("web.shift"))
             closing = request.form.get("which") == "close" and close_form.validate_on_submit()
+            if closing and not (close_form.note.data or "").strip():
+                current, read = _current_shift(), True
+                gap = shift_gap(current, close_form)
+                if gap:  # said once, on the note, before any confirmation
+                    close_form.note.errors = [gap_message(gap)]
+                    closing = False
             if closing:  # closed only once confirmed: the first press shows the step, the counts kept
                 asked = confirmation("shift-close")
             if closing and asked is None:
@@ -744,9 +836,12 @@ def shift() -> Any:
                 try:
                     closed = _json("POST", "/payments/shifts/current/close", body)
                 except BackendError as err:
-                    if err.status == 422 and not close_form.note.data:  # a gap without a note: said on the note
-                        close_form.note.errors = [backend_message(err)]
-                    raise
+                    if err.status != 422 or not isinstance(err.extra.get("difference"), dict):
+                        raise
+                    # a gap without a note (the totals moved since the form's check): said once, on the note
+                    close_form.note.errors = [gap_message(err.extra["difference"])]
+                    closing, asked, read = False, None, False
+            if closing and asked is None:
                 history, history_problem = closed_shifts()
                 return render_template("shift.html", current=None, closed=closed, open_form=open_form,
                                        history=[h for h in history if h.get("id") != closed.get("id")],
@@ -757,12 +852,12 @@ def shift() -> Any:
                 problem = gettext("Please correct the highlighted fields.")
         except BackendError as err:
             problem = backend_message(err)
-    current = None
-    try:
-        current = _json("GET", "/payments/shifts/current")
-    except BackendError as err:
-        if err.status != 404:
-            problem = problem or backend_message(err)
+    if not read or current is None:
+        try:
+            current = _json("GET", "/payments/shifts/current")
+        except BackendError as err:
+            if err.status != 404:
+                problem = problem or backend_message(err)
     history, history_problem = closed_shifts()
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
                            problem=problem, title=gettext("Shift"), history=history, history_problem=history_problem,
@@ -770,6 +865,24 @@ def shift() -> Any:
         422 if problem else confirming_status(asked) if asked else 200
 
 
+def _current_shift() -> dict[str, Any] | None:
+    """The cashier's open shift as billing has it now, None when none is open or billing does not answer."""
+    try:
+        return _json("GET", "/payments/shifts/current") or None
+    except BackendError:
+        return None
+
+
+def shift_gap(current: dict[str, Any] | None, form: ShiftCloseForm) -> dict[str, int] | None:
+    """What was counted less what the open shift expects (billing's ``expected`` cash and transfers,
+    as its close computes the difference), when either differs; None when both match or the shift's
+    expected totals are not known (billing checks at the end)."""
+    expected = (current or {}).get("expected")
+    if not isinstance(expected, dict) or not all(isinstance(expected.get(k), int) for k in ("cash", "transfers")):
+        return None
+    gap = {"cash": int(form.counted_cash.data) - expected["cash"],
+           "transfers": int(form.counted_transfers.data) - expected["transfers"]}
+    return gap if any(gap.values()) else None
 
 
 REFUND_PAGE = 50  # rows a page of "To refund" shows (billing's limit, <= 200)
@@ -816,6 +929,8 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
     # the form posted goes back on its row (the first with its payment: one confirmation step on the page)
     posted = next((i for i, t in enumerate(rows) if failed is not None and failed.payment.data == t.get("payment")),
                   None)
+    if failed is not None and posted is None and not problem:  # its row left the list: given back meanwhile
+        problem, status = gone_from_list(failed.payment.data, request.form.get("invoice", "")), 409
     rows = [{**t, "facility_name": orgs.get(str(t.get("facility") or ""), t.get("facility")),
              "patient_name": t.get("patient") or names.get(patient_id({"reference": t.get("subject")}) or "", ""),
              **({"form": failed, "asked": asked} if i == posted
@@ -827,6 +942,21 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
     return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
                            next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
                            title=gettext("To refund")), status
+
+
+def gone_from_list(payment: str | None, iid: str) -> str:
+    """Why the row a give-back was posted from is no longer on the list: given back already (another
+    tab, a colleague), by whom and when where the invoice's summary has the refund of that payment."""
+    refund = None
+    if iid and FHIR_ID.fullmatch(iid):
+        try:
+            refund = next((r for r in summary(iid).get("refunds") or [] if r.get("payment") == payment), None)
+        except BackendError:
+            pass
+    if refund is None:  # not said by billing: perhaps given back, perhaps on another page of the list now
+        return gettext("This money is no longer on this page of the list: it was given back meanwhile (another "
+                       "tab or a colleague) or the list changed. Reload the list to see what is left.")
+    return given_back_message(refund)
 
 
 def _subjects(iids: list[str]) -> dict[str, str]:
@@ -876,7 +1006,7 @@ def refund_give_back() -> Any:
     try:
         give_back(form)
     except BackendError as err:
-        return _refund_list(409, backend_message(err), failed=form)
+        return _refund_list(409, refund_refusal(err), failed=form)
     after, page, facility = _refund_list_args()
     return redirect(url_for("web.refund_tasks", refunded=1, **({"after": after, "page": page} if after else {}),
                             **({"facility": facility} if facility else {})))

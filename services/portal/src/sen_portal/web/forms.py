@@ -469,8 +469,14 @@ class LeaveForm(FlaskForm):
     reason = StringField(_l("Reason"), validators=[Optional(), Length(max=200)])
 
     def validate_end(self, field: DateField) -> None:
+        from .formatting import today as vietnam_today
+
         if self.start.data and field.data and field.data < self.start.data:
             raise ValidationError(_l("The last day is before the first."))
+        if field.data and field.data < vietnam_today():  # over: it frees no slot, and reads as a slip of the year
+            raise ValidationError(_l("The last day (%(date)s) has passed: leave can be added from today (%(today)s) "
+                                     "on.", date=field.data.strftime("%d/%m/%Y"),
+                                     today=vietnam_today().strftime("%d/%m/%Y")))
 
 
 class DashboardFilter(FlaskForm):
@@ -560,12 +566,16 @@ class RefundForm(FlaskForm):
 class CashForm(FlaskForm):
     amount = VndField(_l("Cash received (đồng)"), validators=[InputRequired(_l("Enter the amount.")),
                                                              NumberRange(1, None, _l("More than 0 đồng."))])
+    # cash over what is left to pay: change given back (unticked), or all of it kept as the patient's credit
+    keep_credit = BooleanField(_l("Keep what is over the amount due as the patient's credit (no change given)"))
     txn = HiddenField()  # the cash's transactionId, made when the page is shown: a second click records nothing new
 
 
 class ShiftOpenForm(FlaskForm):
-    opening_cash = VndField(_l("Cash in the drawer at the start (đồng)"), default=0,
-                            validators=[Optional(), NumberRange(0, None, _l("0 đồng or more."))])
+    # asked, never assumed: an empty box is not 0 (the cashier counts the drawer; 0 typed is fine)
+    opening_cash = VndField(_l("Cash in the drawer at the start (đồng)"), validators=[
+        InputRequired(_l("Count the cash in the drawer and enter it (0 if there is none).")),
+        NumberRange(0, None, _l("0 đồng or more."))])
 
 
 class ShiftCloseForm(FlaskForm):

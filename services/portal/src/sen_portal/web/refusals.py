@@ -121,7 +121,12 @@ def _signed(value: Any) -> str:
 
 
 def _gap_needs_note(_m: re.Match[str], err: BackendError) -> str:
-    gap = err.extra.get("difference") if isinstance(err.extra.get("difference"), dict) else {}
+    return gap_message(err.extra.get("difference") if isinstance(err.extra.get("difference"), dict) else {})
+
+
+def gap_message(gap: dict[str, Any]) -> str:
+    """A shift's counts differ from what it expects (``gap``: counted less expected, cash and transfers)
+    and no note says why: billing's refusal, and the shift page's own check before its confirmation step."""
     return gettext("The counted totals differ from what was expected (cash %(cash)s, transfers %(transfers)s): "
                    "say why in the note, then close the shift.", cash=_signed(gap.get("cash", 0)),
                    transfers=_signed(gap.get("transfers", 0)))

@@ -1,0 +1,207 @@
+"""What the cashier's pages check before their confirmation step, and what they say after a colleague
+(web/cashier.py), billing faked as it answers (specs/billing.yaml): the opening cash is asked, never
+assumed; a shift's gap without a note is said once, before the step; a refund over what the payment
+can give back is refused before the step, with billing's own sentence; a give-back a colleague made
+meanwhile names who and when; cash over the balance due records the balance and says the change; a
+paid invoice says why it offers no refund; the search's amount column says what is still owed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_portal.web.backend import BackendError
+
+from tests.support import csrf_token, portal_app, portal_signed_in
+
+GAP_VI = ("Số đếm được khác với số phải có (tiền mặt +20.000\u00a0₫, chuyển khoản -25.000\u00a0₫): "
+          "hãy ghi chú lý do rồi đóng ca.")
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0")
+
+
+class Billing:
+    """billing's JSON answers (``cashier._json``) and its summaries (``cashier.shared_get``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+        self.shift_open = True
+        self.expected = {"cashTaken": 70000, "cashRefunded": 30000, "cash": 40000, "transfers": 25000}
+        self.close_refusal: BackendError | None = None
+        self.refund_refusal: BackendError | None = None
+        self.summary: dict[str, Any] = {}
+        self.tasks: list[dict[str, Any]] = []
+
+    def __call__(self, method, path, body=None, params=None, key=None):
+        self.sent.append((method, path, body))
+        if (method, path) == ("GET", "/payments/shifts/current"):
+            if not self.shift_open:
+                raise BackendError("refused", "billing", 404, "no shift is open")
+            return {"id": "6a9973cce7f043af", "openedAt": "2026-12-05T07:00:00+07:00", "openingCash": 0,
+                    "expected": self.expected}
+        if (method, path) == ("GET", "/payments/shifts"):
+            return {"shifts": []}
+        if (method, path) == ("GET", "/payments/refund-tasks"):
+            return {"tasks": self.tasks}
+        if path == "/payments/shifts/current/close":
+            if self.close_refusal is not None:
+                raise self.close_refusal
+            return {"id": "6a9973cce7f043af", "state": "closed", "expected": {"cash": 40000, "transfers": 25000},
+                    "counted": {"cash": body["countedCash"], "transfers": body["countedTransfers"]},
+                    "difference": {"cash": 0, "transfers": 0}, "note": body.get("note", "")}
+        if path.endswith("/refund") and self.refund_refusal is not None:
+            raise self.refund_refusal
+        return {}
+
+    def shared_get(self, service, path, params=None, **_kw):
+        inv = {"resourceType": "Invoice", "id": "inv-a", "status": self.summary.get("status", "issued"),
+               "subject": {"reference": "Patient/pa"}, "totalGross": {"value": self.summary.get("owed"),
+                                                                      "currency": "VND"}}
+        return {**self.summary, "resource": inv, "qr": None}
+
+    def posted(self) -> list[tuple[str, str, Any]]:
+        return [s for s in self.sent if s[0] == "POST"]
+
+
+@pytest.fixture()
+def billing(monkeypatch) -> Billing:
+    from sen_portal.web import cashier
+
+    fake = Billing()
+    monkeypatch.setattr(cashier, "_json", fake)
+    monkeypatch.setattr(cashier, "shared_get", fake.shared_get)
+    monkeypatch.setattr(cashier, "patient_names", lambda ids: {"pa": "Nguyễn Thị Mai"})
+    return fake
+
+
+def test_an_empty_opening_cash_is_asked_for_and_a_typed_0_opens(app, billing):
+    billing.shift_open = False
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    r = client.post("/shift", data={"which": "open", "open-opening_cash": "", "csrf_token": token})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and billing.posted() == []
+    assert re.findall(r'<p class="error" id="open-opening_cash-error">([^<]*)</p>', page) == [
+        "Hãy đếm tiền mặt trong két và nhập số đếm được (nhập 0 nếu không có)."]
+    r = client.post("/shift", data={"which": "open", "open-opening_cash": "0", "csrf_token": token})
+    assert r.status_code == 302 and billing.posted()[-1][2] == {"openingCash": 0}
+
+
+def test_a_gap_without_a_note_is_said_once_before_the_confirmation_step(app, billing):
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    counts = {"which": "close", "close-counted_cash": "60.000", "close-counted_transfers": "0", "csrf_token": token}
+    r = client.post("/shift", data=counts)  # the first press: no step, the note asked for
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and billing.posted() == []
+    assert page.count(GAP_VI) == 1
+    assert re.findall(r'<p class="error" id="close-note-error">([^<]*)</p>', page) == [GAP_VI]
+    assert 'name="confirm" value="shift-close"' not in page
+    # the totals moved after the form's check (billing's 422 at the end): still said once, on the note
+    billing.expected = {**billing.expected, "cash": 60000, "transfers": 0}
+    billing.close_refusal = BackendError(
+        "refused", "billing", 422, "the counted totals differ from the expected ones (cash +20000, transfers -25000 "
+        "đồng): a note must say why", "Unprocessable Content", {"difference": {"cash": 20000, "transfers": -25000}})
+    r = client.post("/shift", data={**counts, "confirm": "shift-close"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and page.count(GAP_VI) == 1
+    assert re.findall(r'<p class="error" id="close-note-error">([^<]*)</p>', page) == [GAP_VI]
+    # with the note: the step, then closed
+    billing.close_refusal = None
+    r = client.post("/shift", data={**counts, "close-note": "đếm sót"})
+    assert r.status_code == 200 and 'name="confirm" value="shift-close"' in r.get_data(as_text=True)
+    r = client.post("/shift", data={**counts, "close-note": "đếm sót", "confirm": "shift-close"})
+    assert r.status_code == 200 and billing.posted()[-1][2]["note"] == "đếm sót"
+
+
+PAID_LATE = {"status": "balanced", "owed": 20000, "paid": 20000, "balanceDue": 0, "credit": 0,
+             "reference": "HDMFTWH75FS",
+             "payments": [{"id": "cashier:c1", "channel": "cash", "amount": 20000, "outcome": "applied",
+                           "refundable": 0, "receivedAt": "2026-12-05T21:41:00+07:00"},
+                          {"id": "sepay:t2", "channel": "transfer", "provider": "sepay", "amount": 25000,
+                           "outcome": "late-balanced", "lateInvoice": True, "refundable": 25000,
+                           "receivedAt": "2026-12-05T21:42:00+07:00"}]}
+
+
+def test_a_refund_over_the_payment_is_refused_before_the_confirmation_step(app, billing):
+    billing.summary = PAID_LATE
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+    form = {"payment": "sepay:t2", "amount": "100.000", "method": "transfer", "reason": "chuyển nhầm",
+            "txn": "k1", "csrf_token": token}
+    r = client.post("/invoices/inv-a/refund", data=form)
+    page = r.get_data(as_text=True)
+    said = "Chỉ có thể hoàn tối đa 25.000\u00a0₫ từ khoản thanh toán này."
+    assert r.status_code == 422 and billing.posted() == []
+    assert page.count(said) == 1 and "Sẽ hoàn 100.000" not in page
+    assert 'name="confirm" value="refund"' not in page
+    r = client.post("/invoices/inv-a/refund", data={**form, "amount": "25.000"})  # what fits: the step
+    assert r.status_code == 200 and 'name="confirm" value="refund"' in r.get_data(as_text=True)
+
+
+GIVEN_BACK = {"payment": "sepay:t2", "invoice": "inv-a", "amount": 25000, "reason": "chuyển nhầm",
+              "cashier": "portal-cashier2", "cashierName": "Trần Văn Bình", "at": "2026-12-05T14:42:00+00:00"}
+TASK = {"kind": "task", "payment": "sepay:t2", "invoice": "inv-a", "reference": "HDMFTWH75FS", "amount": 25000,
+        "reason": "invoice-balanced", "facility": "tyt-my-hiep", "receivedAt": "2026-12-05T21:42:00+07:00",
+        "channel": "transfer", "provider": "sepay", "subject": "Patient/pa", "refunded": False}
+
+
+def test_a_give_back_a_colleague_made_meanwhile_names_who_and_when(app, billing):
+    billing.tasks = [TASK]
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/refunds").get_data(as_text=True)  # the second tab, before the colleague's give-back
+    assert 'name="invoice" value="inv-a"' in page
+    form = {"payment": "sepay:t2", "invoice": "inv-a", "method": "transfer", "reason": "trả lại", "txn": "k2",
+            "csrf_token": csrf_token(page)}
+    billing.tasks = []  # the colleague gave it back
+    billing.summary = {**PAID_LATE, "refunds": [GIVEN_BACK]}
+    said = ("Khoản tiền này đã được hoàn rồi, do Trần Văn Bình lúc 05/12/2026 21:42 (25.000\u00a0₫): "
+            "không còn gì để hoàn.")
+    r = client.post("/refunds/give-back", data=form)  # the first press: the row is gone
+    assert r.status_code == 409 and said in r.get_data(as_text=True) and billing.posted() == []
+    # the confirmed press: billing's 409 carries the refund
+    billing.refund_refusal = BackendError("refused", "billing", 409, "this payment was refunded already",
+                                          "Conflict", {"refund": GIVEN_BACK})
+    billing.tasks = [{**TASK, "payment": "sepay:t9"}]  # the list is kept, its other rows shown
+    r = client.post("/refunds/give-back", data={**form, "confirm": "give-back"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409 and page.count(said) == 1 and 'value="sepay:t9"' in page
+    # the invoice page's refund says the same
+    r = client.post("/invoices/inv-a/refund", data={**form, "confirm": "refund"})
+    assert r.status_code == 409 and said in r.get_data(as_text=True)
+
+
+def test_cash_over_the_balance_records_the_balance_and_says_the_change(app, billing):
+    billing.summary = {"status": "issued", "owed": 20000, "paid": 0, "balanceDue": 20000, "payments": []}
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+    r = client.post("/invoices/inv-a/cash", data={"cash-amount": "50.000", "cash-txn": "c" * 32, "csrf_token": token})
+    assert r.status_code == 302
+    assert billing.posted()[-1][1:] == ("/payments/cash", {"invoice": "inv-a", "amount": 20000,
+                                                           "transactionId": "c" * 32})
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Tiền thối lại: 30.000\u00a0₫" in page
+    # a second click of the same form: recorded already (its payment is on the invoice), nothing sent again
+    billing.summary = {"status": "balanced", "owed": 20000, "paid": 20000, "balanceDue": 0,
+                       "payments": [{"id": "cashier:" + "c" * 32, "channel": "cash", "amount": 20000}]}
+    sent = len(billing.posted())
+    r = client.post("/invoices/inv-a/cash", data={"cash-amount": "50.000", "cash-txn": "c" * 32, "csrf_token": token})
+    assert r.status_code == 302 and len(billing.posted()) == sent
+    # the excess kept as the patient's credit, when the cashier says so
+    billing.summary = {"status": "issued", "owed": 20000, "paid": 0, "balanceDue": 20000, "payments": []}
+    r = client.post("/invoices/inv-a/cash", data={"cash-amount": "50.000", "cash-txn": "d" * 32,
+                                                  "cash-keep_credit": "y", "csrf_token": token})
+    assert r.status_code == 302 and billing.posted()[-1][2]["amount"] == 50000
+    assert "Tiền thối lại" not in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_a_paid_invoice_says_why_it_offers_no_refund(app, billing):
+    billing.summary = {**PAID_LATE, "payments": PAID_LATE["payments"][:1]}
+    page = portal_signed_in(app, "cashier").get("/invoices/inv-a").get_data(as_text=True)
+    assert 'data-testid="refund-box"' not in page
+    assert re.search(r'data-testid="no-refund-paid">Đã thanh toán đủ: chỉ hoàn được phần trả vượt', page)
