@@ -295,16 +295,23 @@ def test_reassigning_needs_a_doctor_chosen_and_confirmed_by_name(app, fake):
     confirm = body[body.index('data-testid="reassign-confirm"'):]
     confirm = confirm[:confirm.index("</form>")]
     assert "Chuyển ca hội chẩn này cho BS. Lê Văn Cường?" in _text(confirm)
-    assert re.search(r'<button class="primary" name="confirm" value="Practitioner/bs-le-van-cuong">'
-                     r'Chuyển cho BS\. Lê Văn Cường</button>', confirm)
+    # the shared confirmation step (web/confirming.py), the chosen doctor named on its button
+    assert 'name="confirm" value="reassign"' in confirm and 'name="confirming" value="reassign"' in confirm
+    assert re.search(r'<button class="danger" data-testid="confirm-button">Chuyển cho BS\. Lê Văn Cường</button>',
+                     confirm)
     assert '<input type="hidden" name="practitioner" value="Practitioner/bs-le-van-cuong">' in confirm
+    assert "Chọn bác sĩ khác" in _text(confirm)  # the way back still says where it leads
 
-    # a confirmation of another doctor than the one chosen confirms nothing
+    # a tick of another step, or the step pressed without its tick, confirms nothing
     r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": "Practitioner/bs-le-van-cuong",
-                                               "confirm": "Practitioner/bs-tran-thi-binh"})
+                                               "confirm": "reject"})
     assert r.status_code == 200 and not fake.reassigned
     r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": "Practitioner/bs-le-van-cuong",
-                                               "confirm": "Practitioner/bs-le-van-cuong"})
+                                               "confirming": "reassign"})
+    assert r.status_code == 400 and not fake.reassigned
+    assert 'id="reassign-confirm-error"' in r.get_data(as_text=True)
+    r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": "Practitioner/bs-le-van-cuong",
+                                               "confirming": "reassign", "confirm": "reassign"})
     assert r.status_code == 302 and r.headers["Location"].startswith("/worklist")
     (sent,) = fake.reassigned
     assert sent["parameter"] == [{"name": "practitioner",
@@ -348,7 +355,7 @@ def test_the_worklist_names_the_doctor_a_consult_was_given_to(app, fake, lang, s
     c = portal_signed_in(app, "doctor", lang)
     token = csrf_token(_page(c))
     r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": "Practitioner/bs-le-van-cuong",
-                                               "confirm": "Practitioner/bs-le-van-cuong"})
+                                               "confirm": "reassign"})
     assert r.status_code == 302 and r.headers["Location"] == "/worklist?reassigned=bs-le-van-cuong"
 
     def message(query: str) -> str:

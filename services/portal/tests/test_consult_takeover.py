@@ -239,7 +239,7 @@ def test_a_stale_reassign_confirmation_gives_nothing_and_says_who_accepted_meanw
         confirm = body[body.index('data-testid="reassign-confirm"'):]
         assert r.status_code == 200 and 'name="version" value="1"' in confirm[:confirm.index("</form>")]
         fake._took(BINH, "2026-12-05T09:01:00+07:00")  # BS. Bình presses 'Nhận' meanwhile
-        r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": CUONG, "confirm": CUONG,
+        r = c.post(f"/tasks/{TID}/reassign", data={"csrf_token": token, "practitioner": CUONG, "confirm": "reassign",
                                                    "version": "1"})
         assert r.status_code == 409 and fake.ops == [], lang
         assert fake.step_headers == [("reassign", {"If-Match": 'W/"1"'})]

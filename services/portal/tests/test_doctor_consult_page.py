@@ -657,16 +657,92 @@ def test_the_start_button_says_it_starts_the_work_not_the_video_visit(app, fake)
     assert status == "Đang xử lý"
 
 
-def test_the_minutes_warn_that_signing_before_the_booked_time_cancels_the_visit(app, fake):
+def test_the_minutes_say_at_the_sign_button_that_signing_before_the_booked_time_ends_the_visit(app, fake):
+    """Said as a warning alert in the minutes, right after booking it read as if the booking had failed
+    ("lịch hẹn video sẽ bị hủy"): it is a plain note on signing, at the sign button, described by it."""
     c = portal_signed_in(app, "doctor")
     start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)  # tomorrow
-    warn = _text(re.search(r'data-testid="visit-ahead">(.*?)</p>', _page(c), re.S).group(1)).strip()
-    assert warn == (f"Ca hội chẩn sẽ kết thúc trước giờ hẹn {start:%d/%m/%Y %H:%M}: lịch hẹn video sẽ bị hủy "
-                    "và giờ đó được trả lại.")
+    page = _page(c)
+    note = re.search(r'<p class="hint" id="visit-ahead" data-testid="visit-ahead">(.*?)</p>\s*'
+                     r'<button class="primary" aria-describedby="visit-ahead">Ký biên bản và hoàn thành</button>',
+                     page, re.S)
+    assert _text(note.group(1)).strip() == (
+        f"Ký biên bản là kết thúc ca hội chẩn. Nếu ký trước buổi hội chẩn video lúc {start:%d/%m/%Y %H:%M}, "
+        "buổi đó cũng kết thúc theo (giờ đó được trả lại): muốn họp video trước, hãy ký sau buổi đó.")
+    assert "sẽ bị hủy" not in _text(page) and 'class="alert warn" data-testid="visit-ahead"' not in page
     english = _text(_page(portal_signed_in(app, "doctor", lang="en")))
-    assert "The consult will end before the visit booked at" in english
+    assert "Signing ends the consult. Signed before the video visit of" in english
     fake.appts["a-1"].update(start=_iso(datetime.now(TZ) - timedelta(minutes=5)))  # the visit has begun
     assert 'data-testid="visit-ahead"' not in _page(c)
     fake.change("a-1", "cancelled", "Bác sĩ bận")  # no booked visit: nothing to warn of
     fake.appts["a-1"].update(start=_iso(datetime.now(TZ) + timedelta(days=1)))
     assert 'data-testid="visit-ahead"' not in _page(c)
+
+
+# ------------------------------------------------------------------ each step's banner says only what it did
+
+
+def test_the_reject_step_does_not_say_a_question_was_sent(app, fake):
+    """The reject's confirmation was passed to the page as ``asked``, the name of the "question sent" banner:
+    its step showed "Đã gửi câu hỏi; cơ sở yêu cầu thấy câu hỏi..." though nothing was sent."""
+    fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
+    c = portal_signed_in(app, "doctor")
+    token = csrf_token(_page(c))
+    for extra, code in (({}, 200), ({"confirming": "reject"}, 400)):  # the first press; the step unticked
+        r = c.post(f"/tasks/{TID}/reject", data={"csrf_token": token, "reason": "Ngoài chuyên khoa.", **extra})
+        body = r.get_data(as_text=True)
+        assert r.status_code == code and fake.ops == []
+        assert 'data-testid="asked"' not in body and "Đã gửi câu hỏi" not in _text(body)
+        assert 'data-testid="confirm-step"' in body and 'class="alert ok"' not in body
+        reject = re.search(r'<details( open)?><summary>Từ chối</summary>', body)
+        assert reject and reject.group(1)  # the reject panel is open on its step
+        assert '<details open><summary>Chuyển cho bác sĩ khác</summary>' not in body
+
+
+def test_a_question_sent_opens_no_other_panel(app, fake):
+    """"Question sent" (``?asked=1``) opened the Reject panel of a consult still to triage."""
+    fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
+    page = portal_signed_in(app, "doctor").get(f"/tasks/{TID}?asked=1").get_data(as_text=True)
+    assert 'data-testid="asked"' in page
+    assert "<details><summary>Từ chối</summary>" in page and 'data-testid="confirm-step"' not in page
+
+
+def test_after_booking_the_page_says_the_booking_first_and_signing_plainly(app, fake):
+    """Right after booking, a warning alert said the visit "sẽ bị hủy" if the minutes were signed first: it
+    read as if the booking had failed. The page's one alert is the booking, with its time; what signing
+    before the visit does is a plain note at the sign button."""
+    start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}?booked=1").get_data(as_text=True)
+    alerts = re.findall(r'<(?:div|p|section) class="alert ([a-z]+)"[^>]*>(.*?)</(?:div|p|section)>', page, re.S)
+    assert [(kind, _text(said).strip()) for kind, said in alerts] == [
+        ("ok", f"Đã đặt lịch hội chẩn video lúc {start:%d/%m/%Y %H:%M}.")]
+    minutes = page[page.index('action="/tasks/t-1/complete"'):]
+    assert 'data-testid="visit-ahead"' in minutes[:minutes.index("</form>")]
+    english = portal_signed_in(app, "doctor", "en").get(f"/tasks/{TID}?booked=1").get_data(as_text=True)
+    assert f"The video visit is booked for {start:%d/%m/%Y %H:%M}." in _text(english)
+
+
+def test_cancelling_the_visit_is_confirmed_first_with_the_shared_step(app, fake):
+    """The visit's cancel was done at the first press, unlike the other permanent steps."""
+    start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)
+    c = portal_signed_in(app, "doctor")
+    sent = {"csrf_token": csrf_token(_page(c)), "appointment": "a-1", "visit-reason": "Bác sĩ bận họp"}
+    r = c.post(f"/tasks/{TID}/visit/cancel", data=sent)  # the first press: the step, nothing sent
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and fake.appts["a-1"]["status"] == "booked"
+    assert not [p for _, p, _ in fake.calls if p.endswith("$cancel")]
+    box = body[body.index('data-testid="visit-cancel" open'):]
+    box = box[:box.index("</details>")]
+    assert "Bác sĩ bận họp</textarea>" in box  # the reason kept
+    assert 'name="confirm" value="visit-cancel"' in box and 'name="confirming" value="visit-cancel"' in box
+    assert f"Lịch hội chẩn video lúc {start:%d/%m/%Y %H:%M} sẽ bị hủy" in _text(box)
+    assert 'href="/tasks/t-1#visit" data-testid="confirm-back"' in box and 'class="alert ok"' not in body
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={**sent, "confirming": "visit-cancel"})  # unticked
+    assert r.status_code == 400 and fake.appts["a-1"]["status"] == "booked"
+    assert 'id="visit-cancel-confirm-error"' in r.get_data(as_text=True)
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={**sent, "confirming": "visit-cancel", "confirm": "visit-cancel"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("?visit=cancelled")
+    assert fake.appts["a-1"]["status"] == "cancelled"
+    assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bác sĩ bận họp"}
+

@@ -296,8 +296,10 @@ def test_the_doctor_cancels_with_a_reason_and_can_book_again(app, fake):
     assert "Nêu lý do." in _text(r.get_data(as_text=True))
     assert 'data-testid="visit-cancel" open' in r.get_data(as_text=True)
     assert fake.appts["a-1"]["status"] == "booked"
-    r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
-                                                   "visit-reason": "Bệnh nhân chuyển viện"})
+    sent = {"csrf_token": csrf_token(page), "appointment": "a-1", "visit-reason": "Bệnh nhân chuyển viện"}
+    r = c.post(f"/tasks/{TID}/visit/cancel", data=sent)  # the first press: the step, nothing sent
+    assert r.status_code == 200 and fake.appts["a-1"]["status"] == "booked"
+    r = c.post(f"/tasks/{TID}/visit/cancel", data={**sent, "confirming": "visit-cancel", "confirm": "visit-cancel"})
     assert r.status_code == 302 and r.headers["Location"].endswith("?visit=cancelled")
     assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bệnh nhân chuyển viện"}
     page = c.get(r.headers["Location"]).get_data(as_text=True)
@@ -372,7 +374,7 @@ def test_the_back_end_failing_during_the_change_shows_the_page_as_it_is(app, fak
 
     monkeypatch.setattr(fake, "_operation", slow)
     r = c.post(f"/tasks/{TID}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": "a-1",
-                                                   "visit-reason": "Trùng lịch"})
+                                                   "visit-reason": "Trùng lịch", "confirm": "visit-cancel"})
     assert r.status_code == 503
     text = _text(r.get_data(as_text=True))
     assert "answering too slowly" in text and 'data-testid="visit-time"' in r.get_data(as_text=True)
@@ -536,6 +538,35 @@ def test_leave_on_a_day_without_visits_is_saved_at_once_and_a_silent_back_end_sa
     r = c.post("/availability", data={"csrf_token": csrf_token(page), "which": "leave", "schedule": "sch-an",
                                       "leave-start": f"{visit:%d/%m/%Y}", "leave-end": f"{visit:%d/%m/%Y}"})
     assert r.status_code in (200, 422) and len(fake.puts) == 2
+
+
+@pytest.mark.parametrize("lang,said", [
+    ("vi", "Ngày cuối (04/12/2026) đã qua: chỉ thêm được ngày nghỉ từ hôm nay (05/12/2026) trở đi."),
+    ("en", "The last day (04/12/2026) has passed: leave can be added from today (05/12/2026) on.")])
+def test_leave_ending_before_today_in_vietnam_is_refused_on_its_field_and_kept(app, fake, monkeypatch, lang, said):
+    """Leave on 01/01/2020 was saved ("Đã lưu"): a slip of the year that frees no slot. A leave whose last
+    day is before today (in Vietnam) is refused on the last day's field, what was typed kept, nothing
+    saved; one ending today, or begun before and going on, is saved."""
+    from datetime import date
+
+    from sen_portal.web import formatting
+
+    c = portal_signed_in(app, "doctor", lang)
+    page = c.get("/availability").get_data(as_text=True)
+    sent = {"csrf_token": csrf_token(page), "which": "leave", "schedule": "sch-an", "leave-reason": "Hội nghị"}
+    r = c.post("/availability", data={**sent, "leave-start": "01/01/2020", "leave-end": "01/01/2020"})
+    assert r.status_code == 422 and fake.puts == []
+    body = r.get_data(as_text=True)
+    assert 'id="leave-end-error"' in body and 'value="01/01/2020"' in body and 'value="Hội nghị"' in body
+    assert ("Đã lưu" if lang == "vi" else "Saved") not in _text(body)
+    monkeypatch.setattr(formatting, "today", lambda: date(2026, 12, 5))  # Vietnam's day, whatever the server's
+    r = c.post("/availability", data={**sent, "leave-start": "01/12/2026", "leave-end": "04/12/2026"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and fake.puts == []
+    assert re.search(r'<p class="error" id="leave-end-error">(.*?)</p>', body).group(1) == said
+    assert 'value="01/12/2026"' in body and 'value="04/12/2026"' in body
+    r = c.post("/availability", data={**sent, "leave-start": "01/12/2026", "leave-end": "05/12/2026"})
+    assert r.status_code == 200 and len(fake.puts) == 1  # going on today: saved
 
 
 def _hours(c: Any, **windows: Any) -> Any:

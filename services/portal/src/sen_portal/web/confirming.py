@@ -1,6 +1,7 @@
 """Permanent actions are confirmed before they are done: one mechanism for every page that offers one
 (the clinic cancelling a consult, the cashier cancelling an invoice, refunding or closing the shift, the
-doctor rejecting a consult, the nurse taking a patient of another facility on).
+doctor rejecting a consult, giving it to another doctor or cancelling its video visit, the nurse taking a
+patient of another facility on).
 
 The action's form posts what was typed; the first press (no confirmation in it) does nothing and the page
 comes back with everything typed kept and a confirmation step inside the same form (``_confirm.html``'s

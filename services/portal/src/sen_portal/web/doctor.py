@@ -172,7 +172,7 @@ def task_detail(tid: str) -> Any:
     return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
                       accepted=request.args.get("accepted"), started=request.args.get("started"),
                       visit=request.args.get("visit"), sent=request.args.get("sent"),
-                      asked=request.args.get("asked"))
+                      question_sent=request.args.get("asked"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None, headers: dict[str, str] | None = None) -> None:
@@ -493,9 +493,9 @@ def task_reject(tid: str) -> Any:
     form = ReasonForm()
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reject_form": form})
-    asked = confirmation("reject")
-    if asked is not None:  # nothing sent: the page with the step, the reason kept
-        return _task_page(tid, confirming_status(asked), forms={"reject_form": form}, asked=asked)
+    step = confirmation("reject")
+    if step is not None:  # nothing sent: the page with the step, the reason kept
+        return _task_page(tid, confirming_status(step), forms={"reject_form": form}, confirming=step)
     params = [{"name": "reason", "valueString": form.reason.data}]
     try:
         changed = _step_on_page(tid, "reject", lambda headers, _now: _op(tid, "reject", params, headers=headers))
@@ -513,9 +513,11 @@ def task_reassign(tid: str) -> Any:
     form.practitioner.choices = reassign_choices(_hub_doctors(g.user.facility, g.user.practitioner))
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reassign_form": form})
-    if request.form.get("confirm") != form.practitioner.data:
-        # the doctor chosen is said by name and confirmed by a second press (which sends the same choice and
-        # the version the first page showed: a consult changed since in a way that matters is not given)
+    step = confirmation("reassign")
+    if step is not None:
+        # the doctor chosen is said by name and confirmed by the shared step (confirming.py), which sends the
+        # same choice and the version the first page showed: a consult changed since in a way that matters is
+        # not given
         seen = request.form.get("version", "")
         if seen.isdigit():
             try:
@@ -526,7 +528,7 @@ def task_reassign(tid: str) -> Any:
                     not as_the_page_showed("reassign", _task_as_seen(tid, seen), task):
                 return _taken_meanwhile(tid, task, accepting=False)
         name = dict(form.practitioner.choices).get(form.practitioner.data, form.practitioner.data)
-        return _task_page(tid, forms={"reassign_form": form},
+        return _task_page(tid, confirming_status(step), forms={"reassign_form": form}, confirming=step,
                           reassign_to={"ref": form.practitioner.data, "name": name, "version": seen})
     params = [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}]
     try:
@@ -767,8 +769,9 @@ def visit_move(tid: str) -> Any:
 @bp.route("/tasks/<tid>/visit/cancel", methods=["POST"])
 @login_required("doctor")
 def visit_cancel(tid: str) -> Any:
-    """Cancel the booked visit with a reason (teleconsult's ``$cancel``): its slot is free again and
-    the page offers free times to book another visit."""
+    """Cancel the booked visit with a reason (teleconsult's ``$cancel``), once confirmed (the shared step,
+    confirming.py: the first press sends nothing): its slot is free again and the page offers free times
+    to book another visit."""
     form = ReasonForm(prefix="visit")
     aid = request.form.get("appointment", "")
     if not form.validate_on_submit():
@@ -776,6 +779,9 @@ def visit_cancel(tid: str) -> Any:
     data, stale = _visit_page(tid, aid)
     if stale is not None:
         return stale
+    step = confirmation("visit-cancel")
+    if step is not None:  # nothing sent: the page with the step, the reason kept
+        return _task_page(tid, confirming_status(step), forms={"visit_cancel_form": form}, confirming=step)
     try:
         fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$cancel", {
             "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
