@@ -167,6 +167,10 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["district"] = payment["district"]
     if payment.get("assigned_from"):  # the same money as the unmatched transfer's own event: not new money
         data["assignedFrom"] = payment["assigned_from"]
+    if payment.get("outcome"):  # applied, unmatched, late-balanced / late-cancelled (owed back: a refund task)
+        data["outcome"] = payment["outcome"]
+    if not payment.get("facility") and payment.get("queue_facility"):  # whose unmatched queue it waits in
+        data["queueFacility"] = f"Organization/{payment['queue_facility']}"
     # an unmatched payment's subject: a PaymentNotice-style reference built from its id
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", payment["_id"])[:64]
     # validated against its schema in the tests (test_billing_webhooks), not on every payment (0.8 ms)
