@@ -19,7 +19,7 @@ from sen_portal.domain.dashboard import csv_rows, dashboard
 from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import FACTS, record_event
 
-from tests.integration.test_reporting import CL, NOW, A, _consume, arrive, ev, paid, t
+from tests.integration.test_reporting import CL, NOW, SHARE, A, _consume, arrive, ev, paid, t
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +41,10 @@ def test_a_transfer_given_back_whole_is_no_cashless_takings(fresh_db: Any) -> No
         assert arrive(fresh_db, e) is True
     assert arrive(fresh_db, back) is False and arrive(fresh_db, dict(back), at=NOW) is False  # redelivered: once
     d = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
-    assert d["cashless_share"] == {"transfer_amount": 0, "cash_amount": 100_000, "share": 0.0,
-                                   "transfer_count": 1, "cash_count": 1}
+    assert {k: d["cashless_share"][k] for k in SHARE} == {"transfer_amount": 0, "cash_amount": 100_000,
+                                                         "share": 0.0, "transfer_count": 1, "cash_count": 1}
     _, rows = csv_rows("cashless_share", fresh_db, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
-    assert rows[0][3:] == [0, 100_000, 0.0, 1, 1]
+    assert rows[0][3:8] == [0, 100_000, 0.0, 1, 1]
 
 
 def test_part_of_a_transfer_given_back_and_a_range_holding_only_the_refund(fresh_db: Any) -> None:
@@ -104,5 +104,7 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.refunded"}) == 2
     today = datetime.now(VN).date()
     d = dashboard(fresh_db, today, today, None)["cashless_share"]
-    assert (d["transfer_amount"], d["cash_amount"], d["transfer_count"], d["cash_count"]) == (0, 130_000, 2, 2)
+    # both transfers came after their invoices were settled in cash: owed back, never takings (nor their refunds)
+    assert (d["transfer_amount"], d["cash_amount"], d["transfer_count"], d["cash_count"]) == (0, 130_000, 0, 2)
+    assert (d["late_amount"], d["refunds_owed"], d["refunds_of_takings"]) == (130_000, 130_000, 0)
     assert record_event(fresh_db, mine) is False  # counted already

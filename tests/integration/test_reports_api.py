@@ -39,8 +39,8 @@ def portal(base_env, run_id, mongo_client):
                                               "priority": "urgent", "requestedAt": day.isoformat(),
                                               "acceptedAt": (day + timedelta(minutes=12)).isoformat()})
         feed("billing.payment.received", {"facility": "Organization/tyt-a", "district": "Cao Lãnh",
-                                          "amount": 150_000, "channel": "transfer",
-                                          "receivedAt": day.isoformat()})
+                                          "amount": 150_000, "channel": "transfer", "matched": True,
+                                          "invoice": "Invoice/inv-a1", "receivedAt": day.isoformat()})
         for _ in range(3):
             feed("ehr.patient.created", {"resourceType": "Patient", "id": uuid.uuid4().hex, "versionId": "1"})
         client.requested_day = day.date().isoformat()  # the consults' day: yesterday in the first hour of a day

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sen_portal.domain.dashboard import cashless
 from sen_portal.domain.report_facts import extract, median_and_p90, one_decimal, rows_of_facts
 
 from tests.support import portal_app, portal_signed_in
@@ -21,7 +22,7 @@ def _event(kind: str, data: dict[str, Any], eid: str) -> dict[str, Any]:
 
 
 def test_a_refund_comes_off_the_refunded_payments_channel_and_is_not_a_payment() -> None:
-    base = {"district": "Huyện Cao Lãnh", "currency": "VND", "matched": True}
+    base = {"district": "Huyện Cao Lãnh", "currency": "VND", "matched": True, "invoice": "Invoice/inv-1"}
     facts = [extract(_event("billing.payment.received", {**base, "payment": "cashier:1", "amount": 100_000,
                                                          "channel": "cash", "receivedAt": "2026-11-03T09:00:00+07:00"},
                             "e1")),
@@ -32,9 +33,9 @@ def test_a_refund_comes_off_the_refunded_payments_channel_and_is_not_a_payment()
                                                          "district": "Huyện Cao Lãnh", "currency": "VND",
                                                          "channel": "transfer", "refundChannel": "cash",
                                                          "refundedAt": "2026-11-03T11:00:00+07:00"}, "e3"))]
-    rows = {r["channel"]: r for r in rows_of_facts(facts, "payments")}
-    assert (rows["transfer"]["amount"], rows["transfer"]["n"]) == (0, 1)
-    assert (rows["cash"]["amount"], rows["cash"]["n"]) == (100_000, 1)
+    money = cashless(rows_of_facts(facts, "money"))
+    assert (money["transfer_amount"], money["transfer_count"]) == (0, 1)
+    assert (money["cash_amount"], money["cash_count"]) == (100_000, 1)
     assert len(rows_of_facts(facts, "events")) == 2  # the refund is still an event of its own kind
 
 
@@ -62,8 +63,9 @@ def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
 
 @pytest.mark.parametrize("lang,half,whole,long,note", [
     ("vi", "<td>2,5 phút</td>", "<td>2 phút</td>", "<td>1 giờ 2,5 phút</td>",
-     "Số tiền là tiền thu đã trừ tiền hoàn trả"),
-    ("en", "<td>2.5 min</td>", "<td>2 min</td>", "<td>1 h 2.5 min</td>", "Amounts are takings net of refunds")])
+     "Tiền thu: tiền đã ghi vào hóa đơn, trừ tiền hoàn trả"),
+    ("en", "<td>2.5 min</td>", "<td>2 min</td>", "<td>1 h 2.5 min</td>",
+     "Takings: money applied to invoices, net of the refunds of it")])
 def test_the_page_writes_the_csvs_minutes_and_says_amounts_are_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    lang, half, whole, long, note) -> None:
     from sen_portal.web import dashboard, directory

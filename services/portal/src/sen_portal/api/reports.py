@@ -22,6 +22,7 @@ from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashb
 from ..domain.report_facts import VN
 from ..domain.reporting import gather
 from ..web.dashboard import districts
+from ..web.directory import org_districts
 
 DEFAULT_DAYS = 84  # twelve weeks
 
@@ -72,7 +73,9 @@ def _targets() -> Targets:
 def get_dashboard(start: str | None = None, end: str | None = None,
                   district: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
-    data = dashboard(current().db, first, last, _district(district, first, last), targets=_targets())
+    name = _district(district, first, last)
+    data = dashboard(current().db, first, last, name, targets=_targets(),
+                     facility_districts=org_districts() if name else None)
     return json_response(data)
 
 
@@ -80,8 +83,9 @@ def get_dashboard(start: str | None = None, end: str | None = None,
 def get_csv(section: str, start: str | None = None, end: str | None = None,
             district: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
-    header, rows = csv_rows(section, current().db, first, last, _district(district, first, last),
-                            targets=_targets())
+    name = _district(district, first, last)
+    header, rows = csv_rows(section, current().db, first, last, name, targets=_targets(),
+                            facility_districts=org_districts() if name else None)
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")

@@ -7,7 +7,11 @@ The interface the portal's pages call (and ``GET /api/reports/dashboard`` return
 
 ``start`` and ``end`` are local days (Asia/Ho_Chi_Minh), both included; an event counts on the
 local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district`` keeps the
-events that name that district (events without one are left out when a district is asked);
+events that name that district (events without one are left out when a district is asked; a money
+event naming only its facility, e.g. an unmatched transfer to a facility's account, is in that
+facility's district when ``facility_districts`` (facility id → district, the EHR's) knows it).
+``facility`` (an id or ``Organization/<id>``) keeps, in the cashless share only, that facility's
+money: the figures billing's daily reconciliation gives the facility;
 a figure that exists only for the whole province (the facilities' baseline and goal) is None for
 a district, never the province's.
 The dict::
@@ -27,13 +31,32 @@ The dict::
                                rank; None when count is 0
     time_to_conclusion         the same, requested -> completed (the consult's minutes signed)
     sla_breaches               [{week, priority, count}]
-    cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count}
-                               payments received (matched or not), amounts in integer đồng, net
-                               of refunds: a refund (``billing.payment.refunded``, on its day) is
-                               subtracted from the channel of the payment it refunds (a transfer
-                               given back in cash lowers the transfers); counts are the payments
-                               received; share = transfer_amount / (transfer + cash), None when
-                               both are 0 or either is negative (more given back than taken)
+    cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count,
+                                assigned_amount, assigned_count, unmatched_amount, unmatched_count,
+                                unmatched_without_facility, late_amount, late_count, refunds,
+                                refunds_of_takings, refunds_owed, received_transfer_amount,
+                                received_cash_amount, received_count, net}
+                               integer đồng, each on its event's local day (a refund on its own):
+                               TAKINGS (the chart and its share): transfer_amount / cash_amount =
+                               money applied to invoices by that channel (matched when it came, or
+                               an unmatched transfer assigned to an invoice since: counted once, on
+                               the assignment's day) less the refunds of such money (a refund comes
+                               off the refunded payment's channel); counts: the payments applied.
+                               share = transfer / (transfer + cash), None when both are 0 or either
+                               is negative (more given back than taken).
+                               APART from the takings: assigned_* (of the transfers' takings: those
+                               assigned from the unmatched queue); unmatched_* (transfers that came
+                               naming no invoice, on the day they came, assigned since or not;
+                               unmatched_without_facility: those to an account no facility owns,
+                               in the province's figure only); late_* (came after their invoice was
+                               settled or cancelled: owed back, a refund task); refunds (all money
+                               given back), refunds_of_takings (of applied money) and refunds_owed
+                               (of late or unmatched transfers: never takings).
+                               BILLING'S DAILY RECONCILIATION (a facility's, a day's):
+                               received_transfer_amount = its ``transfers`` (every transfer that
+                               came, applied, unmatched or late, each once: an assignment is not new
+                               money), received_cash_amount = ``cash``, refunds = ``refunds``,
+                               received_count = ``payments``, net = ``net`` (received − refunds)
     ehr_coverage               {patients, population, share, as_of, population_outdated, without_district}
                                patients = Patient records created minus deleted up to ``end`` (each
                                record once: facts are keyed by event id); population is a setting.
@@ -69,7 +92,10 @@ CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answe
                 "sla_breaches", "cashless_share", "ehr_coverage")
 # the columns of the one-row sections' CSV after start, end, district (None: the whole province)
 _SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share"),
-                    "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count"),
+                    "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count",
+                                       "assigned_amount", "unmatched_amount", "unmatched_without_facility",
+                                       "late_amount", "refunds", "refunds_of_takings", "refunds_owed",
+                                       "received_transfer_amount", "received_cash_amount", "net"),
                     "ehr_coverage": ("patients", "population", "share", "as_of")}
 MAX_DAYS = 3 * 366
 
@@ -128,14 +154,15 @@ def _share(part: int, whole: int) -> float | None:
 
 
 def dashboard(db: Database, start: date, end: date, district: str | None = None, *,
-              targets: Targets | None = None, now: datetime | None = None) -> dict[str, Any]:
+              targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
+              facility_districts: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every figure of the dashboard for ``start``..``end`` (local days, inclusive)."""
     check_range(start, end)
     targets = targets or Targets()
     now = local(now)
     first, last = start.isoformat(), end.isoformat()
     # events of a day arrive on or after it (a day's grace for publishers' clocks)
-    rows = gather(db, ("consults", "answers", "conclusions", "breaches", "payments"),
+    rows = gather(db, ("consults", "answers", "conclusions", "breaches", "money"),
                   since=start - timedelta(days=1), now=now)
 
     def within(section: str) -> list[dict[str, Any]]:
@@ -175,12 +202,7 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     for r in within("breaches"):
         breaches[(iso_week(r["day"]), r.get("priority") or "unknown")] += r["n"]
 
-    pay = {"transfer": [0, 0], "cash": [0, 0]}
-    for r in within("payments"):
-        if r.get("channel") in pay:
-            pay[r["channel"]][0] += r.get("amount") or 0
-            pay[r["channel"]][1] += r["n"]
-    (t_amount, t_count), (c_amount, c_count) = pay["transfer"], pay["cash"]
+    money = cashless(_money_rows(rows["money"], first, last, district, facility, facility_districts or {}))
 
     records = patients_by_district(gather(db, ("patients",), now=now)["patients"], last)
     if district is None:
@@ -199,13 +221,65 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         "time_to_answer": durations("answers"),
         "time_to_conclusion": durations("conclusions"),
         "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
-        "cashless_share": {"transfer_amount": t_amount, "cash_amount": c_amount,
-                           "share": _share(t_amount, t_amount + c_amount) if min(t_amount, c_amount) >= 0 else None,
-                           "transfer_count": t_count, "cash_count": c_count},
+        "cashless_share": money,
         "ehr_coverage": {"patients": patients, "population": population, "share": share, "as_of": last,
                          "population_outdated": outdated, "without_district": max(0, records.get(None, 0))},
         "generated_at": now.isoformat(timespec="seconds"),
     }
+
+
+def _money_rows(rows: list[dict[str, Any]], first: str, last: str, district: str | None, facility: str | None,
+                facility_districts: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The ``money`` rows of ``first``..``last`` in ``district`` (a row naming no district: its
+    facility's, from ``facility_districts``) and of ``facility`` (an id or a reference)."""
+    wanted = None if not facility else facility if facility.startswith("Organization/") else f"Organization/{facility}"
+    out = []
+    for r in rows:
+        fac = r.get("facility") or ""
+        where = r.get("district") or facility_districts.get(fac.removeprefix("Organization/"))
+        if first <= (r["day"] or "") <= last and (district is None or where == district) \
+                and (wanted is None or fac == wanted):
+            out.append(r)
+    return out
+
+
+def cashless(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cashless share and the money told apart from it (the module's ``cashless_share``) from
+    ``money`` rows (:data:`.report_facts.SECTIONS`): sums, so any order of events gives the same."""
+    got: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])  # (kind, channel, outcome)
+    no_facility = 0
+    for r in rows:
+        kind = "refund" if r.get("k") == "billing.payment.refunded" else "payment"
+        cell = got[(kind, r.get("channel") or "", r.get("outcome") or "applied")]
+        cell[0] += int(r.get("amount") or 0)
+        cell[1] += r["n"]
+        if kind == "payment" and r.get("outcome") == "unmatched" and not r.get("facility"):
+            no_facility += int(r.get("amount") or 0)
+
+    def paid(channel: str, *outcomes: str, i: int = 0) -> int:
+        return sum(got[("payment", channel, o)][i] for o in outcomes)
+
+    def given(*outcomes: str) -> int:
+        return sum(got[("refund", c, o)][0] for c in ("transfer", "cash") for o in outcomes)
+
+    takings = {c: paid(c, "applied", "assigned") - got[("refund", c, "applied")][0] for c in ("transfer", "cash")}
+    received = {c: paid(c, "applied", "unmatched", "late") for c in ("transfer", "cash")}
+    refunds = given("applied", "unmatched", "late")
+    t_amount, c_amount = takings["transfer"], takings["cash"]
+    return {"transfer_amount": t_amount, "cash_amount": c_amount,
+            "share": _share(t_amount, t_amount + c_amount) if min(t_amount, c_amount) >= 0 else None,
+            "transfer_count": paid("transfer", "applied", "assigned", i=1),
+            "cash_count": paid("cash", "applied", "assigned", i=1),
+            "assigned_amount": paid("transfer", "assigned"), "assigned_count": paid("transfer", "assigned", i=1),
+            "unmatched_amount": paid("transfer", "unmatched") + paid("cash", "unmatched"),
+            "unmatched_count": paid("transfer", "unmatched", i=1) + paid("cash", "unmatched", i=1),
+            "unmatched_without_facility": no_facility,
+            "late_amount": paid("transfer", "late") + paid("cash", "late"),
+            "late_count": paid("transfer", "late", i=1) + paid("cash", "late", i=1),
+            "refunds": refunds, "refunds_of_takings": given("applied"), "refunds_owed": given("unmatched", "late"),
+            "received_transfer_amount": received["transfer"], "received_cash_amount": received["cash"],
+            "received_count": sum(paid(c, "applied", "unmatched", "late", i=1) for c in ("transfer", "cash")),
+            "net": received["transfer"] + received["cash"] - refunds}
 
 
 def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | None, int]:
@@ -228,11 +302,12 @@ def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | No
 
 
 def csv_rows(section: str, db: Database, start: date, end: date, district: str | None = None, *,
-             targets: Targets | None = None, now: datetime | None = None) -> tuple[list[str], list[list[Any]]]:
+             targets: Targets | None = None, now: datetime | None = None,
+             facility_districts: Mapping[str, str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """One chart's data as a header and rows, for CSV export."""
     if section not in CSV_SECTIONS:
         raise KeyError(section)
-    data = dashboard(db, start, end, district, targets=targets, now=now)
+    data = dashboard(db, start, end, district, targets=targets, now=now, facility_districts=facility_districts)
     figure = data[section]
     if section == "consults_per_facility_week":
         return ["week", "facility", "district", "count"], [
@@ -247,5 +322,5 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
         [data["range"]["start"], data["range"]["end"], district, *(figure[c] for c in columns)]]
 
 
-__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "check_range", "csv_rows", "dashboard",
+__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "cashless", "check_range", "csv_rows", "dashboard",
            "patients_by_district"]

@@ -39,7 +39,8 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     # that transfer's own event, so this one restates it (kept as the fact's ``restates``)
     "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel", "restates": "assignedFrom"},
-    # money given back: ``channel`` is the refunded payment's, the takings the amount comes off
+    # money given back: ``channel`` is the refunded payment's; ``outcome`` the refunded payment's
+    # (:func:`money_outcome`): only applied money given back comes off the takings
     "billing.payment.refunded": {"time": "refundedAt", "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel"},
     "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
@@ -53,6 +54,11 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     "ehr.patient.updated": {"district": "district", "from_district": "previousDistrict"},
     "ehr.patient.district_noted": {"district": "district"},
 }
+
+# billing's money events: a payment received and a payment (part of it) given back
+MONEY_KINDS = ("billing.payment.received", "billing.payment.refunded")
+# what became of a payment, as the dashboard tells money apart (:func:`money_outcome`)
+OUTCOMES = ("applied", "assigned", "unmatched", "late")
 
 # patient events that move a record from ``from_district`` (None: no district) to ``district``
 PATIENT_MOVES = ("ehr.patient.updated", "ehr.patient.district_noted")
@@ -68,17 +74,17 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # time to conclusion (requested -> the consult's minutes signed, ``completedAt``), the same way
     "conclusions": {"kinds": ("teleconsult.consult.completed",), "by": ("district", "priority", "minutes")},
     "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
-    # money received, each transfer once (an assignment's event restates its unmatched transfer's),
-    # net of refunds: a refund's amount comes off the refunded payment's channel (``less``: kinds whose
-    # amount is subtracted and that are not counted in ``n``, the payments received)
-    "payments": {"kinds": ("billing.payment.received", "billing.payment.refunded"), "by": ("district", "channel"),
-                 "sum": "amount", "skip": "restates", "less": ("billing.payment.refunded",)},
+    # money received and given back, per facility, channel and :func:`money_outcome` (``k`` tells a
+    # payment from a refund): the dashboard's cashless share and the parts it is told apart from
+    # (unmatched transfers, late ones owed back, refunds), as billing's daily reconciliation counts them.
+    # (It replaced "payments", which mixed them: stored totals of that name are no longer read.)
+    "money": {"kinds": MONEY_KINDS, "by": ("district", "facility", "k", "channel", "outcome"), "sum": "amount"},
     # residents with an electronic record per district: created minus deleted, and the moves (:data:`PATIENT_MOVES`)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted", *PATIENT_MOVES),
                  "by": ("k", "district", "from_district")},
 }
 
-DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district")
+DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district", "outcome")
 
 
 def instant(text: Any) -> datetime | None:
@@ -128,6 +134,11 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
         fact["amount"] = int(data[spec["amount"]])
     if "restates" in spec and (restated := _restated(data, spec["restates"])):
         fact["restates"] = restated
+    if kind in MONEY_KINDS:
+        fact["outcome"] = money_outcome(kind, data)
+        queue = data.get("queueFacility")  # an unmatched transfer: the facility whose queue it waits in
+        if "facility" not in fact and isinstance(queue, str) and queue:
+            fact["facility"] = queue
     if "minutes" in spec:
         start, end = (instant(data.get(f)) for f in spec["minutes"])
         if start is not None and end is not None:
@@ -136,6 +147,25 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
                   "time": event.get("time"), "subject": event.get("subject"),
                   "data": {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}}
     return fact
+
+
+def money_outcome(kind: str, data: Mapping[str, Any]) -> str:
+    """What a money event's payment was, one of :data:`OUTCOMES`: ``applied`` (counted toward its
+    invoice when it came: takings), ``assigned`` (an unmatched transfer a cashier put on an invoice
+    since: takings now, the same money its unmatched arrival announced), ``unmatched`` (named no
+    invoice: waits in a queue, not takings) or ``late`` (came after its invoice was settled or
+    cancelled: owed back, a refund task, not takings). A refund's is its refunded payment's
+    (``applied``, ``unmatched`` or ``late``). Billing's older events carry no ``outcome``: a payment
+    is then read from ``matched`` and ``invoice`` (matched with no invoice: late), a refund as applied."""
+    said = str(data.get("outcome") or "")
+    if kind == "billing.payment.received":
+        if _restated(data, "assignedFrom"):
+            return "assigned"
+        if not said:
+            said = "unmatched" if not data.get("matched") else "applied" if data.get("invoice") else "late"
+    if said.startswith("late"):
+        return "late"
+    return "unmatched" if said == "unmatched" else "applied"
 
 
 def _restated(data: Mapping[str, Any], field: str) -> str | None:
@@ -229,5 +259,6 @@ def one_decimal(value: float | None) -> int | float | None:
     return tenths // 10 if tenths % 10 == 0 else tenths / 10
 
 
-__all__ = ["DIMENSIONS", "FACT_FIELDS", "PATIENT_MOVES", "SECTIONS", "VN", "extract", "instant", "iso_week",
-           "median_and_p90", "merge_rows", "one_decimal", "routing_key", "rows_of_facts"]
+__all__ = ["DIMENSIONS", "FACT_FIELDS", "MONEY_KINDS", "OUTCOMES", "PATIENT_MOVES", "SECTIONS", "VN", "extract",
+           "instant", "iso_week", "median_and_p90", "merge_rows", "money_outcome", "one_decimal", "routing_key",
+           "rows_of_facts"]

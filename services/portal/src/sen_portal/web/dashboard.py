@@ -157,7 +157,9 @@ def figures(start: date, end: date, district: str | None) -> dict[str, Any]:
     now = time.monotonic()
     if hit is not None and now - hit[0] < FIGURES_SECONDS:
         return hit[1]
-    data = compute(current().db, start, end, district, targets=current().settings.report_targets())
+    # a district's money includes the transfers naming only their facility (an unmatched one to its account)
+    data = compute(current().db, start, end, district, targets=current().settings.report_targets(),
+                   facility_districts=org_districts() if district else None)
     if len(_figures) > 256:
         _figures.clear()
     _figures[key] = (now, data)
@@ -195,6 +197,17 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "transfer_amount": lazy_gettext("Bank transfers (đồng)"), "cash_amount": lazy_gettext("Cash (đồng)"),
             "transfer_count": lazy_gettext("Bank transfers (number)"),
             "cash_count": lazy_gettext("Cash payments (number)"),
+            # apart from the takings, and billing's daily reconciliation's figures (domain.dashboard)
+            "assigned_amount": lazy_gettext("Assigned from the unmatched queue (đồng)"),
+            "unmatched_amount": lazy_gettext("Unmatched transfers (đồng)"),
+            "unmatched_without_facility": lazy_gettext("Unmatched, to accounts of no facility (đồng)"),
+            "late_amount": lazy_gettext("Late transfers owed back (đồng)"),
+            "refunds": lazy_gettext("Given back (đồng)"),
+            "refunds_of_takings": lazy_gettext("Given back of takings (đồng)"),
+            "refunds_owed": lazy_gettext("Given back of late or unmatched transfers (đồng)"),
+            "received_transfer_amount": lazy_gettext("Transfers received, as the daily report (đồng)"),
+            "received_cash_amount": lazy_gettext("Cash received, as the daily report (đồng)"),
+            "net": lazy_gettext("Net takings, as the daily report (đồng)"),
             "patients": lazy_gettext("Patients with a record"), "population": lazy_gettext("Population"),
             "as_of": lazy_gettext("As of")}
 
@@ -268,7 +281,8 @@ def dashboard_csv(section: str) -> Any:
         if district is not None and district not in districts(start, end):
             return _csv_refused(unknown_district())
         header, rows = csv_rows(section, current().db, start, end, district,
-                                targets=current().settings.report_targets())
+                                targets=current().settings.report_targets(),
+                                facility_districts=org_districts() if district else None)
     except RangeError as err:
         return _csv_refused(range_problem(err))
     header, rows = page_csv(header, rows, org_names() if "facility" in header else {})

@@ -1,0 +1,122 @@
+"""The dashboard's money and the cashier's daily reconciliation agree, on the real FerretDB.
+
+One day of billing's own payments (its domain functions, its events from the outboxes): a transfer
+matched to its invoice, an unmatched transfer never assigned, one assigned to an invoice, one
+given back by an admin, late transfers to a settled invoice (refund tasks; one given back), a
+transfer toward an invoice still owed and given back (a reversal), cash; another facility's
+transfer and a transfer to an account no facility owns. The portal's facts of those events give,
+for the facility, billing's ``reconciliation.totals`` (transfers, cash, refunds, net, payments; the
+unmatched still waiting), and the takings apart from the unmatched and late money; the province's
+figure holds its parts as labelled. Redelivered, in any order: nothing changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sen_portal.domain.dashboard import dashboard
+from sen_portal.domain.report_facts import VN
+from sen_portal.domain.reporting import record_event
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS = {"0011000000001": "org-a", "0022000000002": "org-b"}  # receiving account -> whose queue
+CASHIER = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-a")
+ADMIN = SimpleNamespace(roles={"admin"}, facility=None, sub="quan-tri")
+
+
+def _day(bdb: Any, mongo_client: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Billing's day (its events, and the reconciliation's totals of org-a)."""
+    from sen_billing.domain import payments, reconciliation
+    from sen_billing.domain.webhooks import Transfer
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    from tests.billing_support import make_invoice
+
+    def transfer(amount: int, note: str, account: str = "0011000000001") -> str:
+        tx = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount, description=note,
+                      account=account)
+        return payments.record_transfer(bdb, tx, uuid.uuid4().hex, account_facilities=ACCOUNTS).payment["_id"]
+
+    i1, c1 = make_invoice(bdb, 100_000)
+    transfer(100_000, f"TT {c1}")  # matched: takings
+    late = transfer(25_000, f"TT {c1}")  # after I1 was settled: owed back, a refund task
+    late_back = transfer(20_000, f"TT {c1}")  # another, given back
+    payments.refund(bdb, late_back, None, "chuyển thừa", CASHIER, "shift-1")
+    transfer(30_000, "chuyen tien")  # unmatched, never assigned: waits in org-a's queue
+    assigned = transfer(45_000, "chuyen tien kham")  # unmatched, then assigned: takings once
+    i2, _ = make_invoice(bdb, 45_000)
+    payments.assign_unmatched(bdb, assigned, i2, CASHIER, ACCOUNTS)
+    back = transfer(15_000, "nham tai khoan")  # unmatched, given back by an admin
+    payments.refund(bdb, back, None, "chuyển nhầm", ADMIN, None)
+    i3, c3 = make_invoice(bdb, 80_000)
+    owed = transfer(50_000, f"TT {c3}")  # part of I3, then given back (a reversal: takings less)
+    payments.refund(bdb, owed, None, "hoàn lại", CASHIER, "shift-1")
+    i4, _ = make_invoice(bdb, 40_000)
+    payments.record_cash(bdb, i4, 40_000, CASHIER, "shift-1")
+    _i5, c5 = make_invoice(bdb, 70_000, facility="org-b")
+    transfer(70_000, f"TT {c5}", account="0022000000002")  # another facility's
+    transfer(155_000, "ung ho", account="9999000000009")  # an account no facility owns: the admins' queue
+    assert late and i1
+    events = [entry_event(e) for coll in ("payments", "refunds")
+              for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+    today = datetime.now(VN).date()
+    totals = reconciliation.totals(reconciliation.rows(bdb, today, "org-a", account_facilities=ACCOUNTS))
+    return events, totals
+
+
+def test_the_dashboard_gives_the_facilitys_reconciliation_and_labels_the_provinces_parts(
+        fresh_db: Any, mongo_client: Any) -> None:
+    from sen_shared.bus import load_catalog
+
+    from tests.billing_support import scratch_db
+
+    with scratch_db(mongo_client, "dr") as bdb:
+        events, recon = _day(bdb, mongo_client)
+    for e in events:
+        load_catalog().validate(e)  # outcome and queueFacility: optional fields of v1
+    for e in events:
+        assert record_event(fresh_db, e) is True
+    today = datetime.now(VN).date()
+
+    def figures(**kw: Any) -> dict[str, Any]:
+        return dashboard(fresh_db, today, today, kw.pop("district", None), **kw)["cashless_share"]
+
+    mine = figures(facility="org-a")
+    # billing's day of org-a, figure for figure
+    assert recon == {"transfers": 285_000, "cash": 40_000, "refunds": 85_000, "unmatched": 30_000,
+                     "net": 240_000, "payments": 8}
+    assert (mine["received_transfer_amount"], mine["received_cash_amount"], mine["refunds"], mine["net"],
+            mine["received_count"]) == (recon["transfers"], recon["cash"], recon["refunds"], recon["net"],
+                                        recon["payments"])
+    # the unmatched still waiting: those that came, less those assigned or given back (the same day here)
+    given_back_unmatched = 15_000
+    assert mine["unmatched_amount"] - mine["assigned_amount"] - given_back_unmatched == recon["unmatched"]
+    # the takings: applied to invoices (the assigned transfer once), less the reversal; apart from them
+    # the unmatched transfers, the late ones owed back and the refunds of those
+    assert (mine["transfer_amount"], mine["transfer_count"], mine["cash_amount"], mine["cash_count"]) == \
+        (100_000 + 45_000 + 50_000 - 50_000, 3, 40_000, 1)
+    assert (mine["assigned_amount"], mine["assigned_count"]) == (45_000, 1)
+    assert (mine["unmatched_amount"], mine["unmatched_count"], mine["unmatched_without_facility"]) == (90_000, 3, 0)
+    assert (mine["late_amount"], mine["late_count"]) == (45_000, 2)
+    assert (mine["refunds_of_takings"], mine["refunds_owed"]) == (50_000, 20_000 + 15_000)
+    assert mine["share"] == round(145_000 / 185_000, 4)
+    # the facility's district (the EHR's: unmatched transfers name no district) gives the same
+    district = figures(district="Cao Lãnh", facility_districts={"org-a": "Cao Lãnh", "org-b": "Tháp Mười"})
+    assert district == mine
+
+    # the whole province: org-b's transfer and the admins' queue are there, each part where its label says
+    province = figures()
+    assert province["transfer_amount"] == mine["transfer_amount"] + 70_000  # org-b's takings
+    assert (province["unmatched_amount"], province["unmatched_without_facility"]) == (90_000 + 155_000, 155_000)
+    assert (province["late_amount"], province["refunds"]) == (mine["late_amount"], mine["refunds"])
+    assert province["received_transfer_amount"] == recon["transfers"] + 70_000 + 155_000
+
+    # redelivered, and in the reverse order: counted once (facts keyed by event id)
+    for e in reversed(events):
+        assert record_event(fresh_db, dict(e)) is False
+    assert figures(facility="org-a") == mine and figures() == province
