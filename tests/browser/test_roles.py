@@ -76,11 +76,12 @@ def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     assert "Trần Thị Bích" in v.page.locator("form[action$='/reassign'] select option:checked").inner_text()
     v.check("doctor-reassign-form")
     v.page.click("form[action$='/reassign'] button")
-    confirm = v.page.locator("[data-testid=reassign-confirm]")  # the doctor chosen is named, confirmed by a press
+    confirm = v.page.locator("[data-testid=reassign-confirm]")  # the doctor chosen is named: the shared step
     confirm.wait_for()
     assert "Trần Thị Bích" in confirm.inner_text()
     v.check("doctor-reassign-confirm")
-    confirm.locator("button[name=confirm]").click()
+    confirm.locator("[data-testid=confirm-tick]").check()
+    confirm.locator("[data-testid=confirm-button]").click()
     v.page.wait_for_url(re.compile(r"/worklist\?reassigned=bs-tran-thi-bich$"))  # the id; the page says the name
     assert v.page.locator("[data-testid=reassigned]").count() == 1
     assert "Trần Thị Bích" in v.page.locator("[data-testid=reassigned]").inner_text()

@@ -95,7 +95,11 @@ def test_doctor_cancels_the_visit_and_the_clinic_sees_why(visitor_factory, stack
     assert v.page.locator("#visit-reason-error").count() == 1
     assert v.page.locator("[data-testid=visit-time]").count() == 1  # still booked
     v.page.fill("#visit-reason", "Bệnh nhân chuyển lên tuyến trên điều trị nội trú")
-    v.page.click("[data-testid=visit-cancel] button.danger")
+    v.page.click("[data-testid=visit-cancel] button.danger")  # the first press: the step, nothing sent
+    v.page.wait_for_selector("[data-testid=visit-cancel] [data-testid=confirm-step]")
+    assert v.page.locator("[data-testid=visit-time]").count() == 1  # still booked
+    v.page.check("[data-testid=visit-cancel] [data-testid=confirm-tick]")
+    v.page.click("[data-testid=visit-cancel] [data-testid=confirm-button]")
     v.page.wait_for_url(re.compile(r"visit=cancelled"))
     assert t["cancelled"] in v.page.inner_text("main")
     assert v.page.locator("form[action$='/slots']").count() == 1  # another time can be booked here

@@ -199,8 +199,9 @@ def _reassign_confirmation(me, tid: str, to: str) -> dict[str, str]:
     assert r.status_code == 200 and 'data-testid="reassign-confirm"' in body, _text(body)[:1500]
     form = body[body.index('data-testid="reassign-confirm"'):]
     form = form[:form.index("</form>")]
-    assert 'name="version" value="1"' in form
-    return {"csrf_token": csrf_token(body), "practitioner": to, "confirm": to, "version": "1"}
+    assert 'name="version" value="1"' in form and 'name="confirm" value="reassign"' in form  # the shared step
+    return {"csrf_token": csrf_token(body), "practitioner": to, "confirming": "reassign", "confirm": "reassign",
+            "version": "1"}
 
 
 @pytest.mark.parametrize("round_", range(3))

@@ -204,10 +204,15 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     assert "Buổi khám chưa bắt đầu" in _text(r.get_data(as_text=True))
     assert [a["status"] for a in _active(tc, H, sr)] == ["booked"]
 
-    # cancel with a reason: the slot is free; the clinic sees it cancelled with the reason
+    # cancel with a reason, confirmed (the first press sends nothing): the slot is free; the clinic sees it
+    # cancelled with the reason
     page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
-    r = doctor.post(f"/tasks/{tid}/visit/cancel", data={"csrf_token": csrf_token(page), "appointment": moved["id"],
-                                                         "visit-reason": "Bệnh nhân chuyển viện khác"})
+    sent = {"csrf_token": csrf_token(page), "appointment": moved["id"], "visit-reason": "Bệnh nhân chuyển viện khác"}
+    r = doctor.post(f"/tasks/{tid}/visit/cancel", data=sent)
+    assert r.status_code == 200 and 'name="confirm" value="visit-cancel"' in r.get_data(as_text=True)
+    assert [a["status"] for a in _active(tc, H, sr)] == ["booked"]
+    r = doctor.post(f"/tasks/{tid}/visit/cancel",
+                    data={**sent, "confirming": "visit-cancel", "confirm": "visit-cancel"})
     assert r.status_code == 302 and r.headers["Location"].endswith("visit=cancelled")
     assert _slot(tc, H, target["slot"]) == "free"
     assert _active(tc, H, sr) == []
@@ -282,6 +287,9 @@ def test_leave_over_a_booked_visit_lists_it_first_and_after_from_teleconsults_se
         return [e for e in r.json().get("extension", []) if e["url"].endswith("schedule-not-available")]
 
     before = len(leaves())
+    r = leave("01/01/2020")  # ended before today (in Vietnam): refused on its field, nothing sent
+    assert r.status_code == 422 and 'id="leave-end-error"' in r.get_data(as_text=True)
+    assert len(leaves()) == before
     r = leave(day)
     page = r.get_data(as_text=True)
     assert r.status_code == 200 and 'data-testid="leave-confirm"' in page, _text(page)[:1500]
