@@ -1,0 +1,90 @@
+"""What an htmx request's answer that is the portal's error page looks like in the browser (headless Chromium
+against the whole stack), and a form posted twice by a double-click:
+
+- the session gone (its cookie cleared, as when it expires), "Gửi yêu cầu" of the consult form shows the
+  signed-out message in the page's problem box (the focus there), with what was typed and the way to sign in
+  again; the form keeps what was typed; no "connection failed". The patient search likewise (it showed nothing);
+- a request that gets no answer still says the connection failed;
+- a double-click on a button of a form the browser posts sends one POST, and the browser ends on the page it
+  was redirected to (Chromium sends one by itself too; app.js makes it so in every browser).
+Screenshots: vi-1280 ``clinic-consult-signed-out``, vi-1280 ``clinic-search-signed-out``."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "Huyết áp 180/110 sau hai lần đo, xin ý kiến điều chỉnh thuốc."
+
+
+def test_an_expired_session_on_the_consult_form_is_said_with_what_was_typed(visitor_factory):
+    v = visitor_factory("vi-1280")
+    v.sign_in("clinic")
+    v.go("/patients/bn-0002/consult")
+    page = v.page
+    page.select_option("#priority", "routine")
+    page.fill("#reason", "I10")
+    page.fill("#question", QUESTION)
+    page.context.clear_cookies()  # the session expired
+    page.click("#consult-form button.primary")
+    box = page.locator("#page-problem")
+    box.wait_for(state="visible")
+    assert "Bạn đã bị đăng xuất" in box.inner_text()
+    typed = [t.input_value() for t in box.locator("[data-testid=typed]").all()]
+    assert "I10" in typed and QUESTION in typed
+    assert "/login?next=/patients/bn-0002/consult" in box.locator("[data-testid=back]").get_attribute("href")
+    assert page.evaluate("document.activeElement.id") == "page-problem"
+    assert page.locator("#live-error").is_hidden() and page.locator("#connection-error").is_hidden()
+    assert page.input_value("#question") == QUESTION and page.url.endswith("/patients/bn-0002/consult")
+    v.check("clinic-consult-signed-out")
+    # signing in again from there comes back to the form
+    box.locator("[data-testid=back]").click()
+    page.fill("#username", "clinic")
+    page.fill("#password", "sen-clinic")
+    page.click("form button.primary")
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith("/patients/bn-0002/consult")
+
+
+def test_an_expired_session_on_the_patient_search_is_said(visitor_factory):
+    v = visitor_factory("vi-1280")
+    v.sign_in("clinic")
+    v.go("/patients")
+    page = v.page
+    page.context.clear_cookies()
+    page.fill("input[name=q]", "Nguyễn")
+    page.press("input[name=q]", "Enter")
+    box = page.locator("#page-problem")
+    box.wait_for(state="visible")
+    assert "Bạn đã bị đăng xuất" in box.inner_text()
+    assert [t.input_value() for t in box.locator("[data-testid=typed]").all()] == ["Nguyễn"]
+    v.check("clinic-search-signed-out")
+
+
+def test_no_answer_at_all_still_says_the_connection_failed(visitor_factory):
+    v = visitor_factory("vi-1280")
+    v.sign_in("clinic")
+    v.go("/patients/bn-0002/consult")
+    page = v.page
+    page.route("**/patients/bn-0002/consult", lambda route: route.abort())
+    page.select_option("#priority", "routine")
+    page.fill("#reason", "I10")
+    page.fill("#question", QUESTION)
+    page.click("#consult-form button.primary")
+    page.locator("#live-error").wait_for(state="visible")
+    assert page.locator("#page-problem").is_hidden() and page.input_value("#question") == QUESTION
+
+
+def test_a_double_click_posts_a_form_once_and_ends_on_the_page_it_leads_to(visitor_factory):
+    v = visitor_factory("vi-1280")
+    v.sign_in("clinic")
+    v.go("/patients")
+    page = v.page
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    with page.expect_navigation():
+        page.dblclick("header button[value='en']")
+    page.wait_for_load_state("networkidle")
+    assert [u for u in sent if u.endswith("/language")] == [v.base + "/language"], (sent, page.url)
+    assert page.url == v.base + "/patients" and page.locator("html").get_attribute("lang") == "en"
