@@ -110,7 +110,9 @@
   function connectionError(evt) {
     var xhr = evt.detail.xhr, big = xhr && xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
     var box = big || document.getElementById("live-error") || document.getElementById("connection-error");
-    if (box) { box.hidden = false; }
+    if (!box) return;
+    if (box.id === "connection-error") { box.className = "alert error"; box.setAttribute("role", "alert"); }
+    box.hidden = false;
   }
   document.addEventListener("htmx:responseError", connectionError);
   document.addEventListener("htmx:sendError", connectionError);
