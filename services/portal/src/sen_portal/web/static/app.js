@@ -169,7 +169,45 @@
     var list = b.closest("ul"); if (list) list.innerHTML = "";
     closeList(input);
     input.focus();
+    keepBoxes();
   }
+  // Back to a page brings back what its boxes held (the browser's form state), but not a box with
+  // autocomplete=off, as each suggestion box is (no browser list over its own): the consult form came back
+  // with its question and an empty reason, the code picked and its title gone. Each such box's value is kept
+  // in the page's own history entry (history.state: that entry only, never a new visit of the page) when it
+  // is picked, typed or left, and put back when the entry is gone back (or forward) to, unless it changed since.
+  var KEPT = "senBoxes", keepSoon = null;
+  function keptBoxes() {
+    return Array.prototype.slice.call(document.querySelectorAll(
+      "input[aria-controls][autocomplete=off][id], textarea[aria-controls][autocomplete=off][id]"));
+  }
+  function keepBoxes() {
+    clearTimeout(keepSoon);
+    var kept = {}, state = {}, old = history.state || {};
+    keptBoxes().forEach(function (b) { if (b.value !== b.defaultValue) kept[b.id] = b.value; });
+    if (typeof old === "object") Object.keys(old).forEach(function (k) { state[k] = old[k]; });  // htmx's kept
+    state[KEPT] = kept;
+    try { history.replaceState(state, ""); } catch (e) { /* refused (too many): the last kept stays */ }
+  }
+  function restoreBoxes() {
+    var nav = performance.getEntriesByType ? performance.getEntriesByType("navigation")[0] : null;
+    var kept = (history.state || {})[KEPT];
+    // Back or Forward only: a reload (and the same address opened again, a reload to Chromium) starts the
+    // boxes empty, as the browser starts the form's others
+    if (!nav || nav.type !== "back_forward" || !kept || typeof kept !== "object") return;
+    keptBoxes().forEach(function (b) {
+      if (Object.prototype.hasOwnProperty.call(kept, b.id) && b.value === b.defaultValue) b.value = kept[b.id];
+    });
+  }
+  document.addEventListener("DOMContentLoaded", restoreBoxes);
+  document.addEventListener("change", function (evt) {
+    if (evt.target.matches && evt.target.matches("[aria-controls][autocomplete=off][id]")) keepBoxes();
+  });
+  document.addEventListener("input", function (evt) {  // a pause in typing (Back pressed in the box: no change)
+    if (!evt.target.matches || !evt.target.matches("[aria-controls][autocomplete=off][id]")) return;
+    clearTimeout(keepSoon);
+    keepSoon = setTimeout(keepBoxes, 400);
+  });
   document.addEventListener("click", function (evt) {
     var b = evt.target.closest ? evt.target.closest("button[data-pick]") : null;
     if (!b) return;
