@@ -151,3 +151,22 @@ def test_a_number_box_left_empty_says_its_range_once(app):
         form = AvailabilityForm(formdata=MultiDict({"slot_minutes": "abc"}), meta={"csrf": False})
         form.validate()
         assert form.slot_minutes.errors == ["Từ 10 đến 120 phút."]
+
+
+def test_the_weekly_hours_page_says_an_empty_slot_length_in_vietnamese_only(tmp_path, monkeypatch):
+    """The reviewer's page: /availability, "Độ dài mỗi lượt" emptied, showed "Not a valid integer value. Từ 10
+    đến 120 phút."."""
+    from sen_shared import http
+
+    from services.portal.tests.test_doctor_consult_page import Schedules
+    from tests.support import csrf_token, portal_signed_in
+
+    monkeypatch.setattr(http, "request", Schedules())
+    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
+    c = portal_signed_in(app, "doctor")
+    token = csrf_token(c.get("/availability").get_data(as_text=True))
+    r = c.post("/availability", data={"csrf_token": token, "which": "week", "week-windows-0-days": "mon",
+                                      "week-windows-0-start_time": "08:00", "week-windows-0-end_time": "11:00",
+                                      "week-slot_minutes": ""})
+    page = r.get_data(as_text=True)
+    assert "Từ 10 đến 120 phút." in page and "Not a valid" not in page, page[-3000:]
