@@ -195,7 +195,9 @@ def search(query: str, limit: int = 8) -> list[Code]:
             named_any = True
     if typed:
         joined = " ".join(_plain(typed))
-        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=lambda i: ix.title_key(i, joined))
+        # a letter or two (thousands of titles, nothing to rank them by yet): their place among equals alone
+        key = ix.rank.__getitem__ if len(joined) < 3 else lambda i: ix.title_key(i, joined)
+        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=key)
     ordered = list(dict.fromkeys(found))
     return [ix.coded[i] for i in ordered[:limit]]
 
