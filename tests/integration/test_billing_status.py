@@ -67,6 +67,8 @@ def full_read(db, iid: str) -> dict:
         amount = int(p["amount"])
         out["refundable"] = (0 if p["_id"] in refunds else amount if p.get("late_invoice")
                              else amount if state == "issued" and paid < owed else min(amount, credit))
+        if state == "balanced" and credit <= 0 and p["_id"] in kept and p["_id"] not in refunds:
+            out["refundableAfterSettlement"] = amount  # a refund after settlement may give it back
         if p["_id"] in refunds:
             out["refunded"] = refunds[p["_id"]]
         return out

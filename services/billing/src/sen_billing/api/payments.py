@@ -85,7 +85,8 @@ def cash(body: dict[str, Any]) -> Any:
 def refund(payment_id: str, body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(body.get("method", "cash") == "cash")
     return payments.refund(_db(), payment_id, body.get("amount"), body.get("reason", ""), current_principal(),
-                           shift_id if body.get("method", "cash") == "cash" else None), 201, JSON
+                           shift_id if body.get("method", "cash") == "cash" else None,
+                           after_settlement=bool(body.get("afterSettlement"))), 201, JSON
 
 
 @require_roles("cashier")
@@ -143,7 +144,10 @@ def receipt(invoice_id: str) -> Any:
                          "amount": x["amount"], "reason": x["reason"],
                          # one cashier started it, another finished it (payments.refund): both named
                          **({"startedBy": x["started_by"], "finishedBy": x["finished_by"]}
-                            if x.get("started_by") else {})} for x in r["refunds"]],
+                            if x.get("started_by") else {}),
+                         # a paid invoice's payment given back after its settlement (the receipt stands)
+                         **({"afterSettlement": True, "by": x["by"]} if x.get("after_settlement") else {})}
+                        for x in r["refunds"]],
             **({"patient": r["patient"]} if r.get("patient") else {}),
             **({"cancelled": True} if r.get("cancelled") else {}),  # an invoice BHYT paid in full, cancelled since
             "reconciliation": f"PaymentReconciliation/{r['reconciliation']}",

@@ -66,7 +66,8 @@ def _refunded_before(chain: list[dict[str, Any]], refunds: list[dict[str, Any]],
     of them has a link; every refund of this credit since claims one)."""
     linked = {str(link["payment"]) for link in chain}
     return sum(int(r["amount"]) for r in refunds
-               if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses"))
+               if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses")
+               and not r.get("after_settlement"))
 
 
 def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
@@ -111,7 +112,8 @@ def claim(db: Database, payment: Mapping[str, Any], amount: int,
         mine = next((link for link in chain if link.get("payment") == payment["_id"]), None)
         if mine is not None:  # a try that stopped before its refund's record: finish it
             return mine
-        refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id}, {"amount": 1, "reverses": 1}))
+        refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id},
+                                                     {"amount": 1, "reverses": 1, "after_settlement": 1}))
         left = credit - _given(chain, refunds, counted)
         if left <= 0:
             raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
@@ -139,7 +141,8 @@ def backfill(db: Database) -> dict[str, int]:
         paid_by = [str(p["id"]) for p in receipt.get("payments") or []]
         chain = links(db, receipt["_id"])
         before = _refunded_before(chain, list(find_in(db[invoice_port.REFUNDS], "_id", paid_by,
-                                                      projection={"amount": 1, "reverses": 1})), paid_by)
+                                                      projection={"amount": 1, "reverses": 1,
+                                                                  "after_settlement": 1})), paid_by)
         left = int(receipt["credit"]) - before
         invoice = invoice_port.get(db, receipt["_id"])
         if left - sum(int(link["amount"]) for link in chain) <= 0 or invoice is None:

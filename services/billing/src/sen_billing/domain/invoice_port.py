@@ -46,6 +46,9 @@ REFUND_TASKS = "refund_tasks"  # {_id: payment id, invoice, amount, facility, re
 GIVEBACKS = "invoice_givebacks"
 REVERSAL = "reversal"
 SETTLE = "settle"
+# a give-back of a settled invoice's payment once its credit is gone (payments._after_settlement):
+# ``{state: "refund", payment, amount}``, only after ``settle``; the invoice stays balanced
+AFTER = "refund"
 
 
 @dataclass(frozen=True)

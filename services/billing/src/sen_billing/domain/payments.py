@@ -545,7 +545,7 @@ def invoice_summary(db: Database, invoice_id: str,
 
 
 def refund(db: Database, payment_key: str, amount: int | None, reason: str, principal: Any,
-           shift_id: str | None) -> dict[str, Any]:
+           shift_id: str | None, *, after_settlement: bool = False) -> dict[str, Any]:
     """A cashier gives money back for one payment, with a reason, once per payment (a claim keyed
     by the payment): all of a late payment; all of a payment toward an invoice still owed (issued,
     not settled: a **reversal**, the invoice owes it again, so once nothing is left paid it can be
@@ -573,6 +573,18 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
       when they finish their own try), so the audit says who decided and who handed the money over;
       the invoice page and the receipt show "Started: … · Finished: …" when the two differ.
 
+    **After settlement.** A balanced invoice whose credit is all given back (or was never there): each
+    payment not refunded yet can be given back, all or part of it, once (a charge made in error, a
+    service not given). The invoice stays ``balanced`` (FHIR has no "refunded" status; its receipt
+    stands, with its number); the refund is its own money record (``after_settlement: true``) that the
+    invoice page and the receipt show as "Đã hoàn sau thanh toán", and that shifts, the daily
+    reconciliation and ``billing.payment.refunded`` (outcome ``applied``: a refund of takings) count as
+    any refund. Its decision is a link of the invoice's give-backs chain after ``settle``
+    (:func:`_after_settlement`); a payment that still holds credit gives back the credit first. It is
+    given only when asked for (``after_settlement``: the request's ``afterSettlement``, sent by a page
+    that showed the payment's ``refundableAfterSettlement``): a cashier giving back the credit, who
+    loses that race to a colleague, is told the credit went back, never refunded the payment itself.
+
     A decision claimed before its claims carried a cashier has no ``started``. A late payment's
     refund is one claim (nothing to finish). ``billing.payment.refunded`` names no cashier (its
     schema has none), so it is unchanged."""
@@ -595,10 +607,17 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     refundable, why = whole, "late"
     if payment.get("invoice"):
         refundable, why = _refundable_toward(db, payment)
+    if why == AFTER_SETTLEMENT and not after_settlement:  # the credit asked for, and there is none
+        refundable, why = 0, "balanced"
     if refundable <= 0:
         if why in ("balanced", "settling"):
             _given_back_meanwhile(db, payment)
         raise Conflict(_NOTHING[why], refundable=0, why=why)
+    if after_settlement and why != AFTER_SETTLEMENT:
+        if why == "owed" and any(link.get("state") == invoice_port.SETTLE
+                                 for link in invoice_port.givebacks(db, str(payment["invoice"]))):
+            why = "settling"  # its settle link claimed, the settlement not recorded yet
+        raise Conflict(_NOT_AFTER.get(why, _NOT_AFTER["owed"]), refundable=refundable, why=why)
     amount = refundable if amount is None else amount
     if why == "owed" and amount != whole:
         raise PaymentError(f"a payment toward an invoice still owed is given back whole: {whole} đồng", status=422,
@@ -610,6 +629,8 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     decided: Mapping[str, Any] | None = None  # the decision's claim (perhaps another cashier's)
     if why == "owed":
         decided = _reverse(db, payment, by)  # the give-backs chain's link: settled meanwhile → Conflict
+    elif why == AFTER_SETTLEMENT:  # the invoice's give-backs chain after its settle link
+        decided = _after_settlement(db, payment, by)
     elif why in ("balanced", "settling"):  # the credit's give-backs chain: two at once give it back once
         from .credits import claim
 
@@ -625,7 +646,8 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
         **_finished(decided, by),
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
-        "reverses": why == "owed", "day": local_day(now_utc())}, payment))
+        "reverses": why == "owed", "day": local_day(now_utc()),
+        **({"after_settlement": True} if why == AFTER_SETTLEMENT else {})}, payment))
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if unmatched:
@@ -734,6 +756,14 @@ _NOTHING = {  # why a payment toward an invoice has nothing to refund (the porta
     "cancelled": "this cancelled invoice's payments were all given back",
     "late": "this payment was given back already",
 }
+# a refund of a paid (balanced) invoice's payment once no credit is left: all or part of the payment,
+# the invoice staying balanced (its receipt stands); ``refund``'s docstring, :func:`_after_settlement`
+AFTER_SETTLEMENT = "paid"
+_NOT_AFTER = {  # a refund after settlement asked of a payment that cannot have one now
+    "balanced": "this invoice still holds credit (money paid over what was owed): give the credit back first",
+    "settling": "this invoice is being settled; try again",
+    "owed": "this payment's invoice is not paid in full: refund it as a payment of an invoice still owed",
+}
 
 
 def _fate(db: Database, payment_key: str, fate: str) -> str:
@@ -796,6 +826,8 @@ def _refundable_toward(db: Database, payment: Mapping[str, Any]) -> tuple[int, s
     refundable = int(mine["refundable"]) if mine is not None else 0
     if body["status"] == "issued":
         return min(refundable, body["credit"]), "settling"
+    if mine is not None and mine.get("refundableAfterSettlement"):
+        return int(mine["refundableAfterSettlement"]), AFTER_SETTLEMENT  # no credit left: the payment itself
     return refundable, body["status"]
 
 
@@ -839,6 +871,39 @@ def _reverse(db: Database, payment: Mapping[str, Any], by: Mapping[str, Any] | N
     raise Conflict("this invoice's payments are changing meanwhile; try again")
 
 
+AFTER_TRIES = 64
+
+
+def _after_settlement(db: Database, payment: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:
+    """Claim the give-back of ``payment`` of a settled invoice, once no credit is left: a link of the
+    invoice's give-backs chain AFTER its ``settle`` link (``{state: "refund", payment, amount}`` and who
+    decided it, ``by``), advanced from the last link read, so it is ordered against the settlement and
+    every other give-back of the invoice: a chain without ``settle`` (not settled: the invoice is owed
+    again meanwhile?) is a Conflict. The payment's link claimed before (a try that stopped before its
+    refund's record, or a cashier who won the same link at the same moment) is returned: the refund's
+    record keyed by the payment then finishes it, once (its amount, the decision's, never more than
+    the payment: the link was checked against it, and a payment has one refund record)."""
+    invoice_id = str(payment["invoice"])
+    for _ in range(AFTER_TRIES):  # each round one contender wins the link: as many rounds as cashiers at once
+        links = invoice_port.givebacks(db, invoice_id)
+        mine = next((link for link in links if link.get("state") == invoice_port.AFTER
+                     and link.get("payment") == payment["_id"]), None)
+        if mine is not None:
+            return mine
+        if not any(link.get("state") == invoice_port.SETTLE for link in links):
+            raise Conflict("this invoice's settlement is not recorded yet; try again", refundable=0, why="settling")
+        if int(by["amount"]) > int(payment["amount"]):
+            raise PaymentError(f"at most {int(payment['amount'])} đồng of this payment can be refunded",
+                               status=422, refundable=int(payment["amount"]), why=AFTER_SETTLEMENT)
+        try:
+            return advance(db[invoice_port.GIVEBACKS], invoice_id, links[-1],
+                           {**by, "state": invoice_port.AFTER, "payment": payment["_id"],
+                            "amount": int(by["amount"]), "at": now_utc()})
+        except ClaimTaken:
+            continue  # another give-back of this invoice won the link: read the chain again
+    raise Conflict("this invoice's payments are changing meanwhile; try again")
+
+
 # ------------------------------------------------------------------------------- views
 
 def public_payment(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -869,6 +934,8 @@ def public_refund(r: Mapping[str, Any]) -> dict[str, Any]:
         out["startedBy"] = started
     if r.get("finish_reason"):
         out["finishReason"] = r["finish_reason"]
+    if r.get("after_settlement"):  # a paid invoice's payment given back; the invoice stays balanced
+        out["afterSettlement"] = True
     return out
 
 

@@ -418,6 +418,9 @@ def _refund_line(r: dict[str, Any]) -> dict[str, Any]:
     if started is not None:
         line["started_by"] = started["cashierName"] or started["cashier"]
         line["finished_by"] = str(r.get("cashier_name") or r.get("cashier") or "")
+    if r.get("after_settlement"):  # a paid invoice's payment given back: the receipt stands, the refund beside it
+        line["after_settlement"] = True
+        line["by"] = str(r.get("cashier_name") or r.get("cashier") or "")
     return line
 
 
@@ -429,7 +432,8 @@ def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
     invoice = invoice_port.get(db, receipt["invoice"])
     ids = [p["id"] for p in receipt.get("payments") or []]
     refunds = sorted(find_in(db[REFUNDS], "_id", ids, projection={"amount": 1, "at": 1, "channel": 1, "reason": 1,
-                                                                  "cashier": 1, "cashier_name": 1, "started": 1})
+                                                                  "cashier": 1, "cashier_name": 1, "started": 1,
+                                                                  "after_settlement": 1})
                      if ids else [], key=lambda r: (_aware(r.get("at")), str(r["_id"])))
     refunded = sum(int(r["amount"]) for r in refunds)
     view = {**receipt, "payments": sorted(receipt.get("payments") or [], key=lambda p: _aware(p.get("at"))),
@@ -464,6 +468,15 @@ def _time(at: Any) -> str:
     return _aware(at).astimezone(VN).strftime("%d/%m/%Y %H:%M")
 
 
+def _after(refund: dict[str, Any]) -> str:
+    """A refund after payment on the printed receipt: said so, with its reason and who gave it back."""
+    if not refund.get("after_settlement"):
+        return ""
+    esc = html.escape
+    who = f"; thu ngân: {esc(str(refund['by']))}" if refund.get("by") else ""
+    return f"<br><small>Đã hoàn sau thanh toán — lý do: {esc(str(refund.get('reason') or ''))}{who}</small>"
+
+
 def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> str:
     """The receipt as a page (:func:`receipt_view`'s answer), Vietnamese, as a hospital's biên lai
     reads: facility, number, the payment reference the patient saw, patient, time, the lines
@@ -484,7 +497,7 @@ def receipt_html(receipt: dict[str, Any], facility_name: str | None = None) -> s
         f"<tr><td>{_time(p.get('at'))}</td><td>{CHANNELS.get(p.get('channel', ''), 'Chuyển khoản')}</td>"
         f"<td class=n>{_money(p['amount'])}</td></tr>" for p in receipt.get("payments") or [])
     refunds = "".join(
-        f"<tr><td>{_time(r.get('at'))}</td><td>{CHANNELS.get(r.get('channel', ''), 'Tiền mặt')}</td>"
+        f"<tr><td>{_time(r.get('at'))}</td><td>{CHANNELS.get(r.get('channel', ''), 'Tiền mặt')}{_after(r)}</td>"
         f"<td class=n>{_money(r['amount'])}</td></tr>" for r in receipt.get("refunds") or [])
     refund_table = (f"<h2>Đã hoàn trả người bệnh</h2><table class=pay><colgroup><col style=\"width:40%\">"
                     f"<col style=\"width:30%\"><col style=\"width:30%\"></colgroup><tr><th>Thời gian</th>"

@@ -94,7 +94,7 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
 
 
 REFUND_FIELDS = {f: 1 for f in ("amount", "reverses", "at", "channel", "reason", "cashier", "shift", "cashier_name",
-                                 "started", "finish_reason")}
+                                 "started", "finish_reason", "after_settlement")}
 
 
 def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,6 +122,8 @@ def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, 
         started = started_by(r)
         if started is not None:
             row["startedBy"] = started
+        if r.get("after_settlement"):  # a paid invoice's payment given back (it stays balanced)
+            row["afterSettlement"] = True
         rows.append(row)
     return rows
 
@@ -130,12 +132,15 @@ def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str
           refunds: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
     """``paid``: what counts toward the invoice, less the payments given back while it was owed
     (reversals: it owes them again); ``credit``: paid over what is owed, less the credit given
-    back; each payment's ``refundable``: what a refund of it may give back now (0: nothing)."""
+    back; each payment's ``refundable``: what a refund of it may give back now (0: nothing); of a
+    balanced invoice with no credit left, ``refundableAfterSettlement``: what a refund after settlement
+    of it may give back (the payment, not refunded yet; the invoice stays balanced, ``paid`` unchanged)."""
     counted_ids = {p["_id"] for p in counted}
     refunded = {r["_id"]: int(r["amount"]) for r in refunds}
     reversed_ = {r["_id"] for r in refunds if r.get("reverses") and r["_id"] in counted_ids}
     paid = sum(int(p["amount"]) for p in counted if p["_id"] not in reversed_)
-    refunded_credit = sum(a for i, a in refunded.items() if i in counted_ids and i not in reversed_)
+    after = {r["_id"] for r in refunds if r.get("after_settlement")}  # not credit: the payment itself
+    refunded_credit = sum(a for i, a in refunded.items() if i in counted_ids and i not in reversed_ | after)
     owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
     due = 0 if status == "cancelled" else max(0, owed - paid)
     credit = max(0, paid - owed - refunded_credit)
@@ -153,6 +158,9 @@ def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str
     for p in sorted(counted + late, key=lambda p: p["received_at"]):
         out = public_payment(p)
         out["refundable"] = refundable(p)
+        if status == "balanced" and credit <= 0 and p["_id"] in counted_ids and p["_id"] not in refunded:
+            # paid, no credit left: the payment itself, by a refund after settlement (payments.refund)
+            out["refundableAfterSettlement"] = int(p["amount"])
         if p["_id"] in refunded:
             out["refunded"] = refunded[p["_id"]]
         payments.append(out)
