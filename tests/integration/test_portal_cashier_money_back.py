@@ -215,6 +215,48 @@ def test_cash_over_the_balance_records_the_balance_says_the_change_and_leaves_no
     assert not [r for r in _credit_rows(cashier.get("/refunds").get_data(as_text=True)) if code in r]
 
 
+def test_a_paid_invoices_cash_is_refunded_after_payment_from_its_page(portal, billing, dev_key):
+    """A paid examination, a charge made in error: the payment's line offers "Hoàn tiền…"; the refund
+    (part of it, a reason, confirmed) is recorded only on the second press; the invoice stays paid, its
+    refund row says "Đã hoàn sau thanh toán" with the reason, the receipt shows it, the drawer gives it,
+    and a second refund of the same payment is refused in Vietnamese."""
+    url, db = billing
+    inv = _invoice(url, dev_key, TAM, "kham-benh")
+    owed, iid = inv["totalNet"]["value"], inv["id"]
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    shown = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{iid}/cash", data={"cash-amount": str(owed), "csrf_token": csrf_token(shown),
+                                                    "cash-txn": _field(shown, "cash-txn")})
+    assert r.status_code == 302
+    before = _shift_cash(cashier)
+    [pay] = [p["_id"] for p in db["payments"].find({"invoice": iid, "channel": "cash"})]
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    assert 'data-testid="refund-after-link"' in page and 'data-testid="no-refund-paid"' not in page
+    page = cashier.get(f"/invoices/{iid}?refund={pay}").get_data(as_text=True)
+    assert "Hoàn tiền sau thanh toán" in page and _field(page, "after") == pay
+    form = {"payment": pay, "after": _field(page, "after"), "amount": "10.000", "method": "cash",
+            "reason": "Thu nhầm dịch vụ", "txn": _field(page, "txn"), "csrf_token": csrf_token(page)}
+    step = cashier.post(f"/invoices/{iid}/refund", data=form)
+    assert step.status_code == 200 and 'name="confirm" value="refund"' in step.get_data(as_text=True)
+    assert db["refunds"].count_documents({"_id": pay}) == 0  # nothing given back at the first press
+    r = cashier.post(f"/invoices/{iid}/refund", data={**form, "confirm": "refund"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    page = cashier.get(r.headers["Location"]).get_data(as_text=True)
+    assert re.search(r'data-testid="refund-after-payment">Đã hoàn sau thanh toán</span> Thu nhầm dịch vụ', page)
+    assert 'data-testid="paid"' in page and db["refunds"].find_one({"_id": pay})["after_settlement"] is True
+    assert _shift_cash(cashier) == before - 10_000
+    receipt = cashier.get(f"/invoices/{iid}/receipt").get_data(as_text=True)
+    assert 'data-testid="receipt-refund-after">Đã hoàn sau thanh toán' in receipt
+    again = cashier.post(f"/invoices/{iid}/refund", data={**form, "txn": "x" * 32, "confirm": "refund"})
+    assert again.status_code == 422 and db["refunds"].count_documents({"_id": pay}) == 1
+    assert "Khoản thanh toán này không còn gì để hoàn: đã được hoàn rồi" in again.get_data(as_text=True)
+    # past the page's check (the amount left empty: all): billing's 409 names who gave it back
+    r = cashier.post(f"/invoices/{iid}/refund", data={**form, "amount": "", "txn": "y" * 32, "confirm": "refund"})
+    assert r.status_code == 409 and "Khoản tiền này đã được hoàn" in r.get_data(as_text=True)
+    assert db["refunds"].count_documents({"_id": pay}) == 1
+
+
 def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_does_not_count_it(
         portal, billing, dev_key):
     url, _db = billing

@@ -200,8 +200,66 @@ def test_cash_over_the_balance_records_the_balance_and_says_the_change(app, bill
     assert "Tiền thối lại" not in client.get(r.headers["Location"]).get_data(as_text=True)
 
 
-def test_a_paid_invoice_says_why_it_offers_no_refund(app, billing):
-    billing.summary = {**PAID_LATE, "payments": PAID_LATE["payments"][:1]}
+def test_a_paid_invoice_with_everything_given_back_says_nothing_is_left(app, billing):
+    billing.summary = {**PAID_LATE, "payments": [{**PAID_LATE["payments"][0], "refunded": 20000}]}
     page = portal_signed_in(app, "cashier").get("/invoices/inv-a").get_data(as_text=True)
-    assert 'data-testid="refund-box"' not in page
-    assert re.search(r'data-testid="no-refund-paid">Đã thanh toán đủ: chỉ hoàn được phần trả vượt', page)
+    assert 'data-testid="refund-box"' not in page and 'data-testid="refund-after-link"' not in page
+    assert re.search(r'data-testid="no-refund-paid">Đã thanh toán đủ và mọi khoản đã được hoàn', page)
+
+
+PAID = {**PAID_LATE, "payments": [{**PAID_LATE["payments"][0], "refundableAfterSettlement": 20000},
+                                  {"id": "sepay:t3", "channel": "transfer", "provider": "sepay", "amount": 5000,
+                                   "outcome": "applied", "refundable": 0, "refundableAfterSettlement": 5000,
+                                   "receivedAt": "2026-12-05T21:43:00+07:00"}]}
+
+
+def test_a_paid_invoices_payment_is_refunded_after_payment_with_a_reason_and_a_confirmation(app, billing):
+    billing.summary = PAID
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/invoices/inv-a").get_data(as_text=True)
+    # each payment's line offers "Hoàn tiền…", opening the box with that payment chosen
+    assert page.count('data-testid="refund-after-link"') == 2 and "Hoàn tiền…" in page
+    assert 'data-testid="no-refund-paid"' not in page
+    page = client.get("/invoices/inv-a?refund=sepay:t3").get_data(as_text=True)
+    assert re.search(r'<details id="refund-box" open', page) and "Hoàn tiền sau thanh toán" in page
+    assert re.search(r'value="sepay:t3" data-method="transfer" checked', page)
+    assert 'name="after" value="cashier:c1 sepay:t3"' in page
+    token = csrf_token(page)
+    form = {"payment": "sepay:t3", "after": "cashier:c1 sepay:t3", "amount": "3.000", "method": "transfer",
+            "reason": "Dịch vụ không thực hiện", "txn": "r" * 32, "csrf_token": token}
+    over = client.post("/invoices/inv-a/refund", data={**form, "amount": "6.000"})  # more than the payment
+    assert over.status_code == 422 and billing.posted() == []
+    assert "5.000 ₫" in over.get_data(as_text=True)
+    r = client.post("/invoices/inv-a/refund", data=form)  # the first press: the confirmation step
+    step = r.get_data(as_text=True)
+    assert r.status_code == 200 and billing.posted() == [] and 'name="confirm" value="refund"' in step
+    assert "Hóa đơn vẫn là đã thanh toán; biên lai ghi khoản hoàn này." in step
+    assert 'name="after" value="cashier:c1 sepay:t3"' in step  # carried as shown, through the step
+    r = client.post("/invoices/inv-a/refund", data={**form, "confirm": "refund"})
+    assert r.status_code == 302
+    assert billing.posted()[-1][1:] == ("/payments/sepay:t3/refund", {
+        "reason": "Dịch vụ không thực hiện", "method": "transfer", "amount": 3000, "afterSettlement": True})
+
+
+def test_a_credit_refund_never_asks_for_a_refund_after_settlement(app, billing):
+    """A payment not offered as a refund after settlement when the page was shown (the credit's box):
+    billing is asked for the credit only, whatever the summary says now."""
+    billing.summary = PAID
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+    r = client.post("/invoices/inv-a/refund", data={
+        "payment": "sepay:t3", "after": "", "method": "transfer", "reason": "Tiền thừa", "txn": "s" * 32,
+        "csrf_token": token, "confirm": "refund"})
+    assert r.status_code == 302 and "afterSettlement" not in billing.posted()[-1][2]
+
+
+def test_a_refund_after_payment_shows_on_the_invoice_and_the_receipt(app, billing, monkeypatch):
+    refund = {"payment": "cashier:c1", "amount": 20000, "at": "2026-12-05T22:00:00+07:00", "channel": "cash",
+              "reason": "Thu nhầm dịch vụ", "cashier": "thu-ngan-an", "cashierName": "Nguyễn Thị An",
+              "afterSettlement": True}
+    billing.summary = {**PAID_LATE, "refunded": 20000,
+                       "payments": [{**PAID_LATE["payments"][0], "refunded": 20000}], "refunds": [refund]}
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/invoices/inv-a").get_data(as_text=True)
+    assert re.search(r'data-testid="refund-after-payment">Đã hoàn sau thanh toán</span> Thu nhầm dịch vụ', page)
+    assert "Nguyễn Thị An" in page

@@ -236,10 +236,29 @@ def refundables(s: dict[str, Any]) -> list[dict[str, Any]]:
     return payments
 
 
+def after_refundables(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The payments of a paid invoice with no credit left that a refund after settlement can give back
+    (billing's ``refundableAfterSettlement``: a charge made in error, a service not given); the invoice
+    stays paid, its receipt stands and shows the refund."""
+    return [p for p in s.get("payments") or [] if int(p.get("refundableAfterSettlement") or 0) > 0]
+
+
+def refund_offer(s: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The payments the page's refund box offers (those with something refundable now, then a paid
+    invoice's payments a refund after settlement can give back), and the ids of the latter: the form
+    carries them as shown (``after``), so billing is asked for a refund after settlement
+    (``afterSettlement``) only of a payment the cashier saw offered as one."""
+    after = after_refundables(s)
+    ids = [str(p.get("id")) for p in after]
+    return [p for p in refundables(s) if str(p.get("id")) not in ids] + after, ids
+
+
 def refundable_total(s: dict[str, Any]) -> int:
     """What can be given back on the invoice now, in all: each late payment whole; toward an invoice
     still owed each payment whole (the invoice owes it again); of a paid or cancelled invoice its
     credit, once (each payment's ``refundable`` is capped by the same credit: their sum says more)."""
+    # a paid invoice's payments, each once, all or part of it (no credit is left: billing's rule)
+    paid_back = sum(int(p["refundableAfterSettlement"]) for p in after_refundables(s))
     late = [p for p in refundables(s) if p.get("lateInvoice")]
     counted = [p for p in refundables(s) if not p.get("lateInvoice")]
     total = sum(int(p.get("refundable", p.get("amount")) or 0) for p in late)
@@ -247,7 +266,7 @@ def refundable_total(s: dict[str, Any]) -> int:
     if s.get("status") != "issued" or is_paid(s):  # the credit (each payment's share of it is at most all of it)
         credit = max([int(s.get("credit") or 0), *(int(p.get("refundable") or 0) for p in counted)])
         toward = min(toward, credit)
-    return total + toward
+    return total + toward + paid_back
 
 
 def payments_digest(s: dict[str, Any] | None) -> str:
@@ -255,8 +274,8 @@ def payments_digest(s: dict[str, Any] | None) -> str:
     the status box swaps the box in again only when this changed (a cashier typing a refund keeps it)."""
     if not s:
         return ""
-    shown = [(p.get("id"), p.get("amount"), p.get("outcome"), p.get("refundable"), p.get("refunded"))
-             for p in s.get("payments") or []]
+    shown = [(p.get("id"), p.get("amount"), p.get("outcome"), p.get("refundable"), p.get("refunded"),
+              p.get("refundableAfterSettlement")) for p in s.get("payments") or []]
     shown.append(tuple(sorted((r.get("payment"), r.get("amount")) for r in s.get("refunds") or [])))
     return hashlib.sha256(repr(shown).encode()).hexdigest()[:12]
 
@@ -276,8 +295,10 @@ bp.add_app_template_global(payment_method, "payment_method")
 
 def _refund_form(s: dict[str, Any]) -> RefundForm:
     """A new refund form: its own key, the first payment that can be refunded chosen, and "Refund by"
-    that payment's own way (a transfer is given back by transfer, cash from the drawer)."""
-    first = next(iter(refundables(s)), {})
+    that payment's own way (a transfer is given back by transfer, cash from the drawer). A paid
+    invoice's payment line links here with ``?refund=<payment>``: that payment chosen."""
+    rows = refund_offer(s)[0]
+    first = next((p for p in rows if p.get("id") == request.args.get("refund")), None) or next(iter(rows), {})
     return RefundForm(formdata=None, txn=uuid.uuid4().hex, payment=first.get("id"),
                       method="cash" if first.get("channel") == "cash" else "transfer")
 
@@ -338,13 +359,18 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         forms["cash_form"] = _cash_form(s.get("balanceDue"))
     if "cancel_form" not in forms and cancellable(s):
         forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
-    if "refund_form" not in forms and refundables(s):
+    offer, refund_after = refund_offer(s)
+    box_problem = ctx.pop("box_problem", None)  # said on the refund box; with no box shown, as the page's problem
+    if box_problem and not offer:
+        problem = problem or box_problem
+    if "refund_form" not in forms and offer:
         forms["refund_form"] = _refund_form(s)
     if "card_form" not in forms and card_step(s, inv):
         forms["card_form"] = charges.card_form(pid)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            links=replacement_links(inv),
-                           refundables=refundables(s), refundable_total=refundable_total(s), pays=payments_digest(s),
+                           refundables=offer, refund_after=refund_after, refundable_total=refundable_total(s),
+                           pays=payments_digest(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
                            until=_expires(qr), title=gettext("Invoice"), **forms, **ctx), status
 
@@ -458,8 +484,9 @@ def invoice_status(iid: str) -> Any:
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
                            qr_swap=qr_swap, due=due, until=until, cash_form=cash_form,
                            cancellable=cancellable(s), pays=fresh, pid=pid, payments_swap=payments_swap,
-                           refundables=refundables(s), refundable_total=refundable_total(s),
-                           refund_form=_refund_form(s) if payments_swap and refundables(s) else None)
+                           refundables=refund_offer(s)[0], refund_after=refund_offer(s)[1],
+                           refundable_total=refundable_total(s),
+                           refund_form=_refund_form(s) if payments_swap and refund_offer(s)[0] else None)
 
 
 @bp.route("/invoices/<iid>/qr.svg")
@@ -587,7 +614,7 @@ def invoice_refund(iid: str) -> Any:
     over = over_refundable(iid, form)
     if over:  # refused before the confirmation step: the page knows what the payment can give back
         form.amount.errors = [*form.amount.errors, over]
-        return _invoice_page(iid, 422, forms={"refund_form": form})
+        return _invoice_page(iid, 422, forms={"refund_form": form}, box_problem=over)
     asked = confirmation("refund")
     if asked is not None:  # nothing refunded: the page with the step, the form as filled in (its key too)
         return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked)
@@ -610,12 +637,22 @@ def over_refundable(iid: str, form: RefundForm) -> str | None:
     except BackendError:
         return None
     p = next((p for p in s.get("payments") or [] if p.get("id") == form.payment.data), None)
+    if p is not None and asked_after_settlement(form):  # a paid invoice's payment: what it still has
+        p = {"refundable": int(p.get("refundableAfterSettlement") or 0)}
     if p is None or not isinstance(p.get("refundable"), int) or form.amount.data <= p["refundable"]:
         return None
     if p["refundable"] <= 0:
         return gettext("Nothing is left to refund on this payment: it was refunded already or the "
                        "invoice does not owe it back.")
     return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(p["refundable"]))
+
+
+def asked_after_settlement(form: RefundForm) -> bool:
+    """The chosen payment was offered as a paid invoice's refund after settlement when the form was
+    shown (its ``after`` ids): billing is asked for one, ``afterSettlement``. Never decided from a fresh
+    summary: a cashier giving back a credit a colleague gave back meanwhile is told so, not made to
+    refund the payment itself."""
+    return bool(form.payment.data) and form.payment.data in request.form.get("after", "").split()
 
 
 def given_back_message(refund: dict[str, Any] | None) -> str:
@@ -651,6 +688,8 @@ def give_back(form: RefundForm) -> None:
     body: dict[str, Any] = {"reason": form.reason.data, "method": form.method.data}
     if form.amount.data:
         body["amount"] = form.amount.data
+    if asked_after_settlement(form):
+        body["afterSettlement"] = True
     key = request_key(form.txn.data or uuid.uuid4().hex, "refund", form.payment.data or "", str(body))
     answer = _json("POST", f"/payments/{form.payment.data}/refund", body, key=key) or {}
     started = answer.get("startedBy") if isinstance(answer, dict) else None
