@@ -16,8 +16,8 @@ from tests.browser.test_pages import _submit
 pytestmark = pytest.mark.integration
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-TEXT = {"vi": {"move": "Đổi lịch", "cancel": "Hủy lịch", "moved": "Đã dời buổi khám video sang",
-               "cancelled": "Đã hủy buổi khám video", "clinic": "đã bị hủy"},
+TEXT = {"vi": {"move": "Đổi lịch", "cancel": "Hủy lịch", "moved": "Đã dời lịch hội chẩn video sang",
+               "cancelled": "Đã hủy lịch hội chẩn video", "clinic": "đã bị hủy"},
         "en": {"move": "Move the visit", "cancel": "Cancel the visit", "moved": "The video visit is moved to",
                "cancelled": "The video visit is cancelled", "clinic": "was cancelled"}}
 

@@ -125,7 +125,8 @@ def test_what_is_no_phone_number_is_refused_with_the_same_clear_message(app, typ
     with app.test_request_context("/", method="POST"):
         form = PatientForm(formdata=MultiDict({"phone": typed}), meta={"csrf": False})
         form.validate()
-        assert form.phone.errors == ["Số điện thoại có 10 hoặc 11 chữ số, bắt đầu bằng 0."], form.phone.errors
+        said = "Số điện thoại có 10 hoặc 11 chữ số, bắt đầu bằng 0 (hoặc +84 thay cho số 0)."
+        assert form.phone.errors == [said], form.phone.errors
 
 
 @pytest.mark.parametrize("typed", ["-50.000", "- 50 000 ₫", "−50000", "-1"])

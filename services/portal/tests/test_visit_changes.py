@@ -252,7 +252,7 @@ def test_the_doctor_moves_the_visit_and_the_page_shows_the_new_time(app, fake):
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     new_start = datetime.fromisoformat(chosen["start"]).astimezone(TZ)
     assert f"{new_start:%d/%m/%Y %H:%M}" in _text(page.split('data-testid="visit-time"')[1])
-    assert "Đã dời buổi khám video sang" in _text(page)
+    assert "Đã dời lịch hội chẩn video sang" in _text(page)
     # the clinic's consult page shows the new time, not the old one it was moved from
     clinic = portal_signed_in(app, "clinic")
     cpage = clinic.get(f"/consults/{TID}").get_data(as_text=True)
@@ -304,7 +304,7 @@ def test_the_doctor_cancels_with_a_reason_and_can_book_again(app, fake):
     assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bệnh nhân chuyển viện"}
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     text = _text(page)
-    assert "Đã hủy buổi khám video" in text and "Bệnh nhân chuyển viện" in text
+    assert "Đã hủy lịch hội chẩn video" in text and "Bệnh nhân chuyển viện" in text
     assert 'data-testid="visit-move"' not in page
     found = _find(c, page)  # free times again, each to book
     assert len(re.findall(r'action="/tasks/t-1/book"', found)) == 3
@@ -496,7 +496,7 @@ def test_leave_over_a_booked_visit_is_confirmed_first_and_the_visit_stays_listed
     page = r.get_data(as_text=True)
     assert 'data-testid="leave-confirm"' in page and fake.puts == []  # nothing saved yet
     text = _text(page)
-    assert "Số buổi khám video đã đặt trong kỳ nghỉ này: 1" in text and "Chưa lưu gì" in text
+    assert "Số buổi hội chẩn video đã đặt trong kỳ nghỉ này: 1" in text and "Chưa lưu gì" in text
     listed = _text(page.split('data-testid="leave-confirm"')[1].split("</section>")[0])
     assert f"{visit:%d/%m/%Y %H:%M}" in listed and "Lê Thị Mai" in listed
     assert 'href="/tasks/t-1#visit"' in page and "Mở ca hội chẩn để đổi lịch hoặc hủy lịch" in text

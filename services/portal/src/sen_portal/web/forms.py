@@ -258,7 +258,8 @@ class PatientForm(FlaskForm):
     bhyt = StringField(_l("Health insurance number (15 characters)"), validators=[
         Optional(), Regexp(r"^[A-Za-z]{2}\d{13}$", message=_l("An insurance number is 2 letters then 13 digits."))])
     phone = StringField(_l("Phone"), filters=[phone_number], validators=[
-        Optional(), Regexp(r"^0\d{9,10}$", message=_l("A phone number has 10 or 11 digits starting with 0."))])
+        Optional(), Regexp(r"^0\d{9,10}$", message=_l(
+            "A phone number has 10 or 11 digits starting with 0 (or +84 in place of the 0)."))])
     district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
 
 
