@@ -76,6 +76,40 @@ def test_no_answer_at_all_still_says_the_connection_failed(visitor_factory):
     assert page.locator("#page-problem").is_hidden() and page.input_value("#question") == QUESTION
 
 
+SCAN = b"\x89PNG\r\n\x1a\n" + bytes(300_000)
+SAW_PROGRESS = """() => { window.__sawBar = false; document.addEventListener("htmx:xhr:progress", () => {
+  if (!document.getElementById("upload-progress").hidden) window.__sawBar = true; }); }"""
+
+
+@pytest.mark.parametrize("ending", ["signed-out", "no-answer"])
+def test_the_upload_bar_goes_away_when_the_send_did_not_go_through(visitor_factory, ending):
+    """Review 4: after a signed-out answer the bar stayed full under the files, as if they had been sent."""
+    v = visitor_factory("vi-360", width=360, height=780)
+    v.sign_in("clinic")
+    v.go("/patients/bn-0002/consult")
+    page = v.page
+    page.select_option("#priority", "routine")
+    page.fill("#reason", "I10")
+    page.fill("#question", QUESTION)
+    page.set_input_files("#files", files=[{"name": "ecg.png", "mimeType": "image/png", "buffer": SCAN}])
+    page.evaluate(SAW_PROGRESS)
+    if ending == "signed-out":
+        page.context.clear_cookies()
+    else:  # an aborted request gets no upload events in Chromium: the bar as the bytes going out leave it
+        page.route("**/patients/bn-0002/consult", lambda route: route.abort())
+        page.evaluate("""() => document.addEventListener("htmx:beforeSend", () => {
+          const bar = document.getElementById("upload-progress"); bar.hidden = false; bar.value = 100;
+          window.__sawBar = true; })""")
+    page.click("#consult-form button.primary")
+    page.locator("#page-problem" if ending == "signed-out" else "#live-error").wait_for(state="visible")
+    assert page.evaluate("window.__sawBar")  # the bar was shown while the files went
+    assert page.locator("#upload-progress").is_hidden()
+    assert page.evaluate("document.getElementById('upload-progress').value") == 0
+    assert page.input_value("#question") == QUESTION
+    if ending == "signed-out":
+        v.check("clinic-consult-signed-out-bar")
+
+
 def test_a_double_click_posts_a_form_once_and_ends_on_the_page_it_leads_to(visitor_factory):
     v = visitor_factory("vi-1280")
     v.sign_in("clinic")

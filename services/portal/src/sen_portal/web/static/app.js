@@ -18,6 +18,13 @@
     bar.hidden = false;
     bar.value = Math.round(evt.detail.loaded / evt.detail.total * 100);
   });
+  // a request that ends without success (an error answer, the signed-out page in the problem box, aborted,
+  // no connection) hides the bar and puts it back to 0: a full bar under the files says they went through
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    var bar = progressBar(evt), d = evt.detail, xhr = d.xhr;
+    if (!bar || (d.successful && xhr && xhr.status >= 200 && xhr.status < 400)) return;
+    bar.hidden = true; bar.value = 0;
+  });
   // a form's files are checked before anything is sent, what was typed staying: each file against the
   // form's data-max-file (the server's per-file limit) and its file box's accept types, said by name in
   // the form's data-files-refused box in the server's own words (its data-too-large-file and
