@@ -22,7 +22,7 @@ from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from wtforms import HiddenField, MultipleFileField
 
-from . import backend, backend_message, bp, icd10, login_required, patients, searches, select_locale
+from . import backend, backend_message, bp, icd10, login_required, patients, searches, select_locale, typed_text
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .confirming import confirmation
 from .confirming import status as confirming_status
@@ -433,6 +433,30 @@ def _code_text(code: dict[str, Any]) -> str:
     return "?"
 
 
+def patient_refused_page(err: BackendError, typed: list[str] | None = None) -> tuple[str, int] | None:
+    """The page for the EHR refusing the user a patient (the chart, the consult form), or None for another
+    failure (an outage: the caller's own handling): no such patient, 404; for a clinic, 403 with the way
+    in: the facility's take-on ended (when), or another facility's patient (their card, the search's
+    take-on, never a link). ``typed``: what a form sent for the patient held, shown to copy (nothing was
+    sent; an htmx form keeps it in the page, web.in_page)."""
+    back = {"back": url_for("web.clinic_home"), "back_label": gettext("Find a patient"), "typed": typed}
+    if err.status == 404:
+        return render_template("error.html", title=gettext("Not found"), typed=typed,
+                               message=gettext("This patient does not exist or you may not see them.")), 404
+    ended = patients.ended_at(err)
+    if ended is not None and g.user.role == "clinic":
+        return render_template("error.html", title=gettext("Take-on ended"), message=gettext(
+            "Your facility's take-on of this patient ended at %(time)s: their record is no longer open to your "
+            "clinic. If the patient comes back with their card, search their CCCD or health insurance number "
+            "to take them on again.", time=when(ended)), **back), 403
+    if err.kind == "refused" and err.status == 403 and g.user.role == "clinic":
+        # another facility's patient: the way in is their card (the search's take-on), never this link
+        return render_template("error.html", title=gettext("Not allowed"), message=gettext(
+            "This patient is not one of your facility's. If the patient is here with their card, search "
+            "their CCCD or health insurance number to take them on at this facility."), **back), 403
+    return None
+
+
 @bp.route("/patients/<pid>")
 @login_required("clinic", "doctor")
 def patient_chart(pid: str) -> Any:
@@ -445,23 +469,10 @@ def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | N
     try:
         bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
     except BackendError as err:
-        if err.status == 404:
-            return render_template("error.html", title=gettext("Not found"),
-                                   message=gettext("This patient does not exist or you may not see them.")), 404
-        ended = patients.ended_at(err)
-        if ended is not None and g.user.role == "clinic":
-            return render_template("error.html", title=gettext("Take-on ended"), message=gettext(
-                "Your facility's take-on of this patient ended at %(time)s: their record is no longer open to your "
-                "clinic. If the patient comes back with their card, search their CCCD or health insurance number "
-                "to take them on again.", time=when(ended)),
-                back=url_for("web.clinic_home"), back_label=gettext("Find a patient")), 403
-        if err.kind == "refused" and err.status == 403 and g.user.role == "clinic":
-            # another facility's patient: the way in is their card (the search's take-on), never this link
-            return render_template("error.html", title=gettext("Not allowed"), message=gettext(
-                "This patient is not one of your facility's. If the patient is here with their card, search "
-                "their CCCD or health insurance number to take them on at this facility."),
-                back=url_for("web.clinic_home"), back_label=gettext("Find a patient")), 403
-        raise
+        page = patient_refused_page(err)
+        if page is None:
+            raise
+        return page
     data = chart_data(bundle)
     if data["patient"] is None:
         data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
@@ -745,6 +756,18 @@ def consult_new(pid: str) -> Any:
     form.patient.data = pid
     problem = None
     same_open: list[dict[str, Any]] = []
+    # the patient first: one the EHR refuses the nurse (another facility's, not taken on or the take-on ended
+    # since the form was opened, or none) is the chart's page with the way in, never a form to fill in for
+    # nothing, and nothing is sent; what a form sent held is shown with it (an htmx form keeps it in place)
+    typed = typed_text(request.form) if request.method == "POST" and not _is_htmx() else None
+    patient, read_problem = None, None
+    try:
+        patient = fhir_get("ehr", f"/fhir/Patient/{pid}")
+    except BackendError as err:
+        refused = patient_refused_page(err, typed)
+        if refused is not None:
+            return refused
+        read_problem = backend_message(err)  # an outage: the form still, saying so
     posted = request.method == "POST" and form.validate_on_submit()
     code = icd10.parse_field(form.reason.data or "") if request.method == "POST" else None
     if posted and code is not None and _check_files(form):
@@ -768,22 +791,31 @@ def consult_new(pid: str) -> Any:
                     return redirect(url)
                 return redirect(url_for("web.consults"))
             except BackendError as err:
+                # refused: the take-on may have ended this very moment; the EHR says so if it did
+                refused = _patient_refused_now(pid, typed) if err.status in (403, 404) else None
+                if refused is not None:
+                    return refused
                 problem = backend_message(err)
     elif request.method == "POST" and code is None and not form.reason.errors and form.reason.data:
         # a reason typed, not chosen (its code's shape but no such code); a chosen one is never flagged
         # because another field failed
         form.reason.errors = [gettext("Choose a reason from the ICD-10 list.")]
-    patient = None
-    try:
-        patient = fhir_get("ehr", f"/fhir/Patient/{pid}")
-    except BackendError as err:
-        problem = problem or backend_message(err)
+    problem = problem or read_problem
     # htmx swaps only 2xx answers: the form with its errors comes back as 200 there
     status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
     files_again = _files_dropped(form, problem) or bool(same_open and _has_files(form))  # the tick asked first
     return render_template(template, form=form, patient=patient, pid=pid, problem=problem, same_open=same_open,
                            limits=upload_limits(), files_again=files_again, title=gettext("Request a consult")), status
+
+
+def _patient_refused_now(pid: str, typed: list[str] | None) -> tuple[str, int] | None:
+    """The EHR's page refusing the patient (:func:`patient_refused_page`) if it refuses them now, else None."""
+    try:
+        fhir_get("ehr", f"/fhir/Patient/{pid}")
+    except BackendError as err:
+        return patient_refused_page(err, typed)
+    return None
 
 
 def _task_from_locations(bundle: dict[str, Any]) -> str | None:
