@@ -109,6 +109,12 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     assert [t.strip() for t in v.page.locator("[data-testid=line-amount]").all_inner_texts()] == [
         "325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]
     assert v.page.inner_text("[data-testid=lines-total]").strip() == "384.000\u00a0₫"
+    v.page.reload()  # review 4: the lines were lost, the patient kept; the address holds them now
+    v.page.wait_for_load_state("networkidle")
+    assert f"p={PATIENT}" in v.page.url and "line_service=x-quang-nguc" in v.page.url
+    assert [t.strip() for t in v.page.locator("[data-testid=line-amount]").all_inner_texts()] == [
+        "325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]
+    assert v.page.locator("[data-testid=lines-left-out]").count() == 0 and _invoices(stack) == before
     v.check("cashier-new-invoice")
     v.page.set_viewport_size({"width": 360, "height": 900})
     v.tag = "vi-360"
@@ -135,6 +141,10 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     assert v.page.inner_text("[data-testid=patient-share]").strip() == "92.800\u00a0₫"
     assert "BHYT chi trả (80 %)" in v.page.inner_text("[data-testid=invoice-details]")
     v.check("cashier-new-invoice-issued")
+    v.page.go_back()  # Back to the form: its lines, nothing sent again
+    v.page.wait_for_load_state("networkidle")
+    assert v.page.locator("[data-testid=line]").count() == 3
+    assert [i for i in _invoices(stack) if i not in before] == made
 
     e = visitor_factory("en-1280")
     e.sign_in("cashier")

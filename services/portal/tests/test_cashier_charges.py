@@ -625,3 +625,62 @@ def test_a_price_changed_after_the_page_showed_it_is_flagged_before_the_invoice_
     assert re.search(r'data-testid="lines-total"><strong>65.000\u00a0₫', again)
     r = post(client, again, action="issue", line_price=re.findall(r'name="line_price" value="([^"]*)"', again))
     assert r.status_code == 302 and len(fake.invoices) == 1
+
+
+def own_address(page: str) -> str:
+    m = re.search(r'<script src="/assets/own-address\.js\?v=\w+" data-address="([^"]*)" defer>', page)
+    assert m, "no own address"
+    return m.group(1).replace("&amp;", "&")
+
+
+def test_a_reload_or_back_keeps_the_lines_added(client, fake):
+    """Review 4: the address the page took in the history (/invoices/new?p=...) kept the patient but not
+    the lines, so a reload showed "no line yet" and the submit said to add a service. The address holds the
+    lines now, and its GET shows the same draft, as the POST would have it; nothing is written."""
+    sign_in(client)
+    page = _ready_to_issue(client, fake)
+    page = post(client, page, line_qty=["2", "1"], action="enter").get_data(as_text=True)
+    address = own_address(page)
+    assert address.startswith("/invoices/new?") and "p=bn-0001" in address
+    r = client.get(address)  # the reload (or Back from the invoice page)
+    again = r.get_data(as_text=True)
+    assert r.status_code == 200 and not fake.writes
+    assert hidden(again, "patient") == "bn-0001" and lines_of(again) == [("kham-benh", "2"), ("ban-sao-ho-so", "1")]
+    assert re.findall(r'data-testid="line-amount">([^<]*)<', again) == ["78.000\u00a0₫", "20.000\u00a0₫"]
+    assert 'data-testid="no-lines"' not in again and 'data-testid="lines-left-out"' not in again
+    assert own_address(post(client, again, action="enter").get_data(as_text=True)) == address  # the same draft
+    r = post(client, again, action="issue")  # and it issues, as the page before the reload would have
+    assert r.status_code == 302 and [w[0] for w in fake.writes][-2:] == ["/fhir/Invoice",
+                                                                           "/fhir/Invoice/inv-ci-1-ci-2/$issue"]
+    assert fake.writes[0][1]["quantity"] == {"value": 2}
+
+
+@pytest.mark.parametrize(("query", "kept", "said"), [
+    ("line_service=kham-benh&line_qty=1&line_service=khong-co&line_qty=1", [("kham-benh", "1")],
+     "khong-co: không có trong bảng giá"),
+    ("line_service=kham-benh&line_qty=abc&line_service=ban-sao-ho-so&line_qty=2", [("ban-sao-ho-so", "2")],
+     "Khám bệnh: số lượng “abc” không phải số nguyên từ 1 đến 1000"),
+    ("line_service=kham-benh&line_qty=0", [], "Khám bệnh: số lượng “0”"),
+    ("line_service=kham-benh&line_qty=1&line_service=kham-benh&line_qty=3", [("kham-benh", "1")],
+     "Khám bệnh: có hai dòng"),
+    ("line_service=%3Cscript%3E&line_qty=1", [], "1 dòng khác mà biểu mẫu không nhận"),
+    ("line_service=kham-benh", [("kham-benh", "1")], None),
+])
+def test_a_line_the_form_would_refuse_in_the_address_is_left_out_and_said(client, fake, query, kept, said):
+    sign_in(client)
+    r = client.get(f"/invoices/new?p=bn-0001&{query}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and lines_of(page) == kept and not fake.writes
+    note = re.search(r'data-testid="lines-left-out">([^<]*)<', page)
+    if said is None:
+        assert note is None
+    else:
+        assert note and said in note.group(1).replace("&#34;", '"'), note and note.group(1)
+        assert "Các dòng trong địa chỉ trang đã bị bỏ ra" in note.group(1)
+
+
+def test_lines_in_the_address_when_billing_is_down_stay_and_are_checked_at_the_submit(client, fake):
+    sign_in(client)
+    fake.fail["/fhir/ChargeItemDefinition"] = BackendError("down", "billing")
+    page = client.get("/invoices/new?p=bn-0001&line_service=kham-benh&line_qty=2").get_data(as_text=True)
+    assert lines_of(page) == [("kham-benh", "2")] and 'data-testid="lines-left-out"' not in page

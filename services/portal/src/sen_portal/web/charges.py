@@ -465,6 +465,7 @@ def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) 
         if ctx["pending_total"] is not None and (total is not None or not lines) else None
     ctx.setdefault("found", None)
     ctx.setdefault("services", None)
+    ctx.setdefault("own_address", own_address(form, lines))
     return render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
                            max_quantity=MAX_QUANTITY, quantity_message=quantity_message(),
                            total=total, made=made, problem=problem, title=gettext("New invoice"),
@@ -484,7 +485,7 @@ def invoice_new() -> Any:
     if request.method == "GET":
         # ``?p=<id>``: the patient chosen already (a cancelled invoice's page links here for its patient)
         form.patient.data = request.args.get("p", "") if FHIR_ID.fullmatch(request.args.get("p", "")) else ""
-        return _render(form, [])
+        return _lines_from_address(form)
     if not FHIR_ID.fullmatch(form.patient.data or ""):
         form.patient.data = ""
     lines = read_lines(request.form)
@@ -508,6 +509,45 @@ def invoice_new() -> Any:
     if action == "issue":
         return _issue(form, lines)
     return _enter(form, lines)
+
+
+def own_address(form: ChargeForm, lines: list[Line]) -> str:
+    """The address a page the form's POST rendered takes in the history (static/own-address.js): the
+    patient and the lines (price-list ids and quantities, as the form posts them), so a reload or Back
+    to it shows the same draft (:func:`_lines_from_address`) and sends nothing."""
+    return url_for("web.invoice_new", p=form.patient.data or None,
+                   line_service=[line.service for line in lines] or None,
+                   line_qty=[line.qty_text for line in lines] or None)
+
+
+def _lines_from_address(form: ChargeForm) -> Any:
+    """The new invoice's page by its address: ``?p=<id>`` the patient chosen already (a cancelled invoice's
+    page links here for its patient), ``line_service``/``line_qty`` the draft's lines (the address the
+    form's pages take). A line the form would refuse (an id not on the price list, a quantity not from 1 to
+    MAX_QUANTITY, a service listed twice) is left out, and the page says which; nothing is written."""
+    lines, dropped = [], []
+    listed = len(request.args.getlist("line_service"))
+    try:
+        listing: dict[str, dict[str, Any]] | None = price_list() if listed else None
+    except BackendError:
+        listing = None  # _render says the price list could not be read; the lines stay, checked at the submit
+    for line in read_lines(request.args):
+        entry = (listing or {}).get(line.service)
+        name = entry["vi"] if entry else line.service
+        if listing is not None and entry is None:
+            dropped.append(gettext("%(service)s: not on the price list", service=line.service))
+        elif line.qty is None:
+            dropped.append(gettext("%(service)s: the quantity “%(qty)s” is not a whole number from 1 to %(n)d",
+                                   service=name, qty=line.qty_text, n=MAX_QUANTITY))
+        elif any(kept.service == line.service for kept in lines):
+            dropped.append(gettext("%(service)s: listed twice", service=name))
+        else:
+            lines.append(line)
+    if listed > len(lines) + len(dropped):  # ids that are no ids, or past MAX_LINES
+        dropped.append(gettext("%(n)d more that the form does not take", n=listed - len(lines) - len(dropped)))
+    note = gettext("Lines in the page's address were left out; add them again if they are needed: %(lines)s.",
+                   lines="; ".join(dropped)) if dropped else None
+    return _render(form, lines, lines_note=note, **({"listing": listing} if listing is not None else {}))
 
 
 def _enter(form: ChargeForm, lines: list[Line]) -> Any:
