@@ -147,6 +147,21 @@ def test_a_payment_arriving_while_the_page_is_open_takes_the_card_box_away(clien
     assert '<div id="card-box" hx-swap-oob="true" hidden></div>' in answer
 
 
+def test_the_issued_banner_goes_once_a_payment_is_swapped_in(client, fake):
+    """Review 4: "Đã phát hành hóa đơn" stayed above a payment the status box had swapped in."""
+    page = client.get("/invoices/inv-a?p=pa&issued=1").get_data(as_text=True)
+    assert re.search(r'<div id="issued-box"><div class="alert ok" role="status" data-testid="issued">Đã phát hành',
+                     page)
+    assert '<div id="issued-box"></div>' in client.get("/invoices/inv-a?p=pa").get_data(as_text=True)  # a target
+    poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert "issued-box" not in client.get(poll).get_data(as_text=True)  # nothing paid: it stays
+    fake.s.update(paid=20000, balanceDue=80000, payments=[{"id": "standard:t1", "provider": "standard",
+                                                           "channel": "transfer", "amount": 20000,
+                                                           "outcome": "applied", "refundable": 20000,
+                                                           "receivedAt": "2026-12-05T10:00:00+07:00"}])
+    assert '<div id="issued-box" hx-swap-oob="true"></div>' in client.get(poll).get_data(as_text=True)
+
+
 EXT = "https://sen.vn/fhir/StructureDefinition/"
 
 
