@@ -4,12 +4,15 @@ draft, issue; optionally cancelled)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from pymongo import MongoClient, monitoring
-from sen_billing.domain import invoices, pricing, vietqr
+from sen_billing.domain import invoices, payments, pricing, vietqr
+from sen_billing.domain.webhooks import Transfer
 from sen_billing.indexes import INDEXES
 from sen_shared import mongo
 from sen_shared.fhir.store import Store
@@ -153,3 +156,28 @@ def hand_invoice(client, headers: dict[str, str], patient: str, services: list[s
         "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{i}"}} for i in items], **body})
     assert r.status_code == 201, r.text
     return r.json()["id"], items
+
+
+def pay(db, code: str, amount: int) -> dict:  # noqa: ANN001 - the test database
+    """A standard-webhook transfer of ``amount`` naming ``code`` in its note, recorded as billing records
+    one (matched, counted, settling the invoice when it is the last đồng); the payment's document."""
+    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
+                        description=f"TT {code}")
+    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
+
+
+def race_last_payments(db, made, give_back, amount: int) -> None:  # noqa: ANN001 - the test database
+    """For each ``(invoice id, reference code, first payment)`` of ``made``, ``give_back(invoice id, first
+    payment, gate)`` and the invoice's last payment of ``amount`` (:func:`pay`) started together (each
+    pair waits on its own two-party barrier, ``gate``), eight threads; any error raised in a thread."""
+    def final(code: str, gate: threading.Barrier) -> None:
+        gate.wait()
+        pay(db, code, amount)
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = []
+        for iid, code, first in made:
+            gate = threading.Barrier(2)
+            futures += [pool.submit(give_back, iid, first, gate), pool.submit(final, code, gate)]
+        for f in futures:
+            f.result()

@@ -22,11 +22,10 @@ from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import credits, invoice_port, payments
-from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
 
-from tests.billing_support import billing_app, make_invoice, scratch_db
+from tests.billing_support import billing_app, make_invoice, pay, scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +35,6 @@ CASHIERS = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-
 # every answer a cashier losing a give-back race may get: the money went back (the portal words both so)
 GIVEN_BACK = ("this payment was refunded already", credits.NOTHING_LEFT)
 
-
-def pay(db, code: str, amount: int) -> dict:
-    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
-                        description=f"TT {code}")
-    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
 
 
 def headers(dev_key: Path, facility: str = "org-a", role: str = "cashier") -> dict[str, str]:

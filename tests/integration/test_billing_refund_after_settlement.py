@@ -30,14 +30,13 @@ from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import invoice_port, payments, reconciliation, refund_events, shifts
-from sen_billing.domain.webhooks import Transfer
 from sen_portal.domain.report_facts import money_outcome
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.events import event_type
 from sen_shared.bus.outbox import entry_event
 from sen_shared.errors import Conflict, SenError
 
-from tests.billing_support import billing_app, make_invoice, scratch_db
+from tests.billing_support import billing_app, make_invoice, pay, race_last_payments, scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +49,6 @@ def db(mongo_client):
     with scratch_db(mongo_client, "ras") as database:
         yield database
 
-
-def pay(db, code: str, amount: int) -> dict:  # noqa: ANN001 - the test database
-    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
-                        description=f"TT {code}")
-    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
 
 
 def state(db, iid: str) -> str | None:  # noqa: ANN001
@@ -238,17 +232,7 @@ def test_refunds_racing_the_final_payment_in_threads_are_ordered_by_the_chain(db
                 after = True
         answers[iid] = "refused"
 
-    def final(code: str, gate: threading.Barrier) -> None:
-        gate.wait()
-        pay(db, code, 40_000)
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = []
-        for iid, code, first in made:
-            gate = threading.Barrier(2)
-            futures += [pool.submit(give_back, iid, first, gate), pool.submit(final, code, gate)]
-        for f in futures:
-            f.result()
+    race_last_payments(db, made, give_back, 40_000)
     for iid, _code, first in made:
         assert answers[iid] == "refunded"
         [record] = list(db["refunds"].find({"_id": first["_id"]}))

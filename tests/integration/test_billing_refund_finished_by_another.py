@@ -26,7 +26,7 @@ from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
 
-from tests.billing_support import billing_app, make_invoice, scratch_db
+from tests.billing_support import billing_app, make_invoice, pay, scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,6 @@ def db(mongo_client):
     with scratch_db(mongo_client, "rf") as database:
         yield database
 
-
-def pay(db, code: str, amount: int) -> dict:  # noqa: ANN001 - the test database
-    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
-                        description=f"TT {code}")
-    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
 
 
 def refunds_of(db, iid: str) -> list[dict]:  # noqa: ANN001

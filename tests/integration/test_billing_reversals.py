@@ -23,11 +23,10 @@ from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import invoice_port, invoices, payments
-from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
 from sen_shared.errors import Conflict
 
-from tests.billing_support import billing_app, hand_invoice, make_invoice, scratch_db
+from tests.billing_support import billing_app, hand_invoice, make_invoice, pay, race_last_payments, scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +39,6 @@ def db(mongo_client):
     with scratch_db(mongo_client, "g") as database:
         yield database
 
-
-def pay(db, code: str, amount: int) -> dict:
-    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
-                        description=f"TT {code}")
-    return payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex).payment
 
 
 def state(db, iid: str) -> str | None:
@@ -167,17 +161,7 @@ def test_reversals_racing_the_final_payment_in_threads_never_settle_on_money_giv
         except Conflict:
             answers[iid] = "refused"
 
-    def final(code: str, gate: threading.Barrier) -> None:
-        gate.wait()
-        pay(db, code, 40_000)
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = []
-        for iid, code, first in made:
-            gate = threading.Barrier(2)
-            futures += [pool.submit(reverse, iid, first, gate), pool.submit(final, code, gate)]
-        for f in futures:
-            f.result()
+    race_last_payments(db, made, reverse, 40_000)
     for iid, _code, first in made:
         refunded = db["refunds"].find_one({"_id": first["_id"]})
         if answers[iid] == "refunded":
