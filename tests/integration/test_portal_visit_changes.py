@@ -174,7 +174,7 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     assert moved["id"] != booked["id"] and moved["slot"] == [{"reference": f"Slot/{target['slot']}"}]
     page = doctor.get(r.headers["Location"]).get_data(as_text=True)
     assert _shown(target["start"]) in _visit_time(page)
-    assert "Đã dời buổi khám video sang" in _text(page)
+    assert "Đã dời lịch hội chẩn video sang" in _text(page)
     clinic = portal_signed_in(portal, "clinic")
     cpage = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert _shown(target["start"]) in _visit_time(cpage) and _shown(first["start"]) not in _visit_time(cpage)
@@ -217,7 +217,7 @@ def test_book_move_taken_time_no_show_too_early_and_cancel(portal, consult, tc, 
     assert _slot(tc, H, target["slot"]) == "free"
     assert _active(tc, H, sr) == []
     page = doctor.get(r.headers["Location"]).get_data(as_text=True)
-    assert "Đã hủy buổi khám video" in _text(page) and "Bệnh nhân chuyển viện khác" in _text(page)
+    assert "Đã hủy lịch hội chẩn video" in _text(page) and "Bệnh nhân chuyển viện khác" in _text(page)
     cpage = _text(clinic.get(f"/consults/{tid}").get_data(as_text=True))
     assert "đã bị hủy" in cpage and "Bệnh nhân chuyển viện khác" in cpage and "hẹn giờ mới" in cpage
 
@@ -254,7 +254,7 @@ def test_a_second_time_booked_from_another_tab_is_refused_naming_the_visit(porta
     r = doctor.post(f"/tasks/{tid}/book", data=second)
     assert r.status_code == 409
     text = _text(r.get_data(as_text=True))
-    assert f"Hội chẩn này đã có buổi khám video lúc {_shown(first['start'])}" in text, text[:1500]
+    assert f"Hội chẩn này đã có lịch hội chẩn video lúc {_shown(first['start'])}" in text, text[:1500]
     assert "dời hoặc hủy" in text
     assert _shown(first["start"]) in _visit_time(r.get_data(as_text=True))
     [visit] = _active(tc, H, sr)
