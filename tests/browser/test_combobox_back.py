@@ -24,7 +24,7 @@ def test_back_to_the_consult_form_brings_back_the_reason_picked(visitor_factory)
                               "static/app.js"], capture_output=True, check=True).stdout
         page.route(re.compile(r".*/assets/app\.js.*"), lambda route: route.fulfill(
             body=old, content_type="text/javascript"))
-    v.go("/patients/bn-0003/consult")
+    v.go("/patients/bn-0001/consult")
     page.fill("#question", "Huyết áp 170/100 dù đã dùng amlodipin 5 mg; xin ý kiến.")
     page.fill("#reason", "tang huyet ap")
     first = page.locator("#reason-suggest [role=option]").first
@@ -34,9 +34,9 @@ def test_back_to_the_consult_form_brings_back_the_reason_picked(visitor_factory)
     assert page.input_value("#reason") == chosen and chosen.startswith("I10 — ")
 
     page.goto(page.url.replace("/consult", ""))  # the chart, then Back
-    page.wait_for_url(re.compile(r"/patients/bn-0003$"))
+    page.wait_for_url(re.compile(r"/patients/bn-0001$"))
     page.go_back()
-    page.wait_for_url(re.compile(r"/patients/bn-0003/consult$"))
+    page.wait_for_url(re.compile(r"/patients/bn-0001/consult$"))
     page.wait_for_load_state("load")
     assert page.input_value("#question").startswith("Huyết áp 170/100")
     assert page.input_value("#reason") == chosen
@@ -48,6 +48,6 @@ def test_back_to_the_consult_form_brings_back_the_reason_picked(visitor_factory)
     page.wait_for_load_state("load")
     assert (page.input_value("#reason") == chosen) == (page.input_value("#question") != "")
 
-    v.go("/patients/bn-0003")
-    v.go("/patients/bn-0003/consult")  # a new visit of the form: nothing of the last one
+    v.go("/patients/bn-0001")
+    v.go("/patients/bn-0001/consult")  # a new visit of the form: nothing of the last one
     assert page.input_value("#reason") == "" and page.input_value("#question") == ""

@@ -60,9 +60,9 @@ def test_a_file_over_the_limit_is_refused_before_any_byte_is_sent(visitor_factor
 def test_the_reason_box_is_a_combobox_the_keyboard_picks_from(visitor_factory):
     v = visitor_factory("vi-1280")
     v.sign_in("clinic")
-    v.go("/patients/bn-0003/consult")
+    v.go("/patients/bn-0001/consult")
     page = v.page
-    sent = _posts(page, "/patients/bn-0003/consult")
+    sent = _posts(page, "/patients/bn-0001/consult")
     reason = page.locator("#reason")
     assert reason.get_attribute("role") == "combobox" and reason.get_attribute("aria-expanded") == "false"
     assert reason.get_attribute("aria-controls") == "reason-suggest"
