@@ -181,3 +181,13 @@ def race_last_payments(db, made, give_back, amount: int) -> None:  # noqa: ANN00
             futures += [pool.submit(give_back, iid, first, gate), pool.submit(final, code, gate)]
         for f in futures:
             f.result()
+
+
+def partly_paid(db, count: int, owed: int, first: int) -> list[tuple[str, str, dict]]:  # noqa: ANN001
+    """``count`` issued invoices owing ``owed``, each paid ``first`` once: ``(invoice id, reference code,
+    that payment)`` each, as :func:`race_last_payments` takes them."""
+    made = []
+    for _ in range(count):
+        iid, code = make_invoice(db, owed)
+        made.append((iid, code, pay(db, code, first)))
+    return made

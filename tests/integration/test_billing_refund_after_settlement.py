@@ -36,7 +36,7 @@ from sen_shared.bus.events import event_type
 from sen_shared.bus.outbox import entry_event
 from sen_shared.errors import Conflict, SenError
 
-from tests.billing_support import billing_app, make_invoice, pay, race_last_payments, scratch_db
+from tests.billing_support import billing_app, make_invoice, partly_paid, pay, race_last_payments, scratch_db
 
 pytestmark = pytest.mark.integration
 
@@ -212,10 +212,7 @@ def test_a_refund_between_the_settle_link_and_the_settlement_is_refused_then_giv
 
 def test_refunds_racing_the_final_payment_in_threads_are_ordered_by_the_chain(db) -> None:
     owed = 60_000
-    made = []
-    for _ in range(12):
-        iid, code = make_invoice(db, owed)
-        made.append((iid, code, pay(db, code, 20_000)))
+    made = partly_paid(db, 12, owed, 20_000)
     answers: dict[str, str] = {}
 
     def give_back(iid: str, payment: dict, gate: threading.Barrier) -> None:

@@ -26,7 +26,15 @@ from sen_billing.domain import invoice_port, invoices, payments
 from sen_shared.auth import issue_dev_token
 from sen_shared.errors import Conflict
 
-from tests.billing_support import billing_app, hand_invoice, make_invoice, pay, race_last_payments, scratch_db
+from tests.billing_support import (
+    billing_app,
+    hand_invoice,
+    make_invoice,
+    partly_paid,
+    pay,
+    race_last_payments,
+    scratch_db,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,10 +155,7 @@ def test_a_reversal_after_the_settlers_claim_is_refused(db, monkeypatch) -> None
 
 def test_reversals_racing_the_final_payment_in_threads_never_settle_on_money_given_back(db) -> None:
     owed = 60_000
-    made = []
-    for _ in range(12):
-        iid, code = make_invoice(db, owed)
-        made.append((iid, code, pay(db, code, 20_000)))
+    made = partly_paid(db, 12, owed, 20_000)
     answers: dict[str, str] = {}
 
     def reverse(iid: str, payment: dict, gate: threading.Barrier) -> None:
