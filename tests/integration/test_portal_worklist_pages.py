@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -58,6 +59,11 @@ def _next(page: str) -> str | None:
 def _total(page: str) -> str | None:
     m = re.search(r'data-testid="worklist-total">([^<]*)</p>', page)
     return m.group(1) if m else None
+
+
+def _key(task: dict[str, Any]) -> tuple[int, datetime, str]:
+    """A consult's worklist key, as teleconsult's cursor orders it: priority, authoredOn, id."""
+    return RANK[task["priority"]], datetime.fromisoformat(task["authoredOn"]), task["id"]
 
 
 def _place(task: dict[str, Any]) -> tuple[int, str]:
@@ -104,7 +110,10 @@ def test_the_worklist_walks_every_open_consult_once_most_urgent_first(portal, tc
     assert len(shown) == len(set(shown))  # each once
     before = [e["resource"]["id"] for e in open_now["entry"]]
     assert [t for t in shown if t != newcomer] == before  # none skipped, in order
-    assert newcomer in shown  # a routine one: after the page the doctor had seen
+    # the newcomer is on the second page exactly when its place is after the first page's last row (the
+    # cursor): a routine one sorts after every routine consult sent before it, unless it was sent in the
+    # same second as that row (authoredOn is to the second; the tie goes by id), then it is on the first
+    assert (newcomer in shown) == (_key(_task(tc, newcomer, doctor_h)) > _key(_task(tc, shown[49], doctor_h)))
     tasks = {tid: _task(tc, tid, doctor_h) for tid in shown}
     places = [_place(tasks[tid]) for tid in shown if tid != gone]
     assert places == sorted(places)  # most urgent first, then the due time
