@@ -189,19 +189,20 @@ def test_totals_are_sealed_once_and_give_the_same_figures_as_live_facts(province
 
 
 def test_totals_sealed_before_the_conclusions_section_are_completed_from_the_facts(province: Any) -> None:
-    """Buckets sealed by a portal that had no "conclusions" section (their marker is there, that total is
-    not): a query sums the missing total from the facts, once, and the other totals stay as they were."""
+    """Buckets sealed by a portal that had no "conclusion_minutes" section (their marker is there, that
+    total is not): a query sums the missing total from the facts, once, and the other totals stay as they
+    were. (The same way, buckets sealed before the sections by facility get them from their facts.)"""
     start, end = date(2026, 11, 2), date(2026, 11, 15)
     before = dashboard(province, start, end, None, now=NOW)
-    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusions"}) is not None
-    answers = province[TOTALS].find_one({"_id": "m/2026-11/answers"})
-    province[TOTALS].delete_many({"section": "conclusions"})  # as an older portal sealed them
+    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusion_minutes"}) is not None
+    answers = province[TOTALS].find_one({"_id": "m/2026-11/acceptance_minutes"})
+    province[TOTALS].delete_many({"section": "conclusion_minutes"})  # as an older portal sealed them
     reporting.sealed_cache.clear()
     again = dashboard(province, start, end, None, now=NOW)
     assert again["time_to_conclusion"] == before["time_to_conclusion"]
     assert again["time_to_conclusion"]["urgent"] == {"count": 1, "median_minutes": 6.0, "p90_minutes": 6}
-    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusions"}) is not None
-    assert province[TOTALS].find_one({"_id": "m/2026-11/answers"}) == answers
+    assert province[TOTALS].find_one({"_id": "m/2026-11/conclusion_minutes"}) is not None
+    assert province[TOTALS].find_one({"_id": "m/2026-11/acceptance_minutes"}) == answers
 
 
 def test_csv_rows_of_each_section(province: Any) -> None:

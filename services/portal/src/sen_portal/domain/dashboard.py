@@ -10,19 +10,23 @@ local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district
 events that name that district (events without one are left out when a district is asked; a money
 event naming only its facility, e.g. an unmatched transfer to a facility's account, is in that
 facility's district when ``facility_districts`` (facility id → district, the EHR's) knows it).
-``facility`` (an id or ``Organization/<id>``) keeps, in the cashless share only, that facility's
-money: the figures billing's daily reconciliation gives the facility;
-a figure that exists only for the whole province (the facilities' baseline and goal) is None for
-a district, never the province's.
+``facility`` (an id or ``Organization/<id>``) keeps that facility's events only: the consults it
+requested (teleconsult's ``requester``), their times and breaches, and its money (the figures
+billing's daily reconciliation gives the facility); with ``district`` too, the events of both.
+A figure that exists only for the whole province (the facilities' baseline and goal) is None for
+a district or a facility, never the province's; the EHR coverage counts records by the patient's
+home district, not by facility: for a facility its patients, population and share are None.
 The dict::
 
-    range                      {start, end, district, weeks: ["2026-W49", ...]}
+    range                      {start, end, district, facility (Organization/<id> or None),
+                                weeks: ["2026-W49", ...]}
     facilities_using           {count, new, baseline, goal, share}
                                new: distinct facilities that requested a consult in the range;
                                count = baseline (facilities already using teleconsultation before
                                Sen, a setting) + new, at most goal; share = count / goal.
-                               For a district: count = new; baseline, goal, share None (the
-                               settings are the province's)
+                               For a district or a facility: count = new (a facility: 1 when it
+                               requested a consult in the range, else 0); baseline, goal, share
+                               None (the settings are the province's)
     consults_per_facility_week [{facility, district, week, count}]   consults requested
     time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
                                asap, stat: time to acceptance, requested -> accepted (a hub doctor
@@ -153,6 +157,13 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole > 0 else None
 
 
+def facility_reference(facility: str | None) -> str | None:
+    """A facility as the events name it (``Organization/<id>``), from an id or a reference; None for none."""
+    if not facility:
+        return None
+    return facility if facility.startswith("Organization/") else f"Organization/{facility}"
+
+
 def dashboard(db: Database, start: date, end: date, district: str | None = None, *,
               targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
               facility_districts: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -161,22 +172,24 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     targets = targets or Targets()
     now = local(now)
     first, last = start.isoformat(), end.isoformat()
+    wanted = facility_reference(facility)
     # events of a day arrive on or after it (a day's grace for publishers' clocks)
-    rows = gather(db, ("consults", "answers", "conclusions", "breaches", "money"),
+    rows = gather(db, ("consults", "acceptance_minutes", "conclusion_minutes", "sla_breaches", "money"),
                   since=start - timedelta(days=1), now=now)
 
     def within(section: str) -> list[dict[str, Any]]:
         return [r for r in rows[section] if first <= (r["day"] or "") <= last
-                and (district is None or r.get("district") == district)]
+                and (district is None or r.get("district") == district)
+                and (wanted is None or r.get("facility") == wanted)]
 
     consults = within("consults")
     facilities = {r["facility"] for r in consults if r.get("facility")}
     new = len(facilities)
-    if district is None:
+    if district is None and wanted is None:
         using = min(targets.facility_goal, targets.facility_baseline + new)
         fac: dict[str, Any] = {"count": using, "new": new, "baseline": targets.facility_baseline,
                                "goal": targets.facility_goal, "share": _share(using, targets.facility_goal)}
-    else:  # the baseline and the goal are the province's: no district's share of them
+    else:  # the baseline and the goal are the province's: no district's or facility's share of them
         fac = {"count": new, "new": new, "baseline": None, "goal": None, "share": None}
 
     per_week: dict[tuple[str, str], dict[str, Any]] = {}
@@ -199,11 +212,31 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         return out
 
     breaches: dict[tuple[str, str], int] = defaultdict(int)
-    for r in within("breaches"):
+    for r in within("sla_breaches"):
         breaches[(iso_week(r["day"]), r.get("priority") or "unknown")] += r["n"]
 
-    money = cashless(_money_rows(rows["money"], first, last, district, facility, facility_districts or {}))
+    money = cashless(_money_rows(rows["money"], first, last, district, wanted, facility_districts or {}))
+    # records are counted by the patient's home district, not by the facility that registered them
+    coverage = _coverage(db, last, district, targets, now) if wanted is None else {
+        "patients": None, "population": None, "share": None, "as_of": last, "population_outdated": False,
+        "without_district": 0}
 
+    return {
+        "range": {"start": first, "end": last, "district": district, "facility": wanted,
+                  "weeks": _weeks(start, end)},
+        "facilities_using": fac,
+        "consults_per_facility_week": sorted(per_week.values(), key=lambda r: (r["week"], r["facility"] or "")),
+        "time_to_answer": durations("acceptance_minutes"),
+        "time_to_conclusion": durations("conclusion_minutes"),
+        "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
+        "cashless_share": money,
+        "ehr_coverage": coverage,
+        "generated_at": now.isoformat(timespec="seconds"),
+    }
+
+
+def _coverage(db: Database, last: str, district: str | None, targets: Targets, now: datetime) -> dict[str, Any]:
+    """The EHR coverage (the module's ``ehr_coverage``) of the province, or of ``district``, on ``last``."""
     records = patients_by_district(gather(db, ("patients",), now=now)["patients"], last)
     if district is None:
         patients = sum(records.values())
@@ -213,26 +246,15 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         population = targets.district_populations.get(district)
     outdated = population is not None and patients > population
     share = None if outdated or population is None else _share(patients, population)
-
-    return {
-        "range": {"start": first, "end": last, "district": district, "weeks": _weeks(start, end)},
-        "facilities_using": fac,
-        "consults_per_facility_week": sorted(per_week.values(), key=lambda r: (r["week"], r["facility"] or "")),
-        "time_to_answer": durations("answers"),
-        "time_to_conclusion": durations("conclusions"),
-        "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
-        "cashless_share": money,
-        "ehr_coverage": {"patients": patients, "population": population, "share": share, "as_of": last,
-                         "population_outdated": outdated, "without_district": max(0, records.get(None, 0))},
-        "generated_at": now.isoformat(timespec="seconds"),
-    }
+    return {"patients": patients, "population": population, "share": share, "as_of": last,
+            "population_outdated": outdated, "without_district": max(0, records.get(None, 0))}
 
 
 def _money_rows(rows: list[dict[str, Any]], first: str, last: str, district: str | None, facility: str | None,
                 facility_districts: Mapping[str, str]) -> list[dict[str, Any]]:
     """The ``money`` rows of ``first``..``last`` in ``district`` (a row naming no district: its
     facility's, from ``facility_districts``) and of ``facility`` (an id or a reference)."""
-    wanted = None if not facility else facility if facility.startswith("Organization/") else f"Organization/{facility}"
+    wanted = facility_reference(facility)
     out = []
     for r in rows:
         fac = r.get("facility") or ""
@@ -302,12 +324,14 @@ def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | No
 
 
 def csv_rows(section: str, db: Database, start: date, end: date, district: str | None = None, *,
-             targets: Targets | None = None, now: datetime | None = None,
+             targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
              facility_districts: Mapping[str, str] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """One chart's data as a header and rows, for CSV export."""
+    """One chart's data as a header and rows, for CSV export; with ``facility``, a one-row figure
+    names it in a ``facility`` column after the district."""
     if section not in CSV_SECTIONS:
         raise KeyError(section)
-    data = dashboard(db, start, end, district, targets=targets, now=now, facility_districts=facility_districts)
+    data = dashboard(db, start, end, district, targets=targets, now=now, facility=facility,
+                     facility_districts=facility_districts)
     figure = data[section]
     if section == "consults_per_facility_week":
         return ["week", "facility", "district", "count"], [
@@ -318,9 +342,12 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
         return ["priority", "count", "median_minutes", "p90_minutes"], [
             [p, v["count"], v["median_minutes"], v["p90_minutes"]] for p, v in figure.items()]
     columns = _SUMMARY_COLUMNS[section]
-    return ["start", "end", "district", *columns], [
-        [data["range"]["start"], data["range"]["end"], district, *(figure[c] for c in columns)]]
+    scope = [data["range"]["start"], data["range"]["end"], district]
+    if data["range"]["facility"]:
+        return ["start", "end", "district", "facility", *columns], [
+            [*scope, data["range"]["facility"], *(figure[c] for c in columns)]]
+    return ["start", "end", "district", *columns], [[*scope, *(figure[c] for c in columns)]]
 
 
 __all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "cashless", "check_range", "csv_rows", "dashboard",
-           "patients_by_district"]
+           "facility_reference", "patients_by_district"]

@@ -69,11 +69,15 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # consults requested per facility: facilities using teleconsultation, consults per facility per week
     "consults": {"kinds": ("teleconsult.consult.requested",), "by": ("district", "facility")},
     # time to acceptance (requested -> a hub doctor accepted the consult) as a histogram of whole
-    # minutes per priority; the key stays "answers" (stored totals are filed under it)
-    "answers": {"kinds": ("teleconsult.consult.accepted",), "by": ("district", "priority", "minutes")},
+    # minutes per requesting facility and priority (the dashboard of one facility reads them). They
+    # replaced "answers", "conclusions" and "breaches", which had no facility: stored totals of those
+    # names are no longer read, and a bucket sealed without these is completed from its facts once
+    "acceptance_minutes": {"kinds": ("teleconsult.consult.accepted",),
+                           "by": ("district", "facility", "priority", "minutes")},
     # time to conclusion (requested -> the consult's minutes signed, ``completedAt``), the same way
-    "conclusions": {"kinds": ("teleconsult.consult.completed",), "by": ("district", "priority", "minutes")},
-    "breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "priority")},
+    "conclusion_minutes": {"kinds": ("teleconsult.consult.completed",),
+                           "by": ("district", "facility", "priority", "minutes")},
+    "sla_breaches": {"kinds": ("teleconsult.consult.sla_breached",), "by": ("district", "facility", "priority")},
     # money received and given back, per facility, channel and :func:`money_outcome` (``k`` tells a
     # payment from a refund): the dashboard's cashless share and the parts it is told apart from
     # (unmatched transfers, late ones owed back, refunds), as billing's daily reconciliation counts them.
