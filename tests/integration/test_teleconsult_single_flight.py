@@ -153,6 +153,33 @@ def test_a_claim_lost_to_another_process_shows_the_waiters_the_winner(setup, pat
     assert sch.turns_in_flight() == 0
 
 
+def test_a_stale_view_that_loses_to_a_hold_released_since_books_on_the_newest_link(setup, patient_wait):
+    """The process's view is behind by several links: another process held the slot (a hold of 10
+    minutes, still running by its clock), booked it and cancelled it, all unseen here. This
+    process's insert after its guess loses to that old hold; the slot is free now (the chain's
+    newest link is the release), so it books there, after one read: not "taken" because of a link
+    long superseded (a doctor told "this time was just taken" of a free time; the browser journey's
+    third walk booked the time the second had held, booked and released minutes before)."""
+    db, listener = setup
+    slotted = _slot(db, "09:00")
+    sch.latest_links(db, [av.month_key(slotted.slot.start)])  # the view: never claimed
+    coll, sid = db[sch.SLOT_LINKS], slotted.slot.id
+    held = advance(coll, sid, None, {"st": "held", "ap": "elsewhere", "sc": SCHEDULE,  # no "tb": unseen here
+                                     "exp": sch.utcnow() + timedelta(minutes=10)})
+    booked = advance(coll, sid, held, {"st": "booked", "ap": "elsewhere", "sc": SCHEDULE})
+    advance(coll, sid, booked, {"st": "free", "ap": "elsewhere", "sc": SCHEDULE})
+    assert sch._view_guess(db, slotted, sch.utcnow()) is None  # free and never claimed, as this view has it
+    listener.clear()
+    answers = _book_all(db, slotted, 1)
+    assert answers == [200], answers
+    assert [(x["n"], x["st"]) for x in coll.find({"k": sid}, sort=[("n", 1)])] == \
+        [(1, "held"), (2, "booked"), (3, "free"), (4, "booked")]
+    # the guess's insert, lost; one read of the chain; the insert after its newest link
+    assert [name for name, _ in listener.seen[:3]] == ["insert", "find", "insert"], listener.seen
+    assert listener.count("insert") == 2, listener.seen
+    assert sch.turns_in_flight() == 0
+
+
 def test_a_first_request_that_fails_before_claiming_lets_the_next_one_book(setup, patient_wait):
     """The first request takes the turn and then fails (a bad body, a refused facility: no claim
     made). The waiters do not take its failure for a booking: one of them books, the rest 409."""
@@ -193,12 +220,12 @@ def test_a_failed_claim_ends_its_turn_and_the_waiters_decide_as_before(setup, pa
     failed: list[int] = []
     lock = threading.Lock()
 
-    def flaky(coll, key, after, doc):
+    def flaky(coll, key, after, doc, **kw):
         with lock:
             if not failed:
                 failed.append(1)
                 raise RuntimeError("the database went away")
-        return real(coll, key, after, doc)
+        return real(coll, key, after, doc, **kw)
 
     monkeypatch.setattr(sch, "advance", flaky)
     answers = _book_all_tolerant(db, slotted, THREADS)

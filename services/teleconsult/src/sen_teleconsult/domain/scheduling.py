@@ -572,16 +572,21 @@ def _claim_slot(db: Database, slotted: Slotted, doc: dict[str, Any], now: dateti
         last, guessed = _newest_if_free(db, slotted, now), False
     body = outbox.new_document(doc, events) if events else doc
     try:
-        return _claimed(db, advance(coll, sid, last, body)), last
+        return _claimed(db, advance(coll, sid, last, body, read_holder=not guessed)), last
     except ClaimTaken as lost:
-        # lost to a claim that holds the slot: a lost race, answered at once (the common case
-        # under contention: several clients on one free slot). Only a guess that was stale (the
-        # link that won is itself a release) reads the chain and decides again.
-        if lost.holder is not None:
-            _claimed(db, lost.holder)  # what won shows in this process's view at once
-        if not guessed or _is_active(lost.holder, now):
+        if not guessed:  # decided on a read: lost to the claim made after it, a lost race
+            if lost.holder is not None:
+                _claimed(db, lost.holder)  # what won shows in this process's view at once
             raise taken(sid, lost.holder) from None
-    last = _newest_if_free(db, slotted, now)
+    # a guess that lost: the view was behind, by one link (a lost race) or by many. The link after
+    # the guessed one may be long superseded (a hold since booked and released: a 10-minute hold
+    # still "active" by its own expiry), so the chain's newest link decides, for one read
+    newest = latest(coll, sid)
+    if newest is not None:
+        _claimed(db, newest)  # what the chain is now shows in this process's view at once
+    if _is_active(newest, now):
+        raise taken(sid, newest)
+    last = newest
     try:
         return _claimed(db, advance(coll, sid, last, body)), last
     except ClaimTaken as lost:
