@@ -260,6 +260,15 @@ def test_a_bad_price_is_explained_on_its_form_which_keeps_it(app, billing, typed
     assert not [c for c in billing.calls if c[0] == "PUT"]
 
 
+@pytest.mark.parametrize("version", ["\u0661", "\uff11", "1\n", "1\r\nX-Evil: 1"])
+def test_a_version_that_is_no_ascii_number_is_refused_and_never_sent(app, billing, version):
+    """The hidden version goes into billing's If-Match: another script's digit or a new line after it was a
+    500 (the header unencodable, or a header split)."""
+    r = post_price(portal_signed_in(app, "admin"), "dien-tim", "55.000", version=version)
+    assert r.status_code == 422, r.status_code
+    assert not [c for c in billing.calls if c[0] == "PUT"]
+
+
 def test_a_stale_edit_is_refused_and_shows_the_price_in_force(app, billing):
     client = portal_signed_in(app, "admin")
     page = client.get("/prices").get_data(as_text=True)

@@ -59,13 +59,13 @@ from sen_shared import bhyt
 from sen_shared.fhir.names import person_name
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, SelectField, StringField
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from . import backend_message, bp, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier, vnd
-from .forms import FlaskForm, LocalDateField
+from .forms import FlaskForm, LocalDateField, Pattern
 from .patients import FHIR_ID
 
 MAX_LINES = 30
@@ -74,7 +74,7 @@ MAX_QUANTITY = 1000
 PRICE_LIST_SIZE = 500
 SERVICES_SHOWN = 50  # the whole list for an empty search (a few dozen entries)
 _KEY = re.compile(r"[0-9a-f]{32}")
-_CARD = r"^[A-Za-z]{2}\d{13}$"
+_CARD = r"[A-Za-z]{2}\d{13}"
 
 
 class CardForm(FlaskForm):
@@ -83,7 +83,7 @@ class CardForm(FlaskForm):
 
     card_number = StringField(_l("BHYT card number"), validators=[
         InputRequired(_l("Enter the card number.")),
-        Regexp(_CARD, message=_l("An insurance number is 2 letters then 13 digits."))])
+        Pattern(_CARD, message=_l("An insurance number is 2 letters then 13 digits."))])
     card_level = SelectField(_l("Benefit level"), choices=[("", "—"), ("80", "80 %"), ("95", "95 %"),
                                                            ("100", "100 %")],
                              validators=[DataRequired(_l("Choose the benefit level printed on the card."))])
@@ -379,7 +379,7 @@ def card_on_record(pid: str) -> dict[str, Any]:
     return {"number": number, "level": bhyt.level_from_card(number), "start": "", "end": ""} if number else {}
 
 
-_CARD_RE = re.compile(_CARD)
+_CARD_RE = re.compile(_CARD, re.ASCII)
 
 
 def card_form(pid: str | None) -> CardForm:

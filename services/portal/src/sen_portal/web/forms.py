@@ -99,6 +99,15 @@ class Form(_Form):
             return TRANSLATIONS
 
 
+class Pattern(Regexp):
+    """A box's text matched whole against ``regex``, its ``\\d`` and ``\\w`` ASCII only. WTForms' Regexp takes
+    Python's: ``\\d`` any script's digits (``١``, full-width ``１``) and ``$`` a new line after the text, which
+    went on to the back-ends as typed (a price's version into ``If-Match``: a 500, the header unencodable)."""
+
+    def __init__(self, regex: str, message: Any = None) -> None:
+        super().__init__(re.compile(regex, re.ASCII), message=message, matcher=re.fullmatch)
+
+
 class WholeField(IntegerField):
     """A whole number in a text box (days, minutes): text that is no whole number (nothing typed, ``abc``,
     ``7.5``) is the one message ``invalid`` (the range the field takes, say), not WTForms' "Not a valid
@@ -254,11 +263,11 @@ class PatientForm(FlaskForm):
     birth_date = LocalDateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
                                                             _plausible_birth])
     cccd = StringField(_l("CCCD (citizen ID, 12 digits)"), validators=[
-        Optional(), Regexp(r"^\d{12}$", message=_l("A CCCD has exactly 12 digits."))])
+        Optional(), Pattern(r"\d{12}", message=_l("A CCCD has exactly 12 digits."))])
     bhyt = StringField(_l("Health insurance number (15 characters)"), validators=[
-        Optional(), Regexp(r"^[A-Za-z]{2}\d{13}$", message=_l("An insurance number is 2 letters then 13 digits."))])
+        Optional(), Pattern(r"[A-Za-z]{2}\d{13}", message=_l("An insurance number is 2 letters then 13 digits."))])
     phone = StringField(_l("Phone"), filters=[phone_number], validators=[
-        Optional(), Regexp(r"^0\d{9,10}$", message=_l(
+        Optional(), Pattern(r"0\d{9,10}", message=_l(
             "A phone number has 10 or 11 digits starting with 0 (or +84 in place of the 0)."))])
     district = StringField(_l("District"), validators=[Optional(), Length(max=100)])
 
@@ -284,13 +293,13 @@ class TakeOnForm(FlaskForm):
     other = StringField(_l("The reason, when it is another"), validators=[
         Length(max=TAKE_ON_REASON_MAX, message=_l("Write at most %(max)d characters.", max=TAKE_ON_REASON_MAX))])
 
-    system = HiddenField(validators=[DataRequired(), Regexp(r"^(cccd|bhyt)$")])
-    number = HiddenField(validators=[DataRequired(), Regexp(r"^(\d{12}|[A-Za-z]{2}\d{13})$")])
+    system = HiddenField(validators=[DataRequired(), Pattern(r"cccd|bhyt")])
+    number = HiddenField(validators=[DataRequired(), Pattern(r"\d{12}|[A-Za-z]{2}\d{13}")])
     # what the registration form had (none from a search): the chart says where the record differs
     family = HiddenField(validators=[Optional(), Length(max=60)])
     given = HiddenField(validators=[Optional(), Length(max=100)])
-    birth_date = HiddenField(validators=[Optional(), Regexp(r"^\d{4}-\d{2}-\d{2}$")])
-    gender = HiddenField(validators=[Optional(), Regexp(r"^(female|male|other)$")])
+    birth_date = HiddenField(validators=[Optional(), Pattern(r"\d{4}-\d{2}-\d{2}")])
+    gender = HiddenField(validators=[Optional(), Pattern(r"female|male|other")])
 
     def validate_other(self, field: Any) -> None:
         if self.reason.data == "other" and not (field.data or "").strip():
@@ -418,8 +427,8 @@ class WindowForm(Form):
 
     days = SelectMultipleField(_l("Days of the week"), choices=[(d, d) for d in WEEK_DAYS],
                                validators=[Optional()])
-    start_time = StringField(_l("From"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
-    end_time = StringField(_l("To"), validators=[Optional(), Regexp(HHMM, message=_l("Use HH:MM."))])
+    start_time = StringField(_l("From"), validators=[Optional(), Pattern(HHMM, message=_l("Use HH:MM."))])
+    end_time = StringField(_l("To"), validators=[Optional(), Pattern(HHMM, message=_l("Use HH:MM."))])
 
     def validate(self, extra_validators: Any = None) -> bool:
         ok = super().validate(extra_validators)

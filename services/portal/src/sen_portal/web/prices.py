@@ -34,12 +34,12 @@ from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField
-from wtforms.validators import InputRequired, NumberRange, Regexp
+from wtforms.validators import InputRequired, NumberRange
 
 from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries
 from .formatting import TZ, codeable, vnd
-from .forms import FlaskForm, VndField
+from .forms import FlaskForm, Pattern, VndField
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first
@@ -184,7 +184,7 @@ class PriceForm(FlaskForm):
                      invalid=_l("Write the price as a whole number of đồng, e.g. 150.000."),
                      validators=[InputRequired(_l("Enter the new price.")),
                                  NumberRange(1, None, _l("A price is more than 0 đồng."))])
-    version = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,12}$")])
+    version = HiddenField(validators=[InputRequired(), Pattern(r"\d{1,12}")])
 
 
 def price_form(r: dict[str, Any], posted: FlaskForm | None = None) -> FlaskForm:
