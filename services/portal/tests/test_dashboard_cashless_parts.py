@@ -19,7 +19,7 @@ MONEY = {"transfer_amount": 125_000, "cash_amount": 40_000, "share": 0.7576, "tr
          "received_cash_amount": 40_000, "received_count": 8, "net": 370_000}
 
 
-def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
     return {"range": {"start": "2026-12-05", "end": "2026-12-05", "district": district, "weeks": ["2026-W49"]},
             "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14},
             "consults_per_facility_week": [], "time_to_answer": {}, "time_to_conclusion": {}, "sla_breaches": [],

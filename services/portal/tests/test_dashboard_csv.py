@@ -36,7 +36,8 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dashboard, "csv_rows", lambda section, db, start, end, district, **kw:
                         _ehr(district) if section == "ehr_coverage" else ROWS[section])
     monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
-    monkeypatch.setattr(dashboard, "figures", lambda start, end, district: {"consults_per_facility_week": []})
+    monkeypatch.setattr(dashboard, "figures",
+                        lambda start, end, district, facility=None: {"consults_per_facility_week": []})
     return portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept")
 
 

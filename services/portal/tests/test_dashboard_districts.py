@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]
 ASKED: list[str | None] = []
 
 
-def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
     """The figures domain.dashboard gives: a district's have no province-only figures; its EHR coverage
     is its own (3 records for 4 residents) and 2 records of the province name no district."""
     ASKED.append(district)
@@ -144,7 +144,7 @@ def test_a_districts_coverage_without_its_population_or_over_it_shows_no_share(o
                                                                                 outdated, says):
     from sen_portal.web import dashboard
 
-    def district(start: date, end: date, district: str | None) -> dict[str, Any]:
+    def district(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
         data = _figures(start, end, district)
         data["ehr_coverage"] = {"patients": 3, "population": population, "share": None, "as_of": "2026-09-20",
                                 "population_outdated": outdated, "without_district": 0}
@@ -160,7 +160,7 @@ def test_a_districts_coverage_without_its_population_or_over_it_shows_no_share(o
 def test_records_over_the_population_say_the_population_is_out_of_date(officer, monkeypatch):
     from sen_portal.web import dashboard
 
-    def stale(start: date, end: date, district: str | None) -> dict[str, Any]:
+    def stale(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
         data = _figures(start, end, district)
         data["ehr_coverage"] = {"patients": 12, "population": 10, "share": None, "as_of": "2026-09-20",
                                 "population_outdated": True}

@@ -45,7 +45,7 @@ def test_one_rounding_rule_for_the_minutes() -> None:
     assert [one_decimal(v) for v in (None, 2.0, 2.5, 2.25, 2.04, 62.5)] == [None, 2, 2.5, 2.3, 2, 62.5]
 
 
-def _figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
     return {"range": {"start": "2026-11-02", "end": "2026-11-15", "district": district,
                       "weeks": ["2026-W45", "2026-W46"]},
             "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14},

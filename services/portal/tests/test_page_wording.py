@@ -184,7 +184,7 @@ def test_the_charts_measurements_have_the_pages_decimal_mark(client, monkeypatch
     assert cells == ["62 kg", "61.5 kg", "1,061.25 kg"], cells
 
 
-def _figures(start: date, end: date, district: str | None) -> dict:
+def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict:
     return {"range": {"start": "2026-09-07", "end": "2026-09-20", "district": None,
                       "weeks": ["2026-W37", "2026-W38"]},
             "facilities_using": {"count": 23, "new": 1, "baseline": 22, "goal": 165, "share": 0.14},

@@ -1,5 +1,5 @@
 """The health department's dashboard: the reporting read model's figures as charts, with filters
-(district, date range) and each chart's data as CSV. The figures come from
+(district, facility, date range) and each chart's data as CSV. The figures come from
 ``sen_portal.domain.dashboard`` in this process (the portal's own database), no HTTP round trip."""
 
 from __future__ import annotations
@@ -45,6 +45,80 @@ def unknown_district() -> str:
     repeated: it came from the link, not from the province)."""
     return gettext("The district in the link is not one of the province's districts: choose a district "
                    "from the list, or All districts.")
+
+
+Known = dict[str, tuple[str, str | None]]  # a facility's id -> (its name, its district)
+
+
+class FacilityRefused(ValueError):
+    """A facility in the link the dashboard does not show: ``unknown`` (not one of the province's) or
+    ``elsewhere`` (not in the district chosen; ``district``: its own, None when not known)."""
+
+    def __init__(self, code: str, facility: str, district: str | None = None) -> None:
+        super().__init__(code)
+        self.code, self.facility, self.district = code, facility, district
+
+
+def facilities(start: date | None = None, end: date | None = None) -> Known:
+    """The facility filter's choices and the only facilities the page, its CSVs and the API accept:
+    ``{id: (name, district)}`` of the province's facilities (the EHR's Organizations, the way
+    :func:`districts` reads their districts) and of those the province's figures of ``start``..``end``
+    name (by their id when the EHR does not name them). One typed into the link is never added."""
+    names, where = org_names(), org_districts()
+    found: Known = {fid: (names.get(fid, fid), where.get(fid)) for fid in {*names, *where}}
+    if start is not None and end is not None:
+        try:
+            province = figures(start, end, None)
+        except RangeError:
+            province = {}
+        for r in province.get("consults_per_facility_week") or []:
+            fid = (r.get("facility") or "").removeprefix("Organization/")
+            if fid and (fid not in found or found[fid][1] is None):
+                found[fid] = (names.get(fid, fid), where.get(fid) or r.get("district"))
+    return found
+
+
+def facility_groups(known: Known, district: str | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The facility select's options grouped by district (only the district chosen, when one is),
+    each group and its facilities by name; facilities of no known district last."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for fid, (name, its) in known.items():
+        if district is None or its == district:
+            groups.setdefault(its or "", []).append((fid, name))
+    order = sorted(groups, key=lambda d: (not d, d.casefold(), d))
+    return [(d or gettext("District not known"), sorted(groups[d], key=lambda f: (f[1].casefold(), f[0])))
+            for d in order]
+
+
+def facility_scope(asked: str | None, district: str | None, start: date, end: date,
+                   known: Known | None = None) -> str | None:
+    """The facility asked for (an id, or ``Organization/<id>``; spaces around it aside) as its id, None
+    for every facility; :class:`FacilityRefused` when it is not one of :func:`facilities` or not in
+    ``district``: never empty figures for a facility the officer cannot have meant."""
+    fid = (asked or "").strip().removeprefix("Organization/").strip() or None
+    if fid is None:
+        return None
+    known = facilities(start, end) if known is None else known
+    if fid not in known:
+        raise FacilityRefused("unknown", fid)
+    its = known[fid][1]
+    if district is not None and its != district:
+        raise FacilityRefused("elsewhere", fid, its)
+    return fid
+
+
+def facility_problem(err: FacilityRefused, district: str | None, known: Known) -> str:
+    """Why a facility in the link is not shown, in the user's language (an unknown one is not repeated:
+    it came from the link, not from the province)."""
+    if err.code == "unknown":
+        return gettext("The facility in the link is not one of the province's facilities: choose a facility "
+                       "from the list, or All facilities.")
+    name = known.get(err.facility, (err.facility, None))[0]
+    if err.district is None:
+        return gettext("The district of %(facility)s is not known, so it is not shown within %(district)s: "
+                       "choose All districts to see it.", facility=name, district=district)
+    return gettext("%(facility)s is in %(its)s, not in %(district)s: choose one of the district's facilities, "
+                   "or All facilities.", facility=name, its=err.district, district=district)
 
 
 def _range(form: DashboardFilter) -> tuple[date, date]:
@@ -149,17 +223,17 @@ _figures: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
 FIGURES_SECONDS = 15.0  # the read model seals its totals once a minute; every user sees the same aggregate
 
 
-def figures(start: date, end: date, district: str | None) -> dict[str, Any]:
+def figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
     """The dashboard's figures, computed at most once per FIGURES_SECONDS per filter in a process
     (aggregates, the same for every health-department user; no patient data)."""
-    key = (current().settings.db_name, start, end, district)
+    key = (current().settings.db_name, start, end, district, facility)
     hit = _figures.get(key)
     now = time.monotonic()
     if hit is not None and now - hit[0] < FIGURES_SECONDS:
         return hit[1]
     # a district's money includes the transfers naming only their facility (an unmatched one to its account)
     data = compute(current().db, start, end, district, targets=current().settings.report_targets(),
-                   facility_districts=org_districts() if district else None)
+                   facility=facility, facility_districts=org_districts() if district else None)
     if len(_figures) > 256:
         _figures.clear()
     _figures[key] = (now, data)
@@ -232,30 +306,49 @@ def _district(form: DashboardFilter) -> str | None:
     return (form.district.data or "").strip() or None
 
 
+def has_figures(data: dict[str, Any]) -> bool:
+    """Whether the figures count anything of their own (a facility's: a consult, a time, a breach or money)."""
+    money = data["cashless_share"]
+    return bool(data["consults_per_facility_week"] or data["sla_breaches"]
+                or any(v.get("count") for v in (*data["time_to_answer"].values(),
+                                                 *(data.get("time_to_conclusion") or {}).values()))
+                or any(money.get(k) for k in ("transfer_count", "cash_count", "received_count", "unmatched_count",
+                                              "late_count", "refunds")))
+
+
 @bp.route("/dashboard")
 @login_required("health-dept")
 def dashboard() -> Any:
     form = DashboardFilter(request.args)
-    problem, data, choices = None, None, None
+    problem, data, choices, known, district, chosen = None, None, None, None, None, None
     if form.validate():
         start, end = _range(form)
         district = form.district.data = _district(form)
         try:
             choices = districts(start, end)
+            known = facilities(start, end)
             if district is not None and district not in choices:
                 problem, form.district.data = unknown_district(), None  # refused: not kept on the page
+                district = None
             else:
-                data = figures(start, end, district)
+                chosen = form.facility.data = facility_scope(form.facility.data, district, start, end, known)
+                data = figures(start, end, district, chosen)
         except RangeError as err:
             problem = range_problem(err)
+        except FacilityRefused as err:
+            problem, form.facility.data = facility_problem(err, district, known or {}), None
     else:
         problem = gettext("Please correct the highlighted fields.")
+    known = known if known is not None else facilities()
     names = org_names() if data else {}
     configs = charts(data, names) if data else {}
     return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
                            districts=choices if choices is not None else districts(),
+                           facility_groups=facility_groups(known, district),
+                           chosen=(chosen, *known[chosen]) if chosen else None,
+                           empty=bool(data and chosen and not has_figures(data)),
                            query=request.query_string.decode() if data else "",
                            facility=lambda ref: _facility(ref, names), week_label=week_label,
                            title=gettext("Health department dashboard")), 200 if data else 400
@@ -276,14 +369,20 @@ def dashboard_csv(section: str) -> Any:
         return _csv_refused(gettext("The dates in the link are not valid dates: choose them on the dashboard."))
     start, end = _range(form)
     district = _district(form)
+    known: Known = {}
     try:
         check_range(start, end)
         if district is not None and district not in districts(start, end):
             return _csv_refused(unknown_district())
+        known = facilities(start, end)
+        chosen = facility_scope(form.facility.data, district, start, end, known)
         header, rows = csv_rows(section, current().db, start, end, district,
-                                targets=current().settings.report_targets(),
+                                targets=current().settings.report_targets(), facility=chosen,
                                 facility_districts=org_districts() if district else None)
     except RangeError as err:
         return _csv_refused(range_problem(err))
+    except FacilityRefused as err:
+        return _csv_refused(facility_problem(err, district, known))
     header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
-    return csvfile.download(header, rows, f"{section}_{start.isoformat()}_{end.isoformat()}.csv")
+    scope = f"{chosen}_" if chosen else ""
+    return csvfile.download(header, rows, f"{section}_{scope}{start.isoformat()}_{end.isoformat()}.csv")

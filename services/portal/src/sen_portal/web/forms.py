@@ -496,6 +496,7 @@ class DashboardFilter(FlaskForm):
     start = LocalDateField(_l("From"), validators=[Optional()])
     end = LocalDateField(_l("To"), validators=[Optional()])
     district = StringField(_l("District"), validators=[Optional(), Length(max=200)])
+    facility = StringField(_l("Facility"), validators=[Optional(), Length(max=200)])
 
 
 class InvoiceCancelForm(FlaskForm):
