@@ -157,6 +157,52 @@ def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, toke
     assert portal.get(path, params={"district": ""}, headers=token("health-dept")).status_code == 200
 
 
+@pytest.mark.parametrize("asked", ["tyt-a", "Organization/tyt-a", " tyt-a "])
+def test_one_facilitys_figures_are_its_own(portal, token, monkeypatch, asked) -> None:
+    monkeypatch.setattr(directory, "_kept", {})  # the EHR's Organizations asked again (none answer here)
+    r = portal.get("/api/reports/dashboard", params={"facility": asked}, headers=token("health-dept"))
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["range"]["facility"] == "Organization/tyt-a"
+    assert d["facilities_using"] == {"count": 1, "new": 1, "baseline": None, "goal": None, "share": None}
+    assert [row["facility"] for row in d["consults_per_facility_week"]] == ["Organization/tyt-a"]
+    assert d["time_to_answer"]["urgent"] == {"count": 1, "median_minutes": 12.0, "p90_minutes": 12}
+    assert d["cashless_share"]["transfer_amount"] == 150_000
+    assert d["ehr_coverage"]["patients"] is None  # records count by home district, not by facility
+    other = portal.get("/api/reports/dashboard", params={"facility": "tyt-b"}, headers=token("admin")).json()
+    assert [row["facility"] for row in other["consults_per_facility_week"]] == ["Organization/tyt-b"]
+    assert other["time_to_answer"]["urgent"]["count"] == 0 and other["cashless_share"]["transfer_amount"] == 0
+    # with its district; and the CSV of it names it
+    r = portal.get("/api/reports/dashboard", params={"facility": asked, "district": "Cao Lãnh"},
+                   headers=token("health-dept"))
+    assert r.status_code == 200 and r.json()["cashless_share"]["transfer_amount"] == 150_000
+    r = portal.get("/api/reports/cashless_share.csv", params={"facility": asked}, headers=token("health-dept"))
+    assert r.status_code == 200, r.text
+    header, row = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert header[:5] == ["start", "end", "district", "facility", "transfer_amount"]
+    assert row[2:5] == ["", "Organization/tyt-a", "150000"]
+
+
+@pytest.mark.parametrize("path", ["/api/reports/dashboard", "/api/reports/time_to_answer.csv"])
+def test_a_facility_not_of_the_province_or_of_the_district_is_a_400_problem(portal, token, monkeypatch, path) -> None:
+    monkeypatch.setattr(directory, "_kept", {})
+    r = portal.get(path, params={"facility": "tyt-khong-co"}, headers=token("health-dept"))
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] == "Unknown facility" and "'tyt-khong-co'" in problem["detail"]
+    assert {"tyt-a", "tyt-b"} <= set(problem["facilities"]), problem  # the ones the period's figures name
+    r = portal.get(path, params={"facility": "tyt-b", "district": "Cao Lãnh"}, headers=token("health-dept"))
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] == "Facility not in the district" and problem["facility_district"] == "Tháp Mười"
+    assert "'tyt-b' is not in 'Cao Lãnh': it is in 'Tháp Mười'" == problem["detail"]
+    # a facility's own users are refused, their own facility or not: the filter widens the reports to no one
+    for role in ("cashier", "clinic"):
+        r = portal.get(path, params={"facility": "tyt-a"}, headers=token(role))
+        assert r.status_code == 403 and "health-dept" in r.json()["detail"]
+
+
 @pytest.fixture()
 def scripted_ehr():
     """An EHR answering an Organization search with one facility of Huyện Lai Vung (no consults name

@@ -1,6 +1,7 @@
 """Reporting read model endpoints for the health department's dashboard (roles health-dept and admin).
 
-``/api/reports/dashboard`` answers :func:`..domain.dashboard.dashboard` as JSON,
+``/api/reports/dashboard`` answers :func:`..domain.dashboard.dashboard` as JSON (the province's, a
+district's or one facility's, as the dashboard page's filters),
 ``/api/reports/{section}.csv`` one chart's data as CSV (UTF-8 with a byte-order mark, so
 spreadsheet programs read the Vietnamese right), ``/api/reports/events`` the events counted
 per type on one local day.
@@ -21,7 +22,7 @@ from sen_shared.runtime import current
 from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
 from ..domain.report_facts import VN
 from ..domain.reporting import gather
-from ..web.dashboard import districts
+from ..web.dashboard import FacilityRefused, districts, facilities, facility_scope
 from ..web.directory import org_districts
 
 DEFAULT_DAYS = 84  # twelve weeks
@@ -63,6 +64,24 @@ def _district(district: str | None, first: date, last: date) -> str | None:
     return name
 
 
+def _facility(facility: str | None, district: str | None, first: date, last: date) -> str | None:
+    """The facility asked for as its id, None for all; one the dashboard does not know
+    (:func:`..web.dashboard.facilities`, the page's own list) or not in ``district`` is a 400 saying so."""
+    if not (facility or "").strip():
+        return None
+    known = facilities(first, last)
+    try:
+        return facility_scope(facility, district, first, last, known)
+    except FacilityRefused as err:
+        if err.code == "unknown":
+            raise SenError(f"{err.facility!r} is not one of the province's facilities: give a facility's id "
+                           "(its Organization's), or no facility for all of them", title="Unknown facility",
+                           facilities=sorted(known)) from None
+        raise SenError(f"{err.facility!r} is not in {district!r}: it is in {err.district!r}" if err.district
+                       else f"{err.facility!r} is not in {district!r}: its district is not known",
+                       title="Facility not in the district", facility_district=err.district) from None
+
+
 def _targets() -> Targets:
     settings = current().settings
     make = getattr(settings, "report_targets", None)
@@ -70,21 +89,23 @@ def _targets() -> Targets:
 
 
 @require_roles("health-dept")
-def get_dashboard(start: str | None = None, end: str | None = None,
-                  district: str | None = None) -> tuple[Any, int, dict[str, str]]:
+def get_dashboard(start: str | None = None, end: str | None = None, district: str | None = None,
+                  facility: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
     name = _district(district, first, last)
     data = dashboard(current().db, first, last, name, targets=_targets(),
+                     facility=_facility(facility, name, first, last),
                      facility_districts=org_districts() if name else None)
     return json_response(data)
 
 
 @require_roles("health-dept")
-def get_csv(section: str, start: str | None = None, end: str | None = None,
-            district: str | None = None) -> tuple[Any, int, dict[str, str]]:
+def get_csv(section: str, start: str | None = None, end: str | None = None, district: str | None = None,
+            facility: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
     name = _district(district, first, last)
     header, rows = csv_rows(section, current().db, first, last, name, targets=_targets(),
+                            facility=_facility(facility, name, first, last),
                             facility_districts=org_districts() if name else None)
     out = io.StringIO()
     out.write("\ufeff")
