@@ -13,8 +13,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -108,6 +111,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def vn_day_with_room(seconds: float = 180.0, *, clock: Callable[[], datetime] | None = None,
+                     sleep: Callable[[float], Any] = time.sleep) -> date:
+    """Today in Asia/Ho_Chi_Minh with at least ``seconds`` of it left: within ``seconds`` of midnight
+    there (17:00 UTC; a CI run may start at 16:55) this waits for the new day first. For a test that
+    records with the real clock and then reads "today" (a dashboard's day, a daily report, a shift's
+    day): called first, its day is the day of everything the test records, however slow the machine
+    (up to ``seconds``)."""
+    clock = clock or (lambda: datetime.now(VN_TZ))
+    now = clock()
+    left = (datetime.combine(now.date() + timedelta(days=1), clock_time.min, VN_TZ) - now).total_seconds()
+    if left < seconds:
+        sleep(left + 1)
+        now = clock()
+    return now.date()
 
 
 def free_port() -> int:

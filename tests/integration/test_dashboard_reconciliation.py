@@ -13,14 +13,15 @@ figure holds its parts as labelled. Redelivered, in any order: nothing changes.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sen_portal.domain.dashboard import dashboard
-from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import record_event
+
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +30,8 @@ CASHIER = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-a")
 ADMIN = SimpleNamespace(roles={"admin"}, facility=None, sub="quan-tri")
 
 
-def _day(bdb: Any, mongo_client: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Billing's day (its events, and the reconciliation's totals of org-a)."""
+def _day(bdb: Any, mongo_client: Any, today: date) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Billing's day ``today`` (its events, and the reconciliation's totals of org-a)."""
     from sen_billing.domain import payments, reconciliation
     from sen_billing.domain.webhooks import Transfer
     from sen_shared.bus.outbox import OUTBOX, entry_event
@@ -64,7 +65,6 @@ def _day(bdb: Any, mongo_client: Any) -> tuple[list[dict[str, Any]], dict[str, i
     assert late and i1
     events = [entry_event(e) for coll in ("payments", "refunds")
               for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
-    today = datetime.now(VN).date()
     totals = reconciliation.totals(reconciliation.rows(bdb, today, "org-a", account_facilities=ACCOUNTS))
     return events, totals
 
@@ -75,13 +75,13 @@ def test_the_dashboard_gives_the_facilitys_reconciliation_and_labels_the_provinc
 
     from tests.billing_support import scratch_db
 
+    today = vn_day_with_room()  # every payment below is of this day in Vietnam, the reads too
     with scratch_db(mongo_client, "dr") as bdb:
-        events, recon = _day(bdb, mongo_client)
+        events, recon = _day(bdb, mongo_client, today)
     for e in events:
         load_catalog().validate(e)  # outcome and queueFacility: optional fields of v1
     for e in events:
         assert record_event(fresh_db, e) is True
-    today = datetime.now(VN).date()
 
     def figures(**kw: Any) -> dict[str, Any]:
         return dashboard(fresh_db, today, today, kw.pop("district", None), **kw)["cashless_share"]

@@ -394,8 +394,10 @@ def test_an_assigned_unmatched_transfer_is_one_transfer_on_the_dashboard(
     from sen_shared.bus.outbox import OUTBOX, entry_event
 
     from tests.billing_support import make_invoice, scratch_db
+    from tests.support import vn_day_with_room
 
     cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
+    today = vn_day_with_room()  # the payments' day in Vietnam, and the dashboard's read of it
     with scratch_db(mongo_client, "d") as bdb:
         iid, _ = make_invoice(bdb, 100_000)
         accounts = {"0011000000001": "org-a"}  # the facility's receiving account: its queue
@@ -413,7 +415,6 @@ def test_an_assigned_unmatched_transfer_is_one_transfer_on_the_dashboard(
     assert assigned["data"]["assignedFrom"] == waiting and assigned["data"]["invoice"] == f"Invoice/{iid}"
     _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events)
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.received"}) == 3
-    today = datetime.now(VN).date()
     d = dashboard(fresh_db, today, today, None)
     assert {k: d["cashless_share"][k] for k in SHARE} == {"transfer_amount": 45_000, "cash_amount": 5_000,
                                                          "share": 0.9, "transfer_count": 1, "cash_count": 1}

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sen_portal.domain import reporting
 from sen_portal.domain.dashboard import csv_rows, dashboard
-from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import FACTS, record_event
 
 from tests.integration.test_reporting import CL, NOW, SHARE, A, _consume, arrive, ev, paid, t
@@ -69,6 +68,7 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
     from sen_shared.bus.outbox import OUTBOX, entry_event
 
     from tests.billing_support import make_invoice, scratch_db
+    from tests.support import vn_day_with_room
 
     cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
 
@@ -77,6 +77,7 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
                       description=f"TT {code}")
         return payments.record_transfer(bdb, tx, uuid.uuid4().hex).payment["_id"]
 
+    today = vn_day_with_room()  # the day in Vietnam of every payment and refund below, and of the read
     with scratch_db(mongo_client, "r") as bdb:
         iid, code = make_invoice(bdb, 100_000)
         payments.record_cash(bdb, iid, 100_000, cashier, "shift-1")  # settled in cash
@@ -88,7 +89,7 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
         # a refund made before refunds had events: the claim without an outbox
         bdb[REFUNDS].insert_one({"_id": older, "payment": older, "invoice": old_iid, "amount": 30_000,
                                  "reason": "trả lại", "facility": "org-a", "channel": "cash", "reverses": False,
-                                 "day": "2026-12-05", "at": datetime.now(UTC)})
+                                 "day": today.isoformat(), "at": datetime.now(UTC)})
         assert refund_events.backfill(bdb) == {"refund_events": 1}
         assert refund_events.backfill(bdb) == {"refund_events": 0}  # the claim is made once
         events = [entry_event(e) for coll in ("payments", "refunds", refund_events.BACKFILLED)
@@ -102,7 +103,6 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
         (refund_events.event_id(late), "transfer", "cash", 100_000)
     _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events + gone)
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.refunded"}) == 2
-    today = datetime.now(VN).date()
     d = dashboard(fresh_db, today, today, None)["cashless_share"]
     # both transfers came after their invoices were settled in cash: owed back, never takings (nor their refunds)
     assert (d["transfer_amount"], d["cash_amount"], d["transfer_count"], d["cash_count"]) == (0, 130_000, 0, 2)
