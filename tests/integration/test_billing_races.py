@@ -215,7 +215,11 @@ def test_two_workers_repairing_at_once_give_one_receipt_number_each_without_gaps
         jobs = [pool.submit(worker), pool.submit(worker), pool.submit(winner)]
         for job in jobs:
             job.result()
-    numbers = list(db["receipt_numbers"].find({"k": f"receipt:org-a:{datetime.now(UTC).year}"}))
+    # the series of the settlements' year in Vietnam (receipts._settle; from 17:00 UTC on 31 December
+    # that is the next year), not the year in UTC
+    [year] = {(b["at"] if b["at"].tzinfo else b["at"].replace(tzinfo=UTC)).astimezone(payments.VN).year
+              for b in db["invoice_balanced"].find({"_id": {"$in": made}})}
+    numbers = list(db["receipt_numbers"].find({"k": f"receipt:org-a:{year}"}))
     by_invoice: dict[str, list[int]] = {}
     for link in numbers:
         by_invoice.setdefault(link["invoice"], []).append(link["n"])

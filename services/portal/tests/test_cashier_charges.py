@@ -5,14 +5,14 @@ and billing are fakes answering what the real ones answer (the real ones: the in
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sen_portal.web.backend import BackendError
 
-from tests.support import csrf_token, portal_app
+from tests.support import VN_TZ, csrf_token, portal_app
 
 
 @pytest.fixture()
@@ -218,7 +218,7 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     # 2. no card in billing: the form offers to record one, with the EHR's number and its level (DN4 → 80 %)
     assert 'data-testid="no-card"' in page and hidden(page, "card_number") == "DN4878701234569"
     assert re.search(r'<option selected value="80">|<option value="80" selected>', page)
-    today = date.today()
+    today = datetime.now(VN_TZ).date()  # the cards' validity is judged on Vietnam's date, not the server's
     card = {"action": "record-card", "card_number": "dn4878701234569", "card_level": "80",
             "card_start": f"01/01/{today.year}", "card_end": f"31/12/{today.year + 1}"}
     r = post(client, page, **card)
@@ -404,7 +404,7 @@ def test_the_card_form_refuses_what_billing_could_not_use(client, fake):
     sign_in(client)
     page = client.get("/invoices/new").get_data(as_text=True)
     page = post(client, page, choose="bn-0001").get_data(as_text=True)
-    today = date.today()
+    today = datetime.now(VN_TZ).date()  # the cards' validity is judged on Vietnam's date, not the server's
     cases = [({"card_number": "DN48787", "card_level": "80"}, "Mã thẻ BHYT gồm 2 chữ cái và 13 chữ số."),
              ({"card_number": "DN4878701234569", "card_level": ""}, "Hãy chọn mức hưởng in trên thẻ."),
              ({"card_start": f"01/01/{today.year}", "card_end": f"01/01/{today.year - 1}"}, "Thẻ hết hạn trước khi"),
