@@ -188,7 +188,7 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     if lang == "en":
         clinic.english()
     path = task_url.replace(clinic.base, "")
-    deadline = time.monotonic() + 15  # the portal keeps a user's answers 3 s: another user's change shows within it
+    deadline = time.monotonic() + 30  # the portal keeps a user's answers 3 s: another user's change shows within it
     while True:
         clinic.go(path)
         if clinic.page.locator("form[action$='/answer']").count() or time.monotonic() > deadline:
@@ -206,7 +206,7 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     assert owner(clinic) == (t["hub"], "Bệnh viện Đa khoa Đồng Tháp")  # the hub, not labelled a specialist
     clinic.check("clinic-answered")
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # a loaded machine: a page load may take seconds
     while True:
         doctor.go(f"/tasks/{tid}")
         if doctor.page.locator("[data-testid=thread-answer]").count() or time.monotonic() > deadline:
@@ -250,8 +250,9 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
     v.page.click("form[action$='/slots'] button")
     v.page.wait_for_selector("form[action$='/book'] button")
     v.check("doctor-slots")
-    v.page.locator("form[action$='/book'] button").last.click()  # days away: the minutes come before it
-    v.page.wait_for_url(re.compile(r"booked=1"))
+    with v.page.expect_navigation():  # the booking's answer: booked, or a refusal (the page says why)
+        v.page.locator("form[action$='/book'] button").last.click()  # days away: the minutes come before it
+    assert "booked=1" in v.page.url, v.page.inner_text("main")[:600]
     assert v.page.locator("a", has_text=re.compile("video|Vào phòng", re.I)).count() >= 1
     v.check("doctor-booked")
     start = v.page.locator("[data-testid=start-consult]")  # the specialist begins: teleconsult's $start
@@ -324,7 +325,7 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.sign_in("cashier")
     if lang == "en":
         v.english()
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 60  # billing makes the invoice from the consult's event, through the bus
     while True:
         new = invoice_links(v) - known
         if new or time.monotonic() > deadline:
@@ -415,7 +416,7 @@ def test_consult_journey(visitor_factory, stack, lang, width):
     tag = f"{lang}-{width}"
     with_billing = billing_has_invoices()
     known = invoice_links(_signed(visitor_factory(f"{tag}-known", width=width), "cashier")) if with_billing else set()
-    family, given = "Nguyễn", f"Văn A{random.choice('BCDEGHKLMNPQRSTUVX')}{int(time.time()) % 1000}"
+    family, given = "Nguyễn", f"Văn A{random.choice('BCDEGHKLMNPQRSTUVX')}{int(time.time()) % 1000:03d}"
     clinic = visitor_factory(f"{tag}", width=width)
     before = int(dashboard_counts(visitor_factory(f"{tag}-before", width=width), lang)["consults-total"])
     task_url = clinic_requests_a_consult(clinic, lang, family, given)
