@@ -23,9 +23,10 @@ from tests.support import portal_app, portal_signed_in
 ASKED: list[tuple[str | None, str | None]] = []
 NAMES = {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp", "tyt-my-long": "Trạm Y tế xã Mỹ Long",
          "bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-doc-binh-kieu": "Trạm Y tế xã Đốc Binh Kiều",
-         "so-y-te-dong-thap": "Sở Y tế Đồng Tháp"}
+         "so-y-te-dong-thap": "Sở Y tế Đồng Tháp", "pk-an-binh": "Phòng khám An Bình"}
 DISTRICTS = {"tyt-my-hiep": "Huyện Cao Lãnh", "tyt-my-long": "Huyện Cao Lãnh",
-             "bvdk-dong-thap": "Thành phố Cao Lãnh", "tyt-doc-binh-kieu": "Huyện Tháp Mười"}
+             "bvdk-dong-thap": "Thành phố Cao Lãnh", "tyt-doc-binh-kieu": "Huyện Tháp Mười",
+             "so-y-te-dong-thap": "Thành phố Cao Lãnh"}
 
 
 def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def _app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(dashboard, "figures", _figures)
     monkeypatch.setattr(dashboard, "org_names", lambda: NAMES)
     monkeypatch.setattr(dashboard, "org_districts", lambda: DISTRICTS)
+    monkeypatch.setattr(dashboard, "org_without_care", lambda: {"so-y-te-dong-thap"})  # its type: govt
     return portal_app(tmp_path, monkeypatch)
 
 
@@ -90,12 +92,12 @@ def test_the_facility_filter_lists_the_provinces_facilities_by_district(officer)
     assert re.search(r'<label for="facility">Cơ sở</label>', page)
     assert '<option value="">Tất cả cơ sở</option>' in _select(page)
     # by district, each group by name; a facility the figures name but the EHR does not, by its id;
-    # one with no district (the health department itself) last
+    # one with no district last; the health department itself (no provider of care) is no facility
     assert _groups(page) == [("Huyện Cao Lãnh", ["tyt-my-hiep", "tyt-my-long"]),
                              ("Huyện Lấp Vò", ["tyt-moi"]),
                              ("Huyện Tháp Mười", ["tyt-doc-binh-kieu"]),
                              ("Thành phố Cao Lãnh", ["bvdk-dong-thap"]),
-                             ("Chưa rõ huyện", ["so-y-te-dong-thap"])]
+                             ("Chưa rõ huyện", ["pk-an-binh"])]
     assert '<option value="tyt-my-hiep">Trạm Y tế xã Mỹ Hiệp</option>' in page
     assert 'data-testid="facility-heading"' not in page
     # a district chosen: only its facilities
@@ -148,7 +150,7 @@ def test_a_facility_without_figures_in_the_period_says_so(officer):
     assert 'data-testid="facility-empty"' not in officer.get("/dashboard?facility=tyt-my-hiep").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("asked", ["tyt-khong-co", "<b>x", "Organization/"])
+@pytest.mark.parametrize("asked", ["tyt-khong-co", "<b>x", "Organization/", "so-y-te-dong-thap"])
 def test_a_facility_not_of_the_province_is_a_readable_400(officer, asked):
     r = officer.get("/dashboard", query_string={"facility": asked})
     page = r.get_data(as_text=True)
@@ -160,6 +162,7 @@ def test_a_facility_not_of_the_province_is_a_readable_400(officer, asked):
            "hoặc Tất cả cơ sở." in page
     main = page.split("<main", 1)[1]  # (the language switch above it comes back to the page's own link)
     assert asked not in main and "&lt;b&gt;x" not in main and "khong-co" not in main  # not echoed
+    assert "Sở Y tế Đồng Tháp" not in main
     assert " selected" not in _select(page) and 'data-chart="' not in page
     assert all(f != asked for _d, f in ASKED)  # no figures of it
     assert _groups(page)[0] == ("Huyện Cao Lãnh", ["tyt-my-hiep", "tyt-my-long"])  # the list to choose from
@@ -180,8 +183,8 @@ def test_a_facility_not_of_the_district_chosen_says_where_it_is(officer):
     assert '<option value="Huyện Cao Lãnh" selected>' in page
     assert _groups(page) == [("Huyện Cao Lãnh", ["tyt-my-hiep", "tyt-my-long"])]
     # one whose district is not known
-    page = officer.get("/dashboard?district=Huyện+Cao+Lãnh&facility=so-y-te-dong-thap").get_data(as_text=True)
-    assert "Chưa rõ huyện của Sở Y tế Đồng Tháp, nên cơ sở không được hiển thị trong Huyện Cao Lãnh" in page
+    page = officer.get("/dashboard?district=Huyện+Cao+Lãnh&facility=pk-an-binh").get_data(as_text=True)
+    assert "Chưa rõ huyện của Phòng khám An Bình, nên cơ sở không được hiển thị trong Huyện Cao Lãnh" in page
     r = officer.get("/dashboard/cashless_share.csv?district=Huyện+Cao+Lãnh&facility=tyt-doc-binh-kieu")
     assert r.status_code == 400 and "thuộc Huyện Tháp Mười, không thuộc Huyện Cao Lãnh" in r.get_data(as_text=True)
 
@@ -226,3 +229,27 @@ def test_a_facilitys_own_users_cannot_open_its_dashboard(tmp_path: Path, monkeyp
     assert ASKED == []
     admin = portal_signed_in(_app(tmp_path, monkeypatch), "admin")
     assert admin.get("/dashboard?facility=tyt-my-hiep").status_code == 200
+
+
+def test_the_organizations_that_give_no_care_are_read_from_their_type(monkeypatch):
+    from sen_portal.web import directory
+
+    def org(oid: str, *codes: str) -> dict[str, Any]:
+        return {"resource": {"resourceType": "Organization", "id": oid, "type": [{"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": c} for c in codes]}]
+            if codes else []}}
+
+    asked: list[dict[str, Any]] = []
+
+    def fhir_get(service, path, params=None, **_):
+        asked.append(params)
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [
+            org("so-y-te-dong-thap", "govt"), org("tyt-my-hiep", "prov"), org("bv-quan-y", "govt", "prov"),
+            org("pk-an-binh")]}
+
+    monkeypatch.setattr(directory, "_kept", {})
+    monkeypatch.setattr(directory, "fhir_get", fhir_get)
+    assert directory.org_without_care() == {"so-y-te-dong-thap"}
+    assert asked == [{"_count": "500", "_elements": "type"}]
+    directory.org_without_care()
+    assert len(asked) == 1  # kept, as the names are

@@ -16,7 +16,7 @@ from sen_shared.runtime import current
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, csvfile, login_required
-from .directory import org_districts, org_names
+from .directory import org_districts, org_names, org_without_care
 from .formatting import TZ
 from .forms import DashboardFilter
 
@@ -61,11 +61,12 @@ class FacilityRefused(ValueError):
 
 def facilities(start: date | None = None, end: date | None = None) -> Known:
     """The facility filter's choices and the only facilities the page, its CSVs and the API accept:
-    ``{id: (name, district)}`` of the province's facilities (the EHR's Organizations, the way
-    :func:`districts` reads their districts) and of those the province's figures of ``start``..``end``
-    name (by their id when the EHR does not name them). One typed into the link is never added."""
-    names, where = org_names(), org_districts()
-    found: Known = {fid: (names.get(fid, fid), where.get(fid)) for fid in {*names, *where}}
+    ``{id: (name, district)}`` of the province's facilities (the EHR's Organizations that give care,
+    :func:`.directory.org_without_care`, with their districts read the way :func:`districts` reads
+    them) and of those the province's figures of ``start``..``end`` name (by their id when the EHR
+    does not name them). One typed into the link is never added."""
+    names, where, apart = org_names(), org_districts(), org_without_care()
+    found: Known = {fid: (names.get(fid, fid), where.get(fid)) for fid in {*names, *where} - apart}
     if start is not None and end is not None:
         try:
             province = figures(start, end, None)

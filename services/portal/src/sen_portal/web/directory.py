@@ -66,6 +66,19 @@ def org_districts() -> dict[str, str]:
     return _kept_search("Organization.district", "Organization", "address", _district)
 
 
+def _gives_no_care(org: Mapping[str, Any]) -> str:
+    codes = {str(c.get("code")) for t in org.get("type") or [] if isinstance(t, Mapping)
+             for c in t.get("coding") or [] if isinstance(c, Mapping)}
+    return "no-care" if codes and "prov" not in codes else ""
+
+
+def org_without_care() -> set[str]:
+    """The Organizations that are no healthcare provider by their ``type`` (HL7 organization-type: a
+    type, and ``prov`` not among its codes; the health department itself is ``govt``): no facility of
+    the dashboard's facility filter. Those without a type are facilities; the EHR not answering: none."""
+    return set(_kept_search("Organization.type", "Organization", "type", _gives_no_care))
+
+
 def party(ref: Mapping[str, Any] | str | None) -> str:
     """A Reference as people read it: its ``display``, else the name of what it points to, else the reference."""
     if not ref:
