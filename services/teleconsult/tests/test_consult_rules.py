@@ -174,6 +174,56 @@ def test_a_participants_name_over_its_limit_is_refused_not_cut():
     assert err.value.status == 422 and "at most 200 characters" in err.value.detail
 
 
+def _completed_event(m) -> dict:
+    """teleconsult.consult.completed of minutes ``m``, checked against its schema (as the relay's publisher
+    checks it before it leaves: an event that fails stays in the outbox, never reaching billing or the EHR)."""
+    from sen_shared.bus import make_event
+
+    data = {"serviceRequest": "ServiceRequest/sr1", "task": "Task/t1", "patient": "Patient/p1",
+            "requester": "Organization/tyt", "performer": "Practitioner/a", "period": {"start": m.start, "end": m.end},
+            "minutes": rules.minutes_event(m), "completedAt": m.end, "priority": "stat", "requestedAt": m.start}
+    return make_event("teleconsult.consult.completed", data, subject="ServiceRequest/sr1")
+
+
+def _minutes_with(name, value):
+    body = minutes()
+    body["parameter"] = [p for p in body["parameter"] if p["name"] != name] + [{"name": name, **v} for v in value]
+    return body
+
+
+_SITE, _CODE = "Organization/hub", "I21.1"
+_AT_LIMIT_OR_OVER = [
+    ("site", lambda n: [{"valueReference": {"reference": _SITE, "display": "T" * n}}], 200, "site"),
+    ("conclusion", lambda n: [{"valueCoding": {"system": ICD10, "code": _CODE, "display": "c" * n}}], 500,
+     "conclusion"),
+    # the findings as the event writes them, one text with each part's label ("Lâm sàng: ...")
+    ("findings-laboratory", lambda n: [{"valueString": "f" * (n - len("Cận lâm sàng: "))}], 20000,
+     "findings-clinical"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "limit", "where"), _AT_LIMIT_OR_OVER, ids=lambda v: str(v)[:20])
+def test_minutes_taken_make_a_completed_event_its_schema_takes_and_over_its_limits_are_refused(name, value, limit,
+                                                                                             where):
+    """A site's name over 200 characters, a conclusion's display over 500, or findings over 20000 as the event
+    writes them were taken (200) and their event failed its schema in the outbox: the consult completed, never
+    charged nor recorded in the EHR. Up to each limit the event is valid; over it, 422 saying the limit."""
+    m = rules.parse_minutes(_minutes_with(name, value(limit)))
+    assert _completed_event(m)["data"]["minutes"]
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(_minutes_with(name, value(limit + 1)))
+    assert err.value.status == 422 and f"at most {limit} characters" in err.value.detail, err.value.detail
+    assert err.value.expression[0].startswith(f"Parameters.parameter.where(name='{where}')"), err.value.expression
+
+
+def test_the_three_findings_at_their_own_limit_are_refused_together():
+    body = minutes()
+    body["parameter"] += [{"name": f"findings-{k}", "valueString": "f" * 10000} for k in ("clinical", "imaging")]
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(body)
+    assert err.value.status == 422 and "at most 20000 characters" in err.value.detail
+
+
 def test_a_step_on_another_version_than_the_callers_if_match_is_412_naming_the_holder():
     rules.check_version("$accept", "t1", None, 5, "requested", "Practitioner/a")  # no If-Match: any version
     rules.check_version("$accept", "t1", 5, 5, "requested", "Practitioner/a")

@@ -56,6 +56,11 @@ REF = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
 # role first, as its chair's role) and a name; longer is 422, never cut (the event's schema says the same)
 PARTICIPANT_ROLE_MAX_CHARS = 2000
 PARTICIPANT_DISPLAY_MAX_CHARS = 200
+# the minutes' other limits of teleconsult.consult.completed's schema (specs/events): over them its event would
+# fail the relay's check and stay in the outbox (the consult completed, never charged nor in the EHR)
+SITE_DISPLAY_MAX_CHARS = 200
+CONCLUSION_DISPLAY_MAX_CHARS = 500
+FINDINGS_MAX_CHARS = 20000  # the findings as the event writes them: one text, each part after its label
 
 OPEN_STATES = ("requested", "accepted", "on-hold", "in-progress")
 FINAL_STATES = ("completed", "rejected", "cancelled")
@@ -414,8 +419,7 @@ class Minutes:
     conclusion_text: str | None = None  # the conclusion as the doctor wrote it (``conclusion-text``)
 
     def findings_text(self) -> str:
-        labels = {"clinical": "Lâm sàng", "laboratory": "Cận lâm sàng", "imaging": "Chẩn đoán hình ảnh"}
-        return "\n".join(f"{labels[k]}: {v}" for k, v in self.findings.items())
+        return _findings_text(self.findings)
 
     def as_json(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "sites": list(self.sites),
@@ -426,6 +430,12 @@ class Minutes:
 
 
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _findings_text(findings: Mapping[str, str]) -> str:
+    """The findings as the minutes' event writes them: one text, each part after its label."""
+    labels = {"clinical": "Lâm sàng", "laboratory": "Cận lâm sàng", "imaging": "Chẩn đoán hình ảnh"}
+    return "\n".join(f"{labels[k]}: {v}" for k, v in findings.items())
 
 
 def _params(body: Any) -> list[dict[str, Any]]:
@@ -495,8 +505,11 @@ def parse_minutes(body: Any) -> Minutes:
         if ref is None or not ref.startswith("Organization/"):
             raise _bad("each 'site' is a valueReference to the Organization taking part",
                        "Parameters.parameter.where(name='site')")
-        sites.append({"reference": ref, **({"display": p["valueReference"]["display"]}
-                                           if isinstance(p["valueReference"].get("display"), str) else {})})
+        display = p["valueReference"].get("display")
+        if isinstance(display, str) and len(display) > SITE_DISPLAY_MAX_CHARS:  # refused, never cut
+            raise _bad(f"a site's name (display) is at most {SITE_DISPLAY_MAX_CHARS} characters (this one has "
+                       f"{len(display)})", f"Parameters.parameter.where(name='site')[{len(sites)}]")
+        sites.append({"reference": ref, **({"display": display} if isinstance(display, str) else {})})
     if not sites:
         raise _bad("'site' is required: the sites taking part (the hub and the clinic)",
                    "Parameters.parameter.where(name='site')")
@@ -528,6 +541,11 @@ def parse_minutes(body: Any) -> Minutes:
     if not findings:
         raise _bad("the findings reviewed are required: findings-clinical, findings-laboratory and/or "
                    "findings-imaging", "Parameters.parameter.where(name='findings-clinical')")
+    written = len(_findings_text(findings))
+    if written > FINDINGS_MAX_CHARS:
+        raise _bad(f"the findings come to {written} characters as the minutes write them, each after its label "
+                   f"(at most {FINDINGS_MAX_CHARS} characters together)",
+                   "Parameters.parameter.where(name='findings-clinical')")
     conclusion = []
     for p in param_values(body, "conclusion"):
         c = p.get("valueCoding")
@@ -535,6 +553,9 @@ def parse_minutes(body: Any) -> Minutes:
             raise _bad(f"each 'conclusion' is a valueCoding of ICD-10 ({ICD10})",
                        "Parameters.parameter.where(name='conclusion')")
         check_icd10(c["code"], "Parameters.parameter.where(name='conclusion')")
+        if isinstance(c.get("display"), str) and len(c["display"]) > CONCLUSION_DISPLAY_MAX_CHARS:
+            raise _bad(f"a conclusion's display is at most {CONCLUSION_DISPLAY_MAX_CHARS} characters (this one has "
+                       f"{len(c['display'])})", f"Parameters.parameter.where(name='conclusion')[{len(conclusion)}]")
         conclusion.append({k: c[k] for k in ("system", "code", "display") if isinstance(c.get(k), str)})
     if not conclusion:
         raise _bad("'conclusion' is required: the diagnosis as ICD-10 codes",
