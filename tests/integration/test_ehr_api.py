@@ -300,6 +300,21 @@ def test_invalid_resource_points_at_element(ehr, H):
     assert outcome_of(r)["expression"] == ["Observation.status"]
 
 
+def test_a_home_district_longer_than_the_events_take_is_422_on_create_update_and_in_a_bundle(ehr, H):
+    """Taken, its ehr.patient.* event failed its schema (district at most 200 characters) in the outbox."""
+    long = [{"use": "home", "district": "Huyện " + "x" * 300}]
+    r = post(ehr, H, "/fhir/Patient", patient(address=long))
+    assert r.status_code == 422 and outcome_of(r)["expression"] == ["Patient.address.district"], r.text
+    r = put(ehr, H, "/fhir/Patient/s20-district", {**patient(address=long), "id": "s20-district"})
+    assert r.status_code == 422, r.text
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient(address=long), "request": {"method": "POST", "url": "Patient"}}]}
+    r = post(ehr, H, "/fhir", bundle)
+    assert r.status_code in (400, 422) and r.json()["resourceType"] == "OperationOutcome", r.text
+    r = post(ehr, H, "/fhir/Patient", patient(address=[{"use": "home", "district": "Huyện Tháp Mười"}]))
+    assert r.status_code == 201, r.text
+
+
 def test_wrong_resource_type_in_body_is_400(ehr, H):
     r = post(ehr, H, "/fhir/Patient", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
     assert r.status_code == 400

@@ -36,3 +36,26 @@ def test_the_events_fields_are_the_district_only():
                                       "address": [{"line": ["12 Nguyễn Huệ"], "district": "Huyện Tháp Mười"}]})
     assert fields == {"district": "Huyện Tháp Mười"}
     assert EVENT_FIELDS["Patient"]({"resourceType": "Patient"}) == {"district": None}
+
+
+def test_a_district_longer_than_the_events_take_is_refused_not_cut():
+    """A home address's district over 200 characters (the events' limit, common.json's district) was taken
+    and its ehr.patient.* event failed its schema in the outbox, never reaching the dashboard: refused, 422
+    naming the limit; at 200 the event is valid."""
+    from sen_shared.bus import make_event
+    from sen_shared.fhir.outcome import FhirError
+
+    def patient(district: str) -> dict:
+        return {"resourceType": "Patient", "address": [{"use": "home", "district": district}]}
+
+    fields = EVENT_FIELDS["Patient"](patient("Huyện " + "x" * 194))
+    assert len(fields["district"]) == 200
+    make_event("ehr.patient.created", {"resourceType": "Patient", "id": "p1", "versionId": "1", **fields},
+               subject="Patient/p1")
+    with pytest.raises(FhirError) as err:
+        EVENT_FIELDS["Patient"](patient("Huyện " + "x" * 195))
+    assert err.value.status == 422 and "at most 200 characters" in str(err.value), str(err.value)
+    assert err.value.expression == ["Patient.address.district"]
+    # only the district the events would carry: an old address's is not checked
+    assert EVENT_FIELDS["Patient"]({"resourceType": "Patient", "address": [
+        {"use": "old", "district": "x" * 300}]}) == {"district": None}

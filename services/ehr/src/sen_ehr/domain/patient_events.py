@@ -27,6 +27,7 @@ from sen_shared.bus.events import make_event
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import claim_once
 from sen_shared.fhir.body import unpack
+from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import HISTORY_SUFFIX
 
 NOTED = "patient_district_events"  # {_id: "<patient>/<version>", outbox}: backfilled districts, one a record
@@ -57,9 +58,18 @@ def patient_district(patient: Mapping[str, Any], today: date | None = None) -> s
     return (home or [d for _, d in found] or [None])[0]
 
 
+DISTRICT_MAX_CHARS = 200  # a district the events carry (specs/events/schemas/common.json's district)
+
+
 def patient_event_fields(patient: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary fields of a Patient version's events (``FhirConfig.event_fields``)."""
-    return {"district": patient_district(patient)}
+    """The summary fields of a Patient version's events (``FhirConfig.event_fields``). A district longer
+    than the events carry is refused (422), never cut: taken, its event failed its schema and stayed in
+    the outbox."""
+    district = patient_district(patient)
+    if district is not None and len(district) > DISTRICT_MAX_CHARS:
+        raise FhirError(f"the home address's district is at most {DISTRICT_MAX_CHARS} characters (this one has "
+                        f"{len(district)})", status=422, code="invariant", expression=["Patient.address.district"])
+    return {"district": district}
 
 
 EVENT_FIELDS = {"Patient": patient_event_fields}
