@@ -103,8 +103,10 @@ def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:
     return client
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``predicate`` until it holds, failing the test after ``timeout`` seconds."""
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds, failing the test after ``timeout`` seconds (generous: a
+    passing test never waits it out, and a loaded 2-core CI machine may take many seconds to carry
+    an event over the bus to a worker)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -137,7 +137,7 @@ def test_both_sides_write_on_their_pages_and_read_the_whole_thread_in_order(port
     def clinic_sees_all() -> bool:  # another user's writes show once the clinic's kept answers expire
         return _entries(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == want
 
-    wait_for(clinic_sees_all, timeout=20)
+    wait_for(clinic_sees_all)
     # the page's refresh brings the thread; the message box is outside it (what is typed stays)
     polled = clinic.get(f"/consults/{tid}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "consult-message" not in _element(polled, "consult-thread")

@@ -247,7 +247,7 @@ def test_the_worklist_shows_clinic_and_reason_and_a_name_only_where_the_ehr_lets
     def named() -> bool:
         return "Trần Văn Bình" in doctor.get("/worklist").get_data(as_text=True)
 
-    wait_for(named, timeout=20)  # the portal keeps a user's answers a few seconds
+    wait_for(named)  # the portal keeps a user's answers a few seconds
     page = doctor.get("/worklist").get_data(as_text=True)
     assert "Thị Lan" not in page and "Nguyễn Thị" not in page
 
@@ -341,7 +341,7 @@ def test_the_consult_pages_name_the_hub_then_the_accepting_doctor_and_the_reason
     def taken() -> bool:  # the clinic's answers are kept a few seconds
         return _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True))[0] == "Bác sĩ chuyên khoa"
 
-    wait_for(taken, timeout=20)
+    wait_for(taken)
     assert _owner(clinic.get(f"/consults/{tid}").get_data(as_text=True)) == ("Bác sĩ chuyên khoa", "Nguyễn Văn An")
 
     for client, start in ((clinic, "/consults"), (doctor, "/worklist")):
@@ -395,7 +395,7 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
         return "Xin gửi thêm điện tim." in clinic.get(f"/consults/{tid}", headers={"HX-Request": "true"}).get_data(
             as_text=True)
 
-    wait_for(asked, timeout=20)
+    wait_for(asked)
     polled = clinic.get(f"/consults/{tid}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "Xin gửi thêm điện tim." in _element(polled, "consult-thread")
     assert f'action="/consults/{tid}/answer"' in _element(polled, "consult-answer")
@@ -405,7 +405,7 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
         rows = _rows(clinic.get("/consults").get_data(as_text=True))
         return [("Cần trả lời" in row) for row in rows].count(True) == 1
 
-    wait_for(marked, timeout=20)
+    wait_for(marked)
     rows = _rows(clinic.get("/consults").get_data(as_text=True))
     assert any("Nguyễn Thị Lan" in row and "Cần trả lời" in row for row in rows), rows
 
@@ -428,7 +428,7 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     def answered() -> bool:
         return f'href="/documents/{did}?consult={tid}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
 
-    wait_for(answered, timeout=20)
+    wait_for(answered)
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     thread = _element(page, "consult-thread")
     assert "Đã gửi điện tim." in thread and f'href="/documents/{did}?consult={tid}"' in thread
@@ -451,7 +451,7 @@ def test_the_hubs_question_reaches_an_open_page_and_the_answer_carries_its_file(
     def cancelled() -> bool:
         return 'data-testid="consult-again"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
 
-    wait_for(cancelled, timeout=20)
+    wait_for(cancelled)
     page = clinic.get(f"/consults/{tid}").get_data(as_text=True)
     assert f'href="/patients/{LAN}/consult" data-testid="consult-again">Gửi yêu cầu hội chẩn mới</a>' in page
     assert "Hạn trả lời" not in page
@@ -483,7 +483,7 @@ def test_a_file_of_a_message_stored_without_its_name_is_named_by_the_ehr_without
     def shown() -> bool:  # the clinic's answers are kept a few seconds
         return f'href="/documents/{did}?consult={tid}"' in clinic.get(f"/consults/{tid}").get_data(as_text=True)
 
-    wait_for(shown, timeout=20)
+    wait_for(shown)
     thread = _element(clinic.get(f"/consults/{tid}").get_data(as_text=True), "consult-thread")
     assert "siêu-âm-tim.pdf" in thread and "Tệp 1" not in thread
     assert document_searches, "the name is the EHR's"

@@ -341,7 +341,7 @@ def test_minutes_with_a_long_participants_list_are_stored_whole(portal, tc, clin
     def done() -> bool:
         return _task(tc, tid, clinic_h).get("status") == "completed"
 
-    wait_for(done, timeout=20)
+    wait_for(done)
     task = _task(tc, tid, clinic_h)
     kept = next(o for o in task["output"] if o["type"]["coding"][0]["code"] == "minutes")
     written = json.loads(base64.b64decode(kept["valueAttachment"]["data"]))

@@ -164,7 +164,7 @@ def test_cancelling_the_consult_cancels_its_booked_visit_and_frees_the_slot(tc, 
     # $find answers from each process's link view: the other process learns the release within
     # LinkView.REFRESH_SECONDS (the booking's process may have learned the booked link itself and
     # not read the others' links since), so the freed slot is awaited, not read once
-    wait_for(lambda: proposal["slot"] in [p["slot"] for p in _find(tc, tokens, day, 1)], timeout=5)
+    wait_for(lambda: proposal["slot"] in [p["slot"] for p in _find(tc, tokens, day, 1)], timeout=30)
     assert _active(db, sr_id) == []
     # the consult takes no visit any more (on another free slot: a worker process may have seen the
     # cancelled visit's slot booked within LinkView.REFRESH_SECONDS); the cancelled one cannot be moved
