@@ -180,3 +180,22 @@ def test_apply_once_runs_a_separate_effect_before_the_claim() -> None:
     assert apply_once(coll, "e1", effect=lambda: calls.append("effect")) is True
     assert apply_once(coll, "e1", effect=lambda: calls.append("effect")) is False
     assert calls == ["effect", "effect"] and set(coll.docs) == {"e1"}
+
+
+def test_every_event_that_carries_a_district_takes_the_district_a_consult_or_record_carries() -> None:
+    """A consult's district (teleconsult's events, from the clinic's Organization; the EHR's, common.json's
+    district: up to 200 characters) goes on to its invoice and its payments: billing's payment and paid
+    events took 100 and the payment's event of a consult from a district of 101-200 characters failed its
+    schema in the outbox. Every event's district takes what the others carry."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "specs" / "events" / "schemas"
+    limits = {}
+    for path in sorted(folder.glob("*.v1.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))["properties"]["data"]
+        district = (data.get("properties") or {}).get("district")
+        if district is not None:
+            ref = district.get("$ref")
+            limits[path.name] = 200 if ref == "common.json#/$defs/district" else district.get("maxLength")
+    assert len(limits) >= 8, limits
+    assert set(limits.values()) == {200}, limits
