@@ -12,6 +12,7 @@ wrong is a :class:`~sen_shared.fhir.outcome.FhirError` saying which, for the cli
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,8 +20,10 @@ from sen_shared import http
 from sen_shared.fhir.outcome import FhirError
 
 DISTRICT_TTL = 600.0
+DISTRICT_MAX_CHARS = 200  # a district the events carry (specs/events/schemas: common.json's district)
 _districts: dict[tuple[str, str], tuple[str | None, float]] = {}  # (EHR, Organization) -> (district, until)
 FHIR_JSON = "application/fhir+json"
+log = logging.getLogger(__name__)
 
 
 def _judged(ref: str, where: str, status: int, resource: Any) -> dict[str, Any]:
@@ -102,6 +105,12 @@ class EhrClient:
             return None
         district = next((a["district"] for a in r.json().get("address") or []
                          if isinstance(a, dict) and isinstance(a.get("district"), str)), None)
+        if district is not None and len(district) > DISTRICT_MAX_CHARS:
+            # every event of the clinic's consults carries it: over the events' limit they would fail their
+            # schema in the outbox (never reaching billing, the EHR, the dashboard); counted without one
+            log.warning("the district of %s is %d characters, over the %d the events carry: its consults "
+                        "name no district", organization, len(district), DISTRICT_MAX_CHARS)
+            district = None
         if len(_districts) > 10_000:
             _districts.clear()
         _districts[key] = (district, time.monotonic() + DISTRICT_TTL)
