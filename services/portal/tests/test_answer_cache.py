@@ -36,16 +36,36 @@ def test_requests_at_the_same_moment_share_one_fetch():
     assert cache.get((ANA, "chart"), 0, lambda: {"n": 3}) == {"n": 3}
 
 
-def test_answers_are_kept_per_user_for_the_seconds_given_and_forgotten_on_a_write():
+class _Clock:
+    """The cache's wall clock, moved by the test: a pause of the machine (a loaded CI runner) between
+    two reads must not expire an answer the test expects kept."""
+
+    def __init__(self) -> None:
+        self.now = 1_796_500_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_answers_are_kept_per_user_for_the_seconds_given_and_forgotten_on_a_write(monkeypatch):
+    from sen_portal.web import backend
+
+    clock = _Clock()
+    monkeypatch.setattr(backend, "time", clock)
     cache = AnswerCache()
     assert cache.get((ANA, "chart"), 0.3, lambda: "ana's") == "ana's"
+    clock.now += 0.1
     assert cache.get((ANA, "chart"), 0.3, lambda: "fetched again") == "ana's"
     assert cache.get((BICH, "chart"), 0.3, lambda: "bich's") == "bich's"  # never another user's
     cache.forget(ANA)
     assert cache.get((ANA, "chart"), 0.3, lambda: "after the write") == "after the write"
-    assert cache.get((BICH, "chart"), 0.3, lambda: "x") == "bich's"
-    time.sleep(0.35)
-    assert cache.get((BICH, "chart"), 0.3, lambda: "expired") == "expired"
+    clock.now += 0.29
+    assert cache.get((BICH, "chart"), 0.3, lambda: "x") == "bich's"  # kept its 0.3 s
+    clock.now += 0.02
+    assert cache.get((BICH, "chart"), 0.3, lambda: "expired") == "expired"  # and no longer
 
 
 def test_an_answer_fetched_before_the_users_last_write_is_not_used():
