@@ -20,6 +20,7 @@ from sen_billing.domain.payments import PAYMENTS, VN, local_day
 from sen_billing.domain.webhooks import Transfer
 
 from tests.billing_support import counted_db, make_invoice
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ def _backfill_twice_at_once(db) -> int:
 
 def test_a_shifts_expected_transfers_read_its_days_not_the_facilitys_history(counted) -> None:
     db, reads = counted
-    today = datetime.combine(datetime.now(VN).date(), time.min, VN)
+    today = datetime.combine(vn_day_with_room(), time.min, VN)  # today's payments below are of this day
     # 30 days before today, 12 transfers a day to org-a (counted, late, an unmatched one naming a
     # draft), 3 to org-b, and one unmatched to nobody's invoice: all as recorded before the key
     old = 0
@@ -109,7 +110,7 @@ def test_a_shifts_expected_transfers_read_its_days_not_the_facilitys_history(cou
     iid, ref = make_invoice(db, 300_000)
     got = payments.record_transfer(db, Transfer("payos", uuid.uuid4().hex[:10], 120_000, f"thanh toan {ref}"),
                                    "inbox-1", seen=False)
-    assert got.payment["fd"] == f"{FACILITY}|{datetime.now(VN).date().isoformat()}"
+    assert got.payment["fd"] == f"{FACILITY}|{today.date().isoformat()}"
     cash = payments.record_cash(db, iid, 40_000, who, opened["id"])
     assert cash.payment["fd"] == got.payment["fd"]
     current = shifts.current(db, who)

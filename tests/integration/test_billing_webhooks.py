@@ -25,7 +25,7 @@ from sen_shared.bus.catalog import load_catalog
 from sen_shared.fhir.store import Store
 
 from tests.billing_support import make_invoice
-from tests.support import web_process
+from tests.support import vn_day_with_room, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -540,17 +540,14 @@ def test_hmac_helper_matches_the_standard_library() -> None:
 def test_report_command_writes_the_day_and_keeps_a_copy(billing, base_env: dict[str, str], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     url, db = billing
+    day = vn_day_with_room().isoformat()  # the transfer's day in Vietnam, the report's
     facility = "org-" + uuid.uuid4().hex[:5]
     iid, code = make_invoice(db, 45000, facility=facility)
     assert send_standard(url, uuid.uuid4().hex[:8], 45000, code).status_code == 200
-    from datetime import datetime
-
     from sen_billing import report
-    from sen_billing.domain.payments import VN
 
     for key, value in {**base_env, "SEN_DB": db.name}.items():
         monkeypatch.setenv(key, value)
-    day = datetime.now(VN).date().isoformat()
     out = tmp_path / "r.csv"
     assert report.main(["--day", day, "--facility", facility, "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")

@@ -32,7 +32,7 @@ import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import billing_web, cashier_portal
-from tests.support import csrf_token, portal_signed_in, web_process
+from tests.support import csrf_token, portal_signed_in, vn_day_with_room, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,7 @@ def _credit_rows(page: str) -> list[str]:
 
 
 def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(portal, billing, dev_key):
+    today = vn_day_with_room().strftime("%d/%m/%Y")  # the day in Vietnam of the transfers below
     url, db = billing
     inv = _invoice(url, dev_key, TAM, "kham-benh")
     owed, code = inv["totalNet"]["value"], _reference(inv)
@@ -133,7 +134,6 @@ def test_an_overpaid_credit_is_on_the_list_and_two_cashiers_give_it_back_once(po
     assert re.search(r'data-testid="refund-task-amount">11.000\u00a0₫<', row), row
     assert re.search(r'data-testid="refund-task-patient">Lê Văn Tâm<', row)  # the EHR's name
     assert "Trả thừa: tiền ghi có của người bệnh" in row
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
     assert re.search(rf'data-testid="refund-task-received">{today} \d\d:\d\d<', row)
     assert f'href="/invoices/{inv["id"]}"' in row
 
@@ -292,6 +292,7 @@ def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_doe
 
 
 def test_the_cashiers_daily_csv_names_the_facility_in_vietnamese(portal, billing, ehr, dev_key):
+    day = vn_day_with_room().strftime("%d/%m/%Y")  # the cash's day in Vietnam, the report's too
     url, _db = billing
     inv = _invoice(url, dev_key, TAM, "kham-benh")
     cashier = portal_signed_in(portal, "cashier")
@@ -303,7 +304,6 @@ def test_the_cashiers_daily_csv_names_the_facility_in_vietnamese(portal, billing
     assert r.status_code == 302
     # the cashier's EHR access is as it was: no Organization reads
     assert httpx.get(f"{ehr}/fhir/Organization", headers=_auth(dev_key, "cashier", CLINIC)).status_code == 403
-    day = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
     report = cashier.get(f"/shift/daily-report.csv?day={day}")
     assert report.status_code == 200
     rows = list(csv.reader(io.StringIO(report.data.decode("utf-8-sig"))))

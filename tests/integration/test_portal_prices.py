@@ -18,16 +18,14 @@ import csv
 import io
 import json
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, free_port, portal_signed_in, web_process
+from tests.support import app_client, csrf_token, free_port, portal_signed_in, vn_day_with_room, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +175,7 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
     from tests.billing_support import make_invoice
 
     url, db = billing
+    today = vn_day_with_room()  # the cash's day in Vietnam, and the report's
     iid, code = make_invoice(db, 120000, facility=FACILITY)
     cashier = portal_signed_in(portal, "cashier")
     page = cashier.get("/shift").get_data(as_text=True)
@@ -185,7 +184,6 @@ def test_the_daily_csv_through_the_portal_is_billings_for_that_day(portal, billi
         assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
     r = cashier.post(f"/invoices/{iid}/cash", data={"csrf_token": csrf_token(page), "cash-amount": "120000"})
     assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     r = cashier.get(f"/shift/daily-report.csv?day={today:%d/%m/%Y}")
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert r.headers["Content-Disposition"] == f'attachment; filename="doi-soat-{today.isoformat()}.csv"'
