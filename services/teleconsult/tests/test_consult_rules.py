@@ -73,12 +73,27 @@ def test_the_task_carries_the_first_reason_or_the_clients_own():
     ({"note": [{"text": "  "}]}, "ServiceRequest.note"),
     ({"performer": []}, "ServiceRequest.performer"),
     ({"supportingInfo": [{"reference": "Patient/p2"}]}, "ServiceRequest.supportingInfo[0]"),
+    # the specialty's code goes in teleconsult.consult.requested (at most 64 characters in its schema): a longer
+    # one was taken and that event failed its schema in the outbox
+    ({"performerType": {"coding": [{"system": "http://snomed.info/sct", "code": "9" * 65}]}},
+     "ServiceRequest.performerType.coding[0].code"),
 ])
 def test_a_bad_submission_says_where(change, where):
     with pytest.raises(ConsultError) as err:
         rules.check_submission(sr(**change), clinic=CLINIC, default_hub=None)
     assert err.value.status == 422 and err.value.expression == [where]
 
+
+
+def test_a_specialty_code_up_to_64_characters_makes_a_valid_requested_event():
+    from sen_shared.bus import make_event
+
+    sub = rules.check_submission(sr(performerType={"coding": [{"system": "http://snomed.info/sct", "code": "9" * 64}]}),
+                                 clinic=CLINIC, default_hub=None)
+    make_event("teleconsult.consult.requested", {
+        "serviceRequest": "ServiceRequest/s", "task": "Task/t", "requester": CLINIC, "priority": "stat",
+        "patient": "Patient/p1", "specialty": sub.specialty, "requestedAt": "2026-12-05T10:00:00+07:00",
+        "dueAt": "2026-12-05T11:00:00+07:00"}, subject="ServiceRequest/s")
 
 @pytest.mark.parametrize("code", ["I21.99", "E11.65", "Z99.99", "I219", "A00-A09"])
 def test_a_reason_of_the_right_shape_that_is_no_icd10_code_is_refused_by_name(code):

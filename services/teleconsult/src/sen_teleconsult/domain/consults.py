@@ -60,6 +60,7 @@ PARTICIPANT_DISPLAY_MAX_CHARS = 200
 # fail the relay's check and stay in the outbox (the consult completed, never charged nor in the EHR)
 SITE_DISPLAY_MAX_CHARS = 200
 CONCLUSION_DISPLAY_MAX_CHARS = 500
+SPECIALTY_MAX_CHARS = 64  # teleconsult.consult.requested's specialty
 FINDINGS_MAX_CHARS = 20000  # the findings as the event writes them: one text, each part after its label
 
 OPEN_STATES = ("requested", "accepted", "on-hold", "in-progress")
@@ -263,6 +264,9 @@ def check_submission(sr: Any, *, clinic: str | None, default_hub: str | None, ad
     if concept:
         codes = [c.get("code") for c in concept.get("coding") or [] if isinstance(c, dict) and c.get("code")]
         specialty = codes[0] if codes else None
+        if isinstance(specialty, str) and len(specialty) > SPECIALTY_MAX_CHARS:  # teleconsult.consult.requested's
+            raise _bad(f"the specialty's code is at most {SPECIALTY_MAX_CHARS} characters (this one has "
+                       f"{len(specialty)})", "ServiceRequest.performerType.coding[0].code")
     return Submission(sr, patient, clinic, hubs[0], priority, specialty, concept, tuple(supporting))
 
 
