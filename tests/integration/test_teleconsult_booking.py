@@ -64,7 +64,7 @@ def _local(d: date, hhmm: str) -> str:
 @pytest.fixture(scope="module")
 def tc(base_env, run_id, mongo_client, dev_key):
     db = f"sen_t{run_id}_tc_booking"
-    with app_client("teleconsult", _env(base_env, SEN_TELECONSULT_HOLD_MINUTES="0.05"), db, mongo_client) as (c, app):
+    with app_client("teleconsult", _env(base_env, SEN_TELECONSULT_HOLD_MINUTES="0.1"), db, mongo_client) as (c, app):
         h = admin_headers(dev_key)
         for sid, prac in (("sched-an", "Practitioner/bs-an"), ("sched-bich", "Practitioner/bs-bich")):
             body = _schedule(sid, prac, specialty="394579002" if sid == "sched-an" else "394583002",
@@ -250,7 +250,7 @@ def test_an_expired_hold_frees_its_slot_for_the_next_claimer_and_the_sweeper(tc,
     a, b = props[0], props[1]
     first = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", a)), headers=H).json()
     swept = tc.post("/fhir/Appointment/$hold", content=_params(("appointment-resource", b)), headers=H).json()
-    time.sleep(3.5)  # holds last 0.05 min (3 s) here
+    time.sleep(6.5)  # holds last 0.1 min (6 s) here
     slot_a = a["slot"][0]["reference"]
     assert tc.get(f"/fhir/{slot_a}", headers=H).json()["status"] == "free"
     # the next claimer takes the expired hold's slot; the expired appointment is cancelled

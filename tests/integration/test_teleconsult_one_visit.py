@@ -50,9 +50,10 @@ def H(dev_key):
 
 @pytest.fixture(scope="module")
 def tc(base_env, run_id, mongo_client, dev_key):
-    """The service in this process (holds last 3 s), with one schedule: 07:00-17:00 every day."""
+    """The service in this process (holds last 6 s: a test's few requests after a hold fit well inside
+    it on a slow machine), with one schedule: 07:00-17:00 every day."""
     db = f"sen_t{run_id}_tc_one_visit"
-    with app_client("teleconsult", _env(base_env, SEN_TELECONSULT_HOLD_MINUTES="0.05"), db, mongo_client) as (c, _):
+    with app_client("teleconsult", _env(base_env, SEN_TELECONSULT_HOLD_MINUTES="0.1"), db, mongo_client) as (c, _):
         body = _schedule("sched-visit", "Practitioner/bs-visit", windows=[(ALL_DAYS, "07:00:00", "17:00:00")])
         r = c.put("/fhir/Schedule/sched-visit", content=json.dumps(body), headers=admin_headers(dev_key))
         assert r.status_code in (200, 201), r.text
@@ -181,7 +182,7 @@ def test_a_hold_blocks_until_it_expires_and_booking_it_takes_no_new_link(tc, H):
     # a hold that expires frees the consult for another time
     expiring = _appointment(_post(tc, H, "$hold", b, "ServiceRequest/sr-hold-2"))
     _refused(_post(tc, H, "$hold", c, "ServiceRequest/sr-hold-2"), expiring["id"])
-    time.sleep(3.5)  # holds last 0.05 min (3 s) here
+    time.sleep(6.5)  # holds last 0.1 min (6 s) here
     later = _appointment(_post(tc, H, "$book", c, "ServiceRequest/sr-hold-2"))
     assert [x["id"] for x in _active(tc.db, "sr-hold-2")] == [later["id"]]
 
