@@ -63,17 +63,18 @@ def test_a_database_that_stays_down_is_given_up_on_and_the_writer_goes_on(monkey
 
 def test_a_full_queue_makes_the_caller_store_its_event(monkeypatch) -> None:
     monkeypatch.setattr(audit, "QUEUE_CAPACITY", 1)
-    gate = threading.Event()
+    gate, stuck = threading.Event(), threading.Event()
     by: list[str] = []
 
     def insert(docs):
         if threading.current_thread().name == "sen-audit-writer":
+            stuck.set()
             gate.wait(5)  # the writer is stuck on a slow database
         by.extend(threading.current_thread().name for _ in docs)
 
     w = AuditWriter(insert)
     w.put({"n": 1})  # taken by the writer, which blocks
-    time.sleep(0.1)
+    assert stuck.wait(30)  # (not a fixed pause: a busy machine may start the writer late)
     w.put({"n": 2})  # fills the queue
     w.put({"n": 3})  # no room: stored by this thread
     assert by == ["MainThread"]
