@@ -112,7 +112,7 @@ def test_a_read_waiting_on_the_database_does_not_hold_up_the_others(ehr, H, dev_
 
     def read_head(self, rtype, rid, param=None):
         if rid == slow:  # the database "stalls" until the later read has been answered
-            slow_waited.append(quick_answered.wait(10))
+            slow_waited.append(quick_answered.wait(60))
         return original(self, rtype, rid, param)
 
     monkeypatch.setattr(Store, "read_head", read_head)

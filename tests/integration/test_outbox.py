@@ -170,7 +170,7 @@ def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bu
     for t in threads:
         t.start()
     try:
-        assert consumer.ready.wait(15)
+        assert consumer.ready.wait(60)
         coll = fresh_db.observations
         ids: list[str] = []
         for d in range(total // per_doc):  # the service keeps writing while the broker is down
