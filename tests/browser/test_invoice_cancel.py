@@ -138,7 +138,7 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     e.page.wait_for_selector("#qr-box img", state="detached")
     assert not e.page.locator("#cash-box").is_visible() and not e.page.locator("#cancel-box").is_visible()
     assert "given back" in e.page.inner_text("#invoice-status")
-    deadline = time.monotonic() + 20  # a reload: the page's shell may be this user's answer of a few s ago
+    deadline = time.monotonic() + 30  # a reload: the page's shell may be this user's answer of a few s ago
     while True:  # (SEN_PORTAL_CACHE_SECONDS, kept per worker process), then the cancelled page
         e.go(f"/invoices/{old}?p={pid}")
         if e.page.locator("[data-testid=cancelled]").count() or time.monotonic() > deadline:
