@@ -13,8 +13,10 @@ and the unmatched-transfer queue read a page at a time.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -251,7 +253,14 @@ def _taken_elsewhere(db, chain: str, numbers: range) -> None:
                                           "invoice": f"other-{n}", "facility": "org-h"})
 
 
-def test_a_receipt_number_claimed_from_a_stale_hint_follows_the_newest_without_gaps(db) -> None:
+@pytest.fixture()
+def own_hint_only(monkeypatch):
+    """This process's settlers claim from its own hint only, without the machine's turn (the
+    other processes these tests play are on other machines)."""
+    monkeypatch.setattr(receipts, "_host_turn", lambda key: nullcontext())
+
+
+def test_a_receipt_number_claimed_from_a_stale_hint_follows_the_newest_without_gaps(db, own_hint_only) -> None:
     year, chain = 2031, "receipt:org-h:2031"
     key = f"{db.name}/{chain}"
     assert receipts._receipt_number(db, "org-h", "inv-1", year, fresh=True) == "ORG-H-2031-000001"
@@ -305,8 +314,10 @@ def test_a_lost_receipt_number_claim_is_followed_by_the_next_claim_without_a_rea
     assert sorted(_series(db, chain)) == [1, 2, 3]
 
 
-def test_settlers_of_many_processes_at_once_take_one_number_each_without_gaps(db, monkeypatch) -> None:
-    """Threads without this process's per-chain lock race for the links as processes do."""
+def test_settlers_of_many_processes_at_once_take_one_number_each_without_gaps(db, monkeypatch,
+                                                                           own_hint_only) -> None:
+    """Threads without this process's per-chain lock (nor the machine's turn) race for the links as
+    processes of several machines do."""
     class NoLock(dict):
         def setdefault(self, key, default=None):
             return threading.Lock()  # a lock of its own each: nothing serialises the claims
@@ -326,6 +337,61 @@ def test_settlers_of_many_processes_at_once_take_one_number_each_without_gaps(db
     series = _series(db, chain)
     assert sorted(series) == list(range(1, 37))
     assert sorted(series.values()) == sorted(f"inv-{i}" for i in range(36))
+
+
+def _settle_numbers(url: str, name: str, year: int, tag: str, threads: int, each: int, wait: float,
+                    start: float) -> tuple[list[str], int]:
+    """In a process of its own (``spawn``): ``threads`` settlers taking ``each`` numbers of org-m's series
+    from ``start`` (wall clock) on; the numbers, and the claims of ``receipt_numbers`` the database refused."""
+    from pymongo import monitoring
+    from sen_billing.domain import receipts as _receipts
+    from sen_shared import mongo as _mongo
+
+    refused = []
+
+    class Refused(monitoring.CommandListener):
+        def started(self, event) -> None:
+            pass
+
+        def succeeded(self, event) -> None:
+            if event.command_name == "insert" and event.reply.get("writeErrors"):
+                refused.append(1)
+
+        def failed(self, event) -> None:
+            pass
+
+    monitoring.register(Refused())
+    _receipts.HOST_WAIT_SECONDS = wait
+    database = _mongo.client(url)[name]
+    database.command("ping")
+    time.sleep(max(0.0, start - time.time()))
+
+    def settle(i: int) -> list[str]:
+        return [_receipts._receipt_number(database, "org-m", f"inv-{tag}-{i}-{j}", year, fresh=True)
+                for j in range(each)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        got = [n for ns in pool.map(settle, range(threads)) for n in ns]
+    return got, len(refused)
+
+
+def test_the_processes_of_one_machine_take_a_series_numbers_in_turn_without_lost_claims(db, mongo_url) -> None:
+    """Two processes (gunicorn's workers) × 4 settlers of one facility at once: numbers without gaps
+    or doubles, and no claim of one refused because another took that number first (each process's
+    hint would be behind by the other's numbers: a refused insert each). The wait for the machine's
+    turn is unbounded here (a loaded machine's slow insert must not make a process go without it)."""
+    import multiprocessing
+
+    year, chain = 2035, "receipt:org-m:2035"
+    start = time.time() + 3.0  # both processes started and connected by then
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_settle_numbers, mongo_url, db.name, year, tag, 4, 10, 600.0, start)
+                for tag in ("a", "b")]
+        results = [job.result(timeout=600) for job in jobs]
+    got = [n for numbers, _ in results for n in numbers]
+    assert len(got) == 80 and len(set(got)) == 80
+    assert sorted(_series(db, chain)) == list(range(1, 81))  # no gap, no number twice
+    assert [refused for _, refused in results] == [0, 0]
 
 # ------------------------------------------------------------------------------- the unmatched queue
 
