@@ -59,3 +59,24 @@ def test_a_district_longer_than_the_events_take_is_refused_not_cut():
     # only the district the events would carry: an old address's is not checked
     assert EVENT_FIELDS["Patient"]({"resourceType": "Patient", "address": [
         {"use": "old", "district": "x" * 300}]}) == {"district": None}
+
+
+def test_after_midnight_in_vietnam_an_address_that_ended_the_day_before_is_not_current(monkeypatch):
+    """'Today' is Vietnam's: at 00:30 there on 6 December (17:30 UTC on the 5th) a home address that
+    ended on the 5th is over, and the events name the new one (the server's UTC date said the 5th for
+    seven hours a day)."""
+    from datetime import UTC, datetime
+
+    from sen_ehr.domain import patient_events
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 5, 17, 30, tzinfo=UTC).astimezone(tz)
+
+    monkeypatch.setattr(patient_events, "datetime", Clock)
+    moved = {"resourceType": "Patient", "address": [
+        {"use": "home", "district": "Huyện Lấp Vò", "period": {"end": "2026-12-05"}},
+        {"use": "home", "district": "Huyện Cao Lãnh", "period": {"start": "2026-12-06"}}]}
+    assert patient_district(moved) == "Huyện Cao Lãnh"
+    assert patient_district(moved, date(2026, 12, 5)) == "Huyện Lấp Vò"  # on the 5th it was still current

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pymongo.database import Database
 from sen_shared.bus.events import make_event
@@ -35,6 +36,7 @@ KIND = "ehr.patient.district_noted"
 _NAMESPACE = uuid.UUID("6d0f3c1e-2b7a-4c8e-9f51-0a3e6b2d7c94")
 # address uses that are not where the patient lives now
 _NOT_RESIDENCE = frozenset({"old", "billing", "work"})
+VN = ZoneInfo("Asia/Ho_Chi_Minh")  # whose date an address's period is read on
 
 
 def _current(address: Mapping[str, Any], today: str) -> bool:
@@ -45,8 +47,9 @@ def _current(address: Mapping[str, Any], today: str) -> bool:
 def patient_district(patient: Mapping[str, Any], today: date | None = None) -> str | None:
     """The district of the patient's home address (``address[].district``): the current ``home``
     address's, else the first current address's that is not an old, billing or work one; spaces
-    collapsed; None when no such address names a district."""
-    day = (today or datetime.now(UTC).date()).isoformat()
+    collapsed; None when no such address names a district. ``today``: Vietnam's date by default (not
+    the server's UTC one, still the day before from 00:00 to 07:00 there)."""
+    day = (today or datetime.now(VN).date()).isoformat()
     found: list[tuple[bool, str]] = []
     for address in patient.get("address") or ():
         if not isinstance(address, Mapping) or address.get("use") in _NOT_RESIDENCE or not _current(address, day):
