@@ -107,14 +107,18 @@ def test_the_consult_forms_suggestions_find_everyday_names(app, fake):  # noqa: 
     c = portal_signed_in(app, "clinic")
     hits = c.get("/icd10", query_string={"for": "reason", "reason": "tieu duong"}).get_data(as_text=True)
     assert 'data-pick="E11 — ' in hits and "đái tháo đường" in hits
+    assert re.findall(r'data-pick="([A-Z][0-9.]+) — ', hits)[:2] == ["E11", "E10"]  # type 2 first: the common one
     minutes = portal_signed_in(app, "doctor").get("/icd10/diagnoses", query_string={"diagnosis": "I10, zona"})
     assert 'data-pick="B02 — Bệnh do herpes zoster"' in minutes.get_data(as_text=True)
 
 
 GENERAL_FIRST = [  # (typed, the first results, in order): the disease itself, never a pregnancy/newborn/screening code
-    ("đái tháo đường", ["E10", "E11", "E12", "E13", "E14"]),
-    ("dai thao duong", ["E10", "E11", "E12", "E13", "E14"]),
-    ("tiểu đường", ["E10", "E11", "E12", "E13", "E14"]),
+    # type 2 (E11, not insulin-dependent) first: by far the common diabetes, a nurse's first click picks it
+    ("đái tháo đường", ["E11", "E10", "E12", "E13", "E14"]),
+    ("dai thao duong", ["E11", "E10", "E12", "E13", "E14"]),
+    ("tiểu đường", ["E11", "E10", "E12", "E13", "E14"]),
+    ("tieu duong", ["E11", "E10", "E12", "E13", "E14"]),
+    ("Đái tháo đường", ["E11", "E10", "E12", "E13", "E14"]),
     ("tăng huyết áp", ["I10"]),
     ("viêm phổi", ["J18"]),
     ("gãy xương", ["S22", "S42", "S52"]),  # categories, in the list's order, before S22.2 "Gãy xương ức"
@@ -123,6 +127,9 @@ GENERAL_FIRST = [  # (typed, the first results, in order): the disease itself, n
     ("suy tim", ["I50", "I50.9"]),  # the title IS what is typed
     ("viêm ruột thừa", ["K35", "K36", "K37"]),
     ("Đau đầu", ["R51"]),
+    ("cao huyết áp", ["I10", "I11", "I12", "I13", "I15"]),
+    ("đột quỵ", ["I63", "I64", "I61"]),
+    ("cảm cúm", ["J11", "J10", "J00"]),
 ]
 
 
@@ -130,6 +137,27 @@ GENERAL_FIRST = [  # (typed, the first results, in order): the disease itself, n
 def test_the_proper_term_finds_the_general_disease_first(typed, first):
     hits = [c.code for c in icd10.search(typed)]
     assert hits[:len(first)] == first, hits
+
+
+def test_an_everyday_names_order_of_codes_ranks_them_where_the_titles_find_them_too():
+    """A synonym line lists its codes most likely first (``tiểu đường``: E11 type 2, then E10 type 1); where
+    the words typed are the list's own title (``đái tháo đường``) the same codes come in the same order,
+    their subcategories too; codes no line names keep the list's order around them."""
+    hits = [c.code for c in icd10.search("đái tháo đường", limit=40)]
+    assert hits.index("E11.9") < hits.index("E10.9"), hits
+    assert [c.code for c in icd10.search("dai thao duong khong phu thuoc")][:1] == ["E11"]
+    assert [c.code for c in icd10.search("dai thao duong phu thuoc insuline")][:1] == ["E10"]  # type 1 asked for
+    assert [c.code for c in icd10.search("gãy xương")][:3] == ["S22", "S42", "S52"]
+
+
+def test_the_everyday_names_agree_on_the_order_of_the_codes_they_share():
+    """One order of preference: two lines naming the same codes list them the same way round (the first line
+    naming a code places it)."""
+    lines = [codes.split() for _term, codes, _title in shared_icd10.read_tsv(shared_icd10.SYNONYMS)]
+    for one in lines:
+        for other in lines:
+            shared = [c for c in one if c in other]
+            assert shared == [c for c in other if c in one], (one, other)
 
 
 @pytest.mark.parametrize("typed", ["đái tháo đường", "dai thao duong", "tăng huyết áp", "suy tim", "viêm phổi",

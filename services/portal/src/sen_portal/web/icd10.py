@@ -70,18 +70,20 @@ class _Index:
             self.titles.append(tuple(" ".join(_plain(t)) for t in (vi_words, en_words) if t))
             for w in {*vi_words, *en_words}:
                 postings.setdefault(w, set()).add(i)
-        by_rank = sorted(range(len(self.coded)), key=lambda i: (
-            self.coded[i].edition != "2019", len(self.coded[i].code) > 3,
-            self.title_words[i] if len(self.coded[i].code) > 3 else 0, self.coded[i].code))
-        # a title hit's place among equals: current edition; categories in the list's order (E10, E11 ...); their
-        # subcategories after them, the shortest title first
-        self.rank = [0] * len(self.coded)
-        for place, i in enumerate(by_rank):
-            self.rank[i] = place
-        self.tokens = sorted(postings)
-        self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
         synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in shared.read_tsv(shared.SYNONYMS)]
         self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
+        place = _preferred_places([targets for _term, targets in synonyms])
+        by_rank = sorted(range(len(self.coded)), key=lambda i: (
+            self.coded[i].edition != "2019", len(self.coded[i].code) > 3,
+            self.title_words[i] if len(self.coded[i].code) > 3 else 0, _place(place, self.coded[i].code)))
+        # a title hit's place among equals: current edition; categories in the list's order (E10, E11 ...) but
+        # for the codes an everyday name lists, which take their places in its order (E11, E10 ...); their
+        # subcategories after them, the shortest title first
+        self.rank = [0] * len(self.coded)
+        for at, i in enumerate(by_rank):
+            self.rank[i] = at
+        self.tokens = sorted(postings)
+        self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
 
     def title_key(self, i: int, typed: str) -> tuple[int, ...]:
         """Where a title hit goes for the typed words (accents off, joined by spaces): a title that IS
@@ -128,6 +130,26 @@ class _Index:
             out.append(self.code_pos[at])
             at += 1
         return sorted(out)
+
+
+def _preferred_places(lines: list[list[str]]) -> dict[str, str]:
+    """Where each code an everyday name lists goes in the list's order: the places of a line's codes (E10,
+    E11, ... E14), given out in the line's order, most likely first (``tiểu đường``: E11 type 2 takes E10's
+    place, E10 type 1 E11's). The codes no line lists keep their own places; a code takes its place from
+    the first line naming it (the lines agree: test_icd10)."""
+    place: dict[str, str] = {}
+    for codes in lines:
+        new = [c for c in dict.fromkeys(codes) if c not in place]
+        place.update(zip(new, sorted(new), strict=True))
+    return place
+
+
+def _place(place: dict[str, str], code: str) -> str:
+    """``code``'s place in the list's order (:func:`_preferred_places`): a subcategory follows its
+    category's (E11.9 takes E10.9's when E11 takes E10's)."""
+    if code in place:
+        return place[code]
+    return place.get(code[:3], code[:3]) + code[3:]
 
 
 @functools.cache
