@@ -257,7 +257,7 @@ def _taken_elsewhere(db, chain: str, numbers: range) -> None:
 def own_hint_only(monkeypatch):
     """This process's settlers claim from its own hint only, without the machine's turn (the
     other processes these tests play are on other machines)."""
-    monkeypatch.setattr(receipts, "_host_turn", lambda key: nullcontext())
+    monkeypatch.setattr(receipts, "_host_turn", lambda key, server: nullcontext())
 
 
 def test_a_receipt_number_claimed_from_a_stale_hint_follows_the_newest_without_gaps(db, own_hint_only) -> None:
@@ -392,6 +392,20 @@ def test_the_processes_of_one_machine_take_a_series_numbers_in_turn_without_lost
     assert len(got) == 80 and len(set(got)) == 80
     assert sorted(_series(db, chain)) == list(range(1, 81))  # no gap, no number twice
     assert [refused for _, refused in results] == [0, 0]
+
+
+def test_the_machines_hint_of_a_series_is_for_its_own_database_server(db) -> None:
+    """Another stack on the machine (another server, the same database name) keeps its own hint."""
+    key, other = f"{db.name}/receipt:org-s:2036", "elsewhere.example:27017"
+    receipts._remember(key, 41)
+    with receipts._host_turn(key, other):
+        pass  # this process's newest (41) goes to the file, as the other server's
+    receipts._newest_seen.pop(key)
+    receipts._seen_at.pop(key)
+    with receipts._host_turn(key, receipts._server(db)):
+        assert key not in receipts._newest_seen
+    with receipts._host_turn(key, other):
+        assert receipts._newest_seen[key] == 41
 
 # ------------------------------------------------------------------------------- the unmatched queue
 

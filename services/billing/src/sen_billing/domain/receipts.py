@@ -198,7 +198,7 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         # and so do the processes of one machine (gunicorn's workers), through a file lock that
         # carries the newest link one of them claimed (:func:`_host_turn`). The numbers' safety
         # is the claims' (other machines race for the same links)
-        with _chain_locks.setdefault(key, threading.Lock()), _host_turn(key):
+        with _chain_locks.setdefault(key, threading.Lock()), _host_turn(key, _server(db)):
             mine = _claim_number(coll, chain, key, invoice_id, facility, fresh=fresh)
     return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
@@ -229,8 +229,14 @@ _host_locks: dict[tuple[int, int], threading.Lock] = {}
 _host_disabled: list[str] = []  # why the machine's files are not used in this process (logged once)
 
 
-def _series_digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()[:16]
+def _server(db: Database) -> str:
+    """The database server, as this process's client knows it: another server's series of the same
+    database name (a second stack on the machine) is another series here, never a hint for this one."""
+    return ",".join(f"{host}:{port}" for host, port in sorted(db.client.nodes))
+
+
+def _series_digest(key: str, server: str) -> bytes:
+    return hashlib.sha256(f"{server}|{key}".encode()).digest()[:16]
 
 
 def _host_file(number: int) -> int | None:
@@ -255,16 +261,17 @@ def _check(digest: bytes, n: int, at: float) -> int:
 
 
 @contextmanager
-def _host_turn(key: str) -> Iterator[None]:
-    """This process's turn at the series ``key`` among the processes of this machine: the newest link
-    the last holder claimed or read becomes this process's hint (trusted as its own, for
-    :data:`HINT_TRUSTED_SECONDS` from when it was written), and this process's newest goes back."""
-    digest = _series_digest(key)
+def _host_turn(key: str, server: str) -> Iterator[None]:
+    """This process's turn at the series ``key`` of the database ``server`` among the processes of this
+    machine: the newest link the last holder claimed or read becomes this process's hint (trusted as
+    its own, for :data:`HINT_TRUSTED_SECONDS` from when it was written), and this process's newest
+    goes back."""
+    digest = _series_digest(key, server)
     number = int.from_bytes(digest[:4], "big") % HOST_FILES
     fd = _host_file(number)
     mine = _host_locks.setdefault((os.getpid(), number), threading.Lock())
     deadline = time.monotonic() + HOST_WAIT_SECONDS
-    if fd is None or not mine.acquire(timeout=HOST_WAIT_SECONDS):
+    if fd is None or not server or not mine.acquire(timeout=HOST_WAIT_SECONDS):  # no server known: no turn
         yield
         return
     locked = False
