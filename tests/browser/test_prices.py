@@ -8,8 +8,6 @@ through the portal (fetched with the page's own cookies, no download step)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,6 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_pages import cards_fit
 from tests.browser.test_roles import FACILITY, _issued_invoice, _open_shift
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -112,13 +111,13 @@ def test_cashier_reads_a_days_totals_and_gets_its_csv(visitor_factory, stack):
     v = visitor_factory("vi-1280-cashier")
     v.sign_in("cashier")
     _open_shift(v)
+    today = vn_day_with_room()  # the cash's day in Vietnam, the shift page's default day and the report's
     v.go(f"/invoices/{iid}")  # cash at the desk, so the day has a payment of this cashier's facility
     v.page.click("#cash-box summary")
     v.page.fill("#cash-amount", str(owed))
     v.page.click("#cash-box button.primary")
     v.page.wait_for_selector("[data-testid=paid]")
     v.go("/shift")
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     assert v.page.input_value("#day") == f"{today:%d/%m/%Y}"  # today in Vietnam by default
     v.page.fill("#day", "01/01/2999")
     v.page.click("[data-testid=daily-report-show]")
