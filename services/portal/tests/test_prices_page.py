@@ -378,6 +378,56 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     assert rows_en[7][:3] == ["Total", "05/12/2026", "Net takings"] and len(rows_en) == len(rows)
 
 
+ASSIGNED = (b"kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            b"assigned_to,assigned_at\r\n"
+            b"payment,2026-12-06T09:00:00+07:00,standard:56fbe3c0b43c,standard,transfer,,tyt-my-hiep,75000,no,"
+            b"unmatched,,,,,HD2RXD3FDH5,2026-12-06T10:15:00+07:00\r\n"
+            b"payment,2026-12-06T10:15:00+07:00,assign:standard:56fbe3c0b43c,standard,transfer,inv-2,tyt-my-hiep,"
+            b"75000,yes,applied,HD2RXD3FDH5,,,assigned from standard:56fbe3c0b43c,,\r\n"
+            b"payment,2026-12-06T11:00:00+07:00,standard:aa11,standard,transfer,,tyt-my-hiep,30000,no,unmatched,,,,,,"
+            b"\r\n"
+            b"total,2026-12-06,transfers,,,,,105000,,,,,,,,\r\ntotal,2026-12-06,unmatched,,,,,105000,,,,,,,,\r\n"
+            b"total,2026-12-06,net,,,,,105000,,,,,,,,\r\ntotal,2026-12-06,payments,,,,,2,,,,,,,,\r\n"
+            b"total,2026-12-06,unmatched_assigned,,,,,75000,,,,,,,,\r\n"
+            b"total,2026-12-06,unmatched_refunded,,,,,0,,,,,,,,\r\n"
+            b"total,2026-12-06,unmatched_waiting,,,,,30000,,,,,,,,\r\n"
+            b"total,2026-12-06,assigned_earlier,,,,,20000,,,,,,,,\r\n")
+
+
+def test_the_days_unmatched_transfers_read_as_the_dashboard_counts_them(app, billing):
+    """The reviewer's day (HDNOTEXIST1 → HD2RXD3FDH5): the page said "Chuyển khoản chưa khớp hóa đơn 0 ₫"
+    where the dashboard said 75.000 ₫ came unmatched and was assigned. One meaning now: the unmatched
+    transfers that came that day, and of them assigned, given back, still waiting (with the rule said);
+    the CSV's original row says to which invoice and when it was assigned, not "Chưa khớp hóa đơn"."""
+    import csv
+    import io
+
+    billing.csv = ASSIGNED
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/shift?day=06/12/2026").get_data(as_text=True)
+    summary = page[page.index('data-testid="daily-summary"'):]
+    assert "Chuyển khoản chưa khớp (không ghi hóa đơn, đến trong ngày)" in summary
+    assert "Chuyển khoản chưa khớp hóa đơn" not in summary
+    for total, amount in (("unmatched", "105.000"), ("unmatched_assigned", "75.000"), ("unmatched_refunded", "0"),
+                          ("unmatched_waiting", "30.000"), ("assigned_earlier", "20.000")):
+        assert f'data-total="{total}">{amount}\u00a0₫' in summary, total
+    assert "trong đó đã gán vào hóa đơn" in summary and "Gán trong ngày từ chuyển khoản của ngày trước" in summary
+    assert "Chuyển khoản chưa khớp được tính vào ngày nhận" in page  # the rule, on the page
+    rows = list(csv.reader(io.StringIO(client.get("/shift/daily-report.csv?day=06/12/2026").data.decode("utf-8-sig"))))
+    assert rows[1][2] == "standard:56fbe3c0b43c" and rows[1][9] == "Đã gán vào HD2RXD3FDH5 (06/12/2026 10:15)"
+    assert rows[2][9] == "Đã tính vào hóa đơn" and rows[3][9] == "Chưa khớp hóa đơn"
+    assert "assigned_to" not in rows[0] and len(rows[0]) == 14
+    names = {r[2]: r[7] for r in rows if r[0] == "Tổng"}
+    assert names["Chuyển khoản chưa khớp: đã gán vào hóa đơn"] == "75000"
+    assert names["Chuyển khoản chưa khớp: còn chờ"] == "30000"
+    token = csrf_token(client.get("/shift").get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": "/shift", "csrf_token": token})
+    page = client.get("/shift?day=06/12/2026").get_data(as_text=True)
+    assert "Unmatched transfers (named no invoice, came this day)" in page and "of which still waiting" in page
+    english = client.get("/shift/daily-report.csv?day=06/12/2026").data.decode("utf-8-sig")
+    assert "Assigned to HD2RXD3FDH5 (06/12/2026 10:15)" in english
+
+
 @pytest.mark.parametrize(("typed", "message"), [
     ("32/12/2026", "Hãy ghi ngày theo dạng ngày/tháng/năm"), ("hôm qua", "Hãy ghi ngày theo dạng ngày/tháng/năm"),
     ("", "Hãy nhập ngày."), ("01/01/2999", "Ngày này chưa đến")])

@@ -152,14 +152,29 @@ def changed_by(res: dict[str, Any]) -> str | None:
     return None
 
 
+def vietnamese_name(res: dict[str, Any]) -> str:
+    """Billing's title of the entry (Vietnamese), else its code's text, else its id."""
+    return str(res.get("title") or (res.get("code") or {}).get("text") or res.get("id") or "")
+
+
+def page_name(res: dict[str, Any]) -> tuple[str, str]:
+    """The service's name in the page's language and that name's language (``vi``, ``en``): on an English
+    page the English name where the portal has one (:func:`english_name`), else billing's Vietnamese title.
+    What names an entry in a sentence or a heading: the change box's label, the history link and page,
+    the saved price's notice."""
+    en = english_name(res)
+    locale = get_locale()
+    if en and locale is not None and locale.language == "en":
+        return en, "en"
+    return vietnamese_name(res), "vi"
+
+
 def row(res: dict[str, Any]) -> dict[str, Any]:
     meta = res.get("meta") or {}
-    vi = str(res.get("title") or (res.get("code") or {}).get("text") or res.get("id") or "")
+    vi = vietnamese_name(res)
     en = english_name(res)
     level, specialty = _context(res, "facility-level"), _context(res, "specialty")
-    locale = get_locale()
-    # the name in the page's language (the change box's label, the history link): English where the portal has one
-    name = en if en and locale is not None and locale.language == "en" else vi
+    name = page_name(res)[0]
     return {"id": res.get("id"), "vi": vi, "en": en, "name": name,
             "service": str((res.get("code") or {}).get("text") or vi),
             "level_code": level, "specialty_code": specialty,
@@ -282,11 +297,12 @@ def price_change(cid: str) -> Any:
             return _conflict(cid, form)
         return _page(409 if err.kind == "refused" else 503, posted={cid: form}, problem=backend_message(err))
     version = str((saved.get("meta") or {}).get("versionId", ""))
+    name = page_name(saved)[0] or cid
     if version == form.version.data:  # billing wrote no version: the price typed is the one in force
         flash(gettext("No change: the price of %(name)s is still %(price)s (version %(version)s).",
-                      name=saved.get("title") or cid, price=vnd(base_price(saved)), version=version))
+                      name=name, price=vnd(base_price(saved)), version=version))
     else:
-        flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=saved.get("title") or cid,
+        flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=name,
                       price=vnd(base_price(saved)), version=version))
     return redirect(url_for("web.prices", q=request.args.get("q") or None, _anchor=f"price-{cid}"))
 
@@ -329,6 +345,8 @@ def price_history(cid: str) -> Any:
     bundle = call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}/_history",
                   params={"_count": str(HISTORY_SIZE)}).json()  # a BackendError: the error page (404, down)
     versions = []
+    newest = next((e["resource"] for e in bundle.get("entry") or [] if e.get("resource")), None)
+    name, name_lang = page_name(newest) if newest else (cid, "")  # as the list names it, in the page's language
     for e in bundle.get("entry") or []:
         res = e.get("resource")
         method = (e.get("request") or {}).get("method")
@@ -337,11 +355,9 @@ def price_history(cid: str) -> Any:
                                                                         .get("versionId") or "")
         versions.append({"version": version, "when": resp.get("lastModified") or ((res or {}).get("meta") or {})
                          .get("lastUpdated"), "price": base_price(res) if res else None, "deleted": res is None,
-                         "created": method == "POST", "who": changed_by(res) if res else None,
-                         "title": (res or {}).get("title")})
+                         "created": method == "POST", "who": changed_by(res) if res else None})
     for newer, older in zip(versions, versions[1:], strict=False):  # newest first: each one's previous price
         newer["old"] = older["price"]
     more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
-    title = next((v["title"] for v in versions if v["title"]), cid)
-    return render_template("price_history.html", versions=versions, cid=cid, name=title, more=more,
+    return render_template("price_history.html", versions=versions, cid=cid, name=name, name_lang=name_lang, more=more,
                            limit=HISTORY_SIZE, title=gettext("Price history"))
