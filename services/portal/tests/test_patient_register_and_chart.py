@@ -14,8 +14,10 @@ Flask's test client; the EHR and teleconsult are scripted at the HTTP transport.
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -141,6 +143,70 @@ def test_a_leave_date_that_is_not_one_is_explained_in_the_pages_language(tmp_pat
         assert re.search(r'<p class="error" id="leave-start-error">(.*?)</p>', body).group(1) == missing
         assert "Not a valid date" not in body
     assert fake.puts == []
+
+
+# ------------------------------------------------------------------ names as on the patient's papers
+
+class EhrRegisters:
+    """The EHR taking any Patient (no one of the same name registered): what the portal sent is kept."""
+
+    def __init__(self) -> None:
+        self.posts: list[Any] = []
+
+    def __call__(self, method: str, url: str, *, json: Any = None, params: Any = None, **_: Any) -> http.Response:
+        if method == "POST" and urlsplit(url).path.endswith("/fhir/Patient"):
+            self.posts.append(json)
+            return _json(201, {**json, "id": PID})
+        if method == "GET" and urlsplit(url).path.endswith("/fhir/Patient"):
+            return _json(200, {"resourceType": "Bundle", "type": "searchset", "entry": []})
+        return _json(404, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]})
+
+
+NAME_VI = {"family": "Họ chỉ được gồm chữ cái, dấu cách, dấu gạch nối (-), dấu nháy (') và dấu chấm.",
+           "given": "Tên đệm và tên chỉ được gồm chữ cái, dấu cách, dấu gạch nối (-), dấu nháy (') và dấu chấm."}
+NAME_EN = {"family": "The family name may hold only letters, spaces, hyphens (-), apostrophes (') and dots.",
+           "given": "The middle and given names may hold only letters, spaces, hyphens (-), apostrophes (') and "
+                    "dots."}
+
+
+@pytest.mark.parametrize(("field", "typed"), [
+    ("given", "Thị 🌸 Hoa"), ("family", "Trần 😀"), ("given", "Văn 2"), ("family", "Lê_"), ("given", "Hoa <b>"),
+    ("given", "Thị\u200dHoa"),  # a zero-width joiner: no letter
+    ("family", "-Trần"), ("given", "'Hoa"),  # a name starts with a letter
+])
+def test_a_name_with_anything_but_letters_and_their_marks_is_refused_naming_the_field(
+        tmp_path, monkeypatch, field, typed):
+    """Emoji were registered in a legal name ("Nguyễn Thị 🌸 Hoa" on the chart). A name is letters of any script
+    with their marks, spaces, hyphens, apostrophes and dots: anything else is said on its field, in the page's
+    language, what was typed kept, nothing sent to the EHR."""
+    fake = EhrRegisters()
+    monkeypatch.setattr(http, "request", fake)
+    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9")
+    for lang, said in (("vi", NAME_VI), ("en", NAME_EN)):
+        page = _register(portal_signed_in(app, "clinic", lang), **{field: typed}).get_data(as_text=True)
+        error = re.search(rf'<p class="error" id="{field}-error">(.*?)</p>', page)
+        assert error is not None and html.unescape(error.group(1)) == said[field], page[-3000:]
+        other = "given" if field == "family" else "family"
+        assert f'id="{other}-error"' not in page
+    assert fake.posts == []
+
+
+@pytest.mark.parametrize(("family", "given"), [
+    ("Nguyễn", "Thị Hoa"), ("Ksor", "H'Hen"), ("Niê", "H’Lan"),  # Ê Đê names: an apostrophe (a phone types ’)
+    ("Lò", "Văn Pọm"), ("Thạch", "Thị Sa Rết"), ("Hà-Nguyễn", "Minh Anh"), ("Nguyễn", "Văn A."),
+    ("សុខ", "ចាន់ថា"),  # Khmer script: letters and their vowel signs (combining marks)
+    ("Nguye\u0302\u0303n", "Thi\u0323 Hoa"),  # typed decomposed (a Mac's keyboard): stored composed
+])
+def test_names_of_any_script_with_their_marks_are_registered_composed(tmp_path, monkeypatch, family, given):
+    fake = EhrRegisters()
+    monkeypatch.setattr(http, "request", fake)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "clinic")
+    r = _register(c, family=family, given=given)
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[-3000:]
+    name = fake.posts[0]["name"][0]
+    nfc = unicodedata.normalize("NFC", f"{family} {given}")
+    assert name["text"] == nfc and name["family"] == unicodedata.normalize("NFC", family)
+    assert name["given"] == unicodedata.normalize("NFC", given).split()
 
 
 # ------------------------------------------------------------------ #15 the chart after a consult

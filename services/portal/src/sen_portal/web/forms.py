@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 from typing import Any
 
@@ -254,10 +255,41 @@ def phone_number(value: Any) -> Any:
     return compact if re.fullmatch(r"0\d{9,10}", compact) else value
 
 
+def composed(value: Any) -> Any:
+    """Typed text in Unicode's composed form (NFC: "ễ" one character, as a Mac's keyboard may send it in
+    three), its ends trimmed: the text stored, searched and compared."""
+    return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else value
+
+
+NAME_SEPARATORS = frozenset(" -'’.")  # between a name's words: space, hyphen, apostrophe (' or a phone's ’), dot
+
+
+class PersonName:
+    """A person's name as written on their papers: letters of any script with their combining marks
+    (Vietnamese with its diacritics, the names of the ethnic minorities, "H'Hen Niê", Khmer script), a letter
+    first, spaces, hyphens, apostrophes and dots between the words; no digit, symbol, emoji ("Nguyễn Thị 🌸
+    Hoa" was registered), control or invisible character. Letters and marks as Unicode's categories say
+    (L*, M*): Python's ``\\w`` takes digits and ``_`` and leaves out marks that stand alone (Khmer vowel signs).
+    The EHR takes any FHIR string as a name (a FHIR server must); the portal's registration is where names are
+    typed. Use with :func:`composed` as the field's filter."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    def __call__(self, form: Any, field: Any) -> None:
+        text = field.data or ""
+        if text and not (unicodedata.category(text[0])[0] == "L" and all(
+                unicodedata.category(ch)[0] in "LM" or ch in NAME_SEPARATORS for ch in text)):
+            raise ValidationError(self.message)
+
+
 class PatientForm(FlaskForm):
-    family = StringField(_l("Family name"), validators=[DataRequired(_l("Enter the family name.")), Length(max=60)])
-    given = StringField(_l("Middle and given names"),
-                        validators=[DataRequired(_l("Enter the middle and given names.")), Length(max=100)])
+    family = StringField(_l("Family name"), filters=[composed], validators=[
+        DataRequired(_l("Enter the family name.")), Length(max=60), PersonName(_l(
+            "The family name may hold only letters, spaces, hyphens (-), apostrophes (') and dots."))])
+    given = StringField(_l("Middle and given names"), filters=[composed], validators=[
+        DataRequired(_l("Enter the middle and given names.")), Length(max=100), PersonName(_l(
+            "The middle and given names may hold only letters, spaces, hyphens (-), apostrophes (') and dots."))])
     gender = RadioField(_l("Sex"), choices=[("female", _l("Female")), ("male", _l("Male")), ("other", _l("Other"))],
                         validators=[InputRequired(_l("Choose the sex."))])
     birth_date = LocalDateField(_l("Date of birth"), validators=[InputRequired(_l("Enter a valid date of birth.")),
