@@ -114,6 +114,20 @@ def test_errors_carry_the_services_detail(app) -> None:
     assert gateway.value.kind == "slow"
 
 
+@pytest.mark.parametrize("smuggled", ["pay-1?x=1", "pay-1#x", "..", "../fhir/Invoice/inv-1/$cancel?", "a/./b",
+                                      "pay\n1", "pay\x001", ""])
+def test_an_id_from_a_form_or_the_address_that_would_change_the_path_asks_nothing(app, smuggled) -> None:
+    """A refund form's payment (a hidden field the client sends) went into billing's path as it was:
+    ``../fhir/Invoice/inv-1/$cancel?`` sent the refund's body to another operation with the cashier's token,
+    ``?``/``#`` cut the path. Such a path is no record (refused 404) and nothing is sent."""
+    with pytest.raises(BackendError) as err:
+        call("ehr", "POST", f"/payments/{smuggled}/refund", json={"reason": "x"})
+    assert (err.value.kind, err.value.status) == ("refused", 404)
+    assert SEEN == []
+    assert call("ehr", "GET", "/ok").status_code == 200  # an ordinary path goes
+    assert backend._PATH.fullmatch("/payments/casso:FT 24.1/refund")  # a provider's id: a colon, a blank, dots
+
+
 def test_a_refused_connection_is_down_and_a_slow_answer_slow(app) -> None:
     with pytest.raises(BackendError) as down:
         call("billing", "GET", "/payments/invoices/x")  # nothing listens there

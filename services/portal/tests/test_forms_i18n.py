@@ -199,3 +199,18 @@ def test_a_patterned_box_takes_ascii_digits_only_and_no_new_line(app, module, na
         assert taken(good) == good
         for bad in {good.translate(_DIGITS), good.translate(_WIDE), good + "\n", "\n" + good} - {good}:
             assert taken(bad) in (None, good), repr(bad)  # refused, or read as the number (a phone's blanks)
+
+
+@pytest.mark.parametrize(("payment", "taken"), [("sepay:t2", True), ("casso:FT 24.1", True), ("cash:6a99", True),
+                                                ("../fhir/Invoice/inv-1/$cancel?", False), ("pay-1?x=1", False),
+                                                ("pay#1", False), ("..", False), ("a\x00b", False), ("x" * 301, False)])
+def test_a_refunds_payment_is_one_id_never_a_path(app, payment, taken):
+    """The refund form's hidden payment goes into billing's path (``/payments/<payment>/refund``): one that
+    would leave its segment was sent as it was (backend.call now refuses such a path too)."""
+    from sen_portal.web.forms import RefundForm
+
+    with app.test_request_context("/", method="POST"):
+        form = RefundForm(formdata=MultiDict({"payment": payment, "reason": "Thu nhầm"}), meta={"csrf": False})
+        form.validate()
+        assert (not form.payment.errors) == taken, form.payment.errors
+        assert taken or form.payment.errors == ["Chọn khoản thanh toán cần hoàn."], form.payment.errors

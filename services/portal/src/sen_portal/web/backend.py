@@ -11,6 +11,7 @@ hold patient data.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -23,6 +24,11 @@ from sen_shared.http import Response
 from ..config import PortalSettings
 
 FHIR_JSON = "application/fhir+json"
+# a back-end path as the pages build it: segments of ids and names, no query, fragment, control
+# character, empty or dot segment. An id a client sent (a form's hidden payment, the address) that would
+# leave its segment is no record: refused as 404, nothing sent (``../fhir/Invoice/x/$cancel?`` as a
+# refund's payment sent the refund's body to another operation with the user's token)
+_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[^/?#\x00-\x1f\x7f]+)+/?")
 _lock = threading.Lock()
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}
 DEV_TOKEN_SECONDS = 600
@@ -129,6 +135,8 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
          headers: dict[str, str] | None = None) -> Response:
     """One request to ``service``; a 2xx response or a BackendError. ``headers``: more request
     headers (``If-Match`` of a versioned update)."""
+    if not _PATH.fullmatch(path):
+        raise BackendError("refused", service, 404, "no such record")
     if method != "GET" and has_request_context():
         answers.forget(_user_key())  # the user's own change shows on their next page at once,
         session["wrote_at"] = time.time()  # whichever worker process serves it

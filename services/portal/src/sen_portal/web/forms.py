@@ -596,8 +596,13 @@ def too_large(maximum: int = MAX_VND) -> str:
     return str(_l("The amount is too large (at most %(max)s).", max=vnd(maximum)))
 
 
+PAYMENT_ID = r"(?!\.\.?$)[^/?#\x00-\x1f\x7f]{1,300}"
+
+
 class RefundForm(FlaskForm):
-    payment = HiddenField(validators=[DataRequired(_l("Choose the payment to refund."))])
+    # a payment's id as billing names it (``sepay:FT24…``): one segment of billing's path, never more
+    payment = HiddenField(validators=[DataRequired(_l("Choose the payment to refund.")),
+                                      Pattern(PAYMENT_ID, message=_l("Choose the payment to refund."))])
     amount = VndField(_l("Amount (đồng; empty: all that can be refunded)"),
                       validators=[Optional(), NumberRange(1, None, _l("More than 0 đồng."))])
     method = SelectField(_l("Refund by"), choices=[("cash", _l("Cash")), ("transfer", _l("Bank transfer"))],
