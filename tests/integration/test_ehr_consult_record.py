@@ -123,6 +123,44 @@ def consult_data(sr: str, patient: str) -> dict[str, Any]:
     return data
 
 
+def stored_record(worker: EhrWorker, ehr: Any, dev_key: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The Composition the EHR stores for a ``teleconsult.consult.completed`` of ``data``, read through its API."""
+    from sen_ehr.domain.consult_record import record_ids
+
+    _, comp_id = record_ids(data["serviceRequest"])
+    worker.publish(make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"]))
+    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
+    r = ehr.get(f"/fhir/Composition/{comp_id}", headers=bearer(dev_key, "admin"))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# the review's minutes: the chair's own entry under another title than the one typed as the chair
+REVIEWED_PARTICIPANTS = "BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp)\nYS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp"
+REVIEWED_CHAIR = "BS.CKII Nguyễn Văn An"
+
+
+def signed_minutes(participants: str = REVIEWED_PARTICIPANTS, chair: str = REVIEWED_CHAIR, *,
+                   event: bool = True) -> dict[str, Any]:
+    """Minutes the doctor signs on the portal, the chair ``Practitioner/bs-nguyen-van-an``: the portal's
+    ``$complete`` Parameters (``minutes_parameters``) read by teleconsult (``parse_minutes``), as its
+    ``teleconsult.consult.completed`` writes them (``minutes_event``), else as its Task keeps them (``as_json``)."""
+    from types import SimpleNamespace as NS
+
+    from sen_portal.web.doctor import minutes_parameters
+    from sen_teleconsult.domain.consults import minutes_event, parse_minutes
+
+    form = NS(chair=NS(data=chair), participants=NS(data=participants), history=NS(data="Tăng huyết áp 5 năm."),
+              findings=NS(data="HA 170/100 mmHg."), conclusion=NS(data="Tăng huyết áp độ 2."),
+              codes=[NS(code="I10", vi="Tăng huyết áp vô căn (nguyên phát)")],
+              recommendations=NS(data="Tăng liều amlodipine."), discussion=NS(data=""))
+    task = {"executionPeriod": {"start": "2026-12-05T09:00:00+07:00"}, "owner": {"reference": "Organization/hub"},
+            "requester": {"reference": "Organization/tram-y-te-xa-my-hiep"}}
+    user = NS(practitioner="bs-nguyen-van-an", facility="hub")
+    minutes = parse_minutes(minutes_parameters(form, {"task": task, "appointment": None}, user))
+    return minutes_event(minutes) if event else minutes.as_json()
+
+
 def test_consult_completed_makes_one_encounter_and_one_composition(ehr: Any, worker: EhrWorker, dev_key: Any) -> None:
     admin = bearer(dev_key, "admin")
     r = ehr.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "name": [{"family": "Phạm"}],
@@ -269,7 +307,10 @@ def test_every_icd10_code_of_the_conclusion_reaches_the_record(worker: EhrWorker
     ("chủ trì; YS. Võ Minh Tâm — cơ sở gửi", "BS. Nguyễn Văn An — chủ trì; YS. Võ Minh Tâm — cơ sở gửi"),
     # what it sent before: the whole participants text, the chair's name in it (shown once, not twice)
     ("BS Nguyễn Văn An; YS Võ Minh Tâm", "BS Nguyễn Văn An; YS Võ Minh Tâm"),
-    ("bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm", "bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm")])
+    ("bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm", "bs. nguyễn văn an — chủ trì; YS Võ Minh Tâm"),
+    # ... under another title than the chair's (the name is the chair's line, not said again)
+    ("BS.CKII Nguyen Van An – chủ trì; YS Võ Minh Tâm", "BS.CKII Nguyen Van An – chủ trì; YS Võ Minh Tâm"),
+    ("BS Nguyễn Văn An (chủ trì); YS Võ Minh Tâm", "BS Nguyễn Văn An (chủ trì); YS Võ Minh Tâm")])
 def test_the_participants_section_names_each_person_once(role: str, line: str) -> None:
     """The chart read "BS Nguyễn Văn An — BS Nguyễn Văn An; YS Võ Minh Tâm": the chair's name, " — ", then a
     role that named the chair already."""
@@ -282,7 +323,7 @@ def test_the_participants_section_names_each_person_once(role: str, line: str) -
     assert section["code"]["coding"][0]["code"] == "participants"
     div = section["text"]["div"]
     assert line in div, div
-    assert div.count("Nguyễn Văn An") + div.count("nguyễn văn an") == 1, div
+    assert sum(div.count(n) for n in ("Nguyễn Văn An", "nguyễn văn an", "Nguyen Van An")) == 1, div
     assert section["entry"] == [{"reference": "Practitioner/bs-nguyen-van-an"}]
 
 
@@ -291,7 +332,7 @@ def test_every_part_of_the_signed_minutes_reaches_the_record(worker: EhrWorker, 
     section of its own after the findings, the sites taking part one before the participants, and the chair
     who signed is the professional attester even when another doctor owned the Task. Before, the record
     had no discussion, no sites and the owner as the signer."""
-    from sen_ehr.domain.consult_record import SECTION_SYSTEM, record_ids
+    from sen_ehr.domain.consult_record import SECTION_SYSTEM
 
     sr = f"sr-{uuid.uuid4().hex[:8]}"
     data = consult_data(sr, "Patient/all-1")
@@ -301,12 +342,7 @@ def test_every_part_of_the_signed_minutes_reaches_the_record(worker: EhrWorker, 
         "sites": [{"reference": "Organization/hub", "display": "Bệnh viện Đa khoa tỉnh"},
                   {"reference": "Organization/tram-y-te-xa-an-binh"}],
         "chair": "Practitioner/bs-tran-van-minh"})
-    _, comp_id = record_ids(f"ServiceRequest/{sr}")
-    worker.publish(make_event("teleconsult.consult.completed", data, subject=f"ServiceRequest/{sr}"))
-    wait_for(lambda: worker.db["Composition"].count_documents({"_id": comp_id}) == 1)
-    r = ehr.get(f"/fhir/Composition/{comp_id}", headers=bearer(dev_key, "admin"))
-    assert r.status_code == 200, r.text
-    comp = r.json()
+    comp = stored_record(worker, ehr, dev_key, data)
     sections = {s["code"]["coding"][0]["code"]: s for s in comp["section"]}
     assert list(sections) == ["sites", "participants", "summary", "findings", "discussion", "conclusion",
                               "recommendations"]
@@ -323,8 +359,8 @@ def test_every_part_of_the_signed_minutes_reaches_the_record(worker: EhrWorker, 
     assert data["minutes"]["findings"] in sections["findings"]["text"]["div"]
     assert "BS. Trần Văn Minh — chuyên gia tư vấn" in sections["participants"]["text"]["div"]
     assert comp["event"][0]["period"] == data["period"]
-    assert comp["attester"] == [{"mode": "professional", "time": data["completedAt"],
-                                 "party": {"reference": "Practitioner/bs-tran-van-minh"}}]
+    chair = {"reference": "Practitioner/bs-tran-van-minh", "display": "BS. Trần Văn Minh"}  # as the minutes name them
+    assert comp["attester"] == [{"mode": "professional", "time": data["completedAt"], "party": chair}]
     assert comp["author"] == [{"reference": "Practitioner/bs-owner"}]
 
 
@@ -337,4 +373,35 @@ def test_an_event_without_discussion_sites_or_chair_gives_the_record_as_before()
     comp = build_composition(data, "c-1", "e-1")
     assert [s["code"]["coding"][0]["code"] for s in comp["section"]] == \
         ["participants", "summary", "findings", "conclusion", "recommendations"]
-    assert comp["attester"][0]["party"] == {"reference": data["performer"]}
+    assert comp["attester"][0]["party"] == {"reference": data["performer"], "display": "BS. Trần Văn Minh"}
+    # a chair no participant names: the reference alone (the chart names them from the directory)
+    data["minutes"]["participants"] = [p for p in data["minutes"]["participants"]
+                                       if p["reference"] != data["performer"]]
+    assert build_composition(data, "c-1", "e-1")["attester"][0]["party"] == {"reference": data["performer"]}
+
+
+def test_the_chair_is_named_once_with_the_title_typed(worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
+    """The review signed minutes with the participants "BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp)" and
+    "YS. Trần Thị Hoa — ..." and the chair "BS.CKII Nguyễn Văn An": the record read "BS.CKII Nguyễn Văn An —
+    chủ trì; BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp); YS. Trần Thị Hoa — ..." and its chair "Nguyễn Văn
+    An" (the directory's name). The minutes go from the portal's Parameters through teleconsult's event and
+    the real RabbitMQ to the EHR's Composition on the real FerretDB, then the portal's record page reads it:
+    the chair once, with the role and the title as written, and as the attester by the name typed."""
+    from sen_portal.web.clinic import consult_record
+    from sen_portal.web.directory import party
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/chair-1")
+    data["minutes"] = signed_minutes()
+    data["performer"] = "Practitioner/bs-nguyen-van-an"
+    comp = stored_record(worker, ehr, dev_key, data)
+    [participants] = [s for s in comp["section"] if s["code"]["coding"][0]["code"] == "participants"]
+    div = participants["text"]["div"]
+    line = "BS.CKII Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp); YS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp"
+    assert f"<p>{line}</p>" in div, div
+    assert div.count("Nguyễn Văn An") == 1, div
+    assert participants["entry"] == [{"reference": "Practitioner/bs-nguyen-van-an"}]
+    assert comp["attester"] == [{"mode": "professional", "time": data["completedAt"], "party": {
+        "reference": "Practitioner/bs-nguyen-van-an", "display": "BS.CKII Nguyễn Văn An"}}]
+    record = consult_record(comp)  # what the portal's consult record page shows
+    assert record is not None and party(record["chair"]) == "BS.CKII Nguyễn Văn An"

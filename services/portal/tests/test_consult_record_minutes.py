@@ -81,3 +81,21 @@ def test_minutes_without_a_discussion_show_no_empty_heading(client, monkeypatch)
     page = _page(client, monkeypatch, build_composition(_event_data(), "c1", "e1"), "vi")
     assert "Thảo luận" not in page and "record-discussion" not in page and "record-sites" not in page
     assert "<h2>Kết luận</h2>" in page
+
+
+def test_the_chair_is_named_once_with_the_title_typed(client, monkeypatch):
+    """The review's minutes (the participants "BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp)", "YS. Trần Thị
+    Hoa — ...", the chair "BS.CKII Nguyễn Văn An"), from the portal through teleconsult to the EHR's record:
+    the page read the chair twice in the participants and "Chủ trì ký biên bản: Nguyễn Văn An" (the
+    directory's name, the title typed lost)."""
+    from sen_ehr.domain.consult_record import build_composition
+
+    from tests.integration.test_ehr_consult_record import signed_minutes
+
+    data = {**_event_data(), "performer": "Practitioner/bs-nguyen-van-an", "minutes": signed_minutes()}
+    monkeypatch.setattr("sen_portal.web.directory.names", lambda rtype: {
+        "Practitioner": {"bs-nguyen-van-an": "Nguyễn Văn An"}}.get(rtype, {}))
+    page = _page(client, monkeypatch, build_composition(data, "c1", "e1"), "vi")
+    assert "<p>BS.CKII Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp); YS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp</p>" in page
+    assert page.count("Nguyễn Văn An") == 2, page  # the participants' line and the chair's
+    assert '<dt>Chủ trì ký biên bản</dt><dd data-testid="record-chair">BS.CKII Nguyễn Văn An</dd>' in page, page

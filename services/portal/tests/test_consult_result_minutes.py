@@ -102,3 +102,18 @@ def test_minutes_without_the_optional_parts_show_no_empty_heading(app, fake):
     assert "minutes-sites" not in minutes and "Cơ sở tham gia" not in minutes
     assert "Thảo luận" not in minutes and "minutes-patient" not in minutes
     assert "Tăng liều amlodipine." in minutes
+
+
+@pytest.mark.parametrize("user", ["clinic", "doctor"])
+def test_the_chair_is_named_once_with_the_title_typed(app, fake, user):
+    """The review's minutes (the participants "BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp)", "YS. Trần Thị
+    Hoa — ...", the chair "BS.CKII Nguyễn Văn An") as teleconsult keeps them on the Task: the chair once,
+    with the role and the title typed, and signing by that name."""
+    from tests.integration.test_ehr_consult_record import signed_minutes
+
+    _completed(fake, signed_minutes(event=False))
+    minutes = _minutes(app, user, "vi")
+    line = "BS.CKII Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp); YS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp"
+    assert f'data-testid="minutes-participants"><span class="pre">{line}</span><br></dd>' in minutes, minutes
+    assert minutes.count("Nguyễn Văn An") == 2, minutes  # the participants' line and the chair's
+    assert 'data-testid="minutes-chair">BS.CKII Nguyễn Văn An</dd>' in minutes, minutes

@@ -307,7 +307,13 @@ def test_the_minutes_send_every_diagnosis_in_the_order_written(app, fake, typed)
     (MINUTES["participants"], MINUTES["chair"], "bác sĩ chuyên khoa, tuyến trên; YS. Võ Minh Tâm — cơ sở gửi"),
     ("BS Nguyễn Văn An; YS Võ Minh Tâm", "BS Nguyễn Văn An", "chủ trì; YS Võ Minh Tâm"),  # the chair, no role
     ("Nguyễn Văn An — hội chẩn viên\nYS Tâm — cơ sở", "BS. Nguyễn Văn An", "hội chẩn viên; YS Tâm — cơ sở"),
-    ("YS Võ Minh Tâm — cơ sở gửi", "BS. Nguyễn Văn An", "chủ trì; YS Võ Minh Tâm — cơ sở gửi")])
+    ("YS Võ Minh Tâm — cơ sở gửi", "BS. Nguyễn Văn An", "chủ trì; YS Võ Minh Tâm — cơ sở gửi"),
+    # the chair's entry under another title than the chair's field (the review's minutes: the record named
+    # the chair twice, "BS.CKII Nguyễn Văn An — chủ trì; BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp); ...")
+    ("BS. Nguyễn Văn An — chủ trì (BVĐK Đồng Tháp)\nYS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp", "BS.CKII Nguyễn Văn An",
+     "chủ trì (BVĐK Đồng Tháp); YS. Trần Thị Hoa — Trạm Y tế xã Mỹ Hiệp"),
+    ("PGS.TS. nguyen van  an – hội chẩn viên; ĐD. Lê Thị Mai — điều dưỡng", "GS.TS. Nguyễn Văn An",
+     "hội chẩn viên; ĐD. Lê Thị Mai — điều dưỡng")])
 def test_the_minutes_participant_is_the_chair_with_its_role_and_the_others_as_typed(app, fake, typed, chair, role):
     """The record read "BS Nguyễn Văn An — BS Nguyễn Văn An; YS Võ Minh Tâm": the chair's name, then the
     whole participants text as its role. The one participant sent is the chair, its role its own (or

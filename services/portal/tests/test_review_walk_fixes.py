@@ -71,7 +71,8 @@ def test_the_ehr_keeps_the_chair_as_the_professional_attester():
                         "summary": "s", "findings": "f", "recommendations": "r",
                         "conclusion": {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}}}
     record = consult_record(build_composition(data, "c1", "e1"))
-    assert record is not None and record["chair"] == {"reference": "Practitioner/bs-an"}
+    # named as the minutes' participant of that reference is (the title as typed), the chart's name for them
+    assert record is not None and record["chair"] == {"reference": "Practitioner/bs-an", "display": "BS. An"}
 
 
 # ------------------------------------------------------------------ 3. a page a POST rendered, and a GET of its address

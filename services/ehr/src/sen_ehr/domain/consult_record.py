@@ -32,6 +32,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.auth import Principal
 from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.names import name_and_role, name_key, same_person
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
 
@@ -66,19 +67,26 @@ def _section(code: str, display: str, title: str, *text: str, system: str = SECT
             "text": {"status": "generated", "div": _div(*text)}, **extra}
 
 
-def _plain(text: str) -> str:
-    """A name compared loosely: no dots, one space, case folded ("BS. Nguyễn Văn An" is "bs nguyễn văn an")."""
-    return " ".join(text.replace(".", " ").split()).casefold()
-
-
 def _person_line(p: dict[str, Any]) -> str:
     """One line of the participants section: "<name> — <role>". A role that names the person already
-    (older portals sent the whole participants text, the chair's name first, as the chair's role) is the
-    line itself: the name is not said twice."""
+    (older portals sent the whole participants text, the chair's name first, as the chair's role; its title
+    may differ from the name's: ``same_person``, or the name is somewhere in it) is the line itself: the
+    name is not said twice."""
     name, role = str(p.get("display") or p.get("reference") or ""), str(p.get("role") or "")
-    if name and _plain(name) in _plain(role):
+    first = next((e for line in role.splitlines() for e in line.split(";") if e.strip()), "")
+    if name and (same_person(name_and_role(first)[0], name) or f" {name_key(name)} " in f" {name_key(role)} "):
         return role
     return f"{name} — {role}".strip(" —")
+
+
+def _chair(m: dict[str, Any], performer: str) -> dict[str, Any]:
+    """The attester's party: the chair who signed (``minutes.chair``; older events named none: the performer),
+    named as the minutes' participant of that reference was, the title as typed ("BS.CKII Nguyễn Văn An");
+    the reference alone when no participant names them."""
+    ref = m.get("chair") or performer
+    named = next((str(p["display"]) for p in m.get("participants") or []
+                  if p.get("reference") == ref and p.get("display")), "")
+    return {"reference": ref, **({"display": named} if named else {})}
 
 
 def _sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,9 +161,8 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
             _section("recommendations", "Recommendations", "Hướng xử trí và đề nghị", m["recommendations"]),
         ],
     }
-    # the chair who signed the minutes off (``minutes.chair``; older events named none: the performer)
-    comp["attester"] = [{"mode": "professional", "time": data["completedAt"],
-                         "party": {"reference": m.get("chair") or data["performer"]}}]
+    # the chair who signed the minutes off, by name as typed (:func:`_chair`)
+    comp["attester"] = [{"mode": "professional", "time": data["completedAt"], "party": _chair(m, data["performer"])}]
     comp["id"] = comp_id
     return comp
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
+from sen_shared.fhir.names import name_and_role, same_person
 
 from . import backend_message, bp, icd10, login_required, select_locale, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post
@@ -820,30 +821,19 @@ def minutes_start(task: dict[str, Any], now: datetime) -> datetime:
 CHAIR_ROLE = "chủ trì"  # the chair's role when the participants text gives none (the record is Vietnamese first)
 
 
-def _plain(text: str) -> str:
-    return " ".join(text.replace(".", " ").split()).casefold()
-
-
-def _same_person(a: str, b: str) -> bool:
-    """Two plain names of one person: the same, or one the other with a title before it ("nguyễn văn an",
-    "bs nguyễn văn an"), the shorter of two words at least."""
-    short, long_ = sorted((a, b), key=len)
-    return bool(short) and (short == long_ or (len(short.split()) >= 2 and long_.endswith(" " + short)))
-
-
 def chair_role(participants: str, chair: str) -> str:
     """The ``role`` of the minutes' one participant, the chair (named beside it): the chair's own role
     from the participants text ("<name> — <role>" entries, one a line or split by ";"), then the others'
     entries as typed; the chair's name is not said again (the record reads "<chair> — <role>; <others>").
-    A chair the text does not name, or names with no role, is "chủ trì"."""
+    The chair's entry is the one naming the same person whatever title either carries ("BS. Nguyễn Văn An"
+    for the chair "BS.CKII Nguyễn Văn An": ``same_person``). A chair the text does not name, or names with
+    no role, is "chủ trì"."""
     entries = [e.strip() for line in participants.splitlines() for e in line.split(";") if e.strip()]
-    me, own, others = _plain(chair), "", []
+    own, others = "", []
     for entry in entries:
-        name, sep, role = entry.partition("—") if "—" in entry else entry.partition(" - ")
-        who = _plain(name)
-        if not own and _same_person(who, me):
-            own = role.strip() if sep else ""
-            own = own or CHAIR_ROLE
+        name, role = name_and_role(entry)
+        if not own and same_person(name, chair):
+            own = role or CHAIR_ROLE
             continue
         others.append(entry)
     return "; ".join([own or CHAIR_ROLE, *others])
