@@ -53,6 +53,12 @@ def _register(c: Any, **fields: str) -> Any:
     return c.post("/patients/new", data={"gender": "male", "csrf_token": csrf_token(page), **fields})
 
 
+def _letters(n: int = 6) -> str:
+    """Random letters that make a name unique in the run: a name is letters only (the registration form
+    refuses digits), so no number."""
+    return "".join(random.choice("bcdghklmnpqrstvx") for _ in range(n))
+
+
 def _admin_patient(ehr: str, dev_key: Any, org: str, family: str, given: str, born: str,
                    cccd: str | None = None) -> str:
     body: dict[str, Any] = {"resourceType": "Patient", "gender": "male", "birthDate": born,
@@ -111,7 +117,7 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
 
 def test_taking_on_says_the_typed_birth_date_differs_and_changes_nothing(portal, ehr, dev_key):
     cccd = f"0870{random.randrange(10**8):08d}"
-    given = f"Văn Tâm {random.randrange(10**6)}"  # no patient the clinic reaches is listed as the same person
+    given = f"Văn Tâm {_letters().capitalize()}"  # no patient the clinic reaches is listed as the same person
     tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", given, "1948-06-17", cccd)
     c = portal_signed_in(portal, "clinic")
     page = _register(c, family="Huỳnh", given=given, birth_date="01/01/1948", cccd=cccd).get_data(as_text=True)
@@ -142,7 +148,7 @@ def test_a_wrong_number_takes_no_one_on(portal, ehr, ehr_db, dev_key, mongo_clie
 
 
 def test_the_same_patient_registered_again_is_listed_and_needs_the_tick(portal, ehr, dev_key):
-    given = f"Văn Bình {random.choice(['An', 'Ân', 'Ấn'])}{random.randrange(10**6)}"
+    given = f"Văn Bình {random.choice(['An', 'Ân', 'Ấn'])}{_letters()}"
     other = _admin_patient(ehr, dev_key, CAO_LANH, "Trần", given, "1980-05-01")  # another facility's
     c = portal_signed_in(portal, "clinic")
     fields = {"family": "Trần", "given": given, "birth_date": "01/05/1980", "cccd": ""}
