@@ -220,31 +220,37 @@ def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_u
     assert {r["facility"] for r in everyone} == {"org-a", "org-b"}
 
 
-def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_unmatched(db) -> None:
-    """The day report's unmatched total is what still waits: after the only unmatched 45.000 ₫
-    transfer is assigned to an invoice, 0 (its row stays, the money counted once); one given back
-    by an admin waits no more either. The CSV's total row says the same."""
+def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_waiting(db) -> None:
+    """The day report's unmatched total is every transfer that came naming no invoice; of it, what
+    still waits: after the only unmatched 45.000 ₫ transfer is assigned to an invoice, 0 waits and
+    45.000 is assigned (its row stays, saying to which invoice, the money counted once); one given
+    back by an admin waits no more either. The CSV's total rows say the same."""
     from tests.billing_support import make_invoice
 
     waiting = transfer(db, "0011000000001", "chuyen tien kham", 45_000)
     day = date.fromisoformat(db["payments"].find_one({"_id": waiting})["day"])
-    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 45_000
-    iid, _ = make_invoice(db, 100_000, facility="org-a")
+    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched_waiting"] == 45_000
+    iid, code = make_invoice(db, 100_000, facility="org-a")
     cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
     payments.assign_unmatched(db, waiting, iid, cashier, ACCOUNTS)
     report = reconciliation.rows(db, day, "org-a")
     assert [r["id"] for r in report] == [waiting, f"assign:{waiting}"]
     got = reconciliation.totals(report)
-    assert (got["unmatched"], got["transfers"], got["payments"]) == (0, 45_000, 1)
-    assert f"total,{day.isoformat()},unmatched,,,,,0," in reconciliation.to_csv(day, report)
-    assert "_waiting" not in reconciliation.to_csv(day, report)
+    assert (got["unmatched"], got["unmatched_assigned"], got["unmatched_waiting"], got["transfers"],
+            got["payments"]) == (45_000, 45_000, 0, 45_000, 1)
+    assert report[0]["assigned_to"] == code and report[0]["assigned_at"] == report[1]["time"]
+    assert f"total,{day.isoformat()},unmatched_waiting,,,,,0," in reconciliation.to_csv(day, report)
+    assert f"total,{day.isoformat()},unmatched,,,,,45000," in reconciliation.to_csv(day, report)
+    assert "_fate" not in reconciliation.to_csv(day, report)
     admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
     with pytest.raises(Conflict):  # assigned: its money is given back on the invoice, not twice
         payments.refund(db, waiting, None, "chuyển nhầm", admin, None)
     back = transfer(db, "0011000000001", "chuyen nham", 20_000)
-    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 20_000
+    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched_waiting"] == 20_000
     payments.refund(db, back, None, "chuyển nhầm tài khoản", admin, None)
-    assert reconciliation.totals(reconciliation.rows(db, day, "org-a"))["unmatched"] == 0
+    got = reconciliation.totals(reconciliation.rows(db, day, "org-a"))
+    assert (got["unmatched"], got["unmatched_assigned"], got["unmatched_refunded"], got["unmatched_waiting"]) == (
+        65_000, 45_000, 20_000, 0)
     with pytest.raises(Conflict):  # given back: no longer assignable
         payments.assign_unmatched(db, back, iid, cashier, ACCOUNTS)
 

@@ -39,7 +39,8 @@ def test_daily_totals_count_an_assigned_transfer_once() -> None:
             _row("refund", "cashier:c1", "cash", -5000, "refunded")]
     totals = reconciliation.totals(rows)
     assert totals == {"transfers": 50000, "cash": 20000, "refunds": 5000, "unmatched": 50000, "net": 65000,
-                      "payments": 2}
+                      "payments": 2, "unmatched_assigned": 50000, "unmatched_refunded": 0, "unmatched_waiting": 0,
+                      "assigned_earlier": 0}
     text = reconciliation.to_csv(date(2025, 3, 14), rows)
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert [r["id"] for r in parsed if r["kind"] == "total"] == list(totals)

@@ -167,6 +167,8 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["district"] = payment["district"]
     if payment.get("assigned_from"):  # the same money as the unmatched transfer's own event: not new money
         data["assignedFrom"] = payment["assigned_from"]
+        if payment.get("assigned_from_received_at"):  # when it came: the day whose unmatched transfers it was
+            data["assignedFromReceivedAt"] = iso(payment["assigned_from_received_at"])
     if payment.get("outcome"):  # applied, unmatched, late-balanced / late-cancelled (owed back: a refund task)
         data["outcome"] = payment["outcome"]
     if not payment.get("facility") and payment.get("queue_facility"):  # whose unmatched queue it waits in
@@ -352,6 +354,7 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
            "transaction_id": original["transaction_id"], "channel": original["channel"],
            "amount": original["amount"], "description": original.get("description", ""),
            "received_at": received, "day": local_day(received), "assigned_from": payment_key,
+           "assigned_from_received_at": original["received_at"],
            "assigned_by": principal.sub, "invoice": invoice.id, "matched": True, "outcome": "applied",
            "facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
     recorded = _insert_payment(db, doc)

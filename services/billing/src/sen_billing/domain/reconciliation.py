@@ -9,6 +9,15 @@ unmatched queue's, waiting or assigned since): the money its bank statement show
 recorded before payments carried ``queue_facility`` get the facility the queue gives them
 (``payments.queue_facility`` from the receiving account, ``SEN_BANK_ACCOUNT_FACILITIES``), in
 every report.
+
+Unmatched transfers, one meaning (the portal's dashboard counts them alike): ``unmatched`` is every
+transfer that came naming no invoice on the day (counted on the day it came, whatever became of it
+since); of it, ``unmatched_assigned`` was assigned to an invoice since (that day or a later one: its
+row says to which invoice and when, ``assigned_to``, ``assigned_at``), ``unmatched_refunded`` given back
+by an admin since, ``unmatched_waiting`` still waits: unmatched = assigned + refunded + waiting, as of
+when the report is read. An assignment counts in the takings on its own day (its ``assign:`` row):
+``assigned_earlier`` is the day's assignments of transfers that came on an earlier day (in that day's
+``unmatched``, not in this one's).
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ COLUMNS += ["shift_cashier_name"]
 # what a cashier matches against the bank statement (``reference`` is the invoice's HD… code): a
 # transfer's bank reference, else its transaction id; a refund's, the transfer it gives back; cash none
 COLUMNS += ["bank_reference"]
+# an unmatched transfer assigned to an invoice since (any day): the invoice (its HD… reference, else its
+# id) and when the cashier assigned it; empty while it waits (or when given back)
+COLUMNS += ["assigned_to", "assigned_at"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -68,7 +80,11 @@ def rows(db: Database, day: date, facility: str | None = None, *,
         found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "outcome": "unmatched"},
                                                              {"outbox": 0})
                      if _facility(p, account_facilities) == facility)
-    settled = _no_longer_waiting(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
+    assigned, refunded = _fates(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
+    # the day's assignments of transfers that came on an earlier day (their own day: point reads)
+    came = {p["_id"]: p.get("day") for p in find_in(db[PAYMENTS], "_id", [str(p["assigned_from"]) for p in
+                                                                         found.values() if p.get("assigned_from")],
+                                                    projection={"day": 1})}
     # the refund tasks of the day's payments (keyed by the payment; only one placed on an invoice, late or
     # counted, gets one): point reads by _id, never every task of every day
     tasks = {t["_id"]: t for t in find_in(db[REFUND_TASKS], "_id", [i for i, p in found.items()
@@ -89,8 +105,11 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "note": (f"refund task: {task['reason']}" if task else
                              f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
                     **_given_back(given_back.get(p["_id"])), "bank_reference": _bank_reference(p),
-                    # not a column: an unmatched transfer assigned or given back since (any day) waits no more
-                    WAITING: p.get("outcome") == "unmatched" and p["_id"] not in settled})
+                    **_assigned_to(assigned.get(p["_id"])),
+                    # not columns: what became of an unmatched transfer since (any day), and whether an
+                    # assignment's transfer came on an earlier day
+                    FATE: _fate(p, assigned, refunded),
+                    EARLIER: bool(p.get("assigned_from")) and (came.get(p["assigned_from"]) or p["day"]) < p["day"]})
         if shift_transfer(p) and not p.get("shift"):
             transfers.append((out[-1], p))
     day_refunds = sorted(db[REFUNDS].find(query), key=lambda r: r["at"])
@@ -171,31 +190,62 @@ def _name_people(db: Database, out: list[dict[str, Any]]) -> None:
                              if r.get("cashier") else "")
 
 
-WAITING = "_waiting"  # a payment row's mark (not written to the CSV): an unmatched transfer still waiting
+# a payment row's marks (not written to the CSV)
+FATE = "_fate"  # an unmatched transfer's: "assigned", "refunded" or "waiting" (since, whatever the day); else ""
+EARLIER = "_earlier"  # an assignment's (``assign:``): its transfer came on an earlier day
 
 
-def _no_longer_waiting(db: Database, unmatched: list[str]) -> set[str]:
-    """Of these unmatched transfers, those assigned to an invoice (``assign:<id>``) or refunded since,
-    whatever the day: point reads by ``_id`` (``find_in``), never a scan of all payments."""
+def _fates(db: Database, unmatched: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Of these unmatched transfers, those assigned to an invoice since (their ``assign:<id>``
+    payment, by transfer) and those refunded since, whatever the day: point reads by ``_id``
+    (``find_in``), never a scan of all payments."""
     if not unmatched:
-        return set()
-    assigned = {str(d["_id"]).removeprefix("assign:")
-                for d in find_in(db[PAYMENTS], "_id", [f"assign:{i}" for i in unmatched], projection={"_id": 1})}
-    return assigned | {r["_id"] for r in find_in(db[REFUNDS], "_id", unmatched, projection={"_id": 1})}
+        return {}, set()
+    assigned = {str(d["_id"]).removeprefix("assign:"): d
+                for d in find_in(db[PAYMENTS], "_id", [f"assign:{i}" for i in unmatched],
+                                 projection={"invoice": 1, "reference": 1, "received_at": 1})}
+    return assigned, {r["_id"] for r in find_in(db[REFUNDS], "_id", unmatched, projection={"_id": 1})}
+
+
+def _fate(payment: Mapping[str, Any], assigned: Mapping[str, Any], refunded: set[str]) -> str:
+    if payment.get("outcome") != "unmatched":
+        return ""
+    return "assigned" if payment["_id"] in assigned else "refunded" if payment["_id"] in refunded else "waiting"
+
+
+def _assigned_to(assignment: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An unmatched transfer row's ``assigned_to`` (the invoice's reference, else its id) and ``assigned_at``."""
+    if assignment is None:
+        return {"assigned_to": "", "assigned_at": ""}
+    return {"assigned_to": str(assignment.get("reference") or assignment.get("invoice") or ""),
+            "assigned_at": iso(assignment["received_at"]) if assignment.get("received_at") else ""}
 
 
 def totals(report: list[dict[str, Any]]) -> dict[str, int]:
     pays = [r for r in report if r["kind"] == "payment"]
     # an assignment re-counts an unmatched transfer: count the money once (the original's row)
     money = [r for r in pays if not str(r["id"]).startswith("assign:")]
+    unmatched = [r for r in pays if r["outcome"] == "unmatched"]
+    # a row without its mark (built elsewhere): assigned when its assignment is among the rows, else waiting
+    here = {str(r["id"]).removeprefix("assign:") for r in pays if str(r["id"]).startswith("assign:")}
+
+    def fate(r: Mapping[str, Any]) -> str:
+        return str(r.get(FATE) or ("assigned" if r["id"] in here else "waiting"))
+
     return {
         "transfers": sum(r["amount"] for r in money if r["channel"] == "transfer"),
         "cash": sum(r["amount"] for r in money if r["channel"] == "cash"),
         "refunds": -sum(r["amount"] for r in report if r["kind"] == "refund"),
-        # the day's transfers that matched no invoice and still wait (assigned or given back since: not)
-        "unmatched": sum(r["amount"] for r in pays if r["outcome"] == "unmatched" and r.get(WAITING, True)),
+        # the day's transfers that came naming no invoice, whatever became of them since (the module's rule)
+        "unmatched": sum(r["amount"] for r in unmatched),
         "net": sum(r["amount"] for r in money) + sum(r["amount"] for r in report if r["kind"] == "refund"),
         "payments": len(money),
+        # of ``unmatched``: assigned to an invoice since, given back since, still waiting
+        "unmatched_assigned": sum(r["amount"] for r in unmatched if fate(r) == "assigned"),
+        "unmatched_refunded": sum(r["amount"] for r in unmatched if fate(r) == "refunded"),
+        "unmatched_waiting": sum(r["amount"] for r in unmatched if fate(r) == "waiting"),
+        # the day's assignments of transfers that came on an earlier day (in that day's ``unmatched``)
+        "assigned_earlier": sum(r["amount"] for r in pays if r.get(EARLIER)),
     }
 
 

@@ -61,6 +61,8 @@ def event(refund: Mapping[str, Any], payment: Mapping[str, Any]) -> dict[str, An
         data["district"] = payment["district"]
     if payment.get("outcome"):  # what the refunded payment was: applied (takings), late-* or unmatched (not)
         data["outcome"] = payment["outcome"]
+    if isinstance(payment.get("received_at"), datetime):  # when the refunded payment came (its day)
+        data["paymentReceivedAt"] = _iso(payment["received_at"])
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", str(payment["_id"]))[:64]
     return make_event(KIND, data, subject=subject, event_id=event_id(str(payment["_id"])), time=_iso(at),
                       validate=False)
