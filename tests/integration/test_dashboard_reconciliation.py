@@ -6,8 +6,9 @@ given back by an admin, late transfers to a settled invoice (refund tasks; one g
 transfer toward an invoice still owed and given back (a reversal), cash; another facility's
 transfer and a transfer to an account no facility owns. The portal's facts of those events give,
 for the facility, billing's ``reconciliation.totals`` (transfers, cash, refunds, net, payments; the
-unmatched still waiting), and the takings apart from the unmatched and late money; the province's
-figure holds its parts as labelled. Redelivered, in any order: nothing changes.
+unmatched transfers that came, and of them those assigned, given back and still waiting), and the
+takings apart from the unmatched and late money; the province's figure holds its parts as labelled.
+Redelivered, in any order: nothing changes.
 """
 
 from __future__ import annotations
@@ -88,14 +89,17 @@ def test_the_dashboard_gives_the_facilitys_reconciliation_and_labels_the_provinc
 
     mine = figures(facility="org-a")
     # billing's day of org-a, figure for figure
-    assert recon == {"transfers": 285_000, "cash": 40_000, "refunds": 85_000, "unmatched": 30_000,
-                     "net": 240_000, "payments": 8}
+    assert recon == {"transfers": 285_000, "cash": 40_000, "refunds": 85_000, "unmatched": 90_000,
+                     "net": 240_000, "payments": 8, "unmatched_assigned": 45_000, "unmatched_refunded": 15_000,
+                     "unmatched_waiting": 30_000, "assigned_earlier": 0}
     assert (mine["received_transfer_amount"], mine["received_cash_amount"], mine["refunds"], mine["net"],
             mine["received_count"]) == (recon["transfers"], recon["cash"], recon["refunds"], recon["net"],
                                         recon["payments"])
-    # the unmatched still waiting: those that came, less those assigned or given back (the same day here)
-    given_back_unmatched = 15_000
-    assert mine["unmatched_amount"] - mine["assigned_amount"] - given_back_unmatched == recon["unmatched"]
+    # the unmatched transfers that came, and what became of them: one meaning in both
+    assert (mine["unmatched_amount"], mine["unmatched_assigned_amount"], mine["unmatched_refunded_amount"],
+            mine["unmatched_waiting_amount"], mine["assigned_earlier_amount"]) == (
+        recon["unmatched"], recon["unmatched_assigned"], recon["unmatched_refunded"], recon["unmatched_waiting"],
+        recon["assigned_earlier"])
     # the takings: applied to invoices (the assigned transfer once), less the reversal; apart from them
     # the unmatched transfers, the late ones owed back and the refunds of those
     assert (mine["transfer_amount"], mine["transfer_count"], mine["cash_amount"], mine["cash_count"]) == \
@@ -120,3 +124,80 @@ def test_the_dashboard_gives_the_facilitys_reconciliation_and_labels_the_provinc
     for e in reversed(events):
         assert record_event(fresh_db, dict(e)) is False
     assert figures(facility="org-a") == mine and figures() == province
+
+
+UNMATCHED = ("unmatched", "unmatched_assigned", "unmatched_refunded", "unmatched_waiting", "assigned_earlier")
+
+
+def test_the_dashboard_and_the_daily_report_give_one_story_of_the_unmatched_transfers(
+        fresh_db: Any, mongo_client: Any) -> None:
+    """A transfer unmatched then assigned the same day, one still waiting, one given back by an admin,
+    and one that came the day before and was assigned today: for each day, the dashboard's unmatched
+    figures (came, of them assigned, given back, still waiting; assigned today of an earlier day's)
+    are billing's daily reconciliation's, and came = assigned + given back + waiting. The cashless
+    takings stay equal to the reconciliation's too (session 19's rule)."""
+    from datetime import timedelta
+
+    from sen_billing.domain import payments, reconciliation
+    from sen_billing.domain.webhooks import Transfer
+    from sen_shared.bus import load_catalog
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    from tests.billing_support import make_invoice, scratch_db
+
+    today = vn_day_with_room()
+    yesterday = today - timedelta(days=1)
+    with scratch_db(mongo_client, "du") as bdb:
+        def transfer(amount: int, note: str) -> str:
+            tx = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=amount,
+                          description=note, account="0011000000001")
+            return payments.record_transfer(bdb, tx, uuid.uuid4().hex, account_facilities=ACCOUNTS).payment["_id"]
+
+        earlier = transfer(60_000, "chuyen tien hom qua")  # came yesterday (moved there below), assigned today
+        came = bdb["payments"].find_one({"_id": earlier})["received_at"] - timedelta(days=1)
+        bdb["payments"].update_one({"_id": earlier}, {"$set": {"received_at": came, "day": yesterday.isoformat()}})
+        same_day = transfer(45_000, "chuyen tien kham")  # unmatched, assigned the same day
+        transfer(30_000, "chuyen tien")  # still waiting
+        back = transfer(15_000, "nham tai khoan")  # given back by an admin
+        i1, c1 = make_invoice(bdb, 60_000)
+        i2, _ = make_invoice(bdb, 45_000)
+        payments.assign_unmatched(bdb, earlier, i1, CASHIER, ACCOUNTS)
+        payments.assign_unmatched(bdb, same_day, i2, CASHIER, ACCOUNTS)
+        payments.refund(bdb, back, None, "chuyển nhầm", ADMIN, None)
+        events = [entry_event(e) for coll in ("payments", "refunds")
+                  for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+        for e in events:  # the earlier transfer's own event says when it came, as its payment does now
+            if e["data"]["payment"] == earlier and "assignedFrom" not in e["data"]:
+                e["data"]["receivedAt"] = payments.iso(came)
+        recon = {d: reconciliation.totals(reconciliation.rows(bdb, d, "org-a", account_facilities=ACCOUNTS))
+                 for d in (yesterday, today)}
+        report = reconciliation.rows(bdb, yesterday, "org-a", account_facilities=ACCOUNTS)
+        original = next(r for r in report if r["id"] == earlier)
+        assert (original["outcome"], original["assigned_to"]) == ("unmatched", c1)
+        assert original["assigned_at"].startswith(today.isoformat())
+        assert f"{c1},{original['assigned_at']}" in reconciliation.to_csv(yesterday, report)
+    for e in events:
+        load_catalog().validate(e)  # assignedFromReceivedAt and paymentReceivedAt: optional fields of v1
+        assert record_event(fresh_db, e) is True
+
+    # billing's story: yesterday 60.000 came, assigned since; today 90.000 came: 45.000 assigned,
+    # 15.000 given back, 30.000 waiting; and today's assignment of yesterday's 60.000
+    assert {k: recon[yesterday][k] for k in UNMATCHED} == {
+        "unmatched": 60_000, "unmatched_assigned": 60_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
+        "assigned_earlier": 0}
+    assert {k: recon[today][k] for k in UNMATCHED} == {
+        "unmatched": 90_000, "unmatched_assigned": 45_000, "unmatched_refunded": 15_000, "unmatched_waiting": 30_000,
+        "assigned_earlier": 60_000}
+    for day in (yesterday, today):
+        mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
+        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+        assert mine["unmatched_amount"] == (mine["unmatched_assigned_amount"] + mine["unmatched_refunded_amount"]
+                                            + mine["unmatched_waiting_amount"])
+        assert (mine["received_transfer_amount"], mine["refunds"], mine["net"], mine["received_count"]) == \
+            (recon[day]["transfers"], recon[day]["refunds"], recon[day]["net"], recon[day]["payments"]), day
+    both = dashboard(fresh_db, yesterday, today, None, facility="org-a")["cashless_share"]
+    # over both days: 150.000 came, 105.000 assigned, 15.000 given back, 30.000 waiting; none from before
+    assert (both["unmatched_amount"], both["unmatched_assigned_amount"], both["unmatched_refunded_amount"],
+            both["unmatched_waiting_amount"], both["assigned_earlier_amount"]) == (150_000, 105_000, 15_000,
+                                                                                  30_000, 0)
+    assert (both["assigned_amount"], both["assigned_count"]) == (105_000, 2)

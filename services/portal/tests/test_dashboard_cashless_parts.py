@@ -16,7 +16,10 @@ MONEY = {"transfer_amount": 125_000, "cash_amount": 40_000, "share": 0.7576, "tr
          "assigned_amount": 45_000, "assigned_count": 1, "unmatched_amount": 245_000, "unmatched_count": 4,
          "unmatched_without_facility": 155_000, "late_amount": 25_000, "late_count": 1, "refunds": 20_000,
          "refunds_of_takings": 0, "refunds_owed": 20_000, "received_transfer_amount": 350_000,
-         "received_cash_amount": 40_000, "received_count": 8, "net": 370_000}
+         "received_cash_amount": 40_000, "received_count": 8, "net": 370_000,
+         "unmatched_assigned_amount": 45_000, "unmatched_assigned_count": 1, "unmatched_refunded_amount": 15_000,
+         "unmatched_refunded_count": 1, "unmatched_waiting_amount": 185_000, "unmatched_waiting_count": 2,
+         "assigned_earlier_amount": 0, "assigned_earlier_count": 0}
 
 
 def _figures(start: date, end: date, district: str | None, facility: str | None = None) -> dict[str, Any]:
@@ -35,10 +38,16 @@ def _figures(start: date, end: date, district: str | None, facility: str | None 
             "trong đó vào tài khoản không thuộc cơ sở nào: 155.000 ₫",
             "Chuyển khoản đến muộn, phải trả lại (việc hoàn tiền): 1 lần, 25.000 ₫",
             "Trong chuyển khoản của tiền thu, được gán từ hàng chờ chưa khớp: 1 lần, 45.000 ₫",
+            "trong đó, tính đến nay: đã gán vào hóa đơn 45.000 ₫, đã trả lại 15.000 ₫, còn chờ 185.000 ₫",
+            "trong đó từ chuyển khoản đến trước kỳ này: 0 ₫",
+            "Chuyển khoản chưa khớp được tính vào ngày nhận, dù sau đó ra sao",
             "chuyển khoản nhận 350.000 ₫, tiền mặt 40.000 ₫, hoàn trả 20.000 ₫, thực thu 370.000 ₫",
             "Toàn tỉnh: của mọi cơ sở, cộng các khoản chuyển vào tài khoản không thuộc cơ sở nào"]),
     ("en", ["Not in the takings:", "Unmatched transfers (named no invoice, on the day they came): 4,",
             "of which to accounts no facility owns:", "Late transfers, owed back (refund tasks): 1,",
+            "of them, since: assigned to invoices 45.000 ₫, given back 15.000 ₫, still waiting 185.000 ₫",
+            "of which from transfers that came before this period: 0 ₫",
+            "An unmatched transfer counts on the day it came, whatever became of it since",
             "As the cashiers' daily reconciliation counts it:",
             "Whole province: every facility's, and the transfers to accounts no facility owns"])])
 def test_the_parts_apart_from_the_takings_are_labelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

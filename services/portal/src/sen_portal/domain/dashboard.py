@@ -39,7 +39,9 @@ The dict::
                                 assigned_amount, assigned_count, unmatched_amount, unmatched_count,
                                 unmatched_without_facility, late_amount, late_count, refunds,
                                 refunds_of_takings, refunds_owed, received_transfer_amount,
-                                received_cash_amount, received_count, net}
+                                received_cash_amount, received_count, net,
+                                unmatched_assigned_*, unmatched_refunded_*, unmatched_waiting_*,
+                                assigned_earlier_* (amount and count each)}
                                integer đồng, each on its event's local day (a refund on its own):
                                TAKINGS (the chart and its share): transfer_amount / cash_amount =
                                money applied to invoices by that channel (matched when it came, or
@@ -52,15 +54,24 @@ The dict::
                                assigned from the unmatched queue); unmatched_* (transfers that came
                                naming no invoice, on the day they came, assigned since or not;
                                unmatched_without_facility: those to an account no facility owns,
-                               in the province's figure only); late_* (came after their invoice was
-                               settled or cancelled: owed back, a refund task); refunds (all money
+                               in the province's figure only), and of them (:func:`unmatched_since`,
+                               as of now) unmatched_assigned_* (assigned to an invoice since, that
+                               day or later), unmatched_refunded_* (given back since),
+                               unmatched_waiting_* (still waiting): unmatched = assigned + refunded
+                               + waiting; assigned_earlier_* (of assigned_*: transfers that came
+                               before the range, in their own day's unmatched); late_* (came after
+                               their invoice was settled or cancelled: owed back, a refund task); refunds (all money
                                given back), refunds_of_takings (of applied money) and refunds_owed
                                (of late or unmatched transfers: never takings).
                                BILLING'S DAILY RECONCILIATION (a facility's, a day's):
                                received_transfer_amount = its ``transfers`` (every transfer that
                                came, applied, unmatched or late, each once: an assignment is not new
                                money), received_cash_amount = ``cash``, refunds = ``refunds``,
-                               received_count = ``payments``, net = ``net`` (received − refunds)
+                               received_count = ``payments``, net = ``net`` (received − refunds),
+                               unmatched_amount = ``unmatched``, unmatched_assigned_amount =
+                               ``unmatched_assigned``, unmatched_refunded_amount =
+                               ``unmatched_refunded``, unmatched_waiting_amount =
+                               ``unmatched_waiting``, assigned_earlier_amount = ``assigned_earlier``
     ehr_coverage               {patients, population, share, as_of, population_outdated, without_district}
                                patients = Patient records created minus deleted up to ``end`` (each
                                record once: facts are keyed by event id); population is a setting.
@@ -97,7 +108,9 @@ CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answe
 # the columns of the one-row sections' CSV after start, end, district (None: the whole province)
 _SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share"),
                     "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count",
-                                       "assigned_amount", "unmatched_amount", "unmatched_without_facility",
+                                       "assigned_amount", "unmatched_amount", "unmatched_assigned_amount",
+                                       "unmatched_refunded_amount", "unmatched_waiting_amount",
+                                       "assigned_earlier_amount", "unmatched_without_facility",
                                        "late_amount", "refunds", "refunds_of_takings", "refunds_owed",
                                        "received_transfer_amount", "received_cash_amount", "net"),
                     "ehr_coverage": ("patients", "population", "share", "as_of")}
@@ -216,6 +229,9 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         breaches[(iso_week(r["day"]), r.get("priority") or "unknown")] += r["n"]
 
     money = cashless(_money_rows(rows["money"], first, last, district, wanted, facility_districts or {}))
+    # what became of the range's unmatched transfers since: the money rows from ``start`` to now
+    money.update(unmatched_since(_money_rows(rows["money"], first, LATEST.isoformat(), district, wanted,
+                                             facility_districts or {}), first, last))
     # records are counted by the patient's home district, not by the facility that registered them
     coverage = _coverage(db, last, district, targets, now) if wanted is None else {
         "patients": None, "population": None, "share": None, "as_of": last, "population_outdated": False,
@@ -304,6 +320,36 @@ def cashless(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "net": received["transfer"] + received["cash"] - refunds}
 
 
+def unmatched_since(rows: list[dict[str, Any]], first: str, last: str) -> dict[str, int]:
+    """What became of the unmatched transfers that came from ``first`` to ``last`` (billing's daily
+    reconciliation's rule), from ``money`` rows of days ``first`` onward (until now): of them, those
+    assigned to an invoice (``unmatched_assigned_*``, on whatever day) and given back
+    (``unmatched_refunded_*``) since, and those still waiting (``unmatched_waiting_*``, the rest); and
+    the range's assignments of transfers that came before ``first`` (``assigned_earlier_*``: in the
+    takings of the range, in the unmatched transfers of their own day). Billing's events from before
+    they said when an assigned or refunded transfer came (``from_day`` None): an assignment counts as
+    of an earlier transfer, and its transfer as still waiting."""
+    came = [r for r in rows if (r["day"] or "") <= last and r.get("outcome") == "unmatched"
+            and r.get("k") != "billing.payment.refunded"]
+    assigned = [r for r in rows if r.get("outcome") == "assigned" and first <= (r.get("from_day") or "") <= last]
+    refunded = [r for r in rows if r.get("k") == "billing.payment.refunded" and r.get("outcome") == "unmatched"
+                and first <= (r.get("from_day") or "") <= last]
+    earlier = [r for r in rows if r.get("outcome") == "assigned" and (r["day"] or "") <= last
+               and (r.get("from_day") or "") < first]
+
+    def amount(part: list[dict[str, Any]]) -> int:
+        return sum(int(r.get("amount") or 0) for r in part)
+
+    def count(part: list[dict[str, Any]]) -> int:
+        return sum(r["n"] for r in part)
+
+    return {"unmatched_assigned_amount": amount(assigned), "unmatched_assigned_count": count(assigned),
+            "unmatched_refunded_amount": amount(refunded), "unmatched_refunded_count": count(refunded),
+            "unmatched_waiting_amount": amount(came) - amount(assigned) - amount(refunded),
+            "unmatched_waiting_count": count(came) - count(assigned) - count(refunded),
+            "assigned_earlier_amount": amount(earlier), "assigned_earlier_count": count(earlier)}
+
+
 def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | None, int]:
     """Patient records per district (None: no district) from the ``patients`` rows of days up to
     ``last``: a registration adds one to its district, a deletion takes one away, a move takes one
@@ -350,4 +396,4 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
 
 
 __all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "cashless", "check_range", "csv_rows", "dashboard",
-           "facility_reference", "patients_by_district"]
+           "facility_reference", "patients_by_district", "unmatched_since"]

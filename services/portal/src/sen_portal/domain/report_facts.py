@@ -82,13 +82,17 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # payment from a refund): the dashboard's cashless share and the parts it is told apart from
     # (unmatched transfers, late ones owed back, refunds), as billing's daily reconciliation counts them.
     # (It replaced "payments", which mixed them: stored totals of that name are no longer read.)
-    "money": {"kinds": MONEY_KINDS, "by": ("district", "facility", "k", "channel", "outcome"), "sum": "amount"},
+    # ``from_day``: an assigned transfer's, or an unmatched one given back, the day it came (the day whose
+    # unmatched transfers it was; :func:`extract`); None for the rest and for billing's older events
+    "money": {"kinds": MONEY_KINDS, "by": ("district", "facility", "k", "channel", "outcome", "from_day"),
+              "sum": "amount"},
     # residents with an electronic record per district: created minus deleted, and the moves (:data:`PATIENT_MOVES`)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted", *PATIENT_MOVES),
                  "by": ("k", "district", "from_district")},
 }
 
-DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district", "outcome")
+DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district", "outcome",
+              "from_day")
 
 
 def instant(text: Any) -> datetime | None:
@@ -143,6 +147,9 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
         queue = data.get("queueFacility")  # an unmatched transfer: the facility whose queue it waits in
         if "facility" not in fact and isinstance(queue, str) and queue:
             fact["facility"] = queue
+        came = _came(kind, fact["outcome"], data)
+        if came is not None:
+            fact["from_day"] = came.astimezone(VN).date().isoformat()
     if "minutes" in spec:
         start, end = (instant(data.get(f)) for f in spec["minutes"])
         if start is not None and end is not None:
@@ -170,6 +177,16 @@ def money_outcome(kind: str, data: Mapping[str, Any]) -> str:
     if said.startswith("late"):
         return "late"
     return "unmatched" if said == "unmatched" else "applied"
+
+
+def _came(kind: str, outcome: str, data: Mapping[str, Any]) -> datetime | None:
+    """When the unmatched transfer a money event is about came: an assignment's (``assignedFromReceivedAt``)
+    or a refund's of an unmatched transfer (``paymentReceivedAt``); None for other money and older events."""
+    if kind == "billing.payment.received" and outcome == "assigned":
+        return instant(data.get("assignedFromReceivedAt"))
+    if kind == "billing.payment.refunded" and outcome == "unmatched":
+        return instant(data.get("paymentReceivedAt"))
+    return None
 
 
 def _restated(data: Mapping[str, Any], field: str) -> str | None:

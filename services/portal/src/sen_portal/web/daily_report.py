@@ -10,7 +10,10 @@ Billing's ``GET /payments/reports/daily.csv`` decides whose day it is: a cashier
 facility's for an admin; it refuses every other role (the health department too), so the portal
 offers it to cashiers and the admin only. The summary costs one billing request, the same CSV: its
 last rows are billing's totals (``kind`` ``total``: transfers, cash, refunds, unmatched, net,
-payments), so the page shows billing's own arithmetic. A malformed day or one in the future is
+payments; and of the unmatched, assigned since, given back, still waiting, with the day's
+assignments of earlier days' transfers), so the page shows billing's own arithmetic. An unmatched
+transfer counts on the day it came, whatever became of it since (the dashboard's rule too); its row
+in the download says to which invoice and when it was assigned. A malformed day or one in the future is
 explained on the form, what was typed kept; the download of such a day goes back to the form.
 """
 
@@ -32,7 +35,8 @@ from .backend import BackendError, call
 from .formatting import TZ, received_through, today
 from .forms import FlaskForm, LocalDateField
 
-TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments")
+TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments", "unmatched_assigned", "unmatched_refunded",
+          "unmatched_waiting", "assigned_earlier")
 
 
 class ReportDayField(LocalDateField):
@@ -125,7 +129,11 @@ _YES_NO = {"yes": _l("Yes"), "no": _l("No")}
 _PROVIDERS = {"cashier": _l("Cashier")}  # the others are the payment gateways' names (SePay, Casso, payOS)
 _TOTAL_NAMES = {"transfers": _l("Bank transfers"), "cash": _l("Cash"), "refunds": _l("Refunds"),
                 "unmatched": _l("Unmatched transfers"), "net": _l("Net takings"),
-                "payments": _l("Number of payments")}
+                "payments": _l("Number of payments"),
+                "unmatched_assigned": _l("Unmatched transfers: assigned to invoices since"),
+                "unmatched_refunded": _l("Unmatched transfers: given back since"),
+                "unmatched_waiting": _l("Unmatched transfers: still waiting"),
+                "assigned_earlier": _l("Assigned this day from transfers of earlier days")}
 _TASKS = {"invoice-cancelled": _l("To refund: the invoice was cancelled"),
           "invoice-balanced": _l("To refund: the invoice was already paid")}
 _TASKS_DONE = {"invoice-cancelled": _l("Given back: the invoice was cancelled"),  # the task's payment refunded
@@ -147,6 +155,13 @@ def _time(value: str) -> str:
         return value
 
 
+def _assigned_label(invoice: str, at: str) -> str:
+    """An unmatched transfer assigned since: "Đã gán vào HD2RXD3FDH5 (06/12/2026 10:15)"."""
+    if not at:
+        return gettext("Assigned to %(invoice)s", invoice=invoice)
+    return gettext("Assigned to %(invoice)s (%(time)s)", invoice=invoice, time=_time(at)[:16])
+
+
 def _note(value: str, given_back: bool = False) -> str:
     if value.startswith("refund task: "):
         return _label(_TASKS_DONE if given_back else _TASKS, value.removeprefix("refund task: "))
@@ -157,9 +172,10 @@ def _note(value: str, given_back: bool = False) -> str:
 
 # billing's columns folded into others: the cashier's name into "cashier", the shift's opening into "shift"
 # (and the shifts' names), a refund of the payment into "outcome"
-# (and the shifts' names), a refund of the payment into "outcome", the bank's reference into "reference"
+# (and the shifts' names), a refund of the payment into "outcome", the bank's reference into "reference",
+# an unmatched transfer's assignment since (to which invoice, when) into "outcome"
 _FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at", "shift_cashier_name",
-           "bank_reference")
+           "bank_reference", "assigned_to", "assigned_at")
 
 
 def _who_and_how(r: dict[str, str]) -> dict[str, str]:
@@ -218,6 +234,7 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   "channel": _label(_CHANNELS, r.get("channel", "")), "matched": _label(_YES_NO, r.get("matched", "")),
                   # a late payment given back since (billing's ``refunded_amount``, ``refunded_at``): said so
                   "outcome": refunded_label(r["refunded_amount"], r.get("refunded_at")) if r.get("refunded_amount")
+                  else _assigned_label(r["assigned_to"], r.get("assigned_at", "")) if r.get("assigned_to")
                   else outcome_label(r.get("outcome")) if r.get("outcome") else "",
                   "note": _note(r.get("note", ""), bool(r.get("refunded_amount"))),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
