@@ -61,6 +61,9 @@ CORRELATION_HEADER = b"x-correlation-id"
 # bytes; never one a client sent
 TOO_LARGE_HEADER = b"x-sen-body-too-large"
 TOO_LARGE_DRAIN = 4  # a page's body over the limit is read and dropped up to this many times the limit
+# a page's request the middleware refuses, as the application sees it (RequestMiddleware ``pages``): why, one word
+# (``path``: its path held control characters, which the application sees without them); never one a client sent
+REFUSED_HEADER = b"x-sen-refused"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no route or id holds one
 _CORRELATION_ID = re.compile(rb"[0-9A-Za-z._-]+")  # what a client's id may hold (else one is made)
 _METRIC_CHILDREN = 512  # (method, status) pairs whose metric children are kept (clients choose methods)
@@ -184,14 +187,17 @@ def request_body() -> bytes:
 class RequestMiddleware:
     """Correlation id in and out, body size limit, metrics and one log line per request.
 
-    ``pages``: which paths are a service's HTML pages (the portal's). A body over the limit sent to
-    one is read and dropped (the browser gets its answer once it sent all: an answer while it is
-    still sending reads as a broken connection), then the application gets the request with no
-    body and :data:`TOO_LARGE_HEADER`, to answer its 413 as a page in the user's language. The limit
-    is the same; a body over :data:`TOO_LARGE_DRAIN` times it is refused as any other's."""
+    ``pages``: which requests are for a service's HTML pages (the portal's), asked of a request refused
+    here; a page answers it itself, in the user's language, where an API gets a problem (or a FHIR
+    OperationOutcome). A body over the limit sent to a page is read and dropped (the browser gets its
+    answer once it sent all: an answer while it is still sending reads as a broken connection), then
+    the application gets the request with no body and :data:`TOO_LARGE_HEADER`, to answer its 413.
+    The limit is the same; a body over :data:`TOO_LARGE_DRAIN` times it is refused as any other's. A
+    page's path holding control characters reaches the application without them and with
+    :data:`REFUSED_HEADER` ``path``, to answer its 400."""
 
     def __init__(self, app: ASGIApp, service: str, max_body: int, fhir_base: str | None,
-                 pages: Callable[[str], bool] | None = None) -> None:
+                 pages: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
@@ -219,7 +225,7 @@ class RequestMiddleware:
         if not cid or _CORRELATION_ID.fullmatch(cid) is None:
             cid = logs.new_correlation_id().encode()
         scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
-                            if k not in (CORRELATION_HEADER, TOO_LARGE_HEADER)]
+                            if k not in (CORRELATION_HEADER, TOO_LARGE_HEADER, REFUSED_HEADER)]
         scope["headers"].append((CORRELATION_HEADER, cid))
         logs.correlation_id.set(cid.decode())
         started = time.perf_counter()
@@ -228,7 +234,12 @@ class RequestMiddleware:
 
         path = scope.get("path", "")
         if _CONTROL.search(path):
-            # no id or route holds one; the ASGI and Flask routers would disagree on such a path
+            # no id or route holds one; the ASGI and Flask routers would disagree on such a path. A page's is
+            # answered by the page without them (the address it shows and offers links from has none)
+            page = {**scope, "path": _CONTROL.sub("", path) or "/"}
+            if self.pages is not None and self.pages(page):
+                await self._to_page(page, receive, send, (REFUSED_HEADER, b"path"), method, started)
+                return
             await self._reject(scope, send, 400, "Bad Request", "the path contains control characters", cid)
             self._observe(method, 400, started, scope)
             return
@@ -242,8 +253,9 @@ class RequestMiddleware:
         if length is not None:
             try:
                 too_big = int(length) > self.max_body
-            except ValueError:
+            except ValueError:  # HTTP servers (h11, httptools) refuse it first: no browser's page gets here
                 await self._reject(scope, send, 400, "Bad Request", "Content-Length is not a number", cid)
+                self._observe(method, 400, started, scope)
                 return
             if too_big and await self._page_too_large(scope, receive, send, 0, False, method, started):
                 return
@@ -305,7 +317,7 @@ class RequestMiddleware:
         """A page's body over the limit (``size`` bytes of it read, ``ended``: all of it): the rest
         read and dropped, then the application's answer to it without its body (:data:`TOO_LARGE_HEADER`).
         False (nothing answered yet) when the path is no page or the body goes on past the drain limit."""
-        if self.pages is None or method not in ("POST", "PUT", "PATCH") or not self.pages(scope.get("path", "")):
+        if self.pages is None or method not in ("POST", "PUT", "PATCH") or not self.pages(scope):
             return False
         while not ended:
             message = await receive()
@@ -315,9 +327,15 @@ class RequestMiddleware:
             ended = not message.get("more_body")
             if size > self.max_body * TOO_LARGE_DRAIN:
                 return False
+        await self._to_page(scope, receive, send, (TOO_LARGE_HEADER, str(self.max_body).encode()), method, started)
+        return True
+
+    async def _to_page(self, scope: Scope, receive: Receive, send: Send, marker: tuple[bytes, bytes], method: str,
+                       started: float) -> None:
+        """A page's request refused here, handed to the application to answer as a page: without its body
+        (none read, or read and dropped) and with ``marker``, a header only this middleware sets."""
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"transfer-encoding")]
-        page = {**scope, "headers": [*headers, (b"content-length", b"0"),
-                                     (TOO_LARGE_HEADER, str(self.max_body).encode())]}
+        page = {**scope, "headers": [*headers, (b"content-length", b"0"), marker]}
         sent = False
 
         async def nothing() -> Message:
@@ -340,7 +358,6 @@ class RequestMiddleware:
             await self.app(page, nothing, send_page)
         finally:
             self._observe(method, status["status"], started, scope)
-        return True
 
     def _observe(self, method: str, status: int, started: float, scope: Scope) -> None:
         elapsed = time.perf_counter() - started
@@ -591,9 +608,10 @@ class NoSessions(SessionInterface):
 def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Sequence[Index] = (),
               fhir_base: str | None = None, extras: dict[str, Any] | None = None,
               validate_responses: bool | None = None, strict_validation: bool = True,
-              pages: Callable[[str], bool] | None = None) -> connexion.FlaskApp:
+              pages: Callable[[Scope], bool] | None = None) -> connexion.FlaskApp:
     """The web application of one service. Connects to nothing: clients are lazy. ``pages``: which
-    paths are HTML pages, which answer a body over the limit themselves (:class:`RequestMiddleware`)."""
+    requests are for HTML pages, which answer what the middleware refuses themselves (a body over the
+    limit, a path with control characters: :class:`RequestMiddleware`)."""
     logs.setup_logging(settings.service, settings.log_level)
     runtime = install(Runtime(settings=settings, indexes=indexes, extras=extras or {}))
     auth.configure(auth.TokenVerifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,

@@ -6,7 +6,7 @@ from typing import Any
 
 import connexion
 from sen_shared.web import build_app
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .config import PortalSettings, settings_from_env
 from .indexes import INDEXES
@@ -15,21 +15,37 @@ from .web import init_web
 
 def create_app(settings: PortalSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    # a body over the limit sent to a page gets the page's 413 (web.body_too_large); the JSON API's, a problem
+    # what the shared middleware refuses (a body over the limit, a path with control characters) a page answers
+    # itself in the user's language (web.body_too_large, web.bad_address); the JSON API's, a problem
     app = build_app(settings, spec="portal.yaml", api_package="sen_portal.api", indexes=INDEXES,
-                    pages=lambda path: is_page(app.app, path))
+                    pages=lambda scope: is_page(app.app, scope))
     init_web(app.app, settings)  # the pages: a Flask blueprint on connexion's public Flask app
     return app
 
 
-def is_page(flask_app: Any, path: str) -> bool:
-    """Whether ``path`` is one of the portal's pages (a route of the ``web`` blueprint taking a form),
-    not its JSON API (``/api/...``, ``/admin/...``): asked only of a body over the limit."""
+def is_page(flask_app: Any, scope: Any) -> bool:
+    """Whether an ASGI request is for one of the portal's pages, as :func:`web.no_such_page` tells a page's
+    404: a route of the ``web`` blueprint for its method (a GET of a form-only address too), or no route
+    at all outside the JSON API (``/api/...``, ``/admin/...``) asked by a browser (it prefers HTML). Asked
+    only of what the shared middleware refuses."""
+    from werkzeug.datastructures import MIMEAccept
+    from werkzeug.http import parse_accept_header
+
+    from .web import API_PREFIXES
+
+    path, method = str(scope.get("path", "")), str(scope.get("method", "GET"))
     adapter = flask_app.url_map.bind("portal")
-    for method in ("POST", "PUT", "PATCH"):
+    try:
+        return str(adapter.match(path, method=method)[0]).startswith("web.")
+    except MethodNotAllowed as err:  # a route for other methods: whose it is
+        allowed = sorted(err.valid_methods or ())
+    except HTTPException:  # no route (or only one with or without a trailing slash)
+        allowed = []
+    for other in allowed:
         try:
-            endpoint = adapter.match(path, method=method)[0]
+            return str(adapter.match(path, method=other)[0]).startswith("web.")
         except HTTPException:
             continue
-        return str(endpoint).startswith("web.")
-    return False
+    accept = dict(scope.get("headers") or []).get(b"accept", b"").decode("latin-1")
+    accepts = parse_accept_header(accept, MIMEAccept)
+    return not path.startswith(API_PREFIXES) and accepts.quality("text/html") > accepts.quality("application/json")

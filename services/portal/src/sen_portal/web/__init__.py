@@ -189,6 +189,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     flask_app.register_error_handler(404, no_such_page)  # nor its 404
     template_rendered.connect(_error_page_rendered, flask_app)
     flask_app.before_request(_body_too_large)  # before the pages' CSRF check: the body is gone
+    flask_app.before_request(_refused_address)
     flask_app.register_error_handler(413, body_too_large)
 
 
@@ -197,6 +198,23 @@ def _body_too_large() -> None:
     RequestMiddleware, ``pages``): answered by :func:`body_too_large`, before anything reads the form."""
     if request.headers.get("X-Sen-Body-Too-Large"):
         abort(413)
+
+
+def _refused_address() -> Any:
+    """A page's address the shared middleware refused (``X-Sen-Refused: path``: it held control characters,
+    which the page's request comes without): :func:`bad_address`, before any page's work."""
+    if request.headers.get("X-Sen-Refused") == "path":
+        return bad_address()
+    return None
+
+
+def bad_address() -> Any:
+    """An address no page has (control characters in it: a link copied with them, a hand-typed ``%00``): the
+    portal's readable page in the user's language, 400; the JSON API's keep the middleware's problem."""
+    return _headers(current_app.make_response((render_template(
+        "error.html", title=gettext("This address is not valid"), message=gettext(
+            "The address holds characters that no page's address has. Open the page from the menu or your "
+            "home page.")), 400)))
 
 
 def body_too_large(err: Any) -> Any:
