@@ -355,7 +355,8 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
            "amount": original["amount"], "description": original.get("description", ""),
            "received_at": received, "day": local_day(received), "assigned_from": payment_key,
            "assigned_from_received_at": original["received_at"],
-           "assigned_by": principal.sub, "invoice": invoice.id, "matched": True, "outcome": "applied",
+           "assigned_by": principal.sub, "assigned_by_name": str(getattr(principal, "name", None) or "")[:200],
+           "invoice": invoice.id, "matched": True, "outcome": "applied",
            "facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
     recorded = _insert_payment(db, doc)
     if not recorded.created:
@@ -363,6 +364,53 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
     release(db[UNMATCHED], payment_key)  # the assignment's winner is the entry's single remover
     after_payment(db, recorded.payment)
     return recorded
+
+
+ASSIGNED = "assign:"  # an assignment's payment id: ``assign:<the unmatched transfer's id>``
+BANK_TIME = "assigned_from_received_at"  # an assignment's: when the bank received the transfer
+
+
+def assignments(db: Database, docs: list[Mapping[str, Any]], *, names: bool = True) -> dict[str, dict[str, Any]]:
+    """For each payment of ``docs`` (payment records, or a receipt's lines: ``id``) assigned from the
+    unmatched queue, by its id: when the bank received the transfer (:data:`BANK_TIME`) and, with
+    ``names``, who assigned it (``assigned_by_name``). An assignment records both; one recorded before
+    it did has them from the transfer it was assigned from (its ``received_at``: one read of those
+    transfers) and from the cashier's newest shift (the name it was opened under). Nothing is read
+    when nothing is missing, as for every invoice no transfer was assigned to."""
+    out: dict[str, dict[str, Any]] = {}
+    origins: dict[str, str] = {}
+    subs: dict[str, str] = {}  # an assignment whose record names no cashier's name: its cashier
+    for p in docs:
+        pid = str(p.get("_id") or p.get("id") or "")
+        if not pid.startswith(ASSIGNED):
+            continue
+        out[pid] = {k: p[k] for k in (BANK_TIME, "assigned_by_name") if p.get(k)}
+        if BANK_TIME not in out[pid]:
+            origins[pid] = str(p.get("assigned_from") or pid.removeprefix(ASSIGNED))
+        if names and "assigned_by_name" not in out[pid] and p.get("assigned_by"):
+            subs[pid] = str(p["assigned_by"])
+    if origins:
+        came = {d["_id"]: d.get("received_at") for d in find_in(db[PAYMENTS], "_id", sorted(set(origins.values())),
+                                                                  projection={"received_at": 1})}
+        for pid, origin in origins.items():
+            if isinstance(came.get(origin), datetime):
+                out[pid][BANK_TIME] = came[origin]
+    if subs:
+        from .shifts import cashier_names  # shifts reads this module's records: imported when first used
+
+        known = cashier_names(db, set(subs.values()))
+        for pid, sub in subs.items():
+            if known.get(sub):
+                out[pid]["assigned_by_name"] = known[sub]
+    return out
+
+
+def received(p: Mapping[str, Any]) -> datetime:
+    """When the money of a payment record came: the bank's time of a transfer assigned from the unmatched
+    queue (its ``received_at`` is the assignment's: when it began to count toward the invoice), else its
+    ``received_at``."""
+    at = p.get(BANK_TIME)
+    return at if isinstance(at, datetime) else p["received_at"]
 
 
 class BadCursor(SenError):
@@ -914,9 +962,12 @@ def public_payment(p: Mapping[str, Any]) -> dict[str, Any]:
            "matched": bool(p.get("matched")), "outcome": p.get("outcome", ""),
            "receivedAt": iso(p["received_at"]), "description": p.get("description", "")}
     for key, name in (("invoice", "invoice"), ("late_invoice", "lateInvoice"), ("facility", "facility"),
-                      ("assigned_from", "assignedFrom"), ("shift", "shift"), ("reference", "reference")):
+                      ("assigned_from", "assignedFrom"), ("shift", "shift"), ("reference", "reference"),
+                      ("assigned_by", "assignedBy"), ("assigned_by_name", "assignedByName")):
         if p.get(key):
             out[name] = p[key]
+    if p.get("assigned_from"):  # from the unmatched queue: received by the bank (:func:`received`), assigned since
+        out["assignedAt"], out["receivedAt"] = out["receivedAt"], iso(received(p))
     return out
 
 

@@ -61,7 +61,7 @@ from sen_shared.mongo import bulk_update, find_in
 from . import credits, invoice_port
 from .invoice_port import STATES
 from .invoices import SERVICE_EXT, service_of, vnd
-from .payments import BALANCED, REFUNDS, VN, iso, local_day, started_by
+from .payments import BALANCED, BANK_TIME, REFUNDS, VN, assignments, iso, local_day, started_by
 from .pricing import SERVICE_SYSTEM
 
 log = logging.getLogger("sen.billing.receipts")
@@ -568,7 +568,12 @@ def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
                                                                   "after_settlement": 1})
                      if ids else [], key=lambda r: (_aware(r.get("at")), str(r["_id"])))
     refunded = sum(int(r["amount"]) for r in refunds)
-    view = {**receipt, "payments": sorted(receipt.get("payments") or [], key=lambda p: _aware(p.get("at"))),
+    # a transfer assigned from the unmatched queue: printed at the time the bank received it (the patient
+    # paid then), not the assignment's, which the settlement stored
+    came = assignments(db, receipt.get("payments") or [], names=False)
+    paid = [{**p, "at": came[p["id"]][BANK_TIME], "assigned_at": p.get("at")} if BANK_TIME in came.get(p["id"], {})
+            else p for p in receipt.get("payments") or []]
+    view = {**receipt, "payments": sorted(paid, key=lambda p: _aware(p.get("at"))),
             "refunds": [_refund_line(r) for r in refunds],
             "refunded": refunded, "credit": max(0, int(receipt["paid"]) - int(receipt["owed"]) - refunded),
             "credit_at_settlement": int(receipt.get("credit") or 0)}

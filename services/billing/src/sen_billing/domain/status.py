@@ -37,12 +37,23 @@ from sen_shared.errors import NotFound, SenError
 
 from . import invoice_port
 from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, check_facility, public_payment, public_task, started_by
+from .payments import (
+    BANK_TIME,
+    PAYMENTS,
+    REFUND_TASKS,
+    REFUNDS,
+    assignments,
+    check_facility,
+    public_payment,
+    public_task,
+    received,
+    started_by,
+)
 
 FINAL = ("balanced", "cancelled")  # terminal resource states: the chain reached them first
 PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "outcome", "received_at", "description",
                                  "invoice", "late_invoice", "facility", "assigned_from", "shift", "marker",
-                                 "reference")}
+                                 "reference", BANK_TIME, "assigned_by", "assigned_by_name")}
 
 
 def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.InvoiceView:
@@ -83,6 +94,9 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
         return _body(invoice, "issued", [], [], [], [])
     counted = [d for d in docs if not d.get("marker")]
     late = list(db[PAYMENTS].find({"late_invoice": invoice.id}, PAYMENT_FIELDS))
+    filled = assignments(db, counted + late)  # an assigned transfer: when the bank received it, who assigned it
+    for p in counted + late:
+        p.update(filled.get(p["_id"]) or {})
     status = invoice.status if invoice.status in FINAL else (
         invoice_port.lifecycle_state(db, invoice.id) or invoice.status)  # the chain leads the resource
     ids = {p["_id"] for p in counted + late}
@@ -155,7 +169,7 @@ def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str
         return min(int(p["amount"]), credit)  # balanced (or settling), cancelled: the credit
 
     payments = []
-    for p in sorted(counted + late, key=lambda p: p["received_at"]):
+    for p in sorted(counted + late, key=received):  # as the page lists them: when the money came
         out = public_payment(p)
         out["refundable"] = refundable(p)
         if status == "balanced" and credit <= 0 and p["_id"] in counted_ids and p["_id"] not in refunded:
