@@ -42,6 +42,7 @@ from ..config import PortalSettings
 from ..domain.report_facts import one_decimal
 from . import directory, formatting, icd10
 from .backend import BackendError
+from .patients import FHIR_ID
 from .users import User
 
 HERE = Path(__file__).resolve().parent
@@ -215,6 +216,20 @@ def bad_address() -> Any:
         "error.html", title=gettext("This address is not valid"), message=gettext(
             "The address holds characters that no page's address has. Open the page from the menu or your "
             "home page.")), 400)))
+
+
+# the parts of a page's address that name a record (a patient, task, consult, invoice, document, price): a FHIR
+# id (FHIR R4 ``id``: 1 to 64 of A-Z a-z 0-9 - .), else the record cannot exist
+ID_ARGS = frozenset({"pid", "tid", "cid", "iid", "did"})
+
+
+@bp.url_value_preprocessor
+def _no_such_id(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """A page's address naming a record by what is no FHIR id (3,000 letters, ``Nguyễn``): a record that
+    cannot exist, the same 404 "Not found" as an id no record has (``bn-9999``), nothing asked of a
+    back-end (the EHR refused it as malformed, a 400 "refused" page). Before any page's work."""
+    if values and any(FHIR_ID.fullmatch(str(values[k])) is None for k in ID_ARGS.intersection(values)):
+        abort(404)
 
 
 def body_too_large(err: Any) -> Any:
