@@ -232,8 +232,9 @@ def test_after_a_partial_transfer_the_status_box_replaces_the_qr_with_the_new_ba
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert re.search(r'data-testid="qr-amount">39.000\u00a0₫', page)
     poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
-    # 2099-12-05 09:15 +07:00; what the payments box shows (its digest) and the patient's id ride along
-    assert re.fullmatch(r"/invoices/inv-a/status\?due=39000&until=4100120100&pays=[0-9a-f]{12}&p=pa", poll), poll
+    # 2099-12-05 09:15 +07:00; what the payments box shows (its digest), the patient's id and that the page
+    # offers the cancel (cx) ride along
+    assert re.fullmatch(r"/invoices/inv-a/status\?due=39000&until=4100120100&pays=[0-9a-f]{12}&p=pa&cx=1", poll), poll
     first_img = re.search(r'<img src="([^"]*qr.svg[^"]*)"', page).group(1)
 
     answer = client.get(poll).get_data(as_text=True)  # nothing paid yet: the QR stays as it is

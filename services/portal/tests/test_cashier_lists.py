@@ -229,7 +229,7 @@ def test_the_qr_says_until_when_billings_current_code_is_valid(client, billing, 
     assert "Mã có hiệu lực đến 05/12/2099 13:39." in page and "13:24" not in page
     poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
     until = _at(current["expiresAt"])
-    assert re.fullmatch(rf"/invoices/inv-a/status\?due=39000&until={until}&pays=[0-9a-f]{{12}}&p=pa", poll), poll
+    assert re.fullmatch(rf"/invoices/inv-a/status\?due=39000&until={until}&pays=[0-9a-f]{{12}}&p=pa&cx=1", poll), poll
     asked.clear()
     assert 'id="qr-box"' not in client.get(poll).get_data(as_text=True) and asked == []  # still valid
     shown_expired = f"/invoices/inv-a/status?due=39000&until={_at(expired['expiresAt'])}"

@@ -181,3 +181,35 @@ def test_the_cashier_who_finishes_a_refund_another_started_is_told_what_to_hand_
     assert _cells(after, "refund-finished", "div") == [
         "Nguyễn Thị An đã bắt đầu khoản hoàn tiền này; khoản hoàn được ghi cho bạn: hãy trả người bệnh 50.000 ₫ "
         "(số tiền đã quyết định khi bắt đầu)."]
+
+
+def test_the_cancel_box_gives_way_to_the_refund_box_only_when_a_payment_arrives_while_the_page_is_open(
+        client, billing):
+    """Review 5 (ca3-cash.png): an invoice part paid before its page was opened said "…muốn hủy, hãy hoàn
+    tiền khoản đã trả trước. Tải lại trang để hoàn tiền" on every load (the status box's first answer swapped
+    it in), its refund box on the same page, and reloading changed nothing. The note is news only on a page
+    that offered the cancel: a payment arriving while it is open replaces the cancel box with it, pointing
+    at the refund box the same answer brings, open."""
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)  # 50.000 paid before: no cancel
+    assert 'data-testid="refund-box"' in page and '<details class="card" id="cancel-box"' not in page
+    poll = _poll(page)
+    for _ in range(2):
+        answer = client.get(poll).get_data(as_text=True)
+        assert "cancel-after-refund" not in answer and 'id="cancel-box"' not in answer
+    billing.s.update(paid=0, balanceDue=100000, payments=[])  # nothing paid: the cancel is offered
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert '<details class="card" id="cancel-box"' in page and 'data-testid="refund-box"' not in page
+    poll = _poll(page)
+    assert 'id="cancel-box"' not in client.get(poll).get_data(as_text=True)  # nothing new: nothing said
+    # 10.000 in cash at another desk: the cancel box says why it went and where the refund is
+    billing.s.update(paid=10000, balanceDue=90000, payments=[{**CASH, "amount": 10000, "refundable": 10000}])
+    answer = client.get(poll).get_data(as_text=True)
+    note = re.search(r'<div id="cancel-box" hx-swap-oob="true"[^>]*data-testid="cancel-after-refund">(.*?)</div>',
+                     answer, re.S)
+    assert note, answer
+    assert 'href="#refund-box"' in note.group(1) and "Tải lại trang" not in note.group(1)
+    assert "Hoàn tiền một khoản thanh toán" in note.group(1)
+    assert re.search(r'<details id="refund-box" open', answer)  # brought open, the payment chosen
+    assert re.search(r'value="cashier:c-1" data-method="cash" checked', answer)
+    later = client.get(_poll(answer)).get_data(as_text=True)  # said once: the box holds the note now
+    assert 'id="cancel-box"' not in later and 'id="invoice-payments"' not in later

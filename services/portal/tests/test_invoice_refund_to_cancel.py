@@ -141,12 +141,16 @@ def test_only_payments_with_something_to_give_back_are_offered(client, billing) 
 def test_a_transfer_arriving_while_the_page_is_open_takes_the_cancel_box_away(client, billing) -> None:
     page = client.get("/invoices/inv-a").get_data(as_text=True)
     assert 'id="cancel-box"' in page
-    quiet = client.get("/invoices/inv-a/status").get_data(as_text=True)
+    poll = re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert "cx=1" in poll  # the page offers the cancel: its status box says so
+    quiet = client.get(poll).get_data(as_text=True)
     assert "cancel-box" not in quiet  # nothing paid: the box stays
     billing.payments = [{**TRANSFER, "refundable": 10000}]
-    box = client.get("/invoices/inv-a/status").get_data(as_text=True)
+    box = client.get(poll).get_data(as_text=True)
     assert re.search(r'<div id="cancel-box" hx-swap-oob="true"[^>]*>', box)
-    assert "muốn hủy, hãy hoàn tiền khoản đã trả trước" in box and 'href="/invoices/inv-a"' in box
+    assert "muốn hủy, hãy hoàn tiền khoản đã trả trước" in box and 'href="#refund-box"' in box
+    # a page opened after the transfer offers no cancel, and its status box says nothing of one
+    assert "cancel-box" not in client.get("/invoices/inv-a/status").get_data(as_text=True)
 
 
 def test_billings_refusals_of_a_refund_are_sentences(client, billing) -> None:

@@ -368,7 +368,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "card_form" not in forms and card_step(s, inv):
         forms["card_form"] = charges.card_form(pid)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
-                           links=replacement_links(inv),
+                           links=replacement_links(inv), cancel_shown="cancel_form" in forms,
                            refundables=offer, refund_after=refund_after, refundable_total=refundable_total(s),
                            pays=payments_digest(s),
                            patient=patient, pid=pid, due=qr.get("amount") if qr else None,
@@ -458,11 +458,12 @@ def invoice_status(iid: str) -> Any:
     a new one, valid for another while, and the page says until when."""
     due, until = _shown_due(), _shown_until()
     pays, pid = request.args.get("pays", "")[:12], _hint().get("p")
+    cancel_shown = request.args.get("cx") == "1"  # the page offers the cancel (its box is the form)
     try:
         s = summary(iid)
     except BackendError:
         return render_template("_invoice_status.html", s=None, iid=iid, paid=False, stale=True, due=due,
-                               until=until, pays=pays, pid=pid)
+                               until=until, pays=pays, pid=pid, cancel_shown=cancel_shown)
     paid, qr, qr_swap = is_paid(s), None, False
     balance = s.get("balanceDue")
     if (due is not None and not paid and s.get("status") == "issued" and isinstance(balance, int)
@@ -480,10 +481,14 @@ def invoice_status(iid: str) -> Any:
     # the payments, refunds and refund box follow too when they changed since the page (or the last
     # swap) showed them, and always with the last answer (paid or cancelled: the box stops asking)
     fresh = payments_digest(s)
-    payments_swap = fresh != pays or paid or s.get("status") == "cancelled"
+    # a payment arrived while the page offered the cancel: its box gives way to how to cancel now (refund
+    # first), said once (the next URL no longer says the page offers it), with the refund box brought open
+    cancel_gone = cancel_shown and not paid and s.get("status") != "cancelled" and not cancellable(s)
+    payments_swap = fresh != pays or paid or s.get("status") == "cancelled" or cancel_gone
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
                            qr_swap=qr_swap, due=due, until=until, cash_form=cash_form,
-                           cancellable=cancellable(s), pays=fresh, pid=pid, payments_swap=payments_swap,
+                           cancel_shown=cancel_shown and not cancel_gone, cancel_gone=cancel_gone,
+                           open_refund=cancel_gone, pays=fresh, pid=pid, payments_swap=payments_swap,
                            refundables=refund_offer(s)[0], refund_after=refund_offer(s)[1],
                            refundable_total=refundable_total(s),
                            refund_form=_refund_form(s) if payments_swap and refund_offer(s)[0] else None)
