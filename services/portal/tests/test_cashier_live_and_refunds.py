@@ -213,3 +213,36 @@ def test_the_cancel_box_gives_way_to_the_refund_box_only_when_a_payment_arrives_
     assert re.search(r'value="cashier:c-1" data-method="cash" checked', answer)
     later = client.get(_poll(answer)).get_data(as_text=True)  # said once: the box holds the note now
     assert 'id="cancel-box"' not in later and 'id="invoice-payments"' not in later
+
+
+ASSIGNED = {"id": "assign:standard:56fbe3c0b43c", "provider": "standard", "channel": "transfer", "amount": 50000,
+            "outcome": "applied", "receivedAt": "2026-12-06T00:20:00+07:00", "invoice": "inv-a",
+            "assignedFrom": "standard:56fbe3c0b43c", "assignedAt": "2026-12-06T00:30:00+07:00",
+            "assignedBy": "portal-cashier", "assignedByName": "Lê Thị Thu"}
+
+
+def test_an_assigned_transfer_shows_the_banks_transaction_and_time_and_who_assigned_it_when(client, billing):
+    """Review 5 (ca13-inv.png): a transfer a cashier put on the invoice from the unmatched queue read
+    "Mã giao dịch standard:56fbe3c0b43c" (everything after the first ':' of ``assign:standard:…``) and
+    "received" at the assignment's time. It reads as a direct one: the bank's transaction, the bank's
+    time, and the assignment said beside it (when, by whom); an older billing's summary (no ``assignedAt``)
+    still names the transaction."""
+    billing.s.update(paid=100000, balanceDue=0, status="balanced",
+                     payments=[{**CASH, "refundable": 0}, {**ASSIGNED, "refundable": 0}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-method") == [
+        "Tiền mặt", "Chuyển khoản ngân hàng Mã giao dịch 56fbe3c0b43c "
+        "Gán từ “Chuyển khoản chưa khớp” lúc 06/12/2026 00:30 bởi Lê Thị Thu"]
+    rows = re.findall(r'<tr role="row"><td role="cell"[^>]*>([^<]*)</td>', page)
+    assert "06/12/2026 00:20" in rows  # the bank's time, not the assignment's
+    client.post("/language", data={"lang": "en", "next": "/invoices/inv-a?p=pa", "csrf_token": csrf_token(page)})
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-assigned", "small") == [
+        "Assigned from “Unmatched transfers” at 06/12/2026 00:30 by Lê Thị Thu"]
+    older = {k: v for k, v in ASSIGNED.items() if k not in ("assignedAt", "assignedBy", "assignedByName")}
+    billing.s.update(status="issued", paid=50000, balanceDue=50000, payments=[{**older, "refundable": 50000}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert "standard:56fbe3c0b43c" not in re.sub(r'value="[^"]*"', "", page)
+    assert _cells(page, "refund-option") == ["06/12/2026 00:20 · Direct bank transfer · 50.000 ₫ · "
+                                             "Transaction 56fbe3c0b43c"]
+    assert 'data-testid="payment-assigned"' not in page

@@ -283,8 +283,10 @@ def payments_digest(s: dict[str, Any] | None) -> str:
 @bp.app_template_global("transaction_of")
 def transaction_of(p: dict[str, Any]) -> str:
     """A transfer's bank transaction id (billing's payment id is ``<provider>:<transaction>``), for the
-    cashier to tell two transfers of the same amount apart; "" for cash (its id is the desk's own)."""
-    pid = str(p.get("id") or "")
+    cashier to tell two transfers of the same amount apart; "" for cash (its id is the desk's own). A
+    transfer assigned from the unmatched queue is billing's ``assign:<provider>:<transaction>``: its
+    transaction is the one of the transfer it was assigned from (``assignedFrom``)."""
+    pid = str(p.get("assignedFrom") or p.get("id") or "")
     if p.get("channel") == "cash" or ":" not in pid:
         return ""
     return pid.split(":", 1)[1][:40]
