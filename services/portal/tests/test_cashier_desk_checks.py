@@ -263,3 +263,52 @@ def test_a_refund_after_payment_shows_on_the_invoice_and_the_receipt(app, billin
     page = client.get("/invoices/inv-a").get_data(as_text=True)
     assert re.search(r'data-testid="refund-after-payment">Đã hoàn sau thanh toán</span> Thu nhầm dịch vụ', page)
     assert "Nguyễn Thị An" in page
+
+
+PART_PAID = {"status": "issued", "owed": 40000, "paid": 10000, "balanceDue": 30000, "credit": 0,
+             "reference": "HD2RXD3FDH5",
+             "payments": [{"id": "cashier:c1", "channel": "cash", "provider": "cashier", "amount": 10000,
+                           "outcome": "applied", "refundable": 10000, "receivedAt": "2026-12-06T00:28:00+07:00"}]}
+
+
+def test_a_refund_with_no_amount_typed_says_the_amount_billing_will_give_back(app, billing):
+    """Review 5 (ca11-confirm.png): the amount left blank ("all that can be"), the step said "Toàn bộ số
+    tiền có thể hoàn của khoản thanh toán đã chọn…" and no amount, where one typed reads "Sẽ hoàn 20.000 ₫
+    …". The step names what billing will give back, as billing computes it: a payment toward an invoice
+    still owed whole, a paid invoice's payment its credit left, a refund after settlement the payment;
+    only when billing does not answer, the sentence without an amount."""
+    client = portal_signed_in(app, "cashier")
+    cases = [(PART_PAID, "cashier:c1", "", "cash", "Sẽ hoàn 10.000\u00a0₫ cho người bệnh bằng tiền mặt."),
+             ({**PAID_LATE, "status": "balanced", "paid": 45000, "credit": 25000,
+               "payments": [{**PAID_LATE["payments"][0], "amount": 45000, "refundable": 25000}]},
+              "cashier:c1", "", "cash", "Sẽ hoàn 25.000\u00a0₫ cho người bệnh bằng tiền mặt."),
+             (PAID, "sepay:t3", "cashier:c1 sepay:t3", "transfer",
+              "Sẽ hoàn 5.000\u00a0₫ cho người bệnh bằng chuyển khoản.")]
+    for summary, payment, after, method, said in cases:
+        billing.summary = summary
+        token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+        r = client.post("/invoices/inv-a/refund", data={
+            "payment": payment, "after": after, "amount": "", "method": method, "reason": "Khách đổi ý",
+            "txn": "b" * 32, "csrf_token": token})
+        step = r.get_data(as_text=True)
+        assert r.status_code == 200 and 'name="confirm" value="refund"' in step, step
+        assert said in step and "Toàn bộ số tiền" not in step, (payment, step)
+        assert billing.posted() == []
+
+
+def test_a_refund_with_no_amount_typed_when_billing_does_not_answer_says_all_that_can_be(app, billing, monkeypatch):
+    from sen_portal.web import cashier
+
+    billing.summary = PART_PAID
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/invoices/inv-a").get_data(as_text=True))
+
+    def down(iid, **_kw):
+        raise BackendError("down", "billing", 0, "billing is down")
+
+    monkeypatch.setattr(cashier, "summary", down)
+    r = client.post("/invoices/inv-a/refund", data={
+        "payment": "cashier:c1", "amount": "", "method": "cash", "reason": "Khách đổi ý", "txn": "b" * 32,
+        "csrf_token": token})
+    step = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Toàn bộ số tiền có thể hoàn của khoản thanh toán đã chọn" in step

@@ -624,7 +624,8 @@ def invoice_refund(iid: str) -> Any:
         return _invoice_page(iid, 422, forms={"refund_form": form}, box_problem=over)
     asked = confirmation("refund")
     if asked is not None:  # nothing refunded: the page with the step, the form as filled in (its key too)
-        return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked)
+        return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked,
+                             refund_all=None if form.amount.data else whole_refund(iid, form))
     try:
         give_back(form)
     except BackendError as err:
@@ -652,6 +653,22 @@ def over_refundable(iid: str, form: RefundForm) -> str | None:
         return gettext("Nothing is left to refund on this payment: it was refunded already or the "
                        "invoice does not owe it back.")
     return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(p["refundable"]))
+
+
+def whole_refund(iid: str, form: RefundForm) -> int | None:
+    """What billing gives back of the chosen payment when no amount is typed (all that can be), as its
+    refund computes it from the invoice's fresh summary: the payment's ``refundable`` (toward an invoice
+    still owed all of it, of a paid one its share of the credit left, a late one all of it), or, asked as
+    a refund after settlement, its ``refundableAfterSettlement``. The confirmation step names it: the
+    amount the cashier will hand over. None when the summary does not say (billing unreachable, the
+    payment not on it, nothing left: billing's refusal at the end says why)."""
+    try:
+        s = summary(iid)
+    except BackendError:
+        return None
+    p = next((p for p in s.get("payments") or [] if p.get("id") == form.payment.data), None)
+    amount = (p or {}).get("refundableAfterSettlement" if asked_after_settlement(form) else "refundable")
+    return amount if isinstance(amount, int) and amount > 0 else None
 
 
 def asked_after_settlement(form: RefundForm) -> bool:

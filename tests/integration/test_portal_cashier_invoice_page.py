@@ -1,0 +1,129 @@
+"""The cashier's invoice page against a real billing (a gunicorn process on loopback) on the real
+FerretDB, the portal in this process as its demo cashier Lê Thị Thu of Trạm Y tế xã Mỹ Hiệp; review 5's
+findings on it (ca3-cash.png, ca11-confirm.png, ca13-inv.png):
+
+- 10.000 ₫ of cash taken on an invoice while its page is open: that page's status box replaces the
+  cancel box with "refund first", pointing at the refund box it brings open; a page opened after the
+  payment offers no cancel and says nothing of one (it said "Tải lại trang để hoàn tiền" on every load);
+- a refund with no amount typed names the amount billing gives back: "Sẽ hoàn 10.000 ₫ …";
+- a transfer assigned from the unmatched queue reads as the bank sent it: its transaction id, the time
+  the bank received it, and the assignment beside it (when, by whom).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sen_billing.domain import payments
+from sen_billing.domain.webhooks import Transfer
+
+from tests.billing_support import billing_web, cashier_portal, make_invoice
+from tests.support import csrf_token, portal_signed_in
+
+pytestmark = pytest.mark.integration
+
+CLINIC = "tyt-my-hiep"
+ACCOUNT = "0011001932418"
+BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": ACCOUNT, "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP",
+        "SEN_BANK_ACCOUNT_FACILITIES": json.dumps({ACCOUNT: CLINIC})}
+
+
+@pytest.fixture(scope="module")
+def billing(base_env, run_id, tmp_path_factory, mongo_client):
+    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pip", BANK) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def portal(base_env, run_id, billing, mongo_client):
+    # no EHR (a closed port): the page names no patient ("—"), everything else is billing's
+    with cashier_portal(base_env, run_id, mongo_client, "pip", "http://127.0.0.1:9", billing[0]) as app:
+        yield app
+
+
+def _poll(page: str) -> str:
+    return re.search(r'hx-get="([^"]*/status[^"]*)"', page).group(1).replace("&amp;", "&")
+
+
+def _field(form: str, name: str) -> str:
+    m = re.search(rf'name="{name}"[^>]*value="([^"]*)"', form) or re.search(rf'value="([^"]*)"[^>]*name="{name}"',
+                                                                          form)
+    return m.group(1) if m else ""
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("\u00a0", " ")
+
+
+def _open_shift(cashier) -> None:
+    page = cashier.get("/shift").get_data(as_text=True)
+    if 'name="open-opening_cash"' in page:
+        r = cashier.post("/shift", data={"which": "open", "open-opening_cash": "0", "csrf_token": csrf_token(page)})
+        assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+
+
+def test_a_part_payment_while_the_page_is_open_then_a_refund_with_no_amount_typed(portal, billing):
+    _url, db = billing
+    iid, _code = make_invoice(db, 40_000, facility=CLINIC)
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    open_page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)  # the page left open at the desk
+    assert '<details class="card" id="cancel-box"' in open_page
+    poll = _poll(open_page)
+    assert "cancel-box" not in cashier.get(poll).get_data(as_text=True)  # nothing paid: nothing said
+    # 10.000 ₫ taken in cash (the form of a second tab of the same invoice)
+    other = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{iid}/cash", data={"cash-amount": "10.000", "cash-txn": _field(other, "cash-txn"),
+                                                    "csrf_token": csrf_token(other)})
+    assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+    answer = cashier.get(poll).get_data(as_text=True)  # the open page's next status answer
+    note = re.search(r'<div id="cancel-box" hx-swap-oob="true"[^>]*data-testid="cancel-after-refund">(.*?)</div>',
+                     answer, re.S)
+    assert note and 'href="#refund-box"' in note.group(1), answer
+    assert re.search(r'<details id="refund-box" open', answer)
+    assert "cancel-box" not in cashier.get(_poll(answer)).get_data(as_text=True)  # said once
+    # the page opened after the payment: no cancel, and its status answers never say "reload"
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    assert '<details class="card" id="cancel-box"' not in page and 'data-testid="refund-box"' in page
+    for _ in range(2):
+        assert "cancel-box" not in cashier.get(_poll(page)).get_data(as_text=True)
+    # the refund, no amount typed: the step names what billing gives back, the part paid
+    payment = _field(page, "payment")
+    assert payment.startswith("cashier:"), payment
+    r = cashier.post(f"/invoices/{iid}/refund", data={
+        "payment": payment, "after": "", "amount": "", "method": "cash", "reason": "Khách đổi ý",
+        "txn": _field(page, "txn"), "csrf_token": csrf_token(page)})
+    step = _text(r.get_data(as_text=True))
+    assert r.status_code == 200 and "Sẽ hoàn 10.000 ₫ cho người bệnh bằng tiền mặt." in step, step[-2000:]
+    r = cashier.post(f"/invoices/{iid}/refund", data={
+        "payment": payment, "after": "", "amount": "", "method": "cash", "reason": "Khách đổi ý",
+        "txn": _field(page, "txn"), "csrf_token": csrf_token(page), "confirm": "refund"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+    done = _text(cashier.get(r.headers["Location"]).get_data(as_text=True))
+    assert re.search(r"Hoàn tiền Thời gian Số tiền .* 10\.000 ₫ Tiền mặt Khách đổi ý Lê Thị Thu", done), done
+
+
+def test_a_transfer_assigned_from_the_queue_reads_as_the_bank_sent_it(portal, billing):
+    _url, db = billing
+    iid, code = make_invoice(db, 75_000, facility=CLINIC)
+    txn = uuid.uuid4().hex[:12]
+    t = Transfer(provider="standard", transaction_id=txn, amount=75_000, description="chuyen tien kham benh",
+                 account=ACCOUNT)
+    key = payments.record_transfer(db, t, uuid.uuid4().hex, account_facilities={ACCOUNT: CLINIC}).payment["_id"]
+    came = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    db["payments"].update_one({"_id": key}, {"$set": {"received_at": came}})  # the bank got it 10 minutes ago
+    cashier = portal_signed_in(portal, "cashier")
+    page = cashier.get("/unmatched").get_data(as_text=True)
+    r = cashier.post("/unmatched", data={"payment": key, "invoice": code, "csrf_token": csrf_token(page)})
+    assert r.status_code == 200, r.get_data(as_text=True)[-1500:]
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    table = re.search(r'data-testid="payments">.*?<tbody[^>]*>(.*?)</tbody>', page, re.S).group(1)
+    [row] = [_text(r) for r in re.findall(r'<tr role="row">(.*?)</tr>', table, re.S)]
+    assert f"{came.astimezone(payments.VN):%d/%m/%Y %H:%M} Chuyển khoản ngân hàng Mã giao dịch {txn} " \
+           "Gán từ “Chuyển khoản chưa khớp” lúc " in row, row
+    assert row.split(" lúc ")[1].startswith(datetime.now(payments.VN).strftime("%d/%m/%Y"))
+    assert " bởi Lê Thị Thu " in row and "standard:" not in row and "assign:" not in row
