@@ -214,3 +214,25 @@ def test_a_refunds_payment_is_one_id_never_a_path(app, payment, taken):
         form.validate()
         assert (not form.payment.errors) == taken, form.payment.errors
         assert taken or form.payment.errors == ["Chọn khoản thanh toán cần hoàn."], form.payment.errors
+
+
+def _date_fields() -> list[tuple[type, str]]:
+    from sen_portal.web.forms import LocalDateField
+
+    return [(cls, name) for cls in FORMS for name, f in vars(cls).items()
+            if getattr(f, "field_class", None) is LocalDateField]
+
+
+@pytest.mark.parametrize(("cls", "name"), _date_fields(), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("typed", ["31/12/9999", "9999-12-31", "01/01/0001", "1799-12-31", "01/01/3000"])
+def test_a_date_at_the_calendars_edge_is_refused_in_every_date_box(app, cls, name, typed):
+    """/tasks/<id>/slots?start=9999-12-31 was a 500 (the days searched after it overflow the calendar): a date
+    box takes the years 1800 to 2999, and says so; 01/01/1800 and 31/12/2999 are dates."""
+    with app.test_request_context("/", method="POST"):
+        form = cls(formdata=MultiDict({name: typed}), meta={"csrf": False})
+        form.validate()
+        assert getattr(form, name).errors == ["Nhập ngày trong khoảng từ 01/01/1800 đến 31/12/2999."], typed
+        for fine in ("01/01/1800", "31/12/2999"):
+            form = cls(formdata=MultiDict({name: fine}), meta={"csrf": False})
+            form.validate()
+            assert getattr(form, name).data is not None, fine

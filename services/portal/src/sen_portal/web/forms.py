@@ -139,6 +139,7 @@ class LocalDateField(DateField):
 
     widget = TextInput()
     FORMATS = ("%d/%m/%Y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y")
+    FIRST, LAST = date(1800, 1, 1), date(2999, 12, 31)  # the years a date box takes
 
     def __init__(self, label: Any = None, validators: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("format", list(self.FORMATS))
@@ -164,6 +165,11 @@ class LocalDateField(DateField):
             if missing is None:
                 raise
             raise ValueError(str(_l("The date %(date)s does not exist.", date=missing))) from None
+        if self.data is not None and not self.FIRST <= self.data <= self.LAST:
+            # the calendar's edge (31/12/9999, 01/01/0001): the pages' days after or before it overflow
+            self.data = None
+            raise ValueError(str(_l("Enter a date between %(first)s and %(last)s.",
+                                    first=self.FIRST.strftime("%d/%m/%Y"), last=self.LAST.strftime("%d/%m/%Y"))))
 
     def _value(self) -> str:
         if self.raw_data:
