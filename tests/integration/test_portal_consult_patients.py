@@ -24,7 +24,7 @@ import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,7 +41,10 @@ FJ = "application/fhir+json"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 HUB, CLINIC = "bvdk-dong-thap", "tyt-my-hiep"  # the portal's demo doctor's hub and demo clinic
 LAN, BINH, CUONG = "p-lan", "p-binh", "p-cuong"
-BORN = {LAN: "1968-03-15", BINH: "1990-11-02", CUONG: "2026-01-10"}
+# Cường is a baby (his age in months) whenever the suite runs: born some five months before today, never
+# a fixed date that turns one a year later
+BORN = {LAN: "1968-03-15", BINH: "1990-11-02",
+        CUONG: (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")) - timedelta(days=150)).date().isoformat()}
 
 
 def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
