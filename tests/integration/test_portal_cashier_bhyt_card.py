@@ -17,6 +17,7 @@ import json
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import billing_web, cashier_portal
-from tests.support import ROOT, csrf_token, web_process
+from tests.support import ROOT, VN_TZ, csrf_token, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,9 @@ FJ = "application/fhir+json"
 CLINIC = "tyt-my-hiep"  # the demo cashier's facility
 HOA = "bn-hoa-0042"
 CARD = "HT2878701234567"
+# valid from last year to the end of next (in Vietnam), whenever the suite runs: never a fixed year that passes
+_YEAR = datetime.now(VN_TZ).year
+CARD_FROM, CARD_UNTIL = f"01/01/{_YEAR - 1}", f"31/12/{_YEAR + 1}"
 
 
 def _admin(dev_key: Path) -> dict[str, str]:
@@ -104,7 +108,7 @@ def _card_form(page: str, **data: str) -> dict[str, str]:
     chosen = re.search(r'<option selected value="(\d*)"', level)
     return {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"),
             "card-card_number": _value(page, "card-card_number"), "card-card_level": chosen.group(1) if chosen else "",
-            "card-card_start": "01/01/2026", "card-card_end": "31/12/2027", **data}
+            "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL, **data}
 
 
 def _live(db, charge_of: str) -> list[dict[str, Any]]:
@@ -304,7 +308,7 @@ def test_a_refused_card_answers_422_and_its_reload_makes_nothing_then_the_fixed_
     cashier = _signed_in(portal)
     page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
     reversed_ = _card_form(page, **{"card-card_number": CARD, "card-card_level": "100",
-                                    "card-card_start": "31/12/2027", "card-card_end": "01/01/2026"})
+                                    "card-card_start": CARD_UNTIL, "card-card_end": CARD_FROM})
     coverages = db["Coverage"].count_documents({})
     for _reload in range(2):
         r = cashier.post(f"/invoices/{iid}/card", data=reversed_)
@@ -313,7 +317,7 @@ def test_a_refused_card_answers_422_and_its_reload_makes_nothing_then_the_fixed_
     assert (invoices.state(db, iid) or {}).get("state") == "issued" and db["Coverage"].count_documents({}) == coverages
     assert [inv["id"] for inv in _live(db, _charge(db, iid))] == [iid]
 
-    fixed = {**reversed_, "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"}
+    fixed = {**reversed_, "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL}
     first = cashier.post(f"/invoices/{iid}/card", data=fixed)
     assert first.status_code == 302 and "/card" not in first.headers["Location"]  # PRG: a GET page after it
     again = cashier.post(f"/invoices/{iid}/card", data=fixed)
