@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import csrf_token, portal_app, portal_signed_in
+from tests.support import VN_TZ, csrf_token, portal_app, portal_signed_in
+
+# a card valid from last year to the end of next (in Vietnam), whenever the suite runs: never a year that passes
+_YEAR = datetime.now(VN_TZ).year
+CARD_FROM, CARD_UNTIL = f"01/01/{_YEAR - 1}", f"31/12/{_YEAR + 1}"
 
 INV = {"resourceType": "Invoice", "id": "inv-a", "status": "issued", "date": "2026-12-05T09:00:00+07:00",
        "subject": {"reference": "Patient/pa", "display": "Lê Thị Hoa"},
@@ -88,7 +93,7 @@ def test_offered_prefilled_from_the_patients_record_and_split_in_billings_order(
     assert re.search(r'<option selected value="100">', page)  # HT2…: 100 %
     r = client.post("/invoices/inv-a/card?p=pa", data={
         "csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
-        "card-card_level": "100", "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+        "card-card_level": "100", "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     # the new invoice names the one it replaces from billing's extension, not from this link
     assert r.status_code == 302 and "/invoices/inv-b?carded=1" in r.headers["Location"]
     assert [w[0] for w in fake.writes] == ["/fhir/Coverage", "/fhir/Invoice/inv-a/$cancel", "/fhir/Invoice",
@@ -115,7 +120,7 @@ def test_a_bad_card_is_refused_on_its_fields_and_nothing_is_sent(client, fake):
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     r = client.post("/invoices/inv-a/card?p=pa", data={
         "csrf_token": csrf_token(page), "card-card_number": "HT28787", "card-card_level": "100",
-        "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+        "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     assert r.status_code == 422 and "2 chữ cái" in r.get_data(as_text=True)
     assert fake.writes == []
 
@@ -129,7 +134,7 @@ def test_not_offered_once_something_is_paid_and_refused_readably(client, fake):
     assert 'data-testid="card-box"' not in page
     r = client.post("/invoices/inv-a/card?p=pa", data={
         "csrf_token": csrf_token(page), "card-card_number": "HT2878701234567", "card-card_level": "100",
-        "card-card_start": "01/01/2026", "card-card_end": "31/12/2027"})
+        "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     body = r.get_data(as_text=True)
     assert r.status_code == 409 and "thẻ BHYT không thay đổi được hóa đơn nữa" in body
     assert fake.writes == []
@@ -217,7 +222,7 @@ def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_
 
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     bad = {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
-           "card-card_level": "100", "card-card_start": "31/12/2027", "card-card_end": "01/01/2026"}
+           "card-card_level": "100", "card-card_start": CARD_UNTIL, "card-card_end": CARD_FROM}
     for _reload in range(2):
         r = client.post("/invoices/inv-a/card?p=pa", data=bad)
         assert r.status_code == 422 and "Thẻ hết hạn trước khi có hiệu lực." in r.get_data(as_text=True)
@@ -228,7 +233,7 @@ def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_
     fake.s.update(status="cancelled", balanceDue=0)
     monkeypatch.setattr(cashier, "call", lambda service, method, path, **kw: Answer(replaced))
     monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: {"resourceType": "Bundle", "entry": []})
-    r = client.post("/invoices/inv-a/card?p=pa", data={**bad, "card-card_start": "01/01/2026",
-                                                       "card-card_end": "31/12/2027"})
+    r = client.post("/invoices/inv-a/card?p=pa", data={**bad, "card-card_start": CARD_FROM,
+                                                       "card-card_end": CARD_UNTIL})
     assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?carded=1&p=pa")
     assert fake.writes == []
