@@ -305,6 +305,11 @@ def test_sla():
 @pytest.mark.parametrize("name, bad", [
     ("start", {"valueDateTime": "2025-13-45T99:99:00+07:00"}),
     ("start", {"valueDateTime": "2025-03-14T09:00:00"}),  # no offset
+    # the calendar's edge: no instant in UTC or Vietnam (taken, the portal's pages of the minutes were a 500)
+    ("start", {"valueDateTime": "0001-01-01T00:00:00+07:00"}),
+    ("end", {"valueDateTime": "9999-12-31T23:59:59-14:00"}),
+    ("start", {"valueDateTime": "1899-12-31T23:59:59Z"}),
+    ("end", {"valueDateTime": "3000-01-01T12:00:00+07:00"}),
     ("site", {"valueReference": "Organization/hub"}),  # a string, not a Reference
     ("chair", {"valueReference": {"reference": "Organization/hub"}}),
     ("conclusion", {"valueCoding": {"system": ICD10, "code": "i21"}}),

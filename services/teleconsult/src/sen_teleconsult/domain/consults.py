@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sen_shared import icd10
@@ -433,6 +433,7 @@ class Minutes:
                 **({"conclusionText": self.conclusion_text} if self.conclusion_text else {})}
 
 
+MINUTES_YEARS = (1900, 2999)  # the years a minutes' start or end may be in
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -486,12 +487,14 @@ def _datetime(body: Any, name: str) -> str:
     value = found[0].get("valueDateTime") if found else None
     if isinstance(value, str) and DATETIME.match(value):
         try:
-            _instant(value)
-            return value
-        except ValueError:  # 2025-13-45T...: the shape of a date, not a date
+            # the calendar's edge (0001-01-01T00:00+07:00, 9999-12-31T23:59-14:00) is no instant in UTC or in
+            # Vietnam: taken, every page showing the minutes failed (OverflowError)
+            if MINUTES_YEARS[0] <= _instant(value).astimezone(UTC).year <= MINUTES_YEARS[1]:
+                return value
+        except (ValueError, OverflowError):  # 2025-13-45T...: the shape of a date, not a date
             pass
-    raise _bad(f"{name!r} is required: a valueDateTime with a time zone, e.g. 2025-03-14T09:00:00+07:00",
-               f"Parameters.parameter.where(name='{name}')")
+    raise _bad(f"{name!r} is required: a valueDateTime with a time zone, in the years {MINUTES_YEARS[0]} to "
+               f"{MINUTES_YEARS[1]}, e.g. 2025-03-14T09:00:00+07:00", f"Parameters.parameter.where(name='{name}')")
 
 
 def _parts(p: Mapping[str, Any]) -> dict[str, Any]:
