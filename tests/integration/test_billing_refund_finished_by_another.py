@@ -27,6 +27,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
 
 from tests.billing_support import billing_app, make_invoice, pay, scratch_db
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,7 @@ def test_a_reversal_stopped_after_its_link_is_finished_by_another_cashier_under_
     claimed, then her request dies. Bình refunds the same payment in cash from his drawer: one refund
     of 30.000 ₫ with An's reason, recorded under Bình and his shift (his drawer is 30.000 ₫ short, hers
     untouched), An named as who started it, Bình's own reason kept beside."""
+    today = vn_day_with_room()  # the refund's day in Vietnam: the day's report read below
     iid, code = make_invoice(db, 39_000)
     paid = pay(db, code, 30_000)
     an_shift = shifts.open_shift(db, AN, 500_000)["id"]
@@ -83,7 +85,7 @@ def test_a_reversal_stopped_after_its_link_is_finished_by_another_cashier_under_
     assert row["cashier"] == "thu-ngan-binh" and row["cashierName"] == "Trần Văn Bình"
     assert row["startedBy"]["cashierName"] == "Nguyễn Thị An"
     # the day's report: the refund under Bình's shift, An in its note
-    [line] = [r for r in reconciliation.rows(db, payments.now_utc().astimezone(payments.VN).date(), "org-a")
+    [line] = [r for r in reconciliation.rows(db, today, "org-a")
               if r["kind"] == "refund"]
     assert line["cashier"] == "thu-ngan-binh" and line["shift"] == binh_shift and line["amount"] == -30_000
     assert line["note"] == "Chuyển nhầm hóa đơn (started by Nguyễn Thị An)"

@@ -25,7 +25,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.errors import Conflict, Forbidden
 
 from tests.billing_support import scratch_db
-from tests.support import app_client
+from tests.support import app_client, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +209,7 @@ def test_a_transfer_is_assigned_by_the_invoices_reference_as_printed(db) -> None
 
 
 def test_a_facilitys_daily_report_lists_the_transfers_that_reached_its_account_unmatched(db) -> None:
+    vn_day_with_room()  # every payment and refund below is of one day in Vietnam: the report's
     to_a = transfer(db, "0011000000001", "chuyen tien kham", 70_000)
     transfer(db, "0011000000002", "chuyen tien khac", 30_000)  # org-b's
     day = date.fromisoformat(db["payments"].find_one({"_id": to_a})["day"])
@@ -225,6 +226,7 @@ def test_an_unmatched_transfer_assigned_or_given_back_is_no_longer_counted_waiti
     still waits: after the only unmatched 45.000 ₫ transfer is assigned to an invoice, 0 waits and
     45.000 is assigned (its row stays, saying to which invoice, the money counted once); one given
     back by an admin waits no more either. The CSV's total rows say the same."""
+    vn_day_with_room()  # every payment and refund below is of one day in Vietnam: the report's
     from tests.billing_support import make_invoice
 
     waiting = transfer(db, "0011000000001", "chuyen tien kham", 45_000)
@@ -301,6 +303,7 @@ def test_an_assignment_and_an_admins_refund_racing_for_a_transfer_one_wins(db) -
 def test_an_admins_refund_of_an_unmatched_transfer_is_in_its_facilitys_daily_report(db) -> None:
     """The money that came to org-a's account and went back is in org-a's report (both rows), and
     in no other facility's."""
+    vn_day_with_room()  # every payment and refund below is of one day in Vietnam: the report's
     to_a = transfer(db, "0011000000001", "chuyen nham", 40_000)
     admin = SimpleNamespace(roles=["admin"], facility=None, sub="admin@so-y-te")
     payments.refund(db, to_a, None, "chuyển nhầm tài khoản", admin, None)
