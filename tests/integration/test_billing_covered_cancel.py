@@ -27,6 +27,7 @@ from sen_billing.domain.webhooks import Transfer
 
 from tests.billing_support import billing_app, hand_invoice
 from tests.integration.test_billing_invoices import BANK, record_card, token
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,7 @@ def _covered(client, cashier) -> tuple[str, list[str], str]:
 
 
 def test_an_invoice_bhyt_pays_in_full_is_cancelled_with_a_reason_and_counted_nowhere(billing, dev_key) -> None:
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     client, db = billing
     cashier = token(dev_key, "cashier", "org-a")
     json_headers = {**cashier, "Accept": "application/json", "Content-Type": "application/json"}

@@ -11,7 +11,7 @@ import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import make_invoice
-from tests.support import app_client
+from tests.support import app_client, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ def _problem(r) -> dict:
 
 
 def test_nul_in_a_payment_request_is_a_400_and_nothing_is_stored(base_env, mongo_client, dev_key) -> None:
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     name = f"sen_billing_nul{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, _app):
         me = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier', facility='org-a')}",

@@ -38,6 +38,7 @@ from sen_shared.bus.outbox import entry_event
 from sen_shared.errors import Conflict, SenError
 
 from tests.billing_support import billing_app, make_invoice, partly_paid, pay, race_last_payments, scratch_db
+from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +251,7 @@ def test_refunds_racing_the_final_payment_in_threads_are_ordered_by_the_chain(db
 
 
 def test_a_refund_after_settlement_counts_in_the_shift_the_day_and_the_event(db) -> None:
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     iid, code = make_invoice(db, 90_000)
     shift = shifts.open_shift(db, AN, 300_000)["id"]
     cash = payments.record_cash(db, iid, 90_000, AN, shift).payment

@@ -21,7 +21,7 @@ from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import make_invoice, scratch_db
-from tests.support import app_client
+from tests.support import app_client, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ def _headers(dev_key, role: str = "cashier", facility: str | None = "org-a", sub
 
 
 def test_a_late_transfer_is_listed_for_its_facility_until_refunded(base_env, mongo_client, dev_key) -> None:
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     name = f"sen_billing_rt{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, _app):
         db = mongo_client[name]

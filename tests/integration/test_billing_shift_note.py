@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client
+from tests.support import app_client, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,7 @@ def test_a_gap_needs_a_note_and_an_even_count_does_not(base_env, mongo_client, d
 def test_the_daily_csv_names_the_cashier_and_when_their_shift_opened(base_env, mongo_client, dev_key) -> None:
     """The report's ``cashier_name`` (the name the cashier's token gave when the shift opened) and
     ``shift_opened_at`` beside the token's subject and the shift's id, on each cash row and refund."""
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     import csv
     import io
 
@@ -108,6 +109,7 @@ def test_transfers_count_under_the_facilitys_open_shifts_on_the_page_the_csv_and
     when it came (a late one too: the money reached the bank), in ``expected.transfers``, on its CSV
     row (``shift``, ``shift_opened_at``, ``shift_cashier_name``) and in the close's expected; another
     facility's shift does not count it, nor a shift opened after it came."""
+    vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
     import csv
     import io
 
