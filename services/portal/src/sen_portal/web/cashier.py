@@ -629,7 +629,7 @@ def invoice_refund(iid: str) -> Any:
     try:
         give_back(form)
     except BackendError as err:
-        return _invoice_page(iid, 409, problem=refund_refusal(err), forms={"refund_form": form})
+        return _invoice_page(iid, refusal_status(err), problem=refund_refusal(err), forms={"refund_form": form})
     return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))
 
 
@@ -692,6 +692,14 @@ def given_back_message(refund: dict[str, Any] | None) -> str:
         return gettext("This money was given back already, by %(who)s at %(when)s (%(amount)s): nothing is left "
                        "to give back.", who=who, when=when(refund["at"]), amount=vnd(refund.get("amount")))
     return gettext("This money was given back already (another tab or a colleague): nothing is left to give back.")
+
+
+def refusal_status(err: BackendError) -> int:
+    """The page's status when billing refused a refund (its own 4xx: another facility's payment is 403, none
+    such 404, refunded already 409) or did not answer (503)."""
+    if err.kind != "refused":
+        return 503
+    return err.status if 400 <= err.status < 500 else 409
 
 
 def refund_refusal(err: BackendError) -> str:
@@ -1069,7 +1077,7 @@ def refund_give_back() -> Any:
     try:
         give_back(form)
     except BackendError as err:
-        return _refund_list(409, refund_refusal(err), failed=form)
+        return _refund_list(refusal_status(err), refund_refusal(err), failed=form)
     after, page, facility = _refund_list_args()
     return redirect(url_for("web.refund_tasks", refunded=1, **({"after": after, "page": page} if after else {}),
                             **({"facility": facility} if facility else {})))
