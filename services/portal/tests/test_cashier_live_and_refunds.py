@@ -246,3 +246,53 @@ def test_an_assigned_transfer_shows_the_banks_transaction_and_time_and_who_assig
     assert _cells(page, "refund-option") == ["06/12/2026 00:20 · Direct bank transfer · 50.000 ₫ · "
                                              "Transaction 56fbe3c0b43c"]
     assert 'data-testid="payment-assigned"' not in page
+
+
+def _refund(payment: str, amount: int, at: str, **more: Any) -> dict[str, Any]:
+    return {"payment": payment, "amount": amount, "at": at, "channel": "cash", "reason": "Khách đổi ý",
+            "cashier": "thu-ngan-thu", "cashierName": "Lê Thị Thu", **more}
+
+
+def test_a_payment_given_back_says_so_in_its_outcome_not_counted_toward_the_invoice(client, billing):
+    """Review 5 (ca13-inv.png): 10.000 ₫ cash taken, given back ("Khách đổi ý") while the invoice was still
+    owed, then a 75.000 ₫ transfer paid it. The cash row's outcome read "Đã tính vào hóa đơn" beside its
+    refund: it says the money went back (how much, when). A part given back (a credit refund) says what
+    still counts; a refund after settlement says so; the English page alike (VND written as in Vietnam); an
+    older billing's summary (no ``refunded`` on the payment) reads it from the refund given of it."""
+    cash = {**CASH, "amount": 10000, "receivedAt": "2026-12-06T00:28:00+07:00"}
+    transfer = {**TRANSFER, "amount": 75000, "receivedAt": "2026-12-06T00:30:00+07:00"}
+    billing.s.update(status="balanced", owed=40000, paid=75000, balanceDue=0, credit=35000, refunded=10000,
+                     payments=[{**cash, "refundable": 0, "refunded": 10000}, {**transfer, "refundable": 35000}],
+                     refunds=[_refund("cashier:c-1", 10000, "2026-12-06T00:29:00+07:00")])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome") == ["Đã hoàn 10.000 ₫ (06/12/2026 00:29)", "Đã tính vào hóa đơn"]
+    # the credit given back: 35.000 ₫ of the transfer, 40.000 ₫ of it still pays the invoice
+    billing.s.update(credit=0, refunded=45000,
+                     payments=[{**cash, "refundable": 0, "refunded": 10000},
+                               {**transfer, "refundable": 0, "refunded": 35000}],
+                     refunds=[_refund("cashier:c-1", 10000, "2026-12-06T00:29:00+07:00"),
+                              _refund("payos:FT2633901234", 35000, "2026-12-06T00:40:00+07:00")])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome") == [
+        "Đã hoàn 10.000 ₫ (06/12/2026 00:29)", "Đã hoàn 35.000 ₫ (06/12/2026 00:40), còn tính 40.000 ₫ vào hóa đơn"]
+    client.post("/language", data={"lang": "en", "next": "/invoices/inv-a?p=pa", "csrf_token": csrf_token(page)})
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome") == [
+        "Refunded 10.000 ₫ (06/12/2026 00:29)",
+        "Refunded 35.000 ₫ (06/12/2026 00:40); 40.000 ₫ still counted toward the invoice"]
+    # a paid invoice's payment given back after settlement (a service not given): it stays paid
+    billing.s.update(owed=85000, paid=85000, credit=0, refunded=10000,
+                     payments=[{**cash, "refundable": 0, "refunded": 10000}, {**transfer, "refundable": 0}],
+                     refunds=[_refund("cashier:c-1", 10000, "2026-12-06T00:50:00+07:00", afterSettlement=True)])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome") == ["Refunded after payment 10.000 ₫ (06/12/2026 00:50)",
+                                               "Counted toward the invoice"]
+    client.post("/language", data={"lang": "vi", "next": "/invoices/inv-a?p=pa", "csrf_token": csrf_token(page)})
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome")[0] == "Đã hoàn sau thanh toán 10.000 ₫ (06/12/2026 00:50)"
+    # an older billing: the payment does not say what was given back of it, its refund does
+    billing.s.update(status="issued", owed=40000, paid=0, balanceDue=40000, refunded=10000,
+                     payments=[{**cash, "refundable": 0}],
+                     refunds=[_refund("cashier:c-1", 10000, "2026-12-06T00:29:00+07:00")])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    assert _cells(page, "payment-outcome") == ["Đã hoàn 10.000 ₫ (06/12/2026 00:29)"]

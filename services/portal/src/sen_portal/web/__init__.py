@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import mimetypes
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
@@ -267,7 +268,8 @@ def _globals() -> dict[str, Any]:
     return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
             "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of,
-            "outcome_label": outcome_label, "refunded_label": refunded_label}
+            "outcome_label": outcome_label, "refunded_label": refunded_label,
+            "payment_outcome": payment_outcome}
 
 
 def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -341,6 +343,29 @@ def refunded_label(amount: Any, at: Any) -> str:
     if not at:
         return gettext("Refunded %(amount)s", amount=formatting.vnd(amount))
     return gettext("Refunded %(amount)s (%(time)s)", amount=formatting.vnd(amount), time=formatting.when(at))
+
+
+def payment_outcome(payment: Mapping[str, Any], refunds: list[dict[str, Any]] | None) -> str:
+    """What became of a payment on the invoice page: given back, "Đã hoàn 10.000 ₫ (06/12/2026 00:29)"
+    (a part of it, a credit given back: what still counts, ", còn tính 40.000 ₫ vào hóa đơn"; after the
+    invoice was paid: "Đã hoàn sau thanh toán …"), else billing's outcome in words. What was given back
+    is billing's ``refunded`` on the payment (an older summary: its refund's amount, ``refunds`` rows
+    name their payment)."""
+    back = next((r for r in refunds or [] if r.get("payment") == payment.get("id")), None) or {}
+    amount = int(payment.get("refunded") or back.get("amount") or 0)
+    if amount <= 0:
+        return outcome_label(payment.get("outcome"))
+    if back.get("afterSettlement"):  # the invoice stays paid; the receipt shows the refund
+        if not back.get("at"):
+            return gettext("Refunded after payment %(amount)s", amount=formatting.vnd(amount))
+        return gettext("Refunded after payment %(amount)s (%(time)s)", amount=formatting.vnd(amount),
+                       time=formatting.when(back["at"]))
+    said = refunded_label(amount, back.get("at"))
+    kept = int(payment.get("amount") or 0) - amount
+    if payment.get("outcome") != "applied" or kept <= 0:  # a late payment never counted; all of it went back
+        return said
+    return gettext("%(refunded)s; %(kept)s still counted toward the invoice", refunded=said,
+                   kept=formatting.vnd(kept))
 
 
 def minutes(value: float | int | None) -> str:
