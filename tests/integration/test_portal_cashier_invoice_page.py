@@ -7,7 +7,9 @@ findings on it (ca3-cash.png, ca11-confirm.png, ca13-inv.png):
   payment offers no cancel and says nothing of one (it said "Tải lại trang để hoàn tiền" on every load);
 - a refund with no amount typed names the amount billing gives back: "Sẽ hoàn 10.000 ₫ …";
 - a transfer assigned from the unmatched queue reads as the bank sent it: its transaction id, the time
-  the bank received it, and the assignment beside it (when, by whom).
+  the bank received it, and the assignment beside it (when, by whom);
+- a payment given back reads so in its outcome ("Đã hoàn 10.000 ₫ (…)", a part: ", còn tính 40.000 ₫ vào
+  hóa đơn"), not "Đã tính vào hóa đơn"; the receipt (page and print) counts only what was kept.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sen_billing.domain import payments
+from sen_billing.domain import payments, receipts
 from sen_billing.domain.webhooks import Transfer
 
 from tests.billing_support import billing_web, cashier_portal, make_invoice
@@ -128,3 +130,58 @@ def test_a_transfer_assigned_from_the_queue_reads_as_the_bank_sent_it(portal, bi
            "Gán từ “Chuyển khoản chưa khớp” lúc " in row, row
     assert row.split(" lúc ")[1].startswith(today.strftime("%d/%m/%Y"))
     assert " bởi Lê Thị Thu " in row and "standard:" not in row and "assign:" not in row
+
+
+def _refund(cashier, iid: str, page: str) -> None:
+    """The refund box's first payment given back (as much as billing gives), cash, confirmed."""
+    data = {"payment": _field(page, "payment"), "after": "", "amount": "", "method": "cash", "reason": "Khách đổi ý",
+            "txn": _field(page, "txn"), "csrf_token": csrf_token(page), "confirm": "refund"}
+    r = cashier.post(f"/invoices/{iid}/refund", data=data)
+    assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+
+
+def _outcomes(page: str) -> list[str]:
+    return [_text(c).strip() for c in re.findall(r'data-testid="payment-outcome">(.*?)</td>', page, re.S)]
+
+
+def test_a_payment_given_back_reads_given_back_on_the_page_and_off_the_receipt(portal, billing):
+    """Review 5 (ca13-inv.png): 10.000 ₫ cash taken and given back while the invoice was owed, then a
+    75.000 ₫ transfer paid its 40.000 ₫. The cash row's outcome read "Đã tính vào hóa đơn": it says it
+    went back, with billing's time of the refund; the receipt counts the transfer only (75.000 ₫ paid,
+    35.000 ₫ credit). The credit given back: the transfer's row says what still counts, the receipt
+    shows the refund and no credit left."""
+    _url, db = billing
+    iid, code = make_invoice(db, 40_000, facility=CLINIC)
+    cashier = portal_signed_in(portal, "cashier")
+    _open_shift(cashier)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    r = cashier.post(f"/invoices/{iid}/cash", data={"cash-amount": "10.000", "cash-txn": _field(page, "cash-txn"),
+                                                    "csrf_token": csrf_token(page)})
+    assert r.status_code == 302, r.get_data(as_text=True)[-1500:]
+    _refund(cashier, iid, cashier.get(f"/invoices/{iid}").get_data(as_text=True))
+    back = db["refunds"].find_one({"invoice": iid})
+    at = back["at"].replace(tzinfo=back["at"].tzinfo or UTC).astimezone(payments.VN)
+    payments.record_transfer(db, Transfer("payos", uuid.uuid4().hex[:10], 75_000, f"thanh toan {code}"),
+                             uuid.uuid4().hex, seen=False)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    assert 'data-testid="paid"' in page
+    assert _outcomes(page) == [f"Đã hoàn 10.000 ₫ ({at:%d/%m/%Y %H:%M})", "Đã tính vào hóa đơn"], _outcomes(page)
+    receipt = _text(cashier.get(f"/invoices/{iid}/receipt").get_data(as_text=True))
+    assert "Đã thanh toán 75.000 ₫" in receipt and "Tiền thừa còn lại 35.000 ₫" in receipt, receipt[-2500:]
+    assert "10.000 ₫" not in receipt  # the cash given back is not on it, nor its refund
+    # the credit given back: 35.000 ₫ of the transfer; 40.000 ₫ of it still pays the invoice
+    _refund(cashier, iid, page)
+    page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
+    outcomes = _outcomes(page)
+    assert outcomes[0].startswith("Đã hoàn 10.000 ₫") and re.fullmatch(
+        r"Đã hoàn 35\.000 ₫ \(\d\d/\d\d/\d{4} \d\d:\d\d\), còn tính 40\.000 ₫ vào hóa đơn", outcomes[1]), outcomes
+    receipt = _text(cashier.get(f"/invoices/{iid}/receipt").get_data(as_text=True))
+    assert "Đã hoàn 35.000 ₫" in receipt and "Tiền thừa còn lại" not in receipt, receipt[-2500:]
+    printed = _text(receipts.receipt_html(receipts.receipt_view(db, db["receipts"].find_one({"_id": iid}))))
+    assert "Người bệnh đã trả 75.000 ₫" in printed and "Đã hoàn trả 35.000 ₫" in printed, printed  # the PDF's page
+    assert "10.000 ₫" not in printed and "Tiền thừa còn lại" not in printed
+    cashier.post("/language", data={"lang": "en", "next": f"/invoices/{iid}", "csrf_token": csrf_token(page)})
+    outcomes = _outcomes(cashier.get(f"/invoices/{iid}").get_data(as_text=True))
+    assert outcomes[1].endswith("; 40.000 ₫ still counted toward the invoice") and outcomes[0].startswith(
+        "Refunded 10.000 ₫ ("), outcomes
+    cashier.post("/language", data={"lang": "vi", "next": f"/invoices/{iid}", "csrf_token": csrf_token(page)})
