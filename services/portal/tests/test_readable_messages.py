@@ -227,7 +227,7 @@ def test_a_refused_refund_reads_as_a_sentence_on_the_invoice_page(app, backends)
         r = c.post("/invoices/inv-a/refund", data={"csrf_token": csrf_token(page), "payment": "p-1",
                                                    "method": "cash", "reason": "Trả nhầm", "confirm": "refund"})
         body = _text(r.get_data(as_text=True))
-        assert r.status_code == 422 and sentence in body  # billing's own status (cashier.refusal_status), body[:2000]
+        assert r.status_code == 422 and sentence in body, body[:2000]  # billing's status (cashier.refusal_status)
         assert "at most" not in body and "đồng of this payment" not in body
 
 
