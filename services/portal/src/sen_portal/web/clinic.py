@@ -22,11 +22,11 @@ from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from wtforms import HiddenField, MultipleFileField
 
-from . import backend, backend_message, bp, icd10, login_required, patients, searches, select_locale, typed_text
+from . import backend, backend_message, bp, icd10, login_required, loinc, patients, searches, select_locale, typed_text
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .formatting import parse_instant, when
+from .formatting import codeable, parse_instant, when
 from .forms import (
     AnswerForm,
     ConsultForm,
@@ -338,14 +338,14 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
         when = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued")
         vq = obs.get("valueQuantity")
         if vq is not None and when and isinstance(vq.get("value"), int | float):
-            s = series.setdefault(key, {"label": _code_text(code), "unit": vq.get("unit") or vq.get("code") or "",
+            s = series.setdefault(key, {"label": loinc.label(code), "unit": vq.get("unit") or vq.get("code") or "",
                                         "points": []})
             s["points"].append({"t": when, "v": vq["value"]})
         for comp in obs.get("component") or []:  # blood pressure: one series per component
             cq = comp.get("valueQuantity")
             if cq is not None and when and isinstance(cq.get("value"), int | float):
                 ckey = next((c.get("code") for c in (comp.get("code") or {}).get("coding") or []), "?")
-                s = series.setdefault(ckey, {"label": _code_text(comp.get("code") or {}),
+                s = series.setdefault(ckey, {"label": loinc.label(comp.get("code")),
                                              "unit": cq.get("unit") or "", "points": []})
                 s["points"].append({"t": when, "v": cq["value"]})
         if vq is None and not obs.get("component"):
@@ -412,7 +412,7 @@ def _encounter_label(enc: dict[str, Any]) -> str:
     if any(i.get("system") == CONSULT_RECORD_SYSTEM for i in enc.get("identifier") or []):
         return gettext("Teleconsultation")
     if enc.get("type"):
-        return _code_text((enc.get("type") or [{}])[0])
+        return codeable((enc.get("type") or [{}])[0])
     cls = enc.get("class") or {}
     return str(cls.get("display") or cls.get("code") or "")
 
@@ -422,15 +422,6 @@ def section_paragraphs(section: dict[str, Any]) -> list[str]:
     div = str((section.get("text") or {}).get("div") or "")
     found = _PARAGRAPH.findall(div) or [div]
     return [t for t in (unescape(_TAG.sub("", p)).strip() for p in found) if t and t != "-"]
-
-
-def _code_text(code: dict[str, Any]) -> str:
-    if code.get("text"):
-        return str(code["text"])
-    for c in code.get("coding") or []:
-        if c.get("display"):
-            return str(c["display"])
-    return "?"
 
 
 def patient_refused_page(err: BackendError, typed: list[str] | None = None) -> tuple[str, int] | None:
