@@ -298,9 +298,10 @@ def test_the_consult_record_opens_readably_with_the_way_to_the_consult(tmp_path,
     assert r.status_code == 200
     text = _text(page)
     assert "Biên bản hội chẩn từ xa" in text
-    for title in ("Thành phần tham dự và vai trò", "Tóm tắt bệnh án",
+    for title in ("Thành phần tham dự và vai trò", "Tiền sử và tình trạng hiện tại",
                   "Kết quả đã xem xét (lâm sàng, cận lâm sàng, hình ảnh)", "Kết luận", "Hướng điều trị đề xuất"):
         assert f"<h2>{title}</h2>" in page
+    assert "Tóm tắt bệnh án" not in text  # the minutes form's name for the section, not another
     example = json.loads((EXAMPLES / "teleconsult.consult.completed.json").read_text(encoding="utf-8"))
     minutes = example["data"]["minutes"]
     assert minutes["summary"][:40] in text and minutes["conclusionText"][:40] in text

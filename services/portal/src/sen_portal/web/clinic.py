@@ -506,7 +506,8 @@ def _section_title(section: dict[str, Any]) -> str:
     """A consult record's section by its code in the page's language; another by its stored title."""
     code = next((c.get("code") for c in (section.get("code") or {}).get("coding") or []), None)
     titles = {"sites": gettext("Sites taking part"), "participants": gettext("Participants and their roles"),
-              "summary": gettext("Case summary"), "findings": gettext("Findings reviewed (clinical, lab, images)"),
+              "summary": gettext("History and current state"),  # the minutes form's name for it
+              "findings": gettext("Findings reviewed (clinical, lab, images)"),
               "discussion": gettext("Discussion"), "conclusion": gettext("Conclusion"),
               "recommendations": gettext("Recommendations for treatment")}
     return titles.get(str(code), str(section.get("title") or ""))
