@@ -42,6 +42,8 @@ class Consult(FakeTeleconsult):
         self.ops: list[str] = []  # the Task operations posted ($accept, $reject)
         self.comms: list[dict[str, Any]] = []  # the consult's thread (Communications)
         self.changed_by: str | None = None  # who made the Task's version (teleconsult's meta changed-by)
+        self.business: dict[str, Any] | None = None  # Task.businessStatus (the SLA sweep's "sla-breached")
+        self.breached: bool | None = None  # the worklist entry's breach extension (teleconsult's $worklist)
 
     def task(self, status: str | None = None, begun: str | None = None) -> dict[str, Any]:
         task = {"resourceType": "Task", "id": TID, "status": status or self.status, "intent": "order",
@@ -52,6 +54,8 @@ class Consult(FakeTeleconsult):
             task["executionPeriod"] = {"start": begun or self.begun}
         if self.reason and status is None:
             task["statusReason"] = {"text": self.reason}
+        if self.business and status is None:
+            task["businessStatus"] = self.business
         if self.changed_by and status is None:
             task["meta"] = {"extension": [{"url": "https://sen.vn/fhir/StructureDefinition/changed-by",
                                            "valueReference": {"reference": self.changed_by,
@@ -67,7 +71,12 @@ class Consult(FakeTeleconsult):
         if path.endswith("/fhir/Communication") and method == "GET":
             return self._bundle(copy.deepcopy(self.comms))
         if path.endswith("/fhir/Task/$worklist") and method == "GET":
-            return self._bundle([self.task()])
+            if self.breached is None:
+                return self._bundle([self.task()])
+            task = {**self.task(), "restriction": {"period": {"end": _iso(self.due)}}} if self.due else self.task()
+            return self._json({"resourceType": "Bundle", "type": "searchset", "entry": [
+                {"resource": task, "search": {"mode": "match", "extension": [
+                    {"url": "https://sen.vn/fhir/StructureDefinition/sla-breached", "valueBoolean": self.breached}]}}]})
         if "/fhir/Task" in path and method == "GET":
             task = self.task()
             if self.due:
@@ -752,3 +761,40 @@ def test_cancelling_the_visit_is_confirmed_first_with_the_shared_step(app, fake)
     assert fake.appts["a-1"]["status"] == "cancelled"
     assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bác sĩ bận họp"}
 
+
+# ------------------------------------------------------------------ overdue, as the worklist says it
+
+SWEPT = {"coding": [{"system": "https://sen.vn/fhir/CodeSystem/consult-business-status", "code": "sla-breached"}],
+         "text": "Quá hạn xử lý"}
+
+
+def _due(page: str) -> str:
+    m = re.search(r"<dt>(?:Hạn trả lời|Answer due)</dt><dd[^>]*>(.*?)</dd>", page, re.S)
+    assert m, page
+    return _text(m.group(1)).strip()
+
+
+def test_a_consult_past_its_deadline_says_overdue_beside_it_as_the_worklist_does(app, fake):
+    """Review 6, finding 3: a stat consult the sweep had found late read "06/12/2026 01:39 Quá hạn" on the
+    worklist and "Quá hạn xử lý" on the clinic's page, but only "Hạn trả lời 06/12/2026 01:39" on the
+    doctor's page, before and after accepting. Both pages say it by one rule: teleconsult's breach flag
+    on a worklist entry; the Task alone: swept ("sla-breached") or still open past its due time."""
+    fake.due = datetime.now(TZ).replace(second=0, microsecond=0) - timedelta(minutes=20)
+    fake.status, fake.owner, fake.business, fake.breached = "requested", "Organization/bvdk-dong-thap", SWEPT, True
+    c = portal_signed_in(app, "doctor")
+    assert "Quá hạn" in _text(c.get("/worklist").get_data(as_text=True))
+    assert _due(_page(c)) == f"{fake.due:%d/%m/%Y %H:%M} Quá hạn"
+    fake.status, fake.owner = "accepted", "Practitioner/bs-nguyen-van-an"  # accepted: still late
+    assert _due(_page(c)) == f"{fake.due:%d/%m/%Y %H:%M} Quá hạn"
+    english = portal_signed_in(app, "doctor", lang="en")
+    assert _due(_page(english)) == f"{fake.due:%d/%m/%Y %H:%M} Overdue"
+    fake.business = None  # past due, the sweep not run yet: late all the same (teleconsult's worklist rule)
+    assert _due(_page(c)) == f"{fake.due:%d/%m/%Y %H:%M} Quá hạn"
+
+
+@pytest.mark.parametrize("status,ahead", [("accepted", 30), ("completed", -20), ("cancelled", -20)])
+def test_a_consult_not_late_or_closed_unswept_says_no_overdue(app, fake, status, ahead):
+    """Not yet due, or closed before any sweep found it late: the due time alone (as on the worklist)."""
+    fake.due = datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(minutes=ahead)
+    fake.status = status
+    assert _due(_page(portal_signed_in(app, "doctor"))) == f"{fake.due:%d/%m/%Y %H:%M}"

@@ -14,6 +14,7 @@ from sen_shared.fhir.names import name_and_role, same_person
 from . import backend_message, bp, icd10, login_required, select_locale, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import (
+    OPEN,
     consult_bundle,
     consult_rows,
     message_form,
@@ -46,15 +47,28 @@ EXT_NOT_AVAILABLE = EXT + "schedule-not-available"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def overdue(task: dict[str, Any], now: datetime, search: dict[str, Any] | None = None) -> bool:
+    """Whether the consult is past its answer deadline ("Quá hạn"), for the worklist and the consult page
+    alike: teleconsult's breach flag (:data:`EXT_BREACHED`) on a worklist entry (its ``search``); a Task read
+    alone (the consult page) by teleconsult's rule for that flag: the SLA sweep marked it (``businessStatus``
+    ``sla-breached``) or it is still open after its due time (the sweep not run yet)."""
+    flags = [x.get("valueBoolean") for x in (search or {}).get("extension") or [] if x.get("url") == EXT_BREACHED]
+    if flags:
+        return bool(flags[0])
+    if any(c.get("code") == "sla-breached" for c in (task.get("businessStatus") or {}).get("coding") or []):
+        return True
+    due = parse_instant(((task.get("restriction") or {}).get("period") or {}).get("end"))
+    return task.get("status") in OPEN and due is not None and now > due
+
+
 def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     now = datetime.now(TZ)
     for e in bundle.get("entry", []) or []:
         task = e.get("resource") or {}
-        breached = any(x.get("url") == EXT_BREACHED and x.get("valueBoolean")
-                       for x in (e.get("search") or {}).get("extension") or [])
+        breached = overdue(task, now, e.get("search") or {})
         due_text = ((task.get("restriction") or {}).get("period") or {}).get("end")
-        due = datetime.fromisoformat(due_text.replace("Z", "+00:00")) if due_text else None
+        due = parse_instant(due_text)
         soon = bool(due and not breached and due - now < timedelta(hours=1))
         rows.append({"task": task, "breached": breached, "soon": soon, "due": due_text})
     return rows
@@ -145,6 +159,7 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     ctx["after_due"] = [due is not None and (begins := parse_instant(a.get("start"))) is not None and begins >= due
                         for a in ctx.get("proposals") or []]
     ctx["due"] = due_text
+    ctx["overdue"] = overdue(data["task"], datetime.now(TZ))  # "Quá hạn" beside it, as on the worklist
     ctx["all_after_due"] = bool(ctx["after_due"]) and all(ctx["after_due"])
     forms["reassign_form"].practitioner.choices = reassign_choices(doctors.result())
     ctx["held_by_other"] = other_holder(data["task"])  # taking it back asks for a confirmation
