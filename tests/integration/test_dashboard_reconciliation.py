@@ -201,3 +201,44 @@ def test_the_dashboard_and_the_daily_report_give_one_story_of_the_unmatched_tran
             both["unmatched_waiting_amount"], both["assigned_earlier_amount"]) == (150_000, 105_000, 15_000,
                                                                                   30_000, 0)
     assert (both["assigned_amount"], both["assigned_count"]) == (105_000, 2)
+
+
+def test_an_assigned_transfers_overpayment_given_back_leaves_the_assigned_part_within_the_transfers(
+        fresh_db: Any, mongo_client: Any) -> None:
+    """Review 6 (w25-dash.png): a 150.000 ₫ transfer naming no invoice, assigned by the cashier to an
+    invoice of 100.000 ₫, the 50.000 ₫ overpaid given back. The transfers' takings are 100.000 ₫, and
+    the part of them assigned from the unmatched queue is net of what of it went back (100.000 ₫, the
+    same rule), never 150.000 ₫ "of" 100.000 ₫; billing's daily reconciliation still holds figure for
+    figure (transfers received 150.000, refunds 50.000, net 100.000)."""
+    from sen_billing.domain import payments, reconciliation
+    from sen_billing.domain.webhooks import Transfer
+    from sen_shared.bus import load_catalog
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    from tests.billing_support import make_invoice, scratch_db
+
+    today = vn_day_with_room()
+    with scratch_db(mongo_client, "do") as bdb:
+        tx = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=150_000,
+                      description="HDNOTEXIST1", account="0011000000001")
+        key = payments.record_transfer(bdb, tx, uuid.uuid4().hex, account_facilities=ACCOUNTS).payment["_id"]
+        invoice, _ = make_invoice(bdb, 100_000)
+        payments.assign_unmatched(bdb, key, invoice, CASHIER, ACCOUNTS)
+        payments.refund(bdb, f"assign:{key}", 50_000, "trả tiền thừa", CASHIER, "shift-1")
+        events = [entry_event(e) for coll in ("payments", "refunds")
+                  for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+        recon = reconciliation.totals(reconciliation.rows(bdb, today, "org-a", account_facilities=ACCOUNTS))
+    for e in events:
+        load_catalog().validate(e)
+        assert record_event(fresh_db, e) is True
+    assert (recon["transfers"], recon["refunds"], recon["net"]) == (150_000, 50_000, 100_000)
+    mine = dashboard(fresh_db, today, today, None, facility="org-a")["cashless_share"]
+    assert (mine["received_transfer_amount"], mine["received_cash_amount"], mine["refunds"], mine["net"],
+            mine["received_count"]) == (recon["transfers"], recon["cash"], recon["refunds"], recon["net"],
+                                        recon["payments"])
+    assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[k] for k in UNMATCHED}
+    assert (mine["transfer_amount"], mine["transfer_count"]) == (100_000, 1)
+    # the part within the whole: assigned 150.000, 50.000 of it given back
+    assert (mine["assigned_amount"], mine["assigned_count"]) == (100_000, 1)
+    assert mine["assigned_amount"] <= mine["transfer_amount"]
+    assert (mine["refunds_of_takings"], mine["refunds_owed"]) == (50_000, 0)

@@ -51,7 +51,9 @@ The dict::
                                share = transfer / (transfer + cash), None when both are 0 or either
                                is negative (more given back than taken).
                                APART from the takings: assigned_* (of the transfers' takings: those
-                               assigned from the unmatched queue); unmatched_* (transfers that came
+                               assigned from the unmatched queue, the amount net of what of them was
+                               given back, e.g. an overpayment, as the takings are; the count: the
+                               assignments); unmatched_* (transfers that came
                                naming no invoice, on the day they came, assigned since or not;
                                unmatched_without_facility: those to an account no facility owns,
                                in the province's figure only), and of them (:func:`unmatched_since`,
@@ -297,24 +299,29 @@ def cashless(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def paid(channel: str, *outcomes: str, i: int = 0) -> int:
         return sum(got[("payment", channel, o)][i] for o in outcomes)
 
-    def given(*outcomes: str) -> int:
-        return sum(got[("refund", c, o)][0] for c in ("transfer", "cash") for o in outcomes)
+    def given(*outcomes: str, channels: tuple[str, ...] = ("transfer", "cash")) -> int:
+        return sum(got[("refund", c, o)][0] for c in channels for o in outcomes)
 
-    takings = {c: paid(c, "applied", "assigned") - got[("refund", c, "applied")][0] for c in ("transfer", "cash")}
+    # a refund of applied or assigned money comes off the takings of its channel; of an assignment's
+    # (its overpayment given back) off the assigned part of the transfers too: a part within its whole
+    takings = {c: paid(c, "applied", "assigned") - given("applied", "assigned", channels=(c,))
+               for c in ("transfer", "cash")}
     received = {c: paid(c, "applied", "unmatched", "late") for c in ("transfer", "cash")}
-    refunds = given("applied", "unmatched", "late")
+    refunds = given("applied", "assigned", "unmatched", "late")
     t_amount, c_amount = takings["transfer"], takings["cash"]
     return {"transfer_amount": t_amount, "cash_amount": c_amount,
             "share": _share(t_amount, t_amount + c_amount) if min(t_amount, c_amount) >= 0 else None,
             "transfer_count": paid("transfer", "applied", "assigned", i=1),
             "cash_count": paid("cash", "applied", "assigned", i=1),
-            "assigned_amount": paid("transfer", "assigned"), "assigned_count": paid("transfer", "assigned", i=1),
+            "assigned_amount": paid("transfer", "assigned") - given("assigned", channels=("transfer",)),
+            "assigned_count": paid("transfer", "assigned", i=1),
             "unmatched_amount": paid("transfer", "unmatched") + paid("cash", "unmatched"),
             "unmatched_count": paid("transfer", "unmatched", i=1) + paid("cash", "unmatched", i=1),
             "unmatched_without_facility": no_facility,
             "late_amount": paid("transfer", "late") + paid("cash", "late"),
             "late_count": paid("transfer", "late", i=1) + paid("cash", "late", i=1),
-            "refunds": refunds, "refunds_of_takings": given("applied"), "refunds_owed": given("unmatched", "late"),
+            "refunds": refunds, "refunds_of_takings": given("applied", "assigned"),
+            "refunds_owed": given("unmatched", "late"),
             "received_transfer_amount": received["transfer"], "received_cash_amount": received["cash"],
             "received_count": sum(paid(c, "applied", "unmatched", "late", i=1) for c in ("transfer", "cash")),
             "net": received["transfer"] + received["cash"] - refunds}
@@ -331,10 +338,11 @@ def unmatched_since(rows: list[dict[str, Any]], first: str, last: str) -> dict[s
     of an earlier transfer, and its transfer as still waiting."""
     came = [r for r in rows if (r["day"] or "") <= last and r.get("outcome") == "unmatched"
             and r.get("k") != "billing.payment.refunded"]
-    assigned = [r for r in rows if r.get("outcome") == "assigned" and first <= (r.get("from_day") or "") <= last]
+    payments = [r for r in rows if r.get("k") != "billing.payment.refunded"]
+    assigned = [r for r in payments if r.get("outcome") == "assigned" and first <= (r.get("from_day") or "") <= last]
     refunded = [r for r in rows if r.get("k") == "billing.payment.refunded" and r.get("outcome") == "unmatched"
                 and first <= (r.get("from_day") or "") <= last]
-    earlier = [r for r in rows if r.get("outcome") == "assigned" and (r["day"] or "") <= last
+    earlier = [r for r in payments if r.get("outcome") == "assigned" and (r["day"] or "") <= last
                and (r.get("from_day") or "") < first]
 
     def amount(part: list[dict[str, Any]]) -> int:
@@ -373,7 +381,8 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
              targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
              facility_districts: Mapping[str, str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """One chart's data as a header and rows, for CSV export; with ``facility``, a one-row figure
-    names it in a ``facility`` column after the district."""
+    names it in a ``facility`` column after the district. A facility column holds the facility's id
+    (``tyt-my-hiep``, as the filter takes it and the page's file is named), not its reference."""
     if section not in CSV_SECTIONS:
         raise KeyError(section)
     data = dashboard(db, start, end, district, targets=targets, now=now, facility=facility,

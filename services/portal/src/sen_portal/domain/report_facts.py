@@ -40,7 +40,7 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel", "restates": "assignedFrom"},
     # money given back: ``channel`` is the refunded payment's; ``outcome`` the refunded payment's
-    # (:func:`money_outcome`): only applied money given back comes off the takings
+    # (:func:`money_outcome`): only applied (or assigned) money given back comes off the takings
     "billing.payment.refunded": {"time": "refundedAt", "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel"},
     "billing.invoice.paid": {"time": "paidAt", "facility": "facility", "district": "district", "amount": "amount",
@@ -166,12 +166,14 @@ def money_outcome(kind: str, data: Mapping[str, Any]) -> str:
     since: takings now, the same money its unmatched arrival announced), ``unmatched`` (named no
     invoice: waits in a queue, not takings) or ``late`` (came after its invoice was settled or
     cancelled: owed back, a refund task, not takings). A refund's is its refunded payment's
-    (``applied``, ``unmatched`` or ``late``). Billing's older events carry no ``outcome``: a payment
+    (``applied``, ``assigned``: of an assignment's payment, ``assign:<transfer>``, e.g. its overpayment
+    given back, ``unmatched`` or ``late``). Billing's older events carry no ``outcome``: a payment
     is then read from ``matched`` and ``invoice`` (matched with no invoice: late), a refund as applied."""
     said = str(data.get("outcome") or "")
+    # an assignment's payment (``assign:<transfer>``; a refund of it names no assignedFrom: its payment's id tells)
+    if _restated(data, "assignedFrom"):
+        return "assigned"
     if kind == "billing.payment.received":
-        if _restated(data, "assignedFrom"):
-            return "assigned"
         if not said:
             said = "unmatched" if not data.get("matched") else "applied" if data.get("invoice") else "late"
     if said.startswith("late"):
