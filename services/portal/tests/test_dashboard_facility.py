@@ -113,7 +113,10 @@ def test_a_chosen_facility_is_kept_in_the_link_and_scopes_the_page(officer, aske
     assert ASKED[-1] == (None, "tyt-my-hiep")  # the figures asked for are the facility's
     assert '<option value="tyt-my-hiep" selected>Trạm Y tế xã Mỹ Hiệp</option>' in _select(page)
     assert re.search(r'data-testid="facility-heading">Cơ sở: Trạm Y tế xã Mỹ Hiệp · Huyện Cao Lãnh</h2>', page)
-    assert re.search(r'data-testid="scope">[^<]*· Toàn tỉnh · Trạm Y tế xã Mỹ Hiệp</p>', page)
+    # the period's scope: the facility's district (the directory's, as the filter's), never "Whole province"
+    assert re.search(r'data-testid="scope">Từ 07/09/2026 đến 20/09/2026 · Huyện Cao Lãnh · Trạm Y tế xã Mỹ Hiệp</p>',
+                     page)
+    assert "Toàn tỉnh" not in page
     # its own figures, said as its own; no province-only figure, no coverage by facility
     assert re.search(r'consults-total">2</span> <span data-testid="consults-total-label">ca hội chẩn được Trạm Y tế '
                      r'xã Mỹ Hiệp yêu cầu trong kỳ</span>', page)
@@ -208,7 +211,7 @@ def test_a_facilitys_csv_is_named_by_it(officer, monkeypatch):
     def rows(section, db, start, end, district, **kw):
         seen.append(kw.get("facility"))
         return (["start", "end", "district", "facility", "transfer_amount"],
-                [["2026-09-07", "2026-09-20", None, "Organization/tyt-my-hiep", 150000]])
+                [["2026-09-07", "2026-09-20", None, "tyt-my-hiep", 150000]])
 
     monkeypatch.setattr(dashboard, "csv_rows", rows)
     r = officer.get("/dashboard/cashless_share.csv?start=07/09/2026&end=20/09/2026&facility=tyt-my-hiep")
@@ -216,7 +219,8 @@ def test_a_facilitys_csv_is_named_by_it(officer, monkeypatch):
     assert "cashless_share_tyt-my-hiep_2026-09-07_2026-09-20.csv" in r.headers["Content-Disposition"]
     text = r.data.decode("utf-8-sig")
     assert text.splitlines()[0] == "Từ,Đến,Huyện,Mã cơ sở,Cơ sở,Chuyển khoản (đồng)"
-    assert "Organization/tyt-my-hiep,Trạm Y tế xã Mỹ Hiệp,150000" in text
+    # its district (the directory's), not "Whole province"; its id as the file's name has it
+    assert text.splitlines()[1] == "2026-09-07,2026-09-20,Huyện Cao Lãnh,tyt-my-hiep,Trạm Y tế xã Mỹ Hiệp,150000"
 
 
 @pytest.mark.parametrize("role", ["clinic", "cashier", "doctor"])
@@ -253,3 +257,9 @@ def test_the_organizations_that_give_no_care_are_read_from_their_type(monkeypatc
     assert asked == [{"_count": "500", "_elements": "type"}]
     directory.org_without_care()
     assert len(asked) == 1  # kept, as the names are
+
+
+def test_a_facility_of_no_known_district_is_not_said_to_be_the_whole_province(officer):
+    page = officer.get("/dashboard?start=07/09/2026&end=20/09/2026&facility=pk-an-binh").get_data(as_text=True)
+    assert re.search(r'data-testid="scope">Từ 07/09/2026 đến 20/09/2026 · Phòng khám An Bình</p>', page)
+    assert "Toàn tỉnh" not in page

@@ -179,6 +179,11 @@ def facility_reference(facility: str | None) -> str | None:
     return facility if facility.startswith("Organization/") else f"Organization/{facility}"
 
 
+def facility_id(facility: str | None) -> str | None:
+    """A facility's id (``tyt-my-hiep``) from a reference (``Organization/tyt-my-hiep``) or an id; None for none."""
+    return facility.removeprefix("Organization/") if facility else None
+
+
 def dashboard(db: Database, start: date, end: date, district: str | None = None, *,
               targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
               facility_districts: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -390,7 +395,7 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
     figure = data[section]
     if section == "consults_per_facility_week":
         return ["week", "facility", "district", "count"], [
-            [r["week"], r["facility"], r["district"], r["count"]] for r in figure]
+            [r["week"], facility_id(r["facility"]), r["district"], r["count"]] for r in figure]
     if section == "sla_breaches":
         return ["week", "priority", "count"], [[r["week"], r["priority"], r["count"]] for r in figure]
     if section in ("time_to_answer", "time_to_conclusion"):
@@ -400,9 +405,9 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
     scope = [data["range"]["start"], data["range"]["end"], district]
     if data["range"]["facility"]:
         return ["start", "end", "district", "facility", *columns], [
-            [*scope, data["range"]["facility"], *(figure[c] for c in columns)]]
+            [*scope, facility_id(data["range"]["facility"]), *(figure[c] for c in columns)]]
     return ["start", "end", "district", *columns], [[*scope, *(figure[c] for c in columns)]]
 
 
 __all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "cashless", "check_range", "csv_rows", "dashboard",
-           "facility_reference", "patients_by_district", "unmatched_since"]
+           "facility_id", "facility_reference", "patients_by_district", "unmatched_since"]

@@ -291,12 +291,21 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "as_of": lazy_gettext("As of")}
 
 
-def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
+def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str],
+             known: Known | None = None) -> tuple[list[str], list[list[Any]]]:
     """The export's header in the page's language; beside a facility's id (kept for machines), its name;
     a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it;
-    a one-row figure's district by its name, or "Whole province" when the figure is the province's."""
+    a one-row figure's district by its name, or "Whole province" when the figure is the province's (one
+    facility's: its district, from ``known`` as the filter has it, as the page's heading says)."""
     if header[:3] == ["start", "end", "district"]:
-        rows = [[*row[:2], row[2] or gettext("Whole province"), *row[3:]] for row in rows]
+        def scope(row: list[Any]) -> str:
+            if row[2]:
+                return row[2]
+            if header[3:4] == ["facility"] and row[3]:  # one facility's figure: its district, never the province
+                return (known or {}).get(str(row[3]), ("", None))[1] or ""
+            return gettext("Whole province")
+
+        rows = [[*row[:2], scope(row), *row[3:]] for row in rows]
     if "priority" in header:
         at = header.index("priority")
         rows = [[*row[:at], priority_label(row[at]) if row[at] else row[at], *row[at + 1:]] for row in rows]
@@ -388,6 +397,6 @@ def dashboard_csv(section: str) -> Any:
         return _csv_refused(range_problem(err))
     except FacilityRefused as err:
         return _csv_refused(facility_problem(err, district, known))
-    header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
+    header, rows = page_csv(header, rows, org_names() if "facility" in header else {}, known)
     scope = f"{chosen}_" if chosen else ""
     return csvfile.download(header, rows, f"{section}_{scope}{start.isoformat()}_{end.isoformat()}.csv")
