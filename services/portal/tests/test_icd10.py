@@ -107,7 +107,8 @@ def test_the_consult_forms_suggestions_find_everyday_names(app, fake):  # noqa: 
     c = portal_signed_in(app, "clinic")
     hits = c.get("/icd10", query_string={"for": "reason", "reason": "tieu duong"}).get_data(as_text=True)
     assert 'data-pick="E11 — ' in hits and "đái tháo đường" in hits
-    assert re.findall(r'data-pick="([A-Z][0-9.]+) — ', hits)[:2] == ["E11", "E10"]  # type 2 first: the common one
+    # type 2 first: the common one; no "đường tiêu hóa" (Q40: the words apart, the other way round; review 6)
+    assert re.findall(r'data-pick="([A-Z][0-9.]+) — ', hits) == ["E11", "E10", "E12", "E13", "E14"]
     minutes = portal_signed_in(app, "doctor").get("/icd10/diagnoses", query_string={"diagnosis": "I10, zona"})
     assert 'data-pick="B02 — Bệnh do herpes zoster"' in minutes.get_data(as_text=True)
 
@@ -183,3 +184,26 @@ def test_a_title_that_is_what_is_typed_or_starts_with_it_comes_before_one_that_h
 def test_a_specific_query_still_finds_its_chapter():
     assert [c.code for c in icd10.search("đái tháo đường thai kỳ")][:1] == ["O24.4"]
     assert "P70.2" in [c.code for c in icd10.search("đái tháo đường sơ sinh")][:2]
+
+
+@pytest.mark.parametrize("typed", ["tieu duong", "tiểu đường", "duong tieu", "tieu du"])
+def test_an_everyday_name_typed_suggests_no_title_that_only_holds_its_words_apart(typed):
+    """Review 6: "tieu duong" listed E11-E14, then Q40 "Các dị tật bẩm sinh khác của đường tiêu hóa" (its words
+    "đường … tiêu" in "đường tiêu hóa", reversed). The name answered: a title search adds only titles holding
+    the name's words as it says them, in order and side by side (none for "tiểu đường")."""
+    assert [c.code for c in icd10.search(typed)] == ["E11", "E10", "E12", "E13", "E14"]
+
+
+def test_words_in_any_order_still_find_titles_when_no_everyday_name_is_typed():
+    assert "I21" in [c.code for c in icd10.search("cap nhoi mau co tim")]
+    assert {"I50", "I50.9"} <= {c.code for c in icd10.search("tim suy")}
+    assert "Q40" in [c.code for c in icd10.search("duong tieu hoa")]  # what the title says, typed
+
+
+def test_a_title_holding_the_words_typed_as_a_phrase_comes_before_a_name_that_only_covers_some_of_them():
+    """"ho gà" (whooping cough) is the title of A37; the everyday name "ho" (R05, cough) covers one of the two
+    words and the other narrows none of its codes: the title holding the phrase first, the name's codes after
+    it, before titles that only hold the words apart."""
+    hits = [c.code for c in icd10.search("ho gà", limit=12)]
+    assert hits[:6] == ["A37", "A37.0", "A37.1", "A37.8", "A37.9", "R05"], hits
+    assert [c.code for c in icd10.search("dau dau nhieu")][:1] == ["R51"]  # no title holds it: the name's codes

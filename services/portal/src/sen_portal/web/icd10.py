@@ -193,10 +193,15 @@ def search(query: str, limit: int = 8) -> list[Code]:
     """Codes for what is typed, best first: codes starting with it (``e11``, ``E11.9``); the codes of
     an everyday name it holds (``tiểu đường`` → E10-E14), narrowed by its other words; codes whose
     Vietnamese or English title has a word starting with each of its words, in any order, without
-    accents (``tang huyet ap``): a title that is the words typed first, then one starting with them,
-    then one holding them in order, then the rest (:meth:`_Index.title_key`: the general disease
-    before pregnancy, newborn and screening codes), categories before their subcategories, the
-    shortest Vietnamese title first, codes of earlier editions last."""
+    accents (``tang huyet ap``, ``cap nhoi mau co tim``): a title that is the words typed first, then
+    one starting with them, then one holding them in order, then the rest (:meth:`_Index.title_key`:
+    the general disease before pregnancy, newborn and screening codes), categories before their
+    subcategories, the shortest Vietnamese title first, codes of earlier editions last.
+
+    Words that are all an everyday name (``tieu duong``, ``duong tieu``) add only the titles holding
+    the name's words side by side in its order: not Q40 "... đường tiêu hóa". A name covering some of
+    the words, the others narrowing none of its codes (``ho gà``: R05 "Ho"), goes after the titles
+    holding the words typed as a phrase (A37 "Ho gà"), before those holding them apart."""
     q = normalize(query)
     if not q:
         return []
@@ -206,6 +211,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
         found += ix.code_prefix(q)
     typed = words(q)
     named_any = False
+    answered: list[str] = []  # the everyday names that are all the words typed
+    partly: list[int] = []  # the codes of a name covering some of the words, the others narrowing none of them
     for term, targets in ix.synonyms:
         rest = _covers(term, typed)
         if rest is None:
@@ -213,13 +220,27 @@ def search(query: str, limit: int = 8) -> list[Code]:
         named = [i for target in targets for i in ix.code_prefix(target)]
         narrowed = _all_words(ix, rest) & set(named) if rest else set()
         if narrowed or not (rest and named_any):  # "sốt xuất huyết" is no "sốt" with other words
-            found += [i for i in named if i in narrowed] or [i for i in named if ix.coded[i].code in targets]
+            picked = [i for i in named if i in narrowed] or [i for i in named if ix.coded[i].code in targets]
+            if rest and not narrowed:
+                partly += picked
+            else:
+                found += picked
+            if not rest and picked:
+                answered.append(" ".join(_plain(term)))
             named_any = True
     if typed:
         joined = " ".join(_plain(typed))
-        # a letter or two (thousands of titles, nothing to rank them by yet): their place among equals alone
-        key = ix.rank.__getitem__ if len(joined) < 3 else lambda i: ix.title_key(i, joined)
-        found += heapq.nsmallest(limit + len(found), _all_words(ix, typed), key=key)
+        hits = _all_words(ix, typed)
+        if answered:  # "tieu duong": no "đường tiêu hóa" (its words apart, or the other way round)
+            hits = {i for i in hits if any(ix.title_key(i, name)[1] < 3 for name in answered)}
+        if len(joined) < 3:  # a letter or two (thousands of titles, nothing to rank them by yet): their place alone
+            found += partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
+        else:
+            keys = heapq.nsmallest(limit + len(found) + len(partly), ((ix.title_key(i, joined), i) for i in hits))
+            # "ho gà": A37 "Ho gà" before R05 (the name "ho"; "gà" no word of R05's title), R05 before the
+            # titles holding the words apart and those of a chapter of its own
+            apart = next((at for at, (key, _i) in enumerate(keys) if key[0] or key[1] == 3), len(keys))
+            found += [i for _key, i in keys[:apart]] + partly + [i for _key, i in keys[apart:]]
     ordered = list(dict.fromkeys(found))
     return [ix.coded[i] for i in ordered[:limit]]
 
