@@ -53,6 +53,8 @@ pids=()
 stop() {
   trap - INT TERM EXIT
   echo "stopping Sen…" >&2
+  # TERM even to those the group's signal reached already (Ctrl-C, kill -- -<pgid>): needed when only this
+  # script was signalled, harmless otherwise (gunicorn and the workers take a second signal as the same stop)
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ "$started_infra" = 1 ] && [ "${SEN_KEEP_INFRA:-0}" != 1 ] && bash deploy/local/infra.sh down

@@ -6,12 +6,14 @@ collections that carry an outbox (a FHIR resource type there means its
 ``<Type>_history`` collection: fhir/store.py's ``relay_targets``). Each consumer runs in its own thread on its
 own connection and reconnects after a broker restart; the relay runs in one
 more thread with its own publisher. SIGTERM or SIGINT (or ``stop``) ends
-them: a message being handled is finished and acked first.
+them: a message being handled is finished and acked first. A signal sent again while
+stopping (``run.sh``'s trap after the group's signal) changes nothing (:class:`SignalStop`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,67 @@ from .publisher import Publisher
 from .topology import Topology
 
 log = logging.getLogger("sen.bus.worker")
+
+
+class SignalStop:
+    """SIGTERM/SIGINT set ``stop``, however often and whenever they arrive.
+
+    A Python signal handler runs on the main thread between two bytecodes, possibly inside
+    ``stop.set()`` or ``stop.wait()`` while they hold the Event's lock, which is not reentrant: a
+    handler calling ``stop.set()`` itself hung there for good when a second signal came in the middle
+    of the first one's ``set``. So :meth:`handler` only writes the signal's number to a pipe (no lock,
+    never blocks); a thread of its own reads it, logs it and sets ``stop``."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._restore: dict[int, Any] = {}
+        self._thread = threading.Thread(target=self._watch, name="stop-signals", daemon=True)
+        self._thread.start()
+
+    def handler(self, signum: int, frame: object) -> None:
+        try:
+            os.write(self._write, bytes([signum]))
+        except OSError:  # the pipe full (stop is on its way already) or closed (the worker has ended)
+            pass
+
+    def install(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Make :meth:`handler` the handler of ``signals`` (main thread only), until :meth:`close`."""
+        for sig in signals:
+            self._restore[sig] = signal.signal(sig, self.handler)
+
+    def watching(self) -> bool:
+        return self._thread.is_alive()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            for signum in data:
+                if signum == 0:  # close()
+                    return
+                log.info("stopping", extra={"signal": signum})
+                self._stop.set()
+            if not data:
+                return
+
+    def close(self) -> None:
+        """The previous handlers back, the thread ended, the pipe closed."""
+        for sig, previous in self._restore.items():
+            signal.signal(sig, previous)
+        self._restore.clear()
+        try:
+            os.write(self._write, b"\0")
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        if self._write >= 0:
+            os.close(self._write)
+            os.close(self._read)
+        self._write = self._read = -1
 
 
 def _declare_until_ready(publisher: Publisher, stop: threading.Event) -> bool:
@@ -54,13 +117,10 @@ def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_co
     db = mongo.database(settings.mongo_url, settings.db_name)
     publisher = Publisher(settings.amqp_url, prefix=settings.bus_prefix, catalog=catalog, validate=True)
 
-    restore: dict[int, Any] = {}
+    signals: SignalStop | None = None
     if threading.current_thread() is threading.main_thread():
-        def on_signal(signum: int, frame: object) -> None:
-            log.info("stopping", extra={"signal": signum})
-            stop.set()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            restore[sig] = signal.signal(sig, on_signal)
+        signals = SignalStop(stop)
+        signals.install()
 
     threads: list[threading.Thread] = []
     try:
@@ -98,8 +158,8 @@ def run_worker(settings: Settings, *, handlers: Mapping[str, Handler], outbox_co
         for t in threads:
             t.join(timeout=15)
         publisher.close()
-        for sig, previous in restore.items():
-            signal.signal(sig, previous)
+        if signals is not None:
+            signals.close()
         log.info("worker stopped")
 
 
