@@ -69,7 +69,8 @@ def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         breached = overdue(task, now, e.get("search") or {})
         due_text = ((task.get("restriction") or {}).get("period") or {}).get("end")
         due = parse_instant(due_text)
-        soon = bool(due and not breached and due - now < timedelta(hours=1))
+        # still to answer, and due within the hour (not a consult closed, nor one already past its time)
+        soon = bool(due and not breached and task.get("status") in OPEN and now <= due < now + timedelta(hours=1))
         rows.append({"task": task, "breached": breached, "soon": soon, "due": due_text})
     return rows
 
