@@ -405,3 +405,32 @@ def test_the_chair_is_named_once_with_the_title_typed(worker: EhrWorker, ehr: An
         "reference": "Practitioner/bs-nguyen-van-an", "display": "BS.CKII Nguyễn Văn An"}}]
     record = consult_record(comp)  # what the portal's consult record page shows
     assert record is not None and party(record["chair"]) == "BS.CKII Nguyễn Văn An"
+
+
+# the minutes form's parts (Circular 49/2017/TT-BYT, Decision 4054/QĐ-BYT), as the portal names them
+FORM_SECTIONS = [
+    ("sites", "Sites taking part", "Cơ sở tham gia hội chẩn"),
+    ("participants", "Participants and their roles", "Thành phần tham dự và vai trò"),
+    ("summary", "History and current state", "Tiền sử và tình trạng hiện tại"),
+    ("findings", "Findings reviewed (clinical, lab, images)", "Kết quả đã xem xét (lâm sàng, cận lâm sàng, hình ảnh)"),
+    ("discussion", "Discussion", "Thảo luận"),
+    ("conclusion", "Conclusion (ICD-10)", "Kết luận"),
+    ("recommendations", "Recommendations for treatment", "Hướng điều trị đề xuất")]
+
+
+def test_each_section_carries_the_minutes_forms_title_and_its_code_says_the_same(worker: EhrWorker, ehr: Any,
+                                                                              dev_key: Any) -> None:
+    """The history section of the record was titled "Tóm tắt bệnh án" (coded "Summary") while the minutes form
+    and the portal say "Tiền sử và tình trạng hiện tại"; the participants, findings and recommendations had
+    other names than the form's too. A new record names each part as the form does; the codes are as before
+    (records stored earlier are read by them)."""
+    from sen_ehr.domain.consult_record import SECTION_SYSTEM
+
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    data = consult_data(sr, "Patient/form-1")
+    data["minutes"].update({"discussion": "Kiểm soát kém.", "sites": [{"reference": "Organization/hub"}]})
+    comp = stored_record(worker, ehr, dev_key, data)
+    assert [(s["code"]["coding"][0]["code"], s["code"]["coding"][0]["display"], s["title"])
+            for s in comp["section"]] == FORM_SECTIONS
+    assert all(s["code"]["coding"][0]["system"] == SECTION_SYSTEM for s in comp["section"])
+    assert "Tóm tắt bệnh án" not in json.dumps(comp, ensure_ascii=False)

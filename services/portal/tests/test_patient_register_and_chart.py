@@ -311,6 +311,34 @@ def test_the_consult_record_opens_readably_with_the_way_to_the_consult(tmp_path,
     assert backends.task_searches[-1]["based-on"] == [f"ServiceRequest/{SR}"]
 
 
+# the titles and code displays the EHR wrote before its records named the sections as the minutes form does
+OLD_SECTIONS = {"participants": ("Participants", "Thành phần tham gia"), "summary": ("Summary", "Tóm tắt bệnh án"),
+                "findings": ("Findings", "Kết quả hội chẩn"),
+                "recommendations": ("Recommendations", "Hướng xử trí và đề nghị")}
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_a_consult_record_stored_with_the_old_section_titles_reads_as_a_new_one(tmp_path, monkeypatch, backends,
+                                                                                lang):
+    """Records stored before the EHR took the minutes form's titles ("Tóm tắt bệnh án" for the history) show
+    the same headings as new ones, in the page's language, and the chart lists both alike."""
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
+    record = f"/patients/{PID}/consult-records/{backends.composition['id']}"
+
+    def headings() -> list[str]:
+        return re.findall(r"<h2>([^<]*)</h2>", c.get(record).get_data(as_text=True))
+
+    new_page, new_chart = headings(), _text(c.get(f"/patients/{PID}").get_data(as_text=True))
+    for s in backends.composition["section"]:
+        code = s["code"]["coding"][0]
+        if code["code"] in OLD_SECTIONS:
+            code["display"], s["title"] = OLD_SECTIONS[code["code"]]
+    assert headings() == new_page and _text(c.get(f"/patients/{PID}").get_data(as_text=True)) == new_chart
+    history = "Tiền sử và tình trạng hiện tại" if lang == "vi" else "History and current state"
+    assert history in new_page and "Tóm tắt bệnh án" not in new_page and "Summary" not in new_page
+
+
 def test_a_consult_record_of_another_patient_or_unknown_is_not_found(tmp_path, monkeypatch, backends):
     c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
                                     SEN_PORTAL_CACHE_SECONDS="0"), "clinic")

@@ -49,6 +49,21 @@ CONSULT_ID_SYSTEM = "https://sen.vn/fhir/sid/consult-service-request"
 TITLE = "Biên bản hội chẩn từ xa"
 ACTOR = Principal(sub="service:ehr.consult-record", roles=frozenset({"service"}))
 
+# Each section of the minutes: its code in SECTION_SYSTEM -> (the code's display, the section's title), the
+# titles the Ministry's minutes form gives its parts (Circular 49/2017/TT-BYT, Decision 4054/QĐ-BYT), as the
+# portal shows them. The codes never change: records stored before 2026-12-06 carry older titles and displays
+# ("Tóm tắt bệnh án", "Summary"; "Thành phần tham gia"; "Kết quả hội chẩn", "Findings"; "Hướng xử trí và đề
+# nghị", "Recommendations"), and a reader names a section by its code (the portal's consult record page).
+SECTIONS: dict[str, tuple[str, str]] = {
+    "sites": ("Sites taking part", "Cơ sở tham gia hội chẩn"),
+    "participants": ("Participants and their roles", "Thành phần tham dự và vai trò"),
+    "summary": ("History and current state", "Tiền sử và tình trạng hiện tại"),
+    "findings": ("Findings reviewed (clinical, lab, images)", "Kết quả đã xem xét (lâm sàng, cận lâm sàng, hình ảnh)"),
+    "discussion": ("Discussion", "Thảo luận"),
+    "conclusion": ("Conclusion (ICD-10)", "Kết luận"),
+    "recommendations": ("Recommendations for treatment", "Hướng điều trị đề xuất"),
+}
+
 
 def record_ids(service_request: str) -> tuple[str, str]:
     """The Encounter and Composition ids of the consult of ``ServiceRequest/<id>`` (deterministic)."""
@@ -92,7 +107,7 @@ def _chair(m: dict[str, Any], performer: str) -> dict[str, Any]:
 def _sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
     """The sites taking part (Circular 49/2017/TT-BYT): one line each (its name, else its reference), and
     each Organization as an entry."""
-    section = _section("sites", "Sites", "Cơ sở tham gia hội chẩn",
+    section = _section("sites", *SECTIONS["sites"],
                        *(str(s.get("display") or s["reference"]) for s in sites))
     section["entry"] = [{"reference": s["reference"]} for s in sites]
     return section
@@ -125,13 +140,13 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
     icds = [{k: c[k] for k in ("system", "code", "display") if c.get(k)}
             for c in m.get("diagnoses") or [m["conclusion"]]]
     people = [_person_line(p) for p in m["participants"]]
-    participants = _section("participants", "Participants", "Thành phần tham gia", *people)
+    participants = _section("participants", *SECTIONS["participants"], *people)
     refs = [{"reference": p["reference"]} for p in m["participants"] if p.get("reference")]
     if refs:
         participants["entry"] = refs
     # the conclusion as the doctor wrote it (optional; older events carried it in recommendations), then its code
     written = m.get("conclusionText") or ""
-    conclusion = _section("conclusion", "Conclusion (ICD-10)", "Kết luận", written,
+    conclusion = _section("conclusion", *SECTIONS["conclusion"], written,
                           *(f"{c['code']}{' — ' + c['display'] if c.get('display') else ''}" for c in icds))
     conclusion["extension"] = [{"url": CONCLUSION_EXT, "valueCodeableConcept": {
         "coding": icds, **({"text": written} if written else {})}}]
@@ -154,11 +169,12 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
         "section": [
             *([_sites(m["sites"])] if m.get("sites") else []),
             participants,
-            _section("summary", "Summary", "Tóm tắt bệnh án", m["summary"]),
-            _section("findings", "Findings", "Kết quả hội chẩn", m["findings"]),
-            *([_section("discussion", "Discussion", "Thảo luận", m["discussion"])] if m.get("discussion") else []),
+            _section("summary", *SECTIONS["summary"], m["summary"]),
+            _section("findings", *SECTIONS["findings"], m["findings"]),
+            *([_section("discussion", *SECTIONS["discussion"], m["discussion"])] if m.get("discussion") else []),
             conclusion,
-            _section("recommendations", "Recommendations", "Hướng xử trí và đề nghị", m["recommendations"]),
+            _section("recommendations", *SECTIONS["recommendations"],
+                     m["recommendations"]),
         ],
     }
     # the chair who signed the minutes off, by name as typed (:func:`_chair`)
