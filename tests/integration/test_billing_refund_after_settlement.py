@@ -3,15 +3,16 @@ FerretDB.
 
 The model: the invoice stays ``balanced`` (its receipt stands, with its number); the refund is its own
 money record (``after_settlement``), a link of the invoice's give-backs chain after its ``settle`` link,
-once per payment (all or part of it), the credit of an overpaid invoice given back first. Shifts, the
+in as many parts as it takes (each a link, and its record a link of the payment's refunds:
+``refund_links``), never more than the payment in all, the credit of an overpaid invoice given back first. Shifts, the
 daily reconciliation and ``billing.payment.refunded`` (outcome ``applied``: a refund of takings on the
 dashboard) count it as any refund.
 
 - full and partial refunds after settlement through the API: 201, the invoice balanced, its summary's
-  refund row and its receipt (JSON and print) saying "refunded after payment", a second refund 409,
-  more than the payment 422, no reason 422;
+  refund rows and its receipt (JSON and print) saying "refunded after payment", a second part of the
+  payment 201, one once all of it went back 409, more than is left 422, no reason 422;
 - an overpaid invoice: the credit first, then the payments themselves;
-- 20 cashiers refunding one payment at once: one refund record, one answer recorded, never more than
+- 20 cashiers refunding a third of one payment each at once: exactly three refunds, never more than
   the payment; 20 payments of one invoice refunded at once: each once, the chain's links all after settle;
 - a refund racing the settlement: before the settle link a reversal (the invoice owes it again),
   between the settle link and the settlement's record refused, after it a refund after settlement;
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sen_billing.domain import invoice_port, payments, reconciliation, refund_events, shifts
+from sen_billing.domain import invoice_port, payments, reconciliation, refund_events, refund_links, shifts
 from sen_portal.domain.report_facts import money_outcome
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.events import event_type
@@ -86,6 +87,12 @@ def test_full_and_partial_refunds_of_a_paid_invoice_through_the_api(base_env, mo
                                                  "method": "transfer", "afterSettlement": True})
         assert part.status_code == 201, part.text
         assert part.json()["amount"] == 25_000 and part.json()["afterSettlement"] is True
+        too_much = client.post(url, headers=h, json={"reason": "lại", "amount": 35_001, "method": "transfer",
+                                                     "afterSettlement": True})
+        assert too_much.status_code == 422 and too_much.json()["refundable"] == 35_000, too_much.text
+        rest = client.post(url, headers=h, json={"reason": "lại", "amount": 35_000, "method": "transfer",
+                                                 "afterSettlement": True})
+        assert rest.status_code == 201 and rest.json()["amount"] == 35_000 and rest.json()["n"] == 2, rest.text
         again = client.post(url, headers=h, json={"reason": "lại", "amount": 1_000, "method": "transfer",
                                                   "afterSettlement": True})
         assert again.status_code == 409 and "refunded already" in again.json()["detail"]
@@ -96,19 +103,23 @@ def test_full_and_partial_refunds_of_a_paid_invoice_through_the_api(base_env, mo
         assert state(db, iid) == "balanced" and invoice_port.get(db, iid).status == "balanced"
         desk = client.get(f"/payments/invoices/{iid}", headers=h).json()
         assert desk["status"] == "balanced" and desk["paid"] == 100_000 and desk["credit"] == 0
-        assert desk["refunded"] == 65_000 and [p["refundable"] for p in desk["payments"]] == [0, 0]
+        assert desk["refunded"] == 100_000 and [p["refundable"] for p in desk["payments"]] == [0, 0]
+        assert [p["refunded"] for p in desk["payments"]] == [60_000, 40_000]
         assert not any("refundableAfterSettlement" in p for p in desk["payments"])
         assert [(r["amount"], r["reason"], r.get("afterSettlement")) for r in desk["refunds"]] == [
-            (25_000, "Dịch vụ không thực hiện", True), (40_000, "Thu hai lần", True)]
+            (25_000, "Dịch vụ không thực hiện", True), (35_000, "lại", True), (40_000, "Thu hai lần", True)]
         receipt = client.get(f"/payments/receipts/{iid}", headers=h).json()
-        assert receipt["number"] == number and receipt["refunded"] == 65_000 and receipt["credit"] == 0
-        assert all(r.get("afterSettlement") for r in receipt["refunds"])
+        assert receipt["number"] == number and receipt["refunded"] == 100_000 and receipt["credit"] == 0
+        assert all(r.get("afterSettlement") for r in receipt["refunds"]) and len(receipt["refunds"]) == 3
         printed = client.get(f"/payments/receipts/{iid}/html", headers=h).text
-        assert printed.count("Đã hoàn sau thanh toán") == 2 and "Dịch vụ không thực hiện" in printed
-        # the chain: settle, then the two refunds in the order they were decided
+        assert printed.count("Đã hoàn sau thanh toán") == 3 and "Dịch vụ không thực hiện" in printed
+        # the chain: settle, then the refunds in the order they were decided
         links = invoice_port.givebacks(db, iid)
         assert [(link["state"], link.get("payment")) for link in links] == [
-            ("settle", None), ("refund", first["_id"]), ("refund", second["_id"])]
+            ("settle", None), ("refund", first["_id"]), ("refund", first["_id"]), ("refund", second["_id"])]
+        # the payment's refunds: link 1 under its id, link 2 beside it, the running total on each
+        assert [(r["_id"], r["n"], r["total"]) for r in refund_links.chain(db, first["_id"])] == [
+            (first["_id"], 1, 25_000), (f"refund2:{first['_id']}", 2, 60_000)]
 
 
 def test_another_facilitys_cashier_cannot_refund_a_paid_invoice(db) -> None:
@@ -131,18 +142,35 @@ def test_an_overpaid_invoice_gives_back_its_credit_first_then_the_payments(db) -
     credit = payments.refund(db, second["_id"], None, "Tiền thừa", AN, None)
     assert credit["amount"] == 10_000 and "afterSettlement" not in credit
     body = payments.invoice_summary(db, iid)
-    assert body["credit"] == 0 and [p.get("refundableAfterSettlement") for p in body["payments"]] == [30_000, None]
+    # the payment that gave back the credit keeps the rest of it refundable after settlement (the gap of
+    # session 20: one refund a payment), the other all of it
+    assert body["credit"] == 0 and [p.get("refundableAfterSettlement") for p in body["payments"]] == [30_000, 20_000]
     with pytest.raises(Conflict):  # the credit asked for again (a colleague gave it back): not the payment
         payments.refund(db, first["_id"], None, "Tiền thừa", AN, None)
     after = payments.refund(db, first["_id"], None, "Dịch vụ không thực hiện", AN, None, after_settlement=True)
     assert after["amount"] == 30_000 and after["afterSettlement"] is True
+    with pytest.raises(payments.PaymentError) as too_much:  # the credit's payment: what is left of it
+        payments.refund(db, second["_id"], 20_001, "Hủy dịch vụ", AN, None, after_settlement=True)
+    assert too_much.value.status == 422 and too_much.value.extra["refundable"] == 20_000
+    rest = payments.refund(db, second["_id"], None, "Hủy dịch vụ", AN, None, after_settlement=True)
+    assert rest["amount"] == 20_000 and rest["afterSettlement"] is True and rest["n"] == 2 and rest["total"] == 30_000
     body = payments.invoice_summary(db, iid)
-    assert body["status"] == "balanced" and body["refunded"] == 40_000 and body["credit"] == 0
+    assert body["status"] == "balanced" and body["refunded"] == 60_000 and body["credit"] == 0
+    assert [(p["refunded"], p["refundable"], p.get("refundableAfterSettlement")) for p in body["payments"]] == [
+        (30_000, 0, None), (30_000, 0, None)]
+    assert [(r["payment"], r["amount"], bool(r.get("afterSettlement"))) for r in body["refunds"]] == [
+        (second["_id"], 10_000, False), (first["_id"], 30_000, True), (second["_id"], 20_000, True)]
+    with pytest.raises(Conflict) as done:  # nothing left of either
+        payments.refund(db, second["_id"], 1, "lại", AN, None, after_settlement=True)
+    assert "refunded already" in done.value.detail
 
 
-def test_twenty_cashiers_refunding_one_payment_at_once_give_it_back_once(db) -> None:
-    _iid, code = make_invoice(db, 80_000)
-    paid = pay(db, code, 80_000)
+def test_twenty_cashiers_each_refunding_a_third_of_one_payment_at_once_give_back_three(db) -> None:
+    """20 cashiers at once, each a third of one paid payment after settlement: exactly three refunds
+    (three links of the give-backs chain, three of the payment's refunds, each decision recorded once),
+    all of the payment and never more; the others refused."""
+    _iid, code = make_invoice(db, 90_000)
+    paid = pay(db, code, 90_000)
     cashiers = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{n}", name=f"Thu ngân {n}")
                 for n in range(20)]
     gate = threading.Barrier(20)
@@ -151,21 +179,26 @@ def test_twenty_cashiers_refunding_one_payment_at_once_give_it_back_once(db) -> 
     def give_back(n: int) -> None:
         gate.wait()
         try:
-            answers.append(payments.refund(db, paid["_id"], 30_000 + n * 2_500, f"lý do {n}", cashiers[n], None,
+            answers.append(payments.refund(db, paid["_id"], 30_000, f"lý do {n}", cashiers[n], None,
                                            after_settlement=True))
-        except Conflict as err:
+        except SenError as err:
             answers.append(err)
 
     with ThreadPoolExecutor(20) as pool:
         for f in [pool.submit(give_back, n) for n in range(20)]:
             f.result()
     won = [a for a in answers if isinstance(a, dict)]
-    assert len(won) == 1 and len(answers) == 20
-    [record] = list(db["refunds"].find({"_id": paid["_id"]}))
-    assert record["amount"] <= 80_000 and record["after_settlement"] is True
-    [link] = [link for link in invoice_port.givebacks(db, _iid) if link["state"] == "refund"]
-    assert record["amount"] == link["amount"] == won[0]["amount"]  # what was decided is what went back
-    assert sum(r["amount"] for r in db["refunds"].find({})) <= 80_000
+    assert len(won) == 3 and len(answers) == 20
+    assert all(a.status in (409, 422) for a in answers if isinstance(a, SenError))
+    records = refund_links.chain(db, paid["_id"])
+    assert [(r["n"], r["amount"], r["total"]) for r in records] == [(1, 30_000, 30_000), (2, 30_000, 60_000),
+                                                                   (3, 30_000, 90_000)]
+    assert all(r["after_settlement"] is True for r in records)
+    links = [link for link in invoice_port.givebacks(db, _iid) if link["state"] == "refund"]
+    assert len(links) == 3 and sorted(r["decision"] for r in records) == sorted(
+        f"invoice_givebacks/{link['_id']}" for link in links)  # each decision recorded once
+    assert sorted(w["id"] for w in won) == sorted(r["_id"] for r in records)
+    assert sum(r["amount"] for r in db["refunds"].find({})) == 90_000
 
 
 def test_twenty_payments_of_one_paid_invoice_refunded_at_once_each_once_after_the_settlement(db) -> None:

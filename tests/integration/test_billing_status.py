@@ -56,7 +56,9 @@ def full_read(db, iid: str) -> dict:
     late = list(db["payments"].find({"late_invoice": iid}, {"outbox": 0}))
     paid = sum(int(p["amount"]) for p in counted if p["_id"] in kept)
     ids = [p["_id"] for p in counted + late]
-    refunds = {r["_id"]: int(r["amount"]) for r in db["refunds"].find({"_id": {"$in": ids}})} if ids else {}
+    refunds: dict[str, int] = {}  # every refund of each payment (several links a payment: refund_links)
+    for r in _all_refunds(db, ids):
+        refunds[r.get("payment") or r["_id"]] = refunds.get(r.get("payment") or r["_id"], 0) + int(r["amount"])
     refunded_credit = sum(a for i, a in refunds.items() if i in kept)
     state = invoice_port.lifecycle_state(db, iid) or invoice.status
     owed = 0 if state == "cancelled" else invoice.owed
@@ -65,10 +67,12 @@ def full_read(db, iid: str) -> dict:
     def shown(p: dict) -> dict:
         out = payments.public_payment(p)
         amount = int(p["amount"])
-        out["refundable"] = (0 if p["_id"] in refunds else amount if p.get("late_invoice")
-                             else amount if state == "issued" and paid < owed else min(amount, credit))
-        if state == "balanced" and credit <= 0 and p["_id"] in kept and p["_id"] not in refunds:
-            out["refundableAfterSettlement"] = amount  # a refund after settlement may give it back
+        left = amount - refunds.get(p["_id"], 0)
+        out["refundable"] = (left if p.get("late_invoice") else 0 if p["_id"] not in kept
+                             else (0 if p["_id"] in refunds else amount) if state == "issued" and paid < owed
+                             else min(left, credit))
+        if state == "balanced" and credit <= 0 and p["_id"] in kept and left > 0:
+            out["refundableAfterSettlement"] = left  # refunds after settlement may give the rest back
         if p["_id"] in refunds:
             out["refunded"] = refunds[p["_id"]]
         return out
@@ -82,6 +86,14 @@ def full_read(db, iid: str) -> dict:
             "refunds": _refunds_given(db, ids)}
 
 
+def _all_refunds(db, ids: list[str]) -> list[dict]:
+    """Every refund record of the payments ``ids``: each link names its payment (link 1 from before:
+    its ``_id``)."""
+    if not ids:
+        return []
+    return [r for r in db["refunds"].find({}) if (r.get("payment") or r["_id"]) in ids]
+
+
 def _refunds_given(db, ids: list[str]) -> list[dict]:
     """The refunds of the invoice's payments, oldest first, each with the cashier's name their shift
     was opened under (a refund with no shift: the cashier's newest shift link's)."""
@@ -89,11 +101,12 @@ def _refunds_given(db, ids: list[str]) -> list[dict]:
     from sen_billing.domain.invoices import iso_vn
 
     out = []
-    for r in sorted(db["refunds"].find({"_id": {"$in": ids}}), key=lambda r: (r["at"], r["_id"])) if ids else []:
+    for r in sorted(_all_refunds(db, ids), key=lambda r: (r["at"], r["_id"])):
         link = db["shifts"].find_one({"shift": r["shift"], "state": "open"}) if r.get("shift") else None
         name = (link or {}).get("cashier_name") or (
             "" if r.get("shift") else shifts.cashier_names(db, {r["cashier"]}).get(r["cashier"], ""))
-        out.append({"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(r["at"]),
+        out.append({"payment": r.get("payment") or r["_id"], "id": r["_id"], "n": int(r.get("n") or 1),
+                    "amount": int(r["amount"]), "at": iso_vn(r["at"]),
                     "channel": r.get("channel"), "reason": r.get("reason", ""), "cashier": r.get("cashier"),
                     "cashierName": name})
     return out

@@ -34,7 +34,7 @@ from sen_shared.claims import ClaimTaken, advance, claim_once
 from sen_shared.errors import Conflict, SenError
 from sen_shared.mongo import find_in
 
-from . import invoice_port
+from . import invoice_port, refund_links
 
 CREDITS = "credits"
 GIVEBACKS = "credit_givebacks"
@@ -66,8 +66,8 @@ def _refunded_before(chain: list[dict[str, Any]], refunds: list[dict[str, Any]],
     of them has a link; every refund of this credit since claims one)."""
     linked = {str(link["payment"]) for link in chain}
     return sum(int(r["amount"]) for r in refunds
-               if r["_id"] in counted and r["_id"] not in linked and not r.get("reverses")
-               and not r.get("after_settlement"))
+               if refund_links.payment_of(r) in counted and refund_links.payment_of(r) not in linked
+               and not r.get("reverses") and not r.get("after_settlement"))
 
 
 def _given(chain: list[dict[str, Any]], refunds: list[dict[str, Any]], counted: list[str]) -> int:
@@ -98,9 +98,11 @@ def give_back(db: Database, payment: Mapping[str, Any], amount: int, by: Mapping
 def claim(db: Database, payment: Mapping[str, Any], amount: int,
           by: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """:func:`give_back`'s link: the one this claims, carrying who decides it (``by``: the cashier, their
-    shift, reason and amount, ``payments._starter``), or the payment's link claimed before (a try that
-    stopped before its refund's record, perhaps another cashier's: the refund finishing it records that
-    link's amount, reason and cashier); None when ``payment`` is not part of the credit."""
+    shift, reason and amount, ``payments._starter``), or the payment's oldest link no refund record
+    finishes yet (a try that stopped before its refund's record, perhaps another cashier's: the refund
+    finishing it records that link's amount, reason and cashier; ``refund_links.unrecorded``); None
+    when ``payment`` is not part of the credit. A payment may give the credit back in several parts,
+    each its own link."""
     invoice_id = str(payment["invoice"])
     record = db[BALANCED].find_one({"_id": invoice_id}, {"paid": 1, "owed": 1, "payments": 1})
     counted = [str(p) for p in (record or {}).get("payments") or []]
@@ -109,11 +111,14 @@ def claim(db: Database, payment: Mapping[str, Any], amount: int,
     credit = _credit(record)
     for _ in range(8):
         chain = links(db, invoice_id)
-        mine = next((link for link in chain if link.get("payment") == payment["_id"]), None)
+        refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id},
+                                                     {"amount": 1, "reverses": 1, "after_settlement": 1,
+                                                      "payment": 1, "n": 1, "decision": 1}))
+        recorded = refund_links.by_payment(refunds).get(str(payment["_id"]), [])
+        through = [link for link in chain if link.get("payment") == payment["_id"]]
+        mine = refund_links.unrecorded(list(recorded), through, GIVEBACKS, refund_links.CREDIT)
         if mine is not None:  # a try that stopped before its refund's record: finish it
             return mine
-        refunds = list(db[invoice_port.REFUNDS].find({"invoice": invoice_id},
-                                                     {"amount": 1, "reverses": 1, "after_settlement": 1}))
         left = credit - _given(chain, refunds, counted)
         if left <= 0:
             raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
@@ -140,9 +145,8 @@ def backfill(db: Database) -> dict[str, int]:
             continue
         paid_by = [str(p["id"]) for p in receipt.get("payments") or []]
         chain = links(db, receipt["_id"])
-        before = _refunded_before(chain, list(find_in(db[invoice_port.REFUNDS], "_id", paid_by,
-                                                      projection={"amount": 1, "reverses": 1,
-                                                                  "after_settlement": 1})), paid_by)
+        given = refund_links.chains(db, paid_by, {"amount": 1, "reverses": 1, "after_settlement": 1, "decision": 1})
+        before = _refunded_before(chain, [r for links_ in given.values() for r in links_], paid_by)
         left = int(receipt["credit"]) - before
         invoice = invoice_port.get(db, receipt["_id"])
         if left - sum(int(link["amount"]) for link in chain) <= 0 or invoice is None:

@@ -36,7 +36,8 @@ REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
 # (receipts.settle_invoice) to balanced. Cancel and settlement race for the same next link, so
 # exactly one of them wins: a cancel never succeeds on an invoice a payment has balanced.
 STATES = "invoice_states"
-REFUNDS = "refunds"  # {_id: payment id, invoice, amount, reason, ...} (payments.refund: once per payment)
+REFUNDS = "refunds"  # a payment's refunds, link 1 {_id: payment id, ...}, link n {_id: refund<n>:<payment>, ...}
+# (payments.refund, refund_links: each {payment, n, total, invoice, amount, reason, ...})
 REFUND_TASKS = "refund_tasks"  # {_id: payment id, invoice, amount, facility, reason, payment}
 # per invoice, a claims chain (``<invoice>/n``) deciding between giving a payment back while the
 # invoice is still owed (``{state: "reversal", payment, amount}``: the invoice owes it again) and
@@ -298,7 +299,9 @@ def route_to_refunds(db: Database, invoice_id: str, why: str,
     payment racing a cancel is seen by one of the two, never by neither)."""
     if payments is None:  # those given back already (a reversal's refund, keyed by the payment) need no task
         payments = counted_payments(db, invoice_id)
-        done = {r["_id"] for r in db[REFUNDS].find({"invoice": invoice_id}, {"_id": 1})} if payments else set()
+        # a payment's refunds are links of its own (refund_links): each names its payment
+        done = {str(r.get("payment") or r["_id"]) for r in db[REFUNDS].find({"invoice": invoice_id}, {"payment": 1})
+                } if payments else set()
         payments = [p for p in payments if p["_id"] not in done]
     return sum(refund_task(db, p, invoice_id, why) for p in payments)
 

@@ -600,8 +600,10 @@ def _kept_after_refunds(db: Database, invoice_id: str) -> int:
     kept = invoice_port.kept_payments(db, invoice_id)
     if not kept:
         return 0
-    refunded = {r["_id"]: int(r["amount"]) for r in db[invoice_port.REFUNDS].find({"invoice": invoice_id},
-                                                                                  {"amount": 1})}
+    refunded: dict[str, int] = {}  # by payment: a payment given back in parts has a link each (refund_links)
+    for r in db[invoice_port.REFUNDS].find({"invoice": invoice_id}, {"amount": 1, "payment": 1}):
+        pid = str(r.get("payment") or r["_id"])
+        refunded[pid] = refunded.get(pid, 0) + int(r["amount"])
     return sum(max(0, int(p["amount"]) - refunded.get(p["_id"], 0)) for p in kept)
 
 

@@ -49,7 +49,7 @@ from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 from sen_shared.mongo import find_in
 
-from . import invoice_port, refund_events
+from . import invoice_port, refund_events, refund_links
 from .webhooks import Transfer
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -646,16 +646,16 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if payment is None or payment.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     check_facility(principal, payment.get("facility"))
-    before = db[REFUNDS].find_one({"_id": payment_key})
-    if before is not None:
-        raise Conflict("this payment was refunded already", refund=public_refund(before))
+    whole = int(payment["amount"])
+    before = refund_links.chain(db, payment_key)  # its refunds so far (several: refund_links)
+    if before and refund_links.total(before) >= whole:
+        raise Conflict("this payment was refunded already", refund=public_refund(before[-1]))
     if not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched")):
         if "admin" not in principal.roles:
             raise Conflict("an unmatched transfer is assigned to an invoice, or refunded by an admin")
         if db[PAYMENTS].find_one({"_id": f"assign:{payment_key}"}, {"_id": 1}) is not None:
             raise Conflict(_ASSIGNED)
-    whole = int(payment["amount"])
-    refundable, why = whole, "late"
+    refundable, why = whole - refund_links.total(before), "late"
     if payment.get("invoice"):
         refundable, why = _refundable_toward(db, payment)
     if why == AFTER_SETTLEMENT and not after_settlement:  # the credit asked for, and there is none
@@ -678,27 +678,31 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
                            refundable=refundable, why=why)
     by = _starter(principal, shift_id, amount, reason)
     decided: Mapping[str, Any] | None = None  # the decision's claim (perhaps another cashier's)
+    chain = ""  # the decision's collection: its id there names it in the refund's record
     if why == "owed":
-        decided = _reverse(db, payment, by)  # the give-backs chain's link: settled meanwhile → Conflict
+        decided, chain = _reverse(db, payment, by), invoice_port.GIVEBACKS  # settled meanwhile → Conflict
     elif why == AFTER_SETTLEMENT:  # the invoice's give-backs chain after its settle link
-        decided = _after_settlement(db, payment, by)
+        decided, chain = _after_settlement(db, payment, by), invoice_port.GIVEBACKS
     elif why in ("balanced", "settling"):  # the credit's give-backs chain: two at once give it back once
-        from .credits import claim
+        from .credits import GIVEBACKS, claim
 
-        decided = claim(db, payment, amount, by)
+        decided, chain = claim(db, payment, amount, by), GIVEBACKS
     unmatched = not payment.get("invoice") and not (payment.get("late_invoice") and payment.get("matched"))
     if unmatched:
-        decided = _fate_claim(db, payment_key, "refunded", by)
+        decided, chain = _fate_claim(db, payment_key, "refunded", by), FATES
         if decided.get("fate") != "refunded":
             raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
-    # its billing.payment.refunded event rides in the claim's insert (refund_events: once per payment)
-    created, doc = claim_once(db[REFUNDS], payment_key, refund_events.with_event({
-        "payment": payment_key, "invoice": payment.get("invoice") or payment.get("late_invoice"),
+    # the next link of the payment's refunds (refund_links: never past the payment in all), naming the
+    # decision it records (once); its billing.payment.refunded event rides in the link's insert
+    created, doc = refund_links.record(db, payment, {
+        "invoice": payment.get("invoice") or payment.get("late_invoice"),
         **_finished(decided, by),
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
         "reverses": why == "owed", "day": local_day(now_utc()),
-        **({"after_settlement": True} if why == AFTER_SETTLEMENT else {})}, payment))
+        **({"after_settlement": True} if why == AFTER_SETTLEMENT else {})},
+        decision=refund_links.decision_id(chain, decided) if decided is not None else None,
+        with_event=lambda link: refund_events.with_event(link, payment))
     if not created:
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if unmatched:
@@ -745,16 +749,18 @@ def refund_tasks(db: Database, limit: int = 50, after: str | None = None, facili
         if not batch:
             break
         ids = [t["_id"] for t in batch]
-        refunds = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", ids)}
+        refunds = refund_links.chains(db, ids)  # a task is done once its refunds give back all of it
         found = {p["_id"]: p for p in find_in(db[PAYMENTS], "_id", ids, projection={"outbox": 0})}
         for task in batch:
-            if state == "open" and task["_id"] in refunds:
+            given = refunds.get(task["_id"]) or []
+            if state == "open" and given and refund_links.total(given) >= int(task["amount"]):
                 last = task
                 continue
             if len(rows) == limit:
                 more = True
                 break
-            rows.append({"task": task, "payment": found.get(task["_id"]), "refund": refunds.get(task["_id"])})
+            rows.append({"task": task, "payment": found.get(task["_id"]), "refund": given[-1] if given else None,
+                         "refunds": given})
             last = task
         if more or len(batch) <= limit:
             break
@@ -791,10 +797,14 @@ def public_refund_task(row: Mapping[str, Any]) -> dict[str, Any]:
         "channel": payment.get("channel"), "provider": payment.get("provider"),
         "receivedAt": iso(payment["received_at"]) if payment.get("received_at") else None,
         "description": payment.get("description", ""), "reference": payment.get("reference"),
-        "patient": row.get("patient"), "subject": row.get("subject"),
-        "refunded": done is not None}
+        "patient": row.get("patient"), "subject": row.get("subject")}
+    given = row.get("refunds") or ([done] if done is not None else [])
+    # done once its refunds give back all of it; ``refund``: the newest of them, ``refunds``: each
+    out["refundedAmount"] = refund_links.total(given)
+    out["refunded"] = bool(given) and out["refundedAmount"] >= out["amount"]
     if done is not None:
         out["refund"] = public_refund(done)
+        out["refunds"] = [public_refund(r) for r in given]
     return out
 
 
@@ -891,9 +901,9 @@ def _given_back_meanwhile(db: Database, payment: Mapping[str, Any]) -> None:
     says it has no credit)."""
     from .credits import NOTHING_LEFT, credit_of
 
-    done = db[REFUNDS].find_one({"_id": payment["_id"]})
-    if done is not None:
-        raise Conflict("this payment was refunded already", refund=public_refund(done))
+    done = refund_links.chain(db, str(payment["_id"]))
+    if done and refund_links.total(done) >= int(payment["amount"]):
+        raise Conflict("this payment was refunded already", refund=public_refund(done[-1]))
     if credit_of(db, str(payment["invoice"])) > 0:
         raise Conflict(NOTHING_LEFT, refundable=0, why="balanced")
 
@@ -926,26 +936,34 @@ AFTER_TRIES = 64
 
 
 def _after_settlement(db: Database, payment: Mapping[str, Any], by: Mapping[str, Any]) -> dict[str, Any]:
-    """Claim the give-back of ``payment`` of a settled invoice, once no credit is left: a link of the
+    """Claim a give-back of ``payment`` of a settled invoice, once no credit is left: a link of the
     invoice's give-backs chain AFTER its ``settle`` link (``{state: "refund", payment, amount}`` and who
     decided it, ``by``), advanced from the last link read, so it is ordered against the settlement and
     every other give-back of the invoice: a chain without ``settle`` (not settled: the invoice is owed
-    again meanwhile?) is a Conflict. The payment's link claimed before (a try that stopped before its
-    refund's record, or a cashier who won the same link at the same moment) is returned: the refund's
-    record keyed by the payment then finishes it, once (its amount, the decision's, never more than
-    the payment: the link was checked against it, and a payment has one refund record)."""
+    again meanwhile?) is a Conflict. Several a payment, each within what is left of it (its amount less
+    its refund records and its links not recorded yet; more: 422 with ``refundable``, none: 409). The
+    payment's oldest link not recorded yet (a try that stopped before its refund's record, or a cashier
+    who won a link a moment ago) is returned: the refund's record (``refund_links.record``, naming the
+    link) then finishes it, once (its amount, the decision's)."""
     invoice_id = str(payment["invoice"])
+    whole = int(payment["amount"])
     for _ in range(AFTER_TRIES):  # each round one contender wins the link: as many rounds as cashiers at once
         links = invoice_port.givebacks(db, invoice_id)
-        mine = next((link for link in links if link.get("state") == invoice_port.AFTER
-                     and link.get("payment") == payment["_id"]), None)
-        if mine is not None:
-            return mine
+        recorded = refund_links.chain(db, str(payment["_id"]))
+        mine = [link for link in links if link.get("state") == invoice_port.AFTER
+                and link.get("payment") == payment["_id"]]
+        pending = refund_links.unrecorded(recorded, mine, invoice_port.GIVEBACKS, refund_links.AFTER)
+        if pending is not None:
+            return pending
         if not any(link.get("state") == invoice_port.SETTLE for link in links):
             raise Conflict("this invoice's settlement is not recorded yet; try again", refundable=0, why="settling")
-        if int(by["amount"]) > int(payment["amount"]):
-            raise PaymentError(f"at most {int(payment['amount'])} đồng of this payment can be refunded",
-                               status=422, refundable=int(payment["amount"]), why=AFTER_SETTLEMENT)
+        left = whole - refund_links.total(recorded)
+        if left <= 0:
+            raise Conflict("this payment was refunded already", refundable=0, why="refunded",
+                           refund=public_refund(recorded[-1]))
+        if int(by["amount"]) > left:
+            raise PaymentError(f"at most {left} đồng of this payment can be refunded",
+                               status=422, refundable=left, why=AFTER_SETTLEMENT)
         try:
             return advance(db[invoice_port.GIVEBACKS], invoice_id, links[-1],
                            {**by, "state": invoice_port.AFTER, "payment": payment["_id"],
@@ -979,8 +997,11 @@ def public_refund(r: Mapping[str, Any]) -> dict[str, Any]:
     """A refund as the API answers it; one another cashier started (``refund``'s docstring) with
     ``startedBy`` (that cashier, their name, when) beside ``cashier``, who finished it."""
     at = r.get("at")
-    out = {"payment": r["_id"], "invoice": r.get("invoice"), "amount": int(r["amount"]), "reason": r["reason"],
-           "cashier": r.get("cashier"), "at": iso(at) if isinstance(at, datetime) else None}
+    out = {"payment": refund_links.payment_of(r), "invoice": r.get("invoice"), "amount": int(r["amount"]),
+           "reason": r["reason"], "cashier": r.get("cashier"), "at": iso(at) if isinstance(at, datetime) else None,
+           "id": r["_id"], "n": refund_links.seq(r)}
+    if r.get("total"):  # what the payment's refunds gave back with this one (its link 1 from before: its amount)
+        out["total"] = int(r["total"])
     if r.get("cashier_name"):
         out["cashierName"] = r["cashier_name"]
     started = started_by(r)

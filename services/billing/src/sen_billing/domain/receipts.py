@@ -58,10 +58,10 @@ from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 from sen_shared.mongo import bulk_update, find_in
 
-from . import credits, invoice_port
+from . import credits, invoice_port, refund_links
 from .invoice_port import STATES
 from .invoices import SERVICE_EXT, service_of, vnd
-from .payments import BALANCED, BANK_TIME, REFUNDS, VN, assignments, iso, local_day, started_by
+from .payments import BALANCED, BANK_TIME, VN, assignments, iso, local_day, started_by
 from .pricing import SERVICE_SYSTEM
 
 log = logging.getLogger("sen.billing.receipts")
@@ -563,10 +563,10 @@ def receipt_view(db: Database, receipt: dict[str, Any]) -> dict[str, Any]:
     over what was owed, less what was given back)."""
     invoice = invoice_port.get(db, receipt["invoice"])
     ids = [p["id"] for p in receipt.get("payments") or []]
-    refunds = sorted(find_in(db[REFUNDS], "_id", ids, projection={"amount": 1, "at": 1, "channel": 1, "reason": 1,
-                                                                  "cashier": 1, "cashier_name": 1, "started": 1,
-                                                                  "after_settlement": 1})
-                     if ids else [], key=lambda r: (_aware(r.get("at")), str(r["_id"])))
+    # every refund of those payments: each payment's links (refund_links; several when given back in parts)
+    given = refund_links.chains(db, ids, {"amount": 1, "at": 1, "channel": 1, "reason": 1, "cashier": 1,
+                                          "cashier_name": 1, "started": 1, "after_settlement": 1}) if ids else {}
+    refunds = sorted((r for links in given.values() for r in links), key=lambda r: (_aware(r.get("at")), str(r["_id"])))
     refunded = sum(int(r["amount"]) for r in refunds)
     # a transfer assigned from the unmatched queue: printed at the time the bank received it (the patient
     # paid then), not the assignment's, which the settlement stored

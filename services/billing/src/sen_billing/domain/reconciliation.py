@@ -31,6 +31,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.mongo import find_in
 
+from . import refund_links
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, queue_facility, started_by
 from .shifts import shift_transfer
 
@@ -91,8 +92,8 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                                                                      if p.get("invoice") or p.get("late_invoice")],
                                           projection={"reason": 1})}
     # the refunds of the day's late payments (their refund tasks), whatever day they were given back
-    given_back = {r["_id"]: r for r in find_in(db[REFUNDS], "_id", [i for i in found if i in tasks],
-                                               projection={"amount": 1, "at": 1})} if tasks else {}
+    # (each payment's refund links: given back in parts, the row counts them all)
+    given_back = refund_links.chains(db, [i for i in found if i in tasks], {"amount": 1, "at": 1}) if tasks else {}
     transfers: list[tuple[dict[str, Any], Mapping[str, Any]]] = []  # the rows a shift counts, and their payment
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
@@ -114,16 +115,18 @@ def rows(db: Database, day: date, facility: str | None = None, *,
             transfers.append((out[-1], p))
     day_refunds = sorted(db[REFUNDS].find(query), key=lambda r: r["at"])
     # the payment each refund gives back (keyed alike), for its bank reference: the day's rows, else point reads
-    given = {**found, **{p["_id"]: p for p in find_in(db[PAYMENTS], "_id", [r["_id"] for r in day_refunds
-                                                                               if r["_id"] not in found],
+    # (a payment given back in parts has a refund row a part, each naming the payment: refund_links)
+    of = refund_links.payment_of
+    given = {**found, **{p["_id"]: p for p in find_in(db[PAYMENTS], "_id", [of(r) for r in day_refunds
+                                                                               if of(r) not in found],
                                                       projection={"outbox": 0})}} if day_refunds else found
     for r in day_refunds:
-        out.append({"kind": "refund", "time": iso(r["at"]), "id": r["_id"], "provider": "cashier",
+        out.append({"kind": "refund", "time": iso(r["at"]), "id": of(r), "provider": "cashier",
                     "channel": r.get("channel", ""), "invoice": r.get("invoice") or "",
                     "facility": r.get("facility") or "", "amount": -int(r["amount"]), "matched": "",
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": _refund_note(r),
-                    "bank_reference": _bank_reference(given.get(r["_id"]) or {})})
+                    "bank_reference": _bank_reference(given.get(of(r)) or {})})
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
     return out
@@ -164,12 +167,13 @@ def _refund_note(refund: Mapping[str, Any]) -> str:
     return f"{refund.get('reason', '')} (started by {started['cashierName'] or started['cashier']})"
 
 
-def _given_back(refund: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A payment row's ``refunded_amount`` and ``refunded_at`` (empty while not given back)."""
-    if refund is None:
+def _given_back(refunds: list[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A payment row's ``refunded_amount`` (all its refunds) and ``refunded_at`` (the newest's; empty
+    while not given back)."""
+    if not refunds:
         return {"refunded_amount": "", "refunded_at": ""}
-    at = refund.get("at")
-    return {"refunded_amount": int(refund["amount"]), "refunded_at": iso(at) if at else ""}
+    at = refunds[-1].get("at")
+    return {"refunded_amount": refund_links.total(refunds), "refunded_at": iso(at) if at else ""}
 
 
 def _name_people(db: Database, out: list[dict[str, Any]]) -> None:

@@ -1,10 +1,12 @@
-"""``billing.payment.refunded``: money of a payment given back, announced once per payment.
+"""``billing.payment.refunded``: money of a payment given back, announced once per refund.
 
-A refund is a claim keyed by the payment (``payments.refund``); its event rides in the claim's
-own insert (the outbox: the relay is the refund document's only writer after). The event's id is
-derived from the payment's id (:func:`event_id`), so however often it is published (a relay's
-redelivery, or :func:`backfill` of a refund made before refunds had events) a consumer that
-deduplicates by event id (the portal's reporting facts) counts the refund once.
+A refund is a link of the payment's refunds (``refund_links``: link 1 keyed by the payment, link n
+by ``refund<n>:<payment>``); its event rides in the link's own insert (the outbox: the relay is the
+refund document's only writer after). The event's id is derived from the link's ``_id``
+(:func:`event_id`; link 1's is the payment's, as when a payment had one refund), so however often
+it is published (a relay's redelivery, or :func:`backfill` of a refund made before refunds had
+events) a consumer that deduplicates by event id (the portal's reporting facts) counts each refund
+once, and two refunds of one payment twice.
 
 ``channel`` is the REFUNDED payment's channel, the takings the money is subtracted from (a late
 transfer given back in cash at the desk lowers the transfers received, not the cash);
@@ -34,9 +36,10 @@ BACKFILLED = "refund_events"  # {_id: refund (payment) id, outbox}: events of re
 _NAMESPACE = uuid.UUID("2f6f1f52-6a55-4c55-9a1e-5b0c1d7e9a31")
 
 
-def event_id(payment_key: str) -> str:
-    """The refund event's id: the same for a payment whoever publishes it."""
-    return str(uuid.uuid5(_NAMESPACE, f"{KIND}:{payment_key}"))
+def event_id(refund_key: str) -> str:
+    """The refund event's id: the same for a refund (its record's ``_id``; a payment's first refund's
+    is the payment's id) whoever publishes it."""
+    return str(uuid.uuid5(_NAMESPACE, f"{KIND}:{refund_key}"))
 
 
 def _iso(at: datetime) -> str:
@@ -64,8 +67,8 @@ def event(refund: Mapping[str, Any], payment: Mapping[str, Any]) -> dict[str, An
     if isinstance(payment.get("received_at"), datetime):  # when the refunded payment came (its day)
         data["paymentReceivedAt"] = _iso(payment["received_at"])
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", str(payment["_id"]))[:64]
-    return make_event(KIND, data, subject=subject, event_id=event_id(str(payment["_id"])), time=_iso(at),
-                      validate=False)
+    key = str(refund.get("_id") or payment["_id"])  # the refund link's: link 1's is the payment's
+    return make_event(KIND, data, subject=subject, event_id=event_id(key), time=_iso(at), validate=False)
 
 
 def with_event(refund: dict[str, Any], payment: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,7 +83,8 @@ def backfill(db: Database) -> dict[str, int]:
     once, and the event's id is the refund's whoever sends it."""
     made = 0
     for refund in db[invoice_port.REFUNDS].find({"outbox": {"$exists": False}}):
-        payment = db[invoice_port.PAYMENTS].find_one({"_id": refund["_id"]}, {"outbox": 0})
+        payment = db[invoice_port.PAYMENTS].find_one({"_id": str(refund.get("payment") or refund["_id"])},
+                                                     {"outbox": 0})
         if payment is None or db[BACKFILLED].find_one({"_id": refund["_id"]}, {"_id": 1}) is not None:
             continue
         created, _ = claim_once(db[BACKFILLED], refund["_id"], new_document({}, [event(refund, payment)]))

@@ -35,7 +35,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared.errors import NotFound, SenError
 
-from . import invoice_port
+from . import invoice_port, refund_links
 from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
 from .payments import (
     BANK_TIME,
@@ -100,7 +100,9 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
     status = invoice.status if invoice.status in FINAL else (
         invoice_port.lifecycle_state(db, invoice.id) or invoice.status)  # the chain leads the resource
     ids = {p["_id"] for p in counted + late}
-    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, REFUND_FIELDS) if r["_id"] in ids] if ids else []
+    # every refund of the invoice's payments: each payment's links (refund_links), one find by invoice
+    refunds = [r for r in db[REFUNDS].find({"invoice": invoice.id}, REFUND_FIELDS)
+               if refund_links.payment_of(r) in ids] if ids else []
     tasks = list(db[REFUND_TASKS].find({"invoice": invoice.id})) if ids else []
     body = _body(invoice, status, counted, late, refunds, tasks)
     body["refunds"] = _refund_rows(db, refunds)
@@ -108,7 +110,7 @@ def summary(db: Database, invoice: invoice_port.InvoiceView) -> dict[str, Any]:
 
 
 REFUND_FIELDS = {f: 1 for f in ("amount", "reverses", "at", "channel", "reason", "cashier", "shift", "cashier_name",
-                                 "started", "finish_reason", "after_settlement")}
+                                 "started", "finish_reason", "after_settlement", "payment", "n", "total")}
 
 
 def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,7 +130,8 @@ def _refund_rows(db: Database, refunds: list[dict[str, Any]]) -> list[dict[str, 
     for r in sorted(refunds, key=lambda r: (r.get("at") or datetime.min.replace(tzinfo=UTC), r["_id"])):
         link = shifts.get(str(r.get("shift") or "")) or {}
         at = r.get("at")
-        row = {"payment": r["_id"], "amount": int(r["amount"]), "at": iso_vn(at) if at else None,
+        row = {"payment": refund_links.payment_of(r), "id": r["_id"], "n": refund_links.seq(r),
+               "amount": int(r["amount"]), "at": iso_vn(at) if at else None,
                "channel": r.get("channel") or ("cash" if r.get("shift") else "transfer"),
                "reason": r.get("reason", ""), "cashier": r.get("cashier"),
                "cashierName": r.get("cashier_name") or link.get("cashier_name")
@@ -148,33 +151,42 @@ def _body(invoice: invoice_port.InvoiceView, status: str, counted: list[dict[str
     (reversals: it owes them again); ``credit``: paid over what is owed, less the credit given
     back; each payment's ``refundable``: what a refund of it may give back now (0: nothing); of a
     balanced invoice with no credit left, ``refundableAfterSettlement``: what a refund after settlement
-    of it may give back (the payment, not refunded yet; the invoice stays balanced, ``paid`` unchanged)."""
+    of it may give back (the payment less what of it went back; the invoice stays balanced, ``paid``
+    unchanged). A payment is given back in as many refunds as it takes (``refund_links``): ``refunded``
+    is their sum, and what is left of the payment bounds each ``refundable``."""
     counted_ids = {p["_id"] for p in counted}
-    refunded = {r["_id"]: int(r["amount"]) for r in refunds}
-    reversed_ = {r["_id"] for r in refunds if r.get("reverses") and r["_id"] in counted_ids}
+    of = refund_links.payment_of
+    refunded = refund_links.refunded(refunds)
+    reversed_ = {of(r) for r in refunds if r.get("reverses") and of(r) in counted_ids}
     paid = sum(int(p["amount"]) for p in counted if p["_id"] not in reversed_)
-    after = {r["_id"] for r in refunds if r.get("after_settlement")}  # not credit: the payment itself
-    refunded_credit = sum(a for i, a in refunded.items() if i in counted_ids and i not in reversed_ | after)
+    # what went back of the credit: the counted payments' refunds that are neither a reversal nor a
+    # refund after settlement (the payment itself)
+    refunded_credit = sum(int(r["amount"]) for r in refunds if of(r) in counted_ids and of(r) not in reversed_
+                          and not r.get("reverses") and not r.get("after_settlement"))
     owed = 0 if status == "cancelled" else invoice.owed  # a cancelled invoice's payments all go back
     due = 0 if status == "cancelled" else max(0, owed - paid)
     credit = max(0, paid - owed - refunded_credit)
 
+    def left(p: dict[str, Any]) -> int:  # what of the payment no refund gave back yet
+        return max(0, int(p["amount"]) - refunded.get(p["_id"], 0))
+
     def refundable(p: dict[str, Any]) -> int:
-        if p["_id"] in refunded:
-            return 0  # once per payment
         if p["_id"] not in counted_ids:
-            return int(p["amount"])  # late: all of it
+            return left(p)  # late: all that is left of it
+        if p["_id"] in reversed_:
+            return 0
         if status == "issued" and paid < owed:
-            return int(p["amount"])  # still owed: given back whole, the invoice owes it again
-        return min(int(p["amount"]), credit)  # balanced (or settling), cancelled: the credit
+            # still owed: given back whole, the invoice owes it again (never in part)
+            return int(p["amount"]) if p["_id"] not in refunded else 0
+        return min(left(p), credit)  # balanced (or settling), cancelled: the credit, within the payment
 
     payments = []
     for p in sorted(counted + late, key=received):  # as the page lists them: when the money came
         out = public_payment(p)
         out["refundable"] = refundable(p)
-        if status == "balanced" and credit <= 0 and p["_id"] in counted_ids and p["_id"] not in refunded:
-            # paid, no credit left: the payment itself, by a refund after settlement (payments.refund)
-            out["refundableAfterSettlement"] = int(p["amount"])
+        if status == "balanced" and credit <= 0 and p["_id"] in counted_ids and left(p) > 0:
+            # paid, no credit left: what is left of the payment, by refunds after settlement (payments.refund)
+            out["refundableAfterSettlement"] = left(p)
         if p["_id"] in refunded:
             out["refunded"] = refunded[p["_id"]]
         payments.append(out)
