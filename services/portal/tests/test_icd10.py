@@ -207,3 +207,39 @@ def test_a_title_holding_the_words_typed_as_a_phrase_comes_before_a_name_that_on
     hits = [c.code for c in icd10.search("ho gà", limit=12)]
     assert hits[:6] == ["A37", "A37.0", "A37.1", "A37.8", "A37.9", "R05"], hits
     assert [c.code for c in icd10.search("dau dau nhieu")][:1] == ["R51"]  # no title holds it: the name's codes
+
+
+def test_codes_that_tie_come_in_the_lists_order():
+    """The minutes form listed I15.8 "Tăng huyết áp thứ phát khác" before I15.0 "Tăng huyết áp do nguyên nhân
+    mạch thận" (subcategories that hold the words alike went shortest title first): they come as the list
+    has them, "other" (.8) and "unspecified" (.9) last, and an everyday name's codes in its order."""
+    hits = [c.code for c in icd10.search("tăng huyết áp", limit=12)]
+    assert hits[:10] == ["I10", "I11", "I12", "I13", "I15", "I15.0", "I15.1", "I15.2", "I15.8", "I15.9"], hits
+    assert [c.code for c in icd10.search("hen")][:5] == ["J45", "J45.0", "J45.1", "J45.8", "J45.9"]
+    hits = [c.code for c in icd10.search("dai thao duong", limit=20)]
+    assert hits[:15] == ["E11", "E10", "E12", "E13", "E14", *(f"E11.{n}" for n in range(10))], hits
+    hits = [c.code for c in icd10.search("suy tim", limit=12)]
+    assert hits.index("I11.0") < hits.index("I11.9"), hits
+
+
+@pytest.mark.parametrize("typed", ["tăng huyết áp", "suy tim", "viêm phổi", "gãy xương", "đái tháo đường", "hen",
+                                   "viem gan", "ung thu", "nhiem trung", "dau"])
+def test_a_familys_codes_that_hold_the_words_alike_never_go_out_of_the_lists_order(typed):
+    ix = icd10._index()
+    joined = " ".join(icd10._plain(icd10.words(icd10.normalize(typed))))
+    hits = icd10.search(typed, limit=40)
+    for a, b in zip(hits, hits[1:], strict=False):
+        if a.code[:3] == b.code[:3] and len(a.code) > 3 and len(b.code) > 3:
+            ka = ix.title_key(ix.coded.index(a), joined)[:2]
+            kb = ix.title_key(ix.coded.index(b), joined)[:2]
+            assert ka != kb or a.code < b.code, (typed, a.code, b.code)
+
+
+def test_subcategories_of_the_families_the_words_name_come_before_others_that_hold_them_alike():
+    """With ties in the list's order, "viêm phổi" would list B01.2 "Viêm phổi do thủy đậu" before J18.1 and
+    "gãy xương" M84.1 "Gãy xương không liền" before S22.2: the families of the everyday name typed and of
+    the categories whose titles hold the words come first."""
+    hits = [c.code for c in icd10.search("viêm phổi", limit=60)]
+    assert hits.index("J18.1") < hits.index("B01.2"), hits
+    hits = [c.code for c in icd10.search("gãy xương", limit=40)]
+    assert hits[10:13] == ["S22.2", "S22.3", "S22.9"], hits

@@ -61,12 +61,10 @@ class _Index:
         self.code_keys = [k for k, _ in keys]
         self.code_pos = [i for _, i in keys]
         postings: dict[str, set[int]] = {}
-        self.title_words: list[int] = []
         self.titles: list[tuple[str, ...]] = []  # each title's words without accents, Vietnamese then English
         for i, c in enumerate(self.coded):
             vi_words = words(normalize(c.vi))
             en_words = words(normalize(c.en))
-            self.title_words.append(len(vi_words) or 99)
             self.titles.append(tuple(" ".join(_plain(t)) for t in (vi_words, en_words) if t))
             for w in {*vi_words, *en_words}:
                 postings.setdefault(w, set()).add(i)
@@ -74,24 +72,28 @@ class _Index:
         self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
         place = _preferred_places([targets for _term, targets in synonyms])
         by_rank = sorted(range(len(self.coded)), key=lambda i: (
-            self.coded[i].edition != "2019", len(self.coded[i].code) > 3,
-            self.title_words[i] if len(self.coded[i].code) > 3 else 0, _place(place, self.coded[i].code)))
+            self.coded[i].edition != "2019", len(self.coded[i].code) > 3, _place(place, self.coded[i].code)))
         # a title hit's place among equals: current edition; categories in the list's order (E10, E11 ...) but
         # for the codes an everyday name lists, which take their places in its order (E11, E10 ...); their
-        # subcategories after them, the shortest title first
+        # subcategories after them, in the same order (I15.0, I15.1, I15.2, I15.8 "other", I15.9
+        # "unspecified"; E11.0 ... E11.9 before E10.0 ...), never by their titles' length (I15.8 "Tăng huyết áp
+        # thứ phát khác" came before I15.0 "Tăng huyết áp do nguyên nhân mạch thận": fewer words)
         self.rank = [0] * len(self.coded)
         for at, i in enumerate(by_rank):
             self.rank[i] = at
         self.tokens = sorted(postings)
         self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
 
-    def title_key(self, i: int, typed: str) -> tuple[int, ...]:
+    def title_key(self, i: int, typed: str, named: frozenset[str] = frozenset()) -> tuple[int, ...]:
         """Where a title hit goes for the typed words (accents off, joined by spaces): a title that IS
         them (``suy tim``: I50, I50.9), then one starting with them, then one holding them in that
         order, then one holding them anywhere; in each, codes of a chapter of its own (pregnancy O,
         perinatal P, external causes V-Y, contacts and screening Z) after the others unless the
         title is what was typed (``đái tháo đường``: E10-E14 before O24.4 gestational, P70.2
-        neonatal, Z13.1 screening); then :attr:`rank`."""
+        neonatal, Z13.1 screening); then the families of ``named`` (three-character codes: the everyday
+        names' typed, the categories the words find: "viêm phổi" J18.1, J15.0 … before B01.2 "Viêm phổi
+        do thủy đậu", "gãy xương" S22.2 before M84.1 "Gãy xương không liền"); then :attr:`rank` (the
+        list's order: I15.0, I15.1, I15.2, I15.8, I15.9)."""
         tier = 3
         for title in self.titles[i]:
             if title == typed:
@@ -102,7 +104,8 @@ class _Index:
             elif f" {typed}" in f" {title}":
                 tier = min(tier, 2)
         special = tier > 0 and self.coded[i].code[0] in SPECIAL_CHAPTERS
-        return special, tier, self.rank[i]
+        code = self.coded[i].code
+        return special, tier, code[:3] not in named, self.rank[i]
 
     def with_prefix(self, word: str) -> frozenset[int]:
         """The codes one of whose title words starts with ``word``."""
@@ -196,7 +199,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
     accents (``tang huyet ap``, ``cap nhoi mau co tim``): a title that is the words typed first, then
     one starting with them, then one holding them in order, then the rest (:meth:`_Index.title_key`:
     the general disease before pregnancy, newborn and screening codes), categories before their
-    subcategories, the shortest Vietnamese title first, codes of earlier editions last.
+    subcategories, codes that tie in the list's order (:attr:`_Index.rank`: I15.0 … I15.8, I15.9; an everyday
+    name's codes in its order), codes of earlier editions last.
 
     Words that are all an everyday name (``tieu duong``, ``duong tieu``) add only the titles holding
     the name's words side by side in its order: not Q40 "... đường tiêu hóa". A name covering some of
@@ -231,12 +235,16 @@ def search(query: str, limit: int = 8) -> list[Code]:
     if typed:
         joined = " ".join(_plain(typed))
         hits = _all_words(ix, typed)
+        # the families the words name: an everyday name's codes, the categories whose titles hold the words
+        named = frozenset({ix.coded[i].code[:3] for i in (*found, *partly)}
+                          | {ix.coded[i].code for i in hits if len(ix.coded[i].code) == 3})
         if answered:  # "tieu duong": no "đường tiêu hóa" (its words apart, or the other way round)
             hits = {i for i in hits if any(ix.title_key(i, name)[1] < 3 for name in answered)}
         if len(joined) < 3:  # a letter or two (thousands of titles, nothing to rank them by yet): their place alone
             found += partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
         else:
-            keys = heapq.nsmallest(limit + len(found) + len(partly), ((ix.title_key(i, joined), i) for i in hits))
+            keys = heapq.nsmallest(limit + len(found) + len(partly), ((ix.title_key(i, joined, named), i)
+                                                                        for i in hits))
             # "ho gà": A37 "Ho gà" before R05 (the name "ho"; "gà" no word of R05's title), R05 before the
             # titles holding the words apart and those of a chapter of its own
             apart = next((at for at, (key, _i) in enumerate(keys) if key[0] or key[1] == 3), len(keys))
