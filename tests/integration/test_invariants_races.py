@@ -1,0 +1,207 @@
+"""The invariants that had no race of their own (docs/invariants.md), raced on the real FerretDB.
+
+Each test releases 10-15 threads together (a Barrier) on one key and checks what is stored:
+one winner, nothing counted twice. FerretDB 1.24 applies updates as unlocked read-modify-writes,
+so each of these holds only because the claim is an insert under a unique key; replace that
+insert by one that cannot collide and every test here fails (how they were checked: see
+docs/invariants.md, "How the races were checked").
+
+- ``sen_shared.runs.run_once``: a backfill every worker starts runs once (``backfill_runs``);
+- ``Store.roll_forward``: a crashed FHIR version is rolled forward by one reader (``fhir_rollforward``);
+- ``invoices.current_qr``: an invoice's VietQR code is handed out once per step (``vietqr_codes``);
+- ``shifts.open_shift``: a cashier's shift opened from many tabs opens once (``shifts``, ``open_shifts``);
+- ``reporting.seal``: a sealed bucket's totals are stored once whoever seals it (``report_totals``);
+- ``sen_billing.report``: a day's reconciliation report keeps its first copy once
+  (``reconciliation_reports``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sen_billing.domain import invoices, shifts
+from sen_shared import mongo, runs
+from sen_shared.auth import Principal
+from sen_shared.fhir import store as st
+
+from tests.billing_support import make_invoice, pay, scratch_db
+from tests.support import vn_day_with_room
+
+pytestmark = pytest.mark.integration
+
+
+def at_once(n: int, job: Callable[[int], Any]) -> list[Any]:
+    """``job(i)`` in ``n`` threads released together; each one's result or the exception it raised."""
+    start = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = job(i)
+        except Exception as err:  # noqa: BLE001 - the outcome is what the test counts
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return results
+
+
+@pytest.fixture()
+def billing_db(mongo_client):
+    with scratch_db(mongo_client, "inv") as database:
+        yield database
+
+
+# ----------------------------------------------------------------------------- run once
+
+def test_twelve_workers_starting_one_backfill_at_once_run_it_once(fresh_db: Any) -> None:
+    mongo.ensure_indexes(fresh_db, runs.INDEXES)
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def job(i: int) -> Any:
+        def backfill() -> dict[str, int]:
+            with lock:
+                ran.append(i)
+            return {"fixed": 3}
+        return runs.run_once(fresh_db, "invariants-backfill", backfill)
+
+    results = at_once(12, job)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert len(ran) == 1, ran  # one worker ran it; the others skipped it
+    assert [r for r in results if r is not None] == [{"fixed": 3}]
+    links = sorted(fresh_db[runs.RUNS].find({"k": "invariants-backfill"}), key=lambda link: link["n"])
+    assert [link["state"] for link in links] == ["running", "done"]
+    assert runs.run_once(fresh_db, "invariants-backfill", lambda: {"fixed": 9}) is None  # done for good
+
+
+# ----------------------------------------------------------------------------- FHIR roll-forward
+
+def test_twelve_readers_rolling_one_crashed_version_forward_make_one_roller(fresh_db: Any,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A writer died between its version's claim (the history document) and its current write:
+    every reader that finds it may roll it forward; one of them does (one marker link), the
+    current document is that version."""
+    store = st.Store(fresh_db, service="ehr", emit_events=False)
+    rid = f"bn-{uuid.uuid4().hex[:10]}"
+    store.create({"resourceType": "Patient", "name": [{"family": "Nguyễn", "given": ["Văn"]}]}, rid)
+    w = store.prepare_update({"resourceType": "Patient", "id": rid, "name": [{"family": "Nguyễn", "given": ["Thị"]}]},
+                             rid, store.head("Patient", rid))
+    store.claim_version(w)  # ... and the writer dies here: version 2 is claimed, the current document is at 1
+    hist = store.history("Patient").find_one({"_id": f"{rid}/2"})
+    assert store.head("Patient", rid)["v"] == 1
+
+    caplog.set_level(logging.WARNING, logger="sen")
+    results = at_once(12, lambda i: st.Store(fresh_db, service="ehr", emit_events=False).roll_forward("Patient", hist))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert True in results
+    markers = list(fresh_db[st.ROLLFORWARD_COLLECTION].find({"k": f"Patient/{rid}/2"}))
+    assert len(markers) == 1, markers  # one roller claimed it ...
+    rolls = [r for r in caplog.records if r.getMessage() == "rolled a version forward"]
+    assert len(rolls) == 1, rolls  # ... and only it wrote the current document
+    current = store.read_doc("Patient", rid)
+    assert int(current["v"]) == 2 and current["res"]["name"][0]["given"] == ["Thị"]
+
+
+# ----------------------------------------------------------------------------- VietQR codes
+
+def test_fifteen_qr_requests_of_one_invoice_at_once_hand_out_one_code(billing_db: Any) -> None:
+    iid, reference = make_invoice(billing_db, 150_000)
+    bank = invoices.Bank("970436", "0011001234567")
+    results = at_once(15, lambda i: invoices.current_qr(billing_db, iid, bank, timedelta(minutes=15)))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert {r["_id"] for r in results} == {f"{iid}/1"}  # every request got the one code made
+    # the same code with the same expiry (to the millisecond the database keeps: the winner answers its own record)
+    assert len({(r["payload"], r["expires"].replace(microsecond=r["expires"].microsecond // 1000 * 1000))
+                for r in results}) == 1
+    links = list(billing_db[invoices.QR_CODES].find({"k": iid}))
+    assert len(links) == 1 and links[0]["amount"] == 150_000 and links[0]["reference"] == reference
+
+
+# ----------------------------------------------------------------------------- cashier shifts
+
+def test_twelve_tabs_opening_a_cashiers_shift_at_once_open_one(billing_db: Any) -> None:
+    cashier = Principal(sub=f"cashier-{uuid.uuid4().hex[:6]}", roles=frozenset({"cashier"}), facility="org-a",
+                        name="Lê Thị Thu")
+    results = at_once(12, lambda i: shifts.open_shift(billing_db, cashier, 200_000))
+    opened = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if not isinstance(r, dict)]
+    assert len(opened) == 1, results
+    assert all(isinstance(r, shifts.ShiftError) and r.status == 409 for r in refused), refused
+    chain = f"shift:{cashier.sub}"
+    assert billing_db[shifts.SHIFTS].count_documents({"k": chain}) == 1
+    # the open set holds the winner's shift only: every loser released the entry it claimed first
+    entries = list(billing_db[shifts.OPEN_SHIFTS].find({"k": chain}))
+    assert [e["_id"] for e in entries] == [opened[0]["id"]]
+    assert shifts.current(billing_db, cashier)["shift"] == opened[0]["id"]
+
+
+# ----------------------------------------------------------------------------- reporting totals
+
+def test_twelve_sealers_at_once_store_each_buckets_totals_once(fresh_db: Any) -> None:
+    from sen_portal.domain import reporting
+    from sen_portal.domain.dashboard import dashboard
+
+    from tests.integration.test_reporting import CL, TM, A, B, accepted, arrive, paid, requested
+
+    now = datetime(2026, 12, 4, 9, 5, tzinfo=reporting.VN)  # November is sealed, its days and hours too
+    for e in (requested(A, CL, 2), requested(A, CL, 3), requested(B, TM, 5), accepted(A, CL, 3, "routine", 10),
+              paid(A, CL, 3, 150_000, "transfer"), paid(B, TM, 4, 50_000, "cash")):
+        assert arrive(fresh_db, e) is True
+    reporting.sealed_cache.clear()
+
+    results = at_once(12, lambda i: reporting.seal(fresh_db, now))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(results) >= 1
+    totals = list(fresh_db[reporting.TOTALS].find({}, {"rows": 0}))
+    sections = [(d["level"], d["bucket"], d["section"]) for d in totals if "section" in d]
+    marks = [(d["mark"], d["bucket"]) for d in totals if "mark" in d]
+    assert sections and len(sections) == len(set(sections)), sections  # each bucket's section once
+    assert ("m", "2026-11") in marks and len(marks) == len(set(marks)), marks
+    raced = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 15), None, now=now)
+    # the same figures as totals summed again by one sealer alone
+    fresh_db.drop_collection(reporting.TOTALS)
+    reporting.sealed_cache.clear()
+    alone = dashboard(fresh_db, date(2026, 11, 2), date(2026, 11, 15), None, now=now)
+    assert {k: v for k, v in raced.items() if k != "generated_at"} == \
+        {k: v for k, v in alone.items() if k != "generated_at"}
+    reporting.sealed_cache.clear()
+
+
+# ----------------------------------------------------------------------------- the daily report
+
+def test_ten_report_runs_of_one_day_at_once_keep_one_copy(billing_db: Any, base_env: dict[str, str],
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten runs of the day's report at once store one copy; a later run prints the day as it is
+    now and leaves that first copy as it was (the CronJob retried, an operator running it by hand)."""
+    from sen_billing import report
+
+    for key, value in {**base_env, "SEN_DB": billing_db.name}.items():
+        monkeypatch.setenv(key, value)
+    day = vn_day_with_room().isoformat()  # the day of the payment recorded below
+    iid, code = make_invoice(billing_db, 45_000)
+    pay(billing_db, code, 20_000)
+    outs = [tmp_path / f"report-{i}.csv" for i in range(10)]
+    results = at_once(10, lambda i: report.main(["--day", day, "--facility", "org-a", "--out", str(outs[i])]))
+    assert results == [0] * 10, results
+    stored = list(billing_db[report.REPORTS].find({"day": day}))
+    assert [d["_id"] for d in stored] == [f"{day}/org-a"] and stored[0]["rows"] == 1
+    first = stored[0]["csv"]
+    assert {p.read_bytes().decode("utf-8") for p in outs} == {first}  # each run wrote the same day
+    pay(billing_db, code, 25_000)  # the day goes on
+    later = tmp_path / "later.csv"
+    assert report.main(["--day", day, "--facility", "org-a", "--out", str(later)]) == 0
+    assert later.read_bytes().decode("utf-8") != first  # printed fresh
+    assert billing_db[report.REPORTS].find_one({"_id": f"{day}/org-a"})["csv"] == first  # the copy kept
