@@ -108,3 +108,36 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
     assert (d["transfer_amount"], d["cash_amount"], d["transfer_count"], d["cash_count"]) == (0, 130_000, 0, 2)
     assert (d["late_amount"], d["refunds_owed"], d["refunds_of_takings"]) == (130_000, 130_000, 0)
     assert record_event(fresh_db, mine) is False  # counted already
+
+
+def test_a_payment_given_back_in_parts_counts_each_refund_once(
+        amqp_url: str, base_env: dict[str, str], fresh_db: Any, mongo_client: Any) -> None:
+    """A paid invoice's transfer given back in two refunds after settlement (billing's ``refund_links``: a
+    link each, each with its own event id). Every event published twice through the real
+    ``portal.reporting`` queue: two refund facts, and the takings net of both."""
+    from sen_billing.domain import payments, refund_events
+    from sen_billing.domain.webhooks import Transfer
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    from tests.billing_support import make_invoice, scratch_db
+    from tests.support import vn_day_with_room
+
+    cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-1")
+    today = vn_day_with_room()
+    with scratch_db(mongo_client, "rp") as bdb:
+        _iid, code = make_invoice(bdb, 90_000)
+        tx = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=90_000,
+                      description=f"TT {code}")
+        paid_by = payments.record_transfer(bdb, tx, uuid.uuid4().hex).payment["_id"]
+        payments.refund(bdb, paid_by, 30_000, "dịch vụ không làm", cashier, None, after_settlement=True)
+        payments.refund(bdb, paid_by, 20_000, "thêm một dịch vụ", cashier, None, after_settlement=True)
+        events = [entry_event(e) for coll in ("payments", "refunds")
+                  for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+    gone = [e for e in events if e["type"] == "vn.sen.billing.payment.refunded.v1"]
+    assert sorted(e["data"]["amount"] for e in gone) == [20_000, 30_000]
+    assert {e["id"] for e in gone} == {refund_events.event_id(paid_by), refund_events.event_id(f"refund2:{paid_by}")}
+    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events + gone)  # each refund twice
+    assert fresh_db[FACTS].count_documents({"k": "billing.payment.refunded"}) == 2
+    d = dashboard(fresh_db, today, today, None)["cashless_share"]
+    assert (d["transfer_amount"], d["transfer_count"], d["refunds_of_takings"]) == (40_000, 1, 50_000)
+    assert all(record_event(fresh_db, e) is False for e in gone)  # counted already
