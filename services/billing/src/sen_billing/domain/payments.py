@@ -169,6 +169,9 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["assignedFrom"] = payment["assigned_from"]
         if payment.get("assigned_from_received_at"):  # when it came: the day whose unmatched transfers it was
             data["assignedFromReceivedAt"] = iso(payment["assigned_from_received_at"])
+        if "assigned_from_queue" in payment:  # whose unmatched queue it waited in ("": the admins')
+            queue = payment["assigned_from_queue"]
+            data["assignedFromQueue"] = f"Organization/{queue}" if queue else ""
     if payment.get("outcome"):  # applied, unmatched, late-balanced / late-cancelled (owed back: a refund task)
         data["outcome"] = payment["outcome"]
     if not payment.get("facility") and payment.get("queue_facility"):  # whose unmatched queue it waits in
@@ -355,6 +358,9 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
            "amount": original["amount"], "description": original.get("description", ""),
            "received_at": received, "day": local_day(received), "assigned_from": payment_key,
            "assigned_from_received_at": original["received_at"],
+           # the queue it waited in: its arrival is that facility's money (its report: came, assigned since),
+           # the invoice's facility counts it in its takings (the module's reconciliation, the portal's dashboard)
+           "assigned_from_queue": waiting,
            "assigned_by": principal.sub, "assigned_by_name": str(getattr(principal, "name", None) or "")[:200],
            "invoice": invoice.id, "matched": True, "outcome": "applied",
            "facility": invoice.facility, "district": invoice.district, "reference": invoice.reference}
