@@ -17,7 +17,13 @@ row says to which invoice and when, ``assigned_to``, ``assigned_at``), ``unmatch
 by an admin since, ``unmatched_waiting`` still waits: unmatched = assigned + refunded + waiting, as of
 when the report is read. An assignment counts in the takings on its own day (its ``assign:`` row):
 ``assigned_earlier`` is the day's assignments of transfers that came on an earlier day (in that day's
-``unmatched``, not in this one's).
+``unmatched``, not in this one's), net of the day's refunds of such assignments (an overpayment given
+back), as the takings are.
+
+A transfer that came to facility A's queue and an admin assigned to facility B's invoice: A's report
+lists its arrival (``unmatched``, of it ``unmatched_assigned``: its row's ``assigned_to`` names B's
+invoice), B's the assignment's ``assign:`` row (an assigned payment received: in ``assigned_earlier``
+when the transfer came on an earlier day). The portal's dashboard counts it alike.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pymongo.database import Database
 from sen_shared.mongo import find_in
 
 from . import refund_links
-from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, queue_facility, started_by
+from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, local_day, queue_facility, started_by
 from .shifts import shift_transfer
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
@@ -129,7 +135,28 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "bank_reference": _bank_reference(given.get(of(r)) or {})})
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
+    _earlier_refunds(db, day, out)
     return out
+
+
+def _earlier_refunds(db: Database, day: date, out: list[dict[str, Any]]) -> None:
+    """Mark (:data:`EARLIER`) the refund rows giving back money of an assignment (``assign:<transfer>``,
+    the row's ``id``) whose transfer came on an earlier day (its bank time, else, recorded before
+    assignments kept it, the transfer's own day): they come off ``assigned_earlier``. Point reads, none
+    when no refund of the day gives back an assignment."""
+    ids = sorted({str(r["id"]) for r in out if r["kind"] == "refund" and str(r["id"]).startswith("assign:")})
+    if not ids:
+        return
+    docs = list(find_in(db[PAYMENTS], "_id", ids, projection={"assigned_from": 1, "assigned_from_received_at": 1}))
+    came = {d["_id"]: local_day(d["assigned_from_received_at"]) for d in docs if d.get("assigned_from_received_at")}
+    older = {str(d.get("assigned_from") or d["_id"].removeprefix("assign:")): d["_id"] for d in docs
+             if d["_id"] not in came}
+    if older:
+        came.update((older[p["_id"]], str(p.get("day") or ""))
+                    for p in find_in(db[PAYMENTS], "_id", list(older), projection={"day": 1}))
+    for r in out:
+        if r["kind"] == "refund" and "" < came.get(str(r["id"]), "") < day.isoformat():
+            r[EARLIER] = True
 
 
 def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
@@ -196,7 +223,7 @@ def _name_people(db: Database, out: list[dict[str, Any]]) -> None:
 
 # a payment row's marks (not written to the CSV)
 FATE = "_fate"  # an unmatched transfer's: "assigned", "refunded" or "waiting" (since, whatever the day); else ""
-EARLIER = "_earlier"  # an assignment's (``assign:``): its transfer came on an earlier day
+EARLIER = "_earlier"  # an assignment's (``assign:``), or a refund's of one: its transfer came on an earlier day
 
 
 def _fates(db: Database, unmatched: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
@@ -248,8 +275,9 @@ def totals(report: list[dict[str, Any]]) -> dict[str, int]:
         "unmatched_assigned": sum(r["amount"] for r in unmatched if fate(r) == "assigned"),
         "unmatched_refunded": sum(r["amount"] for r in unmatched if fate(r) == "refunded"),
         "unmatched_waiting": sum(r["amount"] for r in unmatched if fate(r) == "waiting"),
-        # the day's assignments of transfers that came on an earlier day (in that day's ``unmatched``)
-        "assigned_earlier": sum(r["amount"] for r in pays if r.get(EARLIER)),
+        # the day's assignments of transfers that came on an earlier day (in that day's ``unmatched``), less
+        # the day's refunds of such assignments (a refund row's amount is negative)
+        "assigned_earlier": sum(r["amount"] for r in report if r["kind"] in ("payment", "refund") and r.get(EARLIER)),
     }
 
 
