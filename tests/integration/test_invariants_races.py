@@ -21,7 +21,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +205,75 @@ def test_ten_report_runs_of_one_day_at_once_keep_one_copy(billing_db: Any, base_
     assert report.main(["--day", day, "--facility", "org-a", "--out", str(later)]) == 0
     assert later.read_bytes().decode("utf-8") != first  # printed fresh
     assert billing_db[report.REPORTS].find_one({"_id": f"{day}/org-a"})["csv"] == first  # the copy kept
+
+
+# ----------------------------------------------------------------------------- a settlement's credit
+
+def test_ten_repairs_of_an_overpaid_settlement_at_once_note_its_credit_once(billing_db: Any) -> None:
+    """50.000 ₫ paid on 39.000 ₫ owed, and the settlement's winner died before its credit and its
+    receipt: ten repair jobs finishing it at once write one credit entry of 11.000 ₫ and one receipt."""
+    from sen_billing.domain import credits, receipts
+
+    iid, code = make_invoice(billing_db, 39_000)
+    pay(billing_db, code, 30_000)
+    pay(billing_db, code, 20_000)
+    number = billing_db[receipts.RECEIPTS].find_one({"_id": iid})["number"]
+    billing_db[credits.CREDITS].delete_one({"_id": iid})  # as if the winner died before these two
+    billing_db[receipts.RECEIPTS].delete_one({"_id": iid})
+    results = at_once(10, lambda i: receipts.complete_settlement(billing_db, iid))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert {r["number"] for r in results} == {number}  # the number taken before, not a new one
+    assert billing_db[receipts.RECEIPTS].count_documents({"invoice": iid}) == 1
+    noted = list(billing_db[credits.CREDITS].find({"invoice": iid}))
+    assert [(c["_id"], c["amount"]) for c in noted] == [(iid, 11_000)]
+    rows, _ = credits.money_back(billing_db, 50, None, "org-a")
+    assert [(r["invoice"], r["amount"]) for r in rows] == [(iid, 11_000)]
+
+
+# ----------------------------------------------------------------------------- FHIR transactions
+
+def test_ten_recoverers_of_one_dead_transaction_at_once_finish_it_once(fresh_db: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction bundle whose process died after claiming every version (before the current
+    documents): ten recoverers (relays, workers) at once; one claims the journal and rolls it forward."""
+    from sen_ehr.domain import RESOURCE_TYPES
+    from sen_shared.fhir import bundle as bundle_mod
+    from sen_shared.fhir.http import FhirRequest
+    from sen_shared.fhir.rest import FhirConfig, FhirServer
+
+    server = FhirServer(FhirConfig(RESOURCE_TYPES, service="ehr", base_path="/fhir"), db=lambda: fresh_db)
+
+    class Crash(BaseException):  # like a killed process: nothing in the request path catches it
+        pass
+
+    def crash(*_args: Any) -> None:
+        raise Crash()
+
+    pid = f"urn:uuid:{uuid.uuid4()}"
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "Mạch"},
+           "subject": {"reference": pid}, "valueQuantity": {"value": 80}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": pid, "resource": {"resourceType": "Patient", "name": [{"family": "Lê"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": obs, "request": {"method": "POST", "url": "Observation"}}]}
+    with monkeypatch.context() as m:  # the process dies at the commit point: every version claimed, none current
+        m.setattr(bundle_mod, "_write_currents", crash)
+        m.setattr(bundle_mod, "complete", lambda *_args: 0)
+        with pytest.raises(Crash):
+            server.bundle(FhirRequest("POST", body=bundle, base="http://test/fhir"))
+    [journal] = list(fresh_db[bundle_mod.JOURNAL].find({}))
+    # died an hour ago: every recoverer below takes it for dead; a recoverer's claim is fresh for ten minutes
+    fresh_db[bundle_mod.JOURNAL].update_one({"_id": journal["_id"]},
+                                            {"$set": {"at": datetime.now(UTC) - timedelta(hours=1)}})
+    assert fresh_db["Patient"].count_documents({}) == 0
+
+    results = at_once(10, lambda i: bundle_mod.recover(server.store(), older_than=timedelta(minutes=10)))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(results) == [0] * 9 + [1]  # one recoverer finished it
+    markers = list(fresh_db[st.ROLLFORWARD_COLLECTION].find({"k": f"txn/{journal['_id']}"}))
+    assert len(markers) == 1, markers
+    assert fresh_db[bundle_mod.JOURNAL].count_documents({}) == 0
+    assert (fresh_db["Patient"].count_documents({}), fresh_db["Observation"].count_documents({})) == (1, 1)
+    assert (fresh_db["Patient_history"].count_documents({}), fresh_db["Observation_history"].count_documents({})) \
+        == (1, 1)
+
