@@ -318,6 +318,10 @@ def test_sla():
     ("participant", {"part": [{"name": "who", "valueReference": {"reference": "Practitioner/a"}}]}),
     ("participant", {"part": [{"name": ["who"], "valueReference": {"reference": "Practitioner/a"}},  # fuzz
                               {"name": "role", "valueString": "chủ trì"}]}),
+    # parts that are no list (the session 21 fuzz round: iterating them was a 500)
+    ("participant", {"part": 5}),
+    ("participant", {"part": True}),
+    ("participant", {"part": 1e300}),
 ])
 def test_malformed_minutes_are_422_not_a_crash(name, bad):
     body = minutes()

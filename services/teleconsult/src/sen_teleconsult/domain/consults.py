@@ -498,7 +498,11 @@ def _datetime(body: Any, name: str) -> str:
 
 
 def _parts(p: Mapping[str, Any]) -> dict[str, Any]:
-    return {q["name"]: q for q in p.get("part") or [] if isinstance(q, dict) and isinstance(q.get("name"), str)}
+    """A parameter's parts by name; none when ``part`` is no list (``5``, ``true``: iterating it was a 500)."""
+    parts = p.get("part")
+    if not isinstance(parts, list):
+        return {}
+    return {q["name"]: q for q in parts if isinstance(q, dict) and isinstance(q.get("name"), str)}
 
 
 def parse_minutes(body: Any) -> Minutes:
