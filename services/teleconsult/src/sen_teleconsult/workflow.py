@@ -47,6 +47,7 @@ from sen_shared.fhir.body import unpack
 from sen_shared.fhir.http import FhirResponse
 from sen_shared.fhir.names import one_line, person_name
 from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.parameters import parameter_list
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
 from sen_shared.fhir.search.mongo import decode_cursor, encode_cursor
@@ -324,8 +325,7 @@ class Consults:
         if not roles & {"clinic", "admin"}:
             raise ConsultError("submitting a consult needs the clinic role", status=403, code="forbidden")
         if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-            found = [p.get("resource") for p in body.get("parameter") or []
-                     if isinstance(p, dict) and p.get("name") == "resource"]
+            found = [p.get("resource") for p in parameter_list(body) if p.get("name") == "resource"]
             body = found[0] if found else None
         clinic = f"Organization/{principal.facility}" if "clinic" in roles and principal.facility else None
         if "clinic" in roles and clinic is None and "admin" not in roles:

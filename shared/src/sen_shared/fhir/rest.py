@@ -19,6 +19,7 @@ from pymongo.database import Database
 from . import store as st
 from .http import FhirRequest, FhirResponse, parse_query, shape_resource, version_headers, write_answer
 from .outcome import FhirError, outcome
+from .parameters import parameter_list
 from .search import SearchError, parse_search
 from .search.dates import DateFormatError, parse_range
 from .search.definitions import params_for
@@ -369,7 +370,7 @@ class FhirServer:
         rtype = self.check_type(req.resource_type)
         body = req.body
         if isinstance(body, dict) and body.get("resourceType") == "Parameters" and rtype != "Parameters":
-            parts = [p for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == "resource"]
+            parts = [p for p in parameter_list(body) if p.get("name") == "resource"]
             body = parts[0].get("resource") if parts else None
         try:
             validate_resource(body, expected_type=rtype)

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Response, request
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.parameters import parameter_list
 from sen_shared.fhir.store import etag
 from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
@@ -46,8 +47,8 @@ def _reason(body: Any) -> str:
     """The reason of a cancellation: a Parameters ``reason`` (valueString) or ``{"reason": ...}``."""
     text = None
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        for part in body.get("parameter") or []:
-            if isinstance(part, dict) and part.get("name") == "reason":
+        for part in parameter_list(body):
+            if part.get("name") == "reason":
                 text = part.get("valueString")
     elif isinstance(body, dict):
         text = body.get("reason")
