@@ -7,7 +7,12 @@ What "rebuilt" means here (the events themselves live only on the bus and in the
 - ``facts``: re-derive every fact's dimensions from the event it keeps (envelope and
   ``data``'s top-level scalars), after the extraction table in ``domain.report_facts``
   changed; then ``totals``. This process is the only writer of existing facts (the handler
-  only inserts new ones), so run one rebuild at a time.
+  only inserts new ones), so run one rebuild at a time. Two dimensions come from another
+  fact: a refund of an assignment's money gets the day its transfer came from the assignment's
+  fact (``report_facts.link_refund``; the handler does it too when the assignment came first), and
+  an assignment whose event did not say whose unmatched queue the transfer waited in
+  (``assignedFromQueue``, billing's events before it) gets the facility its transfer's own
+  arrival fact is under, when not the invoice's (``from_facility``).
 - ``replay FILE...``: feed events from JSON-lines files (one CloudEvent a line, e.g. a DLQ or
   broker dump, or an export of another installation) through the same handler: events already
   counted are skipped by their id, the others are counted as arriving now.
@@ -26,7 +31,7 @@ from pymongo.database import Database
 from sen_shared import mongo
 
 from .config import settings_from_env
-from .domain.report_facts import extract
+from .domain.report_facts import ASSIGNMENT, extract, link_refund, refund_link
 from .domain.reporting import FACTS, TOTALS, record_event, seal, sealed_cache
 
 
@@ -37,9 +42,26 @@ def rebuild_totals(db: Database) -> int:
 
 
 def rebuild_facts(db: Database) -> int:
+    # what other facts need of some: the day an assignment's transfer came (by the assignment's payment
+    # id) and whose queue a transfer's arrival is under (by its payment id; None: no facility)
+    assignments: dict[str, dict[str, Any]] = {}
+    arrivals: dict[str, str | None] = {}
+    for fact in db[FACTS].find({"k": "billing.payment.received"}, {"ev": 1}):
+        fresh = extract(fact.get("ev") or {})
+        if fresh.get(ASSIGNMENT):
+            assignments[fresh[ASSIGNMENT]] = {"from_day": fresh.get("from_day")}
+        elif fresh.get("outcome") == "unmatched":
+            arrivals[str(((fact.get("ev") or {}).get("data") or {}).get("payment") or "")] = fresh.get("facility")
     changed = 0
     for fact in db[FACTS].find({}):
         fresh = {**extract(fact.get("ev") or {}), "slot": fact["slot"], "sday": fact["sday"], "at": fact["at"]}
+        if (link := refund_link(fresh)) is not None:
+            link_refund(fresh, assignments.get(link))
+        data = (fact.get("ev") or {}).get("data") or {}
+        if fresh.get(ASSIGNMENT) and "assignedFromQueue" not in data and fresh.get("restates") in arrivals:
+            queue = arrivals[fresh["restates"]] or ""
+            if queue != fresh.get("facility"):
+                fresh["from_facility"] = queue
         if any(fact.get(k) != v for k, v in fresh.items()) or set(fact) - {"_id", *fresh}:
             # single writer: this rebuild (the handler never updates a fact it did not just insert)
             db[FACTS].replace_one({"_id": fact["_id"]}, fresh)

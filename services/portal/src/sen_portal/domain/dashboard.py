@@ -60,8 +60,11 @@ The dict::
                                as of now) unmatched_assigned_* (assigned to an invoice since, that
                                day or later), unmatched_refunded_* (given back since),
                                unmatched_waiting_* (still waiting): unmatched = assigned + refunded
-                               + waiting; assigned_earlier_* (of assigned_*: transfers that came
-                               before the range, in their own day's unmatched); late_* (came after
+                               + waiting (an assignment of a transfer of another facility's queue
+                               counts in that facility's, where it came: :func:`_money_rows`'s
+                               ``queue``); assigned_earlier_* (of assigned_*: transfers that came
+                               before the range, in their own day's unmatched; the amount net of
+                               the range's refunds of them, as assigned_* is); late_* (came after
                                their invoice was settled or cancelled: owed back, a refund task); refunds (all money
                                given back), refunds_of_takings (of applied money) and refunds_owed
                                (of late or unmatched transfers: never takings).
@@ -236,9 +239,11 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         breaches[(iso_week(r["day"]), r.get("priority") or "unknown")] += r["n"]
 
     money = cashless(_money_rows(rows["money"], first, last, district, wanted, facility_districts or {}))
-    # what became of the range's unmatched transfers since: the money rows from ``start`` to now
-    money.update(unmatched_since(_money_rows(rows["money"], first, LATEST.isoformat(), district, wanted,
-                                             facility_districts or {}), first, last))
+    # what became of the range's unmatched transfers since: the money rows from ``start`` to now; an
+    # assignment's transfer among the unmatched of the facility whose queue it came to (``queued``)
+    since = {queue: _money_rows(rows["money"], first, LATEST.isoformat(), district, wanted, facility_districts or {},
+                                queue=queue) for queue in (False, True)}
+    money.update(unmatched_since(since[False], first, last, queued=since[True]))
     # records are counted by the patient's home district, not by the facility that registered them
     coverage = _coverage(db, last, district, targets, now) if wanted is None else {
         "patients": None, "population": None, "share": None, "as_of": last, "population_outdated": False,
@@ -274,14 +279,20 @@ def _coverage(db: Database, last: str, district: str | None, targets: Targets, n
 
 
 def _money_rows(rows: list[dict[str, Any]], first: str, last: str, district: str | None, facility: str | None,
-                facility_districts: Mapping[str, str]) -> list[dict[str, Any]]:
+                facility_districts: Mapping[str, str], *, queue: bool = False) -> list[dict[str, Any]]:
     """The ``money`` rows of ``first``..``last`` in ``district`` (a row naming no district: its
-    facility's, from ``facility_districts``) and of ``facility`` (an id or a reference)."""
+    facility's, from ``facility_districts``) and of ``facility`` (an id or a reference). ``queue``: an
+    assignment of a transfer that came to another facility's unmatched queue (``from_facility``; "" the
+    admins') is that facility's, in its district, where the transfer's arrival is counted; else the
+    invoice's facility's (its takings)."""
     wanted = facility_reference(facility)
     out = []
     for r in rows:
         fac = r.get("facility") or ""
         where = r.get("district") or facility_districts.get(fac.removeprefix("Organization/"))
+        if queue and r.get("from_facility") is not None:
+            fac = r["from_facility"]
+            where = facility_districts.get(fac.removeprefix("Organization/"))
         if first <= (r["day"] or "") <= last and (district is None or where == district) \
                 and (wanted is None or fac == wanted):
             out.append(r)
@@ -332,23 +343,33 @@ def cashless(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "net": received["transfer"] + received["cash"] - refunds}
 
 
-def unmatched_since(rows: list[dict[str, Any]], first: str, last: str) -> dict[str, int]:
+def unmatched_since(rows: list[dict[str, Any]], first: str, last: str, *,
+                    queued: list[dict[str, Any]] | None = None) -> dict[str, int]:
     """What became of the unmatched transfers that came from ``first`` to ``last`` (billing's daily
     reconciliation's rule), from ``money`` rows of days ``first`` onward (until now): of them, those
     assigned to an invoice (``unmatched_assigned_*``, on whatever day) and given back
     (``unmatched_refunded_*``) since, and those still waiting (``unmatched_waiting_*``, the rest); and
     the range's assignments of transfers that came before ``first`` (``assigned_earlier_*``: in the
-    takings of the range, in the unmatched transfers of their own day). Billing's events from before
-    they said when an assigned or refunded transfer came (``from_day`` None): an assignment counts as
-    of an earlier transfer, and its transfer as still waiting."""
-    came = [r for r in rows if (r["day"] or "") <= last and r.get("outcome") == "unmatched"
+    takings of the range, in the unmatched transfers of their own day), the amount net of the range's
+    refunds of such assignments (an overpayment given back), as ``assigned_amount`` is. ``queued``:
+    the same rows with each assignment where its transfer came (``_money_rows(queue=True)``), for the
+    unmatched figures: a transfer that came to facility A's queue, assigned to B's invoice, is A's
+    arrival, assigned since (B's figures: its takings and, when it came before, ``assigned_earlier``).
+    Billing's events from before they said when an assigned or refunded transfer came (``from_day``
+    None): an assignment counts as of an earlier transfer, and its transfer as still waiting; a refund
+    of an assignment whose transfer's day is not known comes off no ``assigned_earlier``."""
+    queued = rows if queued is None else queued
+    came = [r for r in queued if (r["day"] or "") <= last and r.get("outcome") == "unmatched"
             and r.get("k") != "billing.payment.refunded"]
     payments = [r for r in rows if r.get("k") != "billing.payment.refunded"]
-    assigned = [r for r in payments if r.get("outcome") == "assigned" and first <= (r.get("from_day") or "") <= last]
-    refunded = [r for r in rows if r.get("k") == "billing.payment.refunded" and r.get("outcome") == "unmatched"
+    assigned = [r for r in queued if r.get("k") != "billing.payment.refunded" and r.get("outcome") == "assigned"
+                and first <= (r.get("from_day") or "") <= last]
+    refunded = [r for r in queued if r.get("k") == "billing.payment.refunded" and r.get("outcome") == "unmatched"
                 and first <= (r.get("from_day") or "") <= last]
     earlier = [r for r in payments if r.get("outcome") == "assigned" and (r["day"] or "") <= last
                and (r.get("from_day") or "") < first]
+    earlier_back = [r for r in rows if r.get("k") == "billing.payment.refunded" and r.get("outcome") == "assigned"
+                    and (r["day"] or "") <= last and "" < (r.get("from_day") or "") < first]
 
     def amount(part: list[dict[str, Any]]) -> int:
         return sum(int(r.get("amount") or 0) for r in part)
@@ -360,7 +381,7 @@ def unmatched_since(rows: list[dict[str, Any]], first: str, last: str) -> dict[s
             "unmatched_refunded_amount": amount(refunded), "unmatched_refunded_count": count(refunded),
             "unmatched_waiting_amount": amount(came) - amount(assigned) - amount(refunded),
             "unmatched_waiting_count": count(came) - count(assigned) - count(refunded),
-            "assigned_earlier_amount": amount(earlier), "assigned_earlier_count": count(earlier)}
+            "assigned_earlier_amount": amount(earlier) - amount(earlier_back), "assigned_earlier_count": count(earlier)}
 
 
 def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | None, int]:

@@ -83,8 +83,11 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # (unmatched transfers, late ones owed back, refunds), as billing's daily reconciliation counts them.
     # (It replaced "payments", which mixed them: stored totals of that name are no longer read.)
     # ``from_day``: an assigned transfer's, or an unmatched one given back, the day it came (the day whose
-    # unmatched transfers it was; :func:`extract`); None for the rest and for billing's older events
-    "money": {"kinds": MONEY_KINDS, "by": ("district", "facility", "k", "channel", "outcome", "from_day"),
+    # unmatched transfers it was; :func:`extract`); an assignment's refund, its transfer's (:func:`link_refund`);
+    # None for the rest and for billing's older events. ``from_facility``: an assigned transfer's, whose
+    # unmatched queue it waited in ("": the admins'), when not the invoice's facility; None for the rest
+    "money": {"kinds": MONEY_KINDS,
+              "by": ("district", "facility", "k", "channel", "outcome", "from_day", "from_facility"),
               "sum": "amount"},
     # residents with an electronic record per district: created minus deleted, and the moves (:data:`PATIENT_MOVES`)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted", *PATIENT_MOVES),
@@ -92,7 +95,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district", "outcome",
-              "from_day")
+              "from_day", "from_facility")
 
 
 def instant(text: Any) -> datetime | None:
@@ -150,6 +153,11 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
         came = _came(kind, fact["outcome"], data)
         if came is not None:
             fact["from_day"] = came.astimezone(VN).date().isoformat()
+        if kind == "billing.payment.received" and fact["outcome"] == "assigned":
+            fact[ASSIGNMENT] = str(data.get("payment") or "")  # what a refund of it names (:func:`link_refund`)
+            queue = data.get("assignedFromQueue")  # whose unmatched queue it waited in ("": the admins')
+            if isinstance(queue, str) and queue != fact.get("facility"):
+                fact["from_facility"] = queue
     if "minutes" in spec:
         start, end = (instant(data.get(f)) for f in spec["minutes"])
         if start is not None and end is not None:
@@ -179,6 +187,29 @@ def money_outcome(kind: str, data: Mapping[str, Any]) -> str:
     if said.startswith("late"):
         return "late"
     return "unmatched" if said == "unmatched" else "applied"
+
+
+# an assignment's payment fact: its payment id (``assign:<transfer>``), which a refund of it names (indexed)
+ASSIGNMENT = "assignment"
+
+
+def refund_link(fact: Mapping[str, Any]) -> str | None:
+    """The assignment a refund's fact gives money of back (``assign:<transfer>``), when the fact does
+    not know yet when that transfer came (billing's refund event says when the ASSIGNMENT was made,
+    ``paymentReceivedAt``, not when its money came); None for every other fact."""
+    if fact.get("k") != "billing.payment.refunded" or fact.get("outcome") != "assigned" or fact.get("from_day"):
+        return None
+    payment = ((fact.get("ev") or {}).get("data") or {}).get("payment")
+    return payment if isinstance(payment, str) and payment else None
+
+
+def link_refund(fact: dict[str, Any], assignment: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A refund of an assignment's money (:func:`refund_link`) given the day its transfer came, the
+    assignment's fact's ``from_day``, so the refund comes off the range's assignments of earlier
+    transfers (``assigned_earlier_*``) when theirs did; unchanged when the assignment is not known (yet)."""
+    if assignment is not None and assignment.get("from_day"):
+        fact["from_day"] = assignment["from_day"]
+    return fact
 
 
 def _came(kind: str, outcome: str, data: Mapping[str, Any]) -> datetime | None:
@@ -282,6 +313,6 @@ def one_decimal(value: float | None) -> int | float | None:
     return tenths // 10 if tenths % 10 == 0 else tenths / 10
 
 
-__all__ = ["DIMENSIONS", "FACT_FIELDS", "MONEY_KINDS", "OUTCOMES", "PATIENT_MOVES", "SECTIONS", "VN", "extract",
-           "instant", "iso_week", "median_and_p90", "merge_rows", "money_outcome", "one_decimal", "routing_key",
-           "rows_of_facts"]
+__all__ = ["ASSIGNMENT", "DIMENSIONS", "FACT_FIELDS", "MONEY_KINDS", "OUTCOMES", "PATIENT_MOVES", "SECTIONS", "VN",
+           "extract", "instant", "iso_week", "link_refund", "median_and_p90", "merge_rows", "money_outcome",
+           "one_decimal", "refund_link", "routing_key", "rows_of_facts"]

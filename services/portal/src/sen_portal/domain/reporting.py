@@ -53,7 +53,7 @@ from sen_shared import mongo
 from sen_shared.bus.idempotency import apply_many
 from sen_shared.claims import claim_once
 
-from .report_facts import SECTIONS, VN, extract, merge_rows, rows_of_facts
+from .report_facts import ASSIGNMENT, SECTIONS, VN, extract, link_refund, merge_rows, refund_link, rows_of_facts
 
 log = logging.getLogger("sen.portal.reporting")
 
@@ -67,6 +67,8 @@ MARGIN = timedelta(seconds=60)
 
 INDEXES: list[mongo.Index] = [
     mongo.Index(FACTS, (("slot", 1),), name="slot_1"),
+    # an assignment's fact by its payment id, for a refund of it (:func:`linked`): one point read
+    mongo.Index(FACTS, ((ASSIGNMENT, 1),), name="assignment_1"),
     mongo.Index(TOTALS, (("level", 1), ("section", 1), ("month", 1), ("day", 1), ("hour", 1)),
                 name="level_section_hour"),
     mongo.Index(TOTALS, (("mark", 1),), name="mark_1"),
@@ -213,13 +215,29 @@ def _arrive(db: Database, now: datetime | None) -> tuple[datetime, datetime, str
     return arrival, start, slot, day
 
 
+def linked(db: Database, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``facts`` with each refund of an assignment's money told when its transfer came
+    (:func:`.report_facts.link_refund`), from the assignment's fact among ``facts`` or stored (a point
+    read by :data:`.report_facts.ASSIGNMENT`; rare: only such refunds read). An assignment not stored
+    yet (its event still on its way) leaves the refund as billing said it (not of an earlier transfer);
+    ``python -m sen_portal.rebuild facts`` links it later."""
+    for fact in facts:
+        link = refund_link(fact)
+        if link is None:
+            continue
+        assignment = next((f for f in facts if f.get(ASSIGNMENT) == link), None) or \
+            db[FACTS].find_one({ASSIGNMENT: link}, {"from_day": 1})
+        link_refund(fact, assignment)
+    return facts
+
+
 def record_event(db: Database, event: Mapping[str, Any], now: datetime | None = None) -> bool:
     """Store the event's fact once; True when counted now, False when it had been counted.
 
     ``now`` (the arrival time) is for tests, benchmarks and replays; the consumer uses the clock.
     """
     arrival, start, slot, day = _arrive(db, now)
-    fact = {**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}
+    fact = linked(db, [{**extract(event), "slot": slot, "sday": day, "at": arrival.astimezone(UTC)}])[0]
     applied = writer.write(db, str(event["id"]), fact)  # apply_once's claim, grouped with concurrent calls
     if applied and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
         log.error("a fact was stored after its slot was sealed; its slot total may miss it: "
@@ -232,8 +250,9 @@ def record_events(db: Database, events: Iterable[Mapping[str, Any]], now: dateti
     and every fact in one unordered insert (``apply_many``: a duplicate id was counted before)."""
     arrival, start, slot, day = _arrive(db, now)
     at = arrival.astimezone(UTC)
-    applied = apply_many(db[FACTS], [(str(e["id"]), {**extract(e), "slot": slot, "sday": day, "at": at})
-                                     for e in events])
+    events = list(events)
+    facts = linked(db, [{**extract(e), "slot": slot, "sday": day, "at": at} for e in events])
+    applied = apply_many(db[FACTS], [(str(e["id"]), f) for e, f in zip(events, facts, strict=True)])
     if any(applied) and now is None and datetime.now(UTC) >= start + SLOT + MARGIN:
         log.error("facts were stored after their slot was sealed; its slot total may miss them: "
                   "run `python -m sen_portal.rebuild totals`", extra={"slot": slot})
