@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from html import unescape
@@ -20,6 +21,7 @@ from flask_babel import format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared import bhyt
+from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, MultipleFileField
 
 from . import backend, backend_message, bp, icd10, login_required, loinc, patients, searches, select_locale, typed_text
@@ -352,20 +354,32 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
             latest_other.append(obs)
     for s in series.values():
         s["points"].sort(key=lambda p: p["t"])
+    # the measurements in the LOINC table's order (blood pressure, heart rate, ... HbA1c), the others by name:
+    # never the order the EHR happened to return the Observations in (their ids)
+    order = {code: at for at, code in enumerate(loinc.NAMES)}
+    series = dict(sorted(series.items(), key=lambda kv: (order.get(kv[0], len(order)), _sort_text(kv[1]["label"]),
+                                                         kv[0])))
     encounters = sorted(by_type.get("Encounter", []), key=lambda e: (e.get("period") or {}).get("start", ""),
                         reverse=True)
     records = {r["id"]: r for r in (consult_record(c) for c in by_type.get("Composition", [])) if r}
     by_encounter = {r["encounter"]: r for r in records.values() if r["encounter"]}
     return {
         "patient": (by_type.get("Patient") or [None])[0],
-        "conditions": by_type.get("Condition", []),
-        "medications": by_type.get("MedicationStatement", []) + by_type.get("MedicationRequest", []),
-        "allergies": by_type.get("AllergyIntolerance", []),
+        # each list newest first, then by name (:func:`_newest_first`): not in the ids' order the EHR returns
+        "conditions": [{"line": problem_line(c), "onset": c.get("onsetDateTime")} for c in _newest_first(
+            by_type.get("Condition", []), lambda c: codeable(c.get("code")), "onsetDateTime", "onsetPeriod.start",
+            "recordedDate")],
+        "medications": _newest_first(by_type.get("MedicationStatement", []) + by_type.get("MedicationRequest", []),
+                                     lambda m: codeable(m.get("medicationCodeableConcept")), "authoredOn",
+                                     "effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
+        "allergies": _newest_first(by_type.get("AllergyIntolerance", []), lambda a: codeable(a.get("code")),
+                                   "recordedDate", "onsetDateTime"),
         "encounters": encounters,
         # each encounter as the page's language says it, with its consult record when it has one
         "visits": [{"start": (e.get("period") or {}).get("start"), "label": _encounter_label(e),
                     "record": by_encounter.get(f"Encounter/{e.get('id')}")} for e in encounters],
-        "documents": by_type.get("DocumentReference", []) + by_type.get("Composition", []),
+        "documents": _newest_first(by_type.get("DocumentReference", []) + by_type.get("Composition", []),
+                                   lambda d: str(d.get("title") or d.get("description") or ""), "date"),
         "consult_records": records,
         # the consults' conclusions (ICD-10), newest first: the problem list beside the Conditions
         "consult_conclusions": sorted((r for r in records.values() if r["codes"]), key=lambda r: r["date"] or "",
@@ -373,6 +387,40 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
         "series": series,
         "other_observations": latest_other,
     }
+
+
+def _sort_text(text: str) -> str:
+    """``text`` as a list sorts it: case and accents off (``Đau`` by ``dau``), the accented form breaking ties."""
+    return f"{normalize(text)}\x00{text}"
+
+
+def _newest_first(resources: list[dict[str, Any]], name: Callable[[dict[str, Any]], str],
+                  *fields: str) -> list[dict[str, Any]]:
+    """``resources`` newest first by the first of ``fields`` each has (``onsetPeriod.start``: a field's field),
+    read as an instant (a day alone at its start in Vietnam); those with none after them; equals by ``name``
+    (a resource's name as the page shows it), then id: the same list in the same order on every load."""
+    def instant(r: dict[str, Any]) -> float | None:
+        for f in fields:
+            value: Any = r
+            for part in f.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if (dt := parse_instant(value)) is not None:
+                return dt.timestamp()
+        return None
+
+    named = sorted(resources, key=lambda r: (_sort_text(name(r)), str(r.get("id") or "")))
+    return sorted(named, key=lambda r: (t := instant(r)) is None or -t)  # stable: equals keep the names' order
+
+
+def problem_line(cond: dict[str, Any]) -> str:
+    """A Condition of the problem list: an ICD-10 code of the list as its code and its title in the page's
+    language (``I10 — Tăng huyết áp vô căn (nguyên phát)``, as the consults' conclusions beside it), never the
+    code alone; another code by its text or display."""
+    coding = next((c for c in (cond.get("code") or {}).get("coding") or []
+                   if c.get("system") in (icd10.SYSTEM, None) and icd10.lookup(str(c.get("code") or ""))), None)
+    if coding is None:
+        return codeable(cond.get("code"))
+    return f"{icd10.lookup(str(coding['code'])).code} — {icd10.label({'coding': [coding]})}"  # type: ignore[union-attr]
 
 
 # The EHR's consult record (services/ehr/src/sen_ehr/domain/consult_record.py): a Composition whose
