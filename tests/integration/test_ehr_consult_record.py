@@ -296,9 +296,11 @@ def test_every_icd10_code_of_the_conclusion_reaches_the_record(worker: EhrWorker
     conclusion = r.json()["section"][3]
     coded = conclusion["extension"][0]["valueCodeableConcept"]
     assert [c["code"] for c in coded["coding"]] == ["I10", "E11.9", "N18.3"]
-    assert coded["coding"][1]["display"] == "Đái tháo đường type 2" and "display" not in coded["coding"][2]
+    # a display sent is kept; a code sent without one is named from the ICD-10 list, never shown alone
+    assert coded["coding"][1]["display"] == "Đái tháo đường type 2"
+    assert coded["coding"][2] == {"system": icd, "code": "N18.3", "display": "Suy thận mạn, giai đoạn 3"}
     div = conclusion["text"]["div"]
-    assert "<p>E11.9 — Đái tháo đường type 2</p>" in div and "<p>N18.3</p>" in div
+    assert "<p>E11.9 — Đái tháo đường type 2</p>" in div and "<p>N18.3 — Suy thận mạn, giai đoạn 3</p>" in div
     assert div.index("I10") < div.index("E11.9") < div.index("N18.3")
 
 

@@ -30,6 +30,7 @@ import uuid
 from typing import Any
 
 from pymongo.database import Database
+from sen_shared import icd10
 from sen_shared.auth import Principal
 from sen_shared.fhir.audit import Auditor, Record
 from sen_shared.fhir.names import name_and_role, name_key, same_person
@@ -80,6 +81,15 @@ def _section(code: str, display: str, title: str, *text: str, system: str = SECT
              **extra: Any) -> dict[str, Any]:
     return {"title": title, "code": {"coding": [{"system": system, "code": code, "display": display}]},
             "text": {"status": "generated", "div": _div(*text)}, **extra}
+
+
+def _named(coding: dict[str, Any]) -> dict[str, Any]:
+    """An ICD-10 coding sent without a display (the event allows it) with the list's Vietnamese title
+    (:func:`sen_shared.icd10.title`), so the record names every code it holds ("N18.3 — Suy thận mạn, giai
+    đoạn 3", never "N18.3" alone); one with a display, or a code the list does not hold, as sent."""
+    name = None if coding.get("display") or coding.get("system") != icd10.SYSTEM else icd10.title(
+        str(coding.get("code") or ""))
+    return {**coding, "display": name} if name else coding
 
 
 def _person_line(p: dict[str, Any]) -> str:
@@ -136,8 +146,8 @@ def build_encounter(data: dict[str, Any], enc_id: str) -> dict[str, Any]:
 
 def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[str, Any]:
     m = data["minutes"]
-    # every ICD-10 code of the conclusion (``diagnoses``; older events carried the first one alone)
-    icds = [{k: c[k] for k in ("system", "code", "display") if c.get(k)}
+    # every ICD-10 code of the conclusion (``diagnoses``; older events carried the first one alone), each named
+    icds = [_named({k: c[k] for k in ("system", "code", "display") if c.get(k)})
             for c in m.get("diagnoses") or [m["conclusion"]]]
     people = [_person_line(p) for p in m["participants"]]
     participants = _section("participants", *SECTIONS["participants"], *people)
