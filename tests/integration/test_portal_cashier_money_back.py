@@ -218,8 +218,10 @@ def test_cash_over_the_balance_records_the_balance_says_the_change_and_leaves_no
 def test_a_paid_invoices_cash_is_refunded_after_payment_from_its_page(portal, billing, dev_key):
     """A paid examination, a charge made in error: the payment's line offers "Hoàn tiền…"; the refund
     (part of it, a reason, confirmed) is recorded only on the second press; the invoice stays paid, its
-    refund row says "Đã hoàn sau thanh toán" with the reason, the receipt shows it, the drawer gives it,
-    and a second refund of the same payment is refused in Vietnamese."""
+    refund row says "Đã hoàn sau thanh toán" with the reason, the receipt shows it, the drawer gives it.
+    The rest of the same payment is a second refund: the box shows the first (amount, time, who, why) and
+    what is left, the confirmation names the amount, both rows and the payment's "2 lần hoàn" show; a
+    third is refused in Vietnamese (nothing is left)."""
     url, db = billing
     inv = _invoice(url, dev_key, TAM, "kham-benh")
     owed, iid = inv["totalNet"]["value"], inv["id"]
@@ -248,13 +250,38 @@ def test_a_paid_invoices_cash_is_refunded_after_payment_from_its_page(portal, bi
     assert _shift_cash(cashier) == before - 10_000
     receipt = cashier.get(f"/invoices/{iid}/receipt").get_data(as_text=True)
     assert 'data-testid="receipt-refund-after">Đã hoàn sau thanh toán' in receipt
+
+    # the rest of the same payment, a second refund: the box still offers it, with the earlier refund
+    # (amount, time, who, why) and what is left; the confirmation names the amount (none typed: all left)
+    page = cashier.get(f"/invoices/{iid}?refund={pay}").get_data(as_text=True)
+    assert _field(page, "after") == pay, page[-3000:]
+    [earlier] = re.findall(r'data-testid="refund-earlier-item">(.*?)</span>', page)
+    assert re.fullmatch(r"10.000\u00a0₫ \(\d\d/\d\d/\d{4} \d\d:\d\d · [^·]+ · Thu nhầm dịch vụ\)", earlier), earlier
+    left = owed - 10_000
+    assert f'data-testid="refund-left">Còn có thể hoàn: {left:,}\u00a0₫'.replace(",", ".") in page
+    rest = {**form, "amount": "", "reason": "Dịch vụ không thực hiện", "txn": _field(page, "txn"),
+            "csrf_token": csrf_token(page)}
+    step = cashier.post(f"/invoices/{iid}/refund", data=rest).get_data(as_text=True)
+    assert f"Sẽ hoàn {left:,}\u00a0₫ cho người bệnh".replace(",", ".") in step, step[-3000:]
+    r = cashier.post(f"/invoices/{iid}/refund", data={**rest, "confirm": "refund"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
+    page = cashier.get(r.headers["Location"]).get_data(as_text=True)
+    rows = re.findall(r'<tr role="row" data-testid="refund-row">(.*?)</tr>', page, re.S)
+    assert len(rows) == 2 and "Thu nhầm dịch vụ" in rows[0] and "Dịch vụ không thực hiện" in rows[1]
+    assert re.search(rf'data-testid="payment-outcome">Đã hoàn sau thanh toán {owed:,}\u00a0₫ \([^)]*\), 2 lần hoàn'
+                     .replace(",", "."), page), page[-4000:]
+    assert 'data-testid="no-refund-paid"' in page and 'data-testid="refund-box"' not in page
+    assert _shift_cash(cashier) == before - owed
+    assert [int(r["amount"]) for r in sorted(db["refunds"].find({"payment": pay}), key=lambda r: r["n"])] == [
+        10_000, left]
+
+    # nothing is left: the page's own check says so (422), and past it billing's 409 names who gave it back
     again = cashier.post(f"/invoices/{iid}/refund", data={**form, "txn": "x" * 32, "confirm": "refund"})
-    assert again.status_code == 422 and db["refunds"].count_documents({"_id": pay}) == 1
+    assert again.status_code == 422 and db["refunds"].count_documents({"payment": pay}) == 2
     assert "Khoản thanh toán này không còn gì để hoàn: đã được hoàn rồi" in again.get_data(as_text=True)
-    # past the page's check (the amount left empty: all): billing's 409 names who gave it back
     r = cashier.post(f"/invoices/{iid}/refund", data={**form, "amount": "", "txn": "y" * 32, "confirm": "refund"})
     assert r.status_code == 409 and "Khoản tiền này đã được hoàn" in r.get_data(as_text=True)
-    assert db["refunds"].count_documents({"_id": pay}) == 1
+    assert db["refunds"].count_documents({"payment": pay}) == 2
 
 
 def test_an_invoice_bhyt_pays_in_full_is_cancelled_from_its_page_and_the_day_does_not_count_it(

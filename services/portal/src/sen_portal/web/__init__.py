@@ -345,22 +345,31 @@ def refunded_label(amount: Any, at: Any) -> str:
     return gettext("Refunded %(amount)s (%(time)s)", amount=formatting.vnd(amount), time=formatting.when(at))
 
 
+def _refund_count(said: str, count: int) -> str:
+    """A payment's refunds said with how many there were, when more than one."""
+    return gettext("%(refunded)s, %(count)d refunds", refunded=said, count=count) if count > 1 else said
+
+
 def payment_outcome(payment: Mapping[str, Any], refunds: list[dict[str, Any]] | None) -> str:
     """What became of a payment on the invoice page: given back, "Đã hoàn 10.000 ₫ (06/12/2026 00:29)"
     (a part of it, a credit given back: what still counts, ", còn tính 40.000 ₫ vào hóa đơn"; after the
     invoice was paid: "Đã hoàn sau thanh toán …"), else billing's outcome in words. What was given back
-    is billing's ``refunded`` on the payment (an older summary: its refund's amount, ``refunds`` rows
-    name their payment)."""
-    back = next((r for r in refunds or [] if r.get("payment") == payment.get("id")), None) or {}
-    amount = int(payment.get("refunded") or back.get("amount") or 0)
+    is billing's ``refunded`` on the payment, all its refunds (an older summary: its refund's amount,
+    ``refunds`` rows name their payment). A payment given back in several refunds says so, with the
+    newest's time: "Đã hoàn 100.000 ₫ (06/12/2026 03:04), 2 lần hoàn"; after payment when the newest was."""
+    mine = [r for r in refunds or [] if r.get("payment") == payment.get("id")]
+    back = mine[-1] if mine else {}  # oldest first: the newest refund of the payment
+    amount = int(payment.get("refunded") or sum(int(r.get("amount") or 0) for r in mine) or 0)
     if amount <= 0:
         return outcome_label(payment.get("outcome"))
     if back.get("afterSettlement"):  # the invoice stays paid; the receipt shows the refund
         if not back.get("at"):
-            return gettext("Refunded after payment %(amount)s", amount=formatting.vnd(amount))
-        return gettext("Refunded after payment %(amount)s (%(time)s)", amount=formatting.vnd(amount),
-                       time=formatting.when(back["at"]))
-    said = refunded_label(amount, back.get("at"))
+            said = gettext("Refunded after payment %(amount)s", amount=formatting.vnd(amount))
+        else:
+            said = gettext("Refunded after payment %(amount)s (%(time)s)", amount=formatting.vnd(amount),
+                           time=formatting.when(back["at"]))
+        return _refund_count(said, len(mine))
+    said = _refund_count(refunded_label(amount, back.get("at")), len(mine))
     kept = int(payment.get("amount") or 0) - amount
     if payment.get("outcome") != "applied" or kept <= 0:  # a late payment never counted; all of it went back
         return said
