@@ -155,6 +155,9 @@ def test_minutes_are_parsed_and_become_the_event_and_the_outputs():
     assert ev["findings"] == "Cận lâm sàng: Troponin" and ev["participants"][0]["role"] == "Chủ trì"
     assert [o["type"]["coding"][0]["code"] for o in rules.minutes_outputs(m)] == ["conclusion", "recommendations",
                                                                                  "minutes"]
+    # each named as the minutes form names the part (the advice was "Hướng xử trí")
+    assert [o["type"]["text"] for o in rules.minutes_outputs(m)] == ["Kết luận", "Hướng điều trị đề xuất",
+                                                                     "Biên bản hội chẩn từ xa"]
 
 
 def _with_participant(role, display=None):

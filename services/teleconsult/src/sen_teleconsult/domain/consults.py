@@ -588,13 +588,14 @@ def _instant(text: str) -> datetime:
 
 
 def minutes_outputs(m: Minutes) -> list[dict[str, Any]]:
-    """Task.output: what the requesting clinic reads on its Task (conclusion, advice, the whole minutes)."""
+    """Task.output: what the requesting clinic reads on its Task (conclusion, advice, the whole minutes), each
+    named as the Ministry's minutes form names the part (as the EHR's consult record titles its sections)."""
     text = json.dumps(m.as_json(), ensure_ascii=False).encode()
     return [
         {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "conclusion"}], "text": "Kết luận"},
          "valueCodeableConcept": {"coding": [dict(c) for c in m.conclusion],
                                   **({"text": m.conclusion_text} if m.conclusion_text else {})}},
-        {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "recommendations"}], "text": "Hướng xử trí"},
+        {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "recommendations"}], "text": "Hướng điều trị đề xuất"},
          "valueString": m.recommendations},
         {"type": {"coding": [{"system": OUTPUT_TYPE, "code": "minutes"}], "text": "Biên bản hội chẩn từ xa"},
          "valueAttachment": {"contentType": "application/json", "language": "vi",
