@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import free_port, web_process
+from tests.own_database import own_ferretdb as own_ferretdb_process
+from tests.support import web_process
 
 pytestmark = pytest.mark.integration
 
@@ -32,43 +30,11 @@ STALL_SECONDS = 2.0
 FACILITY = "tyt-dung-lai"
 
 
-def ferretdb_binary() -> Path:
-    tools = Path(os.environ.get("SEN_TOOLS_DIR") or Path.home() / ".local/share/sen/bin")
-    binary = tools / "ferretdb"
-    assert binary.is_file(), f"{binary} is missing: `bash deploy/local/infra.sh up` builds it"
-    return binary
-
-
 @pytest.fixture()
-def own_ferretdb(tmp_path):
+def own_ferretdb():
     """A FerretDB of this test only (its own port and state), over the project's PostgreSQL."""
-    port, debug = free_port(), free_port()
-    pg_port = os.environ.get("SEN_PG_PORT", "54329")
-    log = tmp_path / "ferretdb.log"
-    proc = subprocess.Popen(
-        [str(ferretdb_binary()), "--handler=postgresql", f"--postgresql-url=postgres://postgres@127.0.0.1:{pg_port}/ferretdb",
-         f"--state-dir={tmp_path}", f"--listen-addr=127.0.0.1:{port}", f"--debug-addr=127.0.0.1:{debug}",
-         "--telemetry=disable", "--log-level=warn"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - closed with the process
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "FerretDB did not listen"
-                time.sleep(0.1)
-        yield {"url": f"mongodb://127.0.0.1:{port}/", "pid": proc.pid}
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)  # never leave it stopped
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with own_ferretdb_process() as fd:
+        yield {"url": fd.url, "pid": fd.pid}
 
 
 def test_healthz_is_answered_while_a_doctors_read_waits_for_a_stalled_database(own_ferretdb, base_env, run_id,
