@@ -116,3 +116,21 @@ def test_an_icd10_problem_is_its_code_and_its_title_in_the_pages_language(tmp_pa
     problems = _items(re.search(r'data-testid="conditions">(.*?)</ul>', page, re.S).group(1))
     assert any(p.startswith(line) for p in problems), problems
     assert not any(re.fullmatch(r"[A-Z]\d\d(\.\d+)?( \(.*\))?", p) for p in problems), problems  # never a code alone
+
+
+def test_a_conclusion_code_nothing_names_is_shown_once_not_as_its_own_name(tmp_path, monkeypatch):
+    """A consult conclusion's code outside the list, stored without a display (an ICD-10-CM ``E11.65`` from
+    another system), read "E11.65 — E11.65" on the chart and the record; now the code alone, the others
+    with their names."""
+    backends = RecordBackends([])
+    for section in backends.composition["section"]:
+        for ext in section.get("extension") or []:
+            ext["valueCodeableConcept"]["coding"].append({"system": ICD, "code": "E11.65"})
+    monkeypatch.setattr(http, "request", backends)
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "clinic")
+    chart = _text(c.get(f"/patients/{PID}").get_data(as_text=True))
+    record = _text(c.get(f"/patients/{PID}/consult-records/{backends.composition['id']}").get_data(as_text=True))
+    for page in (chart, record):
+        assert "E11.65 — E11.65" not in page and "E11.65" in page
+        assert "I20.0 — Đau thắt ngực không ổn định" in page  # the list's own name, as before

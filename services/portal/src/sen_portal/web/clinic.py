@@ -420,7 +420,7 @@ def problem_line(cond: dict[str, Any]) -> str:
                    if c.get("system") in (icd10.SYSTEM, None) and icd10.lookup(str(c.get("code") or ""))), None)
     if coding is None:
         return codeable(cond.get("code"))
-    return f"{icd10.lookup(str(coding['code'])).code} — {icd10.label({'coding': [coding]})}"  # type: ignore[union-attr]
+    return icd10.line(coding)
 
 
 # The EHR's consult record (services/ehr/src/sen_ehr/domain/consult_record.py): a Composition whose
