@@ -603,8 +603,10 @@ def invoice_summary(db: Database, invoice_id: str,
 
 def refund(db: Database, payment_key: str, amount: int | None, reason: str, principal: Any,
            shift_id: str | None, *, after_settlement: bool = False) -> dict[str, Any]:
-    """A cashier gives money back for one payment, with a reason, once per payment (a claim keyed
-    by the payment): all of a late payment; all of a payment toward an invoice still owed (issued,
+    """A cashier gives money back for one payment, with a reason, in as many refunds as it takes,
+    never more than the payment in all (each refund the next link of the payment's refunds,
+    ``refund_links.record``: a claim by insert carrying the running total): all or part of what is
+    left of a late payment; all of a payment toward an invoice still owed (issued,
     not settled: a **reversal**, the invoice owes it again, so once nothing is left paid it can be
     cancelled); of a settled (balanced) invoice's payment only the credit the overpayment left;
     all that is left of a cancelled invoice's (the invoice's summary gives each payment's ``refundable``);
@@ -630,9 +632,9 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
       when they finish their own try), so the audit says who decided and who handed the money over;
       the invoice page and the receipt show "Started: … · Finished: …" when the two differ.
 
-    **After settlement.** A balanced invoice whose credit is all given back (or was never there): each
-    payment not refunded yet can be given back, all or part of it, once (a charge made in error, a
-    service not given). The invoice stays ``balanced`` (FHIR has no "refunded" status; its receipt
+    **After settlement.** A balanced invoice whose credit is all given back (or was never there): what is
+    left of each payment can be given back, all or part of it, in one refund or several (a charge made
+    in error, a service not given). The invoice stays ``balanced`` (FHIR has no "refunded" status; its receipt
     stands, with its number); the refund is its own money record (``after_settlement: true``) that the
     invoice page and the receipt show as "Đã hoàn sau thanh toán", and that shifts, the daily
     reconciliation and ``billing.payment.refunded`` (outcome ``applied``: a refund of takings) count as
