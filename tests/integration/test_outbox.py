@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,6 +27,29 @@ def changed(resource_id: str, version: int = 1) -> dict[str, Any]:
     return make_event("ehr.observation.updated", {"resourceType": "Observation", "id": resource_id,
                                                "versionId": str(version), "patient": "Patient/p1"},
                       subject=f"Observation/{resource_id}")
+
+
+@contextmanager
+def relay_and_reader(bus: Bus, db: Any, apply: Callable[[dict[str, Any], Any], None]
+                     ) -> Iterator[tuple[OutboxRelay, EventConsumer]]:
+    """The relay of ``db.observations`` and a READER consumer running ``apply``, each in a thread,
+    reconnecting fast (backoff up to 1 s); stopped on leaving."""
+    stop = threading.Event()
+    pub = bus.publisher(max_retries=1)
+    relay = OutboxRelay(db, pub, ["observations"], batch=50, poll_interval=0.1, max_backoff=1.0)
+    consumer = EventConsumer(bus.url, bus.topology, READER, apply, db, max_backoff=1.0)
+    threads = [threading.Thread(target=relay.run_forever, args=(stop,), daemon=True),
+               threading.Thread(target=consumer.run, args=(stop,), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        assert consumer.ready.wait(60)
+        yield relay, consumer
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+        pub.close()
 
 
 def test_outbox_rides_in_the_same_write_and_the_relay_empties_it(bus: Bus, fresh_db: Any) -> None:
@@ -161,16 +185,7 @@ def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bu
         # each observation id here has one event: the fact keyed by it is the event's claim
         apply_once(db.effects, event["data"]["id"], {"n": 1, "event": event["id"]})
 
-    stop = threading.Event()
-    pub = bus.publisher(max_retries=1)
-    relay = OutboxRelay(fresh_db, pub, ["observations"], batch=50, poll_interval=0.1, max_backoff=1.0)
-    consumer = EventConsumer(bus.url, bus.topology, READER, apply, fresh_db, max_backoff=1.0)
-    threads = [threading.Thread(target=relay.run_forever, args=(stop,), daemon=True),
-               threading.Thread(target=consumer.run, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
-        assert consumer.ready.wait(60)
+    with relay_and_reader(bus, fresh_db, apply) as (relay, consumer):
         coll = fresh_db.observations
         ids: list[str] = []
         for d in range(total // per_doc):  # the service keeps writing while the broker is down
@@ -188,11 +203,6 @@ def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bu
         restart.join(60)
         while time.monotonic() < deadline and fresh_db.effects.count_documents({}) < total:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(20)
-        pub.close()
 
     effects = list(fresh_db.effects.find({}, {"n": 1}))
     if len(effects) != total:

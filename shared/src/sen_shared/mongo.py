@@ -13,6 +13,7 @@ on an event loop.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 from pymongo.operations import IndexModel
 
 _lock = threading.Lock()
@@ -50,6 +52,25 @@ def database(url: str, name: str) -> Database:
 
 def ping(db: Database) -> None:
     db.client.admin.command("ping")
+
+
+# FerretDB answers an InternalError (code 1; 65 for a batch's write errors) when the PostgreSQL under it is
+# away: refusing connections while it starts or stops, or ending them under a command (a fast shutdown,
+# 57P01; a crash, 57P02; starting up, 57P03). Measured with PostgreSQL restarted under FerretDB 1.24.2.
+_BACKEND_AWAY = re.compile(r"failed to connect to|SQLSTATE 57P0[123]|unexpected EOF|connection reset by peer|"
+                           r"broken pipe|conn closed|connection refused|closed pool", re.IGNORECASE)
+
+
+def unavailable(err: BaseException) -> bool:
+    """Whether ``err`` says the database is out of reach (try again later), not that the command is wrong:
+    pymongo's connection failures (MongoDB's primary stepping down is one) and timeouts, and FerretDB's
+    internal error when the PostgreSQL under it is away. The web answers these 503, and a consumer holds
+    its event until the database answers again, instead of counting a failure (``bus.consumer``)."""
+    if isinstance(err, ConnectionFailure | ExecutionTimeout):
+        return True
+    if isinstance(err, OperationFailure) and err.code in (1, 65):
+        return bool(_BACKEND_AWAY.search(f"{err} {err.details or ''}"))
+    return False
 
 
 FIND_IN_MAX_EQUALITIES = 200

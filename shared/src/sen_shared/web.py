@@ -42,11 +42,11 @@ from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from flask.sessions import NullSession, SessionInterface
 from jsonschema import Draft4Validator, ValidationError
-from pymongo.errors import ConnectionFailure, ExecutionTimeout
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, logs
+from . import auth, logs, mongo
 from .config import Settings
 from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
@@ -442,6 +442,13 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
                        "the database cannot be reached right now; retry in a few seconds",
                        fhir_base, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
 
+    async def database_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        # FerretDB's answer while the PostgreSQL under it restarts is a command error, not a lost
+        # connection: out of reach all the same (``mongo.unavailable``); any other one is a bug
+        if mongo.unavailable(exc):
+            return await database_down(request, exc)
+        return await unexpected(request, exc)
+
     async def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return _render(request, 500, "Internal Server Error",
@@ -449,7 +456,7 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
 
     return {SenError: sen_error, ProblemException: problem, HTTPException: http,
             UnicodeDecodeError: undecodable, ConnectionFailure: database_down, ExecutionTimeout: database_down,
-            Exception: unexpected}
+            OperationFailure: database_error, Exception: unexpected}
 
 
 # --------------------------------------------------------------------------- connexion, compiled once

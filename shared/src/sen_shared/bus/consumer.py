@@ -8,6 +8,11 @@ logs' correlation id set from the event. What happens to each message:
   valid against its schema: straight to ``<queue>.dlq`` with ``x-sen-reason``;
   never acked without a trace. Messages are taken raw (kombu ``on_message``),
   so kombu's decode-error path, which would ack them, never runs;
+- handler could not reach the database (``mongo.unavailable``: FerretDB or the PostgreSQL under it
+  restarting, MongoDB electing a primary): not a failure of the event. It stays unacked, the
+  database is pinged with backoff (the broker's heartbeats kept) and the handler runs again once it
+  answers; no retry tier is spent on an outage, so a restart longer than the tiers sends nothing to
+  the DLQ. Stopping meanwhile leaves it unacked: the broker delivers it again;
 - handler raised: republished to ``<queue>.retry.<n>`` (n = failures so far),
   whose TTL sends it back to this queue; after the last tier, to the DLQ with
   ``x-sen-reason`` (exception type and message) and ``x-sen-attempts``.
@@ -37,7 +42,9 @@ from typing import Any
 from kombu import Consumer
 from kombu.exceptions import OperationalError
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
+from .. import mongo
 from ..logs import correlation_id
 from .catalog import Catalog
 from .errors import BusError, InvalidEvent, UndecodableMessage
@@ -80,12 +87,16 @@ class EventConsumer:
         self.handled = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.database_waits = 0  # handler calls that found the database away (held, then run again)
         self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._conn: Any = None
 
     # ------------------------------------------------------------ loop
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, reconnecting (with backoff) after broker failures."""
         delay = 0.2
+        self._stop = stop
         while not stop.is_set():
             try:
                 self._consume(stop)
@@ -104,6 +115,7 @@ class EventConsumer:
     def _consume(self, stop: threading.Event) -> None:
         with connect(self.amqp_url, max_retries=1, heartbeat=30) as conn:
             conn.ensure_connection(max_retries=1)
+            self._conn = conn
             self.topology.declare(conn.default_channel)  # idempotent; the queues may be gone after a reset
             sender = ConfirmedSender(conn.channel())
             channel = conn.channel()
@@ -183,7 +195,11 @@ class EventConsumer:
         token = correlation_id.set(str(event.get("correlationid") or event["id"]))
         try:
             try:
-                self.handler(event, self.db)
+                self._handle(event, ids)
+            except _Stopping:
+                return  # unacked: delivered again to whoever consumes next
+            except _BrokerLost as lost:
+                raise lost.error from None  # unacked too; the loop reconnects
             except Exception as err:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
                 failures += 1
                 reason = f"{type(err).__name__}: {err}"
@@ -208,6 +224,39 @@ class EventConsumer:
         finally:
             correlation_id.reset(token)  # after the log line, which carries it
 
+    def _handle(self, event: dict[str, Any], ids: dict[str, Any]) -> None:
+        """The handler, run again each time it finds the database away, once the database answers."""
+        while True:
+            try:
+                self.handler(event, self.db)
+                return
+            except Exception as err:
+                if not mongo.unavailable(err):
+                    raise
+                self.database_waits += 1
+                log.warning("database unavailable, holding the event until it answers",
+                            extra={**ids, "error": type(err).__name__})
+                self._await_database()
+
+    def _await_database(self) -> None:
+        """Until the database answers a ping (backing off up to ``max_backoff``, keeping the broker's
+        heartbeats); :class:`_Stopping` when stopped meanwhile."""
+        delay = 0.2
+        while not self._stop.wait(delay):
+            if self._conn is not None:
+                try:
+                    self._conn.heartbeat_check()
+                except (OperationalError, OSError, *_amqp_errors()) as err:
+                    raise _BrokerLost(err) from err
+            try:
+                mongo.ping(self.db)
+                return
+            except PyMongoError as err:
+                if not mongo.unavailable(err):
+                    return  # the handler will say what is wrong
+            delay = min(delay * 2, self.max_backoff)
+        raise _Stopping
+
     def _forward(self, message: Any, sender: ConfirmedSender, routing_key: str, headers: dict[str, Any], *,
                  reason: str, attempts: int) -> None:
         """Republish ``message`` to a retry queue or the DLQ with confirms, then ack the original."""
@@ -226,6 +275,18 @@ class EventConsumer:
                     content_encoding=message.content_encoding or "binary",
                     correlation_id=props.get("correlation_id"), type_=props.get("type"))
         message.ack()
+
+
+class _Stopping(Exception):
+    """Stopped while waiting for the database: the message stays unacked."""
+
+
+class _BrokerLost(Exception):
+    """The broker's connection failed while waiting for the database (not the handler's failure)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _amqp_errors() -> tuple[type[BaseException], ...]:
