@@ -13,7 +13,8 @@ What they found (each failed before its fix): FerretDB's answer while its Postgr
 command error (InternalError, "failed to connect to ..."), which the web answered 500 and consumers
 counted as a failed event: with the retry tiers spent during the outage, 24 of 90 consult events went
 to the DLQ (``mongo.unavailable``: now 503, and a consumer holds the event until the database
-answers).
+answers). A bank's retry of a call cut off between its payment and the invoice's settlement found the
+payment and stopped there: the invoice stayed issued, paid in full (``payments.finish_payment``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import monitoring
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
 from sen_shared.bus import EventConsumer, apply_once, make_event, new_document
@@ -298,3 +300,67 @@ def test_the_billing_webhook_answers_503_while_the_database_restarts_and_stores_
         assert db["receipts"].find_one({"invoice": iid})["paid"] == 100_000
     db.client.drop_database(name)
 
+
+class _KillAfterPaymentInsert(monitoring.CommandListener):
+    """A pymongo command listener that kills FerretDB as soon as a payment's insert is answered: the
+    database goes away between the payment and its invoice's settlement, every time."""
+
+    def __init__(self, fd: OwnFerretDB) -> None:
+        self.fd, self.armed, self.fired, self._ids = fd, False, False, set()
+
+    def started(self, event: Any) -> None:
+        if self.armed and event.command_name == "insert" and event.command.get("insert") == "payments":
+            self._ids.add(event.request_id)
+
+    def succeeded(self, event: Any) -> None:
+        if self.armed and event.request_id in self._ids:
+            self.armed, self.fired = False, True
+            self.fd.kill()
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+def test_a_transfer_whose_settlement_the_outage_cut_off_is_settled_by_the_banks_retry(own_db) -> None:
+    """The payment is stored, then the database goes away before the invoice is settled (the call is
+    answered 503); the bank's retry of the same call finds the payment and finishes the settlement:
+    the invoice is balanced once, with its receipt, and the transfer is still one payment."""
+    from pymongo import MongoClient
+    from sen_billing.domain import invoice_port, payments
+    from sen_billing.domain.webhooks import Transfer
+    from sen_billing.indexes import INDEXES
+    from sen_shared.fhir.store import Store
+
+    from tests.billing_support import make_invoice
+
+    _, fd = own_db
+    listener = _KillAfterPaymentInsert(fd)
+    client = MongoClient(fd.url, event_listeners=[listener], **mongo.CLIENT_OPTIONS)
+    db = client[f"sen_billing_{uuid.uuid4().hex[:6]}"]
+    try:
+        mongo.ensure_indexes(db, INDEXES)
+        iid, code = make_invoice(db, 100_000)
+        transfer = Transfer("standard", f"tx-{uuid.uuid4().hex[:8]}", 100_000, f"thanh toan {code}")
+
+        def call() -> payments.Recorded:  # what POST /webhooks/standard does with a verified call
+            inbox, seen = payments.store_call(db, "standard", b"{}", {}, [transfer])
+            pid = payments.payment_id(transfer.provider, transfer.transaction_id)
+            return payments.record_transfer(db, transfer, inbox, seen=pid in seen)
+
+        listener.armed = True
+        with pytest.raises(PyMongoError) as cut:
+            call()
+        assert listener.fired and mongo.unavailable(cut.value)  # the web answers it 503: the bank retries
+        fd.start()
+        retry = call()
+        assert not retry.created  # the same payment, not a second one
+        assert db["payments"].count_documents({"invoice": iid}) == 1
+        assert invoice_port.paid_total(db, iid) == 100_000
+        assert Store(db, service="billing").read_doc("Invoice", iid)["res"]["status"] == "balanced"
+        assert db["invoice_balanced"].count_documents({"_id": iid}) == 1
+        assert db["receipts"].count_documents({"invoice": iid}) == 1
+    finally:
+        if fd.proc is None or fd.proc.poll() is not None:
+            fd.start()
+        client.drop_database(db.name)
+        client.close()

@@ -30,6 +30,9 @@ another writer may touch:
   ``invoice_balanced`` keyed by the invoice id: among 20 concurrent final payments exactly one
   wins, and only the winner issues the receipt, the PaymentReconciliation, the Invoice's status
   change and ``billing.invoice.paid`` (``receipts.settle_invoice``).
+- A call cut off after its payment's insert (the database went away, answered 503; the web worker
+  died) left the invoice's part undone: the provider's retry finds the payment and runs its effects
+  again (:func:`finish_payment`; each is a claim, so running them twice changes nothing).
 """
 
 from __future__ import annotations
@@ -219,6 +222,7 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
     pid = payment_id(transfer.provider, transfer.transaction_id)
     existing = db[PAYMENTS].find_one({"_id": pid}, {"outbox": 0}) if seen else None
     if existing is not None:  # a provider's retry: nothing new, the answer is the same
+        finish_payment(db, existing)  # but the first call may have been cut off before the invoice's part
         return Recorded(existing, False)
     invoice = invoice_port.find_by_note(db, transfer.description)
     doc: dict[str, Any] = {
@@ -236,6 +240,21 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
     if recorded.created:
         after_payment(db, recorded.payment, invoice)
     return recorded
+
+
+def finish_payment(db: Database, payment: Mapping[str, Any]) -> None:
+    """:func:`after_payment` again for a payment found stored (a provider's retry), unless its effect is
+    known done: a counted payment whose invoice's settlement lists it (one point read; a settlement
+    claimed but not finished is the repair job's, ``receipts.repair_settlements``). An unmatched one has
+    none (its queue entry went in before it). Idempotent: every step of ``after_payment`` is a claim."""
+    invoice_id = payment.get("invoice")
+    if invoice_id:
+        settled = db[BALANCED].find_one({"_id": invoice_id}, {"payments": 1})
+        if settled is not None and payment["_id"] in (settled.get("payments") or []):
+            return
+    elif not (payment.get("late_invoice") and payment.get("matched")):
+        return
+    after_payment(db, payment)
 
 
 def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: int) -> dict[str, Any]:
