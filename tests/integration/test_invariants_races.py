@@ -12,7 +12,11 @@ docs/invariants.md, "How the races were checked").
 - ``shifts.open_shift``: a cashier's shift opened from many tabs opens once (``shifts``, ``open_shifts``);
 - ``reporting.seal``: a sealed bucket's totals are stored once whoever seals it (``report_totals``);
 - ``sen_billing.report``: a day's reconciliation report keeps its first copy once
-  (``reconciliation_reports``).
+  (``reconciliation_reports``);
+- ``receipts.complete_settlement``: an overpaid settlement's credit is noted once (``credits``);
+- ``fhir.bundle.recover``: a dead transaction is finished by one recoverer (``fhir_rollforward``);
+- ``scheduling.sweep_expired`` against ``book``: an expired hold's slot is booked once and the hold
+  cancelled once (``slot_links``).
 """
 
 from __future__ import annotations
@@ -277,3 +281,75 @@ def test_ten_recoverers_of_one_dead_transaction_at_once_finish_it_once(fresh_db:
     assert (fresh_db["Patient_history"].count_documents({}), fresh_db["Observation_history"].count_documents({})) \
         == (1, 1)
 
+
+
+# ----------------------------------------------------------------------------- an expired hold
+
+@pytest.fixture(scope="module")
+def slots_db(base_env: dict[str, str], run_id: str, mongo_client: Any, dev_key: Any) -> Any:
+    """A teleconsult database with one specialist's schedule (every day 07:00-17:00, 15-minute slots)."""
+    import json
+
+    from sen_teleconsult.domain import availability as av
+
+    from tests.support import admin_headers, app_client
+
+    name = f"sen_t{run_id}_tc_invariants"
+    with app_client("teleconsult", {**base_env, "SEN_TELECONSULT_HOLIDAYS": ""}, name, mongo_client) as (c, _app):
+        body = av.schedule_resource("sched-inv", practitioner="Practitioner/bs-inv", organization="Organization/hub",
+                                    specialty_code="394579002", specialty_text="Tim mạch",
+                                    windows=[(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "07:00:00",
+                                              "17:00:00")], slot_minutes=15)
+        r = c.put("/fhir/Schedule/sched-inv", content=json.dumps(body), headers=admin_headers(dev_key))
+        assert r.status_code in (200, 201), r.text
+        yield mongo_client[name]
+
+
+def test_bookers_and_sweepers_racing_for_an_expired_hold_book_it_once_and_cancel_the_hold_once(slots_db: Any) -> None:
+    """A hold has expired: ten bookers of its slot and two sweepers start at once. They all claim the
+    link after the hold: at most one booking stands (the only 200), the held appointment is cancelled
+    once (by the sweeper or by the booking that took its slot), and nothing is left for the sweeper."""
+    import json
+
+    from sen_shared.fhir.body import unpack
+    from sen_shared.fhir.outcome import FhirError
+    from sen_teleconsult.domain import availability as av
+    from sen_teleconsult.domain import scheduling as sch
+
+    db = slots_db
+    day = (datetime.now(av.TZ) + timedelta(days=5)).date()
+    sid = f"sched-inv-{day:%Y%m%d}1000"
+    availability = sch.availability_of(db, "sched-inv", sid)
+    slotted = sch.Slotted(availability, av.slot_of(availability, sid))
+    cfg = sch.SchedulingConfig()
+
+    def request(patient: str) -> dict[str, Any]:
+        return json.loads(json.dumps(sch.proposal(slotted.av, slotted.slot, patient=patient)))
+
+    t0 = datetime.now(UTC)
+    held = sch.hold(db, sch.Ctx(cfg, by="u-hold", now=t0), request("Patient/giu-cho"))
+    later = t0 + timedelta(minutes=cfg.hold_minutes + 1)  # the hold has expired by then
+
+    def job(i: int) -> Any:
+        if i >= 10:
+            return ("swept", sch.sweep_expired(db, now=later))
+        try:
+            return ("booked", sch.book(db, sch.Ctx(cfg, by=f"u{i}", now=later), request=request(f"Patient/d{i}"))["id"])
+        except FhirError as err:
+            return ("refused", err.status)
+
+    results = at_once(12, job)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    booked = [r[1] for r in results if r[0] == "booked"]
+    assert len(booked) <= 1 and all(r[1] == 409 for r in results if r[0] == "refused"), results
+    links = sorted(db[sch.SLOT_LINKS].find({"k": sid}), key=lambda link: link["n"])
+    assert [link["n"] for link in links] == list(range(1, len(links) + 1))
+    states = [link["st"] for link in links]
+    assert states in (["held", "booked"], ["held", "free", "booked"], ["held", "free"]), states
+    assert [link["ap"] for link in links if link["st"] == "booked"] == booked  # the one 200 is the booking
+    assert sum(r[1] for r in results if r[0] == "swept") == (1 if "free" in states else 0)
+    # the held appointment: created pending, then cancelled once
+    versions = sorted(unpack(d)["res"]["status"] for d in db["Appointment_history"].find({"id": held["id"]}))
+    assert versions == ["cancelled", "pending"], versions
+    sch.sweep_expired(db, now=later)
+    assert db[sch.OPEN_HOLDS].count_documents({"k": sid}) == 0
