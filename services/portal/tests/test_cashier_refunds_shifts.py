@@ -155,3 +155,12 @@ def test_the_shift_page_shows_the_last_closed_shifts_with_their_summary(app, bil
     billing["down"].add("/payments/shifts")
     down = client.get("/shift").get_data(as_text=True)
     assert "Không đọc được các ca đã đóng:" in down
+
+
+def test_a_task_given_back_in_part_shows_and_offers_what_is_left(app, billing):
+    """A late transfer of 150.000 ₫ given back 50.000 ₫ before (billing's ``refundedAmount``: a payment is
+    refunded in parts) stays on the list for the 100.000 ₫ left, and its give-back says that amount."""
+    billing["tasks"] = [TASKS[0], {**TASKS[1], "refundedAmount": 50000}]
+    page = portal_signed_in(app, "cashier").get("/refunds").get_data(as_text=True)
+    assert cells(page, "refund-task-amount") == ["39.000\u00a0₫", "100.000\u00a0₫"]
+    assert "Hoàn 100.000\u00a0₫…" in page and "Hoàn 150.000\u00a0₫" not in page
