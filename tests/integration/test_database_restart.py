@@ -212,6 +212,61 @@ def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database
     db.client.drop_database(db.name)
 
 
+def test_a_consumer_stopped_while_its_database_is_away_leaves_the_events_unacked(own_db, consult_bus: Bus) -> None:
+    """Events arrive while FerretDB is down: the consumer holds them unacked (no ack before the record is
+    stored, no retry tier spent) and, stopped meanwhile, leaves them in the queue, not in the DLQ; a
+    consumer started once the database is back stores each record once."""
+    from pymongo import MongoClient
+    from sen_ehr.domain.consult_record import record_ids
+    from sen_ehr.worker import HANDLERS
+
+    _, fd = own_db
+    # the product's client options, with a shorter wait for a server (each held attempt waits that long)
+    client = MongoClient(fd.url, **{**mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS": 1000})
+    db = client[f"sen_consults_{uuid.uuid4().hex[:6]}"]
+    events = [make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"])
+              for data in (_consult_data(n) for n in range(3))]
+    queue, dlq = consult_bus.topology.queue_name(CONSULT_RECORD), consult_bus.topology.dlq_name(CONSULT_RECORD)
+    deadline = time.monotonic() + DEADLINE
+
+    def consume(until: Callable[[], bool]) -> EventConsumer:
+        stop = threading.Event()
+        consumer = EventConsumer(consult_bus.url, consult_bus.topology, CONSULT_RECORD, HANDLERS[CONSULT_RECORD],
+                                 db, max_backoff=0.5)
+        thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            assert consumer.ready.wait(30)
+            wait_until(lambda: until(consumer), deadline, allow_errors=True)
+        finally:
+            stop.set()
+            thread.join(20)
+        return consumer
+
+    try:
+        db.command("ping")
+        fd.kill()
+        with consult_bus.publisher() as pub:
+            for event in events:
+                pub.publish(event)
+        held = consume(lambda c: c.database_waits > 0)
+        assert held.database_waits > 0 and held.handled == held.retried == held.dead_lettered == 0
+        wait_until(lambda: queue_depth(consult_bus, queue) == len(events), deadline)
+        assert queue_depth(consult_bus, queue) == len(events) and queue_depth(consult_bus, dlq) == 0
+        fd.start()
+        later = consume(lambda c: c.handled >= len(events))
+        assert later.handled == len(events) and later.dead_lettered == 0
+        for event in events:
+            enc_id, comp_id = record_ids(event["data"]["serviceRequest"])
+            assert db["Encounter"].count_documents({"_id": enc_id}) == 1
+            assert db["Composition"].count_documents({"_id": comp_id}) == 1
+    finally:
+        if fd.proc is None or fd.proc.poll() is not None:
+            fd.start()
+        client.drop_database(db.name)
+        client.close()
+
+
 def wait_until(predicate: Callable[[], bool], deadline: float, allow_errors: bool = False) -> None:
     while time.monotonic() < deadline:
         try:
