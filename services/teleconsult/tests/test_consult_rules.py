@@ -325,6 +325,9 @@ def test_sla():
     ("participant", {"part": 5}),
     ("participant", {"part": True}),
     ("participant", {"part": 1e300}),
+    # a reference with a final new line ('$' matched before it): taken as the chair and the site
+    ("chair", {"valueReference": {"reference": "Practitioner/a\n"}}),
+    ("site", {"valueReference": {"reference": "Organization/hub\n"}}),
 ])
 def test_malformed_minutes_are_422_not_a_crash(name, bad):
     body = minutes()
@@ -338,6 +341,7 @@ def test_references_are_objects():
     assert rules.ref_of({"reference": "Patient/p1"}) == "Patient/p1"
     assert rules.ref_of("Patient/p1") is None
     assert rules.ref_of({"reference": "http://elsewhere/Patient/p1"}) is None
+    assert rules.ref_of({"reference": "Patient/p1\n"}) is None  # a final new line: the session 21 fuzz round
     with pytest.raises(ConsultError):
         rules.check_submission(sr(subject="Patient/p1"), clinic=CLINIC, default_hub=None)
 

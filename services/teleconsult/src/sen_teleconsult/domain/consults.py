@@ -172,7 +172,8 @@ def ref_of(value: Any) -> str | None:
     if not isinstance(value, Mapping):
         return None
     ref = value.get("reference")
-    return ref if isinstance(ref, str) and REF.match(ref) else None
+    # whole: REF's ``$`` also matches before a final new line ("Practitioner/a\n" was taken as the chair)
+    return ref if isinstance(ref, str) and REF.fullmatch(ref) else None
 
 
 def ref_id(ref: str) -> str:
