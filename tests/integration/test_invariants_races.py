@@ -353,3 +353,34 @@ def test_bookers_and_sweepers_racing_for_an_expired_hold_book_it_once_and_cancel
     assert versions == ["cancelled", "pending"], versions
     sch.sweep_expired(db, now=later)
     assert db[sch.OPEN_HOLDS].count_documents({"k": sid}) == 0
+
+
+# ----------------------------------------------------------------------------- the layout backfill
+
+def test_a_version_written_while_the_layout_backfill_runs_keeps_its_body(fresh_db: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The indexes Job brings documents of an older layout up to date while the web processes serve:
+    a request writes version 2 of a Practitioner between the backfill's read of version 1 and its
+    update. Version 2 keeps its body (the backfill's update was computed from version 1)."""
+    import json
+
+    from sen_shared.fhir.search import index_fields
+
+    old = {"resourceType": "Practitioner", "id": "old-1", "name": [{"family": "Lương"}]}
+    fresh_db["Practitioner"].insert_one({"_id": "old-1", "v": 1, "lu": datetime(2024, 1, 1, tzinfo=UTC), "del": False,
+                                         "res": old, "sp_missing": ["email"], **index_fields(old)})
+    new = {**old, "name": [{"family": "Lương", "given": ["Thị Mai"]}]}
+    real = st.find_in
+
+    def read_then_a_request_writes(coll: Any, field: str, values: Any, **kw: Any) -> list[dict[str, Any]]:
+        docs = list(real(coll, field, values, **kw))
+        if coll.name == "Practitioner":  # a request's version 2, as write_current stores it
+            fresh_db["Practitioner"].update_one({"_id": "old-1", "v": 1}, {
+                "$set": {"v": 2, "lu": datetime.now(UTC), "res": json.dumps(new, ensure_ascii=False),
+                         **index_fields(new)}, "$unset": {"sp_missing": ""}})
+        return docs
+
+    monkeypatch.setattr(st, "find_in", read_then_a_request_writes)
+    st.backfill(fresh_db, ["Practitioner"])
+    doc = fresh_db["Practitioner"].find_one({"_id": "old-1"})
+    assert doc["v"] == 2 and json.loads(doc["res"]) == new  # not version 1's body under version 2's number

@@ -232,7 +232,8 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
     fixed, step = 0, FIND_IN_MAX_EQUALITIES
     for start in range(0, len(ids), step):
         batch: list[UpdateOne] = []
-        for doc in find_in(coll, "_id", ids[start:start + step], projection={"del": 1, "res": 1, "sp_missing": 1}):
+        for doc in find_in(coll, "_id", ids[start:start + step], projection={"v": 1, "del": 1, "res": 1,
+                                                                              "sp_missing": 1}):
             res = doc.get("res")
             update: dict[str, Any] = {"$set": {"res": pack(res)} if isinstance(res, dict) else {}}
             if not history:
@@ -242,11 +243,17 @@ def _backfill(db: Database, rtype: str, coll: Collection, *, history: bool) -> i
                     update["$set"].update(fields)
                     update["$unset"] = {k: "" for k in ("sp_missing", "sp_present") if k not in fields}
             if update["$set"]:
-                batch.append(UpdateOne({"_id": doc["_id"]}, update))
-        # single writer: the indexes step (one Job / one process at deploy); the updates are
-        # idempotent (each recomputes the same fields from the document), so a rerun only repeats.
-        # The same for the layout marker below. (As before: a document a request writes during the
-        # step may lose that race; the layout bump is run at deploy, before the web processes.)
+                # a current document only at the version read: a request that wrote the next one since
+                # keeps its body (this update was computed from the one before)
+                where = {"_id": doc["_id"]} if history or "v" not in doc else {"_id": doc["_id"], "v": doc["v"]}
+                batch.append(UpdateOne(where, update))
+        # single writer of the layout: the indexes step (one Job / one process at deploy); the updates
+        # are idempotent (each recomputes the same fields from the document), so a rerun only repeats.
+        # The same for the layout marker below. Not the only writer of a current document, though: the
+        # Job runs beside the serving web processes (k8s), whose requests write new versions meanwhile.
+        # The filter on the version read keeps a version written since from getting the older body
+        # (enough on MongoDB; FerretDB applies an update as an unlocked read-modify-write, so there a
+        # request landing inside this very update can still lose: docs/invariants.md, finding 1).
         fixed += bulk_update(coll, batch)
     layouts.update_one({"_id": coll.name}, {"$set": {"layout": LAYOUT, "at": now()}}, upsert=True)
     return fixed
