@@ -376,14 +376,17 @@ class _KillAfterPaymentInsert(monitoring.CommandListener):
         pass
 
 
-def test_a_transfer_whose_settlement_the_outage_cut_off_is_settled_by_the_banks_retry(own_db) -> None:
+@pytest.mark.parametrize("channel", ["transfer", "cash"])
+def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(own_db, channel: str) -> None:
     """The payment is stored, then the database goes away before the invoice is settled (the call is
-    answered 503); the bank's retry of the same call finds the payment and finishes the settlement:
-    the invoice is balanced once, with its receipt, and the transfer is still one payment."""
+    answered 503); the retry of the same call (the bank's; the cashier's, with the same transaction id)
+    finds the payment and finishes the settlement: the invoice is balanced once, with its receipt, and
+    the money is still one payment."""
     from pymongo import MongoClient
     from sen_billing.domain import invoice_port, payments
     from sen_billing.domain.webhooks import Transfer
     from sen_billing.indexes import INDEXES
+    from sen_shared.auth import Principal
     from sen_shared.fhir.store import Store
 
     from tests.billing_support import make_invoice
@@ -396,8 +399,12 @@ def test_a_transfer_whose_settlement_the_outage_cut_off_is_settled_by_the_banks_
         mongo.ensure_indexes(db, INDEXES)
         iid, code = make_invoice(db, 100_000)
         transfer = Transfer("standard", f"tx-{uuid.uuid4().hex[:8]}", 100_000, f"thanh toan {code}")
+        cashier = Principal(sub="cashier-an", roles=frozenset({"cashier"}), facility="org-a")
 
-        def call() -> payments.Recorded:  # what POST /webhooks/standard does with a verified call
+        def call() -> payments.Recorded:
+            if channel == "cash":  # POST /payments/cash with its transactionId
+                return payments.record_cash(db, iid, 100_000, cashier, "shift-1", transfer.transaction_id)
+            # what POST /webhooks/standard does with a verified call
             inbox, seen = payments.store_call(db, "standard", b"{}", {}, [transfer])
             pid = payments.payment_id(transfer.provider, transfer.transaction_id)
             return payments.record_transfer(db, transfer, inbox, seen=pid in seen)

@@ -31,8 +31,9 @@ another writer may touch:
   wins, and only the winner issues the receipt, the PaymentReconciliation, the Invoice's status
   change and ``billing.invoice.paid`` (``receipts.settle_invoice``).
 - A call cut off after its payment's insert (the database went away, answered 503; the web worker
-  died) left the invoice's part undone: the provider's retry finds the payment and runs its effects
-  again (:func:`finish_payment`; each is a claim, so running them twice changes nothing).
+  died) left the invoice's part undone: the provider's retry (a cashier's, with the same transaction
+  id) finds the payment and runs its effects again (:func:`finish_payment`; each is a claim, so
+  running them twice changes nothing).
 """
 
 from __future__ import annotations
@@ -591,6 +592,7 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
             if before.get("invoice") != invoice.id or before.get("amount") != amount:
                 raise PaymentError("this transactionId recorded another cash payment: send a new one",
                                    status=422)
+            finish_payment(db, before)  # the first try may have been cut off before the invoice's part
             return Recorded(before, False)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment")
