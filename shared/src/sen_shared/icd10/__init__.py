@@ -7,7 +7,8 @@ still coded in Vietnam, Vietnamese and English titles (``data/icd10-vi.tsv``, bu
 chapter or block, an ICD-10-CM code (``E11.65``) or a code of the right shape WHO does not have
 (``I21.99``). The list is read once, on first use (~12,600 lines, tens of milliseconds). The
 portal's search (``sen_portal.web.icd10``) indexes the same rows (:func:`rows`) and the everyday
-names of ``data/icd10-synonyms.tsv`` (:data:`SYNONYMS`)."""
+names of ``data/icd10-synonyms.tsv`` (:data:`SYNONYMS`) and their English twins of
+``data/icd10-synonyms-en.tsv`` (:data:`SYNONYMS_EN`: "hypertension" is I10 first)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ CODED = ("category", "subcategory")  # what a diagnosis is coded to; chapters an
 _DATA = resources.files(__package__).joinpath("data")
 LIST = _DATA.joinpath("icd10-vi.tsv")
 SYNONYMS = _DATA.joinpath("icd10-synonyms.tsv")
+SYNONYMS_EN = _DATA.joinpath("icd10-synonyms-en.tsv")
 
 
 class Row(NamedTuple):

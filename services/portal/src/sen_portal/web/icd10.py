@@ -1,6 +1,7 @@
 """Sen's ICD-10 list as the portal uses it (:mod:`sen_shared.icd10`: WHO ICD-10 with Vietnamese and
 English titles, the list teleconsult checks codes against), indexed once, and its accent-insensitive
-search with everyday synonyms (the shared ``data/icd10-synonyms.tsv``)."""
+search with everyday synonyms (the shared ``data/icd10-synonyms.tsv``, and ``data/icd10-synonyms-en.tsv`` for
+English: "hypertension" is I10 first, not I15.1 "Hypertension secondary to ...")."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Code:
 # chapters a general query does not mean: pregnancy (O), perinatal (P), external causes (V-Y), contacts
 # with health services and screening (Z)
 SPECIAL_CHAPTERS = frozenset("OPVWXYZ")
+# the letters of an English everyday name's last word that stand for it while it is typed (:meth:`_Index.__init__`)
+_EN_LEAST = 4
 # a title's first word that adds nothing to the disease's name ("Bệnh đái tháo đường ..." is "đái tháo đường ...")
 _LEAD = ("benh", "cac", "the", "loai")
 
@@ -68,9 +71,14 @@ class _Index:
             self.titles.append(tuple(" ".join(_plain(t)) for t in (vi_words, en_words) if t))
             for w in {*vi_words, *en_words}:
                 postings.setdefault(w, set()).add(i)
-        synonyms = [(words(normalize(term)), codes.split()) for term, codes, _title in shared.read_tsv(shared.SYNONYMS)]
+        # the Vietnamese everyday names, then the English ones; each with the fewest letters of its last word that
+        # stand for it while it is being typed ("tieu du"): an English name's four ("hype", never "di": a
+        # Vietnamese "dị ứng" being typed is no "diabetes")
+        synonyms = [(words(normalize(term)), codes.split(), least)
+                    for source, least in ((shared.SYNONYMS, 2), (shared.SYNONYMS_EN, _EN_LEAST))
+                    for term, codes, _title in shared.read_tsv(source)]
         self.synonyms = sorted(synonyms, key=lambda s: -len(s[0]))  # "sốt xuất huyết" before "sốt"
-        place = _preferred_places([targets for _term, targets in synonyms])
+        place = _preferred_places([targets for _term, targets, _least in synonyms])
         by_rank = sorted(range(len(self.coded)), key=lambda i: (
             self.coded[i].edition != "2019", len(self.coded[i].code) > 3, _place(place, self.coded[i].code)))
         # a title hit's place among equals: current edition; categories in the list's order (E10, E11 ...) but
@@ -226,8 +234,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
     named_any = False
     answered: list[str] = []  # the everyday names that are all the words typed
     partly: list[int] = []  # the codes of a name covering some of the words, the others narrowing none of them
-    for term, targets in ix.synonyms:
-        rest = _covers(term, typed)
+    for term, targets, least in ix.synonyms:
+        rest = _covers(term, typed, least)
         if rest is None:
             continue
         named = [i for target in targets for i in ix.code_prefix(target)]
@@ -262,14 +270,14 @@ def search(query: str, limit: int = 8) -> list[Code]:
     return [ix.coded[i] for i in ordered[:limit]]
 
 
-def _covers(term: list[str], typed: list[str]) -> list[str] | None:
+def _covers(term: list[str], typed: list[str], least: int = 2) -> list[str] | None:
     """The typed words left once each word of an everyday name is typed (the last typed word, of
-    two letters or more, may be a word still being typed: ``tieu du``), or None when the name is not
+    ``least`` letters or more, may be a word still being typed: ``tieu du``), or None when the name is not
     all there."""
     rest = list(enumerate(typed))
     last = len(typed) - 1
     for word in term:
-        hit = next((t for t in rest if t[1] == word or (t[0] == last and len(t[1]) > 1 and word.startswith(t[1]))),
+        hit = next((t for t in rest if t[1] == word or (t[0] == last and len(t[1]) >= least and word.startswith(t[1]))),
                    None)
         if hit is None:
             return None
