@@ -9,8 +9,12 @@ the portal's facts of those events, billing's daily reconciliation beside the da
    assigned to B's invoice, stays in the province's figures only.
 2. An assignment of an earlier day's transfer, overpaid and the rest given back: "of which from earlier
    transfers" (``assigned_earlier``) is net of what was given back, as ``assigned_amount`` is.
-3. Facts of billing's older events (no ``assignedFromQueue``) and a refund whose fact was stored before
-   its assignment's: ``python -m sen_portal.rebuild facts`` gives them the new meaning.
+3. Facts of billing's older events (no ``assignedFromQueue``; a refund's without
+   ``assignedFromReceivedAt``) and a refund whose fact was stored before its assignment's:
+   ``python -m sen_portal.rebuild facts`` gives them the new meaning.
+4. A refund of an assignment's money says when the assigned transfer came (``assignedFromReceivedAt``):
+   its event delivered before the assignment's on the real ``portal.reporting`` queue, the figures
+   are net at once, no rebuild needed.
 """
 
 from __future__ import annotations
@@ -235,6 +239,8 @@ def test_facts_stored_before_the_fix_get_the_new_meaning_from_the_rebuild(
         recon = {(d, f): _recon(bdb, d, f)[0] for d in (yesterday, today) for f in ("org-a", "org-b")}
     for e in events:
         e["data"].pop("assignedFromQueue", None)  # billing's events from before it
+        if e["type"].startswith("vn.sen.billing.payment.refunded"):
+            e["data"].pop("assignedFromReceivedAt", None)  # a refund's event from before it said when
     refunds = [e for e in events if e["type"].startswith("vn.sen.billing.payment.refunded")]
     assert len(refunds) == 1
     for e in refunds + [e for e in events if e not in refunds]:  # the refund's event came first
@@ -257,3 +263,53 @@ def test_facts_stored_before_the_fix_get_the_new_meaning_from_the_rebuild(
         (60_000 + 150_000, 0)
     assert told(today, "org-a")["assigned_earlier"] == 100_000
     assert rebuild_facts(fresh_db) == 0  # the new meaning is what the rebuild gives again
+
+
+def test_a_refund_whose_event_comes_before_its_assignments_is_net_at_once_on_the_real_queue(
+        amqp_url: str, base_env: dict[str, str], fresh_db: Any, mongo_client: Any) -> None:
+    """Yesterday's 150.000 ₫ assigned today to an invoice of 100.000 ₫, the 50.000 ₫ overpaid given back.
+    Billing's refund event says when the assigned transfer came (yesterday, as the assignment's event
+    does). The transfer's arrival and the refund go through the real ``portal.reporting`` queue first,
+    the assignment's event after: the refund's fact knows its transfer's day before the assignment is
+    stored, and once the assignment is in, today's "of which from earlier transfers" is 100.000 ₫ (net,
+    billing's figure), with no ``rebuild facts``. (Before, the refund stayed gross: 150.000 ₫.)"""
+    from sen_portal.domain import reporting
+    from sen_portal.domain.report_facts import ASSIGNMENT, instant
+    from sen_portal.domain.reporting import FACTS, INDEXES
+    from sen_portal.rebuild import rebuild_facts
+    from sen_shared import mongo
+
+    from tests.billing_support import scratch_db
+    from tests.integration.test_reporting import _consume
+
+    mongo.ensure_indexes(fresh_db, INDEXES)
+    today = vn_day_with_room()
+    yesterday = today - timedelta(days=1)
+    with scratch_db(mongo_client, "ro") as bdb:
+        key = _overpaid_earlier(bdb)
+        events = _events(bdb, [key])  # each validated against the catalog's schema
+        recon = {d: _recon(bdb, d, "org-a")[0] for d in (yesterday, today)}
+    assignment = [e for e in events if e["type"].startswith("vn.sen.billing.payment.received")
+                  and e["data"]["payment"] == f"assign:{key}"]
+    refund = [e for e in events if e["type"].startswith("vn.sen.billing.payment.refunded")]
+    assert len(assignment) == 1 and len(refund) == 1 and len(events) == 3
+    came = instant(assignment[0]["data"]["assignedFromReceivedAt"])  # to the second; the refund's to the ms
+    assert refund[0]["data"]["payment"] == f"assign:{key}" and came is not None
+    assert instant(refund[0]["data"]["assignedFromReceivedAt"]).replace(microsecond=0) == came
+    assert instant(refund[0]["data"]["paymentReceivedAt"]) != came  # the assignment's time: today, not the transfer's
+
+    first = [e for e in events if e not in assignment]  # the transfer's arrival and the refund
+    _consume(amqp_url, base_env, fresh_db, reporting.count_event, first, first)
+    stored = fresh_db[FACTS].find_one({"k": "billing.payment.refunded"})
+    assert (stored["outcome"], stored["from_day"]) == ("assigned", yesterday.isoformat())
+    assert fresh_db[FACTS].count_documents({ASSIGNMENT: f"assign:{key}"}) == 0  # not stored yet
+    _consume(amqp_url, base_env, fresh_db, reporting.count_event, assignment, assignment)
+    assert fresh_db[FACTS].count_documents({}) == 3
+
+    for day in (yesterday, today):
+        mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
+        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+    mine = dashboard(fresh_db, today, today, None, facility="org-a")["cashless_share"]
+    assert (mine["assigned_amount"], mine["assigned_earlier_amount"], mine["refunds"]) == (100_000, 100_000, 50_000)
+    assert recon[today]["assigned_earlier"] == 100_000
+    assert rebuild_facts(fresh_db) == 0  # nothing left for the rebuild to link

@@ -83,7 +83,8 @@ SECTIONS: dict[str, dict[str, Any]] = {
     # (unmatched transfers, late ones owed back, refunds), as billing's daily reconciliation counts them.
     # (It replaced "payments", which mixed them: stored totals of that name are no longer read.)
     # ``from_day``: an assigned transfer's, or an unmatched one given back, the day it came (the day whose
-    # unmatched transfers it was; :func:`extract`); an assignment's refund, its transfer's (:func:`link_refund`);
+    # unmatched transfers it was; :func:`extract`); an assignment's refund, its transfer's (its event's
+    # ``assignedFromReceivedAt``; billing's older refund events, from the assignment's fact: :func:`link_refund`);
     # None for the rest and for billing's older events. ``from_facility``: an assigned transfer's, whose
     # unmatched queue it waited in ("": the admins'), when not the invoice's facility; None for the rest
     "money": {"kinds": MONEY_KINDS,
@@ -195,8 +196,9 @@ ASSIGNMENT = "assignment"
 
 def refund_link(fact: Mapping[str, Any]) -> str | None:
     """The assignment a refund's fact gives money of back (``assign:<transfer>``), when the fact does
-    not know yet when that transfer came (billing's refund event says when the ASSIGNMENT was made,
-    ``paymentReceivedAt``, not when its money came); None for every other fact."""
+    not know yet when that transfer came (billing's refund events before ``assignedFromReceivedAt`` say
+    only when the ASSIGNMENT was made, ``paymentReceivedAt``, not when its money came); None for every
+    other fact, and for a refund whose event says it (its ``from_day`` set by :func:`extract`)."""
     if fact.get("k") != "billing.payment.refunded" or fact.get("outcome") != "assigned" or fact.get("from_day"):
         return None
     payment = ((fact.get("ev") or {}).get("data") or {}).get("payment")
@@ -213,9 +215,11 @@ def link_refund(fact: dict[str, Any], assignment: Mapping[str, Any] | None) -> d
 
 
 def _came(kind: str, outcome: str, data: Mapping[str, Any]) -> datetime | None:
-    """When the unmatched transfer a money event is about came: an assignment's (``assignedFromReceivedAt``)
-    or a refund's of an unmatched transfer (``paymentReceivedAt``); None for other money and older events."""
-    if kind == "billing.payment.received" and outcome == "assigned":
+    """When the unmatched transfer a money event is about came: an assignment's (``assignedFromReceivedAt``),
+    a refund's of an assignment's money (the same field, billing's refund events since it carries it) or a
+    refund's of an unmatched transfer (``paymentReceivedAt``); None for other money and older events (a
+    refund of an assignment's then learns it from the assignment's fact: :func:`link_refund`)."""
+    if outcome == "assigned":
         return instant(data.get("assignedFromReceivedAt"))
     if kind == "billing.payment.refunded" and outcome == "unmatched":
         return instant(data.get("paymentReceivedAt"))

@@ -216,11 +216,13 @@ def _arrive(db: Database, now: datetime | None) -> tuple[datetime, datetime, str
 
 
 def linked(db: Database, facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``facts`` with each refund of an assignment's money told when its transfer came
-    (:func:`.report_facts.link_refund`), from the assignment's fact among ``facts`` or stored (a point
+    """``facts`` with each refund of an assignment's money told when its transfer came. Billing's refund
+    event says it (``assignedFromReceivedAt``: :func:`.report_facts.extract` sets ``from_day``, whatever
+    order the refund's and the assignment's events come in); one from before it does not, and is linked
+    here (:func:`.report_facts.link_refund`) from the assignment's fact among ``facts`` or stored (a point
     read by :data:`.report_facts.ASSIGNMENT`; rare: only such refunds read). An assignment not stored
-    yet (its event still on its way) leaves the refund as billing said it (not of an earlier transfer);
-    ``python -m sen_portal.rebuild facts`` links it later."""
+    yet (its event still on its way) leaves such an older refund as billing said it (not of an earlier
+    transfer); ``python -m sen_portal.rebuild facts`` links it later."""
     for fact in facts:
         link = refund_link(fact)
         if link is None:
