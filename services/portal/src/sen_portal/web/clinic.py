@@ -24,7 +24,19 @@ from sen_shared import bhyt
 from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, MultipleFileField
 
-from . import backend, backend_message, bp, icd10, login_required, loinc, patients, searches, select_locale, typed_text
+from . import (
+    backend,
+    backend_message,
+    bp,
+    icd10,
+    login_required,
+    loinc,
+    patients,
+    results,
+    searches,
+    select_locale,
+    typed_text,
+)
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .confirming import confirmation
 from .confirming import status as confirming_status
@@ -333,16 +345,22 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
     for r in entries(bundle):
         by_type[r.get("resourceType", "")].append(r)
     series: dict[str, dict[str, Any]] = {}
-    latest_other: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []  # the results that are no point of a trend, or have a part that is none
     for obs in by_type.get("Observation", []):
+        if obs.get("status") == "entered-in-error":  # recorded by mistake: no result, on no trend
+            continue
         code = (obs.get("code") or {})
         key = next((c.get("code") for c in code.get("coding") or [] if c.get("code")), code.get("text", "?"))
-        when = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or obs.get("issued")
+        when = results.effective(obs)
         vq = obs.get("valueQuantity")
+        listed = not obs.get("component")  # a value not charted (below), or none at all
         if vq is not None and when and isinstance(vq.get("value"), int | float):
             s = series.setdefault(key, {"label": loinc.label(code), "unit": vq.get("unit") or vq.get("code") or "",
                                         "points": []})
             s["points"].append({"t": when, "v": vq["value"]})
+            listed = False
+        elif any(k in obs for k in (*results.VALUES, "dataAbsentReason")):
+            listed = True
         for comp in obs.get("component") or []:  # blood pressure: one series per component
             cq = comp.get("valueQuantity")
             if cq is not None and when and isinstance(cq.get("value"), int | float):
@@ -350,8 +368,10 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
                 s = series.setdefault(ckey, {"label": loinc.label(comp.get("code")),
                                              "unit": cq.get("unit") or "", "points": []})
                 s["points"].append({"t": when, "v": cq["value"]})
-        if vq is None and not obs.get("component"):
-            latest_other.append(obs)
+            else:  # a part that is no number on a time: the panel is listed too, all its parts named
+                listed = True
+        if listed:
+            other.append(results.line(obs))
     for s in series.values():
         s["points"].sort(key=lambda p: p["t"])
     # the measurements in the LOINC table's order (blood pressure, heart rate, ... HbA1c), the others by name:
@@ -385,7 +405,8 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
         "consult_conclusions": sorted((r for r in records.values() if r["codes"]), key=lambda r: r["date"] or "",
                                       reverse=True),
         "series": series,
-        "other_observations": latest_other,
+        # every result no trend draws (a test's "Âm tính", a blood group, a value not obtained), newest first
+        "other_results": _newest_first(other, lambda r: r["label"], "t"),
     }
 
 

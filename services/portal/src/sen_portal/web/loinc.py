@@ -40,15 +40,19 @@ def name(code: str, lang: str = "vi") -> str | None:
 def label(value: dict[str, Any] | None, lang: str | None = None) -> str:
     """An observation's (or component's) code as the page's language reads it: a LOINC code of the table
     by its name in ``lang`` (the page's locale when not given); else the stored text or a coding's
-    display; else the code itself (``LOINC 8480-6``); "—" for no code at all. Never "?"."""
+    display (on an English page the display first: the code system's English, the text often the clinic's
+    Vietnamese); else the code itself (``LOINC 8480-6``); "—" for no code at all. Never "?"."""
+    if lang is None:
+        locale = get_locale()
+        lang = locale.language if locale else "vi"
     codings = [c for c in (value or {}).get("coding") or [] if c.get("code")]
     for c in codings:
         if c.get("system") in (SYSTEM, None) and c["code"] in NAMES:
-            if lang is None:
-                locale = get_locale()
-                lang = locale.language if locale else "vi"
             return name(c["code"], lang) or ""
-    if (value or {}).get("text") or any(c.get("display") for c in (value or {}).get("coding") or []):
+    display = next((str(c["display"]) for c in (value or {}).get("coding") or [] if c.get("display")), "")
+    if lang == "en" and display:
+        return display
+    if (value or {}).get("text") or display:
         return codeable(value)
     if not codings:
         return "—"
