@@ -26,14 +26,17 @@ export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:${ports[billing]}}
 # the demo province's hub: consults naming no hub go there; a late one escalates to its lead
 export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
 export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}
-# billing: the demo bank account the VietQR codes pay into (a demo BIN and number, not a real account),
-# and the demo facilities' levels for the price list (the shipped list is loaded by the billing worker)
+# billing: the demo bank account the VietQR codes pay into (a demo BIN and number, not a real account)
 export SEN_BANK_BIN=${SEN_BANK_BIN:-970436}
 export SEN_BANK_ACCOUNT=${SEN_BANK_ACCOUNT:-0011001234567}
 export SEN_BANK_ACCOUNT_NAME=${SEN_BANK_ACCOUNT_NAME:-"SO Y TE DONG THAP DEMO"}
 # whose unmatched-transfers queue a transfer to the demo account joins: the demo cashier's facility
 export SEN_BANK_ACCOUNT_FACILITIES=${SEN_BANK_ACCOUNT_FACILITIES:-'{"0011001234567": "tyt-my-hiep"}'}
-export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-'{"bvdk-dong-thap": "province", "ttyt-huyen-cao-lanh": "district", "tyt-my-hiep": "commune"}'}
+# the demo facilities' levels (central, province, district, commune) for billing's price list (the shipped list
+# is loaded by the billing worker): derived from the demo province's organizations, so every facility has one
+export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-$("$py" -c 'import json, sys
+print(json.dumps({o["id"]: o["level"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
+                  if o.get("level")}))' deploy/local/demo-province.json)}
 # the demo facilities' names, printed on billing's receipts: derived from the demo province's organizations
 export SEN_FACILITY_NAMES=${SEN_FACILITY_NAMES:-$("$py" -c 'import json, sys
 print(json.dumps({o["id"]: o["name"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]}))' \

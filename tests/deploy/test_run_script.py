@@ -6,6 +6,7 @@ services call each other by, and the banner printed once everything is ready. No
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -49,3 +50,35 @@ def test_the_ports_started_and_waited_for_are_the_array_the_banner_reads() -> No
     text = RUN_SH.read_text()
     assert 'PORT=${ports[$svc]}' in text and 'url="http://127.0.0.1:${ports[$svc]}/readyz"' in text
     assert not re.search(r"127\.0\.0\.1:808[0-3]", text), "a fixed port left in run.sh"
+
+
+def run_environment(env: dict[str, str]) -> dict[str, str]:
+    """The SEN_* variables run.sh exports for the services, as bash computes them from its own lines
+    (from the ``ports`` array to the first process started) with ``env`` set; nothing is started."""
+    text = RUN_SH.read_text()
+    start = text.index("declare -A ports=")
+    setup = text[start:text.index("\npids=()", start)]
+    root = RUN_SH.parents[2]
+    script = f'cd {root}\npy={root}/.venv/bin/python\nstate=/tmp/sen-state\n{setup}\nenv -0\n'
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if item.startswith("SEN_"))
+
+
+def test_every_demo_facility_has_the_level_its_price_is_charged_at() -> None:
+    """Each facility of the demo province gets its level from ``make run`` (a commune station charged at the
+    default district level's price was the fault: 250.000 ₫ instead of 100.000 ₫ for Trạm Y tế xã Đốc Binh Kiều)."""
+    demo = json.loads((RUN_SH.parent / "demo-province.json").read_text(encoding="utf-8"))
+    facilities = {o["id"]: o for o in demo["organizations"] if o["type"] == "prov"}
+    levels = json.loads(run_environment({})["SEN_FACILITY_LEVELS"])
+    assert set(levels) == set(facilities)
+    assert set(levels.values()) <= {"central", "province", "district", "commune"}
+    for fid, org in facilities.items():
+        if org["name"].startswith("Trạm Y tế xã"):
+            assert levels[fid] == "commune", fid
+        if org["name"].startswith("Trung tâm Y tế huyện"):
+            assert levels[fid] == "district", fid
+    assert levels["tyt-doc-binh-kieu"] == "commune"
+    # a level given to make run wins over the demo's
+    assert json.loads(run_environment({"SEN_FACILITY_LEVELS": '{"x": "central"}'})["SEN_FACILITY_LEVELS"]) == {
+        "x": "central"}
