@@ -133,7 +133,9 @@ _TOTAL_NAMES = {"transfers": _l("Bank transfers"), "cash": _l("Cash"), "refunds"
                 "unmatched_assigned": _l("Unmatched transfers: assigned to invoices since"),
                 "unmatched_refunded": _l("Unmatched transfers: given back since"),
                 "unmatched_waiting": _l("Unmatched transfers: still waiting"),
-                "assigned_earlier": _l("Assigned this day from transfers of earlier days")}
+                # billing's assigned_earlier is net of the day's refunds of those assignments: said so
+                "assigned_earlier": _l(
+                    "Assigned this day from transfers of earlier days, less what was given back of them")}
 _TASKS = {"invoice-cancelled": _l("To refund: the invoice was cancelled"),
           "invoice-balanced": _l("To refund: the invoice was already paid")}
 _TASKS_DONE = {"invoice-cancelled": _l("Given back: the invoice was cancelled"),  # the task's payment refunded
