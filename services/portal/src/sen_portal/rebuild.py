@@ -8,7 +8,8 @@ What "rebuilt" means here (the events themselves live only on the bus and in the
   ``data``'s top-level scalars), after the extraction table in ``domain.report_facts``
   changed; then ``totals``. This process is the only writer of existing facts (the handler
   only inserts new ones), so run one rebuild at a time. Two dimensions come from another
-  fact: a refund of an assignment's money gets the day its transfer came from the assignment's
+  fact: a refund of an assignment's money whose event does not say when its transfer came
+  (billing's refund events before ``assignedFromReceivedAt``) gets that day from the assignment's
   fact (``report_facts.link_refund``; the handler does it too when the assignment came first), and
   an assignment whose event did not say whose unmatched queue the transfer waited in
   (``assignedFromQueue``, billing's events before it) gets the facility its transfer's own
