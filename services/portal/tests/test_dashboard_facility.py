@@ -263,3 +263,40 @@ def test_a_facility_of_no_known_district_is_not_said_to_be_the_whole_province(of
     page = officer.get("/dashboard?start=07/09/2026&end=20/09/2026&facility=pk-an-binh").get_data(as_text=True)
     assert re.search(r'data-testid="scope">Từ 07/09/2026 đến 20/09/2026 · Phòng khám An Bình</p>', page)
     assert "Toàn tỉnh" not in page
+
+
+def _district_select(page: str) -> str:
+    return re.search(r'<select id="district" name="district">(.*?)</select>', page, re.S).group(1)
+
+
+def test_a_facility_alone_in_the_link_shows_its_district_in_the_district_select(officer):
+    """Review 8: /dashboard?facility=... said "· Huyện Cao Lãnh" in the heading while the district select
+    stayed on "Tất cả huyện". The select follows the facility's district and the facility select lists that
+    district's facilities, as when both are chosen; the figures stay the facility's own."""
+    page = officer.get("/dashboard?facility=tyt-my-hiep").get_data(as_text=True)
+    assert ASKED[-1] == (None, "tyt-my-hiep")
+    assert '<option value="Huyện Cao Lãnh" selected>Huyện Cao Lãnh</option>' in _district_select(page)
+    assert '<option value="" selected' not in _district_select(page)
+    assert _groups(page) == [("Huyện Cao Lãnh", ["tyt-my-hiep", "tyt-my-long"])]
+    # the form sent again as it shows (district and facility) is the same facility, not refused
+    again = officer.get("/dashboard?district=Huyện+Cao+Lãnh&facility=tyt-my-hiep")
+    assert again.status_code == 200 and ASKED[-1] == ("Huyện Cao Lãnh", "tyt-my-hiep")
+    # a facility of no known district: the select stays on All districts, every facility listed
+    page = officer.get("/dashboard?facility=pk-an-binh").get_data(as_text=True)
+    assert " selected" not in _district_select(page) and len(_groups(page)) == 5
+    # a facility outside the chosen district is still refused, the district kept (page and CSV alike)
+    assert officer.get("/dashboard?district=Huyện+Tháp+Mười&facility=tyt-my-hiep").status_code == 400
+    assert officer.get("/dashboard/cashless_share.csv?district=Huyện+Tháp+Mười&facility=tyt-my-hiep"
+                       ).status_code == 400
+
+
+def test_the_payment_counts_agree_with_their_number_in_english(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Review 8: "Cash: 1 payments"; one payment is "1 payment" (Vietnamese has one form: "1 lần")."""
+    client = portal_signed_in(_app(tmp_path, monkeypatch), "health-dept", "en")
+    page = html.unescape(client.get("/dashboard?facility=tyt-my-hiep").get_data(as_text=True))
+    counts = re.search(r'data-testid="cashless-counts">(.*?)</span>', page).group(1)
+    assert re.fullmatch(r"Transfers: 1 payment, 150[.,]000\s?₫ · Cash: 0 payments, 0\s?₫", counts), counts
+    vi = portal_signed_in(_app(tmp_path, monkeypatch), "health-dept")
+    page = html.unescape(vi.get("/dashboard?facility=tyt-my-hiep").get_data(as_text=True))
+    counts = re.search(r'data-testid="cashless-counts">(.*?)</span>', page).group(1)
+    assert counts.replace("\xa0", " ") == "Chuyển khoản: 1 lần, 150.000 ₫ · Tiền mặt: 0 lần, 0 ₫", counts

@@ -335,6 +335,7 @@ def has_figures(data: dict[str, Any]) -> bool:
 def dashboard() -> Any:
     form = DashboardFilter(request.args)
     problem, data, choices, known, district, chosen = None, None, None, None, None, None
+    shown: str | None = None  # the district the select shows when the link names only a facility
     if form.validate():
         start, end = _range(form)
         district = form.district.data = _district(form)
@@ -347,6 +348,11 @@ def dashboard() -> Any:
             else:
                 chosen = form.facility.data = facility_scope(form.facility.data, district, start, end, known)
                 data = figures(start, end, district, chosen)
+                if chosen and district is None and known[chosen][1] in choices:
+                    # the district select says the chosen facility's district, as the heading does, and the
+                    # facility select lists that district's facilities (as when the district is chosen); the
+                    # figures stay the facility's own (the link asked for no district)
+                    form.district.data = shown = known[chosen][1]
         except RangeError as err:
             problem = range_problem(err)
         except FacilityRefused as err:
@@ -360,7 +366,7 @@ def dashboard() -> Any:
                            configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
                                     for k, v in configs.items()},
                            districts=choices if choices is not None else districts(),
-                           facility_groups=facility_groups(known, district),
+                           facility_groups=facility_groups(known, shown or district),
                            chosen=(chosen, *known[chosen]) if chosen else None,
                            empty=bool(data and chosen and not has_figures(data)),
                            query=request.query_string.decode() if data else "",
