@@ -230,8 +230,8 @@ def test_a_familys_codes_that_hold_the_words_alike_never_go_out_of_the_lists_ord
     hits = icd10.search(typed, limit=40)
     for a, b in zip(hits, hits[1:], strict=False):
         if a.code[:3] == b.code[:3] and len(a.code) > 3 and len(b.code) > 3:
-            ka = ix.title_key(ix.coded.index(a), joined)[:2]
-            kb = ix.title_key(ix.coded.index(b), joined)[:2]
+            ka = ix.title_key(ix.coded.index(a), joined)[:3]
+            kb = ix.title_key(ix.coded.index(b), joined)[:3]
             assert ka != kb or a.code < b.code, (typed, a.code, b.code)
 
 
@@ -243,3 +243,13 @@ def test_subcategories_of_the_families_the_words_name_come_before_others_that_ho
     assert hits.index("J18.1") < hits.index("B01.2"), hits
     hits = [c.code for c in icd10.search("gãy xương", limit=40)]
     assert hits[10:13] == ["S22.2", "S22.3", "S22.9"], hits
+
+
+@pytest.mark.parametrize("typed", ["suy tim", "heart failure"])
+def test_a_title_naming_the_words_only_after_without_comes_below_those_that_have_them(typed):
+    """I11.9 "Bệnh tim do tăng huyết áp, không suy tim" (WITHOUT heart failure) is no match for "suy tim" as
+    I13.0 "..., có suy tim" is: it was 4th, before the I13 codes including it (review 7)."""
+    found = [c.code for c in icd10.search(typed, limit=20)]
+    assert found[:3] == ["I50", "I50.9", "I50.0"]
+    assert {"I11.0", "I13.0", "I13.2"} <= set(found[: found.index("I11.9")])
+    assert [c.code for c in icd10.search("khong suy tim")][0] == "I11.9"  # typed with "không": found as typed

@@ -42,6 +42,8 @@ SPECIAL_CHAPTERS = frozenset("OPVWXYZ")
 _EN_LEAST = 4
 # a title's first word that adds nothing to the disease's name ("Bệnh đái tháo đường ..." is "đái tháo đường ...")
 _LEAD = ("benh", "cac", "the", "loai")
+# the words after which a title says what the disease is WITHOUT (:meth:`_Index._only_negated`)
+_NEGATIONS = frozenset(("khong", "without"))
 
 
 def _plain(title_words: list[str]) -> list[str]:
@@ -113,7 +115,21 @@ class _Index:
                 tier = min(tier, 2)
         special = tier > 0 and self.coded[i].code[0] in SPECIAL_CHAPTERS
         code = self.coded[i].code
-        return special, tier, code[:3] not in named, self.rank[i]
+        return special, self._only_negated(i, typed), tier, code[:3] not in named, self.rank[i]
+
+    def _only_negated(self, i: int, typed: str) -> bool:
+        """Whether every title of code ``i`` has the typed words only after a "không" / "without": I11.9 "Bệnh
+        tim do tăng huyết áp, không suy tim" (WITHOUT heart failure) for ``suy tim`` goes below the titles
+        having it (I13.0 "..., có suy tim"). Words typed with such a word ("khong suy tim") are taken as typed."""
+        asked = typed.split()
+        if not asked or _NEGATIONS.intersection(asked):
+            return False
+        for title in self.titles[i]:
+            title_words = title.split()
+            cut = next((at for at, w in enumerate(title_words) if w in _NEGATIONS), len(title_words))
+            if cut == len(title_words) or all(any(w.startswith(t) for w in title_words[:cut]) for t in asked):
+                return False
+        return True
 
     def with_prefix(self, word: str) -> frozenset[int]:
         """The codes one of whose title words starts with ``word``."""
@@ -256,7 +272,7 @@ def search(query: str, limit: int = 8) -> list[Code]:
         named = frozenset({ix.coded[i].code[:3] for i in (*found, *partly)}
                           | {ix.coded[i].code for i in hits if len(ix.coded[i].code) == 3})
         if answered:  # "tieu duong": no "đường tiêu hóa" (its words apart, or the other way round)
-            hits = {i for i in hits if any(ix.title_key(i, name)[1] < 3 for name in answered)}
+            hits = {i for i in hits if any(ix.title_key(i, name)[2] < 3 for name in answered)}
         if len(joined) < 3:  # a letter or two (thousands of titles, nothing to rank them by yet): their place alone
             found += partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
         else:
@@ -264,7 +280,7 @@ def search(query: str, limit: int = 8) -> list[Code]:
                                                                         for i in hits))
             # "ho gà": A37 "Ho gà" before R05 (the name "ho"; "gà" no word of R05's title), R05 before the
             # titles holding the words apart and those of a chapter of its own
-            apart = next((at for at, (key, _i) in enumerate(keys) if key[0] or key[1] == 3), len(keys))
+            apart = next((at for at, (key, _i) in enumerate(keys) if key[0] or key[1] or key[2] == 3), len(keys))
             found += [i for _key, i in keys[:apart]] + partly + [i for _key, i in keys[apart:]]
     ordered = list(dict.fromkeys(found))
     return [ix.coded[i] for i in ordered[:limit]]
