@@ -15,6 +15,12 @@ counted as a failed event: with the retry tiers spent during the outage, 24 of 9
 to the DLQ (``mongo.unavailable``: now 503, and a consumer holds the event until the database
 answers). A bank's retry of a call cut off between its payment and the invoice's settlement found the
 payment and stopped there: the invoice stayed issued, paid in full (``payments.finish_payment``).
+
+Two repairs are the workers' by design, and the tests run them as the workers do: a FHIR version
+whose write was cut off between its claim (the history document, the whole version) and its current
+document is rolled forward by the service's outbox relay once past the grace period (a consult record
+acked meanwhile is stored: in its history document); a settlement cut off before its receipt is
+finished by billing's periodic repair job.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import pytest
 from pymongo import monitoring
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
-from sen_shared.bus import EventConsumer, apply_once, make_event, new_document
+from sen_shared.bus import EventConsumer, OutboxRelay, apply_once, make_event, new_document
 
 from tests.integration.test_bus import Bus, _bus, queue_depth, take
 from tests.integration.test_outbox import READER, changed, relay_and_reader
@@ -100,7 +106,8 @@ def test_the_relay_delivers_every_event_across_a_ferretdb_kill_and_a_postgresql_
             ids += [e["data"]["id"] for e in events]
             retried(lambda d=d, events=events: db.observations.insert_one(new_document({"_id": f"doc-{d}"}, events)),
                     deadline)
-            if d in (docs // 3, 2 * docs // 3):
+            if d in (docs // 3, 2 * docs // 3):  # once the relay has sent some since the last outage
+                wait_until(lambda: relay.published > (published_before or [0])[-1], deadline)
                 published_before.append(relay.published)
                 outages.pop(0)()
             time.sleep(0.005)
@@ -134,7 +141,24 @@ CONSULT_RECORD = "ehr.consult-record"
 
 @pytest.fixture()
 def consult_bus(amqp_url: str, base_env: dict[str, str]) -> Iterator[Bus]:
-    yield from _bus(amqp_url, base_env, [CONSULT_RECORD])
+    """The consult-record queue, and READER so that the records' own ``ehr.*`` events are routable."""
+    yield from _bus(amqp_url, base_env, [CONSULT_RECORD, READER])
+
+
+def roll_forward_as_the_relay_does(bus: Bus, db: Any, resource_types: list[str]) -> None:
+    """A write cut off between its version's claim (the history document, the whole version) and its
+    current document is rolled forward by the service's outbox relay (its ``HistoryGate``) once the
+    claim is older than the grace period (``SEN_FHIR_ROLLFORWARD_GRACE``, 5 s): passes of that relay
+    until nothing is pending, the grace 0 here (the stream is over: no writer is still at work)."""
+    from sen_shared.fhir.store import relay_targets
+
+    collections, gates = relay_targets(db, resource_types, grace=timedelta(0))
+    with bus.publisher() as pub:
+        relay = OutboxRelay(db, pub, collections, gates=gates)
+        for _ in range(100):
+            if relay.run_once() == 0 and not any(db[c].find_one({"outbox_pending": True}, {"_id": 1})
+                                                 for c in collections):
+                return
 
 
 def _consult_data(n: int) -> dict[str, Any]:
@@ -185,6 +209,8 @@ def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database
                 if n in (consults // 3, 2 * consults // 3):  # events keep coming while the database is away
                     if outage is not None:
                         outage.join(DEADLINE)
+                    # once the consumer has stored some since the last outage
+                    wait_until(lambda: len(handled) > (handled_at_outage or [0])[-1], deadline)
                     handled_at_outage.append(len(handled))
                     outage = threading.Thread(target=outages.pop(0), daemon=True)
                     outage.start()
@@ -202,6 +228,7 @@ def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database
     assert 0 < handled_at_outage[0] < handled_at_outage[1] < consults, "the restarts must be mid-stream"
     assert state["dead"] == 0 and state["dlq"] == 0, f"consult events dead-lettered: {state}"
     assert len(set(handled)) == consults, state
+    roll_forward_as_the_relay_does(consult_bus, db, ["Encounter", "Composition"])
     store = Store(db, service="ehr")
     for event in events:
         enc_id, comp_id = record_ids(event["data"]["serviceRequest"])
@@ -281,14 +308,14 @@ def wait_until(predicate: Callable[[], bool], deadline: float, allow_errors: boo
 # ------------------------------------------------------------------------------- the billing webhook
 
 def test_the_billing_webhook_answers_503_while_the_database_restarts_and_stores_each_payment_once(
-        own_db, base_env: dict[str, str], tmp_path) -> None:
+        own_db, base_env: dict[str, str], tmp_path, monkeypatch) -> None:
     """A bank sends two transfers for each of 20 invoices, retrying each call until it is answered 200;
     the database goes away twice meanwhile. Every call is answered 200 or 503 (problem JSON, a
     Retry-After), never 500; afterwards each transfer is one payment and each invoice is settled once,
     its receipt for the whole amount."""
     from sen_billing.domain import invoice_port, receipts, webhooks
     from sen_billing.indexes import INDEXES
-    from sen_shared.fhir.store import Store
+    from sen_shared.fhir.store import GRACE_ENV, Store
 
     from tests.billing_support import make_invoice
     from tests.support import web_process
@@ -333,8 +360,11 @@ def test_the_billing_webhook_answers_503_while_the_database_restarts_and_stores_
 
     # a settlement cut off between its claim and its receipt is the billing worker's periodic job's
     # (every 30 s, for claims over a minute old): run it now, as it will run
+    # (over a minute old, its Invoice's balanced version claimed by the cut-off settler is past the
+    # store's grace period: the repair rolls it forward; 0 here stands in for that minute)
     unfinished = sorted(d["_id"] for d in db["invoice_balanced"].find({"done": False})
                         if db["receipts"].find_one({"_id": d["_id"]}, {"_id": 1}) is None)
+    monkeypatch.setenv(GRACE_ENV, "0")
     repaired = receipts.repair_settlements(db, older_than=timedelta(0))
     statuses = [a[0] for a in answers]
     assert set(statuses) <= {200, 503}, [a for a in answers if a[0] not in (200, 503)][:3]
@@ -393,7 +423,9 @@ def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(o
 
     _, fd = own_db
     listener = _KillAfterPaymentInsert(fd)
-    client = MongoClient(fd.url, event_listeners=[listener], **mongo.CLIENT_OPTIONS)
+    # the product's client options, with a shorter wait for a server (the cut-off call waits that long)
+    client = MongoClient(fd.url, event_listeners=[listener],
+                         **{**mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS": 1000})
     db = client[f"sen_billing_{uuid.uuid4().hex[:6]}"]
     try:
         mongo.ensure_indexes(db, INDEXES)
