@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,24 @@ def test_the_list_marks_the_consults_waiting_for_the_clinics_answer(client, monk
     token = csrf_token(page)
     client.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
     assert "Needs your answer" in client.get("/consults").get_data(as_text=True)
+
+
+def test_the_list_says_overdue_for_a_consult_past_its_answer_deadline(client, monkeypatch):
+    """A consult still open after its answer deadline is "Quá hạn" on the clinic's list as on its page and the
+    hub's worklist (review 7: the list said nothing); one answered in time, or ended, is not."""
+    backends = Backends(monkeypatch)  # accepted, due 2026-12-04 13:00: long past
+    sign_in(client)
+    page = client.get("/consults").get_data(as_text=True)
+    assert re.search(r'<span class="badge breach" data-testid="consult-overdue">Quá hạn</span>', page), page
+    backends.task["restriction"] = {"period": {"end": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}}
+    assert 'data-testid="consult-overdue"' not in client.get("/consults").get_data(as_text=True)
+    backends.task.update(status="completed", restriction={"period": {"end": "2026-12-04T13:00:00+07:00"}})
+    assert 'data-testid="consult-overdue"' not in client.get("/consults").get_data(as_text=True)
+    backends.task.update(status="in-progress", businessStatus={"coding": [{"code": "sla-breached"}]})
+    page = client.get("/consults").get_data(as_text=True)
+    token = csrf_token(page)
+    client.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
+    assert 'data-testid="consult-overdue">Overdue</span>' in client.get("/consults").get_data(as_text=True)
 
 
 def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):

@@ -22,7 +22,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from sen_shared.fhir.search.text import normalize
-from wtforms import HiddenField, MultipleFileField
+from wtforms import MultipleFileField
 
 from . import (
     backend,
@@ -45,6 +45,7 @@ from .forms import (
     AnswerForm,
     ConsultForm,
     EndTakeOnForm,
+    FormKey,
     MessageForm,
     PatientForm,
     PatientSearchForm,
@@ -65,7 +66,7 @@ class KeyedConsultForm(ConsultForm):
     """The consult request form with its own ``key`` (made when the form is first shown): its
     resubmissions (a double click, a retry on a slow link) send the same files and ``$submit``."""
 
-    key = HiddenField()
+    key = FormKey()
 
 
 class AnswerFilesForm(AnswerForm):
@@ -73,7 +74,7 @@ class AnswerFilesForm(AnswerForm):
     form's kind of files, each a DocumentReference of the patient, sent as the answer's attachments.
     ``key``: the form's own, as the consult form's."""
 
-    key = HiddenField()
+    key = FormKey()
     files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
 
 
@@ -81,7 +82,7 @@ class CancelForm(ReasonForm):
     """The clinic's cancel of its consult, with the form's ``key`` as the consult form's: a double click
     cancels once and both clicks land on the cancelled consult."""
 
-    key = HiddenField()
+    key = FormKey()
 
 
 def upload_limits() -> dict[str, Any]:
@@ -102,7 +103,7 @@ def upload_limits() -> dict[str, Any]:
 def form_key(form: FlaskForm) -> FlaskForm:
     """``form``'s ``key`` as posted, else a new one (a form shown for the first time): every
     resubmission of the form sends the same one (``charges.request_key`` makes its writes' keys)."""
-    if not _FORM_KEY.fullmatch(form.key.data or ""):
+    if not form.key.data:  # none posted, or not a key (forms.FormKey)
         form.key.data = uuid.uuid4().hex
     return form
 
@@ -895,12 +896,14 @@ def consults() -> Any:
     """The facility's consults, open ones first then those that ended, each part newest request first,
     :data:`CONSULTS_PAGE` a page, however many there are (:func:`consults_page`)."""
     from .cashier import cursor_args
+    from .doctor import overdue
 
     after = request.args.get("after") or None
     problem, rows, next_after, status = None, [], None, 200
     try:
         tasks, next_after = consults_page(after)
-        rows = consult_rows(tasks)
+        now = datetime.now(UTC)  # each past its answer deadline says "Quá hạn", as its page and the worklist do
+        rows = consult_rows(tasks, {str(t.get("id")): {"overdue": overdue(t, now)} for t in tasks})
     except ValueError:
         problem, status = page_gone(), 400
     except BackendError as err:
@@ -1135,7 +1138,6 @@ def name_files(comms: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 THREAD_CATEGORY = "https://sen.vn/fhir/CodeSystem/consult-communication"
-_FORM_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def thread_kind(comm: dict[str, Any]) -> str:
