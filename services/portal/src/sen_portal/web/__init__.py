@@ -15,9 +15,9 @@ import mimetypes
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from functools import wraps
+from functools import cache, wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import (
     Blueprint,
@@ -97,7 +97,7 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
 
 
-def signed_out_page(typed: list[str] | None = None) -> Any:
+def signed_out_page(typed: list[Typed] | None = None) -> Any:
     """The page saying the user was signed out (the session ended, the cookie was lost), with a link to
     sign in again that comes back to the page the user was on (a form's page; htmx's: the page it is
     part of), and what was typed (``typed``: a form not sent) to copy: 401."""
@@ -450,16 +450,58 @@ def _error_page_rendered(sender: Flask, template: Any, context: dict[str, Any], 
         g.error_page = True
 
 
-# a form's fields that hold no text the user typed (tokens, keys, choices, hidden references), never shown back
-# by the expired form's page; a password never is
-_NOT_TYPED = frozenset({"csrf_token", "key", "version", "next", "lang", "confirm", "takeover", "again", "patient",
-                        "priority", "practitioner", "appointment", "slot", "start", "end", "password"})
+class Typed(NamedTuple):
+    """A text the user typed into a form that was not sent, with its field's label (None: not known)."""
+    label: str | None
+    text: str
 
 
-def typed_text(form: Any) -> list[str]:
-    """What the user typed into a form that was not sent (its text fields' non-empty values, in order)."""
-    return [str(v) for k, v in form.items(multi=True)
-            if k not in _NOT_TYPED and "password" not in k and isinstance(v, str) and v.strip()]
+def _form_fields(form_class: type) -> dict[str, Any]:
+    """A portal form's fields by name: the label of each box the user types text into (a text box, a text
+    area, an amount, a number), None for the others (hidden ids and keys, choices, ticks, dates, files,
+    passwords)."""
+    from wtforms import DecimalField, HiddenField, IntegerField, PasswordField, StringField
+    from wtforms.fields.core import UnboundField
+
+    fields: dict[str, Any] = {}
+    for name in dir(form_class):
+        field = getattr(form_class, name, None)
+        if isinstance(field, UnboundField):
+            typed = issubclass(field.field_class, (StringField, IntegerField, DecimalField)) and not issubclass(
+                field.field_class, (HiddenField, PasswordField))
+            label = field.args[0] if field.args else field.kwargs.get("label")
+            fields[name] = label if typed and label is not None else None
+    return fields
+
+
+@cache
+def _portal_forms() -> list[dict[str, Any]]:
+    """Every form of the portal's pages (each WTForms form class of sen_portal), as :func:`_form_fields`."""
+    from wtforms import Form
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    return [_form_fields(c) for c in dict.fromkeys(subclasses(Form)) if c.__module__.startswith("sen_portal.")]
+
+
+def typed_text(form: Any) -> list[Typed]:
+    """What the user typed into a form that was not sent: the non-empty values of its text boxes, in order, each
+    with its box's label. An allow-list: the form sent is the portal's form that has the most of the fields
+    posted (a field's name without its form's prefix: ``cancel-reason`` is ``reason``), and only its text boxes
+    are shown, never a token, key, hidden id, choice or password, nor any field no form of the portal types."""
+    posted = [(str(k).rsplit("-", 1)[-1], v) for k, v in form.items(multi=True) if isinstance(v, str) and v.strip()]
+    names = {name for name, _ in posted}
+    overlap = {i: len(names & fields.keys()) for i, fields in enumerate(_portal_forms())}
+    most = max(overlap.values(), default=0)
+    sent = [_portal_forms()[i] for i, n in overlap.items() if n == most and n]
+    shown = []
+    for name, value in posted:
+        labels = [fields[name] for fields in sent if name in fields]
+        if labels and None not in labels and "password" not in name:
+            texts = {str(label) for label in labels}
+            shown.append(Typed(texts.pop() if len(texts) == 1 else None, value))
+    return shown
 
 
 @bp.errorhandler(CSRFError)
