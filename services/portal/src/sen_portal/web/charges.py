@@ -65,7 +65,7 @@ from . import backend_message, bp, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier, vnd
-from .forms import FlaskForm, LocalDateField, Pattern
+from .forms import FlaskForm, FormKey, LocalDateField, Pattern
 from .patients import FHIR_ID
 
 MAX_LINES = 30
@@ -73,7 +73,6 @@ MAX_PENDING = 50  # the charges not yet invoiced listed (a patient has a few)
 MAX_QUANTITY = 1000
 PRICE_LIST_SIZE = 500
 SERVICES_SHOWN = 50  # the whole list for an empty search (a few dozen entries)
-_KEY = re.compile(r"[0-9a-f]{32}")
 _CARD = r"[A-Za-z]{2}\d{13}"
 
 
@@ -89,7 +88,7 @@ class CardForm(FlaskForm):
                              validators=[DataRequired(_l("Choose the benefit level printed on the card."))])
     card_start = LocalDateField(_l("Valid from"), validators=[InputRequired(_l("Enter a valid date."))])
     card_end = LocalDateField(_l("Valid until"), validators=[InputRequired(_l("Enter a valid date."))])
-    txn = HiddenField()  # the invoice page's form key (made with the page): a second click does nothing twice
+    txn = FormKey()  # the invoice page's form key (made with the page): a second click does nothing twice
 
     def validate_card_end(self, field: Any) -> None:
         if self.card_start.data and field.data and field.data < self.card_start.data:
@@ -101,7 +100,7 @@ class CardForm(FlaskForm):
 class ChargeForm(CardForm):
     """The page's form; the lines are read from ``line_service``/``line_qty`` pairs (:func:`read_lines`)."""
 
-    key = HiddenField()
+    key = FormKey()
     patient = HiddenField()
     who = StringField(_l("Patient: name, CCCD or health insurance number"), validators=[
         DataRequired(_l("Type a name, a CCCD or an insurance number.")),
@@ -480,7 +479,7 @@ def invoice_new() -> Any:
                                message=gettext("New invoices are made by a facility's cashier: your account "
                                                "names no facility.")), 403
     form = ChargeForm()
-    if request.method == "GET" or not _KEY.fullmatch(form.key.data or ""):
+    if request.method == "GET" or not form.key.data:  # none posted, or not a key (forms.FormKey)
         form.key.data = uuid.uuid4().hex  # this form's key: every resubmission of it sends the same one
     if request.method == "GET":
         # ``?p=<id>``: the patient chosen already (a cancelled invoice's page links here for its patient)

@@ -3,6 +3,7 @@ booking a slot, the minutes, and the weekly availability with leave."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -324,7 +325,7 @@ def task_accept(tid: str) -> Any:
     them unseen, while one only escalated or asked about and answered since is accepted all the same
     (:func:`_step_on_page`). Of several doctors at once one wins (teleconsult claims the step); the others
     get the page again saying who took it (:func:`_taken_meanwhile`)."""
-    seen, ticked = request.form.get("version", ""), request.form.get("takeover") or None
+    seen, ticked = page_version(), request.form.get("takeover") or None
     try:
         task = _task_now(tid)
         holder = other_holder(task)
@@ -391,6 +392,17 @@ def as_the_page_showed(op: str, seen: dict[str, Any] | None, now: dict[str, Any]
     return was == state or (op != "start" and (was, state) == ("accepted", "in-progress"))
 
 
+_VERSION = re.compile(r"[0-9]{1,18}")
+
+
+def page_version() -> str:
+    """The Task version the page showed (its form's ``version``), ASCII digits; "" when the form has none (an
+    older page) or posts anything else: '١' or '²' (``str.isdigit``) went into ``If-Match`` and the page was
+    a 500 (the header unsendable)."""
+    seen = request.form.get("version", "")
+    return seen if _VERSION.fullmatch(seen) else ""
+
+
 def _step_on_page(tid: str, op: str, send: Callable[[dict[str, str] | None, dict[str, Any] | None], Any], *,
                   version: str | None = None) -> dict[str, Any] | None:
     """Send a doctor's step on the Task version the page showed (``If-Match``; ``version``, else the form's
@@ -405,7 +417,7 @@ def _step_on_page(tid: str, op: str, send: Callable[[dict[str, str] | None, dict
     ever taken on a version that was read and judged (``If-Match`` of it): a change landing between that
     read and the step is 412 again and judged again, so the lost-update protection stays whole.
     BackendError for any other refusal."""
-    seen = version if version is not None else request.form.get("version", "")  # none: an older page
+    seen = version if version is not None else page_version()  # none: an older page
     headers = {"If-Match": f'W/"{seen}"'} if seen.isdigit() else None
     saw: dict[str, Any] | None = None
     now: dict[str, Any] | None = None
@@ -535,8 +547,8 @@ def task_reassign(tid: str) -> Any:
         # the doctor chosen is said by name and confirmed by the shared step (confirming.py), which sends the
         # same choice and the version the first page showed: a consult changed since in a way that matters is
         # not given
-        seen = request.form.get("version", "")
-        if seen.isdigit():
+        seen = page_version()
+        if seen:
             try:
                 task = _task_now(tid)
             except BackendError as err:

@@ -109,6 +109,21 @@ class Pattern(Regexp):
         super().__init__(re.compile(regex, re.ASCII), message=message, matcher=re.fullmatch)
 
 
+FORM_KEY = re.compile(r"[0-9a-f]{32}")  # a form's key as the pages make it (uuid4().hex)
+
+
+class FormKey(HiddenField):
+    """A form's key, made when the page is shown (``uuid.uuid4().hex``) and posted back with it, so that a
+    second click sends the same ``Idempotency-Key`` or transaction id to the back-end. Only a key as the
+    pages make it is taken: anything else posted (a new line, an emoji, 100 kB) is no key (``data`` None,
+    and the caller makes a new one), never put into a back-end's request header, where it was a 500 (the
+    header unsendable)."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        posted = str(valuelist[0]) if valuelist else ""
+        self.data = posted if FORM_KEY.fullmatch(posted) else None
+
+
 class WholeField(IntegerField):
     """A whole number in a text box (days, minutes): text that is no whole number (nothing typed, ``abc``,
     ``7.5``) is the one message ``invalid`` (the range the field takes, say), not WTForms' "Not a valid
@@ -389,7 +404,7 @@ class MessageForm(FlaskForm):
     """A message on the consult's thread (teleconsult's ``$message``); ``key``: this form's own, so a
     resubmission of it (a double click, a retry) sends the same ``Idempotency-Key`` (``clinic.send_message``)."""
 
-    key = HiddenField()
+    key = FormKey()
     text = TextAreaField(_l("Message"), validators=[DataRequired(_l("Write the message.")),
                                                     Length(max=4000, message=_l("Write at most 4000 characters."))])
 
@@ -614,7 +629,7 @@ class RefundForm(FlaskForm):
     method = SelectField(_l("Refund by"), choices=[("cash", _l("Cash")), ("transfer", _l("Bank transfer"))],
                          default="cash")
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
-    txn = HiddenField()  # this form's key, made when the page is shown: a second click is the same refund
+    txn = FormKey()  # this form's key, made when the page is shown: a second click is the same refund
 
 
 class CashForm(FlaskForm):
@@ -622,7 +637,7 @@ class CashForm(FlaskForm):
                                                              NumberRange(1, None, _l("More than 0 đồng."))])
     # cash over what is left to pay: change given back (unticked), or all of it kept as the patient's credit
     keep_credit = BooleanField(_l("Keep what is over the amount due as the patient's credit (no change given)"))
-    txn = HiddenField()  # the cash's transactionId, made when the page is shown: a second click records nothing new
+    txn = FormKey()  # the cash's transactionId, made when the page is shown: a second click records nothing new
 
 
 class ShiftOpenForm(FlaskForm):
