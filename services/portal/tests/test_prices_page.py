@@ -310,11 +310,23 @@ def test_billing_refusing_or_down_keeps_the_typed_price(app, billing, monkeypatc
 
     monkeypatch.setattr(prices, "call", refuse)
     r = client.post("/prices/dien-tim", data=fields)
-    assert r.status_code == 409 and "Dịch vụ thanh toán từ chối: bạn không có quyền" in r.get_data(as_text=True)
+    assert r.status_code == 403 and "Dịch vụ thanh toán từ chối: bạn không có quyền" in r.get_data(as_text=True)
     assert price_form(r.get_data(as_text=True), "dien-tim")["p-dien-tim-price"] == "70.000"
     monkeypatch.undo()  # billing down: the whole page says so, nothing thrown away
     r = client.post("/prices/dien-tim", data=fields)
     assert r.status_code == 503 and "không kết nối được Dịch vụ thanh toán" in r.get_data(as_text=True)
+
+
+def test_a_price_billing_has_none_of_is_a_404_page(app, billing):
+    """A price posted for an entry billing has no record of (a well-formed id: the portal's own 404 takes the
+    malformed) is billing's 404 with its sentence, not a 409 as if someone had changed it (session 21 fuzz)."""
+    client = portal_signed_in(app, "admin")
+    page = client.get("/prices").get_data(as_text=True)
+    r = client.post("/prices/khong-co", data={"csrf_token": csrf_token(page), "p-khong-co-price": "35.000",
+                                              "p-khong-co-version": "1"})
+    assert r.status_code == 404, r.status_code
+    assert "Dịch vụ thanh toán không có hồ sơ này." in r.get_data(as_text=True)
+    assert not [c for c in billing.calls if c[0] == "PUT"]
 
 
 # ------------------------------------------------------------------------------ the daily report

@@ -162,6 +162,15 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
     return r
 
 
+def page_status(err: BackendError) -> int:
+    """A page's status when a back-end refused what it was sent (its own 4xx: 403 another facility's or not
+    the user's to change, 404 none such, 409 changed meanwhile, 422 unprocessable), 409 for any other refusal,
+    503 when it did not answer or failed."""
+    if err.kind != "refused":
+        return 503
+    return err.status if 400 <= err.status < 500 else 409
+
+
 class AnswerCache:
     """Back-end answers a page reuses for a few seconds, per signed-in user, and one request for
     the same answer at a time (single flight).

@@ -19,7 +19,7 @@ from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
 from . import backend, backend_message, bp, charges, daily_report, login_required, searches
-from .backend import BackendError, call, entries, fhir_get, shared_get
+from .backend import BackendError, call, entries, fhir_get, page_status, shared_get
 from .charges import request_key
 from .confirming import confirmation
 from .confirming import status as confirming_status
@@ -696,10 +696,8 @@ def given_back_message(refund: dict[str, Any] | None) -> str:
 
 def refusal_status(err: BackendError) -> int:
     """The page's status when billing refused a refund (its own 4xx: another facility's payment is 403, none
-    such 404, refunded already 409) or did not answer (503)."""
-    if err.kind != "refused":
-        return 503
-    return err.status if 400 <= err.status < 500 else 409
+    such 404, refunded already 409) or did not answer (503): backend.page_status."""
+    return page_status(err)
 
 
 def refund_refusal(err: BackendError) -> str:

@@ -37,7 +37,7 @@ from wtforms import HiddenField
 from wtforms.validators import InputRequired, NumberRange
 
 from . import backend_message, bp, login_required
-from .backend import BackendError, call, entries
+from .backend import BackendError, call, entries, page_status
 from .formatting import TZ, codeable, vnd
 from .forms import FlaskForm, Pattern, VndField
 
@@ -295,7 +295,8 @@ def price_change(cid: str) -> Any:
     except BackendError as err:
         if err.kind == "refused" and err.status in (409, 412):
             return _conflict(cid, form)
-        return _page(409 if err.kind == "refused" else 503, posted={cid: form}, problem=backend_message(err))
+        # billing's own status (an entry it has none of: 404, not the admin's to change: 403), as the sentence says
+        return _page(page_status(err), posted={cid: form}, problem=backend_message(err))
     version = str((saved.get("meta") or {}).get("versionId", ""))
     name = page_name(saved)[0] or cid
     if version == form.version.data:  # billing wrote no version: the price typed is the one in force
