@@ -645,3 +645,30 @@ def test_files_over_the_portals_limit_get_a_readable_page_and_htmx_the_same_413(
             assert api.status_code == 413 and api.headers["content-type"].startswith("application/problem+json")
         # a client cannot make a page answer 413 by naming the header itself
         assert c.get("/consults/t1", headers={"X-Sen-Body-Too-Large": "1"}).status_code == 200
+
+
+def test_a_form_too_long_with_no_file_is_said_as_the_forms_text_not_files(tmp_path, monkeypatch):
+    """A 300,000-character question and no file chosen (the file box sent empty) is over the portal's limit too:
+    its page says the form's text is too large, never 'Các tệp quá lớn' (review 7); an htmx request's 413 goes to
+    the page's problem box (no files box to say it in). Through the whole ASGI app and the shared middleware."""
+    from sen_portal.app import create_app
+
+    portal_app(tmp_path, monkeypatch)
+    asgi = create_app()
+    backends = Backends(monkeypatch)
+    with asgi.test_client() as c:
+        token = csrf_token(c.get("/login").text)
+        assert c.post("/login", data={"username": "clinic", "password": "sen-clinic", "csrf_token": token},
+                      follow_redirects=False).status_code in (302, 303)
+        page = c.get("/patients/p1/consult").text
+        data = {**_consult_data(page), "question": "Đau ngực " * 300_000}
+        for htmx in ({}, {"HX-Request": "true"}):
+            r = c.post("/patients/p1/consult", data=data, files=[("files", ("", b"", "application/octet-stream"))],
+                       headers=htmx)
+            assert r.status_code == 413 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+            assert "Biểu mẫu quá lớn để gửi" in r.text and "rút ngắn" in r.text, r.text
+            assert "Các tệp quá lớn" not in r.text and "dung lượng các tệp" not in r.text
+            assert bool(r.headers.get("HX-Retarget")) == bool(htmx)
+        assert not backends.posted
+        r = c.post("/patients/p1/consult", data=data, files=[("files", ("scan.jpg", b"\xff\xd8\xff", "image/jpeg"))])
+        assert r.status_code == 413 and "Các tệp quá lớn để gửi" in r.text  # a file sent: the files' limits

@@ -61,6 +61,9 @@ CORRELATION_HEADER = b"x-correlation-id"
 # bytes; never one a client sent
 TOO_LARGE_HEADER = b"x-sen-body-too-large"
 TOO_LARGE_DRAIN = 4  # a page's body over the limit is read and dropped up to this many times the limit
+# a multipart body's part holding a file chosen (an empty file box sends ``filename=""``): the page's 413 says
+# the files are too large only when some were sent (:data:`TOO_LARGE_HEADER` ``<limit> files``), else the form
+_FILE_PART = re.compile(rb'; filename="[^"]')
 # a page's request the middleware refuses, as the application sees it (RequestMiddleware ``pages``): why, one word
 # (``path``: its path held control characters, which the application sees without them); never one a client sent
 REFUSED_HEADER = b"x-sen-refused"
@@ -257,7 +260,7 @@ class RequestMiddleware:
                 await self._reject(scope, send, 400, "Bad Request", "Content-Length is not a number", cid)
                 self._observe(method, 400, started, scope)
                 return
-            if too_big and await self._page_too_large(scope, receive, send, 0, False, method, started):
+            if too_big and await self._page_too_large(scope, receive, send, b"", False, method, started):
                 return
             if too_big:
                 await self._reject(scope, send, 413, "Content Too Large",
@@ -277,7 +280,8 @@ class RequestMiddleware:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body and await self._page_too_large(
-                        scope, receive, send, size, not message.get("more_body"), method, started):
+                        scope, receive, send, b"".join([*chunks, chunk]), not message.get("more_body"), method,
+                        started):
                     return
                 if size > self.max_body:
                     await self._reject(scope, send, 413, "Content Too Large",
@@ -312,22 +316,29 @@ class RequestMiddleware:
         finally:
             self._observe(method, status_holder["status"], started, scope)
 
-    async def _page_too_large(self, scope: Scope, receive: Receive, send: Send, size: int, ended: bool,
+    async def _page_too_large(self, scope: Scope, receive: Receive, send: Send, read: bytes, ended: bool,
                               method: str, started: float) -> bool:
-        """A page's body over the limit (``size`` bytes of it read, ``ended``: all of it): the rest
-        read and dropped, then the application's answer to it without its body (:data:`TOO_LARGE_HEADER`).
-        False (nothing answered yet) when the path is no page or the body goes on past the drain limit."""
+        """A page's body over the limit (``read``: what was read of it, ``ended``: all of it): the rest
+        read and dropped, then the application's answer to it without its body (:data:`TOO_LARGE_HEADER`:
+        the limit, then `` files`` when a part of it was a file chosen, :data:`_FILE_PART`: the page names the
+        files only then, a long text alone being no file). False (nothing answered yet) when the path is no
+        page or the body goes on past the drain limit."""
         if self.pages is None or method not in ("POST", "PUT", "PATCH") or not self.pages(scope):
             return False
+        size, files, tail = len(read), _FILE_PART.search(read) is not None, read[-200:]
         while not ended:
             message = await receive()
             if message["type"] != "http.request":
                 break  # the client went away: nothing to answer, the application says it anyway
-            size += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            files = files or _FILE_PART.search(tail + chunk) is not None  # a part's header split between two too
+            tail = (tail + chunk)[-200:]
             ended = not message.get("more_body")
             if size > self.max_body * TOO_LARGE_DRAIN:
                 return False
-        await self._to_page(scope, receive, send, (TOO_LARGE_HEADER, str(self.max_body).encode()), method, started)
+        marker = str(self.max_body).encode() + (b" files" if files else b"")
+        await self._to_page(scope, receive, send, (TOO_LARGE_HEADER, marker), method, started)
         return True
 
     async def _to_page(self, scope: Scope, receive: Receive, send: Send, marker: tuple[bytes, bytes], method: str,

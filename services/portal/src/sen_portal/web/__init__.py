@@ -234,17 +234,31 @@ def _no_such_id(endpoint: str | None, values: dict[str, Any] | None) -> None:
 
 
 def body_too_large(err: Any) -> Any:
-    """A 413 of a page (files over the portal's limit for one request, ``SEN_MAX_BODY_BYTES``): the
-    portal's readable page in the user's language, saying the limits; the browser's Back button finds
-    the form as it was typed (a page cannot keep the files). An htmx request gets the same 413, which
-    app.js says in the form's own box."""
+    """A 413 of a page (a body over the portal's limit for one request, ``SEN_MAX_BODY_BYTES``): the
+    portal's readable page in the user's language; the browser's Back button finds the form as it was
+    typed (a page cannot keep the files). Files sent (the shared middleware's ``X-Sen-Body-Too-Large`` says
+    ``files``): the files' limits, and an htmx request's 413 is said by app.js in the form's own box. None:
+    the form's text is what is too large (a question of 300,000 letters), said so, and an htmx request's
+    in the page's problem box (:func:`in_page`)."""
+    from . import backend
     from .clinic import upload_limits
 
-    return _headers(current_app.make_response((render_template(
-        "error.html", title=gettext("The files are too large to send"), message=gettext(
-            "Nothing was sent: the files together are larger than the portal takes at once. %(hint)s Go back "
-            "with the browser's Back button (what you typed is still there), then remove a file or choose "
-            "smaller ones.", hint=upload_limits()["hint"])), 413)))
+    if "files" in (request.headers.get("X-Sen-Body-Too-Large") or "").split():
+        response = current_app.make_response((render_template(
+            "error.html", title=gettext("The files are too large to send"), message=gettext(
+                "Nothing was sent: the files together are larger than the portal takes at once. %(hint)s Go back "
+                "with the browser's Back button (what you typed is still there), then remove a file or choose "
+                "smaller ones.", hint=upload_limits()["hint"])), 413))
+    else:
+        response = current_app.make_response((render_template(
+            "error.html", title=gettext("The form is too large to send"), message=gettext(
+                "Nothing was sent: what was typed in the form is longer than the portal takes at once (%(mb)s MB "
+                "in all). Go back with the browser's Back button (what you typed is still there), shorten the "
+                "text, then send it again.", mb=format_decimal(int(backend.settings().max_body_bytes / 100_000) / 10,
+                                                               format="0.#"))), 413))
+        if is_htmx():
+            in_page(response, always=True)
+    return _headers(response)
 
 
 @bp.before_request
@@ -433,13 +447,13 @@ def _headers(response: Response) -> Response:
 PROBLEM_BOX = "#page-problem"
 
 
-def in_page(response: Response) -> None:
+def in_page(response: Response, always: bool = False) -> None:
     """An htmx request (a form sent in place, a search, a poll) answered by the portal's error page (signed
     out, not allowed, refused, a service down): the page's message and links are swapped into the page's
     problem box (``HX-Retarget``), which app.js shows and moves the focus to; the page and what was typed
     in it stay. htmx swaps no 4xx or 5xx by itself: app.js swaps those that name a target. A 413 (files too
-    large) stays the form's own box's (app.js)."""
-    if response.status_code != 413:
+    large) stays the form's own box's (app.js); ``always``: a 413 too (a form's text too large, no file)."""
+    if response.status_code != 413 or always:
         response.headers.setdefault("HX-Retarget", PROBLEM_BOX)
         response.headers.setdefault("HX-Reswap", "innerHTML")
         response.headers.setdefault("HX-Reselect", "#problem")
