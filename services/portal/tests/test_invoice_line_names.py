@@ -37,9 +37,14 @@ def invoice_page(client, monkeypatch):
                "lineItem": [line("Hội chẩn từ xa", "teleconsult", 150000),
                             line("Khám bệnh", "kham-benh", 39000),
                             line("Dịch vụ cũ", None, 20000),  # an old invoice's line: no code
-                            line("Dịch vụ lạ", "not-in-the-map", 10000)]}  # a code the portal does not know
+                            line("Dịch vụ lạ", "not-in-the-map", 10000),  # a code the portal does not know
+                            # a specialty's consult (billing's titles of the price list's entries)
+                            line("Hội chẩn từ xa chuyên khoa Tim mạch", "teleconsult", 250000),
+                            line("Hội chẩn từ xa Chẩn đoán hình ảnh", "teleconsult", 250000),
+                            # a specialty the portal has no English name for: billing's title, not less
+                            line("Hội chẩn từ xa chuyên khoa Lão khoa", "teleconsult", 250000)]}
 
-    stub_invoice_desk(monkeypatch, invoice, 219000)
+    stub_invoice_desk(monkeypatch, invoice, 1219000)
     page = client.get("/login").get_data(as_text=True)
     client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": csrf_token(page)})
 
@@ -54,8 +59,14 @@ def invoice_page(client, monkeypatch):
 
 
 def test_an_english_invoice_page_names_the_services_in_english(invoice_page) -> None:
-    assert invoice_page("en") == ["Teleconsultation", "Medical examination", "Dịch vụ cũ", "Dịch vụ lạ"]
+    """A specialty's consult keeps its specialty in English (review 8: "Hội chẩn từ xa chuyên khoa Tim mạch" and
+    "Hội chẩn từ xa" were both "Teleconsultation"), named as the price list page names the entry."""
+    assert invoice_page("en") == ["Teleconsultation", "Medical examination", "Dịch vụ cũ", "Dịch vụ lạ",
+                                  "Teleconsultation — Cardiology", "Teleconsultation — Radiology",
+                                  "Hội chẩn từ xa chuyên khoa Lão khoa"]
 
 
 def test_a_vietnamese_invoice_page_names_them_as_billing_wrote(invoice_page) -> None:
-    assert invoice_page("vi") == ["Hội chẩn từ xa", "Khám bệnh", "Dịch vụ cũ", "Dịch vụ lạ"]
+    assert invoice_page("vi") == ["Hội chẩn từ xa", "Khám bệnh", "Dịch vụ cũ", "Dịch vụ lạ",
+                                  "Hội chẩn từ xa chuyên khoa Tim mạch", "Hội chẩn từ xa Chẩn đoán hình ảnh",
+                                  "Hội chẩn từ xa chuyên khoa Lão khoa"]

@@ -79,10 +79,15 @@ def line_title(line: dict[str, Any]) -> str:
         concepts.append({"coding": [{"system": SERVICE_SYSTEM, "code": line["service"]}]})
     locale = get_locale()
     if locale is not None and locale.language == "en":
+        title = line.get("text") or (line.get("chargeItemReference") or {}).get("display") or ""
         for concept in concepts:
             for c in concept.get("coding") or []:
                 if c.get("system") == SERVICE_SYSTEM and c.get("code") in SERVICES:
-                    return str(SERVICES[c["code"]])
+                    text = str(concept.get("text") or title)
+                    specialty = _specialty_named(concepts, text)
+                    if specialty is None and _more_than(c["code"], text):
+                        break  # a specialty the portal has no English for: billing's title names it
+                    return _english(c["code"], specialty)
     if line.get("chargeItemCodeableConcept"):
         return codeable(line["chargeItemCodeableConcept"])
     if line.get("text"):  # a receipt's line
@@ -122,18 +127,49 @@ def _label(table: dict[str, Any], code: str | None) -> str:
     return str(label) if label is not None else (code or "")
 
 
+def _english(service: str, specialty: str | None) -> str:
+    """A service of the price list in English with its specialty (``Teleconsultation — Cardiology``): what
+    names a price list entry and an invoice's line alike."""
+    with force_locale("en"):
+        parts = [str(SERVICES[service])]
+        if specialty:
+            parts.append(_label(SPECIALTIES, specialty))
+        return " — ".join(parts)
+
+
+def _specialty_named(concepts: list[dict[str, Any]], title: str) -> str | None:
+    """The specialty an invoice line's service is of (a consult's: its price is the specialty's): a SNOMED
+    specialty code the line carries, else the one its Vietnamese title ends with (billing's title of a
+    specialty's entry, ``Hội chẩn từ xa chuyên khoa Tim mạch``, the line's text); None for none."""
+    for concept in concepts:
+        for c in concept.get("coding") or []:
+            if c.get("code") in SPECIALTIES and c.get("system") == "http://snomed.info/sct":
+                return str(c["code"])
+    words = " ".join(title.split()).casefold()
+    with force_locale("vi"):
+        for code, label in SPECIALTIES.items():
+            if words.endswith(" " + " ".join(str(label).split()).casefold()):
+                return code
+    return None
+
+
+def _more_than(service: str, title: str) -> bool:
+    """The Vietnamese title says more than the service's own name (``Hội chẩn từ xa chuyên khoa Lão khoa``
+    beside ``Hội chẩn từ xa``): its English name alone would drop what."""
+    with force_locale("vi"):
+        plain = " ".join(str(SERVICES[service]).split()).casefold()
+    words = " ".join(title.split()).casefold()
+    return words != plain and words.startswith(plain + " ")
+
+
 def english_name(res: dict[str, Any]) -> str:
     """The service in English (the page shows it beside billing's Vietnamese title): its service,
     specialty and level from the portal's labels; "" for a service the portal has no name for."""
-    service = SERVICES.get(service_code(res))
-    if service is None:
+    if service_code(res) not in SERVICES:
         return ""
+    name = _english(service_code(res), _context(res, "specialty"))
+    level = _context(res, "facility-level")
     with force_locale("en"):
-        parts = [str(service)]
-        specialty, level = _context(res, "specialty"), _context(res, "facility-level")
-        if specialty:
-            parts.append(_label(SPECIALTIES, specialty))
-        name = " — ".join(parts)
         return f"{name} ({str(LEVELS[level]).lower()} level)" if level in LEVELS else name
 
 
