@@ -13,7 +13,9 @@ dashboard) count it as any refund.
   payment 201, one once all of it went back 409, more than is left 422, no reason 422;
 - an overpaid invoice: the credit first, then the payments themselves;
 - 20 cashiers refunding a third of one payment each at once: exactly three refunds, never more than
-  the payment; 20 payments of one invoice refunded at once: each once, the chain's links all after settle;
+  the payment; a cashier who found a colleague's part in flight and lost its record to them gives back
+  their own part (the race forced; it gave back 2 of 3 under load); 20 payments of one invoice
+  refunded at once: each once, the chain's links all after settle;
 - a refund racing the settlement: before the settle link a reversal (the invoice owes it again),
   between the settle link and the settlement's record refused, after it a refund after settlement;
   12 invoices in threads: money given back is never counted by a settlement, and every refund is
@@ -199,6 +201,55 @@ def test_twenty_cashiers_each_refunding_a_third_of_one_payment_at_once_give_back
         f"invoice_givebacks/{link['_id']}" for link in links)  # each decision recorded once
     assert sorted(w["id"] for w in won) == sorted(r["_id"] for r in records)
     assert sum(r["amount"] for r in db["refunds"].find({})) == 90_000
+
+
+def test_a_cashier_who_finds_a_colleagues_part_in_flight_and_loses_its_record_gives_back_their_own(
+        db, monkeypatch) -> None:
+    """The 20 cashiers' race, its interleaving forced (it gave back 2 of 3 parts under load): An's part is
+    decided (her link after settle), not recorded yet; Bình reads the chain, finds An's part in flight and
+    sets out to record it; An records it first. Bình recorded nothing and his own part was never
+    decided: he gives it back (the next link, his reason), not "refunded already" with 60.000 ₫ left."""
+    _iid, code = make_invoice(db, 90_000)
+    paid = pay(db, code, 90_000)
+    binh = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-binh", name="Trần Văn Bình")
+    an_decided, binh_found, an_recorded = threading.Event(), threading.Event(), threading.Event()
+    real = payments._after_settlement
+
+    def forced(db_, payment, by):  # noqa: ANN001
+        decided = real(db_, payment, by)
+        if by["cashier"] == AN.sub:
+            an_decided.set()
+            assert binh_found.wait(30)  # Bình reads the chain while An's part is in flight
+        elif not binh_found.is_set():
+            assert decided["cashier"] == AN.sub  # An's part, not recorded yet: Bình sets out to record it
+            binh_found.set()
+            assert an_recorded.wait(30)  # ... and An records it first
+        return decided
+
+    monkeypatch.setattr(payments, "_after_settlement", forced)
+    answers: dict[str, object] = {}
+
+    def give_back(who: SimpleNamespace, why: str) -> None:
+        try:
+            answers[who.sub] = payments.refund(db, paid["_id"], 30_000, why, who, None, after_settlement=True)
+        except SenError as err:
+            answers[who.sub] = err
+        finally:
+            if who is AN:
+                an_recorded.set()
+
+    an = threading.Thread(target=give_back, args=(AN, "Dịch vụ không thực hiện"))
+    an.start()
+    assert an_decided.wait(30)
+    give_back(binh, "Thu nhầm")
+    an.join(30)
+    mine, his = answers[AN.sub], answers[binh.sub]
+    assert isinstance(mine, dict) and isinstance(his, dict), answers  # before: his a 409 "refunded already"
+    assert (mine["amount"], mine["reason"], mine["n"]) == (30_000, "Dịch vụ không thực hiện", 1)
+    assert (his["amount"], his["reason"], his["n"], his["cashier"]) == (30_000, "Thu nhầm", 2, binh.sub)
+    assert "startedBy" not in his  # his own part, not An's finished by him
+    assert [(r["n"], r["total"]) for r in refund_links.chain(db, paid["_id"])] == [(1, 30_000), (2, 60_000)]
+    assert payments.invoice_summary(db, _iid)["payments"][0]["refundableAfterSettlement"] == 30_000
 
 
 def test_twenty_payments_of_one_paid_invoice_refunded_at_once_each_once_after_the_settlement(db) -> None:

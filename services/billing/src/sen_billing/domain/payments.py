@@ -66,6 +66,10 @@ REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = invoice_port.REFUNDS
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
+# in a transfer's payment counted toward an invoice: what the invoice owed when the payment was placed (its
+# amounts are fixed once issued). A retry then tells a partial payment, which left nothing undone, by one
+# read of the invoice's payments, not the Invoice's read and that one (:func:`finish_payment`)
+OWED = "invoice_owed"
 # what became of an unmatched transfer, claimed once: {_id: payment id, fate: "assigned" | "refunded"};
 # an assignment and an admin's refund of the same transfer race for it, so exactly one of them goes on
 FATES = "unmatched_fates"
@@ -243,19 +247,31 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
     return recorded
 
 
-def finish_payment(db: Database, payment: Mapping[str, Any]) -> None:
+def finish_payment(db: Database, payment: Mapping[str, Any],
+                   invoice: invoice_port.InvoiceView | None = None) -> None:
     """:func:`after_payment` again for a payment found stored (a provider's retry), unless its effect is
-    known done: a counted payment whose invoice's settlement lists it (one point read; a settlement
-    claimed but not finished is the repair job's, ``receipts.repair_settlements``). An unmatched one has
-    none (its queue entry went in before it). Idempotent: every step of ``after_payment`` is a claim."""
+    known done or known to be nothing. A counted payment: done when its invoice's settlement lists it
+    (one point read; a settlement claimed but not finished is the repair job's,
+    ``receipts.repair_settlements``). With no settlement yet, a payment below what its invoice owed
+    (:data:`OWED`, stored at its insert; ``invoice``: the caller's read of it) has nothing to finish
+    while the invoice's payments stay below it and no cancel marked it (one read: the query
+    ``after_payment`` makes): only a payment bringing the sum to what is owed, or one racing a cancel,
+    writes anything there. A payment stored without :data:`OWED` (before it was kept), or one reaching
+    it, runs ``after_payment``. An unmatched one has nothing (its queue entry went in before it); a
+    late one, its refund task. Idempotent: every step of ``after_payment`` is a claim."""
     invoice_id = payment.get("invoice")
     if invoice_id:
         settled = db[BALANCED].find_one({"_id": invoice_id}, {"payments": 1})
         if settled is not None and payment["_id"] in (settled.get("payments") or []):
             return
+        owed = invoice.owed if invoice is not None and invoice.id == invoice_id else payment.get(OWED)
+        if settled is None and owed is not None and int(payment["amount"]) < int(owed):
+            counted, marked = invoice_port.payments_and_mark(db, invoice_id, mine=payment)
+            if not marked and sum(int(p["amount"]) for p in counted) < int(owed):
+                return
     elif not (payment.get("late_invoice") and payment.get("matched")):
         return
-    after_payment(db, payment)
+    after_payment(db, payment, invoice)
 
 
 def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: int) -> dict[str, Any]:
@@ -278,7 +294,7 @@ def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: i
         # a draft has no QR and no reference out there; keep it for a cashier to look at
         return {"invoice": None, "late_invoice": invoice.id, "matched": False, "outcome": "unmatched",
                 "facility": invoice.facility, "district": invoice.district}
-    return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied"}
+    return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied", OWED: invoice.owed}
 
 
 def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_port.InvoiceView | None = None) -> None:
@@ -592,7 +608,7 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
             if before.get("invoice") != invoice.id or before.get("amount") != amount:
                 raise PaymentError("this transactionId recorded another cash payment: send a new one",
                                    status=422)
-            finish_payment(db, before)  # the first try may have been cut off before the invoice's part
+            finish_payment(db, before, invoice)  # the first try may have been cut off before the invoice's part
             return Recorded(before, False)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment")
@@ -665,6 +681,16 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     that showed the payment's ``refundableAfterSettlement``): a cashier giving back the credit, who
     loses that race to a colleague, is told the credit went back, never refunded the payment itself.
 
+    **A colleague's decision in flight.** The decision found not recorded may be a colleague's whose
+    request is still running (two cashiers giving back parts of one payment at once). When that
+    request (or a third) records it first, this one recorded nothing and its own refund was never
+    decided: it reads again and decides its own (:class:`_OtherFinished`, at most
+    :data:`REFUND_ROUNDS` rounds, each one a colleague's refund recorded), so a cashier is refused only
+    truthfully (nothing or less left, or the rounds used up: "try again"). Refusing it said "refunded
+    already" with a part left: 20 cashiers each a third gave back 2 of 3 under load. A cashier's own
+    decision recorded by another request (a double submit, or a colleague finishing it) is "refunded
+    already": it went back, once.
+
     A decision claimed before its claims carried a cashier has no ``started``. A late payment's
     refund is one claim (nothing to finish). ``billing.payment.refunded`` names no cashier (its
     schema has none), so it is unchanged."""
@@ -675,6 +701,27 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if payment is None or payment.get("marker"):
         raise NotFound(f"no payment {payment_key}")
     check_facility(principal, payment.get("facility"))
+    for _ in range(REFUND_ROUNDS):  # each round another cashier's refund was recorded: bounded by them
+        try:
+            return _refund_round(db, payment, amount, reason, principal, shift_id, after_settlement)
+        except _OtherFinished:
+            continue  # this request helped record a colleague's refund and recorded none: its own, again
+    raise Conflict("this payment is being given back by other cashiers meanwhile; try again")
+
+
+REFUND_ROUNDS = 64  # as many as cashiers refunding one payment at once (refund_links.TRIES)
+
+
+class _OtherFinished(Exception):
+    """A round of :func:`refund` found a colleague's decision not recorded yet (in flight, or a try
+    that stopped), and that decision was recorded by someone else before this request's record: this
+    request recorded nothing and its own refund was never decided, so it reads again."""
+
+
+def _refund_round(db: Database, payment: Mapping[str, Any], amount: int | None, reason: str, principal: Any,
+                  shift_id: str | None, after_settlement: bool) -> dict[str, Any]:
+    """One round of :func:`refund`: read what is left, decide (or finish the decision in flight), record."""
+    payment_key = str(payment["_id"])
     whole = int(payment["amount"])
     before = refund_links.chain(db, payment_key)  # its refunds so far (several: refund_links)
     if before and refund_links.total(before) >= whole:
@@ -733,6 +780,12 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
         decision=refund_links.decision_id(chain, decided) if decided is not None else None,
         with_event=lambda link: refund_events.with_event(link, payment))
     if not created:
+        if decided is not None and decided.get("cashier") != by["cashier"]:
+            # a colleague's decision, recorded by someone else first: this cashier's own refund was
+            # never decided (refusing it said "refunded already" while a part was left: 2 of 3 parts)
+            raise _OtherFinished
+        # this cashier's own decision (this request's, or their earlier try's: a double submit),
+        # recorded by another request: it is given back, once
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
     if unmatched:
         release(db[UNMATCHED], payment_key)  # the refund's winner: an unmatched transfer given back
