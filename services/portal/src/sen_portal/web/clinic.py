@@ -29,6 +29,7 @@ from . import (
     backend_message,
     bp,
     icd10,
+    imaging,
     login_required,
     loinc,
     patients,
@@ -383,6 +384,7 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
     encounters = sorted(by_type.get("Encounter", []), key=lambda e: (e.get("period") or {}).get("start", ""),
                         reverse=True)
     records = {r["id"]: r for r in (consult_record(c) for c in by_type.get("Composition", [])) if r}
+    endpoints = {str(e.get("id")): e for e in by_type.get("Endpoint", [])}
     by_encounter = {r["encounter"]: r for r in records.values() if r["encounter"]}
     return {
         "patient": (by_type.get("Patient") or [None])[0],
@@ -408,6 +410,10 @@ def chart_data(bundle: dict[str, Any]) -> dict[str, Any]:
         "series": series,
         # every result no trend draws (a test's "Âm tính", a blood group, a value not obtained), newest first
         "other_results": _newest_first(other, lambda r: r["label"], "t"),
+        # the imaging studies (an X-ray, an ultrasound), newest first, each with a link to its images if it has one
+        "imaging": _newest_first([imaging.line(st, endpoints) for st in by_type.get("ImagingStudy", [])
+                                  if st.get("status") != "entered-in-error"],
+                                 lambda r: r["description"] or r["modality"], "t"),
     }
 
 

@@ -1,0 +1,68 @@
+"""The chart's imaging studies (FHIR ImagingStudy: an X-ray, a CT, an ultrasound …), each as one line in the
+page's language: when it was made (Asia/Ho_Chi_Minh), its modality by name (DICOM's codes: ``DX`` "X-quang
+kỹ thuật số"), its description, how many series and images, the body sites, and a link to where its images
+are (its ``endpoint``'s address, http or https only), newest first (``clinic.chart_data``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .formatting import when
+from .results import _lang
+
+# DICOM's modality codes (http://dicom.nema.org/resources/ontology/DCM) a clinic meets: (Vietnamese, English)
+MODALITIES: dict[str, tuple[str, str]] = {
+    "CR": ("X-quang (CR)", "Computed radiography"), "DX": ("X-quang kỹ thuật số", "Digital radiography"),
+    "CT": ("Chụp cắt lớp vi tính (CT)", "Computed tomography"),
+    "MR": ("Chụp cộng hưởng từ (MRI)", "Magnetic resonance"),
+    "US": ("Siêu âm", "Ultrasound"), "XA": ("Chụp mạch X-quang", "X-ray angiography"),
+    "MG": ("Chụp X-quang tuyến vú", "Mammography"), "NM": ("Y học hạt nhân", "Nuclear medicine"),
+    "PT": ("Chụp PET", "Positron emission tomography"), "RF": ("Chiếu X-quang huỳnh quang", "Radio fluoroscopy"),
+    "ECG": ("Điện tim", "Electrocardiography"), "ES": ("Nội soi", "Endoscopy"),
+    "IO": ("X-quang răng trong miệng", "Intra-oral radiography"), "PX": ("X-quang răng toàn cảnh", "Panoramic X-ray"),
+    "OP": ("Chụp ảnh đáy mắt", "Ophthalmic photography"), "XC": ("Ảnh chụp ngoài", "External-camera photography"),
+    "SM": ("Tiêu bản hiển vi", "Slide microscopy"), "OT": ("Khác", "Other"),
+}
+
+
+def modality(coding: dict[str, Any], lang: str) -> str:
+    """A modality's name in ``lang``: DICOM's code by the table, else the coding's display, else its code."""
+    named = MODALITIES.get(str(coding.get("code") or "").upper())
+    if named:
+        return named[1 if lang == "en" else 0]
+    return str(coding.get("display") or coding.get("code") or "")
+
+
+def _address(ref: Any, by_id: dict[str, dict[str, Any]], contained: dict[str, dict[str, Any]]) -> str | None:
+    """The http(s) address of an ``endpoint`` reference: a contained Endpoint (``#id``) or one the Bundle holds
+    (``Endpoint/id``); None for any other (never a ``javascript:`` link)."""
+    text = str((ref or {}).get("reference") or "") if isinstance(ref, dict) else ""
+    endpoint = contained.get(text[1:]) if text.startswith("#") else by_id.get(text.removeprefix("Endpoint/")) \
+        if text.startswith("Endpoint/") else None
+    address = str((endpoint or {}).get("address") or "")
+    return address if address.lower().startswith(("https://", "http://")) else None
+
+
+def line(study: dict[str, Any], endpoints: dict[str, dict[str, Any]], lang: str | None = None) -> dict[str, Any]:
+    """One ImagingStudy as the chart lists it. ``endpoints``: the Bundle's Endpoints by id."""
+    lang = _lang(lang)
+    series = [s for s in study.get("series") or [] if isinstance(s, dict)]
+    codings = [c for c in study.get("modality") or [] if isinstance(c, dict)]
+    codings += [s["modality"] for s in series if isinstance(s.get("modality"), dict)]
+    names = list(dict.fromkeys(n for n in (modality(c, lang) for c in codings) if n))
+    sites = list(dict.fromkeys(str(s["bodySite"].get("display") or s["bodySite"].get("code") or "")
+                               for s in series if isinstance(s.get("bodySite"), dict)))
+    instances = study.get("numberOfInstances")
+    if not isinstance(instances, int):
+        counted = [s.get("numberOfInstances") if isinstance(s.get("numberOfInstances"), int) else
+                   len(s.get("instance") or []) for s in series]
+        instances = sum(counted) if series else None
+    n_series = study.get("numberOfSeries") if isinstance(study.get("numberOfSeries"), int) else (
+        len(series) if series else None)
+    contained = {str(r.get("id")): r for r in study.get("contained") or [] if isinstance(r, dict)
+                 and r.get("resourceType") == "Endpoint"}
+    link = next((a for ref in [*(study.get("endpoint") or []), *(e for s in series for e in s.get("endpoint") or [])]
+                 if (a := _address(ref, endpoints, contained))), None)
+    return {"t": study.get("started"), "at": when(study.get("started")) if study.get("started") else "",
+            "modality": ", ".join(names), "description": str(study.get("description") or ""),
+            "series": n_series, "instances": instances, "sites": [s for s in sites if s], "link": link}
