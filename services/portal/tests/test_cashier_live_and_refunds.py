@@ -296,3 +296,46 @@ def test_a_payment_given_back_says_so_in_its_outcome_not_counted_toward_the_invo
                      refunds=[_refund("cashier:c-1", 10000, "2026-12-06T00:29:00+07:00")])
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert _cells(page, "payment-outcome") == ["Đã hoàn 10.000 ₫ (06/12/2026 00:29)"]
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_a_part_of_a_payment_toward_an_invoice_still_owed_is_refused_before_the_confirmation_step(client, billing):
+    """Review 8: 5.000 ₫ of a 50.000 ₫ payment toward an invoice still owed passed to the confirmation step
+    and only the confirmed press said billing gives it back whole; the box said the invoice's total as the
+    limit and "Of a paid invoice only the credit is given back" on an invoice still owed."""
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    box = _text(re.search(r'<details[^>]*data-testid="refund-box".*?</details>', page, re.S).group(0))
+    assert "Khoản thanh toán của hóa đơn chưa trả đủ chỉ được hoàn lại toàn bộ" in box
+    assert "Với hóa đơn đã thanh toán" not in box and "Hóa đơn này có thể hoàn tối đa" not in box
+    assert _cells(page, "refund-limit", "small") == ["Chỉ hoàn toàn bộ: 50.000 ₫"]  # the chosen payment's own
+    sent = {"payment": "cashier:c-1", "method": "cash", "amount": "5.000", "reason": "Thu nhầm",
+            "csrf_token": csrf_token(page)}
+    r = client.post("/invoices/inv-a/refund?p=pa", data=sent)
+    said = _text(r.get_data(as_text=True))
+    assert r.status_code == 422 and 'data-testid="confirm-step"' not in r.get_data(as_text=True)
+    assert ("Khoản thanh toán của hóa đơn chưa trả đủ được hoàn lại toàn bộ (50.000 ₫): để trống số tiền hoặc "
+            "nhập đủ số đó.") in said
+    # all of it: the step, as before
+    r = client.post("/invoices/inv-a/refund?p=pa", data={**sent, "amount": "50.000"})
+    assert r.status_code == 200 and 'data-testid="confirm-step"' in r.get_data(as_text=True)
+
+
+def test_the_refund_box_of_a_paid_invoice_says_its_rules_and_each_payments_limit(client, billing):
+    """A paid invoice's credit shared by two payments: each says its limit, the invoice's (less than theirs
+    added up) once; the hint is the paid invoice's (the credit first), not the owed one's. A late payment
+    says it is given back all or in part."""
+    billing.s.update(status="balanced", paid=130000, balanceDue=0, credit=30000,
+                     payments=[{**TRANSFER, "amount": 50000, "refundable": 30000},
+                               {**CASH, "amount": 80000, "refundable": 30000},
+                               {**TRANSFER, "id": "payos:FT9", "amount": 20000, "refundable": 20000,
+                                "outcome": "late-balanced", "lateInvoice": True}])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    hint = _cells(page, "refund-hint", "p")[0]
+    assert hint.startswith("Với hóa đơn đã thanh toán, tiền thừa") and "đến sau khi hóa đơn" in hint
+    assert "chỉ được hoàn lại toàn bộ" not in hint
+    assert _cells(page, "refund-limit", "small") == ["Có thể hoàn tối đa 30.000 ₫"] * 2 + ["Có thể hoàn tối đa 20.000 ₫"]
+    assert _cells(page, "refundable-total") == ["Hóa đơn này có thể hoàn tối đa 50.000 ₫."]
+

@@ -26,7 +26,7 @@ from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method, vnd, when
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
-from .refusals import gap_message
+from .refusals import gap_message, whole_payment_message
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None, key: str | None = None) -> Any:
@@ -647,12 +647,22 @@ def over_refundable(iid: str, form: RefundForm) -> str | None:
     p = next((p for p in s.get("payments") or [] if p.get("id") == form.payment.data), None)
     if p is not None and asked_after_settlement(form):  # a paid invoice's payment: what it still has
         p = {"refundable": int(p.get("refundableAfterSettlement") or 0)}
+    elif p is not None and given_back_whole(s, p) and isinstance(p.get("amount"), int) \
+            and form.amount.data != p["amount"]:  # billing's rule, said before the step rather than after it
+        return whole_payment_message(p["amount"])
     if p is None or not isinstance(p.get("refundable"), int) or form.amount.data <= p["refundable"]:
         return None
     if p["refundable"] <= 0:
         return gettext("Nothing is left to refund on this payment: it was refunded already or the "
                        "invoice does not owe it back.")
     return gettext("At most %(amount)s of this payment can be refunded.", amount=vnd(p["refundable"]))
+
+
+@bp.app_template_global("given_back_whole")
+def given_back_whole(s: dict[str, Any], p: dict[str, Any]) -> bool:
+    """A payment counted toward an invoice still owed (issued, not paid in full): billing gives it back
+    whole or not at all (a reversal: the invoice owes it again); a late payment is given back in parts."""
+    return s.get("status") == "issued" and not is_paid(s) and not p.get("lateInvoice")
 
 
 def whole_refund(iid: str, form: RefundForm) -> int | None:

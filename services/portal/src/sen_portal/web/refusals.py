@@ -66,8 +66,14 @@ def _credit_left(m: re.Match[str], err: BackendError) -> str:
 
 
 def _whole(m: re.Match[str], _e: BackendError) -> str:
+    return whole_payment_message(int(m.group(1)))
+
+
+def whole_payment_message(amount: int) -> str:
+    """A part of a payment toward an invoice still owed was asked for: billing gives it back whole (its
+    refusal's sentence, and the invoice page's before the confirmation step)."""
     return gettext("A payment toward an invoice still owed is given back whole (%(amount)s): leave the amount "
-                   "empty or enter all of it.", amount=vnd(int(m.group(1))))
+                   "empty or enter all of it.", amount=vnd(amount))
 
 
 def _invoice_state(m: re.Match[str], _e: BackendError) -> str:
