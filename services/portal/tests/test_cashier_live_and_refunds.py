@@ -339,3 +339,31 @@ def test_the_refund_box_of_a_paid_invoice_says_its_rules_and_each_payments_limit
     assert _cells(page, "refund-limit", "small") == ["Có thể hoàn tối đa 30.000 ₫"] * 2 + ["Có thể hoàn tối đa 20.000 ₫"]
     assert _cells(page, "refundable-total") == ["Hóa đơn này có thể hoàn tối đa 50.000 ₫."]
 
+
+@pytest.mark.parametrize("state", ["balanced", "cancelled"])
+def test_a_transfer_arriving_on_a_paid_or_cancelled_invoices_open_page_shows_with_its_note(client, billing, state):
+    """Review 8: the status box of a paid or cancelled invoice stopped asking, so a transfer arriving then
+    showed nowhere (no row, no "to refund" note) until a reload. It keeps asking, slower, and swaps the
+    payments box in when it changed (not at each answer: a refund being typed is kept)."""
+    paid = state == "balanced"
+    billing.s.update(status=state, paid=100000 if paid else 0, balanceDue=0,
+                     payments=[{**CASH, "amount": 100000, "refundable": 0}] if paid else [])
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    status_box = re.search(r'<div id="invoice-status"[^>]*>', page).group(0)
+    assert 'hx-trigger="load, every 10s"' in status_box
+    poll = _poll(page)
+    quiet = client.get(poll).get_data(as_text=True)
+    assert 'id="invoice-payments"' not in quiet and 'hx-trigger="every 10s"' in quiet  # asks on, swaps nothing
+    late = {**TRANSFER, "amount": 20000, "refundable": 20000, "lateInvoice": True,
+            "outcome": "late-balanced" if paid else "late-cancelled"}
+    billing.s["payments"] = [*billing.s["payments"], late]
+    billing.s["refundTasks"] = [{"payment": late["id"], "amount": 20000}]
+    answer = client.get(poll).get_data(as_text=True)
+    box = re.search(r'<section class="card" id="invoice-payments"[^>]*hx-swap-oob="true".*?</section>', answer, re.S)
+    assert box, answer
+    note = "Đến sau khi hóa đơn đã thanh toán: cần hoàn lại" if paid else "Đến sau khi hóa đơn đã hủy: cần hoàn lại"
+    assert note in _text(box.group(0)) and 'data-testid="refund-box"' in box.group(0)
+    for target in _oob_targets(answer):
+        assert re.search(rf'id="{target}"', page), target
+    again = client.get(_poll(answer)).get_data(as_text=True)  # the next poll carries the new digest
+    assert 'id="invoice-payments"' not in again

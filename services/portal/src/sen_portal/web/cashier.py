@@ -277,6 +277,7 @@ def payments_digest(s: dict[str, Any] | None) -> str:
     shown = [(p.get("id"), p.get("amount"), p.get("outcome"), p.get("refundable"), p.get("refunded"),
               p.get("refundableAfterSettlement")) for p in s.get("payments") or []]
     shown.append(tuple(sorted((r.get("payment"), r.get("amount")) for r in s.get("refunds") or [])))
+    shown.append((s.get("status"), is_paid(s)))  # the Paid turn and a cancel change the box's hints and offers
     return hashlib.sha256(repr(shown).encode()).hexdigest()[:12]
 
 
@@ -450,7 +451,8 @@ def _shown_until() -> int | None:
 @bp.route("/invoices/<iid>/status")
 @login_required("cashier")
 def invoice_status(iid: str) -> Any:
-    """The status box alone; htmx asks for it every 2 s until the invoice is paid.
+    """The status box alone; htmx asks for it every 2 s while the invoice awaits payment, every 10 s
+    once it is paid or cancelled (a transfer arriving then shows, with its "to refund" note).
 
     The fresh answer corrects the amounts the page's shell showed; once paid it hides the QR and the
     cash form (htmx out-of-band swaps). When the balance due is no longer the amount the page's QR
@@ -481,12 +483,13 @@ def invoice_status(iid: str) -> Any:
     # the cash form's prefill follows the balance too (app.js keeps an amount the cashier typed)
     cash_form = _cash_form(balance) if qr_swap and isinstance(balance, int) and balance > 0 else None
     # the payments, refunds and refund box follow too when they changed since the page (or the last
-    # swap) showed them, and always with the last answer (paid or cancelled: the box stops asking)
+    # swap) showed them (the digest names the status too: the Paid turn, a cancel); a paid or cancelled
+    # invoice's box keeps asking, slower: a transfer arriving late shows with its "to refund" note
     fresh = payments_digest(s)
     # a payment arrived while the page offered the cancel: its box gives way to how to cancel now (refund
     # first), said once (the next URL no longer says the page offers it), with the refund box brought open
     cancel_gone = cancel_shown and not paid and s.get("status") != "cancelled" and not cancellable(s)
-    payments_swap = fresh != pays or paid or s.get("status") == "cancelled" or cancel_gone
+    payments_swap = fresh != pays or cancel_gone
     return render_template("_invoice_status.html", s=s, iid=iid, paid=paid, stale=False, oob=True, qr=qr,
                            qr_swap=qr_swap, due=due, until=until, cash_form=cash_form,
                            cancel_shown=cancel_shown and not cancel_gone, cancel_gone=cancel_gone,
