@@ -111,3 +111,38 @@ def test_a_refund_another_cashier_started_names_both_on_the_receipt(client, rece
     receipt["refunds"] = RECEIPT["refunds"]
     page = client.get("/invoices/consult-1ca2/receipt").get_data(as_text=True)
     assert 'data-testid="receipt-refund-cashiers"' not in page
+
+
+@pytest.mark.parametrize("path", ["/invoices/inv-open/receipt", "/invoices/inv-open/receipt.pdf"])
+@pytest.mark.parametrize("status", ["issued", "cancelled"])
+def test_the_receipt_of_an_invoice_not_paid_in_full_says_so_with_a_way_back(client, monkeypatch, path, status):
+    """Review 8: a receipt asked for an invoice not paid yet was 404 "Không tìm thấy · Dịch vụ thanh toán
+    không có hồ sơ này". It says the invoice has no receipt yet because it is not paid in full (409), with
+    a link back to the invoice; an invoice billing does not know is still 404."""
+    from sen_portal.web import cashier
+    from sen_portal.web.backend import BackendError
+
+    def none(*_a, **_kw):
+        raise BackendError("refused", "billing", 404, "no receipt for invoice inv-open")
+
+    summaries = {"inv-open": {"invoice": "inv-open", "status": status, "owed": 150000, "paid": 50000,
+                              "balanceDue": 100000 if status == "issued" else 0, "credit": 0, "payments": []}}
+
+    def summary(service, path, **_kw):
+        iid = path.removeprefix("/payments/invoices/")
+        if iid not in summaries:
+            raise BackendError("refused", "billing", 404, f"no invoice {iid}")
+        return summaries[iid]
+
+    monkeypatch.setattr(cashier, "_json", none)
+    monkeypatch.setattr(cashier, "call", none)
+    monkeypatch.setattr(cashier, "shared_get", summary)
+    sign_in(client)
+    r = client.get(path)
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.get_data(as_text=True)))
+    assert r.status_code == 409, page
+    said = ("Hóa đơn này chưa có biên lai vì chưa được thanh toán đủ." if status == "issued"
+            else "Hóa đơn này đã hủy trước khi được thanh toán đủ: không có biên lai.")
+    assert said in page and "Không tìm thấy" not in page
+    assert 'href="/invoices/inv-open"' in r.get_data(as_text=True) and "Quay lại hóa đơn" in page
+    assert client.get(path.replace("inv-open", "inv-none")).status_code == 404

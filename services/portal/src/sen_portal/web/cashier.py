@@ -748,7 +748,10 @@ def give_back(form: RefundForm) -> None:
 def receipt(iid: str) -> Any:
     from .directory import org_names
 
-    data = _json("GET", f"/payments/receipts/{iid}")
+    try:
+        data = _json("GET", f"/payments/receipts/{iid}")
+    except BackendError as err:
+        return no_receipt_yet(iid, err)
     fid = str(data.get("facility") or "").split("/")[-1]
     # billing gives the facility's id (``tyt-my-hiep``): the receipt names it (the EHR's name), the id only
     # when the EHR does not answer
@@ -767,9 +770,32 @@ def receipt(iid: str) -> Any:
 @bp.route("/invoices/<iid>/receipt.pdf")
 @login_required("cashier")
 def receipt_pdf(iid: str) -> Any:
-    r = call("billing", "GET", f"/payments/receipts/{iid}/pdf", accept="application/pdf", timeout=30)
+    try:
+        r = call("billing", "GET", f"/payments/receipts/{iid}/pdf", accept="application/pdf", timeout=30)
+    except BackendError as err:
+        return no_receipt_yet(iid, err)
     return r.content, 200, {"Content-Type": "application/pdf", "Cache-Control": "no-store",
                             "Content-Disposition": f'inline; filename="receipt-{iid}.pdf"'}
+
+
+def no_receipt_yet(iid: str, err: BackendError) -> Any:
+    """Billing has no receipt of the invoice (404): when the invoice is there but not paid in full (or
+    was cancelled unpaid), the page says so, with a way back to the invoice (409: the invoice's state,
+    not a wrong address); any other refusal, or no such invoice, is the usual error page."""
+    if err.status != 404 or not FHIR_ID.fullmatch(iid):
+        raise err
+    try:
+        s = summary(iid)
+    except BackendError:
+        raise err from None
+    if is_paid(s) or covered(s):  # paid: the receipt is being made (settled a moment ago); billing's own answer
+        raise err
+    message = gettext("This invoice was cancelled before it was paid in full: it has no receipt.") \
+        if s.get("status") == "cancelled" else \
+        gettext("This invoice has no receipt yet: it is not paid in full. The receipt is made once it is.")
+    return render_template("error.html", title=gettext("No receipt yet"), message=message,
+                           back=url_for("web.invoice", iid=iid, **_hint()),
+                           back_label=gettext("Back to the invoice")), 409
 
 
 UNMATCHED_PAGE = 50  # transfers a page of the queue shows (billing's limit, ≤ 200)
