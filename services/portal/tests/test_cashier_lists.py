@@ -245,3 +245,78 @@ def test_the_admins_home_lists_every_page(app):
     tiles = re.search(r'<ul class="tiles">(.*?)</ul>', page, re.S).group(1)
     for label in ("Bảng giá", "Chuyển khoản chưa khớp", "Ca làm việc", "Lịch làm việc", "Hóa đơn", "Bảng điều hành"):
         assert f">{label}</a>" in tiles, label
+
+
+def _issued_by(inv: dict[str, Any], facility: str) -> dict[str, Any]:
+    return {**inv, "issuer": {"reference": f"Organization/{facility}"}}
+
+
+def test_the_admin_is_offered_the_queues_facilitys_invoices_first_and_confirms_another_facilitys(
+        app, billing, monkeypatch):
+    """Review 8: an admin putting Mỹ Hiệp's waiting transfer on an invoice was offered every facility's
+    invoices in one list (Tháp Mười's HD494AP7J4M first), and the assignment went through silently. Now
+    the transfer's own facility's invoices come first, the others' under their facility's name, and an
+    invoice of another facility is assigned only once the admin confirms a step naming both facilities."""
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp",
+                                                         "tyt-thap-muoi": "Trạm Y tế xã Tháp Mười"})
+    billing["invoices"] = [
+        _issued_by(invoice("inv-tm", "pc", 250000, "HD494AP7J4M", "2026-12-05T08:00:00+07:00"), "tyt-thap-muoi"),
+        _issued_by(invoice("inv-mh", "pa", 250000, "HD00000000A", "2026-12-05T09:00:00+07:00"), "tyt-my-hiep"),
+        _issued_by(invoice("inv-mh2", "pb", 90000, "HD00000000B", "2026-12-05T10:00:00+07:00"), "tyt-my-hiep")]
+    billing["summaries"] = {i["id"]: summary(i["id"], "issued", i["totalGross"]["value"], 0)
+                            for i in billing["invoices"]}
+    billing["unmatched"] = [{"id": "standard:t1", "amount": 250000, "receivedAt": "2026-12-05T13:20:00+07:00",
+                             "description": "ck", "facility": "tyt-my-hiep"}]
+    admin = portal_signed_in(app, "admin")
+    page = admin.get("/unmatched").get_data(as_text=True)
+    select = re.search(r"<select[^>]*name=\"invoice\"[^>]*>(.*?)</select>", page, re.S).group(1)
+    groups = re.findall(r'<optgroup label="([^"]*)"[^>]*>(.*?)</optgroup>', select, re.S)
+    assert [label for label, _ in groups] == ["Trạm Y tế xã Mỹ Hiệp (cơ sở của chuyển khoản này)",
+                                              "Trạm Y tế xã Tháp Mười"]
+    assert [re.findall(r'value="([^"]+)"', body) for _, body in groups] == [["inv-mh", "inv-mh2"], ["inv-tm"]]
+    token = csrf_token(page)
+    # Tháp Mười's invoice: nothing assigned, the step names both facilities and the invoice
+    r = admin.post("/unmatched", data={"payment": "standard:t1", "invoice": "inv-tm", "csrf_token": token})
+    step = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.get_data(as_text=True)))
+    assert r.status_code == 200 and billing["posted"] == []
+    assert ("Chuyển khoản này đến tài khoản của Trạm Y tế xã Mỹ Hiệp và đang chờ trong hàng của cơ sở đó; "
+            "hóa đơn HD494AP7J4M là của Trạm Y tế xã Tháp Mười.") in step
+    assert 'name="confirm" value="assign-other-facility"' in r.get_data(as_text=True)
+    assert re.search(r'<option value="inv-tm" selected>', r.get_data(as_text=True))  # the choice kept
+    # the step sent without its tick: still nothing, said on the tick
+    r = admin.post("/unmatched", data={"payment": "standard:t1", "invoice": "inv-tm", "csrf_token": token,
+                                       "confirming": "assign-other-facility"})
+    assert r.status_code == 400 and billing["posted"] == []
+    # the reference typed (HD…) is the same invoice: asked too
+    r = admin.post("/unmatched", data={"payment": "standard:t1", "invoice": "hd494ap7j4m", "csrf_token": token})
+    assert r.status_code == 200 and billing["posted"] == [] and 'value="assign-other-facility"' in r.get_data(
+        as_text=True)
+    r = admin.post("/unmatched", data={"payment": "standard:t1", "invoice": "inv-tm", "csrf_token": token,
+                                       "confirm": "assign-other-facility"})
+    assert r.status_code == 200 and billing["posted"] == [
+        ("POST", "/payments/unmatched/standard:t1/assign", {"invoice": "inv-tm"})]
+    # its own facility's invoice: no step
+    billing["posted"].clear()
+    r = admin.post("/unmatched", data={"payment": "standard:t1", "invoice": "inv-mh", "csrf_token": token})
+    assert billing["posted"] == [("POST", "/payments/unmatched/standard:t1/assign", {"invoice": "inv-mh"})]
+    assert 'value="assign-other-facility"' not in r.get_data(as_text=True)
+
+
+def test_an_unknown_facility_in_the_admins_unmatched_link_is_refused_with_a_readable_page(app, billing, monkeypatch):
+    """Review 8: ``/unmatched?facility=nope`` added "nope" to the select and said no transfer waits."""
+    from sen_portal.web import directory
+
+    monkeypatch.setattr(directory, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    admin = portal_signed_in(app, "admin")
+    for wanted in ("nope", "<b>x</b>"):
+        r = admin.get("/unmatched", query_string={"facility": wanted})
+        page = r.get_data(as_text=True)
+        assert r.status_code == 400, wanted
+        assert "Cơ sở trong đường dẫn không thuộc danh sách các cơ sở" in page and "<option" not in page
+        assert 'href="/unmatched"' in page and "Không có chuyển khoản nào đang chờ" not in page
+    assert admin.get("/unmatched?facility=tyt-my-hiep").status_code == 200
+    assert admin.get("/unmatched?facility=_unowned").status_code == 200
+    asked = [p for s, path, p in billing["asked"] if path == "/payments/unmatched"]
+    assert [p.get("facility") for p in asked] == ["tyt-my-hiep", "_unowned"]  # nothing asked for the refused ones

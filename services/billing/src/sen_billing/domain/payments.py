@@ -364,7 +364,10 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
                      account_facilities: Mapping[str, str] | None = None) -> Recorded:
     """A cashier puts an unmatched transfer of their facility's queue on an invoice of their
     facility (once per transfer); a transfer in another facility's queue, or in the admins' (to an
-    account no facility owns): 403."""
+    account no facility owns): 403. An admin puts a transfer of any queue on an invoice of any
+    facility: one of another facility than the queue's is allowed (a patient paid the wrong
+    facility's account), and counted as the queue's arrival and the invoice's facility's payment
+    (``assigned_from_queue``); the portal asks the admin to confirm it, naming both facilities."""
     original = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
     if original is None or original.get("marker"):
         raise NotFound(f"no payment {payment_key}")

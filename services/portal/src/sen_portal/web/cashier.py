@@ -835,13 +835,95 @@ def cursor_args() -> tuple[str, int]:
     return after, page
 
 
+def unknown_facility() -> Any:
+    """An admin's ``?facility=`` that is none of the facilities (nor the unowned accounts' queue): refused
+    with a readable page, as the dashboard refuses one, never shown as an empty queue. The EHR not
+    answering (no names known): a well-formed id is taken as asked (billing scopes by it)."""
+    from .directory import org_names
+
+    wanted = request.args.get("facility", "")
+    if g.user.role != "admin" or not wanted or wanted == UNOWNED:
+        return None
+    known = org_names()
+    if re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", wanted) and (not known or wanted in known):
+        return None
+    return render_template("error.html", title=gettext("Unmatched transfers"),
+                           message=gettext("The facility in the link is not one of the facilities: choose one from "
+                                           "the list, or Every facility."),
+                           back=url_for("web.unmatched"), back_label=gettext("Back to the unmatched transfers")), 400
+
+
+def invoice_facility(typed: str, issued: list[dict[str, Any]]) -> tuple[str, str]:
+    """The facility (its id) of the invoice a cashier chose or typed (an id or its reference, HD…) and
+    the invoice's reference: from the invoices awaiting payment the page listed, else billing's Invoice
+    search by id, then by reference; ("", typed) when not found (billing's assignment says why)."""
+    code = typed_reference(typed)
+    def facility(inv: dict[str, Any]) -> str:
+        return str((inv.get("issuer") or {}).get("reference") or "").removeprefix("Organization/")
+    for inv in issued:
+        if inv.get("id") == typed or (code is not None and invoice_reference(inv) == code):
+            return facility(inv), invoice_reference(inv)
+    try:
+        found = entries(fhir_get("billing", "/fhir/Invoice", {"_id": typed}), "Invoice") \
+            if FHIR_ID.fullmatch(typed) else []
+        if not found and code is not None:
+            found = entries(fhir_get("billing", "/fhir/Invoice", {"identifier": f"{REFERENCE_SYSTEM}|{code}"}),
+                            "Invoice")
+    except BackendError:
+        found = []
+    return (facility(found[0]), invoice_reference(found[0])) if found else ("", typed)
+
+
+def other_facility_step(payment: str, typed: str, queue: list[dict[str, Any]],
+                        issued: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An admin putting a transfer that waits in facility A's queue (it came to A's account) on an invoice
+    of facility B: the confirmation step (:mod:`.confirming`) naming both, None when it is confirmed or
+    not needed (the same facility, the queue of the accounts no facility owns, a cashier: billing keeps
+    them to their own facility, or what is not known here: billing decides)."""
+    from .directory import org_names
+
+    if g.user.role != "admin":
+        return None
+    waiting = next((str(p.get("facility") or "") for p in queue if p.get("id") == payment), "")
+    if not waiting or waiting == UNOWNED:
+        return None
+    theirs, reference = invoice_facility(typed, issued)
+    if not theirs or theirs == waiting:
+        return None
+    asked = confirmation("assign-other-facility")
+    if asked is None:
+        return None
+    names = org_names()
+    return {**asked, "queue": names.get(waiting, waiting), "other": names.get(theirs, theirs), "reference": reference}
+
+
 @bp.route("/unmatched", methods=["GET", "POST"])
 @login_required("cashier")
 def unmatched() -> Any:
     from .directory import org_names
 
+    refused = unknown_facility()
+    if refused is not None:
+        return refused
     form = MatchForm()
-    problem, done = None, None
+    problem, done, asked = None, None, None
+    # one page of the queue (billing's ``next`` cursor: ``?after=`` pages on; ``page`` only numbers it
+    # for the cashier) and the invoices awaiting payment (the choices to put a transfer on), at once
+    after, page = cursor_args()
+    facility = queue_filter()  # the cursor pages within it: both go to billing, and on in the links
+    params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {}),
+              **({"facility": facility} if facility else {})}
+
+    def read() -> tuple[Any, Any, Any]:
+        jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
+            lambda: shared_get("billing", "/payments/unmatched", params, accept="application/json",
+                               seconds=backend.settings().portal_cache_seconds),
+            lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"},
+                                     cached=True), "Invoice"))]
+        (queue, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
+        return queue, rows_err, issued
+
+    queue, rows_err, issued = read()
     if request.method == "POST":
         if form.validate_on_submit():
             # the choice's id, or what the cashier typed: the reference as the QR and the receipt print it
@@ -852,6 +934,9 @@ def unmatched() -> Any:
                               invoice=" ".join(form.invoice.data.split()))
             if not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", typed):
                 problem = unknown  # no id or reference has other characters: nothing asked of billing
+            elif (asked := other_facility_step(form.payment.data, typed, (queue or {}).get("payments") or [],
+                                               issued or [])) is not None:
+                pass  # nothing assigned: the row's confirmation step, naming both facilities
             else:
                 try:
                     answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": typed})
@@ -859,23 +944,12 @@ def unmatched() -> Any:
                     # choices (paid in full by this very transfer), which named it by its id
                     done = {"id": (answer or {}).get("invoice") or typed,
                             "reference": (answer or {}).get("reference")}
+                    queue, rows_err, issued = read()  # the queue without it (the assignment forgot the kept one)
                 except BackendError as err:
                     # no invoice so named, or another facility's: billing's refusal names what was sent
                     problem = unknown if err.status in (403, 404) and "invoice" in err.extra else backend_message(err)
         else:
             problem = gettext("Please correct the highlighted fields.")
-    # one page of the queue (billing's ``next`` cursor: ``?after=`` pages on; ``page`` only numbers it
-    # for the cashier) and the facility's invoices awaiting payment (the choices to put a transfer on), at once
-    after, page = cursor_args()
-    facility = queue_filter()  # the cursor pages within it: both go to billing, and on in the links
-    params = {"limit": str(UNMATCHED_PAGE), **({"after": after} if after else {}),
-              **({"facility": facility} if facility else {})}
-    jobs = [_pool.submit(copy_current_request_context(_attempt), fn) for fn in (
-        lambda: shared_get("billing", "/payments/unmatched", params, accept="application/json",
-                           seconds=backend.settings().portal_cache_seconds),
-        lambda: entries(fhir_get("billing", "/fhir/Invoice", {"status": "issued", "_count": "100"}, cached=True),
-                        "Invoice"))]
-    (queue, rows_err), (issued, _issued_err) = (j.result() for j in jobs)
     if rows_err is not None:
         problem = problem or backend_message(rows_err)
     rows, next_cursor = (queue or {}).get("payments") or [], (queue or {}).get("next")
@@ -888,13 +962,35 @@ def unmatched() -> Any:
             or _reference_of(done["id"])
     choices = [c for c in choices if c["status"] == "issued" and (c["amount"] is None or c["amount"] > 0)]
     orgs = org_names() if g.user.role == "admin" else {}  # the admin's Facility column names each facility
-    rows = [{**p, "choices": sorted(choices, key=lambda c, amount=p.get("amount"): c["amount"] != amount),
+    issuers = {str(inv.get("id")): str((inv.get("issuer") or {}).get("reference") or "").removeprefix("Organization/")
+               for inv in issued or []}
+    rows = [{**p, "groups": choice_groups(choices, p, issuers, orgs),
              "facility_name": orgs.get(str(p.get("facility") or ""), p.get("facility"))} for p in rows]
-    return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done,
+    return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done, asked=asked,
                            choices=choices, page=page, after=after, next_cursor=next_cursor,
                            facility=facility, unowned=UNOWNED,
                            facilities=facility_choices(rows, facility) if g.user.role == "admin" else [],
-                           title=gettext("Unmatched transfers")), 200 if not problem else 422
+                           title=gettext("Unmatched transfers")), \
+        422 if problem else confirming_status(asked) if asked else 200
+
+
+def choice_groups(choices: list[dict[str, Any]], p: dict[str, Any], issuers: dict[str, str],
+                  orgs: dict[str, str]) -> list[dict[str, Any]]:
+    """A transfer's choices: those whose balance due is its very amount first; for an admin (who sees
+    every facility's invoices) grouped by facility, the queue's own facility's first (the transfer came
+    to its account), then the others' under their names. A cashier's (their facility's alone): one group,
+    unnamed."""
+    amount = p.get("amount")
+    ordered = sorted(choices, key=lambda c: c["amount"] != amount)
+    if g.user.role != "admin":
+        return [{"label": None, "facility": "", "choices": ordered}]
+    own = str(p.get("facility") or "")
+    by: dict[str, list[dict[str, Any]]] = {}
+    for c in ordered:
+        by.setdefault(issuers.get(str(c["id"]), ""), []).append(c)
+    order = sorted(by, key=lambda fid: (fid != own, not fid, orgs.get(fid, fid)))
+    return [{"label": orgs.get(fid, fid) or gettext("Facility not known"), "facility": fid, "own": fid == own,
+             "choices": by[fid]} for fid in order]
 
 
 REFERENCE_SYSTEM = "urn:sen:billing:payment-reference"
