@@ -203,20 +203,25 @@ def test_twenty_cashiers_each_refunding_a_third_of_one_payment_at_once_give_back
     assert sum(r["amount"] for r in db["refunds"].find({})) == 90_000
 
 
+@pytest.mark.parametrize("after_settlement", [True, False], ids=["after-settlement", "credit"])
 def test_a_cashier_who_finds_a_colleagues_part_in_flight_and_loses_its_record_gives_back_their_own(
-        db, monkeypatch) -> None:
+        db, monkeypatch, after_settlement: bool) -> None:
     """The 20 cashiers' race, its interleaving forced (it gave back 2 of 3 parts under load): An's part is
-    decided (her link after settle), not recorded yet; Bình reads the chain, finds An's part in flight and
-    sets out to record it; An records it first. Bình recorded nothing and his own part was never
-    decided: he gives it back (the next link, his reason), not "refunded already" with 60.000 ₫ left."""
-    _iid, code = make_invoice(db, 90_000)
+    decided (her link after settle; or of the credit, 60.000 ₫ of a 90.000 ₫ payment on a 30.000 ₫
+    invoice), not recorded yet; Bình reads the chain, finds An's part in flight and sets out to record
+    it; An records it first. Bình recorded nothing and his own part was never decided: he gives it back
+    (the next link, his reason), not "refunded already" with a part left."""
+    from sen_billing.domain import credits
+
+    iid, code = make_invoice(db, 90_000 if after_settlement else 30_000)
     paid = pay(db, code, 90_000)
     binh = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-binh", name="Trần Văn Bình")
     an_decided, binh_found, an_recorded = threading.Event(), threading.Event(), threading.Event()
-    real = payments._after_settlement
+    module, name = (payments, "_after_settlement") if after_settlement else (credits, "claim")
+    real = getattr(module, name)
 
-    def forced(db_, payment, by):  # noqa: ANN001
-        decided = real(db_, payment, by)
+    def forced(*args):  # noqa: ANN002 - the decision's step, as refund calls it (``by`` last)
+        decided, by = real(*args), args[-1]
         if by["cashier"] == AN.sub:
             an_decided.set()
             assert binh_found.wait(30)  # Bình reads the chain while An's part is in flight
@@ -226,12 +231,13 @@ def test_a_cashier_who_finds_a_colleagues_part_in_flight_and_loses_its_record_gi
             assert an_recorded.wait(30)  # ... and An records it first
         return decided
 
-    monkeypatch.setattr(payments, "_after_settlement", forced)
+    monkeypatch.setattr(module, name, forced)
     answers: dict[str, object] = {}
 
     def give_back(who: SimpleNamespace, why: str) -> None:
         try:
-            answers[who.sub] = payments.refund(db, paid["_id"], 30_000, why, who, None, after_settlement=True)
+            answers[who.sub] = payments.refund(db, paid["_id"], 30_000, why, who, None,
+                                               after_settlement=after_settlement)
         except SenError as err:
             answers[who.sub] = err
         finally:
@@ -249,7 +255,9 @@ def test_a_cashier_who_finds_a_colleagues_part_in_flight_and_loses_its_record_gi
     assert (his["amount"], his["reason"], his["n"], his["cashier"]) == (30_000, "Thu nhầm", 2, binh.sub)
     assert "startedBy" not in his  # his own part, not An's finished by him
     assert [(r["n"], r["total"]) for r in refund_links.chain(db, paid["_id"])] == [(1, 30_000), (2, 60_000)]
-    assert payments.invoice_summary(db, _iid)["payments"][0]["refundableAfterSettlement"] == 30_000
+    body = payments.invoice_summary(db, iid)
+    assert body["credit"] == 0 and body["refunded"] == 60_000
+    assert body["payments"][0].get("refundableAfterSettlement") == 30_000
 
 
 def test_twenty_payments_of_one_paid_invoice_refunded_at_once_each_once_after_the_settlement(db) -> None:
