@@ -401,7 +401,7 @@ def dashboard_counts(v, lang: str) -> dict[str, str]:
         v.english()
     v.page.wait_for_selector("[data-testid=consults-total]")
     v.check("dept-dashboard")
-    assert v.page.locator("a[href*='/dashboard/'][href*='.csv']").count() == 7  # each figure's (two: time card)
+    assert v.page.locator("a[href*='/dashboard/'][href*='.csv']").count() == 8  # each figure's (two: time card)
     href = v.page.locator("a[href*='/dashboard/consults_per_facility_week.csv']").get_attribute("href")
     r = v.page.request.get(v.base + href)  # with the session's cookie
     assert r.status == 200 and r.headers["content-type"].startswith("text/csv")

@@ -242,7 +242,7 @@ def test_each_chart_says_what_it_shows_and_each_download_is_named(officer):
     assert re.search(r'data-testid="consults-total">2</span> <span data-testid="consults-total-label">'
                      r"ca hội chẩn được yêu cầu trong kỳ, mọi cơ sở</span>", page)
     links = re.findall(r'data-testid="csv-[a-z_]+">([^<]*)</a>', page)
-    assert len(links) == 7 and len(set(links)) == 7 and all(t.startswith("Tải dữ liệu: ") for t in links)
+    assert len(links) == 8 and len(set(links)) == 8 and all(t.startswith("Tải dữ liệu: ") for t in links)
     assert "Tải dữ liệu: Số ca quá hạn trả lời (CSV)" in links
 
 

@@ -34,6 +34,13 @@ The dict::
                                middle value(s) (whole, else one decimal: 2.5), p90 by nearest
                                rank; None when count is 0
     time_to_conclusion         the same, requested -> completed (the consult's minutes signed)
+    consults_by_status         [{facility, district, status, count}] where the consults requested in
+                               the range (``consults_per_facility_week``'s) stand now, per requesting
+                               facility (:func:`consult_statuses`): status one of :data:`STATUSES`,
+                               by the furthest event of the consult the read model has: completed,
+                               cancelled, rejected, booked (an appointment made), accepted (a hub
+                               doctor took it), waiting (requested only); ``unknown``: a request
+                               stored before facts kept their consult (``rebuild facts`` tells them)
     sla_breaches               [{week, priority, count}]
     cashless_share             {transfer_amount, cash_amount, share, transfer_count, cash_count,
                                 assigned_amount, assigned_count, unmatched_amount, unmatched_count,
@@ -108,8 +115,15 @@ from .report_facts import PATIENT_MOVES, iso_week, median_and_p90
 from .reporting import gather, local
 
 PRIORITIES = ("routine", "urgent", "asap", "stat")
-CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "time_to_answer", "time_to_conclusion",
-                "sla_breaches", "cashless_share", "ehr_coverage")
+CSV_SECTIONS = ("facilities_using", "consults_per_facility_week", "consults_by_status", "time_to_answer",
+                "time_to_conclusion", "sla_breaches", "cashless_share", "ehr_coverage")
+# where a consult stands, in the order a consult goes (the ends last); the furthest event a consult has says it
+STATUSES = ("waiting", "accepted", "booked", "completed", "cancelled", "rejected")
+_STATUS_OF = {"teleconsult.consult.accepted": "accepted", "teleconsult.appointment.booked": "booked",
+              "teleconsult.consult.completed": "completed", "teleconsult.consult.cancelled": "cancelled",
+              "teleconsult.consult.rejected": "rejected"}
+# which of a consult's events wins: an end over a booking over an acceptance (a consult ends once)
+_STATUS_RANK = {"waiting": 0, "accepted": 1, "booked": 2, "rejected": 3, "cancelled": 4, "completed": 5}
 # the columns of the one-row sections' CSV after start, end, district (None: the whole province)
 _SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share"),
                     "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count",
@@ -197,8 +211,8 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     first, last = start.isoformat(), end.isoformat()
     wanted = facility_reference(facility)
     # events of a day arrive on or after it (a day's grace for publishers' clocks)
-    rows = gather(db, ("consults", "acceptance_minutes", "conclusion_minutes", "sla_breaches", "money"),
-                  since=start - timedelta(days=1), now=now)
+    rows = gather(db, ("consults", "acceptance_minutes", "conclusion_minutes", "sla_breaches", "money",
+                       "consult_status"), since=start - timedelta(days=1), now=now)
 
     def within(section: str) -> list[dict[str, Any]]:
         return [r for r in rows[section] if first <= (r["day"] or "") <= last
@@ -254,6 +268,7 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
                   "weeks": _weeks(start, end)},
         "facilities_using": fac,
         "consults_per_facility_week": sorted(per_week.values(), key=lambda r: (r["week"], r["facility"] or "")),
+        "consults_by_status": consult_statuses(rows["consult_status"], first, last, district, wanted),
         "time_to_answer": durations("acceptance_minutes"),
         "time_to_conclusion": durations("conclusion_minutes"),
         "sla_breaches": [{"week": w, "priority": p, "count": n} for (w, p), n in sorted(breaches.items())],
@@ -261,6 +276,42 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         "ehr_coverage": coverage,
         "generated_at": now.isoformat(timespec="seconds"),
     }
+
+
+def consult_statuses(rows: list[dict[str, Any]], first: str, last: str, district: str | None,
+                     facility: str | None) -> list[dict[str, Any]]:
+    """Where the consults requested from ``first`` to ``last`` (of ``district``, of ``facility``: their
+    request's) stand now, ``[{facility, district, status, count}]`` by facility then :data:`STATUSES`'
+    order. ``rows``: the ``consult_status`` section's from before ``first`` to now (a consult's later
+    events count whenever they came). A consult's status is its furthest event's (:data:`_STATUS_RANK`);
+    a booking names no facility, its request does. Requests with no consult (facts stored before it was
+    kept) are ``unknown``, counted, never guessed."""
+    requested: dict[str, tuple[str | None, str | None]] = {}
+    unknown: dict[tuple[str | None, str | None], int] = defaultdict(int)
+    for r in rows:
+        if r.get("k") != "teleconsult.consult.requested":
+            continue
+        if not (first <= (r.get("day") or "") <= last) or (district is not None and r.get("district") != district) \
+                or (facility is not None and r.get("facility") != facility):
+            continue
+        if r.get("consult"):
+            requested.setdefault(r["consult"], (r.get("facility"), r.get("district")))
+        else:
+            unknown[(r.get("facility"), r.get("district"))] += r["n"]
+    status: dict[str, str] = dict.fromkeys(requested, "waiting")
+    for r in rows:
+        now = _STATUS_OF.get(str(r.get("k") or ""))
+        consult = r.get("consult")
+        if now is not None and consult in status and _STATUS_RANK[now] > _STATUS_RANK[status[consult]]:
+            status[consult] = now
+    counts: dict[tuple[str | None, str | None, str], int] = defaultdict(int)
+    for consult, (fac, dist) in requested.items():
+        counts[(fac, dist, status[consult])] += 1
+    for (fac, dist), n in unknown.items():
+        counts[(fac, dist, "unknown")] += n
+    order = {s: i for i, s in enumerate((*STATUSES, "unknown"))}
+    return [{"facility": f, "district": d, "status": s, "count": n}
+            for (f, d, s), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", order[kv[0][2]]))]
 
 
 def _coverage(db: Database, last: str, district: str | None, targets: Targets, now: datetime) -> dict[str, Any]:
@@ -417,6 +468,9 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
     if section == "consults_per_facility_week":
         return ["week", "facility", "district", "count"], [
             [r["week"], facility_id(r["facility"]), r["district"], r["count"]] for r in figure]
+    if section == "consults_by_status":
+        return ["facility", "district", "status", "count"], [
+            [facility_id(r["facility"]), r["district"], r["status"], r["count"]] for r in figure]
     if section == "sla_breaches":
         return ["week", "priority", "count"], [[r["week"], r["priority"], r["count"]] for r in figure]
     if section in ("time_to_answer", "time_to_conclusion"):
@@ -430,5 +484,6 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
     return ["start", "end", "district", *columns], [[*scope, *(figure[c] for c in columns)]]
 
 
-__all__ = ["CSV_SECTIONS", "PRIORITIES", "RangeError", "Targets", "cashless", "check_range", "csv_rows", "dashboard",
-           "facility_id", "facility_reference", "patients_by_district", "unmatched_since"]
+__all__ = ["CSV_SECTIONS", "PRIORITIES", "STATUSES", "RangeError", "Targets", "cashless", "check_range",
+           "consult_statuses", "csv_rows", "dashboard", "facility_id",
+           "facility_reference", "patients_by_district", "unmatched_since"]

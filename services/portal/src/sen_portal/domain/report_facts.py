@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
-_CONSULT = {"facility": "requester", "district": "district", "priority": "priority"}
+# ``consult``: the consult's ServiceRequest, which every event of it names (what :data:`CONSULT_STATUS` links by)
+_CONSULT = {"facility": "requester", "district": "district", "priority": "priority", "consult": "serviceRequest"}
 
 FACT_FIELDS: dict[str, dict[str, Any]] = {
     "teleconsult.consult.requested": {"time": "requestedAt", **_CONSULT},
@@ -33,7 +34,7 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     "teleconsult.consult.cancelled": {"time": "cancelledAt", **_CONSULT},
     "teleconsult.consult.sla_breached": {"time": "breachedAt", **_CONSULT},
     "teleconsult.consult.completed": {"time": "completedAt", **_CONSULT, "minutes": ("requestedAt", "completedAt")},
-    "teleconsult.appointment.booked": {"time": "bookedAt"},
+    "teleconsult.appointment.booked": {"time": "bookedAt", "consult": "serviceRequest"},
     "billing.invoice.issued": {"time": "issuedAt", "facility": "facility", "district": "district", "amount": "total"},
     # ``assignedFrom``: a cashier put an unmatched transfer on an invoice; the money was counted by
     # that transfer's own event, so this one restates it (kept as the fact's ``restates``)
@@ -59,6 +60,10 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
 MONEY_KINDS = ("billing.payment.received", "billing.payment.refunded")
 # what became of a payment, as the dashboard tells money apart (:func:`money_outcome`)
 OUTCOMES = ("applied", "assigned", "unmatched", "late")
+
+# the events that say where a consult stands (the read model's statuses: :data:`.dashboard.STATUSES`)
+CONSULT_STATUS = ("teleconsult.consult.requested", "teleconsult.consult.accepted", "teleconsult.appointment.booked",
+                  "teleconsult.consult.completed", "teleconsult.consult.cancelled", "teleconsult.consult.rejected")
 
 # patient events that move a record from ``from_district`` (None: no district) to ``district``
 PATIENT_MOVES = ("ehr.patient.updated", "ehr.patient.district_noted")
@@ -90,13 +95,17 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "money": {"kinds": MONEY_KINDS,
               "by": ("district", "facility", "k", "channel", "outcome", "from_day", "from_facility"),
               "sum": "amount"},
+    # each consult's events (its request, acceptance, booking, end), by consult: where the consults requested
+    # in a range stand now (:func:`.dashboard.consult_statuses`). A booking names no facility: its consult's
+    # request says whose it is. Facts stored before ``consult`` was kept have none (``rebuild facts`` adds it)
+    "consult_status": {"kinds": CONSULT_STATUS, "by": ("district", "facility", "k", "consult")},
     # residents with an electronic record per district: created minus deleted, and the moves (:data:`PATIENT_MOVES`)
     "patients": {"kinds": ("ehr.patient.created", "ehr.patient.deleted", *PATIENT_MOVES),
                  "by": ("k", "district", "from_district")},
 }
 
 DIMENSIONS = ("facility", "district", "priority", "channel", "amount", "minutes", "from_district", "outcome",
-              "from_day", "from_facility")
+              "from_day", "from_facility", "consult")
 
 
 def instant(text: Any) -> datetime | None:
@@ -138,7 +147,7 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
     when = when or instant(event.get("time")) or datetime.now(VN)
     day = when.astimezone(VN).date()
     fact: dict[str, Any] = {"k": kind, "day": day.isoformat(), "week": iso_week(day)}
-    for dim in ("facility", "district", "priority", "channel", "from_district"):
+    for dim in ("facility", "district", "priority", "channel", "from_district", "consult"):
         value = data.get(spec[dim]) if dim in spec else None
         if isinstance(value, str) and value:
             fact[dim] = value
@@ -317,6 +326,7 @@ def one_decimal(value: float | None) -> int | float | None:
     return tenths // 10 if tenths % 10 == 0 else tenths / 10
 
 
-__all__ = ["ASSIGNMENT", "DIMENSIONS", "FACT_FIELDS", "MONEY_KINDS", "OUTCOMES", "PATIENT_MOVES", "SECTIONS", "VN",
+__all__ = ["ASSIGNMENT", "CONSULT_STATUS", "DIMENSIONS", "FACT_FIELDS", "MONEY_KINDS", "OUTCOMES", "PATIENT_MOVES",
+           "SECTIONS", "VN",
            "extract", "instant", "iso_week", "link_refund", "median_and_p90", "merge_rows", "money_outcome",
            "one_decimal", "refund_link", "routing_key", "rows_of_facts"]

@@ -13,9 +13,9 @@ from flask import abort, render_template, request, url_for
 from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
-from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, RangeError, check_range, csv_rows
+from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
-from . import bp, csvfile, login_required
+from . import bp, csvfile, login_required, status_label
 from .directory import org_districts, org_names, org_without_care
 from .formatting import TZ
 from .forms import DashboardFilter
@@ -160,6 +160,24 @@ def priority_label(p: str | None) -> str:
     return str(label) if label is not None else (p or "—")
 
 
+def consult_status_label(code: str | None) -> str:
+    """Where a consult stands (:data:`..domain.dashboard.STATUSES`) in the user's language, as the worklists
+    say it (a requested consult waits for the hub); ``unknown``: a request counted before the read model kept
+    its consult."""
+    if code == "unknown":
+        return gettext("Not known (counted before statuses were kept)")
+    return status_label("requested" if code == "waiting" else code)
+
+
+def status_totals(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The consults by status of every facility shown, in :data:`STATUSES`' order (each, zero included;
+    ``unknown`` only when some are)."""
+    totals: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for r in rows:
+        totals[r["status"]] = totals.get(r["status"], 0) + r["count"]
+    return [(s, n) for s, n in totals.items() if n or s != "unknown"]
+
+
 def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Chart.js configurations for the six figures."""
     weeks = data["range"]["weeks"]
@@ -263,7 +281,7 @@ def range_problem(err: RangeError) -> str:
 # the page's CSV: its header in the page's language (the API's CSV, /api/reports, keeps the codes)
 _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facility ID"),
             "facility_name": lazy_gettext("Facility"), "district": lazy_gettext("District"),
-            "count": lazy_gettext("Count"), "priority": lazy_gettext("Priority"),
+            "count": lazy_gettext("Count"), "priority": lazy_gettext("Priority"), "status": lazy_gettext("Status"),
             "median_minutes": lazy_gettext("Median (minutes)"),
             "p90_minutes": lazy_gettext("90th percentile (minutes)"),
             "start": lazy_gettext("From"), "end": lazy_gettext("To"),
@@ -309,6 +327,9 @@ def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str],
     if "priority" in header:
         at = header.index("priority")
         rows = [[*row[:at], priority_label(row[at]) if row[at] else row[at], *row[at + 1:]] for row in rows]
+    if "status" in header:
+        at = header.index("status")
+        rows = [[*row[:at], consult_status_label(row[at]), *row[at + 1:]] for row in rows]
     if "facility" in header:
         at = header.index("facility") + 1
         header = [*header[:at], "facility_name", *header[at:]]
@@ -371,6 +392,7 @@ def dashboard() -> Any:
                            empty=bool(data and chosen and not has_figures(data)),
                            query=request.query_string.decode() if data else "",
                            facility=lambda ref: _facility(ref, names), week_label=week_label,
+                           consult_status_label=consult_status_label, status_totals=status_totals,
                            title=gettext("Health department dashboard")), 200 if data else 400
 
 
