@@ -216,7 +216,8 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
         "facilities": facilities,
         "consults": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": COLORS[i % len(COLORS)]}
-            for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked},
+            for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked,
+            "keepEnds": True},  # charts.js: the first and the last week labelled, however narrow
         "answer": {"type": "bar", "data": {"labels": [priority_label(p) for p in PRIORITIES], "datasets": [
             # the medians (a narrow card holds two series); the tables and CSVs give the 90th percentiles
             series(gettext("To acceptance: median (minutes)"), tta, "median_minutes", COLORS[1]),
@@ -225,7 +226,7 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
         "breaches": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
              "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
-            "options": stacked},
+            "options": stacked, "keepEnds": True},
         "cashless": {"type": "doughnut", "data": {"labels": [gettext("Bank transfer (QR)"), gettext("Cash")],
                                                    "datasets": [{"data": [cash["transfer_amount"], cash["cash_amount"]],
                                                                  "backgroundColor": [COLORS[2], "#c8c8c8"]}]}},

@@ -25,8 +25,31 @@
       if (!el) return;
       var cfg = JSON.parse(el.textContent);
       cfg.options = Object.assign({maintainAspectRatio: false}, cfg.options || {});
+      if (cfg.keepEnds) keepEnds(cfg);
+      delete cfg.keepEnds;
       new Chart(c, cfg);
     });
+  }
+  // A time axis (the weeks) whose labels do not all fit: Chart.js's auto-skip drops labels from the end,
+  // and the last week, often the only one with data, went unlabelled on a phone (review 8). Instead every
+  // step-th label is kept counting back from the last, and the first too when it does not touch its
+  // neighbour; the others stay ticks without a label. The step is computed from the axis's own width.
+  function keepEnds(cfg) {
+    var labels = cfg.data.labels || [];
+    var scales = cfg.options.scales = cfg.options.scales || {};
+    var x = scales.x = scales.x || {};
+    var widest = 0;
+    var ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = (Chart.defaults.font.size || 12) + "px " + Chart.defaults.font.family;
+    labels.forEach(function (l) { widest = Math.max(widest, ctx.measureText(String(l)).width); });
+    x.ticks = Object.assign({}, x.ticks, {autoSkip: false, maxRotation: 0, minRotation: 0,
+      callback: function (value, index) {
+        var n = labels.length, room = (this.maxWidth || this.chart.width) / Math.max(n, 1);
+        var step = Math.max(1, Math.ceil((widest + 8) / room));
+        var last = n - 1, first = last % step;  // the first label kept counting back from the last
+        var shown = index === 0 || ((last - index) % step === 0 && !(index === first && first * room < widest + 8));
+        return shown ? this.getLabelForValue(value) : "";
+      }});
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); else draw();
 })();
