@@ -126,6 +126,7 @@ def test_the_form_sent_after_the_take_on_ended_says_so_keeps_the_text_and_sends_
     backends = Backends()
     c = nurse(tmp_path, monkeypatch, backends, lang)
     data = _open_form(c)
+    backends.teleconsult.clear()  # the form's look for a consult just sent (clinic.just_sent): a read
     backends.ended = ENDED  # the take-on ended while the tab was open
     r = c.post(f"/patients/{TAM}/consult", data=data)
     page = r.get_data(as_text=True)
@@ -145,6 +146,7 @@ def test_an_htmx_form_sent_after_the_take_on_ended_is_said_in_the_pages_problem_
     backends = Backends()
     c = nurse(tmp_path, monkeypatch, backends)
     data = _open_form(c)
+    backends.teleconsult.clear()  # the form's look for a consult just sent (clinic.just_sent): a read
     backends.ended = ENDED
     r = c.post(f"/patients/{TAM}/consult", data=data,
                headers={"HX-Request": "true", "HX-Current-URL": f"http://localhost/patients/{TAM}/consult"})

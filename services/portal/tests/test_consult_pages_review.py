@@ -112,6 +112,37 @@ def test_an_open_consult_for_another_reason_or_none_open_sends_at_once(client, m
     assert r.status_code == 302 and len(_submits(backends)) == 1
 
 
+# ------------------------------------------------------------------ review 7: a consult just sent, the page reloaded
+
+def test_the_form_says_a_consult_of_the_patient_was_just_sent_with_a_link_to_it(client, monkeypatch):
+    """A reload while the request was being sent: the consult was made, the nurse saw an empty form and nothing
+    more, and only a second try said the patient had an open consult (review 7). The form opened afresh now says
+    a consult of the patient was sent minutes ago by this facility, when, with a link to it; one sent an hour ago
+    is no such notice (the same-reason check still asks when sending)."""
+    backends = Backends(monkeypatch)
+    sign_in(client)
+    page = client.get("/patients/p1/consult").get_data(as_text=True)
+    assert 'data-testid="just-sent"' not in page  # none open
+
+    hour_ago = (datetime.now(TZ) - timedelta(hours=1)).isoformat(timespec="seconds")
+    backends.patient_open[:] = _open_consult("t7", "sr7", "I10", hour_ago)
+    assert 'data-testid="just-sent"' not in client.get("/patients/p1/consult").get_data(as_text=True)
+
+    sent = datetime.now(TZ) - timedelta(minutes=2)
+    backends.patient_open[:] = [*_open_consult("t8", "sr8", "E11", sent.isoformat(timespec="seconds")),
+                                *_open_consult("t7", "sr7", "I10", hour_ago)]
+    page = client.get("/patients/p1/consult").get_data(as_text=True)
+    notice = page[page.index('data-testid="just-sent"'):]
+    notice = _text(notice[:notice.index("</div>")])
+    assert f"Một ca hội chẩn cho người bệnh này vừa được gửi lúc {sent.strftime('%d/%m/%Y %H:%M')} — xem ca" in notice
+    assert re.search(r'href="/consults/t8" data-testid="just-sent-link"', page)
+    searched = backends.patient_searches[-1]  # this clinic's own consults of the patient
+    assert searched["patient"] == "Patient/p1" and searched["requester"] == "Organization/tyt-my-hiep"
+    token = csrf_token(page)
+    client.post("/language", data={"lang": "en", "next": "/patients/p1/consult", "csrf_token": token})
+    assert "A consult for this patient was just sent at" in client.get("/patients/p1/consult").get_data(as_text=True)
+
+
 # ------------------------------------------------------------------ 3. a form sent after the session ended
 
 def test_a_form_sent_signed_out_says_so_links_to_sign_in_and_shows_what_was_typed(client, monkeypatch):

@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from typing import Any
 
@@ -783,18 +783,43 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
 REQUEST_SYSTEM = "https://sen.vn/fhir/sid/portal-consult-request"
 
 
-def open_same_reason(pid: str, code: str, key: str) -> list[dict[str, Any]]:
-    """The patient's open consults (this clinic's, as teleconsult scopes the clinic's Task search) whose reason
-    is the ICD-10 ``code``, newest first: each Task's id and when it was requested. One this form made (its
-    identifier is the form's ``key``: the form sent twice lands on it) is not one of them. Teleconsult not
-    answering leaves the question unasked (the request itself then fails readably)."""
+def _patient_open(pid: str) -> dict[str, Any] | None:
+    """The patient's open consults of this clinic (teleconsult scopes the clinic's Task search), newest request
+    first, with their ServiceRequests; None when teleconsult does not answer."""
     params = {"patient": f"Patient/{pid}", "status": ",".join(OPEN), "_include": "Task:based-on",
               "_sort": "-authored-on", "_count": "50"}
     if g.user.facility:
         params["requester"] = f"Organization/{g.user.facility}"
     try:
-        bundle = _consult_read("/fhir/Task", params)
+        return _consult_read("/fhir/Task", params)
     except BackendError:
+        return None
+
+
+JUST_SENT_MINUTES = 10  # a consult of the patient requested this recently is said on the consult form
+
+
+def just_sent(pid: str) -> dict[str, Any] | None:
+    """The patient's newest open consult this clinic requested in the last :data:`JUST_SENT_MINUTES` (its Task's
+    id and when), said on the form with a link to it: a page reloaded while its request was being sent (the
+    consult made, the answer lost) shows an empty form, and the nurse would send it again. None if there is
+    none, or teleconsult does not answer (the form is shown all the same)."""
+    bundle = _patient_open(pid)
+    since = datetime.now(UTC) - timedelta(minutes=JUST_SENT_MINUTES)
+    for task in entries(bundle or {}, "Task"):
+        authored = parse_instant(task.get("authoredOn"))
+        if task.get("status") in OPEN and authored is not None and authored >= since:
+            return {"tid": str(task.get("id")), "authored": task.get("authoredOn")}
+    return None
+
+
+def open_same_reason(pid: str, code: str, key: str) -> list[dict[str, Any]]:
+    """The patient's open consults (this clinic's, as teleconsult scopes the clinic's Task search) whose reason
+    is the ICD-10 ``code``, newest first: each Task's id and when it was requested. One this form made (its
+    identifier is the form's ``key``: the form sent twice lands on it) is not one of them. Teleconsult not
+    answering leaves the question unasked (the request itself then fails readably)."""
+    bundle = _patient_open(pid)
+    if bundle is None:
         return []
     srs = {str(sr.get("id")): sr for sr in entries(bundle, "ServiceRequest")}
     found = []
@@ -873,8 +898,11 @@ def consult_new(pid: str) -> Any:
     status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
     files_again = _files_dropped(form, problem) or bool(same_open and _has_files(form))  # the tick asked first
+    # the form opened afresh: a consult of the patient sent minutes ago (a reload while it was being sent) is said
+    recent = just_sent(pid) if request.method == "GET" and patient is not None else None
     return render_template(template, form=form, patient=patient, pid=pid, problem=problem, same_open=same_open,
-                           limits=upload_limits(), files_again=files_again, title=gettext("Request a consult")), status
+                           limits=upload_limits(), files_again=files_again, just_sent=recent,
+                           title=gettext("Request a consult")), status
 
 
 def _patient_refused_now(pid: str, typed: list[str] | None) -> tuple[str, int] | None:
