@@ -4,7 +4,8 @@ OperationOutcome under /fhir, RFC 9457 problem JSON elsewhere).
 
 Per operation: a JSON body nested past Python's recursion limit, one holding a lone UTF-16 surrogate
 (``"\\ud800"``) or a NUL in a string or a key, one with an integer past 64 bits or a float past double
-(``1e309``), an empty body declared JSON, a body in the wrong media type; per query parameter and the
+(``1e309``), an empty body declared JSON, a body in the wrong media type, a Parameters whose ``parameter`` or a
+parameter's ``part`` is no list of objects or whose values are of the wrong type; per query parameter and the
 FHIR search parameters: NUL, lone surrogate bytes, 2**64, dates the calendar lacks (2024-02-30,
 0000-01-01, 9999-12-31, a ``+25:00`` offset), ``_count`` 0, -1, 2**64, ``_sort`` and ``_include`` of
 nothing; headers: ``If-Match`` and ``Idempotency-Key`` garbage; the path with a leading ``//``.
@@ -31,6 +32,15 @@ _BODIES: list[tuple[str, bytes]] = [
                         "reason": "a\x00", "note": "a\x00"}).encode()),
     ("huge numbers", b'{"resourceType": "Parameters", "amount": 18446744073709551616, "openingCash": 1e309, '
                      b'"parameter": [{"name": "x", "valueInteger": 18446744073709551616, "valueDecimal": 1e309}]}'),
+    # a Parameters' parameter, or a parameter's part, of another type than a list of objects (session 21)
+    ("parameter not a list", b'{"resourceType": "Parameters", "parameter": 5}'),
+    ("parameter of non-objects", b'{"resourceType": "Parameters", "parameter": [5, "x", true]}'),
+    ("part not a list", json.dumps({"resourceType": "Parameters", "parameter": [
+        {"name": n, "part": 5} for n in ("participant", "reason", "resource", "slot", "coverage")]}).encode()),
+    ("values of every type", json.dumps({"resourceType": "Parameters", "parameter": [
+        {"name": n, "valueString": 5, "valueReference": "x", "valueCoding": [], "valueDateTime": True,
+         "resource": 5} for n in ("reason", "resource", "chair", "site", "start", "end", "conclusion", "text")]})
+     .encode()),
     ("not an object", b'"\\ud800"'),
     ("empty", b""),
 ]
