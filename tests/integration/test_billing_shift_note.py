@@ -157,3 +157,44 @@ def test_transfers_count_under_the_facilitys_open_shifts_on_the_page_the_csv_and
         # a shift opened after they came does not count them
         assert client.post("/payments/shifts", json={"openingCash": 0}, headers=a1).status_code == 201
         assert client.get("/payments/shifts/current", headers=a1).json()["expected"]["transfers"] == 0
+
+
+def test_the_daily_csv_lists_the_shifts_closed_that_day(base_env, mongo_client, dev_key) -> None:
+    """Review 8: the day's closed shifts were missing from the reconciliation CSV. Each shift closed on the day
+    is a ``shift`` row: who opened and closed it (``cashier_name``), when (``shift_opened_at``, its ``time`` the
+    close, Vietnam time), expected against counted cash and transfers, the differences and the note; a shift
+    still open is not listed, and the totals are as before (a shift row is no money)."""
+    vn_day_with_room()
+    import csv
+    import io
+
+    from tests.billing_support import make_invoice
+
+    name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
+    with app_client("billing", base_env, name, mongo_client) as (client, _app):
+        token = issue_dev_token(dev_key, "cashier", sub=f"thu-ngan-{uuid.uuid4().hex[:6]}", facility="org-a",
+                                name="Lê Thị Thu")
+        me = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        assert client.post("/payments/shifts", json={"openingCash": 500_000}, headers=me).status_code == 201
+        iid, _code = make_invoice(mongo_client[name], 100_000, facility="org-a")
+        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 100_000, "transactionId": "t-1"},
+                           headers=me)
+        assert cash.status_code == 201, cash.text
+        closed = client.post("/payments/shifts/current/close", headers=me,
+                             json={"countedCash": 580_000, "countedTransfers": 0, "note": "thiếu 20.000"}).json()
+        assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201  # open still
+        r = client.get("/payments/reports/daily.csv", headers={**me, "Accept": "text/csv"})
+        assert r.status_code == 200, r.text
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        shifts = [row for row in rows if row["kind"] == "shift"]
+        assert len(shifts) == 1, shifts
+        row = shifts[0]
+        assert (row["shift"], row["cashier_name"], row["facility"]) == (closed["id"], "Lê Thị Thu", "org-a")
+        assert (row["shift_opened_at"], row["time"]) == (closed["openedAt"], closed["closedAt"])
+        assert row["time"].endswith("+07:00")
+        assert [int(row[c]) for c in ("expected_cash", "counted_cash", "cash_difference", "expected_transfers",
+                                      "counted_transfers", "transfers_difference")] == [600_000, 580_000, -20_000,
+                                                                                        0, 0, 0]
+        assert row["note"] == "thiếu 20.000" and row["amount"] == ""
+        totals = {row["id"]: int(row["amount"]) for row in rows if row["kind"] == "total"}
+        assert (totals["cash"], totals["net"], totals["payments"]) == (100_000, 100_000, 1)

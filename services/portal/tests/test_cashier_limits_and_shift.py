@@ -192,13 +192,13 @@ def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
     with app.test_request_context():  # the page's language: Vietnamese
         header, rows = daily_report.readable(body)
     assert header[-3:] == ["Thu ngân", "Ca làm việc", "Ghi chú"] and "cashier_name" not in header
-    assert len(header) == len(rows[0]) == 14
+    assert len(header) == len(rows[0]) == 13
     cash, standard, payos, casso, refund, total = rows
-    assert (cash[3], cash[11], cash[12]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
-    assert (standard[3], standard[11], standard[12]) == ("Chuyển khoản ngân hàng", "", "")
+    assert (cash[3], cash[10], cash[11]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
+    assert (standard[3], standard[10], standard[11]) == ("Chuyển khoản ngân hàng", "", "")
     assert (payos[3], casso[3]) == ("payOS", "Casso")
-    assert (refund[3], refund[11], refund[12]) == ("Chuyển khoản", "Lê Thị Thu", "")
-    assert total[11:13] == ["", ""]
+    assert (refund[3], refund[10], refund[11]) == ("Chuyển khoản", "Lê Thị Thu", "")
+    assert total[10:12] == ["", ""]
     text = "\n".join(",".join(r) for r in rows)
     assert "portal-cashier" not in text and "6a9973cce7f043af" not in text and ",standard," not in text
 

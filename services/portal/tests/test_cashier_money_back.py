@@ -184,7 +184,7 @@ def test_the_cashiers_csv_names_the_facility_by_billings_name_when_the_directory
     r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     header, payment = lines[0].split(","), lines[1].split(",")
-    assert "facility_name" not in lines[0] and len(header) == 14 and header[6] == "Cơ sở"
+    assert "facility_name" not in lines[0] and len(header) == 13 and header[6] == "Cơ sở"
     assert payment[6] == "Trạm Y tế xã Mỹ Hiệp" and payment[5] == "HD7K2M9QX4C"
     assert "tyt-my-hiep" not in r.get_data(as_text=True)
     # the directory's name first where it has one; billing's without either: the id, as before
@@ -230,6 +230,7 @@ def test_a_late_transfer_given_back_says_so_on_the_invoice_page(app):
     assert outcome == "Đã hoàn 100.000\u00a0₫ (05/12/2026 10:12)" and "cần hoàn lại" not in done
 
 
+TRANSACTION = "Giao dịch (trên sao kê ngân hàng hoặc sổ quỹ) hoặc khoản tổng"
 BILLING_COLUMNS = ("kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,"
                    "note,facility_name,cashier_name,shift_opened_at")
 
@@ -274,8 +275,9 @@ def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
 
 
 def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
-    """"Mã tham chiếu" is what the cashier matches against the statement (billing's ``bank_reference``),
-    on a refund's row too; "Hóa đơn" keeps the HD… code. From an older billing: a transfer's transaction."""
+    """The transaction column is what the cashier matches against the statement (billing's ``bank_reference``),
+    on a refund's row too, and cash as the cash book has it (review 8: it was billing's payment id); "Hóa đơn"
+    keeps the HD… code. From an older billing: a transfer's transaction."""
     lines = ["payment,2026-12-05T09:30:00+07:00,sepay:t9,sepay,transfer,inv-1,tyt-my-hiep,100000,yes,"
              "late-balanced,HD1,,,refund task: invoice-balanced,,,,,,,FT26339123456",
              "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
@@ -283,14 +285,14 @@ def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
              "refund,2026-12-05T10:00:00+07:00,sepay:t9,cashier,transfer,inv-1,tyt-my-hiep,-100000,,refunded,,"
              "portal-cashier,,chuyển trùng,,Lê Thị Thu,,,,,FT26339123456"]
     header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name,bank_reference", *lines)
-    invoice, reference = header.index("Hóa đơn"), header.index("Mã tham chiếu")
-    assert "bank_reference" not in header and len(header) == len(rows[0])
-    assert [(r[invoice], r[reference]) for r in rows] == [("HD1", "FT26339123456"), ("HD2", ""),
+    invoice, reference = header.index("Hóa đơn"), header.index(TRANSACTION)
+    assert "bank_reference" not in header and "Mã tham chiếu" not in header and len(header) == len(rows[0])
+    assert [(r[invoice], r[reference]) for r in rows] == [("HD1", "FT26339123456"), ("HD2", "Tiền mặt · Lê Thị Thu"),
                                                           ("HD1", "FT26339123456")]
     # an older billing (no bank_reference column): a transfer's transaction id
     header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name",
                              *(line.rsplit(",", 1)[0] for line in lines))
-    assert [r[header.index("Mã tham chiếu")] for r in rows] == ["t9", "", ""]
+    assert [r[header.index(TRANSACTION)] for r in rows] == ["t9", "Tiền mặt · Lê Thị Thu", ""]
 
 
 def test_finishing_a_give_back_another_cashier_started_says_who_and_what_to_hand_over(app, billing):

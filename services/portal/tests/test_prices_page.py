@@ -369,16 +369,18 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     assert r.mimetype == "text/csv" and r.headers["Cache-Control"] == "no-store"
     assert [c[1] for c in billing.calls] == ["/payments/reports/daily.csv"]
     rows = list(csv.reader(io.StringIO(r.data.decode("utf-8-sig"))))
-    assert rows[0] == ["Loại dòng", "Thời gian", "Mã giao dịch hoặc khoản tổng", "Nhận qua", "Hình thức", "Hóa đơn",
-                       "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả", "Mã tham chiếu", "Thu ngân",
-                       "Ca làm việc", "Ghi chú"]
-    assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "cashier:c1", "Tiền mặt", "Tiền mặt", "inv-1",
-                       "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "", "thu", "s1", ""]
-    assert rows[2][:3] == ["Hoàn tiền", "05/12/2026 10:00:00", "r1"] and rows[2][7] == "-20000"
-    assert rows[2][13] == "thừa"  # the cashier's reason, as written
+    # the transaction as the bank statement or the cash book has it, never billing's payment id (review 8)
+    assert rows[0] == ["Loại dòng", "Thời gian", "Giao dịch (trên sao kê ngân hàng hoặc sổ quỹ) hoặc khoản tổng",
+                       "Nhận qua", "Hình thức", "Hóa đơn", "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả",
+                       "Thu ngân", "Ca làm việc", "Ghi chú"]
+    assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "Tiền mặt · thu", "Tiền mặt", "Tiền mặt", "inv-1",
+                       "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "thu", "s1", ""]
+    assert rows[2][:3] == ["Hoàn tiền", "05/12/2026 10:00:00", "Tiền mặt · thu"] and rows[2][7] == "-20000"
+    assert rows[2][12] == "thừa"  # the cashier's reason, as written
     assert ["Tổng", "05/12/2026", "Thực thu", "", "", "", "", "400000"] == rows[7][:8]
-    assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "sepay:9", "SePay", "Chuyển khoản"]
-    assert rows[-1][13] == "Cần hoàn tiền: hóa đơn đã hủy"
+    assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "9", "SePay", "Chuyển khoản"]
+    assert rows[-1][12] == "Cần hoàn tiền: hóa đơn đã hủy"
+    assert "cashier:c1" not in r.data.decode("utf-8-sig") and "sepay:9" not in r.data.decode("utf-8-sig")
     text = r.data.decode("utf-8-sig")
     assert not re.search(r"\b(payment|refund|total|yes|applied|refunded|transfers|net)\b", text)
     # an English page: English names, the same rows
@@ -386,7 +388,8 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     client.post("/language", data={"lang": "en", "next": "/shift", "csrf_token": token})
     english = client.get("/shift/daily-report.csv?day=05/12/2026").data.decode("utf-8-sig")
     rows_en = list(csv.reader(io.StringIO(english)))
-    assert rows_en[0][:3] == ["Row", "Time", "Payment, refund or total"] and rows_en[1][8] == "Yes"
+    assert rows_en[0][:3] == ["Row", "Time", "Transaction (bank statement or cash book) or total"]
+    assert rows_en[1][2] == "Cash · thu" and rows_en[1][8] == "Yes"
     assert rows_en[7][:3] == ["Total", "05/12/2026", "Net takings"] and len(rows_en) == len(rows)
 
 
@@ -426,9 +429,11 @@ def test_the_days_unmatched_transfers_read_as_the_dashboard_counts_them(app, bil
     assert "trong đó đã gán vào hóa đơn" in summary and "Gán trong ngày từ chuyển khoản của ngày trước" in summary
     assert "Chuyển khoản chưa khớp được tính vào ngày nhận" in page  # the rule, on the page
     rows = list(csv.reader(io.StringIO(client.get("/shift/daily-report.csv?day=06/12/2026").data.decode("utf-8-sig"))))
-    assert rows[1][2] == "standard:56fbe3c0b43c" and rows[1][9] == "Đã gán vào HD2RXD3FDH5 (06/12/2026 10:15)"
+    assert rows[1][2] == "56fbe3c0b43c" and rows[1][9] == "Đã gán vào HD2RXD3FDH5 (06/12/2026 10:15)"
     assert rows[2][9] == "Đã tính vào hóa đơn" and rows[3][9] == "Chưa khớp hóa đơn"
-    assert "assigned_to" not in rows[0] and len(rows[0]) == 14
+    # the assignment: the transfer's bank transaction, in the note too (not billing's assign:… and standard:… ids)
+    assert rows[2][2] == "56fbe3c0b43c" and rows[2][12] == "Gán từ chuyển khoản 56fbe3c0b43c"
+    assert "assigned_to" not in rows[0] and len(rows[0]) == 13 and "standard:" not in str(rows)
     names = {r[2]: r[7] for r in rows if r[0] == "Tổng"}
     assert names["Chuyển khoản chưa khớp: đã gán vào hóa đơn"] == "75000"
     assert names["Chuyển khoản chưa khớp: còn chờ"] == "30000"

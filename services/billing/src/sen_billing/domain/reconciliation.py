@@ -59,6 +59,11 @@ COLUMNS += ["bank_reference"]
 # an unmatched transfer assigned to an invoice since (any day): the invoice (its HD… reference, else its
 # id) and when the cashier assigned it; empty while it waits (or when given back)
 COLUMNS += ["assigned_to", "assigned_at"]
+# a shift closed that day (a ``shift`` row: its time the close, ``cashier``/``cashier_name`` who opened and
+# closed it, ``shift_opened_at`` when it opened, ``note`` the cashier's): what the drawer and the statement
+# should have shown against what was counted, and the difference (counted less expected), whole đồng
+COLUMNS += ["expected_cash", "counted_cash", "cash_difference", "expected_transfers", "counted_transfers",
+            "transfers_difference"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -136,6 +141,32 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
     _earlier_refunds(db, day, out)
+    out += _closed_shifts(db, day, [facility] if facility else sorted(
+        {str(r["facility"]) for r in out if r.get("facility")} | set((account_facilities or {}).values())))
+    return out
+
+
+def _closed_shifts(db: Database, day: date, facilities: list[str]) -> list[dict[str, Any]]:
+    """A ``shift`` row for each shift of ``facilities`` closed on the day (``shifts.closed_on``). Every
+    facility's report (an admin's) lists those of the facilities its rows or the receiving accounts name."""
+    from .shifts import closed_on
+
+    out = []
+    for facility in facilities:
+        for link in closed_on(db, facility, day.isoformat()):
+            expected, counted = link.get("expected") or {}, link.get("counted") or {}
+            difference = link.get("difference") or {}
+            name = str(link.get("cashier_name") or "")
+            out.append({"kind": "shift", "time": iso(link["closed_at"]), "id": link["shift"], "provider": "",
+                        "channel": "", "invoice": "", "facility": facility, "amount": "", "matched": "",
+                        "outcome": "", "reference": "", "cashier": link.get("cashier", ""), "shift": link["shift"],
+                        "note": link.get("note", ""), "cashier_name": name,
+                        "shift_opened_at": iso(link["opened_at"]), "shift_cashier_name": name,
+                        "expected_cash": int(expected.get("cash", 0)), "counted_cash": int(counted.get("cash", 0)),
+                        "cash_difference": int(difference.get("cash", 0)),
+                        "expected_transfers": int(expected.get("transfers", 0)),
+                        "counted_transfers": int(counted.get("transfers", 0)),
+                        "transfers_difference": int(difference.get("transfers", 0))})
     return out
 
 

@@ -221,6 +221,21 @@ def open_during(db: Database, facility: str, start: datetime, end: datetime) -> 
                   key=lambda s: s["opened_at"])
 
 
+def closed_on(db: Database, facility: str, day: str) -> list[dict[str, Any]]:
+    """The facility's shifts closed on the local ``day`` (Asia/Ho_Chi_Minh), each its ``closed`` link (who
+    opened and closed it and when, opening cash, expected, counted, difference, note), oldest close
+    first: the day's ``shift_days`` records (one equality on ``fd``), then each closed one's link (one
+    equality each on the top-level ``shift``, as :func:`opened` reads the open links)."""
+    found = []
+    for r in db[SHIFT_DAYS].find({"fd": _day_key(facility, day)}):
+        if local_day(_aware(r["closed_at"])) != day:
+            continue  # open that day, closed on a later one: on that day's report
+        link = db[SHIFTS].find_one({"shift": r["shift"], "state": "closed"})
+        if link is not None:
+            found.append(link)
+    return sorted(found, key=lambda link: _aware(link["closed_at"]))
+
+
 def backfill_days(db: Database) -> dict[str, int]:
     """The day records of the shifts closed before they existed, and the open set's entries of the
     shifts open then (the worker, once; idempotent, safe twice at once). An open link gets its

@@ -71,8 +71,9 @@ def fetch(day: date) -> bytes:
 
 
 def summarize(text: bytes, day: date) -> dict[str, Any]:
-    """The day's totals from billing's CSV (its ``total`` rows), and how many refunds it lists."""
-    out: dict[str, Any] = {"day": day, "refund_count": 0, **{k: 0 for k in TOTALS}}
+    """The day's totals from billing's CSV (its ``total`` rows), how many refunds it lists, and the shifts
+    closed that day (its ``shift`` rows, as billing's shift summary names them: :func:`_closed_shift`)."""
+    out: dict[str, Any] = {"day": day, "refund_count": 0, "shifts": [], **{k: 0 for k in TOTALS}}
     for r in csv.DictReader(io.StringIO(text.decode("utf-8-sig"))):
         if r.get("kind") == "total" and r.get("id") in TOTALS:
             try:
@@ -81,7 +82,26 @@ def summarize(text: bytes, day: date) -> dict[str, Any]:
                 continue
         elif r.get("kind") == "refund":
             out["refund_count"] += 1
+        elif r.get("kind") == "shift":
+            out["shifts"].append(_closed_shift(r))
     return out
+
+
+def _amount(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None
+
+
+def _closed_shift(r: dict[str, str]) -> dict[str, Any]:
+    """A ``shift`` row of billing's CSV as its shift summary (``/payments/shifts``) has it: when it opened and
+    closed, whose, expected against counted cash and transfers, the difference and the note."""
+    return {"openedAt": r.get("shift_opened_at") or "", "closedAt": r.get("time") or "",
+            "cashierName": r.get("cashier_name") or r.get("cashier") or "", "note": r.get("note") or "",
+            **{part: {k: _amount(r.get(f"{prefix}_{k}")) for k in ("cash", "transfers")}
+               for part, prefix in (("expected", "expected"), ("counted", "counted"))},
+            "difference": {k: _amount(r.get(f"{k}_difference")) for k in ("cash", "transfers")}}
 
 
 def section() -> dict[str, Any]:
@@ -118,12 +138,20 @@ def daily_report_csv() -> Any:
 
 # the download in the page's language: billing's CSV (its API's, a machine format: codes, ISO times)
 # with each column, row kind, channel, yes/no, outcome and total named as the page names them
-_COLUMNS = {"kind": _l("Row"), "time": _l("Time"), "id": _l("Payment, refund or total"),
+_COLUMNS = {"kind": _l("Row"), "time": _l("Time"),
+            # what the cashier finds on the bank statement or in the cash book (:func:`_transaction`), not
+            # billing's payment id (``standard:a5af…``, ``cashier:50d0…``, ``assign:…``: its own keys)
+            "id": _l("Transaction (bank statement or cash book) or total"),
             "provider": _l("Received through"), "channel": _l("Channel"), "invoice": _l("Invoice"),
             "facility": _l("Facility"), "amount": _l("Amount (đồng)"), "matched": _l("Matched to an invoice"),
             "outcome": _l("Outcome"), "reference": _l("Reference"), "cashier": _l("Cashier"),
-            "shift": _l("Shift"), "note": _l("Note")}
-_KINDS = {"payment": _l("Payment"), "refund": _l("Refund"), "total": _l("Total")}
+            "shift": _l("Shift"), "note": _l("Note"),
+            # a closed shift's row (billing's ``shift``: its time the close, its shift when it opened and whose)
+            "expected_cash": _l("Expected cash (đồng)"), "counted_cash": _l("Counted cash (đồng)"),
+            "cash_difference": _l("Cash difference (đồng)"), "expected_transfers": _l("Expected transfers (đồng)"),
+            "counted_transfers": _l("Transfers on the bank statement (đồng)"),
+            "transfers_difference": _l("Transfers difference (đồng)")}
+_KINDS = {"payment": _l("Payment"), "refund": _l("Refund"), "total": _l("Total"), "shift": _l("Closed shift")}
 _CHANNELS = {"cash": _l("Cash"), "transfer": _l("Bank transfer")}
 _YES_NO = {"yes": _l("Yes"), "no": _l("No")}
 _PROVIDERS = {"cashier": _l("Cashier")}  # the others are the payment gateways' names (SePay, Casso, payOS)
@@ -164,11 +192,15 @@ def _assigned_label(invoice: str, at: str) -> str:
     return gettext("Assigned to %(invoice)s (%(time)s)", invoice=invoice, time=_time(at)[:16])
 
 
-def _note(value: str, given_back: bool = False) -> str:
+def _note(value: str, given_back: bool = False, transfer: str = "") -> str:
+    """The row's note; an assignment's names the transfer it came from by the bank's transaction
+    (``transfer``: the row's own, the transfer's), not by billing's payment id."""
     if value.startswith("refund task: "):
         return _label(_TASKS_DONE if given_back else _TASKS, value.removeprefix("refund task: "))
     if value.startswith("assigned from "):
-        return gettext("Assigned from %(payment)s", payment=value.removeprefix("assigned from "))
+        if transfer:
+            return gettext("Assigned from the transfer %(reference)s", reference=transfer)
+        return gettext("Assigned from an unmatched transfer")
     return value  # a refund's reason, as the cashier wrote it
 
 
@@ -176,8 +208,10 @@ def _note(value: str, given_back: bool = False) -> str:
 # (and the shifts' names), a refund of the payment into "outcome"
 # (and the shifts' names), a refund of the payment into "outcome", the bank's reference into "reference",
 # an unmatched transfer's assignment since (to which invoice, when) into "outcome"
+# and billing's ``reference`` (the invoice's HD… code, in "invoice"), its ``bank_reference`` into the
+# transaction column (:func:`_transaction`)
 _FOLDED = ("cashier_name", "shift_opened_at", "refunded_amount", "refunded_at", "shift_cashier_name",
-           "bank_reference", "assigned_to", "assigned_at")
+           "bank_reference", "assigned_to", "assigned_at", "reference")
 
 
 def _who_and_how(r: dict[str, str]) -> dict[str, str]:
@@ -196,7 +230,8 @@ def _who_and_how(r: dict[str, str]) -> dict[str, str]:
         names = r["shift_cashier_name"].split(" | ") if r.get("shift_cashier_name") else [name] * len(opened)
         shift = "; ".join(" · ".join(p for p in (_time(at)[:16], who) if p)
                           for at, who in zip(opened, names + [""] * (len(opened) - len(names)), strict=False))
-    return {"cashier": name, "shift": shift, "provider": received_through(r.get("provider"), r.get("channel"))}
+    how = received_through(r.get("provider"), r.get("channel")) if r.get("kind") != "shift" else ""  # no money
+    return {"cashier": name, "shift": shift, "provider": how}
 
 
 def _bank_reference(r: dict[str, str]) -> str:
@@ -209,6 +244,21 @@ def _bank_reference(r: dict[str, str]) -> str:
     if r.get("kind") == "payment" and r.get("channel") == "transfer" and ":" in r.get("id", ""):
         return r["id"].removeprefix("assign:").split(":", 1)[-1]
     return ""
+
+
+def _transaction(r: dict[str, str]) -> str:
+    """The row's transaction as the cashier finds it: a transfer's (and a refund by transfer's) on the bank
+    statement, by the bank's transaction id or reference (:func:`_bank_reference`); cash in the cash book,
+    "Tiền mặt · <cashier>" (the row's time tells one from another). A total by its name. Never billing's
+    payment id, which no statement or cash book shows."""
+    if r.get("kind") == "total":
+        return _label(_TOTAL_NAMES, r.get("id", ""))
+    if r.get("kind") == "shift":
+        return ""  # its shift and times say which
+    if r.get("channel") == "cash":
+        who = r.get("cashier", "")
+        return gettext("Cash · %(cashier)s", cashier=who) if who else str(_CHANNELS["cash"])
+    return _bank_reference(r)
 
 
 def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
@@ -229,18 +279,16 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
     rows = []
     for r in found:
         r.update(_who_and_how(r))
-        total = r.get("kind") == "total"
         values = {"kind": _label(_KINDS, r.get("kind", "")), "time": _time(r.get("time", "")),
-                  "id": _label(_TOTAL_NAMES, r.get("id", "")) if total else r.get("id", ""),
+                  "id": _transaction(r),
                   "provider": _label(_PROVIDERS, r.get("provider", "")),
                   "channel": _label(_CHANNELS, r.get("channel", "")), "matched": _label(_YES_NO, r.get("matched", "")),
                   # a late payment given back since (billing's ``refunded_amount``, ``refunded_at``): said so
                   "outcome": refunded_label(r["refunded_amount"], r.get("refunded_at")) if r.get("refunded_amount")
                   else _assigned_label(r["assigned_to"], r.get("assigned_at", "")) if r.get("assigned_to")
                   else outcome_label(r.get("outcome")) if r.get("outcome") else "",
-                  "note": _note(r.get("note", ""), bool(r.get("refunded_amount"))),
+                  "note": _note(r.get("note", ""), bool(r.get("refunded_amount")), _bank_reference(r)),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
-                  "reference": _bank_reference(r),
                   "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
                                or r.get("facility", ""))}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
