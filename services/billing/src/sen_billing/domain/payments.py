@@ -693,7 +693,7 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
             return _refund_round(db, payment, amount, reason, principal, shift_id, after_settlement)
         except _OtherFinished:
             continue  # this request helped record a colleague's refund and recorded none: its own, again
-    raise Conflict("this payment is being given back by other cashiers meanwhile; try again")
+    raise Conflict("this payment is being given back meanwhile; try again")  # as refund_links.record says
 
 
 REFUND_ROUNDS = 64  # as many as cashiers refunding one payment at once (refund_links.TRIES)
