@@ -139,8 +139,8 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.tag = "vi-1280"
     # the paid invoice offers the refund of its credit only: the cash payment, 11.000 ₫ of it refundable
     # (text_content: the box is still closed, so inner_text reads nothing)
-    # (said once for the invoice: what can be refunded on it)
-    assert "11.000\u00a0₫" in v.page.text_content("[data-testid=refund-box] [data-testid=refundable-total]")
+    # (said beside the payment: what can be refunded of it; the invoice's line only when less than theirs added up)
+    assert "11.000\u00a0₫" in v.page.text_content("[data-testid=refund-box] [data-testid=refund-limit]")
     stale = v.page.context.new_page()  # a second tab of the page, still offering that refund after it is made
     stale.goto(v.page.url)
     stale.wait_for_load_state("networkidle")
