@@ -779,8 +779,71 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
     return sr
 
 
+RECENT_RESULTS = 15  # the patient's newest results offered to a consult request
+
+
+def record_choices(pid: str) -> list[dict[str, Any]] | None:
+    """The patient's records the consult form offers to attach (its ``supporting`` boxes, none ticked), grouped
+    as the chart shows them: documents (DocumentReferences), imaging studies, the :data:`RECENT_RESULTS` newest
+    results (Observations); each newest first, an item's ``ref`` (what the ServiceRequest's ``supportingInfo``
+    points at, teleconsult's three kinds), ``label`` (its name and date in the page's language) and
+    ``display`` (the same in Vietnamese, kept with the reference for the hub's page). Nothing recorded in
+    error. None when the EHR does not answer (the form offers none; files still go)."""
+    try:
+        bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
+    except BackendError:
+        return None
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in entries(bundle):
+        if r.get("status") != "entered-in-error" and FHIR_ID.fullmatch(str(r.get("id") or "")):
+            by_type[r.get("resourceType", "")].append(r)
+
+    def item(rtype: str, rid: str, name: Callable[[str], str], at: str | None) -> dict[str, Any]:
+        date = f" ({when(at)})" if at else ""
+        return {"ref": f"{rtype}/{rid}", "label": f"{name(select_locale() or 'vi')}{date}",
+                "display": f"{name('vi')}{date}"[:200]}
+
+    def document_name(d: dict[str, Any]) -> str:
+        file = ((d.get("content") or [{}])[0] or {}).get("attachment") or {}
+        return str(file.get("title") or d.get("description") or codeable(d.get("type")) or d.get("id"))
+
+    documents = [item("DocumentReference", d["id"], lambda _lang, d=d: document_name(d), d.get("date"))
+                 for d in _newest_first(by_type["DocumentReference"], document_name, "date")]
+    studies = [item("ImagingStudy", st["id"], lambda lang, st=st: _study_name(imaging.line(st, {}, lang)),
+                    st.get("started"))
+               for st in _newest_first(by_type["ImagingStudy"], lambda st: str(st.get("description") or ""),
+                                       "started")]
+    observations = [r for r in by_type["Observation"] if results.effective(r)]
+    observations = sorted(observations, key=lambda o: parse_instant(results.effective(o)) or datetime.min.replace(
+        tzinfo=UTC), reverse=True)[:RECENT_RESULTS]
+    found = [item("Observation", o["id"], lambda lang, o=o: _result_name(results.line(o, lang)), results.effective(o))
+             for o in observations]
+    return [{"kind": kind, "items": items} for kind, items in (
+        ("documents", documents), ("imaging", studies), ("results", found)) if items]
+
+
+def _study_name(line: dict[str, Any]) -> str:
+    return ": ".join(p for p in (line["modality"], line["description"]) if p) or "ImagingStudy"
+
+
+def _result_name(line: dict[str, Any]) -> str:
+    return f"{line['label']}: {line['value']}"
+
+
+def ticked_records(choices: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str | None]:
+    """The records the form's ``supporting`` boxes ticked, as ``supportingInfo`` references (with their
+    Vietnamese names and dates), and what is wrong with them (one no longer offered: gone from the record, or
+    never the patient's), else None."""
+    offered = {i["ref"]: i for group in choices or [] for i in group["items"]}
+    ticked = list(dict.fromkeys(request.form.getlist("supporting")))
+    if any(t not in offered for t in ticked):
+        return [], gettext("A record you ticked is no longer in the patient's record. Tick the records again.")
+    return [{"reference": t, "display": offered[t]["display"]} for t in ticked], None
+
+
 # a consult request's identifier: the key of the form that sent it (clinic.form_key)
 REQUEST_SYSTEM = "https://sen.vn/fhir/sid/portal-consult-request"
+MAX_SUPPORTING = 20  # teleconsult's limit of a request's supportingInfo
 
 
 def _patient_open(pid: str) -> dict[str, Any] | None:
@@ -863,14 +926,20 @@ def consult_new(pid: str) -> Any:
         read_problem = backend_message(err)  # an outage: the form still, saying so
     posted = request.method == "POST" and form.validate_on_submit()
     code = icd10.parse_field(form.reason.data or "") if request.method == "POST" else None
-    if posted and code is not None and _check_files(form):
+    # the patient's documents, imaging studies and newest results the request may point at (none ticked at first)
+    choices = record_choices(pid) if patient is not None else None
+    records, records_problem = ticked_records(choices) if request.method == "POST" else ([], None)
+    if records_problem is None and len(records) + len([f for f in form.files.data or [] if f and f.filename]) > \
+            MAX_SUPPORTING:
+        records_problem = gettext("At most %(n)s files and records can be attached to one request.", n=MAX_SUPPORTING)
+    if posted and code is not None and _check_files(form) and records_problem is None:
         # another open consult of the patient for the same reason: said, with a link to it, and the request
         # sent only once its tick confirms another (the tick's value: the consults it was shown), before
         # anything is stored (its files)
         same_open = open_same_reason(pid, code.code, form.key.data or "")
         if {c["tid"] for c in same_open} <= set(request.form.get("again", "").split(",")):
             try:
-                supporting = _attach(form.files.data or [], pid, form.key.data)
+                supporting = _attach(form.files.data or [], pid, form.key.data) + records
                 body = service_request(form, g.user, supporting, form.key.data)
                 key = request_key(form.key.data, "consult", pid, form.priority.data or "", code.code,
                                   form.question.data or "", *(ref["reference"] for ref in supporting))
@@ -893,7 +962,7 @@ def consult_new(pid: str) -> Any:
         # a reason typed, not chosen (its code's shape but no such code); a chosen one is never flagged
         # because another field failed
         form.reason.errors = [gettext("Choose a reason from the ICD-10 list.")]
-    problem = problem or read_problem
+    problem = problem or records_problem or read_problem
     # htmx swaps only 2xx answers: the form with its errors comes back as 200 there
     status = 200 if request.method == "GET" or _is_htmx() or not (form.errors or problem) else 422
     template = "_consult_form.html" if _is_htmx() and request.method == "POST" else "consult_new.html"
@@ -901,7 +970,8 @@ def consult_new(pid: str) -> Any:
     # the form opened afresh: a consult of the patient sent minutes ago (a reload while it was being sent) is said
     recent = just_sent(pid) if request.method == "GET" and patient is not None else None
     return render_template(template, form=form, patient=patient, pid=pid, problem=problem, same_open=same_open,
-                           limits=upload_limits(), files_again=files_again, just_sent=recent,
+                           limits=upload_limits(), files_again=files_again, just_sent=recent, choices=choices,
+                           ticked=set(request.form.getlist("supporting")),
                            title=gettext("Request a consult")), status
 
 

@@ -63,6 +63,7 @@ def line(study: dict[str, Any], endpoints: dict[str, dict[str, Any]], lang: str 
                  and r.get("resourceType") == "Endpoint"}
     link = next((a for ref in [*(study.get("endpoint") or []), *(e for s in series for e in s.get("endpoint") or [])]
                  if (a := _address(ref, endpoints, contained))), None)
-    return {"t": study.get("started"), "at": when(study.get("started")) if study.get("started") else "",
+    started = study.get("started")
+    return {"id": study.get("id"), "t": started, "at": when(started) if started else "",
             "modality": ", ".join(names), "description": str(study.get("description") or ""),
             "series": n_series, "instances": instances, "sites": [s for s in sites if s], "link": link}

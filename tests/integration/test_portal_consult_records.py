@@ -1,0 +1,126 @@
+# ruff: noqa: F811 - the fixtures imported from test_portal_consult_patients are parameters by name
+"""A consult request points at the patient's records already in the EHR (review 7): the consult form lists the
+patient's documents, imaging studies and newest results, grouped, none ticked; those the nurse ticks go as the
+ServiceRequest's ``supportingInfo`` (teleconsult checks each is the patient's and readable), and the hub
+doctor's consult page shows each by name and date, an imaging study or a result linked into the patient's
+chart. A record of another patient, forged into the form, is refused readably and nothing is sent.
+
+Against a real EHR and teleconsult (gunicorn processes on loopback), the real FerretDB and RabbitMQ: the
+services and the portal of ``test_portal_consult_patients``, started afresh for this module."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
+    BINH,
+    CLINIC,
+    LAN,
+    _headers,
+    _names_from_this_ehr,
+    ehr,
+    ehr_db,
+    portal,
+    tc,
+)
+from tests.support import csrf_token, portal_signed_in
+
+pytestmark = pytest.mark.integration
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+LOINC = "http://loinc.org"
+
+
+def _put(ehr: str, dev_key: Any, res: dict[str, Any]) -> None:
+    r = httpx.put(f"{ehr}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res),
+                  headers=_headers(dev_key, "admin"), timeout=30)
+    assert r.status_code in (200, 201), r.text
+
+
+@pytest.fixture(scope="module")
+def records(ehr, dev_key) -> dict[str, str]:
+    """Nguyễn Thị Lan's chest X-ray, an ECG file, a blood pressure and a rapid test; an X-ray of Trần Văn Bình."""
+    tag = uuid.uuid4().hex[:6]
+    lan = {"reference": f"Patient/{LAN}"}
+    made = {
+        "xray": {"resourceType": "ImagingStudy", "id": f"xq-{tag}", "status": "available", "subject": lan,
+                 "started": "2026-11-20T09:30:00+07:00", "modality": [{"system": DCM, "code": "DX"}],
+                 "description": "X-quang ngực thẳng", "numberOfSeries": 1, "numberOfInstances": 1},
+        "ecg": {"resourceType": "DocumentReference", "id": f"dt-{tag}", "status": "current", "subject": lan,
+                "date": "2026-11-19T08:00:00+07:00", "description": "Điện tim 12 chuyển đạo",
+                "content": [{"attachment": {"contentType": "application/pdf", "title": "dien-tim.pdf",
+                                            "data": "JVBERi0xLjQK"}}]},
+        "pulse": {"resourceType": "Observation", "id": f"m-{tag}", "status": "final", "subject": lan,
+                  "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
+                  "effectiveDateTime": "2026-11-21T07:00:00+07:00",
+                  "valueQuantity": {"value": 96, "unit": "/min", "system": "http://unitsofmeasure.org",
+                                    "code": "/min"}},
+        "other": {"resourceType": "ImagingStudy", "id": f"xq-binh-{tag}", "status": "available",
+                  "subject": {"reference": f"Patient/{BINH}"}, "started": "2026-11-20T10:00:00+07:00",
+                  "description": "X-quang cột sống"},
+    }
+    for res in made.values():
+        _put(ehr, dev_key, res)
+    return {k: f"{r['resourceType']}/{r['id']}" for k, r in made.items()}
+
+
+def _form(clinic: Any) -> tuple[str, dict[str, str]]:
+    page = clinic.get(f"/patients/{LAN}/consult").get_data(as_text=True)
+    key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    return page, {"csrf_token": csrf_token(page), "key": key, "patient": LAN, "priority": "routine",
+                  "reason": "J18.9 — Viêm phổi", "question": f"Sốt, ho kéo dài ({key[:8]}), xin ý kiến."}
+
+
+def _asked(tc: str, dev_key: Any, question: str) -> list[dict[str, Any]]:
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
+    bundle = httpx.get(f"{tc}/fhir/ServiceRequest", params={"subject": f"Patient/{LAN}", "_count": "200"},
+                       headers=clinic, timeout=30).json()
+    return [e["resource"] for e in bundle.get("entry", []) if (e["resource"].get("note") or [{}])[0].get("text")
+            == question]
+
+
+def test_the_records_ticked_go_with_the_request_and_the_doctor_sees_them(portal, tc, records, dev_key):
+    clinic = portal_signed_in(portal, "clinic")
+    page, data = _form(clinic)
+    offered = re.search(r'data-testid="record-choices">(.*?)</fieldset>', page, re.S).group(1)
+    boxes = re.findall(r'<input type="checkbox" name="supporting" value="([^"]+)"[^>]*>', offered)
+    assert set(boxes) == {records["xray"], records["ecg"], records["pulse"]}, boxes  # not Bình's X-ray
+    assert "checked" not in offered  # none ticked at first
+    text = re.sub(r"<[^>]+>", " ", offered)
+    assert all(h in text for h in ("Tài liệu", "Chẩn đoán hình ảnh", "Kết quả gần đây"))
+    assert "X-quang kỹ thuật số: X-quang ngực thẳng (20/11/2026 09:30)" in text
+    assert "dien-tim.pdf (19/11/2026 08:00)" in text
+
+    # another patient's record forged into the form: said, nothing sent
+    r = clinic.post(f"/patients/{LAN}/consult", data={**data, "supporting": [records["xray"], records["other"]]})
+    assert r.status_code == 422 and "Một mục bạn đã chọn không còn trong hồ sơ người bệnh" in r.get_data(as_text=True)
+    assert not _asked(tc, dev_key, data["question"])
+
+    r = clinic.post(f"/patients/{LAN}/consult", data={**data, "supporting": [records["xray"], records["pulse"]]})
+    assert r.status_code == 302, r.get_data(as_text=True)[:800]
+    tid = re.search(r"/consults/([^?]+)", r.headers["Location"]).group(1)
+    (sr,) = _asked(tc, dev_key, data["question"])
+    assert [(s["reference"], s["display"]) for s in sr["supportingInfo"]] == [
+        (records["xray"], "X-quang kỹ thuật số: X-quang ngực thẳng (20/11/2026 09:30)"),
+        (records["pulse"], f"{_pulse_name()}: 96 /min (21/11/2026 07:00)")]
+
+    doctor = portal_signed_in(portal, "doctor")
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    shown = re.search(r'data-testid="attachments">(.*?)</dd>', page, re.S).group(1)
+    links = re.findall(r'<a href="([^"]+)"[^>]*data-testid="attachment-record">([^<]+)</a>', shown)
+    assert links == [(f"/patients/{LAN}#imaging", "X-quang kỹ thuật số: X-quang ngực thẳng (20/11/2026 09:30)"),
+                     (f"/patients/{LAN}#results", f"{_pulse_name()}: 96 /min (21/11/2026 07:00)")], shown
+    page = clinic.get(f"/consults/{tid}").get_data(as_text=True)  # the clinic's page alike
+    assert f'href="/patients/{LAN}#imaging"' in page
+
+
+def _pulse_name() -> str:
+    from sen_portal.web import loinc
+
+    return loinc.label({"coding": [{"system": LOINC, "code": "8867-4"}]}, "vi")
