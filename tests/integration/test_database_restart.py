@@ -458,3 +458,69 @@ def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(o
             fd.start()
         client.drop_database(db.name)
         client.close()
+
+
+def test_a_cut_off_partial_payments_retry_writes_nothing_until_the_payments_reach_what_is_owed(
+        mongo_client, monkeypatch) -> None:
+    """Calls cut off between their payment's insert and the invoice's part (the step that died raises
+    as the gone database did), then the provider's retries. A partial payment's retry (10.000 ₫ of
+    30.000 ₫) writes nothing: the amount owed was kept in the payment, so it reads the invoice's payments
+    and not the Invoice (its commands: the bench's ``ROUND_TRIPS``). A second payment cut off too brings
+    the sum to what is owed with no settlement: the retry of the FIRST (partial) one settles the invoice,
+    once. A payment placed on an issued invoice and inserted after a cancel had swept its payments gets
+    its refund task from its retry (the cancel's mark among the payments)."""
+    from pymongo.errors import AutoReconnect
+    from sen_billing.domain import invoice_port, invoices, payments
+    from sen_billing.domain.webhooks import Transfer
+
+    from tests.billing_support import make_invoice, scratch_db
+
+    def cut(*_args: Any, **_kw: Any) -> None:
+        raise AutoReconnect("the database went away")  # what the first call met right after the insert
+
+    def call(db: Any, transfer: Transfer, *, cut_off: bool = False) -> payments.Recorded:
+        inbox, seen = payments.store_call(db, transfer.provider, b"{}", {}, [transfer])
+        pid = payments.payment_id(transfer.provider, transfer.transaction_id)
+        with monkeypatch.context() as m:
+            if cut_off:
+                m.setattr(payments, "after_payment", cut)
+            return payments.record_transfer(db, transfer, inbox, seen=pid in seen)
+
+    with scratch_db(mongo_client, "cutpart") as db:
+        iid, code = make_invoice(db, 30_000)
+        first = Transfer("standard", f"tx-{uuid.uuid4().hex[:8]}", 10_000, f"thanh toan {code}")
+        with pytest.raises(AutoReconnect):
+            call(db, first, cut_off=True)
+        stored = db["payments"].find_one({"invoice": iid})
+        assert stored[payments.OWED] == 30_000  # what the call knew: the Invoice was read before the insert
+        assert not call(db, first).created
+        assert db["invoice_balanced"].count_documents({}) == 0 and db["refund_tasks"].count_documents({}) == 0
+        assert db["receipts"].count_documents({}) == 0
+
+        second = Transfer("standard", f"tx-{uuid.uuid4().hex[:8]}", 20_000, f"thanh toan {code}")
+        with pytest.raises(AutoReconnect):
+            call(db, second, cut_off=True)
+        assert db["invoice_balanced"].count_documents({"_id": iid}) == 0  # paid in full, nothing settled
+        assert not call(db, first).created  # the partial one's retry: the sum reaches what is owed
+        assert db["invoice_balanced"].count_documents({"_id": iid}) == 1
+        assert sorted(db["invoice_balanced"].find_one({"_id": iid})["payments"]) == sorted(
+            payments.payment_id("standard", t.transaction_id) for t in (first, second))
+        assert not call(db, second).created  # listed by the settlement now: nothing more
+        assert db["receipts"].count_documents({"invoice": iid}) == 1
+        assert invoice_port.paid_total(db, iid) == 30_000
+
+        # placed while its invoice was issued, inserted after a cancel swept the invoice's payments
+        iid2, code2 = make_invoice(db, 30_000)
+        late = Transfer("standard", f"tx-{uuid.uuid4().hex[:8]}", 10_000, f"thanh toan {code2}")
+        seen_as = invoice_port.find_by_note(db, late.description)
+        assert seen_as is not None and seen_as.status == "issued"
+        invoices.cancel(db, iid2, "nhập nhầm")
+        with monkeypatch.context() as m:
+            m.setattr(invoice_port, "find_by_note", lambda _db, _note: seen_as)
+            with pytest.raises(AutoReconnect):
+                call(db, late, cut_off=True)
+        pid = payments.payment_id("standard", late.transaction_id)
+        assert db["payments"].find_one({"_id": pid})["invoice"] == iid2  # counted toward it, as placed
+        assert db["refund_tasks"].count_documents({"_id": pid}) == 0  # the cancel's sweep came before it
+        assert not call(db, late).created
+        assert db["refund_tasks"].find_one({"_id": pid})["reason"] == "invoice-cancelled"

@@ -33,7 +33,9 @@ another writer may touch:
 - A call cut off after its payment's insert (the database went away, answered 503; the web worker
   died) left the invoice's part undone: the provider's retry (a cashier's, with the same transaction
   id) finds the payment and runs its effects again (:func:`finish_payment`; each is a claim, so
-  running them twice changes nothing).
+  running them twice changes nothing), unless they are known done (the settlement lists it) or known
+  to be none (a partial payment: its invoice's payments still below what it owed, ``invoice_owed``,
+  kept in the payment at its insert).
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ REFUND_TASKS = invoice_port.REFUND_TASKS
 REFUNDS = invoice_port.REFUNDS
 UNMATCHED = "unmatched_waiting"
 BALANCED = "invoice_balanced"
+# in a transfer's payment counted toward an invoice: what the invoice owed when the payment was placed (its
+# amounts are fixed once issued). A retry then tells a partial payment, which left nothing undone, by one
+# read of the invoice's payments, not the Invoice's read and that one (:func:`finish_payment`)
+OWED = "invoice_owed"
 # what became of an unmatched transfer, claimed once: {_id: payment id, fate: "assigned" | "refunded"};
 # an assignment and an admin's refund of the same transfer race for it, so exactly one of them goes on
 FATES = "unmatched_fates"
@@ -243,19 +249,31 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
     return recorded
 
 
-def finish_payment(db: Database, payment: Mapping[str, Any]) -> None:
+def finish_payment(db: Database, payment: Mapping[str, Any],
+                   invoice: invoice_port.InvoiceView | None = None) -> None:
     """:func:`after_payment` again for a payment found stored (a provider's retry), unless its effect is
-    known done: a counted payment whose invoice's settlement lists it (one point read; a settlement
-    claimed but not finished is the repair job's, ``receipts.repair_settlements``). An unmatched one has
-    none (its queue entry went in before it). Idempotent: every step of ``after_payment`` is a claim."""
+    known done or known to be nothing. A counted payment: done when its invoice's settlement lists it
+    (one point read; a settlement claimed but not finished is the repair job's,
+    ``receipts.repair_settlements``). With no settlement yet, a payment below what its invoice owed
+    (:data:`OWED`, stored at its insert; ``invoice``: the caller's read of it) has nothing to finish
+    while the invoice's payments stay below it and no cancel marked it (one read: the query
+    ``after_payment`` makes): only a payment bringing the sum to what is owed, or one racing a cancel,
+    writes anything there. A payment stored without :data:`OWED` (before it was kept), or one reaching
+    it, runs ``after_payment``. An unmatched one has nothing (its queue entry went in before it); a
+    late one, its refund task. Idempotent: every step of ``after_payment`` is a claim."""
     invoice_id = payment.get("invoice")
     if invoice_id:
         settled = db[BALANCED].find_one({"_id": invoice_id}, {"payments": 1})
         if settled is not None and payment["_id"] in (settled.get("payments") or []):
             return
+        owed = invoice.owed if invoice is not None and invoice.id == invoice_id else payment.get(OWED)
+        if settled is None and owed is not None and int(payment["amount"]) < int(owed):
+            counted, marked = invoice_port.payments_and_mark(db, invoice_id, mine=payment)
+            if not marked and sum(int(p["amount"]) for p in counted) < int(owed):
+                return
     elif not (payment.get("late_invoice") and payment.get("matched")):
         return
-    after_payment(db, payment)
+    after_payment(db, payment, invoice)
 
 
 def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: int) -> dict[str, Any]:
@@ -278,7 +296,7 @@ def _placement(db: Database, invoice: invoice_port.InvoiceView | None, amount: i
         # a draft has no QR and no reference out there; keep it for a cashier to look at
         return {"invoice": None, "late_invoice": invoice.id, "matched": False, "outcome": "unmatched",
                 "facility": invoice.facility, "district": invoice.district}
-    return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied"}
+    return {**base, "invoice": invoice.id, "matched": True, "outcome": "applied", OWED: invoice.owed}
 
 
 def after_payment(db: Database, payment: Mapping[str, Any], invoice: invoice_port.InvoiceView | None = None) -> None:
@@ -595,7 +613,7 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
             if before.get("invoice") != invoice.id or before.get("amount") != amount:
                 raise PaymentError("this transactionId recorded another cash payment: send a new one",
                                    status=422)
-            finish_payment(db, before)  # the first try may have been cut off before the invoice's part
+            finish_payment(db, before, invoice)  # the first try may have been cut off before the invoice's part
             return Recorded(before, False)
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice_id} is {invoice.status}, not awaiting payment")
