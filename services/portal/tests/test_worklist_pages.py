@@ -179,3 +179,113 @@ def test_a_page_after_the_last_consult_links_the_first(client, monkeypatch):
     page = client.get(nxt).get_data(as_text=True)
     assert "Không còn ca hội chẩn nào nữa." in page and 'href="/worklist">Trang đầu</a>' in page
     assert 'data-testid="worklist-total">Danh sách có 50 ca hội chẩn</p>' in page
+
+
+# ------------------------------------------------------------------ specialty and facility (review 7)
+
+SCT = "http://snomed.info/sct"
+CARDIO, ENDO = "394579002", "394583002"
+CLINICS = ("tyt-my-hiep", "ttyt-thap-muoi")
+
+
+def _of_two_clinics_and_specialties(n: int) -> list[dict[str, Any]]:
+    """``n`` consults from two clinics, each for one of two specialties (a quarter of them each pair)."""
+    tasks = _consults(n)
+    for i, t in enumerate(tasks):
+        t["requester"] = {"reference": f"Organization/{CLINICS[i % 2]}"}
+        t["performerType"] = [{"coding": [{"system": SCT, "code": (CARDIO, ENDO)[i // 2 % 2]}]}]
+    return tasks
+
+
+def _fake_hub(monkeypatch, tasks: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """teleconsult's ``$worklist`` (:func:`_fake_worklist`) narrowed as teleconsult narrows it: ``specialty`` (a
+    consult's performerType code), ``facility`` (its requester); the EHR's directory: the hub's doctors'
+    roles (two specialties) and the province's Organizations (the health department gives no care)."""
+    from sen_portal.web import clinic, directory, doctor
+
+    def org(oid: str, name: str, kind: str = "prov") -> dict[str, Any]:
+        return {"resourceType": "Organization", "id": oid, "name": name,
+                "type": [{"coding": [{"code": kind}]}], "address": [{"district": "Huyện Cao Lãnh"}]}
+
+    ehr = {"/fhir/PractitionerRole": [
+        {"resourceType": "PractitionerRole", "id": f"r-{code}", "practitioner": {"reference": f"Practitioner/{pid}"},
+         "specialty": [{"coding": [{"system": SCT, "code": code}], "text": text}]}
+        for pid, code, text in (("bs-an", CARDIO, "Tim mạch"), ("bs-bich", ENDO, "Nội tiết"))],
+        "/fhir/Organization": [org("tyt-my-hiep", "Trạm Y tế xã Mỹ Hiệp"),
+                               org("ttyt-thap-muoi", "Trung tâm Y tế huyện Tháp Mười"),
+                               org("bvdk-dong-thap", "Bệnh viện Đa khoa Đồng Tháp"),
+                               org("so-y-te-dong-thap", "Sở Y tế Đồng Tháp", "govt")]}
+    wanted = {"specialty": lambda t, v: t["performerType"][0]["coding"][0]["code"] == v,
+              "facility": lambda t, v: t["requester"]["reference"] == f"Organization/{v}"}
+    everything = list(tasks)
+    asked = _fake_worklist(monkeypatch, tasks)
+    worklist = doctor.fhir_get
+
+    def fhir_get(service, path, params=None, **kw):
+        if service == "ehr" and path in ehr:
+            return {"resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": r} for r in ehr[path]]}
+        if path == "/fhir/Task/$worklist":
+            tasks[:] = [t for t in everything if all(f(t, params[k]) for k, f in wanted.items() if k in params)]
+        return worklist(service, path, params, **kw)
+
+    for module in (doctor, clinic, directory):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    monkeypatch.setattr(directory, "_kept", {})
+    return asked
+
+
+def test_the_worklist_filters_by_specialty_and_facility_by_name_kept_across_the_pages(client, monkeypatch):
+    """The worklist filtered by status only, though the doctors' worklist is "filterable by specialty, facility
+    and status" (teleconsult's ``$worklist`` takes all three). Now two selects, by name (never a code): the hub's
+    doctors' specialties and the province's facilities; the choice goes to teleconsult and is kept on the next
+    page's link and the refresh."""
+    tasks = _of_two_clinics_and_specialties(260)
+    asked = _fake_hub(monkeypatch, tasks)
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)
+    specialty = page[page.index('data-testid="worklist-specialty"'):].split("</select>")[0]
+    facility = page[page.index('data-testid="worklist-facility"'):].split("</select>")[0]
+    assert f'<option value="{CARDIO}">Tim mạch</option>' in specialty and f'value="{ENDO}">Nội tiết<' in specialty
+    assert "Mọi chuyên khoa" in specialty and ">394579002<" not in specialty
+    assert 'value="tyt-my-hiep">Trạm Y tế xã Mỹ Hiệp<' in facility and "Trung tâm Y tế huyện Tháp Mười" in facility
+    assert "Sở Y tế" not in facility and "Mọi cơ sở" in facility  # the health department takes no consults
+    asked.clear()
+    shown, walked = _walk(client, f"/worklist?specialty={CARDIO}&facility=tyt-my-hiep&status=requested")
+    want = [t["id"] for t in sorted(tasks, key=_key) if t["status"] == "requested"]
+    assert {t["requester"]["reference"] for t in tasks} == {"Organization/tyt-my-hiep"}
+    assert len(walked) == 2 and shown == want and len(want) == 65  # the fake narrowed ``tasks`` as asked
+    assert all(q.get("specialty") == CARDIO and q.get("facility") == "tyt-my-hiep" and q.get("status") == "requested"
+               for q in asked)
+    asked.clear()
+    shown, walked = _walk(client, f"/worklist?specialty={ENDO}&facility=tyt-my-hiep")
+    assert len(walked) == 2 and len(shown) == 65 and shown == [t["id"] for t in sorted(tasks, key=_key)]
+    assert {t["requester"]["reference"] for t in tasks} == {"Organization/tyt-my-hiep"}
+    assert {t["performerType"][0]["coding"][0]["code"] for t in tasks} == {ENDO}
+    assert len(asked) == 2 and all(q.get("specialty") == ENDO and q.get("facility") == "tyt-my-hiep" for q in asked)
+    for second in walked[1:]:
+        assert f'<option value="{ENDO}" selected>Nội tiết</option>' in second
+        assert '<option value="tyt-my-hiep" selected>Trạm Y tế xã Mỹ Hiệp</option>' in second
+        refresh = re.search(r'hx-get="([^"]+)" hx-trigger="every 30s"', second).group(1).replace("&amp;", "&")
+        assert f"specialty={ENDO}" in refresh and "facility=tyt-my-hiep" in refresh and "after=" in refresh
+        first = re.search(r'<nav class="pager"[^>]*>.*?<a href="([^"]+)">Trang đầu</a>', second, re.S).group(1)
+        assert f"specialty={ENDO}" in first and "facility=tyt-my-hiep" in first
+    token = csrf_token(walked[0])
+    client.post("/language", data={"lang": "en", "next": "/worklist", "csrf_token": token})
+    page = client.get("/worklist").get_data(as_text=True)
+    assert f'<option value="{CARDIO}">Cardiology</option>' in page and "Every specialty" in page
+
+
+def test_a_specialty_or_facility_not_of_the_choices_is_refused_readably(client, monkeypatch):
+    asked = _fake_hub(monkeypatch, _of_two_clinics_and_specialties(8))
+    sign_in(client, "doctor")
+    for query, said in (("specialty=nope", "Chuyên khoa trong đường dẫn không phải"),
+                        ("specialty=<b>x</b>", "Chuyên khoa trong đường dẫn không phải"),
+                        ("facility=bv-khac", "Cơ sở trong đường dẫn không phải cơ sở nào của tỉnh"),
+                        ("facility=so-y-te-dong-thap", "Cơ sở trong đường dẫn không phải cơ sở nào của tỉnh")):
+        r = client.get(f"/worklist?{query}")
+        page = r.get_data(as_text=True)
+        assert r.status_code == 400 and said in page, query
+        assert "<b>x</b>" not in page and "Traceback" not in page
+    assert asked == []  # never asked of teleconsult: not an empty list for a value the doctor cannot have meant
+    assert client.get("/worklist?facility=Organization/tyt-my-hiep").status_code == 200

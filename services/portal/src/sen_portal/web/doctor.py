@@ -92,12 +92,21 @@ def worklist() -> Any:
     status = request.args.get("status", "")
     status = status if status in WORKLIST_STATES else ""
     after = request.args.get("after") or None
-    params = {"_count": str(WORKLIST_PAGE), **({"status": status} if status else {})}
+    specialties, facilities = specialty_choices(), facility_choices()
+    specialty, facility = request.args.get("specialty", "").strip(), request.args.get("facility", "").strip()
+    facility = facility.removeprefix("Organization/")
+    params = {"_count": str(WORKLIST_PAGE), **({"status": status} if status else {}),
+              **({"specialty": specialty} if specialty else {}), **({"facility": facility} if facility else {})}
     problem, rows, total, next_after, code = None, [], None, None, 200
+    unknown = unknown_filter(specialty, specialties, facility, facilities)
     try:
+        if unknown:  # never an empty list for a value the doctor cannot have meant
+            raise LookupError(unknown)
         bundle, next_after = teleconsult_page("/fhir/Task/$worklist", params, after)
         rows = worklist_rows(bundle)
         total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
+    except LookupError as err:
+        problem, code = str(err), 400
     except ValueError:
         problem, code = page_gone(), 400
     except BackendError as err:
@@ -106,9 +115,64 @@ def worklist() -> Any:
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
     refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
     given = None if refresh else request.args.get("reassigned")
+    # the filters as the links keep them (the pages, the refresh, the first page): each only when asked for
+    kept = {"status": status or None, "specialty": specialty or None, "facility": facility or None}
     return render_template("_worklist_table.html" if refresh else "worklist.html", rows=rows, problem=problem,
-                           status=status, total=total, after=after, page=cursor_args()[1], next_after=next_after,
-                           title=gettext("Worklist"), reassigned=bool(given), reassigned_to=reassigned_to(given)), code
+                           status=status, specialty=specialty, facility=facility, specialties=specialties,
+                           facilities=facilities, kept=kept, total=total, after=after, page=cursor_args()[1],
+                           next_after=next_after, title=gettext("Worklist"), reassigned=bool(given),
+                           reassigned_to=reassigned_to(given)), code
+
+
+_FILTER_VALUE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def specialty_choices() -> list[tuple[str, str]]:
+    """The worklist's specialty filter (teleconsult's ``specialty``: a consult's ``performerType`` code): the
+    specialties of the hub's doctors (their PractitionerRoles in the EHR directory), by name in the page's
+    language (the portal's specialty names, else the directory's own text), sorted by name; [] when the EHR
+    does not answer."""
+    from .prices import SPECIALTIES
+
+    facility = g.user.facility
+    try:
+        roles = fhir_get("ehr", "/fhir/PractitionerRole", {"organization": f"Organization/{facility}",
+                                                          "_count": "50"}, cached=True) if facility else {}
+    except BackendError:
+        return []
+    found: dict[str, str] = {}
+    for role in entries(roles, "PractitionerRole"):
+        for concept in role.get("specialty") or []:
+            for coding in concept.get("coding") or []:
+                code = str(coding.get("code") or "")
+                if _FILTER_VALUE.fullmatch(code):
+                    label = SPECIALTIES.get(code)
+                    found.setdefault(code, str(label) if label else str(concept.get("text") or coding.get("display")
+                                                                         or code))
+    return sorted(found.items(), key=lambda kv: (kv[1].casefold(), kv[0]))
+
+
+def facility_choices() -> list[tuple[str, str]]:
+    """The worklist's facility filter (teleconsult's ``facility``: the requesting clinic): the facilities of
+    the province (the EHR's Organizations that give care, as the dashboard's filter), by name."""
+    from .dashboard import facilities
+
+    return sorted(((fid, name) for fid, (name, _) in facilities().items() if fid != g.user.facility),
+                  key=lambda kv: (kv[1].casefold(), kv[0]))
+
+
+def unknown_filter(specialty: str, specialties: list[tuple[str, str]], facility: str,
+                   facilities: list[tuple[str, str]]) -> str:
+    """Why the worklist's filter is refused ("" when it is not): a specialty or facility in the link that is
+    none of the choices. The EHR not answering (no choices known): a well-formed code is taken as asked."""
+    for value, choices, message in (
+            (specialty, specialties, lazy_gettext("The specialty in the link is not one of the hub's specialties: "
+                                                  "choose one from the list, or Every specialty.")),
+            (facility, facilities, lazy_gettext("The facility in the link is not one of the province's "
+                                                "facilities: choose one from the list, or Every facility."))):
+        if value and not (_FILTER_VALUE.fullmatch(value) and (not choices or value in dict(choices))):
+            return str(message)
+    return ""
 
 
 def reassigned_to(pid: str | None) -> str | None:
