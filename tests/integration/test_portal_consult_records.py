@@ -20,7 +20,6 @@ import pytest
 
 from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
     BINH,
-    CLINIC,
     LAN,
     _headers,
     _names_from_this_ehr,
@@ -29,6 +28,7 @@ from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fix
     portal,
     tc,
 )
+from tests.integration.test_portal_consult_same_reason import _asked
 from tests.support import csrf_token, portal_signed_in
 
 pytestmark = pytest.mark.integration
@@ -75,14 +75,6 @@ def _form(clinic: Any) -> tuple[str, dict[str, str]]:
     key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', page).group(1)
     return page, {"csrf_token": csrf_token(page), "key": key, "patient": LAN, "priority": "routine",
                   "reason": "J18.9 — Viêm phổi", "question": f"Sốt, ho kéo dài ({key[:8]}), xin ý kiến."}
-
-
-def _asked(tc: str, dev_key: Any, question: str) -> list[dict[str, Any]]:
-    clinic = _headers(dev_key, "clinic", facility=CLINIC, practitioner="ys-vo-minh-tam", sub="portal-clinic")
-    bundle = httpx.get(f"{tc}/fhir/ServiceRequest", params={"subject": f"Patient/{LAN}", "_count": "200"},
-                       headers=clinic, timeout=30).json()
-    return [e["resource"] for e in bundle.get("entry", []) if (e["resource"].get("note") or [{}])[0].get("text")
-            == question]
 
 
 def test_the_records_ticked_go_with_the_request_and_the_doctor_sees_them(portal, tc, records, dev_key):
