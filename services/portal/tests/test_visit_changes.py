@@ -332,7 +332,17 @@ def test_no_show_is_offered_once_the_visit_began_and_the_clinic_sees_it(app, fak
     c = portal_signed_in(app, "doctor", "en")
     page = _page(c)
     assert 'data-testid="visit-noshow"' in page and "Patient did not attend" in page
-    r = c.post(f"/tasks/{TID}/visit/noshow", data={"csrf_token": csrf_token(page), "appointment": "a-2"})
+    sent = {"csrf_token": csrf_token(page), "appointment": "a-2"}
+    # no undo: the first press sends nothing and asks, as "Cancel the visit" does (review 7: one click did it)
+    r = c.post(f"/tasks/{TID}/visit/noshow", data=sent)
+    asked = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'name="confirm" value="visit-noshow"' in asked
+    assert "cannot be undone" in _text(asked) and 'data-testid="noshow-confirm"' in asked
+    assert fake.appts["a-2"]["status"] == "booked" and not [p for m, p, b in fake.calls if p.endswith("$noshow")]
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={**sent, "confirming": "visit-noshow"})  # the step, unticked
+    assert r.status_code == 400 and "Tick the box to confirm" in _text(r.get_data(as_text=True))
+    assert fake.appts["a-2"]["status"] == "booked"
+    r = c.post(f"/tasks/{TID}/visit/noshow", data={**sent, "confirming": "visit-noshow", "confirm": "visit-noshow"})
     assert r.status_code == 302 and r.headers["Location"].endswith("?visit=noshow")
     text = _text(c.get(r.headers["Location"]).get_data(as_text=True))
     assert "the patient did not attend" in text and "Book another time below." in text

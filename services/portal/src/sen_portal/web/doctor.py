@@ -887,11 +887,18 @@ def visit_cancel(tid: str) -> Any:
 @login_required("doctor")
 def visit_noshow(tid: str) -> Any:
     """The patient did not attend (teleconsult's ``$noshow``; the page offers it once the visit's time
-    has begun, and teleconsult refuses it before): the clinic sees it and is asked for a new time."""
+    has begun, and teleconsult refuses it before): the clinic sees it and is asked for a new time. It cannot
+    be undone: confirmed first (the shared step, confirming.py; the first press sends nothing)."""
     aid = request.form.get("appointment", "")
     data, stale = _visit_page(tid, aid)
     if stale is not None:
         return stale
+    # no undo: the first press sends nothing, the page asks to confirm; a visit not begun yet is not asked
+    # about (teleconsult refuses it, said below)
+    begun = parse_instant(data["appointment"].get("start"))
+    step = confirmation("visit-noshow") if begun is not None and begun <= datetime.now(TZ) else None
+    if step is not None:
+        return _task_page(tid, confirming_status(step), confirming=step)
     try:
         fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$noshow", {"resourceType": "Parameters"})
     except BackendError as err:
