@@ -12,7 +12,7 @@ from flask import copy_current_request_context, g, redirect, render_template, re
 from flask_babel import gettext, lazy_gettext
 from sen_shared.fhir.names import name_and_role, same_person
 
-from . import backend_message, bp, icd10, login_required, select_locale, typed_text
+from . import backend_message, bp, icd10, login_required, select_locale, status_label, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post
 from .clinic import (
     OPEN,
@@ -231,6 +231,7 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     ctx["held_by_other"] = other_holder(data["task"])  # taking it back asks for a confirmation
     ctx["minutes_from"] = minutes_start(data["task"], datetime.now(TZ)).isoformat()
     ctx["participants_max"] = PARTICIPANTS_MAX
+    ctx["signer"] = bool(g.user.practitioner)  # no Practitioner (an admin): no start, question nor minutes
     return render_template("task.html", tid=tid, **data, **forms, **ctx,
                            title=gettext("Consult")), status
 
@@ -242,10 +243,35 @@ def reassign_choices(doctors: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _minutes_defaults(data: dict[str, Any]) -> MinutesForm:
+    """The minutes form as first shown: the signed-in doctor chairs; the participants one a line, as the hint
+    says: this doctor, then the one who wrote the consult at the clinic (:func:`clinic_side`)."""
     form = MinutesForm(formdata=None)
     form.chair.data = g.user.name
-    form.participants.data = gettext("%(name)s — specialist, hub; clinic staff — requesting site", name=g.user.name)
+    form.participants.data = "\n".join([gettext("%(name)s — specialist, hub", name=g.user.name), clinic_side(data)])
     return form
+
+
+def consult_writer(sr: dict[str, Any] | None) -> str | None:
+    """The Practitioner who wrote the consult at the clinic: the ServiceRequest's ``requester`` when it names
+    one, else who made its version (teleconsult's ``changed-by``: the nurse who submitted it; the portal's
+    requester is the clinic itself); None when neither is a Practitioner."""
+    sr = sr or {}
+    refs = [str((sr.get("requester") or {}).get("reference") or "")]
+    refs += [str((e.get("valueReference") or {}).get("reference") or "")
+             for e in (sr.get("meta") or {}).get("extension") or [] if e.get("url") == EXT_CHANGED_BY]
+    return next((r for r in refs if r.startswith("Practitioner/")), None)
+
+
+def clinic_side(data: dict[str, Any]) -> str:
+    """The minutes' participants line of the requesting clinic: the one who wrote the consult by name, with
+    the clinic's name (:func:`consult_writer`); the clinic's staff when their name is not known."""
+    task, sr = data.get("task") or {}, data.get("sr") or {}
+    clinic = party(task.get("requester") or sr.get("requester"))
+    who = consult_writer(sr)
+    name = party(who) if who else ""
+    if name and name != who:
+        return gettext("%(name)s — requested the consult, %(clinic)s", name=name, clinic=clinic)
+    return gettext("Staff of %(clinic)s — requested the consult", clinic=clinic)
 
 
 @bp.route("/tasks/<tid>")
@@ -564,11 +590,45 @@ def _changed_since_page(err: BackendError) -> bool:
     return err.kind == "refused" and err.status == 412
 
 
+def not_a_signer(tid: str, forms: dict[str, Any] | None = None) -> Any:
+    """None for a user named by a Practitioner; else the page saying plainly why nothing was sent: the
+    consult closed meanwhile (completed: by whom, when, :func:`_taken_meanwhile`), else that starting it,
+    asking the clinic and signing its minutes are a hub doctor's (teleconsult's minutes name their chair,
+    a Practitioner: an admin's were refused with the back-end's vague words). What was typed is kept."""
+    if g.user.practitioner:
+        return None
+    forms = forms or {}
+    try:
+        task = _task_now(tid)
+    except BackendError as err:
+        return _task_page(tid, 409, problem=backend_message(err), forms=forms)
+    if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
+        return _taken_meanwhile(tid, task, accepting=False, forms=forms)
+    kept = {name: typed_text(request.form) for name in forms}
+    problem = f"{no_signer_reason(task)} {gettext('Nothing was sent.')}"
+    return _task_page(tid, 403, problem=problem, forms=forms, kept=kept)
+
+
+@bp.app_template_global()
+def no_signer_reason(task: dict[str, Any]) -> str:
+    """Why this user (no Practitioner) cannot start the consult, ask the clinic or sign its minutes."""
+    owner = _owner(task)
+    if owner.startswith("Practitioner/"):
+        return gettext("Your account names no doctor (no Practitioner): starting this consult, asking the clinic "
+                       "and signing its minutes are for the hub's doctor. %(name)s holds it.",
+                       name=party(owner))
+    return gettext("Your account names no doctor (no Practitioner): starting this consult, asking the clinic and "
+                   "signing its minutes are for the hub's doctor.")
+
+
 @bp.route("/tasks/<tid>/start", methods=["POST"])
 @login_required("doctor")
 def task_start(tid: str) -> Any:
     """The specialist begins work on the accepted consult (teleconsult's ``$start``): the Task goes
     in-progress. Not the video visit's start (that is its time; the doctor joins by its link)."""
+    refused = not_a_signer(tid)
+    if refused is not None:
+        return refused
     try:
         changed = _step_on_page(tid, "start", lambda headers, _now: _op(tid, "start", None, headers=headers))
     except BackendError as err:
@@ -639,6 +699,9 @@ def task_reassign(tid: str) -> Any:
 @login_required("doctor")
 def task_request_info(tid: str) -> Any:
     form = QuestionForm()
+    refused = not_a_signer(tid, {"question_form": form})
+    if refused is not None:
+        return refused
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"question_form": form})
     params = [{"name": "question", "valueString": form.question.data}]
@@ -731,6 +794,10 @@ def task_slots(tid: str) -> Any:
     the days searched): the times from then on, the "later times" link of a search that had more."""
     if "start" not in request.args:
         return redirect(url_for("web.task_detail", tid=tid, _anchor="visit"))
+    data = consult_bundle(tid)
+    unbookable = no_booking_now(data["task"])
+    if unbookable:  # the page offers no search then (nor shows its errors): said why, never a bare page
+        return _task_page(tid, 409, problem=unbookable)
     form = FindSlotForm(request.args)
     if not form.validate():
         return _task_page(tid, 422, forms={"find_form": form})
@@ -739,7 +806,7 @@ def task_slots(tid: str) -> Any:
     if later is not None and not first < later < first + timedelta(days=form.days.data):
         later = None  # not inside the days searched (a link edited by hand): the search from its first day
     try:
-        found = find_proposals(consult_bundle(tid), form, later)
+        found = find_proposals(data, form, later)
     except BackendError as err:
         return _task_page(tid, 503, problem=backend_message(err), forms={"find_form": form})
     proposals, more = page_of_times(found)
@@ -748,6 +815,23 @@ def task_slots(tid: str) -> Any:
     return _task_page(tid, proposals=proposals, slot_days=days_of(proposals), later_url=later_url,
                       searched_from=later,
                       forms={"find_form": form})
+
+
+def no_booking_now(task: dict[str, Any]) -> str:
+    """Why the consult's free times are not searched now ("" when they are: accepted or in progress, the
+    states the page offers the search in): a consult still to accept, one waiting for the clinic's answer,
+    one closed."""
+    status = task.get("status")
+    if status in ("accepted", "in-progress"):
+        return ""
+    if status == "requested":
+        return gettext("Accept the consult first: free times for its video visit are found once it is accepted "
+                       "(Triage, below).")
+    if status == "on-hold":
+        return gettext("A question to the clinic is open: find free times once the clinic has answered and the "
+                       "consult goes on.")
+    return gettext("This consult is closed (%(status)s): no video visit is booked for it.",
+                   status=status_label(str(status or "")))
 
 
 def _chosen_time(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -988,6 +1072,9 @@ def diagnosis_search() -> Any:
 @login_required("doctor")
 def task_complete(tid: str) -> Any:
     form = MinutesForm()
+    refused = not_a_signer(tid, {"minutes_form": form})  # no chair to name: never sent to be refused vaguely
+    if refused is not None:
+        return refused
     if not form.validate_on_submit():  # each diagnosis a code of the ICD-10 list (MinutesForm.validate_diagnosis)
         return _task_page(tid, 422, forms={"minutes_form": form})
     role = chair_role(form.participants.data or "", form.chair.data or "")
@@ -1006,6 +1093,13 @@ def task_complete(tid: str) -> Any:
     try:
         changed = _step_on_page(tid, "complete", sign)
     except BackendError as err:
+        if err.kind == "refused":  # closed meanwhile (a page without its version): said with who and when
+            try:
+                now = _task_now(tid)
+            except BackendError:
+                now = {}
+            if now.get("status") in ("completed", "cancelled", "rejected"):
+                return _taken_meanwhile(tid, now, accepting=False, forms={"minutes_form": form})
         return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
     if changed is not None:  # the minutes kept: the page again carries the version to sign on
         return _taken_meanwhile(tid, changed, accepting=False, forms={"minutes_form": form})
