@@ -84,20 +84,45 @@ class PortalTranslations:
 TRANSLATIONS = PortalTranslations()
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # no one types them; tab and new lines are text
+
+
+def no_control_characters(form: Any) -> bool:
+    """Each text box of ``form`` (not the hidden fields) holding a control character (a NUL, an escape) says so
+    on it; whether none did. Sent on, the back-ends refuse it (teleconsult and billing store no NUL): the page
+    said only that the service refused the request (a 409), naming no box."""
+    ok = True
+    for field in form:
+        if isinstance(field, StringField) and not isinstance(field, HiddenField) and isinstance(field.data, str) \
+                and CONTROL.search(field.data):  # a hidden field is the page's own: its validators judge it
+            field.errors = [*field.errors, str(_l("Remove the control characters (such as NUL) from this text."))]
+            ok = False
+    return ok
+
+
 class FlaskForm(_FlaskForm):
-    """Every form of the pages (CSRF token, validation), its WTForms messages in the user's language."""
+    """Every form of the pages (CSRF token, validation), its WTForms messages in the user's language; a text box
+    holding a control character is refused (:func:`no_control_characters`)."""
 
     class Meta:
         def get_translations(self, form: Any) -> PortalTranslations:
             return TRANSLATIONS
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
+        return no_control_characters(self) and ok
 
 
 class Form(_Form):
-    """A form inside a form (a FormField's rows: the weekly windows), translated as :class:`FlaskForm`."""
+    """A form inside a form (a FormField's rows: the weekly windows), translated and checked as :class:`FlaskForm`."""
 
     class Meta:
         def get_translations(self, form: Any) -> PortalTranslations:
             return TRANSLATIONS
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
+        return no_control_characters(self) and ok
 
 
 class Pattern(Regexp):
