@@ -39,14 +39,14 @@ def _figures(start: date, end: date, district: str | None, facility: str | None 
             "Chuyển khoản đến muộn, phải trả lại (việc hoàn tiền): 1 lần, 25.000 ₫",
             "Trong chuyển khoản của tiền thu, được gán từ hàng chờ chưa khớp: 1 lần, 45.000 ₫",
             "trong đó, tính đến nay: đã gán vào hóa đơn 45.000 ₫, đã trả lại 15.000 ₫, còn chờ 185.000 ₫",
-            "trong đó từ chuyển khoản đến trước kỳ này: 0 ₫",
+            "trong đó từ chuyển khoản đến trước kỳ này (đã trừ phần hoàn lại): 0 ₫",
             "Chuyển khoản chưa khớp được tính vào ngày nhận, dù sau đó ra sao",
             "chuyển khoản nhận 350.000 ₫, tiền mặt 40.000 ₫, hoàn trả 20.000 ₫, thực thu 370.000 ₫",
             "Toàn tỉnh: của mọi cơ sở, cộng các khoản chuyển vào tài khoản không thuộc cơ sở nào"]),
     ("en", ["Not in the takings:", "Unmatched transfers (named no invoice, on the day they came): 4,",
             "of which to accounts no facility owns:", "Late transfers, owed back (refund tasks): 1,",
             "of them, since: assigned to invoices 45.000 ₫, given back 15.000 ₫, still waiting 185.000 ₫",
-            "of which from transfers that came before this period: 0 ₫",
+            "of which from transfers that came before this period, less what was given back of them: 0 ₫",
             "An unmatched transfer counts on the day it came, whatever became of it since",
             "As the cashiers' daily reconciliation counts it:",
             "Whole province: every facility's, and the transfers to accounts no facility owns"])])
@@ -61,6 +61,14 @@ def test_the_parts_apart_from_the_takings_are_labelled(tmp_path: Path, monkeypat
     page = client.get("/dashboard").get_data(as_text=True).replace("\u00a0", " ")
     for text in expected:
         assert text in page, text
+    # the CSV's column says it is net of what was given back, as the page and the daily report do
+    from sen_portal.domain import dashboard as figures
+
+    monkeypatch.setattr(figures, "dashboard", lambda db, start, end, district, **kw:
+                        {**(f := _figures(start, end, district)), "range": {**f["range"], "facility": None}})
+    header = client.get("/dashboard/cashless_share.csv").data.decode("utf-8-sig").splitlines()[0]
+    assert ("Gán từ chuyển khoản đến trước kỳ, đã trừ phần hoàn lại (đồng)" if lang == "vi" else
+            "Assigned from transfers that came before the period, less what was given back of them (đồng)") in header
     district = client.get("/dashboard?district=Huy%E1%BB%87n+Cao+L%C3%A3nh").get_data(as_text=True)
     assert ("Huyện này" if lang == "vi" else "This district") in district
     assert ("không thuộc cơ sở nào: 155" if lang == "vi" else "of which to accounts no facility owns") not in district

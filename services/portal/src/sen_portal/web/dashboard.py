@@ -297,7 +297,8 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "unmatched_assigned_amount": lazy_gettext("Unmatched transfers: assigned to invoices since (đồng)"),
             "unmatched_refunded_amount": lazy_gettext("Unmatched transfers: given back since (đồng)"),
             "unmatched_waiting_amount": lazy_gettext("Unmatched transfers: still waiting (đồng)"),
-            "assigned_earlier_amount": lazy_gettext("Assigned from transfers that came before the period (đồng)"),
+            "assigned_earlier_amount": lazy_gettext(
+                "Assigned from transfers that came before the period, less what was given back of them (đồng)"),
             "unmatched_without_facility": lazy_gettext("Unmatched, to accounts of no facility (đồng)"),
             "late_amount": lazy_gettext("Late transfers owed back (đồng)"),
             "refunds": lazy_gettext("Given back (đồng)"),
