@@ -436,3 +436,70 @@ def test_each_section_carries_the_minutes_forms_title_and_its_code_says_the_same
             for s in comp["section"]] == FORM_SECTIONS
     assert all(s["code"]["coding"][0]["system"] == SECTION_SYSTEM for s in comp["section"])
     assert "Tóm tắt bệnh án" not in json.dumps(comp, ensure_ascii=False)
+
+
+def _create_audits(db: Any, reference: str) -> int:
+    return db["AuditEvent"].count_documents({"sp_entity": reference, "sp_subtype": "create"})
+
+
+def test_a_record_cut_off_after_its_history_document_has_its_creates_audited_once_by_the_redelivery(
+        worker: EhrWorker, ehr: Any, dev_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first delivery stores the Encounter and claims the Composition's version (its history document),
+    then the database goes away (the step after the claim raises as the gone database did): nothing is
+    audited yet. The redelivery finds both versions claimed and writes nothing, yet records each create's
+    AuditEvent, once however often it comes (its id keyed by the version: a claim). A delivery whose
+    AuditEvent the database refused fails (delivered again) and its redelivery records it, once."""
+    from pymongo.errors import AutoReconnect
+    from sen_ehr.domain.consult_record import handle_consult_completed, record_ids
+    from sen_shared.fhir import store as fhir_store
+    from sen_shared.fhir.audit import Auditor
+
+    db = worker.db
+    sr = f"sr-{uuid.uuid4().hex[:8]}"
+    event = make_event("teleconsult.consult.completed", consult_data(sr, "Patient/cut-1"),
+                       subject=f"ServiceRequest/{sr}")
+    enc_id, comp_id = record_ids(f"ServiceRequest/{sr}")
+    enc, comp = f"Encounter/{enc_id}", f"Composition/{comp_id}"
+
+    def cut(w: Any) -> None:
+        if w.resource_type == "Composition":
+            raise AutoReconnect("the database went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(fhir_store, "after_claim", cut)
+        with pytest.raises(AutoReconnect):
+            handle_consult_completed(event, db)
+    assert db["Composition_history"].count_documents({"_id": f"{comp_id}/1"}) == 1
+    assert db["Composition"].count_documents({"_id": comp_id}) == 0  # the relay rolls it forward later
+    assert _create_audits(db, enc) == _create_audits(db, comp) == 0
+    assert handle_consult_completed(event, db) == (False, False)  # the redelivery: nothing written again
+    assert _create_audits(db, enc) == _create_audits(db, comp) == 1
+    handle_consult_completed(event, db)
+    assert _create_audits(db, enc) == _create_audits(db, comp) == 1
+    r = ehr.get(f"/fhir/AuditEvent?entity={comp}&subtype=create", headers=bearer(dev_key, "admin"))
+    assert r.status_code == 200, r.text
+    [audit] = [e["resource"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
+    assert audit["action"] == "C" and audit["agent"][0]["who"]["display"] == "service:ehr.consult-record"
+    assert audit["subtype"][-1]["code"] == f"event:{event['id']}"
+
+    # the AuditEvent's own insert cut off: the delivery fails rather than ack an unattributed change
+    sr2 = f"sr-{uuid.uuid4().hex[:8]}"
+    event2 = make_event("teleconsult.consult.completed", consult_data(sr2, "Patient/cut-2"),
+                        subject=f"ServiceRequest/{sr2}")
+    enc2, comp2 = (f"{t}/{i}" for t, i in zip(("Encounter", "Composition"), record_ids(f"ServiceRequest/{sr2}"),
+                                              strict=True))
+    refused = [True]
+    real = Auditor._store
+
+    def store_once_refused(self: Auditor, docs: list[dict[str, Any]]) -> None:
+        if refused.pop() if refused else False:
+            raise AutoReconnect("the database went away")
+        real(self, docs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Auditor, "_store", store_once_refused)
+        with pytest.raises(AutoReconnect):
+            handle_consult_completed(event2, db)
+        assert _create_audits(db, enc2) == 0
+        assert handle_consult_completed(event2, db) == (False, False)
+    assert _create_audits(db, enc2) == _create_audits(db, comp2) == 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ class Record:
     count: int | None = None  # search: how many matches on the page
     operation: str | None = None
     purpose: str | None = None  # why the caller says they act (an operation's reason): purposeOfEvent.text
+    event_id: str | None = None  # a fixed AuditEvent id (:func:`version_event_id`): stored once, a claim
 
 
 def _principal_agent(principal: Any) -> dict[str, Any]:
@@ -122,6 +124,7 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
     event: dict[str, Any] = {
         "resourceType": AUDIT_TYPE,
+        **({"id": rec.event_id} if rec.event_id else {}),
         "type": {"system": TYPE_SYSTEM, "code": "rest"},
         "subtype": [{"system": SUBTYPE_SYSTEM, "code": SUBTYPES.get(rec.interaction, "operation")}],
         "action": ACTIONS.get(rec.interaction, "E"),
@@ -169,10 +172,11 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
 
 
 def to_document(event: dict[str, Any], when: datetime | None = None) -> dict[str, Any]:
-    """The engine's current-version document of a new AuditEvent (id, meta, index fields)."""
+    """The engine's current-version document of a new AuditEvent (id, meta, index fields); its id
+    the event's own when it has one (a :class:`Record`'s ``event_id``), else a new one."""
     when = when or datetime.now(UTC)
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
-    rid = new_uuid()
+    rid = event.get("id") or new_uuid()
     event["id"] = rid
     event["meta"] = {"versionId": "1",
                      "lastUpdated": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -299,6 +303,13 @@ class AuditWriter:
             self._stored(docs, retry=True)
 
 
+def version_event_id(interaction: str, resource_type: str, rid: str, version: int | str) -> str:
+    """The fixed id of the AuditEvent of ``interaction`` making version ``version`` of
+    ``resource_type/rid`` (a FHIR id: 38 characters of [a-z0-9-])."""
+    key = f"{interaction} {resource_type}/{rid}/_history/{version}"
+    return "audit-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _as_document(item: tuple[dict[str, Any], datetime] | dict[str, Any]) -> dict[str, Any]:
     """What the writer stores: an ``(event, when)`` of a request made a document; a bundle's
     documents (built in the request, see :meth:`Auditor.batch`) as they are."""
@@ -364,6 +375,15 @@ class Auditor:
             log.error("audit events not stored", extra={"count": len(docs), "error": type(err).__name__,
                                                         "ids": [d["_id"] for d in docs][:20]})
 
+    def record_once(self, principal: Any, rec: Record) -> None:
+        """Store the AuditEvent of ``rec`` now under its fixed id ``rec.event_id``, RAISING when the
+        database refuses. The insert is a claim: however often the change is recorded (an event's
+        redelivery after a write cut off before its AuditEvent, or after the AuditEvent itself was
+        cut off), one AuditEvent stands for it. For a consumer, which must not ack an event whose
+        change is not yet attributed (:meth:`record` logs a refusal and goes on)."""
+        assert rec.event_id, "record_once needs the event's fixed id"
+        self._store([to_document(build_event(principal, rec, service=self.service))])
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[list[dict[str, Any]]]:
         """Collect the AuditEvents recorded inside and store them with one ``insert_many`` at the end."""
@@ -396,4 +416,4 @@ def patients_of_entries(entries: Iterable[dict[str, Any]]) -> list[str]:
 
 
 __all__ = ["ACTIONS", "AUDIT_TYPE", "Auditor", "Record", "build_event", "event_index", "outcome_code",
-           "to_document"]
+           "to_document", "version_event_id"]

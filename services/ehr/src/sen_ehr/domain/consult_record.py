@@ -15,6 +15,12 @@ on the next delivery. One ServiceRequest has one consult record: a second,
 different event for the same ServiceRequest is recognised as already applied
 (amendments are a later feature; the first signed minutes stay).
 
+Each create is attributed by one AuditEvent whose id is keyed by the version it made
+(``audit.version_event_id``): every delivery records both, the insert a claim, so a
+redelivery after a write cut off between its history document and its AuditEvent records the
+create's AuditEvent once, and one after a complete write adds nothing. An AuditEvent the
+database refused fails the delivery (the event is delivered again) rather than going unrecorded.
+
 The Composition holds every part of the minutes the event carries, a section each (sites,
 participants, summary, findings, discussion, conclusion, recommendations) and the chair as the
 professional attester. Records stored before the sites and discussion sections were written lack
@@ -32,7 +38,7 @@ from typing import Any
 from pymongo.database import Database
 from sen_shared import icd10
 from sen_shared.auth import Principal
-from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.audit import Auditor, Record, version_event_id
 from sen_shared.fhir.names import name_and_role, name_key, same_person
 from sen_shared.fhir.store import Store
 from sen_shared.fhir.validate import validate_resource
@@ -215,10 +221,12 @@ def handle_consult_completed(event: dict[str, Any], db: Database) -> tuple[bool,
     wrote_enc = create_once(store, encounter, enc_id)
     wrote_comp = create_once(store, composition, comp_id)
     auditor = Auditor(db, SERVICE)
-    for wrote, rtype, rid in ((wrote_enc, "Encounter", enc_id), (wrote_comp, "Composition", comp_id)):
-        if wrote:
-            auditor.record(ACTOR, Record("create", resource_type=rtype, rid=rid, patients=[data["patient"]],
-                                         status=201, operation=f"event:{event['id']}"))
+    # every delivery, not only the one that wrote: a delivery cut off after its creates (or after its
+    # history documents: rolled forward since) never recorded them; the fixed id makes it once
+    for rtype, rid in (("Encounter", enc_id), ("Composition", comp_id)):
+        auditor.record_once(ACTOR, Record("create", resource_type=rtype, rid=rid, patients=[data["patient"]],
+                                          status=201, operation=f"event:{event['id']}",
+                                          event_id=version_event_id("create", rtype, rid, 1)))
     if not (wrote_enc or wrote_comp):
         log.info("consult record already stored", extra={"event_id": event["id"], "encounter": enc_id})
     return wrote_enc, wrote_comp
