@@ -296,6 +296,21 @@ def _sign(c: Any, diagnosis: str) -> Any:
     return c.post(f"/tasks/{TID}/complete", data={**MINUTES, "diagnosis": diagnosis, "csrf_token": token})
 
 
+def test_a_diagnosis_box_of_no_codes_is_refused_without_its_text_said_back(app, fake):
+    """100 kB typed in the diagnosis box: its length said, not also "Không có trong danh mục ICD-10: xxx…" with
+    the 100 kB again; thirty unknown words: the first ten named, each cut at 20 characters, then "…" (session 21)."""
+    c = portal_signed_in(app, "doctor")
+    r = _sign(c, "x" * 100_000)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Ghi tối đa 2000 ký tự." in page  # the box keeps what was typed
+    assert "Không có trong danh mục ICD-10" not in page and page.count("x" * 100_000) == 1
+    r = _sign(c, " ".join(f"W{i:02d}" + "y" * 30 for i in range(30)))
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422 and not fake.completed
+    named = re.search(r"Không có trong danh mục ICD-10: ([^.]*)\.", page).group(1)
+    assert named == ", ".join(f"W{i:02d}" + "y" * 17 + "…" for i in range(10)) + ", …", named
+
+
 @pytest.mark.parametrize("typed", [
     "I20.0 I10 E11.9", "I20.0, I10, E11.9", "I20.0;I10\n\ne11.9",
     # the picker's lines (code — label), one a line, and a code typed after the last

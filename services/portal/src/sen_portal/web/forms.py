@@ -450,6 +450,7 @@ class FindSlotForm(FlaskForm):
 
 
 MAX_DIAGNOSES = 20
+UNKNOWN_NAMED = 10  # what is no ICD-10 code, named in the message (the rest: "…")
 # the participants list goes to teleconsult as the chair's role (doctor.chair_role): its limit
 # (PARTICIPANT_ROLE_MAX_CHARS), refused beyond, never cut
 PARTICIPANTS_MAX = 2000
@@ -483,11 +484,15 @@ class MinutesForm(FlaskForm):
         order written; anything else is named in the message (the typed text stays in the field)."""
         from . import icd10
 
+        if field.errors:  # too long: its length alone, not also the whole text back as no code (100 kB echoed)
+            return
         self.codes, unknown = icd10.parse_codes(field.data or "")
-        if unknown:
+        if unknown:  # the first few named, each as typed but cut: the message is read, not the text again
+            named = [u if len(u) <= 20 else u[:20] + "…" for u in unknown[:UNKNOWN_NAMED]]
             raise ValidationError(_l("Not in the ICD-10 list: %(codes)s. Write each diagnosis as its code "
                                      "(e.g. I10), separated by commas or new lines, or pick it from the "
-                                     "suggestions.", codes=", ".join(unknown)))
+                                     "suggestions.", codes=", ".join(named) + (", …" if len(unknown) > len(named)
+                                                                               else "")))
         if not self.codes:
             raise ValidationError(_l("Choose a diagnosis from the ICD-10 list."))
         if len(self.codes) > MAX_DIAGNOSES:
