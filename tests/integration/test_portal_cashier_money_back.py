@@ -335,7 +335,13 @@ def test_the_cashiers_daily_csv_names_the_facility_in_vietnamese(portal, billing
     assert report.status_code == 200
     rows = list(csv.reader(io.StringIO(report.data.decode("utf-8-sig"))))
     header = rows[0]
-    assert "Cơ sở" in header and "facility_name" not in header and len(header) == 14
+    # billing's columns less its reference (folded into the transaction's, 717a8bc) and its facility_name (the name
+    # is in "Cơ sở"), who and which shift by name, and the closed shifts' six figures: every one named, in Vietnamese
+    assert header == ["Loại dòng", "Thời gian", "Giao dịch (trên sao kê ngân hàng hoặc sổ quỹ) hoặc khoản tổng",
+                      "Nhận qua", "Hình thức", "Hóa đơn", "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả",
+                      "Thu ngân", "Ca làm việc", "Ghi chú", "Tiền mặt dự kiến (đồng)", "Tiền mặt đếm được (đồng)",
+                      "Chênh lệch tiền mặt (đồng)", "Chuyển khoản dự kiến (đồng)", "Chuyển khoản theo sao kê (đồng)",
+                      "Chênh lệch chuyển khoản (đồng)"]
     mine = [row for row in rows if _reference(inv) in row]
     assert mine and mine[0][header.index("Cơ sở")] == CLINIC_NAME
     assert CLINIC not in report.get_data(as_text=True)
