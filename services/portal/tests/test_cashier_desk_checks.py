@@ -176,6 +176,53 @@ def test_a_give_back_a_colleague_made_meanwhile_names_who_and_when(app, billing)
     assert r.status_code == 409 and said in r.get_data(as_text=True)
 
 
+def test_a_cashiers_own_refund_another_request_recorded_is_said_as_theirs_with_who_and_when(app, billing):
+    """A cashier's refund (its decision theirs) that another request recorded: a colleague finishing it (billing's
+    ``startedBy`` is this cashier, ``cashier`` the colleague) or their own second click. Billing's 409 'refunded
+    already' carries the record: the page said 'Khoản thanh toán này đã được hoàn rồi.' / 'money given back by
+    Trần Văn Bình' as if someone else's; now it is theirs, recorded, by whom and when (Vietnam time)."""
+    billing.tasks, billing.summary = [TASK], PAID_LATE
+    client = portal_signed_in(app, "cashier")  # billing knows them as portal-cashier
+    page = client.get("/refunds").get_data(as_text=True)
+    form = {"payment": "sepay:t2", "invoice": "inv-a", "method": "transfer", "reason": "trả lại", "txn": "k3",
+            "csrf_token": csrf_token(page), "confirm": "give-back"}
+    finished = {**GIVEN_BACK, "startedBy": {"cashier": "portal-cashier", "cashierName": "Thu ngân", "at": None}}
+    cases = {
+        ("vi", "Khoản hoàn 25.000\u00a0₫ của bạn đã được ghi nhận (bởi Trần Văn Bình, lúc 05/12/2026 21:42): khoản này "
+               "tính vào ca của người đó và người đó trả tiền; bạn không cần làm gì thêm."): finished,
+        ("vi", "Khoản hoàn 25.000\u00a0₫ của bạn đã được ghi nhận (bởi chính bạn, lúc 05/12/2026 21:42): tiền chỉ "
+               "được hoàn một lần."): {**GIVEN_BACK, "cashier": "portal-cashier", "cashierName": "Thu ngân"},
+        # a colleague's own refund: given back by them, as before
+        ("vi", "Khoản tiền này đã được hoàn rồi, do Trần Văn Bình lúc 05/12/2026 21:42 (25.000\u00a0₫)"): GIVEN_BACK,
+        ("en", "Your refund of 25.000\u00a0₫ was recorded (by Trần Văn Bình, at 05/12/2026 21:42): it counts in "
+               "their shift and they hand the money over; nothing more to do."): finished,
+    }
+    for (lang, said), refund in cases.items():
+        if lang == "en":
+            client.post("/language", data={"lang": "en", "next": "/refunds", "csrf_token": form["csrf_token"]})
+        billing.refund_refusal = BackendError("refused", "billing", 409, "this payment was refunded already",
+                                              "Conflict", {"refund": refund})
+        for url in ("/refunds/give-back", "/invoices/inv-a/refund"):
+            r = client.post(url, data={**form, "confirm": "give-back" if "give-back" in url else "refund"})
+            assert r.status_code == 409 and said in r.get_data(as_text=True).replace("&#39;", "'"), (url, said)
+
+
+def test_a_refund_billing_says_is_being_given_back_meanwhile_is_said_in_vietnamese(app, billing):
+    """Billing's 409 when the refund rounds are used up (two cashiers at once, a2e28f2) had no sentence: the page
+    said the general 'changed meanwhile' one."""
+    billing.tasks = [TASK]
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/refunds").get_data(as_text=True)
+    billing.refund_refusal = BackendError("refused", "billing", 409, "this payment is being given back meanwhile; "
+                                          "try again", "Conflict")
+    r = client.post("/refunds/give-back", data={"payment": "sepay:t2", "invoice": "inv-a", "method": "transfer",
+                                                "reason": "trả lại", "txn": "k4", "csrf_token": csrf_token(page),
+                                                "confirm": "give-back"})
+    assert r.status_code == 409
+    assert ("Có người đang hoàn khoản thanh toán này. Tải lại trang để xem còn lại bao nhiêu rồi thử lại."
+            in r.get_data(as_text=True))
+
+
 def test_cash_over_the_balance_records_the_balance_and_says_the_change(app, billing):
     billing.summary = {"status": "issued", "owed": 20000, "paid": 0, "balanceDue": 20000, "payments": []}
     client = portal_signed_in(app, "cashier")

@@ -69,6 +69,8 @@ def test_billings_refusals_are_sentences_with_the_amount_in_dong(app) -> None:
         _billing(409, "invoice inv-a is balanced, not awaiting payment"): "Hóa đơn này đã được thanh toán",
         _billing(409, "invoice inv-a is cancelled, not awaiting payment"): "Hóa đơn này đã bị hủy",
         _billing(409, "this payment was refunded already"): "Khoản thanh toán này đã được hoàn rồi.",
+        _billing(409, "this payment is being given back meanwhile; try again"):
+            "Có người đang hoàn khoản thanh toán này. Tải lại trang để xem còn lại bao nhiêu rồi thử lại.",
         _billing(409, "a shift is open already; close it first"): "Đang có một ca làm việc mở",
         _billing(409, "open a shift first (POST /payments/shifts)"): "Chưa có ca làm việc nào mở",
         _billing(409, "no shift is open"): "Chưa có ca làm việc nào mở",

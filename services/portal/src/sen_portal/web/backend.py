@@ -87,6 +87,16 @@ def user_token() -> str:
     return token
 
 
+def user_subject() -> str | None:
+    """The signed-in user as the back-ends know them, the subject of :func:`user_token` (billing's
+    ``cashier`` of a refund): the OIDC access token's (the session's username), a demo user's
+    ``portal-<username>``. None when no one is signed in."""
+    user = session.get("user") or {}
+    if not user.get("username"):
+        return None
+    return str(user["username"]) if session.get("access_token") else f"portal-{user['username']}"
+
+
 def api_caller_token() -> str | None:
     """The bearer token of a JSON API request (``/api/...``) that connexion has verified: what the API
     asks a back-end for (the dashboard's districts, from the EHR's Organizations) it asks with the

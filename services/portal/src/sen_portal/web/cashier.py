@@ -23,10 +23,10 @@ from .backend import BackendError, call, entries, fhir_get, page_status, shared_
 from .charges import request_key
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .formatting import human_name, parse_instant, payment_method, vnd, when
+from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .patients import FHIR_ID, patient_id, patient_names
-from .refusals import gap_message, whole_payment_message
+from .refusals import gap_message, given_back_message, whole_payment_message
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None, key: str | None = None) -> Any:
@@ -690,21 +690,6 @@ def asked_after_settlement(form: RefundForm) -> bool:
     summary: a cashier giving back a credit a colleague gave back meanwhile is told so, not made to
     refund the payment itself."""
     return bool(form.payment.data) and form.payment.data in request.form.get("after", "").split()
-
-
-def given_back_message(refund: dict[str, Any] | None) -> str:
-    """The money was given back already: by whom and when, where billing's refund says (``cashierName``,
-    ``at``; one a colleague started and another finished names both)."""
-    refund = refund if isinstance(refund, dict) else {}
-    who = refund.get("cashierName") or refund.get("cashier")
-    started = refund.get("startedBy") if isinstance(refund.get("startedBy"), dict) else {}
-    starter = started.get("cashierName") or started.get("cashier")
-    if who and starter and starter != who:
-        who = gettext("%(started)s (started) and %(finished)s (finished)", started=starter, finished=who)
-    if who and refund.get("at"):
-        return gettext("This money was given back already, by %(who)s at %(when)s (%(amount)s): nothing is left "
-                       "to give back.", who=who, when=when(refund["at"]), amount=vnd(refund.get("amount")))
-    return gettext("This money was given back already (another tab or a colleague): nothing is left to give back.")
 
 
 def refusal_status(err: BackendError) -> int:

@@ -21,7 +21,7 @@ from flask import url_for
 from flask_babel import gettext
 from markupsafe import Markup
 
-from .backend import BackendError
+from .backend import BackendError, user_subject
 from .formatting import vnd, when
 
 
@@ -63,6 +63,36 @@ def _credit_left(m: re.Match[str], err: BackendError) -> str:
     except (TypeError, ValueError):
         amount = 0
     return gettext("Only %(amount)s of this invoice's credit is left to refund.", amount=vnd(max(0, amount)))
+
+
+def _refunded_already(_m: re.Match[str], err: BackendError) -> str:
+    refund = err.extra.get("refund")
+    return given_back_message(refund) if isinstance(refund, dict) else gettext("This payment was refunded already.")
+
+
+def given_back_message(refund: dict[str, Any] | None) -> str:
+    """The money was given back already: by whom and when, where billing's refund says (``cashierName``,
+    ``at``; one a colleague started and another finished names both). The signed-in cashier's own refund
+    (they started it: a double submit, or a try a colleague's request finished) is said as theirs,
+    recorded, with who recorded it and when: it went back once, under the finisher's shift."""
+    refund = refund if isinstance(refund, dict) else {}
+    who = refund.get("cashierName") or refund.get("cashier")
+    started = refund.get("startedBy") if isinstance(refund.get("startedBy"), dict) else {}
+    starter = started.get("cashierName") or started.get("cashier")
+    me = user_subject()
+    if me and refund.get("at") and (started.get("cashier") or refund.get("cashier")) == me:
+        if refund.get("cashier") == me:  # their own request recorded it (a second click, another tab)
+            return gettext("Your refund of %(amount)s was recorded (by you, at %(when)s): it went back once.",
+                           amount=vnd(refund.get("amount")), when=when(refund["at"]))
+        return gettext("Your refund of %(amount)s was recorded (by %(name)s, at %(when)s): it counts in their shift "
+                       "and they hand the money over; nothing more to do.", amount=vnd(refund.get("amount")),
+                       name=who or "—", when=when(refund["at"]))
+    if who and starter and starter != who:
+        who = gettext("%(started)s (started) and %(finished)s (finished)", started=starter, finished=who)
+    if who and refund.get("at"):
+        return gettext("This money was given back already, by %(who)s at %(when)s (%(amount)s): nothing is left "
+                       "to give back.", who=who, when=when(refund["at"]), amount=vnd(refund.get("amount")))
+    return gettext("This money was given back already (another tab or a colleague): nothing is left to give back.")
 
 
 def _whole(m: re.Match[str], _e: BackendError) -> str:
@@ -150,8 +180,11 @@ RULES: tuple[Rule, ...] = (
           _say("A payment is settling this invoice right now: only its credit can be refunded. Reload the page.")),
     _rule("billing", (409,), _CONFLICT, r"this cancelled invoice's payments were all given back",
           _say("This cancelled invoice's payments were all given back already.")),
-    _rule("billing", (409,), _CONFLICT, r"this payment was refunded already",
-          _say("This payment was refunded already.")),
+    _rule("billing", (409,), _CONFLICT, r"this payment was refunded already", _refunded_already),
+    # two cashiers' refunds of one payment at once, the rounds used up (payments.refund, refund_links.record)
+    _rule("billing", (409,), _CONFLICT, r"this payment is being given back meanwhile",
+          _say("Someone is giving this payment back right now. Reload the page to see what is left, then try "
+               "again.")),
     # billing: an overpaid invoice's credit (domain/credits.py), once however many cashiers give it back
     _rule("billing", (409,), _CONFLICT, r"this invoice's credit \(money paid over what was owed\) was given back",
           _say("This invoice's credit (what was paid over the amount owed) was given back already: nothing is "
