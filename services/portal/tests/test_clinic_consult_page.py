@@ -205,6 +205,36 @@ def test_the_list_says_overdue_for_a_consult_past_its_answer_deadline(client, mo
     assert 'data-testid="consult-overdue">Overdue</span>' in client.get("/consults").get_data(as_text=True)
 
 
+def test_the_clinics_page_says_overdue_as_its_list_the_hubs_page_and_the_worklist_do(client, monkeypatch):
+    """The clinic's consult page showed the answer's due time with no "Quá hạn", while its list (df3bce7), the
+    hub's consult page and the worklist said it: now each says it by the one rule (doctor.overdue), in the same
+    words, vi and en: open and past its due time, or marked sla-breached by teleconsult (ended late too); not
+    before its due time, nor ended in time."""
+    backends = Backends(monkeypatch)
+    badge = re.compile(r'<span class="badge breach"[^>]*>(Quá hạn|Overdue)</span>')
+
+    def said(user: str) -> dict[str, list[str]]:
+        sign_in(client, user)
+        urls = ("/consults", "/consults/t1") if user == "clinic" else ("/worklist", "/tasks/t1")
+        return {u: badge.findall(client.get(u).get_data(as_text=True)) for u in urls}
+
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    cases = [({}, ["Quá hạn"]),  # accepted, due 2026-12-04 13:00: long past
+             ({"restriction": {"period": {"end": later}}}, []),
+             ({"status": "completed", "restriction": {"period": {"end": "2026-12-04T13:00:00+07:00"}}}, []),
+             ({"status": "completed", "businessStatus": {"coding": [{"code": "sla-breached"}]}}, ["Quá hạn"]),
+             ({"status": "in-progress", "businessStatus": {"coding": [{"code": "sla-breached"}]},
+               "restriction": {"period": {"end": later}}}, ["Quá hạn"])]
+    for change, expected in cases:
+        backends.task.update(change)
+        for user in ("clinic", "doctor"):
+            got = said(user)
+            assert all(v == expected for v in got.values()), (change, user, got)
+    token = csrf_token(client.get("/consults/t1").get_data(as_text=True))
+    client.post("/language", data={"lang": "en", "next": "/consults", "csrf_token": token})
+    assert badge.findall(client.get("/consults/t1").get_data(as_text=True)) == ["Overdue"]
+
+
 def test_the_clinics_page_lists_the_files_sent(client, monkeypatch):
     """The request's files (the ServiceRequest's supportingInfo) on the clinic's page as on the doctor's,
     each opened from /documents; an answer's files in the thread beside it."""

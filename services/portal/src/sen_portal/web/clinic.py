@@ -1302,6 +1302,15 @@ def _extra(rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
         return []
 
 
+@bp.app_template_global("consult_overdue")
+def consult_overdue(task: dict[str, Any]) -> bool:
+    """The clinic's consult page says "Quá hạn" beside the answer's due time by the rule the clinic's list,
+    the hub's consult page and its worklist use (doctor.overdue)."""
+    from .doctor import overdue
+
+    return overdue(task, datetime.now(UTC))
+
+
 @bp.route("/consults/<tid>")
 @login_required("clinic", "doctor")
 def consult_detail(tid: str) -> Any:
