@@ -17,12 +17,12 @@ from html import unescape
 from typing import Any
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, session, url_for
-from flask_babel import format_decimal, gettext
+from flask_babel import force_locale, format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sen_shared import bhyt
 from sen_shared.fhir.search.text import normalize
-from wtforms import MultipleFileField
+from wtforms import MultipleFileField, SelectField
 
 from . import (
     backend,
@@ -65,9 +65,11 @@ UPLOAD_SYSTEM = "https://sen.vn/sid/portal-upload"  # a file's DocumentReference
 
 class KeyedConsultForm(ConsultForm):
     """The consult request form with its own ``key`` (made when the form is first shown): its
-    resubmissions (a double click, a retry on a slow link) send the same files and ``$submit``."""
+    resubmissions (a double click, a retry on a slow link) send the same files and ``$submit``. ``specialty``:
+    the hub's specialty asked for (:func:`specialty_field`), none by default."""
 
     key = FormKey()
+    specialty = SelectField(_l("Specialty"), choices=[], default="", validate_choice=False)
 
 
 class AnswerFilesForm(AnswerForm):
@@ -753,9 +755,10 @@ def _check_files(form: FlaskForm) -> bool:
 
 
 def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str]],
-                    key: str | None = None) -> dict[str, Any]:
+                    key: str | None = None, specialty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The consult request's ServiceRequest; ``key``: the form's, kept as its identifier (:data:`REQUEST_SYSTEM`),
-    by which the same form sent again knows the consult it made (:func:`open_same_reason`)."""
+    by which the same form sent again knows the consult it made (:func:`open_same_reason`); ``specialty``: its
+    ``performerType`` (:func:`specialty_asked`), none when any of the hub's doctors may take it."""
     code = icd10.parse_field(form.reason.data or "")
     assert code is not None
     sr: dict[str, Any] = {
@@ -774,9 +777,46 @@ def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str
     if user.facility:
         sr["requester"] = {"reference": f"Organization/{user.facility}"}
     sr["performer"] = [{"reference": f"Organization/{backend.settings().hub}"}]
+    if specialty:
+        sr["performerType"] = specialty
     if supporting:
         sr["supportingInfo"] = supporting
     return sr
+
+
+SNOMED = "http://snomed.info/sct"  # a specialty's code system: teleconsult's performerType, billing's useContext
+
+
+def specialty_field(form: KeyedConsultForm) -> list[tuple[str, str]]:
+    """Fill the form's specialty select: "Any specialty" first, then the specialties of the hub's doctors by name
+    (the worklist filter's list, :func:`doctor.specialty_choices` of the hub the consult goes to); those."""
+    from .doctor import specialty_choices
+
+    choices = specialty_choices(backend.settings().hub)
+    form.specialty.choices = [("", gettext("Any specialty")), *choices]
+    return choices
+
+
+def specialty_asked(form: KeyedConsultForm, choices: list[tuple[str, str]]) -> tuple[dict[str, Any] | None, bool]:
+    """The specialty the form asks for as a ``performerType`` (SNOMED code, its Vietnamese name as display and
+    text: what teleconsult's ``$submit`` and billing's consult prices key on), None for any; and whether it is
+    one of the hub's (else the field says so). The EHR not answering (no choices known): a specialty the
+    portal names (the price list's) is taken as asked."""
+    from .prices import SPECIALTIES
+
+    code = (form.specialty.data or "").strip()
+    if not code:
+        return None, True
+    if not (code in dict(choices) or (not choices and code in SPECIALTIES)):
+        form.specialty.errors = [*form.specialty.errors, gettext(
+            "This specialty is not one of the hub's specialties: choose one from the list, or Any specialty.")]
+        return None, False
+    if code in SPECIALTIES:
+        with force_locale("vi"):
+            name = str(SPECIALTIES[code])
+    else:
+        name = dict(choices)[code]
+    return {"coding": [{"system": SNOMED, "code": code, "display": name}], "text": name}, True
 
 
 RECENT_RESULTS = 15  # the patient's newest results offered to a consult request
@@ -924,7 +964,10 @@ def consult_new(pid: str) -> Any:
         if refused is not None:
             return refused
         read_problem = backend_message(err)  # an outage: the form still, saying so
+    specialties = specialty_field(form)
     posted = request.method == "POST" and form.validate_on_submit()
+    specialty, known = specialty_asked(form, specialties) if request.method == "POST" else (None, True)
+    posted = posted and known
     code = icd10.parse_field(form.reason.data or "") if request.method == "POST" else None
     # the patient's documents, imaging studies and newest results the request may point at (none ticked at first)
     choices = record_choices(pid) if patient is not None else None
@@ -940,9 +983,10 @@ def consult_new(pid: str) -> Any:
         if {c["tid"] for c in same_open} <= set(request.form.get("again", "").split(",")):
             try:
                 supporting = _attach(form.files.data or [], pid, form.key.data) + records
-                body = service_request(form, g.user, supporting, form.key.data)
+                body = service_request(form, g.user, supporting, form.key.data, specialty)
                 key = request_key(form.key.data, "consult", pid, form.priority.data or "", code.code,
-                                  form.question.data or "", *(ref["reference"] for ref in supporting))
+                                  form.question.data or "", *([form.specialty.data] if specialty else []),
+                                  *(ref["reference"] for ref in supporting))
                 answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit", body,
                                    headers={"Idempotency-Key": key})
                 task = next((r["id"] for r in entries(answer, "Task")), None) or _task_from_locations(answer)

@@ -127,14 +127,15 @@ def worklist() -> Any:
 _FILTER_VALUE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-def specialty_choices() -> list[tuple[str, str]]:
+def specialty_choices(hub: str | None = None) -> list[tuple[str, str]]:
     """The worklist's specialty filter (teleconsult's ``specialty``: a consult's ``performerType`` code): the
     specialties of the hub's doctors (their PractitionerRoles in the EHR directory), by name in the page's
     language (the portal's specialty names, else the directory's own text), sorted by name; [] when the EHR
-    does not answer."""
+    does not answer. ``hub``: the hub's Organization id (the consult form's: the hub a clinic asks), else the
+    user's facility (a hub doctor's worklist)."""
     from .prices import SPECIALTIES
 
-    facility = g.user.facility
+    facility = hub or g.user.facility
     try:
         roles = fhir_get("ehr", "/fhir/PractitionerRole", {"organization": f"Organization/{facility}",
                                                           "_count": "50"}, cached=True) if facility else {}
@@ -173,6 +174,22 @@ def unknown_filter(specialty: str, specialties: list[tuple[str, str]], facility:
         if value and not (_FILTER_VALUE.fullmatch(value) and (not choices or value in dict(choices))):
             return str(message)
     return ""
+
+
+@bp.app_template_filter("specialty")
+def specialty_name(concept: Any) -> str:
+    """A consult's specialty (its ServiceRequest's ``performerType``, a Task's first one) by name in the page's
+    language: the portal's specialty names by SNOMED code, else the concept's text or display; "" for none."""
+    from .prices import SPECIALTIES
+
+    concept = (concept[0] if concept else {}) if isinstance(concept, list) else concept
+    if not isinstance(concept, dict):
+        return ""
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    named = next((SPECIALTIES[str(c.get("code"))] for c in codings if str(c.get("code")) in SPECIALTIES), None)
+    if named is not None:
+        return str(named)
+    return str(concept.get("text") or next((c.get("display") or c.get("code") for c in codings), "") or "")
 
 
 def reassigned_to(pid: str | None) -> str | None:
