@@ -515,7 +515,9 @@ def test_a_patients_age_is_completed_years_in_vietnam_and_months_under_one():
 def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(client, monkeypatch):
     """The worklist shows each consult's requesting clinic and reason; a patient's name only when the
     EHR's search returned that Patient (it leaves out whom the doctor may not read); the EHR
-    refusing or not answering the search is a dash with why, never an error page; one EHR search."""
+    refusing or not answering the search is a dash with why, never an error page; one EHR search. The
+    specialty filter's choices (the hub's PractitionerRoles, fd8a8d1) are asked before the worklist (a
+    specialty none of them is refused without asking teleconsult), once: the directory keeps them."""
     from sen_portal.web import clinic, directory, doctor
     from sen_portal.web import patients as patient_module
     from sen_portal.web.backend import BackendError
@@ -539,14 +541,17 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
         if (service, path) == ("teleconsult", "/fhir/ServiceRequest"):
             assert params["_id"] == "sr1,sr2"
             return bundle(srs)
+        if (service, path) in (("ehr", "/fhir/PractitionerRole"), ("ehr", "/fhir/Organization")):
+            return bundle([])  # the directory's: the hub's specialties, the facilities' districts and types
         assert (service, path) == ("ehr", "/fhir/Patient") and params["_id"] == "p1,p2"
         if isinstance(ehr["answer"], BackendError):
             raise ehr["answer"]
         return bundle([{"resourceType": "Patient", "id": "p1", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}]}])
 
-    for module in (doctor, clinic, patient_module):
+    for module in (doctor, clinic, patient_module, directory):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
     monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    monkeypatch.setattr(directory, "_kept", {})
     monkeypatch.setattr(clinic, "_reasons_kept", {})
     sign_in(client, "doctor")
     r = client.get("/worklist")
@@ -554,7 +559,10 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
     assert r.status_code == 200 and "Lê Văn Cường" in page and "Trạm Y tế xã Mỹ Hiệp" in page
     assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
     assert page.count("hồ sơ chưa được chia sẻ với bạn") == 1  # p2: left out by the EHR
-    assert [a[0] for a in asked].count("ehr") == 1
+    paths = [a[1] for a in asked]
+    assert [a[1] for a in asked if a[0] == "ehr"].count("/fhir/Patient") == 1  # one search of the patients
+    assert paths.count("/fhir/PractitionerRole") == 1
+    assert paths.index("/fhir/PractitionerRole") < paths.index("/fhir/Task/$worklist")
     asked.clear()  # the refresh: a consult's reason never changes, so teleconsult is asked its worklist alone
     assert "Tăng huyết áp" in client.get("/worklist", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert [a[1] for a in asked] == ["/fhir/Task/$worklist", "/fhir/Patient"]
@@ -602,7 +610,8 @@ def test_a_list_asks_the_service_requests_of_older_tasks_only(client, monkeypatc
     page = client.get("/worklist").get_data(as_text=True)
     assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
     assert [p["_id"] for path, p in asked if path == "/fhir/ServiceRequest"] == ["sr2"]
-    assert page.count("Trạm Y tế xã Mỹ Hiệp") == 2  # the requesting clinic: the Task's own
+    table = page[page.index('id="worklist"'):]  # the facility filter above it names the clinic too (fd8a8d1)
+    assert table.count("Trạm Y tế xã Mỹ Hiệp") == 2  # the requesting clinic: the Task's own
     tasks[1]["reasonCode"] = {"text": "Tăng huyết áp"}
     monkeypatch.setattr(clinic, "_reasons_kept", {})
     asked.clear()

@@ -289,3 +289,32 @@ def test_a_specialty_or_facility_not_of_the_choices_is_refused_readably(client, 
         assert "<b>x</b>" not in page and "Traceback" not in page
     assert asked == []  # never asked of teleconsult: not an empty list for a value the doctor cannot have meant
     assert client.get("/worklist?facility=Organization/tyt-my-hiep").status_code == 200
+
+
+def test_the_hubs_specialties_are_read_once_not_at_every_load(client, monkeypatch):
+    """The specialty filter's choices (the hub's doctors' PractitionerRoles) were asked of the EHR at every load,
+    every next page and every 30 s refresh of the worklist (a benchmarked page: one more EHR round trip each):
+    now the directory's (directory.hub_specialties), kept ten minutes per hub as the facilities' names are."""
+    from sen_portal.web import directory
+
+    _fake_hub(monkeypatch, _of_two_clinics_and_specialties(8))
+    hub = directory.fhir_get
+    roles: list[dict[str, str]] = []
+
+    def counting(service, path, params=None, **kw):
+        if path == "/fhir/PractitionerRole":
+            roles.append(dict(params or {}))
+        return hub(service, path, params, **kw)
+
+    monkeypatch.setattr(directory, "fhir_get", counting)
+    sign_in(client, "doctor")
+    for url, headers in (("/worklist", {}), ("/worklist", {"HX-Request": "true"}),
+                         (f"/worklist?specialty={ENDO}", {}), (f"/worklist?specialty={CARDIO}", {"HX-Request": "true"}),
+                         ("/worklist?specialty=nope", {})):
+        r = client.get(url, headers=headers)
+        assert r.status_code == (400 if "nope" in url else 200), url
+    page = client.get("/worklist").get_data(as_text=True)
+    assert f'<option value="{CARDIO}">Tim mạch</option>' in page and f'value="{ENDO}">Nội tiết<' in page
+    assert [r["organization"] for r in roles] == ["Organization/bvdk-dong-thap"]  # once, the hub's own
+    monkeypatch.setattr(directory, "_kept", {})  # ten minutes on: read again
+    assert client.get("/worklist").status_code == 200 and len(roles) == 2

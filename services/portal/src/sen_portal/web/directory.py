@@ -5,6 +5,9 @@ A Task's owner, a schedule's actor or a minutes participant is a FHIR reference
 come from the EHR (one search per type, ``_elements=name``), are kept ten minutes per process
 (they rarely change) and are the same for every user (no patient data). When the EHR does not
 answer, a page shows the reference instead: nothing on it depends on the name.
+
+The specialties of a hub's doctors (their PractitionerRoles: the worklist's specialty filter) are
+directory data as well, kept the same way, per hub.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ def names(rtype: str) -> dict[str, str]:
     return _kept_search(rtype, rtype, "name", human_name)
 
 
-def _kept_search(key: str, rtype: str, elements: str, pick: Any) -> dict[str, str]:
-    """``pick(resource)`` of every ``rtype`` by id (one EHR search, ``_elements``), kept per ``key``."""
+def _kept_search(key: str, rtype: str, elements: str, pick: Any,
+                 where: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``pick(resource)`` of every ``rtype`` by id (one EHR search, ``_elements``, narrowed by the search
+    parameters ``where``), kept per ``key``."""
     at, known = _kept.get(key, (0.0, {}))
     if time.monotonic() - at < CACHE_SECONDS:
         return known
     try:
-        bundle = fhir_get("ehr", f"/fhir/{rtype}", {"_count": "500", "_elements": elements})
+        bundle = fhir_get("ehr", f"/fhir/{rtype}", {**(where or {}), "_count": "500", "_elements": elements})
     except BackendError as err:  # references instead of names
         if err.kind == "refused":  # refused to this user (a cashier reads no Organization): not to the others,
             return known  # so nothing is kept for them (a cashier's receipt left the clinics' pages unnamed)
@@ -77,6 +82,16 @@ def org_without_care() -> set[str]:
     type, and ``prov`` not among its codes; the health department itself is ``govt``): no facility of
     the dashboard's facility filter. Those without a type are facilities; the EHR not answering: none."""
     return set(_kept_search("Organization.type", "Organization", "type", _gives_no_care))
+
+
+def hub_specialties(hub: str) -> list[Mapping[str, Any]]:
+    """The specialties (CodeableConcepts) of the PractitionerRoles of the facility ``hub`` (its doctors'),
+    role by role as the EHR lists them: one search per hub, kept as the names are (the worklist asked the EHR
+    on every load and every 30 s refresh); [] when the EHR does not answer."""
+    kept = _kept_search(f"PractitionerRole.specialty {hub}", "PractitionerRole", "specialty",
+                        lambda r: [c for c in r.get("specialty") or [] if isinstance(c, Mapping)],
+                        {"organization": f"Organization/{hub}"})
+    return [concept for concepts in kept.values() for concept in concepts]
 
 
 def party(ref: Mapping[str, Any] | str | None) -> str:

@@ -26,7 +26,7 @@ from .clinic import (
 )
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .directory import party
+from .directory import hub_specialties, party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
     PARTICIPANTS_MAX,
@@ -136,20 +136,15 @@ def specialty_choices(hub: str | None = None) -> list[tuple[str, str]]:
     from .prices import SPECIALTIES
 
     facility = hub or g.user.facility
-    try:
-        roles = fhir_get("ehr", "/fhir/PractitionerRole", {"organization": f"Organization/{facility}",
-                                                          "_count": "50"}, cached=True) if facility else {}
-    except BackendError:
-        return []
     found: dict[str, str] = {}
-    for role in entries(roles, "PractitionerRole"):
-        for concept in role.get("specialty") or []:
-            for coding in concept.get("coding") or []:
-                code = str(coding.get("code") or "")
-                if _FILTER_VALUE.fullmatch(code):
-                    label = SPECIALTIES.get(code)
-                    found.setdefault(code, str(label) if label else str(concept.get("text") or coding.get("display")
-                                                                         or code))
+    # the directory's, kept ten minutes per hub: the worklist's every load and refresh asked the EHR for them
+    for concept in hub_specialties(facility) if facility else []:
+        for coding in concept.get("coding") or []:
+            code = str(coding.get("code") or "")
+            if _FILTER_VALUE.fullmatch(code):
+                label = SPECIALTIES.get(code)
+                found.setdefault(code, str(label) if label else str(concept.get("text") or coding.get("display")
+                                                                     or code))
     return sorted(found.items(), key=lambda kv: (kv[1].casefold(), kv[0]))
 
 
