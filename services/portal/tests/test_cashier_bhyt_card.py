@@ -237,3 +237,31 @@ def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_
                                                        "card-card_end": CARD_UNTIL})
     assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?carded=1&p=pa")
     assert fake.writes == []
+
+
+@pytest.mark.parametrize(("status", "said"), [(403, "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này."),
+                                              (404, "Dịch vụ thanh toán không có hồ sơ này."),
+                                              (422, "Dịch vụ thanh toán từ chối yêu cầu. Hãy kiểm tra")])
+def test_billing_refusing_the_card_gives_its_own_status(client, fake, monkeypatch, status, said):
+    """Billing refusing the card's writes was a 409 page whatever it answered: now its own status
+    (backend.page_status: a 404 is a 404, a 403 a 403), the invoice's page readable."""
+    from sen_portal.web.backend import BackendError
+
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
+    written = fake.call
+
+    def refusing(service, method, path, **kw):
+        if method != "GET":
+            raise BackendError("refused", "billing", status, "refused")
+        return written(service, method, path, **kw)
+
+    from sen_portal.web import cashier, charges
+
+    monkeypatch.setattr(cashier, "call", refusing)
+    monkeypatch.setattr(charges, "call", refusing)
+    r = client.post("/invoices/inv-a/card?p=pa", data={
+        "csrf_token": csrf_token(page), "card-card_number": "HT2878701234567", "card-card_level": "100",
+        "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
+    body = r.get_data(as_text=True)
+    assert r.status_code == status and said in re.sub(r"\s+", " ", body) and "Traceback" not in body
+    assert 'data-testid="card-box"' in body and _value(body, "card-card_number") == "HT2878701234567"

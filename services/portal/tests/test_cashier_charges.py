@@ -368,7 +368,7 @@ def test_each_mistake_is_explained_on_the_form_which_keeps_its_lines(client, fak
     fake.fail["/fhir/Invoice"] = BackendError("refused", "billing", 403, "forbidden")
     r = post(client, page, action="issue")
     body = r.get_data(as_text=True)
-    assert r.status_code == 409 and "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này." in body
+    assert r.status_code == 403 and "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này." in body
     assert lines_of(body) == [("kham-benh", "1")]
     fake.fail["/fhir/Invoice"] = BackendError("down", "billing")
     r = post(client, page, action="issue")
@@ -422,7 +422,7 @@ def test_the_card_form_refuses_what_billing_could_not_use(client, fake):
     r = post(client, page, action="record-card", card_number="DN4878701234569", card_level="80",
              card_start=f"01/01/{today.year}", card_end=f"31/12/{today.year}")
     body = r.get_data(as_text=True)  # a refusal the portal has no sentence for: the generic one, no English
-    assert r.status_code == 409 and "Dịch vụ thanh toán từ chối yêu cầu. Hãy kiểm tra" in body
+    assert r.status_code == 422 and "Dịch vụ thanh toán từ chối yêu cầu. Hãy kiểm tra" in body  # billing's own
     assert "Coverage.payor" not in body
 
 
@@ -573,7 +573,7 @@ def test_a_submit_refused_part_way_leaves_no_charge_unseen(client, fake):
     fake.fail["/fhir/Invoice"] = BackendError("refused", "billing", 403, "forbidden")
     r = post_all(client, page, action="issue")
     page = r.get_data(as_text=True)
-    assert r.status_code == 409 and sorted(fake.charges) == ["ci-1", "ci-2"] and not fake.invoices
+    assert r.status_code == 403 and sorted(fake.charges) == ["ci-1", "ci-2"] and not fake.invoices
     assert re.findall(r'name="made" value="([^"]*)"', page) == ["ci-1", "ci-2"]
     assert pending_of(page) == [] and lines_of(page) == [("kham-benh", "1"), ("ban-sao-ho-so", "1")]
     del fake.fail["/fhir/Invoice"]
@@ -684,3 +684,27 @@ def test_lines_in_the_address_when_billing_is_down_stay_and_are_checked_at_the_s
     fake.fail["/fhir/ChargeItemDefinition"] = BackendError("down", "billing")
     page = client.get("/invoices/new?p=bn-0001&line_service=kham-benh&line_qty=2").get_data(as_text=True)
     assert lines_of(page) == [("kham-benh", "2")] and 'data-testid="lines-left-out"' not in page
+
+
+@pytest.mark.parametrize(("status", "said"), [(403, "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này."),
+                                              (404, "Dịch vụ thanh toán không có hồ sơ này."),
+                                              (409, "Dịch vụ thanh toán từ chối vì hồ sơ vừa được thay đổi"),
+                                              (422, "Dịch vụ thanh toán từ chối yêu cầu. Hãy kiểm tra")])
+def test_billing_refusing_the_card_or_the_invoice_gives_its_own_status(client, fake, status, said):
+    """Billing refusing the BHYT card or the invoice was a 409 page whatever it answered: now its own status
+    (backend.page_status: a 404 is a 404, a 403 a 403), said in words; the invoice's lines kept."""
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    today = datetime.now(VN_TZ).date()
+    fake.fail["/fhir/Coverage"] = BackendError("refused", "billing", status, "refused")
+    r = post(client, page, action="record-card", card_number="DN4878701234569", card_level="80",
+             card_start=f"01/01/{today.year}", card_end=f"31/12/{today.year}")
+    body = r.get_data(as_text=True)
+    assert r.status_code == status and said in text(body) and "Traceback" not in body
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    fake.fail["/fhir/Invoice"] = BackendError("refused", "billing", status, "refused")
+    r = post(client, page, action="issue")
+    body = r.get_data(as_text=True)
+    assert r.status_code == status and said in text(body) and lines_of(body) == [("kham-benh", "1")]
+    assert not fake.invoices

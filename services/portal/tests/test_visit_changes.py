@@ -639,3 +639,23 @@ def test_a_page_a_post_rendered_takes_its_own_address_so_back_resends_nothing(ap
     assert "own-address.js" not in c.get("/availability").get_data(as_text=True)
     script = c.get("/assets/own-address.js")
     assert script.status_code == 200 and b"history.replaceState" in script.data
+
+
+@pytest.mark.parametrize(("status", "said"), [(403, "Dịch vụ hội chẩn từ xa từ chối: bạn không có quyền"),
+                                              (404, "Dịch vụ hội chẩn từ xa không có hồ sơ này"),
+                                              (422, "Dịch vụ hội chẩn từ xa")])
+def test_teleconsult_refusing_a_visit_change_gives_its_own_status(app, fake, monkeypatch, status, said):
+    """A refusal of a visit's change other than its 409 (changed meanwhile) was a 409 page whatever teleconsult
+    answered: now its own status (backend.page_status: a 404 is a 404, a 403 a 403), the page readable, the
+    visit as it is."""
+    c = portal_signed_in(app, "doctor")
+    page = _page(c)
+    monkeypatch.setattr(fake, "_operation", lambda aid, op, body: _outcome(status, f"refused with {status}"))
+    for path, data in ((f"/tasks/{TID}/visit/cancel", {"visit-reason": "Trùng lịch", "confirm": "visit-cancel"}),
+                       (f"/tasks/{TID}/visit/move", {"slot": "s", "start": "2026-12-08T08:00:00+07:00",
+                                                     "end": "2026-12-08T08:30:00+07:00"})):
+        r = c.post(path, data={"csrf_token": csrf_token(page), "appointment": "a-1", **data})
+        body = r.get_data(as_text=True)
+        assert r.status_code == status, (path, body[:800])
+        assert said in _text(body) and 'data-testid="visit-time"' in body and "Traceback" not in body, path
+    assert fake.appts["a-1"]["status"] == "booked"

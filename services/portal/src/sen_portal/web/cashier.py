@@ -603,8 +603,7 @@ def invoice_card(iid: str) -> Any:
     except charges.PaidAlready:
         return _invoice_page(iid, 409, problem=charges.paid_already_message(), forms={"card_form": form})
     except BackendError as err:
-        return _invoice_page(iid, 409 if err.kind == "refused" else 503, problem=backend_message(err),
-                             forms={"card_form": form})
+        return _invoice_page(iid, page_status(err), problem=backend_message(err), forms={"card_form": form})
     # the new invoice names the one it replaces itself (billing's extension), not this link
     return redirect(url_for("web.invoice", iid=new, carded=1, **_hint()))
 

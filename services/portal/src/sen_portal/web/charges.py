@@ -62,7 +62,7 @@ from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from . import backend_message, bp, login_required, patients, prices
-from .backend import BackendError, call, entries, fhir_get
+from .backend import BackendError, call, entries, fhir_get, page_status
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier, vnd
 from .forms import FlaskForm, FormKey, LocalDateField, Pattern
@@ -630,7 +630,7 @@ def _record_card(form: ChargeForm, lines: list[Line]) -> Any:
     try:
         record_card(form.key.data, pid, form)
     except BackendError as err:
-        return _render(form, lines, 409 if err.kind == "refused" else 503, card_problem=backend_message(err))
+        return _render(form, lines, page_status(err), card_problem=backend_message(err))
     for f in fields:
         f.data = None
     return _render(form, lines, card_saved=True)
@@ -674,7 +674,7 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     except Refused:
         return _render(form, lines, 422, listing=listing, errors_summary=True, made=made)
     except BackendError as err:
-        return _render(form, lines, 409 if err.kind == "refused" else 503, listing=listing,
+        return _render(form, lines, page_status(err), listing=listing,
                        problem=backend_message(err), made=made)
     return redirect(url_for("web.invoice", iid=iid, p=pid, issued=1))
 

@@ -13,7 +13,7 @@ from flask_babel import gettext, lazy_gettext
 from sen_shared.fhir.names import name_and_role, same_person
 
 from . import backend_message, bp, icd10, login_required, select_locale, status_label, typed_text
-from .backend import BackendError, call, entries, fhir_get, fhir_post
+from .backend import BackendError, call, entries, fhir_get, fhir_post, page_status
 from .clinic import (
     OPEN,
     consult_bundle,
@@ -929,7 +929,7 @@ def _visit_refused(tid: str, aid: str, err: BackendError, still_active: str, **c
         if appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE:
             return _task_page(tid, 409, problem=still_active, **ctx)
         return _task_page(tid, 409, problem=_changed_meanwhile(appt), **ctx)
-    return _task_page(tid, 409 if err.kind == "refused" else 503, problem=backend_message(err), **ctx)
+    return _task_page(tid, page_status(err), problem=backend_message(err), **ctx)  # a 404 is a 404, a 403 a 403
 
 
 @bp.route("/tasks/<tid>/visit/move", methods=["POST"])
