@@ -1,4 +1,4 @@
-"""A database restart mid-stream loses nothing: the outbox relay, a consumer and the billing webhook.
+"""A database restart mid-stream loses nothing: the outbox relay, two consumers and the billing webhook.
 
 Each test runs on a database of its own (``tests/own_database.py``): a PostgreSQL cluster initialised
 for the test and the project's FerretDB over it, never the shared servers, which other suites use
@@ -15,12 +15,17 @@ counted as a failed event: with the retry tiers spent during the outage, 24 of 9
 to the DLQ (``mongo.unavailable``: now 503, and a consumer holds the event until the database
 answers). A bank's retry of a call cut off between its payment and the invoice's settlement found the
 payment and stopped there: the invoice stayed issued, paid in full (``payments.finish_payment``).
+Billing's consult charge redelivered after a write cut off between a version's claim and its current
+document acked with the ChargeItem never current (read: not known) or the Invoice a draft for good:
+billing's relay rolls no version forward (its history documents carry no events); now the delivery
+makes each version current (``Store.ensure_current``) or fails to be retried past the grace period.
 
 Two repairs are the workers' by design, and the tests run them as the workers do: a FHIR version
 whose write was cut off between its claim (the history document, the whole version) and its current
 document is rolled forward by the service's outbox relay once past the grace period (a consult record
 acked meanwhile is stored: in its history document); a settlement cut off before its receipt is
-finished by billing's periodic repair job.
+finished by billing's periodic repair job. Billing's consult-charge consumer relies on no repair job:
+its redeliveries finish what a cut-off delivery left.
 """
 
 from __future__ import annotations
@@ -171,6 +176,61 @@ def _consult_data(n: int) -> dict[str, Any]:
     return data
 
 
+def stream_across_restarts(pg: OwnPostgres, fd: OwnFerretDB, bus: Bus, purpose: str,
+                           apply: Callable[[dict[str, Any], Any], Any], db: Any, events: list[dict[str, Any]],
+                           pause: float = 0.05) -> None:
+    """``events`` published one by one (every fifth twice: a redelivery) to ``purpose``'s consumer,
+    which applies each with ``apply`` (the worker's handler) on ``db``, while FerretDB is killed and
+    started again after a third of them and the PostgreSQL under it restarted after two thirds (each
+    once the consumer has applied some since the last outage; events keep coming meanwhile). Returns
+    once every event is applied; asserts the outages were mid-stream and nothing went to the DLQ (a
+    handler that could not reach the database is not a failed event)."""
+    handled: list[str] = []
+
+    def handler(event: dict[str, Any], database: Any) -> None:
+        apply(event, database)
+        handled.append(event["id"])  # returned: the consumer acks now, the event is applied
+
+    stop = threading.Event()
+    consumer = EventConsumer(bus.url, bus.topology, purpose, handler, db, max_backoff=1.0)
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + DEADLINE
+    count = len(events)
+    handled_at_outage: list[int] = []
+    outage: threading.Thread | None = None
+    try:
+        assert consumer.ready.wait(30)
+        outages = restarts(pg, fd)
+        with bus.publisher() as pub:
+            for n, event in enumerate(events):
+                pub.publish(event)
+                if n % 5 == 0:
+                    pub.publish(event)  # a redelivery
+                if n in (count // 3, 2 * count // 3):  # events keep coming while the database is away
+                    if outage is not None:
+                        outage.join(DEADLINE)
+                    # once the consumer has applied some since the last outage
+                    wait_until(lambda: len(handled) > (handled_at_outage or [0])[-1], deadline)
+                    handled_at_outage.append(len(handled))
+                    outage = threading.Thread(target=outages.pop(0), daemon=True)
+                    outage.start()
+                time.sleep(pause)
+        outage.join(DEADLINE)
+        wait_until(lambda: len(set(handled)) >= count, deadline, allow_errors=True)
+    finally:
+        stop.set()
+        thread.join(20)
+
+    dlq = bus.topology.dlq_name(purpose)
+    state = {"handled": len(handled), "distinct": len(set(handled)), "retried": consumer.retried,
+             "dead": consumer.dead_lettered, "dlq": queue_depth(bus, dlq),
+             "dead_reasons": [m.headers.get("x-sen-reason") for m in take(bus, dlq, 3, timeout=0.5)]}
+    assert 0 < handled_at_outage[0] < handled_at_outage[1] < count, "the restarts must be mid-stream"
+    assert state["dead"] == 0 and state["dlq"] == 0, f"events dead-lettered: {state}"
+    assert len(set(handled)) == count, state
+
+
 def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database_restarts(own_db,
                                                                                           consult_bus: Bus) -> None:
     """``teleconsult.consult.completed`` events (some twice) reach the EHR's consumer while its database is
@@ -182,52 +242,9 @@ def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database
 
     pg, fd = own_db
     db = mongo.database(fd.url, f"sen_consults_{uuid.uuid4().hex[:6]}")
-    consults = 90
-    handled: list[str] = []
-
-    def handler(event: dict[str, Any], database: Any) -> None:
-        HANDLERS[CONSULT_RECORD](event, database)
-        handled.append(event["id"])  # returned: the consumer acks now, the record is stored
-
-    stop = threading.Event()
-    consumer = EventConsumer(consult_bus.url, consult_bus.topology, CONSULT_RECORD, handler, db, max_backoff=1.0)
-    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
-    thread.start()
     events = [make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"])
-              for data in (_consult_data(n) for n in range(consults))]
-    deadline = time.monotonic() + DEADLINE
-    handled_at_outage: list[int] = []
-    outage: threading.Thread | None = None
-    try:
-        assert consumer.ready.wait(30)
-        outages = restarts(pg, fd)
-        with consult_bus.publisher() as pub:
-            for n, event in enumerate(events):
-                pub.publish(event)
-                if n % 5 == 0:
-                    pub.publish(event)  # a redelivery
-                if n in (consults // 3, 2 * consults // 3):  # events keep coming while the database is away
-                    if outage is not None:
-                        outage.join(DEADLINE)
-                    # once the consumer has stored some since the last outage
-                    wait_until(lambda: len(handled) > (handled_at_outage or [0])[-1], deadline)
-                    handled_at_outage.append(len(handled))
-                    outage = threading.Thread(target=outages.pop(0), daemon=True)
-                    outage.start()
-                time.sleep(0.05)
-        outage.join(DEADLINE)
-        wait_until(lambda: len(set(handled)) >= consults, deadline, allow_errors=True)
-    finally:
-        stop.set()
-        thread.join(20)
-
-    dlq = consult_bus.topology.dlq_name(CONSULT_RECORD)
-    state = {"handled": len(handled), "distinct": len(set(handled)), "retried": consumer.retried,
-             "dead": consumer.dead_lettered, "dlq": queue_depth(consult_bus, dlq),
-             "dead_reasons": [m.headers.get("x-sen-reason") for m in take(consult_bus, dlq, 3, timeout=0.5)]}
-    assert 0 < handled_at_outage[0] < handled_at_outage[1] < consults, "the restarts must be mid-stream"
-    assert state["dead"] == 0 and state["dlq"] == 0, f"consult events dead-lettered: {state}"
-    assert len(set(handled)) == consults, state
+              for data in (_consult_data(n) for n in range(90))]
+    stream_across_restarts(pg, fd, consult_bus, CONSULT_RECORD, HANDLERS[CONSULT_RECORD], db, events)
     roll_forward_as_the_relay_does(consult_bus, db, ["Encounter", "Composition"])
     store = Store(db, service="ehr")
     for event in events:
@@ -235,7 +252,72 @@ def test_the_ehr_consult_record_consumer_stores_each_record_once_across_database
         for rtype, rid in (("Encounter", enc_id), ("Composition", comp_id)):
             assert store.read_doc(rtype, rid)["res"]["meta"]["versionId"] == "1", (rtype, rid)
             assert db[f"{rtype}_history"].count_documents({"_id": f"{rid}/2"}) == 0  # never written twice
-    assert db["Encounter"].count_documents({}) == consults and db["Composition"].count_documents({}) == consults
+            # its create attributed once (audit.version_event_id), whichever delivery got through
+            assert db["AuditEvent"].count_documents({"sp_entity": f"{rtype}/{rid}", "sp_subtype": "create"}) == 1
+    assert db["Encounter"].count_documents({}) == len(events) and db["Composition"].count_documents({}) == len(events)
+    db.client.drop_database(db.name)
+
+
+CONSULT_CHARGE = "billing.consult-charge"
+
+
+@pytest.fixture()
+def charge_bus(amqp_url: str, base_env: dict[str, str]) -> Iterator[Bus]:
+    """Billing's consult-charge queue (its ``billing.invoice.issued`` events stay in the outbox here)."""
+    yield from _bus(amqp_url, base_env, [CONSULT_CHARGE])
+
+
+def test_the_billing_consult_charge_consumer_bills_each_consult_once_across_database_restarts(
+        own_db, charge_bus: Bus, base_env: dict[str, str], monkeypatch) -> None:
+    """``teleconsult.consult.completed`` events (some twice) reach billing's consult-charge consumer
+    while its database is killed and restarted: each consult has one ChargeItem (version 1) and one
+    Invoice, issued (draft then issued: two versions, two links of its state chain, one
+    ``billing.invoice.issued``), and nothing went to the DLQ. No repair job runs: the consumer holds an
+    event until its database answers, and a redelivery finishes what a cut-off delivery left (a version
+    claimed and not written: rolled forward by a retry past the store's grace period)."""
+    from sen_billing import worker
+    from sen_billing.domain import invoices, pricing
+    from sen_billing.indexes import INDEXES
+    from sen_shared.fhir.store import GRACE_ENV, Store
+
+    pg, fd = own_db
+    db = mongo.database(fd.url, f"sen_charges_{uuid.uuid4().hex[:6]}")
+    mongo.ensure_indexes(db, INDEXES)
+    pricing.load(db)
+    for key, value in {**base_env, "MONGO_URL": fd.url, "SEN_DB": db.name}.items():
+        monkeypatch.setenv(key, value)  # the worker's settings (the clinics' levels, the base salary)
+    worker._settings.cache_clear()
+    # a charge cut off between a version's claim and its current document is finished by a retry past
+    # the store's grace period (Store.ensure_current): the queue's tiers (1 s, 5 s) outlast its 5 s;
+    # here the test's tiers (100 ms, 200 ms) outlast 0.2 s
+    monkeypatch.setenv(GRACE_ENV, "0.2")
+    events = [make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"])
+              for data in (_consult_data(n) for n in range(45))]
+    try:
+        stream_across_restarts(pg, fd, charge_bus, CONSULT_CHARGE, worker.HANDLERS[CONSULT_CHARGE], db, events)
+    finally:
+        worker._settings.cache_clear()
+    store = Store(db, service="billing", emit_events=False)
+    for event in events:
+        sr = event["data"]["serviceRequest"]
+        charge_id = invoices.derived_id("consult", "charge", sr)
+        invoice_id = invoices.derived_id("consult", "invoice", sr)
+        state = {"consult": sr, "charge": db["ChargeItem_history"].find_one({"_id": f"{charge_id}/1"}, {"res": 0}),
+                 "invoice": list(db["Invoice_history"].find({"id": invoice_id}, {"res": 0})),
+                 "links": list(db[invoices.STATES].find({"k": invoice_id}, {"outbox": 0}))}
+        charge = store.read_doc("ChargeItem", charge_id)
+        assert charge["res"]["meta"]["versionId"] == "1", state
+        assert db["ChargeItem_history"].count_documents({"id": charge_id}) == 1, state
+        invoice = store.read_doc("Invoice", invoice_id)
+        assert invoice["res"]["status"] == "issued" and invoice["res"]["meta"]["versionId"] == "2", state
+        assert db["Invoice_history"].count_documents({"id": invoice_id}) == 2, state  # draft, issued
+        assert [line["chargeItemReference"]["reference"] for line in invoice["res"]["lineItem"]] == [
+            f"ChargeItem/{charge_id}"], state
+        links = sorted(db[invoices.STATES].find({"k": invoice_id}), key=lambda link: link["_id"])
+        assert [link["state"] for link in links] == ["draft", "issued"], state
+        assert sum(len(link.get("outbox") or []) for link in links) == 1, state  # one billing.invoice.issued
+    assert store.current("ChargeItem").count_documents({}) == len(events)
+    assert store.current("Invoice").count_documents({}) == len(events)
     db.client.drop_database(db.name)
 
 
@@ -524,3 +606,55 @@ def test_a_cut_off_partial_payments_retry_writes_nothing_until_the_payments_reac
         assert db["refund_tasks"].count_documents({"_id": pid}) == 0  # the cancel's sweep came before it
         assert not call(db, late).created
         assert db["refund_tasks"].find_one({"_id": pid})["reason"] == "invoice-cancelled"
+
+
+@pytest.mark.parametrize(("rtype", "version"), [("ChargeItem", 1), ("Invoice", 1), ("Invoice", 2)])
+def test_a_consult_charge_cut_off_after_a_version_claim_is_finished_by_the_redelivery(
+        mongo_client, base_env: dict[str, str], monkeypatch, rtype: str, version: int) -> None:
+    """The consult's charge cut off right after ``rtype``'s version ``version`` was claimed (its history
+    document), before its current document (the step after the claim raises as the gone database did).
+    Delivered again at once, within the store's grace period (the claim's writer may still be at it),
+    the event fails with a 409 to retry; its retry past the grace period (the consult-charge queue's
+    tiers, 1 s then 5 s, outlast the 5 s grace; 0 here) rolls the version forward and finishes the
+    charge: the ChargeItem readable, the Invoice issued, each version once. Before, the redelivery
+    acked with the ChargeItem never current (read: not known) or the Invoice current as a draft, and
+    billing's relay rolls no version forward (its history documents carry no events)."""
+    from pymongo.errors import AutoReconnect
+    from sen_billing import worker
+    from sen_billing.domain import invoices, pricing
+    from sen_shared.fhir import store as fhir_store
+    from sen_shared.fhir.outcome import FhirError
+    from sen_shared.fhir.store import GRACE_ENV, Store
+
+    from tests.billing_support import scratch_db
+
+    with scratch_db(mongo_client, "cutcharge") as db:
+        pricing.load(db)
+        for key, value in {**base_env, "SEN_DB": db.name}.items():
+            monkeypatch.setenv(key, value)
+        worker._settings.cache_clear()
+        data = _consult_data(0)
+        event = make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"])
+        charge_id = invoices.derived_id("consult", "charge", data["serviceRequest"])
+        invoice_id = invoices.derived_id("consult", "invoice", data["serviceRequest"])
+
+        def cut(w: Any) -> None:
+            if w.resource_type == rtype and int(w.history["v"]) == version:
+                raise AutoReconnect("the database went away")
+
+        with monkeypatch.context() as m:
+            m.setattr(fhir_store, "after_claim", cut)
+            with pytest.raises(AutoReconnect):
+                worker.consult_charge(event, db)
+        assert db[f"{rtype}_history"].count_documents({"v": version}) == 1
+        with pytest.raises(FhirError) as again:
+            worker.consult_charge(event, db)  # the broker delivers it again, at once
+        assert again.value.status == 409
+        monkeypatch.setenv(GRACE_ENV, "0")
+        worker.consult_charge(event, db)  # its retry, past the grace period
+        store = Store(db, service="billing", emit_events=False)
+        assert store.read_doc("ChargeItem", charge_id)["res"]["meta"]["versionId"] == "1"
+        invoice = store.read_doc("Invoice", invoice_id)["res"]
+        assert invoice["status"] == "issued" and invoice["meta"]["versionId"] == "2"
+        assert db["ChargeItem_history"].count_documents({}) == 1 and db["Invoice_history"].count_documents({}) == 2
+        worker._settings.cache_clear()

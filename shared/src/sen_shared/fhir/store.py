@@ -610,6 +610,26 @@ class Store:
         log.warning("rolled a version forward", extra={"resource": f"{resource_type}/{rid}", "version": version})
         return True
 
+    def ensure_current(self, resource_type: str, rid: str, version: int) -> None:
+        """Make the claimed version ``version`` of ``resource_type/rid`` current when a write was cut off
+        between its claim (the history document) and its current document: nothing when no such claim
+        exists or the current document is at it or later; rolled forward (:meth:`roll_forward`) once the
+        claim is older than the grace period and no open transaction holds it (its writer presumed dead);
+        before that a 409 "try again" (its writer may still be at it). For a caller that lost a claim
+        and goes on as if the version were stored: an event's redelivery, whose consumer retries it
+        (the bus's retry tiers outlast the grace period), in a service whose relay does not roll its
+        versions forward (no events in its history documents: ``emit_events=False``)."""
+        head = self.head(resource_type, rid)
+        if head is not None and int(head["v"]) >= version:
+            return
+        hist = self.history(resource_type).find_one({"_id": f"{rid}/{version}"})
+        if hist is None:
+            return
+        if is_stale(hist) and not self.txn_open(hist) and self.roll_forward(resource_type, hist):
+            return
+        raise FhirError(f"{resource_type}/{rid} version {version} is being written; try again", status=409,
+                        code="conflict")
+
     # ------------------------------------------------------------------ conditional creates
 
     def condition_link(self, resource_type: str,

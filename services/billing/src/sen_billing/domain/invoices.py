@@ -705,10 +705,20 @@ def charge_consult(db: Database, event: dict[str, Any], *, level_of: Any, base_s
         if held is None or held == invoice_id:
             raise  # a race to retry (the bus redelivers)
         return held  # a cashier invoiced the charge by hand before its invoice was made: billed there
+    # A delivery cut off between a version's claim (its history document) and its current document
+    # left the ChargeItem unknown or the Invoice unknown or a draft to every reader, and billing's
+    # relay rolls no version forward (its history documents carry no events): each version this
+    # event makes is made current here (Store.ensure_current: rolled forward once its claim is past
+    # the grace period; before that a 409, retried: its writer may still be at it, and the queue's
+    # tiers, 1 s then 5 s, outlast the 5 s grace). Checked after the steps, not at each claim lost: a
+    # racing delivery's current documents have landed by then.
+    store.ensure_current("Invoice", invoice_id, 1)  # (issue reads it)
     link = state(db, invoice_id)
     if link is not None and link["state"] == "cancelled":
         return invoice_id  # cancelled at the desk (its charge given back, perhaps re-invoiced): done
     issue(db, invoice_id)
+    store.ensure_current("ChargeItem", charge_id, 1)
+    store.ensure_current("Invoice", invoice_id, 2)  # the issued version
     return invoice_id
 
 
