@@ -206,6 +206,17 @@ def test_only_a_facilitys_cashier_opens_it_from_the_queue(client, fake):
     assert "<h1>New invoice</h1>" in page and "Create and issue the invoice" in page
 
 
+def test_the_new_invoice_page_has_each_id_once(client, fake):
+    """Review 9: the hidden patient field and the patient's section were both id="patient"."""
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, who="nguyen thi mai", action="find-patient").get_data(as_text=True)
+    for shown in (page, post(client, page, choose="bn-0001").get_data(as_text=True)):
+        ids = re.findall(r'\sid="([^"]+)"', shown)
+        assert ids and sorted({i for i in ids if ids.count(i) > 1}) == [], ids
+        assert 'id="patient-section"' in shown
+
+
 def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client, fake):
     sign_in(client)
     page = client.get("/invoices/new").get_data(as_text=True)

@@ -195,6 +195,10 @@ def test_the_admin_reads_the_unmatched_transfers_facility_by_name(app, billing, 
                              "description": "?", "facility": "tyt-khac"}]
     page = portal_signed_in(app, "admin").get("/unmatched").get_data(as_text=True)
     assert rows(page, "unmatched-facility") == ["Trạm Y tế xã Mỹ Hiệp", "tyt-khac"]  # unnamed: its id
+    # the facility filter names them too, by name only (review 9: "Trạm Y tế xã Mỹ Hiệp (tyt-my-hiep)")
+    select = re.search(r'data-testid="unmatched-facility-filter">(.*?)</select>', page, re.S).group(1)
+    options = [o.strip() for o in re.findall(r"<option[^>]*>([^<]*)</option>", select)]
+    assert "Trạm Y tế xã Mỹ Hiệp" in options and not any("(tyt-" in o for o in options), options
 
 
 def _at(iso: str) -> int:
