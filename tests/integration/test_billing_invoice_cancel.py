@@ -7,7 +7,9 @@
   the next draft that finds the charge held by a cancelled invoice;
 - 10 drafts at once for the same released charge: exactly one takes it, the others are 409; and
   drafts racing the cancels (several at once) of the charge's invoice: never two live invoices
-  holding it, and a draft that lost (409) succeeds when retried after the cancel;
+  holding it, and a draft that lost (409) succeeds when retried after the cancel; every cancel
+  answers 'cancelled', also one clicked again while the first one's cancelled version is claimed and
+  not yet current (the interleaving forced through the store's ``after_claim``);
 - ``teleconsult.consult.completed`` arriving again after its invoice was cancelled and its charge
   invoiced again by hand: nothing is taken again, nothing raised for the bus to retry;
 - a claim written before the claims became a chain (``{_id: <charge>, invoice}``) still holds.
@@ -25,7 +27,8 @@ import pytest
 from sen_billing import worker
 from sen_billing.domain import charge_claims, invoices
 from sen_shared.auth import issue_dev_token
-from sen_shared.claims import advance
+from sen_shared.claims import CHAIN_SEQ, advance
+from sen_shared.fhir import store as fhir_store
 from sen_shared.fhir.store import Store
 
 from tests.billing_support import billing_app
@@ -228,6 +231,52 @@ def test_drafts_racing_the_cancels_never_make_two_live_invoices(billing, rounds:
             invoices.create_draft(db, ids[0], patient=patient, facility="org-a", items=[item], base_salary=2_340_000)
             assert charge_claims.holder(db, item["id"]) == ids[0]
         assert invoices.state(db, old)["state"] == "cancelled"
+
+
+def test_a_cancel_clicked_again_while_the_first_ones_version_is_written_answers_cancelled(billing, monkeypatch) -> None:
+    """The race above, its interleaving forced (under load a cancel answered the invoice 'issued'):
+    the first cancel has won the cancelled link, given the charge back and claimed the Invoice's
+    cancelled version, its current document not written yet. Then the cancel again (a double click)
+    and a draft of the charge: the cancel answers 'cancelled' (the version claimed, not the stale
+    current document, nor a 409), the draft takes the charge; one live invoice holds it."""
+    _client, db = billing
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    old, item = _issued(db, patient)
+    new = f"inv-{uuid.uuid4().hex[:12]}"
+    store = Store(db, service="billing")
+    inside: dict = {}
+
+    def paused(w) -> None:  # the first cancel holds version 3 claimed, its current write not made
+        if (w.resource_type, w.rid, w.version) != ("Invoice", old, 3) or inside:
+            return
+        inside["current"] = store.read_doc("Invoice", old)["res"]["status"]
+        jobs = {"again": lambda: invoices.cancel(db, old, "bấm lại"), "draft": _draft(db, new, patient, item)}
+        for name, job in jobs.items():
+            try:
+                inside[name] = job()
+            except Exception as err:  # noqa: BLE001 - asserted below
+                inside[name] = err
+
+    monkeypatch.setattr(fhir_store, "after_claim", paused)
+    first = invoices.cancel(db, old, "nhập nhầm")
+    monkeypatch.setattr(fhir_store, "after_claim", None)
+    assert inside["current"] == "issued"  # the window was forced: the current document still the issued one
+    again = inside["again"]
+    assert isinstance(again, dict) and again["status"] == "cancelled", again
+    assert again["meta"]["versionId"] == "3"  # the version the first cancel claimed
+    assert first["status"] == "cancelled"
+    assert isinstance(inside["draft"], dict) and inside["draft"]["status"] == "draft", inside["draft"]
+    assert charge_claims.holder(db, item["id"]) == new
+    links = sorted((link[CHAIN_SEQ], link["state"], link["invoice"])
+                   for link in db[invoices.CHARGE_INVOICED].find({"k": item["id"]}))
+    assert links == [(1, "invoiced", old), (2, "released", old), (3, "invoiced", new)]
+    assert invoices.cancel(db, old, "nhập nhầm")["status"] == "cancelled"  # a late re-call gives back nothing
+    assert charge_claims.holder(db, item["id"]) == new
+    assert store.read_doc("Invoice", old)["res"]["status"] == "cancelled"
+    invoices.issue(db, new)  # the replacement issued names it on the cancelled one (if its draft could not yet)
+    named = [e["valueReference"]["reference"] for e in store.read_doc("Invoice", old)["res"].get("extension", [])
+             if e["url"] == invoices.REPLACED_BY_EXT]
+    assert named == [f"Invoice/{new}"]
 
 
 def completed(sr: str, patient: str) -> dict:

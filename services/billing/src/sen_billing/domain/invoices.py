@@ -505,7 +505,8 @@ def state(db: Database, invoice_id: str) -> dict[str, Any] | None:
 def _roll_forward(db: Database, invoice_id: str, link: dict[str, Any]) -> dict[str, Any]:
     """Write the Invoice resource's version for the chain's state if it is not written yet.
     Writer: the caller that holds (or found) the link; two of them race on the store's version
-    claim (``if_match``), and the loser re-reads what the winner wrote."""
+    claim (``if_match``), and the loser answers the version the winner claimed when it shows the
+    chain's state (:func:`_claimed_at`), else reads again."""
     store = _store(db)
     for _ in range(3):
         doc = store.read_doc("Invoice", invoice_id)
@@ -534,7 +535,24 @@ def _roll_forward(db: Database, invoice_id: str, link: dict[str, Any]) -> dict[s
         except FhirError as err:
             if err.status not in (409, 412):
                 raise
+            won = _claimed_at(store, invoice_id, int(doc["v"]) + 1, target)
+            if won is not None:
+                return won
     return store.read_doc("Invoice", invoice_id)["res"]
+
+
+def _claimed_at(store: Store, invoice_id: str, version: int, target: str) -> dict[str, Any] | None:
+    """The Invoice's claimed version ``version`` (its history document) when it shows the chain's state
+    ``target`` (issued: or paid since), else None. What a writer that lost that version to another
+    answers: the claim decided it, and its current document may not be written yet (a double-clicked
+    cancel read the issued version three times while the winner's write was still on its way, and
+    answered the invoice issued; re-reading the current document is timing, the claim is not)."""
+    try:
+        res = store.vread_doc("Invoice", invoice_id, str(version))["res"]
+    except FhirError:
+        return None  # (no such version, or a deletion: read the current document again)
+    status = res.get("status")
+    return res if status == target or (target == "issued" and status == "balanced") else None
 
 
 def issue(db: Database, invoice_id: str) -> dict[str, Any]:
