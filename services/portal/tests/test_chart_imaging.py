@@ -47,7 +47,7 @@ EXPECTED = {
            "· Xem ảnh",
            "01/03/2024 09:00 — Chụp cắt lớp vi tính (CT)"],
     "en": ["21/11/2026 08:00 — Ultrasound: Siêu âm bụng tổng quát · Series: 1 · Images: 3",
-           "20/11/2026 09:30 — Digital radiography: X-quang ngực thẳng · Body site: Ngực · Series: 1 · Images: 2 "
+           "20/11/2026 09:30 — Digital radiography: X-quang ngực thẳng · Body site: Chest · Series: 1 · Images: 2 "
            "· View the images",
            "01/03/2024 09:00 — Computed tomography"],
 }
@@ -72,3 +72,40 @@ def test_the_patients_imaging_studies_are_on_the_chart_newest_first(tmp_path, mo
     assert links == ["https://pacs.bvdk.example/studies/1.2.3"]  # never the javascript: one
     assert "Ghi nhầm" not in page
     assert _studies(_chart(tmp_path, monkeypatch, list(reversed(RECORD)), lang)) == EXPECTED[lang]
+
+
+# review 9: a series' body site as the code system writes it ("Thorax") was shown as is on the Vietnamese page
+SNOMED = "http://snomed.info/sct"
+SITES = {"resourceType": "ImagingStudy", "id": "ct-nhieu-vung", "status": "available", "subject": SUBJECT,
+         "started": "2026-11-23T08:00:00+07:00", "modality": [{"system": DCM, "code": "CT"}],
+         "series": [{"uid": f"1.2.5.{i}", "modality": {"system": DCM, "code": "CT"}, "bodySite": site}
+                    for i, site in enumerate([
+                        {"system": SNOMED, "code": "51185008", "display": "Thorax"},
+                        {"system": SNOMED, "code": "818983003", "display": "Abdomen"},
+                        {"system": SNOMED, "code": "122496007", "display": "Lumbar spine"},
+                        {"system": SNOMED, "code": "302551006", "display": "Entire thorax"},  # none of the table's
+                        {"system": SNOMED, "code": "1234567"}])]}  # no display: its code
+
+
+def test_the_record_with_body_sites_is_real_fhir():
+    assert validate_resource(SITES) == "ImagingStudy"
+
+
+@pytest.mark.parametrize(("lang", "sites"), [
+    ("vi", "Vùng chụp: Ngực, Bụng, Cột sống thắt lưng, Entire thorax, 1234567"),
+    ("en", "Body site: Chest, Abdomen, Lumbar spine, Entire thorax, 1234567"),
+])
+def test_a_series_body_site_is_named_in_the_pages_language(tmp_path, monkeypatch, lang, sites):
+    (study,) = _studies(_chart(tmp_path, monkeypatch, [SITES], lang))
+    assert f" · {sites} · " in study, study
+    assert lang == "en" or "Thorax" not in study
+
+
+def test_every_body_site_of_the_table_has_a_vietnamese_and_an_english_name():
+    from sen_portal.web import imaging
+
+    for code in ("51185008", "818983003", "69536005", "421060004", "816092008", "53120007", "61685007"):
+        vi, en = imaging.body_site({"system": SNOMED, "code": code}, "vi"), \
+            imaging.body_site({"system": SNOMED, "code": code}, "en")
+        assert vi and en and vi != code and en != code, code
+    assert imaging.body_site({"system": "http://example.org/other", "code": "51185008", "display": "X"}, "vi") == "X"

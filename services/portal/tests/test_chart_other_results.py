@@ -74,21 +74,20 @@ RECORD = [_observation("w-1", "29463-7", 61, "2026-11-01T08:00:00+07:00"),
 
 EXPECTED = {
     "vi": ["21/11/2026 07:30 — Glucose máu: Không thực hiện",
-           "20/11/2026 09:15 — Test nhanh kháng nguyên COVID-19: Âm tính (Bình thường)",
+           "20/11/2026 09:15 — Test nhanh kháng nguyên SARS-CoV-2: Âm tính (Bình thường)",
            "20/11/2026 09:00 — Khám họng: Họng đỏ nhẹ, amidan không sưng",
            "20/11/2026 08:00 — Huyết áp: Huyết áp tâm thu: 150 mmHg; Huyết áp tâm trương: Lỗi khi đo",
            "19/11/2026 08:00 — Đang hút thuốc lá: Không",
-           "18/11/2026 08:00 — Last menstrual period start date: 01/11/2026",
+           "18/11/2026 08:00 — Ngày đầu kỳ kinh cuối: 01/11/2026",
            "02/03/2025 08:00 — Nhóm máu ABO: Nhóm máu O",
            "Bạch cầu: 12,5 10*9/L (Cao)"],
     "en": ["21/11/2026 07:30 — Blood glucose: Not performed",
-           "20/11/2026 09:15 — SARS-CoV-2 (COVID-19) Ag [Presence] in Respiratory specimen by Rapid immunoassay: "
-           "Negative (Normal)",
+           "20/11/2026 09:15 — SARS-CoV-2 rapid antigen test: Negative (Normal)",
            "20/11/2026 09:00 — Khám họng: Họng đỏ nhẹ, amidan không sưng",
            "20/11/2026 08:00 — Blood pressure: Systolic blood pressure: 150 mmHg; Diastolic blood pressure: Error",
            "19/11/2026 08:00 — Đang hút thuốc lá: No",
            "18/11/2026 08:00 — Last menstrual period start date: 01/11/2026",
-           "02/03/2025 08:00 — ABO group [Type] in Blood: Blood group O",
+           "02/03/2025 08:00 — ABO blood group: Blood group O",
            "Leukocytes [#/volume] in Blood: 12.5 10*9/L (High)"],
 }
 
@@ -127,3 +126,49 @@ def test_a_chart_of_numbers_alone_has_no_other_results(tmp_path, monkeypatch):
     page = _chart(tmp_path, monkeypatch, RECORD[:2])
     assert 'data-testid="other-results"' not in page and "Các kết quả khác" not in page
     assert re.findall(r'<canvas data-series="([^"]+)"', page) == ["29463-7"]
+
+
+# review 9: a common result that is no number, coded with the code system's English alone ("ABO and Rh group"),
+# was named in English on the Vietnamese chart; the table names it in the page's language, else as before
+NAMED_BY_THE_TABLE = [
+    _obs("abo-rh", {"coding": [{"system": LOINC, "code": "882-1", "display": "ABO and Rh group"}]},
+         "2026-11-24T08:00:00+07:00", valueString="O Rh+"),
+    _obs("hbsag", {"coding": [{"system": LOINC, "code": "5196-1",
+                               "display": "Hepatitis B virus surface Ag [Presence] in Serum"}]},
+         "2026-11-24T08:05:00+07:00",
+         valueCodeableConcept={"coding": [{"system": SNOMED, "code": "260385009", "display": "Negative"}]}),
+    _obs("nitrite", {"coding": [{"system": LOINC, "code": "5802-4",
+                                 "display": "Nitrite [Presence] in Urine by Test strip"}]},
+         "2026-11-24T08:10:00+07:00",
+         valueCodeableConcept={"coding": [{"system": SNOMED, "code": "10828004", "display": "Positive"}]}),
+    _obs("other", {"coding": [{"system": LOINC, "code": "31208-2", "display": "Specimen source"}]},  # not the table's
+         "2026-11-24T08:15:00+07:00", valueString="Máu tĩnh mạch"),
+]
+
+
+def test_the_named_results_are_real_fhir():
+    for resource in NAMED_BY_THE_TABLE:
+        assert validate_resource(resource) == "Observation", resource["id"]
+
+
+@pytest.mark.parametrize(("lang", "expected"), [
+    ("vi", ["24/11/2026 08:15 — Specimen source: Máu tĩnh mạch",
+            "24/11/2026 08:10 — Nitrit niệu (que thử): Dương tính",
+            "24/11/2026 08:05 — Kháng nguyên bề mặt viêm gan B (HBsAg): Âm tính",
+            "24/11/2026 08:00 — Nhóm máu ABO và Rh: O Rh+"]),
+    ("en", ["24/11/2026 08:15 — Specimen source: Máu tĩnh mạch",
+            "24/11/2026 08:10 — Urine nitrite (dipstick): Positive",
+            "24/11/2026 08:05 — Hepatitis B surface antigen (HBsAg): Negative",
+            "24/11/2026 08:00 — ABO and Rh blood group: O Rh+"]),
+])
+def test_a_common_result_coded_in_english_alone_is_named_in_the_pages_language(tmp_path, monkeypatch, lang,
+                                                                                 expected):
+    assert _results(_chart(tmp_path, monkeypatch, NAMED_BY_THE_TABLE, lang)) == expected
+
+
+def test_every_result_of_the_table_has_a_vietnamese_and_an_english_name():
+    from sen_portal.web import loinc
+
+    for code in ("882-1", "883-9", "10331-7", "94558-4", "2106-3", "5792-7", "5804-0", "5802-4", "5799-2"):
+        vi, en = loinc.name(code, "vi"), loinc.name(code, "en")
+        assert vi and en and vi != en, code

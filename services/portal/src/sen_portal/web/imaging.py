@@ -1,7 +1,8 @@
 """The chart's imaging studies (FHIR ImagingStudy: an X-ray, a CT, an ultrasound …), each as one line in the
 page's language: when it was made (Asia/Ho_Chi_Minh), its modality by name (DICOM's codes: ``DX`` "X-quang
-kỹ thuật số"), its description, how many series and images, the body sites, and a link to where its images
-are (its ``endpoint``'s address, http or https only), newest first (``clinic.chart_data``)."""
+kỹ thuật số"), its description, how many series and images, the body sites by name (SNOMED's codes:
+``51185008`` "Ngực"), and a link to where its images are (its ``endpoint``'s address, http or https only),
+newest first (``clinic.chart_data``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,34 @@ MODALITIES: dict[str, tuple[str, str]] = {
     "OP": ("Chụp ảnh đáy mắt", "Ophthalmic photography"), "XC": ("Ảnh chụp ngoài", "External-camera photography"),
     "SM": ("Tiêu bản hiển vi", "Slide microscopy"), "OT": ("Khác", "Other"),
 }
+
+
+SNOMED = "http://snomed.info/sct"
+# a series' body site (SNOMED CT, DICOM's body parts) a clinic meets: (Vietnamese, English)
+BODY_SITES: dict[str, tuple[str, str]] = {
+    "51185008": ("Ngực", "Chest"), "39607008": ("Phổi", "Lung"), "80891009": ("Tim", "Heart"),
+    "818983003": ("Bụng", "Abdomen"), "113345001": ("Bụng", "Abdomen"),
+    "818982008": ("Bụng và chậu", "Abdomen and pelvis"),
+    "816092008": ("Khung chậu", "Pelvis"), "12921003": ("Khung chậu", "Pelvis"),
+    "69536005": ("Đầu", "Head"), "89546000": ("Hộp sọ", "Skull"), "12738006": ("Não", "Brain"),
+    "45048000": ("Cổ", "Neck"),
+    "421060004": ("Cột sống", "Spine"), "122494005": ("Cột sống cổ", "Cervical spine"),
+    "122495006": ("Cột sống ngực", "Thoracic spine"), "122496007": ("Cột sống thắt lưng", "Lumbar spine"),
+    "66019005": ("Chi", "Limb"), "53120007": ("Chi trên", "Upper limb"), "61685007": ("Chi dưới", "Lower limb"),
+    "16982005": ("Vai", "Shoulder"), "85562004": ("Bàn tay", "Hand"), "74670003": ("Cổ tay", "Wrist"),
+    "29836001": ("Háng", "Hip"), "72696002": ("Gối", "Knee"), "70258002": ("Cổ chân", "Ankle"),
+    "56459004": ("Bàn chân", "Foot"),
+    "76752008": ("Vú", "Breast"), "10200004": ("Gan", "Liver"), "64033007": ("Thận", "Kidney"),
+}
+
+
+def body_site(coding: dict[str, Any], lang: str) -> str:
+    """A body site's name in ``lang``: a SNOMED code of the table by its name, else the coding's display, else
+    its code."""
+    named = BODY_SITES.get(str(coding.get("code") or "")) if coding.get("system") in (SNOMED, None) else None
+    if named:
+        return named[1 if lang == "en" else 0]
+    return str(coding.get("display") or coding.get("code") or "")
 
 
 def modality(coding: dict[str, Any], lang: str) -> str:
@@ -50,8 +79,7 @@ def line(study: dict[str, Any], endpoints: dict[str, dict[str, Any]], lang: str 
     codings = [c for c in study.get("modality") or [] if isinstance(c, dict)]
     codings += [s["modality"] for s in series if isinstance(s.get("modality"), dict)]
     names = list(dict.fromkeys(n for n in (modality(c, lang) for c in codings) if n))
-    sites = list(dict.fromkeys(str(s["bodySite"].get("display") or s["bodySite"].get("code") or "")
-                               for s in series if isinstance(s.get("bodySite"), dict)))
+    sites = list(dict.fromkeys(body_site(s["bodySite"], lang) for s in series if isinstance(s.get("bodySite"), dict)))
     instances = study.get("numberOfInstances")
     if not isinstance(instances, int):
         counted = [s.get("numberOfInstances") if isinstance(s.get("numberOfInstances"), int) else

@@ -1,6 +1,7 @@
 """The common vital-sign and diabetes LOINC codes by name, Vietnamese and English, for the chart's
 trends: a standard panel often carries codes only (a blood-pressure panel's 8480-6 and 8462-4 with no
-display), which the chart would otherwise have nothing to call."""
+display), which the chart would otherwise have nothing to call; and the common results that are no number
+(blood group, rapid tests, urine dipstick, ...), whose coding's display is the code system's English."""
 
 from __future__ import annotations
 
@@ -28,6 +29,30 @@ NAMES: dict[str, tuple[str, str]] = {
     "2339-0": ("Glucose máu", "Blood glucose"),
     "2345-7": ("Glucose huyết thanh/huyết tương", "Serum/plasma glucose"),
     "4548-4": ("HbA1c", "HbA1c"),
+    # results that are no number (results.py lists them): blood group, rapid tests, urine dipstick, ...
+    "882-1": ("Nhóm máu ABO và Rh", "ABO and Rh blood group"),
+    "883-9": ("Nhóm máu ABO", "ABO blood group"),
+    "10331-7": ("Nhóm máu Rh", "Rh blood group"),
+    "94558-4": ("Test nhanh kháng nguyên SARS-CoV-2", "SARS-CoV-2 rapid antigen test"),
+    "94500-6": ("SARS-CoV-2 RNA (RT-PCR)", "SARS-CoV-2 RNA (RT-PCR)"),
+    "80382-5": ("Test nhanh kháng nguyên cúm A", "Influenza A rapid antigen test"),
+    "80383-3": ("Test nhanh kháng nguyên cúm B", "Influenza B rapid antigen test"),
+    "75377-2": ("Kháng nguyên NS1 sốt xuất huyết Dengue", "Dengue virus NS1 antigen"),
+    "5196-1": ("Kháng nguyên bề mặt viêm gan B (HBsAg)", "Hepatitis B surface antigen (HBsAg)"),
+    "20507-0": ("Giang mai (RPR)", "Syphilis (RPR)"),
+    "32700-7": ("Tìm ký sinh trùng sốt rét (lam máu)", "Malaria smear"),
+    "11545-1": ("Soi đờm tìm vi khuẩn kháng acid (AFB)", "Sputum acid-fast stain (AFB)"),
+    "2106-3": ("Test thai (hCG nước tiểu)", "Urine pregnancy test (hCG)"),
+    "5792-7": ("Glucose niệu (que thử)", "Urine glucose (dipstick)"),
+    "5804-0": ("Protein niệu (que thử)", "Urine protein (dipstick)"),
+    "5797-6": ("Ceton niệu (que thử)", "Urine ketones (dipstick)"),
+    "5794-3": ("Hồng cầu niệu (que thử)", "Urine blood (dipstick)"),
+    "5799-2": ("Bạch cầu niệu (que thử)", "Urine leukocyte esterase (dipstick)"),
+    "5802-4": ("Nitrit niệu (que thử)", "Urine nitrite (dipstick)"),
+    "5770-3": ("Bilirubin niệu (que thử)", "Urine bilirubin (dipstick)"),
+    "5803-2": ("pH nước tiểu (que thử)", "Urine pH (dipstick)"),
+    "5811-5": ("Tỷ trọng nước tiểu (que thử)", "Urine specific gravity (dipstick)"),
+    "8665-2": ("Ngày đầu kỳ kinh cuối", "Last menstrual period start date"),
 }
 
 
