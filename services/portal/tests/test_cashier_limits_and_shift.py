@@ -197,7 +197,8 @@ def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
     assert (cash[3], cash[10], cash[11]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
     assert (standard[3], standard[10], standard[11]) == ("Chuyển khoản ngân hàng", "", "")
     assert (payos[3], casso[3]) == ("payOS", "Casso")
-    assert (refund[3], refund[10], refund[11]) == ("Chuyển khoản", "Lê Thị Thu", "")
+    # a refund is money going out, by its own channel (review 9: it read "Chuyển khoản", as money received)
+    assert (refund[3], refund[10], refund[11]) == ("Hoàn qua: Chuyển khoản", "Lê Thị Thu", "")
     assert total[10:12] == ["", ""]
     text = "\n".join(",".join(r) for r in rows)
     assert "portal-cashier" not in text and "6a9973cce7f043af" not in text and ",standard," not in text

@@ -277,7 +277,9 @@ def test_the_daily_csv_names_the_shifts_a_transfer_counts_under(app):
 def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
     """The transaction column is what the cashier matches against the statement (billing's ``bank_reference``),
     on a refund's row too, and cash as the cash book has it (review 8: it was billing's payment id); "Hóa đơn"
-    keeps the HD… code. From an older billing: a transfer's transaction."""
+    keeps the HD… code. From an older billing: a transfer's transaction. A refund's row is money going out
+    (review 9: it showed the transfer it gives back as its own transaction, "Nhận qua: Chuyển khoản", read as
+    money received): how it went out, by its own channel, and which transaction it gives back."""
     lines = ["payment,2026-12-05T09:30:00+07:00,sepay:t9,sepay,transfer,inv-1,tyt-my-hiep,100000,yes,"
              "late-balanced,HD1,,,refund task: invoice-balanced,,,,,,,FT26339123456",
              "payment,2026-12-05T09:40:00+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,50000,yes,applied,HD2,"
@@ -287,12 +289,19 @@ def test_the_daily_csvs_reference_is_the_banks_not_the_invoices(app):
     header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name,bank_reference", *lines)
     invoice, reference = header.index("Hóa đơn"), header.index(TRANSACTION)
     assert "bank_reference" not in header and "Mã tham chiếu" not in header and len(header) == len(rows[0])
-    assert [(r[invoice], r[reference]) for r in rows] == [("HD1", "FT26339123456"), ("HD2", "Tiền mặt · Lê Thị Thu"),
-                                                          ("HD1", "FT26339123456")]
+    assert [(r[invoice], r[reference]) for r in rows] == [
+        ("HD1", "FT26339123456"), ("HD2", "Tiền mặt · Lê Thị Thu"),
+        ("HD1", "Chuyển khoản trả lại · hoàn cho giao dịch FT26339123456")]
+    assert [r[header.index("Nhận qua")] for r in rows] == ["SePay", "Tiền mặt", "Hoàn qua: Chuyển khoản"]
+    # given back in cash from the drawer: paid out by the cashier, the transfer it gives back named
+    cash_back = lines[2].replace(",cashier,transfer,", ",cashier,cash,")
+    header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name,bank_reference", cash_back)
+    assert rows[0][header.index(TRANSACTION)] == "Chi tiền mặt · Lê Thị Thu · hoàn cho giao dịch FT26339123456"
+    assert rows[0][header.index("Nhận qua")] == "Hoàn qua: Tiền mặt"
     # an older billing (no bank_reference column): a transfer's transaction id
     header, rows = _readable(app, "refunded_amount,refunded_at,shift_cashier_name",
                              *(line.rsplit(",", 1)[0] for line in lines))
-    assert [r[header.index(TRANSACTION)] for r in rows] == ["t9", "Tiền mặt · Lê Thị Thu", ""]
+    assert [r[header.index(TRANSACTION)] for r in rows] == ["t9", "Tiền mặt · Lê Thị Thu", "Chuyển khoản trả lại"]
 
 
 def test_finishing_a_give_back_another_cashier_started_says_who_and_what_to_hand_over(app, billing):

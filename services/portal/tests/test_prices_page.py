@@ -375,7 +375,8 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
                        "Thu ngân", "Ca làm việc", "Ghi chú"]
     assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "Tiền mặt · thu", "Tiền mặt", "Tiền mặt", "inv-1",
                        "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "thu", "s1", ""]
-    assert rows[2][:3] == ["Hoàn tiền", "05/12/2026 10:00:00", "Tiền mặt · thu"] and rows[2][7] == "-20000"
+    assert rows[2][:4] == ["Hoàn tiền", "05/12/2026 10:00:00", "Chi tiền mặt · thu", "Hoàn qua: Tiền mặt"]
+    assert rows[2][7] == "-20000"  # money going out (review 9: a refund read as cash taken in)
     assert rows[2][12] == "thừa"  # the cashier's reason, as written
     assert ["Tổng", "05/12/2026", "Thực thu", "", "", "", "", "400000"] == rows[7][:8]
     assert rows[-1][:5] == ["Khoản thanh toán", "05/12/2026 11:00:00", "9", "SePay", "Chuyển khoản"]

@@ -32,7 +32,7 @@ from wtforms.validators import InputRequired
 
 from . import backend_message, bp, csvfile, login_required, outcome_label, refunded_label
 from .backend import BackendError, call
-from .formatting import TZ, received_through, today
+from .formatting import TZ, payment_method, received_through, today
 from .forms import FlaskForm, LocalDateField
 
 TOTALS = ("transfers", "cash", "refunds", "unmatched", "net", "payments", "unmatched_assigned", "unmatched_refunded",
@@ -231,6 +231,8 @@ def _who_and_how(r: dict[str, str]) -> dict[str, str]:
         shift = "; ".join(" · ".join(p for p in (_time(at)[:16], who) if p)
                           for at, who in zip(opened, names + [""] * (len(opened) - len(names)), strict=False))
     how = received_through(r.get("provider"), r.get("channel")) if r.get("kind") != "shift" else ""  # no money
+    if r.get("kind") == "refund":  # money going out, by the refund's own channel (cash from the drawer, a transfer)
+        how = gettext("Refunded through: %(how)s", how=payment_method(None, r.get("channel")))
     return {"cashier": name, "shift": shift, "provider": how}
 
 
@@ -255,10 +257,27 @@ def _transaction(r: dict[str, str]) -> str:
         return _label(_TOTAL_NAMES, r.get("id", ""))
     if r.get("kind") == "shift":
         return ""  # its shift and times say which
+    if r.get("kind") == "refund":
+        return _refund_transaction(r)
     if r.get("channel") == "cash":
         who = r.get("cashier", "")
         return gettext("Cash · %(cashier)s", cashier=who) if who else str(_CHANNELS["cash"])
     return _bank_reference(r)
+
+
+def _refund_transaction(r: dict[str, str]) -> str:
+    """A refund's row is money going out: how it went (cash paid out of the drawer by the cashier, a transfer
+    sent back) and the incoming transaction it gives back, by the bank's id ("Chuyển khoản trả lại · hoàn cho
+    giao dịch FT26339123456"), never that transaction's id alone, which reads as money that came in."""
+    if r.get("channel") == "cash":
+        who = r.get("cashier", "")
+        out = gettext("Cash paid out · %(cashier)s", cashier=who) if who else gettext("Cash paid out")
+    else:
+        out = gettext("Transfer sent back")
+    given_back = _bank_reference(r)
+    if not given_back:  # a cash payment given back: the cash book has it by the time and the invoice
+        return out
+    return gettext("%(refund)s · refund of the transaction %(reference)s", refund=out, reference=given_back)
 
 
 def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
