@@ -41,7 +41,7 @@ from itsdangerous import BadSignature
 
 from ..config import PortalSettings
 from ..domain.report_facts import one_decimal
-from . import directory, formatting, icd10
+from . import directory, formatting, icd10, results
 from .backend import BackendError
 from .patients import FHIR_ID
 from .users import User
@@ -183,6 +183,8 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     directory.install(flask_app)
     icd10.install(flask_app)
     flask_app.jinja_env.filters["day_name"] = day_name
+    # a global, not the context processor's: the attachments macro is imported without the page's context
+    flask_app.jinja_env.globals["reference_display"] = results.reference_display
     from . import auth, cashier, charges, clinic, dashboard, doctor, prices  # noqa: F401 - they add their routes to bp
 
     auth.init_oidc(flask_app, settings)

@@ -754,7 +754,7 @@ def _check_files(form: FlaskForm) -> bool:
     return ok
 
 
-def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, str]],
+def service_request(form: ConsultForm, user: Any, supporting: list[dict[str, Any]],
                     key: str | None = None, specialty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The consult request's ServiceRequest; ``key``: the form's, kept as its identifier (:data:`REQUEST_SYSTEM`),
     by which the same form sent again knows the consult it made (:func:`open_same_reason`); ``specialty``: its
@@ -826,8 +826,9 @@ def record_choices(pid: str) -> list[dict[str, Any]] | None:
     """The patient's records the consult form offers to attach (its ``supporting`` boxes, none ticked), grouped
     as the chart shows them: documents (DocumentReferences), imaging studies, the :data:`RECENT_RESULTS` newest
     results (Observations); each newest first, an item's ``ref`` (what the ServiceRequest's ``supportingInfo``
-    points at, teleconsult's three kinds), ``label`` (its name and date in the page's language) and
-    ``display`` (the same in Vietnamese, kept with the reference for the hub's page). Nothing recorded in
+    points at, teleconsult's three kinds), ``label`` (its name and date in the page's language),
+    ``display`` and ``display_en`` (the same in Vietnamese and in English, kept with the reference, the English
+    as its display's translation, for the pages that show it: :func:`results.reference_display`). Nothing recorded in
     error. None when the EHR does not answer (the form offers none; files still go)."""
     try:
         bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
@@ -841,7 +842,7 @@ def record_choices(pid: str) -> list[dict[str, Any]] | None:
     def item(rtype: str, rid: str, name: Callable[[str], str], at: str | None) -> dict[str, Any]:
         date = f" ({when(at)})" if at else ""
         return {"ref": f"{rtype}/{rid}", "label": f"{name(select_locale() or 'vi')}{date}",
-                "display": f"{name('vi')}{date}"[:200]}
+                "display": f"{name('vi')}{date}"[:200], "display_en": f"{name('en')}{date}"[:200]}
 
     def document_name(d: dict[str, Any]) -> str:
         file = ((d.get("content") or [{}])[0] or {}).get("attachment") or {}
@@ -870,15 +871,16 @@ def _result_name(line: dict[str, Any]) -> str:
     return f"{line['label']}: {line['value']}"
 
 
-def ticked_records(choices: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str | None]:
+def ticked_records(choices: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], str | None]:
     """The records the form's ``supporting`` boxes ticked, as ``supportingInfo`` references (with their
-    Vietnamese names and dates), and what is wrong with them (one no longer offered: gone from the record, or
-    never the patient's), else None."""
+    Vietnamese names and dates, the English beside them: FHIR's translation extension), and what is wrong
+    with them (one no longer offered: gone from the record, or never the patient's), else None."""
     offered = {i["ref"]: i for group in choices or [] for i in group["items"]}
     ticked = list(dict.fromkeys(request.form.getlist("supporting")))
     if any(t not in offered for t in ticked):
         return [], gettext("A record you ticked is no longer in the patient's record. Tick the records again.")
-    return [{"reference": t, "display": offered[t]["display"]} for t in ticked], None
+    return [{"reference": t, **results.with_translation(offered[t]["display"], "en", offered[t]["display_en"])}
+            for t in ticked], None
 
 
 # a consult request's identifier: the key of the form that sent it (clinic.form_key)

@@ -60,6 +60,35 @@ def _named(table: dict[str, tuple[str, str]], concept: dict[str, Any] | None, la
     return None
 
 
+def translated(element: dict[str, Any], field: str, lang: str) -> str | None:
+    """``element``'s ``field`` (a string) in ``lang`` as FHIR's translation extension on it gives it
+    (``_display``: ``{"extension": [{"url": TRANSLATION, "extension": [lang, content]}]}``); None for none."""
+    for ext in (element.get(f"_{field}") or {}).get("extension") or [] if isinstance(element, dict) else []:
+        parts = {e.get("url"): e for e in ext.get("extension") or [] if isinstance(e, dict)} \
+            if isinstance(ext, dict) and ext.get("url") == TRANSLATION else {}
+        if str((parts.get("lang") or {}).get("valueCode") or "").split("-")[0] == lang and \
+                (parts.get("content") or {}).get("valueString"):
+            return str(parts["content"]["valueString"])
+    return None
+
+
+def with_translation(display: str, lang: str, text: str) -> dict[str, Any]:
+    """A Reference's ``display`` (Vietnamese) with its ``text`` in ``lang`` beside it, as :func:`translated`
+    reads it back."""
+    return {"display": display, "_display": {"extension": [{"url": TRANSLATION, "extension": [
+        {"url": "lang", "valueCode": lang}, {"url": "content", "valueString": text}]}]}}
+
+
+def reference_display(ref: dict[str, Any], lang: str | None = None) -> str:
+    """What a Reference is called on a page in its language: the translation kept beside its ``display``
+    (a consult's attached record, :func:`clinic.ticked_records`), else its ``display`` as stored (a reference
+    made elsewhere); "" for none."""
+    lang = _lang(lang)
+    if not isinstance(ref, dict):
+        return ""
+    return translated(ref, "display", lang) or str(ref.get("display") or "")
+
+
 def concept(value: dict[str, Any] | None, lang: str | None = None) -> str:
     """A coded answer in the page's language: a common answer by its name (``Âm tính`` / ``Negative``);
     a display translated into the language (FHIR's translation extension); else on an English page the
@@ -70,11 +99,8 @@ def concept(value: dict[str, Any] | None, lang: str | None = None) -> str:
         return named
     codings = [c for c in (value or {}).get("coding") or [] if isinstance(c, dict)]
     for c in codings:
-        for ext in (c.get("_display") or {}).get("extension") or []:
-            parts = {e.get("url"): e for e in ext.get("extension") or []} if ext.get("url") == TRANSLATION else {}
-            if str((parts.get("lang") or {}).get("valueCode") or "").split("-")[0] == lang and \
-                    (parts.get("content") or {}).get("valueString"):
-                return str(parts["content"]["valueString"])
+        if found := translated(c, "display", lang):
+            return found
     display = next((str(c["display"]) for c in codings if c.get("display")), "")
     if lang == "en" and display:
         return display
