@@ -123,8 +123,15 @@ class Visitor:
         self.visited.append(name)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call":
+        item.browser_failed = outcome.get_result().failed
+
+
 @pytest.fixture()
-def visitor_factory(browser, stack, artifacts):
+def visitor_factory(request, browser, stack, artifacts):
     contexts = []
 
     def make(tag: str, width: int = 1280, height: int = 900) -> Visitor:
@@ -135,6 +142,15 @@ def visitor_factory(browser, stack, artifacts):
         return Visitor(ctx.new_page(), stack["portal"], artifacts, tag)
 
     yield make
+    if getattr(request.node, "browser_failed", False):  # what each tab showed when the test failed
+        slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+        for i, page in enumerate(p for ctx in contexts for p in ctx.pages):
+            try:
+                page.screenshot(path=str(artifacts / f"failed-{slug}-{i}.png"), full_page=True, timeout=10_000)
+                text = page.inner_text("body", timeout=5_000)
+                (artifacts / f"failed-{slug}-{i}.txt").write_text(f"{page.url}\n\n{text}")
+            except Exception:  # noqa: BLE001 - a closed or hung tab: the others still
+                pass
     for ctx in contexts:
         ctx.close()
 
