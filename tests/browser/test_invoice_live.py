@@ -67,3 +67,44 @@ def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_er
     assert v.page.evaluate("window.__oobMissing") == []
     assert not [e for e in errors if "oobErrorNoTarget" in e], errors
     v.check("cashier-invoice-live-paid")
+
+
+def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory, stack):
+    """Review 9: on a paid invoice's page the cashier opens the refund box, chooses a payment, types an amount
+    and a reason; a transfer arrives late: the new payment row appears (the payments box is swapped in, refund
+    form and all) and the box came back closed and empty, nothing said. Now it stays open, the payment chosen,
+    the amount, "Refund by" and the reason as typed (the reason box still the one typed in), and says the
+    payments changed."""
+    iid, pid = _invoice(stack)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go(f"/invoices/{iid}?p={pid}")
+    amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
+    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
+    transfer_arrives(stack, reference, 10000, "tra truoc")
+    transfer_arrives(stack, reference, amount - 10000, "tra not")
+    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    v.go(f"/invoices/{iid}?p={pid}")  # the paid page: two payments, either may be refunded after payment
+    v.page.click("details#refund-box > summary")
+    radios = v.page.locator("form[data-refund-form] input[name=payment]")
+    assert radios.count() == 2
+    chosen = radios.nth(1).get_attribute("value")  # not the one the form chooses by itself
+    radios.nth(1).check()
+    v.page.fill("form[data-refund-form] [name=amount]", "5.000")
+    v.page.select_option("form[data-refund-form] [name=method]", "cash")
+    v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
+    v.page.focus("form[data-refund-form] [name=reason]")
+    transfer_arrives(stack, reference, 20000, "chuyen them")  # late: the invoice is paid already
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 3",
+                             timeout=30_000)
+    assert v.page.evaluate("document.querySelector('details#refund-box').open")
+    form = "form[data-refund-form]"
+    assert v.page.locator(f"{form} input[name=payment]").count() == 3  # the late transfer offered too
+    assert v.page.locator(f"{form} input[name=payment]:checked").get_attribute("value") == chosen
+    assert v.page.input_value(f"{form} [name=amount]") == "5.000"
+    assert v.page.input_value(f"{form} [name=method]") == "cash"
+    assert v.page.input_value(f"{form} [name=reason]") == "thu nhầm phí sao y"
+    assert v.page.evaluate("document.activeElement.name") == "reason"
+    assert v.page.is_visible("[data-testid=refund-kept]") and not v.page.is_visible("[data-testid=refund-kept-gone]")
+    assert "Danh sách thanh toán vừa thay đổi" in v.page.inner_text("[data-testid=refund-kept]")
+    v.check("cashier-invoice-refund-kept")

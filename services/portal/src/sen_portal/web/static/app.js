@@ -152,6 +152,38 @@
       evt.detail.shouldSwap = false;
     }
   });
+  // the refund box: a payment arriving (or given back) swaps the payments box in, refund form and all (the
+  // status box's poll, on a change only), its amount and reason empty; what the cashier chose and typed
+  // there, and the box open, are carried into the new form before it goes in (as a typed cash amount
+  // stays), and said; a payment chosen that the new form no longer offers is said so, none chosen instead
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var box = evt.detail.target, fresh = evt.detail.fragment;
+    if (!box || box.id !== "invoice-payments" || !fresh || !fresh.querySelector) return;
+    var form = box.querySelector("form[data-refund-form]"), next = fresh.querySelector("form[data-refund-form]");
+    var details = box.querySelector("#refund-box"), nextDetails = fresh.querySelector("#refund-box");
+    if (!form || !next || !nextDetails) return;
+    var typed = ["amount", "reason"].some(function (name) {
+      var f = form.querySelector("[name='" + name + "']");
+      return f && f.value.trim() !== "";
+    });
+    if (!typed && !(details && details.open)) return;  // nothing of the cashier's in it: the new box as it comes
+    ["amount", "reason", "method"].forEach(function (name) {
+      var was = form.querySelector("[name='" + name + "']"), now = next.querySelector("[name='" + name + "']");
+      if (was && now) now.value = was.value;
+    });
+    var chosen = form.querySelector("input[name='payment']:checked, input[name='payment'][type='hidden']");
+    var radios = next.querySelectorAll("input[type='radio'][name='payment']"), found = false;
+    if (chosen) {
+      Array.prototype.forEach.call(radios, function (r) {
+        r.checked = r.value === chosen.value;
+        found = found || r.checked;
+      });
+    }
+    var gone = !!chosen && radios.length > 0 && !found;
+    nextDetails.open = true;
+    var note = nextDetails.querySelector(gone ? "[data-refund-kept='gone']" : "[data-refund-kept='changed']");
+    if (note && (typed || gone)) note.hidden = false;
+  });
   // the refund form: "Refund by" follows the payment chosen (a transfer is given back by transfer,
   // cash from the drawer); the cashier may still change it after choosing
   document.addEventListener("change", function (evt) {
