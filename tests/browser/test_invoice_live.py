@@ -108,3 +108,40 @@ def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory,
     assert v.page.is_visible("[data-testid=refund-kept]") and not v.page.is_visible("[data-testid=refund-kept-gone]")
     assert "Danh sách thanh toán vừa thay đổi" in v.page.inner_text("[data-testid=refund-kept]")
     v.check("cashier-invoice-refund-kept")
+
+
+def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_what_was_typed(
+        visitor_factory, stack):
+    """Review 9: the payment the cashier chose is given back whole at another desk while they type: the swapped
+    box no longer offers it; it stays open with the amount and reason typed, no payment chosen in its place,
+    and says the payment chosen can no longer be refunded."""
+    iid, pid = _invoice(stack)
+    v = visitor_factory("vi-1280")
+    v.sign_in("cashier")
+    v.go(f"/invoices/{iid}?p={pid}")
+    amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
+    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
+    transfer_arrives(stack, reference, 10000, "tra truoc")
+    transfer_arrives(stack, reference, amount - 10000, "tra not")
+    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    v.go(f"/invoices/{iid}?p={pid}")
+    v.page.click("details#refund-box > summary")
+    form = "form[data-refund-form]"
+    radios = v.page.locator(f"{form} input[name=payment]")
+    chosen = radios.nth(1).get_attribute("value")
+    radios.nth(1).check()
+    v.page.fill(f"{form} [name=amount]", "5.000")
+    v.page.fill(f"{form} [name=reason]", "thu nhầm")
+    r = httpx.post(f"{stack['billing']}/payments/{chosen}/refund", timeout=30,  # another desk gives it back whole
+                   headers={**_cashier_api(stack), "Content-Type": "application/json",
+                            "Idempotency-Key": uuid.uuid4().hex},
+                   json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
+    assert r.status_code in (200, 201), r.text[:300]
+    v.page.wait_for_selector("[data-testid=refunds] tbody tr", timeout=30_000)
+    assert v.page.evaluate("document.querySelector('details#refund-box').open")
+    assert v.page.locator(f"{form} input[name=payment][value='{chosen}']").count() == 0
+    assert v.page.locator(f"{form} input[name=payment]:checked").count() == 0  # not another one in its place
+    assert v.page.input_value(f"{form} [name=amount]") == "5.000"
+    assert v.page.input_value(f"{form} [name=reason]") == "thu nhầm"
+    assert v.page.is_visible("[data-testid=refund-kept-gone]")
+    assert "Khoản thanh toán đã chọn không còn hoàn được" in v.page.inner_text("[data-testid=refund-kept-gone]")
