@@ -719,3 +719,63 @@ def test_billing_refusing_the_card_or_the_invoice_gives_its_own_status(client, f
     body = r.get_data(as_text=True)
     assert r.status_code == status and said in text(body) and lines_of(body) == [("kham-benh", "1")]
     assert not fake.invoices
+
+
+def card_box(page: str) -> str:
+    m = re.search(r'<fieldset[^>]*data-testid="card-form".*?</fieldset>', page, re.S)
+    return m.group(0) if m else ""
+
+
+@pytest.mark.parametrize(("status", "lang", "said"), [
+    (422, "vi", "Dịch vụ thanh toán từ chối yêu cầu. Hãy kiểm tra"),
+    (422, "en", "The billing service refused the request: the card has expired"),
+    (403, "vi", "Dịch vụ thanh toán từ chối: bạn không có quyền làm việc này."),
+    (403, "en", "The billing service refused: you are not allowed to do this."),
+    (409, "vi", "Dịch vụ thanh toán từ chối vì hồ sơ vừa được thay đổi")])
+@pytest.mark.parametrize("listed", [True, False], ids=["cards-listed", "cards-unlisted"])
+def test_a_card_billing_refuses_stays_typed_with_the_refusal_in_its_box(client, fake, monkeypatch, status, lang,
+                                                                        said, listed):
+    """Billing refusing the card (expired, unknown benefit, another facility's) left the page without what the
+    cashier typed when billing's list of the patient's cards failed too (the card box was offered only beside
+    that list): a 15-character card to type again. Now the refused page keeps every card field as typed,
+    billing's status, and the refusal said in the card box, whether or not the list is read."""
+    from sen_portal.web import charges
+
+    sign_in(client)
+    if lang == "en":
+        english(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    year = datetime.now(VN_TZ).date().year
+    refusal = BackendError("refused", "billing", status, "the card has expired")
+    if listed:  # only the card's write refused: billing lists the patient's cards
+        def refusing(service: str, method: str, path: str, **kw: Any) -> Any:
+            if path == "/fhir/Coverage":
+                fake.writes.append((path, kw.get("json"), ""))
+                raise refusal
+            return fake.call(service, method, path, **kw)
+
+        monkeypatch.setattr(charges, "call", refusing)
+    else:  # the list of the patient's cards fails as well
+        fake.fail["/fhir/Coverage"] = refusal
+    typed = {"card_number": "HT2878701234567", "card_level": "95", "card_start": f"02/03/{year}",
+             "card_end": f"30/06/{year + 1}"}
+    r = post(client, page, action="record-card", **typed)
+    body = r.get_data(as_text=True)
+    box = card_box(body)
+    assert r.status_code == status and "Traceback" not in body
+    assert [w[0] for w in fake.writes] == ["/fhir/Coverage"] and not fake.coverages
+    for name in ("card_number", "card_start", "card_end"):
+        assert hidden(box, name) == typed[name], name
+    assert re.search(r'<option selected value="95">', box)
+    problem = re.search(r'data-testid="card-problem"[^>]*>([^<]*)<', box)
+    assert problem and said in problem.group(1)
+    assert body.count(said) == (1 if listed else 2)  # the list's own failure says it once more, above the box
+    # the card typed again from the refused page (billing now takes it): recorded, the box gone
+    monkeypatch.setattr(charges, "call", fake.call)
+    fake.fail.clear()
+    r = post(client, body, action="record-card", **{k: hidden(box, k) for k in typed if k != "card_level"},
+             card_level="95")
+    assert r.status_code == 200 and len(fake.coverages) == 1
+    assert fake.coverages[0]["subscriberId"] == "HT2878701234567"
+    assert fake.coverages[0]["period"] == {"start": f"{year}-03-02", "end": f"{year + 1}-06-30"}

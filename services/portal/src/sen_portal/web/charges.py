@@ -625,12 +625,15 @@ def _record_card(form: ChargeForm, lines: list[Line]) -> Any:
     fields = (form.card_number, form.card_level, form.card_start, form.card_end)
     ok = all([f.validate(form, extra_validators=[type(form).validate_card_end] if f is form.card_end else ())
               for f in fields])
+    # refused (the form's checks or billing's): the card box stays with what was typed and says why, even
+    # when billing's list of the patient's cards could not be read (card_typed)
     if not pid or not ok:
-        return _render(form, lines, 422, card_problem=None if pid else gettext("Choose the patient first."))
+        return _render(form, lines, 422, card_typed=True,
+                       card_problem=None if pid else gettext("Choose the patient first."))
     try:
         record_card(form.key.data, pid, form)
     except BackendError as err:
-        return _render(form, lines, page_status(err), card_problem=backend_message(err))
+        return _render(form, lines, page_status(err), card_typed=True, card_problem=backend_message(err))
     for f in fields:
         f.data = None
     return _render(form, lines, card_saved=True)
