@@ -114,7 +114,8 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
         visitor_factory, stack):
     """Review 9: the payment the cashier chose is given back whole at another desk while they type: the swapped
     box no longer offers it; it stays open with the amount and reason typed, no payment chosen in its place,
-    and says the payment chosen can no longer be refunded."""
+    and says the payment chosen can no longer be refunded. The other given back too, nothing is left to refund:
+    the box goes, and the page says the refund typed was not made, and what was typed."""
     iid, pid = _invoice(stack)
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
@@ -145,3 +146,16 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
     assert v.page.input_value(f"{form} [name=reason]") == "thu nhầm"
     assert v.page.is_visible("[data-testid=refund-kept-gone]")
     assert "Khoản thanh toán đã chọn không còn hoàn được" in v.page.inner_text("[data-testid=refund-kept-gone]")
+    # the other payment given back too: nothing is left to refund, the box goes, what was typed is said
+    other = v.page.locator(f"{form} input[name=payment]").first.get_attribute("value")
+    r = httpx.post(f"{stack['billing']}/payments/{other}/refund", timeout=30,
+                   headers={**_cashier_api(stack), "Content-Type": "application/json",
+                            "Idempotency-Key": uuid.uuid4().hex},
+                   json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
+    assert r.status_code in (200, 201), r.text[:300]
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=refunds] tbody tr').length === 2",
+                             timeout=30_000)
+    assert v.page.locator("details#refund-box").count() == 0
+    assert v.page.is_visible("[data-testid=refund-kept-none]")
+    said = v.page.inner_text("[data-testid=refund-kept-none]")
+    assert "khoản hoàn đang nhập chưa được thực hiện" in said and "5.000 · thu nhầm" in said, said

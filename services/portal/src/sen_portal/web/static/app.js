@@ -161,11 +161,21 @@
     if (!box || box.id !== "invoice-payments" || !fresh || !fresh.querySelector) return;
     var form = box.querySelector("form[data-refund-form]"), next = fresh.querySelector("form[data-refund-form]");
     var details = box.querySelector("#refund-box"), nextDetails = fresh.querySelector("#refund-box");
-    if (!form || !next || !nextDetails) return;
+    if (!form) return;
     var typed = ["amount", "reason"].some(function (name) {
       var f = form.querySelector("[name='" + name + "']");
       return f && f.value.trim() !== "";
     });
+    if (!next || !nextDetails) {  // nothing left to refund: the box goes, what was typed said, not lost
+      var none = fresh.querySelector("[data-refund-kept='none']");
+      if (!typed || !none) return;
+      none.querySelector("[data-refund-typed]").textContent = ["amount", "reason"].map(function (name) {
+        var f = form.querySelector("[name='" + name + "']");
+        return f ? f.value.trim() : "";
+      }).filter(Boolean).join(" · ");
+      none.hidden = false;
+      return;
+    }
     if (!typed && !(details && details.open)) return;  // nothing of the cashier's in it: the new box as it comes
     ["amount", "reason", "method"].forEach(function (name) {
       var was = form.querySelector("[name='" + name + "']"), now = next.querySelector("[name='" + name + "']");
