@@ -53,7 +53,8 @@ def test_a_submission_whose_parameter_is_no_list_is_a_400(teleconsult, dev_key, 
 
 @pytest.mark.parametrize("parameter", NOT_A_LIST, ids=repr)
 def test_validate_of_a_parameters_whose_parameter_is_no_list_is_a_400(teleconsult, dev_key, parameter):
-    issue = _refused(teleconsult.post("/fhir/Task/$validate", content=_params(parameter), headers=admin_headers(dev_key)))
+    answer = teleconsult.post("/fhir/Task/$validate", content=_params(parameter), headers=admin_headers(dev_key))
+    issue = _refused(answer)
     assert issue["expression"] == ["Parameters.parameter"], issue
 
 
