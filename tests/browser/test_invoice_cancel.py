@@ -79,6 +79,8 @@ def _cancelled_page(v, lang: str) -> None:
             "en": ("This invoice is cancelled", "given back", "Cancelled", "New invoice for this patient")}[lang]
     box = v.page.inner_text("[data-testid=cancelled]")
     assert said[0] in box and said[1] in box, box
+    v.page.wait_for_load_state("networkidle")  # the status box's first ask (htmx load) answered: not said twice
+    assert v.page.inner_text("main").count(said[0]) == 1, v.page.inner_text("main")
     assert v.page.inner_text("[data-testid=invoice-state]").strip() == said[2]
     assert v.page.inner_text("[data-testid=invoice-again]").strip() == said[3]
     assert v.page.locator("[data-testid=paid]").count() == 0  # not paid: nothing was
