@@ -73,17 +73,16 @@ def _refunded_already(_m: re.Match[str], err: BackendError) -> str:
 def given_back_message(refund: dict[str, Any] | None) -> str:
     """The money was given back already: by whom and when, where billing's refund says (``cashierName``,
     ``at``; one a colleague started and another finished names both). The signed-in cashier's own refund
-    (they started it: a double submit, or a try a colleague's request finished) is said as theirs,
-    recorded, with who recorded it and when: it went back once, under the finisher's shift."""
+    (they started it and a colleague's request finished it) is said as theirs, recorded, with who recorded it
+    and when: it went back once, under the finisher's shift."""
     refund = refund if isinstance(refund, dict) else {}
     who = refund.get("cashierName") or refund.get("cashier")
     started = refund.get("startedBy") if isinstance(refund.get("startedBy"), dict) else {}
     starter = started.get("cashierName") or started.get("cashier")
     me = user_subject()
-    if me and refund.get("at") and (started.get("cashier") or refund.get("cashier")) == me:
-        if refund.get("cashier") == me:  # their own request recorded it (a second click, another tab)
-            return gettext("Your refund of %(amount)s was recorded (by you, at %(when)s): it went back once.",
-                           amount=vnd(refund.get("amount")), when=when(refund["at"]))
+    # their own record (a second click, another tab, or a new try once nothing is left) is said as any record:
+    # given back already, by their name, when and how much; billing's 409 cannot tell which of those it was
+    if me and refund.get("at") and started.get("cashier") == me and refund.get("cashier") != me:
         return gettext("Your refund of %(amount)s was recorded (by %(name)s, at %(when)s): it counts in their shift "
                        "and they hand the money over; nothing more to do.", amount=vnd(refund.get("amount")),
                        name=who or "—", when=when(refund["at"]))
