@@ -19,16 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    BINH,
-    LAN,
-    _headers,
-    _names_from_this_ehr,
-    ehr,
-    ehr_db,
-    portal,
-    tc,
-)
+from tests.integration.consult_stack import *  # noqa: F403 - its fixtures, used by name
+from tests.integration.test_portal_consult_patients import BINH, LAN, _headers
 from tests.integration.test_portal_consult_same_reason import _asked
 from tests.support import csrf_token, portal_signed_in
 

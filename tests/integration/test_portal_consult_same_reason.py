@@ -20,18 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    CLINIC,
-    HUB,
-    ICD10,
-    LAN,
-    _headers,
-    _names_from_this_ehr,
-    ehr,
-    ehr_db,
-    portal,
-    tc,
-)
+from tests.integration.consult_stack import *  # noqa: F403 - its fixtures, used by name
+from tests.integration.test_portal_consult_patients import CLINIC, HUB, ICD10, LAN, _headers
 from tests.support import csrf_token, portal_signed_in
 
 pytestmark = pytest.mark.integration

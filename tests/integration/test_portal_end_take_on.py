@@ -19,20 +19,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (
-    CLINIC,
-    _headers,
-    _names_from_this_ehr,
-    ehr,
-    ehr_db,
-    portal,
-    tc,
-)
+from tests.integration.consult_stack import *  # noqa: F403 - its fixtures, used by name
+from tests.integration.test_portal_consult_patients import CLINIC, _headers
 from tests.integration.test_portal_patient_take_on import CAO_LANH, _admin_patient, _text
 from tests.support import csrf_token, portal_signed_in
 
 pytestmark = pytest.mark.integration
-__all__ = ["_names_from_this_ehr", "ehr", "ehr_db", "portal", "tc"]
 
 ENDING = "Người bệnh đã chuyển về cơ sở quản lý"
 
