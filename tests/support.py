@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,6 +191,24 @@ def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> I
             proc.kill()
             proc.wait()
 
+
+@pytest.fixture(scope="module", name="billing")
+def billing_service(request: Any, base_env: dict[str, str], run_id: str, mongo_client: Any,
+                    tmp_path_factory: Any) -> Iterator[tuple[str, Any]]:
+    """The ``billing`` fixture: billing's web process for the module that imports it, on a database of its
+    own (indexes made, the price list loaded as billing's worker does at start), dropped after: (its URL, its
+    database)."""
+    from sen_billing.domain import pricing
+    from sen_billing.indexes import INDEXES
+    from sen_shared import mongo
+
+    name = f"sen_t{run_id}_{request.module.__name__.rsplit('.', 1)[-1].removeprefix('test_')}_billing"[:63]
+    mongo.ensure_indexes(mongo_client[name], INDEXES)
+    assert pricing.load(mongo_client[name]) > 0  # what billing's worker does at start
+    log = tmp_path_factory.mktemp("billing") / "web.log"
+    with web_process("billing", {**base_env, "SEN_DB": name}, log) as url:
+        yield url, mongo_client[name]
+    mongo_client.drop_database(name)
 
 def stub_invoice_desk(monkeypatch, invoice: dict, owed: int) -> None:
     """The portal's invoice page with no billing or EHR behind it: billing's desk answer for ``invoice``

@@ -21,19 +21,15 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    CLINIC,
-    HUB,
-    ICD10,
-    LAN,
-    _headers,
-    _names_from_this_ehr,
-    ehr,
-    ehr_db,
-    tc,
-)
+from tests.integration.consult_stack import *  # noqa: F403 - its fixtures, used by name
+from tests.integration.test_portal_consult_patients import CLINIC, HUB, ICD10, LAN, _headers
 from tests.integration.test_portal_consult_same_reason import _asked
-from tests.support import app_client, csrf_token, portal_signed_in, web_process
+from tests.support import (
+    app_client,
+    billing_service,  # noqa: F401 - the billing fixture, used by name
+    csrf_token,
+    portal_signed_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +49,6 @@ def roles(ehr, dev_key) -> None:
                 "specialty": [{"coding": [{"system": SNOMED, "code": code}], "text": text}]}
         r = httpx.put(f"{ehr}/fhir/PractitionerRole/{rid}", json=role, headers=_headers(dev_key, "admin"), timeout=30)
         assert r.status_code in (200, 201), r.text
-
-
-@pytest.fixture(scope="module")
-def billing(base_env, run_id, mongo_client, tmp_path_factory):
-    from sen_billing.domain import pricing
-    from sen_billing.indexes import INDEXES
-    from sen_shared import mongo
-
-    name = f"sen_t{run_id}_pcs_billing"
-    mongo.ensure_indexes(mongo_client[name], INDEXES)
-    assert pricing.load(mongo_client[name]) > 0  # what billing's worker does at start
-    log = tmp_path_factory.mktemp("billing") / "web.log"
-    with web_process("billing", {**base_env, "SEN_DB": name}, log) as url:
-        yield url, mongo_client[name]
-    mongo_client.drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,14 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, free_port, portal_signed_in, vn_day_with_room, web_process
+from tests.support import (
+    app_client,
+    billing_service,  # noqa: F401 - the billing fixture, used by name
+    csrf_token,
+    free_port,
+    portal_signed_in,
+    vn_day_with_room,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +43,6 @@ ENTRY = "dien-tim"  # Điện tâm đồ, in billing's price list file
 
 def _auth(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Accept": FJ}
-
-
-@pytest.fixture(scope="module")
-def billing(base_env, run_id, mongo_client, tmp_path_factory):
-    from sen_billing.domain import pricing
-    from sen_billing.indexes import INDEXES
-    from sen_shared import mongo
-
-    name = f"sen_t{run_id}_pp_billing"
-    mongo.ensure_indexes(mongo_client[name], INDEXES)
-    assert pricing.load(mongo_client[name]) > 0  # what billing's worker does at start
-    log = tmp_path_factory.mktemp("billing") / "web.log"
-    with web_process("billing", {**base_env, "SEN_DB": name}, log) as url:
-        yield url, mongo_client[name]
-    mongo_client.drop_database(name)
 
 
 @pytest.fixture(scope="module")
