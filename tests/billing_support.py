@@ -9,12 +9,15 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from pymongo import MongoClient, monitoring
 from sen_billing.domain import invoices, payments, pricing, vietqr
 from sen_billing.domain.webhooks import Transfer
 from sen_billing.indexes import INDEXES
 from sen_shared import mongo
+from sen_shared.auth import issue_dev_token
+from sen_shared.errors import SenError
 from sen_shared.fhir.store import Store
 
 
@@ -191,3 +194,31 @@ def partly_paid(db, count: int, owed: int, first: int) -> list[tuple[str, str, d
         iid, code = make_invoice(db, owed)
         made.append((iid, code, pay(db, code, first)))
     return made
+
+
+def refunds_at_once(db, payment_id: str, amount: int, **kw) -> list[object]:
+    """Twenty cashiers of org-a give back ``amount`` of one payment at the same moment (a barrier), each with
+    its own reason; each one's answer: the refund made, or the SenError refusing it. ``kw`` goes to
+    ``payments.refund`` (``after_settlement=True``)."""
+    cashiers = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{n}", name=f"Thu ngân {n}")
+                for n in range(20)]
+    gate = threading.Barrier(20)
+    answers: list[object] = []
+
+    def give_back(n: int) -> None:
+        gate.wait()
+        try:
+            answers.append(payments.refund(db, payment_id, amount, f"lý do {n}", cashiers[n], None, **kw))
+        except SenError as err:
+            answers.append(err)
+
+    with ThreadPoolExecutor(20) as pool:
+        for f in [pool.submit(give_back, n) for n in range(20)]:
+            f.result()
+    return answers
+
+
+def cashier_headers(dev_key, **claims: str) -> dict[str, str]:  # noqa: ANN001
+    """Headers of a cashier of org-a (a new ``sub`` each call, ``claims`` added) calling billing's JSON API."""
+    tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a", **claims)
+    return {"Authorization": f"Bearer {tok}", "Content-Type": "application/json", "Accept": "application/json"}

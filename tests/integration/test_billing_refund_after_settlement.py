@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,12 +34,20 @@ from types import SimpleNamespace
 import pytest
 from sen_billing.domain import invoice_port, payments, reconciliation, refund_events, refund_links, shifts
 from sen_portal.domain.report_facts import money_outcome
-from sen_shared.auth import issue_dev_token
 from sen_shared.bus.events import event_type
 from sen_shared.bus.outbox import entry_event
 from sen_shared.errors import Conflict, SenError
 
-from tests.billing_support import billing_app, make_invoice, partly_paid, pay, race_last_payments, scratch_db
+from tests.billing_support import (
+    billing_app,
+    cashier_headers,
+    make_invoice,
+    partly_paid,
+    pay,
+    race_last_payments,
+    refunds_at_once,
+    scratch_db,
+)
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -61,8 +68,7 @@ def state(db, iid: str) -> str | None:  # noqa: ANN001
 
 
 def headers(dev_key: Path) -> dict[str, str]:
-    tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a")
-    return {"Authorization": f"Bearer {tok}", "Content-Type": "application/json", "Accept": "application/json"}
+    return cashier_headers(dev_key)
 
 
 def test_full_and_partial_refunds_of_a_paid_invoice_through_the_api(base_env, mongo_client, monkeypatch,
@@ -173,22 +179,7 @@ def test_twenty_cashiers_each_refunding_a_third_of_one_payment_at_once_give_back
     all of the payment and never more; the others refused."""
     _iid, code = make_invoice(db, 90_000)
     paid = pay(db, code, 90_000)
-    cashiers = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{n}", name=f"Thu ngân {n}")
-                for n in range(20)]
-    gate = threading.Barrier(20)
-    answers: list[object] = []
-
-    def give_back(n: int) -> None:
-        gate.wait()
-        try:
-            answers.append(payments.refund(db, paid["_id"], 30_000, f"lý do {n}", cashiers[n], None,
-                                           after_settlement=True))
-        except SenError as err:
-            answers.append(err)
-
-    with ThreadPoolExecutor(20) as pool:
-        for f in [pool.submit(give_back, n) for n in range(20)]:
-            f.result()
+    answers = refunds_at_once(db, paid["_id"], 30_000, after_settlement=True)
     won = [a for a in answers if isinstance(a, dict)]
     assert len(won) == 3 and len(answers) == 20
     assert all(a.status in (409, 422) for a in answers if isinstance(a, SenError))

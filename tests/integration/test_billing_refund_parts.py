@@ -16,21 +16,17 @@ the total would pass the payment:
 
 from __future__ import annotations
 
-import threading
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import invoices, payments, reconciliation, refund_events, refund_links, shifts
-from sen_shared.auth import issue_dev_token
 from sen_shared.bus.events import event_type
 from sen_shared.bus.outbox import entry_event
 from sen_shared.errors import SenError
 
-from tests.billing_support import billing_app, make_invoice, pay, scratch_db
+from tests.billing_support import billing_app, cashier_headers, make_invoice, pay, refunds_at_once, scratch_db
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -54,9 +50,7 @@ def late_transfer(db, amount: int) -> tuple[str, dict]:  # noqa: ANN001 - the te
 
 
 def headers(dev_key: Path) -> dict[str, str]:
-    tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a",
-                          name="Trần Văn Bình")
-    return {"Authorization": f"Bearer {tok}", "Content-Type": "application/json", "Accept": "application/json"}
+    return cashier_headers(dev_key, name="Trần Văn Bình")
 
 
 def test_two_refunds_of_one_payment_both_count_and_a_third_is_refused(base_env, mongo_client, monkeypatch,
@@ -102,21 +96,7 @@ def test_two_refunds_of_one_payment_both_count_and_a_third_is_refused(base_env, 
 
 def test_twenty_refunds_of_a_third_of_one_payment_at_once_exactly_three(db) -> None:
     _iid, late = late_transfer(db, 90_000)
-    cashiers = [SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{n}", name=f"Thu ngân {n}")
-                for n in range(20)]
-    gate = threading.Barrier(20)
-    answers: list[object] = []
-
-    def give_back(n: int) -> None:
-        gate.wait()
-        try:
-            answers.append(payments.refund(db, late["_id"], 30_000, f"lý do {n}", cashiers[n], None))
-        except SenError as err:
-            answers.append(err)
-
-    with ThreadPoolExecutor(20) as pool:
-        for f in [pool.submit(give_back, n) for n in range(20)]:
-            f.result()
+    answers = refunds_at_once(db, late["_id"], 30_000)
     won = [a for a in answers if isinstance(a, dict)]
     assert len(won) == 3 and len(answers) == 20
     assert all(a.status in (409, 422) for a in answers if isinstance(a, SenError))
