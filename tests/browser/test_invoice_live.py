@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -43,13 +44,33 @@ def _invoice(stack: dict[str, str]) -> tuple[str, str]:
     return iid, pid
 
 
-def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_error(visitor_factory, stack):
+def _cashier_on_a_new_invoice(visitor_factory: Any, stack: dict[str, str]) -> tuple[Any, str, str, int, str]:
+    """The cashier (Vietnamese, 1280 wide) on the page of a new issued invoice (``_invoice``): (visitor, invoice
+    id, patient id, the amount its QR asks, the transfer reference)."""
     iid, pid = _invoice(stack)
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
     v.go(f"/invoices/{iid}?p={pid}")
     amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
+    return v, iid, pid, amount, reference
+
+
+def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str, str]) -> tuple[Any, str]:
+    """The cashier on a new invoice paid by two transfers (10.000 ₫, then the rest), the page opened again
+    paid (two payments, either may be refunded after payment) and its refund box opened: (visitor, the
+    transfer reference)."""
+    v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
+    transfer_arrives(stack, reference, 10000, "tra truoc")
+    transfer_arrives(stack, reference, amount - 10000, "tra not")
+    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    v.go(f"/invoices/{iid}?p={pid}")
+    v.page.click("details#refund-box > summary")
+    return v, reference
+
+
+def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_error(visitor_factory, stack):
+    v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
     transfer_arrives(stack, reference, 10000, "tra truoc")  # part of it: the cancel box goes
     v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 1",
                              timeout=30_000)
@@ -75,17 +96,7 @@ def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory,
     form and all) and the box came back closed and empty, nothing said. Now it stays open, the payment chosen,
     the amount, "Refund by" and the reason as typed (the reason box still the one typed in), and says the
     payments changed."""
-    iid, pid = _invoice(stack)
-    v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go(f"/invoices/{iid}?p={pid}")
-    amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
-    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
-    transfer_arrives(stack, reference, 10000, "tra truoc")
-    transfer_arrives(stack, reference, amount - 10000, "tra not")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
-    v.go(f"/invoices/{iid}?p={pid}")  # the paid page: two payments, either may be refunded after payment
-    v.page.click("details#refund-box > summary")
+    v, reference = _paid_in_two_with_the_refund_box_open(visitor_factory, stack)
     radios = v.page.locator("form[data-refund-form] input[name=payment]")
     assert radios.count() == 2
     chosen = radios.nth(1).get_attribute("value")  # not the one the form chooses by itself
@@ -116,17 +127,7 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
     box no longer offers it; it stays open with the amount and reason typed, no payment chosen in its place,
     and says the payment chosen can no longer be refunded. The other given back too, nothing is left to refund:
     the box goes, and the page says the refund typed was not made, and what was typed."""
-    iid, pid = _invoice(stack)
-    v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go(f"/invoices/{iid}?p={pid}")
-    amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
-    reference = v.page.inner_text("[data-testid=qr-reference]").strip()
-    transfer_arrives(stack, reference, 10000, "tra truoc")
-    transfer_arrives(stack, reference, amount - 10000, "tra not")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
-    v.go(f"/invoices/{iid}?p={pid}")
-    v.page.click("details#refund-box > summary")
+    v, _reference = _paid_in_two_with_the_refund_box_open(visitor_factory, stack)
     form = "form[data-refund-form]"
     radios = v.page.locator(f"{form} input[name=payment]")
     chosen = radios.nth(1).get_attribute("value")
