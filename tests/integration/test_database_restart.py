@@ -321,17 +321,31 @@ def test_the_billing_consult_charge_consumer_bills_each_consult_once_across_data
     db.client.drop_database(db.name)
 
 
+def _client(fd: OwnFerretDB, **options: Any) -> Any:
+    """A client of ``fd`` with the product's client options and a shorter wait for a server (each held or
+    cut-off attempt waits that long)."""
+    from pymongo import MongoClient
+
+    return MongoClient(fd.url, **{**mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS": 1000, **options})
+
+
+def _put_back(fd: OwnFerretDB, client: Any, db: Any) -> None:
+    """After a test of ``_client``: FerretDB started again if the test left it down, its database dropped."""
+    if fd.proc is None or fd.proc.poll() is not None:
+        fd.start()
+    client.drop_database(db.name)
+    client.close()
+
+
 def test_a_consumer_stopped_while_its_database_is_away_leaves_the_events_unacked(own_db, consult_bus: Bus) -> None:
     """Events arrive while FerretDB is down: the consumer holds them unacked (no ack before the record is
     stored, no retry tier spent) and, stopped meanwhile, leaves them in the queue, not in the DLQ; a
     consumer started once the database is back stores each record once."""
-    from pymongo import MongoClient
     from sen_ehr.domain.consult_record import record_ids
     from sen_ehr.worker import HANDLERS
 
     _, fd = own_db
-    # the product's client options, with a shorter wait for a server (each held attempt waits that long)
-    client = MongoClient(fd.url, **{**mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS": 1000})
+    client = _client(fd)
     db = client[f"sen_consults_{uuid.uuid4().hex[:6]}"]
     events = [make_event("teleconsult.consult.completed", data, subject=data["serviceRequest"])
               for data in (_consult_data(n) for n in range(3))]
@@ -370,10 +384,7 @@ def test_a_consumer_stopped_while_its_database_is_away_leaves_the_events_unacked
             assert db["Encounter"].count_documents({"_id": enc_id}) == 1
             assert db["Composition"].count_documents({"_id": comp_id}) == 1
     finally:
-        if fd.proc is None or fd.proc.poll() is not None:
-            fd.start()
-        client.drop_database(db.name)
-        client.close()
+        _put_back(fd, client, db)
 
 
 def wait_until(predicate: Callable[[], bool], deadline: float, allow_errors: bool = False) -> None:
@@ -494,7 +505,6 @@ def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(o
     answered 503); the retry of the same call (the bank's; the cashier's, with the same transaction id)
     finds the payment and finishes the settlement: the invoice is balanced once, with its receipt, and
     the money is still one payment."""
-    from pymongo import MongoClient
     from sen_billing.domain import invoice_port, payments
     from sen_billing.domain.webhooks import Transfer
     from sen_billing.indexes import INDEXES
@@ -505,9 +515,7 @@ def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(o
 
     _, fd = own_db
     listener = _KillAfterPaymentInsert(fd)
-    # the product's client options, with a shorter wait for a server (the cut-off call waits that long)
-    client = MongoClient(fd.url, event_listeners=[listener],
-                         **{**mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS": 1000})
+    client = _client(fd, event_listeners=[listener])
     db = client[f"sen_billing_{uuid.uuid4().hex[:6]}"]
     try:
         mongo.ensure_indexes(db, INDEXES)
@@ -536,10 +544,7 @@ def test_a_payment_whose_settlement_the_outage_cut_off_is_settled_by_the_retry(o
         assert db["invoice_balanced"].count_documents({"_id": iid}) == 1
         assert db["receipts"].count_documents({"invoice": iid}) == 1
     finally:
-        if fd.proc is None or fd.proc.poll() is not None:
-            fd.start()
-        client.drop_database(db.name)
-        client.close()
+        _put_back(fd, client, db)
 
 
 def test_a_cut_off_partial_payments_retry_writes_nothing_until_the_payments_reach_what_is_owed(
