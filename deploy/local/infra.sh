@@ -7,7 +7,7 @@
 #   infra.sh down     stop everything this script started
 #   infra.sh status   say what answers
 #   infra.sh env      print MONGO_URL / AMQP_URL for the running servers
-#   infra.sh tune     index FerretDB's PostgreSQL tables for what the services declare (after indexes)
+#   infra.sh tune [db...]  index FerretDB's PostgreSQL tables for what the services declare (after indexes)
 #   infra.sh settle   vacuum and analyze FerretDB's tables now (after a bulk load, e.g. the bench's)
 #   infra.sh rabbit-restart   stop and start the broker (used by fault tests)
 #   infra.sh psql ...         psql on FerretDB's PostgreSQL database (tests read what tune did)
@@ -103,19 +103,30 @@ pg_psql() { as_user postgres "$(pg_bin)/psql" -h 127.0.0.1 -p "$pg_port" -U post
 # which cannot serve `@>`: every pushed-down equality scans its table. A GIN expression
 # index per indexed top-level field (and _id), with custom plans so the key is a constant,
 # lets PostgreSQL use it. This only tunes the local server; MongoDB uses the app's indexes.
-pg_tune() {
+pg_tune() {  # [database...]: those only (FerretDB's schema of each), else every one
   # custom plans make FerretDB's key parameter a constant the indexes match; every filter
   # detoasts a whole document, which the default costs do not count, so scans look cheap
-  pg_psql -c "ALTER DATABASE ferretdb SET plan_cache_mode = force_custom_plan" \
+  pg_psql -v ON_ERROR_STOP=1 -c "ALTER DATABASE ferretdb SET plan_cache_mode = force_custom_plan" \
           -c "ALTER DATABASE ferretdb SET cpu_operator_cost = 0.05" \
-          -c "ALTER DATABASE ferretdb SET random_page_cost = 1.1" >/dev/null
-  pg_psql >/dev/null <<'SQL'
+          -c "ALTER DATABASE ferretdb SET random_page_cost = 1.1" >/dev/null || return 1
+  local schemas s failed=""
+  schemas=$(pg_psql -v ON_ERROR_STOP=1 -c "SELECT table_schema FROM information_schema.tables
+                                           WHERE table_name = '_ferretdb_database_metadata'
+                                           ORDER BY 1") || return 1
+  # one transaction a schema: a single one over them all takes a lock per table and index
+  # touched and, past max_locks_per_transaction x max_connections (a few thousand, reached
+  # with a few dozen databases on the server), failed whole ("out of shared memory") and
+  # tuned nothing; psql without ON_ERROR_STOP still exited 0, so the benches ran untuned
+  for s in $schemas; do
+    if [ $# -gt 0 ]; then
+      case " $* " in *" $s "*) ;; *) continue ;; esac
+    fi
+    pg_psql -v ON_ERROR_STOP=1 -v schema="$s" >/dev/null <<'SQL' || failed="$failed $s"
 SET client_min_messages = warning;
+SELECT set_config('sen.tune_schema', :'schema', false);
 DO $tune$
-DECLARE s text; r record; k text;
+DECLARE s text := current_setting('sen.tune_schema'); r record; k text;
 BEGIN
-  FOR s IN SELECT table_schema FROM information_schema.tables
-           WHERE table_name = '_ferretdb_database_metadata' LOOP
     FOR r IN EXECUTE format('SELECT _jsonb->>''_id'' AS coll, _jsonb->>''table'' AS tbl,
                                     _jsonb->''indexes'' AS ixs
                              FROM %I._ferretdb_database_metadata', s) LOOP
@@ -142,9 +153,13 @@ BEGIN
       END LOOP;
       EXECUTE format('ANALYZE %I.%I', s, r.tbl);
     END LOOP;
-  END LOOP;
 END $tune$;
 SQL
+  done
+  for s in "$@"; do
+    case " $(echo $schemas) " in *" $s "*) ;; *) log "tune: no database $s (nothing to tune)" ;; esac
+  done
+  if [ -n "$failed" ]; then log "tune failed for:$failed"; return 1; fi
 }
 
 # ---------------------------------------------------------------- FerretDB
@@ -273,7 +288,7 @@ case "${1:-}" in
     ;;
   env) print_env ;;
   rabbit-restart) rabbit_restart "${2:-2}" ;;
-  tune) if port_open "$pg_port"; then pg_tune; else log "no local PostgreSQL: nothing to tune"; fi ;;
+  tune) shift; if port_open "$pg_port"; then pg_tune "$@"; else log "no local PostgreSQL: nothing to tune"; fi ;;
   settle)  # after a bulk load: vacuum and analyze now rather than let autovacuum run into what follows
     if port_open "$pg_port"; then
       as_user postgres "$(pg_bin)/vacuumdb" -h 127.0.0.1 -p "$pg_port" -U postgres --analyze --quiet ferretdb

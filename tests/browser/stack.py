@@ -47,6 +47,13 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
     common.setdefault("SEN_FACILITY_DISTRICTS", facility_districts())  # and a hand invoice's district
     bindir = Path(sys.executable).parent
     procs: list[subprocess.Popen] = []
+    # as make run: each service's indexes step, then the local PostgreSQL's tuning of those databases
+    for svc in SERVICES:
+        subprocess.run([sys.executable, "-m", f"sen_{svc}.indexes"], env={**common, "SEN_DB": f"{db_prefix}_{svc}"},
+                       cwd=ROOT, check=True, timeout=300, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune",
+                    *(f"{db_prefix}_{svc}" for svc in SERVICES)], env=common, cwd=ROOT, check=True, timeout=300,
+                   capture_output=True)
     try:
         for svc in SERVICES:
             penv = {**common, "SEN_DB": f"{db_prefix}_{svc}", "PORT": str(ports[svc]),

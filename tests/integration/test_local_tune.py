@@ -23,7 +23,7 @@ def test_tune_indexes_the_declared_fields_and_spares_the_audit_trail_frequent_au
     fresh_db.AuditEvent.create_index("sp_patient")
     fresh_db.Patient.insert_one({"_id": "p-1", "sp_name": ["an"]})
     fresh_db.Patient.create_index("sp_name")
-    subprocess.run(["bash", str(INFRA), "tune"], check=True, timeout=600)
+    subprocess.run(["bash", str(INFRA), "tune", fresh_db.name], check=True, timeout=600)
 
     schema = fresh_db.name
     tables = dict(psql(f"SELECT _jsonb->>'_id', _jsonb->>'table' FROM \"{schema}\"._ferretdb_database_metadata"))
@@ -36,3 +36,28 @@ def test_tune_indexes_the_declared_fields_and_spares_the_audit_trail_frequent_au
     gin = psql(f"SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = '{schema}' AND indexdef LIKE '%gin%'")
     assert any(t == tables["AuditEvent"] and "'sp_patient'" in d for t, d in gin)
     assert any(t == tables["Patient"] and "'sp_name'" in d for t, d in gin)
+
+
+def test_tune_tunes_each_database_apart_and_fails_loudly_for_one_it_cannot(fresh_db, mongo_client):
+    """One transaction a database: a database tune cannot finish (here its metadata names a table that is
+    gone) makes tune exit non-zero naming it, and the others are tuned all the same. A single transaction
+    over every database once failed whole past PostgreSQL's lock table and psql still exited 0, so the
+    benches ran on untuned tables for a session."""
+    other = mongo_client[fresh_db.name + "_b"]
+    for db in (fresh_db, other):
+        db.Patient.insert_one({"_id": "p-1", "sp_name": ["an"]})
+        db.Patient.create_index("sp_name")
+    schema = fresh_db.name
+    table = dict(psql(f"SELECT _jsonb->>'_id', _jsonb->>'table' FROM \"{schema}\"._ferretdb_database_metadata"))[
+        "Patient"]
+    psql(f'ALTER TABLE "{schema}"."{table}" RENAME TO "{table}_gone"')
+    try:
+        out = subprocess.run(["bash", str(INFRA), "tune", fresh_db.name, other.name], capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode != 0
+        assert f"tune failed for: {fresh_db.name}" in out.stderr
+        gin = psql(f"SELECT indexdef FROM pg_indexes WHERE schemaname = '{other.name}' AND indexdef LIKE '%gin%'")
+        assert any("'sp_name'" in d for (d,) in gin)
+    finally:
+        psql(f'ALTER TABLE "{schema}"."{table}_gone" RENAME TO "{table}"')
+        mongo_client.drop_database(other.name)

@@ -26,7 +26,7 @@ def ehr_process(base_env, run_id, mongo_client, tmp_path_factory):
     # locally `infra.sh tune` indexes FerretDB's PostgreSQL tables for what the step declared
     subprocess.run([sys.executable, "-m", "sen_ehr.indexes"], env={**os.environ, **env}, cwd=ROOT, check=True,
                    timeout=300)
-    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"], env={**os.environ, **env},
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune", db], env={**os.environ, **env},
                    cwd=ROOT, check=True, timeout=300)
     try:
         with web_process("ehr", env, log, WEB_CONCURRENCY=os.environ.get("SEN_BENCH_WORKERS", "2"),

@@ -55,7 +55,7 @@ def billing(base_env, run_id, mongo_client, tmp_path_factory):
            "SEN_WEBHOOK_SECRET": STD_SECRET, "SEN_CASSO_CHECKSUM_KEY": CASSO_KEY, "SEN_SEPAY_API_KEY": SEPAY_KEY}
     subprocess.run([sys.executable, "-m", "sen_billing.indexes"], env={**os.environ, **env}, cwd=ROOT, check=True,
                    timeout=300, capture_output=True)
-    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"], env={**os.environ, **env},
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune", db], env={**os.environ, **env},
                    cwd=ROOT, check=True, timeout=300, capture_output=True)
     log = tmp_path_factory.mktemp("billbench") / "billing-web.log"
     try:

@@ -160,7 +160,7 @@ def test_reporting_bench(mongo_client, run_id, base_env):
     try:
         for ix in INDEXES:
             db[ix.collection].create_indexes([ix.model()])
-        subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"],
+        subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune", name],
                        env={**os.environ, **base_env}, cwd=ROOT, check=True, timeout=300, capture_output=True)
         rng = random.Random(13)
         today = datetime.now(VN).date()

@@ -80,8 +80,8 @@ def services(base_env, run_id, mongo_client, tmp_path_factory, dev_key):
     for svc, db in dbs.items():
         subprocess.run([sys.executable, "-m", f"sen_{svc}.indexes"], env={**os.environ, **common, "SEN_DB": db},
                        cwd=ROOT, check=True, timeout=300, capture_output=True)
-    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune"], env={**os.environ, **common},
-                   cwd=ROOT, check=True, timeout=300, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune", *dbs.values()],
+                   env={**os.environ, **common}, cwd=ROOT, check=True, timeout=300, capture_output=True)
     try:
         with web_process("ehr", {**common, "SEN_DB": dbs["ehr"]}, logs / "ehr.log") as ehr:
             admin = _headers(dev_key, "admin")
