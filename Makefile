@@ -62,7 +62,8 @@ infra-status: ## say which local servers answer
 
 indexes: venv ## create every service's MongoDB indexes
 	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
-		for s in $(SERVICES); do $(PY) -m sen_$$s.indexes; done; bash $(INFRA) tune
+		for s in $(SERVICES); do $(PY) -m sen_$$s.indexes; done; \
+		bash $(INFRA) tune $$(for s in $(SERVICES); do echo "$${SEN_DB:-sen_$$s}"; done | sort -u)
 
 clean: infra-down ## stop the servers and remove the virtualenv and local data
 	rm -rf $(VENV) .sen

@@ -74,7 +74,8 @@ set -a; . "$state/webhook-secrets.env"; set +a
 # the receiving account, for devwebhook in another shell: its test transfers name it (the demo cashier's queue)
 printf 'SEN_BANK_ACCOUNT=%s\n' "$SEN_BANK_ACCOUNT" >"$state/bank.env"
 for svc in ehr teleconsult billing portal; do "$py" -m "sen_$svc.indexes" >&2; done
-bash deploy/local/infra.sh tune
+# the local PostgreSQL's tuning of these databases only (each service's SEN_DB, else sen_<service>)
+bash deploy/local/infra.sh tune $(for svc in ehr teleconsult billing portal; do echo "${SEN_DB:-sen_$svc}"; done | sort -u)
 
 for svc in ehr teleconsult billing portal; do
   HOST=${SEN_HOST:-127.0.0.1} PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \
