@@ -10,14 +10,15 @@ from sen_shared.runtime import current
 from sen_shared.web import build_app
 
 from .config import BillingSettings, settings_from_env
-from .fhir_server import RESOURCE_TYPES, BillingFhirServer
+from .fhir_server import INTERACTIONS, RESOURCE_TYPES, BillingFhirServer
 from .indexes import INDEXES
 
 
 def create_app(settings: BillingSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
     # billing publishes its own events (billing.invoice.issued, ...): no generic billing.<type>.<verb> ones
-    fhir = BillingFhirServer(FhirConfig(RESOURCE_TYPES, service="billing", base_path="/fhir", emit_events=False),
+    fhir = BillingFhirServer(FhirConfig(RESOURCE_TYPES, service="billing", base_path="/fhir", emit_events=False,
+                                        interactions=INTERACTIONS),
                              db=lambda: current().db, settings=settings)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="billing.yaml", api_package="sen_billing.api", indexes=INDEXES,

@@ -43,6 +43,7 @@ from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
 from sen_shared.fhir import store as st
+from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
 from sen_shared.fhir.http import FhirRequest, FhirResponse, version_headers, write_answer
 from sen_shared.fhir.names import DISPLAY_MAX, one_line
 from sen_shared.fhir.outcome import FhirError
@@ -61,6 +62,10 @@ FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
                   "Account": ("owner", "sp_owner"),
                   "PaymentReconciliation": ("requestor", "sp_requestor")}
 READERS = frozenset({"admin", "health-dept", "cashier"})
+# what the CapabilityStatement lists (FhirConfig.interactions): an Invoice is created, then changes through
+# $issue and $cancel; a PaymentReconciliation is written by the settlement only (_write_check)
+INTERACTIONS: dict[str, tuple[str, ...]] = {"Invoice": (*READ_ONLY_INTERACTIONS, "create"),
+                                            "PaymentReconciliation": READ_ONLY_INTERACTIONS}
 INVOICED = "invoiced"  # billing's own ChargeItem search parameter (module docstring)
 
 

@@ -11,7 +11,7 @@ from sen_shared.web import build_app
 
 from .config import TeleconsultSettings, settings_from_env
 from .domain import RESOURCE_TYPES
-from .fhir_server import TeleconsultFhirServer
+from .fhir_server import INTERACTIONS, SEARCH_PARAMS, TeleconsultFhirServer
 from .indexes import INDEXES
 from .workflow import Consults
 
@@ -20,7 +20,8 @@ def create_app(settings: TeleconsultSettings | None = None) -> connexion.FlaskAp
     settings = settings or settings_from_env()
     # the workflow publishes its own events (workflow.py): no generic teleconsult.<type>.<verb> ones
     fhir = TeleconsultFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", base_path="/fhir",
-                                            emit_events=False), db=lambda: current().db)
+                                            emit_events=False, interactions=INTERACTIONS,
+                                            search_params=SEARCH_PARAMS), db=lambda: current().db)
     consults = Consults(fhir, settings)
     from .api.consults import submit_transaction
 

@@ -26,6 +26,7 @@ from typing import Any
 from sen_shared.fhir import access
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
+from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
 from sen_shared.fhir.guarded import GuardedFhirServer
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
@@ -36,6 +37,12 @@ from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_of, requester_of
 WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
 # the consult's resources whose readers are limited to the consult's clinic and hub
 SCOPED_TYPES = WORKFLOW_TYPES | {"Appointment"}
+# what the CapabilityStatement lists (FhirConfig.interactions, .search_params): the consult's resources are
+# read here and changed through their operations; Slots are computed (api/scheduling.py: read and a search
+# of these parameters only)
+INTERACTIONS: dict[str, tuple[str, ...]] = {**{t: READ_ONLY_INTERACTIONS for t in sorted(SCOPED_TYPES)},
+                                            "Slot": ("read", "search-type")}
+SEARCH_PARAMS: dict[str, tuple[str, ...]] = {"Slot": ("_id", "schedule", "start", "status")}
 _HOW = {"ServiceRequest": "POST /fhir/ServiceRequest/$submit (or a transaction Bundle holding the consult)",
         "Task": "the Task operations ($accept, $start, $reject, $reassign, $request-info, $provide-info, $cancel, "
                 "$complete; $message posts on its thread)",

@@ -274,7 +274,7 @@ class Transaction:
                 plans.append(p)
                 continue
             rtype = server.check_type(target.resource_type)
-            server.check_writable(rtype)
+            server.check_writable(rtype, {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete"))
             if method == "PATCH":
                 raise FhirError("PATCH inside a transaction is not supported; use PUT", status=400,
                                 code="not-supported", expression=[f"{where}.request.method"])

@@ -11,13 +11,37 @@ from .store import iso, now
 
 _TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                       "create", "search-type")
-_READ_ONLY_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+READ_ONLY_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+# the audit trail is append-only on every Sen server (access.py): recorded, read, never rewritten or deleted
+APPEND_ONLY_INTERACTIONS = (*READ_ONLY_INTERACTIONS, "create")
+_APPEND_ONLY = frozenset({"AuditEvent"})
 _DOC = "http://hl7.org/fhir/SearchParameter/"
+
+
+def interactions(config: Any, resource_type: str) -> tuple[str, ...]:
+    """The interactions ``resource_type`` allows on the server of ``config``: the service's own list
+    (:attr:`FhirConfig.interactions`), else read-only ones (:attr:`FhirConfig.read_only`), create and the
+    reads for the append-only audit trail, else all. The CapabilityStatement lists these; the engine
+    refuses any other write with 405 (:meth:`FhirServer.check_writable`)."""
+    own = config.interactions.get(resource_type)
+    if own is not None:
+        return tuple(c for c in _TYPE_INTERACTIONS if c in own)
+    if resource_type in config.read_only:
+        return READ_ONLY_INTERACTIONS
+    if resource_type in _APPEND_ONLY:
+        return tuple(c for c in _TYPE_INTERACTIONS if c in APPEND_ONLY_INTERACTIONS)
+    return _TYPE_INTERACTIONS
 
 
 @lru_cache(maxsize=256)
 def _search_params(resource_type: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((code, p.type) for code, p in params_for(resource_type).items() if p.supported))
+
+
+def _type_search_params(config: Any, resource_type: str) -> tuple[tuple[str, str], ...]:
+    own = config.search_params.get(resource_type)
+    every = _search_params(resource_type)
+    return every if own is None else tuple((code, t) for code, t in every if code in own)
 
 
 _WORDS_DOC = ("Sen: every word of the value is matched, accent- and case-insensitively, as the prefix of "
@@ -53,28 +77,31 @@ def capability_statement(config: Any, base: str) -> dict[str, Any]:
 
     resources = []
     for rtype in sorted(config.resource_types):
-        read_only = rtype in config.read_only
+        codes = interactions(config, rtype)
         entry: dict[str, Any] = {
             "type": rtype,
-            "interaction": [{"code": c} for c in (_READ_ONLY_INTERACTIONS if read_only else _TYPE_INTERACTIONS)],
+            "interaction": [{"code": c} for c in codes],
             "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": not read_only,
-            "conditionalCreate": not read_only,
-            "conditionalUpdate": not read_only,
+            "readHistory": "vread" in codes,
+            "updateCreate": "update" in codes,
+            "conditionalCreate": "create" in codes,
+            "conditionalUpdate": "update" in codes,
             "conditionalDelete": "not-supported",
             "referencePolicy": ["literal", "logical"],
             "searchInclude": ["*"],
             "searchRevInclude": ["*"],
-            "searchParam": [_search_param(rtype, code, ptype) for code, ptype in _search_params(rtype)],
+            "searchParam": [_search_param(rtype, code, ptype) for code, ptype in _type_search_params(config, rtype)],
             "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
         }
+        if rtype in config.search_params:  # its own search: no _include, _revinclude or other shared ones
+            entry["searchInclude"] = entry["searchRevInclude"] = []
         if rtype == "Patient":
             entry["operation"].append({"name": "everything",
                                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
         entry["operation"] += [{"name": op["code"], "definition": _definition_url(base, op)}
                                for op in config.operations if rtype in op.get("resource", ())]
-        if compartment_param(rtype) and rtype != "Patient":
+        # GET Patient/[id]/[type] is served where Patient is (specs/common/fhir.yaml: x-sen-fhir-needs)
+        if compartment_param(rtype) and rtype != "Patient" and "Patient" in config.resource_types:
             entry["documentation"] = f"In the Patient compartment: GET Patient/[id]/{rtype}"
         resources.append(entry)
     if config.operations:  # their definitions are read here (capability.operation_definition)

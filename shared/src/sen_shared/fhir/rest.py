@@ -40,6 +40,13 @@ class FhirConfig:
     software: str = "Sen"
     version: str = "0.1.0"
     read_only: frozenset[str] = frozenset()
+    # the interactions a type allows when not every one (the CapabilityStatement's codes, e.g.
+    # teleconsult's Task: read, vread, history-instance, history-type, search-type: it changes through its
+    # operations): the statement lists exactly these and a create, update, patch or delete not among them
+    # is 405 (capability.interactions; AuditEvent is append-only everywhere)
+    interactions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # a type's search parameters when not the R4 definitions' (teleconsult's computed Slot)
+    search_params: Mapping[str, Sequence[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     # the <service>.<type>.<verb> event of every write, in its outbox (off where a service
     # publishes its own workflow events instead, e.g. teleconsult)
@@ -81,9 +88,17 @@ class FhirServer:
             raise FhirError(f"resource type {resource_type!r} is not served here", status=404, code="not-supported")
         return resource_type
 
-    def check_writable(self, resource_type: str) -> None:
-        if resource_type in self.config.read_only:
-            raise FhirError(f"{resource_type} is read-only here", status=405, code="not-supported")
+    def check_writable(self, resource_type: str, interaction: str = "create") -> None:
+        """405 for a write (``create``, ``update``, ``patch``, ``delete``) the type does not allow here, as
+        the CapabilityStatement says (:func:`capability.interactions`)."""
+        from .capability import interactions
+
+        allowed = interactions(self.config, resource_type)
+        if interaction not in allowed:
+            writes = [c for c in allowed if c in ("create", "update", "patch", "delete")]
+            raise FhirError(f"{resource_type} is read-only here" if not writes else
+                            f"{interaction} of {resource_type} is not supported here (only {', '.join(writes)}; "
+                            "GET [base]/metadata lists each type's interactions)", status=405, code="not-supported")
 
     def body_resource(self, req: FhirRequest, *, where: str = "") -> dict[str, Any]:
         rtype = self.check_type(req.resource_type)
@@ -167,8 +182,8 @@ class FhirServer:
         return hit
 
     def create(self, req: FhirRequest) -> FhirResponse:
+        self.check_writable(self.check_type(req.resource_type), "create")
         resource = self.body_resource(req)
-        self.check_writable(req.resource_type or "")
         cond = req.header("if-none-exist")
         rid = None
         if cond:
@@ -200,9 +215,9 @@ class FhirServer:
         return self._answer(req, w, 201)
 
     def update(self, req: FhirRequest) -> FhirResponse:
+        self.check_writable(self.check_type(req.resource_type), "update")
         resource = self.body_resource(req)
         rtype = resource["resourceType"]
-        self.check_writable(rtype)
         rid = check_id(req.rid)
         if "id" not in resource:
             raise FhirError("an update needs the resource's id in the body, equal to the URL's", status=400,
@@ -214,9 +229,9 @@ class FhirServer:
         return self._answer(req, w, 201 if w.version == 1 else 200)
 
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
+        self.check_writable(self.check_type(req.resource_type), "update")
         resource = self.body_resource(req)
         rtype = resource["resourceType"]
-        self.check_writable(rtype)
         store = self.store()
         key, link, ids = self.condition(req, rtype, req.params)  # the claim read before the search: see create
         if len(ids) > 1:
@@ -240,7 +255,7 @@ class FhirServer:
         from .patch import apply_patch
 
         rtype = self.check_type(req.resource_type)
-        self.check_writable(rtype)
+        self.check_writable(rtype, "patch")
         rid = check_id(req.rid)
         s = self.store()
         doc = s.read_doc(rtype, rid)
@@ -262,7 +277,7 @@ class FhirServer:
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
-        self.check_writable(rtype)
+        self.check_writable(rtype, "delete")
         rid = check_id(req.rid)
         w = self.store().delete(rtype, rid, if_match=st.parse_etag(req.header("if-match")))
         return FhirResponse(204, None, {"ETag": st.etag(w.version)} if w else {})

@@ -1,0 +1,103 @@
+"""Each FHIR server's CapabilityStatement lists exactly the interactions that work (review 11, an integrator
+reading ``GET /fhir/metadata``): a create, update, patch or delete the statement leaves out of a type is 405,
+on teleconsult (the consult's resources change through their operations, Slots are computed), billing (an
+Invoice changes through $issue and $cancel, a PaymentReconciliation by the settlement) and on the EHR and
+teleconsult's append-only audit trail (an admin cannot rewrite or delete an AuditEvent). The Patient
+compartment is offered where Patient is served, and a Slot's statement names the parameters its search takes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.support import admin_headers, app_client
+
+pytestmark = pytest.mark.integration
+
+WRITES = ("create", "update", "patch", "delete")
+_AUDIT = {"resourceType": "AuditEvent", "recorded": "2026-12-01T10:00:00Z", "action": "E",
+          "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+          "agent": [{"who": {"display": "his-vendor"}, "requestor": True}], "source": {"observer": {"display": "his"}}}
+
+
+def _statement(client, H) -> dict[str, tuple[str, ...]]:
+    r = client.get("/fhir/metadata", headers=H)
+    assert r.status_code == 200, r.text
+    return {e["type"]: tuple(i["code"] for i in e.get("interaction", ())) for e in r.json()["rest"][0]["resource"]}
+
+
+def _write(client, H, verb: str, rtype: str, rid: str):
+    body = json.dumps({"resourceType": rtype, "id": rid})
+    if verb == "create":
+        return client.post(f"/fhir/{rtype}", content=json.dumps({"resourceType": rtype}), headers=H)
+    if verb == "update":
+        return client.put(f"/fhir/{rtype}/{rid}", content=body, headers=H)
+    if verb == "patch":
+        return client.patch(f"/fhir/{rtype}/{rid}", content=b"[]",
+                            headers={**H, "Content-Type": "application/json-patch+json"})
+    return client.delete(f"/fhir/{rtype}/{rid}", headers=H)
+
+
+def _unlisted_writes_are_405(client, H, ids: dict[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    listed = _statement(client, H)
+    refused = []
+    for rtype, codes in listed.items():
+        if rtype == "OperationDefinition":
+            continue
+        for verb in WRITES:
+            if verb not in codes:
+                r = _write(client, H, verb, rtype, (ids or {}).get(rtype, "cap-probe"))
+                refused.append((rtype, verb, r.status_code, r.json()["issue"][0]["code"]))
+    assert refused and all(s == 405 and code == "not-supported" for _t, _v, s, code in refused), refused
+    return listed
+
+
+def test_the_ehr_audit_trail_is_listed_append_only_and_is(base_env, mongo_client, dev_key) -> None:
+    with app_client("ehr", base_env, f"sen_cap{uuid.uuid4().hex[:8]}_ehr", mongo_client) as (client, _app):
+        H = admin_headers(dev_key)
+        made = client.post("/fhir/AuditEvent", content=json.dumps(_AUDIT), headers=H)  # listed: create
+        assert made.status_code == 201, made.text
+        aid = made.json()["id"]
+        listed = _unlisted_writes_are_405(client, H, {"AuditEvent": aid})
+        assert listed["AuditEvent"] == ("read", "vread", "history-instance", "history-type", "create", "search-type")
+        assert {"update", "patch", "delete"} <= set(listed["Patient"])
+        # the event stands as recorded, one version
+        r = client.get(f"/fhir/AuditEvent/{aid}", headers=H)
+        assert r.status_code == 200 and r.json()["meta"]["versionId"] == "1"
+        # nor through a transaction
+        tx = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"request": {"method": "DELETE", "url": f"AuditEvent/{aid}"}}]}
+        assert client.post("/fhir", content=json.dumps(tx), headers=H).status_code == 405
+        assert client.get(f"/fhir/AuditEvent/{aid}", headers=H).status_code == 200
+
+
+def test_teleconsult_lists_its_operation_only_types_read_only_and_no_patient_compartment(
+        base_env, mongo_client, dev_key) -> None:
+    with app_client("teleconsult", base_env, f"sen_cap{uuid.uuid4().hex[:8]}_tc", mongo_client) as (client, _app):
+        H = admin_headers(dev_key)
+        listed = _unlisted_writes_are_405(client, H)
+        for rtype in ("ServiceRequest", "Task", "Communication", "Appointment"):
+            assert listed[rtype] == ("read", "vread", "history-instance", "history-type", "search-type"), rtype
+        assert listed["Slot"] == ("read", "search-type")
+        assert "update" in listed["Schedule"]
+        assert "create" in listed["AuditEvent"] and "delete" not in listed["AuditEvent"]
+        meta = client.get("/fhir/metadata", headers=H).json()["rest"][0]["resource"]
+        slot = next(e for e in meta if e["type"] == "Slot")
+        assert {p["name"] for p in slot["searchParam"]} == {"_id", "schedule", "start", "status"}
+        # no GET Patient/[id]/[type] here: no type says it is served
+        assert not [e["type"] for e in meta if "Patient/[id]" in e.get("documentation", "")]
+        assert client.get("/fhir/Patient/p1/Appointment", headers=H).status_code == 404
+
+
+def test_billing_lists_invoice_and_payment_reconciliation_writes_as_they_are(base_env, mongo_client,
+                                                                           dev_key) -> None:
+    with app_client("billing", base_env, f"sen_cap{uuid.uuid4().hex[:8]}_bi", mongo_client) as (client, _app):
+        H = admin_headers(dev_key)
+        listed = _unlisted_writes_are_405(client, H)
+        assert listed["Invoice"] == ("read", "vread", "history-instance", "history-type", "create", "search-type")
+        assert listed["PaymentReconciliation"] == ("read", "vread", "history-instance", "history-type",
+                                                   "search-type")
+        assert "update" in listed["ChargeItemDefinition"]
