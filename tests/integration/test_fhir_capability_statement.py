@@ -101,3 +101,51 @@ def test_billing_lists_invoice_and_payment_reconciliation_writes_as_they_are(bas
         assert listed["PaymentReconciliation"] == ("read", "vread", "history-instance", "history-type",
                                                    "search-type")
         assert "update" in listed["ChargeItemDefinition"]
+
+
+def _operations(client, H) -> dict[str, dict[str, str]]:
+    meta = client.get("/fhir/metadata", headers=H).json()["rest"][0]["resource"]
+    return {e["type"]: {o["name"]: o["definition"] for o in e.get("operation", ())} for e in meta}
+
+
+def _definitions_served(client, H, ops: dict[str, dict[str, str]], base: str) -> None:
+    for rtype, named in ops.items():
+        for name, url in named.items():
+            if url.startswith("http://hl7.org/"):
+                continue
+            assert url.startswith(f"{base}/OperationDefinition/"), url
+            r = client.get(url[len(base) - len("/fhir"):], headers=H)
+            assert r.status_code == 200, (url, r.text)
+            d = r.json()
+            assert (d["resourceType"], d["code"], d["resource"]) == ("OperationDefinition", name, [rtype])
+            assert d["url"] == url
+            assert d["type"] or d["instance"]
+
+
+def test_each_servers_own_operations_are_listed_with_a_definition_served(base_env, mongo_client, dev_key) -> None:
+    base = "http://testserver/fhir"
+    expected = {
+        "teleconsult": {"ServiceRequest": {"submit"}, "Task": {"worklist", "accept", "start", "reject", "reassign",
+                                                               "request-info", "provide-info", "message", "cancel",
+                                                               "complete"},
+                        "Appointment": {"find", "hold", "book", "cancel", "reschedule", "noshow", "fulfill"}},
+        "billing": {"Invoice": {"issue", "cancel", "vietqr"}},
+        "ehr": {"Patient": {"everything", "take-on", "end-take-on"}},
+    }
+    for service, wanted in expected.items():
+        db = f"sen_cap{uuid.uuid4().hex[:8]}_{service[:2]}"
+        with app_client(service, base_env, db, mongo_client) as (client, _app):
+            H = admin_headers(dev_key)
+            ops = _operations(client, H)
+            for rtype, codes in wanted.items():
+                assert codes <= set(ops[rtype]), (service, rtype, ops[rtype])
+            assert not {n for t, named in ops.items() for n in named if t not in wanted} - {"validate"}, ops
+            _definitions_served(client, H, ops, base)
+            task_accept = client.get("/fhir/OperationDefinition/Task-accept", headers=H)
+            assert task_accept.status_code == (200 if service == "teleconsult" else 404)
+            if service == "teleconsult":
+                d = task_accept.json()
+                assert (d["instance"], d["type"], d["affectsState"]) == (True, False, True)
+                assert "POST [base]/Task/[id]/$accept" in d["description"]
+                worklist = client.get("/fhir/OperationDefinition/Task-worklist", headers=H).json()
+                assert (worklist["type"], worklist["instance"], worklist["affectsState"]) == (True, False, False)

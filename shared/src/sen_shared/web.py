@@ -645,6 +645,13 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     resolver = ServiceResolver(api_package)
     fhir = (extras or {}).get("fhir")
     api_spec = load_spec(spec, fhir_types=sorted(fhir.types) if fhir is not None else None)
+    if fhir is not None:  # its CapabilityStatement lists (and serves the definitions of) the spec's operations
+        from dataclasses import replace
+
+        from .fhir.capability import with_spec_operations
+
+        fhir.config = replace(fhir.config, operations=with_spec_operations(fhir.config.operations, api_spec,
+                                                                           fhir.config.base_path))
     app.add_api(api_spec, resolver=resolver, strict_validation=strict_validation,
                 validate_responses=validate_responses, pythonic_params=False)
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import current
-from .http import FhirRequest, from_flask, to_connexion
+from .http import FhirRequest, FhirResponse, from_flask, to_connexion
 from .rest import FhirServer
 
 Reply = Any
@@ -29,6 +29,14 @@ def _run(method: str, req: FhirRequest) -> Reply:
 
 def capabilities() -> Reply:
     return _run("capabilities", from_flask(body=False))
+
+
+def operation_definition(id: str) -> Reply:  # noqa: A002 - the path parameter's name
+    """The definition of one of the server's own operations, at the URL its CapabilityStatement names."""
+    from .capability import operation_definition as definition
+
+    req = from_flask("OperationDefinition", id, body=False)
+    return to_connexion(FhirResponse(200, definition(_server().config, req.base, id)), req)
 
 
 def bundle(**_: Any) -> Reply:
@@ -102,5 +110,5 @@ def compartment_search(id: str, type: str) -> Reply:
 
 
 __all__ = ["bundle", "capabilities", "compartment_search", "conditional_update", "create", "delete", "everything",
-           "history_instance", "history_system", "history_type", "patch", "read", "search", "search_post",
-           "update", "validate_instance", "validate_type", "vread"]
+           "history_instance", "history_system", "history_type", "operation_definition", "patch", "read", "search",
+           "search_post", "update", "validate_instance", "validate_type", "vread"]

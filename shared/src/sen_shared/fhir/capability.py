@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +59,49 @@ def _search_param(rtype: str, code: str, ptype: str) -> dict[str, str]:
 
 def _definition_url(base: str, op: dict[str, Any]) -> str:
     return f"{base.rstrip('/')}/OperationDefinition/{op['id']}"
+
+
+_OPERATION_PATH = re.compile(r"/([A-Z][A-Za-z]+)(/\{id\})?/\$([a-z][a-z0-9-]*)")
+
+
+def spec_operations(spec: Mapping[str, Any], base_path: str) -> tuple[dict[str, Any], ...]:
+    """An OperationDefinition (``<Type>-<code>``) of each of the service's own FHIR operations in its OpenAPI
+    spec: a path ``<base>/<Type>/$<code>`` (on the type) or ``<base>/<Type>/{id}/$<code>`` (on an instance),
+    its summary the description; the shared ones (operationId ``fhir.*``: $validate, $everything) are the
+    R4 definitions'. So the CapabilityStatement lists every operation a route serves, and only those."""
+    found: dict[str, dict[str, Any]] = {}
+    for path, item in (spec.get("paths") or {}).items():
+        if not path.startswith(base_path) or not isinstance(item, dict):
+            continue
+        m = _OPERATION_PATH.fullmatch(path[len(base_path):])
+        if m is None:
+            continue
+        rtype, instance, code = m.groups()
+        for method in ("get", "post"):
+            op = item.get(method)
+            if not isinstance(op, dict) or str(op.get("operationId", "")).startswith("fhir."):
+                continue
+            rid = f"{rtype}-{code}"
+            d = found.setdefault(rid, {
+                "resourceType": "OperationDefinition", "id": rid,
+                "name": rtype + "".join(w.capitalize() for w in code.split("-")), "status": "active",
+                "kind": "operation", "publisher": "Sen", "affectsState": False, "code": code, "resource": [rtype],
+                "system": False, "type": False, "instance": False, "description": ""})
+            d["instance" if instance else "type"] = True
+            d["affectsState"] = d["affectsState"] or method == "post"
+            summary = " ".join(str(op.get("summary") or "").split())
+            if summary and summary not in d["description"]:
+                where = f"[base]/{rtype}/[id]/${code}" if instance else f"[base]/{rtype}/${code}"
+                d["description"] = f"{d['description']} {method.upper()} {where}: {summary}".strip()
+    return tuple(found[k] for k in sorted(found))
+
+
+def with_spec_operations(operations: Sequence[dict[str, Any]], spec: Mapping[str, Any],
+                         base_path: str) -> tuple[dict[str, Any], ...]:
+    """``operations`` (a service's own definitions, with their parameters) and :func:`spec_operations`
+    of those it does not define."""
+    have = {op["id"] for op in operations}
+    return (*operations, *(op for op in spec_operations(spec, base_path) if op["id"] not in have))
 
 
 def operation_definition(config: Any, base: str, rid: str) -> dict[str, Any]:
