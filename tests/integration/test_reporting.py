@@ -105,7 +105,8 @@ def province(fresh_db: Any) -> Any:
 def test_dashboard_figures_from_a_hand_made_fortnight(province: Any) -> None:
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
     assert d["range"]["weeks"] == ["2026-W45", "2026-W46"]
-    assert d["facilities_using"] == {"count": 25, "new": 3, "baseline": 22, "goal": 165, "share": 0.1515}
+    assert d["facilities_using"] == {"count": 25, "new": 3, "baseline": 22, "goal": 165, "share": 0.1515,
+                                     "baseline_named": False, "baseline_using": None}
     assert d["consults_per_facility_week"] == [
         {"facility": A, "district": CL, "week": "2026-W45", "count": 3},
         {"facility": B, "district": TM, "week": "2026-W45", "count": 2},
@@ -133,7 +134,8 @@ def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> No
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW, targets=targets)
     # a district's facilities: those of the district that used Sen; the baseline and the goal are the
     # province's settings, so no district is given the province's 100 facilities before Sen
-    assert d["facilities_using"] == {"count": 2, "new": 2, "baseline": None, "goal": None, "share": None}
+    assert d["facilities_using"] == {"count": 2, "new": 2, "baseline": None, "goal": None, "share": None,
+                                     "baseline_named": None, "baseline_using": None}
     assert {r["facility"] for r in d["consults_per_facility_week"]} == {A, D}
     assert d["time_to_answer"]["urgent"]["count"] == 0 and d["time_to_answer"]["routine"]["count"] == 4
     assert d["time_to_conclusion"]["urgent"]["count"] == 0 and d["time_to_conclusion"]["routine"]["count"] == 2
@@ -149,6 +151,39 @@ def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> No
     assert whole["facilities_using"]["count"] == 103 and whole["ehr_coverage"]["share"] == 0.5
     one_day = dashboard(province, date(2026, 11, 1), date(2026, 11, 1), None, now=NOW)
     assert one_day["facilities_using"]["new"] == 1 and one_day["ehr_coverage"]["patients"] == 1
+
+
+def test_a_baseline_facility_that_requests_consults_is_not_counted_twice(province: Any) -> None:
+    """Review 12: "using now" was the baseline's number plus every facility that requested a consult, so
+    a facility already using teleconsultation before Sen that requested one through it counted twice.
+    Named in the settings, it stays in the baseline; its use of Sen is said apart."""
+    start, end = date(2026, 11, 2), date(2026, 11, 15)  # A, B and D requested consults
+    named = Targets(facility_baseline=3, baseline_facilities=frozenset({"tyt-a", "tyt-x", "tyt-y"}))
+    d = dashboard(province, start, end, None, targets=named, now=NOW)
+    assert d["facilities_using"] == {"count": 5, "new": 2, "baseline": 3, "goal": 165, "share": 0.0303,
+                                     "baseline_named": True, "baseline_using": 1}
+    # by Organization reference as well, and the CSV says the same
+    ref = Targets(facility_baseline=1, baseline_facilities=frozenset({A}))
+    assert dashboard(province, start, end, None, targets=ref, now=NOW)["facilities_using"]["count"] == 3
+    assert csv_rows("facilities_using", province, start, end, targets=named, now=NOW)[1][0][3:5] == [5, 2]
+    # a district's figure has no baseline: every facility of it that requested a consult
+    assert dashboard(province, start, end, CL, targets=named, now=NOW)["facilities_using"]["count"] == 2
+
+
+def test_the_baseline_facilities_setting() -> None:
+    from sen_portal.config import PortalSettings as Portal
+
+    def PortalSettings(**env: Any) -> Any:  # noqa: N802 - the settings, with the development issuer's key named
+        return Portal(SEN_DEV_JWT_KEY="dev-jwt.pem", **env)
+
+    s = PortalSettings(SEN_REPORT_BASELINE_FACILITIES=["tyt-a", "Organization/tyt-b", "tyt-a"])
+    assert s.report_facility_baseline == 2  # how many it names
+    assert s.report_targets().baseline_facilities == frozenset({"tyt-a", "tyt-b"})
+    assert PortalSettings(SEN_REPORT_FACILITY_BASELINE=2, SEN_REPORT_BASELINE_FACILITIES=["a", "b"]).report_targets() \
+        .facility_baseline == 2
+    with pytest.raises(ValueError, match="SEN_REPORT_FACILITY_BASELINE is 22 but"):
+        PortalSettings(SEN_REPORT_FACILITY_BASELINE=22, SEN_REPORT_BASELINE_FACILITIES=["a", "b"])
+    assert PortalSettings().report_targets().baseline_facilities == frozenset()
 
 
 def test_a_population_smaller_than_the_records_gives_no_share_over_100_percent(province: Any) -> None:

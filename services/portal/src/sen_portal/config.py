@@ -17,6 +17,11 @@ class PortalSettings(Settings):
                                       description="facilities that should use teleconsultation (the province's goal)")
     report_facility_baseline: int = Field(22, validation_alias="SEN_REPORT_FACILITY_BASELINE", ge=0,
                                           description="facilities already using teleconsultation before Sen")
+    report_baseline_facilities: list[str] = Field(
+        default_factory=list, validation_alias="SEN_REPORT_BASELINE_FACILITIES",
+        description='JSON ["<Organization id>", ...]: the facilities already using teleconsultation before Sen, '
+                    "by name (then SEN_REPORT_FACILITY_BASELINE is how many): one of them requesting consults "
+                    "through Sen is not counted again as a new facility on the dashboard")
     report_population: int = Field(10, validation_alias="SEN_REPORT_POPULATION", gt=0,
                                    description="residents of the province (the demo's default suits its 8 patients)")
     report_district_populations: dict[str, int] = Field(
@@ -68,6 +73,15 @@ class PortalSettings(Settings):
         if bad:
             raise ValueError(f"SEN_REPORT_DISTRICT_POPULATIONS: a district needs a name and a population above 0 "
                              f"({', '.join(repr(d) for d in bad)})")
+        named = {f.strip().removeprefix("Organization/") for f in self.report_baseline_facilities}
+        if "" in named:
+            raise ValueError("SEN_REPORT_BASELINE_FACILITIES: an empty facility id")
+        if named and "report_facility_baseline" in self.model_fields_set \
+                and self.report_facility_baseline != len(named):
+            raise ValueError(f"SEN_REPORT_FACILITY_BASELINE is {self.report_facility_baseline} but "
+                             f"SEN_REPORT_BASELINE_FACILITIES names {len(named)} facilities: set one of them")
+        if named:
+            self.report_facility_baseline = len(named)
         in_districts = sum(self.report_district_populations.values())
         if in_districts > self.report_population:
             raise ValueError(f"SEN_REPORT_DISTRICT_POPULATIONS add up to {in_districts} residents, more than the "
@@ -81,6 +95,8 @@ class PortalSettings(Settings):
 
     def report_targets(self) -> Targets:
         return Targets(facility_goal=self.report_facility_goal, facility_baseline=self.report_facility_baseline,
+                       baseline_facilities=frozenset(f.strip().removeprefix("Organization/")
+                                                     for f in self.report_baseline_facilities),
                        population=self.report_population, district_populations=self.report_district_populations)
 
 

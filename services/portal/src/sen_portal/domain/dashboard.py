@@ -20,13 +20,20 @@ The dict::
 
     range                      {start, end, district, facility (Organization/<id> or None),
                                 weeks: ["2026-W49", ...]}
-    facilities_using           {count, new, baseline, goal, share}
-                               new: distinct facilities that requested a consult in the range;
-                               count = baseline (facilities already using teleconsultation before
-                               Sen, a setting) + new, at most goal; share = count / goal.
+    facilities_using           {count, new, baseline, goal, share, baseline_named, baseline_using}
+                               new: distinct facilities that requested a consult in the range and
+                               are not among the facilities already using teleconsultation before
+                               Sen (``Targets.baseline_facilities``, when the settings name them);
+                               count = baseline (how many used it before Sen, a setting) + new, at
+                               most goal; share = count / goal. baseline_using: of the named
+                               baseline facilities, those that requested a consult in the range
+                               (counted in the baseline, never again in new); baseline_named False
+                               (baseline_using None) when the settings give only their number: a
+                               baseline facility that requested a consult through Sen is then in
+                               new too, counted twice (the page says so).
                                For a district or a facility: count = new (a facility: 1 when it
-                               requested a consult in the range, else 0); baseline, goal, share
-                               None (the settings are the province's)
+                               requested a consult in the range, else 0); baseline, goal, share,
+                               baseline_named, baseline_using None (the settings are the province's)
     consults_per_facility_week [{facility, district, week, count}]   consults requested
     time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
                                asap, stat: time to acceptance, requested -> accepted (a hub doctor
@@ -153,6 +160,9 @@ class Targets:
 
     facility_goal: int = 165
     facility_baseline: int = 22
+    # the baseline's facilities by Organization id, when the settings name them (then the baseline is how many):
+    # one of them requesting consults through Sen is in the baseline, not counted again as new
+    baseline_facilities: frozenset[str] = frozenset()
     population: int = 10
     # residents per district, by the district's name as addresses write it (those not listed: no coverage)
     district_populations: Mapping[str, int] = field(default_factory=dict)
@@ -221,13 +231,18 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
 
     consults = within("consults")
     facilities = {r["facility"] for r in consults if r.get("facility")}
-    new = len(facilities)
     if district is None and wanted is None:
+        # a facility of the baseline that requested consults is in the baseline already: not new, not twice
+        named = {facility_reference(f) for f in targets.baseline_facilities}
+        new = len(facilities - named)
         using = min(targets.facility_goal, targets.facility_baseline + new)
         fac: dict[str, Any] = {"count": using, "new": new, "baseline": targets.facility_baseline,
-                               "goal": targets.facility_goal, "share": _share(using, targets.facility_goal)}
+                               "goal": targets.facility_goal, "share": _share(using, targets.facility_goal),
+                               "baseline_named": bool(named),
+                               "baseline_using": len(facilities & named) if named else None}
     else:  # the baseline and the goal are the province's: no district's or facility's share of them
-        fac = {"count": new, "new": new, "baseline": None, "goal": None, "share": None}
+        fac = {"count": len(facilities), "new": len(facilities), "baseline": None, "goal": None, "share": None,
+               "baseline_named": None, "baseline_using": None}
 
     per_week: dict[tuple[str, str], dict[str, Any]] = {}
     for r in consults:
