@@ -361,7 +361,7 @@ def test_bad_ids_are_400_never_500(ehr, H):
 
 
 def test_no_token_is_401(ehr):
-    r = ehr.get("/fhir/metadata")
+    r = ehr.get("/fhir/Patient")  # the CapabilityStatement needs none (test_fhir_integrator_basics)
     assert r.status_code == 401
     assert r.json()["resourceType"] == "OperationOutcome"
 

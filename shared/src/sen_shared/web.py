@@ -498,11 +498,23 @@ class CompiledParameterValidator(ParameterValidator):
             try:
                 hit[1].validate(value)
             except ValidationError as exception:
-                return str(exception)
+                return _parameter_problem(parameter_type, param, value, exception)
             return None
         if param.get("required"):
             return f"Missing {parameter_type} parameter '{param['name']}'"
         return None
+
+
+def _parameter_problem(parameter_type: str, param: dict[str, Any], value: Any, error: ValidationError) -> str:
+    """What is wrong with a parameter, for the caller to fix: its name, the value (cut short), what it must be
+    (its description) and the rule broken (the pattern; jsonschema's message otherwise), not jsonschema's
+    dump of the schema ("Failed validating 'pattern' in schema: ... On instance: ...")."""
+    shown = str(value)
+    shown = repr(shown if len(shown) <= 70 else f"{shown[:67]}...")
+    rule = (f"it must match {error.validator_value}" if error.validator == "pattern" else
+            error.message if len(error.message) <= 200 else f"{error.message[:197]}...")
+    what = f" is not {param['description']}" if param.get("description") else " is not valid"
+    return f"the {parameter_type} parameter '{param.get('name', '?')}' {shown}{what} ({rule})"
 
 
 # --------------------------------------------------------------------------- JSON bodies

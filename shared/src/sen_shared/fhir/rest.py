@@ -27,6 +27,7 @@ from .search.executor import search as run_search
 from .validate import check_id, validate_resource
 
 DEFAULT_HISTORY_COUNT = 50
+_HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
 MAX_HISTORY_COUNT = 1000
 
 
@@ -330,11 +331,20 @@ class FhirServer:
 
     def history(self, req: FhirRequest) -> FhirResponse:
         """Instance, type or system history, newest first; ``_since``, ``_count``, ``_cursor`` (keyset)."""
+        taken = _HISTORY_PARAMS | ({"_type"} if req.resource_type is None else set())
+        unknown = sorted({k for k, _ in req.params} - taken)
+        if unknown:  # not ignored: a history of everything would answer a filter never applied
+            raise FhirError(f"history does not take {', '.join(unknown)}; it takes _count, _since"
+                            f"{', _type' if req.resource_type is None else ''} (and the next link's _cursor)",
+                            status=400, code="not-supported", expression=unknown)
         count = _count_param(req.param("_count"), DEFAULT_HISTORY_COUNT, MAX_HISTORY_COUNT)
         since = _since_param(req.param("_since"))
         cursor = _history_cursor(req.param("_cursor"))
         if req.resource_type is not None:
             rtypes = [self.check_type(req.resource_type)]
+        elif req.param("_type"):  # system history of these types only
+            rtypes = sorted({self.check_type(t.strip()) for v in (v for k, v in req.params if k == "_type")
+                             for t in v.split(",") if t.strip()})
         else:
             rtypes = sorted(self.types)
         rid = check_id(req.rid) if req.rid is not None else None
