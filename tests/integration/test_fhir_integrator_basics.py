@@ -73,3 +73,21 @@ def test_history_applies_type_and_refuses_what_it_does_not_take(ehr, H) -> None:
         issue = r.json()["issue"][0]
         assert issue["code"] == "not-supported", issue
         assert next(iter(params)) in issue["diagnostics"] or params["_type"] in issue["diagnostics"], issue
+
+
+def test_the_fhir_version_asked_for_or_sent_is_r4_or_refused(ehr, H) -> None:
+    def accept(value: str) -> dict[str, str]:
+        return {**H, "Accept": value}
+
+    for ok in ("application/fhir+json; fhirVersion=4.0", "application/fhir+json;fhirVersion=4.0.1",
+               "application/json", "application/fhir+json; fhirVersion=3.0, application/fhir+json; fhirVersion=4.0"):
+        assert ehr.get("/fhir/Patient", params={"_count": "1"}, headers=accept(ok)).status_code == 200, ok
+    r = ehr.get("/fhir/Patient", headers=accept("application/fhir+json; fhirVersion=3.0"))
+    assert r.status_code == 406
+    issue = r.json()["issue"][0]
+    assert issue["code"] == "not-supported" and "fhirVersion=4.0" in issue["diagnostics"], issue
+    body = json.dumps({"resourceType": "Patient", "gender": "female"})
+    r = ehr.post("/fhir/Patient", content=body, headers={**H, "Content-Type": "application/fhir+json; fhirVersion=5.0"})
+    assert r.status_code == 415 and "fhirVersion=4.0" in r.json()["issue"][0]["diagnostics"], r.text
+    r = ehr.post("/fhir/Patient", content=body, headers={**H, "Content-Type": "application/fhir+json; fhirVersion=4.0"})
+    assert r.status_code == 201, r.text

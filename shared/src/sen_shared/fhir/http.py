@@ -135,6 +135,7 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
     elif body and request.method in ("POST", "PUT", "PATCH"):
         data = request_body()
         if data:
+            check_body_version(request.environ.get("CONTENT_TYPE"))
             try:
                 parsed = json.loads(data)
             except (ValueError, RecursionError):
@@ -163,9 +164,29 @@ def response_type(req: FhirRequest) -> str:
         return FHIR_JSON
     for item in accept.split(","):
         mt = item.split(";")[0].strip().lower()
-        if mt in _ACCEPTABLE:
+        if mt in _ACCEPTABLE and (";" not in item or fhir_version(item) in _R4):
             return JSON if mt == JSON else FHIR_JSON
-    raise FhirError(f"cannot answer in {accept}; this server speaks application/fhir+json", status=406)
+    raise FhirError(f"cannot answer in {accept}; this server speaks application/fhir+json of FHIR R4 "
+                    "(fhirVersion=4.0)", status=406)
+
+
+_R4 = (None, "4.0", "4.0.1")  # the fhirVersion values of a media type this server answers (none: its own)
+
+
+def fhir_version(media_type: str) -> str | None:
+    """The ``fhirVersion`` parameter of a media type (``application/fhir+json; fhirVersion=4.0``), or None."""
+    for part in media_type.split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "fhirversion":
+            return value.strip().strip('"')
+    return None
+
+
+def check_body_version(content_type: str | None) -> None:
+    """415 for a body of another FHIR version than R4 (its Content-Type's ``fhirVersion``, if it has one)."""
+    if content_type and ";" in content_type and fhir_version(content_type) not in _R4:
+        raise FhirError(f"the body is {content_type}; this server takes FHIR R4 (fhirVersion=4.0)", status=415,
+                        code="not-supported")
 
 
 def _serialize(resp: FhirResponse, req: FhirRequest | None) -> tuple[bytes, str]:
