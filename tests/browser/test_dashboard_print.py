@@ -27,6 +27,15 @@ def test_the_printed_dashboard_keeps_each_card_whole_and_leaves_out_the_form(vis
     assert printed["form"] == "none" and printed["buttons"] == 0 and printed["nav"] == "none", printed
     assert len(printed["cards"]) >= 5 and set(printed["cards"]) == {"avoid"}, printed
     assert printed["scope"]  # the filters chosen, as text
+    # review 12: the data tables behind "Bảng số liệu" (closed on screen) are printed, the CSV links are not
+    tables = lambda: v.page.evaluate(  # noqa: E731
+        "() => ({tables: [...document.querySelectorAll('main details table')].map(t => t.checkVisibility()),"
+        " links: [...document.querySelectorAll('main a[download]')].filter(a => a.offsetParent !== null).length})")
+    assert tables()["tables"] and all(tables()["tables"]), tables()
+    assert tables()["links"] == 0, tables()
+    v.page.emulate_media(media="screen")
+    assert not any(tables()["tables"]) and tables()["links"] > 0, tables()  # closed on screen, as before
+    v.page.emulate_media(media="print")
     assert v.page.inner_text("[data-testid=scope]").startswith("Từ 01/11/2026 đến 05/12/2026")
     pdf = v.page.pdf(format="A4", print_background=True)
     assert pdf.startswith(b"%PDF")
