@@ -193,8 +193,10 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
     ttc = data.get("time_to_conclusion") or {}
     cash = data["cashless_share"]
     ehr = data["ehr_coverage"]
+    # the count axes say what they count; the minutes axis its unit (the legends name the series)
+    counted = {"display": True, "text": gettext("Number of consults")}
     stacked = {"scales": {"x": {"stacked": True}, "y": {"stacked": True, "beginAtZero": True,
-                                                       "ticks": {"precision": 0}}}}
+                                                       "ticks": {"precision": 0}, "title": counted}}}
     if fu.get("goal") is None:  # a district: its facilities that used Sen; the goal is the province's
         facilities = {"type": "bar", "data": {"labels": [gettext("Using now")], "datasets": [
             {"label": gettext("Facilities"), "data": [fu["count"]], "backgroundColor": [COLORS[0]]}]},
@@ -222,14 +224,16 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
             # the medians (a narrow card holds two series); the tables and CSVs give the 90th percentiles
             series(gettext("To acceptance: median (minutes)"), tta, "median_minutes", COLORS[1]),
             series(gettext("To conclusion: median (minutes)"), ttc, "median_minutes", COLORS[3])]},
-            "options": {"plugins": {"legend": {"labels": {"boxWidth": 12}}}, "scales": {"y": {"beginAtZero": True}}}},
+            "options": {"plugins": {"legend": {"labels": {"boxWidth": 12}}}, "scales": {
+                "y": {"beginAtZero": True, "title": {"display": True, "text": gettext("Minutes")}}}}},
         "breaches": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
              "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
             "options": stacked, "keepEnds": True},
         "cashless": {"type": "doughnut", "data": {"labels": [gettext("Bank transfer (QR)"), gettext("Cash")],
                                                    "datasets": [{"data": [cash["transfer_amount"], cash["cash_amount"]],
-                                                                 "backgroundColor": [COLORS[2], "#c8c8c8"]}]}},
+                                                                 "backgroundColor": [COLORS[2], "#c8c8c8"]}]},
+                     "money": True},  # charts.js: its tooltips say đồng as the page does, 448.000 ₫
     }
     if ehr.get("share") is not None:  # no ring without a population set, or one smaller than the records
         out["ehr"] = {"type": "doughnut", "data": {

@@ -26,7 +26,9 @@
       var cfg = JSON.parse(el.textContent);
       cfg.options = Object.assign({maintainAspectRatio: false}, cfg.options || {});
       if (cfg.keepEnds) keepEnds(cfg);
+      if (cfg.money) money(cfg);
       delete cfg.keepEnds;
+      delete cfg.money;
       new Chart(c, cfg);
     });
   }
@@ -50,6 +52,19 @@
         var shown = index === 0 || ((last - index) % step === 0 && !(index === first && first * room < widest + 8));
         return shown ? this.getLabelForValue(value) : "";
       }});
+  }
+  // An amount of đồng as every page writes it, in both languages (formatting.vnd): 448.000 ₫
+  function vnd(n) {
+    return (n < 0 ? "-" : "") + String(Math.abs(Math.round(n))).replace(/\B(?=(\d{3})+(?!\d))/g, ".") + "\u00a0₫";
+  }
+  // A chart of money (the cashless share): its tooltips say the amount in đồng, not a bare number in the
+  // browser's own grouping (review 12: "448,000" in an English browser, and never a unit)
+  function money(cfg) {
+    var plugins = cfg.options.plugins = cfg.options.plugins || {};
+    var tooltip = plugins.tooltip = plugins.tooltip || {};
+    tooltip.callbacks = Object.assign({}, tooltip.callbacks, {label: function (item) {
+      return (item.label ? item.label + ": " : "") + vnd(item.parsed);
+    }});
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); else draw();
 })();

@@ -1,0 +1,71 @@
+"""The dashboard's charts say their units (review 12): the cashless share's tooltips gave a bare number in the
+browser's grouping ("448,000" in an English browser, "448.000" in a Vietnamese one, never "₫"), and the
+charts' value axes had no title (minutes, consults). The tooltips now write đồng as every page does,
+448.000 ₫ in both languages, and the axes say what they count.
+
+The page is the portal's own (its template, charts.js and Chart.js), served to Chromium by the Flask test
+client through Playwright's routing: no stack, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.browser.test_dashboard_week_labels import _figures
+from tests.support import portal_app, portal_signed_in
+
+pytestmark = pytest.mark.integration
+
+
+def _with_money(*args: Any, **kw: Any) -> dict[str, Any]:
+    data = _figures(*args, **kw)
+    money = {**data["cashless_share"], "transfer_amount": 448_000, "cash_amount": 48_000, "share": 0.9032}
+    return {**data, "cashless_share": money}
+
+
+@pytest.mark.parametrize("lang,locale,transfer,minutes,consults", [
+    ("vi", "en-US", "Chuyển khoản (QR): 448.000\u00a0₫", "Phút", "Số ca hội chẩn"),
+    ("en", "en-US", "Bank transfer (QR): 448.000\u00a0₫", "Minutes", "Number of consults")])
+def test_the_charts_say_dong_minutes_and_consults(browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  lang: str, locale: str, transfer: str, minutes: str,
+                                                  consults: str) -> None:
+    from sen_portal.web import dashboard
+
+    monkeypatch.setattr(dashboard, "figures", _with_money)
+    monkeypatch.setattr(dashboard, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    monkeypatch.setattr(dashboard, "org_without_care", lambda: set())
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
+
+    def serve(route: Any) -> None:
+        url = urlsplit(route.request.url)
+        r = client.get(url.path + (f"?{url.query}" if url.query else ""))
+        route.fulfill(status=r.status_code, body=r.data,
+                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale=locale,
+                              timezone_id="Asia/Ho_Chi_Minh")
+    try:
+        page = ctx.new_page()
+        page.route("http://portal.test/**", serve)
+        page.goto("http://portal.test/dashboard")
+        page.wait_for_function("() => window.Chart && Chart.getChart(document.querySelector("
+                               "'canvas[data-chart=cashless]'))")
+        # the tooltip's line for each part of the ring, as Chart.js builds it on hover
+        lines = page.evaluate(
+            "() => { const ch = Chart.getChart(document.querySelector('canvas[data-chart=cashless]'));"
+            " const label = ch.options.plugins.tooltip.callbacks.label;"
+            " const data = ch.data.datasets[0].data;"
+            " return ch.data.labels.map((l, i) => label.call(ch.tooltip, {label: l, parsed: data[i],"
+            " dataset: ch.data.datasets[0], dataIndex: i, formattedValue: String(data[i])})); }")
+        assert lines[0] == transfer and lines[1].endswith(": 48.000\u00a0₫"), lines
+        titles = page.evaluate(
+            "() => Object.fromEntries(['answer', 'consults', 'breaches'].map(n => {"
+            " const y = Chart.getChart(document.querySelector(`canvas[data-chart=${n}]`)).options.scales.y.title;"
+            " return [n, y.display ? y.text : null]; }))")
+        assert titles == {"answer": minutes, "consults": consults, "breaches": consults}, titles
+    finally:
+        ctx.close()
