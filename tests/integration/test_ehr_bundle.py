@@ -324,6 +324,24 @@ def test_batch_with_mixed_outcomes(env, H):
     assert out["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
 
 
+def test_a_batch_entry_referring_to_another_entry_is_refused_not_stored_dangling(env, H):
+    """Review 11: a batch's Observation naming its Patient entry by urn:uuid was stored with that reference
+    as written (a reference to nothing once out of the Bundle); now that entry alone is a 400 saying to send
+    a transaction, and the others of the batch stand."""
+    client, _, db = env
+    p = urn()
+    before = db["Observation"].count_documents({})
+    r = send(client, H, {"resourceType": "Bundle", "type": "batch", "entry": [patient_entry(p, "Đinh"), obs_entry(p)]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["entry"]
+    assert first["response"]["status"].startswith("201")
+    assert second["response"]["status"] == "400"
+    issue = second["response"]["outcome"]["issue"][0]
+    assert p in issue["diagnostics"] and "transaction" in issue["diagnostics"]
+    assert issue["expression"] == ["Bundle.entry[1].resource"]
+    assert db["Observation"].count_documents({}) == before
+
+
 def test_bundle_shape_errors(env, H):
     client, _, _ = env
     assert send(client, H, {"resourceType": "Patient"}).status_code == 400

@@ -187,11 +187,31 @@ def _batch_entry(server: Any, req: FhirRequest, entry: dict[str, Any], i: int, m
             sub_headers.pop(header, None)
             if isinstance(request.get(key), str):
                 sub_headers[header] = request[key]
+        urn = _bundle_reference(entry.get("resource"))
+        if urn is not None:  # stored as written, it would name nothing once out of this Bundle
+            raise FhirError(f"the reference {urn} names another entry: a batch's entries are processed one by "
+                            "one, independently; send entries that refer to each other as a transaction",
+                            status=400, expression=[f"{where}.resource"])
         sub = server.copy_request(req, headers=sub_headers)
         resp = dispatch(server, sub, method, target, entry.get("resource"))
         return _entry_from_response(resp, minimal)
     except FhirError as err:
         return {"response": {"status": str(err.status), "outcome": err.to_outcome()}}
+
+
+def _bundle_reference(node: Any) -> str | None:
+    """The first ``urn:uuid:`` or ``urn:oid:`` reference in ``node`` (a reference to a Bundle entry), or None."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value.startswith(("urn:uuid:", "urn:oid:")):
+                return value
+            if isinstance(value, (dict, list)) and (hit := _bundle_reference(value)) is not None:
+                return hit
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, (dict, list)) and (hit := _bundle_reference(item)) is not None:
+                return hit
+    return None
 
 
 # --------------------------------------------------------------------------- transactions
