@@ -91,3 +91,30 @@ def test_the_fhir_version_asked_for_or_sent_is_r4_or_refused(ehr, H) -> None:
     assert r.status_code == 415 and "fhirVersion=4.0" in r.json()["issue"][0]["diagnostics"], r.text
     r = ehr.post("/fhir/Patient", content=body, headers={**H, "Content-Type": "application/fhir+json; fhirVersion=4.0"})
     assert r.status_code == 201, r.text
+
+
+def test_last_modified_is_an_http_date_and_a_bundle_entry_keeps_the_instant(ehr, H) -> None:
+    """Last-Modified was the FHIR instant (2026-12-05T23:55:17.352Z), which HTTP clients and caches, parsing
+    an HTTP-date, read as nothing."""
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    def same_second(header: str, instant: str) -> None:
+        assert header.endswith(" GMT") and header[3:5] == ", ", header
+        when = datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(UTC).replace(microsecond=0)
+        assert parsedate_to_datetime(header) == when, (header, instant)
+
+    made = ehr.post("/fhir/Patient", content=json.dumps({"resourceType": "Patient", "gender": "other"}), headers=H)
+    body = made.json()
+    same_second(made.headers["Last-Modified"], body["meta"]["lastUpdated"])
+    pid = body["id"]
+    read = ehr.get(f"/fhir/Patient/{pid}", headers=H)
+    same_second(read.headers["Last-Modified"], read.json()["meta"]["lastUpdated"])
+    vread = ehr.get(f"/fhir/Patient/{pid}/_history/1", headers=H)
+    same_second(vread.headers["Last-Modified"], vread.json()["meta"]["lastUpdated"])
+    updated = ehr.put(f"/fhir/Patient/{pid}", content=json.dumps({**body, "gender": "female"}), headers=H)
+    same_second(updated.headers["Last-Modified"], updated.json()["meta"]["lastUpdated"])
+    batch = {"resourceType": "Bundle", "type": "batch",
+             "entry": [{"request": {"method": "GET", "url": f"Patient/{pid}"}}]}
+    entry = ehr.post("/fhir", content=json.dumps(batch), headers=H).json()["entry"][0]
+    assert entry["response"]["lastModified"] == entry["resource"]["meta"]["lastUpdated"]  # an instant, as R4 says

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -205,12 +206,34 @@ def to_connexion(resp: FhirResponse, req: FhirRequest | None = None) -> Any:
     from flask import Response
 
     headers = dict(resp.headers)
+    last = headers.get("Last-Modified")
+    if last is not None:
+        headers["Last-Modified"] = http_date(last)
     if resp.body is None:
         response = Response(b"", resp.status, headers)
         response.headers.pop("Content-Type", None)
         return response
     data, media = _serialize(resp, req)
     return Response(data, resp.status, headers, content_type=media)
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(instant: str) -> str:
+    """The HTTP-date (RFC 9110 IMF-fixdate, ``Sat, 05 Dec 2026 23:55:17 GMT``) of a UTC FHIR instant as the
+    store writes them (``2026-12-05T23:55:17.352Z``), for the ``Last-Modified`` header, which HTTP clients and
+    caches parse as an HTTP-date (a Bundle entry's ``response.lastModified`` stays the instant). Anything
+    else is left as it is."""
+    if len(instant) < 20 or instant[-1] != "Z" or instant[4] != "-" or instant[10] != "T":
+        return instant
+    try:
+        year, month, day = int(instant[:4]), int(instant[5:7]), int(instant[8:10])
+        weekday = date(year, month, day).weekday()
+    except ValueError:
+        return instant
+    return f"{_DAYS[weekday]}, {instant[8:10]} {_MONTHS[month - 1]} {instant[:4]} {instant[11:19]} GMT"
 
 
 # --------------------------------------------------------------------------- shaping answers
