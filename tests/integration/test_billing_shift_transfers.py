@@ -183,3 +183,57 @@ def test_the_days_report_reads_the_refund_tasks_of_its_payments_not_every_task(c
     task_reads = [flt for _cmd, coll, flt in reads.commands if coll == invoice_port.REFUND_TASKS]
     assert task_reads and all(set(flt) == {"_id"} for flt in task_reads), task_reads
     assert len(task_reads) <= 2  # the day's two payments' ids
+
+
+def test_a_shift_expects_the_transfers_that_reached_its_account_not_the_assignments(counted) -> None:
+    """Review 12: a transfer naming no invoice that came before the shift, assigned to an invoice in it, was
+    expected on the shift's statement (139.000 ₫ expected, 100.000 ₫ on the statement: a false difference
+    at the close), while one that came in the shift and waited was expected nowhere. A shift now expects
+    what reached the facility's account while it was open: a transfer to its invoice (counted or late)
+    and one to its unmatched queue when it came; never its assignment later. The daily report names the
+    shifts on the same rows."""
+    from sen_billing.domain import reconciliation
+
+    db, _reads = counted
+    accounts = {"0011001234567": FACILITY}
+
+    def transfer(amount: int, note: str) -> dict:
+        return payments.record_transfer(db, Transfer("payos", uuid.uuid4().hex[:10], amount, note,
+                                                     account="0011001234567"), "inbox", seen=False,
+                                        account_facilities=accounts).payment
+
+    before = transfer(39_000, "chuyen tien kham benh")  # came before the shift, no invoice named
+    assert before["outcome"] == "unmatched" and before["fd"].startswith(f"{FACILITY}|")
+    who = _cashier()
+    shifts.open_shift(db, who)
+    iid, ref = make_invoice(db, 39_000)
+    payments.assign_unmatched(db, before["_id"], iid, who, accounts)  # assigned in the shift: no new money
+    waiting = transfer(25_000, "tien xet nghiem")  # came in the shift, waits in the queue
+    _, ref2 = make_invoice(db, 100_000)
+    paid = transfer(100_000, f"thanh toan {ref2}")  # came in the shift, to an invoice
+    shift = shifts.current(db, who)
+    expected = shifts.expected_totals(db, shift, datetime.now(VN))["transfers"]
+    assert expected == 25_000 + 100_000, expected
+    closed = shifts.close_shift(db, who, 0, 125_000)
+    assert closed["difference"] == {"cash": 0, "transfers": 0}, closed
+    # the daily report names the shift on the rows it counts, not on the assignment's
+    rows = {r["id"]: r for r in reconciliation.rows(db, datetime.now(VN).date(), FACILITY,
+                                                    account_facilities=accounts) if r["kind"] == "payment"}
+    assert rows[waiting["_id"]]["shift"] == shift["shift"] and rows[paid["_id"]]["shift"] == shift["shift"]
+    assert rows[f"assign:{before['_id']}"]["shift"] == "" and rows[before["_id"]]["shift"] == ""
+
+
+def test_the_backfill_gives_a_day_record_to_an_older_transfer_waiting_in_a_facilitys_queue(counted) -> None:
+    """An unmatched transfer recorded before payments to a queue carried ``fd`` (review 12: a shift counts it
+    when it came) gets its day record from the backfill, under the facility of its queue."""
+    db, _reads = counted
+    at = datetime.now(UTC) - timedelta(days=1)
+    pid = _old_payment(db, at, 39_000, facility=None, invoice=None, matched=False, outcome="unmatched",
+                       queue_facility=FACILITY)
+    nobody = _old_payment(db, at, 5_000, facility=None, invoice=None, matched=False, outcome="unmatched",
+                          queue_facility="")  # an account no facility owns: no shift counts it
+    assert shifts.backfill_transfer_days(db) == 1
+    record = db[shifts.TRANSFER_DAYS].find_one({"_id": pid})
+    assert record["fd"] == f"{FACILITY}|{local_day(at)}" and db[shifts.TRANSFER_DAYS].find_one({"_id": nobody}) is None
+    shift = _shift(at - timedelta(minutes=5))
+    assert shifts.expected_totals(db, shift, at + timedelta(minutes=5))["transfers"] == 39_000

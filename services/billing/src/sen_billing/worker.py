@@ -143,7 +143,9 @@ def backfill_shift_days_once(settings: BillingSettings, stale: timedelta = runs.
     return runs.run_once(db, SHIFT_DAYS_BACKFILL, lambda: shifts.backfill_days(db), stale=stale)
 
 
-TRANSFER_DAYS_BACKFILL = "transfer-days-1"  # the transfers recorded before payments carried their day key
+# the transfers recorded before payments carried their day key; "-2": and those to an unmatched queue recorded
+# before they carried it (a shift counts them since review 12): a stack that ran "-1" runs it again, inserts only
+TRANSFER_DAYS_BACKFILL = "transfer-days-2"
 
 
 def backfill_transfer_days_once(settings: BillingSettings, stale: timedelta = runs.STALE) -> dict[str, int] | None:

@@ -194,9 +194,11 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
 
 def _insert_payment(db: Database, doc: dict[str, Any]) -> Recorded:
     """Claim the payment's key; the doc goes in with its event (outbox) in the same insert, and with
-    ``fd`` (:func:`facility_day`) when it has a facility: a shift's expected transfers are read by it
+    ``fd`` (:func:`facility_day`) when it has a facility, or, naming no invoice, the facility of the
+    unmatched queue it joins (whose account it reached): a shift's expected transfers are read by it
     (``shifts.expected_totals``), a field of this insert, no command more."""
-    fd = {"fd": facility_day(doc["facility"], doc["day"])} if doc.get("facility") and doc.get("day") else {}
+    where = doc.get("facility") or (doc.get("queue_facility") if doc.get("outcome") == "unmatched" else None)
+    fd = {"fd": facility_day(where, doc["day"])} if where and doc.get("day") else {}
     record = new_document({**doc, **fd}, [_event(doc)])
     created, held = claim_once(db[PAYMENTS], doc["_id"], record)
     return Recorded(held, created)

@@ -39,7 +39,7 @@ from sen_shared.mongo import find_in
 
 from . import refund_links
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, local_day, queue_facility, started_by
-from .shifts import shift_transfer
+from .shifts import shift_transfer, transfer_facility
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
            "outcome", "reference", "cashier", "shift", "note", "facility_name"]
@@ -199,7 +199,7 @@ def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, An
     end = start + timedelta(days=1)
     of: dict[str, list[dict[str, Any]]] = {}
     for row, p in transfers:
-        facility = str(p["facility"])
+        facility = transfer_facility(p)  # an unmatched transfer's: its queue's, whose account it reached
         if facility not in of:
             of[facility] = open_during(db, facility, start, end)
         found = covering(of[facility], p["received_at"])

@@ -132,11 +132,29 @@ def _aware(at: datetime) -> datetime:
 
 
 def shift_transfer(payment: dict[str, Any]) -> bool:
-    """A transfer a shift counts (webhook transfers have no cashier): one to an invoice of the shift's
-    facility, counted toward it or late (it came after the invoice was paid or cancelled: the money
-    reached the bank all the same, and its refund is a refund of that shift or a later one)."""
-    return payment.get("channel") == "transfer" and bool(payment.get("invoice") or payment.get("late_invoice")) \
-        and bool(payment.get("facility"))
+    """A transfer a shift counts (webhook transfers have no cashier): money that reached the facility's
+    account while it was open, as the bank statement shows it. One to an invoice of the shift's facility,
+    counted toward it or late (it came after the invoice was paid or cancelled: the money reached the
+    bank all the same, and its refund is a refund of that shift or a later one), and one that named no
+    invoice, in the facility's unmatched queue (:func:`transfer_facility`), when it came. Never an
+    assignment of such a transfer to an invoice (``assign:<transfer>``, made later, perhaps in another
+    shift): no money reaches the bank then; it was counted when it came (review 12: a transfer that came
+    before the shift, assigned in it, was expected on the shift's statement)."""
+    if payment.get("channel") != "transfer" or payment.get("assigned_from") \
+            or str(payment.get("_id") or "").startswith("assign:"):
+        return False
+    return bool(transfer_facility(payment))
+
+
+def transfer_facility(payment: dict[str, Any]) -> str:
+    """Whose account a transfer reached, for the shifts: its invoice's facility (counted or late), else the
+    facility of the unmatched queue it waits in (``queue_facility``, the receiving account's); "" for
+    none (an account no facility owns, or a transfer recorded before payments carried their queue)."""
+    if payment.get("invoice") or payment.get("late_invoice"):
+        return str(payment.get("facility") or "")
+    if payment.get("outcome") == "unmatched":
+        return str(payment.get("queue_facility") or "")
+    return ""
 
 
 def local_days(first: datetime, last: datetime) -> list[str]:
@@ -261,7 +279,8 @@ def covering(shifts: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]
     return [s for s in shifts if s["opened_at"] <= at and (s["closed_at"] is None or at <= s["closed_at"])]
 
 
-_TRANSFER_FIELDS = ("amount", "received_at", "invoice", "late_invoice", "channel", "facility")
+_TRANSFER_FIELDS = ("amount", "received_at", "invoice", "late_invoice", "channel", "facility", "outcome",
+                    "queue_facility", "assigned_from")
 
 
 def day_transfers(db: Database, facility: str, days: list[str]) -> list[dict[str, Any]]:
@@ -309,7 +328,7 @@ def backfill_transfer_days(db: Database) -> int:
         if "fd" in p or not shift_transfer(p):
             continue  # recorded with its key, or no shift counts it
         # the local day of its time, which the readers' range is made of (a payment's ``day`` says the same)
-        batch.append({"_id": p["_id"], "fd": _day_key(p["facility"], local_day(_aware(p["received_at"]))),
+        batch.append({"_id": p["_id"], "fd": _day_key(transfer_facility(p), local_day(_aware(p["received_at"]))),
                       **{f: p.get(f) for f in _TRANSFER_FIELDS}})
         if len(batch) == 500:
             made, batch = made + _insert_new(db[TRANSFER_DAYS], batch), []
