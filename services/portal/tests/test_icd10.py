@@ -113,6 +113,16 @@ def test_the_consult_forms_suggestions_find_everyday_names(app, fake):  # noqa: 
     assert 'data-pick="B02 — Bệnh do herpes zoster"' in minutes.get_data(as_text=True)
 
 
+def test_a_suggestion_list_names_the_text_it_answers(app, fake):  # noqa: F811
+    """Review 10: on a slow link the answer for "ta" came while "tang huyet ap" was being typed and a tap picked
+    "A00 — Bệnh tả"; the list names the box's whole text it answers (app.js offers it only while the box holds
+    it, tests/browser/test_slow_link.py), the minutes' codes before the words being typed included."""
+    clinic = portal_signed_in(app, "clinic").get("/icd10", query_string={"for": "reason", "reason": "tang huyet ap"})
+    assert '<ul class="suggest" id="reason-suggest" data-typed="tang huyet ap">' in clinic.get_data(as_text=True)
+    minutes = portal_signed_in(app, "doctor").get("/icd10/diagnoses", query_string={"diagnosis": "I10\n\"zona"})
+    assert 'id="diagnosis-suggest" data-typed="I10\n&#34;zona">' in minutes.get_data(as_text=True)
+
+
 GENERAL_FIRST = [  # (typed, the first results, in order): the disease itself, never a pregnancy/newborn/screening code
     # type 2 (E11, not insulin-dependent) first: by far the common diabetes, a nurse's first click picks it
     ("đái tháo đường", ["E11", "E10", "E12", "E13", "E14"]),

@@ -638,8 +638,9 @@ def consult_record_page(pid: str, cid: str) -> Any:
 def icd10_search() -> Any:
     """Suggestions for the reason field (htmx): the query is a disease name, not patient data."""
     target = request.args.get("for", "reason")
-    q = request.args.get(target, "") or request.args.get("q", "")
-    return render_template("_icd10.html", hits=icd10.search(q), lang=select_locale(), target=target)
+    typed = request.args.get(target)  # the box's text, which the list answers (_icd10.html)
+    q = typed or request.args.get("q", "")
+    return render_template("_icd10.html", hits=icd10.search(q), lang=select_locale(), target=target, typed=typed)
 
 
 def _attach(files: list[Any], pid: str, key: str | None = None) -> list[dict[str, str]]:

@@ -1075,9 +1075,10 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
 def diagnosis_search() -> Any:
     """Suggestions for the minutes' diagnoses (htmx): for the words being typed at the end of the field
     (icd10.typed_term); a pick is added to the codes already there (app.js, ``data-append``)."""
-    query = icd10.typed_term(request.args.get("diagnosis", ""))
+    typed = request.args.get("diagnosis", "")
+    query = icd10.typed_term(typed)
     return render_template("_icd10.html", hits=icd10.search(query), lang=select_locale(), target="diagnosis",
-                           query=query, append=True)
+                           query=query, append=True, typed=typed)
 
 
 @bp.route("/tasks/<tid>/complete", methods=["POST"])

@@ -114,11 +114,22 @@
   // no answer at all (the connection failed), or an answer that is not the portal's page (a proxy's): said as
   // a connection error, in the form's own box (#live-error) or the page's; a 413 (the files were too large
   // for the portal) in the form's own words
+  // A poll's (hx-trigger "every …": a status box, the worklist) is no request of the user's: nothing was sent
+  // and there is nothing to try again; the page's box says it is not up to date and updates by itself (the
+  // next poll that works hides it), never the form's box, which would say a form was not sent
+  function isPoll(elt) {
+    return !!elt && !!elt.getAttribute && /(^|[\s,])every\s/.test(elt.getAttribute("hx-trigger") || "");
+  }
   function connectionError(evt) {
     var xhr = evt.detail.xhr, big = xhr && xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
-    var box = big || document.getElementById("live-error") || document.getElementById("connection-error");
+    var poll = !big && isPoll(evt.detail.elt), page = document.getElementById("connection-error");
+    var box = big || (poll ? page : document.getElementById("live-error") || page);
     if (!box) return;
-    if (box.id === "connection-error") { box.className = "alert error"; box.setAttribute("role", "alert"); }
+    if (box === page) {
+      if (!box.hasAttribute("data-sent")) box.setAttribute("data-sent", box.textContent);
+      box.textContent = box.getAttribute(poll ? "data-poll" : "data-sent") || box.getAttribute("data-sent");
+      box.className = "alert error"; box.setAttribute("role", "alert");
+    }
     box.hidden = false;
   }
   document.addEventListener("htmx:responseError", connectionError);
@@ -135,10 +146,24 @@
     if (form.hasAttribute("data-sending")) { evt.preventDefault(); return; }
     form.setAttribute("data-sending", "");
     form.setAttribute("aria-busy", "true");
+    // ... and says it is being sent, at the button pressed: on a slow link the answer takes seconds, and a
+    // button that looked the same after a tap (a second tap doing nothing) read as broken
+    var button = evt.submitter || form.querySelector("button:not([type=button]), input[type=submit]");
+    var note = document.createElement("span");
+    note.className = "sending-note"; note.setAttribute("role", "status"); note.setAttribute("data-sending-note", "");
+    if (button) {
+      button.setAttribute("aria-disabled", "true"); button.classList.add("sending");
+      button.insertAdjacentElement("afterend", note);
+    } else {
+      form.appendChild(note);
+    }
+    setTimeout(function () { note.textContent = document.body.getAttribute("data-sending-text") || "…"; }, 0);
   });
-  window.addEventListener("pageshow", function () {
+  window.addEventListener("pageshow", function () {  // back to the page (the browser's cache): as it was
     document.querySelectorAll("form[data-sending]").forEach(function (f) {
       f.removeAttribute("data-sending"); f.removeAttribute("aria-busy");
+      f.querySelectorAll("[data-sending-note]").forEach(function (n) { n.remove(); });
+      f.querySelectorAll(".sending").forEach(function (b) { b.classList.remove("sending"); b.removeAttribute("aria-disabled"); });
     });
   });
   // the cash form's prefill follows the balance due (the status box swaps it in when a transfer
@@ -277,6 +302,12 @@
   function suggestions(list) {
     return list ? Array.prototype.slice.call(list.querySelectorAll("button[data-pick]")) : [];
   }
+  // a list answers the box while the box still holds the text it was made for (its data-typed): on a slow
+  // link the answer to "ta" came while "tang huyet ap" was being typed, and a tap picked "A00 — Bệnh tả";
+  // a list that no longer answers is hidden until the one for the box's text comes (htmx asks for it last)
+  function answers(input, list) {
+    return !list.hasAttribute("data-typed") || list.getAttribute("data-typed") === input.value;
+  }
   function isOpen(input) {
     var list = suggestList(input);
     return !!list && !list.hidden && suggestions(list).length > 0;
@@ -320,7 +351,7 @@
       if (o.parentNode.tagName === "LI") o.parentNode.setAttribute("role", "none");
     });
     // the suggestions just swapped in: shown while the box is still being typed in
-    var open = suggestions(list).length > 0 && document.activeElement === input;
+    var open = suggestions(list).length > 0 && document.activeElement === input && answers(input, list);
     list.hidden = !open;
     if (input.getAttribute("role") === "combobox") input.setAttribute("aria-expanded", open ? "true" : "false");
     input.removeAttribute("aria-activedescendant");
@@ -342,7 +373,7 @@
     if (evt.isComposing || !input.matches || !input.matches("[aria-autocomplete=list]")) return;
     var list = suggestList(input), opts = suggestions(list), open = isOpen(input), i = active(input);
     if (evt.key === "ArrowDown" || evt.key === "ArrowUp") {
-      if (!opts.length) return;
+      if (!opts.length || !answers(input, list)) return;
       evt.preventDefault();
       if (!open) {
         list.hidden = false;
@@ -358,7 +389,11 @@
     }
   });
   document.addEventListener("input", function (evt) {  // typing again: no suggestion moved to
-    if (evt.target.matches && evt.target.matches("[aria-autocomplete=list]")) moveTo(evt.target, -1);
+    var input = evt.target, list;
+    if (!input.matches || !input.matches("[aria-autocomplete=list]")) return;
+    moveTo(input, -1);
+    list = suggestList(input);
+    if (list && !answers(input, list)) closeList(input);
   });
   // leaving the box closes its list; left by a click (on the button under the list, say), once the click is
   // done: the list going away moves what is under it, and the click would land on something else

@@ -1,0 +1,103 @@
+"""The portal on a slow phone link (review 10: a clinic nurse and a doctor at 360 px, 400 ms and ~50 KB/s):
+
+- the ICD-10 suggestions answer the words they were asked for: typing on while an answer is on the way left the
+  list of the words typed before ("ta": "A00 — Bệnh tả") under "tang huyet ap", and a tap picked it. The list
+  names the box's text it answers (``data-typed``); app.js hides it once the box holds other words, ArrowDown does
+  not bring it back, and the list for the box's text shows when it comes;
+- a button of a form the browser posts says it is being sent ("Đang gửi…" beside it, the button looking busy):
+  the answer takes seconds there, and the button looked the same after a tap (a second tap did nothing);
+- a poll (the worklist's, every 30 s) failing offline says the page is not up to date and updates by itself,
+  not "the request could not be sent… try again" (the user sent nothing); the next poll that works hides it.
+Each is held or failed by the test (Playwright's routes, the page's clock), not timed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_factory):
+    v = visitor_factory("vi-360-slow-suggest", width=360, height=740)
+    v.sign_in("clinic")
+    v.go("/patients/bn-0001/consult")
+    page = v.page
+    page.locator("#reason").press_sequentially("ta")
+    stale = page.locator("#reason-suggest [role=option]").first
+    stale.wait_for()
+    assert stale.get_attribute("data-pick").startswith("A00 — ")
+    held: list = []  # the answers for what is typed next stay on the way
+    page.route(re.compile(r".*/icd10\?.*"), lambda route: held.append(route))
+    page.locator("#reason").press_sequentially("ng huyet ap")
+    page.wait_for_function("() => document.getElementById('reason').value === 'tang huyet ap'")
+    assert page.locator("#reason-suggest").is_hidden()  # the list for "ta" is not offered under other words
+    page.press("#reason", "ArrowDown")
+    assert page.locator("#reason-suggest").is_hidden() and page.input_value("#reason") == "tang huyet ap"
+    page.unroute(re.compile(r".*/icd10\?.*"))
+    for route in held:
+        route.continue_()
+    page.locator("#reason-suggest[data-typed='tang huyet ap'] [role=option]").first.wait_for()
+    page.press("#reason", "ArrowDown")
+    page.press("#reason", "Enter")
+    assert page.input_value("#reason").startswith("I10 — ")
+
+
+def test_a_button_of_a_form_the_browser_posts_says_it_is_sending(visitor_factory):
+    v = visitor_factory("vi-360-slow-sending", width=360, height=740)
+    page = v.page
+    v.go("/login")
+    page.fill("#username", "clinic")
+    page.fill("#password", "sen-clinic")
+    # the page is read while its POST is held (Playwright's locators wait for a navigation under way): what the
+    # form shows once app.js has marked it is sent to the test, which then lets the POST go
+    seen: list[dict] = []
+    held: list = []
+
+    def shown(state: dict) -> None:
+        seen.append(state)
+        for route in held:
+            route.continue_()
+
+    def post(route) -> None:
+        if route.request.method != "POST" or seen:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.expose_function("senSeen", shown)
+    page.route(re.compile(r".*/login(\?.*)?$"), post)
+    page.evaluate("""() => document.addEventListener("submit", () => setTimeout(() => {
+      const note = document.querySelector("[data-sending-note]");
+      const button = document.querySelector("form button.primary");
+      window.senSeen({note: note && note.textContent, role: note && note.getAttribute("role"),
+                      shown: !!note && note.getClientRects().length > 0,
+                      next: note && note.previousElementSibling === button,
+                      disabled: button.getAttribute("aria-disabled"), busy: button.classList.contains("sending")});
+    }, 0))""")
+    page.click("form button.primary", no_wait_after=True)
+    page.wait_for_url(re.compile(r".*/patients$"))
+    assert seen == [{"note": "Đang gửi…", "role": "status", "shown": True, "next": True, "disabled": "true",
+                     "busy": True}]
+    page.wait_for_load_state("load")
+    assert page.locator("[data-sending-note]").count() == 0
+
+
+def test_a_poll_that_fails_offline_says_the_page_is_not_up_to_date(visitor_factory):
+    v = visitor_factory("vi-360-slow-poll", width=360, height=740)
+    v.sign_in("doctor")
+    page = v.page
+    page.clock.install()
+    v.go("/worklist")
+    page.route(re.compile(r".*/worklist.*"), lambda route: route.abort("internetdisconnected")
+               if route.request.headers.get("hx-request") else route.continue_())
+    page.clock.run_for(31_000)
+    box = page.locator("#connection-error")
+    box.wait_for(state="visible")
+    assert box.inner_text() == ("Mất kết nối: trang này chưa được cập nhật. Trang sẽ tự cập nhật khi có kết nối "
+                                "trở lại.")
+    page.screenshot(path=str(v.shots / "vi-360-worklist-poll-offline.png"))
+    page.unroute(re.compile(r".*/worklist.*"))
+    page.clock.run_for(31_000)
+    box.wait_for(state="hidden")
