@@ -57,3 +57,14 @@ def test_teleconsult_serves_its_types_with_read_search_history_and_audit(tc, H, 
     assert tc.get("/fhir/Patient/p1", headers=H).status_code == 404
     audit = tc.get(f"/fhir/AuditEvent?entity=Task/{tid}", headers=H).json()
     assert len(audit.get("entry", [])) >= 2  # the read and the history
+
+
+def test_the_worklist_refuses_a_parameter_it_does_not_take(tc, H):
+    """Review 11: $worklist ignored what it did not know (``?owner=...``, ``?bogus=``), answering the whole list
+    as if filtered; now a 400 naming it and what it takes. Its own parameters still answer."""
+    assert tc.get("/fhir/Task/$worklist?_count=5&status=requested", headers=H).status_code == 200
+    r = tc.get("/fhir/Task/$worklist?owner=Organization/hub&bogus=1", headers=H)
+    assert r.status_code == 400, r.text
+    issue = r.json()["issue"][0]
+    assert issue["code"] == "not-supported" and issue["expression"] == ["bogus", "owner"]
+    assert "bogus, owner" in issue["diagnostics"] and "status, priority" in issue["diagnostics"]
