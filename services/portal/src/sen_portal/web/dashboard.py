@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -178,14 +179,42 @@ def status_totals(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(s, n) for s, n in totals.items() if n or s != "unknown"]
 
 
+def facility_series(rows: list[dict[str, Any]], names: dict[str, str]) -> list[tuple[str, dict[str, int], str]]:
+    """The weekly consults chart's series, ``(label, {week: count}, colour)``: one a facility, by its reference
+    (two facilities of one name, as communes of different districts are, each its own series, its district
+    beside its name; their counts were one series, a week's of the one overwriting the other's), each in a
+    colour of its own: past :data:`COLORS`' eight, the busiest seven and one grey series of the others
+    ("12 other facilities"; the table under the chart lists every facility)."""
+    per: dict[str | None, dict[str, int]] = {}
+    where: dict[str | None, str | None] = {}
+    for r in rows:
+        counts = per.setdefault(r["facility"], {})
+        counts[r["week"]] = counts.get(r["week"], 0) + r["count"]
+        where[r["facility"]] = r.get("district")
+    label = {ref: _facility(ref, names) for ref in per}
+    named = Counter(label.values())
+    label = {ref: f"{text} ({where[ref]})" if named[text] > 1 and where.get(ref) else text
+             for ref, text in label.items()}
+    ordered = sorted(per, key=lambda ref: (label[ref].casefold(), ref or ""))
+    if len(ordered) <= len(COLORS):
+        return [(label[ref], per[ref], COLORS[i]) for i, ref in enumerate(ordered)]
+    busiest = set(sorted(ordered, key=lambda ref: (-sum(per[ref].values()), label[ref].casefold(), ref or ""))
+                  [:len(COLORS) - 1])
+    others: dict[str, int] = {}
+    for ref in ordered:
+        if ref not in busiest:
+            for week, n in per[ref].items():
+                others[week] = others.get(week, 0) + n
+    shown = [ref for ref in ordered if ref in busiest]
+    return [*((label[ref], per[ref], COLORS[i]) for i, ref in enumerate(shown)),
+            (gettext("%(n)d other facilities", n=len(ordered) - len(shown)), others, "#767676")]
+
+
 def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Chart.js configurations for the six figures."""
     weeks = data["range"]["weeks"]
     labels = [week_label(w) for w in weeks]
     fu = data["facilities_using"]
-    per_fac: dict[str, dict[str, int]] = {}
-    for r in data["consults_per_facility_week"]:
-        per_fac.setdefault(_facility(r["facility"], names), {})[r["week"]] = r["count"]
     breaches: dict[str, dict[str, int]] = {}
     for r in data["sla_breaches"]:
         breaches.setdefault(r["priority"], {})[r["week"]] = r["count"]
@@ -217,8 +246,8 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
     out: dict[str, dict[str, Any]] = {
         "facilities": facilities,
         "consults": {"type": "bar", "data": {"labels": labels, "datasets": [
-            {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": COLORS[i % len(COLORS)]}
-            for i, (fac, counts) in enumerate(sorted(per_fac.items()))]}, "options": stacked,
+            {"label": fac, "data": [counts.get(w, 0) for w in weeks], "backgroundColor": color}
+            for fac, counts, color in facility_series(data["consults_per_facility_week"], names)]}, "options": stacked,
             "keepEnds": True},  # charts.js: the first and the last week labelled, however narrow
         "answer": {"type": "bar", "data": {"labels": [priority_label(p) for p in PRIORITIES], "datasets": [
             # the medians (a narrow card holds two series); the tables and CSVs give the 90th percentiles
