@@ -83,6 +83,25 @@ def test_clinic_reads_its_patients_but_not_another_facilitys(ehr: Any, world: di
     assert ehr.get(f"/fhir/Patient/{world['pa']}/$everything", headers=h).status_code == 200
 
 
+def test_a_refusal_does_not_say_whose_another_facilitys_record_is(ehr: Any, world: dict[str, Any],
+                                                                   dev_key: Any) -> None:
+    """Review 11: reading (or writing) another facility's Observation answered 403 'Patient/<id> is not managed by
+    your facility', telling a clinic which patient the record belongs to; the refusal now says 'this Observation's
+    patient'. A Patient read still names the Patient asked for."""
+    ob, pb = world["ob"], world["pb"]
+    for role in (clinic(dev_key), bearer(dev_key, "doctor", facility=A, practitioner="pr-a")):
+        for r in (ehr.get(f"/fhir/Observation/{ob}", headers=role),
+                  ehr.get(f"/fhir/Observation/{ob}/_history/1", headers=role),
+                  ehr.get(f"/fhir/Observation/{ob}/_history", headers=role)):
+            assert r.status_code == 403, r.text
+            diagnostics = r.json()["issue"][0]["diagnostics"]
+            assert pb not in diagnostics and "this Observation's patient is not managed by your facility" in diagnostics
+    r = ehr.delete(f"/fhir/Observation/{ob}", headers=clinic(dev_key))
+    assert r.status_code == 403 and pb not in r.json()["issue"][0]["diagnostics"], r.text
+    assert f"Patient/{pb} is not managed" in ehr.get(f"/fhir/Patient/{pb}", headers=clinic(dev_key)).json()[
+        "issue"][0]["diagnostics"]
+
+
 def test_clinic_searches_never_return_another_facilitys_patients(ehr: Any, world: dict[str, Any],
                                                                   dev_key: Any) -> None:
     h = clinic(dev_key)

@@ -228,7 +228,10 @@ def _role_allows(role: str, principal: Any, interaction: str, resource_type: str
         for p in patients:
             if not reaches(principal, p, via_grant=interaction != "delete"):
                 ended = next((p.ended[g] for g in sorted(grantee_refs(principal)) if g in p.ended), None)
-                return (f"{p.ref} is not managed by your facility"
+                # the patient is named only when it is what was asked for: which patient another
+                # facility's Observation (Encounter, ...) belongs to is not said to who may not read it
+                whose = p.ref if resource_type == "Patient" else f"this {resource_type}'s patient"
+                return (f"{whose} is not managed by your facility"
                         + (" and has not been referred to you" if role == "doctor" else "")
                         + (" (a referral grant does not allow deleting)" if interaction == "delete" else "")
                         + (f" (your facility's take-on of this patient was ended at {ended})" if ended else ""))
