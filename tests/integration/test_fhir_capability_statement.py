@@ -149,3 +149,14 @@ def test_each_servers_own_operations_are_listed_with_a_definition_served(base_en
                 assert "POST [base]/Task/[id]/$accept" in d["description"]
                 worklist = client.get("/fhir/OperationDefinition/Task-worklist", headers=H).json()
                 assert (worklist["type"], worklist["instance"], worklist["affectsState"]) == (True, False, False)
+
+
+def test_the_statement_says_how_to_get_a_token_and_claims_no_smart_launch(base_env, mongo_client, dev_key) -> None:
+    """It was coded SMART-on-FHIR, which sends a SMART client to .well-known/smart-configuration (not served);
+    now OAuth, naming the token's issuer and audience, the roles claim and the scopes."""
+    with app_client("ehr", base_env, f"sen_cap{uuid.uuid4().hex[:8]}_sec", mongo_client) as (client, _app):
+        sec = client.get("/fhir/metadata").json()["rest"][0]["security"]
+        assert [c["code"] for s in sec["service"] for c in s["coding"]] == ["OAuth"]
+        issuer, audience = base_env.get("SEN_JWT_ISSUER", "sen-dev"), base_env.get("SEN_JWT_AUDIENCE", "sen")
+        assert f"issued by {issuer} for the audience {audience}" in sec["description"]
+        assert "'roles'" in sec["description"] and "smart-configuration is not served" in sec["description"]

@@ -117,7 +117,22 @@ def operation_definition(config: Any, base: str, rid: str) -> dict[str, Any]:
                     code="not-found")
 
 
-def capability_statement(config: Any, base: str) -> dict[str, Any]:
+def security(issuer: str | None = None, audience: str | None = None) -> dict[str, Any]:
+    """How to get in: a bearer JWT of the OIDC issuer, Sen's roles, SMART v2 scopes narrowing them. Coded as
+    OAuth, not SMART-on-FHIR: there is no SMART app launch (no .well-known/smart-configuration) for a client
+    told SMART to discover."""
+    who = f" issued by {issuer} for the audience {audience}" if issuer and audience else ""
+    return {"cors": False,
+            "description": f"Authorization: Bearer <JWT>{who} (OIDC). Its 'roles' claim (admin, health-dept, "
+                           "clinic, doctor, cashier, service) says what it may do, 'facility' and 'practitioner' "
+                           "whose patients; SMART v2 resource scopes in 'scope' (user/Observation.rs, system/*.r) "
+                           "narrow that. No SMART app launch: .well-known/smart-configuration is not served.",
+            "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                     "code": "OAuth"}]}]}
+
+
+def capability_statement(config: Any, base: str, *, issuer: str | None = None,
+                         audience: str | None = None) -> dict[str, Any]:
     from .rest import compartment_param
 
     resources = []
@@ -164,9 +179,7 @@ def capability_statement(config: Any, base: str) -> dict[str, Any]:
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "security": {"cors": False, "description": "Bearer JWT (OIDC); roles and SMART v2 scopes",
-                         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                                  "code": "SMART-on-FHIR"}]}]},
+            "security": security(issuer, audience),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"},

@@ -415,9 +415,15 @@ class FhirServer:
         return everything(self, req)
 
     def capabilities(self, req: FhirRequest) -> FhirResponse:
+        from ..runtime import current
         from .capability import capability_statement
 
-        return FhirResponse(200, capability_statement(self.config, req.base))
+        try:
+            settings = current().settings
+            issuer, audience = settings.jwt_issuer, settings.jwt_audience
+        except (LookupError, RuntimeError, AttributeError):  # an engine outside a web app (tests, tools)
+            issuer = audience = None
+        return FhirResponse(200, capability_statement(self.config, req.base, issuer=issuer, audience=audience))
 
     def bundle(self, req: FhirRequest) -> FhirResponse:
         from .bundle import process_bundle
