@@ -101,3 +101,39 @@ def test_a_poll_that_fails_offline_says_the_page_is_not_up_to_date(visitor_facto
     page.unroute(re.compile(r".*/worklist.*"))
     page.clock.run_for(31_000)
     box.wait_for(state="hidden")
+
+
+def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_once_more(visitor_factory):
+    """The consult form left open until the session ended, "Sign in again" in another tab, then sent from the
+    first: the answer said "Go back, reload the page" (the page's CSRF token was the old session's), and the
+    form, its files included, was lost a second time. Now it says the page can send, and sending it once more
+    makes the consult."""
+    v = visitor_factory("vi-360-slow-signed-in-again", width=360, height=740)
+    v.sign_in("clinic")
+    v.go("/patients/bn-0001/consult")
+    page = v.page
+    page.fill("#reason", "J45")
+    question = "Khó thở về đêm, đã dùng salbutamol; xin ý kiến điều trị dự phòng."
+    page.fill("#question", question)
+    page.set_input_files("#files", files=[{"name": "phim.png", "mimeType": "image/png",
+                                           "buffer": b"\x89PNG\r\n\x1a\n" + bytes(2_000)}])
+    page.context.clear_cookies()  # the session ended
+    page.click("#consult-form button.primary")
+    box = page.locator("#page-problem")
+    box.wait_for(state="visible")
+    assert "Bạn đã bị đăng xuất" in box.inner_text()
+    other = page.context.new_page()  # signed in again in another tab
+    other.goto(v.base + "/login")
+    other.fill("#username", "clinic")
+    other.fill("#password", "sen-clinic")
+    other.click("form button.primary")
+    other.wait_for_url(re.compile(r".*/patients$"))
+    other.close()
+    page.click("#consult-form button.primary")
+    page.wait_for_function("() => document.querySelector('#page-problem [data-csrf]') !== null")
+    assert "Giờ trang đã gửi được: hãy gửi lại" in box.inner_text()
+    assert page.input_value("#question") == question
+    assert page.evaluate("document.getElementById('files').files.length") == 1
+    page.click("#consult-form button.primary")
+    page.wait_for_url(re.compile(r".*/consults/[^/?]+\?submitted=1$"))
+    assert "Phim.png".lower() in page.inner_text("[data-testid=attachments]").lower()

@@ -56,6 +56,26 @@ def test_an_expired_sessions_htmx_form_is_said_in_the_page_with_what_was_typed(a
     assert "/login?next=/patients/bn-0002/consult" in body  # back to the form's page after signing in
 
 
+def test_an_htmx_form_from_before_signing_in_again_is_given_the_sessions_token(app):
+    """Review 10: a page opened before the session ended, sent after "Sign in again" in another tab, was told
+    "Go back, reload the page" (its token the old session's) and its form lost; the answer now says it can send
+    and carries the session's token (app.js puts it into the page), with which the form goes through."""
+    c = portal_signed_in(app, "clinic")
+    token = csrf_token(c.get("/patients").get_data(as_text=True))
+    _signed_out(c)
+    again = portal_signed_in(app, "clinic")  # signed in again: a new session
+    r = again.post("/patients/search", headers=HTMX, data={"csrf_token": token, "q": "Nguyễn"})
+    assert r.status_code == 400
+    _in_problem_box(r)
+    body = r.get_data(as_text=True)
+    assert "Giờ trang đã gửi được: hãy gửi lại" in body and "Hãy quay lại, tải lại trang" not in body
+    renewed = re.search(r'id="problem" data-csrf="([^"]+)"', body).group(1)
+    assert again.post("/patients/search", headers=HTMX, data={"csrf_token": renewed, "q": "Nguyễn"}).status_code != 400
+    # a page's own POST (not htmx) is said as before: what was typed, to copy
+    plain = again.post("/patients/search", headers=HTML, data={"csrf_token": token, "q": "Nguyễn"})
+    assert plain.status_code == 400 and "data-csrf" not in plain.get_data(as_text=True)
+
+
 def test_an_expired_sessions_htmx_search_is_said_in_the_page(app):
     c = portal_signed_in(app, "clinic")
     token = csrf_token(c.get("/patients").get_data(as_text=True))

@@ -36,7 +36,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import Babel, format_decimal, gettext, lazy_gettext
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from itsdangerous import BadSignature
 
 from ..config import PortalSettings
@@ -529,6 +529,14 @@ def _csrf_error(err: CSRFError) -> Any:
     view = current_app.view_functions.get(request.endpoint or "")
     if current_user() is None and getattr(view, "needs_sign_in", False):
         return signed_out_page(typed)[0], 400
+    if is_htmx() and current_user() is not None:
+        # a form sent in place from a page opened before the user signed in again (the session ended, "Sign in
+        # again" in another tab): the page stays, with what was typed and the files chosen; the answer carries
+        # this session's token (error.html data-csrf), which app.js puts into the page, so sending it once more
+        # goes through. Told "reload the page", the nurse lost the form a second time
+        return render_template("error.html", title=gettext("The form expired"), renewed=generate_csrf(),
+                               message=gettext("This page was opened before you signed in again, so nothing was "
+                                               "sent. It can send now: send it again (what you typed is kept).")), 400
     return render_template("error.html", title=gettext("The form expired"), typed=typed,
                            message=gettext("The form was open too long or came from elsewhere. "
                                            "Go back, reload the page and send it again.")), 400

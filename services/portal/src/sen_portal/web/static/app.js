@@ -101,6 +101,14 @@
     if (!box || evt.detail.target !== box) return;
     hideAll(["live-error", "connection-error"]);
     problemFrom = evt.detail.elt;
+    // the form was from before the user signed in again: the answer carries the session's token, put into the
+    // page (its forms and the header htmx sends), so the form sent once more goes through
+    var renewed = box.querySelector("[data-csrf]");
+    if (renewed) {
+      var token = renewed.getAttribute("data-csrf");
+      document.querySelectorAll("input[name='csrf_token']").forEach(function (i) { i.value = token; });
+      document.body.setAttribute("hx-headers", JSON.stringify({"X-CSRFToken": token}));
+    }
     if (box.hidden) { box.hidden = false; box.focus(); }
   });
   document.addEventListener("htmx:afterRequest", function (evt) {
