@@ -191,8 +191,8 @@ def test_the_daily_csv_names_the_cashier_the_shift_and_how_the_money_came(app):
             "total,2026-12-05,net,,,,,200000,,,,,,,,,\r\n").encode()
     with app.test_request_context():  # the page's language: Vietnamese
         header, rows = daily_report.readable(body)
-    assert header[-3:] == ["Thu ngân", "Ca làm việc", "Ghi chú"] and "cashier_name" not in header
-    assert len(header) == len(rows[0]) == 13
+    assert header[-4:-1] == ["Thu ngân", "Ca làm việc", "Ghi chú"] and "cashier_name" not in header
+    assert len(header) == len(rows[0]) == 14  # and last whether the day's totals count the row (review 12)
     cash, standard, payos, casso, refund, total = rows
     assert (cash[3], cash[10], cash[11]) == ("Tiền mặt", "Lê Thị Thu", "05/12/2026 07:02 · Lê Thị Thu")
     assert (standard[3], standard[10], standard[11]) == ("Chuyển khoản ngân hàng", "", "")
@@ -212,3 +212,28 @@ def test_the_shift_says_which_transfers_it_counts(app, billing):
     # review 12: what reached the account when it came, a transfer to the unmatched queue too, never an assignment
     assert "trong hàng chờ chưa khớp của cơ sở, tính lúc tiền đến; khoản được gán vào hóa đơn sau đó không tính lại" \
         in page
+
+
+def test_the_daily_csv_says_which_amounts_the_days_totals_count(app):
+    """Review 12: an unmatched transfer assigned to an invoice is two rows of the same money (the transfer when it
+    came, the assignment), so a spreadsheet's sum of the amounts gave the assigned money twice and never the day's
+    net. A last column says whether the day's totals count each row: the sum of those counted is the net."""
+    from sen_portal.web import daily_report
+
+    head = "kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note\r\n"
+    body = (head +
+            "payment,2026-12-06T06:45:32+07:00,standard:t1,standard,transfer,consult-1,tyt-my-hiep,100000,yes,applied,"
+            "HD1,,,\r\n"
+            "payment,2026-12-06T06:45:35+07:00,standard:u1,standard,transfer,,tyt-my-hiep,39000,no,unmatched,,,,\r\n"
+            "payment,2026-12-06T06:46:12+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,39000,yes,applied,HD2,tn,s1,\r\n"
+            "payment,2026-12-06T06:47:15+07:00,assign:standard:u1,standard,transfer,inv-3,tyt-my-hiep,39000,yes,"
+            "applied,HD3,,,assigned from standard:u1\r\n"
+            "refund,2026-12-06T06:46:27+07:00,cashier:c1,cashier,cash,inv-2,tyt-my-hiep,-10000,,refunded,,tn,s1,thừa\r\n"
+            "total,2026-12-06,net,,,,,168000,,,,,,\r\n").encode()
+    with app.test_request_context():  # the page's language: Vietnamese
+        header, rows = daily_report.readable(body)
+    assert header[-1] == "Tính vào tổng của ngày"
+    amount = header.index("Số tiền (đồng)")
+    assert [r[-1] for r in rows] == ["Có", "Có", "Có", "Không: đã tính ở dòng của khoản chuyển khoản lúc tiền đến",
+                                     "Có", ""]
+    assert sum(int(r[amount]) for r in rows if r[-1] == "Có") == int(rows[-1][amount]) == 168_000

@@ -184,7 +184,7 @@ def test_the_cashiers_csv_names_the_facility_by_billings_name_when_the_directory
     r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     header, payment = lines[0].split(","), lines[1].split(",")
-    assert "facility_name" not in lines[0] and len(header) == 13 and header[6] == "Cơ sở"
+    assert "facility_name" not in lines[0] and len(header) == 14 and header[6] == "Cơ sở"
     assert payment[6] == "Trạm Y tế xã Mỹ Hiệp" and payment[5] == "HD7K2M9QX4C"
     assert "tyt-my-hiep" not in r.get_data(as_text=True)
     # the directory's name first where it has one; billing's without either: the id, as before

@@ -143,7 +143,9 @@ _COLUMNS = {"kind": _l("Row"), "time": _l("Time"),
             # billing's payment id (``standard:a5af…``, ``cashier:50d0…``, ``assign:…``: its own keys)
             "id": _l("Transaction (bank statement or cash book) or total"),
             "provider": _l("Received through"), "channel": _l("Channel"), "invoice": _l("Invoice"),
-            "facility": _l("Facility"), "amount": _l("Amount (đồng)"), "matched": _l("Matched to an invoice"),
+            "facility": _l("Facility"), "amount": _l("Amount (đồng)"),
+            # whether the row's amount is in the day's totals (a spreadsheet's sum of the amounts is then the net)
+            "in_totals": _l("In the day's totals"), "matched": _l("Matched to an invoice"),
             "outcome": _l("Outcome"), "reference": _l("Reference"), "cashier": _l("Cashier"),
             "shift": _l("Shift"), "note": _l("Note"),
             # a closed shift's row (billing's ``shift``: its time the close, its shift when it opened and whose)
@@ -280,6 +282,21 @@ def _refund_transaction(r: dict[str, str]) -> str:
     return gettext("%(refund)s · refund of the transaction %(reference)s", refund=out, reference=given_back)
 
 
+IN_TOTALS = "in_totals"  # not billing's: said by the portal from the row (:func:`_in_totals`)
+
+
+def _in_totals(row: dict[str, str]) -> str:
+    """Whether a payment's or refund's amount is in the day's totals (billing's ``totals``): every one but an
+    assignment of an unmatched transfer to an invoice (``assign:<transfer>``), whose money is on the row of
+    the transfer when it came (its day's, perhaps an earlier one); "" for the total and shift rows. So a
+    spreadsheet's sum of the rows counted is the day's net, not the assigned money twice."""
+    if row.get("kind") not in ("payment", "refund"):
+        return ""
+    if row.get("kind") == "payment" and str(row.get("id") or "").startswith("assign:"):
+        return str(_l("No: counted on the row of the transfer when it came"))
+    return str(_YES_NO["yes"])
+
+
 def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Billing's CSV as the page's language writes it: header, rows (amounts stay whole đồng). The
     invoice is named by its payment reference (HD…, the code the patient and the desk see; a refund's
@@ -292,6 +309,8 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
     # (the EHR refuses Organization reads to a cashier): folded into the facility column, not shown twice
     columns = [c for c in reader.fieldnames or [] if c != "facility_name"]
     columns = [c for c in columns if c not in _FOLDED]
+    if "amount" in columns:  # last: whether the day's totals count the row's amount (review 12)
+        columns.append(IN_TOTALS)
     found = [{k: (v or "") for k, v in r.items() if k is not None} for r in reader]
     references = {r["invoice"]: r["reference"] for r in found if r.get("invoice") and r.get("reference")}
     facilities = facilities or {}
@@ -309,6 +328,7 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   "note": _note(r.get("note", ""), bool(r.get("refunded_amount")), _bank_reference(r)),
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
                   "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
-                               or r.get("facility", ""))}
+                               or r.get("facility", "")),
+                  IN_TOTALS: _in_totals(r)}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
     return [_label(_COLUMNS, c) for c in columns], rows
