@@ -137,3 +137,22 @@ def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_onc
     page.click("#consult-form button.primary")
     page.wait_for_url(re.compile(r".*/consults/[^/?]+\?submitted=1$"))
     assert "Phim.png".lower() in page.inner_text("[data-testid=attachments]").lower()
+
+
+def test_typing_in_a_form_keeps_the_session_alive_every_five_minutes(visitor_factory):
+    """Minutes written for longer than the idle expiry (an hour's video visit in another tab, no request) were
+    signed out at "Sign off": typing asks /session/alive, at most every 5 minutes; a page only open asks nothing."""
+    v = visitor_factory("vi-360-slow-alive", width=360, height=740)
+    v.sign_in("clinic")
+    page = v.page
+    page.clock.install()
+    v.go("/patients/bn-0001/consult")
+    asked: list[int] = []
+    page.on("response", lambda r: asked.append(r.status) if r.url.endswith("/session/alive") else None)
+    page.fill("#question", "Ho kéo dài")
+    page.clock.run_for(6 * 60_000)  # left open: nothing asked
+    assert asked == []
+    with page.expect_response(re.compile(r".*/session/alive$")):
+        page.locator("#question").press_sequentially(" ba tuần")
+    page.locator("#question").press_sequentially(", sốt về chiều")  # within the 5 minutes: not asked again
+    assert asked == [204]

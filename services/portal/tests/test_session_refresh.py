@@ -54,3 +54,19 @@ def test_a_changed_session_is_sent_at_once(client) -> None:
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
     r = client.post("/language", data={"lang": "en", "next": "/", "csrf_token": token})
     assert r.status_code == 302 and _set_cookie(r) is not None  # within the minute, changed: sent
+
+
+def test_typing_keeps_the_session_alive_and_a_signed_out_one_is_said(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 10: app.js asks /session/alive while the user types (at most every 5 minutes), so minutes written for
+    longer than the idle expiry after a video visit are not signed out at their send; the page names the address
+    only when signed in. Signed out: 401, nothing kept alive."""
+    _sign_in(client)
+    assert 'data-alive="/session/alive"' in client.get("/prices").get_data(as_text=True)
+    monkeypatch.setattr(SessionInterface, "REFRESH_SECONDS", 0)
+    r = client.get("/session/alive")
+    assert r.status_code == 204 and r.headers["Cache-Control"] == "no-store"
+    cookie = _set_cookie(r)
+    assert cookie is not None and "Expires=" in cookie  # its idle expiry moved on
+    client.delete_cookie("sen_portal")
+    assert client.get("/session/alive").status_code == 401
+    assert "data-alive" not in client.get("/login").get_data(as_text=True)

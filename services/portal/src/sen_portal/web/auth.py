@@ -111,6 +111,16 @@ def oidc_callback() -> Any:
     return redirect(safe_next(nxt) or url_for(HOME[role]))
 
 
+@bp.route("/session/alive")
+def session_alive() -> Any:
+    """Someone is typing in a page's form: app.js asks at most every 5 minutes while they do (base.html
+    ``data-alive``), and the session's idle expiry (``SEN_PORTAL_IDLE_MINUTES``) moves on as at any request
+    (``SessionInterface``). The minutes written after an hour's video visit in another tab made no request
+    meanwhile, and "Sign off" found the doctor signed out, eight boxes to copy by hand. Reading alone asks
+    nothing: a page left open still signs out. 204; 401 once signed out. No back-end is called."""
+    return ("", 204) if session.get("user") else ("", 401)
+
+
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
     lang = session.get("lang")

@@ -167,6 +167,16 @@
     }
     setTimeout(function () { note.textContent = document.body.getAttribute("data-sending-text") || "…"; }, 0);
   });
+  // typing in a form keeps the session alive (web.session_alive; its idle expiry, SEN_PORTAL_IDLE_MINUTES): asked
+  // at most every 5 minutes while the user types, never while the page is only open (an hour's video visit in
+  // another tab, then the minutes written here, made no request, and "Sign off" found the doctor signed out)
+  var aliveAt = Date.now();
+  document.addEventListener("input", function (evt) {
+    var url = document.body.getAttribute("data-alive");
+    if (!url || !evt.target.form || Date.now() - aliveAt < 5 * 60 * 1000) return;
+    aliveAt = Date.now();
+    fetch(url, {credentials: "same-origin", cache: "no-store"}).catch(function () { /* offline: asked again 5 min on */ });
+  });
   window.addEventListener("pageshow", function () {  // back to the page (the browser's cache): as it was
     document.querySelectorAll("form[data-sending]").forEach(function (f) {
       f.removeAttribute("data-sending"); f.removeAttribute("aria-busy");
