@@ -154,7 +154,7 @@ def test_transaction_with_one_bad_entry_is_refused_whole(env, H):
         {"fullUrl": urn(), "resource": observation(status="done", subject={"reference": p}),
          "request": {"method": "POST", "url": "Observation"}}]}
     r = post(client, H, "/fhir", bundle)
-    issue = refused(r, "Observation.status", "final")
+    issue = refused(r, "Bundle.entry[2].resource.status", "final")  # FHIRPath from the Bundle sent (review 11)
     assert "Bundle.entry[2]" in issue["diagnostics"]
     assert (stored(db, "Patient"), stored(db, "Observation"), db["_journal"].count_documents({})) == before
     assert client.get("/fhir/Patient?family=Vũ", headers=H).json().get("entry", []) == []

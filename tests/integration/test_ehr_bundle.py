@@ -342,6 +342,23 @@ def test_a_batch_entry_referring_to_another_entry_is_refused_not_stored_dangling
     assert db["Observation"].count_documents({}) == before
 
 
+def test_a_bad_transaction_entry_is_named_by_its_index(env, H):
+    """Review 11: a transaction refused for one entry's content said 'Extra inputs are not permitted' at
+    'Patient.foo', not which of its entries; now every issue names the entry, in its text and expression."""
+    client, _, _ = env
+    good = patient_entry(urn(), "Hồ")
+    for bad, expression in (({"resourceType": "Patient", "foo": 1}, "Bundle.entry[1].resource.foo"),
+                            ({"resourceType": "Patient", "birthDate": "2020-13-01"},
+                             "Bundle.entry[1].resource.birthDate"),
+                            ({"resourceType": "Patient", "gender": "banana"}, "Bundle.entry[1].resource.gender")):
+        r = send(client, H, {"resourceType": "Bundle", "type": "transaction",
+                             "entry": [good, {"resource": bad, "request": {"method": "POST", "url": "Patient"}}]})
+        assert r.status_code == 400, r.text
+        issue = r.json()["issue"][0]
+        assert issue["expression"] == [expression], issue
+        assert issue["diagnostics"].startswith("Bundle.entry[1].resource: "), issue
+
+
 def test_bundle_shape_errors(env, H):
     client, _, _ = env
     assert send(client, H, {"resourceType": "Patient"}).status_code == 400

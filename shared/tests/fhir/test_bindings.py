@@ -176,7 +176,7 @@ def test_long_value_sets_are_truncated_in_the_message():
 def test_bundle_entries_say_where():
     err = refused({"resourceType": "Patient", "gender": "banana"}, where="Bundle.entry[2].resource")
     assert err.detail.startswith("Bundle.entry[2].resource: Patient.gender:")
-    assert err.to_outcome()["issue"][0]["expression"] == ["Patient.gender"]
+    assert err.to_outcome()["issue"][0]["expression"] == ["Bundle.entry[2].resource.gender"]  # from the Bundle
 
 
 def test_several_bad_codes_each_get_an_issue():

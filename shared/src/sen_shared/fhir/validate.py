@@ -104,20 +104,42 @@ def validate_resource(resource: Any, *, expected_type: str | None = None, where:
         raise FhirError(f"unknown resource type {rtype!r}", status=400,
                         expression=[f"{where}.resourceType" if where else "resourceType"])
     if "id" in resource and not valid_id(resource["id"]):
-        raise FhirError("id must match [A-Za-z0-9-.]{1,64}", status=400, expression=[f"{rtype}.id"])
+        raise FhirError(_placed("id must match [A-Za-z0-9-.]{1,64}", where), status=400,
+                        expression=[_at(where, rtype, f"{rtype}.id")])
     try:
         cls.model_validate(resource)
     except ValidationError as err:
-        issues = _issues(rtype, err)
+        issues = _located(_issues(rtype, err), where, rtype)
         raise FhirError(issues[0]["diagnostics"], status=400, issues=issues,
                         expression=issues[0].get("expression")) from None
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
-        raise FhirError(f"the resource is not valid: {err}", status=400, expression=[rtype]) from None
+        raise FhirError(_placed(f"the resource is not valid: {err}", where), status=400,
+                        expression=[where or rtype]) from None
     issues = bindings.check(resource)
     if issues:
-        if where:
-            for issue in issues:
-                issue["diagnostics"] = f"{where}: {issue['diagnostics']}"
+        issues = _located(issues, where, rtype)
         raise FhirError(issues[0]["diagnostics"], status=400, code="code-invalid", issues=issues,
                         expression=issues[0]["expression"])
     return rtype
+
+
+def _placed(diagnostics: str, where: str) -> str:
+    return f"{where}: {diagnostics}" if where else diagnostics
+
+
+def _at(where: str, rtype: str, expression: str) -> str:
+    """``Patient.name[0]`` of a resource found at ``where`` (``Bundle.entry[3].resource``): there."""
+    if not where:
+        return expression
+    return where + expression[len(rtype):] if expression.startswith(rtype) else f"{where}.{expression}"
+
+
+def _located(issues: list[dict[str, Any]], where: str, rtype: str) -> list[dict[str, Any]]:
+    """The issues of a resource found at ``where`` (a transaction's entry): each says where, in its text and
+    its expression (``Bundle.entry[3].resource.birthDate``), so a 200-entry Bundle's author finds the entry."""
+    if where:
+        for issue in issues:
+            issue["diagnostics"] = _placed(str(issue.get("diagnostics", "")), where)
+            if issue.get("expression"):
+                issue["expression"] = [_at(where, rtype, str(e)) for e in issue["expression"]]
+    return issues
