@@ -156,3 +156,26 @@ def test_typing_in_a_form_keeps_the_session_alive_every_five_minutes(visitor_fac
         page.locator("#question").press_sequentially(" ba tuần")
     page.locator("#question").press_sequentially(", sốt về chiều")  # within the 5 minutes: not asked again
     assert asked == [204]
+
+
+def test_a_form_sent_with_no_connection_says_so_and_stays(visitor_factory):
+    """The doctor's minutes signed with no connection were the browser's own "no internet" page; a form the browser
+    posts while the phone knows it is offline sends nothing, says so beside its button, and keeps what was typed;
+    sent again once the connection is back, it goes through."""
+    v = visitor_factory("vi-360-slow-offline", width=360, height=740)
+    page = v.page
+    v.go("/login")
+    page.fill("#username", "clinic")
+    page.fill("#password", "sen-clinic")
+    page.context.set_offline(True)
+    page.click("form button.primary")
+    note = page.locator("[data-offline-note]")
+    note.wait_for()
+    assert note.inner_text() == ("Không có kết nối mạng: chưa gửi gì. Nội dung đã nhập vẫn được giữ; hãy gửi lại "
+                                 "khi có mạng trở lại.")
+    assert note.get_attribute("role") == "alert" and page.url.endswith("/login")
+    assert page.input_value("#username") == "clinic" and page.locator("[data-sending-note]").count() == 0
+    page.context.set_offline(False)
+    v.check("login-offline")  # the note as said (axe-core, served by the portal, needs the connection)
+    page.click("form button.primary")
+    page.wait_for_url(re.compile(r".*/patients$"))

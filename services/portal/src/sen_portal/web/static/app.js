@@ -152,6 +152,20 @@
     if (evt.defaultPrevented || !form.matches || form.hasAttribute("hx-post") || form.hasAttribute("target") ||
         (form.getAttribute("method") || "").toLowerCase() !== "post") return;
     if (form.hasAttribute("data-sending")) { evt.preventDefault(); return; }
+    // the phone knows it has no connection: nothing is sent, said beside the button, the page and what was typed
+    // staying (sent, the browser's own "no internet" page took the place of the minutes being signed)
+    var said = form.querySelector("[data-offline-note]");
+    if (said) said.remove();
+    if (navigator.onLine === false) {
+      evt.preventDefault();
+      var at = evt.submitter || form.querySelector("button:not([type=button]), input[type=submit]");
+      var offline = document.createElement("span");
+      offline.className = "sending-note error"; offline.setAttribute("role", "alert");
+      offline.setAttribute("data-offline-note", "");
+      if (at) at.insertAdjacentElement("afterend", offline); else form.appendChild(offline);
+      setTimeout(function () { offline.textContent = document.body.getAttribute("data-offline-text") || ""; }, 0);
+      return;
+    }
     form.setAttribute("data-sending", "");
     form.setAttribute("aria-busy", "true");
     // ... and says it is being sent, at the button pressed: on a slow link the answer takes seconds, and a
