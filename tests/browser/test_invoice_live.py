@@ -121,6 +121,22 @@ def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory,
     v.check("cashier-invoice-refund-kept")
 
 
+def test_a_refund_being_typed_says_nothing_changed_when_nothing_did(visitor_factory, stack):
+    """Review 12: the refund box said "Danh sách thanh toán vừa thay đổi…" while nothing had changed: the note is
+    a ``.hint`` (``display: block``), which outranked its ``hidden`` attribute, so it showed from the start. Now
+    the cashier types a refund, the status box polls and redraws itself with no new payment: no note."""
+    v, _ = _paid_in_two_with_the_refund_box_open(visitor_factory, stack)
+    v.page.fill("form[data-refund-form] [name=amount]", "5.000")
+    v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
+    v.page.evaluate("window.__box = document.getElementById('invoice-status')")
+    v.page.wait_for_function("() => document.getElementById('invoice-status') !== window.__box",
+                             timeout=30_000)  # the status box polled and redrew itself: nothing new
+    assert v.page.locator("[data-testid=payments] tbody tr").count() == 2
+    assert v.page.input_value("form[data-refund-form] [name=amount]") == "5.000"
+    for note in ("refund-kept", "refund-kept-gone", "refund-kept-none"):
+        assert not v.page.is_visible(f"[data-testid={note}]"), v.page.inner_text("[data-testid=refund-box]")
+
+
 def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_what_was_typed(
         visitor_factory, stack):
     """Review 9: the payment the cashier chose is given back whole at another desk while they type: the swapped
