@@ -209,9 +209,9 @@ def test_a_facilitys_csv_is_named_by_it(officer, monkeypatch):
     seen: list[Any] = []
 
     def rows(section, db, start, end, district, **kw):
-        seen.append(kw.get("facility"))
+        seen.append(kw.get("facility"))  # csv_rows writes the facility's district given (the API's CSV alike)
         return (["start", "end", "district", "facility", "transfer_amount"],
-                [["2026-09-07", "2026-09-20", None, "tyt-my-hiep", 150000]])
+                [["2026-09-07", "2026-09-20", district or kw.get("facility_district"), "tyt-my-hiep", 150000]])
 
     monkeypatch.setattr(dashboard, "csv_rows", rows)
     r = officer.get("/dashboard/cashless_share.csv?start=07/09/2026&end=20/09/2026&facility=tyt-my-hiep")

@@ -22,7 +22,7 @@ from sen_shared.runtime import current
 from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
 from ..domain.report_facts import VN
 from ..domain.reporting import gather
-from ..web.dashboard import FacilityRefused, districts, facilities, facility_scope
+from ..web.dashboard import FacilityRefused, Known, districts, facilities, facility_scope
 from ..web.directory import org_districts
 
 DEFAULT_DAYS = 84  # twelve weeks
@@ -64,12 +64,14 @@ def _district(district: str | None, first: date, last: date) -> str | None:
     return name
 
 
-def _facility(facility: str | None, district: str | None, first: date, last: date) -> str | None:
+def _facility(facility: str | None, district: str | None, first: date, last: date,
+              known: Known | None = None) -> str | None:
     """The facility asked for as its id, None for all; one the dashboard does not know
-    (:func:`..web.dashboard.facilities`, the page's own list) or not in ``district`` is a 400 saying so."""
+    (:func:`..web.dashboard.facilities`, the page's own list, or ``known`` read already) or not in
+    ``district`` is a 400 saying so."""
     if not (facility or "").strip():
         return None
-    known = facilities(first, last)
+    known = facilities(first, last) if known is None else known
     try:
         return facility_scope(facility, district, first, last, known)
     except FacilityRefused as err:
@@ -104,9 +106,12 @@ def get_csv(section: str, start: str | None = None, end: str | None = None, dist
             facility: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
     name = _district(district, first, last)
-    header, rows = csv_rows(section, current().db, first, last, name, targets=_targets(),
-                            facility=_facility(facility, name, first, last),
-                            facility_districts=org_districts() if name else None)
+    known = facilities(first, last) if (facility or "").strip() else {}
+    fid = _facility(facility, name, first, last, known)
+    # one facility's figure names its district as the page's CSV does (known: the filter's, as the page has it)
+    header, rows = csv_rows(section, current().db, first, last, name, targets=_targets(), facility=fid,
+                            facility_districts=org_districts() if name else None,
+                            facility_district=known[fid][1] if fid else None)
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")

@@ -471,10 +471,13 @@ def patients_by_district(rows: list[dict[str, Any]], last: str) -> dict[str | No
 
 def csv_rows(section: str, db: Database, start: date, end: date, district: str | None = None, *,
              targets: Targets | None = None, now: datetime | None = None, facility: str | None = None,
-             facility_districts: Mapping[str, str] | None = None) -> tuple[list[str], list[list[Any]]]:
+             facility_districts: Mapping[str, str] | None = None,
+             facility_district: str | None = None) -> tuple[list[str], list[list[Any]]]:
     """One chart's data as a header and rows, for CSV export; with ``facility``, a one-row figure
-    names it in a ``facility`` column after the district. A facility column holds the facility's id
-    (``tyt-my-hiep``, as the filter takes it and the page's file is named), not its reference."""
+    names it in a ``facility`` column after the district, and its district column is the facility's
+    (``facility_district``, as the filter knows it) when no district was chosen: the page's CSV and the
+    API's say the same. A facility column holds the facility's id (``tyt-my-hiep``, as the filter takes
+    it and the page's file is named), not its reference."""
     if section not in CSV_SECTIONS:
         raise KeyError(section)
     data = dashboard(db, start, end, district, targets=targets, now=now, facility=facility,
@@ -494,6 +497,7 @@ def csv_rows(section: str, db: Database, start: date, end: date, district: str |
     columns = _SUMMARY_COLUMNS[section]
     scope = [data["range"]["start"], data["range"]["end"], district]
     if data["range"]["facility"]:
+        scope[2] = district or facility_district  # one facility's figure: its district, never the province's
         return ["start", "end", "district", "facility", *columns], [
             [*scope, facility_id(data["range"]["facility"]), *(figure[c] for c in columns)]]
     return ["start", "end", "district", *columns], [[*scope, *(figure[c] for c in columns)]]

@@ -344,19 +344,17 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "as_of": lazy_gettext("As of")}
 
 
-def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str],
-             known: Known | None = None) -> tuple[list[str], list[list[Any]]]:
+def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
     """The export's header in the page's language; beside a facility's id (kept for machines), its name;
     a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it;
     a one-row figure's district by its name, or "Whole province" when the figure is the province's (one
-    facility's: its district, from ``known`` as the filter has it, as the page's heading says)."""
+    facility's: its district, as :func:`csv_rows` gives it for the page and the API alike; empty when not
+    known, never the province)."""
     if header[:3] == ["start", "end", "district"]:
         def scope(row: list[Any]) -> str:
             if row[2]:
                 return row[2]
-            if header[3:4] == ["facility"] and row[3]:  # one facility's figure: its district, never the province
-                return (known or {}).get(str(row[3]), ("", None))[1] or ""
-            return gettext("Whole province")
+            return "" if header[3:4] == ["facility"] and row[3] else gettext("Whole province")
 
         rows = [[*row[:2], scope(row), *row[3:]] for row in rows]
     if "priority" in header:
@@ -455,11 +453,12 @@ def dashboard_csv(section: str) -> Any:
         chosen = facility_scope(form.facility.data, district, start, end, known)
         header, rows = csv_rows(section, current().db, start, end, district,
                                 targets=current().settings.report_targets(), facility=chosen,
-                                facility_districts=org_districts() if district else None)
+                                facility_districts=org_districts() if district else None,
+                                facility_district=known[chosen][1] if chosen else None)
     except RangeError as err:
         return _csv_refused(range_problem(err))
     except FacilityRefused as err:
         return _csv_refused(facility_problem(err, district, known))
-    header, rows = page_csv(header, rows, org_names() if "facility" in header else {}, known)
+    header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
     scope = f"{chosen}_" if chosen else ""
     return csvfile.download(header, rows, f"{section}_{scope}{start.isoformat()}_{end.isoformat()}.csv")
