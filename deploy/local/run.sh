@@ -52,6 +52,16 @@ export SEN_REPORT_DISTRICT_POPULATIONS=${SEN_REPORT_DISTRICT_POPULATIONS:-$("$py
 print(json.dumps(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["districts"], ensure_ascii=False))' \
   deploy/local/demo-province.json)}
 
+# the facilities using teleconsultation (remote diagnosis) before Sen, by name: the dashboard's baseline, so one of
+# them requesting consults through Sen is not counted again as new; the demo province's organizations marked
+# "teleconsultBeforeSen" (its provincial hospital and district health centres). A baseline given as a number
+# only (SEN_REPORT_FACILITY_BASELINE) is left alone: the portal refuses a number and a list that disagree
+if [ -z "${SEN_REPORT_FACILITY_BASELINE:-}" ]; then
+  export SEN_REPORT_BASELINE_FACILITIES=${SEN_REPORT_BASELINE_FACILITIES:-$("$py" -c 'import json, sys
+print(json.dumps([o["id"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
+                  if o.get("teleconsultBeforeSen")]))' deploy/local/demo-province.json)}
+fi
+
 pids=()
 stop() {
   trap - INT TERM EXIT

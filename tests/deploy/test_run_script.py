@@ -82,3 +82,28 @@ def test_every_demo_facility_has_the_level_its_price_is_charged_at() -> None:
     # a level given to make run wins over the demo's
     assert json.loads(run_environment({"SEN_FACILITY_LEVELS": '{"x": "central"}'})["SEN_FACILITY_LEVELS"]) == {
         "x": "central"}
+
+
+def test_make_run_names_the_demo_facilities_that_used_teleconsultation_before_sen(monkeypatch) -> None:
+    """Review 12: ``make run`` set no SEN_REPORT_BASELINE_FACILITIES, so the demo dashboard said a facility of the
+    baseline was counted twice. It names those of the demo province marked ``teleconsultBeforeSen`` (its
+    provincial hospital and district health centres): facilities the demo has, and the portal takes the list
+    (the baseline is then how many it names). A baseline given as a number only is left alone (the portal
+    refuses a number and a list that disagree)."""
+    from sen_portal.config import PortalSettings
+
+    demo = json.loads((RUN_SH.parent / "demo-province.json").read_text(encoding="utf-8"))
+    facilities = {o["id"]: o for o in demo["organizations"] if o["type"] == "prov"}
+    named = json.loads(run_environment({})["SEN_REPORT_BASELINE_FACILITIES"])
+    marked = [o["id"] for o in demo["organizations"] if o.get("teleconsultBeforeSen")]
+    assert named == marked and len(set(named)) == len(named) == 3
+    assert set(named) <= set(facilities)
+    assert {facilities[f]["level"] for f in named} == {"province", "district"}
+    monkeypatch.setenv("SEN_REPORT_BASELINE_FACILITIES", json.dumps(named))
+    settings = PortalSettings(SEN_DEV_JWT_KEY="dev-jwt.pem")
+    assert settings.report_facility_baseline == 3
+    assert settings.report_targets().baseline_facilities == frozenset(named)
+    # the operator's own list, or a number alone, wins
+    given = run_environment({"SEN_REPORT_BASELINE_FACILITIES": '["x"]'})
+    assert given["SEN_REPORT_BASELINE_FACILITIES"] == '["x"]'
+    assert "SEN_REPORT_BASELINE_FACILITIES" not in run_environment({"SEN_REPORT_FACILITY_BASELINE": "22"})
