@@ -254,7 +254,9 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
             series(gettext("To acceptance: median (minutes)"), tta, "median_minutes", COLORS[1]),
             series(gettext("To conclusion: median (minutes)"), ttc, "median_minutes", COLORS[3])]},
             "options": {"plugins": {"legend": {"labels": {"boxWidth": 12}}}, "scales": {
-                "y": {"beginAtZero": True, "title": {"display": True, "text": gettext("Minutes")}}}}},
+                # whole minutes: every median 0 drew 0 to 1 in tenths (review 12)
+                "y": {"beginAtZero": True, "ticks": {"precision": 0},
+                      "title": {"display": True, "text": gettext("Minutes")}}}}},
         "breaches": {"type": "bar", "data": {"labels": labels, "datasets": [
             {"label": priority_label(p), "data": [breaches.get(p, {}).get(w, 0) for w in weeks],
              "backgroundColor": COLORS[(i + 4) % len(COLORS)]} for i, p in enumerate(PRIORITIES)]},
