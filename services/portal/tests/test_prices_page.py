@@ -222,6 +222,22 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
 
 
+def test_an_english_price_history_names_the_admin_in_english(app, billing):
+    """Review 12: in English the history said the price was changed by "Quản trị viên" (the demo admin's name
+    is the Vietnamese role label): it is said in the page's language there and in the header; a person's name
+    stays as it is."""
+    assert post_price(portal_signed_in(app, "admin"), "dien-tim", "50.000").status_code == 302
+    billing.change("dien-tim", 55000)  # another admin, named as a person
+    client = portal_signed_in(app, "admin", "en")
+    history = client.get("/prices/dien-tim/history").get_data(as_text=True)
+    assert "Quản trị viên" not in history
+    rows = history[history.index("<tbody"):]
+    assert ">Administrator</td>" in rows and ">Trần Văn Bình</td>" in rows
+    assert '<span class="who">Administrator <small>(administrator)</small>' in history
+    vi = portal_signed_in(app, "admin").get("/prices/dien-tim/history").get_data(as_text=True)
+    assert ">Quản trị viên</td>" in vi[vi.index("<tbody"):] and "Administrator" not in vi
+
+
 def test_saving_the_price_in_force_changes_nothing_and_says_so(app, billing):
     """35.000 → 35.000: the entry goes to billing as it stands (its date too), billing writes no version,
     and the page says "Không có thay đổi" rather than a new price; a real change after it is version 2."""

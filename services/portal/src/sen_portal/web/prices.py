@@ -40,6 +40,7 @@ from . import backend_message, bp, login_required
 from .backend import BackendError, call, entries, page_status
 from .formatting import TZ, codeable, vnd
 from .forms import FlaskForm, Pattern, VndField
+from .users import shown_name
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
 HISTORY_SIZE = 200  # versions a history page shows, newest first
@@ -178,13 +179,15 @@ def covered(res: dict[str, Any]) -> bool:
 
 
 def changed_by(res: dict[str, Any]) -> str | None:
-    """Who made this version, as billing recorded it from their token: their name, else their
-    subject; None for a version billing wrote from the price list file (see the module)."""
+    """Who made this version, as billing recorded it from their token: their name (a role's label, as the
+    demo admin's, in the page's language: :func:`.users.shown_name`), else their subject; None for a
+    version billing wrote from the price list file (see the module)."""
     for ext in res.get("extension") or []:
         if ext.get("url") != CHANGED_BY:
             continue
         parts = {e.get("url"): e for e in ext.get("extension") or []}
-        return (parts.get("name") or {}).get("valueString") or (parts.get("user") or {}).get("valueString") or None
+        name = (parts.get("name") or {}).get("valueString")
+        return shown_name(name) if name else (parts.get("user") or {}).get("valueString") or None
     return None
 
 

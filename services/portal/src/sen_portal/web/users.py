@@ -17,9 +17,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from flask import has_request_context
+from flask_babel import lazy_gettext
 from werkzeug.security import check_password_hash
 
 ROLES = ("clinic", "doctor", "cashier", "health-dept", "admin")
+ADMIN_NAME = "Quản trị viên"  # the demo admin is named by their role, not a person
+# names that are a role's Vietnamese label, not a person's: shown in the page's language (review 12: an English
+# price history said "Quản trị viên" changed a price); a person's name is never translated
+_ROLE_NAMES = {ADMIN_NAME: lazy_gettext("Administrator")}
+
+
+def shown_name(name: str | None) -> str:
+    """A user's name as a page shows it (the header, who changed a price): a role's label in the page's
+    language (:data:`_ROLE_NAMES`), any other name as it is (and every name outside a request)."""
+    label = _ROLE_NAMES.get(name or "") if has_request_context() else None
+    return str(label) if label is not None else name or ""
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ DEMO_USERS: dict[str, tuple[User, str]] = {
     "health-dept": (User("health-dept", "health-dept", "Sở Y tế Đồng Tháp", facility="so-y-te-dong-thap"),
                     "scrypt:32768:8:1$L90CNfS4NGm7OK83$e3499b4f5d61408640f1dbd1c84cef2865f16bcc8b97dd2062d778997f"
                     "57683058c44c7b085c43c77addcdb8d76903d5accea8510ee76f8b2d29fd3d4b8f5db2"),
-    "admin": (User("admin", "admin", "Quản trị viên"),
+    "admin": (User("admin", "admin", ADMIN_NAME),
               "scrypt:32768:8:1$6qLyhmNZciD6QTWO$86cb2a9a885ea11693e980409fab0e03431ea82fea26b15afb853f1b848d12441"
               "7c311204092f5833e7589927c760faa284be2cc61a70810d33f455a3b528982"),
 }
