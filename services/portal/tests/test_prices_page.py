@@ -388,9 +388,9 @@ def test_the_csv_is_billings_day_in_the_pages_language_with_its_file_name(app, b
     # the transaction as the bank statement or the cash book has it, never billing's payment id (review 8)
     assert rows[0] == ["Loại dòng", "Thời gian", "Giao dịch (trên sao kê ngân hàng hoặc sổ quỹ) hoặc khoản tổng",
                        "Nhận qua", "Hình thức", "Hóa đơn", "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả",
-                       "Thu ngân", "Ca làm việc", "Ghi chú"]
+                       "Thu ngân", "Ca làm việc", "Ghi chú", "Tính vào tổng của ngày"]
     assert rows[1] == ["Khoản thanh toán", "05/12/2026 09:00:00", "Tiền mặt · thu", "Tiền mặt", "Tiền mặt", "inv-1",
-                       "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "thu", "s1", ""]
+                       "tyt-my-hiep", "120000", "Có", "Đã tính vào hóa đơn", "thu", "s1", "", "Có"]
     assert rows[2][:4] == ["Hoàn tiền", "05/12/2026 10:00:00", "Chi tiền mặt · thu", "Hoàn qua: Tiền mặt"]
     assert rows[2][7] == "-20000"  # money going out (review 9: a refund read as cash taken in)
     assert rows[2][12] == "thừa"  # the cashier's reason, as written
@@ -450,7 +450,7 @@ def test_the_days_unmatched_transfers_read_as_the_dashboard_counts_them(app, bil
     assert rows[2][9] == "Đã tính vào hóa đơn" and rows[3][9] == "Chưa khớp hóa đơn"
     # the assignment: the transfer's bank transaction, in the note too (not billing's assign:… and standard:… ids)
     assert rows[2][2] == "56fbe3c0b43c" and rows[2][12] == "Gán từ chuyển khoản 56fbe3c0b43c"
-    assert "assigned_to" not in rows[0] and len(rows[0]) == 13 and "standard:" not in str(rows)
+    assert "assigned_to" not in rows[0] and len(rows[0]) == 14 and "standard:" not in str(rows)
     names = {r[2]: r[7] for r in rows if r[0] == "Tổng"}
     assert names["Chuyển khoản chưa khớp: đã gán vào hóa đơn"] == "75000"
     assert names["Chuyển khoản chưa khớp: còn chờ"] == "30000"
