@@ -87,7 +87,7 @@
   // the page's problem box (HX-Retarget, web.in_page) and the page's message and links go there, the page and
   // what was typed in it staying; the box takes the focus (the view scrolls to it) when it appears, and goes
   // away when the request that put it there succeeds (a poll that works again, the form sent again)
-  var problemFrom = null;
+  var problemFrom = null, failedFrom = null;
   function hideAll(ids) {
     ids.forEach(function (id) { var b = document.getElementById(id); if (b) b.hidden = true; });
   }
@@ -114,7 +114,13 @@
   document.addEventListener("htmx:afterRequest", function (evt) {
     var d = evt.detail;
     if (!d.successful || !d.xhr || d.xhr.status >= 400) return;
-    hideAll(["live-error", "connection-error"]);
+    hideAll(["connection-error"]);
+    // the form's own "not sent" box goes when the request that failed works (the form sent again), not when
+    // another one does: the reason box's suggestions answered after the consult failed to go hid it, the
+    // consult still not sent and nothing said
+    if (!failedFrom || d.elt === failedFrom || !document.body.contains(failedFrom)) {
+      hideAll(["live-error"]); failedFrom = null;
+    }
     if (problemFrom && (d.elt === problemFrom || !document.body.contains(problemFrom))) {
       hideAll(["page-problem"]); problemFrom = null;
     }
@@ -138,6 +144,7 @@
       box.textContent = box.getAttribute(poll ? "data-poll" : "data-sent") || box.getAttribute("data-sent");
       box.className = "alert error"; box.setAttribute("role", "alert");
     }
+    if (box.id === "live-error") failedFrom = evt.detail.elt;
     box.hidden = false;
   }
   document.addEventListener("htmx:responseError", connectionError);
