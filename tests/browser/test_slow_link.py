@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,8 @@ def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_fact
     v.go("/patients/bn-0001/consult")
     page = v.page
     page.locator("#reason").press_sequentially("ta")
-    stale = page.locator("#reason-suggest [role=option]").first
+    # the list for "ta" (a list for "t" comes first when a busy machine types the keys 250 ms apart)
+    stale = page.locator("#reason-suggest[data-typed='ta'] [role=option]").first
     stale.wait_for()
     assert stale.get_attribute("data-pick").startswith("A00 — ")
     held: list = []  # the answers for what is typed next stay on the way
@@ -113,6 +115,8 @@ def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_onc
     v.go("/patients/bn-0001/consult")
     page = v.page
     page.fill("#reason", "J45")
+    # its suggestions in before the session ends (asked 250 ms after the typing, they would be signed out too)
+    page.locator("#reason-suggest[data-typed='J45']").wait_for(state="attached")
     question = "Khó thở về đêm, đã dùng salbutamol; xin ý kiến điều trị dự phòng."
     page.fill("#question", question)
     page.set_input_files("#files", files=[{"name": "phim.png", "mimeType": "image/png",
@@ -170,9 +174,9 @@ def test_a_form_sent_with_no_connection_says_so_and_stays(visitor_factory):
     page.context.set_offline(True)
     page.click("form button.primary")
     note = page.locator("[data-offline-note]")
-    note.wait_for()
-    assert note.inner_text() == ("Không có kết nối mạng: chưa gửi gì. Nội dung đã nhập vẫn được giữ; hãy gửi lại "
-                                 "khi có mạng trở lại.")
+    # its words are put in just after it (setTimeout 0, so that the alert is read): waited for, not read at once
+    expect(note).to_have_text("Không có kết nối mạng: chưa gửi gì. Nội dung đã nhập vẫn được giữ; hãy gửi lại "
+                              "khi có mạng trở lại.")
     assert note.get_attribute("role") == "alert" and page.url.endswith("/login")
     assert page.input_value("#username") == "clinic" and page.locator("[data-sending-note]").count() == 0
     page.context.set_offline(False)
