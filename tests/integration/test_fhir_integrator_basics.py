@@ -118,3 +118,23 @@ def test_last_modified_is_an_http_date_and_a_bundle_entry_keeps_the_instant(ehr,
              "entry": [{"request": {"method": "GET", "url": f"Patient/{pid}"}}]}
     entry = ehr.post("/fhir", content=json.dumps(batch), headers=H).json()["entry"][0]
     assert entry["response"]["lastModified"] == entry["resource"]["meta"]["lastUpdated"]  # an instant, as R4 says
+
+
+def test_if_none_exist_takes_the_query_also_given_with_its_type(ehr, H) -> None:
+    """R4 says If-None-Exist (and a Bundle entry's ifNoneExist) holds what follows the '?'; R4's own Bundle-xds
+    example writes 'Patient?identifier=...', which was a 400 'unknown search parameter Patient?identifier'."""
+    number = uuid.uuid4().hex[:12]
+    body = json.dumps({"resourceType": "Patient", "identifier": [{"system": "urn:his:mrn", "value": number}]})
+    first = ehr.post("/fhir/Patient", content=body, headers={**H, "If-None-Exist": f"identifier=urn:his:mrn|{number}"})
+    assert first.status_code == 201, first.text
+    again = ehr.post("/fhir/Patient", content=body,
+                     headers={**H, "If-None-Exist": f"Patient?identifier=urn:his:mrn|{number}"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": json.loads(body),
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"Patient?identifier=urn:his:mrn|{number}"}}]}
+    r = ehr.post("/fhir", content=json.dumps(tx), headers=H)
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][0]["response"]["status"].startswith("200")
+    found = ehr.get("/fhir/Patient", params={"identifier": f"urn:his:mrn|{number}", "_summary": "count"}, headers=H)
+    assert found.json()["total"] == 1

@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from .. import claims
 from . import store as st
-from .http import FhirRequest, FhirResponse, parse_query
+from .http import FhirRequest, FhirResponse, condition_query, parse_query
 from .outcome import FhirError
 from .validate import check_id, validate_resource
 
@@ -312,10 +312,11 @@ class Transaction:
                 if target.rid or target.tail:
                     raise FhirError("POST in a transaction creates: its url is the type", status=400,
                                     expression=[f"{where}.request.url"])
-                cond = request.get("ifNoneExist")
-                if isinstance(cond, str) and cond:
-                    key, link = self.store.condition_link(rtype, parse_query(cond.lstrip("?")))
-                    ids = server.match_ids(rtype, cond.lstrip("?"))
+                cond = condition_query(rtype, request.get("ifNoneExist")) \
+                    if isinstance(request.get("ifNoneExist"), str) else ""
+                if cond:
+                    key, link = self.store.condition_link(rtype, parse_query(cond))
+                    ids = server.match_ids(rtype, cond)
                     if not ids:  # claim the criteria (store.condition_key), as a single conditional create
                         p.rid = st.new_id()
                         self._claim_condition(rtype, key, link, p.rid, f"{where}.request.ifNoneExist")

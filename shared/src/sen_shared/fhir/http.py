@@ -90,6 +90,15 @@ def parse_query(raw: str | bytes) -> list[tuple[str, str]]:
     return params
 
 
+def condition_query(resource_type: str, cond: str | None) -> str:
+    """The search query of an ``If-None-Exist`` (or a Bundle entry's ``ifNoneExist``): what follows the ``?``,
+    as R4 says, also when given whole as ``Patient?identifier=...`` (as R4's own Bundle-xds example writes it)."""
+    query = (cond or "").strip()
+    if query.startswith(f"{resource_type}?"):
+        query = query[len(resource_type) + 1:]
+    return query.lstrip("?")
+
+
 _bases: dict[tuple[Any, ...], str] = {}  # (scheme, Host, server name and port, base path) -> absolute base URL
 _BASES_KEPT = 64  # the Host header is the client's: at most this many kept (others computed each time)
 

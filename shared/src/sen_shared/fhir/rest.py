@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from pymongo.database import Database
 
 from . import store as st
-from .http import FhirRequest, FhirResponse, parse_query, shape_resource, version_headers, write_answer
+from .http import FhirRequest, FhirResponse, condition_query, parse_query, shape_resource, version_headers, write_answer
 from .outcome import FhirError, outcome
 from .parameters import parameter_list
 from .search import SearchError, parse_search
@@ -185,21 +185,21 @@ class FhirServer:
     def create(self, req: FhirRequest) -> FhirResponse:
         self.check_writable(self.check_type(req.resource_type), "create")
         resource = self.body_resource(req)
-        cond = req.header("if-none-exist")
+        rtype = resource["resourceType"]
+        cond = condition_query(rtype, req.header("if-none-exist"))
         rid = None
         if cond:
-            rtype = resource["resourceType"]
             store = self.store()
             # the criteria are claimed (store.condition_key says what that serializes): read the
             # newest claim first, search, and claim the next one only if nothing matched
-            key, link = store.condition_link(rtype, parse_query(cond.lstrip("?")))
-            ids = self.match_ids(rtype, cond.lstrip("?"))
+            key, link = store.condition_link(rtype, parse_query(cond))
+            ids = self.match_ids(rtype, cond)
             if not ids and store.condition_busy(rtype, link):
                 raise FhirError("a conditional create with the same criteria is running; retry", status=409,
                                 code="conflict")
             rid = st.new_id()
             if not ids and not store.claim_condition(key, link, rid):
-                ids = self.match_ids(rtype, cond.lstrip("?"))  # the racing create may have landed
+                ids = self.match_ids(rtype, cond)  # the racing create may have landed
                 if not ids:
                     raise FhirError("a conditional create with the same criteria ran meanwhile; retry",
                                     status=409, code="conflict")
