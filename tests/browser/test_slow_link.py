@@ -31,13 +31,16 @@ def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_fact
     stale.wait_for()
     assert stale.get_attribute("data-pick").startswith("A00 — ")
     held: list = []  # the answers for what is typed next stay on the way
-    page.route(re.compile(r".*/icd10\?.*"), lambda route: held.append(route))
+    holding = [True]
+    page.route(re.compile(r".*/icd10\?.*"), lambda route: held.append(route) if holding else route.continue_())
     page.locator("#reason").press_sequentially("ng huyet ap")
     page.wait_for_function("() => document.getElementById('reason').value === 'tang huyet ap'")
     assert page.locator("#reason-suggest").is_hidden()  # the list for "ta" is not offered under other words
     page.press("#reason", "ArrowDown")
     assert page.locator("#reason-suggest").is_hidden() and page.input_value("#reason") == "tang huyet ap"
-    page.unroute(re.compile(r".*/icd10\?.*"))
+    # let go, the route left in place (passing the next ones on): unrouted, Playwright itself lets the routes
+    # held go on, and a continue_() after it found one handled already ("Route is already handled!", seen once)
+    holding.clear()
     for route in held:
         route.continue_()
     page.locator("#reason-suggest[data-typed='tang huyet ap'] [role=option]").first.wait_for()
