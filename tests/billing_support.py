@@ -222,3 +222,22 @@ def cashier_headers(dev_key, **claims: str) -> dict[str, str]:  # noqa: ANN001
     """Headers of a cashier of org-a (a new ``sub`` each call, ``claims`` added) calling billing's JSON API."""
     tok = issue_dev_token(dev_key, "cashier", sub=f"cashier-{uuid.uuid4().hex[:6]}", facility="org-a", **claims)
     return {"Authorization": f"Bearer {tok}", "Content-Type": "application/json", "Accept": "application/json"}
+
+
+def delivered(event: dict, db, tries: int = 100) -> None:  # noqa: ANN001 - the test database
+    """Billing's consult-charge consumer on one delivery of ``event`` until it acks, as the bus redelivers a
+    message its consumer did not ack: a delivery racing another (its draft claimed but not written yet) is
+    a 409 "try again", whose message the broker delivers again. Bounded: the other writer finishes in
+    milliseconds; a run of 100 refusals 50 ms apart raises the last."""
+    import time
+
+    from sen_billing.worker import consult_charge
+
+    for attempt in range(tries):
+        try:
+            consult_charge(event, db)
+            return
+        except Exception:  # noqa: BLE001 - what the bus's retry tiers take back
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05)
