@@ -50,8 +50,12 @@ def _unlisted_writes_are_405(client, H, ids: dict[str, str] | None = None) -> di
         for verb in WRITES:
             if verb not in codes:
                 r = _write(client, H, verb, rtype, (ids or {}).get(rtype, "cap-probe"))
-                refused.append((rtype, verb, r.status_code, r.json()["issue"][0]["code"]))
-    assert refused and all(s == 405 and code == "not-supported" for _t, _v, s, code in refused), refused
+                refused.append((rtype, verb, r.status_code, r.json()["issue"][0]["code"], r.headers.get("allow")))
+    assert refused and all(s == 405 and code == "not-supported" for _t, _v, s, code, _a in refused), refused
+    # and says what is allowed instead (RFC 9110 §15.5.6): the listed interactions' methods only
+    method = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
+    assert all(allow is not None and method[v] not in allow.split(", ") and "GET" in allow
+               for _t, v, _s, _c, allow in refused), refused
     return listed
 
 

@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import auth, logs, mongo
+from .allow import AllowedMethods
 from .config import Settings
 from .errors import SenError
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
@@ -407,18 +408,29 @@ def _render(request: ConnexionRequest, status: int, title: str, detail: str,
                              mimetype=mimetype, content_type=mimetype, headers=headers or {})
 
 
-def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
+def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None) -> dict[Any, Any]:
     """The error handlers, coroutines: connexion runs a plain function handler in a thread pool
     (``run_in_threadpool``), one more thread hand-off for every 4xx answer; these only build a
-    small JSON body (and log), so they run on the event loop."""
+    small JSON body (and log), so they run on the event loop. Every 405 carries ``Allow``: the one
+    its error names (a narrower one for the caller), else the target's methods (``allow``)."""
+    def with_allow(request: ConnexionRequest, headers: dict[str, str], *, replace: bool = False) -> dict[str, str]:
+        found = allow.allowed(request.scope["path"]) if allow is not None else None
+        if found is not None and (replace or "Allow" not in headers):
+            headers["Allow"] = found
+        headers.setdefault("Allow", "")  # RFC 9110 §10.2.1: no method served here
+        return headers
+
     async def sen_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, SenError)
         # the scope's path, not ``request.url.path``: starlette builds a whole URL for that (the Host
         # header parsed, the URL joined and split again), a third of a lost ``$book`` race's 409 here
         if isinstance(exc, FhirError) and fhir_base and request.scope["path"].startswith(fhir_base):
             return ConnexionResponse(status_code=exc.status, body=_to_json(exc.to_outcome()),
-                                     mimetype=FHIR_JSON, content_type=FHIR_JSON, headers=exc.headers)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                                     mimetype=FHIR_JSON, content_type=FHIR_JSON,
+                                     headers=with_allow(request, dict(exc.headers)) if exc.status == 405
+                                     else exc.headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else \
+            with_allow(request, {}) if exc.status == 405 else None
         return _render(request, exc.status, exc.title, exc.detail, fhir_base, exc.extra, headers)
 
     async def problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -431,6 +443,8 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
             detail = "a bearer token is required: send 'Authorization: Bearer <token>'"
         elif exc.status == 401:
             detail = "the bearer token is missing, expired or not valid"
+        if exc.status == 405:
+            with_allow(request, headers)
         return _render(request, exc.status, exc.title or "Error", detail, fhir_base, headers=headers)
 
     async def http(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -438,9 +452,11 @@ def _error_handlers(fhir_base: str | None) -> dict[Any, Any]:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             detail = f"no such endpoint: {request.url.path}"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # the router's Allow names its first route's methods only: all of them
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return _render(request, exc.status_code, "Error", detail, fhir_base, headers=dict(exc.headers or {}))
+            with_allow(request, headers, replace=True)
+        return _render(request, exc.status_code, "Error", detail, fhir_base, headers=headers)
 
     async def undecodable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         # connexion decodes JSON bodies outside its own error handling
@@ -669,7 +685,9 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     app.add_middleware(RequestMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        service=settings.service, max_body=settings.max_body_bytes, fhir_base=fhir_base,
                        pages=pages)
-    for exc, handler in _error_handlers(fhir_base).items():
+    allow = AllowedMethods(api_spec["paths"], base=fhir_base if fhir is not None else None,
+                           narrow=fhir.served_methods if fhir is not None else None)
+    for exc, handler in _error_handlers(fhir_base, allow).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app
     flask_app.extensions[EXTENSION] = runtime

@@ -73,8 +73,10 @@ def forbidden(detail: str) -> FhirError:
     return FhirError(f"forbidden: {detail}", status=403, code="forbidden")
 
 
-def _not_allowed(detail: str) -> FhirError:
-    return FhirError(detail, status=405, code="not-supported")
+def _not_allowed(detail: str, allow: str | None = None) -> FhirError:
+    """A 405; ``allow``: the methods left to this caller when narrower than the target's (the error
+    handler names the target's otherwise, ``sen_shared.allow``)."""
+    return FhirError(detail, status=405, code="not-supported", headers={"Allow": allow} if allow is not None else None)
 
 
 class _NoAuditor:
@@ -145,7 +147,7 @@ class BillingFhirServer(FhirServer):
         if "cashier" not in p.roles or rtype == "Account":
             raise forbidden(f"{verb} of {rtype} is not allowed for this role")
         if rtype == "ChargeItem" and verb != "create":
-            raise _not_allowed("a ChargeItem is not changed by hand once entered; ask an admin")
+            raise _not_allowed("a ChargeItem is not changed by hand once entered; ask an admin", "GET, HEAD")
         return p
 
     # ------------------------------------------------------------------ reads
@@ -229,6 +231,11 @@ class BillingFhirServer(FhirServer):
                     "true or false: the charge is on an invoice that is not cancelled, or not (never "
                     "invoiced, or given back by a cancelled invoice); with subject or patient")})
         return answer
+
+    def served_methods(self, template: str, path: str, methods: tuple[str, ...]) -> tuple[str, ...]:
+        """The engine's, less POST [base]: no Bundles here (:meth:`bundle`)."""
+        served = super().served_methods(template, path, methods)
+        return tuple(m for m in served if m != "POST") if path.strip("/") == "" else served
 
     def bundle(self, req: FhirRequest) -> FhirResponse:
         raise _not_allowed("billing takes no batch or transaction Bundles; write each resource on its own")

@@ -35,6 +35,29 @@ def interactions(config: Any, resource_type: str) -> tuple[str, ...]:
     return _TYPE_INTERACTIONS
 
 
+# the interaction of each method on [type] and on [type]/[id] (R4 http.html); HEAD goes with GET
+_INTERACTION_OF = {1: {"GET": "search-type", "HEAD": "search-type", "POST": "create", "PUT": "update"},
+                   2: {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}}
+
+
+def served_methods(config: Any, template: str, path: str, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """Of ``methods``, those the spec routes on ``template`` (a path under the FHIR base, e.g.
+    ``/{type}/{id}``), the ones the server of ``config`` serves on ``path`` (``/AuditEvent/a1``): none on a
+    ``{type}`` that is not a served type (its answer is 404), a type's ``[type]`` and ``[type]/[id]``
+    methods as its :func:`interactions` say; the others as routed. ``sen_shared.allow`` makes a 405's
+    ``Allow`` of these."""
+    names, parts = template.strip("/").split("/"), path.strip("/").split("/")
+    if len(names) != len(parts):
+        return methods
+    types = config.resource_types
+    if any(n == "{type}" and p not in types for n, p in zip(names, parts, strict=True)):
+        return ()
+    if len(parts) in _INTERACTION_OF and parts[0] in types and parts[-1][:1] not in ("$", "_"):
+        codes, by_method = interactions(config, parts[0]), _INTERACTION_OF[len(parts)]
+        return tuple(m for m in methods if m not in by_method or by_method[m] in codes)
+    return methods
+
+
 @lru_cache(maxsize=256)
 def _search_params(resource_type: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((code, p.type) for code, p in params_for(resource_type).items() if p.supported))

@@ -101,6 +101,13 @@ class FhirServer:
                             f"{interaction} of {resource_type} is not supported here (only {', '.join(writes)}; "
                             "GET [base]/metadata lists each type's interactions)", status=405, code="not-supported")
 
+    def served_methods(self, template: str, path: str, methods: tuple[str, ...]) -> tuple[str, ...]:
+        """Of the spec's ``methods`` on ``template`` (under the base), those served on ``path``: a 405's
+        ``Allow`` (:func:`capability.served_methods`; a service narrowing it further overrides this)."""
+        from .capability import served_methods
+
+        return served_methods(self.config, template, path, methods)
+
     def body_resource(self, req: FhirRequest, *, where: str = "") -> dict[str, Any]:
         rtype = self.check_type(req.resource_type)
         body = req.body
