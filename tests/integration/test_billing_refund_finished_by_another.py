@@ -76,7 +76,8 @@ def test_a_reversal_stopped_after_its_link_is_finished_by_another_cashier_under_
     assert answer["startedBy"]["cashier"] == "thu-ngan-an" and answer["startedBy"]["cashierName"] == "Nguyễn Thị An"
     assert answer["amount"] == 30_000 and answer["reason"] == "Chuyển nhầm hóa đơn"
     # the money left Bình's drawer, not An's
-    assert drawer(db, BINH) == {"cash": 170_000, "cashTaken": 0, "cashRefunded": 30_000, "transfers": 0}
+    assert drawer(db, BINH) == {"cash": 170_000, "cashTaken": 0, "cashRefunded": 30_000, "transfers": 0,
+                                "transfersReceived": 0, "transfersRefunded": 0}
     assert drawer(db, AN)["cash"] == 500_000 and drawer(db, AN)["cashRefunded"] == 0
     # the invoice owes it again, and its page's refund line names both
     body = payments.invoice_summary(db, iid)

@@ -131,14 +131,16 @@ def test_a_shifts_expected_transfers_read_its_days_not_the_facilitys_history(cou
         reads.on = False
         assert expected["transfers"] == _reference(db, shift, until), (shift, until)
         # payments by the shift (its cash) or by a day key, never by facility; at most the shift's
-        # days' transfers come back (12 a day of org-a, old and new) and its cash
+        # days' transfers come back (12 a day of org-a, old and new) and its cash; the refunds by
+        # transfer by their day and facility (none here)
         days = len(shifts.local_days(shift["opened_at"], until))
         assert reads.returned <= days * 12 + 2, (reads.returned, reads.commands)
-        assert all(set(flt) in ({"shift"}, {"fd", "channel"}, {"fd"}) for _cmd, _coll, flt in reads.commands), \
-            reads.commands
+        assert all(set(flt) in ({"shift"}, {"fd", "channel"}, {"fd"}, {"day", "facility", "channel"})
+                   for _cmd, _coll, flt in reads.commands), reads.commands
     assert shifts.expected_totals(db, cases[0][0], cases[0][1])["transfers"] > 0
     now = shifts.expected_totals(db, current, datetime.now(VN))
-    assert now == {"cash": 40_000, "cashTaken": 40_000, "cashRefunded": 0, "transfers": 120_000}
+    assert now == {"cash": 40_000, "cashTaken": 40_000, "cashRefunded": 0, "transfers": 120_000,
+                   "transfersReceived": 120_000, "transfersRefunded": 0}
     # the close expects the same, and keeps it
     closed = shifts.close_shift(db, who, 40_000, 120_000)
     assert closed["expected"]["transfers"] == 120_000 and closed["difference"] == {"cash": 0, "transfers": 0}

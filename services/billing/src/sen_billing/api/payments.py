@@ -107,7 +107,7 @@ def current_shift() -> Any:
 @require_roles("cashier")
 def close_shift(body: dict[str, Any]) -> Any:
     return shifts.close_shift(_db(), current_principal(), int(body["countedCash"]), int(body["countedTransfers"]),
-                              body.get("note", "")), 200, JSON
+                              body.get("note", ""), int(body.get("countedTransfersRefunded", 0))), 200, JSON
 
 
 def _receipt(invoice_id: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from sen_shared.mongo import find_in
 
 from . import refund_links
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, local_day, queue_facility, started_by
-from .shifts import shift_transfer, transfer_facility
+from .shifts import sent_back_from, shift_transfer, transfer_facility
 
 COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched",
            "outcome", "reference", "cashier", "shift", "note", "facility_name"]
@@ -105,7 +105,9 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     # the refunds of the day's late payments (their refund tasks), whatever day they were given back
     # (each payment's refund links: given back in parts, the row counts them all)
     given_back = refund_links.chains(db, [i for i in found if i in tasks], {"amount": 1, "at": 1}) if tasks else {}
-    transfers: list[tuple[dict[str, Any], Mapping[str, Any]]] = []  # the rows a shift counts, and their payment
+    # the rows the shifts count by the facility's account (a transfer in, a refund by transfer): each row,
+    # whose account and when
+    transfers: list[tuple[dict[str, Any], str, datetime]] = []
     for p in sorted(found.values(), key=lambda p: p["received_at"]):
         task = tasks.get(p["_id"])
         out.append({"kind": "payment", "time": iso(p["received_at"]), "id": p["_id"], "provider": p["provider"],
@@ -123,7 +125,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     FATE: _fate(p, assigned, refunded),
                     EARLIER: bool(p.get("assigned_from")) and (came.get(p["assigned_from"]) or p["day"]) < p["day"]})
         if shift_transfer(p) and not p.get("shift"):
-            transfers.append((out[-1], p))
+            transfers.append((out[-1], transfer_facility(p), p["received_at"]))
     day_refunds = sorted(db[REFUNDS].find(query), key=lambda r: r["at"])
     # the payment each refund gives back (keyed alike), for its bank reference: the day's rows, else point reads
     # (a payment given back in parts has a refund row a part, each naming the payment: refund_links)
@@ -138,6 +140,8 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": _refund_note(r),
                     "bank_reference": _bank_reference(given.get(of(r)) or {})})
+        if sent_back_from(r):  # sent back from the facility's account: under its shifts open then
+            transfers.append((out[-1], sent_back_from(r), r["at"]))
     _name_people(db, out)
     _transfer_shifts(db, day, transfers)
     _earlier_refunds(db, day, out)
@@ -190,19 +194,20 @@ def _earlier_refunds(db: Database, day: date, out: list[dict[str, Any]]) -> None
             r[EARLIER] = True
 
 
-def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
-    """Each transfer row's shifts: those of its facility open when it came (``shifts.covering``, as
-    the shift's expected transfers count it); one read of the shifts of each facility in the rows."""
+def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, Any], str, datetime]]) -> None:
+    """Each transfer row's shifts (a transfer in, or a refund by transfer): those of the facility whose
+    account it reached or left open at its time (``shifts.covering``, as the shift's expected transfers
+    count it, ``transfersReceived`` and ``transfersRefunded``); one read of the shifts of each facility in
+    the rows."""
     from .shifts import covering, open_during
 
     start = datetime.combine(day, time.min, VN)
     end = start + timedelta(days=1)
     of: dict[str, list[dict[str, Any]]] = {}
-    for row, p in transfers:
-        facility = transfer_facility(p)  # an unmatched transfer's: its queue's, whose account it reached
+    for row, facility, at in transfers:  # an unmatched transfer's facility: its queue's, whose account it reached
         if facility not in of:
             of[facility] = open_during(db, facility, start, end)
-        found = covering(of[facility], p["received_at"])
+        found = covering(of[facility], at)
         row["shift"] = " ".join(s["shift"] for s in found)
         row["shift_opened_at"] = " ".join(iso(s["opened_at"]) for s in found)
         row["shift_cashier_name"] = " | ".join(s["cashier_name"] for s in found)

@@ -300,21 +300,51 @@ def day_transfers(db: Database, facility: str, days: list[str]) -> list[dict[str
     return [p for p in found.values() if shift_transfer(p)]
 
 
+def sent_back_from(refund: dict[str, Any]) -> str:
+    """Whose account a refund sent money back from, for the shifts: a refund by transfer (``channel``
+    ``transfer``, the way the money went back) leaves the account of its record's facility (the refunded
+    payment's, or the unmatched queue's that held it); "" for a refund in cash, which leaves the drawer of
+    the shift it names (read by ``shift``), or one of no facility."""
+    return str(refund.get("facility") or "") if refund.get("channel") == "transfer" else ""
+
+
+_REFUND_FIELDS = ("amount", "at", "channel", "facility")
+
+
+def day_transfer_refunds(db: Database, facility: str, days: list[str]) -> list[dict[str, Any]]:
+    """The facility's refunds by transfer recorded on these local days (:func:`sent_back_from`), each
+    ``{_id, amount, at, ...}``: per day one read of the day's refunds of the facility (``day`` and
+    ``facility`` equalities, as the daily report reads a day's refunds), the transfers among them kept."""
+    projection = dict.fromkeys(_REFUND_FIELDS, 1)
+    found: dict[str, dict[str, Any]] = {}
+    for day in days:
+        for r in db[REFUNDS].find({"day": day, "facility": facility, "channel": "transfer"}, projection):
+            found[r["_id"]] = r
+    return [r for r in found.values() if sent_back_from(r) == facility]
+
+
 def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dict[str, int]:
     """What the drawer and the bank should show for a shift: cash taken by this cashier in it
     (less cash refunds: one equality on ``shift`` each), and the transfers to the facility's invoices
     while it was open (:func:`shift_transfer`: counted or late; the daily report names the same shifts
-    on their rows), read from the local days from its opening to ``until`` only (:func:`day_transfers`),
-    never from all the facility's payments."""
+    on their rows), less the money the facility's account sent back by transfer meanwhile (a refund by
+    transfer, :func:`sent_back_from`, whoever gave it back: the statement shows it whoever did; the daily
+    report names the same shifts on its refund rows), read from the local days from its opening to
+    ``until`` only (:func:`day_transfers`, :func:`day_transfer_refunds`), never from all the facility's
+    payments. ``transfers`` is the net (``transfersReceived`` less ``transfersRefunded``), as ``cash`` is."""
     cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
     cash_out = sum(int(r["amount"]) for r in db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1}))
     opened, until = _aware(shift["opened_at"]), _aware(until)
-    transfers = 0
+    transfers_in = transfers_out = 0
     if shift.get("facility") and opened <= until:
-        transfers = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], local_days(opened, until))
-                        if opened <= _aware(p["received_at"]) <= until)
+        days = local_days(opened, until)
+        transfers_in = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], days)
+                           if opened <= _aware(p["received_at"]) <= until)
+        transfers_out = sum(int(r["amount"]) for r in day_transfer_refunds(db, shift["facility"], days)
+                            if opened <= _aware(r["at"]) <= until)
     return {"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
-            "cashRefunded": cash_out, "transfers": transfers}
+            "cashRefunded": cash_out, "transfers": transfers_in - transfers_out, "transfersReceived": transfers_in,
+            "transfersRefunded": transfers_out}
 
 
 def backfill_transfer_days(db: Database) -> int:
@@ -336,14 +366,20 @@ def backfill_transfer_days(db: Database) -> int:
 
 
 def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfers: int,
-                note: str = "") -> dict[str, Any]:
+                note: str = "", counted_transfers_refunded: int = 0) -> dict[str, Any]:
+    """Close the cashier's open shift with what they counted: the cash in the drawer, and on the bank
+    statement of the shift the transfers in (``counted_transfers``) and those sent back
+    (``counted_transfers_refunded``: refunds by transfer). The statement's two totals are kept as counted
+    (``transfersReceived``, ``transfersRefunded``) and compared as their net (``transfers``) with the net
+    :func:`expected_totals` expects, so a refund by transfer in the shift is no false difference."""
     last = latest(db[SHIFTS], _chain(principal))
     if last is None or last.get("state") != "open":
         raise Conflict("no shift is open")
     now = datetime.now(UTC)
     expected = expected_totals(db, last, now)
-    difference = {"cash": int(counted_cash) - expected["cash"],
-                  "transfers": int(counted_transfers) - expected["transfers"]}
+    counted = {"cash": int(counted_cash), "transfers": int(counted_transfers) - int(counted_transfers_refunded),
+               "transfersReceived": int(counted_transfers), "transfersRefunded": int(counted_transfers_refunded)}
+    difference = {"cash": counted["cash"] - expected["cash"], "transfers": counted["transfers"] - expected["transfers"]}
     if any(difference.values()) and not (note or "").strip():
         # a drawer or a statement that does not match is explained by who counted it, when they count it
         raise SenError(f"the counted totals differ from the expected ones (cash {difference['cash']:+d}, transfers "
@@ -354,7 +390,7 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
             "state": "closed", "shift": last["shift"], "cashier": principal.sub,
             "cashier_name": last.get("cashier_name") or _name(principal), "facility": last.get("facility"),
             "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
-            "expected": expected, "counted": {"cash": int(counted_cash), "transfers": int(counted_transfers)},
+            "expected": expected, "counted": counted,
             "difference": difference, "note": (note or "").strip()[:500]})
     except ClaimTaken:
         raise Conflict("the shift was closed meanwhile") from None
