@@ -86,3 +86,51 @@ def test_unparsable_map_setting_exits_with_one_line_naming_it(env, capsys, value
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("sen-billing: configuration error: SEN_FACILITY_NAMES: not valid JSON"), err
+
+
+PRODUCTION = {"SEN_ENV": "production", "SEN_JWKS_URL": "https://id.example.vn/certs"}
+
+
+def test_production_starts_without_development_stand_ins(env):
+    env.delenv("SEN_DEV_JWT_KEY")
+    for k, v in PRODUCTION.items():
+        env.setenv(k, v)
+    env.setenv("MONGO_URL", "mongodb://sen:Zq8rT2vX@mongo-0.mongo:27017,mongo-1.mongo:27017/?replicaSet=rs0")
+    assert load_settings(Settings, service="ehr").env == "production"
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("SEN_DEV_JWT_KEY", "/var/lib/sen/dev-jwt.pem"),
+    ("MONGO_URL", "mongodb://sen:CHANGE_ME@mongo-0.mongo:27017,mongo-1.mongo:27017/?replicaSet=rs0"),
+    ("AMQP_URL", "amqp://sen:example-rabbit-password@rabbitmq:5672/"),
+])
+def test_production_refuses_development_stand_ins(env, capsys, var, value):
+    env.delenv("SEN_DEV_JWT_KEY")
+    for k, v in PRODUCTION.items():
+        env.setenv(k, v)
+    env.setenv(var, value)
+    with pytest.raises(SystemExit) as exc:
+        load_settings(Settings, service="ehr")
+    assert exc.value.code == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"sen-ehr: configuration error: {var} ") and err.count("\n") == 1, err
+
+
+class _WithSecret(Settings):
+    secret_fields = ("token",)
+    token: str = Field("", validation_alias="SEN_SOME_SECRET")
+
+
+@pytest.mark.parametrize("value", ["CHANGE_ME", "example-payos-checksum-key",
+                                   "whsec_ZXhhbXBsZS1zdGFuZGFyZC13ZWJob29rcy1zZWNyZXQ="])
+def test_production_refuses_a_secret_left_as_the_templates_placeholder(env, capsys, value):
+    env.delenv("SEN_DEV_JWT_KEY")
+    for k, v in PRODUCTION.items():
+        env.setenv(k, v)
+    env.setenv("SEN_SOME_SECRET", value)
+    with pytest.raises(SystemExit):
+        load_settings(_WithSecret, service="billing")
+    assert "SEN_SOME_SECRET holds a template's placeholder" in capsys.readouterr().err
+    env.setenv("SEN_ENV", "development")  # the development cluster's example values are fine there
+    env.setenv("SEN_DEV_JWT_KEY", "/tmp/none.pem")
+    assert load_settings(_WithSecret, service="billing").token == value

@@ -3,24 +3,47 @@
 A bad or missing setting stops the process with one line naming the variable::
 
     sen-ehr: configuration error: MONGO_URL is required (the MongoDB connection URL)
+
+In production a development stand-in is refused the same way: the development issuer's key
+(``SEN_DEV_JWT_KEY``), or a secret still holding a template's placeholder (``CHANGE_ME``, the
+``example-...`` values of ``k8s/overlays/*/secrets.example.env``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
+
+PLACEHOLDER_WORDS = ("change_me", "changeme", "example")
+
+
+def is_placeholder(secret: str) -> bool:
+    """A template's stand-in, not a secret: ``CHANGE_ME`` or an ``example-...`` value (a ``whsec_``
+    secret's decoded bytes are read too)."""
+    text = secret.lower()
+    if text.startswith("whsec_"):
+        try:
+            text += base64.b64decode(secret[len("whsec_"):], validate=True).decode("utf-8", "replace").lower()
+        except (binascii.Error, ValueError):
+            pass
+    return any(word in text for word in PLACEHOLDER_WORDS)
 
 
 class Settings(BaseSettings):
     """What every Sen process needs; services subclass it for their own settings."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # the fields holding a secret: in production a placeholder there is refused (services add theirs)
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     service: str = Field("sen", description="service name, used in logs, events and the default database")
     env: Literal["development", "production", "test"] = Field(
@@ -47,6 +70,8 @@ class Settings(BaseSettings):
             self.db_name = f"sen_{self.service}"
         if self.env == "production" and not self.jwks_url:
             raise ValueError("SEN_JWKS_URL is required in production (the OIDC issuer's JWKS URL)")
+        if self.env == "production":
+            self._refuse_development_stand_ins()
         if self.env != "production" and not (self.jwks_url or self.dev_jwt_key):
             raise ValueError("SEN_DEV_JWT_KEY is required outside production when SEN_JWKS_URL is unset "
                              "(path of the development issuer's key; `make token` creates it)")
@@ -56,12 +81,32 @@ class Settings(BaseSettings):
             raise ValueError("AMQP_URL must start with amqp:// or amqps://")
         return self
 
+    def _refuse_development_stand_ins(self) -> None:
+        if self.dev_jwt_key:
+            raise ValueError("SEN_DEV_JWT_KEY is for development only: production accepts tokens of the "
+                             "SEN_JWKS_URL issuer alone (unset it)")
+        for field in ("mongo_url", "amqp_url"):
+            password = urlsplit(getattr(self, field)).password
+            if password and is_placeholder(password):
+                raise ValueError(f"{_alias(type(self), field)} holds a template's placeholder password "
+                                 f"(CHANGE_ME or an example): put the real one")
+        for field in self.secret_fields:
+            value = getattr(self, field)
+            if value and is_placeholder(value):
+                raise ValueError(f"{_alias(type(self), field)} holds a template's placeholder (CHANGE_ME or "
+                                 f"an example): put the real secret, or leave it unset")
+
     @property
     def dev_key_path(self) -> Path | None:
         return Path(self.dev_jwt_key) if self.dev_jwt_key else None
 
 
 S = TypeVar("S", bound=Settings)
+
+
+def _alias(cls: type[Settings], field: str) -> str:
+    alias = cls.model_fields[field].validation_alias
+    return (alias if isinstance(alias, str) else field).upper()
 
 
 def _describe(cls: type[Settings], err: ValidationError) -> str:
@@ -73,7 +118,7 @@ def _describe(cls: type[Settings], err: ValidationError) -> str:
         what = field.description if field and field.description else ""
         if first["type"] == "missing":
             return f"{var} is required" + (f" ({what})" if what else "")
-        return f"{var}: {first['msg']}"
+        return f"{var}: {str(first['msg']).removeprefix('Value error, ')}"
     return str(first["msg"]).removeprefix("Value error, ")
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import ClassVar
+
+from pydantic import Field, field_validator
 from sen_shared.config import Settings, load_settings
 
 
 class BillingSettings(Settings):
     service: str = "billing"
+    secret_fields: ClassVar[tuple[str, ...]] = ("payos_checksum_key", "casso_checksum_key", "sepay_api_key",
+                                                "webhook_secret")
     # payment webhooks (domain/webhooks.py): secrets from the environment only; empty = provider off (503)
     payos_checksum_key: str = Field("", validation_alias="SEN_PAYOS_CHECKSUM_KEY",
                                     description="payOS checksum key (HMAC-SHA256 of webhook data)")
@@ -49,6 +53,15 @@ class BillingSettings(Settings):
                     "(the dashboard's district filter; a consult's invoice takes its event's)")
     price_list_file: str = Field("", validation_alias="SEN_PRICE_LIST_FILE",
                                  description="the price list loaded at start (default: the one shipped)")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        if value:
+            from .domain.webhooks import standard_signature
+
+            standard_signature("check", "0", b"", value)  # 'whsec_' + base64, or a ValueError saying so
+        return value
 
     def name_of(self, facility: str | None) -> str:
         return self.facility_names.get(facility or "") or (facility or "")

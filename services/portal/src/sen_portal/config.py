@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 from sen_shared.config import Settings, load_settings
@@ -12,6 +13,7 @@ from .domain.dashboard import Targets
 
 class PortalSettings(Settings):
     service: str = "portal"
+    secret_fields: ClassVar[tuple[str, ...]] = ("secret_key", "oidc_client_secret")
     # the health department's dashboard measures against these (domain.dashboard.Targets)
     report_facility_goal: int = Field(165, validation_alias="SEN_REPORT_FACILITY_GOAL", gt=0,
                                       description="facilities that should use teleconsultation (the province's goal)")

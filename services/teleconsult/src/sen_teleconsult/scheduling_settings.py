@@ -8,7 +8,7 @@ into the domain's plain configuration objects.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 from sen_shared.config import Settings
@@ -27,6 +27,7 @@ DEFAULT_HOLIDAYS = ("2026-01-01,2026-02-14,2026-02-15,2026-02-16,2026-02-17,2026
 
 
 class SchedulingSettings(Settings):
+    secret_fields: ClassVar[tuple[str, ...]] = ("jitsi_app_secret", "smtp_password")
     hold_minutes: float = Field(10.0, validation_alias="SEN_TELECONSULT_HOLD_MINUTES", gt=0,
                                 description="how long $hold keeps a slot before it is free again")
     holidays: str = Field(DEFAULT_HOLIDAYS, validation_alias="SEN_TELECONSULT_HOLIDAYS",
