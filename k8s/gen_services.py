@@ -41,23 +41,38 @@ CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem
 WEBHOOK_SECRETS = ("SEN_PAYOS_CHECKSUM_KEY", "SEN_CASSO_CHECKSUM_KEY", "SEN_SEPAY_API_KEY", "SEN_WEBHOOK_SECRET")
 
 
-def env(name: str, port: int | None) -> list[dict]:
+def secrets(name: str, role: str) -> list[tuple[str, bool]]:
+    """The service's own secrets a process of ``role`` reads from sen-secrets, each with whether it
+    may be left out of the Secret (optional: that feature is then off)."""
+    out = [("MONGO_URL", False), ("AMQP_URL", False)]
+    if name == "billing" and role == "web":  # the payment webhooks' secrets (a provider left out is off)
+        out += [(key, True) for key in WEBHOOK_SECRETS]
+    if name == "portal":
+        # every portal process refuses to start in production without the session cookie's key
+        out.append(("SEN_PORTAL_SECRET_KEY", False))
+        if role == "web":
+            out.append(("SEN_OIDC_CLIENT_SECRET", True))  # left out: the portal is a public OIDC client
+    if name == "teleconsult" and role in ("web", "worker"):
+        out.append(("SEN_JITSI_APP_SECRET", True))  # left out: join links carry no signed JWT
+        if role == "worker":
+            out.append(("SEN_SMTP_PASSWORD", True))  # the reminders' SMTP login, with SEN_NOTIFY_SENDER=smtp
+    return out
+
+
+def env(name: str, role: str, port: int | None) -> list[dict]:
     out = [{"name": "SEN_SERVICE", "value": name}, {"name": "SEN_DB", "value": f"sen_{name}"}]
     if port is not None:
         out += [{"name": "PORT", "value": str(port)},
                 {"name": "PROMETHEUS_MULTIPROC_DIR", "value": PROMETHEUS_DIR}]
-    for key in ("MONGO_URL", "AMQP_URL"):
-        out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "sen-secrets", "key": key}}})
-    if name == "billing" and port is not None:  # the payment webhooks' secrets (a provider left out is off)
-        for key in WEBHOOK_SECRETS:
-            out.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "sen-secrets", "key": key,
-                                                                    "optional": True}}})
+    for key, optional in secrets(name, role):
+        ref = {"name": "sen-secrets", "key": key, **({"optional": True} if optional else {})}
+        out.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     return out
 
 
 def container(name: str, role: str, port: int | None, resources: dict) -> dict:
     c = {"name": role, "image": IMAGE, "imagePullPolicy": "IfNotPresent", "args": [role, name],
-         "envFrom": [{"configMapRef": {"name": "sen-config"}}], "env": env(name, port),
+         "envFrom": [{"configMapRef": {"name": "sen-config"}}], "env": env(name, role, port),
          "resources": resources, "securityContext": CONTAINER_SECURITY,
          "volumeMounts": [{"name": "tmp", "mountPath": TMP}]}
     if port is not None:

@@ -157,7 +157,8 @@ def test_secret_values_come_from_the_generated_secret(rendered, overlay):
                         continue
                     ref = e.get("valueFrom", {}).get("secretKeyRef")
                     assert ref, f"{obj['metadata']['name']}: {e['name']} is inline"
-                    assert ref["name"] == secret_name and ref["key"] in keys
+                    assert ref["name"] == secret_name
+                    assert ref["key"] in keys or ref.get("optional"), f"{e['name']}: no {ref['key']} in {secret_name}"
     for cm in by_kind(objs, "ConfigMap").values():
         for key, value in cm.get("data", {}).items():
             assert "@" not in value.split("://", 1)[-1].split("/", 1)[0], f"credentials in ConfigMap {key}"
