@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.errors import BulkWriteError, PyMongoError
+from werkzeug.http import http_date as format_http_date
 
 from .. import claims
 from . import store as st
@@ -173,6 +174,16 @@ def process_bundle(server: Any, req: FhirRequest) -> FhirResponse:
     return Transaction(server, req, entries, minimal).run()
 
 
+def _http_date(instant: str) -> str:
+    """An entry's ``ifModifiedSince`` (a FHIR instant) as the HTTP-date its read compares (``rest.not_modified``);
+    one that is not an instant stays as given, which the read ignores as it would the header."""
+    try:
+        when = datetime.fromisoformat(instant)
+    except ValueError:
+        return instant
+    return format_http_date(when) if when.tzinfo is not None else instant
+
+
 def _batch_entry(server: Any, req: FhirRequest, entry: dict[str, Any], i: int, minimal: bool) -> dict[str, Any]:
     where = f"Bundle.entry[{i}]"
     try:
@@ -183,10 +194,10 @@ def _batch_entry(server: Any, req: FhirRequest, entry: dict[str, Any], i: int, m
         target = parse_url(request.get("url"), req.base, f"{where}.request.url")
         sub_headers = dict(req.headers)
         for key, header in (("ifMatch", "if-match"), ("ifNoneExist", "if-none-exist"),
-                            ("ifNoneMatch", "if-none-match")):
+                            ("ifNoneMatch", "if-none-match"), ("ifModifiedSince", "if-modified-since")):
             sub_headers.pop(header, None)
             if isinstance(request.get(key), str):
-                sub_headers[header] = request[key]
+                sub_headers[header] = request[key] if key != "ifModifiedSince" else _http_date(request[key])
         urn = _bundle_reference(entry.get("resource"))
         if urn is not None:  # stored as written, it would name nothing once out of this Bundle
             raise FhirError(f"the reference {urn} names another entry: a batch's entries are processed one by "

@@ -169,6 +169,7 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
             "updateCreate": "update" in codes,
             "conditionalCreate": "create" in codes,
             "conditionalUpdate": "update" in codes,
+            "conditionalRead": "full-support" if "read" in codes else "not-supported",  # rest.not_modified
             "conditionalDelete": "not-supported",
             "referencePolicy": ["literal", "logical"],
             "searchInclude": ["*"],

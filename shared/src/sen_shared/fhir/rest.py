@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pymongo.database import Database
+from werkzeug.http import parse_date
 
 from . import store as st
 from .http import FhirRequest, FhirResponse, condition_query, parse_query, shape_resource, version_headers, write_answer
@@ -126,17 +127,20 @@ class FhirServer:
             doc = self.store().read_doc(rtype, rid)
         version = int(doc["v"])
         headers = {"ETag": st.etag(version), "Last-Modified": st.iso(doc["lu"])}
-        inm = req.header("if-none-match")
-        if inm and st.parse_etag(inm) == version:
+        if not_modified(req, version, doc["lu"]):
             return FhirResponse(304, None, headers)
         return FhirResponse(200, self._shape(req, doc["res"]), headers)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
+        """A version, which never changes: ``If-None-Match`` naming it or ``If-Modified-Since`` at or after
+        its time is 304, as for a read (:func:`not_modified`)."""
         rtype = self.check_type(req.resource_type)
         rid = check_id(req.rid)
         doc = self.store().vread_doc(rtype, rid, req.vid or "")
-        return FhirResponse(200, self._shape(req, doc["res"]),
-                            {"ETag": st.etag(doc["v"]), "Last-Modified": st.iso(doc["lu"])})
+        headers = {"ETag": st.etag(doc["v"]), "Last-Modified": st.iso(doc["lu"])}
+        if not_modified(req, int(doc["v"]), doc["lu"]):
+            return FhirResponse(304, None, headers)
+        return FhirResponse(200, self._shape(req, doc["res"]), headers)
 
     def _shape(self, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
         summary = req.param("_summary")
@@ -446,6 +450,23 @@ class FhirServer:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def not_modified(req: FhirRequest, version: int, last_updated: datetime | None) -> bool:
+    """Whether a conditional read (http.html#cread) is answered 304: by ``If-None-Match`` when the request has
+    one (``*``, or a list holding the version's ETag, ``W/"3"``), else by ``If-Modified-Since``: the
+    version is no newer than its HTTP-date, compared to the second as ``Last-Modified`` says it. RFC 9110
+    §13.2.2: If-Modified-Since is ignored beside If-None-Match, and so is one that is not one valid HTTP-date
+    (§13.1.3), or when the version has no time (``last_updated`` None). Nothing is parsed for a read
+    without either header."""
+    inm = req.header("if-none-match")
+    if inm is not None:
+        return any(tag == "*" or st.parse_etag(tag) == version for tag in (t.strip() for t in inm.split(",")) if tag)
+    ims = req.header("if-modified-since")
+    if ims is None or last_updated is None or ims.count(",") > 1:  # an HTTP-date holds one comma at most
+        return False
+    since = parse_date(ims)
+    return since is not None and last_updated.replace(microsecond=0) <= since
+
 
 def compartment_param(resource_type: str) -> str | None:
     """The parameter linking ``resource_type`` to its patient (Patient compartment), or None."""

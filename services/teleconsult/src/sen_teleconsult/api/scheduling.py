@@ -17,6 +17,7 @@ from sen_shared.errors import Forbidden
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.outcome import FhirError, outcome
+from sen_shared.fhir.rest import not_modified
 from sen_shared.fhir.validate import check_id, validate_resource
 from sen_shared.idempotency_key import idempotent
 from sen_shared.ids import new_uuid
@@ -356,7 +357,14 @@ def read_slot(id: str) -> Any:  # noqa: A002
     _allow(*READERS)
     req = from_flask("Slot", check_id(id), body=False)
     slot = sch.read_slot(current().db, _cfg(), id)
-    return to_connexion(FhirResponse(200, slot, {"ETag": f'W/"{slot["meta"]["versionId"]}"'}), req)
+    headers = {"ETag": f'W/"{slot["meta"]["versionId"]}"'}
+    changed = slot["meta"].get("lastUpdated")  # a slot never held has none
+    if changed:
+        headers["Last-Modified"] = changed
+    when = datetime.fromisoformat(changed) if changed else None
+    if not_modified(req, int(slot["meta"]["versionId"]), when):  # a conditional read, as the engine's
+        return to_connexion(FhirResponse(304, None, headers), req)
+    return to_connexion(FhirResponse(200, slot, headers), req)
 
 
 def search_slots() -> Any:
