@@ -89,12 +89,25 @@ def container(name: str, role: str, port: int | None, resources: dict) -> dict:
     return c
 
 
+JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def wait_for_indexes(name: str) -> dict:
+    """The init container of web and worker pods: waits until the service's declared indexes exist
+    (the <name>-indexes Job makes them), so no process of a release serves before them, on a first
+    install or an upgrade adding one, whatever order `kubectl apply` starts things in."""
+    c = container(name, "indexes", None, JOB_RESOURCES)
+    return {**c, "name": "wait-for-indexes", "args": ["indexes", name, "--wait"]}
+
+
 def pod_spec(name: str, role: str, port: int | None, resources: dict, **extra) -> dict:
     volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     if port is not None:
         volumes.append({"name": "prometheus", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}})
     spec = {"automountServiceAccountToken": False, "securityContext": POD_SECURITY}
     spec.update(extra)
+    if role in ("web", "worker"):
+        spec["initContainers"] = [wait_for_indexes(name)]
     spec["containers"] = [container(name, role, port, resources)]
     spec["volumes"] = volumes
     return spec
@@ -103,7 +116,7 @@ def pod_spec(name: str, role: str, port: int | None, resources: dict, **extra) -
 def manifests(name: str, port: int) -> list[dict]:
     web_res = {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"memory": "768Mi"}}
     worker_res = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
-    job_res = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    job_res = JOB_RESOURCES
     web = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": f"{name}-web", "labels": labels(name, "web")},

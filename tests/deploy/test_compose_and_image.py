@@ -210,6 +210,7 @@ def _entrypoint_script() -> str:
     (["web", "ehr"], {}, "gunicorn -c /app/deploy/gunicorn.conf.py sen_ehr.asgi:app"),
     (["worker", "billing"], {}, "python -m sen_billing.worker"),
     (["indexes"], {"SEN_SERVICE": "portal"}, "python -m sen_portal.indexes"),
+    (["indexes", "ehr", "--wait"], {}, "python -m sen_ehr.indexes --wait"),  # the pods' init container
     (["web"], {"SEN_SERVICE": "teleconsult"}, "gunicorn -c /app/deploy/gunicorn.conf.py sen_teleconsult.asgi:app"),
 ])
 def test_entrypoint_dispatches_roles(tmp_path, argv, env, expected):

@@ -74,6 +74,24 @@ def test_each_service_has_web_worker_service_hpa_pdb_and_indexes_job(rendered, o
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_and_worker_pods_wait_for_their_indexes(rendered, overlay):
+    """No process of a release serves before the indexes it declares exist: its pod's init container
+    waits for them (``sen indexes <svc> --wait``, creating nothing), with the indexes Job's image and
+    database, whatever order ``kubectl apply`` starts the Job and the rollout in."""
+    deployments, jobs = by_kind(rendered[overlay], "Deployment"), by_kind(rendered[overlay], "Job")
+    for name in SERVICES:
+        job = pod_spec(jobs[f"{name}-indexes"])["containers"][0]
+        job_env = {e["name"]: e for e in job["env"]}
+        for role in ("web", "worker"):
+            (init,) = pod_spec(deployments[f"{name}-{role}"])["initContainers"]
+            assert init["args"] == ["indexes", name, "--wait"], f"{name}-{role}"
+            assert init["image"] == job["image"]
+            env = {e["name"]: e for e in init["env"]}
+            for key in ("SEN_DB", "MONGO_URL"):
+                assert env[key] == job_env[key], f"{name}-{role}: {key}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_web_probes_ports_and_env(rendered, overlay):
     deployments = by_kind(rendered[overlay], "Deployment")
     for name, port in SERVICES.items():

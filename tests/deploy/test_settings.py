@@ -46,7 +46,9 @@ def sen_containers(objs: list[dict]) -> list[tuple[str, dict]]:
         if o["kind"] not in {"Deployment", "Job", "CronJob"} or o["metadata"]["labels"].get("sen.vn/role") != "app":
             continue
         spec = o["spec"]["jobTemplate"]["spec"] if o["kind"] == "CronJob" else o["spec"]
-        out += [(f"{o['kind']}/{o['metadata']['name']}", c) for c in spec["template"]["spec"]["containers"]]
+        pod = spec["template"]["spec"]
+        out += [(f"{o['kind']}/{o['metadata']['name']}/{c['name']}", c)
+                for c in pod.get("initContainers", []) + pod["containers"]]
     return out
 
 

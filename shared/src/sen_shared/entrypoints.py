@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -15,16 +16,49 @@ S = TypeVar("S", bound=Settings)
 
 
 def run_indexes(load_settings: Callable[[], Settings], indexes: Sequence[mongo.Index],
-                migrate: Callable[[Any], str] | None = None) -> int:
+                migrate: Callable[[Any], str] | None = None, argv: Sequence[str] | None = None) -> int:
     """Create the missing indexes of the service's database, then run ``migrate(db)`` if given
-    (both idempotent; the Kubernetes Job runs them before the new version serves)."""
+    (both idempotent; the Kubernetes Job runs them before the new version serves).
+
+    ``--wait`` (in ``argv``, default the command line): create nothing, wait until every declared index
+    exists, then exit 0. The init container of every Kubernetes web and worker pod runs it, so a
+    process of a release never serves before the indexes it declares (its unique ones above all) are
+    there, however the Job and the rollout interleave."""
     settings = load_settings()
     db = mongo.database(settings.mongo_url, settings.db_name)
+    if "--wait" in (sys.argv[1:] if argv is None else argv):
+        return wait_for_indexes(db, indexes, settings.db_name)
     created = mongo.ensure_indexes(db, indexes)
     sys.stdout.write(f"{settings.db_name}: {created} indexes created, {len(indexes)} declared\n")
     if migrate is not None:
         sys.stdout.write(f"{settings.db_name}: {migrate(db)}\n")
     return 0
+
+
+def wait_for_indexes(db: Any, indexes: Sequence[mongo.Index], name: str, poll_seconds: float = 3.0) -> int:
+    """Until every index of ``indexes`` exists in ``db``: say what is missing when that changes, look
+    again every ``poll_seconds``. Returns 0 once they all exist (it never gives up: a pod waits in its
+    init container, saying why, until the indexes Job has run)."""
+    from pymongo.errors import PyMongoError
+
+    said = ""
+    while True:
+        try:
+            missing = mongo.missing_indexes(db, indexes)
+        except PyMongoError as err:
+            state = f"{name}: database unavailable ({type(err).__name__}), waiting"
+        else:
+            if not missing:
+                sys.stdout.write(f"{name}: the {len(indexes)} declared indexes exist\n")
+                sys.stdout.flush()
+                return 0
+            state = (f"{name}: waiting for {len(missing)} of {len(indexes)} declared indexes (first {missing[0]}); "
+                     f"the indexes step creates them (python -m sen_<service>.indexes, the <service>-indexes Job)")
+        if state != said:
+            sys.stdout.write(state + "\n")
+            sys.stdout.flush()
+            said = state
+        time.sleep(poll_seconds)
 
 
 def run_worker_process(load_settings: Callable[[], S], handlers: Mapping[str, Any],

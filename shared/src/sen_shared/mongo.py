@@ -132,17 +132,26 @@ class Index:
         return IndexModel(list(self.keys), unique=self.unique, name=name)
 
 
-def ensure_indexes(db: Database, indexes: Iterable[Index]) -> int:
-    """Create the indexes that are missing; safe to run again and from many processes."""
+def _missing(db: Database, indexes: Iterable[Index]) -> dict[str, list[IndexModel]]:
     by_collection: dict[str, list[IndexModel]] = {}
     for ix in indexes:
         by_collection.setdefault(ix.collection, []).append(ix.model())
-    created = 0
+    out: dict[str, list[IndexModel]] = {}
     existing_collections = set(db.list_collection_names())
     for coll, models in by_collection.items():
         # only the missing ones: FerretDB 1.24 panics when a batch re-creates existing indexes
         have = set(db[coll].index_information()) if coll in existing_collections else set()
         missing = [m for m in models if m.document["name"] not in have]
         if missing:
-            created += len(db[coll].create_indexes(missing))
-    return created
+            out[coll] = missing
+    return out
+
+
+def missing_indexes(db: Database, indexes: Iterable[Index]) -> list[str]:
+    """``<collection>.<name>`` of each declared index the database does not have (yet)."""
+    return [f"{coll}.{m.document['name']}" for coll, models in _missing(db, indexes).items() for m in models]
+
+
+def ensure_indexes(db: Database, indexes: Iterable[Index]) -> int:
+    """Create the indexes that are missing; safe to run again and from many processes."""
+    return sum(len(db[coll].create_indexes(models)) for coll, models in _missing(db, indexes).items())
