@@ -5,7 +5,9 @@
 
 Writes the CSV (``domain.reconciliation``) to ``--out`` or standard output, and keeps a copy in
 ``reconciliation_reports`` under ``<day>/<facility or all>`` (inserted once: a second run of the
-same day does not replace the first one's copy; the CSV it prints is always fresh).
+same day does not replace the first one's copy; the CSV it prints is always fresh). With ``--out``
+it logs one JSON line saying what it kept (the CronJob's way: the CSV's rows, with cashiers' names and
+refund reasons, stay out of the cluster's logs).
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        import logging
+
+        from sen_shared.logs import setup_logging
+
+        setup_logging(f"{settings.service}-report", settings.log_level)
+        logging.getLogger("sen.billing.report").info(
+            "reconciliation report kept", extra={"day": day.isoformat(), "facility": args.facility or "all",
+                                                 "rows": len(rows), "collection": REPORTS})
     else:
         sys.stdout.write(text)
     return 0
