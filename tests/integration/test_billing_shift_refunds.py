@@ -172,3 +172,91 @@ def test_the_close_api_takes_the_transfers_sent_back(base_env, dev_key, mongo_cl
         assert r.status_code == 200, r.text
         assert r.json()["difference"] == {"cash": 0, "transfers": 0}
         assert r.json()["counted"]["transfersRefunded"] == 50_000
+
+
+def _closed_link(db, shift_id: str) -> dict:  # noqa: ANN001
+    return db[shifts.SHIFTS].find_one({"shift": shift_id, "state": "closed"})
+
+
+def test_a_cash_refund_recorded_after_its_shift_closed_is_reported_apart(db) -> None:
+    """A cash refund whose request read the shift open, recorded after the shift closed (the close read its
+    refunds before): the close's figures stay as counted, and the closed shift says the refund was recorded
+    after its close (``recordedAfterClose``), once."""
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu, 100_000)["id"]
+    paid = _overpaid(db, 100_000, 125_000)
+    shifts.close_shift(db, thu, 100_000, 125_000)
+    payments.refund(db, paid["_id"], None, "Trả tiền mặt", thu, shift)  # the shift read before the close
+    [listed] = shifts.closed_shifts(db, thu, 1)
+    assert listed["expected"]["cashRefunded"] == 0 and listed["difference"] == {"cash": 0, "transfers": 0}
+    late = listed["recordedAfterClose"]
+    assert (late["cashRefunded"], late["transfersRefunded"]) == (25_000, 0)
+    assert [r["amount"] for r in late["refunds"]] == [25_000] and late["refunds"][0]["channel"] == "cash"
+    shifts.after_refund(db, db[payments.REFUNDS].find_one({"_id": paid["_id"]}))  # again: the same record
+    assert db[shifts.LATE_REFUNDS].count_documents({"shift": shift}) == 1
+
+
+def test_a_refund_by_transfer_timed_in_the_shift_but_stored_after_its_close_is_reported_apart(db) -> None:
+    """A refund by transfer whose time is within the shift but whose record became visible only after the close
+    read (a slow insert): its record's check finds the close did not count it, and says so."""
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu)["id"]
+    closed = shifts.close_shift(db, thu, 0, 0)
+    link = _closed_link(db, shift)
+    at = link["closed_at"]  # within the shift (its close included), as a transfer's at its close
+    refund = {"_id": f"payos:{uuid.uuid4().hex[:10]}", "amount": 7_000, "channel": "transfer", "facility": "org-a",
+              "shift": None, "at": at, "day": payments.local_day(at), "reason": "chậm"}
+    db[payments.REFUNDS].insert_one(refund)
+    shifts.after_refund(db, refund)
+    [listed] = shifts.closed_shifts(db, thu, 1)
+    assert listed["id"] == closed["id"] and listed["recordedAfterClose"]["transfersRefunded"] == 7_000
+    assert listed["expected"]["transfersRefunded"] == 0
+
+
+def test_refunds_racing_the_close_are_counted_by_it_or_reported_after_it_once(db) -> None:
+    """Eight refunds (four in cash from the shift's drawer, four by transfer) and the close started together,
+    five rounds (the close let go after none to four of them): each refund the shift counts is in its
+    close's figures or recorded after its close, never both, never neither; one by transfer after the close
+    is in neither (the next shift's); and the close's figures plus those recorded after it are the shift's
+    figures counted again."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    for before in range(5):  # the close starts once this many refunds are recorded: 0 to 4, the others racing it
+        thu = _cashier()
+        paid = [_overpaid(db, 100_000, 100_000 + 1_000 * (i + 1)) for i in range(8)]
+        shift = shifts.open_shift(db, thu)["id"]
+        gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
+        if before == 0:
+            enough.set()
+
+        def give_back(i: int, p: dict, thu=thu, shift=shift, gate=gate, lock=lock, done=done,  # noqa: ANN001
+                      enough=enough) -> None:
+            gate.wait()
+            payments.refund(db, p["_id"], None, "Trả lại", thu, shift if i % 2 == 0 else None)
+            with lock:
+                done[0] += 1
+                if done[0] >= before:
+                    enough.set()
+
+        def close(thu=thu, gate=gate, enough=enough) -> None:  # noqa: ANN001
+            gate.wait()
+            assert enough.wait(60)
+            shifts.close_shift(db, thu, 0, 0, note="đua")
+
+        with ThreadPoolExecutor(9) as pool:
+            futures = [pool.submit(give_back, i, p) for i, p in enumerate(paid)] + [pool.submit(close)]
+            for f in futures:
+                f.result()
+        link = _closed_link(db, shift)
+        counted = set(link["counted_refunds"])
+        late = {r["refund"] for r in db[shifts.LATE_REFUNDS].find({"shift": shift})}
+        assert not counted & late
+        for i, p in enumerate(paid):
+            r = db[payments.REFUNDS].find_one({"_id": p["_id"]})
+            mine = i % 2 == 0 or shifts._aware(r["at"]) <= shifts._aware(link["closed_at"])
+            assert (r["_id"] in counted or r["_id"] in late) == mine, (i, r, link["closed_at"])
+        again = shifts.expected_totals(db, link, link["closed_at"])
+        after = shifts.recorded_after_close(db, shift) or {"cashRefunded": 0, "transfersRefunded": 0}
+        assert again["cashRefunded"] == link["expected"]["cashRefunded"] + after["cashRefunded"]
+        assert again["transfersRefunded"] == link["expected"]["transfersRefunded"] + after["transfersRefunded"]

@@ -19,6 +19,7 @@ INDEXES += [
     mongo.Index("refunds", (("day", 1),)),
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refunds", (("invoice", 1),)),  # an invoice's refunds (domain/status.py)
+    mongo.Index("shift_late_refunds", (("shift", 1),)),  # a closed shift's refunds recorded after its close
     mongo.Index("refund_tasks", (("invoice", 1),)),
     # the list of money to give back (payments.refund_tasks): a facility's, or every one's, in (at, _id) order
     mongo.Index("refund_tasks", (("facility", 1), ("at", 1), ("_id", 1)), name="facility_at_id"),

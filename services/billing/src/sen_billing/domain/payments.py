@@ -794,6 +794,9 @@ def _refund_round(db: Database, payment: Mapping[str, Any], amount: int | None, 
         # this cashier's own decision (this request's, or their earlier try's: a double submit),
         # recorded by another request: it is given back, once
         raise Conflict("this payment was refunded already", refund=public_refund(doc))
+    from .shifts import after_refund  # shifts reads this module's records: imported when first used
+
+    after_refund(db, doc)  # after the record: a shift that closed meanwhile without it is told (shifts)
     if unmatched:
         release(db[UNMATCHED], payment_key)  # the refund's winner: an unmatched transfer given back
     return public_refund(doc)

@@ -332,19 +332,104 @@ def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dic
     report names the same shifts on its refund rows), read from the local days from its opening to
     ``until`` only (:func:`day_transfers`, :func:`day_transfer_refunds`), never from all the facility's
     payments. ``transfers`` is the net (``transfersReceived`` less ``transfersRefunded``), as ``cash`` is."""
+    return _expected(db, shift, until)[0]
+
+
+def _expected(db: Database, shift: dict[str, Any], until: datetime) -> tuple[dict[str, int], list[str]]:
+    """:func:`expected_totals`, and the ids of the refunds it counted (:func:`_refunds_of`)."""
     cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
-    cash_out = sum(int(r["amount"]) for r in db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1}))
+    cash_refunds, transfer_refunds = _refunds_of(db, shift, until)
+    cash_out = sum(int(r["amount"]) for r in cash_refunds)
     opened, until = _aware(shift["opened_at"]), _aware(until)
-    transfers_in = transfers_out = 0
+    transfers_in = 0
     if shift.get("facility") and opened <= until:
-        days = local_days(opened, until)
-        transfers_in = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], days)
+        transfers_in = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], local_days(opened, until))
                            if opened <= _aware(p["received_at"]) <= until)
-        transfers_out = sum(int(r["amount"]) for r in day_transfer_refunds(db, shift["facility"], days)
-                            if opened <= _aware(r["at"]) <= until)
-    return {"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
-            "cashRefunded": cash_out, "transfers": transfers_in - transfers_out, "transfersReceived": transfers_in,
-            "transfersRefunded": transfers_out}
+    transfers_out = sum(int(r["amount"]) for r in transfer_refunds)
+    return ({"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
+             "cashRefunded": cash_out, "transfers": transfers_in - transfers_out, "transfersReceived": transfers_in,
+             "transfersRefunded": transfers_out},
+            sorted(str(r["_id"]) for r in (*cash_refunds, *transfer_refunds)))
+
+
+def _refunds_of(db: Database, shift: dict[str, Any], until: datetime) -> tuple[list[dict[str, Any]],
+                                                                            list[dict[str, Any]]]:
+    """The refunds a shift counts up to ``until``: in cash from its drawer (those naming it, one equality on
+    ``shift``), and by transfer from its facility's account while it was open (:func:`day_transfer_refunds`)."""
+    cash = list(db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1, "at": 1}))
+    opened, until = _aware(shift["opened_at"]), _aware(until)
+    transfers: list[dict[str, Any]] = []
+    if shift.get("facility") and opened <= until:
+        transfers = [r for r in day_transfer_refunds(db, shift["facility"], local_days(opened, until))
+                     if opened <= _aware(r["at"]) <= until]
+    return cash, transfers
+
+
+# ------------------------------------------------------------------ a refund racing a close
+#
+# A close reads the shift's refunds, then appends its link; a refund is recorded at any moment between.
+# One recorded after the close's read that the shift counts (a cash refund naming it, read as its shift
+# was still open; one by transfer of its facility whose time is within the shift) is in no shift's
+# figures: the next shift opened after it. Each side checks after its own write, so at least one sees
+# the other (the close's link keeps the ids of the refunds it counted, ``counted_refunds``; it reads the
+# refunds again after its link, and a refund's record reads the shifts after its insert): a refund the
+# close did not count is then recorded once, by a claim under ``<shift>|<refund>`` (whichever side sees
+# it first; the other's insert is the same record), and the closed shift shows it apart
+# (``recordedAfterClose``), its figures as counted left as they were.
+
+LATE_REFUNDS = "shift_late_refunds"  # {_id: "<shift>|<refund>", shift, refund, amount, channel, at}
+
+
+def _late(db: Database, link: dict[str, Any], refund: dict[str, Any]) -> None:
+    claim_once(db[LATE_REFUNDS], f"{link['shift']}|{refund['_id']}", {
+        "shift": link["shift"], "refund": str(refund["_id"]), "amount": int(refund["amount"]),
+        "channel": "cash" if refund.get("shift") else "transfer", "at": refund.get("at")})
+
+
+def _report_missed(db: Database, link: dict[str, Any]) -> None:
+    """After a close's link: the refunds the shift counts up to its close that its close did not read."""
+    counted = set(link.get("counted_refunds") or [])
+    cash, transfers = _refunds_of(db, link, link["closed_at"])
+    for r in cash:
+        if str(r["_id"]) not in counted:
+            _late(db, link, {**r, "shift": link["shift"]})
+    for r in transfers:
+        if str(r["_id"]) not in counted:
+            _late(db, link, {**r, "shift": None})
+
+
+def after_refund(db: Database, refund: dict[str, Any]) -> None:
+    """After a refund's record (``payments.refund``): each closed shift that counts it (a cash refund: the
+    shift it names; by transfer: its facility's shifts open at its time, :func:`open_during`) whose close
+    did not (not in the link's ``counted_refunds``) gets it as recorded after the close. A close from before
+    closes listed their refunds is left alone."""
+    links = []
+    if refund.get("shift"):
+        link = db[SHIFTS].find_one({"shift": refund["shift"], "state": "closed"})
+        if link is not None:
+            links.append(link)
+    facility = sent_back_from(refund)
+    if facility and isinstance(refund.get("at"), datetime):
+        for s in open_during(db, facility, refund["at"], refund["at"]):
+            if s["closed_at"] is not None:
+                link = db[SHIFTS].find_one({"shift": s["shift"], "state": "closed"})
+                if link is not None:
+                    links.append(link)
+    for link in links:
+        if "counted_refunds" in link and str(refund["_id"]) not in link["counted_refunds"]:
+            _late(db, link, refund)
+
+
+def recorded_after_close(db: Database, shift_id: str) -> dict[str, Any] | None:
+    """The refunds a closed shift counts that were recorded after its close read them (one equality on
+    ``shift``): ``{cashRefunded, transfersRefunded, refunds: [{refund, amount, channel, at}]}``, None if none."""
+    found = sorted(db[LATE_REFUNDS].find({"shift": shift_id}), key=lambda r: str(r["_id"]))
+    if not found:
+        return None
+    return {"cashRefunded": sum(int(r["amount"]) for r in found if r.get("channel") == "cash"),
+            "transfersRefunded": sum(int(r["amount"]) for r in found if r.get("channel") != "cash"),
+            "refunds": [{"refund": r["refund"], "amount": int(r["amount"]), "channel": r.get("channel"),
+                         "at": iso(r["at"]) if isinstance(r.get("at"), datetime) else None} for r in found]}
 
 
 def backfill_transfer_days(db: Database) -> int:
@@ -376,7 +461,7 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
     if last is None or last.get("state") != "open":
         raise Conflict("no shift is open")
     now = datetime.now(UTC)
-    expected = expected_totals(db, last, now)
+    expected, seen = _expected(db, last, now)
     counted = {"cash": int(counted_cash), "transfers": int(counted_transfers) - int(counted_transfers_refunded),
                "transfersReceived": int(counted_transfers), "transfersRefunded": int(counted_transfers_refunded)}
     difference = {"cash": counted["cash"] - expected["cash"], "transfers": counted["transfers"] - expected["transfers"]}
@@ -390,12 +475,13 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
             "state": "closed", "shift": last["shift"], "cashier": principal.sub,
             "cashier_name": last.get("cashier_name") or _name(principal), "facility": last.get("facility"),
             "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
-            "expected": expected, "counted": counted,
+            "expected": expected, "counted": counted, "counted_refunds": seen,
             "difference": difference, "note": (note or "").strip()[:500]})
     except ClaimTaken:
         raise Conflict("the shift was closed meanwhile") from None
     _finish_close(db, link)
-    return public(link)
+    _report_missed(db, link)  # after the link: a refund recorded meanwhile is seen here or sees the link
+    return public(link, recorded_after_close(db, link["shift"]))
 
 
 CLOSED_MAX = 50  # closed shifts one request lists at most
@@ -416,7 +502,7 @@ def closed_shifts(db: Database, principal: Any, limit: int = 5) -> list[dict[str
             break
         link = db[SHIFTS].find_one({"_id": link_id(chain, k)})
         if link is not None and link.get("state") == "closed":
-            out.append(public(link))
+            out.append(public(link, recorded_after_close(db, link["shift"]) if "counted_refunds" in link else None))
     return out
 
 
@@ -426,7 +512,9 @@ def _newest(db: Database, chain: str) -> int:
     return newest_link_number(db[SHIFTS], chain)
 
 
-def public(link: dict[str, Any]) -> dict[str, Any]:
+def public(link: dict[str, Any], late: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A shift as the API answers it; a closed one with its refunds recorded after its close (``late``:
+    :func:`recorded_after_close`) as ``recordedAfterClose``."""
     out = {"id": link["shift"], "state": link["state"], "cashier": link.get("cashier"),
            "cashierName": link.get("cashier_name") or "",
            "facility": link.get("facility"), "openedAt": iso(link["opened_at"]),
@@ -434,4 +522,6 @@ def public(link: dict[str, Any]) -> dict[str, Any]:
     if link.get("closed_at"):
         out.update(closedAt=iso(link["closed_at"]), expected=link["expected"], counted=link["counted"],
                    difference=link["difference"], note=link.get("note", ""))
+        if late:
+            out["recordedAfterClose"] = late
     return out
