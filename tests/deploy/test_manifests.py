@@ -247,6 +247,31 @@ def test_network_policies_deny_by_default_and_let_apps_reach_their_stores(render
     assert "allow-dns" in nps
 
 
+def _egress_ports(policies: list[dict], labels: dict[str, str]) -> set[int]:
+    """The TCP ports the NetworkPolicies let a pod with ``labels`` reach (any destination)."""
+    ports = set()
+    for np in policies:
+        selector = np["spec"]["podSelector"].get("matchLabels", {})
+        if "matchExpressions" in np["spec"]["podSelector"] or not selector.items() <= labels.items():
+            continue
+        for rule in np["spec"].get("egress", []):
+            for p in rule.get("ports", []):
+                ports.update(range(p["port"], p.get("endPort", p["port"]) + 1))
+    return ports
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_teleconsult_worker_may_send_reminders_by_smtp(rendered, overlay):
+    """SEN_NOTIFY_SENDER=smtp: the default-deny policy let the worker reach only MongoDB, RabbitMQ, the
+    services and HTTPS, so no reminder ever left by SMTP (25, 465 or 587, as the relay takes them)."""
+    worker = by_kind(rendered[overlay], "Deployment")["teleconsult-worker"]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    allowed = _egress_ports(list(by_kind(rendered[overlay], "NetworkPolicy").values()), labels)
+    assert {25, 465, 587} <= allowed
+    web = by_kind(rendered[overlay], "Deployment")["billing-web"]["spec"]["template"]["metadata"]["labels"]
+    assert not {25, 465, 587} & _egress_ports(list(by_kind(rendered[overlay], "NetworkPolicy").values()), web)
+
+
 def test_namespaces_enforce_restricted_pod_security(rendered):
     for overlay in OVERLAYS:
         (ns,) = by_kind(rendered[overlay], "Namespace").values()
