@@ -68,6 +68,9 @@ class PortalSettings(Settings):
     def _check_portal(self) -> PortalSettings:
         if self.env == "production" and not self.secret_key:
             raise ValueError("SEN_PORTAL_SECRET_KEY is required in production (signs the session cookie)")
+        if self.env == "production" and "hub" not in self.model_fields_set:
+            raise ValueError("SEN_PORTAL_HUB is required in production (the Organization id of the hub clinics "
+                             "send their consults to; bvdk-dong-thap is the demo province's)")
         if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
             raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
                              "(the demo sign-in is for development only)")

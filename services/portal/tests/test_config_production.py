@@ -1,0 +1,42 @@
+"""The portal's settings in production: the demo province's hub is no default there."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sen_portal.config import PortalSettings
+from sen_shared.config import load_settings
+
+PRODUCTION = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "production",
+              "SEN_JWKS_URL": "https://id.example.vn/certs", "SEN_PORTAL_SECRET_KEY": "k3Jq9vXw2Lm8RtY5",
+              "SEN_OIDC_ISSUER": "https://id.example.vn/realms/sen", "SEN_OIDC_CLIENT_ID": "sen-portal"}
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for k in list(os.environ):
+        if k.startswith(("SEN_", "MONGO_", "AMQP_")):
+            monkeypatch.delenv(k)
+    for k, v in PRODUCTION.items():
+        monkeypatch.setenv(k, v)
+    return monkeypatch
+
+
+def test_production_refuses_to_send_consults_to_the_demo_hub_by_default(env, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        load_settings(PortalSettings)
+    assert exc.value.code == 78
+    assert capsys.readouterr().err.startswith("sen-portal: configuration error: SEN_PORTAL_HUB is required in "
+                                              "production")
+
+
+def test_production_takes_the_hub_it_is_given(env) -> None:
+    env.setenv("SEN_PORTAL_HUB", "bvdk-tinh")
+    assert load_settings(PortalSettings).hub == "bvdk-tinh"
+
+
+def test_development_keeps_the_demo_hub(env) -> None:
+    env.setenv("SEN_ENV", "development")
+    env.setenv("SEN_DEV_JWT_KEY", "/tmp/none.pem")
+    assert load_settings(PortalSettings).hub == "bvdk-dong-thap"
