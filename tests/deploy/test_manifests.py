@@ -202,6 +202,27 @@ def test_prod_runs_three_member_datastores_and_ha_web(rendered):
     assert next(v for k, v in config.items() if k.startswith("sen-config"))["data"]["SEN_ENV"] == "production"
 
 
+def _run_mongo_init(obj: dict, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """The mongo-init Job's script, with a stand-in ``mongosh`` that answers every call."""
+    (init,) = pod_spec(obj)["containers"]
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "mongosh").write_text("#!/bin/sh\necho 1\n")
+    (fake / "mongosh").chmod(0o755)
+    literal = {e["name"]: e["value"] for e in init["env"] if "value" in e}
+    return subprocess.run(init["command"], env={"PATH": f"{fake}:/usr/bin:/bin", **literal, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_mongo_init_refuses_the_templates_placeholder_password(rendered, tmp_path):
+    job = by_kind(rendered["prod"], "Job")["mongo-init"]
+    users = {"ROOT_USER": "root", "APP_USER": "sen"}
+    left = _run_mongo_init(job, {**users, "ROOT_PASS": "CHANGE_ME", "APP_PASS": "9f3kQ2xZ"}, tmp_path)
+    assert left.returncode == 1 and "CHANGE_ME" in left.stderr, left.stderr
+    filled = _run_mongo_init(job, {**users, "ROOT_PASS": "Qw8nZ3rT", "APP_PASS": "9f3kQ2xZ"}, tmp_path)
+    assert filled.returncode == 0, filled.stderr
+
+
 def test_dev_datastores_agree_on_their_size(rendered):
     objs = rendered["dev"]
     mongo = by_kind(objs, "StatefulSet")["mongo"]["spec"]["replicas"]
