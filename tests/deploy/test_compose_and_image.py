@@ -199,6 +199,23 @@ def test_dockerfile_installs_with_constraints_and_runs_every_role():
     assert 'ENTRYPOINT ["/usr/local/bin/sen"]' in text
 
 
+def test_the_image_carries_the_portals_npm_packages():
+    """The portal's pages load htmx and Chart.js from SEN_PORTAL_ASSETS, by default the checkout's
+    services/portal/node_modules, which no image had: every page's scripts were 404 in a container."""
+    text = DOCKERFILE.read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", text, re.M | re.S))
+    npm = [name for name, body in stages.items() if "npm ci" in body]
+    assert npm, "no stage installs the portal's packages with npm ci"
+    body = stages[npm[0]]
+    assert "services/portal/package-lock.json" in body, "npm ci without the portal's lock file"
+    copied = re.search(rf"^COPY --from={npm[0]} (\S+)/node_modules (\S+)$", stages["runtime"], re.M)
+    assert copied, "the runtime stage does not copy the packages"
+    assert re.search(rf"^ENV SEN_PORTAL_ASSETS={re.escape(copied.group(2))}$", stages["runtime"], re.M)
+    from sen_portal.config import PortalSettings
+
+    assert PortalSettings.model_fields["assets_dir"].validation_alias == "SEN_PORTAL_ASSETS"
+
+
 def _entrypoint_script() -> str:
     text = DOCKERFILE.read_text()
     m = re.search(r"COPY --chmod=0755 <<'SH' /usr/local/bin/sen\n(.*?)\nSH\n", text, re.S)
