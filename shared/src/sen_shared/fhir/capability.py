@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -84,14 +85,19 @@ def _definition_url(base: str, op: dict[str, Any]) -> str:
     return f"{base.rstrip('/')}/OperationDefinition/{op['id']}"
 
 
+# an operation's parameters in the service's spec: OperationDefinition.parameter items (name, use, min, max,
+# type or part, documentation), what the CapabilityStatement's definition lists and what the operation takes
+# (``parameters.check_known``: any other is a 400)
+PARAMETERS = "x-fhir-parameters"
 _OPERATION_PATH = re.compile(r"/([A-Z][A-Za-z]+)(/\{id\})?/\$([a-z][a-z0-9-]*)")
 
 
 def spec_operations(spec: Mapping[str, Any], base_path: str) -> tuple[dict[str, Any], ...]:
     """An OperationDefinition (``<Type>-<code>``) of each of the service's own FHIR operations in its OpenAPI
     spec: a path ``<base>/<Type>/$<code>`` (on the type) or ``<base>/<Type>/{id}/$<code>`` (on an instance),
-    its summary the description; the shared ones (operationId ``fhir.*``: $validate, $everything) are the
-    R4 definitions'. So the CapabilityStatement lists every operation a route serves, and only those."""
+    its summary the description, its parameters the spec's :data:`PARAMETERS`; the shared ones (operationId
+    ``fhir.*``: $validate, $everything) are the R4 definitions'. So the CapabilityStatement lists every
+    operation a route serves, and only those, each with what it takes."""
     found: dict[str, dict[str, Any]] = {}
     for path, item in (spec.get("paths") or {}).items():
         if not path.startswith(base_path) or not isinstance(item, dict):
@@ -112,6 +118,8 @@ def spec_operations(spec: Mapping[str, Any], base_path: str) -> tuple[dict[str, 
                 "system": False, "type": False, "instance": False, "description": ""})
             d["instance" if instance else "type"] = True
             d["affectsState"] = d["affectsState"] or method == "post"
+            if op.get(PARAMETERS) and "parameter" not in d:  # a GET and a POST form take the same ones
+                d["parameter"] = copy.deepcopy(op[PARAMETERS])
             summary = " ".join(str(op.get("summary") or "").split())
             if summary and summary not in d["description"]:
                 where = f"[base]/{rtype}/[id]/${code}" if instance else f"[base]/{rtype}/${code}"

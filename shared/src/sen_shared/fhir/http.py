@@ -158,7 +158,25 @@ def from_flask(resource_type: str | None = None, rid: str | None = None, vid: st
                       base=_base_url(request, base_path), operation=operation,
                       compartment=compartment)
     response_type(req)  # 406 before any work
+    if operation is not None:
+        check_operation(req)
     return req
+
+
+def check_operation(req: FhirRequest) -> None:
+    """The request's parameters, held to its operation's definition as the CapabilityStatement serves it
+    (:func:`parameters.check_known`); nothing for an operation defined without them."""
+    from ..runtime import current
+    from .parameters import check_known
+
+    try:
+        config = current().extras["fhir"].config
+    except (LookupError, RuntimeError, AttributeError):  # an engine outside a web app (tests, tools)
+        return
+    rid = f"{req.resource_type}-{(req.operation or '').lstrip('$')}"
+    definition = next((op for op in config.operations if op.get("id") == rid), None)
+    if definition is not None and "parameter" in definition:
+        check_known(req.operation or "", definition, req.params, req.body)
 
 
 def response_type(req: FhirRequest) -> str:

@@ -37,7 +37,7 @@ def _answer(req: FhirRequest, rid: str, status: int = 200) -> Reply:
 @idempotent()
 def issue(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
     """draft → issued (publishes billing.invoice.issued); issuing an issued invoice answers it again."""
-    req = from_flask("Invoice", id, body=False)
+    req = from_flask("Invoice", id, body=False, operation="$issue")
     _fhir().invoice_for(id)
     inv.issue(_fhir().db, id)
     return _answer(req, id)
@@ -61,7 +61,7 @@ def _reason(body: Any) -> str:
 @idempotent()
 def cancel(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
     """draft or issued → cancelled, with a reason; refused once anything was paid toward it."""
-    req = from_flask("Invoice", id)
+    req = from_flask("Invoice", id, operation="$cancel")
     _fhir().invoice_for(id)
     inv.cancel(_fhir().db, id, _reason(req.body))
     return _answer(req, id)
