@@ -104,6 +104,24 @@ def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:
     return client
 
 
+def flash_step(client: Any, path: str, step: str, value: str = "1") -> None:
+    """Put in the portal test ``client``'s session the confirmation a step flashes for the page at
+    ``path`` (sen_portal.web.notices): for a test opening that page as the step's redirect would."""
+    from sen_portal.web.notices import PREFIX
+
+    with client.session_transaction() as session:
+        session.setdefault("_flashes", []).append((PREFIX + path, f"{step}={value}"))
+
+
+def flashed_steps(client: Any) -> list[tuple[str, str]]:
+    """The confirmations of steps the portal test ``client``'s session holds for pages still to show them:
+    ``(page path, "step=value")`` each (sen_portal.web.notices)."""
+    from sen_portal.web.notices import PREFIX
+
+    with client.session_transaction() as session:
+        return [(c.removeprefix(PREFIX), m) for c, m in session.get("_flashes", []) if c.startswith(PREFIX)]
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     """Poll ``predicate`` until it holds, failing the test after ``timeout`` seconds (generous: a
     passing test never waits it out, and a loaded 2-core CI machine may take many seconds to carry

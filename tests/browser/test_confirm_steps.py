@@ -82,5 +82,5 @@ def test_the_nurse_gives_the_reason_of_a_take_on_and_confirms(visitor_factory, s
     v.check("take-on-confirm")
     v.page.check(f"{form} [data-testid=confirm-tick]")
     v.page.click(f"{form} [data-testid=confirm-button]")
-    v.page.wait_for_url(re.compile(rf"/patients/{pid}\?taken=1$"))
+    v.page.wait_for_url(re.compile(rf"/patients/{pid}$"))
     assert "Đã tiếp nhận người bệnh tại cơ sở này" in v.page.inner_text("main")

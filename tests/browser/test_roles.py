@@ -82,7 +82,7 @@ def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     v.check("doctor-reassign-confirm")
     confirm.locator("[data-testid=confirm-tick]").check()
     confirm.locator("[data-testid=confirm-button]").click()
-    v.page.wait_for_url(re.compile(r"/worklist\?reassigned=bs-tran-thi-bich$"))  # the id; the page says the name
+    v.page.wait_for_url(re.compile(r"/worklist$"))  # nothing in the address: the page says the name once
     assert v.page.locator("[data-testid=reassigned]").count() == 1
     assert "Trần Thị Bích" in v.page.locator("[data-testid=reassigned]").inner_text()
     v.check("doctor-reassigned")
@@ -103,7 +103,7 @@ def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     v.check("doctor-takeover-unconfirmed")
     v.page.check("[data-testid=takeover-confirm]")
     v.page.click("[data-testid=takeover] button")
-    v.page.wait_for_url(re.compile(r"accepted=1"))
+    v.page.wait_for_selector("[data-testid=accepted]")
     task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=_admin(stack), timeout=30).json()
     assert task["owner"]["reference"] == "Practitioner/bs-nguyen-van-an" and task["status"] == "accepted"
 
@@ -156,7 +156,8 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.check("cashier-refund-confirm")
     v.page.check("form[action*='/refund'] [data-testid=confirm-tick]")
     v.page.click("form[action*='/refund'] [data-testid=confirm-button]")
-    v.page.wait_for_url(re.compile(rf"/invoices/{iid}\?refunded=1(&p=[\w-]+)?$"))
+    v.page.wait_for_selector("[data-testid=refunded]")
+    assert re.search(rf"/invoices/{iid}(\?p=[\w-]+)?$", v.page.url), v.page.url
     assert "Đã hoàn" in v.page.inner_text("#invoice-facts")
     assert "Đã ghi nhận hoàn tiền" in v.page.inner_text("main")
     v.check("cashier-refunded")
@@ -430,7 +431,7 @@ def test_attachment_upload_shows_progress_on_a_slow_link(visitor_factory, stack,
     assert shown == sorted(shown) and len(set(shown)) >= 2
     assert v.page.locator("#upload-progress").get_attribute("aria-label")  # named for screen readers
     v.page.screenshot(path=str(v.shots / "vi-1280-clinic-upload-progress.png"), full_page=True)
-    v.page.wait_for_url(re.compile(r"/consults/[^/?]+\?submitted=1$"), timeout=120_000)
+    v.page.wait_for_url(re.compile(r"/consults/[^/?]+$"), timeout=120_000)
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": -1})
     v.check("clinic-consult-after-upload")

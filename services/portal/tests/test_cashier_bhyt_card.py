@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import VN_TZ, csrf_token, portal_app, portal_signed_in
+from tests.support import VN_TZ, csrf_token, flash_step, portal_app, portal_signed_in
 
 # a card valid from last year to the end of next (in Vietnam), whenever the suite runs: never a year that passes
 _YEAR = datetime.now(VN_TZ).year
@@ -95,7 +95,7 @@ def test_offered_prefilled_from_the_patients_record_and_split_in_billings_order(
         "csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
         "card-card_level": "100", "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     # the new invoice names the one it replaces from billing's extension, not from this link
-    assert r.status_code == 302 and "/invoices/inv-b?carded=1" in r.headers["Location"]
+    assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?p=pa")  # "carded": flashed
     assert [w[0] for w in fake.writes] == ["/fhir/Coverage", "/fhir/Invoice/inv-a/$cancel", "/fhir/Invoice",
                                            "/fhir/Invoice/inv-b/$issue"]
     coverage, cancel, invoice = fake.writes[0][1], fake.writes[1][1], fake.writes[2][1]
@@ -154,7 +154,8 @@ def test_a_payment_arriving_while_the_page_is_open_takes_the_card_box_away(clien
 
 def test_the_issued_banner_goes_once_a_payment_is_swapped_in(client, fake):
     """Review 4: "Đã phát hành hóa đơn" stayed above a payment the status box had swapped in."""
-    page = client.get("/invoices/inv-a?p=pa&issued=1").get_data(as_text=True)
+    flash_step(client, "/invoices/inv-a", "issued")
+    page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert re.search(r'<div id="issued-box"><div class="alert ok" role="status" data-testid="issued">Đã phát hành',
                      page)
     assert '<div id="issued-box"></div>' in client.get("/invoices/inv-a?p=pa").get_data(as_text=True)  # a target
@@ -199,6 +200,7 @@ def test_the_replaced_invoice_and_its_replacement_name_each_other_from_billings_
     fake.s.update(status="issued", balanceDue=100000, invoice="inv-b")
     monkeypatch.setattr(cashier, "shared_get", lambda service, path, params=None, **_kw: {
         **fake.s, "resource": new, "qr": None})
+    flash_step(client, "/invoices/inv-b", "carded", "HDXXXXXXXXX")
     page = client.get("/invoices/inv-b?p=pa&carded=HDXXXXXXXXX").get_data(as_text=True)
     line = re.search(r'data-testid="replaces">(.*?)</p>', page, re.S).group(1)
     assert line.startswith("Thay cho hóa đơn") and '>HD7K2M9QX4C</a>' in line and 'href="/invoices/inv-a?p=pa"' in line
@@ -235,7 +237,8 @@ def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_
     monkeypatch.setattr(cashier, "fhir_get", lambda *a, **k: {"resourceType": "Bundle", "entry": []})
     r = client.post("/invoices/inv-a/card?p=pa", data={**bad, "card-card_start": CARD_FROM,
                                                        "card-card_end": CARD_UNTIL})
-    assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?carded=1&p=pa")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?p=pa")
+    assert "Đã ghi thẻ BHYT" in client.get(r.headers["Location"]).get_data(as_text=True)
     assert fake.writes == []
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import portal_app, portal_signed_in
+from tests.support import flash_step, portal_app, portal_signed_in
 
 REF = "urn:sen:billing:payment-reference"
 
@@ -41,7 +41,8 @@ def test_an_invoice_bhyt_pays_in_full_reads_covered_with_no_qr_no_cash_and_its_r
                "payments": []}
     monkeypatch.setattr(cashier, "shared_get", lambda service, path, **kw: (
         {**summary, "resource": COVERED, "qr": None} if path.endswith("/desk") else summary))
-    page = client.get("/invoices/inv-bh?issued=1").get_data(as_text=True)
+    flash_step(client, "/invoices/inv-bh", "issued")
+    page = client.get("/invoices/inv-bh").get_data(as_text=True)
     assert 'data-testid="covered">✓ Bảo hiểm chi trả toàn bộ' in page
     assert "người bệnh không phải trả tiền" in page and "người bệnh có thể thanh toán" not in page.lower()
     assert '<div id="qr-box">' not in page and '<details class="card" id="cash-box"' not in page

@@ -21,7 +21,7 @@ import pytest
 from sen_shared import http
 
 from services.portal.tests.test_visit_changes import PATIENT, SR, TID, TZ, FakeTeleconsult, _find, _iso, _page, _text
-from tests.support import csrf_token, portal_app, portal_signed_in
+from tests.support import csrf_token, flash_step, portal_app, portal_signed_in
 
 OUT = "https://sen.example.vn/fhir/CodeSystem/consult-output"
 
@@ -730,9 +730,11 @@ def test_the_reject_step_does_not_say_a_question_was_sent(app, fake):
 
 
 def test_a_question_sent_opens_no_other_panel(app, fake):
-    """"Question sent" (``?asked=1``) opened the Reject panel of a consult still to triage."""
+    """"Question sent" (the step "asked") opened the Reject panel of a consult still to triage."""
     fake.status, fake.owner = "requested", "Organization/bvdk-dong-thap"
-    page = portal_signed_in(app, "doctor").get(f"/tasks/{TID}?asked=1").get_data(as_text=True)
+    c = portal_signed_in(app, "doctor")
+    flash_step(c, f"/tasks/{TID}", "asked")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
     assert 'data-testid="asked"' in page
     assert "<details><summary>Từ chối</summary>" in page and 'data-testid="confirm-step"' not in page
 
@@ -743,14 +745,34 @@ def test_after_booking_the_page_says_the_booking_first_and_signing_plainly(app, 
     before the visit does is a plain note at the sign button."""
     start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)
     c = portal_signed_in(app, "doctor")
-    page = c.get(f"/tasks/{TID}?booked=1").get_data(as_text=True)
+    flash_step(c, f"/tasks/{TID}", "booked")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
     alerts = re.findall(r'<(?:div|p|section) class="alert ([a-z]+)"[^>]*>(.*?)</(?:div|p|section)>', page, re.S)
     assert [(kind, _text(said).strip()) for kind, said in alerts] == [
         ("ok", f"Đã đặt lịch hội chẩn video lúc {start:%d/%m/%Y %H:%M}.")]
     minutes = page[page.index('action="/tasks/t-1/complete"'):]
     assert 'data-testid="visit-ahead"' in minutes[:minutes.index("</form>")]
-    english = portal_signed_in(app, "doctor", "en").get(f"/tasks/{TID}?booked=1").get_data(as_text=True)
-    assert f"The video visit is booked for {start:%d/%m/%Y %H:%M}." in _text(english)
+    english = portal_signed_in(app, "doctor", "en")
+    flash_step(english, f"/tasks/{TID}", "booked")
+    assert f"The video visit is booked for {start:%d/%m/%Y %H:%M}." in _text(english.get(f"/tasks/{TID}").get_data(
+        as_text=True))
+
+
+def test_a_confirmation_is_said_once_not_again_on_reload_nor_by_the_old_flag(app, fake):
+    """After booking, a reload (Back, a link shared) said "booked" again: the confirmation was a flag in the
+    address (``?booked=1``). It is flashed now: the page after the step says it, the same page again does
+    not, the old address with the flag does not, and another consult's page does not take it."""
+    c = portal_signed_in(app, "doctor")
+    flash_step(c, "/tasks/another-consult", "booked")  # a step whose redirect was never followed
+    assert 'data-testid="booked"' not in c.get(f"/tasks/{TID}").get_data(as_text=True)
+    flash_step(c, f"/tasks/{TID}", "booked")
+    partial = c.get(f"/tasks/{TID}", headers={"HX-Request": "true"}).get_data(as_text=True)  # a poll
+    assert 'data-testid="booked"' not in partial
+    first = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    assert re.search(r'<div class="alert ok" role="status" data-testid="booked">Đã đặt lịch', first)
+    for again in (f"/tasks/{TID}", f"/tasks/{TID}?booked=1"):
+        page = c.get(again).get_data(as_text=True)
+        assert 'data-testid="booked"' not in page and "Đã đặt lịch hội chẩn video" not in page, again
 
 
 def test_cancelling_the_visit_is_confirmed_first_with_the_shared_step(app, fake):
@@ -772,7 +794,7 @@ def test_cancelling_the_visit_is_confirmed_first_with_the_shared_step(app, fake)
     assert r.status_code == 400 and fake.appts["a-1"]["status"] == "booked"
     assert 'id="visit-cancel-confirm-error"' in r.get_data(as_text=True)
     r = c.post(f"/tasks/{TID}/visit/cancel", data={**sent, "confirming": "visit-cancel", "confirm": "visit-cancel"})
-    assert r.status_code == 302 and r.headers["Location"].endswith("?visit=cancelled")
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/tasks/{TID}")
     assert fake.appts["a-1"]["status"] == "cancelled"
     assert fake.appts["a-1"]["cancelationReason"] == {"text": "Bác sĩ bận họp"}
 

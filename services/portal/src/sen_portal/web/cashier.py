@@ -25,6 +25,7 @@ from .confirming import confirmation
 from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
+from .notices import step_done, steps_done
 from .patients import FHIR_ID, patient_id, patient_names
 from .refusals import gap_message, given_back_message, whole_payment_message
 
@@ -370,7 +371,9 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
         forms["refund_form"] = _refund_form(s)
     if "card_form" not in forms and card_step(s, inv):
         forms["card_form"] = charges.card_form(pid)
+    done = steps_done()  # the step this page follows, said once (notices)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
+                           issued=done.get("issued"), carded=done.get("carded"), refunded=done.get("refunded"),
                            links=replacement_links(inv), cancel_shown="cancel_form" in forms,
                            refundables=offer, refund_after=refund_after, refundable_total=refundable_total(s),
                            pays=payments_digest(s),
@@ -594,7 +597,7 @@ def invoice_card(iid: str) -> Any:
         inv = call("billing", "GET", f"/fhir/Invoice/{iid}").json()
         replaced_by = replacement_links(inv)["replaced_by"] if s.get("status") == "cancelled" else []
         if replaced_by:  # made again already (this form sent twice, another tab): its page, as the first answer
-            return redirect(url_for("web.invoice", iid=replaced_by[0]["id"], carded=1, **_hint()))
+            return step_done(url_for("web.invoice", iid=replaced_by[0]["id"], **_hint()), "carded")
         if not card_step(s, inv):
             return _invoice_page(iid, 409, problem=charges.paid_already_message() if s.get("payments")
                                  else gettext("This invoice is no longer awaiting payment: the BHYT card cannot "
@@ -605,7 +608,7 @@ def invoice_card(iid: str) -> Any:
     except BackendError as err:
         return _invoice_page(iid, page_status(err), problem=backend_message(err), forms={"card_form": form})
     # the new invoice names the one it replaces itself (billing's extension), not this link
-    return redirect(url_for("web.invoice", iid=new, carded=1, **_hint()))
+    return step_done(url_for("web.invoice", iid=new, **_hint()), "carded")
 
 
 def _hint() -> dict[str, str]:
@@ -632,7 +635,7 @@ def invoice_refund(iid: str) -> Any:
         give_back(form)
     except BackendError as err:
         return _invoice_page(iid, refusal_status(err), problem=refund_refusal(err), forms={"refund_form": form})
-    return redirect(url_for("web.invoice", iid=iid, refunded=1, **_hint()))
+    return step_done(url_for("web.invoice", iid=iid, **_hint()), "refunded")
 
 
 def over_refundable(iid: str, form: RefundForm) -> str | None:
@@ -1128,7 +1131,7 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
                                          method="transfer" if t.get("channel") == "transfer" else "cash")})}
             for i, t in enumerate(rows)]
     return render_template("refund_tasks.html", rows=rows, problem=problem, page=page, after=after,
-                           next_cursor=body.get("next"), facility=facility, refunded=request.args.get("refunded"),
+                           next_cursor=body.get("next"), facility=facility, refunded=steps_done().get("refunded"),
                            title=gettext("To refund")), status
 
 
@@ -1196,8 +1199,8 @@ def refund_give_back() -> Any:
     except BackendError as err:
         return _refund_list(refusal_status(err), refund_refusal(err), failed=form)
     after, page, facility = _refund_list_args()
-    return redirect(url_for("web.refund_tasks", refunded=1, **({"after": after, "page": page} if after else {}),
-                            **({"facility": facility} if facility else {})))
+    return step_done(url_for("web.refund_tasks", **({"after": after, "page": page} if after else {}),
+                             **({"facility": facility} if facility else {})), "refunded")
 
 
 CLOSED_SHIFTS = 3  # the last closed shifts /shift shows (to reread or print a close)

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from flask import g, redirect, render_template, request, url_for
+from flask import g, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from sen_shared import bhyt
@@ -66,6 +66,7 @@ from .backend import BackendError, call, entries, fhir_get, page_status
 from .clinic import SYS_BHYT, SYS_CCCD, find_patients
 from .formatting import TZ, human_name, identifier, vnd
 from .forms import FlaskForm, FormKey, LocalDateField, Pattern
+from .notices import step_done
 from .patients import FHIR_ID
 
 MAX_LINES = 30
@@ -679,7 +680,7 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     except BackendError as err:
         return _render(form, lines, page_status(err), listing=listing,
                        problem=backend_message(err), made=made)
-    return redirect(url_for("web.invoice", iid=iid, p=pid, issued=1))
+    return step_done(url_for("web.invoice", iid=iid, p=pid), "issued")
 
 
 # --------------------------------------------------------------------------- the invoice page's shares

@@ -53,6 +53,7 @@ from .forms import (
     ReasonForm,
     TakeOnForm,
 )
+from .notices import flash_step, step_done, steps_done
 from .patients import FHIR_ID, patient_id
 
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
@@ -194,7 +195,7 @@ def patient_new() -> Any:
         if problem is None and confirmed:
             try:
                 created = fhir_post("ehr", "/fhir/Patient", patient_resource(form, g.user.facility))
-                return redirect(url_for("web.patient_chart", pid=created["id"], created=1))
+                return step_done(url_for("web.patient_chart", pid=created["id"]), "created")
             except BackendError as err:
                 existing = registered_already(err, form)
                 if existing is None:
@@ -278,7 +279,7 @@ def patient_take_on(pid: str | None) -> Any:
     session.pop("taken_on", None)
     if any(typed.values()):
         session["taken_on"] = {"pid": pid, **{k: v for k, v in typed.items() if v}}
-    return redirect(url_for("web.patient_chart", pid=pid, taken=1))
+    return step_done(url_for("web.patient_chart", pid=pid), "taken")
 
 
 def too_many_wrong_numbers(err: BackendError) -> Any:
@@ -547,11 +548,12 @@ def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | N
         data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
     series = json.dumps(data["series"]).replace("</", "<\\/")
     typed = session.pop("taken_on", None) if "taken_on" in session else None
+    done = steps_done()
     differs = patients.differences(data["patient"], typed) if typed and typed.get("pid") == pid else []
     if end_form is None and g.user.role == "clinic" and patients.taken_on_here(data["patient"], g.user.facility):
         end_form = EndTakeOnForm(formdata=None)
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
-                           created=request.args.get("created"), taken=request.args.get("taken"), differs=differs,
+                           created=done.get("created"), taken=done.get("taken"), differs=differs,
                            end_form=end_form, end_problem=problem, title=gettext("Patient chart"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT), status
 
@@ -994,7 +996,8 @@ def consult_new(pid: str) -> Any:
                                    headers={"Idempotency-Key": key})
                 task = next((r["id"] for r in entries(answer, "Task")), None) or _task_from_locations(answer)
                 if task:
-                    url = url_for("web.consult_detail", tid=task, submitted=1)
+                    url = url_for("web.consult_detail", tid=task)
+                    flash_step(url, "submitted")
                     if _is_htmx():
                         return "", 204, {"HX-Redirect": url}
                     return redirect(url)
@@ -1362,10 +1365,11 @@ def consult_overdue(task: dict[str, Any]) -> bool:
 @login_required("clinic", "doctor")
 def consult_detail(tid: str) -> Any:
     data = consult_bundle(tid, with_patient=True)
+    done = steps_done()
     return render_template("consult_detail.html", tid=tid, **data, answer_form=form_key(AnswerFilesForm()),
                            cancel_form=form_key(CancelForm()), message_form=message_form(), limits=upload_limits(),
-                           submitted=request.args.get("submitted"), sent=request.args.get("sent"),
-                           answered=request.args.get("answered"), cancelled=request.args.get("cancelled"),
+                           submitted=done.get("submitted"), sent=done.get("sent"), answered=done.get("answered"),
+                           cancelled=done.get("cancelled"),
                            title=gettext("Consult"))
 
 
@@ -1377,7 +1381,7 @@ def consult_message(tid: str) -> Any:
     if form.validate_on_submit():
         try:
             send_message(tid, form)
-            return redirect(url_for("web.consult_detail", tid=tid, sent=1, _anchor="consult-thread"))
+            return step_done(url_for("web.consult_detail", tid=tid, _anchor="consult-thread"), "sent")
         except BackendError as err:
             return _detail_with(tid, message_form=message_form(form), problem=backend_message(err))
     return _detail_with(tid, message_form=message_form(form))
@@ -1405,7 +1409,7 @@ def consult_answer(tid: str) -> Any:
                     {"name": "answer", "valueString": form.answer.data},
                     *({"name": "attachment", "valueReference": ref} for ref in attached)]},
                 headers={"Idempotency-Key": key})
-            return redirect(url_for("web.consult_detail", tid=tid, answered=1))
+            return step_done(url_for("web.consult_detail", tid=tid), "answered")
         except BackendError as err:
             return _detail_with(tid, answer_form=form, problem=backend_message(err))
     return _detail_with(tid, answer_form=form)
@@ -1427,7 +1431,7 @@ def consult_cancel(tid: str) -> Any:
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
                 "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]},
                 headers={"Idempotency-Key": request_key(form.key.data, "cancel", tid, form.reason.data or "")})
-            return redirect(url_for("web.consult_detail", tid=tid, cancelled=1))
+            return step_done(url_for("web.consult_detail", tid=tid), "cancelled")
         except BackendError as err:
             return _detail_with(tid, cancel_form=form, problem=backend_message(err))
     return _detail_with(tid, cancel_form=form)

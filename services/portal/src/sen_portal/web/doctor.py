@@ -39,6 +39,7 @@ from .forms import (
     ReasonForm,
     ReassignForm,
 )
+from .notices import step_done, steps_done
 from .patients import lookup, patient_id, shown
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
@@ -114,14 +115,15 @@ def worklist() -> Any:
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
     refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
-    given = None if refresh else request.args.get("reassigned")
+    done = steps_done()  # the step this page follows, said once (notices; none to a refresh)
+    given = done.get("reassigned")
     # the filters as the links keep them (the pages, the refresh, the first page): each only when asked for
     kept = {"status": status or None, "specialty": specialty or None, "facility": facility or None}
     return render_template("_worklist_table.html" if refresh else "worklist.html", rows=rows, problem=problem,
                            status=status, specialty=specialty, facility=facility, specialties=specialties,
                            facilities=facilities, kept=kept, total=total, after=after, page=cursor_args()[1],
-                           next_after=next_after, title=gettext("Worklist"), reassigned=bool(given),
-                           reassigned_to=reassigned_to(given)), code
+                           next_after=next_after, title=gettext("Worklist"), rejected=done.get("rejected"),
+                           reassigned=bool(given), reassigned_to=reassigned_to(given)), code
 
 
 _FILTER_VALUE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -188,9 +190,9 @@ def specialty_name(concept: Any) -> str:
 
 
 def reassigned_to(pid: str | None) -> str | None:
-    """The name of the doctor a consult was just given to (``?reassigned=<Practitioner id>`` after a
-    confirmed reassign), looked up among the hub's doctors the choice was made from; None for any
-    other value (``1`` of an older link, an id that is not one of them): nothing from the link is shown."""
+    """The name of the doctor a consult was just given to (the Practitioner id the confirmed reassign
+    flashed, ``notices``), looked up among the hub's doctors the choice was made from; None for any other
+    value (an id that is not one of them)."""
     if not pid or pid == "1":
         return None
     return dict(_hub_doctors(g.user.facility, g.user.practitioner)).get(f"Practitioner/{pid}")
@@ -289,10 +291,10 @@ def clinic_side(data: dict[str, Any]) -> str:
 @bp.route("/tasks/<tid>")
 @login_required("doctor")
 def task_detail(tid: str) -> Any:
-    return _task_page(tid, booked=request.args.get("booked"), done=request.args.get("done"),
-                      accepted=request.args.get("accepted"), started=request.args.get("started"),
-                      visit=request.args.get("visit"), sent=request.args.get("sent"),
-                      question_sent=request.args.get("asked"))
+    done = steps_done()  # the step this page follows, said once (notices)
+    return _task_page(tid, booked=done.get("booked"), done=done.get("done"), accepted=done.get("accepted"),
+                      started=done.get("started"), visit=done.get("visit"), sent=done.get("sent"),
+                      question_sent=done.get("asked"))
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None, headers: dict[str, str] | None = None) -> None:
@@ -454,7 +456,7 @@ def task_accept(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err))
     if changed is not None:  # another step came first: say whose
         return _taken_meanwhile(tid, changed)
-    return redirect(url_for("web.task_detail", tid=tid, accepted=1))
+    return step_done(url_for("web.task_detail", tid=tid), "accepted")
 
 
 def _task_now(tid: str) -> dict[str, Any]:
@@ -558,7 +560,7 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting:
     mine = bool(g.user.practitioner) and owner == f"Practitioner/{g.user.practitioner}"
     status = task.get("status")
     if accepting and mine and status != "requested":
-        return redirect(url_for("web.task_detail", tid=tid, accepted=1))
+        return step_done(url_for("web.task_detail", tid=tid), "accepted")
     at = when((task.get("meta") or {}).get("lastUpdated"))
     if status == "cancelled":
         problem = gettext("The clinic cancelled this consult at %(when)s. Nothing was sent.", when=at)
@@ -647,9 +649,9 @@ def task_start(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err))
     if changed is not None:
         if changed.get("status") == "in-progress" and _owner(changed) == f"Practitioner/{g.user.practitioner}":
-            return redirect(url_for("web.task_detail", tid=tid, started=1))  # started already (another tab)
+            return step_done(url_for("web.task_detail", tid=tid), "started")  # started already (another tab)
         return _taken_meanwhile(tid, changed, accepting=False)
-    return redirect(url_for("web.task_detail", tid=tid, started=1))
+    return step_done(url_for("web.task_detail", tid=tid), "started")
 
 
 @bp.route("/tasks/<tid>/reject", methods=["POST"])
@@ -668,7 +670,7 @@ def task_reject(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
     if changed is not None:
         return _taken_meanwhile(tid, changed, accepting=False, forms={"reject_form": form})
-    return redirect(url_for("web.worklist", rejected=1))
+    return step_done(url_for("web.worklist"), "rejected")
 
 
 @bp.route("/tasks/<tid>/reassign", methods=["POST"])
@@ -704,7 +706,7 @@ def task_reassign(tid: str) -> Any:
     if changed is not None:  # accepted or given meanwhile: not given on a stale confirmation
         return _taken_meanwhile(tid, changed, accepting=False)
     # the Practitioner's id, never a name: the worklist says the name it looks up (reassigned_to)
-    return redirect(url_for("web.worklist", reassigned=form.practitioner.data.rsplit("/", 1)[-1]))
+    return step_done(url_for("web.worklist"), "reassigned", form.practitioner.data.rsplit("/", 1)[-1])
 
 
 @bp.route("/tasks/<tid>/request-info", methods=["POST"])
@@ -724,7 +726,7 @@ def task_request_info(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
     if changed is not None:
         return _taken_meanwhile(tid, changed, accepting=False, forms={"question_form": form})
-    return redirect(url_for("web.task_detail", tid=tid, asked=1))
+    return step_done(url_for("web.task_detail", tid=tid), "asked")
 
 
 @bp.route("/tasks/<tid>/message", methods=["POST"])
@@ -740,7 +742,7 @@ def task_message(tid: str) -> Any:
     except BackendError as err:
         return _task_page(tid, 409 if err.status == 409 else 422, problem=backend_message(err),
                           forms={"message_form": message_form(form)})
-    return redirect(url_for("web.task_detail", tid=tid, sent=1, _anchor="consult-thread"))
+    return step_done(url_for("web.task_detail", tid=tid, _anchor="consult-thread"), "sent")
 
 
 SLOTS_SHOWN = 120  # free times a search shows at once (a week of 30-minute slots, 7 hours a day: 98)
@@ -880,7 +882,7 @@ def task_book(tid: str) -> Any:
             {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{appt['id']}"}}]})
     except BackendError as err:
         return _book_refused(tid, err, (appt or {}).get("id"))
-    return redirect(url_for("web.task_detail", tid=tid, booked=1))
+    return step_done(url_for("web.task_detail", tid=tid), "booked")
 
 
 def _book_refused(tid: str, err: BackendError, held: str | None) -> Any:
@@ -952,7 +954,7 @@ def visit_move(tid: str) -> Any:
         return _visit_refused(tid, aid, err, gettext(
             "This time was just taken by someone else. The visit stays at %(when)s; choose another time.",
             when=when(data["appointment"].get("start"))))
-    return redirect(url_for("web.task_detail", tid=tid, visit="moved"))
+    return step_done(url_for("web.task_detail", tid=tid), "visit", "moved")
 
 
 @bp.route("/tasks/<tid>/visit/cancel", methods=["POST"])
@@ -976,7 +978,7 @@ def visit_cancel(tid: str) -> Any:
             "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
     except BackendError as err:
         return _visit_refused(tid, aid, err, _changed_meanwhile(None), forms={"visit_cancel_form": form})
-    return redirect(url_for("web.task_detail", tid=tid, visit="cancelled"))
+    return step_done(url_for("web.task_detail", tid=tid), "visit", "cancelled")
 
 
 @bp.route("/tasks/<tid>/visit/noshow", methods=["POST"])
@@ -1001,7 +1003,7 @@ def visit_noshow(tid: str) -> Any:
         return _visit_refused(tid, aid, err, gettext(
             "The visit has not begun yet (it starts at %(when)s): mark the patient absent only after that.",
             when=when(data["appointment"].get("start"))))
-    return redirect(url_for("web.task_detail", tid=tid, visit="noshow"))
+    return step_done(url_for("web.task_detail", tid=tid), "visit", "noshow")
 
 
 def minutes_start(task: dict[str, Any], now: datetime) -> datetime:
@@ -1116,7 +1118,7 @@ def task_complete(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
     if changed is not None:  # the minutes kept: the page again carries the version to sign on
         return _taken_meanwhile(tid, changed, accepting=False, forms={"minutes_form": form})
-    return redirect(url_for("web.task_detail", tid=tid, done=1))
+    return step_done(url_for("web.task_detail", tid=tid), "done")
 
 
 # ------------------------------------------------------------------ weekly availability and leave
