@@ -8,7 +8,7 @@ import json
 import time
 from collections import Counter
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import abort, render_template, request, url_for
 from flask_babel import format_date, gettext, lazy_gettext
@@ -16,7 +16,7 @@ from sen_shared.runtime import current
 
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
-from . import bp, csvfile, login_required, status_label
+from . import bp, csvfile, login_required, status_label, xlsxfile
 from .directory import org_districts, org_names, org_without_care
 from .formatting import TZ
 from .forms import DashboardFilter
@@ -347,7 +347,19 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
 
 
 def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
-    """The export's header in the page's language; beside a facility's id (kept for machines), its name;
+    """The export's header in the page's language, and its rows (:func:`page_table`)."""
+    keys, rows = page_table(header, rows, names)
+    return labels(keys), rows
+
+
+def labels(keys: list[str], own: dict[str, Any] | None = None) -> list[str]:
+    """The columns' names in the page's language (``own``: a file's own, before the CSV's)."""
+    return [str((own or {}).get(h) or _HEADERS.get(h) or h) for h in keys]
+
+
+def page_table(header: list[str], rows: list[list[Any]],
+               names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
+    """The export's columns (``csv_rows``'s keys) and rows: beside a facility's id (kept for machines), its name;
     a priority (``routine``, ``urgent``...) by its name in the page's language, as the chart says it;
     a one-row figure's district by its name, or "Whole province" when the figure is the province's (one
     facility's: its district, as :func:`csv_rows` gives it for the page and the API alike; empty when not
@@ -369,7 +381,7 @@ def page_csv(header: list[str], rows: list[list[Any]], names: dict[str, str]) ->
         at = header.index("facility") + 1
         header = [*header[:at], "facility_name", *header[at:]]
         rows = [[*row[:at], _facility(row[at - 1], names) if row[at - 1] else "", *row[at:]] for row in rows]
-    return [str(_HEADERS[h]) if h in _HEADERS else h for h in header], rows
+    return header, rows
 
 
 def _district(form: DashboardFilter) -> str | None:
@@ -439,6 +451,40 @@ def _csv_refused(message: str) -> Any:
 @bp.route("/dashboard/<section>.csv")
 @login_required("health-dept")
 def dashboard_csv(section: str) -> Any:
+    """One chart's figures as CSV, for machines (a decimal point, ISO dates) and Excel in English."""
+    table = _export(section)
+    if not isinstance(table, Export):
+        return table
+    return csvfile.download(labels(table.keys), table.rows, f"{table.name}.csv")
+
+
+# the workbook's header where it differs from the CSV's: its share is a percentage (the CSV's, 0 to 1)
+_XLSX_HEADERS = {"share": lazy_gettext("Share")}
+
+
+@bp.route("/dashboard/<section>.xlsx")
+@login_required("health-dept")
+def dashboard_xlsx(section: str) -> Any:
+    """One chart's figures as an Excel workbook (``xlsxfile``): the same rows as its CSV, typed, for Excel
+    with Vietnamese regional settings, which misreads the CSV's decimal points and splits its columns."""
+    table = _export(section)
+    if not isinstance(table, Export):
+        return table
+    return xlsxfile.download(table.keys, labels(table.keys, _XLSX_HEADERS), table.rows, f"{table.name}.xlsx",
+                             section)
+
+
+class Export(NamedTuple):
+    """A chart's figures for a download: its columns (``csv_rows``'s keys), its rows in the page's language
+    and the file's name without its extension."""
+
+    keys: list[str]
+    rows: list[list[Any]]
+    name: str
+
+
+def _export(section: str) -> Export | Any:
+    """The figures of the chart ``section`` the link's filter asks for, or the readable page refusing it."""
     if section not in CSV_SECTIONS:
         abort(404)
     form = DashboardFilter(request.args)
@@ -461,6 +507,6 @@ def dashboard_csv(section: str) -> Any:
         return _csv_refused(range_problem(err))
     except FacilityRefused as err:
         return _csv_refused(facility_problem(err, district, known))
-    header, rows = page_csv(header, rows, org_names() if "facility" in header else {})
+    keys, rows = page_table(header, rows, org_names() if "facility" in header else {})
     scope = f"{chosen}_" if chosen else ""
-    return csvfile.download(header, rows, f"{section}_{scope}{start.isoformat()}_{end.isoformat()}.csv")
+    return Export(keys, rows, f"{section}_{scope}{start.isoformat()}_{end.isoformat()}")
