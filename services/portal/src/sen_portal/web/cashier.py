@@ -1022,6 +1022,8 @@ def shift() -> Any:
             if closing and asked is None:
                 body = {"countedCash": close_form.counted_cash.data,
                         "countedTransfers": close_form.counted_transfers.data}
+                if close_form.counted_transfers_refunded.data:  # the statement's refunds by transfer
+                    body["countedTransfersRefunded"] = close_form.counted_transfers_refunded.data
                 if close_form.note.data:
                     body["note"] = close_form.note.data
                 try:
@@ -1065,14 +1067,14 @@ def _current_shift() -> dict[str, Any] | None:
 
 
 def shift_gap(current: dict[str, Any] | None, form: ShiftCloseForm) -> dict[str, int] | None:
-    """What was counted less what the open shift expects (billing's ``expected`` cash and transfers,
-    as its close computes the difference), when either differs; None when both match or the shift's
-    expected totals are not known (billing checks at the end)."""
+    """What was counted less what the open shift expects (billing's ``expected`` cash and transfers, the
+    statement's net of the transfers sent back, as its close computes the difference), when either
+    differs; None when both match or the shift's expected totals are not known (billing checks at the end)."""
     expected = (current or {}).get("expected")
     if not isinstance(expected, dict) or not all(isinstance(expected.get(k), int) for k in ("cash", "transfers")):
         return None
     gap = {"cash": int(form.counted_cash.data) - expected["cash"],
-           "transfers": int(form.counted_transfers.data) - expected["transfers"]}
+           "transfers": form.counted_net_transfers() - expected["transfers"]}
     return gap if any(gap.values()) else None
 
 
