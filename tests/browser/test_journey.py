@@ -409,7 +409,32 @@ def dashboard_counts(v, lang: str) -> dict[str, str]:
     # headers in the page's language, the facility's name beside its id
     assert r.text().lstrip("\ufeff").splitlines()[0] == {
         "vi": "Tuần (ISO),Mã cơ sở,Cơ sở,Huyện,Số lượng", "en": "Week (ISO),Facility ID,Facility,District,Count"}[lang]
-    return {k: v.page.inner_text(f"[data-testid={k}]") for k in ("consults-total", "cashless-share")}
+    shown = {k: v.page.inner_text(f"[data-testid={k}]") for k in ("consults-total", "cashless-share")}
+    excel_says_what_the_page_and_the_csv_say(v, shown["cashless-share"])
+    return shown
+
+
+def excel_says_what_the_page_and_the_csv_say(v, share: str) -> None:
+    """The cashless share's workbook (openpyxl reads it back): the CSV's figures, typed, and the page's share."""
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    def get(kind: str) -> bytes:
+        r = v.page.request.get(v.base + v.page.get_attribute(f"[data-testid={kind}-cashless_share]", "href"))
+        assert r.status == 200, r.text()[:300]
+        return r.body()
+
+    book = load_workbook(io.BytesIO(get("xlsx"))).active
+    rows = [list(r) for r in book.iter_rows(values_only=True)]
+    header, row = list(csv.reader(io.StringIO(get("csv").decode("utf-8-sig"))))
+    assert len(rows) == 2 and len(rows[0]) == len(header) and len(rows[1]) == len(row), (rows, header)
+    for cell, text in zip(rows[1], row, strict=True):
+        assert (cell is None and text == "") or (isinstance(cell, int | float) and float(text) == cell) or \
+            (hasattr(cell, "date") and cell.date().isoformat() == text) or cell == text, (cell, text)
+    at = header.index("Tỷ lệ (0–1)" if "Tỷ lệ (0–1)" in header else "Share (0–1)")
+    assert share == ("—" if rows[1][at] is None else f"{rows[1][at] * 100:.0f}%"), (share, rows[1][at])
 
 
 @pytest.mark.parametrize("lang,width", [("vi", 1280), ("en", 1280), ("vi", 360)], ids=["vi", "en", "vi-360"])
