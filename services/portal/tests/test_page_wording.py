@@ -253,7 +253,8 @@ def test_accepting_a_consult_says_so(client, monkeypatch):
     r = client.post("/tasks/t1/accept", data={"csrf_token": csrf(page)})
     assert r.status_code == 302 and sent == ["/fhir/Task/t1/$accept"]
     page = client.get(r.headers["Location"]).get_data(as_text=True)
-    assert '<div class="alert ok" role="status">Đã nhận ca hội chẩn.</div>' in page
+    assert '<div class="alert ok" role="status" data-testid="accepted">Đã nhận ca hội chẩn.</div>' in page
+    assert "Đã nhận ca hội chẩn." not in client.get(r.headers["Location"]).get_data(as_text=True)  # said once
 
 
 def test_an_unmatched_transfer_assigned_to_nothing_marks_its_row(client, monkeypatch):
