@@ -33,12 +33,10 @@ def check_known(operation: str, definition: Mapping[str, Any], query: list[tuple
     operation's to check."""
     taken = [p["name"] for p in definition.get("parameter") or () if p.get("use") == "in"]
     known = IGNORED.union(taken)
+    # the body's shape first: a parameter list that is no list of objects is that 400, whatever it names
+    given = parameter_list(body) if isinstance(body, Mapping) and body.get("resourceType") == "Parameters" else []
     unknown = sorted({name for name, _ in query if name not in known})
-    named: list[str] = []
-    given = body.get("parameter") if isinstance(body, Mapping) and body.get("resourceType") == "Parameters" else None
-    if isinstance(given, list):
-        named = sorted({p["name"] for p in given
-                        if isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"] not in known})
+    named = sorted({p["name"] for p in given if isinstance(p.get("name"), str) and p["name"] not in known})
     if not unknown and not named:
         return
     what = ", ".join(taken) if taken else "no parameters"
