@@ -3,7 +3,11 @@
 What "rebuilt" means here (the events themselves live only on the bus and in the facts):
 
 - ``totals``: drop every sealed total and sum them again from the facts (then seal what is
-  over). Safe while the worker runs: totals are claims of deterministic content.
+  over). Safe while the worker runs: totals are claims of deterministic content. The sums find
+  facts by the arrival markers (day, hour, slot), so each fact's markers are claimed first, as the
+  handler claims them today: facts stored before the one-minute slots under hours (10-minute
+  slots, whose slot markers named no hour, and no hour markers) were otherwise summed by no hour,
+  and a rebuild gave every figure of theirs as nothing (:func:`restore_markers`).
 - ``facts``: re-derive every fact's dimensions from the event it keeps (envelope and
   ``data``'s top-level scalars), after the extraction table in ``domain.report_facts``
   changed; then ``totals``. This process is the only writer of existing facts (the handler
@@ -30,13 +34,41 @@ from typing import Any
 
 from pymongo.database import Database
 from sen_shared import mongo
+from sen_shared.claims import claim_once
 
 from .config import settings_from_env
 from .domain.report_facts import ASSIGNMENT, extract, link_refund, refund_link
-from .domain.reporting import FACTS, TOTALS, record_event, seal, sealed_cache
+from .domain.reporting import FACTS, META, TOTALS, record_event, seal, sealed_cache
+
+
+def restore_markers(db: Database) -> int:
+    """Claim the arrival markers of every fact's slot (its day, hour and slot, as the handler's
+    ``_arrive`` claims them), and bring older markers of past slots to that shape (the 10-minute
+    slots' named no hour); how many were claimed or brought. Idempotent."""
+    slots: dict[str, str] = {}
+    for fact in db[FACTS].find({}, {"slot": 1, "sday": 1}):
+        slot = fact.get("slot")
+        if isinstance(slot, str) and len(slot) >= 16:
+            slots[slot] = fact.get("sday") or slot[:10]
+    done = 0
+    for slot, day in sorted(slots.items()):
+        hour = slot[:13]
+        for key, doc in ((f"day/{day}", {"kind": "day", "day": day, "month": day[:7]}),
+                         (f"hour/{hour}", {"kind": "hour", "hour": hour, "day": day}),
+                         (f"slot/{slot}", {"kind": "slot", "slot": slot, "hour": hour, "day": day})):
+            won, held = claim_once(db[META], key, doc)
+            if won:
+                done += 1
+            elif any(held.get(k) != v for k, v in doc.items()):
+                # single writer: this rebuild (the handler claims only the markers of the slot it stores in now,
+                # and never changes one; an older marker of a past slot is no claim anyone still makes)
+                db[META].replace_one({"_id": key}, {**held, **doc})
+                done += 1
+    return done
 
 
 def rebuild_totals(db: Database) -> int:
+    restore_markers(db)
     db.drop_collection(TOTALS)
     sealed_cache.clear()  # this process's; other processes hold the same content (or restart them)
     return seal(db)
