@@ -776,13 +776,16 @@ def _refund_round(db: Database, payment: Mapping[str, Any], amount: int | None, 
         if decided.get("fate") != "refunded":
             raise Conflict(_ASSIGNED)  # an assignment of it won meanwhile
     # the next link of the payment's refunds (refund_links: never past the payment in all), naming the
-    # decision it records (once); its billing.payment.refunded event rides in the link's insert
+    # decision it records (once); its billing.payment.refunded event rides in the link's insert. Its time and
+    # its local day are one instant: a day read from another clock reading than ``at`` put a refund at
+    # 00:00:00.002 on the day before, where a shift opened at 00:00 (reading its own days) never found it
+    at = now_utc()
     created, doc = refund_links.record(db, payment, {
         "invoice": payment.get("invoice") or payment.get("late_invoice"),
         **_finished(decided, by),
         # an unmatched transfer given back: under the facility whose queue held it (its report)
         "facility": payment.get("facility") or payment.get("queue_facility") or None,
-        "reverses": why == "owed", "day": local_day(now_utc()),
+        "reverses": why == "owed", "at": at, "day": local_day(at),
         **({"after_settlement": True} if why == AFTER_SETTLEMENT else {})},
         decision=refund_links.decision_id(chain, decided) if decided is not None else None,
         with_event=lambda link: refund_events.with_event(link, payment))

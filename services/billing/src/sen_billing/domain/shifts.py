@@ -44,7 +44,7 @@ from sen_shared.claims import CHAIN_KEY, CHAIN_SEQ, ClaimTaken, advance, claim_o
 from sen_shared.errors import Conflict, SenError
 from sen_shared.mongo import find_in
 
-from .payments import PAYMENTS, REFUNDS, VN, facility_day, iso, local_day
+from .payments import PAYMENTS, REFUNDS, VN, facility_day, iso, local_day, now_utc
 
 SHIFTS = "shifts"
 OPEN_SHIFTS = "open_shifts"  # the shifts open now (see the module's docstring)
@@ -111,7 +111,7 @@ def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str,
     last = latest(db[SHIFTS], chain)
     if last is not None and last.get("state") == "open":
         raise ShiftError("a shift is open already; close it first", shift=public(last))
-    shift, now = uuid.uuid4().hex[:16], datetime.now(UTC)
+    shift, now = uuid.uuid4().hex[:16], now_utc()
     if principal.facility:  # the open-shift entry first: an open shift is never missing from the set
         claim_once(db[OPEN_SHIFTS], shift, {"facility": principal.facility, "opened_at": now,
                                             "cashier_name": _name(principal), "k": chain,
@@ -460,7 +460,7 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
     last = latest(db[SHIFTS], _chain(principal))
     if last is None or last.get("state") != "open":
         raise Conflict("no shift is open")
-    now = datetime.now(UTC)
+    now = now_utc()
     expected, seen = _expected(db, last, now)
     counted = {"cash": int(counted_cash), "transfers": int(counted_transfers) - int(counted_transfers_refunded),
                "transfersReceived": int(counted_transfers), "transfersRefunded": int(counted_transfers_refunded)}
