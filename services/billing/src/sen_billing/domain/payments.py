@@ -247,8 +247,17 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
         claim_once(db[UNMATCHED], pid, {"at": received, "facility": doc["queue_facility"]})
     recorded = _insert_payment(db, doc)
     if recorded.created:
+        _after_insert(db, recorded.payment)
         after_payment(db, recorded.payment, invoice)
     return recorded
+
+
+def _after_insert(db: Database, payment: Mapping[str, Any]) -> None:
+    """After a payment's insert: a shift that closed meanwhile without it is told (``shifts.after_money_in``:
+    cash naming a closed shift; a transfer received while a shift since closed was open)."""
+    from .shifts import after_money_in  # shifts reads this module's records: imported when first used
+
+    after_money_in(db, dict(payment))
 
 
 def finish_payment(db: Database, payment: Mapping[str, Any],
@@ -628,6 +637,7 @@ def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shif
            "reference": invoice.reference}
     recorded = _insert_payment(db, doc)
     if recorded.created:
+        _after_insert(db, recorded.payment)
         after_payment(db, recorded.payment)
     return recorded
 

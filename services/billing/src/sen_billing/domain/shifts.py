@@ -199,9 +199,12 @@ def _insert_new(coll: Any, docs: list[dict[str, Any]]) -> int:
 
 
 def _finish_close(db: Database, closed: dict[str, Any]) -> None:
-    """After a close link: its day records, then the shift out of the open set (the closer; or a
-    reader or the backfill finding the close link there after a crash: same records, same removal)."""
+    """After a close link: its day records, the money recorded meanwhile that it did not count
+    (:func:`_report_missed`, after the day records: a record made after them finds the close by them),
+    then the shift out of the open set (the closer; or a reader finding the close link there after a
+    crash: same records, same claims, same removal)."""
     record_days(db, closed)
+    _report_missed(db, closed)
     release(db[OPEN_SHIFTS], closed["shift"])
 
 
@@ -335,21 +338,34 @@ def expected_totals(db: Database, shift: dict[str, Any], until: datetime) -> dic
     return _expected(db, shift, until)[0]
 
 
-def _expected(db: Database, shift: dict[str, Any], until: datetime) -> tuple[dict[str, int], list[str]]:
-    """:func:`expected_totals`, and the ids of the refunds it counted (:func:`_refunds_of`)."""
-    cash_in = sum(int(p["amount"]) for p in db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1}))
-    cash_refunds, transfer_refunds = _refunds_of(db, shift, until)
-    cash_out = sum(int(r["amount"]) for r in cash_refunds)
-    opened, until = _aware(shift["opened_at"]), _aware(until)
-    transfers_in = 0
-    if shift.get("facility") and opened <= until:
-        transfers_in = sum(int(p["amount"]) for p in day_transfers(db, shift["facility"], local_days(opened, until))
-                           if opened <= _aware(p["received_at"]) <= until)
-    transfers_out = sum(int(r["amount"]) for r in transfer_refunds)
+def _expected(db: Database, shift: dict[str, Any], until: datetime) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """:func:`expected_totals`, and the ids of the records it counted, under the closed link's field of
+    each kind (:data:`COUNTED`)."""
+    found = _money_of(db, shift, until)
+    cash_in = sum(int(p["amount"]) for p in found[TAKEN])
+    cash_out = sum(int(r["amount"]) for r in found[REFUND] if r.get("shift"))
+    transfers_in = sum(int(p["amount"]) for p in found[RECEIVED])
+    transfers_out = sum(int(r["amount"]) for r in found[REFUND] if not r.get("shift"))
     return ({"cash": int(shift.get("opening_cash", 0)) + cash_in - cash_out, "cashTaken": cash_in,
              "cashRefunded": cash_out, "transfers": transfers_in - transfers_out, "transfersReceived": transfers_in,
              "transfersRefunded": transfers_out},
-            sorted(str(r["_id"]) for r in (*cash_refunds, *transfer_refunds)))
+            {COUNTED[kind]: sorted(str(r["_id"]) for r in records) for kind, records in found.items()})
+
+
+def _money_of(db: Database, shift: dict[str, Any], until: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The money records a shift counts up to ``until``, by kind: cash taken in it (payments naming it, one
+    equality on ``shift``), transfers to its facility's account while it was open (:func:`day_transfers`),
+    and refunds (:func:`_refunds_of`: a cash one carries the shift it names, one by transfer none)."""
+    taken = list(db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1, "received_at": 1}))
+    cash_refunds, transfer_refunds = _refunds_of(db, shift, until)
+    opened, until = _aware(shift["opened_at"]), _aware(until)
+    received: list[dict[str, Any]] = []
+    if shift.get("facility") and opened <= until:
+        received = [p for p in day_transfers(db, shift["facility"], local_days(opened, until))
+                    if opened <= _aware(p["received_at"]) <= until]
+    return {TAKEN: taken, RECEIVED: received,
+            REFUND: [{**r, "shift": shift["shift"]} for r in cash_refunds] + [{**r, "shift": None}
+                                                                             for r in transfer_refunds]}
 
 
 def _refunds_of(db: Database, shift: dict[str, Any], until: datetime) -> tuple[list[dict[str, Any]],
@@ -365,71 +381,130 @@ def _refunds_of(db: Database, shift: dict[str, Any], until: datetime) -> tuple[l
     return cash, transfers
 
 
-# ------------------------------------------------------------------ a refund racing a close
+# ------------------------------------------------------------------ money recorded after a close
 #
-# A close reads the shift's refunds, then appends its link; a refund is recorded at any moment between.
-# One recorded after the close's read that the shift counts (a cash refund naming it, read as its shift
-# was still open; one by transfer of its facility whose time is within the shift) is in no shift's
-# figures: the next shift opened after it. Each side checks after its own write, so at least one sees
-# the other (the close's link keeps the ids of the refunds it counted, ``counted_refunds``; it reads the
-# refunds again after its link, and a refund's record reads the shifts after its insert): a refund the
-# close did not count is then recorded once, by a claim under ``<shift>|<refund>`` (whichever side sees
-# it first; the other's insert is the same record), and the closed shift shows it apart
-# (``recordedAfterClose``), its figures as counted left as they were.
+# A close reads the shift's money (cash taken, transfers received, refunds), then appends its link; a record
+# is made at any moment between. One recorded after the close's read that the shift counts (cash taken or a
+# cash refund naming it, read as its shift was still open; a transfer received, or a refund by transfer, of
+# its facility's account whose time is within the shift: a webhook takes its time before its insert) is in
+# no shift's figures: the next shift opened after it. Each side checks after its own write, so at least one
+# sees the other: the close's link keeps the ids of the records it counted (:data:`COUNTED`), and after its
+# link and its day records (:func:`_finish_close`) it reads the shift's money again; a record, after its
+# insert, reads the closed shifts that count it (:func:`after_refund`, :func:`after_money_in`: the shift it
+# names by one point read; by its facility's account, the day records of its time, which a close writes
+# before its second read, one equality on ``fd``). A record the close did not count is then recorded once,
+# by a claim under ``<shift>|<key>`` (whichever side sees it first; the other's insert is the same record),
+# and the closed shift shows it apart (``recordedAfterClose``), its figures as counted left as they were.
 
-LATE_REFUNDS = "shift_late_refunds"  # {_id: "<shift>|<refund>", shift, refund, amount, channel, at}
+LATE = "shift_late_refunds"  # {_id: "<shift>|<key>", shift, kind, refund | payment, amount, channel, at}
+LATE_REFUNDS = LATE  # its name from when refunds were the only money recorded after a close
+
+REFUND, RECEIVED, TAKEN = "refund", "transfer", "cash"  # the kinds of money a close counts
+COUNTED = {REFUND: "counted_refunds", RECEIVED: "counted_transfers", TAKEN: "counted_cash"}  # on a closed link
 
 
-def _late(db: Database, link: dict[str, Any], refund: dict[str, Any]) -> None:
-    claim_once(db[LATE_REFUNDS], f"{link['shift']}|{refund['_id']}", {
-        "shift": link["shift"], "refund": str(refund["_id"]), "amount": int(refund["amount"]),
-        "channel": "cash" if refund.get("shift") else "transfer", "at": refund.get("at")})
+def _late(db: Database, link: dict[str, Any], kind: str, record: dict[str, Any]) -> None:
+    """Claim ``record`` as recorded after ``link``'s close: a refund under ``<shift>|<refund>`` (as since
+    refunds were claimed), a payment under ``<shift>|<kind>:<payment>``."""
+    rid = str(record["_id"])
+    if kind == REFUND:
+        key, doc = rid, {"refund": rid, "channel": "cash" if record.get("shift") else "transfer",
+                         "at": record.get("at")}
+    else:
+        key, doc = f"{kind}:{rid}", {"payment": rid, "channel": kind, "at": record.get("received_at")}
+    claim_once(db[LATE], f"{link['shift']}|{key}", {"shift": link["shift"], "kind": kind,
+                                                      "amount": int(record["amount"]), **doc})
 
 
 def _report_missed(db: Database, link: dict[str, Any]) -> None:
-    """After a close's link: the refunds the shift counts up to its close that its close did not read."""
-    counted = set(link.get("counted_refunds") or [])
-    cash, transfers = _refunds_of(db, link, link["closed_at"])
-    for r in cash:
-        if str(r["_id"]) not in counted:
-            _late(db, link, {**r, "shift": link["shift"]})
-    for r in transfers:
-        if str(r["_id"]) not in counted:
-            _late(db, link, {**r, "shift": None})
+    """After a close's link and day records: the money the shift counts up to its close that its close did
+    not read, of each kind its link lists (a close from before a kind was listed is left alone)."""
+    if not any(field in link for field in COUNTED.values()):
+        return
+    for kind, records in _money_of(db, link, link["closed_at"]).items():
+        if COUNTED[kind] in link:
+            counted = set(link[COUNTED[kind]])
+            for r in records:
+                if str(r["_id"]) not in counted:
+                    _late(db, link, kind, r)
+
+
+def _closed_link(db: Database, shift_id: str) -> dict[str, Any] | None:
+    return db[SHIFTS].find_one({"shift": shift_id, "state": "closed"})
+
+
+def _closed_covering(db: Database, facility: str, at: datetime) -> list[dict[str, Any]]:
+    """The closed links of ``facility``'s shifts open at ``at``: the day records of its local day (one
+    equality on ``fd``; a close writes them before reading its money again), then the links of those
+    covering it (point reads; none unless a shift closed after ``at``)."""
+    at = _aware(at)
+    found = [r["shift"] for r in db[SHIFT_DAYS].find({"fd": _day_key(facility, local_day(at))})
+             if _aware(r["opened_at"]) <= at <= _aware(r["closed_at"])]
+    return [link for sid in found if (link := _closed_link(db, sid)) is not None]
+
+
+def _after_record(db: Database, kind: str, record: dict[str, Any], links: list[dict[str, Any]]) -> None:
+    for link in links:
+        field = COUNTED[kind]
+        if field in link and str(record["_id"]) not in link[field]:
+            _late(db, link, kind, record)
 
 
 def after_refund(db: Database, refund: dict[str, Any]) -> None:
     """After a refund's record (``payments.refund``): each closed shift that counts it (a cash refund: the
-    shift it names; by transfer: its facility's shifts open at its time, :func:`open_during`) whose close
-    did not (not in the link's ``counted_refunds``) gets it as recorded after the close. A close from before
-    closes listed their refunds is left alone."""
+    shift it names; by transfer: its facility's shifts open at its time) whose close did not (not in the
+    link's ``counted_refunds``) gets it as recorded after the close."""
     links = []
-    if refund.get("shift"):
-        link = db[SHIFTS].find_one({"shift": refund["shift"], "state": "closed"})
-        if link is not None:
-            links.append(link)
+    if refund.get("shift") and (link := _closed_link(db, refund["shift"])) is not None:
+        links.append(link)
     facility = sent_back_from(refund)
     if facility and isinstance(refund.get("at"), datetime):
-        for s in open_during(db, facility, refund["at"], refund["at"]):
-            if s["closed_at"] is not None:
-                link = db[SHIFTS].find_one({"shift": s["shift"], "state": "closed"})
-                if link is not None:
-                    links.append(link)
-    for link in links:
-        if "counted_refunds" in link and str(refund["_id"]) not in link["counted_refunds"]:
-            _late(db, link, refund)
+        links += _closed_covering(db, facility, refund["at"])
+    _after_record(db, REFUND, refund, links)
+
+
+def after_money_in(db: Database, payment: dict[str, Any]) -> None:
+    """After a payment's insert: cash taken in a shift closed meanwhile (one point read), or a transfer a
+    shift counts (:func:`shift_transfer`) received while a shift of its facility that has closed since was
+    open (one equality on the day records of its time: the webhook's one read more), that the close did not
+    count, is recorded after the close."""
+    if payment.get("channel") == "cash" and payment.get("shift"):
+        link = _closed_link(db, payment["shift"])
+        _after_record(db, TAKEN, payment, [link] if link is not None else [])
+    elif shift_transfer(payment) and isinstance(payment.get("received_at"), datetime):
+        _after_record(db, RECEIVED, payment, _closed_covering(db, transfer_facility(payment), payment["received_at"]))
 
 
 def recorded_after_close(db: Database, shift_id: str) -> dict[str, Any] | None:
-    """The refunds a closed shift counts that were recorded after its close read them (one equality on
-    ``shift``): ``{cashRefunded, transfersRefunded, refunds: [{refund, amount, channel, at}]}``, None if none."""
-    found = sorted(db[LATE_REFUNDS].find({"shift": shift_id}), key=lambda r: str(r["_id"]))
+    """The money a closed shift counts that was recorded after its close read it (one equality on ``shift``):
+    ``{cashTaken, transfersReceived, cashRefunded, transfersRefunded, refunds: [{refund, amount, channel, at}],
+    payments: [{payment, amount, channel, at}]}``, None if none."""
+    found = sorted(db[LATE].find({"shift": shift_id}), key=lambda r: str(r["_id"]))
     if not found:
         return None
-    return {"cashRefunded": sum(int(r["amount"]) for r in found if r.get("channel") == "cash"),
-            "transfersRefunded": sum(int(r["amount"]) for r in found if r.get("channel") != "cash"),
-            "refunds": [{"refund": r["refund"], "amount": int(r["amount"]), "channel": r.get("channel"),
-                         "at": iso(r["at"]) if isinstance(r.get("at"), datetime) else None} for r in found]}
+
+    def at(r: dict[str, Any]) -> str | None:
+        return iso(r["at"]) if isinstance(r.get("at"), datetime) else None
+
+    refunds = [r for r in found if r.get("kind", REFUND) == REFUND]
+    paid = [r for r in found if r.get("kind", REFUND) != REFUND]
+    return {"cashTaken": sum(int(r["amount"]) for r in paid if r.get("kind") == TAKEN),
+            "transfersReceived": sum(int(r["amount"]) for r in paid if r.get("kind") == RECEIVED),
+            "cashRefunded": sum(int(r["amount"]) for r in refunds if r.get("channel") == "cash"),
+            "transfersRefunded": sum(int(r["amount"]) for r in refunds if r.get("channel") != "cash"),
+            "refunds": [{"refund": r["refund"], "amount": int(r["amount"]), "channel": r.get("channel"), "at": at(r)}
+                        for r in refunds],
+            "payments": [{"payment": r["payment"], "amount": int(r["amount"]), "channel": r.get("channel"),
+                          "at": at(r)} for r in paid]}
+
+
+def late_records(db: Database, shift_ids: set[str]) -> set[str]:
+    """Of these shifts, the records (refund or payment ids) recorded after their close: one equality on
+    ``shift`` each, for the daily report's rows."""
+    out: set[str] = set()
+    for sid in shift_ids:
+        out.update(str(r.get("refund") or r.get("payment")) for r in db[LATE].find({"shift": sid}))
+    return out
 
 
 def backfill_transfer_days(db: Database) -> int:
@@ -475,12 +550,11 @@ def close_shift(db: Database, principal: Any, counted_cash: int, counted_transfe
             "state": "closed", "shift": last["shift"], "cashier": principal.sub,
             "cashier_name": last.get("cashier_name") or _name(principal), "facility": last.get("facility"),
             "opened_at": last["opened_at"], "closed_at": now, "opening_cash": last.get("opening_cash", 0),
-            "expected": expected, "counted": counted, "counted_refunds": seen,
+            "expected": expected, "counted": counted, **seen,
             "difference": difference, "note": (note or "").strip()[:500]})
     except ClaimTaken:
         raise Conflict("the shift was closed meanwhile") from None
-    _finish_close(db, link)
-    _report_missed(db, link)  # after the link: a refund recorded meanwhile is seen here or sees the link
+    _finish_close(db, link)  # after the link and its day records: money recorded meanwhile seen here or sees them
     return public(link, recorded_after_close(db, link["shift"]))
 
 

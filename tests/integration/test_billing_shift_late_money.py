@@ -1,0 +1,148 @@
+"""Money racing a shift's close is counted once: by the close, or apart as recorded after it (billing on
+the real FerretDB).
+
+A webhook takes a transfer's time before its insert, and a cashier's page reads the shift open before
+the cash is recorded: either may land after the close read the shift's money, timed within the shift.
+Before, such a transfer counted in no shift (its time is before the next shift opened) and the closed
+shift said nothing of it. Now the close keeps the ids of what it counted and reads again after its link;
+the record reads the closed shifts that count it after its insert; whichever sees the miss claims it
+under ``<shift>|<kind>:<payment>`` in the claims refunds racing a close use (``shifts.LATE``), and the
+closed shift answers it in ``recordedAfterClose`` (``transfersReceived``, ``cashTaken``, ``payments``).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from sen_billing.domain import payments, shifts
+
+from tests.billing_support import make_invoice, pay, scratch_db
+
+pytestmark = pytest.mark.integration
+
+
+def _cashier(facility: str = "org-a") -> SimpleNamespace:
+    return SimpleNamespace(roles={"cashier"}, facility=facility, sub=f"thu-ngan-{uuid.uuid4().hex[:6]}",
+                           name="Lê Thị Thu")
+
+
+@pytest.fixture()
+def db(mongo_client):
+    with scratch_db(mongo_client, "lm") as database:
+        yield database
+
+
+def _closed_link(db, shift_id: str) -> dict:  # noqa: ANN001
+    return db[shifts.SHIFTS].find_one({"shift": shift_id, "state": "closed"})
+
+
+def test_a_transfer_timed_in_the_shift_but_stored_after_its_close_is_reported_apart(db) -> None:
+    """A transfer whose time is the shift's close (inclusive) but whose record became visible only after
+    the close read (a slow webhook): its record's check finds the close did not count it, and says so; the
+    next shift does not count it either (it came before that one opened); checked again, the same record."""
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu)["id"]
+    shifts.close_shift(db, thu, 0, 0)
+    link = _closed_link(db, shift)
+    at = link["closed_at"]
+    pid = f"sepay:{uuid.uuid4().hex[:10]}"
+    doc = {"_id": pid, "provider": "sepay", "channel": "transfer", "amount": 45_000, "invoice": "inv-x",
+           "facility": "org-a", "matched": True, "outcome": "applied", "received_at": at,
+           "day": payments.local_day(at), "fd": payments.facility_day("org-a", payments.local_day(at))}
+    db[payments.PAYMENTS].insert_one(doc)
+    shifts.after_money_in(db, doc)
+    shifts.after_money_in(db, doc)
+    [listed] = shifts.closed_shifts(db, thu, 1)
+    late = listed["recordedAfterClose"]
+    assert (late["transfersReceived"], late["cashTaken"], late["cashRefunded"], late["transfersRefunded"]) == (
+        45_000, 0, 0, 0)
+    assert late["payments"] == [{"payment": pid, "amount": 45_000, "channel": "transfer", "at": payments.iso(at)}]
+    assert listed["expected"]["transfersReceived"] == 0
+    assert db[shifts.LATE].count_documents({"shift": shift}) == 1
+    shifts.open_shift(db, thu)
+    assert shifts.expected_totals(db, shifts.current(db, thu), datetime.now(UTC))["transfersReceived"] == 0
+
+
+def test_a_transfer_after_the_close_is_the_next_shifts_not_recorded_after_the_close(db) -> None:
+    """A transfer received after the close is no miss: nothing is claimed, the next shift counts it."""
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu)["id"]
+    shifts.close_shift(db, thu, 0, 0)
+    shifts.open_shift(db, thu)
+    _iid, code = make_invoice(db, 60_000)
+    pay(db, code, 60_000)
+    assert db[shifts.LATE].count_documents({"shift": shift}) == 0
+    assert shifts.expected_totals(db, shifts.current(db, thu), datetime.now(UTC))["transfersReceived"] == 60_000
+
+
+def test_cash_recorded_after_its_shift_closed_is_reported_apart(db) -> None:
+    """Cash whose request read the shift open, recorded after the shift closed: the close's figures stay as
+    counted, the closed shift says the cash was recorded after its close."""
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu, 100_000)["id"]
+    iid, _code = make_invoice(db, 30_000)
+    shifts.close_shift(db, thu, 100_000, 0)
+    recorded = payments.record_cash(db, iid, 30_000, thu, shift)
+    [listed] = shifts.closed_shifts(db, thu, 1)
+    assert listed["expected"]["cashTaken"] == 0
+    late = listed["recordedAfterClose"]
+    assert (late["cashTaken"], late["transfersReceived"]) == (30_000, 0)
+    assert [(p["payment"], p["channel"]) for p in late["payments"]] == [(recorded.payment["_id"], "cash")]
+
+
+def test_transfers_racing_the_close_are_counted_by_it_or_reported_after_it_once(db) -> None:
+    """Eight webhook transfers to the facility's invoices and the close started together, five rounds (the
+    close let go after none to four of them): each transfer timed within the shift is in its close's figures
+    or recorded after its close, never both, never neither; one timed after the close is in neither (the
+    next shift's); the close's figures plus those recorded after it are the shift's figures counted again,
+    and the next shift counts none of those timed within this one."""
+    for before in range(5):
+        thu = _cashier()
+        codes = [make_invoice(db, 100_000)[1] for _ in range(8)]
+        shift = shifts.open_shift(db, thu)["id"]
+        gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
+        if before == 0:
+            enough.set()
+        paid: list[dict] = []
+
+        def transfer(code: str, gate=gate, lock=lock, done=done, enough=enough, paid=paid) -> None:  # noqa: ANN001
+            gate.wait()
+            p = pay(db, code, 10_000)
+            with lock:
+                paid.append(p)
+                done[0] += 1
+                if done[0] >= before:
+                    enough.set()
+
+        def close(thu=thu, gate=gate, enough=enough) -> None:  # noqa: ANN001
+            gate.wait()
+            assert enough.wait(60)
+            shifts.close_shift(db, thu, 0, 0, note="đua")
+
+        with ThreadPoolExecutor(9) as pool:
+            futures = [pool.submit(transfer, c) for c in codes] + [pool.submit(close)]
+            for f in futures:
+                f.result()
+        link = _closed_link(db, shift)
+        counted = set(link["counted_transfers"])
+        late = {r["payment"] for r in db[shifts.LATE].find({"shift": shift})}
+        assert not counted & late
+        within = set()
+        for p in paid:
+            mine = shifts._aware(p["received_at"]) <= shifts._aware(link["closed_at"])
+            assert (p["_id"] in counted or p["_id"] in late) == mine, (p["_id"], p["received_at"], link["closed_at"])
+            if mine:
+                within.add(p["_id"])
+        again = shifts.expected_totals(db, link, link["closed_at"])
+        after = shifts.recorded_after_close(db, shift) or {"transfersReceived": 0}
+        assert again["transfersReceived"] == link["expected"]["transfersReceived"] + after["transfersReceived"]
+        assert again["transfersReceived"] == 10_000 * len(within)
+        nxt = shifts.open_shift(db, thu)
+        in_next = shifts.expected_totals(db, shifts.current(db, thu), datetime.now(UTC))["transfersReceived"]
+        assert in_next == 10_000 * (len(paid) - len(within)), nxt
+        shifts.close_shift(db, thu, 0, in_next)
