@@ -3,12 +3,15 @@ OpenAPI schemas (kubernetes-validate bundles them), and check Sen's own invarian
 
 from __future__ import annotations
 
+import ipaddress
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -248,7 +251,7 @@ def test_rabbitmq_cluster_uses_k8s_discovery_and_quorum_queues(rendered):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ingress_routes_root_to_portal(rendered, overlay):
-    (ingress,) = by_kind(rendered[overlay], "Ingress").values()
+    ingress = by_kind(rendered[overlay], "Ingress")["sen"]
     paths = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
     assert paths["/"] == "portal"
     services = by_kind(rendered[overlay], "Service")
@@ -291,6 +294,175 @@ def test_the_teleconsult_worker_may_send_reminders_by_smtp(rendered, overlay):
     assert {25, 465, 587} <= allowed
     web = by_kind(rendered[overlay], "Deployment")["billing-web"]["spec"]["template"]["metadata"]["labels"]
     assert not {25, 465, 587} & _egress_ports(list(by_kind(rendered[overlay], "NetworkPolicy").values()), web)
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    tests = {"In": lambda k, v: labels.get(k) in v, "NotIn": lambda k, v: labels.get(k) not in v,
+             "Exists": lambda k, v: k in labels, "DoesNotExist": lambda k, v: k not in labels}
+    return all(tests[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", []))
+
+
+def _allows_port(rule: dict, port: int) -> bool:
+    return not rule.get("ports") or any(
+        p.get("protocol", "TCP") == "TCP" and p["port"] <= port <= p.get("endPort", p["port"]) for p in rule["ports"])
+
+
+def _may_reach_address(policies: list[dict], labels: dict[str, str], address: str, port: int) -> bool:
+    """Whether the NetworkPolicies let a pod with ``labels`` open a TCP connection to ``address:port`` outside
+    the cluster (an ipBlock holding it, or a rule naming no destination)."""
+    ip = ipaddress.ip_address(address)
+    for np in policies:
+        if "Egress" not in np["spec"]["policyTypes"] or not _selects(np["spec"]["podSelector"], labels):
+            continue
+        for rule in np["spec"].get("egress", []):
+            if not _allows_port(rule, port):
+                continue
+            if not rule.get("to"):
+                return True
+            for block in (peer["ipBlock"] for peer in rule["to"] if "ipBlock" in peer):
+                if ip in ipaddress.ip_network(block["cidr"]) and not any(
+                        ip in ipaddress.ip_network(x) for x in block.get("except", [])):
+                    return True
+    return False
+
+
+def _ingress_controller_may_reach(policies: list[dict], labels: dict[str, str], port: int) -> bool:
+    """Whether the NetworkPolicies let the ingress controller (namespace ingress-nginx) reach a pod with
+    ``labels`` on ``port``."""
+    controller_ns = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    for np in policies:
+        if "Ingress" not in np["spec"]["policyTypes"] or not _selects(np["spec"]["podSelector"], labels):
+            continue
+        for rule in np["spec"].get("ingress", []):
+            if _allows_port(rule, port) and (not rule.get("from") or any(
+                    "namespaceSelector" in peer and _selects(peer["namespaceSelector"], controller_ns)
+                    and not peer.get("podSelector", {}) for peer in rule["from"])):
+                return True
+    return False
+
+
+def _pod_labels(objs: list[dict]) -> dict[str, dict[str, str]]:
+    """Each workload's pod labels, by workload name."""
+    return {o["metadata"]["name"]: (o["spec"]["jobTemplate"]["spec"] if o["kind"] == "CronJob" else o["spec"])
+            ["template"]["metadata"]["labels"] for o in workloads(objs)}
+
+
+def _nginx_size(text: str) -> int:
+    """An nginx size (``2000000``, ``512k``, ``2m``, ``1g``) in bytes."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = str(text).strip().lower()
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ehr_fhir_api_is_exposed_to_the_provinces_systems(rendered, overlay):
+    """A hospital HIS and the national health data platform exchange FHIR with the EHR: on a host of its own,
+    /fhir only (not the EHR's /metrics or /api), to the EHR's web port, behind TLS in production; the bearer
+    token is the EHR's to check (no authentication at the edge); the edge's body limit is the EHR's own
+    (at least SEN_MAX_BODY_BYTES, so an oversized body gets the EHR's 413 OperationOutcome, and not much more);
+    requests and connections per client limited. Before: no Ingress reached the EHR."""
+    objs = rendered[overlay]
+    ingresses = by_kind(objs, "Ingress")
+    fhir = ingresses["sen-fhir"]
+    assert fhir["spec"]["ingressClassName"] == "nginx"  # the annotations below are ingress-nginx's
+    (rule,) = fhir["spec"]["rules"]
+    assert rule["host"] not in {r["host"] for r in ingresses["sen"]["spec"]["rules"]}
+    routes = {(p["path"], p["pathType"]): (p["backend"]["service"]["name"], p["backend"]["service"]["port"])
+              for p in rule["http"]["paths"]}
+    assert routes == {("/fhir", "Prefix"): ("ehr", {"name": "http"})}
+    (port,) = by_kind(objs, "Service")["ehr"]["spec"]["ports"]
+    assert port["name"] == "http" and port["port"] == SERVICES["ehr"]
+    notes = fhir["metadata"]["annotations"]
+    assert not [k for k in notes if k.startswith("nginx.ingress.kubernetes.io/auth-")]
+    (config,) = [cm for name, cm in by_kind(objs, "ConfigMap").items() if name.startswith("sen-config")]
+    env = {e["name"]: e.get("value") for e in pod_spec(by_kind(objs, "Deployment")["ehr-web"])["containers"][0]["env"]}
+    service_limit = int(env.get("SEN_MAX_BODY_BYTES") or config["data"]["SEN_MAX_BODY_BYTES"])
+    edge_limit = _nginx_size(notes["nginx.ingress.kubernetes.io/proxy-body-size"])
+    assert service_limit <= edge_limit <= service_limit * 1.1, (service_limit, edge_limit)
+    for key in ("limit-rps", "limit-connections"):
+        assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) > 0, key
+    if overlay == "prod":
+        assert [t for t in fhir["spec"]["tls"] if rule["host"] in t["hosts"] and t["secretName"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_controller_reaches_the_services_the_ingresses_route_to_and_no_other(rendered, overlay):
+    """Default deny: an Ingress's backend the controller may not reach answers 504 (the EHR's FHIR API did,
+    its pods open only to Sen's own processes); a web pod no Ingress routes to stays closed to it."""
+    objs = rendered[overlay]
+    routed = {p["backend"]["service"]["name"] for ing in by_kind(objs, "Ingress").values()
+              for r in ing["spec"]["rules"] for p in r["http"]["paths"]}
+    assert routed == {"portal", "billing", "ehr"}
+    policies, labels = list(by_kind(objs, "NetworkPolicy").values()), _pod_labels(objs)
+    for name, port in SERVICES.items():
+        assert _ingress_controller_may_reach(policies, labels[f"{name}-web"], port) == (name in routed), name
+        assert not _ingress_controller_may_reach(policies, labels[f"{name}-worker"], port), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_sen_process_reaches_a_private_address_unless_the_overlay_opens_it(rendered, overlay):
+    """HTTPS to public addresses (a public OIDC issuer, banks) is open; the province's private network is not,
+    until an overlay names its identity server (k8s/components/identity-server)."""
+    objs = rendered[overlay]
+    policies = list(by_kind(objs, "NetworkPolicy").values())
+    assert "identity-server-egress" not in by_kind(objs, "NetworkPolicy")
+    apps = {n: lb for n, lb in _pod_labels(objs).items() if lb.get("sen.vn/role") == "app"}
+    assert len(apps) >= 2 * len(SERVICES)
+    for name, labels in apps.items():
+        assert _may_reach_address(policies, labels, "203.0.113.10", 443), name
+        for address in ("10.20.0.15", "172.16.4.2", "192.168.1.10"):
+            assert not _may_reach_address(policies, labels, address, 443), f"{name} -> {address}"
+
+
+def _prod_with_identity_server(tmp_path: Path, data: dict[str, str] | None) -> Path:
+    """A copy of k8s/ whose prod overlay enables the identity server as its kustomization's comment says (the
+    component, and with ``data`` its settings file holding them)."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
+    prod = tree / "overlays/prod"
+    shutil.copy(prod / "secrets.example.env", prod / "secrets.env")
+    text = (prod / "kustomization.yaml").read_text()
+    component = "# components:\n#   - ../../components/identity-server\n"
+    settings = "  # - identity-server.yaml\n"
+    assert text.count(component) == 1 and text.count(settings) == 1, "the comment enabling it changed"
+    text = text.replace(component, "components:\n  - ../../components/identity-server\n")
+    if data is not None:
+        text = text.replace(settings, "  - identity-server.yaml\n")
+        doc = yaml.safe_load((prod / "identity-server.yaml").read_text())
+        (prod / "identity-server.yaml").write_text(yaml.safe_dump({**doc, "data": data}))
+    (prod / "kustomization.yaml").write_text(text)
+    return prod
+
+
+def test_an_overlay_opens_its_identity_server_on_a_private_address(kustomize, tmp_path):
+    """Keycloak inside the province's network (its JWKS behind SEN_JWKS_URL): the overlay's identity-server.yaml
+    names its address block and port, and every Sen process, and nothing else, may reach exactly those."""
+    prod = _prod_with_identity_server(tmp_path, {"cidr": "10.20.0.15/32", "port": "8443"})
+    proc = subprocess.run([*kustomize, str(prod)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert not [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "identity-server"]
+    opened = by_kind(objs, "NetworkPolicy")["identity-server-egress"]
+    assert opened["metadata"]["namespace"] == "sen"
+    assert opened["spec"]["egress"][0]["ports"][0]["port"] == 8443  # a number: a string names a container port
+    policies = list(by_kind(objs, "NetworkPolicy").values())
+    for name, labels in _pod_labels(objs).items():
+        app = labels.get("sen.vn/role") == "app"
+        assert _may_reach_address(policies, labels, "10.20.0.15", 8443) == app, name
+        assert not _may_reach_address(policies, labels, "10.20.0.16", 8443), name
+        assert not _may_reach_address(policies, labels, "10.20.0.15", 22), name
+
+
+def test_the_identity_server_component_without_its_address_does_not_build(kustomize, tmp_path):
+    prod = _prod_with_identity_server(tmp_path, None)
+    proc = subprocess.run([*kustomize, str(prod)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "identity-server" in proc.stderr
 
 
 def test_namespaces_enforce_restricted_pod_security(rendered):
