@@ -39,7 +39,13 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import RelativeResolver
 from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    ParameterValidator,
+    TextResponseBodyValidator,
+)
 from flask.sessions import NullSession, SessionInterface
 from jsonschema import Draft4Validator, ValidationError
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
@@ -628,8 +634,32 @@ class CheckedJSONBodyValidator(JSONRequestBodyValidator):
         _refuse_unstorable(parsed)  # the bytes were searched above: not again
 
 
+class _BodylessHead:
+    """A response validator that leaves the answer to a ``HEAD`` alone: it is the ``GET``'s without the
+    body (RFC 9110 §9.3.2), and an empty body is no JSON the ``GET``'s schema describes (connexion's
+    validator answered 500 for ``HEAD /healthz`` where responses are validated, ``SEN_ENV=test``).
+    The status and headers are those of the ``GET``, which is validated."""
+
+    def __init__(self, scope: Scope, **kwargs: Any) -> None:
+        super().__init__(scope, **kwargs)  # type: ignore[call-arg]
+        self.head = scope.get("method") == "HEAD"
+
+    def wrap_send(self, send: Send) -> Send:
+        return send if self.head else super().wrap_send(send)  # type: ignore[misc]
+
+
+class HeadJSONResponseBodyValidator(_BodylessHead, JSONResponseBodyValidator):
+    """connexion's JSON response validator, not applied to a HEAD's empty body (:class:`_BodylessHead`)."""
+
+
+class HeadTextResponseBodyValidator(_BodylessHead, TextResponseBodyValidator):
+    """connexion's text response validator, not applied to a HEAD's empty body (:class:`_BodylessHead`)."""
+
+
 _VALIDATORS = {**VALIDATOR_MAP, "parameter": CompiledParameterValidator,
-               "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": CheckedJSONBodyValidator})}
+               "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": CheckedJSONBodyValidator}),
+               "response": MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": HeadJSONResponseBodyValidator,
+                                          "text/plain": HeadTextResponseBodyValidator})}
 
 
 # --------------------------------------------------------------------------- factory
