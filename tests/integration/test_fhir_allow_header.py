@@ -2,9 +2,10 @@
 the OperationOutcome as before (review: an integrator's PUT on an AuditEvent got a 405 without it). Each kind
 on each server that has it: the engine's refusal of a write a type does not allow (the append-only audit
 trail), a service's own (teleconsult's workflow resources and computed Slots, billing's Invoice,
-PaymentReconciliation, Bundles and a cashier's ChargeItem), a transaction refused whole, and the router's 405
-for a method no route has (it named the methods of one route only: ``DELETE /fhir/Patient`` said
-``HEAD, GET`` though POST and PUT are served there)."""
+PaymentReconciliation, Bundles and a cashier's ChargeItem), and the router's 405 for a method no route has (it
+named the methods of one route only: ``DELETE /fhir/Patient`` said ``HEAD, GET`` though POST and PUT are served
+there). A transaction refused for an entry is no 405 (a 422 naming the entry), nor is a type not served (404).
+"""
 
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ READ_ONLY = "GET, HEAD"
 
 
 def _405(client, method: str, path: str, headers: dict[str, str], body: object = None,
-         content_type: str | None = None, *, for_the_content: bool = False) -> str:
-    """The ``Allow`` of the 405 ``method path`` answers, whose body is a not-supported OperationOutcome.
-    ``for_the_content``: a transaction refused for one of its entries, whose own method ([base]'s POST) is
-    served (the refusal kept its 405, as before)."""
+         content_type: str | None = None) -> str:
+    """The ``Allow`` of the 405 ``method path`` answers, whose body is a not-supported OperationOutcome."""
     h = dict(headers)
     if content_type:
         h["Content-Type"] = content_type
@@ -35,8 +34,18 @@ def _405(client, method: str, path: str, headers: dict[str, str], body: object =
     outcome = r.json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "not-supported", outcome
     assert "allow" in r.headers, (method, path, dict(r.headers))
-    assert for_the_content == (method in r.headers["allow"].split(", ")), (method, path, r.headers["allow"])
+    assert method not in r.headers["allow"].split(", "), (method, path, r.headers["allow"])
     return r.headers["allow"]
+
+
+def _entry_refused(client, headers: dict[str, str], tx: dict, index: int) -> str:
+    """A transaction refused for its entry ``index``: no 405 (its target, [base], takes POST) but a 422 naming
+    the entry, without ``Allow``; the diagnostics."""
+    r = client.post("/fhir", content=json.dumps(tx), headers=headers)
+    assert r.status_code == 422 and "allow" not in r.headers, (r.status_code, dict(r.headers), r.text)
+    issue = r.json()["issue"][0]
+    assert issue["code"] == "not-supported" and issue["expression"] == [f"Bundle.entry[{index}]"], issue
+    return issue["diagnostics"]
 
 
 def _audit(client, H) -> str:
@@ -61,10 +70,10 @@ def _audit_trail_and_routes(client, H, rtype: str) -> None:
     assert _405(client, "DELETE", "/fhir/AuditEvent", H) == "GET, HEAD, POST"  # created, never updated
     assert _405(client, "DELETE", "/fhir/metadata", H) == READ_ONLY
     assert _405(client, "GET", "/fhir", H) == "POST"
-    # a transaction refused whole for an entry: the target is [base], whose method is POST
+    # a transaction refused whole for an entry: no 405, its target is [base], whose method is POST
     tx = {"resourceType": "Bundle", "type": "transaction",
           "entry": [{"request": {"method": "DELETE", "url": f"AuditEvent/{aid}"}}]}
-    assert _405(client, "POST", "/fhir", H, tx, for_the_content=True) == "POST"
+    assert "only create" in _entry_refused(client, H, tx, 0)
 
 
 def test_the_ehr_says_what_is_allowed(base_env, mongo_client, dev_key) -> None:
@@ -91,8 +100,10 @@ def test_teleconsult_says_what_is_allowed(base_env, mongo_client, dev_key) -> No
         assert _405(client, "POST", "/fhir/Slot", H, {"resourceType": "Slot"}) == READ_ONLY
         tx = {"resourceType": "Bundle", "type": "transaction",
               "entry": [{"request": {"method": "DELETE", "url": "Appointment/a1"}}]}
-        assert _405(client, "POST", "/fhir", H, tx, for_the_content=True) == "POST"
-        assert _405(client, "DELETE", "/fhir/Patient", H) == ""  # not served here: no method
+        assert "$cancel" in _entry_refused(client, H, tx, 0)
+        # a type not served here: its 404 (not a 405 with nothing in Allow)
+        r = client.delete("/fhir/Patient", headers=H)
+        assert r.status_code == 404 and "allow" not in r.headers and "ServiceRequest" in r.text, (r.status_code, r.text)
 
 
 def test_billing_says_what_is_allowed(base_env, mongo_client, dev_key) -> None:

@@ -8,7 +8,9 @@ every 405 the error handlers send takes its ``Allow`` from here instead (``web._
 
 A FHIR server narrows the spec's methods to what it serves (:meth:`FhirServer.served_methods`): the
 ``{type}`` routes for the types it serves, a type's writes as its interactions say (an AuditEvent is
-read and created, never updated or deleted). An empty value says no method is served there (§10.2.1).
+read and created, never updated or deleted). An empty value says no method is served there (§10.2.1);
+where that is because the path names a resource type the server does not serve, the answer is no 405 but
+that type's 404 (``web._error_handlers``, :meth:`FhirServer.unserved`), as FHIR's http.html says.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class AllowedMethods:
                 methods = self._narrow(template[len(self._base):], path[len(self._base):], methods)
             found.update(methods)
         return tuple(m for m in _ORDER if m in found) if matched else None
+
+    def templates(self, path: str) -> list[str]:
+        """The spec's path templates that match ``path``."""
+        return [template for pattern, template, _ in self._routes if pattern.fullmatch(path)]
 
     def allowed(self, path: str) -> str | None:
         methods = self.methods(path)

@@ -414,11 +414,28 @@ def _render(request: ConnexionRequest, status: int, title: str, detail: str,
                              mimetype=mimetype, content_type=mimetype, headers=headers or {})
 
 
-def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None) -> dict[Any, Any]:
+def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
+                    fhir: Any = None) -> dict[Any, Any]:
     """The error handlers, coroutines: connexion runs a plain function handler in a thread pool
     (``run_in_threadpool``), one more thread hand-off for every 4xx answer; these only build a
     small JSON body (and log), so they run on the event loop. Every 405 carries ``Allow``: the one
-    its error names (a narrower one for the caller), else the target's methods (``allow``)."""
+    its error names (a narrower one for the caller), else the target's methods (``allow``). A 405 on
+    a path naming a resource type the FHIR server (``fhir``) does not serve is that type's 404
+    instead (:meth:`FhirServer.unserved`): nothing is served there, and an empty ``Allow`` told the
+    client nothing."""
+    def unserved(request: ConnexionRequest) -> ConnexionResponse | None:
+        path = request.scope["path"]
+        if fhir is None or allow is None or not fhir_base or not path.startswith(fhir_base) \
+                or allow.methods(path) != ():
+            return None
+        for template in allow.templates(path):
+            if template.startswith(fhir_base):
+                err = fhir.unserved(template[len(fhir_base):], path[len(fhir_base):])
+                if err is not None:
+                    return ConnexionResponse(status_code=err.status, body=_to_json(err.to_outcome()),
+                                             mimetype=FHIR_JSON, content_type=FHIR_JSON)
+        return None
+
     def with_allow(request: ConnexionRequest, headers: dict[str, str], *, replace: bool = False) -> dict[str, str]:
         found = allow.allowed(request.scope["path"]) if allow is not None else None
         if found is not None and (replace or "Allow" not in headers):
@@ -430,6 +447,8 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None) 
         assert isinstance(exc, SenError)
         # the scope's path, not ``request.url.path``: starlette builds a whole URL for that (the Host
         # header parsed, the URL joined and split again), a third of a lost ``$book`` race's 409 here
+        if exc.status == 405 and (not_found := unserved(request)) is not None:
+            return not_found
         if isinstance(exc, FhirError) and fhir_base and request.scope["path"].startswith(fhir_base):
             return ConnexionResponse(status_code=exc.status, body=_to_json(exc.to_outcome()),
                                      mimetype=FHIR_JSON, content_type=FHIR_JSON,
@@ -450,6 +469,8 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None) 
         elif exc.status == 401:
             detail = "the bearer token is missing, expired or not valid"
         if exc.status == 405:
+            if (not_found := unserved(request)) is not None:
+                return not_found
             with_allow(request, headers)
         return _render(request, exc.status, exc.title or "Error", detail, fhir_base, headers=headers)
 
@@ -460,6 +481,8 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None) 
             detail = f"no such endpoint: {request.url.path}"
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # the router's Allow names its first route's methods only: all of them
+            if (not_found := unserved(request)) is not None:
+                return not_found
             detail = f"{request.method} is not allowed on {request.url.path}"
             with_allow(request, headers, replace=True)
         return _render(request, exc.status_code, "Error", detail, fhir_base, headers=headers)
@@ -717,7 +740,7 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
                        pages=pages)
     allow = AllowedMethods(api_spec["paths"], base=fhir_base if fhir is not None else None,
                            narrow=fhir.served_methods if fhir is not None else None)
-    for exc, handler in _error_handlers(fhir_base, allow).items():
+    for exc, handler in _error_handlers(fhir_base, allow, fhir).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app
     flask_app.extensions[EXTENSION] = runtime

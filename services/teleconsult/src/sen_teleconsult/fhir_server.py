@@ -26,6 +26,7 @@ from typing import Any
 from sen_shared.fhir import access
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
+from sen_shared.fhir.bundle import refused_entry
 from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
 from sen_shared.fhir.guarded import GuardedFhirServer
 from sen_shared.fhir.http import FhirRequest, FhirResponse
@@ -188,8 +189,16 @@ class TeleconsultFhirServer(GuardedFhirServer):
                 raise FhirError("consult submission is not wired", status=500)
             return self.submit(req, entries)
         if body.get("type") == "transaction":  # its writes skip create/update/...: refuse the same types here
-            for rtype in sorted(t for t in touched if isinstance(t, str)):
-                self._refuse(rtype)
+            for i, e in enumerate(body.get("entry") or []):
+                request = e.get("request") if isinstance(e, dict) else None
+                if not isinstance(request, dict) or str(request.get("method", "")).upper() == "GET":
+                    continue
+                resource = e.get("resource") if isinstance(e.get("resource"), dict) else {}
+                for rtype in (resource.get("resourceType"),
+                              str(request.get("url", "")).split("/", 1)[0].split("?", 1)[0]):
+                    if isinstance(rtype, str):
+                        with refused_entry(i, rtype):  # 422 naming the entry (not the [base]'s 405)
+                            self._refuse(rtype)
         return super().bundle(req)
 
     # ------------------------------------------------------------------ reads

@@ -22,9 +22,11 @@ deletes the claims of one that died while claiming (:func:`rollback`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +38,7 @@ from .. import claims
 from . import store as st
 from .http import FhirRequest, FhirResponse, condition_query, parse_query
 from .outcome import FhirError
-from .validate import check_id, validate_resource
+from .validate import check_id, is_resource_type, validate_resource
 
 log = logging.getLogger("sen.fhir.bundle")
 
@@ -227,6 +229,28 @@ def _bundle_reference(node: Any) -> str | None:
 
 # --------------------------------------------------------------------------- transactions
 
+WRITE_INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+@contextlib.contextmanager
+def refused_entry(index: int, resource_type: str | None) -> Iterator[None]:
+    """A transaction entry whose type is not served here (404) or whose method its type does not take
+    (405) fails the transaction (http.html#transaction) with 422, or 400 when its url names no FHIR
+    resource type: the entry is no malformed request (a 400 says that), and neither status of a
+    single interaction fits the Bundle's: its target, [base], takes POST (a 405 would say the
+    Bundle's POST is refused, and ``Allow: POST`` contradict it), and it exists (404). 422 is FHIR's
+    "violates server business rules" (the audit trail is append-only, a Task changes through its
+    operations). The outcome names the entry and keeps what its type allows; no ``Allow``."""
+    try:
+        yield
+    except FhirError as err:
+        if err.status not in (404, 405):
+            raise
+        where = f"Bundle.entry[{index}]"
+        status = 422 if is_resource_type(resource_type) else 400
+        raise FhirError(f"{where}: {err.detail}; the transaction is refused whole, nothing was written",
+                        status=status, code=err.code, expression=[where]) from None
+
 @dataclass
 class Planned:
     index: int
@@ -298,14 +322,16 @@ class Transaction:
             p = Planned(i, method, target)
             if method in ("GET", "HEAD"):
                 if target.resource_type is not None:
-                    server.check_type(target.resource_type)
+                    with refused_entry(i, target.resource_type):
+                        server.check_type(target.resource_type)
                 if target.tail not in (None, "_history", "$everything"):
                     raise FhirError(f"cannot read {request.get('url')!r} in a transaction", status=400,
                                     expression=[f"{where}.request.url"])
                 plans.append(p)
                 continue
-            rtype = server.check_type(target.resource_type)
-            server.check_writable(rtype, {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete"))
+            with refused_entry(i, target.resource_type):
+                rtype = server.check_type(target.resource_type)
+                server.check_writable(rtype, WRITE_INTERACTION[method])
             if method == "PATCH":
                 raise FhirError("PATCH inside a transaction is not supported; use PUT", status=400,
                                 code="not-supported", expression=[f"{where}.request.method"])
@@ -688,4 +714,4 @@ def recover(store: st.Store, older_than: timedelta = RECOVER_AFTER) -> int:
     return count
 
 
-__all__ = ["apply_writes", "complete", "dispatch", "process_bundle", "recover", "rollback"]
+__all__ = ["apply_writes", "complete", "dispatch", "process_bundle", "recover", "refused_entry", "rollback"]

@@ -87,8 +87,29 @@ class FhirServer:
 
     def check_type(self, resource_type: str | None) -> str:
         if not resource_type or resource_type not in self.types:
-            raise FhirError(f"resource type {resource_type!r} is not served here", status=404, code="not-supported")
+            raise self.not_served(resource_type)
         return resource_type
+
+    def not_served(self, resource_type: str | None) -> FhirError:
+        """The 404 of a resource type this server does not serve (http.html: "resource type not supported"),
+        naming the types it serves: a FHIR type served elsewhere, or a name that is no FHIR resource type."""
+        from .validate import is_resource_type
+
+        what = (f"{resource_type} is a FHIR resource type this server does not serve"
+                if is_resource_type(resource_type) else f"{resource_type!r} is not a FHIR resource type")
+        return FhirError(f"{what}; the {self.config.service} server serves {', '.join(sorted(self.types))} "
+                         f"(GET [base]/metadata says what it does with each)", status=404, code="not-supported")
+
+    def unserved(self, template: str, path: str) -> FhirError | None:
+        """:meth:`not_served` of the type ``path`` names where ``template`` (both under the base, as
+        ``/{type}/{id}`` and ``/Basic/1``) has a ``{type}``, when it is not served here; else None. A method
+        routed there but not served answers this 404, not a 405 with nothing in ``Allow``."""
+        names, parts = template.strip("/").split("/"), path.strip("/").split("/")
+        if len(names) == len(parts):
+            for name, part in zip(names, parts, strict=True):
+                if name == "{type}" and part not in self.types:
+                    return self.not_served(part)
+        return None
 
     def check_writable(self, resource_type: str, interaction: str = "create") -> None:
         """405 for a write (``create``, ``update``, ``patch``, ``delete``) the type does not allow here, as
@@ -98,7 +119,8 @@ class FhirServer:
         allowed = interactions(self.config, resource_type)
         if interaction not in allowed:
             writes = [c for c in allowed if c in ("create", "update", "patch", "delete")]
-            raise FhirError(f"{resource_type} is read-only here" if not writes else
+            raise FhirError(f"{resource_type} is read-only here ({', '.join(allowed)}; GET [base]/metadata lists "
+                            "each type's interactions)" if not writes else
                             f"{interaction} of {resource_type} is not supported here (only {', '.join(writes)}; "
                             "GET [base]/metadata lists each type's interactions)", status=405, code="not-supported")
 

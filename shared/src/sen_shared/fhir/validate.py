@@ -48,6 +48,18 @@ def model_class(resource_type: str) -> Any:
         return None
 
 
+def is_resource_type(name: Any) -> bool:
+    """Whether ``name`` is a FHIR resource type (of the R4B models: R4's, and the few R4B added)."""
+    if not isinstance(name, str):
+        return False
+    cls = model_class(name)
+    if cls is None:
+        return False
+    from fhir.resources.R4B.resource import Resource
+
+    return issubclass(cls, Resource)
+
+
 @cache
 def summary_elements(resource_type: str) -> frozenset[str]:
     """Top-level elements that are part of ``_summary=true`` (isSummary in the R4 definitions)."""
