@@ -146,3 +146,54 @@ def test_transfers_racing_the_close_are_counted_by_it_or_reported_after_it_once(
         in_next = shifts.expected_totals(db, shifts.current(db, thu), datetime.now(UTC))["transfersReceived"]
         assert in_next == 10_000 * (len(paid) - len(within)), nxt
         shifts.close_shift(db, thu, 0, in_next)
+
+
+OLD_COLUMNS = ["kind", "time", "id", "provider", "channel", "invoice", "facility", "amount", "matched", "outcome",
+               "reference", "cashier", "shift", "note", "facility_name", "cashier_name", "shift_opened_at",
+               "refunded_amount", "refunded_at", "shift_cashier_name", "bank_reference", "assigned_to",
+               "assigned_at", "expected_cash", "counted_cash", "cash_difference", "expected_transfers",
+               "counted_transfers", "transfers_difference"]
+
+
+def test_the_daily_csv_marks_the_money_recorded_after_a_close(db) -> None:
+    """The chief cashier's day: a transfer and a cash refund recorded after Thu's close (each racing it) say
+    so on their rows (``recorded_after_close``: the shift whose close missed them); the shift's row says how
+    much came and went so (``after_close_cash``, ``after_close_transfers``: nets), beside its figures as
+    counted; a row counted by its close has no mark. The CSV's columns before these are as they were."""
+    import csv
+    import io
+
+    from sen_billing.domain import reconciliation
+
+    from tests.support import vn_day_with_room
+
+    today = vn_day_with_room()
+    thu = _cashier()
+    shift = shifts.open_shift(db, thu, 100_000)["id"]
+    _iid, code = make_invoice(db, 100_000)
+    counted = pay(db, code, 125_000)  # 25.000 ₫ over: given back in cash below, after the close
+    shifts.close_shift(db, thu, 100_000, 125_000)
+    payments.refund(db, counted["_id"], None, "Trả tiền mặt", thu, shift)  # the shift read before the close
+    link = _closed_link(db, shift)
+    at = link["closed_at"]
+    slow = {"_id": f"payos:{uuid.uuid4().hex[:10]}", "provider": "payos", "channel": "transfer", "amount": 45_000,
+            "invoice": "inv-x", "facility": "org-a", "matched": True, "outcome": "applied", "received_at": at,
+            "day": payments.local_day(at), "fd": payments.facility_day("org-a", payments.local_day(at))}
+    db[payments.PAYMENTS].insert_one(slow)
+    shifts.after_money_in(db, slow)
+
+    rows = reconciliation.rows(db, today, "org-a")
+    marks = {(r["kind"], r["id"]): r.get("recorded_after_close", "") for r in rows}
+    assert marks[("payment", slow["_id"])] == shift and marks[("refund", counted["_id"])] == shift
+    assert marks[("payment", counted["_id"])] == ""
+    [row] = [r for r in rows if r["kind"] == "shift"]
+    assert (row["after_close_cash"], row["after_close_transfers"]) == (-25_000, 45_000)
+    assert (row["expected_cash"], row["expected_transfers"], row["transfers_difference"]) == (100_000, 125_000, 0)
+    text = reconciliation.to_csv(today, rows)
+    header = next(csv.reader(io.StringIO(text)))
+    assert header[:len(OLD_COLUMNS)] == OLD_COLUMNS
+    assert header[len(OLD_COLUMNS):len(OLD_COLUMNS) + 3] == ["recorded_after_close", "after_close_cash",
+                                                             "after_close_transfers"]
+    written = {(r["kind"], r["id"]): r for r in csv.DictReader(io.StringIO(text))}
+    assert written[("payment", slow["_id"])]["recorded_after_close"] == shift
+    assert written[("shift", shift)]["after_close_transfers"] == "45000"

@@ -64,6 +64,10 @@ COLUMNS += ["assigned_to", "assigned_at"]
 # should have shown against what was counted, and the difference (counted less expected), whole đồng
 COLUMNS += ["expected_cash", "counted_cash", "cash_difference", "expected_transfers", "counted_transfers",
             "transfers_difference"]
+# money recorded after a shift's close read it (it raced the close; ``shifts.recorded_after_close``), in no
+# shift's expected figures: on a payment or refund row the shifts whose close missed it (" " between); on a
+# shift row the nets so recorded, cash (taken less refunded) and transfers (received less sent back)
+COLUMNS += ["recorded_after_close", "after_close_cash", "after_close_transfers"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -120,6 +124,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                              f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
                     **_given_back(given_back.get(p["_id"])), "bank_reference": _bank_reference(p),
                     **_assigned_to(assigned.get(p["_id"])),
+                    RECORD: ("payment", p["_id"]),
                     # not columns: what became of an unmatched transfer since (any day), and whether an
                     # assignment's transfer came on an earlier day
                     FATE: _fate(p, assigned, refunded),
@@ -139,7 +144,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                     "facility": r.get("facility") or "", "amount": -int(r["amount"]), "matched": "",
                     "outcome": "refunded", "reference": "", "cashier": r.get("cashier", ""),
                     "shift": r.get("shift") or "", "note": _refund_note(r),
-                    "bank_reference": _bank_reference(given.get(of(r)) or {})})
+                    "bank_reference": _bank_reference(given.get(of(r)) or {}), RECORD: ("refund", r["_id"])})
         if sent_back_from(r):  # sent back from the facility's account: under its shifts open then
             transfers.append((out[-1], sent_back_from(r), r["at"]))
     _name_people(db, out)
@@ -147,7 +152,30 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     _earlier_refunds(db, day, out)
     out += _closed_shifts(db, day, [facility] if facility else sorted(
         {str(r["facility"]) for r in out if r.get("facility")} | set((account_facilities or {}).values())))
+    _after_close(db, out)
     return out
+
+
+def _after_close(db: Database, out: list[dict[str, Any]]) -> None:
+    """The rows' marks of money recorded after a close (``shifts.recorded_after_close``: it raced the close,
+    which did not count it; no other shift does): on a payment or refund row, ``recorded_after_close``
+    names the shifts whose close missed it; on a shift row, ``after_close_cash`` and
+    ``after_close_transfers`` are the nets so recorded (taken less refunded; received less sent back),
+    which the close's expected figures do not hold. One equality on ``shift`` per shift of the rows."""
+    from .shifts import late_key, late_records, late_summary
+
+    recorded = late_records(db, {sid for r in out for sid in str(r.get("shift") or "").split()})
+    missed: dict[tuple[str, str], set[str]] = {}
+    for sid, found in recorded.items():
+        for x in found:
+            missed.setdefault(late_key(x), set()).add(sid)
+    for r in out:
+        if r["kind"] == "shift":
+            late = late_summary(recorded.get(r["id"]) or []) or {}
+            r["after_close_cash"] = int(late.get("cashTaken", 0)) - int(late.get("cashRefunded", 0))
+            r["after_close_transfers"] = int(late.get("transfersReceived", 0)) - int(late.get("transfersRefunded", 0))
+        elif r.get(RECORD) in missed:
+            r["recorded_after_close"] = " ".join(sorted(missed[r[RECORD]]))
 
 
 def _closed_shifts(db: Database, day: date, facilities: list[str]) -> list[dict[str, Any]]:
@@ -258,6 +286,7 @@ def _name_people(db: Database, out: list[dict[str, Any]]) -> None:
 
 
 # a payment row's marks (not written to the CSV)
+RECORD = "_record"  # ("payment" | "refund", the record's _id): a refund row's ``id`` is the payment it gives back
 FATE = "_fate"  # an unmatched transfer's: "assigned", "refunded" or "waiting" (since, whatever the day); else ""
 EARLIER = "_earlier"  # an assignment's (``assign:``), or a refund's of one: its transfer came on an earlier day
 

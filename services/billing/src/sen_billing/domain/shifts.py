@@ -477,11 +477,16 @@ def after_money_in(db: Database, payment: dict[str, Any]) -> None:
 
 def recorded_after_close(db: Database, shift_id: str) -> dict[str, Any] | None:
     """The money a closed shift counts that was recorded after its close read it (one equality on ``shift``):
-    ``{cashTaken, transfersReceived, cashRefunded, transfersRefunded, refunds: [{refund, amount, channel, at}],
-    payments: [{payment, amount, channel, at}]}``, None if none."""
-    found = sorted(db[LATE].find({"shift": shift_id}), key=lambda r: str(r["_id"]))
+    :func:`late_summary` of its records, None if none."""
+    return late_summary(list(db[LATE].find({"shift": shift_id})))
+
+
+def late_summary(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``{cashTaken, transfersReceived, cashRefunded, transfersRefunded, refunds: [{refund, amount, channel,
+    at}], payments: [{payment, amount, channel, at}]}`` of a shift's records in :data:`LATE`, None if none."""
     if not found:
         return None
+    found = sorted(found, key=lambda r: str(r["_id"]))
 
     def at(r: dict[str, Any]) -> str | None:
         return iso(r["at"]) if isinstance(r.get("at"), datetime) else None
@@ -498,13 +503,16 @@ def recorded_after_close(db: Database, shift_id: str) -> dict[str, Any] | None:
                           "at": at(r)} for r in paid]}
 
 
-def late_records(db: Database, shift_ids: set[str]) -> set[str]:
-    """Of these shifts, the records (refund or payment ids) recorded after their close: one equality on
-    ``shift`` each, for the daily report's rows."""
-    out: set[str] = set()
-    for sid in shift_ids:
-        out.update(str(r.get("refund") or r.get("payment")) for r in db[LATE].find({"shift": sid}))
-    return out
+def late_records(db: Database, shift_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each of these shifts' records in :data:`LATE` (money recorded after its close; one equality on ``shift``
+    each), for the daily report's rows."""
+    return {sid: list(db[LATE].find({"shift": sid})) for sid in sorted(shift_ids)}
+
+
+def late_key(record: dict[str, Any]) -> tuple[str, str]:
+    """A :data:`LATE` record's money record: ``("refund", refund id)`` or ``("payment", payment id)``."""
+    return ("refund", str(record["refund"])) if record.get("kind", REFUND) == REFUND else ("payment",
+                                                                                          str(record["payment"]))
 
 
 def backfill_transfer_days(db: Database) -> int:
