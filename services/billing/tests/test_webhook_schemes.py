@@ -240,3 +240,24 @@ def test_malformed_bodies_are_400_after_a_valid_key() -> None:
         with pytest.raises(WebhookRejected) as err:
             read_webhook("sepay", body, {"Authorization": "Apikey k"}, "k", now=0)
         assert err.value.status == 400
+
+
+def test_the_bank_time_is_read_in_vietnam_as_the_providers_send_it() -> None:
+    """payOS, Casso (``transactionDateTime``) and SePay (``transactionDate``) write the bank's time as
+    ``2023-03-25 14:02:37``, Vietnam's local time without a zone; one with an offset is taken at its word;
+    anything else is no time."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sen_billing.domain.webhooks import bank_time
+
+    vn = ZoneInfo("Asia/Ho_Chi_Minh")
+    assert bank_time("2023-03-25 14:02:37") == datetime(2023, 3, 25, 14, 2, 37, tzinfo=vn)
+    assert bank_time("2023-03-25 14:02:37").astimezone(UTC) == datetime(2023, 3, 25, 7, 2, 37, tzinfo=UTC)
+    assert bank_time("2026-03-14T23:59:59.999") == datetime(2026, 3, 14, 23, 59, 59, 999_000, tzinfo=vn)
+    assert bank_time("2026-03-14T16:59:58Z") == datetime(2026, 3, 14, 23, 59, 58, tzinfo=vn)
+    for nothing in ("", "  ", "hôm qua", "2026-13-01 00:00:00", "2025-03-14 \ufffd"):
+        assert bank_time(nothing) is None
+    for sample in (PAYOS_SAMPLE["data"], CASSO_SAMPLE["data"]):
+        assert bank_time(sample["transactionDateTime"]) is not None
+    assert bank_time(SEPAY_SAMPLE["transactionDate"]) == datetime(2023, 3, 25, 14, 2, 37, tzinfo=vn)

@@ -44,7 +44,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,7 +56,7 @@ from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
 from sen_shared.mongo import find_in
 
 from . import invoice_port, refund_events, refund_links
-from .webhooks import Transfer
+from .webhooks import Transfer, bank_time
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -175,6 +175,8 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["facility"] = f"Organization/{payment['facility']}"
     if payment.get("district"):
         data["district"] = payment["district"]
+    if payment.get("bank_at"):  # when the bank says it happened: the day's report places it there
+        data["bankTime"] = iso(payment["bank_at"])
     if payment.get("assigned_from"):  # the same money as the unmatched transfer's own event: not new money
         data["assignedFrom"] = payment["assigned_from"]
         if payment.get("assigned_from_received_at"):  # when it came: the day whose unmatched transfers it was
@@ -221,6 +223,24 @@ def queue_facility(payment: Mapping[str, Any], account_facilities: Mapping[str, 
     return NO_FACILITY
 
 
+BANK_SKEW = timedelta(minutes=5)  # a bank time this far past billing's own is a provider's clock, not the bank's
+
+
+def bank_day(paid_at: str, received: datetime) -> dict[str, Any]:
+    """A transfer's bank time (``bank_at``: what the provider says the bank recorded, read in
+    Asia/Ho_Chi_Minh, ``webhooks.bank_time``) and, when its local day is not the day billing received
+    it (``day``), that day (``bank_day``): a transfer made at 23:59:58 and delivered at 00:00:03, or
+    retried an hour later, is on the bank statement of the first day, and the daily report places it
+    there (``reconciliation.rows``: one equality on ``bank_day``). None of them when the provider gave no
+    time, or one later than billing's own by more than :data:`BANK_SKEW` (no bank records the future).
+    Shifts keep counting a transfer when billing received it (``received_at``, ``fd``)."""
+    at = bank_time(paid_at)
+    if at is None or at > received + BANK_SKEW:
+        return {}
+    day = local_day(at)
+    return {"bank_at": at, **({"bank_day": day} if day != local_day(received) else {})}
+
+
 def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bool = True,
                     account_facilities: Mapping[str, str] | None = None) -> Recorded:
     """One payment for one bank transaction, matched to its invoice when the note names one;
@@ -239,7 +259,7 @@ def record_transfer(db: Database, transfer: Transfer, inbox_id: str, *, seen: bo
         "channel": "transfer", "amount": transfer.amount, "description": transfer.description[:500],
         "bank_reference": transfer.bank_reference[:100], "account": transfer.account[:40],
         "paid_at_provider": transfer.paid_at[:40], "received_at": received, "day": local_day(received),
-        "inbox": inbox_id, **_placement(db, invoice, transfer.amount),
+        "inbox": inbox_id, **_placement(db, invoice, transfer.amount), **bank_day(transfer.paid_at, received),
     }
     if not doc["matched"]:  # the queue entry first: a waiting transfer is never out of the queue
         # the entry carries its facility (same insert): a cashier's page filters on it by equality

@@ -2,7 +2,9 @@
 
 One row per payment (transfer or cash, matched or not, late ones with their refund task) and
 per refund, then totals per channel. Rows are read by the day key each record carries at the
-top level (``day``), an equality FerretDB pushes down.
+top level (``day``), an equality FerretDB pushes down. A transfer is on its bank's day: the day of
+the time its provider gave (``bank_time``; the payment's ``bank_day`` when that is not the day billing
+received it, a second equality), its row's ``time`` still when billing received it.
 
 A facility's day also lists the transfers that reached its account naming no invoice (its
 unmatched queue's, waiting or assigned since): the money its bank statement shows. Those
@@ -68,6 +70,9 @@ COLUMNS += ["expected_cash", "counted_cash", "cash_difference", "expected_transf
 # shift's expected figures: on a payment or refund row the shifts whose close missed it (" " between); on a
 # shift row the nets so recorded, cash (taken less refunded) and transfers (received less sent back)
 COLUMNS += ["recorded_after_close", "after_close_cash", "after_close_transfers"]
+# when the bank says a transfer happened (the provider's transaction time, Asia/Ho_Chi_Minh), where the
+# provider gave one: the row is on that time's day; ``time`` stays when billing received it
+COLUMNS += ["bank_time"]
 
 
 def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] | None) -> str:
@@ -80,6 +85,11 @@ def _facility(payment: Mapping[str, Any], account_facilities: Mapping[str, str] 
     return queue_facility(payment, account_facilities) if payment.get("outcome") == "unmatched" else ""
 
 
+def _report_day(payment: Mapping[str, Any]) -> str:
+    """The day a payment's row is on: its bank's (``bank_day``), else the day billing received it."""
+    return str(payment.get("bank_day") or payment.get("day") or "")
+
+
 def rows(db: Database, day: date, facility: str | None = None, *,
          account_facilities: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The day's rows, every facility's or ``facility``'s. ``account_facilities``: receiving account
@@ -88,19 +98,26 @@ def rows(db: Database, day: date, facility: str | None = None, *,
     if facility:
         query["facility"] = facility
     out: list[dict[str, Any]] = []
-    found = {p["_id"]: p for p in db[PAYMENTS].find(query, {"outbox": 0})}
-    if facility:
-        # and the day's transfers that named no invoice but reached this facility's account: the
-        # day's unmatched transfers of every facility (two equalities FerretDB pushes down; no $or
-        # or $exists, which it evaluates over the whole collection), kept when their queue's is ours
-        found.update((p["_id"], p) for p in db[PAYMENTS].find({"day": day.isoformat(), "outcome": "unmatched"},
-                                                             {"outbox": 0})
-                     if _facility(p, account_facilities) == facility)
+    found: dict[str, dict[str, Any]] = {}
+    # a payment's day on the report is its bank's (``payments.bank_day``, kept only when it is not the day
+    # billing received it), else the day billing received it: the day's payments by ``day`` less those on
+    # another bank day, and those received another day whose bank day is this one (one equality each)
+    for key in ("day", "bank_day"):
+        by_key = {key: day.isoformat(), **({"facility": facility} if facility else {})}
+        found.update((p["_id"], p) for p in db[PAYMENTS].find(by_key, {"outbox": 0})
+                     if _report_day(p) == day.isoformat())
+        if facility:
+            # and the day's transfers that named no invoice but reached this facility's account: the
+            # day's unmatched transfers of every facility (two equalities FerretDB pushes down; no $or
+            # or $exists, which it evaluates over the whole collection), kept when their queue's is ours
+            found.update((p["_id"], p) for p in db[PAYMENTS].find({key: day.isoformat(), "outcome": "unmatched"},
+                                                                 {"outbox": 0})
+                         if _facility(p, account_facilities) == facility and _report_day(p) == day.isoformat())
     assigned, refunded = _fates(db, [i for i, p in found.items() if p.get("outcome") == "unmatched"])
     # the day's assignments of transfers that came on an earlier day (their own day: point reads)
-    came = {p["_id"]: p.get("day") for p in find_in(db[PAYMENTS], "_id", [str(p["assigned_from"]) for p in
-                                                                         found.values() if p.get("assigned_from")],
-                                                    projection={"day": 1})}
+    came = {p["_id"]: _report_day(p) for p in find_in(db[PAYMENTS], "_id", [str(p["assigned_from"]) for p in
+                                                                           found.values() if p.get("assigned_from")],
+                                                      projection={"day": 1, "bank_day": 1})}
     # the refund tasks of the day's payments (keyed by the payment; only one placed on an invoice, late or
     # counted, gets one): point reads by _id, never every task of every day
     tasks = {t["_id"]: t for t in find_in(db[REFUND_TASKS], "_id", [i for i, p in found.items()
@@ -124,6 +141,7 @@ def rows(db: Database, day: date, facility: str | None = None, *,
                              f"assigned from {p['assigned_from']}" if p.get("assigned_from") else ""),
                     **_given_back(given_back.get(p["_id"])), "bank_reference": _bank_reference(p),
                     **_assigned_to(assigned.get(p["_id"])),
+                    "bank_time": iso(p["bank_at"]) if isinstance(p.get("bank_at"), datetime) else "",
                     RECORD: ("payment", p["_id"]),
                     # not columns: what became of an unmatched transfer since (any day), and whether an
                     # assignment's transfer came on an earlier day
@@ -231,6 +249,8 @@ def _transfer_shifts(db: Database, day: date, transfers: list[tuple[dict[str, An
 
     start = datetime.combine(day, time.min, VN)
     end = start + timedelta(days=1)
+    if transfers:  # a transfer on its bank's day, received by billing on another: its shifts are those of then
+        start, end = min(start, *(at for _r, _f, at in transfers)), max(end, *(at for _r, _f, at in transfers))
     of: dict[str, list[dict[str, Any]]] = {}
     for row, facility, at in transfers:  # an unmatched transfer's facility: its queue's, whose account it reached
         if facility not in of:

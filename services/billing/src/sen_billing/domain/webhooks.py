@@ -27,7 +27,9 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .vietqr import MAX_AMOUNT_DIGITS
 
@@ -64,6 +66,23 @@ class Transfer:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+_VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def bank_time(paid_at: str) -> datetime | None:
+    """When the bank says the transfer happened, from a provider's ``paid_at`` (payOS and Casso
+    ``transactionDateTime``, SePay ``transactionDate``: ``2023-03-25 14:02:37``, Vietnam's local time with
+    no zone, as their webhook documentation shows; an ISO 8601 time with its offset, as the Standard
+    scheme's ``time`` may carry, is taken at its word). None when there is none or it is no time."""
+    text = (paid_at or "").strip()
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=_VN) if when.tzinfo is None else when
 
 def _header(headers: Mapping[str, str], name: str) -> str:
     """A header by case-insensitive name ('' when absent)."""
