@@ -23,6 +23,7 @@ venv: $(VENV)/.installed ## create the virtualenv and install every package (pin
 
 PORTAL_ASSETS := services/portal/node_modules/.installed
 $(PORTAL_ASSETS): services/portal/package.json services/portal/package-lock.json
+	@bash $(INFRA) packages
 	@cd services/portal && npm ci --no-audit --no-fund --loglevel=error >&2
 	@touch $@
 

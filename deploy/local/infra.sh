@@ -7,12 +7,13 @@
 #   infra.sh down     stop everything this script started
 #   infra.sh status   say what answers
 #   infra.sh env      print MONGO_URL / AMQP_URL for the running servers
+#   infra.sh packages install what the processes need besides the servers (npm, WeasyPrint's pango)
 #   infra.sh tune [db...]  index FerretDB's PostgreSQL tables for what the services declare (after indexes)
 #   infra.sh settle   vacuum and analyze FerretDB's tables now (after a bulk load, e.g. the bench's)
 #   infra.sh rabbit-restart   stop and start the broker (used by fault tests)
 #   infra.sh psql ...         psql on FerretDB's PostgreSQL database (tests read what tune did)
 #
-# With MONGO_URL and AMQP_URL both set, nothing is installed or started.
+# With MONGO_URL and AMQP_URL both set, `up` installs and starts nothing.
 # Settings: SEN_STATE_DIR, SEN_TOOLS_DIR, SEN_PG_PORT, SEN_MONGO_PORT, SEN_AMQP_PORT,
 # SEN_FERRETDB_GOMEMLIMIT (FerretDB's Go memory limit, where it collects garbage; default 1GiB).
 set -euo pipefail
@@ -260,6 +261,21 @@ rabbit_restart() {  # stop the broker's application and start it again (fault te
   wait_port RabbitMQ "$amqp_port" 60
 }
 
+# ---------------------------------------------------------------- what the processes need
+# `make run` and `make test` on a fresh machine: npm for the portal's front-end packages (`npm ci`),
+# and the libraries WeasyPrint loads to print receipts as PDF (pango, a font with Vietnamese letters)
+packages() {
+  local need=() ldconfig
+  command -v npm >/dev/null || need+=(npm)
+  ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
+  "$ldconfig" -p 2>/dev/null | grep -q 'libpangoft2-1\.0\.so\.0' ||
+    need+=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+  [ ${#need[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] ||
+    die "missing: ${need[*]} (the portal's npm packages, receipts as PDF): install them, or run as root with apt-get"
+  apt_install "${need[@]}"
+}
+
 # ---------------------------------------------------------------- main
 print_env() {  # the URLs to use: the ones given, else the local servers'
   echo "MONGO_URL=${MONGO_URL:-mongodb://127.0.0.1:$mongo_port/}"
@@ -287,6 +303,7 @@ case "${1:-}" in
     port_open "$amqp_port" && echo "rabbitmq up" || echo "rabbitmq down"
     ;;
   env) print_env ;;
+  packages) packages ;;
   rabbit-restart) rabbit_restart "${2:-2}" ;;
   tune) shift; if port_open "$pg_port"; then pg_tune "$@"; else log "no local PostgreSQL: nothing to tune"; fi ;;
   settle)  # after a bulk load: vacuum and analyze now rather than let autovacuum run into what follows
@@ -295,5 +312,5 @@ case "${1:-}" in
     else log "no local PostgreSQL: nothing to settle"; fi ;;
   rabbitmqctl) shift; rabbit_ctl "$@" ;;
   psql) shift; port_open "$pg_port" || { log "no local PostgreSQL"; exit 3; }; pg_psql "$@" ;;
-  *) echo "usage: $0 up|down|status|env|tune|settle|rabbit-restart [seconds]|rabbitmqctl ...|psql ..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|packages|tune|settle|rabbit-restart [seconds]|rabbitmqctl ...|psql ..." >&2; exit 2 ;;
 esac
