@@ -113,14 +113,15 @@ Sen is running (logs in $state/log):
   portal       http://127.0.0.1:${ports[portal]}/          (Cổng thông tin / web pages)
   sign in      clinic / sen-clinic, doctor / sen-doctor, cashier / sen-cashier,
                health-dept / sen-health-dept, admin / sen-admin   (demo users; README)
-  ehr          http://127.0.0.1:${ports[ehr]}/fhir       (FHIR R4: /fhir/metadata)
-  teleconsult  http://127.0.0.1:${ports[teleconsult]}/           (Hội chẩn từ xa)
-  billing      http://127.0.0.1:${ports[billing]}/           (Thanh toán)
+  ehr          http://127.0.0.1:${ports[ehr]}/fhir/metadata   (FHIR R4: the record)
+  teleconsult  http://127.0.0.1:${ports[teleconsult]}/fhir/metadata   (Hội chẩn từ xa: consults, slots, visits)
+  billing      http://127.0.0.1:${ports[billing]}/fhir/metadata   (Thanh toán: invoices; /payments, /webhooks)
   health       /healthz /readyz /metrics on every port
-  token        make token ROLE=doctor           (development bearer token)
+  token        make token ROLE=admin            (development bearer token; README: what each role reads)
   pay          .venv/bin/python -m sen_billing.devwebhook --url http://127.0.0.1:${ports[billing]} \\
-                 --reference HD… --amount 150000 | sh
-                                                (a signed test webhook: the invoice turns paid; a reference
+                 --reference HD… --amount 100000 | sh
+                                                (a signed test webhook: the reference and the amount due
+                                                 the invoice's page shows; it turns paid. A reference
                                                  no invoice has, e.g. HDNOTEXIST1: the cashier's /unmatched)
 Ctrl-C stops everything.
 TXT
