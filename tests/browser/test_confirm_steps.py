@@ -59,6 +59,12 @@ def test_the_nurse_cancels_a_consult_behind_its_disclosure_and_confirms(visitor_
     v.page.keyboard.press("Enter")
     v.page.wait_for_selector("[data-testid=cancelled]")
     assert _status(stack, tid) == "cancelled"
+    # English pressed right after: the confirmation said once more, in English (notices.say_again); a reload, none
+    v.page.click("header button[name=lang]")
+    v.page.wait_for_selector("html[lang=en] [data-testid=cancelled]")
+    assert v.page.inner_text("[data-testid=cancelled]").strip() == "The consult request was cancelled."
+    v.page.reload()
+    assert v.page.locator("[data-testid=cancelled]").count() == 0
 
 
 def test_the_nurse_gives_the_reason_of_a_take_on_and_confirms(visitor_factory, stack):

@@ -698,6 +698,9 @@ def language() -> Any:
     session["lang"] = lang if lang in LANGUAGES else "vi"
     nxt = safe_next(request.form.get("next")) or "/"
     if _answers_get(nxt):
+        from .notices import say_again
+
+        say_again(request.form.get("said"), nxt)  # the step the page just said, said again in this language
         return redirect(nxt)
     came = _on_this_site(request.referrer)
     if came and came.partition("?")[0] != nxt.partition("?")[0] and _answers_get(came):

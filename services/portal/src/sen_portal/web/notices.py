@@ -12,16 +12,23 @@ another page, and the next page that reads its own steps drops it, as Flask drop
 a page reads. A step may carry a value (``visit=moved``, the doctor a consult was given to); nothing
 of it is in an address. The flashed messages ride in the signed session cookie, which a poll does not
 send again within a minute of its signing (``SessionInterface``), so a poll answered meanwhile cannot put
-back a message the page took."""
+back a message the page took.
+
+Switching the language right after a step (the nurse sees "Đã đặt lịch", presses English) shows the same
+page again: it says the step once more, in the new language. The page that said steps carries them in its
+language form, signed with the app's key and naming the page (``said``, :func:`said_token`), and the switch
+flashes them again for that page when it goes back to it (:func:`say_again`). A reload, Back or a link
+still say nothing: only the page that said them can ask, and only for itself."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from flask import flash, get_flashed_messages, redirect, request
+from flask import current_app, flash, g, get_flashed_messages, redirect, request
+from itsdangerous import BadData, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from . import is_htmx
+from . import bp, is_htmx
 
 PREFIX = "done:"  # the flashed category: "done:<the page's path>"
 
@@ -44,4 +51,38 @@ def steps_done() -> dict[str, str]:
     if is_htmx():
         return {}
     here = PREFIX + request.script_root + request.path
-    return dict(m.partition("=")[::2] for m in get_flashed_messages(category_filter=[here]))
+    steps = dict(m.partition("=")[::2] for m in get_flashed_messages(category_filter=[here]))
+    if steps:
+        g.steps_said = steps
+    return steps
+
+
+def _signer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt="sen-portal-steps-said")
+
+
+def said_token() -> str | None:
+    """The steps this page said (:func:`steps_done`) and its path, signed, for its language form; None when it
+    said none."""
+    steps = g.get("steps_said")
+    return _signer().dumps({"page": request.path, "steps": steps}) if steps else None
+
+
+def say_again(token: str | None, url: str) -> None:
+    """In the language switch going back to ``url``: flash again the steps ``token`` says that page said, when
+    it names that page (and is the portal's own); nothing otherwise."""
+    if not token:
+        return
+    try:
+        said = _signer().loads(token)
+    except BadData:
+        return
+    if not isinstance(said, dict) or said.get("page") != unquote(urlsplit(url).path):
+        return
+    for step, value in (said.get("steps") or {}).items():
+        flash_step(url, str(step), str(value))
+
+
+@bp.app_context_processor
+def _said() -> dict[str, object]:
+    return {"steps_said": said_token}
