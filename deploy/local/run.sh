@@ -63,17 +63,34 @@ print(json.dumps([o["id"] for o in json.load(open(sys.argv[1], encoding="utf-8")
 fi
 
 pids=()
+declare -A names=() logs=()
+# started NAME LOG: the process just started in the background is Sen's NAME ("ehr web"), writing to LOG
+started() { pids+=("$!"); names[$!]=$1; logs[$!]=$2; }
+# stop [MESSAGE [STATUS]]: say why, stop every process started, then the infrastructure if this script started it
 stop() {
   trap - INT TERM EXIT
-  echo "stopping Sen…" >&2
+  echo "${1:-stopping Sen…}" >&2
   # TERM even to those the group's signal reached already (Ctrl-C, kill -- -<pgid>): needed when only this
   # script was signalled, harmless otherwise (gunicorn and the workers take a second signal as the same stop)
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ "$started_infra" = 1 ] && [ "${SEN_KEEP_INFRA:-0}" != 1 ] && bash deploy/local/infra.sh down
-  exit 0
+  if [ "$started_infra" = 1 ] && [ "${SEN_KEEP_INFRA:-0}" != 1 ]; then bash deploy/local/infra.sh down; fi
+  exit "${2:-0}"
 }
-trap stop INT TERM EXIT
+trap 'stop "stopping Sen, as asked…"' INT TERM
+trap 'stop "stopping Sen…" "$?"' EXIT
+# supervise: wait until a process ends. One that ends by itself has died: name it and its log, stop the rest and
+# fail. One that ends with status 0 or of SIGINT/SIGTERM was stopped (gunicorn and the workers exit 0 on either):
+# Ctrl-C signals the whole process group, and reaches the processes alone when this script ignores SIGINT (as a
+# script started in the background does); Sen is then stopping as asked, not crashing
+supervise() {
+  local ended='' status=0
+  wait -n -p ended "${pids[@]}" || status=$?
+  case $status in
+    0 | 130 | 143) stop "${names[$ended]} stopped (Ctrl-C or a signal): stopping Sen, as asked…" ;;
+    *) stop "${names[$ended]} exited with status $status: stopping the rest of Sen (see ${logs[$ended]})" 1 ;;
+  esac
+}
 
 "$py" -m sen_shared.devtoken admin >/dev/null   # makes the development issuer's key once
 # development payment-webhook secrets (billing), made once: python -m sen_billing.devwebhook signs with them
@@ -91,9 +108,9 @@ for svc in ehr teleconsult billing portal; do
   HOST=${SEN_HOST:-127.0.0.1} PORT=${ports[$svc]} PROMETHEUS_MULTIPROC_DIR=$state/prometheus/$svc \
     "$root/.venv/bin/gunicorn" -c deploy/gunicorn.conf.py "sen_$svc.asgi:app" \
     >>"$state/log/$svc-web.log" 2>&1 &
-  pids+=($!)
+  started "$svc web" "$state/log/$svc-web.log"
   "$py" -m "sen_$svc.worker" >>"$state/log/$svc-worker.log" 2>&1 &
-  pids+=($!)
+  started "$svc worker" "$state/log/$svc-worker.log"
 done
 
 for svc in ehr teleconsult billing portal; do
@@ -125,5 +142,4 @@ Sen is running (logs in $state/log):
                                                  no invoice has, e.g. HDNOTEXIST1: the cashier's /unmatched)
 Ctrl-C stops everything.
 TXT
-wait -n "${pids[@]}" || true
-echo "a Sen process exited; stopping the rest (see $state/log)" >&2
+supervise

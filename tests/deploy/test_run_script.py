@@ -107,3 +107,83 @@ def test_make_run_names_the_demo_facilities_that_used_teleconsultation_before_se
     given = run_environment({"SEN_REPORT_BASELINE_FACILITIES": '["x"]'})
     assert given["SEN_REPORT_BASELINE_FACILITIES"] == '["x"]'
     assert "SEN_REPORT_BASELINE_FACILITIES" not in run_environment({"SEN_REPORT_FACILITY_BASELINE": "22"})
+
+
+# A stand-in for gunicorn and the workers: both exit 0 on SIGINT and SIGTERM, handlers of their own (so a
+# Ctrl-C reaches them even when the script ignores SIGINT); it says it is up by creating its file.
+FAKE_PROCESS = """import pathlib, signal, sys, time
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: sys.exit(0))
+pathlib.Path(sys.argv[1]).touch()
+if sys.argv[2] != "forever":
+    sys.exit(int(sys.argv[2]))
+while True:
+    time.sleep(60)
+"""
+
+
+def supervised(tmp_path: Path, *, ignore_sigint: bool = False, crash: int | None = None) -> subprocess.Popen:
+    """run.sh's process handling (``started``, ``stop``, its traps and ``supervise``, its own lines) over three
+    fake processes started as run.sh starts Sen's, in a session of its own; returns once all three are up
+    (the one of ``crash`` exits with that status). ``ignore_sigint``: the script is started ignoring SIGINT,
+    as a script started in the background is, so a Ctrl-C reaches its processes only."""
+    import signal
+
+    text = RUN_SH.read_text()
+    start = text.index("\npids=()")
+    handling = text[start:text.index('\n"$py" -m sen_shared.devtoken', start)]
+    assert text.rstrip().endswith("\nsupervise"), "run.sh ends by supervising what it started"
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE_PROCESS)
+    starts = "".join(
+        f'python3 {fake} {tmp_path}/up-{i} {crash if crash is not None and i == 2 else "forever"} '
+        f'>>"$state/log/{name}.log" 2>&1 &\nstarted "{name.replace("-", " ")}" "$state/log/{name}.log"\n'
+        for i, name in enumerate(("ehr-web", "ehr-worker", "billing-web")))
+    script = f"state={tmp_path}\nmkdir -p $state/log\nstarted_infra=0\n{handling}\n{starts}supervise\n"
+
+    def before() -> None:
+        if ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], env={"PATH": "/usr/bin:/bin"},
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=before)
+    while len(list(tmp_path.glob("up-*"))) < 3 and proc.poll() is None:
+        subprocess.run(["sleep", "0.05"], check=True)
+    return proc
+
+
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["foreground", "sigint-ignored"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_sen_as_asked_not_as_a_crash(tmp_path: Path, signal_name: str, ignore_sigint: bool) -> None:
+    """A newcomer's Ctrl-C on ``make run`` read 'a Sen process exited; stopping the rest': when the script
+    ignored SIGINT (started in the background), the processes stopped on the group's Ctrl-C and the script
+    took it for a crash. A stop asked for (Ctrl-C, or kill -- -<pgid>) is said to be one, and ends with 0."""
+    import os
+    import signal
+
+    proc = supervised(tmp_path, ignore_sigint=ignore_sigint)
+    os.killpg(proc.pid, getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=30)
+    assert "as asked" in err and "exited with status" not in err and "a Sen process exited" not in err, err
+    assert proc.returncode == 0, err
+
+
+def test_a_term_to_the_script_alone_stops_every_process(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    proc = supervised(tmp_path)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert err == "stopping Sen, as asked…\n" and proc.returncode == 0
+    assert not subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout  # none left
+
+
+@pytest.mark.parametrize("status", [1, 3, 137])
+def test_a_process_that_dies_is_named_with_its_log_and_make_run_fails(tmp_path: Path, status: int) -> None:
+    proc = supervised(tmp_path, crash=status)
+    _, err = proc.communicate(timeout=30)
+    assert err == (f"billing web exited with status {status}: stopping the rest of Sen "
+                   f"(see {tmp_path}/log/billing-web.log)\n"), err
+    assert proc.returncode == 1
+    assert not subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout
