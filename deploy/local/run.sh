@@ -23,6 +23,8 @@ declare -A ports=([portal]=${SEN_PORTAL_PORT:-8080} [ehr]=${SEN_EHR_PORT:-8081}
 export SEN_EHR_URL=${SEN_EHR_URL:-http://127.0.0.1:${ports[ehr]}}
 export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:${ports[teleconsult]}}
 export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:${ports[billing]}}
+# the portal, for people: an API service's / (a 404) points there
+export SEN_PORTAL_URL=${SEN_PORTAL_URL:-http://127.0.0.1:${ports[portal]}/}
 # the demo province's hub: consults naming no hub go there; a late one escalates to its lead
 export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
 export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}

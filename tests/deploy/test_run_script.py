@@ -187,3 +187,9 @@ def test_a_process_that_dies_is_named_with_its_log_and_make_run_fails(tmp_path: 
                    f"(see {tmp_path}/log/billing-web.log)\n"), err
     assert proc.returncode == 1
     assert not subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout
+
+
+@pytest.mark.parametrize("env", [{}, MOVED], ids=["defaults", "moved"])
+def test_the_portal_address_the_api_services_point_to_follows_its_port(env: dict[str, str]) -> None:
+    """An API service's 404 at / names the portal (SEN_PORTAL_URL) for people who opened it in a browser."""
+    assert run_environment(env)["SEN_PORTAL_URL"] == f"http://127.0.0.1:{env.get('SEN_PORTAL_PORT', '8080')}/"

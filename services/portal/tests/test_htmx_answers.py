@@ -144,7 +144,8 @@ def test_an_unknown_address_of_the_api_or_for_a_json_client_stays_problem_json(a
         assert r.headers["content-type"].startswith("text/html") and "Không tìm thấy" in r.text
     else:
         assert r.headers["content-type"] == "application/problem+json"
-        assert r.json()["detail"] == f"no such endpoint: {path}"
+        assert r.json()["detail"].startswith(f"no such endpoint: {path} ")
+        assert r.json()["title"] == "Not Found"
 
 
 @pytest.mark.parametrize("path", ["/patients/take-on", "/patients/search"])

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
                                 description="largest request body accepted")
     http_timeout: float = Field(5.0, validation_alias="SEN_HTTP_TIMEOUT", gt=0,
                                 description="timeout of calls to other services, seconds")
+    portal_url: str = Field("", validation_alias="SEN_PORTAL_URL",
+                            description="the portal's address for people, named by an API service's 404 at /")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

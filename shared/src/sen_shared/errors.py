@@ -7,7 +7,17 @@ APIs, see ``sen_shared.fhir``).
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
+
+
+def status_title(status: int) -> str:
+    """The title of an ``about:blank`` problem: the status's reason phrase (RFC 9457 §4.2.1), "Not Found"
+    for 404; a status with no registered phrase is titled by its number."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 class SenError(Exception):

@@ -55,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import auth, logs, mongo
 from .allow import AllowedMethods
 from .config import Settings
-from .errors import SenError
+from .errors import SenError, status_title
 from .fhir.outcome import FHIR_JSON, FhirError, issue_code
 from .health import LATENCY, REQUESTS
 from .mongo import Index
@@ -414,8 +414,25 @@ def _render(request: ConnexionRequest, status: int, title: str, detail: str,
                              mimetype=mimetype, content_type=mimetype, headers=headers or {})
 
 
+# connexion serves each service's spec there (its default ``serve_spec``); no Swagger UI is installed
+OPENAPI_PATH = "/openapi.json"
+
+
+def not_found_detail(path: str, service: str, fhir_base: str | None, portal_url: str = "") -> str:
+    """The detail of the 404 problem of a path no endpoint serves (outside the FHIR base, whose 404s are
+    OperationOutcomes): where to go instead. ``/`` of an API service (one with a FHIR base), opened in a
+    browser by someone following a port number, names its FHIR server's CapabilityStatement, its OpenAPI
+    document and the portal, where people use Sen."""
+    if path == "/" and fhir_base:
+        portal = f"the portal, {portal_url}" if portal_url else "the portal (Sen's web pages)"
+        return (f"no page here: this is the API of Sen's {service} service, for programs. Its FHIR server "
+                f"describes itself at {fhir_base}/metadata (a CapabilityStatement), its endpoints are described "
+                f"at {OPENAPI_PATH} (OpenAPI); people use Sen in {portal}")
+    return f"no such endpoint: {path} (the {service} service's endpoints are described at {OPENAPI_PATH})"
+
+
 def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
-                    fhir: Any = None) -> dict[Any, Any]:
+                    fhir: Any = None, *, service: str = "sen", portal_url: str = "") -> dict[Any, Any]:
     """The error handlers, coroutines: connexion runs a plain function handler in a thread pool
     (``run_in_threadpool``), one more thread hand-off for every 4xx answer; these only build a
     small JSON body (and log), so they run on the event loop. Every 405 carries ``Allow``: the one
@@ -472,20 +489,21 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
             if (not_found := unserved(request)) is not None:
                 return not_found
             with_allow(request, headers)
-        return _render(request, exc.status, exc.title or "Error", detail, fhir_base, headers=headers)
+        return _render(request, exc.status, exc.title or status_title(exc.status), detail, fhir_base,
+                       headers=headers)
 
     async def http(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
-            detail = f"no such endpoint: {request.url.path}"
+            detail = not_found_detail(request.url.path, service, fhir_base, portal_url)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # the router's Allow names its first route's methods only: all of them
             if (not_found := unserved(request)) is not None:
                 return not_found
             detail = f"{request.method} is not allowed on {request.url.path}"
             with_allow(request, headers, replace=True)
-        return _render(request, exc.status_code, "Error", detail, fhir_base, headers=headers)
+        return _render(request, exc.status_code, status_title(exc.status_code), detail, fhir_base, headers=headers)
 
     async def undecodable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         # connexion decodes JSON bodies outside its own error handling
@@ -740,7 +758,8 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
                        pages=pages)
     allow = AllowedMethods(api_spec["paths"], base=fhir_base if fhir is not None else None,
                            narrow=fhir.served_methods if fhir is not None else None)
-    for exc, handler in _error_handlers(fhir_base, allow, fhir).items():
+    for exc, handler in _error_handlers(fhir_base, allow, fhir, service=settings.service,
+                                        portal_url=settings.portal_url).items():
         app.add_error_handler(exc, handler)
     flask_app = app.app
     flask_app.extensions[EXTENSION] = runtime
