@@ -21,7 +21,9 @@ NAMES: dict[str, tuple[str, str]] = {
     "8867-4": ("Nhịp tim", "Heart rate"),
     "8310-5": ("Nhiệt độ cơ thể", "Body temperature"),
     "9279-1": ("Nhịp thở", "Respiratory rate"),
-    "2708-6": ("Độ bão hòa oxy (SpO₂)", "Oxygen saturation (SpO₂)"),
+    # FHIR R4's oxygen saturation vital sign: LOINC's "in Arterial blood" (a blood gas's SaO₂, FHIR's code for a
+    # pulse oximeter's reading too); the pulse oximeter's own code, SpO₂, is 59408-5
+    "2708-6": ("Độ bão hòa oxy", "Oxygen saturation"),
     "59408-5": ("Độ bão hòa oxy (SpO₂)", "Oxygen saturation (SpO₂)"),
     "29463-7": ("Cân nặng", "Body weight"),
     "8302-2": ("Chiều cao", "Body height"),
@@ -41,7 +43,8 @@ NAMES: dict[str, tuple[str, str]] = {
     "5196-1": ("Kháng nguyên bề mặt viêm gan B (HBsAg)", "Hepatitis B surface antigen (HBsAg)"),
     "20507-0": ("Giang mai (RPR)", "Syphilis (RPR)"),
     "32700-7": ("Tìm ký sinh trùng sốt rét (lam máu)", "Malaria smear"),
-    "11545-1": ("Soi đờm tìm vi khuẩn kháng acid (AFB)", "Sputum acid-fast stain (AFB)"),
+    "11545-1": ("Soi tìm vi khuẩn kháng acid (AFB)", "Acid-fast stain (AFB)"),  # any specimen
+    "11477-7": ("Soi đờm tìm vi khuẩn kháng acid (AFB)", "Sputum acid-fast stain (AFB)"),
     "2106-3": ("Test thai (hCG nước tiểu)", "Urine pregnancy test (hCG)"),
     "5792-7": ("Glucose niệu (que thử)", "Urine glucose (dipstick)"),
     "5804-0": ("Protein niệu (que thử)", "Urine protein (dipstick)"),
