@@ -1,7 +1,7 @@
 """Who reads and writes what in the ehr FHIR API, and the audit trail it leaves (real FerretDB and RabbitMQ).
 
-Facility A's clinic never sees facility B's patients (403 on reads, nothing in
-searches, includes filtered); a doctor reads a patient only after a referral
+Facility A's clinic never sees facility B's patients (nor learns that they exist: a read is the 404 of a
+made-up id, nothing in searches, includes filtered); a doctor reads a patient only after a referral
 grant event arrives through the bus; a cashier reads no clinical data; every
 interaction, 403s included, leaves an AuditEvent with who, what, when, which
 patient and the outcome.
@@ -68,19 +68,59 @@ def ids_of(bundle: dict[str, Any], mode: str | None = None) -> set[str]:
             if mode is None or e.get("search", {}).get("mode") == mode}
 
 
+def _as_missing(ehr: Any, h: dict[str, str], method: str, path: str, rid: str) -> None:
+    """``method path`` answers exactly what it answers for a made-up id in place of ``rid``: a 404."""
+    made_up = f"khong-co-{uuid.uuid4().hex[:8]}"
+    real = ehr.request(method, path, headers=h)
+    missing = ehr.request(method, path.replace(rid, made_up), headers=h)
+    assert real.status_code == missing.status_code == 404, (path, real.status_code, real.text)
+    assert real.text.replace(rid, made_up) == missing.text, (real.text, missing.text)
+    assert real.headers.get("content-type") == missing.headers.get("content-type")
+
+
 def test_clinic_reads_its_patients_but_not_another_facilitys(ehr: Any, world: dict[str, Any], dev_key: Any) -> None:
+    """Another facility's record is answered as one that does not exist (security.html#AccessDenied): a 403 told
+    the clinic which ids exist, a made-up one being 404."""
     h = clinic(dev_key)
+    pb, ob = world["pb"], world["ob"]
     assert ehr.get(f"/fhir/Patient/{world['pa']}", headers=h).status_code == 200
     assert ehr.get(f"/fhir/Observation/{world['oa']}", headers=h).status_code == 200
-    r = ehr.get(f"/fhir/Patient/{world['pb']}", headers=h)
-    assert r.status_code == 403, r.text
-    issue = r.json()["issue"][0]
-    assert issue["code"] == "forbidden" and "not managed by your facility" in issue["diagnostics"]
-    for path in (f"/fhir/Observation/{world['ob']}", f"/fhir/Patient/{world['pb']}/$everything",
-                 f"/fhir/Patient/{world['pb']}/Observation", f"/fhir/Patient/{world['pb']}/_history",
-                 f"/fhir/Observation/{world['ob']}/_history/1", "/fhir/Observation/_history"):
+    for path, rid in ((f"/fhir/Patient/{pb}", pb), (f"/fhir/Observation/{ob}", ob),
+                      (f"/fhir/Patient/{pb}/$everything", pb), (f"/fhir/Patient/{pb}/_history", pb),
+                      (f"/fhir/Observation/{ob}/_history", ob), (f"/fhir/Observation/{ob}/_history/1", ob),
+                      (f"/fhir/Patient/{pb}/_history/1", pb)):
+        _as_missing(ehr, h, "GET", path, rid)
+    assert ehr.get(f"/fhir/Patient?_id={pb}", headers=h).json().get("entry", []) == []  # as for a made-up id
+    # refused alike for a made-up patient: the compartment search, the type history (admin and health-dept only)
+    for path in (f"/fhir/Patient/{pb}/Observation", "/fhir/Patient/khong-co/Observation", "/fhir/Observation/_history"):
         assert ehr.get(path, headers=h).status_code == 403, path
     assert ehr.get(f"/fhir/Patient/{world['pa']}/$everything", headers=h).status_code == 200
+    # a patch or a delete of it too: a made-up id's patch is 404, and so is its delete by a clinic
+    patch = json.dumps([{"op": "replace", "path": "/status", "value": "amended"}])
+    for path, rid in ((f"/fhir/Observation/{ob}", ob), (f"/fhir/Patient/{pb}", pb)):
+        real = ehr.patch(path, content=patch, headers={**h, "Content-Type": "application/json-patch+json"})
+        missing = ehr.patch(path.replace(rid, "khong-co"), content=patch,
+                            headers={**h, "Content-Type": "application/json-patch+json"})
+        assert real.status_code == missing.status_code == 404, real.text
+        assert real.text.replace(rid, "khong-co") == missing.text
+        _as_missing(ehr, h, "DELETE", path, rid)
+    admin = world["admin"]
+    assert ehr.get(f"/fhir/Observation/{ob}", headers=admin).json()["meta"]["versionId"] == "1"  # untouched
+    # deleted, another facility's record is not the clinic's to read either: its history holds every version
+    # (the whole history was answered before), and its 410 told that it had existed
+    gone = post(ehr, admin, "/fhir/Observation", observation(pb)).json()["id"]
+    mine = post(ehr, h, "/fhir/Observation", observation(world["pa"])).json()["id"]
+    for rid in (gone, mine):
+        assert ehr.delete(f"/fhir/Observation/{rid}", headers=admin).status_code == 204
+    for path in (f"/fhir/Observation/{gone}", f"/fhir/Observation/{gone}/_history",
+                 f"/fhir/Observation/{gone}/_history/1"):
+        _as_missing(ehr, h, "GET", path, gone)
+    assert ehr.get(f"/fhir/Observation/{mine}", headers=h).status_code == 410  # its own: deleted, as it is
+    assert len(ehr.get(f"/fhir/Observation/{mine}/_history", headers=h).json()["entry"]) == 2
+    # a type the role does not read is refused for any id, as before (no existence to hide)
+    cashier = bearer(dev_key, "cashier", facility=A, sub="cashier-hide")
+    assert ehr.get(f"/fhir/Observation/{ob}", headers=cashier).status_code == 403
+    assert ehr.get("/fhir/Observation/khong-co", headers=cashier).status_code == 403
 
 
 def test_a_refusal_does_not_say_whose_another_facilitys_record_is(ehr: Any, world: dict[str, Any],
@@ -93,13 +133,18 @@ def test_a_refusal_does_not_say_whose_another_facilitys_record_is(ehr: Any, worl
         for r in (ehr.get(f"/fhir/Observation/{ob}", headers=role),
                   ehr.get(f"/fhir/Observation/{ob}/_history/1", headers=role),
                   ehr.get(f"/fhir/Observation/{ob}/_history", headers=role)):
-            assert r.status_code == 403, r.text
-            diagnostics = r.json()["issue"][0]["diagnostics"]
-            assert pb not in diagnostics and "this Observation's patient is not managed by your facility" in diagnostics
-    r = ehr.delete(f"/fhir/Observation/{ob}", headers=clinic(dev_key))
+            assert r.status_code == 404, r.text  # as if it did not exist (test_clinic_reads_its_patients_...)
+            assert pb not in r.json()["issue"][0]["diagnostics"]
+    # a write naming another facility's patient is refused saying so, without naming them
+    r = post(ehr, clinic(dev_key), "/fhir/Observation", observation(pb))
     assert r.status_code == 403 and pb not in r.json()["issue"][0]["diagnostics"], r.text
-    assert f"Patient/{pb} is not managed" in ehr.get(f"/fhir/Patient/{pb}", headers=clinic(dev_key)).json()[
-        "issue"][0]["diagnostics"]
+    assert "this Observation's patient is not managed by your facility" in r.json()["issue"][0]["diagnostics"]
+    # the AuditEvent of a hidden read records the refusal as it is
+    sub = f"hidden-{uuid.uuid4().hex[:6]}"
+    assert ehr.get(f"/fhir/Patient/{pb}", headers=clinic(dev_key, sub=sub)).status_code == 404
+    [refused] = _audits(ehr, world["admin"], f"altid={sub}")
+    assert refused["outcome"] == "4" and refused["outcomeDesc"].startswith("403"), refused
+    assert f"Patient/{pb} is not managed by your facility" in refused["outcomeDesc"]
 
 
 def test_clinic_searches_never_return_another_facilitys_patients(ehr: Any, world: dict[str, Any],
@@ -140,7 +185,7 @@ def test_clinic_writes_only_for_its_facility(ehr: Any, world: dict[str, Any], de
     r3 = ehr.patch(f"/fhir/Observation/{moved['id']}", content=json.dumps(patch),
                    headers={**h, "Content-Type": "application/json-patch+json"})
     assert r3.status_code == 403, r3.text
-    assert ehr.delete(f"/fhir/Observation/{world['ob']}", headers=h).status_code == 403
+    assert ehr.delete(f"/fhir/Observation/{world['ob']}", headers=h).status_code == 404  # as if it did not exist
     assert post(ehr, h, "/fhir/Organization", {"resourceType": "Organization", "name": "X"}).status_code == 403
     # a transaction is checked whole before anything is written
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -161,7 +206,7 @@ def test_clinic_writes_only_for_its_facility(ehr: Any, world: dict[str, Any], de
         {"request": {"method": "GET", "url": f"Patient/{world['pa']}"}},
         {"request": {"method": "GET", "url": f"Patient/{world['pb']}"}}]}
     statuses = [e["response"]["status"] for e in post(ehr, h, "/fhir", batch).json()["entry"]]
-    assert statuses[0].startswith("200") and statuses[1] == "403"
+    assert statuses[0].startswith("200") and statuses[1] == "404"  # as a made-up id's
 
 
 def test_doctor_reads_a_patient_once_referred(ehr: Any, world: dict[str, Any], worker: EhrWorker,
@@ -169,7 +214,7 @@ def test_doctor_reads_a_patient_once_referred(ehr: Any, world: dict[str, Any], w
     doc = bearer(dev_key, "doctor", facility="hub", practitioner="bs-minh", sub="doctor-minh")
     other = bearer(dev_key, "doctor", facility="hub", practitioner="bs-khac", sub="doctor-khac")
     pb = f"Patient/{world['pb']}"
-    assert ehr.get(f"/fhir/{pb}", headers=doc).status_code == 403
+    assert ehr.get(f"/fhir/{pb}", headers=doc).status_code == 404  # not yet referred: as if it did not exist
     assert pb not in ids_of(ehr.get("/fhir/Patient", headers=doc).json())
     expires = (datetime.now(UTC) + timedelta(days=7)).isoformat(timespec="seconds")
     sr = f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}"
@@ -184,11 +229,11 @@ def test_doctor_reads_a_patient_once_referred(ehr: Any, world: dict[str, Any], w
     assert ehr.get(f"/fhir/Observation/{world['ob']}", headers=doc).status_code == 200
     assert pb in ids_of(ehr.get("/fhir/Patient", headers=doc).json())
     assert f"Observation/{world['ob']}" in ids_of(ehr.get("/fhir/Observation", headers=doc).json())
-    assert ehr.get(f"/fhir/{pb}", headers=other).status_code == 403  # the grant is personal
+    assert ehr.get(f"/fhir/{pb}", headers=other).status_code == 404  # the grant is personal
     note = {"resourceType": "Observation", "status": "final", "code": {"text": "ghi chú"},
             "subject": {"reference": pb}}
     assert post(ehr, doc, "/fhir/Observation", note).status_code == 201  # referred: may write the record
-    assert ehr.delete(f"/fhir/Observation/{world['ob']}", headers=doc).status_code == 403
+    assert ehr.delete(f"/fhir/Observation/{world['ob']}", headers=doc).status_code == 403  # doctors delete nothing
 
 
 def test_cashier_reads_patients_and_coverage_not_clinical_data(ehr: Any, world: dict[str, Any],
@@ -234,7 +279,7 @@ def test_every_interaction_leaves_an_audit_event(ehr: Any, world: dict[str, Any]
     ehr.get("/fhir/Patient?name=nguyen&_count=10", headers=h)
     ehr.get(f"/fhir/{pa}/$everything", headers=h)
     ehr.delete(f"/fhir/Observation/{oid}", headers=h)
-    assert ehr.get(f"/fhir/Patient/{world['pb']}", headers=h).status_code == 403
+    assert ehr.get(f"/fhir/Patient/{world['pb']}", headers=h).status_code == 404  # refused (403), told as missing
     ehr.get("/fhir/Observation/does-not-exist", headers=h)
 
     admin = world["admin"]

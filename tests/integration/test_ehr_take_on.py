@@ -82,7 +82,7 @@ def test_the_bhyt_system_is_the_ehrs() -> None:
 def test_a_clinic_takes_a_patient_on_with_the_cccd_and_then_reads_the_chart(ehr: Any, dev_key: Any, t: Tam) -> None:
     tam, cccd = t.pid, t.cccd
     h = clinic(dev_key, B)
-    assert ehr.get(f"/fhir/Patient/{tam}", headers=h).status_code == 403
+    assert ehr.get(f"/fhir/Patient/{tam}", headers=h).status_code == 404  # another facility's: as if missing
     found = ehr.get(f"/fhir/Patient?identifier={CCCD}|{cccd}", headers=h).json()
     assert found.get("total", 0) == 0 and not found.get("entry")
 
@@ -102,7 +102,7 @@ def test_a_clinic_takes_a_patient_on_with_the_cccd_and_then_reads_the_chart(ehr:
     assert post(ehr, h, "/fhir/Observation", obs).status_code == 201  # B now writes the record too
     # the managing organization is A's still, and another facility still reaches nothing
     assert ehr.get(f"/fhir/Patient/{tam}", headers=h).json()["managingOrganization"]["reference"] == f"Organization/{A}"
-    assert ehr.get(f"/fhir/Patient/{tam}", headers=clinic(dev_key, C)).status_code == 403
+    assert ehr.get(f"/fhir/Patient/{tam}", headers=clinic(dev_key, C)).status_code == 404
     # a grant is no ownership: B deletes nothing of the patient's
     assert ehr.delete(f"/fhir/Patient/{tam}", headers=h).status_code == 403
 
@@ -129,7 +129,7 @@ def test_a_wrong_number_is_403_and_grants_nothing(ehr: Any, dev_key: Any, t: Tam
     # the other card's number under the CCCD system is not the CCCD either
     tam, card = t.pid, t.card
     assert post(ehr, h, f"/fhir/Patient/{tam}/$take-on", params(CCCD, card)).status_code == 403
-    assert ehr.get(f"/fhir/Patient/{tam}", headers=h).status_code == 403
+    assert ehr.get(f"/fhir/Patient/{tam}", headers=h).status_code == 404
     assert mongo_client[ehr_env["SEN_DB"]][GRANTS].count_documents({"patient": f"Patient/{tam}"}) == 0
 
 

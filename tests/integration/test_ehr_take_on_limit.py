@@ -61,7 +61,7 @@ def test_after_the_limit_the_right_number_is_429_and_another_nurse_is_unaffected
     assert "no number is compared before 20" in issue["diagnostics"] and t.cccd not in r.text
     # by the card alone (the type-level operation) too, and nothing was granted
     assert post(ehr, h, "/fhir/Patient/$take-on", params(BHYT, t.card)).status_code == 429
-    assert ehr.get(f"/fhir/Patient/{t.pid}", headers=h).status_code == 403
+    assert ehr.get(f"/fhir/Patient/{t.pid}", headers=h).status_code == 404  # refused: as if it did not exist
     assert mongo_client[ehr_env["SEN_DB"]][GRANTS].count_documents({"patient": f"Patient/{t.pid}"}) == 0
     # the refusals were audited as such
     admin = bearer(dev_key, "admin")

@@ -5,7 +5,8 @@ as the demo clinic (Trạm Y tế xã Mỹ Hiệp).
 - Huỳnh Văn Tâm is a patient of TTYT huyện Cao Lãnh. Registering him with his CCCD is refused and the
   page offers to take him on here; taken on (twice: a double click), his chart opens and a consult can
   be requested for him; the EHR holds ONE grant and an AuditEvent saying why. Before, his chart was a
-  403 page "Không được phép", and his CCCD searched nothing.
+  404 page "Không tìm thấy" (the EHR does not tell a clinic that another facility's patient exists), and his
+  CCCD searched nothing.
 - Trần Văn Bình without a CCCD, registered twice: the second time the first is listed (the EHR's own
   search, accents aside) and nothing is stored until the tick; a patient of another facility of the
   same name and birth date is never listed.
@@ -68,7 +69,7 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
     tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
     c = portal_signed_in(portal, "clinic")
     before = c.get(f"/patients/{tam}")
-    assert before.status_code == 403 and "Không được phép" in _text(before.get_data(as_text=True))
+    assert before.status_code == 404 and "Không tìm thấy" in _text(before.get_data(as_text=True))
     token = csrf_token(c.get("/patients").get_data(as_text=True))
     found = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
     assert f"/patients/{tam}" not in found  # a search alone never reaches another facility's patient
@@ -87,7 +88,7 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
                                                     "reason": "Người bệnh đến khám tại cơ sở"})
     assert step.status_code == 200 and 'name="confirm" value="take-on"' in step.get_data(as_text=True)
     assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
-    assert c.get(f"/patients/{tam}").status_code == 403
+    assert c.get(f"/patients/{tam}").status_code == 404
     answers = [c.post(f"/patients/{tam}/take-on", data={"csrf_token": csrf_token(page), **fields, **TAKE})
                for _ in range(2)]  # a double click on the confirmed step
     assert [a.status_code for a in answers] == [302, 302]
@@ -135,7 +136,7 @@ def test_a_wrong_number_takes_no_one_on(portal, ehr, ehr_db, dev_key, mongo_clie
     wrong = cccd[:-1] + str((int(cccd[-1]) + 1) % 10)
     r = c.post(f"/patients/{tam}/take-on", data={"csrf_token": token, "system": "cccd", "number": wrong, **TAKE})
     assert r.status_code == 403 and "Không được phép" in _text(r.get_data(as_text=True))
-    assert c.get(f"/patients/{tam}").status_code == 403
+    assert c.get(f"/patients/{tam}").status_code == 404
     assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
 
 

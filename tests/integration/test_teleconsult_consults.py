@@ -284,8 +284,9 @@ def test_the_task_carries_the_consults_reason_however_it_was_submitted(tc, token
 
 @pytest.mark.parametrize("change, status, says", [
     ({"subject": {"reference": "Patient/nobody"}}, 422, "Patient/nobody is not known to the EHR"),
-    ({"subject": {"reference": "Patient/pb"}}, 403, "does not let you see Patient/pb"),
-    ({"supportingInfo": [{"reference": "Observation/obs-b"}]}, 403, "Observation/obs-b"),
+    # another facility's patient or record: the EHR answers as for one it does not hold (not telling that it exists)
+    ({"subject": {"reference": "Patient/pb"}}, 422, "Patient/pb is not known to the EHR"),
+    ({"supportingInfo": [{"reference": "Observation/obs-b"}]}, 422, "Observation/obs-b is not known to the EHR"),
     # the patient and the records are read in one batch: the refusal names the record refused
     ({"supportingInfo": [{"reference": "Observation/obs-a"}, {"reference": "Observation/nope"}]}, 422,
      "Observation/nope is not known to the EHR"),
@@ -384,8 +385,9 @@ def test_one_submission_sent_ten_times_at_once_with_one_key_makes_one_consult(tc
     assert again.status_code == 201 and submitted(again) == (sr_id, task_id)
     other = submit(tc, tokens, service_request(priority="stat"), **{"Idempotency-Key": key})
     assert other.status_code == 422 and "different request" in diag(other)
-    # keys are the caller's: another clinic's same key is a request of its own (here: not its patient)
-    assert submit(tc, tokens, body, who="b", **{"Idempotency-Key": key}).status_code == 403
+    # keys are the caller's: another clinic's same key is a request of its own (here: not its patient, which
+    # the EHR answers as one it does not hold)
+    assert submit(tc, tokens, body, who="b", **{"Idempotency-Key": key}).status_code == 422
 
 
 def test_a_refusal_is_kept_and_replayed(tc, tokens):
@@ -549,8 +551,9 @@ def test_workflow_resources_are_not_written_beside_the_operations(tc, tokens):
         {"resource": {"resourceType": "Appointment", "id": "x", "status": "booked", "participant": [
             {"actor": {"reference": "Practitioner/dr-0"}, "status": "accepted"}]},
          "request": {"method": "PUT", "url": "Appointment/x"}}]}
-    r = post(f"{tc}/fhir", sneaky, tokens["admin"])
-    assert r.status_code == 405 and "Appointment" in diag(r)
+    r = post(f"{tc}/fhir", sneaky, tokens["admin"])  # refused for its entry (422 naming it), not [base]'s 405
+    assert r.status_code == 422 and "Appointment" in diag(r) and "allow" not in r.headers
+    assert r.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
 
 
 # --------------------------------------------------------------------------- isolation and worklist

@@ -21,7 +21,7 @@ def create_app(settings: EhrSettings | None = None) -> connexion.FlaskApp:
                                         unique_identifiers=UNIQUE_IDENTIFIERS,
                                         operations=(take_on.DEFINITION, end_take_on.DEFINITION),
                                         event_fields=dict(patient_events.EVENT_FIELDS)),
-                             db=lambda: current().db)
+                             db=lambda: current().db, hide_refused=True)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,
                     fhir_base="/fhir", extras={"fhir": fhir}, strict_validation=False)

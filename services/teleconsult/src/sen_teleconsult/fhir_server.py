@@ -204,10 +204,10 @@ class TeleconsultFhirServer(GuardedFhirServer):
     # ------------------------------------------------------------------ reads
 
     def _existing(self, principal: Any, facts: Any, rec: Any, interaction: str, rtype: str, rid: str,
-                  head: dict[str, Any] | None = None) -> None:
+                  head: dict[str, Any] | None = None, *, hide: bool = False) -> None:
         if head is None:
             head = self.store().head(rtype, rid)
-        super()._existing(principal, facts, rec, interaction, rtype, rid, head=head)
+        super()._existing(principal, facts, rec, interaction, rtype, rid, head=head, hide=hide)
         why = _scope_denial(principal, rtype, head)
         if why is not None:
             raise access.Denied(why)

@@ -4,7 +4,10 @@ Each interaction: gather the facts (which patients the resource belongs to,
 before and after a write; their managing organizations; the caller's referral
 grants), ask :mod:`.access` (403 ``forbidden`` saying what is missing), run
 the engine's own method, then record an AuditEvent (:mod:`.audit`) whatever
-the outcome, 403/404/410 included. Searches of restricted callers get a
+the outcome, 403/404/410 included. On a server that hides refusals (``hide_refused``, the EHR), a
+read, vread, instance history, ``$everything``, patch or delete of a resource the caller may not see
+because of whose patient it is answers the 404 of a missing one (:meth:`GuardedFhirServer._check_stored`),
+its AuditEvent the 403. Searches of restricted callers get a
 MongoDB filter ANDed in by the executor (``extra_filter``) and their
 ``_include``/``_revinclude`` results are filtered the same way.
 
@@ -28,6 +31,7 @@ from typing import Any
 from pymongo.database import Database
 
 from . import access
+from . import store as st
 from .audit import AUDIT_TYPE, Auditor, Record
 from .body import unpack
 from .http import FhirRequest, FhirResponse
@@ -221,13 +225,25 @@ class _Facts:
 _ABSENT: dict[str, Any] = {"del": True}  # a head already looked up and not found
 
 
+class _Hidden(access.Denied):
+    """A refusal answered as the 404 of a missing resource (``answer``), so that the caller does not learn
+    that what it may not see exists (FHIR security.html#AccessDenied); its AuditEvent records the 403 it is."""
+
+    def __init__(self, reason: str, answer: FhirError) -> None:
+        super().__init__(reason)
+        self.answer = answer
+
+
 class GuardedFhirServer(FhirServer):
     """A :class:`FhirServer` that enforces :mod:`.access` and records :mod:`.audit` AuditEvents."""
 
     def __init__(self, config: FhirConfig, db: Callable[[], Database], *,
-                 principal: Callable[[], Any] | None = None) -> None:
+                 principal: Callable[[], Any] | None = None, hide_refused: bool = False) -> None:
         super().__init__(config, db)
         self._principal = principal or _default_principal
+        # a read (vread, instance history, $everything), patch or delete of a resource the caller may not see
+        # because of whose it is answers the 404 of a missing one (:meth:`_check_stored`)
+        self.hide_refused = hide_refused
         self.auditor = Auditor(lambda: self.db, config.service, background=True)
 
     # ------------------------------------------------------------------ plumbing
@@ -264,6 +280,9 @@ class GuardedFhirServer(FhirServer):
         :class:`access.Denied` becomes 403 ``forbidden``), else as the block set them."""
         try:
             yield rec
+        except _Hidden as err:
+            rec.status, rec.detail = 403, str(err)
+            raise err.answer from None
         except access.Denied as err:
             rec.status, rec.detail = 403, str(err)
             raise FhirError(f"forbidden: {err}", status=403, code="forbidden") from None
@@ -284,17 +303,78 @@ class GuardedFhirServer(FhirServer):
         access.check(principal, interaction, rtype, compartment=in_compartment(rtype), patients=patients)
 
     def _existing(self, principal: Any, facts: _Facts, rec: Record, interaction: str, rtype: str,
-                  rid: str, head: dict[str, Any] | None = None) -> None:
-        """Check ``interaction`` on the stored ``rtype/rid`` (type-level only when it does not exist)."""
+                  rid: str, head: dict[str, Any] | None = None, *, hide: bool = False) -> None:
+        """Check ``interaction`` on the stored ``rtype/rid`` (type-level only when it does not exist).
+        ``hide``: a refusal by whose it is answers as a missing one would (:meth:`_check_stored`)."""
         if head is None:
             head = self.store().head(rtype, rid)
         if head is _ABSENT:
             head = None
+        if head is not None and head.get("del") and self.is_restricted(principal) and in_compartment(rtype):
+            # deleted: whose it was is its last version's (its history holds every body: not anyone's to read)
+            last = self._last_body(rtype, rid, head)
+            if last is not None:
+                patients = facts.many(resource_patients(last))
+                if hide:
+                    self._check_stored(principal, interaction, rtype, patients, rec, lambda: st.not_found(rtype, rid))
+                else:
+                    self._check(principal, interaction, rtype, patients, rec)
+                return
         if head is None or head.get("del"):
             self._check(principal, interaction, rtype, None, rec)  # the engine answers 404/410
+            if hide and head is None and interaction == "delete" and self._hides(principal, rtype):
+                # never stored: as another facility's is answered (below), not the 204 of deleting nothing
+                raise st.not_found(rtype, rid)
             return
         refs = head_patients(rtype, head)
-        self._check(principal, interaction, rtype, facts.many(refs) if in_compartment(rtype) else None, rec)
+        patients = facts.many(refs) if in_compartment(rtype) else None
+        if hide:
+            self._check_stored(principal, interaction, rtype, patients, rec, lambda: st.not_found(rtype, rid))
+        else:
+            self._check(principal, interaction, rtype, patients, rec)
+
+    def _last_body(self, rtype: str, rid: str, tombstone: dict[str, Any]) -> dict[str, Any] | None:
+        """The resource as it was before the deletion ``tombstone`` (a current document marked deleted), or None."""
+        try:
+            version = int(tombstone.get("v") or 0)
+        except (TypeError, ValueError):
+            return None
+        if version < 2:
+            return None
+        doc = unpack(self.store().history(rtype).find_one({"_id": f"{rid}/{version - 1}"}, {"res": 1}))
+        res = (doc or {}).get("res")
+        return res if isinstance(res, dict) else None
+
+    def _hides(self, principal: Any, rtype: str) -> bool:
+        """Whether this server hides from ``principal`` the ``rtype`` resources it may not see: on a server
+        that hides refusals, a caller whose reach depends on the patient (not admin), in the compartment."""
+        return self.hide_refused and self.is_restricted(principal) and in_compartment(rtype)
+
+    def _check_stored(self, principal: Any, interaction: str, rtype: str, patients: list[access.PatientFacts] | None,
+                      rec: Record, missing: Callable[[], FhirError], stored: list[access.PatientFacts] | None = None
+                      ) -> None:
+        """:meth:`_check` of ``interaction`` on a stored resource (``patients``: its patients, and a write's
+        new ones; ``stored``: its own, when not all of them). Where :meth:`_hides` says so, a refusal
+        because the caller may not read the stored resource (another facility's patient) answers
+        ``missing()``, the 404 of a resource not stored: a 403 told that it exists. Not when the
+        caller is refused for the type (a missing one is too: 403), nor when its facility's take-on of
+        the patient was ended (it knew the patient: the 403 says when). The AuditEvent records the 403."""
+        try:
+            self._check(principal, interaction, rtype, patients, rec)
+        except access.Denied as err:
+            stored = patients if stored is None else stored
+            if stored is None or not self._hides(principal, rtype) or any(p.ended for p in stored):
+                raise
+            compartment = in_compartment(rtype)
+            try:
+                access.check(principal, interaction, rtype, compartment=compartment)  # asked of a missing id too
+            except access.Denied:
+                raise err from None
+            try:
+                access.check(principal, "read", rtype, compartment=compartment, patients=stored)
+            except access.Denied:
+                raise _Hidden(str(err), missing()) from None
+            raise
 
     def _new_patients(self, facts: _Facts, resource: Any) -> list[access.PatientFacts]:
         if not isinstance(resource, dict):
@@ -316,7 +396,7 @@ class GuardedFhirServer(FhirServer):
             doc = loaded["doc"] = self.store().read_head(rtype, rid, compartment_param(rtype))
             if rtype == "Patient" and doc is not None and not doc.get("del") and isinstance(doc.get("res"), dict):
                 f.stored_patient(f"Patient/{rid}", doc["res"])  # its owners are in the body just read
-            self._existing(p, f, rec, "read", rtype, rid, head=doc or {"del": True})
+            self._existing(p, f, rec, "read", rtype, rid, head=doc or {"del": True}, hide=True)
 
         return self._run("read", req, pre,
                          lambda: super(GuardedFhirServer, self).read(req, doc=loaded.get("doc")))
@@ -331,7 +411,8 @@ class GuardedFhirServer(FhirServer):
                 self._check(p, "vread", rtype, None, rec)
                 return
             refs = resource_patients(res)
-            self._check(p, "vread", rtype, f.many(refs) if in_compartment(rtype) else None, rec)
+            self._check_stored(p, "vread", rtype, f.many(refs) if in_compartment(rtype) else None, rec,
+                               lambda: st.no_version(rtype, rid, req.vid or ""))
 
         return self._run("vread", req, pre, lambda: super(GuardedFhirServer, self).vread(req))
 
@@ -350,7 +431,7 @@ class GuardedFhirServer(FhirServer):
             if req.rid is None:
                 self._check(p, "history-type", rtype, None, rec)
             else:
-                self._existing(p, f, rec, "history", rtype, check_id(req.rid))
+                self._existing(p, f, rec, "history", rtype, check_id(req.rid), hide=True)
 
         return self._run(interaction, req, pre, lambda: super(GuardedFhirServer, self).history(req))
 
@@ -360,7 +441,7 @@ class GuardedFhirServer(FhirServer):
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             pid = check_id(req.rid)
             state["patient"] = self.store().read_head("Patient", pid)  # read once: checked, then returned
-            self._existing(p, f, rec, "everything", "Patient", pid, head=state["patient"] or _ABSENT)
+            self._existing(p, f, rec, "everything", "Patient", pid, head=state["patient"] or _ABSENT, hide=True)
 
         def call() -> FhirResponse:
             from .everything import everything
@@ -529,14 +610,15 @@ class GuardedFhirServer(FhirServer):
             except FhirError:
                 after_res = None  # the engine reports the bad patch; judge on what is stored
             after = self._new_patients(f, after_res) if after_res is not None else []
-            self._check(p, "patch", rtype, [*before, *after], rec)
+            self._check_stored(p, "patch", rtype, [*before, *after], rec, lambda: st.not_found(rtype, rid),
+                               stored=before)
 
         return self._run("patch", req, pre, lambda: super(GuardedFhirServer, self).patch(req))
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
-            self._existing(p, f, rec, "delete", rtype, check_id(req.rid))
+            self._existing(p, f, rec, "delete", rtype, check_id(req.rid), hide=True)
 
         return self._run("delete", req, pre, lambda: super(GuardedFhirServer, self).delete(req))
 

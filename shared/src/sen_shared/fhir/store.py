@@ -297,6 +297,10 @@ def not_found(resource_type: str, rid: str) -> FhirError:
     return FhirError(f"{resource_type}/{rid} is not known", status=404, code="not-found")
 
 
+def no_version(resource_type: str, rid: str, vid: str) -> FhirError:
+    return FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
+
+
 @dataclass
 class Write:
     """One prepared change of one resource: what to send to MongoDB, and what it means."""
@@ -384,10 +388,10 @@ class Store:
 
     def vread_doc(self, resource_type: str, rid: str, vid: str) -> dict[str, Any]:
         if not vid.isdigit() or len(vid) > 18:
-            raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
+            raise no_version(resource_type, rid, vid)
         doc = unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}))
         if doc is None:
-            raise FhirError(f"{resource_type}/{rid} has no version {vid}", status=404)
+            raise no_version(resource_type, rid, vid)
         if doc.get("del"):
             raise FhirError(f"version {vid} of {resource_type}/{rid} is a deletion", status=410, code="deleted")
         return doc
