@@ -265,10 +265,14 @@ def test_every_hl7_code_written_is_in_its_code_system(hl7_codes) -> None:
             (where, system, code, display, hl7_codes[system][code])
         checked += 1
     assert checked >= 10, checked
+    from sen_portal.web import results
     from sen_shared.fhir import audit
 
     for code in audit.SUBTYPES.values():  # AuditEvent.subtype
         assert code in hl7_codes[audit.SUBTYPE_SYSTEM], code
+    # the interpretation flags and the reasons a value is absent the portal names (in words of its own)
+    for table, system in ((results.FLAGS, results.INTERPRETATION), (results.ABSENT_REASONS, results.ABSENT)):
+        assert set(table) <= set(hl7_codes[system]), (system, set(table) - set(hl7_codes[system]))
 
 
 def test_the_ehr_benchmarks_generated_vital_signs_use_the_profiles_codes_and_units(package) -> None:
