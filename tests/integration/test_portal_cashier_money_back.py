@@ -343,7 +343,9 @@ def test_the_cashiers_daily_csv_names_the_facility_in_vietnamese(portal, billing
                       "Nhận qua", "Hình thức", "Hóa đơn", "Cơ sở", "Số tiền (đồng)", "Khớp với hóa đơn", "Kết quả",
                       "Thu ngân", "Ca làm việc", "Ghi chú", "Tiền mặt dự kiến (đồng)", "Tiền mặt đếm được (đồng)",
                       "Chênh lệch tiền mặt (đồng)", "Chuyển khoản dự kiến (đồng)", "Chuyển khoản theo sao kê (đồng)",
-                      "Chênh lệch chuyển khoản (đồng)", "Tính vào tổng của ngày"]
+                      "Chênh lệch chuyển khoản (đồng)", "Ghi nhận sau khi ca đã đóng",
+                      "Tiền mặt ghi nhận sau khi ca đóng (đồng)", "Chuyển khoản ghi nhận sau khi ca đóng (đồng)",
+                      "Thời gian giao dịch tại ngân hàng", "Tính vào tổng của ngày"]
     mine = [row for row in rows if _reference(inv) in row]
     assert mine and mine[0][header.index("Cơ sở")] == CLINIC_NAME
     assert CLINIC not in report.get_data(as_text=True)

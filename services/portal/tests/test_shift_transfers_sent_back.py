@@ -121,3 +121,48 @@ def test_a_closed_shift_says_what_was_refunded_after_its_close(app, sent, monkey
     said = re.search(r'data-testid="shift-recorded-after-close">([^<]*)<', page).group(1)
     assert said == ("Khoản hoàn tiền ghi nhận sau khi ca đã đóng, không có trong số liệu trên: "
                     "25.000\u00a0₫ tiền mặt, 7.000\u00a0₫ chuyển khoản.")
+
+
+def test_a_closed_shift_says_what_was_received_after_its_close(app, sent, monkeypatch) -> None:
+    """billing's ``recordedAfterClose`` with money in (a transfer or cash that raced the close): said apart,
+    in its own line; no line of refunds when none was given back after the close."""
+    from sen_portal.web import cashier
+
+    answer = cashier._json
+
+    def billing(method, path, body=None, params=None, key=None):
+        if (method, path) == ("GET", "/payments/shifts"):
+            return {"shifts": [{"id": "s1", "state": "closed", "openedAt": "2026-12-05T07:00:00+07:00",
+                                "closedAt": "2026-12-05T11:30:00+07:00", "openingCash": 0,
+                                "expected": {"cash": 0, "transfers": 0}, "counted": {"cash": 0, "transfers": 0},
+                                "difference": {"cash": 0, "transfers": 0}, "note": "",
+                                "recordedAfterClose": {"cashTaken": 0, "transfersReceived": 45000, "cashRefunded": 0,
+                                                       "transfersRefunded": 0, "refunds": [], "payments": []}}]}
+        return answer(method, path, body, params, key)
+
+    monkeypatch.setattr(cashier, "_json", billing)
+    page = portal_signed_in(app, "cashier").get("/shift").get_data(as_text=True)
+    said = re.search(r'data-testid="shift-received-after-close">([^<]*)<', page).group(1)
+    assert said == ("Tiền nhận ghi nhận sau khi ca đã đóng, không có trong số liệu trên: "
+                    "0\u00a0₫ tiền mặt, 45.000\u00a0₫ chuyển khoản.")
+    assert 'data-testid="shift-recorded-after-close"' not in page
+
+
+def test_the_daily_download_names_the_money_after_a_close_and_the_banks_time(app) -> None:
+    """billing's columns of money recorded after a close and of the bank's time, in Vietnamese: a row that
+    raced a close says so, a closed shift's nets so recorded are whole đồng, the bank's time as the page's."""
+    from sen_portal.web import daily_report
+
+    body = (b"kind,time,id,provider,channel,invoice,facility,amount,matched,outcome,reference,cashier,shift,note,"
+            b"facility_name,recorded_after_close,after_close_cash,after_close_transfers,bank_time\r\n"
+            b"payment,2026-12-06T00:00:03+07:00,sepay:1,sepay,transfer,inv-1,org-a,45000,yes,applied,HD1,,s1,,,s1,,,"
+            b"2026-12-05T23:59:58+07:00\r\n"
+            b"shift,2026-12-05T23:59:59+07:00,s1,,,,org-a,,,,,tn,s1,,,,-25000,45000,\r\n")
+    with app.test_request_context():
+        header, rows = daily_report.readable(body)
+    late, cash, transfers, bank = (header.index(c) for c in (
+        "Ghi nhận sau khi ca đã đóng", "Tiền mặt ghi nhận sau khi ca đóng (đồng)",
+        "Chuyển khoản ghi nhận sau khi ca đóng (đồng)", "Thời gian giao dịch tại ngân hàng"))
+    payment, shift = rows
+    assert (payment[late], payment[bank]) == ("Có", "05/12/2026 23:59:58")
+    assert (shift[late], shift[cash], shift[transfers], shift[bank]) == ("", "-25000", "45000", "")

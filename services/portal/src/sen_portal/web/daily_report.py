@@ -152,7 +152,14 @@ _COLUMNS = {"kind": _l("Row"), "time": _l("Time"),
             "expected_cash": _l("Expected cash (đồng)"), "counted_cash": _l("Counted cash (đồng)"),
             "cash_difference": _l("Cash difference (đồng)"), "expected_transfers": _l("Expected transfers (đồng)"),
             "counted_transfers": _l("Transfers on the bank statement (đồng)"),
-            "transfers_difference": _l("Transfers difference (đồng)")}
+            "transfers_difference": _l("Transfers difference (đồng)"),
+            # money that raced a close (billing's ``recorded_after_close``: in no shift's expected figures): on
+            # its row whether it was; on a closed shift's, the nets so recorded
+            "recorded_after_close": _l("Recorded after its shift was closed"),
+            "after_close_cash": _l("Cash recorded after the close (đồng)"),
+            "after_close_transfers": _l("Transfers recorded after the close (đồng)"),
+            # when the bank says a transfer happened (the row is on that day; "time" is when billing received it)
+            "bank_time": _l("Time at the bank")}
 _KINDS = {"payment": _l("Payment"), "refund": _l("Refund"), "total": _l("Total"), "shift": _l("Closed shift")}
 _CHANNELS = {"cash": _l("Cash"), "transfer": _l("Bank transfer")}
 _YES_NO = {"yes": _l("Yes"), "no": _l("No")}
@@ -329,6 +336,8 @@ def readable(body: bytes, facilities: dict[str, str] | None = None) -> tuple[lis
                   "invoice": r.get("reference") or references.get(r.get("invoice", ""), r.get("invoice", "")),
                   "facility": (facilities.get(r.get("facility", "")) or r.get("facility_name")
                                or r.get("facility", "")),
+                  "recorded_after_close": _label(_YES_NO, "yes") if r.get("recorded_after_close") else "",
+                  "bank_time": _time(r.get("bank_time", "")),
                   IN_TOTALS: _in_totals(r)}
         rows.append([values.get(c, r.get(c, "")) for c in columns])
     return [_label(_COLUMNS, c) for c in columns], rows
