@@ -100,8 +100,8 @@ def test_a_negative_count_sent_back_is_refused_on_its_field(app, sent) -> None:
     assert [s for s in sent if s[0] == "POST"] == []
 
 
-def test_a_closed_shift_says_what_was_refunded_after_its_close(app, sent, monkeypatch) -> None:
-    """billing's ``recordedAfterClose`` (a refund that raced the close): said apart from the close's figures."""
+def _closed_shift_page(app, monkeypatch, late: dict[str, Any]) -> str:  # noqa: ANN001
+    """The shift page of a cashier whose last closed shift has billing's ``recordedAfterClose`` ``late``."""
     from sen_portal.web import cashier
 
     answer = cashier._json
@@ -111,37 +111,27 @@ def test_a_closed_shift_says_what_was_refunded_after_its_close(app, sent, monkey
             return {"shifts": [{"id": "s1", "state": "closed", "openedAt": "2026-12-05T07:00:00+07:00",
                                 "closedAt": "2026-12-05T11:30:00+07:00", "openingCash": 0,
                                 "expected": {"cash": 0, "transfers": 0}, "counted": {"cash": 0, "transfers": 0},
-                                "difference": {"cash": 0, "transfers": 0}, "note": "",
-                                "recordedAfterClose": {"cashRefunded": 25000, "transfersRefunded": 7000,
-                                                       "refunds": []}}]}
+                                "difference": {"cash": 0, "transfers": 0}, "note": "", "recordedAfterClose": late}]}
         return answer(method, path, body, params, key)
 
     monkeypatch.setattr(cashier, "_json", billing)
-    page = portal_signed_in(app, "cashier").get("/shift").get_data(as_text=True)
+    return portal_signed_in(app, "cashier").get("/shift").get_data(as_text=True)
+
+
+def test_a_closed_shift_says_what_was_refunded_after_its_close(app, sent, monkeypatch) -> None:
+    """billing's ``recordedAfterClose`` (a refund that raced the close): said apart from the close's figures."""
+    page = _closed_shift_page(app, monkeypatch, {"cashRefunded": 25000, "transfersRefunded": 7000, "refunds": []})
     said = re.search(r'data-testid="shift-recorded-after-close">([^<]*)<', page).group(1)
     assert said == ("Khoản hoàn tiền ghi nhận sau khi ca đã đóng, không có trong số liệu trên: "
                     "25.000\u00a0₫ tiền mặt, 7.000\u00a0₫ chuyển khoản.")
+    assert 'data-testid="shift-received-after-close"' not in page
 
 
 def test_a_closed_shift_says_what_was_received_after_its_close(app, sent, monkeypatch) -> None:
     """billing's ``recordedAfterClose`` with money in (a transfer or cash that raced the close): said apart,
     in its own line; no line of refunds when none was given back after the close."""
-    from sen_portal.web import cashier
-
-    answer = cashier._json
-
-    def billing(method, path, body=None, params=None, key=None):
-        if (method, path) == ("GET", "/payments/shifts"):
-            return {"shifts": [{"id": "s1", "state": "closed", "openedAt": "2026-12-05T07:00:00+07:00",
-                                "closedAt": "2026-12-05T11:30:00+07:00", "openingCash": 0,
-                                "expected": {"cash": 0, "transfers": 0}, "counted": {"cash": 0, "transfers": 0},
-                                "difference": {"cash": 0, "transfers": 0}, "note": "",
-                                "recordedAfterClose": {"cashTaken": 0, "transfersReceived": 45000, "cashRefunded": 0,
-                                                       "transfersRefunded": 0, "refunds": [], "payments": []}}]}
-        return answer(method, path, body, params, key)
-
-    monkeypatch.setattr(cashier, "_json", billing)
-    page = portal_signed_in(app, "cashier").get("/shift").get_data(as_text=True)
+    page = _closed_shift_page(app, monkeypatch, {"cashTaken": 0, "transfersReceived": 45000, "cashRefunded": 0,
+                                                 "transfersRefunded": 0, "refunds": [], "payments": []})
     said = re.search(r'data-testid="shift-received-after-close">([^<]*)<', page).group(1)
     assert said == ("Tiền nhận ghi nhận sau khi ca đã đóng, không có trong số liệu trên: "
                     "0\u00a0₫ tiền mặt, 45.000\u00a0₫ chuyển khoản.")
