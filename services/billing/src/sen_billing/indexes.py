@@ -14,6 +14,8 @@ INDEXES += [
     mongo.Index("payments", (("late_invoice", 1),)),
     mongo.Index("payments", (("matched", 1),)),
     mongo.Index("payments", (("day", 1),)),
+    # a transfer received on another day than its bank's (reconciliation.rows: the bank's day's report)
+    mongo.Index("payments", (("bank_day", 1),)),
     mongo.Index("payments", (("shift", 1),)),
     mongo.Index("payments", (("facility", 1),)),
     mongo.Index("refunds", (("day", 1),)),
