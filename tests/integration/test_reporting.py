@@ -105,8 +105,10 @@ def province(fresh_db: Any) -> Any:
 def test_dashboard_figures_from_a_hand_made_fortnight(province: Any) -> None:
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW)
     assert d["range"]["weeks"] == ["2026-W45", "2026-W46"]
-    assert d["facilities_using"] == {"count": 25, "new": 3, "baseline": 22, "goal": 165, "share": 0.1515,
-                                     "baseline_named": False, "baseline_using": None}
+    # in use: a consult requested in the 30 days up to the range's end (C's, the day before the range, too)
+    assert d["facilities_using"] == {"count": 26, "new": 4, "baseline": 22, "goal": 165, "share": 0.1576,
+                                     "baseline_named": False, "baseline_using": None,
+                                     "since": "2026-10-17", "until": "2026-11-15"}
     assert d["consults_per_facility_week"] == [
         {"facility": A, "district": CL, "week": "2026-W45", "count": 3},
         {"facility": B, "district": TM, "week": "2026-W45", "count": 2},
@@ -134,8 +136,9 @@ def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> No
     d = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), CL, now=NOW, targets=targets)
     # a district's facilities: those of the district that used Sen; the baseline and the goal are the
     # province's settings, so no district is given the province's 100 facilities before Sen
-    assert d["facilities_using"] == {"count": 2, "new": 2, "baseline": None, "goal": None, "share": None,
-                                     "baseline_named": None, "baseline_using": None}
+    assert d["facilities_using"] == {"count": 3, "new": 3, "baseline": None, "goal": None, "share": None,
+                                     "baseline_named": None, "baseline_using": None,
+                                     "since": "2026-10-17", "until": "2026-11-15"}  # A, C and D
     assert {r["facility"] for r in d["consults_per_facility_week"]} == {A, D}
     assert d["time_to_answer"]["urgent"]["count"] == 0 and d["time_to_answer"]["routine"]["count"] == 4
     assert d["time_to_conclusion"]["urgent"]["count"] == 0 and d["time_to_conclusion"]["routine"]["count"] == 2
@@ -148,7 +151,7 @@ def test_dashboard_filters_by_district_and_uses_the_targets(province: Any) -> No
     tm = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), TM, now=NOW, targets=targets)["ehr_coverage"]
     assert (tm["patients"], tm["population"], tm["share"]) == (0, None, None)  # no population set for it
     whole = dashboard(province, date(2026, 11, 2), date(2026, 11, 15), None, now=NOW, targets=targets)
-    assert whole["facilities_using"]["count"] == 103 and whole["ehr_coverage"]["share"] == 0.5
+    assert whole["facilities_using"]["count"] == 104 and whole["ehr_coverage"]["share"] == 0.5
     one_day = dashboard(province, date(2026, 11, 1), date(2026, 11, 1), None, now=NOW)
     assert one_day["facilities_using"]["new"] == 1 and one_day["ehr_coverage"]["patients"] == 1
 
@@ -157,17 +160,18 @@ def test_a_baseline_facility_that_requests_consults_is_not_counted_twice(provinc
     """Review 12: "using now" was the baseline's number plus every facility that requested a consult, so
     a facility already using teleconsultation before Sen that requested one through it counted twice.
     Named in the settings, it stays in the baseline; its use of Sen is said apart."""
-    start, end = date(2026, 11, 2), date(2026, 11, 15)  # A, B and D requested consults
+    start, end = date(2026, 11, 2), date(2026, 11, 15)  # A, B, D (and C on 1 November) requested consults
     named = Targets(facility_baseline=3, baseline_facilities=frozenset({"tyt-a", "tyt-x", "tyt-y"}))
     d = dashboard(province, start, end, None, targets=named, now=NOW)
-    assert d["facilities_using"] == {"count": 5, "new": 2, "baseline": 3, "goal": 165, "share": 0.0303,
-                                     "baseline_named": True, "baseline_using": 1}
+    assert d["facilities_using"] == {"count": 6, "new": 3, "baseline": 3, "goal": 165, "share": 0.0364,
+                                     "baseline_named": True, "baseline_using": 1,
+                                     "since": "2026-10-17", "until": "2026-11-15"}
     # by Organization reference as well, and the CSV says the same
     ref = Targets(facility_baseline=1, baseline_facilities=frozenset({A}))
-    assert dashboard(province, start, end, None, targets=ref, now=NOW)["facilities_using"]["count"] == 3
-    assert csv_rows("facilities_using", province, start, end, targets=named, now=NOW)[1][0][3:5] == [5, 2]
+    assert dashboard(province, start, end, None, targets=ref, now=NOW)["facilities_using"]["count"] == 4
+    assert csv_rows("facilities_using", province, start, end, targets=named, now=NOW)[1][0][3:5] == [6, 3]
     # a district's figure has no baseline: every facility of it that requested a consult
-    assert dashboard(province, start, end, CL, targets=named, now=NOW)["facilities_using"]["count"] == 2
+    assert dashboard(province, start, end, CL, targets=named, now=NOW)["facilities_using"]["count"] == 3
 
 
 def test_the_baseline_facilities_setting() -> None:
@@ -256,10 +260,10 @@ def test_csv_rows_of_each_section(province: Any) -> None:
     assert csv_rows("ehr_coverage", province, start, end, now=NOW)[1][0][3] == 4
     assert csv_rows("ehr_coverage", province, start, end, CL, now=NOW)[1] == [
         ["2026-11-02", "2026-11-15", CL, 0, None, None, "2026-11-15"]]  # no district in these events
-    assert csv_rows("facilities_using", province, start, end, now=NOW)[1][0][3] == 25
+    assert csv_rows("facilities_using", province, start, end, now=NOW)[1][0][3] == 26
     assert csv_rows("facilities_using", province, start, end, TM, now=NOW) == (
-        ["start", "end", "district", "count", "new", "baseline", "goal", "share"],
-        [["2026-11-02", "2026-11-15", TM, 1, 1, None, None, None]])
+        ["start", "end", "district", "count", "new", "baseline", "goal", "share", "since", "until"],
+        [["2026-11-02", "2026-11-15", TM, 1, 1, None, None, None, "2026-10-17", "2026-11-15"]])
     with pytest.raises(KeyError):
         csv_rows("nope", province, start, end, now=NOW)
 

@@ -138,7 +138,7 @@ def test_facts_of_the_first_read_model_are_rebuilt_to_todays_figures_and_twice_t
         assert record_event(today_db, event, now=arrival) is True
     expected = figures(today_db)
     province = expected["None/None"]
-    assert province["facilities_using"]["new"] == 3 and province["cashless_share"]["assigned_earlier_amount"] == 0
+    assert province["facilities_using"]["new"] == 2 and province["cashless_share"]["assigned_earlier_amount"] == 0
     assert {r["status"] for r in province["consults_by_status"]} >= {"completed", "cancelled", "rejected", "booked"}
 
     store_as_the_first_read_model(fresh_db, stream)

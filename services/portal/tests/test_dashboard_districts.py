@@ -107,7 +107,7 @@ def test_a_chosen_district_shows_the_districts_figures_only(officer):
     config = json.loads(re.search(r'id="chart-facilities">(.*?)</script>', fac, re.S).group(1))
     assert config["data"]["labels"] == ["Đang sử dụng"] and config["data"]["datasets"][0]["data"] == [1]
     assert re.search(r'data-testid="facilities-using">1</p>', page)
-    assert "1 cơ sở của Huyện Cao Lãnh đã gửi yêu cầu hội chẩn trong kỳ" in page
+    assert "1 cơ sở của Huyện Cao Lãnh đang sử dụng." in page  # in use: the last 30 days, said under it
     # the EHR coverage is the district's own, and says how many records count in the province only
     ehr = page.split('id="h-ehr"', 1)[1].split("</section>", 1)[0]
     assert 'data-testid="ehr-share">75%<' in ehr and "3 hồ sơ trên 4 người dân của Huyện Cao Lãnh." in ehr

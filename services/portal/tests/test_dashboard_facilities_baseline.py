@@ -28,9 +28,9 @@ def _with(using: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("lang,named,unnamed", [
-    ("vi", "22 cơ sở trước Sen (trong đó 2 cơ sở đã yêu cầu hội chẩn trong kỳ), 1 cơ sở mới trong kỳ",
+    ("vi", "22 cơ sở trước Sen (trong đó 2 cơ sở đang sử dụng), thêm 1 cơ sở đang sử dụng",
      "một cơ sở trong số đó đã yêu cầu hội chẩn qua Sen cũng được tính là cơ sở mới"),
-    ("en", "22 before Sen (2 of them requested consults in this period), 1 new in this period",
+    ("en", "22 before Sen (2 of them in use now), 1 more in use now",
      "one of them that requested consults through Sen is also counted as new")])
 def test_the_card_says_whether_the_baseline_facilities_are_told_apart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, named: str, unnamed: str) -> None:

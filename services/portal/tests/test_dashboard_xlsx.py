@@ -26,6 +26,7 @@ def _data(db: Any, start: date, end: date, district: str | None, **kw: Any) -> d
     """domain.dashboard's figures for the downloads: every section with rows."""
     f = _figures(start, end, district)
     return {**f, "range": {**f["range"], "facility": None},
+            "facilities_using": {**f["facilities_using"], "since": "2026-08-22", "until": "2026-09-20"},
             "consults_per_facility_week": [
                 {"week": "2026-W37", "facility": "Organization/tyt-my-hiep", "district": "Huyện Cao Lãnh", "count": 3},
                 {"week": "2026-W38", "facility": "Organization/tyt-my-hiep", "district": "Huyện Cao Lãnh", "count": 1}],

@@ -20,20 +20,28 @@ The dict::
 
     range                      {start, end, district, facility (Organization/<id> or None),
                                 weeks: ["2026-W49", ...]}
-    facilities_using           {count, new, baseline, goal, share, baseline_named, baseline_using}
-                               new: distinct facilities that requested a consult in the range and
-                               are not among the facilities already using teleconsultation before
-                               Sen (``Targets.baseline_facilities``, when the settings name them);
-                               count = baseline (how many used it before Sen, a setting) + new, at
-                               most goal; share = count / goal. baseline_using: of the named
-                               baseline facilities, those that requested a consult in the range
+    facilities_using           {count, new, baseline, goal, share, baseline_named, baseline_using,
+                                since, until}
+                               IN USE ("Đang sử dụng"): a facility that requested at least one consult
+                               in the :data:`IN_USE_DAYS` (30) days up to ``end`` (``since``..``until``,
+                               local days, both included, whatever the range's start) that is not
+                               cancelled or rejected as of now (waiting for the hub, accepted, booked
+                               or completed: :func:`facilities_in_use`); a request stored before facts
+                               kept their consult counts (its end is not known). A facility whose
+                               requests were all withdrawn or refused got no remote diagnosis; one
+                               whose last request is older than 30 days is no longer in use.
+                               new: the facilities in use that are not among the facilities already
+                               using teleconsultation before Sen (``Targets.baseline_facilities``,
+                               when the settings name them); count = baseline (how many used it
+                               before Sen, a setting) + new, at most goal; share = count / goal.
+                               baseline_using: of the named baseline facilities, those in use
                                (counted in the baseline, never again in new); baseline_named False
                                (baseline_using None) when the settings give only their number: a
-                               baseline facility that requested a consult through Sen is then in
-                               new too, counted twice (the page says so).
-                               For a district or a facility: count = new (a facility: 1 when it
-                               requested a consult in the range, else 0); baseline, goal, share,
-                               baseline_named, baseline_using None (the settings are the province's)
+                               baseline facility in use through Sen is then in new too, counted
+                               twice (the page says so).
+                               For a district or a facility: count = new (a facility: 1 when it is
+                               in use, else 0); baseline, goal, share, baseline_named,
+                               baseline_using None (the settings are the province's)
     consults_per_facility_week [{facility, district, week, count}]   consults requested
     time_to_answer             {priority: {count, median_minutes, p90_minutes}} for routine, urgent,
                                asap, stat: time to acceptance, requested -> accepted (a hub doctor
@@ -132,7 +140,7 @@ _STATUS_OF = {"teleconsult.consult.accepted": "accepted", "teleconsult.appointme
 # which of a consult's events wins: an end over a booking over an acceptance (a consult ends once)
 _STATUS_RANK = {"waiting": 0, "accepted": 1, "booked": 2, "rejected": 3, "cancelled": 4, "completed": 5}
 # the columns of the one-row sections' CSV after start, end, district (None: the whole province)
-_SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share"),
+_SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "share", "since", "until"),
                     "cashless_share": ("transfer_amount", "cash_amount", "share", "transfer_count", "cash_count",
                                        "assigned_amount", "unmatched_amount", "unmatched_assigned_amount",
                                        "unmatched_refunded_amount", "unmatched_waiting_amount",
@@ -141,6 +149,8 @@ _SUMMARY_COLUMNS = {"facilities_using": ("count", "new", "baseline", "goal", "sh
                                        "received_transfer_amount", "received_cash_amount", "net"),
                     "ehr_coverage": ("patients", "population", "share", "as_of")}
 MAX_DAYS = 3 * 366
+# a facility is in use when it requested a consult (not cancelled or rejected) in the last 30 days of the range
+IN_USE_DAYS = 30
 
 
 class RangeError(ValueError):
@@ -220,9 +230,10 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     now = local(now)
     first, last = start.isoformat(), end.isoformat()
     wanted = facility_reference(facility)
+    in_use_since = end - timedelta(days=IN_USE_DAYS - 1)
     # events of a day arrive on or after it (a day's grace for publishers' clocks)
     rows = gather(db, ("consults", "acceptance_minutes", "conclusion_minutes", "sla_breaches", "money",
-                       "consult_status"), since=start - timedelta(days=1), now=now)
+                       "consult_status"), since=min(start, in_use_since) - timedelta(days=1), now=now)
 
     def within(section: str) -> list[dict[str, Any]]:
         return [r for r in rows[section] if first <= (r["day"] or "") <= last
@@ -230,7 +241,8 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
                 and (wanted is None or r.get("facility") == wanted)]
 
     consults = within("consults")
-    facilities = {r["facility"] for r in consults if r.get("facility")}
+    window = {"since": in_use_since.isoformat(), "until": last}
+    facilities = facilities_in_use(rows["consult_status"], window["since"], last, district, wanted)
     if district is None and wanted is None:
         # a facility of the baseline that requested consults is in the baseline already: not new, not twice
         named = {facility_reference(f) for f in targets.baseline_facilities}
@@ -239,10 +251,10 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
         fac: dict[str, Any] = {"count": using, "new": new, "baseline": targets.facility_baseline,
                                "goal": targets.facility_goal, "share": _share(using, targets.facility_goal),
                                "baseline_named": bool(named),
-                               "baseline_using": len(facilities & named) if named else None}
+                               "baseline_using": len(facilities & named) if named else None, **window}
     else:  # the baseline and the goal are the province's: no district's or facility's share of them
         fac = {"count": len(facilities), "new": len(facilities), "baseline": None, "goal": None, "share": None,
-               "baseline_named": None, "baseline_using": None}
+               "baseline_named": None, "baseline_using": None, **window}
 
     per_week: dict[tuple[str, str], dict[str, Any]] = {}
     for r in consults:
@@ -293,6 +305,17 @@ def dashboard(db: Database, start: date, end: date, district: str | None = None,
     }
 
 
+def facilities_in_use(rows: list[dict[str, Any]], first: str, last: str, district: str | None,
+                      facility: str | None) -> set[str]:
+    """The facilities (``Organization/<id>``) that requested from ``first`` to ``last`` (of ``district``, of
+    ``facility``) at least one consult that stands now neither cancelled nor rejected (:func:`_stand`), or one
+    whose consult the fact does not name (stored before it was kept: its end is not known, so it counts as
+    the figure always counted it). ``rows``: the ``consult_status`` section's from before ``first`` to now."""
+    requested, status, unknown = _stand(rows, first, last, district, facility)
+    going = {requested[c][0] for c, s in status.items() if s not in ("cancelled", "rejected")}
+    return {f for f in going | {f for f, _ in unknown} if f}
+
+
 def consult_statuses(rows: list[dict[str, Any]], first: str, last: str, district: str | None,
                      facility: str | None) -> list[dict[str, Any]]:
     """Where the consults requested from ``first`` to ``last`` (of ``district``, of ``facility``: their
@@ -301,6 +324,24 @@ def consult_statuses(rows: list[dict[str, Any]], first: str, last: str, district
     events count whenever they came). A consult's status is its furthest event's (:data:`_STATUS_RANK`);
     a booking names no facility, its request does. Requests with no consult (facts stored before it was
     kept) are ``unknown``, counted, never guessed."""
+    requested, status, unknown = _stand(rows, first, last, district, facility)
+    counts: dict[tuple[str | None, str | None, str], int] = defaultdict(int)
+    for consult, (fac, dist) in requested.items():
+        counts[(fac, dist, status[consult])] += 1
+    for (fac, dist), n in unknown.items():
+        counts[(fac, dist, "unknown")] += n
+    order = {s: i for i, s in enumerate((*STATUSES, "unknown"))}
+    return [{"facility": f, "district": d, "status": s, "count": n}
+            for (f, d, s), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", order[kv[0][2]]))]
+
+
+_Where = tuple[str | None, str | None]  # a request's facility and district
+
+
+def _stand(rows: list[dict[str, Any]], first: str, last: str, district: str | None, facility: str | None
+           ) -> tuple[dict[str, _Where], dict[str, str], dict[_Where, int]]:
+    """The consults requested from ``first`` to ``last`` (their request's facility and district), where each
+    stands now (its furthest event), and the requests naming no consult counted by facility and district."""
     requested: dict[str, tuple[str | None, str | None]] = {}
     unknown: dict[tuple[str | None, str | None], int] = defaultdict(int)
     for r in rows:
@@ -319,14 +360,7 @@ def consult_statuses(rows: list[dict[str, Any]], first: str, last: str, district
         consult = r.get("consult")
         if now is not None and consult in status and _STATUS_RANK[now] > _STATUS_RANK[status[consult]]:
             status[consult] = now
-    counts: dict[tuple[str | None, str | None, str], int] = defaultdict(int)
-    for consult, (fac, dist) in requested.items():
-        counts[(fac, dist, status[consult])] += 1
-    for (fac, dist), n in unknown.items():
-        counts[(fac, dist, "unknown")] += n
-    order = {s: i for i, s in enumerate((*STATUSES, "unknown"))}
-    return [{"facility": f, "district": d, "status": s, "count": n}
-            for (f, d, s), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", order[kv[0][2]]))]
+    return requested, status, unknown
 
 
 def _coverage(db: Database, last: str, district: str | None, targets: Targets, now: datetime) -> dict[str, Any]:

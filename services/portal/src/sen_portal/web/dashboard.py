@@ -323,6 +323,8 @@ _HEADERS = {"week": lazy_gettext("Week (ISO)"), "facility": lazy_gettext("Facili
             "start": lazy_gettext("From"), "end": lazy_gettext("To"),
             "new": lazy_gettext("New facilities"), "baseline": lazy_gettext("Before Sen"),
             "goal": lazy_gettext("Goal"), "share": lazy_gettext("Share (0–1)"),
+            # the 30 days a facility counts as in use in (domain.dashboard.IN_USE_DAYS)
+            "since": lazy_gettext("In use: from"), "until": lazy_gettext("In use: to"),
             "transfer_amount": lazy_gettext("Bank transfers (đồng)"), "cash_amount": lazy_gettext("Cash (đồng)"),
             "transfer_count": lazy_gettext("Bank transfers (number)"),
             "cash_count": lazy_gettext("Cash payments (number)"),

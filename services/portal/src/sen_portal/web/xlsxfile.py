@@ -22,7 +22,7 @@ MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DATE_FORMAT = "dd/mm/yyyy"
 MONEY_FORMAT = '#,##0 "₫"'  # the group separator is Excel's, from the reader's regional settings
 SHARE_FORMAT = "0.00%"
-DATES = frozenset({"start", "end", "as_of"})
+DATES = frozenset({"start", "end", "as_of", "since", "until"})
 SHARES = frozenset({"share"})
 # the dashboard's money columns (domain.dashboard's cashless_share): whole đồng
 MONEY = frozenset({"refunds", "refunds_of_takings", "refunds_owed", "net", "unmatched_without_facility"})
