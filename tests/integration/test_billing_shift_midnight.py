@@ -86,3 +86,40 @@ def test_the_last_and_first_millisecond_of_a_day_count_in_the_shift_open_then(db
     assert nxt[("payment", first["_id"])]["shift"] == first_shift
     assert nxt[("refund", credit_first["_id"])]["shift"] == first_shift
     assert ("payment", last["_id"]) not in nxt and ("refund", credit_last["_id"]) not in nxt
+
+
+HANDOVER = datetime.combine(DAY, time(14, 0, 0, 123_000), VN)  # one millisecond: Thu's close, An's opening
+
+
+def test_a_hand_over_in_one_millisecond_counts_its_instant_in_one_shift(db, clock) -> None:
+    """Thu closes and An opens in the same millisecond at one facility; a transfer and a refund by transfer of
+    that instant count in Thu's shift only (its close read the money up to its own instant; a shift opened at
+    the instant another closed starts after it). Before, both shifts' intervals held it: counted twice."""
+    thu, an = _cashier(), _cashier()
+    shifts.open_shift(db, thu)  # 08:00
+    credit = _overpaid(db)  # 08:00, in Thu's shift: 107.000 ₫ in, 7.000 ₫ to give back
+    clock[0] = HANDOVER
+    _iid, code = make_invoice(db, 20_000)
+    before = pay(db, code, 20_000)  # at the instant, recorded before the close
+    closed = shifts.close_shift(db, thu, 0, 127_000)
+    an_shift = shifts.open_shift(db, an)["id"]
+    _iid, code = make_invoice(db, 30_000)
+    after = pay(db, code, 30_000)  # at the instant, recorded after the close and the opening
+    payments.refund(db, credit["_id"], None, "Trả lại", an, None)  # by transfer, at the instant
+
+    assert closed["expected"]["transfersReceived"] == 127_000 and "recordedAfterClose" not in closed
+    late = shifts.recorded_after_close(db, closed["id"])  # the instant's money recorded after Thu's close
+    assert (late["transfersReceived"], late["transfersRefunded"]) == (30_000, 7_000)
+    clock[0] = HANDOVER + timedelta(hours=1)
+    expected = shifts.expected_totals(db, shifts.current(db, an), clock[0])
+    assert (expected["transfersReceived"], expected["transfersRefunded"]) == (0, 0)  # none of it is An's
+    rows = {(r["kind"], r["id"]): r for r in reconciliation.rows(db, DAY, "org-a")}
+    for key in (("payment", before["_id"]), ("payment", after["_id"]), ("refund", credit["_id"])):
+        assert rows[key]["shift"] == closed["id"], key
+    # a transfer a millisecond later is An's alone
+    clock[0] = HANDOVER + timedelta(milliseconds=1)
+    _iid, code = make_invoice(db, 40_000)
+    later = pay(db, code, 40_000)
+    assert shifts.expected_totals(db, shifts.current(db, an), clock[0])["transfersReceived"] == 40_000
+    row = next(r for r in reconciliation.rows(db, DAY, "org-a") if r["kind"] == "payment" and r["id"] == later["_id"])
+    assert row["shift"] == an_shift

@@ -276,10 +276,40 @@ def backfill_days(db: Database) -> dict[str, int]:
     return {"days": days, "open": entries}
 
 
+def counts_at(opened_at: datetime, closed_at: datetime | None, at: datetime, handed_over: bool) -> bool:
+    """Whether a shift open from ``opened_at`` to ``closed_at`` (None: open still) counts money of the
+    instant ``at``. Its close's instant is its own (the close read the money up to it, so a transfer
+    recorded before the close in the same millisecond is counted by it), and so is its opening's, unless
+    another shift of the facility closed at that very instant (``handed_over``): that instant is the
+    closing shift's, so each instant of a hand-over counts in one shift, not in both."""
+    opened_at, at = _aware(opened_at), _aware(at)
+    started = opened_at < at or (opened_at == at and not handed_over)
+    return started and (closed_at is None or at <= _aware(closed_at))
+
+
+def _handed_over(shift_id: str, opened_at: datetime, closers: dict[str, datetime]) -> bool:
+    """Whether a shift other than ``shift_id`` closed at ``opened_at`` (``closers``: shift -> its close)."""
+    opened_at = _aware(opened_at)
+    return any(at == opened_at for sid, at in closers.items() if sid != shift_id)
+
+
 def covering(shifts: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
-    """Of :func:`open_during`'s shifts, those open at ``at`` (the ones a transfer then counts under)."""
-    at = _aware(at)
-    return [s for s in shifts if s["opened_at"] <= at and (s["closed_at"] is None or at <= s["closed_at"])]
+    """Of :func:`open_during`'s shifts, those open at ``at`` (the ones a transfer then counts under,
+    :func:`counts_at`: a shift opened at the instant another of the facility closed starts after it)."""
+    closers = {s["shift"]: _aware(s["closed_at"]) for s in shifts if s["closed_at"] is not None}
+    return [s for s in shifts if counts_at(s["opened_at"], s["closed_at"], at,
+                                           _handed_over(s["shift"], s["opened_at"], closers))]
+
+
+def handed_over_at_open(db: Database, shift: dict[str, Any]) -> bool:
+    """Whether another shift of ``shift``'s facility closed at the very instant it opened (its day
+    records of that local day, one equality on ``fd``; a close writes them right after its link)."""
+    facility, opened_at = shift.get("facility"), _aware(shift["opened_at"])
+    if not facility:
+        return False
+    return any(r["shift"] != shift["shift"] and _aware(r["closed_at"]) == opened_at
+               for r in db[SHIFT_DAYS].find({"fd": _day_key(facility, local_day(opened_at))},
+                                             {"shift": 1, "closed_at": 1}))
 
 
 _TRANSFER_FIELDS = ("amount", "received_at", "invoice", "late_invoice", "channel", "facility", "outcome",
@@ -357,27 +387,29 @@ def _money_of(db: Database, shift: dict[str, Any], until: datetime) -> dict[str,
     equality on ``shift``), transfers to its facility's account while it was open (:func:`day_transfers`),
     and refunds (:func:`_refunds_of`: a cash one carries the shift it names, one by transfer none)."""
     taken = list(db[PAYMENTS].find({"shift": shift["shift"]}, {"amount": 1, "received_at": 1}))
-    cash_refunds, transfer_refunds = _refunds_of(db, shift, until)
     opened, until = _aware(shift["opened_at"]), _aware(until)
+    handed = bool(shift.get("facility")) and opened <= until and handed_over_at_open(db, shift)
+    cash_refunds, transfer_refunds = _refunds_of(db, shift, until, handed)
     received: list[dict[str, Any]] = []
     if shift.get("facility") and opened <= until:
         received = [p for p in day_transfers(db, shift["facility"], local_days(opened, until))
-                    if opened <= _aware(p["received_at"]) <= until]
+                    if counts_at(opened, until, p["received_at"], handed)]
     return {TAKEN: taken, RECEIVED: received,
             REFUND: [{**r, "shift": shift["shift"]} for r in cash_refunds] + [{**r, "shift": None}
                                                                              for r in transfer_refunds]}
 
 
-def _refunds_of(db: Database, shift: dict[str, Any], until: datetime) -> tuple[list[dict[str, Any]],
-                                                                            list[dict[str, Any]]]:
+def _refunds_of(db: Database, shift: dict[str, Any], until: datetime,
+                handed: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The refunds a shift counts up to ``until``: in cash from its drawer (those naming it, one equality on
-    ``shift``), and by transfer from its facility's account while it was open (:func:`day_transfer_refunds`)."""
+    ``shift``), and by transfer from its facility's account while it was open (:func:`day_transfer_refunds`;
+    ``handed``: another shift closed at its opening's instant, :func:`counts_at`)."""
     cash = list(db[REFUNDS].find({"shift": shift["shift"]}, {"amount": 1, "at": 1}))
     opened, until = _aware(shift["opened_at"]), _aware(until)
     transfers: list[dict[str, Any]] = []
     if shift.get("facility") and opened <= until:
         transfers = [r for r in day_transfer_refunds(db, shift["facility"], local_days(opened, until))
-                     if opened <= _aware(r["at"]) <= until]
+                     if counts_at(opened, until, r["at"], handed)]
     return cash, transfers
 
 
@@ -438,8 +470,10 @@ def _closed_covering(db: Database, facility: str, at: datetime) -> list[dict[str
     equality on ``fd``; a close writes them before reading its money again), then the links of those
     covering it (point reads; none unless a shift closed after ``at``)."""
     at = _aware(at)
-    found = [r["shift"] for r in db[SHIFT_DAYS].find({"fd": _day_key(facility, local_day(at))})
-             if _aware(r["opened_at"]) <= at <= _aware(r["closed_at"])]
+    records = list(db[SHIFT_DAYS].find({"fd": _day_key(facility, local_day(at))}))
+    closers = {r["shift"]: _aware(r["closed_at"]) for r in records}
+    found = [r["shift"] for r in records if counts_at(r["opened_at"], r["closed_at"], at,
+                                                      _handed_over(r["shift"], r["opened_at"], closers))]
     return [link for sid in found if (link := _closed_link(db, sid)) is not None]
 
 
