@@ -3,7 +3,8 @@ teleconsult (gunicorn on loopback), the real FerretDB and RabbitMQ; the portal i
 the demo clinic (Trạm Y tế xã Mỹ Hiệp).
 
 - Huỳnh Văn Tâm of TTYT huyện Cao Lãnh, not taken on: ``/patients/<id>/consult`` is the chart's 404 page, as
-  for one the EHR does not know (the EHR does not tell a clinic that another facility's patient exists), no form.
+  for one the EHR does not know (the EHR does not tell a clinic that another facility's patient exists), with
+  the way in (search the CCCD to take him on) as on every clinic's 404 of a patient, no form.
 - Taken on, the form opens; the take-on ended while it was open: sending it is the chart's 403 page saying
   the take-on ended and how to take him on again, what was typed shown, and teleconsult holds no consult
   of his.
@@ -42,6 +43,8 @@ def test_the_consult_form_of_a_patient_not_ones_own_or_unknown_is_the_charts_pag
     assert r.status_code == 404 and "Không tìm thấy" in _text(page)
     _no_form(page)
     assert "Dịch vụ hồ sơ sức khỏe từ chối" not in _text(page)
+    # the way in, said as to any clinic's 404 of a patient (not that he exists): his card, the search's take-on
+    assert "tìm theo số CCCD" in _text(page) and "để tiếp nhận" in _text(page)
     for pid in ("bn-khong-co-9999", "new"):
         r = c.get(f"/patients/{pid}/consult")
         assert r.status_code == 404 and "Không tìm thấy" in _text(r.get_data(as_text=True))

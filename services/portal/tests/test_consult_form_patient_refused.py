@@ -1,8 +1,9 @@
 """The consult form of a patient the EHR refuses the clinic nurse (review 4): the chart's page, not a form.
 
-- ``/patients/<id>/consult`` of another facility's patient (not taken on) is the chart's 403 page: "not one of
-  your facility's", the way in (search their CCCD or health insurance number to take them on), no form.
-- No such patient (``bn-9999``, ``new``): the chart's 404 page, no form.
+- ``/patients/<id>/consult`` of another facility's patient (not taken on; the EHR answers 404 as for no such
+  patient, 117548d) is the chart's 404 page with the way in (search their CCCD or health insurance number to
+  take them on), never saying the patient exists; no form. A doctor's 404 page has no such hint.
+- No such patient (``bn-9999``, ``new``): the chart's 404 page, the same words, no form.
 - The form sent after the facility's take-on ended (a tab left open): the chart's 403 page saying when it
   ended and how to take the patient on again, what was typed shown to copy (an htmx form: the page's
   problem box, the form and what was typed left in place), nothing sent to teleconsult nor stored.
@@ -62,8 +63,8 @@ class Backends:
                                                   f"facility's take-on of this patient was ended at {self.ended})")
             return _json(200, {"resourceType": "Patient", "id": TAM, "birthDate": "1948-01-01",
                                "name": [{"family": "Huỳnh", "given": ["Văn", "Tâm"]}]})
-        if f"/fhir/Patient/{OTHER}" in path:  # its read and its $everything
-            return _outcome(403, "forbidden", f"forbidden: Patient/{OTHER} is not managed by your facility")
+        if f"/fhir/Patient/{OTHER}" in path:  # its read and its $everything: the EHR hides them as missing
+            return _outcome(404, "not-found", f"Patient/{OTHER} not found")
         return _outcome(404, "not-found", "not found")
 
 
@@ -79,20 +80,24 @@ def no_form(page: str) -> None:
 
 
 @pytest.mark.parametrize("lang", ["vi", "en"])
-def test_another_facilitys_patient_is_the_charts_403_page_with_the_way_in_not_a_form(tmp_path, monkeypatch, lang):
+def test_another_facilitys_patient_is_the_charts_404_page_with_the_way_in_not_a_form(tmp_path, monkeypatch, lang):
     backends = Backends()
     c = nurse(tmp_path, monkeypatch, backends, lang)
     chart = c.get(f"/patients/{OTHER}")
     r = c.get(f"/patients/{OTHER}/consult")
     page = r.get_data(as_text=True)
-    assert r.status_code == chart.status_code == 403
+    assert r.status_code == chart.status_code == 404
     no_form(page)
     text = html.unescape(_text(page))
     if lang == "vi":
-        assert "không thuộc cơ sở của bạn" in text and "tìm theo số CCCD" in text and "để tiếp nhận" in text
-        assert "Dịch vụ hồ sơ sức khỏe từ chối" not in text
+        assert "Không tìm thấy" in text and "tìm theo số CCCD" in text and "để tiếp nhận" in text
+        assert "không thuộc cơ sở của bạn" not in text  # nothing says the patient exists
+        assert "Dịch vụ hồ sơ sức khỏe" not in text
     else:
-        assert "not one of your facility's" in text and "search their CCCD" in text and "take them on" in text
+        assert "search their CCCD" in text and "take them on" in text and "not one of your facility" not in text
+    # a made-up id reads the same: the page tells nothing apart
+    missing = c.get("/patients/bn-9999")
+    assert missing.status_code == 404 and _text(missing.get_data(as_text=True)) == _text(chart.get_data(as_text=True))
     assert 'href="/clinic"' in page or 'data-testid="back"' in page
     # the same page as the chart's (one mechanism)
     assert re.search(r'<section class="card narrow" id="problem">.*?</section>', page, re.S).group(0) == \
@@ -110,6 +115,16 @@ def test_no_such_patient_is_the_404_page_not_a_form(tmp_path, monkeypatch, pid):
     assert r.status_code == 404
     no_form(page)
     assert "Không tìm thấy" in _text(page) and "không có hồ sơ này" not in _text(page)
+    assert "tìm theo số CCCD" in html.unescape(_text(page))  # a clinic's way in, as for another facility's
+
+
+def test_a_doctors_404_page_of_a_patient_has_no_take_on_hint(tmp_path, monkeypatch):
+    monkeypatch.setattr(http, "request", Backends())
+    c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9",
+                                    SEN_PORTAL_CACHE_SECONDS="0"), "doctor", "vi")
+    r = c.get("/patients/bn-9999")
+    assert r.status_code == 404 and "Không tìm thấy" in _text(r.get_data(as_text=True))
+    assert "CCCD" not in html.unescape(_text(r.get_data(as_text=True)))
 
 
 def _open_form(c: Any) -> dict[str, str]:

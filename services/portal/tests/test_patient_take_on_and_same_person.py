@@ -92,8 +92,8 @@ class Ehr:
             return _json(200, {"resourceType": "Bundle", "type": "searchset",
                                "entry": [{"resource": p} for p in self.same]})
         if method == "GET" and path.endswith(f"/fhir/Patient/{TAM}/$everything"):
-            if not self.taken:
-                return _outcome(403, "forbidden", f"forbidden: Patient/{TAM} is not managed by your facility")
+            if not self.taken:  # another facility's patient: the EHR answers as for a missing one (117548d)
+                return _outcome(404, "not-found", f"Patient/{TAM} not found")
             return _json(200, {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
                 "resourceType": "Patient", "id": TAM, "name": [{"family": "Huỳnh", "given": ["Văn", "Tâm"]}],
                 "birthDate": self.tam_born, "gender": "male"}}]})
@@ -213,7 +213,7 @@ def test_another_facilitys_chart_says_how_to_take_the_patient_on(tmp_path, monke
     c = portal_signed_in(portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9"), "clinic", lang)
     r = c.get(f"/patients/{TAM}")
     page = r.get_data(as_text=True)
-    assert r.status_code == 403 and f"<h1>{'Không được phép' if lang == 'vi' else 'Not allowed'}</h1>" in page
+    assert r.status_code == 404 and f"<h1>{'Không tìm thấy' if lang == 'vi' else 'Not found'}</h1>" in page
     said = ("hãy tìm theo số CCCD hoặc số thẻ bảo hiểm y tế để tiếp nhận" if lang == "vi"
             else "search their CCCD or health insurance number to take them on")
     assert said in _text(page) and 'href="/patients"' in page

@@ -505,12 +505,17 @@ def section_paragraphs(section: dict[str, Any]) -> list[str]:
 
 def patient_refused_page(err: BackendError, typed: list[str] | None = None) -> tuple[str, int] | None:
     """The page for the EHR refusing the user a patient (the chart, the consult form), or None for another
-    failure (an outage: the caller's own handling): no such patient, 404; for a clinic, 403 with the way
-    in: the facility's take-on ended (when), or another facility's patient (their card, the search's
-    take-on, never a link). ``typed``: what a form sent for the patient held, shown to copy (nothing was
-    sent; an htmx form keeps it in the page, web.in_page)."""
+    failure (an outage: the caller's own handling): no such patient or another facility's (the EHR answers
+    both 404, so the page cannot tell them apart and says neither), 404, for a clinic with the way in (their
+    card, the search's take-on, never a link); for a clinic, 403 when the facility's take-on ended (when).
+    ``typed``: what a form sent for the patient held, shown to copy (nothing was sent; an htmx form keeps it
+    in the page, web.in_page)."""
     back = {"back": url_for("web.clinic_home"), "back_label": gettext("Find a patient"), "typed": typed}
     if err.status == 404:
+        if g.user.role == "clinic":
+            return render_template("error.html", title=gettext("Not found"), message=gettext(
+                "This patient does not exist or you may not see them. If the patient is here with their card, "
+                "search their CCCD or health insurance number to take them on at this facility."), **back), 404
         return render_template("error.html", title=gettext("Not found"), typed=typed,
                                message=gettext("This patient does not exist or you may not see them.")), 404
     ended = patients.ended_at(err)
@@ -519,11 +524,6 @@ def patient_refused_page(err: BackendError, typed: list[str] | None = None) -> t
             "Your facility's take-on of this patient ended at %(time)s: their record is no longer open to your "
             "clinic. If the patient comes back with their card, search their CCCD or health insurance number "
             "to take them on again.", time=when(ended)), **back), 403
-    if err.kind == "refused" and err.status == 403 and g.user.role == "clinic":
-        # another facility's patient: the way in is their card (the search's take-on), never this link
-        return render_template("error.html", title=gettext("Not allowed"), message=gettext(
-            "This patient is not one of your facility's. If the patient is here with their card, search "
-            "their CCCD or health insurance number to take them on at this facility."), **back), 403
     return None
 
 
