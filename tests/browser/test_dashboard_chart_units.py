@@ -69,3 +69,39 @@ def test_the_charts_say_dong_minutes_and_consults(browser, tmp_path: Path, monke
         assert titles == {"answer": minutes, "consults": consults, "breaches": consults}, titles
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("lang,half,thousands", [("vi", "2,5", "1.234"), ("en", "2.5", "1,234")])
+def test_the_charts_numbers_are_written_in_the_pages_language_not_the_browsers(
+        browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, half: str, thousands: str) -> None:
+    """Chart.js writes its axis labels and tooltips with Intl in its ``locale`` option, by default the
+    browser's: in an English browser the Vietnamese page's minutes axis and tooltips read 2.5 and 1,234 beside
+    the page's "2,5 phút" (found walking the dashboard). charts.js now sets it to the page's language."""
+    from sen_portal.web import dashboard
+
+    monkeypatch.setattr(dashboard, "figures", _with_money)
+    monkeypatch.setattr(dashboard, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    monkeypatch.setattr(dashboard, "org_without_care", lambda: set())
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
+
+    def serve(route: Any) -> None:
+        url = urlsplit(route.request.url)
+        r = client.get(url.path + (f"?{url.query}" if url.query else ""))
+        route.fulfill(status=r.status_code, body=r.data,
+                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+
+    ctx = browser.new_context(viewport={"width": 360, "height": 780}, locale="en-US" if lang == "vi" else "vi-VN",
+                              timezone_id="Asia/Ho_Chi_Minh")
+    try:
+        page = ctx.new_page()
+        page.route("http://portal.test/**", serve)
+        page.goto("http://portal.test/dashboard")
+        page.wait_for_function("() => window.Chart && Chart.getChart(document.querySelector("
+                               "'canvas[data-chart=answer]'))")
+        written = page.evaluate(
+            "() => { const y = Chart.getChart(document.querySelector('canvas[data-chart=answer]')).scales.y;"
+            " return [y.getLabelForValue(2.5), y.getLabelForValue(1234)]; }")
+        assert written == [half, thousands], written
+    finally:
+        ctx.close()

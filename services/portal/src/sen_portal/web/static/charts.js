@@ -7,6 +7,9 @@
     Chart.defaults.color = "#1a1a1a";
     Chart.defaults.animation = false;
     var lang = document.documentElement.lang || "vi";
+    // numbers on the axes and in the tooltips in the page's language (2,5 and 1.234 on a Vietnamese page), not the
+    // browser's: Chart.js formats them with Intl in this locale, by default the browser's own
+    Chart.defaults.locale = lang === "en" ? "en-GB" : "vi-VN";
     var fmt = new Intl.DateTimeFormat(lang === "en" ? "en-GB" : "vi-VN",
       {day: "2-digit", month: "2-digit", year: "2-digit", timeZone: "Asia/Ho_Chi_Minh"});
     var holder = document.getElementById("series-data");
