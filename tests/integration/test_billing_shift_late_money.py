@@ -16,19 +16,14 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import payments, shifts
 
 from tests.billing_support import make_invoice, pay, scratch_db
+from tests.integration.shift_support import cashier, closed_link
 
 pytestmark = pytest.mark.integration
-
-
-def _cashier(facility: str = "org-a") -> SimpleNamespace:
-    return SimpleNamespace(roles={"cashier"}, facility=facility, sub=f"thu-ngan-{uuid.uuid4().hex[:6]}",
-                           name="Lê Thị Thu")
 
 
 @pytest.fixture()
@@ -37,18 +32,14 @@ def db(mongo_client):
         yield database
 
 
-def _closed_link(db, shift_id: str) -> dict:  # noqa: ANN001
-    return db[shifts.SHIFTS].find_one({"shift": shift_id, "state": "closed"})
-
-
 def test_a_transfer_timed_in_the_shift_but_stored_after_its_close_is_reported_apart(db) -> None:
     """A transfer whose time is the shift's close (inclusive) but whose record became visible only after
     the close read (a slow webhook): its record's check finds the close did not count it, and says so; the
     next shift does not count it either (it came before that one opened); checked again, the same record."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu)["id"]
     shifts.close_shift(db, thu, 0, 0)
-    link = _closed_link(db, shift)
+    link = closed_link(db, shift)
     at = link["closed_at"]
     pid = f"sepay:{uuid.uuid4().hex[:10]}"
     doc = {"_id": pid, "provider": "sepay", "channel": "transfer", "amount": 45_000, "invoice": "inv-x",
@@ -70,7 +61,7 @@ def test_a_transfer_timed_in_the_shift_but_stored_after_its_close_is_reported_ap
 
 def test_a_transfer_after_the_close_is_the_next_shifts_not_recorded_after_the_close(db) -> None:
     """A transfer received after the close is no miss: nothing is claimed, the next shift counts it."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu)["id"]
     shifts.close_shift(db, thu, 0, 0)
     shifts.open_shift(db, thu)
@@ -83,7 +74,7 @@ def test_a_transfer_after_the_close_is_the_next_shifts_not_recorded_after_the_cl
 def test_cash_recorded_after_its_shift_closed_is_reported_apart(db) -> None:
     """Cash whose request read the shift open, recorded after the shift closed: the close's figures stay as
     counted, the closed shift says the cash was recorded after its close."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu, 100_000)["id"]
     iid, _code = make_invoice(db, 30_000)
     shifts.close_shift(db, thu, 100_000, 0)
@@ -102,7 +93,7 @@ def test_transfers_racing_the_close_are_counted_by_it_or_reported_after_it_once(
     next shift's); the close's figures plus those recorded after it are the shift's figures counted again,
     and the next shift counts none of those timed within this one."""
     for before in range(5):
-        thu = _cashier()
+        thu = cashier()
         codes = [make_invoice(db, 100_000)[1] for _ in range(8)]
         shift = shifts.open_shift(db, thu)["id"]
         gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
@@ -128,7 +119,7 @@ def test_transfers_racing_the_close_are_counted_by_it_or_reported_after_it_once(
             futures = [pool.submit(transfer, c) for c in codes] + [pool.submit(close)]
             for f in futures:
                 f.result()
-        link = _closed_link(db, shift)
+        link = closed_link(db, shift)
         counted = set(link["counted_transfers"])
         late = {r["payment"] for r in db[shifts.LATE].find({"shift": shift})}
         assert not counted & late
@@ -168,13 +159,13 @@ def test_the_daily_csv_marks_the_money_recorded_after_a_close(db) -> None:
     from tests.support import vn_day_with_room
 
     today = vn_day_with_room()
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu, 100_000)["id"]
     _iid, code = make_invoice(db, 100_000)
     counted = pay(db, code, 125_000)  # 25.000 ₫ over: given back in cash below, after the close
     shifts.close_shift(db, thu, 100_000, 125_000)
     payments.refund(db, counted["_id"], None, "Trả tiền mặt", thu, shift)  # the shift read before the close
-    link = _closed_link(db, shift)
+    link = closed_link(db, shift)
     at = link["closed_at"]
     slow = {"_id": f"payos:{uuid.uuid4().hex[:10]}", "provider": "payos", "channel": "transfer", "amount": 45_000,
             "invoice": "inv-x", "facility": "org-a", "matched": True, "outcome": "applied", "received_at": at,

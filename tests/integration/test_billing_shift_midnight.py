@@ -9,15 +9,14 @@ shift opened at 00:00, reading the refunds of its own days, never found it (nor 
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime, time, timedelta
-from types import SimpleNamespace
 
 import pytest
 from sen_billing.domain import payments, reconciliation, shifts
 from sen_billing.domain.payments import VN
 
 from tests.billing_support import make_invoice, pay, scratch_db
+from tests.integration.shift_support import cashier
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +40,13 @@ def clock(monkeypatch):
     return now
 
 
-def _cashier() -> SimpleNamespace:
-    return SimpleNamespace(roles={"cashier"}, facility="org-a", sub=f"thu-ngan-{uuid.uuid4().hex[:6]}", name="Lê Thu")
-
-
 def _overpaid(db) -> dict:  # noqa: ANN001
     _iid, code = make_invoice(db, 100_000)
     return pay(db, code, 100_000 + 7_000)  # 7.000 ₫ of credit to give back
 
 
 def test_the_last_and_first_millisecond_of_a_day_count_in_the_shift_open_then(db, clock) -> None:
-    thu, an = _cashier(), _cashier()
+    thu, an = cashier(name="Lê Thu"), cashier(name="Lê Thu")
     shifts.open_shift(db, thu)  # 08:00
     credit_last, credit_first = _overpaid(db), _overpaid(db)  # 08:00, in Thu's shift
     clock[0] = LAST
@@ -95,7 +90,7 @@ def test_a_hand_over_in_one_millisecond_counts_its_instant_in_one_shift(db, cloc
     """Thu closes and An opens in the same millisecond at one facility; a transfer and a refund by transfer of
     that instant count in Thu's shift only (its close read the money up to its own instant; a shift opened at
     the instant another closed starts after it). Before, both shifts' intervals held it: counted twice."""
-    thu, an = _cashier(), _cashier()
+    thu, an = cashier(name="Lê Thu"), cashier(name="Lê Thu")
     shifts.open_shift(db, thu)  # 08:00
     credit = _overpaid(db)  # 08:00, in Thu's shift: 107.000 ₫ in, 7.000 ₫ to give back
     clock[0] = HANDOVER

@@ -22,14 +22,10 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
 
 from tests.billing_support import billing_app, make_invoice, pay, scratch_db
+from tests.integration.shift_support import cashier, closed_link
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
-
-
-def _cashier(facility: str = "org-a") -> SimpleNamespace:
-    return SimpleNamespace(roles={"cashier"}, facility=facility, sub=f"thu-ngan-{uuid.uuid4().hex[:6]}",
-                           name="Lê Thị Thu")
 
 
 @pytest.fixture()
@@ -44,8 +40,8 @@ def _overpaid(db, owed: int, paid: int, facility: str = "org-a") -> dict:  # noq
     return pay(db, code, paid)
 
 
-def _expected(db, cashier: SimpleNamespace) -> dict[str, int]:  # noqa: ANN001
-    shift = shifts.current(db, cashier)
+def _expected(db, who: SimpleNamespace) -> dict[str, int]:  # noqa: ANN001
+    shift = shifts.current(db, who)
     assert shift is not None
     return shifts.expected_totals(db, shift, datetime.now(UTC))
 
@@ -55,7 +51,7 @@ def test_a_refund_by_transfer_in_the_shift_is_expected_off_the_statement(db) -> 
     transfer. The statement shows 150.000 ₫ in and 50.000 ₫ out: she closes with those counts and no
     difference, no note needed. Before, the shift expected 150.000 ₫ and the statement's net 100.000 ₫
     was a 50.000 ₫ gap a note had to explain."""
-    thu = _cashier()
+    thu = cashier()
     shifts.open_shift(db, thu, 200_000)
     paid = _overpaid(db, 100_000, 150_000)
     payments.refund(db, paid["_id"], None, "Trả lại tiền chuyển thừa", thu, None)  # no shift: by transfer
@@ -73,7 +69,7 @@ def test_a_refund_by_transfer_in_the_shift_is_expected_off_the_statement(db) -> 
 def test_the_close_without_the_refund_counted_shows_the_difference(db) -> None:
     """A statement counted as 150.000 ₫ in and nothing sent back, with a refund by transfer of 50.000 ₫
     recorded: that is a difference of +50.000 ₫ (a note must say why), not a silent match."""
-    thu = _cashier()
+    thu = cashier()
     shifts.open_shift(db, thu)
     paid = _overpaid(db, 100_000, 150_000)
     payments.refund(db, paid["_id"], None, "Trả lại tiền chuyển thừa", thu, None)
@@ -85,14 +81,14 @@ def test_the_close_without_the_refund_counted_shows_the_difference(db) -> None:
 def test_refunds_before_or_after_a_shift_or_of_another_facility_are_not_its_own(db) -> None:
     """A refund by transfer before the shift opened, one after it closed and one of another facility's
     account are none of its figures; the one after is the next shift's."""
-    thu = _cashier()
+    thu = cashier()
     before = _overpaid(db, 100_000, 130_000)
     payments.refund(db, before["_id"], None, "Trước ca", thu, None)  # 30.000 ₫ out before the shift
     shifts.open_shift(db, thu)
     during = _overpaid(db, 100_000, 120_000)
     payments.refund(db, during["_id"], None, "Trong ca", thu, None)  # 20.000 ₫ out in the shift
     other = _overpaid(db, 100_000, 110_000, facility="org-b")
-    payments.refund(db, other["_id"], None, "Cơ sở khác", _cashier("org-b"), None)  # org-b's account
+    payments.refund(db, other["_id"], None, "Cơ sở khác", cashier("org-b"), None)  # org-b's account
     assert _expected(db, thu)["transfersRefunded"] == 20_000
     closed = shifts.close_shift(db, thu, 0, 120_000, counted_transfers_refunded=20_000)
     assert closed["difference"] == {"cash": 0, "transfers": 0}, closed
@@ -112,7 +108,7 @@ def test_refunds_before_or_after_a_shift_or_of_another_facility_are_not_its_own(
 def test_a_cash_refund_comes_off_the_drawer_not_the_statement(db) -> None:
     """A transfer's credit given back in cash at the desk leaves the drawer: expected cash less it, the
     transfers expected as they came (nothing left the account)."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu, 100_000)["id"]
     paid = _overpaid(db, 100_000, 125_000)
     payments.refund(db, paid["_id"], None, "Trả tiền mặt tại quầy", thu, shift)
@@ -128,7 +124,7 @@ def test_the_daily_report_names_the_shifts_that_count_a_refund_by_transfer(db) -
     shifts open when it went (as a transfer's row does), a refund before any shift none; the closed shift's
     row expects the net."""
     today = vn_day_with_room()
-    thu, an = _cashier(), _cashier()
+    thu, an = cashier(), cashier()
     before = _overpaid(db, 100_000, 130_000)
     payments.refund(db, before["_id"], None, "Trước ca", thu, None)
     mine = shifts.open_shift(db, thu)["id"]
@@ -174,15 +170,11 @@ def test_the_close_api_takes_the_transfers_sent_back(base_env, dev_key, mongo_cl
         assert r.json()["counted"]["transfersRefunded"] == 50_000
 
 
-def _closed_link(db, shift_id: str) -> dict:  # noqa: ANN001
-    return db[shifts.SHIFTS].find_one({"shift": shift_id, "state": "closed"})
-
-
 def test_a_cash_refund_recorded_after_its_shift_closed_is_reported_apart(db) -> None:
     """A cash refund whose request read the shift open, recorded after the shift closed (the close read its
     refunds before): the close's figures stay as counted, and the closed shift says the refund was recorded
     after its close (``recordedAfterClose``), once."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu, 100_000)["id"]
     paid = _overpaid(db, 100_000, 125_000)
     shifts.close_shift(db, thu, 100_000, 125_000)
@@ -199,10 +191,10 @@ def test_a_cash_refund_recorded_after_its_shift_closed_is_reported_apart(db) -> 
 def test_a_refund_by_transfer_timed_in_the_shift_but_stored_after_its_close_is_reported_apart(db) -> None:
     """A refund by transfer whose time is within the shift but whose record became visible only after the close
     read (a slow insert): its record's check finds the close did not count it, and says so."""
-    thu = _cashier()
+    thu = cashier()
     shift = shifts.open_shift(db, thu)["id"]
     closed = shifts.close_shift(db, thu, 0, 0)
-    link = _closed_link(db, shift)
+    link = closed_link(db, shift)
     at = link["closed_at"]  # within the shift (its close included), as a transfer's at its close
     refund = {"_id": f"payos:{uuid.uuid4().hex[:10]}", "amount": 7_000, "channel": "transfer", "facility": "org-a",
               "shift": None, "at": at, "day": payments.local_day(at), "reason": "chậm"}
@@ -223,7 +215,7 @@ def test_refunds_racing_the_close_are_counted_by_it_or_reported_after_it_once(db
     from concurrent.futures import ThreadPoolExecutor
 
     for before in range(5):  # the close starts once this many refunds are recorded: 0 to 4, the others racing it
-        thu = _cashier()
+        thu = cashier()
         paid = [_overpaid(db, 100_000, 100_000 + 1_000 * (i + 1)) for i in range(8)]
         shift = shifts.open_shift(db, thu)["id"]
         gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
@@ -248,7 +240,7 @@ def test_refunds_racing_the_close_are_counted_by_it_or_reported_after_it_once(db
             futures = [pool.submit(give_back, i, p) for i, p in enumerate(paid)] + [pool.submit(close)]
             for f in futures:
                 f.result()
-        link = _closed_link(db, shift)
+        link = closed_link(db, shift)
         counted = set(link["counted_refunds"])
         late = {r["refund"] for r in db[shifts.LATE_REFUNDS].find({"shift": shift})}
         assert not counted & late
