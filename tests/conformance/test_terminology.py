@@ -76,6 +76,8 @@ LOINC: dict[str, tuple[str, str]] = {
     "5811-5": ("Specific gravity of Urine by Test strip", "Urine specific gravity (dipstick)"),
     "8665-2": ("Last menstrual period start date", "Last menstrual period start date"),
     "11488-4": ("Consult note", "Consult note"),  # the EHR's consult record (Composition.type)
+    # its document class (Composition.category): a LOINC Document Ontology part, as FHIR R4's Composition/example
+    "LP173421-1": ("Report", "Report"),
     # answers (LOINC answer lists)
     "LA6577-6": ("Negative", "Negative"), "LA6576-8": ("Positive", "Positive"),
     "LA11882-0": ("Not detected", "Not detected"), "LA11883-8": ("Detected", "Detected"),
@@ -313,3 +315,29 @@ def test_every_specialty_code_is_a_confirmed_specialty_under_its_vietnamese_name
     for code in {*(p["specialtyCode"] for p in demo["practitioners"]), *priced, *prices.SPECIALTIES}:
         if code in practice:  # FHIR's practice-setting value set (it lists no "Pediatric specialty")
             assert practice[code] == SNOMED[code], (code, practice[code])
+
+
+# --------------------------------------------------------------------------- the consult record
+
+def test_the_consult_records_category_is_a_document_class_not_its_type(package) -> None:
+    """Composition.category is the document's class (R4's binding: document-classcodes, an example), not its kind
+    again: the EHR's consult note is classed as FHIR R4's own consult note example (Composition/example, type LOINC
+    11488-4) classes it."""
+    from sen_ehr.domain.consult_record import build_composition
+
+    example = next(r for r in package if r.get("resourceType") == "Composition" and r.get("id") == "example")
+    period = {"start": "2026-12-06T08:00:00+07:00", "end": "2026-12-06T08:30:00+07:00"}
+    comp = build_composition({
+        "serviceRequest": "ServiceRequest/sr-1", "patient": "Patient/bn-0001", "performer": "Practitioner/bs-an",
+        "completedAt": period["end"], "period": period,
+        "minutes": {"participants": [{"reference": "Practitioner/bs-an", "display": "BS. Nguyễn Văn An",
+                                      "role": "chủ trì"}],
+                    "summary": "s", "findings": "f", "recommendations": "r",
+                    "conclusion": {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}}}, "c", "e")
+    assert comp["type"]["coding"] == example["type"]["coding"]
+    assert [c["code"] for cat in comp["category"] for c in cat["coding"]] == \
+        [c["code"] for cat in example["category"] for c in cat["coding"]] == ["LP173421-1"]
+    assert {c["code"] for c in comp["type"]["coding"]}.isdisjoint(
+        c["code"] for cat in comp["category"] for c in cat["coding"])
+    for coding in [*comp["type"]["coding"], *(c for cat in comp["category"] for c in cat["coding"])]:
+        assert coding["system"] == LOINC_SYSTEM and coding["display"].casefold() == LOINC[coding["code"]][0].casefold()

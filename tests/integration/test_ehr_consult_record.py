@@ -503,3 +503,36 @@ def test_a_record_cut_off_after_its_history_document_has_its_creates_audited_onc
         assert _create_audits(db, enc2) == 0
         assert handle_consult_completed(event2, db) == (False, False)
     assert _create_audits(db, enc2) == _create_audits(db, comp2) == 1
+
+
+def test_the_records_category_is_its_document_class_and_old_records_are_found_by_type(
+        worker: EhrWorker, ehr: Any, dev_key: Any) -> None:
+    """A record carries LOINC 11488-4 (Consult note) as its ``type`` and the document class LP173421-1 (Report) as
+    its ``category``; one stored before (11488-4 for both: written here as the handler wrote it) still reads, and
+    a search by ``type`` finds old and new alike, one by the new ``category`` the new one."""
+    from sen_ehr.domain.consult_record import build_composition, create_once, record_ids
+    from sen_shared.fhir.store import Store
+
+    admin = bearer(dev_key, "admin")
+    pid = f"cat-{uuid.uuid4().hex[:8]}"
+    new = stored_record(worker, ehr, dev_key, consult_data(f"sr-{uuid.uuid4().hex[:8]}", f"Patient/{pid}"))
+    assert new["type"]["coding"] == [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
+    assert new["category"] == [{"coding": [{"system": "http://loinc.org", "code": "LP173421-1",
+                                            "display": "Report"}]}]
+
+    old_sr = f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}"
+    enc_id, old_id = record_ids(old_sr)
+    old = build_composition(consult_data(old_sr.split("/")[1], f"Patient/{pid}"), old_id, enc_id)
+    old["category"] = [{"coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]}]
+    assert create_once(Store(worker.db, service="ehr"), old, old_id)
+    r = ehr.get(f"/fhir/Composition/{old_id}", headers=admin)
+    assert r.status_code == 200 and r.json()["category"] == old["category"], r.text
+
+    def found(query: str) -> set[str]:
+        resp = ehr.get(f"/fhir/Composition?patient=Patient/{pid}&{query}", headers=admin)
+        assert resp.status_code == 200, resp.text
+        return {e["resource"]["id"] for e in resp.json().get("entry", [])}
+
+    assert found("type=http://loinc.org|11488-4") == {new["id"], old_id}
+    assert found("category=http://loinc.org|LP173421-1") == {new["id"]}
+    assert found("category=http://loinc.org|11488-4") == {old_id}

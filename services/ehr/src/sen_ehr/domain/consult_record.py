@@ -170,8 +170,11 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
         "resourceType": "Composition",
         "identifier": {"system": CONSULT_ID_SYSTEM, "value": data["serviceRequest"].split("/", 1)[1]},
         "status": "final",
+        # the kind of document (LOINC's consult note: search the records by it, ``type``, whenever stored) and its
+        # class (LOINC Document Ontology's "Report", as FHIR R4's own consult note example, Composition/example,
+        # classes its 11488-4). Records stored before 2026-12-06 carry 11488-4 as their category too.
         "type": {"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]},
-        "category": [{"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]}],
+        "category": [{"coding": [{"system": LOINC, "code": "LP173421-1", "display": "Report"}]}],
         "subject": {"reference": data["patient"]},
         "encounter": {"reference": f"Encounter/{enc_id}"},
         "date": data["completedAt"],
