@@ -266,6 +266,32 @@ def test_consult_price_follows_the_clinics_level(billing) -> None:
     assert store(db).read_doc("Invoice", inv2)["res"]["totalGross"]["value"] == 200_000
 
 
+
+def test_a_commune_clinics_consult_is_priced_by_its_specialty(billing) -> None:
+    """A commune clinic's cardiology consult is priced at the commune cardiology price (before, the price list
+    had no commune-level specialty prices: consult-any-commune, 100.000 ₫, whatever the specialty); a specialty
+    the list has no commune price for still falls back to consult-any-commune. The shipped list prices each of
+    its specialties at every level, the commune's between consult-any-commune and the district's."""
+    _client, db = billing
+    from sen_billing.config import BillingSettings
+
+    settings = BillingSettings(_env_file=None, MONGO_URL="mongodb://x", AMQP_URL="amqp://x", SEN_DEV_JWT_KEY="k",
+                               SEN_FACILITY_LEVELS={"tram-y-te-xa": "commune"})
+    totals = []
+    for specialty in ("394579002", "394585009"):  # cardiology; obstetrics and gynaecology: no price of its own
+        sr = f"sr-{uuid.uuid4().hex[:8]}"
+        consult_charge(requested(sr, specialty), db)
+        inv = invoices.charge_consult(db, completed(sr, "Patient/p-5", clinic="tram-y-te-xa"),
+                                      level_of=settings.level_of, base_salary=settings.base_salary)
+        invoice = store(db).read_doc("Invoice", inv)["res"]
+        totals.append(invoice["totalGross"]["value"])
+    assert totals == [170_000, 100_000]
+    prices = {d["id"]: pricing.price(d) for d in pricing.read_file()}
+    specialties = {i.split("-")[1] for i in prices if i.startswith("consult-") and not i.startswith("consult-any-")}
+    for code in specialties:
+        assert prices["consult-any-commune"] <= prices[f"consult-{code}-commune"] <= prices[f"consult-{code}-district"]
+
+
 # ----------------------------------------------------------------------------- BHYT
 
 def _shares(invoice: dict) -> tuple[int, int, int]:
