@@ -38,10 +38,20 @@ def _org(o: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+# a practitioner's qualification in the demo data -> (the title written before their name, the qualification
+# as Practitioner.qualification says it): a doctor (bác sĩ) is "BS.", an assistant doctor (y sĩ) "YS."
+QUALIFICATIONS = {"bac-si": ("BS.", "Bác sĩ"), "y-si": ("YS.", "Y sĩ")}
+
+
 def _practitioner(p: dict[str, Any]) -> list[dict[str, Any]]:
+    if p.get("qualification") not in QUALIFICATIONS:
+        raise ValueError(f"practitioner {p['id']}: qualification {p.get('qualification')!r} is none of "
+                         f"{sorted(QUALIFICATIONS)}")
+    title, qualification = QUALIFICATIONS[p["qualification"]]
     prac = {"resourceType": "Practitioner", "id": p["id"], "active": True, "gender": p["gender"],
-            "name": [{"family": p["family"], "given": p["given"], "prefix": ["BS."],
-                      "text": " ".join([p["family"], *p["given"]])}]}
+            "name": [{"family": p["family"], "given": p["given"], "prefix": [title],
+                      "text": " ".join([p["family"], *p["given"]])}],
+            "qualification": [{"code": {"text": qualification}}]}
     role = {"resourceType": "PractitionerRole", "id": f"{p['id']}-role", "active": True,
             "practitioner": {"reference": f"Practitioner/{p['id']}"},
             "organization": {"reference": f"Organization/{p['org']}"},
