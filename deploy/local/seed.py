@@ -43,6 +43,13 @@ def _org(o: dict[str, Any]) -> dict[str, Any]:
 QUALIFICATIONS = {"bac-si": ("BS.", "Bác sĩ"), "y-si": ("YS.", "Y sĩ")}
 
 
+def specialty(p: dict[str, Any]) -> dict[str, Any]:
+    """A practitioner's specialty: the SNOMED CT code with its official English display (FHIR's
+    c80-practice-codes), the Vietnamese name as the concept's text."""
+    return {"coding": [{"system": "http://snomed.info/sct", "code": p["specialtyCode"],
+                        "display": p["specialtyDisplay"]}], "text": p["specialty"]}
+
+
 def _practitioner(p: dict[str, Any]) -> list[dict[str, Any]]:
     if p.get("qualification") not in QUALIFICATIONS:
         raise ValueError(f"practitioner {p['id']}: qualification {p.get('qualification')!r} is none of "
@@ -55,8 +62,7 @@ def _practitioner(p: dict[str, Any]) -> list[dict[str, Any]]:
     role = {"resourceType": "PractitionerRole", "id": f"{p['id']}-role", "active": True,
             "practitioner": {"reference": f"Practitioner/{p['id']}"},
             "organization": {"reference": f"Organization/{p['org']}"},
-            "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": p["specialtyCode"]}],
-                           "text": p["specialty"]}]}
+            "specialty": [specialty(p)]}
     return [prac, role]
 
 
@@ -108,7 +114,8 @@ def teleconsult_bundle(data: dict[str, Any]) -> dict[str, Any]:
     resources = [
         schedule_resource(schedule_id(p["id"]), practitioner=f"Practitioner/{p['id']}",
                           organization=f"Organization/{p['org']}", specialty_code=p["specialtyCode"],
-                          specialty_text=p["specialty"], windows=windows, breaks=breaks,
+                          specialty_text=p["specialty"], specialty_display=p["specialtyDisplay"],
+                          windows=windows, breaks=breaks,
                           slot_minutes=int(rules.get("slotMinutes", 30)),
                           comment=f"Lịch hội chẩn từ xa — {p['specialty']}")
         for p in data["practitioners"] if p["org"] in hubs and windows]

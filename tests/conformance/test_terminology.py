@@ -303,6 +303,8 @@ def test_every_specialty_code_is_a_confirmed_specialty_under_its_vietnamese_name
     for p in demo["practitioners"]:
         code = p["specialtyCode"]
         assert code in SPECIALTY_VI and p["specialty"] in SPECIALTY_VI[code], (p["id"], code, p["specialty"])
+        # the seed writes it as the coding's display, the Vietnamese name as the concept's text
+        assert p["specialtyDisplay"] == SNOMED[code], (p["id"], code, p.get("specialtyDisplay"))
     price_list = json.loads((ROOT / "services" / "billing" / "src" / "sen_billing" / "data" / "price_list.json")
                             .read_text(encoding="utf-8"))
     priced = {c["code"]: entry for entry in price_list["entry"] for ctx in entry.get("useContext") or []

@@ -1,7 +1,10 @@
-"""The demo province's seed (deploy/local/seed.py): practitioners under their own title.
+"""The demo province's seed (deploy/local/seed.py): practitioners under their own title, specialties coded in
+two languages.
 
 A doctor (bác sĩ) is written "BS." before their name, an assistant doctor (y sĩ) "YS.": the seed derives the
-title from each practitioner's qualification in demo-province.json (it gave every one "BS.").
+title from each practitioner's qualification in demo-province.json (it gave every one "BS."). Each specialty
+coding carries SNOMED CT's English display (FHIR's c80-practice-codes, the terminology test's confirmed table)
+with the Vietnamese name as the concept's text, on the PractitionerRole and on the hub specialists' Schedules.
 """
 
 from __future__ import annotations
@@ -52,3 +55,18 @@ def test_a_practitioner_without_a_known_qualification_is_refused_by_name() -> No
     with pytest.raises(ValueError, match="bs-nguyen-van-an.*dieu-duong"):
         seed.province_bundle(data)
 
+
+def test_specialties_carry_their_english_display_and_vietnamese_text() -> None:
+    roles = _resources(seed.province_bundle(DATA), "PractitionerRole")
+    schedules = _resources(seed.teleconsult_bundle(DATA), "Schedule")
+    assert roles["ys-vo-minh-tam-role"]["specialty"] == [{
+        "coding": [{"system": "http://snomed.info/sct", "code": "394814009", "display": "General practice"}],
+        "text": "Y sĩ đa khoa"}]
+    assert schedules["sched-bs-nguyen-van-an"]["specialty"] == [{
+        "coding": [{"system": "http://snomed.info/sct", "code": "394579002", "display": "Cardiology"}],
+        "text": "Tim mạch"}]
+    assert len(schedules) == 3  # the hub's three specialists
+    for resource in [*roles.values(), *schedules.values()]:
+        for concept in resource["specialty"]:
+            assert concept["text"] and all(c["display"] for c in concept["coding"]), resource["id"]
+        validate_resource(resource)

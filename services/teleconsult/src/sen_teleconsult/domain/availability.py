@@ -155,8 +155,11 @@ def from_schedule(resource: dict[str, Any]) -> Availability:
 def schedule_resource(sid: str, *, practitioner: str, organization: str | None, specialty_code: str,
                       specialty_text: str, windows: Iterable[tuple[Iterable[str], str, str]],
                       slot_minutes: int = 30, breaks: Iterable[tuple[str, str]] = (),
-                      not_available: Iterable[tuple[str, str, str]] = (), comment: str = "") -> dict[str, Any]:
-    """A Schedule resource carrying an availability (for the seed, tests and admins)."""
+                      not_available: Iterable[tuple[str, str, str]] = (), comment: str = "",
+                      specialty_display: str = "") -> dict[str, Any]:
+    """A Schedule resource carrying an availability (for the seed, tests and admins). The specialty: its SNOMED
+    CT code, with ``specialty_display`` (the code's official English display) when given, and its name
+    ``specialty_text`` (Vietnamese)."""
     ext: list[dict[str, Any]] = []
     for days, start, end in windows:
         ext.append({"url": EXT_AVAILABLE, "extension": [
@@ -175,7 +178,8 @@ def schedule_resource(sid: str, *, practitioner: str, organization: str | None, 
     res: dict[str, Any] = {
         "resourceType": "Schedule", "id": sid, "active": True, "extension": ext,
         "actor": [{"reference": practitioner}],
-        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": specialty_code}],
+        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": specialty_code,
+                                   **({"display": specialty_display} if specialty_display else {})}],
                        "text": specialty_text}],
     }
     if comment:
