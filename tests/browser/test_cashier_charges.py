@@ -53,6 +53,20 @@ def _fits(v) -> None:
     assert m["page"] <= m["w"] and not m["wide"], m
 
 
+def _amounts_whole(v) -> None:
+    """Every amount of a money cell or value reads on one line: '325.000 ₫' never broken into '325.00' and
+    '0 ₫' (the page's overflow-wrap: anywhere, for what users type, broke the figures of a narrow column)."""
+    broken = v.page.evaluate("""() => [...document.querySelectorAll('main .money')]
+        .filter(e => /^\\s*-?[0-9.]+\\s₫\\s*$/.test(e.textContent) && e.getClientRects().length)
+        .filter(e => { const tops = [], walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+            for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+                const r = document.createRange(); r.selectNodeContents(t);
+                for (const b of r.getClientRects()) if (b.width > 0) tops.push(b.top); }
+            return Math.max(...tops) - Math.min(...tops) > 4; })
+        .map(e => e.textContent.trim())""")
+    assert not broken, f"amounts broken over two lines at {v.page.viewport_size['width']} px: {broken}"
+
+
 def _choose_patient(v) -> None:
     v.page.fill("#who", "vo thi lan")
     v.page.press("#who", "Enter")  # Enter in a box runs its search, never the submit
@@ -141,6 +155,10 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     assert v.page.inner_text("[data-testid=patient-share]").strip() == "92.800\u00a0₫"
     assert "BHYT chi trả (80 %)" in v.page.inner_text("[data-testid=invoice-details]")
     v.check("cashier-new-invoice-issued")
+    v.page.set_viewport_size({"width": 360, "height": 900})  # the invoice and its receipt on a phone
+    _fits(v)
+    _amounts_whole(v)
+    v.page.set_viewport_size({"width": 1280, "height": 900})
     v.page.go_back()  # Back to the form: its lines, nothing sent again
     v.page.wait_for_load_state("networkidle")
     assert v.page.locator("[data-testid=line]").count() == 3
