@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sen_billing.domain import payments, shifts
+from sen_billing.domain.webhooks import Transfer
 
 from tests.billing_support import make_invoice, pay, scratch_db
 from tests.integration.shift_support import cashier, closed_link
@@ -188,3 +189,61 @@ def test_the_daily_csv_marks_the_money_recorded_after_a_close(db) -> None:
     written = {(r["kind"], r["id"]): r for r in csv.DictReader(io.StringIO(text))}
     assert written[("payment", slow["_id"])]["recorded_after_close"] == shift
     assert written[("shift", shift)]["after_close_transfers"] == "45000"
+
+
+def test_a_transfer_whose_check_a_crash_skipped_is_found_by_the_periodic_repair(db, monkeypatch) -> None:
+    """A webhook transfer timed in Thu's shift (09:59) is stored after her close (10:00) had read the shift's
+    money, and its request stops between the insert and its check (the check skipped once, as a crash would);
+    the provider's retry finds the payment there and checks nothing. Before, it stayed in no shift's figures
+    and no record after the close, for good; the worker's ``shift-missed`` job (``shifts.repair_missed``)
+    records it after the close, once however often it runs, and the next shift does not count it."""
+    clock = [datetime(2026, 3, 14, 8, tzinfo=payments.VN)]
+    monkeypatch.setattr(payments, "now_utc", lambda: clock[0])
+    monkeypatch.setattr(shifts, "now_utc", lambda: clock[0])
+    thu = cashier()
+    shift = shifts.open_shift(db, thu)["id"]
+    _iid, code = make_invoice(db, 100_000)
+    clock[0] = clock[0].replace(hour=10)
+    shifts.close_shift(db, thu, 0, 0)
+    clock[0] = clock[0].replace(hour=9, minute=59)  # the webhook's time, taken before the close
+
+    def crash(db, payment) -> None:  # noqa: ANN001
+        raise RuntimeError("the process stopped after the payment's insert")
+
+    transfer = Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12], amount=40_000,
+                        description=f"TT {code}")
+    with monkeypatch.context() as m:
+        m.setattr(payments, "_after_insert", crash)
+        with pytest.raises(RuntimeError):
+            payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex)
+    clock[0] = clock[0].replace(hour=10, minute=1)
+    retry = payments.record_transfer(db, transfer, inbox_id=uuid.uuid4().hex)  # the provider's retry
+    assert not retry.created
+    assert shifts.recorded_after_close(db, shift) is None  # in no close's figures, and said nowhere
+
+    assert shifts.repair_missed(db, clock[0]) == 1
+    assert shifts.repair_missed(db, clock[0]) == 0  # claimed once
+    [listed] = shifts.closed_shifts(db, thu, 1)
+    assert listed["expected"]["transfersReceived"] == 0
+    assert listed["recordedAfterClose"]["transfersReceived"] == 40_000
+    assert [p["payment"] for p in listed["recordedAfterClose"]["payments"]] == [retry.payment["_id"]]
+    shifts.open_shift(db, thu)
+    assert shifts.expected_totals(db, shifts.current(db, thu), clock[0])["transfersReceived"] == 0
+
+
+def test_the_periodic_repair_reports_nothing_a_close_or_a_check_already_did(db) -> None:
+    """Counted by the close, or recorded after it by its own check: the repair claims nothing more."""
+    thu = cashier()
+    shift = shifts.open_shift(db, thu)["id"]
+    _iid, code = make_invoice(db, 100_000)
+    pay(db, code, 30_000)
+    shifts.close_shift(db, thu, 0, 30_000)
+    link = closed_link(db, shift)
+    late = {"_id": f"sepay:{uuid.uuid4().hex[:10]}", "provider": "sepay", "channel": "transfer", "amount": 5_000,
+            "invoice": "inv-x", "facility": "org-a", "matched": True, "outcome": "applied",
+            "received_at": link["closed_at"], "day": payments.local_day(link["closed_at"]),
+            "fd": payments.facility_day("org-a", payments.local_day(link["closed_at"]))}
+    db[payments.PAYMENTS].insert_one(late)
+    shifts.after_money_in(db, late)
+    assert shifts.repair_missed(db) == 0
+    assert db[shifts.LATE].count_documents({"shift": shift}) == 1

@@ -19,6 +19,10 @@ Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM
   settling request leaves that to this job: one round trip less). Every step of it is an
   idempotent claim, so any number of worker replicas run it at once (tested with two workers and
   a slow winner).
+- ``shift-missed``: every 5 minutes, the payments and refunds of today and yesterday are checked
+  against the closed shifts that count them, as each record checks after its insert
+  (``shifts.repair_missed``): one whose request stopped between its insert and its check, timed in a
+  shift already closed, is recorded after that close instead of in no shift (claims, any replicas).
 
 Run as `python -m sen_billing.worker`.
 """
@@ -182,9 +186,18 @@ def settlements_job(settings: BillingSettings) -> Callable[[], int]:
     return lambda: repair_settlements(database(settings.mongo_url, settings.db_name))
 
 
+def shift_missed_job(settings: BillingSettings) -> Callable[[], int]:
+    from sen_shared.mongo import database
+
+    from .domain.shifts import repair_missed
+
+    return lambda: repair_missed(database(settings.mongo_url, settings.db_name))
+
+
 # name -> (interval in seconds, job factory)
 PERIODIC: periodic.Table[BillingSettings] = {
     "settlements": (lambda s: 30.0, settlements_job),
+    "shift-missed": (lambda s: 300.0, shift_missed_job),
 }
 
 

@@ -471,10 +471,14 @@ def _closed_covering(db: Database, facility: str, at: datetime) -> list[dict[str
     covering it (point reads; none unless a shift closed after ``at``)."""
     at = _aware(at)
     records = list(db[SHIFT_DAYS].find({"fd": _day_key(facility, local_day(at))}))
+    return [link for sid in _covering_ids(records, at) if (link := _closed_link(db, sid)) is not None]
+
+
+def _covering_ids(records: list[dict[str, Any]], at: datetime) -> list[str]:
+    """Of one day's ``shift_days`` records of a facility, the shifts that count the instant ``at``."""
     closers = {r["shift"]: _aware(r["closed_at"]) for r in records}
-    found = [r["shift"] for r in records if counts_at(r["opened_at"], r["closed_at"], at,
-                                                      _handed_over(r["shift"], r["opened_at"], closers))]
-    return [link for sid in found if (link := _closed_link(db, sid)) is not None]
+    return [r["shift"] for r in records if counts_at(r["opened_at"], r["closed_at"], at,
+                                                     _handed_over(r["shift"], r["opened_at"], closers))]
 
 
 def _after_record(db: Database, kind: str, record: dict[str, Any], links: list[dict[str, Any]]) -> None:
@@ -507,6 +511,70 @@ def after_money_in(db: Database, payment: dict[str, Any]) -> None:
         _after_record(db, TAKEN, payment, [link] if link is not None else [])
     elif shift_transfer(payment) and isinstance(payment.get("received_at"), datetime):
         _after_record(db, RECEIVED, payment, _closed_covering(db, transfer_facility(payment), payment["received_at"]))
+
+
+REPAIR_DAYS = 2  # the local days :func:`repair_missed` reads: today's and yesterday's records
+
+
+def repair_missed(db: Database, now: datetime | None = None, days: int = REPAIR_DAYS) -> int:
+    """The check a record makes after its insert (:func:`after_money_in`, :func:`after_refund`), made again for
+    the payments and refunds of the last ``days`` local days (the worker's periodic ``shift-missed`` job): a
+    record whose request stopped between its insert and its check (a crash; a provider's retry finds the
+    payment there and does not check, :func:`payments.record_transfer`), timed in a shift whose close had
+    already read the money, is in no close's ids and no record of :data:`LATE`; here it is claimed there, as
+    the check would have. The retry cannot tell cheaply whether the first call checked: a partial payment's
+    first call writes nothing after its check, so a marker would be a write more on every transfer, and
+    checking on every retry a read more on each. Reads per day: the day's payments and refunds (one equality
+    on ``day`` each), the day records of each facility and day their times fall on (one equality on ``fd``),
+    each closed shift found by its link and its records in :data:`LATE` (one equality on ``shift``); writes
+    only the claims of what no close counted (none when nothing was missed). Claims by insert: safe in any
+    number of worker replicas at once, and against a record's own check. How many were claimed."""
+    today = _aware(now or now_utc()).astimezone(VN).date()
+    wanted = [(today - timedelta(days=k)).isoformat() for k in range(max(1, int(days)))]
+    day_records: dict[str, list[dict[str, Any]]] = {}
+    links: dict[str, dict[str, Any] | None] = {}
+    known: dict[str, set[str]] = {}
+
+    def closed(sid: str) -> dict[str, Any] | None:
+        if sid not in links:
+            links[sid] = _closed_link(db, sid)
+            known[sid] = {str(r["_id"]) for r in db[LATE].find({"shift": sid}, {"_id": 1})} if links[sid] else set()
+        return links[sid]
+
+    def covering_links(facility: str, at: datetime) -> list[dict[str, Any]]:
+        if not facility or not isinstance(at, datetime):
+            return []
+        fd = _day_key(facility, local_day(_aware(at)))
+        if fd not in day_records:
+            day_records[fd] = list(db[SHIFT_DAYS].find({"fd": fd}))
+        return [link for sid in _covering_ids(day_records[fd], _aware(at)) if (link := closed(sid)) is not None]
+
+    def claim(kind: str, record: dict[str, Any], found: list[dict[str, Any]]) -> int:
+        made = 0
+        for link in found:
+            key = f"{link['shift']}|{record['_id']}" if kind == REFUND else f"{link['shift']}|{kind}:{record['_id']}"
+            counted = link.get(COUNTED[kind])
+            if counted is not None and str(record["_id"]) not in counted and key not in known[link["shift"]]:
+                _late(db, link, kind, record)
+                known[link["shift"]].add(key)
+                made += 1
+        return made
+
+    made = 0
+    for day in wanted:
+        for p in db[PAYMENTS].find({"day": day}, {**dict.fromkeys(_TRANSFER_FIELDS, 1), "shift": 1}):
+            if p.get("channel") == "cash" and p.get("shift"):
+                link = closed(str(p["shift"]))
+                made += claim(TAKEN, p, [link] if link is not None else [])
+            elif shift_transfer(p):
+                made += claim(RECEIVED, p, covering_links(transfer_facility(p), p.get("received_at")))
+        for r in db[REFUNDS].find({"day": day}, {**dict.fromkeys(_REFUND_FIELDS, 1), "shift": 1}):
+            found = []
+            if r.get("shift") and (link := closed(str(r["shift"]))) is not None:
+                found.append(link)
+            found += covering_links(sent_back_from(r), r.get("at"))
+            made += claim(REFUND, r, found)
+    return made
 
 
 def recorded_after_close(db: Database, shift_id: str) -> dict[str, Any] | None:
