@@ -583,10 +583,16 @@ def backend_message(err: BackendError) -> str:
     if err.kind == "down":
         return gettext("%(who)s cannot be reached right now. Nothing was changed; try again in a moment.",
                        who=who)
+    # a page only shown (a GET: a list, a record) had nothing typed to keep; a form sent keeps what was typed
+    shown = request.method in ("GET", "HEAD")
     if err.kind == "slow":
+        if shown:
+            return gettext("%(who)s is answering too slowly. Try again in a moment.", who=who)
         return gettext("%(who)s is answering too slowly. Try again in a moment; what you typed is kept.",
                        who=who)
     if err.kind == "failed":
+        if shown:
+            return gettext("%(who)s failed to answer. Try again in a moment.", who=who)
         return gettext("%(who)s failed to answer. Try again in a moment; what you typed is kept.", who=who)
     if err.status == 403:
         return gettext("%(who)s refused: you are not allowed to do this.", who=who)
