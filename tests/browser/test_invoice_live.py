@@ -176,3 +176,25 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
     assert v.page.is_visible("[data-testid=refund-kept-none]")
     said = v.page.inner_text("[data-testid=refund-kept-none]")
     assert "khoản hoàn đang nhập chưa được thực hiện" in said and "5.000 · thu nhầm" in said, said
+
+
+def test_the_refund_boxs_payments_read_at_360_px_each_limit_under_its_payment(visitor_factory, stack):
+    """The walk at 360 px: each payment of the refund box is its radio, then its time, method and amount, and
+    under them what it can give back. The label laid its parts out as flex items, so "Có thể hoàn tối đa
+    50.000 ₫" was a column two words wide beside the payment, its amount broken over two lines."""
+    v, _reference = _paid_in_two_with_the_refund_box_open(visitor_factory, stack)
+    v.page.set_viewport_size({"width": 360, "height": 900})
+    options = v.page.locator("form[data-refund-form] label.radio")
+    assert options.count() == 2
+    for i in range(2):
+        said = options.nth(i).locator("[data-testid=refund-option]").bounding_box()
+        limit = options.nth(i).locator("[data-testid=refund-limit]").bounding_box()
+        assert limit["y"] >= said["y"] + said["height"] - 1, (said, limit)  # under the payment, not beside it
+        assert limit["x"] <= said["x"] + 1, (said, limit)  # where the payment's words start
+    broken = v.page.evaluate("""() => [...document.querySelectorAll('[data-testid=refund-limit]')]
+        .filter(e => { const r = document.createRange(); r.selectNodeContents(e);
+            const tops = [...r.getClientRects()].filter(b => b.width > 0).map(b => b.top);
+            return Math.max(...tops) - Math.min(...tops) > 4; }).map(e => e.textContent)""")
+    assert not broken, broken  # each "Có thể hoàn tối đa … ₫" on one line
+    v.tag = "vi-360"
+    v.check("cashier-refund-box")
