@@ -87,7 +87,14 @@ class PaymentError(SenError):
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond: a BSON date keeps milliseconds, so a time this process compares (a
+    transfer's against a shift's close, before its record is read back) is the time stored. With the
+    microseconds kept, a transfer timed in its shift's closing millisecond, after the close's instant,
+    was within the shift as stored (the close's figures, the daily report, the periodic repair) and
+    after it as its own check after its insert compared it: a close that had read before its insert
+    then reported it nowhere."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def local_day(when: datetime) -> str:
