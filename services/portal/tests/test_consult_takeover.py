@@ -485,3 +485,35 @@ def test_the_participants_box_says_its_limit_and_a_longer_list_is_refused_on_the
     assert r.status_code == 302, _text(r.get_data(as_text=True))[:600]
     role = next(p for p in fake.completed[-1]["parameter"] if p["name"] == "participant")["part"][1]["valueString"]
     assert len(role) > 200 and role.endswith("BS 059 — tham dự")
+
+
+@pytest.mark.parametrize("step", ["complete", "reject", "request-info"])
+def test_a_form_refused_on_its_own_checks_after_the_consult_changed_keeps_what_was_typed(app, fake, hub, step):
+    """The walk between two tabs: the doctor writes the minutes (the history left empty) in one tab while a
+    question goes to the clinic from the other; signing was refused for the empty field on a page that no
+    longer offers the minutes (the consult waits for the answer): 422, no form, nothing said, the minutes
+    lost. Now the page says what changed and shows what was typed, as for a refusal by teleconsult; the same
+    for a reject or a question refused on its own checks. Nothing is sent."""
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    fake.change("on-hold", ME)  # the question, from the other tab
+    data = {"complete": {**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "history": ""},
+            "reject": {"csrf_token": csrf_token(page), "reason": "HA 170/100 mmHg." + "x" * 2100},
+            "request-info": {"csrf_token": csrf_token(page), "question": "HA 170/100 mmHg." + "x" * 4000}}[step]
+    r = c.post(f"/tasks/{TID}/{step}", data={**data, "version": "3"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 409 and fake.step_headers == [] and fake.completed == []
+    assert "Trong lúc đó đã có câu hỏi gửi phòng khám (05/12/2026 09:30)" in _text(body), _text(body)[:1500]
+    if step != "reject":  # a reject's reason is no text typed_text can tell apart (a choice elsewhere): said only
+        assert "HA 170/100 mmHg." in body  # what was typed, on the page
+
+
+def test_minutes_refused_on_their_own_checks_on_an_unchanged_consult_are_the_form_with_its_error(app, fake):
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    r = c.post(f"/tasks/{TID}/complete", data={**_minutes(page, "BS. Nguyễn Văn An — chủ trì"), "history": "",
+                                               "version": "3"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and fake.step_headers == [] and _versions(body)["complete"] == "3"
+    assert "Hãy tóm tắt tiền sử." in _text(body) or "history" in body
+    assert "HA 170/100 mmHg." in body

@@ -110,8 +110,8 @@ def worklist() -> Any:
         problem, code = str(err), 400
     except ValueError:
         problem, code = page_gone(), 400
-    except BackendError as err:
-        problem = backend_message(err)
+    except BackendError as err:  # the list could not be read: said on the page, with an outage's status
+        problem, code = backend_message(err), page_status(err)
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
     refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
@@ -123,7 +123,8 @@ def worklist() -> Any:
                            status=status, specialty=specialty, facility=facility, specialties=specialties,
                            facilities=facilities, kept=kept, total=total, after=after, page=cursor_args()[1],
                            next_after=next_after, title=gettext("Worklist"), rejected=done.get("rejected"),
-                           reassigned=bool(given), reassigned_to=reassigned_to(given)), code
+                           reassigned=bool(given), reassigned_to=reassigned_to(given)), code, \
+        {"HX-Retarget": "#worklist"} if refresh and code >= 400 else {}  # htmx swaps a 4xx/5xx it is told where to
 
 
 _FILTER_VALUE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -599,6 +600,24 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting:
     return _task_page(tid, 409, problem=problem, forms=forms, kept=kept)
 
 
+def _refused_on_page(tid: str, op: str, forms: dict[str, Any]) -> Any:
+    """A doctor's form refused by its own checks (a field left empty, too long): the page again with the form
+    and its errors, 422. The consult changed meanwhile in a way that matters to the step (a question sent
+    from another tab, cancelled, taken: :func:`as_the_page_showed` against the page's version), the page
+    says what changed and keeps what was typed (:func:`_taken_meanwhile`): the page now may not offer the
+    form, and the 422 page then showed neither the errors nor the typed text, nor why."""
+    seen = page_version()
+    if seen:
+        try:
+            now = _task_now(tid)
+        except BackendError:
+            now = {}
+        newer = str((now.get("meta") or {}).get("versionId") or "")
+        if newer.isdigit() and newer != seen and not as_the_page_showed(op, _task_as_seen(tid, seen), now):
+            return _taken_meanwhile(tid, now, accepting=False, forms=forms)
+    return _task_page(tid, 422, forms=forms)
+
+
 def _changed_since_page(err: BackendError) -> bool:
     """teleconsult's 412: the step's ``If-Match`` (the page's version) is not the Task's version now."""
     return err.kind == "refused" and err.status == 412
@@ -659,7 +678,7 @@ def task_start(tid: str) -> Any:
 def task_reject(tid: str) -> Any:
     form = ReasonForm()
     if not form.validate_on_submit():
-        return _task_page(tid, 422, forms={"reject_form": form})
+        return _refused_on_page(tid, "reject", {"reject_form": form})
     step = confirmation("reject")
     if step is not None:  # nothing sent: the page with the step, the reason kept
         return _task_page(tid, confirming_status(step), forms={"reject_form": form}, confirming=step)
@@ -717,7 +736,7 @@ def task_request_info(tid: str) -> Any:
     if refused is not None:
         return refused
     if not form.validate_on_submit():
-        return _task_page(tid, 422, forms={"question_form": form})
+        return _refused_on_page(tid, "request-info", {"question_form": form})
     params = [{"name": "question", "valueString": form.question.data}]
     try:
         changed = _step_on_page(tid, "request-info",
@@ -1091,13 +1110,13 @@ def task_complete(tid: str) -> Any:
     if refused is not None:
         return refused
     if not form.validate_on_submit():  # each diagnosis a code of the ICD-10 list (MinutesForm.validate_diagnosis)
-        return _task_page(tid, 422, forms={"minutes_form": form})
+        return _refused_on_page(tid, "complete", {"minutes_form": form})
     role = chair_role(form.participants.data or "", form.chair.data or "")
     if len(role) > PARTICIPANTS_MAX:  # as sent (one entry a line becomes "; "): said here, never cut there
         form.participants.errors = [gettext(
             "The participants come to %(n)d characters as the minutes write them (at most %(max)d). Shorten "
             "the list.", n=len(role), max=PARTICIPANTS_MAX)]
-        return _task_page(tid, 422, forms={"minutes_form": form})
+        return _refused_on_page(tid, "complete", {"minutes_form": form})
     data = consult_bundle(tid)
 
     def sign(headers: dict[str, str] | None, now: dict[str, Any] | None) -> None:
