@@ -15,6 +15,7 @@ import pytest
 from sen_billing.domain import invoices
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.bus.outbox import entry_event
+from sen_shared.fhir import store as fhir_store
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.store import Store
 
@@ -148,3 +149,44 @@ def test_creates_and_issues_racing_name_the_replacement_once(billing, round_):
     versions = [unpack(h)["res"] for h in sorted(history, key=lambda h: h["v"])]
     assert [v["status"] for v in versions] == ["draft", "issued", "cancelled", "cancelled"]
     assert sum(bool(_ext(v, "invoice-replaced-by")) for v in versions) == 1
+
+
+def test_a_create_that_lost_to_one_still_writing_its_draft_is_issued_at_once(billing, monkeypatch):
+    """The interleaving the race above can meet under load (a round failed once while machines were loaded): one
+    create of the new invoice has claimed its version 1, its current document not written yet; a twin
+    create (another tab, a retry) loses that claim, answers the draft, and its issue follows. The issue
+    finds the invoice (the twin made the claimed version current: an insert of the same document under
+    the same id) and issues it; the first create's write after it changes nothing. Before, the issue read
+    no current document and answered 404 for an invoice its create had just answered."""
+    _client, db = billing
+    patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+    iid, _sr = _consult_invoice(db, patient)
+    invoices.cancel(db, iid, "Ghi thẻ BHYT")
+    [charge] = invoices.charges_of(_read(db, iid))
+    item = Store(db, service="billing", emit_events=False).read_doc("ChargeItem", charge)["res"]
+    nid = invoices.next_invoice_id(db, invoices.derived_id("inv", patient, "org-a", charge))
+    inside: dict = {}
+
+    def make() -> dict:
+        return invoices.create_draft(db, nid, patient=patient, facility="org-a", items=[item], base_salary=2_340_000)
+
+    def paused(w) -> None:  # noqa: ANN001 - the store's Write; the first create holds version 1 claimed
+        if (w.resource_type, w.rid, w.version) != ("Invoice", nid, 1) or inside:
+            return
+        inside["current"] = Store(db, service="billing", emit_events=False).head("Invoice", nid)
+        try:
+            inside["twin"] = make()
+            inside["issued"] = invoices.issue(db, nid)
+        except Exception as err:  # noqa: BLE001 - asserted below
+            inside["error"] = err
+
+    monkeypatch.setattr(fhir_store, "after_claim", paused)
+    make()
+    monkeypatch.setattr(fhir_store, "after_claim", None)
+    assert inside["current"] is None  # the window was forced: version 1 claimed, not current
+    assert "error" not in inside, inside["error"]
+    assert inside["twin"]["status"] == "draft" and inside["issued"]["status"] == "issued"
+    new = _read(db, nid)
+    assert new["status"] == "issued" and new["meta"]["versionId"] == "2"  # the first create's write came after
+    assert _ext(_read(db, iid), "invoice-replaced-by") == [{"reference": f"Invoice/{nid}"}]
+    assert len(_issued(db, nid)) == 1

@@ -41,7 +41,8 @@ the relay holds them back while that journal exists; see bundle.py.)
 A process that dies between its claim and its current write leaves a history document ahead
 of the current one. After a grace period (``SEN_FHIR_ROLLFORWARD_GRACE`` seconds, default 5)
 that version is **rolled forward** (:meth:`Store.roll_forward`) by the relay before it
-publishes the version's events, and by any writer whose claim lost against it; the roll-
+publishes the version's events, and by any writer whose claim lost against it (a version 1 a
+fixed-id create lost against, at once: :meth:`Store.create_once` inserts it); the roll-
 forward itself is a claim (a chain of markers ``<type>/<id>/<v>`` in ``fhir_rollforward``), so
 one party writes it. Reads keep their single query: a crashed write's version becomes visible
 when it is rolled forward, not before (``vread`` and ``_history`` read the history, so they show
@@ -680,7 +681,12 @@ class Store:
         ``(True, the resource)`` for the winner, ``(False, the resource as it stands)`` for everyone
         after it (an event's redelivery, a racing consumer). The loser reads the current document,
         or, while the winner has claimed version 1 but not yet written it, that claim itself (the
-        history document holds the whole version)."""
+        history document holds the whole version), and makes it current: the insert of the document
+        the winner inserts, under the same ``_id`` (a duplicate key is that document there, or a later
+        version, which an insert never overwrites; the winner's own insert finds it the same way). So
+        the resource a loser answers can be read at once (a twin create of an invoice, then its issue,
+        read no current document and answered 404). Not for a version an open transaction claimed
+        (its recovery may undo it)."""
         rtype = resource["resourceType"]
         try:
             return True, self.create(resource, rid).resource  # type: ignore[return-value]
@@ -689,7 +695,13 @@ class Store:
                 raise
         doc = unpack(self.current(rtype).find_one({"_id": rid}, {"res": 1, "del": 1}))
         if doc is None:
-            doc = unpack(self.history(rtype).find_one({"_id": f"{rid}/1"}, {"res": 1, "del": 1}))
+            hist = self.history(rtype).find_one({"_id": f"{rid}/1"})
+            if hist is not None and not hist.get("del") and hist.get("res") is not None and not hist.get(TXN):
+                try:
+                    self.current(rtype).insert_one(self.current_from_history(rtype, hist))
+                except DuplicateKeyError:
+                    pass  # the winner's insert (or a roll-forward, or another loser's) came first
+            doc = unpack(hist)
         if doc is None or doc.get("del") or doc.get("res") is None:
             raise FhirError(f"{rtype}/{rid} was deleted", status=409, code="conflict")
         return False, doc["res"]
