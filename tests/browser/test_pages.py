@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 
 import httpx
 import pytest
@@ -152,8 +153,17 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v.check("cashier-shift-closed")
     v.page.set_viewport_size({"width": 1280, "height": 900})
     v.tag = "vi-1280"
+    from tests.browser.test_cashier_charges import _amounts_whole
+    from tests.browser.test_roles import _unmatched_transfer
+
+    _unmatched_transfer(stack, "chuyen tien kham benh " + uuid.uuid4().hex[:6], 15000)
     v.go("/unmatched")
+    # the walk: '15.000' above '₫' in the queue's Amount column at 1280 px, its cell no money cell (left-aligned)
+    assert v.page.locator("td.money", has_text="15.000\u00a0₫").count() >= 1
+    _amounts_whole(v)
     v.check("cashier-unmatched")
+    v.go("/invoices")  # the queue's amounts the same
+    _amounts_whole(v)
 
 
 def test_pages_that_say_no(visitor_factory):
