@@ -42,3 +42,68 @@ def test_the_consults_list_with_teleconsult_slow_says_try_again(tmp_path: Path, 
     page = r.get_data(as_text=True)
     assert "The teleconsult service is answering too slowly. Try again in a moment." in page  # said on the list
     assert "what you typed is kept" not in page
+
+
+# A list page whose list could not be read says so on the page and answers with an outage's status, as the
+# portal's error page does (web._backend_error): 503 when the service did not answer or answered too slowly,
+# 502 when it answered with an error (backend.outage_status). The consults list, the worklist and the invoice
+# queue answered 200 with the message (found with teleconsult stopped); an htmx refresh of the worklist names
+# its target (HX-Retarget), which app.js swaps, so the message still shows.
+OUTAGES = [("down", 503, "The teleconsult service cannot be reached right now."),
+           ("slow", 503, "The teleconsult service is answering too slowly. Try again in a moment."),
+           ("failed", 502, "The teleconsult service failed to answer. Try again in a moment.")]
+
+
+def _outage(kind: str):
+    from sen_portal.web.backend import BackendError
+
+    def fail(*_a, **_k):
+        raise BackendError(kind, "teleconsult")
+
+    return fail
+
+
+@pytest.mark.parametrize("kind,status,said", OUTAGES)
+def test_the_consults_list_a_service_did_not_give_answers_with_an_outages_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int, said: str) -> None:
+    from sen_portal.web import clinic
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "clinic", "en")
+    monkeypatch.setattr(clinic, "teleconsult_page", _outage(kind))
+    r = client.get("/consults")
+    assert r.status_code == status
+    assert said in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("kind,status,said", OUTAGES)
+def test_the_worklist_a_service_did_not_give_answers_with_an_outages_status_its_refresh_swapped_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int, said: str) -> None:
+    from sen_portal.web import doctor
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "doctor", "en")
+    monkeypatch.setattr(doctor, "specialty_choices", lambda *a, **k: [])
+    monkeypatch.setattr(doctor, "facility_choices", lambda *a, **k: [])
+    monkeypatch.setattr(doctor, "teleconsult_page", _outage(kind))
+    r = client.get("/worklist")
+    assert r.status_code == status and said in r.get_data(as_text=True)
+    assert "HX-Retarget" not in r.headers
+    r = client.get("/worklist", headers={"HX-Request": "true"})  # the page's refresh every 30 s
+    assert r.status_code == status and said in r.get_data(as_text=True)
+    assert r.headers["HX-Retarget"] == "#worklist"  # app.js swaps a 4xx/5xx that names its target
+
+
+@pytest.mark.parametrize("kind,status", [("down", 503), ("slow", 503), ("failed", 502)])
+def test_the_invoice_queue_billing_did_not_give_answers_with_an_outages_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int) -> None:
+    from sen_portal.web import cashier
+    from sen_portal.web.backend import BackendError
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "cashier", "en")
+
+    def fail(*_a, **_k):
+        raise BackendError(kind, "billing")
+
+    monkeypatch.setattr(cashier, "fhir_get", fail)
+    r = client.get("/invoices")
+    assert r.status_code == status
+    assert "The billing service" in r.get_data(as_text=True)

@@ -42,7 +42,7 @@ from itsdangerous import BadSignature
 from ..config import PortalSettings
 from ..domain.report_facts import one_decimal
 from . import directory, formatting, icd10, results
-from .backend import BackendError
+from .backend import BackendError, outage_status
 from .patients import FHIR_ID
 from .users import User, shown_name
 
@@ -544,12 +544,14 @@ def _csrf_error(err: CSRFError) -> Any:
 
 @bp.errorhandler(BackendError)
 def _backend_error(err: BackendError) -> Any:
-    """A back-end's answer a page did not handle itself: an outage is 503 "Service unavailable"; a
+    """A back-end's answer a page did not handle itself: an outage is "Service unavailable" (503, 502 for a
+    service that answered with an error: backend.outage_status); a
     refusal is no outage: a record the service does not know (404, 410) is the portal's 404 "Not
     found", one the user may not see or change (403) its 403 "Not allowed", any other refusal 400."""
     message = backend_message(err)
     if err.kind in ("down", "slow", "failed"):
-        return render_template("error.html", title=gettext("Service unavailable"), message=message), 503
+        return render_template("error.html", title=gettext("Service unavailable"), message=message), \
+            outage_status(err)
     if err.status in (404, 410):
         return render_template("error.html", title=gettext("Not found"), message=message), 404
     if err.status == 403:

@@ -172,12 +172,20 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
     return r
 
 
+def outage_status(err: BackendError) -> int:
+    """A page's status when a back-end it reads or writes did not answer (``down``, ``slow``: 503 Service
+    Unavailable) or answered with an error (``failed``: 502 Bad Gateway), its readable message shown on the
+    page all the same. htmx swaps no 4xx or 5xx by itself: a page an htmx request asks for again (a poll)
+    names its target (``HX-Retarget``, which app.js swaps)."""
+    return 502 if err.kind == "failed" else 503
+
+
 def page_status(err: BackendError) -> int:
     """A page's status when a back-end refused what it was sent (its own 4xx: 403 another facility's or not
     the user's to change, 404 none such, 409 changed meanwhile, 422 unprocessable), 409 for any other refusal,
-    503 when it did not answer or failed."""
+    503 when it did not answer, 502 when it failed (:func:`outage_status`)."""
     if err.kind != "refused":
-        return 503
+        return outage_status(err)
     return err.status if 400 <= err.status < 500 else 409
 
 

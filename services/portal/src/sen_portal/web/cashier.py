@@ -19,7 +19,7 @@ from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
 from . import backend, backend_message, bp, charges, daily_report, login_required, searches
-from .backend import BackendError, call, entries, fhir_get, page_status, shared_get
+from .backend import BackendError, call, entries, fhir_get, outage_status, page_status, shared_get
 from .charges import request_key
 from .confirming import confirmation
 from .confirming import status as confirming_status
@@ -163,15 +163,15 @@ def invoices() -> Any:
         rows, problem = invoices_found(q)
         return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(q=q),
                                searched=True, title=gettext("Invoices"))
-    problem, rows = None, []
+    problem, rows, status = None, [], 200
     params = {"status": "issued", "_count": str(QUEUE_SIZE), "_sort": "date"}
     try:
         found = entries(fhir_get("billing", "/fhir/Invoice", params, cached=True), "Invoice")
         rows = queue_rows(sorted(found, key=_issued_at))
-    except BackendError as err:
-        problem = backend_message(err)
+    except BackendError as err:  # the queue could not be read: said on the page, with an outage's status
+        problem, status = backend_message(err), page_status(err)
     return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(), searched=False,
-                           title=gettext("Invoices"))
+                           title=gettext("Invoices")), status
 
 
 def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -1108,7 +1108,7 @@ def _refund_list(status: int = 200, problem: str | None = None, failed: RefundFo
         body = _json("GET", "/payments/refund-tasks", params=params) or {}
     except BackendError as err:
         problem = problem or backend_message(err)
-        status = 503 if err.kind in ("down", "slow", "failed") else status
+        status = outage_status(err) if err.kind in ("down", "slow", "failed") else status
     rows = body.get("tasks") or []
     orgs = org_names() if g.user.role == "admin" and rows else {}
     # each row's patient (a credit's, a late transfer's): the invoice's name as billing keeps it, else the

@@ -38,7 +38,7 @@ from . import (
     select_locale,
     typed_text,
 )
-from .backend import BackendError, entries, fhir_get, fhir_post
+from .backend import BackendError, entries, fhir_get, fhir_post, outage_status, page_status
 from .confirming import confirmation
 from .confirming import status as confirming_status
 from .formatting import codeable, parse_instant, when
@@ -578,7 +578,7 @@ def patient_end_take_on(pid: str) -> Any:
             return chart_page(pid, form, gettext(
                 "The health record service did not end the take-on: your facility has not taken this patient "
                 "on (it may manage the patient itself)."), 403)
-        return chart_page(pid, form, backend_message(err), err.status if err.kind == "refused" else 503)
+        return chart_page(pid, form, backend_message(err), err.status if err.kind == "refused" else outage_status(err))
     return redirect(url_for("web.patient_chart", pid=pid))
 
 
@@ -1060,8 +1060,8 @@ def consults() -> Any:
         rows = consult_rows(tasks, {str(t.get("id")): {"overdue": overdue(t, now)} for t in tasks})
     except ValueError:
         problem, status = page_gone(), 400
-    except BackendError as err:
-        problem = backend_message(err)
+    except BackendError as err:  # the list could not be read: said on the page, with an outage's status
+        problem, status = backend_message(err), page_status(err)
     return render_template("consults.html", rows=rows, problem=problem, after=after, page=cursor_args()[1],
                            next_after=next_after, title=gettext("Consults")), status
 
