@@ -263,3 +263,20 @@ def test_a_title_naming_the_words_only_after_without_comes_below_those_that_have
     assert found[:3] == ["I50", "I50.9", "I50.0"]
     assert {"I11.0", "I13.0", "I13.2"} <= set(found[: found.index("I11.9")])
     assert [c.code for c in icd10.search("khong suy tim")][0] == "I11.9"  # typed with "không": found as typed
+
+
+@pytest.mark.parametrize("typed,first", [("tang", "I10"), ("tăng", "I10"), ("Tăng", "I10"), ("tai bien", "I63"),
+                                          ("tay", "B08.4")])
+def test_a_word_that_begins_an_everyday_name_lists_its_most_likely_code_first(typed: str, first: str) -> None:
+    """"tang" listed B27 "Bệnh tăng bạch cầu đơn nhân nhiễm khuẩn" before hypertension: "tăng" begins the
+    everyday name "tăng huyết áp", whose first code (I10) now comes first, the title hits after it."""
+    hits = [c.code for c in icd10.search(typed)]
+    assert hits[0] == first
+    if typed.casefold() in ("tang", "tăng"):
+        assert "B27" in hits[1:]  # still offered, after I10
+
+
+def test_a_word_typed_in_part_or_too_short_begins_no_name() -> None:
+    assert icd10._begun(icd10._index(), ["ta"]) == []  # two letters: the list's order as before
+    assert icd10._begun(icd10._index(), ["tan"]) == []  # a word in part is no name's first word
+    assert icd10._begun(icd10._index(), ["tang", "huyet", "ap"]) == []  # all typed: the name itself (_covers)

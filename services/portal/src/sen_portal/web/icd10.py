@@ -265,6 +265,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
             if not rest and picked:
                 answered.append(" ".join(_plain(term)))
             named_any = True
+    if typed and not found and not partly:  # "tang": the start of "tăng huyết áp", its most likely code (I10) first
+        found += [i for target in _begun(ix, typed) for i in ix.code_prefix(target)[:1]]
     if typed:
         joined = " ".join(_plain(typed))
         hits = _all_words(ix, typed)
@@ -299,6 +301,21 @@ def _covers(term: list[str], typed: list[str], least: int = 2) -> list[str] | No
             return None
         rest.remove(hit)
     return [w for _, w in rest]
+
+
+def _begun(ix: _Index, typed: list[str]) -> list[str]:
+    """The first code of each Vietnamese everyday name of more words than typed whose first words are the words
+    typed, the last typed (3 letters or more) its start: "tang" is "tăng huyết áp" begun (I10), "tai bien" "tai
+    biến mạch máu não". An English name's, a name all typed (:func:`_covers`) or one word typed in part: none."""
+    if len(typed[-1]) < 3:
+        return []
+    out: list[str] = []
+    for term, targets, least in ix.synonyms:
+        if least == _EN_LEAST or len(term) <= len(typed) or not targets:
+            continue
+        if term[:len(typed) - 1] == typed[:-1] and term[len(typed) - 1] == typed[-1]:
+            out.append(targets[0])
+    return list(dict.fromkeys(out))
 
 
 def _all_words(ix: _Index, typed: list[str]) -> set[int]:
