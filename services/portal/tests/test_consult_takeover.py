@@ -504,8 +504,8 @@ def test_a_form_refused_on_its_own_checks_after_the_consult_changed_keeps_what_w
     body = r.get_data(as_text=True)
     assert r.status_code == 409 and fake.step_headers == [] and fake.completed == []
     assert "Trong lúc đó đã có câu hỏi gửi phòng khám (05/12/2026 09:30)" in _text(body), _text(body)[:1500]
-    if step != "reject":  # a reject's reason is no text typed_text can tell apart (a choice elsewhere): said only
-        assert "HA 170/100 mmHg." in body  # what was typed, on the page
+    assert "HA 170/100 mmHg." in body  # what was typed, on the page (a reject's reason too: its form is known)
+    assert "Nội dung bạn đã nhập vẫn được giữ ở bên dưới." in _text(body)
 
 
 def test_minutes_refused_on_their_own_checks_on_an_unchanged_consult_are_the_form_with_its_error(app, fake):

@@ -75,3 +75,19 @@ def test_only_the_text_boxes_of_the_form_sent_are_typed_text() -> None:
                                      "gender": "female", "phone": "0913000001"}))
     assert [t.text for t in register] == ["Nguyễn", "Thị Mai", "087168004512", "0913000001"]
     assert typed_text(MultiDict({"whatever": "x", "csrf_token": "t", "password": "p"})) == []
+
+
+def test_the_form_a_view_names_decides_and_brings_back_no_other_forms_choices() -> None:
+    """A reject's reason, its one field, is as many forms' as the take-on's reason, a choice: guessed from the
+    fields posted, it was dropped. The view that read the post with its form names it: the reject's reason
+    comes back, under its label; the take-on's chosen reason still never does, named or guessed."""
+    from sen_portal.web.forms import ReasonForm, TakeOnForm
+
+    reject = MultiDict({"csrf_token": "t", "reason": "Ngoài chuyên khoa.", "version": "3", "confirm": "reject"})
+    # guessed, the reason was dropped (the take-on's choice is a candidate) or labelled as another form's
+    assert [str(t.label) for t in typed_text(reject)] != ["Reason"]
+    assert typed_text(MultiDict({"reason": "Ngoài chuyên khoa.", "version": "3"})) == []
+    assert [(str(t.label), t.text) for t in typed_text(reject, ReasonForm)] == [("Reason", "Ngoài chuyên khoa.")]
+    take_on = MultiDict({"reason": "referral", "other": "Chuyển tuyến", "number": "087168004512"})
+    assert [t.text for t in typed_text(take_on, TakeOnForm)] == ["Chuyển tuyến"]
+    assert typed_text(MultiDict({"reason": "referral"}), TakeOnForm) == []

@@ -501,16 +501,21 @@ def _portal_forms() -> list[dict[str, Any]]:
     return [_form_fields(c) for c in dict.fromkeys(subclasses(Form)) if c.__module__.startswith("sen_portal.")]
 
 
-def typed_text(form: Any) -> list[Typed]:
+def typed_text(form: Any, sent_as: Any = None) -> list[Typed]:
     """What the user typed into a form that was not sent: the non-empty values of its text boxes, in order, each
-    with its box's label. An allow-list: the form sent is the portal's form that has the most of the fields
-    posted (a field's name without its form's prefix: ``cancel-reason`` is ``reason``), and only its text boxes
-    are shown, never a token, key, hidden id, choice or password, nor any field no form of the portal types."""
+    with its box's label. An allow-list: the form sent is ``sent_as`` (the portal's form, class or instance, the
+    view read the post with) or else the portal's form that has the most of the fields posted (a field's name
+    without its form's prefix: ``cancel-reason`` is ``reason``), and only its text boxes are shown, never a
+    token, key, hidden id, choice or password, nor any field no form of the portal types. A view that knows its
+    form says so: a reject's one field, ``reason``, is as many forms' as a choice's (the take-on's reasons)."""
     posted = [(str(k).rsplit("-", 1)[-1], v) for k, v in form.items(multi=True) if isinstance(v, str) and v.strip()]
-    names = {name for name, _ in posted}
-    overlap = {i: len(names & fields.keys()) for i, fields in enumerate(_portal_forms())}
-    most = max(overlap.values(), default=0)
-    sent = [_portal_forms()[i] for i, n in overlap.items() if n == most and n]
+    if sent_as is not None:
+        sent = [_form_fields(sent_as if isinstance(sent_as, type) else type(sent_as))]
+    else:
+        names = {name for name, _ in posted}
+        overlap = {i: len(names & fields.keys()) for i, fields in enumerate(_portal_forms())}
+        most = max(overlap.values(), default=0)
+        sent = [_portal_forms()[i] for i, n in overlap.items() if n == most and n]
     shown = []
     for name, value in posted:
         labels = [fields[name] for fields in sent if name in fields]
