@@ -1,0 +1,32 @@
+"""The worklist's refresh (every 30 s) answered 503 by the portal (teleconsult stopped or too slow: the list could
+not be read, web.doctor.worklist) names its table as the target (``HX-Retarget: #worklist``), and app.js swaps it in:
+the doctor reads why the list is not there, in the page's language, not a stale list and no "could not be sent"
+(htmx swaps no 5xx by itself). The answer is the portal's, held by the test (a Playwright route), not timed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SAID = "Dịch vụ hội chẩn từ xa trả lời quá chậm. Vui lòng thử lại sau giây lát."
+
+
+def test_the_worklist_refresh_answered_503_shows_why(visitor_factory):
+    v = visitor_factory("vi-360-worklist-outage", width=360, height=740)
+    v.sign_in("doctor")
+    page = v.page
+    page.clock.install()
+    v.go("/worklist")
+    body = f'<div id="worklist"><div class="alert error" role="alert">{SAID}</div></div>'
+    page.route(re.compile(r".*/worklist.*"), lambda route: route.fulfill(
+        status=503, body=body, content_type="text/html; charset=utf-8", headers={"HX-Retarget": "#worklist"})
+        if route.request.headers.get("hx-request") else route.continue_())
+    page.clock.run_for(31_000)
+    said = page.locator("#worklist [role=alert]")
+    said.wait_for(state="visible")
+    assert said.inner_text() == SAID
+    assert page.locator("#connection-error").is_hidden()
+    page.screenshot(path=str(v.shots / "vi-360-worklist-refresh-503.png"))
