@@ -280,3 +280,20 @@ def test_a_word_typed_in_part_or_too_short_begins_no_name() -> None:
     assert icd10._begun(icd10._index(), ["ta"]) == []  # two letters: the list's order as before
     assert icd10._begun(icd10._index(), ["tan"]) == []  # a word in part is no name's first word
     assert icd10._begun(icd10._index(), ["tang", "huyet", "ap"]) == []  # all typed: the name itself (_covers)
+
+
+def test_a_word_that_begins_an_everyday_name_hides_no_title_holding_it_whole() -> None:
+    """"suy" listed only J45 and J46: it begins the everyday name "suyễn" (asthma), which then hid every other
+    title, so heart failure (I50 "Suy tim") and kidney failure (N18) were never suggested. A name whose last
+    word is typed only in part hides no title holding the word typed whole; those come first."""
+    hits = [c.code for c in icd10.search("suy")]
+    assert {"I50", "N18"} <= set(hits[:4]), hits
+    assert "J45" not in hits[:2], hits  # a whole word typed beats a longer word it begins
+    hits = [c.code for c in icd10.search("suy", limit=40)]
+    assert "J45" in hits[:hits.index("D60.0")], hits  # among them: after their categories, before subcategories
+    for typed in ("suyen", "suyễn", "Suyễn", "suye", "hen suyen"):
+        assert [c.code for c in icd10.search(typed)][:1] == ["J45"], typed
+    assert [c.code for c in icd10.search("suy th")][:1] == ["N18"]
+    ix = icd10._index()
+    assert ix.holds_whole(ix.coded.index(icd10.lookup("I50")), "suy")
+    assert not ix.holds_whole(ix.coded.index(icd10.lookup("J45")), "suy")

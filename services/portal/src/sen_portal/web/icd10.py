@@ -117,6 +117,11 @@ class _Index:
         code = self.coded[i].code
         return special, self._only_negated(i, typed), tier, code[:3] not in named, self.rank[i]
 
+    def holds_whole(self, i: int, typed: str) -> bool:
+        """Whether a title of code ``i`` holds the typed words (accents off, joined by spaces) side by side,
+        the last a whole word: "suy" in I50 "Suy tim", not in J45 "Hen [suyễn]"."""
+        return any(f" {typed} " in f" {title} " for title in self.titles[i])
+
     def _only_negated(self, i: int, typed: str) -> bool:
         """Whether every title of code ``i`` has the typed words only after a "không" / "without": I11.9 "Bệnh
         tim do tăng huyết áp, không suy tim" (WITHOUT heart failure) for ``suy tim`` goes below the titles
@@ -250,6 +255,7 @@ def search(query: str, limit: int = 8) -> list[Code]:
     named_any = False
     answered: list[str] = []  # the everyday names that are all the words typed
     partly: list[int] = []  # the codes of a name covering some of the words, the others narrowing none of them
+    begun: list[int] = []  # the codes of a name all typed but its last word only in part ("suy" of "suyễn")
     for term, targets, least in ix.synonyms:
         rest = _covers(term, typed, least)
         if rest is None:
@@ -260,6 +266,8 @@ def search(query: str, limit: int = 8) -> list[Code]:
             picked = [i for i in named if i in narrowed] or [i for i in named if ix.coded[i].code in targets]
             if rest and not narrowed:
                 partly += picked
+            elif not rest and _in_part(term, typed):
+                begun += picked
             else:
                 found += picked
             if not rest and picked:
@@ -273,11 +281,18 @@ def search(query: str, limit: int = 8) -> list[Code]:
         # the families the words name: an everyday name's codes, the categories whose titles hold the words
         named = frozenset({ix.coded[i].code[:3] for i in (*found, *partly)}
                           | {ix.coded[i].code for i in hits if len(ix.coded[i].code) == 3})
+        # "suy": the titles holding the words as typed, the last a whole word (I50 "Suy tim"), are what was typed
+        # more surely than the name its last word begins ("suyễn", J45): neither hidden nor after it
+        whole = {i for i in hits if ix.holds_whole(i, joined)} if begun and len(joined) >= 3 else set()
         if answered:  # "tieu duong": no "đường tiêu hóa" (its words apart, or the other way round)
-            hits = {i for i in hits if any(ix.title_key(i, name)[2] < 3 for name in answered)}
+            hits = {i for i in hits if i in whole or any(ix.title_key(i, name)[2] < 3 for name in answered)}
         if len(joined) < 3:  # a letter or two (thousands of titles, nothing to rank them by yet): their place alone
-            found += partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
+            found += begun + partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
         else:
+            lead = [i for key, i in heapq.nsmallest(limit + len(found), ((ix.title_key(i, joined, named), i)
+                                                                          for i in whole)) if not (key[0] or key[1])]
+            # their categories, the name's codes, their subcategories: "suyễn" after the 21 "Suy …" categories
+            found += [i for i in lead if len(ix.coded[i].code) == 3] + begun + lead
             keys = heapq.nsmallest(limit + len(found) + len(partly), ((ix.title_key(i, joined, named), i)
                                                                         for i in hits))
             # "ho gà": A37 "Ho gà" before R05 (the name "ho"; "gà" no word of R05's title), R05 before the
@@ -301,6 +316,12 @@ def _covers(term: list[str], typed: list[str], least: int = 2) -> list[str] | No
             return None
         rest.remove(hit)
     return [w for _, w in rest]
+
+
+def _in_part(term: list[str], typed: list[str]) -> bool:
+    """Whether the last word typed stands for a longer word of an everyday name it covers (:func:`_covers`):
+    "suy" for "suyễn", "du" in "tieu du"."""
+    return typed[-1] not in term
 
 
 def _begun(ix: _Index, typed: list[str]) -> list[str]:
