@@ -511,5 +511,6 @@ def test_the_filter_typed_gets_the_rows_alone_even_when_billing_is_down(app):
     client = portal_signed_in(app, "clinic")
     r = client.get("/prices?q=tim", headers={"HX-Request": "true"})
     page = r.get_data(as_text=True)
-    assert r.status_code == 200 and page.lstrip().startswith('<section id="price-results"')
+    assert r.status_code == 503 and page.lstrip().startswith('<section id="price-results"')
+    assert r.headers["HX-Retarget"] == "#price-results"  # an outage's status: app.js swaps it, told where
     assert "không kết nối được Dịch vụ thanh toán" in page

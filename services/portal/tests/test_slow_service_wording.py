@@ -107,3 +107,72 @@ def test_the_invoice_queue_billing_did_not_give_answers_with_an_outages_status(
     r = client.get("/invoices")
     assert r.status_code == status
     assert "The billing service" in r.get_data(as_text=True)
+
+
+# The searches a service did not answer (the invoice search, the patient search, htmx swapping their results in,
+# and the pages a saved search shows again, /invoices?s=, /patients?s=) and the price list's filter answered 200
+# with the message; they now answer with the outage's status too, an htmx answer naming its target (HX-Retarget,
+# which app.js swaps) so the message still shows in place.
+BILLING_OUTAGES = [("down", 503), ("slow", 503), ("failed", 502)]
+
+
+def _failing(kind: str, service: str):
+    from sen_portal.web.backend import BackendError
+
+    def fail(*_a, **_k):
+        raise BackendError(kind, service)
+
+    return fail
+
+
+@pytest.mark.parametrize("kind,status", BILLING_OUTAGES)
+def test_an_invoice_search_a_service_did_not_answer_has_an_outages_status_swapped_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int) -> None:
+    from sen_portal.web import cashier
+
+    from tests.support import csrf_token
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "cashier", "en")
+    token = csrf_token(client.get("/invoices").get_data(as_text=True))  # the queue read before billing fails
+    monkeypatch.setattr(cashier, "fhir_get", _failing(kind, "billing"))
+    r = client.post("/invoices/search", data={"q": "hd0p2b6znpm", "csrf_token": token}, headers={"HX-Request": "true"})
+    assert r.status_code == status and "The billing service" in r.get_data(as_text=True)
+    assert r.headers["HX-Retarget"] == "#invoice-results"  # app.js swaps a 4xx/5xx that names its target
+    saved = client.get(r.headers["HX-Push-Url"])  # the queue's saved-search view (Back, refresh)
+    assert saved.status_code == status and "The billing service" in saved.get_data(as_text=True)
+    assert 'value="hd0p2b6znpm"' in saved.get_data(as_text=True)
+    plain = client.post("/invoices/search", data={"q": "hd0p2b6znpm", "csrf_token": token})  # without JavaScript
+    assert plain.status_code == status and "HX-Retarget" not in plain.headers
+
+
+@pytest.mark.parametrize("kind,status", BILLING_OUTAGES)
+def test_a_patient_search_the_ehr_did_not_answer_has_an_outages_status_swapped_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int) -> None:
+    from sen_portal.web import clinic
+
+    from tests.support import csrf_token
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "clinic", "en")
+    token = csrf_token(client.get("/patients").get_data(as_text=True))
+    monkeypatch.setattr(clinic, "fhir_get", _failing(kind, "ehr"))
+    r = client.post("/patients/search", data={"q": "dang hung", "csrf_token": token}, headers={"HX-Request": "true"})
+    assert r.status_code == status and "The health record service" in r.get_data(as_text=True)
+    assert r.headers["HX-Retarget"] == "#results"
+    saved = client.get(r.headers["HX-Push-Url"])
+    assert saved.status_code == status and "The health record service" in saved.get_data(as_text=True)
+    plain = client.post("/patients/search", data={"q": "dang hung", "csrf_token": token})
+    assert plain.status_code == status and "HX-Retarget" not in plain.headers
+
+
+@pytest.mark.parametrize("kind,status", BILLING_OUTAGES)
+def test_the_price_list_billing_did_not_give_has_an_outages_status_its_filter_swapped_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, status: int) -> None:
+    from sen_portal.web import prices
+
+    client = portal_signed_in(portal_app(tmp_path, monkeypatch), "cashier", "en")
+    monkeypatch.setattr(prices, "fetch_list", _failing(kind, "billing"))
+    r = client.get("/prices")
+    assert r.status_code == status and "The billing service" in r.get_data(as_text=True)
+    r = client.get("/prices?q=kham", headers={"HX-Request": "true"})  # the filter typed
+    assert r.status_code == status and "The billing service" in r.get_data(as_text=True)
+    assert r.headers["HX-Retarget"] == "#price-results"

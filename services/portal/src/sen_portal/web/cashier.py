@@ -159,10 +159,10 @@ def invoices() -> Any:
     first), with what is left to pay on each (their summaries) and their patients' names (one EHR
     request). ``?s=``: a search this session made (:mod:`.searches`), its results instead (Back, refresh)."""
     q = searches.recall("invoices")
-    if q:
-        rows, problem = invoices_found(q)
+    if q:  # a service that did not answer: said on the page, with an outage's status
+        rows, problem, status = invoices_found(q)
         return render_template("invoices.html", rows=rows, problem=problem, form=InvoiceSearchForm(q=q),
-                               searched=True, title=gettext("Invoices"))
+                               searched=True, title=gettext("Invoices")), status
     problem, rows, status = None, [], 200
     params = {"status": "issued", "_count": str(QUEUE_SIZE), "_sort": "date"}
     try:
@@ -174,12 +174,13 @@ def invoices() -> Any:
                            title=gettext("Invoices")), status
 
 
-def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The rows of an invoice search (:func:`find_invoices`) and the refusal of a service that did not answer."""
+def invoices_found(q: str) -> tuple[list[dict[str, Any]], str | None, int]:
+    """The rows of an invoice search (:func:`find_invoices`), the refusal of a service that did not answer and
+    the page's status (200, else :func:`.backend.page_status`: 503 down or slow, 502 failed, a refusal's own)."""
     try:
-        return find_invoices(q), None
+        return find_invoices(q), None, 200
     except BackendError as err:
-        return [], backend_message(err)
+        return [], backend_message(err), page_status(err)
 
 
 @bp.route("/invoices/search", methods=["POST"])
@@ -189,13 +190,15 @@ def invoice_search() -> Any:
     and the address names the search by a key (``/invoices?s=``, :mod:`.searches`: Back and refresh
     show it again), and without JavaScript the whole page comes back with them."""
     form = InvoiceSearchForm()
-    rows, problem, headers = [], None, {}
+    rows, problem, status, headers = [], None, 200, {}
     if form.validate_on_submit():
-        rows, problem = invoices_found(form.q.data)
+        rows, problem, status = invoices_found(form.q.data)
         headers = searches.push_url("web.invoices", "invoices", form.q.data)
-    template = "_invoice_rows.html" if request.headers.get("HX-Request") == "true" else "invoices.html"
-    return render_template(template, rows=rows, problem=problem, form=form, searched=True,
-                           title=gettext("Invoices")), 200, headers  # 200 with the problem: htmx swaps only 2xx
+    htmx = request.headers.get("HX-Request") == "true"
+    if htmx and status >= 400:  # htmx swaps no 4xx/5xx by itself: app.js swaps one that names its target
+        headers = {**headers, "HX-Retarget": "#invoice-results"}
+    return render_template("_invoice_rows.html" if htmx else "invoices.html", rows=rows, problem=problem, form=form,
+                           searched=True, title=gettext("Invoices")), status, headers
 
 
 def summary(iid: str, *, kept: bool = False) -> dict[str, Any]:

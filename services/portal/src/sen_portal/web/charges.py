@@ -603,7 +603,7 @@ def _find_service(form: ChargeForm, lines: list[Line]) -> Any:
     try:
         listing = price_list()
     except BackendError as err:
-        return _render(form, lines, 503, problem=backend_message(err))
+        return _render(form, lines, page_status(err), problem=backend_message(err))
     return _render(form, lines, listing=listing, services=find_services(listing, form.service_q.data or ""))
 
 
@@ -658,7 +658,7 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     try:
         listing = price_list(fresh=True)  # what billing will price: a line gone from it is refused here
     except BackendError as err:
-        return _render(form, lines, 503, problem=backend_message(err), patient_problem=patient_problem,
+        return _render(form, lines, page_status(err), problem=backend_message(err), patient_problem=patient_problem,
                        lines_problem=lines_problem)
     for line in lines:
         if line.service not in listing and line.error is None:

@@ -134,19 +134,20 @@ def find_patients(q: str) -> list[dict[str, Any]]:
 
 def patients_found(q: str) -> dict[str, Any]:
     """What a patient search shows: the patients (None when the EHR did not answer), the EHR's refusal,
-    and for a whole CCCD or BHYT number none of the user's patients holds, the take-on form."""
-    results, problem, take_on = None, None, None
+    and for a whole CCCD or BHYT number none of the user's patients holds, the take-on form; ``status``, the
+    page's (200, else :func:`.backend.page_status`: 503 down or slow, 502 failed, a refusal's own)."""
+    results, problem, take_on, status = None, None, None, 200
     try:
         results = find_patients(q)
     except BackendError as err:
-        problem = backend_message(err)
+        problem, status = backend_message(err), page_status(err)
     # a whole CCCD or BHYT number that is none of the user's patients: a clinic may take on the
     # patient holding it (registered at another facility), never found by a name
     ident = search_params(q).get("identifier")
     if results == [] and ident and g.user.can("clinic"):
         system, number = ident.split("|", 1)
         take_on = TakeOnForm(formdata=None, system="cccd" if system == SYS_CCCD else "bhyt", number=number)
-    return {"results": results, "problem": problem, "take_on": take_on}
+    return {"results": results, "problem": problem, "take_on": take_on, "status": status}
 
 
 @bp.route("/patients", methods=["GET"])
@@ -155,8 +156,9 @@ def clinic_home() -> Any:
     """The search; ``?s=``: a search this session made (:mod:`.searches`), shown again (Back, refresh)."""
     q = searches.recall("patients")
     found = patients_found(q) if q else {"results": None}
+    status = found.pop("status", 200)  # the EHR not answering: said on the page, with an outage's status
     return render_template("patients.html", form=PatientSearchForm(q=q), **found, title=gettext("Patients"),
-                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT)
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT), status
 
 
 @bp.route("/patients/search", methods=["POST"])
@@ -170,9 +172,12 @@ def patient_search() -> Any:
     if form.validate_on_submit():
         found = patients_found(form.q.data)
         headers = searches.push_url("web.clinic_home", "patients", form.q.data)
+    status = found.pop("status", 200)
+    if _is_htmx() and status >= 400:  # htmx swaps no 4xx/5xx by itself: app.js swaps one that names its target
+        headers = {**headers, "HX-Retarget": "#results"}
     template = "_patient_results.html" if _is_htmx() else "patients.html"
     return render_template(template, form=form, **found, title=gettext("Patients"), SYS_CCCD=SYS_CCCD,
-                           SYS_BHYT=SYS_BHYT), 200, headers
+                           SYS_BHYT=SYS_BHYT), status, headers
 
 
 @bp.route("/patients/new", methods=["GET", "POST"])

@@ -841,7 +841,7 @@ def task_slots(tid: str) -> Any:
     try:
         found = find_proposals(data, form, later)
     except BackendError as err:
-        return _task_page(tid, 503, problem=backend_message(err), forms={"find_form": form})
+        return _task_page(tid, page_status(err), problem=backend_message(err), forms={"find_form": form})
     proposals, more = page_of_times(found)
     later_url = url_for("web.task_slots", tid=tid, start=form.start.data.strftime("%d/%m/%Y"),
                         days=form.days.data, later=more) if more else None

@@ -294,21 +294,24 @@ def put_price(cid: str, price: int, version: str) -> dict[str, Any]:
 def _page(status: int = 200, *, posted: dict[str, FlaskForm] | None = None, problem: str | None = None,
           notice: dict[str, str] | None = None) -> Any:
     q = (request.args.get("q") or "").strip()[:100]
-    rows, more, failed = [], False, None
+    rows, more, failed, failed_status = [], False, None, 200
     try:
         rows, more = fetch_list()
-    except BackendError as err:
-        failed = backend_message(err)
+    except BackendError as err:  # said on the page, with an outage's status (503, 502) or a refusal's own
+        failed, failed_status = backend_message(err), page_status(err)
     shown = [r for r in rows if matches(r, q)] if q else rows
     admin = g.user.role == "admin"
     forms = {r["id"]: price_form(r, (posted or {}).get(r["id"])) for r in shown} if admin else {}
-    if request.headers.get("HX-Request") == "true":  # the filter typed: 200 with the problem (htmx swaps only 2xx)
-        template, status = "_prices_rows.html", 200
+    headers = {}
+    if request.headers.get("HX-Request") == "true":  # the filter typed: the rows alone
+        template, status = "_prices_rows.html", failed_status
+        if failed:  # htmx swaps no 4xx/5xx by itself: app.js swaps one that names its target
+            headers = {"HX-Retarget": "#price-results"}
     else:
-        template, status = "prices.html", 503 if failed and status == 200 else status
+        template, status = "prices.html", failed_status if failed and status == 200 else status
     return render_template(template, rows=shown, total=len(rows), q=q, more=more, admin=admin, forms=forms,
                            problem=problem or failed, notice=notice or {}, limit=LIST_SIZE,
-                           title=gettext("Price list")), status
+                           title=gettext("Price list")), status, headers
 
 
 @bp.route("/prices")
