@@ -1,0 +1,33 @@
+"""An invoice search answered 503 by the portal (billing stopped or too slow: web.cashier.invoice_search) names
+its results as the target (``HX-Retarget: #invoice-results``), and app.js swaps it in: the cashier reads why
+nothing was found, in place, not the old results and no "could not be sent" (htmx swaps no 5xx by itself). The
+answer is the portal's shape, held by the test (a Playwright route), not timed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SAID = "Dịch vụ thanh toán trả lời quá chậm. Vui lòng thử lại sau giây lát; nội dung bạn đã nhập vẫn được giữ."
+
+
+def test_an_invoice_search_answered_503_shows_why_in_place(visitor_factory):
+    v = visitor_factory("vi-360-invoice-search-outage", width=360, height=740)
+    v.sign_in("cashier")
+    page = v.page
+    v.go("/invoices")
+    body = f'<section id="invoice-results"><div class="alert error" role="alert">{SAID}</div></section>'
+    page.route(re.compile(r".*/invoices/search$"), lambda route: route.fulfill(
+        status=503, body=body, content_type="text/html; charset=utf-8",
+        headers={"HX-Retarget": "#invoice-results"}) if route.request.headers.get("hx-request") else route.continue_())
+    page.fill("input[name=q]", "nguyen van a")
+    page.locator("form[hx-post$='/invoices/search'] button").click()
+    said = page.locator("#invoice-results [role=alert]")
+    said.wait_for(state="visible")
+    assert said.inner_text() == SAID
+    assert page.locator("#connection-error").is_hidden()
+    assert page.input_value("input[name=q]") == "nguyen van a"  # what was typed stays
+    page.screenshot(path=str(v.shots / "vi-360-invoice-search-503.png"))
