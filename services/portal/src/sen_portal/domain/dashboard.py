@@ -6,7 +6,8 @@ The interface the portal's pages call (and ``GET /api/reports/dashboard`` return
     csv_rows(section, db, start, end, district, *, targets=Targets(), now=None) -> (header, rows)
 
 ``start`` and ``end`` are local days (Asia/Ho_Chi_Minh), both included; an event counts on the
-local day of its own time (requestedAt, acceptedAt, receivedAt, ...). ``district`` keeps the
+local day of its own time (requestedAt, acceptedAt, receivedAt, ...; a transfer on its bank's day,
+``bankTime``, when its provider gave one, as billing's daily reconciliation). ``district`` keeps the
 events that name that district (events without one are left out when a district is asked; a money
 event naming only its facility, e.g. an unmatched transfer to a facility's account, is in that
 facility's district when ``facility_districts`` (facility id → district, the EHR's) knows it).

@@ -1,7 +1,8 @@
 """What the reporting read model keeps of each event, and how facts add up: definitions as data, no I/O.
 
 :data:`FACT_FIELDS` says, per routing key, which ``data`` fields of an event become a
-fact's dimensions (``time`` picks the field whose local day the fact counts on; a pair
+fact's dimensions (``time`` picks the field whose local day the fact counts on, or the first
+present of a tuple of them; a pair
 under ``minutes`` is a duration from the first time to the second, in whole minutes). An
 event type that is not listed still becomes a fact (counted per type and day), dated by
 its envelope ``time``. :data:`SECTIONS` says how facts are grouped for each chart: the
@@ -38,7 +39,9 @@ FACT_FIELDS: dict[str, dict[str, Any]] = {
     "billing.invoice.issued": {"time": "issuedAt", "facility": "facility", "district": "district", "amount": "total"},
     # ``assignedFrom``: a cashier put an unmatched transfer on an invoice; the money was counted by
     # that transfer's own event, so this one restates it (kept as the fact's ``restates``)
-    "billing.payment.received": {"time": "receivedAt", "facility": "facility", "district": "district",
+    # a transfer counts on its bank's day (``bankTime``, when its provider gave one), as billing's daily
+    # reconciliation places it; else (cash, untimed providers, billing's older events) when billing received it
+    "billing.payment.received": {"time": ("bankTime", "receivedAt"), "facility": "facility", "district": "district",
                                  "amount": "amount", "channel": "channel", "restates": "assignedFrom"},
     # money given back: ``channel`` is the refunded payment's; ``outcome`` the refunded payment's
     # (:func:`money_outcome`): only applied (or assigned) money given back comes off the takings
@@ -143,7 +146,9 @@ def extract(event: Mapping[str, Any]) -> dict[str, Any]:
     kind = routing_key(str(event.get("type", "")))
     data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
     spec = FACT_FIELDS.get(kind, {})
-    when = instant(data.get(spec["time"])) if "time" in spec else None
+    times = spec.get("time", ())
+    # the first of the spec's time fields the event carries (a tuple: the preferred first)
+    when = next((t for f in ((times,) if isinstance(times, str) else times) if (t := instant(data.get(f)))), None)
     when = when or instant(event.get("time")) or datetime.now(VN)
     day = when.astimezone(VN).date()
     fact: dict[str, Any] = {"k": kind, "day": day.isoformat(), "week": iso_week(day)}

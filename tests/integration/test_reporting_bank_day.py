@@ -1,0 +1,120 @@
+"""The dashboard places a transfer on the day its bank says it happened, as billing's daily CSV does
+(billing's domain on the real FerretDB with the clock set by the test, its events through the real
+RabbitMQ to the portal's ``portal.reporting`` consumers).
+
+A transfer made at 23:59:58 and delivered at 00:00:03 is on the first day's CSV (4f5eefd: the payment's
+``bank_at``, the event's ``bankTime``); the dashboard counted it on the day billing received it
+(``receivedAt``), so the two disagreed on both days. Now both say the first day; a transfer whose provider
+gave no time stays on the day billing received it, and a redelivered event counts once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import uuid
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from sen_billing.domain import payments, reconciliation
+from sen_billing.domain.payments import VN
+from sen_billing.domain.webhooks import Transfer
+from sen_portal.domain import reporting
+from sen_portal.domain.dashboard import csv_rows, dashboard
+from sen_portal.domain.report_facts import extract
+from sen_portal.domain.reporting import FACTS
+
+from tests.billing_support import make_invoice, scratch_db
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 3, 14)
+NEXT = DAY + timedelta(days=1)
+
+
+def _transfer(db: Any, code: str, amount: int, paid_at: str, provider: str) -> str:
+    t = Transfer(provider=provider, transaction_id=uuid.uuid4().hex[:10], amount=amount, description=f"TT {code}",
+                 paid_at=paid_at)
+    return payments.record_transfer(db, t, inbox_id=uuid.uuid4().hex).payment["_id"]
+
+
+def _through_the_bus(amqp_url: str, base_env: dict[str, str], db: Any, published: list[dict[str, Any]]) -> None:
+    """Publish ``published`` on the real exchange and let 2 ``portal.reporting`` consumers (the worker's
+    handler) take them until each delivery is handled."""
+    from kombu import Connection
+    from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog
+
+    from tests.support import wait_for
+
+    prefix = f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}."
+    catalog = load_catalog().with_retry_tiers([100, 200]).only(["portal.reporting"])
+    topology = Topology(catalog, prefix)
+    with Connection(amqp_url) as conn:
+        topology.declare(conn.default_channel)
+    stop = threading.Event()
+    consumers = [EventConsumer(amqp_url, topology, "portal.reporting", reporting.count_event, db) for _ in range(2)]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    try:
+        for th in threads:
+            th.start()
+        assert all(c.ready.wait(15) for c in consumers)
+        with Publisher(amqp_url, prefix=prefix, catalog=catalog) as pub:
+            for e in published:
+                pub.publish(e)
+        wait_for(lambda: sum(c.handled for c in consumers) >= len(published), timeout=60)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(15)
+        with Connection(amqp_url) as conn:
+            topology.delete(conn.default_channel)
+
+
+def test_a_transfer_across_midnight_is_on_the_banks_day_in_the_csv_and_on_the_dashboard(
+        amqp_url: str, base_env: dict[str, str], mongo_client: Any, fresh_db: Any, monkeypatch: Any) -> None:
+    from sen_shared.bus import load_catalog
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    clock = [datetime.combine(DAY, time(23, 0, 2), VN)]
+    monkeypatch.setattr(payments, "now_utc", lambda: clock[0])
+    with scratch_db(mongo_client, "rbd") as bdb:
+        codes = [make_invoice(bdb, amount)[1] for amount in (20_000, 50_000, 30_000)]
+        before = _transfer(bdb, codes[0], 20_000, "2026-03-14 23:00:00", "casso")  # made and delivered on the 14th
+        clock[0] = datetime.combine(NEXT, time(0, 0, 3), VN)
+        across = _transfer(bdb, codes[1], 50_000, "2026-03-14 23:59:58", "payos")  # made 23:59:58, came 00:00:03
+        clock[0] = datetime.combine(NEXT, time(0, 0, 5), VN)
+        untimed = _transfer(bdb, codes[2], 30_000, "", "standard")  # no bank time: the day billing received it
+        events = [entry_event(e) for doc in bdb[payments.PAYMENTS].find({OUTBOX: {"$exists": True}})
+                  for e in doc[OUTBOX]]
+        # billing's daily CSV (what the cashier downloads) of each day: the payments on it
+        csv_days = {}
+        for day in (DAY, NEXT):
+            text = reconciliation.to_csv(day, reconciliation.rows(bdb, day, "org-a"))
+            lines = [r for r in csv.DictReader(io.StringIO(text)) if r["kind"] == "payment"]
+            csv_days[day] = ({r["id"] for r in lines}, sum(int(r["amount"]) for r in lines))
+    assert csv_days == {DAY: ({before, across}, 70_000), NEXT: ({untimed}, 30_000)}
+
+    assert len(events) == 3
+    for e in events:
+        load_catalog().validate(e)
+    [crossing] = [e for e in events if e["data"]["payment"] == across]
+    assert crossing["data"]["receivedAt"].startswith(NEXT.isoformat()) and "bankTime" in crossing["data"]
+
+    # through the real bus, each event delivered twice (a redelivery): counted once
+    _through_the_bus(amqp_url, base_env, fresh_db, events + events)
+    assert fresh_db[FACTS].count_documents({}) == 3
+
+    for day, (_ids, amount) in csv_days.items():
+        money = dashboard(fresh_db, day, day, facility="org-a")["cashless_share"]
+        assert (money["received_transfer_amount"], money["transfer_amount"]) == (amount, amount), day
+        header, [row] = csv_rows("cashless_share", fresh_db, day, day, facility="org-a")
+        assert row[header.index("received_transfer_amount")] == amount, day
+    both = dashboard(fresh_db, DAY, NEXT, facility="org-a")["cashless_share"]
+    assert (both["received_transfer_amount"], both["received_count"]) == (100_000, 3)
+
+    # billing's events from before bankTime keep their day: when billing received the transfer
+    older = {**crossing, "id": str(uuid.uuid4()),
+             "data": {k: v for k, v in crossing["data"].items() if k != "bankTime"}}
+    assert extract(older)["day"] == NEXT.isoformat() and extract(crossing)["day"] == DAY.isoformat()
