@@ -294,6 +294,15 @@ def test_the_ehr_benchmarks_generated_vital_signs_use_the_profiles_codes_and_uni
 
 # --------------------------------------------------------------------------- specialties
 
+def test_the_portals_specialty_displays_are_snomeds() -> None:
+    """The consult form writes these as its performerType coding's display (the Vietnamese name is the text)."""
+    from sen_portal.web.prices import SPECIALTIES, SPECIALTY_DISPLAYS
+
+    assert set(SPECIALTY_DISPLAYS) == set(SPECIALTIES)
+    for code, display in SPECIALTY_DISPLAYS.items():
+        assert display == SNOMED[code], (code, display, SNOMED.get(code))
+
+
 def test_every_specialty_code_is_a_confirmed_specialty_under_its_vietnamese_name(package) -> None:
     from sen_portal.web import prices
 

@@ -806,10 +806,10 @@ def specialty_field(form: KeyedConsultForm) -> list[tuple[str, str]]:
 
 
 def specialty_asked(form: KeyedConsultForm, choices: list[tuple[str, str]]) -> tuple[dict[str, Any] | None, bool]:
-    """The specialty the form asks for as a ``performerType`` (SNOMED code, its Vietnamese name as display and
-    text: what teleconsult's ``$submit`` and billing's consult prices key on), None for any; and whether it is
-    one of the hub's (else the field says so). The EHR not answering (no choices known): a specialty the
-    portal names (the price list's) is taken as asked."""
+    """The specialty the form asks for as a ``performerType`` (SNOMED code: what teleconsult's ``$submit`` and
+    billing's consult prices key on; SNOMED's English display on the coding, the Vietnamese name as the
+    concept's text), None for any; and whether it is one of the hub's (else the field says so). The EHR not
+    answering (no choices known): a specialty the portal names (the price list's) is taken as asked."""
     from .prices import SPECIALTIES
 
     code = (form.specialty.data or "").strip()
@@ -824,7 +824,24 @@ def specialty_asked(form: KeyedConsultForm, choices: list[tuple[str, str]]) -> t
             name = str(SPECIALTIES[code])
     else:
         name = dict(choices)[code]
-    return {"coding": [{"system": SNOMED, "code": code, "display": name}], "text": name}, True
+    display = snomed_display(code)
+    return {"coding": [{"system": SNOMED, "code": code, **({"display": display} if display else {})}],
+            "text": name}, True
+
+
+def snomed_display(code: str) -> str | None:
+    """SNOMED CT's display of a specialty code: the portal's table (:data:`prices.SPECIALTY_DISPLAYS`), else the
+    one the hub's directory writes on the code's coding (the seed writes SNOMED's); None when neither knows."""
+    from .directory import hub_specialties
+    from .prices import SPECIALTY_DISPLAYS
+
+    if code in SPECIALTY_DISPLAYS:
+        return SPECIALTY_DISPLAYS[code]
+    hub = backend.settings().hub or g.user.facility
+    return next((str(c["display"]) for concept in (hub_specialties(hub) if hub else [])
+                 for c in concept.get("coding") or []
+                 if isinstance(c, dict) and c.get("system") == SNOMED and c.get("code") == code and c.get("display")),
+                None)
 
 
 RECENT_RESULTS = 15  # the patient's newest results offered to a consult request

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
-from flask_babel import gettext, lazy_gettext
+from flask_babel import get_locale, gettext, lazy_gettext
 from sen_shared.fhir.names import name_and_role, same_person
 
 from . import backend_message, bp, icd10, login_required, select_locale, status_label, typed_text
@@ -177,7 +177,8 @@ def unknown_filter(specialty: str, specialties: list[tuple[str, str]], facility:
 @bp.app_template_filter("specialty")
 def specialty_name(concept: Any) -> str:
     """A consult's specialty (its ServiceRequest's ``performerType``, a Task's first one) by name in the page's
-    language: the portal's specialty names by SNOMED code, else the concept's text or display; "" for none."""
+    language: the portal's specialty names by SNOMED code, else the concept's text (Vietnamese) on a Vietnamese
+    page and SNOMED's display (English) on another, either when the other is missing; "" for none."""
     from .prices import SPECIALTIES
 
     concept = (concept[0] if concept else {}) if isinstance(concept, list) else concept
@@ -187,6 +188,10 @@ def specialty_name(concept: Any) -> str:
     named = next((SPECIALTIES[str(c.get("code"))] for c in codings if str(c.get("code")) in SPECIALTIES), None)
     if named is not None:
         return str(named)
+    display = next((c["display"] for c in codings if c.get("system") == "http://snomed.info/sct" and c.get("display")),
+                   None)
+    if display and str(get_locale() or "vi").split("_")[0] != "vi":
+        return str(display)
     return str(concept.get("text") or next((c.get("display") or c.get("code") for c in codings), "") or "")
 
 

@@ -55,6 +55,9 @@ LEVELS = {"central": _l("Central"), "province": _l("Provincial"), "district": _l
           "commune": _l("Commune")}
 SPECIALTIES = {"394579002": _l("Cardiology"), "394583002": _l("Endocrinology"), "394914008": _l("Radiology"),
                "394537008": _l("Paediatrics")}
+# SNOMED CT's own display of each (its preferred term: a coding's ``display``; the names above are the page's)
+SPECIALTY_DISPLAYS = {"394579002": "Cardiology", "394583002": "Endocrinology", "394914008": "Radiology",
+                      "394537008": "Pediatric specialty"}
 # the English name beside the Vietnamese one, by the service's code (the price list file's services)
 SERVICES = {"teleconsult": _l("Teleconsultation"), "kham-benh": _l("Medical examination"),
             "xn-cong-thuc-mau": _l("Complete blood count"), "xn-duong-huyet": _l("Blood glucose test"),
