@@ -1,6 +1,8 @@
 // Sen portal: small progressive enhancements; every page works without this file.
 (function () {
   "use strict";
+  // the file boxes' own button in the page's words (_form.html's field()): drawn only once this file runs
+  document.documentElement.classList.add("js");
   // upload progress for forms marked data-progress (htmx posts them; the bar follows the bytes of
   // the form's own submission, not of a search a field inside it makes)
   function progressBar(evt) {
@@ -62,6 +64,18 @@
   document.addEventListener("change", function (evt) {  // said as soon as the files are chosen
     var input = evt.target;
     if (input.matches && input.matches("form[data-files-refused] input[type=file]")) refusedFiles(input.form, input);
+  });
+  // a file box's text beside its button (_form.html: "{id}-chosen") names what is chosen, in the page's words
+  function sayChosen(input) {
+    var said = document.getElementById(input.id + "-chosen");
+    if (!said) return;
+    var names = Array.prototype.map.call(input.files || [], function (f) { return f.name; });
+    said.textContent = !names.length ? said.getAttribute("data-none")
+      : said.getAttribute(names.length === 1 ? "data-one" : "data-some")
+        .split("{count}").join(String(names.length)).split("{names}").join(names.join(", "));
+  }
+  document.addEventListener("change", function (evt) {
+    if (evt.target.matches && evt.target.matches("input[type=file]")) sayChosen(evt.target);
   });
   document.addEventListener("submit", function (evt) {
     var form = evt.target, box = tooLargeBox(form), refused = null;
