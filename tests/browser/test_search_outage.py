@@ -5,9 +5,9 @@ answer is the portal's shape, held by the test (a Playwright route), not timed."
 
 from __future__ import annotations
 
-import re
-
 import pytest
+
+from tests.browser.test_worklist_outage import answer_503, shown_in_place
 
 pytestmark = pytest.mark.integration
 
@@ -19,15 +19,9 @@ def test_an_invoice_search_answered_503_shows_why_in_place(visitor_factory):
     v.sign_in("cashier")
     page = v.page
     v.go("/invoices")
-    body = f'<section id="invoice-results"><div class="alert error" role="alert">{SAID}</div></section>'
-    page.route(re.compile(r".*/invoices/search$"), lambda route: route.fulfill(
-        status=503, body=body, content_type="text/html; charset=utf-8",
-        headers={"HX-Retarget": "#invoice-results"}) if route.request.headers.get("hx-request") else route.continue_())
+    answer_503(page, r".*/invoices/search$", "section", "invoice-results", SAID)
     page.fill("input[name=q]", "nguyen van a")
     page.locator("form[hx-post$='/invoices/search'] button").click()
-    said = page.locator("#invoice-results [role=alert]")
-    said.wait_for(state="visible")
-    assert said.inner_text() == SAID
-    assert page.locator("#connection-error").is_hidden()
+    shown_in_place(page, "invoice-results", SAID)
     assert page.input_value("input[name=q]") == "nguyen van a"  # what was typed stays
     page.screenshot(path=str(v.shots / "vi-360-invoice-search-503.png"))

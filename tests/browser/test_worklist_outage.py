@@ -6,6 +6,7 @@ the doctor reads why the list is not there, in the page's language, not a stale 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -20,13 +21,24 @@ def test_the_worklist_refresh_answered_503_shows_why(visitor_factory):
     page = v.page
     page.clock.install()
     v.go("/worklist")
-    body = f'<div id="worklist"><div class="alert error" role="alert">{SAID}</div></div>'
-    page.route(re.compile(r".*/worklist.*"), lambda route: route.fulfill(
-        status=503, body=body, content_type="text/html; charset=utf-8", headers={"HX-Retarget": "#worklist"})
-        if route.request.headers.get("hx-request") else route.continue_())
+    answer_503(page, r".*/worklist.*", "div", "worklist", SAID)
     page.clock.run_for(31_000)
-    said = page.locator("#worklist [role=alert]")
-    said.wait_for(state="visible")
-    assert said.inner_text() == SAID
-    assert page.locator("#connection-error").is_hidden()
+    shown_in_place(page, "worklist", SAID)
     page.screenshot(path=str(v.shots / "vi-360-worklist-refresh-503.png"))
+
+
+def answer_503(page: Any, url: str, tag: str, target: str, said: str) -> None:
+    """Answer the page's htmx requests to ``url`` (a pattern) as the portal does when a back-end is down: 503,
+    the message in a ``tag`` with id ``target`` and ``HX-Retarget`` naming it; other requests go through."""
+    body = f'<{tag} id="{target}"><div class="alert error" role="alert">{said}</div></{tag}>'
+    page.route(re.compile(url), lambda route: route.fulfill(
+        status=503, body=body, content_type="text/html; charset=utf-8", headers={"HX-Retarget": f"#{target}"})
+        if route.request.headers.get("hx-request") else route.continue_())
+
+
+def shown_in_place(page: Any, target: str, said: str) -> None:
+    """The message swapped into ``target``, and no "could not be sent"."""
+    alert = page.locator(f"#{target} [role=alert]")
+    alert.wait_for(state="visible")
+    assert alert.inner_text() == said
+    assert page.locator("#connection-error").is_hidden()
