@@ -12,9 +12,7 @@ closed shift answers it in ``recordedAfterClose`` (``transfersReceived``, ``cash
 
 from __future__ import annotations
 
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +20,7 @@ from sen_billing.domain import payments, shifts
 from sen_billing.domain.webhooks import Transfer
 
 from tests.billing_support import make_invoice, pay, scratch_db
-from tests.integration.shift_support import cashier, closed_link
+from tests.integration.shift_support import cashier, closed_link, race_with_close
 
 pytestmark = pytest.mark.integration
 
@@ -131,29 +129,7 @@ def test_transfers_racing_the_close_are_counted_by_it_or_reported_after_it_once(
         thu = cashier()
         codes = [make_invoice(db, 100_000)[1] for _ in range(8)]
         shift = shifts.open_shift(db, thu)["id"]
-        gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
-        if before == 0:
-            enough.set()
-        paid: list[dict] = []
-
-        def transfer(code: str, gate=gate, lock=lock, done=done, enough=enough, paid=paid) -> None:  # noqa: ANN001
-            gate.wait()
-            p = pay(db, code, 10_000)
-            with lock:
-                paid.append(p)
-                done[0] += 1
-                if done[0] >= before:
-                    enough.set()
-
-        def close(thu=thu, gate=gate, enough=enough) -> None:  # noqa: ANN001
-            gate.wait()
-            assert enough.wait(60)
-            shifts.close_shift(db, thu, 0, 0, note="đua")
-
-        with ThreadPoolExecutor(9) as pool:
-            futures = [pool.submit(transfer, c) for c in codes] + [pool.submit(close)]
-            for f in futures:
-                f.result()
+        paid = race_with_close(db, thu, [lambda c=c: pay(db, c, 10_000) for c in codes], before)
         link = closed_link(db, shift)
         counted = set(link["counted_transfers"])
         late = {r["payment"] for r in db[shifts.LATE].find({"shift": shift})}

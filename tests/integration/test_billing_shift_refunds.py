@@ -22,7 +22,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
 
 from tests.billing_support import billing_app, make_invoice, pay, scratch_db
-from tests.integration.shift_support import cashier, closed_link
+from tests.integration.shift_support import cashier, closed_link, race_with_close
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -211,35 +211,12 @@ def test_refunds_racing_the_close_are_counted_by_it_or_reported_after_it_once(db
     close's figures or recorded after its close, never both, never neither; one by transfer after the close
     is in neither (the next shift's); and the close's figures plus those recorded after it are the shift's
     figures counted again."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     for before in range(5):  # the close starts once this many refunds are recorded: 0 to 4, the others racing it
         thu = cashier()
         paid = [_overpaid(db, 100_000, 100_000 + 1_000 * (i + 1)) for i in range(8)]
         shift = shifts.open_shift(db, thu)["id"]
-        gate, lock, done, enough = threading.Barrier(9), threading.Lock(), [0], threading.Event()
-        if before == 0:
-            enough.set()
-
-        def give_back(i: int, p: dict, thu=thu, shift=shift, gate=gate, lock=lock, done=done,  # noqa: ANN001
-                      enough=enough) -> None:
-            gate.wait()
-            payments.refund(db, p["_id"], None, "Trả lại", thu, shift if i % 2 == 0 else None)
-            with lock:
-                done[0] += 1
-                if done[0] >= before:
-                    enough.set()
-
-        def close(thu=thu, gate=gate, enough=enough) -> None:  # noqa: ANN001
-            gate.wait()
-            assert enough.wait(60)
-            shifts.close_shift(db, thu, 0, 0, note="đua")
-
-        with ThreadPoolExecutor(9) as pool:
-            futures = [pool.submit(give_back, i, p) for i, p in enumerate(paid)] + [pool.submit(close)]
-            for f in futures:
-                f.result()
+        race_with_close(db, thu, [lambda i=i, p=p, thu=thu, shift=shift: payments.refund(
+            db, p["_id"], None, "Trả lại", thu, shift if i % 2 == 0 else None) for i, p in enumerate(paid)], before)
         link = closed_link(db, shift)
         counted = set(link["counted_refunds"])
         late = {r["refund"] for r in db[shifts.LATE_REFUNDS].find({"shift": shift})}
