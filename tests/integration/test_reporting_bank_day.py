@@ -118,3 +118,83 @@ def test_a_transfer_across_midnight_is_on_the_banks_day_in_the_csv_and_on_the_da
     older = {**crossing, "id": str(uuid.uuid4()),
              "data": {k: v for k, v in crossing["data"].items() if k != "bankTime"}}
     assert extract(older)["day"] == NEXT.isoformat() and extract(crossing)["day"] == DAY.isoformat()
+
+
+UNMATCHED = ("unmatched", "unmatched_assigned", "unmatched_refunded", "unmatched_waiting", "assigned_earlier")
+ACCOUNTS = {"0011000000001": "org-a"}  # receiving account -> whose unmatched queue
+
+
+def test_an_unmatched_transfer_across_midnight_keeps_its_banks_day_when_assigned_or_given_back(
+        amqp_url: str, base_env: dict[str, str], mongo_client: Any, fresh_db: Any, monkeypatch: Any) -> None:
+    """Three transfers naming no invoice, made at 23:59:5x on the 14th and delivered after midnight: one
+    assigned to an invoice on the 15th, one given back by an admin, one assigned and then given back (a
+    reversal). Billing's CSV has them come on the 14th (their bank's day) and assigned or given back since;
+    the dashboard said so only for their arrival: the assignment's and the refunds' events named when
+    billing received the transfers (the 15th), so the 14th showed them waiting and the 15th's figures went
+    negative. With ``assignedFromBankTime`` and ``paymentBankTime`` both agree, day by day."""
+    from types import SimpleNamespace
+
+    from sen_shared.bus import load_catalog
+    from sen_shared.bus.outbox import OUTBOX, entry_event
+
+    cashier = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-a")
+    admin = SimpleNamespace(roles={"admin"}, facility=None, sub="quan-tri")
+    clock = [datetime.combine(NEXT, time(0, 0, 3), VN)]
+    monkeypatch.setattr(payments, "now_utc", lambda: clock[0])
+
+    def unmatched(amount: int, paid_at: str, provider: str) -> str:
+        t = Transfer(provider=provider, transaction_id=uuid.uuid4().hex[:10], amount=amount,
+                     description="chuyen tien kham", paid_at=paid_at, account="0011000000001")
+        recorded = payments.record_transfer(bdb, t, inbox_id=uuid.uuid4().hex, account_facilities=ACCOUNTS)
+        assert recorded.payment["outcome"] == "unmatched"
+        return recorded.payment["_id"]
+
+    with scratch_db(mongo_client, "rbm") as bdb:
+        assigned = unmatched(40_000, "2026-03-14 23:59:58", "payos")
+        clock[0] += timedelta(seconds=1)
+        given_back = unmatched(15_000, "2026-03-14 23:59:59", "casso")
+        clock[0] += timedelta(seconds=1)
+        reversed_ = unmatched(60_000, "2026-03-14 23:59:57", "payos")
+        i1, _ = make_invoice(bdb, 40_000)
+        i2, _ = make_invoice(bdb, 100_000)  # stays owed: its assigned payment can be given back (a reversal)
+        clock[0] = datetime.combine(NEXT, time(9, 0), VN)
+        payments.assign_unmatched(bdb, assigned, i1, cashier, ACCOUNTS)
+        clock[0] += timedelta(minutes=5)
+        payments.refund(bdb, given_back, None, "chuyển nhầm", admin, None)
+        clock[0] += timedelta(minutes=5)
+        payments.assign_unmatched(bdb, reversed_, i2, cashier, ACCOUNTS)
+        clock[0] += timedelta(minutes=5)
+        payments.refund(bdb, f"assign:{reversed_}", None, "hoàn lại", cashier, "shift-1")
+        events = [entry_event(e) for coll in ("payments", "refunds")
+                  for doc in bdb[coll].find({OUTBOX: {"$exists": True}}) for e in doc[OUTBOX]]
+        # billing's daily CSV of each day (what the cashier downloads): its totals
+        recon = {}
+        for day in (DAY, NEXT):
+            text = reconciliation.to_csv(day, reconciliation.rows(bdb, day, "org-a", account_facilities=ACCOUNTS))
+            recon[day] = {r["id"]: int(r["amount"]) for r in csv.DictReader(io.StringIO(text)) if r["kind"] == "total"}
+    assert {k: recon[DAY][k] for k in UNMATCHED} == {
+        "unmatched": 115_000, "unmatched_assigned": 100_000, "unmatched_refunded": 15_000, "unmatched_waiting": 0,
+        "assigned_earlier": 0}
+    # the 15th: the two assignments of the 14th's transfers, less the one given back
+    assert {k: recon[NEXT][k] for k in UNMATCHED} == {
+        "unmatched": 0, "unmatched_assigned": 0, "unmatched_refunded": 0, "unmatched_waiting": 0,
+        "assigned_earlier": 40_000}
+
+    assert len(events) == 7  # three arrivals, two assignments, two refunds
+    for e in events:
+        load_catalog().validate(e)  # assignedFromBankTime, paymentBankTime: optional fields of v1
+    by_kind = {(e["type"], e["data"]["payment"]): e["data"] for e in events}
+    made = by_kind[("vn.sen.billing.payment.received.v1", f"assign:{assigned}")]
+    assert datetime.fromisoformat(made["assignedFromBankTime"]) == datetime.combine(DAY, time(23, 59, 58), VN)
+    assert datetime.fromisoformat(made["assignedFromReceivedAt"]) == datetime.combine(NEXT, time(0, 0, 3), VN)
+    assert "paymentBankTime" in by_kind[("vn.sen.billing.payment.refunded.v1", given_back)]
+    assert "assignedFromBankTime" in by_kind[("vn.sen.billing.payment.refunded.v1", f"assign:{reversed_}")]
+
+    # through the real bus, each event delivered twice (a redelivery): counted once
+    _through_the_bus(amqp_url, base_env, fresh_db, events + events)
+    assert fresh_db[FACTS].count_documents({}) == 7
+    for day in (DAY, NEXT):
+        mine = dashboard(fresh_db, day, day, facility="org-a")["cashless_share"]
+        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+        assert (mine["received_transfer_amount"], mine["refunds"], mine["net"]) == \
+            (recon[day]["transfers"], recon[day]["refunds"], recon[day]["net"]), day

@@ -188,6 +188,8 @@ def _event(payment: Mapping[str, Any]) -> dict[str, Any]:
         data["assignedFrom"] = payment["assigned_from"]
         if payment.get("assigned_from_received_at"):  # when it came: the day whose unmatched transfers it was
             data["assignedFromReceivedAt"] = iso(payment["assigned_from_received_at"])
+        if payment.get("assigned_from_bank_at"):  # when its bank says it was made: that day's, as the CSV has it
+            data["assignedFromBankTime"] = iso(payment["assigned_from_bank_at"])
         if "assigned_from_queue" in payment:  # whose unmatched queue it waited in ("": the admins')
             queue = payment["assigned_from_queue"]
             data["assignedFromQueue"] = f"Organization/{queue}" if queue else ""
@@ -437,6 +439,8 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
            "amount": original["amount"], "description": original.get("description", ""),
            "received_at": received, "day": local_day(received), "assigned_from": payment_key,
            "assigned_from_received_at": original["received_at"],
+           # its bank time (when its provider gave one): the day the daily report places the transfer on
+           **({"assigned_from_bank_at": original["bank_at"]} if original.get("bank_at") else {}),
            # the queue it waited in: its arrival is that facility's money (its report: came, assigned since),
            # the invoice's facility counts it in its takings (the module's reconciliation, the portal's dashboard)
            "assigned_from_queue": waiting,

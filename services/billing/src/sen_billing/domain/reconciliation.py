@@ -222,14 +222,18 @@ def _closed_shifts(db: Database, day: date, facilities: list[str]) -> list[dict[
 
 def _earlier_refunds(db: Database, day: date, out: list[dict[str, Any]]) -> None:
     """Mark (:data:`EARLIER`) the refund rows giving back money of an assignment (``assign:<transfer>``,
-    the row's ``id``) whose transfer came on an earlier day (its bank time, else, recorded before
-    assignments kept it, the transfer's own day): they come off ``assigned_earlier``. Point reads, none
+    the row's ``id``) whose transfer came on an earlier day (its bank's day when its provider gave a time,
+    ``assigned_from_bank_at``, as the transfer's row is placed; else when billing received it, or, recorded
+    before assignments kept that, the transfer's own day): they come off ``assigned_earlier``. Point reads, none
     when no refund of the day gives back an assignment."""
     ids = sorted({str(r["id"]) for r in out if r["kind"] == "refund" and str(r["id"]).startswith("assign:")})
     if not ids:
         return
-    docs = list(find_in(db[PAYMENTS], "_id", ids, projection={"assigned_from": 1, "assigned_from_received_at": 1}))
-    came = {d["_id"]: local_day(d["assigned_from_received_at"]) for d in docs if d.get("assigned_from_received_at")}
+    docs = list(find_in(db[PAYMENTS], "_id", ids, projection={"assigned_from": 1, "assigned_from_received_at": 1,
+                                                               "assigned_from_bank_at": 1}))
+    # its bank's day first (the day this report places the transfer on, as the assignment's row does)
+    came = {d["_id"]: local_day(d.get("assigned_from_bank_at") or d["assigned_from_received_at"]) for d in docs
+            if d.get("assigned_from_received_at")}
     older = {str(d.get("assigned_from") or d["_id"].removeprefix("assign:")): d["_id"] for d in docs
              if d["_id"] not in came}
     if older:

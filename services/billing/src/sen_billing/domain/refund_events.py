@@ -14,7 +14,9 @@ transfer given back in cash at the desk lowers the transfers received, not the c
 came; a payment made by assigning an unmatched transfer to an invoice (``assign:<transfer>``) also
 says when its transfer came (``assignedFromReceivedAt``, as its ``billing.payment.received`` does), so
 a reader can put the refund beside that day's transfers without having seen the assignment's event
-(the portal's ``assigned_earlier``, whatever order the two events arrive in).
+(the portal's ``assigned_earlier``, whatever order the two events arrive in). ``paymentBankTime`` and
+``assignedFromBankTime`` are those transfers' bank times (when their provider gave one): the day billing's
+daily report places them on, which a reader prefers.
 
 :func:`backfill` (the billing worker, once: ``worker.backfill_refund_events_once``) announces the
 refunds made before this event existed: each gets a document in ``refund_events`` keyed by the
@@ -72,6 +74,11 @@ def event(refund: Mapping[str, Any], payment: Mapping[str, Any]) -> dict[str, An
         data["paymentReceivedAt"] = _iso(payment["received_at"])
     if isinstance(payment.get("assigned_from_received_at"), datetime):  # an assignment's: when its transfer came
         data["assignedFromReceivedAt"] = _iso(payment["assigned_from_received_at"])
+    # when the bank says the refunded transfer was made (its provider gave a time): the day's report's day
+    if isinstance(payment.get("bank_at"), datetime):
+        data["paymentBankTime"] = _iso(payment["bank_at"])
+    if isinstance(payment.get("assigned_from_bank_at"), datetime):
+        data["assignedFromBankTime"] = _iso(payment["assigned_from_bank_at"])
     subject = data.get("invoice") or "PaymentNotice/" + re.sub(r"[^A-Za-z0-9\-.]", "-", str(payment["_id"]))[:64]
     key = str(refund.get("_id") or payment["_id"])  # the refund link's: link 1's is the payment's
     return make_event(KIND, data, subject=subject, event_id=event_id(key), time=_iso(at), validate=False)

@@ -231,12 +231,14 @@ def link_refund(fact: dict[str, Any], assignment: Mapping[str, Any] | None) -> d
 def _came(kind: str, outcome: str, data: Mapping[str, Any]) -> datetime | None:
     """When the unmatched transfer a money event is about came: an assignment's (``assignedFromReceivedAt``),
     a refund's of an assignment's money (the same field, billing's refund events since it carries it) or a
-    refund's of an unmatched transfer (``paymentReceivedAt``); None for other money and older events (a
-    refund of an assignment's then learns it from the assignment's fact: :func:`link_refund`)."""
-    if outcome == "assigned":
-        return instant(data.get("assignedFromReceivedAt"))
+    refund's of an unmatched transfer (``paymentReceivedAt``), each's bank time first when billing gave
+    it (``assignedFromBankTime``, ``paymentBankTime``: the transfer's day on billing's CSV); None for
+    other money and older events (a refund of an assignment's then learns it from the assignment's
+    fact: :func:`link_refund`)."""
+    if outcome == "assigned":  # its bank's time first (the day billing's CSV places the transfer on)
+        return instant(data.get("assignedFromBankTime")) or instant(data.get("assignedFromReceivedAt"))
     if kind == "billing.payment.refunded" and outcome == "unmatched":
-        return instant(data.get("paymentReceivedAt"))
+        return instant(data.get("paymentBankTime")) or instant(data.get("paymentReceivedAt"))
     return None
 
 
