@@ -18,6 +18,8 @@ from sen_portal.domain.dashboard import RangeError, Targets, csv_rows, dashboard
 from sen_portal.domain.report_facts import VN, median_and_p90
 from sen_portal.domain.reporting import FACTS, TOTALS, gather, record_event, seal
 
+from tests.integration.reporting_support import through_reporting
+
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 4, 9, 5, tzinfo=VN)  # the queries' clock: November is a sealed month
@@ -316,39 +318,6 @@ def test_20000_events_counted_exactly_once_with_duplicates_and_four_consumers(fr
     assert fresh_db[TOTALS].find_one({"_id": "m/2026-12"})["facts"] == 0  # a month's marker
 
 
-def _consume(amqp_url: str, base_env: dict[str, str], db: Any, handler: Any, events: list[dict[str, Any]],
-             published: list[dict[str, Any]]) -> list[Any]:
-    """Run 2 real ``portal.reporting`` consumers with ``handler`` until every published event is handled."""
-    from kombu import Connection
-    from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog
-
-    from tests.support import wait_for
-
-    prefix = f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}."
-    catalog = load_catalog().with_retry_tiers([100, 200]).only(["portal.reporting"])
-    topology = Topology(catalog, prefix)
-    with Connection(amqp_url) as conn:
-        topology.declare(conn.default_channel)
-    stop = threading.Event()
-    consumers = [EventConsumer(amqp_url, topology, "portal.reporting", handler, db) for _ in range(2)]
-    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
-    try:
-        for th in threads:
-            th.start()
-        assert all(c.ready.wait(15) for c in consumers)
-        with Publisher(amqp_url, prefix=prefix, catalog=catalog) as pub:
-            for e in published:
-                pub.publish(e)
-        wait_for(lambda: sum(c.handled for c in consumers) >= len(published), timeout=60)
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(15)
-        with Connection(amqp_url) as conn:
-            topology.delete(conn.default_channel)
-    return consumers
-
-
 def _patients(n: int) -> list[dict[str, Any]]:
     from sen_shared.bus import make_event
 
@@ -360,7 +329,7 @@ def test_consumer_path_on_the_real_bus(amqp_url: str, base_env: dict[str, str], 
     """The worker's handler behind a real ``portal.reporting`` queue (its batch form takes the
     prefetched bursts): each event counted once, 50 of them delivered twice."""
     events = _patients(300)
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events + events[:50])
+    through_reporting(amqp_url, base_env, fresh_db, events + events[:50])
     assert fresh_db[FACTS].count_documents({}) == 300
     today = datetime.now(VN).date()
     rows = gather(fresh_db, ["patients"], since=today - timedelta(days=1))["patients"]
@@ -384,7 +353,7 @@ def test_a_failing_batch_is_handled_one_by_one(amqp_url: str, base_env: dict[str
 
     handler.batch = batch  # type: ignore[attr-defined]
     events = _patients(200)
-    _consume(amqp_url, base_env, fresh_db, handler, events, events)
+    through_reporting(amqp_url, base_env, fresh_db, events, handler=handler)
     assert calls["n"] >= 1  # the batch form was used
     assert fresh_db[FACTS].count_documents({}) == 200
 
@@ -453,7 +422,7 @@ def test_an_assigned_unmatched_transfer_is_one_transfer_on_the_dashboard(
         load_catalog().validate(e)  # the schema (v1) takes the assignment's assignedFrom
     assigned = next(e for e in events if e["data"]["payment"] == f"assign:{waiting}")
     assert assigned["data"]["assignedFrom"] == waiting and assigned["data"]["invoice"] == f"Invoice/{iid}"
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events)
+    through_reporting(amqp_url, base_env, fresh_db, events)
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.received"}) == 3
     d = dashboard(fresh_db, today, today, None)
     assert {k: d["cashless_share"][k] for k in SHARE} == {"transfer_amount": 45_000, "cash_amount": 5_000,

@@ -273,14 +273,13 @@ def test_a_refund_whose_event_comes_before_its_assignments_is_net_at_once_on_the
     the assignment's event after: the refund's fact knows its transfer's day before the assignment is
     stored, and once the assignment is in, today's "of which from earlier transfers" is 100.000 ₫ (net,
     billing's figure), with no ``rebuild facts``. (Before, the refund stayed gross: 150.000 ₫.)"""
-    from sen_portal.domain import reporting
     from sen_portal.domain.report_facts import ASSIGNMENT, instant
     from sen_portal.domain.reporting import FACTS, INDEXES
     from sen_portal.rebuild import rebuild_facts
     from sen_shared import mongo
 
     from tests.billing_support import scratch_db
-    from tests.integration.test_reporting import _consume
+    from tests.integration.reporting_support import through_reporting
 
     mongo.ensure_indexes(fresh_db, INDEXES)
     today = vn_day_with_room()
@@ -299,11 +298,11 @@ def test_a_refund_whose_event_comes_before_its_assignments_is_net_at_once_on_the
     assert instant(refund[0]["data"]["paymentReceivedAt"]) != came  # the assignment's time: today, not the transfer's
 
     first = [e for e in events if e not in assignment]  # the transfer's arrival and the refund
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, first, first)
+    through_reporting(amqp_url, base_env, fresh_db, first)
     stored = fresh_db[FACTS].find_one({"k": "billing.payment.refunded"})
     assert (stored["outcome"], stored["from_day"]) == ("assigned", yesterday.isoformat())
     assert fresh_db[FACTS].count_documents({ASSIGNMENT: f"assign:{key}"}) == 0  # not stored yet
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, assignment, assignment)
+    through_reporting(amqp_url, base_env, fresh_db, assignment)
     assert fresh_db[FACTS].count_documents({}) == 3
 
     for day in (yesterday, today):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import uuid
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -21,12 +20,12 @@ import pytest
 from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.payments import VN
 from sen_billing.domain.webhooks import Transfer
-from sen_portal.domain import reporting
 from sen_portal.domain.dashboard import csv_rows, dashboard
 from sen_portal.domain.report_facts import extract
 from sen_portal.domain.reporting import FACTS
 
 from tests.billing_support import make_invoice, scratch_db
+from tests.integration.reporting_support import through_reporting
 
 pytestmark = pytest.mark.integration
 
@@ -38,38 +37,6 @@ def _transfer(db: Any, code: str, amount: int, paid_at: str, provider: str) -> s
     t = Transfer(provider=provider, transaction_id=uuid.uuid4().hex[:10], amount=amount, description=f"TT {code}",
                  paid_at=paid_at)
     return payments.record_transfer(db, t, inbox_id=uuid.uuid4().hex).payment["_id"]
-
-
-def _through_the_bus(amqp_url: str, base_env: dict[str, str], db: Any, published: list[dict[str, Any]]) -> None:
-    """Publish ``published`` on the real exchange and let 2 ``portal.reporting`` consumers (the worker's
-    handler) take them until each delivery is handled."""
-    from kombu import Connection
-    from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog
-
-    from tests.support import wait_for
-
-    prefix = f"{base_env['SEN_BUS_PREFIX']}{uuid.uuid4().hex[:6]}."
-    catalog = load_catalog().with_retry_tiers([100, 200]).only(["portal.reporting"])
-    topology = Topology(catalog, prefix)
-    with Connection(amqp_url) as conn:
-        topology.declare(conn.default_channel)
-    stop = threading.Event()
-    consumers = [EventConsumer(amqp_url, topology, "portal.reporting", reporting.count_event, db) for _ in range(2)]
-    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
-    try:
-        for th in threads:
-            th.start()
-        assert all(c.ready.wait(15) for c in consumers)
-        with Publisher(amqp_url, prefix=prefix, catalog=catalog) as pub:
-            for e in published:
-                pub.publish(e)
-        wait_for(lambda: sum(c.handled for c in consumers) >= len(published), timeout=60)
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(15)
-        with Connection(amqp_url) as conn:
-            topology.delete(conn.default_channel)
 
 
 def test_a_transfer_across_midnight_is_on_the_banks_day_in_the_csv_and_on_the_dashboard(
@@ -103,7 +70,7 @@ def test_a_transfer_across_midnight_is_on_the_banks_day_in_the_csv_and_on_the_da
     assert crossing["data"]["receivedAt"].startswith(NEXT.isoformat()) and "bankTime" in crossing["data"]
 
     # through the real bus, each event delivered twice (a redelivery): counted once
-    _through_the_bus(amqp_url, base_env, fresh_db, events + events)
+    through_reporting(amqp_url, base_env, fresh_db, events + events)
     assert fresh_db[FACTS].count_documents({}) == 3
 
     for day, (_ids, amount) in csv_days.items():
@@ -191,7 +158,7 @@ def test_an_unmatched_transfer_across_midnight_keeps_its_banks_day_when_assigned
     assert "assignedFromBankTime" in by_kind[("vn.sen.billing.payment.refunded.v1", f"assign:{reversed_}")]
 
     # through the real bus, each event delivered twice (a redelivery): counted once
-    _through_the_bus(amqp_url, base_env, fresh_db, events + events)
+    through_reporting(amqp_url, base_env, fresh_db, events + events)
     assert fresh_db[FACTS].count_documents({}) == 7
     for day in (DAY, NEXT):
         mine = dashboard(fresh_db, day, day, facility="org-a")["cashless_share"]

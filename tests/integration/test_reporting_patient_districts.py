@@ -53,7 +53,7 @@ def test_patient_events_name_the_district_and_a_move_counts_through_the_bus(
         base_env: dict[str, str], run_id: str, mongo_client: Any, dev_key: Any, amqp_url: str, fresh_db: Any) -> None:
     from sen_shared.bus import load_catalog
 
-    from tests.integration.test_reporting import _consume
+    from tests.integration.reporting_support import through_reporting
 
     H = {**admin_headers(dev_key), "Content-Type": FJ}
     name = f"sen_t{run_id}_ehr_pd{uuid.uuid4().hex[:6]}"
@@ -83,7 +83,7 @@ def test_patient_events_name_the_district_and_a_move_counts_through_the_bus(
     assert not any(k for _, d in said.values() for k in d if "name" in k.lower() or k == "address")
 
     # through the real portal.reporting queue, the newest first, every event twice: each counted once
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events[::-1] + events)
+    through_reporting(amqp_url, base_env, fresh_db, events[::-1] + events)
     assert all(record_event(fresh_db, e) is False for e in events)
     cl, tm, province = _coverage(fresh_db, CL), _coverage(fresh_db, TM), _coverage(fresh_db, None)
     assert (cl["patients"], cl["population"], cl["share"], cl["without_district"]) == (1, 4, 0.25, 1)

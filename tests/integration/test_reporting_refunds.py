@@ -14,11 +14,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sen_portal.domain import reporting
 from sen_portal.domain.dashboard import csv_rows, dashboard
 from sen_portal.domain.reporting import FACTS, record_event
 
-from tests.integration.test_reporting import CL, NOW, SHARE, A, _consume, arrive, ev, paid, t
+from tests.integration.reporting_support import through_reporting
+from tests.integration.test_reporting import CL, NOW, SHARE, A, arrive, ev, paid, t
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_billings_refund_events_through_the_bus_and_the_backfill(
     mine = next(e for e in gone if e["data"]["payment"] == late)
     assert (mine["id"], mine["data"]["channel"], mine["data"]["refundChannel"], mine["data"]["amount"]) == \
         (refund_events.event_id(late), "transfer", "cash", 100_000)
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events + gone)
+    through_reporting(amqp_url, base_env, fresh_db, events + gone)
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.refunded"}) == 2
     d = dashboard(fresh_db, today, today, None)["cashless_share"]
     # both transfers came after their invoices were settled in cash: owed back, never takings (nor their refunds)
@@ -136,7 +136,7 @@ def test_a_payment_given_back_in_parts_counts_each_refund_once(
     gone = [e for e in events if e["type"] == "vn.sen.billing.payment.refunded.v1"]
     assert sorted(e["data"]["amount"] for e in gone) == [20_000, 30_000]
     assert {e["id"] for e in gone} == {refund_events.event_id(paid_by), refund_events.event_id(f"refund2:{paid_by}")}
-    _consume(amqp_url, base_env, fresh_db, reporting.count_event, events, events + gone)  # each refund twice
+    through_reporting(amqp_url, base_env, fresh_db, events + gone)  # each refund twice
     assert fresh_db[FACTS].count_documents({"k": "billing.payment.refunded"}) == 2
     d = dashboard(fresh_db, today, today, None)["cashless_share"]
     assert (d["transfer_amount"], d["transfer_count"], d["refunds_of_takings"]) == (40_000, 1, 50_000)
