@@ -1,9 +1,12 @@
 """What the billing integration suites share: a scratch billing database with its indexes, the
 billing app on a fresh database, and an invoice made the way the service makes one (charge item,
-draft, issue; optionally cancelled)."""
+draft, issue; optionally cancelled); for the portal's cashier suites, an EHR holding their patient and the
+demo cashier signed in to the portal."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+import httpx
 from pymongo import MongoClient, monitoring
 from sen_billing.domain import invoices, payments, pricing, vietqr
 from sen_billing.domain.webhooks import Transfer
@@ -122,6 +126,55 @@ def cashier_portal(base_env: dict[str, str], run_id: str, mongo_client, tag: str
     with app_client("portal", env, f"sen_t{run_id}_{tag}_portal", mongo_client) as (_client, app):
         app.app.config["TESTING"] = True
         yield app.app
+
+
+def fhir_admin(dev_key) -> dict[str, str]:  # noqa: ANN001 - the dev signing key
+    """Headers of an admin reading and writing FHIR JSON."""
+    fj = "application/fhir+json"
+    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": fj, "Accept": fj}
+
+
+@contextmanager
+def ehr_with_patient(base_env: dict[str, str], run_id: str, tmp_path_factory, mongo_client, dev_key, tag: str,
+                     patient: dict) -> Iterator[str]:
+    """The URL of an EHR web process (gunicorn) on ``sen_t<run>_<tag>_ehr`` holding ``patient`` (put by an
+    admin at its id); the database is dropped after."""
+    from tests.support import web_process
+
+    db = f"sen_t{run_id}_{tag}_ehr"
+    try:
+        with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+            r = httpx.put(f"{url}/fhir/Patient/{patient['id']}", content=json.dumps(patient),
+                          headers=fhir_admin(dev_key))
+            assert r.status_code in (200, 201), r.text
+            yield url
+    finally:
+        mongo_client.drop_database(db)
+
+
+def signed_in_cashier(app):  # noqa: ANN001, ANN201 - the portal's Flask app; its test client
+    """A test client of the portal signed in as the demo cashier (through the login form)."""
+    from tests.support import csrf_token
+
+    client = app.test_client()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
+    assert r.status_code == 302
+    return client
+
+
+def same_session(app, client):  # noqa: ANN001, ANN201 - the portal's Flask app and a test client of it
+    """Another tab of the same browser as ``client``: a new test client with its session cookie."""
+    other = app.test_client()
+    other.set_cookie("sen_portal", client.get_cookie("sen_portal").value)
+    return other
+
+
+def input_value(page: str, name: str) -> str:
+    """The value of the page's ``<input name=...>`` (either attribute first), or ``""``."""
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
 
 
 def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issued",

@@ -18,19 +18,24 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sen_shared.auth import issue_dev_token
 
-from tests.billing_support import billing_web, cashier_portal
-from tests.support import ROOT, VN_TZ, csrf_token, web_process
+from tests.billing_support import (
+    billing_web,
+    cashier_portal,
+    ehr_with_patient,
+    fhir_admin,
+    input_value,
+    same_session,
+    signed_in_cashier,
+)
+from tests.support import ROOT, VN_TZ, csrf_token
 
 pytestmark = pytest.mark.integration
 
-FJ = "application/fhir+json"
 CLINIC = "tyt-my-hiep"  # the demo cashier's facility
 HOA = "bn-hoa-0042"
 CARD = "HT2878701234567"
@@ -39,22 +44,14 @@ _YEAR = datetime.now(VN_TZ).year
 CARD_FROM, CARD_UNTIL = f"01/01/{_YEAR - 1}", f"31/12/{_YEAR + 1}"
 
 
-def _admin(dev_key: Path) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
-
-
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
-    db = f"sen_t{run_id}_pcb_ehr"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-        patient = {"resourceType": "Patient", "id": HOA, "gender": "female", "birthDate": "1961-02-03",
-                   "name": [{"family": "Lê", "given": ["Thị", "Hoa"], "text": "Lê Thị Hoa"}],
-                   "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": CARD}],
-                   "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-        r = httpx.put(f"{url}/fhir/Patient/{HOA}", content=json.dumps(patient), headers=_admin(dev_key))
-        assert r.status_code in (200, 201), r.text
+    patient = {"resourceType": "Patient", "id": HOA, "gender": "female", "birthDate": "1961-02-03",
+               "name": [{"family": "Lê", "given": ["Thị", "Hoa"], "text": "Lê Thị Hoa"}],
+               "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": CARD}],
+               "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+    with ehr_with_patient(base_env, run_id, tmp_path_factory, mongo_client, dev_key, "pcb", patient) as url:
         yield url
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
@@ -82,32 +79,12 @@ def _consult_invoice(db, patient: str = HOA, **more: str) -> str:
     return invoices.charge_consult(db, event, level_of=lambda _f: "commune", base_salary=2_340_000)
 
 
-def _signed_in(app: Any) -> Any:
-    client = app.test_client()
-    token = csrf_token(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
-    assert r.status_code == 302
-    return client
-
-
-def _same_session(app: Any, client: Any) -> Any:
-    """Another tab of the same browser: the same session cookie."""
-    other = app.test_client()
-    other.set_cookie("sen_portal", client.get_cookie("sen_portal").value)
-    return other
-
-
-def _value(page: str, name: str) -> str:
-    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
-        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
-    return m.group(1) if m else ""
-
-
 def _card_form(page: str, **data: str) -> dict[str, str]:
     level = re.search(r'<select[^>]*name="card-card_level".*?</select>', page, re.S).group(0)
     chosen = re.search(r'<option selected value="(\d*)"', level)
-    return {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"),
-            "card-card_number": _value(page, "card-card_number"), "card-card_level": chosen.group(1) if chosen else "",
+    return {"csrf_token": csrf_token(page), "card-txn": input_value(page, "card-txn"),
+            "card-card_number": input_value(page, "card-card_number"),
+            "card-card_level": chosen.group(1) if chosen else "",
             "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL, **data}
 
 
@@ -134,14 +111,14 @@ def _charge(db, iid: str) -> str:
 def test_the_card_on_her_record_splits_her_consult_invoice_once_however_often_it_is_posted(portal, billing):
     _url, db = billing
     iid = _consult_invoice(db)
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get(f"/invoices/{iid}?p={HOA}").get_data(as_text=True)
     assert 'data-testid="card-box"' in page and "Ghi thẻ BHYT" in page
-    assert _value(page, "card-card_number") == CARD  # the card on her record, to check against hers
+    assert input_value(page, "card-card_number") == CARD  # the card on her record, to check against hers
     form = _card_form(page)
     assert form["card-card_level"] == "100"  # HT2…: 100 %
     # four tabs of the same page post it at once (the same form key: one request's writes)
-    tabs = [_same_session(portal, cashier) for _ in range(3)] + [cashier]
+    tabs = [same_session(portal, cashier) for _ in range(3)] + [cashier]
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda c: c.post(f"/invoices/{iid}/card?p={HOA}", data=form), tabs))
     assert all(a.status_code == 302 for a in answers), [a.get_data(as_text=True)[-2000:] for a in answers]
@@ -172,7 +149,7 @@ def test_a_payment_first_keeps_the_invoice_and_the_card_is_refused_readably(port
 
     _url, db = billing
     iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")  # no card in billing yet
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
     form = _card_form(page, **{"card-card_number": CARD, "card-card_level": "100"})
     reference = re.search(r"HD[0-9A-Z]{9}", page).group(0)
@@ -194,7 +171,7 @@ def test_a_payment_racing_the_card_counts_once_either_way(portal, billing):
     _url, db = billing
     for _round in range(4):
         iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")
-        cashier = _signed_in(portal)
+        cashier = signed_in_cashier(portal)
         page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
         form = _card_form(page, **{"card-card_number": CARD, "card-card_level": "80"})
         reference = re.search(r"HD[0-9A-Z]{9}", page).group(0)
@@ -241,7 +218,7 @@ def test_the_invoice_made_again_is_the_consults_own_and_the_consult_counts_once(
     url, db = billing
     sr, district = f"ServiceRequest/sr-{uuid.uuid4().hex[:8]}", "Huyện Cao Lãnh"
     iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}", serviceRequest=sr, district=district)
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
     r = cashier.post(f"/invoices/{iid}/card", data=_card_form(page, **{"card-card_number": CARD,
                                                                        "card-card_level": "80"}))
@@ -251,7 +228,7 @@ def test_the_invoice_made_again_is_the_consults_own_and_the_consult_counts_once(
     assert nid != iid and f"/invoices/{nid}" in r.headers["Location"]
 
     def read(rid: str) -> dict[str, Any]:
-        answer = httpx.get(f"{url}/fhir/Invoice/{rid}", headers=_admin(dev_key))
+        answer = httpx.get(f"{url}/fhir/Invoice/{rid}", headers=fhir_admin(dev_key))
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -305,7 +282,7 @@ def test_a_refused_card_answers_422_and_its_reload_makes_nothing_then_the_fixed_
 
     _url, db = billing
     iid = _consult_invoice(db, patient=f"{HOA}-{uuid.uuid4().hex[:4]}")  # no card in billing yet
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
     reversed_ = _card_form(page, **{"card-card_number": CARD, "card-card_level": "100",
                                     "card-card_start": CARD_UNTIL, "card-card_end": CARD_FROM})
@@ -313,7 +290,7 @@ def test_a_refused_card_answers_422_and_its_reload_makes_nothing_then_the_fixed_
     for _reload in range(2):
         r = cashier.post(f"/invoices/{iid}/card", data=reversed_)
         assert r.status_code == 422 and "Thẻ hết hạn trước khi có hiệu lực." in r.get_data(as_text=True)
-        assert _value(r.get_data(as_text=True), "card-txn") == reversed_["card-txn"]  # the form keeps its key
+        assert input_value(r.get_data(as_text=True), "card-txn") == reversed_["card-txn"]  # the form keeps its key
     assert (invoices.state(db, iid) or {}).get("state") == "issued" and db["Coverage"].count_documents({}) == coverages
     assert [inv["id"] for inv in _live(db, _charge(db, iid))] == [iid]
 

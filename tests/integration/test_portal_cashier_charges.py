@@ -23,33 +23,31 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.billing_support import billing_web
-from tests.support import app_client, csrf_token, web_process
+from tests.billing_support import (
+    billing_web,
+    ehr_with_patient,
+    fhir_admin,
+    input_value,
+    same_session,
+    signed_in_cashier,
+)
+from tests.support import app_client, csrf_token
 
 pytestmark = pytest.mark.integration
 
-FJ = "application/fhir+json"
 CLINIC = "tyt-my-hiep"  # the demo cashier's facility
 MAI = "bn-0001"
 
 
-def _admin(dev_key: Path) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": FJ, "Accept": FJ}
-
-
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
-    db = f"sen_t{run_id}_pcc_ehr"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-        patient = {"resourceType": "Patient", "id": MAI, "gender": "female", "birthDate": "1968-04-12",
-                   "name": [{"family": "Nguyễn", "given": ["Thị", "Mai"], "text": "Nguyễn Thị Mai"}],
-                   "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
-                                  {"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}],
-                   "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-        r = httpx.put(f"{url}/fhir/Patient/{MAI}", content=json.dumps(patient), headers=_admin(dev_key))
-        assert r.status_code in (200, 201), r.text
+    patient = {"resourceType": "Patient", "id": MAI, "gender": "female", "birthDate": "1968-04-12",
+               "name": [{"family": "Nguyễn", "given": ["Thị", "Mai"], "text": "Nguyễn Thị Mai"}],
+               "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
+                              {"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}],
+               "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+    with ehr_with_patient(base_env, run_id, tmp_path_factory, mongo_client, dev_key, "pcc", patient) as url:
         yield url
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
@@ -67,45 +65,23 @@ def portal(base_env, run_id, ehr, billing, mongo_client):
         yield app.app
 
 
-def _hidden(page: str, name: str) -> str:
-    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
-        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
-    return m.group(1) if m else ""
-
-
 def _form(page: str, **data: Any) -> dict[str, Any]:
     """What the browser posts: the page's state (key, patient, lines) and ``data``."""
-    return {"csrf_token": csrf_token(page), "key": _hidden(page, "key"), "patient": _hidden(page, "patient"),
+    return {"csrf_token": csrf_token(page), "key": input_value(page, "key"), "patient": input_value(page, "patient"),
             "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
             "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page), **data}
 
 
-def _signed_in(app: Any) -> Any:
-    client = app.test_client()
-    token = csrf_token(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": "cashier", "password": "sen-cashier", "csrf_token": token})
-    assert r.status_code == 302
-    return client
-
-
-def _same_session(app: Any, client: Any) -> Any:
-    """A second tab of the same browser: the same session cookie."""
-    other = app.test_client()
-    cookie = client.get_cookie("sen_portal")
-    other.set_cookie("sen_portal", cookie.value)
-    return other
-
-
 def _search(billing: str, dev_key: Path, rtype: str) -> list[dict[str, Any]]:
     r = httpx.get(f"{billing}/fhir/{rtype}", params={"subject" if rtype != "Coverage" else "beneficiary":
-                                                     f"Patient/{MAI}", "_count": "50"}, headers=_admin(dev_key))
+                                                     f"Patient/{MAI}", "_count": "50"}, headers=fhir_admin(dev_key))
     assert r.status_code == 200, r.text
     return [e["resource"] for e in r.json().get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
 
 
 def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_it_is_posted(
         portal, billing, dev_key):
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get("/invoices").get_data(as_text=True)
     assert 'href="/invoices/new"' in page
     page = cashier.get("/invoices/new").get_data(as_text=True)
@@ -113,7 +89,7 @@ def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_i
                         ).get_data(as_text=True)
     assert "Nguyễn Thị Mai" in page
     page = cashier.post("/invoices/new", data=_form(page, choose=MAI)).get_data(as_text=True)
-    assert 'data-testid="no-card"' in page and _hidden(page, "card_number") == "DN4878701234569"
+    assert 'data-testid="no-card"' in page and input_value(page, "card_number") == "DN4878701234569"
     year = date.today().year
     r = cashier.post("/invoices/new", data=_form(page, action="record-card", card_number="DN4878701234569",
                                                   card_level="80", card_start=f"01/01/{year}",
@@ -136,7 +112,7 @@ def test_a_walk_in_invoice_made_through_the_pages_is_one_invoice_however_often_i
     where = first.headers["Location"]
     again = cashier.post("/invoices/new", data=submit)  # a double click, one after the other
     assert again.status_code == 302 and again.headers["Location"] == where
-    tabs = [_same_session(portal, cashier) for _ in range(3)]  # a slow link's retries, at once
+    tabs = [same_session(portal, cashier) for _ in range(3)]  # a slow link's retries, at once
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda c: c.post("/invoices/new", data=submit), tabs))
     assert [a.status_code for a in answers] == [302] * 3 and {a.headers["Location"] for a in answers} == {where}
@@ -170,9 +146,10 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
     patient = {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1975-09-02",
                "name": [{"family": "Trần", "given": ["Văn", "Bình"], "text": "Trần Văn Bình"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_admin(dev_key))
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=fhir_admin(dev_key))
     assert r.status_code in (200, 201), r.text
-    cashier_api = {**_admin(dev_key), "Authorization": "Bearer " + issue_dev_token(dev_key, "cashier", facility=CLINIC)}
+    cashier_api = {**fhir_admin(dev_key),
+                   "Authorization": "Bearer " + issue_dev_token(dev_key, "cashier", facility=CLINIC)}
     r = httpx.post(f"{billing}/fhir/ChargeItem", headers=cashier_api, content=json.dumps({
         "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
         "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]}))
@@ -186,7 +163,7 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
         return _form(page, pending_seen=re.findall(r'name="pending_seen" value="([^"]*)"', page),
                      pending=re.findall(r'name="pending" value="([^"]*)"[^>]*checked', page), **data)
 
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get("/invoices/new").get_data(as_text=True)
     page = cashier.post("/invoices/new", data=form(page, choose=pid)).get_data(as_text=True)
     assert "Dịch vụ chưa lập hóa đơn" in page and listed(page) == [(by_hand, True)]
@@ -195,7 +172,8 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
     r = cashier.post("/invoices/new", data=form(page, action="issue"))
     assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
 
-    found = httpx.get(f"{billing}/fhir/Invoice", params={"subject": f"Patient/{pid}"}, headers=_admin(dev_key)).json()
+    found = httpx.get(f"{billing}/fhir/Invoice", params={"subject": f"Patient/{pid}"},
+                      headers=fhir_admin(dev_key)).json()
     invoices = [e["resource"] for e in found.get("entry", []) if e["search"]["mode"] == "match"]
     assert len(invoices) == 1 and invoices[0]["status"] == "issued"
     assert r.headers["Location"].startswith(f"/invoices/{invoices[0]['id']}?")
@@ -216,9 +194,9 @@ def test_the_queue_shows_what_is_left_to_pay_and_a_search_finds_the_invoice_once
     patient = {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1990-03-08",
                "name": [{"family": "Trần", "given": ["Thị", "Ánh", "Tuyết"], "text": "Trần Thị Ánh Tuyết"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_admin(dev_key))
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=fhir_admin(dev_key))
     assert r.status_code in (200, 201), r.text
-    cashier = _signed_in(portal)
+    cashier = signed_in_cashier(portal)
     page = cashier.get("/invoices/new").get_data(as_text=True)
     page = cashier.post("/invoices/new", data=_form(page, choose=pid)).get_data(as_text=True)
     page = cashier.post("/invoices/new", data=_form(page, add="kham-benh")).get_data(as_text=True)
@@ -232,7 +210,7 @@ def test_the_queue_shows_what_is_left_to_pay_and_a_search_finds_the_invoice_once
     def pay(amount: str) -> None:
         shown = cashier.get(f"/invoices/{iid}").get_data(as_text=True)
         answer = cashier.post(f"/invoices/{iid}/cash", data={"cash-amount": amount, "csrf_token": csrf_token(shown),
-                                                              "cash-txn": _hidden(shown, "cash-txn")})
+                                                              "cash-txn": input_value(shown, "cash-txn")})
         assert answer.status_code == 302, answer.get_data(as_text=True)[-2000:]
 
     pay("10.000")
