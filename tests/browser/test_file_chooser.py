@@ -3,16 +3,33 @@ on the page): the browser's own button ("Choose Files / No file chosen" whatever
 hidden but stays in the page and focusable; its label after it is the button, "Chọn tệp" ("Choose files"),
 the text beside it names what is chosen (app.js); Tab reaches it with its focus drawn on the label; a file
 over the limit is still refused by name before anything is sent. Without JavaScript the native control shows.
-The doctor's answer form draws its file box with the same macro (_form.html's field()).
+The box has one label (the button) and one accessible name saying what to attach and how (the field's name and
+the button's words, aria-labelledby): two labels (the field's name was one) left axe-core unsure
+(form-field-multiple-labels, "needs review"); axe now has no violation and nothing to review on it.
+The answer form to the doctor's question draws its file box with the same macro (_form.html's field()).
 Screenshots: vi-1280 / vi-360 ``clinic-consult-files-chosen``."""
 
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(90_000)
+NAME = "Hình ảnh và tài liệu (PDF, JPEG, PNG; mỗi tệp tối đa 1,5 MB) Chọn tệp"
+
+
+def axe_on(v, selector: str) -> dict[str, list[str]]:
+    """axe-core's violations (any impact) and the checks it could not decide ("incomplete": needs review) on the
+    page's element ``selector``, by rule id."""
+    v.page.add_script_tag(url=v.base + "/assets/vendor/axe.min.js")
+    return v.page.evaluate(
+        "async (sel) => { const el = document.querySelector(sel);"
+        " const r = await axe.run(document, {resultTypes: ['violations', 'incomplete']});"
+        " const on = (list) => list.filter(x => x.nodes.some(n => document.querySelector(n.target.join(' ')) === el))"
+        ".map(x => x.id);"
+        " return {violations: on(r.violations), incomplete: on(r.incomplete)}; }", selector)
 
 
 @pytest.mark.parametrize("width", [1280, 360])
@@ -29,6 +46,10 @@ def test_the_file_box_says_choose_and_what_is_chosen_in_the_pages_words(visitor_
     box = page.locator("#files").bounding_box()  # in the page, visually hidden (not display: none)
     assert box is not None and box["width"] <= 1 and box["height"] <= 1
     assert "files-chosen" in page.get_attribute("#files", "aria-describedby")
+    # one label, one name: what to attach and how
+    assert axe_on(v, "#files") == {"violations": [], "incomplete": []}
+    assert page.evaluate("document.getElementById('files').labels.length") == 1
+    expect(page.locator("#files")).to_have_accessible_name(NAME)
 
     # Tab from the question reaches the file box; its focus is drawn on the label
     page.focus("#question")

@@ -464,6 +464,36 @@ def test_the_forms_say_their_file_limits_and_a_page_shown_again_asks_for_the_fil
     assert "hãy chọn lại tệp đính kèm" in _by_id(refused.get_data(as_text=True), "consult-answer")
 
 
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_a_file_box_has_one_label_and_one_name_saying_what_to_attach_and_how(client, monkeypatch, lang):
+    """The file box had two labels (the field's name and the button, 'Chọn tệp'): axe-core could not tell which
+    names it (form-field-multiple-labels, 'needs review'). One label now, the button; the box's name is the
+    field's name and the button's words, read in that order (aria-labelledby), on both forms."""
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    if lang == "en":
+        page = client.get("/login").get_data(as_text=True)
+        client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf_token(page)})
+    what = {"vi": "Hình ảnh và tài liệu (PDF, JPEG, PNG; mỗi tệp tối đa 1,5 MB)",
+            "en": "Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"}[lang]
+    how = {"vi": "Chọn tệp", "en": "Choose files"}[lang]
+    for page in (client.get("/patients/p1/consult").get_data(as_text=True),
+                 _by_id(client.get("/consults/t1").get_data(as_text=True), "consult-answer")):
+        box = re.search(r'<input[^>]*type="file"[^>]*>', page).group(0)
+        box_id = re.search(r'\bid="([^"]+)"', box).group(1)
+        labels = re.findall(rf'<label[^>]*\bfor="{box_id}"[^>]*>(.*?)</label>', page, re.S)
+        assert labels == [how], labels  # one label: the button
+        wrapping = rf"<label[^>]*>(?:(?!</label>).)*<input[^>]*\bid=\"{box_id}\""
+        assert not re.search(wrapping, page, re.S)  # and none wraps it
+        named_by = re.search(r'aria-labelledby="([^"]+)"', box).group(1).split()
+
+        def text(eid: str) -> str:
+            return re.sub(r"<[^>]+>", "", re.search(rf'<(\w+)[^>]*\bid="{eid}"[^>]*>(.*?)</\1>', page, re.S).group(2))
+
+        assert " ".join(text(i).strip() for i in named_by) == f"{what} {how}"
+
+
 @pytest.mark.parametrize("form", ["consult", "answer"])
 def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypatch, form):
     """A text file named .png (declared image/png by the browser) could never be opened: refused at upload,
