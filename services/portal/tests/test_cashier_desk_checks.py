@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
+from services.portal.tests.cashier_support import ShiftBilling
 from tests.support import csrf_token, portal_app, portal_signed_in
 
 GAP_VI = ("Số đếm được khác với số phải có (tiền mặt +20.000\u00a0₫, chuyển khoản -25.000\u00a0₫): "
@@ -25,35 +26,19 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0")
 
 
-class Billing:
-    """billing's JSON answers (``cashier._json``) and its summaries (``cashier.shared_get``)."""
+class Billing(ShiftBilling):
+    """billing's JSON answers (``cashier._json``: the shift, the refund tasks, a refund's refusal) and its
+    summaries (``cashier.shared_get``)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Any]] = []
-        self.shift_open = True
-        self.expected = {"cashTaken": 70000, "cashRefunded": 30000, "cash": 40000, "transfers": 25000}
-        self.close_refusal: BackendError | None = None
+        super().__init__({"cashTaken": 70000, "cashRefunded": 30000, "cash": 40000, "transfers": 25000})
         self.refund_refusal: BackendError | None = None
         self.summary: dict[str, Any] = {}
         self.tasks: list[dict[str, Any]] = []
 
-    def __call__(self, method, path, body=None, params=None, key=None):
-        self.sent.append((method, path, body))
-        if (method, path) == ("GET", "/payments/shifts/current"):
-            if not self.shift_open:
-                raise BackendError("refused", "billing", 404, "no shift is open")
-            return {"id": "6a9973cce7f043af", "openedAt": "2026-12-05T07:00:00+07:00", "openingCash": 0,
-                    "expected": self.expected}
-        if (method, path) == ("GET", "/payments/shifts"):
-            return {"shifts": []}
+    def other(self, method: str, path: str, body: Any) -> Any:
         if (method, path) == ("GET", "/payments/refund-tasks"):
             return {"tasks": self.tasks}
-        if path == "/payments/shifts/current/close":
-            if self.close_refusal is not None:
-                raise self.close_refusal
-            return {"id": "6a9973cce7f043af", "state": "closed", "expected": {"cash": 40000, "transfers": 25000},
-                    "counted": {"cash": body["countedCash"], "transfers": body["countedTransfers"]},
-                    "difference": {"cash": 0, "transfers": 0}, "note": body.get("note", "")}
         if path.endswith("/refund") and self.refund_refusal is not None:
             raise self.refund_refusal
         return {}
@@ -63,9 +48,6 @@ class Billing:
                "subject": {"reference": "Patient/pa"}, "totalGross": {"value": self.summary.get("owed"),
                                                                       "currency": "VND"}}
         return {**self.summary, "resource": inv, "qr": None}
-
-    def posted(self) -> list[tuple[str, str, Any]]:
-        return [s for s in self.sent if s[0] == "POST"]
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import pytest
 from sen_portal.web.backend import BackendError
 from sen_portal.web.formatting import MAX_VND, AmountTooLarge, parse_vnd
 
+from services.portal.tests.cashier_support import ShiftBilling
 from tests.support import csrf_token, portal_app, portal_signed_in
 
 TOO_LARGE_VI = "Số tiền quá lớn (tối đa 10.000.000.000\u00a0₫)."
@@ -24,36 +25,20 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0")
 
 
-class Billing:
-    """billing's JSON answers (``cashier._json``) for the shift and the invoice page."""
+class Billing(ShiftBilling):
+    """billing's JSON answers (``cashier._json``) for the shift (opened with 500.000 ₫, nothing taken since)
+    and the invoice page (a cash payment's refusal)."""
+
+    opening_cash = 500000
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Any]] = []
-        self.shift_open = True
-        self.close_refusal: BackendError | None = None
+        super().__init__({"cashTaken": 0, "cashRefunded": 0, "cash": 500000, "transfers": 0})
         self.cash_refusal: BackendError | None = None
 
-    def __call__(self, method, path, body=None, params=None, key=None):
-        self.sent.append((method, path, body))
-        if (method, path) == ("GET", "/payments/shifts/current"):
-            if not self.shift_open:
-                raise BackendError("refused", "billing", 404, "no shift is open")
-            return {"id": "6a9973cce7f043af", "openedAt": "2026-12-05T07:00:00+07:00", "openingCash": 500000,
-                    "expected": {"cashTaken": 0, "cashRefunded": 0, "cash": 500000, "transfers": 0}}
-        if (method, path) == ("GET", "/payments/shifts"):
-            return {"shifts": []}
-        if path == "/payments/shifts/current/close":
-            if self.close_refusal is not None:
-                raise self.close_refusal
-            return {"id": "6a9973cce7f043af", "state": "closed", "expected": {"cash": 500000, "transfers": 0},
-                    "counted": {"cash": 520000, "transfers": 0}, "difference": {"cash": 20000, "transfers": 0},
-                    "note": body.get("note", "")}
+    def other(self, method: str, path: str, body: Any) -> Any:
         if path == "/payments/cash" and self.cash_refusal is not None:
             raise self.cash_refusal
         return {}
-
-    def posted(self) -> list[tuple[str, str, Any]]:
-        return [s for s in self.sent if s[0] == "POST"]
 
 
 @pytest.fixture()
