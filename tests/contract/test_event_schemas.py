@@ -89,3 +89,84 @@ def test_asyncapi_lists_every_catalog_event_and_consumer() -> None:
     assert sent == set(doc["channels"])
     receivers = {op["x-sen-queue"] for op in doc["operations"].values() if op["action"] == "receive"}
     assert receivers == set(CATALOG.consumers)
+
+
+# envelope attributes the schemas allow that no Sen publisher sets (so no example shows them), and why
+NOT_SENT = {"dataschema": "an optional CloudEvents attribute cloudevent.json allows; make_event never sets it"}
+
+
+def _fields(schema: dict, base: Path, prefix: str = "") -> set[str]:
+    """Every field ``schema`` names, as dotted paths (``data.minutes.sites[].display``): its ``properties``
+    and those of what it refers to (``$ref``, ``allOf``/``anyOf``/``oneOf``) and of its array ``items``."""
+    out: set[str] = set()
+    if "$ref" in schema:
+        where, _, pointer = schema["$ref"].partition("#")
+        target = (base.parent / where) if where else base
+        node = json.loads(target.read_text(encoding="utf-8"))
+        for part in filter(None, pointer.split("/")):
+            node = node[part]
+        out |= _fields(node, target, prefix)
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(key, []):
+            out |= _fields(sub, base, prefix)
+    for name, sub in (schema.get("properties") or {}).items():
+        out |= {prefix + name} | _fields(sub, base, f"{prefix}{name}.")
+    if isinstance(schema.get("items"), dict):
+        out |= _fields(schema["items"], base, prefix.removesuffix(".") + "[].")
+    return out
+
+
+def _shown(value: object, prefix: str = "") -> set[str]:
+    """The dotted paths of the fields ``value`` (an example) holds, as :func:`_fields` names them."""
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in {prefix + k} | _shown(v, f"{prefix}{k}.")}
+    if isinstance(value, list):
+        return {p for v in value for p in _shown(v, prefix.removesuffix(".") + "[].")}
+    return set()
+
+
+def _unshown(schema_path: Path, examples: list[dict]) -> set[str]:
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    return _fields(schema, schema_path) - set().union(*(_shown(e) for e in examples)) - set(NOT_SENT)
+
+
+def test_every_field_of_every_schema_is_shown_by_an_example() -> None:
+    """An optional field added to a schema needs an example that carries it (``<routing key>+<case>.json``),
+    so a consumer's author sees it and the example is checked against the schema like the others."""
+    by_schema: dict[Path, list[dict]] = {}
+    for path in EXAMPLES:
+        event = json.loads(path.read_text(encoding="utf-8"))
+        by_schema.setdefault(CATALOG.validate(event).schema, []).append(event)
+    assert {spec.schema for spec in CATALOG.events.values()} == set(by_schema)  # every schema has examples
+    unshown = {s.name: sorted(_unshown(s, examples)) for s, examples in by_schema.items()}
+    assert {name: fields for name, fields in unshown.items() if fields} == {}
+    for name in NOT_SENT:  # what no publisher sets is in no example either
+        assert not any(name in json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES), name
+
+
+def test_a_field_no_example_shows_is_found() -> None:
+    """The check above can fail: a field added to a schema copy, nested in an array's items, no example
+    carries; and one the examples hold is not reported."""
+    schema_path = EVENTS / "schemas" / "teleconsult.consult.completed.v1.json"
+    examples = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES
+                if p.stem.split("+")[0] == "teleconsult.consult.completed"]
+    assert _unshown(schema_path, examples) == set()
+    grown = json.loads(schema_path.read_text(encoding="utf-8"))
+    sites = grown["properties"]["data"]["properties"]["minutes"]["properties"]["sites"]
+    sites["items"]["properties"]["role"] = {"type": "string"}
+    copy_path = schema_path.with_name("grown.v1.json")  # never written: read through _fields directly
+    assert _fields(grown, copy_path) - set().union(*(_shown(e) for e in examples)) - set(NOT_SENT) == {
+        "data.minutes.sites[].role"}
+
+
+def test_asyncapi_examples_exist_match_their_message_and_name_every_example() -> None:
+    doc = yaml.safe_load((EVENTS / "asyncapi.yaml").read_text(encoding="utf-8"))
+    named: set[str] = set()
+    for key, msg in doc["components"]["messages"].items():
+        schema = (EVENTS / msg["payload"]["schema"]["$ref"]).resolve()
+        for example in msg.get("examples", []):
+            ref = example["payload"]["$ref"]
+            assert (EVENTS / ref).is_file(), f"{key}: {ref} does not exist"
+            assert CATALOG.validate(json.loads((EVENTS / ref).read_text(encoding="utf-8"))).schema == schema, ref
+            named.add(Path(ref).name)
+    assert {p.name for p in EXAMPLES} == named
