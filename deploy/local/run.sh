@@ -2,7 +2,8 @@
 # `make run`: the whole suite on this machine. Brings up FerretDB and RabbitMQ
 # (or uses MONGO_URL/AMQP_URL), creates the indexes, starts every service's web
 # process (gunicorn + uvicorn worker class, no preload) and worker process,
-# seeds a demo province, prints the URLs, and stops everything on Ctrl-C.
+# seeds the province SEN_PROVINCE names (the demo province by default), prints the URLs, and stops everything
+# on Ctrl-C.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -25,44 +26,13 @@ export SEN_TELECONSULT_URL=${SEN_TELECONSULT_URL:-http://127.0.0.1:${ports[telec
 export SEN_BILLING_URL=${SEN_BILLING_URL:-http://127.0.0.1:${ports[billing]}}
 # the portal, for people: an API service's / (a 404) points there
 export SEN_PORTAL_URL=${SEN_PORTAL_URL:-http://127.0.0.1:${ports[portal]}/}
-# the demo province's hub: consults naming no hub go there; a late one escalates to its lead
-export SEN_CONSULT_DEFAULT_HUB=${SEN_CONSULT_DEFAULT_HUB:-bvdk-dong-thap}
-export SEN_ON_DUTY_LEADS=${SEN_ON_DUTY_LEADS:-'{"bvdk-dong-thap": "Practitioner/bs-nguyen-van-an"}'}
-# billing: the demo bank account the VietQR codes pay into (a demo BIN and number, not a real account)
-export SEN_BANK_BIN=${SEN_BANK_BIN:-970436}
-export SEN_BANK_ACCOUNT=${SEN_BANK_ACCOUNT:-0011001234567}
-export SEN_BANK_ACCOUNT_NAME=${SEN_BANK_ACCOUNT_NAME:-"SO Y TE DONG THAP DEMO"}
-# whose unmatched-transfers queue a transfer to the demo account joins: the demo cashier's facility
-export SEN_BANK_ACCOUNT_FACILITIES=${SEN_BANK_ACCOUNT_FACILITIES:-'{"0011001234567": "tyt-my-hiep"}'}
-# the demo facilities' levels (central, province, district, commune) for billing's price list (the shipped list
-# is loaded by the billing worker): derived from the demo province's organizations, so every facility has one
-export SEN_FACILITY_LEVELS=${SEN_FACILITY_LEVELS:-$("$py" -c 'import json, sys
-print(json.dumps({o["id"]: o["level"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
-                  if o.get("level")}))' deploy/local/demo-province.json)}
-# the demo facilities' names, printed on billing's receipts: derived from the demo province's organizations
-export SEN_FACILITY_NAMES=${SEN_FACILITY_NAMES:-$("$py" -c 'import json, sys
-print(json.dumps({o["id"]: o["name"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]}))' \
-  deploy/local/demo-province.json)}
-# and their districts, carried by a cashier's invoice and its payments (the dashboard's district filter)
-export SEN_FACILITY_DISTRICTS=${SEN_FACILITY_DISTRICTS:-$("$py" -c 'import json, sys
-print(json.dumps({o["id"]: o["district"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
-                  if o.get("district")}, ensure_ascii=False))' deploy/local/demo-province.json)}
-# the residents the dashboard's EHR coverage counts against: the province's and each district's (demo figures)
-export SEN_REPORT_POPULATION=${SEN_REPORT_POPULATION:-$("$py" -c 'import json, sys
-print(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["province"])' deploy/local/demo-province.json)}
-export SEN_REPORT_DISTRICT_POPULATIONS=${SEN_REPORT_DISTRICT_POPULATIONS:-$("$py" -c 'import json, sys
-print(json.dumps(json.load(open(sys.argv[1], encoding="utf-8"))["population"]["districts"], ensure_ascii=False))' \
-  deploy/local/demo-province.json)}
-
-# the facilities using teleconsultation (remote diagnosis) before Sen, by name: the dashboard's baseline, so one of
-# them requesting consults through Sen is not counted again as new; the demo province's organizations marked
-# "teleconsultBeforeSen" (its provincial hospital and district health centres). A baseline given as a number
-# only (SEN_REPORT_FACILITY_BASELINE) is left alone: the portal refuses a number and a list that disagree
-if [ -z "${SEN_REPORT_FACILITY_BASELINE:-}" ]; then
-  export SEN_REPORT_BASELINE_FACILITIES=${SEN_REPORT_BASELINE_FACILITIES:-$("$py" -c 'import json, sys
-print(json.dumps([o["id"] for o in json.load(open(sys.argv[1], encoding="utf-8"))["organizations"]
-                  if o.get("teleconsultBeforeSen")]))' deploy/local/demo-province.json)}
-fi
+# the province Sen serves: SEN_PROVINCE names its file (default: the demo province). Every setting it decides (the
+# hub and its on-duty lead, the bank account the VietQR codes pay into, the facilities' levels, names and districts,
+# the dashboard's goal, baseline and residents, and the holidays, base salary and price list when the file gives
+# them) is exported from it, unless already set: deploy/README.md, "The province file"; seed.py seeds the same file
+export SEN_PROVINCE=${SEN_PROVINCE:-$PWD/deploy/local/demo-province.json}
+province_env=$("$py" deploy/local/province.py env "$SEN_PROVINCE")
+eval "$province_env"
 
 pids=()
 declare -A names=() logs=()
@@ -124,7 +94,7 @@ for svc in ehr teleconsult billing portal; do
   curl -fsS -o /dev/null "$url" || { echo "$svc did not become ready; see $state/log/$svc-web.log" >&2; exit 1; }
 done
 
-"$py" deploy/local/seed.py --ehr "$SEN_EHR_URL"
+"$py" deploy/local/seed.py --ehr "$SEN_EHR_URL" --data "$SEN_PROVINCE"
 
 cat <<TXT
 

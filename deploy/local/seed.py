@@ -1,14 +1,15 @@
-"""Seed a small demo province (facilities, practitioners, patients with
-Vietnamese names) into the EHR through its FHIR API, as one transaction of
-PUTs with fixed ids, so seeding twice changes nothing.
+"""Seed a province (facilities, practitioners, patients with Vietnamese names)
+into the EHR through its FHIR API, as one transaction of PUTs with fixed ids,
+so seeding twice changes nothing; and its hub specialists' Schedules into
+teleconsult. The province file is ``--data``, else the one ``SEN_PROVINCE``
+names, else the demo province (deploy/README.md, "The province file").
 
-    python deploy/local/seed.py --ehr http://127.0.0.1:8081
+    python deploy/local/seed.py --ehr http://127.0.0.1:8081 [--data my-province.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,11 +20,14 @@ from sen_shared import bhyt
 from sen_shared.auth import issue_dev_token
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import province  # noqa: E402  (deploy/local/province.py: the province file, read and checked)
+
 SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
 SYS_BHYT = bhyt.CARD_SYSTEM
 
 
-def _org(o: dict[str, Any]) -> dict[str, Any]:
+def _org(o: dict[str, Any], state: str) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Organization", "id": o["id"], "active": True, "name": o["name"],
         "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
@@ -31,7 +35,7 @@ def _org(o: dict[str, Any]) -> dict[str, Any]:
         # the district: teleconsult reads it from here into the consult's events (and billing into the
         # consult's invoice and its payments), so the dashboard counts the facility under it
         "address": [{"city": o["city"], **({"district": o["district"]} if o.get("district") else {}),
-                     "state": "Đồng Tháp", "country": "VN"}],
+                     "state": state, "country": "VN"}],
     }
     if o.get("partOf"):
         res["partOf"] = {"reference": f"Organization/{o['partOf']}"}
@@ -66,7 +70,7 @@ def _practitioner(p: dict[str, Any]) -> list[dict[str, Any]]:
     return [prac, role]
 
 
-def _patient(p: dict[str, Any]) -> dict[str, Any]:
+def _patient(p: dict[str, Any], state: str) -> dict[str, Any]:
     return {
         "resourceType": "Patient", "id": p["id"], "active": True, "gender": p["gender"],
         "birthDate": p["birthDate"],
@@ -81,7 +85,7 @@ def _patient(p: dict[str, Any]) -> dict[str, Any]:
         "name": [{"use": "official", "family": p["family"], "given": p["given"],
                   "text": " ".join([p["family"], *p["given"]])}],
         "telecom": [{"system": "phone", "value": p["phone"], "use": "mobile"}],
-        "address": [{"city": p["city"], "district": p["district"], "state": "Đồng Tháp", "country": "VN"}],
+        "address": [{"city": p["city"], "district": p["district"], "state": state, "country": "VN"}],
         "managingOrganization": {"reference": f"Organization/{p['org']}"},
         "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "vi"}]},
                            "preferred": True}],
@@ -89,10 +93,10 @@ def _patient(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def province_bundle(data: dict[str, Any]) -> dict[str, Any]:
-    resources = [_org(o) for o in data["organizations"]]
+    resources = [_org(o, data["province"]) for o in data["organizations"]]
     for p in data["practitioners"]:
         resources.extend(_practitioner(p))
-    resources.extend(_patient(p) for p in data["patients"])
+    resources.extend(_patient(p, data["province"]) for p in data["patients"])
     return {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in resources]}
@@ -103,7 +107,7 @@ def schedule_id(practitioner_id: str) -> str:
 
 
 def teleconsult_bundle(data: dict[str, Any]) -> dict[str, Any]:
-    """The hub specialists' Schedules, each carrying the demo weekly availability: slots are
+    """The hub specialists' Schedules, each carrying the province's weekly availability: slots are
     computed from it for a rolling horizon, so there is always something to find and book."""
     from sen_teleconsult.domain.availability import schedule_resource
 
@@ -138,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ehr", default=os.environ.get("SEN_EHR_URL", "http://127.0.0.1:8081"))
     ap.add_argument("--teleconsult", default=os.environ.get("SEN_TELECONSULT_URL", "http://127.0.0.1:8082"),
                     help="teleconsult base URL (the hub specialists' schedules); empty to skip")
-    ap.add_argument("--data", default=str(HERE / "demo-province.json"))
+    ap.add_argument("--data", default=os.environ.get("SEN_PROVINCE") or str(HERE / "demo-province.json"),
+                    help="the province file (default: SEN_PROVINCE, else the demo province)")
     a = ap.parse_args(argv)
-    data = json.loads(Path(a.data).read_text(encoding="utf-8"))
+    try:
+        data = province.load(a.data)
+    except province.ProvinceError as err:
+        sys.stderr.write(f"{err}\n")
+        return 1
     token = issue_dev_token(os.environ.get("SEN_DEV_JWT_KEY", ".sen/dev-jwt.pem"), "admin",
                             issuer=os.environ.get("SEN_JWT_ISSUER", "sen-dev"),
                             audience=os.environ.get("SEN_JWT_AUDIENCE", "sen"), sub="seed")

@@ -22,7 +22,7 @@ def banner(env: dict[str, str]) -> str:
     """run.sh's banner as it prints it with ``env``, from its ``ports`` and URL lines."""
     text = RUN_SH.read_text()
     start = text.index("declare -A ports=")
-    setup = text[start:text.index("# the demo province's hub", start)]
+    setup = text[start:text.index("# the province Sen serves", start)]
     heredoc = re.search(r"^cat <<TXT\n.*?^TXT\n", text, re.S | re.M)
     assert heredoc, "run.sh prints its banner with cat <<TXT"
     script = f'state=/tmp/sen-state\n{setup}\n{heredoc.group(0)}\nprintf "%s\\n" "$SEN_EHR_URL" "$SEN_BILLING_URL"\n'
@@ -193,3 +193,50 @@ def test_a_process_that_dies_is_named_with_its_log_and_make_run_fails(tmp_path: 
 def test_the_portal_address_the_api_services_point_to_follows_its_port(env: dict[str, str]) -> None:
     """An API service's 404 at / names the portal (SEN_PORTAL_URL) for people who opened it in a browser."""
     assert run_environment(env)["SEN_PORTAL_URL"] == f"http://127.0.0.1:{env.get('SEN_PORTAL_PORT', '8080')}/"
+
+
+SECOND = RUN_SH.parents[2] / "tests" / "e2e" / "provinces" / "bac-sen.json"
+
+
+def test_the_province_file_is_chosen_by_a_setting_and_decides_every_province_setting() -> None:
+    """``SEN_PROVINCE=<file> make run``: a second province (the invented Bắc Sen) gets its own hub and on-duty lead,
+    bank account, base salary, price list, holidays, goal, baseline, residents and facilities; the demo's file
+    is the default, and the file is exported for seed.py, which seeds it."""
+    demo = run_environment({})
+    assert demo["SEN_PROVINCE"] == str(RUN_SH.parent / "demo-province.json")
+    assert (demo["SEN_CONSULT_DEFAULT_HUB"], demo["SEN_PORTAL_HUB"]) == ("bvdk-dong-thap", "bvdk-dong-thap")
+    assert (demo["SEN_BANK_BIN"], demo["SEN_BANK_ACCOUNT"], demo["SEN_REPORT_FACILITY_GOAL"]) == (
+        "970436", "0011001234567", "165")
+    second = run_environment({"SEN_PROVINCE": str(SECOND)})
+    assert second["SEN_PROVINCE"] == str(SECOND)
+    assert (second["SEN_CONSULT_DEFAULT_HUB"], second["SEN_PORTAL_HUB"]) == ("bvdk-bac-sen", "bvdk-bac-sen")
+    assert json.loads(second["SEN_ON_DUTY_LEADS"]) == {"bvdk-bac-sen": "Practitioner/bs-hoang-minh-khoa"}
+    assert (second["SEN_BANK_BIN"], second["SEN_BANK_ACCOUNT"], second["SEN_BANK_ACCOUNT_NAME"]) == (
+        "970415", "1180009876543", "SO Y TE BAC SEN THU NGHIEM")
+    assert json.loads(second["SEN_BANK_ACCOUNT_FACILITIES"]) == {"1180009876543": "tyt-an-binh"}
+    assert second["SEN_BASE_SALARY"] == "2530000"
+    assert second["SEN_PRICE_LIST_FILE"] == str(SECOND.parent / "bac-sen-prices.json")
+    assert second["SEN_TELECONSULT_HOLIDAYS"].startswith("2027-01-01,2027-02-05,")
+    assert (second["SEN_REPORT_FACILITY_GOAL"], second["SEN_REPORT_POPULATION"]) == ("8", "12")
+    assert json.loads(second["SEN_REPORT_BASELINE_FACILITIES"]) == ["bvdk-bac-sen"]
+    assert json.loads(second["SEN_FACILITY_NAMES"])["tyt-an-binh"] == "Trạm Y tế xã An Bình"
+    assert len(json.loads(second["SEN_FACILITY_LEVELS"])) == 8
+    # nothing of the demo's left in what the second province runs with
+    demo_values = {v for k, v in demo.items() if k != "SEN_PROVINCE" and k in second}
+    for name, value in second.items():
+        if name.startswith(("SEN_PROVINCE", "SEN_EHR_", "SEN_TELECONSULT_URL", "SEN_BILLING_", "SEN_PORTAL_URL",
+                            "SEN_ENV", "SEN_DEV_JWT_KEY")):
+            continue
+        assert value not in demo_values and "dong-thap" not in value and "my-hiep" not in value, name
+    # an operator's own value still wins over the file's
+    assert run_environment({"SEN_PROVINCE": str(SECOND), "SEN_BANK_ACCOUNT": "42"})["SEN_BANK_ACCOUNT"] == "42"
+
+
+def test_a_province_file_make_run_cannot_use_stops_it_naming_the_file_and_the_field(tmp_path: Path) -> None:
+    bad = json.loads(SECOND.read_text(encoding="utf-8"))
+    bad["bank"]["bin"] = "97041"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_environment({"SEN_PROVINCE": str(path)})
+    assert f"province file {path}: bank.bin" in failed.value.stderr
