@@ -6,7 +6,8 @@ Only writes are validated; reads return the stored JSON as is. A failure is a
 
 After the model, the codes of every element with a ``required`` binding are checked against their
 value set (:mod:`.bindings`): ``"gender": "banana"`` is a 400 with a ``code-invalid`` issue naming
-``Patient.gender`` and the allowed codes. Every write path calls :func:`validate_resource` (create,
+``Patient.gender`` and the allowed codes. Before them, every narrative's XHTML (:mod:`.narrative`): no script,
+event handler or ``javascript:`` link in a ``text.div``. Every write path calls :func:`validate_resource` (create,
 update, the result of a patch, each entry of a transaction or batch, ``$validate``).
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import bindings
+from . import bindings, narrative
 from .outcome import FhirError
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -127,6 +128,11 @@ def validate_resource(resource: Any, *, expected_type: str | None = None, where:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
         raise FhirError(_placed(f"the resource is not valid: {err}", where), status=400,
                         expression=[where or rtype]) from None
+    issues = narrative.issues(resource, rtype)
+    if issues:  # a script, an event handler, a javascript: link in text.div: never stored, never served
+        issues = _located(issues, where, rtype)
+        raise FhirError(issues[0]["diagnostics"], status=400, code="invariant", issues=issues,
+                        expression=issues[0]["expression"])
     issues = bindings.check(resource)
     if issues:
         issues = _located(issues, where, rtype)
