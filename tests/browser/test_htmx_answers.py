@@ -24,15 +24,33 @@ def suggested(page) -> None:
     page.locator(f"#reason-suggest[data-typed='{page.input_value('#reason')}']").wait_for(state="attached")
 
 
-def test_an_expired_session_on_the_consult_form_is_said_with_what_was_typed(visitor_factory):
-    v = visitor_factory("vi-1280")
+def consult_form(visitor_factory, viewport: str = "vi-1280", *, unanswered: bool = False, **size: int):
+    """The clinic's consult form for bn-0002, signed in (``unanswered``: its send gets no answer, aborted);
+    the visitor and its page."""
+    v = visitor_factory(viewport, **size)
     v.sign_in("clinic")
     v.go("/patients/bn-0002/consult")
-    page = v.page
-    page.select_option("#priority", "routine")
+    if unanswered:
+        abort_the_send(v.page)
+    return v, v.page
+
+
+def abort_the_send(page) -> None:
+    page.route("**/patients/bn-0002/consult", lambda route: route.abort())
+
+
+def fill_the_request(page, priority: str | None = "routine") -> None:
+    """The request's priority (none: left as it is), its reason I10 (its suggestions in) and the question."""
+    if priority:
+        page.select_option("#priority", priority)
     page.fill("#reason", "I10")
     suggested(page)
     page.fill("#question", QUESTION)
+
+
+def test_an_expired_session_on_the_consult_form_is_said_with_what_was_typed(visitor_factory):
+    v, page = consult_form(visitor_factory)
+    fill_the_request(page)
     page.context.clear_cookies()  # the session expired
     page.click("#consult-form button.primary")
     box = page.locator("#page-problem")
@@ -70,15 +88,8 @@ def test_an_expired_session_on_the_patient_search_is_said(visitor_factory):
 
 
 def test_no_answer_at_all_still_says_the_connection_failed(visitor_factory):
-    v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
-    page = v.page
-    page.route("**/patients/bn-0002/consult", lambda route: route.abort())
-    page.select_option("#priority", "routine")
-    page.fill("#reason", "I10")
-    suggested(page)
-    page.fill("#question", QUESTION)
+    _v, page = consult_form(visitor_factory, unanswered=True)
+    fill_the_request(page)
     page.click("#consult-form button.primary")
     page.locator("#live-error").wait_for(state="visible")
     assert page.locator("#page-problem").is_hidden() and page.input_value("#question") == QUESTION
@@ -89,14 +100,8 @@ def test_a_suggestion_answered_after_a_failed_send_leaves_the_failure_said(visit
     suggestions, asked 250 ms after the typing, were answered after it; that success hid "the request could not
     be sent", the consult still unsent (review 10's run: test_the_upload_bar_goes_away_…[no-answer] waited 45 s
     for the box). Only the form's own request sent again and working takes the box away."""
-    v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
-    page = v.page
-    page.route("**/patients/bn-0002/consult", lambda route: route.abort())
-    page.fill("#reason", "I10")
-    suggested(page)
-    page.fill("#question", QUESTION)
+    _v, page = consult_form(visitor_factory, unanswered=True)
+    fill_the_request(page, priority=None)
     page.click("#consult-form button.primary")
     page.locator("#live-error").wait_for(state="visible")
     page.fill("#reason", "I10.9")  # a search answered after the send failed
@@ -112,20 +117,14 @@ SAW_PROGRESS = """() => { window.__sawBar = false; document.addEventListener("ht
 @pytest.mark.parametrize("ending", ["signed-out", "no-answer"])
 def test_the_upload_bar_goes_away_when_the_send_did_not_go_through(visitor_factory, ending):
     """Review 4: after a signed-out answer the bar stayed full under the files, as if they had been sent."""
-    v = visitor_factory("vi-360", width=360, height=780)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
-    page = v.page
-    page.select_option("#priority", "routine")
-    page.fill("#reason", "I10")
-    suggested(page)
-    page.fill("#question", QUESTION)
+    v, page = consult_form(visitor_factory, "vi-360", width=360, height=780)
+    fill_the_request(page)
     page.set_input_files("#files", files=[{"name": "ecg.png", "mimeType": "image/png", "buffer": SCAN}])
     page.evaluate(SAW_PROGRESS)
     if ending == "signed-out":
         page.context.clear_cookies()
     else:  # an aborted request gets no upload events in Chromium: the bar as the bytes going out leave it
-        page.route("**/patients/bn-0002/consult", lambda route: route.abort())
+        abort_the_send(page)
         page.evaluate("""() => document.addEventListener("htmx:beforeSend", (evt) => {
           if (!evt.target.matches("form[data-progress]")) return;  // the form's bytes, not a search's
           const bar = document.getElementById("upload-progress"); bar.hidden = false; bar.value = 100;
