@@ -54,6 +54,21 @@ def _to_provider_and_back(c) -> tuple[str, dict[str, list[str]]]:
     return f"{back.path}?{back.query}", asked
 
 
+def test_sign_in_starts_an_authorization_code_flow_with_pkce(monkeypatch, tmp_path, provider):
+    """With an issuer configured, /login sends the browser to its authorization endpoint (read from its
+    discovery document): code flow, S256 challenge, state, the callback, the openid scope."""
+    with _portal(monkeypatch, tmp_path, provider) as c:
+        r = c.get("/login?next=/worklist")
+        assert r.status_code == 302
+        target = urlsplit(r.headers["Location"])
+        q = parse_qs(target.query)
+        assert f"{target.scheme}://{target.netloc}{target.path}" == f"{provider.issuer}/authorize"
+        assert q["response_type"] == ["code"] and q["client_id"] == ["sen-portal"]
+        assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) >= 43
+        assert q["state"][0] and q["redirect_uri"][0].endswith("/auth/callback")
+        assert "openid" in q["scope"][0].split()
+
+
 def test_sign_in_completes_through_the_providers_code_pkce_and_jwks(monkeypatch, tmp_path, provider):
     with _portal(monkeypatch, tmp_path, provider) as c:
         callback, asked = _to_provider_and_back(c)

@@ -146,10 +146,10 @@ def test_register_form_explains_each_error_and_keeps_the_input(client):
 
 
 def test_vendor_assets_are_served_by_the_portal_compressed(client):
-    r = client.get("/assets/vendor/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+    r = client.get("/assets/vendor/htmx.min.js", headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
     if r.status_code == 404:
         pytest.skip("front-end packages not installed (make assets)")
-    assert r.headers["Content-Encoding"] == "gzip"
+    assert r.headers["Content-Encoding"] == "br"
     assert client.get("/assets/vendor/not-a-package.js").status_code == 404
 
 
@@ -161,51 +161,6 @@ def test_catalog_translates_every_message():
         catalog = read_po(f)
     untranslated = [m.id for m in catalog if m.id and not (m.string if isinstance(m.string, str) else all(m.string))]
     assert not untranslated
-
-
-def test_oidc_sign_in_starts_an_authorization_code_flow_with_pkce(tmp_path, monkeypatch):
-    """With an issuer configured, /login sends the browser to it: code flow, S256 challenge, state."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from urllib.parse import parse_qs, urlsplit
-
-    class Issuer(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            base = f"http://127.0.0.1:{self.server.server_port}"
-            body = json.dumps({"issuer": base, "authorization_endpoint": f"{base}/auth",
-                               "token_endpoint": f"{base}/token", "jwks_uri": f"{base}/jwks"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Issuer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    issuer = f"http://127.0.0.1:{server.server_port}"
-    env = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
-           "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_OIDC_ISSUER": issuer, "SEN_OIDC_CLIENT_ID": "sen-portal",
-           "LOG_LEVEL": "WARNING"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    from sen_portal.app import create_app
-
-    try:
-        with create_app().app.test_client() as c:
-            r = c.get("/login?next=/worklist")
-            assert r.status_code == 302
-            target = urlsplit(r.headers["Location"])
-            q = parse_qs(target.query)
-            assert f"{target.scheme}://{target.netloc}{target.path}" == f"{issuer}/auth"
-            assert q["response_type"] == ["code"] and q["client_id"] == ["sen-portal"]
-            assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) >= 43
-            assert q["state"][0] and q["redirect_uri"][0].endswith("/auth/callback")
-            assert "openid" in q["scope"][0].split()
-    finally:
-        server.shutdown()
 
 
 def test_date_fields_are_dd_mm_yyyy_in_the_users_language(client):
