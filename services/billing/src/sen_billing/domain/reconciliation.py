@@ -38,6 +38,7 @@ from typing import Any
 
 from pymongo.database import Database
 from sen_shared.mongo import find_in
+from sen_shared.spreadsheet import cell
 
 from . import refund_links
 from .payments import PAYMENTS, REFUND_TASKS, REFUNDS, VN, iso, local_day, queue_facility, started_by
@@ -372,12 +373,15 @@ def totals(report: list[dict[str, Any]]) -> dict[str, int]:
 
 def to_csv(day: date, report: list[dict[str, Any]], facility_names: Mapping[str, str] | None = None) -> str:
     """The day's CSV; ``facility_names`` (``SEN_FACILITY_NAMES``: id → name) fills the last column,
-    ``facility_name``, so a reader that may not read the EHR's Organizations (a cashier) has the name."""
+    ``facility_name``, so a reader that may not read the EHR's Organizations (a cashier) has the name.
+    A text a spreadsheet would run as a formula (a refund reason or a shift note typed ``=HYPERLINK(...)``)
+    is written with ``'`` before it (:func:`sen_shared.spreadsheet.cell`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n", extrasaction="ignore")
     writer.writeheader()
     names = facility_names or {}
-    writer.writerows({**r, "facility_name": names.get(r.get("facility") or "", "")} for r in report)
+    writer.writerows({k: cell(v) for k, v in {**r, "facility_name": names.get(r.get("facility") or "", "")}.items()}
+                     for r in report)
     for key, value in totals(report).items():
         writer.writerow({"kind": "total", "time": day.isoformat(), "id": key, "amount": value})
     return buf.getvalue()

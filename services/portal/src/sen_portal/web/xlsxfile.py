@@ -5,7 +5,9 @@ Vietnamese regional settings (decimal comma, list separator ``;``) it splits its
 columns and reads ``0.9032`` as text or as nine thousand: a CSV carries no types. A workbook does:
 counts and money are numbers, money with the đồng's number format (Excel shows ``150.000 ₫`` in
 Vietnamese, ``150,000 ₫`` in English), a share is a number shown as a percentage, a day is a date
-(shown ``dd/mm/yyyy``); sums and charts work on them at once. Written with ``openpyxl``."""
+(shown ``dd/mm/yyyy``); sums and charts work on them at once. Written with ``openpyxl``, which makes a
+text starting with ``=`` a formula: every text is a string cell here, never run (a name typed
+``=HYPERLINK(...)`` shows as typed)."""
 
 from __future__ import annotations
 
@@ -61,11 +63,14 @@ def workbook(keys: Sequence[str], labels: Sequence[str], rows: Iterable[Sequence
     sheet.append([str(label) for label in labels])
     for cell in sheet[1]:
         cell.font = Font(bold=True)
+        cell.data_type = "s"
     kinds = [kind(k) for k in keys]
     formats = {"date": DATE_FORMAT, "money": MONEY_FORMAT, "share": SHARE_FORMAT}
     for row in rows:
         sheet.append([_cell(v, how) for v, how in zip(row, kinds, strict=True)])
         for cell, how in zip(sheet[sheet.max_row], kinds, strict=True):
+            if cell.data_type == "f":  # a text openpyxl took for a formula: the figures hold none
+                cell.data_type = "s"
             if how in formats and cell.value is not None and not isinstance(cell.value, str):
                 cell.number_format = formats[how]
     sheet.freeze_panes = "A2"
