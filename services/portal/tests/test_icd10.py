@@ -297,3 +297,47 @@ def test_a_word_that_begins_an_everyday_name_hides_no_title_holding_it_whole() -
     ix = icd10._index()
     assert ix.holds_whole(ix.coded.index(icd10.lookup("I50")), "suy")
     assert not ix.holds_whole(ix.coded.index(icd10.lookup("J45")), "suy")
+
+
+def test_a_word_naming_a_part_of_the_body_lists_that_parts_codes_before_a_name_it_begins() -> None:
+    """"tai" listed I63 first (the everyday name "tai biến", stroke, begun), the ear's codes after it; a nurse typing
+    "tai" means the ear far more often, and types "tai biến" whole. The classification names the ear by that word
+    on its own in a chapter's title (VIII "Bệnh của tai và xương chũm", H60-H95): that chapter's titles holding the
+    word whole come first, the name's code after them. "tăng", "tay" (B08.4 "tay chân miệng"; "cánh tay", "bàn
+    tay" the arm and the hand), "tiểu" ("tiêu hóa" in XI's title), "đường" ("dinh dưỡng" in IV's) name no part."""
+    ix = icd10._index()
+    hits = icd10.search("tai")
+    assert hits and all("H60" <= c.code[:3] <= "H95" for c in hits), [c.code for c in hits]
+    assert all("tai" in icd10.words(icd10.normalize(c.vi)) for c in hits)
+    kinds = [len(c.code) > 3 for c in hits]
+    assert kinds == sorted(kinds), [c.code for c in hits]  # categories before subcategories
+    hits = [c.code for c in icd10.search("tai", limit=120)]
+    assert "I63" in hits and all(c[0] == "H" for c in hits[:hits.index("I63")])  # "tai biến" after the ear's
+    for typed in ("tai", "Tai", "tái"):  # accents typed or not: the word is matched without them
+        assert "I63" not in [c.code for c in icd10.search(typed)], typed
+    assert ix.chapter_naming(["tai"]) == ("H60", "H95")
+    assert ix.chapter_naming(["mau"]) == ("D50", "D89")  # "Bệnh máu, cơ quan tạo máu …": the blood
+    for word in ("tang", "tay", "tieu", "duong", "suy", "hap"):
+        assert ix.chapter_naming([word]) is None, word
+    assert [c.code for c in icd10.search("máu nhiễm mỡ")][:1] == ["E78"]  # the name all typed: as before
+
+
+@pytest.mark.parametrize("typed", ["tai bien", "tai biến", "Tai biến", "tai bien mach mau nao", "tai bie"])
+def test_tai_bien_typed_whole_is_the_stroke(typed) -> None:
+    hits = [c.code for c in icd10.search(typed)]
+    assert hits[:3] == ["I63", "I64", "I61"], hits
+
+
+@pytest.mark.parametrize("typed", ["tai nan", "tai nạn", "Tai nạn"])
+def test_tai_nan_lists_the_titles_holding_it_before_those_holding_its_words_apart(typed) -> None:
+    """"tai nan" (an accident) listed K08.1 "Mất răng do tai nạn …", then titles holding "tại" (at) and a word
+    "nan" begins ("nặng", "nang") apart: E84.0 "Xơ nang … tại phổi", F31.4 "… hiện tại giai đoạn nặng …", the
+    external causes' "Tai nạn giao thông …" (V-X, a chapter of its own) after all of them. A title holding the
+    words as typed now comes before one holding them only apart, whatever its chapter; among those holding them
+    alike the general disease still comes first."""
+    hits = icd10.search(typed, limit=12)
+    assert hits[0].code == "K08.1", [c.code for c in hits]  # the one general title holding "tai nạn"
+    held = ["tai nan" in " ".join(icd10.words(icd10.normalize(c.vi))) for c in hits]
+    assert all(held), [(c.code, c.vi) for c, h in zip(hits, held, strict=True) if not h]
+    assert not {"E84.0", "F31.4", "I63"} & {c.code for c in hits}
+    assert hits[1].code[0] in "VWX"

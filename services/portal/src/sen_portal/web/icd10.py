@@ -44,6 +44,11 @@ _EN_LEAST = 4
 _LEAD = ("benh", "cac", "the", "loai")
 # the words after which a title says what the disease is WITHOUT (:meth:`_Index._only_negated`)
 _NEGATIONS = frozenset(("khong", "without"))
+# what stands before and after a subject a chapter's title names on its own ("Bệnh của tai và xương chũm": the
+# ear; "Bệnh máu, cơ quan tạo máu …": the blood), not a syllable of a longer word ("tiêu hóa", "dinh dưỡng", "hô
+# hấp"): the title's start, "bệnh", "của", a comma or "và" before it; "và", a comma or the title's end after it
+_SUBJECT_BEFORE = frozenset(("benh", "cua", ",", "va"))
+_SUBJECT_AFTER = frozenset((",", "va"))
 
 
 def _plain(title_words: list[str]) -> list[str]:
@@ -93,14 +98,26 @@ class _Index:
             self.rank[i] = at
         self.tokens = sorted(postings)
         self.postings = [tuple(sorted(postings[t])) for t in self.tokens]  # a tuple: a quarter of a set's bytes
+        # each chapter's codes (from its first block's first category to its last block's last) and its
+        # Vietnamese title's words without accents, commas kept (:meth:`chapter_naming`)
+        self.chapters: list[tuple[str, str, tuple[str, ...]]] = []
+        for r in shared.rows():
+            if r.kind == "chapter":
+                self.chapters.append(("", "", tuple(re.findall(r"[^\W_]+|,", normalize(r.vi)))))
+            elif r.kind == "block" and self.chapters and "-" in r.code:
+                first, last = r.code.split("-", 1)
+                start, _end, title = self.chapters[-1]
+                self.chapters[-1] = (start or first, last, title)
 
     def title_key(self, i: int, typed: str, named: frozenset[str] = frozenset()) -> tuple[int, ...]:
         """Where a title hit goes for the typed words (accents off, joined by spaces): a title that IS
         them (``suy tim``: I50, I50.9), then one starting with them, then one holding them in that
-        order, then one holding them anywhere; in each, codes of a chapter of its own (pregnancy O,
-        perinatal P, external causes V-Y, contacts and screening Z) after the others unless the
-        title is what was typed (``đái tháo đường``: E10-E14 before O24.4 gestational, P70.2
-        neonatal, Z13.1 screening); then the families of ``named`` (three-character codes: the everyday
+        order, then one holding them anywhere; codes of a chapter of its own (pregnancy O, perinatal P,
+        external causes V-Y, contacts and screening Z) after the others holding the words alike unless the
+        title is what was typed (``đái tháo đường``: E10-E14 before O24.4 gestational, P70.2 neonatal, Z13.1
+        screening), but before the titles holding them only apart (``tai nan``: V87 "Tai nạn giao thông …"
+        before F31.4 "… hiện tại giai đoạn nặng …"); a title holding them only after "không" after those
+        holding them apart; then the families of ``named`` (three-character codes: the everyday
         names' typed, the categories the words find: "viêm phổi" J18.1, J15.0 … before B01.2 "Viêm phổi
         do thủy đậu", "gãy xương" S22.2 before M84.1 "Gãy xương không liền"); then :attr:`rank` (the
         list's order: I15.0, I15.1, I15.2, I15.8, I15.9)."""
@@ -114,8 +131,26 @@ class _Index:
             elif f" {typed}" in f" {title}":
                 tier = min(tier, 2)
         special = tier > 0 and self.coded[i].code[0] in SPECIAL_CHAPTERS
+        negated = self._only_negated(i, typed)
+        # the titles holding the words as typed; a chapter of its own's holding them so ("tai nan": V87 "Tai nạn
+        # giao thông …"); those holding them apart ("tại" … "nặng": F31.4); those holding them only after
+        # "không"; a chapter of its own's holding them apart, then only after "không"
+        group = (4 if tier == 3 else 1) if special and not negated else 5 if special else \
+            3 if negated else 2 if tier == 3 else 0
         code = self.coded[i].code
-        return special, self._only_negated(i, typed), tier, code[:3] not in named, self.rank[i]
+        return group, negated, tier, code[:3] not in named, self.rank[i]
+
+    def chapter_naming(self, typed: list[str]) -> tuple[str, str] | None:
+        """The codes (first and last category) of the chapter whose title names the typed words (accents off) on
+        their own, as its subject: "tai", the ear, in VIII "Bệnh của tai và xương chũm" (H60-H95); not "tiêu" of
+        "Bệnh hệ tiêu hóa", "dưỡng" of "… dinh dưỡng và chuyển hóa" (:data:`_SUBJECT_BEFORE`, ``_AFTER``)."""
+        n = len(typed)
+        for first, last, title in self.chapters:
+            for at in range(len(title) - n + 1):
+                if list(title[at:at + n]) == typed and (at == 0 or title[at - 1] in _SUBJECT_BEFORE) \
+                        and (at + n == len(title) or title[at + n] in _SUBJECT_AFTER):
+                    return first, last
+        return None
 
     def holds_whole(self, i: int, typed: str) -> bool:
         """Whether a title of code ``i`` holds the typed words (accents off, joined by spaces) side by side,
@@ -236,14 +271,20 @@ def search(query: str, limit: int = 8) -> list[Code]:
     Vietnamese or English title has a word starting with each of its words, in any order, without
     accents (``tang huyet ap``, ``cap nhoi mau co tim``): a title that is the words typed first, then
     one starting with them, then one holding them in order, then the rest (:meth:`_Index.title_key`:
-    the general disease before pregnancy, newborn and screening codes), categories before their
+    the general disease before pregnancy, newborn and screening codes holding the words alike, those before the
+    titles holding the words apart), categories before their
     subcategories, codes that tie in the list's order (:attr:`_Index.rank`: I15.0 … I15.8, I15.9; an everyday
     name's codes in its order), codes of earlier editions last.
 
     Words that are all an everyday name (``tieu duong``, ``duong tieu``) add only the titles holding
     the name's words side by side in its order: not Q40 "... đường tiêu hóa". A name covering some of
     the words, the others narrowing none of its codes (``ho gà``: R05 "Ho"), goes after the titles
-    holding the words typed as a phrase (A37 "Ho gà"), before those holding them apart."""
+    holding the words typed as a phrase (A37 "Ho gà"), before those holding them apart.
+
+    Words (the last whole, 3 letters or more) that begin a Vietnamese everyday name of more words list its first
+    code first ("tang": I10, :func:`_begun`), unless a chapter's title names them on their own: "tai" is the ear
+    (VIII "Bệnh của tai và xương chũm", :meth:`_Index.chapter_naming`), whose titles holding it whole come first,
+    categories then subcategories, "tai biến"'s I63 after them."""
     q = normalize(query)
     if not q:
         return []
@@ -273,8 +314,14 @@ def search(query: str, limit: int = 8) -> list[Code]:
             if not rest and picked:
                 answered.append(" ".join(_plain(term)))
             named_any = True
+    started: list[int] = []  # the first codes of the everyday names the words begin
+    chapter = None  # the codes of the chapter naming the words on their own
     if typed and not found and not partly:  # "tang": the start of "tăng huyết áp", its most likely code (I10) first
-        found += [i for target in _begun(ix, typed) for i in ix.code_prefix(target)[:1]]
+        started = [i for target in _begun(ix, typed) for i in ix.code_prefix(target)[:1]]
+        # but "tai" is the ear (VIII "Bệnh của tai và xương chũm") more often than "tai biến" begun (I63)
+        chapter = ix.chapter_naming(typed) if started else None
+        if chapter is None:
+            found += started
     if typed:
         joined = " ".join(_plain(typed))
         hits = _all_words(ix, typed)
@@ -286,6 +333,9 @@ def search(query: str, limit: int = 8) -> list[Code]:
         whole = {i for i in hits if ix.holds_whole(i, joined)} if begun and len(joined) >= 3 else set()
         if answered:  # "tieu duong": no "đường tiêu hóa" (its words apart, or the other way round)
             hits = {i for i in hits if i in whole or any(ix.title_key(i, name)[2] < 3 for name in answered)}
+        if chapter:  # "tai": the ear's titles holding the word whole, categories first, then "tai biến" (I63)
+            own = [i for i in hits if chapter[0] <= ix.coded[i].code[:3] <= chapter[1] and ix.holds_whole(i, joined)]
+            found += sorted(own, key=lambda i: (len(ix.coded[i].code) > 3, ix.title_key(i, joined, named))) + started
         if len(joined) < 3:  # a letter or two (thousands of titles, nothing to rank them by yet): their place alone
             found += begun + partly + heapq.nsmallest(limit + len(found) + len(partly), hits, key=ix.rank.__getitem__)
         else:
