@@ -185,7 +185,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     flask_app.jinja_env.filters["day_name"] = day_name
     # a global, not the context processor's: the attachments macro is imported without the page's context
     flask_app.jinja_env.globals["reference_display"] = results.reference_display
-    from . import auth, cashier, charges, clinic, dashboard, doctor, prices  # noqa: F401 - they add their routes to bp
+    from . import auth, cashier, charges, clinic, dashboard, doctor, minutes_print, prices  # noqa: F401 - they add their routes to bp
 
     auth.init_oidc(flask_app, settings)
     flask_app.register_blueprint(bp)

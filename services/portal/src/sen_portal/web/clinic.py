@@ -598,25 +598,31 @@ def _section_title(section: dict[str, Any]) -> str:
     return titles.get(str(code), str(section.get("title") or ""))
 
 
+def record_consult(sr: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A consult record's consult in teleconsult: its Task and ServiceRequest (one search by the record's
+    ServiceRequest, ``_include``); (None, None) when teleconsult does not say (down, or not this user's)."""
+    try:
+        bundle = fhir_get("teleconsult", "/fhir/Task", {"based-on": f"ServiceRequest/{sr}", "_count": "1",
+                                                        "_include": "Task:based-on"}, cached=True)
+    except BackendError:
+        return None, None
+    return next(iter(entries(bundle, "Task")), None), next(iter(entries(bundle, "ServiceRequest")), None)
+
+
 def _consult_page(sr: str) -> str | None:
     """The consult's own page for the user's role (the clinic's consult, the doctor's task), found by
     the consult's ServiceRequest; None when teleconsult does not say (down, or not this user's)."""
-    try:
-        found = entries(fhir_get("teleconsult", "/fhir/Task", {"based-on": f"ServiceRequest/{sr}", "_count": "1"},
-                                 cached=True), "Task")
-    except BackendError:
-        return None
-    tid = str(found[0].get("id") or "") if found else ""
+    task, _ = record_consult(sr)
+    tid = str(task.get("id") or "") if task else ""
     if not FHIR_ID.fullmatch(tid):
         return None
     return url_for("web.task_detail" if g.user.role == "doctor" else "web.consult_detail", tid=tid)
 
 
-@bp.route("/patients/<pid>/consult-records/<cid>")
-@login_required("clinic", "doctor")
-def consult_record_page(pid: str, cid: str) -> Any:
-    """A consult record from the chart: the minutes' sections in the page's language, the conclusion's
-    ICD-10 codes by the page's language, and the way to the consult's page and back to the chart."""
+def patients_consult_record(pid: str, cid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The consult record ``cid`` of patient ``pid`` as the EHR lets the user read it: the Composition and
+    its facts (:func:`consult_record`); None when there is none to show (no such record, another
+    Composition, another patient's, or one the user may not see: the EHR answers those 404)."""
     comp = None
     if FHIR_ID.fullmatch(pid) and FHIR_ID.fullmatch(cid):
         try:
@@ -626,17 +632,39 @@ def consult_record_page(pid: str, cid: str) -> Any:
                 raise
     record = consult_record(comp) if comp else None
     if record is None or (comp.get("subject") or {}).get("reference") != f"Patient/{pid}":  # type: ignore[union-attr]
-        return render_template("error.html", title=gettext("Not found"),
-                               message=gettext("This consult record does not exist or you may not see it."),
-                               back=url_for("web.patient_chart", pid=pid) if FHIR_ID.fullmatch(pid) else None,
-                               back_label=gettext("Back to the patient's chart")), 404
-    # each section the EHR wrote (sites and discussion when the minutes had them), its entries' references
-    # (the sites: named from the directory, the EHR's line holding only the reference when none was sent)
-    sections = [{"code": next((c.get("code") for c in (s.get("code") or {}).get("coding") or []), None),
-                 "title": _section_title(s), "paragraphs": section_paragraphs(s),
-                 "entries": [e for e in s.get("entry") or [] if isinstance(e, dict) and e.get("reference")]}
-                for s in comp.get("section") or []]  # type: ignore[union-attr]
-    return render_template("consult_record.html", pid=pid, record=record, sections=sections,
+        return None
+    return comp, record  # type: ignore[return-value]
+
+
+def no_consult_record(pid: str) -> tuple[str, int]:
+    """The page for a consult record there is none of to show (:func:`patients_consult_record`): 404."""
+    return render_template("error.html", title=gettext("Not found"),
+                           message=gettext("This consult record does not exist or you may not see it."),
+                           back=url_for("web.patient_chart", pid=pid) if FHIR_ID.fullmatch(pid) else None,
+                           back_label=gettext("Back to the patient's chart")), 404
+
+
+def record_sections(comp: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each section the EHR wrote (sites and discussion when the minutes had them), in its order: its code,
+    title in the page's language, paragraphs and entries' references (the sites: named from the directory,
+    the EHR's line holding only the reference when none was sent)."""
+    return [{"code": next((c.get("code") for c in (s.get("code") or {}).get("coding") or []), None),
+             "title": _section_title(s), "paragraphs": section_paragraphs(s),
+             "entries": [e for e in s.get("entry") or [] if isinstance(e, dict) and e.get("reference")]}
+            for s in comp.get("section") or []]
+
+
+@bp.route("/patients/<pid>/consult-records/<cid>")
+@login_required("clinic", "doctor")
+def consult_record_page(pid: str, cid: str) -> Any:
+    """A consult record from the chart: the minutes' sections in the page's language, the conclusion's
+    ICD-10 codes by the page's language, the way to the consult's page and back to the chart, and the
+    minutes to print (``minutes_print``)."""
+    found = patients_consult_record(pid, cid)
+    if found is None:
+        return no_consult_record(pid)
+    comp, record = found
+    return render_template("consult_record.html", pid=pid, cid=cid, record=record, sections=record_sections(comp),
                            consult_page=_consult_page(record["sr"]), title=gettext("Minutes of the teleconsultation"))
 
 
