@@ -216,6 +216,19 @@ def test_the_image_carries_the_portals_npm_packages():
     assert PortalSettings.model_fields["assets_dir"].validation_alias == "SEN_PORTAL_ASSETS"
 
 
+def test_the_image_can_print_pdfs():
+    """Billing's receipts and the portal's consult minutes are printed by WeasyPrint (sen_shared.pdf), which
+    loads pango and needs a font with Vietnamese letters; the slim runtime image had neither, so every PDF
+    failed in a container."""
+    text = DOCKERFILE.read_text()
+    runtime = re.search(r"^FROM \S+ AS runtime\n(.*)", text, re.M | re.S).group(1)
+    installs = " ".join(rest for instr, rest in dockerfile_instructions(runtime)
+                        if instr == "RUN" and "apt-get install" in rest)
+    assert {"libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz-subset0", "fonts-dejavu-core"} <= set(installs.split())
+    assert "rm -rf /var/lib/apt/lists/*" in installs
+    assert runtime.index("apt-get install") < runtime.index("USER 10001")  # as root, before the user it runs as
+
+
 def _entrypoint_script() -> str:
     text = DOCKERFILE.read_text()
     m = re.search(r"COPY --chmod=0755 <<'SH' /usr/local/bin/sen\n(.*?)\nSH\n", text, re.S)
