@@ -1,5 +1,6 @@
 """Billing's CapabilityStatement says what billing serves: its own ChargeItem search parameter
-``invoiced`` (the portal's new-invoice page uses it), and no batch or transaction Bundles (405)."""
+``invoiced`` (the portal's new-invoice page uses it), and no batch or transaction Bundles (404: nothing is
+served at [base], tests/conformance/test_capability_statement.py)."""
 
 from __future__ import annotations
 
@@ -25,4 +26,6 @@ def test_the_statement_lists_invoiced_and_no_bundles(base_env, mongo_client, dev
         assert "invoiced" in {p["name"] for p in charge["searchParam"]}
         assert not {"batch", "transaction"} & {i["code"] for i in rest["interaction"]}
         bundle = {"resourceType": "Bundle", "type": "batch", "entry": []}
-        assert client.post("/fhir", json=bundle, headers=headers).status_code == 405  # as the statement says
+        r = client.post("/fhir", json=bundle, headers=headers)
+        assert r.status_code == 404 and "allow" not in r.headers, r.text  # as the statement says
+        assert "no batch or transaction Bundles" in r.json()["issue"][0]["diagnostics"], r.text

@@ -4,7 +4,8 @@ on each server that has it: the engine's refusal of a write a type does not allo
 trail), a service's own (teleconsult's workflow resources and computed Slots, billing's Invoice,
 PaymentReconciliation, Bundles and a cashier's ChargeItem), and the router's 405 for a method no route has (it
 named the methods of one route only: ``DELETE /fhir/Patient`` said ``HEAD, GET`` though POST and PUT are served
-there). A transaction refused for an entry is no 405 (a 422 naming the entry), nor is a type not served (404).
+there). A transaction refused for an entry is no 405 (a 422 naming the entry), nor is a type not served (404),
+nor [base] where no Bundles are taken (billing: 404).
 """
 
 from __future__ import annotations
@@ -115,9 +116,13 @@ def test_billing_says_what_is_allowed(base_env, mongo_client, dev_key) -> None:
         assert _405(client, "POST", "/fhir/PaymentReconciliation", H,
                     {"resourceType": "PaymentReconciliation"}) == READ_ONLY
         assert _405(client, "DELETE", "/fhir/Invoice/i1/$issue", H) == "POST"
-        # no Bundles at all: nothing is served on [base] (an empty Allow, RFC 9110 §10.2.1)
-        assert _405(client, "POST", "/fhir", H, {"resourceType": "Bundle", "type": "batch", "entry": []}) == ""
-        assert _405(client, "GET", "/fhir", H) == ""
+        # no Bundles at all: nothing is served on [base], a 404 saying so (a 405 with an empty Allow told the
+        # client nothing it could use)
+        for method, body in (("POST", {"resourceType": "Bundle", "type": "batch", "entry": []}), ("GET", None)):
+            r = client.request(method, "/fhir", headers=H, content=json.dumps(body) if body else None)
+            assert r.status_code == 404 and "allow" not in r.headers, (method, r.status_code, dict(r.headers))
+            issue = r.json()["issue"][0]
+            assert issue["code"] == "not-supported" and "no batch or transaction Bundles" in issue["diagnostics"]
         # a cashier changes no ChargeItem once entered (an admin may): what is left to the cashier
         cashier = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier', facility='org-a')}",
                    "Content-Type": "application/fhir+json"}

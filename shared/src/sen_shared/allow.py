@@ -8,9 +8,10 @@ every 405 the error handlers send takes its ``Allow`` from here instead (``web._
 
 A FHIR server narrows the spec's methods to what it serves (:meth:`FhirServer.served_methods`): the
 ``{type}`` routes for the types it serves, a type's writes as its interactions say (an AuditEvent is
-read and created, never updated or deleted). An empty value says no method is served there (§10.2.1);
-where that is because the path names a resource type the server does not serve, the answer is no 405 but
-that type's 404 (``web._error_handlers``, :meth:`FhirServer.unserved`), as FHIR's http.html says.
+read and created, never updated or deleted). An empty value says no method is served there (§10.2.1); under
+the FHIR base the answer there is no 405 but a 404 (``web._error_handlers``, :meth:`FhirServer.unserved`):
+the type's when the path names a resource type the server does not serve, as FHIR's http.html says, else one
+saying nothing is served there (billing's ``[base]``: no Bundles), which an empty ``Allow`` did not.
 """
 
 from __future__ import annotations

@@ -437,8 +437,8 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
     (``run_in_threadpool``), one more thread hand-off for every 4xx answer; these only build a
     small JSON body (and log), so they run on the event loop. Every 405 carries ``Allow``: the one
     its error names (a narrower one for the caller), else the target's methods (``allow``). A 405 on
-    a path naming a resource type the FHIR server (``fhir``) does not serve is that type's 404
-    instead (:meth:`FhirServer.unserved`): nothing is served there, and an empty ``Allow`` told the
+    a FHIR path where the FHIR server (``fhir``) serves no method (a resource type it does not serve,
+    billing's ``[base]``) is a 404 instead (:meth:`FhirServer.unserved`): an empty ``Allow`` told the
     client nothing."""
     def unserved(request: ConnexionRequest) -> ConnexionResponse | None:
         path = request.scope["path"]

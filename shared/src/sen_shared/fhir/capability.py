@@ -36,25 +36,41 @@ def interactions(config: Any, resource_type: str) -> tuple[str, ...]:
     return _TYPE_INTERACTIONS
 
 
-# the interaction of each method on [type] and on [type]/[id] (R4 http.html); HEAD goes with GET
-_INTERACTION_OF = {1: {"GET": "search-type", "HEAD": "search-type", "POST": "create", "PUT": "update"},
-                   2: {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}}
+# the interaction of each method on each path shape of a type (R4 http.html; "*" a type, "#" an id, "@" a
+# version); HEAD goes with GET
+_GETS = ("GET", "HEAD")
+_INTERACTION_OF: dict[tuple[str, ...], dict[str, str]] = {
+    ("*",): {"GET": "search-type", "HEAD": "search-type", "POST": "create", "PUT": "update"},
+    ("*", "_search"): {"GET": "search-type", "HEAD": "search-type", "POST": "search-type"},
+    ("*", "_history"): dict.fromkeys(_GETS, "history-type"),
+    ("*", "#"): {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"},
+    ("*", "#", "_history"): dict.fromkeys(_GETS, "history-instance"),
+    ("*", "#", "_history", "@"): dict.fromkeys(_GETS, "vread")}
+
+
+def _shape(parts: list[str]) -> tuple[str, ...]:
+    """The :data:`_INTERACTION_OF` key of a path's parts (``["Patient", "p1", "_history"]``)."""
+    return ("*", *(p if p in ("_history", "_search") and i in (1, 2) else "@" if i == 3 else "#"
+                   for i, p in enumerate(parts[1:], 1)))
 
 
 def served_methods(config: Any, template: str, path: str, methods: tuple[str, ...]) -> tuple[str, ...]:
     """Of ``methods``, those the spec routes on ``template`` (a path under the FHIR base, e.g.
     ``/{type}/{id}``), the ones the server of ``config`` serves on ``path`` (``/AuditEvent/a1``): none on a
-    ``{type}`` that is not a served type (its answer is 404), a type's ``[type]`` and ``[type]/[id]``
-    methods as its :func:`interactions` say; the others as routed. ``sen_shared.allow`` makes a 405's
-    ``Allow`` of these."""
+    ``{type}`` that is not a served type (its answer is 404), the methods of a type's interactions
+    (``[type]``, ``[type]/_search``, ``[type]/_history``, ``[type]/[id]``, its ``_history`` and
+    ``_history/[vid]``) as its :func:`interactions` say; the others (operations) as routed.
+    ``sen_shared.allow`` makes a 405's ``Allow`` of these; where none is left, the answer is a 404
+    (:meth:`FhirServer.unserved`)."""
     names, parts = template.strip("/").split("/"), path.strip("/").split("/")
     if len(names) != len(parts):
         return methods
     types = config.resource_types
     if any(n == "{type}" and p not in types for n, p in zip(names, parts, strict=True)):
         return ()
-    if len(parts) in _INTERACTION_OF and parts[0] in types and parts[-1][:1] not in ("$", "_"):
-        codes, by_method = interactions(config, parts[0]), _INTERACTION_OF[len(parts)]
+    by_method = _INTERACTION_OF.get(_shape(parts)) if parts[0] in types and "$" not in path else None
+    if by_method is not None:
+        codes = interactions(config, parts[0])
         return tuple(m for m in methods if m not in by_method or by_method[m] in codes)
     return methods
 
@@ -162,6 +178,17 @@ def security(issuer: str | None = None, audience: str | None = None) -> dict[str
                                      "code": "OAuth"}]}]}
 
 
+# what the statement's codes cannot say: how a search parameter it does not list is handled (R4 search.html
+# #errors leaves it to the server, Prefer: handling chooses), and what an interaction it does not list gets
+REST_DOCUMENTATION = (
+    "Search: a parameter not listed for the type (nor among rest.searchParam) is refused with a 400 "
+    "OperationOutcome naming it, as with 'Prefer: handling=strict'; with 'Prefer: handling=lenient' it is "
+    "ignored and named in a warning OperationOutcome entry (search.mode outcome). An interaction a type does "
+    "not list answers 405, its Allow naming the methods served at that URL; a URL where nothing is served (a "
+    "type not listed here) answers 404. JSON only (_format=json or application/fhir+json); XML is a 406. "
+    "Errors are OperationOutcomes.")
+
+
 def capability_statement(config: Any, base: str, *, issuer: str | None = None,
                          audience: str | None = None) -> dict[str, Any]:
     from .rest import compartment_param
@@ -187,6 +214,9 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
         }
         if rtype in config.search_params:  # its own search: no _include, _revinclude or other shared ones
             entry["searchInclude"] = entry["searchRevInclude"] = []
+            entry["documentation"] = (f"{rtype} has a search of its own: it takes the searchParam listed here "
+                                      "and _count only; any other parameter is a 400, whatever Prefer: handling "
+                                      "says")
         if rtype == "Patient":
             entry["operation"].append({"name": "everything",
                                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
@@ -211,6 +241,7 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "documentation": REST_DOCUMENTATION,
             "security": security(issuer, audience),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],

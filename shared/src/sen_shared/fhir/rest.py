@@ -28,6 +28,7 @@ from .search.executor import search as run_search
 from .validate import check_id, validate_resource
 
 DEFAULT_HISTORY_COUNT = 50
+OPERATION_DEFINITION = "OperationDefinition"  # listed, read only, where a server defines operations
 _HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
 MAX_HISTORY_COUNT = 1000
 
@@ -87,29 +88,51 @@ class FhirServer:
 
     def check_type(self, resource_type: str | None) -> str:
         if not resource_type or resource_type not in self.types:
+            if resource_type == OPERATION_DEFINITION and self.config.operations:
+                # listed in the statement with read only (capability.operation_definition serves it): any
+                # other interaction on it is a 405, its Allow the methods served at the path
+                raise FhirError(f"{self._definitions_only()}; nothing else is done with it", status=405,
+                                code="not-supported")
             raise self.not_served(resource_type)
         return resource_type
+
+    def _definitions_only(self) -> str:
+        return (f"{OPERATION_DEFINITION} is read by id only here (GET [base]/{OPERATION_DEFINITION}/[id]: the "
+                "definitions of this server's own operations, which its CapabilityStatement names)")
 
     def not_served(self, resource_type: str | None) -> FhirError:
         """The 404 of a resource type this server does not serve (http.html: "resource type not supported"),
         naming the types it serves: a FHIR type served elsewhere, or a name that is no FHIR resource type."""
         from .validate import is_resource_type
 
+        if resource_type == OPERATION_DEFINITION and self.config.operations:
+            return FhirError(f"{self._definitions_only()}; GET [base]/metadata says what is done with each type",
+                             status=404, code="not-supported")
         what = (f"{resource_type} is a FHIR resource type this server does not serve"
                 if is_resource_type(resource_type) else f"{resource_type!r} is not a FHIR resource type")
         return FhirError(f"{what}; the {self.config.service} server serves {', '.join(sorted(self.types))} "
                          f"(GET [base]/metadata says what it does with each)", status=404, code="not-supported")
 
     def unserved(self, template: str, path: str) -> FhirError | None:
-        """:meth:`not_served` of the type ``path`` names where ``template`` (both under the base, as
-        ``/{type}/{id}`` and ``/Basic/1``) has a ``{type}``, when it is not served here; else None. A method
-        routed there but not served answers this 404, not a 405 with nothing in ``Allow``."""
+        """The 404 of a path (under the base, as ``/Basic/1``, matching ``template``, as ``/{type}/{id}``)
+        where this server serves no method at all: :meth:`not_served` of the type it names when that is not
+        served here, else a 404 saying what is not served there (the ``[base]`` of a server that takes no
+        Bundles: billing). A method routed there answers this 404, not a 405 with an empty ``Allow``
+        (RFC 9110 §15.5.6: a 405 names the methods the target serves; it serves none). Called only for
+        such a path (``web._error_handlers``: the spec's methods narrowed by :meth:`served_methods`)."""
         names, parts = template.strip("/").split("/"), path.strip("/").split("/")
         if len(names) == len(parts):
             for name, part in zip(names, parts, strict=True):
                 if name == "{type}" and part not in self.types:
                     return self.not_served(part)
-        return None
+        if not path.strip("/"):
+            return FhirError(f"the {self.config.service} server takes no batch or transaction Bundles and has no "
+                             "system search: nothing is served at [base] itself (its CapabilityStatement lists no "
+                             "such interaction); write each resource at [base]/[type], and GET [base]/metadata "
+                             "says what is done with each type", status=404, code="not-supported")
+        return FhirError(f"nothing is served at [base]{path} here (its CapabilityStatement does not list that "
+                         "interaction); GET [base]/metadata says what is done with each type", status=404,
+                         code="not-supported")
 
     def check_writable(self, resource_type: str, interaction: str = "create") -> None:
         """405 for a write (``create``, ``update``, ``patch``, ``delete``) the type does not allow here, as
@@ -122,6 +145,17 @@ class FhirServer:
             raise FhirError(f"{resource_type} is read-only here ({', '.join(allowed)}; GET [base]/metadata lists "
                             "each type's interactions)" if not writes else
                             f"{interaction} of {resource_type} is not supported here (only {', '.join(writes)}; "
+                            "GET [base]/metadata lists each type's interactions)", status=405, code="not-supported")
+
+    def check_declared(self, resource_type: str, interaction: str) -> None:
+        """405 for a read-side interaction (``vread``, ``history-instance``, ``history-type``) the type does not
+        list here (teleconsult's computed Slot: read and search only), as for a write (:meth:`check_writable`);
+        the path then serves no method, so the answer is its 404 (``web._error_handlers``)."""
+        from .capability import interactions
+
+        allowed = interactions(self.config, resource_type)
+        if interaction not in allowed:
+            raise FhirError(f"{interaction} of {resource_type} is not served here ({', '.join(allowed)}; "
                             "GET [base]/metadata lists each type's interactions)", status=405, code="not-supported")
 
     def served_methods(self, template: str, path: str, methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -157,6 +191,7 @@ class FhirServer:
         """A version, which never changes: ``If-None-Match`` naming it or ``If-Modified-Since`` at or after
         its time is 304, as for a read (:func:`not_modified`)."""
         rtype = self.check_type(req.resource_type)
+        self.check_declared(rtype, "vread")
         rid = check_id(req.rid)
         doc = self.store().vread_doc(rtype, rid, req.vid or "")
         headers = {"ETag": st.etag(doc["v"]), "Last-Modified": st.iso(doc["lu"])}
@@ -375,6 +410,7 @@ class FhirServer:
         cursor = _history_cursor(req.param("_cursor"))
         if req.resource_type is not None:
             rtypes = [self.check_type(req.resource_type)]
+            self.check_declared(rtypes[0], "history-type" if req.rid is None else "history-instance")
         elif req.param("_type"):  # system history of these types only
             rtypes = sorted({self.check_type(t.strip()) for v in (v for k, v in req.params if k == "_type")
                              for t in v.split(",") if t.strip()})
