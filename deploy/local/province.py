@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 LEVELS = ("central", "province", "district", "commune")
+# the development sign-in's users a province file may make its people (the portal's SEN_PORTAL_DEMO_USERS)
+DEMO_PEOPLE = ("clinic", "doctor", "cashier", "health-dept")
 _BIN = re.compile(r"^\d{6}$")
 _ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,19}$")
 
@@ -65,7 +67,7 @@ def check(data: dict[str, Any]) -> None:
     """What Sen needs of a province: named; organizations with unique ids, known parents and levels,
     exactly one hub; practitioners of known organizations; a hub's on-duty lead one of its practitioners;
     a bank account of a NAPAS BIN and an account number, owned by a known facility; a positive goal;
-    holidays as dates."""
+    holidays as dates; demo users of known facilities and practitioners."""
     _need(isinstance(data.get("province"), str) and data["province"].strip() != "", "province: the province's name")
     orgs = data.get("organizations")
     _need(isinstance(orgs, list) and len(orgs) > 0, "organizations: a list of the province's facilities")
@@ -106,9 +108,22 @@ def check(data: dict[str, Any]) -> None:
             date.fromisoformat(day)
         except (TypeError, ValueError):
             raise ProvinceError(f"holidays: {day!r} is no YYYY-MM-DD date") from None
+    practitioner_ids = {p.get("id") for p in practitioners}
+    for who, person in _people(data).items():
+        _need(who in DEMO_PEOPLE and isinstance(person, dict) and set(person) <= {"name", "facility", "practitioner"},
+              f"demoUsers.{who}: one of {', '.join(DEMO_PEOPLE)}, with a name, facility or practitioner")
+        _need(person.get("facility") in (None, *known),
+              f"demoUsers.{who}.facility {person.get('facility')!r} is unknown")
+        _need(person.get("practitioner") in (None, *practitioner_ids),
+              f"demoUsers.{who}.practitioner {person.get('practitioner')!r} is unknown")
     salary = data.get("baseSalary")
     _need(salary is None or (isinstance(salary, int) and not isinstance(salary, bool) and salary > 0),
           "baseSalary: a whole number of đồng above 0")
+
+
+def _people(data: dict[str, Any]) -> dict[str, Any]:
+    """The file's ``demoUsers`` but its ``comment``."""
+    return {k: v for k, v in (data.get("demoUsers") or {}).items() if k != "comment"}
 
 
 def hub(data: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +167,8 @@ def settings(data: dict[str, Any]) -> dict[str, str]:
         out["SEN_BASE_SALARY"] = str(data["baseSalary"])
     if data.get("priceList"):
         out["SEN_PRICE_LIST_FILE"] = data["priceList"]
+    if _people(data):  # the development sign-in's users as the province's people
+        out["SEN_PORTAL_DEMO_USERS"] = json.dumps(_people(data), ensure_ascii=False)
     if data.get("holidays"):
         out["SEN_TELECONSULT_HOLIDAYS"] = ",".join(data["holidays"])
     population = data.get("population") or {}

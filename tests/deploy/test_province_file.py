@@ -56,6 +56,9 @@ def test_both_province_files_load() -> None:
     (lambda d: d["holidays"].append("2027-13-01"), "holidays: '2027-13-01'"),
     (lambda d: d.update(baseSalary=0), "baseSalary"),
     (lambda d: d.update(priceList="missing.json"), "priceList"),
+    (lambda d: d["demoUsers"].update(admin={"name": "x"}), "demoUsers.admin: one of clinic, doctor"),
+    (lambda d: d["demoUsers"]["clinic"].update(facility="tyt-my-hiep"), "demoUsers.clinic.facility 'tyt-my-hiep'"),
+    (lambda d: d["demoUsers"]["doctor"].update(practitioner="bs-x"), "demoUsers.doctor.practitioner 'bs-x'"),
 ])
 def test_a_file_sen_cannot_run_with_is_refused_naming_the_file_and_the_field(tmp_path: Path, change, said) -> None:
     data = _data()

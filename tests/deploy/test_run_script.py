@@ -200,8 +200,8 @@ SECOND = RUN_SH.parents[2] / "tests" / "e2e" / "provinces" / "bac-sen.json"
 
 def test_the_province_file_is_chosen_by_a_setting_and_decides_every_province_setting() -> None:
     """``SEN_PROVINCE=<file> make run``: a second province (the invented Bắc Sen) gets its own hub and on-duty lead,
-    bank account, base salary, price list, holidays, goal, baseline, residents and facilities; the demo's file
-    is the default, and the file is exported for seed.py, which seeds it."""
+    bank account, base salary, price list, holidays, goal, baseline, residents, facilities and demo users; the demo's
+    file is the default, and the file is exported for seed.py, which seeds it."""
     demo = run_environment({})
     assert demo["SEN_PROVINCE"] == str(RUN_SH.parent / "demo-province.json")
     assert (demo["SEN_CONSULT_DEFAULT_HUB"], demo["SEN_PORTAL_HUB"]) == ("bvdk-dong-thap", "bvdk-dong-thap")
@@ -221,6 +221,9 @@ def test_the_province_file_is_chosen_by_a_setting_and_decides_every_province_set
     assert json.loads(second["SEN_REPORT_BASELINE_FACILITIES"]) == ["bvdk-bac-sen"]
     assert json.loads(second["SEN_FACILITY_NAMES"])["tyt-an-binh"] == "Trạm Y tế xã An Bình"
     assert len(json.loads(second["SEN_FACILITY_LEVELS"])) == 8
+    assert json.loads(second["SEN_PORTAL_DEMO_USERS"])["clinic"] == {
+        "name": "Mai Thị Hoa", "facility": "tyt-an-binh", "practitioner": "ys-mai-thi-hoa"}
+    assert "SEN_PORTAL_DEMO_USERS" not in demo  # the demo's own users are the portal's defaults
     # nothing of the demo's left in what the second province runs with
     demo_values = {v for k, v in demo.items() if k != "SEN_PROVINCE" and k in second}
     for name, value in second.items():

@@ -10,6 +10,9 @@ from sen_shared.config import Settings, load_settings
 
 from .domain.dashboard import Targets
 
+# the development sign-in's users a province may make its own people (SEN_PORTAL_DEMO_USERS); the admin is nobody's
+DEMO_PEOPLE = ("clinic", "doctor", "cashier", "health-dept")
+
 
 class PortalSettings(Settings):
     service: str = "portal"
@@ -42,6 +45,12 @@ class PortalSettings(Settings):
                              description="the billing service's base URL")
     hub: str = Field("bvdk-dong-thap", validation_alias="SEN_PORTAL_HUB",
                      description="the hub Organization id clinics send their consults to (the demo hub)")
+    demo_users: dict[str, dict[str, str]] = Field(
+        default_factory=dict, validation_alias="SEN_PORTAL_DEMO_USERS",
+        description='development sign-in only: JSON {"<demo user>": {"name": "...", "facility": "<Organization id>", '
+                    '"practitioner": "<Practitioner id>"}}, the demo users (clinic, doctor, cashier, health-dept) as '
+                    "people of the province make run serves (its province file's demoUsers; a user or a field not "
+                    "given: the demo province's); their passwords are unchanged")
     secret_key: str = Field("", validation_alias="SEN_PORTAL_SECRET_KEY",
                             description="signs the session cookie (required in production; in development "
                                         "derived from the development issuer's key so every worker shares it)")
@@ -74,6 +83,11 @@ class PortalSettings(Settings):
         if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
             raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
                              "(the demo sign-in is for development only)")
+        for who, fields in self.demo_users.items():
+            if who not in DEMO_PEOPLE or not set(fields) <= {"name", "facility", "practitioner"} \
+                    or not all(isinstance(v, str) and v.strip() for v in fields.values()):
+                raise ValueError(f"SEN_PORTAL_DEMO_USERS: {who!r} must be one of {', '.join(DEMO_PEOPLE)}, with a "
+                                 "name, facility or practitioner (non-empty strings) only")
         bad = sorted(d for d, n in self.report_district_populations.items() if not d.strip() or n <= 0)
         if bad:
             raise ValueError(f"SEN_REPORT_DISTRICT_POPULATIONS: a district needs a name and a population above 0 "

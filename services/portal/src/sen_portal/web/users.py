@@ -9,12 +9,17 @@ role, passwords hashed with werkzeug.security (scrypt). The README lists them:
     health-dept / sen-health-dept   Sở Y tế Đồng Tháp
     admin / sen-admin
 
+A province that ``make run`` serves from its own province file gives these users its own people
+(``SEN_PORTAL_DEMO_USERS``, from the file's ``demoUsers``): the same user names and passwords, its names,
+facilities and practitioners.
+
 With OIDC the user comes from the issuer's access token (roles, facility, practitioner).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from flask import has_request_context
@@ -77,8 +82,12 @@ DEMO_USERS: dict[str, tuple[User, str]] = {
 _DUMMY = DEMO_USERS["admin"][1]
 
 
-def check_demo_password(username: str, password: str) -> User | None:
-    """The demo user whose password this is, or None."""
+def check_demo_password(username: str, password: str,
+                        people: Mapping[str, Mapping[str, str]] | None = None) -> User | None:
+    """The demo user whose password this is, or None. ``people`` (SEN_PORTAL_DEMO_USERS): the province's
+    name, facility and practitioner for a demo user, in place of the demo province's."""
     user, pwhash = DEMO_USERS.get(username.strip().lower(), (None, _DUMMY))
     ok = check_password_hash(pwhash, password)
-    return user if ok and user is not None else None
+    if not ok or user is None:
+        return None
+    return replace(user, **(people or {}).get(user.username, {}))
