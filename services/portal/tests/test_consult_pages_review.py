@@ -271,8 +271,7 @@ class Reassigned(Consult):
 def fake(monkeypatch: pytest.MonkeyPatch) -> Reassigned:
     from sen_portal.web import doctor
 
-    f = Reassigned(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
-    monkeypatch.setattr(http, "request", f)
+    f = Reassigned.answering(monkeypatch)
     monkeypatch.setattr(doctor, "_hub_doctors", lambda facility, me: [
         ("Practitioner/bs-tran-thi-binh", "BS. Trần Thị Bình"), ("Practitioner/bs-le-van-cuong", "BS. Lê Văn Cường")])
     return f

@@ -12,14 +12,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sen_shared import http
 
 from services.portal.tests.test_doctor_consult_page import OUT, Consult
-from services.portal.tests.test_visit_changes import TID, TZ, _text
+from services.portal.tests.test_visit_changes import TID, _text
 from tests.support import portal_app, portal_signed_in
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -37,9 +35,7 @@ MINUTES = {"start": "2026-12-05T09:05:00+07:00", "end": "2026-12-05T09:40:00+07:
 
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> Consult:
-    f = Consult(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
-    monkeypatch.setattr(http, "request", f)
-    return f
+    return Consult.answering(monkeypatch)
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ import pytest
 from sen_shared import http
 
 from services.portal.tests.test_doctor_consult_page import Consult, _fact
-from services.portal.tests.test_visit_changes import TID, TZ, _text
+from services.portal.tests.test_visit_changes import TID, _text
 from tests.support import csrf_token, flashed_steps, portal_app, portal_signed_in
 
 ME, BINH, CUONG = "Practitioner/bs-nguyen-van-an", "Practitioner/bs-tran-thi-binh", "Practitioner/bs-le-van-cuong"
@@ -113,9 +113,8 @@ class Takeover(Consult):
 
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> Takeover:
-    f = Takeover(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
+    f = Takeover.answering(monkeypatch)
     f.status, f.owner = "requested", BINH
-    monkeypatch.setattr(http, "request", f)
     from sen_portal.web import directory
 
     monkeypatch.setattr(directory, "names", lambda rtype: {

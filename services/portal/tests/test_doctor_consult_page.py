@@ -101,9 +101,7 @@ class Consult(FakeTeleconsult):
 
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> Consult:
-    f = Consult(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
-    monkeypatch.setattr(http, "request", f)
-    return f
+    return Consult.answering(monkeypatch)
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,9 +62,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Directory:
     from sen_portal.web import directory
 
     monkeypatch.setattr(directory, "_kept", {})  # the names of this fake, not of a test before
-    f = Directory(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
-    monkeypatch.setattr(http, "request", f)
-    return f
+    return Directory.answering(monkeypatch)
 
 
 @pytest.fixture()

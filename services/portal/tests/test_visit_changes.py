@@ -38,6 +38,13 @@ def _outcome(status: int, text: str) -> http.Response:
 class FakeTeleconsult:
     """The consult ``t-1`` (in progress) and its appointments, as teleconsult would keep them."""
 
+    @classmethod
+    def answering(cls, monkeypatch: pytest.MonkeyPatch) -> Any:
+        """One, its visit tomorrow at this minute, answering the portal's HTTP calls (at the transport)."""
+        fake = cls(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
+        monkeypatch.setattr(http, "request", fake)
+        return fake
+
     def __init__(self, start: datetime) -> None:
         self.down = False
         self.taken: set[str] = set()  # slots someone else books just before the doctor's click
@@ -190,9 +197,7 @@ class FakeTeleconsult:
 
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTeleconsult:
-    f = FakeTeleconsult(datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(days=1))
-    monkeypatch.setattr(http, "request", f)
-    return f
+    return FakeTeleconsult.answering(monkeypatch)
 
 
 @pytest.fixture()
