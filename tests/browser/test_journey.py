@@ -198,6 +198,7 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     assert question in clinic.page.inner_text("[data-testid=thread-question]")
     clinic.page.fill("form[action$='/answer'] [name=answer]", answer)
     clinic.page.click("form[action$='/answer'] button.primary")
+    clinic.page.wait_for_selector("[data-testid=answered]")  # sent in place, then the page again (HX-Redirect)
     clinic.page.wait_for_load_state("networkidle")
     # the clinic's own answer is in its thread (it was not, when sent under its practitioner's name)
     assert answer in clinic.page.inner_text("[data-testid=thread-answer]")

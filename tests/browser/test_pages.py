@@ -222,6 +222,7 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     clinic.check("clinic-question-from-hub")
     clinic.page.fill("#answer", "HbA1c 9,2% (tháng 11).")
     clinic.page.click("form[action$='/answer'] button")
+    clinic.page.wait_for_selector("[data-testid=answered]")  # sent in place, then the page again (HX-Redirect)
     clinic.page.wait_for_load_state("networkidle")
     assert "Chờ tuyến trên" in clinic.page.inner_text("[data-testid=task-status]")  # back with the hub
     # the answer's Communication can show a moment after the Task resumes (teleconsult writes it after)

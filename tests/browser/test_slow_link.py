@@ -186,3 +186,69 @@ def test_a_form_sent_with_no_connection_says_so_and_stays(visitor_factory):
     v.check("login-offline")  # the note as said (axe-core, served by the portal, needs the connection)
     page.click("form button.primary")
     page.wait_for_url(re.compile(r".*/patients$"))
+
+
+def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_is_sent_once(visitor_factory, stack):
+    """The nurse answers the hub's question with an X-ray and a lab report on a 400 kbit/s, 400 ms link: the answer
+    was a form the browser posted, and the connection lost on the way back was Chromium's own English "This site
+    can't be reached", the answer's files gone. It is sent in place now: the page stays and says so in the answer
+    box, what was typed and the files kept; sent again, the portal's key makes it one answer with two files. A
+    file over the limit is refused by name as it is chosen, nothing sent, the answer kept."""
+    from tests.browser.test_pages import _submit
+
+    tid = _submit(stack, "Ho kéo dài ba tuần, sốt về chiều; xin ý kiến.", patient="bn-0001")
+    doctor = visitor_factory("vi-1280-slow-asks")
+    doctor.sign_in("doctor")
+    doctor.go(f"/tasks/{tid}")
+    doctor.page.click("details:has(form[action$='/request-info']) summary")
+    doctor.page.fill("form[action$='/request-info'] [name=question]", "Xin gửi phim X quang ngực và công thức máu.")
+    doctor.page.click("form[action$='/request-info'] button")
+    doctor.page.wait_for_selector("[data-testid=thread-question]")
+
+    v = visitor_factory("vi-360-slow-answer", width=360, height=740)
+    page = v.page
+    cdp = page.context.new_cdp_session(page)  # a district clinic's 3G: 400 kbit/s, 400 ms
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 400, "downloadThroughput": 50_000,
+                                                  "uploadThroughput": 50_000})
+    v.sign_in("clinic")
+    for _ in range(30):  # the portal keeps a user's answers a few seconds: the question shows within them
+        v.go(f"/consults/{tid}")
+        if page.locator("form[action$='/answer']").count():
+            break
+        page.wait_for_timeout(1_000)
+    answer = "Phim X quang: mờ đáy phổi phải. Bạch cầu 13,5 G/L."
+    page.fill("form[action$='/answer'] [name=answer]", answer)
+    files = "form[action$='/answer'] input[type=file]"
+    sent: list[int] = []
+
+    def lose_the_way_back(route) -> None:  # the answer reaches the portal, which sends it on; its answer is lost
+        if route.request.method == "POST" and not sent:
+            sent.append(route.fetch().status)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/consults/[^/]+/answer$"), lose_the_way_back)
+    page.set_input_files(files, files=[{"name": "phim-lon.png", "mimeType": "image/png",
+                                        "buffer": b"\x89PNG\r\n\x1a\n" + bytes(1_600_000)}])
+    expect(page.locator("#answer-files-refused")).to_have_text("phim-lon.png lớn hơn 1,5 MB.")
+    page.click("#consult-answer button.primary")
+    assert sent == [] and page.input_value("form[action$='/answer'] [name=answer]") == answer
+    page.set_input_files(files, files=[{"name": "x-quang.png", "mimeType": "image/png",
+                                        "buffer": b"\x89PNG\r\n\x1a\n" + bytes(20_000)},
+                                       {"name": "cong-thuc-mau.pdf", "mimeType": "application/pdf",
+                                        "buffer": b"%PDF-1.4\n" + bytes(10_000)}])
+    page.click("#consult-answer button.primary")
+    box = page.locator("#live-error")
+    expect(box).to_be_visible()
+    assert box.inner_text() == "Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại."
+    assert sent == [204] and page.url.endswith(f"/consults/{tid}")  # the portal did it; the page stayed
+    assert page.input_value("form[action$='/answer'] [name=answer]") == answer
+    assert page.evaluate(f"document.querySelector(\"{files}\").files.length") == 2
+    page.screenshot(path=str(v.shots / "vi-360-answer-connection-lost.png"), full_page=True)
+    page.click("#consult-answer button.primary")  # sent again: the same form, the same key
+    page.wait_for_selector("[data-testid=answered]")
+    assert page.locator("[data-testid=thread-answer]").count() == 1
+    names = page.locator("[data-testid=thread-answer] [data-testid=thread-files] a").all_inner_texts()
+    assert sorted(names) == ["cong-thuc-mau.pdf", "x-quang.png"], names

@@ -1459,9 +1459,15 @@ def consult_answer(tid: str) -> Any:
                     {"name": "answer", "valueString": form.answer.data},
                     *({"name": "attachment", "valueReference": ref} for ref in attached)]},
                 headers={"Idempotency-Key": key})
-            return step_done(url_for("web.consult_detail", tid=tid), "answered")
+            url = url_for("web.consult_detail", tid=tid)
+            if _is_htmx():  # sent in place: the page again, saying once that it was sent
+                flash_step(url, "answered")
+                return "", 204, {"HX-Redirect": url}
+            return step_done(url, "answered")
         except BackendError as err:
-            return _detail_with(tid, answer_form=form, problem=backend_message(err))
+            # sent in place, the answer box is what comes back (hx-select): the refusal is said in it
+            said = {"answer_problem" if _is_htmx() else "problem": backend_message(err)}
+            return _detail_with(tid, answer_form=form, **said)
     return _detail_with(tid, answer_form=form)
 
 
@@ -1502,8 +1508,10 @@ def _detail_with(tid: str, **forms: Any) -> Any:
     ctx = {"answer_form": form_key(AnswerFilesForm(formdata=None)), "cancel_form": form_key(CancelForm(formdata=None)),
            "message_form": message_form(), **forms}
     answer_form = ctx["answer_form"]
+    problem = forms.get("problem") or forms.get("answer_problem")
+    # htmx swaps only 2xx answers: the answer box sent in place comes back with its errors as 200
     return render_template("consult_detail.html", tid=tid, **data, **ctx, limits=upload_limits(),
-                           files_again="files" in request.files and _files_dropped(answer_form, forms.get("problem")),
-                           title=gettext("Consult")), 422
+                           files_again="files" in request.files and _files_dropped(answer_form, problem),
+                           title=gettext("Consult")), 200 if _is_htmx() else 422
 
 

@@ -1,0 +1,80 @@
+"""The clinic's answer to the hub's question is sent in place (htmx), as the consult form is: on a clinic's flaky
+link a connection lost while the browser posted it was Chromium's own English "This site can't be reached",
+the answer's files gone; now the page stays, says so in the answer box (app.js, tests/browser/test_slow_link.py)
+and the answer is sent again with the same key (one answer, one file). Done: the consult's page (HX-Redirect),
+saying once that it was sent; refused: the box again, with the refusal and what was typed, even once the consult
+is no longer on hold. Flask's test client, the back-ends scripted (test_clinic_consult_page.Backends)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from sen_portal.web.backend import BackendError
+
+from services.portal.tests.test_clinic_consult_page import (  # noqa: F401 - client: a fixture
+    PDF,
+    Backends,
+    _by_id,
+    client,
+    sign_in,
+)
+from tests.support import csrf_token, flashed_steps
+
+HTMX = {"HX-Request": "true", "HX-Current-URL": "http://localhost/consults/t1", "HX-Target": "consult-answer"}
+
+
+def _answer_form(page: str) -> tuple[str, str]:
+    box = _by_id(page, "consult-answer")
+    form = re.search(r"<form[^>]*>", box).group(0)
+    return box, form
+
+
+def test_the_answer_is_sent_in_place_and_twice_is_answered_once(client, monkeypatch):  # noqa: F811
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    page = client.get("/consults/t1").get_data(as_text=True)
+    box, form = _answer_form(page)
+    assert 'hx-post="/consults/t1/answer"' in form and 'hx-target="#consult-answer"' in form
+    assert 'hx-select="#consult-answer"' in form and 'hx-encoding="multipart/form-data"' in form
+    # the box app.js shows when the connection fails on the way, in the box, hidden until then
+    assert re.search(r'<div id="live-error" class="alert error" role="alert" hidden>Không gửi được yêu cầu do lỗi kết '
+                     r"nối\. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại\.</div>", box)
+    key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', box).group(1)
+    for _ in range(2):  # the answer lost on the way back, sent again: the same form, the same key
+        r = client.post("/consults/t1/answer", headers=HTMX, content_type="multipart/form-data", data={
+            "answer": "Phim X quang kèm theo.", "key": key, "csrf_token": csrf_token(page),
+            "files": [(io.BytesIO(PDF), "x-quang.pdf", "application/pdf")]})
+        assert r.status_code == 204 and r.headers["HX-Redirect"] == "/consults/t1"
+    assert flashed_steps(client) == [("/consults/t1", "answered=1")] * 2  # said once by the page it leads to
+    docs = [h for (path, _), h in zip(backends.posted, backends.headers) if path == "/fhir/DocumentReference"]
+    answers = [h for (path, _), h in zip(backends.posted, backends.headers) if path.endswith("/$provide-info")]
+    assert len(docs) == 2 and docs[0]["If-None-Exist"] == docs[1]["If-None-Exist"]  # one file
+    assert len(answers) == 2 and answers[0]["Idempotency-Key"] == answers[1]["Idempotency-Key"]  # one answer
+    assert len(backends.files) == 1
+
+
+def test_an_answer_refused_in_place_comes_back_in_its_box_with_what_was_typed(client, monkeypatch):  # noqa: F811
+    from sen_portal.web import clinic
+
+    backends = Backends(monkeypatch)
+    backends.on_hold()
+    sign_in(client)
+    page = client.get("/consults/t1").get_data(as_text=True)
+    backends.task.update(status="requested")  # the hub took its question back meanwhile
+
+    def refuse(service, path, body, **kw):
+        raise BackendError("refused", "teleconsult", 409, "the Task is not on-hold", code="business-rule")
+
+    monkeypatch.setattr(clinic, "fhir_post", refuse)
+    r = client.post("/consults/t1/answer", headers=HTMX, data={"answer": "Huyết áp đo lại 150/90.",
+                                                               "csrf_token": csrf_token(page)})
+    assert r.status_code == 200  # htmx swaps only a 2xx: the box with the refusal
+    box = _by_id(r.get_data(as_text=True), "consult-answer")
+    assert "Huyết áp đo lại 150/90.</textarea>" in box
+    assert re.search(r'<div class="alert error" role="alert" data-testid="answer-problem">[^<]+</div>', box)
+    # without htmx: the page, the refusal above, as before (422)
+    plain = client.post("/consults/t1/answer", data={"answer": "Huyết áp đo lại 150/90.",
+                                                     "csrf_token": csrf_token(page)})
+    assert plain.status_code == 422 and "Huyết áp đo lại 150/90.</textarea>" in plain.get_data(as_text=True)
