@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.integration.test_ehr_api import post, put
 from tests.support import admin_headers, app_client
 
 pytestmark = pytest.mark.integration
@@ -30,14 +31,6 @@ def env(base_env, run_id, mongo_client):
 @pytest.fixture(scope="module")
 def H(dev_key):
     return admin_headers(dev_key)
-
-
-def post(c, H, path, body, **headers):
-    return c.post(path, content=json.dumps(body), headers={**H, **headers})
-
-
-def put(c, H, path, body, **headers):
-    return c.put(path, content=json.dumps(body), headers={**H, **headers})
 
 
 def patch(c, H, path, ops):
