@@ -11,7 +11,7 @@ from flask import Flask, current_app, redirect, render_template, request, sessio
 from flask_babel import gettext
 
 from ..config import PortalSettings
-from . import bp, login_required
+from . import bp, login_required, signouts
 from .forms import LoginForm
 from .users import User, check_demo_password
 
@@ -51,6 +51,7 @@ def _start_session(user: User, access_token: str | None = None) -> None:
     session.permanent = True
     session["user"] = user.to_session()
     session["signed_in_at"] = time.time()
+    session["sid"] = signouts.new_session_id()  # what signing out ends on the server (signouts)
     if lang:
         session["lang"] = lang
     if access_token:
@@ -125,6 +126,7 @@ def session_alive() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    signouts.sign_out(session.get("sid"), session.get("signed_in_at"))  # no copy of the cookie opens a page again
     lang = session.get("lang")
     session.clear()
     if lang:
