@@ -43,17 +43,21 @@ class AllowedMethods:
         self._base = base.rstrip("/") if base else None
         self._narrow = narrow
 
-    def methods(self, path: str) -> tuple[str, ...] | None:
-        found: set[str] = set()
-        matched = False
+    def served(self, path: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Each spec path template that matches ``path``, with the methods served there (narrowed)."""
+        out = []
         for pattern, template, methods in self._routes:
             if not pattern.fullmatch(path):
                 continue
-            matched = True
             if self._narrow is not None and self._base is not None and template.startswith(self._base):
                 methods = self._narrow(template[len(self._base):], path[len(self._base):], methods)
-            found.update(methods)
-        return tuple(m for m in _ORDER if m in found) if matched else None
+            out.append((template, methods))
+        return out
+
+    def methods(self, path: str) -> tuple[str, ...] | None:
+        served = self.served(path)
+        found = {m for _, methods in served for m in methods}
+        return tuple(m for m in _ORDER if m in found) if served else None
 
     def templates(self, path: str) -> list[str]:
         """The spec's path templates that match ``path``."""

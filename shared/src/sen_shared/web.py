@@ -453,6 +453,24 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
                                              mimetype=FHIR_JSON, content_type=FHIR_JSON)
         return None
 
+    def shadowed(request: ConnexionRequest) -> ConnexionResponse | None:
+        """The 404 of ``[type]/_history`` (or ``_search``) where a more specific route took the path and
+        refused ``_history`` as an id (teleconsult's ``Slot/{id}``, ``OperationDefinition/{id}``; the
+        router prefers a literal type to ``{type}``), when the interaction's own route serves nothing
+        for the method there: the answer that route would give (:meth:`FhirServer.unserved`)."""
+        path = request.scope["path"]
+        if fhir is None or allow is None or not fhir_base or not path.startswith(fhir_base) \
+                or path.rstrip("/").rsplit("/", 1)[-1] not in ("_history", "_search"):
+            return None
+        tail = "/" + path.rstrip("/").rsplit("/", 1)[-1]
+        for template, methods in allow.served(path):
+            if template.startswith(fhir_base) and template.endswith(tail) and request.method not in methods:
+                err = fhir.unserved(template[len(fhir_base):], path[len(fhir_base):])
+                if err is not None:
+                    return ConnexionResponse(status_code=err.status, body=_to_json(err.to_outcome()),
+                                             mimetype=FHIR_JSON, content_type=FHIR_JSON)
+        return None
+
     def with_allow(request: ConnexionRequest, headers: dict[str, str], *, replace: bool = False) -> dict[str, str]:
         found = allow.allowed(request.scope["path"]) if allow is not None else None
         if found is not None and (replace or "Allow" not in headers):
@@ -489,6 +507,8 @@ def _error_handlers(fhir_base: str | None, allow: AllowedMethods | None = None,
             if (not_found := unserved(request)) is not None:
                 return not_found
             with_allow(request, headers)
+        elif exc.status == 400 and (not_found := shadowed(request)) is not None:
+            return not_found
         return _render(request, exc.status, exc.title or status_title(exc.status), detail, fhir_base,
                        headers=headers)
 

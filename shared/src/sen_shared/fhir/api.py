@@ -52,7 +52,7 @@ def search(type: str) -> Reply:
 
 
 def search_post(type: str, **_: Any) -> Reply:
-    return _run("search", from_flask(type, form=True))
+    return _run("search_form", from_flask(type, form=True))
 
 
 def create(type: str, **_: Any) -> Reply:

@@ -68,7 +68,10 @@ def served_methods(config: Any, template: str, path: str, methods: tuple[str, ..
     types = config.resource_types
     if any(n == "{type}" and p not in types for n, p in zip(names, parts, strict=True)):
         return ()
-    by_method = _INTERACTION_OF.get(_shape(parts)) if parts[0] in types and "$" not in path else None
+    shape = _shape(parts)
+    if shape == ("*", "_search") and parts[0] in config.search_params:
+        return ()  # a type with a search of its own is searched by its GET [type] only (FhirServer.search_form)
+    by_method = _INTERACTION_OF.get(shape) if parts[0] in types and "$" not in path else None
     if by_method is not None:
         codes = interactions(config, parts[0])
         return tuple(m for m in methods if m not in by_method or by_method[m] in codes)
@@ -214,9 +217,9 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
         }
         if rtype in config.search_params:  # its own search: no _include, _revinclude or other shared ones
             entry["searchInclude"] = entry["searchRevInclude"] = []
-            entry["documentation"] = (f"{rtype} has a search of its own: it takes the searchParam listed here "
-                                      "and _count only; any other parameter is a 400, whatever Prefer: handling "
-                                      "says")
+            entry["documentation"] = (f"{rtype} has a search of its own, GET [base]/{rtype}?... only (no POST "
+                                      "_search): it takes the searchParam listed here and _count only; any other "
+                                      "parameter is a 400, whatever Prefer: handling says")
         if rtype == "Patient":
             entry["operation"].append({"name": "everything",
                                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})

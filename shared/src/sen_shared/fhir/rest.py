@@ -379,6 +379,17 @@ class FhirServer:
                 severity="warning"), "search": {"mode": "outcome"}})
         return FhirResponse(200, bundle)
 
+    def search_form(self, req: FhirRequest) -> FhirResponse:
+        """``POST [type]/_search``: :meth:`search` of the form's parameters. A type with a search of its own
+        (:attr:`FhirConfig.search_params`: teleconsult's computed Slots, its own ``GET [type]`` route) is
+        searched by that route only: this engine's search of its collection would answer nothing (405; the
+        URL then serves nothing, so the answer is its 404, as the statement's entry for the type says)."""
+        rtype = self.check_type(req.resource_type)
+        if rtype in self.config.search_params:
+            raise FhirError(f"{rtype} is searched with GET [base]/{rtype}?... only (a search of its own)",
+                            status=405, code="not-supported")
+        return self.search(req)
+
     def _entry(self, req: FhirRequest, doc: dict[str, Any], mode: str, summary: str | None,
                elements: list[str] | None) -> dict[str, Any]:
         res = doc["res"]
