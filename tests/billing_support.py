@@ -6,7 +6,6 @@ demo cashier signed in to the portal."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -129,9 +128,10 @@ def cashier_portal(base_env: dict[str, str], run_id: str, mongo_client, tag: str
 
 
 def fhir_admin(dev_key) -> dict[str, str]:  # noqa: ANN001 - the dev signing key
-    """Headers of an admin reading and writing FHIR JSON."""
-    fj = "application/fhir+json"
-    return {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": fj, "Accept": fj}
+    """Headers of an admin reading and writing FHIR JSON (:func:`tests.support.admin_headers`)."""
+    from tests.support import admin_headers
+
+    return admin_headers(dev_key)
 
 
 @contextmanager
@@ -139,13 +139,13 @@ def ehr_with_patient(base_env: dict[str, str], run_id: str, tmp_path_factory, mo
                      patient: dict) -> Iterator[str]:
     """The URL of an EHR web process (gunicorn) on ``sen_t<run>_<tag>_ehr`` holding ``patient`` (put by an
     admin at its id); the database is dropped after."""
-    from tests.support import web_process
+    from tests.support import admin_headers, web_process
 
     db = f"sen_t{run_id}_{tag}_ehr"
     try:
         with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
             r = httpx.put(f"{url}/fhir/Patient/{patient['id']}", content=json.dumps(patient),
-                          headers=fhir_admin(dev_key))
+                          headers=admin_headers(dev_key))
             assert r.status_code in (200, 201), r.text
             yield url
     finally:
@@ -168,13 +168,6 @@ def same_session(app, client):  # noqa: ANN001, ANN201 - the portal's Flask app 
     other = app.test_client()
     other.set_cookie("sen_portal", client.get_cookie("sen_portal").value)
     return other
-
-
-def input_value(page: str, name: str) -> str:
-    """The value of the page's ``<input name=...>`` (either attribute first), or ``""``."""
-    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
-        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
-    return m.group(1) if m else ""
 
 
 def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issued",

@@ -73,6 +73,13 @@ def csrf_token(page: str) -> str:
     return m.group(1)
 
 
+def input_value(page: str, name: str) -> str:
+    """The value of a page's ``<input name=...>`` (either attribute first), or ``""``."""
+    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
+        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
+    return m.group(1) if m else ""
+
+
 def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **env: str) -> Any:
     """The portal's Flask app for page tests: no database or broker, every back-end at ``backend``
     (default: a free loopback port nothing listens on, so a call fails fast; tests stub the calls

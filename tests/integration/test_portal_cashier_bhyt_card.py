@@ -27,12 +27,10 @@ from tests.billing_support import (
     billing_web,
     cashier_portal,
     ehr_with_patient,
-    fhir_admin,
-    input_value,
     same_session,
     signed_in_cashier,
 )
-from tests.support import ROOT, VN_TZ, csrf_token
+from tests.support import ROOT, VN_TZ, admin_headers, csrf_token, input_value
 
 pytestmark = pytest.mark.integration
 
@@ -228,7 +226,7 @@ def test_the_invoice_made_again_is_the_consults_own_and_the_consult_counts_once(
     assert nid != iid and f"/invoices/{nid}" in r.headers["Location"]
 
     def read(rid: str) -> dict[str, Any]:
-        answer = httpx.get(f"{url}/fhir/Invoice/{rid}", headers=fhir_admin(dev_key))
+        answer = httpx.get(f"{url}/fhir/Invoice/{rid}", headers=admin_headers(dev_key))
         assert answer.status_code == 200, answer.text
         return answer.json()
 

@@ -26,12 +26,10 @@ from sen_shared.auth import issue_dev_token
 from tests.billing_support import (
     billing_web,
     ehr_with_patient,
-    fhir_admin,
-    input_value,
     same_session,
     signed_in_cashier,
 )
-from tests.support import app_client, csrf_token
+from tests.support import admin_headers, app_client, csrf_token, input_value
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +72,7 @@ def _form(page: str, **data: Any) -> dict[str, Any]:
 
 def _search(billing: str, dev_key: Path, rtype: str) -> list[dict[str, Any]]:
     r = httpx.get(f"{billing}/fhir/{rtype}", params={"subject" if rtype != "Coverage" else "beneficiary":
-                                                     f"Patient/{MAI}", "_count": "50"}, headers=fhir_admin(dev_key))
+                                                     f"Patient/{MAI}", "_count": "50"}, headers=admin_headers(dev_key))
     assert r.status_code == 200, r.text
     return [e["resource"] for e in r.json().get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
 
@@ -146,9 +144,9 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
     patient = {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1975-09-02",
                "name": [{"family": "Trần", "given": ["Văn", "Bình"], "text": "Trần Văn Bình"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=fhir_admin(dev_key))
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=admin_headers(dev_key))
     assert r.status_code in (200, 201), r.text
-    cashier_api = {**fhir_admin(dev_key),
+    cashier_api = {**admin_headers(dev_key),
                    "Authorization": "Bearer " + issue_dev_token(dev_key, "cashier", facility=CLINIC)}
     r = httpx.post(f"{billing}/fhir/ChargeItem", headers=cashier_api, content=json.dumps({
         "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
@@ -173,7 +171,7 @@ def test_a_charge_made_by_hand_and_left_on_no_invoice_goes_on_the_next_invoice_o
     assert r.status_code == 302, r.get_data(as_text=True)[-2000:]
 
     found = httpx.get(f"{billing}/fhir/Invoice", params={"subject": f"Patient/{pid}"},
-                      headers=fhir_admin(dev_key)).json()
+                      headers=admin_headers(dev_key)).json()
     invoices = [e["resource"] for e in found.get("entry", []) if e["search"]["mode"] == "match"]
     assert len(invoices) == 1 and invoices[0]["status"] == "issued"
     assert r.headers["Location"].startswith(f"/invoices/{invoices[0]['id']}?")
@@ -194,7 +192,7 @@ def test_the_queue_shows_what_is_left_to_pay_and_a_search_finds_the_invoice_once
     patient = {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1990-03-08",
                "name": [{"family": "Trần", "given": ["Thị", "Ánh", "Tuyết"], "text": "Trần Thị Ánh Tuyết"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=fhir_admin(dev_key))
+    r = httpx.put(f"{ehr}/fhir/Patient/{pid}", content=json.dumps(patient), headers=admin_headers(dev_key))
     assert r.status_code in (200, 201), r.text
     cashier = signed_in_cashier(portal)
     page = cashier.get("/invoices/new").get_data(as_text=True)

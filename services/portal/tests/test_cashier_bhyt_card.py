@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import VN_TZ, csrf_token, flash_step, portal_app, portal_signed_in
+from tests.support import VN_TZ, csrf_token, flash_step, input_value, portal_app, portal_signed_in
 
 # a card valid from last year to the end of next (in Vietnam), whenever the suite runs: never a year that passes
 _YEAR = datetime.now(VN_TZ).year
@@ -80,19 +80,14 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return portal_signed_in(portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="0"), "cashier")
 
 
-def _value(page: str, name: str) -> str:
-    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
-        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
-    return m.group(1) if m else ""
-
-
 def test_offered_prefilled_from_the_patients_record_and_split_in_billings_order(client, fake):
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
     assert 'data-testid="card-box"' in page and "<summary>Ghi thẻ BHYT</summary>" in page
-    assert _value(page, "card-card_number") == "HT2878701234567"  # the Patient's number
+    assert input_value(page, "card-card_number") == "HT2878701234567"  # the Patient's number
     assert re.search(r'<option selected value="100">', page)  # HT2…: 100 %
     r = client.post("/invoices/inv-a/card?p=pa", data={
-        "csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
+        "csrf_token": csrf_token(page), "card-txn": input_value(page, "card-txn"),
+        "card-card_number": "HT2878701234567",
         "card-card_level": "100", "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     # the new invoice names the one it replaces from billing's extension, not from this link
     assert r.status_code == 302 and r.headers["Location"].endswith("/invoices/inv-b?p=pa")  # "carded": flashed
@@ -111,9 +106,9 @@ def test_the_ehrs_coverage_gives_level_and_validity(client, fake):
                           "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4010123456789"}],
                           "period": {"start": "2026-01-01", "end": "2026-12-31"}}]
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
-    assert _value(page, "card-card_number") == "DN4010123456789"
+    assert input_value(page, "card-card_number") == "DN4010123456789"
     assert re.search(r'<option selected value="80">', page)  # DN4…: 80 %
-    assert _value(page, "card-card_start") == "01/01/2026" and _value(page, "card-card_end") == "31/12/2026"
+    assert input_value(page, "card-card_start") == "01/01/2026" and input_value(page, "card-card_end") == "31/12/2026"
 
 
 def test_a_bad_card_is_refused_on_its_fields_and_nothing_is_sent(client, fake):
@@ -223,7 +218,8 @@ def test_a_card_form_sent_again_once_the_invoice_was_made_again_goes_to_the_new_
     from sen_portal.web import cashier
 
     page = client.get("/invoices/inv-a?p=pa").get_data(as_text=True)
-    bad = {"csrf_token": csrf_token(page), "card-txn": _value(page, "card-txn"), "card-card_number": "HT2878701234567",
+    bad = {"csrf_token": csrf_token(page), "card-txn": input_value(page, "card-txn"),
+           "card-card_number": "HT2878701234567",
            "card-card_level": "100", "card-card_start": CARD_UNTIL, "card-card_end": CARD_FROM}
     for _reload in range(2):
         r = client.post("/invoices/inv-a/card?p=pa", data=bad)
@@ -267,4 +263,4 @@ def test_billing_refusing_the_card_gives_its_own_status(client, fake, monkeypatc
         "card-card_start": CARD_FROM, "card-card_end": CARD_UNTIL})
     body = r.get_data(as_text=True)
     assert r.status_code == status and said in re.sub(r"\s+", " ", body) and "Traceback" not in body
-    assert 'data-testid="card-box"' in body and _value(body, "card-card_number") == "HT2878701234567"
+    assert 'data-testid="card-box"' in body and input_value(body, "card-card_number") == "HT2878701234567"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
-from tests.support import VN_TZ, csrf_token, flash_step, flashed_steps, portal_app
+from tests.support import VN_TZ, csrf_token, flash_step, flashed_steps, input_value, portal_app
 
 
 @pytest.fixture()
@@ -30,12 +30,6 @@ def sign_in(client, user: str = "cashier") -> None:
 def english(client) -> None:
     page = client.get("/invoices/new").get_data(as_text=True)
     client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf_token(page)})
-
-
-def hidden(page: str, name: str) -> str:
-    m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(
-        rf'<input[^>]*value="([^"]*)"[^>]*name="{name}"', page)
-    return m.group(1) if m else ""
 
 
 def text(page: str) -> str:
@@ -164,9 +158,9 @@ def fake(monkeypatch):
 
 def post(client, page: str, **data: Any) -> Any:
     """The page's form posted again as the browser would: its state (key, patient, lines) and ``data``."""
-    form: dict[str, Any] = {"csrf_token": csrf_token(page), "key": hidden(page, "key"),
-                            "patient": hidden(page, "patient"),
-                            "who": hidden(page, "who"), "service_q": hidden(page, "service_q"),
+    form: dict[str, Any] = {"csrf_token": csrf_token(page), "key": input_value(page, "key"),
+                            "patient": input_value(page, "patient"),
+                            "who": input_value(page, "who"), "service_q": input_value(page, "service_q"),
                             "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
                             "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page)}
     form.update(data)
@@ -199,8 +193,9 @@ def test_only_a_facilitys_cashier_opens_it_from_the_queue(client, fake):
         cashier.fhir_get = cashier_get
     assert re.search(r'<a class="button primary" href="/invoices/new"[^>]*>Hóa đơn mới</a>', queue)
     page = client.get("/invoices/new").get_data(as_text=True)
-    assert "<h1>Hóa đơn mới</h1>" in page and re.fullmatch(r"[0-9a-f]{32}", hidden(page, "key"))
-    assert hidden(client.get("/invoices/new").get_data(as_text=True), "key") != hidden(page, "key")  # one a form
+    assert "<h1>Hóa đơn mới</h1>" in page and re.fullmatch(r"[0-9a-f]{32}", input_value(page, "key"))
+    again = client.get("/invoices/new").get_data(as_text=True)
+    assert input_value(again, "key") != input_value(page, "key")  # one a form
     english(client)
     page = client.get("/invoices/new").get_data(as_text=True)
     assert "<h1>New invoice</h1>" in page and "Create and issue the invoice" in page
@@ -224,10 +219,10 @@ def test_a_walk_in_patient_found_carded_charged_and_issued_in_one_submit(client,
     page = post(client, page, who="nguyen thi mai", action="find-patient").get_data(as_text=True)
     assert "Nguyễn Thị Mai" in page and 'name="choose" value="bn-0001"' in page
     page = post(client, page, choose="bn-0001").get_data(as_text=True)
-    assert hidden(page, "patient") == "bn-0001"
+    assert input_value(page, "patient") == "bn-0001"
     assert re.search(r'data-testid="patient-name">Nguyễn Thị Mai', page)
     # 2. no card in billing: the form offers to record one, with the EHR's number and its level (DN4 → 80 %)
-    assert 'data-testid="no-card"' in page and hidden(page, "card_number") == "DN4878701234569"
+    assert 'data-testid="no-card"' in page and input_value(page, "card_number") == "DN4878701234569"
     assert re.search(r'<option selected value="80">|<option value="80" selected>', page)
     today = datetime.now(VN_TZ).date()  # the cards' validity is judged on Vietnam's date, not the server's
     card = {"action": "record-card", "card_number": "dn4878701234569", "card_level": "80",
@@ -295,7 +290,7 @@ def test_a_resubmitted_form_makes_nothing_twice(client, fake):
     assert first.status_code == again.status_code == 302 and first.headers["Location"] == again.headers["Location"]
     sent = [(p, k) for p, _b, k in fake.writes]
     assert sent[:4] == sent[4:]  # the same requests under the same keys
-    assert all(k.startswith(f"portal-{kind}-{hidden(page, 'key')}-") for (p, k), kind in
+    assert all(k.startswith(f"portal-{kind}-{input_value(page, 'key')}-") for (p, k), kind in
                zip(sent[:4], ("charge", "charge", "invoice", "issue"), strict=True))
     assert len(fake.charges) == 2 and len(fake.invoices) == 1
     # a quantity changed after a refusal is another request: a new key, never billing's 422 for a reused one
@@ -303,7 +298,7 @@ def test_a_resubmitted_form_makes_nothing_twice(client, fake):
     assert changed.status_code == 302 and len(fake.charges) == 3 and len(fake.invoices) == 2
     # the same services for the same patient later: a new form, a new invoice
     fresh = _ready_to_issue(client, fake)
-    assert hidden(fresh, "key") != hidden(page, "key")
+    assert input_value(fresh, "key") != input_value(page, "key")
     assert post(client, fresh, action="issue").status_code == 302 and len(fake.invoices) == 3
 
 
@@ -427,7 +422,7 @@ def test_the_card_form_refuses_what_billing_could_not_use(client, fake):
         r = post(client, page, action="record-card", **form)
         body = r.get_data(as_text=True)
         assert r.status_code == 422 and message in body, message
-        assert hidden(body, "card_number") == form["card_number"]  # what was typed is kept
+        assert input_value(body, "card_number") == form["card_number"]  # what was typed is kept
     assert not fake.writes
     fake.fail["/fhir/Coverage"] = BackendError("refused", "billing", 422, "Coverage.payor: field required")
     r = post(client, page, action="record-card", card_number="DN4878701234569", card_level="80",
@@ -445,7 +440,7 @@ def test_a_down_billing_or_ehr_is_a_sentence_not_an_error_page(client):
     r = post(client, body, who="nguyen van a", action="find-patient", line_service=["kham-benh"], line_qty=["2"])
     body = r.get_data(as_text=True)
     assert r.status_code == 422 and "Hiện không kết nối được Dịch vụ hồ sơ sức khỏe" in body
-    assert hidden(body, "who") == "nguyen van a" and lines_of(body) == [("kham-benh", "2")]
+    assert input_value(body, "who") == "nguyen van a" and lines_of(body) == [("kham-benh", "2")]
     r = post(client, body, action="issue", patient="bn-0001")
     assert r.status_code == 503 and lines_of(r.get_data(as_text=True)) == [("kham-benh", "2")]
 
@@ -657,7 +652,8 @@ def test_a_reload_or_back_keeps_the_lines_added(client, fake):
     r = client.get(address)  # the reload (or Back from the invoice page)
     again = r.get_data(as_text=True)
     assert r.status_code == 200 and not fake.writes
-    assert hidden(again, "patient") == "bn-0001" and lines_of(again) == [("kham-benh", "2"), ("ban-sao-ho-so", "1")]
+    assert input_value(again, "patient") == "bn-0001"
+    assert lines_of(again) == [("kham-benh", "2"), ("ban-sao-ho-so", "1")]
     assert re.findall(r'data-testid="line-amount">([^<]*)<', again) == ["78.000\u00a0₫", "20.000\u00a0₫"]
     assert 'data-testid="no-lines"' not in again and 'data-testid="lines-left-out"' not in again
     assert own_address(post(client, again, action="enter").get_data(as_text=True)) == address  # the same draft
@@ -767,7 +763,7 @@ def test_a_card_billing_refuses_stays_typed_with_the_refusal_in_its_box(client, 
     assert r.status_code == status and "Traceback" not in body
     assert [w[0] for w in fake.writes] == ["/fhir/Coverage"] and not fake.coverages
     for name in ("card_number", "card_start", "card_end"):
-        assert hidden(box, name) == typed[name], name
+        assert input_value(box, name) == typed[name], name
     assert re.search(r'<option selected value="95">', box)
     problem = re.search(r'data-testid="card-problem"[^>]*>([^<]*)<', box)
     assert problem and said in problem.group(1)
@@ -775,7 +771,7 @@ def test_a_card_billing_refuses_stays_typed_with_the_refusal_in_its_box(client, 
     # the card typed again from the refused page (billing now takes it): recorded, the box gone
     monkeypatch.setattr(charges, "call", fake.call)
     fake.fail.clear()
-    r = post(client, body, action="record-card", **{k: hidden(box, k) for k in typed if k != "card_level"},
+    r = post(client, body, action="record-card", **{k: input_value(box, k) for k in typed if k != "card_level"},
              card_level="95")
     assert r.status_code == 200 and len(fake.coverages) == 1
     assert fake.coverages[0]["subscriberId"] == "HT2878701234567"
