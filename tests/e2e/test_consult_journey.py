@@ -85,24 +85,27 @@ def _params(*items: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": list(items)}
 
 
-def _minutes(appointment: str, start: str, end: str) -> dict[str, Any]:
+def _minutes(appointment: str, start: str, end: str, *, hub: str = HUB, clinic: str = CLINIC, doctor: str = DOCTOR,
+             clinician: str = "ys-vo-minh-tam", patient: str = PATIENT) -> dict[str, Any]:
+    """The minutes of a consult at ``hub`` asked by ``clinic`` (the demo province's unless named), chaired by
+    ``doctor`` with the clinic's ``clinician``."""
     return _params(
         {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end},
-        {"name": "site", "valueReference": {"reference": f"Organization/{HUB}"}},
-        {"name": "site", "valueReference": {"reference": f"Organization/{CLINIC}"}},
-        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
+        {"name": "site", "valueReference": {"reference": f"Organization/{hub}"}},
+        {"name": "site", "valueReference": {"reference": f"Organization/{clinic}"}},
+        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": f"Practitioner/{doctor}"}},
                                          {"name": "role", "valueString": "Chủ trì hội chẩn"}]},
         {"name": "participant", "part": [
-            {"name": "who", "valueReference": {"reference": "Practitioner/ys-vo-minh-tam"}},
+            {"name": "who", "valueReference": {"reference": f"Practitioner/{clinician}"}},
             {"name": "role", "valueString": "Y sĩ điều trị tuyến xã"}]},
-        {"name": "patient-identity", "valueString": "Nữ, 58 tuổi, mã BN bn-0001"},
+        {"name": "patient-identity", "valueString": f"Nữ, 58 tuổi, mã BN {patient}"},
         {"name": "history", "valueString": "Hồi hộp, khó thở khi gắng sức 3 tháng nay."},
         {"name": "findings-clinical", "valueString": "Mạch 118 lần/phút, không đều; HA 130/80."},
         {"name": "findings-laboratory", "valueString": "TSH 0,05 mUI/L."},
         {"name": "discussion", "valueString": "Rung nhĩ đáp ứng thất nhanh, nghĩ do cường giáp."},
         {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "I48.9", "display": "Rung nhĩ"}},
         {"name": "recommendations", "valueString": "Kiểm soát tần số tim, điều trị cường giáp, tái khám sau 2 tuần."},
-        {"name": "chair", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
+        {"name": "chair", "valueReference": {"reference": f"Practitioner/{doctor}"}},
         {"name": "appointment", "valueReference": {"reference": appointment}},
     )
 

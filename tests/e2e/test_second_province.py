@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.browser.stack import running_stack
+from tests.e2e.test_consult_journey import _headers, _minutes, _params, _post, _wait
 from tests.support import csrf_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,28 +81,6 @@ def bac_sen(base_env, run_id, tmp_path_factory, mongo_client, holiday):
             mongo_client.drop_database(f"{prefix}_{svc}")
 
 
-def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
-
-
-def _post(url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(url, content=json.dumps(body), headers=headers, timeout=30)
-
-
-def _params(*items: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Parameters", "parameter": list(items)}
-
-
-def _wait(predicate, seconds: float = 90.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError("not reached in time")
-
-
 def _find(tc: str, headers: dict[str, str], start: datetime, end: datetime, sr: str) -> list[dict[str, Any]]:
     r = _post(f"{tc}/fhir/Appointment/$find", _params(
         {"name": "start", "valueDateTime": start.isoformat(timespec="seconds")},
@@ -113,27 +91,6 @@ def _find(tc: str, headers: dict[str, str], start: datetime, end: datetime, sr: 
         {"name": "_count", "valueInteger": 40}), headers)
     assert r.status_code == 200, r.text
     return [e["resource"] for e in r.json().get("entry", [])]
-
-
-def _minutes(appointment: str, start: str, end: str) -> dict[str, Any]:
-    return _params(
-        {"name": "start", "valueDateTime": start}, {"name": "end", "valueDateTime": end},
-        {"name": "site", "valueReference": {"reference": f"Organization/{HUB}"}},
-        {"name": "site", "valueReference": {"reference": f"Organization/{CLINIC}"}},
-        {"name": "participant", "part": [{"name": "who", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
-                                         {"name": "role", "valueString": "Chủ trì hội chẩn"}]},
-        {"name": "participant", "part": [
-            {"name": "who", "valueReference": {"reference": "Practitioner/ys-mai-thi-hoa"}},
-            {"name": "role", "valueString": "Y sĩ điều trị tuyến xã"}]},
-        {"name": "patient-identity", "valueString": "Nam, 65 tuổi, mã BN bn-bs-0001"},
-        {"name": "history", "valueString": "Đau ngực khi gắng sức 2 tháng nay."},
-        {"name": "findings-clinical", "valueString": "Mạch 88 lần/phút, đều; HA 150/90."},
-        {"name": "discussion", "valueString": "Nghĩ đau thắt ngực ổn định."},
-        {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "I20.8", "display": "Đau thắt ngực khác"}},
-        {"name": "recommendations", "valueString": "Điều trị nội khoa, làm điện tâm đồ gắng sức, tái khám sau 4 tuần."},
-        {"name": "chair", "valueReference": {"reference": f"Practitioner/{DOCTOR}"}},
-        {"name": "appointment", "valueReference": {"reference": appointment}},
-    )
 
 
 def test_the_province_file_decides_every_setting_the_journey_meets() -> None:
@@ -222,7 +179,8 @@ def test_a_consult_of_the_second_province_runs_on_its_own_settings(bac_sen, dev_
     signed = datetime.now(VN)
     r = _post(f"{tc}/fhir/Task/{task_id}/$complete",
               _minutes(f"Appointment/{booked['id']}", (signed - timedelta(minutes=30)).isoformat(timespec="seconds"),
-                       signed.isoformat(timespec="seconds")), doctor)
+                       signed.isoformat(timespec="seconds"), hub=HUB, clinic=CLINIC, doctor=DOCTOR,
+                       clinician="ys-mai-thi-hoa", patient=PATIENT), doctor)
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
 
     # 4. billing charges the province's price at the station, where the patient pays
@@ -236,7 +194,7 @@ def test_a_consult_of_the_second_province_runs_on_its_own_settings(bac_sen, dev_
         r = httpx.get(f"{billing}/fhir/Invoice/{invoice_id}", headers=cashier, timeout=30)
         return r.json() if r.status_code == 200 and r.json().get("status") == "issued" else None
 
-    invoice = _wait(issued)
+    invoice = _wait(issued, 90)
     assert invoice["issuer"]["reference"] == f"Organization/{CLINIC}"
     assert invoice["totalGross"]["value"] == PRICE, invoice["totalGross"]
 
@@ -257,7 +215,7 @@ def test_a_consult_of_the_second_province_runs_on_its_own_settings(bac_sen, dev_
         ready = body["facilities_using"]["new"] == 2 and body["ehr_coverage"]["patients"] == 3
         return body if ready else None
 
-    body = _wait(figures)
+    body = _wait(figures, 90)
     assert {k: body["facilities_using"][k] for k in ("count", "new", "baseline", "goal", "share", "baseline_named",
                                                      "baseline_using")} == {
         "count": 3, "new": 2, "baseline": 1, "goal": 8, "share": 0.375, "baseline_named": True, "baseline_using": 0}
