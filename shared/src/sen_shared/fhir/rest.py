@@ -356,6 +356,11 @@ class FhirServer:
     def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
                self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
+        if rtype in self.config.search_params:
+            # a search of its own (teleconsult's computed Slots: its GET [type] route), which this engine's
+            # search of the type's collection is not: it would answer nothing (POST _search, a batch's GET)
+            raise FhirError(f"{rtype} is searched with GET [base]/{rtype}?... only (a search of its own)",
+                            status=405, code="not-supported")
         lenient = (req.prefer("handling") or "").lower() == "lenient"
         params = [(k, v) for k, v in req.params if k not in ("_format", "_pretty")]
         sreq = parse_search(rtype, params + (extra or []), lenient=lenient)
@@ -380,14 +385,8 @@ class FhirServer:
         return FhirResponse(200, bundle)
 
     def search_form(self, req: FhirRequest) -> FhirResponse:
-        """``POST [type]/_search``: :meth:`search` of the form's parameters. A type with a search of its own
-        (:attr:`FhirConfig.search_params`: teleconsult's computed Slots, its own ``GET [type]`` route) is
-        searched by that route only: this engine's search of its collection would answer nothing (405; the
-        URL then serves nothing, so the answer is its 404, as the statement's entry for the type says)."""
-        rtype = self.check_type(req.resource_type)
-        if rtype in self.config.search_params:
-            raise FhirError(f"{rtype} is searched with GET [base]/{rtype}?... only (a search of its own)",
-                            status=405, code="not-supported")
+        """``POST [type]/_search``: :meth:`search` of the form's parameters (a type with a search of its own
+        is refused there: its URL then serves nothing, so the answer is its 404)."""
         return self.search(req)
 
     def _entry(self, req: FhirRequest, doc: dict[str, Any], mode: str, summary: str | None,
