@@ -4,10 +4,11 @@ Each interaction: gather the facts (which patients the resource belongs to,
 before and after a write; their managing organizations; the caller's referral
 grants), ask :mod:`.access` (403 ``forbidden`` saying what is missing), run
 the engine's own method, then record an AuditEvent (:mod:`.audit`) whatever
-the outcome, 403/404/410 included. On a server that hides refusals (``hide_refused``, the EHR), a
+the outcome, 403/404/410 included. On a server that hides refusals (``hide_refused``: the EHR, teleconsult), a
 read, vread, instance history, ``$everything``, patch or delete of a resource the caller may not see
 because of whose patient it is answers the 404 of a missing one (:meth:`GuardedFhirServer._check_stored`),
-its AuditEvent the 403. Searches of restricted callers get a
+its AuditEvent the 403 (:class:`Hidden`; a service's own operations use it through
+:func:`hidden_refusals`). Searches of restricted callers get a
 MongoDB filter ANDed in by the executor (``extra_filter``) and their
 ``_include``/``_revinclude`` results are filtered the same way.
 
@@ -225,13 +226,29 @@ class _Facts:
 _ABSENT: dict[str, Any] = {"del": True}  # a head already looked up and not found
 
 
-class _Hidden(access.Denied):
-    """A refusal answered as the 404 of a missing resource (``answer``), so that the caller does not learn
-    that what it may not see exists (FHIR security.html#AccessDenied); its AuditEvent records the 403 it is."""
+class Hidden(access.Denied):
+    """A refusal answered as what a missing id gets (``answer``: the 404 of a resource not stored, or the
+    service's own answer to an id it does not hold), so that the caller does not learn that what it may
+    not see exists (FHIR security.html#AccessDenied); its AuditEvent records the 403 it is. Raised where the
+    caller's role may use the type or operation (a refusal of the role tells nothing about an id: 403)."""
 
-    def __init__(self, reason: str, answer: FhirError) -> None:
+    def __init__(self, reason: str, answer: Exception) -> None:
         super().__init__(reason)
         self.answer = answer
+
+
+@contextlib.contextmanager
+def hidden_refusals(auditor: Auditor, principal: Any, rec: Record) -> Iterator[Record]:
+    """A :class:`Hidden` refusal raised in the block is recorded as ``rec`` (403 and why) and answered as
+    its ``answer``; nothing is recorded otherwise. For the operations a service audits itself (teleconsult's
+    workflow steps, billing's invoice operations and receipts); the engine's interactions record it in
+    :meth:`GuardedFhirServer.audited`, with the rest of their AuditEvent."""
+    try:
+        yield rec
+    except Hidden as err:
+        rec.status, rec.detail = 403, str(err)
+        auditor.record(principal, rec)
+        raise err.answer from None
 
 
 class GuardedFhirServer(FhirServer):
@@ -280,7 +297,7 @@ class GuardedFhirServer(FhirServer):
         :class:`access.Denied` becomes 403 ``forbidden``), else as the block set them."""
         try:
             yield rec
-        except _Hidden as err:
+        except Hidden as err:
             rec.status, rec.detail = 403, str(err)
             raise err.answer from None
         except access.Denied as err:
@@ -373,7 +390,7 @@ class GuardedFhirServer(FhirServer):
             try:
                 access.check(principal, "read", rtype, compartment=compartment, patients=stored)
             except access.Denied:
-                raise _Hidden(str(err), missing()) from None
+                raise Hidden(str(err), missing()) from None
             raise
 
     def _new_patients(self, facts: _Facts, resource: Any) -> list[access.PatientFacts]:
@@ -751,4 +768,5 @@ def _id_from_location(resp: FhirResponse) -> str | None:
     return None
 
 
-__all__ = ["GuardedFhirServer", "body_owners", "head_patients", "in_compartment", "resource_patients"]
+__all__ = ["GuardedFhirServer", "Hidden", "body_owners", "head_patients", "hidden_refusals", "in_compartment",
+           "resource_patients"]
