@@ -22,6 +22,7 @@ from sen_teleconsult.domain import reminders as rem
 from sen_teleconsult.domain import scheduling as sch
 from sen_teleconsult.domain.video import VideoConfig, create_room
 
+from tests.hiding_support import answered_as_missing
 from tests.support import admin_headers, app_client, wait_for, web_process
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,15 @@ def _schedule(sid: str, practitioner: str, *, specialty: str = "394579002", org:
 def _env(base_env, **extra):
     return {**base_env, "SEN_TELECONSULT_HOLIDAYS": "", "SEN_JITSI_APP_SECRET": "s3cret-for-tests-0123456789abcdef",
             "SEN_JITSI_BASE_URL": "https://meet.benhvien.example", **extra}
+
+
+def _refused(c, H, rid, op, why):
+    """The AuditEvent of ``op`` on ``Appointment/rid`` refused (and answered as a missing one): 403 and why."""
+    trail = c.get(f"/fhir/AuditEvent?entity=Appointment/{rid}&_count=200", headers=H).json()
+    refusals = [e["resource"] for e in trail.get("entry", [])
+                if e["resource"].get("outcomeDesc", "").startswith("403")
+                and any(s.get("code") == op for s in e["resource"]["subtype"])]
+    assert refusals and why in refusals[-1]["outcomeDesc"], trail
 
 
 def _params(*pairs):
@@ -534,7 +544,11 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     assert {tuple(d["to"]) for d in tc.db[rem.REMINDERS].find({"ap": appt})} == {("Organization/tyt-a",)}
     message = rem._message(rem.ReminderConfig(), r.json()["entry"][0]["resource"], 60, ["Organization/tyt-a"])
     assert "organization-tyt-a@sen.invalid" in message.to and "practitioner-bs-bich@sen.invalid" in message.to
-    assert tc.post(f"/fhir/Appointment/{appt}/$cancel", content=_params(), headers=clinic("tyt-b")).status_code == 403
+    # another facility's appointment is answered as one not stored (a 403 told that it exists), the refusal
+    # audited as the 403 it is
+    answered_as_missing(tc, "POST", f"/fhir/Appointment/{appt}/$cancel", appt, headers=clinic("tyt-b"),
+                        content=_params())
+    _refused(tc, H, appt, "$cancel", "ServiceRequest/sr-of-a is another facility's consult")
     # both clinics reach the patient (referral grants, as submissions record them), but only the
     # requesting clinic sees its consult's appointment: reads, version reads, histories, searches
     from sen_shared.fhir.access import GRANTS, grant_id
@@ -546,7 +560,7 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     for path in (f"/fhir/Appointment/{appt}", f"/fhir/Appointment/{appt}/_history/1",
                  f"/fhir/Appointment/{appt}/_history"):
         assert tc.get(path, headers=clinic("tyt-a")).status_code == 200, path
-        assert tc.get(path, headers=clinic("tyt-b")).status_code == 403, path
+        answered_as_missing(tc, "GET", path, appt, headers=clinic("tyt-b"))
     for who, seen in (("tyt-a", {appt}), ("tyt-b", set())):
         found = tc.get("/fhir/Appointment?patient=Patient/p9", headers=clinic(who)).json()
         assert {e["resource"]["id"] for e in found.get("entry", [])} == seen, who
@@ -728,9 +742,19 @@ def test_doctors_act_on_their_own_hubs_appointments_only(tc, H, dev_key):
     r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", a)), headers=doctor("hub"))
     assert r.status_code == 200, r.text
     appt = r.json()["entry"][0]["resource"]
-    for op in ("$cancel", "$noshow", "$fulfill"):
-        r = tc.post(f"/fhir/Appointment/{appt['id']}/{op}", content=_params(), headers=doctor("bv-khac"))
-        assert r.status_code == 403, (op, r.text)
+    for op in ("$cancel", "$noshow", "$fulfill"):  # another hub's: as an appointment not stored
+        answered_as_missing(tc, "POST", f"/fhir/Appointment/{appt['id']}/{op}", appt["id"],
+                            headers=doctor("bv-khac"), content=_params())
+        _refused(tc, H, appt["id"], op, "this appointment is with another hub (Organization/hub)")
+    # $hold and $book of it too; a proposal of another hub's slot is refused saying so, as above
+    for op in ("$hold", "$book"):
+        answered_as_missing(tc, "POST", f"/fhir/Appointment/{op}", appt["id"], headers=doctor("bv-khac"),
+                            content=_params(("appointment-reference", {"reference": f"Appointment/{appt['id']}"})))
+    # a role that takes no such step is refused whatever the id
+    for rid in (appt["id"], "khong-co"):
+        clinic = {**H, "Authorization": f"Bearer {issue_dev_token(dev_key, 'clinic', facility='tyt-a')}"}
+        r = tc.post(f"/fhir/Appointment/{rid}/$noshow", content=_params(), headers=clinic)
+        assert r.status_code == 403, r.text
     assert _status(tc, H, f"Appointment/{appt['id']}") == "booked"
     assert appt["meta"]["tag"] == [{"system": "https://sen.vn/fhir/CodeSystem/consult-hub",
                                     "code": "Organization/hub"}]

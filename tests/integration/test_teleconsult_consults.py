@@ -27,6 +27,7 @@ import pytest
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.outbox import entry_event
 
+from tests.hiding_support import answered_as_missing
 from tests.integration.test_bus import _bus, take
 from tests.support import free_port, web_process
 
@@ -435,8 +436,8 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     assert r.status_code == 409 and "'requested'" in diag(r)
     assert op(tc, task_id, "$provide-info", "a", tokens, [{"name": "answer", "valueString": "x"}]).status_code == 409
     assert op(tc, "no-such-task", "$accept", "dr", tokens).status_code == 404
-    # another hub's doctor, and the clinic, may not accept
-    assert op(tc, task_id, "$accept", "other_hub", tokens).status_code == 403
+    # another hub's doctor may not accept (as if the Task did not exist), nor the clinic (its role: 403)
+    assert op(tc, task_id, "$accept", "other_hub", tokens).status_code == 404
     assert op(tc, task_id, "$accept", "a", tokens).status_code == 403
     key = str(uuid.uuid4())
     r = op(tc, task_id, "$accept", "dr", tokens, **{"Idempotency-Key": key})
@@ -520,8 +521,8 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
 
 def test_the_clinic_cancels_its_own_consult_only(tc, tokens):
     sr_id, task_id = submitted(submit(tc, tokens))
-    assert op(tc, task_id, "$cancel", "b", tokens).status_code == 403
-    assert op(tc, task_id, "$cancel", "dr", tokens).status_code == 403
+    assert op(tc, task_id, "$cancel", "b", tokens).status_code == 404  # another clinic's: as if it did not exist
+    assert op(tc, task_id, "$cancel", "dr", tokens).status_code == 403  # a doctor cancels no consult
     r = op(tc, task_id, "$cancel", "a", tokens, [{"name": "reason", "valueString": "Bệnh nhân đã chuyển viện"}])
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
@@ -565,26 +566,81 @@ def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens):
     for who, mine, theirs in (("a", task_a, task_b), ("b", task_b, task_a)):
         H = tokens[who]
         assert httpx.get(f"{tc}/fhir/Task/{mine}", headers=H).status_code == 200
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}", headers=H).status_code == 403
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history", headers=H).status_code == 403
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history/1", headers=H).status_code == 403
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}", headers=H).status_code == 404  # as if it did not exist
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history", headers=H).status_code == 404
+        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history/1", headers=H).status_code == 404
         assert httpx.get(f"{tc}/fhir/Task/{mine}/_history/1", headers=H).status_code == 200
         found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=H).json()
         assert {e["resource"]["id"] for e in found["entry"]} == {mine}
         wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=H).json()
         assert mine in {e["resource"]["id"] for e in wl["entry"]}
         assert theirs not in {e["resource"]["id"] for e in wl["entry"]}
-        assert op(tc, theirs, "$cancel", who, tokens).status_code == 403
+        assert op(tc, theirs, "$cancel", who, tokens).status_code == 404
     srs = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab", headers=tokens["b"]).json()
     assert {e["resource"]["id"] for e in srs["entry"]} == {sr_b}
-    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_a}", headers=tokens["b"]).status_code == 403
+    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_a}", headers=tokens["b"]).status_code == 404
     # the hub's doctors see both; another hub's see neither
     wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
     assert {task_a, task_b} <= {e["resource"]["id"] for e in wl["entry"]}
     assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["dr"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["other_hub"]).status_code == 403
+    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["other_hub"]).status_code == 404
     wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["other_hub"]).json()
     assert not {task_a, task_b} & {e["resource"]["id"] for e in wl.get("entry", [])}
+
+
+def test_another_facilitys_consult_is_answered_as_one_that_does_not_exist(tc, tokens):
+    """Another clinic, another hub's doctor: every read of a consult's resources and every step or message on
+    its Task answers byte for byte what a made-up id gets (404), so no one learns which consults exist
+    elsewhere (a 403 told it); the AuditEvent records each refusal as the 403 it is, and nothing changes.
+    A role that takes no such step is 403 whatever the id: it tells nothing about one."""
+    sr_id, task_id = submitted(submit(tc, tokens))
+    assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
+    r = op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "Xin điện tim?"}])
+    assert r.status_code == 200, r.text
+    [question] = _thread(tc, tokens, "admin", sr_id)
+    version = r.json()["meta"]["versionId"]
+
+    def body(params: list[dict[str, Any]] | None = None) -> str:
+        return json.dumps({"resourceType": "Parameters", "parameter": params or []})
+
+    steps = {"b": [("$cancel", []), ("$provide-info", [{"name": "answer", "valueString": "Đây"}])],
+             "other_hub": [("$accept", []), ("$start", []), ("$reject", [{"name": "reason", "valueString": "Không"}]),
+                           ("$request-info", [{"name": "question", "valueString": "?"}]),
+                           ("$reassign", [{"name": "practitioner",
+                                           "valueReference": {"reference": "Practitioner/dr-x"}}]),
+                           ("$complete", minutes())]}
+    with httpx.Client(base_url=tc, timeout=30) as c:
+        for who in ("b", "other_hub"):
+            for rtype, rid in (("Task", task_id), ("ServiceRequest", sr_id), ("Communication", question)):
+                for path in (f"/fhir/{rtype}/{rid}", f"/fhir/{rtype}/{rid}/_history",
+                             f"/fhir/{rtype}/{rid}/_history/1"):
+                    answer = answered_as_missing(c, "GET", path, rid, headers=tokens[who])
+                    assert answer.json()["resourceType"] == "OperationOutcome"
+            for name, params in [*steps[who], ("$message", [{"name": "text", "valueString": "Chào"}])]:
+                answer = answered_as_missing(c, "POST", f"/fhir/Task/{task_id}/{name}", task_id, headers=tokens[who],
+                                             content=body(params))
+                assert diag(answer) == f"Task/{task_id} is not known", name
+    # a role that takes no such step: 403, a made-up id alike
+    for rid in (task_id, "khong-co"):
+        assert op(tc, rid, "$accept", "a", tokens).status_code == 403
+        assert op(tc, rid, "$cancel", "dr", tokens).status_code == 403
+        assert op(tc, rid, "$message", "admin", tokens, [{"name": "text", "valueString": "x"}]).status_code == 403
+    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    assert (task["status"], task["meta"]["versionId"]) == ("on-hold", version)  # nothing changed
+    assert set(_thread(tc, tokens, "admin", sr_id)) == {question}
+    # the trail says what was refused, and why
+    trail = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=500", headers=tokens["admin"]).json()
+    refused = {(next((t["code"] for t in e["resource"]["subtype"][1:]), e["resource"]["subtype"][0]["code"]),
+                e["resource"]["agent"][0]["altId"], e["resource"]["outcomeDesc"])
+               for e in trail["entry"] if e["resource"].get("outcomeDesc", "").startswith("403")}
+    for name, _ in steps["other_hub"]:
+        assert (name, "dr-x", f"403: this consult was sent to another hub (Organization/{HUB})") in refused, refused
+    for name in ("$cancel", "$provide-info", "$message"):
+        assert (name, "nv-phu-tan", "403: this consult belongs to another facility") in refused, refused
+    # reads: refused by whose patient it is or whose consult (the first rule that refuses says why)
+    for interaction in ("read", "vread", "history-instance"):
+        for sub in ("dr-x", "nv-phu-tan"):
+            assert any(i == interaction and who == sub for i, who, _ in refused), (interaction, sub, refused)
 
 
 def _thread(tc: str, tokens, who: str, sr_id: str) -> dict[str, dict[str, Any]]:
@@ -598,7 +654,8 @@ def test_a_clinic_reads_and_finds_its_thread_whoever_of_it_sent_the_answer(tc, t
     """A clinic user whose token names a Practitioner answers the hub's question: the answer's sender
     is that Practitioner and its recipient the doctor, yet the clinic reads it by id, by version and
     finds it by ``based-on`` with the question (both are tagged with the requesting clinic); another
-    clinic gets 403 and finds nothing; the hub's doctor reads and finds both, another hub not."""
+    clinic gets 404 (as if they did not exist) and finds nothing; the hub's doctor reads and finds both,
+    another hub not."""
     from sen_teleconsult.domain import consults as rules
 
     sr_id, task_id = submitted(submit(tc, tokens, who="a_pr"))
@@ -620,8 +677,8 @@ def test_a_clinic_reads_and_finds_its_thread_whoever_of_it_sent_the_answer(tc, t
         assert set(_thread(tc, tokens, who, sr_id)) == {question["id"], answer["id"]}, who
     for who in ("b", "other_hub"):
         for c in (question, answer):
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 403, who
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 403
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 404, who
+            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 404
         assert _thread(tc, tokens, who, sr_id) == {}, who
     # nor does another clinic find it by any other search
     found = httpx.get(f"{tc}/fhir/Communication?_count=500", headers=tokens["b"]).json()
@@ -916,7 +973,7 @@ def test_the_specialist_starting_the_consult_puts_the_task_in_progress(tc, token
     assert r.status_code == 409 and "'requested'" in diag(r)
     assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
     assert op(tc, task_id, "$start", "a", tokens).status_code == 403  # the clinic does not start it
-    assert op(tc, task_id, "$start", "other_hub", tokens).status_code == 403
+    assert op(tc, task_id, "$start", "other_hub", tokens).status_code == 404  # another hub's: as if missing
     r = op(tc, task_id, "$start", "dr", tokens)
     assert r.status_code == 200, r.text
     task = r.json()
@@ -948,11 +1005,11 @@ def test_doctors_see_their_own_hubs_consults_not_those_of_a_patient_granted_to_t
     X, D = tokens["other_hub"], tokens["dr"]
     for rtype, mine, theirs in (("Task", task_2, task_1), ("ServiceRequest", sr_2, sr_1)):
         assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=X).status_code == 200
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=X).status_code == 403
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history/1", headers=X).status_code == 403
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history", headers=X).status_code == 403
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=X).status_code == 404  # as if it did not exist
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history/1", headers=X).status_code == 404
+        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history", headers=X).status_code == 404
         assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=D).status_code == 200
-        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=D).status_code == 403
+        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=D).status_code == 404
     found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=X).json()
     assert {e["resource"]["id"] for e in found["entry"]} == {task_2}
     found = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab&_count=500", headers=X).json()
@@ -966,7 +1023,7 @@ def test_doctors_see_their_own_hubs_consults_not_those_of_a_patient_granted_to_t
     wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=D).json()
     assert task_1 in {e["resource"]["id"] for e in wl["entry"]} and task_2 not in {
         e["resource"]["id"] for e in wl["entry"]}
-    assert op(tc, task_1, "$accept", "other_hub", tokens).status_code == 403
+    assert op(tc, task_1, "$accept", "other_hub", tokens).status_code == 404
 
 
 def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
@@ -1166,7 +1223,7 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     assert counts is not None and counts["tasks"] >= 1 and counts["appointments"] >= 1 and not counts["failed"]
     assert reads("dr") == (200, 200)
     assert reads("a") == (200, 200)
-    assert reads("b")[1] == 403 and reads("other_hub")[1] == 403
+    assert reads("b")[1] == 404 and reads("other_hub")[1] == 404
     assert listed()
     got = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
     assert got["status"] == "requested" and got["meta"]["versionId"] == "2"
@@ -1220,8 +1277,8 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
     # before the backfill: an untagged message is read by the clinic it names (sender or recipient),
     # the answer its Practitioner sent is not, and a clinic's search finds neither (it goes by the tag)
     assert reads("admin") == (200, 200) and reads("a") == (200, 200)
-    assert reads("dr") == (403, 403)
-    assert reads("a", answer_id)[1] == 403 and reads("dr", answer_id)[1] == 200
+    assert reads("dr") == (404, 404)
+    assert reads("a", answer_id)[1] == 404 and reads("dr", answer_id)[1] == 200
     assert _thread(tc, tokens, "a", sr_id) == {}
     assert sr_id in backfill.untagged_service_requests(db)
     assert {(comm_id, f"ServiceRequest/{sr_id}"), (answer_id, f"ServiceRequest/{sr_id}")} \
@@ -1232,7 +1289,7 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
     for comm in (comm_id, answer_id):
         assert reads("dr", comm) == (200, 200) and reads("a", comm) == (200, 200)
         assert reads("a_pr", comm) == (200, 200)
-        assert reads("other_hub", comm) == (403, 403) and reads("b", comm) == (403, 403)
+        assert reads("other_hub", comm) == (404, 404) and reads("b", comm) == (404, 404)
     assert set(_thread(tc, tokens, "a", sr_id)) == set(_thread(tc, tokens, "dr", sr_id)) == {comm_id, answer_id}
     assert _thread(tc, tokens, "b", sr_id) == {} and _thread(tc, tokens, "other_hub", sr_id) == {}
     for rtype, rid in (("ServiceRequest", sr_id), ("Communication", comm_id), ("Communication", answer_id)):
@@ -1243,7 +1300,7 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
             assert rules.requester_of(got) == f"Organization/{CLINIC_A}"
     # version 1 of the answer (untagged) is judged by its current version, as its read is
     assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["a"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["b"]).status_code == 403
+    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["b"]).status_code == 404
     again = backfill.backfill(consults)
     assert again["service_requests"] == 0 and again["communications"] == 0
     assert db.ServiceRequest_history.count_documents({"id": sr_id}) == 2

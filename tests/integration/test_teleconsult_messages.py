@@ -4,8 +4,8 @@ EHR and teleconsult under gunicorn, the real FerretDB and RabbitMQ (the services
 ``test_teleconsult_consults``, started afresh for this module).
 
 Covered: either side posts (the requesting clinic to the Task's owner, a hub doctor to the clinic)
-and the Task's state and version stay; another clinic, another hub, an admin: 403; an unknown Task:
-404; a rejected or cancelled consult: 409 naming the state, a completed one still takes a message;
+and the Task's state and version stay; another clinic, another hub: 404, as an unknown Task; an admin:
+403; a rejected or cancelled consult: 409 naming the state, a completed one still takes a message;
 the text's size limit and bad attachments: 422; ``Idempotency-Key``: a retry replays the first
 answer, ten at once make one message; the thread found by ``part-of=Task/<id>`` and by
 ``based-on`` (with the question and the answer), in order; the AuditEvent names the sender.
@@ -109,10 +109,14 @@ def test_both_sides_post_messages_and_the_task_stays_as_it_was(tc, tokens):
 
 def test_strangers_may_not_post_nor_read_the_thread(tc, tokens):
     _, task_id = submitted(submit(tc, tokens))
-    for who in ("b", "other_hub", "admin"):
+    for who in ("b", "other_hub"):  # another facility's consult: as a Task not stored (a 403 told it exists)
         r = message(tc, task_id, who, tokens)
-        assert r.status_code == 403, (who, r.text)
-        assert r.json()["resourceType"] == "OperationOutcome"
+        assert r.status_code == 404, (who, r.text)
+        assert r.json() == message(tc, "no-such-task", who, tokens).json() | {"issue": [
+            {**r.json()["issue"][0], "diagnostics": f"Task/{task_id} is not known"}]}
+    for rid in (task_id, "no-such-task"):  # an admin writes for neither side: 403, whatever the id
+        r = message(tc, rid, "admin", tokens)
+        assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome", r.text
     assert message(tc, "no-such-task", "a", tokens).status_code == 404
     assert message(tc, task_id, "a", tokens).status_code == 201
     for who in ("b", "other_hub"):

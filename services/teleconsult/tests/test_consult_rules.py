@@ -6,6 +6,7 @@ import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sen_shared.fhir.guarded import Hidden
 from sen_teleconsult.domain import consults as rules
 from sen_teleconsult.domain.consults import ConsultError
 from sen_teleconsult.domain.sla import is_breached, on_duty_lead
@@ -373,16 +374,33 @@ def _who(role, facility=None, practitioner=None):
 
 
 def test_a_message_is_written_for_one_side_of_the_consult_only():
-    facts = {"hub": "Organization/hub", "requester": CLINIC}
+    facts = {"hub": "Organization/hub", "requester": CLINIC, "task": "Task/t-1"}
     assert rules.message_side(_who("doctor", "hub", "dr-1"), facts) == "hub"
     assert rules.message_side(_who("clinic", "tyt-an-binh"), facts) == "clinic"
     assert rules.message_side(_who("clinic", "tyt-an-binh", "ys-1"), facts) == "clinic"
-    for who, says in ((_who("doctor", "hub"), "no practitioner"), (_who("doctor", "other", "dr-x"), "another"),
-                      (_who("clinic", "tyt-khac"), "another"), (_who("clinic", "hub"), "another"),
-                      (_who("admin"), "requesting clinic's staff")):
+    for who, says in ((_who("doctor", "hub"), "no practitioner"), (_who("admin"), "requesting clinic's staff")):
         with pytest.raises(ConsultError) as err:
             rules.message_side(who, facts)
         assert err.value.status == 403 and says in str(err.value.detail)
+    # another facility's consult (another hub's) is answered as a Task not stored; the refusal says why
+    for who in (_who("doctor", "other", "dr-x"), _who("clinic", "tyt-khac"), _who("clinic", "hub")):
+        with pytest.raises(Hidden) as hidden:
+            rules.message_side(who, facts)
+        assert "another facility" in str(hidden.value)
+        assert (hidden.value.answer.status, hidden.value.answer.detail) == (404, "Task/t-1 is not known")
+
+
+def test_a_role_that_takes_no_step_is_refused_whatever_the_task():
+    rules.check_role("$accept", _who("doctor", "hub", "dr-1"))
+    rules.check_role("$cancel", _who("clinic", "tyt-an-binh"))
+    rules.check_role("$escalate", _who("service"), system=True)
+    for op, who in (("$accept", _who("clinic", "tyt-an-binh")), ("$cancel", _who("doctor", "hub", "dr-1")),
+                    ("$escalate", _who("doctor", "hub", "dr-1")), ("$accept", _who("cashier", "hub"))):
+        with pytest.raises(ConsultError) as err:
+            rules.check_role(op, who)
+        assert err.value.status == 403, op
+    with pytest.raises(ConsultError):
+        rules.check_message_role(_who("cashier", "hub"))
 
 
 def test_messages_are_taken_until_the_consult_is_refused_or_withdrawn():

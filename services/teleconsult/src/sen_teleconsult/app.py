@@ -21,7 +21,8 @@ def create_app(settings: TeleconsultSettings | None = None) -> connexion.FlaskAp
     # the workflow publishes its own events (workflow.py): no generic teleconsult.<type>.<verb> ones
     fhir = TeleconsultFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", base_path="/fhir",
                                             emit_events=False, interactions=INTERACTIONS,
-                                            search_params=SEARCH_PARAMS), db=lambda: current().db)
+                                            search_params=SEARCH_PARAMS), db=lambda: current().db,
+                                 hide_refused=True)
     consults = Consults(fhir, settings)
     from .api.consults import submit_transaction
 

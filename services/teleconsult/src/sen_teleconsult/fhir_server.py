@@ -17,6 +17,10 @@
   that sent or received it, and is not found by a clinic's search; hub doctors only the consults sent to
   their hub (tagged with it, ``domain.consults.HUB_TAG``: ServiceRequest, Task, Communication,
   Appointment), not every consult of a patient some grant lets them reach.
+- What a caller may not see is answered as what it would be if it were not stored (``hide_refused``, as
+  the EHR): a read, vread or history of another facility's (another hub's) consult resource is the 404 of
+  a made-up id, byte for byte; its AuditEvent records the refusal (403 and why). A role that may not read
+  the type at all is still 403, whatever the id.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from __future__ import annotations
 from typing import Any
 
 from sen_shared.fhir import access
+from sen_shared.fhir import store as st
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.bundle import refused_entry
 from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
-from sen_shared.fhir.guarded import GuardedFhirServer
+from sen_shared.fhir.guarded import GuardedFhirServer, Hidden, hidden_refusals
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 
@@ -210,7 +215,9 @@ class TeleconsultFhirServer(GuardedFhirServer):
         super()._existing(principal, facts, rec, interaction, rtype, rid, head=head, hide=hide)
         why = _scope_denial(principal, rtype, head)
         if why is not None:
-            raise access.Denied(why)
+            # another facility's (another hub's) consult: as one not stored (the caller's role reads the type:
+            # the check above passed), its AuditEvent the 403
+            raise Hidden(why, st.not_found(rtype, rid)) if hide else access.Denied(why)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         principal = self.principal()
@@ -227,10 +234,10 @@ class TeleconsultFhirServer(GuardedFhirServer):
                     doc = current
             detail = _scope_denial(principal, rtype, {"res": doc["res"]}) \
                 if doc is not None and isinstance(doc.get("res"), dict) else None
-            if detail is not None:
-                self.auditor.record(self.principal(), Record("vread", resource_type=rtype, rid=req.rid, vid=req.vid,
-                                                             status=403, detail=detail))
-                raise FhirError(f"forbidden: {detail}", status=403, code="forbidden")
+            if detail is not None:  # as a version not stored (GuardedFhirServer's vread), its AuditEvent the 403
+                with hidden_refusals(self.auditor, principal, Record("vread", resource_type=rtype, rid=req.rid,
+                                                                     vid=req.vid)):
+                    raise Hidden(detail, st.no_version(rtype, req.rid, req.vid))
         return super().vread(req)
 
     @staticmethod

@@ -44,6 +44,7 @@ from sen_shared.claims import ClaimTaken, advance, chain_indexes, claim_once, la
 from sen_shared.fhir.access import GRANTS, grant_id
 from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
+from sen_shared.fhir.guarded import Hidden, hidden_refusals
 from sen_shared.fhir.http import FhirResponse
 from sen_shared.fhir.names import one_line, person_name
 from sen_shared.fhir.outcome import FhirError
@@ -51,7 +52,7 @@ from sen_shared.fhir.parameters import parameter_list
 from sen_shared.fhir.rest import FhirServer
 from sen_shared.fhir.search.buckets import bucket_fields
 from sen_shared.fhir.search.mongo import decode_cursor, encode_cursor
-from sen_shared.fhir.store import Store, etag, is_stale
+from sen_shared.fhir.store import Store, etag, is_stale, not_found
 from sen_shared.fhir.store import iso as iso_store
 from sen_shared.fhir.validate import validate_resource
 from sen_shared.ids import new_uuid
@@ -511,7 +512,7 @@ class Consults:
         if link is None:
             link = self.recover(task_id)
         if link is None:
-            raise FhirError(f"Task/{task_id} is not known", status=404, code="not-found")
+            raise not_found("Task", task_id)  # what another facility's Task is answered as too (authorize)
         return link
 
     def recover(self, task_id: str) -> dict[str, Any] | None:
@@ -553,12 +554,16 @@ class Consults:
         whose insert of that link wins goes on; the others read the new link and get 412 (the claim,
         not a read-then-write, decides: ARCHITECTURE §2).
         """
+        if authorize:
+            rules.check_role(op, actor.principal, actor.ref == SYSTEM_ACTOR)  # a made-up id's answer too
         for _ in range(MAX_STEP_ATTEMPTS):
             link = self.current(task_id)
-            self.roll_forward(link)
             facts = _facts_of(link)
             if authorize:
-                self.authorize(op, actor, facts)
+                with hidden_refusals(self.fhir.auditor, actor.principal,
+                                     Record("update", "Task", task_id, patients=[facts["patient"]], operation=op)):
+                    self.authorize(op, actor, facts)
+            self.roll_forward(link)
             rules.check_version(op, task_id, if_match, int(link["n"]), link["state"], link.get("owner"))
             if op in rules.TRANSITIONS:
                 rules.check_transition(op, link["state"])
@@ -593,27 +598,23 @@ class Consults:
         raise ConsultError(f"Task/{task_id} is changing too fast; retry", status=409, code="conflict")
 
     def authorize(self, op: str, actor: Actor, facts: Mapping[str, Any]) -> None:
+        """May ``actor`` take ``op`` on this consult? Its role (:func:`rules.check_role`: 403), then whose the
+        consult is: another hub's or another facility's is :class:`Hidden`, answered as a Task not stored
+        (:meth:`current`'s 404), so that no one learns which consults exist elsewhere; its AuditEvent the 403."""
         p = actor.principal
+        system = actor.ref == SYSTEM_ACTOR
+        rules.check_role(op, p, system)
         roles = getattr(p, "roles", frozenset())
-        if "admin" in roles or op in ("$escalate", "$retag") and actor.ref == SYSTEM_ACTOR:
+        if "admin" in roles or op in rules.SYSTEM_OPS and system:
             return
         facility = f"Organization/{p.facility}" if getattr(p, "facility", None) else None
-        if op in rules.HUB_OPS:
-            if "doctor" not in roles:
-                raise ConsultError(f"{op} is for the hub's doctors", status=403, code="forbidden")
-            if facility != facts["hub"]:
-                raise ConsultError(f"this consult was sent to another hub ({facts['hub']})", status=403,
-                                   code="forbidden")
-            if not getattr(p, "practitioner", None):
-                raise ConsultError("the token names no practitioner", status=403, code="forbidden")
-            return
-        if op in rules.CLINIC_OPS:
-            if "clinic" not in roles:
-                raise ConsultError(f"{op} is for the requesting clinic's staff", status=403, code="forbidden")
-            if facility != facts["requester"]:
-                raise ConsultError("this consult belongs to another facility", status=403, code="forbidden")
-            return
-        raise ConsultError(f"{op} is not allowed", status=403, code="forbidden")
+        mine = facts["hub"] if op in rules.HUB_OPS else facts["requester"]
+        if facility != mine:
+            why = (f"this consult was sent to another hub ({facts['hub']})" if op in rules.HUB_OPS
+                   else "this consult belongs to another facility")
+            raise Hidden(why, not_found("Task", ref_id(facts["task"])))
+        if op in rules.HUB_OPS and not getattr(p, "practitioner", None):
+            raise ConsultError("the token names no practitioner", status=403, code="forbidden")
 
     def roll_forward(self, link: Mapping[str, Any]) -> None:
         """Make the FHIR resources say what ``link`` (and every link before it) says.
@@ -859,10 +860,13 @@ class Consults:
         ``attachments()``: the References to attach (each with its file's name as ``display``
         when the caller gave one), checked (the EHR is asked) once the caller and
         the state are known to be allowed."""
+        rules.check_message_role(actor.principal)  # a made-up id's answer too
         link = self.current(task_id)
-        self.roll_forward(link)  # the thread's earlier question or answer is in before this message
         f = _facts_of(link)
-        side = rules.message_side(actor.principal, f)
+        with hidden_refusals(self.fhir.auditor, actor.principal,
+                             Record("operation", "Task", task_id, patients=[f["patient"]], operation="$message")):
+            side = rules.message_side(actor.principal, f)  # another facility's consult: as a Task not stored
+        self.roll_forward(link)  # the thread's earlier question or answer is in before this message
         rules.check_message(link["state"])
         task = _task_of(link)
         recipient = f["requester"] if side == "hub" else (ref_of(task.get("owner")) or f["hub"])

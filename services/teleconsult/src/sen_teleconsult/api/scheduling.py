@@ -15,9 +15,11 @@ from typing import Any
 from sen_shared.auth import current_principal
 from sen_shared.errors import Forbidden
 from sen_shared.fhir.audit import Record
+from sen_shared.fhir.guarded import Hidden, hidden_refusals
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.outcome import FhirError, outcome
 from sen_shared.fhir.rest import not_modified
+from sen_shared.fhir.store import not_found
 from sen_shared.fhir.validate import check_id, validate_resource
 from sen_shared.idempotency_key import idempotent
 from sen_shared.ids import new_uuid
@@ -51,10 +53,26 @@ def _allow(*roles: str) -> Any:
     return p
 
 
-def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
+def _check_facility(principal: Any, appointment: dict[str, Any] | None, stored: str | None = None,
+                    op: str = "") -> None:
     """Clinic staff act only on their own facility's consults: an Appointment based on a
     ServiceRequest must be one their facility requested. Hub doctors act only on their hub's
-    appointments: the slot's Schedule belongs to their facility (``schedule-organization``)."""
+    appointments: the slot's Schedule belongs to their facility (``schedule-organization``).
+    ``stored``: the id of the stored Appointment ``op`` acts on, whose refusal is answered as an
+    Appointment not stored (404, :func:`sch.read_appointment`'s), its AuditEvent the 403; a proposal's
+    (what ``$hold``, ``$book`` or ``$reschedule`` would create) is 403."""
+    why = _facility_refusal(principal, appointment)
+    if why is None:
+        return
+    if stored is None:
+        raise FhirError(f"forbidden: {why}", status=403, code="forbidden")
+    with hidden_refusals(current().extras["fhir"].auditor, principal,
+                         Record("operation", "Appointment", stored, patients=_patients(appointment), operation=op)):
+        raise Hidden(why, not_found("Appointment", stored))
+
+
+def _facility_refusal(principal: Any, appointment: dict[str, Any] | None) -> str | None:
+    """Why ``principal`` may not act on ``appointment`` (:func:`_check_facility`), None when it may."""
     roles = principal.roles
     if appointment is not None and "doctor" in roles and not roles & {"admin", "health-dept"}:
         ref = next((str(s.get("reference", "")) for s in appointment.get("slot") or () if isinstance(s, dict)), "")
@@ -62,10 +80,10 @@ def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
         av = sch.availability_of(current().db, parsed[0]) if parsed else None
         hub = av.organization if av is not None else None
         if hub is not None and hub != f"Organization/{principal.facility}":
-            raise FhirError(f"forbidden: this appointment is with another hub ({hub})", status=403, code="forbidden")
-        return
+            return f"this appointment is with another hub ({hub})"
+        return None
     if appointment is None or "clinic" not in roles or roles & {"admin", "doctor", "health-dept"}:
-        return
+        return None
     for ref in (str((b or {}).get("reference", "")) for b in appointment.get("basedOn") or ()):
         if not ref.startswith("ServiceRequest/"):
             continue
@@ -73,7 +91,8 @@ def _check_facility(principal: Any, appointment: dict[str, Any] | None) -> None:
         if doc is None or doc.get("del"):
             raise FhirError(f"{ref} is not known", status=422, code="processing", expression=["basedOn"])
         if not principal.facility or f"Organization/{principal.facility}" not in (doc.get("sp_requester") or ()):
-            raise FhirError(f"forbidden: {ref} is another facility's consult", status=403, code="forbidden")
+            return f"{ref} is another facility's consult"
+    return None
 
 
 def _ctx(principal: Any) -> sch.Ctx:
@@ -85,10 +104,14 @@ def _audit(principal: Any, op: str, rid: str | None, resource: dict[str, Any] | 
     fhir = current().extras.get("fhir")
     if fhir is None or status == 409:  # a lost race read and changed nothing: under contention
         return                         # its AuditEvent would double the database's work
-    patients = [str((p.get("actor") or {}).get("reference")) for p in (resource or {}).get("participant") or ()
-                if str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
-    fhir.auditor.record(principal, Record("operation", "Appointment", rid, patients=patients, status=status,
-                                          detail=detail, operation=op))
+    fhir.auditor.record(principal, Record("operation", "Appointment", rid, patients=_patients(resource),
+                                          status=status, detail=detail, operation=op))
+
+
+def _patients(resource: dict[str, Any] | None) -> list[str]:
+    """The ``Patient/<id>`` participants of an Appointment (its AuditEvent's entities)."""
+    return [str((p.get("actor") or {}).get("reference")) for p in (resource or {}).get("participant") or ()
+            if str((p.get("actor") or {}).get("reference", "")).startswith("Patient/")]
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -249,13 +272,14 @@ def hold() -> Any:
     req = from_flask("Appointment", operation="$hold")
     params = _params(req)
     proposal = _proposal(params)
+    ref = None
     if proposal is None:
         ref = _appointment_ref(params)
         if ref is None:
             raise FhirError("$hold needs appointment-resource (a proposal from $find) or appointment-reference",
                             status=400, expression=["appointment-resource"])
         proposal = sch.read_appointment(current().db, ref)
-    _check_facility(principal, proposal)
+    _check_facility(principal, proposal, ref, "$hold")  # a stored one's refusal: as one not stored
     try:
         appointment = sch.hold(current().db, _ctx(principal), proposal)
     except sch.SlotGone as gone:
@@ -292,7 +316,10 @@ def book() -> Any:
         if ref is None and proposal is None:
             raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
                             status=400, expression=["appointment-reference"])
-        _check_facility(principal, proposal if ref is None else sch.read_appointment(current().db, ref))
+        if ref is None:
+            _check_facility(principal, proposal)
+        else:
+            _check_facility(principal, sch.read_appointment(current().db, ref), ref, "$book")
         try:
             appointment = sch.book(current().db, ctx, request=proposal, appointment_id=ref, peeked=peeked)
         except FhirError as err:
@@ -309,7 +336,7 @@ def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa:
     principal = _allow(*roles)
     req = from_flask("Appointment", check_id(id), operation=op)
     params = _params(req)
-    _check_facility(principal, sch.read_appointment(current().db, id))
+    _check_facility(principal, sch.read_appointment(current().db, id), id, op)
     try:
         appointment = act(principal, params, id)
     except FhirError as err:

@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sen_shared import icd10
+from sen_shared.fhir.guarded import Hidden
 from sen_shared.fhir.outcome import FhirError
+from sen_shared.fhir.store import not_found
 
 ICD10 = icd10.SYSTEM
 SNOMED = "http://snomed.info/sct"
@@ -81,6 +83,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 # who acts: the hub's doctors, or the requesting clinic
 HUB_OPS = frozenset({"$accept", "$reject", "$reassign", "$request-info", "$start", "$complete"})
 CLINIC_OPS = frozenset({"$cancel", "$provide-info"})
+SYSTEM_OPS = frozenset({"$escalate", "$retag"})  # the worker's and the backfill's own steps
 
 # the steps that close a consult, and with it its visit (``Consults.end_visits``): a visit still to come
 # is cancelled, its slot freed; ``$complete`` marks fulfilled a visit that had begun
@@ -141,10 +144,37 @@ def check_message(state: str) -> None:
                            status=409, code="business-rule", expression=["Task.status"])
 
 
+def check_role(op: str, principal: Any, system: bool = False) -> None:
+    """403 unless ``principal``'s role may take ``op`` on a consult at all (the hub's doctors their steps,
+    the requesting clinic's staff theirs, admins every one, the worker its own): asked before the Task is
+    looked up, so an id the caller names changes nothing in the answer (a made-up one gets it too)."""
+    roles = getattr(principal, "roles", frozenset())
+    if "admin" in roles or op in SYSTEM_OPS and system:
+        return
+    if op in HUB_OPS:
+        if "doctor" not in roles:
+            raise ConsultError(f"{op} is for the hub's doctors", status=403, code="forbidden")
+    elif op in CLINIC_OPS:
+        if "clinic" not in roles:
+            raise ConsultError(f"{op} is for the requesting clinic's staff", status=403, code="forbidden")
+    else:
+        raise ConsultError(f"{op} is not allowed", status=403, code="forbidden")
+
+
+def check_message_role(principal: Any) -> None:
+    """403 unless ``principal`` is a doctor or clinic staff (admins included: a message is one side's word to
+    the other); asked before the Task is looked up, as :func:`check_role`."""
+    if not getattr(principal, "roles", frozenset()) & {"doctor", "clinic"}:
+        raise ConsultError("messages on a consult are for the requesting clinic's staff and the hub's doctors",
+                           status=403, code="forbidden")
+
+
 def message_side(principal: Any, facts: Mapping[str, Any]) -> str:
     """Which side of the consult ``principal`` writes for: ``"hub"`` (a doctor of the consult's hub,
-    named by a practitioner) or ``"clinic"`` (staff of the requesting clinic); 403 otherwise, admins
-    included (a message is one side's word to the other)."""
+    named by a practitioner) or ``"clinic"`` (staff of the requesting clinic). A doctor of the hub whose
+    token names no practitioner: 403; another facility's consult (another hub's): :class:`Hidden`, answered
+    as a Task not stored (404), as its steps are; any other role: 403 (:func:`check_message_role`)."""
+    check_message_role(principal)
     roles = getattr(principal, "roles", frozenset())
     facility = f"Organization/{principal.facility}" if getattr(principal, "facility", None) else None
     if "doctor" in roles and facility == facts["hub"] and getattr(principal, "practitioner", None):
@@ -153,10 +183,7 @@ def message_side(principal: Any, facts: Mapping[str, Any]) -> str:
         return "clinic"
     if "doctor" in roles and facility == facts["hub"]:
         raise ConsultError("the token names no practitioner", status=403, code="forbidden")
-    if roles & {"doctor", "clinic"}:
-        raise ConsultError("this consult belongs to another facility", status=403, code="forbidden")
-    raise ConsultError("messages on a consult are for the requesting clinic's staff and the hub's doctors",
-                       status=403, code="forbidden")
+    raise Hidden("this consult belongs to another facility", not_found("Task", ref_id(facts["task"])))
 
 
 def thread_category(code: str) -> list[dict[str, Any]]:

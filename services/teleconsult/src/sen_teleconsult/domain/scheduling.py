@@ -63,7 +63,7 @@ from sen_shared.bus.events import make_event
 from sen_shared.claims import ClaimTaken, advance, claim_once, latest, link_id, release
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
-from sen_shared.fhir.store import Store
+from sen_shared.fhir.store import Store, not_found
 from sen_shared.ids import new_uuid
 
 from . import availability as av_mod
@@ -1016,7 +1016,7 @@ def _after_booking(db: Database, ctx: Ctx, resource: dict[str, Any], slotted: Sl
 def read_appointment(db: Database, appt_id: str) -> dict[str, Any]:
     doc = unpack(db[APPOINTMENT].find_one({"_id": appt_id}, {"res": 1, "del": 1}))
     if doc is None or doc.get("del") or not doc.get("res"):
-        raise FhirError(f"Appointment/{appt_id} is not known", status=404, code="not-found")
+        raise not_found(APPOINTMENT, appt_id)  # what another hub's (facility's) is answered as (api/scheduling.py)
     return doc["res"]
 
 
