@@ -7,7 +7,7 @@ summary in as few reads as the records allow, and the invoice page's one answer 
   late payment, a cancel's mark without its link, the chain ahead of the resource;
 - an issued invoice nobody has paid is two database reads (the Invoice and its payments);
 - ``/payments/invoices/{id}/desk``: summary, Invoice and the same VietQR ``$vietqr`` serves; no
-  QR once nothing is due; ``qrProblem`` without a bank account; another facility's cashier 403 and
+  QR once nothing is due; ``qrProblem`` without a bank account; another facility's cashier 404 (as a missing one) and
   an unknown invoice 404, both problem details; ``$vietqr`` reads the Invoice once.
 """
 
@@ -228,10 +228,11 @@ def test_the_desk_answers_summary_invoice_and_the_same_qr(base_env, mongo_client
         assert client.get(f"/payments/invoices/{iid}", headers=h).json() == \
             {k: v for k, v in desk.items() if k not in ("resource", "qr")}
         other = client.get(f"/payments/invoices/{iid}/desk", headers=_headers(dev_key, "org-b"))
-        assert other.status_code == 403 and other.headers["content-type"].startswith("application/problem+json")
-        assert client.get(f"/fhir/Invoice/{iid}/$vietqr", headers=_headers(dev_key, "org-b")).status_code == 403
+        assert other.status_code == 404 and other.headers["content-type"].startswith("application/problem+json")
+        assert client.get(f"/fhir/Invoice/{iid}/$vietqr", headers=_headers(dev_key, "org-b")).status_code == 404
         missing = client.get("/payments/invoices/no-such-invoice/desk", headers=h)
         assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+        assert other.text.replace(iid, "no-such-invoice") == missing.text  # another's: as a missing one
         db["payments"].insert_one({"_id": f"test:{iid}", "invoice": iid, "amount": 90_000, "channel": "cash",
                                    "provider": "cashier", "received_at": datetime.now(UTC)})
         paid = client.get(f"/payments/invoices/{iid}/desk", headers=h).json()

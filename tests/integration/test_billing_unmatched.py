@@ -2,7 +2,7 @@
 receiving account, paged per facility by ``(at, _id)``, and backfilled (idempotently, by any
 number of workers at once) with the transfers recorded unmatched before the queue existed.
 
-The HTTP side (a cashier of A neither sees B's transfer nor assigns it: 403) is in
+The HTTP side (a cashier of A neither sees B's transfer nor assigns it: 404, as a payment not held) is in
 ``test_billing_webhooks.py`` (``test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers``);
 an admin's ``?facility=`` filter over HTTP is here.
 """
@@ -22,7 +22,8 @@ from sen_billing.config import settings_from_env
 from sen_billing.domain import payments, reconciliation
 from sen_billing.domain.webhooks import Transfer
 from sen_shared.auth import issue_dev_token
-from sen_shared.errors import Conflict, Forbidden
+from sen_shared.errors import Conflict, Forbidden, NotFound
+from sen_shared.fhir.guarded import Hidden
 
 from tests.billing_support import scratch_db
 from tests.support import app_client, vn_day_with_room
@@ -101,9 +102,17 @@ def test_the_scope_of_a_principal_and_assigning_across_facilities(db) -> None:
             payments.queue_scope(cashier_a, other)
     to_b = transfer(db, "0011000000002")
     to_nobody = transfer(db, "0099000000009")
+    # another facility's transfer, or one of the admins' queue: as a payment not held (its problem, byte for
+    # byte); the refusal (why) is for the trail the handler records
+    with pytest.raises(NotFound) as made_up:
+        payments.assign_unmatched(db, "standard:khong-co", "inv-any", cashier_a)
     for key in (to_b, to_nobody):
-        with pytest.raises(Forbidden):
+        with pytest.raises(Hidden) as hidden:
             payments.assign_unmatched(db, key, "inv-any", cashier_a)
+        assert "another facility's queue" in str(hidden.value)
+        answer = hidden.value.answer
+        assert isinstance(answer, NotFound)
+        assert answer.problem() == {**made_up.value.problem(), "detail": f"no payment {key}"}
     assert db["payments"].count_documents({"assigned_from": {"$exists": True}}) == 0
 
 
@@ -173,7 +182,7 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
     from tests.billing_support import make_invoice
 
     iid, _ = make_invoice(db, 50_000, facility="org-b")
-    with pytest.raises(Forbidden):
+    with pytest.raises(Hidden):  # A's cashier: as a payment not held
         payments.assign_unmatched(db, waiting, iid, SimpleNamespace(sub="c-a", roles=["cashier"], facility="org-a"),
                                   ACCOUNTS)
     payments.assign_unmatched(db, waiting, iid, SimpleNamespace(sub="c-b", roles=["cashier"], facility="org-b"),
@@ -183,10 +192,8 @@ def test_the_backfill_run_twice_at_once_makes_each_entry_once_in_its_facilitys_q
 
 def test_a_transfer_is_assigned_by_the_invoices_reference_as_printed(db) -> None:
     """The cashier types the reference the QR and the receipt show (any case, spaces, dashes, O for 0),
-    or the id; a reference no invoice has, or another facility's invoice, is refused naming what was
-    typed (``invoice``), so the portal can say "no invoice HD123 at this facility"."""
-    from sen_shared.errors import NotFound
-
+    or the id; a reference no invoice has, or another facility's invoice (answered alike, 404), is refused
+    naming what was typed (``invoice``), so the portal can say "no invoice HD123 at this facility"."""
     from tests.billing_support import make_invoice
 
     cashier = SimpleNamespace(sub="c-a", roles=["cashier"], facility="org-a")
@@ -197,9 +204,11 @@ def test_a_transfer_is_assigned_by_the_invoices_reference_as_printed(db) -> None
         with pytest.raises(NotFound) as wrong:
             payments.assign_unmatched(db, waiting, typed, cashier, ACCOUNTS)
         assert wrong.value.extra == {"invoice": typed}
-    with pytest.raises(Forbidden) as elsewhere:
+    with pytest.raises(Hidden) as elsewhere:
         payments.assign_unmatched(db, waiting, other_code.lower(), cashier, ACCOUNTS)
-    assert elsewhere.value.extra == {"invoice": other_code.lower()}
+    answer = elsewhere.value.answer
+    assert isinstance(answer, NotFound) and answer.extra == {"invoice": other_code.lower()}
+    assert answer.detail == f"no invoice {other_code.lower()}"  # as a reference no invoice has
     typed = " ".join([code[:2].lower(), code[2:6].lower(), code[6:]]).replace("0", "O")  # "hd 0p2b 6ZNPM"
     assigned = payments.assign_unmatched(db, waiting, typed, cashier, ACCOUNTS).payment
     assert assigned["invoice"] == iid and assigned["reference"] == code

@@ -287,9 +287,9 @@ def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, 
     assert "Cơ sở: Trạm Y tế xã Mỹ Hiệp" in page.text and "Cơ sở: org-a" not in page.text  # its name, not id
     pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
-    # another facility's cashier sees nothing of it
+    # another facility's cashier sees nothing of it: as if it had no receipt
     assert httpx.get(f"{url}/payments/receipts/{iid}", headers=cashier(dev_key, "org-b"),
-                     timeout=30).status_code == 403
+                     timeout=30).status_code == 404
 
 
 def test_receipt_numbers_follow_each_other_per_facility(billing) -> None:
@@ -378,7 +378,7 @@ def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Pa
     iid, _ = make_invoice(db, 80000)
     other, _ = make_invoice(db, 80000, facility="org-b")
     assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": other}, headers=h,
-                      timeout=30).status_code == 403
+                      timeout=30).status_code == 404  # another facility's invoice: as one not held
     r = httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h, timeout=30)
     assert r.status_code == 201, r.text
     assert r.json()["reference"] == vietqr.reference_code(iid)  # the portal names the invoice by it
@@ -391,8 +391,8 @@ def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Pa
 
 def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(billing, dev_key: Path) -> None:
     """Issue 15: the queue is facility-scoped by the receiving account. A's cashier does not see B's
-    transfer and gets 403 (problem details) assigning it; B's cashier can; a transfer to an account
-    no facility owns is in no cashier's queue, only the admins'."""
+    transfer and gets 404 (problem details, as a payment not held) assigning it; B's cashier can; a
+    transfer to an account no facility owns is in no cashier's queue, only the admins'."""
     url, db = billing
     tag = uuid.uuid4().hex[:6]
     to_a, to_b, to_nobody = (f"{tag}{n}" for n in "abn")
@@ -418,11 +418,11 @@ def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(bil
 
     iid_a, _ = make_invoice(db, 6000, facility="org-a")
     r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_a}, headers=a, timeout=30)
-    assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json"), r.text
-    assert r.json()["status"] == 403 and "another facility" in r.json()["detail"]
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    assert r.json()["status"] == 404 and r.json()["detail"] == f"no payment standard:{to_b}"
     r = httpx.post(f"{url}/payments/unmatched/standard:{to_nobody}/assign", json={"invoice": iid_a}, headers=a,
                    timeout=30)
-    assert r.status_code == 403, r.text  # the admins' queue: not a cashier's
+    assert r.status_code == 404, r.text  # the admins' queue: not a cashier's
     assert db["payments"].find_one({"_id": f"assign:standard:{to_b}"}) is None
     iid_b, _ = make_invoice(db, 6000, facility="org-b")
     r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_b}, headers=b, timeout=30)
@@ -473,8 +473,8 @@ def test_cash_in_a_shift_close_with_expected_vs_counted_and_the_daily_csv(billin
     other = cashier(dev_key, "org-elsewhere")  # another facility's cashier, in a shift of their own
     assert httpx.post(f"{url}/payments/shifts", json={}, headers=other, timeout=30).status_code == 201
     assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 1}, headers=other,
-                      timeout=30).status_code == 403
-    assert httpx.get(f"{url}/payments/invoices/{iid}", headers=other, timeout=30).status_code == 403
+                      timeout=30).status_code == 404  # as an invoice not held
+    assert httpx.get(f"{url}/payments/invoices/{iid}", headers=other, timeout=30).status_code == 404
     current = httpx.get(f"{url}/payments/shifts/current", headers=h, timeout=30).json()
     assert current["expected"]["cash"] == 520000 and current["expected"]["transfers"] == 100000
     closed = httpx.post(f"{url}/payments/shifts/current/close",

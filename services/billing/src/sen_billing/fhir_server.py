@@ -9,7 +9,9 @@ Billing holds no clinical record, so its policy is by role and facility, not by 
 - ``health-dept``: reads everything.
 - ``cashier``: reads and searches ChargeItem, Account, Invoice and PaymentReconciliation of
   their OWN facility only (``performingOrganization``, ``owner``, ``issuer``, ``requestor``);
-  another facility's is 403 on read and absent from searches. Adds charges by hand (ChargeItem
+  another facility's is answered as one not stored (the 404 of a made-up id, byte for byte, a deleted
+  one's too) on read, vread, history and the Invoice operations, its refusal recorded as an AuditEvent
+  (403 and why) in billing's own trail, and is absent from searches. Adds charges by hand (ChargeItem
   create, for their facility; the price comes from the price list, never from the body) and
   makes invoices of them (Invoice create, then ``$issue``; ``$cancel``). Records a patient's
   BHYT card as a Coverage (create, update; every facility's cashiers see Coverage: the card
@@ -37,13 +39,17 @@ the cancelled one's, ``inv.next_invoice_id``), not the cancelled one again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
 from sen_shared.fhir import store as st
+from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.body import unpack
 from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
+from sen_shared.fhir.guarded import Hidden, hidden_refusals
 from sen_shared.fhir.http import FhirRequest, FhirResponse, version_headers, write_answer
 from sen_shared.fhir.names import DISPLAY_MAX, one_line
 from sen_shared.fhir.outcome import FhirError
@@ -79,21 +85,15 @@ def _not_allowed(detail: str, allow: str | None = None) -> FhirError:
     return FhirError(detail, status=405, code="not-supported", headers={"Allow": allow} if allow is not None else None)
 
 
-class _NoAuditor:
-    """Billing holds no clinical data: its FHIR reads are not written to an AuditEvent trail
-    (the EHR's are). The shared test helpers flush a server's auditor; nothing to flush here."""
-
-    def flush(self) -> None:
-        return None
-
-
 class BillingFhirServer(FhirServer):
     """:class:`FhirServer` for billing; ``settings`` gives the base salary for new invoices."""
 
     def __init__(self, config: Any, db: Any, settings: Any) -> None:
         super().__init__(config, db)
         self.settings = settings
-        self.auditor = _NoAuditor()
+        # billing holds no clinical data: its reads are not written to an AuditEvent trail (the EHR's are); a
+        # refusal answered as a missing id is (hide), in billing's own AuditEvent collection, one insert each
+        self.auditor = Auditor(lambda: self.db, config.service)
 
     # ------------------------------------------------------------------ who
 
@@ -121,16 +121,33 @@ class BillingFhirServer(FhirServer):
             raise forbidden(f"{rtype} is read by cashiers, the health department and admins only")
         return p
 
-    def _check_head(self, p: Any, rtype: str, rid: str | None) -> None:
+    def _check_head(self, p: Any, rec: Record, missing: Callable[[], Exception]) -> None:
+        """A cashier reads their own facility's ``rec.resource_type/rec.rid`` only: another facility's is
+        answered as ``missing()`` (what the engine answers for an id not stored), its AuditEvent the 403."""
+        rtype, rid = rec.resource_type or "", rec.rid
         mine = self.facility_of(p)
         if mine is None or rtype not in FACILITY_FIELD or rid is None:
             return
         head = self.store().head(rtype, rid)
-        if head is None or head.get("del"):
-            return  # the engine answers 404 / 410
-        values = head.get(FACILITY_FIELD[rtype][1]) or []
-        if mine not in values:
-            raise forbidden(f"this {rtype} belongs to another facility")
+        if head is None:
+            return  # the engine answers 404
+        if mine not in self._facilities(rtype, rid, head):
+            self.hide(p, rec, f"this {rtype} belongs to another facility", missing())
+
+    def _facilities(self, rtype: str, rid: str, head: dict[str, Any]) -> list[str]:
+        """The facility references of a stored resource: its index field; a deleted one's (a tombstone keeps
+        none, and its history holds every version's body), its last version's element."""
+        element, field = FACILITY_FIELD[rtype]
+        if not head.get("del"):
+            return [str(v) for v in head.get(field) or ()]
+        last = unpack(self.store().history(rtype).find_one({"_id": f"{rid}/{int(head['v']) - 1}"}, {"res": 1}))
+        ref = ((last or {}).get("res") or {}).get(element) or {}
+        return [ref["reference"]] if isinstance(ref, dict) and isinstance(ref.get("reference"), str) else []
+
+    def hide(self, p: Any, rec: Record, reason: str, answer: Exception) -> NoReturn:
+        """Refuse ``rec`` as an id not stored would be answered (``answer``), recording the 403 it is."""
+        with hidden_refusals(self.auditor, p, rec):
+            raise Hidden(reason, answer)
 
     def _write_check(self, req: FhirRequest, verb: str) -> Any:
         rtype = self.check_type(req.resource_type)
@@ -155,13 +172,14 @@ class BillingFhirServer(FhirServer):
     def read(self, req: FhirRequest, doc: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
         p = self._read_check(rtype)
-        self._check_head(p, rtype, req.rid)
+        self._check_head(p, Record("read", rtype, req.rid), lambda: st.not_found(rtype, req.rid or ""))
         return super().read(req, doc)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
         p = self._read_check(rtype)
-        self._check_head(p, rtype, req.rid)
+        self._check_head(p, Record("vread", rtype, req.rid, req.vid),
+                         lambda: st.no_version(rtype, req.rid or "", req.vid or ""))
         return super().vread(req)
 
     def history(self, req: FhirRequest) -> FhirResponse:
@@ -172,7 +190,7 @@ class BillingFhirServer(FhirServer):
         if req.resource_type is not None:
             rtype = self.check_type(req.resource_type)
             self._read_check(rtype)
-            self._check_head(p, rtype, req.rid)
+            self._check_head(p, Record("history", rtype, req.rid), lambda: st.not_found(rtype, req.rid or ""))
         return super().history(req)
 
     def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
@@ -409,8 +427,10 @@ class BillingFhirServer(FhirServer):
         return write_answer(req, 200 if existed else 201, doc["res"] if existed else res, headers,
                             f"Invoice/{rid} {'exists' if existed else 'created (draft)'}")
 
-    def invoice_for(self, rid: str) -> dict[str, Any]:
-        """The Invoice ``rid`` if the caller may act on it (cashier: own facility; admin)."""
+    def invoice_for(self, rid: str, operation: str) -> dict[str, Any]:
+        """The Invoice ``rid`` if the caller may act on it (cashier: own facility; admin). Another
+        facility's is answered as an Invoice not stored (404), its AuditEvent the 403; a role that
+        handles no invoice is 403 whatever the id."""
         p = self.principal()
         if not p.roles & {"admin", "cashier"}:
             raise forbidden("invoices are handled by cashiers and admins")
@@ -419,7 +439,8 @@ class BillingFhirServer(FhirServer):
         res = self.store().read_doc("Invoice", rid)["res"]
         mine = self.facility_of(p)
         if mine is not None and (res.get("issuer") or {}).get("reference") != mine:
-            raise forbidden("this Invoice belongs to another facility")
+            self.hide(p, Record("operation", "Invoice", rid, operation=operation),
+                      "this Invoice belongs to another facility", st.not_found("Invoice", rid))
         return res
 
 

@@ -38,7 +38,7 @@ def _answer(req: FhirRequest, rid: str, status: int = 200) -> Reply:
 def issue(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
     """draft → issued (publishes billing.invoice.issued); issuing an issued invoice answers it again."""
     req = from_flask("Invoice", id, body=False, operation="$issue")
-    _fhir().invoice_for(id)
+    _fhir().invoice_for(id, "$issue")
     inv.issue(_fhir().db, id)
     return _answer(req, id)
 
@@ -62,7 +62,7 @@ def _reason(body: Any) -> str:
 def cancel(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
     """draft or issued → cancelled, with a reason; refused once anything was paid toward it."""
     req = from_flask("Invoice", id, operation="$cancel")
-    _fhir().invoice_for(id)
+    _fhir().invoice_for(id, "$cancel")
     inv.cancel(_fhir().db, id, _reason(req.body))
     return _answer(req, id)
 
@@ -75,7 +75,7 @@ def vietqr_code(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
                    "image/svg+xml"):
         raise FhirError(f"_format={fmt} is not served here: json, png or svg", status=406)
     settings = _fhir().settings
-    res = _fhir().invoice_for(id)  # read once: the access check's document is the QR's too
+    res = _fhir().invoice_for(id, "$vietqr")  # read once: the access check's document is the QR's too
     if not settings.bank_bin or not settings.bank_account:
         raise FhirError("no receiving bank account is configured (SEN_BANK_BIN, SEN_BANK_ACCOUNT)", status=503,
                         code="transient")

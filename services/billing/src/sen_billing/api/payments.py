@@ -3,12 +3,16 @@ summaries, the unmatched queue, cash, refunds, shifts, receipts and the daily re
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Response
 from sen_shared.auth import current_principal, require_roles
 from sen_shared.errors import NotFound, SenError
+from sen_shared.fhir.audit import Record
+from sen_shared.fhir.guarded import hidden_refusals
 from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
@@ -17,10 +21,29 @@ from ..domain.invoices import Bank
 from ..domain.payments import VN
 
 JSON = {"Content-Type": "application/json"}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _db() -> Any:
     return current().db
+
+
+def _hiding(operation: str, key: str, rtype: str | None = "Invoice") -> Callable[[F], F]:
+    """Another facility's invoice or payment (``payments.check_facility``: :class:`Hidden`) is answered as
+    one not held, the same problem (404), so that a cashier does not learn which exist elsewhere; the
+    refusal (403 and why) is recorded in billing's AuditEvent trail, as the Invoice operations' are
+    (``BillingFhirServer.hide``). ``key``: the parameter (or body member) naming what was asked for."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            named = kwargs[key] if key in kwargs else (kwargs.get("body") or {}).get(key)
+            rec = Record("operation", rtype, str(named) if named is not None and rtype else None, operation=operation)
+            with hidden_refusals(current().extras["fhir"].auditor, current_principal(), rec):
+                return fn(*args, **kwargs)
+
+        return handler  # type: ignore[return-value]
+
+    return wrap
 
 
 @require_roles("cashier")
@@ -30,6 +53,7 @@ def invoice_summaries(id: list[str]) -> Any:  # noqa: A002 - the spec's name
 
 
 @require_roles("cashier")
+@_hiding("payments", "invoice_id")
 def invoice_payments(invoice_id: str) -> Any:
     """The status box's poll: two reads for an issued invoice nobody paid yet (domain/status.py)."""
     invoice = status.read_invoice(_db(), invoice_id, current_principal())
@@ -37,6 +61,7 @@ def invoice_payments(invoice_id: str) -> Any:
 
 
 @require_roles("cashier")
+@_hiding("desk", "invoice_id")
 def invoice_desk(invoice_id: str) -> Any:
     """The invoice page's answer in one request: summary, Invoice and its VietQR (domain/status.py)."""
     settings = current().settings
@@ -59,6 +84,7 @@ def unmatched(limit: int = 50, after: str | None = None, facility: str | None = 
 
 
 @require_roles("cashier")
+@_hiding("assign", "invoice", None)  # the refusal names the payment or the invoice
 def assign(payment_id: str, body: dict[str, Any]) -> Any:
     recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal(),
                                          current().settings.account_facilities)
@@ -73,6 +99,7 @@ def _open_shift_id(required: bool) -> str | None:
 
 
 @require_roles("cashier")
+@_hiding("cash", "invoice")
 def cash(body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(True)
     recorded = payments.record_cash(_db(), body["invoice"], int(body["amount"]), current_principal(),
@@ -82,6 +109,7 @@ def cash(body: dict[str, Any]) -> Any:
 
 @require_roles("cashier")
 @idempotent()
+@_hiding("refund", "payment_id", None)  # the refusal names the payment
 def refund(payment_id: str, body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(body.get("method", "cash") == "cash")
     return payments.refund(_db(), payment_id, body.get("amount"), body.get("reason", ""), current_principal(),
@@ -112,9 +140,10 @@ def close_shift(body: dict[str, Any]) -> Any:
 
 def _receipt(invoice_id: str) -> dict[str, Any]:
     receipt = _db()[receipts.RECEIPTS].find_one({"_id": invoice_id}, {"outbox": 0})
+    missing = NotFound(f"invoice {invoice_id} has no receipt (it is not paid in full)")
     if receipt is None:
-        raise NotFound(f"invoice {invoice_id} has no receipt (it is not paid in full)")
-    payments.check_facility(current_principal(), receipt.get("facility"))
+        raise missing
+    payments.check_facility(current_principal(), receipt.get("facility"), missing)  # another's: as missing
     return receipt
 
 
@@ -127,6 +156,7 @@ def _line(li: dict[str, Any]) -> dict[str, Any]:
 
 
 @require_roles("cashier")
+@_hiding("receipt", "invoice_id")
 def receipt(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
     name = current().settings.name_of(r.get("facility"))  # as the printed receipt names it (SEN_FACILITY_NAMES)
@@ -156,6 +186,7 @@ def receipt(invoice_id: str) -> Any:
 
 
 @require_roles("cashier")
+@_hiding("receipt-html", "invoice_id")
 def receipt_html(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
     name = current().settings.name_of(r.get("facility"))
@@ -163,6 +194,7 @@ def receipt_html(invoice_id: str) -> Any:
 
 
 @require_roles("cashier")
+@_hiding("receipt-pdf", "invoice_id")
 def receipt_pdf(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
     pdf = receipts.receipt_pdf(r, current().settings.name_of(r.get("facility")))

@@ -53,6 +53,7 @@ from pymongo.errors import BulkWriteError
 from sen_shared.bus.outbox import new_document
 from sen_shared.claims import CHAIN_SEQ, ClaimTaken, advance, claim_once, latest, release
 from sen_shared.errors import Conflict, Forbidden, NotFound, SenError
+from sen_shared.fhir.guarded import Hidden
 from sen_shared.mongo import find_in
 
 from . import invoice_port, refund_events, refund_links
@@ -411,22 +412,25 @@ def assign_unmatched(db: Database, payment_key: str, invoice_id: str, principal:
     facility's account), and counted as the queue's arrival and the invoice's facility's payment
     (``assigned_from_queue``); the portal asks the admin to confirm it, naming both facilities."""
     original = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
+    no_payment = NotFound(f"no payment {payment_key}")
     if original is None or original.get("marker"):
-        raise NotFound(f"no payment {payment_key}")
-    if original.get("matched") or original.get("assigned_from"):
-        raise Conflict("this payment is not in the unmatched queue")
+        raise no_payment
     # a payment recorded before entries carried a facility: derived the way the backfill does
     waiting = original.get("queue_facility")
     if waiting is None:
         waiting = queue_facility(original, account_facilities)
-    if "admin" not in principal.roles and (not principal.facility or principal.facility != waiting):
-        raise Forbidden("this transfer waits in another facility's queue")
-    # the invoice by its reference (HD…, as printed) or its id; none (404) or another facility's (403):
-    # both refusals carry ``invoice`` (what was sent), so a page can say "no invoice <it> here"
+    # another facility's transfer (or one of the admins' queue) is answered as a payment not held, before
+    # anything else is said of it
+    check_facility(principal, waiting, no_payment, f"payment {payment_key} waits in another facility's queue")
+    if original.get("matched") or original.get("assigned_from"):
+        raise Conflict("this payment is not in the unmatched queue")
+    # the invoice by its reference (HD…, as printed) or its id; none and another facility's alike (404):
+    # the refusal carries ``invoice`` (what was sent), so a page can say "no invoice <it> here"
     invoice = invoice_port.named(db, invoice_id)
+    no_invoice = NotFound(f"no invoice {invoice_id}", invoice=invoice_id)
     if invoice is None:
-        raise NotFound(f"no invoice {invoice_id}", invoice=invoice_id)
-    check_facility(principal, invoice.facility, invoice=invoice_id)
+        raise no_invoice
+    check_facility(principal, invoice.facility, no_invoice, f"invoice {invoice_id} belongs to another facility")
     if invoice.status != "issued" or db[BALANCED].find_one({"_id": invoice.id}, {"_id": 1}):
         raise Conflict(f"invoice {invoice.reference or invoice.id} is {invoice.status}, not awaiting payment",
                        status=409)
@@ -631,22 +635,26 @@ def _enqueue(db: Database, payment: Mapping[str, Any], account_facilities: Mappi
 
 # ------------------------------------------------------------------------------- cashier
 
-def check_facility(principal: Any, facility: str | None, **extra: Any) -> None:
-    """A cashier acts on their own facility's invoices only; admin on every facility's. ``extra``: the
-    refusal's problem members."""
+def check_facility(principal: Any, facility: str | None, missing: SenError,
+                   reason: str = "this invoice belongs to another facility") -> None:
+    """A cashier acts on their own facility's invoices (payments) only; admin on every facility's. Another
+    facility's is :class:`Hidden`: answered as ``missing`` (what an id not held gets, the same problem), so
+    that a cashier does not learn which invoices exist elsewhere; the handler records the refusal (403 and
+    ``reason``) as an AuditEvent (``api/payments.py``)."""
     if "admin" in principal.roles:
         return
     if not principal.facility or principal.facility != facility:
-        raise Forbidden("this invoice belongs to another facility", **extra)
+        raise Hidden(reason, missing)
 
 
 def record_cash(db: Database, invoice_id: str, amount: int, principal: Any, shift_id: str,
                 transaction_id: str | None = None) -> Recorded:
     """Cash taken at the desk by a cashier in an open shift."""
     invoice = invoice_port.get(db, invoice_id)
+    missing = NotFound(f"no invoice {invoice_id}")
     if invoice is None:
-        raise NotFound(f"no invoice {invoice_id}")
-    check_facility(principal, invoice.facility)
+        raise missing
+    check_facility(principal, invoice.facility, missing)
     if amount <= 0:
         raise PaymentError("the amount must be a positive number of đồng", status=422)
     if transaction_id:  # the same cash again (a double click, a retry): answered, even once it settled the invoice
@@ -746,9 +754,10 @@ def refund(db: Database, payment_key: str, amount: int | None, reason: str, prin
     if not reason:
         raise PaymentError("a refund needs a reason", status=422)
     payment = db[PAYMENTS].find_one({"_id": payment_key}, {"outbox": 0})
+    missing = NotFound(f"no payment {payment_key}")
     if payment is None or payment.get("marker"):
-        raise NotFound(f"no payment {payment_key}")
-    check_facility(principal, payment.get("facility"))
+        raise missing
+    check_facility(principal, payment.get("facility"), missing, f"payment {payment_key} is another facility's")
     for _ in range(REFUND_ROUNDS):  # each round another cashier's refund was recorded: bounded by them
         try:
             return _refund_round(db, payment, amount, reason, principal, shift_id, after_settlement)

@@ -33,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
-from sen_shared.errors import NotFound, SenError
+from sen_shared.errors import NotFound
+from sen_shared.fhir.guarded import Hidden
 
 from . import invoice_port, refund_links
 from .invoices import Bank, InvoiceConflict, current_qr, iso_vn, vnd
@@ -57,11 +58,13 @@ PAYMENT_FIELDS = {f: 1 for f in ("provider", "channel", "amount", "matched", "ou
 
 
 def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.InvoiceView:
-    """The Invoice (one read), if the caller may see it: 404 / 403 as problem details."""
+    """The Invoice (one read), if the caller may see it: 404 as a problem detail, another facility's too
+    (:func:`check_facility`)."""
     invoice = invoice_port.get(db, invoice_id)
+    missing = NotFound(f"no invoice {invoice_id}")
     if invoice is None:
-        raise NotFound(f"no invoice {invoice_id}")
-    check_facility(principal, invoice.facility)
+        raise missing
+    check_facility(principal, invoice.facility, missing)
     return invoice
 
 
@@ -79,8 +82,8 @@ def summaries(db: Database, invoice_ids: list[str], principal: Any) -> list[dict
         if invoice is None:
             continue
         try:
-            check_facility(principal, invoice.facility)
-        except SenError:
+            check_facility(principal, invoice.facility, NotFound(f"no invoice {iid}"))
+        except Hidden:
             continue
         out.append(summary(db, invoice))
     return out
