@@ -332,12 +332,14 @@ def test_finishing_a_give_back_another_cashier_started_says_who_and_what_to_hand
 
 @pytest.mark.parametrize(("refusal", "status"), [
     (BackendError("down", "billing"), 503), (BackendError("slow", "billing"), 503),
-    (BackendError("refused", "billing", 403, "another facility's payment"), 403),
-    (BackendError("refused", "billing", 404, "no such payment"), 404),
+    (BackendError("refused", "billing", 403, "this needs one of the roles admin, cashier"), 403),
+    # none such, and another facility's payment alike: billing answers it as one it does not hold
+    (BackendError("refused", "billing", 404, "no payment cashier:c1"), 404),
     (BackendError("refused", "billing", 409, "refunded already"), 409)])
 def test_a_give_back_billing_refused_or_did_not_answer_has_the_pages_status_for_it(app, billing, refusal, status):
-    """Billing down, or refusing another facility's payment, was a 409 page (as if it conflicted) on the list
-    (and the invoice page's refund, the same helper): the status says which, the sentence is as before."""
+    """Billing down, or refusing a payment (another facility's is one it does not hold: 404), was a 409 page
+    (as if it conflicted) on the list (and the invoice page's refund, the same helper): the status says which,
+    the sentence is as before."""
     client = portal_signed_in(app, "cashier")
     page = client.get("/refunds").get_data(as_text=True)
     form = {"csrf_token": csrf_token(page), "payment": "cashier:c1", "txn": "k1", "amount": "11000",

@@ -106,12 +106,9 @@ def desk(app, monkeypatch):
     def _json(method, path, body=None, **_kw):
         state["posted"].append(body)
         code = re.sub(r"[\s-]", "", body["invoice"]).upper()  # billing's reading, for the test
-        if code == "HDOTHER0000":
-            raise BackendError("refused", "billing", 403, "this invoice belongs to another facility",
-                               extra={"invoice": body["invoice"]})
         if code == "GONE":
             raise BackendError("refused", "billing", 404, "no payment standard:t1")
-        if code not in state["invoices"]:
+        if code not in state["invoices"]:  # another facility's (HDOTHER0000) too: billing answers it alike
             raise BackendError("refused", "billing", 404, f"no invoice {body['invoice']}",
                                extra={"invoice": body["invoice"]})
         return {"id": "assign:standard:t1", "invoice": state["invoices"][code], "reference": code}

@@ -698,8 +698,9 @@ def asked_after_settlement(form: RefundForm) -> bool:
 
 
 def refusal_status(err: BackendError) -> int:
-    """The page's status when billing refused a refund (its own 4xx: another facility's payment is 403, none
-    such 404, refunded already 409) or did not answer (503): backend.page_status."""
+    """The page's status when billing refused a refund (its own 4xx: none such 404, and another facility's
+    payment alike, billing answering it as one it does not hold; refunded already 409) or did not answer (503):
+    backend.page_status."""
     return page_status(err)
 
 
@@ -936,8 +937,9 @@ def unmatched() -> Any:
                             "reference": (answer or {}).get("reference")}
                     queue, rows_err, issued = read()  # the queue without it (the assignment forgot the kept one)
                 except BackendError as err:
-                    # no invoice so named, or another facility's: billing's refusal names what was sent
-                    problem = unknown if err.status in (403, 404) and "invoice" in err.extra else backend_message(err)
+                    # no invoice so named, or another facility's (billing answers both 404): its refusal names
+                    # what was sent
+                    problem = unknown if err.status == 404 and "invoice" in err.extra else backend_message(err)
         else:
             problem = gettext("Please correct the highlighted fields.")
     if rows_err is not None:
