@@ -1,4 +1,5 @@
-"""The portal's settings in production: the demo province's hub is no default there."""
+"""The portal's settings in production: the demo province's hub is no default there, nor its dashboard's goal,
+baseline and residents (a second province's dashboard measured itself against Đồng Tháp's 165 and 22)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from sen_shared.config import load_settings
 
 PRODUCTION = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "production",
               "SEN_JWKS_URL": "https://id.example.vn/certs", "SEN_PORTAL_SECRET_KEY": "k3Jq9vXw2Lm8RtY5",
-              "SEN_OIDC_ISSUER": "https://id.example.vn/realms/sen", "SEN_OIDC_CLIENT_ID": "sen-portal"}
+              "SEN_OIDC_ISSUER": "https://id.example.vn/realms/sen", "SEN_OIDC_CLIENT_ID": "sen-portal",
+              "SEN_REPORT_FACILITY_GOAL": "8", "SEN_REPORT_BASELINE_FACILITIES": '["bvdk-bac-sen"]',
+              "SEN_REPORT_POPULATION": "12"}
 
 
 @pytest.fixture()
@@ -40,3 +43,27 @@ def test_development_keeps_the_demo_hub(env) -> None:
     env.setenv("SEN_ENV", "development")
     env.setenv("SEN_DEV_JWT_KEY", "/tmp/none.pem")
     assert load_settings(PortalSettings).hub == "bvdk-dong-thap"
+
+
+@pytest.mark.parametrize(("unset", "named"), [
+    (("SEN_REPORT_FACILITY_GOAL",), "SEN_REPORT_FACILITY_GOAL is required in production"),
+    (("SEN_REPORT_POPULATION",), "SEN_REPORT_POPULATION is required in production"),
+    (("SEN_REPORT_BASELINE_FACILITIES",), "SEN_REPORT_BASELINE_FACILITIES or SEN_REPORT_FACILITY_BASELINE is required"),
+])
+def test_production_refuses_the_demo_provinces_dashboard_figures_by_default(env, capsys, unset, named) -> None:
+    env.setenv("SEN_PORTAL_HUB", "bvdk-bac-sen")
+    for name in unset:
+        env.delenv(name)
+    with pytest.raises(SystemExit) as exc:
+        load_settings(PortalSettings)
+    assert exc.value.code == 78
+    assert capsys.readouterr().err.startswith(f"sen-portal: configuration error: {named}")
+
+
+def test_production_takes_the_provinces_dashboard_figures(env) -> None:
+    env.setenv("SEN_PORTAL_HUB", "bvdk-bac-sen")
+    targets = load_settings(PortalSettings).report_targets()
+    assert (targets.facility_goal, targets.facility_baseline, targets.population) == (8, 1, 12)
+    env.delenv("SEN_REPORT_BASELINE_FACILITIES")
+    env.setenv("SEN_REPORT_FACILITY_BASELINE", "0")  # a province with none before Sen says so
+    assert load_settings(PortalSettings).report_targets().facility_baseline == 0

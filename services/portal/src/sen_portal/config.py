@@ -80,6 +80,20 @@ class PortalSettings(Settings):
         if self.env == "production" and "hub" not in self.model_fields_set:
             raise ValueError("SEN_PORTAL_HUB is required in production (the Organization id of the hub clinics "
                              "send their consults to; bvdk-dong-thap is the demo province's)")
+        if self.env == "production":  # the dashboard's figures are a province's own: the demo's are no default
+            named_baseline = {"report_facility_baseline", "report_baseline_facilities"} & self.model_fields_set
+            for field, variable, what in (
+                    ("report_facility_goal", "SEN_REPORT_FACILITY_GOAL",
+                     "the facilities your province's teleconsultation should reach; 165 is the demo province's"),
+                    ("report_population", "SEN_REPORT_POPULATION", "your province's residents, the EHR coverage's "
+                                                                   "denominator; 10 is the demo's")):
+                if field not in self.model_fields_set:
+                    raise ValueError(f"{variable} is required in production ({what}; "
+                                     "'deploy/local/province.py dotenv <province file>' prints it)")
+            if not named_baseline:
+                raise ValueError("SEN_REPORT_BASELINE_FACILITIES or SEN_REPORT_FACILITY_BASELINE is required in "
+                                 "production (the facilities using teleconsultation before Sen, by id or how many; "
+                                 "22 is the demo province's)")
         if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
             raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
                              "(the demo sign-in is for development only)")
