@@ -263,7 +263,7 @@ rabbit_restart() {  # stop the broker's application and start it again (fault te
 
 # ---------------------------------------------------------------- what the processes need
 # `make run` and `make test` on a fresh machine: npm for the portal's front-end packages (`npm ci`),
-# and the libraries WeasyPrint loads to print receipts as PDF (pango, a font with Vietnamese letters)
+# and the libraries WeasyPrint loads to print PDFs, receipts and consult minutes (pango, a font with Vietnamese letters)
 packages() {
   local need=() ldconfig
   command -v npm >/dev/null || need+=(npm)
@@ -272,7 +272,7 @@ packages() {
     need+=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
   [ ${#need[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] ||
-    die "missing: ${need[*]} (the portal's npm packages, receipts as PDF): install them, or run as root with apt-get"
+    die "missing: ${need[*]} (the portal's npm packages, receipts and consult minutes as PDF): install them, or run as root with apt-get"
   apt_install "${need[@]}"
 }
 
