@@ -8,7 +8,7 @@ SERVICES := ehr teleconsult billing portal
 INFRA := deploy/local/infra.sh
 export SEN_DEV_JWT_KEY ?= $(CURDIR)/.sen/dev-jwt.pem
 
-.PHONY: help venv assets run test test-fast bench token lint infra-up infra-down infra-status indexes seed clean
+.PHONY: help venv assets run test test-fast bench token lint translations infra-up infra-down infra-status indexes seed clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ token: venv ## print a development bearer token: make token ROLE=doctor
 
 lint: venv ## ruff over everything
 	@$(VENV)/bin/ruff check .
+
+translations: venv ## the portal's catalog: extract its messages, update the Vietnamese .po (translate what it adds), compile the .mo
+	@$(PY) -m sen_portal.catalog
 
 infra-up: ## start (installing if needed) PostgreSQL + FerretDB and RabbitMQ
 	@bash $(INFRA) up

@@ -601,7 +601,7 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting:
     # what was typed: in its form when the page still offers it, else shown as not sent (``kept``, task.html)
     kept = {name: typed_text(request.form, form) for name, form in forms.items()}
     if any(kept.values()):
-        problem = f"{problem} {gettext('What you typed is kept below.')}"
+        problem = " ".join((problem, gettext("What you typed is kept below.")))  # a call pybabel extract finds
     return _task_page(tid, 409, problem=problem, forms=forms, kept=kept)
 
 
@@ -643,7 +643,7 @@ def not_a_signer(tid: str, forms: dict[str, Any] | None = None) -> Any:
     if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
         return _taken_meanwhile(tid, task, accepting=False, forms=forms)
     kept = {name: typed_text(request.form, form) for name, form in forms.items()}
-    problem = f"{no_signer_reason(task)} {gettext('Nothing was sent.')}"
+    problem = " ".join((no_signer_reason(task), gettext("Nothing was sent.")))
     return _task_page(tid, 403, problem=problem, forms=forms, kept=kept)
 
 

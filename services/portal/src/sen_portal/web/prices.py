@@ -377,7 +377,7 @@ def _conflict(cid: str, form: PriceForm) -> Any:
     message = gettext("Someone changed this price meanwhile: it is now %(price)s (version %(version)s, "
                       "%(when)s%(who)s). Your price was not saved; check it and save again if it should "
                       "still change.", price=vnd(base_price(now)), version=meta.get("versionId", ""),
-                      when=when(meta.get("lastUpdated")), who=f", {who}" if who else "")
+                      when=when(meta.get("lastUpdated")), who=", " + who if who else "")
     return _page(409, posted={cid: form}, notice={cid: message},
                  problem=gettext("The price was not saved: someone changed it meanwhile (see the entry)."))
 

@@ -137,7 +137,8 @@ def _no_messages(m: re.Match[str], _e: BackendError) -> str:
 
 
 def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
-    """A fixed sentence (``text`` is a msgid, translated when the page is shown)."""
+    """A fixed sentence (``text`` is a msgid, translated when the page is shown; ``_say`` marks it for pybabel
+    extract, :data:`sen_portal.catalog.KEYWORDS`)."""
     return lambda _m, _e: gettext(text)
 
 
