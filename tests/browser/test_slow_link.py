@@ -240,7 +240,7 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
                                        {"name": "cong-thuc-mau.pdf", "mimeType": "application/pdf",
                                         "buffer": b"%PDF-1.4\n" + bytes(10_000)}])
     page.click("#consult-answer button.primary")
-    box = page.locator("#live-error")
+    box = page.locator("#answer-live-error")
     expect(box).to_be_visible()
     assert box.inner_text() == "Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại."
     assert sent == [204] and page.url.endswith(f"/consults/{tid}")  # the portal did it; the page stayed
@@ -252,3 +252,37 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
     assert page.locator("[data-testid=thread-answer]").count() == 1
     names = page.locator("[data-testid=thread-answer] [data-testid=thread-files] a").all_inner_texts()
     assert sorted(names) == ["cong-thuc-mau.pdf", "x-quang.png"], names
+
+
+def test_a_message_whose_answer_is_lost_on_the_way_back_is_one_message_when_sent_again(visitor_factory, stack):
+    """A message the browser posted, stored by teleconsult, its answer lost on the way back: Chromium's "This
+    site can't be reached", then Back brought the text with a new form key, and sent again it was a second
+    message on the thread. Sent in place now: the page stays, says so under the message box, and sent again
+    with the same key it is one message."""
+    from tests.browser.test_pages import _submit
+
+    tid = _submit(stack, "Đau ngực trái khi gắng sức; xin ý kiến.", patient="bn-0001")
+    v = visitor_factory("vi-360-slow-message", width=360, height=740)
+    v.sign_in("clinic")
+    v.go(f"/consults/{tid}")
+    page = v.page
+    text = "Sáng nay đau ngực tăng, huyết áp 160/95."
+    page.fill("form[action$='/message'] [name=text]", text)
+    sent: list[int] = []
+
+    def lose_the_way_back(route) -> None:
+        if route.request.method == "POST" and not sent:
+            sent.append(route.fetch(max_redirects=0).status)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/consults/[^/]+/message$"), lose_the_way_back)
+    page.click("form[action$='/message'] button")
+    box = page.locator("#message-live-error")
+    expect(box).to_be_visible()
+    assert box.inner_text() == "Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại."
+    assert sent == [204] and page.input_value("form[action$='/message'] [name=text]") == text
+    page.click("form[action$='/message'] button")
+    page.wait_for_selector("[data-testid=message-sent]")
+    assert page.locator("[data-testid=thread-message]", has_text=text).count() == 1

@@ -1,9 +1,11 @@
-"""The clinic's answer to the hub's question is sent in place (htmx), as the consult form is: on a clinic's flaky
-link a connection lost while the browser posted it was Chromium's own English "This site can't be reached",
-the answer's files gone; now the page stays, says so in the answer box (app.js, tests/browser/test_slow_link.py)
-and the answer is sent again with the same key (one answer, one file). Done: the consult's page (HX-Redirect),
-saying once that it was sent; refused: the box again, with the refusal and what was typed, even once the consult
-is no longer on hold. Flask's test client, the back-ends scripted (test_clinic_consult_page.Backends)."""
+"""The clinic's answer to the hub's question and either side's message are sent in place (htmx), as the consult
+form is: on a clinic's flaky link a connection lost while the browser posted them was Chromium's own English
+"This site can't be reached", the answer's files gone, and a message sent again after Back was a second message
+(the page came back with a new form key). Now the page stays, says so in the form's own box (app.js's
+data-live-error, tests/browser/test_slow_link.py) and the form is sent again with the same key: one answer, one
+file, one message. Done: the consult's page (HX-Redirect), saying once that it was sent; refused: the box again,
+with the refusal and what was typed, even once the consult is no longer on hold. Flask's test client, the
+back-ends scripted (test_clinic_consult_page.Backends)."""
 
 from __future__ import annotations
 
@@ -39,14 +41,15 @@ def test_the_answer_is_sent_in_place_and_twice_is_answered_once(client, monkeypa
     assert 'hx-post="/consults/t1/answer"' in form and 'hx-target="#consult-answer"' in form
     assert 'hx-select="#consult-answer"' in form and 'hx-encoding="multipart/form-data"' in form
     # the box app.js shows when the connection fails on the way, in the box, hidden until then
-    assert re.search(r'<div id="live-error" class="alert error" role="alert" hidden>Không gửi được yêu cầu do lỗi kết '
-                     r"nối\. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại\.</div>", box)
+    assert 'data-live-error="answer-live-error"' in form
+    assert re.search(r'<div id="answer-live-error" class="alert error" role="alert" hidden>Không gửi được yêu cầu do '
+                     r"lỗi kết nối\. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại\.</div>", box)
     key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', box).group(1)
     for _ in range(2):  # the answer lost on the way back, sent again: the same form, the same key
         r = client.post("/consults/t1/answer", headers=HTMX, content_type="multipart/form-data", data={
             "answer": "Phim X quang kèm theo.", "key": key, "csrf_token": csrf_token(page),
             "files": [(io.BytesIO(PDF), "x-quang.pdf", "application/pdf")]})
-        assert r.status_code == 204 and r.headers["HX-Redirect"] == "/consults/t1"
+        assert r.status_code == 204 and r.headers["HX-Redirect"] == "/consults/t1" and "HX-Refresh" not in r.headers
     assert flashed_steps(client) == [("/consults/t1", "answered=1")] * 2  # said once by the page it leads to
     docs = [h for (path, _), h in zip(backends.posted, backends.headers) if path == "/fhir/DocumentReference"]
     answers = [h for (path, _), h in zip(backends.posted, backends.headers) if path.endswith("/$provide-info")]
@@ -78,3 +81,48 @@ def test_an_answer_refused_in_place_comes_back_in_its_box_with_what_was_typed(cl
     plain = client.post("/consults/t1/answer", data={"answer": "Huyết áp đo lại 150/90.",
                                                      "csrf_token": csrf_token(page)})
     assert plain.status_code == 422 and "Huyết áp đo lại 150/90.</textarea>" in plain.get_data(as_text=True)
+
+
+def _messages(monkeypatch) -> list[dict[str, str]]:
+    """The headers of each $message the portal sends (teleconsult's answer: none needed)."""
+    from sen_portal.web import backend
+
+    sent: list[dict[str, str]] = []
+
+    def call(service, method, path, **kw):
+        assert (service, method) == ("teleconsult", "POST") and path == "/fhir/Task/t1/$message"
+        sent.append(kw.get("headers") or {})
+
+    monkeypatch.setattr(backend, "call", call)
+    return sent
+
+
+def test_a_message_is_sent_in_place_and_twice_is_one_message(client, monkeypatch):  # noqa: F811
+    from sen_portal.web import doctor
+
+    Backends(monkeypatch)
+    sent = _messages(monkeypatch)
+    monkeypatch.setattr(doctor, "_hub_doctors", lambda facility, me: [])
+    for user, page_path, action in (("clinic", "/consults/t1", "/consults/t1/message"),
+                                    ("doctor", "/tasks/t1", "/tasks/t1/message")):
+        sign_in(client, user)
+        page = client.get(page_path).get_data(as_text=True)
+        box = _by_id(page, "consult-message")
+        form = re.search(r"<form[^>]*>", box).group(0)
+        assert f'hx-post="{action}"' in form and 'hx-target="#consult-message"' in form
+        assert 'hx-select="#consult-message"' in form and 'data-live-error="message-live-error"' in form
+        assert re.search(r'<div id="message-live-error" class="alert error" role="alert" hidden>Không gửi được', box)
+        key = re.search(r'name="key" type="hidden" value="([0-9a-f]{32})"', box).group(1)
+        sent.clear()
+        for _ in range(2):  # the way back lost, sent again: the same form, the same key
+            r = client.post(action, headers={**HTMX, "HX-Target": "consult-message",
+                                             "HX-Current-URL": f"http://localhost{page_path}"},
+                            data={"text": "Sáng nay sốt 39,5 °C.", "key": key, "csrf_token": csrf_token(page)})
+            assert r.status_code == 204 and r.headers["HX-Redirect"] == f"{page_path}#consult-thread"
+            # the same page, to its thread: htmx's location.href only scrolls there; reloaded, it shows the message
+            assert r.headers["HX-Refresh"] == "true"
+        assert len(sent) == 2 and sent[0]["Idempotency-Key"] == sent[1]["Idempotency-Key"]
+        # nothing typed, in place: the box again with its error (200: htmx swaps no 4xx)
+        empty = client.post(action, headers=HTMX, data={"text": "", "key": key, "csrf_token": csrf_token(page)})
+        assert empty.status_code == 200 and 'id="text-error"' in _by_id(empty.get_data(as_text=True), "consult-message")
+        assert len(sent) == 2

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Response, copy_current_request_context, g, redirect, render_template, request, session, url_for
 from flask_babel import force_locale, format_decimal, gettext
@@ -1137,7 +1138,7 @@ def teleconsult_page(path: str, params: dict[str, str], cursor: str | None) -> t
     worklist): the Bundle and the cursor of the next page (None: the last). ``cursor``: the ``_cursor`` of
     the page, as :func:`teleconsult_page` gave it the page before; one not of that form, or one teleconsult
     refuses (400: made for another list, altered), is ValueError (the page: :func:`page_gone`, 400)."""
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs
 
     if cursor is not None and not _CURSOR.match(cursor):
         raise ValueError(cursor)
@@ -1431,10 +1432,30 @@ def consult_message(tid: str) -> Any:
     if form.validate_on_submit():
         try:
             send_message(tid, form)
-            return step_done(url_for("web.consult_detail", tid=tid, _anchor="consult-thread"), "sent")
+            return done_in_place(url_for("web.consult_detail", tid=tid, _anchor="consult-thread"), "sent")
         except BackendError as err:
-            return _detail_with(tid, message_form=message_form(form), problem=backend_message(err))
+            return _detail_with(tid, message_form=message_form(form), **refusal_said(err, "message_problem"))
     return _detail_with(tid, message_form=message_form(form))
+
+
+def done_in_place(url: str, step: str) -> Any:
+    """A form's step done: the redirect to ``url``, the page there saying it once; a form sent in place (htmx:
+    the consult's answer and message boxes) goes there by ``HX-Redirect``. To a place on the page it was sent
+    from (``#consult-thread``) htmx's ``location.href`` only scrolls: ``HX-Refresh`` then reloads it there."""
+    if not _is_htmx():
+        return step_done(url, step)
+    flash_step(url, step)
+    headers = {"HX-Redirect": url}
+    here = urlsplit(request.headers.get("HX-Current-URL", "")).path
+    if urlsplit(url).fragment and here == urlsplit(url).path:
+        headers["HX-Refresh"] = "true"
+    return "", 204, headers
+
+
+def refusal_said(err: BackendError, box: str) -> dict[str, str]:
+    """Where a service's refusal of a form is said: in the form's own box (``box``, the template's name for it)
+    when it was sent in place (htmx swaps that box only), else above the page."""
+    return {box if _is_htmx() else "problem": backend_message(err)}
 
 
 @bp.route("/consults/<tid>/answer", methods=["POST"])
@@ -1459,15 +1480,9 @@ def consult_answer(tid: str) -> Any:
                     {"name": "answer", "valueString": form.answer.data},
                     *({"name": "attachment", "valueReference": ref} for ref in attached)]},
                 headers={"Idempotency-Key": key})
-            url = url_for("web.consult_detail", tid=tid)
-            if _is_htmx():  # sent in place: the page again, saying once that it was sent
-                flash_step(url, "answered")
-                return "", 204, {"HX-Redirect": url}
-            return step_done(url, "answered")
+            return done_in_place(url_for("web.consult_detail", tid=tid), "answered")
         except BackendError as err:
-            # sent in place, the answer box is what comes back (hx-select): the refusal is said in it
-            said = {"answer_problem" if _is_htmx() else "problem": backend_message(err)}
-            return _detail_with(tid, answer_form=form, **said)
+            return _detail_with(tid, answer_form=form, **refusal_said(err, "answer_problem"))
     return _detail_with(tid, answer_form=form)
 
 
@@ -1509,7 +1524,7 @@ def _detail_with(tid: str, **forms: Any) -> Any:
            "message_form": message_form(), **forms}
     answer_form = ctx["answer_form"]
     problem = forms.get("problem") or forms.get("answer_problem")
-    # htmx swaps only 2xx answers: the answer box sent in place comes back with its errors as 200
+    # htmx swaps only 2xx answers: a box sent in place (the answer, the message) comes back with its errors as 200
     return render_template("consult_detail.html", tid=tid, **data, **ctx, limits=upload_limits(),
                            files_again="files" in request.files and _files_dropped(answer_form, problem),
                            title=gettext("Consult")), 200 if _is_htmx() else 422

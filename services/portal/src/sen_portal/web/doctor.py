@@ -18,9 +18,11 @@ from .clinic import (
     OPEN,
     consult_bundle,
     consult_rows,
+    done_in_place,
     message_form,
     page_gone,
     pool,
+    refusal_said,
     send_message,
     teleconsult_page,
 )
@@ -759,14 +761,15 @@ def task_message(tid: str) -> Any:
     """The doctor's message to the clinic on the consult's thread (the Task's state stays); the page
     again with the text kept on error."""
     form = MessageForm()
+    in_place = request.headers.get("HX-Request") == "true"  # htmx swaps only 2xx answers: its box, with its errors
     if not form.validate_on_submit():
-        return _task_page(tid, 422, forms={"message_form": message_form(form)})
+        return _task_page(tid, 200 if in_place else 422, forms={"message_form": message_form(form)})
     try:
         send_message(tid, form)
     except BackendError as err:
-        return _task_page(tid, 409 if err.status == 409 else 422, problem=backend_message(err),
-                          forms={"message_form": message_form(form)})
-    return step_done(url_for("web.task_detail", tid=tid, _anchor="consult-thread"), "sent")
+        return _task_page(tid, 200 if in_place else 409 if err.status == 409 else 422,
+                          **refusal_said(err, "message_problem"), forms={"message_form": message_form(form)})
+    return done_in_place(url_for("web.task_detail", tid=tid, _anchor="consult-thread"), "sent")
 
 
 SLOTS_SHOWN = 120  # free times a search shows at once (a week of 30-minute slots, 7 hours a day: 98)

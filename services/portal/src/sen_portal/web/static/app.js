@@ -92,7 +92,7 @@
     }
     if (refused) {  // before htmx's own listener on the form (this one runs while capturing)
       evt.preventDefault(); evt.stopPropagation();
-      var live = document.getElementById("live-error"); if (live) live.hidden = true;
+      var live = ownBox(form); if (live) live.hidden = true;
       refused.setAttribute("tabindex", "-1"); refused.focus();
     }
   }, true);
@@ -101,9 +101,20 @@
   // the page's problem box (HX-Retarget, web.in_page) and the page's message and links go there, the page and
   // what was typed in it staying; the box takes the focus (the view scrolls to it) when it appears, and goes
   // away when the request that put it there succeeds (a poll that works again, the form sent again)
-  var problemFrom = null, failedFrom = null;
+  var problemFrom = null, failedFrom = null, failedBox = null;
   function hideAll(ids) {
     ids.forEach(function (id) { var b = document.getElementById(id); if (b) b.hidden = true; });
+  }
+  // a form's own "not sent" box: the one its data-live-error names (a page with two forms sent in place, the
+  // consult's answer and its message, says each under its own form), else the page's #live-error
+  function ownBox(elt) {
+    var form = elt && elt.closest ? elt.closest("[data-live-error]") : null;
+    return (form && document.getElementById(form.getAttribute("data-live-error"))) || document.getElementById("live-error");
+  }
+  function hideFailed() {
+    hideAll(["live-error"]);
+    if (failedBox) failedBox.hidden = true;
+    failedFrom = failedBox = null;
   }
   document.addEventListener("htmx:beforeSwap", function (evt) {
     var d = evt.detail;
@@ -113,7 +124,7 @@
   document.addEventListener("htmx:afterSwap", function (evt) {
     var box = document.getElementById("page-problem");
     if (!box || evt.detail.target !== box) return;
-    hideAll(["live-error", "connection-error"]);
+    hideAll(["connection-error"]); hideFailed();
     problemFrom = evt.detail.elt;
     // the form was from before the user signed in again: the answer carries the session's token, put into the
     // page (its forms and the header htmx sends), so the form sent once more goes through
@@ -132,9 +143,7 @@
     // the form's own "not sent" box goes when the request that failed works (the form sent again), not when
     // another one does: the reason box's suggestions answered after the consult failed to go hid it, the
     // consult still not sent and nothing said
-    if (!failedFrom || d.elt === failedFrom || !document.body.contains(failedFrom)) {
-      hideAll(["live-error"]); failedFrom = null;
-    }
+    if (!failedFrom || d.elt === failedFrom || !document.body.contains(failedFrom)) hideFailed();
     if (problemFrom && (d.elt === problemFrom || !document.body.contains(problemFrom))) {
       hideAll(["page-problem"]); problemFrom = null;
     }
@@ -151,14 +160,14 @@
   function connectionError(evt) {
     var xhr = evt.detail.xhr, big = xhr && xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
     var poll = !big && isPoll(evt.detail.elt), page = document.getElementById("connection-error");
-    var box = big || (poll ? page : document.getElementById("live-error") || page);
+    var own = ownBox(evt.detail.elt), box = big || (poll ? page : own || page);
     if (!box) return;
     if (box === page) {
       if (!box.hasAttribute("data-sent")) box.setAttribute("data-sent", box.textContent);
       box.textContent = box.getAttribute(poll ? "data-poll" : "data-sent") || box.getAttribute("data-sent");
       box.className = "alert error"; box.setAttribute("role", "alert");
     }
-    if (box.id === "live-error") failedFrom = evt.detail.elt;
+    if (box === own) { failedFrom = evt.detail.elt; failedBox = box; }
     box.hidden = false;
   }
   document.addEventListener("htmx:responseError", connectionError);
