@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import httpx
 import pytest
 
 from tests.browser.test_journey import transfer_arrives
 from tests.browser.test_pages import _admin
-from tests.browser.test_roles import FACILITY, _cashier_api
+from tests.browser.test_roles import FACILITY, issued_at_the_desk
 
 pytestmark = pytest.mark.integration
 
@@ -44,23 +43,7 @@ def _patient(stack: dict[str, str]) -> str:
 
 def _issued_invoice(stack: dict[str, str], pid: str) -> tuple[str, list[str]]:
     """An invoice of two services made at the desk by billing's API, issued: (its id, its charges)."""
-    h, billing = _cashier_api(stack), stack["billing"]
-    charges = []
-    for service in SERVICES:
-        r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
-            "resourceType": "ChargeItem", "status": "billable", "code": {"text": service},
-            "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": [f"ChargeItemDefinition/{service}"]})
-        assert r.status_code == 201, r.text[:300]
-        charges.append(r.json()["id"])
-    r = httpx.post(f"{billing}/fhir/Invoice", headers=h, timeout=30, json={
-        "resourceType": "Invoice", "status": "draft", "subject": {"reference": f"Patient/{pid}", "display": NAME},
-        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{c}"}} for c in charges]})
-    assert r.status_code == 201, r.text[:300]
-    iid = r.json()["id"]
-    r = httpx.post(f"{billing}/fhir/Invoice/{iid}/$issue", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
-                   timeout=30)
-    assert r.status_code == 200, r.text[:300]
-    return iid, charges
+    return issued_at_the_desk(stack, f"Patient/{pid}", SERVICES, display=NAME)
 
 
 def _status(stack: dict[str, str], iid: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser.test_journey import transfer_arrives
 from tests.browser.test_pages import _admin
-from tests.browser.test_roles import FACILITY, _cashier_api
+from tests.browser.test_roles import FACILITY, _cashier_api, issued_at_the_desk
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +27,7 @@ def _invoice(stack: dict[str, str]) -> tuple[str, str]:
         "birthDate": "1979-05-06", "managingOrganization": {"reference": f"Organization/{FACILITY}"}})
     assert r.status_code == 201, r.text[:300]
     pid = r.json()["id"]
-    h, billing = _cashier_api(stack), stack["billing"]
-    r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
-        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
-        "subject": {"reference": f"Patient/{pid}"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
-    assert r.status_code == 201, r.text[:300]
-    r = httpx.post(f"{billing}/fhir/Invoice", headers=h, timeout=30, json={
-        "resourceType": "Invoice", "status": "draft",
-        "subject": {"reference": f"Patient/{pid}", "display": "Đỗ Thị Lan"},
-        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]})
-    assert r.status_code == 201, r.text[:300]
-    iid = r.json()["id"]
-    r = httpx.post(f"{billing}/fhir/Invoice/{iid}/$issue", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
-                   timeout=30)
-    assert r.status_code == 200, r.text[:300]
+    iid, _charges = issued_at_the_desk(stack, f"Patient/{pid}", display="Đỗ Thị Lan")
     return iid, pid
 
 

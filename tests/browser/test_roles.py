@@ -29,23 +29,36 @@ def _cashier_api(stack: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 
 
-def _issued_invoice(stack: dict[str, str]) -> tuple[str, int]:
-    """An invoice of the demo facility, made by hand at the desk (a charge from the price list), issued;
-    (its id, the amount owed)."""
+def issued_at_the_desk(stack: dict[str, str], patient: str, services: tuple[str, ...] = ("kham-benh",),
+                       display: str | None = None) -> tuple[str, list[str]]:
+    """An invoice of the demo facility for ``patient`` (``Patient/<id>``; named ``display`` when given), made by
+    hand through billing's API as a cashier of it (a charge from the price list for each of ``services``, the
+    draft), then issued; (its id, its charges' ids)."""
     h, billing = _cashier_api(stack), stack["billing"]
-    r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
-        "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
-        "subject": {"reference": "Patient/bn-0003"}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
-    assert r.status_code == 201, r.text[:300]
+    charges = []
+    for service in services:
+        r = httpx.post(f"{billing}/fhir/ChargeItem", headers=h, timeout=30, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": service},
+            "subject": {"reference": patient}, "definitionCanonical": [f"ChargeItemDefinition/{service}"]})
+        assert r.status_code == 201, r.text[:300]
+        charges.append(r.json()["id"])
     r = httpx.post(f"{billing}/fhir/Invoice", headers=h, timeout=30, json={
-        "resourceType": "Invoice", "status": "draft", "subject": {"reference": "Patient/bn-0003"},
-        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{r.json()['id']}"}}]})
+        "resourceType": "Invoice", "status": "draft",
+        "subject": {"reference": patient, **({"display": display} if display else {})},
+        "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{c}"}} for c in charges]})
     assert r.status_code == 201, r.text[:300]
     iid = r.json()["id"]
     r = httpx.post(f"{billing}/fhir/Invoice/{iid}/$issue", headers={**h, "Idempotency-Key": uuid.uuid4().hex},
                    timeout=30)
     assert r.status_code == 200, r.text[:300]
-    summary = httpx.get(f"{billing}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    return iid, charges
+
+
+def _issued_invoice(stack: dict[str, str]) -> tuple[str, int]:
+    """An invoice of the demo facility, made by hand at the desk (a charge from the price list), issued;
+    (its id, the amount owed)."""
+    iid, _charges = issued_at_the_desk(stack, "Patient/bn-0003")
+    summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
     assert summary["status"] == "issued" and summary["balanceDue"] > 0
     return iid, summary["balanceDue"]
 
