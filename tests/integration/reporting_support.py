@@ -1,5 +1,6 @@
 """What the reporting suites share: events published on the real exchange and taken by the portal's real
-``portal.reporting`` consumers."""
+``portal.reporting`` consumers, and the unmatched transfers' figures the dashboard and billing's daily report
+must agree on."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from sen_portal.domain import reporting
 from sen_shared.bus import EventConsumer, Publisher, Topology, load_catalog
 
 from tests.support import wait_for
+
+# the unmatched transfers' story, as billing's daily report totals it and the dashboard's cashless share shows it
+UNMATCHED = ("unmatched", "unmatched_assigned", "unmatched_refunded", "unmatched_waiting", "assigned_earlier")
+
+
+def dashboard_unmatched(figures: dict[str, Any]) -> dict[str, Any]:
+    """The unmatched figures of the dashboard's cashless share (or a row of its CSV): its ``<figure>_amount``s."""
+    return {k: figures[f"{k}_amount"] for k in UNMATCHED}
+
+
+def report_unmatched(totals: dict[str, Any]) -> dict[str, Any]:
+    """The unmatched figures of billing's daily report (``reconciliation.totals``)."""
+    return {k: totals[k] for k in UNMATCHED}
 
 
 def through_reporting(amqp_url: str, base_env: dict[str, str], db: Any, published: list[dict[str, Any]],

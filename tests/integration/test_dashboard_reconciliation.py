@@ -22,6 +22,7 @@ import pytest
 from sen_portal.domain.dashboard import dashboard
 from sen_portal.domain.reporting import record_event
 
+from tests.integration.reporting_support import dashboard_unmatched, report_unmatched
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -126,7 +127,6 @@ def test_the_dashboard_gives_the_facilitys_reconciliation_and_labels_the_provinc
     assert figures(facility="org-a") == mine and figures() == province
 
 
-UNMATCHED = ("unmatched", "unmatched_assigned", "unmatched_refunded", "unmatched_waiting", "assigned_earlier")
 
 
 def test_the_dashboard_and_the_daily_report_give_one_story_of_the_unmatched_transfers(
@@ -182,15 +182,15 @@ def test_the_dashboard_and_the_daily_report_give_one_story_of_the_unmatched_tran
 
     # billing's story: yesterday 60.000 came, assigned since; today 90.000 came: 45.000 assigned,
     # 15.000 given back, 30.000 waiting; and today's assignment of yesterday's 60.000
-    assert {k: recon[yesterday][k] for k in UNMATCHED} == {
+    assert report_unmatched(recon[yesterday]) == {
         "unmatched": 60_000, "unmatched_assigned": 60_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
         "assigned_earlier": 0}
-    assert {k: recon[today][k] for k in UNMATCHED} == {
+    assert report_unmatched(recon[today]) == {
         "unmatched": 90_000, "unmatched_assigned": 45_000, "unmatched_refunded": 15_000, "unmatched_waiting": 30_000,
         "assigned_earlier": 60_000}
     for day in (yesterday, today):
         mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
-        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+        assert dashboard_unmatched(mine) == report_unmatched(recon[day]), day
         assert mine["unmatched_amount"] == (mine["unmatched_assigned_amount"] + mine["unmatched_refunded_amount"]
                                             + mine["unmatched_waiting_amount"])
         assert (mine["received_transfer_amount"], mine["refunds"], mine["net"], mine["received_count"]) == \
@@ -236,7 +236,7 @@ def test_an_assigned_transfers_overpayment_given_back_leaves_the_assigned_part_w
     assert (mine["received_transfer_amount"], mine["received_cash_amount"], mine["refunds"], mine["net"],
             mine["received_count"]) == (recon["transfers"], recon["cash"], recon["refunds"], recon["net"],
                                         recon["payments"])
-    assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[k] for k in UNMATCHED}
+    assert dashboard_unmatched(mine) == report_unmatched(recon)
     assert (mine["transfer_amount"], mine["transfer_count"]) == (100_000, 1)
     # the part within the whole: assigned 150.000, 50.000 of it given back
     assert (mine["assigned_amount"], mine["assigned_count"]) == (100_000, 1)

@@ -30,6 +30,7 @@ import pytest
 from sen_portal.domain.dashboard import csv_rows, dashboard
 from sen_portal.domain.reporting import record_event
 
+from tests.integration.reporting_support import UNMATCHED, dashboard_unmatched, report_unmatched
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,6 @@ DISTRICTS = {"org-a": "Huyện Cao Lãnh", "org-b": "Huyện Tháp Mười"}
 ADMIN = SimpleNamespace(roles={"admin"}, facility=None, sub="quan-tri")
 CASHIER_A = SimpleNamespace(roles={"cashier"}, facility="org-a", sub="thu-ngan-a")
 CASHIER_B = SimpleNamespace(roles={"cashier"}, facility="org-b", sub="thu-ngan-b")
-UNMATCHED = ("unmatched", "unmatched_assigned", "unmatched_refunded", "unmatched_waiting", "assigned_earlier")
 
 
 def _transfer(bdb: Any, amount: int, note: str, account: str, *, day_before: bool = False) -> str:
@@ -117,16 +117,16 @@ def test_a_transfer_assigned_to_another_facilitys_invoice_is_one_story_in_the_da
 
     # billing's story, by the queue's facility and the invoice's
     totals = {k: v[0] for k, v in recon.items()}
-    assert {k: totals[(yesterday, "org-a")][k] for k in UNMATCHED} == {
+    assert report_unmatched(totals[(yesterday, "org-a")]) == {
         "unmatched": 60_000, "unmatched_assigned": 60_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
         "assigned_earlier": 0}
-    assert {k: totals[(today, "org-a")][k] for k in UNMATCHED} == {
+    assert report_unmatched(totals[(today, "org-a")]) == {
         "unmatched": 75_000, "unmatched_assigned": 45_000, "unmatched_refunded": 0, "unmatched_waiting": 30_000,
         "assigned_earlier": 0}
-    assert {k: totals[(today, "org-b")][k] for k in UNMATCHED} == {
+    assert report_unmatched(totals[(today, "org-b")]) == {
         "unmatched": 0, "unmatched_assigned": 0, "unmatched_refunded": 0, "unmatched_waiting": 0,
         "assigned_earlier": 60_000}
-    assert {k: totals[(yesterday, "org-b")][k] for k in UNMATCHED} == dict.fromkeys(UNMATCHED, 0)
+    assert report_unmatched(totals[(yesterday, "org-b")]) == dict.fromkeys(UNMATCHED, 0)
     # A's CSV: today's transfer came there, assigned to B's invoice; B's: the assignments received
     a_rows = list(csv.DictReader(io.StringIO(recon[(today, "org-a")][2])))
     arrival = next(r for r in a_rows if r["id"] == same_day)
@@ -143,7 +143,7 @@ def test_a_transfer_assigned_to_another_facilitys_invoice_is_one_story_in_the_da
         for facility in ("org-a", "org-b"):
             mine = dashboard(fresh_db, day, day, None, facility=facility)["cashless_share"]
             want = totals[(day, facility)]
-            assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: want[k] for k in UNMATCHED}, (day, facility)
+            assert dashboard_unmatched(mine) == report_unmatched(want), (day, facility)
             assert mine["unmatched_amount"] == (mine["unmatched_assigned_amount"]
                                                 + mine["unmatched_refunded_amount"]
                                                 + mine["unmatched_waiting_amount"]), (day, facility)
@@ -151,15 +151,14 @@ def test_a_transfer_assigned_to_another_facilitys_invoice_is_one_story_in_the_da
                 want["transfers"], want["refunds"], want["net"], want["payments"]), (day, facility)
             # the facility's district (the EHR's) tells the same story
             district = dashboard(fresh_db, day, day, DISTRICTS[facility], facility_districts=DISTRICTS)
-            assert {k: district["cashless_share"][f"{k}_amount"] for k in UNMATCHED} == \
-                {k: want[k] for k in UNMATCHED}, (day, facility)
+            assert dashboard_unmatched(district["cashless_share"]) == report_unmatched(want), (day, facility)
             # and the dashboard's CSV of it
             header, rows = csv_rows("cashless_share", fresh_db, day, day, None, facility=facility)
             row = dict(zip(header, rows[0], strict=True))
-            assert {k: row[f"{k}_amount"] for k in UNMATCHED} == {k: want[k] for k in UNMATCHED}, (day, facility)
+            assert dashboard_unmatched(row) == report_unmatched(want), (day, facility)
         # the province: billing's report of every facility (the admins' queue's 20.000 there only)
         province = dashboard(fresh_db, day, day, None)["cashless_share"]
-        assert {k: province[f"{k}_amount"] for k in UNMATCHED} == {k: totals[(day, None)][k] for k in UNMATCHED}
+        assert dashboard_unmatched(province) == report_unmatched(totals[(day, None)])
     # B's takings today: the three assignments; A's: none
     b = dashboard(fresh_db, today, today, None, facility="org-b")["cashless_share"]
     assert (b["transfer_amount"], b["assigned_amount"], b["assigned_count"]) == (125_000, 125_000, 3)
@@ -193,18 +192,18 @@ def test_an_overpaid_assignment_of_an_earlier_transfer_is_net_in_of_which_from_e
     with scratch_db(mongo_client, "oe") as bdb:
         events = _events(bdb, [_overpaid_earlier(bdb)])
         recon = {d: _recon(bdb, d, "org-a")[0] for d in (yesterday, today)}
-    assert {k: recon[today][k] for k in UNMATCHED} == {
+    assert report_unmatched(recon[today]) == {
         "unmatched": 0, "unmatched_assigned": 0, "unmatched_refunded": 0, "unmatched_waiting": 0,
         "assigned_earlier": 100_000}
     assert (recon[today]["refunds"], recon[today]["net"]) == (50_000, -50_000)
-    assert {k: recon[yesterday][k] for k in UNMATCHED} == {
+    assert report_unmatched(recon[yesterday]) == {
         "unmatched": 150_000, "unmatched_assigned": 150_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
         "assigned_earlier": 0}
     for e in events:
         assert record_event(fresh_db, e) is True
     for day in (yesterday, today):
         mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
-        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+        assert dashboard_unmatched(mine) == report_unmatched(recon[day]), day
         assert (mine["refunds"], mine["net"]) == (recon[day]["refunds"], recon[day]["net"]), day
     mine = dashboard(fresh_db, today, today, None, facility="org-a")["cashless_share"]
     assert (mine["assigned_amount"], mine["assigned_earlier_amount"], mine["assigned_earlier_count"]) == \
@@ -248,7 +247,7 @@ def test_facts_stored_before_the_fix_get_the_new_meaning_from_the_rebuild(
 
     def told(day: date, facility: str) -> dict[str, int]:
         mine = dashboard(fresh_db, day, day, None, facility=facility)["cashless_share"]
-        return {k: mine[f"{k}_amount"] for k in UNMATCHED}
+        return dashboard_unmatched(mine)
 
     # as before the fix: A's transfer assigned at B, the refund off no earlier day's assignment
     assert (told(yesterday, "org-a")["unmatched_assigned"], told(yesterday, "org-b")["unmatched_assigned"]) == \
@@ -258,7 +257,7 @@ def test_facts_stored_before_the_fix_get_the_new_meaning_from_the_rebuild(
     sealed_cache.clear()
     for day in (yesterday, today):
         for facility in ("org-a", "org-b"):
-            assert told(day, facility) == {k: recon[(day, facility)][k] for k in UNMATCHED}, (day, facility)
+            assert told(day, facility) == report_unmatched(recon[(day, facility)]), (day, facility)
     assert (told(yesterday, "org-a")["unmatched_assigned"], told(yesterday, "org-b")["unmatched_assigned"]) == \
         (60_000 + 150_000, 0)
     assert told(today, "org-a")["assigned_earlier"] == 100_000
@@ -307,7 +306,7 @@ def test_a_refund_whose_event_comes_before_its_assignments_is_net_at_once_on_the
 
     for day in (yesterday, today):
         mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
-        assert {k: mine[f"{k}_amount"] for k in UNMATCHED} == {k: recon[day][k] for k in UNMATCHED}, day
+        assert dashboard_unmatched(mine) == report_unmatched(recon[day]), day
     mine = dashboard(fresh_db, today, today, None, facility="org-a")["cashless_share"]
     assert (mine["assigned_amount"], mine["assigned_earlier_amount"], mine["refunds"]) == (100_000, 100_000, 50_000)
     assert recon[today]["assigned_earlier"] == 100_000
