@@ -1,5 +1,5 @@
 """What the cashier page suites share: billing faked as its JSON API answers the shift page
-(specs/billing.yaml), every call it was sent kept."""
+(specs/billing.yaml), every call it was sent kept; billing's daily CSV as the portal downloads it."""
 
 from __future__ import annotations
 
@@ -52,3 +52,15 @@ class ShiftBilling:
 
     def posted(self) -> list[tuple[str, str, Any]]:
         return [s for s in self.sent if s[0] == "POST"]
+
+
+def daily_csv_from_billing(monkeypatch, body: bytes, org_names: dict[str, str]) -> None:  # noqa: ANN001
+    """billing answers the daily report's download with ``body`` (its CSV), and the directory names the
+    facilities ``org_names`` (``{}``: it cannot, as when the EHR refuses a cashier's Organization reads)."""
+    from sen_portal.web import daily_report, directory
+
+    class Answer:
+        content = body
+
+    monkeypatch.setattr(daily_report, "call", lambda *a, **k: Answer())
+    monkeypatch.setattr(directory, "org_names", lambda: org_names)

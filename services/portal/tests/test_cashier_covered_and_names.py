@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services.portal.tests.cashier_support import daily_csv_from_billing
 from tests.support import flash_step, portal_app, portal_signed_in
 
 REF = "urn:sen:billing:payment-reference"
@@ -131,13 +132,9 @@ DAILY = (
 
 
 def test_the_vietnamese_daily_csv_names_the_invoice_by_reference_and_the_facility_by_name(client, monkeypatch):
-    from sen_portal.web import daily_report, directory
+    from sen_portal.web import daily_report
 
-    class Answer:
-        content = DAILY
-
-    monkeypatch.setattr(daily_report, "call", lambda *a, **k: Answer())
-    monkeypatch.setattr(directory, "org_names", lambda: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
+    daily_csv_from_billing(monkeypatch, DAILY, {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
     r = client.get("/shift/daily-report.csv?day=05/12/2026")
     assert r.status_code == 200
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
+from services.portal.tests.cashier_support import daily_csv_from_billing
 from tests.support import csrf_token, flashed_steps, portal_app, portal_signed_in
 
 CREDIT = {"kind": "credit", "payment": "cashier:c1", "invoice": "inv-over", "reference": "HD7K2M9QX4C",
@@ -175,13 +176,9 @@ DAILY = (
 
 
 def test_the_cashiers_csv_names_the_facility_by_billings_name_when_the_directory_cannot(app, monkeypatch):
-    from sen_portal.web import daily_report, directory
+    from sen_portal.web import daily_report
 
-    class Answer:
-        content = DAILY
-
-    monkeypatch.setattr(daily_report, "call", lambda *a, **k: Answer())
-    monkeypatch.setattr(directory, "org_names", lambda: {})  # the EHR refuses a cashier's Organization reads
+    daily_csv_from_billing(monkeypatch, DAILY, {})  # the EHR refuses a cashier's Organization reads
     r = portal_signed_in(app, "cashier").get("/shift/daily-report.csv?day=05/12/2026")
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     header, payment = lines[0].split(","), lines[1].split(",")
