@@ -63,13 +63,16 @@ def test_an_expired_session_on_the_consult_form_is_said_with_what_was_typed(visi
     assert page.locator("#live-error").is_hidden() and page.locator("#connection-error").is_hidden()
     assert page.input_value("#question") == QUESTION and page.url.endswith("/patients/bn-0002/consult")
     v.check("clinic-consult-signed-out")
-    # signing in again from there comes back to the form
-    box.locator("[data-testid=back]").click()
-    page.fill("#username", "clinic")
-    page.fill("#password", "sen-clinic")
-    page.click("form button.primary")
-    page.wait_for_load_state("networkidle")
-    assert page.url.endswith("/patients/bn-0002/consult")
+    # signing in again from there comes back to the form, in a new tab: this one keeps what was typed
+    with page.context.expect_page() as opened:
+        box.locator("[data-testid=back]").click()
+    other = opened.value
+    other.fill("#username", "clinic")
+    other.fill("#password", "sen-clinic")
+    other.click("form button.primary")
+    other.wait_for_load_state("networkidle")
+    assert other.url.endswith("/patients/bn-0002/consult")
+    assert page.input_value("#question") == QUESTION and page.url.endswith("/patients/bn-0002/consult")
 
 
 def test_an_expired_session_on_the_patient_search_is_said(visitor_factory):

@@ -112,7 +112,8 @@ def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_onc
     """The consult form left open until the session ended, "Sign in again" in another tab, then sent from the
     first: the answer said "Go back, reload the page" (the page's CSRF token was the old session's), and the
     form, its files included, was lost a second time. Now it says the page can send, and sending it once more
-    makes the consult."""
+    makes the consult. The box's "Sign in again" opens that other tab itself: followed in the same tab, it left
+    the page with the nurse's question."""
     v = visitor_factory("vi-360-slow-signed-in-again", width=360, height=740)
     v.sign_in("clinic")
     v.go("/patients/bn-0001/consult")
@@ -129,12 +130,16 @@ def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_onc
     box = page.locator("#page-problem")
     box.wait_for(state="visible")
     assert "Bạn đã bị đăng xuất" in box.inner_text()
-    other = page.context.new_page()  # signed in again in another tab
-    other.goto(v.base + "/login")
+    # "Đăng nhập lại" opens the sign-in in a new tab (in this one it left the page, the question and its files)
+    with page.context.expect_page() as opened:
+        box.locator("[data-testid=back]").click()
+    other = opened.value
+    other.wait_for_load_state()
+    assert "/login" in other.url and page.input_value("#question") == question
     other.fill("#username", "clinic")
     other.fill("#password", "sen-clinic")
     other.click("form button.primary")
-    other.wait_for_url(re.compile(r".*/patients$"))
+    other.wait_for_url(re.compile(r".*/patients/bn-0001/consult$"))  # signed in, to the form's page (next=)
     other.close()
     page.click("#consult-form button.primary")
     page.wait_for_function("() => document.querySelector('#page-problem [data-csrf]') !== null")

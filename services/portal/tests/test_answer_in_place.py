@@ -126,3 +126,24 @@ def test_a_message_is_sent_in_place_and_twice_is_one_message(client, monkeypatch
         empty = client.post(action, headers=HTMX, data={"text": "", "key": key, "csrf_token": csrf_token(page)})
         assert empty.status_code == 200 and 'id="text-error"' in _by_id(empty.get_data(as_text=True), "consult-message")
         assert len(sent) == 2
+
+
+def test_signed_out_while_typing_the_sign_in_opens_in_a_new_tab_from_a_form_sent_in_place(client, monkeypatch):  # noqa: F811
+    """The session ended while the nurse typed a long answer: sent in place, the problem box's "Đăng nhập lại"
+    took the tab to the sign-in page, away from the answer and its files. It opens a new tab now and says so;
+    a page the browser posted (no htmx) has no page left behind to keep: the link as before."""
+    Backends(monkeypatch)
+    sign_in(client)
+    page = client.get("/consults/t1").get_data(as_text=True)
+    with client.session_transaction() as s:
+        s.clear()  # the session ended
+    in_place = client.post("/consults/t1/answer", headers=HTMX, data={"answer": "Dài…", "csrf_token": csrf_token(page)})
+    said = in_place.get_data(as_text=True)
+    # 400: its CSRF token was the ended session's (web._csrf_error)
+    assert in_place.status_code == 400 and in_place.headers["HX-Retarget"] == "#page-problem"
+    link = re.search(r'<a href="/login\?next=[^"]*" data-testid="back"[^>]*>', said).group(0)
+    assert 'target="_blank"' in link and 'rel="noopener"' in link
+    assert "Trang đăng nhập mở trong thẻ mới: nội dung bạn đã nhập vẫn ở trang này." in said
+    plain = client.post("/consults/t1/answer", data={"answer": "Dài…", "csrf_token": csrf_token(page)})
+    assert 'target="_blank"' not in plain.get_data(as_text=True) and 'data-testid="new-tab"' not in plain.get_data(
+        as_text=True)

@@ -105,8 +105,10 @@ def signed_out_page(typed: list[Typed] | None = None) -> Any:
         or _on_this_site(request.referrer)
     page = came if came and _answers_get(came) else \
         (request.path if _answers_get(request.path) else nearest_page(request.path))
+    # said in the page's problem box (htmx: a form sent in place, the page and what was typed staying): signing in
+    # in the same tab would leave that page, the nurse's long question and its files with it; a new tab keeps it
     return render_template(
-        "error.html", title=gettext("You were signed out"), typed=typed,
+        "error.html", title=gettext("You were signed out"), typed=typed, new_tab=is_htmx(),
         message=gettext("Your session ended (signed out, or open too long), so nothing was sent. Sign in "
                         "again, then send it once more."),
         back=url_for("web.login", next=page or "/"), back_label=gettext("Sign in again")), 401
