@@ -1,11 +1,10 @@
 """What the billing integration suites share: a scratch billing database with its indexes, the
 billing app on a fresh database, and an invoice made the way the service makes one (charge item,
-draft, issue; optionally cancelled); for the portal's cashier suites, an EHR holding their patient and the
-demo cashier signed in to the portal."""
+draft, issue; optionally cancelled); for the portal's cashier suites, the demo cashier signed in to the
+portal."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-import httpx
 from pymongo import MongoClient, monitoring
 from sen_billing.domain import invoices, payments, pricing, vietqr
 from sen_billing.domain.webhooks import Transfer
@@ -132,24 +130,6 @@ def fhir_admin(dev_key) -> dict[str, str]:  # noqa: ANN001 - the dev signing key
     from tests.support import admin_headers
 
     return admin_headers(dev_key)
-
-
-@contextmanager
-def ehr_with_patient(base_env: dict[str, str], run_id: str, tmp_path_factory, mongo_client, dev_key, tag: str,
-                     patient: dict) -> Iterator[str]:
-    """The URL of an EHR web process (gunicorn) on ``sen_t<run>_<tag>_ehr`` holding ``patient`` (put by an
-    admin at its id); the database is dropped after."""
-    from tests.support import admin_headers, web_process
-
-    db = f"sen_t{run_id}_{tag}_ehr"
-    try:
-        with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-            r = httpx.put(f"{url}/fhir/Patient/{patient['id']}", content=json.dumps(patient),
-                          headers=admin_headers(dev_key))
-            assert r.status_code in (200, 201), r.text
-            yield url
-    finally:
-        mongo_client.drop_database(db)
 
 
 def signed_in_cashier(app):  # noqa: ANN001, ANN201 - the portal's Flask app; its test client

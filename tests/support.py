@@ -217,6 +217,24 @@ def web_process(service: str, env: dict[str, str], log: Path, **extra: str) -> I
             proc.wait()
 
 
+@contextmanager
+def seeded_ehr(base_env: dict[str, str], db: str, tmp_path_factory: Any, mongo_client: Any, dev_key: Path,
+               resources: list[dict[str, Any]]) -> Iterator[str]:
+    """The URL of an EHR web process (gunicorn) on the database ``db`` holding ``resources``, each put by an
+    admin at its id; the database is dropped after."""
+    import json
+
+    try:
+        with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
+            for res in resources:
+                r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res),
+                              headers=admin_headers(dev_key))
+                assert r.status_code in (200, 201), r.text
+            yield url
+    finally:
+        mongo_client.drop_database(db)
+
+
 @pytest.fixture(scope="module", name="billing")
 def billing_service(request: Any, base_env: dict[str, str], run_id: str, mongo_client: Any,
                     tmp_path_factory: Any) -> Iterator[tuple[str, Any]]:

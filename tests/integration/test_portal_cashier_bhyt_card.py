@@ -26,11 +26,10 @@ import pytest
 from tests.billing_support import (
     billing_web,
     cashier_portal,
-    ehr_with_patient,
     same_session,
     signed_in_cashier,
 )
-from tests.support import ROOT, VN_TZ, admin_headers, csrf_token, input_value
+from tests.support import ROOT, VN_TZ, admin_headers, csrf_token, input_value, seeded_ehr
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,8 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
                "name": [{"family": "Lê", "given": ["Thị", "Hoa"], "text": "Lê Thị Hoa"}],
                "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": CARD}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    with ehr_with_patient(base_env, run_id, tmp_path_factory, mongo_client, dev_key, "pcb", patient) as url:
+    with seeded_ehr(base_env, f"sen_t{run_id}_pcb_ehr", tmp_path_factory, mongo_client, dev_key,
+                    [patient]) as url:
         yield url
 
 

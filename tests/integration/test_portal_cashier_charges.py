@@ -25,11 +25,10 @@ from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import (
     billing_web,
-    ehr_with_patient,
     same_session,
     signed_in_cashier,
 )
-from tests.support import admin_headers, app_client, csrf_token, input_value
+from tests.support import admin_headers, app_client, csrf_token, input_value, seeded_ehr
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +43,8 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
                "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
                               {"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    with ehr_with_patient(base_env, run_id, tmp_path_factory, mongo_client, dev_key, "pcc", patient) as url:
+    with seeded_ehr(base_env, f"sen_t{run_id}_pcc_ehr", tmp_path_factory, mongo_client, dev_key,
+                    [patient]) as url:
         yield url
 
 

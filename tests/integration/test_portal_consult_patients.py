@@ -33,7 +33,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, portal_signed_in, wait_for, web_process
+from tests.support import app_client, csrf_token, portal_signed_in, seeded_ehr, wait_for, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -64,24 +64,18 @@ def ehr_db(run_id):
 
 @pytest.fixture(scope="module")
 def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
-    log = tmp_path_factory.mktemp("ehr") / "ehr.log"
-    with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, log) as url:
-        seed = [
-            {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
-            {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
-             "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
-            {"resourceType": "Practitioner", "id": "bs-nguyen-van-an",  # the portal's demo doctor
-             "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
-            _patient(LAN, "Nguyễn", "Thị Lan", "female"),
-            _patient(BINH, "Trần", "Văn Bình", "male"),
-            _patient(CUONG, "Lê", "Văn Cường", "male"),
-        ]
-        admin = _headers(dev_key, "admin")
-        for res in seed:
-            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=admin)
-            assert r.status_code in (200, 201), r.text
+    seed = [
+        {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
+        {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
+         "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
+        {"resourceType": "Practitioner", "id": "bs-nguyen-van-an",  # the portal's demo doctor
+         "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
+        _patient(LAN, "Nguyễn", "Thị Lan", "female"),
+        _patient(BINH, "Trần", "Văn Bình", "male"),
+        _patient(CUONG, "Lê", "Văn Cường", "male"),
+    ]
+    with seeded_ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key, seed) as url:
         yield url
-    mongo_client.drop_database(ehr_db)
 
 
 @pytest.fixture(scope="module")

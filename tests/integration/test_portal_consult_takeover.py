@@ -36,7 +36,7 @@ from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fix
     tc,
 )
 from tests.integration.test_portal_visit_changes import portal  # noqa: F401 - the portal, answers never kept
-from tests.support import csrf_token, portal_signed_in, wait_for, web_process
+from tests.support import csrf_token, portal_signed_in, seeded_ehr, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,28 +53,21 @@ def _shown(pid: str) -> str:
 
 @pytest.fixture(scope="module")
 def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
-    db = f"sen_t{run_id}_ptk_ehr"
-    log = tmp_path_factory.mktemp("ehr") / "ehr.log"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, log) as url:
-        seed: list[dict[str, Any]] = [
-            {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
-            {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
-            {"resourceType": "Practitioner", "id": "bs-nguyen-van-an", "name": [{"family": "Nguyễn",
-                                                                                 "given": ["Văn", "An"]}]},
-            {**_patient(PATIENT, "Nguyễn", "Thị Lan", "female")},
-        ]
-        for pid, (family, given) in NAMES.items():
-            seed.append({"resourceType": "Practitioner", "id": pid, "name": [{"family": family,
-                                                                              "given": given.split()}]})
-            seed.append({"resourceType": "PractitionerRole", "id": f"role-{pid}",
-                         "practitioner": {"reference": f"Practitioner/{pid}"},
-                         "organization": {"reference": f"Organization/{HUB}"}})
-        admin = _headers(dev_key, "admin")
-        for res in seed:
-            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=admin)
-            assert r.status_code in (200, 201), r.text
+    seed: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
+        {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
+        {"resourceType": "Practitioner", "id": "bs-nguyen-van-an", "name": [{"family": "Nguyễn",
+                                                                             "given": ["Văn", "An"]}]},
+        {**_patient(PATIENT, "Nguyễn", "Thị Lan", "female")},
+    ]
+    for pid, (family, given) in NAMES.items():
+        seed.append({"resourceType": "Practitioner", "id": pid, "name": [{"family": family,
+                                                                          "given": given.split()}]})
+        seed.append({"resourceType": "PractitionerRole", "id": f"role-{pid}",
+                     "practitioner": {"reference": f"Practitioner/{pid}"},
+                     "organization": {"reference": f"Organization/{HUB}"}})
+    with seeded_ehr(base_env, f"sen_t{run_id}_ptk_ehr", tmp_path_factory, mongo_client, dev_key, seed) as url:
         yield url
-    mongo_client.drop_database(db)
 
 
 @pytest.fixture(scope="module")
