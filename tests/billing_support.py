@@ -170,6 +170,17 @@ def make_invoice(db, owed: int, facility: str = "org-a", *, status: str = "issue
     return iid, vietqr.reference_code(iid)
 
 
+def cash_on_a_new_invoice(client, db, headers: dict[str, str], amount: int):  # noqa: ANN001, ANN201
+    """A new invoice of org-a owing 100.000 ₫ (:func:`make_invoice` in ``db``, the app's database), and ``amount``
+    đồng of cash taken on it through billing's API (``POST /payments/cash``, transaction ``t-1``) by the cashier
+    of ``headers``, their shift open: (the invoice's id, billing's 201 answer)."""
+    iid, _code = make_invoice(db, 100_000, facility="org-a")
+    cash = client.post("/payments/cash", json={"invoice": iid, "amount": amount, "transactionId": "t-1"},
+                       headers=headers)
+    assert cash.status_code == 201, cash.text
+    return iid, cash
+
+
 def hand_invoice(client, headers: dict[str, str], patient: str, services: list[str], **body) -> tuple[str, list[str]]:
     """A cashier's invoice by hand through billing's API: a ChargeItem per price-list code in
     ``services``, then the draft Invoice of them (``body``: more of its fields); (invoice id, charge ids)."""

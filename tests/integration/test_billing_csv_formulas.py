@@ -26,17 +26,14 @@ DDE = "@SUM(1+1)*cmd|' /C calc'!A0"
 
 def test_a_refund_reason_and_a_shift_note_typed_as_formulas_stay_text(base_env, mongo_client, dev_key) -> None:
     vn_day_with_room()  # what this test pays and reads is of one day in Vietnam (the daily report's)
-    from tests.billing_support import make_invoice
+    from tests.billing_support import cash_on_a_new_invoice
 
     name = f"sen_billing_cf{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, _app):
         token = issue_dev_token(dev_key, "cashier", sub=f"thu-ngan-{uuid.uuid4().hex[:4]}", facility="org-a")
         me = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201
-        iid, _code = make_invoice(mongo_client[name], 100_000, facility="org-a")
-        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 130_000, "transactionId": "t-1"},
-                           headers=me)
-        assert cash.status_code == 201, cash.text
+        iid, cash = cash_on_a_new_invoice(client, mongo_client[name], me, 130_000)
         refund = client.post(f"/payments/{cash.json()['id']}/refund", json={"reason": LINK, "method": "cash"},
                              headers=me)
         assert refund.status_code == 201, refund.text

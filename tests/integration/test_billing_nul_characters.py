@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.billing_support import make_invoice
+from tests.billing_support import cash_on_a_new_invoice
 from tests.support import app_client, vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -30,10 +30,7 @@ def test_nul_in_a_payment_request_is_a_400_and_nothing_is_stored(base_env, mongo
               "Accept": "application/json"}
         admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Accept": "text/csv"}
         assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201
-        iid, _code = make_invoice(mongo_client[name], 100_000, facility="org-a")
-        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 130_000, "transactionId": "t-1"},
-                           headers=me)
-        assert cash.status_code == 201, cash.text  # the payments collection holds a document
+        iid, cash = cash_on_a_new_invoice(client, mongo_client[name], me, 130_000)  # a payments document
         pid = cash.json()["id"]
 
         _problem(client.get("/payments/reports/daily.csv?facility=org-a%00", headers=admin))

@@ -53,7 +53,7 @@ def test_the_daily_csv_names_the_cashier_and_when_their_shift_opened(base_env, m
     import csv
     import io
 
-    from tests.billing_support import make_invoice
+    from tests.billing_support import cash_on_a_new_invoice
 
     name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, app):
@@ -63,10 +63,7 @@ def test_the_daily_csv_names_the_cashier_and_when_their_shift_opened(base_env, m
         opened = client.post("/payments/shifts", json={"openingCash": 0}, headers=me)
         assert opened.status_code == 201 and opened.json()["cashierName"] == "Lê Thị Thu", opened.text
         db = mongo_client[name]
-        iid, _code = make_invoice(db, 100_000, facility="org-a")
-        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 130_000, "transactionId": "t-1"},
-                           headers=me)
-        assert cash.status_code == 201, cash.text
+        iid, cash = cash_on_a_new_invoice(client, db, me, 130_000)
         refund = client.post(f"/payments/{cash.json()['id']}/refund", json={"reason": "tiền thừa", "method": "cash"},
                              headers=me)
         assert refund.status_code == 201, refund.text
@@ -168,7 +165,7 @@ def test_the_daily_csv_lists_the_shifts_closed_that_day(base_env, mongo_client, 
     import csv
     import io
 
-    from tests.billing_support import make_invoice
+    from tests.billing_support import cash_on_a_new_invoice
 
     name = f"sen_billing_sn{uuid.uuid4().hex[:8]}"
     with app_client("billing", base_env, name, mongo_client) as (client, _app):
@@ -176,10 +173,7 @@ def test_the_daily_csv_lists_the_shifts_closed_that_day(base_env, mongo_client, 
                                 name="Lê Thị Thu")
         me = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         assert client.post("/payments/shifts", json={"openingCash": 500_000}, headers=me).status_code == 201
-        iid, _code = make_invoice(mongo_client[name], 100_000, facility="org-a")
-        cash = client.post("/payments/cash", json={"invoice": iid, "amount": 100_000, "transactionId": "t-1"},
-                           headers=me)
-        assert cash.status_code == 201, cash.text
+        iid, cash = cash_on_a_new_invoice(client, mongo_client[name], me, 100_000)
         closed = client.post("/payments/shifts/current/close", headers=me,
                              json={"countedCash": 580_000, "countedTransfers": 0, "note": "thiếu 20.000"}).json()
         assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201  # open still
