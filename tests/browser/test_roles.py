@@ -234,6 +234,7 @@ def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_c
 
 
 def _unmatched_transfer(stack: dict[str, str], note: str, amount: int) -> None:
+    """A SePay transfer of ``amount`` to the demo account whose note (``note``) names no invoice."""
     body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 09:00:00",
             "accountNumber": "0011001932418", "code": None, "content": note, "transferType": "in",
             "transferAmount": amount, "accumulated": amount, "referenceCode": "FT26340", "description": note}
@@ -302,12 +303,7 @@ def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
 def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack):
     iid, owed = _issued_invoice(stack)
     note = f"CK kham benh con trai {random.randint(1000, 9999)}"  # no bill reference: matches nothing
-    body = {"id": random.randint(10**8, 10**9), "gateway": "Vietcombank", "transactionDate": "2026-12-04 09:00:00",
-            "accountNumber": "0011001932418", "code": None, "content": note, "transferType": "in",
-            "transferAmount": owed, "accumulated": owed, "referenceCode": "FT26339", "description": note}
-    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
-                   headers={"Authorization": f"Apikey {stack['sepay']}"})
-    assert r.status_code in (200, 201), r.text
+    _unmatched_transfer(stack, note, owed)
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
     v.go("/unmatched")
