@@ -549,6 +549,10 @@ class GuardedFhirServer(FhirServer):
     def _reachable(facts: _Facts, ref: str) -> bool:
         return access.reaches(facts.principal, facts.patient(ref))
 
+    def reaches_patient(self, principal: Any, ref: str) -> bool:
+        """May ``principal`` see the stored ``Patient/<id>`` ``ref`` (an admin, its owner, or granted it)?"""
+        return not self.is_restricted(principal) or self._reachable(_Facts(self, principal), ref)
+
     # ------------------------------------------------------------------ writes
 
     def create(self, req: FhirRequest) -> FhirResponse:

@@ -714,7 +714,8 @@ class Store:
         try:
             self.apply(w)
         except FhirError as err:
-            if err.status == 409 and if_match is not None:
+            # a lost version claim; an identifier another resource holds is its own 409 (unique.duplicate)
+            if err.status == 409 and if_match is not None and err.code != "duplicate":
                 raise FhirError(f"{rtype}/{rid} is no longer at version {if_match}", status=412,
                                 code="conflict") from None
             raise

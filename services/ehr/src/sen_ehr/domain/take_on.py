@@ -306,7 +306,7 @@ def run(server: Any, principal: Any, pid: str | None, body: Any,
         rec.purpose = req.reason
         if pid is not None:
             rec.patients.append(f"Patient/{pid}")
-        user = str(principal.sub or "") or f"Organization/{facility}"
+        user = failures.user_of(principal)
         # counted as a wrong number from here (429 here once there were too many) until shown otherwise
         attempt = failures.begin(server.db, user, limit) if limit is not None else None
         try:

@@ -16,6 +16,9 @@ each other count each other: at most ``max_failures`` wrong numbers are ever com
 however many arrive at once (tests/integration/test_ehr_end_take_on.py); the price is that a
 user's own attempts arriving together near the limit may be refused where one after the other
 would not. Records older than the window are swept when the user fails again.
+
+A Patient write carrying a number held by a patient the user may not see counts here too, as one
+wrong number (:mod:`.registered_elsewhere`): one budget for both ways of testing numbers.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def throttled(until: datetime, now: datetime, limit: Limit) -> FhirError:
     return FhirError(f"too many wrong numbers: {limit.max_failures} or more in {minutes} minutes; no number is "
                      f"compared before {when} (retry after {seconds} seconds)", status=429, code="throttled",
                      headers={"Retry-After": str(seconds)})
+
+
+def user_of(principal: Any) -> str:
+    """Whose budget an attempt spends: the token's ``sub``, else its facility."""
+    return str(getattr(principal, "sub", None) or "") or f"Organization/{getattr(principal, 'facility', None)}"
 
 
 def begin(db: Database, user: str, limit: Limit) -> str:
