@@ -203,6 +203,8 @@ def patient_new() -> Any:
                 created = fhir_post("ehr", "/fhir/Patient", patient_resource(form, g.user.facility))
                 return step_done(url_for("web.patient_chart", pid=created["id"]), "created")
             except BackendError as err:
+                if err.kind == "refused" and err.status == 429:  # too many numbers of others' patients
+                    return registration_throttled(err, form)
                 existing = registered_already(err, form)
                 if existing is None:
                     problem = backend_message(err)
@@ -215,8 +217,17 @@ def patient_new() -> Any:
               "bhyt": patients.masked(_identifier(p, SYS_BHYT)), "recorded": patients.recorded(p),
               "address": patients.address_text(p), "phone": patients.phone_text(p)} for p in same]
     return render_template("patient_new.html", form=form, problem=problem, existing=existing, take_on=take_on,
+                           take_on_pid=None if existing == ELSEWHERE else existing,
                            same=shown, same_ids=",".join(p["pid"] for p in shown),
                            title=gettext("Register a patient"))
+
+
+def registration_throttled(err: BackendError, form: PatientForm) -> Any:
+    """The EHR refuses the registration for a while (the user's numbers held by others' patients and wrong
+    numbers at the take-on spent one budget): the page again, what was typed kept, saying until when."""
+    message, headers = throttled(err)
+    return render_template("patient_new.html", form=form, problem=message, existing=None, take_on=None,
+                           take_on_pid=None, same=[], same_ids="", title=gettext("Register a patient")), 429, headers
 
 
 def _identifier(patient: dict[str, Any], system: str) -> str:
@@ -227,9 +238,10 @@ def take_on_offer(pid: str, form: PatientForm) -> TakeOnForm | None:
     """The take-on form for the patient ``pid`` who holds the number typed, when the EHR says the user
     may not read them (a patient of another facility); None when the user may (the chart's link is
     enough) or the EHR did not answer (the link then, as before)."""
-    found = patients.lookup([pid])
-    if found is None or pid in found:
-        return None
+    if pid != ELSEWHERE:  # named: the user may read them unless the lookup says otherwise
+        found = patients.lookup([pid])
+        if found is None or pid in found:
+            return None
     # registered_already named the field whose number the patient holds (the form had no error before)
     system, number = ("bhyt", (form.bhyt.data or "").upper()) if form.bhyt.errors else ("cccd", form.cccd.data or "")
     return TakeOnForm(formdata=None, system=system, number=number, family=form.family.data, given=form.given.data,
@@ -291,6 +303,14 @@ def patient_take_on(pid: str | None) -> Any:
 def too_many_wrong_numbers(err: BackendError) -> Any:
     """The EHR compares no more numbers of this user's for a while (too many wrong ones): say until when,
     in the page's language, with the EHR's Retry-After."""
+    message, headers = throttled(err)
+    page = render_template("error.html", title=gettext("Too many wrong numbers"), message=message,
+                           back=url_for("web.clinic_home"), back_label=gettext("Find a patient"))
+    return page, 429, headers
+
+
+def throttled(err: BackendError) -> tuple[str, dict[str, str]]:
+    """What the EHR's 429 on numbers says (until when, in the page's language) and its Retry-After."""
     until = patients.retry_at(err)
     until_dt = parse_instant(until) if until else None
     message = gettext("Too many wrong card numbers were typed: the health record service checks no more "
@@ -301,27 +321,33 @@ def too_many_wrong_numbers(err: BackendError) -> Any:
     headers = {}
     if until_dt is not None:
         headers["Retry-After"] = str(max(1, int((until_dt - datetime.now(UTC)).total_seconds()) + 1))
-    page = render_template("error.html", title=gettext("Too many wrong numbers"), message=message,
-                           back=url_for("web.clinic_home"), back_label=gettext("Find a patient"))
-    return page, 429, headers
+    return message, headers
 
 
 _HOLDER = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64}) already has the identifier \S+ \(system (\S+)\)")
+# a holder the user may not see is not named (sen_ehr.domain.registered_elsewhere): taken on by the number
+_ELSEWHERE = re.compile(r"^this number \(system (\S+)\) is already registered to another patient")
+ELSEWHERE = "(elsewhere)"  # registered_already's answer then: no id, never a FHIR id (parentheses)
 
 
 def registered_already(err: BackendError, form: PatientForm) -> str | None:
-    """The id of the patient who already holds the CCCD or BHYT number typed, when the EHR refused
-    the registration for that (409 ``duplicate``, sen_shared/fhir/unique.py); the field gets the
-    sentence, what was typed stays. None for any other refusal."""
-    m = _HOLDER.match(err.detail or "") if err.status == 409 and err.code == "duplicate" else None
-    if m is None:
+    """The id of the patient who already holds the CCCD or BHYT number typed, or ``ELSEWHERE`` when the
+    EHR does not name them (a patient the user may not see), when the EHR refused the registration for
+    that (409 ``duplicate``, sen_shared/fhir/unique.py); the field gets the sentence, what was typed
+    stays. None for any other refusal."""
+    if err.status != 409 or err.code != "duplicate":
         return None
-    if m.group(2) == SYS_BHYT:
+    m = _HOLDER.match(err.detail or "")
+    hidden = _ELSEWHERE.match(err.detail or "") if m is None else None
+    if m is None and hidden is None:
+        return None
+    system, holder = (m.group(2), m.group(1)) if m is not None else (hidden.group(1), ELSEWHERE)
+    if system == SYS_BHYT:
         form.bhyt.errors = [*form.bhyt.errors, gettext("This health insurance number is already registered "
                                                        "to another patient.")]
     else:
         form.cccd.errors = [*form.cccd.errors, gettext("This CCCD number is already registered to another patient.")]
-    return m.group(1)
+    return holder
 
 
 def patient_resource(form: PatientForm, facility: str | None) -> dict[str, Any]:
