@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -574,19 +575,20 @@ def test_devwebhook_prints_a_curl_that_pays_the_invoice(billing, provider: str, 
     assert invoice_status(db, iid) == "balanced"
 
 
-RUN_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "run.sh"
+LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 
 
 def run_sh_defaults(*names: str) -> dict[str, str]:
-    """What ``deploy/local/run.sh`` exports as ``names`` when the environment sets none: its own lines, run by bash."""
+    """What ``deploy/local/run.sh`` exports as ``names`` when the environment sets none: the settings of the demo
+    province file, as run.sh takes them (``province.py env``, run by the same interpreter, in a bare environment)."""
+    import shlex
     import subprocess
 
-    lines = [line for line in RUN_SH.read_text().splitlines() if line.startswith(tuple(f"export {n}=" for n in names))]
-    assert len(lines) == len(names), lines
-    script = "\n".join(lines + [f'printf "%s\\n" "${n}"' for n in names])
-    out = subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                         check=True, timeout=30).stdout.splitlines()
-    return dict(zip(names, out, strict=True))
+    out = subprocess.run([sys.executable, str(LOCAL / "province.py"), "env", str(LOCAL / "demo-province.json")],
+                         env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True, timeout=30).stdout
+    exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines()
+                    if line.startswith("export "))
+    return {n: exported[n] for n in names}
 
 
 def test_a_devwebhook_transfer_naming_no_invoice_waits_in_the_demo_cashiers_queue(
