@@ -135,3 +135,23 @@ def test_registering_many_new_patients_is_not_limited(ehr: Any, dev_key: Any, t:
         r = register(ehr, h, (CCCD, new_number()))
         assert r.status_code == 201, r.text
     assert_names_nobody(register(ehr, h, (CCCD, t.cccd)), t)  # her budget untouched
+
+
+def test_a_conditional_create_or_update_on_the_number_names_nobody_and_counts(ehr: Any, dev_key: Any, t: Tam) -> None:
+    """If-None-Exist and PUT Patient?identifier= asked the same question: their match, another facility's
+    patient, was a 403 naming it."""
+    h = nurse(dev_key)
+    body = patient(B, (CCCD, t.cccd))
+    r = ehr.post("/fhir/Patient", content=json.dumps(body),
+                 headers={**h, "If-None-Exist": f"identifier={CCCD}|{t.cccd}"})
+    assert_names_nobody(r, t)
+    r = ehr.put(f"/fhir/Patient?identifier={CCCD}|{t.cccd}", content=json.dumps(body), headers=h)
+    assert_names_nobody(r, t)
+    assert_names_nobody(register(ehr, h, (CCCD, t.cccd)), t)
+    r = ehr.put(f"/fhir/Patient?identifier={CCCD}|{t.cccd}", content=json.dumps(body), headers=h)
+    assert r.status_code == 429, r.text  # the three above spent the budget
+    # a conditional create on a number nobody holds creates, as ever
+    free = new_number()
+    r = ehr.post("/fhir/Patient", content=json.dumps(patient(B, (CCCD, free))),
+                 headers={**nurse(dev_key), "If-None-Exist": f"identifier={CCCD}|{free}"})
+    assert r.status_code == 201, r.text

@@ -16,10 +16,16 @@ not an admin, not its owner, not granted it):
   such a collision answers the take-on's 429 with Retry-After, and the take-on refuses too, for the window.
 A holder the caller may see is still named. Nothing is read or written on a write without a collision:
 the check runs on the engine's 409 only (a nurse registering new patients is not limited).
+
+The conditional create (``If-None-Exist: identifier=<system>|<number>``) and the conditional update
+(``PUT Patient?identifier=...``) of a Patient carrying such a number are the same question asked another
+way: their match, a patient the caller may not see, was a 403 naming it. That 403 is this 409 too, and
+counts the same.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +60,23 @@ def system_of(err: FhirError) -> str:
     return detail[start + 8:detail.find(")", start)] if start >= 0 else ""
 
 
+_NAMED_IN_REFUSAL = re.compile(r"\bPatient/([A-Za-z0-9\-.]{1,64})\b")
+
+
+def refused_match(err: FhirError, req: FhirRequest, systems: frozenset[str]) -> tuple[str, str] | None:
+    """(the ``Patient/<id>`` a 403 names, the unique system the Patient written carries) when a conditional
+    write of a Patient carrying a unique number was refused for whose its match is; else None."""
+    body = req.body if isinstance(req.body, dict) else {}
+    if err.status != 403 or body.get("resourceType") != "Patient":
+        return None
+    carried = [i.get("system") for i in body.get("identifier") or () if isinstance(i, dict)
+               and i.get("system") in systems and i.get("value")]
+    m = _NAMED_IN_REFUSAL.search(str(err.detail))
+    if not carried or m is None or m.group(1) == body.get("id"):
+        return None
+    return f"Patient/{m.group(1)}", str(carried[0])
+
+
 def registered_elsewhere(system: str) -> FhirError:
     """409 naming no holder: the number is another patient's; take them on with it."""
     detail = (f"this number (system {system}) is already registered to another patient, whose record your facility "
@@ -74,11 +97,14 @@ class EhrFhirServer(GuardedFhirServer):
         super().__init__(*args, **kwargs)
         self.limit = limit  # the take-on's budget (None: collisions are not counted)
 
-    def _claiming(self, call: Callable[[], FhirResponse]) -> FhirResponse:
+    def _claiming(self, call: Callable[[], FhirResponse], conditional: FhirRequest | None = None) -> FhirResponse:
         try:
             return call()
         except FhirError as err:
-            holder = holder_of(err)
+            holder, system = holder_of(err), system_of(err)
+            if holder is None and conditional is not None:
+                holder, system = refused_match(err, conditional, self.config.unique_identifiers.get(
+                    "Patient", frozenset())) or (None, "")
             if holder is None:
                 raise
             principal = self.principal()
@@ -88,16 +114,17 @@ class EhrFhirServer(GuardedFhirServer):
                 user = failures.user_of(principal)
                 failures.begin(self.db, user, self.limit)  # 429 (its record gone) once the budget is spent
                 failures.keep(self.db, user, self.limit)  # the collision stays a failure
-            raise registered_elsewhere(system_of(err)) from None
+            raise registered_elsewhere(system) from None
 
     def create(self, req: FhirRequest) -> FhirResponse:
-        return self._claiming(lambda: super(EhrFhirServer, self).create(req))
+        return self._claiming(lambda: super(EhrFhirServer, self).create(req),
+                              req if req.header("If-None-Exist") else None)
 
     def update(self, req: FhirRequest) -> FhirResponse:
         return self._claiming(lambda: super(EhrFhirServer, self).update(req))
 
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
-        return self._claiming(lambda: super(EhrFhirServer, self).conditional_update(req))
+        return self._claiming(lambda: super(EhrFhirServer, self).conditional_update(req), req)
 
     def patch(self, req: FhirRequest) -> FhirResponse:
         return self._claiming(lambda: super(EhrFhirServer, self).patch(req))
