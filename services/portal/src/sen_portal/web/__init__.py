@@ -201,14 +201,23 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
 
 
 def compress(flask_app: Flask) -> None:
-    """Pages, htmx's parts, the JSON API and the assets leave compressed when the browser accepts it (Flask-Compress,
-    an ``after_request`` of the app: after the pages' own headers): brotli for browsers, gzip for other clients
-    (``Vary: Accept-Encoding``); a consult page of 8 KB crosses a clinic's 3G link as 2 KB. Brotli at 6: smaller
-    than gzip at 9 on htmx and Chart.js, ~1 ms a page. Only 2xx answers over 500 bytes (Flask-Compress's rule).
-    The pages hold a CSRF token beside what the user typed (BREACH's setting): the session cookie is SameSite=Lax,
+    """Pages, htmx's parts and the assets (not the JSON API: :data:`PAGE_TYPES`) leave compressed when the
+    browser accepts it (Flask-Compress, an ``after_request`` of the app: after the pages' own headers): brotli
+    for browsers, gzip for other clients (``Vary: Accept-Encoding``); a consult page of 8 KB crosses a clinic's
+    3G link as 2 KB. Brotli at 6: smaller than gzip at 9 on htmx and Chart.js, ~1 ms a page. Only 2xx answers
+    over 500 bytes (Flask-Compress's rule). The pages hold a CSRF token beside what the user typed (BREACH's
+    setting): the session cookie is SameSite=Lax,
     so no other site can have a signed-in browser fetch pages whose sizes it could measure."""
-    flask_app.config.update(COMPRESS_ALGORITHM=["br", "gzip"], COMPRESS_BR_LEVEL=6, COMPRESS_LEVEL=6)
+    flask_app.config.update(COMPRESS_ALGORITHM=["br", "gzip"], COMPRESS_BR_LEVEL=6, COMPRESS_LEVEL=6,
+                            COMPRESS_MIMETYPES=PAGE_TYPES)
     Compress(flask_app)
+
+
+# what leaves compressed: pages, htmx's parts, CSS, scripts, SVG. Not the JSON API's answers (/api/...): connexion
+# validates an answer after Flask's after_request (SEN_ENV=test), and a compressed body failed it as "not valid
+# UTF-8 text" (400) for every client that accepts gzip (httpx, curl --compressed); a report is a few KB, read by
+# the province's systems, not over a clinic's link
+PAGE_TYPES = ["text/html", "text/css", "text/plain", "text/javascript", "application/javascript", "image/svg+xml"]
 
 
 def _body_too_large() -> None:
