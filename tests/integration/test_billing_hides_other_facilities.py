@@ -115,3 +115,33 @@ def test_another_facilitys_billing_records_are_answered_as_ones_that_do_not_exis
             assert client.get(f"/fhir/Invoice/{rid}", headers=doctor).status_code == 403
             assert client.get(f"/fhir/Invoice/{rid}/$vietqr", headers=doctor).status_code == 403
             assert client.get(f"/payments/invoices/{rid}", headers=doctor).status_code == 403
+
+
+def test_an_invoice_naming_another_facilitys_charge_is_answered_as_one_naming_a_charge_not_held(
+        base_env, mongo_client, monkeypatch, dev_key) -> None:
+    """Invoice create resolves its lines' ChargeItems from the body: another facility's charge was a 403
+    ('belongs to another facility') where a made-up one is 422 ('does not exist'), so a cashier could probe
+    charge ids. Now the same 422, the refusal in the trail as the 403 it is; an admin is told as before."""
+    with billing_app(base_env, mongo_client, monkeypatch, "hideline", BANK) as (client, db):
+        a, b = _cashier(dev_key, "org-a"), _cashier(dev_key, "org-b")
+        sub_b = b.pop("X-Sub")
+        a.pop("X-Sub")
+        patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+        r = client.post("/fhir/ChargeItem", headers=a, json={
+            "resourceType": "ChargeItem", "status": "billable", "code": {"text": "kham-benh"},
+            "subject": {"reference": patient}, "definitionCanonical": ["ChargeItemDefinition/kham-benh"]})
+        assert r.status_code == 201, r.text
+        charge = r.json()["id"]
+        body = json.dumps({"resourceType": "Invoice", "status": "draft", "subject": {"reference": patient},
+                           "lineItem": [{"chargeItemReference": {"reference": f"ChargeItem/{charge}"}}]})
+        answer = answered_as_missing(client, "POST", "/fhir/Invoice", charge, headers=b, content=body, status=422)
+        assert "does not exist" in answer.json()["issue"][0]["diagnostics"], answer.text
+        assert db["Invoice"].count_documents({}) == 0
+        trail = [unpack(d)["res"] for d in db["AuditEvent"].find({})]
+        refused = [e for e in trail if e["agent"][0].get("altId") == sub_b]
+        assert [e["outcomeDesc"] for e in refused] == [f"403: ChargeItem/{charge} belongs to another facility"]
+        admin = fhir_admin(dev_key)
+        r = client.post("/fhir/Invoice", headers=admin, content=body.replace(
+            '"status": "draft"', '"status": "draft", "issuer": {"reference": "Organization/org-b"}'))
+        assert r.status_code == 403 and "another facility" in r.text, r.text
+        assert client.post("/fhir/Invoice", headers=a, content=body).status_code == 201

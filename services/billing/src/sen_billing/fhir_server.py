@@ -23,7 +23,8 @@ from payments): a plain update, patch or delete of an Invoice is 405, as is any 
 PaymentReconciliation (the settlement writes it). A ChargeItem on an invoice is not changed
 by hand (405 for update/patch/delete; admin may delete one no live invoice holds: never invoiced,
 or given back by its invoice's cancel). Batch and
-transaction Bundles are refused (405): every billing write goes through these checks.
+transaction Bundles are not taken: ``POST /fhir`` is a 404 OperationOutcome saying so (nothing is served at
+billing's ``[base]``, ``served_methods``): every billing write goes through these checks.
 
 Billing's own search parameter ``invoiced`` (``true``/``false``) on ChargeItem, for one patient's
 charges (``subject`` or ``patient`` is required with it): ``ChargeItem?subject=Patient/x&invoiced=false``
@@ -401,13 +402,18 @@ class BillingFhirServer(FhirServer):
                             expression=["Invoice.lineItem"])
         items = []
         for cid in ids:
+            def missing(cid: str = cid) -> FhirError:
+                return FhirError(f"ChargeItem/{cid} does not exist", status=422, expression=["Invoice.lineItem"])
             try:
                 item = self.store().read_doc("ChargeItem", cid)["res"]
             except FhirError:
-                raise FhirError(f"ChargeItem/{cid} does not exist", status=422,
-                                expression=["Invoice.lineItem"]) from None
+                raise missing() from None
             if (item.get("performingOrganization") or {}).get("reference") != f"Organization/{facility}":
-                raise forbidden(f"ChargeItem/{cid} belongs to another facility")
+                if self.facility_of(p) is None:  # an admin sees every facility's charges
+                    raise forbidden(f"ChargeItem/{cid} belongs to another facility")
+                # a cashier: as a charge not stored, its AuditEvent the 403
+                self.hide(p, Record("create", "Invoice", patients=[patient]),
+                          f"ChargeItem/{cid} belongs to another facility", missing())
             if (item.get("subject") or {}).get("reference") != patient:
                 raise FhirError(f"ChargeItem/{cid} is another patient's", status=422, expression=["Invoice.lineItem"])
             items.append(item)
