@@ -180,6 +180,7 @@ def test_bytes_that_are_no_http_request_are_answered_as_problem_json() -> None:
         raw = asyncio.run(main(data))
         head, _, body = b"".join(raw.writes).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ") and f"content-type: {media}".encode() in head, head
+        assert b"x-content-type-options: nosniff" in head and b"content-security-policy: " in head, head
         assert raw.closed
         text = json.loads(body)
         if media == "application/fhir+json":

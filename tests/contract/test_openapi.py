@@ -1,5 +1,6 @@
 """Every OpenAPI spec, fuzzed by schemathesis against its real app (real FerretDB and RabbitMQ
-behind it): no input a client can send yields a 5xx, and responses keep to the spec's media types."""
+behind it): no input a client can send yields a 5xx, responses keep to the spec's media types, and every one
+carries X-Content-Type-Options: nosniff and a Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def _check(case, app, headers):
     response = case.call(app=app, headers=headers)
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
+    nosniff = response.headers.get("x-content-type-options")  # every answer (sen_shared.web.SECURITY_HEADERS)
+    assert (nosniff[0] if isinstance(nosniff, list) else nosniff) == "nosniff", (
+        f"{case.method} {case.formatted_path} -> {response.status_code} without X-Content-Type-Options")
+    assert response.headers.get("content-security-policy"), f"{case.method} {case.formatted_path}: no CSP"
     if response.status_code >= 400:
         ctype = response.headers.get("content-type", [""])
         ctype = ctype[0] if isinstance(ctype, list) else ctype

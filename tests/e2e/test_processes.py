@@ -158,6 +158,18 @@ def test_every_type_the_ehr_writes_an_outbox_for_is_relayed(suite, dev_key, run_
     assert doc["outbox_pending"] is False and doc["outbox"] == [], "the AuditEvent's event was never relayed"
 
 
+def test_answers_over_http_carry_the_security_headers_and_no_server_banner(suite):
+    """As gunicorn serves them: uvicorn's ``server: uvicorn`` is off (sen_shared.serving), the shared
+    middleware's headers are on (sen_shared.web.SECURITY_HEADERS)."""
+    for svc, port in suite["ports"].items():
+        r = wait_ready(port)
+        assert "server" not in r.headers, (svc, r.headers)
+        assert r.headers["x-content-type-options"] == "nosniff", svc
+        assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'", svc
+        assert r.headers["cache-control"] == "private, no-cache", svc
+        assert r.headers["date"]  # uvicorn's Date stays
+
+
 def test_sigterm_stops_every_process(suite):
     for port in suite["ports"].values():
         wait_ready(port)

@@ -32,7 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .web import problem_bytes
+from .web import SECURITY_HEADERS, problem_bytes
 
 NOT_HTTP = ("the request is not valid HTTP/1.1: a control character (NUL, DEL...) or a byte over 127 in its "
             "request line or a header, or a Content-Length that is no number; send headers as ASCII text")
@@ -102,7 +102,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         under /fhir; the connection then closes, as uvicorn's does."""
         body, ctype = problem_bytes(400, "Bad Request", NOT_HTTP, bytes(getattr(self, "url", b"")).startswith(b"/fhir"))
         head = [STATUS_LINE[400]]
-        for name, value in self.server_state.default_headers:
+        for name, value in (*self.server_state.default_headers, *SECURITY_HEADERS):
             head += [name, b": ", value, b"\r\n"]
         head += [b"content-type: ", ctype, b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n",
                  b"connection: close\r\n\r\n", body]

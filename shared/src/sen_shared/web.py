@@ -3,7 +3,8 @@
 ``build_app`` wires a connexion ``FlaskApp`` from the service's OpenAPI spec
 (merged with the shared operational endpoints in ``specs/common/ops.yaml``),
 installs the runtime, the token verifier and the error handlers, and adds the
-request middleware: correlation id, body size limit, metrics, request log. A declared JSON body
+request middleware: correlation id, body size limit, metrics, request log, the security headers
+(:data:`SECURITY_HEADERS`). A declared JSON body
 nested past the recursion limit, or holding a NUL or a lone surrogate (which the database cannot
 store), is a 400 before any handler runs (:class:`CheckedJSONBodyValidator`).
 
@@ -78,6 +79,35 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no route or id holds one
 _CORRELATION_ID = re.compile(rb"[0-9A-Za-z._-]+")  # what a client's id may hold (else one is made)
 _METRIC_CHILDREN = 512  # (method, status) pairs whose metric children are kept (clients choose methods)
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait when the database is out of reach
+# What every answer carries unless its route set the same header itself (OWASP's REST Security cheat sheet):
+# no MIME sniffing; a CSP under which a JSON answer opened in a browser loads nothing and is framed nowhere
+# (the portal's pages, billing's receipt and a consult's attachments set their own); and a Cache-Control for
+# answers carrying patient data. ``private, no-cache`` rather than ``no-store``: no shared cache (a proxy in a
+# hospital's network) keeps a copy, and the private cache of the one client that asked (an HIS's, the national
+# platform's) must ask again before each use, so it never shows a changed or revoked record; asking again with
+# ``If-None-Match`` (the FHIR reads' ETag, :func:`sen_shared.fhir.rest.not_modified`) then costs a 304 without
+# the body, after the token and the access checks. ``no-store`` forbids that cache its copy, and with it the
+# 304. The pages people look at on a clinic's shared computer are ``no-store`` (the portal's own), as are the
+# QR code and the PDFs. Header names are lowercase (as starlette and a2wsgi give them). No server banner:
+# uvicorn's is off (:class:`sen_shared.serving.SenUvicornWorker`). HSTS is the TLS ingress's (deploy/README.md).
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"private, no-cache"),
+)
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+
+
+def with_security_headers(headers: Any, cid: bytes) -> list[tuple[bytes, bytes]]:
+    """An answer's ``headers``, then :data:`SECURITY_HEADERS` but for those it set itself, then the
+    correlation id ``cid``: a new list. The usual answer sets none of them: one look at each of its names."""
+    if not isinstance(headers, (list, tuple)):
+        headers = list(headers)
+    for name, _ in headers:
+        if name in _SECURITY_NAMES:  # a route's own (the portal's pages' CSP, the QR code's no-store)
+            own = {n for n, _ in headers}
+            return [*headers, *(h for h in SECURITY_HEADERS if h[0] not in own), (CORRELATION_HEADER, cid)]
+    return [*headers, *SECURITY_HEADERS, (CORRELATION_HEADER, cid)]
 
 
 def specs_dir() -> Path:
@@ -223,7 +253,7 @@ class RequestMiddleware:
         body, ctype = problem_bytes(status, title, detail, self._is_fhir(scope))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
-                                (CORRELATION_HEADER, cid)]})
+                                (CORRELATION_HEADER, cid), *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -314,8 +344,7 @@ class RequestMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(CORRELATION_HEADER, cid)]
+                message["headers"] = with_security_headers(message.get("headers", ()), cid)
             await send(message)
 
         try:
@@ -369,7 +398,7 @@ class RequestMiddleware:
         async def send_page(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (CORRELATION_HEADER, cid)]
+                message["headers"] = with_security_headers(message.get("headers", ()), cid)
             await send(message)
 
         try:

@@ -185,12 +185,21 @@ def receipt(invoice_id: str) -> Any:
     return body, 200, JSON
 
 
+# a receipt is opened and printed on the cash desk's computer: kept in no cache (sen_shared.web's default is
+# ``private, no-cache``); its page's own style, inline, is all it loads; a browser's PDF viewer is a plugin that
+# ``default-src 'none'`` would block, so the PDF's policy only keeps it out of other sites' frames
+RECEIPT_HTML_HEADERS = {"Cache-Control": "no-store",
+                        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                   "frame-ancestors 'none'"}
+RECEIPT_PDF_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
 @require_roles("cashier")
 @_hiding("receipt-html", "invoice_id")
 def receipt_html(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
     name = current().settings.name_of(r.get("facility"))
-    return Response(receipts.receipt_html(r, name), 200, mimetype="text/html")
+    return Response(receipts.receipt_html(r, name), 200, mimetype="text/html", headers=RECEIPT_HTML_HEADERS)
 
 
 @require_roles("cashier")
@@ -199,7 +208,8 @@ def receipt_pdf(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
     pdf = receipts.receipt_pdf(r, current().settings.name_of(r.get("facility")))
     return Response(pdf, 200, mimetype="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})
+                    headers={**RECEIPT_PDF_HEADERS,
+                             "Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})
 
 
 @require_roles("cashier")
