@@ -67,3 +67,31 @@ def test_production_takes_the_provinces_dashboard_figures(env) -> None:
     env.delenv("SEN_REPORT_BASELINE_FACILITIES")
     env.setenv("SEN_REPORT_FACILITY_BASELINE", "0")  # a province with none before Sen says so
     assert load_settings(PortalSettings).report_targets().facility_baseline == 0
+
+
+def test_production_sends_the_session_cookie_over_https_only_by_default(env) -> None:
+    """Only the production overlay said SEN_PORTAL_COOKIE_SECURE=true: a production portal deployed another way
+    sent its session cookie over plain HTTP too."""
+    env.setenv("SEN_PORTAL_HUB", "bvdk-bac-sen")
+    assert load_settings(PortalSettings).cookie_secure is True
+    env.setenv("SEN_ENV", "development")
+    env.setenv("SEN_DEV_JWT_KEY", "/tmp/none.pem")
+    assert load_settings(PortalSettings).cookie_secure is False  # make run serves plain HTTP
+
+
+def test_production_takes_an_explicit_false_for_a_lab_and_says_so_at_start(env, capfd) -> None:
+    from sen_portal.app import create_app
+
+    env.setenv("SEN_PORTAL_HUB", "bvdk-bac-sen")
+    env.setenv("SEN_PORTAL_COOKIE_SECURE", "false")
+    settings = load_settings(PortalSettings)
+    assert settings.cookie_secure is False
+    capfd.readouterr()
+    app = create_app(settings)
+    assert app.app.config["SESSION_COOKIE_SECURE"] is False
+    said = capfd.readouterr().err
+    assert '"level": "WARNING"' in said and "SEN_PORTAL_COOKIE_SECURE=false in production" in said, said
+    env.setenv("SEN_PORTAL_COOKIE_SECURE", "true")
+    app = create_app(load_settings(PortalSettings))
+    assert app.app.config["SESSION_COOKIE_SECURE"] is True
+    assert "SEN_PORTAL_COOKIE_SECURE" not in capfd.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import connexion
@@ -12,6 +13,8 @@ from .config import PortalSettings, settings_from_env
 from .indexes import INDEXES
 from .web import init_web
 
+log = logging.getLogger("sen.portal")
+
 
 def create_app(settings: PortalSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
@@ -20,6 +23,9 @@ def create_app(settings: PortalSettings | None = None) -> connexion.FlaskApp:
     app = build_app(settings, spec="portal.yaml", api_package="sen_portal.api", indexes=INDEXES,
                     pages=lambda scope: is_page(app.app, scope))
     init_web(app.app, settings)  # the pages: a Flask blueprint on connexion's public Flask app
+    if settings.env == "production" and not settings.cookie_secure:
+        log.warning("SEN_PORTAL_COOKIE_SECURE=false in production: the session cookie goes over plain HTTP too, "
+                    "where anyone on the network can read it and sign in as its user; only for a lab without TLS")
     return app
 
 

@@ -70,11 +70,16 @@ class PortalSettings(Settings):
                                         description="a page reuses a back-end answer this long for the same user "
                                                     "(worklist, chart, consult, invoice; never a payment status); "
                                                     "0: only requests at the same moment share one")
-    cookie_secure: bool = Field(False, validation_alias="SEN_PORTAL_COOKIE_SECURE",
-                                description="send the session cookie over HTTPS only (true behind TLS)")
+    # None (not given) becomes whether this is production once read (_check_portal)
+    cookie_secure: bool | None = Field(None, validation_alias="SEN_PORTAL_COOKIE_SECURE",
+                                       description="send the session cookie over HTTPS only (default: true in "
+                                                   "production, false elsewhere; false in production only for a "
+                                                   "lab behind plain HTTP, said by a warning at start)")
 
     @model_validator(mode="after")
     def _check_portal(self) -> PortalSettings:
+        if self.cookie_secure is None:  # not given: production's cookie goes over HTTPS only
+            self.cookie_secure = self.env == "production"
         if self.env == "production" and not self.secret_key:
             raise ValueError("SEN_PORTAL_SECRET_KEY is required in production (signs the session cookie)")
         if self.env == "production" and "hub" not in self.model_fields_set:
