@@ -54,10 +54,10 @@ def searches(monkeypatch) -> Counter:
     seen: Counter = Counter()
     original = FhirServer.match_ids
 
-    def counted(self, resource_type, query, limit=2):
+    def counted(self, resource_type, query, limit=2, **kwargs):
         params = query if isinstance(query, str) else "&".join(f"{k}={v}" for k, v in query)
         seen[f"{resource_type}?{params}"] += 1
-        return original(self, resource_type, query, limit)
+        return original(self, resource_type, query, limit, **kwargs)
 
     monkeypatch.setattr(FhirServer, "match_ids", counted)
     return seen
@@ -80,7 +80,7 @@ def test_the_write_uses_what_the_check_resolved(ehr, dev_key, monkeypatch):
     mine = ehr.post("/fhir/Patient", content=json.dumps(patient(MINE, "079200000202")), headers=admin).json()["id"]
     other = ehr.post("/fhir/Patient", content=json.dumps(patient(OTHER, "079200000303")), headers=admin).json()["id"]
     answers = iter([[mine], [other], [other]])
-    monkeypatch.setattr(FhirServer, "match_ids", lambda self, rtype, query, limit=2: next(answers))
+    monkeypatch.setattr(FhirServer, "match_ids", lambda self, rtype, query, limit=2, **kw: next(answers))
     r = ehr.put(f"/fhir/Patient?identifier={CCCD}|079200000202",
                 content=json.dumps({**patient(MINE, "079200000202"), "gender": "male"}), headers=clinic)
     monkeypatch.undo()

@@ -14,6 +14,7 @@ import json
 import random
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -155,3 +156,100 @@ def test_a_conditional_create_or_update_on_the_number_names_nobody_and_counts(eh
     r = ehr.post("/fhir/Patient", content=json.dumps(patient(B, (CCCD, free))),
                  headers={**nurse(dev_key), "If-None-Exist": f"identifier={CCCD}|{free}"})
     assert r.status_code == 201, r.text
+
+
+def test_a_spent_budget_refuses_a_free_number_as_a_held_one(ehr: Any, dev_key: Any, t: Tam) -> None:
+    """Once the budget is spent, a number nobody holds got 201 where a held one got 429: the 429 still told
+    them apart. Every Patient write adding a number is the same 429 then; writes adding none are not limited."""
+    h = nurse(dev_key)
+    number = new_number()
+    mine = register(ehr, h, (CCCD, number))
+    assert mine.status_code == 201, mine.text
+    pid = mine.json()["id"]
+    for _ in range(LIMIT):
+        assert_names_nobody(register(ehr, h, (CCCD, t.cccd)), t)
+    free, held = register(ehr, h, (CCCD, new_number())), register(ehr, h, (CCCD, t.cccd))
+    for r in (free, held):
+        assert r.status_code == 429 and r.json()["issue"][0]["code"] == "throttled", r.text
+        assert 0 < int(r.headers["Retry-After"]) <= 900 and t.pid not in r.text
+    assert free.json()["issue"][0]["diagnostics"].split(";")[0] == held.json()["issue"][0]["diagnostics"].split(";")[0]
+    # every other way of adding a number: PUT, PATCH, conditional create and update, batch, transaction
+    r = ehr.put(f"/fhir/Patient/{pid}", content=json.dumps(patient(B, (CCCD, number), (BHYT, f"HT{new_number()}9"),
+                                                                   rid=pid)), headers=h)
+    assert r.status_code == 429, r.text
+    patch = [{"op": "add", "path": "/identifier/-", "value": {"system": BHYT, "value": f"HT{new_number()}9"}}]
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps(patch),
+                  headers={**h, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 429, r.text
+    other = new_number()
+    r = ehr.post("/fhir/Patient", content=json.dumps(patient(B, (CCCD, other))),
+                 headers={**h, "If-None-Exist": f"identifier={CCCD}|{other}"})
+    assert r.status_code == 429, r.text
+    r = ehr.put(f"/fhir/Patient?identifier={CCCD}|{other}", content=json.dumps(patient(B, (CCCD, other))), headers=h)
+    assert r.status_code == 429, r.text
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient(B, (CCCD, new_number())), "request": {"method": "POST", "url": "Patient"}}]}
+    r = post(ehr, h, "/fhir", batch)
+    assert r.status_code == 200 and r.json()["entry"][0]["response"]["status"].startswith("429"), r.text
+    r = post(ehr, h, "/fhir", {**batch, "type": "transaction"})
+    assert r.status_code == 429, r.text
+    # nothing was written by any of them
+    admin = bearer(dev_key, "admin")
+    assert ehr.get(f"/fhir/Patient?identifier={CCCD}|{other}", headers=admin).json().get("total", 0) == 0
+    # a write adding no number is not limited: the same CCCD with a new name, a patch, a patient without one
+    r = ehr.put(f"/fhir/Patient/{pid}", content=json.dumps(
+        {**patient(B, (CCCD, number), rid=pid), "name": [{"family": "Lê", "given": ["Thị", "Hoa", "Mai"]}]}),
+        headers=h)
+    assert r.status_code == 200, r.text
+    r = ehr.patch(f"/fhir/Patient/{pid}", content=json.dumps([{"op": "replace", "path": "/birthDate",
+                                                               "value": "1990-05-02"}]),
+                  headers={**h, "Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    assert register(ehr, h).status_code == 201
+    # another nurse of the same facility registers a new number as ever
+    assert register(ehr, nurse(dev_key), (CCCD, new_number())).status_code == 201
+
+
+def foreign(ehr: Any, dev_key: Any, family: str) -> str:
+    """A patient of facility A named ``family`` (born 1955-03-04), with no number."""
+    r = post(ehr, bearer(dev_key, "admin"), "/fhir/Patient", {
+        "resourceType": "Patient", "name": [{"family": family, "given": ["Mai"]}], "birthDate": "1955-03-04",
+        "managingOrganization": {"reference": f"Organization/{A}"}})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_a_condition_matching_only_another_facilitys_patient_is_a_miss(ehr: Any, dev_key: Any) -> None:
+    """If-None-Exist: family=...&birthdate=... and PUT Patient?family=... matched a patient of another
+    facility and answered 403 naming it. The condition sees what the nurse may see: a miss, so a new patient."""
+    h = nurse(dev_key)
+    family = f"Trương{uuid.uuid4().hex[:6]}"
+    fid = foreign(ehr, dev_key, family)
+    cond = f"family={quote(family)}&birthdate=1955-03-04"  # a header is ASCII: percent-encoded, as in a URL
+    body = {**patient(B), "name": [{"family": family, "given": ["Mai"]}], "birthDate": "1955-03-04"}
+    r = ehr.post("/fhir/Patient", content=json.dumps(body), headers={**h, "If-None-Exist": cond})
+    assert r.status_code == 201, r.text
+    mine = r.json()["id"]
+    assert mine != fid and fid not in r.text + json.dumps(dict(r.headers)) and A not in r.text
+    # her own patient matches now: as before, that one (200), nothing created
+    r = ehr.post("/fhir/Patient", content=json.dumps(body), headers={**h, "If-None-Exist": cond})
+    assert r.status_code == 200 and r.json()["id"] == mine, r.text
+    # a conditional update likewise: a miss creates, then her own patient is the match
+    family = f"Trương{uuid.uuid4().hex[:6]}"
+    fid = foreign(ehr, dev_key, family)
+    body = {**body, "name": [{"family": family, "given": ["Mai"]}]}
+    r = ehr.put(f"/fhir/Patient?family={family}&birthdate=1955-03-04", content=json.dumps(body), headers=h)
+    assert r.status_code == 201 and r.json()["id"] != fid and fid not in r.text, r.text
+    created = r.json()["id"]
+    r = ehr.put(f"/fhir/Patient?family={family}&birthdate=1955-03-04", content=json.dumps(body), headers=h)
+    assert r.status_code == 200 and r.json()["id"] == created, r.text
+
+
+def test_a_missed_conditional_update_does_not_write_the_bodys_id_of_another_facility(ehr: Any, dev_key: Any) -> None:
+    """No match, the engine writes the body's id: that resource is the one the access check reads."""
+    fid = foreign(ehr, dev_key, f"Trương{uuid.uuid4().hex[:6]}")
+    body = {**patient(B), "id": fid}
+    r = ehr.put(f"/fhir/Patient?family=Không{uuid.uuid4().hex[:6]}", content=json.dumps(body), headers=nurse(dev_key))
+    assert r.status_code in (403, 404), r.text
+    r = ehr.get(f"/fhir/Patient/{fid}", headers=bearer(dev_key, "admin"))
+    assert r.json()["meta"]["versionId"] == "1" and r.json()["managingOrganization"]["reference"] == f"Organization/{A}"

@@ -35,7 +35,7 @@ from . import access
 from . import store as st
 from .audit import AUDIT_TYPE, Auditor, Record
 from .body import unpack
-from .http import FhirRequest, FhirResponse
+from .http import FhirRequest, FhirResponse, parse_query
 from .outcome import FhirError
 from .rest import FhirConfig, FhirServer, compartment_param
 from .search.definitions import get_param
@@ -485,7 +485,7 @@ class GuardedFhirServer(FhirServer):
                 return
             self._check(p, "search", rtype, None, rec)
             if not access.search_is_unrestricted(p, rtype, in_compartment(rtype)):
-                state["filter"] = self._restriction(f, rtype, req)
+                state["filter"] = self._restriction(f, rtype, req.params)
 
         def call() -> FhirResponse:
             flt = state.get("filter")
@@ -523,13 +523,14 @@ class GuardedFhirServer(FhirServer):
             return False
         return True
 
-    def _restriction(self, facts: _Facts, rtype: str, req: FhirRequest) -> dict[str, Any]:
-        """The filter limiting a restricted principal's search of ``rtype`` to the patients it reaches."""
+    def _restriction(self, facts: _Facts, rtype: str, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """The filter limiting a restricted principal's search of ``rtype`` (by ``params``) to the patients
+        it reaches."""
         if rtype == "Patient":
             return access.patient_filter(facts.reach())
         param = compartment_param(rtype) or "patient"
         named: set[str] = set()
-        for key, value in req.params:
+        for key, value in params:
             if key in ("patient", "subject", param):
                 for v in value.split(","):
                     v = v.strip()
@@ -544,6 +545,19 @@ class GuardedFhirServer(FhirServer):
             ok = [r for r in sorted(named) if self._reachable(facts, r)]
             return access.compartment_filter(param, ok)
         return access.compartment_filter(param, facts.accessible())
+
+    def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2,
+                  extra_filter: dict[str, Any] | None = None) -> list[str]:
+        """A condition (If-None-Exist, a conditional update or delete, a conditional reference) sees what
+        the caller's search would: a resource it may not see matches as none, so that a condition is no
+        way to learn of another facility's patient (its match was a 403 naming it). A condition matching
+        only such a resource is a miss: a conditional create creates, a conditional update creates."""
+        principal = self.principal()
+        if not access.search_is_unrestricted(principal, resource_type, in_compartment(resource_type)):
+            params = parse_query(query) if isinstance(query, str) else list(query)
+            flt = self._restriction(_Facts(self, principal), resource_type, params)
+            extra_filter = {"$and": [extra_filter, flt]} if extra_filter else flt
+        return super().match_ids(resource_type, query, limit, extra_filter=extra_filter)
 
     @staticmethod
     def _reachable(facts: _Facts, ref: str) -> bool:
@@ -590,6 +604,8 @@ class GuardedFhirServer(FhirServer):
             # resolved once: the engine's conditional update uses this resolution (req.resolved)
             ids = self.condition(req, rtype, req.params)[2] if req.params else []
             rid = ids[0] if len(ids) == 1 else None
+            if not ids and isinstance(req.body, dict) and isinstance(req.body.get("id"), str):
+                rid = req.body["id"]  # no match: the engine writes the body's id, so that resource is checked
             rec.rid = rid
             self._check_write(p, f, rec, "update", rtype, rid, req.body)
 

@@ -215,8 +215,11 @@ class FhirServer:
                                   location=status == 201)
         return write_answer(req, status, w.resource, headers, f"{w.resource_type}/{w.rid} {w.verb}")
 
-    def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2) -> list[str]:
-        """Ids matching a conditional query (at most ``limit``), for If-None-Exist and conditional updates."""
+    def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2,
+                  extra_filter: dict[str, Any] | None = None) -> list[str]:
+        """Ids matching a conditional query (at most ``limit``), for If-None-Exist, conditional updates and
+        deletes and conditional references; ``extra_filter`` ANDed in (a guarded server's: what the caller
+        may see)."""
         params = parse_query(query) if isinstance(query, str) else list(query)
         params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
         if not params:
@@ -224,7 +227,7 @@ class FhirServer:
         sreq = parse_search(resource_type, params)
         sreq.count = limit
         sreq.total = None
-        return [d["_id"] for d in run_search(self.db, sreq).docs]
+        return [d["_id"] for d in run_search(self.db, sreq, extra_filter=extra_filter).docs]
 
     def matches(self, req: FhirRequest, resource_type: str, query: str | list[tuple[str, str]]) -> list[str]:
         """:meth:`match_ids` of the criteria, once per request (``req.resolved``): a conditional
@@ -256,8 +259,9 @@ class FhirServer:
         rtype = resource["resourceType"]
         cond = condition_query(rtype, req.header("if-none-exist"))
         rid = None
+        store = self.store()
+        key, claimed = "", None
         if cond:
-            store = self.store()
             # the criteria are claimed (store.condition_key says what that serializes): read the
             # newest claim first, search, and claim the next one only if nothing matched
             key, link = store.condition_link(rtype, parse_query(cond))
@@ -266,7 +270,8 @@ class FhirServer:
                 raise FhirError("a conditional create with the same criteria is running; retry", status=409,
                                 code="conflict")
             rid = st.new_id()
-            if not ids and not store.claim_condition(key, link, rid):
+            claimed = store.claim_condition(key, link, rid) if not ids else None
+            if not ids and claimed is None:
                 ids = self.match_ids(rtype, cond)  # the racing create may have landed
                 if not ids:
                     raise FhirError("a conditional create with the same criteria ran meanwhile; retry",
@@ -280,8 +285,20 @@ class FhirServer:
                                           st.iso(doc["lu"]), location=True)
                 return write_answer(req, 200, doc["res"], headers, "an existing resource matches; nothing created")
         resource.pop("id", None)  # create assigns the id
-        w = self.store().create(resource, rid)
+        w = self._creating(store, key, claimed, lambda: store.create(resource, rid))
         return self._answer(req, w, 201)
+
+    @staticmethod
+    def _creating(store: st.Store, key: str, claimed: dict[str, Any] | None,
+                  write: Callable[[], st.Write]) -> st.Write:
+        """``write()``, the create a conditional interaction's claim ``claimed`` on its criteria ``key``
+        was for (None: no claim); refused, the claim is given back (else the criteria stay busy)."""
+        try:
+            return write()
+        except FhirError:
+            if claimed is not None:
+                store.release_condition(key, claimed)
+            raise
 
     def update(self, req: FhirRequest) -> FhirResponse:
         self.check_writable(self.check_type(req.resource_type), "update")
@@ -305,6 +322,7 @@ class FhirServer:
         key, link, ids = self.condition(req, rtype, req.params)  # the claim read before the search: see create
         if len(ids) > 1:
             raise FhirError("the conditional update matches more than one resource", status=412)
+        claimed = None
         if ids:
             rid = ids[0]
             if resource.get("id", rid) != rid:
@@ -313,11 +331,13 @@ class FhirServer:
         else:
             rid = resource.get("id") or st.new_id()
             # creating: the criteria are claimed as for a conditional create (store.condition_key)
-            if store.condition_busy(rtype, link) or not store.claim_condition(key, link, rid):
+            claimed = None if store.condition_busy(rtype, link) else store.claim_condition(key, link, rid)
+            if claimed is None:
                 raise FhirError("a conditional update with the same criteria ran meanwhile; retry",
                                 status=409, code="conflict")
         resource["id"] = rid
-        w = store.update(resource, rid, if_match=st.parse_etag(req.header("if-match")))
+        w = self._creating(store, key, claimed,
+                           lambda: store.update(resource, rid, if_match=st.parse_etag(req.header("if-match"))))
         return self._answer(req, w, 201 if w.version == 1 or w.verb == "created" else 200)
 
     def patch(self, req: FhirRequest) -> FhirResponse:

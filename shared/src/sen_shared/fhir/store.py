@@ -347,6 +347,9 @@ class Store:
         self.event_fields = dict(event_fields or {})
         self.unique = unique.UniqueIdentifiers(db, unique_identifiers or {}, is_stale=is_stale,
                                                holds=self._holds_identifier)
+        # a service's rule on a write that adds unique identifiers, run before they are claimed (it may
+        # refuse: the EHR's budget of numbers, sen_ehr.domain.registered_elsewhere); None: no rule
+        self.before_claim: Callable[[Write], None] | None = None
 
     def _holds_identifier(self, resource_type: str, rid: str, token: str) -> bool:
         head = self.current(resource_type).find_one({"_id": rid}, {"sp_identifier": 1, "del": 1})
@@ -527,8 +530,13 @@ class Store:
         self.release_identifiers(w)
 
     def claim_identifiers(self, w: Write) -> list[str]:
-        """Claim the unique identifiers ``w`` adds (409 when another resource holds one)."""
-        return self.unique.claim(w.resource_type, w.rid, w.ident_add) if w.ident_add else []
+        """Claim the unique identifiers ``w`` adds (409 when another resource holds one), after
+        :attr:`before_claim` (only for a write that adds one: one not already on its resource)."""
+        if not w.ident_add:
+            return []
+        if self.before_claim is not None:
+            self.before_claim(w)
+        return self.unique.claim(w.resource_type, w.rid, w.ident_add)
 
     def release_identifiers(self, w: Write) -> None:
         """Release the unique identifiers ``w`` dropped (after its version is stored)."""
@@ -646,28 +654,38 @@ class Store:
         creates then made two resources)."""
         key = condition_key(resource_type, params)
         link = claims.latest(self.db[CONDITIONS_COLLECTION], key)
-        if link is not None and not is_stale(link):
+        if link is not None and not is_stale(link) and link.get("rid") is not None:
             link = {**link, LANDED: self.head(resource_type, str(link.get("rid"))) is not None}
         return key, link
 
     def condition_busy(self, resource_type: str, link: Mapping[str, Any] | None) -> bool:
         """True while the create that claimed ``link`` may still be writing its resource: it had not
         landed when the link was read (:meth:`condition_link`), before the search that found nothing."""
-        if link is None or is_stale(link):
+        if link is None or is_stale(link) or link.get("rid") is None:  # none, or given back
             return False
         landed = link.get(LANDED)
         if landed is None:
             landed = self.head(resource_type, str(link.get("rid"))) is not None
         return not landed
 
-    def claim_condition(self, key: str, link: Mapping[str, Any] | None, rid: str) -> bool:
+    def claim_condition(self, key: str, link: Mapping[str, Any] | None, rid: str) -> dict[str, Any] | None:
         """Claim the right to create ``rid`` for the criteria ``key`` after ``link`` (the newest
-        claim the caller saw before searching and finding nothing). False: someone else did."""
+        claim the caller saw before searching and finding nothing): the claim made, or None when
+        someone else did."""
         try:
-            claims.advance(self.db[CONDITIONS_COLLECTION], key, link, {"rid": rid})
+            return claims.advance(self.db[CONDITIONS_COLLECTION], key, link, {"rid": rid})
         except claims.ClaimTaken:
-            return False
-        return True
+            return None
+
+    def release_condition(self, key: str, claimed: Mapping[str, Any]) -> None:
+        """The create that made the claim ``claimed`` wrote nothing (refused: an identifier another
+        resource holds, a service's rule): a release link after it, so the criteria are free at
+        once, not busy (:meth:`condition_busy`) for the grace period. Lost to a racing writer that
+        already passed over it: nothing left to release."""
+        try:
+            claims.advance(self.db[CONDITIONS_COLLECTION], key, claimed, {"rid": None})
+        except claims.ClaimTaken:
+            pass
 
     # ------------------------------------------------------------------ interactions
 

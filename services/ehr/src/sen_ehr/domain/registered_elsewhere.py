@@ -14,21 +14,30 @@ not an admin, not its owner, not granted it):
 - the collision counts as a wrong number in the user's budget of ``$take-on``
   (:mod:`.take_on_failures`: one inserted record, no counter document), so once the budget is spent
   such a collision answers the take-on's 429 with Retry-After, and the take-on refuses too, for the window.
-A holder the caller may see is still named. Nothing is read or written on a write without a collision:
-the check runs on the engine's 409 only (a nurse registering new patients is not limited).
+A holder the caller may see is still named. A collision is looked for on the engine's 409 only.
 
-The conditional create (``If-None-Exist: identifier=<system>|<number>``) and the conditional update
-(``PUT Patient?identifier=...``) of a Patient carrying such a number are the same question asked another
-way: their match, a patient the caller may not see, was a 403 naming it. That 403 is this 409 too, and
-counts the same.
+While the budget is spent, a Patient write that adds a number not already on that patient (create,
+update, patch, conditional create or update, a batch's or transaction's entry) is refused with the same
+429 before the number is claimed, whether someone holds the number or not: else the 429 on a held number
+against the 201 on a free one still told them apart. That costs such a write one read of
+``take_on_failures`` (the user's records in the window, an indexed equality; :func:`.take_on_failures.check`,
+run by the store just before it claims the numbers: ``Store.before_claim``); a Patient write that adds
+no number (an address changed, the same CCCD) and every other type read nothing more. Registration is
+human-paced (a nurse types each number), so one indexed read per new number is nothing beside the write's
+own claims; and a nurse who spent her budget on other facilities' numbers waits out the window for new
+ones too (the 429 says until when), as she would for ``$take-on``.
+
+A condition (``If-None-Exist``, ``PUT Patient?...``) sees only what the caller may see
+(``GuardedFhirServer.match_ids``): a match on another facility's patient is a miss, so a conditional
+create on its number creates, meets the number and is this 409.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
+from sen_shared.fhir import store as st
 from sen_shared.fhir.guarded import GuardedFhirServer
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
@@ -60,23 +69,6 @@ def system_of(err: FhirError) -> str:
     return detail[start + 8:detail.find(")", start)] if start >= 0 else ""
 
 
-_NAMED_IN_REFUSAL = re.compile(r"\bPatient/([A-Za-z0-9\-.]{1,64})\b")
-
-
-def refused_match(err: FhirError, req: FhirRequest, systems: frozenset[str]) -> tuple[str, str] | None:
-    """(the ``Patient/<id>`` a 403 names, the unique system the Patient written carries) when a conditional
-    write of a Patient carrying a unique number was refused for whose its match is; else None."""
-    body = req.body if isinstance(req.body, dict) else {}
-    if err.status != 403 or body.get("resourceType") != "Patient":
-        return None
-    carried = [i.get("system") for i in body.get("identifier") or () if isinstance(i, dict)
-               and i.get("system") in systems and i.get("value")]
-    m = _NAMED_IN_REFUSAL.search(str(err.detail))
-    if not carried or m is None or m.group(1) == body.get("id"):
-        return None
-    return f"Patient/{m.group(1)}", str(carried[0])
-
-
 def registered_elsewhere(system: str) -> FhirError:
     """409 naming no holder: the number is another patient's; take them on with it."""
     detail = (f"this number (system {system}) is already registered to another patient, whose record your facility "
@@ -97,14 +89,22 @@ class EhrFhirServer(GuardedFhirServer):
         super().__init__(*args, **kwargs)
         self.limit = limit  # the take-on's budget (None: collisions are not counted)
 
-    def _claiming(self, call: Callable[[], FhirResponse], conditional: FhirRequest | None = None) -> FhirResponse:
+    def store(self) -> st.Store:
+        store = super().store()
+        if self.limit is not None:
+            store.before_claim = self._budget_first
+        return store
+
+    def _budget_first(self, w: st.Write) -> None:
+        """A Patient write adding a number: refused (429) while the caller's budget is spent."""
+        if w.resource_type == "Patient" and self.limit is not None:
+            failures.check(self.db, failures.user_of(self.principal()), self.limit)
+
+    def _claiming(self, call: Callable[[], FhirResponse]) -> FhirResponse:
         try:
             return call()
         except FhirError as err:
             holder, system = holder_of(err), system_of(err)
-            if holder is None and conditional is not None:
-                holder, system = refused_match(err, conditional, self.config.unique_identifiers.get(
-                    "Patient", frozenset())) or (None, "")
             if holder is None:
                 raise
             principal = self.principal()
@@ -117,14 +117,13 @@ class EhrFhirServer(GuardedFhirServer):
             raise registered_elsewhere(system) from None
 
     def create(self, req: FhirRequest) -> FhirResponse:
-        return self._claiming(lambda: super(EhrFhirServer, self).create(req),
-                              req if req.header("If-None-Exist") else None)
+        return self._claiming(lambda: super(EhrFhirServer, self).create(req))
 
     def update(self, req: FhirRequest) -> FhirResponse:
         return self._claiming(lambda: super(EhrFhirServer, self).update(req))
 
     def conditional_update(self, req: FhirRequest) -> FhirResponse:
-        return self._claiming(lambda: super(EhrFhirServer, self).conditional_update(req), req)
+        return self._claiming(lambda: super(EhrFhirServer, self).conditional_update(req))
 
     def patch(self, req: FhirRequest) -> FhirResponse:
         return self._claiming(lambda: super(EhrFhirServer, self).patch(req))

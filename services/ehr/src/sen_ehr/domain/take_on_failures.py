@@ -18,7 +18,9 @@ user's own attempts arriving together near the limit may be refused where one af
 would not. Records older than the window are swept when the user fails again.
 
 A Patient write carrying a number held by a patient the user may not see counts here too, as one
-wrong number (:mod:`.registered_elsewhere`): one budget for both ways of testing numbers.
+wrong number (:mod:`.registered_elsewhere`): one budget for both ways of testing numbers. And while the
+budget is spent, every Patient write adding a number (a free one too) is refused with the same 429
+(:func:`check`): else a 201 on a free number against the 429 on a held one still told them apart.
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def begin(db: Database, user: str, limit: Limit) -> str:
         return rid
     coll.delete_one({"_id": rid})  # this attempt's own record: its single writer
     raise throttled(retry_at(others, limit), now, limit)
+
+
+def check(db: Database, user: str, limit: Limit) -> None:
+    """FhirError 429, as :func:`begin` refuses, while ``user``'s budget is spent; else nothing (nothing is
+    written: one read, an equality on ``user`` and a range on ``at``, served by the index)."""
+    now = datetime.now(UTC)
+    ats = [_utc(d["at"]) for d in db[FAILURES].find({"user": user, "at": {"$gt": now - limit.window}}, {"at": 1})]
+    if len(ats) >= limit.max_failures:
+        raise throttled(retry_at(ats, limit), now, limit)
 
 
 def keep(db: Database, user: str, limit: Limit) -> None:
