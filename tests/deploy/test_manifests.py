@@ -477,3 +477,16 @@ def test_generated_service_manifests_are_up_to_date():
     proc = subprocess.run([sys.executable, str(ROOT / "k8s/gen_services.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prod_serves_every_host_over_tls_where_ingress_nginx_adds_hsts(rendered):
+    """The services send no Strict-Transport-Security: ingress-nginx adds it to the HTTPS answers of a TLS host
+    (its ConfigMap's ``hsts``, on by default). So in production every Ingress host is under ``tls`` and plain HTTP
+    is redirected (``ssl-redirect``); deploy/README.md says where HSTS comes from and how to check it."""
+    for name, ingress in by_kind(rendered["prod"], "Ingress").items():
+        tls_hosts = {h for t in ingress["spec"].get("tls", []) if t.get("secretName") for h in t["hosts"]}
+        assert {r["host"] for r in ingress["spec"]["rules"]} <= tls_hosts, name
+        assert ingress["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/ssl-redirect") == "true", name
+    readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### HTTPS and HSTS"):]
+    assert "Strict-Transport-Security" in section and "hsts" in section and "ssl-redirect" in section
