@@ -20,6 +20,26 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.integration
 
 
+def losing_the_first_answer(sent: list[int]):
+    """A route for a form's POST: the first reaches the portal, which does what it asks (its status put in
+    ``sent``), and its answer is lost on the way back (the connection reset); the others go on."""
+    def route_it(route) -> None:
+        if route.request.method == "POST" and not sent:
+            sent.append(route.fetch(max_redirects=0).status)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+    return route_it
+
+
+def said_not_sent(page, box: str) -> None:
+    """The form's own box (``box``, a selector) says, in Vietnamese, that the connection failed and what was typed
+    is kept."""
+    expect(page.locator(box)).to_be_visible()
+    assert page.locator(box).inner_text() == ("Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được "
+                                              "giữ; hãy thử lại.")
+
+
 def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_factory):
     v = visitor_factory("vi-360-slow-suggest", width=360, height=740)
     v.sign_in("clinic")
@@ -227,14 +247,8 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
     files = "form[action$='/answer'] input[type=file]"
     sent: list[int] = []
 
-    def lose_the_way_back(route) -> None:  # the answer reaches the portal, which sends it on; its answer is lost
-        if route.request.method == "POST" and not sent:
-            sent.append(route.fetch().status)
-            route.abort("connectionreset")
-        else:
-            route.continue_()
-
-    page.route(re.compile(r".*/consults/[^/]+/answer$"), lose_the_way_back)
+    # the answer reaches the portal, which sends it on; its answer is lost
+    page.route(re.compile(r".*/consults/[^/]+/answer$"), losing_the_first_answer(sent))
     page.set_input_files(files, files=[{"name": "phim-lon.png", "mimeType": "image/png",
                                         "buffer": b"\x89PNG\r\n\x1a\n" + bytes(1_600_000)}])
     expect(page.locator("#answer-files-refused")).to_have_text("phim-lon.png lớn hơn 1,5 MB.")
@@ -245,9 +259,7 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
                                        {"name": "cong-thuc-mau.pdf", "mimeType": "application/pdf",
                                         "buffer": b"%PDF-1.4\n" + bytes(10_000)}])
     page.click("#consult-answer button.primary")
-    box = page.locator("#answer-live-error")
-    expect(box).to_be_visible()
-    assert box.inner_text() == "Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại."
+    said_not_sent(page, "#answer-live-error")
     assert sent == [204] and page.url.endswith(f"/consults/{tid}")  # the portal did it; the page stayed
     assert page.input_value("form[action$='/answer'] [name=answer]") == answer
     assert page.evaluate(f"document.querySelector(\"{files}\").files.length") == 2
@@ -275,19 +287,46 @@ def test_a_message_whose_answer_is_lost_on_the_way_back_is_one_message_when_sent
     page.fill("form[action$='/message'] [name=text]", text)
     sent: list[int] = []
 
-    def lose_the_way_back(route) -> None:
-        if route.request.method == "POST" and not sent:
-            sent.append(route.fetch(max_redirects=0).status)
-            route.abort("connectionreset")
-        else:
-            route.continue_()
-
-    page.route(re.compile(r".*/consults/[^/]+/message$"), lose_the_way_back)
+    page.route(re.compile(r".*/consults/[^/]+/message$"), losing_the_first_answer(sent))
     page.click("form[action$='/message'] button")
-    box = page.locator("#message-live-error")
-    expect(box).to_be_visible()
-    assert box.inner_text() == "Không gửi được yêu cầu do lỗi kết nối. Nội dung bạn đã nhập vẫn được giữ; hãy thử lại."
+    said_not_sent(page, "#message-live-error")
     assert sent == [204] and page.input_value("form[action$='/message'] [name=text]") == text
     page.click("form[action$='/message'] button")
     page.wait_for_selector("[data-testid=message-sent]")
     assert page.locator("[data-testid=thread-message]", has_text=text).count() == 1
+
+
+def test_minutes_whose_answer_is_lost_on_the_way_back_are_kept_and_complete_the_consult_once(visitor_factory, stack):
+    """The hub doctor signs long minutes between two patients: a form the browser posted, and a connection lost
+    on the way was Chromium's own "This site can't be reached", Back perhaps losing the text. Sent in place now
+    (the clinic's answer and messages' way): the page stays, says so under the minutes, what was typed kept;
+    sent again on the version the page showed, the consult is completed once and the page says the doctor
+    completed it, the minutes below."""
+    from tests.browser.test_visit_changes import accepted_consult
+
+    v = visitor_factory("vi-360-slow-minutes", width=360, height=740)
+    tid = accepted_consult(v, stack, "vi", "Khó thở khi nằm, phù hai chân; xin ý kiến.")
+    page = v.page
+    typed = {"history": "Khó thở tăng dần 2 tuần, phù hai chân.", "findings": "Ran ẩm hai đáy phổi, gan to 3 cm.",
+             "conclusion": "Suy tim mạn, đợt cấp.", "recommendations": "Furosemid 40 mg; tái khám sau 1 tuần.",
+             "diagnosis": "I50.0"}
+    for name, text in typed.items():
+        page.fill(f"#{name}", text)
+    sent: list[int] = []
+
+    # the minutes reach the portal, which signs them; its answer is lost
+    page.route(re.compile(r".*/tasks/[^/]+/complete$"), losing_the_first_answer(sent))
+    page.click("form[action$='/complete'] button.primary")
+    said_not_sent(page, "#minutes-live-error")
+    assert sent == [204] and page.url.endswith(f"/tasks/{tid}")  # the portal did it; the page stayed
+    for name, text in typed.items():
+        assert page.input_value(f"#{name}") == text, name
+    page.screenshot(path=str(v.shots / "vi-360-minutes-connection-lost.png"), full_page=True)
+    page.click("form[action$='/complete'] button.primary")  # sent again: the version the page showed
+    said = page.locator("main .alert.error", has_text="Bạn đã hoàn thành ca hội chẩn này lúc")
+    expect(said).to_be_visible()
+    assert page.inner_text("[data-testid=task-status]") == "Đã hoàn thành"
+    assert page.locator("form[action$='/complete']").count() == 0 and sent == [204]
+    codes = [t.split()[0] for t in page.locator("[data-testid=result] [data-testid=diagnosis]").all_inner_texts()]
+    assert codes == ["I50.0"], codes
+    v.check("doctor-minutes-sent-again")

@@ -12,7 +12,7 @@ from flask import copy_current_request_context, g, redirect, render_template, re
 from flask_babel import get_locale, gettext, lazy_gettext
 from sen_shared.fhir.names import name_and_role, same_person
 
-from . import backend_message, bp, icd10, login_required, select_locale, status_label, typed_text
+from . import backend_message, bp, icd10, is_htmx, login_required, select_locale, status_label, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post, page_status
 from .clinic import (
     OPEN,
@@ -254,8 +254,20 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     ctx["minutes_from"] = minutes_start(data["task"], datetime.now(TZ)).isoformat()
     ctx["participants_max"] = PARTICIPANTS_MAX
     ctx["signer"] = bool(g.user.practitioner)  # no Practitioner (an admin): no start, question nor minutes
-    return render_template("task.html", tid=tid, **data, **forms, **ctx,
-                           title=gettext("Consult")), status
+    page = render_template("task.html", tid=tid, **data, **forms, **ctx, title=gettext("Consult"))
+    return (page, *in_place_answer(status, bool(ctx.get("problem"))))
+
+
+def in_place_answer(status: int, whole: bool) -> tuple[int, dict[str, str]]:
+    """A doctor's form sent in place (htmx, _form.html's sent_in_place) and not done: the page's status and
+    headers. htmx swaps only a 2xx: 200, and the form's box is swapped (its ``hx-select``) with its errors or
+    the refusal said in it; ``whole``: the page says what changed meanwhile (the consult taken, completed,
+    cancelled; the user no signer), the form perhaps no longer offered, so the whole page is swapped
+    (``#main``), what was typed kept in the form or below it as not sent. A page the browser posted, or
+    htmx's GET (a poll): as it was."""
+    if not (is_htmx() and request.method == "POST"):
+        return status, {}
+    return 200, {"HX-Retarget": "#main", "HX-Reselect": "#main", "HX-Reswap": "outerHTML"} if whole else {}
 
 
 def reassign_choices(doctors: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -760,14 +772,13 @@ def task_request_info(tid: str) -> Any:
 def task_message(tid: str) -> Any:
     """The doctor's message to the clinic on the consult's thread (the Task's state stays); the page
     again with the text kept on error."""
-    form = MessageForm()
-    in_place = request.headers.get("HX-Request") == "true"  # htmx swaps only 2xx answers: its box, with its errors
+    form = MessageForm()  # sent in place, its box comes back with its errors or the refusal (in_place_answer)
     if not form.validate_on_submit():
-        return _task_page(tid, 200 if in_place else 422, forms={"message_form": message_form(form)})
+        return _task_page(tid, 422, forms={"message_form": message_form(form)})
     try:
         send_message(tid, form)
     except BackendError as err:
-        return _task_page(tid, 200 if in_place else 409 if err.status == 409 else 422,
+        return _task_page(tid, 409 if err.status == 409 else 422,
                           **refusal_said(err, "message_problem"), forms={"message_form": message_form(form)})
     return done_in_place(url_for("web.task_detail", tid=tid, _anchor="consult-thread"), "sent")
 
@@ -1142,10 +1153,10 @@ def task_complete(tid: str) -> Any:
                 now = {}
             if now.get("status") in ("completed", "cancelled", "rejected"):
                 return _taken_meanwhile(tid, now, accepting=False, forms={"minutes_form": form})
-        return _task_page(tid, 409, problem=backend_message(err), forms={"minutes_form": form})
+        return _task_page(tid, 409, **refusal_said(err, "minutes_problem"), forms={"minutes_form": form})
     if changed is not None:  # the minutes kept: the page again carries the version to sign on
         return _taken_meanwhile(tid, changed, accepting=False, forms={"minutes_form": form})
-    return step_done(url_for("web.task_detail", tid=tid), "done")
+    return done_in_place(url_for("web.task_detail", tid=tid), "done")
 
 
 # ------------------------------------------------------------------ weekly availability and leave
