@@ -536,7 +536,7 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     prop = _with_patient(_find(tc, H, _local(day, "13:30"), _local(day, "15:00"), ("specialty", "394583002"))[0],
                          "Patient/p9", "ServiceRequest/sr-of-a")
     r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=clinic("tyt-b"))
-    assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
+    assert r.status_code == 422 and r.json()["resourceType"] == "OperationOutcome"  # as a ServiceRequest not stored
     r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", prop)), headers=clinic("tyt-a"))
     assert r.status_code == 200, r.text
     appt = r.json()["entry"][0]["resource"]["id"]
@@ -571,6 +571,46 @@ def test_clinic_staff_book_and_cancel_only_their_own_facilitys_consults(tc, H, d
     # an Appointment is not written beside its operations
     r = tc.post("/fhir/Appointment", content=json.dumps({**prop, "status": "booked"}), headers=H)
     assert r.status_code == 405
+
+
+def test_a_proposal_based_on_another_facilitys_consult_is_answered_as_one_based_on_none(tc, H, dev_key):
+    """A ``$hold``, ``$book`` or ``$reschedule`` proposal ``basedOn`` another facility's ServiceRequest was 403
+    where an unknown one is 422: a clinic could probe ServiceRequest ids. Now the same 422, status, body and
+    headers; nothing is held or moved; each refusal is in the trail as the 403 it is."""
+    from sen_shared.auth import issue_dev_token
+    from sen_shared.fhir.store import Store
+
+    for sr, clinic_id in (("sr-hide-a", "tyt-a"), ("sr-hide-b", "tyt-b")):
+        Store(tc.db, emit_events=False).create({
+            "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/p9"}, "requester": {"reference": f"Organization/{clinic_id}"}}, sr)
+    clinic_b = {**H, "Authorization": f"Bearer {issue_dev_token(dev_key, 'clinic', facility='tyt-b')}"}
+    day = DAY + timedelta(days=12)
+    props = _find(tc, H, _local(day, "13:30"), _local(day, "15:00"), ("specialty", "394583002"))
+    foreign = _with_patient(props[0], "Patient/p9", "ServiceRequest/sr-hide-a")
+    for op in ("$hold", "$book"):
+        answer = answered_as_missing(tc, "POST", f"/fhir/Appointment/{op}", "sr-hide-a", headers=clinic_b,
+                                     content=_params(("appointment-resource", foreign)), status=422)
+        assert answer.json()["issue"][0]["diagnostics"] == "ServiceRequest/sr-hide-a is not known", answer.text
+    assert _status(tc, H, props[0]["slot"][0]["reference"]) == "free"
+    # b's own appointment, rescheduled onto a proposal based on a's consult
+    own = tc.post("/fhir/Appointment/$book", headers=clinic_b, content=_params(
+        ("appointment-resource", _with_patient(props[1], "Patient/p9", "ServiceRequest/sr-hide-b"))))
+    assert own.status_code == 200, own.text
+    appt = own.json()["entry"][0]["resource"]["id"]
+    moved = _with_patient(props[2], "Patient/p9", "ServiceRequest/sr-hide-a")
+    answered_as_missing(tc, "POST", f"/fhir/Appointment/{appt}/$reschedule", "sr-hide-a", headers=clinic_b,
+                        content=_params(("appointment-resource", moved)), status=422)
+    assert _status(tc, H, f"Appointment/{appt}") == "booked"
+    assert _status(tc, H, props[2]["slot"][0]["reference"]) == "free"
+
+    def refusals():
+        said = "403: ServiceRequest/sr-hide-a is another facility's consult"
+        return [r for r in (unpack(d)["res"] for d in tc.db["AuditEvent"].find({})) if r.get("outcomeDesc") == said]
+
+    wait_for(lambda: len(refusals()) >= 3, 10)  # the auditor writes in the background
+    assert sorted(s["code"] for e in refusals() for s in e["subtype"] if s["code"].startswith("$")) == [
+        "$book", "$hold", "$reschedule"]
 
 
 # ------------------------------------------------------------------------------- concurrency

@@ -60,19 +60,27 @@ def _check_facility(principal: Any, appointment: dict[str, Any] | None, stored: 
     appointments: the slot's Schedule belongs to their facility (``schedule-organization``).
     ``stored``: the id of the stored Appointment ``op`` acts on, whose refusal is answered as an
     Appointment not stored (404, :func:`sch.read_appointment`'s), its AuditEvent the 403; a proposal's
-    (what ``$hold``, ``$book`` or ``$reschedule`` would create) is 403."""
+    (what ``$hold``, ``$book`` or ``$reschedule`` would create) ``basedOn`` another facility's
+    ServiceRequest is answered as one not stored (422, as a made-up id's), another hub's slot is 403."""
     why = _facility_refusal(principal, appointment)
     if why is None:
         return
-    if stored is None:
-        raise FhirError(f"forbidden: {why}", status=403, code="forbidden")
+    reason, unknown = why
+    if stored is None and unknown is None:
+        raise FhirError(f"forbidden: {reason}", status=403, code="forbidden")
     with hidden_refusals(current().extras["fhir"].auditor, principal,
                          Record("operation", "Appointment", stored, patients=_patients(appointment), operation=op)):
-        raise Hidden(why, not_found("Appointment", stored))
+        raise Hidden(reason, not_found("Appointment", stored) if stored is not None else unknown)
 
 
-def _facility_refusal(principal: Any, appointment: dict[str, Any] | None) -> str | None:
-    """Why ``principal`` may not act on ``appointment`` (:func:`_check_facility`), None when it may."""
+def _unknown_request(ref: str) -> FhirError:
+    """What a proposal ``basedOn`` a ServiceRequest not stored gets (another facility's gets it too)."""
+    return FhirError(f"{ref} is not known", status=422, code="processing", expression=["basedOn"])
+
+
+def _facility_refusal(principal: Any, appointment: dict[str, Any] | None) -> tuple[str, FhirError | None] | None:
+    """Why ``principal`` may not act on ``appointment`` (:func:`_check_facility`), None when it may; with
+    the answer of an id not stored when the refusal names a record the caller may not know exists."""
     roles = principal.roles
     if appointment is not None and "doctor" in roles and not roles & {"admin", "health-dept"}:
         ref = next((str(s.get("reference", "")) for s in appointment.get("slot") or () if isinstance(s, dict)), "")
@@ -80,7 +88,7 @@ def _facility_refusal(principal: Any, appointment: dict[str, Any] | None) -> str
         av = sch.availability_of(current().db, parsed[0]) if parsed else None
         hub = av.organization if av is not None else None
         if hub is not None and hub != f"Organization/{principal.facility}":
-            return f"this appointment is with another hub ({hub})"
+            return f"this appointment is with another hub ({hub})", None
         return None
     if appointment is None or "clinic" not in roles or roles & {"admin", "doctor", "health-dept"}:
         return None
@@ -89,9 +97,9 @@ def _facility_refusal(principal: Any, appointment: dict[str, Any] | None) -> str
             continue
         doc = current().db["ServiceRequest"].find_one({"_id": ref.split("/", 1)[1]}, {"sp_requester": 1, "del": 1})
         if doc is None or doc.get("del"):
-            raise FhirError(f"{ref} is not known", status=422, code="processing", expression=["basedOn"])
+            raise _unknown_request(ref)
         if not principal.facility or f"Organization/{principal.facility}" not in (doc.get("sp_requester") or ()):
-            return f"{ref} is another facility's consult"
+            return f"{ref} is another facility's consult", _unknown_request(ref)
     return None
 
 
@@ -317,7 +325,7 @@ def book() -> Any:
             raise FhirError("$book needs appointment-reference (a held Appointment) or appointment-resource",
                             status=400, expression=["appointment-reference"])
         if ref is None:
-            _check_facility(principal, proposal)
+            _check_facility(principal, proposal, op="$book")
         else:
             _check_facility(principal, sch.read_appointment(current().db, ref), ref, "$book")
         try:
@@ -361,7 +369,7 @@ def reschedule(id: str, **_: Any) -> Any:  # noqa: A002
         if proposal is None:
             raise FhirError("$reschedule needs appointment-resource (the new slot, a proposal from $find)",
                             status=400, expression=["appointment-resource"])
-        _check_facility(p, proposal)
+        _check_facility(p, proposal, op="$reschedule")
         return sch.reschedule(current().db, _ctx(p), rid, proposal)
     return _on_one("$reschedule", BOOKERS, id, act)
 
