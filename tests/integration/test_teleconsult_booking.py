@@ -613,6 +613,37 @@ def test_a_proposal_based_on_another_facilitys_consult_is_answered_as_one_based_
         "$book", "$hold", "$reschedule"]
 
 
+def test_a_batch_reads_a_slot_as_get_slot_does(tc, H):
+    """Slots are computed (GET /fhir/Slot/{id}, api/scheduling.py): a batch's (or a transaction's) read entry of
+    one went to the engine's read of the Slot collection, which holds none: 404 for a slot that exists."""
+    day = DAY + timedelta(days=13)
+    a = _find(tc, H, _local(day, "07:00"), _local(day, "08:00"), ("specialty", "394579002"))[0]
+    sid = a["slot"][0]["reference"][5:]
+    booked = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(a))),
+                     headers=H)
+    assert booked.status_code == 200, booked.text
+    direct = tc.get(f"/fhir/Slot/{sid}", headers=H)
+    assert direct.status_code == 200 and direct.json()["status"] == "busy", direct.text
+    missing = f"{sid[:-4]}0900"  # in the break (09:00-09:30): no such slot
+    absent = tc.get(f"/fhir/Slot/{missing}", headers=H)
+    assert absent.status_code == 404, absent.text
+    for kind in ("batch", "transaction"):
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": [
+            {"request": {"method": "GET", "url": f"Slot/{sid}"}},
+            {"request": {"method": "GET", "url": f"Slot/{missing}"}}]}
+        if kind == "batch":  # a conditional read, as GET's (a transaction's reads take no entry headers)
+            bundle["entry"].append({"request": {"method": "GET", "url": f"Slot/{sid}",
+                                                "ifNoneMatch": direct.headers["ETag"]}})
+        r = tc.post("/fhir", content=json.dumps(bundle), headers=H)
+        assert r.status_code == 200, r.text
+        found, gone, *same = r.json()["entry"]
+        assert found["response"]["status"].startswith("200"), (kind, found)
+        assert found["resource"] == direct.json()
+        assert found["response"]["etag"] == direct.headers["ETag"]
+        assert gone["response"]["status"].startswith("404") and gone["response"]["outcome"] == absent.json(), gone
+        assert all(e["response"]["status"].startswith("304") for e in same), same
+
+
 # ------------------------------------------------------------------------------- concurrency
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,10 @@ def create_app(settings: TeleconsultSettings | None = None) -> connexion.FlaskAp
                                  hide_refused=True)
     consults = Consults(fhir, settings)
     from .api.consults import submit_transaction
+    from .api.scheduling import slot_entry
 
     fhir.submit = submit_transaction
+    fhir.own_reads["Slot"] = slot_entry  # computed: a bundle's GET Slot/{id} is GET /fhir/Slot/{id}'s read
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="teleconsult.yaml", api_package="sen_teleconsult.api", indexes=INDEXES,
                     fhir_base="/fhir", extras={"fhir": fhir, "consults": consults}, strict_validation=False)

@@ -128,7 +128,8 @@ def dispatch(server: Any, req: FhirRequest, method: str, target: Target, resourc
         if tail == "_history":
             return server.history(sub)
         if target.rid and tail is None:
-            return server.read(sub)
+            own = server.own_reads.get(target.resource_type)  # a read of its own: as GET [type]/[id] answers
+            return server.read(sub) if own is None else own(sub)
         if target.rid is None and tail is None:
             return server.search(sub)
         if target.resource_type == "Patient" and target.rid and tail and tail[0].isupper():

@@ -75,6 +75,10 @@ class FhirServer:
         self._db = db
         # test seam: called after each applied write of a bundle (crash simulation)
         self.after_write: Callable[[st.Write], None] | None = None
+        # a type read by the service's own function, not from the store (teleconsult's computed Slots: its
+        # GET [type]/[id] route): a bundle's read entry of it is answered by that function (bundle.dispatch);
+        # an HTTP read never looks here (its route is the service's)
+        self.own_reads: dict[str, Callable[[FhirRequest], FhirResponse]] = {}
 
     @property
     def db(self) -> Database:

@@ -3,7 +3,8 @@
 ``Appointment/$find``, ``$hold``, ``$book`` take a ``Parameters`` resource (``$find`` also the
 query string); ``Appointment/{id}/$cancel``, ``$reschedule``, ``$noshow``, ``$fulfill`` act on one
 appointment. ``GET /fhir/Slot`` and ``/fhir/Slot/{id}`` serve the computed slots (their status
-from the claim chains). The rules are in ``domain/scheduling.py``.
+from the claim chains); a bundle's ``GET Slot/{id}`` entry is answered by the same read
+(``slot_entry``). The rules are in ``domain/scheduling.py``.
 """
 
 from __future__ import annotations
@@ -391,15 +392,30 @@ def fulfill(id: str, **_: Any) -> Any:  # noqa: A002
 def read_slot(id: str) -> Any:  # noqa: A002
     _allow(*READERS)
     req = from_flask("Slot", check_id(id), body=False)
-    slot = sch.read_slot(current().db, _cfg(), id)
+    return to_connexion(slot_answer(req), req)
+
+
+def slot_entry(req: FhirRequest) -> FhirResponse:
+    """A bundle's ``GET Slot/{id}`` entry (the engine's ``own_reads``): answered as ``GET /fhir/Slot/{id}``
+    (:func:`slot_answer`); a role that reads no Slot is the entry's 403."""
+    try:
+        _allow(*READERS)
+    except Forbidden as err:
+        raise FhirError(f"forbidden: {err.detail}", status=403, code="forbidden") from None
+    return slot_answer(req)
+
+
+def slot_answer(req: FhirRequest) -> FhirResponse:
+    """The computed Slot ``req.rid`` (a conditional read as the engine's: 304 when unchanged)."""
+    slot = sch.read_slot(current().db, _cfg(), check_id(req.rid))
     headers = {"ETag": f'W/"{slot["meta"]["versionId"]}"'}
     changed = slot["meta"].get("lastUpdated")  # a slot never held has none
     if changed:
         headers["Last-Modified"] = changed
     when = datetime.fromisoformat(changed) if changed else None
     if not_modified(req, int(slot["meta"]["versionId"]), when):  # a conditional read, as the engine's
-        return to_connexion(FhirResponse(304, None, headers), req)
-    return to_connexion(FhirResponse(200, slot, headers), req)
+        return FhirResponse(304, None, headers)
+    return FhirResponse(200, slot, headers)
 
 
 def search_slots() -> Any:
