@@ -240,3 +240,31 @@ def test_a_consult_not_completed_has_no_print_and_one_without_a_record_yet_is_th
     assert "print-minutes" not in client.get("/consults/t1").get_data(as_text=True)
     r = client.get("/consults/t1/minutes.pdf")  # the EHR has not stored it yet
     assert r.status_code == 404 and "Biên bản hội chẩn này không tồn tại" in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("lang, words", [
+    ("vi", ["Biên bản đang được lưu vào hồ sơ", "Hội chẩn vừa hoàn thành: biên bản đang được lưu vào hồ sơ của "
+            "người bệnh. Vui lòng thử lại sau giây lát."]),
+    ("en", ["The minutes are being filed", "The consult was completed moments ago: its minutes are being filed "
+            "into the patient's record. Try again in a moment."])])
+def test_a_consult_completed_moments_ago_whose_record_is_not_stored_yet_says_it_is_being_filed(
+        client, monkeypatch, lang, words):
+    """Teleconsult says completed, the EHR has no record yet (the completed event on its way): not the record's
+    404 "does not exist", a page saying it is being filed, with the link again; 202 with Retry-After (not the
+    PDF yet). Once the EHR has stored it, the same link prints it."""
+    fakes = Fakes(monkeypatch, None)
+    sign_in(client)
+    with client.session_transaction() as kept:
+        kept["lang"] = lang
+    r = client.get("/consults/t1/minutes.pdf")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 202 and r.mimetype == "text/html", (r.status_code, page[-800:])
+    assert r.headers["Retry-After"] == "5" and r.headers["Cache-Control"] == "no-store"
+    flat = re.sub(r"\s+", " ", page)
+    assert all(w in flat for w in words), flat[-1200:]
+    assert "không tồn tại" not in flat and "does not exist" not in flat
+    assert '<a href="/consults/t1/minutes.pdf" data-testid="print-minutes">' in page
+    assert fakes.composition_searches  # the EHR was asked
+    Fakes(monkeypatch, _record())  # the EHR has stored it meanwhile
+    r = client.get("/consults/t1/minutes.pdf")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/patients/p1/consult-records/c1.pdf")

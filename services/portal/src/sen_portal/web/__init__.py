@@ -38,6 +38,7 @@ from flask_babel import Babel, format_decimal, gettext, lazy_gettext
 from flask_compress import Compress
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from itsdangerous import BadSignature
+from pymongo.errors import PyMongoError
 
 from ..config import PortalSettings
 from ..domain.report_facts import one_decimal
@@ -585,6 +586,28 @@ def _backend_error(err: BackendError) -> Any:
     if err.status == 403:
         return render_template("error.html", title=gettext("Not allowed"), message=message), 403
     return render_template("error.html", title=gettext("The request was refused"), message=message), 400
+
+
+@bp.errorhandler(PyMongoError)
+def _database_error(err: PyMongoError) -> Any:
+    """The portal's own database (the reporting read model the dashboard and its downloads read) out of reach:
+    pymongo's lost connection or timeout (ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout), or
+    FerretDB's while the PostgreSQL under it restarts (``sen_shared.mongo.unavailable``). An outage like a
+    back-end's (:func:`_backend_error`): 503 "Service unavailable" in the user's language with Retry-After, an
+    htmx request's in the page's problem box (:func:`_headers`), not 500. The page waits at most the client's
+    server selection (``sen_shared.mongo.CLIENT_OPTIONS``, 5 s). Any other database error is a bug: 500."""
+    from sen_shared.mongo import unavailable
+    from sen_shared.web import DATABASE_RETRY_AFTER
+
+    if not unavailable(err):
+        return _unexpected(err)
+    current_app.logger.warning("the portal's database is out of reach: %s", type(err).__name__)
+    response = current_app.make_response((render_template(
+        "error.html", title=gettext("Service unavailable"),
+        message=gettext("The dashboard's figures cannot be read right now: the portal's database does not "
+                        "answer. Try again in a moment.")), 503))
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
 
 
 @bp.errorhandler(Exception)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, redirect, render_template, url_for
+from flask import Response, current_app, redirect, render_template, url_for
 from flask_babel import force_locale
 from sen_shared.fhir.names import name_and_role, same_person
 from sen_shared.fhir.search.text import normalize
@@ -96,12 +96,13 @@ def consult_record_pdf(pid: str, cid: str) -> Any:
 @login_required("clinic")
 def consult_minutes_pdf(tid: str) -> Any:
     """From the clinic's consult page: the consult's record in the EHR (the Composition whose identifier is
-    the consult's ServiceRequest), printed (:func:`consult_record_pdf`, a redirect); none yet (the EHR
-    stores it from the consult's completed event, a moment after) or not the user's: the record's 404."""
+    the consult's ServiceRequest), printed (:func:`consult_record_pdf`, a redirect). Teleconsult says the
+    consult is completed and the EHR has no record of it yet (it stores it from the consult's completed
+    event, a moment after): :func:`being_filed`. Not completed, or not the user's: the record's 404."""
     pid = None
     if patients.FHIR_ID.fullmatch(tid):
         try:
-            _, sr, pid = _consult_request(tid)
+            task, sr, pid = _consult_request(tid)
             if sr is not None and pid:
                 found = entries(fhir_get("ehr", "/fhir/Composition", {
                     "identifier": f"{CONSULT_RECORD_SYSTEM}|{sr['id']}", "subject": f"Patient/{pid}",
@@ -109,7 +110,23 @@ def consult_minutes_pdf(tid: str) -> Any:
                 cid = str(found[0].get("id") or "") if found else ""
                 if patients.FHIR_ID.fullmatch(cid):
                     return redirect(url_for("web.consult_record_pdf", pid=pid, cid=cid))
+                if not found and task.get("status") == "completed":
+                    return being_filed(tid)
         except BackendError as err:
             if err.kind != "refused" or err.status not in (403, 404):
                 raise
     return no_consult_record(pid or "")
+
+
+FILING_RETRY_SECONDS = 5  # the EHR stores the record from the completed event within a second or two
+
+
+def being_filed(tid: str) -> Any:
+    """The print link of a consult completed moments ago, whose record the EHR has not stored yet (the
+    completed event still on its way): said so, in the user's language, with the link again. 202 Accepted
+    with Retry-After, not 200: the PDF asked for does not exist yet but will, so no client (a script, a
+    browser's cache, a test) takes this page for the minutes; not 404: the record is not missing, and not 503:
+    nothing is down."""
+    response = current_app.make_response((render_template("minutes_filing.html", tid=tid), 202))
+    response.headers["Retry-After"] = str(FILING_RETRY_SECONDS)
+    return response

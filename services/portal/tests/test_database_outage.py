@@ -1,0 +1,116 @@
+"""The portal's own database (MongoDB: the reporting read model the dashboard reads) out of reach: the dashboard,
+its CSV and workbook downloads and an htmx request for it are "Dịch vụ tạm thời không dùng được" / "Service
+unavailable" (503, Retry-After) saying the figures cannot be read right now, as a back-end's outage is, not 500
+"Đã có lỗi"; htmx's goes into the page's problem box (``HX-Retarget``); the JSON API's is an RFC 9457 problem 503.
+One handler for pymongo's errors (``web._database_error``), none in the pages. The sign-out check keeps serving
+the pages that read no database (``web/signouts.py``).
+
+``portal_app``'s ``MONGO_URL`` is a closed loopback port: each read waits out the client's server selection
+(``sen_shared.mongo.CLIENT_OPTIONS``, a few seconds), then fails."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import portal_app, portal_signed_in
+
+RANGE = {"start": "07/09/2026", "end": "20/09/2026"}
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sen_portal.web import dashboard, signouts
+
+    monkeypatch.setattr(dashboard, "org_names", lambda: {})  # the directory (the EHR) answers; only MongoDB is down
+    monkeypatch.setattr(dashboard, "org_districts", lambda: {})
+    monkeypatch.setattr(dashboard, "org_without_care", lambda: set())
+    monkeypatch.setattr(signouts, "_unreachable_until", 0.0)
+    dashboard._figures.clear()
+    return portal_app(tmp_path, monkeypatch)
+
+
+def _outage(r, lang: str = "vi") -> str:
+    page = r.get_data(as_text=True)
+    assert r.status_code == 503 and r.mimetype == "text/html", (r.status_code, page[-800:])
+    assert r.headers["Retry-After"].isdigit()
+    text = _text(page)
+    if lang == "vi":
+        assert "Dịch vụ tạm thời không dùng được" in text and "Đã có lỗi" not in text, text[-600:]
+        assert "Chưa đọc được số liệu của bảng điều hành lúc này" in text, text[-600:]
+    else:
+        assert "Service unavailable" in text and "Something went wrong" not in text, text[-600:]
+        assert "The dashboard's figures cannot be read right now" in text, text[-600:]
+    return text
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_dashboard_is_service_unavailable_in_the_users_language(app, lang):
+    client = portal_signed_in(app, "health-dept", lang)
+    _outage(client.get("/dashboard", query_string=RANGE), lang)
+
+
+@pytest.mark.parametrize("ext", ["csv", "xlsx"])
+def test_its_downloads_are_service_unavailable(app, ext):
+    client = portal_signed_in(app, "health-dept")
+    _outage(client.get(f"/dashboard/time_to_answer.{ext}", query_string=RANGE))
+
+
+def test_under_htmx_the_message_goes_into_the_pages_problem_box(app):
+    client = portal_signed_in(app, "health-dept")
+    r = client.get("/dashboard", query_string=RANGE, headers={"HX-Request": "true",
+                                                                "HX-Current-URL": "http://localhost/dashboard"})
+    _outage(r)
+    assert r.headers["HX-Retarget"] == "#page-problem" and r.headers["HX-Reselect"] == "#problem"
+
+
+def test_a_database_error_that_is_no_outage_stays_a_failure(app, monkeypatch):
+    from pymongo.errors import OperationFailure
+    from sen_portal.web import dashboard
+
+    def broken(*args, **kwargs):
+        raise OperationFailure("unknown operator: $nope", code=2)
+
+    monkeypatch.setattr(dashboard, "compute", broken)
+    client = portal_signed_in(app, "health-dept")
+    r = client.get("/dashboard", query_string=RANGE)
+    assert r.status_code == 500 and "Đã có lỗi" in r.get_data(as_text=True)
+
+
+def test_pages_that_read_no_database_are_served_and_signing_out_still_ends_the_session(app):
+    """signouts.py: whether the session signed out cannot be read, the page is served (and the database not
+    asked again a while); signed out, this process refuses a copy of the cookie all the same."""
+    from tests.support import csrf_token
+
+    client = portal_signed_in(app, "clinic")
+    assert client.get("/session/alive").status_code == 204
+    with client.session_transaction() as kept:
+        copied = dict(kept)
+    token = csrf_token(client.get("/consults").get_data(as_text=True))  # its sign-out form (teleconsult down: 503)
+    r = client.post("/logout", data={"csrf_token": token})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[-500:]
+    with client.session_transaction() as kept:
+        kept.update(copied)  # a copy of the cookie taken before
+    assert client.get("/session/alive").status_code == 401
+
+
+def test_the_json_api_is_a_problem_503(tmp_path, monkeypatch):
+    from sen_portal.app import create_app
+    from sen_shared.auth import issue_dev_token
+
+    portal_app(tmp_path, monkeypatch)
+    token = issue_dev_token(tmp_path / "dev.pem", "health-dept")
+    with create_app().test_client() as client:
+        for path in ("/api/reports/dashboard", "/api/reports/time_to_answer.csv", "/api/reports/events"):
+            r = client.get(path, params={"start": "2026-09-07", "end": "2026-09-20"} if "dashboard" in path else {},
+                           headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 503, (path, r.status_code, r.text[:300])
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["status"] == 503 and r.headers["Retry-After"].isdigit()
