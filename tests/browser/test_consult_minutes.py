@@ -22,7 +22,7 @@ def test_the_minutes_take_several_diagnoses_typed_and_picked(visitor_factory, st
         page.fill(f"#{name}", text)
     page.fill("#diagnosis", "I20.0, X99.9")
     page.click("form[action$='/complete'] button.primary")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_selector("#diagnosis-error")  # the minutes' box again (sent in place), the code named
     assert "X99.9" in page.inner_text("#diagnosis-error") and page.input_value("#diagnosis") == "I20.0, X99.9"
 
     page.fill("#diagnosis", "I20.0, ")

@@ -206,13 +206,13 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     doctor.sign_in("doctor")
     doctor.go(f"/tasks/{asked}")
     doctor.page.click("details:has(form[action$='/request-info']) summary")
-    doctor.page.click("form[action$='/request-info'] button")  # empty: explained, nothing sent
-    doctor.page.wait_for_load_state("networkidle")
+    doctor.page.click("form[action$='/request-info'] button")  # empty: explained, nothing sent (in place)
+    doctor.page.wait_for_selector("#question-error")
     assert doctor.page.locator("#question-error").count() == 1
     doctor.check("doctor-question-error")
     doctor.page.fill("#question", "Xin gửi thêm HbA1c gần nhất.")
     doctor.page.click("form[action$='/request-info'] button")
-    doctor.page.wait_for_load_state("networkidle")
+    doctor.page.wait_for_selector("[data-testid=asked]")  # the page again (HX-Redirect), saying it was asked
     assert "Xin gửi thêm HbA1c gần nhất." in doctor.page.inner_text("main")
 
     clinic = visitor_factory("vi-1280")

@@ -27,9 +27,13 @@ HTMX = {"HX-Request": "true", "HX-Current-URL": f"http://localhost/tasks/{TID}",
 TYPED = "BS. Nguyễn Văn An — chủ trì"
 
 
+AFTER = {"complete": ("completed", ME, "2026-12-05T10:15:00+07:00"),
+         "request-info": ("on-hold", ME, "2026-12-05T10:20:00+07:00")}
+
+
 class Signing(Takeover):
-    """``$complete`` on the Task's version completes it (its next version), as teleconsult does; ``refuse``:
-    teleconsult's refusal instead (an OperationOutcome, 409)."""
+    """``$complete`` (``$request-info``) on the Task's version completes it (puts it on hold): its next version,
+    as teleconsult does; ``refuse``: teleconsult's refusal of ``$complete`` instead (an OperationOutcome, 409)."""
 
     refuse: str | None = None
 
@@ -39,8 +43,9 @@ class Signing(Takeover):
                                                                       "diagnostics": self.refuse}]}
             return http.Response(409, {}, json.dumps(outcome).encode())
         r = super().__call__(method, url, **kw)
-        if urlsplit(url).path.endswith(f"/fhir/Task/{TID}/$complete") and r.status_code == 200:
-            self.change("completed", ME, "2026-12-05T10:15:00+07:00")
+        step = re.search(rf"/fhir/Task/{TID}/\$(complete|request-info)$", urlsplit(url).path)
+        if step and method == "POST" and r.status_code == 200:
+            self.change(*AFTER[step.group(1)])
         return r
 
 
@@ -124,3 +129,29 @@ def test_minutes_on_a_consult_cancelled_meanwhile_swap_the_whole_page_saying_so(
     assert "Phòng khám đã hủy ca hội chẩn này lúc 05/12/2026 09:40." in _text(body)
     unsent = body[body.index('data-testid="unsent"'):]
     assert "HA 170/100 mmHg." in unsent and "Amlodipin." in unsent
+
+
+def test_a_question_to_the_clinic_is_sent_in_place_and_sent_again_asks_once(app, fake):
+    """The doctor's question (typed: often long) goes the minutes' way: done, the consult's page saying it was
+    asked; its answer lost and sent again on the page's version, nothing is asked twice and the page says a
+    question is open; empty, the box again with its error."""
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake, "accepted")
+    box = page[page.index('<div id="consult-question">'):]
+    form = re.search(r"<form[^>]*>", box).group(0)
+    assert f'hx-post="/tasks/{TID}/request-info"' in form and 'hx-target="#consult-question"' in form
+    assert 'data-live-error="question-live-error"' in form and 'id="question-live-error"' in box
+    asked = {"csrf_token": re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1),
+             "question": "Xin gửi kết quả siêu âm tim gần nhất.", "version": "3"}
+    empty = c.post(f"/tasks/{TID}/request-info", headers=HTMX, data={**asked, "question": ""})
+    assert empty.status_code == 200 and "HX-Retarget" not in empty.headers and fake.step_headers == []
+    assert 'id="question-error"' in empty.get_data(as_text=True).split('<div id="consult-question">')[1]
+
+    r = c.post(f"/tasks/{TID}/request-info", headers=HTMX, data=asked)
+    assert r.status_code == 204 and r.headers["HX-Redirect"] == f"/tasks/{TID}"
+    assert flashed_steps(c) == [(f"/tasks/{TID}", "asked=1")]
+    r = c.post(f"/tasks/{TID}/request-info", headers=HTMX, data=asked)  # the answer lost: sent again
+    assert r.status_code == 200 and r.headers["HX-Retarget"] == "#main"
+    assert [h for _, h in fake.step_headers] == [{"If-Match": 'W/"3"'}] * 2
+    assert "Trong lúc đó đã có câu hỏi gửi phòng khám (05/12/2026 10:20): ca hội chẩn đang chờ trả lời." in \
+        _text(r.get_data(as_text=True))

@@ -761,10 +761,10 @@ def task_request_info(tid: str) -> Any:
         changed = _step_on_page(tid, "request-info",
                                 lambda headers, _now: _op(tid, "request-info", params, headers=headers))
     except BackendError as err:
-        return _task_page(tid, 409, problem=backend_message(err), forms={"question_form": form})
+        return _task_page(tid, 409, **refusal_said(err, "question_problem"), forms={"question_form": form})
     if changed is not None:
         return _taken_meanwhile(tid, changed, accepting=False, forms={"question_form": form})
-    return step_done(url_for("web.task_detail", tid=tid), "asked")
+    return done_in_place(url_for("web.task_detail", tid=tid), "asked")
 
 
 @bp.route("/tasks/<tid>/message", methods=["POST"])
