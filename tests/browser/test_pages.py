@@ -5,6 +5,7 @@ unmatched-transfers queue, and the pages that say no (wrong role, unknown record
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 
@@ -241,7 +242,7 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     doctor.page.click("form[action$='/reject'] button")  # the step, then confirmed
     doctor.page.check("form[action$='/reject'] [data-testid=confirm-tick]")
     doctor.page.click("form[action$='/reject'] [data-testid=confirm-button]")
-    doctor.page.wait_for_load_state("networkidle")
+    doctor.page.wait_for_url(re.compile(r".*/worklist$"))  # rejected (sent in place): the worklist
     clinic.go(f"/consults/{rejected}")
     assert "Đã từ chối" in clinic.page.inner_text("[data-testid=task-status]")
     assert "chuyển nội tiết" in clinic.page.inner_text("main")

@@ -155,3 +155,26 @@ def test_a_question_to_the_clinic_is_sent_in_place_and_sent_again_asks_once(app,
     assert [h for _, h in fake.step_headers] == [{"If-Match": 'W/"3"'}] * 2
     assert "Trong lúc đó đã có câu hỏi gửi phòng khám (05/12/2026 10:20): ca hội chẩn đang chờ trả lời." in \
         _text(r.get_data(as_text=True))
+
+
+def test_a_reject_is_sent_in_place_its_confirmation_in_its_box(app, fake):
+    """The reject's reason (typed) goes the same way, its confirmation step too: pressed, the box again with the
+    step and the reason, nothing sent; confirmed, the worklist (HX-Redirect) saying it was rejected."""
+    fake.status, fake.owner, fake.version, fake.history = "requested", "Organization/bvdk-dong-thap", 1, \
+        fake.history[:1]
+    c = portal_signed_in(app, "doctor")
+    page = c.get(f"/tasks/{TID}").get_data(as_text=True)
+    box = page[page.index('<div id="consult-reject">'):]
+    form = re.search(r"<form[^>]*>", box).group(0)
+    assert f'hx-post="/tasks/{TID}/reject"' in form and 'data-live-error="reject-live-error"' in form
+    reject = {"csrf_token": re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', box).group(1),
+              "reason": "Ngoài chuyên khoa của bệnh viện.", "version": "1"}
+    r = c.post(f"/tasks/{TID}/reject", headers={**HTMX, "HX-Target": "consult-reject"}, data=reject)
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and "HX-Retarget" not in r.headers and fake.step_headers == []
+    swapped = body[body.index('<div id="consult-reject">'):]
+    assert 'data-testid="confirm-tick"' in swapped and "Ngoài chuyên khoa của bệnh viện.</textarea>" in swapped
+    r = c.post(f"/tasks/{TID}/reject", headers={**HTMX, "HX-Target": "consult-reject"},
+               data={**reject, "confirming": "reject", "confirm": "reject"})
+    assert r.status_code == 204 and r.headers["HX-Redirect"] == "/worklist" and fake.ops == ["reject"]
+    assert flashed_steps(c) == [("/worklist", "rejected=1")]

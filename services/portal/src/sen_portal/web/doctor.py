@@ -705,10 +705,10 @@ def task_reject(tid: str) -> Any:
     try:
         changed = _step_on_page(tid, "reject", lambda headers, _now: _op(tid, "reject", params, headers=headers))
     except BackendError as err:
-        return _task_page(tid, 409, problem=backend_message(err), forms={"reject_form": form})
+        return _task_page(tid, 409, **refusal_said(err, "reject_problem"), forms={"reject_form": form})
     if changed is not None:
         return _taken_meanwhile(tid, changed, accepting=False, forms={"reject_form": form})
-    return step_done(url_for("web.worklist"), "rejected")
+    return done_in_place(url_for("web.worklist"), "rejected")
 
 
 @bp.route("/tasks/<tid>/reassign", methods=["POST"])
