@@ -214,11 +214,11 @@ def compress(flask_app: Flask) -> None:
     Compress(flask_app)
 
 
-# what leaves compressed: pages, htmx's parts, CSS, scripts, SVG. Not the JSON API's answers (/api/...): connexion
-# validates an answer after Flask's after_request (SEN_ENV=test), and a compressed body failed it as "not valid
-# UTF-8 text" (400) for every client that accepts gzip (httpx, curl --compressed); a report is a few KB, read by
-# the province's systems, not over a clinic's link
-PAGE_TYPES = ["text/html", "text/css", "text/plain", "text/javascript", "application/javascript", "image/svg+xml"]
+# what leaves compressed: pages, htmx's parts, CSS, scripts, SVG. Not connexion's answers (the JSON API, /metrics'
+# text): connexion validates an answer after Flask's after_request (SEN_ENV=test), and a compressed body failed
+# it as "not valid UTF-8 text" (400) for every client that accepts gzip (httpx, curl --compressed); a report is
+# a few KB, read by the province's systems, not over a clinic's link
+PAGE_TYPES = ["text/html", "text/css", "text/javascript", "application/javascript", "image/svg+xml"]
 
 
 def _body_too_large() -> None:
