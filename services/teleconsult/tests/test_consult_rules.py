@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -411,3 +413,76 @@ def test_messages_are_taken_until_the_consult_is_refused_or_withdrawn():
             rules.check_message(state)
         assert err.value.status == 409 and f"'{state}'" in str(err.value.detail)
     assert [c["code"] for c in rules.thread_category("message")[0]["coding"]] == ["message"]
+
+
+def _with_secretary(secretary, role="Chủ trì; BS. Trần Thị Bích — thư ký; YS. Võ Minh Tâm — cơ sở gửi", **chair):
+    """Minutes as the portal sends them (the other participants as entries of the chair's role), with
+    ``secretary`` (a valueReference; None: not given)."""
+    body = minutes()
+    for p in body["parameter"]:
+        if p["name"] == "participant":
+            p["part"] = [{"name": "who", "valueReference": {"reference": "Practitioner/a",
+                                                            "display": "BS.CKII Nguyễn Văn An", **chair}},
+                         {"name": "role", "valueString": role}]
+    if secretary is not None:
+        body["parameter"].append({"name": "secretary", "valueReference": secretary})
+    return body
+
+
+def test_the_secretary_is_a_participant_by_name_or_reference_and_goes_to_the_event():
+    """Circular 49/2017/TT-BYT's minutes are signed by the chair and the secretary: ``secretary`` names one of
+    the participants, by name whatever title (an entry of a role, a who's display) or by their Practitioner."""
+    m = rules.parse_minutes(_with_secretary({"display": "  BS. Trần   Thị Bích "}))
+    assert m.secretary == {"display": "BS. Trần Thị Bích"}
+    event = _completed_event(m)  # its schema takes it
+    assert event["data"]["minutes"]["secretary"] == {"display": "BS. Trần Thị Bích"}
+    assert json.loads(base64.b64decode(rules.minutes_outputs(m)[2]["valueAttachment"]["data"]))["secretary"] == \
+        {"display": "BS. Trần Thị Bích"}
+    # another title; a participant of their own, by name or by reference
+    assert rules.parse_minutes(_with_secretary({"display": "ThS.BS. Trần Thị Bích"})).secretary["display"] == \
+        "ThS.BS. Trần Thị Bích"
+    body = _with_participant("thư ký", "ĐD. Lê Thị Hoa")
+    body["parameter"].append({"name": "secretary", "valueReference": {"reference": "Practitioner/b",
+                                                                      "display": "Lê Thị Hoa"}})
+    m = rules.parse_minutes(body)
+    assert _completed_event(m)["data"]["minutes"]["secretary"] == {"display": "Lê Thị Hoa",
+                                                                   "reference": "Practitioner/b"}
+
+
+def test_minutes_without_a_secretary_are_taken_as_before():
+    m = rules.parse_minutes(_with_secretary(None))
+    assert m.secretary is None and "secretary" not in _completed_event(m)["data"]["minutes"]
+    assert "secretary" not in m.as_json()
+
+
+@pytest.mark.parametrize(("secretary", "said"), [
+    ({"display": "BS. Phạm Văn Tư"}, "is not among the participants"),
+    ({"display": "Trần Thị"}, "is not among the participants"),  # a name's first words are not the name
+    ({"display": ""}, "needs the secretary's name"),
+    ({"display": "   "}, "needs the secretary's name"),
+    ({"display": "BS."}, "needs the secretary's name"),  # a title alone names no one
+    ({"reference": "Practitioner/b"}, "needs the secretary's name"),
+    ({}, "needs the secretary's name"),
+    ({"display": "B" * 201}, "at most 200 characters"),
+    ({"display": "BS. Nguyễn Văn An"}, "is the chair"),  # the chair under another title
+    ({"display": "Trần Thị Bích", "reference": "Practitioner/a"}, "is the chair"),
+    ({"display": "Trần Thị Bích", "reference": "Organization/hub"}, "a valueReference to a Practitioner"),
+    ("BS. Trần Thị Bích", "needs the secretary's name"),  # no valueReference
+], ids=lambda v: str(v)[:30])
+def test_a_secretary_not_among_the_participants_or_unnamed_is_422_naming_the_parameter(secretary, said):
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(_with_secretary(secretary))
+    assert err.value.status == 422 and said in err.value.detail, err.value.detail
+    assert err.value.expression == ["Parameters.parameter.where(name='secretary')"]
+    assert "'secretary'" in err.value.detail or "secretary (" in err.value.detail or "secretary's" in err.value.detail
+
+
+def test_the_chairs_own_role_is_no_participant_and_a_secretary_is_given_once():
+    with pytest.raises(ConsultError) as err:  # "Chủ trì", the first entry of the chair's role, names no one
+        rules.parse_minutes(_with_secretary({"display": "Chủ trì"}))
+    assert "not among the participants" in err.value.detail
+    body = _with_secretary({"display": "BS. Trần Thị Bích"})
+    body["parameter"].append({"name": "secretary", "valueReference": {"display": "YS. Võ Minh Tâm"}})
+    with pytest.raises(ConsultError) as err:
+        rules.parse_minutes(body)
+    assert err.value.status == 422 and "given once" in err.value.detail

@@ -23,7 +23,8 @@ database refused fails the delivery (the event is delivered again) rather than g
 
 The Composition holds every part of the minutes the event carries, a section each (sites,
 participants, summary, findings, discussion, conclusion, recommendations) and the chair as the
-professional attester. Records stored before the sites and discussion sections were written lack
+professional attester, the secretary (when the minutes name one) as a second, marked by its role extension.
+Records stored before the sites and discussion sections were written lack
 them: the event is not kept once handled (nor in teleconsult's outbox once sent), so there is
 nothing here to backfill from; the consult's Task keeps the whole minutes (its ``minutes`` output).
 """
@@ -53,6 +54,12 @@ LOINC = "http://loinc.org"
 SECTION_SYSTEM = "https://sen.vn/fhir/CodeSystem/consult-minutes-section"
 CONCLUSION_EXT = "https://sen.vn/fhir/StructureDefinition/consult-conclusion"
 CONSULT_ID_SYSTEM = "https://sen.vn/fhir/sid/consult-service-request"
+# an attester's part in the minutes (R4's Composition.attester has no role: its mode says in what capacity);
+# only the secretary's carries it, the chair's attester is the one without (as every record before it)
+ATTESTER_ROLE_EXT = "https://sen.vn/fhir/StructureDefinition/consult-attester-role"
+ATTESTER_ROLE_SYSTEM = "https://sen.vn/fhir/CodeSystem/consult-minutes-role"
+SECRETARY_ROLE = {"coding": [{"system": ATTESTER_ROLE_SYSTEM, "code": "secretary", "display": "Secretary"}],
+                  "text": "Thư ký"}
 TITLE = "Biên bản hội chẩn từ xa"
 ACTOR = Principal(sub="service:ehr.consult-record", roles=frozenset({"service"}))
 
@@ -118,6 +125,19 @@ def _chair(m: dict[str, Any], performer: str) -> dict[str, Any]:
     named = next((str(p["display"]) for p in m.get("participants") or []
                   if p.get("reference") == ref and p.get("display")), "")
     return {"reference": ref, **({"display": named} if named else {})}
+
+
+def _secretary(m: dict[str, Any], time: str) -> list[dict[str, Any]]:
+    """The secretary who took the minutes and signs them beside the chair (``minutes.secretary``; events sent
+    before it, or minutes naming none: no attester): a professional attester, as the chair (both sign in their
+    professional capacity; the chair's is the decision), told from the chair's by its role extension; the party
+    named as the minutes print it, with their Practitioner when the event has it."""
+    sec = m.get("secretary") or {}
+    if not sec.get("display"):
+        return []
+    party = {**({"reference": sec["reference"]} if sec.get("reference") else {}), "display": sec["display"]}
+    return [{"extension": [{"url": ATTESTER_ROLE_EXT, "valueCodeableConcept": SECRETARY_ROLE}],
+             "mode": "professional", "time": time, "party": party}]
 
 
 def _sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
@@ -196,8 +216,9 @@ def build_composition(data: dict[str, Any], comp_id: str, enc_id: str) -> dict[s
                      m["recommendations"]),
         ],
     }
-    # the chair who signed the minutes off, by name as typed (:func:`_chair`)
-    comp["attester"] = [{"mode": "professional", "time": data["completedAt"], "party": _chair(m, data["performer"])}]
+    # the chair who signed the minutes off, by name as typed (:func:`_chair`), then the secretary (:func:`_secretary`)
+    comp["attester"] = [{"mode": "professional", "time": data["completedAt"], "party": _chair(m, data["performer"])},
+                        *_secretary(m, data["completedAt"])]
     comp["id"] = comp_id
     return comp
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sen_shared import icd10
 from sen_shared.fhir.guarded import Hidden
+from sen_shared.fhir.names import name_and_role, name_key, same_person
 from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import not_found
 
@@ -449,6 +450,8 @@ class Minutes:
     chair: str  # Practitioner/<id> who signs off
     appointment: str | None
     conclusion_text: str | None = None  # the conclusion as the doctor wrote it (``conclusion-text``)
+    # who took the minutes and signs them beside the chair (``secretary``): {"display", "reference"?}
+    secretary: dict[str, str] | None = None
 
     def findings_text(self) -> str:
         return _findings_text(self.findings)
@@ -458,7 +461,8 @@ class Minutes:
                 "participants": list(self.participants), "patientIdentity": self.patient_identity,
                 "history": self.history, "findings": self.findings, "discussion": self.discussion,
                 "conclusion": list(self.conclusion), "recommendations": self.recommendations, "chair": self.chair,
-                **({"conclusionText": self.conclusion_text} if self.conclusion_text else {})}
+                **({"conclusionText": self.conclusion_text} if self.conclusion_text else {}),
+                **({"secretary": dict(self.secretary)} if self.secretary else {})}
 
 
 MINUTES_YEARS = (1900, 2999)  # the years a minutes' start or end may be in
@@ -601,6 +605,7 @@ def parse_minutes(body: Any) -> Minutes:
                    "Parameters.parameter.where(name='conclusion')")
     chair = one_reference(body, "chair", required=True, types=("Practitioner",))
     assert chair is not None
+    secretary = _secretary(body, participants, chair)
     return Minutes(
         start=start, end=end, sites=tuple(sites), participants=tuple(participants),
         patient_identity=one_string(body, "patient-identity", required=False, max_len=500),
@@ -608,7 +613,63 @@ def parse_minutes(body: Any) -> Minutes:
         discussion=one_string(body, "discussion", required=False),
         conclusion=tuple(conclusion), recommendations=one_string(body, "recommendations", required=True) or "",
         chair=chair, appointment=one_reference(body, "appointment", required=False, types=("Appointment",)),
-        conclusion_text=one_string(body, "conclusion-text", required=False))
+        conclusion_text=one_string(body, "conclusion-text", required=False), secretary=secretary)
+
+
+SECRETARY = "Parameters.parameter.where(name='secretary')"
+
+
+def participant_names(participants: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(reference or "", name) of every person the minutes' participants name: each participant's ``who``
+    (its display) and each "<name> — <role>" entry of its role (the portal sends the other participants so,
+    in the chair's role, one entry a "; "); a role's first entry without a separator is that participant's
+    own role ("chủ trì"), not a person; a later entry without one is a name typed alone."""
+    found = []
+    for p in participants:
+        found.append((str(p.get("reference") or ""), str(p.get("display") or "")))
+        entries = [e.strip() for line in str(p.get("role") or "").splitlines() for e in line.split(";") if e.strip()]
+        for at, entry in enumerate(entries):
+            name, role = name_and_role(entry)
+            if role is not None or at > 0:
+                found.append(("", name))
+    return [(ref, name) for ref, name in found if ref or name_key(name)]
+
+
+def _secretary(body: Any, participants: list[dict[str, Any]], chair: str) -> dict[str, str] | None:
+    """``secretary`` (optional; Circular 49/2017/TT-BYT's minutes are signed by the chair and the secretary):
+    a valueReference whose ``display`` is the secretary's name as the minutes print it (up to 200
+    characters) and, when known, a ``reference`` to their Practitioner. One of the participants (by that
+    reference, or by name whatever title either carries: ``same_person``), and not the chair; else 422."""
+    found = param_values(body, "secretary")
+    if not found:
+        return None
+    if len(found) > 1:
+        raise _bad("'secretary' is given once: the one who took the minutes", SECRETARY)
+    value = found[0].get("valueReference")
+    display = value.get("display") if isinstance(value, Mapping) else None
+    name = " ".join(display.split()) if isinstance(display, str) else ""
+    if not name_key(name):  # nothing, or a title alone ("BS.")
+        raise _bad("'secretary' needs the secretary's name (valueReference.display): who took the minutes, "
+                   "one of the participants", SECRETARY)
+    if len(name) > PARTICIPANT_DISPLAY_MAX_CHARS:
+        raise _bad(f"the secretary's name (valueReference.display) is at most {PARTICIPANT_DISPLAY_MAX_CHARS} "
+                   f"characters (this one has {len(name)})", SECRETARY)
+    ref = None
+    if isinstance(value, Mapping) and "reference" in value:
+        ref = ref_of(value)
+        if ref is None or not ref.startswith("Practitioner/"):
+            raise _bad("'secretary' is a valueReference to a Practitioner (or a name alone, its display)",
+                       SECRETARY)
+    said = (param_values(body, "chair")[0].get("valueReference") or {}).get("display")
+    chair_names = [str(p.get("display") or "") for p in participants if p.get("reference") == chair]
+    chair_names += [said] if isinstance(said, str) else []
+    if ref == chair or any(n and same_person(name, n) for n in chair_names):
+        raise _bad(f"the secretary ({name}) is the chair: the minutes are signed by two people, the chair and "
+                   "another participant who took them", SECRETARY)
+    if not any((ref and ref == r) or (n and same_person(name, n)) for r, n in participant_names(participants)):
+        raise _bad(f"the secretary ({name}) is not among the participants: name one of them (each 'participant', "
+                   "or a '<name> — <role>' entry of a participant's role)", SECRETARY)
+    return {"display": name, **({"reference": ref} if ref else {})}
 
 
 def _instant(text: str) -> datetime:
@@ -643,4 +704,6 @@ def minutes_event(m: Minutes) -> dict[str, Any]:
         out["conclusionText"] = m.conclusion_text
     if m.discussion:
         out["discussion"] = m.discussion
+    if m.secretary:  # absent when the minutes name none (and in events sent before it existed)
+        out["secretary"] = dict(m.secretary)
     return out
