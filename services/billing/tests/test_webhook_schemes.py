@@ -261,3 +261,33 @@ def test_the_bank_time_is_read_in_vietnam_as_the_providers_send_it() -> None:
     for sample in (PAYOS_SAMPLE["data"], CASSO_SAMPLE["data"]):
         assert bank_time(sample["transactionDateTime"]) is not None
     assert bank_time(SEPAY_SAMPLE["transactionDate"]) == datetime(2023, 3, 25, 14, 2, 37, tzinfo=vn)
+
+
+# ------------------------------------------------------------------------------- constant time
+
+def test_every_scheme_decides_by_a_constant_time_comparison(monkeypatch) -> None:
+    """Each provider's signature or key is compared with hmac.compare_digest, and its answer decides:
+    the published samples verify through it, and are refused when it says no (an == would ignore it)."""
+    real = wh.hmac.compare_digest
+    calls: list[bool] = []
+    answer: list[bool | None] = [None]
+
+    def spy(a, b) -> bool:
+        calls.append(real(a, b))
+        return calls[-1] if answer[0] is None else answer[0]
+
+    monkeypatch.setattr(wh.hmac, "compare_digest", spy)
+    std_headers = {"webhook-id": STD_ID, "webhook-timestamp": STD_TS, "webhook-signature": STD_SIG}
+    samples = [("payos", raw(PAYOS_SAMPLE), {}, PAYOS_KEY, 0),
+               ("casso", raw(CASSO_SAMPLE), {"X-Casso-Signature": CASSO_HEADER}, CASSO_KEY, CASSO_T),
+               ("sepay", raw(SEPAY_SAMPLE), {"Authorization": "Apikey s3cret"}, "s3cret", 0),
+               ("standard", STD_BODY, std_headers, STD_SECRET, int(STD_TS))]
+    for provider, body, headers, secret, now in samples:
+        calls.clear()
+        answer[0] = None
+        read_webhook(provider, body, headers, secret, now=now)
+        assert calls and all(calls), provider  # verified by the constant-time comparison
+        answer[0] = False
+        with pytest.raises(WebhookRejected) as err:
+            read_webhook(provider, body, headers, secret, now=now)
+        assert err.value.reason == "bad_signature", provider
