@@ -11,7 +11,9 @@ version is claimed first by inserting its history document (one
 relay and the roll-forward off it while the journal exists; a lost claim
 deletes this transaction's claims and answers 409. Once all claims are in
 (the commit point) the current documents are written and the journal deleted,
-which releases the events to the relay.
+which releases the events to the relay. A transaction refused before that point gives back the
+conditional criteria its entries claimed (:meth:`Transaction.give_back`), as a refused single
+conditional write does.
 
 A failure after the commit point is finished at once (:func:`complete`, a
 roll-forward from the history documents). A process that dies mid-way leaves
@@ -187,6 +189,24 @@ def _http_date(instant: str) -> str:
     return format_http_date(when) if when.tzinfo is not None else instant
 
 
+_ENTRY_HEADERS = (("ifMatch", "if-match"), ("ifNoneExist", "if-none-exist"), ("ifNoneMatch", "if-none-match"),
+                  ("ifModifiedSince", "if-modified-since"))
+
+
+def entry_headers(req: FhirRequest, request: dict[str, Any]) -> dict[str, str]:
+    """The headers an entry's interaction runs with: the Bundle's POST's, its conditional ones replaced by the
+    entry's own ``request.ifMatch``, ``ifNoneExist``, ``ifNoneMatch`` and ``ifModifiedSince`` (Bundle.entry.request:
+    the POST's If-None-Match or If-Modified-Since is about the Bundle, never about an entry). A read entry's
+    ``ifNoneMatch``/``ifModifiedSince`` then make it the conditional read a GET with those headers is
+    (``rest.not_modified``): ``304 Not Modified``, no resource."""
+    headers = dict(req.headers)
+    for key, header in _ENTRY_HEADERS:
+        headers.pop(header, None)
+        if isinstance(request.get(key), str):
+            headers[header] = request[key] if key != "ifModifiedSince" else _http_date(request[key])
+    return headers
+
+
 def _batch_entry(server: Any, req: FhirRequest, entry: dict[str, Any], i: int, minimal: bool) -> dict[str, Any]:
     where = f"Bundle.entry[{i}]"
     try:
@@ -195,18 +215,12 @@ def _batch_entry(server: Any, req: FhirRequest, entry: dict[str, Any], i: int, m
             raise FhirError("the entry needs a request", status=400, expression=[f"{where}.request"])
         method = str(request.get("method", "")).upper()
         target = parse_url(request.get("url"), req.base, f"{where}.request.url")
-        sub_headers = dict(req.headers)
-        for key, header in (("ifMatch", "if-match"), ("ifNoneExist", "if-none-exist"),
-                            ("ifNoneMatch", "if-none-match"), ("ifModifiedSince", "if-modified-since")):
-            sub_headers.pop(header, None)
-            if isinstance(request.get(key), str):
-                sub_headers[header] = request[key] if key != "ifModifiedSince" else _http_date(request[key])
         urn = _bundle_reference(entry.get("resource"))
         if urn is not None:  # stored as written, it would name nothing once out of this Bundle
             raise FhirError(f"the reference {urn} names another entry: a batch's entries are processed one by "
                             "one, independently; send entries that refer to each other as a transaction",
                             status=400, expression=[f"{where}.resource"])
-        sub = server.copy_request(req, headers=sub_headers)
+        sub = server.copy_request(req, headers=entry_headers(req, request))
         resp = dispatch(server, sub, method, target, entry.get("resource"))
         return _entry_from_response(resp, minimal)
     except FhirError as err:
@@ -263,6 +277,7 @@ class Planned:
     answer: FhirResponse | None = None  # entries answered without a write (GET, matched conditional create)
     if_match: int | None = None
     noop_status: int = 200
+    headers: dict[str, str] | None = None  # a read's: its own conditional headers (entry_headers)
 
 
 class Transaction:
@@ -273,18 +288,29 @@ class Transaction:
         self.minimal = minimal
         self.store: st.Store = server.store()
         self.refs: dict[str, str] = {}  # fullUrl → Type/id
+        # the conditional criteria this transaction claimed (store.condition_key) and its claims
+        self.conditions: list[tuple[str, dict[str, Any]]] = []
 
     def run(self) -> FhirResponse:
-        plans = self.plan()
-        self.check(plans)
+        try:
+            plans = self.plan()
+            self.check(plans)
+        except Exception:
+            self.give_back()
+            raise
         writes = [p.write for p in plans if p.write is not None]
         if writes:
-            apply_writes(self.store, writes, hook=self.server.after_write)
+            try:
+                apply_writes(self.store, writes, hook=self.server.after_write)
+            except FhirError:  # refused before its commit point (apply_writes): nothing was written
+                self.give_back()
+                raise
         out: list[dict[str, Any] | None] = [None] * len(plans)
         for p in plans:
             if p.method in ("GET", "HEAD"):
                 try:
-                    p.answer = dispatch(self.server, self.req, p.method, p.target, None)
+                    sub = self.server.copy_request(self.req, headers=p.headers)
+                    p.answer = dispatch(self.server, sub, p.method, p.target, None)
                 except FhirError as err:
                     p.answer = FhirResponse(err.status, err.to_outcome())
             out[p.index] = self._response(p)
@@ -328,6 +354,7 @@ class Transaction:
                 if target.tail not in (None, "_history", "$everything"):
                     raise FhirError(f"cannot read {request.get('url')!r} in a transaction", status=400,
                                     expression=[f"{where}.request.url"])
+                p.headers = entry_headers(self.req, request)
                 plans.append(p)
                 continue
             with refused_entry(i, target.resource_type):
@@ -409,11 +436,25 @@ class Transaction:
         return plans
 
     def _claim_condition(self, rtype: str, key: str, link: dict[str, Any] | None, rid: str, where: str) -> None:
-        """Claim conditional criteria that matched nothing (a 409 when a racing create holds them).
-        A claim made for a transaction that fails later only orders the next conditional create."""
-        if self.store.condition_busy(rtype, link) or not self.store.claim_condition(key, link, rid):
+        """Claim conditional criteria that matched nothing (a 409 when a racing create holds them), as a
+        single conditional create or update does; the transaction refused, :meth:`give_back` frees them."""
+        claimed = None if self.store.condition_busy(rtype, link) else self.store.claim_condition(key, link, rid)
+        if claimed is None:
             raise FhirError("a conditional create with the same criteria ran meanwhile; retry", status=409,
                             code="conflict", expression=[where])
+        self.conditions.append((key, claimed))
+
+    def give_back(self) -> None:
+        """The transaction is refused and wrote nothing: every conditional criteria it claimed is given back
+        (:meth:`Store.release_condition`, the single conditional write's way: a release link, an insert), so
+        the corrected transaction sent at once is not a 409 "ran meanwhile" for the grace period. A release
+        that fails (the database unreachable) leaves that claim to expire after the grace period."""
+        for key, claimed in self.conditions:
+            try:
+                self.store.release_condition(key, claimed)
+            except PyMongoError:
+                log.warning("a refused transaction's conditional claim was not given back", exc_info=True)
+        self.conditions.clear()
 
     def _existing(self, rtype: str, rid: str) -> FhirResponse:
         doc = self.store.read_doc(rtype, rid)
