@@ -191,6 +191,20 @@ REST_DOCUMENTATION = (
     "type not listed here) answers 404. JSON only (_format=json or application/fhir+json); XML is a 406. "
     "Errors are OperationOutcomes.")
 
+# what a Bundle's entries may carry (Bundle.entry.request) and how each is answered (bundle.py)
+_READ_ENTRY = ("A read entry's request.ifNoneMatch (the version's ETag, * or a list) or ifModifiedSince (an instant "
+               "the version is no newer than, to the second) makes it a conditional read: 304 Not Modified, no "
+               "resource; the POST's own If-None-Match and If-Modified-Since are not the entries'.")
+TRANSACTION_DOCUMENTATION = (
+    "All or nothing: every entry is checked first (validated, ifMatch compared: 412, ifNoneExist and conditional "
+    "updates, deletes and references resolved, urn:uuid references rewritten), then written through a journal; "
+    "refused, nothing is written and the conditional criteria it claimed are free again, so the corrected "
+    "transaction may be sent at once. Its read entries are answered after its writes, which they see. "
+    + _READ_ENTRY
+    + " PATCH entries are not taken (send PUT).")
+BATCH_DOCUMENTATION = ("Each entry on its own, answered as its interaction over HTTP would be. " + _READ_ENTRY
+                       + " An entry referring to another (urn:uuid) is refused (400): send a transaction.")
+
 
 def capability_statement(config: Any, base: str, *, issuer: str | None = None,
                          audience: str | None = None) -> dict[str, Any]:
@@ -247,7 +261,8 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
             "documentation": REST_DOCUMENTATION,
             "security": security(issuer, audience),
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction", "documentation": TRANSACTION_DOCUMENTATION},
+                            {"code": "batch", "documentation": BATCH_DOCUMENTATION}, {"code": "history-system"}],
             "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"},
                             {"name": "_include", "type": "string"}, {"name": "_revinclude", "type": "string"},
                             {"name": "_summary", "type": "token"}, {"name": "_elements", "type": "string"},
