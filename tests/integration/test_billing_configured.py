@@ -103,3 +103,32 @@ def test_sepays_retries_of_one_transfer_are_each_answered_2xx_and_count_once(bil
     _delivered_eight_times(client, base + 3, 10_000, f"{code} chuyen di", kind="out")
     assert db["payments"].find_one({"_id": f"sepay:{base + 3}"}) is None
     assert invoice_port.balance_due(db, iid) == 0
+
+
+# ------------------------------------------------------------------------------- the base salary
+
+@pytest.mark.parametrize(("salary", "shares"), [
+    (None, (250_000, 250_000, 0)),  # the default 2,340,000: 250,000 < 351,000, covered in full
+    ("1000000", (250_000, 200_000, 50_000)),  # 250,000 >= 150,000: the card's 80 %
+])
+def test_the_configured_base_salary_sets_the_threshold_of_a_consults_invoice(base_env, mongo_client, monkeypatch,
+                                                                             dev_key, salary, shares) -> None:
+    """SEN_BASE_SALARY reaches the consult charge the worker makes (Decree 146/2018 art. 14: under 15 % of it, BHYT
+    pays all); the split's own rules are services/billing/tests/test_bhyt.py's."""
+    from sen_billing.worker import consult_charge
+
+    from tests.integration.test_billing_invoices import _shares, completed, record_card, requested, token
+
+    extra = {"SEN_FACILITY_LEVELS": '{"org-a": "district"}', **({"SEN_BASE_SALARY": salary} if salary else {})}
+    if not salary:
+        monkeypatch.delenv("SEN_BASE_SALARY", raising=False)
+    with billing_app(base_env, mongo_client, monkeypatch, "sal", extra) as (client, db):
+        patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
+        cashier_h = token(dev_key, "cashier", "org-a")
+        record_card(client, cashier_h, patient, "DN4010123456789")  # 80 %
+        sr = f"sr-{uuid.uuid4().hex[:8]}"
+        consult_charge(requested(sr, "394579002"), db)
+        consult_charge(completed(sr, patient), db)  # as the worker's consumer takes it
+        [invoice] = [client.get(f"/fhir/Invoice/{d['_id']}", headers=cashier_h).json() for d in db["Invoice"].find({})]
+        assert _shares(invoice) == shares
+        assert invoice_port.balance_due(db, invoice["id"]) == shares[2]
