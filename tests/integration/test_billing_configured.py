@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -29,7 +30,10 @@ TTL = 2
 @pytest.fixture()
 def billing(base_env, mongo_client, monkeypatch):
     with billing_app(base_env, mongo_client, monkeypatch, "cfg",
-                     {**BANK, "SEN_QR_TTL_SECONDS": str(TTL), "SEN_SEPAY_API_KEY": SEPAY_KEY}) as (client, db):
+                     {**BANK, "SEN_QR_TTL_SECONDS": str(TTL), "SEN_SEPAY_API_KEY": SEPAY_KEY,
+                      "SEN_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"configured-test-secret").decode(),
+                      "SEN_PAYOS_CHECKSUM_KEY": "payos-" + uuid.uuid4().hex,
+                      "SEN_CASSO_CHECKSUM_KEY": "casso-" + uuid.uuid4().hex}) as (client, db):
         yield client, db
 
 
@@ -132,3 +136,24 @@ def test_the_configured_base_salary_sets_the_threshold_of_a_consults_invoice(bas
         [invoice] = [client.get(f"/fhir/Invoice/{d['_id']}", headers=cashier_h).json() for d in db["Invoice"].find({})]
         assert _shares(invoice) == shares
         assert invoice_port.balance_due(db, invoice["id"]) == shares[2]
+
+
+# ------------------------------------------------------------------------------- a user's token is no signature
+
+def test_a_users_bearer_token_does_not_authenticate_a_webhook(billing, dev_key) -> None:
+    """Webhooks are authenticated by their scheme's signature or key, never by a user's token: an admin's or the
+    facility cashier's valid bearer token on an unsigned call is rejected (401, recorded, not applied)."""
+    client, db = billing
+    iid, code = make_invoice(db, 30_000)
+    body = {"type": "transfer.received", "data": {"id": uuid.uuid4().hex[:10], "amount": 30_000, "description": code}}
+    sepay = {"id": 990_000 + int(uuid.uuid4().hex[:4], 16), "gateway": "Vietcombank", "content": code,
+             "transferType": "in", "transferAmount": 30_000, "transactionDate": "2026-12-06 10:02:37"}
+    for role in ("admin", "cashier"):
+        token = issue_dev_token(dev_key, role, facility="org-a", sub=f"{role}-x")
+        for provider, payload in (("standard", body), ("sepay", sepay), ("payos", {"data": body["data"]}),
+                                  ("casso", {"error": 0, "data": body["data"]})):
+            r = client.post(f"/webhooks/{provider}", json=payload, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401, (provider, r.status_code, r.get_data(as_text=True))
+            assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["status"] == "rejected"
+    assert db["payments"].count_documents({"invoice": iid}) == 0
+    assert invoice_port.balance_due(db, iid) == 30_000
