@@ -194,3 +194,36 @@ def test_a_failing_reminder_backs_off_doubling_and_stops_after_the_last_attempt_
     assert "Connection refused" in notes[0] and "given up" in notes[-1] and "retry" in notes[0]
     versions = tc.get(f"/fhir/Communication/{cid}/_history", headers=H).json()["entry"]
     assert sorted(e["resource"]["status"] for e in versions) == ["in-progress", "in-progress", "stopped"]
+
+
+def test_the_workers_reminder_job_sends_through_the_configured_sender_and_addresses(tc, H, base_env, tmp_path):
+    """The worker's periodic job (worker.PERIODIC 'reminders') takes its sender and address book from the settings:
+    SEN_NOTIFY_SENDER=console with SEN_NOTIFY_FILE writes the due reminder to that file, to the address
+    SEN_NOTIFY_ADDRESSES gives the practitioner."""
+    from sen_teleconsult import worker
+
+    day = DAY + timedelta(days=3)
+    prop = _find(tc, H, _local(day, "09:30"), _local(day, "10:30"))[0]
+    r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(prop))), headers=H)
+    assert r.status_code == 200, r.text
+    appt = r.json()["entry"][0]["resource"]
+    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})
+    tc.db[rem.REMINDERS].update_one({"_id": f"{appt['id']}/1440"},  # its day-before reminder due now
+                                    {"$set": {"due": datetime.now(UTC) - timedelta(minutes=1)}})
+    out = tmp_path / "reminders.jsonl"
+    env = {**base_env, "SEN_DB": tc.db.name, "SEN_NOTIFY_SENDER": "console", "SEN_NOTIFY_FILE": str(out),
+           "SEN_NOTIFY_ADDRESSES": json.dumps({"Practitioner/bs-cfg": "bs.cfg@benhvien.example"})}
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from sen_teleconsult.config import settings_from_env
+
+        job = dict(worker.PERIODIC)["reminders"][1](settings_from_env())
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert job() == 1 and job() == 0  # sent once
+    [line] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert "bs.cfg@benhvien.example" in line["to"] and appt["id"] in line["body"]
+    comm = tc.get(f"/fhir/Communication/rem-{appt['id']}-1440", headers=H).json()
+    assert comm["status"] == "completed"
