@@ -153,7 +153,7 @@ def signed_minutes(participants: str = REVIEWED_PARTICIPANTS, chair: str = REVIE
     form = NS(chair=NS(data=chair), participants=NS(data=participants), history=NS(data="Tăng huyết áp 5 năm."),
               findings=NS(data="HA 170/100 mmHg."), conclusion=NS(data="Tăng huyết áp độ 2."),
               codes=[NS(code="I10", vi="Tăng huyết áp vô căn (nguyên phát)")],
-              recommendations=NS(data="Tăng liều amlodipine."), discussion=NS(data=""))
+              recommendations=NS(data="Tăng liều amlodipine."), discussion=NS(data=""), secretary=NS(data=""))
     task = {"executionPeriod": {"start": "2026-12-05T09:00:00+07:00"}, "owner": {"reference": "Organization/hub"},
             "requester": {"reference": "Organization/tram-y-te-xa-my-hiep"}}
     user = NS(practitioner="bs-nguyen-van-an", facility="hub")

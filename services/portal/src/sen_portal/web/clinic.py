@@ -497,8 +497,9 @@ _TAG = re.compile(r"<[^>]+>")
 def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
     """A consult record's facts for the chart, or None for another Composition: its id, the consult's
     ServiceRequest id, date, the consult's period (the minutes' time), encounter, the conclusion (ICD-10
-    codings, the text as written) and the chair who signed the minutes off (the professional attester's
-    party, a Practitioner reference)."""
+    codings, the text as written), the chair who signed the minutes off (the professional attester's
+    party, a Practitioner reference) and the secretary who signed beside them (the attester the EHR marks so: their
+    name; "" for minutes naming none and records stored before it)."""
     ident = comp.get("identifier") or {}
     if ident.get("system") != CONSULT_RECORD_SYSTEM or not ident.get("value") or not comp.get("id"):
         return None
@@ -513,8 +514,20 @@ def consult_record(comp: dict[str, Any]) -> dict[str, Any] | None:
                    and isinstance(e.get("period"), dict) and e["period"].get("start")), None)
     return {"id": comp["id"], "sr": str(ident["value"]), "date": comp.get("date"), "period": period,
             "encounter": (comp.get("encounter") or {}).get("reference"), "codes": codes, "text": written,
-            "chair": next((a["party"] for a in comp.get("attester") or []
-                           if a.get("mode") == "professional" and (a.get("party") or {}).get("reference")), None)}
+            "chair": next((a["party"] for a in comp.get("attester") or [] if not _secretary_attester(a)
+                           and a.get("mode") == "professional" and (a.get("party") or {}).get("reference")), None),
+            "secretary": next((str(a["party"]["display"]) for a in comp.get("attester") or []
+                               if _secretary_attester(a) and (a.get("party") or {}).get("display")), "")}
+
+
+# the EHR's mark of the minutes' secretary among a consult record's attesters (its chair's carries none)
+ATTESTER_ROLE_EXT = "https://sen.vn/fhir/StructureDefinition/consult-attester-role"
+
+
+def _secretary_attester(attester: dict[str, Any]) -> bool:
+    return any(e.get("url") == ATTESTER_ROLE_EXT and any(
+        c.get("code") == "secretary" for c in (e.get("valueCodeableConcept") or {}).get("coding") or [])
+        for e in attester.get("extension") or [] if isinstance(e, dict))
 
 
 def _encounter_label(enc: dict[str, Any]) -> str:

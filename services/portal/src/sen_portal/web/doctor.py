@@ -1105,6 +1105,8 @@ def minutes_parameters(form: MinutesForm, data: dict[str, Any], user: Any) -> di
     ]
     if form.discussion.data:
         params.append({"name": "discussion", "valueString": form.discussion.data})
+    if form.secretary.data:  # one of the participants (MinutesForm.validate_secretary), by the name typed
+        params.append({"name": "secretary", "valueReference": {"display": form.secretary.data}})
     if appt and appt.get("status") in (*ACTIVE, "fulfilled"):  # the visit the minutes are of; not one cancelled
         params.append({"name": "appointment", "valueReference": {"reference": f"Appointment/{appt['id']}"}})
     return {"resourceType": "Parameters", "parameter": params}

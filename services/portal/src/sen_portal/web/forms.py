@@ -10,6 +10,7 @@ from typing import Any
 from flask_babel import get_translations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm as _FlaskForm
+from sen_shared.fhir.names import name_and_role, name_key, same_person
 from wtforms import (
     BooleanField,
     DateField,
@@ -464,6 +465,17 @@ UNKNOWN_NAMED = 10  # what is no ICD-10 code, named in the message (the rest: "â
 PARTICIPANTS_MAX = 2000
 
 
+def minutes_people(participants: str, chair: str) -> list[str]:
+    """Each person the minutes' participants text names ("<name> â€” <role>" entries, one a line or split by
+    ";"; an entry without a role is a name), in order, once, the chair aside (``same_person``)."""
+    found: list[str] = []
+    for entry in (e.strip() for line in participants.splitlines() for e in line.split(";")):
+        name = name_and_role(entry)[0]
+        if name_key(name) and not same_person(name, chair) and not any(same_person(name, n) for n in found):
+            found.append(name)
+    return found
+
+
 class MinutesForm(FlaskForm):
     """The teleconsultation minutes; ``diagnosis``: one or more ICD-10 codes (``codes`` once validated)."""
 
@@ -486,6 +498,29 @@ class MinutesForm(FlaskForm):
                                     validators=[DataRequired(_l("Write the recommendations.")), Length(max=4000)])
     chair = StringField(_l("Chair who signs off"), validators=[DataRequired(_l("Name the chair.")),
                                                                Length(max=200)])
+    # who took the minutes and signs them beside the chair (Circular 49/2017/TT-BYT): one of the participants,
+    # chosen from them (the box suggests their names, ``people``) or typed; empty, the printed minutes' block is
+    # signed and named by hand as before (a consult of two people has no one else to name)
+    secretary = StringField(_l("Secretary"), filters=[lambda v: " ".join(v.split()) if isinstance(v, str) else v],
+                            validators=[Optional(), Length(max=200)])
+
+    def people(self) -> list[str]:
+        """The names the participants box gives, one each, the chair's aside: the secretary box's suggestions."""
+        return minutes_people(self.participants.data or "", self.chair.data or "")
+
+    def validate_secretary(self, field: StringField) -> None:
+        """One of the participants (by name whatever title either carries, as teleconsult checks it), not the
+        chair, a name and not a title alone; what was typed stays in the box with the message."""
+        if field.errors or not field.data:
+            return
+        if not name_key(field.data):
+            raise ValidationError(_l("Write the secretary's name, not only a title."))
+        if same_person(field.data, self.chair.data or ""):
+            raise ValidationError(_l("The chair cannot also be the secretary: the minutes are signed by two "
+                                     "people. Choose another participant."))
+        if not any(same_person(field.data, n) for n in self.people()):
+            raise ValidationError(_l("%(name)s is not among the participants above. Choose the secretary from "
+                                     "the participants, or add them to the list.", name=field.data))
 
     def validate_diagnosis(self, field: TextAreaField) -> None:
         """One or more ICD-10 codes of the portal's list (icd10.parse_codes), kept in ``codes`` in the

@@ -4,10 +4,11 @@ Composition the record page shows) as the Ministry's form, "Biên bản hội ch
 The layout a Vietnamese hospital files (Circular 49/2017/TT-BYT, Decision 4054/QĐ-BYT): the facility that
 held the consult (the hub) at the top left, the national motto at the top right, the title, the time and the
 patient, the minutes' sections in the record page's order and with its titles, the conclusion's ICD-10 codes
-with their Vietnamese titles, and the signature blocks of the secretary (thư ký) and the chair (chủ trì) with
-their names; A4, numbered pages, times in Asia/Ho_Chi_Minh. The document is Vietnamese whatever the page's
-language (a record for the file, as billing's receipt). Printed by :func:`sen_shared.pdf.html_to_pdf` (DejaVu
-Sans, nothing fetched), the one mechanism billing's receipts use.
+with their Vietnamese titles, and the signature blocks of the secretary (thư ký: the one the minutes name, else
+a participant whose role says so) and the chair (chủ trì) with their names; A4, numbered pages, times in
+Asia/Ho_Chi_Minh. The document is Vietnamese whatever the page's language (a record for the file, as billing's
+receipt). Printed by :func:`sen_shared.pdf.html_to_pdf` (DejaVu Sans, nothing fetched), the one mechanism
+billing's receipts use.
 
 Who may print it: whoever may open the record page (the same EHR read, the same refusals); a record there is
 none of to show is the record page's 404, in the user's language.
@@ -47,8 +48,9 @@ def participant_lines(sections: list[dict[str, Any]]) -> list[str]:
 
 
 def secretary(lines: list[str], chair: str) -> str:
-    """The secretary's name: the first participant whose role says thư ký (secretary) and who is not the
-    chair; "" when the minutes name none (the block is then signed by hand, the name written under it)."""
+    """The secretary's name for minutes that do not name one (the EHR's record has no secretary attester: signed
+    before the minutes had the field, or left empty): the first participant whose role says thư ký (secretary)
+    and who is not the chair; "" when none does (the block is then signed by hand, the name written under it)."""
     for line in lines:
         name, role = name_and_role(line)
         if role and any(w in normalize(role) for w in SECRETARY_WORDS) and not same_person(name, chair):
@@ -85,7 +87,8 @@ def consult_record_pdf(pid: str, cid: str) -> Any:
         chair = party(record["chair"]) if record["chair"] else ""
         page = render_template(
             "consult_record_print.html", record=record, sections=sections, participants=lines,
-            chair=chair, secretary=secretary(lines, chair), facility=hub_name(sr, task, sections),
+            chair=chair, secretary=record["secretary"] or secretary(lines, chair),
+            facility=hub_name(sr, task, sections),
             patient=patients.one(pid), signed=parse_instant(record["date"]), font_family=FONT_FAMILY,
             diagnoses=[icd10.line(c, "vi") for c in record["codes"]])
     return Response(html_to_pdf(page), 200, mimetype="application/pdf", headers={
