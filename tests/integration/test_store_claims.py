@@ -170,7 +170,11 @@ def test_a_transaction_racing_single_updates_is_all_or_nothing(ehr: Any, bus: Bu
     stop = threading.Event()
 
     def transactions() -> None:
-        for i in range(25):
+        # 25 transactions, then more until one got through (on a loaded machine the two writers can
+        # win 25 in a row), bounded: the race itself, not the count, is under test
+        for i in range(200):
+            if i >= 25 and 200 in txn_outcome.values():
+                break
             mark = f"txn-{i}"
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
                 {"resource": patient(rid, mark), "request": {"method": "PUT", "url": f"Patient/{rid}"}}
@@ -208,7 +212,7 @@ def test_a_transaction_racing_single_updates_is_all_or_nothing(ehr: Any, bus: Bu
             t.join(300)
         relaying.drain()
 
-    assert set(txn_outcome.values()) <= {200, 409} and len(txn_outcome) == 25
+    assert set(txn_outcome.values()) <= {200, 409} and len(txn_outcome) >= 25
     assert 200 in txn_outcome.values()  # some transactions got through the race
     marks: dict[tuple[str, int], str] = {}
     for doc in db.Patient_history.find({}, {"id": 1, "v": 1, "res": 1}):
