@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import Field, field_validator
 from sen_shared.config import Settings, load_settings
 
 from .scheduling_settings import SchedulingSettings
 
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 DEFAULT_SLA_HOURS = {"stat": 1.0, "asap": 4.0, "urgent": 24.0, "routine": 72.0}
 
 
@@ -19,10 +21,11 @@ class TeleconsultSettings(SchedulingSettings, Settings):  # SchedulingSettings: 
     sla_hours: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SLA_HOURS), validation_alias="SEN_CONSULT_SLA_HOURS",
         description='hours from submission to the due time, per priority, as JSON: {"stat": 1, "asap": 4, ...}')
-    on_duty_leads: dict[str, str] = Field(
+    on_duty_leads: dict[str, str | dict[str, str]] = Field(
         default_factory=dict, validation_alias="SEN_ON_DUTY_LEADS",
-        description='the on-duty lead a breached consult escalates to, per hub Organization id, as JSON: '
-                    '{"bvdk-tinh": "Practitioner/bs-truong-khoa", "*": "Practitioner/..."} ("*": any hub)')
+        description='the on-duty lead a breached consult escalates to and is e-mailed, per hub Organization id, '
+                    'as JSON: {"bvdk-tinh": "Practitioner/bs-truong-khoa", "*": "Practitioner/..."} ("*": any hub); '
+                    'a lead with its address: {"lead": "Practitioner/...", "email": "truc@benhvien.vn"}')
     default_hub: str = Field("", validation_alias="SEN_CONSULT_DEFAULT_HUB",
                              description="Organization id of the hub a consult goes to when the request names none")
     referral_grant_days: int = Field(30, validation_alias="SEN_REFERRAL_GRANT_DAYS", gt=0,
@@ -51,6 +54,13 @@ class TeleconsultSettings(SchedulingSettings, Settings):  # SchedulingSettings: 
             value = json.loads(value) if value.strip() else {}
         if isinstance(value, dict):
             for hub, lead in value.items():
+                if isinstance(lead, dict):
+                    if set(lead) - {"lead", "email"}:
+                        raise ValueError(f"the lead of {hub!r} takes 'lead' and 'email' only")
+                    email = lead.get("email", "")
+                    if not isinstance(email, str) or (email and not EMAIL.fullmatch(email)):
+                        raise ValueError(f"the lead of {hub!r}: 'email' must be an e-mail address")
+                    lead = lead.get("lead")
                 if not (isinstance(lead, str) and lead.startswith("Practitioner/")):
                     raise ValueError(f"the lead of {hub!r} must be a Practitioner/<id> reference")
         return value

@@ -18,9 +18,10 @@ def _workflow_indexes() -> list[mongo.Index]:
     from sen_shared import idempotency_key
 
     from . import backfill, workflow
-    from .domain import scheduling
+    from .domain import lead_alerts, scheduling
 
-    return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES, *backfill.INDEXES]
+    return [*workflow.INDEXES, *idempotency_key.INDEXES, *scheduling.INDEXES, *backfill.INDEXES,
+            *lead_alerts.indexes()]
 
 
 INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *fhir_indexes(RESOURCE_TYPES, INDEXED_SEARCH_PARAMS),

@@ -1,5 +1,5 @@
-"""The worker's scheduling jobs (``worker.PERIODIC``): release expired holds, send due reminders,
-finish reschedules a crash interrupted."""
+"""The worker's scheduling jobs (``worker.PERIODIC``): release expired holds, send due reminders and
+the on-duty leads' messages, finish reschedules a crash interrupted."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from sen_shared.mongo import database
 
-from .domain import reminders, scheduling
+from .domain import lead_alerts, reminders, scheduling
 from .scheduling_settings import SchedulingSettings, notifier, reminder_config, scheduling_config
 
 
@@ -27,6 +27,17 @@ def reminders_job(settings: SchedulingSettings) -> Callable[[], int]:
 
     def run() -> int:
         return reminders.send_due(database(settings.mongo_url, settings.db_name), sender, cfg)
+
+    return run
+
+
+def lead_alerts_job(settings: SchedulingSettings) -> Callable[[], int]:
+    """The on-duty leads' messages about breached consults, through the reminders' sender, address
+    book and retries; the link to the Task on the portal (``SEN_PORTAL_URL``)."""
+    sender, cfg = notifier(settings), reminder_config(settings)
+
+    def run() -> int:
+        return lead_alerts.send_due(database(settings.mongo_url, settings.db_name), sender, cfg, settings.portal_url)
 
     return run
 

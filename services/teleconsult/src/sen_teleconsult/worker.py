@@ -6,7 +6,8 @@ step chain's links (``consult_steps``) and in the breach claims (``sla_breaches`
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``sla``: consults past their due time get one ``teleconsult.consult.sla_breached`` each and
-  are escalated to the hub's on-duty lead (``Consults.sweep_breaches``).
+  are escalated to the hub's on-duty lead (``Consults.sweep_breaches``), who is queued a message;
+- ``lead-alerts``: those messages, sent like the reminders (``domain/lead_alerts.py``).
 More jobs (hold expiry, reminders) are added to :data:`PERIODIC`.
 
 Run as ``python -m sen_teleconsult.worker``.
@@ -76,6 +77,7 @@ PERIODIC: periodic.Table[TeleconsultSettings] = {
     "sla": (lambda s: s.sla_sweep_seconds, sla_job),
     "holds": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.holds_job),
     "reminders": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reminders_job),
+    "lead-alerts": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.lead_alerts_job),
     "reschedules": (lambda s: s.scheduling_sweep_seconds, scheduling_jobs.reschedules_job),
 }
 

@@ -61,8 +61,9 @@ from sen_shared.mongo import FIND_IN_MAX_EQUALITIES, find_in
 from .adapters.ehr import EhrClient
 from .config import TeleconsultSettings
 from .domain import consults as rules
+from .domain import lead_alerts
 from .domain.consults import ConsultError, Minutes, Submission, ref_id, ref_of
-from .domain.sla import is_breached, on_duty_lead
+from .domain.sla import is_breached, on_duty_lead, on_duty_lead_email
 
 log = logging.getLogger("sen.teleconsult.workflow")
 
@@ -1011,9 +1012,15 @@ class Consults:
         if lead:
             data["escalatedTo"] = lead
         event = make_event("teleconsult.consult.sla_breached", data, subject=f["serviceRequest"])
-        first, _ = claim_once(self.db[BREACHES], task_id, new_document(
+        first, held = claim_once(self.db[BREACHES], task_id, new_document(
             {"task": f["task"], "serviceRequest": f["serviceRequest"], "escalatedTo": lead, "breachedAt": now,
              **bucket_fields(task_id)}, [event]))
+        if held.get("escalatedTo"):  # the lead is told: queued once per breach (its key: the Task's id)
+            email = on_duty_lead_email(f["hub"], self.settings.on_duty_leads) if held["escalatedTo"] == lead else None
+            lead_alerts.queue_alert(self.db, task=f["task"], lead=held["escalatedTo"], email=email,
+                                    priority=str(f.get("priority") or ""), due=f["dueAt"],
+                                    requester=str(f.get("requester") or ""), hub=f["hub"],
+                                    now=now)
 
         def decide(cur: dict[str, Any]) -> Change | None:
             if cur.get("breached"):

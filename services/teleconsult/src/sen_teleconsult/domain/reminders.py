@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 from sen_shared.claims import ClaimTaken, claim, latest, release
@@ -173,24 +174,14 @@ def _still_booked(db: Database, rem: dict[str, Any]) -> bool:
     return last is not None and last.get("ap") == rem["ap"] and last.get("st") == "booked"
 
 
-def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | None, status: str, note: str,
-            when: datetime) -> None:
-    """The reminder's Communication, created or brought to its next version by the attempt's
-    claimant (one attempt at a time: a single writer)."""
+def record_attempt(db: Database, cid: str, new: dict[str, Any], status: str, note: str, when: datetime) -> None:
+    """A message's Communication ``cid``, created from ``new`` (its fields also fill those the stored
+    one lacks) or brought to its next version, with ``status`` and the attempt's ``note``. Written by
+    the attempt's claimant (one attempt at a time: a single writer)."""
     store = Store(db, service="teleconsult", emit_events=False)
-    cid = f"rem-{rem['ap']}-{rem['min']}"[:64]
     head = store.head("Communication", cid)
     prior = unpack(store.current("Communication").find_one({"_id": cid}, {"res": 1})) if head else None
-    res: dict[str, Any] = (prior or {}).get("res") or {
-        "resourceType": "Communication",
-        "about": [{"reference": f"Appointment/{rem['ap']}"}],
-        "category": [{"text": "Nhắc lịch hội chẩn (consult reminder)"}],
-        "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
-                                "code": "EMAILWRIT"}]}],
-        "payload": [{"contentString": f"Nhắc lịch trước {rem['min']} phút (reminder {rem['min']} minutes before)"}],
-    }
-    if appointment is not None and appointment.get("basedOn") and "basedOn" not in res:
-        res["basedOn"] = appointment["basedOn"]
+    res: dict[str, Any] = {**new, **((prior or {}).get("res") or {})}
     res["status"] = status
     stamp = when.astimezone(TZ).isoformat(timespec="seconds")
     if status == "completed":
@@ -202,7 +193,67 @@ def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | Non
         else:
             store.apply(store.prepare_update(res, cid, head))
     except FhirError as err:
-        log.warning("reminder not recorded on its Communication", extra={"reminder": rem["_id"], "error": err.detail})
+        log.warning("attempt not recorded on its Communication", extra={"communication": cid, "error": err.detail})
+
+
+def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | None, status: str, note: str,
+            when: datetime) -> None:
+    """The reminder's Communication (:func:`record_attempt`)."""
+    new: dict[str, Any] = {
+        "resourceType": "Communication",
+        "about": [{"reference": f"Appointment/{rem['ap']}"}],
+        "category": [{"text": "Nhắc lịch hội chẩn (consult reminder)"}],
+        "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                                "code": "EMAILWRIT"}]}],
+        "payload": [{"contentString": f"Nhắc lịch trước {rem['min']} phút (reminder {rem['min']} minutes before)"}],
+    }
+    if appointment is not None and appointment.get("basedOn"):
+        new["basedOn"] = appointment["basedOn"]
+    record_attempt(db, f"rem-{rem['ap']}-{rem['min']}"[:64], new, status, note, when)
+
+
+# an attempt's claim answers (besides the number of the attempt claimed)
+SENT = 0  # an attempt succeeded already
+GIVEN_UP = -1  # the last attempt allowed failed
+
+
+def claim_attempt(coll: Collection, field: str, key: str, cfg: ReminderConfig, now: datetime) -> int | None:
+    """Claim the next attempt at sending the message ``key`` (its attempts: ``coll``'s documents whose
+    ``field`` is ``key``, ``<key>#<n>``): the number of the attempt now ours; :data:`SENT` or
+    :data:`GIVEN_UP` when no attempt is left to make; None when none may be made now (one is in
+    flight elsewhere, the last failure's back-off has not passed, or another worker won the claim).
+    Attempt n+1 is claimed only after attempt n recorded its failure, or vanished mid-way for
+    ``cfg.stale_after`` (a crashed worker): one attempt in flight at a time, whatever the workers."""
+    attempts = sorted(coll.find({field: key}), key=lambda a: a["n"])
+    if any(a.get("ok") for a in attempts):
+        return SENT
+    last = attempts[-1] if attempts else None
+    if last is not None:
+        if "ok" not in last and _aware(last["at"]) > now - timedelta(seconds=cfg.stale_after):
+            return None  # in flight elsewhere
+        if last.get("ok") is False and last["n"] >= cfg.max_attempts:
+            return GIVEN_UP
+        if last.get("ok") is False and _aware(last["next"]) > now:
+            return None  # backing off
+    n = (last["n"] if last else 0) + 1
+    try:
+        claim(coll, f"{key}#{n}", {field: key, "n": n, "at": now})
+    except ClaimTaken:
+        return None
+    return n
+
+
+def attempt_failed(coll: Collection, key: str, n: int, err: Exception, cfg: ReminderConfig,
+                   now: datetime) -> tuple[bool, datetime, str]:
+    """Record attempt ``n``'s failure on its claim (its claimant, the single writer of it): whether it
+    was the last allowed, when the next may go (the back-off doubles), and the note to record."""
+    final = n >= cfg.max_attempts
+    retry = now + timedelta(seconds=cfg.backoff_seconds * (2 ** (n - 1)))
+    coll.update_one({"_id": f"{key}#{n}"}, {"$set": {"ok": False, "err": str(err)[:300], "next": retry}})
+    note = f"lần gửi {n} thất bại (attempt {n} failed): {str(err)[:200]}"
+    note += "; đã dừng (given up)" if final else \
+        f"; thử lại lúc {retry.astimezone(TZ).strftime('%H:%M:%S')} (retry)"
+    return final, retry, note
 
 
 def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, now: datetime | None = None) -> int:
@@ -212,20 +263,11 @@ def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, now: datetim
     for rem in list(db[REMINDERS].find({})):
         if _aware(rem["due"]) > now:
             continue
-        attempts = sorted(db[ATTEMPTS].find({"rem": rem["_id"]}), key=lambda a: a["n"])
-        if any(a.get("ok") for a in attempts):
-            release(db[REMINDERS], rem["_id"])
+        n = claim_attempt(db[ATTEMPTS], "rem", rem["_id"], cfg, now)
+        if n is None:
             continue
-        last = attempts[-1] if attempts else None
-        if last is not None:
-            if "ok" not in last and _aware(last["at"]) > now - timedelta(seconds=cfg.stale_after):
-                continue  # in flight elsewhere
-            if last.get("ok") is False and _aware(last["next"]) > now:
-                continue  # backing off
-        n = (last["n"] if last else 0) + 1
-        try:
-            claim(db[ATTEMPTS], f"{rem['_id']}#{n}", {"rem": rem["_id"], "n": n, "at": now})
-        except ClaimTaken:
+        if n in (SENT, GIVEN_UP):  # its last attempt's claimant stopped before releasing it
+            release(db[REMINDERS], rem["_id"])
             continue
         sent += _attempt(db, notifier, cfg, rem, n, now)
     return sent
@@ -251,16 +293,10 @@ def _attempt(db: Database, notifier: Notifier, cfg: ReminderConfig, rem: dict[st
     try:
         notifier.send(_message(cfg, appointment, int(rem["min"]), rem.get("to") or ()))
     except NotificationError as err:
-        final = n >= cfg.max_attempts
-        retry = now + timedelta(seconds=cfg.backoff_seconds * (2 ** (n - 1)))
-        coll.update_one({"_id": key}, {"$set": {"ok": False, "err": str(err)[:300], "next": retry}})
-        note = f"lần gửi {n} thất bại (attempt {n} failed): {str(err)[:200]}"
+        final, _, note = attempt_failed(coll, rem["_id"], n, err, cfg, now)
+        _record(db, rem, appointment, "stopped" if final else "in-progress", note, now)
         if final:
-            _record(db, rem, appointment, "stopped", note + "; đã dừng (given up)", now)
             release(db[REMINDERS], rem["_id"])
-        else:
-            _record(db, rem, appointment, "in-progress",
-                    note + f"; thử lại lúc {retry.astimezone(TZ).strftime('%H:%M:%S')} (retry)", now)
         return 0
     coll.update_one({"_id": key}, {"$set": {"ok": True}})
     _record(db, rem, appointment, "completed", f"đã gửi (sent), lần {n}", now)
@@ -276,5 +312,6 @@ def notifier_from(kind: str, *, path: str = "", host: str = "", port: int = 25, 
     return ConsoleSender(path or None)
 
 
-__all__ = ["ConsoleSender", "Message", "NotificationError", "Notifier", "ReminderConfig", "SmtpSender",
-           "notifier_from", "schedule_reminders", "send_due"]
+__all__ = ["GIVEN_UP", "SENT", "ConsoleSender", "Message", "NotificationError", "Notifier", "ReminderConfig",
+           "SmtpSender", "attempt_failed", "claim_attempt", "notifier_from", "record_attempt", "schedule_reminders",
+           "send_due"]
