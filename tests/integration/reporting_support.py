@@ -29,6 +29,14 @@ def report_unmatched(totals: dict[str, Any]) -> dict[str, Any]:
     return {k: totals[k] for k in UNMATCHED}
 
 
+def unmatched_figures(unmatched: int = 0, assigned: int = 0, refunded: int = 0, waiting: int = 0,
+                      earlier: int = 0) -> dict[str, int]:
+    """The unmatched figures :func:`report_unmatched` and :func:`dashboard_unmatched` give, by name: what
+    came unmatched, was assigned, given back or is waiting that day, and what was assigned that day of earlier
+    days' transfers; a figure not named is 0."""
+    return dict(zip(UNMATCHED, (unmatched, assigned, refunded, waiting, earlier), strict=True))
+
+
 def through_reporting(amqp_url: str, base_env: dict[str, str], db: Any, published: list[dict[str, Any]],
                       handler: Callable[..., Any] = reporting.count_event) -> list[EventConsumer]:
     """Publish ``published`` (in that order, repeats included) on a fresh prefix of the real exchange and run

@@ -22,7 +22,7 @@ import pytest
 from sen_portal.domain.dashboard import dashboard
 from sen_portal.domain.reporting import record_event
 
-from tests.integration.reporting_support import dashboard_unmatched, report_unmatched
+from tests.integration.reporting_support import dashboard_unmatched, report_unmatched, unmatched_figures
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -182,12 +182,9 @@ def test_the_dashboard_and_the_daily_report_give_one_story_of_the_unmatched_tran
 
     # billing's story: yesterday 60.000 came, assigned since; today 90.000 came: 45.000 assigned,
     # 15.000 given back, 30.000 waiting; and today's assignment of yesterday's 60.000
-    assert report_unmatched(recon[yesterday]) == {
-        "unmatched": 60_000, "unmatched_assigned": 60_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
-        "assigned_earlier": 0}
-    assert report_unmatched(recon[today]) == {
-        "unmatched": 90_000, "unmatched_assigned": 45_000, "unmatched_refunded": 15_000, "unmatched_waiting": 30_000,
-        "assigned_earlier": 60_000}
+    assert report_unmatched(recon[yesterday]) == unmatched_figures(unmatched=60_000, assigned=60_000)
+    assert report_unmatched(recon[today]) == unmatched_figures(unmatched=90_000, assigned=45_000, refunded=15_000,
+                                                         waiting=30_000, earlier=60_000)
     for day in (yesterday, today):
         mine = dashboard(fresh_db, day, day, None, facility="org-a")["cashless_share"]
         assert dashboard_unmatched(mine) == report_unmatched(recon[day]), day

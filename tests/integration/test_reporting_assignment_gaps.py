@@ -30,7 +30,7 @@ import pytest
 from sen_portal.domain.dashboard import csv_rows, dashboard
 from sen_portal.domain.reporting import record_event
 
-from tests.integration.reporting_support import UNMATCHED, dashboard_unmatched, report_unmatched
+from tests.integration.reporting_support import UNMATCHED, dashboard_unmatched, report_unmatched, unmatched_figures
 from tests.support import vn_day_with_room
 
 pytestmark = pytest.mark.integration
@@ -117,15 +117,10 @@ def test_a_transfer_assigned_to_another_facilitys_invoice_is_one_story_in_the_da
 
     # billing's story, by the queue's facility and the invoice's
     totals = {k: v[0] for k, v in recon.items()}
-    assert report_unmatched(totals[(yesterday, "org-a")]) == {
-        "unmatched": 60_000, "unmatched_assigned": 60_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
-        "assigned_earlier": 0}
-    assert report_unmatched(totals[(today, "org-a")]) == {
-        "unmatched": 75_000, "unmatched_assigned": 45_000, "unmatched_refunded": 0, "unmatched_waiting": 30_000,
-        "assigned_earlier": 0}
-    assert report_unmatched(totals[(today, "org-b")]) == {
-        "unmatched": 0, "unmatched_assigned": 0, "unmatched_refunded": 0, "unmatched_waiting": 0,
-        "assigned_earlier": 60_000}
+    assert report_unmatched(totals[(yesterday, "org-a")]) == unmatched_figures(unmatched=60_000, assigned=60_000)
+    assert report_unmatched(totals[(today, "org-a")]) == unmatched_figures(unmatched=75_000, assigned=45_000,
+                                                                            waiting=30_000)
+    assert report_unmatched(totals[(today, "org-b")]) == unmatched_figures(earlier=60_000)
     assert report_unmatched(totals[(yesterday, "org-b")]) == dict.fromkeys(UNMATCHED, 0)
     # A's CSV: today's transfer came there, assigned to B's invoice; B's: the assignments received
     a_rows = list(csv.DictReader(io.StringIO(recon[(today, "org-a")][2])))
@@ -192,13 +187,9 @@ def test_an_overpaid_assignment_of_an_earlier_transfer_is_net_in_of_which_from_e
     with scratch_db(mongo_client, "oe") as bdb:
         events = _events(bdb, [_overpaid_earlier(bdb)])
         recon = {d: _recon(bdb, d, "org-a")[0] for d in (yesterday, today)}
-    assert report_unmatched(recon[today]) == {
-        "unmatched": 0, "unmatched_assigned": 0, "unmatched_refunded": 0, "unmatched_waiting": 0,
-        "assigned_earlier": 100_000}
+    assert report_unmatched(recon[today]) == unmatched_figures(earlier=100_000)
     assert (recon[today]["refunds"], recon[today]["net"]) == (50_000, -50_000)
-    assert report_unmatched(recon[yesterday]) == {
-        "unmatched": 150_000, "unmatched_assigned": 150_000, "unmatched_refunded": 0, "unmatched_waiting": 0,
-        "assigned_earlier": 0}
+    assert report_unmatched(recon[yesterday]) == unmatched_figures(unmatched=150_000, assigned=150_000)
     for e in events:
         assert record_event(fresh_db, e) is True
     for day in (yesterday, today):
