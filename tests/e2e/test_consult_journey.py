@@ -7,7 +7,9 @@ patients; the hub specialists' Schedules). Then a clinic submits a consult, a hu
 accepts it, the clinic finds a slot with the specialist, holds it and books it, the doctor
 completes the consult with the minutes before the visit's time (the visit is then cancelled, its slot
 free again: only a visit that has begun is fulfilled), and the EHR record holds them: an Encounter of class
-VR and a Composition, made from ``teleconsult.consult.completed``.
+VR and a Composition, made from ``teleconsult.consult.completed``. And the referral grant: the accepting
+doctor reads the patient's record through the grant his acceptance sent over RabbitMQ to the EHR's worker,
+a doctor of another facility does not, and the grant outlives the consult's completion or cancellation.
 """
 
 from __future__ import annotations
@@ -233,3 +235,87 @@ def test_the_worker_releases_a_hold_nobody_confirms(province, dev_key):
 
     _wait(released, 90)  # the sweep's free link made the Appointment cancelled (nobody else claimed it)
     assert httpx.get(f"{tc}/fhir/{slot}", headers=clinic, timeout=30).json()["status"] == "free"
+
+
+def _submitted(tc: str, clinic: dict[str, str], patient: str) -> tuple[str, str]:
+    """A consult about ``patient`` submitted by the demo clinic to the hub: (ServiceRequest ref, Task id)."""
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "routine",
+          "subject": {"reference": f"Patient/{patient}"},
+          "reasonCode": [{"coding": [{"system": ICD10, "code": "I10", "display": "Tăng huyết áp"}]}],
+          "note": [{"text": "Huyết áp khó kiểm soát, xin ý kiến?"}],
+          "performer": [{"reference": f"Organization/{HUB}"}]}
+    r = _post(f"{tc}/fhir/ServiceRequest/$submit", sr, clinic)
+    assert r.status_code == 201, r.text
+    ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+    return f"ServiceRequest/{ids['ServiceRequest']}", ids["Task"]
+
+
+def test_the_accepting_doctor_reads_the_referred_record_and_the_grant_lasts_its_days_past_the_consult(
+        province, dev_key, mongo_client, run_id):
+    """Issue 14's referral grant through every process, as `make run` starts them: a hub doctor accepts a
+    consult; the step's ``teleconsult.consult.accepted`` and ``teleconsult.referral.granted`` leave by
+    teleconsult's outbox relay over the real RabbitMQ; the EHR worker's consumer (``ehr.referral-grants``)
+    stores the grant; the doctor then reads the patient's record over HTTP. A doctor neither of the hub nor
+    assigned is answered 404 as for an id never stored. The grant is the accepting doctor's own (his
+    ``Practitioner`` reference: he reads it signed in at another facility too), and it lasts
+    ``SEN_REFERRAL_GRANT_DAYS`` from the acceptance whatever becomes of the consult: completed or cancelled,
+    the record stays readable (the EHR README, *Access and audit*).
+
+    The hub's other doctors read the patient from the submission on, through the grant the submission
+    gives the hub Organization (they triage with the record: teleconsult README, *Events*)."""
+    tc, ehr = province["urls"]["teleconsult"], province["urls"]["ehr"]
+    clinic = _headers(dev_key, "clinic", facility=CLINIC, sub="nv-my-hiep")
+    doctor = _headers(dev_key, "doctor", facility=HUB, practitioner=DOCTOR, sub=DOCTOR)
+    colleague = _headers(dev_key, "doctor", facility=HUB, practitioner="bs-tran-thi-bich", sub="bs-tran-thi-bich")
+    # the accepting doctor signed in at another facility: only a grant to him personally lets him in
+    away = _headers(dev_key, "doctor", facility="ttyt-huyen-cao-lanh", practitioner=DOCTOR, sub=DOCTOR)
+    stranger = _headers(dev_key, "doctor", facility="ttyt-huyen-cao-lanh", practitioner="bs-pham-thu-ha",
+                        sub="bs-pham-thu-ha")  # a doctor of another facility, not assigned
+    ehr_db = mongo_client[f"sen_t{run_id}_journey_ehr"]
+    steps = mongo_client[f"sen_t{run_id}_journey_teleconsult"]["consult_steps"]
+
+    def read(who: dict[str, str], patient: str) -> httpx.Response:
+        return httpx.get(f"{ehr}/fhir/Patient/{patient}", headers=who, timeout=30)
+
+    def hidden(who: dict[str, str], patient: str) -> None:
+        """404, the very answer an id never stored gets."""
+        r, unknown = read(who, patient), read(who, "bn-never-stored")
+        assert r.status_code == 404 == unknown.status_code, r.text
+        assert r.text.replace(patient, "?") == unknown.text.replace("bn-never-stored", "?")
+
+    for patient, closing in (("bn-0002", "$complete"), ("bn-0007", "$cancel")):
+        for who in (doctor, colleague, away, stranger):
+            hidden(who, patient)  # a clinic's patient: no hub doctor reads it before a consult
+        sr_ref, task_id = _submitted(tc, clinic, patient)
+        _wait(lambda: read(colleague, patient).status_code == 200, 90)  # the hub's grant: triage with the record
+        hidden(away, patient)  # not the doctor's own yet
+        hidden(stranger, patient)
+
+        r = _post(f"{tc}/fhir/Task/{task_id}/$accept", _params(), doctor)
+        assert r.status_code == 200 and r.json()["owner"]["reference"] == f"Practitioner/{DOCTOR}", r.text
+        # the step's two events went out through the relay; the EHR's consumer stored the doctor's grant
+        link = _wait(lambda: steps.find_one({"k": task_id, "op": "$accept", "outbox_pending": False}), 60)
+        assert link is not None
+        grant = _wait(lambda: ehr_db["grants"].find_one({"grantee": f"Practitioner/{DOCTOR}", "reason": sr_ref}), 90)
+        assert grant["patient"] == f"Patient/{patient}"
+        accepted = datetime.fromisoformat(json.loads(r.text)["executionPeriod"]["start"])
+        assert grant["expires"].astimezone() - accepted > timedelta(days=29)  # SEN_REFERRAL_GRANT_DAYS (30)
+        assert read(doctor, patient).status_code == 200
+        assert read(away, patient).json()["id"] == patient  # his own grant, wherever he signs in
+        hidden(stranger, patient)  # not of the hub, not assigned: hidden
+
+        # the consult ends; the grant outlives it until it expires
+        if closing == "$complete":
+            now = datetime.now().astimezone()
+            minutes = _minutes("", (now - timedelta(minutes=20)).isoformat(timespec="seconds"),
+                               now.isoformat(timespec="seconds"), patient=patient)
+            minutes["parameter"] = [p for p in minutes["parameter"] if p["name"] != "appointment"]  # no visit
+            r = _post(f"{tc}/fhir/Task/{task_id}/$complete", minutes, doctor)
+        else:
+            r = _post(f"{tc}/fhir/Task/{task_id}/$cancel", _params({"name": "reason", "valueString": "Đã chuyển viện"}),
+                      clinic)
+        assert r.status_code == 200 and r.json()["status"] in ("completed", "cancelled"), r.text
+        assert _wait(lambda: steps.find_one({"k": task_id, "op": closing, "outbox_pending": False}), 60)
+        assert read(doctor, patient).status_code == 200
+        assert read(away, patient).status_code == 200
+        hidden(stranger, patient)
