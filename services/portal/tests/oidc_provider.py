@@ -6,6 +6,10 @@ RFC 9068 JWT access tokens), served by werkzeug on loopback in a thread.
 It knows one public client and one user, and signs that user in without asking (the test plays
 the person who typed a password): ``/authorize`` answers with the code at once. Discovery at
 ``/.well-known/openid-configuration``, keys at ``/jwks``. Codes are single use and live in memory.
+With ``refresh=True`` it also issues refresh tokens and answers the refresh token grant, rotating them (a
+refresh token used once is revoked, the strictest common setting); ``access_seconds`` is the access tokens'
+lifetime (changeable between sign-ins and refreshes); ``refresh_gate``, when set, is waited on by each refresh
+once its refresh token is checked, before it is answered (a ``threading.Barrier``: refreshes in flight at once).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, grants
@@ -32,6 +38,7 @@ from werkzeug.serving import make_server
 class Client(ClientMixin):
     client_id: str
     redirect_prefix: str
+    refresh: bool = False
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -55,7 +62,7 @@ class Client(ClientMixin):
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "authorization_code"
+        return grant_type == "authorization_code" or (self.refresh and grant_type == "refresh_token")
 
 
 @dataclass
@@ -93,15 +100,40 @@ class Code(AuthorizationCodeMixin):
         return self.auth_time
 
 
+@dataclass
+class Refresh:
+    """A refresh token the provider issued: whose, for which client and scope, and whether it was used."""
+    token: str
+    client_id: str
+    scope: str
+    user: User
+    revoked: bool = False
+
+    def check_client(self, client: Client) -> bool:
+        return client.get_client_id() == self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+    def is_expired(self) -> bool:
+        return False
+
+
 class Provider:
     """Start with :meth:`start`; ``issuer`` is its base URL; :meth:`stop` shuts it down."""
 
     def __init__(self, *, client_id: str, redirect_prefix: str, user: User, audience: str,
-                 access_key: RSAKey | None = None) -> None:
+                 access_key: RSAKey | None = None, refresh: bool = False, access_seconds: int = 3600) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "provider-1", "use": "sig", "alg": "RS256"})
         # the key that signs access tokens: the published one, unless a test wants a stranger's
         self.access_key = access_key or self.key
-        self.client = Client(client_id, redirect_prefix)
+        self.client = Client(client_id, redirect_prefix, refresh)
+        self.access_seconds = access_seconds
+        self.refresh_tokens: dict[str, Refresh] = {}
+        self.refresh_gate: threading.Barrier | None = None
         self.user, self.audience = user, audience
         self.codes: dict[str, Code] = {}
         self.issued: list[dict[str, Any]] = []
@@ -164,11 +196,35 @@ class Provider:
             def get_extra_claims(self, client: Client, grant_type: str, user: User, scope: str) -> dict[str, Any]:
                 return {"name": user.name, **user.claims}
 
+        class RefreshGrant(grants.RefreshTokenGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+            INCLUDE_NEW_REFRESH_TOKEN = True  # rotated: the one used is revoked
+
+            def authenticate_refresh_token(self, refresh_token: str) -> Refresh | None:
+                found = provider.refresh_tokens.get(refresh_token)
+                return found if found is not None and not found.revoked else None
+
+            def authenticate_user(self, refresh_token: Refresh) -> User:
+                if provider.refresh_gate is not None:  # checked, not yet answered: the others in flight too
+                    provider.refresh_gate.wait(timeout=10)
+                return refresh_token.user
+
+            def revoke_old_credential(self, refresh_token: Refresh) -> None:
+                refresh_token.revoked = True
+
+        def save_token(token: dict[str, Any], req: Any) -> None:
+            self.issued.append(token)
+            if token.get("refresh_token"):
+                self.refresh_tokens[token["refresh_token"]] = Refresh(
+                    token["refresh_token"], req.client.get_client_id(), token.get("scope") or "", req.user)
+
         server = AuthorizationServer(self.app, query_client=lambda cid: (
-            self.client if cid == self.client.client_id else None), save_token=lambda token, req: self.issued.append(
-            token))
-        server.register_token_generator("default", AccessTokens(issuer=self.issuer))
+            self.client if cid == self.client.client_id else None), save_token=save_token)
+        server.register_token_generator("default", AccessTokens(
+            issuer=self.issuer, refresh_token_generator=lambda **_: generate_token(48),
+            expires_generator=lambda client, grant_type: self.access_seconds))
         server.register_grant(CodeGrant, [CodeChallenge(required=True), IdToken(require_nonce=True)])
+        server.register_grant(RefreshGrant)
 
         @self.app.get("/.well-known/openid-configuration")
         def discovery() -> Any:
@@ -203,3 +259,17 @@ class Provider:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def through_provider(client: Any, next_path: str = "/worklist") -> tuple[str, dict[str, list[str]]]:
+    """A portal test ``client``'s /login → the provider's /authorize (over loopback, as the browser would) → the
+    callback's path and query to open, and what the portal asked the provider (the authorization request's)."""
+    r = client.get(f"/login?next={next_path}")
+    assert r.status_code == 302
+    asked = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert asked["code_challenge_method"] == ["S256"] and asked["nonce"][0]
+    answer = httpx.get(r.headers["Location"], follow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    back = urlsplit(answer.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == "http://localhost/auth/callback"
+    return f"{back.path}?{back.query}", asked

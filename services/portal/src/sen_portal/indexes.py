@@ -6,8 +6,9 @@ from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES
 
 from .domain import reporting
+from .web import tokens
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES]
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES, *tokens.INDEXES]
 
 
 def main() -> int:

@@ -129,12 +129,16 @@ def _secret(settings: PortalSettings) -> str:
     return hashlib.sha256(b"sen-portal-session\0" + material).hexdigest()
 
 
+OLD_TOKEN_KEYS = frozenset({"access_token", "refresh_token"})  # what a session cookie held before web/tokens.py
+
+
 class SessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, whose unchanged cookie is sent again (its idle expiry,
     ``PERMANENT_SESSION_LIFETIME``, moved on) at most once every ``REFRESH_SECONDS``, not on every
     request: signing and sending the cookie was a tenth of the portal's CPU for the invoice status
     box, which htmx asks for every 2 s. The idle expiry is then exact to within that minute. A
-    changed session is sent at once, as before."""
+    changed session is sent at once, as before. A cookie holding a token (:data:`OLD_TOKEN_KEYS`) opens no session.
+    The cookie holds nothing secret: an OIDC sign-in's tokens are kept on the server (web/tokens.py)."""
 
     REFRESH_SECONDS = 60
 
@@ -150,6 +154,12 @@ class SessionInterface(SecureCookieSessionInterface):
                                            return_timestamp=True)
         except BadSignature:
             return self.session_class()
+        if isinstance(data, dict) and OLD_TOKEN_KEYS.intersection(data):
+            # a cookie from before the tokens went to the server (web/tokens.py) holds a bearer token: a session
+            # that ended (the user signs in again), sent back without it at once; the language kept
+            kept = self.session_class({"lang": data["lang"]} if data.get("lang") else {})
+            kept.modified = True
+            return kept
         opened = self.session_class(data)
         opened.signed_at = signed_at.timestamp()  # when this cookie was made (its signature's time)
         return opened

@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, request, session, url_for
 from flask_babel import gettext
+from pymongo.errors import PyMongoError
 
 from ..config import PortalSettings
-from . import bp, login_required, signouts
+from . import bp, login_required, signouts, tokens
 from .forms import LoginForm
 from .users import User, check_demo_password
 
@@ -45,17 +46,24 @@ def safe_next(value: str | None) -> str | None:
     return value
 
 
-def _start_session(user: User, access_token: str | None = None) -> None:
+def _start_session(user: User, token: dict[str, Any] | None = None) -> None:
+    """A signed-in session: the cookie holds who the user is, the sign-in's time and its random id; an OIDC
+    sign-in's tokens (``token``) are kept on the server under that id (web/tokens.py), never in the cookie. Their
+    database out of reach raises (PyMongoError) before the session is made."""
     lang = session.get("lang")
+    sid = signouts.new_session_id()  # what signing out ends on the server (signouts), and names the tokens
+    signed_in_at = time.time()
+    if token is not None:
+        tokens.store(sid, token, signed_in_at)
     session.clear()  # a new session id for the signed-in user
     session.permanent = True
     session["user"] = user.to_session()
-    session["signed_in_at"] = time.time()
-    session["sid"] = signouts.new_session_id()  # what signing out ends on the server (signouts)
+    session["signed_in_at"] = signed_in_at
+    session["sid"] = sid
     if lang:
         session["lang"] = lang
-    if access_token:
-        session["access_token"] = access_token
+    if token is not None:
+        session["oidc"] = True  # the back-ends are called with the session's tokens (tokens.access_token)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -110,7 +118,13 @@ def oidc_callback() -> Any:
     user = User(username=principal.sub, role=role, name=str(userinfo.get("name") or principal.name or principal.sub),
                 facility=principal.facility, practitioner=principal.practitioner)
     nxt = session.get("next")
-    _start_session(user, access)
+    try:
+        _start_session(user, token)
+    except PyMongoError as err:  # the tokens could not be kept: no session without them
+        log.warning("OIDC sign-in not kept: %s", type(err).__name__)
+        session.pop("next", None)
+        return render_template("error.html", title=gettext("Sign-in failed"),
+                               message=gettext("The sign-in could not be completed. Sign in again.")), 503
     return redirect(safe_next(nxt) or url_for(HOME[role]))
 
 
@@ -127,6 +141,8 @@ def session_alive() -> Any:
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
     signouts.sign_out(session.get("sid"), session.get("signed_in_at"))  # no copy of the cookie opens a page again
+    if session.get("oidc"):
+        tokens.forget(session.get("sid"))  # nor do its tokens call a back-end again
     lang = session.get("lang")
     session.clear()
     if lang:

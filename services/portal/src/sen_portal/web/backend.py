@@ -54,11 +54,13 @@ def settings() -> PortalSettings:
 
 
 def user_token() -> str:
-    """The signed-in user's bearer token: the OIDC access token, or a development token for the
+    """The signed-in user's bearer token: the OIDC access token (kept on the server), or a development token for the
     demo user (``sen_shared.auth.issue_dev_token``, whose key is loaded once per process), kept per
     process until a minute before it expires."""
-    if session.get("access_token"):
-        return str(session["access_token"])
+    if session.get("oidc"):  # the OIDC sign-in's, kept on the server under the session's id (tokens.py)
+        from .tokens import access_token
+
+        return access_token(str(session.get("sid")))
     caller = api_caller_token()
     if caller and not session.get("user"):
         return caller
@@ -94,7 +96,7 @@ def user_subject() -> str | None:
     user = session.get("user") or {}
     if not user.get("username"):
         return None
-    return str(user["username"]) if session.get("access_token") else f"portal-{user['username']}"
+    return str(user["username"]) if session.get("oidc") else f"portal-{user['username']}"
 
 
 def api_caller_token() -> str | None:

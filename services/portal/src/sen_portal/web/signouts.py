@@ -16,7 +16,7 @@ the others within those seconds. The portal's database out of reach (no answer w
 :data:`READ_SECONDS`): the page is served (logged), as the pages that read no database were
 before, and the database is not asked again for :data:`BACKOFF_SECONDS`, so an outage costs a
 page no wait. A record is kept as long as a session could live (``until``) and deleted by a
-sign-out after that (:func:`_sweep`, at most once a minute per process). A session made before
+sign-out after that (:func:`sweep`, at most once a minute per process). A session made before
 this had no ``sid``: it ends by its expiry, as before.
 """
 
@@ -46,7 +46,7 @@ _KEPT = 4096  # sessions remembered per process (either answer)
 
 _signed_out: set[str] = set()
 _seen_live: dict[str, float] = {}  # session id -> when it was last seen not signed out
-_swept = 0.0
+_swept: dict[str, float] = {}  # collection -> when this process last swept it
 _unreachable_until = 0.0
 
 
@@ -76,7 +76,7 @@ def sign_out(sid: str | None, signed_in_at: float | None) -> None:
         _unreachable(time.monotonic())
         log.warning("a sign-out was not recorded", extra={"error": type(err).__name__})
         return
-    _sweep(db)
+    sweep(db)
 
 
 def was_signed_out(sid: str) -> bool:
@@ -126,14 +126,15 @@ def _unreachable(now: float) -> None:
     _unreachable_until = now + BACKOFF_SECONDS
 
 
-def _sweep(db: Any) -> None:
-    global _swept
+def sweep(db: Any, collection: str = SIGNED_OUT) -> None:
+    """Delete ``collection``'s records whose ``until`` passed (the sign-outs here, the sessions' tokens:
+    web/tokens.py), at most once every :data:`SWEEP_SECONDS` per process and collection."""
     now = time.monotonic()
-    if now - _swept < SWEEP_SECONDS:
+    if collection in _swept and now - _swept[collection] < SWEEP_SECONDS:
         return
-    _swept = now
+    _swept[collection] = now
     try:
         with pymongo.timeout(WRITE_SECONDS):
-            db[SIGNED_OUT].delete_many({"until": {"$lt": datetime.now(UTC)}})
+            db[collection].delete_many({"until": {"$lt": datetime.now(UTC)}})
     except PyMongoError as err:
-        log.warning("ended sign-outs were not swept", extra={"error": type(err).__name__})
+        log.warning("ended records were not swept", extra={"collection": collection, "error": type(err).__name__})
