@@ -330,3 +330,124 @@ def test_minutes_whose_answer_is_lost_on_the_way_back_are_kept_and_complete_the_
     codes = [t.split()[0] for t in page.locator("[data-testid=result] [data-testid=diagnosis]").all_inner_texts()]
     assert codes == ["I50.0"], codes
     v.check("doctor-minutes-sent-again")
+
+
+def _visits(stack, tid: str) -> list[dict]:
+    """The consult's video visits as teleconsult holds them (its Appointment search, by the consult's request)."""
+    import httpx
+
+    from tests.browser.test_pages import _admin
+
+    tc, admin = stack["teleconsult"], _admin(stack)
+    task = httpx.get(f"{tc}/fhir/Task/{tid}", headers=admin, timeout=30).json()
+    found = httpx.get(f"{tc}/fhir/Appointment", headers=admin, timeout=30,
+                      params={"based-on": task["basedOn"][0]["reference"], "_count": "50"}).json()
+    return [e["resource"] for e in found.get("entry") or [] if e["resource"]["resourceType"] == "Appointment"]
+
+
+def test_a_booking_whose_answer_is_lost_on_the_way_back_books_one_visit(visitor_factory, stack):
+    """The hub doctor books the consult's video visit on a slow link: a time's button was a form the browser
+    posted, and the answer lost on the way back was Chromium's own "This site can't be reached" (Back, and the
+    time pressed again, would hold and book anew). Sent in place now: the page and its free times stay, the
+    visit's box says so, and the same time pressed again books one visit (the page's key)."""
+    from tests.browser.test_visit_changes import accepted_consult
+
+    v = visitor_factory("vi-360-slow-book", width=360, height=740)
+    tid = accepted_consult(v, stack, "vi", "Hồi hộp, khó thở khi leo cầu thang; xin hẹn khám video.")
+    page = v.page
+    page.click("form[action$='/slots'] button")
+    page.wait_for_selector("form[action$='/book'] button")
+    sent: list[int] = []
+    page.route(re.compile(r".*/tasks/[^/]+/book$"), losing_the_first_answer(sent))
+    button = page.locator("form[action$='/book'] button").first
+    label = button.get_attribute("aria-label")
+    button.click()
+    said_not_sent(page, "#visit-live-error")
+    assert sent == [204] and f"/tasks/{tid}/slots?" in page.url  # the portal booked it; the page stayed
+    page.locator(f"form[action$='/book'] button[aria-label='{label}']").click()  # pressed again
+    page.wait_for_selector("[data-testid=booked]")
+    assert page.url.endswith(f"/tasks/{tid}") and sent == [204]
+    assert [a["status"] for a in _visits(stack, tid)] == ["booked"]
+
+
+def test_a_move_whose_answer_is_lost_on_the_way_back_moves_the_visit_once(visitor_factory, stack):
+    from tests.browser.test_visit_changes import _booked_visit
+
+    v = visitor_factory("vi-360-slow-move", width=360, height=740)
+    tid = _booked_visit(v, stack, "vi", "Phù hai chân tăng dần; xin dời lịch khám video.")
+    page = v.page
+    page.click("[data-testid=visit-move] summary")
+    page.click("[data-testid=visit-move] form[action$='/slots'] button")
+    page.wait_for_selector("form[action$='/visit/move'] button")
+    target = page.locator("form[action$='/visit/move']").nth(1)
+    start = target.locator("input[name=start]").get_attribute("value")
+    sent: list[int] = []
+    page.route(re.compile(r".*/tasks/[^/]+/visit/move$"), losing_the_first_answer(sent))
+    target.locator("button").click()
+    said_not_sent(page, "#visit-live-error")
+    assert sent == [204] and f"/tasks/{tid}/slots?" in page.url
+    target.locator("button").click()  # pressed again: the visit is there already, said moved
+    page.wait_for_selector("[data-testid=moved]")
+    visits = _visits(stack, tid)
+    active = [a for a in visits if a["status"] in ("booked", "pending")]
+    assert len(visits) == 2 and len(active) == 1, [(a["status"], a["start"]) for a in visits]
+    from datetime import datetime
+
+    assert datetime.fromisoformat(active[0]["start"]) == datetime.fromisoformat(start)
+
+
+def test_a_visit_cancel_whose_answer_is_lost_on_the_way_back_keeps_the_reason_and_cancels_once(visitor_factory,
+                                                                                             stack):
+    from tests.browser.test_visit_changes import _booked_visit
+
+    v = visitor_factory("vi-360-slow-visit-cancel", width=360, height=740)
+    tid = _booked_visit(v, stack, "vi", "Đau đầu kéo dài; xin hẹn khám video.")
+    page = v.page
+    reason = "Bệnh nhân đã chuyển lên tuyến trên điều trị nội trú."
+    page.click("[data-testid=visit-cancel] summary")
+    page.fill("#visit-reason", reason)
+    page.click("[data-testid=visit-cancel] button.danger")  # the step, in place: nothing sent yet
+    page.wait_for_selector("[data-testid=visit-cancel] [data-testid=confirm-step]")
+    page.check("[data-testid=visit-cancel] [data-testid=confirm-tick]")
+    sent: list[int] = []
+    page.route(re.compile(r".*/tasks/[^/]+/visit/cancel$"), losing_the_first_answer(sent))
+    page.click("[data-testid=visit-cancel] [data-testid=confirm-button]")
+    said_not_sent(page, "#visit-live-error")
+    assert sent == [204] and page.input_value("#visit-reason") == reason
+    page.screenshot(path=str(v.shots / "vi-360-visit-cancel-connection-lost.png"), full_page=True)
+    page.click("[data-testid=visit-cancel] [data-testid=confirm-button]")  # sent again
+    page.wait_for_selector("[data-testid=visit-cancelled]")
+    [visit] = _visits(stack, tid)
+    assert visit["status"] == "cancelled" and visit["cancelationReason"]["text"] == reason
+
+
+def test_a_reassign_whose_answer_is_lost_on_the_way_back_gives_the_consult_once(visitor_factory, stack):
+    import httpx
+
+    from tests.browser.test_pages import _admin, _submit
+
+    tid = _submit(stack, "Rung nhĩ, xin ý kiến chống đông; chuyển bác sĩ khác nếu cần.", "urgent")
+    v = visitor_factory("vi-360-slow-reassign", width=360, height=740)
+    v.sign_in("doctor")
+    v.go(f"/tasks/{tid}")
+    page = v.page
+    page.click("details:has(form[action$='/reassign']) summary")
+    page.select_option("form[action$='/reassign'] select", "Practitioner/bs-tran-thi-bich")
+    page.click("form[action$='/reassign'] button")
+    confirm = page.locator("[data-testid=reassign-confirm]")  # the step, in place
+    confirm.wait_for()
+    confirm.locator("[data-testid=confirm-tick]").check()
+    sent: list[int] = []
+    page.route(re.compile(r".*/tasks/[^/]+/reassign$"), losing_the_first_answer(sent))
+    confirm.locator("[data-testid=confirm-button]").click()
+    said_not_sent(page, "#reassign-live-error")
+    assert sent == [204] and page.url.endswith(f"/tasks/{tid}")
+    confirm.locator("[data-testid=confirm-button]").click()  # sent again: teleconsult replays its answer
+    page.wait_for_url(re.compile(r"/worklist$"))
+    assert "Trần Thị Bích" in page.inner_text("[data-testid=reassigned]")
+    admin = _admin(stack)
+    task = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}", headers=admin, timeout=30).json()
+    assert task["owner"]["reference"] == "Practitioner/bs-tran-thi-bich"
+    history = httpx.get(f"{stack['teleconsult']}/fhir/Task/{tid}/_history", headers=admin, timeout=30).json()
+    owners = [e["resource"].get("owner", {}).get("reference") for e in history.get("entry") or []]
+    assert owners.count("Practitioner/bs-tran-thi-bich") == 1, owners

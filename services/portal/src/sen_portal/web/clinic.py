@@ -1477,13 +1477,14 @@ def consult_message(tid: str) -> Any:
     return _detail_with(tid, message_form=message_form(form))
 
 
-def done_in_place(url: str, step: str) -> Any:
-    """A form's step done: the redirect to ``url``, the page there saying it once; a form sent in place (htmx:
-    the consult's answer and message boxes) goes there by ``HX-Redirect``. To a place on the page it was sent
-    from (``#consult-thread``) htmx's ``location.href`` only scrolls: ``HX-Refresh`` then reloads it there."""
+def done_in_place(url: str, step: str, value: str = "1") -> Any:
+    """A form's step done: the redirect to ``url``, the page there saying it once (``value``: the step's, as
+    ``step_done`` carries it); a form sent in place (htmx: the consult's answer and message boxes) goes there by
+    ``HX-Redirect``. To a place on the page it was sent from (``#consult-thread``) htmx's ``location.href`` only
+    scrolls: ``HX-Refresh`` then reloads it there."""
     if not _is_htmx():
-        return step_done(url, step)
-    flash_step(url, step)
+        return step_done(url, step, value)
+    flash_step(url, step, value)
     headers = {"HX-Redirect": url}
     here = urlsplit(request.headers.get("HX-Current-URL", "")).path
     if urlsplit(url).fragment and here == urlsplit(url).path:
@@ -1491,10 +1492,11 @@ def done_in_place(url: str, step: str) -> Any:
     return "", 204, headers
 
 
-def refusal_said(err: BackendError, box: str) -> dict[str, str]:
-    """Where a service's refusal of a form is said: in the form's own box (``box``, the template's name for it)
-    when it was sent in place (htmx swaps that box only), else above the page."""
-    return {box if _is_htmx() else "problem": backend_message(err)}
+def refusal_said(err: BackendError | str, box: str) -> dict[str, str]:
+    """Where a service's refusal of a form (or the portal's own words for it, a ``str``) is said: in the form's
+    own box (``box``, the template's name for it) when it was sent in place (htmx swaps that box only), else
+    above the page."""
+    return {box if _is_htmx() else "problem": err if isinstance(err, str) else backend_message(err)}
 
 
 @bp.route("/consults/<tid>/answer", methods=["POST"])

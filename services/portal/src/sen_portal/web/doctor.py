@@ -4,6 +4,7 @@ booking a slot, the minutes, and the weekly availability with leave."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -14,11 +15,13 @@ from sen_shared.fhir.names import name_and_role, same_person
 
 from . import backend_message, bp, icd10, is_htmx, login_required, select_locale, status_label, typed_text
 from .backend import BackendError, call, entries, fhir_get, fhir_post, page_status
+from .charges import request_key
 from .clinic import (
     OPEN,
     consult_bundle,
     consult_rows,
     done_in_place,
+    form_key,
     message_form,
     page_gone,
     pool,
@@ -31,6 +34,7 @@ from .confirming import status as confirming_status
 from .directory import hub_specialties, party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
+    FORM_KEY,
     PARTICIPANTS_MAX,
     AvailabilityForm,
     FindSlotForm,
@@ -40,6 +44,7 @@ from .forms import (
     QuestionForm,
     ReasonForm,
     ReassignForm,
+    VisitCancelForm,
 )
 from .notices import step_done, steps_done
 from .patients import lookup, patient_id, shown
@@ -231,9 +236,13 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     data = consult_bundle(tid, with_patient=True)
     start = today()  # in Vietnam: a server on UTC is still on yesterday before 07:00 here
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
-             "reassign_form": ReassignForm(formdata=None), "find_form": FindSlotForm(formdata=None, start=start),
-             "minutes_form": _minutes_defaults(data), "visit_cancel_form": ReasonForm(formdata=None, prefix="visit"),
+             "reassign_form": form_key(ReassignForm(formdata=None)),
+             "find_form": FindSlotForm(formdata=None, start=start), "minutes_form": _minutes_defaults(data),
+             "visit_cancel_form": form_key(VisitCancelForm(formdata=None, prefix="visit")),
              "message_form": message_form()}
+    # the key of the visit's one-button forms (a free time to book or move to, the no-show): one a page shown,
+    # kept through an answer sent in place (the form's as posted), so a press sent again is done once
+    ctx.setdefault("visit_key", posted_key() or uuid.uuid4().hex)
     forms.update(ctx.pop("forms", {}))
     begun = parse_instant((data["appointment"] or {}).get("start"))
     ctx["visit_begun"] = begun is not None and begun <= datetime.now(TZ)  # a no-show can be marked from then on
@@ -714,7 +723,11 @@ def task_reject(tid: str) -> Any:
 @bp.route("/tasks/<tid>/reassign", methods=["POST"])
 @login_required("doctor")
 def task_reassign(tid: str) -> Any:
-    form = ReassignForm()
+    """Give the consult to another doctor of the hub, once confirmed; sent in place (task.html's
+    ``#consult-reassign``). Sent with ``If-Match`` (the version the first page showed) and an
+    ``Idempotency-Key`` of the form's key, the doctor and that version: its answer lost on the way back and
+    the form sent again, teleconsult answers as the first time and the consult is given once."""
+    form = form_key(ReassignForm())
     form.practitioner.choices = reassign_choices(_hub_doctors(g.user.facility, g.user.practitioner))
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"reassign_form": form})
@@ -728,7 +741,7 @@ def task_reassign(tid: str) -> Any:
             try:
                 task = _task_now(tid)
             except BackendError as err:
-                return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
+                return _task_page(tid, 409, **refusal_said(err, "reassign_problem"), forms={"reassign_form": form})
             if str((task.get("meta") or {}).get("versionId") or "") != seen and \
                     not as_the_page_showed("reassign", _task_as_seen(tid, seen), task):
                 return _taken_meanwhile(tid, task, accepting=False)
@@ -736,15 +749,21 @@ def task_reassign(tid: str) -> Any:
         return _task_page(tid, confirming_status(step), forms={"reassign_form": form}, confirming=step,
                           reassign_to={"ref": form.practitioner.data, "name": name, "version": seen})
     params = [{"name": "practitioner", "valueReference": {"reference": form.practitioner.data}}]
+
+    def give(headers: dict[str, str] | None, _now: Any) -> None:
+        # the key names the version sent on (If-Match): a step sent again on a newer one is a new request
+        matched = (headers or {}).get("If-Match", "")
+        key = request_key(form.key.data, "reassign", tid, form.practitioner.data, matched)
+        _op(tid, "reassign", params, headers={**(headers or {}), "Idempotency-Key": key})
+
     try:
-        changed = _step_on_page(tid, "reassign",
-                                lambda headers, _now: _op(tid, "reassign", params, headers=headers))
+        changed = _step_on_page(tid, "reassign", give)
     except BackendError as err:
-        return _task_page(tid, 409, problem=backend_message(err), forms={"reassign_form": form})
+        return _task_page(tid, 409, **refusal_said(err, "reassign_problem"), forms={"reassign_form": form})
     if changed is not None:  # accepted or given meanwhile: not given on a stale confirmation
         return _taken_meanwhile(tid, changed, accepting=False)
     # the Practitioner's id, never a name: the worklist says the name it looks up (reassigned_to)
-    return step_done(url_for("web.worklist"), "reassigned", form.practitioner.data.rsplit("/", 1)[-1])
+    return done_in_place(url_for("web.worklist"), "reassigned", form.practitioner.data.rsplit("/", 1)[-1])
 
 
 @bp.route("/tasks/<tid>/request-info", methods=["POST"])
@@ -858,15 +877,19 @@ def task_slots(tid: str) -> Any:
     if later is not None and not first < later < first + timedelta(days=form.days.data):
         later = None  # not inside the days searched (a link edited by hand): the search from its first day
     try:
-        found = find_proposals(data, form, later)
+        found = _free_times(tid, data, form, later)
     except BackendError as err:
         return _task_page(tid, page_status(err), problem=backend_message(err), forms={"find_form": form})
-    proposals, more = page_of_times(found)
+    return _task_page(tid, **found, searched_from=later, forms={"find_form": form})
+
+
+def _free_times(tid: str, data: dict[str, Any], form: FindSlotForm, later: datetime | None = None) -> dict[str, Any]:
+    """The page's free times for the search ``form`` (from ``later`` on): the proposals shown, by day, and the
+    "later times" link when $find had more. A BackendError when teleconsult refuses."""
+    proposals, more = page_of_times(find_proposals(data, form, later))
     later_url = url_for("web.task_slots", tid=tid, start=form.start.data.strftime("%d/%m/%Y"),
                         days=form.days.data, later=more) if more else None
-    return _task_page(tid, proposals=proposals, slot_days=days_of(proposals), later_url=later_url,
-                      searched_from=later,
-                      forms={"find_form": form})
+    return {"proposals": proposals, "slot_days": days_of(proposals), "later_url": later_url}
 
 
 def no_booking_now(task: dict[str, Any]) -> str:
@@ -886,6 +909,13 @@ def no_booking_now(task: dict[str, Any]) -> str:
                    status=status_label(str(status or "")))
 
 
+def posted_key(name: str = "key") -> str | None:
+    """The key a form posted (its ``name`` field), when it is one as the pages make it (``forms.FORM_KEY``);
+    else None (an older page, anything else posted)."""
+    key = request.form.get(name, "") if request.method == "POST" else ""
+    return key if FORM_KEY.fullmatch(key) else None
+
+
 def _chosen_time(data: dict[str, Any]) -> dict[str, Any] | None:
     """The Appointment proposal for the time the doctor picked (``slot``, ``start``, ``end`` of a
     $find proposal, posted back by its button): the patient, this doctor, the consult's request."""
@@ -901,39 +931,73 @@ def _chosen_time(data: dict[str, Any]) -> dict[str, Any] | None:
             "basedOn": [{"reference": f"ServiceRequest/{data['sr']['id']}"}]}
 
 
+def _time_asked() -> tuple[str, ...]:
+    """What a free time's button asks (its slot, start and end): with the page's key, its request's key."""
+    return tuple(request.form.get(k, "") for k in ("slot", "start", "end"))
+
+
+def _search_again(tid: str, data: dict[str, Any], message: str, **ctx: Any) -> Any:
+    """A free time refused because it was taken meanwhile (teleconsult's 409): ``message`` said in the visit's
+    box (sent in place; above the page otherwise) with the free times found again for the search the page
+    showed (the button carries it: ``search_start``, ``search_days``; else from today, a week), so the next
+    step, another time, is one press away; the rest of the page as it was."""
+    from werkzeug.datastructures import MultiDict
+
+    form = FindSlotForm(formdata=MultiDict({"start": request.form.get("search_start", ""),
+                                            "days": request.form.get("search_days", "")}))
+    if not form.validate():
+        form = FindSlotForm(formdata=None, start=today())
+    try:
+        found = _free_times(tid, data, form)
+    except BackendError:
+        found = {}  # the search's form is there to try again
+    return _task_page(tid, 409, **refusal_said(message, "visit_problem"), **found,
+                      forms={"find_form": form, **ctx.pop("forms", {})}, **ctx)
+
+
 @bp.route("/tasks/<tid>/book", methods=["POST"])
 @login_required("doctor")
 def task_book(tid: str) -> Any:
-    """Hold the chosen slot, then book it (two operations: a lost race says so at the hold)."""
+    """Hold the chosen slot, then book it (two operations: a lost race says so at the hold, with the free times
+    found again). Sent in place (task.html's ``#visit``); each operation with an ``Idempotency-Key`` of the
+    page's key (``visit_key``) and what it asks: its answer lost on the way back and the time pressed again,
+    teleconsult answers both as the first time and the visit is booked once."""
     data = consult_bundle(tid)
     proposal = _chosen_time(data)
     if proposal is None:
         return _task_page(tid, 422, problem=gettext("Choose a time first."))
+    key = posted_key() or uuid.uuid4().hex
     appt = None
     try:
         held = fhir_post("teleconsult", "/fhir/Appointment/$hold", {
-            "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
+            "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]},
+            headers={"Idempotency-Key": request_key(key, "hold", tid, *_time_asked())})
         appt = next(iter(entries(held, "Appointment")), None)
         if appt is None or appt.get("status") != "pending":
-            return _task_page(tid, 409, problem=gettext("This time was just taken. Choose another."))
+            return _search_again(tid, data, gettext("This time was just taken. Choose another."))
         fhir_post("teleconsult", "/fhir/Appointment/$book", {"resourceType": "Parameters", "parameter": [
-            {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{appt['id']}"}}]})
+            {"name": "appointment-reference", "valueReference": {"reference": f"Appointment/{appt['id']}"}}]},
+            headers={"Idempotency-Key": request_key(key, "book", tid, str(appt["id"]))})
     except BackendError as err:
-        return _book_refused(tid, err, (appt or {}).get("id"))
-    return step_done(url_for("web.task_detail", tid=tid), "booked")
+        return _book_refused(tid, data, err, (appt or {}).get("id"))
+    return done_in_place(url_for("web.task_detail", tid=tid), "booked")
 
 
-def _book_refused(tid: str, err: BackendError, held: str | None) -> Any:
+def _book_refused(tid: str, data: dict[str, Any], err: BackendError, held: str | None) -> Any:
     """The page after teleconsult refused a booking: a 409 while the consult has an active visit (booked
     from another tab or by another user meanwhile: teleconsult keeps one a consult) says when that
-    visit is and to move or cancel it; anything else in the portal's words."""
+    visit is and to move or cancel it; the time taken meanwhile (a conflict) says so with the free times
+    found again; anything else in the portal's words, in the visit's box when sent in place."""
     if err.kind == "refused" and err.status == 409:
         appt = consult_bundle(tid)["appointment"]  # read again: the failed write forgot the kept answers
         if appt is not None and appt.get("status") in ACTIVE and appt.get("id") != held:
             return _task_page(tid, 409, problem=gettext(
                 "This consult already has a video visit, at %(when)s: no other time was booked. Move or cancel "
                 "that visit instead.", when=when(appt.get("start"))))
-    return _task_page(tid, 409, problem=backend_message(err))
+        if err.code in ("conflict", "not-found"):  # the slot held, booked or gone meanwhile
+            return _search_again(tid, data, gettext("This time was just taken. Choose another."))
+        return _task_page(tid, 409, problem=backend_message(err))  # the consult closed meanwhile: the page now
+    return _task_page(tid, page_status(err), **refusal_said(err, "visit_problem"))
 
 
 # ------------------------------------------------------------------ changing a booked visit
@@ -941,15 +1005,11 @@ def _book_refused(tid: str, err: BackendError, held: str | None) -> Any:
 ACTIVE = ("booked", "pending")
 
 
-def _visit_page(tid: str, aid: str) -> tuple[dict[str, Any], Any]:
-    """The consult, and a readable refusal (the page as it is now, 409) when the visit ``aid`` the
-    doctor's page showed is no longer the consult's active visit: someone else moved or cancelled it
-    meanwhile (the back-end would take a second cancel of a cancelled visit as done, silently)."""
-    data = consult_bundle(tid)
+def _visit_stale(data: dict[str, Any], aid: str) -> bool:
+    """Whether the visit ``aid`` the doctor's page showed is no longer the consult's active visit: someone
+    else moved or cancelled it meanwhile, or this very form did (its answer lost on the way back)."""
     appt = data["appointment"]
-    if appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE:
-        return data, None
-    return data, _task_page(tid, 409, problem=_changed_meanwhile(appt))
+    return not (appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE)
 
 
 def _changed_meanwhile(appt: dict[str, Any] | None) -> str:
@@ -960,16 +1020,38 @@ def _changed_meanwhile(appt: dict[str, Any] | None) -> str:
                    "page shows it as it is now.")
 
 
-def _visit_refused(tid: str, aid: str, err: BackendError, still_active: str, **ctx: Any) -> Any:
+def _visit_op(aid: str, op: str, body: dict[str, Any], key: str, *asked: str) -> dict[str, Any]:
+    """teleconsult's ``op`` on the visit ``aid``, with an ``Idempotency-Key`` of the form's ``key`` and what
+    it asks (``asked``): sent again, teleconsult answers as the first time and changes nothing twice. The
+    Appointment it answers with."""
+    return fhir_post("teleconsult", f"/fhir/Appointment/{aid}/${op}", body,
+                     headers={"Idempotency-Key": request_key(key, f"visit-{op}", aid, *asked)})
+
+
+def _done_already(data: dict[str, Any], done: Callable[[dict[str, Any]], bool]) -> bool:
+    """The visit the form names is no longer the consult's active one (:func:`_visit_stale`): whether it is as
+    the form asked (``done``, of the consult's visit now), as when this very form's answer was lost on the way back
+    and the form is sent again. Read, nothing sent: the step is said done, not sent a second time (the form's
+    ``Idempotency-Key`` covers a form sent again while its first request is still on its way)."""
+    appt = data["appointment"]
+    return appt is not None and done(appt)
+
+
+def _visit_refused(tid: str, aid: str, err: BackendError, still_active: str,
+                   data: dict[str, Any] | None = None, **ctx: Any) -> Any:
     """The page after teleconsult refused a change of the visit ``aid``: a 409 on a visit that is
-    still the active one is ``still_active`` (the slot taken, not started yet); on one that changed
-    meanwhile, what it is now; anything else (no answer, not allowed) in the portal's words."""
+    still the active one is ``still_active`` (the slot taken: with ``data``, the free times found again;
+    not started yet), said in the visit's box when sent in place; on one that changed meanwhile, what it
+    is now (the whole page); anything else (no answer, not allowed) in the portal's words."""
     if err.kind == "refused" and err.status == 409:
         appt = consult_bundle(tid)["appointment"]  # read again: the failed write forgot the kept answers
         if appt is not None and appt.get("id") == aid and appt.get("status") in ACTIVE:
-            return _task_page(tid, 409, problem=still_active, **ctx)
+            if data is not None:
+                return _search_again(tid, data, still_active, **ctx)
+            return _task_page(tid, 409, **refusal_said(still_active, "visit_problem"), **ctx)
         return _task_page(tid, 409, problem=_changed_meanwhile(appt), **ctx)
-    return _task_page(tid, page_status(err), problem=backend_message(err), **ctx)  # a 404 is a 404, a 403 a 403
+    # a 404 is a 404, a 403 a 403
+    return _task_page(tid, page_status(err), **refusal_said(err, "visit_problem"), **ctx)
 
 
 @bp.route("/tasks/<tid>/visit/move", methods=["POST"])
@@ -977,22 +1059,27 @@ def _visit_refused(tid: str, aid: str, err: BackendError, still_active: str, **c
 def visit_move(tid: str) -> Any:
     """Move the booked visit to the free time the doctor picked (teleconsult's ``$reschedule``): the
     new time is booked and the old one cancelled, its slot free again; the new time taken meanwhile:
-    409 and nothing changed."""
+    409, nothing changed, the free times found again. Sent in place (``#visit``) with an ``Idempotency-Key``
+    of the page's key and the time: its answer lost and the time pressed again, the visit is moved once."""
     aid = request.form.get("appointment", "")
-    data, stale = _visit_page(tid, aid)
-    if stale is not None:
-        return stale
+    data = consult_bundle(tid)
     proposal = _chosen_time(data)
+    body = {"resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]}
+    if _visit_stale(data, aid):
+        slot = f"Slot/{request.form.get('slot', '')}"  # the visit now at the time pressed: moved there
+        if proposal is not None and _done_already(data, lambda a: a.get("status") in ACTIVE and any(
+                (s or {}).get("reference") == slot for s in a.get("slot") or [])):
+            return done_in_place(url_for("web.task_detail", tid=tid), "visit", "moved")
+        return _task_page(tid, 409, problem=_changed_meanwhile(data["appointment"]))
     if proposal is None:
         return _task_page(tid, 422, problem=gettext("Choose a time first."))
     try:
-        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$reschedule", {
-            "resourceType": "Parameters", "parameter": [{"name": "appointment-resource", "resource": proposal}]})
+        _visit_op(aid, "reschedule", body, posted_key() or uuid.uuid4().hex, *_time_asked())
     except BackendError as err:
         return _visit_refused(tid, aid, err, gettext(
             "This time was just taken by someone else. The visit stays at %(when)s; choose another time.",
-            when=when(data["appointment"].get("start"))))
-    return step_done(url_for("web.task_detail", tid=tid), "visit", "moved")
+            when=when(data["appointment"].get("start"))), data)
+    return done_in_place(url_for("web.task_detail", tid=tid), "visit", "moved")
 
 
 @bp.route("/tasks/<tid>/visit/cancel", methods=["POST"])
@@ -1000,23 +1087,28 @@ def visit_move(tid: str) -> Any:
 def visit_cancel(tid: str) -> Any:
     """Cancel the booked visit with a reason (teleconsult's ``$cancel``), once confirmed (the shared step,
     confirming.py: the first press sends nothing): its slot is free again and the page offers free times
-    to book another visit."""
-    form = ReasonForm(prefix="visit")
+    to book another visit. Sent in place (``#visit``) with an ``Idempotency-Key`` of the form's key and the
+    reason: its answer lost and the form sent again, the visit is cancelled once and the page says so."""
+    form = form_key(VisitCancelForm(prefix="visit"))
     aid = request.form.get("appointment", "")
     if not form.validate_on_submit():
         return _task_page(tid, 422, forms={"visit_cancel_form": form})
-    data, stale = _visit_page(tid, aid)
-    if stale is not None:
-        return stale
+    data = consult_bundle(tid)
+    reason = form.reason.data or ""
+    body = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]}
     step = confirmation("visit-cancel")
+    if _visit_stale(data, aid):
+        if step is None and _done_already(data, lambda a: a.get("id") == aid and a.get("status") == "cancelled"
+                                          and (a.get("cancelationReason") or {}).get("text") == reason[:500]):
+            return done_in_place(url_for("web.task_detail", tid=tid), "visit", "cancelled")
+        return _task_page(tid, 409, problem=_changed_meanwhile(data["appointment"]))
     if step is not None:  # nothing sent: the page with the step, the reason kept
         return _task_page(tid, confirming_status(step), forms={"visit_cancel_form": form}, confirming=step)
     try:
-        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$cancel", {
-            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+        _visit_op(aid, "cancel", body, str(form.key.data), reason)
     except BackendError as err:
         return _visit_refused(tid, aid, err, _changed_meanwhile(None), forms={"visit_cancel_form": form})
-    return step_done(url_for("web.task_detail", tid=tid), "visit", "cancelled")
+    return done_in_place(url_for("web.task_detail", tid=tid), "visit", "cancelled")
 
 
 @bp.route("/tasks/<tid>/visit/noshow", methods=["POST"])
@@ -1024,11 +1116,16 @@ def visit_cancel(tid: str) -> Any:
 def visit_noshow(tid: str) -> Any:
     """The patient did not attend (teleconsult's ``$noshow``; the page offers it once the visit's time
     has begun, and teleconsult refuses it before): the clinic sees it and is asked for a new time. It cannot
-    be undone: confirmed first (the shared step, confirming.py; the first press sends nothing)."""
+    be undone: confirmed first (the shared step, confirming.py; the first press sends nothing). Sent in place
+    (``#visit``) with an ``Idempotency-Key`` of the page's key: its answer lost and sent again, marked once."""
     aid = request.form.get("appointment", "")
-    data, stale = _visit_page(tid, aid)
-    if stale is not None:
-        return stale
+    data = consult_bundle(tid)
+    body = {"resourceType": "Parameters"}
+    if _visit_stale(data, aid):
+        if confirmation("visit-noshow") is None and \
+                _done_already(data, lambda a: a.get("id") == aid and a.get("status") == "noshow"):
+            return done_in_place(url_for("web.task_detail", tid=tid), "visit", "noshow")
+        return _task_page(tid, 409, problem=_changed_meanwhile(data["appointment"]))
     # no undo: the first press sends nothing, the page asks to confirm; a visit not begun yet is not asked
     # about (teleconsult refuses it, said below)
     begun = parse_instant(data["appointment"].get("start"))
@@ -1036,12 +1133,12 @@ def visit_noshow(tid: str) -> Any:
     if step is not None:
         return _task_page(tid, confirming_status(step), confirming=step)
     try:
-        fhir_post("teleconsult", f"/fhir/Appointment/{aid}/$noshow", {"resourceType": "Parameters"})
+        _visit_op(aid, "noshow", body, posted_key() or uuid.uuid4().hex)
     except BackendError as err:
         return _visit_refused(tid, aid, err, gettext(
             "The visit has not begun yet (it starts at %(when)s): mark the patient absent only after that.",
             when=when(data["appointment"].get("start"))))
-    return step_done(url_for("web.task_detail", tid=tid), "visit", "noshow")
+    return done_in_place(url_for("web.task_detail", tid=tid), "visit", "noshow")
 
 
 def minutes_start(task: dict[str, Any], now: datetime) -> datetime:

@@ -425,6 +425,13 @@ class ReasonForm(FlaskForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=2000)])
 
 
+class VisitCancelForm(ReasonForm):
+    """The doctor's cancel of a booked visit, with its reason; ``key``: this form's own, so a resubmission of
+    it (its answer lost, sent again) sends the same ``Idempotency-Key`` (``doctor.visit_cancel``)."""
+
+    key = FormKey()
+
+
 class AnswerForm(FlaskForm):
     answer = TextAreaField(_l("Your answer"), validators=[DataRequired(_l("Write your answer.")), Length(max=4000)])
 
@@ -444,6 +451,10 @@ class MessageForm(FlaskForm):
 
 
 class ReassignForm(FlaskForm):
+    """A consult given to another doctor of the hub; ``key``: this form's own, kept through its confirmation
+    step, so a resubmission sends the same ``Idempotency-Key`` (``doctor.task_reassign``)."""
+
+    key = FormKey()
     practitioner = SelectField(_l("Give to"), validators=[DataRequired(_l("Choose a doctor."))])
 
 
