@@ -237,10 +237,27 @@ class Hidden(access.Denied):
         self.answer = answer
 
 
+_RECORDED = "sen_audit_recorded"
+
+
+def mark_recorded(err: Exception) -> Exception:
+    """``err``, marked as an answer whose AuditEvent is stored already (a refusal recorded as the 403 it
+    is): whatever audits the failures of the request around it leaves it out (:func:`already_recorded`),
+    so that one refused request leaves one AuditEvent."""
+    setattr(err, _RECORDED, True)
+    return err
+
+
+def already_recorded(err: BaseException) -> bool:
+    """Was the AuditEvent of the request ``err`` answers stored already (:func:`mark_recorded`)?"""
+    return bool(getattr(err, _RECORDED, False))
+
+
 @contextlib.contextmanager
 def hidden_refusals(auditor: Auditor, principal: Any, rec: Record) -> Iterator[Record]:
     """A :class:`Hidden` refusal raised in the block is recorded as ``rec`` (403 and why) and answered as
-    its ``answer``; nothing is recorded otherwise. For the operations a service audits itself (teleconsult's
+    its ``answer``, marked as recorded (:func:`mark_recorded`: the request's one AuditEvent); nothing is
+    recorded otherwise. For the operations a service audits itself (teleconsult's
     workflow steps, billing's invoice operations and receipts); the engine's interactions record it in
     :meth:`GuardedFhirServer.audited`, with the rest of their AuditEvent."""
     try:
@@ -248,7 +265,7 @@ def hidden_refusals(auditor: Auditor, principal: Any, rec: Record) -> Iterator[R
     except Hidden as err:
         rec.status, rec.detail = 403, str(err)
         auditor.record(principal, rec)
-        raise err.answer from None
+        raise mark_recorded(err.answer) from None
 
 
 class GuardedFhirServer(FhirServer):
@@ -294,7 +311,9 @@ class GuardedFhirServer(FhirServer):
     def audited(self, principal: Any, rec: Record) -> Iterator[Record]:
         """Record ``rec`` as an AuditEvent whatever happens in the block (a service's own operation,
         ``$take-on``, uses it too): its status and detail from the error raised (an
-        :class:`access.Denied` becomes 403 ``forbidden``), else as the block set them."""
+        :class:`access.Denied` becomes 403 ``forbidden``), else as the block set them; once only (an answer
+        already recorded, :func:`already_recorded`, is not recorded again)."""
+        stored = False
         try:
             yield rec
         except Hidden as err:
@@ -304,13 +323,16 @@ class GuardedFhirServer(FhirServer):
             rec.status, rec.detail = 403, str(err)
             raise FhirError(f"forbidden: {err}", status=403, code="forbidden") from None
         except FhirError as err:
+            if already_recorded(err):  # a refusal recorded where it was made (hidden_refusals)
+                stored = True
+                raise
             rec.status, rec.detail = err.status, err.detail
             raise
         except Exception as err:
             rec.status, rec.detail = 500, type(err).__name__
             raise
         finally:
-            if rec.resource_type != AUDIT_TYPE:  # the audit trail is not re-audited
+            if not stored and rec.resource_type != AUDIT_TYPE:  # the audit trail is not re-audited
                 self.auditor.record(principal, rec)
 
     def _check(self, principal: Any, interaction: str, rtype: str, patients: list[access.PatientFacts] | None,
@@ -788,5 +810,5 @@ def _id_from_location(resp: FhirResponse) -> str | None:
     return None
 
 
-__all__ = ["GuardedFhirServer", "Hidden", "body_owners", "head_patients", "hidden_refusals", "in_compartment",
-           "resource_patients"]
+__all__ = ["GuardedFhirServer", "Hidden", "already_recorded", "body_owners", "head_patients", "hidden_refusals",
+           "in_compartment", "mark_recorded", "resource_patients"]

@@ -16,7 +16,7 @@ from typing import Any
 from sen_shared.auth import current_principal
 from sen_shared.errors import Forbidden
 from sen_shared.fhir.audit import Record
-from sen_shared.fhir.guarded import Hidden, hidden_refusals
+from sen_shared.fhir.guarded import Hidden, already_recorded, hidden_refusals, mark_recorded
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.outcome import FhirError, outcome
 from sen_shared.fhir.rest import not_modified
@@ -62,13 +62,15 @@ def _check_facility(principal: Any, appointment: dict[str, Any] | None, stored: 
     ``stored``: the id of the stored Appointment ``op`` acts on, whose refusal is answered as an
     Appointment not stored (404, :func:`sch.read_appointment`'s), its AuditEvent the 403; a proposal's
     (what ``$hold``, ``$book`` or ``$reschedule`` would create) ``basedOn`` another facility's
-    ServiceRequest is answered as one not stored (422, as a made-up id's), another hub's slot is 403."""
+    ServiceRequest is answered as one not stored (422, as a made-up id's), another hub's slot is 403. Each
+    refusal is the request's one AuditEvent, recorded here (the error marked so, ``mark_recorded``)."""
     why = _facility_refusal(principal, appointment)
     if why is None:
         return
     reason, unknown = why
     if stored is None and unknown is None:
-        raise FhirError(f"forbidden: {reason}", status=403, code="forbidden")
+        _audit(principal, op, None, appointment, 403, reason)
+        raise mark_recorded(FhirError(f"forbidden: {reason}", status=403, code="forbidden"))
     with hidden_refusals(current().extras["fhir"].auditor, principal,
                          Record("operation", "Appointment", stored, patients=_patients(appointment), operation=op)):
         raise Hidden(reason, not_found("Appointment", stored) if stored is not None else unknown)
@@ -115,6 +117,14 @@ def _audit(principal: Any, op: str, rid: str | None, resource: dict[str, Any] | 
         return                         # its AuditEvent would double the database's work
     fhir.auditor.record(principal, Record("operation", "Appointment", rid, patients=_patients(resource),
                                           status=status, detail=detail, operation=op))
+
+
+def _audit_failure(principal: Any, op: str, rid: str | None, resource: dict[str, Any] | None,
+                   err: FhirError) -> None:
+    """The AuditEvent of ``op`` answered ``err``, unless it is a refusal recorded already (as the 403 it is,
+    :func:`_check_facility`): one AuditEvent per refused request."""
+    if not already_recorded(err):
+        _audit(principal, op, rid, resource, err.status, err.detail)
 
 
 def _patients(resource: dict[str, Any] | None) -> list[str]:
@@ -299,7 +309,7 @@ def hold() -> Any:
                                                              severity="warning")], req.base)
         return to_connexion(FhirResponse(200, body), req)
     except FhirError as err:
-        _audit(principal, "$hold", None, proposal, err.status, err.detail)
+        _audit_failure(principal, "$hold", None, proposal, err)
         raise
     _audit(principal, "$hold", appointment["id"], appointment, 200)
     return to_connexion(FhirResponse(200, _bundle("collection", [appointment], req.base)), req)
@@ -332,7 +342,7 @@ def book() -> Any:
         try:
             appointment = sch.book(current().db, ctx, request=proposal, appointment_id=ref, peeked=peeked)
         except FhirError as err:
-            _audit(principal, "$book", ref, proposal, err.status, err.detail)
+            _audit_failure(principal, "$book", ref, proposal, err)
             raise
     finally:
         if peeked is not None:
@@ -349,7 +359,7 @@ def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa:
     try:
         appointment = act(principal, params, id)
     except FhirError as err:
-        _audit(principal, op, id, None, err.status, err.detail)
+        _audit_failure(principal, op, id, None, err)
         raise
     _audit(principal, op, appointment.get("id", id), appointment, 200)
     return to_connexion(FhirResponse(200, appointment), req)

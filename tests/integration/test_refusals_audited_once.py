@@ -1,0 +1,244 @@
+"""A refused request leaves exactly one AuditEvent: the refusal as the 403 it is, and why.
+
+Teleconsult and billing (each app in this process, on FerretDB) answer a request on what the caller may not
+see (another facility's consult, appointment, invoice or payment; another hub's) as one naming a made-up id
+would be answered (404, or the 422 of a proposal based on no known consult), and record the refusal in their
+own trail. Each operation is asked once by a caller of its own (a token naming a ``sub`` no other request
+uses), and that caller's trail holds one AuditEvent: ``outcome`` 4, ``403: <why>``, the operation in its
+subtype. Before, ``$reschedule`` onto a proposal based on another facility's consult left two (the 403,
+then the 422 its failure was audited as again), and ``$hold``/``$book`` of another hub's slot none.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sen_billing.domain import payments
+from sen_billing.domain.webhooks import Transfer
+from sen_shared.auth import issue_dev_token
+from sen_shared.fhir.body import unpack
+from sen_shared.runtime import EXTENSION
+from sen_teleconsult.domain import availability as av
+
+from tests.billing_support import BANK, billing_app, hand_invoice, make_invoice, pay
+from tests.integration.test_teleconsult_booking import _params
+from tests.support import admin_headers, app_client
+
+pytestmark = pytest.mark.integration
+
+FJ = "application/fhir+json"
+HUB, CLINIC_A, CLINIC_B, OTHER_HUB = "bv-tinh", "tyt-a", "tyt-b", "bv-khac"
+CARDIO = "394579002"
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAY = (datetime.now(av.TZ) + timedelta(days=4)).date()
+
+
+class _Ehr:
+    """The EHR as ``$submit`` asks it: the patient exists and is readable; no district."""
+
+    def check_all_readable(self, refs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [{"resourceType": ref.split("/")[0], "id": ref.split("/")[1],
+                 "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]} for ref, _where in refs]
+
+    def district_of(self, organization: str) -> None:
+        return None
+
+    def is_practitioner_of(self, practitioner: str, organization: str) -> bool:
+        return True
+
+
+def _who(dev_key: Any, role: str, facility: str, **claims: str) -> tuple[str, dict[str, str]]:
+    """A caller of its own: (its sub, its headers)."""
+    sub = f"{role}-{facility}-{uuid.uuid4().hex[:8]}"
+    tok = issue_dev_token(dev_key, role, sub=sub, facility=facility, **claims)
+    return sub, {"Authorization": f"Bearer {tok}", "Content-Type": FJ, "Accept": FJ}
+
+
+@pytest.fixture(scope="module")
+def tele(base_env, run_id, mongo_client, dev_key) -> Iterator[dict[str, Any]]:
+    """Teleconsult with a consult and a booked appointment of clinic A and of clinic B, at the hub."""
+    env = {**base_env, "SEN_TELECONSULT_HOLIDAYS": "", "SEN_JITSI_BASE_URL": "https://meet.benhvien.example",
+           "SEN_CONSULT_DEFAULT_HUB": f"Organization/{HUB}"}
+    with pytest.MonkeyPatch.context() as mp, \
+            app_client("teleconsult", env, f"sen_t{run_id}_refusal_audit_tc", mongo_client) as (c, app):
+        from sen_teleconsult.api import consults as consult_api
+
+        mp.setattr(consult_api, "_ehr", _Ehr)
+        admin = admin_headers(dev_key)
+        body = av.schedule_resource("sched-ro", practitioner="Practitioner/bs-ro", organization=f"Organization/{HUB}",
+                                    specialty_code=CARDIO, specialty_text="Tim mạch",
+                                    windows=[(ALL_DAYS, "07:00:00", "11:30:00")])
+        assert c.put("/fhir/Schedule/sched-ro", content=json.dumps(body), headers=admin).status_code in (200, 201)
+        r = c.post("/fhir/Appointment/$find", headers=admin, content=_params(
+            ("start", f"{DAY.isoformat()}T07:00:00+07:00"), ("end", f"{DAY.isoformat()}T11:00:00+07:00"),
+            ("specialty", CARDIO)))
+        assert r.status_code == 200, r.text
+        proposals = [e["resource"] for e in r.json()["entry"]]
+        made: dict[str, Any] = {"client": c, "fhir": app.app.extensions[EXTENSION].extras["fhir"],
+                                "db": mongo_client[f"sen_t{run_id}_refusal_audit_tc"], "proposals": proposals}
+        for n, clinic in enumerate((CLINIC_A, CLINIC_B)):
+            _sub, h = _who(dev_key, "clinic", clinic)
+            sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "routine",
+                  "subject": {"reference": f"Patient/p-{clinic}"},
+                  "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]}],
+                  "note": [{"text": "Tăng huyết áp khó kiểm soát"}],
+                  "performer": [{"reference": f"Organization/{HUB}"}],
+                  "performerType": {"coding": [{"system": "http://snomed.info/sct", "code": CARDIO}]}}
+            r = c.post("/fhir/ServiceRequest/$submit", content=json.dumps(sr), headers=h)
+            assert r.status_code == 201, r.text
+            ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in r.json()["entry"]}
+            proposal = json.loads(json.dumps(proposals[n]))
+            proposal["participant"].insert(0, {"actor": {"reference": f"Patient/p-{clinic}"},
+                                               "status": "needs-action"})
+            proposal["basedOn"] = [{"reference": f"ServiceRequest/{ids['ServiceRequest']}"}]
+            r = c.post("/fhir/Appointment/$book", content=_params(("appointment-resource", proposal)), headers=h)
+            assert r.status_code == 200, r.text
+            made[clinic] = {"sr": ids["ServiceRequest"], "task": ids["Task"],
+                            "appointment": r.json()["entry"][0]["resource"]["id"]}
+        yield made
+
+
+@pytest.fixture(scope="module")
+def bill(base_env, mongo_client, dev_key) -> Iterator[dict[str, Any]]:
+    """Billing with org-a's draft, issued and paid invoices, a payment, and a transfer in the admins' queue."""
+    from sen_billing.domain import receipts
+
+    with pytest.MonkeyPatch.context() as mp, billing_app(base_env, mongo_client, mp, "refusalaudit", BANK) as (c, db):
+        a = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier', facility='org-a')}",
+             "Content-Type": "application/json", "Accept": "application/json"}
+        draft, _items = hand_invoice(c, a, f"Patient/p-{uuid.uuid4().hex[:6]}", ["kham-benh"])
+        issued, _ = make_invoice(db, 90_000)
+        paid, code = make_invoice(db, 50_000)
+        payment = pay(db, code, 50_000)
+        assert db[receipts.RECEIPTS].find_one({"_id": paid}) is not None
+        waiting = payments.record_transfer(db, Transfer(provider="standard", transaction_id=uuid.uuid4().hex[:12],
+                                                        amount=7_000, description="chuyen tien"),
+                                           inbox_id=uuid.uuid4().hex).payment["_id"]
+        yield {"client": c, "db": db, "draft": draft, "issued": issued, "paid": paid, "payment": payment["_id"],
+               "waiting": waiting}
+
+
+# --------------------------------------------------------------------------- the refused requests
+
+Case = Callable[[dict[str, Any], Any], tuple[str, Any]]  # (setup, dev key) -> (the caller's sub, the answer)
+
+
+def _as(role: str, facility: str, **claims: str) -> Callable[[Callable[[dict[str, Any]], tuple[str, str, str]]], Case]:
+    """A case: the request ``method_path(setup)`` says, by a new caller of ``role`` at ``facility``."""
+    def case(method_path: Callable[[dict[str, Any]], tuple[str, str, str]]) -> Case:
+        def run(t: dict[str, Any], key: Any) -> tuple[str, Any]:
+            sub, h = _who(key, role, facility, **claims)
+            method, path, body = method_path(t)
+            return sub, t["client"].request(method, path, content=body, headers=h)
+        return run
+    return case
+
+
+_clinic_b_on_a = _as("clinic", CLINIC_B)  # clinic B on clinic A's consult
+_other_hub = _as("doctor", OTHER_HUB, practitioner="bs-khac")  # a doctor of another hub on the hub's
+
+
+def _foreign(t: dict[str, Any], n: int) -> dict[str, Any]:
+    """A proposal of a free slot based on clinic A's consult."""
+    p = json.loads(json.dumps(t["proposals"][n]))
+    p["participant"].insert(0, {"actor": {"reference": f"Patient/p-{CLINIC_A}"}, "status": "needs-action"})
+    p["basedOn"] = [{"reference": f"ServiceRequest/{t[CLINIC_A]['sr']}"}]
+    return p
+
+
+def _a_appt(t: dict[str, Any]) -> str:
+    return t[CLINIC_A]["appointment"]
+
+
+def _task(t: dict[str, Any], op: str, *params: tuple[str, Any]) -> tuple[str, str, str]:
+    return "POST", f"/fhir/Task/{t[CLINIC_A]['task']}/{op}", _params(*params)
+
+
+TELECONSULT: dict[str, Case] = {
+    "$hold of A's appointment": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
+        ("appointment-reference", {"reference": f"Appointment/{_a_appt(t)}"})))),
+    "$hold of a proposal on A's consult": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
+        ("appointment-resource", _foreign(t, 2))))),
+    "$hold of another hub's slot": _other_hub(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
+        ("appointment-resource", t["proposals"][3])))),
+    "$book of A's held appointment": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$book", _params(
+        ("appointment-reference", {"reference": f"Appointment/{_a_appt(t)}"})))),
+    "$book of a proposal on A's consult": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$book", _params(
+        ("appointment-resource", _foreign(t, 2))))),
+    "$book of another hub's slot": _other_hub(lambda t: ("POST", "/fhir/Appointment/$book", _params(
+        ("appointment-resource", t["proposals"][3])))),
+    "$reschedule of A's appointment": _clinic_b_on_a(lambda t: (
+        "POST", f"/fhir/Appointment/{_a_appt(t)}/$reschedule", _params(("appointment-resource", _foreign(t, 2))))),
+    "$reschedule onto a proposal on A's consult": _clinic_b_on_a(lambda t: (
+        "POST", f"/fhir/Appointment/{t[CLINIC_B]['appointment']}/$reschedule",
+        _params(("appointment-resource", _foreign(t, 2))))),
+    "$cancel of A's appointment": _clinic_b_on_a(lambda t: (
+        "POST", f"/fhir/Appointment/{_a_appt(t)}/$cancel", _params())),
+    "$noshow of the hub's appointment": _other_hub(lambda t: (
+        "POST", f"/fhir/Appointment/{_a_appt(t)}/$noshow", _params())),
+    "$fulfill of the hub's appointment": _other_hub(lambda t: (
+        "POST", f"/fhir/Appointment/{_a_appt(t)}/$fulfill", _params())),
+    "Task $accept": _other_hub(lambda t: _task(t, "$accept")),
+    "Task $reject": _other_hub(lambda t: _task(t, "$reject", ("reason", "Không"))),
+    "Task $request-info": _other_hub(lambda t: _task(t, "$request-info", ("question", "Xin điện tim?"))),
+    "Task $cancel": _clinic_b_on_a(lambda t: _task(t, "$cancel")),
+    "Task $provide-info": _clinic_b_on_a(lambda t: _task(t, "$provide-info", ("answer", "Đây"))),
+    "Task $message": _clinic_b_on_a(lambda t: _task(t, "$message", ("text", "Chào"))),
+}
+
+
+def _cashier_b(method: str, path: Callable[[dict[str, Any]], str], body: Callable[[dict[str, Any]], Any] = None,
+               *, shift: bool = False) -> Case:
+    def run(b: dict[str, Any], key: Any) -> tuple[str, Any]:
+        sub = f"thu-ngan-org-b-{uuid.uuid4().hex[:8]}"
+        h = {"Authorization": f"Bearer {issue_dev_token(key, 'cashier', sub=sub, facility='org-b')}",
+             "Content-Type": "application/json", "Accept": "application/json"}
+        if shift:  # cash is taken into an open shift: b's desk is open
+            assert b["client"].post("/payments/shifts", json={}, headers=h).status_code == 201
+        content = None if body is None else json.dumps(body(b))
+        return sub, b["client"].request(method, path(b), content=content, headers=h)
+    return run
+
+
+BILLING: dict[str, Case] = {
+    "$issue": _cashier_b("POST", lambda b: f"/fhir/Invoice/{b['draft']}/$issue"),
+    "$cancel": _cashier_b("POST", lambda b: f"/fhir/Invoice/{b['issued']}/$cancel", lambda b: {
+        "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "nhầm"}]}),
+    "$vietqr": _cashier_b("GET", lambda b: f"/fhir/Invoice/{b['issued']}/$vietqr"),
+    "$vietqr png": _cashier_b("GET", lambda b: f"/fhir/Invoice/{b['issued']}/$vietqr?_format=png"),
+    "payments": _cashier_b("GET", lambda b: f"/payments/invoices/{b['issued']}"),
+    "desk": _cashier_b("GET", lambda b: f"/payments/invoices/{b['issued']}/desk"),
+    "receipt": _cashier_b("GET", lambda b: f"/payments/receipts/{b['paid']}"),
+    "receipt-html": _cashier_b("GET", lambda b: f"/payments/receipts/{b['paid']}/html"),
+    "receipt-pdf": _cashier_b("GET", lambda b: f"/payments/receipts/{b['paid']}/pdf"),
+    "cash": _cashier_b("POST", lambda b: "/payments/cash", lambda b: {"invoice": b["issued"], "amount": 1_000},
+                       shift=True),
+    "refund": _cashier_b("POST", lambda b: f"/payments/{b['payment']}/refund", lambda b: {
+        "amount": 1_000, "reason": "thu nhầm", "method": "transfer", "afterSettlement": True}),
+    "assign": _cashier_b("POST", lambda b: f"/payments/unmatched/{b['waiting']}/assign",
+                         lambda b: {"invoice": b["issued"]}),
+}
+
+
+def _trail_of(db: Any, sub: str) -> list[dict[str, Any]]:
+    return [e for e in (unpack(d)["res"] for d in db["AuditEvent"].find({}))
+            if any(a.get("altId") == sub for a in e.get("agent", []))]
+
+
+@pytest.mark.parametrize("case", [*(("teleconsult", n) for n in TELECONSULT), *(("billing", n) for n in BILLING)],
+                         ids=lambda c: f"{c[0]} {c[1]}")
+def test_a_refused_request_leaves_one_audit_event(case, request, dev_key) -> None:
+    service, name = case
+    setup = request.getfixturevalue("tele" if service == "teleconsult" else "bill")
+    sub, answer = (TELECONSULT if service == "teleconsult" else BILLING)[name](setup, dev_key)
+    assert answer.status_code in (403, 404, 422), (name, answer.status_code, answer.text)
+    if service == "teleconsult":
+        setup["fhir"].auditor.flush()  # its writer stores in the background
+    trail = _trail_of(setup["db"], sub)
+    assert [(e["outcome"], e["outcomeDesc"][:4]) for e in trail] == [("4", "403:")], (name, trail)
+    assert "another" in trail[0]["outcomeDesc"], trail[0]["outcomeDesc"]
