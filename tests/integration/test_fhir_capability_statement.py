@@ -105,6 +105,8 @@ def test_billing_lists_invoice_and_payment_reconciliation_writes_as_they_are(bas
         assert listed["PaymentReconciliation"] == ("read", "vread", "history-instance", "history-type",
                                                    "search-type")
         assert "update" in listed["ChargeItemDefinition"]
+        # its audit trail is read here, never written over the API (not even created, as the EHR's may be)
+        assert listed["AuditEvent"] == ("read", "vread", "history-instance", "history-type", "search-type")
 
 
 def _operations(client, H) -> dict[str, dict[str, str]]:

@@ -17,6 +17,11 @@ Billing holds no clinical record, so its policy is by role and facility, not by 
   BHYT card as a Coverage (create, update; every facility's cashiers see Coverage: the card
   belongs to the patient, not the facility).
 - everyone signed in: reads the price list.
+- ``AuditEvent``: billing's own audit trail (the refusals answered as missing ids, below), served read-only
+  (read, vread, history, search by date, agent, altid, entity, outcome, ...: the engine's, as the EHR and
+  teleconsult serve theirs) to whom the EHR lets read its trail (``sen_shared.fhir.access``: admin and
+  health-dept; a cashier is 403); never created, updated, patched or deleted over the API (405): the server
+  writes it.
 
 Invoices change only through their operations (``$issue``, ``$cancel``; ``balanced`` comes
 from payments): a plain update, patch or delete of an Invoice is 405, as is any write of a
@@ -46,8 +51,9 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from sen_shared.auth import current_principal
+from sen_shared.fhir import access
 from sen_shared.fhir import store as st
-from sen_shared.fhir.audit import Auditor, Record
+from sen_shared.fhir.audit import AUDIT_TYPE, Auditor, Record
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
 from sen_shared.fhir.guarded import Hidden, hidden_refusals
@@ -62,7 +68,7 @@ from .domain import charge_claims, pricing
 from .domain import invoices as inv
 
 RESOURCE_TYPES: tuple[str, ...] = ("ChargeItemDefinition", "ChargeItem", "Account", "Invoice",
-                                   "PaymentReconciliation", "Coverage")
+                                   "PaymentReconciliation", "Coverage", AUDIT_TYPE)
 # the element and index field naming each facility-scoped resource's facility
 FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
                   "ChargeItem": ("performingOrganization", "sp_performing-organization"),
@@ -71,8 +77,10 @@ FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
 READERS = frozenset({"admin", "health-dept", "cashier"})
 # what the CapabilityStatement lists (FhirConfig.interactions): an Invoice is created, then changes through
 # $issue and $cancel; a PaymentReconciliation is written by the settlement only (_write_check)
+# and the audit trail is the server's own record, read only here
 INTERACTIONS: dict[str, tuple[str, ...]] = {"Invoice": (*READ_ONLY_INTERACTIONS, "create"),
-                                            "PaymentReconciliation": READ_ONLY_INTERACTIONS}
+                                            "PaymentReconciliation": READ_ONLY_INTERACTIONS,
+                                            AUDIT_TYPE: READ_ONLY_INTERACTIONS}
 INVOICED = "invoiced"  # billing's own ChargeItem search parameter (module docstring)
 
 
@@ -114,9 +122,15 @@ class BillingFhirServer(FhirServer):
             return f"Organization/{principal.facility}"
         return None
 
-    def _read_check(self, rtype: str) -> Any:
+    def _read_check(self, rtype: str, interaction: str = "read") -> Any:
         p = self.principal()
         if rtype == "ChargeItemDefinition":
+            return p
+        if rtype == AUDIT_TYPE:  # the EHR's rule for its trail, not a copy of it
+            try:
+                access.check(p, interaction, AUDIT_TYPE, compartment=False)
+            except access.Denied as err:
+                raise forbidden(str(err)) from None
             return p
         if not p.roles & READERS:
             raise forbidden(f"{rtype} is read by cashiers, the health department and admins only")
@@ -155,6 +169,8 @@ class BillingFhirServer(FhirServer):
         p = self.principal()
         if rtype == "PaymentReconciliation":
             raise _not_allowed("PaymentReconciliation is written by the settlement of a paid invoice, not by hand")
+        if rtype == AUDIT_TYPE:
+            raise _not_allowed("the audit trail is written by the server only: AuditEvent is read and searched here")
         if rtype == "Invoice" and verb != "create":
             raise _not_allowed("an Invoice changes through its operations: Invoice/{id}/$issue and $cancel "
                                "(balanced when paid)")
@@ -178,7 +194,7 @@ class BillingFhirServer(FhirServer):
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
-        p = self._read_check(rtype)
+        p = self._read_check(rtype, "vread")
         self._check_head(p, Record("vread", rtype, req.rid, req.vid),
                          lambda: st.no_version(rtype, req.rid or "", req.vid or ""))
         return super().vread(req)
@@ -190,14 +206,14 @@ class BillingFhirServer(FhirServer):
                 raise forbidden("type and system history are for admins and the health department")
         if req.resource_type is not None:
             rtype = self.check_type(req.resource_type)
-            self._read_check(rtype)
+            self._read_check(rtype, "history" if req.rid else "history-type")
             self._check_head(p, Record("history", rtype, req.rid), lambda: st.not_found(rtype, req.rid or ""))
         return super().history(req)
 
     def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
                self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
-        p = self._read_check(rtype)
+        p = self._read_check(rtype, "search")
         if req.param("_include") or req.param("_revinclude"):
             if self.facility_of(p) is not None:
                 raise FhirError("_include and _revinclude are not served to cashiers", status=400)
