@@ -39,6 +39,7 @@ def invoice(iid: str, pid: str, total: int, ref: str, date: str, status: str = "
 
 
 PATIENTS = {"pa": ("Nguyễn", ["Thị", "Mai"]), "pb": ("Trần", ["Thị", "Ánh", "Tuyết"]), "pc": ("Lê", ["Văn", "Bình"])}
+PHONES = {"pa": "0913000001"}  # as the EHR keeps it (deploy/local/seed.py): the digits alone
 
 
 def summary(iid: str, status: str, owed: int, paid: int, **more: Any) -> dict[str, Any]:
@@ -64,7 +65,8 @@ def billing(monkeypatch):
             ids = str(params.get("_id", "")).split(",")
             return bundle([{"resourceType": "Patient", "id": p, "name": [{"family": f, "given": g}]}
                            for p, (f, g) in PATIENTS.items()
-                           if p in ids or (q and q in "tran thi anh tuyet" and p == "pb")])
+                           if p in ids or (q and q in "tran thi anh tuyet" and p == "pb")
+                           or ("phone" in params and params["phone"] == PHONES.get(p))])
         assert (service, path) == ("billing", "/fhir/Invoice")
         found = state["invoices"]
         if "status" in params:
@@ -139,6 +141,29 @@ def test_a_search_finds_paid_and_cancelled_invoices_with_their_status_and_money_
     assert "invoice-refund" not in again
     none = client.post("/invoices/search", data={"q": "le thi khong co", "csrf_token": token}).get_data(as_text=True)
     assert "Không có hóa đơn nào khớp" in none
+
+
+@pytest.mark.parametrize("typed", ["0913000001", "0913 000 001", "0913.000.001", "+84 913 000 001", "84913000001"])
+def test_a_phone_number_said_across_the_counter_finds_the_patients_invoices(client, billing, typed):
+    """A patient who gives her phone number: the EHR's Patient search by phone (the digits as the record
+    keeps them, whatever spaces, dots or +84 the cashier typed), then her invoices; not a name search
+    of digits, which found nothing."""
+    billing["invoices"] = [invoice("inv-a", "pa", 39000, "HDE3AEM0RMH", "2026-12-05T09:00:00+07:00"),
+                           invoice("inv-c", "pc", 50000, "HD00000000C", "2026-12-05T10:00:00+07:00")]
+    billing["summaries"] = {"inv-a": summary("inv-a", "issued", 39000, 0),
+                            "inv-c": summary("inv-c", "issued", 50000, 0)}
+    token = csrf_token(client.get("/invoices").get_data(as_text=True))
+    found = client.post("/invoices/search", data={"q": typed, "csrf_token": token}).get_data(as_text=True)
+    assert "Tìm thấy 1 hóa đơn" in found, found
+    assert rows(found, "invoice-reference") == ["HDE3AEM0RMH"]
+    asked = [p for s, path, p in billing["asked"] if s == "ehr" and path == "/fhir/Patient" and "_id" not in p]
+    assert asked[-1].get("phone") == "0913000001" and "name" not in asked[-1]
+
+
+def test_a_name_or_a_short_number_is_not_taken_for_a_phone():
+    from sen_portal.web.cashier import typed_phone
+
+    assert [typed_phone(q) for q in ("nguyen thi mai", "12345", "HD 3XE8 MDCCJ", "0913 000 00")] == [None] * 4
 
 
 def test_the_queue_shows_what_is_left_to_pay_oldest_first(client, billing):

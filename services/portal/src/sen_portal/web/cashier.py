@@ -128,10 +128,27 @@ def queue_rows(invoices: list[dict[str, Any]], names: dict[str, str] | None = No
     return rows
 
 
+PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
+VN_PHONE = re.compile(r"0\d{9,10}")
+
+
+def typed_phone(q: str) -> str | None:
+    """A Vietnamese phone number as a cashier types what the patient says (``0913 000 001``,
+    ``0913.000.001``, ``+84 913 000 001``), written as the record keeps it (``0913000001``); None for
+    anything else (a name, a reference)."""
+    digits = PHONE_SEPARATORS.sub("", q)
+    if digits.startswith("+84"):
+        digits = "0" + digits[3:]
+    elif digits.startswith("84") and len(digits) in (11, 12):
+        digits = "0" + digits[2:]
+    return digits if VN_PHONE.fullmatch(digits) else None
+
+
 def find_invoices(q: str) -> list[dict[str, Any]]:
     """The invoices a cashier's search names, of every status (awaiting payment, paid, cancelled: a
     receipt to print again, money to give back), newest first: a reference is billing's Invoice
-    search by identifier (then the names, one EHR request); a name is the EHR's Patient search
+    search by identifier (then the names, one EHR request); a phone number (:func:`typed_phone`) is the
+    EHR's Patient search by phone; a name is the EHR's Patient search
     (accent-insensitive: ``nguyen van a`` finds "Nguyễn Văn A"), then billing's Invoice search by
     those subjects. What looks like a reference but is none (a name such as "hd..." typed without
     spaces) is searched as a name too. A BackendError of either search is the caller's."""
@@ -142,8 +159,10 @@ def find_invoices(q: str) -> list[dict[str, Any]]:
                         "Invoice")
         if found:
             return queue_rows(found)
-    patients = entries(fhir_get("ehr", "/fhir/Patient", {"name": q.strip(), "_elements": "name",
-                                                         "_count": str(QUEUE_SIZE)}), "Patient")
+    phone = typed_phone(q)  # a number said across the counter: the EHR's phone search, else a name
+    asked = {"phone": phone} if phone else {"name": q.strip()}
+    patients = entries(fhir_get("ehr", "/fhir/Patient", {**asked, "_elements": "name", "_count": str(QUEUE_SIZE)}),
+                       "Patient")
     names = {str(p.get("id")): human_name(p) for p in patients if FHIR_ID.fullmatch(str(p.get("id")))}
     if not names:
         return []
