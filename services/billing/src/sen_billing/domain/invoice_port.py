@@ -7,6 +7,7 @@ the service meet here and nowhere else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from sen_shared.bus.outbox import OUTBOX, PENDING
 from sen_shared.claims import claim_once, latest
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.outcome import FhirError
-from sen_shared.fhir.store import Store
+from sen_shared.fhir.store import Store, rollforward_grace
 from sen_shared.payment_reference import typed_reference
 
 from .vietqr import reference_candidates, reference_code
@@ -316,15 +317,22 @@ def balance_due(db: Database, invoice_id: str) -> int:
 
 def mark_balanced(db: Database, invoice_id: str, known: InvoiceView | None = None) -> None:
     """The Invoice's FHIR status becomes ``balanced`` (called by the settlement claim's winner only).
-    ``known``: the version already read, tried first (one read less)."""
+    ``known``: the version already read, tried first (one read less).
+
+    Its version follows the one read; a lost claim means another writer took that next version
+    (a cancel, or the issue's own writer when ``known`` was read before its version was written).
+    What won decides: ``balanced`` (a repair of this settlement) or ``cancelled`` ends it; any
+    other version is waited for until it is current (:func:`_written`) and the next attempt
+    follows it. So every attempt after the first follows a newer version than the one before,
+    and the few versions an issued invoice can still get (issued, cancelled) fit in the bound."""
     store = _store(db)
-    for attempt in range(5):  # another writer (a cashier editing the invoice) may change it meanwhile: re-read
+    for attempt in range(5):
         if attempt == 0 and known is not None and known.resource and known.version:
             doc = {"v": known.version, "res": known.resource}
         else:
             doc = store.read_doc("Invoice", invoice_id)
         res = dict(doc["res"])
-        if res.get("status") in ("balanced", "cancelled", "entered-in-error"):
+        if res.get("status") in FINAL_STATES:
             return  # a cancel that won the race keeps its status; the payments stay refundable
         res["status"] = "balanced"
         try:
@@ -338,16 +346,41 @@ def mark_balanced(db: Database, invoice_id: str, known: InvoiceView | None = Non
         except FhirError as err:
             if err.status not in (409, 412):
                 raise
-            # the version after ours is claimed: by another settler of this invoice (a repair job)
-            # whose current document may not be written yet? Its history document says
-            try:
-                following = store.vread_doc("Invoice", invoice_id, str(int(doc["v"]) + 1))
-            except FhirError:
-                continue
-            if (following.get("res") or {}).get("status") == "balanced":
-                return
+        # the version after ours is claimed: by whom? Its history document says (its current
+        # document may not be written yet)
+        following = int(doc["v"]) + 1
+        try:
+            won = store.vread_doc("Invoice", invoice_id, str(following))
+        except FhirError:
+            continue  # (a deletion: the next read says what stands)
+        if (won.get("res") or {}).get("status") in FINAL_STATES:
+            return
+        _written(store, invoice_id, following)
     raise FhirError(f"Invoice/{invoice_id} keeps changing; its settlement is finished by the repair job",
                     status=409, code="conflict")
+
+
+FINAL_STATES = ("balanced", "cancelled", "entered-in-error")  # no settlement writes over them
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.002, 0.1  # seconds between looks at a version being written
+
+
+def _written(store: Store, invoice_id: str, version: int) -> None:
+    """Return once the Invoice's claimed ``version`` is current: its writer is between its claim and
+    its current write (milliseconds; more on a loaded machine), or, cut off there, the version is
+    rolled forward once its claim is past the store's grace period (``Store.ensure_current``; its
+    409 'being written' until then). Re-reading the current document without waiting made no
+    progress: five attempts in a row read the version before it while the writer was descheduled."""
+    deadline = time.monotonic() + rollforward_grace().total_seconds() + 1
+    pause = _FIRST_PAUSE
+    while True:
+        try:
+            store.ensure_current("Invoice", invoice_id, version)
+            return
+        except FhirError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # waiting on the state above: the version current, or its claim stale
+        pause = min(pause * 2, _LONGEST_PAUSE)
 
 
 def create_reconciliation(db: Database, rid: str, resource: dict[str, Any], *, fresh: bool = False) -> None:

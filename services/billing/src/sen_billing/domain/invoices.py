@@ -598,11 +598,20 @@ def _settle_covered(db: Database, invoice_id: str, res: dict[str, Any]) -> dict[
     payments' own settlement (``receipts.settle_invoice``, with no payment): its claim
     ``invoice_balanced/<id>`` makes it once however many issues race, then the ``balanced`` link,
     the receipt (0 to pay, BHYT's share) and ``billing.invoice.paid`` (channel ``bhyt``). A winner
-    that stopped half-way is finished by the repair job, as any settlement."""
+    that stopped half-way is finished by the repair job, as any settlement.
+
+    Settled from the current document only once it shows the issued version: the settlement's
+    balanced version follows the version it read (``invoice_port.mark_balanced``), and no version
+    can follow one that is claimed and not yet written. An issue that found the issued version so
+    (clicked again while the first one writes it: :func:`_roll_forward` answered the claim) answers
+    that version and leaves the settlement to the claim's winner, which settles right after its
+    write; a winner cut off in between leaves it to the next issue (or the consult event's
+    redelivery), which rolls the version forward. Before, it settled from the draft it read, its
+    balanced version lost to the issued one five times over, and it answered 409 'keeps changing'."""
     from .receipts import settle_invoice
 
     view = invoice_port.get(db, invoice_id)
-    if view is None or view.owed > 0:
+    if view is None or view.owed > 0 or view.status not in invoice_port.ISSUED_STATES:
         return res
     if settle_invoice(db, invoice_id, channel="bhyt", invoice=view, paid=0, counted=[]):
         return _store(db).read_doc("Invoice", invoice_id)["res"]
