@@ -1,7 +1,8 @@
 """The cashier's money boxes and shift close (web/forms.VndField, web/cashier.py) with the Flask test
 client, billing faked as it answers: an amount over billing's cap (10 tỷ đồng) is said to be too
 large with the limit, on the field, and never sent; a shift closed with a gap and no note is refused
-by billing (422) and the page says so on the note; "no shift is open" links to /shift."""
+by billing (422) and the page says so on the note; "no shift is open" links to /shift, which brings the
+cashier back to the invoice once the shift is open, the cash box kept open with what was typed."""
 
 from __future__ import annotations
 
@@ -114,8 +115,29 @@ def test_no_shift_open_links_to_the_shift_page(app, billing, monkeypatch):
     r = client.post("/invoices/inv-a/cash", data={"cash-amount": "130.000", "csrf_token": token})
     page = r.get_data(as_text=True)
     assert r.status_code == 409
-    assert re.search(r'Chưa có ca làm việc nào mở: hãy mở ca trước\. <a href="/shift" '
+    assert re.search(r'Chưa có ca làm việc nào mở: hãy mở ca trước\. <a href="/shift\?back=/invoices/inv-a" '
                      r'data-testid="open-shift-link">Mở ca</a>', page), page
+    # the cash box stays open with the amount typed (it closed, hiding it, before)
+    assert re.search(r'<details class="card" id="cash-box" open>', page), page
+    assert re.search(r'name="cash-amount"[^>]*value="130.000"', page) or \
+        re.search(r'value="130.000"[^>]*name="cash-amount"', page), page
+
+
+def test_the_shift_opened_from_a_refused_invoice_goes_back_to_it(app, billing):
+    """The link of "no shift is open" on an invoice (?back=): the shift opened, the cashier is on that invoice
+    again, not left on the shift page to find it in the queue; a ``back`` that is not an invoice page of the
+    portal is ignored (the shift page, as before)."""
+    billing.shift_open = False
+    client = portal_signed_in(app, "cashier")
+    token = csrf_token(client.get("/shift?back=/invoices/inv-a%3Fp%3Dbn-0001").get_data(as_text=True))
+    r = client.post("/shift?back=/invoices/inv-a%3Fp%3Dbn-0001",
+                    data={"which": "open", "open-opening_cash": "500.000", "csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"] == "/invoices/inv-a?p=bn-0001"
+    assert billing.posted()[-1][1] == "/payments/shifts"
+    for elsewhere in ("https://example.org/invoices/x", "//example.org/invoices/x", "/prices"):
+        r = client.post("/shift", query_string={"back": elsewhere},
+                        data={"which": "open", "open-opening_cash": "500.000", "csrf_token": token})
+        assert r.status_code == 302 and r.headers["Location"] == "/shift", elsewhere
 
 
 def test_closing_the_shift_is_confirmed_first_with_the_counts_kept(app, billing):

@@ -546,8 +546,8 @@ def invoice_cash(iid: str) -> Any:
         if recorded is None:  # this form was recorded already (a second click): its answer, nothing new
             return redirect(url_for("web.invoice", iid=iid, **_hint()))
         _json("POST", "/payments/cash", {"invoice": iid, "amount": recorded, "transactionId": txn})
-    except BackendError as err:
-        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form})
+    except BackendError as err:  # the box stays open with what was typed (no shift open, a refusal)
+        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form}, cash_open=True)
     if received > recorded:
         flash(gettext("Change to give back: %(change)s (received %(received)s, recorded %(recorded)s).",
                       change=vnd(received - recorded), received=vnd(received), recorded=vnd(recorded)), "cash-change")
@@ -1021,6 +1021,17 @@ def invoice_reference(inv: dict[str, Any]) -> str:
                  if i.get("system") == REFERENCE_SYSTEM and i.get("value")), inv.get("id", ""))
 
 
+INVOICE_PAGE = re.compile(r"/invoices/[A-Za-z0-9\-.]{1,64}(\?p=[A-Za-z0-9\-.]{1,64})?")
+
+
+def shift_back() -> str | None:
+    """The invoice page a refusal for want of an open shift sent the cashier here from (``?back=``,
+    :func:`.refusals._no_shift`), to go back to once the shift is open; only an invoice page of this
+    portal (never another site's address)."""
+    back = request.args.get("back") or ""
+    return back if INVOICE_PAGE.fullmatch(back) else None
+
+
 @bp.route("/shift", methods=["GET", "POST"])
 @login_required("cashier")
 def shift() -> Any:
@@ -1033,7 +1044,7 @@ def shift() -> Any:
         try:
             if request.form.get("which") == "open" and open_form.validate_on_submit():
                 _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data})
-                return redirect(url_for("web.shift"))
+                return redirect(shift_back() or url_for("web.shift"))
             closing = request.form.get("which") == "close" and close_form.validate_on_submit()
             if closing and not (close_form.note.data or "").strip():
                 current, read = _current_shift(), True

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import url_for
+from flask import request, url_for
 from flask_babel import gettext
 from markupsafe import Markup
 
@@ -143,9 +143,14 @@ def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
 
 
 def _no_shift(_m: re.Match[str], _e: BackendError) -> str:
-    """The sentence with a link to where the shift is opened (Markup: the page shows the link)."""
+    """The sentence with a link to where the shift is opened (Markup: the page shows the link); refused on an
+    invoice's page (its cash, refund...), the shift page brings the cashier back to that invoice once opened."""
+    iid = (request.view_args or {}).get("iid") if request.endpoint != "web.shift" else None
+    back = url_for("web.invoice", iid=iid, **({"p": request.args["p"]} if request.args.get("p") else {})) \
+        if iid else None
     return Markup('{} <a href="{}" data-testid="open-shift-link">{}</a>').format(
-        gettext("No shift is open: open your shift first."), url_for("web.shift"), gettext("Open the shift"))
+        gettext("No shift is open: open your shift first."),
+        url_for("web.shift", **({"back": back} if back else {})), gettext("Open the shift"))
 
 
 def _signed(value: Any) -> str:
