@@ -25,9 +25,11 @@ Medplum would read it:
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sen_shared.fhir.audit import Auditor, Record
 
 from tests.support import admin_headers, app_client
 
@@ -420,3 +422,49 @@ def test_writes_answer_as_prefer_if_match_and_if_none_exist_ask(served):
         r = client.delete(url, headers={**admin, "If-Match": 'W/"1"'})
         assert r.status_code == 412, (service, r.status_code, r.text)
         _outcome(r)
+
+
+def test_a_stored_audit_event_is_read_by_version_and_history_as_declared(served, mongo_client, run_id):
+    """AuditEvents are stored once, without a history copy, and never changed: the statement's vread and
+    history-instance answer their one version, 1; any other version is a 404 OperationOutcome; the type's history
+    lists them, the system history does not unless asked by _type (rest.interaction's documentation says so)."""
+    service, client, statement, admin = served
+    entry = next(e for e in _rest(statement)["resource"] if e["type"] == "AuditEvent")
+    codes = {i["code"] for i in entry["interaction"]}
+    assert {"vread", "history-instance", "history-type"} <= codes and entry["readHistory"] is True, codes
+    # one refused read recorded as each server records it (billing records refusals only)
+    who = SimpleNamespace(roles=("cashier",), sub="sen-conformance-cashier", practitioner=None, facility=None)
+    Auditor(mongo_client[f"sen_t{run_id}_cap_{service}"], service).record(
+        who, Record("read", resource_type="Invoice", rid=MISSING, status=403, detail="not this facility's"))
+    found = client.get("/fhir/AuditEvent", params={"altid": who.sub}, headers=admin).json()
+    assert len(found.get("entry", [])) == 1, (service, found)
+    event = found["entry"][0]["resource"]
+    url = f"/fhir/AuditEvent/{event['id']}"
+
+    r = client.get(f"{url}/_history/1", headers=admin)
+    assert r.status_code == 200, (service, r.status_code, r.text)
+    assert r.json() == event and r.json()["meta"]["versionId"] == "1", (service, r.text)
+    assert r.headers["etag"] == 'W/"1"' and r.headers.get("last-modified"), (service, r.headers)
+    assert client.get(f"{url}/_history/1", headers={**admin, "If-None-Match": 'W/"1"'}).status_code == 304
+    for other in ("2", "0", "x"):
+        r = client.get(f"{url}/_history/{other}", headers=admin)
+        assert r.status_code == 404, (service, other, r.status_code, r.text)
+        _outcome(r)
+    assert client.get(f"/fhir/AuditEvent/{MISSING}/_history/1", headers=admin).status_code == 404
+
+    h = client.get(f"{url}/_history", headers=admin).json()
+    assert h["type"] == "history" and len(h["entry"]) == 1, (service, h)
+    one = h["entry"][0]
+    assert one["resource"] == event and one["request"] == {"method": "POST", "url": "AuditEvent"}, one
+    assert one["response"]["etag"] == 'W/"1"' and one["response"]["status"] == "201 Created", one
+    assert client.get(f"/fhir/AuditEvent/{MISSING}/_history", headers=admin).status_code == 404
+
+    ids = {e["resource"]["id"] for e in client.get(
+        "/fhir/AuditEvent/_history", params={"_count": "1000"}, headers=admin).json()["entry"]}
+    assert event["id"] in ids, service
+    system = _rest(statement)["interaction"]
+    assert "AuditEvent" in next(i for i in system if i["code"] == "history-system")["documentation"]
+    everything = client.get("/fhir/_history", params={"_count": "1000"}, headers=admin).json()
+    assert not [e for e in everything.get("entry", []) if e["fullUrl"].split("/")[-2] == "AuditEvent"], service
+    asked = client.get("/fhir/_history", params={"_type": "AuditEvent", "_count": "1000"}, headers=admin).json()
+    assert event["id"] in {e["resource"]["id"] for e in asked["entry"]}, service

@@ -202,6 +202,11 @@ TRANSACTION_DOCUMENTATION = (
     "transaction may be sent at once. Its read entries are answered after its writes, which they see. "
     + _READ_ENTRY
     + " PATCH entries are not taken (send PUT).")
+# AuditEvents are stored once and never changed (store.SINGLE_VERSION_TYPES): each has one version, 1
+SYSTEM_HISTORY_DOCUMENTATION = (
+    "The changes of every type but AuditEvent, the audit trail every read and search adds to: its history is "
+    "GET [base]/AuditEvent/_history, or _type=AuditEvent here. An AuditEvent is never updated: its one "
+    "version is 1 (vread), its instance history that one entry.")
 BATCH_DOCUMENTATION = ("Each entry on its own, answered as its interaction over HTTP would be. " + _READ_ENTRY
                        + " An entry referring to another (urn:uuid) is refused (400): send a transaction.")
 
@@ -262,7 +267,8 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
             "security": security(issuer, audience),
             "resource": resources,
             "interaction": [{"code": "transaction", "documentation": TRANSACTION_DOCUMENTATION},
-                            {"code": "batch", "documentation": BATCH_DOCUMENTATION}, {"code": "history-system"}],
+                            {"code": "batch", "documentation": BATCH_DOCUMENTATION},
+                            {"code": "history-system", "documentation": SYSTEM_HISTORY_DOCUMENTATION}],
             "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"},
                             {"name": "_include", "type": "string"}, {"name": "_revinclude", "type": "string"},
                             {"name": "_summary", "type": "token"}, {"name": "_elements", "type": "string"},

@@ -444,7 +444,7 @@ class GuardedFhirServer(FhirServer):
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
             rid = check_id(req.rid)
-            doc = unpack(self.store().history(rtype).find_one({"_id": f"{rid}/{req.vid}"}, {"res": 1}))
+            doc = self.store().version_doc(rtype, rid, req.vid or "", {"res": 1})
             res = (doc or {}).get("res")
             if res is None:
                 self._check(p, "vread", rtype, None, rec)

@@ -448,8 +448,8 @@ class FhirServer:
         elif req.param("_type"):  # system history of these types only
             rtypes = sorted({self.check_type(t.strip()) for v in (v for k, v in req.params if k == "_type")
                              for t in v.split(",") if t.strip()})
-        else:
-            rtypes = sorted(self.types)
+        else:  # the audit trail is not a change of the record: asked by _type or as its own type's history
+            rtypes = sorted(self.types - st.SINGLE_VERSION_TYPES)
         rid = check_id(req.rid) if req.rid is not None else None
         rows: list[tuple[datetime, str, str, dict[str, Any]]] = []
         s = self.store()
@@ -469,7 +469,7 @@ class FhirServer:
                              {"$or": [{"lu": {"$lt": lu}}, {"lu": lu}]} if ctype > rtype else {"lu": {"$lt": lu}})
             if conds:
                 flt["$and"] = conds
-            for doc in s.history(rtype).find(flt).sort([("lu", -1), ("_id", -1)]).limit(count + 1):
+            for doc in s.history_docs(rtype, flt, count + 1):
                 rows.append((doc["lu"], rtype, doc["_id"], doc))
         rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         page, more = rows[:count], len(rows) > count

@@ -94,6 +94,10 @@ ROLLFORWARD_COLLECTION = "fhir_rollforward"  # chains <type>/<id>/<v>: who rolls
 CONDITIONS_COLLECTION = "fhir_conditions"  # chains <type>?<query>: conditional creates that found nothing
 TXN = "txn"  # on a history document a transaction claimed: its journal id (open while the journal exists)
 JOURNAL_COLLECTION = "_journal"  # the open transactions (bundle.py)
+# types whose resources are stored once and never changed (the audit trail, audit.py: append-only, written
+# without a history copy, since every measured request stores one): their only version is 1, the current
+# document itself, which vread and _history read (Store.version_doc, Store.history_docs)
+SINGLE_VERSION_TYPES = frozenset({"AuditEvent"})
 GRACE_ENV = "SEN_FHIR_ROLLFORWARD_GRACE"
 DEFAULT_GRACE_SECONDS = 5.0
 
@@ -390,10 +394,30 @@ class Store:
             raise gone(resource_type, rid)
         return doc
 
-    def vread_doc(self, resource_type: str, rid: str, vid: str) -> dict[str, Any]:
+    def version_doc(self, resource_type: str, rid: str, vid: str,
+                    projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Version ``vid`` of ``resource_type/rid`` (its history document, unpacked), or None; of a
+        :data:`SINGLE_VERSION_TYPES` type, version 1 is its current document and there is no other."""
         if not vid.isdigit() or len(vid) > 18:
-            raise no_version(resource_type, rid, vid)
-        doc = unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}))
+            return None
+        if resource_type in SINGLE_VERSION_TYPES:
+            if int(vid) != 1:
+                return None
+            return unpack(self.current(resource_type).find_one({"_id": rid}, projection))
+        return unpack(self.history(resource_type).find_one({"_id": f"{rid}/{int(vid)}"}, projection))
+
+    def history_docs(self, resource_type: str, flt: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """The history documents matching ``flt`` (on ``id``, ``lu``, ``_id``), newest first, at most
+        ``limit``; of a :data:`SINGLE_VERSION_TYPES` type, its current documents as their version 1's
+        (each a create: ``id`` its ``_id``, the keyset's ``_id`` the resource's)."""
+        if resource_type not in SINGLE_VERSION_TYPES:
+            return list(self.history(resource_type).find(flt).sort([("lu", -1), ("_id", -1)]).limit(limit))
+        own = {("_id" if k == "id" else k): v for k, v in flt.items()}
+        return [{**d, "id": d["_id"], "m": "POST"} for d in self.current(resource_type).find(
+            own, {"res": 1, "v": 1, "lu": 1, "del": 1}).sort([("lu", -1), ("_id", -1)]).limit(limit)]
+
+    def vread_doc(self, resource_type: str, rid: str, vid: str) -> dict[str, Any]:
+        doc = self.version_doc(resource_type, rid, vid)
         if doc is None:
             raise no_version(resource_type, rid, vid)
         if doc.get("del"):
