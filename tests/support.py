@@ -222,17 +222,31 @@ def seeded_ehr(base_env: dict[str, str], db: str, tmp_path_factory: Any, mongo_c
                resources: list[dict[str, Any]]) -> Iterator[str]:
     """The URL of an EHR web process (gunicorn) on the database ``db`` holding ``resources``, each put by an
     admin at its id; the database is dropped after."""
-    import json
-
     try:
         with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-            for res in resources:
-                r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res),
-                              headers=admin_headers(dev_key))
-                assert r.status_code in (200, 201), r.text
+            put_resources(url, dev_key, resources)
             yield url
     finally:
         mongo_client.drop_database(db)
+
+
+def put_resources(url: str, dev_key: Path, resources: list[dict[str, Any]]) -> None:
+    """Each of ``resources`` put by an admin at its id on the FHIR server at ``url``."""
+    import json
+
+    for res in resources:
+        r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res),
+                      headers=admin_headers(dev_key))
+        assert r.status_code in (200, 201), r.text
+
+
+def emptied(mongo_client: Any, *names: str) -> None:
+    """Every collection of the databases ``names`` emptied, their indexes kept: for a process started once
+    for several modules, each module starting from databases as a fresh process would find them."""
+    for name in names:
+        db = mongo_client[name]
+        for coll in db.list_collection_names():
+            db[coll].delete_many({})
 
 
 @pytest.fixture(scope="module", name="billing")

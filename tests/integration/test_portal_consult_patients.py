@@ -62,9 +62,10 @@ def ehr_db(run_id):
     return f"sen_t{run_id}_pcp_ehr"
 
 
-@pytest.fixture(scope="module")
-def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
-    seed = [
+def ehr_seed() -> list[dict[str, Any]]:
+    """What this module's EHR holds at the start (and consult_stack's, for each module on it): the hub, the
+    demo clinic, the demo doctor and the three patients."""
+    return [
         {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
         {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
          "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
@@ -74,7 +75,11 @@ def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
         _patient(BINH, "Trần", "Văn Bình", "male"),
         _patient(CUONG, "Lê", "Văn Cường", "male"),
     ]
-    with seeded_ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key, seed) as url:
+
+
+@pytest.fixture(scope="module")
+def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
+    with seeded_ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key, ehr_seed()) as url:
         yield url
 
 

@@ -76,11 +76,11 @@ def _shown(page: str) -> str:
     return _text(re.search(r'data-testid="consult-specialty">(.*?)</dd>', page, re.S).group(1))
 
 
-def _events(mongo_client: Any, run_id: str, tid: str) -> list[dict[str, Any]]:
+def _events(mongo_client: Any, tc_db: str, tid: str) -> list[dict[str, Any]]:
     """Teleconsult's outbox events of the consult, in its chain's order."""
     from sen_shared.bus.outbox import entry_event
 
-    steps = mongo_client[f"sen_t{run_id}_pcp_tc"]["consult_steps"]
+    steps = mongo_client[tc_db]["consult_steps"]
     return [entry_event(e) for link in steps.find({"k": tid}).sort("n", 1) for e in link.get("outbox") or []]
 
 
@@ -116,7 +116,7 @@ def _auth(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
 
 
 def test_a_consult_asked_of_cardiology_is_found_by_the_filter_and_priced_as_cardiology(
-        portal, tc, billing, dev_key, mongo_client, run_id, base_env, monkeypatch):
+        portal, tc, tc_db, billing, dev_key, mongo_client, base_env, monkeypatch):
     clinic = portal_signed_in(portal, "clinic")
     page, data = _form(clinic)
     select = re.search(r'<select[^>]*name="specialty"[^>]*>(.*?)</select>', page, re.S).group(1)
@@ -162,7 +162,7 @@ def test_a_consult_asked_of_cardiology_is_found_by_the_filter_and_priced_as_card
     monkeypatch.delenv("SEN_FACILITY_LEVELS", raising=False)  # the clinic: the default level (district)
     worker._settings.cache_clear()
     try:
-        events = _events(mongo_client, run_id, tid)
+        events = _events(mongo_client, tc_db, tid)
         kinds = [e["type"].split(".")[-2] for e in events]
         assert "requested" in kinds and "completed" in kinds, kinds
         for event in events:

@@ -66,7 +66,8 @@ def _admin_patient(ehr: str, dev_key: Any, org: str, family: str, given: str, bo
 
 def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, ehr, ehr_db, dev_key, mongo_client):
     cccd = f"0870{random.randrange(10**8):08d}"
-    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", "Văn Tâm", "1948-01-01", cccd)
+    given = f"Văn Tâm {_letters().title()}"  # no namesake of this birth date on the clinic's list, whatever ran before
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", given, "1948-01-01", cccd)
     c = portal_signed_in(portal, "clinic")
     before = c.get(f"/patients/{tam}")
     assert before.status_code == 404 and "Không tìm thấy" in _text(before.get_data(as_text=True))
@@ -74,7 +75,7 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
     found = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
     assert f"/patients/{tam}" not in found  # a search alone never reaches another facility's patient
 
-    r = _register(c, family="Huỳnh", given="Văn Tâm", birth_date="01/01/1948", cccd=cccd)
+    r = _register(c, family="Huỳnh", given=given, birth_date="01/01/1948", cccd=cccd)
     page = r.get_data(as_text=True)
     assert r.status_code == 200
     # the EHR names no patient the clinic may not see: the take-on by the number (Patient/$take-on)
