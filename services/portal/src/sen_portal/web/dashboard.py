@@ -408,6 +408,8 @@ def dashboard() -> Any:
     shown: str | None = None  # the district the select shows when the link names only a facility
     if form.validate():
         start, end = _range(form)
+        for box, day in ((form.start, start), (form.end, end)):  # the boxes say the period shown, a default too
+            box.data, box.raw_data = day, None  # (a box sent empty rendered what was sent, not the data)
         district = form.district.data = _district(form)
         try:
             choices = districts(start, end)
