@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_worklist_outage import answer_503, shown_in_place
+from tests.browser.test_worklist_outage import answer_503, opened_as, shown_in_place
 
 pytestmark = pytest.mark.integration
 
@@ -15,10 +15,8 @@ SAID = "Dịch vụ thanh toán trả lời quá chậm. Vui lòng thử lại s
 
 
 def test_an_invoice_search_answered_503_shows_why_in_place(visitor_factory):
-    v = visitor_factory("vi-360-invoice-search-outage", width=360, height=740)
-    v.sign_in("cashier")
+    v = opened_as(visitor_factory, "vi-360-invoice-search-outage", "cashier", "/invoices")
     page = v.page
-    v.go("/invoices")
     answer_503(page, r".*/invoices/search$", "section", "invoice-results", SAID)
     page.fill("input[name=q]", "nguyen van a")
     page.locator("form[hx-post$='/invoices/search'] button").click()

@@ -16,15 +16,22 @@ SAID = "Dịch vụ hội chẩn từ xa trả lời quá chậm. Vui lòng th�
 
 
 def test_the_worklist_refresh_answered_503_shows_why(visitor_factory):
-    v = visitor_factory("vi-360-worklist-outage", width=360, height=740)
-    v.sign_in("doctor")
-    page = v.page
-    page.clock.install()
-    v.go("/worklist")
-    answer_503(page, r".*/worklist.*", "div", "worklist", SAID)
-    page.clock.run_for(31_000)
-    shown_in_place(page, "worklist", SAID)
-    page.screenshot(path=str(v.shots / "vi-360-worklist-refresh-503.png"))
+    v = opened_as(visitor_factory, "vi-360-worklist-outage", "doctor", "/worklist", clock=True)
+    answer_503(v.page, r".*/worklist.*", "div", "worklist", SAID)
+    v.page.clock.run_for(31_000)
+    shown_in_place(v.page, "worklist", SAID)
+    v.page.screenshot(path=str(v.shots / "vi-360-worklist-refresh-503.png"))
+
+
+def opened_as(visitor_factory: Any, tag: str, user: str, path: str, clock: bool = False) -> Any:
+    """A phone-sized tab (360 px) signed in as ``user`` at ``path``, the page's clock installed first if
+    ``clock``: the visitor."""
+    v = visitor_factory(tag, width=360, height=740)
+    v.sign_in(user)
+    if clock:
+        v.page.clock.install()
+    v.go(path)
+    return v
 
 
 def answer_503(page: Any, url: str, tag: str, target: str, said: str) -> None:
