@@ -59,7 +59,7 @@ class Booking(FakeTeleconsult):
             proposal = kw["json"]["parameter"][0]["resource"]
             slot = proposal["slot"][0]["reference"]
             if slot[5:] in self.taken or any(a["slot"] == proposal["slot"] for a in self.active()):
-                return _outcome(409, f"{slot} is already held by another appointment; find another slot")
+                return _outcome(409, f"{slot} is already booked by another appointment; find another slot")
             held = self.book(datetime.fromisoformat(proposal["start"]), "pending")
             held["slot"] = proposal["slot"]
             return self._bundle([held])
@@ -151,13 +151,13 @@ def test_a_time_taken_meanwhile_is_said_in_the_visit_box_with_the_free_times_aga
     assert r.status_code == 200 and "HX-Retarget" not in r.headers and fake.active() == []
     box = _visit_box(body)
     said = re.search(r'<div class="alert error" role="alert" data-testid="visit-problem">([^<]+)</div>', box)
-    assert said and said.group(1) == "Giờ này vừa có người đặt. Hãy chọn giờ khác."
+    assert said and said.group(1) == "Giờ này vừa được một lịch hẹn khác đặt. Hãy chọn giờ khác."
     again = _forms(box, "book")  # the next step: the free times of the same search, found again
     assert len(again) == 3 and all(f["search_days"] == "5" for _, f in again)
     assert [p for p, _ in sent.sent].count("/fhir/Appointment/$find") == 2
     # without JavaScript: the page, the refusal above, the free times again (409)
     plain = c.post(f"/tasks/{TID}/book", data=chosen)
-    assert plain.status_code == 409 and "Giờ này vừa có người đặt" in _text(plain.get_data(as_text=True))
+    assert plain.status_code == 409 and "Giờ này vừa được một lịch hẹn khác đặt" in _text(plain.get_data(as_text=True))
     assert len(_forms(plain.get_data(as_text=True), "book")) == 3
 
 

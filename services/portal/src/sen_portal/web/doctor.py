@@ -994,8 +994,8 @@ def _book_refused(tid: str, data: dict[str, Any], err: BackendError, held: str |
             return _task_page(tid, 409, problem=gettext(
                 "This consult already has a video visit, at %(when)s: no other time was booked. Move or cancel "
                 "that visit instead.", when=when(appt.get("start"))))
-        if err.code in ("conflict", "not-found"):  # the slot held, booked or gone meanwhile
-            return _search_again(tid, data, gettext("This time was just taken. Choose another."))
+        if err.code in ("conflict", "not-found"):  # the slot held, booked or gone meanwhile: said in its words
+            return _search_again(tid, data, backend_message(err))
         return _task_page(tid, 409, problem=backend_message(err))  # the consult closed meanwhile: the page now
     return _task_page(tid, page_status(err), **refusal_said(err, "visit_problem"))
 
