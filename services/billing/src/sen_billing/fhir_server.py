@@ -454,15 +454,16 @@ class BillingFhirServer(FhirServer):
         facility's is answered as an Invoice not stored (404), its AuditEvent the 403; a role that
         handles no invoice is 403 whatever the id."""
         p = self.principal()
-        if not p.roles & {"admin", "cashier"}:
-            raise forbidden("invoices are handled by cashiers and admins")
-        # one read: the facility is checked on the document read (its issuer, which the index key
-        # sp_issuer is extracted from), not on a head read before it
-        res = self.store().read_doc("Invoice", rid)["res"]
-        mine = self.facility_of(p)
-        if mine is not None and (res.get("issuer") or {}).get("reference") != mine:
-            self.hide(p, Record("operation", "Invoice", rid, operation=operation),
-                      "this Invoice belongs to another facility", st.not_found("Invoice", rid))
+        # every refusal is recorded as the 403 it is (hidden_refusals), a role's too
+        with hidden_refusals(self.auditor, p, Record("operation", "Invoice", rid, operation=operation)):
+            if not p.roles & {"admin", "cashier"}:
+                raise forbidden("invoices are handled by cashiers and admins")
+            # one read: the facility is checked on the document read (its issuer, which the index key
+            # sp_issuer is extracted from), not on a head read before it
+            res = self.store().read_doc("Invoice", rid)["res"]
+            mine = self.facility_of(p)
+            if mine is not None and (res.get("issuer") or {}).get("reference") != mine:
+                raise Hidden("this Invoice belongs to another facility", st.not_found("Invoice", rid))
         return res
 
 

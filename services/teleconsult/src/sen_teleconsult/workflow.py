@@ -555,8 +555,9 @@ class Consults:
         whose insert of that link wins goes on; the others read the new link and get 412 (the claim,
         not a read-then-write, decides: ARCHITECTURE §2).
         """
-        if authorize:
-            rules.check_role(op, actor.principal, actor.ref == SYSTEM_ACTOR)  # a made-up id's answer too
+        if authorize:  # a made-up id's answer too; its AuditEvent the 403
+            with hidden_refusals(self.fhir.auditor, actor.principal, Record("update", "Task", task_id, operation=op)):
+                rules.check_role(op, actor.principal, actor.ref == SYSTEM_ACTOR)
         for _ in range(MAX_STEP_ATTEMPTS):
             link = self.current(task_id)
             facts = _facts_of(link)
@@ -861,7 +862,9 @@ class Consults:
         ``attachments()``: the References to attach (each with its file's name as ``display``
         when the caller gave one), checked (the EHR is asked) once the caller and
         the state are known to be allowed."""
-        rules.check_message_role(actor.principal)  # a made-up id's answer too
+        with hidden_refusals(self.fhir.auditor, actor.principal,
+                             Record("operation", "Task", task_id, operation="$message")):
+            rules.check_message_role(actor.principal)  # a made-up id's answer too; its AuditEvent the 403
         link = self.current(task_id)
         f = _facts_of(link)
         with hidden_refusals(self.fhir.auditor, actor.principal,

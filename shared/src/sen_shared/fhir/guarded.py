@@ -256,16 +256,26 @@ def already_recorded(err: BaseException) -> bool:
 @contextlib.contextmanager
 def hidden_refusals(auditor: Auditor, principal: Any, rec: Record) -> Iterator[Record]:
     """A :class:`Hidden` refusal raised in the block is recorded as ``rec`` (403 and why) and answered as
-    its ``answer``, marked as recorded (:func:`mark_recorded`: the request's one AuditEvent); nothing is
-    recorded otherwise. For the operations a service audits itself (teleconsult's
-    workflow steps, billing's invoice operations and receipts); the engine's interactions record it in
-    :meth:`GuardedFhirServer.audited`, with the rest of their AuditEvent."""
+    its ``answer``, marked as recorded (:func:`mark_recorded`: the request's one AuditEvent); any other 403
+    raised in it (a :class:`FhirError` or ``SenError`` with status 403: a role refused the operation) is
+    recorded as ``rec`` too and raised as is, marked; an answer recorded already (an inner block's) is not
+    recorded again; nothing is recorded otherwise. For the operations a service audits itself
+    (teleconsult's workflow steps and scheduling, billing's invoice operations, receipts and payment
+    endpoints); the engine's interactions record it in :meth:`GuardedFhirServer.audited`, with the rest of
+    their AuditEvent."""
     try:
         yield rec
     except Hidden as err:
         rec.status, rec.detail = 403, str(err)
         auditor.record(principal, rec)
         raise mark_recorded(err.answer) from None
+    except Exception as err:
+        if getattr(err, "status", None) != 403 or already_recorded(err):
+            raise
+        rec.status, rec.detail = 403, str(getattr(err, "detail", None) or err)
+        auditor.record(principal, rec)
+        mark_recorded(err)
+        raise
 
 
 class GuardedFhirServer(FhirServer):

@@ -28,6 +28,21 @@ def _db() -> Any:
     return current().db
 
 
+def _cashier_only(fn: F) -> F:
+    """``require_roles("cashier")`` (admins too), and every 403 the endpoint answers (a role refused it,
+    another facility's queue, report or refund tasks) recorded in billing's AuditEvent trail as the refusal
+    it is, once (``hidden_refusals``: one :func:`_hiding` recorded inside is not recorded again)."""
+    checked = require_roles("cashier")(fn)
+
+    @functools.wraps(fn)
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        rec = Record("operation", None, None, operation=fn.__name__.replace("_", "-"))
+        with hidden_refusals(current().extras["fhir"].auditor, current_principal(), rec):
+            return checked(*args, **kwargs)
+
+    return handler  # type: ignore[return-value]
+
+
 def _hiding(operation: str, key: str, rtype: str | None = "Invoice") -> Callable[[F], F]:
     """Another facility's invoice or payment (``payments.check_facility``: :class:`Hidden`) is answered as
     one not held, the same problem (404), so that a cashier does not learn which exist elsewhere; the
@@ -46,13 +61,13 @@ def _hiding(operation: str, key: str, rtype: str | None = "Invoice") -> Callable
     return wrap
 
 
-@require_roles("cashier")
+@_cashier_only
 def invoice_summaries(id: list[str]) -> Any:  # noqa: A002 - the spec's name
     """The queue's rows in one request: what is left to pay on each invoice it lists."""
     return {"summaries": status.summaries(_db(), id[:status.MAX_SUMMARIES], current_principal())}, 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("payments", "invoice_id")
 def invoice_payments(invoice_id: str) -> Any:
     """The status box's poll: two reads for an issued invoice nobody paid yet (domain/status.py)."""
@@ -60,7 +75,7 @@ def invoice_payments(invoice_id: str) -> Any:
     return status.summary(_db(), invoice), 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("desk", "invoice_id")
 def invoice_desk(invoice_id: str) -> Any:
     """The invoice page's answer in one request: summary, Invoice and its VietQR (domain/status.py)."""
@@ -71,7 +86,7 @@ def invoice_desk(invoice_id: str) -> Any:
                        timedelta(seconds=settings.qr_ttl_seconds)), 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 def unmatched(limit: int = 50, after: str | None = None, facility: str | None = None) -> Any:
     """The cashier's facility's queue (an admin: every facility's and the unowned accounts', or the
     one ``facility`` names, ``_unowned`` the unowned accounts')."""
@@ -83,7 +98,7 @@ def unmatched(limit: int = 50, after: str | None = None, facility: str | None = 
     return body, 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("assign", "invoice", None)  # the refusal names the payment or the invoice
 def assign(payment_id: str, body: dict[str, Any]) -> Any:
     recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal(),
@@ -98,7 +113,7 @@ def _open_shift_id(required: bool) -> str | None:
     return shift["shift"] if shift else None
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("cash", "invoice")
 def cash(body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(True)
@@ -107,7 +122,7 @@ def cash(body: dict[str, Any]) -> Any:
     return payments.public_payment(recorded.payment), 201 if recorded.created else 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 @idempotent()
 @_hiding("refund", "payment_id", None)  # the refusal names the payment
 def refund(payment_id: str, body: dict[str, Any]) -> Any:
@@ -117,12 +132,12 @@ def refund(payment_id: str, body: dict[str, Any]) -> Any:
                            after_settlement=bool(body.get("afterSettlement"))), 201, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 def open_shift(body: dict[str, Any] | None = None) -> Any:
     return shifts.open_shift(_db(), current_principal(), int((body or {}).get("openingCash", 0))), 201, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 def current_shift() -> Any:
     shift = shifts.current(_db(), current_principal())
     if shift is None:
@@ -132,7 +147,7 @@ def current_shift() -> Any:
     return out, 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 def close_shift(body: dict[str, Any]) -> Any:
     return shifts.close_shift(_db(), current_principal(), int(body["countedCash"]), int(body["countedTransfers"]),
                               body.get("note", ""), int(body.get("countedTransfersRefunded", 0))), 200, JSON
@@ -155,7 +170,7 @@ def _line(li: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("receipt", "invoice_id")
 def receipt(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
@@ -194,7 +209,7 @@ RECEIPT_HTML_HEADERS = {"Cache-Control": "no-store",
 RECEIPT_PDF_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("receipt-html", "invoice_id")
 def receipt_html(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
@@ -202,7 +217,7 @@ def receipt_html(invoice_id: str) -> Any:
     return Response(receipts.receipt_html(r, name), 200, mimetype="text/html", headers=RECEIPT_HTML_HEADERS)
 
 
-@require_roles("cashier")
+@_cashier_only
 @_hiding("receipt-pdf", "invoice_id")
 def receipt_pdf(invoice_id: str) -> Any:
     r = receipts.receipt_view(_db(), _receipt(invoice_id))
@@ -212,7 +227,7 @@ def receipt_pdf(invoice_id: str) -> Any:
                              "Content-Disposition": f'inline; filename="bien-lai-{r["number"]}.pdf"'})
 
 
-@require_roles("cashier")
+@_cashier_only
 def daily_report(day: str | None = None, facility: str | None = None) -> Any:
     principal = current_principal()
     if "admin" not in principal.roles:
@@ -233,7 +248,7 @@ def daily_report(day: str | None = None, facility: str | None = None) -> Any:
         "Content-Disposition": f'attachment; filename="doi-soat-{when.isoformat()}.csv"'})
 
 
-@require_roles("cashier")
+@_cashier_only
 def refund_tasks(limit: int = 50, after: str | None = None, facility: str | None = None,
                  state: str = "open", include: str | None = None) -> Any:
     """Money to give back: the facility's refund tasks (a cashier: their own; an admin: ``facility``
@@ -251,7 +266,7 @@ def refund_tasks(limit: int = 50, after: str | None = None, facility: str | None
     return body, 200, JSON
 
 
-@require_roles("cashier")
+@_cashier_only
 def shifts_list(state: str = "closed", limit: int = 5) -> Any:
     """The cashier's own closed shifts, newest first, each with its closing summary."""
     if state != "closed":

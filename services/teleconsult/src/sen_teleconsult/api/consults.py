@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import request
 from sen_shared.auth import current_principal
+from sen_shared.fhir.audit import Record
+from sen_shared.fhir.guarded import hidden_refusals
 from sen_shared.fhir.http import FhirRequest, FhirResponse, from_flask, to_connexion
 from sen_shared.fhir.names import one_line
 from sen_shared.fhir.store import etag, parse_etag
@@ -81,7 +83,10 @@ def submit_transaction(req: FhirRequest, entries: list[dict[str, Any]]) -> FhirR
 @idempotent()
 def submit(**_: Any) -> Reply:
     req = from_flask("ServiceRequest", operation="$submit")
-    resp = _consults().submit(req.body, current_principal(), _ehr(), req.base, retry_key=_retry_key())
+    principal = current_principal()
+    # a refusal (a role that submits no consult, a patient the EHR does not let it name): its AuditEvent the 403
+    with hidden_refusals(_consults().fhir.auditor, principal, Record("create", "ServiceRequest", operation="$submit")):
+        resp = _consults().submit(req.body, principal, _ehr(), req.base, retry_key=_retry_key())
     task = next((e["resource"] for e in (resp.body or {}).get("entry") or []
                  if (e.get("resource") or {}).get("resourceType") == "Task"), None)
     headers = {"Location": f"{req.base}/Task/{task['id']}"} if task else {}
@@ -216,11 +221,13 @@ def worklist() -> Reply:
     cursor = req.param("_cursor")
     after = workflow.worklist_key(cursor) if cursor is not None else None  # a bad one: 400
     principal = current_principal()
+    refused = Record("search", resource_type="Task", operation="$worklist")  # a role without one: its AuditEvent
     # one row more than the page: whether there is a next page (its link is a keyset cursor after the page's
     # last row, so consults leaving or joining the list meanwhile shift nothing: each shown once, in order)
-    rows, total = _consults().worklist_page(principal, statuses=statuses, specialty=req.param("specialty"),
-                                            facility=req.param("facility"), priority=priority, offset=offset,
-                                            count=count + 1, after=after)
+    with hidden_refusals(_consults().fhir.auditor, principal, refused):
+        rows, total = _consults().worklist_page(principal, statuses=statuses, specialty=req.param("specialty"),
+                                                facility=req.param("facility"), priority=priority, offset=offset,
+                                                count=count + 1, after=after)
     page = [(task, breached) for task, breached, _ in rows[:count]]
     own = [(k, v) for k, v in req.params if k not in ("_offset", "_cursor")]
     from urllib.parse import urlencode
@@ -233,8 +240,6 @@ def worklist() -> Reply:
     entries = [{"fullUrl": f"{req.base}/Task/{task['id']}", "resource": task,
                 "search": {"mode": "match", "extension": [{"url": EXT_BREACHED, "valueBoolean": breached}]}}
                for task, breached in page]
-    from sen_shared.fhir.audit import Record
-
     rec = Record("search", resource_type="Task", status=200, operation="$worklist", count=len(entries),
                  query_params=sorted({k for k, _ in req.params}),
                  patients=[t.get("for", {}).get("reference") for t, _ in page if t.get("for")][:200])

@@ -46,12 +46,23 @@ def _cfg() -> sch.SchedulingConfig:
     return cfg
 
 
-def _allow(*roles: str) -> Any:
+def _allow(*roles: str, rec: Record | None = None) -> Any:
+    """The caller, when it holds one of ``roles``; else 403, recorded as ``rec`` (the request's one AuditEvent,
+    :func:`hidden_refusals`) when given."""
     p = current_principal()
     if not p.has_any(roles):
-        raise Forbidden(f"this needs one of the roles {', '.join(sorted(roles))}; "
-                        f"the token has {', '.join(sorted(p.roles)) or 'none'}")
+        refusal = Forbidden(f"this needs one of the roles {', '.join(sorted(roles))}; "
+                            f"the token has {', '.join(sorted(p.roles)) or 'none'}")
+        if rec is None:
+            raise refusal
+        with hidden_refusals(current().extras["fhir"].auditor, p, rec):
+            raise refusal
     return p
+
+
+def _operation(op: str, rid: str | None = None) -> Record:
+    """The AuditEvent record of an Appointment operation's refusal by role."""
+    return Record("operation", "Appointment", rid, operation=op)
 
 
 def _check_facility(principal: Any, appointment: dict[str, Any] | None, stored: str | None = None,
@@ -266,7 +277,7 @@ def _appointment_ref(params: dict[str, list[Any]]) -> str | None:
 # parse the JSON body a second time on every request, a lost race's included.
 
 def find() -> Any:
-    _allow(*BOOKERS, "service")
+    _allow(*BOOKERS, "service", rec=_operation("$find"))
     req = from_flask("Appointment", operation="$find")
     params = _params(req)
     start = _datetime(_one(params, "start", True), "start")
@@ -287,7 +298,7 @@ def find() -> Any:
 
 @idempotent()
 def hold() -> Any:
-    principal = _allow(*BOOKERS)
+    principal = _allow(*BOOKERS, rec=_operation("$hold"))
     req = from_flask("Appointment", operation="$hold")
     params = _params(req)
     proposal = _proposal(params)
@@ -317,7 +328,7 @@ def hold() -> Any:
 
 @idempotent()
 def book() -> Any:
-    principal = _allow(*BOOKERS)
+    principal = _allow(*BOOKERS, rec=_operation("$book"))
     req = from_flask("Appointment", operation="$book")
     params = _params(req)
     ref = _appointment_ref(params)
@@ -352,7 +363,7 @@ def book() -> Any:
 
 
 def _on_one(op: str, roles: tuple[str, ...], id: str, act: Any) -> Any:  # noqa: A002
-    principal = _allow(*roles)
+    principal = _allow(*roles, rec=_operation(op, id))
     req = from_flask("Appointment", check_id(id), operation=op)
     params = _params(req)
     _check_facility(principal, sch.read_appointment(current().db, id), id, op)
@@ -400,7 +411,7 @@ def fulfill(id: str, **_: Any) -> Any:  # noqa: A002
 # ---------------------------------------------------------------------------- slots (computed)
 
 def read_slot(id: str) -> Any:  # noqa: A002
-    _allow(*READERS)
+    _allow(*READERS, rec=Record("read", "Slot", id))
     req = from_flask("Slot", check_id(id), body=False)
     return to_connexion(slot_answer(req), req)
 
@@ -429,7 +440,7 @@ def slot_answer(req: FhirRequest) -> FhirResponse:
 
 
 def search_slots() -> Any:
-    _allow(*READERS)
+    _allow(*READERS, rec=Record("search", "Slot"))
     req = from_flask("Slot", body=False)
     params: dict[str, list[str]] = defaultdict(list)
     for k, v in req.params:
