@@ -90,11 +90,50 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
                 "SEN_BILLING_URL": backend, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", **env}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
+    if "MONGO_URL" not in env:  # what a session keeps on the server (web/kept.py): this process's stand-in
+        from sen_portal.web import kept
+
+        monkeypatch.setattr(kept, "_db", KeptStandIn())
     from sen_portal.app import create_app
 
     flask_app = create_app().app
     flask_app.config["TESTING"] = True
     return flask_app
+
+
+class KeptStandIn:
+    """The portal's ``session_kept`` collection for page tests without a database: the few calls web/kept.py
+    makes (insert by ``_id``, a find by ``_id`` and ``until``, deletes by ``_id`` or ``sid``); the real one is
+    tests/integration/test_portal_cookie_no_patient_data.py's."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def __call__(self) -> KeptStandIn:  # the database
+        return self
+
+    def __getitem__(self, _name: str) -> KeptStandIn:  # its collection
+        return self
+
+    def insert_one(self, record: dict[str, Any]) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        if record["_id"] in self.records:
+            raise DuplicateKeyError("E11000 duplicate key")
+        self.records[record["_id"]] = dict(record)
+
+    def find_one(self, query: dict[str, Any]) -> dict[str, Any] | None:
+        found = self.records.get(query["_id"])
+        return found if found is not None and found["until"] > query["until"]["$gt"] else None
+
+    def delete_one(self, query: dict[str, Any]) -> None:
+        self.records.pop(query["_id"], None)
+
+    def delete_many(self, query: dict[str, Any]) -> None:  # a session's (sid), or the ended ones (the sweep)
+        ended = query.get("until", {}).get("$lt")
+        for key in [k for k, r in self.records.items()
+                    if (r["sid"] == query["sid"] if "sid" in query else r["until"] < ended)]:
+            del self.records[key]
 
 
 def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:

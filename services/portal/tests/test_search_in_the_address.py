@@ -89,8 +89,15 @@ def test_an_invoice_search_is_in_the_address_by_a_key_and_back_or_refresh_shows_
     assert 'value="truong dat"' in body and "HD0P2B6ZNPM" in body and "Trương Quốc Đạt" in body
     assert "Tìm thấy 1 hóa đơn" in body and searched == ["truong dat", "truong dat"]
     assert "Tìm thấy" not in client.get(address + "x").get_data(as_text=True)  # a key never made: the queue
+    from datetime import UTC, datetime, timedelta
+
+    from sen_portal.web import kept
+
     with client.session_transaction() as s:  # a key of the patients page's search is not an invoice search
-        s["searches"] = {"k-patients": ["patients", "truong dat"]}
+        sid = s["sid"]
+    kept._db()[kept.KEPT].insert_one({"_id": f"{sid}/search/k-patients", "sid": sid,
+                                      "value": ["patients", "truong dat"],
+                                      "until": datetime.now(UTC) + timedelta(hours=1)})
     assert "Tìm thấy" not in client.get("/invoices?s=k-patients").get_data(as_text=True)
 
 

@@ -12,7 +12,7 @@ from flask_babel import gettext
 from pymongo.errors import PyMongoError
 
 from ..config import PortalSettings
-from . import bp, login_required, signouts, tokens
+from . import bp, kept, login_required, signouts, tokens
 from .forms import LoginForm
 from .users import User, check_demo_password
 
@@ -143,6 +143,7 @@ def logout() -> Any:
     signouts.sign_out(session.get("sid"), session.get("signed_in_at"))  # no copy of the cookie opens a page again
     if session.get("oidc"):
         tokens.forget(session.get("sid"))  # nor do its tokens call a back-end again
+    kept.forget(session.get("sid"))  # nor is what it kept of its patients (searches, a take-on) read again
     lang = session.get("lang")
     session.clear()
     if lang:

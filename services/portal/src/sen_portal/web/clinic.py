@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ from html import unescape
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Response, copy_current_request_context, g, redirect, render_template, request, session, url_for
+from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import force_locale, format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -31,6 +32,7 @@ from . import (
     bp,
     icd10,
     imaging,
+    kept,
     login_required,
     loinc,
     patients,
@@ -290,14 +292,15 @@ def patient_take_on(pid: str | None) -> Any:
                        if p.get("name") == "patient"), None)
     if pid is None:
         return redirect(url_for("web.clinic_home"))
-    # what the registration form said, for the chart to name where the record differs (in the signed
-    # session cookie, never in a URL; the chart takes it once)
-    typed = {"family": form.family.data, "given": form.given.data, "birthDate": form.birth_date.data,
-             "gender": form.gender.data}
-    session.pop("taken_on", None)
-    if any(typed.values()):
-        session["taken_on"] = {"pid": pid, **{k: v for k, v in typed.items() if v}}
-    return step_done(url_for("web.patient_chart", pid=pid), "taken")
+    # what the registration form said, for the chart to name where the record differs: kept on the server
+    # (web/kept.py: never in the cookie nor a URL), the step's confirmation carrying a random reference to
+    # it; the chart takes it once
+    typed = {k: v for k, v in {"family": form.family.data, "given": form.given.data,
+                                "birthDate": form.birth_date.data, "gender": form.gender.data}.items() if v}
+    ref = secrets.token_urlsafe(12)  # 96 random bits
+    if not typed or not kept.put(f"taken-on/{ref}", {"pid": pid, **typed}):
+        ref = "1"  # nothing typed to compare (a take-on from a search), or not kept: the chart says the step only
+    return step_done(url_for("web.patient_chart", pid=pid), "taken", ref)
 
 
 def too_many_wrong_numbers(err: BackendError) -> Any:
@@ -592,8 +595,8 @@ def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | N
     if data["patient"] is None:
         data["patient"] = fhir_get("ehr", f"/fhir/Patient/{pid}", cached=True)
     series = json.dumps(data["series"]).replace("</", "<\\/")
-    typed = session.pop("taken_on", None) if "taken_on" in session else None
     done = steps_done()
+    typed = kept.get(f"taken-on/{done['taken']}", once=True) if done.get("taken", "1") != "1" else None
     differs = patients.differences(data["patient"], typed) if typed and typed.get("pid") == pid else []
     if end_form is None and g.user.role == "clinic" and patients.taken_on_here(data["patient"], g.user.facility):
         end_form = EndTakeOnForm(formdata=None)
