@@ -319,3 +319,26 @@ def test_a_refused_request_leaves_one_audit_event(case, request, dev_key) -> Non
     if not by_role:
         assert "another" in trail[0]["outcomeDesc"], trail[0]["outcomeDesc"]
 
+
+def test_another_facilitys_invoices_in_a_summary_request_are_one_recorded_refusal(bill, dev_key) -> None:
+    """``/payments/invoices?id=...``: another facility's invoices are left out, as ids never stored are (the
+    answer tells them apart in nothing), and the request leaves one AuditEvent naming them; a request naming
+    none of them leaves none."""
+    c, db = bill["client"], bill["db"]
+
+    def ask(*ids: str) -> tuple[str, Any]:
+        sub = f"thu-ngan-org-b-{uuid.uuid4().hex[:8]}"
+        h = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'cashier', sub=sub, facility='org-b')}",
+             "Accept": "application/json"}
+        return sub, c.get("/payments/invoices", params=[("id", i) for i in ids], headers=h)
+
+    sub, r = ask(bill["issued"], "sen-no-such-invoice", bill["paid"], bill["issued"])
+    assert r.status_code == 200 and r.json() == {"summaries": []}, r.text
+    assert ask("sen-no-such-invoice", "sen-no-such-invoice-2")[1].json() == r.json()
+    trail = _trail_of(db, sub)
+    assert [(e["outcome"], e["outcomeDesc"][:4]) for e in trail] == [("4", "403:")], trail
+    said = trail[0]["outcomeDesc"]
+    assert f"Invoice/{bill['issued']}" in said and f"Invoice/{bill['paid']}" in said and "another" in said, said
+    assert "sen-no-such-invoice" not in said, said
+    sub, r = ask("sen-no-such-invoice")
+    assert r.status_code == 200 and _trail_of(db, sub) == [], r.text

@@ -63,8 +63,15 @@ def _hiding(operation: str, key: str, rtype: str | None = "Invoice") -> Callable
 
 @_cashier_only
 def invoice_summaries(id: list[str]) -> Any:  # noqa: A002 - the spec's name
-    """The queue's rows in one request: what is left to pay on each invoice it lists."""
-    return {"summaries": status.summaries(_db(), id[:status.MAX_SUMMARIES], current_principal())}, 200, JSON
+    """The queue's rows in one request: what is left to pay on each invoice it lists. Another facility's are
+    left out as unknown ones are; their refusal is recorded once for the request, one AuditEvent naming them."""
+    principal, refused = current_principal(), []
+    found = status.summaries(_db(), id[:status.MAX_SUMMARIES], principal, refused)
+    if refused:
+        current().extras["fhir"].auditor.record(principal, Record(
+            "operation", "Invoice", None, operation="invoice-summaries", status=403,
+            detail=f"{', '.join(f'Invoice/{i}' for i in refused)} belong to another facility"))
+    return {"summaries": found}, 200, JSON
 
 
 @_cashier_only

@@ -71,11 +71,13 @@ def read_invoice(db: Database, invoice_id: str, principal: Any) -> invoice_port.
 MAX_SUMMARIES = 100  # invoices a request of several may name (a queue page lists 50)
 
 
-def summaries(db: Database, invoice_ids: list[str], principal: Any) -> list[dict[str, Any]]:
+def summaries(db: Database, invoice_ids: list[str], principal: Any,
+              refused: list[str] | None = None) -> list[dict[str, Any]]:
     """The summaries of several invoices in one request, in the order asked (duplicates once): the
     queue's rows would otherwise be one HTTP request each. An unknown invoice, or another facility's,
-    is left out. Each is :func:`summary` of its own read: two reads for the common issued, unpaid one
-    (FerretDB answers an ``$in`` over a collection's field by reading it all)."""
+    is left out (the answer does not tell them apart); the ids of another facility's are added to
+    ``refused`` (the caller records the refusal). Each is :func:`summary` of its own read: two reads for
+    the common issued, unpaid one (FerretDB answers an ``$in`` over a collection's field by reading it all)."""
     out = []
     for iid in dict.fromkeys(invoice_ids):
         invoice = invoice_port.get(db, iid)
@@ -84,6 +86,8 @@ def summaries(db: Database, invoice_ids: list[str], principal: Any) -> list[dict
         try:
             check_facility(principal, invoice.facility, NotFound(f"no invoice {iid}"))
         except Hidden:
+            if refused is not None:
+                refused.append(iid)
             continue
         out.append(summary(db, invoice))
     return out
