@@ -28,6 +28,7 @@ BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418",
         "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DA KHOA DONG THAP",  # a demo account for the QR codes
         # the demo cashier's facility owns it: its unmatched transfers are in that cashier's queue
         "SEN_BANK_ACCOUNT_FACILITIES": '{"0011001932418": "tyt-my-hiep"}'}
+WAIT_MS = 45_000  # the longest a tab waits for what it expects (a busy, shared machine)
 SEPAY_KEY = "browser-suite-sepay-key"  # the test run's own webhook key (billing reads SEN_SEPAY_API_KEY)
 pytestmark = pytest.mark.integration
 
@@ -66,8 +67,11 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect() retries until the page shows what it asks for; as long as a tab's own waits (the
+    # context's default below), not Playwright's 5 s: the machine may be shared and busy
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
@@ -86,20 +90,25 @@ class Visitor:
         self.page.goto(self.base + path)
         self.page.wait_for_load_state("networkidle")
 
+    def submit(self, selector: str) -> None:
+        """Click a button that posts its form as a page (not in place) and wait for the page it brings.
+        Not ``networkidle`` alone: the page before the answer is idle too, so a test read it (or went on to
+        another address, cutting the post off) when the answer was slow."""
+        with self.page.expect_navigation():
+            self.page.click(selector)
+        self.page.wait_for_load_state("networkidle")
+
     def sign_in(self, username: str, password: str | None = None) -> None:
         self.go("/login")
         self.page.fill("#username", username)
         self.page.fill("#password", password or f"sen-{username}")
-        self.page.click("form button.primary")
-        self.page.wait_for_load_state("networkidle")
+        self.submit("form button.primary")  # signed in: the home page; refused: the sign-in page again
 
     def sign_out(self) -> None:
-        self.page.click("header form[action='/logout'] button")
-        self.page.wait_for_load_state("networkidle")
+        self.submit("header form[action='/logout'] button")
 
     def english(self) -> None:
-        self.page.click("header button[value='en']")
-        self.page.wait_for_load_state("networkidle")
+        self.submit("header button[value='en']")
 
     def check(self, name: str) -> None:
         """Screenshot the page and run axe-core on it: no serious or critical violation."""
@@ -137,7 +146,7 @@ def visitor_factory(request, browser, stack, artifacts):
     def make(tag: str, width: int = 1280, height: int = 900) -> Visitor:
         ctx = browser.new_context(viewport={"width": width, "height": height}, locale="vi-VN",
                                   timezone_id="Asia/Ho_Chi_Minh")
-        ctx.set_default_timeout(45_000)  # the machine may be shared and busy
+        ctx.set_default_timeout(WAIT_MS)  # the machine may be shared and busy
         contexts.append(ctx)
         return Visitor(ctx.new_page(), stack["portal"], artifacts, tag)
 

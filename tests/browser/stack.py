@@ -45,6 +45,10 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
               "SEN_BILLING_URL": urls["billing"], "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"}
     common.setdefault("SEN_FACILITY_NAMES", facility_names())  # as make run: the names billing's receipts print
     common.setdefault("SEN_FACILITY_DISTRICTS", facility_districts())  # and a hand invoice's district
+    # how long the portal waits for a back-end: 5 s by default, which a page's call took on a loaded test machine
+    # (the page then said "trả lời quá chậm" and the test failed); the outage tests hold their answers with
+    # Playwright routes, not by timing, and a test's own waits (45 s) stay longer
+    common.setdefault("SEN_HTTP_TIMEOUT", "30")
     bindir = Path(sys.executable).parent
     procs: list[subprocess.Popen] = []
     # as make run: each service's indexes step, then the local PostgreSQL's tuning of those databases

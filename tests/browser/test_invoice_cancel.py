@@ -180,7 +180,7 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
 
     v.go(f"/invoices/{new}?p={pid}")  # a transfer pays the new invoice; its receipt names her
     transfer_arrives(stack, reference, amount, "thanh toan")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    v.page.wait_for_selector("[data-testid=paid]")
     v.page.click("#invoice-status a")
     v.page.wait_for_load_state("networkidle")
     assert v.page.inner_text("[data-testid=receipt-patient]").strip() == NAME

@@ -50,7 +50,7 @@ def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str,
     v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
     transfer_arrives(stack, reference, 10000, "tra truoc")
     transfer_arrives(stack, reference, amount - 10000, "tra not")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)
+    v.page.wait_for_selector("[data-testid=paid]")
     v.go(f"/invoices/{iid}?p={pid}")
     v.page.click("details#refund-box > summary")
     return v, reference
@@ -59,8 +59,7 @@ def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str,
 def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_error(visitor_factory, stack):
     v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
     transfer_arrives(stack, reference, 10000, "tra truoc")  # part of it: the cancel box goes
-    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 1",
-                             timeout=30_000)
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 1")
     v.go(f"/invoices/{iid}?p={pid}")  # the page as a cashier opens it now: something paid, no cancel box
     assert v.page.locator("details#cancel-box").count() == 0
     errors: list[str] = []
@@ -69,7 +68,7 @@ def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_er
         document.body.addEventListener('htmx:oobErrorNoTarget',
                                        e => window.__oobMissing.push(e.detail.content.id)); }""")
     transfer_arrives(stack, reference, amount - 10000, "tra not")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)  # no reload: the status box swapped
+    v.page.wait_for_selector("[data-testid=paid]")  # no reload: the status box swapped
     rows = v.page.locator("[data-testid=payments] tbody tr")
     assert rows.count() == 2, v.page.inner_text("[data-testid=invoice-payments]")
     assert v.page.evaluate("window.__oobMissing") == []
@@ -93,8 +92,7 @@ def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory,
     v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
     v.page.focus("form[data-refund-form] [name=reason]")
     transfer_arrives(stack, reference, 20000, "chuyen them")  # late: the invoice is paid already
-    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 3",
-                             timeout=30_000)
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 3")
     assert v.page.evaluate("document.querySelector('details#refund-box').open")
     form = "form[data-refund-form]"
     assert v.page.locator(f"{form} input[name=payment]").count() == 3  # the late transfer offered too
@@ -116,8 +114,8 @@ def test_a_refund_being_typed_says_nothing_changed_when_nothing_did(visitor_fact
     v.page.fill("form[data-refund-form] [name=amount]", "5.000")
     v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
     v.page.evaluate("window.__box = document.getElementById('invoice-status')")
-    v.page.wait_for_function("() => document.getElementById('invoice-status') !== window.__box",
-                             timeout=30_000)  # the status box polled and redrew itself: nothing new
+    # the status box polled and redrew itself: nothing new
+    v.page.wait_for_function("() => document.getElementById('invoice-status') !== window.__box")
     assert v.page.locator("[data-testid=payments] tbody tr").count() == 2
     assert v.page.input_value("form[data-refund-form] [name=amount]") == "5.000"
     for note in ("refund-kept", "refund-kept-gone", "refund-kept-none"):
@@ -142,7 +140,7 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
                             "Idempotency-Key": uuid.uuid4().hex},
                    json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
     assert r.status_code in (200, 201), r.text[:300]
-    v.page.wait_for_selector("[data-testid=refunds] tbody tr", timeout=30_000)
+    v.page.wait_for_selector("[data-testid=refunds] tbody tr")
     assert v.page.evaluate("document.querySelector('details#refund-box').open")
     assert v.page.locator(f"{form} input[name=payment][value='{chosen}']").count() == 0
     assert v.page.locator(f"{form} input[name=payment]:checked").count() == 0  # not another one in its place
@@ -157,8 +155,7 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
                             "Idempotency-Key": uuid.uuid4().hex},
                    json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
     assert r.status_code in (200, 201), r.text[:300]
-    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=refunds] tbody tr').length === 2",
-                             timeout=30_000)
+    v.page.wait_for_function("() => document.querySelectorAll('[data-testid=refunds] tbody tr').length === 2")
     assert v.page.locator("details#refund-box").count() == 0
     assert v.page.is_visible("[data-testid=refund-kept-none]")
     said = v.page.inner_text("[data-testid=refund-kept-none]")

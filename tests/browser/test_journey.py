@@ -362,7 +362,7 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.check("cashier-invoice-qr")
     v.page.evaluate("window.__sameDocument = true")
     transfer_arrives(stack, reference, amount, "thanh toan hoi chan")
-    v.page.wait_for_selector("[data-testid=paid]", timeout=30_000)  # no reload: htmx swapped the status box
+    v.page.wait_for_selector("[data-testid=paid]")  # no reload: htmx swapped the status box
     assert v.page.evaluate("window.__sameDocument === true")
     assert t["paid"] in v.page.inner_text("[data-testid=paid]")
     assert v.page.locator("#qr-box img").count() == 0  # the paid code is taken away
@@ -379,7 +379,7 @@ def transfer_arrives(stack: dict[str, str], reference: str, amount: int, note: s
             "accountNumber": "0011001932418", "code": None, "content": f"{reference} {note}",
             "transferType": "in", "transferAmount": amount, "accumulated": amount, "referenceCode": "FT26338",
             "description": f"{reference} {note}"}
-    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=10,
+    r = httpx.post(f"{stack['billing']}/webhooks/sepay", json=body, timeout=30,
                    headers={"Authorization": f"Apikey {stack['sepay']}"})
     assert r.status_code in (200, 201), r.text
 
