@@ -252,3 +252,41 @@ def test_a_session_whose_tokens_ended_signs_in_again_and_ended_tokens_are_swept(
         assert len(backends.bearers) == asked  # no back-end asked without a token
         left = doctor.get_cookie("sen_portal")  # signed out in the browser too (deleted, or a CSRF token's seed only)
         assert left is None or "user" not in _cookie(portal, doctor)
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_database_down_a_page_needing_the_sessions_tokens_says_so(portal, backends, monkeypatch, lang) -> None:
+    """The portal's database out of reach and this worker holding no copy of the session's tokens: the page is
+    "Service unavailable" (503, Retry-After) saying the sign-in cannot be checked, in the user's language; before,
+    the general handler's words about the dashboard's figures ("Chưa đọc được số liệu của bảng điều hành"). No
+    back-end is asked; htmx's answer goes into the page's problem box; the database back, the same session works."""
+    import html
+    import re
+    from types import SimpleNamespace
+
+    from pymongo import MongoClient
+    from sen_portal.web import tokens
+
+    doctor = _sign_in(portal)
+    if lang == "en":
+        token = csrf_token(doctor.get("/worklist").get_data(as_text=True))
+        doctor.post("/language", data={"lang": "en", "next": "/worklist", "csrf_token": token})
+    _another_worker()
+    asked = len(backends.bearers)
+    down = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=300, connectTimeoutMS=300)
+    real = tokens.current
+    monkeypatch.setattr(tokens, "current", lambda: SimpleNamespace(db=down["sen_portal"], settings=real().settings))
+    said = {"vi": ("Dịch vụ tạm thời không dùng được", "Chưa kiểm tra được phiên đăng nhập của bạn lúc này: cơ sở dữ "
+                   "liệu của cổng thông tin không trả lời, nên chưa hỏi dịch vụ nào và chưa gửi gì."),
+            "en": ("Service unavailable", "Your sign-in cannot be checked right now: the portal's database does not "
+                   "answer, so no service was asked and nothing was sent.")}[lang]
+    for r in (doctor.get("/worklist"), doctor.get("/worklist", headers={"HX-Request": "true"})):
+        text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.get_data(as_text=True))))
+        assert r.status_code == 503 and r.headers["Retry-After"].isdigit(), (r.status_code, text[-500:])
+        assert said[0] in text and said[1] in text, text[-800:]
+        assert "bảng điều hành" not in text and "dashboard" not in text
+    assert r.headers["HX-Retarget"] == "#page-problem"  # htmx's: in the page's problem box, the page kept
+    assert len(backends.bearers) == asked
+    down.close()
+    monkeypatch.setattr(tokens, "current", real)
+    assert doctor.get("/worklist").status_code == 200 and len(backends.bearers) > asked

@@ -36,7 +36,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
-from flask import current_app, redirect, request, session, url_for
+from flask import current_app, redirect, render_template, request, session, url_for
+from flask_babel import gettext
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
 from sen_shared.runtime import current
@@ -71,13 +72,23 @@ def store(sid: str, token: dict[str, Any], signed_in_at: float) -> None:
     signouts.sweep(db, TOKENS)
 
 
+class TokensOutOfReach(Exception):
+    """The session's tokens could not be read (nor refreshed): the portal's database does not answer."""
+
+
 def access_token(sid: str) -> str:
     """The session's access token for a back-end call: the newest generation's, refreshed first when it expires
-    within :data:`REFRESH_MARGIN` and a refresh token is held."""
-    record = _newest(sid)
-    expires = record.get("expires_at")
-    if expires is not None and _epoch(expires) - time.time() < REFRESH_MARGIN and record.get("refresh_token"):
-        record = _refresh(sid, record)
+    within :data:`REFRESH_MARGIN` and a refresh token is held. The database out of reach and no token kept in
+    this process: :class:`TokensOutOfReach` (the page says so: :func:`_tokens_out_of_reach`)."""
+    try:
+        record = _newest(sid)
+        expires = record.get("expires_at")
+        if expires is not None and _epoch(expires) - time.time() < REFRESH_MARGIN and record.get("refresh_token"):
+            record = _refresh(sid, record)
+    except PyMongoError as err:
+        if not mongo.unavailable(err):
+            raise
+        raise TokensOutOfReach from err
     return str(record["access_token"])
 
 
@@ -187,6 +198,25 @@ def _keep(sid: str, record: dict[str, Any], now: float | None = None) -> None:
     if len(_kept) >= _KEPT:
         _kept.clear()
     _kept[sid] = (record, time.monotonic() if now is None else now)
+
+
+@bp.errorhandler(TokensOutOfReach)
+def _tokens_out_of_reach(err: TokensOutOfReach) -> Any:
+    """A page whose back-end call needed the session's tokens while the portal's database does not answer: 503
+    "Service unavailable" saying so in the user's language (not the dashboard's figures, which the general
+    handler's words are about), with Retry-After; a form's typed text shown to copy, an htmx request's in the
+    page's problem box (``web._headers``). The session stays: it works again once the database answers."""
+    from sen_shared.web import DATABASE_RETRY_AFTER
+
+    log.warning("a session's tokens could not be read: the portal's database does not answer (%s)",
+                type(err.__cause__).__name__)
+    response = current_app.make_response((render_template(
+        "error.html", title=gettext("Service unavailable"),
+        message=gettext("Your sign-in cannot be checked right now: the portal's database does not answer, so no "
+                        "service was asked and nothing was sent. Try again in a moment."),
+        typed=typed_text(request.form) if request.method == "POST" else None), 503))
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
 
 
 @bp.errorhandler(SessionEnded)
