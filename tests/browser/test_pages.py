@@ -155,12 +155,14 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v.page.set_viewport_size({"width": 1280, "height": 900})
     v.tag = "vi-1280"
     from tests.browser.test_cashier_charges import _amounts_whole
-    from tests.browser.test_roles import _unmatched_transfer
+    from tests.browser.test_roles import _page_with, _unmatched_transfer
 
-    _unmatched_transfer(stack, "chuyen tien kham benh " + uuid.uuid4().hex[:6], 15000)
+    note = "chuyen tien kham benh " + uuid.uuid4().hex[:6]
+    _unmatched_transfer(stack, note, 15000)
     v.go("/unmatched")
+    _page_with(v, note)  # oldest first, 50 a page: other tests' transfers (test_roles' 53) may fill the first
     # the walk: '15.000' above '₫' in the queue's Amount column at 1280 px, its cell no money cell (left-aligned)
-    assert v.page.locator("td.money", has_text="15.000\u00a0₫").count() >= 1
+    assert v.page.locator("tr", has_text=note).locator("td.money", has_text="15.000\u00a0₫").count() == 1
     _amounts_whole(v)
     v.check("cashier-unmatched")
     v.go("/invoices")  # the queue's amounts the same
