@@ -288,6 +288,15 @@ BILLING_ROLES: dict[str, Case] = {
     "a shift opened by a doctor": _billing_as("doctor", "POST", lambda b: "/payments/shifts", lambda b: {}),
     "the daily report by clinic staff": _billing_as("clinic", "GET", lambda b: "/payments/reports/daily.csv"),
     "receipt by a doctor": _billing_as("doctor", "GET", lambda b: f"/payments/receipts/{b['paid']}"),
+    "Invoice read by a doctor": _billing_as("doctor", "GET", lambda b: f"/fhir/Invoice/{b['issued']}"),
+    "Invoice search by clinic staff": _billing_as("clinic", "GET", lambda b: "/fhir/Invoice?status=issued"),
+    "the audit trail read by a cashier": _billing_as("cashier", "GET", lambda b: "/fhir/AuditEvent?outcome=4"),
+    "the type history by a cashier": _billing_as("cashier", "GET", lambda b: "/fhir/Invoice/_history"),
+    "the price list changed by a cashier": _billing_as("cashier", "POST", lambda b: "/fhir/ChargeItemDefinition",
+                                                       lambda b: {"resourceType": "ChargeItemDefinition",
+                                                                  "status": "active", "url": "urn:sen:x"}),
+    "an Account created by a cashier": _billing_as("cashier", "POST", lambda b: "/fhir/Account",
+                                                   lambda b: {"resourceType": "Account", "status": "active"}),
 }
 
 

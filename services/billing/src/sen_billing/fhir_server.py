@@ -122,7 +122,12 @@ class BillingFhirServer(FhirServer):
             return f"Organization/{principal.facility}"
         return None
 
-    def _read_check(self, rtype: str, interaction: str = "read") -> Any:
+    def _refuse(self, p: Any, rec: Record, err: FhirError) -> NoReturn:
+        """Raise ``err``, a 403 by role, recorded as ``rec`` in billing's trail once (``hidden_refusals``)."""
+        with hidden_refusals(self.auditor, p, rec):
+            raise err
+
+    def _read_check(self, rtype: str, interaction: str = "read", rid: str | None = None) -> Any:
         p = self.principal()
         if rtype == "ChargeItemDefinition":
             return p
@@ -130,10 +135,11 @@ class BillingFhirServer(FhirServer):
             try:
                 access.check(p, interaction, AUDIT_TYPE, compartment=False)
             except access.Denied as err:
-                raise forbidden(str(err)) from None
+                self._refuse(p, Record(interaction, rtype, rid), forbidden(str(err)))
             return p
         if not p.roles & READERS:
-            raise forbidden(f"{rtype} is read by cashiers, the health department and admins only")
+            self._refuse(p, Record(interaction, rtype, rid),
+                         forbidden(f"{rtype} is read by cashiers, the health department and admins only"))
         return p
 
     def _check_head(self, p: Any, rec: Record, missing: Callable[[], Exception]) -> None:
@@ -177,9 +183,9 @@ class BillingFhirServer(FhirServer):
         if "admin" in p.roles:
             return p
         if rtype == "ChargeItemDefinition":
-            raise forbidden("the price list is changed by admins only")
+            self._refuse(p, Record(verb, rtype, req.rid), forbidden("the price list is changed by admins only"))
         if "cashier" not in p.roles or rtype == "Account":
-            raise forbidden(f"{verb} of {rtype} is not allowed for this role")
+            self._refuse(p, Record(verb, rtype, req.rid), forbidden(f"{verb} of {rtype} is not allowed for this role"))
         if rtype == "ChargeItem" and verb != "create":
             raise _not_allowed("a ChargeItem is not changed by hand once entered; ask an admin", "GET, HEAD")
         return p
@@ -188,13 +194,13 @@ class BillingFhirServer(FhirServer):
 
     def read(self, req: FhirRequest, doc: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
-        p = self._read_check(rtype)
+        p = self._read_check(rtype, "read", req.rid)
         self._check_head(p, Record("read", rtype, req.rid), lambda: st.not_found(rtype, req.rid or ""))
         return super().read(req, doc)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
-        p = self._read_check(rtype, "vread")
+        p = self._read_check(rtype, "vread", req.rid)
         self._check_head(p, Record("vread", rtype, req.rid, req.vid),
                          lambda: st.no_version(rtype, req.rid or "", req.vid or ""))
         return super().vread(req)
@@ -203,10 +209,11 @@ class BillingFhirServer(FhirServer):
         p = self.principal()
         if req.resource_type is None or (req.rid is None and req.resource_type != "ChargeItemDefinition"):
             if self.facility_of(p) is not None or not p.roles & READERS:
-                raise forbidden("type and system history are for admins and the health department")
+                self._refuse(p, Record("history-type", req.resource_type),
+                             forbidden("type and system history are for admins and the health department"))
         if req.resource_type is not None:
             rtype = self.check_type(req.resource_type)
-            self._read_check(rtype, "history" if req.rid else "history-type")
+            self._read_check(rtype, "history" if req.rid else "history-type", req.rid)
             self._check_head(p, Record("history", rtype, req.rid), lambda: st.not_found(rtype, req.rid or ""))
         return super().history(req)
 
