@@ -300,5 +300,5 @@ def test_the_invoice_reference_has_one_name_on_the_cashiers_pages(client):
     above them 'mã thanh toán' (English says 'reference' everywhere): one name, 'mã tham chiếu'."""
     sign_in(client, "cashier")
     page = client.get("/invoices").get_data(as_text=True)  # billing does not answer: the search form stays
-    assert "Tên người bệnh hoặc mã tham chiếu" in page and "mã tham chiếu HD… viết hoa" in page
+    assert "Tên, số điện thoại người bệnh hoặc mã tham chiếu" in page and "mã tham chiếu HD… viết hoa" in page
     assert "mã thanh toán" not in page.lower()

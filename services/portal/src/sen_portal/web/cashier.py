@@ -542,7 +542,8 @@ def invoice_cash(iid: str) -> Any:
     txn = form.txn.data or uuid.uuid4().hex
     received = int(form.amount.data)
     try:
-        recorded = cash_to_record(iid, received, txn, keep_credit=bool(form.keep_credit.data))
+        s = summary(iid)
+        recorded = _cash_to_record(s, received, txn, keep_credit=bool(form.keep_credit.data))
         if recorded is None:  # this form was recorded already (a second click): its answer, nothing new
             return redirect(url_for("web.invoice", iid=iid, **_hint()))
         _json("POST", "/payments/cash", {"invoice": iid, "amount": recorded, "transactionId": txn})
@@ -551,6 +552,11 @@ def invoice_cash(iid: str) -> Any:
     if received > recorded:
         flash(gettext("Change to give back: %(change)s (received %(received)s, recorded %(recorded)s).",
                       change=vnd(received - recorded), received=vnd(received), recorded=vnd(recorded)), "cash-change")
+    due = s.get("balanceDue")
+    if s.get("status") == "issued" and isinstance(due, int) and 0 < recorded < due:
+        # part of what is owed: said on the page it leads back to (a payment that settles it: the paid state)
+        flash(gettext("Recorded %(amount)s cash, %(due)s still due.", amount=vnd(recorded), due=vnd(due - recorded)),
+              "cash-recorded")
     return redirect(url_for("web.invoice", iid=iid, **_hint()))
 
 
@@ -571,7 +577,11 @@ def cash_to_record(iid: str, received: int, txn: str, *, keep_credit: bool = Fal
     None: this form's cash is recorded already (billing's payment ``cashier:<txn>`` is among the
     invoice's payments: a second click, a reload's resubmit), so nothing is sent again; billing's own
     transactionId check would refuse the retry's amount once the balance it was cut to is paid."""
-    s = summary(iid)
+    return _cash_to_record(summary(iid), received, txn, keep_credit=keep_credit)
+
+
+def _cash_to_record(s: dict[str, Any], received: int, txn: str, *, keep_credit: bool = False) -> int | None:
+    """:func:`cash_to_record` of the invoice's summary ``s`` as read (the page after says what is still due of it)."""
     if any(str(p.get("id")) == f"cashier:{txn}" for p in s.get("payments") or []):
         return None
     due = s.get("balanceDue")

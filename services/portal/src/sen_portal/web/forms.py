@@ -269,8 +269,8 @@ class PatientSearchForm(FlaskForm):
 
 
 class InvoiceSearchForm(FlaskForm):
-    q = StringField(_l("Patient's name or payment reference"),
-                    validators=[DataRequired(_l("Type a patient's name or a reference (HD...).")),
+    q = StringField(_l("Patient's name, phone or payment reference"),
+                    validators=[DataRequired(_l("Type a patient's name, phone or a reference (HD...).")),
                                 Length(min=2, max=100, message=_l("Type 2 to 100 characters."))])
 
 
