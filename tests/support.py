@@ -90,6 +90,13 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
                 "SEN_BILLING_URL": backend, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", **env}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
+    from sen_portal.web import signouts, tokens
+
+    # a new app is a new process's portal: nothing a previous test's app learnt (a database out of reach for
+    # the next 60 s, sessions seen live or signed out, tokens read) carries over into this one
+    monkeypatch.setattr(signouts, "_unreachable_until", 0.0)
+    for state in (signouts._signed_out, signouts._seen_live, signouts._swept, tokens._kept):
+        state.clear()
     if "MONGO_URL" not in env:  # what a session keeps on the server (web/kept.py): this process's stand-in
         from sen_portal.web import kept
 
