@@ -60,7 +60,8 @@ def test_a_div_that_is_no_xhtml_div_is_refused(div):
     f'<div {X}><a href="https://sen.vn/">x</a> <a href="Patient/bn-1">p</a> <a href="#c1">c</a> '
     f'<a href="mailto:bs@sen.vn">m</a> <a name="top">t</a></div>',
     f'<div {X}><img src="data: image/png;base64,iVBORw0KGgo=" alt="x" style="width: 2px"/>'
-    f'<table class="grid" border="1" cellpadding="2"><tr><td style="background-image: url(data: image/png;base64,AA==)" '
+    f'<table class="grid" border="1" cellpadding="2">'
+    f'<tr><td style="background-image: url(data: image/png;base64,AA==)" '
     f'colspan="2">x</td></tr></table><!-- a comment --><span xml:lang="vi" title="t">y</span></div>',
 ])
 def test_basic_formatting_passes(div):
