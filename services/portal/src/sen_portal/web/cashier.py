@@ -552,12 +552,25 @@ def invoice_cash(iid: str) -> Any:
     if received > recorded:
         flash(gettext("Change to give back: %(change)s (received %(received)s, recorded %(recorded)s).",
                       change=vnd(received - recorded), received=vnd(received), recorded=vnd(recorded)), "cash-change")
-    due = s.get("balanceDue")
-    if s.get("status") == "issued" and isinstance(due, int) and 0 < recorded < due:
-        # part of what is owed: said on the page it leads back to (a payment that settles it: the paid state)
-        flash(gettext("Recorded %(amount)s cash, %(due)s still due.", amount=vnd(recorded), due=vnd(due - recorded)),
+    left = _still_due(iid)
+    if left:  # part of what is owed: said on the page it leads back to (a payment that settles it: the paid state)
+        flash(gettext("Recorded %(amount)s cash, %(due)s still due.", amount=vnd(recorded), due=vnd(left)),
               "cash-recorded")
     return redirect(url_for("web.invoice", iid=iid, **_hint()))
+
+
+def _still_due(iid: str) -> int | None:
+    """What is left to pay once the cash is recorded, as billing reads the invoice now (a fresh summary: the
+    POST marked the session written, so no answer fetched before it is shared); None when nothing is (paid,
+    a credit) or the read fails (the page it leads to says the balance, or that billing is out of reach).
+    Not the balance read before the payment less the cash: a transfer landing in between made that overstate
+    what is owed."""
+    try:
+        s = summary(iid)
+    except BackendError:
+        return None
+    due = s.get("balanceDue")
+    return due if s.get("status") == "issued" and isinstance(due, int) and due > 0 else None
 
 
 def cash_to_record(iid: str, received: int, txn: str, *, keep_credit: bool = False) -> int | None:
