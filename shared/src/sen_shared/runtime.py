@@ -8,7 +8,7 @@ outside a request. Handlers reach their dependencies through :func:`current`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,15 @@ class Runtime:
 
     @property
     def db(self) -> Database:
-        # resolved on each use so a forked worker gets its own client
-        return mongo.database(self.settings.mongo_url, self.settings.db_name)
+        return database_of(self.settings)()
+
+
+def database_of(settings: Settings) -> Callable[[], Database]:
+    """The database of ``settings``, resolved on each call (a forked worker gets its own client) and bound to
+    them when made: what a FHIR server (and the AuditEvent writer thread behind it) is given, so that work
+    done outside a request reaches its own app's database. :func:`current` outside a request answers the
+    process's last-installed runtime: another app's, where one process holds two (tests)."""
+    return lambda: mongo.database(settings.mongo_url, settings.db_name)
 
 
 _current: Runtime | None = None

@@ -6,7 +6,7 @@ import logging
 
 import connexion
 from sen_shared.fhir.rest import FhirConfig
-from sen_shared.runtime import current
+from sen_shared.runtime import database_of
 from sen_shared.web import build_app
 
 from .config import BillingSettings, settings_from_env
@@ -19,7 +19,7 @@ def create_app(settings: BillingSettings | None = None) -> connexion.FlaskApp:
     # billing publishes its own events (billing.invoice.issued, ...): no generic billing.<type>.<verb> ones
     fhir = BillingFhirServer(FhirConfig(RESOURCE_TYPES, service="billing", base_path="/fhir", emit_events=False,
                                         interactions=INTERACTIONS),
-                             db=lambda: current().db, settings=settings)
+                             db=database_of(settings), settings=settings)
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="billing.yaml", api_package="sen_billing.api", indexes=INDEXES,
                     fhir_base="/fhir", extras={"fhir": fhir}, strict_validation=False)

@@ -6,7 +6,7 @@ import logging
 
 import connexion
 from sen_shared.fhir.rest import FhirConfig
-from sen_shared.runtime import current
+from sen_shared.runtime import database_of
 from sen_shared.web import build_app
 
 from .config import EhrSettings, settings_from_env
@@ -23,7 +23,7 @@ def create_app(settings: EhrSettings | None = None) -> connexion.FlaskApp:
                                     unique_identifiers=UNIQUE_IDENTIFIERS,
                                     operations=(take_on.DEFINITION, end_take_on.DEFINITION),
                                     event_fields=dict(patient_events.EVENT_FIELDS)),
-                         db=lambda: current().db, hide_refused=True, limit=Limit.from_settings(settings))
+                         db=database_of(settings), hide_refused=True, limit=Limit.from_settings(settings))
     # FHIR search takes open-ended query parameters: the engine validates them, not connexion
     app = build_app(settings, spec="ehr.yaml", api_package="sen_ehr.api", indexes=INDEXES,
                     fhir_base="/fhir", extras={"fhir": fhir}, strict_validation=False)

@@ -6,7 +6,7 @@ import logging
 
 import connexion
 from sen_shared.fhir.rest import FhirConfig
-from sen_shared.runtime import current
+from sen_shared.runtime import database_of
 from sen_shared.web import build_app
 
 from .config import TeleconsultSettings, settings_from_env
@@ -21,7 +21,7 @@ def create_app(settings: TeleconsultSettings | None = None) -> connexion.FlaskAp
     # the workflow publishes its own events (workflow.py): no generic teleconsult.<type>.<verb> ones
     fhir = TeleconsultFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", base_path="/fhir",
                                             emit_events=False, interactions=INTERACTIONS,
-                                            search_params=SEARCH_PARAMS), db=lambda: current().db,
+                                            search_params=SEARCH_PARAMS), db=database_of(settings),
                                  hide_refused=True)
     consults = Consults(fhir, settings)
     from .api.consults import submit_transaction
