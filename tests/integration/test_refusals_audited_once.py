@@ -305,17 +305,18 @@ def _trail_of(db: Any, sub: str) -> list[dict[str, Any]]:
             if any(a.get("altId") == sub for a in e.get("agent", []))]
 
 
-# teleconsult's cases first: its background audit writer finds its database through the process's runtime
-# (sen_shared.runtime.current outside a request), which is billing's once the billing app is built here
-CASES = {("teleconsult", False): TELECONSULT, ("teleconsult", True): TELECONSULT_ROLES,
-         ("billing", False): BILLING, ("billing", True): BILLING_ROLES}
+CASES = {("billing", False): BILLING, ("billing", True): BILLING_ROLES,
+         ("teleconsult", False): TELECONSULT, ("teleconsult", True): TELECONSULT_ROLES}
 
 
 @pytest.mark.parametrize("case", [(service, by_role, n) for (service, by_role), cases in CASES.items() for n in cases],
                          ids=lambda c: f"{c[0]} {c[2]}")
 def test_a_refused_request_leaves_one_audit_event(case, request, dev_key) -> None:
     service, by_role, name = case
-    setup = request.getfixturevalue("tele" if service == "teleconsult" else "bill")
+    # both apps live in this process whichever case runs first: each records in its own database
+    # (its FHIR server's is bound to its settings, not found as the process's last-installed runtime)
+    both = {"teleconsult": request.getfixturevalue("tele"), "billing": request.getfixturevalue("bill")}
+    setup = both[service]
     sub, answer = CASES[service, by_role][name](setup, dev_key)
     if by_role:  # a role refused tells nothing about an id: a 403 that says so
         assert answer.status_code == 403, (name, answer.status_code, answer.text)
@@ -349,5 +350,37 @@ def test_another_facilitys_invoices_in_a_summary_request_are_one_recorded_refusa
     said = trail[0]["outcomeDesc"]
     assert f"Invoice/{bill['issued']}" in said and f"Invoice/{bill['paid']}" in said and "another" in said, said
     assert "sen-no-such-invoice" not in said, said
+    # named as every record names what it was on: entity.what (domain resource), each once; searchable by entity
+    assert [(e["what"]["reference"], e["role"]["code"]) for e in trail[0]["entity"]] == [
+        (f"Invoice/{bill['issued']}", "4"), (f"Invoice/{bill['paid']}", "4")], trail[0]["entity"]
+    admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Accept": "application/fhir+json"}
+    found = c.get("/fhir/AuditEvent", params={"entity": f"Invoice/{bill['paid']}", "altid": sub}, headers=admin)
+    assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [trail[0]["id"]], found.text
     sub, r = ask("sen-no-such-invoice")
     assert r.status_code == 200 and _trail_of(db, sub) == [], r.text
+
+
+def test_a_bundles_slot_reads_refused_by_role_are_recorded_one_per_entry(tele, dev_key) -> None:
+    """A batch's or a transaction's ``GET Slot/{id}`` entry is read as ``GET /fhir/Slot/{id}`` is (teleconsult's
+    computed Slots, ``scheduling.slot_entry``); refused by role, each entry is its 403 and one AuditEvent, as the
+    single read's refusal is: outcome 4, the read, the Slot named. Before, the entries' refusals left none."""
+    slots = [p["slot"][0]["reference"] for p in tele["proposals"][4:6]]
+    for kind in ("batch", "transaction"):
+        sub, h = _who(dev_key, "cashier", HUB)
+        bundle = {"resourceType": "Bundle", "type": kind,
+                  "entry": [{"request": {"method": "GET", "url": ref}} for ref in slots]}
+        r = tele["client"].post("/fhir", content=json.dumps(bundle), headers=h)
+        assert r.status_code == 200, (kind, r.status_code, r.text)
+        assert [e["response"]["status"][:3] for e in r.json()["entry"]] == ["403", "403"], (kind, r.text)
+        tele["fhir"].auditor.flush()
+        refused = _trail_of(tele["db"], sub)
+        assert [(e["outcome"], e["outcomeDesc"][:4], e["subtype"][0]["code"]) for e in refused] == [
+            ("4", "403:", "read")] * 2, (kind, refused)
+        assert sorted(ent["what"]["reference"] for e in refused for ent in e["entity"]) == sorted(slots), refused
+        single_sub, single_h = _who(dev_key, "cashier", HUB)
+        assert tele["client"].get(f"/fhir/{slots[0]}", headers=single_h).status_code == 403
+        tele["fhir"].auditor.flush()
+        single = _trail_of(tele["db"], single_sub)
+        first = next(e for e in refused if e["entity"][0]["what"]["reference"] == slots[0])
+        assert [(e["subtype"], e["entity"], e["outcomeDesc"]) for e in single] == [
+            (first["subtype"], first["entity"], first["outcomeDesc"])], (kind, single)

@@ -28,6 +28,8 @@ RECORDS = [
     Record("create", "Encounter", "e-9", patients=[P2], status=201),
     Record("transaction", None, patients=[P1, P2], status=500),
     Record("delete", "Condition", "c-2", patients=[P1], status=204),
+    Record("operation", "Invoice", None, status=403, operation="invoice-summaries", detail="another facility's",
+           subjects=["Invoice/i-1", "Invoice/i-2", "Invoice/i-1"]),
 ]
 
 
@@ -95,3 +97,14 @@ def test_a_search_or_sort_on_what_is_not_indexed_says_what_is():
         parse_search("AuditEvent", [("_sort", "outcome")])
     assert [(k.code, k.descending) for k in parse_search("AuditEvent", [("_sort", "-date")]).sort] == [("date", True)]
     assert parse_search("Patient", [("_sort", "family")]).sort[0].code == "family"
+
+
+def test_the_resources_an_interaction_was_on_are_its_entities_each_once():
+    """``Record.subjects``: each names an entity as ``rid`` does (what, domain resource), in place of the
+    type's query entity; ``AuditEvent?entity=`` finds the event by any of them."""
+    event = build_event(PRINCIPALS[1], RECORDS[-1], service="billing")
+    assert [(e["what"]["reference"], e["type"]["code"], e["role"]["code"]) for e in event["entity"]] == [
+        ("Invoice/i-1", "2", "4"), ("Invoice/i-2", "2", "4")]
+    single = build_event(PRINCIPALS[1], Record("read", "Invoice", "i-1", status=403), service="billing")
+    assert single["entity"] == event["entity"][:1]
+    assert {"Invoice/i-1", "Invoice/i-2"} <= set(index_fields(event)["sp_entity"])

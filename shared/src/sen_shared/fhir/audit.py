@@ -96,6 +96,9 @@ class Record:
     operation: str | None = None
     purpose: str | None = None  # why the caller says they act (an operation's reason): purposeOfEvent.text
     event_id: str | None = None  # a fixed AuditEvent id (:func:`version_event_id`): stored once, a claim
+    # ``<type>/<id>`` of the resources the interaction was on when more than one (``resource_type``/``rid``
+    # names one): each an entity as that one is (what, domain resource), in place of the type's query entity
+    subjects: list[str] = field(default_factory=list)
 
 
 def _principal_agent(principal: Any) -> dict[str, Any]:
@@ -116,6 +119,12 @@ def _principal_agent(principal: Any) -> dict[str, Any]:
         agent["extension"] = [{"url": "https://sen.vn/fhir/StructureDefinition/agent-facility",
                                "valueReference": {"reference": f"Organization/{facility}"}}]
     return agent
+
+
+def _subject(ref: str) -> dict[str, Any]:
+    """The entity naming the resource ``ref`` an interaction was on (a domain resource, role 4)."""
+    return {"what": {"reference": ref}, "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2"},
+            "role": {"system": ROLE_SYSTEM, "code": "4"}}
 
 
 def build_event(principal: Any, rec: Record, *, service: str, when: datetime | None = None) -> dict[str, Any]:
@@ -143,9 +152,9 @@ def build_event(principal: Any, rec: Record, *, service: str, when: datetime | N
     if rec.resource_type and rec.rid:
         ref = f"{rec.resource_type}/{rec.rid}" + (f"/_history/{rec.vid}" if rec.vid else "")
         if rec.resource_type != "Patient":
-            entities.append({"what": {"reference": ref},
-                             "type": {"system": ENTITY_TYPE_SYSTEM, "code": "2"},
-                             "role": {"system": ROLE_SYSTEM, "code": "4"}})
+            entities.append(_subject(ref))
+    elif rec.subjects:
+        entities += [_subject(ref) for ref in dict.fromkeys(rec.subjects) if not ref.startswith("Patient/")]
     elif rec.resource_type or rec.query_params is not None:
         q: dict[str, Any] = {"type": {"system": ENTITY_TYPE_SYSTEM, "code": "2"},
                              "role": {"system": ROLE_SYSTEM, "code": "24"},

@@ -68,9 +68,10 @@ def invoice_summaries(id: list[str]) -> Any:  # noqa: A002 - the spec's name
     principal, refused = current_principal(), []
     found = status.summaries(_db(), id[:status.MAX_SUMMARIES], principal, refused)
     if refused:
+        named = [f"Invoice/{i}" for i in refused]
         current().extras["fhir"].auditor.record(principal, Record(
-            "operation", "Invoice", None, operation="invoice-summaries", status=403,
-            detail=f"{', '.join(f'Invoice/{i}' for i in refused)} belong to another facility"))
+            "operation", "Invoice", None, operation="invoice-summaries", status=403, subjects=named,
+            detail=f"{', '.join(named)} belong to another facility"))
     return {"summaries": found}, 200, JSON
 
 

@@ -410,19 +410,26 @@ def fulfill(id: str, **_: Any) -> Any:  # noqa: A002
 
 # ---------------------------------------------------------------------------- slots (computed)
 
+def _slot_reader(rid: str | None) -> Any:
+    """The caller of a read of Slot ``rid`` (``GET /fhir/Slot/{id}``, a bundle's ``GET Slot/{id}`` entry): a
+    role that reads no Slot is 403, recorded once as the read it refuses (:func:`_allow`)."""
+    return _allow(*READERS, rec=Record("read", "Slot", rid))
+
+
 def read_slot(id: str) -> Any:  # noqa: A002
-    _allow(*READERS, rec=Record("read", "Slot", id))
+    _slot_reader(id)
     req = from_flask("Slot", check_id(id), body=False)
     return to_connexion(slot_answer(req), req)
 
 
 def slot_entry(req: FhirRequest) -> FhirResponse:
     """A bundle's ``GET Slot/{id}`` entry (the engine's ``own_reads``): answered as ``GET /fhir/Slot/{id}``
-    (:func:`slot_answer`); a role that reads no Slot is the entry's 403."""
+    (:func:`slot_answer`); a role that reads no Slot is the entry's 403, recorded as the single read's is
+    (one AuditEvent per refused entry, stored with the bundle's)."""
     try:
-        _allow(*READERS)
+        _slot_reader(req.rid)
     except Forbidden as err:
-        raise FhirError(f"forbidden: {err.detail}", status=403, code="forbidden") from None
+        raise mark_recorded(FhirError(f"forbidden: {err.detail}", status=403, code="forbidden")) from None
     return slot_answer(req)
 
 
