@@ -114,7 +114,11 @@ def test_one_breach_is_one_message_to_the_lead_even_with_two_sweepers_and_sender
     comm = first.store().read_doc("Communication", f"lead-{stat}")["res"]
     assert comm["status"] == "completed" and comm["about"] == [{"reference": f"Task/{stat}"}]
     assert comm["recipient"] == [{"reference": "Practitioner/bs-truong-khoa"}]
-    assert [n["text"] for n in comm["note"]] == ["đã gửi (sent), lần 1"]
+    assert [n["text"] for n in comm["note"]] == [
+        f"lần gửi 1: đang gửi (attempt 1: sending), Message-ID <lead-alert.{stat}@sen.invalid>",
+        "đã gửi (sent), lần 1"]  # recorded before it went, then its outcome
+    assert comm["identifier"] == [{"system": "urn:ietf:rfc:5322", "value": f"<lead-alert.{stat}@sen.invalid>"}]
+    assert lines[stat]["message_id"] == f"<lead-alert.{stat}@sen.invalid>"
 
     # a worker restarted: new sweepers and senders find nothing more to send
     again = _consults(env)
@@ -169,12 +173,14 @@ def test_a_failing_sender_is_retried_with_back_off_then_recorded_as_failed(env, 
     assert fresh_db[la.ALERTS].find_one({"_id": task})["open"] is False  # given up: not tried again
     comm = consults.store().read_doc("Communication", f"lead-{task}")["res"]
     assert comm["status"] == "stopped"
-    notes = [n["text"] for n in comm["note"]]
+    notes = [n["text"] for n in comm["note"] if "đang gửi" not in n["text"]]  # each attempt's outcome
+    assert [n["text"] for n in comm["note"] if "đang gửi" in n["text"]] == [
+        f"lần gửi {i}: đang gửi (attempt {i}: sending), Message-ID <lead-alert.{task}@sen.invalid>" for i in (1, 2, 3)]
     assert len(notes) == 3 and all(n.startswith(f"lần gửi {i} thất bại (attempt {i} failed)")
                                    for i, n in enumerate(notes, 1))
     assert "thử lại" in notes[0] and "thử lại" in notes[1] and notes[2].endswith("đã dừng (given up)")
     versions = fresh_db["Communication_history"].count_documents({"_id": {"$regex": f"^lead-{task}/"}})
-    assert versions == 3
+    assert versions == 6  # each attempt: its start, then its outcome
     consults.fhir.auditor.flush()
 
 
@@ -190,3 +196,138 @@ def test_a_lead_configured_with_an_address_is_checked_and_the_old_form_still_wor
                 {HUB: {"lead": "bs-x", "email": LEAD_EMAIL}}, {HUB: {"lead": "Practitioner/x", "phone": "1"}}):
         with pytest.raises(SystemExit):  # the process stops at start, naming the setting
             _settings({**env, "SEN_ON_DUTY_LEADS": json.dumps(bad)})
+
+
+class _WorkerDied(BaseException):
+    """The worker process ending abruptly (not an error the job handles)."""
+
+
+class _DiesAfterTheServerTookIt:
+    """A sender whose worker dies right after the SMTP server accepted the message, before the
+    outcome is recorded."""
+
+    def __init__(self, sender) -> None:
+        self.sender = sender
+
+    def send(self, message) -> None:
+        self.sender.send(message)
+        raise _WorkerDied
+
+
+def test_a_worker_dying_after_the_smtp_server_took_the_message_sends_a_copy_with_the_same_message_id(env, fresh_db):
+    """At least once, the copy recognisable: the retry after ``stale_after`` carries the first
+    message's Message-ID (derived from the breach), and the Communication shows both attempts."""
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    from tests.support import free_port
+
+    received: list = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message):
+            received.append(message)
+
+    consults = _consults(env)
+    task, due = _submit(consults, HUB, "stat")
+    now = due.astimezone(UTC) + timedelta(minutes=1)
+    consults.sweep_breaches(now)
+    port = free_port()
+    smtp = SmtpSender("127.0.0.1", port, sender="sen@benhvien.example", timeout=5)
+    cfg = ReminderConfig(stale_after=300, domain="benhvien.example")
+    controller = aiosmtpd.Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with pytest.raises(_WorkerDied):
+            la.send_due(fresh_db, _DiesAfterTheServerTookIt(smtp), cfg, PORTAL, now)
+        assert len(received) == 1  # accepted, and nothing recorded its outcome
+        assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(seconds=299)) == 0  # may be in flight
+        assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(seconds=301)) == 1  # taken over
+        assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(hours=1)) == 0
+    finally:
+        controller.stop()
+    mid = f"<lead-alert.{task}@benhvien.example>"
+    assert [m["Message-ID"] for m in received] == [mid, mid]  # the copy says it is one
+    assert [m["To"] for m in received] == [LEAD_EMAIL, LEAD_EMAIL]
+    # the first attempt was recorded before it went, with its Message-ID: on its claim and its Communication
+    assert fresh_db[la.ALERT_ATTEMPTS].find_one({"_id": f"{task}#1"})["message_id"] == mid
+    comm = consults.store().read_doc("Communication", f"lead-{task}")["res"]
+    assert comm["status"] == "completed" and comm["identifier"][0]["value"] == mid
+    assert [n["text"] for n in comm["note"]] == [
+        f"lần gửi 1: đang gửi (attempt 1: sending), Message-ID {mid}",
+        f"lần gửi 2: đang gửi (attempt 2: sending), Message-ID {mid}",
+        "đã gửi (sent), lần 2"]
+    consults.fhir.auditor.flush()
+
+
+def test_breaches_recorded_before_the_message_existed_are_told_within_the_look_back(env, fresh_db):
+    """A breach without a ``lead_alerts`` document (recorded before the lead's message existed) is
+    queued by the worker's SLA job when it is younger than ``SEN_LEAD_ALERT_LOOKBACK_HOURS``; an older
+    one is left alone, a consult closed since is recorded closed, nothing sent for it."""
+    from datetime import datetime
+
+    from sen_shared.auth import Principal
+    from sen_teleconsult import worker
+    from sen_teleconsult.workflow import Actor
+
+    env = {**env, "SEN_LEAD_ALERT_LOOKBACK_HOURS": "24"}
+    consults = _consults(env)
+    recent, due = _submit(consults, HUB, "stat")
+    old, _ = _submit(consults, HUB, "stat")
+    closed, _ = _submit(consults, OTHER_HUB, "stat")
+    late = due.astimezone(UTC) + timedelta(minutes=1)
+    assert consults.sweep_breaches(late) == 3
+    fresh_db[la.ALERTS].delete_many({})  # as the breaches of a version without the lead's message left them
+    fresh_db.sla_breaches.update_one({"_id": old}, {"$set": {"breachedAt": datetime.now(UTC) - timedelta(hours=25)}})
+    clinic = Actor.of(Principal(sub="nv-an-binh", roles=frozenset({"clinic"}), facility="tyt-an-binh"))
+    consults.cancel(closed, clinic, "Bệnh nhân đã chuyển viện")
+
+    sla = dict(worker.PERIODIC)["sla"][1](_settings(env))
+    for _ in range(2):  # the worker's SLA job, twice: queued once
+        sla()
+    alerts = {a["_id"]: a for a in fresh_db[la.ALERTS].find({})}
+    assert sorted(alerts) == sorted([recent, closed])  # the one older than the look-back is not
+    assert alerts[recent]["open"] is True and alerts[recent]["lead"] == "Practitioner/bs-truong-khoa"
+    assert alerts[recent]["email"] == LEAD_EMAIL
+    assert alerts[closed]["open"] is False and alerts[closed]["closed"] is True
+
+    send = dict(worker.PERIODIC)["lead-alerts"][1](_settings(env))
+    assert send() == 1 and send() == 0
+    [line] = _lines(env)
+    assert line["to"] == [LEAD_EMAIL] and line["body"].rstrip().endswith(f"/tasks/{recent}")
+    # switched off: nothing is looked for
+    fresh_db[la.ALERTS].delete_many({})
+    assert _consults({**env, "SEN_LEAD_ALERT_LOOKBACK_HOURS": "0"}).queue_missed_alerts() == 0
+    assert fresh_db[la.ALERTS].count_documents({}) == 0
+    consults.fhir.auditor.flush()
+
+
+def test_a_hub_without_a_lead_is_recorded_so_logged_and_still_flagged(env, fresh_db, caplog):
+    """No lead for the hub (no entry, no ``"*"``): no message, but the Communication says why, a
+    warning names the hub, and the worklist still flags the breach."""
+    import logging
+
+    from sen_shared.auth import Principal
+
+    env = {**env, "SEN_ON_DUTY_LEADS": json.dumps({HUB: {"lead": "Practitioner/bs-truong-khoa", "email": LEAD_EMAIL}})}
+    consults = _consults(env)
+    task, due = _submit(consults, OTHER_HUB, "stat")
+    late = due.astimezone(UTC) + timedelta(minutes=1)
+    assert consults.sweep_breaches(late) == 1
+    with caplog.at_level(logging.WARNING, logger="sen.teleconsult.lead_alerts"):
+        from sen_teleconsult import worker
+
+        send = dict(worker.PERIODIC)["lead-alerts"][1](_settings(env))
+        assert send() == 0 and send() == 0
+    assert _lines(env) == []
+    warnings = [r for r in caplog.records if r.name == "sen.teleconsult.lead_alerts" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and OTHER_HUB in warnings[0].getMessage()
+    comm = consults.store().read_doc("Communication", f"lead-{task}")["res"]
+    assert comm["status"] == "not-done" and "recipient" not in comm
+    assert OTHER_HUB in comm["statusReason"]["text"] and "no on-duty lead is configured" in comm["statusReason"]["text"]
+    assert comm["statusReason"]["text"].startswith("Không gửi: cơ sở")
+    assert fresh_db[la.ALERTS].find_one({"_id": task})["open"] is False
+    doctor = Principal(sub="bs-x", roles=frozenset({"doctor"}), facility=OTHER_HUB)
+    rows, _ = consults.worklist(doctor, statuses=["requested"], specialty=None, facility=None, priority=None, now=late)
+    assert [(t["id"], breached) for t, breached in rows] == [(task, True)]
+    consults.fhir.auditor.flush()

@@ -26,6 +26,10 @@ class TeleconsultSettings(SchedulingSettings, Settings):  # SchedulingSettings: 
         description='the on-duty lead a breached consult escalates to and is e-mailed, per hub Organization id, '
                     'as JSON: {"bvdk-tinh": "Practitioner/bs-truong-khoa", "*": "Practitioner/..."} ("*": any hub); '
                     'a lead with its address: {"lead": "Practitioner/...", "email": "truc@benhvien.vn"}')
+    lead_alert_lookback_hours: float = Field(
+        72.0, validation_alias="SEN_LEAD_ALERT_LOOKBACK_HOURS", ge=0,
+        description="how far back the SLA sweep looks for breaches whose on-duty lead was never sent a message "
+                    "(recorded before the message existed); 0: not at all")
     default_hub: str = Field("", validation_alias="SEN_CONSULT_DEFAULT_HUB",
                              description="Organization id of the hub a consult goes to when the request names none")
     referral_grant_days: int = Field(30, validation_alias="SEN_REFERRAL_GRANT_DAYS", gt=0,

@@ -6,7 +6,8 @@ step chain's links (``consult_steps``) and in the breach claims (``sla_breaches`
 
 Periodic jobs (each in its own thread, every ``interval`` seconds, until SIGTERM):
 - ``sla``: consults past their due time get one ``teleconsult.consult.sla_breached`` each and
-  are escalated to the hub's on-duty lead (``Consults.sweep_breaches``), who is queued a message;
+  are escalated to the hub's on-duty lead (``Consults.sweep_breaches``), who is queued a message
+  (and so is the lead of a recent breach that has none: ``Consults.queue_missed_alerts``);
 - ``lead-alerts``: those messages, sent like the reminders (``domain/lead_alerts.py``).
 More jobs (hold expiry, reminders) are added to :data:`PERIODIC`.
 
@@ -52,7 +53,9 @@ def sla_job(settings: TeleconsultSettings) -> Callable[[], int]:
 
     def sweep() -> int:
         try:
-            return consults.sweep_breaches()
+            found = consults.sweep_breaches()
+            consults.queue_missed_alerts()  # breaches whose lead was never queued a message
+            return found
         finally:
             consults.fhir.auditor.flush()  # the escalations' AuditEvents are stored before the next round
 

@@ -1018,12 +1018,7 @@ class Consults:
         first, held = claim_once(self.db[BREACHES], task_id, new_document(
             {"task": f["task"], "serviceRequest": f["serviceRequest"], "escalatedTo": lead, "breachedAt": now,
              **bucket_fields(task_id)}, [event]))
-        if held.get("escalatedTo"):  # the lead is told: queued once per breach (its key: the Task's id)
-            email = on_duty_lead_email(f["hub"], self.settings.on_duty_leads) if held["escalatedTo"] == lead else None
-            lead_alerts.queue_alert(self.db, task=f["task"], lead=held["escalatedTo"], email=email,
-                                    priority=str(f.get("priority") or ""), due=f["dueAt"],
-                                    requester=str(f.get("requester") or ""), hub=f["hub"],
-                                    now=now)
+        self._queue_alert(f, held.get("escalatedTo"), now)  # the lead is told, once per breach (the Task's id)
 
         def decide(cur: dict[str, Any]) -> Change | None:
             if cur.get("breached"):
@@ -1041,6 +1036,45 @@ class Consults:
 
         self.step(task_id, "$escalate", system_actor(), decide)
         return 1 if first else 0
+
+    def _queue_alert(self, f: Mapping[str, Any], lead: str | None, now: datetime, closed: bool = False) -> bool:
+        """Queue the on-duty lead's message about a breach (``lead``: the one the breach recorded; none:
+        the hub has none configured, which the message's job records). The address configured with
+        the lead, when the hub's lead is still that one."""
+        email = on_duty_lead_email(f["hub"], self.settings.on_duty_leads) \
+            if lead and lead == on_duty_lead(f["hub"], self.settings.on_duty_leads) else None
+        return lead_alerts.queue_alert(self.db, task=f["task"], lead=lead or "", email=email,
+                                       priority=str(f.get("priority") or ""), due=f["dueAt"],
+                                       requester=str(f.get("requester") or ""), hub=f["hub"], now=now,
+                                       closed=closed)
+
+    def queue_missed_alerts(self, now: datetime | None = None) -> int:
+        """Queue the lead's message of every breach of the last ``SEN_LEAD_ALERT_LOOKBACK_HOURS`` that
+        has none (recorded before the message existed, or a crash between the breach's claim and its
+        queueing); a consult closed since is queued closed (nothing sent). How many were queued open.
+        Each is an insert under the Task's id, so sweepers at once queue it once."""
+        hours = self.settings.lead_alert_lookback_hours
+        if hours <= 0:
+            return 0
+        now = now or datetime.now(UTC)
+        since = now - timedelta(hours=hours)
+        breaches = list(self.db[BREACHES].find({"breachedAt": {"$gte": since}}, {"_id": 1, "escalatedTo": 1}))
+        if not breaches:
+            return 0
+        # an alert is queued at or after its breach: those of the window's breaches are among these
+        queued = {a["_id"] for a in self.db[lead_alerts.ALERTS].find({"at": {"$gte": since}}, {"_id": 1})}
+        found = 0
+        for breach in breaches:
+            if breach["_id"] in queued:
+                continue
+            try:
+                link = self.current(str(breach["_id"]))
+            except FhirError:
+                continue
+            is_open = link["state"] in rules.OPEN_STATES
+            if self._queue_alert(_facts_of(link), breach.get("escalatedTo"), now, closed=not is_open) and is_open:
+                found += 1
+        return found
 
     def retag(self, task_id: str) -> bool:
         """Give a Task stored before the hub and open-consult tags existed its tags, as a step of the

@@ -16,10 +16,29 @@ between that attempt's outcome and the flag, by a later sweep writing the same v
 
 The message carries no patient data: the consult's priority, due time (Asia/Ho_Chi_Minh), the
 requesting facility and the portal's link to the Task, Vietnamese first with English beside it.
+
+**At least once, a copy recognisable.** Each attempt is recorded before anything is sent: its claim
+(with the message's ``Message-ID``) and a version of the Communication saying it is being sent. A
+worker that dies after the SMTP server accepted the message but before it recorded the outcome
+leaves the attempt without one; after ``stale_after`` the next worker sends it again. Both copies
+carry the same ``Message-ID``, ``<lead-alert.<task id>@<SEN_NOTIFY_DOMAIN>>``, derived from the
+breach (one per Task), so a mail system or the lead's client recognises the second as a copy, and
+the Communication shows both attempts.
+
+**A hub without a lead** (no entry in ``SEN_ON_DUTY_LEADS`` and no ``"*"``): its breach is queued
+all the same (``lead`` empty); the job records the Communication ``not-done`` saying no lead is
+configured for the hub, and logs a warning naming the hub. The Task's breach flag is set as for
+any breach.
+
+**Breaches recorded before this message existed** (or whose queueing a crash lost) are found by the
+SLA sweep (``Consults.queue_missed_alerts``): a breach of the last ``SEN_LEAD_ALERT_LOOKBACK_HOURS``
+without a ``lead_alerts`` document is queued then, a consult closed since as already closed
+(nothing sent).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +60,8 @@ from .reminders import (
     record_attempt,
 )
 
+log = logging.getLogger("sen.teleconsult.lead_alerts")
+
 ALERTS = "lead_alerts"
 ALERT_ATTEMPTS = "lead_alert_attempts"
 
@@ -49,14 +70,16 @@ PRIORITY_EN = {"routine": "routine", "urgent": "urgent", "asap": "as soon as pos
 
 
 def queue_alert(db: Database, *, task: str, lead: str, email: str | None, priority: str, due: str,
-                requester: str, hub: str, now: datetime) -> bool:
+                requester: str, hub: str, now: datetime, closed: bool = False) -> bool:
     """Queue the lead's message about the breach of ``task`` (``Task/<id>``); False when it is queued
-    already (the breach was recorded before, by this sweep or another)."""
+    already (the breach was recorded before, by this sweep or another). ``lead`` empty: the hub has
+    none configured (recorded so, :func:`send_due`). ``closed``: the consult was closed before its
+    breach was queued (a breach found late): recorded, nothing to send."""
     task_id = task.split("/", 1)[-1]
     try:
         db[ALERTS].insert_one({"_id": task_id, "task": task, "lead": lead, "email": email or "",
                                "priority": priority, "due": due, "requester": requester, "hub": hub,
-                               "at": now, "open": True})
+                               "at": now, "open": not closed, **({"closed": True} if closed else {})})
     except DuplicateKeyError:
         return False
     return True
@@ -81,18 +104,44 @@ def message(alert: Mapping[str, Any], cfg: ReminderConfig, portal_url: str) -> M
             f"Xem yêu cầu / open the request: {link}\n")
     to = str(alert.get("email") or "") or address_of(cfg, str(alert["lead"]))
     return Message((to,), f"[Sen] Hội chẩn quá hạn / consult past due: {PRIORITY_VI.get(priority, priority)}, "
-                          f"hạn {when}", body)
+                          f"hạn {when}", body, message_id(alert, cfg))
 
 
-def _record(db: Database, alert: Mapping[str, Any], status: str, note: str, when: datetime) -> None:
-    new = {"resourceType": "Communication",
-           "about": [{"reference": str(alert["task"])}],
-           "recipient": [{"reference": str(alert["lead"])}],
-           "category": [{"text": "Báo trực lãnh đạo: hội chẩn quá hạn (on-duty lead alert: consult past due)"}],
-           "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
-                                   "code": "EMAILWRIT"}]}],
-           "payload": [{"contentString": "Hội chẩn quá hạn, chuyển trực lãnh đạo (consult past due, escalated)"}]}
+def message_id(alert: Mapping[str, Any], cfg: ReminderConfig) -> str:
+    """The message's RFC 5322 ``Message-ID``, derived from the breach (one per Task): every attempt at
+    it, by any worker, sends the same one."""
+    return f"<lead-alert.{alert['_id']}@{cfg.domain}>"
+
+
+def _record(db: Database, alert: Mapping[str, Any], status: str, note: str, when: datetime,
+            mid: str = "", reason: str = "") -> None:
+    new: dict[str, Any] = {
+        "resourceType": "Communication",
+        "about": [{"reference": str(alert["task"])}],
+        "category": [{"text": "Báo trực lãnh đạo: hội chẩn quá hạn (on-duty lead alert: consult past due)"}],
+        "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                                "code": "EMAILWRIT"}]}],
+        "payload": [{"contentString": "Hội chẩn quá hạn, chuyển trực lãnh đạo (consult past due, escalated)"}]}
+    if alert.get("lead"):
+        new["recipient"] = [{"reference": str(alert["lead"])}]
+    if mid:  # the e-mail's Message-ID: a copy found in a mailbox is matched to this record
+        new["identifier"] = [{"system": "urn:ietf:rfc:5322", "value": mid}]
+    if reason:
+        new["statusReason"] = {"text": reason}
     record_attempt(db, f"lead-{alert['_id']}"[:64], new, status, note, when)
+
+
+def _no_lead(db: Database, alert: Mapping[str, Any], n: int, now: datetime) -> None:
+    """A breach of a hub without an on-duty lead (none in ``SEN_ON_DUTY_LEADS``, no ``"*"``): said on
+    its Communication (``not-done``) and in the log, by the claimant of its one attempt."""
+    hub = str(alert.get("hub") or "?")
+    log.warning("no on-duty lead configured for hub %s (SEN_ON_DUTY_LEADS): the breach of %s is told to nobody",
+                hub, alert["task"], extra={"hub": hub, "task": alert["task"]})
+    why = (f"Không gửi: cơ sở {hub.split('/', 1)[-1]} chưa cấu hình trực lãnh đạo (SEN_ON_DUTY_LEADS) / "
+           f"not sent: no on-duty lead is configured for {hub}")
+    db[ALERT_ATTEMPTS].update_one({"_id": f"{alert['_id']}#{n}"}, {"$set": {"ok": True, "skipped": "no-lead"}})
+    _record(db, alert, "not-done", why, now, reason=why)
+    _close(db, alert["_id"])
 
 
 def _close(db: Database, alert_id: str) -> None:
@@ -106,14 +155,22 @@ def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, portal_url: 
     now = now or datetime.now(UTC)
     sent = 0
     for alert in list(db[ALERTS].find({"open": True})):
-        n = claim_attempt(db[ALERT_ATTEMPTS], "alert", alert["_id"], cfg, now)
+        mail = message(alert, cfg, portal_url) if alert.get("lead") else None
+        mid = mail.message_id if mail else ""
+        n = claim_attempt(db[ALERT_ATTEMPTS], "alert", alert["_id"], cfg, now, message_id=mid)
         if n is None:
             continue
         if n in (SENT, GIVEN_UP):  # its last attempt's claimant stopped before closing it
             _close(db, alert["_id"])
             continue
+        if mail is None:
+            _no_lead(db, alert, n, now)
+            continue
+        # recorded before it goes: a worker dying after the server took it leaves this trace (and the
+        # claim); the next worker's copy has the same Message-ID
+        _record(db, alert, "in-progress", f"lần gửi {n}: đang gửi (attempt {n}: sending), Message-ID {mid}", now, mid)
         try:
-            notifier.send(message(alert, cfg, portal_url))
+            notifier.send(mail)
         except NotificationError as err:
             final, _, note = attempt_failed(db[ALERT_ATTEMPTS], alert["_id"], n, err, cfg, now)
             _record(db, alert, "stopped" if final else "in-progress", note, now)
@@ -133,4 +190,4 @@ def indexes() -> list[Any]:
     return [Index(ALERTS, (("open", 1),)), Index(ALERT_ATTEMPTS, (("alert", 1),))]
 
 
-__all__ = ["ALERTS", "ALERT_ATTEMPTS", "message", "portal_link", "queue_alert", "send_due"]
+__all__ = ["ALERTS", "ALERT_ATTEMPTS", "message", "message_id", "portal_link", "queue_alert", "send_due"]

@@ -58,6 +58,9 @@ class Message:
     to: tuple[str, ...]
     subject: str
     body: str
+    # RFC 5322 Message-ID, ``<left@right>``; the same on every attempt at the same message, so a mail
+    # system or the reader's client recognises a second copy (empty: the SMTP library leaves it out)
+    message_id: str = ""
 
 
 class Notifier(Protocol):
@@ -72,8 +75,10 @@ class ConsoleSender:
         self._lock = threading.Lock()
 
     def send(self, message: Message) -> None:
-        line = json.dumps({"to": list(message.to), "subject": message.subject, "body": message.body},
-                          ensure_ascii=False)
+        fields = {"to": list(message.to), "subject": message.subject, "body": message.body}
+        if message.message_id:
+            fields["message_id"] = message.message_id
+        line = json.dumps(fields, ensure_ascii=False)
         if self.path is None:
             log.info("reminder", extra={"to": list(message.to), "subject": message.subject})
             return
@@ -97,6 +102,8 @@ class SmtpSender:
         mail["From"] = self.sender
         mail["To"] = ", ".join(message.to)
         mail["Subject"] = message.subject
+        if message.message_id:
+            mail["Message-ID"] = message.message_id
         mail.set_content(message.body)
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
@@ -217,13 +224,15 @@ SENT = 0  # an attempt succeeded already
 GIVEN_UP = -1  # the last attempt allowed failed
 
 
-def claim_attempt(coll: Collection, field: str, key: str, cfg: ReminderConfig, now: datetime) -> int | None:
+def claim_attempt(coll: Collection, field: str, key: str, cfg: ReminderConfig, now: datetime,
+                  **recorded: Any) -> int | None:
     """Claim the next attempt at sending the message ``key`` (its attempts: ``coll``'s documents whose
     ``field`` is ``key``, ``<key>#<n>``): the number of the attempt now ours; :data:`SENT` or
     :data:`GIVEN_UP` when no attempt is left to make; None when none may be made now (one is in
     flight elsewhere, the last failure's back-off has not passed, or another worker won the claim).
     Attempt n+1 is claimed only after attempt n recorded its failure, or vanished mid-way for
-    ``cfg.stale_after`` (a crashed worker): one attempt in flight at a time, whatever the workers."""
+    ``cfg.stale_after`` (a crashed worker): one attempt in flight at a time, whatever the workers.
+    ``recorded``: more fields of the claim, written with it before anything is sent."""
     attempts = sorted(coll.find({field: key}), key=lambda a: a["n"])
     if any(a.get("ok") for a in attempts):
         return SENT
@@ -237,7 +246,7 @@ def claim_attempt(coll: Collection, field: str, key: str, cfg: ReminderConfig, n
             return None  # backing off
     n = (last["n"] if last else 0) + 1
     try:
-        claim(coll, f"{key}#{n}", {field: key, "n": n, "at": now})
+        claim(coll, f"{key}#{n}", {**recorded, field: key, "n": n, "at": now})
     except ClaimTaken:
         return None
     return n
