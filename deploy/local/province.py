@@ -32,6 +32,7 @@ LEVELS = ("central", "province", "district", "commune")
 DEMO_PEOPLE = ("clinic", "doctor", "cashier", "health-dept")
 _BIN = re.compile(r"^\d{6}$")
 _ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,19}$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # as teleconsult checks SEN_ON_DUTY_LEADS' addresses
 
 
 class ProvinceError(ValueError):
@@ -65,7 +66,8 @@ def _need(cond: bool, message: str) -> None:
 
 def check(data: dict[str, Any]) -> None:
     """What Sen needs of a province: named; organizations with unique ids, known parents and levels,
-    exactly one hub; practitioners of known organizations; a hub's on-duty lead one of its practitioners;
+    exactly one hub; practitioners of known organizations; a hub's on-duty lead one of its practitioners,
+    its e-mail address an address;
     a bank account of a NAPAS BIN and an account number, owned by a known facility; a positive goal;
     holidays as dates; demo users of known facilities and practitioners."""
     _need(isinstance(data.get("province"), str) and data["province"].strip() != "", "province: the province's name")
@@ -88,6 +90,9 @@ def check(data: dict[str, Any]) -> None:
     lead = hubs[0].get("onDutyLead")
     _need(lead is None or any(p.get("id") == lead and p.get("org") == hubs[0]["id"] for p in practitioners),
           f"organization {hubs[0]['id']}: onDutyLead {lead!r} is none of its practitioners")
+    email = hubs[0].get("onDutyLeadEmail")
+    _need(email is None or (lead is not None and isinstance(email, str) and _EMAIL.fullmatch(email) is not None),
+          f"organization {hubs[0]['id']}: onDutyLeadEmail {email!r} is no e-mail address of an onDutyLead")
     bank = data.get("bank")
     if bank is not None:
         _need(isinstance(bank, dict) and _BIN.match(str(bank.get("bin", ""))) is not None,
@@ -149,8 +154,10 @@ def settings(data: dict[str, Any]) -> dict[str, str]:
         "SEN_REPORT_FACILITY_GOAL": str((data.get("goal") or {}).get("facilities")
                                         or sum(1 for o in orgs if o.get("level"))),
     }
-    if the_hub.get("onDutyLead"):
-        out["SEN_ON_DUTY_LEADS"] = json.dumps({the_hub["id"]: f"Practitioner/{the_hub['onDutyLead']}"})
+    if the_hub.get("onDutyLead"):  # with the address the late consult's message goes to, when given
+        lead = f"Practitioner/{the_hub['onDutyLead']}"
+        email = the_hub.get("onDutyLeadEmail")
+        out["SEN_ON_DUTY_LEADS"] = json.dumps({the_hub["id"]: {"lead": lead, "email": email} if email else lead})
     before = (data.get("goal") or {}).get("beforeSen")
     if before is not None:  # how many used teleconsultation before Sen, without naming them
         out["SEN_REPORT_FACILITY_BASELINE"] = str(before)

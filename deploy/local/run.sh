@@ -18,6 +18,8 @@ set -a; eval "$(bash deploy/local/infra.sh env)"; set +a
 export SEN_ENV=${SEN_ENV:-development}
 export SEN_DEV_JWT_KEY=${SEN_DEV_JWT_KEY:-$state/dev-jwt.pem}
 export LOG_LEVEL=${LOG_LEVEL:-INFO}
+# the demo sends no e-mail: the reminders and the on-duty lead's messages, one JSON line each, go to this file
+export SEN_NOTIFY_FILE=${SEN_NOTIFY_FILE:-$state/mail.jsonl}
 # each service's port (SEN_PORTAL_PORT… to move one); the URLs the services call each other by follow them
 declare -A ports=([portal]=${SEN_PORTAL_PORT:-8080} [ehr]=${SEN_EHR_PORT:-8081}
                   [teleconsult]=${SEN_TELECONSULT_PORT:-8082} [billing]=${SEN_BILLING_PORT:-8083})
@@ -107,6 +109,7 @@ Sen is running (logs in $state/log):
   billing      http://127.0.0.1:${ports[billing]}/fhir/metadata   (Thanh toán: invoices; /payments, /webhooks)
   health       /healthz /readyz /metrics on every port
   token        make token ROLE=admin            (development bearer token; README: what each role reads)
+  mail         ${SEN_NOTIFY_FILE:-$state/mail.jsonl}   (reminders, the on-duty lead's late-consult messages)
   pay          .venv/bin/python -m sen_billing.devwebhook --url http://127.0.0.1:${ports[billing]} \\
                  --reference HD… --amount 100000 | sh
                                                 (a signed test webhook: the reference and the amount due

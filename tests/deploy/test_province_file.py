@@ -47,6 +47,9 @@ def test_both_province_files_load() -> None:
     (lambda d: d["organizations"].append(dict(d["organizations"][5])), "ids used twice (['tyt-an-hoa'])"),
     (lambda d: d["practitioners"][0].update(org="nowhere"), "practitioner bs-hoang-minh-khoa: org 'nowhere'"),
     (lambda d: d["organizations"][1].update(onDutyLead="ys-mai-thi-hoa"), "onDutyLead 'ys-mai-thi-hoa'"),
+    (lambda d: d["organizations"][1].update(onDutyLeadEmail="truc lanh dao"), "onDutyLeadEmail 'truc lanh dao'"),
+    (lambda d: d["organizations"][1].pop("onDutyLead") and d["organizations"][1].update(onDutyLeadEmail="a@b.vn"),
+     "onDutyLeadEmail 'a@b.vn' is no e-mail address of an onDutyLead"),
     (lambda d: d["bank"].update(bin="97041"), "bank.bin"),
     (lambda d: d["bank"].update(account="1180-0098"), "bank.account"),
     (lambda d: d["bank"].update(facility="nowhere"), "bank.facility 'nowhere'"),
@@ -70,6 +73,16 @@ def test_a_file_sen_cannot_run_with_is_refused_naming_the_file_and_the_field(tmp
         province.load(path)
     assert str(err.value).startswith(f"province file {path}: ") and said in str(err.value), str(err.value)
     assert province.main(["check", str(path)]) == 1
+
+
+def test_the_demo_on_duty_lead_has_an_address_the_late_consults_message_goes_to() -> None:
+    """The demo's lead, with the e-mail the teleconsult worker's message is written to (make run's file sender);
+    a lead without one keeps the bare reference (the address book names it)."""
+    demo = province.settings(province.load(LOCAL / "demo-province.json"))
+    assert json.loads(demo["SEN_ON_DUTY_LEADS"]) == {"bvdk-dong-thap": {
+        "lead": "Practitioner/bs-nguyen-van-an", "email": "truc.lanhdao@bvdk-dong-thap.example"}}
+    assert json.loads(province.settings(province.load(SECOND))["SEN_ON_DUTY_LEADS"]) == {
+        "bvdk-bac-sen": "Practitioner/bs-hoang-minh-khoa"}
 
 
 def test_the_goal_is_every_facility_unless_given_and_a_baseline_may_be_a_number() -> None:
