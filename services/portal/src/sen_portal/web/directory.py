@@ -84,14 +84,50 @@ def org_without_care() -> set[str]:
     return set(_kept_search("Organization.type", "Organization", "type", _gives_no_care))
 
 
-def hub_specialties(hub: str) -> list[Mapping[str, Any]]:
-    """The specialties (CodeableConcepts) of the PractitionerRoles of the facility ``hub`` (its doctors'),
-    role by role as the EHR lists them: one search per hub, kept as the names are (the worklist asked the EHR
-    on every load and every 30 s refresh); [] when the EHR does not answer."""
-    kept = _kept_search(f"PractitionerRole.specialty {hub}", "PractitionerRole", "specialty",
-                        lambda r: [c for c in r.get("specialty") or [] if isinstance(c, Mapping)],
+def _hub_roles(hub: str) -> dict[str, dict[str, Any]]:
+    """The PractitionerRoles of the facility ``hub`` (its doctors'), by id: each one's ``specialty`` concepts and
+    ``practitioner`` reference. One search per hub, kept as the names are (the worklist asked the EHR on every
+    load and every 30 s refresh); {} when the EHR does not answer."""
+    return _kept_search(f"PractitionerRole {hub}", "PractitionerRole", "specialty,practitioner",
+                        lambda r: {"specialty": [c for c in r.get("specialty") or [] if isinstance(c, Mapping)],
+                                   "practitioner": str((r.get("practitioner") or {}).get("reference") or "")},
                         {"organization": f"Organization/{hub}"})
-    return [concept for concepts in kept.values() for concept in concepts]
+
+
+def hub_specialties(hub: str) -> list[Mapping[str, Any]]:
+    """The specialties (CodeableConcepts) of the PractitionerRoles of the facility ``hub``, role by role as the
+    EHR lists them; [] when the EHR does not answer."""
+    return [concept for role in _hub_roles(hub).values() for concept in role["specialty"]]
+
+
+def hub_practitioners(hub: str) -> set[str]:
+    """The Practitioner references of the facility ``hub``'s roles (its doctors); empty when the EHR does not
+    answer."""
+    return {role["practitioner"] for role in _hub_roles(hub).values() if role["practitioner"]}
+
+
+CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/changed-by"  # teleconsult: who made a version (meta.extension)
+STILL_OPEN = ("requested", "accepted", "in-progress")
+
+
+def answered_by_clinic(task: Mapping[str, Any], hub: str | None, me: str | None = None) -> bool:
+    """Whether the requesting clinic made the consult's latest version while it is open with the hub: its answer
+    to the hub's question (teleconsult's ``$provide-info`` resumes the Task). The clinic's other steps close it
+    (``$cancel``) or leave the Task alone (a message); its first version is the request itself. The changer is
+    the clinic's side when it is the requesting Organization, or a Practitioner who holds no role at ``hub``
+    (the hub's doctors, known from the EHR: nothing is said while they cannot be read); never ``me``, the
+    signed-in doctor's own Practitioner id."""
+    if task.get("status") not in STILL_OPEN or str((task.get("meta") or {}).get("versionId") or "1") == "1":
+        return False
+    by = next((str((x.get("valueReference") or {}).get("reference") or "")
+               for x in (task.get("meta") or {}).get("extension") or []
+               if isinstance(x, Mapping) and x.get("url") == CHANGED_BY), "")
+    if by and by == str((task.get("requester") or {}).get("reference") or ""):
+        return True
+    if not by.startswith("Practitioner/") or not hub or (me and by == f"Practitioner/{me}"):
+        return False
+    doctors = hub_practitioners(hub)
+    return bool(doctors) and by not in doctors
 
 
 def party(ref: Mapping[str, Any] | str | None) -> str:
@@ -130,3 +166,4 @@ def kind(ref: Mapping[str, Any] | str | None) -> str:
 def install(app: Any) -> None:
     app.jinja_env.filters["party"] = party
     app.jinja_env.filters["kind"] = kind
+    app.jinja_env.globals["answered_by_clinic"] = answered_by_clinic

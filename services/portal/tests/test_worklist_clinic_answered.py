@@ -1,0 +1,72 @@
+# ruff: noqa: F811 - the client fixture imported from test_pages is a parameter by name
+"""The worklist says which consults the clinic has answered (walk of session 27: a stat consult's doctor asked the
+clinic for a troponin; the answer came back and the worklist row read "Đã nhận" like any other, nothing telling her
+the consult was hers to act on again). A row reads "Cơ sở đã trả lời" while the consult is open and its latest
+version is the requesting clinic's (teleconsult's ``$provide-info``, recorded as the version's changed-by: the
+clinic's Practitioner or Organization); not the request itself (version 1), not a step of a hub doctor (a reassign),
+not the worker's (a breach), not a closed or on-hold consult. Flask's test client; teleconsult and the EHR fakes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.portal.tests.test_pages import client, sign_in  # noqa: F401 - the fixture by name
+from services.portal.tests.test_worklist_pages import _fake_hub
+
+CHANGED_BY = "https://sen.vn/fhir/StructureDefinition/changed-by"
+
+
+def _task(tid: str, status: str, version: str, by: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"versionId": version}
+    if by:
+        meta["extension"] = [{"url": CHANGED_BY, "valueReference": {"reference": by, "display": "x"}}]
+    return {"resourceType": "Task", "id": tid, "status": status, "priority": "stat", "meta": meta,
+            "for": {"reference": f"Patient/p-{tid}"}, "requester": {"reference": "Organization/tyt-my-hiep"},
+            "reasonCode": {"text": "Cơn đau thắt ngực"}, "authoredOn": "2026-12-06T08:00:00+07:00",
+            "owner": {"reference": "Practitioner/bs-nguyen-van-an"},
+            "performerType": [{"coding": [{"system": "http://snomed.info/sct", "code": "394579002"}]}],
+            "restriction": {"period": {"end": "2026-12-06T09:00:00+07:00"}}}
+
+
+TASKS = [
+    _task("answered", "accepted", "4", "Practitioner/ys-vo-minh-tam"),  # the clinic's nurse answered
+    _task("answered-org", "in-progress", "5", "Organization/tyt-my-hiep"),  # a clinic user naming no practitioner
+    _task("answered-new", "requested", "3", "Practitioner/ys-vo-minh-tam"),  # asked before it was accepted
+    _task("sent", "requested", "1", "Practitioner/ys-vo-minh-tam"),  # the request itself
+    _task("given", "accepted", "3", "Practitioner/bs-bich"),  # a hub doctor gave it on
+    _task("mine", "in-progress", "3", "Practitioner/bs-nguyen-van-an"),  # the doctor's own step
+    _task("breached", "accepted", "3", "Device/sen-teleconsult"),  # the worker's
+    _task("waiting", "on-hold", "3", "Practitioner/bs-nguyen-van-an"),  # still waiting for the clinic
+]
+
+
+def _marked(page: str) -> set[str]:
+    rows = re.findall(r"<tr role=\"row\">(.*?)</tr>", page, re.S)
+    return {re.search(r"/tasks/([\w-]+)", row).group(1) for row in rows if 'data-testid="clinic-answered"' in row}
+
+
+def test_a_consult_the_clinic_answered_is_said_on_its_row(client, monkeypatch):
+    from sen_portal.web import directory
+
+    _fake_hub(monkeypatch, [dict(t) for t in TASKS])
+    monkeypatch.setattr(directory, "_kept", {})
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert _marked(page) == {"answered", "answered-org", "answered-new"}, _marked(page)
+    assert page.count("Cơ sở đã trả lời") == 3
+    with client.session_transaction() as kept:  # the page in English
+        kept["lang"] = "en"
+    assert client.get("/worklist").get_data(as_text=True).count("The clinic has answered") == 3
+
+
+def test_nothing_is_said_while_the_hubs_doctors_cannot_be_read(client, monkeypatch):
+    """The EHR not answering the hub's roles: a Practitioner's change cannot be told from a hub doctor's, so no
+    row says the clinic answered (the requesting Organization's own change still does)."""
+    from sen_portal.web import directory
+
+    _fake_hub(monkeypatch, [dict(t) for t in TASKS])
+    monkeypatch.setattr(directory, "_kept", {})
+    monkeypatch.setattr(directory, "_hub_roles", lambda hub: {})
+    sign_in(client, "doctor")
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"answered-org"}
