@@ -74,9 +74,13 @@ def _remove_run_topology(run_id: str):
 
 @pytest.fixture(scope="session")
 def base_env(mongo_url: str, amqp_url: str, run_id: str, dev_key: Path) -> dict[str, str]:
-    """Environment for a Sen process of this test run (add SEN_DB per service)."""
+    """Environment for a Sen process of this test run (add SEN_DB per service); a portal's demo users sign in
+    through cheap password hashes (tests.support.demo_password_hashes)."""
+    from tests.support import demo_password_hashes
+
     return {"MONGO_URL": mongo_url, "AMQP_URL": amqp_url, "SEN_ENV": "test",
-            "SEN_BUS_PREFIX": f"t{run_id}.", "SEN_DEV_JWT_KEY": str(dev_key), "LOG_LEVEL": "WARNING"}
+            "SEN_BUS_PREFIX": f"t{run_id}.", "SEN_DEV_JWT_KEY": str(dev_key), "LOG_LEVEL": "WARNING",
+            "SEN_PORTAL_DEMO_PASSWORD_HASHES": demo_password_hashes()}
 
 
 @pytest.fixture(scope="session")

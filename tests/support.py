@@ -3,7 +3,9 @@ started as in production (gunicorn + uvicorn worker) on a free loopback port."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import os
 import re
 import signal
@@ -80,6 +82,22 @@ def input_value(page: str, name: str) -> str:
     return m.group(1) if m else ""
 
 
+# the demo users' passwords hashed with cheap scrypt parameters for every portal the tests start: a check takes
+# ~0.2 ms, the built-in hashes' (werkzeug's default cost, n=2^15, r=8, p=1) ~0.1 s at each of the suites' hundreds
+# of sign-ins. Production's hashes and cost are unchanged (services/portal/tests/test_demo_password_cost.py)
+CHEAP_SCRYPT = "scrypt:1024:1:1"
+
+
+@functools.cache
+def demo_password_hashes() -> str:
+    """``SEN_PORTAL_DEMO_PASSWORD_HASHES`` for a test portal: each demo user's password (``sen-<user>``) hashed
+    with :data:`CHEAP_SCRYPT`, once per test process."""
+    from sen_portal.web.users import DEMO_USERS
+    from werkzeug.security import generate_password_hash
+
+    return json.dumps({user: generate_password_hash(f"sen-{user}", CHEAP_SCRYPT) for user in DEMO_USERS})
+
+
 def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **env: str) -> Any:
     """The portal's Flask app for page tests: no database or broker, every back-end at ``backend``
     (default: a free loopback port nothing listens on, so a call fails fast; tests stub the calls
@@ -87,7 +105,8 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
     backend = backend or f"http://127.0.0.1:{free_port()}"
     settings = {"MONGO_URL": "mongodb://127.0.0.1:1/", "AMQP_URL": "amqp://127.0.0.1:1//", "SEN_ENV": "test",
                 "SEN_DEV_JWT_KEY": str(tmp_path / "dev.pem"), "SEN_EHR_URL": backend, "SEN_TELECONSULT_URL": backend,
-                "SEN_BILLING_URL": backend, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING", **env}
+                "SEN_BILLING_URL": backend, "SEN_HTTP_TIMEOUT": "1", "LOG_LEVEL": "WARNING",
+                "SEN_PORTAL_DEMO_PASSWORD_HASHES": demo_password_hashes(), **env}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     from sen_portal.web import signouts, tokens

@@ -51,6 +51,12 @@ class PortalSettings(Settings):
                     '"practitioner": "<Practitioner id>"}}, the demo users (clinic, doctor, cashier, health-dept) as '
                     "people of the province make run serves (its province file's demoUsers; a user or a field not "
                     "given: the demo province's); their passwords are unchanged")
+    demo_password_hashes: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_PORTAL_DEMO_PASSWORD_HASHES",
+        description='tests only, refused in production: JSON {"<demo user>": "<werkzeug.security hash>"}, the same '
+                    "password hashed with cheap scrypt parameters in place of the built-in hash (scrypt n=2^15, "
+                    "r=8, p=1: ~0.1 s a check, hundreds of sign-ins in the tests); an unknown name is checked "
+                    "against the admin's")
     secret_key: str = Field("", validation_alias="SEN_PORTAL_SECRET_KEY",
                             description="signs the session cookie (required in production; in development "
                                         "derived from the development issuer's key so every worker shares it)")
@@ -102,6 +108,13 @@ class PortalSettings(Settings):
         if self.env == "production" and not (self.oidc_issuer and self.oidc_client_id):
             raise ValueError("SEN_OIDC_ISSUER and SEN_OIDC_CLIENT_ID are required in production "
                              "(the demo sign-in is for development only)")
+        if self.env == "production" and self.demo_password_hashes:
+            raise ValueError("SEN_PORTAL_DEMO_PASSWORD_HASHES is for tests only, never in production")
+        for who, pwhash in self.demo_password_hashes.items():
+            if who not in DEMO_PEOPLE + ("admin",) or not pwhash.startswith("scrypt:") or pwhash.count("$") != 2:
+                raise ValueError(f"SEN_PORTAL_DEMO_PASSWORD_HASHES: {who!r} must be one of "
+                                 f"{', '.join(DEMO_PEOPLE + ('admin',))}, with a scrypt hash of werkzeug.security "
+                                 "('scrypt:<n>:<r>:<p>$<salt>$<hash>')")
         for who, fields in self.demo_users.items():
             if who not in DEMO_PEOPLE or not set(fields) <= {"name", "facility", "practitioner"} \
                     or not all(isinstance(v, str) and v.strip() for v in fields.values()):

@@ -1,7 +1,9 @@
 """Who may sign in, and what a signed-in user is.
 
 Development sign-in (no OIDC issuer configured, never in production): one demo user per
-role, passwords hashed with werkzeug.security (scrypt). The README lists them:
+role, passwords hashed with werkzeug.security (scrypt, its default cost: n=2^15, r=8, p=1, ~0.1 s a check;
+tests give the same passwords hashed with cheap parameters, ``SEN_PORTAL_DEMO_PASSWORD_HASHES``, refused in
+production). The README lists them:
 
     clinic / sen-clinic         Võ Minh Tâm, Trạm Y tế xã Mỹ Hiệp
     doctor / sen-doctor         BS. Nguyễn Văn An, Bệnh viện Đa khoa Đồng Tháp (the hub)
@@ -82,11 +84,14 @@ DEMO_USERS: dict[str, tuple[User, str]] = {
 _DUMMY = DEMO_USERS["admin"][1]
 
 
-def check_demo_password(username: str, password: str,
-                        people: Mapping[str, Mapping[str, str]] | None = None) -> User | None:
+def check_demo_password(username: str, password: str, people: Mapping[str, Mapping[str, str]] | None = None,
+                        hashes: Mapping[str, str] | None = None) -> User | None:
     """The demo user whose password this is, or None. ``people`` (SEN_PORTAL_DEMO_USERS): the province's
-    name, facility and practitioner for a demo user, in place of the demo province's."""
+    name, facility and practitioner for a demo user, in place of the demo province's. ``hashes``
+    (SEN_PORTAL_DEMO_PASSWORD_HASHES, tests only): a demo user's password hashed with cheap scrypt parameters,
+    in place of its built-in hash (werkzeug's default cost, n=2^15, r=8, p=1)."""
     user, pwhash = DEMO_USERS.get(username.strip().lower(), (None, _DUMMY))
+    pwhash = (hashes or {}).get(user.username if user is not None else "admin", pwhash)
     ok = check_password_hash(pwhash, password)
     if not ok or user is None:
         return None
