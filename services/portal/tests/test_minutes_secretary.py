@@ -58,6 +58,38 @@ def test_the_form_suggests_the_participants_and_sends_the_secretary_chosen(app, 
     assert _sent_secretary(fake) == [{"name": "secretary", "valueReference": {"display": "ThS.BS. Trần Thị Bích"}}]
 
 
+def test_the_suggestions_follow_the_participants_as_they_are_edited_on_the_page(app, fake):
+    """The datalist was drawn once with the page: participants typed or changed after it left the suggestions as
+    the page was drawn. The participants box and the chair's ask for them again as they are edited (htmx,
+    POSTed: the names go in no URL), and the answer is the datalist it replaces."""
+    c = portal_signed_in(app, "doctor")
+    page = _minutes_page(c, fake)
+    box = _box(page)
+    for name in ("participants", "chair"):
+        tag = re.search(rf'<(?:textarea|input)[^>]*name="{name}"[^>]*>', box).group(0)
+        assert 'hx-post="/minutes/secretary-names"' in tag and 'hx-target="#secretary-names"' in tag, tag
+        assert 'hx-swap="outerHTML"' in tag and 'hx-params="participants,chair"' in tag and "input" in tag, tag
+    r = c.post("/minutes/secretary-names", data={"participants": PARTICIPANTS, "chair": "BS. Nguyễn Văn An",
+                                                 "csrf_token": csrf_token(page)}, headers=HTMX)
+    answer = r.get_data(as_text=True).strip()
+    assert r.status_code == 200 and answer.startswith('<datalist id="secretary-names">'), answer
+    assert re.findall(r'<option value="([^"]*)">', answer) == ["BS. Trần Thị Bích", "YS. Võ Minh Tâm",
+                                                               "ĐD. Lê Thị Hoa"]
+    # another chair named: the one who was chair is suggested, the new chair is not
+    r = c.post("/minutes/secretary-names", data={"participants": PARTICIPANTS, "chair": "Trần Thị Bích",
+                                                 "csrf_token": csrf_token(page)}, headers=HTMX)
+    assert re.findall(r'<option value="([^"]*)">', r.get_data(as_text=True)) == [
+        "BS. Nguyễn Văn An", "YS. Võ Minh Tâm", "ĐD. Lê Thị Hoa"]
+    # nothing typed: no suggestion; without the form's token, refused as any form is
+    r = c.post("/minutes/secretary-names", data={"participants": "", "chair": "", "csrf_token": csrf_token(page)})
+    assert re.findall(r"<option", r.get_data(as_text=True)) == []
+    assert c.post("/minutes/secretary-names", data={"participants": PARTICIPANTS}).status_code in (400, 403)
+    clinic = portal_signed_in(app, "clinic")  # the doctor's only
+    token = csrf_token(clinic.get("/", follow_redirects=True).get_data(as_text=True))
+    r = clinic.post("/minutes/secretary-names", data={"participants": PARTICIPANTS, "csrf_token": token})
+    assert r.status_code == 403 and "<option" not in r.get_data(as_text=True), r.status_code
+
+
 def test_without_a_secretary_the_minutes_are_sent_as_before(app, fake):
     c = portal_signed_in(app, "doctor")
     page = _minutes_page(c, fake)

@@ -45,6 +45,7 @@ from .forms import (
     ReasonForm,
     ReassignForm,
     VisitCancelForm,
+    minutes_people,
 )
 from .notices import step_done, steps_done
 from .patients import lookup, patient_id, shown
@@ -1218,6 +1219,17 @@ def diagnosis_search() -> Any:
     query = icd10.typed_term(typed)
     return render_template("_icd10.html", hits=icd10.search(query), lang=select_locale(), target="diagnosis",
                            query=query, append=True, typed=typed)
+
+
+@bp.route("/minutes/secretary-names", methods=["POST"])
+@login_required("doctor")
+def secretary_names() -> Any:
+    """The secretary box's suggestions (htmx) for the participants and the chair as they are typed now: the
+    datalist the page drew follows the participants box (``MinutesForm.people``, the chair's aside). POSTed,
+    its fields named (``hx-params``): the names typed go in no URL."""
+    participants = request.form.get("participants", "")[:PARTICIPANTS_MAX]
+    return render_template("_secretary_names.html", names=minutes_people(participants,
+                                                                         request.form.get("chair", "")[:200]))
 
 
 @bp.route("/tasks/<tid>/complete", methods=["POST"])
