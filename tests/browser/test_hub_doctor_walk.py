@@ -1,0 +1,80 @@
+"""The hub doctor between two patients (walk of session 27), in the browser: what slowed her down or hid
+something from her. On a tablet (768 px) the worklist's columns broke their words ("06/12/2" above "026",
+"Accept" above "ed"); a consult the clinic answered read like any other on the worklist. Screenshotted and
+checked by axe-core (conftest.Visitor.check)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.browser.test_pages import _submit
+
+pytestmark = pytest.mark.integration
+
+# the words of the worklist's cells drawn on more than one line (a word broken inside itself)
+BROKEN_WORDS = """() => { const out = [];
+  for (const td of document.querySelectorAll('#worklist td')) {
+    const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT); let node;
+    while ((node = walker.nextNode())) { const word = /\\S+/g; let m;
+      while ((m = word.exec(node.data))) { const r = document.createRange();
+        r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+        if (new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1) out.push(m[0]); } } }
+  return out; }"""
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_worklist_on_a_tablet_keeps_each_word_whole(visitor_factory, stack, lang):
+    for priority in ("stat", "asap", "urgent", "routine"):
+        _submit(stack, "Tăng huyết áp khó kiểm soát, xin ý kiến chuyên khoa.", priority)
+    v = visitor_factory(f"{lang}-768", width=768, height=1024)
+    v.sign_in("doctor")
+    if lang == "en":
+        v.english()
+    v.go("/worklist")
+    v.page.wait_for_selector("#worklist tbody tr")
+    assert v.page.evaluate(BROKEN_WORDS) == []
+    m = v.page.evaluate("() => ({w: innerWidth, page: document.documentElement.scrollWidth})")
+    assert m["page"] <= m["w"], m
+    v.check("doctor-worklist-tablet")
+
+
+def _answer(stack: dict[str, str], tid: str) -> None:
+    """The clinic's nurse answers the hub's question (teleconsult's $provide-info, as the portal sends it)."""
+    from sen_shared.auth import issue_dev_token
+
+    token = issue_dev_token(stack["key"], "clinic", facility="tyt-my-hiep", practitioner="ys-vo-minh-tam")
+    r = httpx.post(f"{stack['teleconsult']}/fhir/Task/{tid}/$provide-info", timeout=30, json={
+        "resourceType": "Parameters", "parameter": [{"name": "answer", "valueString": "Troponin I 2,4 ng/mL."}]},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, stack):
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    v.go(f"/tasks/{tid}")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_selector("[data-testid=accepted]")
+    v.page.click("details:has(form[action$='/request-info']) summary")
+    v.page.fill("#question", "Xin gửi troponin và ECG 12 chuyển đạo.")
+    v.page.click("form[action$='/request-info'] button")
+    v.page.wait_for_selector("[data-testid=asked]")
+    row = v.page.locator(f"#worklist tr:has(a[href='/tasks/{tid}'])")
+    v.go("/worklist")
+    assert "Câu hỏi cho cơ sở" in row.inner_text() and row.locator("[data-testid=clinic-answered]").count() == 0
+    _answer(stack, tid)
+    for _ in range(20):  # the portal keeps a user's answers a few seconds: read again until the answer shows
+        v.go("/worklist")
+        if row.locator("[data-testid=clinic-answered]").count():
+            break
+        v.page.wait_for_timeout(500)
+    assert row.locator("[data-testid=clinic-answered]").inner_text() == "Cơ sở đã trả lời"
+    v.check("doctor-worklist-clinic-answered")
+    v.go(f"/tasks/{tid}")  # her next step on it (she starts work): the row no longer says it
+    v.page.click("[data-testid=start-consult]")
+    v.page.wait_for_selector("[data-testid=started]")
+    v.go("/worklist")
+    assert row.locator("[data-testid=in-progress]").count() == 1
+    assert row.locator("[data-testid=clinic-answered]").count() == 0
