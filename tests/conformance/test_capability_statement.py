@@ -468,3 +468,48 @@ def test_a_stored_audit_event_is_read_by_version_and_history_as_declared(served,
     assert not [e for e in everything.get("entry", []) if e["fullUrl"].split("/")[-2] == "AuditEvent"], service
     asked = client.get("/fhir/_history", params={"_type": "AuditEvent", "_count": "1000"}, headers=admin).json()
     assert event["id"] in {e["resource"]["id"] for e in asked["entry"]}, service
+
+
+def test_the_audit_trail_is_written_by_the_server_only_as_declared(served, mongo_client, run_id, dev_key):
+    """One policy on the three servers (the engine's ``capability.SERVER_WRITTEN``): the statement lists
+    AuditEvent read-only and says why; a create, update, patch or delete of one is a 405 for every caller (an
+    admin, and a role that may not even read the trail) whose OperationOutcome says the server writes the trail,
+    its ``Allow`` the reads; a transaction writing one is refused by its entry (422) where Bundles are taken.
+    A record a client wrote could forge the trail. Before, the EHR and teleconsult let an admin create one."""
+    from sen_shared.auth import issue_dev_token
+
+    service, client, statement, admin = served
+    entry = next(e for e in _rest(statement)["resource"] if e["type"] == "AuditEvent")
+    assert [i["code"] for i in entry["interaction"]] == ["read", "vread", "history-instance", "history-type",
+                                                         "search-type"], (service, entry["interaction"])
+    assert "written by this server" in entry["documentation"], entry.get("documentation")
+    assert entry["conditionalCreate"] is False and entry["updateCreate"] is False, entry
+    who = SimpleNamespace(roles=("doctor",), sub="sen-conformance-doctor", practitioner=None, facility=None)
+    kept = Auditor(mongo_client[f"sen_t{run_id}_cap_{service}"], service).record(
+        who, Record("read", resource_type="Observation", rid=MISSING, status=403, detail="not this clinic's"))
+    url = f"/fhir/AuditEvent/{kept['id']}"
+    stored = client.get(url, headers=admin).json()
+    body = {"resourceType": "AuditEvent", "recorded": "2026-12-01T10:00:00Z", "action": "E",
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "agent": [{"requestor": True, "who": {"display": "forged"}}], "source": {"observer": {"display": "x"}}}
+    clinic = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'clinic', facility='tyt-a')}",
+              "Content-Type": FJ, "Accept": FJ}
+    for caller in (admin, clinic):
+        for method, path, sent in (("POST", "/fhir/AuditEvent", body), ("PUT", url, {**body, "id": kept["id"]}),
+                                   ("PATCH", url, []), ("DELETE", url, None)):
+            r = _call(client, method, path, caller, sent)
+            assert r.status_code == 405, (service, method, r.status_code, r.text)
+            said = _outcome(r)["issue"][0]
+            assert said["code"] == "not-supported" and "written by the server" in said["diagnostics"], said
+            assert _allow(r) == {"GET", "HEAD"}, (service, method, r.headers.get("allow"))
+    assert client.get(url, headers=admin).json() == stored
+    found = client.get("/fhir/AuditEvent", params={"altid": "forged"}, headers=admin).json()
+    assert not found.get("entry"), found
+    if "transaction" in _system(statement):
+        tx = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": body, "request": {"method": "POST", "url": "AuditEvent"}}]}
+        for caller in (admin, clinic):
+            r = client.post("/fhir", content=json.dumps(tx), headers=caller)
+            assert r.status_code == 422, (service, r.status_code, r.text)
+            said = _outcome(r)["issue"][0]
+            assert said["expression"] == ["Bundle.entry[0]"] and "written by the server" in said["diagnostics"], said

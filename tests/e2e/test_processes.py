@@ -134,9 +134,10 @@ def test_correlation_id_follows_a_request_into_events_and_handlers_and_logs_hold
         assert secret not in everything, f"patient data {secret!r} in the logs"
 
 
-def test_every_type_the_ehr_writes_an_outbox_for_is_relayed(suite, dev_key, run_id, mongo_client):
-    """An AuditEvent written through the API (admin imports a trail) leaves an outbox entry like
-    any resource; the ehr worker relays it. The server's own AuditEvents carry none."""
+def test_the_ehr_takes_no_audit_event_from_a_client(suite, dev_key, run_id, mongo_client):
+    """The audit trail is written by the server only (sen_shared.fhir.capability.SERVER_WRITTEN): an AuditEvent
+    posted through the API, an admin's too, is a 405 saying so, and nothing is stored or left to relay (an
+    admin's post was stored before, with an ehr.auditevent.created in its outbox)."""
     from sen_shared.auth import issue_dev_token
 
     wait_ready(suite["ports"]["ehr"])
@@ -147,15 +148,11 @@ def test_every_type_the_ehr_writes_an_outbox_for_is_relayed(suite, dev_key, run_
     admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}", "Content-Type": "application/fhir+json"}
     r = httpx.post(f"http://127.0.0.1:{suite['ports']['ehr']}/fhir/AuditEvent", json=event, headers=admin,
                    timeout=10)
-    assert r.status_code == 201, r.text
-    rid = r.json()["id"]
-    # the events of a version ride in its history document (sen_shared.fhir.store)
-    coll = mongo_client[f"sen_t{run_id}_e2e_ehr"]["AuditEvent_history"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and coll.find_one({"_id": f"{rid}/1", "outbox_pending": True}, {"_id": 1}):
-        time.sleep(0.3)
-    doc = coll.find_one({"_id": f"{rid}/1"}, {"outbox": 1, "outbox_pending": 1})
-    assert doc["outbox_pending"] is False and doc["outbox"] == [], "the AuditEvent's event was never relayed"
+    assert r.status_code == 405, r.text
+    assert "written by the server" in r.json()["issue"][0]["diagnostics"], r.text
+    db = mongo_client[f"sen_t{run_id}_e2e_ehr"]
+    assert db["AuditEvent"].count_documents({"sp_altid": "import"}) == 0
+    assert db["AuditEvent_history"].count_documents({}) == 0
 
 
 def test_answers_over_http_carry_the_security_headers_and_no_server_banner(suite):

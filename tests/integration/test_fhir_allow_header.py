@@ -1,7 +1,7 @@
 """Every 405 of a Sen FHIR server names, in ``Allow``, the methods its target serves (RFC 9110 §15.5.6), with
 the OperationOutcome as before (review: an integrator's PUT on an AuditEvent got a 405 without it). Each kind
-on each server that has it: the engine's refusal of a write a type does not allow (the append-only audit
-trail), a service's own (teleconsult's workflow resources and computed Slots, billing's Invoice,
+on each server that has it: the engine's refusal of a write a type does not allow (the audit trail the
+server writes), a service's own (teleconsult's workflow resources and computed Slots, billing's Invoice,
 PaymentReconciliation, Bundles and a cashier's ChargeItem), and the router's 405 for a method no route has (it
 named the methods of one route only: ``DELETE /fhir/Patient`` said ``HEAD, GET`` though POST and PUT are served
 there). A transaction refused for an entry is no 405 (a 422 naming the entry), nor is a type not served (404),
@@ -49,32 +49,23 @@ def _entry_refused(client, headers: dict[str, str], tx: dict, index: int) -> str
     return issue["diagnostics"]
 
 
-def _audit(client, H) -> str:
-    made = client.post("/fhir/AuditEvent", content=json.dumps({
-        "resourceType": "AuditEvent", "recorded": "2026-12-01T10:00:00Z", "action": "E",
-        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
-        "agent": [{"who": {"display": "his-vendor"}, "requestor": True}], "source": {"observer": {"display": "his"}}}),
-        headers=H)
-    assert made.status_code == 201, made.text
-    return made.json()["id"]
-
-
 def _audit_trail_and_routes(client, H, rtype: str) -> None:
-    """What the EHR and teleconsult share: the append-only trail, and the router's 405s (``rtype``: a type
-    served with every interaction)."""
-    aid = _audit(client, H)
+    """What the EHR and teleconsult share: the audit trail the server writes (read-only: no POST either), and
+    the router's 405s (``rtype``: a type served with every interaction)."""
+    aid = "audit-probe"
+    assert _405(client, "POST", "/fhir/AuditEvent", H, {"resourceType": "AuditEvent"}) == READ_ONLY
     assert _405(client, "PUT", f"/fhir/AuditEvent/{aid}", H, {"resourceType": "AuditEvent", "id": aid}) == READ_ONLY
     assert _405(client, "PATCH", f"/fhir/AuditEvent/{aid}", H, b"[]", "application/json-patch+json") == READ_ONLY
     assert _405(client, "DELETE", f"/fhir/AuditEvent/{aid}", H) == READ_ONLY
     # the router's: a method no route of the path has
     assert _405(client, "DELETE", f"/fhir/{rtype}", H) == "GET, HEAD, POST, PUT"
-    assert _405(client, "DELETE", "/fhir/AuditEvent", H) == "GET, HEAD, POST"  # created, never updated
+    assert _405(client, "DELETE", "/fhir/AuditEvent", H) == READ_ONLY  # written by the server only
     assert _405(client, "DELETE", "/fhir/metadata", H) == READ_ONLY
     assert _405(client, "GET", "/fhir", H) == "POST"
     # a transaction refused whole for an entry: no 405, its target is [base], whose method is POST
     tx = {"resourceType": "Bundle", "type": "transaction",
           "entry": [{"request": {"method": "DELETE", "url": f"AuditEvent/{aid}"}}]}
-    assert "only create" in _entry_refused(client, H, tx, 0)
+    assert "written by the server" in _entry_refused(client, H, tx, 0)
 
 
 def test_the_ehr_says_what_is_allowed(base_env, mongo_client, dev_key) -> None:

@@ -2,8 +2,9 @@
 reading ``GET /fhir/metadata``): a create, update, patch or delete the statement leaves out of a type is 405,
 on teleconsult (the consult's resources change through their operations, Slots are computed), billing (an
 Invoice changes through $issue and $cancel, a PaymentReconciliation by the settlement) and on the EHR and
-teleconsult's append-only audit trail (an admin cannot rewrite or delete an AuditEvent). The Patient
-compartment is offered where Patient is served, and a Slot's statement names the parameters its search takes.
+teleconsult's audit trail, which the server writes (an admin cannot create, rewrite or delete an AuditEvent).
+The Patient compartment is offered where Patient is served, and a Slot's statement names the parameters its
+search takes.
 """
 
 from __future__ import annotations
@@ -59,15 +60,19 @@ def _unlisted_writes_are_405(client, H, ids: dict[str, str] | None = None) -> di
     return listed
 
 
-def test_the_ehr_audit_trail_is_listed_append_only_and_is(base_env, mongo_client, dev_key) -> None:
-    with app_client("ehr", base_env, f"sen_cap{uuid.uuid4().hex[:8]}_ehr", mongo_client) as (client, _app):
+def test_the_ehr_audit_trail_is_listed_read_only_and_is(base_env, mongo_client, dev_key) -> None:
+    from sen_shared.fhir.audit import Auditor, Record
+
+    db = f"sen_cap{uuid.uuid4().hex[:8]}_ehr"
+    with app_client("ehr", base_env, db, mongo_client) as (client, _app):
         H = admin_headers(dev_key)
-        made = client.post("/fhir/AuditEvent", content=json.dumps(_AUDIT), headers=H)  # listed: create
-        assert made.status_code == 201, made.text
-        aid = made.json()["id"]
+        who = type("Who", (), {"roles": ("cashier",), "sub": "cap-probe", "practitioner": None, "facility": None})
+        aid = Auditor(mongo_client[db], "ehr").record(who, Record("read", "Observation", "o1", status=403))["id"]
         listed = _unlisted_writes_are_405(client, H, {"AuditEvent": aid})
-        assert listed["AuditEvent"] == ("read", "vread", "history-instance", "history-type", "create", "search-type")
+        assert listed["AuditEvent"] == ("read", "vread", "history-instance", "history-type", "search-type")
         assert {"update", "patch", "delete"} <= set(listed["Patient"])
+        r = client.post("/fhir/AuditEvent", content=json.dumps(_AUDIT), headers=H)  # not listed: create
+        assert r.status_code == 405 and "written by the server" in r.json()["issue"][0]["diagnostics"], r.text
         # the event stands as recorded, one version
         r = client.get(f"/fhir/AuditEvent/{aid}", headers=H)
         assert r.status_code == 200 and r.json()["meta"]["versionId"] == "1"
@@ -87,7 +92,7 @@ def test_teleconsult_lists_its_operation_only_types_read_only_and_no_patient_com
             assert listed[rtype] == ("read", "vread", "history-instance", "history-type", "search-type"), rtype
         assert listed["Slot"] == ("read", "search-type")
         assert "update" in listed["Schedule"]
-        assert "create" in listed["AuditEvent"] and "delete" not in listed["AuditEvent"]
+        assert listed["AuditEvent"] == ("read", "vread", "history-instance", "history-type", "search-type")
         meta = client.get("/fhir/metadata", headers=H).json()["rest"][0]["resource"]
         slot = next(e for e in meta if e["type"] == "Slot")
         assert {p["name"] for p in slot["searchParam"]} == {"_id", "schedule", "start", "status"}

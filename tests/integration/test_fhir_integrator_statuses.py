@@ -84,10 +84,10 @@ def test_an_ehr_transaction_refused_for_an_entry_names_it_and_writes_nothing(bas
         H = admin_headers(dev_key)
         before = client.get("/fhir/Organization?_summary=count&_total=accurate", headers=H).json()["total"]
         for refused, status, says in (
-                ({"request": {"method": "DELETE", "url": "AuditEvent/a1"}}, 422, "only create"),
+                ({"request": {"method": "DELETE", "url": "AuditEvent/a1"}}, 422, "written by the server"),
                 ({"resource": {"resourceType": "AuditEvent", "id": "a1"}, "request": {"method": "PUT",
                                                                                      "url": "AuditEvent/a1"}},
-                 422, "only create"),
+                 422, "written by the server"),
                 ({"resource": {"resourceType": "Basic", "code": {"text": "x"}},
                   "request": {"method": "POST", "url": "Basic"}}, 422, "Basic is a FHIR resource type"),
                 ({"request": {"method": "GET", "url": "Nonsense/1"}}, 400, "'Nonsense' is not a FHIR resource type")):
@@ -124,6 +124,6 @@ def test_a_batch_answers_the_refused_entry_405_and_processes_the_others(service,
         assert r.status_code == 200, r.text
         answers = [e["response"] for e in r.json()["entry"]]
         assert [a["status"][:3] for a in answers] == ["201", "405", "201", "404"], answers
-        assert "only create" in answers[1]["outcome"]["issue"][0]["diagnostics"]
+        assert "written by the server" in answers[1]["outcome"]["issue"][0]["diagnostics"]
         assert "Basic" in answers[3]["outcome"]["issue"][0]["diagnostics"]
         assert len(client.get(f"/fhir/{rtype}", headers=H).json()["entry"]) == 2

@@ -20,8 +20,8 @@ Billing holds no clinical record, so its policy is by role and facility, not by 
 - ``AuditEvent``: billing's own audit trail (the refusals answered as missing ids, below), served read-only
   (read, vread, history, search by date, agent, altid, entity, outcome, ...: the engine's, as the EHR and
   teleconsult serve theirs) to whom the EHR lets read its trail (``sen_shared.fhir.access``: admin and
-  health-dept; a cashier is 403); never created, updated, patched or deleted over the API (405): the server
-  writes it.
+  health-dept; a cashier is 403); never created, updated, patched or deleted over the API (405, whoever asks,
+  as on every Sen server: the engine's ``capability.SERVER_WRITTEN``): the server writes it.
 
 Invoices change only through their operations (``$issue``, ``$cancel``; ``balanced`` comes
 from payments): a plain update, patch or delete of an Invoice is 405, as is any write of a
@@ -76,11 +76,10 @@ FACILITY_FIELD = {"Invoice": ("issuer", "sp_issuer"),
                   "PaymentReconciliation": ("requestor", "sp_requestor")}
 READERS = frozenset({"admin", "health-dept", "cashier"})
 # what the CapabilityStatement lists (FhirConfig.interactions): an Invoice is created, then changes through
-# $issue and $cancel; a PaymentReconciliation is written by the settlement only (_write_check)
-# and the audit trail is the server's own record, read only here
+# $issue and $cancel; a PaymentReconciliation is written by the settlement only (_write_check); the audit
+# trail is read-only on every Sen server (the engine's capability.SERVER_WRITTEN)
 INTERACTIONS: dict[str, tuple[str, ...]] = {"Invoice": (*READ_ONLY_INTERACTIONS, "create"),
-                                            "PaymentReconciliation": READ_ONLY_INTERACTIONS,
-                                            AUDIT_TYPE: READ_ONLY_INTERACTIONS}
+                                            "PaymentReconciliation": READ_ONLY_INTERACTIONS}
 INVOICED = "invoiced"  # billing's own ChargeItem search parameter (module docstring)
 
 
@@ -175,11 +174,10 @@ class BillingFhirServer(FhirServer):
         p = self.principal()
         if rtype == "PaymentReconciliation":
             raise _not_allowed("PaymentReconciliation is written by the settlement of a paid invoice, not by hand")
-        if rtype == AUDIT_TYPE:
-            raise _not_allowed("the audit trail is written by the server only: AuditEvent is read and searched here")
         if rtype == "Invoice" and verb != "create":
             raise _not_allowed("an Invoice changes through its operations: Invoice/{id}/$issue and $cancel "
                                "(balanced when paid)")
+        self.check_writable(rtype, verb)  # the engine's, whoever asks: the audit trail is the server's (405)
         if "admin" in p.roles:
             return p
         if rtype == "ChargeItemDefinition":

@@ -7,7 +7,7 @@ Consumes:
   consulting doctor read the patient's record (``domain.grants``).
 
 The relay publishes the ``ehr.*`` events that FHIR writes leave in each resource collection's outbox
-(the AuditEvents the server records carry none; one written through the API does, like any write).
+(AuditEvents carry none: the server records them, and none is written through the API).
 
 At start, once for good across every start and replica (``sen_shared.runs.run_once``,
 :data:`PATIENT_DISTRICTS_BACKFILL`): the districts of the records registered before Patient events

@@ -36,8 +36,9 @@ Role rules (ARCHITECTURE.md §6; decisions written down here):
   Location, Medication, Questionnaire, ...): readable by every role but the
   cashier, writable by ``admin`` only. A compartment resource that names no
   patient is reachable by the unrestricted roles only.
-- ``AuditEvent``: read by ``admin`` and ``health-dept``; never updated,
-  patched or deleted (append-only; the server writes it).
+- ``AuditEvent``: read by ``admin`` and ``health-dept``; never created,
+  updated, patched or deleted over the API (the server writes it: a 405 for
+  every caller, admins too, ``capability.SERVER_WRITTEN``).
 - Type and system ``_history`` of patient data: unrestricted readers only
   (it cannot be filtered per patient cheaply). Instance history follows read.
 

@@ -254,7 +254,7 @@ def refused_entry(index: int, resource_type: str | None) -> Iterator[None]:
     resource type: the entry is no malformed request (a 400 says that), and neither status of a
     single interaction fits the Bundle's: its target, [base], takes POST (a 405 would say the
     Bundle's POST is refused, and ``Allow: POST`` contradict it), and it exists (404). 422 is FHIR's
-    "violates server business rules" (the audit trail is append-only, a Task changes through its
+    "violates server business rules" (the server writes the audit trail, a Task changes through its
     operations). The outcome names the entry and keeps what its type allows; no ``Allow``."""
     try:
         yield

@@ -15,24 +15,29 @@ from .store import iso, now
 _TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                       "create", "search-type")
 READ_ONLY_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
-# the audit trail is append-only on every Sen server (access.py): recorded, read, never rewritten or deleted
-APPEND_ONLY_INTERACTIONS = (*READ_ONLY_INTERACTIONS, "create")
-_APPEND_ONLY = frozenset({"AuditEvent"})
+# the audit trail on every Sen server: written by the server itself (audit.py: each read, search, write and refusal),
+# read and searched over the API, never created, updated, patched or deleted there (405 for every caller): a record
+# a client wrote could forge the trail
+SERVER_WRITTEN = frozenset({"AuditEvent"})
+SERVER_WRITTEN_DOCUMENTATION = ("The audit trail: written by this server itself (every read, search and write of "
+                                "patient data, every refusal); read and searched here, never created, updated, "
+                                "patched or deleted through the API (405 for every caller, admins too)")
 _DOC = "http://hl7.org/fhir/SearchParameter/"
 
 
 def interactions(config: Any, resource_type: str) -> tuple[str, ...]:
     """The interactions ``resource_type`` allows on the server of ``config``: the service's own list
-    (:attr:`FhirConfig.interactions`), else read-only ones (:attr:`FhirConfig.read_only`), create and the
-    reads for the append-only audit trail, else all. The CapabilityStatement lists these; the engine
-    refuses any other write with 405 (:meth:`FhirServer.check_writable`)."""
+    (:attr:`FhirConfig.interactions`), else read-only ones (:attr:`FhirConfig.read_only`, and the audit trail
+    the server writes: :data:`SERVER_WRITTEN`, whatever a service's list says), else all. The
+    CapabilityStatement lists these; the engine refuses any other write with 405
+    (:meth:`FhirServer.check_writable`)."""
+    if resource_type in SERVER_WRITTEN:
+        return READ_ONLY_INTERACTIONS
     own = config.interactions.get(resource_type)
     if own is not None:
         return tuple(c for c in _TYPE_INTERACTIONS if c in own)
     if resource_type in config.read_only:
         return READ_ONLY_INTERACTIONS
-    if resource_type in _APPEND_ONLY:
-        return tuple(c for c in _TYPE_INTERACTIONS if c in APPEND_ONLY_INTERACTIONS)
     return _TYPE_INTERACTIONS
 
 
@@ -247,6 +252,8 @@ def capability_statement(config: Any, base: str, *, issuer: str | None = None,
         # GET Patient/[id]/[type] is served where Patient is (specs/common/fhir.yaml: x-sen-fhir-needs)
         if compartment_param(rtype) and rtype != "Patient" and "Patient" in config.resource_types:
             entry["documentation"] = f"In the Patient compartment: GET Patient/[id]/{rtype}"
+        if rtype in SERVER_WRITTEN:
+            entry["documentation"] = SERVER_WRITTEN_DOCUMENTATION
         resources.append(entry)
     if config.operations:  # their definitions are read here (capability.operation_definition)
         resources.append({"type": "OperationDefinition", "interaction": [{"code": "read"}],

@@ -35,6 +35,7 @@ from . import access
 from . import store as st
 from .audit import AUDIT_TYPE, Auditor, Record
 from .body import unpack
+from .capability import SERVER_WRITTEN
 from .http import FhirRequest, FhirResponse, parse_query
 from .outcome import FhirError
 from .rest import FhirConfig, FhirServer, compartment_param
@@ -43,6 +44,7 @@ from .search.extract import extract_param
 from .validate import check_id
 
 WRITE_METHODS = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+_WRITES = frozenset(WRITE_METHODS.values())
 
 
 def _default_principal() -> Any:
@@ -307,6 +309,8 @@ class GuardedFhirServer(FhirServer):
         rtype = rtype if rtype is not None else req.resource_type
         if rtype in (AUDIT_TYPE, None):  # reading the trail (or everything): what was recorded is there
             self.auditor.flush()
+        if rtype in SERVER_WRITTEN and interaction in _WRITES:  # 405 whoever asks, before whose it is
+            self.check_writable(rtype, interaction)
         rec = Record(interaction, resource_type=rtype, rid=req.rid, vid=req.vid)
         facts = _Facts(self, principal)
         with self.audited(principal, rec):
@@ -701,7 +705,7 @@ class GuardedFhirServer(FhirServer):
             return self._transaction(req, body)
 
     def _transaction(self, req: FhirRequest, body: dict[str, Any]) -> FhirResponse:
-        from .bundle import parse_url
+        from .bundle import parse_url, refused_entry
 
         principal = self.principal()
         entries = [e for e in body["entry"] if isinstance(e, dict)]
@@ -717,6 +721,10 @@ class GuardedFhirServer(FhirServer):
                 continue  # the engine answers 400 for it
             writes.append((i, WRITE_METHODS[method], target.resource_type,
                            Record(WRITE_METHODS[method], resource_type=target.resource_type, rid=target.rid)))
+        for i, interaction, rtype, _rec in writes:
+            if rtype in SERVER_WRITTEN:  # whoever asks: the entry's 422 (bundle.refused_entry), not a 403
+                with refused_entry(i, rtype):
+                    self.check_writable(rtype, interaction)
         if self.is_restricted(principal):
             facts = _Facts(self, principal)
             by_url = {e.get("fullUrl"): e.get("resource") for e in entries if isinstance(e.get("fullUrl"), str)}

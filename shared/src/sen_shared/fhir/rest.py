@@ -46,7 +46,7 @@ class FhirConfig:
     # the interactions a type allows when not every one (the CapabilityStatement's codes, e.g.
     # teleconsult's Task: read, vread, history-instance, history-type, search-type: it changes through its
     # operations): the statement lists exactly these and a create, update, patch or delete not among them
-    # is 405 (capability.interactions; AuditEvent is append-only everywhere)
+    # is 405 (capability.interactions; AuditEvent is read-only everywhere: the server writes it)
     interactions: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # a type's search parameters when not the R4 definitions' (teleconsult's computed Slot)
     search_params: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -141,9 +141,13 @@ class FhirServer:
     def check_writable(self, resource_type: str, interaction: str = "create") -> None:
         """405 for a write (``create``, ``update``, ``patch``, ``delete``) the type does not allow here, as
         the CapabilityStatement says (:func:`capability.interactions`)."""
-        from .capability import interactions
+        from .capability import SERVER_WRITTEN, interactions
 
         allowed = interactions(self.config, resource_type)
+        if interaction not in allowed and resource_type in SERVER_WRITTEN:
+            raise FhirError(f"the audit trail is written by the server only: {resource_type} is read and searched "
+                            f"here, never created, updated, patched or deleted through the API ({', '.join(allowed)}; "
+                            "GET [base]/metadata says so)", status=405, code="not-supported")
         if interaction not in allowed:
             writes = [c for c in allowed if c in ("create", "update", "patch", "delete")]
             raise FhirError(f"{resource_type} is read-only here ({', '.join(allowed)}; GET [base]/metadata lists "
