@@ -37,5 +37,15 @@ def test_the_printed_dashboard_keeps_each_card_whole_and_leaves_out_the_form(vis
     assert not any(tables()["tables"]) and tables()["links"] > 0, tables()  # closed on screen, as before
     v.page.emulate_media(media="print")
     assert v.page.inner_text("[data-testid=scope]").startswith("Từ 01/11/2026 đến 05/12/2026")
+    # the province's goal, a line across the facilities chart, is printed with it (the chart drawn for the paper)
+    v.page.wait_for_function(
+        "() => window.Chart && Chart.getChart(document.querySelector('canvas[data-chart=facilities]'))")
+    goal = v.page.evaluate(
+        "() => { const c = document.querySelector('canvas[data-chart=facilities]'), ch = Chart.getChart(c);"
+        " window.dispatchEvent(new Event('beforeprint')); ch.resize();"
+        " const line = ch.data.datasets.find(d => d.type === 'line'), meta = ch.getDatasetMeta(1);"
+        " return {shown: c.checkVisibility(), label: line && line.label, drawn: !!line && ch.isDatasetVisible(1)"
+        " && meta.data.length === 2 && meta.data[1].x - meta.data[0].x >= ch.chartArea.width - 1}; }")
+    assert goal == {"shown": True, "label": "Mục tiêu: 165 cơ sở", "drawn": True}, goal
     pdf = v.page.pdf(format="A4", print_background=True)
     assert pdf.startswith(b"%PDF")

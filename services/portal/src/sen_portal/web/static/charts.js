@@ -30,6 +30,7 @@
       cfg.options = Object.assign({maintainAspectRatio: false}, cfg.options || {});
       if (cfg.keepEnds) keepEnds(cfg);
       if (cfg.money) money(cfg);
+      inLegend(cfg);
       delete cfg.keepEnds;
       delete cfg.money;
       new Chart(c, cfg);
@@ -67,6 +68,17 @@
     var tooltip = plugins.tooltip = plugins.tooltip || {};
     tooltip.callbacks = Object.assign({}, tooltip.callbacks, {label: function (item) {
       return (item.label ? item.label + ": " : "") + vnd(item.parsed);
+    }});
+  }
+  // A dataset marked inLegend: false (the facilities chart's bars, whose colours the axis labels name) has no legend
+  // entry; the others keep theirs (the goal's line, named with its figure)
+  function inLegend(cfg) {
+    var sets = (cfg.data && cfg.data.datasets) || [];
+    if (!sets.some(function (d) { return d.inLegend === false; })) return;
+    var plugins = cfg.options.plugins = cfg.options.plugins || {};
+    var legend = plugins.legend = plugins.legend || {};
+    legend.labels = Object.assign({}, legend.labels, {filter: function (item) {
+      return (sets[item.datasetIndex] || {}).inLegend !== false;
     }});
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); else draw();
