@@ -9,23 +9,13 @@ import re
 
 import pytest
 
-from tests.billing_support import billing_web, cashier_portal, make_invoice, pay
-from tests.integration.test_portal_cashier_invoice_page import BANK, CLINIC, _field, _open_shift
+from tests.billing_support import make_invoice, pay
+from tests.integration.test_portal_cashier_invoice_page import CLINIC, _field, _open_shift
+from tests.integration.test_portal_cashier_invoice_page import billing as billing  # noqa: F401 - fixtures, by name
+from tests.integration.test_portal_cashier_invoice_page import portal as portal  # noqa: F401
 from tests.support import csrf_token, portal_signed_in
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "psd", BANK) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def portal(base_env, run_id, billing, mongo_client):
-    with cashier_portal(base_env, run_id, mongo_client, "psd", "http://127.0.0.1:9", billing[0]) as app:
-        yield app
 
 
 def test_a_transfer_landing_while_cash_is_recorded_is_counted_in_what_is_still_due(portal, billing, monkeypatch):
