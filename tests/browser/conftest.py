@@ -87,6 +87,9 @@ class Visitor:
         self.axe_loaded = False
 
     def go(self, path: str) -> None:
+        """Open ``path`` and wait for its first htmx asks too (the invoice's status box asks at load): no one
+        element says every page is done with them, so the network going quiet does (no page holds a request
+        open: the polls are every 2 s or longer). After a click, a test waits for what the click brings."""
         self.page.goto(self.base + path)
         self.page.wait_for_load_state("networkidle")
 
@@ -96,7 +99,7 @@ class Visitor:
         another address, cutting the post off) when the answer was slow."""
         with self.page.expect_navigation():
             self.page.click(selector)
-        self.page.wait_for_load_state("networkidle")
+        self.page.wait_for_load_state("networkidle")  # the new page's own first asks, as go()
 
     def sign_in(self, username: str, password: str | None = None) -> None:
         self.go("/login")
@@ -112,7 +115,7 @@ class Visitor:
 
     def check(self, name: str) -> None:
         """Screenshot the page and run axe-core on it: no serious or critical violation."""
-        self.page.wait_for_load_state("networkidle")
+        self.page.wait_for_load_state("networkidle")  # the picture of the page done with its asks (see go())
         slug = re.sub(r"[^a-z0-9]+", "-", f"{self.tag}-{name}".lower()).strip("-")
         self.page.screenshot(path=str(self.shots / f"{slug}.png"), full_page=True)
         self.page.add_script_tag(url=self.base + "/assets/vendor/axe.min.js")

@@ -16,12 +16,14 @@ from datetime import date
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_pages import _admin
 
 pytestmark = pytest.mark.integration
 
 PATIENT = "bn-0004"  # Võ Thị Lan, card GD4… (80 %), no other browser test bills her
+AMOUNTS = ["325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]  # her three lines, the X-ray's quantity 5
 
 
 def _invoices(stack: dict[str, str]) -> list[str]:
@@ -68,20 +70,23 @@ def _amounts_whole(v) -> None:
 
 
 def _choose_patient(v) -> None:
+    """Each step of the form is a page its post brings (a plain form): each waits for what that page shows."""
     v.page.fill("#who", "vo thi lan")
     v.page.press("#who", "Enter")  # Enter in a box runs its search, never the submit
-    v.page.wait_for_load_state("networkidle")
-    v.page.click(f"button[name=choose][value={PATIENT}]")
-    v.page.wait_for_load_state("networkidle")
-    assert v.page.inner_text("[data-testid=patient-name]").startswith("Võ Thị Lan")
+    v.page.click(f"button[name=choose][value={PATIENT}]")  # waits for the search's page, the one with it
+    expect(v.page.locator("[data-testid=patient-name]")).to_have_text(re.compile(r"^Võ Thị Lan"))
 
 
 def _add(v, typed: str, service: str) -> None:
+    """Find ``service`` by ``typed`` (Enter in the box: the search's page) and add it: the page with one line more.
+    The search's page is waited for as the navigation it is, not by the button to add, which the page before
+    may show too (an earlier search found it): pressed there, it would cut the search's post off."""
+    lines = v.page.locator("[data-testid=line]").count()
     v.page.fill("#service_q", typed)
-    v.page.press("#service_q", "Enter")
-    v.page.wait_for_load_state("networkidle")
+    with v.page.expect_navigation():
+        v.page.press("#service_q", "Enter")
     v.page.click(f"button[name=add][value={service}]")
-    v.page.wait_for_load_state("networkidle")
+    expect(v.page.locator("[data-testid=line]")).to_have_count(lines + 1)
 
 
 def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
@@ -93,9 +98,8 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     v.page.click("[data-testid=new-invoice]")
     v.page.wait_for_url(re.compile(r"/invoices/new$"))
     v.page.click("[data-testid=issue]")  # nothing chosen, no line: said so, nothing made
-    v.page.wait_for_load_state("networkidle")
-    main = v.page.inner_text("main")
-    assert "Hãy chọn người bệnh trước." in main and "Hãy thêm ít nhất một dịch vụ từ bảng giá." in main
+    expect(v.page.locator("#patient-error")).to_contain_text("Hãy chọn người bệnh trước.")
+    expect(v.page.locator("#lines-error")).to_contain_text("Hãy thêm ít nhất một dịch vụ từ bảng giá.")
     v.check("cashier-new-invoice-error")
 
     _choose_patient(v)
@@ -105,8 +109,7 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
         v.page.fill("#card_start", f"01/01/{date.today().year}")
         v.page.fill("#card_end", f"31/12/{date.today().year + 1}")
         v.page.click("button[name=action][value=record-card]")
-        v.page.wait_for_load_state("networkidle")
-    assert v.page.inner_text("[data-testid=bhyt-level]") == "80 %"
+    expect(v.page.locator("[data-testid=bhyt-level]")).to_have_text("80 %")
     assert v.page.is_checked(f"input[name=pending][value=\"{by_hand}\"]")  # the charge left over, ticked
 
     _add(v, "x quang nguc", "x-quang-nguc")
@@ -114,20 +117,17 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     _add(v, "sao y", "ban-sao-ho-so")
     v.page.fill("#line-0-qty", "0")
     v.page.click("[data-testid=issue]")  # a quantity out of range: said on its line, the lines kept
-    v.page.wait_for_load_state("networkidle")
+    # the page's own message beside the box says it as typed (app.js): the answer's is the summary above
+    expect(v.page.locator("#form-errors")).to_be_visible()
     assert "Số lượng là số nguyên từ 1 đến 1000." in v.page.inner_text("[data-testid=lines]")
     assert v.page.locator("[data-testid=line]").count() == 3 and _invoices(stack) == before
     v.page.fill("#line-0-qty", "5")
     v.page.press("#line-0-qty", "Enter")  # the amounts again, nothing made
-    v.page.wait_for_load_state("networkidle")
-    assert [t.strip() for t in v.page.locator("[data-testid=line-amount]").all_inner_texts()] == [
-        "325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]
+    expect(v.page.locator("[data-testid=line-amount]")).to_have_text(AMOUNTS)
     assert v.page.inner_text("[data-testid=lines-total]").strip() == "384.000\u00a0₫"
     v.page.reload()  # review 4: the lines were lost, the patient kept; the address holds them now
-    v.page.wait_for_load_state("networkidle")
     assert f"p={PATIENT}" in v.page.url and "line_service=x-quang-nguc" in v.page.url
-    assert [t.strip() for t in v.page.locator("[data-testid=line-amount]").all_inner_texts()] == [
-        "325.000\u00a0₫", "39.000\u00a0₫", "20.000\u00a0₫"]
+    expect(v.page.locator("[data-testid=line-amount]")).to_have_text(AMOUNTS)
     assert v.page.locator("[data-testid=lines-left-out]").count() == 0 and _invoices(stack) == before
     v.check("cashier-new-invoice")
     v.page.set_viewport_size({"width": 360, "height": 900})
@@ -160,8 +160,7 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     _amounts_whole(v)
     v.page.set_viewport_size({"width": 1280, "height": 900})
     v.page.go_back()  # Back to the form: its lines, nothing sent again
-    v.page.wait_for_load_state("networkidle")
-    assert v.page.locator("[data-testid=line]").count() == 3
+    expect(v.page.locator("[data-testid=line]")).to_have_count(3)
     assert [i for i in _invoices(stack) if i not in before] == made
 
     e = visitor_factory("en-1280")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_pages import _admin, _submit
 from tests.browser.test_roles import FACILITY
@@ -44,9 +45,8 @@ def test_a_long_unbroken_message_or_name_keeps_a_phones_pages_at_its_width(visit
     clinic.go(f"/consults/{tid}")
     clinic.page.fill("form[action$='/message'] [name=text]", MESSAGE)
     clinic.page.click("form[action$='/message'] button")
-    clinic.page.wait_for_selector("[data-testid=message-sent]")
-    clinic.page.wait_for_load_state("networkidle")
-    assert MESSAGE in clinic.page.inner_text("[data-testid=thread-message]")
+    clinic.page.wait_for_selector("[data-testid=message-sent]")  # the page again, its thread with the message
+    expect(clinic.page.locator("[data-testid=thread-message]", has_text=MESSAGE)).to_have_count(1)
     _fits(clinic, "narrow-consult")
     clinic.go(f"/patients/{pid}")
     assert FAMILY in clinic.page.inner_text("main")

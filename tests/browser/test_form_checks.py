@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.test_cashier_charges import _add
+
 pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(90_000)
@@ -100,11 +102,7 @@ def test_a_quantity_that_is_no_whole_number_is_said_beside_its_box(visitor_facto
     v.sign_in("cashier")
     v.go("/invoices/new")
     page = v.page
-    page.fill("#service_q", "kham benh")
-    page.press("#service_q", "Enter")
-    page.wait_for_load_state("networkidle")
-    page.click("button[name=add][value=kham-benh]")
-    page.wait_for_load_state("networkidle")
+    _add(v, "kham benh", "kham-benh")
     qty = page.locator("#line-0-qty")
     assert qty.get_attribute("inputmode") == "numeric"
     assert (qty.get_attribute("data-min"), qty.get_attribute("data-max")) == ("1", "1000")
@@ -116,8 +114,8 @@ def test_a_quantity_that_is_no_whole_number_is_said_beside_its_box(visitor_facto
     assert message.inner_text() == "Số lượng là số nguyên từ 1 đến 1000."  # as typed, nothing sent
     assert qty.get_attribute("aria-invalid") == "true" and "line-0-qty-error" in qty.get_attribute("aria-describedby")
     assert sent == []
-    qty.press("Enter")  # the amounts again: the message stays beside the box, what was typed too
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():  # the page the post brings: the message was beside the box before it too
+        qty.press("Enter")  # the amounts again: the message stays beside the box, what was typed too
     assert len(sent) == 1
     assert page.input_value("#line-0-qty") == "2,5"
     assert page.inner_text("#line-0-qty-error") == "Số lượng là số nguyên từ 1 đến 1000."

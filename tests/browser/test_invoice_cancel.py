@@ -19,10 +19,11 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_journey import transfer_arrives
 from tests.browser.test_pages import _admin
-from tests.browser.test_roles import FACILITY, issued_at_the_desk
+from tests.browser.test_roles import FACILITY, issued_at_the_desk, status_box_answered
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def _cancelled_page(v, lang: str) -> None:
             "en": ("This invoice is cancelled", "given back", "Cancelled", "New invoice for this patient")}[lang]
     box = v.page.inner_text("[data-testid=cancelled]")
     assert said[0] in box and said[1] in box, box
-    v.page.wait_for_load_state("networkidle")  # the status box's first ask (htmx load) answered: not said twice
+    status_box_answered(v.page)  # its first ask (htmx load) answered: not said twice
     assert v.page.inner_text("main").count(said[0]) == 1, v.page.inner_text("main")
     assert v.page.inner_text("[data-testid=invoice-state]").strip() == said[2]
     assert v.page.inner_text("[data-testid=invoice-again]").strip() == said[3]
@@ -90,8 +91,7 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
 
     v.page.click("#cancel-box summary")  # no reason: said so, nothing cancelled
     v.page.click("#cancel-box button.danger")
-    v.page.wait_for_load_state("networkidle")
-    assert v.page.locator("#cancel-box[open] .field.invalid").count() == 1
+    expect(v.page.locator("#cancel-box[open] .field.invalid")).to_have_count(1)
     assert "Nêu lý do." in v.page.inner_text("#cancel-box")
     assert v.page.locator("[data-testid=cancelled]").count() == 0 and _status(stack, old) == "issued"
     v.check("cashier-invoice-cancel-error")
@@ -169,8 +169,7 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     v.go("/invoices")  # the queue awaiting payment, searched by her name without accents
     v.page.fill("#q", "phan thi hanh")
     v.page.click("form.card button.primary")
-    v.page.wait_for_selector("#invoice-results h2")
-    v.page.wait_for_load_state("networkidle")
+    v.page.wait_for_selector("#invoice-results h2")  # the results swapped in, whole (one swap)
     found = {a.get_attribute("href").split("?")[0] for a in v.page.locator("#invoice-results table a").all()}
     assert {f"/invoices/{new}", f"/invoices/{old}"} <= found  # every invoice of hers, each with its status
     row = v.page.locator("#invoice-results tr", has=v.page.locator(f"a[href^='/invoices/{new}']"))
@@ -182,5 +181,4 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     transfer_arrives(stack, reference, amount, "thanh toan")
     v.page.wait_for_selector("[data-testid=paid]")
     v.page.click("#invoice-status a")
-    v.page.wait_for_load_state("networkidle")
-    assert v.page.inner_text("[data-testid=receipt-patient]").strip() == NAME
+    expect(v.page.locator("[data-testid=receipt-patient]")).to_have_text(NAME)

@@ -5,6 +5,7 @@ it was accepted, not 'started'. Each page is screenshotted and checked by axe-co
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_visit_changes import accepted_consult
 
@@ -37,6 +38,5 @@ def test_an_accepted_consult_says_when_it_was_accepted(visitor_factory, stack, l
     assert flash == {"vi": "Đã nhận ca hội chẩn.", "en": "You have accepted the consult."}[lang], flash
     v.check("doctor-accepted")
     v.page.click("form[action$='/start'] button")
-    v.page.wait_for_load_state("networkidle")
-    label = v.page.locator("dt:has(+ [data-testid=task-started])").inner_text()
-    assert label == {"vi": "Bắt đầu lúc", "en": "Started"}[lang], label
+    expect(v.page.locator("dt:has(+ [data-testid=task-started])")).to_have_text(
+        {"vi": "Bắt đầu lúc", "en": "Started"}[lang])

@@ -8,9 +8,11 @@ import datetime as dt
 import re
 import time
 import uuid
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.integration
 
@@ -80,21 +82,21 @@ def test_doctor_sees_hours_and_leave_the_admin_sets(visitor_factory):
         "() => [...document.querySelectorAll('#schedule option')].find(o => /nguyen-van-an|Nguyễn Văn An/"
         ".test(o.textContent + o.value)).value")
     admin.page.select_option("#schedule", value)
-    admin.page.click("form.card.row button")
-    admin.page.wait_for_load_state("networkidle")
+    admin.page.click("form.card.row button")  # a GET: that doctor's schedule's page
+    admin.page.wait_for_url(re.compile(re.escape(f"/availability?{urlencode({'schedule': value})}") + "$"))
     admin.check("admin-availability")
     start = dt.date.today() + dt.timedelta(days=60)
     admin.page.fill("#leave-start", start.isoformat())
     admin.page.fill("#leave-end", (start - dt.timedelta(days=1)).isoformat())  # before the start: explained
     admin.page.click("form:has(input[value=leave]) button.primary")
-    admin.page.wait_for_load_state("networkidle")
-    assert admin.page.locator("#leave-end-error").count() == 1
+    expect(admin.page.locator("#leave-end-error")).to_have_count(1)
     admin.check("admin-availability-error")
     admin.page.fill("#leave-end", (start + dt.timedelta(days=2)).isoformat())
     admin.page.fill("#leave-reason", "Hội nghị tim mạch")
+    leave = admin.page.locator("[data-testid=leave]", has_text="Hội nghị tim mạch")
+    listed = leave.count()  # none on a new stack
     admin.page.click("form:has(input[value=leave]) button.primary")
-    admin.page.wait_for_load_state("networkidle")
-    assert "Hội nghị tim mạch" in admin.page.inner_text("main")
+    expect(leave).to_have_count(listed + 1)
     doctor = visitor_factory("vi-1280")
     doctor.sign_in("doctor")
     doctor.go("/availability")
@@ -131,8 +133,7 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     if v.page.locator("input[name=which][value=open]").count():
         v.page.fill("#open-opening_cash", "500000")
         v.page.click("form:has(input[value=open]) button.primary")
-        v.page.wait_for_load_state("networkidle")
-    assert v.page.locator("input[name=which][value=close]").count() == 1
+    expect(v.page.locator("input[name=which][value=close]")).to_have_count(1)
     expected = v.page.inner_text("[data-testid=shift-expected]")  # named for the cashier, not billing's keys
     assert "Tiền mặt đầu ca" in expected and "Tiền mặt phải có trong két" in expected, expected
     assert not {"cashTaken", "cashRefunded", "transfers"} & set(expected.split()), expected
@@ -146,8 +147,7 @@ def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v.check("cashier-shift-close-confirm")
     v.page.check("[data-testid=confirm-tick]")
     v.page.click("[data-testid=confirm-button]")
-    v.page.wait_for_load_state("networkidle")
-    assert v.page.locator("table").count() == 1
+    expect(v.page.locator("table")).to_have_count(1)  # the closed shift's summary
     v.check("cashier-shift-closed")
     cards_fit(v, "[data-testid=shift-summary]")  # the summary at 360 px: a card for cash, one for transfers
     v.tag = "vi-360"
@@ -226,8 +226,7 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     clinic.page.fill("#answer", "HbA1c 9,2% (tháng 11).")
     clinic.page.click("form[action$='/answer'] button")
     clinic.page.wait_for_selector("[data-testid=answered]")  # sent in place, then the page again (HX-Redirect)
-    clinic.page.wait_for_load_state("networkidle")
-    assert "Chờ tuyến trên" in clinic.page.inner_text("[data-testid=task-status]")  # back with the hub
+    expect(clinic.page.locator("[data-testid=task-status]")).to_contain_text("Chờ tuyến trên")  # back with the hub
     # the answer's Communication can show a moment after the Task resumes (teleconsult writes it after), and the
     # portal keeps a user's answers a few seconds: reloaded until it shows, for as long as a tab waits (a loaded
     # machine), not a count of reloads

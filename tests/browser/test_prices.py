@@ -8,6 +8,7 @@ through the portal (fetched with the page's own cookies, no download step)."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -44,10 +45,11 @@ def _dong(n: int) -> str:
 
 
 def _save(v, price: str) -> None:
+    """Type ``price`` on the entry's row and save it (a plain form: the page its post brings); the caller waits
+    for what that page says (expect), which the page before did not."""
     row = v.page.locator(f"#price-{ENTRY}")
     row.locator("input[name$='-price']").fill(price)
     row.locator("button.primary").click()
-    v.page.wait_for_load_state("networkidle")
 
 
 def test_admin_changes_a_price_and_reads_its_history(visitor_factory, stack):
@@ -69,19 +71,19 @@ def test_admin_changes_a_price_and_reads_its_history(visitor_factory, stack):
         expect(admin.page.locator("#price-results tbody tr")).to_have_count(1)
         assert admin.page.locator(f"#price-{ENTRY}").count() == 1
         _save(admin, "12,5")  # not a whole number of đồng: explained on the row, kept
-        assert "số đồng chẵn" in admin.page.locator(f"#price-{ENTRY}").inner_text()
+        expect(admin.page.locator(f"#price-{ENTRY}")).to_contain_text("số đồng chẵn")
         assert admin.page.locator(f"#price-{ENTRY} input[name$='-price']").input_value() == "12,5"
         _save(admin, _dong(new))
-        saved = admin.page.locator("[data-testid=price-saved]").inner_text()
-        assert f"giá mới là {_dong(new)}\u00a0₫" in saved
+        expect(admin.page.locator("[data-testid=price-saved]")).to_contain_text(f"giá mới là {_dong(new)}\u00a0₫")
         assert _price(_entry(stack)) == new
         admin.page.click(f"#price-{ENTRY} a[href$='/history']")
-        admin.page.wait_for_load_state("networkidle")
+        admin.page.wait_for_url(re.compile(rf"/prices/{ENTRY}/history$"))
         newest = admin.page.locator("[data-testid=price-history] tbody tr").first.inner_text()
         assert "Quản trị viên" in newest and _dong(old) in newest and _dong(new) in newest
         admin.check("price-history")
 
         _save(late, _dong(new + 1000))  # the version the second admin saw is gone
+        expect(late.page.locator("[data-testid=price-conflict]")).to_be_visible()
         conflict = late.page.locator("[data-testid=price-conflict]").inner_text()
         assert "người khác đã đổi giá này" in conflict and f"{_dong(new)}\u00a0₫" in conflict
         assert late.page.locator(f"#price-{ENTRY} input[name$='-price']").input_value() == _dong(new + 1000)
@@ -120,13 +122,12 @@ def test_cashier_reads_a_days_totals_and_gets_its_csv(visitor_factory, stack):
     v.go("/shift")
     assert v.page.input_value("#day") == f"{today:%d/%m/%Y}"  # today in Vietnam by default
     v.page.fill("#day", "01/01/2999")
-    v.page.click("[data-testid=daily-report-show]")
-    v.page.wait_for_load_state("networkidle")
-    assert "Ngày này chưa đến" in v.page.inner_text("#daily-report")
+    v.page.click("[data-testid=daily-report-show]")  # a GET: the day's page (the page before showed today's)
+    expect(v.page.locator("#daily-report")).to_contain_text("Ngày này chưa đến")
     assert v.page.input_value("#day") == "01/01/2999"
     v.page.fill("#day", f"{today:%d/%m/%Y}")
     v.page.click("[data-testid=daily-report-show]")
-    v.page.wait_for_load_state("networkidle")
+    expect(v.page.locator("[data-testid=daily-summary] [data-total=cash]")).to_be_visible()  # the future had none
     cash = v.page.locator("[data-testid=daily-summary] [data-total=cash]").inner_text()
     assert int(cash.replace(".", "").removesuffix("\u00a0₫")) >= owed
     assert int(v.page.locator("[data-testid=daily-summary] [data-total=payments]").inner_text()) >= 1
