@@ -78,3 +78,74 @@ def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, 
     v.go("/worklist")
     assert row.locator("[data-testid=in-progress]").count() == 1
     assert row.locator("[data-testid=clinic-answered]").count() == 0
+
+
+HISTORY = "Nam 71 tuổi, đau ngực trái dữ dội lan lên vai trái từ 30 phút, vã mồ hôi, khó thở. " * 12
+
+
+def _typed(page) -> None:
+    page.fill("#history", HISTORY)
+    page.fill("#findings", "ECG: ST chênh lên V1-V4; troponin I 2,4 ng/mL.")
+    page.locator("#conclusion").press_sequentially("Nhồi máu cơ tim cấp")  # typed, as she types it
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 1280), ("en", 768)])
+def test_the_minutes_typed_come_back_after_a_reload(visitor_factory, stack, lang, width):
+    """A long history typed, then the tab reloaded (a tablet bringing it back after discarding it while the video ran
+    in another): the minutes were gone. Now they are back in their boxes, said above them in the page's language;
+    signed, they are not offered again; a signed-out tab keeps none."""
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory(f"{lang}-{width}", width=width)
+    v.sign_in("doctor")
+    if lang == "en":
+        v.english()
+    v.go(f"/tasks/{tid}")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_selector("[data-testid=accepted]")
+    _typed(v.page)
+    v.page.reload()
+    v.page.wait_for_selector("[data-testid=draft-restored]")
+    said = {"vi": "Biên bản bạn đang soạn cho ca này đã được đưa trở lại các ô",
+            "en": "The minutes you were writing on this consult are back in their boxes"}[lang]
+    assert said in v.page.inner_text("[data-testid=draft-restored]")
+    assert v.page.input_value("#history") == HISTORY and v.page.input_value("#conclusion") == "Nhồi máu cơ tim cấp"
+    v.check("doctor-minutes-restored")
+    v.page.fill("#diagnosis", "I21.0")
+    v.page.fill("#recommendations", "Chuyển tuyến can thiệp mạch vành.")
+    v.page.click("form[action$='/complete'] button.primary")
+    v.page.wait_for_selector("[data-testid=done]")
+    assert v.page.evaluate("() => Object.keys(sessionStorage).filter(k => k.startsWith('sen-draft:'))") == []
+
+    other = _submit(stack, "Khó thở, phù hai chân.", "urgent")  # another consult's minutes, then signed out
+    v.go(f"/tasks/{other}")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_selector("[data-testid=accepted]")
+    _typed(v.page)
+    assert len(v.page.evaluate("() => Object.keys(sessionStorage).filter(k => k.startsWith('sen-draft:'))")) == 1
+    v.sign_out()
+    assert v.page.evaluate("() => Object.keys(sessionStorage).filter(k => k.startsWith('sen-draft:'))") == []
+
+
+def test_the_minutes_begun_before_a_question_to_the_clinic_come_back_with_its_answer(visitor_factory, stack):
+    """She began the minutes, then asked the clinic for a result: the consult went on hold and the page came back
+    without the minutes' form, what she had typed gone. Once the clinic answers, the form is there with it."""
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    v.go(f"/tasks/{tid}")
+    v.page.click("form[action$='/accept'] button")
+    v.page.wait_for_selector("[data-testid=accepted]")
+    _typed(v.page)
+    v.page.click("details:has(form[action$='/request-info']) summary")
+    v.page.fill("#question", "Xin gửi troponin và ECG 12 chuyển đạo.")
+    v.page.click("form[action$='/request-info'] button")
+    v.page.wait_for_selector("[data-testid=asked]")
+    assert v.page.locator("#history").count() == 0  # on hold: no minutes to write
+    _answer(stack, tid)
+    for _ in range(20):  # the portal keeps a user's answers a few seconds: read again until the form is back
+        v.go(f"/tasks/{tid}")
+        if v.page.locator("#history").count():
+            break
+        v.page.wait_for_timeout(500)
+    v.page.wait_for_selector("[data-testid=draft-restored]")
+    assert v.page.input_value("#history") == HISTORY

@@ -502,9 +502,59 @@
   document.addEventListener("change", function (evt) {
     if (evt.target.matches && evt.target.matches("input[data-min][data-max]")) checkWhole(evt.target, true);
   });
+  // the consult's minutes (long, typed between two patients, often beside the video in another tab) are kept as
+  // they are typed in this tab's sessionStorage (the tab's own, gone with it; never localStorage, which outlives
+  // the session on a shared machine): a reload, a tablet bringing the tab back after discarding it, or the form
+  // coming back once the clinic answered the doctor's question finds them in their boxes, said above them. Kept
+  // under the form's action (/tasks/<id>/complete); forgotten once the minutes are signed (the server's answer
+  // leads to the consult's page: HX-Redirect) and on every page of a signed-out tab (the sign-in page)
+  var DRAFT = "sen-draft:", DRAFTED = "#consult-minutes form";
+  function draftStore() {
+    try { return window.sessionStorage; } catch (e) { return null; }  // storage refused: nothing kept, as before
+  }
+  function draftFields(form) {
+    return Array.prototype.filter.call(form.elements, function (el) {
+      return el.name && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && el.type === "text"));
+    });
+  }
+  document.addEventListener("input", function (evt) {
+    var form = evt.target.closest && evt.target.closest(DRAFTED), store = draftStore();
+    if (!form || !store) return;
+    var kept = {};
+    draftFields(form).forEach(function (el) { kept[el.name] = el.value; });
+    try { store.setItem(DRAFT + form.getAttribute("action"), JSON.stringify(kept)); } catch (e) { /* full: not kept */ }
+  });
+  // (before htmx handles the answer: it follows an HX-Redirect at once, and then says no "successful")
+  document.addEventListener("htmx:beforeOnLoad", function (evt) {
+    var form = evt.detail.elt, xhr = evt.detail.xhr, store = draftStore();
+    if (store && form && form.matches && form.matches(DRAFTED) && xhr && xhr.status >= 200 && xhr.status < 300 &&
+        xhr.getResponseHeader("HX-Redirect")) store.removeItem(DRAFT + form.getAttribute("action"));
+  });
+  function restoreDraft() {
+    var store = draftStore();
+    if (!store) return;
+    if (!document.body.hasAttribute("data-alive")) {  // signed out: no tab keeps anyone's minutes
+      Object.keys(store).forEach(function (k) { if (k.indexOf(DRAFT) === 0) store.removeItem(k); });
+      return;
+    }
+    var form = document.querySelector(DRAFTED), kept = null;
+    if (!form) return;
+    try { kept = JSON.parse(store.getItem(DRAFT + form.getAttribute("action")) || "null"); } catch (e) { kept = null; }
+    if (!kept) return;
+    var changed = false;
+    draftFields(form).forEach(function (el) {
+      if (typeof kept[el.name] === "string" && kept[el.name] !== el.value) { el.value = kept[el.name]; changed = true; }
+    });
+    if (!changed) return;
+    var note = document.createElement("p");
+    note.className = "alert warn"; note.setAttribute("role", "status"); note.setAttribute("data-testid", "draft-restored");
+    note.textContent = document.body.getAttribute("data-draft-text") || "";
+    form.parentNode.insertBefore(note, form);
+  }
   // focus the first error summary after a failed submission
   document.addEventListener("DOMContentLoaded", function () {
     var e = document.getElementById("form-errors"); if (e) e.focus();
+    restoreDraft();
   });
 })();
 document.addEventListener("click", function (evt) {
