@@ -453,12 +453,14 @@ class Store:
 
     def _history_doc(self, resource_type: str, rid: str, version: int, when: datetime, verb: str,
                      resource: dict[str, Any] | None, events: Sequence[Mapping[str, Any]] = (),
-                     fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     fields: Mapping[str, Any] | None = None, body: str | None = None) -> dict[str, Any]:
         """The version's history document: the claim of the version, its whole content (a
         roll-forward rebuilds the current document from it), its summary fields (``ef``, when its
-        type has them) and its events with the id's bucket."""
+        type has them) and its events with the id's bucket. ``body``: ``pack(resource)`` when the
+        caller has it already (the current document's: the same text, serialised once)."""
         doc = {"_id": f"{rid}/{version}", "id": rid, "v": version, "lu": when, "del": verb == "deleted",
-               "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb], "res": pack(resource)}
+               "m": {"created": "POST", "updated": "PUT", "deleted": "DELETE"}[verb],
+               "res": pack(resource) if body is None else body}
         if fields is not None:
             doc["ef"] = dict(fields)
         if events:
@@ -475,10 +477,11 @@ class Store:
         stamp(resource, rid, 1, when)
         fields = self._fields(rtype, resource)
         events = self._events(rtype, "created", rid, 1, when, fields)
-        doc = {"_id": rid, "v": 1, "lu": when, "del": False, "res": pack(resource),
+        body = pack(resource)
+        doc = {"_id": rid, "v": 1, "lu": when, "del": False, "res": body,
                **bucket_fields(rid), **index_fields(resource)}
         return Write(rtype, rid, "created", 1, None, when, resource, doc=doc,
-                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events, fields),
+                     history=self._history_doc(rtype, rid, 1, when, "created", resource, events, fields, body),
                      events=events,
                      ident_add=unique.held_tokens(resource, self.unique.for_type(rtype)))
 
@@ -500,7 +503,8 @@ class Store:
         if summary is not None and verb == "updated":  # and what the replaced version's event said
             said = {**summary, **ev.previous_fields(self._fields_of_version(rtype, rid, prev))}
         events = self._events(rtype, verb, rid, version, when, said)
-        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": pack(resource),
+        body = pack(resource)
+        update: dict[str, Any] = {"$set": {"v": version, "lu": when, "del": False, "res": body,
                                            **bucket_fields(rid), **fields}}
         if unset:
             update["$unset"] = unset
@@ -508,7 +512,7 @@ class Store:
         before, after = unique.head_tokens(head, systems), unique.held_tokens(resource, systems)
         return Write(rtype, rid, verb, version, prev, when, resource, filter={"_id": rid, "v": prev},
                      update=update,
-                     history=self._history_doc(rtype, rid, version, when, verb, resource, events, summary),
+                     history=self._history_doc(rtype, rid, version, when, verb, resource, events, summary, body),
                      events=events, ident_add=after - before, ident_drop=before - after)
 
     def prepare_delete(self, resource_type: str, rid: str, head: dict[str, Any],
