@@ -70,3 +70,21 @@ def test_nothing_is_said_while_the_hubs_doctors_cannot_be_read(client, monkeypat
     monkeypatch.setattr(directory, "_hub_roles", lambda hub: {})
     sign_in(client, "doctor")
     assert _marked(client.get("/worklist").get_data(as_text=True)) == {"answered-org"}
+
+
+def test_a_filtered_empty_worklist_says_the_filters_found_nothing_not_that_nothing_waits(client, monkeypatch):
+    """Walked: the completed consults of one specialty, none, read "Không có ca nào đang chờ" (nothing waiting),
+    as if the hub had nothing to do. A filtered list that finds nothing says so, with the way back to every open
+    consult; the unfiltered empty list still says nothing waits."""
+    _fake_hub(monkeypatch, [])
+    sign_in(client, "doctor")
+    for url in ("/worklist?status=completed", "/worklist?specialty=394579002",
+                "/worklist?facility=tyt-my-hiep", "/worklist?status=accepted&facility=ttyt-thap-muoi"):
+        page = client.get(url).get_data(as_text=True)
+        assert 'data-testid="worklist-none-filtered"' in page and "Không có ca nào khớp với bộ lọc này." in page, url
+        assert "Không có ca nào đang chờ." not in page and 'href="/worklist">Xem mọi ca đang mở</a>' in page, url
+    page = client.get("/worklist").get_data(as_text=True)
+    assert "Không có ca nào đang chờ." in page and "worklist-none-filtered" not in page
+    with client.session_transaction() as kept:
+        kept["lang"] = "en"
+    assert "No consult matches these filters." in client.get("/worklist?status=completed").get_data(as_text=True)
