@@ -117,6 +117,7 @@ def _describe(cls: type[Settings], err: ValidationError) -> str:
     if loc:
         field = cls.model_fields.get(str(loc[0]))
         var = (field.validation_alias if field and isinstance(field.validation_alias, str) else str(loc[0])).upper()
+        var += "".join(f".{part}" for part in loc[1:])  # inside a JSON setting: the key at fault
         what = field.description if field and field.description else ""
         if first["type"] == "missing":
             return f"{var} is required" + (f" ({what})" if what else "")

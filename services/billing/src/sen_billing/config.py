@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sen_shared.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .domain.invoices import Bank
+
+
+class FacilityBank(BaseModel):
+    """A facility's own receiving account: its invoices' VietQR codes pay into it."""
+
+    model_config = ConfigDict(extra="forbid")
+    bin: str = Field(pattern=r"^\d{6}$", description="the NAPAS BIN (6 digits) of the facility's bank")
+    account: str = Field(pattern=r"^[0-9A-Za-z]{1,19}$", description="its account number")
+    name: str = Field("", description="the account holder's name, shown beside the QR")
 
 
 class BillingSettings(Settings):
@@ -34,6 +46,11 @@ class BillingSettings(Settings):
         default_factory=dict, validation_alias="SEN_BANK_ACCOUNT_FACILITIES",
         description='JSON {"<receiving account number>": "<Organization id>"}: whose unmatched queue a '
                     "transfer to that account joins (an account not listed: the admins' queue)")
+    facility_banks: dict[str, FacilityBank] = Field(
+        default_factory=dict, validation_alias="SEN_FACILITY_BANK_ACCOUNTS",
+        description='JSON {"<Organization id>": {"bin", "account", "name"}}: a facility\'s own receiving account, '
+                    "its invoices' VietQR codes pay into (not listed: SEN_BANK_BIN/SEN_BANK_ACCOUNT's); each "
+                    "account joins SEN_BANK_ACCOUNT_FACILITIES as its facility's unless that names it")
     qr_ttl_seconds: int = Field(900, validation_alias="SEN_QR_TTL_SECONDS", gt=0, le=7 * 86400,
                                 description="how long a VietQR payload is served before a new one is issued")
     base_salary: int = Field(2_340_000, validation_alias="SEN_BASE_SALARY", gt=0,
@@ -62,6 +79,24 @@ class BillingSettings(Settings):
 
             standard_signature("check", "0", b"", value)  # 'whsec_' + base64, or a ValueError saying so
         return value
+
+    @model_validator(mode="after")
+    def _own_accounts_owned(self) -> BillingSettings:
+        # a transfer to a facility's own account that matches no invoice waits in that facility's queue
+        for facility, bank in self.facility_banks.items():
+            self.account_facilities.setdefault(bank.account, facility)
+        return self
+
+    def bank_of(self, facility: str | None) -> Bank | None:
+        """The account a facility's invoices are paid into: its own, else the province's, else none."""
+        from .domain.invoices import Bank
+
+        own = self.facility_banks.get(facility or "")
+        if own is not None:
+            return Bank(own.bin, own.account, own.name)
+        if self.bank_bin and self.bank_account:
+            return Bank(self.bank_bin, self.bank_account, self.bank_account_name)
+        return None
 
     def name_of(self, facility: str | None) -> str:
         return self.facility_names.get(facility or "") or (facility or "")

@@ -18,8 +18,8 @@ from sen_shared.fhir.store import etag
 from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
+from ..domain import invoice_port, status, vietqr
 from ..domain import invoices as inv
-from ..domain import status, vietqr
 from ..fhir_server import BillingFhirServer
 
 Reply = Any
@@ -76,10 +76,10 @@ def vietqr_code(id: str, **_: Any) -> Reply:  # noqa: A002 - the spec's name
         raise FhirError(f"_format={fmt} is not served here: json, png or svg", status=406)
     settings = _fhir().settings
     res = _fhir().invoice_for(id, "$vietqr")  # read once: the access check's document is the QR's too
-    if not settings.bank_bin or not settings.bank_account:
+    bank = settings.bank_of(invoice_port.view(id, {"res": res}).facility)  # the issuer's account, else the province's
+    if bank is None:
         raise FhirError("no receiving bank account is configured (SEN_BANK_BIN, SEN_BANK_ACCOUNT)", status=503,
                         code="transient")
-    bank = inv.Bank(settings.bank_bin, settings.bank_account, settings.bank_account_name)
     qr = inv.current_qr(_fhir().db, id, bank, timedelta(seconds=settings.qr_ttl_seconds), invoice=res)
     expires = inv.iso_vn(qr["expires"])
     headers = {"Cache-Control": "no-store", "X-VietQR-Expires": expires}

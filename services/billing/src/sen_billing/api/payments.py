@@ -17,7 +17,6 @@ from sen_shared.idempotency_key import idempotent
 from sen_shared.runtime import current
 
 from ..domain import credits, payments, receipts, reconciliation, shifts, status
-from ..domain.invoices import Bank
 from ..domain.payments import VN
 
 JSON = {"Content-Type": "application/json"}
@@ -88,9 +87,7 @@ def invoice_payments(invoice_id: str) -> Any:
 def invoice_desk(invoice_id: str) -> Any:
     """The invoice page's answer in one request: summary, Invoice and its VietQR (domain/status.py)."""
     settings = current().settings
-    bank = (Bank(settings.bank_bin, settings.bank_account, settings.bank_account_name)
-            if settings.bank_bin and settings.bank_account else None)
-    return status.desk(_db(), invoice_id, current_principal(), bank,
+    return status.desk(_db(), invoice_id, current_principal(), settings.bank_of,
                        timedelta(seconds=settings.qr_ttl_seconds)), 200, JSON
 
 

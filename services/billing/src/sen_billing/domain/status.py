@@ -29,6 +29,7 @@ tasks, each by an equality on ``invoice``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -212,13 +213,15 @@ def qr_json(qr: dict[str, Any], bank: Bank, invoice_id: str) -> dict[str, Any]:
             "invoice": f"Invoice/{invoice_id}"}
 
 
-def desk(db: Database, invoice_id: str, principal: Any, bank: Bank | None, ttl: timedelta,
-         now: datetime | None = None) -> dict[str, Any]:
+def desk(db: Database, invoice_id: str, principal: Any, bank_of: Callable[[str | None], Bank | None],
+         ttl: timedelta, now: datetime | None = None) -> dict[str, Any]:
     """The invoice page's answer: :func:`summary`, the Invoice resource (``resource``) and, while
     something is due on an issued invoice, its VietQR (``qr``, as ``$vietqr`` gives it; the
     payload served until it expires or the balance changes) or why there is none (``qrProblem``).
+    ``bank_of``: the receiving account of the invoice's facility (``BillingSettings.bank_of``).
     Reads: the Invoice, its payments (the summary's), the QR chain's newest link."""
     invoice = read_invoice(db, invoice_id, principal)
+    bank = bank_of(invoice.facility)
     body = summary(db, invoice)
     body["resource"] = invoice.resource
     body["qr"] = None
