@@ -8,10 +8,10 @@ SERVICES := ehr teleconsult billing portal
 INFRA := deploy/local/infra.sh
 export SEN_DEV_JWT_KEY ?= $(CURDIR)/.sen/dev-jwt.pem
 
-.PHONY: help venv assets run test test-fast bench token lint translations infra-up infra-down infra-status indexes seed clean
+.PHONY: help venv assets run facility-check test test-fast bench token lint translations infra-up infra-down infra-status indexes seed clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: constraints.txt requirements-dev.txt shared/pyproject.toml $(foreach s,$(SERVICES),services/$(s)/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
@@ -31,6 +31,9 @@ assets: $(PORTAL_ASSETS) ## install the portal's front-end packages (htmx, Chart
 
 run: venv assets ## start FerretDB, RabbitMQ and every service; seed a demo province; Ctrl-C stops all
 	@bash deploy/local/run.sh
+
+facility-check: venv ## say what each service will see of one facility of the province file, or what to fix: make facility-check FACILITY=<id>
+	@$(PY) deploy/local/facility.py check $(or $(SEN_PROVINCE),deploy/local/demo-province.json) $(FACILITY)
 
 test: venv assets ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
 	@bash $(INFRA) up

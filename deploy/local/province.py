@@ -2,9 +2,10 @@
 
 A province file (``deploy/local/demo-province.json`` is the demo's; deploy/README.md, "The province
 file", lists its fields) holds the facilities with their hub, the specialists, the patients to seed,
-the bank account the VietQR codes pay into, the dashboard's goal and baseline, and optionally the
-holidays, the base salary and a price list of its own. ``make run`` takes the file ``SEN_PROVINCE``
-names (default: the demo's) and sets every service setting below from it that is not set already;
+the bank account the VietQR codes pay into (and a facility's own, if it has one), the dashboard's goal
+and baseline, and optionally the holidays, the base salary and a price list of its own. ``make run``
+takes the file ``SEN_PROVINCE`` names (default: the demo's) and sets every service setting below from
+it that is not set already;
 ``deploy/local/seed.py`` seeds the same file.
 
     python deploy/local/province.py env FILE      # shell lines: export NAME='value' (make run evals them)
@@ -82,6 +83,8 @@ def check(data: dict[str, Any]) -> None:
         _need(o.get("level") in (None, *LEVELS),
               f"organization {o['id']}: level {o.get('level')!r} is none of {LEVELS}")
         _need(o.get("partOf") in (None, *known), f"organization {o['id']}: partOf {o.get('partOf')!r} is unknown")
+        if o.get("bank") is not None:  # the facility's own receiving account, its invoices' VietQR codes
+            _bank(o["bank"], f"organization {o['id']}: bank")
     hubs = [o for o in orgs if o.get("hub")]
     _need(len(hubs) == 1, f"organizations: exactly one hub (\"hub\": true), not {len(hubs)}")
     practitioners = data.get("practitioners") or []
@@ -95,10 +98,7 @@ def check(data: dict[str, Any]) -> None:
           f"organization {hubs[0]['id']}: onDutyLeadEmail {email!r} is no e-mail address of an onDutyLead")
     bank = data.get("bank")
     if bank is not None:
-        _need(isinstance(bank, dict) and _BIN.match(str(bank.get("bin", ""))) is not None,
-              "bank.bin: the NAPAS BIN of the receiving bank, 6 digits")
-        _need(_ACCOUNT.match(str(bank.get("account", ""))) is not None,
-              "bank.account: the receiving account number, 1 to 19 letters or digits")
+        _bank(bank, "bank")
         _need(bank.get("facility") in (None, *known), f"bank.facility {bank.get('facility')!r} is unknown")
     goal = data.get("goal") or {}
     for key in ("facilities", "beforeSen"):
@@ -124,6 +124,14 @@ def check(data: dict[str, Any]) -> None:
     salary = data.get("baseSalary")
     _need(salary is None or (isinstance(salary, int) and not isinstance(salary, bool) and salary > 0),
           "baseSalary: a whole number of đồng above 0")
+
+
+def _bank(bank: Any, where: str) -> None:
+    """A receiving account: a NAPAS BIN and an account number (``where``: the field it is, for the message)."""
+    _need(isinstance(bank, dict) and _BIN.match(str(bank.get("bin", ""))) is not None,
+          f"{where}.bin: the NAPAS BIN of the receiving bank, 6 digits")
+    _need(_ACCOUNT.match(str(bank.get("account", ""))) is not None,
+          f"{where}.account: the receiving account number, 1 to 19 letters or digits")
 
 
 def _people(data: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +178,10 @@ def settings(data: dict[str, Any]) -> dict[str, str]:
             out["SEN_BANK_ACCOUNT_NAME"] = bank["accountName"]
         if bank.get("facility"):  # whose unmatched-transfers queue a transfer to the account joins
             out["SEN_BANK_ACCOUNT_FACILITIES"] = json.dumps({str(bank["account"]): bank["facility"]})
+    own = {o["id"]: {"bin": str(o["bank"]["bin"]), "account": str(o["bank"]["account"]),
+                     "name": o["bank"].get("accountName") or ""} for o in orgs if o.get("bank")}
+    if own:  # billing: each facility paid into its own account (a transfer to it unmatched joins its queue)
+        out["SEN_FACILITY_BANK_ACCOUNTS"] = json.dumps(own, ensure_ascii=False)
     if data.get("baseSalary"):
         out["SEN_BASE_SALARY"] = str(data["baseSalary"])
     if data.get("priceList"):

@@ -133,12 +133,16 @@ def unchanged(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return _substance(current) == _substance(new)
 
 
+def consult_candidates(specialty: str | None, level: str) -> list[str]:
+    """The definitions that may price a consult of ``specialty`` at a facility of ``level``, first wins."""
+    candidates = [f"consult-{specialty}-{level}"] if specialty and _ID.match(f"consult-{specialty}") else []
+    return [*candidates, f"consult-any-{level}", "consult-any-district"]
+
+
 def consult_definition(db: Database, specialty: str | None, level: str) -> dict[str, Any]:
     """The active definition pricing a consult of ``specialty`` at a facility of ``level``."""
     store = _store(db)
-    candidates = [f"consult-{specialty}-{level}"] if specialty and _ID.match(f"consult-{specialty}") else []
-    candidates += [f"consult-any-{level}", "consult-any-district"]
-    for rid in candidates:
+    for rid in consult_candidates(specialty, level):
         doc = store.head("ChargeItemDefinition", rid)
         if doc is not None and not doc.get("del"):
             res = store.read_doc("ChargeItemDefinition", rid)["res"]

@@ -201,7 +201,14 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         # is the claims' (other machines race for the same links)
         with _chain_locks.setdefault(key, threading.Lock()), _host_turn(key, _server(db)):
             mine = _claim_number(coll, chain, key, invoice_id, facility, fresh=fresh)
-    return f"{facility.upper()[:12]}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+    return f"{series_prefix(facility)}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+
+
+def series_prefix(facility: str) -> str:
+    """What a facility's receipt numbers start with: its id, upper case, cut to 12 characters. Two
+    facilities whose ids agree that far print the same numbers (their series are apart, their paper is
+    not): ``deploy/local/facility.py`` refuses such a facility."""
+    return facility.upper()[:12]
 
 
 # The workers of one machine (gunicorn's, one per core) settle into the same series: each one's
