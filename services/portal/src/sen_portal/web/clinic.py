@@ -85,6 +85,15 @@ class AnswerFilesForm(AnswerForm):
     files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
 
 
+class KeyedPatientForm(PatientForm):
+    """The registration form with its own ``key`` (made when the form is first shown): the same details
+    sent again with it (their answer lost on a slow link, Back and Register once more) open the chart of
+    the patient the first registered (:func:`patient_new`), not a second patient nor the question whether
+    the patient is registered already."""
+
+    key = FormKey()
+
+
 class CancelForm(ReasonForm):
     """The clinic's cancel of its consult, with the form's ``key`` as the consult form's: a double click
     cancels once and both clicks land on the cancelled consult."""
@@ -191,9 +200,18 @@ def patient_new() -> Any:
     registered only once a tick confirms another person (its value: the patients it was shown; one
     registered since is asked about again). A CCCD or BHYT number another patient holds: that patient's
     chart when the user may read it, else the offer to take the patient on here (:func:`patient_take_on`)."""
-    form = PatientForm()
+    from .charges import request_key
+
+    form = form_key(KeyedPatientForm())
     problem, existing, same, take_on = None, None, [], None
     if form.validate_on_submit():
+        # the form's key and what it says: registered by this form already (its answer lost on the way back),
+        # sent again unchanged: that patient's chart; changed, the form is checked again as any other
+        typed = json.dumps(patient_resource(form, None), sort_keys=True)
+        registered = "registered/" + request_key(str(form.key.data), "register", typed)
+        done = kept.get(registered)
+        if isinstance(done, str) and FHIR_ID.fullmatch(done):
+            return done_in_place(url_for("web.patient_chart", pid=done), "created")
         try:
             same = patients.same_person(form.family.data or "", form.given.data or "", form.birth_date.data,
                                         form.gender.data or "")
@@ -203,7 +221,8 @@ def patient_new() -> Any:
         if problem is None and confirmed:
             try:
                 created = fhir_post("ehr", "/fhir/Patient", patient_resource(form, g.user.facility))
-                return step_done(url_for("web.patient_chart", pid=created["id"]), "created")
+                kept.put(registered, created["id"])
+                return done_in_place(url_for("web.patient_chart", pid=created["id"]), "created")
             except BackendError as err:
                 if err.kind == "refused" and err.status == 429:  # too many numbers of others' patients
                     return registration_throttled(err, form)
@@ -229,7 +248,8 @@ def registration_throttled(err: BackendError, form: PatientForm) -> Any:
     numbers at the take-on spent one budget): the page again, what was typed kept, saying until when."""
     message, headers = throttled(err)
     return render_template("patient_new.html", form=form, problem=message, existing=None, take_on=None,
-                           take_on_pid=None, same=[], same_ids="", title=gettext("Register a patient")), 429, headers
+                           take_on_pid=None, same=[], same_ids="", title=gettext("Register a patient")), \
+        200 if _is_htmx() else 429, headers  # sent in place: htmx swaps a 2xx only
 
 
 def _identifier(patient: dict[str, Any], system: str) -> str:
@@ -1534,21 +1554,24 @@ def consult_answer(tid: str) -> Any:
 @login_required("clinic")
 def consult_cancel(tid: str) -> Any:
     """The clinic cancels its consult (``$cancel``); the Idempotency-Key is the form's key and the reason
-    (as the answer's): sent twice, it is cancelled once and the second gets the first's answer."""
+    (as the answer's): sent twice, it is cancelled once and the second gets the first's answer. Sent in place
+    (``#consult-cancel``, as the answer and the message): its answer lost on a slow link, the page and the
+    reason stay, the box says so, and sent again the consult is cancelled once and the page says it."""
     from .charges import request_key
 
     form = form_key(CancelForm())
     if form.validate_on_submit():
         asked = confirmation("consult-cancel")
         if asked is not None:  # nothing cancelled: the page with the step, what was typed kept
-            return _detail_with(tid, cancel_form=form, asked=asked)[0], confirming_status(asked)
+            # htmx swaps a 2xx only: the step sent unticked is the box again (400 to a browser's post)
+            return _detail_with(tid, cancel_form=form, asked=asked)[0], 200 if _is_htmx() else confirming_status(asked)
         try:
             fhir_post("teleconsult", f"/fhir/Task/{tid}/$cancel", {
                 "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]},
                 headers={"Idempotency-Key": request_key(form.key.data, "cancel", tid, form.reason.data or "")})
-            return step_done(url_for("web.consult_detail", tid=tid), "cancelled")
+            return done_in_place(url_for("web.consult_detail", tid=tid), "cancelled")
         except BackendError as err:
-            return _detail_with(tid, cancel_form=form, problem=backend_message(err))
+            return _detail_with(tid, cancel_form=form, **refusal_said(err, "cancel_problem"))
     return _detail_with(tid, cancel_form=form)
 
 

@@ -18,8 +18,11 @@ take-on (name, birth date, sex: ``taken_on``) and the last 8 searched names or C
 Which of the session's keys hold what the user typed, and why each is here: :mod:`.searches` (the words of a
 search, for Back and refresh: the EHR cannot give them back) and ``clinic.patient_take_on`` (what the
 registration form said, compared with the record the chart reads from the EHR; the reference to it rides in
-the step's confirmation, a random value). The rest of the cookie names the user, the sign-in, the language and
-the pages a step was done for (by the record's opaque id): no patient's name, birth date or number.
+the step's confirmation, a random value) and ``clinic.patient_new`` (the id of the patient a registration form
+registered, under the form's key and a digest of its details: the same form sent again after its answer was
+lost opens that chart instead of registering the patient twice). The rest of the cookie names the user, the
+sign-in, the language and the pages a step was done for (by the record's opaque id): no patient's name, birth
+date or number.
 """
 
 from __future__ import annotations
