@@ -44,6 +44,7 @@ def test_the_goal_is_a_line_across_the_bars_not_a_bar(officer, lang, bars, goal,
     assert counted["data"] == [22, 23] and "type" not in counted and counted["inLegend"] is False
     assert line["type"] == "line" and line["label"] == goal and line["xAxisID"] == "goal"
     assert line["data"] == [{"x": 0, "y": 165}, {"x": 1, "y": 165}] and line["pointRadius"] == 0
+    assert line["pointHitRadius"] == 0  # no tooltip titled by the hidden axis (0, 1): the legend names the line
     scales = config["options"]["scales"]
     assert scales["goal"] == {"type": "linear", "display": False, "offset": False, "min": 0, "max": 1}
     assert scales["y"]["beginAtZero"] and scales["y"]["suggestedMax"] == 165 and "max" not in scales["y"]

@@ -214,15 +214,16 @@ def goal_chart(fu: dict[str, Any]) -> dict[str, Any]:
     """The province's facilities using teleconsultation, before Sen and now, as two bars, and the goal as a line
     across them (Chart.js's own mixed chart: a line dataset on a hidden linear axis from 0 to 1, so the line runs
     the chart's whole width at the goal, not from the middle of one bar to the next), named in the legend with
-    its figure ("Mục tiêu: 165 cơ sở"); the bars' own legend entry is left out (charts.js: ``inLegend``), their
-    axis says what it counts. The goal was a third bar, read as a count of facilities like the others."""
+    its figure ("Mục tiêu: 165 cơ sở"), which no tooltip repeats (its ends' points are on the hidden axis, 0 and
+    1); the bars' own legend entry is left out (charts.js: ``inLegend``), their axis says what it counts. The goal
+    was a third bar, read as a count of facilities like the others."""
     goal = fu["goal"]
     return {"type": "bar", "data": {"labels": [gettext("Before Sen"), gettext("Using now")], "datasets": [
         {"label": gettext("Facilities"), "data": [fu["baseline"], fu["count"]],
          "backgroundColor": ["#767676", COLORS[0]], "order": 2, "inLegend": False},
         {"type": "line", "label": gettext("Goal: %(goal)d facilities", goal=goal), "xAxisID": "goal",
          "data": [{"x": 0, "y": goal}, {"x": 1, "y": goal}], "borderColor": "#1a1a1a", "backgroundColor": "#1a1a1a",
-         "borderWidth": 2, "borderDash": [6, 4], "pointRadius": 0, "pointHitRadius": 8, "pointStyle": "line",
+         "borderWidth": 2, "borderDash": [6, 4], "pointRadius": 0, "pointHitRadius": 0, "pointStyle": "line",
          "order": 1}]},
         "options": {"plugins": {"legend": {"display": True, "labels": {"usePointStyle": True}}},
                     "scales": {"x": {},
