@@ -324,7 +324,25 @@ def task_detail(tid: str) -> Any:
     done = steps_done()  # the step this page follows, said once (notices)
     return _task_page(tid, booked=done.get("booked"), done=done.get("done"), accepted=done.get("accepted"),
                       started=done.get("started"), visit=done.get("visit"), sent=done.get("sent"),
-                      question_sent=done.get("asked"))
+                      question_sent=done.get("asked"), next_consult=next_consult(tid) if done.get("done") else None)
+
+
+def next_consult(tid: str) -> dict[str, Any] | None:
+    """The consult to go on with once ``tid``'s minutes are signed: the first on the worklist (most urgent, then
+    soonest due) that is this doctor's to act on: no doctor's yet or theirs, not waiting for the clinic's answer
+    (on hold), not ``tid``. None when there is none or the worklist cannot be read (the page links the worklist)."""
+    try:
+        bundle, _ = teleconsult_page("/fhir/Task/$worklist", {"_count": "20"}, None)
+    except (BackendError, ValueError):
+        return None
+    me = f"Practitioner/{g.user.practitioner}"
+    for e in bundle.get("entry") or []:
+        task = e.get("resource") or {}
+        owner = (task.get("owner") or {}).get("reference") or ""
+        if task.get("id") != tid and task.get("status") in ("requested", "accepted", "in-progress") and \
+                (not owner.startswith("Practitioner/") or owner == me):
+            return task
+    return None
 
 
 def _op(tid: str, op: str, params: list[dict[str, Any]] | None, headers: dict[str, str] | None = None) -> None:
