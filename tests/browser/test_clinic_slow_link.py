@@ -86,3 +86,21 @@ def test_a_cancel_whose_answer_is_lost_keeps_the_reason_and_cancels_once(visitor
     assert reason in page.inner_text("[data-testid=status-reason]") and sent == [204]
     v.check("clinic-cancelled-after-a-lost-answer")
 
+
+def test_a_registration_refused_on_its_fields_in_place_takes_the_nurse_to_what_to_correct(visitor_factory):
+    """Sent in place, the box swapped in took the pressed button with it: the focus fell to the page and a phone
+    stayed at the button, below the fields to correct. The summary of what to correct takes the focus (in view,
+    read out), as it does on a page the browser loads."""
+    v = visitor_factory("vi-360-register-errors", width=360, height=740)
+    page = v.page
+    v.sign_in("clinic")
+    v.go("/patients/new")
+    page.fill("#family", "Lê")
+    page.click("form.card button.primary")
+    page.wait_for_selector("#form-errors")
+    page.wait_for_function("() => document.activeElement && document.activeElement.id === 'form-errors'")
+    assert page.evaluate("() => { const r = document.getElementById('form-errors').getBoundingClientRect();"
+                         " return r.top >= 0 && r.bottom <= window.innerHeight; }")
+    assert page.url.endswith("/patients/new") and page.input_value("#family") == "Lê"
+    assert page.locator(".field.invalid").count() >= 3
+    v.check("clinic-register-errors-in-place")

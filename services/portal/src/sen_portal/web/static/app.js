@@ -556,6 +556,15 @@
     var e = document.getElementById("form-errors"); if (e) e.focus();
     restoreDraft();
   });
+  // ... and after a form sent in place came back with one (the registration, the consult form): the box swapped
+  // in took the pressed button with it, the focus fell to the page and a phone stayed at the button's place,
+  // below the fields to correct; the summary a poll or a suggestion leaves in place is not focused again
+  var errorsBefore = null;
+  document.addEventListener("htmx:beforeRequest", function () { errorsBefore = document.getElementById("form-errors"); });
+  document.addEventListener("htmx:afterSettle", function (evt) {
+    var e = document.getElementById("form-errors"), asked = evt.detail.requestConfig;
+    if (e && e !== errorsBefore && asked && asked.verb === "post") e.focus();
+  });
 })();
 document.addEventListener("click", function (evt) {
   if (evt.target.closest && evt.target.closest("[data-print]")) window.print();
