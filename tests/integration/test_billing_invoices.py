@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from sen_billing.domain import invoices, pricing, vietqr
-from sen_billing.worker import consult_charge
+from sen_billing.worker import CONSULT_CHARGE, consult_charge
 from sen_shared.auth import issue_dev_token
 from sen_shared.bus.catalog import event_type, load_catalog
 from sen_shared.bus.outbox import entry_event
@@ -475,13 +475,12 @@ def test_no_bank_account_is_503(base_env, mongo_client, monkeypatch, dev_key) ->
 
 # ----------------------------------------------------------------------------- through the bus
 
-def test_consult_completed_five_times_on_the_bus(base_env, mongo_client) -> None:
+def test_consult_completed_five_times_on_the_bus(base_env, mongo_client, tmp_path) -> None:
     """The real worker process on RabbitMQ: the same consult's event published 5 times (the same
     event id twice, as a redelivery, and three new ids) makes one charge and one issued invoice."""
     import os
     import subprocess
     import sys
-    import time
 
     from sen_shared.bus.publisher import Publisher
 
@@ -491,8 +490,10 @@ def test_consult_completed_five_times_on_the_bus(base_env, mongo_client) -> None
     env = {**os.environ, **base_env, **BANK, "SEN_DB": db_name}
     subprocess.run([sys.executable, "-m", "sen_billing.indexes"], env=env, cwd=ROOT, check=True, timeout=300,
                    capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "sen_billing.worker"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "billing-worker.log"  # its JSON lines: the consumer logs each delivery it has handled
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sen_billing.worker"], env={**env, "LOG_LEVEL": "INFO"},
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out)
     db = mongo_client[db_name]
     try:
         wait_for(lambda: db["ChargeItemDefinition"].count_documents({}) > 0, timeout=60)  # price list loaded
@@ -504,8 +505,15 @@ def test_consult_completed_five_times_on_the_bus(base_env, mongo_client) -> None
             for event in events:
                 publisher.publish(event)
         inv_id = invoices.derived_id("consult", "invoice", f"ServiceRequest/{sr}")
-        wait_for(lambda: (store(db).head("Invoice", inv_id) or {}).get("v") == 2, timeout=60)
-        time.sleep(2)  # let every delivery be handled
+        ids = {e["id"] for e in events}
+
+        def handled() -> int:  # the deliveries of ``events`` the charge's consumer has handled (and acked)
+            written = log.read_text(errors="replace").split("\n")[:-1]  # whole lines only
+            lines = (json.loads(line) for line in written if line.startswith("{"))
+            return sum(1 for line in lines if line.get("message") == "event handled" and line.get("event_id") in ids
+                       and str(line.get("queue", "")).endswith(CONSULT_CHARGE))
+
+        wait_for(lambda: handled() == 5, timeout=60)  # every delivery handled: a second charge would be stored by now
         assert store(db).current("ChargeItem").count_documents({}) == 1
         assert store(db).current("Invoice").count_documents({}) == 1
         assert store(db).read_doc("Invoice", inv_id)["res"]["status"] == "issued"

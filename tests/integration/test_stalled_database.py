@@ -15,13 +15,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.own_database import own_ferretdb as own_ferretdb_process
-from tests.support import web_process
+from tests.support import wait_for, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,19 @@ FACILITY = "tyt-dung-lai"
 def own_ferretdb():
     """A FerretDB of this test only (its own port and state), over the project's PostgreSQL."""
     with own_ferretdb_process() as fd:
-        yield {"url": fd.url, "pid": fd.pid}
+        yield {"url": fd.url, "pid": fd.pid, "port": fd.port}
+
+
+def unread_at(port: int) -> list[str]:
+    """The connections to 127.0.0.1:``port`` holding bytes its server has not read (the kernel's
+    /proc/net/tcp: established, receive queue above 0): requests waiting for a stopped server."""
+    local = f"0100007F:{port:04X}"
+    waiting = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "01" and int(fields[4].split(":")[1], 16) > 0:
+            waiting.append(fields[2])  # the client's end
+    return waiting
 
 
 def test_healthz_is_answered_while_a_doctors_read_waits_for_a_stalled_database(own_ferretdb, base_env, run_id,
@@ -63,17 +76,19 @@ def test_healthz_is_answered_while_a_doctors_read_waits_for_a_stalled_database(o
 
             reads = [f"/fhir/Patient/{pid}", f"/fhir/Patient/{pid}/_history/1"]
             os.kill(own_ferretdb["pid"], signal.SIGSTOP)
+            stalled_until = time.monotonic() + STALL_SECONDS
             try:
                 readers = [threading.Thread(target=doctors_read, args=(path,)) for path in reads]
                 for reader in readers:
                     reader.start()
-                time.sleep(0.3)  # the reads are in the worker, waiting for the database
+                # the reads are in the worker, waiting for the database: their queries lie unread at it
+                wait_for(lambda: len(unread_at(own_ferretdb["port"])) >= len(reads), timeout=30)
                 assert not answered, "a read did not wait for the stopped database"
                 with httpx.Client(base_url=url, timeout=30) as hc:
                     health = hc.get("/healthz")
                 answered.append("healthz")
                 assert health.status_code == 200 and health.json()["status"] == "ok"
-                time.sleep(STALL_SECONDS - 0.3)  # the rest of the stall
+                time.sleep(max(0.0, stalled_until - time.monotonic()))  # the rest of the stall the reads must outlast
             finally:
                 os.kill(own_ferretdb["pid"], signal.SIGCONT)
             for reader in readers:
