@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sen_billing.domain import invoice_port, invoices, vietqr
@@ -52,7 +52,8 @@ def test_a_payload_lives_the_configured_time_then_a_new_one_is_issued(billing, d
     assert link["expires"] - link["issued"] == timedelta(seconds=TTL)  # the setting's lifetime, not the default
     assert datetime.fromisoformat(first["expiresAt"]) == link["expires"].replace(microsecond=0)  # to the second
     assert r.headers["X-VietQR-Expires"] == first["expiresAt"]
-    time.sleep(TTL + 0.5)  # past its expiry (waiting, not measuring)
+    expires = link["expires"] if link["expires"].tzinfo else link["expires"].replace(tzinfo=UTC)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.05)  # just past it (waiting, not measuring)
     r = client.get(f"/fhir/Invoice/{iid}/$vietqr", headers=h)
     assert r.status_code == 200, r.text
     renewed = r.json()

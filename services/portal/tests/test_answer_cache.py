@@ -11,23 +11,39 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sen_portal.web.backend import AnswerCache, BackendError
 
+from tests.support import wait_for
+
 ANA, BICH = ("ana", "doctor"), ("bich", "doctor")
 
 
-def test_requests_at_the_same_moment_share_one_fetch():
+def waiting_for_the_fetch(monkeypatch) -> list[int]:
+    """One entry per request that found the same answer's fetch in flight and waits for it."""
+    from sen_portal.web import backend
+
+    waiting: list[int] = []
+    wait = backend._Flight.wait
+
+    def counted(self, seconds: float):
+        waiting.append(1)
+        return wait(self, seconds)
+
+    monkeypatch.setattr(backend._Flight, "wait", counted)
+    return waiting
+
+
+def test_requests_at_the_same_moment_share_one_fetch(monkeypatch):
     cache, calls, gate = AnswerCache(), [], threading.Event()
+    waiting = waiting_for_the_fetch(monkeypatch)
 
     def fetch():
         calls.append(1)
-        gate.wait(5)
+        gate.wait(60)
         return {"n": len(calls)}
 
-    # kept for 60 s: a thread the machine starts late (after the fetch) gets the kept answer, so
-    # the count below does not depend on the 0.3 s being long enough; without sharing, every
-    # thread that came while the fetch waited would have fetched
+    # the fetch goes on once the other nine wait for it; without sharing, each would have fetched
     with ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(cache.get, (ANA, "worklist"), 60, fetch) for _ in range(10)]
-        time.sleep(0.3)
+        wait_for(lambda: len(waiting) == 9, timeout=30)
         gate.set()
         answers = [f.result() for f in futures]
     assert len(calls) == 1 and all(a == {"n": 1} for a in answers)
@@ -77,20 +93,23 @@ def test_an_answer_fetched_before_the_users_last_write_is_not_used():
     assert cache.get((ANA, "task"), 60, lambda: "again", not_before=wrote_at) == "after"
 
 
-def test_errors_reach_every_waiter_and_are_not_kept():
-    cache, gate = AnswerCache(), threading.Event()
+def test_errors_reach_every_waiter_and_are_not_kept(monkeypatch):
+    cache, calls, gate = AnswerCache(), [], threading.Event()
+    waiting = waiting_for_the_fetch(monkeypatch)
 
     def failing():
-        gate.wait(5)
+        calls.append(1)
+        gate.wait(60)
         raise BackendError("down", "ehr")
 
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(cache.get, (ANA, "chart"), 5, failing) for _ in range(4)]
-        time.sleep(0.3)
+        wait_for(lambda: len(waiting) == 3, timeout=30)  # the fetch fails once the other three wait for it
         gate.set()
         for f in futures:
             with pytest.raises(BackendError):
                 f.result()
+    assert len(calls) == 1  # the one failure reached them all
     assert cache.get((ANA, "chart"), 5, lambda: "recovered") == "recovered"
 
 
