@@ -145,22 +145,37 @@ def test_the_consults_cancel_is_sent_in_place_confirmed_and_done_once(consult):
     assert 'data-testid="cancelled"' in c.get("/consults/t1").get_data(as_text=True)
 
 
-def test_a_cancel_teleconsult_refuses_is_said_in_the_cancel_box(consult, monkeypatch):
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_cancel_teleconsult_refuses_is_the_page_now_with_the_refusal_above(consult, monkeypatch, closed):
+    """Refused (most often: the consult changed meanwhile), the box alone was swapped: a consult closed since has
+    no cancel box, so the box went and the refusal with it. The whole page is swapped, its state now."""
     from sen_portal.web import clinic
     from sen_portal.web.backend import BackendError
 
-    c, _backends = consult
+    c, backends = consult
     page = c.get("/consults/t1").get_data(as_text=True)
     _box, key = _cancel_form(page)
 
     def refused(*_a: Any, **_k: Any) -> Any:
+        if closed:  # the hub rejected it a moment ago: teleconsult's 409 with its state
+            backends.task.update(status="rejected", statusReason={"text": "Không thuộc chuyên khoa."})
+            raise BackendError("refused", "teleconsult", 409, "Task is rejected", "conflict")
         raise BackendError("down", "teleconsult")
 
     monkeypatch.setattr(clinic, "fhir_post", refused)
     r = c.post("/consults/t1/cancel", data={"reason": "Người bệnh đã tự chuyển viện.", "key": key,
                                             "confirm": "consult-cancel", "csrf_token": csrf_token(page)},
                headers={"HX-Request": "true"})
-    box, kept = _cancel_form(r.get_data(as_text=True))
-    assert r.status_code == 200 and kept == key
-    said = re.search(r'<div class="alert error" role="alert" data-testid="cancel-problem">([^<]+)</div>', box)
-    assert said and "Người bệnh đã tự chuyển viện.</textarea>" in box, box
+    said = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.headers.get("HX-Retarget") == "#main", dict(r.headers)
+    assert r.headers.get("HX-Reselect") == "#main" and r.headers.get("HX-Reswap") == "outerHTML"
+    main = re.search(r'<main id="main".*</main>', said, re.S).group(0)
+    assert re.search(r'<div class="alert error" role="alert">[^<]+</div>', main), main[:600]
+    if closed:
+        assert "Đã từ chối" in main and 'id="consult-cancel"' not in main
+    else:
+        assert _cancel_form(main)[1] == key and "Người bệnh đã tự chuyển viện.</textarea>" in main
+    # a browser's post (no JavaScript): the page as before, no htmx headers
+    r = c.post("/consults/t1/cancel", data={"reason": "Người bệnh đã tự chuyển viện.", "key": key,
+                                            "confirm": "consult-cancel", "csrf_token": csrf_token(page)})
+    assert r.status_code == 422 and "HX-Retarget" not in r.headers

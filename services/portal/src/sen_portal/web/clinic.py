@@ -1571,7 +1571,11 @@ def consult_cancel(tid: str) -> Any:
                 headers={"Idempotency-Key": request_key(form.key.data, "cancel", tid, form.reason.data or "")})
             return done_in_place(url_for("web.consult_detail", tid=tid), "cancelled")
         except BackendError as err:
-            return _detail_with(tid, cancel_form=form, **refusal_said(err, "cancel_problem"))
+            # refused, most often because the consult changed meanwhile (closed: no cancel box any more): sent in
+            # place, the whole page is swapped (htmx's HX-Retarget), its state now and the refusal above it
+            page, status = _detail_with(tid, cancel_form=form, problem=backend_message(err))
+            whole = {"HX-Retarget": "#main", "HX-Reselect": "#main", "HX-Reswap": "outerHTML"}
+            return page, status, whole if _is_htmx() else {}
     return _detail_with(tid, cancel_form=form)
 
 
