@@ -115,6 +115,9 @@ def test_the_minutes_typed_come_back_after_a_reload(visitor_factory, stack, lang
     v.page.click("form[action$='/complete'] button.primary")
     v.page.wait_for_selector("[data-testid=done]")
     assert v.page.evaluate("() => Object.keys(sessionStorage).filter(k => k.startsWith('sen-draft:'))") == []
+    # on to the next: a consult that is hers to act on, or the worklist (b39ab08), one click
+    assert v.page.locator("[data-testid=done] [data-testid=next-consult]").count() == 1
+    v.check("doctor-minutes-signed-next")
 
     other = _submit(stack, "Khó thở, phù hai chân.", "urgent")  # another consult's minutes, then signed out
     v.go(f"/tasks/{other}")
