@@ -71,6 +71,15 @@ def test_catalog_references_only_existing_schemas_and_known_events() -> None:
                 assert key in CATALOG.events, f"{purpose} binds unknown event {key}"
 
 
+
+def test_no_event_is_declared_for_what_the_server_alone_writes() -> None:
+    """The audit trail is written by the server, with no outbox event, and no client can write it
+    (``capability.SERVER_WRITTEN``): an ``ehr.auditevent.*`` in the catalog would be a contract nothing keeps."""
+    from sen_shared.fhir.capability import SERVER_WRITTEN
+
+    unsendable = {f"ehr.{t.lower()}.{verb}" for t in SERVER_WRITTEN for verb in ("created", "updated", "deleted")}
+    assert unsendable.isdisjoint(CATALOG.events), sorted(unsendable & set(CATALOG.events))
+
 def test_asyncapi_lists_every_catalog_event_and_consumer() -> None:
     doc = yaml.safe_load((EVENTS / "asyncapi.yaml").read_text(encoding="utf-8"))
     assert doc["asyncapi"].startswith("3.")
