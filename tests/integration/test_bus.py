@@ -19,6 +19,7 @@ import pytest
 from kombu import Connection, Queue
 from sen_shared.bus import (
     EventConsumer,
+    OutboxRelay,
     Publisher,
     PublishNacked,
     Topology,
@@ -45,6 +46,13 @@ class Bus:
 
     def publisher(self, **kw: Any) -> Publisher:
         return Publisher(self.url, prefix=self.prefix, catalog=self.catalog, **kw)
+
+    def relay_all(self, db: Any, collections: list[str]) -> None:
+        """Publish every event waiting in the outboxes of ``collections``, as the worker's relay does."""
+        with self.publisher() as pub:
+            relay = OutboxRelay(db, pub, collections)
+            while relay.run_once():
+                pass
 
 
 def _bus(amqp_url: str, base_env: dict[str, str], consumers: list[str] | None = None) -> Iterator[Bus]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sen_shared.bus import OutboxRelay, Publisher
+from sen_shared.bus import Publisher
 from sen_shared.bus.outbox import entry_event
 
 from tests.integration.test_bus import _bus, consuming
@@ -105,10 +105,7 @@ def test_the_secretary_reaches_the_ehrs_record_once_and_minutes_without_one_stor
     bus = next(bus_gen)
     try:
         # teleconsult's relay publishes the two events; the EHR's consumer (its worker's handler) stores them
-        with bus.publisher() as pub:
-            relay = OutboxRelay(db, pub, OUTBOX_COLLECTIONS)
-            while relay.run_once():
-                pass
+        bus.relay_all(db, OUTBOX_COLLECTIONS)
         comps = {sr: record_ids(f"ServiceRequest/{sr}")[1] for sr in (with_sr, without_sr)}
         with consuming(bus, "ehr.consult-record", ehr_worker.HANDLERS["ehr.consult-record"], ehr_db):
             wait_for(lambda: ehr_db["Composition"].count_documents({"_id": {"$in": list(comps.values())}}) == 2)

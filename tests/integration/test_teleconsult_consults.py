@@ -749,7 +749,6 @@ def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, 
 # --------------------------------------------------------------------------- events on the bus
 
 def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, tokens, db, amqp_url, base_env):
-    from sen_shared.bus import OutboxRelay
     from sen_teleconsult.worker import OUTBOX_COLLECTIONS
 
     sr_id, task_id = submitted(submit(tc, tokens))
@@ -759,10 +758,7 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
                                         "portal.reporting"])
     bus = next(bus_gen)
     try:
-        with bus.publisher() as pub:
-            relay = OutboxRelay(db, pub, OUTBOX_COLLECTIONS)
-            while relay.run_once():
-                pass
+        bus.relay_all(db, OUTBOX_COLLECTIONS)
         def mine(queue: str) -> list[dict]:
             got = [json.loads(m.body) for m in take(bus, bus.topology.queue_name(queue), 1000, timeout=3)]
             return [e for e in got if e["subject"] == f"ServiceRequest/{sr_id}"]
