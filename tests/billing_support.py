@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 from pymongo import MongoClient, monitoring
 from sen_billing.domain import invoices, payments, pricing, vietqr
@@ -19,6 +20,8 @@ from sen_billing.indexes import INDEXES
 from sen_shared import mongo
 from sen_shared.auth import issue_dev_token
 from sen_shared.errors import SenError
+from sen_shared.fhir import store as fhir_store
+from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 
 
@@ -278,3 +281,35 @@ def delivered(event: dict, db, tries: int = 100) -> None:  # noqa: ANN001 - the 
             if attempt == tries - 1:
                 raise
             time.sleep(0.05)
+
+
+def in_the_claim_window(monkeypatch, db, iid: str, version: int, first: Callable[[], Any],  # noqa: ANN001
+                        **jobs: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """Runs ``first`` with ``jobs`` forced into its window: once it has claimed version ``version`` of
+    Invoice ``iid``, its current document not written yet (the store's ``after_claim``), each job runs
+    there, in order. Returns what ``first`` answered and what the window saw: ``current``, the status
+    of the current document then (None: there was none), and each job's answer, or what it raised, by
+    its name. A race under load, made certain."""
+    store = Store(db, service="billing", emit_events=False)
+    inside: dict[str, Any] = {}
+
+    def paused(w) -> None:  # noqa: ANN001 - the store's Write
+        if (w.resource_type, w.rid, w.version) != ("Invoice", iid, version) or inside:
+            return
+        try:
+            inside["current"] = store.read_doc("Invoice", iid)["res"]["status"]
+        except FhirError:
+            inside["current"] = None
+        for name, job in jobs.items():
+            try:
+                inside[name] = job()
+            except Exception as err:  # noqa: BLE001 - the caller asserts it
+                inside[name] = err
+
+    monkeypatch.setattr(fhir_store, "after_claim", paused)
+    try:
+        answer = first()
+    finally:
+        monkeypatch.setattr(fhir_store, "after_claim", None)
+    assert "current" in inside, f"the window never opened: Invoice/{iid} version {version} was not claimed"
+    return answer, inside

@@ -21,7 +21,7 @@ from sen_shared.bus.catalog import load_catalog
 from sen_shared.fhir import store as fhir_store
 from sen_shared.fhir.store import Store
 
-from tests.billing_support import billing_app, delivered, hand_invoice
+from tests.billing_support import billing_app, delivered, hand_invoice, in_the_claim_window
 from tests.integration.test_billing_invoices import BANK, completed, record_card, requested, token
 
 pytestmark = pytest.mark.integration
@@ -86,21 +86,9 @@ def test_an_issue_clicked_again_while_the_first_ones_issued_version_is_written_s
     patient = f"Patient/p-{uuid.uuid4().hex[:6]}"
     record_card(client, cashier, patient, "DN4010123456789")
     iid, _ = hand_invoice(client, cashier, patient, ["sieu-am-bung", "sieu-am-bung"])
-    store = Store(db, service="billing")
-    inside: dict = {}
-
-    def paused(w) -> None:  # the first issue holds version 2 claimed, its current write not made
-        if (w.resource_type, w.rid, w.version) != ("Invoice", iid, 2) or inside:
-            return
-        inside["current"] = store.read_doc("Invoice", iid)["res"]["status"]
-        try:
-            inside["again"] = invoices.issue(db, iid)
-        except Exception as err:  # noqa: BLE001 - asserted below
-            inside["again"] = err
-
-    monkeypatch.setattr(fhir_store, "after_claim", paused)
-    first = invoices.issue(db, iid)
-    monkeypatch.setattr(fhir_store, "after_claim", None)
+    # the first issue holds version 2 claimed, its current write not made: the second one runs then
+    first, inside = in_the_claim_window(monkeypatch, db, iid, 2, lambda: invoices.issue(db, iid),
+                                        again=lambda: invoices.issue(db, iid))
     assert inside["current"] == "draft"  # the window was forced: the current document still the draft
     again = inside["again"]
     assert isinstance(again, dict) and again["status"] == "issued", again

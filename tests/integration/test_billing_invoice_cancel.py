@@ -28,10 +28,9 @@ from sen_billing import worker
 from sen_billing.domain import charge_claims, invoices
 from sen_shared.auth import issue_dev_token
 from sen_shared.claims import CHAIN_SEQ, advance
-from sen_shared.fhir import store as fhir_store
 from sen_shared.fhir.store import Store
 
-from tests.billing_support import billing_app
+from tests.billing_support import billing_app, in_the_claim_window
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -244,22 +243,10 @@ def test_a_cancel_clicked_again_while_the_first_ones_version_is_written_answers_
     old, item = _issued(db, patient)
     new = f"inv-{uuid.uuid4().hex[:12]}"
     store = Store(db, service="billing")
-    inside: dict = {}
-
-    def paused(w) -> None:  # the first cancel holds version 3 claimed, its current write not made
-        if (w.resource_type, w.rid, w.version) != ("Invoice", old, 3) or inside:
-            return
-        inside["current"] = store.read_doc("Invoice", old)["res"]["status"]
-        jobs = {"again": lambda: invoices.cancel(db, old, "bấm lại"), "draft": _draft(db, new, patient, item)}
-        for name, job in jobs.items():
-            try:
-                inside[name] = job()
-            except Exception as err:  # noqa: BLE001 - asserted below
-                inside[name] = err
-
-    monkeypatch.setattr(fhir_store, "after_claim", paused)
-    first = invoices.cancel(db, old, "nhập nhầm")
-    monkeypatch.setattr(fhir_store, "after_claim", None)
+    # the first cancel holds version 3 claimed, its current write not made: the cancel again and the draft run then
+    first, inside = in_the_claim_window(monkeypatch, db, old, 3, lambda: invoices.cancel(db, old, "nhập nhầm"),
+                                        again=lambda: invoices.cancel(db, old, "bấm lại"),
+                                        draft=_draft(db, new, patient, item))
     assert inside["current"] == "issued"  # the window was forced: the current document still the issued one
     again = inside["again"]
     assert isinstance(again, dict) and again["status"] == "cancelled", again

@@ -15,11 +15,10 @@ import pytest
 from sen_billing.domain import invoices
 from sen_shared.bus.catalog import load_catalog
 from sen_shared.bus.outbox import entry_event
-from sen_shared.fhir import store as fhir_store
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.store import Store
 
-from tests.billing_support import billing_app, hand_invoice
+from tests.billing_support import billing_app, hand_invoice, in_the_claim_window
 from tests.integration.test_billing_invoices import BANK, completed, record_card, token
 
 pytestmark = pytest.mark.integration
@@ -165,26 +164,14 @@ def test_a_create_that_lost_to_one_still_writing_its_draft_is_issued_at_once(bil
     [charge] = invoices.charges_of(_read(db, iid))
     item = Store(db, service="billing", emit_events=False).read_doc("ChargeItem", charge)["res"]
     nid = invoices.next_invoice_id(db, invoices.derived_id("inv", patient, "org-a", charge))
-    inside: dict = {}
 
     def make() -> dict:
         return invoices.create_draft(db, nid, patient=patient, facility="org-a", items=[item], base_salary=2_340_000)
 
-    def paused(w) -> None:  # noqa: ANN001 - the store's Write; the first create holds version 1 claimed
-        if (w.resource_type, w.rid, w.version) != ("Invoice", nid, 1) or inside:
-            return
-        inside["current"] = Store(db, service="billing", emit_events=False).head("Invoice", nid)
-        try:
-            inside["twin"] = make()
-            inside["issued"] = invoices.issue(db, nid)
-        except Exception as err:  # noqa: BLE001 - asserted below
-            inside["error"] = err
-
-    monkeypatch.setattr(fhir_store, "after_claim", paused)
-    make()
-    monkeypatch.setattr(fhir_store, "after_claim", None)
+    # the first create holds version 1 claimed, its current write not made: the twin and the issue run then
+    _, inside = in_the_claim_window(monkeypatch, db, nid, 1, make, twin=make, issued=lambda: invoices.issue(db, nid))
     assert inside["current"] is None  # the window was forced: version 1 claimed, not current
-    assert "error" not in inside, inside["error"]
+    assert not [v for v in inside.values() if isinstance(v, Exception)], inside
     assert inside["twin"]["status"] == "draft" and inside["issued"]["status"] == "issued"
     new = _read(db, nid)
     assert new["status"] == "issued" and new["meta"]["versionId"] == "2"  # the first create's write came after
