@@ -109,29 +109,26 @@ def no_control_characters(form: Any) -> bool:
     return ok
 
 
-class FlaskForm(_FlaskForm):
-    """Every form of the pages (CSRF token, validation), its WTForms messages in the user's language; a text box
-    holding a control character is refused (:func:`no_control_characters`)."""
+class _Checked:
+    """What every form of the pages adds to WTForms': its messages in the user's language (WTForms merges the
+    ``Meta`` of every class of the form), and a text box holding a control character refused
+    (:func:`no_control_characters`). First among a form's bases, so its ``validate`` runs WTForms' own."""
 
     class Meta:
         def get_translations(self, form: Any) -> PortalTranslations:
             return TRANSLATIONS
 
     def validate(self, extra_validators: Any = None) -> bool:
-        ok = super().validate(extra_validators)
+        ok = super().validate(extra_validators)  # the form class's next base: WTForms'
         return no_control_characters(self) and ok
 
 
-class Form(_Form):
+class FlaskForm(_Checked, _FlaskForm):
+    """Every form of the pages (CSRF token, validation), translated and checked (:class:`_Checked`)."""
+
+
+class Form(_Checked, _Form):
     """A form inside a form (a FormField's rows: the weekly windows), translated and checked as :class:`FlaskForm`."""
-
-    class Meta:
-        def get_translations(self, form: Any) -> PortalTranslations:
-            return TRANSLATIONS
-
-    def validate(self, extra_validators: Any = None) -> bool:
-        ok = super().validate(extra_validators)
-        return no_control_characters(self) and ok
 
 
 class Pattern(Regexp):
