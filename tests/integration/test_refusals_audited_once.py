@@ -159,19 +159,23 @@ def _task(t: dict[str, Any], op: str, *params: tuple[str, Any]) -> tuple[str, st
     return "POST", f"/fhir/Task/{t[CLINIC_A]['task']}/{op}", _params(*params)
 
 
+def _held_or_booked(op: str) -> dict[str, Case]:
+    """``$hold`` and ``$book`` (``op``) are refused alike: of A's appointment, of a proposal on A's
+    consult, of another hub's slot."""
+    path = f"/fhir/Appointment/{op}"
+    return {
+        f"{op} of A's appointment": _clinic_b_on_a(lambda t: ("POST", path, _params(
+            ("appointment-reference", {"reference": f"Appointment/{_a_appt(t)}"})))),
+        f"{op} of a proposal on A's consult": _clinic_b_on_a(lambda t: ("POST", path, _params(
+            ("appointment-resource", _foreign(t, 2))))),
+        f"{op} of another hub's slot": _other_hub(lambda t: ("POST", path, _params(
+            ("appointment-resource", t["proposals"][3])))),
+    }
+
+
 TELECONSULT: dict[str, Case] = {
-    "$hold of A's appointment": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
-        ("appointment-reference", {"reference": f"Appointment/{_a_appt(t)}"})))),
-    "$hold of a proposal on A's consult": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
-        ("appointment-resource", _foreign(t, 2))))),
-    "$hold of another hub's slot": _other_hub(lambda t: ("POST", "/fhir/Appointment/$hold", _params(
-        ("appointment-resource", t["proposals"][3])))),
-    "$book of A's held appointment": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$book", _params(
-        ("appointment-reference", {"reference": f"Appointment/{_a_appt(t)}"})))),
-    "$book of a proposal on A's consult": _clinic_b_on_a(lambda t: ("POST", "/fhir/Appointment/$book", _params(
-        ("appointment-resource", _foreign(t, 2))))),
-    "$book of another hub's slot": _other_hub(lambda t: ("POST", "/fhir/Appointment/$book", _params(
-        ("appointment-resource", t["proposals"][3])))),
+    **_held_or_booked("$hold"),
+    **_held_or_booked("$book"),
     "$reschedule of A's appointment": _clinic_b_on_a(lambda t: (
         "POST", f"/fhir/Appointment/{_a_appt(t)}/$reschedule", _params(("appointment-resource", _foreign(t, 2))))),
     "$reschedule onto a proposal on A's consult": _clinic_b_on_a(lambda t: (
