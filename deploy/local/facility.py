@@ -51,10 +51,15 @@ def _consult_price(data: dict[str, Any], level: str) -> tuple[str, int] | None:
     return None
 
 
+def _receipt_prefixes(data: dict[str, Any]) -> dict[str, str]:
+    """SEN_FACILITY_RECEIPT_PREFIXES as the file makes it (the organizations' receiptPrefix)."""
+    return json.loads(province.settings(data).get("SEN_FACILITY_RECEIPT_PREFIXES") or "{}")
+
+
 def problems(data: dict[str, Any], fid: str) -> list[str]:
     """What keeps facility ``fid`` of a checked province file from working in every service, each said with
     the field to fix; empty when nothing does."""
-    from sen_billing.domain.receipts import series_prefix
+    from sen_billing.domain.receipts import clash_message, prefix_clashes
 
     org = _facility(data, fid)
     if org is None:
@@ -81,11 +86,12 @@ def problems(data: dict[str, Any], fid: str) -> list[str]:
     if bank is None:
         out.append(f"{where}: bank: neither its own account (organizations[].bank: bin, account, accountName) "
                    "nor the province's (bank): its invoices would get no VietQR code")
-    prefix = series_prefix(fid)
-    twins = [o["id"] for o in data["organizations"] if o["id"] != fid and series_prefix(o["id"]) == prefix]
-    if twins:
-        out.append(f"{where}: id: its receipt numbers would start {prefix}-, as {', '.join(twins)}'s do: "
-                   "choose an id that differs in its first 12 characters")
+    # as billing refuses to start (BillingSettings): any two facilities whose receipts would print the same prefix
+    prefixes = _receipt_prefixes(data)
+    for group in prefix_clashes([o["id"] for o in data["organizations"]], prefixes):
+        named = fid if fid in group else group[0]
+        out.append(f"organization {named}: receiptPrefix: {clash_message(group, prefixes)} "
+                   "(or ids that differ in their first 12 characters)")
     if level and _consult_price(data, level) is None:
         out.append(f"priceList: no consult price for level {level!r} (consult-any-{level} or "
                    "consult-any-district): its consults could not be charged")
@@ -113,6 +119,7 @@ def report(data: dict[str, Any], fid: str) -> list[str]:
     specialists = [p["id"] for p in data.get("practitioners") or [] if p.get("org") == the_hub["id"]]
     bank, source = _bank(data, org)
     assert bank is not None
+    prefixes = _receipt_prefixes(data)
     rid, amount = _consult_price(data, org["level"]) or ("", 0)
     part_of = f", part of Organization/{org['partOf']}" if org.get("partOf") else ""
     goal = values["SEN_REPORT_FACILITY_GOAL"]
@@ -130,8 +137,8 @@ def report(data: dict[str, Any], fid: str) -> list[str]:
         f"answered by {', '.join(specialists)}",
         f"portal       consult form to {values['SEN_PORTAL_HUB']} (SEN_PORTAL_HUB); dashboard: one of the goal's "
         f"{goal} facilities (SEN_REPORT_FACILITY_GOAL), {before}",
-        f"billing      receipts name it '{org['name']}' (SEN_FACILITY_NAMES), numbered {series_prefix(fid)}-<year>-"
-        f"000001 on (its own series)",
+        f"billing      receipts name it '{org['name']}' (SEN_FACILITY_NAMES), numbered {series_prefix(fid, prefixes)}"
+        f"-<year>-000001 on (its own series{'; SEN_FACILITY_RECEIPT_PREFIXES' if fid in prefixes else ''})",
         f"             level {org['level']} (SEN_FACILITY_LEVELS): a consult {vnd(amount)} ({rid}); district "
         f"{org['district']} (SEN_FACILITY_DISTRICTS)",
         f"             VietQR into {bank['bin']} {bank['account']}"

@@ -33,6 +33,7 @@ LEVELS = ("central", "province", "district", "commune")
 DEMO_PEOPLE = ("clinic", "doctor", "cashier", "health-dept")
 _BIN = re.compile(r"^\d{6}$")
 _ACCOUNT = re.compile(r"^[0-9A-Za-z]{1,19}$")
+_RECEIPT_PREFIX = re.compile(r"[A-Z0-9-]{1,12}")  # as billing checks SEN_FACILITY_RECEIPT_PREFIXES
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # as teleconsult checks SEN_ON_DUTY_LEADS' addresses
 
 
@@ -83,6 +84,10 @@ def check(data: dict[str, Any]) -> None:
         _need(o.get("level") in (None, *LEVELS),
               f"organization {o['id']}: level {o.get('level')!r} is none of {LEVELS}")
         _need(o.get("partOf") in (None, *known), f"organization {o['id']}: partOf {o.get('partOf')!r} is unknown")
+        _need(o.get("receiptPrefix") is None or (isinstance(o["receiptPrefix"], str)
+                                                   and _RECEIPT_PREFIX.fullmatch(o["receiptPrefix"]) is not None),
+              f"organization {o['id']}: receiptPrefix {o.get('receiptPrefix')!r}: what its receipt numbers start "
+              "with, 1 to 12 upper-case letters, digits or dashes")
         if o.get("bank") is not None:  # the facility's own receiving account, its invoices' VietQR codes
             _bank(o["bank"], f"organization {o['id']}: bank")
     hubs = [o for o in orgs if o.get("hub")]
@@ -182,6 +187,9 @@ def settings(data: dict[str, Any]) -> dict[str, str]:
                      "name": o["bank"].get("accountName") or ""} for o in orgs if o.get("bank")}
     if own:  # billing: each facility paid into its own account (a transfer to it unmatched joins its queue)
         out["SEN_FACILITY_BANK_ACCOUNTS"] = json.dumps(own, ensure_ascii=False)
+    codes = {o["id"]: o["receiptPrefix"] for o in orgs if o.get("receiptPrefix")}
+    if codes:  # billing: what those facilities' receipt numbers start with (the others: their ids')
+        out["SEN_FACILITY_RECEIPT_PREFIXES"] = json.dumps(codes)
     if data.get("baseSalary"):
         out["SEN_BASE_SALARY"] = str(data["baseSalary"])
     if data.get("priceList"):

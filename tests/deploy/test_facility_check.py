@@ -20,7 +20,8 @@ import facility  # noqa: E402
 import province  # noqa: E402
 
 NEW = "tyt-my-long"
-TWIN = "ttyt-huyen-chau-thanh"  # receipts print an id's first 12 characters: TTYT-HUYEN-C, as ttyt-huyen-cao-lanh
+# with no receiptPrefix, receipts print an id's first 12 characters: TTYT-HUYEN-C, as ttyt-huyen-cao-lanh
+TWIN = "ttyt-huyen-chau-thanh"
 NEW_BANK = {"bin": "970418", "account": "2101000789", "accountName": "TRAM Y TE XA MY LONG"}
 
 
@@ -81,7 +82,13 @@ def _no_bank(d: dict[str, Any]) -> None:
     (lambda d: _org(d)["bank"].update(account="2101-000"), "organization tyt-my-long: bank.account"),
     (_no_bank, "organization tyt-my-long: bank: neither its own account"),
     (lambda d: _org(d).update(id=TWIN) or d["practitioners"][-1].update(org=TWIN),
-     "organization ttyt-huyen-chau-thanh: id: its receipt numbers would start TTYT-HUYEN-C-, as ttyt-huyen-cao-lanh's"),
+     "organization ttyt-huyen-chau-thanh: receiptPrefix: the receipts of ttyt-huyen-cao-lanh and ttyt-huyen-chau-thanh "
+     "would both be numbered TTYT-HUYEN-C-<year>-…: give each its own receiptPrefix"),
+    (lambda d: _org(d).update(receiptPrefix="TTYT-HUYEN-C"),  # a code that is another facility's prefix
+     "organization tyt-my-long: receiptPrefix: the receipts of ttyt-huyen-cao-lanh and tyt-my-long would both be "
+     "numbered TTYT-HUYEN-C-<year>-…"),
+    (lambda d: _org(d).update(receiptPrefix="tyt-ml"),
+     "organization tyt-my-long: receiptPrefix 'tyt-ml': what its receipt numbers start with, 1 to 12 upper-case"),
     (lambda d: _org(d).update(partOf="ttyt-nowhere"), "organization tyt-my-long: partOf 'ttyt-nowhere' is unknown"),
     (lambda d: d.update(practitioners=[p for p in d["practitioners"] if p["org"] != "bvdk-dong-thap"],
                         organizations=[{k: v for k, v in o.items() if k not in ("onDutyLead", "onDutyLeadEmail")}
@@ -108,6 +115,49 @@ def test_every_problem_is_said_at_once(tmp_path, capsys) -> None:
     assert facility.main(["check", str(_write(tmp_path, data)), NEW]) == 1
     err = capsys.readouterr().err
     assert err.count("\n  - ") == 3 and "level:" in err and "district:" in err and "city:" in err
+
+
+def test_a_receipt_prefix_tells_apart_two_facilities_whose_ids_agree_and_billing_prints_it(
+        monkeypatch, tmp_path, capsys) -> None:
+    """ttyt-huyen-chau-thanh beside ttyt-huyen-cao-lanh, given its code: complete, numbered with the code, and
+    billing (whose settings the file makes) starts and prints it."""
+    from sen_billing.config import settings_from_env
+    from sen_billing.domain.receipts import series_prefix
+
+    data = with_new_facility()
+    _org(data).update(id=TWIN, receiptPrefix="TTYT-CT")
+    data["practitioners"][-1].update(org=TWIN)
+    path = _write(tmp_path, data)
+    assert facility.main(["check", str(path), TWIN]) == 0
+    out = capsys.readouterr().out
+    assert "numbered TTYT-CT-<year>-000001 on (its own series; SEN_FACILITY_RECEIPT_PREFIXES)" in out
+    values = province.settings(province.load(path))
+    assert json.loads(values["SEN_FACILITY_RECEIPT_PREFIXES"]) == {TWIN: "TTYT-CT"}
+    env = {**values, "SEN_ENV": "test", "MONGO_URL": "mongodb://127.0.0.1:1", "AMQP_URL": "amqp://127.0.0.1:1",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "key.pem"), "SEN_PRICE_LIST_FILE": ""}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_from_env()
+    assert series_prefix(TWIN, settings.receipt_prefixes) == "TTYT-CT"
+    assert series_prefix("ttyt-huyen-cao-lanh", settings.receipt_prefixes) == "TTYT-HUYEN-C"
+
+
+def test_billing_refuses_the_settings_of_a_file_whose_facilities_print_alike(monkeypatch, tmp_path, capsys) -> None:
+    """What the facility check refuses, billing refuses at start, naming both facilities."""
+    from sen_billing.config import settings_from_env
+
+    data = with_new_facility()
+    _org(data).update(id=TWIN)
+    data["practitioners"][-1].update(org=TWIN)
+    values = province.settings(province.load(_write(tmp_path, data)))
+    env = {**values, "SEN_ENV": "test", "MONGO_URL": "mongodb://127.0.0.1:1", "AMQP_URL": "amqp://127.0.0.1:1",
+           "SEN_DEV_JWT_KEY": str(tmp_path / "key.pem"), "SEN_PRICE_LIST_FILE": ""}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        settings_from_env()
+    assert ("SEN_FACILITY_RECEIPT_PREFIXES: the receipts of ttyt-huyen-cao-lanh and ttyt-huyen-chau-thanh would both "
+            "be numbered TTYT-HUYEN-C-<year>-…") in capsys.readouterr().err
 
 
 def test_running_it_again_changes_nothing(tmp_path, capsys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -9,6 +10,9 @@ from sen_shared.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from .domain.invoices import Bank
+
+
+RECEIPT_PREFIX = re.compile(r"[A-Z0-9-]{1,12}")
 
 
 class FacilityBank(BaseModel):
@@ -68,6 +72,11 @@ class BillingSettings(Settings):
         default_factory=dict, validation_alias="SEN_FACILITY_DISTRICTS",
         description='JSON {"<Organization id>": "<its district>"}: the district a cashier\'s invoice carries '
                     "(the dashboard's district filter; a consult's invoice takes its event's)")
+    receipt_prefixes: dict[str, str] = Field(
+        default_factory=dict, validation_alias="SEN_FACILITY_RECEIPT_PREFIXES",
+        description='JSON {"<Organization id>": "<code>"}: what its receipt numbers start with, 1 to 12 upper-case '
+                    "letters, digits or dashes (not listed: its id, upper case, cut to 12 characters); no two "
+                    "facilities' may agree")
     price_list_file: str = Field("", validation_alias="SEN_PRICE_LIST_FILE",
                                  description="the price list loaded at start (default: the one shipped)")
 
@@ -79,6 +88,28 @@ class BillingSettings(Settings):
 
             standard_signature("check", "0", b"", value)  # 'whsec_' + base64, or a ValueError saying so
         return value
+
+    @field_validator("receipt_prefixes")
+    @classmethod
+    def _prefix_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for facility, code in value.items():
+            if not RECEIPT_PREFIX.fullmatch(code):
+                raise ValueError(f"{facility}: {code!r} is no receipt prefix: 1 to 12 upper-case letters, digits or "
+                                 "dashes")
+        return value
+
+    @model_validator(mode="after")
+    def _receipts_told_apart(self) -> BillingSettings:
+        # two facilities printing the same receipt numbers: their series are apart, their paper is not
+        from .domain.receipts import clash_message, prefix_clashes
+
+        known = {*self.facility_names, *self.facility_levels, *self.facility_districts, *self.facility_banks,
+                 *self.receipt_prefixes}
+        clashes = prefix_clashes(known, self.receipt_prefixes)
+        if clashes:
+            raise ValueError("SEN_FACILITY_RECEIPT_PREFIXES: " + "; ".join(
+                clash_message(group, self.receipt_prefixes) for group in clashes))
+        return self
 
     @model_validator(mode="after")
     def _own_accounts_owned(self) -> BillingSettings:

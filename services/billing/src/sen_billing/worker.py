@@ -215,10 +215,20 @@ def beside(settings: BillingSettings, stop: threading.Event) -> list[threading.T
     return threads
 
 
+def worker_settings() -> BillingSettings:
+    """The settings, and the receipt prefixes they configure installed (the repair job and an event's
+    settlement number receipts as the web processes do)."""
+    from .domain import receipts
+
+    settings = settings_from_env()
+    receipts.use_prefixes(settings.receipt_prefixes)
+    return settings
+
+
 def main() -> int:
     from sen_shared.entrypoints import run_worker_process
 
-    return run_worker_process(settings_from_env, HANDLERS, OUTBOX_COLLECTIONS, beside=beside)
+    return run_worker_process(worker_settings, HANDLERS, OUTBOX_COLLECTIONS, beside=beside)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -201,14 +201,44 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         # is the claims' (other machines race for the same links)
         with _chain_locks.setdefault(key, threading.Lock()), _host_turn(key, _server(db)):
             mine = _claim_number(coll, chain, key, invoice_id, facility, fresh=fresh)
-    return f"{series_prefix(facility)}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+    return f"{series_prefix(facility, _prefixes)}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
 
-def series_prefix(facility: str) -> str:
-    """What a facility's receipt numbers start with: its id, upper case, cut to 12 characters. Two
-    facilities whose ids agree that far print the same numbers (their series are apart, their paper is
-    not): ``deploy/local/facility.py`` refuses such a facility."""
-    return facility.upper()[:12]
+# the facilities' configured receipt prefixes (SEN_FACILITY_RECEIPT_PREFIXES), as the composition root
+# (create_app, the worker) gives them at start: every path to a settlement (a webhook, the cashier, an issue
+# BHYT pays in full, an event, the repair job) numbers receipts here, none of them holds the settings
+_prefixes: dict[str, str] = {}
+
+
+def use_prefixes(prefixes: Mapping[str, str]) -> None:
+    """The configured prefixes this process prints (``BillingSettings.receipt_prefixes``, checked unique)."""
+    _prefixes.clear()
+    _prefixes.update(prefixes)
+
+
+def series_prefix(facility: str, prefixes: Mapping[str, str] | None = None) -> str:
+    """What a facility's receipt numbers start with: its configured code (``prefixes``: the province file's
+    ``receiptPrefix``), else its id, upper case, cut to 12 characters. Only what is printed: the series
+    itself is the facility's (``receipt:<facility>:<year>``), so a code configured later goes on from the
+    number reached (receipts made before keep theirs)."""
+    return (prefixes or {}).get(facility) or facility.upper()[:12]
+
+
+def prefix_clashes(facilities: Iterable[str], prefixes: Mapping[str, str] | None = None) -> list[list[str]]:
+    """The groups of ``facilities`` whose receipts would print the same prefix (each sorted, two or more):
+    their series are apart, their paper would not be. Billing refuses to start with one, and
+    ``deploy/local/facility.py`` says it."""
+    by_prefix: dict[str, set[str]] = {}
+    for facility in facilities:
+        by_prefix.setdefault(series_prefix(facility, prefixes), set()).add(facility)
+    return [sorted(group) for _, group in sorted(by_prefix.items()) if len(group) > 1]
+
+
+def clash_message(group: list[str], prefixes: Mapping[str, str] | None = None) -> str:
+    """One clash said with both (all) facilities, the prefix and the way out."""
+    both = "both" if len(group) == 2 else "all"
+    return (f"the receipts of {' and '.join(group)} would {both} be numbered {series_prefix(group[0], prefixes)}"
+            "-<year>-…: give each its own receiptPrefix (1 to 12 upper-case letters, digits or dashes)")
 
 
 # The workers of one machine (gunicorn's, one per core) settle into the same series: each one's

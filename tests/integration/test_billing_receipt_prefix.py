@@ -1,0 +1,42 @@
+"""A facility's receipt numbers start with its configured code (SEN_FACILITY_RECEIPT_PREFIXES, the province
+file's receiptPrefix): ttyt-huyen-cao-lanh and ttyt-huyen-chau-thanh both printed TTYT-HUYEN-C-<year>-… before.
+The series is the facility's, so a code configured later goes on from the number reached: the receipts made
+before keep theirs, the next one prints the code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.billing_support import billing_app, make_invoice, pay
+
+pytestmark = pytest.mark.integration
+
+CAO_LANH, CHAU_THANH = "ttyt-huyen-cao-lanh", "ttyt-huyen-chau-thanh"
+
+
+def _paid(db, facility: str) -> str:  # noqa: ANN001 - the test database
+    iid, code = make_invoice(db, 50_000, facility)
+    pay(db, code, 50_000)
+    return db["receipts"].find_one({"_id": iid})["number"]
+
+
+def test_a_receipt_prints_its_facilitys_configured_code_and_goes_on_in_its_series(
+        base_env, mongo_client, monkeypatch) -> None:
+    names = json.dumps({CAO_LANH: "Trung tâm Y tế huyện Cao Lãnh", CHAU_THANH: "Trung tâm Y tế huyện Châu Thành"},
+                       ensure_ascii=False)
+    # before: Cao Lãnh alone in the settings, its id's first 12 characters printed
+    with billing_app(base_env, mongo_client, monkeypatch, "rp",
+                     {"SEN_FACILITY_NAMES": json.dumps({CAO_LANH: "Trung tâm Y tế huyện Cao Lãnh"})}) as (_c, db):
+        first = _paid(db, CAO_LANH)
+        assert first.startswith("TTYT-HUYEN-C-") and first.endswith("-000001"), first
+        # then both facilities, each with its code: the same series goes on under the code
+        with billing_app(base_env, mongo_client, monkeypatch, "rp2", {
+                "SEN_FACILITY_NAMES": names,
+                "SEN_FACILITY_RECEIPT_PREFIXES": json.dumps({CAO_LANH: "TTYT-CL", CHAU_THANH: "TTYT-CT"})}):
+            second = _paid(db, CAO_LANH)
+            other = _paid(db, CHAU_THANH)
+        assert second == first.replace("TTYT-HUYEN-C-", "TTYT-CL-").replace("-000001", "-000002"), second
+        assert other.startswith("TTYT-CT-") and other.endswith("-000001"), other
+        assert db["receipts"].find_one({"number": first}) is not None  # the receipt made before keeps its number
