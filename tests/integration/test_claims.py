@@ -64,3 +64,26 @@ def test_a_chain_advances_once_from_each_link(fresh_db) -> None:
     with pytest.raises(claims.ClaimTaken):  # a writer that read the old link loses later too
         claims.advance(coll, "task-1", head, {"state": "rejected"})
     assert claims.latest(coll, "other") is None
+
+
+def test_documents_beside_a_claim_are_written_only_with_the_winning_claim(fresh_db) -> None:
+    """``beside``: one ordered insert, the claim first. Of 20 racing writers, each with its own
+    documents beside, only the winner's are written; a loser gets ClaimTaken naming the link that won."""
+    coll = fresh_db.chains
+    ensure_indexes(fresh_db, claims.chain_indexes("chains"))
+
+    def book(i: int) -> bool:
+        try:
+            claims.advance(coll, "slot-1", None, {"by": i}, beside=[{"_id": f"note-{i}-a", "of": i},
+                                                                    {"_id": f"note-{i}-b", "of": i}])
+            return True
+        except claims.ClaimTaken as taken:
+            assert taken.holder is not None and taken.holder["_id"] == "slot-1/1"
+            return False
+
+    assert sum(_race(20, book)) == 1
+    winner = claims.latest(coll, "slot-1")["by"]
+    assert sorted(d["_id"] for d in coll.find({"of": {"$exists": True}})) == [f"note-{winner}-a", f"note-{winner}-b"]
+    with pytest.raises(claims.ClaimTaken):  # without reading the holder too
+        claims.claim(coll, "slot-1/1", {}, read_holder=False, beside=[{"_id": "late"}])
+    assert coll.find_one({"_id": "late"}) is None

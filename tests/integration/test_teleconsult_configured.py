@@ -18,8 +18,17 @@ import pytest
 from sen_shared.auth import Principal
 from sen_shared.bus.outbox import entry_event
 from sen_teleconsult.domain import reminders as rem
+from sen_teleconsult.domain import scheduling as sch
 
-from tests.integration.test_teleconsult_booking import _env, _find, _local, _params, _schedule, _with_patient
+from tests.integration.test_teleconsult_booking import (
+    _env,
+    _find,
+    _local,
+    _others_reminders_gone,
+    _params,
+    _schedule,
+    _with_patient,
+)
 from tests.support import admin_headers, app_client
 
 pytestmark = pytest.mark.integration
@@ -165,8 +174,8 @@ def test_a_failing_reminder_backs_off_doubling_and_stops_after_the_last_attempt_
     assert r.status_code == 200, r.text
     appt = r.json()["entry"][0]["resource"]
     start = datetime.fromisoformat(appt["start"])
-    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})
-    tc.db[rem.REMINDERS].delete_many({"_id": f"{appt['id']}/60"})  # the day-before reminder alone
+    _others_reminders_gone(tc.db, appt["id"])
+    tc.db[sch.SLOT_LINKS].delete_many({"_id": f"{appt['id']}/60"})  # the day-before reminder alone
     sender, cfg = FailingSender(), rem.ReminderConfig(max_attempts=3, backoff_seconds=60)
     cid = f"rem-{appt['id']}-1440"
     t0 = start - timedelta(hours=23)
@@ -207,9 +216,9 @@ def test_the_workers_reminder_job_sends_through_the_configured_sender_and_addres
     r = tc.post("/fhir/Appointment/$book", content=_params(("appointment-resource", _with_patient(prop))), headers=H)
     assert r.status_code == 200, r.text
     appt = r.json()["entry"][0]["resource"]
-    tc.db[rem.REMINDERS].delete_many({"ap": {"$ne": appt["id"]}})
-    tc.db[rem.REMINDERS].update_one({"_id": f"{appt['id']}/1440"},  # its day-before reminder due now
-                                    {"$set": {"due": datetime.now(UTC) - timedelta(minutes=1)}})
+    _others_reminders_gone(tc.db, appt["id"])
+    tc.db[sch.SLOT_LINKS].update_one({"_id": f"{appt['id']}/1440"},  # its day-before reminder due now
+                                     {"$set": {"due": datetime.now(UTC) - timedelta(minutes=1)}})
     out = tmp_path / "reminders.jsonl"
     env = {**base_env, "SEN_DB": tc.db.name, "SEN_NOTIFY_SENDER": "console", "SEN_NOTIFY_FILE": str(out),
            "SEN_NOTIFY_ADDRESSES": json.dumps({"Practitioner/bs-cfg": "bs.cfg@benhvien.example"})}

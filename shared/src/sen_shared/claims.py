@@ -23,18 +23,19 @@ which, in a comment where it happens).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .mongo import Index
 
 CHAIN_KEY = "k"  # the chain a link belongs to
 CHAIN_SEQ = "n"  # the link's place in its chain, from 1
+DUPLICATE_KEY = 11000  # the server's error code for an insert under a key already held
 
 
 class ClaimTaken(Exception):
@@ -47,16 +48,29 @@ class ClaimTaken(Exception):
 
 
 def claim(coll: Collection, key: Any, doc: Mapping[str, Any] | None = None, *,
-          read_holder: bool = True) -> dict[str, Any]:
+          read_holder: bool = True, beside: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Insert ``doc`` under ``_id = key``; the inserted document, or :class:`ClaimTaken`.
     ``read_holder=False``: the loser does not read the holder (``ClaimTaken.holder`` is None), for a
     caller that decides without it: one round trip less on a lost claim. On FerretDB the error
-    does not say which unique index refused the insert (the ``_id`` or another)."""
+    does not say which unique index refused the insert (the ``_id`` or another).
+
+    ``beside``: documents of the same collection the winner writes with its claim, in the same
+    ordered insert after it (one command instead of two): a lost claim stops the insert before
+    them, so only the winner's are ever written. Their ids must be new (a duplicate among them
+    is an error after the claim is made, as a second insert's would be)."""
     record = {**(doc or {}), "_id": key}
     record.setdefault("at", datetime.now(UTC))
     try:
-        coll.insert_one(record)
+        if beside:
+            coll.insert_many([record, *beside], ordered=True)
+        else:
+            coll.insert_one(record)
     except DuplicateKeyError:
+        raise ClaimTaken(key, coll.find_one({"_id": key}) if read_holder else None) from None
+    except BulkWriteError as err:
+        first = (err.details.get("writeErrors") or [{}])[0]
+        if first.get("index") != 0 or first.get("code") != DUPLICATE_KEY:
+            raise
         raise ClaimTaken(key, coll.find_one({"_id": key}) if read_holder else None) from None
     return record
 
@@ -96,13 +110,15 @@ def latest(coll: Collection, key: str) -> dict[str, Any] | None:
 
 
 def advance(coll: Collection, key: str, after: Mapping[str, Any] | None, doc: Mapping[str, Any], *,
-            read_holder: bool = True) -> dict[str, Any]:
+            read_holder: bool = True, beside: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Append the link after ``after`` (the link the caller read and decided on; None to start
     the chain) carrying ``doc``. :class:`ClaimTaken` (with the link that won, unless
     ``read_holder=False``: see :func:`claim`) when another writer advanced the chain from the
-    same link first, or had already advanced past it."""
+    same link first, or had already advanced past it. ``beside``: as :func:`claim`'s (they must
+    not carry the chain's fields, or they would be taken for links)."""
     seq = (int(after[CHAIN_SEQ]) if after is not None else 0) + 1
-    return claim(coll, link_id(key, seq), {**doc, CHAIN_KEY: key, CHAIN_SEQ: seq}, read_holder=read_holder)
+    return claim(coll, link_id(key, seq), {**doc, CHAIN_KEY: key, CHAIN_SEQ: seq}, read_holder=read_holder,
+                 beside=beside)
 
 
 __all__ = ["ClaimTaken", "advance", "chain_indexes", "claim", "claim_once", "latest", "link_id", "release"]

@@ -52,7 +52,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -546,8 +546,9 @@ def _view_guess(db: Database, slotted: Slotted, now: datetime) -> Any:
 
 
 def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
-           events: list[dict[str, Any]] | None = None, *, last: Any = _UNKNOWN,
-           guessed: bool = False, turn: Turn | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+           events: list[dict[str, Any]] | None = None, *, last: Any = _UNKNOWN, guessed: bool = False,
+           turn: Turn | None = None, beside: list[dict[str, Any]] | None = None,
+           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Claim a free slot: ``(the new link, the link it follows)``; 409 when the slot is taken.
 
     ``last``: the newest link as :func:`_newest_if_free` read it (read here when not given), or,
@@ -555,24 +556,25 @@ def _claim(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
     as from a read: links are immutable and numbered without gaps, so the insert of link n+1
     succeeds only if link n, which is free, was the newest. A wrong guess loses that insert; the
     chain is read then and decided on as usual. ``turn``: this request's turn on the slot
-    (:func:`take_turn`), ended as soon as the claim is decided and its outcome is in the view."""
+    (:func:`take_turn`), ended as soon as the claim is decided and its outcome is in the view.
+    ``beside``: documents written in the claim's insert, only when it wins (the booking's reminders)."""
     try:
-        return _claim_slot(db, slotted, doc, now, events, last=last, guessed=guessed)
+        return _claim_slot(db, slotted, doc, now, events, last=last, guessed=guessed, beside=beside or ())
     finally:
         if turn is not None:
             turn.end()
 
 
 def _claim_slot(db: Database, slotted: Slotted, doc: dict[str, Any], now: datetime,
-                events: list[dict[str, Any]] | None, *, last: Any,
-                guessed: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                events: list[dict[str, Any]] | None, *, last: Any, guessed: bool,
+                beside: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any], dict[str, Any] | None]:
     coll = db[SLOT_LINKS]
     sid = slotted.slot.id
     if last is _UNKNOWN:
         last, guessed = _newest_if_free(db, slotted, now), False
     body = outbox.new_document(doc, events) if events else doc
     try:
-        return _claimed(db, advance(coll, sid, last, body, read_holder=not guessed)), last
+        return _claimed(db, advance(coll, sid, last, body, read_holder=not guessed, beside=beside)), last
     except ClaimTaken as lost:
         if not guessed:  # decided on a read: lost to the claim made after it, a lost race
             if lost.holder is not None:
@@ -588,7 +590,7 @@ def _claim_slot(db: Database, slotted: Slotted, doc: dict[str, Any], now: dateti
         raise taken(sid, newest)
     last = newest
     try:
-        return _claimed(db, advance(coll, sid, last, body)), last
+        return _claimed(db, advance(coll, sid, last, body, beside=beside)), last
     except ClaimTaken as lost:
         raise taken(sid, lost.holder) from None
 
@@ -988,9 +990,11 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         # the consult's one visit: 409 before the slot is claimed (none of this for a bare slot)
         visit = claim_visit(db, ctx, appt_id, resource, slotted, replaces=replaces)
         try:
+            # the reminders go in the claim's insert: written only if it wins, one command for both
             link, before = _claim(db, slotted, _link_doc("booked", appt_id, slotted, ctx.by, ctx.now,
                                                          room=_room_doc(room)),
-                                  ctx.now, [event], last=last, guessed=guessed, turn=pk.turn)
+                                  ctx.now, [event], last=last, guessed=guessed, turn=pk.turn,
+                                  beside=_reminders(ctx, resource, slotted))
         except FhirError:
             revert_visit(db, ctx, visit, "the slot was taken")
             raise
@@ -998,12 +1002,25 @@ def book(db: Database, ctx: Ctx, *, request: dict[str, Any] | None = None,
         pk.end()  # the turn ends with the claim (in _claim), or here when no claim was made
     _create_appointment(db, _stamp(resource, ctx.ref, ctx.by), link["n"])
     _supersede(db, link, before)
-    _closed_meanwhile(db, ctx, visit, appt_id)  # before its reminders: a visit of a closed consult has none
-    _after_booking(db, ctx, resource, slotted)
+    # a visit of a consult closed meanwhile is cancelled here; its reminders, stored with the claim,
+    # are not sent (the worker sends one only while the slot's chain says booked: stopped)
+    _closed_meanwhile(db, ctx, visit, appt_id)
     return resource
 
 
+def _reminders(ctx: Ctx, resource: dict[str, Any], slotted: Slotted) -> list[dict[str, Any]]:
+    """The reminder documents of a booking (none when no offsets are configured)."""
+    from .reminders import reminder_docs
+
+    if not ctx.cfg.reminder_offsets:
+        return []
+    clinics = _requesters(resource)  # the requesting clinic of the consult the appointment is for
+    return reminder_docs(resource["id"], slotted.slot.id, slotted.slot.start, ctx.cfg.reminder_offsets, ctx.now,
+                         also_to=list(dict.fromkeys(clinics)))
+
+
 def _after_booking(db: Database, ctx: Ctx, resource: dict[str, Any], slotted: Slotted) -> None:
+    """The reminders of a confirmed hold (a direct booking's come with its claim: :func:`book`)."""
     from .reminders import schedule_reminders
 
     if not ctx.cfg.reminder_offsets:
@@ -1501,10 +1518,11 @@ def _indexes() -> list[Any]:
     from sen_shared.claims import chain_indexes
     from sen_shared.mongo import Index
 
-    from .reminders import ATTEMPTS
+    from .reminders import ATTEMPTS, REMINDER_MARK
 
     return [*chain_indexes(SLOT_LINKS), *chain_indexes(CONSULT_VISITS),
             Index(SLOT_LINKS, (("mo", 1),)), Index(SLOT_LINKS, (("tb", 1),)),
+            Index(SLOT_LINKS, ((REMINDER_MARK, 1),)),  # the worker's read of the reminders kept beside the links
             *outbox_indexes([SLOT_LINKS]),
             Index(ATTEMPTS, (("rem", 1),))]
 
