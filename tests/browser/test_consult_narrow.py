@@ -34,9 +34,29 @@ def _fits(v, name: str) -> None:
     v.check(name)
 
 
+def _cancelled(stack: dict[str, str], tid: str) -> None:
+    """The consult cancelled by its clinic (teleconsult's $cancel): it leaves the hub's open worklist, where its
+    patient's 60-letter word would widen the table past a 1280 px window (a word is kept whole above a phone's
+    width, the table then scrolling in its box), which test_journey's row check at 1280 px reads."""
+    from sen_shared.auth import issue_dev_token
+
+    token = issue_dev_token(stack["key"], "clinic", facility=FACILITY)
+    r = httpx.post(f"{stack['teleconsult']}/fhir/Task/{tid}/$cancel", timeout=30,
+                   json={"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Thử nghiệm"}]},
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    assert r.status_code == 200, r.text[:300]
+
+
 def test_a_long_unbroken_message_or_name_keeps_a_phones_pages_at_its_width(visitor_factory, stack):
     pid = _patient(stack)
     tid = _submit(stack, "Xin ý kiến về huyết áp khó kiểm soát.", patient=pid)
+    try:
+        _narrow_pages(visitor_factory, pid, tid)
+    finally:
+        _cancelled(stack, tid)
+
+
+def _narrow_pages(visitor_factory, pid: str, tid: str) -> None:
     missing: list[str] = []
 
     clinic = visitor_factory("vi-360", width=360)
