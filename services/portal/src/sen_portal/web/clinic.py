@@ -601,9 +601,31 @@ def patient_chart(pid: str) -> Any:
     return chart_page(pid)
 
 
+def consult_back(pid: str, tid: str, role: str) -> str | None:
+    """The way back from a chart opened from a consult's page (its link's ``?consult=<task>``): that consult's
+    page for the user's ``role`` (the doctor's ``/tasks/<task>``, the clinic's ``/consults/<task>``), only when
+    teleconsult shows the user that consult (with their token) and it is about this patient; None otherwise
+    (no such consult, another patient's, not one of theirs, teleconsult not answering)."""
+    if not FHIR_ID.fullmatch(tid):
+        return None
+    try:
+        bundle = fhir_get("teleconsult", "/fhir/Task", {"_id": tid}, cached=True)
+    except BackendError:
+        return None
+    task = next((t for t in entries(bundle, "Task") if t.get("id") == tid), None)
+    if task is None or patient_id(task.get("for")) != pid:
+        return None
+    return url_for("web.task_detail" if role == "doctor" else "web.consult_detail", tid=tid)
+
+
 def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | None = None, status: int = 200) -> Any:
     """The chart; for a clinic reading another facility's patient (taken on here), the form ending the
-    take-on (``end_form``: the one sent back with its errors, ``problem``: why the EHR refused it)."""
+    take-on (``end_form``: the one sent back with its errors, ``problem``: why the EHR refused it). Opened
+    from a consult's page (``?consult=<task>``), a link back to it (:func:`consult_back`, asked of teleconsult
+    while the EHR reads the chart)."""
+    consult = request.args.get("consult", "")
+    back_job = pool.submit(copy_current_request_context(consult_back), pid, consult, g.user.role) \
+        if consult else None
     try:
         bundle = fhir_get("ehr", f"/fhir/Patient/{pid}/$everything", {"_count": "500"}, cached=True)
     except BackendError as err:
@@ -621,6 +643,7 @@ def chart_page(pid: str, end_form: EndTakeOnForm | None = None, problem: str | N
     if end_form is None and g.user.role == "clinic" and patients.taken_on_here(data["patient"], g.user.facility):
         end_form = EndTakeOnForm(formdata=None)
     return render_template("chart.html", pid=pid, chart=data, series_json=series,
+                           back_to_consult=back_job.result() if back_job is not None else None,
                            created=done.get("created"), taken=done.get("taken"), differs=differs,
                            end_form=end_form, end_problem=problem, title=gettext("Patient chart"),
                            SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT), status
@@ -1045,7 +1068,7 @@ def open_same_reason(pid: str, code: str, key: str) -> list[dict[str, Any]]:
     srs = {str(sr.get("id")): sr for sr in entries(bundle, "ServiceRequest")}
     found = []
     for task in entries(bundle, "Task"):
-        sr = srs.get(_request_id(task) or "") or {}
+        sr = srs.get(request_id(task) or "") or {}
         if task.get("status") not in OPEN or any(
                 i.get("system") == REQUEST_SYSTEM and i.get("value") == key for i in sr.get("identifier") or []):
             continue
@@ -1248,7 +1271,7 @@ def _consults_part(states: tuple[str, ...], count: int, cursor: str | None) -> t
     return [t for t in entries(bundle, "Task") if t.get("status") in states], more
 
 
-def _request_id(task: dict[str, Any]) -> str | None:
+def request_id(task: dict[str, Any]) -> str | None:
     """The id of the ServiceRequest a consult's Task carries out (its ``focus``, else ``basedOn``)."""
     for ref in [task.get("focus"), *(task.get("basedOn") or [])]:
         text = str((ref or {}).get("reference") or "")
@@ -1302,7 +1325,7 @@ def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] |
     and the reasons not kept yet (one teleconsult search, :func:`_reasons`) are asked for at once; the
     Task's own ``reasonCode`` is used when it has one. ``extra``: more per Task id (the worklist's due flags)."""
     pids = [patient_id(t.get("for")) for t in tasks]
-    rids = [_request_id(t) for t in tasks]
+    rids = [request_id(t) for t in tasks]
     names_job = pool.submit(copy_current_request_context(patients.lookup), [p for p in pids if p])
     asked = [r for t, r in zip(tasks, rids, strict=True) if r and not t.get("reasonCode")]
     srs = _reasons(asked)
