@@ -309,11 +309,17 @@ def put_resources(url: str, dev_key: Path, resources: list[dict[str, Any]]) -> N
 
 def emptied(mongo_client: Any, *names: str) -> None:
     """Every collection of the databases ``names`` emptied, their indexes kept: for a process started once
-    for several modules, each module starting from databases as a fresh process would find them."""
+    for several modules, each module starting from databases as a fresh process would find them. The FHIR
+    store's registries of what a database ever held are kept: a running process notes a resource type there
+    once and trusts it after (sen_shared.fhir.store.note_type), so an emptied ``fhir_types`` hid a type an
+    earlier module had written from the next module's ``Patient/$everything``."""
+    from sen_shared.fhir.store import LAYOUTS_COLLECTION, TYPES_COLLECTION
+
     for name in names:
         db = mongo_client[name]
         for coll in db.list_collection_names():
-            db[coll].delete_many({})
+            if coll not in (TYPES_COLLECTION, LAYOUTS_COLLECTION):
+                db[coll].delete_many({})
 
 
 @pytest.fixture(scope="module", name="billing")

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 
 
-@pytest.fixture(scope="session")
-def consult_services(base_env, run_id, tmp_path_factory, mongo_client):
-    """The EHR and teleconsult web processes (gunicorn) of the consult page modules (consult_stack), started
-    once: ``{"ehr": URL, "ehr_db": name, "tc": URL, "tc_db": name}``. Each module on them empties both
-    databases and seeds its EHR first (consult_stack.ehr); dropped at the end."""
+@contextmanager
+def _ehr_and_teleconsult(base_env: dict[str, str], run_id: str, name: str, tmp_path_factory: Any,
+                         mongo_client: Any) -> Iterator[dict[str, str]]:
+    """An EHR and a teleconsult web process (gunicorn) on databases of their own (``sen_t<run>_<name>_ehr``,
+    ``…_tc``), teleconsult reading that EHR: ``{"ehr": URL, "ehr_db": name, "tc": URL, "tc_db": name}``; the
+    databases are dropped after."""
     from tests.support import web_process
 
-    ehr_db, tc_db = f"sen_t{run_id}_cs_ehr", f"sen_t{run_id}_cs_tc"
-    logs = tmp_path_factory.mktemp("consult-stack")
+    ehr_db, tc_db = f"sen_t{run_id}_{name}_ehr", f"sen_t{run_id}_{name}_tc"
+    logs = tmp_path_factory.mktemp(name)
     try:
         with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, logs / "ehr.log") as ehr, \
                 web_process("teleconsult", {**base_env, "SEN_DB": tc_db, "SEN_EHR_URL": ehr,
@@ -22,3 +27,21 @@ def consult_services(base_env, run_id, tmp_path_factory, mongo_client):
     finally:
         mongo_client.drop_database(ehr_db)
         mongo_client.drop_database(tc_db)
+
+
+@pytest.fixture(scope="session")
+def consult_services(base_env, run_id, tmp_path_factory, mongo_client):
+    """The EHR and teleconsult web processes of the consult page modules (consult_stack), started once. Each
+    module on them empties both databases and seeds its EHR first (consult_stack.ehr)."""
+    with _ehr_and_teleconsult(base_env, run_id, "cs", tmp_path_factory, mongo_client) as services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def takeover_services(base_env, run_id, tmp_path_factory, mongo_client):
+    """The EHR and teleconsult web processes of the take-over modules (test_portal_consult_takeover,
+    test_portal_worklist_pages, test_portal_minutes_meanwhile), started once; apart from consult_services,
+    whose clinic has a district that teleconsult keeps per process. Each module empties both databases and
+    seeds its EHR first (test_portal_consult_takeover.ehr)."""
+    with _ehr_and_teleconsult(base_env, run_id, "tk", tmp_path_factory, mongo_client) as services:
+        yield services

@@ -24,7 +24,7 @@ import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,28 +33,28 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, portal_signed_in, seeded_ehr, wait_for, web_process
+from tests.integration.consult_stack import *  # noqa: F403 - its fixtures, used by name
+from tests.integration.consult_stack import BINH, BORN, CLINIC, CUONG, HUB, LAN
+from tests.support import csrf_token, portal_signed_in, wait_for
 
 pytestmark = pytest.mark.integration
 
 FJ = "application/fhir+json"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
-HUB, CLINIC = "bvdk-dong-thap", "tyt-my-hiep"  # the portal's demo doctor's hub and demo clinic
-LAN, BINH, CUONG = "p-lan", "p-binh", "p-cuong"
-# Cường is a baby (his age in months) whenever the suite runs: born some five months before today, never
-# a fixed date that turns one a year later
-BORN = {LAN: "1968-03-15", BINH: "1990-11-02",
-        CUONG: (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")) - timedelta(days=150)).date().isoformat()}
-
-
 def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
 
 
-def _patient(pid: str, family: str, given: str, gender: str) -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": BORN[pid],
-            "name": [{"family": family, "given": given.split()}],
-            "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+def _grant(mongo_client: Any, ehr_db: str, patient: str, grantee: str, sr: str) -> None:
+    """What the EHR's consumer of ``teleconsult.referral.granted`` records (its own handler)."""
+    from sen_ehr.domain.grants import handle_referral_granted
+
+    event = {"id": str(uuid.uuid4()), "data": {"serviceRequest": sr, "patient": f"Patient/{patient}",
+                                               "grantee": grantee, "requester": f"Organization/{CLINIC}",
+                                               "expires": "2099-12-31T00:00:00+07:00"}}
+    assert handle_referral_granted(event, mongo_client[ehr_db])
+
+
 REASONS = {LAN: ("I21.9", "Nhồi máu cơ tim cấp"), BINH: ("I10", "Tăng huyết áp vô căn (nguyên phát)"),
            CUONG: ("I20.0", "Đau thắt ngực không ổn định")}
 
@@ -73,73 +73,6 @@ def _submit(tc: str, dev_key: Path, pid: str) -> tuple[str, str]:
     return ids["ServiceRequest"], ids["Task"]
 
 
-
-
-@pytest.fixture(scope="module")
-def ehr_db(run_id):
-    return f"sen_t{run_id}_pcp_ehr"
-
-
-def ehr_seed() -> list[dict[str, Any]]:
-    """What this module's EHR holds at the start (and consult_stack's, for each module on it): the hub, the
-    demo clinic, the demo doctor and the three patients."""
-    return [
-        {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
-        {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp",
-         "address": [{"district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
-        {"resourceType": "Practitioner", "id": "bs-nguyen-van-an",  # the portal's demo doctor
-         "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
-        _patient(LAN, "Nguyễn", "Thị Lan", "female"),
-        _patient(BINH, "Trần", "Văn Bình", "male"),
-        _patient(CUONG, "Lê", "Văn Cường", "male"),
-    ]
-
-
-@pytest.fixture(scope="module")
-def ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key):
-    with seeded_ehr(base_env, ehr_db, tmp_path_factory, mongo_client, dev_key, ehr_seed()) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def tc(base_env, run_id, ehr, tmp_path_factory, mongo_client):
-    db = f"sen_t{run_id}_pcp_tc"
-    log = tmp_path_factory.mktemp("tc") / "tc.log"
-    with web_process("teleconsult", {**base_env, "SEN_DB": db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "10"},
-                     log) as url:
-        yield url
-    mongo_client.drop_database(db)
-
-
-@pytest.fixture(autouse=True)
-def _names_from_this_ehr(monkeypatch):
-    """The portal keeps the EHR's facility and doctor names per process for minutes: each test starts
-    with none kept, so names come from this module's EHR, not from an earlier test's stub (the worklist
-    showed Organization/tyt-my-hiep after the page tests of the same run had kept their stub's names)."""
-    from sen_portal.web import directory
-
-    monkeypatch.setattr(directory, "_kept", {})
-
-
-@pytest.fixture(scope="module")
-def portal(base_env, run_id, ehr, tc, mongo_client):
-    env = {**base_env, "SEN_EHR_URL": ehr, "SEN_TELECONSULT_URL": tc, "SEN_BILLING_URL": tc,
-           "SEN_HTTP_TIMEOUT": "10"}
-    with app_client("portal", env, f"sen_t{run_id}_pcp_portal", mongo_client) as (_client, app):
-        app.app.config["TESTING"] = True
-        yield app.app
-
-
-def _grant(mongo_client: Any, ehr_db: str, patient: str, grantee: str, sr: str) -> None:
-    """What the EHR's consumer of ``teleconsult.referral.granted`` records (its own handler)."""
-    from sen_ehr.domain.grants import handle_referral_granted
-
-    event = {"id": str(uuid.uuid4()), "data": {"serviceRequest": sr, "patient": f"Patient/{patient}",
-                                               "grantee": grantee, "requester": f"Organization/{CLINIC}",
-                                               "expires": "2099-12-31T00:00:00+07:00"}}
-    assert handle_referral_granted(event, mongo_client[ehr_db])
-
-
 @pytest.fixture(scope="module")
 def consults(tc, dev_key, mongo_client, ehr_db) -> dict[str, tuple[str, str]]:
     """Three consults of the demo clinic: patient id -> (ServiceRequest id, Task id). The module's tests run in
@@ -152,9 +85,13 @@ def consults(tc, dev_key, mongo_client, ehr_db) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture()
 def http_calls(monkeypatch):
-    """Every request the portal sends to a back-end in this test: (method, URL)."""
+    """Every request the portal sends to a back-end in this test: (method, URL); none answered from the answers
+    an earlier test's pages left kept (a user's are kept a few seconds: the clinic's list of the test before
+    answered this one's without an EHR search)."""
+    from sen_portal.web import backend
     from sen_shared import http
 
+    monkeypatch.setattr(backend, "answers", backend.AnswerCache())
     calls: list[tuple[str, str]] = []
     real = http.request
 

@@ -26,17 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    CLINIC,
-    HUB,
-    ICD10,
-    _headers,
-    _names_from_this_ehr,
-    _patient,
-    tc,
-)
+from tests.integration.consult_stack import CLINIC, HUB, _names_from_this_ehr, _patient  # noqa: F401 - a fixture
+from tests.integration.test_portal_consult_patients import ICD10, _headers
 from tests.integration.test_portal_visit_changes import portal  # noqa: F401 - the portal, answers never kept
-from tests.support import csrf_token, portal_signed_in, seeded_ehr, wait_for
+from tests.support import csrf_token, emptied, portal_signed_in, put_resources, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +45,11 @@ def _shown(pid: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+def ehr(takeover_services, mongo_client, dev_key):
+    """The session's take-over EHR (its URL; takeover_services, tests/integration/conftest.py, shared by this
+    module, test_portal_worklist_pages and test_portal_minutes_meanwhile) with nothing from an earlier module
+    in it or in teleconsult's database: the hub's doctors, the clinic and Nguyễn Thị Lan alone."""
+    emptied(mongo_client, takeover_services["ehr_db"], takeover_services["tc_db"])
     seed: list[dict[str, Any]] = [
         {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
         {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
@@ -66,8 +63,13 @@ def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
         seed.append({"resourceType": "PractitionerRole", "id": f"role-{pid}",
                      "practitioner": {"reference": f"Practitioner/{pid}"},
                      "organization": {"reference": f"Organization/{HUB}"}})
-    with seeded_ehr(base_env, f"sen_t{run_id}_ptk_ehr", tmp_path_factory, mongo_client, dev_key, seed) as url:
-        yield url
+    put_resources(takeover_services["ehr"], dev_key, seed)
+    return takeover_services["ehr"]
+
+
+@pytest.fixture(scope="module")
+def tc(takeover_services, ehr):
+    return takeover_services["tc"]
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    HUB,
-    _headers,
-    _names_from_this_ehr,
-    tc,
-)
+from tests.integration.consult_stack import HUB, _names_from_this_ehr  # noqa: F401 - a fixture used by name
+from tests.integration.test_portal_consult_patients import _headers
 from tests.integration.test_portal_consult_takeover import (  # noqa: F401 - fixtures used by name
     _submit,
     _task,
@@ -41,6 +37,7 @@ from tests.integration.test_portal_consult_takeover import (  # noqa: F401 - fix
     clinic_h,
     doctors,
     ehr,
+    tc,
 )
 from tests.integration.test_portal_visit_changes import portal  # noqa: F401 - the portal, answers never kept
 from tests.support import csrf_token, flashed_steps, portal_signed_in

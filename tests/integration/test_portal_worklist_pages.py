@@ -21,14 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_portal_consult_patients import (  # noqa: F401 - fixtures used by name
-    CLINIC,
-    HUB,
-    ICD10,
-    _names_from_this_ehr,
-    tc,
-)
-from tests.integration.test_portal_consult_takeover import PATIENT, _task, clinic_h, doctors, ehr  # noqa: F401
+from tests.integration.consult_stack import CLINIC, HUB, _names_from_this_ehr  # noqa: F401 - a fixture
+from tests.integration.test_portal_consult_patients import ICD10
+from tests.integration.test_portal_consult_takeover import PATIENT, _task, clinic_h, doctors, ehr, tc  # noqa: F401
 from tests.integration.test_portal_visit_changes import portal  # noqa: F401 - the portal, answers never kept
 from tests.support import portal_signed_in
 
