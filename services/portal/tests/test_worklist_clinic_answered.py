@@ -88,3 +88,88 @@ def test_a_filtered_empty_worklist_says_the_filters_found_nothing_not_that_nothi
     with client.session_transaction() as kept:
         kept["lang"] = "en"
     assert "No consult matches these filters." in client.get("/worklist?status=completed").get_data(as_text=True)
+
+
+def _order(page: str) -> list[str]:
+    return list(dict.fromkeys(re.findall(r'href="/tasks/([\w-]+)"', page)))
+
+
+def test_consults_waiting_for_the_clinic_come_after_those_she_can_act_on(client, monkeypatch):
+    """Walked: a stat consult she had asked the clinic about sat at the top of the worklist, above the consults she
+    could act on, though nothing was hers to do until the clinic answered. Those she can act on come first (priority
+    then due time), then those on hold, each marked "Chờ cơ sở trả lời" / "Waiting for the clinic", the order said
+    above the list; teleconsult's order within each part is kept."""
+    tasks = [dict(_task("asked-stat", "on-hold", "3", "Practitioner/bs-nguyen-van-an"), priority="stat"),
+             dict(_task("new-routine", "requested", "1", None), priority="routine"),
+             dict(_task("asked-urgent", "on-hold", "3", "Practitioner/bs-nguyen-van-an"), priority="urgent"),
+             dict(_task("mine-asap", "in-progress", "3", "Practitioner/bs-nguyen-van-an"), priority="asap")]
+    asked = _fake_hub(monkeypatch, tasks)
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert _order(page) == ["mine-asap", "new-routine", "asked-stat", "asked-urgent"], _order(page)
+    rows = re.findall(r"<tr role=\"row\">(.*?)</tr>", page, re.S)
+    marked = [re.search(r"/tasks/([\w-]+)", row).group(1) for row in rows if 'data-testid="waiting-for-clinic"' in row]
+    assert marked == ["asked-stat", "asked-urgent"] and page.count(">Chờ cơ sở trả lời</span>") == 2
+    assert 'data-testid="worklist-order"' in page and "các ca đang chờ cơ sở trả lời đứng sau chúng" in page
+    assert asked == [{"_count": "50"}]  # one read of teleconsult's worklist, as before
+    page = client.get("/worklist?status=on-hold").get_data(as_text=True)  # only those: marked, no order to say
+    assert _order(page) == ["asked-stat", "asked-urgent"] and 'data-testid="worklist-order"' not in page
+    page = client.get("/worklist?status=requested").get_data(as_text=True)
+    assert "Chờ cơ sở trả lời" not in page and 'data-testid="worklist-order"' not in page
+    with client.session_transaction() as kept:
+        kept["lang"] = "en"
+    page = client.get("/worklist").get_data(as_text=True)
+    assert page.count(">Waiting for the clinic</span>") == 2 and "come after them" in page
+
+
+def test_a_visit_booked_after_the_clinics_answer_is_her_next_step(client, monkeypatch):
+    """Walked: she booked the video visit of a consult the clinic had answered, and the row still read "Cơ sở đã
+    trả lời" (booking leaves the Task alone). A visit booked after the answer is her next step: the row no longer
+    says it; one booked before the question still leaves it said. One teleconsult Appointment search for the page,
+    asked only when a row would say it."""
+    from sen_portal.web import doctor
+    from sen_portal.web.backend import BackendError
+
+    def answered(tid: str) -> dict[str, Any]:
+        task = _task(tid, "accepted", "4", "Practitioner/ys-vo-minh-tam")
+        task["focus"] = {"reference": f"ServiceRequest/sr-{tid}"}
+        task["meta"]["lastUpdated"] = "2026-12-06T02:00:00Z"  # the clinic's answer, 09:00 in Vietnam
+        return task
+
+    tasks = [answered("booked-after"), answered("booked-before"), answered("not-booked")]
+    _fake_hub(monkeypatch, tasks)
+    worklist = doctor.fhir_get
+    visits = [{"resourceType": "Appointment", "id": "a1", "status": "booked",
+               "basedOn": [{"reference": "ServiceRequest/sr-booked-after"}],
+               "meta": {"lastUpdated": "2026-12-06T02:05:00Z"}},  # booked 5 minutes after the answer
+              {"resourceType": "Appointment", "id": "a2", "status": "booked",
+               "basedOn": [{"reference": "ServiceRequest/sr-booked-before"}],
+               "meta": {"lastUpdated": "2026-12-06T01:00:00Z"}}]  # booked before she asked
+    searches: list[dict[str, str]] = []
+    state = {"down": False}
+
+    def fhir_get(service, path, params=None, **kw):
+        if path == "/fhir/Appointment":
+            searches.append(dict(params or {}))
+            if state["down"]:
+                raise BackendError("down", "teleconsult")
+            return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": a} for a in visits]}
+        return worklist(service, path, params, **kw)
+
+    monkeypatch.setattr(doctor, "fhir_get", fhir_get)
+    sign_in(client, "doctor")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert _marked(page) == {"booked-before", "not-booked"}, _marked(page)
+    assert searches == [{"based-on": "ServiceRequest/sr-booked-after,ServiceRequest/sr-booked-before,"
+                                     "ServiceRequest/sr-not-booked", "status": "booked", "_count": "12"}]
+    state["down"] = True  # teleconsult's visits not read: said as before, the page shown
+    from sen_portal.web import backend
+
+    monkeypatch.setattr(backend, "answers", backend.AnswerCache())
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"booked-after", "booked-before", "not-booked"}
+    searches.clear()
+    _fake_hub(monkeypatch, [_task("plain", "accepted", "3", "Practitioner/bs-nguyen-van-an")])
+    worklist = doctor.fhir_get
+    monkeypatch.setattr(doctor, "fhir_get", fhir_get)
+    assert client.get("/worklist").status_code == 200
+    assert searches == []  # no row says the clinic answered: nothing asked

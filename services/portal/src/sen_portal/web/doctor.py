@@ -17,6 +17,7 @@ from . import backend_message, bp, icd10, is_htmx, login_required, select_locale
 from .backend import BackendError, call, entries, fhir_get, fhir_post, page_status
 from .charges import request_key
 from .clinic import (
+    CURSOR,
     OPEN,
     consult_bundle,
     consult_rows,
@@ -26,12 +27,13 @@ from .clinic import (
     page_gone,
     pool,
     refusal_said,
+    request_id,
     send_message,
     teleconsult_page,
 )
 from .confirming import confirmation
 from .confirming import status as confirming_status
-from .directory import hub_specialties, party
+from .directory import answered_by_clinic, hub_specialties, party
 from .formatting import TZ, parse_instant, today, when
 from .forms import (
     FORM_KEY,
@@ -81,12 +83,96 @@ def worklist_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         due = parse_instant(due_text)
         # still to answer, and due within the hour (not a consult closed, nor one already past its time)
         soon = bool(due and not breached and task.get("status") in OPEN and now <= due < now + timedelta(hours=1))
-        rows.append({"task": task, "breached": breached, "soon": soon, "due": due_text})
+        rows.append({"task": task, "breached": breached, "soon": soon, "due": due_text,
+                     "waiting": task.get("status") == WAITING})
     return rows
 
 
+WORKLIST = "/fhir/Task/$worklist"
 WORKLIST_PAGE = 50
 WORKLIST_STATES = ("requested", "accepted", "on-hold", "in-progress", "completed")
+WAITING = "on-hold"  # asked the clinic (the hub's $request-info): waiting for its answer, nothing to do meanwhile
+ACTIONABLE = ("requested", "accepted", "in-progress")  # the open states the hub acts on
+# a page of the open worklist after the first: its part ("act": those she can act on, "wait": those waiting
+# for the clinic) and, unless that part starts there, teleconsult's cursor of the part's $worklist
+_PART = re.compile(rf"^(act|wait)(?:-({CURSOR}))?$")
+
+
+def _total(bundle: dict[str, Any]) -> int | None:
+    return bundle["total"] if isinstance(bundle.get("total"), int) else None
+
+
+def open_worklist_page(params: dict[str, str], after: str | None,
+                       ) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of the open worklist (no status asked): its entries, the ``after`` of the next page (None: the
+    last) and how many open consults there are. The consults she can act on (requested, accepted, in progress)
+    come first, then those waiting for the clinic's answer (on hold), each part in teleconsult's order
+    (priority, then due time: issue 14's ``$worklist``, whose own order stays as it is). The usual worklist,
+    every open consult on one page, is one ``$worklist`` read ordered here; a longer one is its two parts one
+    after the other, each paged by teleconsult's cursor (as the clinic's list, :func:`clinic.consults_page`): a
+    page the first part does not fill goes on with the second. ``after``: as a page's "next" link gave it (a
+    bad one is ValueError: the page's 400)."""
+    if after is None:
+        bundle, more = teleconsult_page(WORKLIST, params, None)
+        if more is None:  # all of them on this page
+            found = bundle.get("entry") or []
+            return [e for e in found if not waiting(e)] + [e for e in found if waiting(e)], None, _total(bundle)
+    m = _PART.match(after or "act")
+    if m is None:
+        raise ValueError(after)
+    part, cursor = m.groups()
+    act, wait = {**params, "status": ",".join(ACTIONABLE)}, {**params, "status": WAITING}
+    if part == "wait":
+        bundle, more = teleconsult_page(WORKLIST, wait, cursor)
+        others, _ = teleconsult_page(WORKLIST, {**act, "_count": "1"}, None)  # only how many
+        return bundle.get("entry") or [], f"wait-{more}" if more else None, _sum(bundle, others)
+    bundle, more = teleconsult_page(WORKLIST, act, cursor)
+    found = bundle.get("entry") or []
+    room = WORKLIST_PAGE - len(found)
+    # the waiting ones that fill the page (one at least: is there any after a full page?), and how many
+    rest, rest_more = teleconsult_page(WORKLIST, {**wait, "_count": str(1 if more else max(room, 1))}, None)
+    if more:
+        return found, f"act-{more}", _sum(bundle, rest)
+    if room == 0:
+        return found, "wait" if rest.get("entry") else None, _sum(bundle, rest)
+    return found + (rest.get("entry") or []), f"wait-{rest_more}" if rest_more else None, _sum(bundle, rest)
+
+
+def _sum(*bundles: dict[str, Any]) -> int | None:
+    totals = [_total(b) for b in bundles]
+    return sum(t for t in totals if t is not None) if None not in totals else None
+
+
+def booked_since_answer(tasks: list[dict[str, Any]]) -> set[str]:
+    """The ids of the consults ``tasks`` (those the clinic has answered: :func:`directory.answered_by_clinic`) whose
+    video visit was booked after the answer: her next step, though booking leaves the Task alone, so the row no
+    longer says the clinic answered. ONE teleconsult Appointment search for the page (their ServiceRequests,
+    ``status=booked``), asked only when a row would say it (none on most loads); a visit is booked after the
+    answer when its version (the booking: a move books a new one) is no older than the Task's, which the
+    answer made. Teleconsult not answering: none (the rows say the clinic answered, as before)."""
+    by_request = {rid: task for task in tasks if (rid := request_id(task))}
+    if not by_request:
+        return set()
+    try:
+        bundle = fhir_get("teleconsult", "/fhir/Appointment", {
+            "based-on": ",".join(f"ServiceRequest/{rid}" for rid in sorted(by_request)), "status": "booked",
+            "_count": str(4 * len(by_request))}, cached=True)
+    except BackendError:
+        return set()
+    found = set()
+    for appt in entries(bundle, "Appointment"):
+        booked_at = parse_instant((appt.get("meta") or {}).get("lastUpdated"))
+        for ref in appt.get("basedOn") or []:
+            task = by_request.get(str((ref or {}).get("reference") or "").removeprefix("ServiceRequest/"))
+            answered_at = parse_instant(((task or {}).get("meta") or {}).get("lastUpdated"))
+            if task is not None and booked_at and answered_at and booked_at >= answered_at:
+                found.add(str(task.get("id")))
+    return found
+
+
+def waiting(entry: dict[str, Any]) -> bool:
+    """Whether a worklist entry waits for the clinic's answer (:data:`WAITING`)."""
+    return (entry.get("resource") or {}).get("status") == WAITING
 
 
 @bp.route("/worklist")
@@ -111,9 +197,12 @@ def worklist() -> Any:
     try:
         if unknown:  # never an empty list for a value the doctor cannot have meant
             raise LookupError(unknown)
-        bundle, next_after = teleconsult_page("/fhir/Task/$worklist", params, after)
-        rows = worklist_rows(bundle)
-        total = bundle.get("total") if isinstance(bundle.get("total"), int) else None
+        if status:
+            bundle, next_after = teleconsult_page(WORKLIST, params, after)
+            found, total = bundle.get("entry") or [], _total(bundle)
+        else:  # the open ones: those she can act on first, then those waiting for the clinic
+            found, next_after, total = open_worklist_page(params, after)
+        rows = worklist_rows({"entry": found})
     except LookupError as err:
         problem, code = str(err), 400
     except ValueError:
@@ -122,6 +211,10 @@ def worklist() -> Any:
         problem, code = backend_message(err), page_status(err)
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
+        answered = [r["task"] for r in rows if answered_by_clinic(r["task"], g.user.facility, g.user.practitioner)]
+        said = {str(t.get("id")) for t in answered} - (booked_since_answer(answered) if answered else set())
+        for r in rows:
+            r["answered"] = str(r["task"].get("id")) in said
     refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
     done = steps_done()  # the step this page follows, said once (notices; none to a refresh)
     given = done.get("reassigned")
