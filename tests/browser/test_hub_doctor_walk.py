@@ -1,7 +1,8 @@
 """The hub doctor between two patients (walk of session 27), in the browser: what slowed her down or hid
 something from her. On a tablet (768 px) the worklist's columns broke their words ("06/12/2" above "026",
-"Accept" above "ed"); a consult the clinic answered read like any other on the worklist. Screenshotted and
-checked by axe-core (conftest.Visitor.check)."""
+"Accept" above "ed"); a consult the clinic answered read like any other on the worklist, and one waiting for the
+clinic's answer sat above those she could act on; the chart opened from a consult had no way back to it.
+Screenshotted and checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,8 @@ def _answer(stack: dict[str, str], tid: str) -> None:
     assert r.status_code == 200, r.text[:300]
 
 
-def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, stack):
-    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
-    v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
+def _accepted_and_asked(v, tid: str) -> None:
+    """The doctor accepts the consult, then asks the clinic for a result (on hold until it answers)."""
     v.go(f"/tasks/{tid}")
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_selector("[data-testid=accepted]")
@@ -61,16 +60,38 @@ def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, 
     v.page.fill("#question", "Xin gửi troponin và ECG 12 chuyển đạo.")
     v.page.click("form[action$='/request-info'] button")
     v.page.wait_for_selector("[data-testid=asked]")
+
+
+def _worklist_until(v, row, answered: bool) -> None:
+    """The worklist read until ``row`` says (or no longer says) the clinic answered: the portal keeps a user's
+    answers a few seconds."""
+    for _ in range(20):
+        v.go("/worklist")
+        if bool(row.locator("[data-testid=clinic-answered]").count()) == answered:
+            return
+        v.page.wait_for_timeout(500)
+
+
+def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, stack):
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    _accepted_and_asked(v, tid)
     row = v.page.locator(f"#worklist tr:has(a[href='/tasks/{tid}'])")
+    _submit(stack, "Tăng huyết áp khó kiểm soát, xin ý kiến chuyên khoa.", "routine")  # one she can act on
     v.go("/worklist")
     assert "Câu hỏi cho cơ sở" in row.inner_text() and row.locator("[data-testid=clinic-answered]").count() == 0
+    # waiting for the clinic, though stat: after every consult she can act on, and said so
+    assert row.locator("[data-testid=waiting-for-clinic]").inner_text() == "Chờ cơ sở trả lời"
+    waits = v.page.evaluate("() => [...document.querySelectorAll('#worklist tbody tr')]"
+                            ".map(tr => !!tr.querySelector('[data-testid=waiting-for-clinic]'))")
+    assert False in waits and waits == sorted(waits), waits  # those she can act on first, then the waiting ones
+    assert v.page.locator("[data-testid=worklist-order]").count() == 1
+    v.check("doctor-worklist-waiting-for-clinic")
     _answer(stack, tid)
-    for _ in range(20):  # the portal keeps a user's answers a few seconds: read again until the answer shows
-        v.go("/worklist")
-        if row.locator("[data-testid=clinic-answered]").count():
-            break
-        v.page.wait_for_timeout(500)
+    _worklist_until(v, row, answered=True)
     assert row.locator("[data-testid=clinic-answered]").inner_text() == "Cơ sở đã trả lời"
+    assert row.locator("[data-testid=waiting-for-clinic]").count() == 0  # hers to act on again
     v.check("doctor-worklist-clinic-answered")
     v.go(f"/tasks/{tid}")  # her next step on it (she starts work): the row no longer says it
     v.page.click("[data-testid=start-consult]")
@@ -78,6 +99,51 @@ def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, 
     v.go("/worklist")
     assert row.locator("[data-testid=in-progress]").count() == 1
     assert row.locator("[data-testid=clinic-answered]").count() == 0
+
+
+def test_booking_the_visit_after_the_clinics_answer_is_her_next_step(visitor_factory, stack):
+    """Walked: the clinic answered, she booked the video visit, and the worklist still said the clinic had answered
+    (booking leaves the Task alone). Booked after the answer, the row no longer says it."""
+    from tests.browser.test_visit_changes import book_a_time
+
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory("vi-1280")
+    v.sign_in("doctor")
+    _accepted_and_asked(v, tid)
+    _answer(stack, tid)
+    row = v.page.locator(f"#worklist tr:has(a[href='/tasks/{tid}'])")
+    _worklist_until(v, row, answered=True)
+    assert row.locator("[data-testid=clinic-answered]").count() == 1
+    v.go(f"/tasks/{tid}")
+    v.page.click("form[action$='/slots'] button")
+    v.page.wait_for_selector("form[action$='/book'] button")
+    book_a_time(v)
+    _worklist_until(v, row, answered=False)
+    assert row.count() == 1 and row.locator("[data-testid=clinic-answered]").count() == 0
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 768), ("en", 1280)])
+def test_the_chart_opened_from_a_consult_leads_back_to_it(visitor_factory, stack, lang, width):
+    """Walked: the chart opened from the consult's page in the same tab, and nothing on it led back to the consult
+    (the worklist, then its row). Now "← Quay lại ca hội chẩn" / "Back to the consult" does."""
+    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
+    v = visitor_factory(f"{lang}-{width}", width=width)
+    v.sign_in("doctor")
+    if lang == "en":
+        v.english()
+    v.go(f"/tasks/{tid}")
+    chart = v.page.locator("[data-testid=consult-patient] a").get_attribute("href")
+    back = v.page.locator("[data-testid=back-to-consult]")
+    for _ in range(20):  # the hub reads the patient once the clinic's referral grant is recorded
+        v.go(chart)
+        if back.count():
+            break
+        v.page.wait_for_timeout(500)
+    assert back.inner_text() == {"vi": "← Quay lại ca hội chẩn", "en": "← Back to the consult"}[lang]
+    v.check("doctor-chart-back-to-consult")
+    back.click()
+    v.page.wait_for_url(f"**/tasks/{tid}")
+    assert v.page.locator("[data-testid=consult-patient]").count() == 1
 
 
 HISTORY = "Nam 71 tuổi, đau ngực trái dữ dội lan lên vai trái từ 30 phút, vã mồ hôi, khó thở. " * 12
