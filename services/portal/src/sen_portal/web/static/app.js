@@ -157,7 +157,34 @@
   function isPoll(elt) {
     return !!elt && !!elt.getAttribute && /(^|[\s,])every\s/.test(elt.getAttribute("hx-trigger") || "");
   }
+  // A suggestion box's request (the diagnosis box's codes, the secretary box's names, the reason box's), asked
+  // as the user types, sends nothing of the form: its failure is said quietly beside the suggestions' own box
+  // (a polite status under the list it would have filled, the connection box's data-suggest) and the form's
+  // "not sent" box is left for the form's own submission (it said the minutes had failed to go). The next of
+  // its answers that comes takes the note away.
+  function suggestTarget(elt) {
+    var sel = elt && elt.getAttribute ? elt.getAttribute("hx-target") : null, t = null;
+    try { t = sel ? document.querySelector(sel) : null; } catch (e) { t = null; }
+    return t && (t.matches("ul.suggest") || t.tagName === "DATALIST") ? t : null;
+  }
+  function suggestNote(list, make) {
+    var id = list.id + "-failed", note = document.getElementById(id), page = document.getElementById("connection-error");
+    if (!note && make) {
+      note = document.createElement("p");
+      note.id = id; note.className = "hint suggest-failed"; note.setAttribute("role", "status");
+      note.textContent = (page && page.getAttribute("data-suggest")) || "";
+      list.parentNode.insertBefore(note, list.nextSibling);
+    }
+    return note;
+  }
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    var d = evt.detail, list = d.successful && d.xhr && d.xhr.status < 400 ? suggestTarget(d.elt) : null;
+    var note = list ? suggestNote(list, false) : null;
+    if (note) note.hidden = true;
+  });
   function connectionError(evt) {
+    var list = suggestTarget(evt.detail.elt);
+    if (list) { suggestNote(list, true).hidden = false; return; }
     var xhr = evt.detail.xhr, big = xhr && xhr.status === 413 ? tooLargeBox(evt.detail.elt) : null;
     var poll = !big && isPoll(evt.detail.elt), page = document.getElementById("connection-error");
     var own = ownBox(evt.detail.elt), box = big || (poll ? page : own || page);
