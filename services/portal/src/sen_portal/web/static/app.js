@@ -61,9 +61,67 @@
   function fileInputs(form) {
     return Array.prototype.slice.call(form.querySelectorAll("input[type=file]"));
   }
+  // a photo (JPEG, PNG, WebP) over the form's data-max-file, or larger than a screen shows (its longest side over
+  // 1600 px), is made smaller here once chosen (canvas, JPEG at 0.85, its longest side 1600 px) and put in the
+  // file box in its place: a phone's 2-4 MB photo was refused, and one at the limit took ~30 s on a clinic's
+  // 400 kbit/s link. Said beside the field (the refused box's "-shrunk" note, its data-shrunk: "{name}", "{from}",
+  // "{to}"). A PDF, a file the browser cannot decode and a photo still over the limit stay as chosen and are
+  // refused as before; the server checks every file again (without JavaScript it refuses the photo).
+  var PHOTOS = ["image/jpeg", "image/png", "image/webp"], SIDE = 1600, picks = new WeakMap(), shrinking = new WeakMap();
+  function shrinkPhoto(f, each) {
+    if (PHOTOS.indexOf(f.type) < 0 || !window.createImageBitmap) return Promise.resolve(f);
+    return createImageBitmap(f).then(function (bmp) {  // turned as the camera says (its EXIF orientation)
+      var side = Math.max(bmp.width, bmp.height);
+      if (side <= SIDE && !(each && f.size > each)) { bmp.close(); return f; }
+      var scale = Math.min(1, SIDE / side), canvas = document.createElement("canvas"), ctx = canvas.getContext("2d");
+      canvas.width = Math.max(1, Math.round(bmp.width * scale)); canvas.height = Math.max(1, Math.round(bmp.height * scale));
+      ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);  // a PNG's transparent parts: white
+      ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
+      bmp.close();
+      return new Promise(function (done) { canvas.toBlob(done, "image/jpeg", 0.85); }).then(function (blob) {
+        if (!blob || blob.size >= f.size) return f;
+        return new File([blob], f.name.replace(/\.[^.]*$/, "") + ".jpg", {type: "image/jpeg", lastModified: f.lastModified});
+      });
+    }).catch(function () { return f; });  // not a picture the browser can read: left as chosen
+  }
+  function sizeSaid(n) {  // 3,2 MB / 3.2 MB, 410 KB: the limit's own units (1.5 MB = 1 500 000 bytes)
+    var mb = n >= 1e6, lang = document.documentElement.lang || undefined;
+    return new Intl.NumberFormat(lang, {maximumFractionDigits: mb ? 1 : 0})
+      .format(mb ? n / 1e6 : Math.max(1, Math.round(n / 1000))) + (mb ? " MB" : " KB");
+  }
+  function shrinkChosen(form, input) {
+    var each = Number(form.getAttribute("data-max-file")), files = Array.prototype.slice.call(input.files || []);
+    var note = document.getElementById((form.getAttribute("data-files-refused") || "") + "-shrunk"), pick = {};
+    if (note) { note.hidden = true; note.textContent = ""; }
+    picks.set(input, pick);
+    if (!note || !window.DataTransfer || !files.some(function (f) { return PHOTOS.indexOf(f.type) >= 0; })) {
+      refusedFiles(form, input);
+      return;
+    }
+    var done = Promise.all(files.map(function (f) { return shrinkPhoto(f, each); })).then(function (out) {
+      if (picks.get(input) !== pick) return;  // chosen again meanwhile: that choice's turn
+      var said = [], dt = new DataTransfer();
+      out.forEach(function (f, i) {
+        dt.items.add(f);
+        if (f !== files[i]) {
+          said.push(note.getAttribute("data-shrunk").split("{name}").join(files[i].name)
+            .split("{from}").join(sizeSaid(files[i].size)).split("{to}").join(sizeSaid(f.size)));
+        }
+      });
+      if (said.length) {
+        input.files = dt.files;
+        note.hidden = false; note.textContent = said.join(" ");
+        sayChosen(input);
+      }
+      refusedFiles(form, input);
+    }).finally(function () {
+      if (shrinking.get(form) === done) shrinking.delete(form);
+    });
+    shrinking.set(form, done);
+  }
   document.addEventListener("change", function (evt) {  // said as soon as the files are chosen
     var input = evt.target;
-    if (input.matches && input.matches("form[data-files-refused] input[type=file]")) refusedFiles(input.form, input);
+    if (input.matches && input.matches("form[data-files-refused] input[type=file]")) shrinkChosen(input.form, input);
   });
   // a file box's text beside its button (_form.html: "{id}-chosen") names what is chosen, in the page's words
   function sayChosen(input) {
@@ -78,7 +136,13 @@
     if (evt.target.matches && evt.target.matches("input[type=file]")) sayChosen(evt.target);
   });
   document.addEventListener("submit", function (evt) {
-    var form = evt.target, box = tooLargeBox(form), refused = null;
+    var form = evt.target, box = tooLargeBox(form), refused = null, photos = shrinking.get(form);
+    if (photos) {  // sent while its photos are being made smaller: sent once they are, with them
+      evt.preventDefault(); evt.stopPropagation();
+      var by = evt.submitter;
+      photos.then(function () { form.requestSubmit(by && by.form === form ? by : undefined); });
+      return;
+    }
     if (form.hasAttribute && form.hasAttribute("data-files-refused")) {
       fileInputs(form).forEach(function (input) { refused = refusedFiles(form, input) || refused; });
     }
