@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser.served import fulfil_from
 from tests.browser.test_dashboard_week_labels import _figures
 from tests.support import portal_app, portal_signed_in
 
@@ -42,10 +42,7 @@ def _dashboard(browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, la
     client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
 
     def serve(route: Any) -> None:
-        url = urlsplit(route.request.url)
-        r = client.get(url.path + (f"?{url.query}" if url.query else ""))
-        route.fulfill(status=r.status_code, body=r.data,
-                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+        fulfil_from(client, route)
 
     ctx = browser.new_context(viewport=viewport, locale=locale, timezone_id="Asia/Ho_Chi_Minh")
     try:

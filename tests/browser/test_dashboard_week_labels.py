@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser.served import fulfil_from
 from tests.support import portal_app, portal_signed_in
 
 pytestmark = pytest.mark.integration
@@ -50,10 +50,7 @@ def test_the_weekly_charts_label_their_first_and_last_week(browser, tmp_path: Pa
     client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept")
 
     def serve(route: Any) -> None:
-        url = urlsplit(route.request.url)
-        r = client.get(url.path + (f"?{url.query}" if url.query else ""))
-        route.fulfill(status=r.status_code, body=r.data,
-                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+        fulfil_from(client, route)
 
     ctx = browser.new_context(viewport={"width": width, "height": 900}, locale="vi-VN",
                               timezone_id="Asia/Ho_Chi_Minh")

@@ -17,6 +17,7 @@ import pytest
 from services.portal.tests.test_minutes_in_place import Signing
 from services.portal.tests.test_minutes_in_place import fake as fake  # noqa: F401 - a fixture, used by name
 from services.portal.tests.test_visit_changes import TID
+from tests.browser.served import fulfil_from
 from tests.support import portal_app, portal_signed_in
 
 pytestmark = pytest.mark.integration
@@ -34,15 +35,9 @@ def test_the_secretary_suggestions_follow_the_participants_edited_on_the_page(
     asked: list[str] = []
 
     def serve(route: Any) -> None:
-        req, url = route.request, urlsplit(route.request.url)
-        if req.method == "POST":
-            asked.append(url.path)
-        r = client.open(url.path + (f"?{url.query}" if url.query else ""), method=req.method,
-                        data=req.post_data_buffer, headers={k: v for k, v in req.headers.items()
-                                                            if k.lower() in ("content-type", "x-csrftoken")
-                                                            or k.lower().startswith("hx-")})
-        route.fulfill(status=r.status_code, body=r.data,
-                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+        if route.request.method == "POST":
+            asked.append(urlsplit(route.request.url).path)
+        fulfil_from(client, route)
 
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN",
                               timezone_id="Asia/Ho_Chi_Minh")

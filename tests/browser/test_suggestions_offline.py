@@ -20,6 +20,7 @@ import pytest
 from services.portal.tests.test_minutes_in_place import Signing
 from services.portal.tests.test_minutes_in_place import fake as fake  # noqa: F401 - a fixture, used by name
 from services.portal.tests.test_visit_changes import TID
+from tests.browser.served import fulfil_from
 from tests.support import portal_app, portal_signed_in
 
 pytestmark = pytest.mark.integration
@@ -43,12 +44,7 @@ def test_a_failed_suggestion_request_is_said_beside_its_box_not_as_the_minutes_n
             aborted.append(url.path)
             route.abort("internetdisconnected")
             return
-        r = client.open(url.path + (f"?{url.query}" if url.query else ""), method=req.method,
-                        data=req.post_data_buffer, headers={k: v for k, v in req.headers.items()
-                                                            if k.lower() in ("content-type", "x-csrftoken")
-                                                            or k.lower().startswith("hx-")})
-        route.fulfill(status=r.status_code, body=r.data,
-                      headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+        fulfil_from(client, route)
 
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN",
                               timezone_id="Asia/Ho_Chi_Minh")
