@@ -833,3 +833,22 @@ def test_a_consult_not_late_or_closed_unswept_says_no_overdue(app, fake, status,
     fake.due = datetime.now(TZ).replace(second=0, microsecond=0) + timedelta(minutes=ahead)
     fake.status = status
     assert _due(_page(portal_signed_in(app, "doctor"))) == f"{fake.due:%d/%m/%Y %H:%M}"
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_doctors_page_names_the_booked_visits_weekday(app, fake, lang):
+    """The clinic's page says "Thứ Hai 07/12/2026 07:30" (ff13041); the doctor's said the date alone, so the two
+    read the same visit differently. Now both name the weekday, in the page's language, Vietnam's time."""
+    from babel.dates import format_date
+
+    client = portal_signed_in(app, "doctor")
+    if lang == "en":
+        page = _page(client)
+        client.post("/language", data={"lang": "en", "csrf_token": csrf_token(page)})
+    page = _page(client)
+    start = datetime.fromisoformat(fake.appts["a-1"]["start"]).astimezone(TZ)
+    shown = _text(re.search(r'data-testid="visit-time">(.*?)</p>', page, re.S).group(1))
+    weekday = format_date(start.date(), "EEEE", locale=lang)
+    assert weekday in {"vi": ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật"),
+                       "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")}[lang]
+    assert shown.startswith(f"{weekday} {start:%d/%m/%Y %H:%M} – "), shown

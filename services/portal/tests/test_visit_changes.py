@@ -518,6 +518,10 @@ def test_leave_over_a_booked_visit_is_confirmed_first_and_the_visit_stays_listed
     assert "Số buổi hội chẩn video đã đặt trong kỳ nghỉ này: 1" in text and "Chưa lưu gì" in text
     listed = _text(page.split('data-testid="leave-confirm"')[1].split("</section>")[0])
     assert f"{visit:%d/%m/%Y %H:%M}" in listed and "Lê Thị Mai" in listed
+    # with its weekday, as the consult's page says the same visit ("Thứ Hai 07/12/2026 07:30")
+    from babel.dates import format_date
+    local = visit.astimezone(TZ)
+    assert f"{format_date(local.date(), 'EEEE', locale='vi')} {local:%d/%m/%Y %H:%M}" in listed
     assert 'href="/tasks/t-1#visit"' in page and "Mở ca hội chẩn để đổi lịch hoặc hủy lịch" in text
     asked = fake.searches[-1]
     assert ("practitioner", "Practitioner/bs-nguyen-van-an") in asked and ("status", "booked,pending") in asked
