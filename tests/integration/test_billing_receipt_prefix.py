@@ -40,3 +40,25 @@ def test_a_receipt_prints_its_facilitys_configured_code_and_goes_on_in_its_serie
         assert second == first.replace("TTYT-HUYEN-C-", "TTYT-CL-").replace("-000001", "-000002"), second
         assert other.startswith("TTYT-CT-") and other.endswith("-000001"), other
         assert db["receipts"].find_one({"number": first}) is not None  # the receipt made before keeps its number
+
+
+def test_two_billing_apps_in_one_process_each_print_their_own_prefix(base_env, mongo_client, monkeypatch,
+                                                                      dev_key) -> None:
+    """The prefixes are the app's (its settings), not the process's: the last app made printed its own codes on
+    the other's receipts, as a second province (or a test) in one process would."""
+    from tests.billing_support import cash_on_a_new_invoice, cashier_headers
+
+    def cash_receipt(client, db) -> str:  # noqa: ANN001 - the app's test client and database
+        me = cashier_headers(dev_key)
+        assert client.post("/payments/shifts", json={"openingCash": 0}, headers=me).status_code == 201
+        iid, _cash = cash_on_a_new_invoice(client, db, me, 100_000)
+        return db["receipts"].find_one({"_id": iid})["number"]
+
+    with billing_app(base_env, mongo_client, monkeypatch, "rpa",
+                     {"SEN_FACILITY_RECEIPT_PREFIXES": json.dumps({"org-a": "TYT-MOT"})}) as (one, one_db), \
+            billing_app(base_env, mongo_client, monkeypatch, "rpb",
+                        {"SEN_FACILITY_RECEIPT_PREFIXES": json.dumps({"org-a": "TYT-HAI"})}) as (two, two_db):
+        first = cash_receipt(one, one_db)
+        second = cash_receipt(two, two_db)
+    assert first.startswith("TYT-MOT-") and first.endswith("-000001"), first
+    assert second.startswith("TYT-HAI-") and second.endswith("-000001"), second

@@ -56,6 +56,22 @@ def test_a_configured_receipt_prefix_is_what_a_facilitys_receipts_print(env) -> 
     assert series_prefix("ttyt-huyen-cao-lanh", settings.receipt_prefixes) == "TTYT-HUYEN-C"  # none: as before
 
 
+def test_the_worker_prints_the_receipt_prefixes_of_its_own_settings(env) -> None:
+    """The worker has no app: its settings are installed as the process's runtime, which a settlement outside
+    a request (the repair job, a consult's event) reads its prefixes from."""
+    from sen_billing import worker
+    from sen_billing.domain.receipts import configured_prefixes
+    from sen_shared import runtime
+
+    env.setattr(runtime, "_current", None)  # the test process's own runtime back afterwards
+    assert configured_prefixes() == {}  # no runtime at all (a script): none configured
+    env.setenv("SEN_FACILITY_NAMES", json.dumps(TWO))
+    env.setenv("SEN_FACILITY_RECEIPT_PREFIXES", '{"ttyt-huyen-chau-thanh": "TTYT-CT"}')
+    settings = worker.worker_settings()
+    assert runtime.current().settings is settings
+    assert configured_prefixes() == {"ttyt-huyen-chau-thanh": "TTYT-CT"}
+
+
 @pytest.mark.parametrize("code", ["ttyt-ct", "TTYT CT", "TTYT-CHAU-THANH", "", "TTYT_CT", "ĐT-CT"])
 def test_a_receipt_prefix_not_of_upper_case_letters_digits_or_dashes_up_to_12_stops_the_process(
         env, capsys, code) -> None:

@@ -10,14 +10,12 @@ from sen_shared.runtime import database_of
 from sen_shared.web import build_app
 
 from .config import BillingSettings, settings_from_env
-from .domain import receipts
 from .fhir_server import INTERACTIONS, RESOURCE_TYPES, BillingFhirServer
 from .indexes import INDEXES
 
 
 def create_app(settings: BillingSettings | None = None) -> connexion.FlaskApp:
     settings = settings or settings_from_env()
-    receipts.use_prefixes(settings.receipt_prefixes)  # what this process's receipt numbers print
     # billing publishes its own events (billing.invoice.issued, ...): no generic billing.<type>.<verb> ones
     fhir = BillingFhirServer(FhirConfig(RESOURCE_TYPES, service="billing", base_path="/fhir", emit_events=False,
                                         interactions=INTERACTIONS),

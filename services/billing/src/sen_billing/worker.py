@@ -216,12 +216,13 @@ def beside(settings: BillingSettings, stop: threading.Event) -> list[threading.T
 
 
 def worker_settings() -> BillingSettings:
-    """The settings, and the receipt prefixes they configure installed (the repair job and an event's
-    settlement number receipts as the web processes do)."""
-    from .domain import receipts
+    """The settings, installed as this process's runtime (``sen_shared.runtime``): outside a request, the
+    repair job and an event's settlement number receipts with the prefixes they configure
+    (``receipts.configured_prefixes``), as a web app's requests do with its own."""
+    from sen_shared.runtime import Runtime, install
 
     settings = settings_from_env()
-    receipts.use_prefixes(settings.receipt_prefixes)
+    install(Runtime(settings=settings))
     return settings
 
 

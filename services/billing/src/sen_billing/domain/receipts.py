@@ -58,6 +58,7 @@ from sen_shared.fhir.outcome import FhirError
 from sen_shared.fhir.store import Store
 from sen_shared.mongo import bulk_update, find_in
 from sen_shared.pdf import FONT_FAMILY, html_to_pdf
+from sen_shared.runtime import current
 
 from . import credits, invoice_port, refund_links
 from .invoice_port import STATES
@@ -201,19 +202,21 @@ def _receipt_number(db: Database, facility: str, invoice_id: str, year: int, *, 
         # is the claims' (other machines race for the same links)
         with _chain_locks.setdefault(key, threading.Lock()), _host_turn(key, _server(db)):
             mine = _claim_number(coll, chain, key, invoice_id, facility, fresh=fresh)
-    return f"{series_prefix(facility, _prefixes)}-{year}-{int(mine[CHAIN_SEQ]):06d}"
+    return f"{series_prefix(facility, configured_prefixes())}-{year}-{int(mine[CHAIN_SEQ]):06d}"
 
 
-# the facilities' configured receipt prefixes (SEN_FACILITY_RECEIPT_PREFIXES), as the composition root
-# (create_app, the worker) gives them at start: every path to a settlement (a webhook, the cashier, an issue
-# BHYT pays in full, an event, the repair job) numbers receipts here, none of them holds the settings
-_prefixes: dict[str, str] = {}
-
-
-def use_prefixes(prefixes: Mapping[str, str]) -> None:
-    """The configured prefixes this process prints (``BillingSettings.receipt_prefixes``, checked unique)."""
-    _prefixes.clear()
-    _prefixes.update(prefixes)
+def configured_prefixes() -> Mapping[str, str]:
+    """The facilities' configured receipt prefixes (``BillingSettings.receipt_prefixes``, checked unique) of
+    the app serving this request: its settings, bound to it when it was made (``sen_shared.runtime``: the
+    runtime in the app's extensions), so two billing apps in one process each print their own. Outside a
+    request, the process's runtime (the worker installs its own); none configured where there is no billing
+    runtime at all (a script). Every path to a settlement (a webhook, the cashier, an issue BHYT pays in
+    full, an event, the repair job) numbers receipts here, none of them holds the settings."""
+    try:
+        settings = current().settings
+    except RuntimeError:
+        return {}
+    return getattr(settings, "receipt_prefixes", None) or {}
 
 
 def series_prefix(facility: str, prefixes: Mapping[str, str] | None = None) -> str:
