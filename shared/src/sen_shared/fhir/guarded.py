@@ -582,6 +582,22 @@ class GuardedFhirServer(FhirServer):
             return access.compartment_filter(param, ok)
         return access.compartment_filter(param, facts.accessible())
 
+    def sub_search_filter(self, resource_type: str) -> dict[str, Any] | None:
+        """A chain's or a ``_has``'s sub-search sees what the caller's own search of ``resource_type`` would:
+        a type its role does not search is refused (403, whatever the records), one it searches through its
+        patients is limited to them. Before, the sub-search ran over every facility's records, so a type
+        the caller searches freely answered for records it may not read (a clinic's
+        ``Practitioner?_has:Observation:performer:subject=Patient/<another facility's>``, a cashier's
+        ``Patient?_has:Observation:subject:code=...``)."""
+        principal = self.principal()
+        if not self.is_restricted(principal):
+            return None
+        compartment = in_compartment(resource_type)
+        access.check(principal, "search", resource_type, compartment=compartment)
+        if access.search_is_unrestricted(principal, resource_type, compartment):
+            return None
+        return self._restriction(_Facts(self, principal), resource_type, ())
+
     def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2,
                   extra_filter: dict[str, Any] | None = None) -> list[str]:
         """A condition (If-None-Exist, a conditional update or delete, a conditional reference) sees what

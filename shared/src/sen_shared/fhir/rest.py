@@ -223,6 +223,11 @@ class FhirServer:
                                   location=status == 201)
         return write_answer(req, status, w.resource, headers, f"{w.resource_type}/{w.rid} {w.verb}")
 
+    def sub_search_filter(self, resource_type: str) -> dict[str, Any] | None:
+        """What a chained or ``_has`` sub-search of ``resource_type`` may match beyond its own criteria
+        (a guarded server's: what the caller may search); None: everything."""
+        return None
+
     def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2,
                   extra_filter: dict[str, Any] | None = None) -> list[str]:
         """Ids matching a conditional query (at most ``limit``), for If-None-Exist, conditional updates and
@@ -235,7 +240,8 @@ class FhirServer:
         sreq = parse_search(resource_type, params)
         sreq.count = limit
         sreq.total = None
-        return [d["_id"] for d in run_search(self.db, sreq, extra_filter=extra_filter).docs]
+        return [d["_id"] for d in run_search(self.db, sreq, extra_filter=extra_filter,
+                                               sub_filter=self.sub_search_filter).docs]
 
     def matches(self, req: FhirRequest, resource_type: str, query: str | list[tuple[str, str]]) -> list[str]:
         """:meth:`match_ids` of the criteria, once per request (``req.resolved``): a conditional
@@ -392,7 +398,7 @@ class FhirServer:
         lenient = (req.prefer("handling") or "").lower() == "lenient"
         params = [(k, v) for k, v in req.params if k not in ("_format", "_pretty")]
         sreq = parse_search(rtype, params + (extra or []), lenient=lenient)
-        result = run_search(self.db, sreq, extra_filter=extra_filter)
+        result = run_search(self.db, sreq, extra_filter=extra_filter, sub_filter=self.sub_search_filter)
         path = self_path or f"{req.base}/{rtype}"
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if result.total is not None:

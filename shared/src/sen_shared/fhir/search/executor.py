@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,9 +32,20 @@ class SearchResult:
         return [d["_id"] for d in self.docs]
 
 
-def resolve_ids(db: Database, resource_type: str, req: SearchRequest) -> list[str]:
-    """Ids of every match of a sub-search (or, with ``req.returns``, the references they hold)."""
-    flt = build_filter(req, resolve_ids=lambda t, r: resolve_ids(db, t, r))
+SubFilter = Callable[[str], "dict[str, Any] | None"]
+
+
+def resolve_ids(db: Database, resource_type: str, req: SearchRequest, sub_filter: SubFilter | None = None
+                ) -> list[str]:
+    """Ids of every match of a sub-search (or, with ``req.returns``, the references they hold).
+
+    ``sub_filter(resource_type)``: what the caller may see of that type, ANDed into this sub-search and
+    every one it makes in turn (a chain's or a ``_has``'s records are the caller's to search, or the
+    sub-search answers questions about records it may not read); None: all of them."""
+    flt = build_filter(req, resolve_ids=lambda t, r: resolve_ids(db, t, r, sub_filter))
+    limit = sub_filter(resource_type) if sub_filter is not None else None
+    if limit:
+        flt = {**flt, "$and": [*flt.get("$and", []), limit]}
     if req.returns:
         key = f"sp_{req.returns}"
         out: dict[str, None] = {}
@@ -45,12 +57,13 @@ def resolve_ids(db: Database, resource_type: str, req: SearchRequest) -> list[st
 
 
 def search(db: Database, req: SearchRequest, *, count_total: bool = False,
-           extra_filter: dict[str, Any] | None = None) -> SearchResult:
+           extra_filter: dict[str, Any] | None = None, sub_filter: SubFilter | None = None) -> SearchResult:
     """One page of ``req``: ``_count`` rows in sort order, the cursor of the next page, includes.
 
-    ``extra_filter`` (e.g. the access policy's restriction) is ANDed with the search's filter.
+    ``extra_filter`` (e.g. the access policy's restriction) is ANDed with the search's filter;
+    ``sub_filter`` limits its chained and ``_has`` sub-searches the same way (:func:`resolve_ids`).
     """
-    flt = build_filter(req, resolve_ids=lambda t, r: resolve_ids(db, t, r))
+    flt = build_filter(req, resolve_ids=lambda t, r: resolve_ids(db, t, r, sub_filter))
     if extra_filter:
         # keep the search's top-level equalities at the top: FerretDB pushes only those down
         flt = {**flt, "$and": [*flt.get("$and", []), extra_filter]}
