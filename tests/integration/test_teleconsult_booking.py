@@ -823,43 +823,73 @@ def test_a_cancelled_appointment_gets_no_reminder(tc, H, tmp_path):
 
 
 def test_smtp_reminders_retry_with_backoff_and_record_failures_on_the_communication(tc, H):
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-    from aiosmtpd.handlers import Message as MessageHandler
+    from tests.integration.smtp_support import LocalSmtp, message_ids
 
-    from tests.support import free_port
-
-    received: list = []
-
-    class Collect(MessageHandler):
-        def handle_message(self, message):
-            received.append(message)
-
-    port = free_port()
+    server = LocalSmtp()
     day = DAY + timedelta(days=2)
     appt = _booked_for_reminders(tc, H, day, "15:00")
     start = datetime.fromisoformat(appt["start"])
     _others_reminders_gone(tc.db, appt["id"])
-    sender = rem.SmtpSender("127.0.0.1", port, sender="sen@benhvien.example", timeout=2)
+    sender = rem.SmtpSender("127.0.0.1", server.port, sender="sen@benhvien.example", timeout=2)
     cfg = rem.ReminderConfig(backoff_seconds=60, addresses={"Practitioner/bs-bich": "bich@benhvien.example"})
     t0 = start - timedelta(hours=23)
     assert rem.send_due(tc.db, sender, cfg, now=t0) == 0  # nobody listens yet: attempt 1 fails
     cid = f"rem-{appt['id']}-1440"
     comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
     assert comm["status"] == "in-progress" and "attempt 1 failed" in comm["note"][-1]["text"]
-    controller = aiosmtpd.Controller(Collect(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with server:
         assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=30)) == 0  # backing off
         assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=61)) == 1
         assert rem.send_due(tc.db, sender, cfg, now=t0 + timedelta(seconds=300)) == 0  # sent once
-    finally:
-        controller.stop()
-    assert len(received) == 1
-    assert received[0]["To"] == "bich@benhvien.example"
-    assert received[0]["From"] == "sen@benhvien.example"
+    [mail] = server.received
+    assert mail["To"] == "bich@benhvien.example"
+    assert mail["From"] == "sen@benhvien.example"
+    mid = f"<reminder.{appt['id']}.1440@sen.invalid>"  # derived from the appointment and the offset
+    assert message_ids(mail) == [mid]  # an ordinary reminder carries it once
     comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
-    assert comm["status"] == "completed" and len(comm["note"]) == 2
+    assert comm["status"] == "completed"
+    assert [n["text"].split(":")[0] for n in comm["note"]] == [  # each attempt recorded before it went
+        "lần gửi 1", "lần gửi 1 thất bại (attempt 1 failed)", "lần gửi 2", "đã gửi (sent), lần 2"]
+    assert comm["note"][0]["text"] == f"lần gửi 1: đang gửi (attempt 1: sending), Message-ID {mid}"
+    assert comm["identifier"] == [{"system": "urn:ietf:rfc:5322", "value": mid}]
     assert comm["about"] == [{"reference": f"Appointment/{appt['id']}"}]
+
+
+def test_a_worker_dying_after_the_smtp_server_took_a_reminder_sends_a_copy_with_the_same_message_id(tc, H):
+    """At least once, the copy recognisable (as the on-duty lead's message): a worker dying after the
+    SMTP server accepted the reminder leaves its attempt without an outcome; after ``stale_after``
+    the next worker sends it again, with the same Message-ID, and the Communication shows both."""
+    from tests.integration.smtp_support import DiesAfterTheServerTookIt, LocalSmtp, WorkerDied, message_ids
+
+    day = DAY + timedelta(days=2)
+    appt = _booked_for_reminders(tc, H, day, "16:00")
+    start = datetime.fromisoformat(appt["start"])
+    _others_reminders_gone(tc.db, appt["id"])
+    tc.db[sch.SLOT_LINKS].delete_many({"_id": f"{appt['id']}/60"})  # the day-before reminder alone
+    server = LocalSmtp()
+    smtp = rem.SmtpSender("127.0.0.1", server.port, sender="sen@benhvien.example", timeout=5)
+    cfg = rem.ReminderConfig(stale_after=300, domain="benhvien.example",
+                             addresses={"Practitioner/bs-bich": "bich@benhvien.example"})
+    t0 = start - timedelta(hours=23)
+    with server:
+        with pytest.raises(WorkerDied):
+            rem.send_due(tc.db, DiesAfterTheServerTookIt(smtp), cfg, now=t0)
+        assert len(server.received) == 1  # accepted, and nothing recorded its outcome
+        assert rem.send_due(tc.db, smtp, cfg, now=t0 + timedelta(seconds=299)) == 0  # may be in flight
+        assert rem.send_due(tc.db, smtp, cfg, now=t0 + timedelta(seconds=301)) == 1  # taken over
+        assert rem.send_due(tc.db, smtp, cfg, now=t0 + timedelta(hours=1)) == 0
+    mid = f"<reminder.{appt['id']}.1440@benhvien.example>"
+    assert [message_ids(m) for m in server.received] == [[mid], [mid]]  # the copy says it is one
+    assert [m["To"] for m in server.received] == ["bich@benhvien.example"] * 2
+    # the first attempt was recorded before it went, with its Message-ID: on its claim and its Communication
+    assert tc.db[rem.ATTEMPTS].find_one({"_id": f"{appt['id']}/1440#1"})["message_id"] == mid
+    comm = tc.get(f"/fhir/Communication/rem-{appt['id']}-1440", headers=H).json()
+    assert comm["status"] == "completed" and comm["identifier"][0]["value"] == mid
+    assert [n["text"] for n in comm["note"]] == [
+        f"lần gửi 1: đang gửi (attempt 1: sending), Message-ID {mid}",
+        f"lần gửi 2: đang gửi (attempt 2: sending), Message-ID {mid}",
+        "đã gửi (sent), lần 2"]
+    assert rem.reminders_of(tc.db, appt["id"]) == []  # released once sent
 
 
 def test_doctors_act_on_their_own_hubs_appointments_only(tc, H, dev_key):

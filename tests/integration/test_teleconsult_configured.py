@@ -198,11 +198,14 @@ def test_a_failing_reminder_backs_off_doubling_and_stops_after_the_last_attempt_
     comm = tc.get(f"/fhir/Communication/{cid}", headers=H).json()
     assert comm["status"] == "stopped"
     assert comm["about"] == [{"reference": f"Appointment/{appt['id']}"}]
-    notes = [n["text"] for n in comm["note"]]
+    notes = [n["text"] for n in comm["note"] if "đang gửi" not in n["text"]]  # each attempt's outcome
+    assert [n["text"] for n in comm["note"] if "đang gửi" in n["text"]] == [  # each recorded before it went
+        f"lần gửi {i}: đang gửi (attempt {i}: sending), Message-ID <reminder.{appt['id']}.1440@sen.invalid>"
+        for i in (1, 2, 3)]
     assert [f"attempt {n} failed" in t for n, t in zip((1, 2, 3), notes, strict=True)] == [True, True, True]
     assert "Connection refused" in notes[0] and "given up" in notes[-1] and "retry" in notes[0]
     versions = tc.get(f"/fhir/Communication/{cid}/_history", headers=H).json()["entry"]
-    assert sorted(e["resource"]["status"] for e in versions) == ["in-progress", "in-progress", "stopped"]
+    assert sorted(e["resource"]["status"] for e in versions) == ["in-progress"] * 5 + ["stopped"]
 
 
 def test_the_workers_reminder_job_sends_through_the_configured_sender_and_addresses(tc, H, base_env, tmp_path):

@@ -198,54 +198,26 @@ def test_a_lead_configured_with_an_address_is_checked_and_the_old_form_still_wor
             _settings({**env, "SEN_ON_DUTY_LEADS": json.dumps(bad)})
 
 
-class _WorkerDied(BaseException):
-    """The worker process ending abruptly (not an error the job handles)."""
-
-
-class _DiesAfterTheServerTookIt:
-    """A sender whose worker dies right after the SMTP server accepted the message, before the
-    outcome is recorded."""
-
-    def __init__(self, sender) -> None:
-        self.sender = sender
-
-    def send(self, message) -> None:
-        self.sender.send(message)
-        raise _WorkerDied
-
-
 def test_a_worker_dying_after_the_smtp_server_took_the_message_sends_a_copy_with_the_same_message_id(env, fresh_db):
     """At least once, the copy recognisable: the retry after ``stale_after`` carries the first
     message's Message-ID (derived from the breach), and the Communication shows both attempts."""
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-    from aiosmtpd.handlers import Message as MessageHandler
-
-    from tests.support import free_port
-
-    received: list = []
-
-    class Collect(MessageHandler):
-        def handle_message(self, message):
-            received.append(message)
+    from tests.integration.smtp_support import DiesAfterTheServerTookIt, LocalSmtp, WorkerDied
 
     consults = _consults(env)
     task, due = _submit(consults, HUB, "stat")
     now = due.astimezone(UTC) + timedelta(minutes=1)
     consults.sweep_breaches(now)
-    port = free_port()
-    smtp = SmtpSender("127.0.0.1", port, sender="sen@benhvien.example", timeout=5)
+    server = LocalSmtp()
+    smtp = SmtpSender("127.0.0.1", server.port, sender="sen@benhvien.example", timeout=5)
     cfg = ReminderConfig(stale_after=300, domain="benhvien.example")
-    controller = aiosmtpd.Controller(Collect(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with pytest.raises(_WorkerDied):
-            la.send_due(fresh_db, _DiesAfterTheServerTookIt(smtp), cfg, PORTAL, now)
-        assert len(received) == 1  # accepted, and nothing recorded its outcome
+    with server:
+        with pytest.raises(WorkerDied):
+            la.send_due(fresh_db, DiesAfterTheServerTookIt(smtp), cfg, PORTAL, now)
+        assert len(server.received) == 1  # accepted, and nothing recorded its outcome
         assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(seconds=299)) == 0  # may be in flight
         assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(seconds=301)) == 1  # taken over
         assert la.send_due(fresh_db, smtp, cfg, PORTAL, now + timedelta(hours=1)) == 0
-    finally:
-        controller.stop()
+    received = server.received
     mid = f"<lead-alert.{task}@benhvien.example>"
     assert [m["Message-ID"] for m in received] == [mid, mid]  # the copy says it is one
     assert [m["To"] for m in received] == [LEAD_EMAIL, LEAD_EMAIL]

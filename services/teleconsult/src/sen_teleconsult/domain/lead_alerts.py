@@ -51,14 +51,14 @@ from .reminders import (
     GIVEN_UP,
     SENT,
     Message,
-    NotificationError,
     Notifier,
     ReminderConfig,
     address_of,
-    attempt_failed,
     claim_attempt,
     record_attempt,
+    send_attempt,
 )
+from .reminders import message_id as rfc5322_id
 
 log = logging.getLogger("sen.teleconsult.lead_alerts")
 
@@ -110,7 +110,7 @@ def message(alert: Mapping[str, Any], cfg: ReminderConfig, portal_url: str) -> M
 def message_id(alert: Mapping[str, Any], cfg: ReminderConfig) -> str:
     """The message's RFC 5322 ``Message-ID``, derived from the breach (one per Task): every attempt at
     it, by any worker, sends the same one."""
-    return f"<lead-alert.{alert['_id']}@{cfg.domain}>"
+    return rfc5322_id("lead-alert", str(alert["_id"]), cfg)
 
 
 def _record(db: Database, alert: Mapping[str, Any], status: str, note: str, when: datetime,
@@ -166,21 +166,13 @@ def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, portal_url: 
         if mail is None:
             _no_lead(db, alert, n, now)
             continue
-        # recorded before it goes: a worker dying after the server took it leaves this trace (and the
-        # claim); the next worker's copy has the same Message-ID
-        _record(db, alert, "in-progress", f"lần gửi {n}: đang gửi (attempt {n}: sending), Message-ID {mid}", now, mid)
-        try:
-            notifier.send(mail)
-        except NotificationError as err:
-            final, _, note = attempt_failed(db[ALERT_ATTEMPTS], alert["_id"], n, err, cfg, now)
-            _record(db, alert, "stopped" if final else "in-progress", note, now)
-            if final:
-                _close(db, alert["_id"])
-            continue
-        db[ALERT_ATTEMPTS].update_one({"_id": f"{alert['_id']}#{n}"}, {"$set": {"ok": True}})  # its claimant
-        _record(db, alert, "completed", f"đã gửi (sent), lần {n}", now)
-        _close(db, alert["_id"])
-        sent += 1
+        # recorded before it goes (send_attempt, as the reminders): a worker dying after the server
+        # took it leaves this trace (and the claim); the next worker's copy has the same Message-ID
+        status = send_attempt(db[ALERT_ATTEMPTS], alert["_id"], n, notifier, mail, cfg, now,
+                              lambda status, note, mid, a=alert: _record(db, a, status, note, now, mid))
+        if status != "in-progress":  # sent, or given up
+            _close(db, alert["_id"])
+        sent += 1 if status == "completed" else 0
     return sent
 
 

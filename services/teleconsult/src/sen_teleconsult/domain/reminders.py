@@ -13,11 +13,22 @@ The worker's :func:`send_due` sends what is due:
   its back-off has passed (or it vanished mid-way for ``stale_after``: a crashed worker), so
   one attempt is in flight at a time whatever the number of workers;
 - an attempt's result is written by its claimant only (the single writer of that document);
-- every attempt's outcome is recorded on the reminder's Communication (``about`` the
-  Appointment, ``basedOn`` its ServiceRequest): ``in-progress`` while failing and retried with
+- every attempt is recorded on the reminder's Communication (``about`` the Appointment,
+  ``basedOn`` its ServiceRequest) before anything is sent ("lần gửi n: đang gửi (attempt n:
+  sending)"), then its outcome: ``in-progress`` while sending or failing and retried with
   exponential back-off, ``completed`` once sent, ``stopped`` after the last attempt or when the
   appointment is no longer booked. Written by the attempt's claimant (one at a time, above);
 - messages carry the time and the join link, never patient data.
+
+**At least once, a copy recognisable** (:func:`send_attempt`, the on-duty lead's message the same):
+a worker that dies after the SMTP server accepted a message but before it recorded the outcome
+leaves its attempt without one, and after ``stale_after`` the next worker sends it again. Every
+attempt carries the same RFC 5322 ``Message-ID``, derived from the reminder (appointment and
+offset: ``<reminder.<appointment id>.<minutes>@<SEN_NOTIFY_DOMAIN>>``, :func:`message_id`), in
+the SMTP header, the console sender's line, the attempt's claim and the Communication's
+``identifier`` (system ``urn:ietf:rfc:5322``), so a mail system or the reader's client recognises
+the second as a copy, and the Communication shows both attempts. A rescheduled visit is a new
+Appointment: its reminders have Message-IDs of their own.
 
 Senders (:class:`Notifier`): :class:`ConsoleSender` (a JSON line to a file or the log) and
 :class:`SmtpSender` (``smtplib``, optional STARTTLS and login). Addresses come from an address
@@ -30,7 +41,7 @@ import json
 import logging
 import smtplib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -134,6 +145,17 @@ def address_of(cfg: ReminderConfig, ref: str) -> str:
     return cfg.addresses.get(ref) or f"{ref.replace('/', '-').lower()}@{cfg.domain}"
 
 
+def message_id(kind: str, key: str, cfg: ReminderConfig) -> str:
+    """The RFC 5322 ``Message-ID`` of the message ``key`` of ``kind`` (``<kind.key@domain>``):
+    derived from what the message is about, so every attempt at it, by any worker, sends the same."""
+    return f"<{kind}.{key}@{cfg.domain}>"
+
+
+def reminder_message_id(appointment: str, minutes: int, cfg: ReminderConfig) -> str:
+    """A reminder's ``Message-ID``: one per appointment and offset."""
+    return message_id("reminder", f"{appointment}.{minutes}", cfg)
+
+
 # ---------------------------------------------------------------------------------- booking
 
 def reminder_docs(appointment: str, slot: str, start: datetime, offsets: Sequence[int], now: datetime,
@@ -195,7 +217,7 @@ def _message(cfg: ReminderConfig, appointment: dict[str, Any], minutes: int, als
             f"Phòng họp / video room: {room}\n"
             f"Lịch hẹn / appointment: Appointment/{appointment['id']}\n")
     return Message(to or (address_of(cfg, f"Appointment/{appointment['id']}"),),
-                   f"[Sen] Nhắc lịch hội chẩn {when}", body)
+                   f"[Sen] Nhắc lịch hội chẩn {when}", body, reminder_message_id(appointment["id"], minutes, cfg))
 
 
 def _still_booked(db: Database, rem: dict[str, Any]) -> bool:
@@ -228,8 +250,8 @@ def record_attempt(db: Database, cid: str, new: dict[str, Any], status: str, not
 
 
 def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | None, status: str, note: str,
-            when: datetime) -> None:
-    """The reminder's Communication (:func:`record_attempt`)."""
+            when: datetime, mid: str = "") -> None:
+    """The reminder's Communication (:func:`record_attempt`); ``mid``: its e-mail's Message-ID."""
     new: dict[str, Any] = {
         "resourceType": "Communication",
         "about": [{"reference": f"Appointment/{rem['ap']}"}],
@@ -240,6 +262,8 @@ def _record(db: Database, rem: dict[str, Any], appointment: dict[str, Any] | Non
     }
     if appointment is not None and appointment.get("basedOn"):
         new["basedOn"] = appointment["basedOn"]
+    if mid:  # a copy found in a mailbox is matched to this record
+        new["identifier"] = [{"system": "urn:ietf:rfc:5322", "value": mid}]
     record_attempt(db, f"rem-{rem['ap']}-{rem['min']}"[:64], new, status, note, when)
 
 
@@ -289,6 +313,31 @@ def attempt_failed(coll: Collection, key: str, n: int, err: Exception, cfg: Remi
     return final, retry, note
 
 
+Record = Callable[[str, str, str], None]  # (status, note, Message-ID or "") -> a version of the Communication
+
+
+def send_attempt(attempts: Collection, key: str, n: int, notifier: Notifier, mail: Message, cfg: ReminderConfig,
+                 now: datetime, record: Record) -> str:
+    """Make attempt ``n`` at the message ``key`` (claimed: :func:`claim_attempt`, with ``mail``'s
+    Message-ID), recorded before anything is sent: ``record`` writes "lần gửi n: đang gửi (attempt n:
+    sending)" with the Message-ID, then the outcome. A worker dying after the server took ``mail``
+    leaves that trace and the claim; the next worker's copy, after ``stale_after``, has the same
+    Message-ID. The status recorded last: ``completed`` (sent), ``in-progress`` (failed, retried
+    after its back-off), ``stopped`` (the last attempt allowed failed)."""
+    mid = mail.message_id
+    record("in-progress", f"lần gửi {n}: đang gửi (attempt {n}: sending), Message-ID {mid}", mid)
+    try:
+        notifier.send(mail)
+    except NotificationError as err:
+        final, _, note = attempt_failed(attempts, key, n, err, cfg, now)
+        status = "stopped" if final else "in-progress"
+        record(status, note, "")
+        return status
+    attempts.update_one({"_id": f"{key}#{n}"}, {"$set": {"ok": True}})  # its claimant: the single writer
+    record("completed", f"đã gửi (sent), lần {n}", "")
+    return "completed"
+
+
 def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, now: datetime | None = None) -> int:
     """Send the reminders that are due; how many were sent now."""
     now = now or datetime.now(UTC)
@@ -300,7 +349,8 @@ def send_due(db: Database, notifier: Notifier, cfg: ReminderConfig, now: datetim
     for coll, rem in stored:
         if _aware(rem["due"]) > now:
             continue
-        n = claim_attempt(db[ATTEMPTS], "rem", rem["_id"], cfg, now)
+        n = claim_attempt(db[ATTEMPTS], "rem", rem["_id"], cfg, now,
+                          message_id=reminder_message_id(rem["ap"], int(rem["min"]), cfg))
         if n is None:
             continue
         if n in (SENT, GIVEN_UP):  # its last attempt's claimant stopped before releasing it
@@ -327,18 +377,12 @@ def _attempt(db: Database, notifier: Notifier, cfg: ReminderConfig, stored: Coll
                 "is no longer booked)", now)
         release(stored, rem["_id"])
         return 0
-    try:
-        notifier.send(_message(cfg, appointment, int(rem["min"]), rem.get("to") or ()))
-    except NotificationError as err:
-        final, _, note = attempt_failed(coll, rem["_id"], n, err, cfg, now)
-        _record(db, rem, appointment, "stopped" if final else "in-progress", note, now)
-        if final:
-            release(stored, rem["_id"])
-        return 0
-    coll.update_one({"_id": key}, {"$set": {"ok": True}})
-    _record(db, rem, appointment, "completed", f"đã gửi (sent), lần {n}", now)
-    release(stored, rem["_id"])
-    return 1
+    mail = _message(cfg, appointment, int(rem["min"]), rem.get("to") or ())
+    status = send_attempt(coll, rem["_id"], n, notifier, mail, cfg, now,
+                          lambda status, note, mid: _record(db, rem, appointment, status, note, now, mid))
+    if status != "in-progress":  # sent, or given up: nothing more to try
+        release(stored, rem["_id"])
+    return 1 if status == "completed" else 0
 
 
 def notifier_from(kind: str, *, path: str = "", host: str = "", port: int = 25, sender: str = "",
@@ -350,5 +394,5 @@ def notifier_from(kind: str, *, path: str = "", host: str = "", port: int = 25, 
 
 
 __all__ = ["GIVEN_UP", "SENT", "ConsoleSender", "Message", "NotificationError", "Notifier", "ReminderConfig",
-           "SmtpSender", "attempt_failed", "claim_attempt", "notifier_from", "record_attempt", "reminder_docs",
-           "reminders_of", "schedule_reminders", "send_due"]
+           "SmtpSender", "attempt_failed", "claim_attempt", "message_id", "notifier_from", "record_attempt",
+           "reminder_docs", "reminder_message_id", "reminders_of", "schedule_reminders", "send_attempt", "send_due"]
