@@ -18,6 +18,7 @@ from sen_shared.auth import require_roles
 from sen_shared.errors import SenError
 from sen_shared.responses import json_response
 from sen_shared.runtime import current
+from sen_shared.spreadsheet import cell
 
 from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
 from ..domain.report_facts import VN
@@ -115,8 +116,8 @@ def get_csv(section: str, start: str | None = None, end: str | None = None, dist
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    writer.writerow([cell(h) for h in header])  # no text runs as a formula, as in the page's CSV (csvfile)
+    writer.writerows(["" if v is None else cell(v) for v in row] for row in rows)
     name = f"{section}_{first.isoformat()}_{last.isoformat()}.csv"
     return out.getvalue(), 200, {"Content-Type": "text/csv",  # UTF-8, marked by the BOM
                                  "Content-Disposition": f'attachment; filename="{name}"'}
