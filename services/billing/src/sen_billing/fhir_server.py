@@ -219,7 +219,7 @@ class BillingFhirServer(FhirServer):
                self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
         rtype = self.check_type(req.resource_type)
         p = self._read_check(rtype, "search")
-        if req.param("_include") or req.param("_revinclude"):
+        if any(k.split(":", 1)[0] in ("_include", "_revinclude") for k, _ in req.params):  # :iterate too
             if self.facility_of(p) is not None:
                 raise FhirError("_include and _revinclude are not served to cashiers", status=400)
         mine = self.facility_of(p)
