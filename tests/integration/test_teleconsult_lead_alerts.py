@@ -13,9 +13,10 @@ import json
 import os
 import socket
 import threading
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo import monitoring
 from sen_teleconsult.domain import lead_alerts as la
 from sen_teleconsult.domain.reminders import ReminderConfig, SmtpSender
 
@@ -236,8 +237,6 @@ def test_breaches_recorded_before_the_message_existed_are_told_within_the_look_b
     """A breach without a ``lead_alerts`` document (recorded before the lead's message existed) is
     queued by the worker's SLA job when it is younger than ``SEN_LEAD_ALERT_LOOKBACK_HOURS``; an older
     one is left alone, a consult closed since is recorded closed, nothing sent for it."""
-    from datetime import datetime
-
     from sen_shared.auth import Principal
     from sen_teleconsult import worker
     from sen_teleconsult.workflow import Actor
@@ -303,3 +302,73 @@ def test_a_hub_without_a_lead_is_recorded_so_logged_and_still_flagged(env, fresh
     rows, _ = consults.worklist(doctor, statuses=["requested"], specialty=None, facility=None, priority=None, now=late)
     assert [(t["id"], breached) for t, breached in rows] == [(task, True)]
     consults.fhir.auditor.flush()
+
+
+class _Finds(monitoring.CommandListener):
+    """pymongo command monitoring: each ``find`` on ``collection`` (its filter) and how many documents
+    its reply carried (the first batch and any ``getMore``'s)."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection, self.finds, self._cursors = collection, [], {}
+
+    def started(self, event) -> None:
+        if event.command_name == "find" and event.command["find"] == self.collection:
+            self.finds.append({"filter": event.command.get("filter", {}), "read": 0, "request": event.request_id})
+
+    def succeeded(self, event) -> None:
+        cursor = event.reply.get("cursor") or {}
+        mine = next((f for f in self.finds if f["request"] == event.request_id), None)
+        if mine is None and cursor.get("id") in self._cursors:
+            mine = self._cursors[cursor["id"]]
+        if mine is not None:
+            mine["read"] += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+            if cursor.get("id"):
+                self._cursors[cursor["id"]] = mine
+
+    def failed(self, event) -> None: ...
+
+
+def test_the_missed_alert_scan_reads_only_the_breaches_stored_since_its_last(env, fresh_db, mongo_url):
+    """The SLA job's scan for breaches whose lead was never queued a message reads the look-back window
+    once; each later scan reads only the breaches stored since (the minutes since its last read, one
+    equality each), so the second reads nothing old, and a breach stored between the two still gets its
+    message queued, once. Counted through pymongo command monitoring."""
+    from pymongo import MongoClient
+    from sen_shared.fhir.rest import FhirConfig
+    from sen_teleconsult.domain import RESOURCE_TYPES
+    from sen_teleconsult.fhir_server import TeleconsultFhirServer
+    from sen_teleconsult.workflow import BREACH_MINUTE, BREACHES, Consults, _minute
+
+    finds = _Finds(BREACHES)
+    client = MongoClient(mongo_url, tz_aware=True, uuidRepresentation="standard", event_listeners=[finds])
+    try:
+        fhir = TeleconsultFhirServer(FhirConfig(RESOURCE_TYPES, service="teleconsult", emit_events=False),
+                                     db=lambda: client[fresh_db.name])
+        consults = Consults(fhir, _settings({**env, "SEN_LEAD_ALERT_LOOKBACK_HOURS": "24"}))
+        told, untold = _submit(consults, HUB, "stat")[0], _submit(consults, HUB, "stat")
+        late = untold[1].astimezone(UTC) + timedelta(minutes=1)
+        assert consults.sweep_breaches(late) == 2
+        hours_ago = datetime.now(UTC) - timedelta(hours=3)  # as stored three hours ago, one never told
+        fresh_db[BREACHES].update_many({}, {"$set": {"breachedAt": hours_ago, BREACH_MINUTE: _minute(hours_ago)}})
+        fresh_db[la.ALERTS].delete_one({"_id": untold[0]})
+
+        first = _minute(datetime.now(UTC))
+        assert consults.queue_missed_alerts() == 1  # the first scan: the window
+        assert [f["read"] for f in finds.finds] == [2] and "breachedAt" in finds.finds[0]["filter"]
+        assert fresh_db[la.ALERTS].count_documents({}) == 2
+
+        # between two scans: a breach whose message a crash lost (stored, not queued)
+        between, _ = _submit(consults, HUB, "stat")
+        assert consults.sweep_breaches(late) == 1
+        fresh_db[la.ALERTS].delete_one({"_id": between})
+        finds.finds.clear()
+        assert consults.queue_missed_alerts() == 1  # queued
+        assert finds.finds and all(set(f["filter"]) == {BREACH_MINUTE} for f in finds.finds), finds.finds
+        assert min(f["filter"][BREACH_MINUTE] for f in finds.finds) >= first - 1  # from the minute before the first's
+        assert sum(f["read"] for f in finds.finds) == 1  # the breach stored between, nothing old
+        assert fresh_db[la.ALERTS].find_one({"_id": between})["open"] is True
+        assert consults.queue_missed_alerts() == 0  # once
+        assert sorted(a["_id"] for a in fresh_db[la.ALERTS].find({})) == sorted([told, untold[0], between])
+        consults.fhir.auditor.flush()
+    finally:
+        client.close()

@@ -71,6 +71,10 @@ SLA_BREACHED = {"coding": [{"system": rules.BUSINESS_STATUS, "code": "sla-breach
 STEPS = "consult_steps"
 RETRY_IDS = uuid.UUID("5b3c1f0e-8d2a-4e6b-9c7d-1a2b3c4d5e6f")  # namespace of the ids a retry key derives
 BREACHES = "sla_breaches"
+# a breach carries the minute it is stored ("minute": Unix minutes, by the clock of the sweeper that inserts
+# it): the missed-alert scan reads only the minutes since its last read, one equality each (queue_missed_alerts)
+BREACH_MINUTE = "minute"
+MISSED_SCAN_MAX_GAP = 60  # minutes without a scan (a stalled job): read the look-back window again instead
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 SYSTEM_ACTOR = "Device/sen-teleconsult"  # the worker's own steps ($escalate)
 CARRIED = ("breached", "escalatedTo", "owner")  # facts of a link that hold for the links after it
@@ -82,6 +86,11 @@ WORKLIST_ONE_READ = 200  # open Tasks in scope up to which the worklist reads th
 AUTHORED = "sp_authored-on_s"  # the worklist's order within a priority (then the id)
 # a worklist row's place: its priority's rank, its stored authoredOn (UTC), its id (Consults.worklist_page)
 WorklistKey = tuple[int, datetime | None, str]
+
+
+def _minute(at: datetime) -> int:
+    """``at`` in Unix minutes (a breach's ``BREACH_MINUTE``)."""
+    return int(at.timestamp()) // 60
 
 
 def _as_utc(at: Any) -> datetime | None:
@@ -128,6 +137,7 @@ INDEXES: list[mongo.Index] = [
     *chain_indexes(STEPS),
     mongo.Index(STEPS, (("outbox_pending", 1),), name="outbox_pending_1"),
     mongo.Index(BREACHES, (("outbox_pending", 1),), name="outbox_pending_1"),
+    mongo.Index(BREACHES, ((BREACH_MINUTE, 1),), name="minute_1"),  # the missed-alert scan's read
     mongo.Index(GRANTS, (("grantee", 1),), name="grantee_1"),
     mongo.Index(GRANTS, (("pair", 1),), name="pair_1"),
     # the worklist: a doctor's hub or a clinic (the open-consult tags, or the hub tag), one priority,
@@ -296,6 +306,7 @@ class Consults:
         self.settings = settings
         # the unguarded engine: the workflow decided who may act; the resources are written as it says
         self.engine = FhirServer(fhir.config, lambda: fhir.db)
+        self._missed_scan_minute: int | None = None  # the last minute queue_missed_alerts read (this object's)
 
     @property
     def db(self) -> Database:
@@ -1017,6 +1028,7 @@ class Consults:
         event = make_event("teleconsult.consult.sla_breached", data, subject=f["serviceRequest"])
         first, held = claim_once(self.db[BREACHES], task_id, new_document(
             {"task": f["task"], "serviceRequest": f["serviceRequest"], "escalatedTo": lead, "breachedAt": now,
+             BREACH_MINUTE: _minute(datetime.now(UTC)),  # as it is stored, not as the sweep began
              **bucket_fields(task_id)}, [event]))
         self._queue_alert(f, held.get("escalatedTo"), now)  # the lead is told, once per breach (the Task's id)
 
@@ -1052,17 +1064,28 @@ class Consults:
         """Queue the lead's message of every breach of the last ``SEN_LEAD_ALERT_LOOKBACK_HOURS`` that
         has none (recorded before the message existed, or a crash between the breach's claim and its
         queueing); a consult closed since is queued closed (nothing sent). How many were queued open.
-        Each is an insert under the Task's id, so sweepers at once queue it once."""
+        Each is an insert under the Task's id, so sweepers at once queue it once.
+
+        It reads only what it has not seen: its first scan (and one after ``MISSED_SCAN_MAX_GAP``
+        minutes without one) reads the window's breaches; each later scan reads the breaches stored
+        in the minutes since its last (``BREACH_MINUTE``, one equality each, as the slots'
+        ``LinkView``), from the minute before that one's: a breach stamped as the last scan read and
+        stored just after it, or by a worker whose clock is a little behind, is still read."""
         hours = self.settings.lead_alert_lookback_hours
         if hours <= 0:
             return 0
         now = now or datetime.now(UTC)
         since = now - timedelta(hours=hours)
-        breaches = list(self.db[BREACHES].find({"breachedAt": {"$gte": since}}, {"_id": 1, "escalatedTo": 1}))
-        if not breaches:
-            return 0
-        # an alert is queued at or after its breach: those of the window's breaches are among these
-        queued = {a["_id"] for a in self.db[lead_alerts.ALERTS].find({"at": {"$gte": since}}, {"_id": 1})}
+        reading, last = _minute(datetime.now(UTC)), self._missed_scan_minute
+        fields = {"_id": 1, "escalatedTo": 1, "breachedAt": 1}
+        if last is None or reading - last > MISSED_SCAN_MAX_GAP:
+            breaches = list(self.db[BREACHES].find({"breachedAt": {"$gte": since}}, fields))
+        else:
+            breaches = [b for b in mongo.find_in(self.db[BREACHES], BREACH_MINUTE, range(last - 1, reading + 1),
+                                                 projection=fields)
+                        if (_as_utc(b.get("breachedAt")) or since) >= since]
+        queued = {a["_id"] for a in mongo.find_in(self.db[lead_alerts.ALERTS], "_id", [b["_id"] for b in breaches],
+                                                  projection={"_id": 1})}
         found = 0
         for breach in breaches:
             if breach["_id"] in queued:
@@ -1074,6 +1097,7 @@ class Consults:
             is_open = link["state"] in rules.OPEN_STATES
             if self._queue_alert(_facts_of(link), breach.get("escalatedTo"), now, closed=not is_open) and is_open:
                 found += 1
+        self._missed_scan_minute = reading  # once every breach read is queued: a scan that failed is read again
         return found
 
     def retag(self, task_id: str) -> bool:
