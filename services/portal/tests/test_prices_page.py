@@ -222,6 +222,43 @@ def test_the_admin_changes_a_price_with_if_match_and_sees_it_saved(app, billing)
     assert first.index("50.000") > first.index("45.000")  # newest first: 45.000 → 50.000
 
 
+def row_of(page: str, cid: str) -> str:
+    """The entry's row of the list, as the page draws it."""
+    row = page[page.index(f'id="price-{cid}"'):]
+    return row[:row.index("</tr>")]
+
+
+@pytest.mark.parametrize(("typed", "said"), [("50.000", "Điện tâm đồ: giá mới là 50.000\u00a0₫ (phiên bản 2)."),
+                                             ("45.000", "Không có thay đổi: giá Điện tâm đồ vẫn là 45.000\u00a0₫")])
+def test_a_saved_price_is_said_on_its_own_entry(app, billing, typed, said):
+    """Walk of session 28: the saved price's sentence stood above the list while the page came back at the entry's
+    anchor, so a row further down (most of them; every one at 360 px) was saved with no word in sight. It is said
+    on the entry itself, once, and not above the list; nor on another entry."""
+    client = portal_signed_in(app, "admin")
+    assert post_price(client, "dien-tim", typed).status_code == 302
+    page = client.get("/prices").get_data(as_text=True)
+    assert said in row_of(page, "dien-tim") and page.count(said) == 1
+    assert 'data-testid="price-saved"' not in row_of(page, "consult-394579002-district")
+    assert 'data-testid="price-saved"' not in client.get("/prices").get_data(as_text=True)
+
+
+def test_a_saved_price_of_an_entry_the_filter_hides_is_said_above_the_list(app, billing):
+    client = portal_signed_in(app, "admin")
+    assert post_price(client, "dien-tim", "50.000").status_code == 302
+    page = client.get("/prices?q=tim+mach").get_data(as_text=True)  # the cardiology entry alone
+    assert 'id="price-dien-tim"' not in page
+    assert page.count("Điện tâm đồ: giá mới là 50.000\u00a0₫ (phiên bản 2).") == 1
+
+
+def test_another_pages_step_is_not_said_on_the_price_list(app, billing):
+    """The list showed every message waiting in the session, whatever page it was for (notices.py keeps a
+    step's word for its page as ``step=value``): only a saved price's is the list's."""
+    client = portal_signed_in(app, "admin")
+    with client.session_transaction() as session:
+        session["_flashes"] = [("done:/invoices/inv-1", "cancelled=1")]
+    assert "cancelled=1" not in client.get("/prices").get_data(as_text=True)
+
+
 def test_an_english_price_history_names_the_admin_in_english(app, billing):
     """Review 12: in English the history said the price was changed by "Quản trị viên" (the demo admin's name
     is the Vietnamese role label): it is said in the page's language there and in the header; a person's name
