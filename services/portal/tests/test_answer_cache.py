@@ -113,6 +113,27 @@ def test_errors_reach_every_waiter_and_are_not_kept(monkeypatch):
     assert cache.get((ANA, "chart"), 5, lambda: "recovered") == "recovered"
 
 
+def test_an_answer_fetched_before_another_users_news_is_not_used_and_news_is_asked_only_for_a_kept_one():
+    """``news`` (web/sent.py: when a consult of the user's clinic or hub was last sent by anyone): an answer kept from
+    before it is fetched again, one fetched after it is used; nothing kept, it is not asked (a database read)."""
+    cache, asked = AnswerCache(), []
+
+    def news(at: float):
+        def newest() -> float:
+            asked.append(at)
+            return at
+        return newest
+
+    assert cache.get((ANA, "worklist"), 60, lambda: "before", news=news(0.0)) == "before"
+    assert asked == []  # nothing kept yet: not asked
+    assert cache.get((ANA, "worklist"), 60, lambda: "x", news=news(0.0)) == "before"  # no news since
+    sent_at = time.time() + 0.01  # a nurse sends a consult to the hub, through any process
+    time.sleep(0.02)
+    assert cache.get((ANA, "worklist"), 60, lambda: "after", news=news(sent_at)) == "after"
+    assert cache.get((ANA, "worklist"), 60, lambda: "again", news=news(sent_at)) == "after"  # fetched after it
+    assert len(asked) == 3
+
+
 def test_a_full_cache_drops_its_oldest_half():
     cache = AnswerCache(size=4)
     for i in range(4):

@@ -6,9 +6,9 @@ from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES
 
 from .domain import reporting
-from .web import kept, tokens
+from .web import kept, sent, tokens
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES, *tokens.INDEXES, *kept.INDEXES]
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES, *tokens.INDEXES, *kept.INDEXES, *sent.INDEXES]
 
 
 def main() -> int:

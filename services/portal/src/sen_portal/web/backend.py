@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import has_request_context, request, session
@@ -214,10 +215,18 @@ class AnswerCache:
         self._kept: dict[tuple[Any, ...], tuple[float, Any, float]] = {}  # (until, answer, fetched at)
         self._flying: dict[tuple[Any, ...], _Flight] = {}
 
-    def get(self, key: tuple[Any, ...], seconds: float, fetch: Any, not_before: float = 0.0) -> Any:
+    def get(self, key: tuple[Any, ...], seconds: float, fetch: Any, not_before: float = 0.0,
+            news: Callable[[], float] | None = None) -> Any:
         """``fetch()``'s answer for ``key``: kept, shared with a fetch in flight, or fetched now.
         ``not_before`` (a wall-clock time): an answer fetched earlier is not used (the user wrote
-        since, perhaps through another worker process)."""
+        since, perhaps through another worker process). ``news``: when the answer last changed by
+        another user's write the portal knows of (``sent.newest``), a later ``not_before``; asked only
+        when an answer kept or in flight could be used."""
+        if news is not None:
+            with self._lock:
+                known = key in self._kept or key in self._flying
+            if known:
+                not_before = max(not_before, news())
         now = time.time()
         with self._lock:
             hit = self._kept.get(key) if seconds > 0 else None  # seconds=0: never an answer kept before
@@ -287,21 +296,23 @@ def _user_key() -> tuple[Any, ...]:
             str(user.get("practitioner")))
 
 
-def fhir_get(service: str, path: str, params: Any = None, *, cached: bool = False) -> dict[str, Any]:
-    """A GET's JSON; ``cached``: from :data:`answers` (this user's, for ``SEN_PORTAL_CACHE_SECONDS``)."""
+def fhir_get(service: str, path: str, params: Any = None, *, cached: bool = False,
+             news: Callable[[], float] | None = None) -> dict[str, Any]:
+    """A GET's JSON; ``cached``: from :data:`answers` (this user's, for ``SEN_PORTAL_CACHE_SECONDS``, unless
+    older than ``news()``: :meth:`AnswerCache.get`)."""
     if not cached:
         return call(service, "GET", path, params=params).json()
-    return shared_get(service, path, params, seconds=settings().portal_cache_seconds)
+    return shared_get(service, path, params, seconds=settings().portal_cache_seconds, news=news)
 
 
 def shared_get(service: str, path: str, params: Any = None, *, seconds: float = 0.0,
-               accept: str = FHIR_JSON) -> Any:
+               accept: str = FHIR_JSON, news: Callable[[], float] | None = None) -> Any:
     """A GET's JSON through :data:`answers`: kept ``seconds`` for this user (0: only shared by the
-    requests asking for it at the same moment)."""
+    requests asking for it at the same moment); ``news``: as :meth:`AnswerCache.get`'s."""
     items = tuple(sorted((params or {}).items())) if isinstance(params, dict) else tuple(params or ())
     key = (_user_key(), service, path, items, accept)
     return answers.get(key, seconds, lambda: call(service, "GET", path, params=params, accept=accept).json(),
-                       not_before=float(session.get("wrote_at") or 0.0))
+                       not_before=float(session.get("wrote_at") or 0.0), news=news)
 
 
 def fhir_post(service: str, path: str, body: Any, *, idempotent: bool = True,

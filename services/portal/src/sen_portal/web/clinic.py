@@ -39,6 +39,7 @@ from . import (
     results,
     searches,
     select_locale,
+    sent,
     typed_text,
 )
 from .backend import BackendError, entries, fhir_get, fhir_post, outage_status, page_status
@@ -1131,7 +1132,8 @@ def consult_new(pid: str) -> Any:
                 answer = fhir_post("teleconsult", "/fhir/ServiceRequest/$submit", body,
                                    headers={"Idempotency-Key": key})
                 task = next((r["id"] for r in entries(answer, "Task")), None) or _task_from_locations(answer)
-                if task:
+                if task:  # news for the clinic's other staff and the hub's doctors: their kept lists are older
+                    sent.record(task, g.user.facility, backend.settings().hub)
                     url = url_for("web.consult_detail", tid=task)
                     flash_step(url, "submitted")
                     if _is_htmx():
@@ -1227,8 +1229,10 @@ def teleconsult_page(path: str, params: dict[str, str], cursor: str | None) -> t
 
     if cursor is not None and not _CURSOR.match(cursor):
         raise ValueError(cursor)
+    facility = g.user.facility  # a list kept from before a consult its clinic or hub was sent is not used
     try:
-        bundle = fhir_get("teleconsult", path, {**params, **({"_cursor": cursor} if cursor else {})}, cached=True)
+        bundle = fhir_get("teleconsult", path, {**params, **({"_cursor": cursor} if cursor else {})}, cached=True,
+                          news=lambda: sent.newest(facility))
     except BackendError as err:
         if cursor and err.status == 400:
             raise ValueError(cursor) from err

@@ -126,6 +126,18 @@ def _unreachable(now: float) -> None:
     _unreachable_until = now + BACKOFF_SECONDS
 
 
+def database_reachable() -> bool:
+    """Whether the portal's database may be asked: not while a read or write of it failed in the last
+    :data:`BACKOFF_SECONDS` (of this module or another that records it: :func:`database_unreachable`), so an
+    outage costs a page no wait."""
+    return time.monotonic() >= _unreachable_until
+
+
+def database_unreachable() -> None:
+    """A read or write of the portal's database failed: it is not asked again for :data:`BACKOFF_SECONDS`."""
+    _unreachable(time.monotonic())
+
+
 def sweep(db: Any, collection: str = SIGNED_OUT) -> None:
     """Delete ``collection``'s records whose ``until`` passed (the sign-outs here, the sessions' tokens:
     web/tokens.py), at most once every :data:`SWEEP_SECONDS` per process and collection."""
