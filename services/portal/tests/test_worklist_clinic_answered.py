@@ -122,54 +122,83 @@ def test_consults_waiting_for_the_clinic_come_after_those_she_can_act_on(client,
     assert page.count(">Waiting for the clinic</span>") == 2 and "come after them" in page
 
 
-def test_a_visit_booked_after_the_clinics_answer_is_her_next_step(client, monkeypatch):
-    """Walked: she booked the video visit of a consult the clinic had answered, and the row still read "Cơ sở đã
-    trả lời" (booking leaves the Task alone). A visit booked after the answer is her next step: the row no longer
-    says it; one booked before the question still leaves it said. One teleconsult Appointment search for the page,
-    asked only when a row would say it."""
-    from sen_portal.web import doctor
-    from sen_portal.web.backend import BackendError
+class _Records:
+    """The portal database's ``answers_seen`` (web/seen.py) for a test without a database: the calls it makes (an
+    insert by ``_id``, a find by ``user`` and ``task`` ``$in``, the sweep's delete)."""
 
-    def answered(tid: str) -> dict[str, Any]:
-        task = _task(tid, "accepted", "4", "Practitioner/ys-vo-minh-tam")
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.finds = 0
+
+    def __getitem__(self, _name: str) -> _Records:
+        return self
+
+    def insert_one(self, doc: dict[str, Any]) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        if doc["_id"] in self.docs:
+            raise DuplicateKeyError("seen")
+        self.docs[doc["_id"]] = dict(doc)
+
+    def find(self, query: dict[str, Any], _projection: Any = None) -> list[dict[str, Any]]:
+        self.finds += 1
+        return [d for d in self.docs.values() if d["user"] == query["user"] and d["task"] in query["task"]["$in"]]
+
+    def delete_many(self, _query: Any) -> None:
+        return None
+
+
+def test_the_clinics_answer_is_said_until_she_opens_the_consult_whatever_its_visit_did(client, monkeypatch):
+    """Session 27's rule cleared "Cơ sở đã trả lời" when a booked Appointment of the consult was no older than the
+    answer: a visit booked before her question and changed after the clinic's answer (its next version: a backfill's
+    tags, any update) cleared it though she had not read the answer. It is said now until she opens the consult at
+    the version the answer made (web/seen.py), whatever the visit did; the clinic answering again says it again; the
+    portal database out of reach, it is said as before."""
+    from sen_portal.web import clinic, doctor, seen, signouts
+
+    def answered(tid: str, version: str = "4") -> dict[str, Any]:
+        task = _task(tid, "accepted", version, "Practitioner/ys-vo-minh-tam")
         task["focus"] = {"reference": f"ServiceRequest/sr-{tid}"}
         task["meta"]["lastUpdated"] = "2026-12-06T02:00:00Z"  # the clinic's answer, 09:00 in Vietnam
         return task
 
-    tasks = [answered("booked-after"), answered("booked-before"), answered("not-booked")]
+    tasks = [answered("visit-changed"), answered("other")]
     _fake_hub(monkeypatch, tasks)
     worklist = doctor.fhir_get
-    visits = [{"resourceType": "Appointment", "id": "a1", "status": "booked",
-               "basedOn": [{"reference": "ServiceRequest/sr-booked-after"}],
-               "meta": {"lastUpdated": "2026-12-06T02:05:00Z"}},  # booked 5 minutes after the answer
-              {"resourceType": "Appointment", "id": "a2", "status": "booked",
-               "basedOn": [{"reference": "ServiceRequest/sr-booked-before"}],
-               "meta": {"lastUpdated": "2026-12-06T01:00:00Z"}}]  # booked before she asked
-    searches: list[dict[str, str]] = []
-    state = {"down": False}
+    # the visit was booked at 08:00, before she asked; its Appointment changed at 09:05, after the answer
+    visit = {"resourceType": "Appointment", "id": "a1", "status": "booked", "start": "2026-12-08T01:00:00Z",
+             "end": "2026-12-08T01:30:00Z", "basedOn": [{"reference": "ServiceRequest/sr-visit-changed"}],
+             "meta": {"versionId": "2", "lastUpdated": "2026-12-06T02:05:00Z"}}
 
     def fhir_get(service, path, params=None, **kw):
+        params = dict(params or {})
         if path == "/fhir/Appointment":
-            searches.append(dict(params or {}))
-            if state["down"]:
-                raise BackendError("down", "teleconsult")
-            return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": a} for a in visits]}
+            return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": visit}]}
+        if path == "/fhir/Task" and params.get("_id"):  # the consult's page
+            return {"resourceType": "Bundle", "type": "searchset",
+                    "entry": [{"resource": t} for t in tasks if t["id"] == params["_id"]]}
         return worklist(service, path, params, **kw)
 
-    monkeypatch.setattr(doctor, "fhir_get", fhir_get)
+    for module in (doctor, clinic):
+        monkeypatch.setattr(module, "fhir_get", fhir_get)
+    records = _Records()
+    monkeypatch.setattr(seen, "_db", lambda: records)
+    monkeypatch.setattr(signouts, "_unreachable_until", 0.0)  # the portal database answers (records)
+    monkeypatch.setattr(signouts, "was_signed_out", lambda sid: False)
     sign_in(client, "doctor")
-    page = client.get("/worklist").get_data(as_text=True)
-    assert _marked(page) == {"booked-before", "not-booked"}, _marked(page)
-    assert searches == [{"based-on": "ServiceRequest/sr-booked-after,ServiceRequest/sr-booked-before,"
-                                     "ServiceRequest/sr-not-booked", "status": "booked", "_count": "12"}]
-    state["down"] = True  # teleconsult's visits not read: said as before, the page shown
-    from sen_portal.web import backend
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}  # failed before
+    assert records.finds == 1  # one read for the page's rows that say it
 
-    monkeypatch.setattr(backend, "answers", backend.AnswerCache())
-    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"booked-after", "booked-before", "not-booked"}
-    searches.clear()
-    _fake_hub(monkeypatch, [_task("plain", "accepted", "3", "Practitioner/bs-nguyen-van-an")])
-    worklist = doctor.fhir_get
-    monkeypatch.setattr(doctor, "fhir_get", fhir_get)
-    assert client.get("/worklist").status_code == 200
-    assert searches == []  # no row says the clinic answered: nothing asked
+    assert client.get("/tasks/visit-changed").status_code == 200  # she reads the answer on the consult's page
+    assert list(records.docs) == ["doctor|bs-nguyen-van-an/visit-changed/4"]
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"other"}
+    client.get("/tasks/visit-changed")  # seen again at the same version: one record
+    assert len(records.docs) == 1
+
+    tasks[0]["meta"]["versionId"] = "6"  # she asked again (5) and the clinic answered again (6)
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}
+
+    monkeypatch.setattr(signouts, "_unreachable_until", float("inf"))  # the database out of reach: said as before
+    client.get("/tasks/other")
+    assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}
+    assert len(records.docs) == 1

@@ -6,9 +6,10 @@ from sen_shared import mongo
 from sen_shared.bus.outbox import OUTBOX_INDEXES
 
 from .domain import reporting
-from .web import kept, sent, tokens
+from .web import kept, seen, sent, tokens
 
-INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES, *tokens.INDEXES, *kept.INDEXES, *sent.INDEXES]
+INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES, *reporting.INDEXES, *tokens.INDEXES, *kept.INDEXES, *sent.INDEXES,
+                              *seen.INDEXES]
 
 
 def main() -> int:

@@ -27,7 +27,6 @@ from .clinic import (
     page_gone,
     pool,
     refusal_said,
-    request_id,
     send_message,
     teleconsult_page,
 )
@@ -51,6 +50,7 @@ from .forms import (
 )
 from .notices import step_done, steps_done
 from .patients import lookup, patient_id, shown
+from .seen import mark_seen, seen_of
 
 EXT_BREACHED = "https://sen.vn/fhir/StructureDefinition/sla-breached"
 EXT = "https://fhir.sen.vn/StructureDefinition/"
@@ -143,33 +143,6 @@ def _sum(*bundles: dict[str, Any]) -> int | None:
     return sum(t for t in totals if t is not None) if None not in totals else None
 
 
-def booked_since_answer(tasks: list[dict[str, Any]]) -> set[str]:
-    """The ids of the consults ``tasks`` (those the clinic has answered: :func:`directory.answered_by_clinic`) whose
-    video visit was booked after the answer: her next step, though booking leaves the Task alone, so the row no
-    longer says the clinic answered. ONE teleconsult Appointment search for the page (their ServiceRequests,
-    ``status=booked``), asked only when a row would say it (none on most loads); a visit is booked after the
-    answer when its version (the booking: a move books a new one) is no older than the Task's, which the
-    answer made. Teleconsult not answering: none (the rows say the clinic answered, as before)."""
-    by_request = {rid: task for task in tasks if (rid := request_id(task))}
-    if not by_request:
-        return set()
-    try:
-        bundle = fhir_get("teleconsult", "/fhir/Appointment", {
-            "based-on": ",".join(f"ServiceRequest/{rid}" for rid in sorted(by_request)), "status": "booked",
-            "_count": str(4 * len(by_request))}, cached=True)
-    except BackendError:
-        return set()
-    found = set()
-    for appt in entries(bundle, "Appointment"):
-        booked_at = parse_instant((appt.get("meta") or {}).get("lastUpdated"))
-        for ref in appt.get("basedOn") or []:
-            task = by_request.get(str((ref or {}).get("reference") or "").removeprefix("ServiceRequest/"))
-            answered_at = parse_instant(((task or {}).get("meta") or {}).get("lastUpdated"))
-            if task is not None and booked_at and answered_at and booked_at >= answered_at:
-                found.add(str(task.get("id")))
-    return found
-
-
 def waiting(entry: dict[str, Any]) -> bool:
     """Whether a worklist entry waits for the clinic's answer (:data:`WAITING`)."""
     return (entry.get("resource") or {}).get("status") == WAITING
@@ -212,7 +185,8 @@ def worklist() -> Any:
     else:  # each consult's patient (named only where the EHR lets this doctor read them), reason, clinic
         rows = consult_rows([r["task"] for r in rows], {str(r["task"].get("id")): r for r in rows})
         answered = [r["task"] for r in rows if answered_by_clinic(r["task"], g.user.facility, g.user.practitioner)]
-        said = {str(t.get("id")) for t in answered} - (booked_since_answer(answered) if answered else set())
+        # until she opens the consult at the version the answer made (web/seen.py): one read, only if a row says it
+        said = {str(t.get("id")) for t in answered} - (seen_of(answered) if answered else set())
         for r in rows:
             r["answered"] = str(r["task"].get("id")) in said
     refresh = request.headers.get("HX-Request") == "true"  # the table alone, without the page's message
@@ -328,6 +302,8 @@ def _task_page(tid: str, status: int = 200, **ctx: Any) -> Any:
     # the hub's doctors (for reassigning) are asked for while the consult is read: one wait
     doctors = pool.submit(copy_current_request_context(_hub_doctors), g.user.facility, g.user.practitioner)
     data = consult_bundle(tid, with_patient=True)
+    if answered_by_clinic(data["task"], g.user.facility, g.user.practitioner):
+        mark_seen(data["task"])  # the clinic's answer is on her screen: the worklist no longer says it
     start = today()  # in Vietnam: a server on UTC is still on yesterday before 07:00 here
     forms = {"reject_form": ReasonForm(formdata=None), "question_form": QuestionForm(formdata=None),
              "reassign_form": form_key(ReassignForm(formdata=None)),
