@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import copy_current_request_context, g, redirect, render_template, request, url_for
 from flask_babel import get_locale, gettext, lazy_gettext
+from markupsafe import Markup
 from sen_shared.fhir.names import name_and_role, same_person
 
 from . import backend_message, bp, icd10, is_htmx, login_required, select_locale, status_label, typed_text
@@ -950,16 +951,32 @@ def task_slots(tid: str) -> Any:
     the page offers the times, by day, with the button that fits the visit's state. A GET (the
     search's fields in the query string): the page can be bookmarked, reloaded and come back to
     with the browser's Back after booking, without resending a form. ``later`` (an instant inside
-    the days searched): the times from then on, the "later times" link of a search that had more."""
+    the days searched): the times from then on, the "later times" link of a search that had more.
+
+    The booking form asks for its first week's times itself once the consult's page is shown (task.html: htmx,
+    ``hx-trigger="load"`` into ``#free-times``): the page is not kept waiting for ``$find``; that request's answer
+    is the page with the times in that box, or why there are none said in it (teleconsult slow or down, the
+    consult no longer open to booking: 200, htmx swaps only a 2xx), the search's form there for another try."""
     if "start" not in request.args:
         return redirect(url_for("web.task_detail", tid=tid, _anchor="visit"))
-    data = consult_bundle(tid)
+    in_box = is_htmx() and request.headers.get("HX-Target") == "free-times"  # the booking form's own first search
+    try:
+        data = consult_bundle(tid)
+    except BackendError as err:
+        if not in_box:
+            raise  # the page saying teleconsult did not answer (web.__init__'s handler)
+        note = gettext("The free times could not be found just now: %(why)s Press “%(find)s” to try again.",
+                       why=backend_message(err), find=gettext("Find free times"))
+        return Markup('<div id="free-times"><p class="alert warn" role="status" data-testid="free-times-problem">'
+                      '{}</p></div>').format(note)  # the box alone, the page around it as it was
     unbookable = no_booking_now(data["task"])
     if unbookable:  # the page offers no search then (nor shows its errors): said why, never a bare page
+        if in_box:
+            return _task_page(tid, 200, free_times_problem=unbookable)
         return _task_page(tid, 409, problem=unbookable)
     form = FindSlotForm(request.args)
     if not form.validate():
-        return _task_page(tid, 422, forms={"find_form": form})
+        return _task_page(tid, 200 if in_box else 422, forms={"find_form": form})
     first = datetime.combine(form.start.data, time(0, 0), TZ)
     later = parse_instant(request.args.get("later"))
     if later is not None and not first < later < first + timedelta(days=form.days.data):
@@ -967,6 +984,8 @@ def task_slots(tid: str) -> Any:
     try:
         found = _free_times(tid, data, form, later)
     except BackendError as err:
+        if in_box:  # said in the box, the rest of the page as it was
+            return _task_page(tid, 200, free_times_problem=backend_message(err), forms={"find_form": form})
         return _task_page(tid, page_status(err), problem=backend_message(err), forms={"find_form": form})
     return _task_page(tid, **found, searched_from=later, forms={"find_form": form})
 
