@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from sen_shared.auth import (
     JWKS_LIFESPAN_SECONDS,
     Principal,
@@ -39,9 +44,25 @@ def test_key_is_made_once(key):
     assert a.private_numbers() == b.private_numbers()
 
 
-@pytest.mark.parametrize("mutate", ["expired", "audience", "issuer", "other-key", "garbage", "hs256"])
+@pytest.mark.parametrize("mutate", ["expired", "audience", "issuer", "other-key", "garbage", "hs256", "alg-none",
+                                    "hs256-public-key", "not-yet-valid"])
 def test_bad_tokens_are_unauthorized(key, tmp_path, mutate):
-    if mutate == "expired":
+    claims = {"sub": "x", "roles": ["admin"], "iss": "sen-dev", "aud": "sen", "exp": int(time.time()) + 60,
+              "iat": int(time.time())}
+    if mutate == "alg-none":  # unsigned (RFC 7519 §6): never taken, whatever it claims
+        tok = jwt.encode(claims, None, algorithm="none")
+    elif mutate == "hs256-public-key":  # the verifying key's public PEM used as an HMAC secret (algorithm confusion)
+        pem = ensure_dev_key(key).public_key().public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+        def part(raw: bytes) -> str:
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        signed = f"{part(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{part(json.dumps(claims).encode())}"
+        tok = f"{signed}.{part(hmac.new(pem, signed.encode(), hashlib.sha256).digest())}"
+    elif mutate == "not-yet-valid":
+        tok = issue_dev_token(key, "clinic", nbf=int(time.time()) + 3600)
+    elif mutate == "expired":
         tok = issue_dev_token(key, "clinic", ttl_seconds=-3600)
     elif mutate == "audience":
         tok = issue_dev_token(key, "clinic", audience="other")
