@@ -5,7 +5,8 @@ refused on the admin's own address; every page the admin's home offers, in Vietn
 px; and the price changed with the keyboard alone. Screenshotted and checked by axe-core (conftest.Visitor.check).
 
 What the walk found: a saved price was said above the list while the page came back at the entry's anchor, so an
-entry further down (most of them at 1280 px, every one at 360) was saved with no word in sight."""
+entry further down (most of them at 1280 px, every one at 360) was saved with no word in sight; the consults list,
+which shows the admin every facility's consults, said "of my facility" and named no clinic on its rows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.test_pages import _submit
 from tests.browser.test_roles import _cashier_api, issued_at_the_desk
 
 pytestmark = pytest.mark.integration
@@ -157,6 +159,22 @@ def test_every_page_the_admins_home_offers_opens(visitor_factory, stack, lang, w
         footer = v.page.inner_text("footer")
         assert ("Giờ Việt Nam (UTC+7)" if lang == "vi" else "Vietnam time (UTC+7)") in footer
         v.check(href.strip("/"))
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 360), ("en", 1280)])
+def test_the_admins_consults_list_names_each_consults_clinic(visitor_factory, stack, lang, width):
+    tid = _submit(stack, "Đường huyết 14 mmol/L, xin hướng dẫn chỉnh insulin.", "urgent")
+    v = visitor_factory(f"{lang}-{width}-admin", width=width)
+    v.sign_in("admin")
+    if lang == "en":
+        v.english()
+    v.go("/consults")
+    assert v.page.inner_text("h1") == ("Hội chẩn (mọi cơ sở)" if lang == "vi" else "Consults (every facility)")
+    row = v.page.locator(f"tbody tr:has(a[href='/consults/{tid}'])")
+    expect(row.locator("[data-testid=consult-requester]")).to_have_text("Trạm Y tế xã Mỹ Hiệp")
+    m = v.page.evaluate("() => ({w: innerWidth, page: document.documentElement.scrollWidth})")
+    assert m["page"] <= m["w"], m
+    v.check("consults")
 
 
 def test_the_admin_changes_a_price_with_the_keyboard_alone(visitor_factory, stack):
