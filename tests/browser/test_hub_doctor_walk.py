@@ -6,6 +6,8 @@ Screenshotted and checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -122,16 +124,23 @@ def test_booking_the_visit_after_the_clinics_answer_is_her_next_step(visitor_fac
     assert row.count() == 1 and row.locator("[data-testid=clinic-answered]").count() == 0
 
 
-@pytest.mark.parametrize(("lang", "width"), [("vi", 768), ("en", 1280)])
-def test_the_chart_opened_from_a_consult_leads_back_to_it(visitor_factory, stack, lang, width):
-    """Walked: the chart opened from the consult's page in the same tab, and nothing on it led back to the consult
-    (the worklist, then its row). Now "← Quay lại ca hội chẩn" / "Back to the consult" does."""
+def _doctor_on_a_stat_consult(visitor_factory, stack: dict[str, str], lang: str, width: int) -> tuple[Any, str]:
+    """A stat consult (chest pain) the clinic has just submitted, and the hub doctor signed in on its page in
+    ``lang`` at ``width`` px: (her visitor, the consult's Task id)."""
     tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
     v = visitor_factory(f"{lang}-{width}", width=width)
     v.sign_in("doctor")
     if lang == "en":
         v.english()
     v.go(f"/tasks/{tid}")
+    return v, tid
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 768), ("en", 1280)])
+def test_the_chart_opened_from_a_consult_leads_back_to_it(visitor_factory, stack, lang, width):
+    """Walked: the chart opened from the consult's page in the same tab, and nothing on it led back to the consult
+    (the worklist, then its row). Now "← Quay lại ca hội chẩn" / "Back to the consult" does."""
+    v, tid = _doctor_on_a_stat_consult(visitor_factory, stack, lang, width)
     chart = v.page.locator("[data-testid=consult-patient] a").get_attribute("href")
     back = v.page.locator("[data-testid=back-to-consult]")
     for _ in range(20):  # the hub reads the patient once the clinic's referral grant is recorded
@@ -160,12 +169,7 @@ def test_the_minutes_typed_come_back_after_a_reload(visitor_factory, stack, lang
     """A long history typed, then the tab reloaded (a tablet bringing it back after discarding it while the video ran
     in another): the minutes were gone. Now they are back in their boxes, said above them in the page's language;
     signed, they are not offered again; a signed-out tab keeps none."""
-    tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
-    v = visitor_factory(f"{lang}-{width}", width=width)
-    v.sign_in("doctor")
-    if lang == "en":
-        v.english()
-    v.go(f"/tasks/{tid}")
+    v, tid = _doctor_on_a_stat_consult(visitor_factory, stack, lang, width)
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_selector("[data-testid=accepted]")
     _typed(v.page)

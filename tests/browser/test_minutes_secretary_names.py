@@ -17,8 +17,7 @@ import pytest
 from services.portal.tests.test_minutes_in_place import Signing
 from services.portal.tests.test_minutes_in_place import fake as fake  # noqa: F401 - a fixture, used by name
 from services.portal.tests.test_visit_changes import TID
-from tests.browser.served import fulfil_from
-from tests.support import portal_app, portal_signed_in
+from tests.browser.served import doctor_on_her_consult, fulfil_from, routed_page
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +28,7 @@ NAMES = "() => [...document.querySelectorAll('#secretary-names option')].map(o =
 
 def test_the_secretary_suggestions_follow_the_participants_edited_on_the_page(
         browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Signing) -> None:  # noqa: F811
-    fake.status, fake.owner = "in-progress", "Practitioner/bs-nguyen-van-an"
-    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
-    client = portal_signed_in(app, "doctor")
+    client = doctor_on_her_consult(fake, tmp_path, monkeypatch)
     asked: list[str] = []
 
     def serve(route: Any) -> None:
@@ -39,13 +36,7 @@ def test_the_secretary_suggestions_follow_the_participants_edited_on_the_page(
             asked.append(urlsplit(route.request.url).path)
         fulfil_from(client, route)
 
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN",
-                              timezone_id="Asia/Ho_Chi_Minh")
-    try:
-        page = ctx.new_page()
-        page.route("http://portal.test/**", serve)
-        page.goto(f"http://portal.test/tasks/{TID}")
-        page.wait_for_function("() => window.htmx && document.querySelector('#secretary-names')")
+    with routed_page(browser, serve, f"/tasks/{TID}", "#secretary-names") as page:
         drawn = page.evaluate(NAMES)
         assert not any("Nguyễn Văn An" in n for n in drawn), drawn  # the chair aside, as drawn
         page.fill("#participants", PARTICIPANTS)
@@ -62,5 +53,3 @@ def test_the_secretary_suggestions_follow_the_participants_edited_on_the_page(
         assert set(asked) == {"/minutes/secretary-names"}, asked  # POSTed: the names in no address
         assert page.get_attribute("#secretary", "list") == "secretary-names"  # the box still reads the list
         assert fake.completed == []  # nothing signed by it
-    finally:
-        ctx.close()

@@ -20,8 +20,7 @@ import pytest
 from services.portal.tests.test_minutes_in_place import Signing
 from services.portal.tests.test_minutes_in_place import fake as fake  # noqa: F401 - a fixture, used by name
 from services.portal.tests.test_visit_changes import TID
-from tests.browser.served import fulfil_from
-from tests.support import portal_app, portal_signed_in
+from tests.browser.served import doctor_on_her_consult, fulfil_from, routed_page
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +30,7 @@ NOTE = "Không tải được gợi ý."
 
 def test_a_failed_suggestion_request_is_said_beside_its_box_not_as_the_minutes_not_sent(
         browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Signing) -> None:  # noqa: F811
-    fake.status, fake.owner = "in-progress", "Practitioner/bs-nguyen-van-an"
-    app = portal_app(tmp_path, monkeypatch, backend="http://127.0.0.1:9", SEN_PORTAL_CACHE_SECONDS="0")
-    client = portal_signed_in(app, "doctor")
+    client = doctor_on_her_consult(fake, tmp_path, monkeypatch)
     offline = {"suggestions": True, "minutes": False}  # which addresses the route leaves unreachable
     aborted: list[str] = []
 
@@ -46,14 +43,7 @@ def test_a_failed_suggestion_request_is_said_beside_its_box_not_as_the_minutes_n
             return
         fulfil_from(client, route)
 
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN",
-                              timezone_id="Asia/Ho_Chi_Minh")
-    try:
-        page = ctx.new_page()
-        page.route("http://portal.test/**", serve)
-        page.goto(f"http://portal.test/tasks/{TID}")
-        page.wait_for_function("() => window.htmx && document.querySelector('#diagnosis-suggest')")
-
+    with routed_page(browser, serve, f"/tasks/{TID}", "#diagnosis-suggest") as page:
         # the diagnosis box's codes: said under its list, quietly (a status, not an alert)
         page.locator("#diagnosis").press_sequentially("tăng huyết")
         note = page.locator("#diagnosis-suggest-failed")
@@ -83,5 +73,3 @@ def test_a_failed_suggestion_request_is_said_beside_its_box_not_as_the_minutes_n
         page.locator("#diagnosis").press_sequentially("I10")
         page.locator("#diagnosis-suggest [role=option]").first.wait_for()
         assert page.locator("#diagnosis-suggest-failed").is_hidden()
-    finally:
-        ctx.close()
