@@ -9,7 +9,7 @@ it that is not set already;
 ``deploy/local/seed.py`` seeds the same file.
 
     python deploy/local/province.py env FILE      # shell lines: export NAME='value' (make run evals them)
-    python deploy/local/province.py dotenv FILE   # NAME=value lines, for k8s config.env or compose's env_file
+    python deploy/local/province.py dotenv FILE   # NAME=value lines: k8s/overlays/prod/province.env, compose's env_file
     python deploy/local/province.py check FILE    # says what is wrong with the file, or nothing
 
 A setting already in the environment (non-empty) is left out of ``env`` and ``dotenv``, as ``make run``

@@ -48,10 +48,11 @@ def kustomize() -> list[str]:
 
 @pytest.fixture(scope="session")
 def k8s_tree(tmp_path_factory) -> Path:
-    """A copy of k8s/ where the prod overlay has its secrets.env (the committed example)."""
+    """A copy of k8s/ where the prod overlay has its secrets.env and its province.env (the committed examples)."""
     dst = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, dst, ignore=shutil.ignore_patterns("secrets.env"))
-    shutil.copy(dst / "overlays/prod/secrets.example.env", dst / "overlays/prod/secrets.env")
+    shutil.copytree(K8S, dst, ignore=shutil.ignore_patterns("secrets.env", "province.env"))
+    for name in ("secrets", "province"):
+        shutil.copy(dst / f"overlays/prod/{name}.example.env", dst / f"overlays/prod/{name}.env")
     return dst
 
 

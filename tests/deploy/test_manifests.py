@@ -4,6 +4,8 @@ OpenAPI schemas (kubernetes-validate bundles them), and check Sen's own invarian
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -188,9 +190,9 @@ def test_secret_values_come_from_the_generated_secret(rendered, overlay):
 def test_no_real_secret_is_committed():
     committed = list(K8S.rglob("*.env"))
     assert not [p for p in committed if p.name == "secrets.env"], "secrets.env must not be in the tree"
-    for example in K8S.glob("overlays/*/secrets.example.env"):
-        assert "EXAMPLE" in example.read_text().splitlines()[0].upper()
-    assert "secrets.env" in (K8S / "overlays/prod/.gitignore").read_text().split()
+    for example in K8S.glob("overlays/*/*.example.env"):
+        assert "EXAMPLE" in example.read_text(encoding="utf-8").splitlines()[0].upper()
+    assert {"secrets.env", "province.env"} <= set((K8S / "overlays/prod/.gitignore").read_text().split())
 
 
 def test_prod_runs_three_member_datastores_and_ha_web(rendered):
@@ -417,13 +419,22 @@ def test_no_sen_process_reaches_a_private_address_unless_the_overlay_opens_it(re
             assert not _may_reach_address(policies, labels, address, 443), f"{name} -> {address}"
 
 
+def _prod_tree(tmp_path: Path, province_env: str | None) -> Path:
+    """The prod overlay of a copy of k8s/: the committed example as its secrets.env, and ``province_env`` as its
+    province.env (None: no province.env)."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env", "province.env"))
+    prod = tree / "overlays/prod"
+    shutil.copy(prod / "secrets.example.env", prod / "secrets.env")
+    if province_env is not None:
+        (prod / "province.env").write_text(province_env, encoding="utf-8")
+    return prod
+
+
 def _prod_with_identity_server(tmp_path: Path, data: dict[str, str] | None) -> Path:
     """A copy of k8s/ whose prod overlay enables the identity server as its kustomization's comment says (the
     component, and with ``data`` its settings file holding them)."""
-    tree = tmp_path / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
-    prod = tree / "overlays/prod"
-    shutil.copy(prod / "secrets.example.env", prod / "secrets.env")
+    prod = _prod_tree(tmp_path, (K8S / "overlays/prod/province.example.env").read_text(encoding="utf-8"))
     text = (prod / "kustomization.yaml").read_text()
     component = "# components:\n#   - ../../components/identity-server\n"
     settings = "  # - identity-server.yaml\n"
@@ -490,3 +501,81 @@ def test_prod_serves_every_host_over_tls_where_ingress_nginx_adds_hsts(rendered)
     readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### HTTPS and HSTS"):]
     assert "Strict-Transport-Security" in section and "hsts" in section and "ssl-redirect" in section
+
+
+SECOND_PROVINCE = ROOT / "tests/e2e/provinces/bac-sen.json"
+OVERLAYS_OWN = {"SEN_ENV": "production", "WEB_CONCURRENCY": "3", "SEN_PORTAL_COOKIE_SECURE": "true"}
+
+
+def _dotenv(path: Path) -> str:
+    """What ``province.py dotenv`` prints for the province file at ``path``, run where no setting is set."""
+    proc = subprocess.run([sys.executable, str(ROOT / "deploy/local/province.py"), "dotenv", str(path)],
+                          env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _build(kustomize: list[str], overlay: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*kustomize, str(overlay)], capture_output=True, text=True, timeout=120)
+
+
+def _counted_before_sen(tmp_path: Path) -> Path:
+    """The second province with its baseline a number (``goal.beforeSen``), not its facilities marked."""
+    data = json.loads(SECOND_PROVINCE.read_text(encoding="utf-8"))
+    data["priceList"] = str(SECOND_PROVINCE.parent / data["priceList"])
+    for org in data["organizations"]:
+        org.pop("teleconsultBeforeSen", None)
+    data["goal"]["beforeSen"] = 3
+    path = tmp_path / "counted.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("baseline", ["named", "counted"])
+def test_prod_gives_the_pods_what_province_py_prints(kustomize, tmp_path, baseline):
+    """The province's settings are one file the prod overlay reads, province.env as ``province.py dotenv`` writes
+    it: every line reaches the ConfigMap as printed. Before, the overlay's literals (hub bvdk-tinh, goal 120,
+    baseline 15, 1,200,000 residents) were merged over the province's and won."""
+    printed = _dotenv(SECOND_PROVINCE if baseline == "named" else _counted_before_sen(tmp_path))
+    proc = _build(kustomize, _prod_tree(tmp_path, printed))
+    assert proc.returncode == 0, proc.stderr
+    (config,) = [o["data"] for o in yaml.safe_load_all(proc.stdout)
+                 if o and o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("sen-config")]
+    lines = dict(line.split("=", 1) for line in printed.splitlines())
+    assert {name: config.get(name) for name in lines} == lines
+    assert config["SEN_PORTAL_HUB"] == config["SEN_CONSULT_DEFAULT_HUB"] == "bvdk-bac-sen"
+    assert (config["SEN_REPORT_FACILITY_GOAL"], config["SEN_REPORT_POPULATION"]) == ("8", "12")
+    if baseline == "named":  # a number beside the list would make the portal refuse both
+        assert json.loads(config["SEN_REPORT_BASELINE_FACILITIES"]) == ["bvdk-bac-sen"]
+        assert "SEN_REPORT_FACILITY_BASELINE" not in config
+    else:
+        assert config["SEN_REPORT_FACILITY_BASELINE"] == "3" and "SEN_REPORT_BASELINE_FACILITIES" not in config
+    assert {name: config[name] for name in OVERLAYS_OWN} == OVERLAYS_OWN
+
+
+@pytest.mark.parametrize("province_env", [None, "", "# to be written\n"], ids=["missing", "empty", "comment"])
+def test_prod_without_the_provinces_settings_does_not_build(kustomize, tmp_path, province_env):
+    """No province.env, or one without the province's settings (the shell's ``> province.env`` leaves an empty
+    file when province.py refuses the province file): the build fails naming what is missing, where the pods
+    would otherwise get a ConfigMap with none of them (billing with no bank, teleconsult with no hub). Kustomize
+    words the error; the overlay, where it points, says what to run."""
+    proc = _build(kustomize, _prod_tree(tmp_path, province_env))
+    assert proc.returncode != 0 and not proc.stdout.strip()
+    assert ("province.env" if province_env is None else "SEN_PORTAL_HUB") in proc.stderr, proc.stderr
+    command = "deploy/local/province.py dotenv my-province.json > k8s/overlays/prod/province.env"
+    for name in ("kustomization.yaml", "province.example.env"):
+        assert command in (K8S / "overlays/prod" / name).read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS_OWN))
+def test_a_province_env_may_not_set_the_overlays_own_settings(kustomize, tmp_path, name):
+    proc = _build(kustomize, _prod_tree(tmp_path, _dotenv(SECOND_PROVINCE) + f"{name}=x\n"))
+    assert proc.returncode != 0 and f"illegally repeats the key `{name}`" in proc.stderr, proc.stderr
+
+
+def test_the_province_example_is_what_province_py_prints_for_the_demo():
+    """province.example.env shows the file's shape with the demo's values; regenerate its lines (below the
+    comment) with ``province.py dotenv deploy/local/demo-province.json`` when the demo or province.py changes."""
+    example = (K8S / "overlays/prod/province.example.env").read_text(encoding="utf-8").splitlines()
+    assert [line for line in example if not line.startswith("#")] == \
+        _dotenv(ROOT / "deploy/local/demo-province.json").splitlines()
