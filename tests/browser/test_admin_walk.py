@@ -6,7 +6,8 @@ px; and the price changed with the keyboard alone. Screenshotted and checked by 
 
 What the walk found: a saved price was said above the list while the page came back at the entry's anchor, so an
 entry further down (most of them at 1280 px, every one at 360) was saved with no word in sight; the consults list,
-which shows the admin every facility's consults, said "of my facility" and named no clinic on its rows."""
+which shows the admin every facility's consults, said "of my facility" and named no clinic on its rows; the invoices
+list and a cancelled invoice offered the admin a new invoice, which is a facility's cashier's (a refusal page)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,25 @@ def test_the_admins_consults_list_names_each_consults_clinic(visitor_factory, st
     m = v.page.evaluate("() => ({w: innerWidth, page: document.documentElement.scrollWidth})")
     assert m["page"] <= m["w"], m
     v.check("consults")
+
+
+def test_the_admin_is_not_offered_a_new_invoice_only_a_facilitys_cashier_makes(visitor_factory, stack):
+    iid, _ = issued_at_the_desk(stack, "Patient/bn-0003", ("dien-tim",))
+    r = httpx.post(f"{stack['billing']}/fhir/Invoice/{iid}/$cancel", headers=_cashier_api(stack), timeout=30,
+                   json={"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Lập nhầm"}]})
+    assert r.status_code == 200, r.text[:300]
+    v = visitor_factory("vi-1280-admin")
+    v.sign_in("admin")
+    v.go("/invoices")
+    assert v.page.locator("[data-testid=new-invoice]").count() == 0
+    v.go(f"/invoices/{iid}")
+    expect(v.page.locator("[data-testid=cancelled]")).to_be_visible()
+    assert v.page.locator("[data-testid=invoice-again]").count() == 0
+    v.check("invoice-cancelled")
+    cashier = visitor_factory("vi-1280-cashier")  # the facility's cashier still is
+    cashier.sign_in("cashier")
+    cashier.go(f"/invoices/{iid}")
+    expect(cashier.page.locator("[data-testid=invoice-again]")).to_be_visible()
 
 
 def test_the_admin_changes_a_price_with_the_keyboard_alone(visitor_factory, stack):
