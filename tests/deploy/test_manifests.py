@@ -3,9 +3,11 @@ OpenAPI schemas (kubernetes-validate bundles them), and check Sen's own invarian
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -334,7 +336,12 @@ def _may_reach_address(policies: list[dict], labels: dict[str, str], address: st
 def _ingress_controller_may_reach(policies: list[dict], labels: dict[str, str], port: int) -> bool:
     """Whether the NetworkPolicies let the ingress controller (namespace ingress-nginx) reach a pod with
     ``labels`` on ``port``."""
-    controller_ns = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    return _namespace_may_reach(policies, "ingress-nginx", labels, port)
+
+
+def _namespace_may_reach(policies: list[dict], namespace: str, labels: dict[str, str], port: int) -> bool:
+    """Whether the NetworkPolicies let any pod of ``namespace`` reach a pod with ``labels`` on ``port``."""
+    controller_ns = {"kubernetes.io/metadata.name": namespace}
     for np in policies:
         if "Ingress" not in np["spec"]["policyTypes"] or not _selects(np["spec"]["podSelector"], labels):
             continue
@@ -402,6 +409,117 @@ def test_the_ingress_controller_reaches_the_services_the_ingresses_route_to_and_
     for name, port in SERVICES.items():
         assert _ingress_controller_may_reach(policies, labels[f"{name}-web"], port) == (name in routed), name
         assert not _ingress_controller_may_reach(policies, labels[f"{name}-worker"], port), name
+
+
+OPS_PATHS = tuple(yaml.safe_load((ROOT / "specs/common/ops.yaml").read_text(encoding="utf-8"))["paths"])
+
+
+def _routes(ingress: dict) -> list[tuple[str, str, str]]:
+    """An Ingress's (host, path, pathType, service) routes."""
+    return [(rule["host"], p["path"], p["pathType"], p["backend"]["service"]["name"])
+            for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+
+
+def _matches(path: str, path_type: str, request_path: str) -> bool:
+    """Whether an Ingress path matches a request's path, as networking.k8s.io/v1 defines it (``Prefix``: by whole
+    path elements; ingress-nginx serves ``ImplementationSpecific`` as a prefix too)."""
+    if path_type == "Exact":
+        return request_path == path
+    prefix = path.rstrip("/")
+    return request_path == prefix or request_path.startswith(prefix + "/")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_public_ingress_reaches_a_services_operational_endpoints(rendered, overlay):
+    """Security review (session 28): the Ingress ``sen`` sent every path of the portal's public host to the portal,
+    so its /metrics (request counts, latencies, process figures), /healthz, /readyz and /admin/indexes answered
+    anyone. Every Sen service serves specs/common/ops.yaml's paths: no Ingress path may reach one of them (they
+    stay inside: Prometheus and the kubelet reach each pod directly)."""
+    for name, ingress in by_kind(rendered[overlay], "Ingress").items():
+        for host, path, path_type, service in _routes(ingress):
+            assert service in SERVICES, (name, path)
+            reached = [ops for ops in OPS_PATHS if _matches(path, path_type, ops)]
+            assert not reached, f"{name}: {host}{path} ({path_type}) reaches {service}'s {reached}"
+
+
+@functools.cache
+def _portal_pages() -> list[str]:
+    """A request path of each route of the portal's pages (its Flask app, variables filled in) and of its own
+    OpenAPI spec (the reporting API), from an app built in a process of its own (no database is reached)."""
+    code = ("import json; from sen_portal.app import create_app\n"
+            "print(json.dumps([r.rule for r in create_app().app.url_map.iter_rules() if r.endpoint != 'static']))")
+    env = {"PATH": os.environ["PATH"], "SEN_ENV": "development", "SEN_DEV_JWT_KEY": "/nonexistent/dev-key.pem",
+           "MONGO_URL": "mongodb://127.0.0.1:9/none", "AMQP_URL": "amqp://127.0.0.1:9//"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rules = json.loads(proc.stdout.strip().splitlines()[-1])
+    rules += list(yaml.safe_load((ROOT / "specs/portal.yaml").read_text(encoding="utf-8"))["paths"])
+    fill = re.compile(r"<[^>]+>|\{[^}]+\}")
+    return sorted({fill.sub("x", rule) for rule in rules})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_portals_ingress_routes_each_of_its_pages_to_it(rendered, overlay):
+    """The Ingress ``sen`` names the portal's top-level paths instead of sending it everything: each route of the
+    portal's pages and of its reporting API must be among them (a page added under a new path is named here),
+    and the flask app's own ``/static`` (which no page uses: the portal's files are ``/assets``) is left out."""
+    pytest.importorskip("sen_portal")
+    routes = _routes(by_kind(rendered[overlay], "Ingress")["sen"])
+    assert {service for *_, service in routes} == {"portal"}
+    pages = _portal_pages()
+    assert "/consults/x" in pages and "/api/reports/dashboard" in pages  # the app's routes and the spec's
+    unrouted = [page for page in pages if not any(_matches(path, kind, page) for _, path, kind, _ in routes)]
+    assert not unrouted, f"portal pages the Ingress sen does not route (name them in k8s/base/ingress.yaml): {unrouted}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_still_scrapes_every_web_pods_metrics(rendered, overlay):
+    """With /metrics off the public address, Prometheus (namespace monitoring) still scrapes each web pod: the pod's
+    annotations name its web port and /metrics, a path every service serves (specs/common/ops.yaml), and the
+    NetworkPolicies let the monitoring namespace reach that port."""
+    objs = rendered[overlay]
+    policies, labels = list(by_kind(objs, "NetworkPolicy").values()), _pod_labels(objs)
+    assert "/metrics" in OPS_PATHS
+    for name, port in SERVICES.items():
+        template = by_kind(objs, "Deployment")[f"{name}-web"]["spec"]["template"]
+        notes = template["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true", name
+        assert notes["prometheus.io/path"] == "/metrics", name
+        assert int(notes["prometheus.io/port"]) == port, name
+        assert {p["containerPort"] for p in template["spec"]["containers"][0]["ports"]} == {port}, name
+        assert _namespace_may_reach(policies, "monitoring", labels[f"{name}-web"], port), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_payment_webhooks_have_an_ingress_of_their_own_with_rate_limits(rendered, overlay):
+    """Security review (session 28): /webhooks was a path of the Ingress ``sen``, with no rate limit, while a call
+    failing verification still has its raw body stored, so anyone could grow billing's inbox as fast as they
+    could send. Its own Ingress ``sen-webhooks`` on the portal's host (the address the providers are given):
+    /webhooks only, to billing; a rate limit per client address that still lets the design load (300 calls/s)
+    come from one provider's address, bursts above it and connections open at once; the body limit billing's own
+    (SEN_WEBHOOK_MAX_BYTES), so a larger body never reaches a pod. deploy/README.md says the numbers."""
+    objs = rendered[overlay]
+    ingresses = by_kind(objs, "Ingress")
+    hooks = ingresses["sen-webhooks"]
+    assert hooks["spec"]["ingressClassName"] == "nginx"  # the annotations below are ingress-nginx's
+    routes = _routes(hooks)
+    assert [(path, kind, service) for _, path, kind, service in routes] == [("/webhooks", "Prefix", "billing")]
+    assert {host for host, *_ in routes} == {host for host, *_ in _routes(ingresses["sen"])}
+    for name, ingress in ingresses.items():  # no other Ingress reaches them without the limits
+        if name != "sen-webhooks":
+            assert not [r for r in _routes(ingress) if _matches(r[1], r[2], "/webhooks/payos")], name
+    notes = hooks["metadata"]["annotations"]
+    rps = int(notes["nginx.ingress.kubernetes.io/limit-rps"])
+    assert rps >= 300  # the whole design load may come from one provider's address through one controller
+    assert int(notes["nginx.ingress.kubernetes.io/limit-burst-multiplier"]) >= 2
+    assert int(notes["nginx.ingress.kubernetes.io/limit-connections"]) >= 300
+    (config,) = [cm for name, cm in by_kind(objs, "ConfigMap").items() if name.startswith("sen-config")]
+    service_limit = int(config["data"]["SEN_WEBHOOK_MAX_BYTES"])
+    assert _nginx_size(notes["nginx.ingress.kubernetes.io/proxy-body-size"]) == service_limit
+    readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The payment webhooks"):]
+    section = section[:section.index("\n### ", 1)]
+    assert f"limit-rps: {rps}" in section and "limit-whitelist" in section and "SEN_WEBHOOK_MAX_BYTES" in section
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
