@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_pages import _submit
+from tests.browser.test_prices import _admin_api, _dong, _price
 from tests.browser.test_roles import _cashier_api, issued_at_the_desk
 
 pytestmark = pytest.mark.integration
@@ -29,25 +30,10 @@ HOME_LINKS = ["/patients", "/consults", "/worklist", "/availability", "/invoices
 FOCUSED = "() => { const e = document.activeElement; return e ? (e.id || e.getAttribute('href') || e.tagName) : ''; }"
 
 
-def _admin_api(stack: dict[str, str]) -> dict[str, str]:
-    from sen_shared.auth import issue_dev_token
-
-    return {"Authorization": f"Bearer {issue_dev_token(stack['key'], 'admin')}",
-            "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-
-
 def _entry(stack: dict[str, str]) -> dict:
     r = httpx.get(f"{stack['billing']}/fhir/ChargeItemDefinition/{ENTRY}", headers=_admin_api(stack), timeout=30)
     assert r.status_code == 200, r.text[:300]
     return r.json()
-
-
-def _price(res: dict) -> int:
-    return int(res["propertyGroup"][0]["priceComponent"][0]["amount"]["value"])
-
-
-def _dong(n: int) -> str:
-    return f"{n:,}".replace(",", ".")
 
 
 def _restore(stack: dict[str, str], price: int) -> None:
