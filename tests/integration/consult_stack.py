@@ -48,13 +48,14 @@ def ehr_seed() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(autouse=True)
-def _names_from_this_ehr(monkeypatch):
-    """The portal keeps the EHR's facility and doctor names per process for minutes: each test starts
-    with none kept, so names come from this module's EHR, not from an earlier test's stub (the worklist
-    showed Organization/tyt-my-hiep after the page tests of the same run had kept their stub's names)."""
-    from sen_portal.web import directory
+def _names_from_this_ehr():
+    """The portal keeps the EHR's facility and doctor names per process for minutes (and consults' reasons, files'
+    names, answers: sen_portal.caches): each test starts with none kept, so names come from this module's EHR, not
+    from an earlier test's stub (the worklist showed Organization/tyt-my-hiep after the page tests of the same run
+    had kept their stub's names)."""
+    from sen_portal import caches
 
-    monkeypatch.setattr(directory, "_kept", {})
+    caches.forget_all()
 
 
 @pytest.fixture(scope="module")

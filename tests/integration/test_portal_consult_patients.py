@@ -105,12 +105,10 @@ def http_calls(monkeypatch):
 
 @pytest.fixture()
 def document_searches(monkeypatch):
-    """Every DocumentReference search the portal sends in this test: (its query, its answer's body);
-    the portal's file names kept per process forgotten first."""
-    from sen_portal.web import clinic
+    """Every DocumentReference search the portal sends in this test: (its query, its answer's body); the portal's
+    file names kept per process are forgotten before each test (consult_stack._names_from_this_ehr)."""
     from sen_shared import http
 
-    monkeypatch.setattr(clinic, "_file_names", {})
     searches: list[tuple[dict[str, Any], bytes]] = []
     real = http.request
 

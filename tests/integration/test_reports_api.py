@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sen_portal import caches
 from sen_portal.domain.report_facts import VN
 from sen_portal.domain.reporting import record_event
-from sen_portal.web import directory
 from sen_shared.auth import issue_dev_token
 
 from tests.support import app_client
@@ -142,8 +142,8 @@ def test_a_day_that_is_no_date_is_a_400_problem_the_spec_names(portal, token, da
 
 
 @pytest.mark.parametrize("path", ["/api/reports/dashboard", "/api/reports/consults_per_facility_week.csv"])
-def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, token, monkeypatch, path) -> None:
-    monkeypatch.setattr(directory, "_kept", {})  # the EHR's Organizations asked again (none answer here)
+def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, token, path) -> None:
+    caches.forget_all()  # the EHR's Organizations asked again (none answer here)
     r = portal.get(path, params={"district": "Huyện <Không Có>"}, headers=token("health-dept"))
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -159,8 +159,8 @@ def test_an_unknown_district_is_a_400_problem_naming_the_known_ones(portal, toke
 
 
 @pytest.mark.parametrize("asked", ["tyt-a", "Organization/tyt-a", " tyt-a "])
-def test_one_facilitys_figures_are_its_own(portal, token, monkeypatch, asked) -> None:
-    monkeypatch.setattr(directory, "_kept", {})  # the EHR's Organizations asked again (none answer here)
+def test_one_facilitys_figures_are_its_own(portal, token, asked) -> None:
+    caches.forget_all()  # the EHR's Organizations asked again (none answer here)
     r = portal.get("/api/reports/dashboard", params={"facility": asked}, headers=token("health-dept"))
     assert r.status_code == 200, r.text
     d = r.json()
@@ -189,8 +189,8 @@ def test_one_facilitys_figures_are_its_own(portal, token, monkeypatch, asked) ->
 
 
 @pytest.mark.parametrize("path", ["/api/reports/dashboard", "/api/reports/time_to_answer.csv"])
-def test_a_facility_not_of_the_province_or_of_the_district_is_a_400_problem(portal, token, monkeypatch, path) -> None:
-    monkeypatch.setattr(directory, "_kept", {})
+def test_a_facility_not_of_the_province_or_of_the_district_is_a_400_problem(portal, token, path) -> None:
+    caches.forget_all()
     r = portal.get(path, params={"facility": "tyt-khong-co"}, headers=token("health-dept"))
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -243,9 +243,9 @@ def scripted_ehr():
 
 
 def test_the_facilities_districts_come_from_the_ehr_with_the_callers_token(base_env, run_id, mongo_client,
-                                                                           dev_key, scripted_ehr, monkeypatch):
+                                                                           dev_key, scripted_ehr):
     url, seen = scripted_ehr
-    monkeypatch.setattr(directory, "_kept", {})
+    caches.forget_all()
     db = f"sen_t{run_id}_portal_reports_ehr"
     with app_client("portal", {**base_env, "SEN_EHR_URL": url}, db, mongo_client) as (client, _app):
         bearer = f"Bearer {issue_dev_token(dev_key, 'health-dept')}"

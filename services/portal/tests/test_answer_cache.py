@@ -158,6 +158,7 @@ def test_a_demo_users_development_token_is_signed_once_and_verifies(tmp_path, mo
     from types import SimpleNamespace
 
     from flask import Flask, session
+    from sen_portal import caches
     from sen_portal.web import backend
     from sen_shared.auth import TokenVerifier, ensure_dev_key
 
@@ -165,7 +166,7 @@ def test_a_demo_users_development_token_is_signed_once_and_verifies(tmp_path, mo
     ensure_dev_key(key)
     cfg = SimpleNamespace(dev_key_path=str(key), jwt_issuer="sen-dev", jwt_audience="sen")
     monkeypatch.setattr(backend, "settings", lambda: cfg)
-    monkeypatch.setattr(backend, "_tokens", {})
+    caches.forget_all()  # no token kept from a test before
     monkeypatch.setattr("sen_shared.auth._signing_keys", {})
     loads = []
     real = ensure_dev_key

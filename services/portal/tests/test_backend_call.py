@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask, session
+from sen_portal import caches
 from sen_portal.web import backend
 from sen_portal.web.backend import BackendError, call
 
@@ -78,7 +79,7 @@ def app(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                           http_timeout=5.0, dev_key_path=str(tmp_path / "dev.pem"), jwt_issuer="sen-dev",
                           jwt_audience="sen")
     monkeypatch.setattr(backend, "settings", lambda: cfg)
-    monkeypatch.setattr(backend, "_tokens", {})
+    caches.forget_all()  # tokens of this test's key
     SEEN.clear()
     flask_app = Flask("t")
     flask_app.secret_key = "k"

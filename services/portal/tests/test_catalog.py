@@ -184,9 +184,8 @@ def said(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 @pytest.fixture()
 def scripted(monkeypatch: pytest.MonkeyPatch) -> _Scripted:
-    from sen_portal.web import dashboard, directory
+    from sen_portal.web import dashboard
 
-    monkeypatch.setattr(directory, "_kept", {})
     monkeypatch.setattr(dashboard, "figures", _figures)
     fake = _Scripted.answering(monkeypatch)
     fake.status = "accepted"

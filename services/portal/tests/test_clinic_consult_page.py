@@ -107,8 +107,6 @@ class Backends:
         for module in (doctor, clinic, patient_module):
             monkeypatch.setattr(module, "fhir_get", fhir_get)
         monkeypatch.setattr(clinic, "fhir_post", fhir_post)
-        monkeypatch.setattr(clinic, "_reasons_kept", {})
-        monkeypatch.setattr(clinic, "_file_names", {})
         monkeypatch.setattr(directory, "names", lambda rtype: {
             "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
             "Practitioner": {}}[rtype])

@@ -195,13 +195,14 @@ def test_time_to_acceptance_is_not_called_the_answer_and_the_conclusion_is_besid
 
 
 def test_a_facilitys_district_is_its_first_address_district(monkeypatch):
+    from sen_portal import caches
     from sen_portal.web import directory
 
     orgs = [{"resourceType": "Organization", "id": "tyt-my-hiep",
              "address": [{"city": "Mỹ Hiệp", "district": "Huyện Cao Lãnh", "state": "Đồng Tháp"}]},
             {"resourceType": "Organization", "id": "so-y-te", "address": [{"city": "Cao Lãnh"}]}]
     asked: list[dict[str, Any]] = []
-    monkeypatch.setattr(directory, "_kept", {})
+    caches.forget_all()  # the districts of this test's Organizations
     monkeypatch.setattr(directory, "fhir_get", lambda service, path, params=None, **_: asked.append(params) or {
         "resourceType": "Bundle", "entry": [{"resource": o} for o in orgs]})
     assert directory.org_districts() == {"tyt-my-hiep": "Huyện Cao Lãnh"}

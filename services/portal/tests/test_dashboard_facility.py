@@ -236,6 +236,7 @@ def test_a_facilitys_own_users_cannot_open_its_dashboard(tmp_path: Path, monkeyp
 
 
 def test_the_organizations_that_give_no_care_are_read_from_their_type(monkeypatch):
+    from sen_portal import caches
     from sen_portal.web import directory
 
     def org(oid: str, *codes: str) -> dict[str, Any]:
@@ -251,7 +252,7 @@ def test_the_organizations_that_give_no_care_are_read_from_their_type(monkeypatc
             org("so-y-te-dong-thap", "govt"), org("tyt-my-hiep", "prov"), org("bv-quan-y", "govt", "prov"),
             org("pk-an-binh")]}
 
-    monkeypatch.setattr(directory, "_kept", {})
+    caches.forget_all()  # the types of this test's Organizations
     monkeypatch.setattr(directory, "fhir_get", fhir_get)
     assert directory.org_without_care() == {"so-y-te-dong-thap"}
     assert asked == [{"_count": "500", "_elements": "type"}]

@@ -33,7 +33,6 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dashboard, "org_districts", lambda: {})
     monkeypatch.setattr(dashboard, "org_without_care", lambda: set())
     monkeypatch.setattr(signouts, "_unreachable_until", 0.0)
-    dashboard._figures.clear()
     return portal_app(tmp_path, monkeypatch)
 
 

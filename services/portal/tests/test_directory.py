@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sen_portal import caches
 from sen_portal.web import directory
 from sen_portal.web.backend import BackendError
 
@@ -27,7 +28,7 @@ def ehr(monkeypatch):
         return BUNDLES[rtype]
 
     monkeypatch.setattr(directory, "fhir_get", fhir_get)
-    monkeypatch.setattr(directory, "_kept", {})
+    caches.forget_all()  # the names of this fake, not of a test before
     return asked
 
 

@@ -59,9 +59,6 @@ class Directory(Consult):
 
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> Directory:
-    from sen_portal.web import directory
-
-    monkeypatch.setattr(directory, "_kept", {})  # the names of this fake, not of a test before
     return Directory.answering(monkeypatch)
 
 

@@ -506,8 +506,6 @@ def test_the_worklist_names_only_what_the_ehr_returns_and_survives_its_refusal(c
     for module in (doctor, clinic, patient_module, directory):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
     monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
-    monkeypatch.setattr(directory, "_kept", {})
-    monkeypatch.setattr(clinic, "_reasons_kept", {})
     sign_in(client, "doctor")
     r = client.get("/worklist")
     page = r.get_data(as_text=True)
@@ -560,7 +558,6 @@ def test_a_list_asks_the_service_requests_of_older_tasks_only(client, monkeypatc
     for module in (doctor, clinic, patient_module):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
     monkeypatch.setattr(directory, "names", lambda rtype: {"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
-    monkeypatch.setattr(clinic, "_reasons_kept", {})
     sign_in(client, "doctor")
     page = client.get("/worklist").get_data(as_text=True)
     assert "Nhồi máu cơ tim cấp" in page and "Tăng huyết áp" in page
@@ -610,7 +607,6 @@ def _consult_backends(monkeypatch, owner: str, **task_fields):
 
     for module in (doctor, clinic, patient_module):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
-    monkeypatch.setattr(clinic, "_reasons_kept", {})
     monkeypatch.setattr(directory, "names", lambda rtype: {
         "Organization": {"bvdk-dong-thap": "Bệnh viện Đa khoa Đồng Tháp", "tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"},
         "Practitioner": {"bs-nguyen-van-an": "Nguyễn Văn An"}}[rtype])

@@ -47,10 +47,7 @@ def _marked(page: str) -> set[str]:
 
 
 def test_a_consult_the_clinic_answered_is_said_on_its_row(client, monkeypatch):
-    from sen_portal.web import directory
-
     _fake_hub(monkeypatch, [dict(t) for t in TASKS])
-    monkeypatch.setattr(directory, "_kept", {})
     sign_in(client, "doctor")
     page = client.get("/worklist").get_data(as_text=True)
     assert _marked(page) == {"answered", "answered-org", "answered-new"}, _marked(page)
@@ -66,7 +63,6 @@ def test_nothing_is_said_while_the_hubs_doctors_cannot_be_read(client, monkeypat
     from sen_portal.web import directory
 
     _fake_hub(monkeypatch, [dict(t) for t in TASKS])
-    monkeypatch.setattr(directory, "_kept", {})
     monkeypatch.setattr(directory, "_hub_roles", lambda hub: {})
     sign_in(client, "doctor")
     assert _marked(client.get("/worklist").get_data(as_text=True)) == {"answered-org"}

@@ -85,7 +85,6 @@ def _fake_worklist(monkeypatch, tasks: list[dict[str, Any]]) -> list[dict[str, s
 
     for module in (doctor, clinic, patient_module):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
-    monkeypatch.setattr(clinic, "_reasons_kept", {})
     return asked
 
 
@@ -240,7 +239,6 @@ def _fake_hub(monkeypatch, tasks: list[dict[str, Any]]) -> list[dict[str, str]]:
 
     for module in (doctor, clinic, directory):
         monkeypatch.setattr(module, "fhir_get", fhir_get)
-    monkeypatch.setattr(directory, "_kept", {})
     return asked
 
 

@@ -53,6 +53,7 @@ from sen_shared import mongo
 from sen_shared.bus.idempotency import apply_many
 from sen_shared.claims import claim_once
 
+from .. import caches
 from .report_facts import ASSIGNMENT, SECTIONS, VN, extract, link_refund, merge_rows, refund_link, rows_of_facts
 
 log = logging.getLogger("sen.portal.reporting")
@@ -76,7 +77,7 @@ INDEXES: list[mongo.Index] = [
 ]
 
 # (database, marker id) this process knows are claimed; bounded (a forgotten marker is only claimed again)
-_marked: OrderedDict[tuple[str, str], None] = OrderedDict()
+_marked: OrderedDict[tuple[str, str], None] = caches.kept(OrderedDict())
 _marked_lock = threading.Lock()
 MARKED_KEPT = 1024
 
@@ -429,7 +430,7 @@ class _SealedCache:
             self.merged.clear()
 
 
-sealed_cache = _SealedCache()
+sealed_cache = caches.kept(_SealedCache())
 
 
 def _sealed_rows(db: Database, level: str, bucket: str, sections: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -22,6 +22,7 @@ from flask import has_request_context, request, session
 from sen_shared import http
 from sen_shared.http import Response
 
+from .. import caches
 from ..config import PortalSettings
 
 FHIR_JSON = "application/fhir+json"
@@ -31,7 +32,7 @@ FHIR_JSON = "application/fhir+json"
 # refund's payment sent the refund's body to another operation with the user's token)
 _PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[^/?#\x00-\x1f\x7f]+)+/?")
 _lock = threading.Lock()
-_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+_tokens: dict[tuple[str, str], tuple[str, float]] = caches.kept({})
 DEV_TOKEN_SECONDS = 600
 TOKENS_KEPT = 4096
 
@@ -263,6 +264,11 @@ class AnswerCache:
             for key in [k for k in self._kept if k[0] == user]:
                 del self._kept[key]
 
+    def clear(self) -> None:
+        """Forget every user's answers (a fetch in flight still answers the requests waiting for it)."""
+        with self._lock:
+            self._kept.clear()
+
 
 class _Flight:
     def __init__(self, started: float) -> None:
@@ -287,7 +293,7 @@ class _Flight:
         return self._value
 
 
-answers = AnswerCache()
+answers = caches.kept(AnswerCache())
 
 
 def _user_key() -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ from sen_shared import bhyt
 from sen_shared.fhir.search.text import normalize
 from wtforms import MultipleFileField, SelectField
 
+from .. import caches
 from . import (
     backend,
     backend_message,
@@ -1287,7 +1288,8 @@ def request_id(task: dict[str, Any]) -> str | None:
 
 REASON_SECONDS = 600  # a consult's reason is kept this long per process
 REASONS_KEPT = 4096
-_reasons_kept: dict[str, tuple[float, dict[str, Any]]] = {}  # ServiceRequest id -> (until, reason and requester)
+# ServiceRequest id -> (until, reason and requester)
+_reasons_kept: dict[str, tuple[float, dict[str, Any]]] = caches.kept({})
 _reasons_lock = threading.Lock()
 
 
@@ -1387,7 +1389,7 @@ def consult_bundle(tid: str, *, with_patient: bool = False) -> dict[str, Any]:
 
 
 FILE_NAMES_KEPT = 4096
-_file_names: dict[str, str] = {}  # DocumentReference id -> its file's name (content.attachment.title)
+_file_names: dict[str, str] = caches.kept({})  # DocumentReference id -> its file's name (content.attachment.title)
 _file_names_lock = threading.Lock()
 
 

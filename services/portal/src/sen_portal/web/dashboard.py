@@ -14,6 +14,7 @@ from flask import abort, render_template, request, url_for
 from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
+from .. import caches
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, csvfile, login_required, status_label, xlsxfile
@@ -292,7 +293,7 @@ def charts(data: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, A
     return out
 
 
-_figures: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+_figures: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = caches.kept({})
 FIGURES_SECONDS = 15.0  # the read model seals its totals once a minute; every user sees the same aggregate
 
 

@@ -17,13 +17,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .. import caches
 from .backend import BackendError, entries, fhir_get
 from .formatting import human_name
 
 CACHE_SECONDS = 600
 RETRY_SECONDS = 60  # after the EHR did not answer
 TYPES = ("Organization", "Practitioner")
-_kept: dict[str, tuple[float, dict[str, str]]] = {}
+_kept: dict[str, tuple[float, dict[str, str]]] = caches.kept({})
 _lock = threading.Lock()
 
 

@@ -33,6 +33,7 @@ from flask import current_app, request, session
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared.runtime import current
 
+from .. import caches
 from . import ASSET_ENDPOINTS, bp
 
 log = logging.getLogger("sen.portal.signouts")
@@ -44,9 +45,9 @@ BACKOFF_SECONDS = 60.0
 SWEEP_SECONDS = 60.0
 _KEPT = 4096  # sessions remembered per process (either answer)
 
-_signed_out: set[str] = set()
-_seen_live: dict[str, float] = {}  # session id -> when it was last seen not signed out
-_swept: dict[str, float] = {}  # collection -> when this process last swept it
+_signed_out: set[str] = caches.kept(set())
+_seen_live: dict[str, float] = caches.kept({})  # session id -> when it was last seen not signed out
+_swept: dict[str, float] = caches.kept({})  # collection -> when this process last swept it
 _unreachable_until = 0.0
 
 

@@ -42,6 +42,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
 from sen_shared.runtime import current
 
+from .. import caches
 from . import bp, is_htmx, signed_out_page, signouts, typed_text
 
 log = logging.getLogger("sen.portal.tokens")
@@ -53,7 +54,7 @@ FRESH_SECONDS = signouts.FRESH_SECONDS
 DB_SECONDS = 5.0  # as the client's server selection (sen_shared.mongo): a page's read by an index, a sign-in's insert
 _KEPT = 4096  # sessions remembered per process
 
-_kept: dict[str, tuple[dict[str, Any], float]] = {}  # sid -> (newest generation read, when: monotonic)
+_kept: dict[str, tuple[dict[str, Any], float]] = caches.kept({})  # sid -> (newest generation read, when: monotonic)
 
 
 class SessionEnded(Exception):
