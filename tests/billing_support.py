@@ -5,6 +5,7 @@ portal."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +96,10 @@ def billing_app(base_env: dict[str, str], mongo_client, monkeypatch, tag: str,
 
 
 BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP"}
+# the cashier page modules' billing (tests/integration/conftest.py cashier_services): the demo account is the demo
+# clinic's, whose name its receipts and daily report print
+CASHIER_BANK = {**BANK, "SEN_BANK_ACCOUNT_FACILITIES": json.dumps({BANK["SEN_BANK_ACCOUNT"]: "tyt-my-hiep"}),
+                "SEN_FACILITY_NAMES": json.dumps({"tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})}
 
 
 @contextmanager
@@ -114,12 +119,37 @@ def billing_web(base_env: dict[str, str], run_id: str, tmp_path_factory, mongo_c
         mongo_client.drop_database(db)
 
 
+def cashier_billing(services: dict[str, str], mongo_client) -> tuple[str, Any]:  # noqa: ANN001 - a MongoClient
+    """``(url, database)`` of the session's billing (``cashier_services``) for a module: emptied, the price list
+    loaded again (what its worker does at start), as a process of the module's own would find it."""
+    from tests.support import emptied
+
+    emptied(mongo_client, services["billing_db"])
+    db = mongo_client[services["billing_db"]]
+    pricing.load(db)
+    return services["billing"], db
+
+
+def cashier_ehr(services: dict[str, str], mongo_client, dev_key, resources: list[dict[str, Any]]) -> str:  # noqa: ANN001
+    """The URL of the session's EHR (``cashier_services``) for a module: emptied, then holding ``resources``
+    (each put by an admin at its id)."""
+    from tests.support import emptied, put_resources
+
+    emptied(mongo_client, services["ehr_db"])
+    put_resources(services["ehr"], dev_key, resources)
+    return services["ehr"]
+
+
 @contextmanager
 def cashier_portal(base_env: dict[str, str], run_id: str, mongo_client, tag: str, ehr: str,
                    billing: str) -> Iterator:
     """The portal app (in process, ``TESTING``) in front of ``ehr`` and ``billing``, nothing kept
-    between requests (``SEN_PORTAL_CACHE_SECONDS=0``)."""
+    between requests (``SEN_PORTAL_CACHE_SECONDS=0``) nor from an earlier module's portal (sen_portal.caches)."""
+    from sen_portal import caches
+
     from tests.support import app_client
+
+    caches.forget_all()
 
     env = {**base_env, "SEN_EHR_URL": ehr, "SEN_BILLING_URL": billing, "SEN_TELECONSULT_URL": billing,
            "SEN_HTTP_TIMEOUT": "15", "SEN_PORTAL_CACHE_SECONDS": "0"}

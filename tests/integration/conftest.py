@@ -45,3 +45,24 @@ def takeover_services(base_env, run_id, tmp_path_factory, mongo_client):
     seeds its EHR first (test_portal_consult_takeover.ehr)."""
     with _ehr_and_teleconsult(base_env, run_id, "tk", tmp_path_factory, mongo_client) as services:
         yield services
+
+
+@pytest.fixture(scope="session")
+def cashier_services(base_env, run_id, tmp_path_factory, mongo_client):
+    """The EHR and billing web processes of the cashier page modules (test_portal_cashier_*), started once: billing
+    with the demo bank account, given to the demo clinic, whose name it prints (billing_support.CASHIER_BANK).
+    Each module empties both databases and seeds them first (billing_support.cashier_ehr, cashier_billing):
+    ``{"ehr": URL, "ehr_db": name, "billing": URL, "billing_db": name}``; the databases are dropped after."""
+    from tests.billing_support import CASHIER_BANK
+    from tests.support import web_process
+
+    ehr_db, billing_db = f"sen_t{run_id}_cash_ehr", f"sen_t{run_id}_cash_billing"
+    logs = tmp_path_factory.mktemp("cash")
+    try:
+        with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, logs / "ehr.log") as ehr, \
+                web_process("billing", {**base_env, **CASHIER_BANK, "SEN_DB": billing_db},
+                            logs / "billing.log") as billing:
+            yield {"ehr": ehr, "ehr_db": ehr_db, "billing": billing, "billing_db": billing_db}
+    finally:
+        mongo_client.drop_database(ehr_db)
+        mongo_client.drop_database(billing_db)

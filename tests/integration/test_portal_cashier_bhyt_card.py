@@ -24,12 +24,13 @@ import httpx
 import pytest
 
 from tests.billing_support import (
-    billing_web,
+    cashier_billing,
+    cashier_ehr,
     cashier_portal,
     same_session,
     signed_in_cashier,
 )
-from tests.support import ROOT, VN_TZ, admin_headers, csrf_token, input_value, seeded_ehr
+from tests.support import ROOT, VN_TZ, admin_headers, csrf_token, input_value
 
 pytestmark = pytest.mark.integration
 
@@ -42,20 +43,17 @@ CARD_FROM, CARD_UNTIL = f"01/01/{_YEAR - 1}", f"31/12/{_YEAR + 1}"
 
 
 @pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+def ehr(cashier_services, mongo_client, dev_key):
     patient = {"resourceType": "Patient", "id": HOA, "gender": "female", "birthDate": "1961-02-03",
                "name": [{"family": "Lê", "given": ["Thị", "Hoa"], "text": "Lê Thị Hoa"}],
                "identifier": [{"system": "https://fhir.sen.vn/sid/bhyt", "value": CARD}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    with seeded_ehr(base_env, f"sen_t{run_id}_pcb_ehr", tmp_path_factory, mongo_client, dev_key,
-                    [patient]) as url:
-        yield url
+    return cashier_ehr(cashier_services, mongo_client, dev_key, [patient])
 
 
 @pytest.fixture(scope="module")
-def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pcb") as stack:
-        yield stack
+def billing(cashier_services, mongo_client):
+    return cashier_billing(cashier_services, mongo_client)
 
 
 @pytest.fixture(scope="module")

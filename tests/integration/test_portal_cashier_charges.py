@@ -24,11 +24,12 @@ import pytest
 from sen_shared.auth import issue_dev_token
 
 from tests.billing_support import (
-    billing_web,
+    cashier_billing,
+    cashier_ehr,
     same_session,
     signed_in_cashier,
 )
-from tests.support import admin_headers, app_client, csrf_token, input_value, seeded_ehr
+from tests.support import admin_headers, app_client, csrf_token, input_value
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +38,18 @@ MAI = "bn-0001"
 
 
 @pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
+def ehr(cashier_services, mongo_client, dev_key):
     patient = {"resourceType": "Patient", "id": MAI, "gender": "female", "birthDate": "1968-04-12",
                "name": [{"family": "Nguyễn", "given": ["Thị", "Mai"], "text": "Nguyễn Thị Mai"}],
                "identifier": [{"system": "https://fhir.sen.vn/sid/cccd", "value": "087168004512"},
                               {"system": "https://fhir.sen.vn/sid/bhyt", "value": "DN4878701234569"}],
                "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-    with seeded_ehr(base_env, f"sen_t{run_id}_pcc_ehr", tmp_path_factory, mongo_client, dev_key,
-                    [patient]) as url:
-        yield url
+    return cashier_ehr(cashier_services, mongo_client, dev_key, [patient])
 
 
 @pytest.fixture(scope="module")
-def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pcc") as (url, _db):
-        yield url
+def billing(cashier_services, mongo_client):
+    return cashier_billing(cashier_services, mongo_client)[0]
 
 
 @pytest.fixture(scope="module")

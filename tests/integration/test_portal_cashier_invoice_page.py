@@ -14,7 +14,6 @@ findings on it (ca3-cash.png, ca11-confirm.png, ca13-inv.png):
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,21 +22,18 @@ import pytest
 from sen_billing.domain import payments, receipts
 from sen_billing.domain.webhooks import Transfer
 
-from tests.billing_support import billing_web, cashier_portal, make_invoice
+from tests.billing_support import cashier_billing, cashier_portal, make_invoice
 from tests.support import csrf_token, portal_signed_in, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
 CLINIC = "tyt-my-hiep"
-ACCOUNT = "0011001932418"
-BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": ACCOUNT, "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP",
-        "SEN_BANK_ACCOUNT_FACILITIES": json.dumps({ACCOUNT: CLINIC})}
+ACCOUNT = "0011001932418"  # billing's, the clinic's (billing_support.CASHIER_BANK: the session's billing)
 
 
 @pytest.fixture(scope="module")
-def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pip", BANK) as stack:
-        yield stack
+def billing(cashier_services, mongo_client):
+    return cashier_billing(cashier_services, mongo_client)
 
 
 @pytest.fixture(scope="module")

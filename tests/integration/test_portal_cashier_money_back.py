@@ -31,8 +31,8 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.billing_support import billing_web, cashier_portal
-from tests.support import csrf_token, portal_signed_in, vn_day_with_room, web_process
+from tests.billing_support import cashier_billing, cashier_ehr, cashier_portal
+from tests.support import csrf_token, portal_signed_in, vn_day_with_room
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,7 @@ FJ = "application/fhir+json"
 CLINIC = "tyt-my-hiep"
 CLINIC_NAME = "Trạm Y tế xã Mỹ Hiệp"
 TAM, HOA = "bn-0101", "bn-0102"
-BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418", "SEN_BANK_ACCOUNT_NAME": "TYT MY HIEP",
-        "SEN_FACILITY_NAMES": json.dumps({CLINIC: CLINIC_NAME})}
+# billing's account and the clinic's name it prints: billing_support.CASHIER_BANK (the session's billing)
 
 
 def _auth(dev_key: Path, role: str, facility: str | None = None) -> dict[str, str]:
@@ -50,27 +49,19 @@ def _auth(dev_key: Path, role: str, facility: str | None = None) -> dict[str, st
 
 
 @pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
-    db = f"sen_t{run_id}_pmb_ehr"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-        for pid, family, given, text in ((TAM, "Lê", ["Văn", "Tâm"], "Lê Văn Tâm"),
-                                         (HOA, "Trần", ["Thị", "Hoa"], "Trần Thị Hoa")):
-            patient = {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1970-01-01",
-                       "name": [{"family": family, "given": given, "text": text}],
-                       "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
-            r = httpx.put(f"{url}/fhir/Patient/{pid}", content=json.dumps(patient), headers=_auth(dev_key, "admin"))
-            assert r.status_code in (200, 201), r.text
-        org = {"resourceType": "Organization", "id": CLINIC, "name": CLINIC_NAME, "active": True}
-        r = httpx.put(f"{url}/fhir/Organization/{CLINIC}", content=json.dumps(org), headers=_auth(dev_key, "admin"))
-        assert r.status_code in (200, 201), r.text
-        yield url
-    mongo_client.drop_database(db)
+def ehr(cashier_services, mongo_client, dev_key):
+    patients = [{"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": "1970-01-01",
+                 "name": [{"family": family, "given": given, "text": text}],
+                 "managingOrganization": {"reference": f"Organization/{CLINIC}"}}
+                for pid, family, given, text in ((TAM, "Lê", ["Văn", "Tâm"], "Lê Văn Tâm"),
+                                                 (HOA, "Trần", ["Thị", "Hoa"], "Trần Thị Hoa"))]
+    org = {"resourceType": "Organization", "id": CLINIC, "name": CLINIC_NAME, "active": True}
+    return cashier_ehr(cashier_services, mongo_client, dev_key, [*patients, org])
 
 
 @pytest.fixture(scope="module")
-def billing(base_env, run_id, tmp_path_factory, mongo_client):
-    with billing_web(base_env, run_id, tmp_path_factory, mongo_client, "pmb", BANK) as stack:
-        yield stack
+def billing(cashier_services, mongo_client):
+    return cashier_billing(cashier_services, mongo_client)
 
 
 @pytest.fixture(scope="module")
