@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.integration
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(90_000)
-NAME = "Hình ảnh và tài liệu (PDF, JPEG, PNG; mỗi tệp tối đa 1,5 MB) Chọn tệp"
+NAME = "Hình ảnh và tài liệu (PDF, JPEG, PNG, WebP; mỗi tệp tối đa 1,5 MB) Chọn tệp"
 
 
 def axe_on(v, selector: str) -> dict[str, list[str]]:

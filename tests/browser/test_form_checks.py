@@ -48,7 +48,7 @@ def test_a_file_over_the_limit_is_refused_before_any_byte_is_sent(visitor_factor
 
     # a type the server refuses, by name, in its words
     page.set_input_files("#files", files=[{"name": "ghi-chu.txt", "mimeType": "text/plain", "buffer": b"huyet ap"}])
-    assert box.inner_text().strip() == "ghi-chu.txt: chỉ đính kèm được tệp PDF, JPEG và PNG."
+    assert box.inner_text().strip() == "ghi-chu.txt: chỉ đính kèm được tệp PDF, JPEG, PNG và WebP."
     page.click("#consult-form button.primary")
     assert box.is_visible()
     assert sent == []  # not one request: nothing was sent

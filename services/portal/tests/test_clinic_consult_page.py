@@ -301,7 +301,7 @@ def test_the_answer_sends_its_files_as_attachments(client, monkeypatch):
         "answer": "Điện tim kèm theo.", "csrf_token": token,
         "files": [(io.BytesIO(b"MZ..."), "dien-tim.exe", "application/octet-stream")]})
     assert bad.status_code == 422
-    assert "dien-tim.exe: chỉ đính kèm được tệp PDF, JPEG và PNG." in bad.get_data(as_text=True)
+    assert "dien-tim.exe: chỉ đính kèm được tệp PDF, JPEG, PNG và WebP." in bad.get_data(as_text=True)
     assert not backends.posted
 
     r = client.post("/consults/t1/answer", content_type="multipart/form-data", data={
@@ -440,7 +440,7 @@ def test_the_forms_say_their_file_limits_and_a_page_shown_again_asks_for_the_fil
     refused = re.search(r'<p[^>]*id="files-refused"[^>]*>', page).group(0)
     assert " hidden" in refused
     assert 'data-too-large-file="{name} lớn hơn 1,5 MB."' in refused
-    assert 'data-wrong-type="{name}: chỉ đính kèm được tệp PDF, JPEG và PNG."' in refused
+    assert 'data-wrong-type="{name}: chỉ đính kèm được tệp PDF, JPEG, PNG và WebP."' in refused
     assert 'data-testid="files-again"' not in page
     again = client.post("/patients/p1/consult", content_type="multipart/form-data", data=_consult_data(
         page, question="ngắn", files=[(io.BytesIO(PNG), "x-quang.png", "image/png")])).get_data(as_text=True)
@@ -473,8 +473,8 @@ def test_a_file_box_has_one_label_and_one_name_saying_what_to_attach_and_how(cli
     if lang == "en":
         page = client.get("/login").get_data(as_text=True)
         client.post("/language", data={"lang": "en", "next": "/", "csrf_token": csrf_token(page)})
-    what = {"vi": "Hình ảnh và tài liệu (PDF, JPEG, PNG; mỗi tệp tối đa 1,5 MB)",
-            "en": "Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"}[lang]
+    what = {"vi": "Hình ảnh và tài liệu (PDF, JPEG, PNG, WebP; mỗi tệp tối đa 1,5 MB)",
+            "en": "Images and documents (PDF, JPEG, PNG, WebP; at most 1.5 MB each)"}[lang]
     how = {"vi": "Chọn tệp", "en": "Choose files"}[lang]
     for page in (client.get("/patients/p1/consult").get_data(as_text=True),
                  _by_id(client.get("/consults/t1").get_data(as_text=True), "consult-answer")):
@@ -509,7 +509,7 @@ def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypa
         r = client.post("/consults/t1/answer", content_type="multipart/form-data",
                         data={"answer": "Phim kèm theo.", "csrf_token": csrf_token(page), "files": fake})
     assert r.status_code == 422 and not backends.posted
-    assert "x-quang.png không thực sự là tệp PDF, JPEG hay PNG" in r.get_data(as_text=True)
+    assert "x-quang.png không thực sự là tệp PDF, JPEG, PNG hay WebP" in r.get_data(as_text=True)
 
 
 def test_a_stored_file_that_cannot_be_shown_links_back_to_its_consult(client, monkeypatch):

@@ -371,9 +371,9 @@ def test_the_reviewed_sentences_read_plainly_in_vietnamese():
     with po.open("rb") as f:
         catalog = read_po(f)
     assert catalog["Use HH:MM."].string == "Nhập giờ:phút, ví dụ 07:30."
-    pdf = catalog["%(name)s is not a real PDF, JPEG or PNG file (its content is not what its name says); save it "
-                  "again as one of those."].string
-    assert pdf.startswith("%(name)s không thực sự là tệp PDF, JPEG hay PNG")
+    pdf = catalog["%(name)s is not a real PDF, JPEG, PNG or WebP file (its content is not what its name says); save "
+                  "it again as one of those."].string
+    assert pdf.startswith("%(name)s không thực sự là tệp PDF, JPEG, PNG hay WebP")
 
 
 @pytest.mark.parametrize("lang,said", [("vi", "Đã chuyển ca hội chẩn cho BS. Lê Văn Cường."),

@@ -42,6 +42,7 @@ from . import (
     select_locale,
     sent,
     typed_text,
+    uploads,
 )
 from .backend import BackendError, entries, fhir_get, fhir_post, outage_status, page_status
 from .confirming import confirmation
@@ -65,7 +66,6 @@ SYS_CCCD = "https://fhir.sen.vn/sid/cccd"
 SYS_BHYT = bhyt.CARD_SYSTEM
 MAX_FILE_BYTES = 1_500_000  # a DocumentReference carries its file inline; the EHR takes bodies up to 2 MB
 FORM_FIELDS_BYTES = 64_000  # what a form's own fields may take of the portal's body limit besides its files
-ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png"}
 UPLOAD_SYSTEM = "https://sen.vn/sid/portal-upload"  # a file's DocumentReference identifier: the form's key
 
 
@@ -84,7 +84,7 @@ class AnswerFilesForm(AnswerForm):
     ``key``: the form's own, as the consult form's."""
 
     key = FormKey()
-    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
+    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG, WebP; at most 1.5 MB each)"))
 
 
 class KeyedPatientForm(PatientForm):
@@ -806,18 +806,14 @@ def _attach(files: list[Any], pid: str, key: str | None = None) -> list[dict[str
     return refs
 
 
-# what a stored file must start with to be served as its declared type (the browser declared it)
-MAGIC = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",)}
-EXTENSION = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
-
-
 @bp.route("/documents/<did>")
 @login_required("clinic", "doctor")
 def document(did: str) -> Any:
     """A file attached to a consult or kept in the record (a DocumentReference's inline attachment),
     shown in the browser: read from the EHR with the user's token, so the EHR decides who may see it.
-    Only the PDF, JPEG and PNG files the consult form takes, and only when the bytes are what their
-    type says; sandboxed and never sniffed. The file name is not the upload's (it may name the patient)."""
+    Only the PDF, JPEG, PNG and WebP files the consult form takes, and only when the bytes are what their
+    type says (:func:`uploads.is_a`); sandboxed and never sniffed. The file name is not the upload's (it may
+    name the patient)."""
     try:
         doc = fhir_get("ehr", f"/fhir/DocumentReference/{did}")
     except BackendError as err:
@@ -831,27 +827,28 @@ def document(did: str) -> Any:
         data = base64.b64decode(attachment.get("data") or "", validate=True)
     except ValueError:
         data = b""
-    if kind not in MAGIC or not data or not data.startswith(MAGIC[kind]):
+    if not uploads.is_a(kind, data[:uploads.HEAD_BYTES]):
         consult = request.args.get("consult", "")
         back = None
         if FHIR_ID.fullmatch(consult):  # opened from a consult's page: the way back to it
             back = url_for("web.task_detail" if g.user.role == "doctor" else "web.consult_detail", tid=consult)
         return render_template("error.html", title=gettext("This file cannot be shown here"),
-                               message=gettext("Only PDF, JPEG and PNG files kept in the record can be opened "
-                                               "here."), back=back, back_label=gettext("Back to the consult")), 415
+                               message=gettext("Only PDF, JPEG, PNG and WebP files kept in the record can "
+                                               "be opened here."),
+                               back=back, back_label=gettext("Back to the consult")), 415
     # an image in a sandboxed document of its own; a PDF without the sandbox, which keeps the
     # browser's PDF viewer out (its scripts run in the viewer, never with this origin's pages)
     policy = "frame-ancestors 'none'" if kind == "application/pdf" else \
         "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"
     return Response(data, mimetype=kind, headers={
-        "Content-Disposition": f'inline; filename="tai-lieu-{did[:40]}.{EXTENSION[kind]}"',
+        "Content-Disposition": f'inline; filename="tai-lieu-{did[:40]}.{uploads.EXTENSION[kind]}"',
         "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300",
         "Content-Security-Policy": policy})
 
 
 def _check_files(form: FlaskForm) -> bool:
-    """The form's ``files`` (a MultipleFileField) are PDF, JPEG or PNG of at most 1.5 MB each, and
-    their bytes are what their type says (:data:`MAGIC`: a file named ``.png`` that is not one could
+    """The form's ``files`` (a MultipleFileField) are PDF, JPEG, PNG or WebP of at most 1.5 MB each, and
+    their bytes are what their type says (:func:`uploads.is_a`: a file named ``.png`` that is not one could
     never be opened); else each refused file is said on the field, by its name."""
     ok = True
     limits = upload_limits()
@@ -862,17 +859,17 @@ def _check_files(form: FlaskForm) -> bool:
         f.seek(0, 2)
         size = f.tell()
         f.seek(0)
-        head = f.read(16)
+        head = f.read(uploads.HEAD_BYTES)
         f.seek(0)
-        if f.mimetype not in ALLOWED_TYPES:
-            errors.append(gettext("%(name)s: only PDF, JPEG and PNG files can be attached.", name=f.filename))
+        if f.mimetype not in uploads.TYPES:
+            errors.append(gettext("%(name)s: only PDF, JPEG, PNG and WebP files can be attached.", name=f.filename))
             ok = False
         elif size > limits["file"]:
             errors.append(gettext("%(name)s is larger than 1.5 MB.", name=f.filename))
             ok = False
-        elif not head.startswith(MAGIC[f.mimetype]):
-            errors.append(gettext("%(name)s is not a real PDF, JPEG or PNG file (its content is not what its "
-                                  "name says); save it again as one of those.", name=f.filename))
+        elif not uploads.is_a(f.mimetype, head):
+            errors.append(gettext("%(name)s is not a real PDF, JPEG, PNG or WebP file (its content is not what "
+                                  "its name says); save it again as one of those.", name=f.filename))
             ok = False
     form.files.errors = errors
     return ok

@@ -415,7 +415,7 @@ class ConsultForm(FlaskForm):
     question = TextAreaField(_l("Question for the specialist"),
                              validators=[DataRequired(_l("Write the question for the specialist.")),
                                          Length(min=10, max=4000, message=_l("Write 10 to 4000 characters."))])
-    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG; at most 1.5 MB each)"))
+    files = MultipleFileField(_l("Images and documents (PDF, JPEG, PNG, WebP; at most 1.5 MB each)"))
 
 
 class ReasonForm(FlaskForm):

@@ -62,24 +62,35 @@
     return Array.prototype.slice.call(form.querySelectorAll("input[type=file]"));
   }
   // a photo (JPEG, PNG, WebP) over the form's data-max-file, or larger than a screen shows (its longest side over
-  // 1600 px), is made smaller here once chosen (canvas, JPEG at 0.85, its longest side 1600 px) and put in the
-  // file box in its place: a phone's 2-4 MB photo was refused, and one at the limit took ~30 s on a clinic's
-  // 400 kbit/s link. Said beside the field (the refused box's "-shrunk" note, its data-shrunk: "{name}", "{from}",
-  // "{to}"). A PDF, a file the browser cannot decode and a photo still over the limit stay as chosen and are
-  // refused as before; the server checks every file again (without JavaScript it refuses the photo).
-  var PHOTOS = ["image/jpeg", "image/png", "image/webp"], SIDE = 1600, picks = new WeakMap(), shrinking = new WeakMap();
+  // 1600 px), is made smaller here once chosen (canvas, JPEG) and put in the file box in its place: a phone's 2-4 MB
+  // photo was refused, and one at the limit took ~30 s on a clinic's 400 kbit/s link. At most three passes
+  // (PASSES), each tried only while the one before is still over the limit: 1600 px at 0.85; then the same size at
+  // 0.7 (a doctor reads detail: quality goes before size); then 1280 px at 0.6. A noisy photo (a dim room, an old
+  // phone's camera) stayed over the limit after the first. Said beside the field (the refused box's "-shrunk" note,
+  // its data-shrunk: "{name}", "{from}", "{to}"). A PDF, a file the browser cannot decode and a photo still over the
+  // limit after the last pass stay as chosen and are refused as before; the server checks every file again
+  // (without JavaScript it refuses the photo).
+  var PHOTOS = ["image/jpeg", "image/png", "image/webp"], SIDE = 1600, PASSES = [[SIDE, 0.85], [SIDE, 0.7], [1280, 0.6]];
+  var picks = new WeakMap(), shrinking = new WeakMap();
+  function photoPass(bmp, pass) {  // the picture drawn at most pass[0] px on its longest side, as a JPEG of quality pass[1]
+    var scale = Math.min(1, pass[0] / Math.max(bmp.width, bmp.height));
+    var canvas = document.createElement("canvas"), ctx = canvas.getContext("2d");
+    canvas.width = Math.max(1, Math.round(bmp.width * scale)); canvas.height = Math.max(1, Math.round(bmp.height * scale));
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);  // a PNG's transparent parts: white
+    ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
+    return new Promise(function (done) { canvas.toBlob(done, "image/jpeg", pass[1]); });
+  }
   function shrinkPhoto(f, each) {
     if (PHOTOS.indexOf(f.type) < 0 || !window.createImageBitmap) return Promise.resolve(f);
     return createImageBitmap(f).then(function (bmp) {  // turned as the camera says (its EXIF orientation)
-      var side = Math.max(bmp.width, bmp.height);
-      if (side <= SIDE && !(each && f.size > each)) { bmp.close(); return f; }
-      var scale = Math.min(1, SIDE / side), canvas = document.createElement("canvas"), ctx = canvas.getContext("2d");
-      canvas.width = Math.max(1, Math.round(bmp.width * scale)); canvas.height = Math.max(1, Math.round(bmp.height * scale));
-      ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);  // a PNG's transparent parts: white
-      ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
-      bmp.close();
-      return new Promise(function (done) { canvas.toBlob(done, "image/jpeg", 0.85); }).then(function (blob) {
-        if (!blob || blob.size >= f.size) return f;
+      if (Math.max(bmp.width, bmp.height) <= SIDE && !(each && f.size > each)) { bmp.close(); return f; }
+      function from(n) {  // pass n, and the next while this one is still over the limit
+        return photoPass(bmp, PASSES[n]).then(function (blob) {
+          return blob && each && blob.size > each && n + 1 < PASSES.length ? from(n + 1) : blob;
+        });
+      }
+      return from(0).finally(function () { bmp.close(); }).then(function (blob) {
+        if (!blob || blob.size >= f.size || (each && blob.size > each && f.size > each)) return f;  // no better
         return new File([blob], f.name.replace(/\.[^.]*$/, "") + ".jpg", {type: "image/jpeg", lastModified: f.lastModified});
       });
     }).catch(function () { return f; });  // not a picture the browser can read: left as chosen
