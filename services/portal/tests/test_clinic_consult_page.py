@@ -492,6 +492,18 @@ def test_a_file_box_has_one_label_and_one_name_saying_what_to_attach_and_how(cli
         assert " ".join(text(i).strip() for i in named_by) == f"{what} {how}"
 
 
+def sent_with_files(client, form: str, files: list[tuple[Any, str, str]]) -> tuple[str, Any]:
+    """``files`` sent with the consult form of ``p1`` (``form`` "consult") or with the answer to the hub's
+    question on ``t1`` ("answer"): the form's page as shown, and the answer to its post."""
+    if form == "consult":
+        page = client.get("/patients/p1/consult").get_data(as_text=True)
+        return page, client.post("/patients/p1/consult", content_type="multipart/form-data",
+                                 data=_consult_data(page, files=files))
+    page = client.get("/consults/t1").get_data(as_text=True)
+    return page, client.post("/consults/t1/answer", content_type="multipart/form-data",
+                             data={"answer": "Phim kèm theo.", "csrf_token": csrf_token(page), "files": files})
+
+
 @pytest.mark.parametrize("form", ["consult", "answer"])
 def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypatch, form):
     """A text file named .png (declared image/png by the browser) could never be opened: refused at upload,
@@ -499,15 +511,7 @@ def test_a_file_whose_bytes_are_not_its_type_is_refused_by_name(client, monkeypa
     backends = Backends(monkeypatch)
     backends.on_hold()
     sign_in(client)
-    fake = [(io.BytesIO(b"ghi chu: huyet ap cao\n"), "x-quang.png", "image/png")]
-    if form == "consult":
-        page = client.get("/patients/p1/consult").get_data(as_text=True)
-        r = client.post("/patients/p1/consult", content_type="multipart/form-data",
-                        data=_consult_data(page, files=fake))
-    else:
-        page = client.get("/consults/t1").get_data(as_text=True)
-        r = client.post("/consults/t1/answer", content_type="multipart/form-data",
-                        data={"answer": "Phim kèm theo.", "csrf_token": csrf_token(page), "files": fake})
+    _page, r = sent_with_files(client, form, [(io.BytesIO(b"ghi chu: huyet ap cao\n"), "x-quang.png", "image/png")])
     assert r.status_code == 422 and not backends.posted
     assert "x-quang.png không thực sự là tệp PDF, JPEG, PNG hay WebP" in r.get_data(as_text=True)
 

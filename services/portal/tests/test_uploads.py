@@ -14,8 +14,12 @@ import pytest
 from PIL import Image
 from sen_portal.web import uploads
 
-from services.portal.tests.test_clinic_consult_page import Backends, _consult_data, client, sign_in  # noqa: F401
-from tests.support import csrf_token
+from services.portal.tests.test_clinic_consult_page import (  # noqa: F401 - client: a fixture
+    Backends,
+    client,
+    sent_with_files,
+    sign_in,
+)
 
 
 def picture(fmt: str, **save: object) -> bytes:
@@ -60,16 +64,8 @@ def test_a_small_webp_photo_is_attached_as_a_webp(client, monkeypatch, form) -> 
     backends = Backends(monkeypatch)
     backends.on_hold()
     sign_in(client)
-    photo = [(io.BytesIO(WEBP), "ngon-tay.webp", "image/webp")]
-    if form == "consult":
-        page = client.get("/patients/p1/consult").get_data(as_text=True)
-        assert 'accept="application/pdf,image/jpeg,image/png,image/webp"' in page
-        r = client.post("/patients/p1/consult", content_type="multipart/form-data",
-                        data=_consult_data(page, files=photo))
-    else:
-        page = client.get("/consults/t1").get_data(as_text=True)
-        r = client.post("/consults/t1/answer", content_type="multipart/form-data",
-                        data={"answer": "Ảnh chụp ngón tay.", "csrf_token": csrf_token(page), "files": photo})
+    page, r = sent_with_files(client, form, [(io.BytesIO(WEBP), "ngon-tay.webp", "image/webp")])
+    assert 'accept="application/pdf,image/jpeg,image/png,image/webp"' in page
     assert r.status_code in (302, 303, 200), r.get_data(as_text=True)[:500]
     docs = [body for path, body in backends.posted if path == "/fhir/DocumentReference"]
     assert len(docs) == 1
@@ -85,9 +81,7 @@ def test_a_small_webp_photo_is_attached_as_a_webp(client, monkeypatch, form) -> 
 def test_a_file_not_taken_is_refused_by_name_in_vietnamese(client, monkeypatch, name, kind, data, said) -> None:
     backends = Backends(monkeypatch)
     sign_in(client)
-    page = client.get("/patients/p1/consult").get_data(as_text=True)
-    r = client.post("/patients/p1/consult", content_type="multipart/form-data",
-                    data=_consult_data(page, files=[(io.BytesIO(data), name, kind)]))
+    _page, r = sent_with_files(client, "consult", [(io.BytesIO(data), name, kind)])
     assert r.status_code == 422 and not backends.posted
     assert said in r.get_data(as_text=True)
 
