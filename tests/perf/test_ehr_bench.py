@@ -128,7 +128,8 @@ pct = loadgen.percentile
 def cpu_seconds() -> dict[int, tuple[str, float]]:
     """CPU seconds used so far by the processes a request goes through, by process: pid -> (kind,
     seconds) (Linux ``/proc``: utime + stime of ``/proc/<pid>/stat``): the gunicorn master this
-    test started and its workers apart (other gunicorns on the machine are not counted), FerretDB,
+    test started and its workers apart (other gunicorns on the machine are not counted), a service's
+    worker process (``python -m sen_<service>.worker``) this test started, FerretDB,
     PostgreSQL (every backend) and this process (the load generator). :func:`cpu_used` turns two
     of them into the CPU used in between."""
     me = os.getpid()
@@ -149,6 +150,7 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
         exe = cmd.split(b" ", 1)[0].rsplit(b"/", 1)[-1]
         kind = ("load generator" if pid == me else "gunicorn master" if pid in masters
                 else "gunicorn workers" if ppid in masters
+                else "worker" if ppid == me and b".worker" in cmd  # a service's worker process this test started
                 else "FerretDB" if exe == b"ferretdb" else "PostgreSQL" if exe.startswith(b"postgres") else None)
         if kind:
             out[pid] = (kind, cpu)
