@@ -559,11 +559,30 @@ def typed_text(form: Any, sent_as: Any = None) -> list[Typed]:
     return shown
 
 
+def _done_already() -> Any:
+    """A sign-in or sign-out sent again after its answer was lost on the way back, once its cookie had come (the
+    answer's headers, not its body): the session is the new one and the form's token the old one's. Nothing is
+    left to do, nor to forge: signed in, the sign-in goes on to the page it would have (the session unchanged);
+    signed out, the sign-out to the sign-in page. None for any other form."""
+    from .auth import HOME, safe_next
+    from .clinic import done_in_place
+
+    user = current_user()
+    if request.endpoint == "web.login" and user is not None:
+        return done_in_place(safe_next(request.form.get("next")) or url_for(HOME[user.role]), None)
+    if request.endpoint == "web.logout" and user is None:
+        return done_in_place(url_for("web.login"), None)
+    return None
+
+
 @bp.errorhandler(CSRFError)
 def _csrf_error(err: CSRFError) -> Any:
     """A page's POST whose CSRF token failed. Signed out meanwhile (the session ended, the cookie was lost):
     said, with a link to sign in again that comes back to the form's page; either way, what was typed is
     shown (escaped, to copy) since nothing was sent."""
+    done = _done_already()
+    if done is not None:
+        return done
     typed = typed_text(request.form)
     view = current_app.view_functions.get(request.endpoint or "")
     if current_user() is None and getattr(view, "needs_sign_in", False):
@@ -756,8 +775,10 @@ def language() -> Any:
     """The page again in the other language: ``next`` (the page's path and query), when it answers a
     GET; a page a POST rendered (a form's errors, the slots found) is no GET's: then the page the user
     came from (the Referer, this site's only), else the nearest page above it (``/invoices/<id>`` for
-    ``/invoices/<id>/cash``), else the user's home."""
+    ``/invoices/<id>/cash``), else the user's home. Sent in place (base.html), there by ``HX-Redirect``; sent
+    again after its answer was lost, the same language is chosen again."""
     from .auth import safe_next
+    from .clinic import done_in_place
 
     lang = request.form.get("lang", "vi")
     session["lang"] = lang if lang in LANGUAGES else "vi"
@@ -766,11 +787,11 @@ def language() -> Any:
         from .notices import say_again
 
         say_again(request.form.get("said"), nxt)  # the step the page just said, said again in this language
-        return redirect(nxt)
+        return done_in_place(nxt, None)
     came = _on_this_site(request.referrer)
     if came and came.partition("?")[0] != nxt.partition("?")[0] and _answers_get(came):
-        return redirect(came)
-    return redirect(nearest_page(nxt) or url_for("web.home"))
+        return done_in_place(came, None)
+    return done_in_place(nearest_page(nxt) or url_for("web.home"), None)
 
 
 def nearest_page(path: str) -> str | None:

@@ -12,7 +12,7 @@ from flask_babel import gettext
 from pymongo.errors import PyMongoError
 
 from ..config import PortalSettings
-from . import bp, kept, login_required, signouts, tokens
+from . import bp, is_htmx, kept, login_required, signouts, tokens
 from .forms import LoginForm
 from .users import User, check_demo_password
 
@@ -73,6 +73,8 @@ def login() -> Any:
         oauth = current_app.extensions["sen_oauth"]
         session["next"] = safe_next(request.args.get("next"))
         return oauth.sen.authorize_redirect(url_for("web.oidc_callback", _external=True))
+    from .clinic import done_in_place
+
     form = LoginForm(next=request.args.get("next", ""))
     error = None
     if form.validate_on_submit():
@@ -82,10 +84,14 @@ def login() -> Any:
         if user is not None:
             _start_session(user)
             log.info("signed in", extra={"role": user.role})
-            return redirect(safe_next(form.next.data) or url_for(HOME[user.role]))
+            # sent in place (login.html): the page asked for by HX-Redirect. Sent again after its answer was lost
+            # (the new session's cookie with it), the browser's session is still the one before: the token it
+            # sends is that session's, and the user is signed in anew
+            return done_in_place(safe_next(form.next.data) or url_for(HOME[user.role]), None)
         error = gettext("The user name or the password is wrong.")
+    # refused, sent in place: the sign-in box again (htmx swaps a 2xx only), the user name kept, the password not
     return render_template("login.html", form=form, error=error, title=gettext("Sign in")), (
-        401 if error else 200)
+        401 if error and not is_htmx() else 200)
 
 
 @bp.route("/auth/callback")
@@ -150,7 +156,12 @@ def logout() -> Any:
     session.clear()
     if lang:
         session["lang"] = lang
-    return redirect(url_for("web.login"))
+    # sent in place (base.html): the sign-in page by HX-Redirect. Sent again after its answer was lost, the cookie
+    # is the signed-out session's: its token still checks (_session_and_csrf reads the session before
+    # signouts clears it), and signing out what is signed out already ends here again
+    from .clinic import done_in_place
+
+    return done_in_place(url_for("web.login"), None)
 
 
 @bp.route("/")

@@ -657,22 +657,25 @@ def patient_end_take_on(pid: str) -> Any:
     """End this facility's take-on of the patient (the EHR's ``$end-take-on``) with the reason typed, once
     the box confirming it is ticked; then the chart, which says the take-on ended (the EHR refuses it
     from then on). The form not complete, or the EHR refusing: the chart again, saying why, the
-    reason typed kept."""
+    reason typed kept. Sent in place (chart.html's ``#end-take-on``): done, the chart by HX-Redirect; not done,
+    the box again (200: htmx swaps a 2xx only) saying why. Sent again after its answer was lost, the EHR answers
+    the end it made (200): done, one end."""
     if not FHIR_ID.fullmatch(pid):
         return render_template("error.html", title=gettext("Not found"),
                                message=gettext("This patient does not exist or you may not see them.")), 404
     form = EndTakeOnForm()
     if not form.validate_on_submit():
-        return chart_page(pid, form, status=400)
+        return chart_page(pid, form, status=200 if _is_htmx() else 400)
     try:
         patients.end_take_on(pid, form.reason.data or "")
     except BackendError as err:
         if err.kind == "refused" and err.status == 403:
             return chart_page(pid, form, gettext(
                 "The health record service did not end the take-on: your facility has not taken this patient "
-                "on (it may manage the patient itself)."), 403)
-        return chart_page(pid, form, backend_message(err), err.status if err.kind == "refused" else outage_status(err))
-    return redirect(url_for("web.patient_chart", pid=pid))
+                "on (it may manage the patient itself)."), 200 if _is_htmx() else 403)
+        return chart_page(pid, form, backend_message(err), 200 if _is_htmx() else
+                          err.status if err.kind == "refused" else outage_status(err))
+    return done_in_place(url_for("web.patient_chart", pid=pid), None)
 
 
 def _section_title(section: dict[str, Any]) -> str:
@@ -1526,14 +1529,16 @@ def consult_message(tid: str) -> Any:
     return _detail_with(tid, message_form=message_form(form))
 
 
-def done_in_place(url: str, step: str, value: str = "1") -> Any:
+def done_in_place(url: str, step: str | None, value: str = "1") -> Any:
     """A form's step done: the redirect to ``url``, the page there saying it once (``value``: the step's, as
-    ``step_done`` carries it); a form sent in place (htmx: the consult's answer and message boxes) goes there by
-    ``HX-Redirect``. To a place on the page it was sent from (``#consult-thread``) htmx's ``location.href`` only
-    scrolls: ``HX-Refresh`` then reloads it there."""
+    ``step_done`` carries it; ``step`` None: the page says nothing of it, the sign-in's, the language's); a form
+    sent in place (htmx: the consult's answer and message boxes) goes there by ``HX-Redirect``. To a place on the
+    page it was sent from (``#consult-thread``) htmx's ``location.href`` only scrolls: ``HX-Refresh`` then reloads
+    it there."""
     if not _is_htmx():
-        return step_done(url, step, value)
-    flash_step(url, step, value)
+        return step_done(url, step, value) if step else redirect(url)
+    if step:
+        flash_step(url, step, value)
     headers = {"HX-Redirect": url}
     here = urlsplit(request.headers.get("HX-Current-URL", "")).path
     if urlsplit(url).fragment and here == urlsplit(url).path:
@@ -1598,8 +1603,9 @@ def consult_cancel(tid: str) -> Any:
             return done_in_place(url_for("web.consult_detail", tid=tid), "cancelled")
         except BackendError as err:
             # refused, most often because the consult changed meanwhile (closed: no cancel box any more): sent in
-            # place, the whole page is swapped (htmx's HX-Retarget), its state now and the refusal above it
-            page, status = _detail_with(tid, cancel_form=form, problem=backend_message(err))
+            # place, the whole page is swapped (htmx's HX-Retarget), its state now and the refusal above it;
+            # cancelled already (another tab, a colleague): no refusal, the page says so, its cancelled state below
+            page, status = _detail_with(tid, cancel_form=form, cancel_refused=err)
             whole = {"HX-Retarget": "#main", "HX-Reselect": "#main", "HX-Reswap": "outerHTML"}
             return page, status, whole if _is_htmx() else {}
     return _detail_with(tid, cancel_form=form)
@@ -1615,8 +1621,15 @@ def _files_dropped(form: FlaskForm, problem: str | None = None) -> bool:
     return request.method == "POST" and _has_files(form) and bool(form.errors or problem)
 
 
-def _detail_with(tid: str, **forms: Any) -> Any:
+def _detail_with(tid: str, cancel_refused: BackendError | None = None, **forms: Any) -> Any:
+    """The consult's page again after a form of it was not done (``forms``: the form with its errors, ``problem``
+    or a box's refusal). ``cancel_refused``: teleconsult refused the cancel; the consult read now is cancelled (by
+    another tab, a colleague): not a refusal, the page says it was cancelled already (200), else the refusal."""
     data = consult_bundle(tid, with_patient=True)
+    before = cancel_refused is not None and cancel_refused.kind == "refused" and \
+        (data.get("task") or {}).get("status") == "cancelled"
+    if cancel_refused is not None and not before:
+        forms["problem"] = backend_message(cancel_refused)
     ctx = {"answer_form": form_key(AnswerFilesForm(formdata=None)), "cancel_form": form_key(CancelForm(formdata=None)),
            "message_form": message_form(), **forms}
     answer_form = ctx["answer_form"]
@@ -1624,6 +1637,6 @@ def _detail_with(tid: str, **forms: Any) -> Any:
     # htmx swaps only 2xx answers: a box sent in place (the answer, the message) comes back with its errors as 200
     return render_template("consult_detail.html", tid=tid, **data, **ctx, limits=upload_limits(),
                            files_again="files" in request.files and _files_dropped(answer_form, problem),
-                           title=gettext("Consult")), 200 if _is_htmx() else 422
+                           cancelled_before=before, title=gettext("Consult")), 200 if _is_htmx() or before else 422
 
 

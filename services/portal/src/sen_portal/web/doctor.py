@@ -546,7 +546,9 @@ def task_accept(tid: str) -> Any:
     (its form's ``version``): a consult another doctor took (or was given) meanwhile is not taken from
     them unseen, while one only escalated or asked about and answered since is accepted all the same
     (:func:`_step_on_page`). Of several doctors at once one wins (teleconsult claims the step); the others
-    get the page again saying who took it (:func:`_taken_meanwhile`)."""
+    get the page again saying who took it (:func:`_taken_meanwhile`). Sent in place (task.html's
+    ``#consult-accept``): done, HX-Redirect; refused, the whole page saying why. Sent again after its answer was
+    lost, the page's version is 412 and the consult read again is this doctor's: done, as the first was."""
     seen, ticked = page_version(), request.form.get("takeover") or None
     try:
         task = _task_now(tid)
@@ -574,7 +576,7 @@ def task_accept(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err))
     if changed is not None:  # another step came first: say whose
         return _taken_meanwhile(tid, changed)
-    return step_done(url_for("web.task_detail", tid=tid), "accepted")
+    return done_in_place(url_for("web.task_detail", tid=tid), "accepted")
 
 
 def _task_now(tid: str) -> dict[str, Any]:
@@ -677,8 +679,8 @@ def _taken_meanwhile(tid: str, task: dict[str, Any] | None = None, *, accepting:
     owner = _owner(task)
     mine = bool(g.user.practitioner) and owner == f"Practitioner/{g.user.practitioner}"
     status = task.get("status")
-    if accepting and mine and status != "requested":
-        return step_done(url_for("web.task_detail", tid=tid), "accepted")
+    if accepting and mine and status != "requested":  # sent in place (task.html): HX-Redirect
+        return done_in_place(url_for("web.task_detail", tid=tid), "accepted")
     at = when((task.get("meta") or {}).get("lastUpdated"))
     if status == "cancelled":
         problem = gettext("The clinic cancelled this consult at %(when)s. Nothing was sent.", when=at)
