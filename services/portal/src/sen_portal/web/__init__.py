@@ -45,7 +45,7 @@ from ..domain.report_facts import one_decimal
 from . import directory, formatting, icd10, results
 from .backend import BackendError, outage_status
 from .patients import FHIR_ID
-from .users import User, shown_name
+from .users import User, named_by_role, shown_name
 
 HERE = Path(__file__).resolve().parent
 LANGUAGES = ("vi", "en")
@@ -319,7 +319,8 @@ def _globals() -> dict[str, Any]:
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
             "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of,
             "outcome_label": outcome_label, "refunded_label": refunded_label,
-            "payment_outcome": payment_outcome, "shown_name": shown_name}
+            "payment_outcome": payment_outcome, "shown_name": shown_name,
+            "named_by_role": named_by_role}
 
 
 def minutes_of(task: dict[str, Any]) -> dict[str, Any] | None:

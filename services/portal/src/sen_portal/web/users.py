@@ -42,6 +42,12 @@ def shown_name(name: str | None) -> str:
     return str(label) if label is not None else name or ""
 
 
+def named_by_role(name: str | None) -> bool:
+    """Whether ``name`` is a role's label (the demo admin's "Quản trị viên"), not a person's: the header then
+    says the role once, not "Quản trị viên (quản trị)" (walk of session 28)."""
+    return (name or "") in _ROLE_NAMES
+
+
 @dataclass(frozen=True)
 class User:
     username: str
