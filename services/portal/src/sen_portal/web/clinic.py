@@ -158,7 +158,7 @@ def patients_found(q: str) -> dict[str, Any]:
     # a whole CCCD or BHYT number that is none of the user's patients: a clinic may take on the
     # patient holding it (registered at another facility), never found by a name
     ident = search_params(q).get("identifier")
-    if results == [] and ident and g.user.can("clinic"):
+    if results == [] and ident and g.user.can("clinic") and g.user.facility:
         system, number = ident.split("|", 1)
         take_on = TakeOnForm(formdata=None, system="cccd" if system == SYS_CCCD else "bhyt", number=number)
     return {"results": results, "problem": problem, "take_on": take_on, "status": status}
@@ -194,6 +194,21 @@ def patient_search() -> Any:
                            SYS_BHYT=SYS_BHYT), status, headers
 
 
+def facility_needed(title: str) -> Any:
+    """The refusal of a clinic's step (registering a patient, taking one on, requesting a consult) to an account
+    of no facility (the province's admin), or None. The EHR makes a patient a clinic's by
+    ``Patient.managingOrganization``, the registering user's facility; an admin's patient would be no clinic's,
+    seen by none, and an admin's consult would have no requesting clinic to answer it. Those steps are the
+    staff's of the facility caring for the patient: the admin is not offered them (the pages' links need a
+    facility too) and is told so here."""
+    if g.user.facility:
+        return None
+    return render_template("error.html", title=title, message=gettext(
+        "Patients are registered, taken on and sent for a consult by the staff of the facility caring for them: "
+        "your account names no facility, so a patient or a consult made here would be no clinic's and no clinic "
+        "would see it."), back=url_for("web.clinic_home"), back_label=gettext("Find a patient")), 403
+
+
 @bp.route("/patients/new", methods=["GET", "POST"])
 @login_required("clinic")
 def patient_new() -> Any:
@@ -204,6 +219,9 @@ def patient_new() -> Any:
     chart when the user may read it, else the offer to take the patient on here (:func:`patient_take_on`)."""
     from .charges import request_key
 
+    refused = facility_needed(gettext("Register a patient"))
+    if refused is not None:
+        return refused
     form = form_key(KeyedPatientForm())
     problem, existing, same, take_on = None, None, [], None
     if form.validate_on_submit():
@@ -282,6 +300,9 @@ def patient_take_on(pid: str | None) -> Any:
     A second click lands on the same chart (the EHR grants once). The name, birth date and sex the
     registration form had come along: the chart says which of them the record says otherwise
     (:func:`patients.differences`); the record is not changed."""
+    refused = facility_needed(gettext("Take this patient on here"))
+    if refused is not None:
+        return refused
     form = TakeOnForm()
     valid = form.validate_on_submit()
     if (pid is not None and not FHIR_ID.fullmatch(pid)) or set(form.errors) - {"reason", "other"}:
@@ -1091,6 +1112,9 @@ def consult_new(pid: str) -> Any:
     land on the same consult. What is asked changed after an error is another request."""
     from .charges import request_key
 
+    refused = facility_needed(gettext("Request a consult"))
+    if refused is not None:
+        return refused
     form = form_key(KeyedConsultForm(patient=pid))
     form.patient.data = pid
     problem = None
