@@ -18,7 +18,7 @@ from flask import copy_current_request_context, flash, g, redirect, render_templ
 from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
-from . import backend, backend_message, bp, charges, daily_report, login_required, searches
+from . import backend, backend_message, bp, charges, daily_report, is_htmx, login_required, searches
 from .backend import BackendError, call, entries, fhir_get, outage_status, page_status, shared_get
 from .charges import request_key
 from .confirming import confirmation
@@ -1248,19 +1248,28 @@ def refund_give_back() -> Any:
     press gives nothing back and the list comes back with the row's step, what was typed kept (the form's
     key too). Once per payment and per credit (billing's claims): a second cashier giving the same money
     back at the same moment is told it was given back already."""
+    from .clinic import done_in_place
+
     form = RefundForm()
     if not form.validate_on_submit():
-        return _refund_list(422, gettext("Please correct the highlighted fields."), failed=form)
+        return _in_place(_refund_list(422, gettext("Please correct the highlighted fields."), failed=form))
     asked = confirmation("give-back")
     if asked is not None:
-        return _refund_list(confirming_status(asked), failed=form, asked=asked)
+        return _in_place(_refund_list(confirming_status(asked), failed=form, asked=asked))
     try:
         give_back(form)
     except BackendError as err:
-        return _refund_list(refusal_status(err), refund_refusal(err), failed=form)
+        return _in_place(_refund_list(refusal_status(err), refund_refusal(err), failed=form))
     after, page, facility = _refund_list_args()
-    return step_done(url_for("web.refund_tasks", **({"after": after, "page": page} if after else {}),
-                             **({"facility": facility} if facility else {})), "refunded")
+    return done_in_place(url_for("web.refund_tasks", **({"after": after, "page": page} if after else {}),
+                                 **({"facility": facility} if facility else {})), "refunded")
+
+
+def _in_place(answer: tuple[Any, int]) -> tuple[Any, int]:
+    """A form's page again (its errors, its step, a refusal): 200 to htmx, which swaps the form's box only with
+    a 2xx (the refusal is said in the box), the page's own status to a browser's post."""
+    page, status = answer
+    return page, 200 if is_htmx() else status
 
 
 CLOSED_SHIFTS = 3  # the last closed shifts /shift shows (to reread or print a close)
