@@ -431,6 +431,25 @@ def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(bil
     assert queue(b) == [] and [p["id"] for p in queue(a)] == [f"standard:{to_a}"]
 
 
+def test_an_assignment_sent_again_with_its_key_is_answered_again_not_refused(billing, dev_key: Path) -> None:
+    """A cashier's page puts a transfer on an invoice and the answer is lost on a flaky link: sent again with its
+    ``Idempotency-Key`` the first answer is replayed (201, the same payment), where a new assignment of it is
+    refused (409, no longer in the queue); the transfer is counted once."""
+    url, db = billing
+    tag = uuid.uuid4().hex[:6]
+    assert send_standard(url, tag, 6000, f"gui tien {tag}", account=ACCOUNT_A).status_code == 200
+    h = cashier(dev_key, "org-a")
+    iid, _ = make_invoice(db, 6000, facility="org-a")
+    keyed = {**h, "Idempotency-Key": "portal-assign-" + uuid.uuid4().hex}
+    path = f"{url}/payments/unmatched/standard:{tag}/assign"
+    first = httpx.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
+    again = httpx.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
+    assert (first.status_code, again.status_code) == (201, 201) and first.json() == again.json(), again.text
+    assert httpx.post(path, json={"invoice": iid}, headers=h, timeout=30).status_code == 409
+    assert db["payments"].count_documents({"assigned_from": f"standard:{tag}"}) == 1
+    assert invoice_status(db, iid) == "balanced"
+
+
 def test_hd_before_the_code_still_matches_for_many_random_codes(billing) -> None:
     """A payer writes ``HD <code>`` (the code starts with HD itself): the note folds to ``HDHD…``,
     and for about 1 code in 30 the window at the first HD has a right check symbol too. Random

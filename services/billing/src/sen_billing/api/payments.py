@@ -104,6 +104,7 @@ def unmatched(limit: int = 50, after: str | None = None, facility: str | None = 
 
 
 @_cashier_only
+@idempotent()  # sent again after its answer was lost: the first answer, not "not in the queue"
 @_hiding("assign", "invoice", None)  # the refusal names the payment or the invoice
 def assign(payment_id: str, body: dict[str, Any]) -> Any:
     recorded = payments.assign_unmatched(_db(), payment_id, body["invoice"], current_principal(),
