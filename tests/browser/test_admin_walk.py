@@ -7,7 +7,9 @@ px; and the price changed with the keyboard alone. Screenshotted and checked by 
 What the walk found: a saved price was said above the list while the page came back at the entry's anchor, so an
 entry further down (most of them at 1280 px, every one at 360) was saved with no word in sight; the consults list,
 which shows the admin every facility's consults, said "of my facility" and named no clinic on its rows; the invoices
-list and a cancelled invoice offered the admin a new invoice, which is a facility's cashier's (a refusal page)."""
+list and a cancelled invoice offered the admin a new invoice, which is a facility's cashier's (a refusal page); the
+admin registered patients with no managing facility (no clinic saw them) and opened the consult request form, which
+are a facility's clinic staff's; the header said her role twice, "Quản trị viên (quản trị)"."""
 
 from __future__ import annotations
 
@@ -181,6 +183,29 @@ def test_the_admin_is_not_offered_a_new_invoice_only_a_facilitys_cashier_makes(v
     cashier.sign_in("cashier")
     cashier.go(f"/invoices/{iid}")
     expect(cashier.page.locator("[data-testid=invoice-again]")).to_be_visible()
+
+
+@pytest.mark.parametrize(("lang", "width"), [("vi", 360), ("en", 1280)])
+def test_the_admin_is_not_offered_a_clinics_steps_and_is_refused_them_in_words(visitor_factory, stack, lang, width):
+    """Registering a patient and the consult request form are a facility's clinic staff's: the admin's patient had
+    no managing facility, so no clinic saw them. Her header says her role once."""
+    v = visitor_factory(f"{lang}-{width}-admin-clinic-steps", width=width)
+    v.sign_in("admin")
+    if lang == "en":
+        v.english()
+    who = v.page.inner_text("header .who")
+    assert who == ("Quản trị viên" if lang == "vi" else "Administrator"), who
+    v.go("/patients")
+    assert v.page.locator("a[href='/patients/new']").count() == 0
+    v.go("/patients/bn-0003")
+    assert v.page.locator("a[href='/patients/bn-0003/consult']").count() == 0
+    refusal = ("tài khoản của bạn không gắn với cơ sở nào" if lang == "vi" else "your account names no facility")
+    for path in ("/patients/new", "/patients/bn-0003/consult"):
+        r = v.page.goto(v.base + path)
+        v.page.wait_for_load_state("networkidle")
+        assert r.status == 403, (path, r.status)
+        assert refusal in v.page.inner_text("#problem .alert.error"), path
+    v.check("clinic-step-refused")
 
 
 def test_the_admin_changes_a_price_with_the_keyboard_alone(visitor_factory, stack):
