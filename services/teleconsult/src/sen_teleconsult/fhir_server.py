@@ -12,7 +12,8 @@
   grants each submission records here for the clinic and the hub; on top of it, clinic staff see
   only their own facility's consults (ServiceRequest and Task whose requester is their
   facility, Communications and Appointments tagged with their facility as the consult's requester,
-  ``domain.consults.REQUESTER_TAG``, whoever sent them), in reads, histories and searches; a
+  ``domain.consults.REQUESTER_TAG``, whoever sent them), in reads, histories and searches (a chain's and a
+  ``_has``'s sub-searches, conditional references and included resources too: ``scope_filter``); a
   Communication stored before that tag (until the backfill gives it one) is read by the clinic
   that sent or received it, and is not found by a clinic's search; hub doctors only the consults sent to
   their hub (tagged with it, ``domain.consults.HUB_TAG``: ServiceRequest, Task, Communication,
@@ -213,7 +214,7 @@ class TeleconsultFhirServer(GuardedFhirServer):
         if head is None:
             head = self.store().head(rtype, rid)
         super()._existing(principal, facts, rec, interaction, rtype, rid, head=head, hide=hide)
-        why = _scope_denial(principal, rtype, head)
+        why = self.scope_denial(principal, rtype, head)
         if why is not None:
             # another facility's (another hub's) consult: as one not stored (the caller's role reads the type:
             # the check above passed), its AuditEvent the 403
@@ -255,9 +256,10 @@ class TeleconsultFhirServer(GuardedFhirServer):
                     parties.add(r)
         return parties
 
-    def search(self, req: FhirRequest, extra: list[tuple[str, str]] | None = None,
-               self_path: str | None = None, extra_filter: dict[str, Any] | None = None) -> FhirResponse:
-        mine = _scope_filter(self.principal(), req.resource_type)
-        if mine is not None:
-            extra_filter = {"$and": [extra_filter, mine]} if extra_filter else mine
-        return super().search(req, extra, self_path, extra_filter)
+    # the consult scoping in every search the caller makes (its own, a chain's or a _has's sub-search, a
+    # conditional reference's) and in the included resources of its searches (the shared engine's hooks)
+    def scope_filter(self, principal: Any, resource_type: str | None) -> dict[str, Any] | None:
+        return _scope_filter(principal, resource_type)
+
+    def scope_denial(self, principal: Any, resource_type: str, head: dict[str, Any] | None) -> str | None:
+        return _scope_denial(principal, resource_type, head)

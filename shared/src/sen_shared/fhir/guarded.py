@@ -280,6 +280,12 @@ def hidden_refusals(auditor: Auditor, principal: Any, rec: Record) -> Iterator[R
         raise
 
 
+def _all_of(*filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The filters given (None for none) ANDed: one as itself, none as None."""
+    given = [f for f in filters if f]
+    return None if not given else given[0] if len(given) == 1 else {"$and": given}
+
+
 class GuardedFhirServer(FhirServer):
     """A :class:`FhirServer` that enforces :mod:`.access` and records :mod:`.audit` AuditEvents."""
 
@@ -510,6 +516,7 @@ class GuardedFhirServer(FhirServer):
 
         def pre(p: Any, f: _Facts, rec: Record) -> None:
             rtype = self.check_type(req.resource_type)
+            state["scope"] = self.scope_filter(p, rtype)
             rec.query_params = sorted({k for k, _ in req.params if k not in ("_format", "_pretty")})
             state["filter_includes"] = self.is_restricted(p) and any(
                 k.startswith(("_include", "_revinclude")) for k, _ in req.params)
@@ -524,10 +531,8 @@ class GuardedFhirServer(FhirServer):
                 state["filter"] = self._restriction(f, rtype, req.params)
 
         def call() -> FhirResponse:
-            flt = state.get("filter")
-            if extra_filter and flt:
-                flt = {"$and": [extra_filter, flt]}
-            return super(GuardedFhirServer, self).search(req, extra, self_path, extra_filter=flt or extra_filter)
+            flt = _all_of(extra_filter, state.get("scope"), state.get("filter"))
+            return super(GuardedFhirServer, self).search(req, extra, self_path, extra_filter=flt)
 
         def post(p: Any, f: _Facts, rec: Record, resp: FhirResponse) -> None:
             entries = (resp.body or {}).get("entry") or []
@@ -545,12 +550,13 @@ class GuardedFhirServer(FhirServer):
 
         return self._run("search", req, pre, call, post)
 
-    @staticmethod
-    def _visible(principal: Any, facts: _Facts, resource: Any) -> bool:
-        """May ``principal`` read this included resource? (the same rules as a read)"""
+    def _visible(self, principal: Any, facts: _Facts, resource: Any) -> bool:
+        """May ``principal`` read this included resource? (the same rules as a read, the service's scope too)"""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return False
         rtype = resource["resourceType"]
+        if self.scope_denial(principal, rtype, {"res": resource}) is not None:
+            return False
         compartment = in_compartment(rtype)
         try:
             access.check(principal, "read", rtype, compartment=compartment,
@@ -588,15 +594,29 @@ class GuardedFhirServer(FhirServer):
         patients is limited to them. Before, the sub-search ran over every facility's records, so a type
         the caller searches freely answered for records it may not read (a clinic's
         ``Practitioner?_has:Observation:performer:subject=Patient/<another facility's>``, a cashier's
-        ``Patient?_has:Observation:subject:code=...``)."""
+        ``Patient?_has:Observation:subject:code=...``). The service's own scope (:meth:`scope_filter`) is
+        ANDed in, as in the caller's own search."""
         principal = self.principal()
+        scope = self.scope_filter(principal, resource_type)
         if not self.is_restricted(principal):
-            return None
+            return scope
         compartment = in_compartment(resource_type)
         access.check(principal, "search", resource_type, compartment=compartment)
         if access.search_is_unrestricted(principal, resource_type, compartment):
-            return None
-        return self._restriction(_Facts(self, principal), resource_type, ())
+            return scope
+        return _all_of(scope, self._restriction(_Facts(self, principal), resource_type, ()))
+
+    def scope_filter(self, principal: Any, resource_type: str | None) -> dict[str, Any] | None:
+        """A service's own limit on what ``principal`` finds of ``resource_type`` beyond whose patient it is
+        (teleconsult: a clinic its facility's consults, a hub's doctor its hub's), ANDed into every search
+        the caller makes: its own, a chain's or a ``_has``'s sub-search, a condition (:meth:`match_ids`).
+        None: no limit (here, always)."""
+        return None
+
+    def scope_denial(self, principal: Any, resource_type: str, head: dict[str, Any] | None) -> str | None:
+        """Why :meth:`scope_filter` keeps this stored document (or ``{"res": body}``) from ``principal``; None:
+        it does not. An ``_include``/``_revinclude``'s resource it keeps out is left out of the bundle."""
+        return None
 
     def match_ids(self, resource_type: str, query: str | list[tuple[str, str]], limit: int = 2,
                   extra_filter: dict[str, Any] | None = None) -> list[str]:
@@ -605,10 +625,10 @@ class GuardedFhirServer(FhirServer):
         way to learn of another facility's patient (its match was a 403 naming it). A condition matching
         only such a resource is a miss: a conditional create creates, a conditional update creates."""
         principal = self.principal()
+        extra_filter = _all_of(extra_filter, self.scope_filter(principal, resource_type))
         if not access.search_is_unrestricted(principal, resource_type, in_compartment(resource_type)):
             params = parse_query(query) if isinstance(query, str) else list(query)
-            flt = self._restriction(_Facts(self, principal), resource_type, params)
-            extra_filter = {"$and": [extra_filter, flt]} if extra_filter else flt
+            extra_filter = _all_of(extra_filter, self._restriction(_Facts(self, principal), resource_type, params))
         return super().match_ids(resource_type, query, limit, extra_filter=extra_filter)
 
     @staticmethod
