@@ -1,9 +1,9 @@
-"""The cashier's forms on a flaky link, their answer lost on the way back: the refund list's give-back ("Hoàn …").
-It was posted by the browser: a lost answer was Chromium's own English error page, the list gone. Sent in place
-now (_form.html's sent_in_place): the list stays and the row's own box says in Vietnamese that the connection
-failed, what was typed kept (the form's key too); sent again, the money is given back once (billing's
-Idempotency-Key replays the first refund). The answers are lost by the test (Playwright's routes: the portal did
-what was asked, its answer reset), not timed."""
+"""The cashier's forms on a flaky link, their answer lost on the way back: the refund list's give-back ("Hoàn …")
+and the unmatched transfers' assignment ("Gán"). They were posted by the browser: a lost answer was Chromium's own
+English error page, the list gone. Sent in place now (_form.html's sent_in_place): the list stays and the row's own
+box says in Vietnamese that the connection failed, what was typed or chosen kept (the row's key too); sent again,
+it is done once (billing's Idempotency-Key replays the first refund, the first assignment). The answers are lost
+by the test (Playwright's routes: the portal did what was asked, its answer reset), not timed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_roles import _cashier_api, _issued_invoice
+from tests.browser.test_roles import _cashier_api, _issued_invoice, _page_with, _unmatched_transfer
 from tests.browser.test_slow_link import losing_the_first_answer, said_not_sent
 
 pytestmark = pytest.mark.integration
@@ -73,3 +73,31 @@ def test_a_give_back_whose_answer_is_lost_keeps_the_list_and_gives_back_once_whe
     expect(page.locator("tr", has=page.locator(f"a[href='/invoices/{iid}']"))).to_have_count(0)
     summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
     assert summary["refunded"] == 11_000 and len(summary["refunds"]) == 1  # given back once
+
+
+def test_an_assignment_whose_answer_is_lost_keeps_the_queue_and_is_done_once_when_sent_again(visitor_factory, stack):
+    iid, owed = _issued_invoice(stack)
+    note = f"CK mat ket noi {uuid.uuid4().hex[:6]}"  # no bill reference: waits in the queue
+    _unmatched_transfer(stack, note, owed)
+    v = visitor_factory("vi-360-slow-assign", width=360, height=740)
+    v.sign_in("cashier")
+    v.go("/unmatched")
+    _page_with(v, note)
+    page = v.page
+    row = page.locator("tr", has_text=note)
+    row.locator("select[name=invoice]").select_option(iid)
+    url = page.url
+    sent: list[int] = []
+    page.route(re.compile(r".*/unmatched(\?.*)?$"), losing_the_first_answer(sent))
+    row.locator("button").click()
+    said_not_sent(page, "[id^=unmatched-live-error-]:visible")
+    assert sent == [200] and page.url == url  # the portal put it on the invoice; the queue stayed
+    assert row.locator("select[name=invoice]").input_value() == iid  # the choice kept
+    summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
+    assert summary["status"] == "balanced"
+    v.check("assign-connection-lost")
+    row.locator("button").click()  # sent again: billing replays the assignment, said as done
+    expect(page.locator("[data-testid=unmatched-done] a")).to_have_attribute("href", f"/invoices/{iid}")
+    expect(page.locator("tr", has_text=note)).to_have_count(0)
+    summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
+    assert summary["paid"] == owed and len(summary["payments"]) == 1  # counted once

@@ -5,15 +5,20 @@ says what happened, what was typed is kept (the form's key too), and sent again 
 - The refund list's give-back ("Hoàn …", /refunds): its box is the list (#refund-list), the row's step, errors and
   billing's refusals said in it (200 to htmx); done, the list again (204 + HX-Redirect). Sent again with the same
   key, billing's Idempotency-Key replays the first refund.
+- The unmatched transfers' assignment ("Gán", /unmatched): its box is the queue (#unmatched-list), done, a row's
+  error and the other facility's step said in it (200 to htmx). Each row carries a key made when the queue is
+  shown; the assignment goes with it as its Idempotency-Key, so sent again billing replays the first answer.
 
-Flask's test client; billing faked as it answers (test_cashier_money_back's fake)."""
+Flask's test client; billing faked as it answers (test_cashier_money_back's and test_cashier_lists' fakes)."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from sen_portal.web.backend import BackendError
 
+from services.portal.tests import test_cashier_lists as lists
 from services.portal.tests.test_cashier_money_back import app, billing, row  # noqa: F401 - fixtures
 from tests.support import csrf_token, flashed_steps, portal_signed_in
 
@@ -76,3 +81,54 @@ def test_a_give_back_refused_is_said_in_the_lists_box(app, billing):  # noqa: F8
     box = said[said.index('id="refund-list"'):]
     assert "Tiền thừa của hóa đơn này (phần trả quá số phải trả) đã được hoàn rồi" in box
     assert client.post("/refunds/give-back", data=fields).status_code == 409  # a browser's post: as before
+
+
+@pytest.fixture()
+def queue(monkeypatch):
+    """test_cashier_lists' billing, the assignment's Idempotency-Key kept too: one transfer waiting, two invoices."""
+    from sen_portal.web import cashier
+
+    state = lists.billing.__wrapped__(monkeypatch)
+    state["keys"] = []
+
+    def post(method, path, body=None, params=None, key=None):
+        state["posted"].append((method, path, body))
+        state["keys"].append(key)
+        return {"invoice": "inv-a", "reference": "HD00000000A"}
+
+    monkeypatch.setattr(cashier, "_json", post)
+    state["invoices"] = [lists.invoice("inv-a", "pa", 104000, "HD00000000A", "2026-12-05T13:06:00+07:00")]
+    state["summaries"] = {"inv-a": lists.summary("inv-a", "issued", 104000, 0)}
+    state["unmatched"] = [{"id": "standard:t2", "amount": 104000, "receivedAt": "2026-12-05T13:21:00+07:00",
+                           "description": "mai tra not", "facility": "tyt-my-hiep"}]
+    return state
+
+
+def test_the_assignment_is_sent_in_place_with_the_rows_key_so_sent_again_it_is_the_same(app, queue):  # noqa: F811
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/unmatched").get_data(as_text=True)
+    assert page.count('id="unmatched-list"') == 1
+    form = re.search(r'<form method="post" class="row"[^>]*>', page).group(0)
+    assert 'hx-post="/unmatched"' in form and 'hx-target="#unmatched-list"' in form
+    assert 'hx-select="#unmatched-list"' in form and 'data-live-error="unmatched-live-error-1"' in form
+    assert re.search(r'<div id="unmatched-live-error-1" class="alert error" role="alert" hidden>'
+                     r'Không gửi được yêu cầu', page)
+    txn = re.search(r'name="txn" value="([0-9a-f]{32})"', page).group(1)
+    fields = {"payment": "standard:t2", "invoice": "", "txn": txn, "csrf_token": csrf_token(page)}
+    # nothing chosen: the row's error in the queue's box, 200 to htmx (422 to a browser's post, as before)
+    r = client.post("/unmatched", data=fields, headers=hx("/unmatched"))
+    said = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'data-testid="unmatched-row-error"' in said and not queue["posted"]
+    assert f'name="txn" value="{txn}"' in said  # the row keeps its key
+    assert client.post("/unmatched", data=fields).status_code == 422
+    # assigned: said in the box; its answer lost, sent again with the same key
+    fields["invoice"] = "inv-a"
+    for _ in range(2):
+        r = client.post("/unmatched", data=fields, headers=hx("/unmatched"))
+        done = re.search(r'data-testid="unmatched-done">(.*?)</div>', r.get_data(as_text=True), re.S).group(1)
+        assert r.status_code == 200 and 'href="/invoices/inv-a">HD00000000A</a>' in done
+    assert queue["posted"] == [("POST", "/payments/unmatched/standard:t2/assign", {"invoice": "inv-a"})] * 2
+    assert queue["keys"][0] == queue["keys"][1] and queue["keys"][0].startswith(f"portal-assign-{txn}-")
+    # another row's key, or another invoice: another request
+    client.post("/unmatched", data={**fields, "invoice": "HD00000000B"}, headers=hx("/unmatched"))
+    assert queue["keys"][2] != queue["keys"][0]

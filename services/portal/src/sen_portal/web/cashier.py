@@ -972,7 +972,11 @@ def unmatched() -> Any:
                 pass  # nothing assigned: the row's confirmation step, naming both facilities
             else:
                 try:
-                    answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": typed})
+                    # the row's key and what it asks make the request's key: sent again after its answer
+                    # was lost (a flaky link), billing replays the assignment instead of "not in the queue"
+                    key = request_key(form.txn.data or uuid.uuid4().hex, "assign", form.payment.data or "", typed)
+                    answer = _json("POST", f"/payments/unmatched/{form.payment.data}/assign", {"invoice": typed},
+                                   key=key)
                     # named by the reference (HD…) billing's answer gives: the invoice may have left the issued
                     # choices (paid in full by this very transfer), which named it by its id
                     done = {"id": (answer or {}).get("invoice") or typed,
@@ -998,14 +1002,16 @@ def unmatched() -> Any:
     orgs = org_names() if g.user.role == "admin" else {}  # the admin's Facility column names each facility
     issuers = {str(inv.get("id")): str((inv.get("issuer") or {}).get("reference") or "").removeprefix("Organization/")
                for inv in issued or []}
+    # each row's key, made when it is shown (the row posted keeps its own: the same assignment sent again)
     rows = [{**p, "groups": choice_groups(choices, p, issuers, orgs),
+             "txn": form.txn.data if form.txn.data and form.payment.data == p.get("id") else uuid.uuid4().hex,
              "facility_name": orgs.get(str(p.get("facility") or ""), p.get("facility"))} for p in rows]
     return render_template("unmatched.html", rows=rows, form=form, problem=problem, done=done, asked=asked,
                            choices=choices, page=page, after=after, next_cursor=next_cursor,
                            facility=facility, unowned=UNOWNED,
                            facilities=facility_choices(rows, facility) if g.user.role == "admin" else [],
                            title=gettext("Unmatched transfers")), \
-        422 if problem else confirming_status(asked) if asked else 200
+        200 if is_htmx() else 422 if problem else confirming_status(asked) if asked else 200
 
 
 def choice_groups(choices: list[dict[str, Any]], p: dict[str, Any], issuers: dict[str, str],

@@ -748,3 +748,4 @@ class MatchForm(FlaskForm):
     payment = HiddenField(validators=[DataRequired()])
     invoice = StringField(_l("Invoice number"), validators=[DataRequired(_l("Enter the invoice.")),
                                                              Length(max=64)])
+    txn = FormKey()  # the row's key, made when the queue is shown: sent again, billing replays the assignment
