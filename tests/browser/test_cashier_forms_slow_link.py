@@ -1,9 +1,10 @@
-"""The cashier's forms on a flaky link, their answer lost on the way back: the refund list's give-back ("Hoàn …")
-and the unmatched transfers' assignment ("Gán"). They were posted by the browser: a lost answer was Chromium's own
-English error page, the list gone. Sent in place now (_form.html's sent_in_place): the list stays and the row's own
-box says in Vietnamese that the connection failed, what was typed or chosen kept (the row's key too); sent again,
-it is done once (billing's Idempotency-Key replays the first refund, the first assignment). The answers are lost
-by the test (Playwright's routes: the portal did what was asked, its answer reset), not timed."""
+"""The cashier's forms on a flaky link, their answer lost on the way back: the refund list's give-back ("Hoàn …"),
+the unmatched transfers' assignment ("Gán") and the shift's close ("Đóng ca"). They were posted by the browser: a
+lost answer was Chromium's own English error page, the page gone. Sent in place now (_form.html's sent_in_place):
+the page stays and the form's own box says in Vietnamese that the connection failed, what was typed or chosen kept
+(the form's key too); sent again, it is done once (billing's Idempotency-Key replays the first refund, assignment or
+close). The answers are lost by the test (Playwright's routes: the portal did what was asked, its answer reset), not
+timed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_roles import _cashier_api, _issued_invoice, _page_with, _unmatched_transfer
+from tests.browser.test_roles import _cashier_api, _issued_invoice, _open_shift, _page_with, _unmatched_transfer
 from tests.browser.test_slow_link import losing_the_first_answer, said_not_sent
 
 pytestmark = pytest.mark.integration
@@ -101,3 +102,26 @@ def test_an_assignment_whose_answer_is_lost_keeps_the_queue_and_is_done_once_whe
     expect(page.locator("tr", has_text=note)).to_have_count(0)
     summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
     assert summary["paid"] == owed and len(summary["payments"]) == 1  # counted once
+
+
+def test_a_shift_close_whose_answer_is_lost_keeps_the_counts_and_closes_once_when_sent_again(visitor_factory, stack):
+    v = visitor_factory("vi-360-slow-shift-close", width=360, height=740)
+    v.sign_in("cashier")
+    _open_shift(v)
+    page = v.page
+    page.fill("#close-counted_cash", "200.000")
+    page.fill("#close-counted_transfers", "0")
+    page.fill("#close-note", "Kiểm đếm cuối ca, mạng chập chờn.")  # a note: no gap asked about first
+    page.click("form:has(input[value=close]) button.primary")  # the step, in place: nothing closed yet
+    expect(page.locator("[data-testid=confirm-step]")).to_be_visible()
+    sent: list[int] = []
+    page.route(re.compile(r".*/shift$"), losing_the_first_answer(sent))
+    page.check("[data-testid=confirm-tick]")
+    page.click("[data-testid=confirm-button]")
+    said_not_sent(page, "#shift-close-live-error")
+    assert sent == [200] and page.url.endswith("/shift")  # the portal closed it; the page stayed
+    assert page.input_value("#close-note") == "Kiểm đếm cuối ca, mạng chập chờn."
+    v.check("shift-close-connection-lost")
+    page.click("[data-testid=confirm-button]")  # sent again: billing replays the close it made
+    expect(page.locator("[data-testid=shift-summary]")).to_be_visible()
+    expect(page.locator("main .alert.error:visible")).to_have_count(0)  # not "no shift is open"

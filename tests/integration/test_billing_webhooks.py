@@ -543,6 +543,20 @@ def test_a_double_click_on_cash_or_refund_records_one_and_answers_both(billing, 
     assert closed["expected"]["cash"] == 50000 and closed["difference"]["cash"] == 0
 
 
+def test_a_shift_close_sent_again_with_its_key_is_answered_again_not_refused(billing, dev_key: Path) -> None:
+    """The cashier's close, its answer lost on a flaky link, sent again with its ``Idempotency-Key``: the close it
+    made is replayed (200, the same shift), where a new close is refused (no shift open)."""
+    url, _db = billing
+    h = cashier(dev_key, "org-" + uuid.uuid4().hex[:5])
+    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    keyed = {**h, "Idempotency-Key": "portal-shift-close-" + uuid.uuid4().hex}
+    counts = {"countedCash": 0, "countedTransfers": 0}
+    first = httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
+    again = httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
+    assert (first.status_code, again.status_code) == (200, 200) and first.json() == again.json(), again.text
+    assert httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=h, timeout=30).status_code >= 400
+
+
 def test_webhooks_need_no_token_and_payment_api_needs_a_cashier(billing, dev_key: Path) -> None:
     url, _ = billing
     assert httpx.get(f"{url}/payments/unmatched", timeout=30).status_code == 401

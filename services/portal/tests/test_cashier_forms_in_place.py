@@ -8,6 +8,8 @@ says what happened, what was typed is kept (the form's key too), and sent again 
 - The unmatched transfers' assignment ("Gán", /unmatched): its box is the queue (#unmatched-list), done, a row's
   error and the other facility's step said in it (200 to htmx). Each row carries a key made when the queue is
   shown; the assignment goes with it as its Idempotency-Key, so sent again billing replays the first answer.
+- The shift's close ("Đóng ca", /shift): its box is the page's main; the step, the errors and the closed shift said
+  there (200 to htmx); the close goes with the form's key as its Idempotency-Key, so sent again billing replays it.
 
 Flask's test client; billing faked as it answers (test_cashier_money_back's and test_cashier_lists' fakes)."""
 
@@ -19,6 +21,7 @@ import pytest
 from sen_portal.web.backend import BackendError
 
 from services.portal.tests import test_cashier_lists as lists
+from services.portal.tests.cashier_support import ShiftBilling
 from services.portal.tests.test_cashier_money_back import app, billing, row  # noqa: F401 - fixtures
 from tests.support import csrf_token, flashed_steps, portal_signed_in
 
@@ -132,3 +135,40 @@ def test_the_assignment_is_sent_in_place_with_the_rows_key_so_sent_again_it_is_t
     # another row's key, or another invoice: another request
     client.post("/unmatched", data={**fields, "invoice": "HD00000000B"}, headers=hx("/unmatched"))
     assert queue["keys"][2] != queue["keys"][0]
+
+
+class KeyedShiftBilling(ShiftBilling):
+    """The shift's billing, each close's Idempotency-Key kept."""
+
+    def __call__(self, method, path, body=None, params=None, key=None):  # noqa: ANN001, ANN204 - as cashier._json
+        if path == "/payments/shifts/current/close":
+            self.keys = [*getattr(self, "keys", []), key]
+        return super().__call__(method, path, body, params, key)
+
+
+def test_the_shift_close_is_sent_in_place_with_its_key_so_sent_again_it_is_the_same(app, monkeypatch):  # noqa: F811
+    from sen_portal.web import cashier
+
+    shift = KeyedShiftBilling({"cash": 500000, "transfers": 0, "cashTaken": 500000, "cashRefunded": 0})
+    monkeypatch.setattr(cashier, "_json", shift)
+    client = portal_signed_in(app, "cashier")
+    page = client.get("/shift").get_data(as_text=True)
+    form = re.search(r'<form method="post"[^>]*hx-post="/shift"[^>]*>', page).group(0)
+    assert 'hx-target="#main"' in form and 'hx-select="#main"' in form
+    assert 'data-live-error="shift-close-live-error"' in form
+    assert re.search(r'<div id="shift-close-live-error" class="alert error" role="alert" hidden>'
+                     r'Không gửi được yêu cầu', page)
+    txn = re.search(r'name="close-txn" type="hidden" value="([0-9a-f]{32})"', page).group(1)
+    fields = {"which": "close", "close-counted_cash": "500.000", "close-counted_transfers": "0",
+              "close-txn": txn, "csrf_token": csrf_token(page)}
+    r = client.post("/shift", data=fields, headers=hx("/shift"))  # the first press: the step, in place
+    said = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'name="confirm" value="shift-close"' in said and not shift.posted()
+    assert f'value="{txn}"' in said  # the key kept with the counts
+    assert client.post("/shift", data={**fields, "close-counted_cash": ""}, headers=hx("/shift")).status_code == 200
+    confirmed = {**fields, "confirming": "shift-close", "confirm": "shift-close"}
+    for _ in range(2):  # its answer lost, sent again: the same request and key (billing replays the close)
+        r = client.post("/shift", data=confirmed, headers=hx("/shift"))
+        assert r.status_code == 200 and 'data-testid="shift-summary"' in r.get_data(as_text=True)
+    assert len(shift.posted()) == 2 and shift.posted()[0] == shift.posted()[1]
+    assert shift.keys[0] == shift.keys[1] and shift.keys[0].startswith(f"portal-shift-close-{txn}-")

@@ -154,6 +154,7 @@ def current_shift() -> Any:
 
 
 @_cashier_only
+@idempotent()  # sent again after its answer was lost: the close it made, not "no shift is open"
 def close_shift(body: dict[str, Any]) -> Any:
     return shifts.close_shift(_db(), current_principal(), int(body["countedCash"]), int(body["countedTransfers"]),
                               body.get("note", ""), int(body.get("countedTransfersRefunded", 0))), 200, JSON

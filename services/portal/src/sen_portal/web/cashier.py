@@ -1068,6 +1068,7 @@ def shift() -> Any:
     counts, and a note when they differ from what the shift expects, which is checked before the
     confirmation step (the shift's expected totals, read now; billing checks again at the end)."""
     open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
+    close_form.txn.data = close_form.txn.data or uuid.uuid4().hex  # kept from the post: the same close again
     problem, asked, current, read = None, None, None, False
     if request.method == "POST":
         try:
@@ -1091,7 +1092,8 @@ def shift() -> Any:
                 if close_form.note.data:
                     body["note"] = close_form.note.data
                 try:
-                    closed = _json("POST", "/payments/shifts/current/close", body)
+                    closed = _json("POST", "/payments/shifts/current/close", body,
+                                   key=request_key(close_form.txn.data, "shift-close", str(body)))
                 except BackendError as err:
                     if err.status != 422 or not isinstance(err.extra.get("difference"), dict):
                         raise
@@ -1104,7 +1106,7 @@ def shift() -> Any:
                                        history=[h for h in history if h.get("id") != closed.get("id")],
                                        history_problem=history_problem,
                                        close_form=close_form, problem=None, title=gettext("Shift"),
-                                       **daily_report.section())
+                                       **daily_report.section())  # sent in place: this page swapped in
             if asked is None:
                 problem = gettext("Please correct the highlighted fields.")
         except BackendError as err:
@@ -1119,7 +1121,7 @@ def shift() -> Any:
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
                            problem=problem, title=gettext("Shift"), history=history, history_problem=history_problem,
                            asked=asked, **daily_report.section()), \
-        422 if problem else confirming_status(asked) if asked else 200
+        200 if is_htmx() else 422 if problem else confirming_status(asked) if asked else 200
 
 
 def _current_shift() -> dict[str, Any] | None:

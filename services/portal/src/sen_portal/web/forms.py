@@ -738,6 +738,7 @@ class ShiftCloseForm(FlaskForm):
     counted_transfers_refunded = VndField(_l("Transfers sent back on the bank statement (đồng)"), validators=[
         Optional(), NumberRange(0, None, _l("0 đồng or more."))])
     note = TextAreaField(_l("Note"), validators=[Optional(), Length(max=500)])
+    txn = FormKey()  # the close's key, made when the page is shown: sent again, billing replays the close
 
     def counted_net_transfers(self) -> int:
         """The statement's transfers in less those sent back, as billing compares them with the shift's."""
