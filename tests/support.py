@@ -75,6 +75,12 @@ def csrf_token(page: str) -> str:
     return m.group(1)
 
 
+def shows_alert(page: str) -> bool:
+    """Whether ``page`` shows an alert box: a ``role="alert"`` element not ``hidden`` (the forms sent in place
+    carry a hidden one each, shown only when the connection drops)."""
+    return re.search(r'role="alert"(?![^>]*\bhidden\b)', page) is not None
+
+
 def input_value(page: str, name: str) -> str:
     """The value of a page's ``<input name=...>`` (either attribute first), or ``""``."""
     m = re.search(rf'<input[^>]*name="{name}"[^>]*value="([^"]*)"', page) or re.search(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sen_portal.web.backend import BackendError
 
-from tests.support import csrf_token, portal_app, portal_signed_in
+from tests.support import csrf_token, portal_app, portal_signed_in, shows_alert
 
 
 @pytest.fixture()
@@ -94,7 +94,7 @@ def test_the_cashier_lists_money_to_give_back_each_linking_to_its_invoice(app, b
 
     billing["down"].add("/payments/refund-tasks")
     down = client.get("/refunds")
-    assert down.status_code == 503 and 'role="alert"' in down.get_data(as_text=True)
+    assert down.status_code == 503 and shows_alert(down.get_data(as_text=True))
 
 
 def test_in_english_and_for_an_admin_with_a_facility(app, billing, monkeypatch):
