@@ -19,6 +19,7 @@ from tests.support import portal_app
 # caches of the installed code and files, the same in a new process: not registered (sen_portal.caches)
 NOT_REGISTERED = {
     ("sen_portal.web", "_assets"),  # the static files' bytes, read again when their mtime or size changes
+    ("sen_portal.web", "_static_paths"),  # a static file's name resolved to its path
     ("sen_portal.web", "_portal_forms"),  # the form classes of the code
     ("sen_portal.web.icd10", "_index"),  # the ICD-10 list shipped with the portal
     ("sen_portal.domain.report_facts", "iso_week"),  # a pure function of its argument

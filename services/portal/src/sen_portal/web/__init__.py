@@ -61,6 +61,7 @@ VENDOR = {
 }
 # the files served, by path: (mtime, size) as read, the bytes, a hash of the bytes (the URL's ?v=)
 _assets: dict[Path, tuple[tuple[int, int], bytes, str]] = {}
+_static_paths: dict[str, Path] = {}  # a static file's name -> its resolved path (the name's file checked each time)
 ASSET_ENDPOINTS = frozenset({"web.static", "web.vendor"})
 # a versioned asset's address changes with its bytes: a browser keeps it a year without asking again
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -706,7 +707,12 @@ def _asset_path(endpoint: str, values: dict[str, Any]) -> Path | None:
     if endpoint == "web.vendor":
         rel = VENDOR.get(str(values.get("name")))
         return Path(current_app.config["SEN_ASSETS"]) / rel if rel else None
-    path = (STATIC / str(values.get("filename", ""))).resolve()
+    name = str(values.get("filename", ""))
+    path = _static_paths.get(name)
+    if path is None:  # resolving (realpath) was a tenth of a page's CPU: once per process and name
+        path = (STATIC / name).resolve()
+        if len(_static_paths) < 1024:  # names come from the pages and from requests: bounded
+            _static_paths[name] = path
     return path if path.parent == STATIC and path.is_file() else None
 
 
