@@ -121,34 +121,112 @@ def test_a_chain_has_or_include_from_the_callers_own_consult_finds_nothing_of_an
         assert "Task/task-a" in _found(tc, who[mine], PROBES[10])
 
 
-def _response(tc: Any, headers: dict[str, str], appointment: str, rid: str) -> None:
+def _response(tc: Any, headers: dict[str, str], appointment: str, rid: str) -> Any:
     body = {"resourceType": "AppointmentResponse", "id": rid, "appointment": {"reference": appointment},
             "participantStatus": "accepted", "actor": {"reference": P}}
-    r = tc.put(f"/fhir/AppointmentResponse/{rid}", content=json.dumps(body), headers=headers)
+    return tc.put(f"/fhir/AppointmentResponse/{rid}", content=json.dumps(body), headers=headers)
+
+
+@pytest.fixture(scope="module")
+def answered(tc, who) -> str:
+    """Clinic A's AppointmentResponse of p9 to its own visit (``ar-a``)."""
+    r = _response(tc, who["clinic_a"], "Appointment/appt-a", "ar-a")
     assert r.status_code in (200, 201), r.text
+    return "AppointmentResponse/ar-a"
 
 
 @pytest.mark.parametrize("caller", ["clinic_b", "other_hub"])
-def test_an_appointment_response_naming_another_consults_visit_tells_nothing_of_it(tc, who, caller):
-    """An AppointmentResponse of p9 (the caller's patient: it may write one) names A's visit. A chain into
-    it, an ``_include`` of it or a ``_has`` through it answered by patient only: B learnt that A's visit
-    exists, when and with what status, and read it whole through the include."""
+def test_an_appointment_response_to_another_consults_visit_tells_nothing_of_it(tc, who, answered, caller):
+    """An AppointmentResponse of p9 (the caller's patient too) names A's visit. It is in A's consult's scope,
+    not the caller's: no search, chain, ``_has`` or include finds it or the visit through it. Before, it was
+    searched by patient only: B found it, chained into A's visit (when, what status) and included it whole."""
     h = who[caller]
-    _response(tc, h, "Appointment/appt-a", f"ar-{caller.replace('_', '-')}")
-    mine = f"AppointmentResponse/ar-{caller.replace('_', '-')}"
-    assert mine in _found(tc, h, "AppointmentResponse?actor=Patient/p9")
+    assert answered not in _found(tc, h, "AppointmentResponse?actor=Patient/p9")
     for query in ("AppointmentResponse?appointment:Appointment.status=booked",
                   "AppointmentResponse?appointment:Appointment.date=2030-01-07",
+                  "AppointmentResponse?appointment=Appointment/appt-a",
+                  "AppointmentResponse?_id=ar-a",
                   "AppointmentResponse?appointment:Appointment.based-on:ServiceRequest.subject=Patient/p9",
-                  "AppointmentResponse?appointment:Appointment._has:Communication:based-on:subject=Patient/p9"):
-        assert _found(tc, h, query) == set(), (caller, query)
+                  "AppointmentResponse?appointment:Appointment._has:Communication:based-on:subject=Patient/p9",
+                  "Appointment?_has:AppointmentResponse:appointment:actor=Patient/p9&_id=appt-a"):
+        assert not _found(tc, h, query) & (A_CONSULT | {answered}), (caller, query)
     included = _found(tc, h, "AppointmentResponse?actor=Patient/p9&_include=AppointmentResponse:appointment")
-    assert not included & A_CONSULT, (caller, included)
-    # its own clinic and hub (and the admin) still find A's visit through it
-    for mine_too in ("clinic_a", "hub", "admin"):
-        assert mine in _found(tc, who[mine_too], "AppointmentResponse?appointment:Appointment.status=booked")
-        assert "Appointment/appt-a" in _found(
-            tc, who[mine_too], "AppointmentResponse?actor=Patient/p9&_include=AppointmentResponse:appointment")
+    assert not included & (A_CONSULT | {answered}), (caller, included)
+    included = _found(tc, h, "Appointment?patient=Patient/p9&_revinclude=AppointmentResponse:appointment")
+    assert answered not in included, (caller, included)
+    # its own clinic and hub (and the admin) still find it, and A's visit through it
+    for mine in ("clinic_a", "hub", "admin"):
+        assert answered in _found(tc, who[mine], "AppointmentResponse?appointment:Appointment.status=booked")
+        assert {answered, "Appointment/appt-a"} <= _found(
+            tc, who[mine], "AppointmentResponse?actor=Patient/p9&_include=AppointmentResponse:appointment")
+        assert answered in _found(tc, who[mine],
+                                  "Appointment?patient=Patient/p9&_revinclude=AppointmentResponse:appointment")
+
+
+def _same_answer(got: Any, made_up: Any, rid: str, other: str) -> None:
+    """``got`` is the answer ``made_up`` got (an id not stored), but for the id named."""
+    assert got.status_code == made_up.status_code, (got.status_code, got.text, made_up.text)
+    assert got.text.replace(rid, "X") == made_up.text.replace(other, "X")
+
+
+@pytest.mark.parametrize("caller", ["clinic_b", "other_hub"])
+def test_another_consults_appointment_response_is_read_as_one_not_stored(tc, who, answered, caller):
+    """A read, a version read, a history, a patch or a delete of A's AppointmentResponse is the answer of an id
+    not stored, byte for byte: the caller does not learn that it exists."""
+    h = who[caller]
+    for path in ("AppointmentResponse/{}", "AppointmentResponse/{}/_history/1", "AppointmentResponse/{}/_history"):
+        _same_answer(tc.get(f"/fhir/{path.format('ar-a')}", headers=h),
+                     tc.get(f"/fhir/{path.format('ar-none')}", headers=h), "ar-a", "ar-none")
+    patch = json.dumps([{"op": "replace", "path": "/participantStatus", "value": "declined"}])
+    ph = {**h, "Content-Type": "application/json-patch+json"}
+    _same_answer(tc.patch("/fhir/AppointmentResponse/ar-a", content=patch, headers=ph),
+                 tc.patch("/fhir/AppointmentResponse/ar-none", content=patch, headers=ph), "ar-a", "ar-none")
+    if caller == "clinic_b":  # a doctor deletes nothing (a 403 for any id)
+        _same_answer(tc.delete("/fhir/AppointmentResponse/ar-a", headers=h),
+                     tc.delete("/fhir/AppointmentResponse/ar-none", headers=h), "ar-a", "ar-none")
+    stored = tc.get("/fhir/AppointmentResponse/ar-a", headers=who["admin"]).json()
+    assert stored["participantStatus"] == "accepted" and stored["meta"]["versionId"] == "1"
+    assert tc.get("/fhir/AppointmentResponse/ar-a", headers=who["clinic_a"]).status_code == 200
+    assert tc.get("/fhir/AppointmentResponse/ar-a", headers=who["hub"]).status_code == 200
+
+
+@pytest.mark.parametrize("caller", ["clinic_b", "other_hub"])
+def test_an_appointment_response_may_name_only_a_visit_of_the_callers_consults(tc, who, caller):
+    """Writing an AppointmentResponse to A's visit (PUT, POST, a PATCH of one's own, a transaction's entry)
+    is answered as naming a visit not stored: 422, the same words; nothing is written. Its own visit's
+    answer is written and found."""
+    h, key = who[caller], caller.replace("_", "-")
+    own = _response(tc, h, "Appointment/appt-b", f"ar-own-{key}")
+    assert own.status_code == 201, own.text
+    assert f"AppointmentResponse/ar-own-{key}" in _found(tc, h, "AppointmentResponse?actor=Patient/p9")
+    refused = _response(tc, h, "Appointment/appt-a", f"ar-x-{key}")
+    _same_answer(refused, _response(tc, h, "Appointment/appt-none", f"ar-x-{key}"), "appt-a", "appt-none")
+    assert refused.status_code == 422 and refused.json()["resourceType"] == "OperationOutcome", refused.text
+    assert tc.get(f"/fhir/AppointmentResponse/ar-x-{key}", headers=who["admin"]).status_code == 404
+    body = {"resourceType": "AppointmentResponse", "appointment": {"reference": "Appointment/appt-a"},
+            "participantStatus": "accepted", "actor": {"reference": P}}
+    posted = tc.post("/fhir/AppointmentResponse", content=json.dumps(body), headers=h)
+    body["appointment"]["reference"] = "Appointment/appt-none"
+    _same_answer(posted, tc.post("/fhir/AppointmentResponse", content=json.dumps(body), headers=h),
+                 "appt-a", "appt-none")
+    assert posted.status_code == 422
+    patch = json.dumps([{"op": "replace", "path": "/appointment/reference", "value": "Appointment/appt-a"}])
+    patched = tc.patch(f"/fhir/AppointmentResponse/ar-own-{key}", content=patch,
+                       headers={**h, "Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 422, patched.text
+    assert "appt-a" in patched.text and "another" not in patched.text
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {**body, "appointment": {"reference": "Appointment/appt-a"}},
+        "request": {"method": "POST", "url": "AppointmentResponse"}}]}
+    r = tc.post("/fhir", content=json.dumps(bundle), headers=h)
+    assert r.status_code == 422 and "another" not in r.text, r.text
+    assert not _found(tc, who["admin"], "AppointmentResponse?appointment=Appointment/appt-a") - {
+        "AppointmentResponse/ar-a"}
+    # A's AppointmentResponse is not the caller's to overwrite (to its own visit or any)
+    put = _response(tc, h, "Appointment/appt-b", "ar-a")
+    assert put.status_code == 403 and put.json()["resourceType"] == "OperationOutcome", put.text
+    assert "appt-a" not in put.text
+    assert tc.get("/fhir/AppointmentResponse/ar-a", headers=who["admin"]).json()["meta"]["versionId"] == "1"
 
 
 @pytest.mark.parametrize("caller", ["clinic_b", "other_hub"])

@@ -18,6 +18,11 @@
   that sent or received it, and is not found by a clinic's search; hub doctors only the consults sent to
   their hub (tagged with it, ``domain.consults.HUB_TAG``: ServiceRequest, Task, Communication,
   Appointment), not every consult of a patient some grant lets them reach.
+- An AppointmentResponse (a clinic or a doctor of the patient may write one) is in scope when the
+  Appointment it names is: found, read, included and written only by who sees that visit (a clinic's or a
+  hub doctor's search of them is limited to the answers naming its consults' visits, ``sp_appointment``
+  among their ids). One naming a visit the caller does not see, or none stored, is refused as the same
+  422 ("Appointment/<id> is not known"), its AuditEvent the 403.
 - What a caller may not see is answered as what it would be if it were not stored (``hide_refused``, as
   the EHR): a read, vread or history of another facility's (another hub's) consult resource is the 404 of
   a made-up id, byte for byte; its AuditEvent records the refusal (403 and why). A role that may not read
@@ -34,12 +39,12 @@ from sen_shared.fhir.audit import Record
 from sen_shared.fhir.body import unpack
 from sen_shared.fhir.bundle import refused_entry
 from sen_shared.fhir.capability import READ_ONLY_INTERACTIONS
-from sen_shared.fhir.guarded import GuardedFhirServer, Hidden, hidden_refusals
+from sen_shared.fhir.guarded import GuardedFhirServer, Hidden, hidden_refusals, in_compartment, mark_recorded
 from sen_shared.fhir.http import FhirRequest, FhirResponse
 from sen_shared.fhir.outcome import FhirError
 
 from .domain.availability import EXT_ORGANIZATION
-from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_of, requester_of
+from .domain.consults import HUB_TAG, REQUESTER_TAG, ref_id, ref_of, requester_of
 
 WORKFLOW_TYPES = frozenset({"ServiceRequest", "Task", "Communication"})
 # the consult's resources whose readers are limited to the consult's clinic and hub
@@ -60,6 +65,8 @@ _PARTY_FIELDS = {"ServiceRequest": ("sp_requester",), "Task": ("sp_requester",),
                  "Communication": ("sp_sender", "sp_recipient")}
 # the types a clinic reaches by the requesting-clinic tag (``REQUESTER_TAG``) rather than a party field
 _REQUESTER_TAGGED = frozenset({"Appointment", "Communication"})
+# an answer to a visit: in scope when the Appointment it names is (``TeleconsultFhirServer.visit_denial``)
+ANSWER_TYPE = "AppointmentResponse"
 
 
 def _clinic_of(principal: Any) -> str | None:
@@ -77,6 +84,27 @@ def _hub_of(principal: Any) -> str | None:
     if "doctor" in roles and not roles & {"admin", "health-dept"}:
         return f"Organization/{principal.facility}" if principal.facility else "Organization/-"
     return None
+
+
+def _limited(principal: Any) -> bool:
+    """Is ``principal``'s reach limited to its clinic's (its hub's) consults?"""
+    return _clinic_of(principal) is not None or _hub_of(principal) is not None
+
+
+def _named_visit(reference: Any) -> str | None:
+    """``Appointment/<id>`` an AppointmentResponse's ``appointment`` names, as its search index keeps it
+    (the last two segments of a reference, absolute or relative), or None."""
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    if not isinstance(ref, str) or "?" in ref:
+        return None
+    rel = "/".join(ref.split("/_history/")[0].rsplit("/", 2)[-2:])
+    return rel if (found := ref_of({"reference": rel})) is not None and found.startswith("Appointment/") else None
+
+
+def _unknown_visit(ref: str | None, where: str) -> FhirError:
+    """What an AppointmentResponse naming a visit not stored gets (another facility's gets it too)."""
+    return FhirError(f"{ref or 'the appointment'} is not known", status=422, code="processing",
+                     expression=[where])
 
 
 def _tags(head: dict[str, Any]) -> set[str]:
@@ -154,7 +182,34 @@ class TeleconsultFhirServer(GuardedFhirServer):
 
     def patch(self, req: FhirRequest) -> FhirResponse:
         self._refuse(req.resource_type)
+        principal = self.principal()
+        if req.resource_type == ANSWER_TYPE and req.rid and _limited(principal):
+            # another consult's answer is patched as one not stored: judged before its version is (412)
+            why = self.scope_denial(principal, ANSWER_TYPE, self.store().head(ANSWER_TYPE, req.rid))
+            if why is not None:
+                with hidden_refusals(self.auditor, principal, Record("patch", resource_type=ANSWER_TYPE,
+                                                                     rid=req.rid)):
+                    raise Hidden(why, st.not_found(ANSWER_TYPE, req.rid))
         return super().patch(req)
+
+    def body_resource(self, req: FhirRequest, *, where: str = "") -> dict[str, Any]:
+        body = super().body_resource(req, where=where)
+        self._check_visit(self.principal(), body, f"{where}{ANSWER_TYPE}.appointment")
+        return body
+
+    def patched(self, req: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+        self._check_visit(self.principal(), resource, f"{ANSWER_TYPE}.appointment")
+        return super().patched(req, resource)
+
+    def _check_visit(self, principal: Any, body: dict[str, Any], where: str) -> None:
+        """An AppointmentResponse written by a clinic or a hub doctor names a visit of its consults: one it
+        does not see is refused as one not stored would be (:func:`_unknown_visit`, the 403 audited)."""
+        if body.get("resourceType") != ANSWER_TYPE or not _limited(principal):
+            return
+        ref = _named_visit(body.get("appointment"))
+        why = self.visit_denial(principal, ref)
+        if why is not None:
+            raise Hidden(why, _unknown_visit(ref, where))
 
     def delete(self, req: FhirRequest) -> FhirResponse:
         self._refuse(req.resource_type)
@@ -165,6 +220,43 @@ class TeleconsultFhirServer(GuardedFhirServer):
         if rtype == "Schedule" and interaction == "update" and rid and self._own_schedule(p, rid, body):
             return  # a doctor's own hours and leave; audited like every write
         super()._check_write(p, f, rec, interaction, rtype, rid, body)
+        if rtype == ANSWER_TYPE and rid and _limited(p):  # overwriting another consult's answer
+            why = self.scope_denial(p, rtype, self.store().head(rtype, rid))
+            if why is not None:
+                raise access.Denied(f"AppointmentResponse/{rid} is not yours to write: {why}")
+
+    def _check_entry(self, p: Any, f: Any, entry: dict[str, Any], interaction: str, rtype: str | None,
+                     rec: Record, by_url: dict[str, Any], req: FhirRequest) -> None:
+        super()._check_entry(p, f, entry, interaction, rtype, rec, by_url, req)
+        res = entry.get("resource")
+        if rtype != ANSWER_TYPE or not isinstance(res, dict) or not _limited(p):
+            return
+        if interaction == "update" and (rid := self._entry_rid(entry, req)) is not None:
+            why = self.scope_denial(p, rtype, self.store().head(rtype, rid))
+            if why is not None:
+                raise access.Denied(f"AppointmentResponse/{rid} is not yours to write: {why}")
+        ref = (res.get("appointment") or {}).get("reference") if isinstance(res.get("appointment"), dict) else None
+        if isinstance(ref, str) and ref.startswith("Appointment?"):  # as the transaction will resolve it
+            ids = self.matches(req, "Appointment", ref.partition("?")[2])
+            if len(ids) != 1:
+                return  # the transaction refuses it (400/412)
+            ref = f"Appointment/{ids[0]}"
+        visit = _named_visit({"reference": ref})
+        why = self.visit_denial(p, visit)
+        if why is not None:
+            rec.status, rec.detail = 403, why
+            self.auditor.record(p, rec)
+            index = next((i for i, e in enumerate((req.body or {}).get("entry") or []) if e is entry), 0)
+            raise mark_recorded(_unknown_visit(visit, f"Bundle.entry[{index}].resource.appointment"))
+
+    def _entry_rid(self, entry: dict[str, Any], req: FhirRequest) -> str | None:
+        from sen_shared.fhir.bundle import parse_url
+
+        target = parse_url((entry.get("request") or {}).get("url"), req.base, "Bundle.entry.request.url")
+        if target.rid is None and target.has_query:
+            ids = self.condition(req, ANSWER_TYPE, target.params)[2]
+            return ids[0] if len(ids) == 1 else None
+        return target.rid
 
     def _own_schedule(self, principal: Any, rid: str, body: Any) -> bool:
         """The stored Schedule ``rid`` and the new body both name only the caller's Practitioner."""
@@ -213,18 +305,21 @@ class TeleconsultFhirServer(GuardedFhirServer):
                   head: dict[str, Any] | None = None, *, hide: bool = False) -> None:
         if head is None:
             head = self.store().head(rtype, rid)
-        super()._existing(principal, facts, rec, interaction, rtype, rid, head=head, hide=hide)
         why = self.scope_denial(principal, rtype, head)
-        if why is not None:
-            # another facility's (another hub's) consult: as one not stored (the caller's role reads the type:
-            # the check above passed), its AuditEvent the 403
-            raise Hidden(why, st.not_found(rtype, rid)) if hide else access.Denied(why)
+        if why is not None and hide:
+            # judged before whose patient it is: a refusal by patient (a clinic deletes nothing it reaches by
+            # a grant: 403) would tell that it is stored; a role refused the type is still 403, whatever the id
+            access.check(principal, interaction, rtype, compartment=in_compartment(rtype))
+            raise Hidden(why, st.not_found(rtype, rid))
+        super()._existing(principal, facts, rec, interaction, rtype, rid, head=head, hide=hide)
+        if why is not None:  # another facility's (another hub's) consult, where a refusal is not hidden: 403
+            raise access.Denied(why)
 
     def vread(self, req: FhirRequest) -> FhirResponse:
         principal = self.principal()
         rtype = req.resource_type
         limited = _clinic_of(principal) is not None or _hub_of(principal) is not None
-        if limited and rtype in SCOPED_TYPES and req.rid and req.vid:
+        if limited and rtype in SCOPED_TYPES | {ANSWER_TYPE} and req.rid and req.vid:
             doc = unpack(self.store().history(rtype).find_one({"_id": f"{req.rid}/{req.vid}"}, {"res": 1}))
             if rtype == "Communication" and doc is not None and isinstance(doc.get("res"), dict) \
                     and requester_of(doc["res"]) is None:
@@ -233,7 +328,7 @@ class TeleconsultFhirServer(GuardedFhirServer):
                 current = self.store().read_head(rtype, req.rid)
                 if current is not None and not current.get("del") and isinstance(current.get("res"), dict):
                     doc = current
-            detail = _scope_denial(principal, rtype, {"res": doc["res"]}) \
+            detail = self.scope_denial(principal, rtype, {"res": doc["res"]}) \
                 if doc is not None and isinstance(doc.get("res"), dict) else None
             if detail is not None:  # as a version not stored (GuardedFhirServer's vread), its AuditEvent the 403
                 with hidden_refusals(self.auditor, principal, Record("vread", resource_type=rtype, rid=req.rid,
@@ -259,7 +354,31 @@ class TeleconsultFhirServer(GuardedFhirServer):
     # the consult scoping in every search the caller makes (its own, a chain's or a _has's sub-search, a
     # conditional reference's) and in the included resources of its searches (the shared engine's hooks)
     def scope_filter(self, principal: Any, resource_type: str | None) -> dict[str, Any] | None:
+        if resource_type == ANSWER_TYPE and _limited(principal):
+            # the answers naming a visit the caller sees: that visits' ids (an equality on their tag, pushed
+            # down) and the answers among them (an $in FerretDB evaluates itself: few answers are written)
+            visits = self.store().current("Appointment").find(_scope_filter(principal, "Appointment"), {"_id": 1})
+            return {"sp_appointment": {"$in": sorted(f"Appointment/{d['_id']}" for d in visits)}}
         return _scope_filter(principal, resource_type)
 
     def scope_denial(self, principal: Any, resource_type: str, head: dict[str, Any] | None) -> str | None:
+        if resource_type == ANSWER_TYPE and head is not None and not head.get("del") and _limited(principal):
+            res = head.get("res")
+            if isinstance(res, dict):
+                visit = _named_visit(res.get("appointment"))
+            else:  # a head without its body: the visit its index names
+                visit = next((str(v) for v in head.get("sp_appointment") or ()
+                              if str(v).startswith("Appointment/")), None)
+            return self.visit_denial(principal, visit)
         return _scope_denial(principal, resource_type, head)
+
+    def visit_denial(self, principal: Any, visit: str | None) -> str | None:
+        """Why ``principal`` may not see the visit ``Appointment/<id>`` (None: it may): another facility's
+        (another hub's) consult's, or none stored."""
+        if not _limited(principal):
+            return None
+        head = self.store().head("Appointment", ref_id(visit)) if visit is not None else None
+        if head is None or head.get("del"):
+            return "it names no visit of the caller's consults"
+        why = _scope_denial(principal, "Appointment", head)
+        return None if why is None else f"it names a visit of another consult: {why}"
