@@ -105,17 +105,18 @@ def current(db: Database, principal: Any) -> dict[str, Any] | None:
 
 
 def open_shift(db: Database, principal: Any, opening_cash: int = 0) -> dict[str, Any]:
-    if not principal.facility and "admin" not in principal.roles:
-        raise SenError("a cashier's token must name their facility", status=403, title="Forbidden")
+    if not principal.facility:  # whose drawer, account and daily report: an admin of none opens none
+        raise SenError("a shift belongs to a facility (its cash drawer, its bank account, its daily report) and "
+                       "this account names none: the facility's cashier opens it", status=403, title="Forbidden")
     chain = _chain(principal)
     last = latest(db[SHIFTS], chain)
     if last is not None and last.get("state") == "open":
         raise ShiftError("a shift is open already; close it first", shift=public(last))
     shift, now = uuid.uuid4().hex[:16], now_utc()
-    if principal.facility:  # the open-shift entry first: an open shift is never missing from the set
-        claim_once(db[OPEN_SHIFTS], shift, {"facility": principal.facility, "opened_at": now,
-                                            "cashier_name": _name(principal), "k": chain,
-                                            "n": (int(last[CHAIN_SEQ]) if last is not None else 0) + 1})
+    # the open-shift entry first: an open shift is never missing from the set
+    claim_once(db[OPEN_SHIFTS], shift, {"facility": principal.facility, "opened_at": now,
+                                        "cashier_name": _name(principal), "k": chain,
+                                        "n": (int(last[CHAIN_SEQ]) if last is not None else 0) + 1})
     try:
         link = advance(db[SHIFTS], chain, last, {
             "state": "open", "shift": shift, "cashier": principal.sub,
