@@ -27,7 +27,7 @@ from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .notices import step_done, steps_done
 from .patients import FHIR_ID, patient_id, patient_names
-from .refusals import gap_message, given_back_message, whole_payment_message
+from .refusals import gap_message, given_back_message, shift_needs_a_facility, whole_payment_message
 
 
 def _json(method: str, path: str, body: Any = None, params: Any = None, key: str | None = None) -> Any:
@@ -1053,6 +1053,9 @@ def invoice_reference(inv: dict[str, Any]) -> str:
 INVOICE_PAGE = re.compile(r"/invoices/[A-Za-z0-9\-.]{1,64}(\?p=[A-Za-z0-9\-.]{1,64})?")
 
 
+bp.add_app_template_global(shift_needs_a_facility)  # the shift page's words to an account of no facility
+
+
 def shift_back() -> str | None:
     """The invoice page a refusal for want of an open shift sent the cashier here from (``?back=``,
     :func:`.refusals._no_shift`), to go back to once the shift is open; only an invoice page of this
@@ -1067,6 +1070,10 @@ def shift() -> Any:
     """Open the shift (the cash counted in the drawer, asked: an empty box is not 0) or close it: the
     counts, and a note when they differ from what the shift expects, which is checked before the
     confirmation step (the shift's expected totals, read now; billing checks again at the end)."""
+    if request.method == "POST" and request.form.get("which") == "open" and not g.user.facility:
+        # the page offers the admin (no facility) no open; a post of one is refused in words, nothing sent
+        return render_template("error.html", title=gettext("Open a shift"), message=shift_needs_a_facility(),
+                               back=url_for("web.shift"), back_label=gettext("Shift")), 403
     open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
     close_form.txn.data = close_form.txn.data or uuid.uuid4().hex  # kept from the post: the same close again
     problem, asked, current, read = None, None, None, False

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import request, url_for
+from flask import g, request, url_for
 from flask_babel import gettext
 from markupsafe import Markup
 
@@ -142,9 +142,19 @@ def _say(text: str) -> Callable[[re.Match[str], BackendError], str]:
     return lambda _m, _e: gettext(text)
 
 
+def shift_needs_a_facility() -> str:
+    """Why an account of no facility (the province's admin) opens no shift, and who does: billing refuses it
+    too (a shift is its facility's drawer, bank account and daily report)."""
+    return gettext("A shift belongs to a facility: its cash drawer, its bank account and its daily report. Your "
+                   "account names no facility, so it opens no shift: the facility's cashier opens it, signed in "
+                   "with their own account.")
+
+
 def _no_shift(_m: re.Match[str], _e: BackendError) -> str:
     """The sentence with a link to where the shift is opened (Markup: the page shows the link); refused on an
     invoice's page (its cash, refund...), the shift page brings the cashier back to that invoice once opened."""
+    if not getattr(getattr(g, "user", None), "facility", "-"):  # the province's admin: a shift is a facility's, not hers to open (web.shift)
+        return " ".join((gettext("No shift is open."), shift_needs_a_facility()))
     iid = (request.view_args or {}).get("iid") if request.endpoint != "web.shift" else None
     back = url_for("web.invoice", iid=iid, **({"p": request.args["p"]} if request.args.get("p") else {})) \
         if iid else None
