@@ -141,18 +141,24 @@ def test_unroutable_publish_raises(bus: Bus) -> None:
     assert queue_depth(bus, bus.topology.queue_name(CONSULT)) == 1
 
 
-def test_nacked_publish_raises(bus: Bus) -> None:
+@contextmanager
+def rejecting(bus: Bus, routing_key: str) -> Iterator[None]:
+    """A full queue bound to ``routing_key`` that rejects every message: the broker nacks them."""
     full = f"{bus.prefix}full"
     with Connection(bus.url) as conn:
         ch = conn.default_channel
         ch.queue_declare(queue=full, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
-        ch.queue_bind(queue=full, exchange=bus.topology.exchange.name, routing_key="teleconsult.consult.completed")
+        ch.queue_bind(queue=full, exchange=bus.topology.exchange.name, routing_key=routing_key)
     try:
-        with bus.publisher() as pub, pytest.raises(PublishNacked):
-            pub.publish(consult_event())
+        yield
     finally:
         with Connection(bus.url) as conn:
             conn.default_channel.queue_delete(full)
+
+
+def test_nacked_publish_raises(bus: Bus) -> None:
+    with rejecting(bus, "teleconsult.consult.completed"), bus.publisher() as pub, pytest.raises(PublishNacked):
+        pub.publish(consult_event())
 
 
 def test_publisher_validates_events(bus: Bus) -> None:

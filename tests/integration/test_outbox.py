@@ -10,10 +10,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sen_shared.bus import EventConsumer, OutboxRelay, Publisher, apply_once, make_event, new_document, with_events
+from kombu import Producer
+from sen_shared.bus import (
+    BusUnavailable,
+    EventConsumer,
+    OutboxRelay,
+    Publisher,
+    apply_once,
+    load_catalog,
+    make_event,
+    new_document,
+    with_events,
+)
+from sen_shared.bus.errors import ConfirmTimeout
 
 from tests.conftest import rabbit_restart
-from tests.integration.test_bus import Bus, _bus, queue_depth, take
+from tests.integration.test_bus import Bus, _bus, queue_depth, rejecting, take
+from tests.support import wait_for
 
 READER = "portal.reporting"  # binds "#": sees every event
 
@@ -78,10 +91,11 @@ def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -
     late = changed("o2", 2)
 
     class Racing(Publisher):
-        def publish(self, event: dict[str, Any]) -> None:
-            super().publish(event)
-            if event["id"] != late["id"]:  # a writer appends an event between our read and our cleanup
+        def publish_many(self, events: list[dict[str, Any]]) -> list[Any]:
+            outcomes = super().publish_many(events)
+            if late["id"] not in {e["id"] for e in events}:  # a writer appends one between our read and cleanup
                 coll.update_one({"_id": "o2"}, with_events({"$set": {"v": 2}}, [late]))
+            return outcomes
 
     with Racing(bus.url, prefix=bus.prefix, catalog=bus.catalog) as pub:
         relay = OutboxRelay(fresh_db, pub, ["observations"])
@@ -120,9 +134,9 @@ def test_a_crowded_outbox_is_taken_bucket_by_bucket_each_event_once(bus: Bus, fr
     coll.insert_many([new_document({"_id": f"b{i}", **bucket_fields(f"b{i}")}, [changed(f"b{i}")])
                       for i in range(300)])
     with bus.publisher() as pub:
-        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=20)
+        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=20, page=20)
         assert relay.run_once() == 20
-        assert "observations" in relay._crowded  # a full batch: bucket by bucket from now on
+        assert "observations" in relay._crowded  # a full page: bucket by bucket from now on
         passes, total = 1, 20
         while (n := relay.run_once()) or "observations" in relay._crowded:
             total, passes = total + n, passes + 1
@@ -149,7 +163,7 @@ def test_a_relay_that_starts_half_way_through_a_backlog_passes_over_the_empty_bu
     pending = sum(1 for d in docs if d["outbox_pending"])
     assert 30 < pending < 150
     with bus.publisher() as pub:
-        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=10)
+        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=10, page=10)
         total = relay.run_once()
         assert total == 10 and "observations" in relay._crowded
         while total < pending:
@@ -172,6 +186,124 @@ def test_unroutable_outbox_event_stays_pending(amqp_url: str, base_env: dict[str
         doc = coll.find_one({"_id": "o3"})
         assert doc["outbox_pending"] is True and len(doc["outbox"]) == 1
         assert doc["outbox_attempts"] == 1 and doc["outbox_error"] == "Unroutable"
+
+
+class Watching(Publisher):
+    """A publisher that keeps each batch's events and outcomes (``publish_many``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[tuple[list[str], list[Any]]] = []
+
+    def publish_many(self, events: list[dict[str, Any]]) -> list[Any]:
+        outcomes = super().publish_many(events)
+        self.batches.append(([e["id"] for e in events], outcomes))
+        return outcomes
+
+
+def paid_event(n: int) -> dict[str, Any]:
+    """A billing.payment.received event (its own routing key beside ehr.observation.updated)."""
+    with open(load_catalog().path.parent / "examples" / "billing.payment.received.json", encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    return make_event("billing.payment.received", {**data, "payment": f"standard:p{n}"}, subject=data["invoice"])
+
+
+def test_a_batch_is_published_then_its_confirms_awaited_together(bus: Bus, fresh_db: Any) -> None:
+    """250 documents, batch 100: three batches (one query), every event once, no event published alone."""
+    coll = fresh_db.observations
+    coll.insert_many([new_document({"_id": f"c{i}"}, [changed(f"c{i}")]) for i in range(250)])
+    with Watching(bus.url, prefix=bus.prefix, catalog=bus.catalog) as pub:
+        pub.publish = None  # type: ignore[method-assign]  # the relay publishes in batches only
+        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=100)
+        assert relay.run_once() == 250
+        assert relay.run_once() == 0
+    assert [len(ids) for ids, _ in pub.batches] == [100, 100, 50]
+    assert all(outcome is None for _, outcomes in pub.batches for outcome in outcomes)
+    assert coll.count_documents({"outbox_pending": True}) == 0
+    msgs = take(bus, bus.topology.queue_name(READER), 250)
+    assert sorted(json.loads(m.body)["data"]["id"] for m in msgs) == sorted(f"c{i}" for i in range(250))
+
+
+def test_a_nacked_event_of_a_batch_stays_pending_and_exactly_the_confirmed_ones_are_marked_sent(
+        bus: Bus, fresh_db: Any) -> None:
+    """A queue that rejects ehr.observation.updated (the broker nacks those); billing.payment.received is
+    acked. In one batch: documents of each, and one holding both: only the acked entries leave."""
+    with rejecting(bus, "ehr.observation.updated"):
+        coll = fresh_db.observations
+        both = [paid_event(99), changed("n-both")]
+        coll.insert_many([new_document({"_id": f"n{i}"}, [changed(f"n{i}")]) for i in range(3)]
+                         + [new_document({"_id": f"a{i}"}, [paid_event(i)]) for i in range(3)]
+                         + [new_document({"_id": "both"}, both)])
+        with Watching(bus.url, prefix=bus.prefix, catalog=bus.catalog) as pub:
+            relay = OutboxRelay(fresh_db, pub, ["observations"], batch=100)
+            assert relay.run_once() == 4  # the three payments and the payment of "both"
+            [(ids, outcomes)] = pub.batches
+        assert len(ids) == 8
+        assert sorted(type(o).__name__ for o in outcomes) == ["NoneType"] * 4 + ["PublishNacked"] * 4
+        for i in range(3):
+            assert coll.find_one({"_id": f"a{i}"})["outbox_pending"] is False
+            doc = coll.find_one({"_id": f"n{i}"})
+            assert doc["outbox_pending"] is True and len(doc["outbox"]) == 1
+            assert doc["outbox_attempts"] == 1 and doc["outbox_error"] == "PublishNacked"
+        doc = coll.find_one({"_id": "both"})
+        assert [e["id"] for e in doc["outbox"]] == [both[1]["id"]]  # the nacked one stays, in place
+        assert doc["outbox_pending"] is True and doc["outbox_error"] == "PublishNacked"
+
+
+def test_a_batch_whose_confirms_do_not_come_in_time_stays_pending(bus: Bus, fresh_db: Any) -> None:
+    """No confirm within the timeout: whether the broker has them is unknown, so none is marked sent nor
+    counted as a failure, the pass says the broker is unavailable, and a later pass sends them."""
+    coll = fresh_db.observations
+    coll.insert_many([new_document({"_id": f"t{i}"}, [changed(f"t{i}")]) for i in range(20)])
+    with Watching(bus.url, prefix=bus.prefix, catalog=bus.catalog, confirm_timeout=1e-9) as impatient:
+        with pytest.raises(ConfirmTimeout):
+            OutboxRelay(fresh_db, impatient, ["observations"]).run_once()
+        [(ids, outcomes)] = impatient.batches
+    assert len(ids) == 20 and all(isinstance(o, ConfirmTimeout) for o in outcomes)
+    assert coll.count_documents({"outbox_pending": True}) == 20
+    assert coll.count_documents({"outbox_attempts": {"$exists": True}}) == 0
+    with bus.publisher() as pub:
+        assert OutboxRelay(fresh_db, pub, ["observations"]).run_once() == 20
+    assert coll.count_documents({"outbox_pending": True}) == 0
+    msgs = take(bus, bus.topology.queue_name(READER), 40, timeout=3)  # sent once or twice: at least once
+    assert {json.loads(m.body)["data"]["id"] for m in msgs} == {f"t{i}" for i in range(20)}
+
+
+def test_a_broker_restart_in_the_middle_of_a_batch_loses_no_event(bus: Bus, fresh_db: Any, monkeypatch) -> None:
+    """RabbitMQ stops and starts while the relay's first batch is being published (its 50th message of 100):
+    the confirmed ones are marked sent, the others stay pending and go out after the restart; every event
+    reaches the queue at least once."""
+    coll = fresh_db.observations
+    total = 300
+    coll.insert_many([new_document({"_id": f"m{i}"}, [changed(f"m{i}")]) for i in range(total)])
+    sent = {"n": 0}
+    original = Producer.publish
+
+    def publish(self: Producer, *args: Any, **kwargs: Any) -> Any:
+        sent["n"] += 1
+        if sent["n"] == 50:
+            rabbit_restart(2)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    stop = threading.Event()
+    with Watching(bus.url, prefix=bus.prefix, catalog=bus.catalog, max_retries=1) as pub:
+        relay = OutboxRelay(fresh_db, pub, ["observations"], batch=100, poll_interval=0.1, max_backoff=1.0)
+        thread = threading.Thread(target=relay.run_forever, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: coll.count_documents({"outbox_pending": True}) == 0, timeout=120)
+        finally:
+            stop.set()
+            thread.join(20)
+    first_ids, first = pub.batches[0]
+    assert len(first_ids) == 100 and sent["n"] > 100
+    assert any(isinstance(o, BusUnavailable) for o in first), "the restart must fall in the first batch"
+    monkeypatch.undo()
+    msgs = take(bus, bus.topology.queue_name(READER), total, timeout=30)
+    msgs += take(bus, bus.topology.queue_name(READER), total, timeout=1)  # and any sent twice
+    assert {json.loads(m.body)["data"]["id"] for m in msgs} == {f"m{i}" for i in range(total)}  # none lost
+    assert coll.count_documents({"outbox_attempts": {"$exists": True}}) == 0
 
 
 def test_relay_delivers_1000_events_across_a_broker_restart_each_applied_once(bus: Bus, fresh_db: Any) -> None:

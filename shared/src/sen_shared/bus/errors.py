@@ -24,6 +24,11 @@ class BusUnavailable(BusError):
     """The broker could not be reached within the retry policy."""
 
 
+class ConfirmTimeout(BusUnavailable):
+    """The broker did not confirm a published message in time: whether it has it is unknown, so it
+    is published again later (consumers deduplicate), as after a lost connection."""
+
+
 class InvalidEvent(BusError):
     """An event does not match its JSON Schema, or its type is not in the catalog."""
 
