@@ -188,6 +188,39 @@ def test_the_list_in_english_and_filtered_without_accents(app, billing):
     assert "No service matches" in page
 
 
+# an entry the portal has no English name for, whose title does not say its level: the row shows it ("Xã")
+VACCINATION = {"resourceType": "ChargeItemDefinition", "id": "tiem-chung-tram", "status": "active",
+               "title": "Tiêm chủng", "code": {"coding": [{"system": "urn:sen:billing:service", "code": "tiem-chung"}]},
+               "useContext": [{"code": {"system": "urn:sen:billing:context", "code": "facility-level"},
+                               "valueCodeableConcept": {"coding": [{"system": "urn:sen:billing:facility-level",
+                                                                    "code": "commune"}]}}],
+               "propertyGroup": [{"priceComponent": [{"type": "base",
+                                                      "amount": {"value": 30000, "currency": "VND"}}]}]}
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_filter_matches_as_sens_searches_do_accents_aside_either_way(app, billing, lang):
+    """The filter matches as Sen's other searches do (sen_shared's ``normalize``, word prefixes): "xa" and "xã"
+    find the same entries, the accented query the unaccented text and the other way round. Before, the level a
+    row shows ("Xã") was not searched, so neither "xã" nor "xa" found a commune's entry whose title does not say
+    it, and a word matched inside another ("ectro" found "Electrocardiogram")."""
+    billing._store(copy.deepcopy(VACCINATION))
+    client = portal_signed_in(app, "admin", lang)
+
+    def found(q: str) -> set[str]:
+        page = client.get("/prices", query_string={"q": q}).get_data(as_text=True)
+        return set(re.findall(r'data-price-id="([^"]+)"', page))
+
+    # "xa": the commune's entry (its level) and the cardiology consult ("từ xa", "remote")
+    assert found("xa") == {"tiem-chung-tram", "consult-394579002-district"}
+    for q in ("xã", "XA", "Xã", "xà"):
+        assert found(q) == found("xa"), q
+    assert found("tiem xa") == found("tiêm xã") == {"tiem-chung-tram"}
+    assert found("điện tim") == found("dien tâm") == found("DIỆN TÂM ĐỒ") == {"dien-tim"}
+    assert found("tim mạch") == found("tim mach") == {"consult-394579002-district"}
+    assert found("ectro") == set() and found("electro") == {"dien-tim"}
+
+
 def test_the_admins_change_box_names_the_service_in_the_pages_language(app, billing):
     """An English page labels the box (and the history link) by the English name where there is one."""
     page = portal_signed_in(app, "admin", "en").get("/prices").get_data(as_text=True)

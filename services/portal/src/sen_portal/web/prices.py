@@ -32,7 +32,7 @@ from typing import Any
 from flask import flash, g, get_flashed_messages, redirect, render_template, request, url_for
 from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
-from sen_shared.fhir.search.text import normalize
+from sen_shared.fhir.search.text import normalize, prefix_tokens, query_tokens
 from wtforms import HiddenField
 from wtforms.validators import InputRequired, NumberRange
 
@@ -218,18 +218,23 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
     en = english_name(res)
     level, specialty = _context(res, "facility-level"), _context(res, "specialty")
     name = page_name(res)[0]
+    with force_locale("vi"):  # what a Vietnamese row shows beside the title (English: in the English name)
+        shown = [_label(LEVELS, level) if level else "", _label(SPECIALTIES, specialty) if specialty else ""]
     return {"id": res.get("id"), "vi": vi, "en": en, "name": name,
             "service": str((res.get("code") or {}).get("text") or vi),
             "level_code": level, "specialty_code": specialty,
             "level": _label(LEVELS, level) if level else "", "specialty": _label(SPECIALTIES, specialty) if specialty
             else "", "price": base_price(res), "version": str(meta.get("versionId") or ""),
             "updated": meta.get("lastUpdated"), "active": res.get("status") == "active", "covered": covered(res),
-            "key": normalize(" ".join([vi, en, service_code(res), str(res.get("id") or "")]))}
+            "key": prefix_tokens(normalize(" ".join([vi, en, *shown, service_code(res), str(res.get("id") or "")])))}
 
 
 def matches(r: dict[str, Any], q: str) -> bool:
-    """Every word typed is in the entry's name (Vietnamese or English) or code, accents and case aside."""
-    return all(w in r["key"] for w in normalize(q).split())
+    """Every word typed begins a word of the entry's name (Vietnamese or English), of the level or specialty its
+    row shows, or of its code: Sen's string search (sen_shared's ``normalize`` and word prefixes, the FHIR
+    engine's), accents, đ and case aside either way. Before, a word matched inside any word ("xa" in
+    "examination") and the Vietnamese level ("Xã") was not searched."""
+    return set(query_tokens(normalize(q))) <= r["key"]
 
 
 # ------------------------------------------------------------------ the form
