@@ -116,3 +116,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     thread while its session-wide browser is open, and tests that call ``asyncio.run`` (the
     awaited reads) fail under it; its stack of every service also need not run beside the rest."""
     items.sort(key=lambda item: "tests/browser/" in str(item.fspath).replace("\\", "/"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Where the run's time went: the 15 slowest modules, setup and teardown included (a module or session
+    fixture's start counts in the first test that asked for it), so the next cut starts from the numbers."""
+    seconds: dict[str, float] = {}
+    tests: dict[str, int] = {}
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if isinstance(rep, pytest.TestReport):
+                module = rep.nodeid.split("::", 1)[0]
+                seconds[module] = seconds.get(module, 0.0) + rep.duration
+                tests[module] = tests.get(module, 0) + (rep.when == "call")
+    if not seconds:
+        return
+    total = sum(seconds.values())
+    terminalreporter.write_sep("=", f"slowest modules (setup included), of {total:.0f} s in {len(seconds)} modules")
+    for module, took in sorted(seconds.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{took:8.1f} s {100 * took / total:5.1f}% {tests[module]:4d} tests  {module}")
