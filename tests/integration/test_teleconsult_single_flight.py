@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -272,24 +273,37 @@ def test_turns_are_per_slot_and_left_behind_by_none(setup):
     assert sch.turns_in_flight() == 0
 
 
-def test_a_booking_this_process_learned_just_now_answers_409_without_a_read(setup):
+def test_a_booking_this_process_learned_just_now_answers_409_without_a_read(setup, monkeypatch):
     """A booked slot the process learned itself (its own claim) answers 409 with no read for
     LinkView.REFRESH_SECONDS; after that the others' new links are read before a 409, so a cancel
-    made elsewhere shows."""
+    made elsewhere shows.
+
+    "Just now" and "long ago" are arranged, not raced: the window is an hour here, and "long ago"
+    is set as two windows back. With the real 0.25 s, a loaded machine took longer than the window
+    between the claim and the next check (the booking's own steps after its claim included), and
+    the check read the links as it should for a link that old."""
+    window = 3600.0
+    monkeypatch.setattr(sch.LinkView, "REFRESH_SECONDS", window)
+
+    def long_ago() -> float:
+        return time.monotonic() - 2 * window
+
     db, listener = setup
     slotted = _slot(db, "08:30")
     cfg = sch.SchedulingConfig()
+    claimed_after = time.monotonic()
     booked = sch.book(db, sch.Ctx(cfg, by="u"), request=_request(slotted, "Patient/a"))
     view = sch._views[db.name]
-    view.read_at = 0.0  # the others' links were last read long ago
+    assert view.learned[slotted.slot.id] >= claimed_after  # learned by its own claim, as it was made
+    view.read_at = long_ago()  # the others' links were last read long ago
     listener.clear()
     with pytest.raises(FhirError) as lost:
         sch.peek(db, cfg, _request(slotted, "Patient/b"), sch.utcnow())
     assert lost.value.status == 409
     assert listener.seen == []  # its own claim, just now: no read at all
     # learned longer ago than REFRESH_SECONDS: the links claimed since are read first
-    view.learned[slotted.slot.id] = 0.0
-    view.read_at = 0.0
+    view.learned[slotted.slot.id] = long_ago()
+    view.read_at = long_ago()
     listener.clear()
     with pytest.raises(FhirError):
         sch.peek(db, cfg, _request(slotted, "Patient/b"), sch.utcnow())
@@ -300,8 +314,8 @@ def test_a_booking_this_process_learned_just_now_answers_409_without_a_read(setu
     assert first["ap"] == booked["id"]
     advance(db[sch.SLOT_LINKS], slotted.slot.id, first, {"st": "free", "ap": booked["id"], "sc": SCHEDULE,
                                                          "tb": sch.time_bucket(sch.utcnow())})
-    view.learned[slotted.slot.id] = 0.0
-    view.read_at = 0.0
+    view.learned[slotted.slot.id] = long_ago()
+    view.read_at = long_ago()
     again = sch.book(db, sch.Ctx(cfg, by="u"), request=_request(slotted, "Patient/c"))
     assert [(x["n"], x["st"], x["ap"]) for x in db[sch.SLOT_LINKS].find({"k": slotted.slot.id}, sort=[("n", 1)])] \
         == [(1, "booked", booked["id"]), (2, "free", booked["id"]), (3, "booked", again["id"])]
