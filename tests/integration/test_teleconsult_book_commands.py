@@ -91,6 +91,11 @@ def _book(c, H, slot: str, patient: str) -> tuple[int, list[str]]:
 
 def test_a_lost_race_sends_nothing_when_its_process_saw_the_winner_and_two_commands_when_not(
         booking, dev_key, monkeypatch):
+    # what a process knows "just now" is arranged, not raced: a link it learned within LinkView.REFRESH_SECONDS
+    # answers without a read, and schedules read within SCHEDULES_FRESH_SECONDS are not read again. At their real
+    # 0.25 s and 2 s, a loaded machine let them lapse between two requests, and the request rightly read again
+    monkeypatch.setattr(sch.LinkView, "REFRESH_SECONDS", 3600.0)
+    monkeypatch.setattr(sch, "SCHEDULES_FRESH_SECONDS", 3600.0)
     c, db, (warm, first, second, *_) = booking
     H = admin_headers(dev_key)
     assert _book(c, H, warm, "Patient/warm")[0] == 200  # the process's first-use look-ups are not a request's
