@@ -51,10 +51,15 @@ def running_stack(env: dict[str, str], logs: Path, db_prefix: str) -> Iterator[d
     common.setdefault("SEN_HTTP_TIMEOUT", "30")
     bindir = Path(sys.executable).parent
     procs: list[subprocess.Popen] = []
-    # as make run: each service's indexes step, then the local PostgreSQL's tuning of those databases
-    for svc in SERVICES:
-        subprocess.run([sys.executable, "-m", f"sen_{svc}.indexes"], env={**common, "SEN_DB": f"{db_prefix}_{svc}"},
-                       cwd=ROOT, check=True, timeout=300, capture_output=True)
+    # as make run: each service's indexes step (the four at once: each its own database), then the local
+    # PostgreSQL's tuning of those databases
+    steps = [subprocess.Popen([sys.executable, "-m", f"sen_{svc}.indexes"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env={**common, "SEN_DB": f"{db_prefix}_{svc}"})
+             for svc in SERVICES]
+    for svc, step in zip(SERVICES, steps, strict=True):
+        out = step.communicate(timeout=300)[0]
+        if step.returncode != 0:
+            raise AssertionError(f"sen_{svc}.indexes exited {step.returncode}: {out[-2000:].decode(errors='replace')}")
     subprocess.run(["bash", str(ROOT / "deploy" / "local" / "infra.sh"), "tune",
                     *(f"{db_prefix}_{svc}" for svc in SERVICES)], env=common, cwd=ROOT, check=True, timeout=300,
                    capture_output=True)
