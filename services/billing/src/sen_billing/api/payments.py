@@ -120,6 +120,7 @@ def _open_shift_id(required: bool) -> str | None:
 
 
 @_cashier_only
+@idempotent()  # sent again after its answer was lost: the first answer (the transactionId is one payment anyway)
 @_hiding("cash", "invoice")
 def cash(body: dict[str, Any]) -> Any:
     shift_id = _open_shift_id(True)
@@ -139,6 +140,7 @@ def refund(payment_id: str, body: dict[str, Any]) -> Any:
 
 
 @_cashier_only
+@idempotent()  # sent again after its answer was lost: the shift it opened, not "a shift is open already"
 def open_shift(body: dict[str, Any] | None = None) -> Any:
     return shifts.open_shift(_db(), current_principal(), int((body or {}).get("openingCash", 0))), 201, JSON
 
