@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from tests.integration.test_teleconsult_booking import (
     _params,
     _schedule,
     _with_patient,
+    until_holds_expire,
     web,  # noqa: F401 - the fixture: the gunicorn process (2 workers) the 50 concurrent claims race on
 )
 from tests.support import admin_headers, app_client, wait_for
@@ -182,7 +182,7 @@ def test_a_hold_blocks_until_it_expires_and_booking_it_takes_no_new_link(tc, H):
     # a hold that expires frees the consult for another time
     expiring = _appointment(_post(tc, H, "$hold", b, "ServiceRequest/sr-hold-2"))
     _refused(_post(tc, H, "$hold", c, "ServiceRequest/sr-hold-2"), expiring["id"])
-    time.sleep(6.5)  # holds last 0.1 min (6 s) here
+    until_holds_expire(tc.db, b["slot"][0]["reference"][5:])  # holds last 0.1 min (6 s) here
     later = _appointment(_post(tc, H, "$book", c, "ServiceRequest/sr-hold-2"))
     assert [x["id"] for x in _active(tc.db, "sr-hold-2")] == [later["id"]]
 
