@@ -56,10 +56,11 @@ def _owed(stack: dict[str, str], iid: str) -> int:
 
 
 def _type_price(v, price: str) -> None:
-    """Type ``price`` on the entry's row and save it (a plain form: the page its post brings)."""
+    """Type ``price`` on the entry's row and save it: sent in place (the list again, or saved the page again at the
+    entry); the caller waits for what the answer says."""
     row = v.page.locator(f"#price-{ENTRY}")
     row.locator("input[name$='-price']").fill(price)
-    v.submit(f"#price-{ENTRY} button.primary")
+    row.locator("button.primary").click()
 
 
 def _in_view(v, selector: str) -> bool:
@@ -86,7 +87,8 @@ def test_the_admin_changes_one_specialtys_consult_price_on_a_phone(visitor_facto
             _type_price(admin, typed)
             expect(row).to_contain_text(said)
             assert row.locator("input[name$='-price']").input_value() == typed
-            assert admin.page.evaluate(FOCUSED) == f"p-{ENTRY}-price"  # the box to correct, in sight
+            # the box to correct, in sight (focused as the answer settles: htmx's autofocus)
+            admin.page.wait_for_function(f"() => ({FOCUSED})() === 'p-{ENTRY}-price'")
         admin.check("price-refused")
         assert _price(_entry(stack)) == old
 

@@ -72,10 +72,12 @@ def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_fact
 def test_a_button_of_a_form_the_browser_posts_says_it_is_sending(visitor_factory):
     v = visitor_factory("vi-360-slow-sending", width=360, height=740)
     page = v.page
-    v.sign_in("doctor")  # the sign-in is sent in place now (test_last_forms_slow_link): the doctor's leave is not
-    v.go("/availability")
-    leave = "form:has(input[name=which][value=leave])"
-    page.fill("#leave-reason", "Nghỉ phép năm")
+    # the doctor's leave is sent in place now (test_doctor_clinic_forms_in_place): the cashier's search of a patient
+    # on the new invoice's form is posted by the browser
+    v.sign_in("cashier")
+    v.go("/invoices/new")
+    search = "#charge-form button[value=find-patient]"
+    page.fill("#charge-form input[name$=who]", "nguyen")
     # the page is read while its POST is held (Playwright's locators wait for a navigation under way): what the
     # form shows once app.js has marked it is sent to the test, which then lets the POST go
     seen: list[dict] = []
@@ -93,17 +95,17 @@ def test_a_button_of_a_form_the_browser_posts_says_it_is_sending(visitor_factory
             held.append(route)
 
     page.expose_function("senSeen", shown)
-    page.route(re.compile(r".*/availability(\?.*)?$"), post)
+    page.route(re.compile(r".*/invoices/new(\?.*)?$"), post)
     page.evaluate("""() => document.addEventListener("submit", () => setTimeout(() => {
       const note = document.querySelector("[data-sending-note]");
-      const button = document.querySelector("form:has(input[name=which][value=leave]) button.primary");
+      const button = document.querySelector("#charge-form button[value=find-patient]");
       window.senSeen({note: note && note.textContent, role: note && note.getAttribute("role"),
                       shown: !!note && note.getClientRects().length > 0,
                       next: note && note.previousElementSibling === button,
                       disabled: button.getAttribute("aria-disabled"), busy: button.classList.contains("sending")});
     }, 0))""")
-    with page.expect_navigation():  # the page again (no dates: said), once the POST is let go
-        page.click(f"{leave} button.primary", no_wait_after=True)
+    with page.expect_navigation():  # the page again (the patients found), once the POST is let go
+        page.click(search, no_wait_after=True)
     assert seen == [{"note": "Đang gửi…", "role": "status", "shown": True, "next": True, "disabled": "true",
                      "busy": True}]
     page.wait_for_load_state("load")
@@ -197,23 +199,25 @@ def test_a_form_sent_with_no_connection_says_so_and_stays(visitor_factory):
     sent again once the connection is back, it goes through."""
     v = visitor_factory("vi-360-slow-offline", width=360, height=740)
     page = v.page
-    v.sign_in("doctor")  # the sign-in is sent in place now (test_last_forms_slow_link): the doctor's leave is not
-    v.go("/availability")
-    leave = "form:has(input[name=which][value=leave])"
-    page.fill("#leave-reason", "Nghỉ phép năm")
+    # the doctor's leave is sent in place now (test_doctor_clinic_forms_in_place): the cashier's search of a patient
+    # on the new invoice's form is posted by the browser
+    v.sign_in("cashier")
+    v.go("/invoices/new")
+    search, who = "#charge-form button[value=find-patient]", "#charge-form input[name$=who]"
+    page.fill(who, "nguyen")
     page.context.set_offline(True)
-    page.click(f"{leave} button.primary")
+    page.click(search)
     note = page.locator("[data-offline-note]")
     # its words are put in just after it (setTimeout 0, so that the alert is read): waited for, not read at once
     expect(note).to_have_text("Không có kết nối mạng: chưa gửi gì. Nội dung đã nhập vẫn được giữ; hãy gửi lại "
                               "khi có mạng trở lại.")
-    assert note.get_attribute("role") == "alert" and page.url.endswith("/availability")
-    assert page.input_value("#leave-reason") == "Nghỉ phép năm"
+    assert note.get_attribute("role") == "alert" and page.url.endswith("/invoices/new")
+    assert page.input_value(who) == "nguyen"
     assert page.locator("[data-sending-note]").count() == 0
     page.context.set_offline(False)
-    v.check("leave-offline")  # the note as said (axe-core, served by the portal, needs the connection)
-    v.submit(f"{leave} button.primary")  # sent once the connection is back: the page's answer (no dates: said)
-    assert page.locator("[data-offline-note]").count() == 0 and "/availability" in page.url
+    v.check("search-offline")  # the note as said (axe-core, served by the portal, needs the connection)
+    v.submit(search)  # sent once the connection is back: the page's answer (the patients found)
+    assert page.locator("[data-offline-note]").count() == 0 and "/invoices/new" in page.url
 
 
 def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_is_sent_once(visitor_factory, stack):

@@ -79,7 +79,7 @@ def test_a_patient_of_another_facility_is_taken_on_and_the_chart_opens(portal, e
     page = r.get_data(as_text=True)
     assert r.status_code == 200
     # the EHR names no patient the clinic may not see: the take-on by the number (Patient/$take-on)
-    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      page, re.S)
     assert form is not None and "Tiếp nhận người bệnh tại cơ sở này" in form.group(0)
     assert tam not in page
@@ -117,7 +117,7 @@ def test_taking_on_says_the_typed_birth_date_differs_and_changes_nothing(portal,
     tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", given, "1948-06-17", cccd)
     c = portal_signed_in(portal, "clinic")
     page = _register(c, family="Huỳnh", given=given, birth_date="01/01/1948", cccd=cccd).get_data(as_text=True)
-    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      page, re.S).group(0)
     sent = {**dict(re.findall(r'name="([a-z_]+)" type="hidden" value="([^"]*)"', form)), **TAKE,
             "csrf_token": csrf_token(page)}
@@ -180,7 +180,8 @@ def test_a_search_of_the_whole_cccd_takes_the_patient_on(portal, ehr, ehr_db, de
     c = portal_signed_in(portal, "clinic")
     token = csrf_token(c.get("/patients").get_data(as_text=True))
     page = c.post("/patients/search", data={"q": cccd, "csrf_token": token}).get_data(as_text=True)
-    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page, re.S)
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>', page,
+                     re.S)
     assert form is not None and tam not in page  # the patient is not shown before he is taken on
     fields = dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form.group(0)))
     # another reason, the nurse's own words ("Khác"): what the EHR keeps
@@ -195,3 +196,24 @@ def test_a_search_of_the_whole_cccd_takes_the_patient_on(portal, ehr, ehr_db, de
     # a number nobody holds: a readable 403, nothing granted
     r = c.post("/patients/take-on", data={"csrf_token": token, "system": "cccd", "number": "000000000009", **TAKE})
     assert r.status_code == 403 and "không tìm thấy người bệnh nào có số này" in _text(r.get_data(as_text=True))
+
+
+def test_a_take_on_sent_in_place_twice_after_its_answer_was_lost_grants_once(portal, ehr, ehr_db, dev_key,
+                                                                             mongo_client):
+    """The take-on form is sent in place (the page's main its box): the first press asks to confirm (the step
+    swapped into main, 200), the confirmed one goes to the chart by HX-Redirect; sent again after that answer
+    was lost, the EHR answers the grant it made: the same chart, one grant."""
+    cccd = f"0870{random.randrange(10**8):08d}"
+    tam = _admin_patient(ehr, dev_key, CAO_LANH, "Huỳnh", f"Văn Tâm {_letters().capitalize()}", "1948-06-17", cccd)
+    c = portal_signed_in(portal, "clinic")
+    page = c.get("/patients/new").get_data(as_text=True)
+    hx = {"HX-Request": "true", "HX-Current-URL": "http://localhost/patients/new"}
+    sent = {"csrf_token": csrf_token(page), "system": "cccd", "number": cccd, "reason": TAKE["reason"]}
+    r = c.post(f"/patients/{tam}/take-on", data=sent, headers=hx)  # the first press: the step, nothing done
+    assert r.status_code == 200 and 'data-testid="confirm-step"' in r.get_data(as_text=True)
+    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 0
+    for _ in range(2):
+        r = c.post(f"/patients/{tam}/take-on", data={**sent, **TAKE}, headers=hx)
+        assert r.status_code == 204 and r.headers["HX-Redirect"] == f"/patients/{tam}", r.get_data(as_text=True)
+    assert mongo_client[ehr_db]["grants"].count_documents({"patient": f"Patient/{tam}"}) == 1
+    assert c.get(f"/patients/{tam}").status_code == 200

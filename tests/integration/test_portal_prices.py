@@ -223,3 +223,23 @@ def test_admins_saving_the_same_version_at_once_one_wins_the_others_are_told(por
     for i, (status, page) in enumerate(answers):
         if i != won[0]:
             assert status == 409 and f"giá hiện hành là {_dong(prices_typed[won[0]])}" in page
+
+
+def test_a_price_sent_twice_after_its_answer_was_lost_is_saved_once(portal, billing, dev_key):
+    """The entry's form is sent in place with its key (made when the list is shown): sent again after its first
+    answer was lost on the way back, billing replays the save it made (Idempotency-Key), one new version, and
+    the page says the price is saved, not that someone changed it meanwhile (the version alone said so)."""
+    url, _db = billing
+    before = _in_billing(url, dev_key)
+    version, new = int(before["meta"]["versionId"]), _price(before) + 7000
+    admin = portal_signed_in(portal, "admin")
+    fields = {**_form(admin.get("/prices").get_data(as_text=True), ENTRY), f"p-{ENTRY}-price": str(new)}
+    assert re.fullmatch(r"[0-9a-f]{32}", fields[f"p-{ENTRY}-key"])
+    hx = {"HX-Request": "true", "HX-Current-URL": "http://localhost/prices"}
+    for _ in range(2):
+        r = admin.post(f"/prices/{ENTRY}", data=fields, headers=hx)
+        assert r.status_code == 204 and r.headers["HX-Redirect"] == f"/prices#price-{ENTRY}", r.get_data(as_text=True)
+        page = admin.get("/prices").get_data(as_text=True)
+        assert f"giá mới là {_dong(new)} (phiên bản {version + 1})" in page and "đổi giá này" not in page
+    after = _in_billing(url, dev_key)
+    assert int(after["meta"]["versionId"]) == version + 1 and _price(after) == new

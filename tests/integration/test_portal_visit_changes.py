@@ -314,3 +314,74 @@ def test_leave_over_a_booked_visit_lists_it_first_and_after_from_teleconsults_se
     r = leave(other)
     page = r.get_data(as_text=True)
     assert r.status_code == 200 and 'data-testid="leave-confirm"' not in page and len(leaves()) == before + 2
+
+
+# ------------------------------------------------------------------ forms sent in place, sent twice
+
+HX = {"HX-Request": "true", "HX-Current-URL": "http://localhost/availability"}
+
+
+def _page_fields(page: str) -> dict[str, str]:
+    """The page's key and the schedule's version its forms carry (availability.html's kept_by_page)."""
+    key = re.search(r'name="key" value="([0-9a-f]{32})"', page).group(1)
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    return {"key": key, "version": version, "csrf_token": csrf_token(page)}
+
+
+def test_a_leave_and_the_hours_sent_twice_after_the_answer_was_lost_are_saved_once(portal, tc, dev_key):
+    """The availability page's forms are sent in place with the page's key and the version it shows: the same
+    leave sent again (its first answer lost on the way back) is teleconsult's first answer replayed, one leave
+    and one new version, not a second leave; the same weekly hours again, one version."""
+    H = _headers(dev_key, "admin")
+    doctor = portal_signed_in(portal, "doctor")
+
+    def schedule() -> dict[str, Any]:
+        r = httpx.get(f"{tc}/fhir/Schedule/sched-an", headers=H, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def leaves() -> list[dict[str, Any]]:
+        return [e for e in schedule().get("extension", []) if e["url"].endswith("schedule-not-available")]
+
+    page = doctor.get("/availability").get_data(as_text=True)
+    sent = {**_page_fields(page), "which": "leave", "schedule": "sched-an", "leave-reason": "Tập huấn",
+            "leave-start": (day := f"{datetime.now(TZ) + timedelta(days=300):%d/%m/%Y}"), "leave-end": day}
+    before, version = len(leaves()), schedule()["meta"]["versionId"]
+    for _ in range(2):
+        r = doctor.post("/availability", data=sent, headers=HX)
+        assert r.status_code == 200 and "Đã lưu" in _text(r.get_data(as_text=True)), _text(r.get_data(as_text=True))
+    assert len(leaves()) == before + 1
+    assert int(schedule()["meta"]["versionId"]) == int(version) + 1
+
+    page = doctor.get("/availability").get_data(as_text=True)
+    week = {**_page_fields(page), "which": "week", "schedule": "sched-an", "week-slot_minutes": "30",
+            "week-windows-0-days": ALL_DAYS, "week-windows-0-start_time": "07:00", "week-windows-0-end_time": "11:30",
+            "week-windows-1-days": ALL_DAYS, "week-windows-1-start_time": "13:30", "week-windows-1-end_time": "17:30"}
+    version = schedule()["meta"]["versionId"]
+    for _ in range(2):
+        r = doctor.post("/availability", data=week, headers=HX)
+        assert r.status_code == 200 and "Đã lưu" in _text(r.get_data(as_text=True)), _text(r.get_data(as_text=True))
+    assert int(schedule()["meta"]["versionId"]) == int(version) + 1 and len(leaves()) == before + 1
+    # another's change meanwhile (the page's version is old, the key new): refused, not overwritten unseen
+    r = doctor.post("/availability", data={**sent, "key": "0" * 32, "leave-reason": "Khác"}, headers=HX)
+    assert r.status_code == 200 and "vừa được thay đổi" in _text(r.get_data(as_text=True))
+    assert len(leaves()) == before + 1
+
+
+def test_start_sent_twice_after_its_answer_was_lost_starts_once(portal, tc, dev_key):
+    """'Bắt đầu' is sent in place with the version the page showed: sent again after its answer was lost, the
+    version is 412 and the consult read again is this doctor's in progress: done (HX-Redirect), one start."""
+    _sr, tid = submit_consult(tc, dev_key, "J18.9", "Viêm phổi, không xác định", "Ho, sốt ba ngày.")
+    H = _headers(dev_key, "admin")
+    doctor = portal_signed_in(portal, "doctor")
+    _accepted(doctor, tid)
+    page = doctor.get(f"/tasks/{tid}").get_data(as_text=True)
+    assert f'hx-post="/tasks/{tid}/start"' in page
+    version = re.search(rf'action="/tasks/{tid}/start".*?name="version" value="(\d+)"', page, re.S).group(1)
+    hx = {"HX-Request": "true", "HX-Current-URL": f"http://localhost/tasks/{tid}"}
+    for _ in range(2):
+        r = doctor.post(f"/tasks/{tid}/start", data={"csrf_token": csrf_token(page), "version": version}, headers=hx)
+        assert r.status_code == 204 and r.headers["HX-Redirect"] == f"/tasks/{tid}", r.get_data(as_text=True)[:500]
+    history = httpx.get(f"{tc}/fhir/Task/{tid}/_history", headers=H, timeout=30).json()
+    started = [e["resource"] for e in history.get("entry", []) if e["resource"]["status"] == "in-progress"]
+    assert len(started) == 1

@@ -266,7 +266,7 @@ def test_a_doctor_removes_a_leave_after_confirming(tmp_path, monkeypatch):
     c = portal_signed_in(app, "doctor")
     page = c.get("/availability").get_data(as_text=True)
     assert page.count('data-testid="leave-remove"') == 2 and "<summary>Xóa</summary>" in page
-    second = re.findall(r'<form method="post" class="inline">.*?</form>', page, re.S)[1]
+    second = re.findall(r'<form method="post" class="inline"[^>]*>.*?</form>', page, re.S)[1]
     data = dict(re.findall(r'name="(\w+)" value="([^"]*)"', second))
     assert data["which"] == "leave-remove" and data["start"] == "2026-12-20T00:00:00+07:00"
     r = c.post("/availability", data=data)

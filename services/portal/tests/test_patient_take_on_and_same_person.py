@@ -123,7 +123,7 @@ def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp
     box = re.search(r'<div class="alert error" role="alert" id="registered-already">.*?</form>.*?</div>', page,
                     re.S).group(0)
     assert f'href="/patients/{TAM}"' not in box  # no link to a chart the nurse may not open
-    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      box, re.S).group(0)
     assert 'value="087048006170"' in form and 'value="cccd"' in form
     assert ("Tiếp nhận người bệnh tại cơ sở này" if lang == "vi" else "Take this patient on here") in form
@@ -134,7 +134,7 @@ def test_another_facilitys_patient_is_offered_to_take_on_and_the_chart_opens(tmp
     r = c.post(f"/patients/{TAM}/take-on", data={**sent, "reason": "Người bệnh đến khám tại cơ sở"})
     step = r.get_data(as_text=True)
     assert r.status_code == 200 and ehr.take_ons == []
-    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      step, re.S).group(0)
     assert re.search(r'<input checked[^>]*value="Người bệnh đến khám tại cơ sở"', form)
     assert 'value="087048006170"' in form
@@ -163,7 +163,7 @@ def test_the_nurse_gives_the_reason_the_record_keeps(tmp_path, monkeypatch, lang
                                     SEN_PORTAL_CACHE_SECONDS="0"), "clinic", lang)
     token = csrf_token(c.get("/patients").get_data(as_text=True))
     page = c.post("/patients/search", data={"q": "087048006170", "csrf_token": token}).get_data(as_text=True)
-    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page,
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>', page,
                      re.S).group(0)
     assert re.findall(r'<input[^>]*name="reason"[^>]*type="radio" value="([^"]*)"', form) == [
         "Người bệnh đến khám tại cơ sở", "Người bệnh được chuyển đến cơ sở", "Cấp cứu tại cơ sở", "other"]
@@ -240,7 +240,7 @@ def test_a_search_of_a_whole_number_no_patient_of_the_clinic_holds_offers_to_tak
     for htmx in ({}, {"HX-Request": "true"}):
         page = c.post("/patients/search", data={"q": "0870 4800 6170", "csrf_token": token},
                       headers=htmx).get_data(as_text=True)
-        form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>', page,
+        form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>', page,
                          re.S).group(0)
         assert dict(re.findall(r'name="(system|number)"[^>]*value="([^"]*)"', form)) == {
             "system": "cccd", "number": "087048006170"}
@@ -428,7 +428,7 @@ def test_each_same_person_entry_shows_what_tells_it_apart_on_the_record(tmp_path
 
 def _take_on_from_the_form(c: Any, **fields: str) -> Any:
     page = _register(c, **fields).get_data(as_text=True)
-    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/bn-0005/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      page, re.S).group(0)
     assert re.search(r'<input checked[^>]*value="Người bệnh đến khám tại cơ sở"', form)  # the default reason chosen
     sent = {**dict(re.findall(r'name="([a-z_]+)" type="hidden" value="([^"]*)"', form)), **TAKE,

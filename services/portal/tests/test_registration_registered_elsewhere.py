@@ -68,7 +68,7 @@ def test_a_number_registered_elsewhere_offers_the_take_on_by_the_number(tmp_path
     assert ("Số CCCD này đã được đăng ký cho một người bệnh khác" if lang == "vi"
             else "This CCCD number is already registered to another patient") in text
     assert 'value="Văn Tâm Út"' in page and 'value="087048006170"' in page  # what was typed is kept
-    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on">.*?</form>',
+    form = re.search(r'<form method="post" action="/patients/take-on" data-testid="take-on"[^>]*>.*?</form>',
                      page, re.S).group(0)
     assert 'value="087048006170"' in form and 'value="cccd"' in form
     assert ("Tiếp nhận người bệnh tại cơ sở này" if lang == "vi" else "Take this patient on here") in form

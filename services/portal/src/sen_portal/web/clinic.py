@@ -18,7 +18,7 @@ from html import unescape
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Response, copy_current_request_context, g, redirect, render_template, request, url_for
+from flask import Response, copy_current_request_context, g, make_response, redirect, render_template, request, url_for
 from flask_babel import force_locale, format_decimal, gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -299,7 +299,21 @@ def patient_take_on(pid: str | None) -> Any:
     the patient the registration named (``pid``), or (from a search of the number) the one holding it.
     A second click lands on the same chart (the EHR grants once). The name, birth date and sex the
     registration form had come along: the chart says which of them the record says otherwise
-    (:func:`patients.differences`); the record is not changed."""
+    (:func:`patients.differences`); the record is not changed. Sent in place (_take_on_form.html, the page's main
+    its box): done, the chart by HX-Redirect; not done (the step to confirm, the reason to give, a refusal) the
+    page's main swapped with what the page says, its status kept (:data:`WHOLE_PAGE`). Sent again after its answer
+    was lost, the EHR answers the grant it made: the same chart, one grant."""
+    answer = make_response(_take_on(pid))
+    if _is_htmx() and not answer.headers.get("HX-Redirect"):
+        answer.headers.update(WHOLE_PAGE)
+    return answer
+
+
+WHOLE_PAGE = {"HX-Retarget": "#main", "HX-Reselect": "#main", "HX-Reswap": "outerHTML"}
+"""The headers of a form sent in place whose answer is a whole page (the step, a refusal), 4xx too (app.js)."""
+
+
+def _take_on(pid: str | None) -> Any:
     refused = facility_needed(gettext("Take this patient on here"))
     if refused is not None:
         return refused
@@ -343,7 +357,7 @@ def patient_take_on(pid: str | None) -> Any:
     ref = secrets.token_urlsafe(12)  # 96 random bits
     if not typed or not kept.put(f"taken-on/{ref}", {"pid": pid, **typed}):
         ref = "1"  # nothing typed to compare (a take-on from a search), or not kept: the chart says the step only
-    return step_done(url_for("web.patient_chart", pid=pid), "taken", ref)
+    return done_in_place(url_for("web.patient_chart", pid=pid), "taken", ref)
 
 
 def too_many_wrong_numbers(err: BackendError) -> Any:

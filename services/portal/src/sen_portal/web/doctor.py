@@ -3,6 +3,7 @@ booking a slot, the minutes, and the weekly availability with leave."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from .forms import (
     VisitCancelForm,
     minutes_people,
 )
-from .notices import step_done, steps_done
+from .notices import steps_done
 from .patients import lookup, patient_id, shown
 from .seen import mark_seen, seen_of
 
@@ -777,7 +778,10 @@ def no_signer_reason(task: dict[str, Any]) -> str:
 @login_required("doctor")
 def task_start(tid: str) -> Any:
     """The specialist begins work on the accepted consult (teleconsult's ``$start``): the Task goes
-    in-progress. Not the video visit's start (that is its time; the doctor joins by its link)."""
+    in-progress. Not the video visit's start (that is its time; the doctor joins by its link). Sent in place
+    (task.html's ``#consult-start``): done, HX-Redirect; refused, the whole page saying why (:func:`in_place_answer`).
+    Sent again after its answer was lost, the page's version is 412 and the consult read again is this doctor's in
+    progress: done, as the first was (one ``$start``)."""
     refused = not_a_signer(tid)
     if refused is not None:
         return refused
@@ -787,9 +791,10 @@ def task_start(tid: str) -> Any:
         return _task_page(tid, 409, problem=backend_message(err))
     if changed is not None:
         if changed.get("status") == "in-progress" and _owner(changed) == f"Practitioner/{g.user.practitioner}":
-            return step_done(url_for("web.task_detail", tid=tid), "started")  # started already (another tab)
+            # started already: another tab, or this form sent again after its answer was lost on the way back
+            return done_in_place(url_for("web.task_detail", tid=tid), "started")
         return _taken_meanwhile(tid, changed, accepting=False)
-    return step_done(url_for("web.task_detail", tid=tid), "started")
+    return done_in_place(url_for("web.task_detail", tid=tid), "started")
 
 
 @bp.route("/tasks/<tid>/reject", methods=["POST"])
@@ -1486,8 +1491,12 @@ def availability() -> Any:
     except BackendError as err:
         problem = backend_message(err)
     editable = schedule is not None
+    key = posted_key() or uuid.uuid4().hex  # the page's: kept through its answers sent in place
     if request.method == "POST" and schedule is not None:
         which = request.form.get("which")
+        seen = page_version()
+        if seen.isdigit() and seen != str((schedule.get("meta") or {}).get("versionId") or ""):
+            schedule = _schedule_as_seen(schedule, seen)
         updated = dict(schedule)
         exts = list(schedule.get("extension") or [])
         if which == "week" and request.form.get("add"):  # one more empty window row, nothing saved yet
@@ -1525,11 +1534,25 @@ def availability() -> Any:
         if problem is None:
             updated["extension"] = exts
             updated.pop("meta", None)
+            # sent with the version the page showed (If-Match: another tab's or a colleague's change is not
+            # overwritten unseen) and a key of the page's, the change and that version: sent again after its
+            # answer was lost, the body is built from the same version, so teleconsult replays its answer
+            # (one leave, not two) where the version alone would refuse it
+            headers = {"Idempotency-Key": request_key(key, f"schedule-{which}", schedule["id"], seen,
+                                                      json.dumps(updated, sort_keys=True))}
+            if seen.isdigit():
+                headers["If-Match"] = f'W/"{seen}"'
             try:
-                call("teleconsult", "PUT", f"/fhir/Schedule/{schedule['id']}", json=updated)
-                schedule, saved = updated, True
+                r = call("teleconsult", "PUT", f"/fhir/Schedule/{schedule['id']}", json=updated, headers=headers)
+                schedule, saved = (r.json() if r.content else None) or updated, True
             except BackendError as err:
                 problem = backend_message(err)
+                if err.kind == "refused" and err.status in (409, 412):
+                    try:  # changed meanwhile: the page shows it as it is now, what was typed kept
+                        schedule = _my_schedule() if not admin else next(
+                            (c for c in _schedules() if c["id"] == schedule["id"]), schedule)
+                    except BackendError:
+                        pass
     summary = schedule_summary(schedule)
     if request.method == "GET" or saved or request.form.get("which") != "week":
         # the form shows the stored windows and one empty row to add one (a refused week form keeps what was typed)
@@ -1542,5 +1565,15 @@ def availability() -> Any:
         form.slot_minutes.data = summary["slot_minutes"] or 30
     return render_template("availability.html", form=form, leave_form=leave_form, summary=summary,
                            schedule=schedule, problem=problem, saved=saved, removed=removed and saved, DAYS=DAYS,
-                           editable=editable, choices=choices, in_leave=in_leave, confirm=confirm,
-                           title=gettext("Availability")), (200 if not problem else 422)
+                           editable=editable, choices=choices, in_leave=in_leave, confirm=confirm, key=key,
+                           title=gettext("Availability")), (200 if not problem or is_htmx() else 422)
+
+
+def _schedule_as_seen(schedule: dict[str, Any], version: str) -> dict[str, Any]:
+    """The schedule at the version the page showed (teleconsult's history): a form of the page sent again after
+    its answer was lost is built from it as the first was. Not readable: the schedule as it is now (the
+    If-Match version then refuses a change built on another)."""
+    try:
+        return call("teleconsult", "GET", f"/fhir/Schedule/{schedule['id']}/_history/{version}").json()
+    except BackendError:
+        return schedule

@@ -26,20 +26,21 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from datetime import datetime
 from typing import Any
 
-from flask import flash, g, get_flashed_messages, redirect, render_template, request, url_for
+from flask import flash, g, get_flashed_messages, render_template, request, url_for
 from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sen_shared.fhir.search.text import normalize, prefix_tokens, query_tokens
 from wtforms import HiddenField
 from wtforms.validators import InputRequired, NumberRange
 
-from . import backend_message, bp, login_required
+from . import backend_message, bp, kept, login_required
 from .backend import BackendError, call, entries, page_status
 from .formatting import TZ, codeable, vnd
-from .forms import FlaskForm, Pattern, VndField
+from .forms import FlaskForm, FormKey, Pattern, VndField
 from .users import shown_name
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
@@ -248,13 +249,14 @@ class PriceForm(FlaskForm):
                      validators=[InputRequired(_l("Enter the new price.")),
                                  NumberRange(1, None, _l("A price is more than 0 đồng."))])
     version = HiddenField(validators=[InputRequired(), Pattern(r"\d{1,12}")])
+    key = FormKey()  # made when the page is shown: sent again, billing replays the save (Idempotency-Key)
 
 
 def price_form(r: dict[str, Any], posted: FlaskForm | None = None) -> FlaskForm:
     if posted is not None:
         return posted
     return PriceForm(formdata=None, prefix=f"p-{r['id']}", version=r["version"],
-                     price=r["price"])
+                     price=r["price"], key=uuid.uuid4().hex)
 
 
 # ------------------------------------------------------------------ billing
@@ -274,10 +276,10 @@ def fetch_entry(cid: str) -> dict[str, Any]:
     return call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}").json()
 
 
-def with_price(res: dict[str, Any], price: int) -> dict[str, Any]:
+def with_price(res: dict[str, Any], price: int, at: str | None = None) -> dict[str, Any]:
     """``res`` with its base price ``price`` (billing records who changes it, from the token). The same
     price leaves the entry as it is (its ``date`` too): billing then writes no version and answers the one
-    in force."""
+    in force. ``at``: the change's time (``date``), now when None."""
     out = copy.deepcopy(res)
     out.pop("meta", None)  # the server's
     if base_price(res) == price:
@@ -286,15 +288,33 @@ def with_price(res: dict[str, Any], price: int) -> dict[str, Any]:
         for pc in group.get("priceComponent") or []:
             if pc.get("type") == "base":
                 pc["amount"] = {"value": price, "currency": "VND"}
-    out["date"] = datetime.now(TZ).isoformat(timespec="seconds")  # ChargeItemDefinition.date: last changed
+    out["date"] = at or datetime.now(TZ).isoformat(timespec="seconds")  # ChargeItemDefinition.date: last changed
     return out
 
 
-def put_price(cid: str, price: int, version: str) -> dict[str, Any]:
-    """The new version, or a BackendError (412: the entry is no longer at ``version``)."""
-    current = fetch_entry(cid)
-    r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(current, price),
-             headers={"If-Match": f'W/"{version}"'})
+def put_price(cid: str, price: int, version: str, key: str | None = None) -> dict[str, Any]:
+    """The new version, or a BackendError (412: the entry is no longer at ``version``). ``key``: the form's
+    (:class:`PriceForm`), made the save's ``Idempotency-Key`` with the entry, the version and the price: the form
+    sent again after its answer was lost sends the same request (built from the version the page showed, read
+    from the history once the entry has moved on, and the first send's time, kept on the server under the key:
+    web/kept.py), so billing answers the version it made instead of a 412 saying someone changed it."""
+    from .charges import request_key  # charges imports this module
+
+    shown = fetch_entry(cid)
+    headers = {"If-Match": f'W/"{version}"'}
+    at = None
+    if key:
+        headers["Idempotency-Key"] = request_key(key, "price", cid, version, str(price))
+        if str((shown.get("meta") or {}).get("versionId") or "") != version:
+            try:  # moved on since the page (this form's own save, or another's: then billing's 412)
+                shown = call("billing", "GET", f"/fhir/ChargeItemDefinition/{cid}/_history/{version}").json()
+            except BackendError:
+                pass  # not readable: sent with what is in force, billing answers 412
+        at = datetime.now(TZ).isoformat(timespec="seconds")
+        if not kept.put(f"price/{headers['Idempotency-Key']}", at):  # sent before: that send's time
+            at = kept.get(f"price/{headers['Idempotency-Key']}") or at
+    r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(shown, price, at),
+             headers=headers)
     return r.json()
 
 
@@ -350,7 +370,7 @@ def price_change(cid: str) -> Any:
     if not form.validate_on_submit():
         return _page(422, posted={cid: form}, problem=gettext("Please correct the highlighted fields."))
     try:
-        saved = put_price(cid, form.price.data, form.version.data)
+        saved = put_price(cid, form.price.data, form.version.data, form.key.data)
     except BackendError as err:
         if err.kind == "refused" and err.status in (409, 412):
             return _conflict(cid, form)
@@ -364,7 +384,10 @@ def price_change(cid: str) -> Any:
     else:
         flash(gettext("%(name)s: the price is now %(price)s (version %(version)s).", name=name,
                       price=vnd(base_price(saved)), version=version), SAVED + cid)
-    return redirect(url_for("web.prices", q=request.args.get("q") or None, _anchor=f"price-{cid}"))
+    from .clinic import done_in_place  # clinic imports charges, which imports this module
+
+    # sent in place (_prices_rows.html): the page again by HX-Redirect (and a reload: the same page, to its entry)
+    return done_in_place(url_for("web.prices", q=request.args.get("q") or None, _anchor=f"price-{cid}"), None)
 
 
 def _conflict(cid: str, form: PriceForm) -> Any:
