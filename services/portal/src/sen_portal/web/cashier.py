@@ -14,18 +14,20 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import copy_current_request_context, flash, g, redirect, render_template, request, url_for
+from flask import copy_current_request_context, flash, g, render_template, request, url_for
 from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
 from . import backend, backend_message, bp, charges, daily_report, is_htmx, login_required, searches
 from .backend import BackendError, call, entries, fhir_get, outage_status, page_status, shared_get
+from .charges import in_place as _in_place
 from .charges import request_key
+from .clinic import done_in_place
 from .confirming import confirmation
 from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
-from .notices import step_done, steps_done
+from .notices import steps_done
 from .patients import FHIR_ID, patient_id, patient_names
 from .refusals import gap_message, given_back_message, shift_needs_a_facility, whole_payment_message
 
@@ -384,7 +386,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "cash_form" not in forms and not is_paid(s) and s.get("status") != "cancelled":
         forms["cash_form"] = _cash_form(s.get("balanceDue"))
     if "cancel_form" not in forms and cancellable(s):
-        forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel")
+        forms["cancel_form"] = InvoiceCancelForm(formdata=None, prefix="cancel", txn=uuid.uuid4().hex)
     offer, refund_after = refund_offer(s)
     box_problem = ctx.pop("box_problem", None)  # said on the refund box; with no box shown, as the page's problem
     if box_problem and not offer:
@@ -538,17 +540,19 @@ def invoice_cash(iid: str) -> Any:
     of what was handed over is the payment, and the page after names the change to give back)."""
     form = CashForm(prefix="cash")
     if not form.validate_on_submit():
-        return _invoice_page(iid, 422, forms={"cash_form": form})
-    txn = form.txn.data or uuid.uuid4().hex
+        return _in_place(_invoice_page(iid, 422, forms={"cash_form": form}))
+    txn = form.txn.data = form.txn.data or uuid.uuid4().hex
     received = int(form.amount.data)
     try:
         s = summary(iid)
         recorded = _cash_to_record(s, received, txn, keep_credit=bool(form.keep_credit.data))
-        if recorded is None:  # this form was recorded already (a second click): its answer, nothing new
-            return redirect(url_for("web.invoice", iid=iid, **_hint()))
-        _json("POST", "/payments/cash", {"invoice": iid, "amount": recorded, "transactionId": txn})
+        if recorded is None:  # this form was recorded already (a second click, sent again): nothing new
+            return _done(url_for("web.invoice", iid=iid, **_hint()))
+        body = {"invoice": iid, "amount": recorded, "transactionId": txn}
+        _json("POST", "/payments/cash", body, key=request_key(txn, "cash", str(body)))
     except BackendError as err:  # the box stays open with what was typed (no shift open, a refusal)
-        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form}, cash_open=True)
+        return _in_place(_invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form},
+                                       cash_open=True))
     if received > recorded:
         flash(gettext("Change to give back: %(change)s (received %(received)s, recorded %(recorded)s).",
                       change=vnd(received - recorded), received=vnd(received), recorded=vnd(recorded)), "cash-change")
@@ -556,7 +560,7 @@ def invoice_cash(iid: str) -> Any:
     if left:  # part of what is owed: said on the page it leads back to (a payment that settles it: the paid state)
         flash(gettext("Recorded %(amount)s cash, %(due)s still due.", amount=vnd(recorded), due=vnd(left)),
               "cash-recorded")
-    return redirect(url_for("web.invoice", iid=iid, **_hint()))
+    return _done(url_for("web.invoice", iid=iid, **_hint()))
 
 
 def _still_due(iid: str) -> int | None:
@@ -609,17 +613,19 @@ def invoice_cancel(iid: str) -> Any:
     """Cancel with a reason (billing's ``$cancel``); the cancelled invoice's page then offers a new
     invoice for the patient, its services given back."""
     form = InvoiceCancelForm(prefix="cancel")
+    form.txn.data = form.txn.data or uuid.uuid4().hex  # kept from the post: the same cancel again
     if not form.validate_on_submit():
-        return _invoice_page(iid, 422, forms={"cancel_form": form})
+        return _in_place(_invoice_page(iid, 422, forms={"cancel_form": form}))
     asked = confirmation("invoice-cancel")
-    if asked is not None:  # nothing cancelled: the page with the step, the reason kept
-        return _invoice_page(iid, confirming_status(asked), forms={"cancel_form": form}, asked=asked)
-    try:
-        call("billing", "POST", f"/fhir/Invoice/{iid}/$cancel", idempotent=True, json={
-            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]})
+    if asked is not None:  # nothing cancelled: the page with the step, the reason kept (the key too)
+        return _in_place(_invoice_page(iid, confirming_status(asked), forms={"cancel_form": form}, asked=asked))
+    body = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": form.reason.data}]}
+    try:  # the form's key: sent again after its answer was lost, billing replays the cancel it made
+        call("billing", "POST", f"/fhir/Invoice/{iid}/$cancel", json=body,
+             headers={"Idempotency-Key": request_key(form.txn.data, "cancel", iid, str(body))})
     except BackendError as err:
-        return _invoice_page(iid, 409, problem=backend_message(err), forms={"cancel_form": form})
-    return redirect(url_for("web.invoice", iid=iid, **_hint()))
+        return _in_place(_invoice_page(iid, 409, problem=backend_message(err), forms={"cancel_form": form}))
+    return _done(url_for("web.invoice", iid=iid, **_hint()))
 
 
 def card_step(s: dict[str, Any], inv: dict[str, Any] | None) -> bool:
@@ -635,25 +641,28 @@ def invoice_card(iid: str) -> Any:
     """Record the patient's BHYT card on an issued invoice nothing is paid on: the invoice is made
     again with BHYT's share (charges.split_again) and the page is the new invoice's."""
     form = charges.CardForm(prefix="card")
+    form.txn.data = form.txn.data or uuid.uuid4().hex  # kept from the post: the same card again
     if not form.validate_on_submit():
-        return _invoice_page(iid, 422, forms={"card_form": form})
+        return _in_place(_invoice_page(iid, 422, forms={"card_form": form}))
     try:
         s = summary(iid)
         inv = call("billing", "GET", f"/fhir/Invoice/{iid}").json()
         replaced_by = replacement_links(inv)["replaced_by"] if s.get("status") == "cancelled" else []
         if replaced_by:  # made again already (this form sent twice, another tab): its page, as the first answer
-            return step_done(url_for("web.invoice", iid=replaced_by[0]["id"], **_hint()), "carded")
+            return _done(url_for("web.invoice", iid=replaced_by[0]["id"], **_hint()), "carded")
         if not card_step(s, inv):
-            return _invoice_page(iid, 409, problem=charges.paid_already_message() if s.get("payments")
-                                 else gettext("This invoice is no longer awaiting payment: the BHYT card cannot "
-                                              "change it."), forms={"card_form": form})
-        new = charges.split_again(form.txn.data or uuid.uuid4().hex, inv, form)
+            return _in_place(_invoice_page(
+                iid, 409, problem=charges.paid_already_message() if s.get("payments")
+                else gettext("This invoice is no longer awaiting payment: the BHYT card cannot change it."),
+                forms={"card_form": form}))
+        new = charges.split_again(form.txn.data, inv, form)
     except charges.PaidAlready:
-        return _invoice_page(iid, 409, problem=charges.paid_already_message(), forms={"card_form": form})
+        return _in_place(_invoice_page(iid, 409, problem=charges.paid_already_message(), forms={"card_form": form}))
     except BackendError as err:
-        return _invoice_page(iid, page_status(err), problem=backend_message(err), forms={"card_form": form})
+        return _in_place(_invoice_page(iid, page_status(err), problem=backend_message(err),
+                                       forms={"card_form": form}))
     # the new invoice names the one it replaces itself (billing's extension), not this link
-    return step_done(url_for("web.invoice", iid=new, **_hint()), "carded")
+    return _done(url_for("web.invoice", iid=new, **_hint()), "carded")
 
 
 def _hint() -> dict[str, str]:
@@ -667,20 +676,27 @@ def _hint() -> dict[str, str]:
 def invoice_refund(iid: str) -> Any:
     form = RefundForm()
     if not form.validate_on_submit():
-        return _invoice_page(iid, 422, forms={"refund_form": form})
+        return _in_place(_invoice_page(iid, 422, forms={"refund_form": form}))
     over = over_refundable(iid, form)
+    if over and confirmation("refund") is None:  # confirmed: perhaps this form's refund sent again after its
+        try:  # answer was lost, which this check, reading the payment given back, refuses: billing replays it
+            give_back(form)  # (the form's key); a new refund over the limit billing refuses, said as below
+            return _done(url_for("web.invoice", iid=iid, **_hint()), "refunded")
+        except BackendError:
+            pass
     if over:  # refused before the confirmation step: the page knows what the payment can give back
         form.amount.errors = [*form.amount.errors, over]
-        return _invoice_page(iid, 422, forms={"refund_form": form}, box_problem=over)
+        return _in_place(_invoice_page(iid, 422, forms={"refund_form": form}, box_problem=over))
     asked = confirmation("refund")
     if asked is not None:  # nothing refunded: the page with the step, the form as filled in (its key too)
-        return _invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked,
-                             refund_all=None if form.amount.data else whole_refund(iid, form))
+        return _in_place(_invoice_page(iid, confirming_status(asked), forms={"refund_form": form}, asked=asked,
+                                       refund_all=None if form.amount.data else whole_refund(iid, form)))
     try:
         give_back(form)
     except BackendError as err:
-        return _invoice_page(iid, refusal_status(err), problem=refund_refusal(err), forms={"refund_form": form})
-    return step_done(url_for("web.invoice", iid=iid, **_hint()), "refunded")
+        return _in_place(_invoice_page(iid, refusal_status(err), problem=refund_refusal(err),
+                                       forms={"refund_form": form}))
+    return _done(url_for("web.invoice", iid=iid, **_hint()), "refunded")
 
 
 def over_refundable(iid: str, form: RefundForm) -> str | None:
@@ -1076,12 +1092,14 @@ def shift() -> Any:
                                back=url_for("web.shift"), back_label=gettext("Shift")), 403
     open_form, close_form = ShiftOpenForm(prefix="open"), ShiftCloseForm(prefix="close")
     close_form.txn.data = close_form.txn.data or uuid.uuid4().hex  # kept from the post: the same close again
+    open_form.txn.data = open_form.txn.data or uuid.uuid4().hex  # and the same open: one shift, however often sent
     problem, asked, current, read = None, None, None, False
     if request.method == "POST":
         try:
             if request.form.get("which") == "open" and open_form.validate_on_submit():
-                _json("POST", "/payments/shifts", {"openingCash": open_form.opening_cash.data})
-                return redirect(shift_back() or url_for("web.shift"))
+                body = {"openingCash": open_form.opening_cash.data}
+                _json("POST", "/payments/shifts", body, key=request_key(open_form.txn.data, "shift-open", str(body)))
+                return _done(shift_back() or url_for("web.shift"))
             closing = request.form.get("which") == "close" and close_form.validate_on_submit()
             if closing and not (close_form.note.data or "").strip():
                 current, read = _current_shift(), True
@@ -1127,7 +1145,7 @@ def shift() -> Any:
     history, history_problem = closed_shifts()
     return render_template("shift.html", current=current, closed=None, open_form=open_form, close_form=close_form,
                            problem=problem, title=gettext("Shift"), history=history, history_problem=history_problem,
-                           asked=asked, **daily_report.section()), \
+                           asked=asked, back=shift_back(), **daily_report.section()), \
         200 if is_htmx() else 422 if problem else confirming_status(asked) if asked else 200
 
 
@@ -1263,8 +1281,6 @@ def refund_give_back() -> Any:
     press gives nothing back and the list comes back with the row's step, what was typed kept (the form's
     key too). Once per payment and per credit (billing's claims): a second cashier giving the same money
     back at the same moment is told it was given back already."""
-    from .clinic import done_in_place
-
     form = RefundForm()
     if not form.validate_on_submit():
         return _in_place(_refund_list(422, gettext("Please correct the highlighted fields."), failed=form))
@@ -1280,11 +1296,9 @@ def refund_give_back() -> Any:
                                  **({"facility": facility} if facility else {})), "refunded")
 
 
-def _in_place(answer: tuple[Any, int]) -> tuple[Any, int]:
-    """A form's page again (its errors, its step, a refusal): 200 to htmx, which swaps the form's box only with
-    a 2xx (the refusal is said in the box), the page's own status to a browser's post."""
-    page, status = answer
-    return page, 200 if is_htmx() else status
+def _done(url: str, step: str | None = None) -> Any:
+    """A form of these pages done: the page ``url`` (htmx's by ``HX-Redirect``), saying ``step`` once."""
+    return done_in_place(url, step)
 
 
 CLOSED_SHIFTS = 3  # the last closed shifts /shift shows (to reread or print a close)

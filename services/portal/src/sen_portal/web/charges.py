@@ -61,12 +61,11 @@ from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
-from . import backend_message, bp, login_required, patients, prices
+from . import backend_message, bp, is_htmx, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get, page_status
-from .clinic import SYS_BHYT, SYS_CCCD, find_patients
+from .clinic import SYS_BHYT, SYS_CCCD, done_in_place, find_patients
 from .formatting import TZ, human_name, identifier, vnd
 from .forms import FlaskForm, FormKey, LocalDateField, Pattern
-from .notices import step_done
 from .patients import FHIR_ID
 
 MAX_LINES = 30
@@ -422,8 +421,9 @@ def split_again(form_key: str, invoice: dict[str, Any], form: CardForm) -> str:
     number = form.card_number.data.strip().upper()
     try:  # the reason is the record's, in Vietnamese whatever the page's language
         reason = f"Ghi thẻ BHYT {number}: lập lại hóa đơn có phần BHYT chi trả"
-        call("billing", "POST", f"/fhir/Invoice/{invoice['id']}/$cancel", idempotent=True, json={
-            "resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]})
+        _post(f"/fhir/Invoice/{invoice['id']}/$cancel",
+              {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]},
+              request_key(form_key, "card-cancel", str(invoice["id"]), number))
     except BackendError as err:
         if err.kind == "refused" and err.status == 409:  # a payment was counted meanwhile (or it was settled)
             raise PaidAlready from err
@@ -658,8 +658,8 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     try:
         listing = price_list(fresh=True)  # what billing will price: a line gone from it is refused here
     except BackendError as err:
-        return _render(form, lines, page_status(err), problem=backend_message(err), patient_problem=patient_problem,
-                       lines_problem=lines_problem)
+        return in_place(_render(form, lines, page_status(err), problem=backend_message(err),
+                                 patient_problem=patient_problem, lines_problem=lines_problem))
     for line in lines:
         if line.service not in listing and line.error is None:
             line.error = gettext("This service is no longer on the price list; remove the line.")
@@ -670,17 +670,24 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
                                  "the total, then issue again.", old=vnd(line.shown),
                                  new=vnd(listing[line.service]["price"]))
     if patient_problem or lines_problem or any(line.error or line.qty_error for line in lines):
-        return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
-                       lines_problem=lines_problem, errors_summary=True)
+        return in_place(_render(form, lines, 422, listing=listing, patient_problem=patient_problem,
+                                 lines_problem=lines_problem, errors_summary=True))
     made: list[str] = []  # the ChargeItems made (or answered again) before a refusal: the form keeps them
     try:
         iid = issue_invoice(form.key.data, pid, lines, pending, made, name=person_name((found or {}).get(pid)))
     except Refused:
-        return _render(form, lines, 422, listing=listing, errors_summary=True, made=made)
+        return in_place(_render(form, lines, 422, listing=listing, errors_summary=True, made=made))
     except BackendError as err:
-        return _render(form, lines, page_status(err), listing=listing,
-                       problem=backend_message(err), made=made)
-    return step_done(url_for("web.invoice", iid=iid, p=pid), "issued")
+        return in_place(_render(form, lines, page_status(err), listing=listing,
+                                 problem=backend_message(err), made=made))
+    return done_in_place(url_for("web.invoice", iid=iid, p=pid), "issued")  # htmx's: by HX-Redirect
+
+
+def in_place(answer: tuple[Any, int]) -> tuple[Any, int]:
+    """A form's page again (its errors, its step, a refusal): 200 to htmx, which swaps the form's box only with
+    a 2xx (the refusal is said in the box), the page's own status to a browser's post."""
+    page, status = answer
+    return page, 200 if is_htmx() else status
 
 
 # --------------------------------------------------------------------------- the invoice page's shares

@@ -636,6 +636,7 @@ class DashboardFilter(FlaskForm):
 class InvoiceCancelForm(FlaskForm):
     """Cancel an invoice made by mistake (billing takes a reason of 1-500 characters)."""
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+    txn = FormKey()  # the cancel's key, made when the page is shown: sent again, billing replays the cancel
 
 
 class VndField(StringField):
@@ -726,6 +727,7 @@ class ShiftOpenForm(FlaskForm):
     opening_cash = VndField(_l("Cash in the drawer at the start (đồng)"), validators=[
         InputRequired(_l("Count the cash in the drawer and enter it (0 if there is none).")),
         NumberRange(0, None, _l("0 đồng or more."))])
+    txn = FormKey()  # the open's key, made when the page is shown: sent again, billing replays the shift it opened
 
 
 class ShiftCloseForm(FlaskForm):
