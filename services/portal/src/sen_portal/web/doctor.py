@@ -21,6 +21,7 @@ from .charges import request_key
 from .clinic import (
     CURSOR,
     OPEN,
+    WHOLE_PAGE,
     consult_bundle,
     consult_rows,
     done_in_place,
@@ -1486,8 +1487,10 @@ def availability() -> Any:
             schedule = _my_schedule()
             wanted = request.values.get("schedule")
             if wanted and (schedule is None or wanted != schedule["id"]):
+                # a form of the page sent in place: the refusal is the page's main (app.js swaps a 4xx retargeted)
                 return render_template("error.html", title=gettext("Not allowed"),
-                                       message=gettext("You can change only your own hours and leave.")), 403
+                                       message=gettext("You can change only your own hours and leave.")), 403, \
+                    WHOLE_PAGE if is_htmx() else {}
     except BackendError as err:
         problem = backend_message(err)
     editable = schedule is not None
