@@ -153,7 +153,8 @@ def shift_needs_a_facility() -> str:
 def _no_shift(_m: re.Match[str], _e: BackendError) -> str:
     """The sentence with a link to where the shift is opened (Markup: the page shows the link); refused on an
     invoice's page (its cash, refund...), the shift page brings the cashier back to that invoice once opened."""
-    if not getattr(getattr(g, "user", None), "facility", "-"):  # the province's admin: a shift is a facility's, not hers to open (web.shift)
+    # the province's admin: a shift is a facility's, not hers to open (web.shift)
+    if not getattr(getattr(g, "user", None), "facility", "-"):
         return " ".join((gettext("No shift is open."), shift_needs_a_facility()))
     iid = (request.view_args or {}).get("iid") if request.endpoint != "web.shift" else None
     back = url_for("web.invoice", iid=iid, **({"p": request.args["p"]} if request.args.get("p") else {})) \
