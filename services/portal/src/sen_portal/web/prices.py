@@ -333,8 +333,12 @@ def _page(status: int = 200, *, posted: dict[str, FlaskForm] | None = None, prob
     # a saved price is said on its entry, where the page's anchor brings the admin back (walk of session 28: said
     # above the list, a row further down was saved with no word in sight, at 360 px and at 1280 alike); above
     # the list only for an entry the page does not show
-    saved = {cat.removeprefix(SAVED): msg for cat, msg in get_flashed_messages(with_categories=True)
-             if cat.startswith(SAVED)}
+    # not read by the filter's requests (htmx's GET as one types): Flask takes every flashed message out of the
+    # session when one is read, so a filter's answer sent after a save took the save's message from the page it
+    # leads to (ci-local, session 29: the saved price's page came back without it)
+    filtering = request.method == "GET" and request.headers.get("HX-Request") == "true"
+    flashed = [] if filtering else get_flashed_messages(with_categories=True)
+    saved = {cat.removeprefix(SAVED): msg for cat, msg in flashed if cat.startswith(SAVED)}
     on_rows = {r["id"] for r in shown} if admin else set()
     forms = {r["id"]: price_form(r, (posted or {}).get(r["id"])) for r in shown} if admin else {}
     headers = {}
