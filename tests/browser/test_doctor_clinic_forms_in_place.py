@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_confirm_steps import patient_of_another_facility
+from tests.browser.test_last_forms_slow_link import found_elsewhere
 from tests.browser.test_pages import _admin, _submit
 from tests.browser.test_prices import ENTRY, _dong, _entry, _price
 from tests.browser.test_slow_link import losing_the_first_answer, said_not_sent
@@ -28,14 +28,8 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def test_a_take_on_whose_answer_is_lost_keeps_the_reason_and_takes_on_once(visitor_factory, stack):
-    cccd = f"0870{random.randrange(10**8):08d}"
-    pid = patient_of_another_facility(stack, cccd)
-    v = visitor_factory("vi-360-in-place-take-on", width=360, height=740)
-    v.sign_in("clinic")
-    v.go("/patients")
+    v, pid = found_elsewhere(visitor_factory, stack, "vi-360-in-place-take-on")
     page = v.page
-    page.fill("#q", cccd)
-    page.click("form[action$='/patients/search'] button.primary")
     form = "form[data-testid=take-on]"
     page.check(f"{form} input[name=reason][value=other]")
     page.fill(f"{form} input[name=other]", "Người bệnh chuyển về sống tại xã")

@@ -104,15 +104,22 @@ def test_an_acceptance_whose_answer_is_lost_says_so_and_accepts_once_when_sent_a
     assert states.count("accepted") == 1, states
 
 
-def test_an_end_of_a_take_on_whose_answer_is_lost_keeps_the_reason_and_ends_it_once(visitor_factory, stack):
+def found_elsewhere(visitor_factory, stack, tag: str):
+    """A patient another facility registered, found by her CCCD by the clinic's nurse on a 360 px phone (``tag``
+    names the screenshots): (the visitor, the patient's id); the take-on form is on the page."""
     cccd = f"0870{random.randrange(10**8):08d}"
     pid = patient_of_another_facility(stack, cccd)
-    v = visitor_factory("vi-360-slow-end-take-on", width=360, height=740)
+    v = visitor_factory(tag, width=360, height=740)
     v.sign_in("clinic")
     v.go("/patients")
+    v.page.fill("#q", cccd)
+    v.page.click("form[action$='/patients/search'] button.primary")
+    return v, pid
+
+
+def test_an_end_of_a_take_on_whose_answer_is_lost_keeps_the_reason_and_ends_it_once(visitor_factory, stack):
+    v, pid = found_elsewhere(visitor_factory, stack, "vi-360-slow-end-take-on")
     page = v.page
-    page.fill("#q", cccd)
-    page.click("form[action$='/patients/search'] button.primary")
     form = "form[data-testid=take-on]"
     page.click(f"{form} button.primary")  # the step, then confirmed: taken on, the chart
     page.check(f"{form} [data-testid=confirm-tick]")
