@@ -108,21 +108,25 @@ def test_event_appended_while_relaying_keeps_the_flag(bus: Bus, fresh_db: Any) -
 
 
 def test_the_relay_empties_sent_outboxes_in_bulk(bus: Bus, fresh_db: Any, monkeypatch) -> None:
-    """40 documents relayed: their outboxes are emptied by a few bulk commands, not 40 updates."""
+    """40 documents relayed in 3 batches: their outboxes are emptied by one command, not 40 updates (nor one
+    bulk command of 16 guarded updates each, as before 2026-12-07, which FerretDB ran as a read and a write a
+    document). A document holding two events is guarded by its count too: a second command."""
     from pymongo.collection import Collection
 
     coll = fresh_db.observations
     coll.insert_many([new_document({"_id": f"k{i}"}, [changed(f"k{i}")]) for i in range(40)])
+    coll.insert_one(new_document({"_id": "two"}, [changed("two", 1), changed("two", 2)]))
     calls: list[str] = []
-    for method in ("update_one", "bulk_write"):
+    for method in ("update_one", "bulk_write", "update_many"):
         original = getattr(Collection, method)
         monkeypatch.setattr(Collection, method, lambda self, *a, _o=original, _m=method, **k: (
             calls.append(_m), _o(self, *a, **k))[1])
     with bus.publisher() as pub:
-        assert OutboxRelay(fresh_db, pub, ["observations"], batch=100).run_once() == 40
-    assert calls == ["bulk_write"] * 3  # 16 updates a command (FerretDB: mongo.MAX_UPDATES_PER_COMMAND)
+        assert OutboxRelay(fresh_db, pub, ["observations"], batch=16).run_once() == 42
+    assert calls == ["update_many"] * 2  # the 40 of one event, the one of two
     assert coll.count_documents({"outbox_pending": True}) == 0
-    assert len(take(bus, bus.topology.queue_name(READER), 40)) == 40
+    assert {d["_id"]: d["outbox"] for d in coll.find()} == {**{f"k{i}": [] for i in range(40)}, "two": []}
+    assert len(take(bus, bus.topology.queue_name(READER), 42)) == 42
 
 
 def test_a_crowded_outbox_is_taken_bucket_by_bucket_each_event_once(bus: Bus, fresh_db: Any) -> None:

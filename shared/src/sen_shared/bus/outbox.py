@@ -28,17 +28,20 @@ strategy; one confirm at a time cost ~4.5 ms an event under load, the relay
 publishing ~46 events/s). Exactly the confirmed entries are marked sent; a
 nacked, returned or invalid one is counted and backed off, and a lost
 connection or a confirm timeout leaves every unconfirmed entry pending, sent
-again by a later pass (at-least-once). A document fully confirmed is emptied
-with one update guarded by the whole array as read (``{_id, outbox: <as read>}``
-→ empty it and clear the flag): an entry appended meanwhile makes the guard
-miss, and then the sent entries go with ``$pullAll`` of the exact entries it
-read (FerretDB 1.24 ignores ``$pull`` conditions) and the flag with a guarded
-update ``{_id, outbox_pending: true, outbox: {$size: 0}}``, so the flag is
-never cleared under a new event. The guarded updates of the documents a pass
-sent out go to the database in bulk (``mongo.bulk_update``, 16 a command):
-one round trip for sixteen documents, not one each; if a guard missed, the
-whole group takes the careful way (``$pullAll`` finds nothing left to pull in
-the emptied ones).
+again by a later pass (at-least-once). The documents of a pass fully confirmed
+are emptied together, after its last batch, by ONE ``update_many`` guarded by
+the number of entries each held as read (``{outbox_pending: true, _id: {$in:
+<ids>}, outbox: {$size: k}}`` → empty it and clear the flag; the relay alone
+removes entries and writers may only append them, so the count stands for the
+array): an entry appended meanwhile makes the guard miss that document, and
+then every document of the group takes the careful way: the sent entries go
+with ``$pullAll`` of the exact entries it read (FerretDB 1.24 ignores ``$pull``
+conditions; nothing left to pull in the emptied ones) and the flag with a
+guarded update ``{_id, outbox_pending: true, outbox: {$size: 0}}``, so the
+flag is never cleared under a new event. Until 2026-12-07 each document had its
+own update guarded by the array as read, 16 a command (``mongo.bulk_update``):
+FerretDB then read each document by ``_id`` before rewriting it, where one
+``update_many`` reads the pending documents once.
 
 FerretDB fetches every match of a filtered query from PostgreSQL (it pushes
 a limit down only without a filter and a sort: ``msg_find.go`` of v1.24.2), so
@@ -81,7 +84,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -221,7 +223,7 @@ class OutboxRelay:
         while True:
             # FerretDB decodes every pending document of the bucket whatever the limit: take
             # them all (up to a bound), not a batch of them
-            docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, self._projection(name),
+            docs = list(coll.find({**query, SPREAD: SPREAD_VALUES[bucket]}, self._projection(name, SPREAD),
                                   limit=self.bucket_batch))
             found += len(docs)
             if len(docs) >= self.bucket_batch:  # more in this bucket: stay on it
@@ -240,19 +242,26 @@ class OutboxRelay:
         return docs
 
     def _relay_all(self, name: str, docs: list[dict[str, Any]]) -> int:
-        """Publish the pending entries of ``docs``, ``batch`` documents at a time (:meth:`_relay_batch`)."""
+        """Publish the pending entries of ``docs``, ``batch`` documents at a time (:meth:`_relay_batch`);
+        the documents whose every entry was confirmed are emptied together once the last batch is
+        confirmed, or when a batch stops the pass (:meth:`_empty`: one command for all of them)."""
         coll = self.db[name]
         count = 0
-        for start in range(0, len(docs), self.batch):
-            count += self._relay_batch(coll, name, docs[start:start + self.batch])
-        return count
+        sent: list[dict[str, Any]] = []
+        try:
+            for start in range(0, len(docs), self.batch):
+                count += self._relay_batch(coll, name, docs[start:start + self.batch], sent)
+        finally:
+            emptied = self._empty(coll, name, sent)
+        return count + emptied
 
-    def _relay_batch(self, coll: Any, name: str, docs: list[dict[str, Any]]) -> int:
+    def _relay_batch(self, coll: Any, name: str, docs: list[dict[str, Any]], sent_docs: list[dict[str, Any]]) -> int:
         """Publish the pending entries of ``docs`` as one batch whose confirms are awaited together
         (``Publisher.publish_many``), then mark exactly the confirmed ones sent: the documents whose
-        every entry was confirmed are emptied in bulk (:meth:`_empty`), the others lose their confirmed
-        entries one by one (:meth:`_settle`), their unconfirmed ones staying pending. Raises
-        :class:`BusUnavailable` after that when the connection was lost or the confirms did not come."""
+        every entry was confirmed go to ``sent_docs`` (emptied by the caller, :meth:`_empty`), the others
+        lose their confirmed entries one by one (:meth:`_settle`), their unconfirmed ones staying pending.
+        Raises :class:`BusUnavailable` after that when the connection was lost or the confirms did not
+        come. Returns the events counted here (those of ``sent_docs`` are counted by :meth:`_empty`)."""
         work = [(doc, [e for e in doc.get(OUTBOX) or [] if isinstance(e, dict) and e.get("state") == "pending"])
                 for doc in docs]
         events = [entry_event(entry) for _, entries in work for entry in entries]
@@ -267,7 +276,8 @@ class OutboxRelay:
                 full.append(doc)
             else:
                 partial.append((doc, sent, *(failed or (None, None))))
-        count = self._empty(coll, name, full)
+        sent_docs.extend(full)
+        count = 0
         unavailable: BusUnavailable | None = None
         for doc, sent, failed_entry, failed in partial:
             count += self._settle(coll, name, doc, failed_entry, sent, failed)
@@ -286,20 +296,42 @@ class OutboxRelay:
         return outcomes
 
     def _empty(self, coll: Any, name: str, docs: list[dict[str, Any]]) -> int:
-        """Empty the outbox of ``docs``, whose entries were all sent: one update each, guarded by
-        the array as read, in bulk. When a guard missed (an event was appended meanwhile), every
-        document of the batch takes the careful way: ``$pullAll`` of what was sent (nothing left
-        to pull from the emptied ones) and the guarded flag update."""
+        """Empty the outbox of ``docs``, whose entries were all sent: ONE ``update_many`` for the
+        documents whose outbox held as many entries (all of them, nearly always: one event a record),
+        guarded by that count (``{outbox_pending: true, _id: {$in: ids}, outbox: {$size: k}}``, plus
+        their id bucket when they share one). The relay is the only writer that removes entries and a
+        writer may only append them, so an outbox still holding ``k`` entries holds the ``k`` read.
+        When the guard missed one (an event was appended meanwhile), every document of that group takes
+        the careful way: ``$pullAll`` of what was sent (nothing left to pull from the emptied ones) and
+        the guarded flag update.
+
+        One command, not one guarded update a document (16 a command, ``mongo.bulk_update``): FerretDB
+        reads each of those documents by ``_id`` before it rewrites it, where ``update_many`` reads the
+        pending documents once (the equality on ``outbox_pending``, and on the bucket, pushed down; the
+        ``$in`` and ``$size`` evaluated in its own code over them) and rewrites the matched ones in one
+        transaction. The pending documents it reads are about those this pass took (at most a page, or
+        one bucket's in a crowded collection), read once a pass, not once a batch."""
         if not docs:
             return 0
-        # single writer: the relay (ARCHITECTURE.md §3): no request updates a pending document
-        emptied = mongo.bulk_update(coll, [
-            UpdateOne({"_id": d["_id"], OUTBOX: d[OUTBOX]},
-                      {"$set": {OUTBOX: [], PENDING: False}, "$unset": {ATTEMPTS: "", ERROR: ""}}) for d in docs])
-        if emptied < len(docs):
-            for d in docs:
-                coll.update_one({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}})
-                self._clear_flag(coll, d)
+        groups: dict[tuple[int, Any], list[dict[str, Any]]] = {}
+        for d in docs:
+            groups.setdefault((len(d[OUTBOX]), d.get(SPREAD)), []).append(d)
+        if len({spread for _, spread in groups}) > 1:  # not one bucket: group by count only
+            merged: dict[tuple[int, Any], list[dict[str, Any]]] = {}
+            for (size, _), group in groups.items():
+                merged.setdefault((size, None), []).extend(group)
+            groups = merged
+        for (size, spread), group in groups.items():
+            guard: dict[str, Any] = {PENDING: True, "_id": {"$in": [d["_id"] for d in group]}, OUTBOX: {"$size": size}}
+            if spread is not None:
+                guard[SPREAD] = spread
+            # single writer: the relay (ARCHITECTURE.md §3): no request updates a pending document
+            emptied = coll.update_many(guard, {"$set": {OUTBOX: [], PENDING: False},
+                                               "$unset": {ATTEMPTS: "", ERROR: ""}}).modified_count
+            if emptied < len(group):
+                for d in group:
+                    coll.update_one({"_id": d["_id"]}, {"$pullAll": {OUTBOX: d[OUTBOX]}})
+                    self._clear_flag(coll, d)
         for d in docs:
             self._skip.pop((name, d["_id"]), None)
         return sum(len(d[OUTBOX]) for d in docs)
