@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sen_shared import mongo, runs
 from sen_shared.bus.outbox import OUTBOX_INDEXES, outbox_indexes
 from sen_shared.claims import chain_indexes
@@ -12,12 +14,14 @@ INDEXES: list[mongo.Index] = [*OUTBOX_INDEXES]
 INDEXES += [
     mongo.Index("payments", (("invoice", 1),)),
     mongo.Index("payments", (("late_invoice", 1),)),
-    mongo.Index("payments", (("matched", 1),)),
     mongo.Index("payments", (("day", 1),)),
     # a transfer received on another day than its bank's (reconciliation.rows: the bank's day's report)
     mongo.Index("payments", (("bank_day", 1),)),
     mongo.Index("payments", (("shift", 1),)),
-    mongo.Index("payments", (("facility", 1),)),
+    # no index on ``matched`` or ``facility``: no query of payments filters on ``matched``, and the one on
+    # ``facility`` (reconciliation.rows) also names the ``day`` or ``bank_day``, whose index serves it. Each
+    # index of payments is written by every payment's insert and again by the relay's update that empties
+    # its outbox (FerretDB rewrites the whole row, so PostgreSQL updates every index of the table)
     mongo.Index("refunds", (("day", 1),)),
     mongo.Index("refunds", (("shift", 1),)),
     mongo.Index("refunds", (("invoice", 1),)),  # an invoice's refunds (domain/status.py)
@@ -84,12 +88,31 @@ def _invoice_indexes() -> list[mongo.Index]:
 INDEXES += [*_fhir_indexes(), *_invoice_indexes()]
 
 
+# indexes an earlier version declared, dropped by the index step (each one is written by every insert into its
+# collection and by every update of it; no query uses them now): (collection, index name)
+RETIRED: list[tuple[str, str]] = [
+    ("payments", "matched_1"),  # until 2026-12-07 (see above)
+    ("payments", "facility_1"),  # until 2026-12-07 (see above)
+]
+
+
+def drop_retired(db: Any) -> str:
+    """Drop the :data:`RETIRED` indexes that exist (idempotent; the version before serves without them too:
+    none of its queries used them); what was dropped."""
+    dropped = []
+    for coll, name in RETIRED:
+        if name in {ix["name"] for ix in db[coll].list_indexes()}:
+            db[coll].drop_index(name)
+            dropped.append(f"{coll}.{name}")
+    return f"retired indexes dropped: {', '.join(dropped) or 'none'}"
+
+
 def main() -> int:
     from sen_shared.entrypoints import run_indexes
 
     from .config import settings_from_env
 
-    return run_indexes(settings_from_env, INDEXES)
+    return run_indexes(settings_from_env, INDEXES, migrate=drop_retired)
 
 
 if __name__ == "__main__":
