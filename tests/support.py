@@ -186,21 +186,35 @@ def portal_signed_in(app: Any, user: str, lang: str = "vi") -> Any:
 
 
 def flash_step(client: Any, path: str, step: str, value: str = "1") -> None:
-    """Put in the portal test ``client``'s session the confirmation a step flashes for the page at
-    ``path`` (sen_portal.web.notices): for a test opening that page as the step's redirect would."""
-    from sen_portal.web.notices import PREFIX
+    """Put in the portal test ``client``'s cookies the confirmation a step flashes for the page at ``path``
+    (sen_portal.web.notices: a cookie of its own, naming the session): for a test opening that page as the
+    step's redirect would."""
+    import time
+
+    from sen_portal.web import notices
+
+    sid, kept = _notices_of(client)
+    with client.application.app_context():
+        signed = notices.encoded(sid, [*kept, [path, notices.STEP, f"{step}={value}", time.time()]])
+    client.set_cookie(notices.COOKIE, signed)
+
+
+def _notices_of(client: Any) -> tuple[str, list[list[Any]]]:
+    from sen_portal.web import notices
 
     with client.session_transaction() as session:
-        session.setdefault("_flashes", []).append((PREFIX + path, f"{step}={value}"))
+        sid = str(session.get("sid") or "")
+    cookie = client.get_cookie(notices.COOKIE)
+    with client.application.app_context():
+        return sid, notices.decoded(cookie.value if cookie else None, sid)
 
 
 def flashed_steps(client: Any) -> list[tuple[str, str]]:
-    """The confirmations of steps the portal test ``client``'s session holds for pages still to show them:
+    """The confirmations of steps the portal test ``client``'s cookies hold for pages still to show them:
     ``(page path, "step=value")`` each (sen_portal.web.notices)."""
-    from sen_portal.web.notices import PREFIX
+    from sen_portal.web import notices
 
-    with client.session_transaction() as session:
-        return [(c.removeprefix(PREFIX), m) for c, m in session.get("_flashes", []) if c.startswith(PREFIX)]
+    return [(page, message) for page, category, message, _at in _notices_of(client)[1] if category == notices.STEP]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:

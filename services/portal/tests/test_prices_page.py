@@ -19,7 +19,7 @@ from sen_portal.web import daily_report, prices
 from sen_portal.web.backend import BackendError
 from sen_portal.web.formatting import parse_vnd
 
-from tests.support import csrf_token, portal_app, portal_signed_in
+from tests.support import csrf_token, flash_step, flashed_steps, portal_app, portal_signed_in
 
 CARDIO = {"resourceType": "ChargeItemDefinition", "id": "consult-394579002-district", "status": "active",
           "title": "Hội chẩn từ xa chuyên khoa Tim mạch (tuyến huyện)",
@@ -287,9 +287,9 @@ def test_another_pages_step_is_not_said_on_the_price_list(app, billing):
     """The list showed every message waiting in the session, whatever page it was for (notices.py keeps a
     step's word for its page as ``step=value``): only a saved price's is the list's."""
     client = portal_signed_in(app, "admin")
-    with client.session_transaction() as session:
-        session["_flashes"] = [("done:/invoices/inv-1", "cancelled=1")]
+    flash_step(client, "/invoices/inv-1", "cancelled")
     assert "cancelled=1" not in client.get("/prices").get_data(as_text=True)
+    assert flashed_steps(client) == [("/invoices/inv-1", "cancelled=1")]  # left to its page
 
 
 def test_an_english_price_history_names_the_admin_in_english(app, billing):

@@ -14,7 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import copy_current_request_context, flash, g, render_template, request, url_for
+from flask import copy_current_request_context, g, render_template, request, url_for
 from flask_babel import gettext
 from sen_shared.payment_reference import typed_reference
 
@@ -27,7 +27,7 @@ from .confirming import confirmation
 from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
-from .notices import steps_done
+from .notices import flash, steps_done  # flash: said on the page the answer leads to, that page's alone
 from .patients import FHIR_ID, patient_id, patient_names
 from .refusals import gap_message, given_back_message, shift_needs_a_facility, whole_payment_message
 

@@ -30,7 +30,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from flask import flash, g, get_flashed_messages, render_template, request, url_for
+from flask import g, render_template, request, url_for
 from flask_babel import force_locale, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sen_shared.fhir.search.text import normalize, prefix_tokens, query_tokens
@@ -41,6 +41,7 @@ from . import backend_message, bp, kept, login_required
 from .backend import BackendError, call, entries, page_status
 from .formatting import TZ, codeable, vnd
 from .forms import FlaskForm, FormKey, Pattern, VndField
+from .notices import flash, taken  # flash: said on the page the answer leads to, that page's alone
 from .users import shown_name
 
 LIST_SIZE = 1000  # billing's largest search page; a province's price list is a few dozen entries
@@ -333,11 +334,9 @@ def _page(status: int = 200, *, posted: dict[str, FlaskForm] | None = None, prob
     # a saved price is said on its entry, where the page's anchor brings the admin back (walk of session 28: said
     # above the list, a row further down was saved with no word in sight, at 360 px and at 1280 alike); above
     # the list only for an entry the page does not show
-    # not read by the filter's requests (htmx's GET as one types): Flask takes every flashed message out of the
-    # session when one is read, so a filter's answer sent after a save took the save's message from the page it
-    # leads to (ci-local, session 29: the saved price's page came back without it)
-    filtering = request.method == "GET" and request.headers.get("HX-Request") == "true"
-    flashed = [] if filtering else get_flashed_messages(with_categories=True)
+    # this page's own messages, taken by its full load only (notices.taken): a filter's answer (htmx's GET as one
+    # types) sent after a save took the save's message from the page it leads to (ci-local, session 29)
+    flashed = taken()
     saved = {cat.removeprefix(SAVED): msg for cat, msg in flashed if cat.startswith(SAVED)}
     on_rows = {r["id"] for r in shown} if admin else set()
     forms = {r["id"]: price_form(r, (posted or {}).get(r["id"])) for r in shown} if admin else {}
