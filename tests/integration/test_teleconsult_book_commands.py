@@ -118,3 +118,33 @@ def test_a_lost_race_sends_nothing_when_its_process_saw_the_winner_and_two_comma
     assert _book(c, H, second, "Patient/c") == (409, [claim, f"find {sch.SLOT_LINKS}"])
     # what that read found is in the view now: the next loser of the slot sends nothing
     assert _book(c, H, second, "Patient/d") == (409, [])
+
+
+def test_schedules_due_again_are_read_by_one_request_of_the_process_at_a_time(booking):
+    """Under issue 14's 100 ``$book`` at once, the schedule versions fell due while many requests of a
+    worker were in flight and each of them sent the same read (3 a round of 10 bookings): now one reads,
+    and the others meanwhile use what was read last."""
+    _c, db, _slots = booking
+    client = MongoClient(f"mongodb://{db.client.address[0]}:{db.client.address[1]}/", tz_aware=True,
+                         uuidRepresentation="standard")  # made after the listener: its commands are seen
+    try:
+        mine = client[db.name]
+        known = sch.schedules(mine, fresh=True)
+        assert "cmds" in known
+        key, value, _read_at = sch._schedules[db.name]
+        sch._schedules[db.name] = (key, value, 0.0)  # due again
+        reading = sch._schedule_reads.setdefault(db.name, threading.Lock())
+        _commands.seen.clear()
+        _commands.on = True
+        try:
+            with reading:  # another request of the process is reading them now
+                assert sch.schedules(mine) is value
+            assert _commands.seen == []
+            again = sch.schedules(mine)  # due, and nobody reading: this request reads
+            fresh = sch.schedules(mine)  # read just now: not again
+        finally:
+            _commands.on = False
+        assert again is value and fresh is value  # the versions are unchanged: the availabilities are kept
+        assert _commands.seen == ["find Schedule"]
+    finally:
+        client.close()

@@ -147,15 +147,35 @@ def _aware(dt: datetime) -> datetime:
 
 _schedules: dict[str, tuple[tuple[Any, ...], dict[str, Availability], float]] = {}
 SCHEDULES_FRESH_SECONDS = 2.0  # how long a process trusts the schedule versions it read
+_schedule_reads: dict[str, threading.Lock] = {}  # database -> held while a request of this process re-reads them
 
 
 def schedules(db: Database, *, fresh: bool = False) -> dict[str, Availability]:
     """Every readable, current Schedule's availability, by schedule id. The versions are read
-    again after ``SCHEDULES_FRESH_SECONDS`` (so a changed availability shows within that in
-    ``$find``) or when ``fresh``, the bodies only when a version changed."""
+    again after ``SCHEDULES_FRESH_SECONDS`` (so a changed availability shows within that, and the
+    time that read takes, in ``$find``) or when ``fresh``, the bodies only when a version changed.
+    Once they are due, one request of the process reads them; the others meanwhile use what was read
+    last rather than send the same read (under issue 14's 100 ``$book`` at once, each of a
+    worker's threads sent its own: 3 reads a round of 10 bookings)."""
     cached = _schedules.get(db.name)
     if not fresh and cached is not None and time.monotonic() - cached[2] < SCHEDULES_FRESH_SECONDS:
         return cached[1]
+    if fresh or cached is None:
+        return _read_schedules(db, cached)
+    reading = _schedule_reads.setdefault(db.name, threading.Lock())
+    if not reading.acquire(blocking=False):
+        return cached[1]  # another request of this process is reading them now
+    try:
+        cached = _schedules.get(db.name, cached)
+        if time.monotonic() - cached[2] < SCHEDULES_FRESH_SECONDS:
+            return cached[1]  # read by another request between the look above and the lock
+        return _read_schedules(db, cached)
+    finally:
+        reading.release()
+
+
+def _read_schedules(db: Database, cached: tuple[tuple[Any, ...], dict[str, Availability], float] | None,
+                    ) -> dict[str, Availability]:
     coll = db["Schedule"]
     heads = sorted((d["_id"], d.get("v")) for d in coll.find({"del": False}, {"_id": 1, "v": 1}))
     key = tuple(heads)
