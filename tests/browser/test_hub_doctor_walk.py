@@ -61,9 +61,12 @@ def _accepted_and_asked(v, tid: str) -> None:
     v.page.click("details:has(form[action$='/request-info']) summary")
     v.page.fill("#question", "Xin gửi troponin và ECG 12 chuyển đạo.")
     v.page.click("form[action$='/request-info'] button")
-    # the consult asked about: its page again with the question on the thread (the step's notice, "asked", is
-    # checked by test_pages and below; under CI's load it was once missing from this page, see the session note)
+    # the consult asked about: its page again with the question on the thread, saying it was sent. Under CI's load
+    # the notice was once missing: the free-times box's answer (asked at load, in flight while she typed) came back
+    # after the question's and the browser kept its older session cookie, which held the message then (notices.py;
+    # replayed by services/portal/tests/test_notices_their_page.py)
     v.page.wait_for_selector("#consult-thread :text('Xin gửi troponin')")
+    assert v.page.locator("[data-testid=asked]").count() == 1
 
 
 def _worklist_until(v, row, answered: bool) -> None:
