@@ -85,7 +85,7 @@ pg_up() {
   if ! port_open "$pg_port"; then
     log "starting PostgreSQL on 127.0.0.1:$pg_port"
     as_user postgres "$bin/pg_ctl" -D "$data" -l "$state/log/postgresql.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c plan_cache_mode=force_custom_plan -c cpu_operator_cost=0.05 -c random_page_cost=1.1" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c max_connections=600 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c plan_cache_mode=force_custom_plan -c cpu_operator_cost=0.05 -c random_page_cost=1.1" start >/dev/null
   fi
   wait_port PostgreSQL "$pg_port" 60
   as_user postgres "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -tAc \
@@ -190,9 +190,15 @@ ferretdb_up() {
     # Go's proportional GC (GOGC=100) cost FerretDB a fifth of its CPU under load: it allocates
     # a lot per decoded document. Collect only near a memory limit instead (measured: read by id
     # 370 → 580 req/s, _include p95 53 → 35 ms on 22,000 resources); SEN_FERRETDB_GOMEMLIMIT sizes it.
+    # An update holds one PostgreSQL connection for its query while it opens a second for each
+    # document's transaction (FerretDB 1.24, handler/msg_update.go), so as many updates at once as the
+    # pool has connections (its default, 50) all wait for a second one and FerretDB hangs for good:
+    # seen with two test runs and benches at once (50 connections idle, every command waiting). With
+    # 400 it would take 400 updates at once; PostgreSQL's max_connections (600, pg_up) leaves room
+    # for the tests' own FerretDBs over it (tests/own_database.py) and psql.
     GOGC=off GOMEMLIMIT="${SEN_FERRETDB_GOMEMLIMIT:-1GiB}" \
     nohup "$tools/ferretdb" --handler=postgresql \
-      --postgresql-url="postgres://postgres@127.0.0.1:$pg_port/ferretdb" \
+      --postgresql-url="postgres://postgres@127.0.0.1:$pg_port/ferretdb?pool_max_conns=400" \
       --state-dir="$state/ferretdb" --listen-addr="127.0.0.1:$mongo_port" \
       --debug-addr="127.0.0.1:$debug_port" --telemetry=disable --log-level=warn \
       >"$state/log/ferretdb.log" 2>&1 &
