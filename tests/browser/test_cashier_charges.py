@@ -69,8 +69,16 @@ def _amounts_whole(v) -> None:
     assert not broken, f"amounts broken over two lines at {v.page.viewport_size['width']} px: {broken}"
 
 
+def answered_in_place(page, act) -> None:
+    """``act`` (a click, Enter in a box) sends the new invoice's form in place: waited for until its answer is
+    swapped in (the form's buttons, disabled while it goes, are the answer's, none disabled)."""
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith("/invoices/new")):
+        act()
+    page.wait_for_function("() => !document.querySelector('#charge-form button[disabled]')")
+
+
 def _choose_patient(v) -> None:
-    """Each step of the form is a page its post brings (a plain form): each waits for what that page shows."""
+    """Each step of the form is sent in place: each waits for what its answer shows."""
     v.page.fill("#who", "vo thi lan")
     v.page.press("#who", "Enter")  # Enter in a box runs its search, never the submit
     v.page.click(f"button[name=choose][value={PATIENT}]")  # waits for the search's page, the one with it
@@ -78,13 +86,12 @@ def _choose_patient(v) -> None:
 
 
 def _add(v, typed: str, service: str) -> None:
-    """Find ``service`` by ``typed`` (Enter in the box: the search's page) and add it: the page with one line more.
-    The search's page is waited for as the navigation it is, not by the button to add, which the page before
-    may show too (an earlier search found it): pressed there, it would cut the search's post off."""
+    """Find ``service`` by ``typed`` (Enter in the box: the search's answer, in place) and add it: the page with one
+    line more. The search's answer is waited for, not the button to add, which the page before may show too (an
+    earlier search found it): pressed there, it would add from the list before the search's."""
     lines = v.page.locator("[data-testid=line]").count()
     v.page.fill("#service_q", typed)
-    with v.page.expect_navigation():
-        v.page.press("#service_q", "Enter")
+    answered_in_place(v.page, lambda: v.page.press("#service_q", "Enter"))
     v.page.click(f"button[name=add][value={service}]")
     expect(v.page.locator("[data-testid=line]")).to_have_count(lines + 1)
 

@@ -148,3 +148,21 @@ def test_a_bhyt_card_sent_twice_makes_the_invoice_again_once(cashier, billing, d
         for e in i.get("extension") or [])]
     assert len(again) == 1 and where == f"/invoices/{again[0]['id']}"  # one invoice made again, its page
     assert "Đã ghi thẻ BHYT: hóa đơn được lập lại" in cashier.get(where).get_data(as_text=True)
+
+
+def test_the_new_invoices_card_recorded_twice_is_one_card(cashier, billing, dev_key):
+    """The new invoice's other buttons are sent in place too (session 30): the card ("Ghi thẻ") sent twice as htmx,
+    both answered by the page with the card recorded (200, its address the draft's), one Coverage in billing."""
+    page = cashier.get(f"/invoices/new?p={LAN}").get_data(as_text=True)
+    assert 'data-live-error="charge-card-live-error"' in page
+    year = datetime.now(VN_TZ).year
+    card = {"csrf_token": csrf_token(page), "key": input_value(page, "key"), "patient": LAN, "action": "record-card",
+            "card_number": "HT2878701234567", "card_level": "80", "card_start": f"01/01/{year - 1}",
+            "card_end": f"31/12/{year + 1}"}
+    for _ in range(2):  # the first answer lost on the way: the same form sent again
+        r = cashier.post("/invoices/new", data=card, headers=HX)
+        assert r.status_code == 200 and r.headers["HX-Replace-Url"] == f"/invoices/new?p={LAN}"
+        assert "Đã ghi thẻ" in r.get_data(as_text=True)
+    found = httpx.get(f"{billing[0]}/fhir/Coverage", params={"beneficiary": f"Patient/{LAN}"},
+                      headers=admin_headers(dev_key), timeout=30).json()
+    assert len([e for e in found.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]) == 1

@@ -776,3 +776,64 @@ def test_a_card_billing_refuses_stays_typed_with_the_refusal_in_its_box(client, 
     assert r.status_code == 200 and len(fake.coverages) == 1
     assert fake.coverages[0]["subscriberId"] == "HT2878701234567"
     assert fake.coverages[0]["period"] == {"start": f"{year}-03-02", "end": f"{year + 1}-06-30"}
+
+
+def test_every_button_of_the_form_is_sent_in_place_and_says_a_lost_answer_under_its_part(client, fake):
+    """Session 30: the form's last buttons the browser posted (find the patient, choose, add or remove a line,
+    record the card, Enter in a box) are sent in place like its issue (_form.html's mechanism): each names the
+    "not sent" box of its part of the form, Enter the form's own; without JavaScript the form posts as before."""
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    page = post(client, page, who="nguyen thi mai", action="find-patient").get_data(as_text=True)
+    form = re.search(r'<form method="post" action="/invoices/new"[^>]*>', page).group(0)
+    assert 'hx-post="/invoices/new"' in form and 'data-live-error="charge-live-error"' in form
+    assert 'hx-history="false"' in form  # no copy of a patient's page in the browser's storage
+    for button, live in (('value="find-patient"', "patient-live-error"), ('name="choose"', "patient-live-error")):
+        tag = re.search(rf'<button[^>]*{button}[^>]*>', page).group(0)
+        assert 'hx-post="/invoices/new"' in tag and f'data-live-error="{live}"' in tag, tag
+    page = post(client, page, choose="bn-0001").get_data(as_text=True)
+    page = post(client, page, service_q="kham", action="find-service").get_data(as_text=True)
+    page = post(client, page, add="kham-benh").get_data(as_text=True)
+    for button, live in (('value="record-card"', "charge-card-live-error"), ('name="add"', "services-live-error"),
+                         ('name="remove"', "lines-live-error"), ('value="change-patient"', "patient-live-error"),
+                         ('value="issue"', "issue-live-error")):
+        tag = re.search(rf'<button[^>]*{button}[^>]*>', page).group(0)
+        assert 'hx-post="/invoices/new"' in tag and f'data-live-error="{live}"' in tag, tag
+        assert re.search(rf'<div id="{live}" class="alert error" role="alert" hidden>', page), live
+    assert re.search(r'<div id="charge-live-error" class="alert error" role="alert" hidden>', page)
+
+
+def test_the_forms_buttons_sent_in_place_answer_the_page_at_the_drafts_address(client, fake):
+    """Sent in place, every answer is the page (htmx swaps its main; a refusal is said in it: 200, as the
+    form's other answers sent in place) and names the draft's address (HX-Replace-Url: a reload or Back shows
+    it); the card sent again after its answer was lost is recorded once (the form's key)."""
+    sign_in(client)
+    page = client.get("/invoices/new").get_data(as_text=True)
+    hx = {"HX-Request": "true"}
+
+    def sent(**data: Any) -> Any:
+        form: dict[str, Any] = {"csrf_token": csrf_token(page), "key": input_value(page, "key"),
+                                "patient": input_value(page, "patient"), "who": input_value(page, "who"),
+                                "service_q": input_value(page, "service_q"),
+                                "line_service": re.findall(r'name="line_service" value="([^"]*)"', page),
+                                "line_qty": re.findall(r'name="line_qty" value="([^"]*)"', page), **data}
+        return client.post("/invoices/new", data=form, headers=hx)
+
+    r = sent(who="x", action="find-patient")  # too short: 422 to a browser, the page with its message to htmx
+    assert r.status_code == 200 and r.headers["HX-Replace-Url"] == "/invoices/new"
+    assert "Nhập từ 2 đến 100 ký tự." in r.get_data(as_text=True)
+    page = sent(choose="bn-0001").get_data(as_text=True)
+    r = sent(add="kham-benh")
+    assert r.status_code == 200
+    assert r.headers["HX-Replace-Url"] == "/invoices/new?p=bn-0001&line_service=kham-benh&line_qty=1"
+    page = r.get_data(as_text=True)
+    assert lines_of(page) == [("kham-benh", "1")] and "own-address.js" not in page  # the address is htmx's
+    today = datetime.now(VN_TZ).date()
+    card = {"action": "record-card", "card_number": "DN4878701234569", "card_level": "80",
+            "card_start": f"01/01/{today.year}", "card_end": f"31/12/{today.year + 1}"}
+    first, again = sent(**card), sent(**card)  # the first's answer lost: the same form sent again
+    assert first.status_code == again.status_code == 200 and len(fake.coverages) == 1
+    assert "Đã ghi thẻ" in again.get_data(as_text=True)
+    fake.fail["/fhir/Coverage"] = BackendError("refused", "billing", 422, "Coverage.payor: field required")
+    r = sent(**{**card, "card_level": "95"})
+    assert r.status_code == 200 and 'data-testid="card-problem"' in r.get_data(as_text=True)

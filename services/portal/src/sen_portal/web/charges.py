@@ -1,7 +1,9 @@
 """Cashiers charge a walk-in patient by hand: "Hóa đơn mới / New invoice" (``/invoices/new``).
 
 One page, one form, several buttons; it works without JavaScript and keeps everything typed
-between posts (the lines travel in the form, never in the session):
+between posts (the lines travel in the form, never in the session). With it every button is sent in
+place (htmx: the page's main swapped with the answer, 200, the address the draft's by ``HX-Replace-Url``;
+an answer lost on the way said under the part of the form it came from, what was typed kept):
 
 1. find the patient: the EHR's Patient search with the cashier's token (name without accents,
    CCCD or BHYT number: the clinic's :func:`sen_portal.web.clinic.search_params`), POSTed, so no
@@ -63,7 +65,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 
 from . import backend_message, bp, is_htmx, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get, page_status
-from .clinic import SYS_BHYT, SYS_CCCD, done_in_place, find_patients
+from .clinic import SYS_BHYT, SYS_CCCD, WHOLE_PAGE, done_in_place, find_patients
 from .formatting import TZ, human_name, identifier, vnd
 from .forms import FlaskForm, FormKey, LocalDateField, Pattern
 from .patients import FHIR_ID
@@ -466,19 +468,22 @@ def _render(form: ChargeForm, lines: list[Line], status: int = 200, **ctx: Any) 
     ctx.setdefault("found", None)
     ctx.setdefault("services", None)
     ctx.setdefault("own_address", own_address(form, lines))
-    return render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
+    page = render_template("invoice_new.html", form=form, lines=lines, chosen=chosen, listing=listing,
                            max_quantity=MAX_QUANTITY, quantity_message=quantity_message(),
                            total=total, made=made, problem=problem, title=gettext("New invoice"),
-                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT, **ctx), status
+                           SYS_CCCD=SYS_CCCD, SYS_BHYT=SYS_BHYT, **ctx)
+    if request.method == "POST" and is_htmx():  # sent in place: the page's main swapped, the address the draft's
+        return page, 200, {"HX-Replace-Url": ctx["own_address"]}
+    return page, status
 
 
 @bp.route("/invoices/new", methods=["GET", "POST"])
 @login_required("cashier")
 def invoice_new() -> Any:
-    if not g.user.facility:
+    if not g.user.facility:  # a form sent in place: the refusal is the page's main (app.js swaps a 4xx retargeted)
         return render_template("error.html", title=gettext("New invoice"),
                                message=gettext("New invoices are made by a facility's cashier: your account "
-                                               "names no facility.")), 403
+                                               "names no facility.")), 403, WHOLE_PAGE if is_htmx() else {}
     form = ChargeForm()
     if request.method == "GET" or not form.key.data:  # none posted, or not a key (forms.FormKey)
         form.key.data = uuid.uuid4().hex  # this form's key: every resubmission of it sends the same one
@@ -658,8 +663,8 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
     try:
         listing = price_list(fresh=True)  # what billing will price: a line gone from it is refused here
     except BackendError as err:
-        return in_place(_render(form, lines, page_status(err), problem=backend_message(err),
-                                 patient_problem=patient_problem, lines_problem=lines_problem))
+        return _render(form, lines, page_status(err), problem=backend_message(err),
+                       patient_problem=patient_problem, lines_problem=lines_problem)
     for line in lines:
         if line.service not in listing and line.error is None:
             line.error = gettext("This service is no longer on the price list; remove the line.")
@@ -670,16 +675,15 @@ def _issue(form: ChargeForm, lines: list[Line]) -> Any:
                                  "the total, then issue again.", old=vnd(line.shown),
                                  new=vnd(listing[line.service]["price"]))
     if patient_problem or lines_problem or any(line.error or line.qty_error for line in lines):
-        return in_place(_render(form, lines, 422, listing=listing, patient_problem=patient_problem,
-                                 lines_problem=lines_problem, errors_summary=True))
+        return _render(form, lines, 422, listing=listing, patient_problem=patient_problem,
+                       lines_problem=lines_problem, errors_summary=True)
     made: list[str] = []  # the ChargeItems made (or answered again) before a refusal: the form keeps them
     try:
         iid = issue_invoice(form.key.data, pid, lines, pending, made, name=person_name((found or {}).get(pid)))
     except Refused:
-        return in_place(_render(form, lines, 422, listing=listing, errors_summary=True, made=made))
+        return _render(form, lines, 422, listing=listing, errors_summary=True, made=made)
     except BackendError as err:
-        return in_place(_render(form, lines, page_status(err), listing=listing,
-                                 problem=backend_message(err), made=made))
+        return _render(form, lines, page_status(err), listing=listing, problem=backend_message(err), made=made)
     return done_in_place(url_for("web.invoice", iid=iid, p=pid), "issued")  # htmx's: by HX-Redirect
 
 

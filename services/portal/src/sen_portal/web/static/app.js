@@ -274,14 +274,15 @@
   }
   document.addEventListener("htmx:responseError", connectionError);
   document.addEventListener("htmx:sendError", connectionError);
-  // a form posted by the browser (not htmx; a GET only shows a page) is sent once: a second click (a double-click, an impatient one)
+  // a form posted by the browser (not htmx: a form sent in place too where htmx did not load, a slow link's file cut off;
+  // a GET only shows a page) is sent once: a second click (a double-click, an impatient one)
   // while its answer is on the way sends nothing more, so the browser follows the first answer (the page it
   // redirects to) and not a second one. Runs after every other listener (the page's checks, htmx's own,
   // which sends its forms itself): a submission they stopped is no submission. Back to the page (the
   // browser's cache) may send it again.
   document.addEventListener("submit", function (evt) {
     var form = evt.target;
-    if (evt.defaultPrevented || !form.matches || form.hasAttribute("hx-post") || form.hasAttribute("target") ||
+    if (evt.defaultPrevented || !form.matches || (form.hasAttribute("hx-post") && window.htmx) || form.hasAttribute("target") ||
         (form.getAttribute("method") || "").toLowerCase() !== "post") return;
     if (form.hasAttribute("data-sending")) { evt.preventDefault(); return; }
     // the phone knows it has no connection: nothing is sent, said beside the button, the page and what was typed
