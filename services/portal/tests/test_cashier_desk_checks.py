@@ -217,12 +217,14 @@ def test_cash_over_the_balance_records_the_balance_and_says_the_change(app, bill
                                                            "transactionId": "c" * 32})
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "Tiền thối lại: 30.000\u00a0₫" in page
-    # a second click of the same form: recorded already (its payment is on the invoice), nothing sent again
+    # a second click of the same form: recorded already (its payment is on the invoice), nothing sent again; the page
+    # says the change again (sent again after the first's answer was lost, the cashier never saw it: session 30)
     billing.summary = {"status": "balanced", "owed": 20000, "paid": 20000, "balanceDue": 0,
                        "payments": [{"id": "cashier:" + "c" * 32, "channel": "cash", "amount": 20000}]}
     sent = len(billing.posted())
     r = client.post("/invoices/inv-a/cash", data={"cash-amount": "50.000", "cash-txn": "c" * 32, "csrf_token": token})
     assert r.status_code == 302 and len(billing.posted()) == sent
+    assert "Tiền thối lại: 30.000 ₫" in client.get(r.headers["Location"]).get_data(as_text=True)
     # the excess kept as the patient's credit, when the cashier says so
     billing.summary = {"status": "issued", "owed": 20000, "paid": 0, "balanceDue": 20000, "payments": []}
     r = client.post("/invoices/inv-a/cash", data={"cash-amount": "50.000", "cash-txn": "d" * 32,

@@ -546,10 +546,12 @@ def invoice_cash(iid: str) -> Any:
     try:
         s = summary(iid)
         recorded = _cash_to_record(s, received, txn, keep_credit=bool(form.keep_credit.data))
-        if recorded is None:  # this form was recorded already (a second click, sent again): nothing new
-            return _done(url_for("web.invoice", iid=iid, **_hint()))
-        body = {"invoice": iid, "amount": recorded, "transactionId": txn}
-        _json("POST", "/payments/cash", body, key=request_key(txn, "cash", str(body)))
+        if recorded is None:  # this form was recorded already (a second click, sent again): nothing new, and the
+            # page after says what the first send did (its answer lost on the way: the change to give back too)
+            recorded = _recorded_before(s, txn, received)
+        else:
+            body = {"invoice": iid, "amount": recorded, "transactionId": txn}
+            _json("POST", "/payments/cash", body, key=request_key(txn, "cash", str(body)))
     except BackendError as err:  # the box stays open with what was typed (no shift open, a refusal)
         return _in_place(_invoice_page(iid, 409, problem=backend_message(err), forms={"cash_form": form},
                                        cash_open=True))
@@ -561,6 +563,13 @@ def invoice_cash(iid: str) -> Any:
         flash(gettext("Recorded %(amount)s cash, %(due)s still due.", amount=vnd(recorded), due=vnd(left)),
               "cash-recorded")
     return _done(url_for("web.invoice", iid=iid, **_hint()))
+
+
+def _recorded_before(s: dict[str, Any], txn: str, received: int) -> int:
+    """What billing recorded of this form's cash (its payment ``cashier:<txn>`` in the summary ``s``); what was
+    handed over when the summary gives no amount (no change said)."""
+    amount = next((p.get("amount") for p in s.get("payments") or [] if str(p.get("id")) == f"cashier:{txn}"), None)
+    return amount if isinstance(amount, int) and 0 < amount <= received else received
 
 
 def _still_due(iid: str) -> int | None:

@@ -342,6 +342,26 @@
       evt.detail.shouldSwap = false;
     }
   });
+  // a box the invoice page's status poll would swap out or redraw (billing's state changed: the invoice paid or
+  // cancelled, a refund recorded) while its form is on its way or its "not sent" box shows stays as it is, what was
+  // typed and the button with it, and its "not sent" box says (now or when it shows) that the invoice changed
+  // meanwhile (its data-changed: _form.html's not_sent): perhaps the send that seemed lost reached billing. Sent
+  // again it is done once, and the page says what it did (the change to give back, the refund recorded); the status
+  // box above shows billing's state meanwhile. (A poll may see the change before the lost answer's error comes.)
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var box = evt.detail.target, live = null;
+    if (!box || !box.querySelector) return;
+    var going = box.querySelector("form.htmx-request[data-live-error]");
+    live = going ? document.getElementById(going.getAttribute("data-live-error"))
+      : box.querySelector("[data-changed]:not([hidden])");
+    if (!live || !live.hasAttribute("data-changed")) return;
+    evt.detail.shouldSwap = false;
+    if (live.querySelector("[data-changed-note]")) return;
+    var note = document.createElement("span");
+    note.setAttribute("data-changed-note", "");
+    note.textContent = " " + live.getAttribute("data-changed");
+    live.appendChild(note);
+  });
   // the refund box: a payment arriving (or given back) swaps the payments box in, refund form and all (the
   // status box's poll, on a change only), its amount and reason empty; what the cashier chose and typed
   // there, and the box open, are carried into the new form before it goes in (as a typed cash amount
