@@ -201,3 +201,18 @@ def test_a_step_not_taken_is_not_said_minutes_later_nor_to_the_next_sign_in(tmp_
     again = portal_signed_in(client.application, "cashier")
     again._cookies.update({k: v for k, v in client._cookies.items() if k[2] == notices.COOKIE})
     assert RECORDED not in again.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_same_sentence_for_the_same_page_is_kept_once(tmp_path, monkeypatch):
+    """A form sent again after its answer was lost, when that answer's cookie did reach the browser: the page says
+    what was done once, not twice (the change to give back was said twice)."""
+    from flask import g
+    from sen_portal.web import notices
+
+    client = _cashier(tmp_path, monkeypatch, "vi", _Billing())
+    with client.application.test_request_context("/invoices/inv-a/cash", method="POST"):
+        for _ in range(2):
+            notices.say("/invoices/inv-a", "cash-change", "Trả lại 30.000 ₫")
+        notices.say("/invoices/inv-b", "cash-change", "Trả lại 30.000 ₫")
+        assert [n[:3] for n in g.notices] == [["/invoices/inv-a", "cash-change", "Trả lại 30.000 ₫"],
+                                              ["/invoices/inv-b", "cash-change", "Trả lại 30.000 ₫"]]

@@ -21,8 +21,8 @@ registration form said, compared with the record the chart reads from the EHR; t
 the step's confirmation, a random value) and ``clinic.patient_new`` (the id of the patient a registration form
 registered, under the form's key and a digest of its details: the same form sent again after its answer was
 lost opens that chart instead of registering the patient twice). The rest of the cookie names the user, the
-sign-in, the language and the pages a step was done for (by the record's opaque id): no patient's name, birth
-date or number.
+sign-in and the language: no patient's name, birth date or number. The pages a step was done for (by the
+record's opaque id) ride in the notices' own cookie (:mod:`.notices`), with the same rule.
 """
 
 from __future__ import annotations

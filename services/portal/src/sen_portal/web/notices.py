@@ -92,9 +92,13 @@ def page_of(url: str) -> str:
 
 
 def say(url: str, category: str, message: str) -> None:
-    """``message`` (of ``category``) to be said once by the page at ``url``."""
+    """``message`` (of ``category``) to be said once by the page at ``url``: once even when the same form's
+    answer reaches the browser twice (a lost answer's cookie kept, then the form sent again)."""
     kept = _kept()
-    kept.append([page_of(url), category, str(message), time.time()])
+    page = page_of(url)
+    if any(n[:3] == [page, category, str(message)] for n in kept):
+        return
+    kept.append([page, category, str(message), time.time()])
     del kept[:-MOST]
     g.notices_changed = True
 
