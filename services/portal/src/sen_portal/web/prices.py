@@ -312,8 +312,11 @@ def put_price(cid: str, price: int, version: str, key: str | None = None) -> dic
             except BackendError:
                 pass  # not readable: sent with what is in force, billing answers 412
         at = datetime.now(TZ).isoformat(timespec="seconds")
-        if not kept.put(f"price/{headers['Idempotency-Key']}", at):  # sent before: that send's time
-            at = kept.get(f"price/{headers['Idempotency-Key']}") or at
+        # sent before: that send's time. put answers True when a record of the name is there already (the
+        # first send's, which it leaves), so the time is read back every time: taking put's True for "first"
+        # sent a new time with the same key a second later, and billing refused it (ci-local, session 30)
+        kept.put(f"price/{headers['Idempotency-Key']}", at)
+        at = kept.get(f"price/{headers['Idempotency-Key']}") or at
     r = call("billing", "PUT", f"/fhir/ChargeItemDefinition/{cid}", json=with_price(shown, price, at),
              headers=headers)
     return r.json()
