@@ -35,11 +35,11 @@ run: venv assets ## start FerretDB, RabbitMQ and every service; seed a demo prov
 facility-check: venv ## say what each service will see of one facility of the province file, or what to fix: make facility-check FACILITY=<id>
 	@$(PY) deploy/local/facility.py check $(or $(SEN_PROVINCE),deploy/local/demo-province.json) $(FACILITY)
 
-test: venv assets ## run the whole suite against real FerretDB and RabbitMQ (started when needed): the browser suite beside the rest (tools/test_all.py); PYTEST_ARGS=... runs one pytest
+test: venv assets ## run the whole suite against real FerretDB and RabbitMQ (started when needed)
 	@bash $(INFRA) up
 	@bash tools/fhir/fetch-examples.sh >&2
 	@set -a; eval "$$(bash $(INFRA) env)"; set +a; \
-		$(if $(PYTEST_ARGS),$(PY) -m pytest $(PYTEST_ARGS),$(PY) tools/test_all.py)
+		$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## unit tests only (no servers)
 	@$(PY) -m pytest shared/tests services -m "not integration" $(PYTEST_ARGS)
