@@ -133,5 +133,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         return
     total = sum(seconds.values())
     terminalreporter.write_sep("=", f"slowest modules (setup included), of {total:.0f} s in {len(seconds)} modules")
-    for module, took in sorted(seconds.items(), key=lambda kv: -kv[1])[:15]:
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    for module, took in ranked[:15]:
         terminalreporter.write_line(f"{took:8.1f} s {100 * took / total:5.1f}% {tests[module]:4d} tests  {module}")
+    every = os.environ.get("SEN_DURATIONS_FILE")  # every module's, to a file (tab-separated), when asked
+    if every:
+        Path(every).write_text("".join(f"{took:.1f}\t{tests[module]}\t{module}\n" for module, took in ranked),
+                               encoding="utf-8")
