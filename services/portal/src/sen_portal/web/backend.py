@@ -146,12 +146,15 @@ def _detail(response: Response) -> tuple[str, str, dict[str, Any]]:
 
 def call(service: str, method: str, path: str, *, params: Any = None, json: Any = None,
          idempotent: bool = False, accept: str = FHIR_JSON, timeout: float | None = None,
-         headers: dict[str, str] | None = None) -> Response:
+         headers: dict[str, str] | None = None, reads: bool = False) -> Response:
     """One request to ``service``; a 2xx response or a BackendError. ``headers``: more request
-    headers (``If-Match`` of a versioned update)."""
+    headers (``If-Match`` of a versioned update). ``reads``: a POST that only reads (a FHIR operation such as
+    ``Appointment/$find``): like a GET, it neither forgets the user's kept answers nor marks the session written,
+    so its answer sends no session cookie that could replace one a step's answer sent meanwhile (a lost update of
+    the cookie session: sen_portal.web.notices)."""
     if not _PATH.fullmatch(path):
         raise BackendError("refused", service, 404, "no such record")
-    if method != "GET" and has_request_context():
+    if method != "GET" and not reads and has_request_context():
         answers.forget(_user_key())  # the user's own change shows on their next page at once,
         session["wrote_at"] = time.time()  # whichever worker process serves it
     headers = {**(headers or {}), "Authorization": f"Bearer {user_token()}", "Accept": accept}
@@ -322,11 +325,11 @@ def shared_get(service: str, path: str, params: Any = None, *, seconds: float = 
 
 
 def fhir_post(service: str, path: str, body: Any, *, idempotent: bool = True,
-              headers: dict[str, str] | None = None) -> dict[str, Any]:
+              headers: dict[str, str] | None = None, reads: bool = False) -> dict[str, Any]:
     """``headers``: more request headers (an ``Idempotency-Key`` of the caller's own, an ``If-None-Exist``);
-    a key given there is sent instead of a new one."""
+    a key given there is sent instead of a new one. ``reads``: as :func:`call`'s (a search sent as a POST)."""
     r = call(service, "POST", path, json=body, idempotent=idempotent and "Idempotency-Key" not in (headers or {}),
-             headers=headers)
+             headers=headers, reads=reads)
     return r.json() if r.content else {}
 
 

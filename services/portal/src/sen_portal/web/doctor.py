@@ -921,7 +921,7 @@ def find_proposals(data: dict[str, Any], form: FindSlotForm, later: datetime | N
         params.append({"name": "service-request", "valueReference": sr_ref})
         params.append({"name": "patient-reference", "valueReference": data["sr"]["subject"]})
     found = fhir_post("teleconsult", "/fhir/Appointment/$find", {"resourceType": "Parameters", "parameter": params},
-                      idempotent=False)
+                      idempotent=False, reads=True)  # a search: the session is not written (backend.call)
     return entries(found, "Appointment")
 
 

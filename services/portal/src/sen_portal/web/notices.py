@@ -17,7 +17,7 @@ value (``visit=moved``, the doctor a consult was given to); nothing of it is in 
 The messages ride in a signed cookie of their own (:data:`COOKIE`), not in the session's. Flask's flashing
 keeps them in the session cookie, which every answer computed from an older copy of it sends back whole: a
 request that left before the step's answer and came back after it (the consult page's free-times box, whose
-``$find`` marks the session written; a poll re-signing the session, :class:`~sen_portal.web.SessionInterface`)
+``$find`` then marked the session written; a poll re-signing the session, :class:`~sen_portal.web.SessionInterface`)
 replaced the cookie holding the step's message with one without it, and the page after the step said nothing
 (ci-local, session 29: "asked" missing after the question to the clinic). Only an answer that adds a message or
 takes one sends this cookie, so no other request of the page can drop one, nor put back one a page took. Two
