@@ -66,3 +66,26 @@ def cashier_services(base_env, run_id, tmp_path_factory, mongo_client):
     finally:
         mongo_client.drop_database(ehr_db)
         mongo_client.drop_database(billing_db)
+
+
+@pytest.fixture(scope="session")
+def tcc_services(base_env, run_id, tmp_path_factory, mongo_client):
+    """The EHR and teleconsult web processes of test_teleconsult_consults and the modules on its fixtures
+    (test_consult_secretary, test_teleconsult_messages, test_teleconsult_takeover; test_teleconsult_visit_close
+    on the EHR alone), started once where each module started both. Teleconsult has that module's settings
+    (test_teleconsult_consults.teleconsult_env). Each module empties both databases and seeds its EHR first
+    (test_teleconsult_consults.ehr): ``{"ehr": URL, "ehr_db": name, "tc": URL, "tc_db": name}``; the databases
+    are dropped after."""
+    from tests.integration.test_teleconsult_consults import teleconsult_env
+    from tests.support import web_process
+
+    ehr_db, tc_db = f"sen_t{run_id}_tcc_ehr", f"sen_t{run_id}_tcc"
+    logs = tmp_path_factory.mktemp("tcc")
+    try:
+        with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, logs / "ehr.log") as ehr, \
+                web_process("teleconsult", teleconsult_env(base_env, tc_db, ehr), logs / "tc.log",
+                            WEB_CONCURRENCY="1") as tc:
+            yield {"ehr": ehr, "ehr_db": ehr_db, "tc": tc, "tc_db": tc_db}
+    finally:
+        mongo_client.drop_database(ehr_db)
+        mongo_client.drop_database(tc_db)

@@ -29,7 +29,7 @@ from sen_shared.bus.outbox import entry_event
 
 from tests.hiding_support import answered_as_missing
 from tests.integration.test_bus import _bus, take
-from tests.support import free_port, web_process
+from tests.support import emptied, free_port, put_resources, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -60,57 +60,62 @@ def tokens(dev_key):
     }
 
 
-@pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, tokens):
-    db = f"sen_t{run_id}_tcc_ehr"
-    log = tmp_path_factory.mktemp("ehr") / "ehr.log"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, log) as url:
-        H = tokens["admin"]
-        seed = [
-            {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa tỉnh"},
-            {"resourceType": "Organization", "id": CLINIC_A, "name": "Trạm Y tế xã An Bình",
-             "address": [{"district": "Huyện Phú Tân", "state": "An Giang"}]},
-            {"resourceType": "Organization", "id": CLINIC_B, "name": "Trạm Y tế xã Phú Tân"},
-            {"resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}],
-             "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}},
-            {"resourceType": "Patient", "id": "pb", "name": [{"family": "Trần", "given": ["Thị", "Bích"]}],
-             "managingOrganization": {"reference": f"Organization/{CLINIC_B}"}},
-            {"resourceType": "Patient", "id": "pab", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}],
-             "managingOrganization": {"reference": f"Organization/{CLINIC_A}"},
-             "generalPractitioner": [{"reference": f"Organization/{CLINIC_B}"}]},
-            {"resourceType": "Observation", "id": "obs-a", "status": "final",
-             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-             "subject": {"reference": "Patient/pa"}, "valueQuantity": {"value": 112, "unit": "/min"}},
-            {"resourceType": "Observation", "id": "obs-b", "status": "final",
-             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-             "subject": {"reference": "Patient/pb"}, "valueQuantity": {"value": 80, "unit": "/min"}},
-            {"resourceType": "PractitionerRole", "id": "role-dr-2", "practitioner": {"reference": "Practitioner/dr-2"},
-             "organization": {"reference": f"Organization/{HUB}"}},
-        ]
-        for res in seed:
-            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=H)
-            assert r.status_code in (200, 201), r.text
-        yield url
-    mongo_client.drop_database(db)
+def ehr_seed() -> list[dict[str, Any]]:
+    """What the EHR holds at the start of each module on these services: the hub, the two clinics, their
+    patients, a supporting Observation each and dr-2's role at the hub."""
+    return [
+        {"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa tỉnh"},
+        {"resourceType": "Organization", "id": CLINIC_A, "name": "Trạm Y tế xã An Bình",
+         "address": [{"district": "Huyện Phú Tân", "state": "An Giang"}]},
+        {"resourceType": "Organization", "id": CLINIC_B, "name": "Trạm Y tế xã Phú Tân"},
+        {"resourceType": "Patient", "id": "pa", "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}],
+         "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}},
+        {"resourceType": "Patient", "id": "pb", "name": [{"family": "Trần", "given": ["Thị", "Bích"]}],
+         "managingOrganization": {"reference": f"Organization/{CLINIC_B}"}},
+        {"resourceType": "Patient", "id": "pab", "name": [{"family": "Lê", "given": ["Văn", "Cường"]}],
+         "managingOrganization": {"reference": f"Organization/{CLINIC_A}"},
+         "generalPractitioner": [{"reference": f"Organization/{CLINIC_B}"}]},
+        {"resourceType": "Observation", "id": "obs-a", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+         "subject": {"reference": "Patient/pa"}, "valueQuantity": {"value": 112, "unit": "/min"}},
+        {"resourceType": "Observation", "id": "obs-b", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+         "subject": {"reference": "Patient/pb"}, "valueQuantity": {"value": 80, "unit": "/min"}},
+        {"resourceType": "PractitionerRole", "id": "role-dr-2", "practitioner": {"reference": "Practitioner/dr-2"},
+         "organization": {"reference": f"Organization/{HUB}"}},
+    ]
 
 
-@pytest.fixture(scope="module")
-def tc_db(run_id):
-    return f"sen_t{run_id}_tcc"
-
-
-@pytest.fixture(scope="module")
-def tc_env(base_env, tc_db, ehr):
+def teleconsult_env(base_env: dict[str, str], tc_db: str, ehr: str) -> dict[str, str]:
+    """Teleconsult's settings in these modules: a 5 s EHR timeout, dr-lead the hub's lead on duty, a retried
+    Idempotency-Key waiting up to 20 s for the first request's answer."""
     return {**base_env, "SEN_DB": tc_db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "5",
             "SEN_ON_DUTY_LEADS": json.dumps({HUB: "Practitioner/dr-lead"}), "SEN_IDEMPOTENCY_WAIT_SECONDS": "20"}
 
 
 @pytest.fixture(scope="module")
-def tc(tc_env, tmp_path_factory, mongo_client, tc_db):
-    log = tmp_path_factory.mktemp("tc") / "tc.log"
-    with web_process("teleconsult", tc_env, log, WEB_CONCURRENCY="1") as url:
-        yield url
-    mongo_client.drop_database(tc_db)
+def ehr(tcc_services, mongo_client, dev_key):
+    """The session's EHR (its URL; tcc_services, tests/integration/conftest.py) with nothing from an earlier
+    module in it or in teleconsult's database: :func:`ehr_seed` alone, as a process of the module's own held."""
+    emptied(mongo_client, tcc_services["ehr_db"], tcc_services["tc_db"])
+    put_resources(tcc_services["ehr"], dev_key, ehr_seed())
+    return tcc_services["ehr"]
+
+
+@pytest.fixture(scope="module")
+def tc_db(tcc_services):
+    return tcc_services["tc_db"]
+
+
+@pytest.fixture(scope="module")
+def tc_env(base_env, tc_db, ehr):
+    return teleconsult_env(base_env, tc_db, ehr)
+
+
+@pytest.fixture(scope="module")
+def tc(tcc_services, ehr):
+    """The session's teleconsult (its URL), on :func:`teleconsult_env` and the emptied ``tc_db``."""
+    return tcc_services["tc"]
 
 
 @pytest.fixture(scope="module")

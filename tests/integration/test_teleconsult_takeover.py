@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - the fixtures imported from test_teleconsult_consults are parameters by name
 """Taking a consult over, the minutes' participants and the clinic's sorted, paged list of its consults,
 over HTTP against a real EHR and teleconsult under gunicorn, the real FerretDB and RabbitMQ (the services
-and helpers of ``test_teleconsult_consults``, on a database of this module's own).
+and helpers of ``test_teleconsult_consults``: the session's processes, their databases emptied for this module).
 
 Covered: a step under ``If-Match`` is taken only on the Task version the doctor saw: twelve doctors
 taking over at once the consult given to another doctor, several rounds: exactly one 200, the others
@@ -36,16 +36,12 @@ from tests.integration.test_teleconsult_consults import (  # noqa: F401 - fixtur
     submit,
     submitted,
     tc,
+    tc_db,
     tc_env,
     tokens,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tc_db(run_id):
-    return f"sen_t{run_id}_tctk"
 
 
 def _given_to_dr2(tc: str, tokens) -> str:
