@@ -89,3 +89,24 @@ def tcc_services(base_env, run_id, tmp_path_factory, mongo_client):
     finally:
         mongo_client.drop_database(ehr_db)
         mongo_client.drop_database(tc_db)
+
+
+@pytest.fixture(scope="session")
+def visit_services(base_env, run_id, tmp_path_factory, mongo_client):
+    """The EHR and teleconsult web processes of test_portal_visit_changes and test_portal_consult_minutes (its
+    fixtures), started once where each module started both; teleconsult with that module's settings
+    (test_portal_visit_changes.teleconsult_env). Each module empties both databases, seeds its EHR and puts the
+    doctor's Schedule first (test_portal_visit_changes.ehr, tc): ``{"ehr": URL, "ehr_db": name, "tc": URL,
+    "tc_db": name}``; the databases are dropped after."""
+    from tests.integration.test_portal_visit_changes import teleconsult_env
+    from tests.support import web_process
+
+    ehr_db, tc_db = f"sen_t{run_id}_pvc_ehr", f"sen_t{run_id}_pvc_tc"
+    logs = tmp_path_factory.mktemp("pvc")
+    try:
+        with web_process("ehr", {**base_env, "SEN_DB": ehr_db}, logs / "ehr.log") as ehr, \
+                web_process("teleconsult", teleconsult_env(base_env, tc_db, ehr), logs / "tc.log") as tc:
+            yield {"ehr": ehr, "ehr_db": ehr_db, "tc": tc, "tc_db": tc_db}
+    finally:
+        mongo_client.drop_database(ehr_db)
+        mongo_client.drop_database(tc_db)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sen_shared.auth import issue_dev_token
 
-from tests.support import app_client, csrf_token, flashed_steps, portal_signed_in, web_process
+from tests.support import app_client, csrf_token, emptied, flashed_steps, portal_signed_in, put_resources
 
 pytestmark = pytest.mark.integration
 
@@ -38,40 +38,49 @@ def _headers(dev_key: Path, role: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_dev_token(dev_key, role, **claims)}", "Content-Type": FJ, "Accept": FJ}
 
 
-@pytest.fixture(scope="module")
-def ehr(base_env, run_id, tmp_path_factory, mongo_client, dev_key):
-    db = f"sen_t{run_id}_pvc_ehr"
-    with web_process("ehr", {**base_env, "SEN_DB": db}, tmp_path_factory.mktemp("ehr") / "ehr.log") as url:
-        admin = _headers(dev_key, "admin")
-        for res in ({"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
-                    {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
-                    {"resourceType": "Practitioner", "id": DOCTOR,
-                     "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
-                    {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1975-04-02",
-                     "name": [{"family": "Phạm", "given": ["Thị", "Hoa"]}],
-                     "managingOrganization": {"reference": f"Organization/{CLINIC}"}}):
-            r = httpx.put(f"{url}/fhir/{res['resourceType']}/{res['id']}", content=json.dumps(res), headers=admin)
-            assert r.status_code in (200, 201), r.text
-        yield url
-    mongo_client.drop_database(db)
+def ehr_seed() -> list[dict[str, Any]]:
+    """What the EHR holds at the start of each module on these services: the hub, the clinic, the demo doctor
+    and Phạm Thị Hoa."""
+    return [{"resourceType": "Organization", "id": HUB, "name": "Bệnh viện Đa khoa Đồng Tháp"},
+            {"resourceType": "Organization", "id": CLINIC, "name": "Trạm Y tế xã Mỹ Hiệp"},
+            {"resourceType": "Practitioner", "id": DOCTOR, "name": [{"family": "Nguyễn", "given": ["Văn", "An"]}]},
+            {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1975-04-02",
+             "name": [{"family": "Phạm", "given": ["Thị", "Hoa"]}],
+             "managingOrganization": {"reference": f"Organization/{CLINIC}"}}]
+
+
+def teleconsult_env(base_env: dict[str, str], tc_db: str, ehr: str) -> dict[str, str]:
+    """Teleconsult's settings in these modules: no public holidays (every day has the doctor's hours), a
+    10 s EHR timeout, the video visits' Jitsi."""
+    return {**base_env, "SEN_DB": tc_db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "10", "SEN_TELECONSULT_HOLIDAYS": "",
+            "SEN_JITSI_APP_SECRET": "s3cret-for-tests-0123456789abcdef",
+            "SEN_JITSI_BASE_URL": "https://meet.benhvien.example"}
 
 
 @pytest.fixture(scope="module")
-def tc(base_env, run_id, ehr, tmp_path_factory, mongo_client, dev_key):
+def ehr(visit_services, mongo_client, dev_key):
+    """The session's EHR (its URL; visit_services, tests/integration/conftest.py, shared by this module and
+    test_portal_consult_minutes) with nothing from an earlier module in it or in teleconsult's database:
+    :func:`ehr_seed` alone, as a process of the module's own held."""
+    emptied(mongo_client, visit_services["ehr_db"], visit_services["tc_db"])
+    put_resources(visit_services["ehr"], dev_key, ehr_seed())
+    return visit_services["ehr"]
+
+
+@pytest.fixture(scope="module")
+def tc(visit_services, ehr, dev_key):
+    """The session's teleconsult (its URL, :func:`teleconsult_env`) holding BS. An's weekly hours at the hub
+    alone: every day 07:00-11:30 and 13:30-17:00."""
     from sen_teleconsult.domain import availability as av
 
-    db = f"sen_t{run_id}_pvc_tc"
-    env = {**base_env, "SEN_DB": db, "SEN_EHR_URL": ehr, "SEN_HTTP_TIMEOUT": "10", "SEN_TELECONSULT_HOLIDAYS": "",
-           "SEN_JITSI_APP_SECRET": "s3cret-for-tests-0123456789abcdef", "SEN_JITSI_BASE_URL": "https://meet.benhvien.example"}
-    with web_process("teleconsult", env, tmp_path_factory.mktemp("tc") / "tc.log") as url:
-        sched = av.schedule_resource("sched-an", practitioner=f"Practitioner/{DOCTOR}",
-                                     organization=f"Organization/{HUB}", specialty_code="394579002",
-                                     specialty_text="Tim mạch", windows=[(ALL_DAYS, "07:00:00", "11:30:00"),
-                                                                         (ALL_DAYS, "13:30:00", "17:00:00")])
-        r = httpx.put(f"{url}/fhir/Schedule/sched-an", content=json.dumps(sched), headers=_headers(dev_key, "admin"))
-        assert r.status_code in (200, 201), r.text
-        yield url
-    mongo_client.drop_database(db)
+    url = visit_services["tc"]
+    sched = av.schedule_resource("sched-an", practitioner=f"Practitioner/{DOCTOR}",
+                                 organization=f"Organization/{HUB}", specialty_code="394579002",
+                                 specialty_text="Tim mạch", windows=[(ALL_DAYS, "07:00:00", "11:30:00"),
+                                                                     (ALL_DAYS, "13:30:00", "17:00:00")])
+    r = httpx.put(f"{url}/fhir/Schedule/sched-an", content=json.dumps(sched), headers=_headers(dev_key, "admin"))
+    assert r.status_code in (200, 201), r.text
+    return url
 
 
 @pytest.fixture(scope="module")
