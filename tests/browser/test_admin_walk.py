@@ -2,7 +2,7 @@
 and facility level (issue 15), at 360 px as on a phone, with what a slip of the finger types; the versions it
 leaves; an invoice issued before keeping the old price and one made after taking the new; the cashier and the doctor
 refused on the admin's own address; every page the admin's home offers, in Vietnamese and English, at 1280 and 360
-px; and the price changed with the keyboard alone. Screenshotted and checked by axe-core (conftest.Visitor.check).
+px; and the price changed with the keyboard alone. Checked by axe-core (conftest.Visitor.check).
 
 What the walk found: a saved price was said above the list while the page came back at the entry's anchor, so an
 entry further down (most of them at 1280 px, every one at 360) was saved with no word in sight; the consults list,
@@ -143,8 +143,7 @@ def test_every_page_the_admins_home_offers_opens(visitor_factory, stack, lang, w
     assert hrefs == HOME_LINKS
     v.check("home")
     for href in hrefs:
-        r = v.page.goto(v.base + href)
-        v.page.wait_for_load_state("networkidle")
+        r = v.go(href)
         assert r.status == 200, (href, r.status)
         m = v.page.evaluate("() => ({w: innerWidth, page: document.documentElement.scrollWidth})")
         assert m["page"] <= m["w"], (href, m)  # nothing to scroll sideways
@@ -212,8 +211,7 @@ def test_the_admin_is_not_offered_a_clinics_steps_and_is_refused_them_in_words(v
     assert v.page.locator("a[href='/patients/bn-0003/consult']").count() == 0
     refusal = ("tài khoản của bạn không gắn với cơ sở nào" if lang == "vi" else "your account names no facility")
     for path in ("/patients/new", "/patients/bn-0003/consult"):
-        r = v.page.goto(v.base + path)
-        v.page.wait_for_load_state("networkidle")
+        r = v.go(path)
         assert r.status == 403, (path, r.status)
         assert refusal in v.page.inner_text("#problem .alert.error"), path
     v.check("clinic-step-refused")

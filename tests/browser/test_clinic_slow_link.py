@@ -45,7 +45,7 @@ def test_a_registration_whose_answer_is_lost_keeps_the_details_and_registers_one
     assert sent == [204] and page.url.endswith("/patients/new")  # the EHR has the patient; the page stayed
     for box, text in typed.items():
         assert page.input_value(box) == text, box
-    page.screenshot(path=str(v.shots / "vi-360-register-connection-lost.png"), full_page=True)
+    v.shot("vi-360-register-connection-lost")
     page.click("form.card button.primary")  # sent again: the chart of the patient registered, said so
     page.wait_for_selector("[data-testid=created]")
     assert f"Đặng {given}" in page.inner_text("h1") and sent == [204]

@@ -1,6 +1,6 @@
 """The nurse tells the hub on the consult's page that the patient's fever rose, without any question
 open; the doctor reads it on the doctor's page, named and timed, and answers: the consult stays new,
-to triage. Vietnamese at 1280 px; each page screenshotted and checked by axe-core (conftest.Visitor.check)."""
+to triage. Vietnamese at 1280 px; each page checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

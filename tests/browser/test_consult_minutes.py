@@ -1,7 +1,7 @@
 """The doctor signs the minutes with several ICD-10 diagnoses in the browser: codes typed, then one
 picked from the suggestions with the keyboard (added after them, not replacing them), then another typed; an unknown
 code is named and the text kept; the signed minutes list every diagnosis in order and name the chair
-once. Screenshotted and checked by axe-core (conftest.Visitor.check)."""
+once. Checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

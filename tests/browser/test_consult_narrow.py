@@ -28,7 +28,7 @@ def _patient(stack: dict[str, str]) -> str:
 
 
 def _fits(v, name: str) -> None:
-    """The page is no wider than the window (nothing scrolls sideways), screenshotted and checked by axe."""
+    """The page is no wider than the window (nothing scrolls sideways), checked by axe."""
     m = v.page.evaluate("() => ({w: window.innerWidth, page: document.documentElement.scrollWidth})")
     assert m["page"] <= m["w"], (name, m)
     v.check(name)

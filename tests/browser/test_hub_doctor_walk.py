@@ -2,7 +2,7 @@
 something from her. On a tablet (768 px) the worklist's columns broke their words ("06/12/2" above "026",
 "Accept" above "ed"); a consult the clinic answered read like any other on the worklist, and one waiting for the
 clinic's answer sat above those she could act on; the chart opened from a consult had no way back to it.
-Screenshotted and checked by axe-core (conftest.Visitor.check)."""
+Checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

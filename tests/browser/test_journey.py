@@ -2,7 +2,7 @@
 in English, and at 360 px: the clinic finds a patient by an unaccented search and requests a
 consult; the doctor accepts, books and completes it; the cashier shows the QR and a signed webhook
 turns the page to Paid without a reload; the dashboard counts the consult and the payment.
-Every page visited gets a screenshot and an axe-core check (conftest.Visitor.check)."""
+Every page visited gets an axe-core check (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the screenshots showed wrong, checked in the browser: the dashboard's time-to-answer table fits its
 card in English at 1280 px ('90th percentile' was cut at the card's edge), and an accepted consult says when
-it was accepted, not 'started'. Each page is screenshotted and checked by axe-core (conftest.Visitor.check)."""
+it was accepted, not 'started'. Each page is checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

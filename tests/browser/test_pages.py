@@ -1,4 +1,4 @@
-"""The pages beside the main journey, each screenshotted and checked by axe-core: a chart with
+"""The pages beside the main journey, each checked by axe-core: a chart with
 observations drawn over time, the doctor's availability and leave, the cashier's shift and the
 unmatched-transfers queue, and the pages that say no (wrong role, unknown record, wrong password)."""
 

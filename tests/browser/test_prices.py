@@ -1,4 +1,4 @@
-"""The price list and the daily report, clicked as people would, screenshotted and checked by
+"""The price list and the daily report, clicked as people would, checked by
 axe-core: the admin filters the price list without accents, changes a price (the saved message,
 the new version), reads the entry's history; a second admin who opened the page before that save
 is told someone changed the price meanwhile and shown the price in force; the list as cards at

@@ -1,4 +1,4 @@
-"""The role pages beside the main journey, clicked as people would, each screenshotted and checked by
+"""The role pages beside the main journey, clicked as people would, each checked by
 axe-core: a doctor gives a consult to another hub doctor; the cashier takes cash at the desk and
 refunds what was paid too much; the cashier puts an unmatched bank transfer on an invoice; a doctor
 changes their own weekly hours (and cannot change another doctor's); the clinic's attachment upload
@@ -451,7 +451,7 @@ def test_attachment_upload_shows_progress_on_a_slow_link(visitor_factory, stack,
     shown = [value for hidden, value in v.page.evaluate("window.__progress") if not hidden]
     assert shown == sorted(shown) and len(set(shown)) >= 2
     assert v.page.locator("#upload-progress").get_attribute("aria-label")  # named for screen readers
-    v.page.screenshot(path=str(v.shots / "vi-1280-clinic-upload-progress.png"), full_page=True)
+    v.shot("vi-1280-clinic-upload-progress")
     v.page.wait_for_url(re.compile(r"/consults/[^/?]+$"), timeout=120_000)
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": -1})

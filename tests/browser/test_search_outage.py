@@ -22,4 +22,4 @@ def test_an_invoice_search_answered_503_shows_why_in_place(visitor_factory):
     page.locator("form[hx-post$='/invoices/search'] button").click()
     shown_in_place(page, "invoice-results", SAID)
     assert page.input_value("input[name=q]") == "nguyen van a"  # what was typed stays
-    page.screenshot(path=str(v.shots / "vi-360-invoice-search-503.png"))
+    v.shot("vi-360-invoice-search-503", full_page=False)

@@ -132,7 +132,7 @@ def test_a_poll_that_fails_offline_says_the_page_is_not_up_to_date(visitor_facto
     box.wait_for(state="visible")
     assert box.inner_text() == ("Mất kết nối: trang này chưa được cập nhật. Trang sẽ tự cập nhật khi có kết nối "
                                 "trở lại.")
-    page.screenshot(path=str(v.shots / "vi-360-worklist-poll-offline.png"))
+    v.shot("vi-360-worklist-poll-offline", full_page=False)
     page.unroute(re.compile(r".*/worklist.*"))
     page.clock.run_for(31_000)
     box.wait_for(state="hidden")
@@ -278,7 +278,7 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
     assert sent == [204] and page.url.endswith(f"/consults/{tid}")  # the portal did it; the page stayed
     assert page.input_value("form[action$='/answer'] [name=answer]") == answer
     assert page.evaluate(f"document.querySelector(\"{files}\").files.length") == 2
-    page.screenshot(path=str(v.shots / "vi-360-answer-connection-lost.png"), full_page=True)
+    v.shot("vi-360-answer-connection-lost")
     page.click("#consult-answer button.primary")  # sent again: the same form, the same key
     page.wait_for_selector("[data-testid=answered]")
     assert page.locator("[data-testid=thread-answer]").count() == 1
@@ -336,7 +336,7 @@ def test_minutes_whose_answer_is_lost_on_the_way_back_are_kept_and_complete_the_
     assert sent == [204] and page.url.endswith(f"/tasks/{tid}")  # the portal did it; the page stayed
     for name, text in typed.items():
         assert page.input_value(f"#{name}") == text, name
-    page.screenshot(path=str(v.shots / "vi-360-minutes-connection-lost.png"), full_page=True)
+    v.shot("vi-360-minutes-connection-lost")
     page.click("form[action$='/complete'] button.primary")  # sent again: the version the page showed
     said = page.locator("main .alert.error", has_text="Bạn đã hoàn thành ca hội chẩn này lúc")
     expect(said).to_be_visible()
@@ -429,7 +429,7 @@ def test_a_visit_cancel_whose_answer_is_lost_on_the_way_back_keeps_the_reason_an
     page.click("[data-testid=visit-cancel] [data-testid=confirm-button]")
     said_not_sent(page, "#visit-live-error")
     assert sent == [204] and page.input_value("#visit-reason") == reason
-    page.screenshot(path=str(v.shots / "vi-360-visit-cancel-connection-lost.png"), full_page=True)
+    v.shot("vi-360-visit-cancel-connection-lost")
     page.click("[data-testid=visit-cancel] [data-testid=confirm-button]")  # sent again
     page.wait_for_selector("[data-testid=visit-cancelled]")
     [visit] = _visits(stack, tid)

@@ -1,6 +1,6 @@
 """The doctor moves a booked video visit to another free time, in Vietnamese at 1280 and 360 px and in
 English at 1280 px, and cancels one with a reason, which the clinic's consult page then shows. Each page
-is screenshotted and checked by axe-core (conftest.Visitor.check)."""
+is checked by axe-core (conftest.Visitor.check)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_the_worklist_refresh_answered_503_shows_why(visitor_factory):
     answer_503(v.page, r".*/worklist.*", "div", "worklist", SAID)
     v.page.clock.run_for(31_000)
     shown_in_place(v.page, "worklist", SAID)
-    v.page.screenshot(path=str(v.shots / "vi-360-worklist-refresh-503.png"))
+    v.shot("vi-360-worklist-refresh-503", full_page=False)
 
 
 def opened_as(visitor_factory: Any, tag: str, user: str, path: str, clock: bool = False) -> Any:
