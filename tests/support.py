@@ -4,6 +4,7 @@ started as in production (gunicorn + uvicorn worker) on a free loopback port."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from jinja2.bccache import Bucket, BytecodeCache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,11 +131,102 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
         from sen_portal.web import kept
 
         monkeypatch.setattr(kept, "_db", KeptStandIn())
+    if "SEN_DEV_JWT_KEY" not in env:
+        seed_dev_key(tmp_path / "dev.pem")
+    _validate_spec_once(monkeypatch)
     from sen_portal.app import create_app
 
     flask_app = create_app().app
     flask_app.config["TESTING"] = True
+    shared_templates(flask_app)
     return flask_app
+
+
+class _CompiledTemplates(BytecodeCache):
+    """Jinja's bytecode cache kept in this process's memory: each template's source compiled to Python once, not
+    once per app (every page test builds its own app, whose Jinja environment compiled each template it rendered
+    anew: 0.1-1.2 s a test). A bucket is keyed by the template's name and file and checked against its source's
+    hash, so an edited template is compiled again."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+_TEMPLATES = _CompiledTemplates()
+
+
+def shared_templates(flask_app: Any) -> Any:
+    """``flask_app`` (a portal's Flask app built in a test) rendering its templates from code compiled by an
+    earlier app of this process (:class:`_CompiledTemplates`): every portal app has the same Jinja environment
+    (filters, extensions, autoescaping), so the compiled code is the same; what a page shows is not cached."""
+    flask_app.jinja_env.bytecode_cache = _TEMPLATES
+    return flask_app
+
+
+_VALID_SPECS: set[str] = set()
+
+
+def _validate_spec_once(monkeypatch: Any) -> None:
+    """For this test, connexion's check of an API spec against the OpenAPI schema (and of each default against its
+    schema) made once per process for each spec, as its content is: the first app built from it checks it (and
+    fails as before when it is invalid), the next ones are built from the same content already checked (0.1-0.3 s
+    of CPU each, a test's app)."""
+    from connexion.spec import Specification
+
+    validate = Specification._validate_spec.__func__
+
+    def once(cls: Any, spec: dict[str, Any]) -> None:
+        key = cls.__qualname__ + hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()
+        if key not in _VALID_SPECS:
+            validate(cls, spec)
+            _VALID_SPECS.add(key)
+
+    monkeypatch.setattr(Specification, "_validate_spec", classmethod(once))
+
+
+@functools.cache
+def _dev_key_pem() -> bytes:
+    """One development issuer's key (PEM) for this process's test portals: generating a 2048-bit RSA key took
+    0.1-0.5 s of CPU per app (sen_shared.auth.ensure_dev_key creates the file when missing)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def seed_dev_key(path: Path) -> None:
+    """The test's development key file (mode 0600, as ensure_dev_key writes it) holding :func:`_dev_key_pem`,
+    unless the test wrote one already."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_dev_key_pem())
+
+
+@contextmanager
+def quick_server_selection(monkeypatch: Any, milliseconds: int = 300) -> Iterator[None]:
+    """For a test whose database is out of reach on purpose: the MongoDB clients the code under test makes
+    (sen_shared.mongo.client) wait ``milliseconds`` for a server, not production's 5 s, then fail with the same
+    ServerSelectionTimeoutError; none made before (with production's wait) is reused, and they are closed after."""
+    from sen_shared import mongo
+
+    clients: dict[Any, Any] = {}
+    monkeypatch.setattr(mongo, "_clients", clients)
+    monkeypatch.setitem(mongo.CLIENT_OPTIONS, "serverSelectionTimeoutMS", milliseconds)
+    try:
+        yield
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 class KeptStandIn:

@@ -73,8 +73,9 @@ def server():
 
 @pytest.fixture()
 def app(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tests.support import free_port
+    from tests.support import free_port, seed_dev_key
 
+    seed_dev_key(tmp_path / "dev.pem")  # the process's test key, not a new RSA key each test
     cfg = SimpleNamespace(ehr_url=server, teleconsult_url=server, billing_url=f"http://127.0.0.1:{free_port()}",
                           http_timeout=5.0, dev_key_path=str(tmp_path / "dev.pem"), jwt_issuer="sen-dev",
                           jwt_audience="sen")

@@ -6,7 +6,7 @@ One handler for pymongo's errors (``web._database_error``), none in the pages. T
 the pages that read no database (``web/signouts.py``).
 
 ``portal_app``'s ``MONGO_URL`` is a closed loopback port: each read waits out the client's server selection
-(``sen_shared.mongo.CLIENT_OPTIONS``, a few seconds), then fails."""
+(``sen_shared.mongo.CLIENT_OPTIONS``, 0.3 s here: ``tests.support.quick_server_selection``), then fails."""
 
 from __future__ import annotations
 
@@ -16,13 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import portal_app, portal_signed_in
+from tests.support import portal_app, portal_signed_in, quick_server_selection
 
 RANGE = {"start": "07/09/2026", "end": "20/09/2026"}
 
 
 def _text(page: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+
+
+@pytest.fixture(autouse=True)
+def _quick_server_selection(monkeypatch: pytest.MonkeyPatch):
+    """The database's clients of this module's tests wait 0.3 s for a server, not production's 5 s: the same
+    ServerSelectionTimeoutError at the end, sooner (the module took 44 s, nearly all of it waiting)."""
+    with quick_server_selection(monkeypatch):
+        yield
 
 
 @pytest.fixture()
