@@ -24,6 +24,7 @@ from tests.integration.test_teleconsult_consults import (  # noqa: F401 - fixtur
     db,
     diag,
     ehr,
+    ehr_db,
     minutes,
     op,
     submit,
@@ -85,7 +86,7 @@ def _completed_event(db: Any, task_id: str) -> dict[str, Any]:
 
 
 def test_the_secretary_reaches_the_ehrs_record_once_and_minutes_without_one_store_as_before(
-        tc, ehr, tokens, db, amqp_url, base_env, mongo_client):
+        tc, ehr, ehr_db, tokens, db, amqp_url, base_env, mongo_client):
     from sen_ehr import worker as ehr_worker
     from sen_ehr.domain.consult_record import record_ids
     from sen_teleconsult.worker import OUTBOX_COLLECTIONS
@@ -100,15 +101,15 @@ def test_the_secretary_reaches_the_ehrs_record_once_and_minutes_without_one_stor
     old = _completed_event(db, without_task)
     assert "secretary" not in old["data"]["minutes"]
 
-    ehr_db = mongo_client[f"{db.name}_ehr"]
+    ehr_store = mongo_client[ehr_db]
     bus_gen = _bus(amqp_url, base_env, ["ehr.consult-record"])
     bus = next(bus_gen)
     try:
         # teleconsult's relay publishes the two events; the EHR's consumer (its worker's handler) stores them
         bus.relay_all(db, OUTBOX_COLLECTIONS)
         comps = {sr: record_ids(f"ServiceRequest/{sr}")[1] for sr in (with_sr, without_sr)}
-        with consuming(bus, "ehr.consult-record", ehr_worker.HANDLERS["ehr.consult-record"], ehr_db):
-            wait_for(lambda: ehr_db["Composition"].count_documents({"_id": {"$in": list(comps.values())}}) == 2)
+        with consuming(bus, "ehr.consult-record", ehr_worker.HANDLERS["ehr.consult-record"], ehr_store):
+            wait_for(lambda: ehr_store["Composition"].count_documents({"_id": {"$in": list(comps.values())}}) == 2)
             # both delivered again (at-least-once), then another consult's: once that one is stored, the queue's
             # one consumer has handled the two before it
             last = {**old, "id": str(uuid.uuid4()), "subject": f"ServiceRequest/{without_sr}-next",
@@ -117,9 +118,9 @@ def test_the_secretary_reaches_the_ehrs_record_once_and_minutes_without_one_stor
                 for event in (sent, old, last):
                     again.publish(event)
             last_comp = record_ids(f"ServiceRequest/{without_sr}-next")[1]
-            wait_for(lambda: ehr_db["Composition"].count_documents({"_id": last_comp}) == 1)
+            wait_for(lambda: ehr_store["Composition"].count_documents({"_id": last_comp}) == 1)
         for sr, comp_id in comps.items():
-            assert ehr_db["Composition"].count_documents({"_id": comp_id}) == 1
+            assert ehr_store["Composition"].count_documents({"_id": comp_id}) == 1
         got = httpx.get(f"{ehr}/fhir/Composition/{comps[with_sr]}", headers=tokens["admin"]).json()
         assert got["meta"]["versionId"] == "1"
         secretaries = [a for a in got["attester"] if any(e["url"] == SECRETARY_EXT for e in a.get("extension") or [])]

@@ -103,6 +103,11 @@ def ehr(tcc_services, mongo_client, dev_key):
 
 
 @pytest.fixture(scope="module")
+def ehr_db(tcc_services):
+    return tcc_services["ehr_db"]
+
+
+@pytest.fixture(scope="module")
 def tc_db(tcc_services):
     return tcc_services["tc_db"]
 
@@ -753,7 +758,8 @@ def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, 
 
 # --------------------------------------------------------------------------- events on the bus
 
-def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, tokens, db, amqp_url, base_env):
+def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, ehr_db, tokens, db, amqp_url,
+                                                                    base_env):
     from sen_teleconsult.worker import OUTBOX_COLLECTIONS
 
     sr_id, task_id = submitted(submit(tc, tokens))
@@ -793,9 +799,9 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, toke
         # the EHR's consumer stores it (Encounter + Composition), once however often it comes
         from sen_ehr.domain import consult_record
 
-        ehr_db = db.client[f"{db.name}_ehr"]
-        assert consult_record.handle_consult_completed(ehr_event, ehr_db) == (True, True)
-        assert consult_record.handle_consult_completed(ehr_event, ehr_db) == (False, False)
+        ehr_store = db.client[ehr_db]
+        assert consult_record.handle_consult_completed(ehr_event, ehr_store) == (True, True)
+        assert consult_record.handle_consult_completed(ehr_event, ehr_store) == (False, False)
         enc_id, comp_id = consult_record.record_ids(f"ServiceRequest/{sr_id}")
         r = httpx.get(f"{ehr}/fhir/Composition/{comp_id}", headers=tokens["admin"])
         assert r.status_code == 200 and r.json()["subject"] == {"reference": "Patient/pa"}
