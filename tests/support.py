@@ -133,6 +133,7 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
         monkeypatch.setattr(kept, "_db", KeptStandIn())
     if "SEN_DEV_JWT_KEY" not in env:
         seed_dev_key(tmp_path / "dev.pem")
+    _dev_key_read_once(monkeypatch)
     _validate_spec_once(monkeypatch)
     from sen_portal.app import create_app
 
@@ -200,6 +201,32 @@ def _dev_key_pem() -> bytes:
 
     return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@functools.cache
+def _dev_key() -> Any:
+    """:func:`_dev_key_pem`'s key, read (and checked) once."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(_dev_key_pem(), password=None)
+
+
+def _dev_key_read_once(monkeypatch: Any) -> None:
+    """For this test, sen_shared.auth.ensure_dev_key answering a file holding :func:`_dev_key_pem` with the key read
+    from it once per process: loading a PEM checks the RSA key, 0.08 s of CPU, twice per app (the token verifier,
+    the signer). Another file (or none yet) is read or created as before."""
+    from sen_shared import auth
+
+    ensure = auth.ensure_dev_key
+
+    def once(path: str | Path) -> Any:
+        try:
+            held = Path(path).read_bytes()
+        except OSError:
+            held = None
+        return _dev_key() if held == _dev_key_pem() else ensure(path)
+
+    monkeypatch.setattr(auth, "ensure_dev_key", once)
 
 
 def seed_dev_key(path: Path) -> None:
