@@ -167,7 +167,7 @@ def call(service: str, method: str, path: str, *, params: Any = None, json: Any 
         headers["X-Correlation-ID"] = cid
     try:
         r = http.request(method, _base(service) + path, params=params, json=json, headers=headers,
-                         timeout=timeout or settings().http_timeout)
+                         timeout=timeout or settings().http_timeout, replayable=True if reads else None)
     except http.TimedOut:
         raise BackendError("slow", service) from None
     except http.TransportError:  # refused, reset, unknown host

@@ -48,11 +48,13 @@ class EhrClient:
         self.headers = {"Authorization": f"Bearer {token}", "Accept": FHIR_JSON}
 
     def _send(self, method: str, url: str, *, params: dict[str, str] | None = None, json: Any = None,
-              ) -> http.Response:
-        """One call to the EHR; no answer in time is a 504, no connection a 503 (nothing created)."""
+              reads: bool = False) -> http.Response:
+        """One call to the EHR; no answer in time is a 504, no connection a 503 (nothing created).
+        ``reads``: a POST that only reads (a batch of reads), so it may be sent twice (sen_shared.http)."""
         headers = self.headers if json is None else {**self.headers, "Content-Type": FHIR_JSON}
         try:
-            return http.request(method, url, params=params, json=json, headers=headers, timeout=self.timeout)
+            return http.request(method, url, params=params, json=json, headers=headers, timeout=self.timeout,
+                                replayable=True if reads else None)
         except http.TimedOut:
             raise FhirError(f"the EHR did not answer within {self.timeout:g} s; nothing was created, "
                             "retry later", status=504, code="timeout") from None
@@ -77,7 +79,7 @@ class EhrClient:
             return [self.check_readable(*refs[0])]
         batch = {"resourceType": "Bundle", "type": "batch",
                  "entry": [{"request": {"method": "GET", "url": ref}} for ref, _ in refs]}
-        r = self._send("POST", self.base, json=batch)
+        r = self._send("POST", self.base, json=batch, reads=True)
         if r.status_code == 401:
             raise FhirError("the EHR refused the token", status=401, code="login")
         entries = r.json().get("entry") if r.status_code == 200 else None
