@@ -124,8 +124,7 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
                 "SEN_PORTAL_DEMO_PASSWORD_HASHES": demo_password_hashes(), **env}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
-    from sen_portal import caches
-    from sen_portal.web import signouts
+    from sen_portal import caches, portal_db
 
     # a new app is a new process's portal: nothing a previous test's app learnt (sessions seen live or signed
     # out, tokens read, the back-ends' answers and names, the dashboard's figures: sen_portal.caches) carries
@@ -133,7 +132,7 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
     # MONGO_URL on a port nothing listens on), it starts as after a failed read, out of reach for good, so no
     # page waits for the read's timeout (0.5 s a signed-in test: 11 min of `make test`)
     caches.forget_all()
-    monkeypatch.setattr(signouts, "_unreachable_until", 0.0 if "MONGO_URL" in env else float("inf"))
+    monkeypatch.setattr(portal_db, "_unreachable_until", 0.0 if "MONGO_URL" in env else float("inf"))
     if "MONGO_URL" not in env:  # what a session keeps on the server (web/kept.py): this process's stand-in
         from sen_portal.web import kept
 

@@ -20,6 +20,7 @@ from sen_shared.responses import json_response
 from sen_shared.runtime import current
 from sen_shared.spreadsheet import cell
 
+from .. import portal_db
 from ..domain.dashboard import RangeError, Targets, check_range, csv_rows, dashboard
 from ..domain.report_facts import VN
 from ..domain.reporting import gather
@@ -96,9 +97,10 @@ def get_dashboard(start: str | None = None, end: str | None = None, district: st
                   facility: str | None = None) -> tuple[Any, int, dict[str, str]]:
     first, last = _range(start, end)
     name = _district(district, first, last)
-    data = dashboard(current().db, first, last, name, targets=_targets(),
-                     facility=_facility(facility, name, first, last),
-                     facility_districts=org_districts() if name else None)
+    scope = _facility(facility, name, first, last)
+    with portal_db.attempt() as db:
+        data = dashboard(db, first, last, name, targets=_targets(), facility=scope,
+                         facility_districts=org_districts() if name else None)
     return json_response(data)
 
 
@@ -110,9 +112,10 @@ def get_csv(section: str, start: str | None = None, end: str | None = None, dist
     known = facilities(first, last) if (facility or "").strip() else {}
     fid = _facility(facility, name, first, last, known)
     # one facility's figure names its district as the page's CSV does (known: the filter's, as the page has it)
-    header, rows = csv_rows(section, current().db, first, last, name, targets=_targets(), facility=fid,
-                            facility_districts=org_districts() if name else None,
-                            facility_district=known[fid][1] if fid else None)
+    with portal_db.attempt() as db:
+        header, rows = csv_rows(section, db, first, last, name, targets=_targets(), facility=fid,
+                                facility_districts=org_districts() if name else None,
+                                facility_district=known[fid][1] if fid else None)
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
@@ -127,7 +130,8 @@ def get_csv(section: str, start: str | None = None, end: str | None = None, dist
 def event_counts(day: str | None = None) -> tuple[Any, int, dict[str, str]]:
     the_day = _day("day", day, datetime.now(VN).date())
     since = max(the_day, date(1, 1, 2)) - timedelta(days=1)  # the day's events arrive from the day before on
-    rows = gather(current().db, ["events"], since=since)["events"]
+    with portal_db.attempt() as db:
+        rows = gather(db, ["events"], since=since)["events"]
     counts: dict[str, int] = {}
     for r in rows:
         if r["day"] == the_day.isoformat():

@@ -14,7 +14,7 @@ from flask import abort, render_template, request, url_for
 from flask_babel import format_date, gettext, lazy_gettext
 from sen_shared.runtime import current
 
-from .. import caches
+from .. import caches, portal_db
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
 from . import bp, csvfile, login_required, status_label, xlsxfile
@@ -306,8 +306,9 @@ def figures(start: date, end: date, district: str | None, facility: str | None =
     if hit is not None and now - hit[0] < FIGURES_SECONDS:
         return hit[1]
     # a district's money includes the transfers naming only their facility (an unmatched one to its account)
-    data = compute(current().db, start, end, district, targets=current().settings.report_targets(),
-                   facility=facility, facility_districts=org_districts() if district else None)
+    with portal_db.attempt() as db:  # out of reach (just now in this request too): the handler's 503
+        data = compute(db, start, end, district, targets=current().settings.report_targets(),
+                       facility=facility, facility_districts=org_districts() if district else None)
     if len(_figures) > 256:
         _figures.clear()
     _figures[key] = (now, data)
@@ -522,10 +523,11 @@ def _export(section: str) -> Export | Any:
             return _csv_refused(unknown_district())
         known = facilities(start, end)
         chosen = facility_scope(form.facility.data, district, start, end, known)
-        header, rows = csv_rows(section, current().db, start, end, district,
-                                targets=current().settings.report_targets(), facility=chosen,
-                                facility_districts=org_districts() if district else None,
-                                facility_district=known[chosen][1] if chosen else None)
+        with portal_db.attempt() as db:
+            header, rows = csv_rows(section, db, start, end, district,
+                                    targets=current().settings.report_targets(), facility=chosen,
+                                    facility_districts=org_districts() if district else None,
+                                    facility_district=known[chosen][1] if chosen else None)
     except RangeError as err:
         return _csv_refused(range_problem(err))
     except FacilityRefused as err:

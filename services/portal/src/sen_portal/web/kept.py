@@ -12,8 +12,9 @@ take-on (name, birth date, sex: ``taken_on``) and the last 8 searched names or C
 - it lives as long as the sign-in may (``until``), which the read checks; a write sweeps ended records at most
   once a minute per process (``signouts.sweep``); signing out deletes the session's records (:func:`forget`);
 - the database out of reach: nothing is kept or found (logged), and the page works without it (a search
-  without its key in the address, a take-on's chart without the typed details compared); a session without
-  ``sid`` (a cookie from before sign-ins had one) keeps nothing.
+  without its key in the address, a take-on's chart without the typed details compared); the rest of the request
+  does not ask it again (``sen_portal.portal_db``); a session without ``sid`` (a cookie from before sign-ins had
+  one) keeps nothing.
 
 Which of the session's keys hold what the user typed, and why each is here: :mod:`.searches` (the words of a
 search, for Back and refresh: the EHR cannot give them back) and ``clinic.patient_take_on`` (what the
@@ -32,12 +33,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import pymongo
 from flask import current_app, session
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
-from sen_shared.runtime import current
 
+from .. import portal_db
 from . import signouts
 
 log = logging.getLogger("sen.portal.kept")
@@ -48,7 +48,7 @@ WRITE_SECONDS = signouts.WRITE_SECONDS
 
 
 def _db() -> Any:
-    return current().db
+    return portal_db.database()
 
 
 def put(name: str, value: Any) -> bool:
@@ -61,14 +61,14 @@ def put(name: str, value: Any) -> bool:
     until = datetime.fromtimestamp(float(session.get("signed_in_at") or time.time()) + lifetime, UTC)
     record = {"_id": f"{sid}/{name}", "sid": sid, "value": value, "at": datetime.now(UTC), "until": until}
     try:
-        with pymongo.timeout(WRITE_SECONDS):
-            _db()[KEPT].insert_one(record)
+        with portal_db.attempt(WRITE_SECONDS, _db) as db:
+            db[KEPT].insert_one(record)
     except DuplicateKeyError:
         pass
     except PyMongoError as err:
         log.warning("what a session keeps was not kept", extra={"error": type(err).__name__})
         return False
-    signouts.sweep(_db(), KEPT)
+    signouts.sweep(db, KEPT)
     return True
 
 
@@ -79,10 +79,10 @@ def get(name: str, *, once: bool = False) -> Any:
     if not sid:
         return None
     try:
-        with pymongo.timeout(READ_SECONDS):
-            found = _db()[KEPT].find_one({"_id": f"{sid}/{name}", "until": {"$gt": datetime.now(UTC)}})
+        with portal_db.attempt(READ_SECONDS, _db) as db:
+            found = db[KEPT].find_one({"_id": f"{sid}/{name}", "until": {"$gt": datetime.now(UTC)}})
             if found is not None and once:
-                _db()[KEPT].delete_one({"_id": found["_id"]})
+                db[KEPT].delete_one({"_id": found["_id"]})
     except PyMongoError as err:
         log.warning("what a session kept could not be read", extra={"error": type(err).__name__})
         return None
@@ -94,7 +94,7 @@ def forget(sid: str | None) -> None:
     if not sid:
         return
     try:
-        with pymongo.timeout(WRITE_SECONDS):
-            _db()[KEPT].delete_many({"sid": sid})
+        with portal_db.attempt(WRITE_SECONDS, _db) as db:
+            db[KEPT].delete_many({"sid": sid})
     except PyMongoError as err:
         log.warning("a signed-out session's records were not deleted", extra={"error": type(err).__name__})

@@ -13,7 +13,7 @@ The portal database's ``answers_seen``: one record inserted per doctor, consult 
 ``<user>/<task>/<version>``, a claim: a second view of the same version changes nothing), never updated, kept
 :data:`KEPT_DAYS` and swept after (``signouts.sweep``). The worklist asks once for its rows that would say it (the
 user's records of those consults). The database out of reach: nothing is recorded, and the rows say the clinic
-answered as before (``signouts.database_reachable``: not asked again for a minute).
+answered as before (``sen_portal.portal_db``, ``lately``: not asked again in the request nor for a minute).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pymongo
 from flask import g
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
-from sen_shared.runtime import current
 
+from .. import portal_db
 from . import signouts
 
 log = logging.getLogger("sen.portal.seen")
@@ -37,7 +36,7 @@ KEPT_DAYS = 90  # longer than a consult stays open
 
 
 def _db() -> Any:
-    return current().db
+    return portal_db.database()
 
 
 def _user() -> str:
@@ -52,35 +51,33 @@ def _version(task: dict[str, Any]) -> str:
 def mark_seen(task: dict[str, Any]) -> None:
     """The signed-in doctor has the consult ``task`` (as read now) on her screen: its version is seen."""
     tid, version = str(task.get("id") or ""), _version(task)
-    if not tid or not version or not signouts.database_reachable():
+    if not tid or not version or not portal_db.reachable(lately=True):
         return
     user = _user()
     record = {"_id": f"{user}/{tid}/{version}", "user": user, "task": tid, "version": version,
               "until": datetime.now(UTC) + timedelta(days=KEPT_DAYS)}
     try:
-        with pymongo.timeout(signouts.WRITE_SECONDS):
-            _db()[SEEN].insert_one(record)
+        with portal_db.attempt(signouts.WRITE_SECONDS, _db, lately=True) as db:
+            db[SEEN].insert_one(record)
     except DuplicateKeyError:
         return  # seen before at this version
     except PyMongoError as err:
-        signouts.database_unreachable()
         log.warning("a consult seen was not recorded", extra={"error": type(err).__name__})
         return
-    signouts.sweep(_db(), SEEN)
+    signouts.sweep(db, SEEN)
 
 
 def seen_of(tasks: list[dict[str, Any]]) -> set[str]:
     """The ids of ``tasks`` the signed-in doctor has seen at their current version (none when the database is out
     of reach): one read of her records of those consults."""
     versions = {str(t.get("id")): _version(t) for t in tasks if t.get("id") and _version(t)}
-    if not versions or not signouts.database_reachable():
+    if not versions or not portal_db.reachable(lately=True):
         return set()
     try:
-        with pymongo.timeout(signouts.READ_SECONDS):
-            found = list(_db()[SEEN].find({"user": _user(), "task": {"$in": sorted(versions)}},
-                                          {"task": 1, "version": 1}))
+        with portal_db.attempt(signouts.READ_SECONDS, _db, lately=True) as db:
+            found = list(db[SEEN].find({"user": _user(), "task": {"$in": sorted(versions)}},
+                                       {"task": 1, "version": 1}))
     except PyMongoError as err:
-        signouts.database_unreachable()
         log.warning("the consults seen could not be read", extra={"error": type(err).__name__})
         return set()
     return {d["task"] for d in found if versions.get(str(d.get("task"))) == d.get("version")}

@@ -13,8 +13,8 @@ The clinic's list and the worklist (``clinic.teleconsult_page``) take a kept ans
 the newest record of the user's facility (:func:`newest`): one read by the facility, made only when a kept answer
 would be used. The records are needed only as long as an answer may be kept (at most 60 s): each lives
 :data:`KEPT_SECONDS` and is swept after (``signouts.sweep``). The database out of reach: nothing is recorded or
-read (the answers are kept their seconds, as before), and it is not asked again for a minute
-(``signouts.database_reachable``). Another portal process (another host) stamps its own clock: clocks apart by
+read (the answers are kept their seconds, as before), and it is not asked again in the request nor for a minute
+(``sen_portal.portal_db``, ``lately``). Another portal process (another host) stamps its own clock: clocks apart by
 more than the time a page takes to load could still use an answer a moment older.
 """
 
@@ -24,11 +24,10 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
-from sen_shared.runtime import current
 
+from .. import portal_db
 from . import signouts
 
 log = logging.getLogger("sen.portal.sent")
@@ -38,40 +37,38 @@ KEPT_SECONDS = 300  # longer than an answer is ever kept (SEN_PORTAL_CACHE_SECON
 
 
 def _db():  # type: ignore[no-untyped-def]
-    return current().db
+    return portal_db.database()
 
 
 def record(task: str, facility: str | None, hub: str | None) -> None:
     """The consult ``task`` was just sent by ``facility`` to ``hub``: their users' kept lists are older than it."""
     parties = [p for p in (facility, hub) if p]
-    if not parties or not signouts.database_reachable():
+    if not parties or not portal_db.reachable(lately=True):
         return
     now = time.time()
     doc = {"_id": task, "parties": parties, "at": now,
            "until": datetime.fromtimestamp(now, UTC) + timedelta(seconds=KEPT_SECONDS)}
     try:
-        with pymongo.timeout(signouts.WRITE_SECONDS):
-            _db()[SENT].insert_one(doc)
+        with portal_db.attempt(signouts.WRITE_SECONDS, _db, lately=True) as db:
+            db[SENT].insert_one(doc)
     except DuplicateKeyError:
         return  # the form sent again: the consult's record is the first's
     except PyMongoError as err:
-        signouts.database_unreachable()
         log.warning("a consult sent was not recorded", extra={"error": type(err).__name__})
         return
-    signouts.sweep(_db(), SENT)
+    signouts.sweep(db, SENT)
 
 
 def newest(party: str | None) -> float:
     """When the newest consult ``party`` sent or was sent (epoch seconds; 0.0: none recorded, or the database out
     of reach): an answer about ``party``'s consults fetched before it is not used."""
-    if not party or not signouts.database_reachable():
+    if not party or not portal_db.reachable(lately=True):
         return 0.0
     since = time.time() - KEPT_SECONDS
     try:
-        with pymongo.timeout(signouts.READ_SECONDS):
-            found = list(_db()[SENT].find({"parties": party}, {"at": 1}))
+        with portal_db.attempt(signouts.READ_SECONDS, _db, lately=True) as db:
+            found = list(db[SENT].find({"parties": party}, {"at": 1}))
     except PyMongoError as err:
-        signouts.database_unreachable()
         log.warning("the consults sent could not be read", extra={"error": type(err).__name__})
         return 0.0
     return max((float(d["at"]) for d in found if isinstance(d.get("at"), (int, float)) and d["at"] > since),

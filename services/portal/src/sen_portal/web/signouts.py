@@ -14,8 +14,9 @@ A session seen not signed out is not asked again for :data:`FRESH_SECONDS` in th
 status box polled every 2 s costs one read in five); the worker that signed it out knows at once,
 the others within those seconds. The portal's database out of reach (no answer within
 :data:`READ_SECONDS`): the page is served (logged), as the pages that read no database were
-before, and the database is not asked again for :data:`BACKOFF_SECONDS`, so an outage costs a
-page no wait. A record is kept as long as a session could live (``until``) and deleted by a
+before, and neither the rest of the request nor this check asks it again for
+``portal_db.BACKOFF_SECONDS`` (``sen_portal.portal_db``, every use of the database), so an outage
+costs a page no wait. A record is kept as long as a session could live (``until``) and deleted by a
 sign-out after that (:func:`sweep`, at most once a minute per process). A session made before
 this had no ``sid``: it ends by its expiry, as before.
 """
@@ -28,12 +29,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import pymongo
 from flask import current_app, request, session
 from pymongo.errors import DuplicateKeyError, PyMongoError
-from sen_shared.runtime import current
 
-from .. import caches
+from .. import caches, portal_db
 from . import ASSET_ENDPOINTS, bp
 
 log = logging.getLogger("sen.portal.signouts")
@@ -41,14 +40,12 @@ SIGNED_OUT = "signed_out"  # the portal database's collection, keyed by the sess
 FRESH_SECONDS = 5.0
 READ_SECONDS = 0.5  # a read by _id answers in milliseconds; pymongo.timeout bounds the server's selection too
 WRITE_SECONDS = 2.0
-BACKOFF_SECONDS = 60.0
 SWEEP_SECONDS = 60.0
 _KEPT = 4096  # sessions remembered per process (either answer)
 
 _signed_out: set[str] = caches.kept(set())
 _seen_live: dict[str, float] = caches.kept({})  # session id -> when it was last seen not signed out
 _swept: dict[str, float] = caches.kept({})  # collection -> when this process last swept it
-_unreachable_until = 0.0
 
 
 def new_session_id() -> str:
@@ -64,17 +61,15 @@ def sign_out(sid: str | None, signed_in_at: float | None) -> None:
     _seen_live.pop(sid, None)
     lifetime = current_app.config["WTF_CSRF_TIME_LIMIT"]  # SEN_PORTAL_SESSION_MINUTES, in seconds
     until = datetime.fromtimestamp((signed_in_at or time.time()) + lifetime, UTC)
-    if time.monotonic() < _unreachable_until:
+    if not portal_db.reachable(lately=True):
         log.warning("a sign-out was not recorded: the database was out of reach just now")
         return
-    db = current().db
     try:
-        with pymongo.timeout(WRITE_SECONDS):
+        with portal_db.attempt(WRITE_SECONDS, lately=True) as db:
             db[SIGNED_OUT].insert_one({"_id": sid, "at": datetime.now(UTC), "until": until})
     except DuplicateKeyError:
         pass  # signed out already (a second tab's sign-out)
     except PyMongoError as err:  # this process refuses the session still (above)
-        _unreachable(time.monotonic())
         log.warning("a sign-out was not recorded", extra={"error": type(err).__name__})
         return
     sweep(db)
@@ -86,13 +81,12 @@ def was_signed_out(sid: str) -> bool:
         return True
     now = time.monotonic()
     seen = _seen_live.get(sid)
-    if (seen is not None and now - seen < FRESH_SECONDS) or now < _unreachable_until:
+    if (seen is not None and now - seen < FRESH_SECONDS) or not portal_db.reachable(lately=True):
         return False
     try:
-        with pymongo.timeout(READ_SECONDS):
-            found = current().db[SIGNED_OUT].find_one({"_id": sid}, {"_id": 1}) is not None
+        with portal_db.attempt(READ_SECONDS, lately=True) as db:
+            found = db[SIGNED_OUT].find_one({"_id": sid}, {"_id": 1}) is not None
     except PyMongoError as err:
-        _unreachable(now)
         log.warning("whether a session signed out could not be read", extra={"error": type(err).__name__})
         return False
     if len(_signed_out) >= _KEPT:
@@ -122,23 +116,6 @@ def _refuse_signed_out() -> Any:
     return None
 
 
-def _unreachable(now: float) -> None:
-    global _unreachable_until
-    _unreachable_until = now + BACKOFF_SECONDS
-
-
-def database_reachable() -> bool:
-    """Whether the portal's database may be asked: not while a read or write of it failed in the last
-    :data:`BACKOFF_SECONDS` (of this module or another that records it: :func:`database_unreachable`), so an
-    outage costs a page no wait."""
-    return time.monotonic() >= _unreachable_until
-
-
-def database_unreachable() -> None:
-    """A read or write of the portal's database failed: it is not asked again for :data:`BACKOFF_SECONDS`."""
-    _unreachable(time.monotonic())
-
-
 def sweep(db: Any, collection: str = SIGNED_OUT) -> None:
     """Delete ``collection``'s records whose ``until`` passed (the sign-outs here, the sessions' tokens:
     web/tokens.py), at most once every :data:`SWEEP_SECONDS` per process and collection."""
@@ -147,7 +124,7 @@ def sweep(db: Any, collection: str = SIGNED_OUT) -> None:
         return
     _swept[collection] = now
     try:
-        with pymongo.timeout(WRITE_SECONDS):
+        with portal_db.attempt(WRITE_SECONDS, lambda: db):
             db[collection].delete_many({"until": {"$lt": datetime.now(UTC)}})
     except PyMongoError as err:
         log.warning("ended records were not swept", extra={"collection": collection, "error": type(err).__name__})

@@ -19,6 +19,9 @@ here. The tokens are in the portal's ``session_tokens`` collection, one document
   tokens the portal mints: ``backend.user_token``) costs nothing;
 - signing out deletes the session's generations (after ``signouts.sign_out`` recorded it, so a refresh
   racing the sign-out is refused and its record deleted by that refresh);
+- the database out of reach: a page says so (:func:`_tokens_out_of_reach`) without asking it again in the request,
+  and while it did not answer lately (a minute) a page's read waits a ping's 0.5 s, not :data:`DB_SECONDS`
+  (``sen_portal.portal_db``: every use of the database);
 - a record lives as long as its sign-in may (``until``: ``SEN_PORTAL_SESSION_MINUTES`` after it), which the
   read checks; a sign-in sweeps ended records at most once a minute per process. Not a TTL index: the
   handbook keeps expiry in queries and a sweeper, and FerretDB 1.24 refuses ``expireAfterSeconds``
@@ -40,9 +43,8 @@ from flask import current_app, redirect, render_template, request, session, url_
 from flask_babel import gettext
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from sen_shared import mongo
-from sen_shared.runtime import current
 
-from .. import caches
+from .. import caches, portal_db
 from . import bp, is_htmx, signed_out_page, signouts, typed_text
 
 log = logging.getLogger("sen.portal.tokens")
@@ -66,8 +68,7 @@ def store(sid: str, token: dict[str, Any], signed_in_at: float) -> None:
     the session's generation 1. A database out of reach raises (PyMongoError): the sign-in did not happen."""
     lifetime = current_app.config["WTF_CSRF_TIME_LIMIT"]  # SEN_PORTAL_SESSION_MINUTES, in seconds
     record = _record(sid, 1, token, None, datetime.fromtimestamp(signed_in_at + lifetime, UTC))
-    db = current().db
-    with pymongo.timeout(DB_SECONDS):
+    with portal_db.attempt(DB_SECONDS) as db:
         db[TOKENS].insert_one(record)
     _keep(sid, record)
     signouts.sweep(db, TOKENS)
@@ -99,8 +100,8 @@ def forget(sid: str | None) -> None:
         return
     _kept.pop(sid, None)
     try:
-        with pymongo.timeout(DB_SECONDS):
-            current().db[TOKENS].delete_many({"sid": sid})
+        with portal_db.attempt(DB_SECONDS) as db:
+            db[TOKENS].delete_many({"sid": sid})
     except PyMongoError as err:  # the sign-out's record refuses the cookie; the sweep deletes them at `until`
         log.warning("a signed-out session's tokens were not deleted", extra={"error": type(err).__name__})
 
@@ -137,8 +138,8 @@ def _newest(sid: str, *, fresh: bool = False) -> dict[str, Any]:
     if kept is not None and not fresh and now - kept[1] < FRESH_SECONDS:
         return kept[0]
     try:
-        with pymongo.timeout(DB_SECONDS):
-            record = current().db[TOKENS].find_one(
+        with portal_db.attempt(DB_SECONDS, probe=True) as db:  # the database out of reach lately: 0.5 s
+            record = db[TOKENS].find_one(
                 {"sid": sid, "until": {"$gt": datetime.now(UTC)}}, sort=[("n", pymongo.DESCENDING)])
     except PyMongoError as err:
         if kept is not None and not _expired(kept[0]):
@@ -173,9 +174,8 @@ def _refresh(sid: str, record: dict[str, Any]) -> dict[str, Any]:
         log.warning("a session's refresh failed: %s", type(err).__name__)
         return _after_refused(sid, record)
     new = _record(sid, int(record["n"]) + 1, token, record, record["until"])
-    db = current().db
     try:
-        with pymongo.timeout(DB_SECONDS):
+        with portal_db.attempt(DB_SECONDS) as db:
             db[TOKENS].insert_one(new)
             if db[signouts.SIGNED_OUT].find_one({"_id": sid}, {"_id": 1}) is not None:  # signed out meanwhile
                 db[TOKENS].delete_many({"sid": sid})
