@@ -28,7 +28,7 @@ from sen_shared.auth import issue_dev_token
 from sen_shared.bus.outbox import entry_event
 
 from tests.hiding_support import answered_as_missing
-from tests.integration.test_bus import _bus, take
+from tests.integration.test_bus import _bus, drain
 from tests.support import emptied, free_port, put_resources, web_process
 
 pytestmark = pytest.mark.integration
@@ -769,9 +769,10 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, ehr_
                                         "portal.reporting"])
     bus = next(bus_gen)
     try:
-        bus.relay_all(db, OUTBOX_COLLECTIONS)
+        bus.relay_all(db, OUTBOX_COLLECTIONS)  # returns once the broker confirmed every event: they are queued
+
         def mine(queue: str) -> list[dict]:
-            got = [json.loads(m.body) for m in take(bus, bus.topology.queue_name(queue), 1000, timeout=3)]
+            got = [json.loads(m.body) for m in drain(bus, bus.topology.queue_name(queue))]
             return [e for e in got if e["subject"] == f"ServiceRequest/{sr_id}"]
 
         def completed(queue: str) -> list[dict]:
