@@ -29,7 +29,7 @@ from sen_shared.bus.outbox import entry_event
 
 from tests.hiding_support import answered_as_missing
 from tests.integration.test_bus import _bus, drain
-from tests.support import emptied, free_port, put_resources, web_process
+from tests.support import emptied, put_resources, web_process
 
 pytestmark = pytest.mark.integration
 
@@ -347,34 +347,32 @@ def test_a_conclusion_code_not_in_the_list_is_refused_and_the_task_is_unchanged(
     assert r.json()["output"][0]["valueCodeableConcept"]["coding"][0]["code"] == "B02.9"
 
 
-def _silent_server() -> tuple[socket.socket, int]:
-    """A port that accepts connections and never answers (a hung EHR)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    return s, s.getsockname()[1]
-
-
 def test_ehr_down_or_slow_is_a_clear_refusal_and_nothing_is_created(tc_env, tokens, tmp_path, mongo_client, run_id):
-    silent, slow_port = _silent_server()
-    closed = free_port()  # nothing listens there
+    # the EHR's port: bound, not listening, so a connection there is refused (a down EHR); then listening and never
+    # answering, the kernel completing the handshake (a hung EHR). One teleconsult process sees both.
+    ehr_port = socket.socket()
+    ehr_port.bind(("127.0.0.1", 0))
+    name = f"sen_t{run_id}_tcc_down"
+    env = {**tc_env, "SEN_DB": name, "SEN_EHR_URL": f"http://127.0.0.1:{ehr_port.getsockname()[1]}",
+           "SEN_HTTP_TIMEOUT": "1"}
     try:
-        for port, status, says in ((closed, 503, "cannot be reached"), (slow_port, 504, "did not answer within 1 s")):
-            name = f"sen_t{run_id}_tcc_{status}"
-            env = {**tc_env, "SEN_DB": name, "SEN_EHR_URL": f"http://127.0.0.1:{port}", "SEN_HTTP_TIMEOUT": "1"}
-            with web_process("teleconsult", env, tmp_path / f"{status}.log") as url:
-                r = submit(url, tokens, **{"Idempotency-Key": str(uuid.uuid4())})
+        with web_process("teleconsult", env, tmp_path / "tc.log") as url:
+            for status, says in ((503, "cannot be reached"), (504, "did not answer within 1 s")):
+                if status == 504:
+                    ehr_port.listen(16)
+                key = str(uuid.uuid4())
+                r = submit(url, tokens, **{"Idempotency-Key": key})
                 assert r.status_code == status, r.text
                 assert says in diag(r) and "nothing was created" in diag(r)
                 db = mongo_client[name]
                 assert count(db, "ServiceRequest") == count(db, "Task") == count(db, "consult_steps") == 0
                 # a 5xx is not kept under the Idempotency-Key: the clinic's retry runs again
-                kept = [d["_id"] for d in db.idempotency_keys.find({}, {"_id": 1})]
-                assert kept and not [k for k in kept if k.endswith("/answer")]
-                assert db.idempotency_keys.find_one(sort=[("n", -1)])["released"] is True
-            mongo_client.drop_database(name)
+                kept = [d for d in db.idempotency_keys.find({}, {"n": 1, "released": 1}) if key in d["_id"]]
+                assert kept and not [d for d in kept if d["_id"].endswith("/answer")]
+                assert max(kept, key=lambda d: d.get("n", 0))["released"] is True
     finally:
-        silent.close()
+        ehr_port.close()
+        mongo_client.drop_database(name)
 
 
 # --------------------------------------------------------------------------- Idempotency-Key
