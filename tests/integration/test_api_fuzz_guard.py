@@ -13,7 +13,9 @@ see tools/fuzz/README.md.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -30,12 +32,26 @@ SEED = 1
 
 @pytest.fixture(scope="module")
 def fuzz_stack(base_env, run_id, mongo_url, tmp_path_factory):
+    """``(urls, out, spec)``: the four services, their logs' folder, and ``spec(name)``, a service's deepened spec
+    (:func:`tools.fuzz.api_fuzz.served_spec`), made once for the module and fuzzed and probed by each test on that
+    service, where each test made it again: the same spec but for the ids of the resources seeded each time.
+    Teleconsult and billing seed none (their ``{id}`` is ``missing-1`` alone); the EHR's hostile requests put its
+    last seeded id (a Specimen's) under the first served type, OperationDefinition and Patient, where it names
+    nothing anyway. Loopback traffic goes to no proxy (NO_PROXY, for the services and the fuzzers): schemathesis's
+    requests then does not read the proxy variables for each request."""
     out = tmp_path_factory.mktemp("api-fuzz")
+    key = Path(base_env["SEN_DEV_JWT_KEY"])
     dbs: list[str] = []
     try:
-        with ExitStack() as stack:
+        with ExitStack() as stack, pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"])))
             urls, dbs = start_services(stack, list(SERVICES), base_env, out, f"sen_t{run_id}_fz")
-            yield urls, out
+
+            @functools.cache
+            def spec(name: str) -> Path:
+                return served_spec(urls[name], name, out, key, deep=True)
+
+            yield urls, out, spec
     finally:
         drop_databases(mongo_url, dbs)
 
@@ -56,10 +72,9 @@ RUNS = [(name, "admin") for name in SERVICES] + [("teleconsult", "doctor")]
 
 @pytest.mark.parametrize(("name", "role"), RUNS, ids=[f"{n}-{r}" for n, r in RUNS])
 def test_no_server_error_nor_bare_error_body(name, role, fuzz_stack, base_env):
-    urls, out = fuzz_stack
+    urls, out, spec = fuzz_stack
     key = Path(base_env["SEN_DEV_JWT_KEY"])
-    spec = served_spec(urls[name], name, out, key, deep=True)
-    r = fuzz(name, urls[name], spec, out, key, role, examples=EXAMPLES, seed_=SEED, deterministic=True,
+    r = fuzz(name, urls[name], spec(name), out, key, role, examples=EXAMPLES, seed_=SEED, deterministic=True,
              timeout=240)
     log = (out / f"{name}.log").read_text(errors="replace")[-4000:]
     assert r.rc == 0, f"{r.tag}: schemathesis rc={r.rc}\n{_failures(r.output)}\n--- {name} log ---\n{log}"
@@ -72,9 +87,9 @@ def test_hostile_requests_get_no_server_error_nor_bare_error_body(name, fuzz_sta
     """The requests schemathesis does not generate (tools/fuzz/hostile.py: bodies nested past the recursion
     limit, lone surrogates and NUL in bodies and queries, 2**64, calendar edge dates, a leading //, header
     garbage) to every operation, admin token, four query values a parameter: each was a 500 somewhere once."""
-    urls, out = fuzz_stack
+    urls, out, spec_of = fuzz_stack
     key = Path(base_env["SEN_DEV_JWT_KEY"])
-    spec = json.loads(served_spec(urls[name], name, out, key, deep=True).read_text())
+    spec = json.loads(spec_of(name).read_text())
     sent, bad = probe(urls[name], spec, token(key, "admin"), values=QUICK)
     log = (out / f"{name}.log").read_text(errors="replace")[-4000:]
     assert not bad, f"{name}: {len(bad)} of {sent} hostile requests answered badly:\n" + "\n".join(bad[:30]) + \
