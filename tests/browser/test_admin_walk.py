@@ -122,8 +122,7 @@ def test_the_admin_changes_one_specialtys_consult_price_on_a_phone(visitor_facto
 @pytest.mark.parametrize("user", ["cashier", "doctor"])
 def test_a_cashier_or_a_doctor_is_refused_the_admins_price_change_in_words(visitor_factory, stack, user):
     v = visitor_factory(f"vi-1280-{user}")
-    v.sign_in(user)
-    v.go("/prices")
+    v.sign_in(user, to="/prices")
     assert v.page.locator(f"#price-{ENTRY} form").count() == 0  # read, not changed
     token = v.page.locator("input[name=csrf_token]").first.input_value()
     r = v.page.request.post(f"{v.base}/prices/{ENTRY}", form={
@@ -182,16 +181,14 @@ def test_the_admin_is_not_offered_a_new_invoice_only_a_facilitys_cashier_makes(v
                    json={"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Lập nhầm"}]})
     assert r.status_code == 200, r.text[:300]
     v = visitor_factory("vi-1280-admin")
-    v.sign_in("admin")
-    v.go("/invoices")
+    v.sign_in("admin", to="/invoices")
     assert v.page.locator("[data-testid=new-invoice]").count() == 0
     v.go(f"/invoices/{iid}")
     expect(v.page.locator("[data-testid=cancelled]")).to_be_visible()
     assert v.page.locator("[data-testid=invoice-again]").count() == 0
     v.check("invoice-cancelled")
     cashier = visitor_factory("vi-1280-cashier")  # the facility's cashier still is
-    cashier.sign_in("cashier")
-    cashier.go(f"/invoices/{iid}")
+    cashier.sign_in("cashier", to=f"/invoices/{iid}")
     expect(cashier.page.locator("[data-testid=invoice-again]")).to_be_visible()
 
 

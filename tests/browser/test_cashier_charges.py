@@ -100,8 +100,7 @@ def test_cashier_charges_a_walk_in_patient_by_hand(visitor_factory, stack):
     before = _invoices(stack)
     by_hand = _charge_by_hand(stack)
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go("/invoices")
+    v.sign_in("cashier", to="/invoices")
     v.page.click("[data-testid=new-invoice]")
     v.page.wait_for_url(re.compile(r"/invoices/new$"))
     v.page.click("[data-testid=issue]")  # nothing chosen, no line: said so, nothing made

@@ -81,8 +81,7 @@ def test_an_assignment_whose_answer_is_lost_keeps_the_queue_and_is_done_once_whe
     note = f"CK mat ket noi {uuid.uuid4().hex[:6]}"  # no bill reference: waits in the queue
     _unmatched_transfer(stack, note, owed)
     v = visitor_factory("vi-360-slow-assign", width=360, height=740)
-    v.sign_in("cashier")
-    v.go("/unmatched")
+    v.sign_in("cashier", to="/unmatched")
     _page_with(v, note)
     page = v.page
     row = page.locator("tr", has_text=note)

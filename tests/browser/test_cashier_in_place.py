@@ -95,8 +95,7 @@ def test_a_new_invoice_whose_answer_is_lost_is_issued_once_when_sent_again(visit
 
     before = invoices()
     v = visitor_factory("vi-360-in-place-invoice-new", width=360, height=740)
-    v.sign_in("cashier")
-    v.go("/invoices/new?p=bn-0004&line_service=kham-benh&line_qty=2")
+    v.sign_in("cashier", to="/invoices/new?p=bn-0004&line_service=kham-benh&line_qty=2")
     page = v.page
     sent = _lose_the_answer(page, "/invoices/new")
     page.click("[data-testid=issue]")
@@ -211,8 +210,7 @@ def _coverages(stack, pid: str) -> int:
 def test_the_new_invoices_patient_search_whose_answer_is_lost_keeps_the_name_and_finds_when_sent_again(
         visitor_factory, stack):
     v = visitor_factory("vi-360-in-place-invoice-new-search", width=360, height=740)
-    v.sign_in("cashier")
-    v.go("/invoices/new")
+    v.sign_in("cashier", to="/invoices/new")
     page = v.page
     page.fill("#who", "le ngoc anh")
     sent = _lose_the_answer(page, "/invoices/new")
@@ -229,8 +227,7 @@ def test_the_new_invoices_patient_search_whose_answer_is_lost_keeps_the_name_and
 
 def test_a_line_added_whose_answer_is_lost_is_one_line_when_added_again(visitor_factory, stack):
     v = visitor_factory("vi-1280-in-place-invoice-new-add")
-    v.sign_in("cashier")
-    v.go("/invoices/new")
+    v.sign_in("cashier", to="/invoices/new")
     page = v.page
     page.fill("#service_q", "kham benh")
     page.press("#service_q", "Enter")  # the services found, in place

@@ -30,8 +30,7 @@ def test_a_registration_whose_answer_is_lost_keeps_the_details_and_registers_one
     v = visitor_factory("vi-360-slow-register", width=360, height=740)
     page = v.page
     _slow(page)
-    v.sign_in("clinic")
-    v.go("/patients/new")
+    v.sign_in("clinic", to="/patients/new")
     given = "Thị " + random.choice(["Hồng Nhung", "Thu Hà", "Ngọc Yến", "Bích Thảo"]) + " " + \
         random.choice(["Út", "Lệ", "Mỹ", "Kiều", "Diệu", "Tuyết"])
     typed = {"#family": "Đặng", "#given": given, "#birth_date": "03/11/1988", "#phone": "0912345678"}
@@ -68,8 +67,7 @@ def test_a_cancel_whose_answer_is_lost_keeps_the_reason_and_cancels_once(visitor
     v = visitor_factory("vi-360-slow-cancel", width=360, height=740)
     page = v.page
     _slow(page)
-    v.sign_in("clinic")
-    v.go(f"/consults/{tid}")
+    v.sign_in("clinic", to=f"/consults/{tid}")
     page.click("#cancel-box summary")
     reason = "Người bệnh đã tự chuyển lên bệnh viện tỉnh."
     page.fill("#cancel-box textarea[name=reason]", reason)
@@ -93,8 +91,7 @@ def test_a_registration_refused_on_its_fields_in_place_takes_the_nurse_to_what_t
     read out), as it does on a page the browser loads."""
     v = visitor_factory("vi-360-register-errors", width=360, height=740)
     page = v.page
-    v.sign_in("clinic")
-    v.go("/patients/new")
+    v.sign_in("clinic", to="/patients/new")
     page.fill("#family", "Lê")
     page.click("form.card button.primary")
     page.wait_for_selector("#form-errors")

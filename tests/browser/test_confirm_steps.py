@@ -39,8 +39,7 @@ def _status(stack: dict[str, str], tid: str) -> str:
 def test_the_nurse_cancels_a_consult_behind_its_disclosure_and_confirms(visitor_factory, stack):
     tid = _submit(stack, "Xin ý kiến về đau ngực không ổn định.")
     v = visitor_factory("vi-360", width=360, height=780)
-    v.sign_in("clinic")
-    v.go(f"/consults/{tid}")
+    v.sign_in("clinic", to=f"/consults/{tid}")
     # closed until asked for: the message box is the one text box in sight, not a cancel box beside it
     assert not v.page.locator("#cancel-box textarea").is_visible()
     assert v.page.inner_text("#cancel-box summary").strip() == "Hủy hội chẩn…"
@@ -71,8 +70,7 @@ def test_the_nurse_gives_the_reason_of_a_take_on_and_confirms(visitor_factory, s
     cccd = f"0870{random.randrange(10**8):08d}"
     pid = patient_of_another_facility(stack, cccd)
     v = visitor_factory("vi-360", width=360, height=780)
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     v.page.fill("#q", cccd)
     v.page.click("form[action$='/patients/search'] button.primary")
     v.page.wait_for_selector("[data-testid=take-on]")

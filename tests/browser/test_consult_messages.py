@@ -16,8 +16,7 @@ pytestmark = pytest.mark.integration
 def test_the_clinic_and_the_doctor_write_on_the_consult_thread(visitor_factory, stack):
     tid = _submit(stack, "Sốt cao, ho đờm, xin ý kiến kháng sinh.", "urgent")
     clinic = visitor_factory("vi-1280")
-    clinic.sign_in("clinic")
-    clinic.go(f"/consults/{tid}")
+    clinic.sign_in("clinic", to=f"/consults/{tid}")
     clinic.page.click("form[action$='/message'] button")  # empty: explained, nothing sent
     clinic.page.wait_for_selector("#text-error")  # the box sent in place comes back with its error
     assert clinic.page.locator("#text-error").count() == 1

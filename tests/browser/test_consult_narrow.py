@@ -61,8 +61,7 @@ def _narrow_pages(visitor_factory, pid: str, tid: str) -> None:
 
     clinic = visitor_factory("vi-360", width=360)
     clinic.page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    clinic.sign_in("clinic")
-    clinic.go(f"/consults/{tid}")
+    clinic.sign_in("clinic", to=f"/consults/{tid}")
     clinic.page.fill("form[action$='/message'] [name=text]", MESSAGE)
     clinic.page.click("form[action$='/message'] button")
     clinic.page.wait_for_selector("[data-testid=message-sent]")  # the page again, its thread with the message
@@ -74,8 +73,7 @@ def _narrow_pages(visitor_factory, pid: str, tid: str) -> None:
 
     doctor = visitor_factory("vi-360", width=360)
     doctor.page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    doctor.sign_in("doctor")
-    doctor.go(f"/tasks/{tid}")
+    doctor.sign_in("doctor", to=f"/tasks/{tid}")
     assert MESSAGE in doctor.page.inner_text("[data-testid=thread]")
     _fits(doctor, "narrow-task")
     assert not missing, missing

@@ -11,8 +11,7 @@ pytestmark = pytest.mark.integration
 
 def test_the_printed_dashboard_keeps_each_card_whole_and_leaves_out_the_form(visitor_factory):
     v = visitor_factory("vi-1280-print", width=1280)
-    v.sign_in("health-dept")
-    v.go("/dashboard?start=2026-11-01&end=2026-12-05")
+    v.sign_in("health-dept", to="/dashboard?start=2026-11-01&end=2026-12-05")
     v.page.wait_for_selector("[data-testid=scope]")
     shown = lambda: v.page.evaluate(  # noqa: E731 - what is drawn, by kind of element
         "() => ({form: getComputedStyle(document.querySelector('main form')).display,"

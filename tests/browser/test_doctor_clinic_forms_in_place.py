@@ -54,8 +54,7 @@ def test_a_take_on_whose_answer_is_lost_keeps_the_reason_and_takes_on_once(visit
 def test_a_start_whose_answer_is_lost_says_so_and_starts_once_when_sent_again(visitor_factory, stack):
     tid = _submit(stack, "Khó thở khi gắng sức, phù hai chân; xin ý kiến.", "urgent")
     v = visitor_factory("vi-360-in-place-start", width=360, height=740)
-    v.sign_in("doctor")
-    v.go(f"/tasks/{tid}")
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     page = v.page
     page.click("form[action$='/accept'] button")
     page.wait_for_selector("[data-testid=accepted]")
@@ -74,8 +73,7 @@ def test_a_start_whose_answer_is_lost_says_so_and_starts_once_when_sent_again(vi
 
 def test_the_hours_and_a_leave_whose_answers_are_lost_keep_what_was_typed_and_are_saved_once(visitor_factory):
     v = visitor_factory("vi-1280-in-place-availability")
-    v.sign_in("doctor")
-    v.go("/availability")
+    v.sign_in("doctor", to="/availability")
     page = v.page
     sent: list[int] = []
     page.route(re.compile(r".*/availability$"), losing_the_first_answer(sent))

@@ -35,8 +35,7 @@ def axe_on(v, selector: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("width", [1280, 360])
 def test_the_file_box_says_choose_and_what_is_chosen_in_the_pages_words(visitor_factory, width):
     v = visitor_factory(f"vi-{width}", width=width, height=900 if width > 360 else 780)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     page = v.page
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)

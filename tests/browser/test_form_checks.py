@@ -27,8 +27,7 @@ def _posts(page, path: str) -> list[str]:
 
 def test_a_file_over_the_limit_is_refused_before_any_byte_is_sent(visitor_factory):
     v = visitor_factory("vi-360", width=360, height=780)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     page = v.page
     sent = _posts(page, "/patients/bn-0002/consult")
     page.select_option("#priority", "routine")
@@ -64,8 +63,7 @@ def test_a_file_over_the_limit_is_refused_before_any_byte_is_sent(visitor_factor
 
 def test_the_reason_box_is_a_combobox_the_keyboard_picks_from(visitor_factory):
     v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients/bn-0001/consult")
+    v.sign_in("clinic", to="/patients/bn-0001/consult")
     page = v.page
     sent = _posts(page, "/patients/bn-0001/consult")
     reason = page.locator("#reason")
@@ -102,8 +100,7 @@ def test_the_reason_box_is_a_combobox_the_keyboard_picks_from(visitor_factory):
 
 def test_a_quantity_that_is_no_whole_number_is_said_beside_its_box(visitor_factory):
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go("/invoices/new")
+    v.sign_in("cashier", to="/invoices/new")
     page = v.page
     _add(v, "kham benh", "kham-benh")
     qty = page.locator("#line-0-qty")

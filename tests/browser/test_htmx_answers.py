@@ -31,8 +31,7 @@ def consult_form(visitor_factory, viewport: str = "vi-1280", *, unanswered: bool
     """The clinic's consult form for bn-0002, signed in (``unanswered``: its send gets no answer, aborted);
     the visitor and its page."""
     v = visitor_factory(viewport, **size)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     if unanswered:
         abort_the_send(v.page)
     return v, v.page
@@ -79,8 +78,7 @@ def test_an_expired_session_on_the_consult_form_is_said_with_what_was_typed(visi
 
 def test_an_expired_session_on_the_patient_search_is_said(visitor_factory):
     v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     page = v.page
     page.context.clear_cookies()
     page.fill("input[name=q]", "Nguyễn")
@@ -146,8 +144,7 @@ def test_the_upload_bar_goes_away_when_the_send_did_not_go_through(visitor_facto
 
 def test_a_double_click_posts_a_form_once_and_ends_on_the_page_it_leads_to(visitor_factory):
     v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     page = v.page
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)

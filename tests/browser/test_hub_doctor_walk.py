@@ -209,8 +209,7 @@ def test_the_minutes_begun_before_a_question_to_the_clinic_come_back_with_its_an
     without the minutes' form, what she had typed gone. Once the clinic answers, the form is there with it."""
     tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
     v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
-    v.go(f"/tasks/{tid}")
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_selector("[data-testid=accepted]")
     _typed(v.page)

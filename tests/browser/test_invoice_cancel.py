@@ -82,8 +82,7 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     pid = _patient(stack)
     old, charges = _issued_invoice(stack, pid)
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go(f"/invoices/{old}")
+    v.sign_in("cashier", to=f"/invoices/{old}")
     v.page.wait_for_selector("#qr-box img")  # issued: the patient could pay
     assert v.page.inner_text("[data-testid=invoice-patient]").strip() == NAME
     lines = _lines(v)

@@ -36,8 +36,7 @@ def _cashier_on_a_new_invoice(visitor_factory: Any, stack: dict[str, str]) -> tu
     id, patient id, the amount its QR asks, the transfer reference)."""
     iid, pid = _invoice(stack)
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go(f"/invoices/{iid}?p={pid}")
+    v.sign_in("cashier", to=f"/invoices/{iid}?p={pid}")
     amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
     return v, iid, pid, amount, reference

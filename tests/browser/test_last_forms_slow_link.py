@@ -49,8 +49,7 @@ def _header_answer_lost(visitor_factory, tag: str, action: str, button: str, wor
     """The nurse on the patients' page presses a header's ``button`` (its form posts to ``action``), its answer lost
     on the way back: the page stays and the form's own box under the header says ``words``. The tab, signed in."""
     v = visitor_factory(tag, width=360, height=740)
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     page = v.page
     sent: list[int] = []
     page.route(re.compile(rf".*/{action}$"), losing_the_first_answer(sent))
@@ -88,8 +87,7 @@ def test_a_sign_out_whose_answer_is_lost_says_it_may_not_be_done_and_signs_out_w
 def test_an_acceptance_whose_answer_is_lost_says_so_and_accepts_once_when_sent_again(visitor_factory, stack):
     tid = _submit(stack, "Đau thượng vị, nôn ra máu một lần; xin ý kiến.", "urgent")
     v = visitor_factory("vi-360-slow-accept", width=360, height=740)
-    v.sign_in("doctor")
-    v.go(f"/tasks/{tid}")
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     page = v.page
     sent: list[int] = []
     page.route(re.compile(r".*/tasks/[^/]+/accept$"), losing_the_first_answer(sent))
@@ -110,8 +108,7 @@ def found_elsewhere(visitor_factory, stack, tag: str):
     cccd = f"0870{random.randrange(10**8):08d}"
     pid = patient_of_another_facility(stack, cccd)
     v = visitor_factory(tag, width=360, height=740)
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     v.page.fill("#q", cccd)
     v.page.click("form[action$='/patients/search'] button.primary")
     return v, pid

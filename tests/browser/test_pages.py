@@ -62,8 +62,7 @@ def test_patient_chart_draws_observations_over_time(visitor_factory, stack):
     _record(stack, "bn-0007")
     for width in (1280, 360):
         v = visitor_factory(f"vi-{width}", width=width)
-        v.sign_in("clinic")
-        v.go("/patients/bn-0007")
+        v.sign_in("clinic", to="/patients/bn-0007")
         assert "Trương Quốc Đạt" in v.page.inner_text("h1")
         assert "Trương" not in v.page.title() and "bn-0007" not in v.page.title()  # no patient data in titles
         assert v.page.locator("canvas[data-series]").count() >= 3  # systolic, diastolic, weight
@@ -76,8 +75,7 @@ def test_patient_chart_draws_observations_over_time(visitor_factory, stack):
 
 def test_doctor_sees_hours_and_leave_the_admin_sets(visitor_factory):
     admin = visitor_factory("vi-1280")
-    admin.sign_in("admin")
-    admin.go("/availability")
+    admin.sign_in("admin", to="/availability")
     value = admin.page.evaluate(
         "() => [...document.querySelectorAll('#schedule option')].find(o => /nguyen-van-an|Nguyễn Văn An/"
         ".test(o.textContent + o.value)).value")
@@ -98,8 +96,7 @@ def test_doctor_sees_hours_and_leave_the_admin_sets(visitor_factory):
     admin.page.click("form:has(input[value=leave]) button.primary")
     expect(leave).to_have_count(listed + 1)
     doctor = visitor_factory("vi-1280")
-    doctor.sign_in("doctor")
-    doctor.go("/availability")
+    doctor.sign_in("doctor", to="/availability")
     assert "Hội nghị tim mạch" in doctor.page.inner_text("main")
     doctor.check("doctor-availability")
 
@@ -127,8 +124,7 @@ def cards_fit(v, table: str, width: int = 360) -> None:
 
 def test_cashier_shift_and_unmatched_transfers(visitor_factory, stack):
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go("/shift")
+    v.sign_in("cashier", to="/shift")
     v.check("cashier-shift")
     if v.page.locator("input[name=which][value=open]").count():
         v.page.fill("#open-opening_cash", "500000")
@@ -181,8 +177,7 @@ def test_pages_that_say_no(visitor_factory):
     expect(v.page.locator("[data-testid=sign-in-problem]")).to_contain_text("không đúng")
     assert v.page.input_value("#username") == "clinic" and v.page.input_value("#password") == ""
     v.check("login-wrong-password")
-    v.sign_in("clinic")
-    v.go("/dashboard")
+    v.sign_in("clinic", to="/dashboard")
     assert "Không được phép" in v.page.inner_text("h1")
     v.check("not-allowed")
     v.go("/patients/no-such-patient")
@@ -211,8 +206,7 @@ def _submit(stack: dict[str, str], question: str, priority: str = "routine", pat
 def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_factory, stack):
     asked = _submit(stack, "Đường huyết 14 mmol/L, xin hướng dẫn chỉnh insulin.", "asap")
     doctor = visitor_factory("vi-1280")
-    doctor.sign_in("doctor")
-    doctor.go(f"/tasks/{asked}")
+    doctor.sign_in("doctor", to=f"/tasks/{asked}")
     doctor.page.click("details:has(form[action$='/request-info']) summary")
     doctor.page.click("form[action$='/request-info'] button")  # empty: explained, nothing sent (in place)
     doctor.page.wait_for_selector("#question-error")
@@ -224,8 +218,7 @@ def test_hub_asks_the_clinic_answers_and_a_rejection_gives_its_reason(visitor_fa
     assert "Xin gửi thêm HbA1c gần nhất." in doctor.page.inner_text("main")
 
     clinic = visitor_factory("vi-1280")
-    clinic.sign_in("clinic")
-    clinic.go(f"/consults/{asked}")
+    clinic.sign_in("clinic", to=f"/consults/{asked}")
     assert "Câu hỏi cho cơ sở" in clinic.page.inner_text("[data-testid=task-status]")
     clinic.check("clinic-question-from-hub")
     clinic.page.fill("#answer", "HbA1c 9,2% (tháng 11).")

@@ -32,8 +32,7 @@ def test_a_phone_photo_over_the_limit_is_sent_smaller_and_a_large_pdf_is_still_r
     photo = camera_photo()
     assert 3_000_000 < len(photo) < 4_000_000
     v = visitor_factory("vi-360-photo-shrink", width=360, height=780)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     page = v.page
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
@@ -118,8 +117,7 @@ def test_a_noisy_photo_is_made_smaller_twice_and_a_small_webp_goes_as_it_is(visi
     noisy, webp = noisy_photo(), small_webp()
     assert len(noisy) > 2 * LIMIT and len(webp) < 100_000
     v = visitor_factory("vi-1280-photo-two-passes")
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     page = v.page
     page.select_option("#priority", "routine")
     page.fill("#reason", "L30.9")

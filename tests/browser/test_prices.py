@@ -58,8 +58,7 @@ def test_admin_changes_a_price_and_reads_its_history(visitor_factory, stack):
     admin = visitor_factory("vi-1280-admin")
     admin.sign_in("admin")
     late = visitor_factory("vi-1280-admin")  # a second admin, who opens the list before the first saves
-    late.sign_in("admin")
-    late.go("/prices")
+    late.sign_in("admin", to="/prices")
     try:
         admin.go("/prices")
         assert admin.page.locator("nav a[href='/prices']").inner_text() == "Bảng giá"

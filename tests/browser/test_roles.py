@@ -90,8 +90,7 @@ def _digits(text: str) -> int:
 def test_doctor_gives_a_consult_to_another_hub_doctor(visitor_factory, stack):
     tid = _submit(stack, "Rung nhĩ mới phát hiện, xin ý kiến chống đông.", "urgent")
     v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
-    v.go(f"/tasks/{tid}")
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     v.page.click("details:has(form[action$='/reassign']) summary")
     options = v.page.locator("form[action$='/reassign'] select option")
     assert "Practitioner/bs-nguyen-van-an" not in [options.nth(i).get_attribute("value")
@@ -279,8 +278,7 @@ def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
     for i in range(53):
         _unmatched_transfer(stack, f"{tag} so {i:02d}", 10_000 + i)
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go("/unmatched")
+    v.sign_in("cashier", to="/unmatched")
     seen: list[str] = []
     pages = 0
     for _ in range(50):
@@ -300,8 +298,7 @@ def test_unmatched_queue_pages_through_billing_cursor(visitor_factory, stack):
     expect(v.page.locator("[data-testid=unmatched-next]")).to_have_count(1)
     # an admin's page mixes every facility's queue: each row names its facility (the demo account's)
     a = visitor_factory("vi-1280")
-    a.sign_in("admin")
-    a.go("/unmatched")
+    a.sign_in("admin", to="/unmatched")
     _page_with(a, f"{tag} so 00")  # other tests' transfers may come first
     row = a.page.locator("tr", has_text=f"{tag} so 00")
     assert row.count() == 1
@@ -324,8 +321,7 @@ def test_cashier_puts_an_unmatched_transfer_on_an_invoice(visitor_factory, stack
     note = f"CK kham benh con trai {random.randint(1000, 9999)}"  # no bill reference: matches nothing
     _unmatched_transfer(stack, note, owed)
     v = visitor_factory("vi-1280")
-    v.sign_in("cashier")
-    v.go("/unmatched")
+    v.sign_in("cashier", to="/unmatched")
     _page_with(v, note)  # the queue may run over several pages (oldest first): this transfer is on the last
     row = v.page.locator("tr", has_text=note)
     assert row.count() == 1
@@ -357,8 +353,7 @@ def test_doctor_changes_their_own_hours_but_not_another_doctors(visitor_factory,
     original = httpx.get(f"{tc}/fhir/Schedule/{mine_id}", headers=admin, timeout=30).json()
     theirs_before = httpx.get(f"{tc}/fhir/Schedule/{theirs_id}", headers=admin, timeout=30).json()
     v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
-    v.go("/availability")
+    v.sign_in("doctor", to="/availability")
     assert v.page.locator("#schedule").count() == 0  # no choice of whose schedule: their own
     v.page.fill("#week-windows-0-end_time", "25:00")  # explained
     v.page.click("form:has(input[value=week]) button.primary")
@@ -427,8 +422,7 @@ def test_doctor_changes_their_own_hours_but_not_another_doctors(visitor_factory,
 
 def test_attachment_upload_shows_progress_on_a_slow_link(visitor_factory, stack, browser):
     v = visitor_factory("vi-1280")
-    v.sign_in("clinic")
-    v.go("/patients/bn-0002/consult")
+    v.sign_in("clinic", to="/patients/bn-0002/consult")
     v.page.select_option("#priority", "routine")
     v.page.fill("#reason", "J18.9")  # not test_pages' E11.9 for bn-0002: an open consult for the same reason asks first
     v.page.fill("#question", "Xin ý kiến về phim X-quang ngực kèm theo.")

@@ -13,8 +13,7 @@ pytestmark = pytest.mark.integration
 
 def test_back_from_a_chart_and_a_refresh_show_the_patient_search_again(visitor_factory):
     v = visitor_factory("vi-1280-search-back")
-    v.sign_in("clinic")
-    v.go("/patients")
+    v.sign_in("clinic", to="/patients")
     v.page.fill("#q", "hung dang")  # "Đặng Văn Hùng", the words the other way round
     v.page.click("form.card button.primary")
     v.page.wait_for_selector("#results table")

@@ -48,8 +48,7 @@ def said_not_sent(page, box: str) -> None:
 
 def test_a_suggestion_list_for_words_no_longer_typed_is_not_offered(visitor_factory):
     v = visitor_factory("vi-360-slow-suggest", width=360, height=740)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0001/consult")
+    v.sign_in("clinic", to="/patients/bn-0001/consult")
     page = v.page
     page.locator("#reason").press_sequentially("ta")
     # the list for "ta" (a list for "t" comes first when a busy machine types the keys 250 ms apart)
@@ -145,8 +144,7 @@ def test_a_form_sent_after_signing_in_again_elsewhere_goes_through_when_sent_onc
     makes the consult. The box's "Sign in again" opens that other tab itself: followed in the same tab, it left
     the page with the nurse's question."""
     v = visitor_factory("vi-360-slow-signed-in-again", width=360, height=740)
-    v.sign_in("clinic")
-    v.go("/patients/bn-0001/consult")
+    v.sign_in("clinic", to="/patients/bn-0001/consult")
     page = v.page
     page.fill("#reason", "J45")
     # its suggestions in before the session ends (asked 250 ms after the typing, they would be signed out too)
@@ -238,8 +236,7 @@ def test_an_answer_whose_connection_drops_on_the_way_back_says_so_keeps_it_and_i
 
     tid = _submit(stack, "Ho kéo dài ba tuần, sốt về chiều; xin ý kiến.", patient="bn-0001")
     doctor = visitor_factory("vi-1280-slow-asks")
-    doctor.sign_in("doctor")
-    doctor.go(f"/tasks/{tid}")
+    doctor.sign_in("doctor", to=f"/tasks/{tid}")
     doctor.page.click("details:has(form[action$='/request-info']) summary")
     doctor.page.fill("form[action$='/request-info'] [name=question]", "Xin gửi phim X quang ngực và công thức máu.")
     doctor.page.click("form[action$='/request-info'] button")
@@ -295,8 +292,7 @@ def test_a_message_whose_answer_is_lost_on_the_way_back_is_one_message_when_sent
 
     tid = _submit(stack, "Đau ngực trái khi gắng sức; xin ý kiến.", patient="bn-0001")
     v = visitor_factory("vi-360-slow-message", width=360, height=740)
-    v.sign_in("clinic")
-    v.go(f"/consults/{tid}")
+    v.sign_in("clinic", to=f"/consults/{tid}")
     page = v.page
     text = "Sáng nay đau ngực tăng, huyết áp 160/95."
     page.fill("form[action$='/message'] [name=text]", text)
@@ -443,8 +439,7 @@ def test_a_reassign_whose_answer_is_lost_on_the_way_back_gives_the_consult_once(
 
     tid = _submit(stack, "Rung nhĩ, xin ý kiến chống đông; chuyển bác sĩ khác nếu cần.", "urgent")
     v = visitor_factory("vi-360-slow-reassign", width=360, height=740)
-    v.sign_in("doctor")
-    v.go(f"/tasks/{tid}")
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     page = v.page
     page.click("details:has(form[action$='/reassign']) summary")
     page.select_option("form[action$='/reassign'] select", "Practitioner/bs-tran-thi-bich")

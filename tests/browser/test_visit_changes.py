@@ -170,8 +170,7 @@ def test_doctor_cancels_the_visit_and_the_clinic_sees_why(visitor_factory, stack
     assert t["cancelled"] in v.page.inner_text("main")
     assert v.page.locator("form[action$='/slots']").count() == 1  # another time can be booked here
     clinic = visitor_factory("vi-1280")
-    clinic.sign_in("clinic")
-    clinic.go(f"/consults/{tid}")
+    clinic.sign_in("clinic", to=f"/consults/{tid}")
     ended = clinic.page.inner_text("[data-testid=visit-ended]")
     assert t["clinic"] in ended and "Bệnh nhân chuyển lên tuyến trên điều trị nội trú" in ended
     assert "hẹn giờ mới" in ended
