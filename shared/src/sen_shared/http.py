@@ -77,19 +77,23 @@ class Response:
         return jsonlib.loads(self.content)
 
 
-class _Kept(HTTPConnection):
-    """urllib3's connection, noting per thread whether a request goes out on a socket opened before it (a
-    kept-alive one) or on a new one."""
+class _NotesReuse:
+    """Mixed into urllib3's connections: notes per thread whether a request goes out on a socket opened before
+    it (a kept-alive one) or on a new one."""
+
+    sock: Any
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _sent.reused = self.sock is not None
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _KeptTls(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _sent.reused = self.sock is not None
-        super().request(*args, **kwargs)
+class _Kept(_NotesReuse, HTTPConnection):
+    pass
+
+
+class _KeptTls(_NotesReuse, HTTPSConnection):
+    pass
 
 
 class _Pool(urllib3.HTTPConnectionPool):
