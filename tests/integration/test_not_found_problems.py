@@ -5,6 +5,7 @@ each of them answers. Paths under the FHIR base keep answering OperationOutcome.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -68,3 +69,23 @@ def test_fhir_paths_still_answer_operation_outcomes(service, base_env, mongo_cli
         assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome", r.text
         r = client.get("/fhir/", headers=admin_headers(dev_key))
         assert r.json()["resourceType"] == "OperationOutcome", r.text
+
+
+
+@pytest.mark.parametrize("service", API_SERVICES)
+def test_a_service_starts_without_asking_for_a_swagger_ui_nobody_serves(service, base_env, mongo_client) -> None:
+    """No Swagger UI is installed and none is served: ``/ui`` is the not-found problem, and the start logs no
+    warning telling the operator to install one (connexion's, at every start of every worker, before). The
+    records are caught on connexion's own logger: a Sen app's logging set-up replaces the root's handlers."""
+    caught: list[logging.LogRecord] = []
+    catcher = logging.Handler(logging.WARNING)
+    catcher.emit = caught.append
+    logging.getLogger("connexion").addHandler(catcher)
+    try:
+        with app_client(service, base_env, _db(service), mongo_client) as (client, _):
+            r = client.get("/ui/")
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
+            assert client.get("/openapi.json").status_code == 200
+    finally:
+        logging.getLogger("connexion").removeHandler(catcher)
+    assert not [rec for rec in caught if "swagger" in rec.getMessage().lower()], [r.getMessage() for r in caught]

@@ -38,6 +38,7 @@ from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import RelativeResolver
 from connexion.utils import is_null, is_nullable
 from connexion.validators import (
@@ -785,9 +786,12 @@ def build_app(settings: Settings, *, spec: str, api_package: str, indexes: Seque
     # jsonifier: connexion's default is Jsonifier(flask.json, indent=2), and an indent sends every dict
     # a handler returns through json's pure-Python encoder; without it the C encoder writes the same
     # JSON (same keys, order, escaping), without the line breaks
+    # swagger_ui=False: no Swagger UI is installed (OPENAPI_PATH serves the spec); without it connexion
+    # logged a warning at every start telling operators to install one
     app = connexion.FlaskApp(f"sen_{settings.service}", specification_dir=str(specs_dir()),
                              validator_map=_VALIDATORS,
-                             jsonifier=Jsonifier(flask.json))
+                             jsonifier=Jsonifier(flask.json),
+                             swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
     if validate_responses is None:
         validate_responses = settings.env == "test"
     resolver = ServiceResolver(api_package)
