@@ -75,7 +75,7 @@ def test_no_server_error_nor_bare_error_body(name, role, fuzz_stack, base_env):
     urls, out, spec = fuzz_stack
     key = Path(base_env["SEN_DEV_JWT_KEY"])
     r = fuzz(name, urls[name], spec(name), out, key, role, examples=EXAMPLES, seed_=SEED, deterministic=True,
-             timeout=240)
+             timeout=240, har=False)
     log = (out / f"{name}.log").read_text(errors="replace")[-4000:]
     assert r.rc == 0, f"{r.tag}: schemathesis rc={r.rc}\n{_failures(r.output)}\n--- {name} log ---\n{log}"
     assert not r.bad, (f"{r.tag}: error answers neither OperationOutcome nor problem JSON:\n" + "\n".join(r.bad)

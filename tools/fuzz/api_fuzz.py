@@ -32,8 +32,6 @@ from tests.support import web_process  # noqa: E402
 
 SERVICES = ("ehr", "teleconsult", "billing", "portal")
 ROLES = ("none", "admin", "clinic", "doctor", "cashier", "health-dept")
-PROBLEM_TYPES = ("application/problem+json",)
-FHIR_TYPES = ("application/fhir+json", "application/json")
 
 
 def token(key: Path, role: str) -> str:
@@ -135,28 +133,12 @@ def seed(url: str, key: Path, types: list[str]) -> list[str]:
     return ids
 
 
-def bad_error_bodies(har: Path) -> list[str]:
-    """The 4xx/5xx answers of a HAR that are neither an OperationOutcome (/fhir) nor problem JSON."""
-    found = []
-    if not har.exists():
-        return found
-    for entry in json.loads(har.read_text()).get("log", {}).get("entries", []):
-        status = entry["response"]["status"]
-        if status < 400:
-            continue
-        url = entry["request"]["url"]
-        path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else url
-        ctype = entry["response"].get("content", {}).get("mimeType", "")
-        text = entry["response"].get("content", {}).get("text", "")
-        if path.startswith("/fhir"):
-            ok = ctype.split(";")[0] in FHIR_TYPES and '"OperationOutcome"' in (text or "")
-        else:
-            ok = ctype.split(";")[0] in PROBLEM_TYPES
-        if not ok or status >= 500:
-            sent = (entry["request"].get("postData") or {}).get("text") or ""
-            body = f" body {sent[:300]!r}" if sent else ""
-            found.append(f"{entry['request']['method']} {path[:300]}{body} -> {status} {ctype} {(text or '')[:200]!r}")
-    return found
+def bad_error_bodies(found: Path) -> list[str]:
+    """The 4xx/5xx answers that are neither an OperationOutcome (/fhir) nor problem JSON, as the run's
+    :mod:`tools.fuzz.answers` handler wrote them to ``found`` (none when it wrote nothing)."""
+    if not found.exists():
+        return []
+    return [json.loads(line) for line in found.read_text(encoding="utf-8").splitlines() if line]
 
 
 def start_services(stack: ExitStack, wanted: list[str], base: dict[str, str], out: Path,
@@ -183,7 +165,7 @@ class Result:
     tag: str
     rc: int | str  # schemathesis's exit code, or "timeout"
     output: str  # schemathesis's report: each failure with the curl command that reproduces it
-    bad: list[str]  # error answers neither OperationOutcome nor problem JSON (:func:`bad_error_bodies`)
+    bad: list[str]  # error answers neither OperationOutcome nor problem JSON (:mod:`tools.fuzz.answers`)
     seconds: float
 
     @property
@@ -193,30 +175,37 @@ class Result:
 
 def fuzz(name: str, url: str, spec: Path, out: Path, key: Path, role: str, *, examples: int, seed_: int = 1,
          phases: str = "examples,coverage,fuzzing", checks: str = "not_a_server_error", timeout: int = 300,
-         deterministic: bool = False) -> Result:
-    """One ``schemathesis run`` of ``spec`` against ``url`` as ``role`` (``none``: no token), its HAR and
-    report in ``out``. ``deterministic``: derandomized generation, no example database (a regression guard)."""
+         deterministic: bool = False, har: bool = True) -> Result:
+    """One ``schemathesis run`` of ``spec`` against ``url`` as ``role`` (``none``: no token), its report in
+    ``out`` and, with ``har``, a HAR of every call. Each answer is judged as the run records it
+    (:mod:`tools.fuzz.answers`, loaded as schemathesis's hooks), the bad ones in ``{tag}.bad.txt``.
+    ``deterministic``: derandomized generation, no example database (a regression guard)."""
     tag = f"{name}-{role}"
-    har = out / f"{tag}.har"
-    har.unlink(missing_ok=True)
+    found = out / f"{tag}.bad.jsonl"
+    found.unlink(missing_ok=True)
     cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", url,
            "--checks", checks, "--max-examples", str(examples), "--seed", str(seed_),
            "--phases", phases, "--workers", "1", "--request-timeout", "20",
-           "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har),
+           "--suppress-health-check", "all",
            "--exclude-path-regex", "^/(metrics|healthz|readyz)$", "--no-color"]
+    if har:
+        (out / f"{tag}.har").unlink(missing_ok=True)
+        cmd += ["--report", "har", "--report-har-path", str(out / f"{tag}.har")]
     if deterministic:
         cmd.append("--generation-deterministic")  # no example database either
     if role != "none":
         cmd += ["--header", f"Authorization: Bearer {token(key, role)}"]
     started = time.monotonic()
     try:
-        p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=timeout)
+        env = {**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("answers.py")),
+               "SEN_FUZZ_BAD_ANSWERS": str(found)}
+        p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=timeout, env=env)
         text, rc = p.stdout + p.stderr, p.returncode
     except subprocess.TimeoutExpired as err:
         got = err.stdout or b""
         text, rc = got.decode() if isinstance(got, bytes) else got, "timeout"
     (out / f"{tag}.txt").write_text(text)
-    bad = bad_error_bodies(har)
+    bad = bad_error_bodies(found)
     (out / f"{tag}.bad.txt").write_text("\n".join(bad))
     return Result(tag, rc, text, bad, time.monotonic() - started)
 
