@@ -2,7 +2,12 @@
 part paid already (so its page shows no cancel box) is open at the desk; the rest arrives by a signed
 webhook; the page turns to Paid by itself AND its payments table lists both payments, without a
 reload, and htmx finds every out-of-band target (it logged ``htmx:oobErrorNoTarget, #cancel-box`` on
-every update before). Screenshot: vi-1280 ``cashier-invoice-live-paid``."""
+every update before). Screenshot: vi-1280 ``cashier-invoice-live-paid``.
+
+The page's clock is Playwright's (installed before the page loads; it runs with the real one): when a test waits
+for the status box's next poll, it moves the clock on by the poll's interval (:func:`_next_poll`), so the box asks
+now, as it would once that time has passed, where the test waited out up to 10 s (a paid invoice's box polls every
+10 s) for each such poll."""
 
 from __future__ import annotations
 
@@ -36,10 +41,18 @@ def _cashier_on_a_new_invoice(visitor_factory: Any, stack: dict[str, str]) -> tu
     id, patient id, the amount its QR asks, the transfer reference)."""
     iid, pid = _invoice(stack)
     v = visitor_factory("vi-1280")
+    v.page.clock.install()  # before the page's timers: _next_poll moves it on
     v.sign_in("cashier", to=f"/invoices/{iid}?p={pid}")
     amount = int(re.sub(r"\D", "", v.page.inner_text("[data-testid=qr-amount]")))
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
     return v, iid, pid, amount, reference
+
+
+def _next_poll(v: Any, paid: bool) -> None:
+    """The status box's poll now, not once its interval has passed (every 10 s on a paid invoice, every 2 s on one
+    awaiting payment: _invoice_status.html): the page's clock moved on by that interval, firing the poll's timer.
+    What it asks for and what its answer swaps are the same; a later poll still comes in real time."""
+    v.page.clock.run_for(10_000 if paid else 2_000)
 
 
 def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str, str]) -> tuple[Any, str]:
@@ -49,6 +62,7 @@ def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str,
     v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
     transfer_arrives(stack, reference, 10000, "tra truoc")
     transfer_arrives(stack, reference, amount - 10000, "tra not")
+    _next_poll(v, paid=False)
     v.page.wait_for_selector("[data-testid=paid]")
     v.go(f"/invoices/{iid}?p={pid}")
     v.page.click("details#refund-box > summary")
@@ -58,6 +72,7 @@ def _paid_in_two_with_the_refund_box_open(visitor_factory: Any, stack: dict[str,
 def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_error(visitor_factory, stack):
     v, iid, pid, amount, reference = _cashier_on_a_new_invoice(visitor_factory, stack)
     transfer_arrives(stack, reference, 10000, "tra truoc")  # part of it: the cancel box goes
+    _next_poll(v, paid=False)
     v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 1")
     v.go(f"/invoices/{iid}?p={pid}")  # the page as a cashier opens it now: something paid, no cancel box
     assert v.page.locator("details#cancel-box").count() == 0
@@ -67,6 +82,7 @@ def test_a_transfer_arriving_updates_the_payments_with_the_status_and_no_htmx_er
         document.body.addEventListener('htmx:oobErrorNoTarget',
                                        e => window.__oobMissing.push(e.detail.content.id)); }""")
     transfer_arrives(stack, reference, amount - 10000, "tra not")
+    _next_poll(v, paid=False)
     v.page.wait_for_selector("[data-testid=paid]")  # no reload: the status box swapped
     rows = v.page.locator("[data-testid=payments] tbody tr")
     assert rows.count() == 2, v.page.inner_text("[data-testid=invoice-payments]")
@@ -91,6 +107,7 @@ def test_a_late_transfer_keeps_the_refund_the_cashier_is_typing(visitor_factory,
     v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
     v.page.focus("form[data-refund-form] [name=reason]")
     transfer_arrives(stack, reference, 20000, "chuyen them")  # late: the invoice is paid already
+    _next_poll(v, paid=True)
     v.page.wait_for_function("() => document.querySelectorAll('[data-testid=payments] tbody tr').length === 3")
     assert v.page.evaluate("document.querySelector('details#refund-box').open")
     form = "form[data-refund-form]"
@@ -114,6 +131,7 @@ def test_a_refund_being_typed_says_nothing_changed_when_nothing_did(visitor_fact
     v.page.fill("form[data-refund-form] [name=reason]", "thu nhầm phí sao y")
     v.page.evaluate("window.__box = document.getElementById('invoice-status')")
     # the status box polled and redrew itself: nothing new
+    _next_poll(v, paid=True)
     v.page.wait_for_function("() => document.getElementById('invoice-status') !== window.__box")
     assert v.page.locator("[data-testid=payments] tbody tr").count() == 2
     assert v.page.input_value("form[data-refund-form] [name=amount]") == "5.000"
@@ -139,6 +157,7 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
                             "Idempotency-Key": uuid.uuid4().hex},
                    json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
     assert r.status_code in (200, 201), r.text[:300]
+    _next_poll(v, paid=True)
     v.page.wait_for_selector("[data-testid=refunds] tbody tr")
     assert v.page.evaluate("document.querySelector('details#refund-box').open")
     assert v.page.locator(f"{form} input[name=payment][value='{chosen}']").count() == 0
@@ -154,6 +173,7 @@ def test_a_refund_box_whose_payment_was_given_back_meanwhile_says_so_and_keeps_w
                             "Idempotency-Key": uuid.uuid4().hex},
                    json={"reason": "hoàn ở quầy khác", "method": "transfer", "afterSettlement": True})
     assert r.status_code in (200, 201), r.text[:300]
+    _next_poll(v, paid=True)
     v.page.wait_for_function("() => document.querySelectorAll('[data-testid=refunds] tbody tr').length === 2")
     assert v.page.locator("details#refund-box").count() == 0
     assert v.page.is_visible("[data-testid=refund-kept-none]")
