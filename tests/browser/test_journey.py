@@ -174,10 +174,9 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     tid = task_url.rstrip("/").split("/")[-1]
     question = "Xin gửi thêm điện tim 12 chuyển đạo và creatinin máu."
     answer = "Điện tim đã đính kèm; creatinin 88 µmol/L (02/12)."
-    doctor.sign_in("doctor")
+    doctor.sign_in("doctor", to=f"/tasks/{tid}")  # the consult's page (in English, the language switched there)
     if lang == "en":
         doctor.english()
-    doctor.go(f"/tasks/{tid}")
     doctor.page.click("details:has(form[action$='/request-info']) summary")
     doctor.page.fill("form[action$='/request-info'] [name=question]", question)
     doctor.page.click("form[action$='/request-info'] button")
@@ -187,16 +186,14 @@ def hub_asks_and_clinic_answers(doctor, clinic, lang: str, task_url: str) -> Non
     assert t["asked"] in doctor.page.inner_text("[data-testid=thread-question]")
     doctor.check("doctor-asked")
 
-    clinic.sign_in("clinic")
+    path = task_url.replace(clinic.base, "")
+    clinic.sign_in("clinic", to=path)  # the consult's page: the first look
     if lang == "en":
         clinic.english()
-    path = task_url.replace(clinic.base, "")
     deadline = time.monotonic() + 30  # the portal keeps a user's answers 3 s: another user's change shows within it
-    while True:
-        clinic.go(path)
-        if clinic.page.locator("form[action$='/answer']").count() or time.monotonic() > deadline:
-            break
+    while not clinic.page.locator("form[action$='/answer']").count() and time.monotonic() < deadline:
         time.sleep(1)
+        clinic.go(path)
     assert question in clinic.page.inner_text("[data-testid=thread-question]")
     clinic.page.fill("form[action$='/answer'] [name=answer]", answer)
     clinic.page.click("form[action$='/answer'] button.primary")
@@ -290,10 +287,9 @@ def doctor_accepts_books_completes(v, lang: str, task_url: str, name: str = "") 
 
 
 def clinic_reads_the_result(v, lang: str, task_url: str) -> None:
-    v.sign_in("clinic")
+    v.sign_in("clinic", to=task_url.replace(v.base, ""))
     if lang == "en":
         v.english()
-    v.go(task_url.replace(v.base, ""))
     assert TEXT[lang]["completed"] in v.page.inner_text("[data-testid=task-status]")
     assert "I10" in v.page.inner_text("main")
     assert not re.search(r"(Practitioner|Organization)/", v.page.inner_text("main"))  # names, not references
@@ -313,8 +309,13 @@ def billing_has_invoices() -> bool:
     return "$vietqr" in (ROOT / "specs" / "billing.yaml").read_text(encoding="utf-8")
 
 
-def invoice_links(v) -> set[str]:
-    v.go("/invoices")
+def invoice_links(v, loaded: bool = False) -> set[str]:
+    """The invoices the cashier's queue (/invoices) links: the page loaded again, or as it is when just ``loaded``
+    (the cashier's home, where the sign-in lands)."""
+    if loaded:
+        assert v.page.url.removeprefix(v.base) == "/invoices", v.page.url
+    else:
+        v.go("/invoices")
     return {a.get_attribute("href") for a in v.page.locator("main table a").all()}
 
 
@@ -326,12 +327,12 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.sign_in("cashier")
     if lang == "en":
         v.english()
+    v.page.clock.install()  # before the invoice's page: its status box's next poll is asked for below
     deadline = time.monotonic() + 60  # billing makes the invoice from the consult's event, through the bus
-    while True:
-        new = invoice_links(v) - known
-        if new or time.monotonic() > deadline:
-            break
+    new = invoice_links(v, loaded=True) - known  # the home the sign-in landed on (the language switched there)
+    while not new and time.monotonic() < deadline:
         time.sleep(1)
+        new = invoice_links(v) - known
     assert new, "the completed consult made no invoice the cashier can see"
     v.check("cashier-invoices")
     if name:
@@ -360,6 +361,7 @@ def cashier_is_paid_by_a_webhook(v, lang: str, stack: dict[str, str], known: set
     v.check("cashier-invoice-qr")
     v.page.evaluate("window.__sameDocument = true")
     transfer_arrives(stack, reference, amount, "thanh toan hoi chan")
+    v.page.clock.run_for(2_000)  # the status box's poll (every 2 s) now, not up to 2 s later: the same ask and swap
     v.page.wait_for_selector("[data-testid=paid]")  # no reload: htmx swapped the status box
     assert v.page.evaluate("window.__sameDocument === true")
     assert t["paid"] in v.page.inner_text("[data-testid=paid]")
@@ -440,7 +442,8 @@ def excel_says_what_the_page_and_the_csv_say(v, share: str) -> None:
 def test_consult_journey(visitor_factory, stack, lang, width):
     tag = f"{lang}-{width}"
     with_billing = billing_has_invoices()
-    known = invoice_links(_signed(visitor_factory(f"{tag}-known", width=width), "cashier")) if with_billing else set()
+    known = invoice_links(_signed(visitor_factory(f"{tag}-known", width=width), "cashier"), loaded=True) \
+        if with_billing else set()
     # a name of letters only (the registration form takes no digits), four of them: one walk's never a prefix of
     # another's, which an unaccented search or a has_text would also find
     family, given = "Nguyễn", "Văn A" + "".join(random.choice("BCDGHKLMNPQRSTVX") for _ in range(4))
@@ -454,13 +457,14 @@ def test_consult_journey(visitor_factory, stack, lang, width):
         cashier_is_paid_by_a_webhook(visitor_factory(tag, width=width), lang, stack, known, f"{family} {given}")
     deadline = time.monotonic() + 60  # the dashboard keeps its figures 15 s
     while True:
-        after = int(dashboard_counts(visitor_factory(tag, width=width), lang)["consults-total"])
+        shown = dashboard_counts(visitor_factory(tag, width=width), lang)
+        after = int(shown["consults-total"])
         if after > before or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert after == before + 1
-    if with_billing:
-        assert dashboard_counts(visitor_factory(tag, width=width), lang)["cashless-share"] not in ("—", "0%")
+    if with_billing:  # the same page's share (its figures are one computation): the transfer counted
+        assert shown["cashless-share"] not in ("—", "0%")
 
 
 def test_the_cashier_part_of_the_journey_runs():
