@@ -51,6 +51,20 @@ KNOWN_GAPS: dict[str, str] = {
 _RESOURCE_TYPE = re.compile(r'"resourceType"\s*:\s*"([A-Za-z]+)"')
 
 
+_NAMED = re.compile(r"^([A-Z][A-Za-z]+)-.+\.json$")
+
+
+def _named_type(name: str) -> str | None:
+    """The resource type a file name gives (the package names each file ``{resourceType}-{id}.json``: all
+    5,306 of 4.0.1 but ``ig-r4.json``, checked against their contents), or None for a name of another shape."""
+    m = _NAMED.match(name)
+    return m.group(1) if m else None
+
+
+# a transaction's or batch's own type, as any Bundle of that type writes it (a Bundle without it is not parsed)
+_TRANSACTION = re.compile(rb'"type"\s*:\s*"(?:transaction|batch)"')
+
+
 def _may_be(text: str, types: set[str]) -> bool:
     """Whether the file's text names one of ``types`` as a resourceType anywhere (its own is among those it
     names): the package's ~4,900 ValueSets, CodeSystems, SearchParameters and StructureDefinitions that name
@@ -383,11 +397,18 @@ def corpus(ehr, H, r4_examples_dir, conformance_report) -> Corpus:
     unput = {res["type"] for res in cap if {"code": "update"} not in res["interaction"]}
     c = Corpus(served=served)
 
+    wanted = {*served, "Bundle"}
     for path in sorted(r4_examples_dir.glob("*.json")):
         if path.name == "package.json" or path.name.startswith("."):
             continue
-        text = path.read_text("utf-8")
-        if not _may_be(text, {*served, "Bundle"}):
+        named = _named_type(path.name)
+        if named is not None and named not in wanted:
+            continue  # not read: ~4,800 files of other types
+        raw = path.read_bytes()
+        if named == "Bundle" and "Bundle" not in served and not _TRANSACTION.search(raw):
+            continue  # a collection, document or searchset: neither decoded nor parsed (the definitions' 105 MB)
+        text = raw.decode("utf-8")
+        if named is None and not _may_be(text, wanted):
             continue
         try:
             res = json.loads(text, parse_float=Decimal)
@@ -396,12 +417,13 @@ def corpus(ehr, H, r4_examples_dir, conformance_report) -> Corpus:
         if not isinstance(res, dict):
             continue
         rt = res.get("resourceType")
+        assert named in (None, rt), f"{path.name} holds a {rt}: the file names no longer give the type"
         if rt in served and res.get("id"):
             c.examples[rt].append(res)
-            c.raw[f"{rt}/{res['id']}"] = path.read_bytes()
+            c.raw[f"{rt}/{res['id']}"] = raw
         elif rt == "Bundle" and res.get("type") in ("transaction", "batch"):
             c.bundles.append(res)
-            c.raw[f"Bundle/{res.get('id')}"] = path.read_bytes()
+            c.raw[f"Bundle/{res.get('id')}"] = raw
 
     # 1. create with id, read back
     for rt, items in c.examples.items():
