@@ -124,15 +124,16 @@ def portal_app(tmp_path: Path, monkeypatch: Any, backend: str | None = None, **e
                 "SEN_PORTAL_DEMO_PASSWORD_HASHES": demo_password_hashes(), **env}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
-    from sen_portal import caches, portal_db
+    from sen_portal import caches
 
     # a new app is a new process's portal: nothing a previous test's app learnt (sessions seen live or signed
     # out, tokens read, the back-ends' answers and names, the dashboard's figures: sen_portal.caches) carries
-    # over into this one. With a database, its sign-out check starts by reading it; without one (page tests:
-    # MONGO_URL on a port nothing listens on), it starts as after a failed read, out of reach for good, so no
-    # page waits for the read's timeout (0.5 s a signed-in test: 11 min of `make test`)
+    # over into this one. Whether its database is out of reach is no state of the portal's: pymongo's client of
+    # that address knows (sen_portal.portal_db), one per address in the process, so an app on another database
+    # (app_client("portal"), a real one) is not told. Without one (page tests: MONGO_URL on a port nothing
+    # listens on), the first use in the process waits its bound (the sign-out check's 0.5 s), the client's
+    # monitor finds the port closed, and no later page waits (0.5 s a signed-in test was 11 min of `make test`)
     caches.forget_all()
-    monkeypatch.setattr(portal_db, "_unreachable_until", 0.0 if "MONGO_URL" in env else float("inf"))
     if "MONGO_URL" not in env:  # what a session keeps on the server (web/kept.py): this process's stand-in
         from sen_portal.web import kept
 

@@ -261,10 +261,10 @@ def test_the_database_down_a_page_needing_the_sessions_tokens_says_so(portal, ba
     "Service unavailable" (503, Retry-After) saying the sign-in cannot be checked, in the user's language; before,
     the general handler's words about the dashboard's figures ("Chưa đọc được số liệu của bảng điều hành"). No
     back-end is asked; htmx's answer goes into the page's problem box; the database back, the same session works.
-    Each page asks the database once (pymongo's failed server selections): on the first the sign-out check finds it
-    out of reach (its 0.5 s) and the tokens are not read in that request (before: a second wait, the tokens' 5 s);
-    on the next the sign-out check waits its minute and the tokens are asked with a ping of 0.5 s (before: the
-    read's 5 s), as they are again once the database is back."""
+    A page asks the database at most once (pymongo's failed server selections): on the first the sign-out check
+    finds it out of reach (its 0.5 s) and the tokens are not read in that request (before: a second wait, the
+    tokens' 5 s); once pymongo's monitor has found it out of reach the next page asks it not at all (before: the
+    tokens' ping of 0.5 s), and the database back, the next page asks it (``sen_portal.portal_db``)."""
     import html
     import re
     from types import SimpleNamespace
@@ -278,7 +278,8 @@ def test_the_database_down_a_page_needing_the_sessions_tokens_says_so(portal, ba
         doctor.post("/language", data={"lang": "en", "next": "/worklist", "csrf_token": token})
     _another_worker()
     asked = len(backends.bearers)
-    down = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=300, connectTimeoutMS=300)
+    # as the portal's own client (sen_shared.mongo.client): connected, and its monitor started, on its first use
+    down = MongoClient("mongodb://127.0.0.1:1/", connect=False, serverSelectionTimeoutMS=300, connectTimeoutMS=300)
     real = portal_db.current  # every use of the portal's database: the sign-out check, the tokens, what it keeps
     monkeypatch.setattr(portal_db, "current",
                         lambda: SimpleNamespace(db=down["sen_portal"], settings=real().settings))
@@ -287,10 +288,14 @@ def test_the_database_down_a_page_needing_the_sessions_tokens_says_so(portal, ba
             "en": ("Service unavailable", "Your sign-in cannot be checked right now: the portal's database does not "
                    "answer, so no service was asked and nothing was sent.")}[lang]
     with failed_attempts() as attempts:
-        pages = []
-        for headers in ({}, {"HX-Request": "true"}):
-            pages.append(doctor.get("/worklist", headers=headers))
-            assert attempts.take() == 1, headers  # one attempt a page
+        pages = [doctor.get("/worklist")]
+        assert (attempts.take(), attempts.asked()) == (1, 1)  # the sign-out check's; the tokens not read then
+        deadline = time.monotonic() + 30
+        while not portal_db.known_out_of_reach(down["sen_portal"]):  # pymongo's monitor checked the closed port
+            assert time.monotonic() < deadline, "pymongo's monitor did not find the closed port out of reach"
+            time.sleep(0.02)
+        pages.append(doctor.get("/worklist", headers={"HX-Request": "true"}))
+        assert (attempts.take(), attempts.asked()) == (0, 0)  # not asked at all: failed before, the tokens' ping
     for r in pages:
         text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.get_data(as_text=True))))
         assert r.status_code == 503 and r.headers["Retry-After"].isdigit(), (r.status_code, text[-500:])

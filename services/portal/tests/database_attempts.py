@@ -1,7 +1,8 @@
-"""How many times the code under test asked a MongoDB server that did not answer, as pymongo itself records it:
-each failed server selection (a read or a write that found no server within its time), logged by pymongo's
-``pymongo.serverSelection`` logger at DEBUG, counted here while the test looks. Not the portal's own account of
-its attempts (``sen_portal.portal_db``): the driver's."""
+"""How many times the code under test asked a MongoDB server, and how many of those found none, as pymongo itself
+records it: each operation (a read or a write) begins with a server selection, which pymongo's
+``pymongo.serverSelection`` logger records at DEBUG as started, then succeeded or failed (no server within its
+time); counted here while the test looks. Its monitor's own checks are no selection. Not the portal's own account
+of its attempts (``sen_portal.portal_db``): the driver's."""
 
 from __future__ import annotations
 
@@ -9,29 +10,40 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+STARTED = "Server selection started"  # pymongo.logger._ServerSelectionStatusMessage.STARTED
 FAILED = "Server selection failed"  # pymongo.logger._ServerSelectionStatusMessage.FAILED
 
 
 class Attempts(logging.Handler):
-    """The failed server selections since the last :meth:`take`."""
+    """The failed server selections since the last :meth:`take`, and the started ones (every use of a database)
+    since the last :meth:`asked`."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.failed = 0
+        self.started = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if FAILED in record.getMessage():
+        message = record.getMessage()
+        if FAILED in message:
             self.failed += 1
+        elif STARTED in message:
+            self.started += 1
 
     def take(self) -> int:
         """The failed attempts counted since the last call."""
         taken, self.failed = self.failed, 0
         return taken
 
+    def asked(self) -> int:
+        """The operations that asked a server (each one's selection started) since the last call."""
+        taken, self.started = self.started, 0
+        return taken
+
 
 @contextmanager
 def failed_attempts() -> Iterator[Attempts]:
-    """Count pymongo's failed server selections in this process while in the block (its DEBUG records of them
+    """Count pymongo's server selections (failed; started) in this process while in the block (its DEBUG records of them
     kept out of the test's log)."""
     logger = logging.getLogger("pymongo.serverSelection")
     attempts = Attempts()

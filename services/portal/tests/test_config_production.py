@@ -95,3 +95,23 @@ def test_production_takes_an_explicit_false_for_a_lab_and_says_so_at_start(env, 
     app = create_app(load_settings(PortalSettings))
     assert app.app.config["SESSION_COOKIE_SECURE"] is True
     assert "SEN_PORTAL_COOKIE_SECURE" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("given", "used"), [
+    ("mongodb://127.0.0.1:1", "mongodb://127.0.0.1:1/?heartbeatFrequencyMS=1000"),
+    ("mongodb://sen:s3cr3t-Pw@db1:27017,db2:27017/sen?replicaSet=rs0",
+     "mongodb://sen:s3cr3t-Pw@db1:27017,db2:27017/sen?replicaSet=rs0&heartbeatFrequencyMS=1000"),
+    ("mongodb://127.0.0.1:1/?heartbeatFrequencyMS=5000", "mongodb://127.0.0.1:1/?heartbeatFrequencyMS=5000"),
+])
+def test_the_portals_database_client_checks_its_servers_every_second_unless_told(env, given, used) -> None:
+    """pymongo's monitor checks the servers every second, not its 10 s: the pages do not ask a database it knows out
+    of reach, and ask it again once it finds it back (sen_portal.portal_db); a URL saying how often is kept."""
+    from pymongo.uri_parser import parse_uri
+    from sen_portal import portal_db
+
+    env.setenv("SEN_PORTAL_HUB", "bvdk-tinh")
+    env.setenv("MONGO_URL", given)
+    url = load_settings(PortalSettings).mongo_url
+    assert url == used
+    seconds = 5 if "5000" in given else portal_db.HEARTBEAT_MS / 1000
+    assert parse_uri(url)["options"]["heartbeatFrequencyMS"] == seconds  # as pymongo reads it

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.portal.tests.read_model import read_model_answers
 from tests.support import portal_app, portal_signed_in
 
 MONEY = {"transfer_amount": 125_000, "cash_amount": 40_000, "share": 0.7576, "transfer_count": 4, "cash_count": 1,
@@ -57,6 +58,7 @@ def test_the_parts_apart_from_the_takings_are_labelled(tmp_path: Path, monkeypat
     monkeypatch.setattr(dashboard, "figures", _figures)
     monkeypatch.setattr(directory, "names", lambda rtype: {})
     monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
+    read_model_answers(monkeypatch)
     client = portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
     page = client.get("/dashboard").get_data(as_text=True).replace("\u00a0", " ")
     for text in expected:

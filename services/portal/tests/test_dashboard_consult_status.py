@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.portal.tests.read_model import read_model_answers
 from tests.support import portal_app, portal_signed_in
 
 MY_HIEP, DBK = "Organization/tyt-my-hiep", "Organization/tyt-doc-binh-kieu"
@@ -54,6 +55,7 @@ def _client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str = "vi") -
         return _figures(start, end, district, (kw.get("facility") or "").removeprefix("Organization/") or None)
 
     monkeypatch.setattr(domain, "dashboard", dash)
+    read_model_answers(monkeypatch)
     return portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept", lang)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from services.portal.tests.read_model import read_model_answers
 from tests.support import csrf_token, portal_app, portal_signed_in
 
 ROWS = {"time_to_answer": (["priority", "count", "median_minutes", "p90_minutes"],
@@ -38,6 +39,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
     monkeypatch.setattr(dashboard, "figures",
                         lambda start, end, district, facility=None: {"consults_per_facility_week": []})
+    read_model_answers(monkeypatch)
     return portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept")
 
 

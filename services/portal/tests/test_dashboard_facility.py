@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from services.portal.tests.read_model import read_model_answers
 from tests.support import portal_app, portal_signed_in
 
 ASKED: list[tuple[str | None, str | None]] = []
@@ -70,6 +71,7 @@ def _app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(dashboard, "org_names", lambda: NAMES)
     monkeypatch.setattr(dashboard, "org_districts", lambda: DISTRICTS)
     monkeypatch.setattr(dashboard, "org_without_care", lambda: {"so-y-te-dong-thap"})  # its type: govt
+    read_model_answers(monkeypatch)
     return portal_app(tmp_path, monkeypatch)
 
 

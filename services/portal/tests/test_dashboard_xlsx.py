@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
+from services.portal.tests.read_model import read_model_answers
 from services.portal.tests.test_dashboard_cashless_parts import MONEY, _figures
 from tests.support import portal_app, portal_signed_in
 
@@ -50,6 +51,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dashboard, "org_names", lambda: {"Organization/tyt-my-hiep": "Trạm Y tế xã Mỹ Hiệp"})
     monkeypatch.setattr(dashboard, "org_districts", lambda: {"tyt-my-hiep": "Huyện Cao Lãnh"})
     monkeypatch.setattr(directory, "names", lambda rtype: {})
+    read_model_answers(monkeypatch)
     return portal_signed_in(portal_app(tmp_path, monkeypatch), "health-dept")
 
 

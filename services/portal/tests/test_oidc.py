@@ -28,12 +28,7 @@ def _portal(monkeypatch, tmp_path, provider: Provider):
            "SEN_TELECONSULT_URL": "http://127.0.0.1:1", "SEN_HTTP_TIMEOUT": "1"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from sen_portal import portal_db
     from sen_portal.app import create_app
-
-    # a new process's portal: it has not found its database out of reach yet (sen_portal.portal_db); what this
-    # test's app finds is forgotten after it, as tests.support.portal_app does
-    monkeypatch.setattr(portal_db, "_unreachable_until", 0.0)
 
     return create_app().app.test_client()
 

@@ -144,13 +144,30 @@ class _Records:
         return None
 
 
+class _OutOfReach:
+    """The ``answers_seen`` collection of a database that does not answer: each use fails as pymongo's does."""
+
+    def __call__(self) -> _OutOfReach:  # the database
+        return self
+
+    def __getitem__(self, _name: str) -> _OutOfReach:
+        return self
+
+    def __getattr__(self, _name: str) -> Any:
+        from pymongo.errors import ServerSelectionTimeoutError
+
+        def fails(*args: Any, **kwargs: Any) -> Any:
+            raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused")
+
+        return fails
+
+
 def test_the_clinics_answer_is_said_until_she_opens_the_consult_whatever_its_visit_did(client, monkeypatch):
     """Session 27's rule cleared "Cơ sở đã trả lời" when a booked Appointment of the consult was no older than the
     answer: a visit booked before her question and changed after the clinic's answer (its next version: a backfill's
     tags, any update) cleared it though she had not read the answer. It is said now until she opens the consult at
     the version the answer made (web/seen.py), whatever the visit did; the clinic answering again says it again; the
     portal database out of reach, it is said as before."""
-    from sen_portal import portal_db
     from sen_portal.web import clinic, doctor, seen, signouts
 
     def answered(tid: str, version: str = "4") -> dict[str, Any]:
@@ -180,7 +197,6 @@ def test_the_clinics_answer_is_said_until_she_opens_the_consult_whatever_its_vis
         monkeypatch.setattr(module, "fhir_get", fhir_get)
     records = _Records()
     monkeypatch.setattr(seen, "_db", lambda: records)
-    monkeypatch.setattr(portal_db, "_unreachable_until", 0.0)  # the portal database answers (records)
     monkeypatch.setattr(signouts, "was_signed_out", lambda sid: False)
     sign_in(client, "doctor")
     assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}  # failed before
@@ -195,7 +211,7 @@ def test_the_clinics_answer_is_said_until_she_opens_the_consult_whatever_its_vis
     tasks[0]["meta"]["versionId"] = "6"  # she asked again (5) and the clinic answered again (6)
     assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}
 
-    monkeypatch.setattr(portal_db, "_unreachable_until", float("inf"))  # the database out of reach: said as before
+    monkeypatch.setattr(seen, "_db", _OutOfReach())  # the database out of reach: said as before
     client.get("/tasks/other")
     assert _marked(client.get("/worklist").get_data(as_text=True)) == {"visit-changed", "other"}
     assert len(records.docs) == 1

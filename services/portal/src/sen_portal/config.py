@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from sen_shared.config import Settings, load_settings
@@ -84,6 +85,7 @@ class PortalSettings(Settings):
 
     @model_validator(mode="after")
     def _check_portal(self) -> PortalSettings:
+        self.mongo_url = _monitored(self.mongo_url)
         if self.cookie_secure is None:  # not given: production's cookie goes over HTTPS only
             self.cookie_secure = self.env == "production"
         if self.env == "production" and not self.secret_key:
@@ -149,6 +151,20 @@ class PortalSettings(Settings):
                        baseline_facilities=frozenset(f.strip().removeprefix("Organization/")
                                                      for f in self.report_baseline_facilities),
                        population=self.report_population, district_populations=self.report_district_populations)
+
+
+def _monitored(url: str) -> str:
+    """``url`` with pymongo's monitor checking its servers every ``portal_db.HEARTBEAT_MS`` (``heartbeatFrequencyMS``),
+    unless it says how often itself: the portal's pages are not sent to a database its client's monitor knows out of
+    reach, and ask it again once the monitor finds it back (``sen_portal.portal_db``), so pymongo's 10 s would be
+    how long a page may say "Service unavailable" after the database came back."""
+    from .portal_db import HEARTBEAT_MS
+
+    parts = urlsplit(url)
+    if any(key.lower() == "heartbeatfrequencyms" for key, _ in parse_qsl(parts.query)):
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(path=parts.path or "/", query=f"{query}heartbeatFrequencyMS={HEARTBEAT_MS}"))
 
 
 def settings_from_env() -> PortalSettings:

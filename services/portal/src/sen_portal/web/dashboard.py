@@ -432,6 +432,7 @@ def dashboard() -> Any:
             box.data, box.raw_data = day, None  # (a box sent empty rendered what was sent, not the data)
         district = form.district.data = _district(form)
         try:
+            check_range(start, end)  # a range it cannot show is said whether or not the database answers
             choices = districts(start, end)
             known = facilities(start, end)
             if district is not None and district not in choices:

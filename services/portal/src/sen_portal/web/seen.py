@@ -13,7 +13,8 @@ The portal database's ``answers_seen``: one record inserted per doctor, consult 
 ``<user>/<task>/<version>``, a claim: a second view of the same version changes nothing), never updated, kept
 :data:`KEPT_DAYS` and swept after (``signouts.sweep``). The worklist asks once for its rows that would say it (the
 user's records of those consults). The database out of reach: nothing is recorded, and the rows say the clinic
-answered as before (``sen_portal.portal_db``, ``lately``: not asked again in the request nor for a minute).
+answered as before (``sen_portal.portal_db``: not asked again in the request nor while pymongo's monitor knows it
+out of reach).
 """
 
 from __future__ import annotations
@@ -51,13 +52,13 @@ def _version(task: dict[str, Any]) -> str:
 def mark_seen(task: dict[str, Any]) -> None:
     """The signed-in doctor has the consult ``task`` (as read now) on her screen: its version is seen."""
     tid, version = str(task.get("id") or ""), _version(task)
-    if not tid or not version or not portal_db.reachable(lately=True):
+    if not tid or not version or not portal_db.reachable(_db):
         return
     user = _user()
     record = {"_id": f"{user}/{tid}/{version}", "user": user, "task": tid, "version": version,
               "until": datetime.now(UTC) + timedelta(days=KEPT_DAYS)}
     try:
-        with portal_db.attempt(signouts.WRITE_SECONDS, _db, lately=True) as db:
+        with portal_db.attempt(signouts.WRITE_SECONDS, _db) as db:
             db[SEEN].insert_one(record)
     except DuplicateKeyError:
         return  # seen before at this version
@@ -71,10 +72,10 @@ def seen_of(tasks: list[dict[str, Any]]) -> set[str]:
     """The ids of ``tasks`` the signed-in doctor has seen at their current version (none when the database is out
     of reach): one read of her records of those consults."""
     versions = {str(t.get("id")): _version(t) for t in tasks if t.get("id") and _version(t)}
-    if not versions or not portal_db.reachable(lately=True):
+    if not versions or not portal_db.reachable(_db):
         return set()
     try:
-        with portal_db.attempt(signouts.READ_SECONDS, _db, lately=True) as db:
+        with portal_db.attempt(signouts.READ_SECONDS, _db) as db:
             found = list(db[SEEN].find({"user": _user(), "task": {"$in": sorted(versions)}},
                                        {"task": 1, "version": 1}))
     except PyMongoError as err:

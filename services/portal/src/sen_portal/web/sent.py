@@ -13,9 +13,9 @@ The clinic's list and the worklist (``clinic.teleconsult_page``) take a kept ans
 the newest record of the user's facility (:func:`newest`): one read by the facility, made only when a kept answer
 would be used. The records are needed only as long as an answer may be kept (at most 60 s): each lives
 :data:`KEPT_SECONDS` and is swept after (``signouts.sweep``). The database out of reach: nothing is recorded or
-read (the answers are kept their seconds, as before), and it is not asked again in the request nor for a minute
-(``sen_portal.portal_db``, ``lately``). Another portal process (another host) stamps its own clock: clocks apart by
-more than the time a page takes to load could still use an answer a moment older.
+read (the answers are kept their seconds, as before), and it is not asked again in the request nor while
+pymongo's monitor knows it out of reach (``sen_portal.portal_db``). Another portal process (another host) stamps
+its own clock: clocks apart by more than the time a page takes to load could still use an answer a moment older.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def _db():  # type: ignore[no-untyped-def]
 def record(task: str, facility: str | None, hub: str | None) -> None:
     """The consult ``task`` was just sent by ``facility`` to ``hub``: their users' kept lists are older than it."""
     parties = [p for p in (facility, hub) if p]
-    if not parties or not portal_db.reachable(lately=True):
+    if not parties or not portal_db.reachable(_db):
         return
     now = time.time()
     doc = {"_id": task, "parties": parties, "at": now,
            "until": datetime.fromtimestamp(now, UTC) + timedelta(seconds=KEPT_SECONDS)}
     try:
-        with portal_db.attempt(signouts.WRITE_SECONDS, _db, lately=True) as db:
+        with portal_db.attempt(signouts.WRITE_SECONDS, _db) as db:
             db[SENT].insert_one(doc)
     except DuplicateKeyError:
         return  # the form sent again: the consult's record is the first's
@@ -62,11 +62,11 @@ def record(task: str, facility: str | None, hub: str | None) -> None:
 def newest(party: str | None) -> float:
     """When the newest consult ``party`` sent or was sent (epoch seconds; 0.0: none recorded, or the database out
     of reach): an answer about ``party``'s consults fetched before it is not used."""
-    if not party or not portal_db.reachable(lately=True):
+    if not party or not portal_db.reachable(_db):
         return 0.0
     since = time.time() - KEPT_SECONDS
     try:
-        with portal_db.attempt(signouts.READ_SECONDS, _db, lately=True) as db:
+        with portal_db.attempt(signouts.READ_SECONDS, _db) as db:
             found = list(db[SENT].find({"parties": party}, {"at": 1}))
     except PyMongoError as err:
         log.warning("the consults sent could not be read", extra={"error": type(err).__name__})

@@ -14,9 +14,9 @@ A session seen not signed out is not asked again for :data:`FRESH_SECONDS` in th
 status box polled every 2 s costs one read in five); the worker that signed it out knows at once,
 the others within those seconds. The portal's database out of reach (no answer within
 :data:`READ_SECONDS`): the page is served (logged), as the pages that read no database were
-before, and neither the rest of the request nor this check asks it again for
-``portal_db.BACKOFF_SECONDS`` (``sen_portal.portal_db``, every use of the database), so an outage
-costs a page no wait. A record is kept as long as a session could live (``until``) and deleted by a
+before, and the rest of the request does not ask it again; while pymongo's monitor knows it out of reach the
+check does not ask it at all (``sen_portal.portal_db``, every use of the database), so an outage costs a page
+no wait. A record is kept as long as a session could live (``until``) and deleted by a
 sign-out after that (:func:`sweep`, at most once a minute per process). A session made before
 this had no ``sid``: it ends by its expiry, as before.
 """
@@ -61,11 +61,11 @@ def sign_out(sid: str | None, signed_in_at: float | None) -> None:
     _seen_live.pop(sid, None)
     lifetime = current_app.config["WTF_CSRF_TIME_LIMIT"]  # SEN_PORTAL_SESSION_MINUTES, in seconds
     until = datetime.fromtimestamp((signed_in_at or time.time()) + lifetime, UTC)
-    if not portal_db.reachable(lately=True):
+    if not portal_db.reachable():
         log.warning("a sign-out was not recorded: the database was out of reach just now")
         return
     try:
-        with portal_db.attempt(WRITE_SECONDS, lately=True) as db:
+        with portal_db.attempt(WRITE_SECONDS) as db:
             db[SIGNED_OUT].insert_one({"_id": sid, "at": datetime.now(UTC), "until": until})
     except DuplicateKeyError:
         pass  # signed out already (a second tab's sign-out)
@@ -81,10 +81,10 @@ def was_signed_out(sid: str) -> bool:
         return True
     now = time.monotonic()
     seen = _seen_live.get(sid)
-    if (seen is not None and now - seen < FRESH_SECONDS) or not portal_db.reachable(lately=True):
+    if (seen is not None and now - seen < FRESH_SECONDS) or not portal_db.reachable():
         return False
     try:
-        with portal_db.attempt(READ_SECONDS, lately=True) as db:
+        with portal_db.attempt(READ_SECONDS) as db:
             found = db[SIGNED_OUT].find_one({"_id": sid}, {"_id": 1}) is not None
     except PyMongoError as err:
         log.warning("whether a session signed out could not be read", extra={"error": type(err).__name__})

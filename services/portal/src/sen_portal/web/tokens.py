@@ -20,8 +20,8 @@ here. The tokens are in the portal's ``session_tokens`` collection, one document
 - signing out deletes the session's generations (after ``signouts.sign_out`` recorded it, so a refresh
   racing the sign-out is refused and its record deleted by that refresh);
 - the database out of reach: a page says so (:func:`_tokens_out_of_reach`) without asking it again in the request,
-  and while it did not answer lately (a minute) a page's read waits a ping's 0.5 s, not :data:`DB_SECONDS`
-  (``sen_portal.portal_db``: every use of the database);
+  and while pymongo's monitor knows it out of reach without asking it at all (``sen_portal.portal_db``: every use
+  of the database);
 - a record lives as long as its sign-in may (``until``: ``SEN_PORTAL_SESSION_MINUTES`` after it), which the
   read checks; a sign-in sweeps ended records at most once a minute per process. Not a TTL index: the
   handbook keeps expiry in queries and a sweeper, and FerretDB 1.24 refuses ``expireAfterSeconds``
@@ -138,7 +138,7 @@ def _newest(sid: str, *, fresh: bool = False) -> dict[str, Any]:
     if kept is not None and not fresh and now - kept[1] < FRESH_SECONDS:
         return kept[0]
     try:
-        with portal_db.attempt(DB_SECONDS, probe=True) as db:  # the database out of reach lately: 0.5 s
+        with portal_db.attempt(DB_SECONDS) as db:
             record = db[TOKENS].find_one(
                 {"sid": sid, "until": {"$gt": datetime.now(UTC)}}, sort=[("n", pymongo.DESCENDING)])
     except PyMongoError as err:
