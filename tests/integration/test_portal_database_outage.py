@@ -32,11 +32,17 @@ WORDS = "dang hung"
 def ferretdb() -> Iterator[tuple[OwnFerretDB, str]]:
     """A FerretDB of this test's own over the shared PostgreSQL, and the name of the portal's database there
     (dropped afterwards, the FerretDB running again)."""
+    from sen_shared import mongo
+
     name = f"sen_t_pdo_{uuid.uuid4().hex[:8]}"
-    with own_ferretdb() as fd:
+    clients: dict[Any, Any] = {}  # the portal's client of this FerretDB: its own, closed after (its monitor too)
+    with own_ferretdb() as fd, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mongo, "_clients", clients)
         try:
             yield fd, name
         finally:
+            for client in clients.values():
+                client.close()
             if fd.proc is None or fd.proc.poll() is not None:  # killed: started again to drop the database
                 fd.start()
             with MongoClient(fd.url, serverSelectionTimeoutMS=10_000) as client:
