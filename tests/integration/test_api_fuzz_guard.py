@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.fuzz.api_fuzz import SERVICES, drop_databases, fuzz, served_spec, start_services, token
+from tools.fuzz.api_fuzz import ROOT, SERVICES, drop_databases, fuzz, served_spec, start_services, token
 from tools.fuzz.hostile import QUICK, probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,13 +38,17 @@ def fuzz_stack(base_env, run_id, mongo_url, tmp_path_factory):
     Teleconsult and billing seed none (their ``{id}`` is ``missing-1`` alone); the EHR's hostile requests put its
     last seeded id (a Specimen's) under the first served type, OperationDefinition and Patient, where it names
     nothing anyway. Loopback traffic goes to no proxy (NO_PROXY, for the services and the fuzzers): schemathesis's
-    requests then does not read the proxy variables for each request."""
+    requests then does not read the proxy variables for each request. The fuzzers keep Hypothesis's files in the
+    checkout's .hypothesis, as the in-process tests do, where they kept them in the module's new folder: its Unicode
+    tables (derived from the Python build alone) were then computed again for each module (~3 s of CPU); the runs
+    are derandomized, so no example database is read or written there."""
     out = tmp_path_factory.mktemp("api-fuzz")
     key = Path(base_env["SEN_DEV_JWT_KEY"])
     dbs: list[str] = []
     try:
         with ExitStack() as stack, pytest.MonkeyPatch.context() as mp:
             mp.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"])))
+            mp.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(ROOT / ".hypothesis"))
             urls, dbs = start_services(stack, list(SERVICES), base_env, out, f"sen_t{run_id}_fz")
 
             @functools.cache
