@@ -176,8 +176,10 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     gone = v.page.locator("#invoice-results tr", has=v.page.locator(f"a[href^='/invoices/{old}']"))
     assert "Đã hủy" in gone.inner_text() and "Chờ thanh toán" not in gone.inner_text()
 
+    v.page.clock.install()  # before the invoice's page: the transfer's status poll (every 2 s) is asked for now
     v.go(f"/invoices/{new}?p={pid}")  # a transfer pays the new invoice; its receipt names her
     transfer_arrives(stack, reference, amount, "thanh toan")
+    v.page.clock.run_for(2_000)  # the poll now, not up to 2 s later: the same ask and swap
     v.page.wait_for_selector("[data-testid=paid]")
     v.page.click("#invoice-status a")
     expect(v.page.locator("[data-testid=receipt-patient]")).to_have_text(NAME)

@@ -218,12 +218,14 @@ def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_c
     v = visitor_factory("vi-1280")
     v.sign_in("cashier")
     _open_shift(v)
+    v.page.clock.install()  # before the invoice's page: each transfer's status poll (every 2 s) is asked for now
     v.go(f"/invoices/{iid}")
     v.page.wait_for_selector("#qr-box img")
     reference = v.page.inner_text("[data-testid=qr-reference]").strip()
     assert _digits(v.page.input_value("#cash-amount")) == owed
     v.page.evaluate("window.__sameDocument = true")
     transfer_arrives(stack, reference, 10_000, "tra truoc mot phan")
+    v.page.clock.run_for(2_000)  # the poll now, not up to 2 s later: the same ask and swap
     v.page.wait_for_function(f"() => (document.querySelector('[data-testid=qr-amount]') || {{}}).textContent"
                              f"?.replace(/\\D/g, '') === '{owed - 10_000}'")
     assert _digits(v.page.input_value("#cash-amount")) == owed - 10_000  # the prefill followed
@@ -231,6 +233,7 @@ def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_c
     v.page.fill("#cash-amount", "5.000")  # the patient pays only part in cash
     v.page.locator("#cash-box summary").focus()  # out of the field: still the cashier's own amount
     transfer_arrives(stack, reference, 2_000, "them mot it")
+    v.page.clock.run_for(2_000)
     v.page.wait_for_function(f"() => (document.querySelector('[data-testid=qr-amount]') || {{}}).textContent"
                              f"?.replace(/\\D/g, '') === '{owed - 12_000}'")
     assert v.page.input_value("#cash-amount") == "5.000"  # kept as typed
