@@ -69,6 +69,10 @@ def test_admin_changes_a_price_and_reads_its_history(visitor_factory, stack):
         admin.page.fill("#q", "sao y ho so")  # no accents; htmx filters as one types
         expect(admin.page.locator("#price-results tbody tr")).to_have_count(1)
         assert admin.page.locator(f"#price-{ENTRY}").count() == 1
+        # the search's own end too: htmx pushes its address (hx-push-url) after the swap, and a history push in the
+        # middle of the price form's post cut that page off (ci-local, session 33: the price saved, its sentence
+        # never shown, the filter's rows on screen), as in test_admin_walk's keyboard test
+        admin.settle()
         _save(admin, "12,5")  # not a whole number of đồng: explained on the row, kept
         expect(admin.page.locator(f"#price-{ENTRY}")).to_contain_text("số đồng chẵn")
         assert admin.page.locator(f"#price-{ENTRY} input[name$='-price']").input_value() == "12,5"
