@@ -68,14 +68,6 @@ def known_out_of_reach(db: Any) -> bool:
             and all(server.error is not None for server in servers))
 
 
-def reachable(source: Callable[[], Any] = database) -> bool:
-    """Whether the portal's database (``source()``) may be asked: not when it did not answer earlier in this
-    request, nor when pymongo knows it out of reach (:func:`known_out_of_reach`)."""
-    if has_request_context() and _MARK in request.environ:
-        return False
-    return not known_out_of_reach(source())
-
-
 def out_of_reach() -> None:
     """The portal's database did not answer: not asked again in this request."""
     if has_request_context():
@@ -91,10 +83,10 @@ def attempt(seconds: float | None = None, source: Callable[[], Any] = database) 
     caller, who answers it as before."""
     if has_request_context() and _MARK in request.environ:
         raise OutOfReach("the portal's database did not answer just now: not asked again")
+    db = source()
+    if known_out_of_reach(db):  # pymongo's knowledge, not this request's: the request is not marked
+        raise OutOfReach("the portal's database is out of reach (its client's monitor found no server)")
     try:
-        db = source()
-        if known_out_of_reach(db):
-            raise OutOfReach("the portal's database is out of reach (its client's monitor found no server)")
         with nullcontext() if seconds is None else pymongo.timeout(seconds):
             yield db
     except PyMongoError as err:

@@ -52,7 +52,7 @@ def _version(task: dict[str, Any]) -> str:
 def mark_seen(task: dict[str, Any]) -> None:
     """The signed-in doctor has the consult ``task`` (as read now) on her screen: its version is seen."""
     tid, version = str(task.get("id") or ""), _version(task)
-    if not tid or not version or not portal_db.reachable(_db):
+    if not tid or not version:
         return
     user = _user()
     record = {"_id": f"{user}/{tid}/{version}", "user": user, "task": tid, "version": version,
@@ -60,8 +60,8 @@ def mark_seen(task: dict[str, Any]) -> None:
     try:
         with portal_db.attempt(signouts.WRITE_SECONDS, _db) as db:
             db[SEEN].insert_one(record)
-    except DuplicateKeyError:
-        return  # seen before at this version
+    except (DuplicateKeyError, portal_db.OutOfReach):
+        return  # seen before at this version, or the database known out of reach
     except PyMongoError as err:
         log.warning("a consult seen was not recorded", extra={"error": type(err).__name__})
         return
@@ -72,12 +72,14 @@ def seen_of(tasks: list[dict[str, Any]]) -> set[str]:
     """The ids of ``tasks`` the signed-in doctor has seen at their current version (none when the database is out
     of reach): one read of her records of those consults."""
     versions = {str(t.get("id")): _version(t) for t in tasks if t.get("id") and _version(t)}
-    if not versions or not portal_db.reachable(_db):
+    if not versions:
         return set()
     try:
         with portal_db.attempt(signouts.READ_SECONDS, _db) as db:
             found = list(db[SEEN].find({"user": _user(), "task": {"$in": sorted(versions)}},
                                        {"task": 1, "version": 1}))
+    except portal_db.OutOfReach:
+        return set()
     except PyMongoError as err:
         log.warning("the consults seen could not be read", extra={"error": type(err).__name__})
         return set()

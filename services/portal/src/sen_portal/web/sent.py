@@ -43,7 +43,7 @@ def _db():  # type: ignore[no-untyped-def]
 def record(task: str, facility: str | None, hub: str | None) -> None:
     """The consult ``task`` was just sent by ``facility`` to ``hub``: their users' kept lists are older than it."""
     parties = [p for p in (facility, hub) if p]
-    if not parties or not portal_db.reachable(_db):
+    if not parties:
         return
     now = time.time()
     doc = {"_id": task, "parties": parties, "at": now,
@@ -51,8 +51,8 @@ def record(task: str, facility: str | None, hub: str | None) -> None:
     try:
         with portal_db.attempt(signouts.WRITE_SECONDS, _db) as db:
             db[SENT].insert_one(doc)
-    except DuplicateKeyError:
-        return  # the form sent again: the consult's record is the first's
+    except (DuplicateKeyError, portal_db.OutOfReach):
+        return  # the form sent again (the consult's record is the first's), or the database known out of reach
     except PyMongoError as err:
         log.warning("a consult sent was not recorded", extra={"error": type(err).__name__})
         return
@@ -62,12 +62,14 @@ def record(task: str, facility: str | None, hub: str | None) -> None:
 def newest(party: str | None) -> float:
     """When the newest consult ``party`` sent or was sent (epoch seconds; 0.0: none recorded, or the database out
     of reach): an answer about ``party``'s consults fetched before it is not used."""
-    if not party or not portal_db.reachable(_db):
+    if not party:
         return 0.0
     since = time.time() - KEPT_SECONDS
     try:
         with portal_db.attempt(signouts.READ_SECONDS, _db) as db:
             found = list(db[SENT].find({"parties": party}, {"at": 1}))
+    except portal_db.OutOfReach:
+        return 0.0
     except PyMongoError as err:
         log.warning("the consults sent could not be read", extra={"error": type(err).__name__})
         return 0.0

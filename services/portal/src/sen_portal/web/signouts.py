@@ -61,14 +61,14 @@ def sign_out(sid: str | None, signed_in_at: float | None) -> None:
     _seen_live.pop(sid, None)
     lifetime = current_app.config["WTF_CSRF_TIME_LIMIT"]  # SEN_PORTAL_SESSION_MINUTES, in seconds
     until = datetime.fromtimestamp((signed_in_at or time.time()) + lifetime, UTC)
-    if not portal_db.reachable():
-        log.warning("a sign-out was not recorded: the database was out of reach just now")
-        return
     try:
         with portal_db.attempt(WRITE_SECONDS) as db:
             db[SIGNED_OUT].insert_one({"_id": sid, "at": datetime.now(UTC), "until": until})
     except DuplicateKeyError:
         pass  # signed out already (a second tab's sign-out)
+    except portal_db.OutOfReach:
+        log.warning("a sign-out was not recorded: the database was out of reach just now")
+        return
     except PyMongoError as err:  # this process refuses the session still (above)
         log.warning("a sign-out was not recorded", extra={"error": type(err).__name__})
         return
@@ -81,11 +81,13 @@ def was_signed_out(sid: str) -> bool:
         return True
     now = time.monotonic()
     seen = _seen_live.get(sid)
-    if (seen is not None and now - seen < FRESH_SECONDS) or not portal_db.reachable():
+    if seen is not None and now - seen < FRESH_SECONDS:
         return False
     try:
         with portal_db.attempt(READ_SECONDS) as db:
             found = db[SIGNED_OUT].find_one({"_id": sid}, {"_id": 1}) is not None
+    except portal_db.OutOfReach:
+        return False  # known out of reach: not asked, nothing new to log
     except PyMongoError as err:
         log.warning("whether a session signed out could not be read", extra={"error": type(err).__name__})
         return False
