@@ -34,7 +34,7 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel, format_decimal, gettext, lazy_gettext
+from flask_babel import Babel, format_decimal, get_locale, get_translations, gettext, lazy_gettext
 from flask_compress import Compress
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from itsdangerous import BadSignature
@@ -194,6 +194,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     csrf.init_app(flask_app)
     compress(flask_app)
     Babel(flask_app, locale_selector=select_locale)
+    install_template_gettext(flask_app)
     formatting.install(flask_app)
     directory.install(flask_app)
     icd10.install(flask_app)
@@ -210,6 +211,30 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     flask_app.before_request(_body_too_large)  # before the pages' CSRF check: the body is gone
     flask_app.before_request(_refused_address)
     flask_app.register_error_handler(413, body_too_large)
+
+
+def install_template_gettext(flask_app: Flask) -> None:
+    """The templates' ``_()``, ``ngettext`` and ``pgettext`` read the request's catalog from a dict keyed by its
+    locale, where Flask-Babel's own callables (``init_app``) looked the request's domain, locale and catalog up
+    again for every string (its ``get_translations``: ~10 µs of a template ``_()``'s ~18, and a page says 50 to
+    130 of them). The same catalogs (Flask-Babel's own, loaded once a locale by ``get_translations``), the same
+    locale (``get_locale``: a ``force_locale`` block's too), Jinja's new-style calls (escaped, ``%`` formatted)
+    as before."""
+    catalogs: dict[Any, Any] = {}
+
+    def catalog() -> Any:
+        locale = get_locale()
+        found = catalogs.get(locale)
+        if found is None:
+            found = catalogs[locale] = get_translations()
+        return found
+
+    flask_app.jinja_env.install_gettext_callables(
+        gettext=lambda s: catalog().ugettext(s),
+        ngettext=lambda s, p, n: catalog().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: catalog().upgettext(c, s),
+        npgettext=lambda c, s, p, n: catalog().unpgettext(c, s, p, n))
 
 
 def compress(flask_app: Flask) -> None:
