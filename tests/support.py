@@ -394,17 +394,21 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Poll ``url``'s /readyz every 100 ms through one client: a refused connection costs next to nothing, where
+    each ``httpx.get`` built a client (its TLS context: ~35 ms of CPU) and 300 ms between asks made every start
+    wait 150 ms more on average."""
     deadline, last = time.monotonic() + seconds, None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {log.read_text()[-2000:] if log else ''}")
-        try:
-            last = httpx.get(f"{url}/readyz", timeout=5)
-            if last.status_code == 200:
-                return
-        except httpx.HTTPError as err:
-            last = err
-        time.sleep(0.3)
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"exited {proc.returncode}: {log.read_text()[-2000:] if log else ''}")
+            try:
+                last = client.get(f"{url}/readyz")
+                if last.status_code == 200:
+                    return
+            except httpx.HTTPError as err:
+                last = err
+            time.sleep(0.1)
     raise AssertionError(f"{url} not ready: {last!r}")
 
 
