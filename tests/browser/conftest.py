@@ -26,7 +26,7 @@ from tests.browser.stack import running_stack
 CHROMIUM = os.environ.get("SEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-dev-shm-usage"]
+        "--no-first-run", "--disable-dev-shm-usage", "--disable-gpu"]
 BANK = {"SEN_BANK_BIN": "970436", "SEN_BANK_ACCOUNT": "0011001932418",
         "SEN_BANK_ACCOUNT_NAME": "BENH VIEN DA KHOA DONG THAP",  # a demo account for the QR codes
         # the demo cashier's facility owns it: its unmatched transfers are in that cashier's queue

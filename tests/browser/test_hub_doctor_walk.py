@@ -54,8 +54,9 @@ def _answer(stack: dict[str, str], tid: str) -> None:
 
 
 def _accepted_and_asked(v, tid: str) -> None:
-    """The doctor accepts the consult, then asks the clinic for a result (on hold until it answers)."""
-    v.go(f"/tasks/{tid}")
+    """The doctor, signed in on the consult's page (not her home first: a page no one read), accepts the consult,
+    then asks the clinic for a result (on hold until it answers)."""
+    v.sign_in("doctor", to=f"/tasks/{tid}")
     v.page.click("form[action$='/accept'] button")
     v.page.wait_for_selector("[data-testid=accepted]")
     v.page.click("details:has(form[action$='/request-info']) summary")
@@ -82,7 +83,6 @@ def _worklist_until(v, row, answered: bool) -> None:
 def test_a_consult_the_clinic_answered_says_so_on_the_worklist(visitor_factory, stack):
     tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
     v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
     _accepted_and_asked(v, tid)
     row = v.page.locator(f"#worklist tr:has(a[href='/tasks/{tid}'])")
     _submit(stack, "Tăng huyết áp khó kiểm soát, xin ý kiến chuyên khoa.", "routine")  # one she can act on
@@ -115,7 +115,6 @@ def test_booking_the_visit_after_the_clinics_answer_is_her_next_step(visitor_fac
 
     tid = _submit(stack, "Đau ngực dữ dội 30 phút, ECG nghi ST chênh lên.", "stat")
     v = visitor_factory("vi-1280")
-    v.sign_in("doctor")
     _accepted_and_asked(v, tid)
     _answer(stack, tid)
     row = v.page.locator(f"#worklist tr:has(a[href='/tasks/{tid}'])")
