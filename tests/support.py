@@ -393,10 +393,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Poll ``url``'s /readyz every 100 ms through one client: a refused connection costs next to nothing, where
-    each ``httpx.get`` built a client (its TLS context: ~35 ms of CPU) and 300 ms between asks made every start
-    wait 150 ms more on average."""
+def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = None,
+               log: Path | None = None) -> httpx.Response:
+    """Poll ``url``'s /readyz every 100 ms through one client until it answers 200 (that answer is returned): a
+    refused connection costs next to nothing, where each ``httpx.get`` built a client (its TLS context: ~35 ms of
+    CPU) and 300 ms between asks made every start wait 150 ms more on average."""
     deadline, last = time.monotonic() + seconds, None
     with httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline:
@@ -405,7 +406,7 @@ def wait_ready(url: str, seconds: float = 60, proc: subprocess.Popen | None = No
             try:
                 last = client.get(f"{url}/readyz")
                 if last.status_code == 200:
-                    return
+                    return last
             except httpx.HTTPError as err:
                 last = err
             time.sleep(0.1)

@@ -18,6 +18,7 @@ import pytest
 from sen_shared.auth import TokenVerifier
 
 from tests.support import stop_processes
+from tests.support import wait_ready as wait_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["ehr", "teleconsult", "billing", "portal"]
@@ -54,19 +55,9 @@ def suite(base_env, run_id, tmp_path_factory, mongo_client):
             mongo_client.drop_database(f"sen_t{run_id}_e2e_{svc}")
 
 
-def wait_ready(port: int, seconds: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    last: Exception | httpx.Response | None = None
-    with httpx.Client(timeout=5) as client:  # one client, asked every 100 ms (tests.support.wait_ready)
-        while time.monotonic() < deadline:
-            try:
-                last = client.get(f"http://127.0.0.1:{port}/readyz")
-                if last.status_code == 200:
-                    return last
-            except httpx.HTTPError as err:
-                last = err
-            time.sleep(0.1)
-    raise AssertionError(f"port {port} not ready: {last!r}")
+def wait_ready(port: int) -> httpx.Response:
+    """The service on ``port`` answering its /readyz with 200 (tests.support.wait_ready): that answer."""
+    return wait_url(f"http://127.0.0.1:{port}")
 
 
 def test_all_four_services_are_ready(suite):
