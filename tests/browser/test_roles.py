@@ -145,7 +145,10 @@ def test_cashier_takes_cash_at_the_desk_and_refunds_the_change(visitor_factory, 
     v.check("cashier-cash-error")
     v.page.fill("#cash-amount", str(owed + 11_000))  # the patient hands over more than owed
     v.page.check("[data-testid=cash-keep-credit]")  # and keeps the excess as credit (no change given)
-    v.page.click("#cash-box button.primary")
+    # recorded: the invoice's page again (HX-Redirect). Not "paid" alone: the status box's poll (every 2 s) can show
+    # it on this page before the answer comes, whose redirect then lands in the middle of the checks below
+    with v.page.expect_navigation():
+        v.page.click("#cash-box button.primary")
     v.page.wait_for_url(re.compile(rf"/invoices/{iid}(\?p=[\w-]+)?$"))  # p: the patient's opaque id (cashier.py)
     v.page.wait_for_selector("[data-testid=paid]")
     facts = v.page.inner_text("#invoice-facts")
@@ -239,7 +242,8 @@ def test_a_transfer_while_the_page_is_open_moves_the_cash_prefill_and_a_double_c
     assert v.page.input_value("#cash-amount") == "5.000"  # kept as typed
     assert v.page.evaluate("window.__sameDocument === true")
     v.page.fill("#cash-amount", str(owed - 12_000))
-    v.page.dblclick("#cash-box button.primary")  # two submits of one form
+    with v.page.expect_navigation():  # the answer's page (HX-Redirect), not a status poll's "paid" before it
+        v.page.dblclick("#cash-box button.primary")  # two submits of one form
     v.page.wait_for_selector("[data-testid=paid]")
     summary = httpx.get(f"{stack['billing']}/payments/invoices/{iid}", headers=_cashier_api(stack), timeout=30).json()
     assert summary["status"] == "balanced" and summary["paid"] == owed
