@@ -96,6 +96,8 @@ def test_the_hours_and_a_leave_whose_answers_are_lost_keep_what_was_typed_and_ar
     assert sent == [200] and page.input_value("#leave-reason") == reason and page.input_value("#leave-start") == day
     v.check("leave-connection-lost")
     page.click("form:has(input[name=which][value=leave]) button.primary")  # sent again: teleconsult replays it
+    # the answer's page lists the leave: not the "Đã lưu" above, the hours' answer's, shown since (the same words)
+    expect(page.locator("[data-testid=leave]", has_text=reason)).to_have_count(1)
     expect(page.locator("main div.alert.ok[role=status]")).to_contain_text("Đã lưu")
     v.go("/availability")
     leave = page.locator("[data-testid=leave]", has_text=reason)
