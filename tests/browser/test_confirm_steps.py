@@ -12,6 +12,7 @@ import re
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_pages import _admin, _submit
 
@@ -50,7 +51,8 @@ def test_the_nurse_cancels_a_consult_behind_its_disclosure_and_confirms(visitor_
     v.page.wait_for_selector("#cancel-box[open] [data-testid=confirm-step]")
     assert v.page.input_value("#cancel-box textarea") == REASON and _status(stack, tid) == "requested"
     assert "Yêu cầu hội chẩn sẽ bị hủy" in v.page.inner_text("#cancel-box [data-testid=confirm-step]")
-    assert v.page.evaluate("document.activeElement.dataset.testid") == "confirm-tick"
+    # the tick takes the focus as htmx settles the step it swapped in (autofocus, 20 ms after the swap)
+    expect(v.page.locator("#cancel-box [data-testid=confirm-tick]")).to_be_focused()
     v.check("consult-cancel-confirm")
     v.page.keyboard.press("Space")  # the keyboard alone: tick, then the button
     v.page.keyboard.press("Tab")

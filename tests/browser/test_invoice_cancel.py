@@ -107,7 +107,8 @@ def test_cashier_cancels_a_wrong_invoice_and_invoices_again(visitor_factory, sta
     v.page.wait_for_selector("#cancel-box[open] [data-testid=confirm-step]")
     assert v.page.input_value("#cancel-reason") == REASON and _status(stack, old) == "issued"
     assert "sẽ bị hủy" in v.page.inner_text("#cancel-box [data-testid=confirm-step]")
-    assert v.page.evaluate("document.activeElement.dataset.testid") == "confirm-tick"  # the keyboard is there
+    # the keyboard is there: the tick takes the focus as htmx settles the step (autofocus, 20 ms after the swap)
+    expect(v.page.locator("#cancel-box [data-testid=confirm-tick]")).to_be_focused()
     v.check("cashier-invoice-cancel-confirm")
     v.page.check("#cancel-box [data-testid=confirm-tick]")
     v.page.click("#cancel-box [data-testid=confirm-button]")
