@@ -837,3 +837,44 @@ def test_the_forms_buttons_sent_in_place_answer_the_page_at_the_drafts_address(c
     fake.fail["/fhir/Coverage"] = BackendError("refused", "billing", 422, "Coverage.payor: field required")
     r = sent(**{**card, "card_level": "95"})
     assert r.status_code == 200 and 'data-testid="card-problem"' in r.get_data(as_text=True)
+
+
+def test_the_price_list_kept_for_the_user_is_listed_once_and_follows_the_language_and_a_new_answer(
+        tmp_path, monkeypatch, fake):
+    """The price list answer kept for the cashier (SEN_PORTAL_CACHE_SECONDS, backend.AnswerCache) is made into the
+    form's listing once per language (charges._listings), not on every render; the page still shows the English
+    name on an English page and not on a Vietnamese one, and a new answer (the kept one ended, a price changed
+    meanwhile) is listed anew: the new price."""
+    from sen_portal.web import backend, charges, prices
+
+    monkeypatch.setattr(charges, "fhir_get", backend.fhir_get)  # the real one: answers kept for the user
+
+    def call(service: str, method: str, path: str, *, params: Any = None, **kw: Any) -> Any:
+        return Answer(fake.get(service, path, params)) if method == "GET" else fake.call(service, method, path, **kw)
+
+    monkeypatch.setattr(backend, "call", call)
+    made: list[str] = []
+    row = prices.row
+    monkeypatch.setattr(prices, "row", lambda res: made.append(res["id"]) or row(res))
+    with portal_app(tmp_path, monkeypatch, SEN_PORTAL_CACHE_SECONDS="60").test_client() as c:
+        sign_in(c)
+        address = "/invoices/new?line_service=kham-benh&line_qty=2"
+
+        def shown() -> tuple[list[str], bool]:
+            page = c.get(address).get_data(as_text=True)
+            return (re.findall(r'data-testid="line-amount">([^<]*)<', page),
+                    '<small class="hint">Medical examination</small>' in page)
+
+        assert shown() == (["78.000\u00a0₫"], False)
+        listed = len(made)
+        assert listed == 3
+        assert shown() == (["78.000\u00a0₫"], False) and len(made) == listed  # the same answer: listed once
+        english(c)
+        assert shown() == (["78.000\u00a0₫"], True) and len(made) == 2 * listed  # in English: listed again
+        assert shown() == (["78.000\u00a0₫"], True) and len(made) == 2 * listed
+        c.post("/language", data={"lang": "vi", "next": "/", "csrf_token": csrf_token(c.get(address).get_data(
+            as_text=True))})
+        assert shown() == (["78.000\u00a0₫"], False) and len(made) == 2 * listed  # Vietnamese again: the first
+        fake.prices["kham-benh"]["propertyGroup"][0]["priceComponent"][0]["amount"]["value"] = 45000
+        backend.answers.clear()  # the kept answer ended (SEN_PORTAL_CACHE_SECONDS): billing asked again
+        assert shown() == (["90.000\u00a0₫"], False) and len(made) == 3 * listed

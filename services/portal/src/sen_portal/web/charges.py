@@ -55,7 +55,7 @@ from datetime import date, datetime
 from typing import Any
 
 from flask import g, render_template, request, url_for
-from flask_babel import gettext
+from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 from sen_shared import bhyt
 from sen_shared.fhir.names import person_name
@@ -63,6 +63,7 @@ from sen_shared.fhir.search.text import normalize
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
+from .. import caches
 from . import backend_message, bp, is_htmx, login_required, patients, prices
 from .backend import BackendError, call, entries, fhir_get, page_status
 from .clinic import SYS_BHYT, SYS_CCCD, WHOLE_PAGE, done_in_place, find_patients
@@ -155,16 +156,34 @@ def read_lines(form: Any) -> list[Line]:
 
 # --------------------------------------------------------------------------- back-end reads
 
+# The listing made of a kept answer, by that answer (the very object the user's kept answer is while it lasts:
+# backend.AnswerCache) and the page's language, with the answer itself (so its id is not reused meanwhile).
+# prices.row of every entry, again on every render of the new invoice's form (each search, line added, Enter,
+# reload), was about 40% of the form's CPU in the portal; the listing is read, never changed, by its users.
+_listings: dict[tuple[int, str], tuple[dict[str, Any], dict[str, dict[str, Any]]]] = caches.kept({})
+_LISTINGS_KEPT = 64  # answers' listings per process (about the users of one SEN_PORTAL_CACHE_SECONDS)
+
+
 def price_list(*, fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Billing's active price list by id, as the price list page reads an entry (``prices.row``:
     ``vi``, ``en``, ``price``, ``covered``, ...), by Vietnamese name. Kept ``SEN_PORTAL_CACHE_SECONDS``
-    for the user unless ``fresh`` (the submit checks the lines against a fresh one)."""
+    for the user unless ``fresh`` (the submit checks the lines against a fresh one). Read only: the
+    same listing answers the user's renders while their kept answer lasts."""
     bundle = fhir_get("billing", "/fhir/ChargeItemDefinition", {"status": "active", "_count": str(PRICE_LIST_SIZE)},
                       cached=not fresh)
+    key = (id(bundle), str(get_locale()))
+    hit = None if fresh else _listings.get(key)
+    if hit is not None and hit[0] is bundle:
+        return hit[1]
     rows = [prices.row(res) for res in entries(bundle, "ChargeItemDefinition")]
     rows = [r for r in rows if r["active"] and r["price"] is not None and FHIR_ID.fullmatch(str(r["id"]))]
     rows.sort(key=lambda r: (normalize(r["vi"]), r["id"]))
-    return {str(r["id"]): r for r in rows}
+    listing = {str(r["id"]): r for r in rows}
+    if not fresh:  # a fresh answer is nobody's kept one: never asked for again
+        if len(_listings) >= _LISTINGS_KEPT:
+            _listings.clear()
+        _listings[key] = (bundle, listing)
+    return listing
 
 
 def find_services(listing: dict[str, dict[str, Any]], q: str) -> list[dict[str, Any]]:
