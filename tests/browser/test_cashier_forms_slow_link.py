@@ -38,11 +38,13 @@ def _row_on_the_list(v, iid: str):
     """The refund list's row of invoice ``iid``, following the list's next pages (oldest first) until it shows."""
     v.go("/refunds")
     row = v.page.locator("tr", has=v.page.locator(f"a[href='/invoices/{iid}']"))
-    for _ in range(20):
+    for page in range(2, 22):
         if row.count() or not v.page.locator("[data-testid=refund-tasks-next]").count():
             break
         v.page.click("[data-testid=refund-tasks-next]")
-        v.page.wait_for_load_state("networkidle")
+        # the next page is there when its number is (the click's own wait for the navigation it starts is
+        # not a promise Playwright keeps; "networkidle" on the page being left could return at once)
+        expect(v.page.locator("[data-testid=refund-tasks-page]")).to_have_text(f"Trang {page}")
     assert row.count() == 1
     return row
 
