@@ -134,6 +134,30 @@ def test_an_answer_fetched_before_another_users_news_is_not_used_and_news_is_ask
     assert len(asked) == 3
 
 
+def test_news_is_not_asked_for_an_answer_that_would_be_fetched_again_anyway():
+    """An answer kept past its seconds, or fetched before the user's own last write, is fetched again whatever the
+    news says: the news (a database read) is not asked for it. Asked before: on every page of a user whose kept
+    answer had expired."""
+    cache, asked = AnswerCache(), []
+
+    def news() -> float:
+        asked.append(1)
+        return 0.0
+
+    assert cache.get((ANA, "worklist"), 0.05, lambda: "first", news=news) == "first"
+    time.sleep(0.1)  # kept past its seconds
+    assert cache.get((ANA, "worklist"), 0.05, lambda: "second", news=news) == "second"
+    assert asked == []
+    assert cache.get((ANA, "worklist"), 0.05, lambda: "x", news=news) == "second"  # kept: the news is asked
+    assert asked == [1]
+    wrote = time.time() + 0.01  # the user's own write, after the answer was fetched
+    time.sleep(0.02)
+    assert cache.get((ANA, "worklist"), 60, lambda: "third", not_before=wrote, news=news) == "third"
+    assert asked == [1]
+    assert cache.get((ANA, "worklist"), 60, lambda: "y", not_before=wrote, news=news) == "third"
+    assert asked == [1, 1]
+
+
 def test_a_full_cache_drops_its_oldest_half():
     cache = AnswerCache(size=4)
     for i in range(4):
