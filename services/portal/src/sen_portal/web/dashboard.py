@@ -11,13 +11,13 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import abort, render_template, request, url_for
-from flask_babel import format_date, gettext, lazy_gettext
+from flask_babel import format_date, get_locale, gettext, lazy_gettext
 from sen_shared.runtime import current
 
 from .. import caches, portal_db
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
-from . import bp, csvfile, login_required, status_label, xlsxfile
+from . import bp, csvfile, current_user, login_required, status_label, xlsxfile
 from .directory import org_districts, org_names, org_without_care
 from .formatting import TZ
 from .forms import DashboardFilter
@@ -453,19 +453,45 @@ def dashboard() -> Any:
     else:
         problem = gettext("Please correct the highlighted fields.")
     known = known if known is not None else facilities()
-    names = org_names() if data else {}
-    configs = charts(data, names) if data else {}
-    return render_template("dashboard.html", form=form, data=data, names=names, problem=problem,
-                           configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/")
-                                    for k, v in configs.items()},
+    facility_shown = (chosen, *known[chosen]) if chosen else None
+    return render_template("dashboard.html", form=form, data=data, problem=problem,
+                           figures_part=figures_part(data, facility_shown) if data else None,
                            districts=choices if choices is not None else districts(),
                            facility_groups=facility_groups(known, shown or district),
-                           chosen=(chosen, *known[chosen]) if chosen else None,
-                           empty=bool(data and chosen and not has_figures(data)),
-                           query=request.query_string.decode() if data else "",
-                           facility=lambda ref: _facility(ref, names), week_label=week_label,
-                           consult_status_label=consult_status_label, status_totals=status_totals,
-                           title=gettext("Health department dashboard")), 200 if data else 400
+                           chosen=facility_shown, title=gettext("Health department dashboard")), 200 if data else 400
+
+
+# the figures' part of the page as rendered, by what else it reads (the link, the facility shown, the language,
+# the role, the site's path): (the figures, the facility names it was rendered from, the HTML)
+_parts: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, str], str]] = caches.kept({})
+PARTS_KEPT = 256
+
+
+def figures_part(data: dict[str, Any], chosen: tuple[str, str, str | None] | None) -> str:
+    """The figures' part of the page (``_dashboard_figures.html``: the cards, their charts' data, tables and
+    downloads), rendered again only when its figures or the facility names are other objects than last time
+    (:func:`figures` keeps a filter's figures FIGURES_SECONDS, :func:`.directory.org_names` the names ten
+    minutes: a new computation is a new object, so the part is never older than the figures the page would
+    show) or the link, the language or the role differ. Every health-department user of a filter sees the
+    same figures; rendering them (the charts' JSON, ~110 translated strings, the tables) was two thirds of
+    the page's CPU."""
+    names = org_names()
+    user = current_user()
+    key = (request.query_string, request.script_root, chosen, str(get_locale()), user.role if user else None)
+    hit = _parts.get(key)
+    if hit is not None and hit[0] is data and hit[1] is names:
+        return hit[2]
+    configs = charts(data, names)
+    html = render_template(  # HTML, escaped as it was rendered (the page shows it |safe)
+        "_dashboard_figures.html", data=data, chosen=chosen,
+        configs={k: json.dumps(v, ensure_ascii=False).replace("</", "<\\/") for k, v in configs.items()},
+        empty=bool(chosen and not has_figures(data)), query=request.query_string.decode(),
+        facility=lambda ref: _facility(ref, names), week_label=week_label,
+        consult_status_label=consult_status_label, status_totals=status_totals)
+    if len(_parts) >= PARTS_KEPT:
+        _parts.clear()
+    _parts[key] = (data, names, html)
+    return html
 
 
 def _csv_refused(message: str) -> Any:
