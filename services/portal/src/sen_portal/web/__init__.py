@@ -38,8 +38,10 @@ from flask_babel import Babel, format_decimal, get_locale, get_translations, get
 from flask_compress import Compress
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from itsdangerous import BadSignature
+from jinja2 import pass_context
 from pymongo.errors import PyMongoError
 
+from .. import caches
 from ..config import PortalSettings
 from ..domain.report_facts import one_decimal
 from . import directory, formatting, icd10, results
@@ -213,28 +215,53 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
     flask_app.register_error_handler(413, body_too_large)
 
 
-def install_template_gettext(flask_app: Flask) -> None:
-    """The templates' ``_()``, ``ngettext`` and ``pgettext`` read the request's catalog from a dict keyed by its
-    locale, where Flask-Babel's own callables (``init_app``) looked the request's domain, locale and catalog up
-    again for every string (its ``get_translations``: ~10 µs of a template ``_()``'s ~18, and a page says 50 to
-    130 of them). The same catalogs (Flask-Babel's own, loaded once a locale by ``get_translations``), the same
-    locale (``get_locale``: a ``force_locale`` block's too), Jinja's new-style calls (escaped, ``%`` formatted)
-    as before."""
-    catalogs: dict[Any, Any] = {}
+# a locale -> Flask-Babel's catalog of it; (a module's lazy label, a locale) -> the label in that language. Read
+# from the installed catalogs (never stale), registered all the same: emptied, they are read again
+_catalogs: dict[Any, Any] = caches.kept({})
+_said: dict[tuple[int, Any], str] = caches.kept({})
 
-    def catalog() -> Any:
-        locale = get_locale()
-        found = catalogs.get(locale)
-        if found is None:
-            found = catalogs[locale] = get_translations()
-        return found
+
+def translations() -> Any:
+    """The request's catalog: Flask-Babel's own (``get_translations``, loaded once a locale), for its locale
+    (``get_locale``: a ``force_locale`` block's too), kept by locale: Flask-Babel looked the request's domain,
+    locale and catalog up again for every string (~10 µs of a template ``_()``'s ~18; a page says 50 to 130)."""
+    locale = get_locale()
+    found = _catalogs.get(locale)
+    if found is None:
+        found = _catalogs[locale] = get_translations()
+    return found
+
+
+def said(label: Any) -> str:
+    """A module's lazy label (``lazy_gettext``) in the request's language, translated once a process and locale:
+    ``str(label)`` went through Flask-Babel's lookups each time (a worklist row's status and priority, each row)."""
+    locale = get_locale()
+    if locale is None:  # outside a request: as Flask-Babel says it
+        return str(label)
+    key = (id(label), locale)
+    found = _said.get(key)
+    if found is None:
+        found = _said[key] = str(label)
+    return found
+
+
+def install_template_gettext(flask_app: Flask) -> None:
+    """The templates' ``_()``, ``ngettext`` and ``pgettext`` read the page's catalog (:func:`translations`) from
+    the page's context, where :func:`_globals` puts it once a render (``sen_catalog``), else (a macro imported
+    without the page's context) looked up as :func:`translations` does: Flask-Babel's own callables looked the
+    request's domain, locale and catalog up again for every string, and the lookup of the locale alone (three
+    reads of ``flask.g``) was most of a template ``_()``. The same catalogs, the same locale (a ``force_locale``
+    block's: the context is made inside it), Jinja's new-style calls (escaped, ``%`` formatted) as before."""
+
+    def catalog(ctx: Any) -> Any:
+        return ctx.get("sen_catalog") or translations()
 
     flask_app.jinja_env.install_gettext_callables(
-        gettext=lambda s: catalog().ugettext(s),
-        ngettext=lambda s, p, n: catalog().ungettext(s, p, n),
+        gettext=pass_context(lambda ctx, s: catalog(ctx).ugettext(s)),
+        ngettext=pass_context(lambda ctx, s, p, n: catalog(ctx).ungettext(s, p, n)),
         newstyle=True,
-        pgettext=lambda c, s: catalog().upgettext(c, s),
-        npgettext=lambda c, s, p, n: catalog().unpgettext(c, s, p, n))
+        pgettext=pass_context(lambda ctx, c, s: catalog(ctx).upgettext(c, s)),
+        npgettext=pass_context(lambda ctx, c, s, p, n: catalog(ctx).unpgettext(c, s, p, n)))
 
 
 def compress(flask_app: Flask) -> None:
@@ -341,7 +368,8 @@ def _session_and_csrf() -> Any:
 def _globals() -> dict[str, Any]:
     from .dashboard import priority_label
 
-    return {"user": current_user(), "lang": select_locale(), "LANGUAGES": LANGUAGES, "role_label": role_label,
+    return {"user": current_user(), "lang": select_locale(), "sen_catalog": translations(), "LANGUAGES": LANGUAGES,
+            "role_label": role_label,
             "priority_label": priority_label, "status_label": status_label, "minutes": minutes,
             "video_link": video_link, "day_name": day_name, "minutes_of": minutes_of,
             "outcome_label": outcome_label, "refunded_label": refunded_label,
@@ -372,7 +400,7 @@ _DAYS = {"mon": lazy_gettext("Monday"), "tue": lazy_gettext("Tuesday"), "wed": l
 
 def day_name(code: str) -> str:
     label = _DAYS.get(code)
-    return str(label) if label is not None else code
+    return said(label) if label is not None else code
 
 
 _STATUS = {"requested": lazy_gettext("Waiting for the hub"), "received": lazy_gettext("Received"),
@@ -391,9 +419,9 @@ def status_label(status: str | None) -> str:
     """A status in the user's language; a ``requested`` consult waits for the hub, which for a hub
     doctor is themself: to them it is new, to triage."""
     if status == "requested" and _signed_in_role() == "doctor":
-        return str(_HUB_NEW)
+        return said(_HUB_NEW)
     label = _STATUS.get(status or "")  # one translation looked up, not the whole table (a page has many)
-    return str(label) if label is not None else (status or "—")
+    return said(label) if label is not None else (status or "—")
 
 
 def _signed_in_role() -> str | None:
@@ -412,7 +440,7 @@ _OUTCOMES = {"applied": lazy_gettext("Counted toward the invoice"), "unmatched":
 def outcome_label(outcome: str | None) -> str:
     """What became of a payment, in the user's language (billing's outcome codes)."""
     label = _OUTCOMES.get(outcome or "")
-    return str(label) if label is not None else (outcome or "")
+    return said(label) if label is not None else (outcome or "")
 
 
 def refunded_label(amount: Any, at: Any) -> str:
@@ -488,7 +516,7 @@ _ROLES = {"clinic": lazy_gettext("clinic"), "doctor": lazy_gettext("doctor"), "c
 
 def role_label(role: str) -> str:
     label = _ROLES.get(role)
-    return str(label) if label is not None else role
+    return said(label) if label is not None else role
 
 
 @bp.after_request
