@@ -7,6 +7,7 @@ test_portal_dashboard_figures_part.py.)"""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,15 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Kept, l
     return app, kept, rendered
 
 
+def _untokened(page: str) -> str:
+    """The page without its CSRF tokens (signed with the time: two pages a second apart differ there)."""
+    return re.sub(r'(csrf_token" value=|X-CSRFToken": )"[^"]*"', r"\1", page)
+
+
+def _filter(page: str) -> str:
+    return page.split('<form method="get"', 1)[1].split("</form>", 1)[0]
+
+
 def _card(page: str, card: str) -> str:
     return page.split(f'id="{card}"', 1)[1].split("</section>", 1)[0]
 
@@ -74,7 +84,7 @@ def test_the_part_is_rendered_again_only_for_new_figures_or_names(setup) -> None
     app, kept, rendered = setup
     officer = portal_signed_in(app, "health-dept")
     first = officer.get("/dashboard").get_data(as_text=True)
-    assert officer.get("/dashboard").get_data(as_text=True) == first
+    assert _untokened(officer.get("/dashboard").get_data(as_text=True)) == _untokened(first)
     assert rendered.count(PART) == 1 and rendered.count("dashboard.html") == 2
     assert 'data-testid="consults-total">2<' in first and "Trạm Y tế xã Mỹ Hiệp" in _card(first, "h-cons")
 
@@ -101,3 +111,31 @@ def test_the_link_the_language_and_the_role_each_have_their_own_part(setup) -> N
     admin = portal_signed_in(app, "admin").get("/dashboard").get_data(as_text=True)
     assert "docs/operations.md" in _card(admin, "h-ehr")  # where she sets it
     assert rendered.count(PART) == 4
+
+
+def test_the_filter_is_kept_for_what_it_shows_and_a_refused_box_shows_what_was_typed(setup) -> None:
+    """The filter's part (``filter_part``): rendered once for the same values, again for other values or another
+    language; a refused date is never served from a kept part: its box shows what was typed, with the error."""
+    app, kept, rendered = setup
+    officer = portal_signed_in(app, "health-dept")
+    first = officer.get("/dashboard?start=07%2F09%2F2026&end=20%2F09%2F2026").get_data(as_text=True)
+    same_dates = officer.get("/dashboard?start=2026-09-07&end=2026-09-20").get_data(as_text=True)
+    assert _filter(same_dates) == _filter(first)
+    assert rendered.count("_dashboard_filter.html") == 1
+    assert 'value="07/09/2026"' in first and 'value="20/09/2026"' in first
+    assert '<option value="Huyện Cao Lãnh">' in first and '<option value="tyt-my-hiep">' in first
+
+    chosen = officer.get("/dashboard?district=Huy%E1%BB%87n+Cao+L%C3%A3nh&facility=tyt-my-hiep").get_data(as_text=True)
+    assert '<option value="Huyện Cao Lãnh" selected>' in chosen and '<option value="tyt-my-hiep" selected>' in chosen
+    assert rendered.count("_dashboard_filter.html") == 2
+
+    for _ in range(2):
+        r = officer.get("/dashboard?start=31%2F02%2F2026")
+        refused = r.get_data(as_text=True)
+        assert r.status_code == 400 and 'value="31/02/2026"' in refused and 'aria-invalid="true"' in refused
+    assert rendered.count("_dashboard_filter.html") == 4  # rendered each time
+
+    english = portal_signed_in(app, "health-dept", lang="en").get(
+        "/dashboard?start=07%2F09%2F2026&end=20%2F09%2F2026").get_data(as_text=True)
+    assert 'lang="en"' in english.split('id="start"', 1)[1].split(">", 1)[0] and "All districts" in english
+    assert rendered.count("_dashboard_filter.html") == 5

@@ -454,11 +454,36 @@ def dashboard() -> Any:
         problem = gettext("Please correct the highlighted fields.")
     known = known if known is not None else facilities()
     facility_shown = (chosen, *known[chosen]) if chosen else None
-    return render_template("dashboard.html", form=form, data=data, problem=problem,
+    return render_template("dashboard.html", problem=problem, data=data,
+                           filter_part=filter_part(form, choices if choices is not None else districts(),
+                                                   facility_groups(known, shown or district)),
                            figures_part=figures_part(data, facility_shown) if data else None,
-                           districts=choices if choices is not None else districts(),
-                           facility_groups=facility_groups(known, shown or district),
                            chosen=facility_shown, title=gettext("Health department dashboard")), 200 if data else 400
+
+
+# the filter's part of the page as rendered, by all it shows (the language, the boxes' values, the choices)
+_filters: dict[tuple[Any, ...], str] = caches.kept({})
+
+
+def filter_part(form: DashboardFilter, choices: list[str], groups: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    """The filter (``_dashboard_filter.html``: the period's boxes, the district and facility selects), kept as
+    rendered when every box shows its value (none refused: no box holds what was typed, no error) under a key
+    of everything it shows: the language, the values, the districts and the facilities by district. The two
+    date boxes' widgets and the selects' hundred options were a fifth of the page's CPU once the figures were
+    kept (:func:`figures_part`)."""
+    boxes = (form.start, form.end, form.district, form.facility)
+    shown_as_data = not form.errors and form.start.raw_data is None and form.end.raw_data is None
+    key = (str(get_locale()), *(box.data for box in boxes), tuple(choices),
+           tuple((group, tuple(members)) for group, members in groups)) if shown_as_data else None
+    hit = _filters.get(key) if key is not None else None
+    if hit is not None:
+        return hit
+    html = render_template("_dashboard_filter.html", form=form, districts=choices, facility_groups=groups)
+    if key is not None:
+        if len(_filters) >= PARTS_KEPT:
+            _filters.clear()
+        _filters[key] = html
+    return html
 
 
 # the figures' part of the page as rendered, by what else it reads (the link, the facility shown, the language,
