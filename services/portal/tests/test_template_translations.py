@@ -50,3 +50,20 @@ def test_a_render_looks_the_language_up_once_not_for_every_word(app, monkeypatch
         words = render_template_string("{% for i in range(40) %}{{ _('Worklist') }} {% endfor %}")
     assert words.split() == ["Worklist"] * 40
     assert len(calls) <= 2, len(calls)
+
+
+def test_a_patients_sex_and_a_consults_priority_follow_the_language(app):
+    """``patients.sex_text`` and ``dashboard.priority_label`` (a worklist row's) translate their one label once a
+    process and language (``web.said``): the same words as Flask-Babel's own lookups, in each language."""
+    from sen_portal.web.dashboard import priority_label
+    from sen_portal.web.patients import sex_text
+
+    with app.test_request_context("/worklist"):
+        session["lang"] = "en"
+        assert (sex_text("female"), sex_text("male"), sex_text(None), sex_text("x")) == ("Female", "Male", "", "")
+        assert (priority_label("urgent"), priority_label(None), priority_label("odd")) == ("Urgent", "—", "odd")
+        with force_locale("vi"):
+            assert (sex_text("female"), priority_label("urgent")) == ("Nữ", "Khẩn")
+        assert (sex_text("female"), priority_label("urgent")) == ("Female", "Urgent")
+    with app.test_request_context("/worklist"):  # Vietnamese, the default
+        assert (sex_text("female"), priority_label("urgent")) == ("Nữ", "Khẩn")

@@ -17,7 +17,7 @@ from sen_shared.runtime import current
 from .. import caches, portal_db
 from ..domain.dashboard import CSV_SECTIONS, PRIORITIES, STATUSES, RangeError, check_range, csv_rows
 from ..domain.dashboard import dashboard as compute
-from . import bp, csvfile, current_user, login_required, status_label, xlsxfile
+from . import bp, csvfile, current_user, login_required, said, status_label, xlsxfile
 from .directory import org_districts, org_names, org_without_care
 from .formatting import TZ
 from .forms import DashboardFilter
@@ -159,7 +159,7 @@ _PRIORITY = {"routine": lazy_gettext("Routine"), "urgent": lazy_gettext("Urgent"
 
 def priority_label(p: str | None) -> str:
     label = _PRIORITY.get(p or "")
-    return str(label) if label is not None else (p or "—")
+    return said(label) if label is not None else (p or "—")  # translated once a process and language
 
 
 def consult_status_label(code: str | None) -> str:

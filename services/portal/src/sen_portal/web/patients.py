@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from flask_babel import gettext, ngettext
+from flask_babel import gettext, lazy_gettext, ngettext
 
 from .backend import BackendError, entries, fhir_get, fhir_post
 from .formatting import TZ, human_name
@@ -87,9 +87,19 @@ def age_text(birth: Any, today: date | None = None) -> str:
     return ngettext("%(num)d month", "%(num)d months", n)
 
 
+_SEXES = {"female": lazy_gettext("Female"), "male": lazy_gettext("Male"), "other": lazy_gettext("Other"),
+          "unknown": lazy_gettext("Unknown")}
+
+
 def sex_text(gender: Any) -> str:
-    return {"female": gettext("Female"), "male": gettext("Male"), "other": gettext("Other"),
-            "unknown": gettext("Unknown")}.get(str(gender or ""), "")
+    """A FHIR ``gender`` in the user's language: the one label, translated once a process and language
+    (``web.said``), where all four were looked up through Flask-Babel on every call (a worklist row's patient)."""
+    label = _SEXES.get(str(gender or ""))
+    if label is None:
+        return ""
+    from . import said  # the web package imports this module
+
+    return said(label)
 
 
 @dataclass(frozen=True)
