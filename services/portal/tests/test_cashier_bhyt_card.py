@@ -264,3 +264,25 @@ def test_billing_refusing_the_card_gives_its_own_status(client, fake, monkeypatc
     body = r.get_data(as_text=True)
     assert r.status_code == status and said in re.sub(r"\s+", " ", body) and "Traceback" not in body
     assert 'data-testid="card-box"' in body and input_value(body, "card-card_number") == "HT2878701234567"
+
+
+def test_the_page_reads_the_patient_once_for_the_name_and_the_cards_prefill(client, fake, monkeypatch):
+    """The page's name and the card form's prefill (the Patient's BHYT number, the EHR holding no Coverage) come
+    from one search of the Patient, with its identifiers: the prefill searched it again for them."""
+    from sen_portal.web import charges, patients
+
+    asked: list[tuple[str, str, dict[str, Any]]] = []
+
+    def counted(service, path, params=None, **kw):
+        asked.append((service, path, dict(params or {})))
+        return fake.fhir_get(service, path, params, **kw)
+
+    monkeypatch.setattr(charges, "fhir_get", counted)
+    monkeypatch.setattr(patients, "fhir_get", counted)
+    for link in ("/invoices/inv-a?p=pa", "/invoices/inv-a"):  # with the queue's hint, and without it
+        asked.clear()
+        page = client.get(link).get_data(as_text=True)
+        assert re.search(r'data-testid="invoice-patient">Lê Thị Hoa<', page), link
+        assert input_value(page, "card-card_number") == "HT2878701234567", link
+        searched = [a for a in asked if a[1] == "/fhir/Patient"]
+        assert len(searched) == 1 and searched[0][2]["_elements"] == "name,identifier", (link, asked)

@@ -28,7 +28,7 @@ from .confirming import status as confirming_status
 from .formatting import human_name, parse_instant, payment_method, vnd
 from .forms import CashForm, InvoiceCancelForm, InvoiceSearchForm, MatchForm, RefundForm, ShiftCloseForm, ShiftOpenForm
 from .notices import flash, steps_done  # flash: said on the page the answer leads to, that page's alone
-from .patients import FHIR_ID, patient_id, patient_names
+from .patients import FHIR_ID, lookup, patient_id, patient_names
 from .refusals import gap_message, given_back_message, shift_needs_a_facility, whole_payment_message
 
 
@@ -363,14 +363,17 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     # opaque id (``?p=``, no name); the Invoice's subject decides whose name shows
     hint = request.args.get("p", "")
     hint = hint if FHIR_ID.fullmatch(hint) else ""
-    name_job = _pool.submit(copy_current_request_context(patient_names), [hint]) if hint else None
+    # with the record's identifiers: the card form's prefill reads the BHYT number there when the EHR holds no
+    # Coverage, which was a second search of the same Patient
+    name_job = _pool.submit(copy_current_request_context(lookup), [hint], "name,identifier") if hint else None
     s = desk(iid)  # a BackendError (billing down, 403, 404) is the error page
     inv, qr = s.get("resource"), s.get("qr")
     pid = _patient_id(inv or {})
-    names = name_job.result() if name_job is not None else {}
+    found = name_job.result() if name_job is not None else {}
     if pid and pid != hint:  # opened without the queue's link (or with another patient's): read it now
-        names = patient_names([pid])
-    patient = names.get(pid or "", "—")
+        found = lookup([pid], "name,identifier")
+    record = (found or {}).get(pid or "")
+    patient = human_name(record) if record is not None else "—"
     problem = ctx.pop("problem", None)
     if is_paid(s) or s.get("status") != "issued":
         qr = None
@@ -394,7 +397,7 @@ def _invoice_page(iid: str, status: int = 200, **ctx: Any) -> Any:
     if "refund_form" not in forms and offer:
         forms["refund_form"] = _refund_form(s)
     if "card_form" not in forms and card_step(s, inv):
-        forms["card_form"] = charges.card_form(pid)
+        forms["card_form"] = charges.card_form(pid, record)
     done = steps_done()  # the step this page follows, said once (notices)
     return render_template("invoice.html", s=s, inv=inv, iid=iid, qr=qr, problem=problem, paid=is_paid(s),
                            issued=done.get("issued"), carded=done.get("carded"), refunded=done.get("refunded"),

@@ -382,10 +382,11 @@ def record_card(form_key: str, pid: str, form: CardForm) -> None:
                                               body["subscriberId"], form.card_level.data))
 
 
-def card_on_record(pid: str) -> dict[str, Any]:
+def card_on_record(pid: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """The patient's BHYT card as the health record holds it, to prefill the card form: the EHR's
     Coverage (in force first: number, level, validity), else the BHYT number on the Patient (its level
-    as the number prints it, by its prefix); {} when the record has none or does not answer."""
+    as the number prints it, by its prefix); {} when the record has none or does not answer. ``record``:
+    the Patient (with its identifiers) the page read already, else it is read here."""
     try:
         bundle = fhir_get("ehr", "/fhir/Coverage", {"beneficiary": f"Patient/{pid}", "_count": "20"}, cached=True)
         rows = [r for r in coverage_rows(bundle, datetime.now(TZ).date()) if _CARD_RE.fullmatch(r["number"])]
@@ -394,18 +395,19 @@ def card_on_record(pid: str) -> dict[str, Any]:
     if rows:
         card = rows[0]
         return {**card, "level": card["level"] or bhyt.level_from_card(card["number"])}
-    found = patients.lookup([pid], "identifier") or {}
-    number = identifier(found.get(pid) or {}, SYS_BHYT)
+    if record is None:
+        record = (patients.lookup([pid], "identifier") or {}).get(pid)
+    number = identifier(record or {}, SYS_BHYT)
     return {"number": number, "level": bhyt.level_from_card(number), "start": "", "end": ""} if number else {}
 
 
 _CARD_RE = re.compile(_CARD, re.ASCII)
 
 
-def card_form(pid: str | None) -> CardForm:
+def card_form(pid: str | None, record: dict[str, Any] | None = None) -> CardForm:
     """The invoice page's card form, prefilled with the card on the patient's record (checked against
-    the card the patient shows)."""
-    card = card_on_record(pid) if pid else {}
+    the card the patient shows); ``record``: the Patient as the page read it, if it did."""
+    card = card_on_record(pid, record) if pid else {}
     data: dict[str, Any] = {"card_number": card.get("number") or None}
     if card.get("level") in bhyt.LEVELS:
         data["card_level"] = str(card["level"])
