@@ -218,7 +218,7 @@ def init_web(flask_app: Flask, settings: PortalSettings) -> None:
 # a locale -> Flask-Babel's catalog of it; (a module's lazy label, a locale) -> the label in that language. Read
 # from the installed catalogs (never stale), registered all the same: emptied, they are read again
 _catalogs: dict[Any, Any] = caches.kept({})
-_said: dict[tuple[int, Any], str] = caches.kept({})
+_said: dict[tuple[int, Any], tuple[Any, str]] = caches.kept({})
 
 
 def translations() -> Any:
@@ -240,9 +240,9 @@ def said(label: Any) -> str:
         return str(label)
     key = (id(label), locale)
     found = _said.get(key)
-    if found is None:
-        found = _said[key] = str(label)
-    return found
+    if found is None or found[0] is not label:  # the entry holds its label: an id is never another's while kept
+        found = _said[key] = (label, str(label))
+    return found[1]
 
 
 def install_template_gettext(flask_app: Flask) -> None:
