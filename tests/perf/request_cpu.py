@@ -79,10 +79,10 @@ def child(what: str, n: int) -> None:
                 if found.get("entry"):
                     pid = found["entry"][0]["resource"]["id"]
                 else:
-                    body = {"resourceType": "Patient", "name": [{"family": "Nguyễn", "given": ["Văn An"]}],
-                            "identifier": [{"system": "urn:vn:cccd", "value": "001099012345"}],
-                            "gender": "male", "birthDate": "1980-01-02"}
-                    r = await c.post("/fhir/Patient", headers=headers, content=json.dumps(body))
+                    patient = {"resourceType": "Patient", "name": [{"family": "Nguyễn", "given": ["Văn An"]}],
+                               "identifier": [{"system": "urn:vn:cccd", "value": "001099012345"}],
+                               "gender": "male", "birthDate": "1980-01-02"}
+                    r = await c.post("/fhir/Patient", headers=headers, content=json.dumps(patient))
                     assert r.status_code == 201, r.text
                     pid = r.json()["id"]
                 path = f"/fhir/Patient/{pid}" if what == "read" else "/fhir/Patient?identifier=001099012345"
