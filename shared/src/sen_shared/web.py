@@ -189,8 +189,8 @@ BODY_KEY = "sen.body"  # the scope's entry holding the request body as it went b
 
 class _KeptBody:
     """A request's body as its messages passed :class:`RequestMiddleware` on the event loop, for
-    :func:`request_body`: ``done`` once the last part went by (read ahead, :func:`_read_ahead`, or,
-    sent without a Content-Length, read within the limit before the application runs)."""
+    :func:`request_body`: ``done`` once the last part went by (connexion's body validator reads
+    the whole body there before the handler runs)."""
 
     __slots__ = ("chunks", "done")
 
@@ -199,39 +199,23 @@ class _KeptBody:
         self.done = done
 
 
-async def _read_ahead(scope: Scope, receive: Receive) -> Receive:
-    """A body whose size is known and within the limit, read whole on the event loop before the
-    application runs, kept for :func:`request_body` and replayed to the application as it came. A
-    handler runs in a2wsgi's thread and its own read of the body (Flask's ``get_data``, werkzeug's
-    stream) is a hand-off to the loop and back for each part (``run_coroutine_threadsafe``, then
-    ``result``): a handler reading :func:`request_body` takes the kept copy instead, whether or not a
-    body validator read it on the loop. A client gone before the end (``http.disconnect``) is replayed
-    as it came, the copy left not ``done``."""
+def _keeping_body(scope: Scope, receive: Receive) -> Receive:
     kept = scope[BODY_KEY] = _KeptBody()
-    messages: list[Message] = []
-    while True:
+
+    async def keeping() -> Message:
         message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        kept.chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            kept.done = True
-            break
-    messages.reverse()
+        if message["type"] == "http.request" and not kept.done:
+            kept.chunks.append(message.get("body", b""))
+            kept.done = not message.get("more_body", False)
+        return message
 
-    async def replay() -> Message:
-        if messages:
-            return messages.pop()
-        return await receive()
-
-    return replay
+    return keeping
 
 
 def request_body() -> bytes:
     """The current Flask request's body (call it inside a handler). When it went by on the event
-    loop whole (:class:`RequestMiddleware` read it before the application ran, :func:`_read_ahead`),
-    that copy, without reading it again through a2wsgi (a thread hand-off to the loop and back); else
+    loop whole (:class:`RequestMiddleware` kept it as connexion's body validator read it), that
+    copy, without reading it again through a2wsgi (a thread hand-off to the loop and back); else
     Flask's ``get_data()``."""
     from flask import request
 
@@ -322,7 +306,7 @@ class RequestMiddleware:
                 self._observe(method, 413, started, scope)
                 return
             if method in ("POST", "PUT", "PATCH"):
-                receive = await _read_ahead(scope, receive)
+                receive = _keeping_body(scope, receive)
         elif method in ("POST", "PUT", "PATCH"):
             # no Content-Length (chunked): read at most the limit, then replay it
             chunks: list[bytes] = []

@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import request
 from sen_shared.runtime import current
-from sen_shared.web import request_body
 
 from ..domain import payments
 from ..domain.webhooks import PROVIDERS, SCHEMES, WebhookRejected, read_webhook
@@ -28,7 +27,7 @@ def receive(provider: str) -> Any:
     settings = rt.settings
     if provider not in PROVIDERS:
         return _problem(404, "Not Found", f"no webhook provider {provider!r}; one of {', '.join(PROVIDERS)}")
-    raw = request_body()  # as RequestMiddleware read it on the loop: no hand-off to the loop and back
+    raw = request.get_data(cache=False)
     limit = int(getattr(settings, "webhook_max_bytes", 65536))
     if len(raw) > limit:
         return _problem(413, "Content Too Large", f"a webhook body is at most {limit} bytes")
