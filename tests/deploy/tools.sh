@@ -29,6 +29,11 @@ install_built() {  # name stamp tmpfile
 }
 
 mkdir -p "$bin"
+case "$tool" in
+  kustomize|composecheck)  # one build of a tool at a time: a caller that comes while another builds it waits, then
+    exec 9>"$bin/.$tool.lock"  # finds it fresh (the suite starts both builds in the background at its start,
+    flock 9 ;;                 # tests/conftest.py, and the deployment tests' fixtures ask for them later)
+esac
 export GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0
 
 case "$tool" in
