@@ -37,6 +37,10 @@ FJ = "application/fhir+json"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 HUB, CLINIC_A, CLINIC_B = "bvdk-tinh", "tyt-an-binh", "tyt-phu-tan"
 CARDIO = "394579002"
+# the module's one-at-a-time reads, puts and deletes go through one client (its defaults are httpx.get's: 5 s,
+# no redirects followed), where each httpx.get built a client of its own (its TLS context, ~26 ms of CPU) and a
+# new connection; the posts (post(): also sent from threads, at once) keep theirs
+HTTP = httpx.Client()
 
 
 # --------------------------------------------------------------------------- the services
@@ -212,8 +216,8 @@ def test_submit_creates_service_request_and_task_owned_by_the_hub_due_by_priorit
     r = submit(tc, tokens, service_request(supportingInfo=[{"reference": "Observation/obs-a"}]))
     sr_id, task_id = submitted(r)
     assert r.headers["Location"].endswith(f"/Task/{task_id}")
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
-    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    sr = HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     assert task["status"] == "requested" and task["intent"] == "order" and task["priority"] == "urgent"
     assert task["owner"] == {"reference": f"Organization/{HUB}"}
     assert task["requester"] == {"reference": f"Organization/{CLINIC_A}"}
@@ -233,7 +237,7 @@ def test_submit_creates_service_request_and_task_owned_by_the_hub_due_by_priorit
     assert event["type"] == "vn.sen.teleconsult.consult.requested.v1"
     assert event["data"]["district"] == "Huyện Phú Tân" and event["data"]["specialty"] == CARDIO
     assert event["data"]["dueAt"] == task["restriction"]["period"]["end"]
-    audit = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}", headers=tokens["admin"]).json()
+    audit = HTTP.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}", headers=tokens["admin"]).json()
     assert any(e["resource"].get("subtype") or e["resource"]["action"] == "C" for e in audit["entry"])
 
 
@@ -263,7 +267,7 @@ def test_the_task_carries_the_consults_reason_however_it_was_submitted(tc, token
     def task_of(r: httpx.Response) -> dict[str, Any]:
         assert r.status_code in (200, 201), r.text  # $submit 201, a transaction 200
         answered = next(e["resource"] for e in r.json()["entry"] if e["resource"]["resourceType"] == "Task")
-        stored = httpx.get(f"{tc}/fhir/Task/{answered['id']}", headers=tokens["a"]).json()
+        stored = HTTP.get(f"{tc}/fhir/Task/{answered['id']}", headers=tokens["a"]).json()
         assert stored["reasonCode"] == answered["reasonCode"]
         return stored
 
@@ -326,7 +330,7 @@ def test_a_conclusion_code_not_in_the_list_is_refused_and_the_task_is_unchanged(
     _, task_id = submitted(submit(tc, tokens, service_request(
         reasonCode=[{"coding": [{"system": ICD10, "code": "B02.9", "display": "Bệnh Zoster không biến chứng"}]}])))
     assert op(tc, task_id, "$accept", "dr", tokens).status_code == 200
-    before = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    before = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
     steps = db.consult_steps.count_documents({"k": task_id})
 
     def conclude(code: str) -> list[dict[str, Any]]:
@@ -340,7 +344,7 @@ def test_a_conclusion_code_not_in_the_list_is_refused_and_the_task_is_unchanged(
     two = [*conclude("B02.9"), {"name": "conclusion", "valueCoding": {"system": ICD10, "code": "E11.65"}}]
     r = op(tc, task_id, "$complete", "dr", tokens, two)  # one bad code of two: the whole step refused
     assert r.status_code == 422 and "E11.65" in diag(r), r.text
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json() == before
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json() == before
     assert db.consult_steps.count_documents({"k": task_id}) == steps
     r = op(tc, task_id, "$complete", "dr", tokens, conclude("B02.9"))
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
@@ -429,9 +433,9 @@ def test_twenty_doctors_accepting_at_once_exactly_one_wins(tc, tokens, dev_key, 
             assert "'accepted'" in diag(a)
     links = list(db.consult_steps.find({"k": task_id}))
     assert sorted(link["n"] for link in links) == [1, 2]
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
     assert task["owner"] == winner["owner"] and task["meta"]["versionId"] == "2"
-    assert len(httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]) == 2
+    assert len(HTTP.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]) == 2
     events = [entry_event(e)["type"] for link in links for e in link["outbox"]]
     assert events.count("vn.sen.teleconsult.consult.accepted.v1") == 1
     assert events.count("vn.sen.teleconsult.referral.granted.v1") == 2  # the hub's (submission), the winner's
@@ -466,7 +470,7 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
         {"name": "answer", "valueString": "Troponin I 2,3 ng/mL"},
         {"name": "attachment", "valueReference": {"reference": "Observation/obs-a", "display": "Troponin I.pdf"}}])
     assert r.status_code == 200 and r.json()["status"] == "accepted"
-    thread = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    thread = HTTP.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     comms = sorted((e["resource"] for e in thread["entry"]), key=lambda c: "inResponseTo" in c)  # question first
     assert len(comms) == 2
     assert comms[0]["sender"] == {"reference": "Practitioner/dr-2"}
@@ -495,19 +499,19 @@ def test_the_whole_consult_from_submission_to_minutes(tc, tokens, db):
     record = json.loads(base64.b64decode(outputs["minutes"]["valueAttachment"]["data"]))
     assert record["chair"] == "Practitioner/dr-0" and record["discussion"].startswith("Thống nhất")
     # the requesting clinic sees the result on its Task
-    seen = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    seen = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
     assert seen["status"] == "completed" and seen["output"] == task["output"]
-    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    sr = HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     assert sr["status"] == "completed"
     # the patient as the EHR named them at submission (family then given, with the diacritics)
     assert sr["subject"] == seen["for"] == {"reference": "Patient/pa", "display": "Nguyễn Văn An"}
     assert op(tc, task_id, "$cancel", "a", tokens).status_code == 409
     # every version says who made it
-    history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
+    history = HTTP.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
     who = [e["resource"]["meta"]["extension"][0]["valueReference"]["display"] for e in history]
     assert who == ["dr-2", "nv-an-binh", "dr-2", "dr-0", "dr-0", "nv-an-binh"]
     # and the audit trail names each step, who took it and when
-    trail = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=200", headers=tokens["admin"]).json()
+    trail = HTTP.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=200", headers=tokens["admin"]).json()
     steps = {(c["code"], e["resource"]["agent"][0]["altId"]) for e in trail["entry"]
              for c in e["resource"].get("subtype", []) if c["code"].startswith("$")}
     assert {("$submit", "nv-an-binh"), ("$accept", "dr-0"), ("$reassign", "dr-0"), ("$request-info", "dr-2"),
@@ -533,7 +537,7 @@ def test_the_clinic_cancels_its_own_consult_only(tc, tokens):
     assert op(tc, task_id, "$cancel", "dr", tokens).status_code == 403  # a doctor cancels no consult
     r = op(tc, task_id, "$cancel", "a", tokens, [{"name": "reason", "valueString": "Bệnh nhân đã chuyển viện"}])
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
+    sr = HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).json()
     assert sr["status"] == "revoked"
     assert op(tc, task_id, "$accept", "dr", tokens).status_code == 409
 
@@ -550,11 +554,11 @@ def test_rejection_with_a_reason(tc, tokens, db):
 
 def test_workflow_resources_are_not_written_beside_the_operations(tc, tokens):
     _, task_id = submitted(submit(tc, tokens))
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
-    r = httpx.put(f"{tc}/fhir/Task/{task_id}", content=json.dumps({**task, "status": "completed"}),
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    r = HTTP.put(f"{tc}/fhir/Task/{task_id}", content=json.dumps({**task, "status": "completed"}),
                   headers=tokens["admin"])
     assert r.status_code == 405 and "$accept" in diag(r)
-    assert httpx.delete(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 405
+    assert HTTP.delete(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 405
     # nor through a transaction Bundle (its writes do not pass through create/update)
     sneaky = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Appointment", "id": "x", "status": "booked", "participant": [
@@ -573,26 +577,26 @@ def test_a_clinic_sees_and_acts_on_its_own_facilitys_consults_only(tc, tokens):
     sr_b, task_b = submitted(submit(tc, tokens, service_request(patient="Patient/pab"), who="b"))
     for who, mine, theirs in (("a", task_a, task_b), ("b", task_b, task_a)):
         H = tokens[who]
-        assert httpx.get(f"{tc}/fhir/Task/{mine}", headers=H).status_code == 200
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}", headers=H).status_code == 404  # as if it did not exist
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history", headers=H).status_code == 404
-        assert httpx.get(f"{tc}/fhir/Task/{theirs}/_history/1", headers=H).status_code == 404
-        assert httpx.get(f"{tc}/fhir/Task/{mine}/_history/1", headers=H).status_code == 200
-        found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=H).json()
+        assert HTTP.get(f"{tc}/fhir/Task/{mine}", headers=H).status_code == 200
+        assert HTTP.get(f"{tc}/fhir/Task/{theirs}", headers=H).status_code == 404  # as if it did not exist
+        assert HTTP.get(f"{tc}/fhir/Task/{theirs}/_history", headers=H).status_code == 404
+        assert HTTP.get(f"{tc}/fhir/Task/{theirs}/_history/1", headers=H).status_code == 404
+        assert HTTP.get(f"{tc}/fhir/Task/{mine}/_history/1", headers=H).status_code == 200
+        found = HTTP.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=H).json()
         assert {e["resource"]["id"] for e in found["entry"]} == {mine}
-        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=H).json()
+        wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=H).json()
         assert mine in {e["resource"]["id"] for e in wl["entry"]}
         assert theirs not in {e["resource"]["id"] for e in wl["entry"]}
         assert op(tc, theirs, "$cancel", who, tokens).status_code == 404
-    srs = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab", headers=tokens["b"]).json()
+    srs = HTTP.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab", headers=tokens["b"]).json()
     assert {e["resource"]["id"] for e in srs["entry"]} == {sr_b}
-    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_a}", headers=tokens["b"]).status_code == 404
+    assert HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_a}", headers=tokens["b"]).status_code == 404
     # the hub's doctors see both; another hub's see neither
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
     assert {task_a, task_b} <= {e["resource"]["id"] for e in wl["entry"]}
-    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["dr"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["other_hub"]).status_code == 404
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist", headers=tokens["other_hub"]).json()
+    assert HTTP.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["dr"]).status_code == 200
+    assert HTTP.get(f"{tc}/fhir/Task/{task_a}", headers=tokens["other_hub"]).status_code == 404
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist", headers=tokens["other_hub"]).json()
     assert not {task_a, task_b} & {e["resource"]["id"] for e in wl.get("entry", [])}
 
 
@@ -633,11 +637,11 @@ def test_another_facilitys_consult_is_answered_as_one_that_does_not_exist(tc, to
         assert op(tc, rid, "$accept", "a", tokens).status_code == 403
         assert op(tc, rid, "$cancel", "dr", tokens).status_code == 403
         assert op(tc, rid, "$message", "admin", tokens, [{"name": "text", "valueString": "x"}]).status_code == 403
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).json()
     assert (task["status"], task["meta"]["versionId"]) == ("on-hold", version)  # nothing changed
     assert set(_thread(tc, tokens, "admin", sr_id)) == {question}
     # the trail says what was refused, and why
-    trail = httpx.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=500", headers=tokens["admin"]).json()
+    trail = HTTP.get(f"{tc}/fhir/AuditEvent?entity=Task/{task_id}&_count=500", headers=tokens["admin"]).json()
     refused = {(next((t["code"] for t in e["resource"]["subtype"][1:]), e["resource"]["subtype"][0]["code"]),
                 e["resource"]["agent"][0]["altId"], e["resource"]["outcomeDesc"])
                for e in trail["entry"] if e["resource"].get("outcomeDesc", "").startswith("403")}
@@ -653,7 +657,7 @@ def test_another_facilitys_consult_is_answered_as_one_that_does_not_exist(tc, to
 
 def _thread(tc: str, tokens, who: str, sr_id: str) -> dict[str, dict[str, Any]]:
     """The consult's Communications ``who`` finds by ``based-on`` (as the portal's consult page asks)."""
-    r = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}&_count=50", headers=tokens[who])
+    r = HTTP.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_id}&_count=50", headers=tokens[who])
     assert r.status_code == 200, r.text
     return {e["resource"]["id"]: e["resource"] for e in r.json().get("entry") or []}
 
@@ -680,16 +684,16 @@ def test_a_clinic_reads_and_finds_its_thread_whoever_of_it_sent_the_answer(tc, t
     assert question["recipient"] == [{"reference": f"Organization/{CLINIC_A}"}]  # the consult's requester
     for who in ("a_pr", "a", "dr"):  # the clinic (whoever of it asks) and the hub
         for c in (question, answer):
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 200, who
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 200
+            assert HTTP.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 200, who
+            assert HTTP.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 200
         assert set(_thread(tc, tokens, who, sr_id)) == {question["id"], answer["id"]}, who
     for who in ("b", "other_hub"):
         for c in (question, answer):
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 404, who
-            assert httpx.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 404
+            assert HTTP.get(f"{tc}/fhir/Communication/{c['id']}", headers=tokens[who]).status_code == 404, who
+            assert HTTP.get(f"{tc}/fhir/Communication/{c['id']}/_history/1", headers=tokens[who]).status_code == 404
         assert _thread(tc, tokens, who, sr_id) == {}, who
     # nor does another clinic find it by any other search
-    found = httpx.get(f"{tc}/fhir/Communication?_count=500", headers=tokens["b"]).json()
+    found = HTTP.get(f"{tc}/fhir/Communication?_count=500", headers=tokens["b"]).json()
     assert not {question["id"], answer["id"]} & {e["resource"]["id"] for e in found.get("entry") or []}
     for c in (question, answer):  # what they are read and found by
         assert rules.requester_of(c) == f"Organization/{CLINIC_A}" and rules.hub_of(c) == f"Organization/{HUB}"
@@ -699,7 +703,7 @@ def test_the_worklist_puts_the_most_urgent_first_and_filters(tc, tokens):
     made = {}
     for priority in ("routine", "stat", "urgent", "asap"):
         made[priority] = submitted(submit(tc, tokens, service_request(priority=priority)))[1]
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"])
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"])
     assert wl.status_code == 200, wl.text
     order = [e["resource"]["id"] for e in wl.json()["entry"]]
     ranks = [e["resource"]["priority"] for e in wl.json()["entry"]]
@@ -709,14 +713,14 @@ def test_the_worklist_puts_the_most_urgent_first_and_filters(tc, tokens):
     dues = [e["resource"]["restriction"]["period"]["end"] for e in wl.json()["entry"]
             if e["resource"]["priority"] == "urgent"]
     assert dues == sorted(dues)
-    stat = httpx.get(f"{tc}/fhir/Task/$worklist?priority=stat&facility={CLINIC_A}&specialty={CARDIO}&status=requested",
+    stat = HTTP.get(f"{tc}/fhir/Task/$worklist?priority=stat&facility={CLINIC_A}&specialty={CARDIO}&status=requested",
                      headers=tokens["dr"]).json()
     assert made["stat"] in {e["resource"]["id"] for e in stat["entry"]}
     assert {e["resource"]["priority"] for e in stat["entry"]} == {"stat"}
-    none = httpx.get(f"{tc}/fhir/Task/$worklist?specialty=nope", headers=tokens["dr"]).json()
+    none = HTTP.get(f"{tc}/fhir/Task/$worklist?specialty=nope", headers=tokens["dr"]).json()
     assert none.get("entry", []) == [] and none["total"] == 0
-    assert httpx.get(f"{tc}/fhir/Task/$worklist?status=bogus", headers=tokens["dr"]).status_code == 400
-    paged = httpx.get(f"{tc}/fhir/Task/$worklist?_count=2", headers=tokens["dr"]).json()
+    assert HTTP.get(f"{tc}/fhir/Task/$worklist?status=bogus", headers=tokens["dr"]).status_code == 400
+    paged = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=2", headers=tokens["dr"]).json()
     assert len(paged["entry"]) == 2 and any(link["relation"] == "next" for link in paged["link"])
 
 
@@ -734,13 +738,13 @@ def test_an_sla_breach_publishes_exactly_one_event_escalates_and_is_flagged(tc, 
     [event] = [entry_event(e) for e in breach["outbox"]]
     assert event["type"] == "vn.sen.teleconsult.consult.sla_breached.v1"
     assert event["data"]["escalatedTo"] == "Practitioner/dr-lead"
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
     assert task["businessStatus"]["coding"][0]["code"] == "sla-breached"
     assert {"url": "https://sen.vn/fhir/StructureDefinition/escalated-to",
             "valueReference": {"reference": "Practitioner/dr-lead"}} in task["extension"]
     escalations = [link for link in db.consult_steps.find({"k": task_id}) if link["op"] == "$escalate"]
     assert len(escalations) == 1
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?priority=stat&_count=500", headers=tokens["dr"]).json()
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?priority=stat&_count=500", headers=tokens["dr"]).json()
     [entry] = [e for e in wl["entry"] if e["resource"]["id"] == task_id]
     assert entry["search"]["extension"] == [{"url": "https://sen.vn/fhir/StructureDefinition/sla-breached",
                                              "valueBoolean": True}]
@@ -802,9 +806,9 @@ def test_completed_consult_events_reach_the_ehr_and_billing_queues(tc, ehr, ehr_
         assert consult_record.handle_consult_completed(ehr_event, ehr_store) == (True, True)
         assert consult_record.handle_consult_completed(ehr_event, ehr_store) == (False, False)
         enc_id, comp_id = consult_record.record_ids(f"ServiceRequest/{sr_id}")
-        r = httpx.get(f"{ehr}/fhir/Composition/{comp_id}", headers=tokens["admin"])
+        r = HTTP.get(f"{ehr}/fhir/Composition/{comp_id}", headers=tokens["admin"])
         assert r.status_code == 200 and r.json()["subject"] == {"reference": "Patient/pa"}
-        assert httpx.get(f"{ehr}/fhir/Encounter/{enc_id}", headers=tokens["admin"]).json()["class"]["code"] == "VR"
+        assert HTTP.get(f"{ehr}/fhir/Encounter/{enc_id}", headers=tokens["admin"]).json()["class"]["code"] == "VR"
     finally:
         next(bus_gen, None)
         db.client.drop_database(f"{db.name}_billing")
@@ -825,11 +829,11 @@ def test_a_step_claimed_but_not_written_is_rolled_forward_by_the_next_one(tc, to
         m.setattr(Consults, "roll_forward", lambda self, link: None)  # the process dies after its insert
         consults.accept(task_id, Actor.of(doctor))
     assert db.consult_steps.count_documents({"k": task_id}) == 2
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()["status"] == "requested"
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()["status"] == "requested"
     # the next step (another doctor asks the clinic) first applies the accept, then itself
     r = op(tc, task_id, "$request-info", "dr2", tokens, [{"name": "question", "valueString": "Điện tim?"}])
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "3", r.text
-    history = httpx.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
+    history = HTTP.get(f"{tc}/fhir/Task/{task_id}/_history", headers=tokens["admin"]).json()["entry"]
     assert [e["resource"]["status"] for e in history] == ["on-hold", "accepted", "requested"]
 
 
@@ -861,9 +865,9 @@ def test_an_answer_claimed_before_the_requester_tag_is_tagged_when_rolled_forwar
         link = consults.provide_info(task_id, Actor.of(staff), "Troponin âm tính", [])
     comm = json.loads(link["communication_json"])
     assert rules.requester_of(comm) is None  # the claimed link carries no requester tag
-    assert httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["admin"]).status_code == 404
+    assert HTTP.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["admin"]).status_code == 404
     assert op(tc, task_id, "$start", "dr", tokens).status_code == 200  # the next step rolls it forward
-    got = httpx.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["a_pr"])
+    got = HTTP.get(f"{tc}/fhir/Communication/{comm['id']}", headers=tokens["a_pr"])
     assert got.status_code == 200, got.text
     assert rules.requester_of(got.json()) == f"Organization/{CLINIC_A}"
     assert comm["id"] in _thread(tc, tokens, "a", sr_id) and not _thread(tc, tokens, "b", sr_id)
@@ -938,12 +942,12 @@ def _committed_only(consults, monkeypatch, note: str) -> str:
 def test_a_submission_that_died_after_its_commit_point_is_finished_by_the_next_step(tc, tokens, consults, db,
                                                                                      monkeypatch):
     task_id = _committed_only(consults, monkeypatch, "Chết sau điểm cam kết (bước kế tiếp)")
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
     r = op(tc, task_id, "$accept", "dr", tokens)
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2", r.text
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()
     sr_id = task["focus"]["reference"].split("/", 1)[1]
-    sr = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"])
+    sr = HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"])
     assert sr.status_code == 200 and sr.json()["status"] == "active", sr.text
     assert db.grants.count_documents({"reason": f"ServiceRequest/{sr_id}"}) == 2
 
@@ -958,14 +962,14 @@ def test_a_submission_that_died_after_its_commit_point_is_finished_before_its_ev
     pending = list(db.consult_steps.find({"_id": f"{task_id}/1"}, {"outbox": 1, **dict.fromkeys(
         SubmissionGate.fields, 1)}))
     assert SubmissionGate(consults, grace=timedelta(minutes=5))(pending) == []  # its request may be at it
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["admin"]).status_code == 404
     assert [d["_id"] for d in SubmissionGate(consults, grace=timedelta(0))(pending)] == [f"{task_id}/1"]
-    task = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"])
+    task = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"])
     assert task.status_code == 200 and task.json()["status"] == "requested", task.text
     assert task.json()["meta"]["versionId"] == "1"
     sr_id = task.json()["focus"]["reference"].split("/", 1)[1]
-    assert httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).status_code == 200  # the hub's doctor
+    assert HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["a"]).status_code == 200
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).status_code == 200  # the hub's doctor
     # a second pass (another relay, a redelivery) changes nothing
     assert [d["_id"] for d in SubmissionGate(consults, grace=timedelta(0))(pending)] == [f"{task_id}/1"]
     assert db.Task_history.count_documents({"id": task_id}) == 1
@@ -989,7 +993,7 @@ def test_the_specialist_starting_the_consult_puts_the_task_in_progress(tc, token
     # the step is a link of the Task's chain, like every other step
     assert [link["state"] for link in db.consult_steps.find({"k": task_id}).sort("n", 1)] == [
         "requested", "accepted", "in-progress"]
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?status=in-progress&_count=500", headers=tokens["dr"]).json()
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?status=in-progress&_count=500", headers=tokens["dr"]).json()
     assert task_id in {e["resource"]["id"] for e in wl["entry"]}
     # a question during the visit puts it on hold; the clinic's answer resumes it in progress
     r = op(tc, task_id, "$request-info", "dr", tokens, [{"name": "question", "valueString": "Siêu âm tim?"}])
@@ -1010,23 +1014,23 @@ def test_doctors_see_their_own_hubs_consults_not_those_of_a_patient_granted_to_t
               [{"name": "question", "valueString": "Xin điện tim?"}]).status_code == 200
     X, D = tokens["other_hub"], tokens["dr"]
     for rtype, mine, theirs in (("Task", task_2, task_1), ("ServiceRequest", sr_2, sr_1)):
-        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=X).status_code == 200
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=X).status_code == 404  # as if it did not exist
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history/1", headers=X).status_code == 404
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}/_history", headers=X).status_code == 404
-        assert httpx.get(f"{tc}/fhir/{rtype}/{theirs}", headers=D).status_code == 200
-        assert httpx.get(f"{tc}/fhir/{rtype}/{mine}", headers=D).status_code == 404
-    found = httpx.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=X).json()
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{mine}", headers=X).status_code == 200
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{theirs}", headers=X).status_code == 404  # as if it did not exist
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{theirs}/_history/1", headers=X).status_code == 404
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{theirs}/_history", headers=X).status_code == 404
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{theirs}", headers=D).status_code == 200
+        assert HTTP.get(f"{tc}/fhir/{rtype}/{mine}", headers=D).status_code == 404
+    found = HTTP.get(f"{tc}/fhir/Task?patient=Patient/pab&_count=500", headers=X).json()
     assert {e["resource"]["id"] for e in found["entry"]} == {task_2}
-    found = httpx.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab&_count=500", headers=X).json()
+    found = HTTP.get(f"{tc}/fhir/ServiceRequest?subject=Patient/pab&_count=500", headers=X).json()
     assert {e["resource"]["id"] for e in found["entry"]} == {sr_2}
-    found = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=X).json()
+    found = HTTP.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=X).json()
     assert found.get("entry", []) == []
-    found = httpx.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=D).json()
+    found = HTTP.get(f"{tc}/fhir/Communication?based-on=ServiceRequest/{sr_1}", headers=D).json()
     assert len(found["entry"]) == 1
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=X).json()
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=X).json()
     assert {e["resource"]["id"] for e in wl["entry"]} == {task_2} and wl["total"] == 1
-    wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=D).json()
+    wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=D).json()
     assert task_1 in {e["resource"]["id"] for e in wl["entry"]} and task_2 not in {
         e["resource"]["id"] for e in wl["entry"]}
     assert op(tc, task_1, "$accept", "other_hub", tokens).status_code == 404
@@ -1035,18 +1039,18 @@ def test_doctors_see_their_own_hubs_consults_not_those_of_a_patient_granted_to_t
 def test_worklist_pages_walk_the_whole_ordered_list_once(tc, tokens):
     for priority in ("routine", "stat", "asap", "routine", "urgent", "stat", "asap"):
         submitted(submit(tc, tokens, service_request(priority=priority)))
-    whole = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    whole = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
     ids = [e["resource"]["id"] for e in whole["entry"]]
     assert whole["total"] == len(ids) >= 7 and len(set(ids)) == len(ids)
     walked, url, pages = [], f"{tc}/fhir/Task/$worklist?_count=3", 0
     while url:
-        page = httpx.get(url, headers=tokens["dr"]).json()
+        page = HTTP.get(url, headers=tokens["dr"]).json()
         assert page["total"] == whole["total"]
         walked += [e["resource"]["id"] for e in page.get("entry", [])]
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
         pages += 1
     assert walked == ids and pages == -(-len(ids) // 3)
-    beyond = httpx.get(f"{tc}/fhir/Task/$worklist?_count=3&_offset=100000", headers=tokens["dr"]).json()
+    beyond = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=3&_offset=100000", headers=tokens["dr"]).json()
     assert beyond.get("entry", []) == [] and beyond["total"] == whole["total"]
 
 
@@ -1056,12 +1060,12 @@ def test_worklist_pages_are_a_keyset_consults_leaving_or_joining_shift_nothing(t
     one twice; a cursor not made by the worklist is 400 with an OperationOutcome."""
     mine = {submitted(submit(tc, tokens, service_request(priority=priority)))[1]
             for priority in ("routine", "urgent", "asap", "routine", "stat", "urgent", "routine", "asap")}
-    whole = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+    whole = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
     ids = [e["resource"]["id"] for e in whole["entry"]]
     # the first page ends one row after this test's first consult, which is rejected (the module's other
     # consults above it may be in states a reject refuses, or be other tests' to keep)
     k = next(i for i, tid in enumerate(ids) if tid in mine)
-    first = httpx.get(f"{tc}/fhir/Task/$worklist?_count={k + 2}", headers=tokens["dr"]).json()
+    first = HTTP.get(f"{tc}/fhir/Task/$worklist?_count={k + 2}", headers=tokens["dr"]).json()
     shown = [e["resource"]["id"] for e in first["entry"]]
     assert shown == ids[:k + 2]
     victim = ids[k]
@@ -1072,11 +1076,11 @@ def test_worklist_pages_are_a_keyset_consults_leaving_or_joining_shift_nothing(t
     assert "_cursor=" in url and "_offset" not in url
     walked = []
     while url:
-        page = httpx.get(url, headers=tokens["dr"]).json()
+        page = HTTP.get(url, headers=tokens["dr"]).json()
         assert page["total"] == whole["total"]  # one rejected, one submitted
         walked += [e["resource"]["id"] for e in page.get("entry", [])]
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
-    now = [e["resource"]["id"] for e in httpx.get(f"{tc}/fhir/Task/$worklist?_count=500",
+    now = [e["resource"]["id"] for e in HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500",
                                                    headers=tokens["dr"]).json()["entry"]]
     assert victim not in now and newcomer in now
     # the pages after the first: what the list holds now after its last row, each once, in order; every
@@ -1084,7 +1088,7 @@ def test_worklist_pages_are_a_keyset_consults_leaving_or_joining_shift_nothing(t
     assert walked == now[now.index(shown[-1]) + 1:]
     assert [i for i in walked if i != newcomer] == ids[k + 2:]
     for bad in ("abc", "x.y", ids[0], first["link"][-1]["url"].split("_cursor=")[-1][:-3] + "AAA"):
-        r = httpx.get(f"{tc}/fhir/Task/$worklist", params={"_cursor": bad}, headers=tokens["dr"])
+        r = HTTP.get(f"{tc}/fhir/Task/$worklist", params={"_cursor": bad}, headers=tokens["dr"])
         assert r.status_code == 400, bad
         assert r.json()["resourceType"] == "OperationOutcome" and "_cursor" in r.text
 
@@ -1138,17 +1142,17 @@ def test_the_open_worklist_matches_open_consults_only_and_closed_ones_on_request
                  f"https://sen.vn/fhir/CodeSystem/consult-open-from|Organization/{CLINIC_A}"}
     assert open_tags <= set(db.Task.find_one({"_id": task_id})["sp__tag"])
     for who in ("dr", "a", "admin"):
-        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
+        wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
         assert task_id in {e["resource"]["id"] for e in wl["entry"]}, who
     assert op(tc, task_id, "$reject", "dr", tokens, [{"name": "reason", "valueString": "Không thuộc chuyên khoa"}]
               ).status_code == 200
     assert not open_tags & set(db.Task.find_one({"_id": task_id})["sp__tag"])  # the closing step took them off
     for who in ("dr", "a", "admin"):
-        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
+        wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens[who]).json()
         assert task_id not in {e["resource"]["id"] for e in wl.get("entry", [])}, who
-        closed = httpx.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens[who]).json()
+        closed = HTTP.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens[who]).json()
         assert task_id in {e["resource"]["id"] for e in closed["entry"]}, who
-    other = httpx.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens["other_hub"]).json()
+    other = HTTP.get(f"{tc}/fhir/Task/$worklist?status=rejected&_count=500", headers=tokens["other_hub"]).json()
     assert task_id not in {e["resource"]["id"] for e in other.get("entry", [])}
 
 
@@ -1198,7 +1202,7 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
                                     specialty_code=CARDIO, specialty_text="Tim mạch",
                                     windows=[(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "07:00:00",
                                               "17:00:00")], slot_minutes=30)
-    r = httpx.put(f"{tc}/fhir/Schedule/lich-cu", content=json.dumps(schedule), headers=tokens["admin"])
+    r = HTTP.put(f"{tc}/fhir/Schedule/lich-cu", content=json.dumps(schedule), headers=tokens["admin"])
     assert r.status_code in (200, 201), r.text
     start = datetime.now(av.TZ) + timedelta(days=2)
     slot = next(iter(av.slots_between(av.from_schedule(schedule), start, start + timedelta(days=1))))
@@ -1213,11 +1217,11 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     store.apply(w)
 
     def reads(who: str) -> tuple[int, int]:
-        return (httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens[who]).status_code,
-                httpx.get(f"{tc}/fhir/Appointment/{appt_id}", headers=tokens[who]).status_code)
+        return (HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens[who]).status_code,
+                HTTP.get(f"{tc}/fhir/Appointment/{appt_id}", headers=tokens[who]).status_code)
 
     def listed() -> bool:
-        wl = httpx.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
+        wl = HTTP.get(f"{tc}/fhir/Task/$worklist?_count=500", headers=tokens["dr"]).json()
         return task_id in {e["resource"]["id"] for e in wl.get("entry") or []}
 
     assert reads("admin") == (200, 200)
@@ -1231,7 +1235,7 @@ def test_tasks_and_appointments_stored_before_the_tags_are_tagged_by_the_backfil
     assert reads("a") == (200, 200)
     assert reads("b")[1] == 404 and reads("other_hub")[1] == 404
     assert listed()
-    got = httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
+    got = HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["dr"]).json()
     assert got["status"] == "requested" and got["meta"]["versionId"] == "2"
     assert {t["system"] for t in got["meta"]["tag"]} >= {rules.HUB_TAG, rules.OPEN_TAG, rules.OPEN_AT_HUB_TAG}
     # once done, a worker that starts does not run it again; and run again it would change nothing
@@ -1277,8 +1281,8 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
         f"Organization/{HUB}"), answer_id)
 
     def reads(who: str, comm: str = comm_id) -> tuple[int, int]:
-        return (httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens[who]).status_code,
-                httpx.get(f"{tc}/fhir/Communication/{comm}", headers=tokens[who]).status_code)
+        return (HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens[who]).status_code,
+                HTTP.get(f"{tc}/fhir/Communication/{comm}", headers=tokens[who]).status_code)
 
     # before the backfill: an untagged message is read by the clinic it names (sender or recipient),
     # the answer its Practitioner sent is not, and a clinic's search finds neither (it goes by the tag)
@@ -1299,14 +1303,14 @@ def test_service_requests_and_communications_stored_before_the_tags_are_tagged_b
     assert set(_thread(tc, tokens, "a", sr_id)) == set(_thread(tc, tokens, "dr", sr_id)) == {comm_id, answer_id}
     assert _thread(tc, tokens, "b", sr_id) == {} and _thread(tc, tokens, "other_hub", sr_id) == {}
     for rtype, rid in (("ServiceRequest", sr_id), ("Communication", comm_id), ("Communication", answer_id)):
-        got = httpx.get(f"{tc}/fhir/{rtype}/{rid}", headers=tokens["dr"]).json()
+        got = HTTP.get(f"{tc}/fhir/{rtype}/{rid}", headers=tokens["dr"]).json()
         assert got["meta"]["versionId"] == "2" and rules.hub_of(got) == f"Organization/{HUB}"
         assert got["status"] in ("active", "completed")  # the status as it was
         if rtype == "Communication":
             assert rules.requester_of(got) == f"Organization/{CLINIC_A}"
     # version 1 of the answer (untagged) is judged by its current version, as its read is
-    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["a"]).status_code == 200
-    assert httpx.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["b"]).status_code == 404
+    assert HTTP.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["a"]).status_code == 200
+    assert HTTP.get(f"{tc}/fhir/Communication/{answer_id}/_history/1", headers=tokens["b"]).status_code == 404
     again = backfill.backfill(consults)
     assert again["service_requests"] == 0 and again["communications"] == 0
     assert db.ServiceRequest_history.count_documents({"id": sr_id}) == 2
@@ -1379,6 +1383,6 @@ def test_a_status_step_racing_the_retag_of_its_service_request_keeps_both_versio
     else:  # version 2: the cancel (untagged, as it found it); version 3: the tag on top
         assert (v2["status"], rules.hub_of(v2)) == ("revoked", None)
     assert (v3["status"], rules.hub_of(v3)) == ("revoked", hub)
-    got = httpx.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["dr"])
+    got = HTTP.get(f"{tc}/fhir/ServiceRequest/{sr_id}", headers=tokens["dr"])
     assert got.status_code == 200 and got.json()["status"] == "revoked" and got.json()["meta"]["versionId"] == "3"
-    assert httpx.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()["status"] == "cancelled"
+    assert HTTP.get(f"{tc}/fhir/Task/{task_id}", headers=tokens["a"]).json()["status"] == "cancelled"
