@@ -37,6 +37,10 @@ STD_SECRET = "whsec_" + base64.b64encode(b"sen-test-standard-webhooks-secret").d
 ACCOUNT_A, ACCOUNT_B, ACCOUNT_NOBODY = "0011000000001", "0011000000002", "0099000000009"  # receiving accounts
 ACCOUNTS = {ACCOUNT_A: "org-a", ACCOUNT_B: "org-b"}  # SEN_BANK_ACCOUNT_FACILITIES: whose queue a transfer joins
 NAMES = {"org-a": "Trạm Y tế xã Mỹ Hiệp"}  # SEN_FACILITY_NAMES: the name a receipt prints (org-b: none)
+# the module's requests sent one at a time go through one client (httpx.post's defaults; each call gives its timeout),
+# where each httpx.post built a client of its own (its TLS context, ~26 ms of CPU) and a new connection; the senders
+# (send_standard, send_sepay, send_casso: also sent from threads, at once) and the shift closes sent at once keep theirs
+HTTP = httpx.Client()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,7 @@ def test_payos_published_sample_goes_through_the_inbox(billing) -> None:
         "counterAccountBankId": "", "counterAccountBankName": "", "counterAccountName": "",
         "counterAccountNumber": "", "virtualAccountName": "", "virtualAccountNumber": ""},
         "signature": "412e915d2871504ed31be63c8f62a149a4410d34c4c42affc9006ef9917eaa03"}
-    r = httpx.post(f"{url}/webhooks/payos", json=sample, timeout=30)
+    r = HTTP.post(f"{url}/webhooks/payos", json=sample, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["success"] is True
     payment = db["payments"].find_one({"_id": "payos:TF230204212323"})
@@ -131,7 +135,7 @@ def test_casso_published_sample_signature_and_sepay_sample(billing) -> None:
         "counterAccountBankId": "970415", "counterAccountBankName": "VietinBank"}}
     header = ("t=1727948258788,v1=ed0a4bd2e826d5cb69988cdb141e6c1a080e21f3b57eb72cd78192220042b9e7dde0868fc66"
               "7faea8e224900fa7904e7c88dfa098032fb2d6b6996856e8b7ff3")
-    r = httpx.post(f"{url}/webhooks/casso", json=sample, headers={"X-Casso-Signature": header}, timeout=30)
+    r = HTTP.post(f"{url}/webhooks/casso", json=sample, headers={"X-Casso-Signature": header}, timeout=30)
     assert r.status_code == 401 and r.json()["reason"] == "stale"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["reason"] == "stale"
@@ -140,7 +144,7 @@ def test_casso_published_sample_signature_and_sepay_sample(billing) -> None:
     r = send_casso(url, sample)
     assert r.status_code == 200 and r.json() == {"success": True, "payments": ["casso:0"], "duplicates": 0}
     # SePay's published sample payload (https://developer.sepay.vn/en/sepay-webhooks) with our key
-    r = httpx.post(f"{url}/webhooks/sepay", json={
+    r = HTTP.post(f"{url}/webhooks/sepay", json={
         "id": 92704, "gateway": "Vietcombank", "transactionDate": "2023-03-25 14:02:37",
         "accountNumber": "0123499999", "code": None, "content": "chuyen tien mua iphone", "transferType": "in",
         "transferAmount": 2277000, "accumulated": 19077000, "subAccount": None,
@@ -161,7 +165,7 @@ def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billi
                send_standard(url, tx, 150000, f"thanh toan {code}", ts=int(time.time()) - 301),
                send_standard(url, tx, 150000, f"thanh toan {code}", ts=int(time.time()) + 400),
                send_sepay(url, 555000 + int(tx[:4], 16), 150000, code, key="wrong"),
-               httpx.post(f"{url}/webhooks/sepay", json={"id": 1}, timeout=30)]
+               HTTP.post(f"{url}/webhooks/sepay", json={"id": 1}, timeout=30)]
     assert [a.status_code for a in answers] == [401, 401, 401, 401, 401]
     assert [a.json()["reason"] for a in answers] == ["bad_signature", "stale", "stale", "bad_signature",
                                                      "missing_signature"]
@@ -171,19 +175,20 @@ def test_bad_signature_old_timestamp_wrong_key_leave_the_invoice_unchanged(billi
     assert db["payments"].count_documents({"invoice": iid}) == 0
     assert invoice_status(db, iid) == "issued"
     # a body over the limit, an unknown provider, a verified body that is not JSON
+    # (a connection of its own: the server answers before reading the whole body and may close the connection)
     assert httpx.post(f"{url}/webhooks/sepay", content=b"x" * 30000, timeout=30).status_code == 413
-    assert httpx.post(f"{url}/webhooks/momo", json={}, timeout=30).status_code == 404
-    r = httpx.post(f"{url}/webhooks/sepay", content=b"{not json", headers={"Authorization": f"Apikey {SEPAY_KEY}"},
+    assert HTTP.post(f"{url}/webhooks/momo", json={}, timeout=30).status_code == 404
+    r = HTTP.post(f"{url}/webhooks/sepay", content=b"{not json", headers={"Authorization": f"Apikey {SEPAY_KEY}"},
                    timeout=30)
     assert r.status_code == 400 and r.json()["reason"] == "malformed"
     # a body with NUL bytes (PostgreSQL under FerretDB cannot store one): rejected and recorded, not a 500
     for body in (b'{"id": 1\x00}', b"\x00\x00"):
-        r = httpx.post(f"{url}/webhooks/sepay", content=body, headers={"Authorization": f"Apikey {SEPAY_KEY}"},
+        r = HTTP.post(f"{url}/webhooks/sepay", content=body, headers={"Authorization": f"Apikey {SEPAY_KEY}"},
                        timeout=30)
         assert r.status_code == 400 and r.json()["reason"] == "malformed", r.text
         stored = db["webhook_inbox"].find_one({"_id": r.json()["inbox"]})
         assert stored["size"] == len(body) and "\x00" not in stored["body"] and "\ufffd" in stored["body"]
-    r = httpx.post(f"{url}/webhooks/sepay", content=b"\x00", timeout=30)  # and unsigned: 401, recorded
+    r = HTTP.post(f"{url}/webhooks/sepay", content=b"\x00", timeout=30)  # and unsigned: 401, recorded
     assert r.status_code == 401 and db["webhook_inbox"].find_one({"_id": r.json()["inbox"]}) is not None
 
 
@@ -201,14 +206,14 @@ def test_a_lone_surrogate_a_huge_amount_or_a_deep_body_is_recorded_never_a_500(b
               json.dumps({**sepay, "id": 7001, "content": code, "transferAmount": 2**64}).encode(),
               b"[" * 5000 + b"]" * 5000]
     for body in bodies:
-        r = httpx.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
+        r = HTTP.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
         assert r.status_code == 400 and r.json()["reason"] == "malformed", r.text
         assert db["webhook_inbox"].find_one({"_id": r.json()["inbox"]})["size"] == len(body)
         assert db["webhook_outcomes"].find_one({"_id": r.json()["inbox"]})["status"] == "rejected"
     assert db["payments"].count_documents({"invoice": iid}) == 0
     tx = 700000 + int(uuid.uuid4().hex[:4], 16)
     body = json.dumps({**sepay, "id": tx, "content": f"{code} \udc00", "transferAmount": 150000}).encode()
-    r = httpx.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
+    r = HTTP.post(f"{url}/webhooks/sepay", content=body, headers=key, timeout=30)
     assert r.status_code == 200, r.text
     assert db["payments"].find_one({"_id": f"sepay:{tx}"})["invoice"] == iid
     assert invoice_status(db, iid) == "balanced"
@@ -231,7 +236,7 @@ def test_wrong_amount_is_flagged_partial_and_the_invoice_stays_issued(billing, d
     iid, code = make_invoice(db, 200000)
     r = send_standard(url, uuid.uuid4().hex[:10], 20000, f"TT {code}")
     assert r.status_code == 200
-    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=cashier(dev_key), timeout=30).json()
+    summary = HTTP.get(f"{url}/payments/invoices/{iid}", headers=cashier(dev_key), timeout=30).json()
     assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("issued", 20000,
                                                                                             180000, 0)
     assert invoice_status(db, iid) == "issued"
@@ -283,13 +288,13 @@ def test_20_different_payments_at_once_all_count_one_receipt_one_event(billing, 
     validate_resource(pr)  # a valid R4 PaymentReconciliation (the settlement writes it past the HTTP checks)
     # the receipt, printable
     h = cashier(dev_key)
-    page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
+    page = HTTP.get(f"{url}/payments/receipts/{iid}/html", headers=h, timeout=30)
     assert page.status_code == 200 and "150.000\u00a0₫" in page.text and receipt["number"] in page.text
     assert "Cơ sở: Trạm Y tế xã Mỹ Hiệp" in page.text and "Cơ sở: org-a" not in page.text  # its name, not id
-    pdf = httpx.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
+    pdf = HTTP.get(f"{url}/payments/receipts/{iid}/pdf", headers=h, timeout=60)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     # another facility's cashier sees nothing of it: as if it had no receipt
-    assert httpx.get(f"{url}/payments/receipts/{iid}", headers=cashier(dev_key, "org-b"),
+    assert HTTP.get(f"{url}/payments/receipts/{iid}", headers=cashier(dev_key, "org-b"),
                      timeout=30).status_code == 404
 
 
@@ -308,7 +313,7 @@ def test_a_receipt_of_a_facility_without_a_configured_name_prints_its_id(billing
     iid, code = make_invoice(db, 20000, facility="org-b")
     assert send_standard(url, f"nm-{iid}", 20000, code, account=ACCOUNT_B).status_code == 200
     assert db["receipts"].find_one({"_id": iid}) is not None
-    page = httpx.get(f"{url}/payments/receipts/{iid}/html", headers=cashier(dev_key, "org-b"), timeout=30)
+    page = HTTP.get(f"{url}/payments/receipts/{iid}/html", headers=cashier(dev_key, "org-b"), timeout=30)
     assert page.status_code == 200 and "Cơ sở: org-b" in page.text and "Mỹ Hiệp" not in page.text
 
 
@@ -324,25 +329,25 @@ def test_partial_then_over_payment_leaves_a_credit_a_cashier_refunds(billing, de
     tx = uuid.uuid4().hex[:8]
     assert send_standard(url, tx, 70000, f"{code}").status_code == 200
     h = cashier(dev_key)
-    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    summary = HTTP.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
     assert (summary["status"], summary["paid"], summary["balanceDue"], summary["credit"]) == ("balanced", 130000,
                                                                                             0, 30000)
     assert invoice_status(db, iid) == "balanced"
     # refund the credit (cash, in a shift), with a reason; more than the credit is refused
-    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
-    too_much = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả thừa", "amount": 40000},
+    assert HTTP.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    too_much = HTTP.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả thừa", "amount": 40000},
                           headers=h, timeout=30)
     assert too_much.status_code == 422
-    no_reason = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": ""}, headers=h, timeout=30)
+    no_reason = HTTP.post(f"{url}/payments/standard:{tx}/refund", json={"reason": ""}, headers=h, timeout=30)
     assert no_reason.status_code == 400  # the spec requires a reason of at least one character
-    r = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả lại tiền thừa"}, headers=h,
+    r = HTTP.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "trả lại tiền thừa"}, headers=h,
                    timeout=30)
     assert r.status_code == 201 and r.json()["amount"] == 30000
-    again = httpx.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "lần nữa"}, headers=h, timeout=30)
+    again = HTTP.post(f"{url}/payments/standard:{tx}/refund", json={"reason": "lần nữa"}, headers=h, timeout=30)
     assert again.status_code in (409, 422)
-    summary = httpx.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
+    summary = HTTP.get(f"{url}/payments/invoices/{iid}", headers=h, timeout=30).json()
     assert (summary["credit"], summary["refunded"]) == (0, 30000)
-    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 0, "countedTransfers": 0,
+    closed = HTTP.post(f"{url}/payments/shifts/current/close", json={"countedCash": 0, "countedTransfers": 0,
                                                                      "note": "tiền thừa trả từ ví"},
                         headers=h, timeout=30).json()
     assert closed["expected"]["cash"] == -30000 and closed["expected"]["cashRefunded"] == 30000
@@ -359,12 +364,12 @@ def test_late_payments_become_refund_tasks(billing, dev_key: Path) -> None:
         assert send_standard(url, tx, 50000, code).status_code == 200
     assert invoice_status(db, cancelled) == "cancelled"
     h = cashier(dev_key)
-    s_cancelled = httpx.get(f"{url}/payments/invoices/{cancelled}", headers=h, timeout=30).json()
+    s_cancelled = HTTP.get(f"{url}/payments/invoices/{cancelled}", headers=h, timeout=30).json()
     assert s_cancelled["paid"] == 0 and s_cancelled["refundTasks"][0]["reason"] == "invoice-cancelled"
-    s_paid = httpx.get(f"{url}/payments/invoices/{paid}", headers=h, timeout=30).json()
+    s_paid = HTTP.get(f"{url}/payments/invoices/{paid}", headers=h, timeout=30).json()
     assert s_paid["paid"] == 50000 and s_paid["refundTasks"][0]["reason"] == "invoice-balanced"
     assert db["receipts"].count_documents({"invoice": paid}) == 1  # no second receipt
-    r = httpx.post(f"{url}/payments/standard:{late_tx}/refund", json={"reason": "chuyển trùng", "method": "transfer"},
+    r = HTTP.post(f"{url}/payments/standard:{late_tx}/refund", json={"reason": "chuyển trùng", "method": "transfer"},
                    headers=h, timeout=30)
     assert r.status_code == 201 and r.json()["amount"] == 50000
 
@@ -374,19 +379,19 @@ def test_unmatched_transfer_waits_then_a_cashier_assigns_it(billing, dev_key: Pa
     tx = uuid.uuid4().hex[:8]
     assert send_standard(url, tx, 80000, "chuyen tien kham benh cho me").status_code == 200
     h = cashier(dev_key)
-    queue = httpx.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
+    queue = HTTP.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
     assert f"standard:{tx}" in [p["id"] for p in queue]
     iid, _ = make_invoice(db, 80000)
     other, _ = make_invoice(db, 80000, facility="org-b")
-    assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": other}, headers=h,
+    assert HTTP.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": other}, headers=h,
                       timeout=30).status_code == 404  # another facility's invoice: as one not held
-    r = httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h, timeout=30)
+    r = HTTP.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h, timeout=30)
     assert r.status_code == 201, r.text
     assert r.json()["reference"] == vietqr.reference_code(iid)  # the portal names the invoice by it
-    assert httpx.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h,
+    assert HTTP.post(f"{url}/payments/unmatched/standard:{tx}/assign", json={"invoice": iid}, headers=h,
                       timeout=30).status_code == 409
     assert invoice_status(db, iid) == "balanced"
-    queue = httpx.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
+    queue = HTTP.get(f"{url}/payments/unmatched", headers=h, timeout=30).json()["payments"]
     assert f"standard:{tx}" not in [p["id"] for p in queue]
 
 
@@ -405,7 +410,7 @@ def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(bil
     def queue(headers: dict[str, str]) -> list[dict]:
         rows, after = [], None
         while True:
-            page = httpx.get(f"{url}/payments/unmatched", params={"limit": 200, **({"after": after} if after else {})},
+            page = HTTP.get(f"{url}/payments/unmatched", params={"limit": 200, **({"after": after} if after else {})},
                              headers=headers, timeout=30).json()
             rows += page["payments"]
             if not (after := page.get("next")):
@@ -418,15 +423,15 @@ def test_a_cashier_sees_and_assigns_only_their_facilitys_unmatched_transfers(bil
     assert {p["id"] for p in queue(admin)} == {f"standard:{to_a}", f"standard:{to_b}", f"standard:{to_nobody}"}
 
     iid_a, _ = make_invoice(db, 6000, facility="org-a")
-    r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_a}, headers=a, timeout=30)
+    r = HTTP.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_a}, headers=a, timeout=30)
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), r.text
     assert r.json()["status"] == 404 and r.json()["detail"] == f"no payment standard:{to_b}"
-    r = httpx.post(f"{url}/payments/unmatched/standard:{to_nobody}/assign", json={"invoice": iid_a}, headers=a,
+    r = HTTP.post(f"{url}/payments/unmatched/standard:{to_nobody}/assign", json={"invoice": iid_a}, headers=a,
                    timeout=30)
     assert r.status_code == 404, r.text  # the admins' queue: not a cashier's
     assert db["payments"].find_one({"_id": f"assign:standard:{to_b}"}) is None
     iid_b, _ = make_invoice(db, 6000, facility="org-b")
-    r = httpx.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_b}, headers=b, timeout=30)
+    r = HTTP.post(f"{url}/payments/unmatched/standard:{to_b}/assign", json={"invoice": iid_b}, headers=b, timeout=30)
     assert r.status_code == 201, r.text
     assert queue(b) == [] and [p["id"] for p in queue(a)] == [f"standard:{to_a}"]
 
@@ -442,10 +447,10 @@ def test_an_assignment_sent_again_with_its_key_is_answered_again_not_refused(bil
     iid, _ = make_invoice(db, 6000, facility="org-a")
     keyed = {**h, "Idempotency-Key": "portal-assign-" + uuid.uuid4().hex}
     path = f"{url}/payments/unmatched/standard:{tag}/assign"
-    first = httpx.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
-    again = httpx.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
+    first = HTTP.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
+    again = HTTP.post(path, json={"invoice": iid}, headers=keyed, timeout=30)
     assert (first.status_code, again.status_code) == (201, 201) and first.json() == again.json(), again.text
-    assert httpx.post(path, json={"invoice": iid}, headers=h, timeout=30).status_code == 409
+    assert HTTP.post(path, json={"invoice": iid}, headers=h, timeout=30).status_code == 409
     assert db["payments"].count_documents({"assigned_from": f"standard:{tag}"}) == 1
     assert invoice_status(db, iid) == "balanced"
 
@@ -480,34 +485,34 @@ def test_cash_in_a_shift_close_with_expected_vs_counted_and_the_daily_csv(billin
     facility = "org-" + uuid.uuid4().hex[:5]
     h = cashier(dev_key, facility)
     iid, code = make_invoice(db, 120000, facility=facility)
-    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000}, headers=h,
+    assert HTTP.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000}, headers=h,
                       timeout=30).status_code == 409  # no shift open
-    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 500000}, headers=h, timeout=30).status_code == 201
-    assert httpx.post(f"{url}/payments/shifts", json={}, headers=h, timeout=30).status_code == 409
-    r = httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"}, headers=h,
+    assert HTTP.post(f"{url}/payments/shifts", json={"openingCash": 500000}, headers=h, timeout=30).status_code == 201
+    assert HTTP.post(f"{url}/payments/shifts", json={}, headers=h, timeout=30).status_code == 409
+    r = HTTP.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"}, headers=h,
                    timeout=30)
     assert r.status_code == 201
-    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"},
+    assert HTTP.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 20000, "transactionId": "c1"},
                       headers=h, timeout=30).status_code == 200  # the same desk entry again
     assert send_standard(url, uuid.uuid4().hex[:8], 100000, code).status_code == 200
     other = cashier(dev_key, "org-elsewhere")  # another facility's cashier, in a shift of their own
-    assert httpx.post(f"{url}/payments/shifts", json={}, headers=other, timeout=30).status_code == 201
-    assert httpx.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 1}, headers=other,
+    assert HTTP.post(f"{url}/payments/shifts", json={}, headers=other, timeout=30).status_code == 201
+    assert HTTP.post(f"{url}/payments/cash", json={"invoice": iid, "amount": 1}, headers=other,
                       timeout=30).status_code == 404  # as an invoice not held
-    assert httpx.get(f"{url}/payments/invoices/{iid}", headers=other, timeout=30).status_code == 404
-    current = httpx.get(f"{url}/payments/shifts/current", headers=h, timeout=30).json()
+    assert HTTP.get(f"{url}/payments/invoices/{iid}", headers=other, timeout=30).status_code == 404
+    current = HTTP.get(f"{url}/payments/shifts/current", headers=h, timeout=30).json()
     assert current["expected"]["cash"] == 520000 and current["expected"]["transfers"] == 100000
-    closed = httpx.post(f"{url}/payments/shifts/current/close",
+    closed = HTTP.post(f"{url}/payments/shifts/current/close",
                         json={"countedCash": 510000, "countedTransfers": 100000, "note": "thiếu 10.000"},
                         headers=h, timeout=30).json()
     assert closed["state"] == "closed" and closed["difference"] == {"cash": -10000, "transfers": 0}
-    csv_answer = httpx.get(f"{url}/payments/reports/daily.csv", headers=h, timeout=30)
+    csv_answer = HTTP.get(f"{url}/payments/reports/daily.csv", headers=h, timeout=30)
     assert csv_answer.status_code == 200 and csv_answer.headers["content-type"].startswith("text/csv")
     lines = csv_answer.text.splitlines()
     assert lines[0].startswith("kind,time,id")
     assert any(",cash," in line and "20000" in line for line in lines)
     assert "total" in lines[-1]
-    assert httpx.get(f"{url}/payments/reports/daily.csv?day=nope", headers=h, timeout=30).status_code == 400
+    assert HTTP.get(f"{url}/payments/reports/daily.csv?day=nope", headers=h, timeout=30).status_code == 400
 
 
 def test_a_double_click_on_cash_or_refund_records_one_and_answers_both(billing, dev_key: Path) -> None:
@@ -518,27 +523,27 @@ def test_a_double_click_on_cash_or_refund_records_one_and_answers_both(billing, 
     facility = "org-" + uuid.uuid4().hex[:5]
     h = cashier(dev_key, facility)
     iid, _code = make_invoice(db, 50000, facility=facility)
-    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    assert HTTP.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
     cash = {"invoice": iid, "amount": 80000, "transactionId": "dbl-" + uuid.uuid4().hex[:8]}
-    first = httpx.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
+    first = HTTP.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
     assert first.status_code == 201, first.text
     assert invoice_status(db, iid) == "balanced"
-    second = httpx.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
+    second = HTTP.post(f"{url}/payments/cash", json=cash, headers=h, timeout=30)
     assert second.status_code == 200 and second.json()["id"] == first.json()["id"], second.text
-    other = httpx.post(f"{url}/payments/cash", json={**cash, "amount": 1000}, headers=h, timeout=30)
+    other = HTTP.post(f"{url}/payments/cash", json={**cash, "amount": 1000}, headers=h, timeout=30)
     assert other.status_code == 422 and "transactionId" in other.json()["detail"]
     assert db["payments"].count_documents({"invoice": iid, "channel": "cash"}) == 1
     # the 30.000 handed over too much, given back once
     pay = first.json()["id"]
     keyed = {**h, "Idempotency-Key": "portal-refund-" + uuid.uuid4().hex}
     body = {"reason": "trả lại tiền thừa", "method": "cash"}
-    r1 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
-    r2 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
+    r1 = HTTP.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
+    r2 = HTTP.post(f"{url}/payments/{pay}/refund", json=body, headers=keyed, timeout=30)
     assert (r1.status_code, r2.status_code) == (201, 201) and r1.json() == r2.json() and r1.json()["amount"] == 30000
-    r3 = httpx.post(f"{url}/payments/{pay}/refund", json=body, headers=h, timeout=30)
+    r3 = HTTP.post(f"{url}/payments/{pay}/refund", json=body, headers=h, timeout=30)
     assert r3.status_code in (409, 422)  # nothing left to give back: a new refund is refused
     assert db["refunds"].count_documents({"payment": pay}) == 1
-    closed = httpx.post(f"{url}/payments/shifts/current/close", json={"countedCash": 50000, "countedTransfers": 0},
+    closed = HTTP.post(f"{url}/payments/shifts/current/close", json={"countedCash": 50000, "countedTransfers": 0},
                         headers=h, timeout=30).json()
     assert closed["expected"]["cash"] == 50000 and closed["difference"]["cash"] == 0
 
@@ -548,20 +553,20 @@ def test_a_shift_close_sent_again_with_its_key_is_answered_again_not_refused(bil
     made is replayed (200, the same shift), where a new close is refused (no shift open)."""
     url, _db = billing
     h = cashier(dev_key, "org-" + uuid.uuid4().hex[:5])
-    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
+    assert HTTP.post(f"{url}/payments/shifts", json={"openingCash": 0}, headers=h, timeout=30).status_code == 201
     keyed = {**h, "Idempotency-Key": "portal-shift-close-" + uuid.uuid4().hex}
     counts = {"countedCash": 0, "countedTransfers": 0}
-    first = httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
-    again = httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
+    first = HTTP.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
+    again = HTTP.post(f"{url}/payments/shifts/current/close", json=counts, headers=keyed, timeout=30)
     assert (first.status_code, again.status_code) == (200, 200) and first.json() == again.json(), again.text
-    assert httpx.post(f"{url}/payments/shifts/current/close", json=counts, headers=h, timeout=30).status_code >= 400
+    assert HTTP.post(f"{url}/payments/shifts/current/close", json=counts, headers=h, timeout=30).status_code >= 400
 
 
 def test_webhooks_need_no_token_and_payment_api_needs_a_cashier(billing, dev_key: Path) -> None:
     url, _ = billing
-    assert httpx.get(f"{url}/payments/unmatched", timeout=30).status_code == 401
+    assert HTTP.get(f"{url}/payments/unmatched", timeout=30).status_code == 401
     doctor = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'doctor')}"}
-    assert httpx.get(f"{url}/payments/unmatched", headers=doctor, timeout=30).status_code == 403
+    assert HTTP.get(f"{url}/payments/unmatched", headers=doctor, timeout=30).status_code == 403
 
 
 def test_hmac_helper_matches_the_standard_library() -> None:
@@ -661,10 +666,10 @@ def test_a_devwebhook_transfer_naming_no_invoice_waits_in_the_demo_cashiers_queu
                                         timeout=60)
                 [paid[provider]] = json.loads(answer.stdout)["payments"]
             h = cashier(dev_key, facility=facility)
-            queue = httpx.get(f"{url}/payments/unmatched", params={"limit": 200}, headers=h, timeout=30).json()
+            queue = HTTP.get(f"{url}/payments/unmatched", params={"limit": 200}, headers=h, timeout=30).json()
             assert {p["id"] for p in queue["payments"]} >= set(paid.values())
             admin = {"Authorization": f"Bearer {issue_dev_token(dev_key, 'admin')}"}
-            unowned = httpx.get(f"{url}/payments/unmatched", params={"facility": "_unowned"}, headers=admin,
+            unowned = HTTP.get(f"{url}/payments/unmatched", params={"facility": "_unowned"}, headers=admin,
                                 timeout=30).json()
             assert not {p["id"] for p in unowned["payments"]} & set(paid.values())
     finally:
@@ -735,7 +740,7 @@ def test_a_settlement_whose_winner_died_is_finished_by_the_repair_job(billing) -
 def test_a_shift_closed_from_five_tabs_at_once_closes_once(billing, dev_key: Path) -> None:
     url, db = billing
     h = cashier(dev_key, "org-a", sub=f"cashier-{uuid.uuid4().hex[:6]}")
-    assert httpx.post(f"{url}/payments/shifts", json={"openingCash": 100000}, headers=h, timeout=30).status_code == 201
+    assert HTTP.post(f"{url}/payments/shifts", json={"openingCash": 100000}, headers=h, timeout=30).status_code == 201
     body = {"countedCash": 100000, "countedTransfers": 0}
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda _: httpx.post(f"{url}/payments/shifts/current/close", json=body, headers=h,
@@ -750,11 +755,11 @@ def test_the_unmatched_queue_pages_over_http(billing, dev_key: Path) -> None:
     for _ in range(3):
         assert send_standard(url, uuid.uuid4().hex[:8], 1000, "khong co ma hoa don").status_code == 200
     h = cashier(dev_key)
-    first = httpx.get(f"{url}/payments/unmatched", params={"limit": 1}, headers=h, timeout=30).json()
+    first = HTTP.get(f"{url}/payments/unmatched", params={"limit": 1}, headers=h, timeout=30).json()
     assert len(first["payments"]) == 1 and first["next"]
-    second = httpx.get(f"{url}/payments/unmatched", params={"limit": 1, "after": first["next"]}, headers=h,
+    second = HTTP.get(f"{url}/payments/unmatched", params={"limit": 1, "after": first["next"]}, headers=h,
                        timeout=30).json()
     assert second["payments"][0]["id"] != first["payments"][0]["id"]
-    bad = httpx.get(f"{url}/payments/unmatched", params={"after": "xyz"}, headers=h, timeout=30)
+    bad = HTTP.get(f"{url}/payments/unmatched", params={"after": "xyz"}, headers=h, timeout=30)
     assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
-    assert httpx.get(f"{url}/payments/unmatched", params={"limit": 0}, headers=h, timeout=30).status_code == 400
+    assert HTTP.get(f"{url}/payments/unmatched", params={"limit": 0}, headers=h, timeout=30).status_code == 400
