@@ -216,7 +216,9 @@ ferretdb_down() {
 
 # ---------------------------------------------------------------- RabbitMQ
 rabbit_env() {
-  export RABBITMQ_NODENAME=sen@localhost
+  # a node name of its own per port: a second stack on this machine (SEN_STATE_DIR and SEN_*_PORT of its own, as a
+  # benchmark's private one) neither fails to start beside the first (the name taken) nor stops it on `down`
+  if [ "$amqp_port" = 5672 ]; then export RABBITMQ_NODENAME=sen@localhost; else export RABBITMQ_NODENAME=sen-$amqp_port@localhost; fi
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT=$amqp_port
   export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
