@@ -1114,8 +1114,11 @@ def test_the_worklist_read_at_once_is_the_per_priority_answer(tc, tokens, consul
 
                 monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", 10_000)
                 at_once = answer()
-                monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", -1)
-                assert answer() == at_once, (principal.sub, statuses, offset, count)
+                # the read at once holds up to WORKLIST_ONE_READ Tasks (exactly as many: still one read), one
+                # more is the per-priority path's (-1: always it), never a list cut at the read's limit
+                for most in (at_once[2], at_once[2] - 1, -1):
+                    monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", most)
+                    assert answer() == at_once, (principal.sub, statuses, offset, count, most)
             monkeypatch.setattr(workflow, "WORKLIST_ONE_READ", 10_000)
             rows, _ = consults.worklist_page(principal, statuses=statuses, specialty=None, facility=None,
                                              priority=None)

@@ -1175,13 +1175,18 @@ class Consults:
             return (res, escalated or bool(due and is_breached(res.get("status", ""), due, now)),
                     (rank, _as_utc(doc.get(AUTHORED)), str(doc["_id"])))
 
-        if not priority and coll.count_documents(flt) <= WORKLIST_ONE_READ:
-            # A small worklist (the usual one) in one read instead of a count and a read per
-            # priority (8 round trips): the same order, split by priority here. Same answer: a
-            # Task's place is its priority's rank, then authoredOn, then id; Tasks without one of
-            # the priorities are left out as the per-priority queries leave them out.
+        # A small worklist (the usual one) in one read instead of a count and a read per priority
+        # (8 round trips): at most WORKLIST_ONE_READ + 1 Tasks, so the read itself says whether it
+        # is small (no count first: FerretDB counts by decoding every matching document, as much
+        # as the read). The same order, split by priority here. Same answer: a Task's place is its
+        # priority's rank, then authoredOn, then id; Tasks without one of the priorities are left
+        # out as the per-priority queries leave them out. A larger one: the read is dropped, and
+        # it is counted and read per priority below.
+        small = list(coll.find(flt, {**fields, "sp_priority": 1}).sort(order).limit(WORKLIST_ONE_READ + 1)) \
+            if not priority and WORKLIST_ONE_READ >= 0 else None
+        if small is not None and len(small) <= WORKLIST_ONE_READ:
             by_priority: dict[str, list[dict[str, Any]]] = {p: [] for p in rules.PRIORITIES}
-            for doc in coll.find(flt, {**fields, "sp_priority": 1}).sort(order):
+            for doc in small:
                 have = doc.get("sp_priority")
                 have = have if isinstance(have, list) else [have]
                 p = next((p for p in rules.PRIORITIES if p in have), None)
