@@ -1331,10 +1331,20 @@ _reasons_kept: dict[str, tuple[float, dict[str, Any]]] = caches.kept({})
 _reasons_lock = threading.Lock()
 
 
-def _reasons(rids: list[str]) -> dict[str, dict[str, Any]]:
+def _kept_reasons(rids: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Those of the consults' ServiceRequests read recently (:func:`_reasons`) by id, and the ids not kept."""
+    now = time.monotonic()
+    wanted = sorted(set(rids))
+    found = {rid: hit[1] for rid in wanted if (hit := _reasons_kept.get(rid)) is not None and hit[0] > now}
+    return found, [rid for rid in wanted if rid not in found]
+
+
+def _reasons(rids: list[str], kept: tuple[dict[str, dict[str, Any]], list[str]] | None = None,
+             ) -> dict[str, dict[str, Any]]:
     """The consults' ServiceRequests (reason and requester only) by id. Those not read recently come
     from ONE teleconsult search (``ServiceRequest?_id=a,b,c``, with the user's token); its failing
-    leaves their reasons out (a dash), never the list.
+    leaves their reasons out (a dash), never the list. ``kept``: :func:`_kept_reasons` of ``rids``, if
+    the caller has it already.
 
     A consult's reason and requester never change after its submission (teleconsult changes a
     ServiceRequest only through the workflow's operations, which set its status), so what a search
@@ -1343,9 +1353,7 @@ def _reasons(rids: list[str]) -> dict[str, dict[str, Any]]:
     beside a Task the user's own worklist answered, whose own ServiceRequest it is (the clinic and
     the hub see a consult's Task and its ServiceRequest alike)."""
     now = time.monotonic()
-    wanted = sorted(set(rids))
-    found = {rid: hit[1] for rid in wanted if (hit := _reasons_kept.get(rid)) is not None and hit[0] > now}
-    missing = [rid for rid in wanted if rid not in found]
+    found, missing = kept if kept is not None else _kept_reasons(rids)
     if not missing:
         return found
     try:
@@ -1367,13 +1375,19 @@ def consult_rows(tasks: list[dict[str, Any]], extra: dict[str, dict[str, Any]] |
     """A list's rows of consults: each Task with its patient (name only where the EHR lets this user
     read them: :mod:`patients`), its reason and the requesting clinic. The patients (one EHR search)
     and the reasons not kept yet (one teleconsult search, :func:`_reasons`) are asked for at once; the
-    Task's own ``reasonCode`` is used when it has one. ``extra``: more per Task id (the worklist's due flags)."""
+    Task's own ``reasonCode`` is used when it has one. ``extra``: more per Task id (the worklist's due flags).
+    Every reason kept already (a list read again within :data:`REASON_SECONDS`): the patients alone, in this
+    thread (a pool's thread waited on for nothing to do meanwhile cost a hand-off and a copied request context)."""
     pids = [patient_id(t.get("for")) for t in tasks]
     rids = [request_id(t) for t in tasks]
-    names_job = pool.submit(copy_current_request_context(patients.lookup), [p for p in pids if p])
     asked = [r for t, r in zip(tasks, rids, strict=True) if r and not t.get("reasonCode")]
-    srs = _reasons(asked)
-    found = names_job.result()
+    kept = _kept_reasons(asked)
+    if kept[1]:
+        names_job = pool.submit(copy_current_request_context(patients.lookup), [p for p in pids if p])
+        srs = _reasons(asked, kept)
+        found = names_job.result()
+    else:
+        srs, found = kept[0], patients.lookup([p for p in pids if p])
     rows = []
     for task, pid, rid in zip(tasks, pids, rids, strict=True):
         sr = srs.get(rid or "") or {}
