@@ -62,6 +62,25 @@ def test_every_box_of_every_form_is_drawn_as_wtforms_draws_it(app, cls):
     assert drawn or not any(isinstance(f.widget, wtforms.widgets.Input) for f in _fields(cls(formdata=None)))
 
 
+@pytest.mark.parametrize("cls", FORMS, ids=lambda c: c.__name__)
+def test_the_field_macro_writes_each_label_as_wtforms_does(app, cls):
+    """_form.html's ``field`` writes a box's label itself: the same markup as WTForms' ``f.label()``."""
+    with app.test_request_context("/"):
+        macro = app.jinja_env.get_template("_form.html").module.field
+        for form in (cls(formdata=None), cls(formdata=MultiDict({f.name: '<b>"x"</b>' for f in _fields(cls())}))):
+            for field in _fields(form):
+                if field.type in ("FileField", "MultipleFileField"):
+                    continue  # its name is a span (the macro's own markup)
+                if getattr(field, "choices", ()) is None:
+                    field.choices = [("known", "Known")]
+                drawn = str(macro(field))
+                assert str(field.label()) in drawn, (field.name, drawn[:300])
+        odd = cls(formdata=None)
+        for field in _fields(odd)[:1]:
+            field.label.field_id, field.label.text = 'a"<b>', Markup("<abbr>BHYT</abbr> & \"x\"")
+            assert str(field.label()) in str(macro(field))
+
+
 def test_the_quick_box_is_a_copy_and_a_widget_of_its_own_keeps_its_params():
     from sen_portal.web.forms import _quick, html_params
 
